@@ -370,10 +370,10 @@ class JobService:
         answered, kept = job["answered"], self._kept(job["id"])
         stored = {o["name"] for o in job["outputs"]}
         await self.outputs.store([(o["name"], kept / str(i), o["size"]) for i, o in enumerate(answered["outputs"])
-                                   if o["name"] not in stored], job)
+                                  if o["name"] not in stored], job)
         refusal, trap = answered["refusal"], answered["trap"]
         streams = _ended(job, run, job["outputs"], refusal, trap, provider=answered["provider"],
-                              signed=answered["signed"])
+                         signed=answered["signed"])
         job.pop("answered")
         job["paid_on"] = answered["pays"]  # a restart before they are paid pays each its charge, not its cap
         # One write: the job done, the provider's signed record kept by its id (the job's record keeps only its
