@@ -525,3 +525,32 @@ async def test_a_remote_job_done_but_not_paid_before_a_stop_is_paid_its_charge_a
 
 async def _settled(node, authorization: str) -> bool:
     return all(a.id.hex() != authorization for a in node.ledger.pending())
+
+
+async def test_a_remote_job_asked_for_again_while_its_checked_answer_waits_to_be_stored_is_stored_not_run_again(
+        node_factory, monkeypatch) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    spec = {"module": module, "stdin": "-"}
+    outputs = gateway.app[NODE].jobs.outputs
+    store = outputs.store
+
+    async def cut(*args):  # what a stop leaves: the checked answer kept, nothing stored, nothing paid
+        raise OSError("cut short")
+
+    monkeypatch.setattr(outputs, "store", cut)
+    status, _ = await run_job(gateway, spec, stdin=DATA)
+    assert status == 500
+    (job,) = _jobs(gateway)
+    assert job["state"] == "storing" and job["outputs"] == [] and job["answered"]["pays"], job
+    monkeypatch.setattr(outputs, "store", store)
+    before = balances(gateway, provider)
+    status, again = await run_job(gateway, spec, stdin=DATA)
+    assert status == 201 and again["state"] == "done" and again["executions"] == 1, again
+    assert again["provenance"] == job["answered"]["signed"]["record"]["id"]  # the run answered before: not run again
+    assert await read_file(gateway, {o["name"]: o for o in again["outputs"]}["out/c.txt"]["capability"]) == DATA
+    await eventually_async(lambda: _settled(gateway.app[NODE], job["answered"]["pays"][0]["authorization"]),
+                           "the job's tab paid", 30)
+    after = balances(gateway, provider)
+    assert after[1] - before[1] == again["charge"] > 0  # paid once, its charge
+    assert not any((gateway.app[NODE].config.data_dir / "jobs").iterdir())  # its kept outputs gone once stored
