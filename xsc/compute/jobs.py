@@ -437,7 +437,7 @@ class JobService:
         answered, kept = job["answered"], self._kept(job["id"])
         for i, output in enumerate(answered["outputs"]):
             if await in_pool(None, file_sha256, kept / str(i)) != output["sha256"]:
-                raise IntegrityError(f"the job {job['id'][:16]}…'s kept output {output['name']!r} is not the one "
+                raise IntegrityError(f"the job {job['id']}'s kept output {output['name']!r} is not the one "
                                      "its provider signed", hint="run the job again")
         ended = await self._store_answered(job, answered["run"])
         for pay in answered["pays"]:
@@ -463,7 +463,7 @@ class JobService:
                 except (Trap, OverCap):
                     pass  # finished: the job's answer is its trap or its refusal
                 except XscError as err:
-                    log.warning("job %s: its outputs could not be fetched or stored again (%s)", job["id"][:12], err)
+                    log.warning("job %s: its outputs could not be fetched or stored again (%s)", job["id"], err)
                 job = self._load(self.payer.public_key, job["id"]) or job
                 if job.get("state") not in UNFINISHED:
                     continue
@@ -473,7 +473,7 @@ class JobService:
                     continue
                 except XscError as err:
                     log.error("job %s: its checked answer could not be stored (%s): marked interrupted",
-                              job["id"][:12], err)
+                              job["id"], err)
                     job = self._load(self.payer.public_key, job["id"]) or job
             await self._interrupted(job)
         for stale in self.work_dir.glob("answered-*"):  # a job finished, or marked, just before a stop removed them
@@ -537,7 +537,7 @@ class JobService:
                 except XscError as err:
                     if time.monotonic() + delay > deadline:
                         raise
-                    log.warning("job %s: storing its checked answer failed (%s): trying again", job["id"][:12], err)
+                    log.warning("job %s: storing its checked answer failed (%s): trying again", job["id"], err)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 60.0)
 
@@ -784,10 +784,10 @@ def _answer(job: dict[str, Any], streams: dict[str, str], charge: int, refusal: 
     answer = {**job, **streams, "replayed": False, "charged": charge}
     answer.pop("signed", None)
     if refusal is not None:
-        raise OverCap(f"the job {job['id'][:16]}… ran, but {refusal}: nothing of its outputs is stored",
+        raise OverCap(f"the job {job['id']} ran, but {refusal}: nothing of its outputs is stored",
                       hint=_refusal_hint(refusal), **answer)
     if trap is not None:
-        raise Trap(f"the job {job['id'][:16]}… failed: {trap['message']}", kind=trap.get("kind"),
+        raise Trap(f"the job {job['id']} failed: {trap['message']}", kind=trap.get("kind"),
                    hint=trap.get("hint"), **answer)
     return answer
 

@@ -232,7 +232,7 @@ class SentJobs:
             try:
                 await wire.forget(self.paid.client, url, provider, job)
             except (PeerRefused, PeerUnreachable) as err:
-                log.info("provider %s kept job %s's files: %s (it drops them itself)", provider[:12], job[:12], err)
+                log.info("provider %s kept job %s's files: %s (it drops them itself)", provider, job, err)
 
     async def _fetched(self, url: str, provider: str, job: str, outputs: list[dict[str, Any]], into: Path
                        ) -> list[OutputFile]:
