@@ -104,7 +104,7 @@ class JobService:
         (before any loop runs: the retry alone would pay up to their caps)."""
         for stale in self.work_dir.glob("job-*"):
             remove_tree(stale)
-        for _, job in self._records():
+        for job in _records(self.db):
             fetching = [job["fetching"]] if job.get("state") in UNFINISHED and "fetching" in job else []
             for tab in job.get("answered", {}).get("pays", []) + job.get("paid_on", []) + fetching:
                 self.sent.hold_off(tab["authorization"])
@@ -157,6 +157,11 @@ class JobService:
         """The staged job run (or replayed) while no other run of it is under way."""
         user = self.payer.public_key
         previous = self._load(user, jid)
+        if previous is not None and previous.get("state") in UNFINISHED and "fetching" in previous \
+                and not self._resumable(previous):  # a stop cut its fetch short: fetched again, not run again
+            with contextlib.suppress(XscError):  # its outputs never came (not paid): it runs
+                return await self._refetched(previous)
+            previous = self._load(user, jid)
         if previous is not None and self._resumable(previous):  # its answer is here, checked: not run again
             try:
                 return await self._resumed(previous)
@@ -419,10 +424,6 @@ class JobService:
         return _answer(job, streams, run.charge, refusal, trap)
 
     # --- after a restart ------------------------------------------------------------------------
-    def _records(self) -> list[tuple[bytes, dict[str, Any]]]:
-        with self.db.iterator(prefix=keys.JOBS) as found:
-            return [(key, codec.loads(value)) for key, value in found]
-
     def _kept(self, jid: str) -> Path:
         """Where a job's checked remote outputs wait to be stored (a start leaves them: `_resumed` needs them)."""
         return self.work_dir / f"answered-{jid}"
@@ -448,14 +449,14 @@ class JobService:
         """At start: a remote job whose checked answer a stop left storing is finished (its outputs stored, its
         provider paid once); any other job a stop cut short is marked interrupted and the outputs it had stored
         are removed.  A remote run checked and not paid yet is paid what its job's record says it owes."""
-        records = [job for _, job in self._records()]
+        records = _records(self.db)
         for job in records:  # done, its providers' receipts not paid yet: paid what the record says they are owed
             if job.get("state") not in UNFINISHED:
                 for pay in job.get("paid_on", []):
                     self.sent.owed_after_restart(pay["provider"], pay["authorization"], pay["charge"])
         # The jobs to finish last: storing may have to wait for the market, and the others' tabs are held meanwhile.
-        for job in sorted((j for j in records if j.get("state") in UNFINISHED),
-                          key=lambda j: self._resumable(j) or "fetching" in j):
+        for job in sorted((j for j in records if j.get("state") in UNFINISHED),  # fetches before resumptions,
+                          key=lambda j: 2 if self._resumable(j) else "fetching" in j):  # which may wait long
             if "fetching" in job and not self._resumable(job):
                 try:
                     async with self._alone(job["id"]):
@@ -505,8 +506,9 @@ class JobService:
 
     async def _interrupted(self, job: dict[str, Any]) -> None:
         """A job a stop cut short, not resumed: marked interrupted, the outputs it had stored removed, and its
-        provider paid if its answer was checked (it is owed it, stored or not).  A remote run cut short before
-        its answer was checked is the payment retry's: its provider countersigns what it ran, at most its cap."""
+        provider paid if its answer was checked (it is owed it, stored or not), not if its outputs never came.
+        A remote run cut short before its answer came is the payment retry's: its provider countersigns what it
+        ran, at most its cap."""
         await self.outputs.remove([o["capability"] for o in job.get("outputs", [])])
         for pay in job.get("answered", {}).get("pays", []):
             self.sent.owed_after_restart(pay["provider"], pay["authorization"], pay["charge"])
@@ -761,6 +763,12 @@ def _keep(paths: list[Path], kept: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _records(db: Database) -> list[dict[str, Any]]:
+    """Every job record (any user's)."""
+    with db.iterator(prefix=keys.JOBS) as found:
+        return [codec.loads(value) for _, value in found]
 
 
 def _ended(job: dict[str, Any], run: dict[str, Any], stored: list[dict[str, Any]], refusal: str | None,
