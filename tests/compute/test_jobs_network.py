@@ -102,3 +102,102 @@ def test_a_map_of_100_inputs_spreads_over_the_providers_and_survives_one_killed(
             assert status == 200 and report["ok"], report
     finally:
         kill_all(started)
+
+
+@pytest.mark.slow
+def test_a_gateway_killed_while_it_stores_a_remote_jobs_outputs_stores_them_at_restart_and_pays_once(
+        tmp_path: Path) -> None:
+    import subprocess
+
+    from xsc.compute.jobspec import job_id, parse_job
+    from xsc.devnet import xsc_command
+
+    started: list = []
+    try:  # the provider offers no storage: the outputs are stored on the gateway, and it is paid for its run alone
+        (gateway, provider), _ = start_star(tmp_path, 2, {**SETTLE, "XSC_MARKET_OFFER_COMPUTE": "false"},
+                                            {**SETTLE, "XSC_MARKET_OFFER_STORAGE": "false"}, started)
+        eventually(lambda: api(gateway, "GET", "/v1/market/status")[1]["participants"] == 2, "the market")
+        deployed = gateway.xsc("compute", "deploy", str(WASM / "outputs.wasm"), "--wasi")
+        assert deployed.returncode == 0, deployed.stderr
+        module = deployed.stdout.decode().strip()
+        data = tmp_path / "stdin"
+        data.write_bytes(os.urandom(48 << 20))  # out/c.txt is a copy: its put takes a while
+        jid = job_id(parse_job({"module": module, "stdin": "-"}), hashlib.sha256(data.read_bytes()).hexdigest(), [])
+        with open(data, "rb") as stdin:
+            running = subprocess.Popen([*xsc_command(), "--data-dir", str(gateway.data_dir), "compute", "run",
+                                        module], stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            eventually(lambda: api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1].get("state") == "storing",
+                       "the gateway storing the job's outputs", timeout=120, poll=0.02)
+            gateway.kill()
+        finally:
+            running.wait(30)
+        gateway.start()
+        job = eventually(lambda: (j := api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1])["state"] != "storing"
+                         and j, "the job finished at the start", timeout=120)
+        assert job["state"] == "done" and job["executions"] == 1 and job["provider"] == node_id(provider), job
+        outputs = {o["name"]: o["capability"] for o in job["outputs"]}
+        assert sorted(outputs) == ["out/a.txt", "out/b.txt", "out/c.txt"]
+        got = gateway.xsc("store", "get", outputs["out/c.txt"], "-o", str(tmp_path / "c.txt"))
+        assert got.returncode == 0, got.stderr
+        assert (tmp_path / "c.txt").read_bytes() == data.read_bytes()
+        listed = api(gateway, "GET", "/v1/store/files")[1]["files"]
+        assert sorted(f["capability"] for f in listed if jid in f["name"]) == sorted(outputs.values())
+        assert _jobs_run(provider) == 1  # not run again
+        eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
+                   "the job's payment settled", timeout=120)
+        assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == job["charge"] > 0  # paid once
+        for node in (gateway, provider):
+            status, report = api(node, "GET", "/v1/ledger/verify")
+            assert status == 200 and report["ok"], report
+    finally:
+        kill_all(started)
+
+
+@pytest.mark.slow
+def test_a_gateway_killed_while_it_fetches_a_remote_jobs_outputs_fetches_them_again_at_restart_and_pays_once(
+        tmp_path: Path) -> None:
+    import subprocess
+
+    from xsc.compute.jobspec import job_id, parse_job
+    from xsc.devnet import xsc_command
+
+    started: list = []
+    try:
+        (gateway, provider), _ = start_star(tmp_path, 2, {**SETTLE, "XSC_MARKET_OFFER_COMPUTE": "false"},
+                                            {**SETTLE, "XSC_MARKET_OFFER_STORAGE": "false"}, started)
+        eventually(lambda: api(gateway, "GET", "/v1/market/status")[1]["participants"] == 2, "the market")
+        deployed = gateway.xsc("compute", "deploy", str(WASM / "outputs.wasm"), "--wasi")
+        assert deployed.returncode == 0, deployed.stderr
+        module = deployed.stdout.decode().strip()
+        data = tmp_path / "stdin"
+        data.write_bytes(os.urandom(48 << 20))  # out/c.txt is a copy: it is fetched in 48 requests
+        jid = job_id(parse_job({"module": module, "stdin": "-"}), hashlib.sha256(data.read_bytes()).hexdigest(), [])
+        with open(data, "rb") as stdin:
+            running = subprocess.Popen([*xsc_command(), "--data-dir", str(gateway.data_dir), "compute", "run",
+                                        module], stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            eventually(lambda: "fetching" in api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1],
+                       "the gateway fetching the job's outputs", timeout=120, poll=0.01)
+            gateway.kill()
+        finally:
+            running.wait(30)
+        gateway.start()
+        job = eventually(lambda: (j := api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1])["state"]
+                         not in ("running", "storing") and j, "the job finished at the start", timeout=120)
+        assert job["state"] == "done" and job["executions"] == 1 and "fetching" not in job, job
+        outputs = {o["name"]: o["capability"] for o in job["outputs"]}
+        got = gateway.xsc("store", "get", outputs["out/c.txt"], "-o", str(tmp_path / "c.txt"))
+        assert got.returncode == 0, got.stderr
+        assert (tmp_path / "c.txt").read_bytes() == data.read_bytes()
+        assert _jobs_run(provider) == 1  # not run again
+        eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
+                   "the job's payment settled", timeout=120)
+        assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == job["charge"] > 0  # paid once
+        assert provider_hosted(provider) == 0  # told to forget the job once its outputs were fetched again
+    finally:
+        kill_all(started)
+
+
+def provider_hosted(provider) -> int:
+    return api(provider, "GET", "/v1/node/status")[1]["hosted_jobs"]["hosted"]

@@ -14,13 +14,14 @@ import pytest
 
 from tests.support.compute import deploy
 from tests.support.jobs import QUIET, balances, network, read_file, run_job, settle, verified
+from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc import codec, keys
-from xsc.compute import hosted_jobs, sent_jobs
+from xsc.compute import hosted_jobs, remote_tabs, sent_jobs
 from xsc.compute import jobs as jobs_module
 from xsc.compute.jobspec import parse_job
-from xsc.errors import PeerRefused
-from xsc.node import IDENTITY, TOKEN
+from xsc.errors import PeerRefused, PeerUnreachable
+from xsc.node import CLIENT_IDENTITY, IDENTITY, TOKEN
 from xsc.node.appkeys import NODE
 
 DATA = b"some stored words\nand more of them\n" * 1000
@@ -205,6 +206,33 @@ async def test_a_job_whose_stdin_stalls_is_refused_and_leaves_nothing_behind(nod
     assert not any((node.app[NODE].config.data_dir / "jobs").iterdir())  # its work directory is gone
 
 
+async def test_an_output_published_just_before_its_job_fails_is_removed_and_a_file_of_the_users_is_not(
+        node_factory, monkeypatch) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    spec = {"module": module, "stdin": "-"}
+    jid = jobs_module.job_id(parse_job(spec), hashlib.sha256(b"abc").hexdigest(), [])
+    name = f"job:{jid}:out/a.txt"  # the name the job's first output is stored under
+    response = await gateway.post(f"/v1/store/files?name={name}", data=b"the user's own file")
+    assert response.status == 201, await response.text()
+    own = (await response.json())["capability"]
+    storage = gateway.app[NODE].jobs.storage
+    put = storage.put
+
+    async def published_then_cut(*args, **kwargs):  # the file is published; what the job does next never happens
+        await put(*args, **kwargs)
+        raise PeerUnreachable("cut short")
+
+    monkeypatch.setattr(storage, "put", published_then_cut)
+    status, problem = await run_job(gateway, spec, stdin=b"abc")
+    assert status == 502 and problem["code"] == "peer-unreachable", problem
+    listed = (await (await gateway.get("/v1/store/files")).json())["files"]
+    assert [f["capability"] for f in listed if f["name"].startswith(f"job:{jid}")] == [own]
+    assert await read_file(gateway, own) == b"the user's own file"
+    (job,) = [j for j in _jobs(gateway) if j["id"] == jid]
+    assert job["state"] == "failed" and job["outputs"] == [] and "could not be stored" in job["error"], job
+
+
 async def _admitted(service) -> bool:
     return service.admitted >= 1
 
@@ -319,6 +347,7 @@ async def test_a_provider_that_answers_an_earlier_run_of_the_same_job_is_not_pai
     monkeypatch.setattr(hosted, "_run", replayed)
     status, again = await run_job(gateway, spec, stdin=b"abc")  # captured by the patch as the provider's first
     assert status == 201 and again["provenance"] != first["provenance"], again
+    await settle(gateway)  # the runs so far paid: what follows is the replay's alone
     before = balances(gateway, provider)
     status, problem = await run_job(gateway, spec, stdin=b"abc")
     assert status == 502 and problem["code"] == "forged-result" and "replay" in problem["detail"], problem
@@ -380,7 +409,7 @@ async def test_two_runs_of_one_job_at_once_run_one_after_the_other(node_factory,
     gateway, _ = await network(node_factory)
     module = await deploy(gateway, "outputs", wasi=True)
     jobs = gateway.app[NODE].jobs
-    stage, staged = jobs._stage, asyncio.Event()
+    stage, staged = jobs.inputs.stage, asyncio.Event()
     calls: list[int] = []
 
     async def counted(*args):
@@ -396,7 +425,7 @@ async def test_two_runs_of_one_job_at_once_run_one_after_the_other(node_factory,
         await staged.wait()
         return await execute(*args)
 
-    monkeypatch.setattr(jobs, "_stage", counted)
+    monkeypatch.setattr(jobs.inputs, "stage", counted)
     monkeypatch.setattr(jobs, "_placed", held)
     spec = {"module": module, "stdin": "-"}
     answers = await asyncio.gather(run_job(gateway, spec, stdin=b"abc"), run_job(gateway, spec, stdin=b"abc"))
@@ -468,3 +497,60 @@ async def test_a_lineage_over_a_kept_record_in_no_shape_this_node_writes_ends_th
     assert response.status == 200, await response.text()
     made = (await response.json())["made_by"]
     assert not made["signature_valid"] and made["inputs"] == [{"path": "/in/data", "verify_hash": "zz:not hex"}]
+
+
+@pytest.mark.parametrize("inflated", [False, True])
+async def test_a_remote_job_done_but_not_paid_before_a_stop_is_paid_its_charge_at_the_start_and_no_more(
+        node_factory, monkeypatch, inflated) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    monkeypatch.setattr(gateway.app[NODE].jobs.sent, "pay", lambda returned: None)  # the stop comes before it
+    status, job = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
+    assert status == 201 and job["state"] == "done" and job["charge"] > 0, job
+    (authorization,) = [a.id.hex() for a in gateway.app[NODE].ledger.pending() if a.job == remote_tabs.JOB]
+    await close_node(gateway)
+    ledger = provider.app[NODE].ledger
+    if inflated:  # the provider countersigns the tab's whole cap, knowing the gateway's tally died with it
+        countersign = ledger.countersign
+        monkeypatch.setattr(ledger, "countersign", lambda payee, auth, amount, usage, **kw:
+                            countersign(payee, auth, auth.cap, usage, **kw))
+    gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
+    node = gateway.app[NODE]
+    await eventually_async(lambda: _settled(node, authorization), "the job's tab settled at the start", 30)
+    paid = next((e.receipt.amount for e in node.ledger.store.history(gateway.app[CLIENT_IDENTITY].public_key, 50)
+                 if e.authorization.id.hex() == authorization), None)
+    assert (paid, node.paid.gateway_tabs.refused_receipts) == ((None, 1) if inflated else (job["charge"], 0))
+    await verified(gateway)
+
+
+async def _settled(node, authorization: str) -> bool:
+    return all(a.id.hex() != authorization for a in node.ledger.pending())
+
+
+async def test_a_remote_job_asked_for_again_while_its_checked_answer_waits_to_be_stored_is_stored_not_run_again(
+        node_factory, monkeypatch) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    spec = {"module": module, "stdin": "-"}
+    outputs = gateway.app[NODE].jobs.outputs
+    store = outputs.store
+
+    async def cut(*args):  # what a stop leaves: the checked answer kept, nothing stored, nothing paid
+        raise OSError("cut short")
+
+    monkeypatch.setattr(outputs, "store", cut)
+    status, _ = await run_job(gateway, spec, stdin=DATA)
+    assert status == 500
+    (job,) = _jobs(gateway)
+    assert job["state"] == "storing" and job["outputs"] == [] and job["answered"]["pays"], job
+    monkeypatch.setattr(outputs, "store", store)
+    before = balances(gateway, provider)
+    status, again = await run_job(gateway, spec, stdin=DATA)
+    assert status == 201 and again["state"] == "done" and again["executions"] == 1, again
+    assert again["provenance"] == job["answered"]["signed"]["record"]["id"]  # the run answered before: not run again
+    assert await read_file(gateway, {o["name"]: o for o in again["outputs"]}["out/c.txt"]["capability"]) == DATA
+    await eventually_async(lambda: _settled(gateway.app[NODE], job["answered"]["pays"][0]["authorization"]),
+                           "the job's tab paid", 30)
+    after = balances(gateway, provider)
+    assert after[1] - before[1] == again["charge"] > 0  # paid once, its charge
+    assert not any((gateway.app[NODE].config.data_dir / "jobs").iterdir())  # its kept outputs gone once stored

@@ -46,7 +46,7 @@ from typing import Any
 from .. import keys
 from ..db import Database
 from ..errors import AuthorizationReplayed, Conflict, DealRefused, InvalidArgument, NothingOwed, PeerRefused, XscError
-from ..identity import Identity
+from ..identity import Identity, public_id
 from ..ledger.core.model import Authorization, Receipt, encode_authorization, format_credits
 from ..ledger.settlement import Payments, nothing_owed
 from ..ledger.service import LedgerService
@@ -146,6 +146,37 @@ class GatewayTabs:
         tab.in_flight -= 1
         with self.payments.working(tab.auth.id):
             await self._drop(tab)  # and what it held is released
+
+    # --- a job's tab a restart left pending, finished as the job's record says ---------------------------
+    def hold_off(self, authorization_id: bytes) -> bool:
+        """Keep the payment retry off a tab a restart left pending until its job says what it owes
+        (`owed_after_restart`) or that nothing of it is paid (`unanswered_after_restart`): the retry alone would
+        pay its receipt up to its cap.  Whether it is still pending."""
+        if self._pending(authorization_id) is None:
+            return False
+        self.payments.keep_off(authorization_id)
+        return True
+
+    def owed_after_restart(self, authorization_id: bytes, amount: int) -> bool:
+        """A tab a restart left pending whose work was answered, checked and recorded as owing `amount`: closed
+        now, its receipt paid up to that amount (not up to its cap), once.  Whether it was still pending."""
+        auth = self._pending(authorization_id)
+        if auth is None:
+            return False
+        tab = self._unpaid[auth.id] = OpenTab(public_id(auth.payee), auth, 0, metered=amount, count=1, closing=True)
+        self._spawn_close(tab)
+        return True
+
+    async def unanswered_after_restart(self, authorization_id: bytes) -> None:
+        """A tab a restart left pending whose work's outputs never came: nothing of it is paid, as when its answer
+        never comes (`abandon`)."""
+        auth = self._pending(authorization_id)
+        if auth is not None:
+            with self.payments.working(auth.id):
+                await self._drop(OpenTab(public_id(auth.payee), auth, 0))
+
+    def _pending(self, authorization_id: bytes) -> Authorization | None:
+        return next((a for a in self.ledger.pending() if a.id == authorization_id), None)
 
     def _usable(self, provider: str, price: int, budget: int) -> OpenTab | None:
         tab = self._open.get(provider)

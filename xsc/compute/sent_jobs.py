@@ -1,5 +1,6 @@
-"""A job run on a provider the market chose: its bytes sent, its run paid on this node's tab with the provider,
-and its outputs fetched and checked against what the provider signed (net/jobs.py is the wire).
+"""A job run on a provider the market chose: its bytes sent, its outputs fetched and checked against what the
+provider signed (net/jobs.py is the wire), and its run paid on this node's tab with the provider once the caller
+has stored them (`pay`; after a restart, `owed_after_restart`).
 
 Each job is paid on a tab of its own (GatewayTabs.reserve_alone): one authorization, one receipt.  The provider's
 answer is believed only as far as its signature goes: the provenance record must be the provider's, for this job
@@ -66,17 +67,12 @@ class SentJobs:
         self.on_strike = on_strike
         self._pushing: dict[tuple[str, str], asyncio.Lock] = {}  # (provider, module): one push at a time
 
-    async def run(self, provider: str, price: int, spec, call: InvokeCall, staged, jid: str,
-                  deal: dict[str, Any]) -> Returned:
-        """Run the staged job on `provider` at `price`; its run, checked and paid, with its outputs on disk."""
-        returned = await self.unsettled(provider, price, spec, call, staged, jid, deal)
-        self.pay(returned)
-        return returned
-
     async def unsettled(self, provider: str, price: int, spec, call: InvokeCall, staged, jid: str,
-                        deal: dict[str, Any]) -> Returned:
-        """As `run`, but neither paid nor refused yet: the caller judges it (`pay` or `refuse`), as replicas of a
-        job are judged by their agreement."""
+                        deal: dict[str, Any], believed: Callable[[dict[str, Any]], None] | None = None) -> Returned:
+        """Run the staged job on `provider` at `price`: its run, checked, with its outputs on disk, neither paid
+        nor refused yet.  The caller judges it (`pay` or `refuse`) once its outputs are stored, as replicas of a
+        job are judged by their agreement.  `believed({provider, job, authorization, answer})`: the provider's
+        answer holds to the job, its outputs not fetched yet (what `refetched` needs after a restart)."""
         paid = self.paid
         url = paid.peers.peer(provider).url
         budget = paid.compute.budget(call, price)
@@ -88,7 +84,8 @@ class SentJobs:
         try:
             answer = await self._sent_and_run(url, provider, job, data, call, tab, budget)
             try:
-                returned = await self._checked(url, provider, job, jid, staged, answer, budget, spec, price, tab)
+                returned = await self._checked(url, provider, job, jid, staged, answer, budget, spec, price, tab,
+                                               believed)
             except ForgedResult as err:
                 await paid.gateway_tabs.abandon(tab, budget)
                 self._strike(provider, err.message)
@@ -109,6 +106,20 @@ class SentJobs:
         charge = returned.run["charge"]
         self.paid.gateway_tabs.answered(returned.tab, returned.budget, charge)
         self.paid.market.note_paid(returned.provider, charge, by_them=False)
+
+    def hold_off(self, authorization: str) -> bool:
+        """After a restart: the job tab `authorization` (hex) left pending, kept from the payment retry until
+        `owed_after_restart` or `unanswered_after_restart` (remote_tabs.GatewayTabs.hold_off)."""
+        return self.paid.gateway_tabs.hold_off(bytes.fromhex(authorization))
+
+    def owed_after_restart(self, provider: str, authorization: str, charge: int) -> None:
+        """After a restart: pay the job tab `authorization` the `charge` its checked run was recorded owing."""
+        if self.paid.gateway_tabs.owed_after_restart(bytes.fromhex(authorization), charge):
+            self.paid.market.note_paid(provider, charge, by_them=False)
+
+    async def unanswered_after_restart(self, authorization: str) -> None:
+        """After a restart: nothing is paid on the job tab `authorization`, whose outputs never came."""
+        await self.paid.gateway_tabs.unanswered_after_restart(bytes.fromhex(authorization))
 
     async def refuse(self, returned: Returned, why: str | None) -> None:
         """Pay nothing for a checked run that is not believed: a strike (`why`) if it disagreed with the replicas
@@ -175,7 +186,8 @@ class SentJobs:
         return offset
 
     async def _checked(self, url: str, provider: str, job: str, jid: str, staged, answer: dict[str, Any],
-                       budget: int, spec, price: int, tab) -> Returned:
+                       budget: int, spec, price: int, tab, believed: Callable[[dict[str, Any]], None] | None
+                       ) -> Returned:
         """The provider's answer, held to its signed record; each output fetched and held to its signed hash."""
         run, signed = answer["run"], answer["provenance"]
         charge = run.get("charge")
@@ -200,17 +212,41 @@ class SentJobs:
                                hint="run the job again (another provider)")
         outputs = facts["outputs"]
         _check_outputs(provider, outputs, spec.bytes_out)  # bounded before anything is fetched
+        if believed is not None:
+            believed({"provider": provider, "job": job, "authorization": tab.auth.id.hex(), "answer": answer})
+        files = await self._fetched(url, provider, job, outputs, staged.work / "fetched" / provider)
+        return Returned(provider, run, signed, files, [o["sha256"] for o in outputs], answer)
+
+    async def refetched(self, provider: str, job: str, outputs: list[dict[str, Any]], into: Path
+                        ) -> list[OutputFile]:
+        """After a restart: the outputs of a run whose answer was believed (`unsettled`'s `believed`) fetched again
+        from `provider`, which keeps them a while (hosted_jobs.IDLE), each held to its signed hash; a provider
+        whose bytes do not match is struck.  Then it is told to forget the job."""
+        url = self.paid.peers.peer(provider).url
+        try:
+            return await self._fetched(url, provider, job, outputs, into)
+        except ForgedResult as err:
+            self._strike(provider, err.message)
+            raise
+        finally:
+            try:
+                await wire.forget(self.paid.client, url, provider, job)
+            except (PeerRefused, PeerUnreachable) as err:
+                log.info("provider %s kept job %s's files: %s (it drops them itself)", provider, job, err)
+
+    async def _fetched(self, url: str, provider: str, job: str, outputs: list[dict[str, Any]], into: Path
+                       ) -> list[OutputFile]:
+        """Each signed output fetched into the directory `into` (named by its index), held to its size and hash."""
         files: list[OutputFile] = []
-        fetched = staged.work / "fetched" / provider  # each replica's outputs apart
-        fetched.mkdir(parents=True, exist_ok=True)
+        into.mkdir(parents=True, exist_ok=True)
         for index, output in enumerate(outputs):
-            path = fetched / str(index)
+            path = into / str(index)
             size, digest = await self._fetch(url, provider, job, index, path, output["size"])
             if size != output["size"] or digest != output["sha256"]:
                 raise ForgedResult(f"provider {provider}'s output {output['name']!r} does not match the hash "
                                    "it signed: not paid, and struck", hint="run the job again (another provider)")
             files.append((output["name"], path, size))
-        return Returned(provider, run, signed, files, [o["sha256"] for o in outputs], answer)
+        return files
 
     async def _fetch(self, url: str, provider: str, job: str, index: int, path: Path, size: int) -> tuple[int, str]:
         """Output `index` to `path`, never more than its signed size; its size and SHA-256."""
