@@ -42,6 +42,7 @@ from ..config import MarketSection
 from ..identity import Identity, parse_public_id
 from ..net.peer_client import dumps
 from .core.auction import clear_book
+from .core.backing import backed
 from .core.book import MarketCommitment, sign_commitment
 from .core.models import Ask, Bid, offer_asks
 from .lookup import ProviderLookup, providers_in
@@ -410,7 +411,7 @@ class MarketService:
     # --- clearing and matching -------------------------------------------------------------
     def clearings(self) -> dict:
         if self._clearings is None:
-            self._clearings = clear_book(self.book.orders())
+            self._clearings = _clear_book(self.book.asks(), self.credible(self.book.bids()), self.book.bucket_seconds)
             self.record_prices(self._clearings)
         return self._clearings
 
@@ -420,10 +421,26 @@ class MarketService:
         if self._clearings is not None:
             return
         version = self.version
-        clearings = await in_pool(self.pool, _clear_book, self.book.asks(), self.book.bids(), self.book.bucket_seconds)
+        clearings = await in_pool(self.pool, _clear_book, self.book.asks(), self.credible(self.book.bids()),
+                                  self.book.bucket_seconds)
         if self._clearings is None and self.version == version:  # else the book changed meanwhile: next round
             self._clearings = clearings
             self.record_prices(clearings)
+
+    def backing(self, participant: str) -> int:
+        """What the ledger shows `participant` can pay this node now (micro-credits): what it paid or prepaid here
+        that still counts, less the work taken on for it, plus the credit line of a peer the user recognises.  A
+        stranger's `ledger.stranger_credit` is left out: every fresh id would get it, so many ids would add up."""
+        if self.credit_lines is None:
+            return 0
+        line = self.credit_lines.line(participant)
+        return max(0, line["available"] - (0 if line["recognised"] else line["credit"]))
+
+    def credible(self, bids: list[Bid]) -> list[Bid]:
+        """`bids` as they count in this node's clearing and matching: other participants' only as far as their
+        `backing` pays for them at their bids (xsc.market.core.backing)."""
+        owners = {b.slot.owner for b in bids} - {self.me}
+        return backed(bids, {owner: self.backing(owner) for owner in owners}, self.me)
 
     def record_prices(self, clearings: dict) -> None:
         """Keep each new clearing price (a price or volume that changed) for `xsc market prices`."""
