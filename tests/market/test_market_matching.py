@@ -246,11 +246,11 @@ def test_other_bidders_count_only_as_far_as_their_backing_pays_dearest_first():
     cost = units_cost("storage", GIB, 10 * HOUR, 100)
     rival = [bid("rival", "a", GIB, 100), bid("rival", "b", GIB, 300), bid("rival", "c", GIB, 200)]
     mine = [bid("me", "n", GIB, 50)]
-    kept = backed(rival + mine, {"rival": 5 * cost + 1}, "me")  # "b" costs 3, "c" 2: no room left for "a"
+    kept = backed(rival + mine, {"rival": 5 * cost + 1}.get, "me")  # "b" costs 3, "c" 2: no room left for "a"
     assert [b.slot.id for b in kept] == ["b", "c", "n"]
-    assert backed(rival + mine, {}, "me") == mine
+    assert backed(rival + mine, None, "me") == mine
     free = bid("rival", "free", GIB, 0)
-    assert bid_cost(free) == 1 and backed([free], {"rival": 0}, "me") == []  # no backing: nothing counts
+    assert bid_cost(free) == 1 and backed([free], lambda owner: 0, "me") == []  # no backing: nothing counts
 
 
 @settings(max_examples=50, deadline=None)
@@ -259,5 +259,5 @@ def test_any_number_of_unbacked_ids_moves_no_clearing_price(sybils, quantity):
     asks = [ask(f"p{i}", "s", 10 * GIB, 100 + i) for i in range(8)]
     mine = [bid("me", f"share{i}", GIB, 500, group="put") for i in range(6)]
     fakes = [bid(f"sybil{i}", "n", quantity, MAX_PRICE) for i in range(sybils)]
-    alone, swarmed = _match(asks, mine, first="me"), _match(asks, backed(mine + fakes, {}, "me"), first="me")
+    alone, swarmed = _match(asks, mine, first="me"), _match(asks, backed(mine + fakes, None, "me"), first="me")
     assert swarmed.clearings == alone.clearings and swarmed.assignments == alone.assignments

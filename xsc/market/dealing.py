@@ -207,7 +207,7 @@ class Dealing:
 
         Providers that are down (or in `exclude`: they just failed this node) are left out of the clearing
         itself; other active nodes' open needs compete for the same slots as far as the ledger backs them
-        (`MarketService.credible`: a bid costs its bidder nothing unless it is served), and this node's needs go
+        (`MarketService.credible_bids`: a bid costs its bidder nothing unless it is served), and this node's needs go
         first among needs of equal tier and bid (an order digest is a bidder's to grind).  An inactive
         participant is left out of every match, its needs too.  This
         node's other open needs do not compete with its own: those already placed (puts still storing) take what
@@ -227,8 +227,7 @@ class Dealing:
         book = [a for a in self.market.book.asks() if a.slot.owner != self.me] + self.market.own_asks()
         asks = [_less(a, taken.get((a.slot.owner, a.slot.id), 0)) for a in book
                 if a.slot.owner not in down and active(a.slot.owner)]
-        others = self.market.credible([b for b in self.market.book.bids()
-                                       if b.slot.owner != self.me and active(b.slot.owner)])
+        others = [b for b in self.market.credible_bids() if b.slot.owner != self.me and active(b.slot.owner)]
         return {"asks": [a for a in asks if a.slot.quantity > 0], "bids": others + bids,
                 "recognition": self.market.recognition_map(), "availability": availability,
                 "bucket_seconds": self.market.config.bucket_seconds, "now_ms": now_ms(), "first": self.me}
@@ -475,7 +474,7 @@ class Dealing:
             bids = rest
         self.last_results = result
         self.last_bids = {need_key(self.me, b.slot.id): b for b in bids}
-        self.market.record_prices(result.clearings)
+        self.market.prices.record(result.clearings, now_ms())  # `xsc market prices`
         named = {b.slot.id: need_key(self.me, b.slot.id) for b in bids}
         missing = [n for n, key in named.items() if key not in result.assignments]
         if missing:

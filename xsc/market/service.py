@@ -411,8 +411,8 @@ class MarketService:
     # --- clearing and matching -------------------------------------------------------------
     def clearings(self) -> dict:
         if self._clearings is None:
-            self._clearings = _clear_book(self.book.asks(), self.credible(self.book.bids()), self.book.bucket_seconds)
-            self.record_prices(self._clearings)
+            self._clearings = _clear_book(self.book.asks(), self.credible_bids(), self.book.bucket_seconds)
+            self.prices.record(self._clearings, now_ms())
         return self._clearings
 
     async def _clear(self) -> None:
@@ -421,30 +421,14 @@ class MarketService:
         if self._clearings is not None:
             return
         version = self.version
-        clearings = await in_pool(self.pool, _clear_book, self.book.asks(), self.credible(self.book.bids()),
-                                  self.book.bucket_seconds)
+        clearings = await in_pool(self.pool, _clear_book, self.book.asks(), self.credible_bids(), self.book.bucket_seconds)
         if self._clearings is None and self.version == version:  # else the book changed meanwhile: next round
             self._clearings = clearings
-            self.record_prices(clearings)
+            self.prices.record(clearings, now_ms())
 
-    def backing(self, participant: str) -> int:
-        """What the ledger shows `participant` can pay this node now (micro-credits): what it paid or prepaid here
-        that still counts, less the work taken on for it, plus the credit line of a peer the user recognises.  A
-        stranger's `ledger.stranger_credit` is left out: every fresh id would get it, so many ids would add up."""
-        if self.credit_lines is None:
-            return 0
-        line = self.credit_lines.line(participant)
-        return max(0, line["available"] - (0 if line["recognised"] else line["credit"]))
-
-    def credible(self, bids: list[Bid]) -> list[Bid]:
-        """`bids` as they count in this node's clearing and matching: other participants' only as far as their
-        `backing` pays for them at their bids (xsc.market.core.backing)."""
-        owners = {b.slot.owner for b in bids} - {self.me}
-        return backed(bids, {owner: self.backing(owner) for owner in owners}, self.me)
-
-    def record_prices(self, clearings: dict) -> None:
-        """Keep each new clearing price (a price or volume that changed) for `xsc market prices`."""
-        self.prices.record(clearings, now_ms())
+    def credible_bids(self) -> list[Bid]:
+        """The book's bids, other participants' only as far as their trust lines here back them (core/backing.py)."""
+        return backed(self.book.bids(), self.credit_lines.backing if self.credit_lines else None, self.me)
 
     def peers_version(self) -> tuple | None:
         """Changes whenever a peer's availability may have (peers/service.py: `state_version`)."""

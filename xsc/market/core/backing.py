@@ -11,7 +11,7 @@ stranger, or any number of fresh ids) competes with nothing.  This node's own bi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 from .models import Bid, units_cost
 
@@ -21,17 +21,19 @@ def bid_cost(b: Bid) -> int:
     return max(1, units_cost(b.slot.kind, b.slot.quantity, b.slot.end - b.slot.start, b.price))
 
 
-def backed(bids: Sequence[Bid], backing: Mapping[str, int], me: str) -> list[Bid]:
-    """`bids` less each other participant's bids beyond its `backing` (missing: 0); `me`'s all (see above)."""
-    left = dict(backing)
+def backed(bids: Sequence[Bid], backing: Callable[[str], int] | None, me: str) -> list[Bid]:
+    """`bids` less each other participant's bids beyond its `backing(owner)` (None: nobody's backed); `me`'s all."""
+    left: dict[str, int] = {}
     kept: set[tuple[str, str]] = set()
     for b in sorted(bids, key=lambda b: (b.slot.owner, -b.price, b.slot.id)):
         owner = b.slot.owner
         if owner == me:
             kept.add((owner, b.slot.id))
             continue
+        if owner not in left:
+            left[owner] = backing(owner) if backing is not None else 0
         cost = bid_cost(b)
-        if cost <= left.get(owner, 0):
+        if cost <= left[owner]:
             left[owner] -= cost
             kept.add((owner, b.slot.id))
     return [b for b in bids if (b.slot.owner, b.slot.id) in kept]
