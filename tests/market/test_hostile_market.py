@@ -334,8 +334,8 @@ async def test_a_peers_unfunded_bids_keep_no_put_home_and_set_no_price(node_fact
 
 async def test_many_fake_ids_bidding_the_highest_price_keep_no_put_home(node_factory) -> None:
     """Fifty ids that answer probes, each bidding the highest price for more than every provider offers and paying
-    nothing: none of their bids counts, alone or together."""
-    a, b = await pair(node_factory, **QUIET)
+    nothing: none of their bids counts, alone or together, even where strangers get credit (every fresh id would)."""
+    a, b = await pair(node_factory, **QUIET, ledger={"stranger_credit": 2**61})
     peers, market, health = a.app[NODE].peers, a.app[NODE].market, a.app[NODE].health
     fakes = [Identity.generate() for _ in range(50)]
     fake_ids = {f.id for f in fakes}
