@@ -207,12 +207,12 @@ class Dealing:
 
         Providers that are down (or in `exclude`: they just failed this node) are left out of the clearing
         itself; other active nodes' open needs compete for the same slots as far as the ledger backs them
-        (`MarketService.credible_bids`: a bid costs its bidder nothing unless it is served), and this node's needs go
-        first among needs of equal tier and bid (an order digest is a bidder's to grind).  An inactive
-        participant is left out of every match, its needs too.  This
-        node's other open needs do not compete with its own: those already placed (puts still storing) take what
-        they were given off their providers' asks (`_in_flight`), the rest (standing needs, deals still waiting)
-        take nothing, so a matching costs the same however many of this node's puts are in flight."""
+        (`MarketService.credible_bids`: a bid costs its bidder nothing unless it is served), and this node's needs
+        go first among needs of equal tier and bid (an order digest is a bidder's to grind).  An inactive
+        participant is left out of every match, its needs too.  This node's other open needs do not compete with
+        its own: those already placed (puts still storing) take what they were given off their providers' asks
+        (`_in_flight`), the rest (standing needs, deals still waiting) take nothing, so a matching costs the same
+        however many of this node's puts are in flight."""
         down = {p for p, a in availability.items() if a == 0} | exclude
         live: dict[str, bool] = {}
 

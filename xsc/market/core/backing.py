@@ -4,7 +4,7 @@ A bid is a promise to pay, and a need is paid only if it is served: a peer could
 than every provider offers, move the clearing price above every bid this node makes and keep its puts at home, or
 (a provider) raise the price its buyers pay, at no cost.  So each other participant's bids count only while the
 total they would cost at their bids fits within its `backing` (micro-credits: what the ledger shows it can pay
-this node, `MarketService.backing`), dearest first; a bid that does not fit is left out whole (a need is
+this node, `xsc.ledger.trust.TrustLines.backing`), dearest first; a bid that does not fit is left out whole (a need is
 indivisible), and every bid is charged at least one micro-credit, so that a participant with no backing (a
 stranger, or any number of fresh ids) competes with nothing.  This node's own bids always count.
 """
