@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from decimal import Decimal
 
+from xsc.allocation import Stamp
 from xsc.errors import PeerError
 from xsc.identity import Identity, sign_request
-from xsc.market import parse_commitment
+from xsc.market import parse_commitment, sign_commitment, units_cost
+from xsc.market.core.models import MAX_PRICE
 from xsc.node.appkeys import NODE
+from xsc.tasks import now_ms
 
+from tests.support.allocation import pair
 from tests.support.attacks import fake_descriptors, free_ask, honest_commitment
+from tests.support.market import HOUR, bid
 from tests.support.waiting import eventually_async
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
@@ -292,3 +298,63 @@ async def test_the_needs_of_peers_known_down_do_not_compete_with_a_put(node_fact
     assert not {a.slot.owner for a in inputs["asks"]} & {f.id for f in fakes}
     status, answer = await _put(a, b"v" * 5000)
     assert status == 201, answer
+
+
+async def _top_price(node) -> int:
+    """The highest clearing price the node has kept (`xsc market prices`), 0 if none."""
+    rows = (await (await node.get("/v1/market/prices?kind=storage&limit=1000")).json())["prices"]
+    return max((r["price"] for r in rows), default=0)
+
+
+async def test_a_peers_unfunded_bids_keep_no_put_home_and_set_no_price(node_factory) -> None:
+    """A need is a bid, never paid unless served: a live peer, recognised by the weight any peer that is up earns,
+    standing needs at the highest price for more than the providers offer kept every put of this node at home (and
+    set its clearing price to that highest price).  They count only as far as the ledger backs them."""
+    a, shill = await pair(node_factory, **QUIET)
+    market, shill_id = a.app[NODE].market, shill.app[NODE].peers.identity.id
+    await a.app[NODE].health.probe_round()
+    assert market.recognition().get(shill_id, 0) > 0 and market.active(shill_id)
+    slot = min(x.slot.quantity for x in market.book.asks() if x.slot.kind == "storage")
+    need = {"kind": "storage", "quantity": slot * 9 // 10, "seconds": 3600, "max_price": MAX_PRICE}
+    for _ in range(3):
+        assert (await shill.post("/v1/allocation/needs", json=need)).status == 201
+    shill.app[NODE].market.publish()
+    await market.fill_book()
+    await eventually_async(lambda: sum(b.price == MAX_PRICE for b in market.book.bids()) == 3, "the shill's bids")
+    status, answer = await _put(a, b"s" * 20_000)
+    assert status == 201 and "kept_home" not in answer and shill_id in answer["placement"], answer
+    assert await _top_price(a) < MAX_PRICE
+    # Backed by a credit line this node's user gives it, its needs are heard: then its price is the market's.
+    credit = 3 * units_cost("storage", need["quantity"], 3600, MAX_PRICE)
+    response = await a.post("/v1/market/recognize", json={"peer": shill_id, "weight": "1", "credit": credit})
+    assert response.status == 200, await response.text()
+    status, answer = await _put(a, b"t" * 30_000)
+    assert status == 201 and "clearing price" in answer["kept_home"], answer
+
+
+async def test_many_fake_ids_bidding_the_highest_price_keep_no_put_home(node_factory) -> None:
+    """Fifty ids that answer probes, each bidding the highest price for more than every provider offers and paying
+    nothing: none of their bids counts, alone or together, even where strangers get credit (every fresh id would)."""
+    a, b = await pair(node_factory, **QUIET, ledger={"stranger_credit": 2**61})
+    peers, market, health = a.app[NODE].peers, a.app[NODE].market, a.app[NODE].health
+    fakes = [Identity.generate() for _ in range(50)]
+    fake_ids = {f.id for f in fakes}
+    real_probe = health.probe
+
+    async def probe(peer):
+        return (True, 1.0, None) if peer.id in fake_ids else await real_probe(peer)
+
+    health.probe = probe
+    for at in range(0, len(fakes), 10):  # at most 16 nodes not known before per message
+        peers.accept(fake_descriptors(fakes[at:at + 10], first_port=10000 + at))
+    await health.probe_round()
+    now = int(time.time())
+    commitments = [sign_commitment(f, asks=[], bids=[bid(f.id, "n", 10**13, MAX_PRICE, now, now + HOUR)],
+                                   recognition={}, stamp=Stamp.seed().event(), timestamp=now_ms()).to_json()
+                   for f in fakes]
+    assert market.receive(commitments) == len(fakes)
+    assert all(market.active(f) for f in fake_ids)
+    status, answer = await _put(a, b"f" * 20_000)
+    b_id = b.app[NODE].peers.identity.id
+    assert status == 201 and "kept_home" not in answer and b_id in answer["placement"], answer
+    assert await _top_price(a) < MAX_PRICE

@@ -12,6 +12,8 @@ from tests.support.market import HOUR, ask, bid
 from xsc.allocation import compatible
 from xsc.errors import AmbiguousNeed, MarketError, NeedNotFound
 from xsc.market import CODES, explain, match_needs, units_cost
+from xsc.market.core.backing import backed, bid_cost
+from xsc.market.core.models import MAX_PRICE
 
 GIB = 2**30
 
@@ -226,3 +228,36 @@ def test_a_provider_every_need_avoids_sets_no_price():
     # A need that avoids nobody keeps the cheaper ask in the clearing.
     r = _match(asks, [bid("me", "n", GIB, 4000, deny=("avoided",)), bid("you", "m", GIB, 4000)])
     assert r.clearings[("storage", 0)].low == 1000
+
+
+def test_a_bidder_grinding_its_slot_id_never_wins_a_tie_with_the_matching_node():
+    """Ties at one tier and bid went by order digest, and a bidder picks its slot id: the node matching its own needs
+    (`first`) serves them first among equals."""
+    asks = [ask("p", "s", GIB, 10)]
+    won = []
+    for i in range(64):
+        bids = [bid("me", "n", GIB, 100), bid("rival", f"grind{i}", GIB, 100)]
+        won.append("rival/grind%d" % i in _match(asks, bids).assignments)
+        assert set(_match(asks, bids, first="me").assignments) == {"me/n"}
+    assert any(won)  # without `first`, some id wins the tie
+
+
+def test_other_bidders_count_only_as_far_as_their_backing_pays_dearest_first():
+    cost = units_cost("storage", GIB, 10 * HOUR, 100)
+    rival = [bid("rival", "a", GIB, 100), bid("rival", "b", GIB, 300), bid("rival", "c", GIB, 200)]
+    mine = [bid("me", "n", GIB, 50)]
+    kept = backed(rival + mine, {"rival": 5 * cost + 1}.get, "me")  # "b" costs 3, "c" 2: no room left for "a"
+    assert [b.slot.id for b in kept] == ["b", "c", "n"]
+    assert backed(rival + mine, None, "me") == mine
+    free = bid("rival", "free", GIB, 0)
+    assert bid_cost(free) == 1 and backed([free], lambda owner: 0, "me") == []  # no backing: nothing counts
+
+
+@settings(max_examples=50, deadline=None)
+@given(sybils=st.integers(1, 200), quantity=st.integers(1, 100 * GIB))
+def test_any_number_of_unbacked_ids_moves_no_clearing_price(sybils, quantity):
+    asks = [ask(f"p{i}", "s", 10 * GIB, 100 + i) for i in range(8)]
+    mine = [bid("me", f"share{i}", GIB, 500, group="put") for i in range(6)]
+    fakes = [bid(f"sybil{i}", "n", quantity, MAX_PRICE) for i in range(sybils)]
+    alone, swarmed = _match(asks, mine, first="me"), _match(asks, backed(mine + fakes, None, "me"), first="me")
+    assert swarmed.clearings == alone.clearings and swarmed.assignments == alone.assignments

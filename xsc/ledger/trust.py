@@ -102,6 +102,13 @@ class TrustLines:
         return {"peer": peer, **totals, "counted": paid, "reserved": reserved, "credit": credit,
                 "recognised": recognised, "available": available}
 
+    def backing(self, peer: str) -> int:
+        """What `peer` can pay this node now by what it paid here and the credit its user gives it, as the market
+        weighs its bids (xsc.market.core.backing): `available`, less a stranger's `stranger_credit` (every fresh id
+        gets that, so many ids would add up to any amount)."""
+        line = self.line(peer)
+        return max(0, line["available"] - (0 if line["recognised"] else line["credit"]))
+
     def terms_for(self, peer: str) -> dict[str, Any]:
         """What a peer may ask of its own line here (`GET /v1/peer/terms`): how much work this node takes on for
         it now, and on what credit.  Nothing about any other peer."""

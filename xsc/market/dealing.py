@@ -206,11 +206,13 @@ class Dealing:
         matches a copy while the book goes on changing).
 
         Providers that are down (or in `exclude`: they just failed this node) are left out of the clearing
-        itself; other active nodes' open needs compete for the same slots (an inactive participant is left out of
-        every match, its needs too: a stranger's 1,000 fake peers' needs were matched with every put).  This
-        node's other open needs do not compete with its own: those already placed (puts still storing) take what
-        they were given off their providers' asks (`_in_flight`), the rest (standing needs, deals still waiting)
-        take nothing, so a matching costs the same however many of this node's puts are in flight."""
+        itself; other active nodes' open needs compete for the same slots as far as the ledger backs them
+        (`MarketService.credible_bids`: a bid costs its bidder nothing unless it is served), and this node's needs
+        go first among needs of equal tier and bid (an order digest is a bidder's to grind).  An inactive
+        participant is left out of every match, its needs too.  This node's other open needs do not compete with
+        its own: those already placed (puts still storing) take what they were given off their providers' asks
+        (`_in_flight`), the rest (standing needs, deals still waiting) take nothing, so a matching costs the same
+        however many of this node's puts are in flight."""
         down = {p for p, a in availability.items() if a == 0} | exclude
         live: dict[str, bool] = {}
 
@@ -225,10 +227,10 @@ class Dealing:
         book = [a for a in self.market.book.asks() if a.slot.owner != self.me] + self.market.own_asks()
         asks = [_less(a, taken.get((a.slot.owner, a.slot.id), 0)) for a in book
                 if a.slot.owner not in down and active(a.slot.owner)]
-        others = [b for b in self.market.book.bids() if b.slot.owner != self.me and active(b.slot.owner)]
+        others = [b for b in self.market.credible_bids() if b.slot.owner != self.me and active(b.slot.owner)]
         return {"asks": [a for a in asks if a.slot.quantity > 0], "bids": others + bids,
                 "recognition": self.market.recognition_map(), "availability": availability,
-                "bucket_seconds": self.market.config.bucket_seconds, "now_ms": now_ms()}
+                "bucket_seconds": self.market.config.bucket_seconds, "now_ms": now_ms(), "first": self.me}
 
     def _in_flight(self) -> dict[tuple[str, str], int]:
         """(provider, capacity slot) -> the units this node's needs placed there hold while they are still open
@@ -472,7 +474,7 @@ class Dealing:
             bids = rest
         self.last_results = result
         self.last_bids = {need_key(self.me, b.slot.id): b for b in bids}
-        self.market.record_prices(result.clearings)
+        self.market.prices.record(result.clearings, now_ms())  # `xsc market prices`
         named = {b.slot.id: need_key(self.me, b.slot.id) for b in bids}
         missing = [n for n, key in named.items() if key not in result.assignments]
         if missing:

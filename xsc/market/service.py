@@ -42,6 +42,7 @@ from ..config import MarketSection
 from ..identity import Identity, parse_public_id
 from ..net.peer_client import dumps
 from .core.auction import clear_book
+from .core.backing import backed
 from .core.book import MarketCommitment, sign_commitment
 from .core.models import Ask, Bid, offer_asks
 from .lookup import ProviderLookup, providers_in
@@ -410,8 +411,8 @@ class MarketService:
     # --- clearing and matching -------------------------------------------------------------
     def clearings(self) -> dict:
         if self._clearings is None:
-            self._clearings = clear_book(self.book.orders())
-            self.record_prices(self._clearings)
+            self._clearings = _clear_book(self.book.asks(), self.credible_bids(), self.book.bucket_seconds)
+            self.prices.record(self._clearings, now_ms())
         return self._clearings
 
     async def _clear(self) -> None:
@@ -420,14 +421,14 @@ class MarketService:
         if self._clearings is not None:
             return
         version = self.version
-        clearings = await in_pool(self.pool, _clear_book, self.book.asks(), self.book.bids(), self.book.bucket_seconds)
+        clearings = await in_pool(self.pool, _clear_book, self.book.asks(), self.credible_bids(), self.book.bucket_seconds)
         if self._clearings is None and self.version == version:  # else the book changed meanwhile: next round
             self._clearings = clearings
-            self.record_prices(clearings)
+            self.prices.record(clearings, now_ms())
 
-    def record_prices(self, clearings: dict) -> None:
-        """Keep each new clearing price (a price or volume that changed) for `xsc market prices`."""
-        self.prices.record(clearings, now_ms())
+    def credible_bids(self) -> list[Bid]:
+        """The book's bids, other participants' only as far as their trust lines here back them (core/backing.py)."""
+        return backed(self.book.bids(), self.credit_lines.backing if self.credit_lines else None, self.me)
 
     def peers_version(self) -> tuple | None:
         """Changes whenever a peer's availability may have (peers/service.py: `state_version`)."""

@@ -16,7 +16,8 @@
    commitments made of the priced-in asks and bids and the `recognition` weights: every provider
    divides its slots among the needs of the peers it recognises, tier 1 by mutual recognition,
    tier 2 one-way.  A need's tier is the best tier of the units it was given (1, 2, or open when
-   none).  Needs are served in order of (tier, bid price high to low, order digest, OWNER/ID).
+   none).  Needs are served in order of (tier, bid price high to low, `first`'s needs before others',
+   order digest, OWNER/ID).
 4. Choice of slot.  Among the eligible slots with room for all of the need, whose provider holds
    no other need of the same (recipient, group): the slot the allocator gave this need the most
    units of, then a provider earlier in the bid's `prefer`, then the lowest ask, then the ask's
@@ -294,12 +295,14 @@ def _assign(book: _OrderedBook, served: list[Bid], hints: dict) -> dict[str, Ass
 
 def match_needs(asks: Sequence[Ask], bids: Sequence[Bid], *, recognition: Mapping[str, Mapping[str, Decimal]],
                 availability: Mapping[str, Decimal], bucket_seconds: int, now_ms: int,
-                allow_self: bool = True) -> MarketResult:
+                allow_self: bool = True, first: str | None = None) -> MarketResult:
     """Clear the markets and give needs whole capacity slots (see the module docstring).
 
     `recognition`: participant -> its raw weights of others; `availability`: provider -> its
     availability in [0, 1] (from health); `allow_self`: may a need be served by its owner's own
-    capacity (open tier only: the allocator never gives to oneself)?"""
+    capacity (open tier only: the allocator never gives to oneself)?  `first`: the participant whose needs go
+    first among needs of equal tier and bid (the node matching its own: a bidder can grind a slot id until its order
+    digest sorts first, never its way past this)."""
     _unique(asks, "ask")
     _unique(bids, "bid")
     clearings = clear_book(market_orders(_wanted(asks, bids, availability, allow_self), bids, bucket_seconds))
@@ -309,7 +312,7 @@ def match_needs(asks: Sequence[Ask], bids: Sequence[Bid], *, recognition: Mappin
     hints = _allocator_hints(book.asks, book.priced_asks(), priced_bids, recognition, now_ms)
     tier_at = {need_key(b.slot.owner, b.slot.id): _tier_of(hints, b) for b in book.bids}
     served = sorted(priced_bids, key=lambda b: (tier_at[need_key(b.slot.owner, b.slot.id)], -b.price,
-                                                bid_digest(b), b.slot.owner, b.slot.id))
+                                                b.slot.owner != first, bid_digest(b), b.slot.owner, b.slot.id))
     assignments = _assign(book, served, hints)
     explanations = {}
     for i, b in enumerate(book.bids):
