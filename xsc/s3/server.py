@@ -418,7 +418,7 @@ class S3Front:
         record = {"content_type": call.request.headers.get("Content-Type", ""),
                   "metadata": names.check_metadata(stored_headers.metadata(call.request.headers)),
                   "headers": stored_headers.stored(call.request.headers)}
-        checksum = checksums.wanted(call.request.headers)
+        checksum = checksums.for_object(call.request.headers)
         if "If-None-Match" in call.request.headers or "If-Match" in call.request.headers:
             record["condition"] = stored_headers.write_condition(call.request.headers,
                                                                  await _current(self.node, call))
@@ -535,11 +535,12 @@ class S3Front:
         await self._small_body(call)
         if directive == "REPLACE":
             metadata = names.check_metadata(stored_headers.metadata(headers))
-            content_type, kept = headers.get("Content-Type", ""), stored_headers.stored(headers)
+            content_type = headers.get("Content-Type", "")
+            kept = {**stored_headers.stored(headers), **stored_headers.checksum_of(record)}  # the same bytes
         else:
             metadata, content_type = record.get("metadata", {}), record.get("content_type", "")
             kept = record.get("headers", {})
-        md5, checksum = hashlib.md5(), checksums.for_copy(headers)
+        md5, checksum = hashlib.md5(), checksums.for_copy(headers, kept)
         data = _copied(self.bodies, record, 0, record["size"] - 1, md5, checksum)
         new = {"content_type": content_type, "metadata": metadata, "headers": kept}
 
