@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import functools
+import hashlib
 import zlib
 from dataclasses import dataclass, field
 from types import ModuleType
