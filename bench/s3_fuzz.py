@@ -59,7 +59,8 @@ HEADERS = [
     ("x-amz-decoded-content-length", ["5", "-1", "x"]), ("Expect", ["100-continue"]),
     ("x-amz-copy-source-if-match", ['"x"']), ("x-amz-copy-source-if-modified-since", ["garbage"]),
     ("Cache-Control", ["no-cache"]), ("Expires", ["garbage"]), ("x-amz-checksum-crc32", ["AAAAAA==", "x"]),
-    ("x-amz-sdk-checksum-algorithm", ["CRC32", "x"]), ("x-amz-request-payer", ["requester"]),
+    ("x-amz-checksum-crc64nvme", ["AAAAAAAAAAA=", "AAAAAA=="]), ("x-amz-trailer", ["x-amz-checksum-crc32c"]),
+    ("x-amz-sdk-checksum-algorithm", ["CRC32", "CRC64NVME", "x"]), ("x-amz-request-payer", ["requester"]),
     ("x-amz-object-lock-mode", ["GOVERNANCE"]), ("x-amz-website-redirect-location", ["/x"])]
 BODIES = [
     b"", b"hello", b"<x/>",

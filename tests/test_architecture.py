@@ -25,7 +25,7 @@ IO_MODULES = ("asyncio", "aiohttp", "plyvel")
 # The S3 front's end over the node's user API (`xsc s3 serve`) is a client of it, like the CLI: the tools layer.
 TOOLS = {"xsc.__main__", "xsc.devnet", "xsc.s3.remote", "xsc.client", "xsc.client.sync", "xsc.client.aio"}
 # The S3 front's HTTP app, served by the node itself (node.s3_listen) or by `xsc s3 serve`: beside the node's routes.
-S3_APP = {"xsc.s3.server", "xsc.s3.bodies"}
+S3_APP = {"xsc.s3.server", "xsc.s3.bodies", "xsc.s3.calls", "xsc.s3.copies", "xsc.s3.multipart", "xsc.s3.writes"}
 
 
 def module_name(path: Path) -> str:

@@ -1,6 +1,7 @@
 """The checksums current S3 clients send with a body (x-amz-checksum-*, in a header or an aws-chunked trailer, boto3's
-CRC32 by default), and aws-chunked bodies in every streaming mode: each checksum the front does is checked (a wrong
-one is BadDigest and nothing is stored), given back when asked for, and one it does not do is refused before a byte is
+CRC32 by default, CRC32C and CRC64NVME in other configurations), and aws-chunked bodies in every streaming mode: each
+of S3's five checksums is checked (a wrong one is BadDigest and nothing is stored) and given back when asked for, an
+object written without one gets S3's default CRC64NVME, and an algorithm S3 does not know is refused before a byte is
 read; the signed-trailer mode's chunks and trailer are checked as the signed mode's are.  The decoder in-process, then
 boto3 and raw signed requests against a real node and `xsc s3 serve`."""
 
@@ -31,6 +32,14 @@ AK, SECRET = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 
 def crc32(data: bytes) -> str:
     return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+def checksum_of(algorithm: str, data: bytes) -> str:
+    """`data`'s checksum in `algorithm` (S3's name), base64, as S3 spells it: the front's own, held to known values
+    in test_crc32c_and_crc64nvme_give_their_known_values."""
+    digest = checksums.ALGORITHMS[algorithm.lower()]()
+    digest.update(data)
+    return base64.b64encode(digest.digest()).decode()
 
 
 def chunked(data: bytes, mode: str, seed: str = "", key: bytes = b"", amz_date: str = "", scope: str = "", *,
@@ -112,8 +121,10 @@ def test_what_a_write_asks_of_its_checksum_headers() -> None:
             checksums.wanted(headers)
         return info.value.s3_code, info.value.status
 
-    assert refused({"x-amz-checksum-crc32c": "AAAAAA=="}) == ("NotImplemented", 501)
-    assert refused({"x-amz-trailer": "x-amz-checksum-crc64nvme"}) == ("NotImplemented", 501)
+    found = checksums.wanted({"x-amz-trailer": "x-amz-checksum-crc64nvme"})
+    assert (found.algorithm, found.expected, found.in_trailer) == ("crc64nvme", None, True)
+    assert checksums.wanted({"x-amz-checksum-crc32c": "AAAAAA=="}).algorithm == "crc32c"
+    assert refused({"x-amz-checksum-crc64nvme": "AAAAAA=="}) == ("InvalidRequest", 400)  # four bytes, not eight
     assert refused({"x-amz-checksum-md4": "AAAAAA=="}) == ("InvalidRequest", 400)
     assert refused({"x-amz-checksum-crc32": "AAAA"}) == ("InvalidRequest", 400)  # not four bytes
     assert refused({"x-amz-checksum-crc32": "AAAAAA==", "x-amz-checksum-sha1": "A" * 27 + "="}) == (
@@ -122,9 +133,37 @@ def test_what_a_write_asks_of_its_checksum_headers() -> None:
     assert refused({"x-amz-checksum-crc32": "AAAAAA==", "x-amz-sdk-checksum-algorithm": "SHA1"}) == (
         "InvalidRequest", 400)
     assert checksums.upload_algorithm({"x-amz-checksum-algorithm": "CRC32"}) == "crc32"
+    assert checksums.upload_algorithm({"x-amz-checksum-algorithm": "CRC64NVME"}) == "crc64nvme"
     with pytest.raises(S3Error) as info:
         checksums.upload_algorithm({"x-amz-checksum-algorithm": "CRC32", "x-amz-checksum-type": "FULL_OBJECT"})
     assert info.value.status == 501
+
+
+def test_crc32c_and_crc64nvme_give_their_known_values_fed_whole_or_in_pieces() -> None:
+    """The check values of the CRC catalogue (CRC-32C, CRC-64/NVME) and the NVMe spec's own examples."""
+    for algorithm, data, value in [("crc32c", b"123456789", 0xE3069283), ("crc64nvme", b"123456789", 0xAE8B14860A799888),
+                                   ("crc32c", b"", 0), ("crc64nvme", bytes(4096), 0x6482D367EB22B64E),
+                                   ("crc64nvme", b"\xff" * 4096, 0xC0DDBA7302ECA3AC)]:
+        size = checksums.SIZES[algorithm]
+        whole, pieces = checksums.ALGORITHMS[algorithm](), checksums.ALGORITHMS[algorithm]()
+        whole.update(data)
+        for i in range(0, len(data), 7):
+            pieces.update(data[i:i + 7])
+        assert whole.digest() == pieces.digest() == value.to_bytes(size, "big"), algorithm
+
+
+def test_a_write_without_a_checksum_takes_s3s_default_and_a_copy_keeps_its_sources() -> None:
+    taken = checksums.for_object({"Content-Type": "a/b"})
+    assert (taken.algorithm, taken.taken) == ("crc64nvme", True)
+    taken.digest.update(b"123456789")
+    taken.check({})  # nothing was sent to check it against
+    assert taken.value == base64.b64encode((0xAE8B14860A799888).to_bytes(8, "big")).decode()
+    sent = checksums.for_object({"x-amz-checksum-crc32": crc32(b"x")})
+    assert (sent.algorithm, sent.taken) == ("crc32", False)
+    assert checksums.for_copy({}, {"x-amz-checksum-sha1": "A" * 27 + "="}) is None  # the source's, kept
+    assert checksums.for_copy({}, {"Cache-Control": "no-cache"}).algorithm == "crc64nvme"
+    assert checksums.for_copy({"x-amz-checksum-algorithm": "CRC32C"}, {"x-amz-checksum-sha1": "A" * 27 + "="}
+                              ).algorithm == "crc32c"
 
 
 @pytest.mark.parametrize("payload", ["not a hash", "ab" * 31, "STREAMING-SOMETHING-ELSE",
@@ -178,12 +217,13 @@ def _raw_put(gateway, path: str, body: bytes, mode: str, headers: dict[str, str]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", ["CRC32", "SHA1", "SHA256"])
+@pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"])
 @pytest.mark.parametrize("size", [5, 2 * MiB])  # a small object (one call of the node's) and a streamed one
 def test_boto3s_checksum_is_checked_kept_and_given_back_when_asked(gateway, s3, bucket, algorithm, size) -> None:
     data = os.urandom(size)
     sent = s3.put_object(Bucket=bucket, Key=algorithm, Body=data, ChecksumAlgorithm=algorithm)
     value = sent[f"Checksum{algorithm}"]
+    assert value == checksum_of(algorithm, data)  # boto3's (awscrt's, for CRC32C and CRC64NVME) and the front's
     got = s3.get_object(Bucket=bucket, Key=algorithm, ChecksumMode="ENABLED")
     assert got["Body"].read() == data and got[f"Checksum{algorithm}"] == value  # boto3 checked the body against it
     assert s3.head_object(Bucket=bucket, Key=algorithm, ChecksumMode="ENABLED")[f"Checksum{algorithm}"] == value
@@ -202,25 +242,65 @@ def test_boto3s_checksum_is_checked_kept_and_given_back_when_asked(gateway, s3, 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"])
 @pytest.mark.parametrize("size", [5, 2 * MiB])
-def test_a_wrong_checksum_is_bad_digest_and_stores_nothing(gateway, s3, bucket, size) -> None:
+def test_a_wrong_checksum_is_bad_digest_and_stores_nothing(gateway, s3, bucket, algorithm, size) -> None:
     before = _caps(gateway)
     with pytest.raises(ClientError) as info:
-        s3.put_object(Bucket=bucket, Key="wrong", Body=os.urandom(size), ChecksumCRC32=crc32(b"other"))
+        s3.put_object(Bucket=bucket, Key="wrong", Body=os.urandom(size),
+                      **{f"Checksum{algorithm}": checksum_of(algorithm, b"other")})
     assert code_of(info) == ("BadDigest", 400)
     assert _absent(s3, bucket, "wrong") and _caps(gateway) == before
 
 
 @pytest.mark.slow
-def test_an_algorithm_the_front_does_not_do_is_refused_before_its_body(gateway, s3, bucket) -> None:
+def test_an_algorithm_s3_does_not_know_is_refused_before_its_body(gateway, s3, bucket) -> None:
     before = _caps(gateway)
-    for header in ("x-amz-checksum-crc32c", "x-amz-checksum-crc64nvme"):
-        status, answer = _raw_put(gateway, f"/{bucket}/crc", b"body", hashlib.sha256(b"body").hexdigest(),
-                                  {header: "AAAAAAAAAAA=" if "64" in header else "AAAAAA=="})
-        assert status == 501 and b"<Code>NotImplemented</Code>" in answer and header[15:].upper().encode() in answer
+    status, answer = _raw_put(gateway, f"/{bucket}/crc", b"body", hashlib.sha256(b"body").hexdigest(),
+                              {"x-amz-checksum-crc16": "AAA="})
+    assert status == 400 and b"<Code>InvalidRequest</Code>" in answer and b"CRC64NVME" in answer
     status, answer = _raw_put(gateway, f"/{bucket}/crc", b"body", "a body of its own", {})
     assert status == 400 and b"<Code>InvalidArgument</Code>" in answer
     assert _absent(s3, bucket, "crc") and _caps(gateway) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["CRC32C", "CRC64NVME"])
+def test_a_crc32c_or_crc64nvme_trailer_is_checked_and_kept(gateway, s3, bucket, algorithm) -> None:
+    data, mode, header = os.urandom(300000), sigv4.STREAMING_UNSIGNED_TRAILER, f"x-amz-checksum-{algorithm.lower()}"
+    headers = {"Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(len(data)),
+               "x-amz-trailer": header}
+
+    def body(value: str):
+        return lambda seed, key, amz_date, scope: chunked(data, mode, trailer=f"{header}:{value}")
+
+    before = _caps(gateway)
+    status, answer = _raw_put(gateway, f"/{bucket}/t", b"", mode, headers,
+                              trailer_of=body(checksum_of(algorithm, b"other")))
+    assert (status, answer.split(b"<Code>")[1][:9]) == (400, b"BadDigest"), answer
+    assert _absent(s3, bucket, "t") and _caps(gateway) == before
+    status, answer = _raw_put(gateway, f"/{bucket}/t", b"", mode, headers,
+                              trailer_of=body(checksum_of(algorithm, data)))
+    assert status == 200, answer
+    got = s3.get_object(Bucket=bucket, Key="t", ChecksumMode="ENABLED")
+    assert got["Body"].read() == data and got[f"Checksum{algorithm}"] == checksum_of(algorithm, data)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", [5, 2 * MiB])
+def test_an_object_put_without_a_checksum_gets_s3s_default_crc64nvme(gateway, s3, bucket, size) -> None:
+    """boto3 sends a checksum unless told not to: a plain signed PUT sends none, as older clients do."""
+    data = os.urandom(size)
+    status, answer = _raw_put(gateway, f"/{bucket}/plain", data, hashlib.sha256(data).hexdigest(), {})
+    assert status == 200, answer
+    head = s3.head_object(Bucket=bucket, Key="plain", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC64NVME"] == checksum_of("CRC64NVME", data) and head["ChecksumType"] == "FULL_OBJECT"
+    got = s3.get_object(Bucket=bucket, Key="plain", ChecksumMode="ENABLED")
+    assert got["Body"].read() == data  # boto3 checks the body against the CRC64NVME given back
+    s3.copy_object(Bucket=bucket, Key="plain", CopySource=f"{bucket}/plain", MetadataDirective="REPLACE",
+                   Metadata={"m": "v"})  # the same bytes: their checksum, kept
+    head = s3.head_object(Bucket=bucket, Key="plain", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC64NVME"] == checksum_of("CRC64NVME", data) and head["Metadata"] == {"m": "v"}
 
 
 @pytest.mark.slow
@@ -253,24 +333,26 @@ def test_a_trailer_checksum_is_checked_and_a_tampered_signed_body_refused(gatewa
 
 
 @pytest.mark.slow
-def test_multipart_parts_checksums_are_checked_and_a_whole_object_checksum_is_refused(gateway, s3, bucket) -> None:
-    uid = s3.create_multipart_upload(Bucket=bucket, Key="mp", ChecksumAlgorithm="CRC32")["UploadId"]
-    part = os.urandom(5 * MiB)
+@pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C", "CRC64NVME"])
+def test_multipart_parts_checksums_are_checked_and_a_whole_object_checksum_is_refused(gateway, s3, bucket,
+                                                                                      algorithm) -> None:
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="mp", ChecksumAlgorithm=algorithm)["UploadId"]
+    part, field = os.urandom(5 * MiB), f"Checksum{algorithm}"
     with pytest.raises(ClientError) as info:
-        s3.upload_part(Bucket=bucket, Key="mp", UploadId=uid, PartNumber=1, Body=part, ChecksumCRC32=crc32(b"x"))
+        s3.upload_part(Bucket=bucket, Key="mp", UploadId=uid, PartNumber=1, Body=part,
+                       **{field: checksum_of(algorithm, b"x")})
     assert code_of(info) == ("BadDigest", 400)
     assert s3.list_parts(Bucket=bucket, Key="mp", UploadId=uid).get("Parts", []) == []
-    first = s3.upload_part(Bucket=bucket, Key="mp", UploadId=uid, PartNumber=1, Body=part, ChecksumAlgorithm="CRC32")
-    assert first["ChecksumCRC32"] == crc32(part)
-    last = s3.upload_part(Bucket=bucket, Key="mp", UploadId=uid, PartNumber=2, Body=b"end", ChecksumAlgorithm="CRC32")
+    first = s3.upload_part(Bucket=bucket, Key="mp", UploadId=uid, PartNumber=1, Body=part, ChecksumAlgorithm=algorithm)
+    assert first[field] == checksum_of(algorithm, part)
+    last = s3.upload_part(Bucket=bucket, Key="mp", UploadId=uid, PartNumber=2, Body=b"end", ChecksumAlgorithm=algorithm)
     s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid, MultipartUpload={"Parts": [
-        {"PartNumber": 1, "ETag": first["ETag"], "ChecksumCRC32": first["ChecksumCRC32"]},
-        {"PartNumber": 2, "ETag": last["ETag"], "ChecksumCRC32": last["ChecksumCRC32"]}]})
+        {"PartNumber": 1, "ETag": first["ETag"], field: first[field]},
+        {"PartNumber": 2, "ETag": last["ETag"], field: last[field]}]})
     assert s3.get_object(Bucket=bucket, Key="mp", ChecksumMode="ENABLED")["Body"].read() == part + b"end"
-    for refused in ({"ChecksumAlgorithm": "CRC32", "ChecksumType": "FULL_OBJECT"}, {"ChecksumAlgorithm": "CRC32C"}):
-        with pytest.raises(ClientError) as info:
-            s3.create_multipart_upload(Bucket=bucket, Key="full", **refused)
-        assert code_of(info) == ("NotImplemented", 501)
+    with pytest.raises(ClientError) as info:
+        s3.create_multipart_upload(Bucket=bucket, Key="full", ChecksumAlgorithm=algorithm, ChecksumType="FULL_OBJECT")
+    assert code_of(info) == ("NotImplemented", 501)
     assert s3.list_multipart_uploads(Bucket=bucket, Prefix="full").get("Uploads", []) == []
     uid = s3.create_multipart_upload(Bucket=bucket, Key="whole")["UploadId"]
     etag = s3.upload_part(Bucket=bucket, Key="whole", UploadId=uid, PartNumber=1, Body=b"one")["ETag"]

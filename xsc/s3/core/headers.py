@@ -77,8 +77,13 @@ def response_headers(record: Mapping) -> dict[str, str]:
 
 def checksum_headers(record: Mapping) -> dict[str, str]:
     """The checksum an object was stored with, as a GetObject or HeadObject that asks for it is answered."""
-    found = {name: value for name, value in (record.get("headers") or {}).items() if name.startswith(CHECKSUM_PREFIX)}
+    found = checksum_of(record)
     return {**found, "x-amz-checksum-type": "FULL_OBJECT"} if found else {}
+
+
+def checksum_of(record: Mapping) -> dict[str, str]:
+    """The checksum an object was stored with, as its stored header (none: {})."""
+    return {name: value for name, value in (record.get("headers") or {}).items() if name.startswith(CHECKSUM_PREFIX)}
 
 
 def _date(text: str | None) -> float | None:

@@ -1,0 +1,125 @@
+"""The front's multipart uploads: CreateMultipartUpload, UploadPart, CompleteMultipartUpload,
+AbortMultipartUpload, ListParts and ListMultipartUploads.  A part is one XSC file, stored and recorded as a put's
+body is (writes.py); the node keeps the uploads (the bucket index)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from aiohttp import web
+
+from ..buckets.core import names
+from ..errors import S3Error
+from .calls import Call, checksum_headers, declared_size, integer, xml_answer
+from .core import checksums, xml
+from .core import headers as stored_headers
+from .link import NodeLink
+from .writes import Writes
+
+
+class Multipart:
+    """The multipart operations of routing.TABLE."""
+
+    OPERATIONS = ("create_upload", "upload_part", "complete_upload", "abort_upload", "list_parts", "list_uploads")
+
+    def __init__(self, node: NodeLink, writes: Writes) -> None:
+        self.node = node
+        self.writes = writes
+
+    async def create_upload(self, call: Call) -> web.Response:
+        names.check_key(call.key)
+        metadata = names.check_metadata(stored_headers.metadata(call.request.headers))
+        algorithm = checksums.upload_algorithm(call.request.headers)
+        upload_id = await self.node.create_upload(call.bucket, call.key, call.user,
+                                                  call.request.headers.get("Content-Type", ""), metadata,
+                                                  stored_headers.stored(call.request.headers))
+        response = xml_answer(xml.initiate_multipart(call.bucket, call.key, upload_id))
+        if algorithm is not None:  # each part's checksum is checked as it comes (upload_part)
+            response.headers["x-amz-checksum-algorithm"] = algorithm.upper()
+        return response
+
+    async def upload_part(self, call: Call) -> web.Response:
+        number, upload_id = part_number_of(call), upload_id_of(call)
+        checksum = checksums.wanted(call.request.headers)
+        await upload_of(self.node, call)
+        md5 = hashlib.md5()
+
+        async def recorded(cap: str) -> list[str]:
+            return await self.node.put_part(upload_id, number, call.user, cap, int(cap.rsplit(":", 1)[1]),
+                                            md5.hexdigest())
+
+        async with self.writes.gate.write() as write:
+            garbage = await self.writes.store(call, write, self.writes.body(call, md5=md5, checksum=checksum),
+                                              declared_size(call), f"{call.bucket}/{call.key}#{upload_id}.{number}",
+                                              recorded)
+        await self.writes.collect(garbage)
+        return web.Response(status=200, headers={"ETag": xml.quoted(md5.hexdigest()), **checksum_headers(checksum)})
+
+    async def complete_upload(self, call: Call) -> web.Response:
+        """Complete an upload; one completed already answers as it did (the node keeps what it answered)."""
+        checksums.refuse_whole_object(call.request.headers)
+        parts = xml.parse_complete(await self.writes.small_body(call))
+        record, garbage = await self.node.complete(upload_id_of(call), call.user, parts, call.bucket, call.key,
+                                                   stored_headers.complete_condition(call.request.headers))
+        await self.writes.collect(garbage)
+        return xml_answer(xml.complete_multipart(f"/{call.bucket}/{call.key}", call.bucket, call.key, record["etag"]))
+
+    async def abort_upload(self, call: Call) -> web.Response:
+        await upload_of(self.node, call)
+        await self.writes.collect(await self.node.abort(upload_id_of(call), call.user))
+        return web.Response(status=204)
+
+    async def list_parts(self, call: Call) -> web.Response:
+        upload = await upload_of(self.node, call)
+        marker = integer(call.query.get("part-number-marker"), 0, "part-number-marker")
+        max_parts = min(integer(call.query.get("max-parts"), 1000, "max-parts"), 1000)
+        parts = [p for p in upload["parts"] if p["number"] > marker]
+        return xml_answer(xml.list_parts(call.bucket, call.key, upload["id"], parts[:max_parts], marker=marker,
+                                         max_parts=max_parts, truncated=len(parts) > max_parts,
+                                         owner=upload.get("user") or call.user))
+
+    async def list_uploads(self, call: Call) -> web.Response:
+        prefix = call.query.get("prefix", "")
+        max_uploads = min(integer(call.query.get("max-uploads"), 1000, "max-uploads"), 1000)
+        key_marker = call.query.get("key-marker", "")
+        id_marker = call.query.get("upload-id-marker", "")
+        uploads = await self.node.uploads(call.bucket, call.user, prefix)
+        if key_marker:
+            uploads = _after_marker(uploads, key_marker, id_marker)
+        return xml_answer(xml.list_uploads(call.bucket, uploads[:max_uploads], prefix=prefix,
+                                           max_uploads=max_uploads, truncated=len(uploads) > max_uploads,
+                                           owner=call.user, key_marker=key_marker, id_marker=id_marker))
+
+
+async def upload_of(node: NodeLink, call: Call) -> dict:
+    """The upload the call names (`uploadId`), NoSuchUpload unless it is one of the call's bucket and key."""
+    upload = await node.upload(upload_id_of(call), call.user)
+    if upload["bucket"] != call.bucket or upload["key"] != call.key:
+        raise S3Error("that upload id is for another object", s3_code="NoSuchUpload", status=404)
+    return upload
+
+
+def _after_marker(uploads: list[dict], key_marker: str, id_marker: str) -> list[dict]:
+    """The uploads listed after a page that ended at (key_marker, id_marker).  A key's uploads come in the order they
+    began (as S3 lists them), not in their ids' order: the page goes on after the marker's own place in the list;
+    an upload gone since (completed, aborted) is placed by its id among its key's others."""
+    if id_marker:
+        for i, upload in enumerate(uploads):
+            if upload["key"] == key_marker and upload["id"] == id_marker:
+                return uploads[i + 1:]
+    return [u for u in uploads if u["key"] > key_marker or (u["key"] == key_marker and id_marker and u["id"] > id_marker)]
+
+
+def part_number_of(call: Call) -> int:
+    number = integer(call.query.get("partNumber"), 0, "partNumber")
+    if not 1 <= number <= names.MAX_PARTS:
+        raise S3Error(f"Part number must be an integer between 1 and {names.MAX_PARTS}, inclusive (not {number})",
+                      s3_code="InvalidArgument", status=400, ArgumentName="partNumber", ArgumentValue=str(number))
+    return number
+
+
+def upload_id_of(call: Call) -> str:
+    upload_id = call.query.get("uploadId", "")
+    if not upload_id.isalnum():
+        raise S3Error("no multipart upload with that id", s3_code="NoSuchUpload", status=404)
+    return upload_id
