@@ -319,8 +319,8 @@ async def test_a_peers_unfunded_bids_keep_no_put_home_and_set_no_price(node_fact
     for _ in range(3):
         assert (await shill.post("/v1/allocation/needs", json=need)).status == 201
     shill.app[NODE].market.publish()
-    await market.fill_book()
-    await eventually_async(lambda: sum(b.price == MAX_PRICE for b in market.book.bids()) == 3, "the shill's bids")
+    market.receive([shill.app[NODE].market.book.get(shill_id).to_json()])  # as its gossip would bring them
+    assert sum(b.price == MAX_PRICE for b in market.book.bids()) == 3
     status, answer = await _put(a, b"s" * 20_000)
     assert status == 201 and "kept_home" not in answer and shill_id in answer["placement"], answer
     assert await _top_price(a) < MAX_PRICE
