@@ -404,6 +404,34 @@ async def test_a_share_deleted_by_its_uploader_gives_back_the_rest_of_its_lease_
     assert b.app[NODE].gateway.store.shares_held == 1
 
 
+async def test_a_share_deleted_as_unpaid_gives_back_the_lease_it_will_not_hold_and_keeps_what_was_held(
+        node_factory) -> None:
+    """A holder deletes a share nobody paid for within `storage.unpaid_grace`: what was held unpaid stays used on the
+    uploader's line (it is owed), the rest of the lease is given back, as when the uploader deletes it.  Else an
+    uploader whose node was away past the grace would find its line eaten for good by leases nobody holds."""
+    b = await node_factory("b", **QUIET, ledger={"stranger_credit": 0})
+    a = await node_factory("a", **QUIET)
+    b_id, a_id = b.app[NODE].peers.identity.id, a.app[NODE].peers.identity.id
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    holder = RemoteHolder(a.app[NODE].peers.client, b_id, b.app[NODE].peers.url, DEAL_PRICE)
+    f = EncodedFile(5000)
+    seconds = 3650 * 86400
+    cost = price_storage(f.share_bytes, seconds, DEAL_PRICE)
+    assert (await b.post("/v1/market/recognize", json={"peer": a_id, "weight": "1", "credit": 2 * cost})).status == 200
+    upload = await holder.begin(f.si, SHARE, f.size, f.segment_size, int(time.time()) + seconds)
+    await holder.put_segments(upload, 0, f.blocks[SHARE])
+    await holder.commit(upload, f.hashes[SHARE], f.manifest.encode())
+    assert b.app[NODE].trust.line(a_id)["used"] >= cost
+
+    gc = b.app[NODE].lease_gc
+    later = time.time() + gc.config.unpaid_grace + 86400  # held unpaid past the grace
+    round_ = await gc.collect(now=later)
+    assert round_["shares"] == 1 and b.app[NODE].gateway.store.shares_held == 0
+    used = b.app[NODE].trust.line(a_id)["used"]
+    held = price_storage(f.share_bytes, int(later - time.time()), DEAL_PRICE)
+    assert held // 2 < used <= held + cost // 10**6 + 1, (used, held, cost)
+
+
 async def test_a_lease_renewed_after_it_ended_is_charged_on_the_line_from_now_not_from_its_end(node_factory) -> None:
     """What a renewal adds is counted from now: the time a share spent expired is not sold again (its uploader pays
     `max(0, new - max(previous, now))`), so it must not be used on the uploader's line either."""

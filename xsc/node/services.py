@@ -284,7 +284,8 @@ class Node:
                                    on_audit=self._on_audit, repair=self.storage.repair)
         self.scrubber = Scrubber(config=config.audit, store=self.store, pool=pool, report_damage=self._report_damage)
         self.lease_gc = LeaseCollector(config=config.storage, store=self.store, pool=pool, terms=self.terms,
-                                       repairing=self.storage.repairing, registry=self.metrics.registry)
+                                       repairing=self.storage.repairing, registry=self.metrics.registry,
+                                       trust=self.trust)
 
     def _compute(self) -> None:
         config, identity, payer, metrics = self.config, self.identity, self.payer, self.metrics

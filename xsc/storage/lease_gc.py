@@ -23,6 +23,8 @@ from prometheus_client import CollectorRegistry, Counter
 
 from ..config import StorageSection
 from ..identity import public_id
+from ..ledger.core.pricing import storage_given_back
+from ..ledger.trust import TrustLines
 from ..tasks import Pacer, in_pool, periodic
 from .deals import HolderTerms
 from .share_store import ShareStore
@@ -32,12 +34,13 @@ log = logging.getLogger(__name__)
 
 class LeaseCollector:
     def __init__(self, *, config: StorageSection, store: ShareStore, pool: Executor, terms: HolderTerms,
-                 repairing: Callable[[bytes], bool], registry: CollectorRegistry,
+                 repairing: Callable[[bytes], bool], registry: CollectorRegistry, trust: TrustLines | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.store = store
         self.pool = pool
         self.terms = terms
+        self.trust = trust  # the uploaders' lines: an unpaid share deleted gives back the lease it will not hold
         self.repairing = repairing  # whether a file is being repaired now (it is not collected meanwhile)
         self.clock = clock
         rate = self.config.gc_rate
@@ -78,7 +81,8 @@ class LeaseCollector:
             await self.pacer.spent(meta.segment_count + 1)
         # A share placed here by another node that nobody paid for in `unpaid_grace` is not kept for free: its
         # lease is treated as ended now (a stranger cannot store forever by setting a long lease and never paying).
-        unpaid_before = int(self.clock() if now is None else now) - self.config.unpaid_grace
+        at = int(self.clock() if now is None else now)
+        unpaid_before = at - self.config.unpaid_grace
         for si, share, terms in await self._run(self.terms.unpaid, unpaid_before):
             meta = await self._run(store.collect_share, si, share, 2**63)
             if meta is None:
@@ -95,6 +99,7 @@ class LeaseCollector:
             log.warning("unpaid since %d: deleted share %d of %s (%d bytes, placed by %s)",
                         max(terms.get("placed", 0), terms.get("paid_until", 0)), share, si.hex(),
                         meta.stored_bytes, terms.get("uploader", "?"))
+            self._give_back(terms, meta.lease_expiry - at)
             await self._run(self.terms.forget, si, share)
         for si in await self._run(store.expired_files, before):
             if self.repairing(si):
@@ -112,6 +117,13 @@ class LeaseCollector:
         self.last_round = {"seconds": round(time.perf_counter() - started, 3), "before": before,
                            "shares": shares, "bytes": freed, "files": files}
         return self.last_round
+
+    def _give_back(self, terms: dict, left: int) -> None:
+        """The whole lease was used on the uploader's line when the share was placed: what was held unpaid stays
+        used (owed), the rest is given back, as for a share its uploader deletes.  Else an uploader whose node was
+        away past `unpaid_grace` would find its line eaten for good by leases no holder keeps."""
+        if self.trust is not None and left > 0 and "uploader" in terms:
+            self.trust.give_back(terms["uploader"], storage_given_back(terms["bytes"], left, terms["price"]))
 
     def start(self) -> None:
         pass
