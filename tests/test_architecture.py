@@ -256,7 +256,7 @@ KEYS_ELSEWHERE = {
     "xsc.storage.deals": "storage deals, holder terms and audit marks",
     "xsc.storage.strangers": "providers' terms for this node",
     "xsc.compute.journal": "provenance records and their heads",
-    "xsc.compute.jobs": "jobs and their outputs",
+    "xsc.compute.job_records": "jobs and their outputs",
     "xsc.compute.remote_tabs": "a provider's tab runs",
     "xsc.ledger.tabs": "what a tab covers and owes",
     "xsc.node.http.node": "the schema version, read by /health",

@@ -201,3 +201,93 @@ def test_a_gateway_killed_while_it_fetches_a_remote_jobs_outputs_fetches_them_ag
 
 def provider_hosted(provider) -> int:
     return api(provider, "GET", "/v1/node/status")[1]["hosted_jobs"]["hosted"]
+
+
+@pytest.mark.slow
+def test_a_gateway_killed_while_the_provider_runs_a_remote_job_takes_its_answer_at_restart_and_pays_once(
+        tmp_path: Path) -> None:
+    import subprocess
+
+    from xsc.compute.jobspec import job_id, parse_job
+    from xsc.devnet import xsc_command
+
+    started: list = []
+    try:
+        (gateway, provider), _ = start_star(tmp_path, 2, {**SETTLE, "XSC_MARKET_OFFER_COMPUTE": "false"},
+                                            {**SETTLE, "XSC_MARKET_OFFER_STORAGE": "false"}, started)
+        eventually(lambda: api(gateway, "GET", "/v1/market/status")[1]["participants"] == 2, "the market")
+        deployed = gateway.xsc("compute", "deploy", str(WASM / "slow.wasm"), "--wasi")
+        assert deployed.returncode == 0, deployed.stderr
+        module = deployed.stdout.decode().strip()
+        jid = job_id(parse_job({"module": module, "stdout_to_store": True}), None, [])
+        running = subprocess.Popen([*xsc_command(), "--data-dir", str(gateway.data_dir), "compute", "run", module,
+                                    "--no-stdin", "--stdout-to-store"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            eventually(lambda: api(provider, "GET", "/v1/node/status")[1]["compute"]["running"] >= 1,
+                       "the provider running the job", timeout=120, poll=0.01)
+            gateway.kill()
+        finally:
+            running.wait(30)
+        gateway.start()
+        job = eventually(lambda: (j := api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1])["state"]
+                         not in ("running", "storing") and j, "the job finished at the start", timeout=120)
+        assert job["state"] == "done" and job["executions"] == 1 and job["provider"] == node_id(provider), job
+        assert "sent" not in job and "fetching" not in job, job
+        (stdout,) = job["outputs"]
+        got = gateway.xsc("store", "get", stdout["capability"], "-o", str(tmp_path / "stdout"))
+        assert got.returncode == 0, got.stderr
+        assert (tmp_path / "stdout").read_bytes() == b"done\n"
+        assert _jobs_run(provider) == 1  # not run again
+        eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
+                   "the job's payment settled", timeout=120)
+        assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == job["charge"] > 0  # paid once
+        assert provider_hosted(provider) == 0  # told to forget the job once its outputs were fetched
+    finally:
+        kill_all(started)
+
+
+@pytest.mark.slow
+def test_a_remote_job_whose_provider_lost_its_answer_over_a_gateway_kill_pays_it_nothing_and_runs_again(
+        tmp_path: Path) -> None:
+    import subprocess
+
+    from xsc.compute.jobspec import job_id, parse_job
+    from xsc.devnet import xsc_command
+
+    started: list = []
+    try:
+        (gateway, provider), _ = start_star(tmp_path, 2, {**SETTLE, "XSC_MARKET_OFFER_COMPUTE": "false"},
+                                            {**SETTLE, "XSC_MARKET_OFFER_STORAGE": "false"}, started)
+        eventually(lambda: api(gateway, "GET", "/v1/market/status")[1]["participants"] == 2, "the market")
+        deployed = gateway.xsc("compute", "deploy", str(WASM / "slow.wasm"), "--wasi")
+        assert deployed.returncode == 0, deployed.stderr
+        module = deployed.stdout.decode().strip()
+        jid = job_id(parse_job({"module": module}), None, [])
+        running = subprocess.Popen([*xsc_command(), "--data-dir", str(gateway.data_dir), "compute", "run", module,
+                                    "--no-stdin"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            eventually(lambda: api(provider, "GET", "/v1/node/status")[1]["compute"]["running"] >= 1,
+                       "the provider running the job", timeout=120, poll=0.01)
+            gateway.kill()
+        finally:
+            running.wait(30)
+        eventually(lambda: _jobs_run(provider) == 1, "the provider's run ended", timeout=60)
+        provider.kill()  # its answer kept in memory is gone with it; its signed record of the run is not
+        provider.start()
+        gateway.start()
+        job = eventually(lambda: (j := api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1])["state"]
+                         not in ("running", "storing") and j, "the job settled at the start", timeout=120)
+        assert job["state"] == "interrupted" and job["executions"] == 0 and "sent" not in job, job
+        eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
+                   "the job's tab dropped", timeout=120)
+        assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == 0  # no answer: not paid
+        again = eventually(lambda: (r := gateway.xsc("compute", "run", module, "--no-stdin", "--json")).returncode == 0
+                           and json.loads(r.stdout), "the job run again", timeout=120, poll=1)
+        assert again["state"] == "done" and again["executions"] == 1, again
+        assert _jobs_run(provider) == 2
+        eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
+                   "the second run's payment settled", timeout=120)
+        assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == again["charge"] > 0  # that run only
+    finally:
+        kill_all(started)

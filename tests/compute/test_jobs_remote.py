@@ -453,6 +453,36 @@ async def test_a_job_whose_inputs_cost_more_fuel_than_it_has_is_refused_before_a
     assert opened == []  # priced from the capabilities' sizes, nothing fetched
 
 
+async def test_a_provider_asked_again_for_a_run_answers_that_run_without_running_or_charging_it_again(
+        node_factory, monkeypatch) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    cap = await _put(gateway, DATA)
+    before = balances(gateway, provider)
+    real_run = sent_jobs.wire.run
+    again: list[dict] = []
+
+    async def asked_twice(client, url, provider_id, job, timeout):
+        # The sender asks again while the run is under way (as its restart does), and once more after it ended.
+        first = asyncio.ensure_future(real_run(client, url, provider_id, job, timeout=timeout))
+        again.append(await real_run(client, url, provider_id, job, timeout=timeout))
+        answer = await first
+        again.append(await real_run(client, url, provider_id, job, timeout=timeout))
+        return answer
+
+    monkeypatch.setattr(sent_jobs.wire, "run", asked_twice)
+    status, job = await run_job(gateway, {"module": module, "stdin": cap})
+    assert status == 201, job
+    assert [a["run"]["provenance"] for a in again] == [job["provenance"]] * 2 and again[0] == again[1]
+    records = (await (await provider.get("/v1/compute/provenance?limit=100")).json())["records"]
+    assert [r["record"]["id"] for r in records if "job" in r["record"]] == [job["provenance"]]  # run once
+    await settle(gateway)
+    after = balances(gateway, provider)
+    assert (after[0] - before[0], after[1] - before[1]) == (-job["charge"], job["charge"]) and job["charge"] > 0
+    line = provider.app[NODE].trust.line(gateway.app[IDENTITY].id)
+    assert line["reserved"] == 0, line
+
+
 async def test_a_sender_cannot_forget_a_job_while_it_runs(node_factory, monkeypatch) -> None:
     gateway, (provider,) = await network(node_factory)
     module = await deploy(gateway, "spin", wasi=True)

@@ -8,7 +8,9 @@ sender's trust line and on its tab before a byte of its data is taken.  The data
 priced by the peer route table), and is hashed as it comes: the job runs only over exactly the bytes the
 sender named.  A sender has at most PER_SENDER jobs here at once, the node at most MAX_HOSTED; a job not run
 within IDLE seconds of its last request is dropped and its reservation released, and a job's files go when
-the sender forgets it (or IDLE after its run).
+the sender forgets it (or IDLE after its run).  A run goes on when its sender goes away, and its answer is kept
+with its outputs: the sender asking for the run again (its node restarted) is answered that, not run nor charged
+again.
 
 The run is recorded as every run here is: a signed provenance record naming each input's hash (and the
 verify-hash the sender gave for it) and each output's name, size and SHA-256, written with its amount on the
@@ -33,7 +35,7 @@ from ..errors import (Conflict, InvalidArgument, NotFound, OverCap, PayloadTooLa
                       StorageFull)
 from ..identity import public_id
 from ..net.jobs import CHUNK
-from ..tasks import in_pool
+from ..tasks import STOP_GRACE, in_pool, to_its_end
 from .job_sandbox import file_sha256, remove_tree, run_program
 from .jobspec import job_id, parse_sent_job
 from .paid import PaidCompute, not_here
@@ -76,6 +78,7 @@ class Hosted:
     received: int = 0
     digest: Any = field(default_factory=hashlib.sha256)
     outputs: list[tuple[str, Path, int]] | None = None  # after its run: what the sender may fetch
+    running: asyncio.Future | None = None  # its run's answer, once done: kept for its sender to ask again
     busy: bool = False  # a request of its sender is being served
     touched: float = field(default_factory=time.monotonic)
 
@@ -96,6 +99,9 @@ class HostedJobs:
         remove_tree(self.work_dir)
 
     async def close(self) -> None:
+        runs = [job.running for job in self._jobs.values() if job.running is not None and not job.running.done()]
+        if runs:  # each ends by its own timeout: its files are in use until then
+            await asyncio.wait(runs, timeout=STOP_GRACE)
         for job in list(self._jobs.values()):
             self._drop(job)
 
@@ -169,14 +175,39 @@ class HostedJobs:
         return {"received": job.received}
 
     async def run(self, sender: str, job_id_: str) -> dict[str, Any]:
-        """Run a job whose data is all here and matches its hashes; the run, its signed record, its outputs."""
+        """Run a job whose data is all here and matches its hashes; the run, its signed record, its outputs.  Its
+        sender asking again (it restarted while the job ran) gets the same answer, once the run under way is
+        done: the job is never run, nor charged, twice."""
         job = self._mine(sender, job_id_)
-        if job.outputs is not None:
-            raise Conflict("the job has run already", hint="fetch its outputs")
-        if job.received != job.total:
-            raise Conflict(f"the job has {job.received:,} of its {job.total:,} bytes", received=job.received)
-        with self._serving(job):
-            return await self._run(job)
+        if job.running is None:
+            if job.received != job.total:
+                raise Conflict(f"the job has {job.received:,} of its {job.total:,} bytes", received=job.received)
+            if job.busy:
+                raise Conflict("a request for this job is being served", hint="wait for its answer")
+            job.busy = True  # until the run ends, whoever waits for it: expiry and forget leave it alone
+            job.running = asyncio.get_running_loop().create_future()
+            job.running.add_done_callback(lambda f: f.cancelled() or f.exception())  # its sender may never ask
+            # Run to its end: the sender going away (a kill -9) does not stop the run its next start asks for again.
+            return await to_its_end(self._run_kept(job), lambda: None)
+        return await asyncio.shield(job.running)
+
+    async def _run_kept(self, job: Hosted) -> dict[str, Any]:
+        """The job's run, its answer (or what it raised) kept for its sender to ask again."""
+        assert job.running is not None
+        try:
+            answer = await self._run(job)
+        except Exception as err:
+            job.running.set_exception(err)
+            raise
+        except BaseException:
+            job.running.cancel()
+            raise
+        else:
+            job.running.set_result(answer)
+            return answer
+        finally:
+            job.busy = False
+            job.touched = time.monotonic()
 
     async def _run(self, job: Hosted) -> dict[str, Any]:
         spec = job.spec

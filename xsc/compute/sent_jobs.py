@@ -68,11 +68,14 @@ class SentJobs:
         self._pushing: dict[tuple[str, str], asyncio.Lock] = {}  # (provider, module): one push at a time
 
     async def unsettled(self, provider: str, price: int, spec, call: InvokeCall, staged, jid: str,
-                        deal: dict[str, Any], believed: Callable[[dict[str, Any]], None] | None = None) -> Returned:
+                        deal: dict[str, Any], believed: Callable[[dict[str, Any]], None] | None = None,
+                        sending: Callable[[dict[str, Any]], None] | None = None) -> Returned:
         """Run the staged job on `provider` at `price`: its run, checked, with its outputs on disk, neither paid
         nor refused yet.  The caller judges it (`pay` or `refuse`) once its outputs are stored, as replicas of a
-        job are judged by their agreement.  `believed({provider, job, authorization, answer})`: the provider's
-        answer holds to the job, its outputs not fetched yet (what `refetched` needs after a restart)."""
+        job are judged by their agreement.  `sending({provider, job, authorization, price, budget, stdin})`: the
+        provider took the job, nothing of it sent yet (what `answer_again` needs after a restart);
+        `believed({provider, job, authorization, answer})`: the provider's answer holds to the job, its outputs not
+        fetched yet (what `refetched` needs after a restart)."""
         paid = self.paid
         url = paid.peers.peer(provider).url
         budget = paid.compute.budget(call, price)
@@ -81,8 +84,11 @@ class SentJobs:
         body = {"spec": spec.canonical(), "price": price, "memory_price": paid.compute.memory_price,
                 "authorization": tab.hex, "deal": deal, "data": [d for d, _ in data]}
         job = await self._begin(url, provider, body, call, tab, budget)
+        sent = {"provider": provider, "job": job, "authorization": tab.auth.id.hex(), "price": price,
+                "budget": budget, "stdin": staged.stdin_sha256}
         try:
-            answer = await self._sent_and_run(url, provider, job, data, call, tab, budget)
+            answer = await self._sent_and_run(url, provider, job, data, call, tab, budget,
+                                              None if sending is None else lambda: sending(sent))
             try:
                 returned = await self._checked(url, provider, job, jid, staged, answer, budget, spec, price, tab,
                                                believed)
@@ -94,10 +100,7 @@ class SentJobs:
                 await paid.gateway_tabs.abandon(tab, budget)
                 raise
         finally:
-            try:
-                await wire.forget(paid.client, url, provider, job)
-            except (PeerRefused, PeerUnreachable) as err:
-                log.info("provider %s kept job %s's files: %s (it drops them itself)", provider, job, err)
+            await self._forget(url, provider, job)
         returned.tab, returned.budget = tab, budget
         return returned
 
@@ -132,11 +135,13 @@ class SentJobs:
         log.error("%s", why)
         self.on_strike(provider, why)
 
-    async def _sent_and_run(self, url: str, provider: str, job: str, data, call: InvokeCall, tab, budget: int
-                            ) -> dict[str, Any]:
+    async def _sent_and_run(self, url: str, provider: str, job: str, data, call: InvokeCall, tab, budget: int,
+                            sending: Callable[[], None] | None) -> dict[str, Any]:
         """The job's bytes sent in order, then its run asked for: the provider's answer (not yet checked)."""
         paid = self.paid
         try:
+            if sending is not None:
+                sending()
             offset = 0
             for item, path in data:
                 offset = await self._send(url, provider, job, path, offset, item["size"])
@@ -189,6 +194,18 @@ class SentJobs:
                        budget: int, spec, price: int, tab, believed: Callable[[dict[str, Any]], None] | None
                        ) -> Returned:
         """The provider's answer, held to its signed record; each output fetched and held to its signed hash."""
+        outputs = self._held(provider, answer, budget, jid, staged.inputs, staged.stdin_sha256, spec, price,
+                             tab.auth.id.hex())
+        if believed is not None:
+            believed({"provider": provider, "job": job, "authorization": tab.auth.id.hex(), "answer": answer})
+        files = await self._fetched(url, provider, job, outputs, staged.work / "fetched" / provider)
+        return Returned(provider, answer["run"], answer["provenance"], files, [o["sha256"] for o in outputs], answer)
+
+    def _held(self, provider: str, answer: dict[str, Any], budget: int, jid: str, inputs: list[dict[str, Any]],
+              stdin_sha256: str | None, spec, price: int, authorization: str) -> list[dict[str, Any]]:
+        """The outputs a provider's answer signs, once the answer holds to its signed record, and the record to
+        the job (`jid`, over `inputs` and stdin), the deal (`price`, the tab `authorization`) and `budget`: else
+        ForgedResult."""
         run, signed = answer["run"], answer["provenance"]
         charge = run.get("charge")
         if type(charge) is not int or not 0 <= charge <= budget:
@@ -199,23 +216,50 @@ class SentJobs:
         facts = record.get("job") if isinstance(record.get("job"), dict) else {}
         if record.get("id") != run.get("provenance") or record.get("charge") != charge \
                 or record.get("fuel_consumed") != run.get("fuel_consumed") or facts.get("id") != jid \
-                or facts.get("inputs") != [{k: i[k] for k in INPUT_FACTS} for i in staged.inputs] \
-                or facts.get("stdin") != staged.stdin_sha256 \
+                or facts.get("inputs") != [{k: i[k] for k in INPUT_FACTS} for i in inputs] \
+                or facts.get("stdin") != stdin_sha256 \
                 or facts.get("outputs") != answer["outputs"]:
             raise ForgedResult(f"provider {provider} answered a run its signed record does not match (another "
                                "job, inputs, outputs, charge or fuel): not paid, and struck",
                                hint="run the job again (another provider)")
         why = _unlike_a_run(run, answer, record) or _unlike_the_deal(
-            record, spec, price, tab.auth.id.hex(), self.paid.compute.memory_price, "trap" in answer)
+            record, spec, price, authorization, self.paid.compute.memory_price, "trap" in answer)
         if why is not None:
             raise ForgedResult(f"provider {provider}'s signed record {why}: not paid, and struck",
                                hint="run the job again (another provider)")
         outputs = facts["outputs"]
         _check_outputs(provider, outputs, spec.bytes_out)  # bounded before anything is fetched
-        if believed is not None:
-            believed({"provider": provider, "job": job, "authorization": tab.auth.id.hex(), "answer": answer})
-        files = await self._fetched(url, provider, job, outputs, staged.work / "fetched" / provider)
-        return Returned(provider, run, signed, files, [o["sha256"] for o in outputs], answer)
+        return outputs
+
+    async def answer_again(self, sent: dict[str, Any], spec, jid: str, inputs: list[dict[str, Any]]
+                           ) -> dict[str, Any]:
+        """After a restart: the answer of the run a stop cut short while its provider ran it (`unsettled`'s
+        `sending`), asked of the provider again: it answers the run it kept (or the one under way, once done),
+        never running it again.  Held to the job, the tab and the price as any answer (`_held`; a provider whose
+        answer does not hold is struck); what `refetched` goes on from.  No answer (the provider gone, restarted,
+        or its answer dropped: hosted_jobs.IDLE) raises, and the provider is told to forget the job."""
+        provider, job = sent["provider"], sent["job"]
+        url = self.paid.peers.peer(provider).url
+        call = InvokeCall(spec.module, spec.entrypoint, list(spec.argv), spec.fuel, spec.memory, spec.timeout, True)
+        try:
+            answer = await wire.run(self.paid.client, url, provider, job,
+                                    timeout=self.paid.compute.limits(call).timeout + 60)
+            self._held(provider, answer, sent["budget"], jid, inputs, sent["stdin"], spec, sent["price"],
+                       sent["authorization"])
+        except ForgedResult as err:
+            self._strike(provider, err.message)
+            await self._forget(url, provider, job)
+            raise
+        except BaseException:
+            await self._forget(url, provider, job)
+            raise
+        return {"provider": provider, "job": job, "authorization": sent["authorization"], "answer": answer}
+
+    async def _forget(self, url: str, provider: str, job: str) -> None:
+        try:
+            await wire.forget(self.paid.client, url, provider, job)
+        except (PeerRefused, PeerUnreachable) as err:
+            log.info("provider %s kept job %s's files: %s (it drops them itself)", provider, job, err)
 
     async def refetched(self, provider: str, job: str, outputs: list[dict[str, Any]], into: Path
                         ) -> list[OutputFile]:
@@ -229,10 +273,7 @@ class SentJobs:
             self._strike(provider, err.message)
             raise
         finally:
-            try:
-                await wire.forget(self.paid.client, url, provider, job)
-            except (PeerRefused, PeerUnreachable) as err:
-                log.info("provider %s kept job %s's files: %s (it drops them itself)", provider, job, err)
+            await self._forget(url, provider, job)
 
     async def _fetched(self, url: str, provider: str, job: str, outputs: list[dict[str, Any]], into: Path
                        ) -> list[OutputFile]:
