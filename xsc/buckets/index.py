@@ -600,7 +600,7 @@ def _whole_checksum(checksum: Any, count: int) -> dict:
 def _checksum_headers(kind: dict | None, checksum: dict | None, used: list[dict]) -> dict[str, str]:
     """The checksum a completed upload's object keeps among its stored headers (checksum_of in the front): the one
     the front made of the parts' (`checksum`), once those are still the parts' own; none for an upload begun
-    without one, or completed without one (parts uploaded before parts kept checksums)."""
+    without one, or completed without one (its parts recorded without theirs)."""
     if kind is None or checksum is None:
         return {}
     algorithm = kind["algorithm"]

@@ -117,7 +117,7 @@ async def upload_of(node: NodeLink, call: Call) -> dict:
 def _whole(upload: dict, listed: list[tuple[int, str, dict[str, str]]], headers) -> dict | None:
     """The object's checksum as Complete makes it of the parts it lists ({"value", "parts"}, for the node to keep if
     those parts are still the upload's): None where a part is missing or not the one listed (the node refuses the
-    Complete), or keeps no checksum (uploaded before parts kept them).  A part's checksum listed but not its own is
+    Complete), or keeps no checksum (its upload was recorded without one).  A part's checksum listed but not its own is
     InvalidPart; a whole object's sent but not the one made is BadDigest."""
     kind = upload.get("checksum")
     if kind is None:

@@ -210,8 +210,8 @@ def upload_checksum(headers: Mapping[str, str]) -> dict:
 def for_part(headers: Mapping[str, str], upload: Mapping) -> tuple[Checksum | None, Checksum | None]:
     """(the checksum an UploadPart's body is checked against, the one its part keeps: in its upload's algorithm).
     A part of an upload begun with an algorithm sends that one or none; one of an upload given S3's default may
-    send any, which is checked, and its CRC64NVME is taken beside it.  An upload begun before parts kept checksums
-    keeps none."""
+    send any, which is checked, and its CRC64NVME is taken beside it.  An upload recorded without a checksum keeps
+    none for its parts."""
     sent, kind = wanted(headers), upload.get("checksum")
     if kind is None:
         return sent, None
@@ -231,7 +231,7 @@ def part_checksums(*found: Checksum | None) -> dict[str, str]:
 
 def whole(kind: Mapping, parts: list[Mapping]) -> str | None:
     """A multipart object's checksum, base64, of its `parts` ({"size", "checksums"}, in order) as `kind` says
-    ({"algorithm", "type"}): None if a part keeps none (it was uploaded before parts kept them)."""
+    ({"algorithm", "type"}): None if a part keeps none (its upload was recorded without a checksum)."""
     algorithm = kind["algorithm"]
     values = [(p.get("checksums") or {}).get(algorithm) for p in parts]
     if None in values:
@@ -255,7 +255,7 @@ def check_complete(headers: Mapping[str, str], kind: Mapping | None, value: str 
     upload's type, and a whole object's checksum sent (x-amz-checksum-ALG) the one its parts make (`value`)."""
     headers = {k.lower(): v for k, v in headers.items()}
     sent_type = headers.get("x-amz-checksum-type")
-    if kind is None:  # an upload begun before uploads kept checksums
+    if kind is None:  # an upload recorded without a checksum (by a front that kept none)
         if sent_type is not None or any(k.startswith(PREFIX) and k not in NOT_VALUES for k in headers):
             raise _invalid("this upload was begun without a checksum: complete it without one")
         return
