@@ -211,14 +211,16 @@ def test_wrong_checksums_are_refused_and_the_upload_left_as_it_was(gateway, s3, 
                          "InvalidPart"),
                         ({"ChecksumCRC32": checksum_of("crc32", b"other"), "ChecksumType": "FULL_OBJECT"},
                          "BadDigest"),
-                        ({"ChecksumType": "COMPOSITE"}, "BadDigest")]:
+                        ({"ChecksumType": "COMPOSITE"}, "BadDigest"),
+                        ({"MpuObjectSize": len(part)}, "InvalidRequest")]:
         with pytest.raises(ClientError) as info:
             s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid,
                                          **{"MultipartUpload": {"Parts": parts}, **wrong})
         assert code_of(info) == (code, 400), wrong
         assert _absent(s3, bucket, "mp") and _upload_left(s3, bucket, "mp")
     done = s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid, ChecksumCRC32=whole,
-                                        ChecksumType="FULL_OBJECT", MultipartUpload={"Parts": parts})
+                                        ChecksumType="FULL_OBJECT", MpuObjectSize=len(part) + 3,
+                                        MultipartUpload={"Parts": parts})
     assert (done["ChecksumCRC32"], done["ChecksumType"]) == (whole, "FULL_OBJECT")
     assert s3.get_object(Bucket=bucket, Key="mp", ChecksumMode="ENABLED")["Body"].read() == part + b"end"
     with pytest.raises(ClientError) as info:

@@ -73,6 +73,8 @@ class Multipart:
         except NoSuchUpload:
             upload = None  # completed already (the node answers as it did), or never begun (the node says so)
         whole = None if upload is None else _whole(upload, listed, call.request.headers)
+        if upload is not None:
+            _check_size(call.request.headers, upload, parts)
         record, garbage = await self.node.complete(upload_id_of(call), call.user, parts, call.bucket, call.key,
                                                    stored_headers.complete_condition(call.request.headers), whole)
         await self.writes.collect(garbage)
@@ -137,6 +139,19 @@ def _whole(upload: dict, listed: list[tuple[int, str, dict[str, str]]], headers)
     if value is None:
         return None
     return {"value": value, "parts": [p["checksums"][kind["algorithm"]] for p in used]}  # type: ignore[index]
+
+
+def _check_size(headers, upload: dict, parts: list[tuple[int, str]]) -> None:
+    """`x-amz-mp-object-size`, the object's size a Complete may send: 400 InvalidRequest unless the parts it lists
+    hold that many bytes (a part missing: the node refuses the Complete)."""
+    sent = headers.get("x-amz-mp-object-size")
+    have = {p["number"]: p["size"] for p in upload["parts"]}
+    if sent is None or any(number not in have for number, _ in parts):
+        return
+    size = sum(have[number] for number, _ in parts)
+    if sent.strip() != str(size):
+        raise S3Error(f"x-amz-mp-object-size is {sent!r}, but the parts listed hold {size} bytes",
+                      s3_code="InvalidRequest", status=400)
 
 
 def _after_marker(uploads: list[dict], key_marker: str, id_marker: str) -> list[dict]:
