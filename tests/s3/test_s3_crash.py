@@ -5,6 +5,7 @@ and every completed object reads back exactly."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import json
@@ -17,6 +18,7 @@ pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e 
 
 from tests.support.s3 import FrontProcess, Gateway, InNodeFront, index_and_files, sign_headers, store_files  # noqa: E402
 from tests.support.waiting import eventually
+from xsc.s3.core import checksums
 from xsc.s3.marks import FileMarks
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # real processes and tools: slow on a loaded machine
@@ -55,6 +57,12 @@ def _restart(gateway: Gateway) -> None:
 def _agreeing(gateway: Gateway) -> bool:
     referenced, files, index = index_and_files(gateway.node)
     return referenced == files and index["garbage"] == []
+
+
+def _crc64nvme(data: bytes) -> str:
+    digest = checksums.ALGORITHMS["crc64nvme"]()
+    digest.update(data)
+    return base64.b64encode(digest.digest()).decode()
 
 
 def _agree(gateway: Gateway) -> dict:
@@ -110,6 +118,9 @@ def test_kill_9_during_a_multipart_upload(gateway) -> None:
     s3.complete_multipart_upload(Bucket="crash", Key="interrupted", UploadId=uid,
                                  MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag1}]})
     assert s3.get_object(Bucket="crash", Key="interrupted")["Body"].read() == first
+    for key, data in [("done", kept["done"]), ("interrupted", first)]:  # S3's default, kept with the parts' CRCs
+        got = s3.get_object(Bucket="crash", Key=key, ChecksumMode="ENABLED")  # boto3 checks the body against it
+        assert got["Body"].read() == data and got["ChecksumCRC64NVME"] == _crc64nvme(data), key
     _agree(gateway)
 
 

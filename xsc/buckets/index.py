@@ -298,13 +298,16 @@ class S3Index:
 
     # --- multipart ---------------------------------------------------------------
     def create_upload(self, bucket: str, key: str, content_type: str = "", metadata: dict | None = None,
-                      headers: dict | None = None, by: str | None = None) -> str:
-        """Begin an upload for the user `by` (None: the node's owner), within its `max_uploads`."""
+                      headers: dict | None = None, by: str | None = None, checksum: dict | None = None) -> str:
+        """Begin an upload for the user `by` (None: the node's owner), within its `max_uploads`; `checksum`: the one
+        its object is to get ({"algorithm", "type", "default"}), which its parts keep theirs in."""
         names.check_key(key)
         names.check_metadata(metadata or {})
         user = by or names.DEFAULT_USER
         record = {"bucket": bucket, "key": key, "created": self.clock(), "headers": _headers(headers),
                   "content_type": content_type or "binary/octet-stream", "metadata": metadata or {}, "user": user}
+        if checksum is not None:
+            record["checksum"] = _upload_checksum(checksum)
         with self._lock:
             self.bucket(bucket)
             _, uploads = self._counts()
@@ -329,10 +332,13 @@ class S3Index:
         prefix = keys.object_parts_of(upload_id)
         return [{"number": int.from_bytes(k[-4:], "big"), **codec.loads(v)} for k, v in self.db.iterator(prefix=prefix)]
 
-    def put_part(self, upload_id: str, number: int, cap: str, size: int, part_etag: str) -> list[str]:
-        """Record an uploaded part (replacing one of that number); returns the capabilities now garbage.
-        A part of an upload that is gone (aborted meanwhile) is garbage itself: NoSuchUpload."""
+    def put_part(self, upload_id: str, number: int, cap: str, size: int, part_etag: str,
+                 checksums: dict | None = None) -> list[str]:
+        """Record an uploaded part (replacing one of that number) with its `checksums` ({algorithm: base64}, its
+        upload's and one it was sent with); returns the capabilities now garbage.  A part of an upload that is gone
+        (aborted meanwhile) is garbage itself: NoSuchUpload."""
         names.check_part_number(number)
+        extra = {"checksums": _part_checksums(checksums)} if checksums else {}
         with self._lock:
             if self.db.get(keys.object_upload(upload_id)) is None:
                 self._mark_garbage([cap])
@@ -342,18 +348,22 @@ class S3Index:
             garbage = [codec.loads(old)["cap"]] if old else []
             with self.db.write_batch(sync=True) as batch:
                 batch.put(keys.object_part(upload_id, number),
-                          _dump({"cap": cap, "size": size, "etag": part_etag, "modified": self.clock()}))
+                          _dump({"cap": cap, "size": size, "etag": part_etag, "modified": self.clock(), **extra}))
                 for c in garbage:
                     batch.put(keys.object_garbage(c), b"")
         return garbage
 
     def complete(self, upload_id: str, chosen: list[tuple[int, str]], bucket: str | None = None,
-                 key: str | None = None, condition: dict | None = None) -> tuple[dict, list[str]]:
+                 key: str | None = None, condition: dict | None = None,
+                 checksum: dict | None = None) -> tuple[dict, list[str]]:
         """Make the upload's chosen parts, in order, the object; returns (its record, capabilities now garbage).
         An upload completed already answers what it answered then (an SDK retries a Complete it did not hear).
         `condition` (as a record's: If-None-Match: *, If-Match: ETAG) must hold of the object there, else
-        PreconditionFailed (NoSuchKey for If-Match with no object) and the upload stays as it was."""
+        PreconditionFailed (NoSuchKey for If-Match with no object) and the upload stays as it was.  `checksum`: the
+        object's, as the front made it of the parts' ({"value", "parts": the part checksums it used, in order}): it is
+        kept only if those are still the chosen parts' (InvalidPart if one was uploaded again meanwhile)."""
         condition = _condition(condition) if condition is not None else None
+        checksum = _whole_checksum(checksum, len(chosen)) if checksum is not None else None
         with self._lock:
             done = self.db.get(keys.object_completed(upload_id)) if upload_id.isalnum() else None
             if done is not None and self.db.get(keys.object_upload(upload_id)) is None:
@@ -382,10 +392,11 @@ class S3Index:
             bucket, key = upload["bucket"], upload["key"]
             if self.db.get(keys.object_bucket(bucket)) is None:
                 raise NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket)
+            whole = _checksum_headers(upload.get("checksum"), checksum, used)
             record = {"parts": [{"cap": p["cap"], "size": p["size"], "etag": p["etag"]} for p in used],
                       "size": sum(p["size"] for p in used), "etag": etag.multipart([p["etag"] for p in used]),
                       "content_type": upload["content_type"], "metadata": upload["metadata"],
-                      "headers": upload.get("headers", {}), "modified": self.clock()}
+                      "headers": {**upload.get("headers", {}), **whole}, "modified": self.clock()}
             unused = [p["cap"] for n, p in have.items() if n not in set(numbers)]
             old = self.db.get(keys.object_key(bucket, key))
             if condition is not None and not _holds(condition, codec.loads(old) if old else None):
@@ -399,7 +410,7 @@ class S3Index:
                 batch.put(keys.object_key(bucket, key), _dump(record))
                 batch.delete(keys.object_upload(upload_id))
                 batch.put(keys.object_completed(upload_id), _dump({"bucket": bucket, "key": key, "etag": record["etag"],
-                                                                   "modified": record["modified"]}))
+                                                                   "modified": record["modified"], "headers": whole}))
                 self._forget_completed(batch)
                 for n in have:
                     batch.delete(keys.object_part(upload_id, n))
@@ -554,6 +565,51 @@ def _headers(headers: Any) -> dict[str, str]:
     if sum(len(k) + len(v.encode()) for k, v in headers.items()) > names.MAX_HEADERS_BYTES:
         raise InvalidArgument(f"an object's stored headers are at most {names.MAX_HEADERS_BYTES} bytes")
     return headers
+
+
+def _upload_checksum(checksum: Any) -> dict:
+    if (not isinstance(checksum, dict) or checksum.get("algorithm") not in names.CHECKSUM_ALGORITHMS
+            or checksum.get("type") not in names.CHECKSUM_TYPES):
+        raise InvalidArgument(f"an upload's checksum is {{\"algorithm\": one of {names.CHECKSUM_ALGORITHMS}, "
+                              f"\"type\": one of {names.CHECKSUM_TYPES}, \"default\": BOOL}}")
+    return {"algorithm": checksum["algorithm"], "type": checksum["type"], "default": bool(checksum.get("default"))}
+
+
+def _checksum_value(value: Any) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= names.MAX_CHECKSUM:
+        raise InvalidArgument(f"a checksum is base64 text of at most {names.MAX_CHECKSUM} characters")
+    return value
+
+
+def _part_checksums(checksums: Any) -> dict[str, str]:
+    """A part's checksums, bounded: its upload's algorithm's and at most one more, the one it was sent with."""
+    if not isinstance(checksums, dict) or len(checksums) > 2 or not all(a in names.CHECKSUM_ALGORITHMS
+                                                                        for a in checksums):
+        raise InvalidArgument(f"a part's checksums are {{ALGORITHM: BASE64}}, at most two of "
+                              f"{names.CHECKSUM_ALGORITHMS}")
+    return {a: _checksum_value(v) for a, v in checksums.items()}
+
+
+def _whole_checksum(checksum: Any, count: int) -> dict:
+    parts = checksum.get("parts") if isinstance(checksum, dict) else None
+    if not isinstance(parts, list) or len(parts) != count:
+        raise InvalidArgument('an object\'s checksum is {"value": BASE64, "parts": [BASE64 of each part chosen]}')
+    return {"value": _checksum_value(checksum.get("value")), "parts": [_checksum_value(p) for p in parts]}
+
+
+def _checksum_headers(kind: dict | None, checksum: dict | None, used: list[dict]) -> dict[str, str]:
+    """The checksum a completed upload's object keeps among its stored headers (checksum_of in the front): the one
+    the front made of the parts' (`checksum`), once those are still the parts' own; none for an upload begun
+    without one, or completed without one (its parts recorded without theirs)."""
+    if kind is None or checksum is None:
+        return {}
+    algorithm = kind["algorithm"]
+    for part, value in zip(used, checksum["parts"]):
+        if (part.get("checksums") or {}).get(algorithm) != value:
+            raise InvalidPart(f"part {part['number']} was uploaded again meanwhile: its {algorithm.upper()} is not "
+                              f"{value!r}", hint="list the parts with ListParts", part=part["number"])
+    return {f"x-amz-checksum-{algorithm}": checksum["value"],
+            **({"x-amz-checksum-type": "COMPOSITE"} if kind["type"] == "COMPOSITE" else {})}
 
 
 def _duration(seconds: float) -> str:

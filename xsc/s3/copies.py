@@ -12,7 +12,7 @@ from aiohttp import web
 from ..buckets.core import names
 from ..errors import S3Error
 from .bodies import ObjectBodies
-from .calls import Call, keep_checksum, xml_answer
+from .calls import Call, checksum_headers, keep_checksum, xml_answer
 from .core import checksums, xml
 from .core import headers as stored_headers
 from .link import NodeLink
@@ -68,11 +68,14 @@ class Copies:
 
     async def upload_part_copy(self, call: Call) -> web.Response:
         """UploadPartCopy: a part made of an object's bytes (`x-amz-copy-source-range`: some of them), as S3's
-        managed copies (boto3's `copy`, `aws s3 cp` between buckets) copy an object larger than a part."""
+        managed copies (boto3's `copy`, `aws s3 cp` between buckets) copy an object larger than a part.  The part's
+        checksum in its upload's algorithm is taken of the bytes copied, as an UploadPart's is of its body."""
         number, upload_id = part_number_of(call), upload_id_of(call)
         headers = call.request.headers
         src_bucket, src_key = _copy_source(headers)
-        await upload_of(self.node, call)
+        upload = await upload_of(self.node, call)
+        kind = upload.get("checksum")
+        checksum = None if kind is None else checksums.Checksum(kind["algorithm"], None, taken=True)
         record = await self.node.object(src_bucket, src_key, call.user)
         stored_headers.copy_condition(headers, record["etag"], record["modified"])
         first, last = _copy_range(headers.get("x-amz-copy-source-range"), record["size"])
@@ -80,13 +83,16 @@ class Copies:
         md5, size = hashlib.md5(), last - first + 1
 
         async def recorded(cap: str) -> list[str]:
-            return await self.node.put_part(upload_id, number, call.user, cap, size, md5.hexdigest())
+            return await self.node.put_part(upload_id, number, call.user, cap, size, md5.hexdigest(),
+                                            checksums.part_checksums(checksum))
 
         async with self.writes.gate.write() as write:
-            garbage = await self.writes.store(call, write, _copied(self.bodies, record, first, last, md5), size,
-                                              f"{call.bucket}/{call.key}#{upload_id}.{number}", recorded)
+            garbage = await self.writes.store(call, write, _copied(self.bodies, record, first, last, md5, checksum),
+                                              size, f"{call.bucket}/{call.key}#{upload_id}.{number}", recorded)
         await self.writes.collect(garbage)
-        return xml_answer(xml.copy_object(md5.hexdigest(), self.clock(), root="CopyPartResult"))
+        shown = checksum if kind is not None and not kind.get("default") else None
+        return xml_answer(xml.copy_object(md5.hexdigest(), self.clock(), root="CopyPartResult",
+                                          checksum=checksum_headers(shown)))
 
 
 def _copy_source(headers) -> tuple[str, str]:

@@ -72,7 +72,9 @@ class NodeLink(Protocol):
 
     # --- multipart uploads --------------------------------------------------------------
     async def create_upload(self, bucket: str, key: str, user: str, content_type: str, metadata: dict,
-                            headers: dict) -> str: ...
+                            headers: dict, checksum: dict | None = None) -> str:
+        """`checksum`: the one the upload's object is to get ({"algorithm", "type", "default"})."""
+        ...
 
     async def upload(self, upload_id: str, user: str) -> dict:
         """The upload's record with its "parts"."""
@@ -80,10 +82,15 @@ class NodeLink(Protocol):
 
     async def uploads(self, bucket: str, user: str, prefix: str) -> list[dict]: ...
 
-    async def put_part(self, upload_id: str, number: int, user: str, cap: str, size: int, etag: str) -> list[str]: ...
+    async def put_part(self, upload_id: str, number: int, user: str, cap: str, size: int, etag: str,
+                       checksums: dict | None = None) -> list[str]:
+        """`checksums`: the part's, {algorithm: base64}."""
+        ...
 
     async def complete(self, upload_id: str, user: str, parts: list[tuple[int, str]], bucket: str,
-                       key: str, condition: dict | None = None) -> tuple[dict, list[str]]: ...
+                       key: str, condition: dict | None = None, checksum: dict | None = None) -> tuple[dict, list[str]]:
+        """`checksum`: the object's, made of the parts' ({"value", "parts"}: S3Index.complete)."""
+        ...
 
     async def abort(self, upload_id: str, user: str) -> list[str]: ...
 

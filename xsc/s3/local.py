@@ -83,9 +83,9 @@ class LocalNode:
 
     # --- multipart uploads ------------------------------------------------------------------------
     async def create_upload(self, bucket: str, key: str, user: str, content_type: str, metadata: dict,
-                            headers: dict) -> str:
+                            headers: dict, checksum: dict | None = None) -> str:
         return await self._as(bucket, user, "write", self.index.create_upload, bucket, key, content_type, metadata,
-                              headers, by=user)
+                              headers, by=user, checksum=checksum)
 
     async def upload(self, upload_id: str, user: str) -> dict:
         record = await self._upload_as(upload_id, user, "write", self.index.upload, upload_id)
@@ -94,14 +94,15 @@ class LocalNode:
     async def uploads(self, bucket: str, user: str, prefix: str) -> list[dict]:
         return await self._as(bucket, user, "read", self.index.uploads, bucket, prefix)
 
-    async def put_part(self, upload_id: str, number: int, user: str, cap: str, size: int, etag: str) -> list[str]:
+    async def put_part(self, upload_id: str, number: int, user: str, cap: str, size: int, etag: str,
+                       checksums: dict | None = None) -> list[str]:
         return await self._upload_as(upload_id, user, "write", self.index.put_part, upload_id, number, cap, size,
-                                     etag)
+                                     etag, checksums)
 
     async def complete(self, upload_id: str, user: str, parts: list[tuple[int, str]], bucket: str,
-                       key: str, condition: dict | None = None) -> tuple[dict, list[str]]:
+                       key: str, condition: dict | None = None, checksum: dict | None = None) -> tuple[dict, list[str]]:
         return await self._upload_as(upload_id, user, "write", self.index.complete, upload_id, parts, bucket, key,
-                                     condition)
+                                     condition, checksum)
 
     async def abort(self, upload_id: str, user: str) -> list[str]:
         return await self._upload_as(upload_id, user, "write", self.index.abort, upload_id)

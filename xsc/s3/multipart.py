@@ -1,6 +1,11 @@
 """The front's multipart uploads: CreateMultipartUpload, UploadPart, CompleteMultipartUpload,
 AbortMultipartUpload, ListParts and ListMultipartUploads.  A part is one XSC file, stored and recorded as a put's
-body is (writes.py); the node keeps the uploads (the bucket index)."""
+body is (writes.py); the node keeps the uploads (the bucket index).
+
+An upload's object gets a checksum, as S3's do: the one its CreateMultipartUpload asks for, else S3's default, a
+FULL_OBJECT CRC64NVME.  Each part keeps its own in that algorithm (sent, checked, or taken of its bytes as they come,
+beside the one it was sent with), with its size; Complete makes the object's of theirs (core/checksums.py:
+`whole`), once the parts' it lists and a whole object's it sends hold."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import hashlib
 from aiohttp import web
 
 from ..buckets.core import names
-from ..errors import S3Error
+from ..errors import NoSuchUpload, S3Error
 from .calls import Call, checksum_headers, declared_size, integer, xml_answer
 from .core import checksums, xml
 from .core import headers as stored_headers
@@ -29,40 +34,52 @@ class Multipart:
     async def create_upload(self, call: Call) -> web.Response:
         names.check_key(call.key)
         metadata = names.check_metadata(stored_headers.metadata(call.request.headers))
-        algorithm = checksums.upload_algorithm(call.request.headers)
+        kind = checksums.upload_checksum(call.request.headers)
         upload_id = await self.node.create_upload(call.bucket, call.key, call.user,
                                                   call.request.headers.get("Content-Type", ""), metadata,
-                                                  stored_headers.stored(call.request.headers))
+                                                  stored_headers.stored(call.request.headers), kind)
         response = xml_answer(xml.initiate_multipart(call.bucket, call.key, upload_id))
-        if algorithm is not None:  # each part's checksum is checked as it comes (upload_part)
-            response.headers["x-amz-checksum-algorithm"] = algorithm.upper()
+        if not kind["default"]:
+            response.headers.update({"x-amz-checksum-algorithm": kind["algorithm"].upper(),
+                                     "x-amz-checksum-type": kind["type"]})
         return response
 
     async def upload_part(self, call: Call) -> web.Response:
         number, upload_id = part_number_of(call), upload_id_of(call)
-        checksum = checksums.wanted(call.request.headers)
-        await upload_of(self.node, call)
+        checksums.wanted(call.request.headers)  # a checksum header that makes no sense: refused before all else
+        upload = await upload_of(self.node, call)
+        checksum, kept = checksums.for_part(call.request.headers, upload)
         md5 = hashlib.md5()
 
         async def recorded(cap: str) -> list[str]:
             return await self.node.put_part(upload_id, number, call.user, cap, int(cap.rsplit(":", 1)[1]),
-                                            md5.hexdigest())
+                                            md5.hexdigest(), checksums.part_checksums(checksum, kept))
 
         async with self.writes.gate.write() as write:
-            garbage = await self.writes.store(call, write, self.writes.body(call, md5=md5, checksum=checksum),
+            garbage = await self.writes.store(call, write,
+                                              self.writes.body(call, md5=md5, checksum=checksum, taken=kept),
                                               declared_size(call), f"{call.bucket}/{call.key}#{upload_id}.{number}",
                                               recorded)
         await self.writes.collect(garbage)
-        return web.Response(status=200, headers={"ETag": xml.quoted(md5.hexdigest()), **checksum_headers(checksum)})
+        shown = checksum if checksum is not None or (upload.get("checksum") or {}).get("default") else kept
+        return web.Response(status=200, headers={"ETag": xml.quoted(md5.hexdigest()), **checksum_headers(shown)})
 
     async def complete_upload(self, call: Call) -> web.Response:
         """Complete an upload; one completed already answers as it did (the node keeps what it answered)."""
-        checksums.refuse_whole_object(call.request.headers)
-        parts = xml.parse_complete(await self.writes.small_body(call))
+        listed = xml.parse_complete_checksums(await self.writes.small_body(call))
+        parts = [(number, etag) for number, etag, _ in listed]
+        try:
+            upload: dict | None = await upload_of(self.node, call)
+        except NoSuchUpload:
+            upload = None  # completed already (the node answers as it did), or never begun (the node says so)
+        whole = None if upload is None else _whole(upload, listed, call.request.headers)
+        if upload is not None:
+            _check_size(call.request.headers, upload, parts)
         record, garbage = await self.node.complete(upload_id_of(call), call.user, parts, call.bucket, call.key,
-                                                   stored_headers.complete_condition(call.request.headers))
+                                                   stored_headers.complete_condition(call.request.headers), whole)
         await self.writes.collect(garbage)
-        return xml_answer(xml.complete_multipart(f"/{call.bucket}/{call.key}", call.bucket, call.key, record["etag"]))
+        return xml_answer(xml.complete_multipart(f"/{call.bucket}/{call.key}", call.bucket, call.key, record["etag"],
+                                                 stored_headers.checksum_headers(record)))
 
     async def abort_upload(self, call: Call) -> web.Response:
         await upload_of(self.node, call)
@@ -76,7 +93,7 @@ class Multipart:
         parts = [p for p in upload["parts"] if p["number"] > marker]
         return xml_answer(xml.list_parts(call.bucket, call.key, upload["id"], parts[:max_parts], marker=marker,
                                          max_parts=max_parts, truncated=len(parts) > max_parts,
-                                         owner=upload.get("user") or call.user))
+                                         owner=upload.get("user") or call.user, checksum=upload.get("checksum")))
 
     async def list_uploads(self, call: Call) -> web.Response:
         prefix = call.query.get("prefix", "")
@@ -97,6 +114,44 @@ async def upload_of(node: NodeLink, call: Call) -> dict:
     if upload["bucket"] != call.bucket or upload["key"] != call.key:
         raise S3Error("that upload id is for another object", s3_code="NoSuchUpload", status=404)
     return upload
+
+
+def _whole(upload: dict, listed: list[tuple[int, str, dict[str, str]]], headers) -> dict | None:
+    """The object's checksum as Complete makes it of the parts it lists ({"value", "parts"}, for the node to keep if
+    those parts are still the upload's): None where a part is missing or not the one listed (the node refuses the
+    Complete), or keeps no checksum (its upload was recorded without one).  A part's checksum listed but not its own is
+    InvalidPart; a whole object's sent but not the one made is BadDigest."""
+    kind = upload.get("checksum")
+    if kind is None:
+        checksums.check_complete(headers, None, None)
+        return None
+    numbers = [number for number, _, _ in listed]
+    if not kind["default"] and numbers != list(range(1, len(numbers) + 1)):
+        raise S3Error("the parts of an upload with checksums must be numbered 1, 2, 3, ... with none left out",
+                      s3_code="InvalidPartOrder", status=400)
+    have = {p["number"]: p for p in upload["parts"]}
+    checksums.check_listed([(number, sums) for number, _, sums in listed], have)
+    used = [have.get(number) for number, _, _ in listed]
+    if any(p is None or p["etag"] != etag for p, (_, etag, _) in zip(used, listed)):
+        return None
+    value = checksums.whole(kind, used)  # type: ignore[arg-type]
+    checksums.check_complete(headers, kind, value)
+    if value is None:
+        return None
+    return {"value": value, "parts": [p["checksums"][kind["algorithm"]] for p in used]}  # type: ignore[index]
+
+
+def _check_size(headers, upload: dict, parts: list[tuple[int, str]]) -> None:
+    """`x-amz-mp-object-size`, the object's size a Complete may send: 400 InvalidRequest unless the parts it lists
+    hold that many bytes (a part missing: the node refuses the Complete)."""
+    sent = headers.get("x-amz-mp-object-size")
+    have = {p["number"]: p["size"] for p in upload["parts"]}
+    if sent is None or any(number not in have for number, _ in parts):
+        return
+    size = sum(have[number] for number, _ in parts)
+    if sent.strip() != str(size):
+        raise S3Error(f"x-amz-mp-object-size is {sent!r}, but the parts listed hold {size} bytes",
+                      s3_code="InvalidRequest", status=400)
 
 
 def _after_marker(uploads: list[dict], key_marker: str, id_marker: str) -> list[dict]:

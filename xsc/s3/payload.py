@@ -79,12 +79,15 @@ class Digests:
 
 
 async def body(content: StreamReader, auth: sigv4.Verified, headers, declared: int | None, idle_timeout: float,
-               workers: Workers, *, md5: _Hash | None = None, checksum: Checksum | None = None) -> AsyncIterator[bytes]:
+               workers: Workers, *, md5: _Hash | None = None, checksum: Checksum | None = None,
+               taken: Checksum | None = None) -> AsyncIterator[bytes]:
     """The body's pieces as they arrive, checked before its last is let through (module docstring).  A piece goes on
     as it comes while the declared size says more is to come (else, size unknown, once the next one came); none is
     kept here once let through, so a put waiting for its turn holds only what it read (storage/put_budget.py).
     `md5`: the MD5 of the body (decoded, if aws-chunked), for the caller's ETag; `checksum`: the checksum the body
-    must match (its value, once checked, for the caller's record)."""
+    must match (its value, once checked, for the caller's record); `taken`: another the caller keeps, with nothing
+    to check it against (a multipart upload's part's in its upload's algorithm, beside the one the part was sent
+    with)."""
     chunked = auth.payload_hash.startswith("STREAMING-") or "aws-chunked" in headers.get("Content-Encoding", "")
     decoder = sigv4.ChunkDecoder(auth) if chunked else None
     if checksum is not None and checksum.in_trailer and decoder is None:
@@ -111,6 +114,8 @@ async def body(content: StreamReader, auth: sigv4.Verified, headers, declared: i
             await digests.add(md5, piece)
             if checksum is not None:
                 await digests.add(checksum.digest, piece)  # type: ignore[arg-type]
+            if taken is not None and taken is not checksum:
+                await digests.add(taken.digest, piece)  # type: ignore[arg-type]
             if declared is not None and received < declared:
                 if held:
                     yield held

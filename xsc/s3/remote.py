@@ -82,9 +82,10 @@ class RemoteNode:
 
     # --- multipart uploads ------------------------------------------------------------------------
     async def create_upload(self, bucket: str, key: str, user: str, content_type: str, metadata: dict,
-                            headers: dict) -> str:
+                            headers: dict, checksum: dict | None = None) -> str:
         return (await self._for(user, "POST", f"{_bucket(bucket)}/uploads", body={
-            "key": key, "content_type": content_type, "metadata": metadata, "headers": headers}))["upload_id"]
+            "key": key, "content_type": content_type, "metadata": metadata, "headers": headers,
+            **({"checksum": checksum} if checksum is not None else {})}))["upload_id"]
 
     async def upload(self, upload_id: str, user: str) -> dict:
         return await self._for(user, "GET", _upload(upload_id))
@@ -92,15 +93,18 @@ class RemoteNode:
     async def uploads(self, bucket: str, user: str, prefix: str) -> list[dict]:
         return (await self._for(user, "GET", f"{_bucket(bucket)}/uploads", params={"prefix": prefix}))["uploads"]
 
-    async def put_part(self, upload_id: str, number: int, user: str, cap: str, size: int, etag: str) -> list[str]:
+    async def put_part(self, upload_id: str, number: int, user: str, cap: str, size: int, etag: str,
+                       checksums: dict | None = None) -> list[str]:
         return (await self._for(user, "PUT", f"{_upload(upload_id)}/parts/{_segment(number)}",
-                                 body={"cap": cap, "size": size, "etag": etag}))["garbage"]
+                                 body={"cap": cap, "size": size, "etag": etag,
+                                       **({"checksums": checksums} if checksums else {})}))["garbage"]
 
     async def complete(self, upload_id: str, user: str, parts: list[tuple[int, str]], bucket: str,
-                       key: str, condition: dict | None = None) -> tuple[dict, list[str]]:
+                       key: str, condition: dict | None = None, checksum: dict | None = None) -> tuple[dict, list[str]]:
         result = await self._for(user, "POST", f"{_upload(upload_id)}/complete",
                                  body={"parts": [[n, e] for n, e in parts], "bucket": bucket, "key": key,
-                                       **({"condition": condition} if condition is not None else {})})
+                                       **({"condition": condition} if condition is not None else {}),
+                                       **({"checksum": checksum} if checksum is not None else {})})
         return result["object"], result["garbage"]
 
     async def abort(self, upload_id: str, user: str) -> list[str]:

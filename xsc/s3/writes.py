@@ -122,12 +122,12 @@ class Writes:
             parts.append(chunk)
         return b"".join(parts)
 
-    def body(self, call: Call, *, md5: "hashlib._Hash | None" = None,
-             checksum: checksums.Checksum | None = None) -> AsyncIterator[bytes]:
+    def body(self, call: Call, *, md5: "hashlib._Hash | None" = None, checksum: checksums.Checksum | None = None,
+             taken: checksums.Checksum | None = None) -> AsyncIterator[bytes]:
         """The request body as it arrives, checked before its last piece goes on (payload.py)."""
         request = call.request
         return payload.body(request.content, call.auth, request.headers, declared_size(call), self.idle_timeout,
-                            self.digests, md5=md5, checksum=checksum)
+                            self.digests, md5=md5, checksum=checksum, taken=taken)
 
     async def store(self, call: Call, write: Write, chunks: AsyncIterator[bytes], size: int | None, name: str,
                     recorded: Callable[[str], Awaitable[T]]) -> T:

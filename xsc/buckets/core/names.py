@@ -13,6 +13,10 @@ MAX_PARTS = 10000
 MIN_PART_SIZE = 5 * 1024 * 1024  # every part but the last of a multipart object (S3's rule)
 MAX_METADATA_BYTES = 2048
 MAX_HEADERS_BYTES = 8192  # Cache-Control, Content-Disposition, ... of one object, all together
+# S3's checksums (xsc/s3/core/checksums.py) a multipart upload's parts keep, and how its object's is made of theirs.
+CHECKSUM_ALGORITHMS = ("crc32", "crc32c", "crc64nvme", "sha1", "sha256")
+CHECKSUM_TYPES = ("COMPOSITE", "FULL_OBJECT")
+MAX_CHECKSUM = 64  # characters of one base64 checksum (SHA-256's: 44), a COMPOSITE one's "-N" with it
 MAX_RECORD = 64 * 1024  # bytes of an object's record (type, metadata, stored headers) sent with a small object
 # Bytes of an object stored in one request of the front's (xsc/buckets/objects.py), so that with its record and
 # their framing (`codec.framed`) it is within the node's body limit (1 MiB); larger ones are streamed.

@@ -183,7 +183,7 @@ async def create_upload(request: web.Request) -> web.Response:
         raise BadRequest('send {"key": KEY, "content_type": TYPE, "metadata": {...}, "headers": {...}}')
     upload_id = await _as(request, "write", _index(request).create_upload, request.match_info["bucket"], body["key"],
                           str(body.get("content_type") or ""), {str(k): str(v) for k, v in metadata.items()},
-                          body.get("headers"), by=request.query.get("user"))
+                          body.get("headers"), by=request.query.get("user"), checksum=body.get("checksum"))
     return json_response({"upload_id": upload_id}, status=201)
 
 
@@ -211,7 +211,7 @@ async def put_part(request: web.Request) -> web.Response:
     if not isinstance(body.get("cap"), str) or type(body.get("size")) is not int or not isinstance(body.get("etag"), str):
         raise BadRequest('send {"cap": CAPABILITY, "size": BYTES, "etag": MD5}')
     garbage = await _as(request, "write", _index(request).put_part, request.match_info["upload"], number, body["cap"],
-                        body["size"], body["etag"])
+                        body["size"], body["etag"], body.get("checksums"))
     return json_response({"garbage": garbage})
 
 
@@ -225,7 +225,7 @@ async def complete(request: web.Request) -> web.Response:
         raise BadRequest('send {"parts": [[PART_NUMBER, ETAG], ...]} (1 to 10000 parts)')
     record, garbage = await _as(request, "write", _index(request).complete, request.match_info["upload"],
                                 [(n, e) for n, e in parts], body.get("bucket"), body.get("key"),
-                                body.get("condition"))
+                                body.get("condition"), body.get("checksum"))
     return json_response({"object": record, "garbage": garbage})
 
 

@@ -7,6 +7,11 @@ last chunk.  The front checks each of S3's five (CRC32, CRC32C, CRC64NVME, SHA-1
 it back to a GetObject or HeadObject that asks (`x-amz-checksum-mode: ENABLED`); one put or copied without any gets
 S3's default, a CRC64NVME the front takes itself (`taken`), about 0.06 s of CPU per GiB beside the body's MD5's 1.7.
 
+A multipart upload's object gets one too, made of its parts' (`whole`): COMPOSITE, the checksum of the parts'
+checksums, or FULL_OBJECT, the CRC of the whole object combined from the parts' CRCs and sizes, so that no byte is
+read again.  Each part keeps its checksum in its upload's algorithm (`for_part`), S3's default for an upload begun
+without one.
+
 CRC32C and CRC64NVME come from awscrt (AWS's common runtime, which botocore also uses for them), in C with the CPU's
 carry-less multiply; the standard library has neither.  Its native library takes ~60 ms to load, so it is loaded by
 the first checksum that needs it, not by every process that imports this module (every node does).
@@ -163,38 +168,120 @@ def for_object(headers: Mapping[str, str]) -> Checksum:
 
 def for_copy(headers: Mapping[str, str], kept: Mapping[str, str]) -> Checksum | None:
     """The checksum a CopyObject's copy is to carry, taken over the bytes copied: the one `x-amz-checksum-algorithm`
-    asks for; else None where the headers the copy keeps (`kept`) hold its source's (the bytes are the same); else
-    S3's default."""
+    asks for; else None where the headers the copy keeps (`kept`) hold its source's whole-object one (the bytes are
+    the same); else its source's algorithm over the whole copy, or S3's default."""
     name = {k.lower(): v for k, v in headers.items()}.get("x-amz-checksum-algorithm")
     if name is not None:
         return Checksum(algorithm_named(name, "x-amz-checksum-algorithm"), None, taken=True)
-    if any(k.startswith(PREFIX) for k in kept):
+    found = [k[len(PREFIX):] for k in kept if k.startswith(PREFIX) and k not in NOT_VALUES]
+    if found and kept.get("x-amz-checksum-type") == COMPOSITE:  # a checksum of parts the copy, one file, has not
+        return Checksum(found[0], None, taken=True)
+    if found:
         return None
     return Checksum(DEFAULT, None, taken=True)
 
 
-def upload_algorithm(headers: Mapping[str, str]) -> str | None:
-    """The algorithm a CreateMultipartUpload asks its parts' checksums in (`x-amz-checksum-algorithm`), or None.
-    Only COMPOSITE checksums of parts are done: a whole-object (FULL_OBJECT) one is 501."""
+COMPOSITE, FULL_OBJECT = "COMPOSITE", "FULL_OBJECT"
+# What a multipart object's checksum may be made of its parts' (S3's rules): a COMPOSITE one is the checksum of the
+# parts' checksums, a FULL_OBJECT one the CRC of the whole object, combined from the parts' CRCs and sizes.
+TYPES = {COMPOSITE: ("crc32", "crc32c", "sha1", "sha256"), FULL_OBJECT: ("crc32", "crc32c", "crc64nvme")}
+
+
+def upload_checksum(headers: Mapping[str, str]) -> dict:
+    """The checksum a CreateMultipartUpload asks its object to get: {"algorithm", "type", "default"}, from
+    `x-amz-checksum-algorithm` and `x-amz-checksum-type` (COMPOSITE but for CRC64NVME, unless it says); without an
+    algorithm, S3's default, a FULL_OBJECT CRC64NVME (`default`: the parts may send checksums of their own)."""
     headers = {k.lower(): v for k, v in headers.items()}
-    name = headers.get("x-amz-checksum-algorithm")
-    kind = headers.get("x-amz-checksum-type")
-    if kind is not None and kind.strip().upper() != "COMPOSITE":
-        if kind.strip().upper() == "FULL_OBJECT":
-            raise S3Error("whole-object checksums of multipart uploads (x-amz-checksum-type: FULL_OBJECT) are not "
-                          "implemented by this gateway: its parts' checksums are checked as they come",
-                          s3_code="NotImplemented", status=501, header="x-amz-checksum-type")
+    name, kind = headers.get("x-amz-checksum-algorithm"), headers.get("x-amz-checksum-type")
+    if name is None:
+        if kind is not None:
+            raise _invalid("The x-amz-checksum-type header can only be used with the x-amz-checksum-algorithm header.")
+        return {"algorithm": DEFAULT, "type": FULL_OBJECT, "default": True}
+    algorithm = algorithm_named(name, "x-amz-checksum-algorithm")
+    kind = (kind.strip().upper() if kind is not None else FULL_OBJECT if algorithm == "crc64nvme" else COMPOSITE)
+    if kind not in TYPES:
         raise _invalid(f"x-amz-checksum-type must be COMPOSITE or FULL_OBJECT, not {kind!r}")
-    return None if name is None else algorithm_named(name, "x-amz-checksum-algorithm")
+    if algorithm not in TYPES[kind]:
+        raise _invalid(f"The {kind} checksum type cannot be used with the {algorithm.upper()} checksum algorithm "
+                       f"(it takes {', '.join(a.upper() for a in TYPES[kind])}).")
+    return {"algorithm": algorithm, "type": kind, "default": False}
 
 
-def refuse_whole_object(headers: Mapping[str, str]) -> None:
-    """A CompleteMultipartUpload sending a whole object's checksum (x-amz-checksum-ALG, FULL_OBJECT): 501, as the
-    CreateMultipartUpload that asks for one is (upload_algorithm)."""
-    for name in headers:
-        name = name.lower()
-        if (name.startswith(PREFIX) and name not in NOT_VALUES) or (
-                name == "x-amz-checksum-type" and headers[name].strip().upper() == "FULL_OBJECT"):
-            raise S3Error("whole-object checksums of multipart uploads are not implemented by this gateway: its "
-                          "parts' checksums are checked as they come", s3_code="NotImplemented", status=501,
-                          header=name)
+def for_part(headers: Mapping[str, str], upload: Mapping) -> tuple[Checksum | None, Checksum | None]:
+    """(the checksum an UploadPart's body is checked against, the one its part keeps: in its upload's algorithm).
+    A part of an upload begun with an algorithm sends that one or none; one of an upload given S3's default may
+    send any, which is checked, and its CRC64NVME is taken beside it.  An upload recorded without a checksum keeps
+    none for its parts."""
+    sent, kind = wanted(headers), upload.get("checksum")
+    if kind is None:
+        return sent, None
+    algorithm = kind["algorithm"]
+    if sent is not None and sent.algorithm != algorithm and not kind.get("default"):
+        raise _invalid(f"Checksum Type mismatch occurred, expected checksum Type: {algorithm}, actual checksum Type: "
+                       f"{sent.algorithm}")
+    if sent is not None and sent.algorithm == algorithm:
+        return sent, sent
+    return sent, Checksum(algorithm, None, taken=True)
+
+
+def part_checksums(*found: Checksum | None) -> dict[str, str]:
+    """The checksums a part keeps, {algorithm: base64}."""
+    return {c.algorithm: c.value for c in found if c is not None}
+
+
+def whole(kind: Mapping, parts: list[Mapping]) -> str | None:
+    """A multipart object's checksum, base64, of its `parts` ({"size", "checksums"}, in order) as `kind` says
+    ({"algorithm", "type"}): None if a part keeps none (its upload was recorded without a checksum)."""
+    algorithm = kind["algorithm"]
+    values = [(p.get("checksums") or {}).get(algorithm) for p in parts]
+    if None in values:
+        return None
+    raw = [base64.b64decode(v) for v in values]
+    if kind["type"] == COMPOSITE:
+        digest = ALGORITHMS[algorithm]()
+        for r in raw:
+            digest.update(r)
+        return f"{base64.b64encode(digest.digest()).decode()}-{len(parts)}"
+    combine = {"crc32": lambda: _crt().combine_crc32, "crc32c": lambda: _crt().combine_crc32c,
+               "crc64nvme": lambda: _crt().combine_crc64nvme}[algorithm]()
+    value = int.from_bytes(raw[0], "big")
+    for r, p in zip(raw[1:], parts[1:]):
+        value = combine(value, int.from_bytes(r, "big"), p["size"])
+    return base64.b64encode(value.to_bytes(SIZES[algorithm], "big")).decode()
+
+
+def check_complete(headers: Mapping[str, str], kind: Mapping | None, value: str | None) -> None:
+    """A CompleteMultipartUpload's own checksum headers held to its upload's: `x-amz-checksum-type` must be the
+    upload's type, and a whole object's checksum sent (x-amz-checksum-ALG) the one its parts make (`value`)."""
+    headers = {k.lower(): v for k, v in headers.items()}
+    sent_type = headers.get("x-amz-checksum-type")
+    if kind is None:  # an upload recorded without a checksum (by a front that kept none)
+        if sent_type is not None or any(k.startswith(PREFIX) and k not in NOT_VALUES for k in headers):
+            raise _invalid("this upload was begun without a checksum: complete it without one")
+        return
+    if sent_type is not None and sent_type.strip().upper() != kind["type"]:
+        raise S3Error(f"The upload was created using the {kind['type']} checksum mode. The complete request "
+                      f"specified the {sent_type.strip().upper()} checksum mode.", s3_code="BadDigest", status=400)
+    for name, sent in headers.items():
+        if not name.startswith(PREFIX) or name in NOT_VALUES:
+            continue
+        algorithm = algorithm_named(name[len(PREFIX):], name)
+        if algorithm != kind["algorithm"]:
+            raise S3Error(f"The upload was created using the {kind['algorithm'].upper()} checksum algorithm, not "
+                          f"{algorithm.upper()}", s3_code="BadDigest", status=400)
+        if value is None or sent.strip() not in (value, value.split("-")[0]):
+            raise S3Error(f"The {algorithm.upper()} you specified did not match the calculated checksum.",
+                          s3_code="BadDigest", status=400)
+
+
+def check_listed(listed: list[tuple[int, dict[str, str]]], parts: Mapping[int, Mapping]) -> None:
+    """InvalidPart unless each part's checksums a CompleteMultipartUpload lists ({algorithm: base64}) are those its
+    part (`parts`, by number) keeps."""
+    for number, sent in listed:
+        kept = (parts.get(number) or {}).get("checksums") or {}
+        for algorithm, value in sent.items():
+            if kept.get(algorithm) != value.strip():
+                raise S3Error(f"part {number}'s {algorithm.upper()} is not {value!r}: "
+                              + (f"it is {kept[algorithm]!r}" if algorithm in kept else
+                                 f"it was not uploaded with a {algorithm.upper()}") + " (ListParts lists them)",
+                              s3_code="InvalidPart", status=400, PartNumber=str(number))

@@ -76,13 +76,15 @@ def response_headers(record: Mapping) -> dict[str, str]:
 
 
 def checksum_headers(record: Mapping) -> dict[str, str]:
-    """The checksum an object was stored with, as a GetObject or HeadObject that asks for it is answered."""
+    """The checksum an object was stored with, as a GetObject or HeadObject that asks for it is answered: its type
+    is kept only for a multipart object's COMPOSITE one (a checksum of its parts' checksums)."""
     found = checksum_of(record)
-    return {**found, "x-amz-checksum-type": "FULL_OBJECT"} if found else {}
+    return {"x-amz-checksum-type": "FULL_OBJECT", **found} if found else {}
 
 
 def checksum_of(record: Mapping) -> dict[str, str]:
-    """The checksum an object was stored with, as its stored header (none: {})."""
+    """The checksum an object was stored with, as its stored headers (x-amz-checksum-ALG, and x-amz-checksum-type
+    where it is COMPOSITE; none: {})."""
     return {name: value for name, value in (record.get("headers") or {}).items() if name.startswith(CHECKSUM_PREFIX)}
 
 

@@ -18,6 +18,7 @@ from ...units import is_whole_number
 
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 HEADER = '<?xml version="1.0" encoding="UTF-8"?>\n'
+CHECKSUMS = ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256")  # as S3's XML spells its checksums
 MAX_BODY = 2 * 1024 * 1024  # a Delete of 1000 keys or a Complete of 10000 parts fits well within
 
 # XSC error code (xsc/errors.py) -> S3 code and status.
@@ -174,30 +175,49 @@ def initiate_multipart(bucket: str, key: str, upload_id: str) -> bytes:
             f"<UploadId>{e(upload_id)}</UploadId></InitiateMultipartUploadResult>").encode()
 
 
-def complete_multipart(location: str, bucket: str, key: str, etag: str) -> bytes:
+def complete_multipart(location: str, bucket: str, key: str, etag: str, checksum: dict[str, str] | None = None
+                       ) -> bytes:
+    """`checksum`: the object's (checksum_elements)."""
     return (f'{HEADER}<CompleteMultipartUploadResult xmlns="{NS}"><Location>{e(location)}</Location>'
             f"<Bucket>{e(bucket)}</Bucket><Key>{e(key)}</Key><ETag>&quot;{e(etag)}&quot;</ETag>"
-            f"</CompleteMultipartUploadResult>").encode()
+            f"{checksum_elements(checksum or {})}</CompleteMultipartUploadResult>").encode()
 
 
-def copy_object(etag: str, modified: float, *, root: str = "CopyObjectResult") -> bytes:
-    """A CopyObject's answer (a CopyPartResult: UploadPartCopy's)."""
+def checksum_elements(headers: dict[str, str]) -> str:
+    """Checksums as their headers name them (x-amz-checksum-crc32, x-amz-checksum-type), as S3's XML spells them:
+    ChecksumCRC32, ChecksumType."""
+    out = []
+    for name, value in headers.items():
+        suffix = name.lower().removeprefix("x-amz-checksum-")
+        tag = "Checksum" + (suffix.upper() if suffix.upper() in CHECKSUMS else suffix.capitalize())
+        out.append(f"<{tag}>{e(value)}</{tag}>")
+    return "".join(out)
+
+
+def copy_object(etag: str, modified: float, *, root: str = "CopyObjectResult",
+                checksum: dict[str, str] | None = None) -> bytes:
+    """A CopyObject's answer (a CopyPartResult: UploadPartCopy's, with the part's `checksum`)."""
     return (f'{HEADER}<{root} xmlns="{NS}"><LastModified>{iso_date(modified)}</LastModified>'
-            f"<ETag>&quot;{e(etag)}&quot;</ETag></{root}>").encode()
+            f"<ETag>&quot;{e(etag)}&quot;</ETag>{checksum_elements(checksum or {})}</{root}>").encode()
 
 
 def list_parts(bucket: str, key: str, upload_id: str, parts: list[dict], *, marker: int, max_parts: int,
-               truncated: bool, owner: str) -> bytes:
+               truncated: bool, owner: str, checksum: dict | None = None) -> bytes:
+    """`checksum`: the upload's ({"algorithm", "type"}, of one begun with an algorithm); each part's checksums are
+    those it keeps (`checksums`)."""
     items = "".join(f"<Part><PartNumber>{p['number']}</PartNumber><LastModified>{iso_date(p['modified'])}"
-                    f"</LastModified><ETag>&quot;{e(p['etag'])}&quot;</ETag><Size>{p['size']}</Size></Part>"
-                    for p in parts)
+                    f"</LastModified><ETag>&quot;{e(p['etag'])}&quot;</ETag><Size>{p['size']}</Size>"
+                    + checksum_elements({"x-amz-checksum-" + a: v for a, v in (p.get("checksums") or {}).items()})
+                    + "</Part>" for p in parts)
     next_marker = parts[-1]["number"] if parts else marker
+    kind = (f"<ChecksumAlgorithm>{e(checksum['algorithm'].upper())}</ChecksumAlgorithm>"
+            f"<ChecksumType>{e(checksum['type'])}</ChecksumType>") if checksum else ""
     return (f'{HEADER}<ListPartsResult xmlns="{NS}"><Bucket>{e(bucket)}</Bucket><Key>{e(key)}</Key>'
             f"<UploadId>{e(upload_id)}</UploadId><Initiator><ID>{e(owner)}</ID><DisplayName>{e(owner)}</DisplayName>"
             f"</Initiator><Owner><ID>{e(owner)}</ID><DisplayName>{e(owner)}</DisplayName></Owner>"
             f"<StorageClass>STANDARD</StorageClass><PartNumberMarker>{marker}</PartNumberMarker>"
             f"<NextPartNumberMarker>{next_marker}</NextPartNumberMarker><MaxParts>{max_parts}</MaxParts>"
-            f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>{items}</ListPartsResult>").encode()
+            f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>{kind}{items}</ListPartsResult>").encode()
 
 
 def list_uploads(bucket: str, uploads: list[dict], *, prefix: str, max_uploads: int, truncated: bool,
@@ -262,6 +282,11 @@ def _text(element: ET.Element, name: str) -> str | None:
 
 def parse_complete(body: bytes) -> list[tuple[int, str]]:
     """The (part number, ETag without quotes) list of a CompleteMultipartUpload body, in the order given."""
+    return [(number, etag) for number, etag, _ in parse_complete_checksums(body)]
+
+
+def parse_complete_checksums(body: bytes) -> list[tuple[int, str, dict[str, str]]]:
+    """parse_complete's list, with each part's checksums listed ({algorithm: base64}: ChecksumCRC32, ...)."""
     root = _parse(body)
     if _local(root.tag) != "CompleteMultipartUpload":
         raise S3Error("expected a CompleteMultipartUpload document", s3_code="MalformedXML", status=400)
@@ -270,7 +295,8 @@ def parse_complete(body: bytes) -> list[tuple[int, str]]:
         number, etag = _text(part, "PartNumber"), _text(part, "ETag")
         if number is None or etag is None or not is_whole_number(number.strip()):
             raise S3Error("each Part needs a PartNumber and an ETag", s3_code="MalformedXML", status=400)
-        parts.append((int(number), etag.strip().strip('"')))
+        sums = {name.lower(): value for name in CHECKSUMS if (value := _text(part, "Checksum" + name)) is not None}
+        parts.append((int(number), etag.strip().strip('"'), sums))
     if not parts:
         raise S3Error("a CompleteMultipartUpload needs at least one part", s3_code="MalformedXML", status=400)
     return parts
