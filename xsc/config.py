@@ -510,8 +510,9 @@ class MarketSection(_Section):
     # (2,002); a message past it gets 429 with Retry-After, unread.  A network of 1,000 nodes re-signing every
     # freshness/3 needs ~50/s from the peers it pulls from.
     commitment_rate: float = Field(default=200.0, ge=1, le=1_000_000)
-    # Peers at most whose recognition a node derives from health and money and publishes (the user's own weights
-    # are published besides): those it exchanged most with, then a sample of the rest fixed per node.  Who a node
+    # Peers at most whose recognition a node derives and publishes (the user's own weights are published besides):
+    # those it exchanged most money with, or, while no peer that is up has earned anything, a sample of the peers
+    # that are up fixed per node (docs/market.md, "Recognition").  Who a node
     # subscribes to, pushes its offer to and holds the offer of follows recognition, so this bounds what keeping up
     # with the market costs a node however large the network grows.
     recognised_at_most: int = Field(default=6, ge=1, le=1000)

@@ -358,3 +358,44 @@ async def test_many_fake_ids_bidding_the_highest_price_keep_no_put_home(node_fac
     b_id = b.app[NODE].peers.identity.id
     assert status == 201 and "kept_home" not in answer and b_id in answer["placement"], answer
     assert await _top_price(a) < MAX_PRICE
+
+
+class _TestClaims:
+    """A "test" job kind on a payee: every claim is taken (the work was done)."""
+
+    async def __call__(self, sender, authorization, amount, usage) -> None:
+        return None
+
+
+async def test_fifty_fake_ids_that_answer_probes_take_no_recognition_from_peers_that_traded(node_factory) -> None:
+    """Answering probes earns no recognition: two peers this node paid for their work keep their places, however
+    many fresh ids answer every probe, and no fake id is named in the commitment this node publishes."""
+    a = await node_factory("a", **QUIET)
+    traders = [await node_factory(name, **QUIET) for name in ("b", "c")]
+    peers, market, health = a.app[NODE].peers, a.app[NODE].market, a.app[NODE].health
+    for trader in traders:  # equal sums: each one's share of the money raises it 0.5 above a fresh id
+        trader.app[NODE].payments.add_check("test", _TestClaims())
+        await peers.add(trader.app[NODE].peers.url)
+        await a.app[NODE].payments.pay(trader.app[NODE].peers.identity.id, 5_000, {"byte_hours": 12}, "test:work")
+    trader_ids = {t.app[NODE].peers.identity.id for t in traders}
+    fakes = [Identity.generate() for _ in range(50)]
+    fake_ids = {f.id for f in fakes}
+    real_probe = health.probe
+
+    async def probe(peer):
+        return (True, 1.0, None) if peer.id in fake_ids else await real_probe(peer)
+
+    health.probe = probe
+    for at in range(0, len(fakes), 10):  # at most 16 nodes not known before per message
+        peers.accept(fake_descriptors(fakes[at:at + 10], first_port=10000 + at))
+    await health.probe_round()
+    assert all(peers.availability(f).ratio_24h == 1.0 for f in fake_ids)
+    weights = market.recognition()
+    assert set(weights) == trader_ids, weights
+    a_id = peers.identity.id
+    await eventually_async(lambda: set(market.book.get(a_id).recognition) == trader_ids,
+                           "a's published commitment to name its two traders and no fake id", 10, poll=0.1)
+    # Each trader, paid by a, recognises a for the same money: the choice is mutual.
+    for trader in traders:
+        await trader.app[NODE].health.probe_round()
+        assert a_id in trader.app[NODE].market.recognition()

@@ -1,5 +1,5 @@
 """The recognition a node publishes is bounded (market/recognition.py, `market.recognised_at_most`): the peers it
-exchanged most with, then a sample of the rest of its own, and every weight its user set."""
+exchanged most money with, or while none has earned anything a sample of its own, and every weight its user set."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from xsc.health.core.stats import Availability
 from xsc.identity import Identity
 from xsc.market import sign_commitment
 from xsc.market.core.book import MAX_RECOGNITION
+from xsc.market.core.recognition import rank_derived
 from xsc.market.recognition import Recognition
 
 PEERS = [Identity.generate().id for _ in range(40)]
@@ -51,21 +52,64 @@ def _recognition(tmp_path, me: str, at_most: int = 16, ratios: dict[str, float] 
     return Recognition(db=db, me=me, peers=_Peers(PEERS, ratios), at_most=at_most)
 
 
-def test_a_node_publishes_at_most_its_bound_and_keeps_those_it_exchanged_with(tmp_path) -> None:
+def test_a_node_publishes_at_most_its_bound_and_once_a_peer_earned_only_those_that_earned(tmp_path) -> None:
     me = Identity.generate().id
     recognition = _recognition(tmp_path, me)
-    assert len(recognition.weights()) == 16
-    partner, chosen = PEERS[0], recognition.weights()
-    if partner in chosen:  # one that the sample did not take
-        partner = next(p for p in PEERS if p not in chosen)
+    assert len(recognition.weights()) == 16  # bootstrapping: nobody earned anything yet
+    chosen = recognition.weights()
+    partner = next(p for p in PEERS[2:30] if p not in chosen)  # one that the sample did not take
     recognition.note_paid(partner, 500, by_them=True)
+    assert recognition.weights() == {partner: Decimal(2)}  # available (1) plus its share of the money (1)
+    recognition.note_paid(PEERS[1], 100, by_them=False)
     weights = recognition.weights()
-    assert len(weights) == 16 and weights[partner] > Decimal(1)
-    # The user's own weights are published besides the bound, whatever they are.
+    assert set(weights) == {partner, PEERS[1]} and weights[partner] > weights[PEERS[1]]
+    # The user's own weights are published besides, whatever they are.
     for peer in PEERS[-5:]:
         recognition.set_weight(peer, Decimal(3))
     weights = recognition.weights()
-    assert all(weights[p] == 3 for p in PEERS[-5:]) and 16 <= len(weights) <= 21
+    assert all(weights[p] == 3 for p in PEERS[-5:]) and len(weights) == 7
+
+
+def test_a_peer_that_earned_but_never_answered_a_probe_is_not_recognised(tmp_path) -> None:
+    me = Identity.generate().id
+    db = open_database(tmp_path / "db")
+    peers = _Peers(PEERS)
+    peers.availability = lambda peer: None if peer == PEERS[0] else Availability(1.0, 1.0, 10, 100, 1.0, 0, True, 0, 0,
+                                                                                None)
+    recognition = Recognition(db=db, me=me, peers=peers, at_most=4)
+    recognition.note_paid(PEERS[0], 900, by_them=True)  # down: so the node is still bootstrapping
+    weights = recognition.weights()
+    assert PEERS[0] not in weights and len(weights) == 4
+    recognition.note_paid(PEERS[1], 1, by_them=True)
+    assert set(recognition.weights()) == {PEERS[1]}
+    db.close()
+
+
+_ids = st.sampled_from(PEERS)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(_ids, st.integers(min_value=1, max_value=10**9), min_size=1, max_size=12),
+       st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=60, unique=True),
+       st.integers(min_value=1, max_value=20), st.binary(min_size=32, max_size=32))
+def test_no_number_of_ids_that_earned_nothing_takes_a_place_from_one_that_earned(earned, grinds, at_most,
+                                                                                  secret) -> None:
+    """Fresh ids, however many and however chosen (ground to any bytes), take no place while a peer that earned is
+    up; those kept earned the most, and an id's bytes decide only exact ties of money, under this node's secret."""
+    me = PEERS[-1]
+    fresh = [b.hex() for b in grinds]
+    traders = {p: m for p, m in earned.items() if p != me}
+    up = {p: Decimal(1) for p in [*traders, *fresh]}
+    kept = rank_derived(me, up, traders, set(), at_most, secret)
+    if not traders:
+        return
+    assert not set(kept) & set(fresh) and len(kept) == min(at_most, len(traders))
+    least_kept = min(traders[p] for p in kept)
+    assert all(traders[p] <= least_kept for p in traders if p not in kept)
+    # A peer whose last audit failed comes after every one with a clean audit, whatever it earned.
+    worst = max(traders, key=traders.get)
+    after = rank_derived(me, up, traders, {worst}, len(traders), secret)
+    assert after[-1] == worst
 
 
 @settings(max_examples=8, deadline=None)

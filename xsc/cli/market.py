@@ -363,7 +363,10 @@ def _micro_credits(text: str, option: str) -> int:
 @json_option
 @click.pass_obj
 def recognition(obj, as_json: bool) -> None:
-    """Show the weight this node publishes for each peer, and the weight each peer publishes for it."""
+    """Show the weight this node publishes for each peer, the credits exchanged with it (a derived weight is
+    earned by them), and the weight each peer publishes for this node."""
+    from ..units import format_credits
+
     info = obj.client().request("GET", "/v1/market/recognition")
     if as_json:
         emit_json(info)
@@ -372,6 +375,7 @@ def recognition(obj, as_json: bool) -> None:
         click.echo("no peers known (join a network with: xsc peers add URL)")
         return
     wide_table([Col("peer", keep=True, under=True), "weight", "set by", Col("derived", keep=True, drop=1),
-                "theirs for this node"],
+                Col("earned", drop=2), "theirs for this node"],
                [(r["peer"], r["weight"], "user" if r["set_by_user"] else "derived", r["derived"],
-                 "-" if r["theirs"] is None else r["theirs"]) for r in info["recognition"]])
+                 format_credits(r["earned"]), "-" if r["theirs"] is None else r["theirs"])
+                for r in info["recognition"]])

@@ -1,7 +1,12 @@
-"""The recognition this node publishes of its peers: what the user set (`xsc market recognize`), else derived from
-health (availability over 24 h, last audit) and from the ledger (what the peer paid us, what we paid it for work
-it delivered).  Built before the market, which publishes it, and before the trust lines, which extend credit to the
-peers the user recognises (`recognised`).
+"""The recognition this node publishes of its peers: what the user set (`xsc market recognize`), else derived.
+A derived weight is earned: only a peer money was exchanged with (what its user paid this node, what this node
+paid it for work it delivered: storage held, invokes served, each receipt counted once) is recognised, ranked by
+that money; being up (a probe answered) is a precondition and a failed last audit cuts it.  Answering probes earns
+nothing, so any number of fresh ids takes no place from a peer that trades with this node (`rank_derived`).
+While no peer that is up has earned anything (a new network, a new node) the node bootstraps: it recognises a
+sample of the peers that are up, as it must to hear of their offers and be heard, and its first trade ends that.  Built before
+the market, which publishes it, and before the trust lines, which extend credit to the peers the user recognises
+(`recognised`).
 
 User weights are kept in LevelDB (`keys.MARKET_RECOGNITION`, synced); the money counters travel in the market's
 own record (`keys.MARKET_SELF`), written with its commitment (`counters`, `unsaved`).
@@ -9,7 +14,7 @@ own record (`keys.MARKET_SELF`), written with its commitment (`counters`, `unsav
 
 from __future__ import annotations
 
-import hashlib
+import os
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -19,13 +24,13 @@ from ..allocation.core.models import bounded_decimal
 from ..errors import InvalidArgument
 from ..identity import parse_public_id, public_id
 from .core.book import MAX_RECOGNITION as MAX_ENTRIES
+from .core.recognition import rank_derived
 
 MAX_RECOGNITION = Decimal(1000)
 # A node never proven up (no probe answered yet) is not recognised: every node a stranger's message named would
 # otherwise be subscribed to, pulled from and named in this node's commitment at that stranger's word.
 DERIVED_NO_PROBES = Decimal("0")
 WEIGHT_STEP = Decimal("0.1")  # derived weights are published to a tenth
-EQUALS = Decimal("0.5")  # derived weights this close to the best are equals when the bound picks peers
 
 
 def check_weight(weight: Decimal) -> None:
@@ -53,6 +58,8 @@ class Recognition:
             public_id(k[len(keys.MARKET_RECOGNITION):]): Decimal(v.decode())
             for k, v in db.iterator(prefix=keys.MARKET_RECOGNITION)}
         self._made: tuple[Any, dict[str, Decimal]] | None = None  # (peers' state_version, weights())
+        # Orders peers that earned equal sums; a fresh one each start (it only breaks exact ties), never published.
+        self._secret = os.urandom(32)
         self._watchers: list[Callable[[], None]] = []
 
     def watch(self, changed: Callable[[], None]) -> None:
@@ -91,24 +98,40 @@ class Recognition:
         for changed in self._watchers:
             changed()
 
-    def derived_weight(self, peer: str, exchanged_total: int | None = None) -> Decimal:
-        """From health and the ledger: availability over 24 h, cut to a tenth after a failed audit, plus a bonus
-        for the share of money exchanged with that peer (both directions), rounded to WEIGHT_STEP.
-        `exchanged_total`: `_exchanged_total()`, when the caller weighs every peer (summed once, not once per peer)."""
+    def earned(self, peer: str) -> int:
+        """Micro-credits exchanged with `peer`, both ways: what its user paid this node, what this node paid it."""
+        return self.paid_by.get(peer, 0) + self.delivered_by.get(peer, 0)
+
+    def derived_weight(self, peer: str, exchanged_total: int | None = None, *, bootstrapping: bool = False) -> Decimal:
+        """From health and the ledger: 0 for a peer never proven up or that answered no probe in 24 h, and, unless
+        `bootstrapping`, for a peer that earned nothing here; else availability over 24 h, cut to a tenth after a failed audit, plus the peer's share
+        of the money exchanged (both directions), rounded to WEIGHT_STEP and at least WEIGHT_STEP for a peer that
+        earned.  `exchanged_total`: `_exchanged_total()`, when the caller weighs every peer (summed once)."""
         availability = self.peers.availability(peer) if self.peers is not None else None
+        return self._weigh(peer, availability, exchanged_total, bootstrapping)
+
+    def _weigh(self, peer: str, availability: Any, exchanged_total: int | None, bootstrapping: bool) -> Decimal:
         if availability is None or availability.ratio_24h is None:
-            weight = DERIVED_NO_PROBES
-        else:
-            weight = Decimal(str(round(availability.ratio_24h, 4)))
-        if availability is not None and availability.last_audit and not availability.last_audit.get("ok", True):
+            return DERIVED_NO_PROBES
+        if not availability.ratio_24h:  # not one probe answered in 24 h: whatever it earned, it is not up
+            return Decimal(0)
+        exchanged = self.earned(peer)
+        if not exchanged and not bootstrapping:
+            return Decimal(0)
+        weight = Decimal(str(round(availability.ratio_24h, 4)))
+        if self._audit_failed(availability):
             weight /= 10
         total = self._exchanged_total() if exchanged_total is None else exchanged_total
         if total:
-            exchanged = self.paid_by.get(peer, 0) + self.delivered_by.get(peer, 0)
             weight += Decimal(exchanged) / Decimal(total)
-        # To a tenth: weights within a tenth are equals (weights()), and a weight published to four decimals moved
-        # at almost every probe of a loaded network, re-publishing and pushing the commitment each time.
-        return weight.quantize(WEIGHT_STEP)
+        # To a tenth: a weight published to four decimals moved at almost every probe of a loaded network,
+        # re-publishing and pushing the commitment each time.
+        weight = weight.quantize(WEIGHT_STEP)
+        return max(weight, WEIGHT_STEP) if exchanged else weight
+
+    @staticmethod
+    def _audit_failed(availability: Any) -> bool:
+        return bool(availability is not None and availability.last_audit and not availability.last_audit.get("ok", True))
 
     def _exchanged_total(self) -> int:
         return sum(self.paid_by.values()) + sum(self.delivered_by.values())
@@ -116,45 +139,46 @@ class Recognition:
     def _peer_ids(self) -> list[str]:
         return [d.id for d in self.peers.peers()] if self.peers is not None else []
 
+    def _bootstrapping(self, peers: list[str]) -> bool:
+        """Whether no peer proven up has earned anything here: then the node recognises a sample of those up."""
+        return not any(self.earned(p) and self.derived_weight(p) > 0 for p in peers if p != self.me)
+
     def weights(self) -> dict[str, Decimal]:
         """This node's recognition of its peers, made again only when what it is made of changed (peers'
         availability, money exchanged, user weights): with 1,000 peers it was ~15 ms of loop CPU per put."""
         state = self.peers.state_version() if self.peers is not None else None
         if self._made is not None and self._made[0] == state:
             return dict(self._made[1])
-        total = self._exchanged_total()
+        total, peers = self._exchanged_total(), self._peer_ids()
+        bootstrapping = self._bootstrapping(peers)
         # The bound is for derived weights: a peer the user weighed is published besides, never in a derived place.
-        derived = {p: w for p in self._peer_ids() if p != self.me and p not in self.user_weights
-                   and (w := self.derived_weight(p, total)) > 0}
-        # Weights within EQUALS of the best are equals, ranked by the pair alone.  By weight, every node would keep
-        # the same few most available peers, and those would carry the whole network's subscriptions; by tenths, a
-        # probe that happened to fail (a peer probed a few times has 0.5 for one failure) made two nodes rank a pair
-        # differently, so fewer choices were mutual and each node's neighbourhood grew with the network.
-        near = max(derived.values(), default=Decimal(0)) - EQUALS
-        kept = sorted(derived, key=lambda p: (0, Decimal(0), self._rank(p)) if derived[p] >= near
-                      else (1, -derived[p], self._rank(p)))
-        weights = {p: derived[p] for p in kept[:self.at_most]}
+        up: dict[str, Decimal] = {}
+        failed: set[str] = set()
+        for p in peers:
+            if p == self.me or p in self.user_weights:
+                continue
+            availability = self.peers.availability(p)  # once per peer (it reads the peer's probe history)
+            if (w := self._weigh(p, availability, total, bootstrapping)) > 0:
+                up[p] = w
+                if self._audit_failed(availability):
+                    failed.add(p)
+        kept = rank_derived(self.me, up, {p: self.earned(p) for p in up}, failed, self.at_most, self._secret)
+        weights = {p: up[p] for p in kept}
         weights.update(self.user_weights)
         made = {p: w for p, w in sorted(weights.items()) if w > 0 and p != self.me}
         self._made = (state, made)
         return dict(made)
 
-    def _rank(self, peer: str) -> str:
-        """A peer's place among equals: the same on every call of this node, different on every node (nodes that
-        see the same equal peers each keep a sample of their own, so the whole network stays connected), and the
-        same from both ends of a pair, so the peers a node recognises mostly recognise it too: a node subscribes
-        to and hears from those it recognises and those that recognise it, about `at_most` peers in all rather
-        than twice as many."""
-        return hashlib.sha256(":".join(sorted((self.me, peer))).encode()).hexdigest()
-
     def view(self, book: Any) -> list[dict]:
         """Each peer's weight, set by the user or derived, and the weight its commitment in `book` gives us."""
-        peers, total = set(self._peer_ids()), self._exchanged_total()
+        ids, total = self._peer_ids(), self._exchanged_total()
+        bootstrapping = self._bootstrapping(ids)
         rows = []
-        for peer in sorted(peers | set(self.user_weights)):
+        for peer in sorted(set(ids) | set(self.user_weights)):
             theirs = book.get(peer)
-            derived = self.derived_weight(peer, total)  # once per peer (it reads the peer's availability)
+            # once per peer (it reads the peer's availability)
+            derived = self.derived_weight(peer, total, bootstrapping=bootstrapping)
             rows.append({"peer": peer, "weight": str(self.user_weights.get(peer, derived)),
-                         "set_by_user": peer in self.user_weights, "derived": str(derived),
+                         "set_by_user": peer in self.user_weights, "derived": str(derived), "earned": self.earned(peer),
                          "theirs": str(theirs.recognition.get(self.me, 0)) if theirs else None})
         return rows

@@ -15,8 +15,8 @@ LevelDB shell around the pure core of this package).  Routes: node/http/market.p
 - **Clearing.** The call market is cleared per kind and bucket whenever the book changed (lazily, on
   the next read), and each new clearing price is kept in LevelDB for `xsc market prices`.
 - **Recognition.** The weights this node publishes: what the user set (`xsc market recognize`),
-  else derived from health (availability over 24 h, last audit) and from the ledger (what the peer
-  paid us, what we paid it for work it delivered).
+  else derived: earned by the money exchanged with a peer (what it paid us, what we paid it for work
+  it delivered), a peer that is up a precondition (xsc.market.recognition).
 """
 
 from __future__ import annotations
