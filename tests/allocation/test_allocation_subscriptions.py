@@ -481,3 +481,38 @@ def test_a_digest_is_answered_with_what_an_answer_may_hold_and_the_rest_at_the_n
         digest["states"].update({p: short_hash(s["signature"]) for p, s in got.items()})
     assert set(got) == {p.id for p in providers} and refused == []
 
+
+async def test_a_node_removed_and_back_is_greeted_again_and_those_gone_are_not_remembered() -> None:
+    """A peer that took a subscription of ours is remembered only while it is a peer: once removed (or pushed out
+    of the directory), our next subscription at it says it is fresh, as it lost its subscriptions here too."""
+    from types import SimpleNamespace
+
+    from xsc.allocation import gossip
+    from xsc.allocation.core.records import Held
+    from xsc.allocation.core.subscriptions import Subscribers
+
+    peer = Identity.generate().id
+    sent: list[dict] = []
+
+    class Peers:
+        def get(self, node_id: str):
+            return SimpleNamespace(id=node_id, url="http://10.0.0.1:7070")
+
+        def up(self, node_id: str) -> bool:
+            return True
+
+        async def request(self, url: str, method: str, path: str, *, json: dict, **kwargs):
+            sent.append(json)
+            return SimpleNamespace(json=lambda: {"accepted": 1})
+
+    market = SimpleNamespace(interests=lambda: {peer: frozenset({"state"})}, receive=lambda commitments: None)
+    subscriber = gossip.AllocationGossip(identity=Identity.generate(), peers=Peers(), market=market,
+                                         subscribers=Subscribers(), states=Held(), receipts=Held(),
+                                         receive=lambda message: {}, refuse=lambda why: None, wake=lambda: None)
+    await subscriber.maintain_subscriptions()
+    subscriber.subscribed[peer] = (frozenset({"state"}), 0.0)  # due for renewal
+    await subscriber.maintain_subscriptions()
+    assert [m.get("fresh") for m in sent] == [True, None]  # a renewal to a peer that took ours
+    subscriber.forget(peer)
+    await subscriber.maintain_subscriptions()
+    assert [m.get("fresh") for m in sent] == [True, None, True]

@@ -330,10 +330,12 @@ class AllocationGossip:
             self.refuse("oversized")
 
     def forget(self, participant: str) -> None:
-        """A node was removed: neither its subscriptions nor ours at it are kept."""
+        """A node was removed: neither its subscriptions nor ours at it are kept (our next one, if it comes back,
+        says it is fresh: it lost its subscriptions here too)."""
         self.subscribers.forget(participant)
         self.subscribed.pop(participant, None)
         self._retry_at.pop(participant, None)
+        self._greeted.discard(participant)
 
     def view(self) -> dict[str, Any]:
         return {"bytes_sent": self.bytes_sent, "bytes_by": dict(self.bytes_by),
