@@ -439,11 +439,18 @@ async def test_a_peer_answering_with_more_than_an_honest_answer_holds_is_cut_off
     try:
         descriptor = make_descriptor(Identity.generate(), url=f"http://127.0.0.1:{liar_server.port}", capacity=1,
                                      free=1, version="0", timestamp=_now())
+
+        def received() -> float:  # bytes of peers' answers the node read (xsc_peer_bytes)
+            return sum(sample.value for metric in node.app[NODE].metrics.peer_bytes.collect()
+                       for sample in metric.samples
+                       if sample.name.endswith("_total") and sample.labels["direction"] == "received")
+        before = received()
         if asked == "digest":
             assert await service.gossip.pull(descriptor) == 0
         else:
             await service.gossip.push([state], only=[descriptor])
         assert service.refused.get("oversized") == 1
+        assert received() - before < gossip.ANSWER_BYTES[path] + 256 * 1024  # not the 8 MiB sent
     finally:
         await liar_server.close()
 
