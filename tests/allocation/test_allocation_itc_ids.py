@@ -84,3 +84,52 @@ async def test_a_fork_answered_with_a_stamp_too_large_to_publish_is_not_taken(tm
     assert not await ids.ensure() and ids.stamp is None  # refused: it asks again on its next try
     assert await ids.ensure() and ids.stamp == Stamp.seed().fork()[1] and ids.forked_from == "peer"
     db.close()
+
+
+async def test_a_fork_answered_with_megabytes_is_read_no_further_than_a_stamp_goes(node_factory,
+                                                                                 tmp_path: Path) -> None:
+    """A fork's answer is a stamp of at most FOLD_HEX hex digits: one longer is refused after that much is read,
+    not after the client's 16 MiB."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from xsc.allocation.itc_ids import FORK_ANSWER, FORK_PATH
+    from xsc.identity import Identity
+    from xsc.node.appkeys import NODE
+    from xsc.peers import make_descriptor
+
+    node = await node_factory("forker", health={"probe_interval": 3600},
+                              peers={"gossip_interval": 3600, "tls": False})
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        try:
+            await response.write(b'{"stamp": "')
+            for _ in range(32):  # 8 MiB
+                await response.write(b"0" * (256 * 1024))
+            await response.write(b'"}')
+        except ConnectionError:  # the asker stopped reading
+            pass
+        return response
+    app = web.Application()
+    app.router.add_post(FORK_PATH, answer)
+    liar = TestServer(app, host="127.0.0.1")
+    await liar.start_server()
+
+    def received() -> float:  # bytes of peers' answers the node read (xsc_peer_bytes)
+        return sum(sample.value for metric in node.app[NODE].metrics.peer_bytes.collect() for sample in metric.samples
+                   if sample.name.endswith("_total") and sample.labels["direction"] == "received")
+    db = open_database(tmp_path / "db")
+    try:
+        peer = make_descriptor(Identity.generate(), url=f"http://127.0.0.1:{liar.port}", capacity=1, free=1,
+                               version="0", timestamp=1)
+        ids = ItcIds(me="me", db=db, peers=node.app[NODE].peers, held=(Held(),), targets=lambda: [peer], joins=True,
+                     forks=None)
+        before = received()
+        assert not await ids.ensure() and ids.stamp is None
+        assert received() - before < FORK_ANSWER + 256 * 1024
+    finally:
+        db.close()
+        await liar.close()

@@ -395,3 +395,131 @@ async def test_a_digest_answered_with_what_is_not_records_is_refused_and_counted
         assert sum(service.refused.values()) == refused + 1
     finally:
         await liar_server.close()
+
+
+@pytest.mark.parametrize("asked", ["digest", "push"])
+async def test_a_peer_answering_with_more_than_an_honest_answer_holds_is_cut_off_and_counted(node_factory,
+                                                                                           asked) -> None:
+    """A digest is answered with at most DIGEST_BYTES of records and the record past them, a push with the
+    answerer's own state and receipt: an answer longer than that is read no further and counted as refused."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from xsc.allocation import gossip
+    from xsc.node.peer_routes import JSON_MAX
+    from xsc.peers import make_descriptor
+
+    assert gossip.RECORD_BYTES == JSON_MAX  # the most a push's body may be
+    node = await node_factory("asker", **{**QUIET, "peers": {**QUIET["peers"], "tls": False}})
+    service = node.app[NODE].allocation
+    other = Identity.generate()
+    state = sign_state(other, AllocationState.model_construct(
+        provider=other.id, slot_allocations=(), wanted=(), converged=True, convergence_history=()),
+        stamp=Stamp.seed().event(), timestamp=_now())
+    service.states.receive(state)
+    path = gossip.DIGEST_PATH if asked == "digest" else gossip.PEER_PATH
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        chunk = b" " * (256 * 1024)
+        await response.write(b'{"states": [], "padding": "')
+        try:
+            for _ in range(32):  # 8 MiB of valid JSON, within the client's own bound
+                await response.write(chunk)
+            await response.write(b'"}')
+        except ConnectionError:  # the asker stopped reading
+            pass
+        return response
+    app = web.Application()
+    app.router.add_post(path, answer)
+    liar_server = TestServer(app, host="127.0.0.1")
+    await liar_server.start_server()
+    try:
+        descriptor = make_descriptor(Identity.generate(), url=f"http://127.0.0.1:{liar_server.port}", capacity=1,
+                                     free=1, version="0", timestamp=_now())
+
+        def received() -> float:  # bytes of peers' answers the node read (xsc_peer_bytes)
+            return sum(sample.value for metric in node.app[NODE].metrics.peer_bytes.collect()
+                       for sample in metric.samples
+                       if sample.name.endswith("_total") and sample.labels["direction"] == "received")
+        before = received()
+        if asked == "digest":
+            assert await service.gossip.pull(descriptor) == 0
+        else:
+            await service.gossip.push([state], only=[descriptor])
+        assert service.refused.get("oversized") == 1
+        assert received() - before < gossip.ANSWER_BYTES[path] + 256 * 1024  # not the 8 MiB sent
+    finally:
+        await liar_server.close()
+
+
+def test_a_digest_is_answered_with_what_an_answer_may_hold_and_the_rest_at_the_next() -> None:
+    """Records beyond DIGEST_BYTES wait for the peer's next digest, which shows what the first answer brought: no
+    honest answer is longer than a peer reads, however many records differ."""
+    from xsc.allocation import gossip
+    from xsc.allocation.core.models import SlotAllocation
+    from xsc.allocation.core.records import Held
+    from xsc.allocation.core.subscriptions import Subscribers, short_hash
+    from xsc.codec import dumps
+
+    refused = []
+    held = Held()
+    answerer = gossip.AllocationGossip(identity=Identity.generate(), peers=None, market=None,
+                                       subscribers=Subscribers(), states=held, receipts=Held(),
+                                       receive=lambda message: {}, refuse=refused.append, wake=lambda: None)
+    recipient = Identity.generate().id
+    providers = [Identity.generate() for _ in range(8)]
+    for provider in providers:  # ~350 KB each
+        allocations = tuple(SlotAllocation(f"capacity-{i:04d}-" + "c" * 80, f"need-{i:04d}-" + "n" * 80, recipient,
+                                           1, 1) for i in range(1500))
+        held.receive(sign_state(provider, AllocationState.model_construct(
+            provider=provider.id, slot_allocations=allocations, wanted=(), converged=True, convergence_history=()),
+            stamp=Stamp.seed().event(), timestamp=_now()))
+    digest = {"states": {p.id: "" for p in providers}, "receipts": {}}
+    got: dict[str, dict] = {}
+    for _ in range(len(providers)):
+        answer = answerer.digest_answer("a-peer", digest)
+        assert len(dumps(answer)) <= gossip.ANSWER_BYTES[gossip.DIGEST_PATH]
+        if not answer["states"]:
+            break
+        got.update({s["provider"]: s for s in answer["states"]})
+        digest["states"].update({p: short_hash(s["signature"]) for p, s in got.items()})
+    assert set(got) == {p.id for p in providers} and refused == []
+
+
+async def test_a_node_removed_and_back_is_greeted_again_and_those_gone_are_not_remembered() -> None:
+    """A peer that took a subscription of ours is remembered only while it is a peer: once removed (or pushed out
+    of the directory), our next subscription at it says it is fresh, as it lost its subscriptions here too."""
+    from types import SimpleNamespace
+
+    from xsc.allocation import gossip
+    from xsc.allocation.core.records import Held
+    from xsc.allocation.core.subscriptions import Subscribers
+
+    peer = Identity.generate().id
+    sent: list[dict] = []
+
+    class Peers:
+        def get(self, node_id: str):
+            return SimpleNamespace(id=node_id, url="http://10.0.0.1:7070")
+
+        def up(self, node_id: str) -> bool:
+            return True
+
+        async def request(self, url: str, method: str, path: str, *, json: dict, **kwargs):
+            sent.append(json)
+            return SimpleNamespace(json=lambda: {"accepted": 1})
+
+    market = SimpleNamespace(interests=lambda: {peer: frozenset({"state"})}, receive=lambda commitments: None)
+    subscriber = gossip.AllocationGossip(identity=Identity.generate(), peers=Peers(), market=market,
+                                         subscribers=Subscribers(), states=Held(), receipts=Held(),
+                                         receive=lambda message: {}, refuse=lambda why: None, wake=lambda: None)
+    await subscriber.maintain_subscriptions()
+    subscriber.subscribed[peer] = (frozenset({"state"}), 0.0)  # due for renewal
+    await subscriber.maintain_subscriptions()
+    assert [m.get("fresh") for m in sent] == [True, None]  # a renewal to a peer that took ours
+    subscriber.forget(peer)
+    await subscriber.maintain_subscriptions()
+    assert [m.get("fresh") for m in sent] == [True, None, True]

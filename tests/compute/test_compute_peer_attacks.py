@@ -278,3 +278,22 @@ async def test_a_call_on_a_tab_under_the_ask_is_refused_before_it_runs(node_fact
         status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, body)
         assert status == 403 and problem["code"] == "deal-refused" and "under this node's ask" in problem["detail"]
     assert node.app[NODE].compute.recent_provenance(10) == []
+
+
+async def test_modules_awaited_from_gateways_are_bounded_the_oldest_asked_forgotten_first(node_factory) -> None:
+    """Each call naming a module this node lacks opens a push window for it: a gateway names any module ids, so the
+    windows open at once are at most AWAITED_MODULES; the oldest asked is forgotten first and its push refused."""
+    from xsc.compute.paid import AWAITED_MODULES
+
+    node = await node_factory()
+    paid = node.app[NODE].paid
+    first, later = Identity.generate(), Identity.generate()
+    paid.expect_module(first.id, module_id("add"), INVOKE_PRICE)
+    assert paid.awaits(first.id)
+    for n in range(AWAITED_MODULES - 1):
+        paid.expect_module(later.id, hashlib.sha256(b"%d" % n).hexdigest(), INVOKE_PRICE)
+    assert paid.awaits(first.id)  # still within the bound
+    paid.expect_module(later.id, hashlib.sha256(b"one more").hexdigest(), INVOKE_PRICE)
+    assert not paid.awaits(first.id)
+    status, problem = await _peer(node, first, "PUT", MODULES_PATH, wasm("add"))
+    assert status == 403, problem

@@ -461,3 +461,31 @@ async def test_concurrent_remote_invokes_go_in_batches_and_are_paid_exactly(node
     assert gateway.app[NODE].ledger.store.state(payer).balance == -metered
     assert provider.app[NODE].ledger.store.state(paid).balance == metered
     assert gateway.app[NODE].ledger.held(payer) == 0
+
+
+async def test_lanes_to_providers_are_bounded_and_one_in_use_is_never_dropped(monkeypatch) -> None:
+    """A lane per provider called (whoever the matching or a stranger's provider records name): past MOST_LANES
+    the least recently used idle ones go, never one with a call in flight, whose callers still get their answers."""
+    from xsc.net import compute
+
+    class HoldsB(FakeProvider):
+        async def request(self, url, method, path, **kwargs):
+            if url == "http://b":
+                await self.release.wait()
+            return await super().request(url, method, path, **kwargs)
+
+    monkeypatch.setattr(compute, "MOST_LANES", 8)
+    provider = HoldsB(_honest)
+    provider.held = set()
+    provider.release.clear()
+    batcher = InvokeBatcher(provider, stall=60)
+    long = asyncio.create_task(batcher.invoke("http://b", "B", _body(0), lambda: b"", False))
+    await asyncio.sleep(0)
+    for n in range(100):
+        assert (await batcher.invoke(f"http://p{n}", f"P{n}", _body(n), lambda: b"", False))["run"]["n"] == n
+    assert batcher.lanes() == 8
+    queued = asyncio.create_task(batcher.invoke("http://b", "B", _body(1), lambda: b"", False))  # B's lane kept
+    await asyncio.sleep(0)
+    provider.release.set()
+    assert (await long)["run"]["n"] == 0 and (await queued)["run"]["n"] == 1
+    assert batcher.lanes() == 8

@@ -620,3 +620,38 @@ async def test_a_known_nodes_id_from_another_port_of_its_host_never_enters_the_r
         assert target.protocol.admit(records.table_id(absent.id), "127.0.0.1", port)
     finally:
         impostor.close()
+
+
+async def test_a_nodes_lookups_check_each_record_they_find_once(network, monkeypatch) -> None:
+    """Every answer to a lookup is a stranger's word and its records are checked, but a record this node's lookups
+    found and checked before, byte for byte under the same key, is not checked again: a lookup of the same records
+    costs no signature check, and one of a record signed since costs one."""
+    _, nodes = network
+    looker = nodes[0]
+    si, now = os.urandom(32), int(time.time() * 1000)
+    key = records.holders_key(si)
+    strangers = [Identity.generate() for _ in range(records.MAX_RECORDS)]
+    bundle = [records.make_holders(s, si, [s.id] * 6, at=now - 10 - i) for i, s in enumerate(strangers)]
+
+    def stored_everywhere_but_here(value: bytes) -> None:
+        for n in nodes[1:]:
+            assert n.protocol.rpc_store(("127.0.0.1", 9), os.urandom(20), key, value) is True
+    stored_everywhere_but_here(records.encode(bundle))
+    checks = []  # of this file's holders records (the nodes publish their own records meanwhile)
+    verify = records.verify
+
+    def counted(key: bytes, signature: bytes, signed: bytes) -> bool:
+        if si.hex().encode() in signed:
+            checks.append(signature)
+        return verify(key, signature, signed)
+    monkeypatch.setattr(records, "verify", counted)
+    assert await looker.find_holders(si) == [strangers[0].id] * 6
+    assert len(checks) >= records.MAX_RECORDS  # the first lookup checks what it finds
+    checks.clear()
+    assert await looker.find_holders(si) == [strangers[0].id] * 6
+    assert checks == []
+    newer = records.make_holders(strangers[3], si, [strangers[3].id] * 6, at=now)
+    stored_everywhere_but_here(records.encode([newer]))
+    checks.clear()
+    assert await looker.find_holders(si) == [strangers[3].id] * 6
+    assert len(checks) == 1

@@ -124,8 +124,8 @@ async def test_a_kept_connection_the_peer_closed_while_idle_is_not_used_again() 
         client = PeerClient(Identity.generate(), session, 5.0, tls=False)
         try:
             await client.request(url, "POST", "/v1/peer/x", json={}, kept=True)
-            await eventually_async(lambda: all(reader.at_eof() for kept in client._kept._peers.values()
-                                               for reader, _ in kept.idle), "the peer's close to be seen", 10, poll=0.02)
+            await eventually_async(lambda: all(reader.at_eof() for reader, _ in client._kept.pools.idle()),
+                                   "the peer's close to be seen", 10, poll=0.02)
             assert (await client.request(url, "POST", "/v1/peer/x", json={}, kept=True)).json() == {"again": True}
             assert peer.connections == 2 and client.kept_opened == 2
         finally:
@@ -151,3 +151,57 @@ async def test_a_peer_that_never_answers_times_out_as_maybe_sent() -> None:
         finally:
             client.close()
             server.close()
+
+
+async def test_the_pools_of_peers_met_are_bounded_and_one_in_use_is_never_taken_from_its_request() -> None:
+    """A pool per peer met (each provider or holder a stranger's records may name) stays only while it keeps a
+    connection: past `most_peers` the least recently used go, their idle connections closed, but never one that
+    a request is using; a peer that was not reached leaves nothing."""
+    from xsc.net.kept import Kept, Unreached
+
+    gate, open_at = asyncio.Event(), {}
+
+    def server_of(name: str, held: bool = False):
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            open_at[name] = open_at.get(name, 0) + 1
+            try:
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    await reader.readexactly(int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
+                    if held:
+                        await gate.wait()
+                    writer.write(_ok(name.encode()))
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                open_at[name] -= 1
+                writer.close()
+        return handle
+
+    kept = Kept(most_peers=4)
+    servers = {name: await asyncio.start_server(server_of(name, name == "held"), "127.0.0.1", 0)
+               for name in ("held", *(f"p{i}" for i in range(6)))}
+    port = {name: server.sockets[0].getsockname()[1] for name, server in servers.items()}
+    head = b"POST /x HTTP/1.1\r\nContent-Length: 2\r\n\r\n"
+    ask = lambda p: kept.request("127.0.0.1", p, None, head, b"{}", timeout=10, max_size=1000)  # noqa: E731
+    try:
+        held = asyncio.ensure_future(ask(port["held"]))
+        await eventually_async(lambda: open_at.get("held") == 1, "the held request to be under way")
+        for i in range(6):
+            assert (await ask(port[f"p{i}"]))[2] == f"p{i}".encode()
+        assert len(kept.pools) == 4  # the one in use and the three peers used last
+        await eventually_async(lambda: sum(open_at.values()) == 4, "the pushed-out peers' connections to be closed")
+        assert [open_at[f"p{i}"] for i in range(6)] == [0, 0, 0, 1, 1, 1]
+        for _ in range(50):
+            with pytest.raises(Unreached):
+                await ask(free_port())
+        assert len(kept.pools) == 4
+        gate.set()
+        assert (await held)[2] == b"held"  # its connection was never closed under it
+        assert open_at["held"] == 1 and kept.opened == 7
+    finally:
+        kept.close()
+        for server in servers.values():
+            server.close()
+            await server.wait_closed()

@@ -202,3 +202,26 @@ async def test_at_most_per_peer_connections_are_open_to_one_peer_and_the_rest_wa
             client.close()
             server.close()
             await server.wait_closed()
+
+
+async def test_a_holder_met_keeps_a_pool_only_while_it_keeps_a_connection() -> None:
+    from xsc.net.into import Into
+    from xsc.net.kept import Unreached
+
+    block = os.urandom(1000)
+    peer, server, url, session, client = await _with_peer([_ok(block)] * 3)
+    into = Into(most_peers=2)
+    head = b"GET /x HTTP/1.1\r\n\r\n"
+    try:
+        for _ in range(40):  # holders a stranger's record names, not listening
+            with pytest.raises(Unreached):
+                await into.request("127.0.0.1", free_port(), None, head, [len(block)], timeout=5)
+        assert len(into.pools) == 0
+        port = server.sockets[0].getsockname()[1]
+        for _ in range(3):
+            assert [bytes(b) for b in (await into.request("127.0.0.1", port, None, head, [len(block)],
+                                                          timeout=5))[1]] == [block]
+        assert len(into.pools) == 1 and into.opened == 1 and peer.connections == 1
+    finally:
+        into.close()
+        await _close(server, session, client)

@@ -365,3 +365,13 @@ def test_a_caller_is_rate_limited_by_its_ipv4_address_or_its_ipv6_64():
         limiter.check(key(f"2001:db8:1:2::{n + 1:x}"), 0.0, "an address")
     with pytest.raises(limits.QuotaExceeded):
         limiter.check(key("2001:db8:1:2::ffff"), 0.0, "a fresh address of the same /64")
+
+
+def test_fresh_keys_refused_at_once_are_forgotten_as_the_table_fills():
+    """A cost above the burst is refused even to a fresh key (a setting below the largest message's cost): each
+    key so refused is remembered within MAX_KEYS, as a key served is."""
+    limiter = limits.RateLimiter(1, 2)
+    for n in range(limits.MAX_KEYS + 500):
+        with pytest.raises(limits.QuotaExceeded):
+            limiter.check(f"stranger-{n}", 0.0, "a stranger", cost=3)
+    assert len(limiter) == limits.MAX_KEYS

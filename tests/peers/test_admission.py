@@ -244,6 +244,44 @@ def test_quarantine_counts_strikes_in_an_hour_ends_and_stays_bounded(tmp_path) -
     db.close()
 
 
+def test_a_full_quarantine_makes_room_without_a_look_at_each_quarantined_peer(tmp_path) -> None:
+    """A put into a full quarantine makes as many Python calls at a capacity of 2,000 as at 200 (the quarantine
+    that ends soonest is found in a heap), and the soonest to end still makes room."""
+    import sys
+
+    import plyvel
+
+    from xsc.identity import public_id
+
+    def calls_per_put(capacity: int) -> int:
+        db = plyvel.DB(str(tmp_path / f"db{capacity}"), create_if_missing=True)
+        clock = [1_000_000.0]
+        q = Quarantine(db, strikes=3, duration=600, clock=lambda: clock[0], capacity=capacity)
+        peers = [public_id(os.urandom(32)) for _ in range(capacity + 20)]
+        for n, peer in enumerate(peers[:capacity]):
+            clock[0] += 0.001
+            q.put(peer, "flood", duration=600 + (n % 7))  # ends in another order than the puts'
+        held = [e["node"] for e in q.list()]  # soonest to end first
+        calls = [0]
+
+        def count(frame, event, arg) -> None:
+            if event == "call":
+                calls[0] += 1
+        sys.setprofile(count)
+        try:
+            for peer in peers[capacity:]:
+                q.put(peer, "flood", duration=10_000)
+        finally:
+            sys.setprofile(None)
+        assert {e["node"] for e in q.list()} == {*held[20:], *peers[capacity:]}  # the 20 ending soonest made room
+        assert len(q) == capacity
+        db.close()
+        return calls[0] // 20
+
+    small, large = calls_per_put(200), calls_per_put(2000)
+    assert large <= small + 10, (small, large)
+
+
 @pytest.mark.slow
 def test_node_start_mints_its_id_with_the_difficulty_configured(node_process) -> None:
     from tests.support.peers import node_id

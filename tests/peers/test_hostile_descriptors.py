@@ -328,3 +328,44 @@ async def test_first_probes_waiting_their_turn_are_no_more_than_the_nodes_in_the
     finally:
         await health.close()
         db.close()
+
+
+def test_a_directory_keeps_at_start_only_the_peers_this_node_takes_now(tmp_path, monkeypatch) -> None:
+    """Descriptors stored under an earlier configuration (no grid secret yet, a lower peers.min_difficulty) or past
+    the directory's bound are dropped at start, from LevelDB too, in one batch: the next start reads at most
+    MAX_PEERS descriptors, all of nodes this node admits now (the newest-signed), and writes nothing."""
+    from xsc.peers.admission import Admission
+    from xsc.peers.store import PeerStore
+
+    monkeypatch.setattr(service, "MAX_PEERS", 40)
+    secret = "a-grid-secret-set-later"
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    now = int(time.time() * 1000)
+    members = [make_descriptor(Identity.generate(), url=f"http://10.0.1.{i}:7070", capacity=1, free=1, version="0",
+                               timestamp=now - i, grid_secret=secret) for i in range(60)]
+    others = [make_descriptor(Identity.generate(), url=f"http://10.0.2.{i}:7070", capacity=1, free=1, version="0",
+                              timestamp=now) for i in range(20)]
+    store = PeerStore(db)
+    for d in members + others:
+        store.descriptor(d.key, d.encode())
+    db.put(keys.peer_descriptor(b"\x01" * 32), b"not a descriptor")
+    admission = Admission(min_difficulty=0, grid_secret=secret)
+    batches = []
+
+    class Counted:
+        """The database, counting the write batches made of it."""
+
+        def write_batch(self, *args, **kwargs):
+            batches.append(1)
+            return db.write_batch(*args, **kwargs)
+
+        def __getattr__(self, name: str):
+            return getattr(db, name)
+
+    def started() -> PeerDirectory:
+        return PeerDirectory(Counted(), lambda d: admission.refusal(d, quarantine=False) is None)
+    assert {d.id for d in started().all()} == {d.id for d in members[:40]}
+    assert len(batches) == 1
+    assert {key for key, _ in store.descriptors()} == {d.key for d in members[:40]}
+    assert {d.id for d in started().all()} == {d.id for d in members[:40]} and len(batches) == 1
+    db.close()

@@ -456,3 +456,39 @@ async def test_a_share_whose_lease_ended_is_neither_audited_nor_repaired(tmp_pat
         await audits.audit_round()
         assert sorted(audited) == [("11" * 32, s) for s in (3, 4, 5)]
         assert await audits.repair_one(bytes(32)) is None and repaired == []
+
+
+async def test_the_watch_keeps_nothing_of_the_nodes_that_left_the_directory() -> None:
+    """Nodes pass through the directory (a stranger's fake nodes, each message's pushing out the one before, never
+    answering a probe): each outage is acted on once, and the watch keeps what it knows only of the nodes there now."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from xsc.config import AuditSection
+    from xsc.storage.audits import AuditService
+
+    class Store:
+        def files(self):
+            return iter([])
+
+        def damaged_files(self) -> list:
+            return []
+
+    class Passing:
+        now: list[str] = []
+
+        def peers(self) -> list:
+            return [SimpleNamespace(id=node) for node in self.now]
+
+        def availability(self, node: str):
+            return SimpleNamespace(up=False, last_audit={"ok": False, "time": 1, "detail": "gone"},
+                                   consecutive_failures=5, last_probe=int(time.time() * 1000) + 60_000, last_ok=None)
+
+    passing = Passing()
+    with ThreadPoolExecutor(1) as pool:
+        audits = AuditService(config=AuditSection(repair_after_failures=3), probe_interval=10.0, me="me",
+                              gateway=SimpleNamespace(store=Store()), pool=pool, peers=passing, holder_for=None,
+                              on_audit=None, repair=None)
+        for cycle in range(200):
+            passing.now = [f"fake-{cycle}-{i}" for i in range(16)]
+            await audits.watch()
+        assert audits.status()["watched"] == 16

@@ -8,7 +8,13 @@
 - **Pushes**: a record a round published goes to the parties it names (now or in the record before) and its
   subscribers (`POST /v1/peer/allocation`).
 - **Anti-entropy**: `pull` sends one peer a digest of what this node holds of the publishers it wants (`POST
-  /v1/peer/allocation/digest`), and takes the records it lacks or holds another of from the answer.
+  /v1/peer/allocation/digest`), and takes the records it lacks or holds another of from the answer: at most
+  DIGEST_BYTES of them an answer (the rest come at the next pull, the digest then showing what came).
+
+A peer's answer is read only as far as an honest one goes (ANSWER_BYTES), and one longer is refused and counted
+(`oversized`).  A record travels in a push, whose body is at most the peer API's (RECORD_BYTES), so no record an
+honest node passes on is longer: a push is answered with at most the answerer's own state and receipt, a
+subscription with those and its market commitment, a digest with DIGEST_BYTES of records and the record past them.
 
 The records themselves are held by `AllocationService` (its `states` and `receipts`), which receives what arrives.
 """
@@ -20,7 +26,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from ..errors import InvalidArgument, PeerError, UnknownPeer, XscError
+from ..errors import InvalidArgument, PeerError, PeerRefused, UnknownPeer, XscError
 from ..identity import Identity
 from ..net.peer_client import dumps
 from ..tasks import at_most, now_ms
@@ -43,6 +49,14 @@ DIGEST_PATH = "/v1/peer/allocation/digest"
 SUBSCRIPTION_TTL = 60.0  # seconds a subscription lives; renewed every third of it (and when its topics change)
 SUBSCRIBE_RETRY = 5.0  # seconds before a subscription that failed is sent again
 SUBSCRIPTIONS_AT_ONCE = 64  # subscriptions in flight at most (as probes: peers/probes.py)
+RECORD_BYTES = 1024**2  # a record's JSON at most: a push's body is at most this (node/peer_routes.py: JSON_MAX)
+DIGEST_BYTES = 1024**2  # records a digest is answered with, in bytes (then one more at most)
+FRAMING = 4 * 1024  # an answer's other fields ("changed", "refused", "accepted") and its brackets
+ANSWER_BYTES = {  # bytes of a peer's answer read at most, by the path asked (the client's own bound is 16 MiB)
+    PEER_PATH: 2 * RECORD_BYTES + FRAMING,
+    SUBSCRIBE_PATH: 3 * RECORD_BYTES + FRAMING,
+    DIGEST_PATH: DIGEST_BYTES + RECORD_BYTES + FRAMING,
+}
 
 
 class AllocationGossip:
@@ -133,8 +147,18 @@ class AllocationGossip:
             self.refuse("oversized")
             raise
         self.check_peer(sender)
-        out = {"states": [r.to_json() for r in differing(states, dict(self.states.items()))],
-               "receipts": [r.to_json() for r in differing(receipts, dict(self.receipts.items()))]}
+        out: dict[str, list] = {"states": [], "receipts": []}
+        room = DIGEST_BYTES
+        for kind, digest, held in (("states", states, self.states), ("receipts", receipts, self.receipts)):
+            for record in differing(digest, dict(held.items())):
+                if room <= 0:
+                    break  # the rest at the peer's next digest, which shows what this answer brought
+                form = record.to_json()
+                size = len(dumps(form)) + 1
+                if size > RECORD_BYTES:
+                    continue  # one no push could carry, nor any peer read
+                room -= size
+                out[kind].append(form)
         self.count("digests", out)
         return out
 
@@ -184,11 +208,13 @@ class AllocationGossip:
             message["fresh"] = True  # our first since we started: it re-subscribes here (we hold none of its)
         self.count("subscriptions", message)
         try:
-            response = await self.peers.request(d.url, "POST", SUBSCRIBE_PATH, json=message, to=d.id)
+            response = await self.peers.request(d.url, "POST", SUBSCRIBE_PATH, json=message, to=d.id,
+                                                max_size=ANSWER_BYTES[SUBSCRIBE_PATH])
             answer = response.json()
         except PeerError as err:
             self.subscribed.pop(d.id, None)  # asked again after SUBSCRIBE_RETRY (a slow peer must not hold up rounds)
             self._retry_at[d.id] = time.monotonic() + SUBSCRIBE_RETRY
+            self._count_cut_off(err)
             log.debug("subscription at %s failed: %s", d.id, err)
             return
         except Exception:  # noqa: BLE001 -- one peer's bad answer must not end the pass
@@ -223,9 +249,11 @@ class AllocationGossip:
             return 0
         self.count("digests", message)
         try:
-            response = await self.peers.request(d.url, "POST", DIGEST_PATH, json=message, to=d.id)
+            response = await self.peers.request(d.url, "POST", DIGEST_PATH, json=message, to=d.id,
+                                                max_size=ANSWER_BYTES[DIGEST_PATH])
             answer = response.json()
         except PeerError as err:
+            self._count_cut_off(err)
             log.debug("allocation digest exchange with %s failed: %s", d.id, err)
             return 0
         if not isinstance(answer, dict):
@@ -282,11 +310,13 @@ class AllocationGossip:
 
     async def _send(self, d, message: dict) -> None:
         try:
-            response = await self.peers.request(d.url, "POST", PEER_PATH, json=message, to=d.id)
+            response = await self.peers.request(d.url, "POST", PEER_PATH, json=message, to=d.id,
+                                                max_size=ANSWER_BYTES[PEER_PATH])
             answer = response.json()
             if isinstance(answer, dict) and ("states" in answer or "receipts" in answer):
                 self.receive({"states": answer.get("states", []), "receipts": answer.get("receipts", [])})
         except PeerError as err:
+            self._count_cut_off(err)
             log.debug("allocation push to %s failed: %s", d.id, err)
         except XscError as err:  # its answer is not lists of records: counted, not logged with a traceback
             self.refuse(refusal_reason(err))
@@ -294,11 +324,18 @@ class AllocationGossip:
         except Exception:  # noqa: BLE001 -- one peer's bad answer must not end the round
             log.exception("allocation push to %s failed", d.id)
 
+    def _count_cut_off(self, err: PeerError) -> None:
+        """A peer's answer longer than an honest one (ANSWER_BYTES) is refused as a record past its bounds is."""
+        if isinstance(err, PeerRefused) and "answer_limit" in err.details:
+            self.refuse("oversized")
+
     def forget(self, participant: str) -> None:
-        """A node was removed: neither its subscriptions nor ours at it are kept."""
+        """A node was removed: neither its subscriptions nor ours at it are kept (our next one, if it comes back,
+        says it is fresh: it lost its subscriptions here too)."""
         self.subscribers.forget(participant)
         self.subscribed.pop(participant, None)
         self._retry_at.pop(participant, None)
+        self._greeted.discard(participant)
 
     def view(self) -> dict[str, Any]:
         return {"bytes_sent": self.bytes_sent, "bytes_by": dict(self.bytes_by),

@@ -38,6 +38,7 @@ FOLD_HEIGHT = 1 << 62
 # A record's stamp is at most MAX_STAMP_HEX hex digits: this node folds no more than half of that into its own, so its
 # events (which grow the tree only along its id) never take it past what a peer accepts.
 FOLD_HEX = MAX_STAMP_HEX // 2
+FORK_ANSWER = FOLD_HEX + 1024  # bytes of a fork's answer read at most: a stamp of FOLD_HEX hex digits, and "retired"
 FORK_WAIT = 3.0  # seconds a node without an ITC id waits for a peer to fork one from before it seeds one
 
 
@@ -122,7 +123,7 @@ class ItcIds:
         ask = {} if old is None else {"retire": old.encode().hex()}
         for d in self.targets():
             try:
-                response = await self.peers.request(d.url, "POST", FORK_PATH, json=ask, to=d.id)
+                response = await self.peers.request(d.url, "POST", FORK_PATH, json=ask, to=d.id, max_size=FORK_ANSWER)
                 text = response.json()["stamp"]
                 if len(text) > FOLD_HEX:  # it would be this node's own, in every record it publishes
                     raise ValueError(f"a forked stamp of {len(text)} hex digits (at most {FOLD_HEX})")

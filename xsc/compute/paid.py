@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,9 @@ PUSHED_TTL = 3600  # seconds a module pushed by a peer is kept unused before it 
 MAX_PRICE = 10**12  # micro-credits per million fuel: far above any real bid
 MAX_FAILOVERS = 3  # providers left out, one after the other, when they cannot be reached at all
 VERIFIED_AUTHORIZATIONS = 1024  # checked authorizations kept (a tab's calls carry the same one)
+# Modules awaited from gateways at once, at most (the oldest asked forgotten first): a gateway names any module id
+# in its calls, and each one this node lacks is awaited PUSH_WINDOW seconds.
+AWAITED_MODULES = 1024
 
 
 def _call_json(call: InvokeCall) -> dict[str, Any]:
@@ -96,7 +100,8 @@ class PaidCompute:
         payments.add_check("compute", self._refuse_separate_receipt)
         self._running: set[bytes] = set()  # authorizations whose run is under way here (provider side)
         # (gateway, module id) -> until when it may push it, and the price per million fuel its call was matched at
-        self._awaited: dict[tuple[str, str], tuple[float, int]] = {}
+        # (oldest first: each is awaited PUSH_WINDOW seconds from when it was asked)
+        self._awaited: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
         self._verified: dict[str, Authorization] = {}  # authorizations (their hex) checked to pay this node
         self.batcher = InvokeBatcher(client, gather=GATHER)  # tab calls to one provider go in self-clocked batches
 
@@ -419,14 +424,16 @@ class PaidCompute:
 
     def expect_module(self, gateway: str, module: str, price: int) -> None:
         """`gateway` matched work for `module` here, which this node lacks: it may push it (once) for a while."""
-        if len(self._awaited) >= VERIFIED_AUTHORIZATIONS:
-            self._expire_awaited()
+        self._expire_awaited()
+        self._awaited.pop((gateway, module), None)
         self._awaited[(gateway, module)] = (time.monotonic() + PUSH_WINDOW, price)
+        while len(self._awaited) > AWAITED_MODULES:
+            self._awaited.popitem(last=False)
 
     def _expire_awaited(self) -> None:
         now = time.monotonic()
-        for key in [k for k, (until, _) in self._awaited.items() if until < now]:
-            del self._awaited[key]
+        while self._awaited and next(iter(self._awaited.values()))[0] < now:
+            self._awaited.popitem(last=False)
 
     async def sweep_pushed(self, now: float | None = None) -> list[str]:
         """Remove modules peers pushed that no call used for PUSHED_TTL seconds; their ids."""

@@ -249,7 +249,8 @@ class DhtService:
         if held or value is None:
             return held
         try:
-            return records.parse_bundle(value, key, now_ms=now_ms(), min_difficulty=self.protocol.min_difficulty)
+            return records.parse_bundle(value, key, now_ms=now_ms(), min_difficulty=self.protocol.min_difficulty,
+                                        checked=self.protocol.found(key))  # (the lookup's records, checked)
         except records.InvalidRecord:
             return []
 

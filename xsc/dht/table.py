@@ -50,6 +50,11 @@ MAX_ROUNDS = 16
 MAX_WELCOMED = 10_000  # contacts remembered as already sent this node's records
 MAX_HANDOVERS = 10_000  # records waiting to be sent to newcomers (the oldest dropped: their owners republish)
 MISSES_BEFORE_REMOVAL = 3  # calls a contact may leave unanswered in a row before it leaves the routing table
+# Keys whose records this node's own lookups found (each checked once) are remembered at most: the providers' 128
+# keys, asked again at every put, and the files read lately.  A record found again, byte for byte, under the same
+# key is taken as it was checked (its signature, key and proof of work are what they were; a date that was not
+# too far ahead is not now).
+MAX_FOUND = 256
 # A lookup's answer is 10 (20 contacts) to 77 (a full bundle) times the bytes of its call, and a datagram's source
 # address is whatever its sender wrote: answered as they came, lookups "from" a third party's address would make this
 # node send that address 1.2 MB a second (the per-address quota's 200 datagrams of 6 KB).  A lookup is answered only at
@@ -188,6 +193,7 @@ class Protocol(KademliaProtocol):
         self._proven: OrderedDict[tuple, float] = OrderedDict()  # address -> when it last answered a call of ours
         self._unproven: OrderedDict[tuple, float] = OrderedDict()  # address -> when it did not answer a proving ping
         self._proving: dict[tuple, asyncio.Future] = {}
+        self._found: OrderedDict[bytes, list[records.Record]] = OrderedDict()  # key -> records a lookup checked
         self.refused = 0  # datagrams and stores refused: counted, not logged one by one
         self.sent = self.received = 0  # datagrams, for the node's figures and the simulation's
 
@@ -394,6 +400,18 @@ class Protocol(KademliaProtocol):
         self.welcome_if_new(Node(nodeid, sender[0], sender[1]))
         return True
 
+    def found(self, key: bytes) -> list[records.Record]:
+        """The records of `key` this node's lookups found and checked lately (none: not looked up lately)."""
+        return self._found.get(key, [])
+
+    def found_again(self, key: bytes, bundle: list[records.Record]) -> None:
+        """`bundle` (checked) is what a lookup of `key` found: remembered, so the next lookup checks only what
+        changed (at most MAX_FOUND keys, the least recently found forgotten first)."""
+        self._found.pop(key, None)
+        self._found[key] = bundle
+        while len(self._found) > MAX_FOUND:
+            self._found.popitem(last=False)
+
     def merged(self, key: bytes, value: Any) -> list[records.Record]:
         """What `key` holds once `value` (checked) is merged in; InvalidRecord for a value that is not valid."""
         held = self.storage.held(key, self.now_ms())
@@ -445,17 +463,25 @@ class ValueCrawl(_Counted, ValueSpiderCrawl):
         return None  # no answer brought a value within MAX_ROUNDS (one that did ended the lookup)
 
     async def _handle_found_values(self, values):
-        # Every answer's records are merged (checked again: an answer is a stranger's word), not only the most
-        # common value: one node answering a stale or partial bundle cannot hide the others' records.
+        # Every answer's records are merged (checked: an answer is a stranger's word), not only the most common
+        # value: one node answering a stale or partial bundle cannot hide the others' records.  A record checked
+        # already (in another answer, or found by an earlier lookup of the key) is not checked again: the answers
+        # of one lookup mostly hold the same records, as the lookups of one key do.
+        key = self.node.id
+        checked = records.checked_index(self.protocol.found(key))
         found: list[records.Record] = []
         for value in values:
             try:
-                found = records.merge(found, records.parse_bundle(value, self.node.id, now_ms=self.protocol.now_ms(),
-                                                                  min_difficulty=self.protocol.min_difficulty))
+                offered = records.parse_bundle(value, key, now_ms=self.protocol.now_ms(),
+                                               min_difficulty=self.protocol.min_difficulty, checked=checked)
             except records.InvalidRecord:
                 self.protocol.refused += 1
+                continue
+            checked.update(records.checked_index(offered))
+            found = records.merge(found, offered)
         if not found:
             return None
+        self.protocol.found_again(key, found)
         value = records.encode(found)
         peer = self.nearest_without_value.popleft()
         if peer:

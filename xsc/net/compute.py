@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +49,10 @@ MAX_BATCH_CALLS = 32  # calls in one batch (a provider refuses more: 400)
 MAX_BATCH_BYTES = 256 * 1024  # bytes of one batch's body (a provider refuses more: 413); a larger call goes alone
 STALL = 0.025  # seconds queued calls wait for a request in flight to return, at most (a long call is in flight)
 GATHER = 0.002  # seconds a queue waits, at most, for the callers of a returned request to call again (the node's)
+# Providers whose lanes are kept at most: past it the least recently used idle lanes go (nothing in flight, queued
+# or timed); one met again starts afresh.  The providers called are whoever the matching or a stranger's provider
+# records name: a lane stayed for each of them.
+MOST_LANES = 1024
 
 
 async def post_invoke(client: PeerClient, url: str, provider: str, body: dict, wasm: Callable[[], bytes],
@@ -128,7 +132,7 @@ class InvokeBatcher:
                  stall: float = STALL, gather: float = 0.0) -> None:
         self.client, self.max_calls, self.max_bytes, self.stall = client, max_calls, max_bytes, stall
         self.gather = gather
-        self._lanes: dict[str, _Lane] = {}
+        self._lanes: OrderedDict[str, _Lane] = OrderedDict()  # the least recently used first
         self._pushes: dict[tuple[str, str], asyncio.Future] = {}
         self._batches: set[asyncio.Task] = set()
         self._closed = False
@@ -172,7 +176,11 @@ class InvokeBatcher:
     async def _send(self, url: str, provider: str, entry: bytes) -> dict[str, Any]:
         lane = self._lanes.get(provider)
         if lane is None or lane.url != url:
+            self._lanes.pop(provider, None)
+            self._prune_lanes()
             lane = self._lanes[provider] = _Lane(url)
+        else:
+            self._lanes.move_to_end(provider)
         if lane.single_only or len(entry) > self.max_bytes // 2:
             return await self._one(url, provider, entry)
         if not self._closed:
@@ -204,6 +212,20 @@ class InvokeBatcher:
         future = asyncio.get_running_loop().create_future()
         lane.queue.append(_Queued(entry, future))
         return future
+
+    def lanes(self) -> int:
+        """Providers whose lanes are kept (status, tests)."""
+        return len(self._lanes)
+
+    def _prune_lanes(self) -> None:
+        passed = 0  # lanes in use moved to the newest end: each passed once a prune
+        while len(self._lanes) >= MOST_LANES and passed < len(self._lanes):  # (room for one more)
+            provider, lane = next(iter(self._lanes.items()))
+            if lane.flying or lane.queue or lane.stall is not None or lane.gather is not None:
+                self._lanes.move_to_end(provider)
+                passed += 1
+                continue
+            del self._lanes[provider]
 
     def _returned(self, provider: str, lane: _Lane, carried: int) -> None:
         """A request in flight carrying `carried` calls returned: what queued meanwhile goes now, as one batch;

@@ -19,17 +19,17 @@ the other, or (status, its first MAX_REFUSAL bytes) for any other status.  It ra
 Connections are pooled per (host, port, the node the TLS context is pinned to, the client certificate it shows): one
 made to node X is never used for a request addressed to node Y.  At most PER_PEER are open to one peer at once, at
 most PER_PEER kept idle; one that ended, or on which anything came while it was idle, is dropped, not used.  One whose
-request failed, timed out or was cancelled is closed (its state unknown), never kept."""
+request failed, timed out or was cancelled is closed (its state unknown), never kept.  The pools of at most MOST_PEERS
+peers are kept, as net/kept.py keeps them."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from dataclasses import dataclass, field
 
 from ..units import is_whole_number
 from .dial import dial
-from .kept import Cut, Unreached
+from .kept import MOST_PEERS, Cut, Pool, Pools, Unreached
 
 PER_PEER = 32  # connections open to one peer at once, and kept idle (as net/kept.py)
 MAX_HEAD = 64 * 1024  # bytes of status line and headers an answer may have
@@ -181,16 +181,15 @@ class _Answer(asyncio.BufferedProtocol):
         return None  # close the transport
 
 
-@dataclass
-class _Peer:
-    idle: list[_Answer] = field(default_factory=list)
-    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(PER_PEER))
+def _close_answer(answer: _Answer) -> None:
+    if answer.transport is not None:
+        answer.transport.close()
 
 
 class Into:
-    def __init__(self, congestion: str = "") -> None:
+    def __init__(self, congestion: str = "", most_peers: int = MOST_PEERS) -> None:
         self.congestion = congestion  # the TCP congestion control its connections ask for (net/congestion.py)
-        self._peers: dict[tuple, _Peer] = {}
+        self.pools: Pools[_Answer] = Pools(_close_answer, most_peers)
         self._closed = False
         self.opened = 0  # connections opened (tests, status)
 
@@ -200,7 +199,8 @@ class Into:
             raise Unreached(ConnectionError("the node is shutting down"))
         pin = None if context is None else ("tls", getattr(context, "xsc_node", None),
                                             getattr(context, "xsc_client", None))
-        peer = self._peers.setdefault((host, port, pin), _Peer())
+        key = (host, port, pin)
+        peer = self.pools.take(key)
         answer: _Answer | None = None
         sent = False
         try:
@@ -222,8 +222,9 @@ class Into:
         finally:
             if answer is not None and answer.transport is not None:  # not kept: its state is unknown
                 answer.transport.close()
+            self.pools.give_back(key, peer)
 
-    async def _connection(self, peer: _Peer, host: str, port: int, context: ssl.SSLContext | None) -> _Answer:
+    async def _connection(self, peer: Pool[_Answer], host: str, port: int, context: ssl.SSLContext | None) -> _Answer:
         while peer.idle:
             answer = peer.idle.pop()
             if answer.reusable:
@@ -242,11 +243,7 @@ class Into:
     def close(self) -> None:
         """Close every kept connection (the node stops)."""
         self._closed = True
-        for peer in self._peers.values():
-            for answer in peer.idle:
-                if answer.transport is not None:
-                    answer.transport.close()
-            peer.idle.clear()
+        self.pools.close()
 
 
 __all__ = ["Into", "MAX_REFUSAL", "NotTheAnswer"]

@@ -8,7 +8,8 @@ close) straight from asyncio streams, on connections kept per (host, port, the n
 The TLS context is PeerClient's pinned one (xsc/net/tls.py): the handshake fails unless the peer holds the
 key of the node the request is addressed to, before a byte of the request is sent.  At most PER_PEER
 connections to one peer are open at once (as aiohttp's limit_per_host), at most PER_PEER kept idle; an idle
-one the peer has closed (it closes idle connections after node.idle_timeout) is dropped, not used.
+one the peer has closed (it closes idle connections after node.idle_timeout) is dropped, not used.  The pools of
+at most MOST_PEERS peers are kept (`Pools`): a node meets a provider or holder per address a stranger may name.
 
 `Kept.request` answers (status, headers, body) or raises:
 - `Unreached(exc)`: no connection could be made (nothing was sent);
@@ -21,7 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from multidict import CIMultiDict
 
@@ -30,6 +34,10 @@ from .dial import dial
 
 PER_PEER = 32  # connections open to one peer at once, and kept idle (aiohttp's limit_per_host of the session)
 MAX_HEAD = 64 * 1024  # bytes of status line and headers an answer may have
+# Peers (host, port, pin) whose pools are kept at most.  The peers met are whoever a stranger's descriptors, provider
+# records and holders records name: without a bound, a pool stayed for each of them, however long ago it was used.
+MOST_PEERS = 1024
+C = TypeVar("C")
 
 
 class Unreached(Exception):
@@ -49,15 +57,76 @@ class TooLarge(Exception):
 
 
 @dataclass
-class _Peer:
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = field(default_factory=list)
+class Pool(Generic[C]):
+    """One peer's connections: those kept idle, the slots of those open, and the requests using it (waiting too)."""
+    idle: list[C] = field(default_factory=list)
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(PER_PEER))
+    users: int = 0
+
+
+class Pools(Generic[C]):
+    """The pools of at most `most` peers, each kept while a request uses it or it keeps an idle connection.  When a
+    request leaves more than `most`, the least recently used pools no request is using go, their idle connections
+    closed; pools in use are never taken from their requests (there are then as many more as requests under way),
+    and a peer not reached pushes none out."""
+
+    def __init__(self, close: Callable[[C], None], most: int = MOST_PEERS) -> None:
+        self._close = close  # closes an idle connection
+        self.most = most
+        self._pools: OrderedDict[tuple, Pool[C]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._pools)
+
+    def take(self, key: tuple) -> Pool[C]:
+        """The pool of `key` for one request (made if need be); `give_back` it when the request ends."""
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = Pool()
+        else:
+            self._pools.move_to_end(key)
+        pool.users += 1
+        return pool
+
+    def give_back(self, key: tuple, pool: Pool[C]) -> None:
+        pool.users -= 1
+        if not pool.users and not pool.idle and self._pools.get(key) is pool:
+            del self._pools[key]  # nothing kept in it: a peer met once leaves nothing behind
+        self._prune()
+
+    def _prune(self) -> None:
+        passed = 0  # pools in use moved to the newest end: each is passed once a prune
+        while len(self._pools) > self.most and passed < len(self._pools):
+            key, pool = next(iter(self._pools.items()))
+            if pool.users:
+                self._pools.move_to_end(key)
+                passed += 1
+                continue
+            del self._pools[key]
+            self.close_idle(pool)
+
+    def idle(self) -> list[C]:
+        """Every connection kept idle (tests)."""
+        return [connection for pool in self._pools.values() for connection in pool.idle]
+
+    def close_idle(self, pool: Pool[C]) -> None:
+        for connection in pool.idle:
+            self._close(connection)
+        pool.idle.clear()
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            self.close_idle(pool)
+
+
+def _close_streams(connection: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+    connection[1].close()
 
 
 class Kept:
-    def __init__(self, congestion: str = "") -> None:
+    def __init__(self, congestion: str = "", most_peers: int = MOST_PEERS) -> None:
         self.congestion = congestion  # the TCP congestion control its connections ask for (net/congestion.py)
-        self._peers: dict[tuple[str, int, tuple | None], _Peer] = {}
+        self.pools: Pools[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = Pools(_close_streams, most_peers)
         self._closed = False
         self.opened = 0  # connections opened (tests, status)
 
@@ -70,7 +139,8 @@ class Kept:
         # used for a request addressed to node Y, whatever the URL.
         pin = None if context is None else ("tls", getattr(context, "xsc_node", None),
                                             getattr(context, "xsc_client", None))
-        peer = self._peers.setdefault((host, port, pin), _Peer())
+        key = (host, port, pin)
+        peer = self.pools.take(key)
         sent = False
         writer = None
         try:
@@ -94,8 +164,9 @@ class Kept:
         finally:
             if writer is not None:  # not kept: closed (also when cancelled mid-request, its state unknown)
                 writer.close()
+            self.pools.give_back(key, peer)
 
-    async def _connection(self, peer: _Peer, host: str, port: int, context: ssl.SSLContext | None):
+    async def _connection(self, peer: Pool, host: str, port: int, context: ssl.SSLContext | None):
         while peer.idle:
             reader, writer = peer.idle.pop()
             # Nothing may have come on it while it was idle: an end (the peer closed it), or anything else.
@@ -114,10 +185,7 @@ class Kept:
     def close(self) -> None:
         """Close every kept connection (the node stops)."""
         self._closed = True
-        for peer in self._peers.values():
-            for _, writer in peer.idle:
-                writer.close()
-            peer.idle.clear()
+        self.pools.close()
 
 
 async def _answer(reader: asyncio.StreamReader, max_size: int) -> tuple[int, CIMultiDict[str], bytes, bool]:
@@ -166,4 +234,4 @@ async def _answer(reader: asyncio.StreamReader, max_size: int) -> tuple[int, CIM
     return int(code), headers, body, False
 
 
-__all__ = ["Cut", "Kept", "TooLarge", "Unreached"]
+__all__ = ["Cut", "Kept", "MOST_PEERS", "Pool", "Pools", "TooLarge", "Unreached"]

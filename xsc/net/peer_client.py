@@ -246,7 +246,7 @@ class PeerClient:
             body = await _read(response, max_size + 1)
             if len(body) > max_size:
                 raise PeerRefused(f"peer {peer_url} answered {method} {path} with more than {max_size} bytes",
-                                  url=peer_url)
+                                  url=peer_url, answer_limit=max_size)
             return PeerResponse(response.status, response.headers, body, node=node)
 
     def _own_connection(self, url: URL, method: str, path: str, headers: dict[str, str], to: str | None,
@@ -272,7 +272,7 @@ class PeerClient:
         except TooLarge:
             self._count_kept(url, len(head) + len(body), max_size)
             raise PeerRefused(f"peer {peer_url} answered {method} {path} with more than {max_size} bytes",
-                              url=peer_url) from None
+                              url=peer_url, answer_limit=max_size) from None
         except (Unreached, Cut) as failed:
             if isinstance(failed, Cut):
                 self._count_kept(url, len(head) + len(body), 0)

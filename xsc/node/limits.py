@@ -3,7 +3,7 @@ small request body (408 past it).
 
 Token buckets by key (a peer's id, a remote address), at most MAX_KEYS of them: the least recently
 seen key is forgotten first, so a flood of fresh keys costs a bounded table, and a forgotten key
-starts again with a full bucket (never worse than a new caller)."""
+starts again with a full bucket (never worse than a new caller); a key refused is kept within it too."""
 
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ class RateLimiter:
         # a sender past its quota is not parsed again, message after message, only to be refused again
         self._refused: dict[str, float] = {}
 
+    def __len__(self) -> int:  # keys remembered
+        return len(self._buckets)
+
     def check(self, key: str, now: float, what: str, cost: int = 1) -> None:
         """Take `cost` tokens for `key` (a unit of work each), or raise QuotaExceeded saying when to come back
         (nothing taken): a cost above the burst never passes."""
@@ -38,6 +41,7 @@ class RateLimiter:
         if tokens < cost:
             self._buckets[key] = (tokens, now)
             self._refused[key] = cost
+            self._forget_oldest()
             raise self._refusal(what, cost, tokens)
         self._buckets[key] = (tokens - cost, now)
         self._refused.pop(key, None)

@@ -194,7 +194,7 @@ class Node:
                                                                 duration=config.peers.quarantine_for)
         self.admission = Admission(min_difficulty=config.peers.min_difficulty, grid_secret=config.peers.grid_secret,
                                    quarantine=self.quarantine, on_this_machine=names_this_machine(url))
-        directory = PeerDirectory(self.db)
+        directory = PeerDirectory(self.db, lambda d: self.admission.refusal(d, quarantine=False) is None)
         self.health = HealthService(db=self.db, directory=directory, config=config.health,
                                     challenge=partial(challenge, self.client, self.identity),
                                     neighbours=lambda: self.recognition.weights().keys())

@@ -15,11 +15,13 @@ rate is counted), and all four on every descriptor (PeerService.accept, before i
 `Quarantine` (Storj's containment): a peer that misbehaves `strikes` times within an hour (failed audits,
 receipts that fail their signature or were refused, quota floods) is refused (403 `quarantined`) for
 `duration` seconds, its commitments are dropped from the book and it is never matched.  Kept in LevelDB
-(`keys.peer_quarantine`), at most CAPACITY peers (the one whose quarantine ends soonest makes room).
+(`keys.peer_quarantine`), at most CAPACITY peers (the one whose quarantine ends soonest makes room: found in a heap
+of the quarantines' ends, not by a look at each of them).
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections import OrderedDict, deque
@@ -50,6 +52,9 @@ class Quarantine:
         self.capacity = capacity
         self.on_quarantined: list[Callable[[str], None]] = []  # told of every peer put in quarantine (the market)
         self._entries: dict[str, dict] = {}
+        # (until, node) of every quarantine in `_entries`, and of some since lifted or put again (passed over
+        # when they come to the top, and dropped whenever they are as many as the quarantines in force)
+        self._ends: list[tuple[float, str]] = []
         self._struck: OrderedDict[str, deque[float]] = OrderedDict()
         self._last: OrderedDict[tuple[str, str], float] = OrderedDict()
         now = clock()
@@ -65,6 +70,8 @@ class Quarantine:
                     batch.lift(node_key)
                 else:
                     self._entries[node] = entry
+        self._ends = [(float(e["until"]), node) for node, e in self._entries.items()]
+        heapq.heapify(self._ends)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -120,17 +127,29 @@ class Quarantine:
                  "until": now + (self.duration if duration is None else duration)}
         with self._store.batch() as batch:
             while len(self._entries) >= self.capacity and node_id not in self._entries:
-                soonest = min(self._entries, key=lambda n: self._entries[n]["until"])
+                soonest = self._soonest()
                 batch.lift(parse_public_id(soonest))
                 del self._entries[soonest]
             batch.quarantine(key, entry)
         self._entries[node_id] = entry
+        heapq.heappush(self._ends, (entry["until"], node_id))
+        if len(self._ends) > 2 * len(self._entries) + 64:
+            self._ends = [(e["until"], node) for node, e in self._entries.items()]
+            heapq.heapify(self._ends)
         self._struck.pop(node_id, None)
         log.warning("quarantined node %s until %s: %s", node_id, time.strftime("%Y-%m-%d %H:%M:%S",
                     time.gmtime(entry["until"])), entry["reason"])
         for hook in self.on_quarantined:
             hook(node_id)
         return entry
+
+    def _soonest(self) -> str:
+        """The node whose quarantine in force ends soonest (taken off the heap: its caller removes it)."""
+        while True:
+            until, node = heapq.heappop(self._ends)
+            entry = self._entries.get(node)
+            if entry is not None and entry["until"] == until:
+                return node
 
     def lift(self, node_id: str) -> bool:
         """End the quarantine of `node_id` (the operator's `xsc peers quarantine rm`); whether there was one."""

@@ -66,21 +66,42 @@ def address(url: str) -> str:
 
 
 class PeerDirectory:
-    """Known descriptors, in memory and in LevelDB (`p/d/`), and the nodes the user removed (`p/x/`)."""
+    """Known descriptors, in memory and in LevelDB (`p/d/`), and the nodes the user removed (`p/x/`).
 
-    def __init__(self, db: Database) -> None:
+    At start only what this node takes now is kept: the descriptors `admitted` accepts (the node's admission as
+    configured now: a raised `peers.min_difficulty`, a grid secret), at most MAX_PEERS of them (the newest-signed);
+    the others, and any record that is not a descriptor, are deleted together in one batch."""
+
+    def __init__(self, db: Database, admitted: Callable[[NodeDescriptor], bool] = lambda d: True) -> None:
         self._store = PeerStore(db)
         self._known: dict[str, NodeDescriptor] = {}
         self._sorted: list[NodeDescriptor] | None = None  # all()'s answer, made again after a change
         self.version = 0  # grows at every change
         self._removed: set[str] = set()
+        dropped: list[bytes] = []
+        stored: dict[str, bytes] = {}  # id -> the key its record is under
         for node_key, value in self._store.descriptors():
             try:
                 descriptor = NodeDescriptor(**value)
             except TypeError:
-                log.warning("skipping an unreadable peer descriptor of %s", node_key.hex())
+                log.warning("dropping an unreadable peer descriptor of %s", node_key.hex())
+                dropped.append(node_key)
                 continue
-            self._known[descriptor.id] = descriptor
+            if not admitted(descriptor):
+                log.info("node %s is not admitted under this node's configuration: not a peer", descriptor.id)
+                dropped.append(node_key)
+                continue
+            self._known[descriptor.id], stored[descriptor.id] = descriptor, node_key
+        if len(self._known) > MAX_PEERS:
+            log.info("%d peers stored, more than the %d kept: the oldest-signed are dropped", len(self._known),
+                     MAX_PEERS)
+            for d in sorted(self._known.values(), key=lambda d: (d.timestamp, d.id), reverse=True)[MAX_PEERS:]:
+                del self._known[d.id]
+                dropped.append(stored[d.id])
+        if dropped:
+            with self._store.batch() as batch:
+                for node_key in dropped:
+                    batch.forget_descriptor(node_key)
         self._removed.update(self._store.removed_nodes())
 
     def __len__(self) -> int:
@@ -104,11 +125,16 @@ class PeerDirectory:
         return [d for d in self._known.values() if address(d.url) == address(url)]
 
     def keep_only(self, admitted: Callable[[NodeDescriptor], bool]) -> None:
-        """Forget (in memory: the records stay) the descriptors of nodes not admitted by this node's config."""
-        for node_id in [d.id for d in self._known.values() if not admitted(d)]:
-            log.info("node %s is not admitted under this node's configuration: not a peer", node_id)
-            del self._known[node_id]
-            self._changed()
+        """Forget the descriptors of nodes not admitted by this node's config (their records too, in one batch)."""
+        gone = [d for d in self._known.values() if not admitted(d)]
+        if not gone:
+            return
+        with self._store.batch() as batch:
+            for d in gone:
+                log.info("node %s is not admitted under this node's configuration: not a peer", d.id)
+                del self._known[d.id]
+                batch.forget_descriptor(d.key)
+        self._changed()
 
     def is_removed(self, node_id: str) -> bool:
         return node_id in self._removed

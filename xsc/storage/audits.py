@@ -279,7 +279,14 @@ class AuditService:
         peers = self.peers
         failing: list[tuple[str, str]] = []
         back = False
-        for descriptor in peers.peers() if peers else []:
+        known = peers.peers() if peers else []
+        # What is kept of each node is of the nodes in the directory now: those pushed out (a stranger's fake nodes
+        # pass through it, never answering a probe) leave nothing, however many came and went.
+        ids = {d.id for d in known}
+        for kept in (self._up, self._seen_audit, self._seen_outage):
+            for node in [n for n in kept if n not in ids]:
+                del kept[node]
+        for descriptor in known:
             node = descriptor.id
             availability = peers.availability(node)
             back |= self._up.get(node) is False and availability.up is True
@@ -384,7 +391,7 @@ class AuditService:
     def status(self) -> dict:
         return {**self.counts, "interval": self.config.interval, "blocks_per_round": self.config.blocks_per_round,
                 "last_round": self.last_round, "repair_queue": len(self._queued), "repairing": self.repairing,
-                "retrying": len(self._retry), "recent_repairs": list(self.recent)}
+                "retrying": len(self._retry), "recent_repairs": list(self.recent), "watched": len(self._up)}
 
 
 __all__ = ["AuditService", "files_on", "is_verdict", "remote_shares"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from ... import codec
 from ...errors import BadRequest, XscError
@@ -189,12 +189,19 @@ def encode(records: list[Record]) -> bytes:
     return codec.canonical([_form(r) for r in records])
 
 
+def checked_index(checked: Iterable[Record]) -> dict[bytes, Record]:
+    """Records checked already under one key, by their canonical form: `parse_bundle`'s `checked`, made once for
+    many values."""
+    return {codec.canonical(_form(r)): r for r in checked}
+
+
 def parse_bundle(value: Any, key: bytes, *, now_ms: int, min_difficulty: int,
-                 checked: list[Record] | tuple = ()) -> list[Record]:
+                 checked: list[Record] | tuple | dict[bytes, Record] = ()) -> list[Record]:
     """The records of a value offered under `key`, each checked; InvalidRecord for anything else (one bad record
     refuses the whole value: its sender signed or relayed it).  A record identical to one of `checked` (held under
-    `key`, checked when it came) is not checked again: a bundle signed once can be stored again and again under any
-    source address, and would cost up to eight signature checks each time."""
+    `key`, checked when it came; or a `checked_index` of such records) is not checked again: a bundle signed once
+    can be stored again and again under any source address, and would cost up to eight signature checks each
+    time."""
     if not isinstance(value, bytes) or len(value) > MAX_VALUE:
         raise InvalidRecord(f"a value is at most {MAX_VALUE} bytes")
     if not isinstance(key, bytes) or len(key) != KEY_BYTES:
@@ -206,7 +213,7 @@ def parse_bundle(value: Any, key: bytes, *, now_ms: int, min_difficulty: int,
     if not isinstance(items, list) or not 0 < len(items) <= MAX_RECORDS or not all(isinstance(i, dict)
                                                                                    for i in items):
         raise InvalidRecord(f"a value is a list of 1 to {MAX_RECORDS} records")
-    held = {codec.canonical(_form(r)): r for r in checked}
+    held = checked if isinstance(checked, dict) else checked_index(checked)
     out: list[Record] = []
     for item in items:
         try:
