@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import threading
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from tests.support.compute import WASM
 from tests.support.nodes import kill_all
 from tests.support.peers import FAST, api, http, known_ids, node_id, start_star
 from tests.support.waiting import eventually
+from xsc.compute.jobspec import job_id, parse_job
+from xsc.devnet import xsc_command
 
 
 @pytest.mark.slow
@@ -107,31 +110,15 @@ def test_a_map_of_100_inputs_spreads_over_the_providers_and_survives_one_killed(
 @pytest.mark.slow
 def test_a_gateway_killed_while_it_stores_a_remote_jobs_outputs_stores_them_at_restart_and_pays_once(
         tmp_path: Path) -> None:
-    import subprocess
-
-    from xsc.compute.jobspec import job_id, parse_job
-    from xsc.devnet import xsc_command
-
     started: list = []
-    try:  # the provider offers no storage: the outputs are stored on the gateway, and it is paid for its run alone
-        (gateway, provider), _ = start_star(tmp_path, 2, {**SETTLE, "XSC_MARKET_OFFER_COMPUTE": "false"},
-                                            {**SETTLE, "XSC_MARKET_OFFER_STORAGE": "false"}, started)
-        eventually(lambda: api(gateway, "GET", "/v1/market/status")[1]["participants"] == 2, "the market")
-        deployed = gateway.xsc("compute", "deploy", str(WASM / "outputs.wasm"), "--wasi")
-        assert deployed.returncode == 0, deployed.stderr
-        module = deployed.stdout.decode().strip()
+    try:
+        gateway, provider, module = _pair_with(tmp_path, "outputs.wasm", started)
         data = tmp_path / "stdin"
         data.write_bytes(os.urandom(48 << 20))  # out/c.txt is a copy: its put takes a while
         jid = job_id(parse_job({"module": module, "stdin": "-"}), hashlib.sha256(data.read_bytes()).hexdigest(), [])
-        with open(data, "rb") as stdin:
-            running = subprocess.Popen([*xsc_command(), "--data-dir", str(gateway.data_dir), "compute", "run",
-                                        module], stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            eventually(lambda: api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1].get("state") == "storing",
-                       "the gateway storing the job's outputs", timeout=120, poll=0.02)
-            gateway.kill()
-        finally:
-            running.wait(30)
+        _kill_gateway_while(gateway, [module],
+                            lambda: api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1].get("state") == "storing",
+                            "the gateway storing the job's outputs", stdin=data)
         gateway.start()
         job = eventually(lambda: (j := api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1])["state"] != "storing"
                          and j, "the job finished at the start", timeout=120)
@@ -157,31 +144,14 @@ def test_a_gateway_killed_while_it_stores_a_remote_jobs_outputs_stores_them_at_r
 @pytest.mark.slow
 def test_a_gateway_killed_while_it_fetches_a_remote_jobs_outputs_fetches_them_again_at_restart_and_pays_once(
         tmp_path: Path) -> None:
-    import subprocess
-
-    from xsc.compute.jobspec import job_id, parse_job
-    from xsc.devnet import xsc_command
-
     started: list = []
     try:
-        (gateway, provider), _ = start_star(tmp_path, 2, {**SETTLE, "XSC_MARKET_OFFER_COMPUTE": "false"},
-                                            {**SETTLE, "XSC_MARKET_OFFER_STORAGE": "false"}, started)
-        eventually(lambda: api(gateway, "GET", "/v1/market/status")[1]["participants"] == 2, "the market")
-        deployed = gateway.xsc("compute", "deploy", str(WASM / "outputs.wasm"), "--wasi")
-        assert deployed.returncode == 0, deployed.stderr
-        module = deployed.stdout.decode().strip()
+        gateway, provider, module = _pair_with(tmp_path, "outputs.wasm", started)
         data = tmp_path / "stdin"
         data.write_bytes(os.urandom(48 << 20))  # out/c.txt is a copy: it is fetched in 48 requests
         jid = job_id(parse_job({"module": module, "stdin": "-"}), hashlib.sha256(data.read_bytes()).hexdigest(), [])
-        with open(data, "rb") as stdin:
-            running = subprocess.Popen([*xsc_command(), "--data-dir", str(gateway.data_dir), "compute", "run",
-                                        module], stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            eventually(lambda: "fetching" in api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1],
-                       "the gateway fetching the job's outputs", timeout=120, poll=0.01)
-            gateway.kill()
-        finally:
-            running.wait(30)
+        _kill_gateway_while(gateway, [module], lambda: "fetching" in api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1],
+                            "the gateway fetching the job's outputs", stdin=data)
         gateway.start()
         job = eventually(lambda: (j := api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1])["state"]
                          not in ("running", "storing") and j, "the job finished at the start", timeout=120)
@@ -206,29 +176,12 @@ def provider_hosted(provider) -> int:
 @pytest.mark.slow
 def test_a_gateway_killed_while_the_provider_runs_a_remote_job_takes_its_answer_at_restart_and_pays_once(
         tmp_path: Path) -> None:
-    import subprocess
-
-    from xsc.compute.jobspec import job_id, parse_job
-    from xsc.devnet import xsc_command
-
     started: list = []
     try:
-        (gateway, provider), _ = start_star(tmp_path, 2, {**SETTLE, "XSC_MARKET_OFFER_COMPUTE": "false"},
-                                            {**SETTLE, "XSC_MARKET_OFFER_STORAGE": "false"}, started)
-        eventually(lambda: api(gateway, "GET", "/v1/market/status")[1]["participants"] == 2, "the market")
-        deployed = gateway.xsc("compute", "deploy", str(WASM / "slow.wasm"), "--wasi")
-        assert deployed.returncode == 0, deployed.stderr
-        module = deployed.stdout.decode().strip()
+        gateway, provider, module = _pair_with(tmp_path, "slow.wasm", started)
         jid = job_id(parse_job({"module": module, "stdout_to_store": True}), None, [])
-        running = subprocess.Popen([*xsc_command(), "--data-dir", str(gateway.data_dir), "compute", "run", module,
-                                    "--no-stdin", "--stdout-to-store"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            eventually(lambda: api(provider, "GET", "/v1/node/status")[1]["compute"]["running"] >= 1,
-                       "the provider running the job", timeout=120, poll=0.01)
-            gateway.kill()
-        finally:
-            running.wait(30)
+        _kill_gateway_while(gateway, [module, "--no-stdin", "--stdout-to-store"], lambda: _running(provider),
+                            "the provider running the job")
         gateway.start()
         job = eventually(lambda: (j := api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1])["state"]
                          not in ("running", "storing") and j, "the job finished at the start", timeout=120)
@@ -250,28 +203,11 @@ def test_a_gateway_killed_while_the_provider_runs_a_remote_job_takes_its_answer_
 @pytest.mark.slow
 def test_a_remote_job_whose_provider_lost_its_answer_over_a_gateway_kill_pays_it_nothing_and_runs_again(
         tmp_path: Path) -> None:
-    import subprocess
-
-    from xsc.compute.jobspec import job_id, parse_job
-    from xsc.devnet import xsc_command
-
     started: list = []
     try:
-        (gateway, provider), _ = start_star(tmp_path, 2, {**SETTLE, "XSC_MARKET_OFFER_COMPUTE": "false"},
-                                            {**SETTLE, "XSC_MARKET_OFFER_STORAGE": "false"}, started)
-        eventually(lambda: api(gateway, "GET", "/v1/market/status")[1]["participants"] == 2, "the market")
-        deployed = gateway.xsc("compute", "deploy", str(WASM / "slow.wasm"), "--wasi")
-        assert deployed.returncode == 0, deployed.stderr
-        module = deployed.stdout.decode().strip()
+        gateway, provider, module = _pair_with(tmp_path, "slow.wasm", started)
         jid = job_id(parse_job({"module": module}), None, [])
-        running = subprocess.Popen([*xsc_command(), "--data-dir", str(gateway.data_dir), "compute", "run", module,
-                                    "--no-stdin"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            eventually(lambda: api(provider, "GET", "/v1/node/status")[1]["compute"]["running"] >= 1,
-                       "the provider running the job", timeout=120, poll=0.01)
-            gateway.kill()
-        finally:
-            running.wait(30)
+        _kill_gateway_while(gateway, [module, "--no-stdin"], lambda: _running(provider), "the provider running the job")
         eventually(lambda: _jobs_run(provider) == 1, "the provider's run ended", timeout=60)
         provider.kill()  # its answer kept in memory is gone with it; its signed record of the run is not
         provider.start()
@@ -291,3 +227,30 @@ def test_a_remote_job_whose_provider_lost_its_answer_over_a_gateway_kill_pays_it
         assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == again["charge"] > 0  # that run only
     finally:
         kill_all(started)
+
+
+def _pair_with(tmp_path: Path, wasm: str, started: list):
+    """A gateway that offers no compute and a provider that offers no storage (a job's outputs are stored on the
+    gateway, and the provider is paid for its run alone), `wasm` deployed on the gateway: (gateway, provider, id)."""
+    (gateway, provider), _ = start_star(tmp_path, 2, {**SETTLE, "XSC_MARKET_OFFER_COMPUTE": "false"},
+                                        {**SETTLE, "XSC_MARKET_OFFER_STORAGE": "false"}, started)
+    eventually(lambda: api(gateway, "GET", "/v1/market/status")[1]["participants"] == 2, "the market")
+    deployed = gateway.xsc("compute", "deploy", str(WASM / wasm), "--wasi")
+    assert deployed.returncode == 0, deployed.stderr
+    return gateway, provider, deployed.stdout.decode().strip()
+
+
+def _running(provider) -> bool:
+    return api(provider, "GET", "/v1/node/status")[1]["compute"]["running"] >= 1
+
+
+def _kill_gateway_while(gateway, argv: list[str], happening, what: str, stdin: Path | None = None) -> None:
+    """`xsc compute run ARGV` on the gateway, and a kill -9 of the gateway the moment `happening()` holds."""
+    with open(stdin or os.devnull, "rb") as given:
+        running = subprocess.Popen([*xsc_command(), "--data-dir", str(gateway.data_dir), "compute", "run", *argv],
+                                   stdin=given, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        eventually(happening, what, timeout=120, poll=0.01)
+        gateway.kill()
+    finally:
+        running.wait(30)
