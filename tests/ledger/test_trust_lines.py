@@ -372,35 +372,42 @@ async def test_a_stop_between_a_settlement_and_its_trust_line_is_counted_at_the_
         db.close()
 
 
-async def test_a_share_deleted_by_its_uploader_gives_back_the_rest_of_its_lease_on_the_line(node_factory) -> None:
-    """A gateway that removes a file stops paying for its shares: the holder gives back on its line the part of the
-    lease it had set aside and will not hold, or every file put and removed would eat the line until its puts were
-    refused (402) though it owes nothing."""
+LONG = 3650 * 86400  # seconds of a long lease: its price is many micro-credits
+
+
+async def _holder_for(node_factory, credit: int):
+    """Node b holding for node a on the credit b's user gives a (and none to strangers): (b, a's id, a's holder b)."""
     b = await node_factory("b", **QUIET, ledger={"stranger_credit": 0})
     a = await node_factory("a", **QUIET)
     b_id, a_id = b.app[NODE].peers.identity.id, a.app[NODE].peers.identity.id
     await a.app[NODE].peers.add(b.app[NODE].peers.url)
-    holder = RemoteHolder(a.app[NODE].peers.client, b_id, b.app[NODE].peers.url, DEAL_PRICE)
-    first, second = EncodedFile(5000), EncodedFile(5000)
-    seconds = 3650 * 86400  # a long lease: its price is many micro-credits
-    cost = price_storage(first.share_bytes, seconds, DEAL_PRICE)
-    response = await b.post("/v1/market/recognize", json={"peer": a_id, "weight": "1", "credit": cost + cost // 2})
+    response = await b.post("/v1/market/recognize", json={"peer": a_id, "weight": "1", "credit": credit})
     assert response.status == 200, await response.text()
+    return b, a_id, RemoteHolder(a.app[NODE].peers.client, b_id, b.app[NODE].peers.url, DEAL_PRICE)
 
-    async def place_for_long(f: EncodedFile) -> None:
-        upload = await holder.begin(f.si, SHARE, f.size, f.segment_size, int(time.time()) + seconds)
-        await holder.put_segments(upload, 0, f.blocks[SHARE])
-        await holder.commit(upload, f.hashes[SHARE], f.manifest.encode())
 
-    await place_for_long(first)
+async def _place_for_long(holder: RemoteHolder, f: EncodedFile) -> None:
+    upload = await holder.begin(f.si, SHARE, f.size, f.segment_size, int(time.time()) + LONG)
+    await holder.put_segments(upload, 0, f.blocks[SHARE])
+    await holder.commit(upload, f.hashes[SHARE], f.manifest.encode())
+
+
+async def test_a_share_deleted_by_its_uploader_gives_back_the_rest_of_its_lease_on_the_line(node_factory) -> None:
+    """A gateway that removes a file stops paying for its shares: the holder gives back on its line the part of the
+    lease it had set aside and will not hold, or every file put and removed would eat the line until its puts were
+    refused (402) though it owes nothing."""
+    first, second = EncodedFile(5000), EncodedFile(5000)
+    cost = price_storage(first.share_bytes, LONG, DEAL_PRICE)
+    b, a_id, holder = await _holder_for(node_factory, credit=cost + cost // 2)
+    await _place_for_long(holder, first)
     assert b.app[NODE].trust.line(a_id)["used"] >= cost
     with pytest.raises(PeerRefused) as err:
-        await place_for_long(second)
+        await _place_for_long(holder, second)
     refused(err, 402, "prepayment-required")
     await holder.delete(first.si, SHARE)
     # What was held (seconds of it) stays used; the rest of the lease is given back.
     assert b.app[NODE].trust.line(a_id)["used"] < cost // 100
-    await place_for_long(second)
+    await _place_for_long(holder, second)
     assert b.app[NODE].gateway.store.shares_held == 1
 
 
@@ -409,18 +416,10 @@ async def test_a_share_deleted_as_unpaid_gives_back_the_lease_it_will_not_hold_a
     """A holder deletes a share nobody paid for within `storage.unpaid_grace`: what was held unpaid stays used on the
     uploader's line (it is owed), the rest of the lease is given back, as when the uploader deletes it.  Else an
     uploader whose node was away past the grace would find its line eaten for good by leases nobody holds."""
-    b = await node_factory("b", **QUIET, ledger={"stranger_credit": 0})
-    a = await node_factory("a", **QUIET)
-    b_id, a_id = b.app[NODE].peers.identity.id, a.app[NODE].peers.identity.id
-    await a.app[NODE].peers.add(b.app[NODE].peers.url)
-    holder = RemoteHolder(a.app[NODE].peers.client, b_id, b.app[NODE].peers.url, DEAL_PRICE)
     f = EncodedFile(5000)
-    seconds = 3650 * 86400
-    cost = price_storage(f.share_bytes, seconds, DEAL_PRICE)
-    assert (await b.post("/v1/market/recognize", json={"peer": a_id, "weight": "1", "credit": 2 * cost})).status == 200
-    upload = await holder.begin(f.si, SHARE, f.size, f.segment_size, int(time.time()) + seconds)
-    await holder.put_segments(upload, 0, f.blocks[SHARE])
-    await holder.commit(upload, f.hashes[SHARE], f.manifest.encode())
+    cost = price_storage(f.share_bytes, LONG, DEAL_PRICE)
+    b, a_id, holder = await _holder_for(node_factory, credit=2 * cost)
+    await _place_for_long(holder, f)
     assert b.app[NODE].trust.line(a_id)["used"] >= cost
 
     gc = b.app[NODE].lease_gc
@@ -435,13 +434,8 @@ async def test_a_share_deleted_as_unpaid_gives_back_the_lease_it_will_not_hold_a
 async def test_a_lease_renewed_after_it_ended_is_charged_on_the_line_from_now_not_from_its_end(node_factory) -> None:
     """What a renewal adds is counted from now: the time a share spent expired is not sold again (its uploader pays
     `max(0, new - max(previous, now))`), so it must not be used on the uploader's line either."""
-    b = await node_factory("b", **QUIET, ledger={"stranger_credit": 0})
-    a = await node_factory("a", **QUIET)
-    b_id, a_id = b.app[NODE].peers.identity.id, a.app[NODE].peers.identity.id
-    await a.app[NODE].peers.add(b.app[NODE].peers.url)
-    holder = RemoteHolder(a.app[NODE].peers.client, b_id, b.app[NODE].peers.url, DEAL_PRICE)
     f = EncodedFile(5000)
-    assert (await b.post("/v1/market/recognize", json={"peer": a_id, "weight": "1", "credit": 10**9})).status == 200
+    b, a_id, holder = await _holder_for(node_factory, credit=10**9)
     await place(holder, f)
     store = b.app[NODE].gateway.store
     meta = store.share_meta(f.si, SHARE)
