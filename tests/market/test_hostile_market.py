@@ -336,7 +336,24 @@ async def test_many_fake_ids_bidding_the_highest_price_keep_no_put_home(node_fac
     """Fifty ids that answer probes, each bidding the highest price for more than every provider offers and paying
     nothing: none of their bids counts, alone or together, even where strangers get credit (every fresh id would)."""
     a, b = await pair(node_factory, **QUIET, ledger={"stranger_credit": 2**61})
-    peers, market, health = a.app[NODE].peers, a.app[NODE].market, a.app[NODE].health
+    market = a.app[NODE].market
+    fakes = await _fifty_fakes_answering_probes(a)
+    fake_ids = {f.id for f in fakes}
+    now = int(time.time())
+    commitments = [sign_commitment(f, asks=[], bids=[bid(f.id, "n", 10**13, MAX_PRICE, now, now + HOUR)],
+                                   recognition={}, stamp=Stamp.seed().event(), timestamp=now_ms()).to_json()
+                   for f in fakes]
+    assert market.receive(commitments) == len(fakes)
+    assert all(market.active(f) for f in fake_ids)
+    status, answer = await _put(a, b"f" * 20_000)
+    b_id = b.app[NODE].peers.identity.id
+    assert status == 201 and "kept_home" not in answer and b_id in answer["placement"], answer
+    assert await _top_price(a) < MAX_PRICE
+
+
+async def _fifty_fakes_answering_probes(node) -> list[Identity]:
+    """Fifty fresh ids in `node`'s directory, each answering every probe it is sent (proven up)."""
+    peers, health = node.app[NODE].peers, node.app[NODE].health
     fakes = [Identity.generate() for _ in range(50)]
     fake_ids = {f.id for f in fakes}
     real_probe = health.probe
@@ -348,16 +365,7 @@ async def test_many_fake_ids_bidding_the_highest_price_keep_no_put_home(node_fac
     for at in range(0, len(fakes), 10):  # at most 16 nodes not known before per message
         peers.accept(fake_descriptors(fakes[at:at + 10], first_port=10000 + at))
     await health.probe_round()
-    now = int(time.time())
-    commitments = [sign_commitment(f, asks=[], bids=[bid(f.id, "n", 10**13, MAX_PRICE, now, now + HOUR)],
-                                   recognition={}, stamp=Stamp.seed().event(), timestamp=now_ms()).to_json()
-                   for f in fakes]
-    assert market.receive(commitments) == len(fakes)
-    assert all(market.active(f) for f in fake_ids)
-    status, answer = await _put(a, b"f" * 20_000)
-    b_id = b.app[NODE].peers.identity.id
-    assert status == 201 and "kept_home" not in answer and b_id in answer["placement"], answer
-    assert await _top_price(a) < MAX_PRICE
+    return fakes
 
 
 class _TestClaims:
@@ -372,23 +380,14 @@ async def test_fifty_fake_ids_that_answer_probes_take_no_recognition_from_peers_
     many fresh ids answer every probe, and no fake id is named in the commitment this node publishes."""
     a = await node_factory("a", **QUIET)
     traders = [await node_factory(name, **QUIET) for name in ("b", "c")]
-    peers, market, health = a.app[NODE].peers, a.app[NODE].market, a.app[NODE].health
+    peers, market = a.app[NODE].peers, a.app[NODE].market
     for trader in traders:  # equal sums: each one's share of the money raises it 0.5 above a fresh id
         trader.app[NODE].payments.add_check("test", _TestClaims())
         await peers.add(trader.app[NODE].peers.url)
         await a.app[NODE].payments.pay(trader.app[NODE].peers.identity.id, 5_000, {"byte_hours": 12}, "test:work")
     trader_ids = {t.app[NODE].peers.identity.id for t in traders}
-    fakes = [Identity.generate() for _ in range(50)]
+    fakes = await _fifty_fakes_answering_probes(a)
     fake_ids = {f.id for f in fakes}
-    real_probe = health.probe
-
-    async def probe(peer):
-        return (True, 1.0, None) if peer.id in fake_ids else await real_probe(peer)
-
-    health.probe = probe
-    for at in range(0, len(fakes), 10):  # at most 16 nodes not known before per message
-        peers.accept(fake_descriptors(fakes[at:at + 10], first_port=10000 + at))
-    await health.probe_round()
     assert all(peers.availability(f).ratio_24h == 1.0 for f in fake_ids)
     weights = market.recognition()
     assert set(weights) == trader_ids, weights
