@@ -18,6 +18,7 @@ import heapq
 import ipaddress
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
@@ -437,7 +438,9 @@ class Lookup:
         self.hops = 0
 
 
-class _Counted:
+class _Counted(ABC):
+    """A crawl that gives up after MAX_ROUNDS rounds, answering what `_given_up` says it has."""
+
     def __init__(self, *args, lookup: Lookup, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.lookup = lookup
@@ -448,8 +451,9 @@ class _Counted:
         self.lookup.hops += 1
         return await super()._find(rpcmethod)
 
-    def _given_up(self):
-        raise NotImplementedError
+    @abstractmethod
+    def _given_up(self) -> Any:
+        """What the lookup answers when it stops at MAX_ROUNDS."""
 
 
 class NodeCrawl(_Counted, NodeSpiderCrawl):
