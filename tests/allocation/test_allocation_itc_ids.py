@@ -93,6 +93,7 @@ async def test_a_fork_answered_with_megabytes_is_read_no_further_than_a_stamp_go
     from aiohttp import web
     from aiohttp.test_utils import TestServer
 
+    from tests.support.peers import answering_megabytes
     from xsc.allocation.itc_ids import FORK_ANSWER, FORK_PATH
     from xsc.identity import Identity
     from xsc.node.appkeys import NODE
@@ -101,20 +102,8 @@ async def test_a_fork_answered_with_megabytes_is_read_no_further_than_a_stamp_go
     node = await node_factory("forker", health={"probe_interval": 3600},
                               peers={"gossip_interval": 3600, "tls": False})
 
-    async def answer(request: web.Request) -> web.StreamResponse:
-        await request.read()
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        await response.prepare(request)
-        try:
-            await response.write(b'{"stamp": "')
-            for _ in range(32):  # 8 MiB
-                await response.write(b"0" * (256 * 1024))
-            await response.write(b'"}')
-        except ConnectionError:  # the asker stopped reading
-            pass
-        return response
     app = web.Application()
-    app.router.add_post(FORK_PATH, answer)
+    app.router.add_post(FORK_PATH, answering_megabytes(b'{"stamp": "', b"0"))
     liar = TestServer(app, host="127.0.0.1")
     await liar.start_server()
 

@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.allocation import pair
 from tests.support.waiting import eventually_async
+from tests.support.peers import answering_megabytes
 from xsc.allocation import AllocationState, Stamp
 from xsc.allocation.core.records import sign_state
 from xsc.allocation.core.subscriptions import (
@@ -419,21 +420,8 @@ async def test_a_peer_answering_with_more_than_an_honest_answer_holds_is_cut_off
     service.states.receive(state)
     path = gossip.DIGEST_PATH if asked == "digest" else gossip.PEER_PATH
 
-    async def answer(request: web.Request) -> web.StreamResponse:
-        await request.read()
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        await response.prepare(request)
-        chunk = b" " * (256 * 1024)
-        await response.write(b'{"states": [], "padding": "')
-        try:
-            for _ in range(32):  # 8 MiB of valid JSON, within the client's own bound
-                await response.write(chunk)
-            await response.write(b'"}')
-        except ConnectionError:  # the asker stopped reading
-            pass
-        return response
     app = web.Application()
-    app.router.add_post(path, answer)
+    app.router.add_post(path, answering_megabytes(b'{"states": [], "padding": "', b" "))
     liar_server = TestServer(app, host="127.0.0.1")
     await liar_server.start_server()
     try:

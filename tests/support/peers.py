@@ -97,3 +97,23 @@ def offering_pair(thread_node) -> tuple[Any, Any, str]:
     eventually(lambda: any(o["owner"] == b_id for k in json.loads(a.xsc("market", "book", "--json").stdout)["books"]
                            for o in k["asks"]), "the peer's offer in the book", 30)
     return a, b, b_id
+
+
+def answering_megabytes(head: bytes, fill: bytes, mib: int = 8):
+    """An aiohttp handler of a lying peer: `head`, then `mib` MiB of `fill` (valid JSON inside a string), then the
+    string and object closed, in 256 KiB writes, until the asker stops reading."""
+    from aiohttp import web
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        try:
+            await response.write(head)
+            for _ in range(mib * 4):
+                await response.write(fill * (256 * 1024))
+            await response.write(b'"}')
+        except ConnectionError:  # the asker stopped reading
+            pass
+        return response
+    return answer
