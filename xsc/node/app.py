@@ -211,12 +211,12 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None,
             print(f"S3 at http://{config.node.s3_listen} (keys: xsc s3 keys create)", flush=True)
         if config.node.web_listen:
             print(f"web functions at http://{config.node.web_listen}/fn/NAME/ (xsc compute serve)", flush=True)
-        # Whoever waits for the URL (devnet, tests) finds the lines above already written, and whoever waits for the
-        # "listening on" line (a script, the docs' examples) finds the URL recorded: the CLI reaches the node.
+        if listening:  # (it listens already: --listen is saved before anyone is told where it is)
+            listening()
+        # Whoever waits for the URL (devnet, tests) finds the lines above already written and --listen saved, and
+        # whoever waits for the "listening on" line (a script, the docs' examples) finds the URL recorded.
         datadir.record_url(config.data_dir, f"http://{host}:{port}")
         print(f"xsc node {app[IDENTITY].id} listening on http://{host}:{port} (data dir {config.data_dir})", flush=True)
-        if listening:
-            listening()
         if ready:
             ready.set()
         await stop.wait()
