@@ -46,6 +46,15 @@ WHOLE_MAX_SHARES = 8  # whole shares placed in one request at most (each an uplo
 WHOLE_MAX_HEAD = WHOLE_MAX_SHARES * WHOLE_MAX_TERMS
 WHOLE_MAX_BODY = 4 + WHOLE_MAX_HEAD + WHOLE_MAX_BLOCK  # the blocks of one request: WHOLE_MAX_BLOCK together
 WHOLE_PATH = "/v1/peer/shares"
+# Bytes of a holder's answer read at most.  An upload begun (its id and counts), segments taken, a share committed,
+# an upload aborted, a share deleted or renewed, a damage report taken: a few fields.  Whole shares placed: per
+# share, its counts or a refusal whose words name at most the terms it was sent.  A share's metadata for a reader
+# that does not know its segment count: as many block hashes as fit (233,000: a 233 GB file at the default segment
+# size); a reader that knows it reads meta_answer_bound.
+HOLDER_ANSWER = 4 * 1024
+DAMAGE_ANSWER = 4 * 1024
+WHOLE_ANSWER = WHOLE_MAX_SHARES * WHOLE_MAX_TERMS + 4 * 1024
+META_ANSWER_MOST = 16 * 1024**2
 _COMMIT_BYTES_PER_SEGMENT = 2 * HASH_BYTES + 4  # a hex hash, its quotes and a comma
 _COMMIT_OVERHEAD = 64 * 1024  # the manifest (hex) and the rest of the JSON
 _SI = re.compile(r"[0-9a-f]{64}")
