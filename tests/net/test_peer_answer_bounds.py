@@ -132,3 +132,27 @@ async def test_a_function_placed_with_megabytes_for_an_answer_is_refused_after_w
         with pytest.raises(PeerRefused):
             await functions.withdraw(peer_client, url, provider, "f")
     assert counted.received < 3 * (functions.FUNCTION_ANSWER + READ_AHEAD)
+
+
+async def test_a_holder_answering_with_megabytes_is_read_no_further_than_an_honest_holder_says() -> None:
+    from xsc.storage.core import wire
+    from xsc.storage.holder_client import RemoteHolder
+
+    share = "/v1/peer/shares/{si}/{share}"
+    async with lying_peer(("GET", share), ("POST", share + "/uploads"), ("POST", share + "/renew"),
+                          ("PUT", wire.WHOLE_PATH)) as url, metered_client() as (peer_client, counted):
+        holder = RemoteHolder(peer_client, Identity.generate().id, url)
+        si = os.urandom(32)
+        # A reader handed a capability knows the file's size, not its segment count: a 1 MB file's share has
+        # at most 245 segments' hashes.
+        with pytest.raises(PeerRefused) as meta:
+            await holder.meta(si, 0, size=1_000_000)
+        assert meta.value.details["answer_limit"] == wire.meta_answer_most(1_000_000) < 128 * 1024
+        with pytest.raises(PeerRefused):
+            await holder.begin(si, 0, 1000, 4096, int(time.time()) + 3600)
+        with pytest.raises(PeerRefused):
+            await holder.renew(si, 0, int(time.time()) + 7200)
+        with pytest.raises(PeerRefused):
+            await holder.place_shares([wire.WholeShare(si, 0, {"size": 3}, b"abc")])
+    assert counted.received < wire.meta_answer_most(1_000_000) + 2 * wire.HOLDER_ANSWER + wire.WHOLE_ANSWER \
+        + 4 * READ_AHEAD

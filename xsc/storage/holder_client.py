@@ -15,7 +15,7 @@ from ..errors import PeerRefused
 from .core.manifest import Manifest
 from .core.wire import (HOLDER_ANSWER, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES, META_ANSWER_MOST,
                         WHOLE_ANSWER, WHOLE_MAX_BLOCK, WHOLE_MAX_SHARES, WHOLE_PATH, WholeShare, audit_answer_bound,
-                        meta_answer_bound, share_path, whole_shares_body)
+                        meta_answer_bound, meta_answer_most, share_path, whole_shares_body)
 from ..net.peer_client import EncodedJson, PeerClient, dumps
 from ..tasks import GroupSend
 
@@ -171,12 +171,14 @@ class RemoteHolder:
         await self._call("DELETE", f"/v1/peer/uploads/{upload}", max_size=HOLDER_ANSWER)
 
     # --- reading, auditing, deleting -----------------------------------------------------
-    async def meta(self, si: bytes, share: int, segment_count: int | None = None) -> dict:
+    async def meta(self, si: bytes, share: int, segment_count: int | None = None, *, size: int | None = None) -> dict:
         """The holder's record of a share; hashes and manifest as bytes (the manifest is None if it has none).
         `segment_count`: the share's, when the caller knows the file: an answer longer than an honest one is refused
-        unread, and one of another count refused."""
-        response = await self._call("GET", share_path(si, share), max_size=META_ANSWER_MOST if segment_count is None
-                                    else meta_answer_bound(segment_count))
+        unread, and one of another count refused.  `size`: the file's, when only that is known (a capability): an
+        answer longer than the file's smallest segments make is refused unread."""
+        bound = meta_answer_bound(segment_count) if segment_count is not None else \
+            META_ANSWER_MOST if size is None else meta_answer_most(size)
+        response = await self._call("GET", share_path(si, share), max_size=bound)
         body = self._object(response, "a share's metadata",
                             ("segment_count", "stored_bytes", "lease_expiry", "uploader", "block_hashes", "manifest"))
         hashes = body["block_hashes"]
