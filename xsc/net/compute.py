@@ -353,7 +353,10 @@ class InvokeBatcher:
 
     async def _one(self, url: str, provider: str, entry: bytes) -> dict[str, Any]:
         response = await _invoke(self.client, url, provider, EncodedJson(entry))
-        return _checked(url, response.json(), "tab")
+        try:
+            return _checked(url, response.json(), "tab")
+        except PeerRefused:  # answered, but not with a run: it may have run, as a call of a batch answered so
+            raise _lost(url, "it answered a call without a run and a tab") from None
 
     async def _post_batch(self, lane: _Lane, provider: str, entries: list[bytes]) -> list[dict[str, Any] | PeerError]:
         url = lane.url
