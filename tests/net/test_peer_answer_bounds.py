@@ -156,3 +156,32 @@ async def test_a_holder_answering_with_megabytes_is_read_no_further_than_an_hone
             await holder.place_shares([wire.WholeShare(si, 0, {"size": 3}, b"abc")])
     assert counted.received < wire.meta_answer_most(1_000_000) + 2 * wire.HOLDER_ANSWER + wire.WHOLE_ANSWER \
         + 4 * READ_AHEAD
+
+
+async def test_an_answer_declaring_more_than_its_bound_is_refused_before_its_body_comes() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    never = asyncio.Event()
+
+    async def declares_megabytes(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = 8 * 1024**2
+        await response.prepare(request)
+        await never.wait()  # the body never comes: only a refusal on the head ends the request
+        return response
+
+    app = web.Application()
+    app.router.add_get(TERMS_PATH, declares_megabytes)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with metered_client() as (peer_client, _):
+            for kept in (False, True):
+                with pytest.raises(PeerRefused) as refused:
+                    await peer_client.request(f"http://127.0.0.1:{server.port}", "GET", TERMS_PATH, timeout=20,
+                                              kept=kept, max_size=TERMS_ANSWER)
+                assert refused.value.details["answer_limit"] == TERMS_ANSWER
+    finally:
+        never.set()
+        await server.close()

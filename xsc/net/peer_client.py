@@ -243,8 +243,9 @@ class PeerClient:
             return await self._kept_request(peer_url, method, path, json, data, to, timeout, max_size)
         async with self.open(peer_url, method, path, json=json, data=data, to=to, timeout=timeout) as response:
             node = to if response.url.scheme == "https" else None  # the handshake proved it, or failed
-            body = await _read(response, max_size + 1)
-            if len(body) > max_size:
+            declared = response.content_length
+            body = b"" if declared is not None and declared > max_size else await _read(response, max_size + 1)
+            if len(body) > max_size or declared is not None and declared > max_size:
                 raise PeerRefused(f"peer {peer_url} answered {method} {path} with more than {max_size} bytes",
                                   url=peer_url, answer_limit=max_size)
             return PeerResponse(response.status, response.headers, body, node=node)
