@@ -103,7 +103,7 @@ async def test_terms_answered_with_megabytes_are_read_no_further_than_terms_go(t
     assert counted.received < 2 * (TERMS_ANSWER + READ_AHEAD)
 
 
-async def test_a_job_begun_with_megabytes_for_an_answer_is_refused_after_what_its_id_takes(monkeypatch) -> None:
+async def test_a_job_begun_with_megabytes_for_an_answer_is_refused_after_what_its_id_takes() -> None:
     async with lying_peer(("POST", jobs.JOBS_PATH), ("PUT", jobs.DATA_PATH), ("DELETE", jobs.JOB_PATH),
                           ("POST", jobs.RUN_PATH)) as url, metered_client() as (peer_client, counted):
         provider = Identity.generate().id
@@ -115,10 +115,11 @@ async def test_a_job_begun_with_megabytes_for_an_answer_is_refused_after_what_it
             await jobs.forget(peer_client, url, provider, "j1")
         assert counted.received < 3 * (jobs.JOB_ANSWER + READ_AHEAD)
         # A run answered past its bound may have run: not refused (which would say nothing is owed) but lost.
-        monkeypatch.setattr(jobs, "MAX_RUN_ANSWER", 64 * 1024)
         with pytest.raises(PeerUnreachable) as lost:
-            await jobs.run(peer_client, url, provider, "j1", timeout=30)
+            await jobs.run(peer_client, url, provider, "j1", timeout=30, most=jobs.run_answer_bound(1024, 1024))
         assert lost.value.details["sent"] is True
+    # A spec keeping the default 1 MiB of stdout and 64 KiB of stderr is answered with less than 20 MiB at most.
+    assert jobs.run_answer_bound(1 << 20, 64 << 10) < 20 * 1024**2
 
 
 async def test_a_function_placed_with_megabytes_for_an_answer_is_refused_after_what_its_url_takes() -> None:

@@ -28,7 +28,16 @@ OUTPUT_PATH = JOBS_PATH + "/{job}/outputs/{output}"
 JOB_PATH = JOBS_PATH + "/{job}"
 CHUNK = 1024 * 1024  # bytes of data or output in one request (a peer body is at most 1 MiB: the app's client_max_size)
 JOB_ANSWER = 4 * 1024  # a job's begin, data and delete answers: its id (at most 64 characters) and a count
-MAX_RUN_ANSWER = 40 * 1024 * 1024  # a run's answer: its record, and its stdout and stderr (16 MiB caps) as JSON text
+# A run's record and its provenance, but for its stdout and stderr: what the job's body named (at most 1 MiB, the peer
+# API's), twice, and its outputs' names and hashes.
+RUN_RECORD = 4 * 1024 * 1024
+
+
+def run_answer_bound(stdout_cap: int, stderr_cap: int) -> int:
+    """The most bytes an honest answer to the run of a job whose spec keeps `stdout_cap` and `stderr_cap` bytes
+    takes: each stream twice (at the top and in its run's record) as JSON text, up to 6 bytes a byte (a control
+    character is \\u00XX), and its record."""
+    return 2 * 6 * (stdout_cap + stderr_cap) + RUN_RECORD
 
 
 async def begin(client: PeerClient, url: str, provider: str, body: dict[str, Any]) -> str:
@@ -44,10 +53,11 @@ async def send(client: PeerClient, url: str, provider: str, job: str, offset: in
                          max_size=JOB_ANSWER)
 
 
-async def run(client: PeerClient, url: str, provider: str, job: str, timeout: float) -> dict[str, Any]:
+async def run(client: PeerClient, url: str, provider: str, job: str, timeout: float, most: int) -> dict[str, Any]:
+    """The job's run; `most`: the bytes of an honest answer to it at most (run_answer_bound of its spec)."""
     try:
         response = await client.request(url, "POST", RUN_PATH.format(job=job), json={}, to=provider, timeout=timeout,
-                                        max_size=MAX_RUN_ANSWER)
+                                        max_size=most)
     except PeerRefused as err:
         if "answer_limit" in err.details:  # not refused: it may have run, and its answer is not one to believe
             raise PeerUnreachable(f"provider {url}: {err.message}", url=url, reason=err.message, sent=True) from None
