@@ -184,7 +184,8 @@ async def test_a_body_that_is_not_a_whole_share_is_refused_before_anything_is_he
 
     async def ask(body: bytes, status: int, code: str) -> None:
         with pytest.raises(PeerRefused) as err:
-            await a.app[NODE].peers.request(b_url, "PUT", wire.WHOLE_PATH, to=b_id, data=body)
+            await a.app[NODE].peers.request(b_url, "PUT", wire.WHOLE_PATH, to=b_id, data=body,
+                                            max_size=wire.WHOLE_ANSWER)
         refused(err, status, code)
 
     def head(listed) -> bytes:

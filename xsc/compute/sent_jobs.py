@@ -87,7 +87,7 @@ class SentJobs:
         sent = {"provider": provider, "job": job, "authorization": tab.auth.id.hex(), "price": price,
                 "budget": budget, "stdin": staged.stdin_sha256}
         try:
-            answer = await self._sent_and_run(url, provider, job, data, call, tab, budget,
+            answer = await self._sent_and_run(url, provider, job, data, call, spec, tab, budget,
                                               None if sending is None else lambda: sending(sent))
             try:
                 returned = await self._checked(url, provider, job, jid, staged, answer, budget, spec, price, tab,
@@ -135,7 +135,7 @@ class SentJobs:
         log.error("%s", why)
         self.on_strike(provider, why)
 
-    async def _sent_and_run(self, url: str, provider: str, job: str, data, call: InvokeCall, tab, budget: int,
+    async def _sent_and_run(self, url: str, provider: str, job: str, data, call: InvokeCall, spec, tab, budget: int,
                             sending: Callable[[], None] | None) -> dict[str, Any]:
         """The job's bytes sent in order, then its run asked for: the provider's answer (not yet checked)."""
         paid = self.paid
@@ -149,7 +149,8 @@ class SentJobs:
             paid.gateway_tabs.answered(tab, budget, None)
             raise
         try:
-            return await wire.run(paid.client, url, provider, job, timeout=paid.compute.limits(call).timeout + 60)
+            return await wire.run(paid.client, url, provider, job, timeout=paid.compute.limits(call).timeout + 60,
+                                  most=wire.run_answer_bound(spec.stdout_cap, spec.stderr_cap))
         except PeerRefused:  # refused before it ran: nothing is owed for it
             paid.gateway_tabs.answered(tab, budget, None)
             raise
@@ -243,7 +244,8 @@ class SentJobs:
         call = InvokeCall(spec.module, spec.entrypoint, list(spec.argv), spec.fuel, spec.memory, spec.timeout, True)
         try:
             answer = await wire.run(self.paid.client, url, provider, job,
-                                    timeout=self.paid.compute.limits(call).timeout + 60)
+                                    timeout=self.paid.compute.limits(call).timeout + 60,
+                                    most=wire.run_answer_bound(spec.stdout_cap, spec.stderr_cap))
             self._held(provider, answer, sent["budget"], jid, inputs, sent["stdin"], spec, sent["price"],
                        sent["authorization"])
         except ForgedResult as err:

@@ -60,7 +60,7 @@ from ..storage.lease_gc import LeaseCollector
 from ..storage.locate import Locator
 from ..storage.scrubber import Scrubber
 from ..storage.strangers import ProviderTerms
-from ..storage.core.wire import DAMAGE_PATH
+from ..storage.core.wire import DAMAGE_ANSWER, DAMAGE_PATH
 from ..heap import HeapTrim
 from ..tasks import Supervisor, Workers, in_pool
 from .datadir import open_blocks
@@ -272,10 +272,9 @@ class Node:
 
     async def _report_damage(self, uploader: str, si: bytes, share: int, segments: list[int]) -> None:
         if uploader == self.me:
-            await self.audits.damage_reported(si, share, segments, self.me)
-        else:
-            await self.peers.request(self.peers.peer(uploader).url, "POST", DAMAGE_PATH,
-                                     json={"si": si.hex(), "share": share, "segments": segments}, to=uploader)
+            return await self.audits.damage_reported(si, share, segments, self.me)
+        await self.peers.request(self.peers.peer(uploader).url, "POST", DAMAGE_PATH, to=uploader, max_size=DAMAGE_ANSWER,
+                                 json={"si": si.hex(), "share": share, "segments": segments})
 
     def _upkeep(self) -> None:
         config, pool = self.config, self.pool

@@ -160,7 +160,7 @@ class StorageService:
             if manifest is not None:
                 break
             try:
-                manifest = (await holder.meta(si, s))["manifest"]
+                manifest = (await holder.meta(si, s, size=cap.size))["manifest"]
             except XscError as err:
                 log.info("share %d of %s not read from node %s: %s", s, si.hex(), names[s], err)
         if manifest is None:

@@ -13,9 +13,9 @@ from typing import Any
 
 from ..errors import PeerRefused
 from .core.manifest import Manifest
-from .core.wire import (MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES,
-                        WHOLE_MAX_BLOCK, WHOLE_MAX_SHARES, WHOLE_PATH, WholeShare, audit_answer_bound,
-                        meta_answer_bound, share_path, whole_shares_body)
+from .core.wire import (HOLDER_ANSWER, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES, META_ANSWER_MOST,
+                        WHOLE_ANSWER, WHOLE_MAX_BLOCK, WHOLE_MAX_SHARES, WHOLE_PATH, WholeShare, audit_answer_bound,
+                        meta_answer_bound, meta_answer_most, share_path, whole_shares_body)
 from ..net.peer_client import EncodedJson, PeerClient, dumps
 from ..tasks import GroupSend
 
@@ -84,8 +84,9 @@ class RemoteHolder:
     def __repr__(self) -> str:
         return f"RemoteHolder({self.node_id} at {self.url})"
 
-    async def _call(self, method: str, path: str, **kwargs: Any):
-        return await self.client.request(self.url, method, path, to=self.node_id, **kwargs)
+    async def _call(self, method: str, path: str, *, max_size: int, **kwargs: Any):
+        """A request whose answer is read no further than `max_size` bytes (wire.py: what an honest holder says)."""
+        return await self.client.request(self.url, method, path, to=self.node_id, max_size=max_size, **kwargs)
 
     def _object(self, response, what: str, fields: tuple[str, ...]) -> dict:
         body = response.json()
@@ -99,7 +100,8 @@ class RemoteHolder:
         terms = {"size": size, "segment_size": segment_size, "lease_expiry": lease_expiry, "price": self.price}
         if self.payer is not None:
             terms["payer"] = self.payer
-        response = await self._call("POST", share_path(si, share) + "/uploads", json=terms)
+        response = await self._call("POST", share_path(si, share) + "/uploads", json=terms,
+                                    max_size=HOLDER_ANSWER)
         upload = self._object(response, "an upload", ("upload",))["upload"]
         if not isinstance(upload, str) or not upload.isalnum():
             raise PeerRefused(f"peer {self.url} answered with a malformed upload id", url=self.url)
@@ -118,7 +120,7 @@ class RemoteHolder:
     async def place_shares(self, shares: list[WholeShare]) -> list[dict | PeerRefused]:
         """Whole shares in one request: per share, in order, what the holder placed or its refusal."""
         async with self.lane:
-            response = await self._call("PUT", WHOLE_PATH, data=whole_shares_body(shares))
+            response = await self._call("PUT", WHOLE_PATH, data=whole_shares_body(shares), max_size=WHOLE_ANSWER)
         answers = self._object(response, "whole shares", ("shares",))["shares"]
         if not isinstance(answers, list) or len(answers) != len(shares) or \
                 not all(isinstance(a, dict) and ("share" in a or "code" in a) for a in answers):
@@ -142,7 +144,7 @@ class RemoteHolder:
                 end += 1
             async with self.lane:  # the blocks go as they are: one body, never joined into one buffer
                 await self._call("PUT", f"/v1/peer/uploads/{upload}/segments/{first + index}",
-                                 data=blocks[index:end], timeout=timeout)
+                                 data=blocks[index:end], timeout=timeout, max_size=HOLDER_ANSWER)
             index = end
 
     async def commit(self, upload: str, block_hashes: list[bytes], manifest: bytes, *, first: int = 0,
@@ -152,7 +154,8 @@ class RemoteHolder:
         commit costs no round trip of its own; those past one request's MAX_PUT_BYTES go first, on their own."""
         commit = dumps({"block_hashes": [h.hex() for h in block_hashes], "manifest": manifest.hex()})
         if not blocks:
-            await self._call("POST", f"/v1/peer/uploads/{upload}/commit", json=EncodedJson(commit))
+            await self._call("POST", f"/v1/peer/uploads/{upload}/commit", json=EncodedJson(commit),
+                             max_size=HOLDER_ANSWER)
             return
         start, size = len(blocks) - 1, len(blocks[-1])  # the last request: as many blocks as fit, at least one
         while start > 0 and size + len(blocks[start - 1]) <= MAX_PUT_BYTES:
@@ -162,18 +165,20 @@ class RemoteHolder:
             await self.put_segments(upload, first, blocks[:start])
         async with self.lane:
             await self._call("PUT", f"/v1/peer/uploads/{upload}/segments/{first + start}?commit",
-                             data=[*blocks[start:], commit])
+                             data=[*blocks[start:], commit], max_size=HOLDER_ANSWER)
 
     async def abort(self, upload: str) -> None:
-        await self._call("DELETE", f"/v1/peer/uploads/{upload}")
+        await self._call("DELETE", f"/v1/peer/uploads/{upload}", max_size=HOLDER_ANSWER)
 
     # --- reading, auditing, deleting -----------------------------------------------------
-    async def meta(self, si: bytes, share: int, segment_count: int | None = None) -> dict:
+    async def meta(self, si: bytes, share: int, segment_count: int | None = None, *, size: int | None = None) -> dict:
         """The holder's record of a share; hashes and manifest as bytes (the manifest is None if it has none).
         `segment_count`: the share's, when the caller knows the file: an answer longer than an honest one is refused
-        unread, and one of another count refused."""
-        response = await self._call("GET", share_path(si, share), **(
-            {} if segment_count is None else {"max_size": meta_answer_bound(segment_count)}))
+        unread, and one of another count refused.  `size`: the file's, when only that is known (a capability): an
+        answer longer than the file's smallest segments make is refused unread."""
+        bound = meta_answer_bound(segment_count) if segment_count is not None else \
+            META_ANSWER_MOST if size is None else meta_answer_most(size)
+        response = await self._call("GET", share_path(si, share), max_size=bound)
         body = self._object(response, "a share's metadata",
                             ("segment_count", "stored_bytes", "lease_expiry", "uploader", "block_hashes", "manifest"))
         hashes = body["block_hashes"]
@@ -201,13 +206,13 @@ class RemoteHolder:
         return blocks
 
     async def delete(self, si: bytes, share: int) -> None:
-        await self._call("DELETE", share_path(si, share))
+        await self._call("DELETE", share_path(si, share), max_size=HOLDER_ANSWER)
 
     async def renew(self, si: bytes, share: int, lease_expiry: int) -> dict:
         """Extend the share's lease to `lease_expiry` (the holder never shortens one; uploader only).
         Returns {"lease_expiry": the lease now, "previous": the lease before}."""
         response = await self._call("POST", share_path(si, share) + "/renew",
-                                    json={"lease_expiry": lease_expiry})
+                                    json={"lease_expiry": lease_expiry}, max_size=HOLDER_ANSWER)
         body = self._object(response, "a renewal", ("lease_expiry", "previous"))
         if any(type(body[f]) is not int or body[f] < 0 for f in ("lease_expiry", "previous")):
             raise PeerRefused(f"peer {self.url} answered a renewal with leases that are not unix seconds",
