@@ -1,7 +1,8 @@
 """The bucket index: the user's map (bucket, key) -> the XSC files holding an object, in the node's LevelDB.
 
 An object record is JSON: `parts` (the ordered capabilities and sizes of the files whose concatenation
-is the object: one for a PutObject, N for a completed multipart upload), `size`, `etag`,
+is the object: one for a PutObject, N for a completed multipart upload, each with its checksum where the object's is
+COMPOSITE, made of theirs), `size`, `etag`,
 `content_type`, `metadata` (x-amz-meta-*), `headers` (Cache-Control, Content-Disposition, ... as stored),
 `modified` (unix seconds).  A record to be written may carry a `condition` (If-None-Match: *, If-Match: ETAG),
 checked under the index's lock as it is written and never stored: a write whose condition no longer holds is
@@ -393,7 +394,10 @@ class S3Index:
             if self.db.get(keys.object_bucket(bucket)) is None:
                 raise NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket)
             whole = _checksum_headers(upload.get("checksum"), checksum, used)
-            record = {"parts": [{"cap": p["cap"], "size": p["size"], "etag": p["etag"]} for p in used],
+            # A COMPOSITE checksum is made of the parts' own, which a read of one part is answered with.
+            sums = checksum["parts"] if whole.get("x-amz-checksum-type") == "COMPOSITE" else [None] * len(used)
+            record = {"parts": [{"cap": p["cap"], "size": p["size"], "etag": p["etag"],
+                                 **({"checksum": c} if c else {})} for p, c in zip(used, sums)],
                       "size": sum(p["size"] for p in used), "etag": etag.multipart([p["etag"] for p in used]),
                       "content_type": upload["content_type"], "metadata": upload["metadata"],
                       "headers": {**upload.get("headers", {}), **whole}, "modified": self.clock()}

@@ -130,7 +130,7 @@ def _whole(upload: dict, listed: list[tuple[int, str, dict[str, str]]], headers)
         raise S3Error("the parts of an upload with checksums must be numbered 1, 2, 3, ... with none left out",
                       s3_code="InvalidPartOrder", status=400)
     have = {p["number"]: p for p in upload["parts"]}
-    checksums.check_listed([(number, sums) for number, _, sums in listed], have)
+    checksums.check_listed([(number, sums) for number, _, sums in listed], have, kind)
     used = [have.get(number) for number, _, _ in listed]
     if any(p is None or p["etag"] != etag for p, (_, etag, _) in zip(used, listed)):
         return None
