@@ -133,6 +133,42 @@ def test_another_users_uploads_parts_and_presigned_urls_are_refused(gateway) -> 
     bob.abort_multipart_upload(Bucket="iso-bob", Key="m", UploadId=own)
 
 
+def test_an_uploads_parts_are_listed_and_it_is_aborted_by_who_began_it_or_the_buckets_owner(gateway) -> None:
+    """S3's defaults: a reader of a bucket lists its uploads; an upload's parts are listed, and it is aborted, by the
+    user who began it and by the bucket's owner, not by another user the owner let write (who may upload its parts
+    and complete it, as s3:PutObject does)."""
+    ana = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "ana"))
+    bob = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "bob"))
+    cid = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "cid"))
+    for user in ("ana", "bob"):
+        assert gateway.node.xsc("s3", "fund", user, "5").returncode == 0
+    ana.create_bucket(Bucket="mpu-ana")
+    assert gateway.node.xsc("s3", "grant", "mpu-ana", "bob", "write").returncode == 0
+    assert gateway.node.xsc("s3", "grant", "mpu-ana", "cid", "read").returncode == 0
+    anas = ana.create_multipart_upload(Bucket="mpu-ana", Key="a")["UploadId"]
+    ana.upload_part(Bucket="mpu-ana", Key="a", UploadId=anas, PartNumber=1, Body=b"ana's")
+    bobs = bob.create_multipart_upload(Bucket="mpu-ana", Key="b")["UploadId"]
+    bob.upload_part(Bucket="mpu-ana", Key="b", UploadId=bobs, PartNumber=1, Body=b"bob's")
+    assert {u["UploadId"] for u in cid.list_multipart_uploads(Bucket="mpu-ana")["Uploads"]} == {anas, bobs}
+    for who, key, uid in ((ana, "a", anas), (bob, "b", bobs), (ana, "b", bobs)):
+        assert len(who.list_parts(Bucket="mpu-ana", Key=key, UploadId=uid)["Parts"]) == 1
+    for call in (lambda: bob.list_parts(Bucket="mpu-ana", Key="a", UploadId=anas),
+                 lambda: bob.abort_multipart_upload(Bucket="mpu-ana", Key="a", UploadId=anas),
+                 lambda: cid.list_parts(Bucket="mpu-ana", Key="a", UploadId=anas),
+                 lambda: cid.list_parts(Bucket="mpu-ana", Key="b", UploadId=bobs),
+                 lambda: cid.abort_multipart_upload(Bucket="mpu-ana", Key="b", UploadId=bobs)):
+        assert refused(call) == ("AccessDenied", 403)
+    etag = bob.upload_part(Bucket="mpu-ana", Key="a", UploadId=anas, PartNumber=1, Body=b"bob's")["ETag"]
+    assert [p["ETag"] for p in ana.list_parts(Bucket="mpu-ana", Key="a", UploadId=anas)["Parts"]] == [etag]
+    assert gateway.node.xsc("s3", "grant", "mpu-ana", "bob", "read").returncode == 0
+    assert len(bob.list_parts(Bucket="mpu-ana", Key="b", UploadId=bobs)["Parts"]) == 1  # still the one who began it
+    assert refused(lambda: bob.upload_part(Bucket="mpu-ana", Key="b", UploadId=bobs, PartNumber=2, Body=b"x")) \
+        == ("AccessDenied", 403)
+    bob.abort_multipart_upload(Bucket="mpu-ana", Key="b", UploadId=bobs)  # what it began, it may end
+    ana.abort_multipart_upload(Bucket="mpu-ana", Key="a", UploadId=anas)
+    assert ana.list_multipart_uploads(Bucket="mpu-ana").get("Uploads", []) == []
+
+
 @pytest.mark.parametrize("in_node", [False, True], ids=["front", "in-node"])
 def test_a_user_past_its_buckets_or_its_uploads_in_progress_is_refused_and_others_are_not(tmp_path, in_node) -> None:
     gateway = Gateway(tmp_path, {"XSC_NODE_S3_MAX_BUCKETS": "2", "XSC_NODE_S3_MAX_UPLOADS": "2"},

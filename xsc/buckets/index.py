@@ -49,6 +49,7 @@ from .core import etag, listing, names
 
 FILE_PREFIX = "s3:"  # the names of the store's files the S3 front put (see reconcile)
 LEVELS = {"read": 1, "write": 2, "owner": 3}  # what a user may do with a bucket: each level includes those below
+INITIATOR = names.INITIATOR
 COMPLETED_KEEP = 7 * 24 * 3600  # seconds a completed upload answers a repeated CompleteMultipartUpload
 MAX_BUCKETS = 10_000  # buckets one user may own, as an AWS account (node.s3_max_buckets)
 MAX_UPLOADS = 1_000  # multipart uploads one user may have in progress (node.s3_max_uploads)
@@ -98,11 +99,22 @@ class S3Index:
         return fn(*args, **kwargs)
 
     def checked_upload(self, upload_id: str, user: str | None, need: str, fn, *args, **kwargs):
-        """fn(*args, **kwargs), once `user` may `need` the bucket of the upload (or of the object it completed)."""
-        raw = self.db.get(keys.object_upload(upload_id)) or self.db.get(keys.object_completed(upload_id)) \
-            if upload_id.isalnum() else None
-        if raw is not None:
-            self.allow(codec.loads(raw)["bucket"], user, need)
+        """fn(*args, **kwargs), once `user` may `need` the bucket of the upload (or of the object it completed).
+        `need` INITIATOR, what S3 lets list an upload's parts and abort it by default: the bucket's owner, or the user
+        who began the upload while it may still read the bucket; not another user the bucket's owner let write."""
+        raw = self.db.get(keys.object_upload(upload_id)) if upload_id.isalnum() else None
+        done = self.db.get(keys.object_completed(upload_id)) if raw is None and upload_id.isalnum() else None
+        if raw is None and done is None:
+            return fn(*args, **kwargs)
+        upload = codec.loads(raw or done)
+        if need != INITIATOR:
+            self.allow(upload["bucket"], user, need)
+            return fn(*args, **kwargs)
+        record = self.allow(upload["bucket"], user, "read")
+        if user is not None and user != record["owner"] and raw is not None and user != self._initiator(upload):
+            raise Forbidden(f"user {user!r} did not begin this upload: only the user who did and the bucket's owner "
+                            f"{record['owner']!r} list its parts or abort it", bucket=upload["bucket"],
+                            hint="ListMultipartUploads names who began each upload")
         return fn(*args, **kwargs)
 
     def create_bucket(self, name: str, user: str | None = None) -> dict:
