@@ -55,6 +55,8 @@ def test_two_users_see_only_their_own_buckets_until_granted(gateway) -> None:
     assert [b["Name"] for b in bob.list_buckets()["Buckets"]] == ["u-ana", "u-bob"]
     assert bob.get_object(Bucket="u-ana", Key="diary.txt")["Body"].read() == b"ana's"
     assert [o["Key"] for o in bob.list_objects_v2(Bucket="u-ana")["Contents"]] == ["diary.txt"]
+    for listed in (bob.list_objects_v2(Bucket="u-ana", FetchOwner=True), bob.list_objects(Bucket="u-ana")):
+        assert listed["Contents"][0]["Owner"]["ID"] == "ana"  # the bucket's owner owns its objects, not who lists
     bob.copy_object(Bucket="u-bob", Key="copy", CopySource={"Bucket": "u-ana", "Key": "diary.txt"})  # read is enough
     for call in (lambda: bob.put_object(Bucket="u-ana", Key="x", Body=b"bob's"),
                  lambda: bob.delete_object(Bucket="u-ana", Key="diary.txt"),

@@ -296,7 +296,8 @@ class S3Index:
 
     def list(self, bucket: str, *, prefix: str = "", delimiter: str = "", max_keys: int = listing.MAX_KEYS,
              start: bytes = b"") -> dict:
-        self.bucket(bucket)
+        """A page of the bucket's keys, and its `owner`: every object's, as S3's BucketOwnerEnforced has it."""
+        owner = self.bucket(bucket)["owner"]
         base = keys.objects_of(bucket)
 
         def scan(position: bytes) -> Iterator[tuple[str, dict]]:
@@ -307,7 +308,7 @@ class S3Index:
 
         page = listing.list_page(scan, prefix=prefix, delimiter=delimiter, max_keys=max_keys, start=start)
         page["contents"] = [(k, _summary(codec.loads(v))) for k, v in page["contents"]]
-        return page
+        return {**page, "owner": owner}
 
     # --- multipart ---------------------------------------------------------------
     def create_upload(self, bucket: str, key: str, content_type: str = "", metadata: dict | None = None,

@@ -257,13 +257,14 @@ class S3Front:
             start = listing.v1_start(marker, delimiter)
         page = await self.node.list_objects(call.bucket, call.user, prefix=prefix, delimiter=delimiter,
                                             max_keys=max_keys, start=start)
+        owner = page.get("owner") or call.user  # the bucket's, whoever lists it
         if v2:
             body = xml.list_objects_v2(call.bucket, page, prefix=prefix, delimiter=delimiter, max_keys=max_keys,
                                        start_after=q.get("start-after", ""), continuation=q.get("continuation-token"),
-                                       encoding=encoding, fetch_owner=q.get("fetch-owner") == "true", owner=call.user)
+                                       encoding=encoding, fetch_owner=q.get("fetch-owner") == "true", owner=owner)
         else:
             body = xml.list_objects_v1(call.bucket, page, prefix=prefix, delimiter=delimiter, max_keys=max_keys,
-                                       marker=q.get("marker", ""), encoding=encoding, owner=call.user)
+                                       marker=q.get("marker", ""), encoding=encoding, owner=owner)
         return xml_answer(body)
 
     async def delete_objects(self, call: Call) -> web.Response:
