@@ -203,10 +203,17 @@ def test_a_user_past_its_buckets_or_its_uploads_in_progress_is_refused_and_other
 
 
 def test_grant_refusals_are_one_line(gateway) -> None:
-    result = gateway.node.xsc("s3", "grant", "no-such-bucket-for-grants", "bob", "read")
+    create_key(gateway.node.data_dir, "gus")
+    result = gateway.node.xsc("s3", "grant", "no-such-bucket-for-grants", "gus", "read")
     assert result.returncode != 0 and result.stderr.count(b"\n") == 1 and b"no-such-bucket-for-grants" in result.stderr
-    result = gateway.node.xsc("s3", "grant", "u-x", "bob", "admin")
+    result = gateway.node.xsc("s3", "grant", "u-x", "gus", "admin")
     assert result.returncode != 0
+    gateway.client().create_bucket(Bucket="u-typo")
+    for command in (("grant", "u-typo", "guss", "write"), ("fund", "guss", "1")):  # no key is the user guss's
+        result = gateway.node.xsc("s3", *command)
+        assert result.returncode != 0 and result.stderr.count(b"\n") == 1, result.stderr
+        assert b"'gus'" not in result.stderr and b"xsc s3 keys create --user guss" in result.stderr, result.stderr
+    assert gateway.node.xsc("s3", "grant", "u-typo", "gus", "write").returncode == 0
 
 
 def _balances(gateway) -> dict[str, int]:
@@ -252,6 +259,7 @@ def test_funding_and_charging_refusals(gateway) -> None:
     import urllib.error
     import urllib.request
 
+    create_key(gateway.node.data_dir, "fay")
     for args in (("BAD/user", "1"), ("xsc", "1"), ("fay", "lots"), ("fay", "1000")):  # 1000: past the node's own credit
         result = gateway.node.xsc("s3", "fund", *args)
         assert result.returncode != 0 and result.stderr.count(b"\n") == 1, (args, result.stderr)
