@@ -326,6 +326,11 @@ def test_a_part_read_by_its_number_is_answered_as_s3_answers_it(gateway, s3, buc
     ranged = s3.get_object(Bucket=bucket, Key="single", Range="bytes=0-7", ChecksumMode="ENABLED")
     assert ranged["ChecksumCRC32"] == got["ChecksumCRC32"]  # a range that is the whole object
     assert "ChecksumCRC32" not in s3.get_object(Bucket=bucket, Key="single", Range="bytes=1-7", ChecksumMode="ENABLED")
+    s3.put_object(Bucket=bucket, Key="empty", Body=b"")
+    for answer in (s3.get_object(Bucket=bucket, Key="empty", PartNumber=1), s3.head_object(Bucket=bucket, Key="empty",
+                                                                                          PartNumber=1)):
+        assert (answer["ResponseMetadata"]["HTTPStatusCode"], answer["ContentLength"]) == (200, 0)
+        assert "content-range" not in answer["ResponseMetadata"]["HTTPHeaders"]  # no bytes 0--1/0
     with pytest.raises(ClientError) as info:
         s3.get_object(Bucket=bucket, Key="composite", PartNumber=3)
     assert code_of(info) == ("InvalidPartNumber", 416)

@@ -350,6 +350,7 @@ class S3Front:
         byte_range = None
         if part:
             number, byte_range = _part_range(record, call.query["partNumber"])
+            byte_range = byte_range if size else None  # an empty object's one part is all of it: no bytes to range
             if _multipart(record):  # S3 counts the parts of a multipart object only, and only when one is asked for
                 headers["x-amz-mp-parts-count"] = str(len(record["parts"]))
         else:
