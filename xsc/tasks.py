@@ -283,6 +283,11 @@ class GroupSend(Generic[T]):
         """Items added and not yet sent (tests, status)."""
         return len(self._queue)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued nor under way: dropping it loses nothing."""
+        return not self._queue and not self._sending
+
     async def _send_groups(self) -> None:
         try:
             while group := self._take():
