@@ -31,6 +31,10 @@ MAX_RECOGNITION = Decimal(1000)
 # otherwise be subscribed to, pulled from and named in this node's commitment at that stranger's word.
 DERIVED_NO_PROBES = Decimal("0")
 WEIGHT_STEP = Decimal("0.1")  # derived weights are published to a tenth
+# Peers whose money counters are kept, each way: any id that pays this node a micro-credit gets one, and the counters
+# are written whole with the market's record.  Past it the peer that exchanged least goes (a newcomer's first amount
+# is kept, so that it can grow).
+MOST_COUNTED = 4096
 
 
 def check_weight(weight: Decimal) -> None:
@@ -76,6 +80,8 @@ class Recognition:
     def note_paid(self, peer: str, amount: int, *, by_them: bool) -> None:
         """A peer's user paid us (`by_them`), or we paid a peer for work it delivered: both raise recognition."""
         table = self.paid_by if by_them else self.delivered_by
+        if peer not in table and len(table) >= MOST_COUNTED:
+            del table[min(table, key=table.__getitem__)]
         table[peer] = table.get(peer, 0) + amount
         self.unsaved = True  # written by the next market round (within a second), not by every paid call
         self._made = None
