@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from xsc import keys
+from xsc import codec, keys
 from xsc.allocation import Stamp
 from xsc.db import open_database
 from xsc.errors import InvalidArgument
@@ -89,6 +89,11 @@ def test_the_money_counters_keep_the_peers_that_exchanged_most_whatever_number_o
         assert counters["paid_by"][fresh] == counters["delivered_by"][fresh] == 1
         assert len(counters["paid_by"]) <= 16 and len(counters["delivered_by"]) <= 16
     assert recognition.earned(partner) == 500 and recognition.earned(supplier) == 300
+    # Counters written before they were bounded are read back bounded, those that exchanged most kept.
+    db = open_database(tmp_path / "before")
+    db.put(keys.MARKET_SELF, codec.dumps({"paid_by": {f"old{n}": n + 1 for n in range(100)}, "delivered_by": {}}))
+    again = Recognition(db=db, me=Identity.generate().id, peers=_Peers(PEERS))
+    assert set(again.counters()["paid_by"]) == {f"old{n}" for n in range(84, 100)}
 
 
 def test_a_peer_that_earned_but_never_answered_a_probe_is_not_recognised(tmp_path) -> None:

@@ -47,6 +47,13 @@ def check_weight(weight: Decimal) -> None:
         raise InvalidArgument(f"a recognition weight: {exc}") from None
 
 
+def _most(counted: dict[str, int]) -> dict[str, int]:
+    """The MOST_COUNTED peers that exchanged most, of counters read back (kept before they were bounded)."""
+    if len(counted) <= MOST_COUNTED:
+        return counted
+    return dict(sorted(counted.items(), key=lambda item: -item[1])[:MOST_COUNTED])
+
+
 class Recognition:
     def __init__(self, *, db: Any, me: str, peers: Any, at_most: int = 16) -> None:
         self.db = db
@@ -55,8 +62,8 @@ class Recognition:
         self.at_most = at_most  # peers whose derived weight is published (market.recognised_at_most)
         raw = db.get(keys.MARKET_SELF)
         state = codec.loads(raw) if raw else {}
-        self.paid_by: dict[str, int] = state.get("paid_by", {})  # peer -> micro-credits its user paid us
-        self.delivered_by: dict[str, int] = state.get("delivered_by", {})  # peer -> what we paid it
+        self.paid_by: dict[str, int] = _most(state.get("paid_by", {}))  # peer -> micro-credits its user paid us
+        self.delivered_by: dict[str, int] = _most(state.get("delivered_by", {}))  # peer -> what we paid it
         self.unsaved = False  # paid_by or delivered_by changed since the market last wrote them
         self.user_weights: dict[str, Decimal] = {
             public_id(k[len(keys.MARKET_RECOGNITION):]): Decimal(v.decode())
