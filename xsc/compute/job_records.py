@@ -4,8 +4,6 @@ remote_answers.py finishes those run on a provider)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
 import threading
@@ -16,7 +14,7 @@ from .. import codec, keys
 from ..db import Database
 from ..errors import JobNotFound, OverCap, Trap, XscError
 from ..storage.core.capability import Capability
-from ..tasks import in_pool
+from ..tasks import Locks, in_pool
 from .job_sandbox import MAX_OUTPUTS, UNPRINTABLE
 from . import lineage as lineage_
 from .lineage import verify_hash as _verify_hash
@@ -32,7 +30,7 @@ UNFINISHED = ("running", "storing")  # the states a job's record is in while it 
 class JobRecords:
     def __init__(self, db: Database, user: bytes) -> None:
         self.db, self.user = db, user
-        self._one_at_a_time: dict[str, list] = {}  # job id -> [a lock held while a run of it is under way, users]
+        self._one_at_a_time: Locks[str] = Locks()  # job id -> held while a run of it is under way
 
     def load(self, jid: str) -> dict[str, Any] | None:
         raw = self.db.get(keys.job(self.user, bytes.fromhex(jid)))
@@ -81,18 +79,9 @@ class JobRecords:
         with self.db.iterator(prefix=keys.JOBS) as found:
             return [codec.loads(value) for _, value in found]
 
-    @contextlib.asynccontextmanager
-    async def alone(self, jid: str):
+    def alone(self, jid: str):
         """No other run (nor resumption) of job `jid` under way meanwhile."""
-        held = self._one_at_a_time.setdefault(jid, [asyncio.Lock(), 0])
-        held[1] += 1  # runs of it holding or waiting for the lock: the last one out forgets it
-        try:
-            async with held[0]:
-                yield
-        finally:
-            held[1] -= 1
-            if not held[1]:
-                del self._one_at_a_time[jid]
+        return self._one_at_a_time.one(jid)
 
 
 class JobOutputs:

@@ -13,7 +13,6 @@ either, and the job is placed again: a job's result is paid once, to the provide
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import logging
@@ -26,7 +25,7 @@ from .. import codec
 from ..errors import ForgedResult, PeerRefused, PeerUnreachable
 from ..ledger.core.pricing import price_compute
 from ..net import jobs as wire
-from ..tasks import in_pool
+from ..tasks import Locks, in_pool
 from . import provenance
 from .job_sandbox import MAX_OUTPUTS, OutputFile
 from .paid import PaidCompute
@@ -65,7 +64,7 @@ class SentJobs:
     def __init__(self, *, paid: PaidCompute, on_strike: Callable[[str, str], None]) -> None:
         self.paid = paid  # this node's tabs with providers, its client, the market's notes
         self.on_strike = on_strike
-        self._pushing: dict[tuple[str, str], asyncio.Lock] = {}  # (provider, module): one push at a time
+        self._pushing: Locks[tuple[str, str]] = Locks()  # (provider, module): one push at a time
 
     async def unsettled(self, provider: str, price: int, spec, call: InvokeCall, staged, jid: str,
                         deal: dict[str, Any], believed: Callable[[dict[str, Any]], None] | None = None,
@@ -173,7 +172,7 @@ class SentJobs:
                 raise
         # The provider takes one push per module it asked for: jobs that found it lacking at the same moment
         # push it once, one after the other asking again first.
-        async with self._pushing.setdefault((provider, call.module), asyncio.Lock()):
+        async with self._pushing.one((provider, call.module)):
             try:
                 return await wire.begin(self.paid.client, url, provider, body)
             except PeerRefused as err:

@@ -293,6 +293,21 @@ class StorageDeals:
         marks["ok" if ok else "failed"] = at
         self.db.put(keys.holder_audit(parse_public_id(node)), codec.dumps(marks))
 
+    def _holders(self) -> set[str]:
+        """The nodes a deal of this node's names, running or ended."""
+        return {StorageDeal(**codec.loads(v)).node for prefix in (keys.STORAGE_DEALS, keys.STORAGE_ENDED)
+                for _, v in self.db.iterator(prefix=prefix)}
+
+    def _forget_audits(self, holders: set[str]) -> None:
+        """The audit marks of the nodes no deal names any more (its files gone and settled): a holder is whoever the
+        market matched, and the marks of every holder ever met would be kept for good."""
+        gone = [node for node in self.audits if node not in holders]
+        if gone:
+            with self.db.write_batch(sync=True) as batch:
+                for node in gone:
+                    del self.audits[node]
+                    batch.delete(keys.holder_audit(parse_public_id(node)))
+
     def verdict(self, deal: StorageDeal, now: int) -> bool | None:
         """Has the holder earned the period since `paid_until`?  True pay, False forfeit, None wait.  A deal over
         (its file removed, or its lease ended) waits VERDICT_WAIT for an audit of its holder, then its holder's last
@@ -344,6 +359,8 @@ class StorageDeals:
             if changed:
                 await in_pool(self.pool, self._save_paid, list(changed.values()))
             summary["forgotten"] = await in_pool(self.pool, self._forget_settled, every_deal)
+            if summary["forgotten"]:
+                self._forget_audits(await in_pool(self.pool, self._holders))
         self.last_run = {"at": now, **summary}
         return summary
 

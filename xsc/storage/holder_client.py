@@ -9,6 +9,9 @@ including answers that are not what the protocol says.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import PeerRefused
@@ -20,6 +23,7 @@ from ..net.peer_client import EncodedJson, PeerClient, dumps
 from ..tasks import GroupSend
 
 WHOLE_FLIGHTS = 1  # requests of whole shares under way to one holder at once
+MOST_HOLDERS = 1024  # holders whose lanes (SenderLanes) are kept at most
 
 
 def _hex(value: Any, what: str, url: str, *, length: int | None = None) -> bytes:
@@ -35,24 +39,55 @@ def _hex(value: Any, what: str, url: str, *, length: int | None = None) -> bytes
 class SenderLanes:
     """The segment bodies this node has in flight to each holder, at most what a holder takes from one sender
     at once (wire.MAX_BODIES_PER_SENDER): the shares of a put that all go to one holder wait their turn
-    rather than trip its quota; and the whole shares on their way to each holder (`whole_shares`)."""
+    rather than trip its quota; and the whole shares on their way to each holder (`whole_to`).  The holders met
+    are whoever the matching, a file's placement or a stranger's records name: at most MOST_HOLDERS lanes are
+    kept, the least recently used idle ones dropped first, never one with a body in flight or awaited, nor whole
+    shares queued or under way (a holder met again starts afresh, as nothing of it was in flight)."""
 
     def __init__(self, width: int = MAX_BODIES_PER_SENDER) -> None:
         self.width = width
-        self._lanes: dict[str, asyncio.Semaphore] = {}
-        self._whole: dict[str, GroupSend[tuple[RemoteHolder, WholeShare]]] = {}
+        self._lanes: OrderedDict[str, _HolderLane] = OrderedDict()  # the least recently used first
 
-    def to(self, node_id: str) -> asyncio.Semaphore:
-        lane = self._lanes.get(node_id)
-        if lane is None:
-            lane = self._lanes[node_id] = asyncio.Semaphore(self.width)
-        return lane
+    @contextlib.asynccontextmanager
+    async def to(self, node_id: str):
+        """One body in flight to `node_id` (waiting its turn while `width` are)."""
+        lane = self._lane(node_id)
+        lane.users += 1
+        try:
+            async with lane.bodies:
+                yield
+        finally:
+            lane.users -= 1
 
     def whole_to(self, node_id: str) -> GroupSend[tuple[RemoteHolder, WholeShare]]:
-        whole = self._whole.get(node_id)
-        if whole is None:
-            whole = self._whole[node_id] = whole_shares()
-        return whole
+        return self._lane(node_id).whole
+
+    def __len__(self) -> int:
+        """Holders whose lanes are kept (status, tests)."""
+        return len(self._lanes)
+
+    def _lane(self, node_id: str) -> _HolderLane:
+        lane = self._lanes.get(node_id)
+        if lane is not None:
+            self._lanes.move_to_end(node_id)
+            return lane
+        passed = 0  # lanes in use moved to the newest end: each passed once
+        while len(self._lanes) >= MOST_HOLDERS and passed < len(self._lanes):  # (room for one more)
+            oldest, kept = next(iter(self._lanes.items()))
+            if kept.users or not kept.whole.idle:
+                self._lanes.move_to_end(oldest)
+                passed += 1
+                continue
+            del self._lanes[oldest]
+        lane = self._lanes[node_id] = _HolderLane(asyncio.Semaphore(self.width), whole_shares())
+        return lane
+
+
+@dataclass(eq=False)
+class _HolderLane:
+    bodies: asyncio.Semaphore
+    whole: GroupSend[tuple[RemoteHolder, WholeShare]]
+    users: int = 0  # bodies in flight or waiting their turn
 
 
 def whole_shares() -> GroupSend[tuple[RemoteHolder, WholeShare]]:
@@ -73,9 +108,7 @@ class RemoteHolder:
                  payer: str | None = None, lanes: SenderLanes | None = None, round_trip: float | None = None) -> None:
         self.client = client
         self.round_trip = round_trip  # seconds: the probes' average round trip to the node (None: not known)
-        lanes = lanes or SenderLanes()
-        self.lane = lanes.to(node_id)  # segment bodies in flight to this holder
-        self.whole = lanes.whole_to(node_id)  # whole shares on their way to it
+        self._lanes = lanes or SenderLanes()  # segment bodies in flight to each holder, whole shares on their way
         self.payer = payer  # the account that pays for the shares placed here (the holder checks receipts by it)
         self.node_id = node_id
         self.url = url.rstrip("/")
@@ -83,6 +116,11 @@ class RemoteHolder:
 
     def __repr__(self) -> str:
         return f"RemoteHolder({self.node_id} at {self.url})"
+
+    @property
+    def whole(self) -> GroupSend[tuple[RemoteHolder, WholeShare]]:
+        """The whole shares on their way to this holder (status, tests)."""
+        return self._lanes.whole_to(self.node_id)
 
     async def _call(self, method: str, path: str, *, max_size: int, **kwargs: Any):
         """A request whose answer is read no further than `max_size` bytes (wire.py: what an honest holder says)."""
@@ -119,7 +157,7 @@ class RemoteHolder:
 
     async def place_shares(self, shares: list[WholeShare]) -> list[dict | PeerRefused]:
         """Whole shares in one request: per share, in order, what the holder placed or its refusal."""
-        async with self.lane:
+        async with self._lanes.to(self.node_id):
             response = await self._call("PUT", WHOLE_PATH, data=whole_shares_body(shares), max_size=WHOLE_ANSWER)
         answers = self._object(response, "whole shares", ("shares",))["shares"]
         if not isinstance(answers, list) or len(answers) != len(shares) or \
@@ -142,7 +180,7 @@ class RemoteHolder:
             while end < len(blocks) and size + len(blocks[end]) <= MAX_PUT_BYTES:
                 size += len(blocks[end])
                 end += 1
-            async with self.lane:  # the blocks go as they are: one body, never joined into one buffer
+            async with self._lanes.to(self.node_id):  # the blocks go as they are, one body, never joined
                 await self._call("PUT", f"/v1/peer/uploads/{upload}/segments/{first + index}",
                                  data=blocks[index:end], timeout=timeout, max_size=HOLDER_ANSWER)
             index = end
@@ -163,7 +201,7 @@ class RemoteHolder:
             size += len(blocks[start])
         if start:
             await self.put_segments(upload, first, blocks[:start])
-        async with self.lane:
+        async with self._lanes.to(self.node_id):
             await self._call("PUT", f"/v1/peer/uploads/{upload}/segments/{first + start}?commit",
                              data=[*blocks[start:], commit], max_size=HOLDER_ANSWER)
 
