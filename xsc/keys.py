@@ -34,7 +34,8 @@ _REMOVING = b"s/r/"  # + storage index -> record of a file being removed: unlist
 _DAMAGE = b"s/d/"  # + storage index + share -> why a share is known damaged
 # + storage index -> copies of its shares on other nodes to delete unless a placement holds them (JSON: {"shares":
 # {share: node}, "lease_expiry"}): those a repair is committing (dropped as its new placement holds them), those a
-# removal could not delete; released at each start and every `storage.gc_interval` (gateway_repair.release_strays).
+# put is committing (dropped in the write that records its file), those a removal could not delete; released at each
+# start and every `storage.gc_interval` (gateway_repair.release_strays).
 _STRAYS = b"s/p/"
 STORAGE_USED = b"s/c/used"  # exact count of block bytes held in published shares
 # Both kept while the file is listed or being removed; once it is gone and all its deals are settled to their end,
