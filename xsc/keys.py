@@ -263,8 +263,14 @@ def job_output(storage_index: bytes) -> bytes:
     return _JOB_OUTPUT + storage_index
 
 
+JOB_OUTPUTS = _JOB_OUTPUT
+
+
 def job_run(provenance_id: bytes) -> bytes:
     return _JOB_RUN + provenance_id
+
+
+JOB_RUNS = _JOB_RUN  # in provenance id order, which is time order
 
 
 PLACED = _PLACED

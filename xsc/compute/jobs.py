@@ -40,13 +40,13 @@ from ..errors import (BodyTimeout, ForgedResult, IntegrityError, InvalidArgument
                       PayloadTooLarge, PeerRefused, PeerUnreachable, ReplicasDisagree, XscError)
 from ..identity import Identity
 from ..storage.core.capability import Capability
-from ..tasks import in_pool
+from ..tasks import in_pool, periodic
 from . import lineage, provenance
 from .jobspec import MAX_SPEC_BYTES, JobSpec, job_id, parse_job
 from .lineage import verify_hash as _verify_hash
 from .service import ComputeService, InvokeCall
 from .hosted_jobs import PER_SENDER
-from .job_records import UNFINISHED, JobOutputs, JobRecords, answer, ended, made
+from .job_records import FORGET_AT_ONCE, UNFINISHED, JobOutputs, JobRecords, answer, ended, made
 from .job_sandbox import record_and_owe, remove_tree, run_program
 from .remote_answers import RemoteAnswers
 from .sent_jobs import Returned
@@ -76,7 +76,8 @@ class Staged:
 class JobService:
     def __init__(self, *, compute: ComputeService, storage: Any, ledger: Any, tabs: Any, payer: Identity,
                  node: Identity, db: Database, work_dir: Path, bids: tuple[int, int], dealing: Any, sent: Any,
-                 objects: Callable[[str, str], list[str]] | None = None) -> None:
+                 objects: Callable[[str, str], list[str]] | None = None, retention: float = 30 * 86400) -> None:
+        """`retention`: seconds after a job began that its records go once nothing needs them (`forget_ended`)."""
         self.compute = compute
         self.dealing = dealing  # xsc.market.dealing.Dealing: who runs a job, at what price
         self.sent = sent  # xsc.compute.sent_jobs.SentJobs: a job run on another node
@@ -87,6 +88,7 @@ class JobService:
         self.node = node
         self.db = db
         self.work_dir = work_dir
+        self.retention = retention
         self.default_bid, storage_bid = bids  # the market's compute and storage bids (per million fuel, per put)
         self.inputs = _Inputs(storage, objects)
         self.records = JobRecords(db, payer.public_key)
@@ -108,7 +110,9 @@ class JobService:
                 self.sent.hold_off(authorization)
 
     def loops(self) -> dict[str, Any]:
-        return {"jobs-recover": self.recover}  # once, at start: it ends by itself
+        return {"jobs-recover": self.recover,  # once, at start: it ends by itself
+                # a record goes at most a tenth of its retention late (an hour, with the default of 30 days)
+                "jobs-retention": periodic("jobs-retention", min(3600.0, self.retention / 10), self.forget_ended)}
 
     def close(self) -> None:
         pass
@@ -355,6 +359,25 @@ class JobService:
                 await in_pool(None, remove_tree, stale)
 
     # --- records -----------------------------------------------------------------------------
+    async def forget_ended(self, now: float | None = None) -> int:
+        """Delete the records of jobs that began more than `retention` seconds before `now` and that nothing needs
+        any more (`JobRecords.forgettable` says what needs them), FORGET_AT_ONCE jobs at most; how many records
+        went.  Each job goes in one write while no run of it is under way."""
+        before_ns = int(((time.time() if now is None else now) - self.retention) * 1e9)
+        owing = {authorization.id.hex() for authorization in self.ledger.pending()}
+        found = await in_pool(None, self.records.forgettable, before_ns, self.storage.store.known_file, owing,
+                              FORGET_AT_ONCE)
+        forgotten = 0
+        for jid, key, digest, others in found.jobs:
+            async with self.records.alone(jid):
+                forgotten += await in_pool(None, self.records.forget, key, digest, others)
+        if found.loose:
+            await in_pool(None, self.records.forget_loose, found.loose)
+        if forgotten or found.loose:
+            log.info("forgot %d jobs ended over %s s ago, and %d links and runs no job holds", forgotten,
+                     f"{self.retention:g}", len(found.loose))
+        return forgotten + len(found.loose)
+
     def job(self, jid: str) -> dict[str, Any]:
         """The local user's job `jid` (a prefix of at least 8 hex digits will do)."""
         text = jid.strip().lower()
