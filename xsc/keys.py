@@ -42,7 +42,8 @@ STORAGE_USED = b"s/c/used"  # exact count of block bytes held in published share
 # the next payment run drops them (storage/deals.py `_forget_settled`).
 STORAGE_DEALS = b"s/deals/"  # + storage index (32) + share (1) -> the storage deal of a share this node placed (JSON)
 STORAGE_ENDED = b"s/ended/"  # + storage index + share + when (8) -> a deal that ended when its share moved (JSON)
-HOLDER_AUDITS = b"s/audits/"  # + node public key -> when that holder last passed and last failed an audit (JSON)
+# + node public key -> when that holder last passed and last failed an audit (JSON), while a deal names that holder
+HOLDER_AUDITS = b"s/audits/"
 HOLDER_TERMS = b"s/terms/"  # + storage index + share -> the terms a gateway placed that share here under (JSON)
 
 
