@@ -198,16 +198,17 @@ class ComputeSection(_Section):
     web_runners: int = Field(default_factory=lambda: 1 if (os.cpu_count() or 1) >= 2 else 0, ge=0, le=64)
     # micro-credits per 64 KiB page of peak linear memory per second of a call (docs/compute.md, Metering)
     memory_price: int = Field(default=10, ge=0, le=10**9)
-    # seconds after a job began that its records (the job, its outputs' links, its providers' signed runs) are
-    # deleted once nothing needs them: none of its files still stored, nor read by a job kept (docs/compute.md, Retention)
-    job_retention: int = 30 * 86400
+    # seconds after a job or a call began that its records (the job, its outputs' links, its providers' signed runs;
+    # provenance records) are deleted once nothing needs them: a job's files stored or read by a job kept, a tab
+    # not settled (docs/compute.md, Retention)
+    record_retention: int = 30 * 86400
 
     @field_validator("memory", "max_module_size", mode="before")
     @classmethod
     def _size(cls, v: Any) -> int:
         return parse_size(v)
 
-    @field_validator("job_retention", mode="before")
+    @field_validator("record_retention", mode="before")
     @classmethod
     def _retention(cls, v: Any) -> int:
         seconds = parse_duration(v)

@@ -1,6 +1,7 @@
-"""Jobs' records kept only while something needs them (compute.job_retention; JobRecords.forgettable): a job whose
-files are all gone goes once its retention has passed, with its outputs' links and its providers' signed runs; one
-whose file is still stored, or read by a job kept, a running one and one owing a provider stay."""
+"""Compute's records kept only while something needs them (compute.record_retention): a job whose files are all
+gone goes once its retention has passed, with its outputs' links and its providers' signed runs; one whose file is
+still stored, or read by a job kept, a running one and one owing a provider stay.  A call's provenance record goes
+as long after, once what it owes is settled."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tests.support.waiting import eventually
 from xsc import codec, keys
 from xsc.compute import provenance
 from xsc.compute.job_records import JobRecords
+from xsc.compute.store import ComputeStore
 from xsc.db import open_database
 from xsc.node.datadir import DB_DIR
 from xsc.storage.core.capability import Capability
@@ -40,7 +42,7 @@ def _rm(node, job: dict) -> None:
 
 
 def test_records_of_jobs_nothing_needs_go_after_their_retention_and_the_others_stay(cli_node, tmp_path) -> None:
-    node = cli_node(compute={"job_retention": 1})  # swept every tenth of a second
+    node = cli_node(compute={"record_retention": 1})  # swept every tenth of a second
     source = tmp_path / "source"
     source.write_bytes(b"words to copy\n")
     cap = ok(node.xsc("store", "put", str(source))).split()[0]
@@ -122,7 +124,8 @@ def test_a_run_a_provider_signed_goes_with_its_job_and_a_pending_tab_keeps_it(tm
     assert records.forgettable(before, lambda _: False, set(), 1).loose == found.loose[:1]  # bounded a pass
     assert records.forget(key, digest, others)
     records.forget_loose(found.loose)
-    assert records.forgettable(before, lambda _: False, set(), 256) == type(found)()
+    again = records.forgettable(before, lambda _: False, set(), 256)
+    assert again.jobs == again.loose == []
     assert [codec.loads(v)["id"] for _, v in db.iterator(prefix=keys.JOBS)] == ["22" * 32, "33" * 32]
     assert [k for k in db.iterator(prefix=keys.JOB_RUNS, include_value=False)] == [keys.job_run(bytes.fromhex(new_run))]
     assert list(db.iterator(prefix=keys.JOB_OUTPUTS)) == []
@@ -137,3 +140,42 @@ def test_a_job_run_again_since_it_was_found_is_not_forgotten(tmp_path) -> None:
     _job(db, jid, time.time_ns(), "", state="running")
     assert not records.forget(key, digest, others)
     assert db.get(key) is not None
+
+
+ADD = str(WASM / "add.wasm")
+
+
+def test_a_calls_provenance_record_goes_after_its_retention_once_its_tab_is_settled(cli_node) -> None:
+    node = cli_node(compute={"record_retention": 1}, ledger={"tab_interval": 0.1})
+    runs = [json.loads(ok(node.xsc("compute", "invoke", ADD, "add", "1", str(n), "--json")))["provenance"]
+            for n in range(3)]
+    assert "valid" in ok(node.xsc("compute", "provenance", runs[0]))
+    eventually(lambda: all(node.xsc("compute", "provenance", run).returncode == 1 for run in runs),
+               "the calls' records to be forgotten")
+    assert f"no provenance record {runs[0]} on this node" in error_line(node.xsc("compute", "provenance", runs[0]))
+    assert json.loads(ok(node.xsc("ledger", "verify", "--json")))["ok"]
+    assert ok(node.xsc("ledger", "history"))  # the transfers that paid for them stay, with the refs they cover
+
+
+def test_provenance_records_go_oldest_first_but_those_kept_and_those_awaiting_a_signature(tmp_path) -> None:
+    db = open_database(tmp_path / "db")
+    store = ComputeStore(db)
+    now = time.time_ns()
+    ids = [bytes.fromhex(_run_id(now - (10 - i) * HOUR_NS)) for i in range(6)]  # oldest first
+    for record_id in ids:
+        db.put(keys.provenance(record_id), b"{}")
+    db.put(keys.unsigned(ids[1]), b"")
+    kept, before = {ids[2]}, now - 5 * HOUR_NS  # ids[5] began after `before`
+    assert store.forget_provenance(before, kept.__contains__, 1) == 1  # bounded a pass
+    assert store.forget_provenance(before, kept.__contains__, 100) == 2
+    left = [k[len(keys.PROVENANCE):] for k in db.iterator(prefix=keys.PROVENANCE, include_value=False)]
+    assert left == [ids[1], ids[2], ids[5]]
+
+
+def test_a_calls_provenance_record_stays_while_its_tab_is_open(cli_node) -> None:
+    node = cli_node(compute={"record_retention": 1}, ledger={"tab_interval": 3600, "tab_threshold": 10**12})
+    run = json.loads(ok(node.xsc("compute", "invoke", ADD, "add", "1", "2", "--json")))["provenance"]
+    removed = _run(node, stdin=b"piped\n")
+    _rm(node, removed)
+    eventually(lambda: _gone(node, removed), "a sweep to forget what nothing needs")  # the call older still
+    assert "valid" in ok(node.xsc("compute", "provenance", run))  # what it owes is not settled yet

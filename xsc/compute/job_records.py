@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 KEPT_STREAMS = 1 << 20  # a deterministic job's stdout and stderr kept with its record for replays, at most
 UNFINISHED = ("running", "storing")  # the states a job's record is in while it runs, as a stop may leave it
+_PROVENANCE_ID = re.compile(r"[0-9a-f]{32}")
 FORGET_AT_ONCE = 256  # job records (each with its links and runs), and loose links and runs, deleted a pass at most
 
 
@@ -35,10 +37,11 @@ FORGET_AT_ONCE = 256  # job records (each with its links and runs), and loose li
 class Forgettable:
     """What a pass of the retention sweep found nothing needs any more (`JobRecords.forgettable`): each job's (id,
     key, SHA-256 of its record as read, the keys of its output links and runs), and links and runs no job record
-    holds."""
+    holds; and the provenance ids of every run a job record or link names (their provenance records stay)."""
 
     jobs: list[tuple[str, bytes, bytes, list[bytes]]] = field(default_factory=list)
     loose: list[bytes] = field(default_factory=list)
+    runs: set[bytes] = field(default_factory=set)
 
 
 class JobRecords:
@@ -155,6 +158,7 @@ class JobRecords:
                     break
                 if key[len(keys.JOB_RUNS):].hex() not in runs:
                     found.loose.append(key)
+        found.runs = {bytes.fromhex(run) for run in runs if _PROVENANCE_ID.fullmatch(run)}
         return found
 
     def forget(self, key: bytes, digest: bytes, others: list[bytes]) -> bool:

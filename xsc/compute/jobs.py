@@ -59,6 +59,8 @@ CHUNK = 1 << 20
 JOB_STREAM = "application/x-xsc-job"  # a request body: the spec's JSON on one line, then the program's stdin
 JOB_HINT = 'send {"module": ID, "argv": [...], "inputs": ["CAP:/in/NAME"], ...}'
 STDIN_STALL = 60.0  # seconds a job's stdin may send nothing before the job is refused
+FORGET_RUNS_AT_ONCE = 10_000  # provenance records the retention sweep deletes a pass at most (one write)
+BEHIND_PERIOD = 1.0  # seconds between retention sweeps while each finds as many records as it deletes at most
 MAX_FAILOVERS = 3  # providers left out, one after the other, when they fail a job before it can run
 
 
@@ -77,7 +79,8 @@ class JobService:
     def __init__(self, *, compute: ComputeService, storage: Any, ledger: Any, tabs: Any, payer: Identity,
                  node: Identity, db: Database, work_dir: Path, bids: tuple[int, int], dealing: Any, sent: Any,
                  objects: Callable[[str, str], list[str]] | None = None, retention: float = 30 * 86400) -> None:
-        """`retention`: seconds after a job began that its records go once nothing needs them (`forget_ended`)."""
+        """`retention`: seconds after a job or a call began that its records go once nothing needs them
+        (`forget_ended`)."""
         self.compute = compute
         self.dealing = dealing  # xsc.market.dealing.Dealing: who runs a job, at what price
         self.sent = sent  # xsc.compute.sent_jobs.SentJobs: a job run on another node
@@ -89,6 +92,7 @@ class JobService:
         self.db = db
         self.work_dir = work_dir
         self.retention = retention
+        self._behind = False  # the last sweep found as many records as a sweep deletes: the next comes soon
         self.default_bid, storage_bid = bids  # the market's compute and storage bids (per million fuel, per put)
         self.inputs = _Inputs(storage, objects)
         self.records = JobRecords(db, payer.public_key)
@@ -111,8 +115,10 @@ class JobService:
 
     def loops(self) -> dict[str, Any]:
         return {"jobs-recover": self.recover,  # once, at start: it ends by itself
-                # a record goes at most a tenth of its retention late (an hour, with the default of 30 days)
-                "jobs-retention": periodic("jobs-retention", min(3600.0, self.retention / 10), self.forget_ended)}
+                # a record goes at most a tenth of its retention late (an hour, with the default of 30 days), or
+                # sooner while a backlog lasts
+                "compute-retention": periodic("compute-retention", lambda: BEHIND_PERIOD if self._behind else
+                                              min(3600.0, self.retention / 10), self.forget_ended)}
 
     def close(self) -> None:
         pass
@@ -361,8 +367,10 @@ class JobService:
     # --- records -----------------------------------------------------------------------------
     async def forget_ended(self, now: float | None = None) -> int:
         """Delete the records of jobs that began more than `retention` seconds before `now` and that nothing needs
-        any more (`JobRecords.forgettable` says what needs them), FORGET_AT_ONCE jobs at most; how many records
-        went.  Each job goes in one write while no run of it is under way."""
+        any more (`JobRecords.forgettable` says what needs them), FORGET_AT_ONCE jobs at most, each in one write while
+        no run of it is under way; then the provenance records of runs here that began as long ago, FORGET_RUNS_AT_ONCE
+        at most, but those a job's records name, those of work not settled yet (owed on a tab, `l/o/`) and those of
+        runs on a peer's tab not receipted yet (`c/t/`).  How many records went."""
         before_ns = int(((time.time() if now is None else now) - self.retention) * 1e9)
         owing = {authorization.id.hex() for authorization in self.ledger.pending()}
         found = await in_pool(None, self.records.forgettable, before_ns, self.storage.store.known_file, owing,
@@ -373,10 +381,16 @@ class JobService:
                 forgotten += await in_pool(None, self.records.forget, key, digest, others)
         if found.loose:
             await in_pool(None, self.records.forget_loose, found.loose)
-        if forgotten or found.loose:
-            log.info("forgot %d jobs ended over %s s ago, and %d links and runs no job holds", forgotten,
-                     f"{self.retention:g}", len(found.loose))
-        return forgotten + len(found.loose)
+        store = self.compute.store
+        kept = found.runs | await in_pool(None, store.tab_runs) | \
+            {ref for ref, _ in await in_pool(None, self.ledger.store.owed)}
+        records = await in_pool(None, store.forget_provenance, before_ns, kept.__contains__, FORGET_RUNS_AT_ONCE)
+        self._behind = len(found.jobs) >= FORGET_AT_ONCE or len(found.loose) >= FORGET_AT_ONCE \
+            or records >= FORGET_RUNS_AT_ONCE
+        if forgotten or found.loose or records:
+            log.info("forgot %d jobs and %d provenance records over %s s old, and %d links and runs no job holds",
+                     forgotten, records, f"{self.retention:g}", len(found.loose))
+        return forgotten + len(found.loose) + records
 
     def job(self, jid: str) -> dict[str, Any]:
         """The local user's job `jid` (a prefix of at least 8 hex digits will do)."""
