@@ -247,6 +247,23 @@ async def test_the_audit_marks_of_holders_no_deal_names_any_more_are_forgotten(d
     assert set(service.audits) == {staying} and set(make().audits) == {staying}  # on disk too
 
 
+async def test_the_audit_marks_of_a_holder_no_deal_names_go_with_its_last_deal(deals) -> None:
+    """Only a deal's verdict reads a holder's audit marks: once no deal names the holder they go (kept, they would
+    grow with every node this node ever placed a share on); a holder that still holds a share keeps its own."""
+    make, _ = deals
+    service = make()
+    other = public_id(bytes(range(1, 33)))
+    kept = bytes(reversed(range(32)))
+    service.store.db.put(keys.file(kept), codec.dumps({"storage_index": kept.hex()}))
+    service.record(SI, [HOLDER], 1024**3, {0: 1000}, 0, 7200)
+    service.record(kept, [other], 1024**3, {0: 1000}, 0, 7200)
+    service.note_audit(HOLDER, True, at=10)
+    service.note_audit(other, False, at=20)
+    service.removed(SI, 1800)
+    assert (await service.pay_due(3600))["forgotten"] == 1
+    assert service.audits == make().audits == {other: {"failed": 20}}
+
+
 async def test_the_last_period_of_a_removed_file_is_decided_when_its_holder_is_audited_no_more(deals) -> None:
     """A holder is paid for a period once an audit of it passed since; a removed file's shares are audited no more,
     and a holder with no other share of this node's would wait for good, its deal never settled and its promise

@@ -309,7 +309,7 @@ class Node:
         self.jobs = JobService(compute=self.compute, storage=self.storage, ledger=self.ledger, tabs=self.tabs,
                                payer=payer, node=identity, db=self.db, work_dir=config.data_dir / "jobs",
                                bids=(config.market.compute_bid, config.market.storage_bid), dealing=self.dealing,
-                               sent=SentJobs(paid=self.paid, on_strike=self.strike),
+                               sent=SentJobs(paid=self.paid, on_strike=self.strike), retention=config.compute.record_retention,
                                objects=lambda bucket, key: [p["cap"] for p in s3_index.get(bucket, key)["parts"]])
         self.watches = Watches(jobs=self.jobs, index=s3_index, store=self.compute.store)
         s3_index.on_change.append(self.watches.wake)
