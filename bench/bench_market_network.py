@@ -257,7 +257,7 @@ async def raw_round_trips(b: Node, repeat: int = 200, channel: bool = False) -> 
         for _ in range(repeat):
             t = time.perf_counter()
             await client.request(b.url, "POST", "/v1/peer/challenge", json={"nonce": os.urandom(16).hex()}, to=b.id,
-                                 kept=True)  # as the invokes are sent
+                                 kept=True, max_size=1 << 20)  # as the invokes are sent
             signed.append(time.perf_counter() - t)
         cpu = cpu_seconds(b.pid) - cpu
         client.close()

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from xsc.tasks import (GroupCommit, GroupSend, Pacer, Supervisor, Workers, at_most, in_threads, refill, stop,
+from xsc.tasks import (GroupCommit, GroupSend, Locks, Pacer, Supervisor, Workers, at_most, in_threads, refill, stop,
                        to_its_end, woken, woken_loop)
 
 
@@ -568,3 +568,62 @@ async def test_in_threads_raises_the_first_failure_and_leaves_no_other_unretriev
     finally:
         loop.set_exception_handler(None)
     assert reported == []
+
+
+async def test_locks_keep_a_key_only_while_it_is_held_or_awaited_however_its_work_ends() -> None:
+    locks: Locks[str] = Locks()
+    for n in range(1000):  # keys a stranger names, each used once
+        async with locks.one(f"k{n}"):
+            assert locks.locked(f"k{n}") and len(locks) == 1
+    with pytest.raises(ValueError):
+        async with locks.one("fails"):
+            raise ValueError("the work failed")
+    entered = asyncio.Event()
+
+    async def held_forever(key: str) -> None:
+        async with locks.one(key):
+            entered.set()
+            await asyncio.Event().wait()
+
+    holder = asyncio.create_task(held_forever("busy"))
+    await entered.wait()
+    waiter = asyncio.create_task(held_forever("busy"))  # cancelled while it waits
+    await asyncio.sleep(0)
+    assert locks.waiting("busy") == 1 and len(locks) == 1
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    assert locks.waiting("busy") == 0 and locks.locked("busy")  # the holder's lock is untouched
+    holder.cancel()  # cancelled while it holds
+    await asyncio.gather(holder, return_exceptions=True)
+    assert len(locks) == 0 and not locks.locked("busy")
+
+
+async def test_a_key_handed_to_its_waiter_is_not_taken_afresh_by_a_newcomer() -> None:
+    """The holder lets go and the waiter has not run yet: a newcomer then waits for the waiter, never runs with it."""
+    locks: Locks[str] = Locks()
+    inside: list[str] = []
+    most = 0
+    first_in, let_go = asyncio.Event(), asyncio.Event()
+
+    async def work(name: str, first: bool = False) -> None:
+        nonlocal most
+        async with locks.one("si"):
+            inside.append(name)
+            most = max(most, len(inside))
+            if first:
+                first_in.set()
+                await let_go.wait()
+            await asyncio.sleep(0)
+            inside.remove(name)
+
+    a = asyncio.create_task(work("a", first=True))
+    await first_in.wait()
+    b = asyncio.create_task(work("b"))
+    await asyncio.sleep(0)
+    assert locks.waiting("si") == 1
+    let_go.set()
+    while not a.done():
+        await asyncio.sleep(0)
+    c = asyncio.create_task(work("c"))  # a let go; b is woken, not yet in
+    await asyncio.gather(b, c)
+    assert most == 1 and len(locks) == 0

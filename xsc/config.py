@@ -198,11 +198,23 @@ class ComputeSection(_Section):
     web_runners: int = Field(default_factory=lambda: 1 if (os.cpu_count() or 1) >= 2 else 0, ge=0, le=64)
     # micro-credits per 64 KiB page of peak linear memory per second of a call (docs/compute.md, Metering)
     memory_price: int = Field(default=10, ge=0, le=10**9)
+    # seconds after a job or a call began that its records (the job, its outputs' links, its providers' signed runs;
+    # provenance records) are deleted once nothing needs them: a job's files stored or read by a job kept, a tab
+    # not settled (docs/compute.md, Retention)
+    record_retention: int = 30 * 86400
 
     @field_validator("memory", "max_module_size", mode="before")
     @classmethod
     def _size(cls, v: Any) -> int:
         return parse_size(v)
+
+    @field_validator("record_retention", mode="before")
+    @classmethod
+    def _retention(cls, v: Any) -> int:
+        seconds = parse_duration(v)
+        if not 1 <= seconds <= 3650 * 86400:
+            raise ValueError("must be from 1 second to 3650 days")
+        return seconds
 
     @field_validator("fuel", "threads", "max_module_size", "max_queued")
     @classmethod

@@ -34,14 +34,16 @@ _REMOVING = b"s/r/"  # + storage index -> record of a file being removed: unlist
 _DAMAGE = b"s/d/"  # + storage index + share -> why a share is known damaged
 # + storage index -> copies of its shares on other nodes to delete unless a placement holds them (JSON: {"shares":
 # {share: node}, "lease_expiry"}): those a repair is committing (dropped as its new placement holds them), those a
-# removal could not delete; released at each start and every `storage.gc_interval` (gateway_repair.release_strays).
+# put is committing (dropped in the write that records its file), those a removal could not delete; released at each
+# start and every `storage.gc_interval` (gateway_repair.release_strays).
 _STRAYS = b"s/p/"
 STORAGE_USED = b"s/c/used"  # exact count of block bytes held in published shares
 # Both kept while the file is listed or being removed; once it is gone and all its deals are settled to their end,
 # the next payment run drops them (storage/deals.py `_forget_settled`).
 STORAGE_DEALS = b"s/deals/"  # + storage index (32) + share (1) -> the storage deal of a share this node placed (JSON)
 STORAGE_ENDED = b"s/ended/"  # + storage index + share + when (8) -> a deal that ended when its share moved (JSON)
-HOLDER_AUDITS = b"s/audits/"  # + node public key -> when that holder last passed and last failed an audit (JSON)
+# + node public key -> when that holder last passed and last failed an audit (JSON), while a deal names that holder
+HOLDER_AUDITS = b"s/audits/"
 HOLDER_TERMS = b"s/terms/"  # + storage index + share -> the terms a gateway placed that share here under (JSON)
 
 
@@ -262,8 +264,14 @@ def job_output(storage_index: bytes) -> bytes:
     return _JOB_OUTPUT + storage_index
 
 
+JOB_OUTPUTS = _JOB_OUTPUT
+
+
 def job_run(provenance_id: bytes) -> bytes:
     return _JOB_RUN + provenance_id
+
+
+JOB_RUNS = _JOB_RUN  # in provenance id order, which is time order
 
 
 PLACED = _PLACED

@@ -20,6 +20,8 @@ loop runs, and how many calls run at once.
                                             then ended() (a write the other end goes on with: its record)
     await stop(*tasks)                      cancel background tasks and wait for them to end
     await at_most(n, calls)                 await calls (an iterable of awaitables) n at a time at most
+    async with locks.one(key):              one holder per key at a time (`Locks`), a key kept only while it is
+                                            held or awaited
     await pacer.start()                     wait for a turn to start: at most `rate` starts a second
     refill(tokens, since, now, rate, burst) a token bucket's tokens now (the pacer's, the node's rate limits)
     Quota                                   per-key quotas a service is handed (node/limits.py: RateLimiter)
@@ -31,6 +33,7 @@ loop runs, and how many calls run at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import queue
@@ -280,6 +283,11 @@ class GroupSend(Generic[T]):
         """Items added and not yet sent (tests, status)."""
         return len(self._queue)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued nor under way: dropping it loses nothing."""
+        return not self._queue and not self._sending
+
     async def _send_groups(self) -> None:
         try:
             while group := self._take():
@@ -480,6 +488,46 @@ async def at_most(limit: int, calls: Iterable[Awaitable[T]]) -> list[T]:
     workers = max(1, limit) if not isinstance(calls, Sized) else max(1, min(limit, len(calls)))
     await asyncio.gather(*(worker() for _ in range(workers)))
     return [results[i] for i in range(len(results))]
+
+
+class Locks(Generic[T]):
+    """One holder per key at a time, each key's lock kept only while a caller holds it or waits for it: keys a
+    stranger chooses (a provider, a storage index its records name) then leave nothing behind once their work
+    ended, however it ended (an error, a cancellation).  A key is dropped with its last user, never while a
+    caller waits for it: a lock dropped as its holder let it go and taken afresh would let a newcomer run
+    alongside the waiter it was handed to."""
+
+    def __init__(self) -> None:
+        self._held: dict[T, tuple[asyncio.Lock, list[int]]] = {}  # key -> its lock, [callers holding or waiting]
+
+    @contextlib.asynccontextmanager
+    async def one(self, key: T):
+        held = self._held.get(key)
+        if held is None:
+            held = self._held[key] = (asyncio.Lock(), [0])
+        lock, users = held
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._held[key]
+
+    def locked(self, key: T) -> bool:
+        """Whether a caller holds `key` now."""
+        held = self._held.get(key)
+        return held is not None and held[0].locked()
+
+    def waiting(self, key: T) -> int:
+        """Callers waiting for `key` now, its holder aside."""
+        held = self._held.get(key)
+        return 0 if held is None else held[1][0] - held[0].locked()
+
+    def __len__(self) -> int:
+        """Keys held or awaited now (status, tests)."""
+        return len(self._held)
 
 
 def refill(tokens: float, since: float, now: float, rate: float, burst: float) -> float:

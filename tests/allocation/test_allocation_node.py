@@ -225,6 +225,9 @@ async def test_a_provider_that_fails_the_work_its_allocation_promised_no_longer_
     assert "refused shares" in (await response.json())["detail"]
     await eventually_async(lambda: b_id not in counted(), "a's receipt to stop counting b", 30)
     assert service.allocated("storage") == {} and service.status()["defaulted"] == [b_id]
+    # b leaves the directory: nothing of it is kept (the providers that fail are whoever a stranger cycles through it)
+    assert (await a.delete(f"/v1/peers/{b_id}")).status == 200
+    assert service.status()["defaulted"] == []
 
 
 async def test_a_recipient_answers_only_when_no_provider_is_left_to_compute_from_its_receipt(node_factory) -> None:

@@ -61,7 +61,7 @@ async def test_an_unreachable_peer_is_named_once_in_plain_words() -> None:
     async with aiohttp.ClientSession() as session:
         client = PeerClient(Identity.generate(), session, timeout=5.0)
         with pytest.raises(PeerUnreachable) as caught:
-            await client.request(f"http://127.0.0.1:{port}", "GET", "/v1/peer/descriptor")
+            await client.request(f"http://127.0.0.1:{port}", "GET", "/v1/peer/descriptor", max_size=1 << 20)
     message = caught.value.message
     assert message == f"peer http://127.0.0.1:{port} is unreachable: connection refused"
     assert caught.value.details["reason"] == "connection refused"

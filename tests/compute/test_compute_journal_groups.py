@@ -162,6 +162,20 @@ async def test_a_record_nobody_waits_for_is_written_within_lazy_after(journal, m
     assert writes.sizes == [1]
 
 
+async def test_the_chain_heads_kept_in_memory_are_bounded_and_each_chain_goes_on_from_its_head(journal, monkeypatch):
+    """The modules run here are whoever a gateway pushes: past MODULES_KEPT the heads kept are read from disk again,
+    and a module's next record still links to its newest."""
+    monkeypatch.setattr(journal_module, "MODULES_KEPT", 8)
+    first = _records(journal, 1)[0]
+    await journal.append(first, b"\0" * 32)
+    for n in range(1, 100):
+        await journal.append(_records(journal, 1)[0], n.to_bytes(32, "big"))
+        assert journal.modules_kept <= 8
+    again = _records(journal, 1)[0]
+    await journal.append(again, b"\0" * 32)
+    assert again["previous"] == first["id"]
+
+
 def _records(journal: Journal, count: int) -> list[dict]:
     return [{"version": provenance.VERSION, "id": provenance.new_id().hex(), "module": "ab" * 32, "function": "f",
              "args": [], "outcome": "ok", "results": [], "node": journal.test_identity.id} for _ in range(count)]

@@ -404,6 +404,15 @@ async def test_a_hostile_answer_to_a_batch_is_checked_call_by_call(answer, expec
             assert isinstance(result, PeerRefused) and result.details["peer_code"] == "deal-refused", result
 
 
+@pytest.mark.parametrize("answer", [{"nothing": 1}, [1, 2, 3], {"run": "no", "tab": {}}, {"run": {}}])
+async def test_a_lone_call_answered_without_a_run_and_a_tab_counts_as_lost_as_a_batchs_call_does(answer) -> None:
+    provider = FakeProvider(lambda path, entries: (200, answer))
+    provider.held = set()
+    with pytest.raises(PeerUnreachable) as lost:  # it may have run: its budget stays held until the tab is paid
+        await InvokeBatcher(provider).invoke("http://b", "B", _body(0), lambda: b"", False)
+    assert lost.value.details["sent"] is True
+
+
 async def test_a_refused_or_unreachable_batch_fails_its_calls_and_an_older_peer_gets_them_one_by_one() -> None:
     def older(path, entries):
         return (404, {"code": "not-found"}) if path == INVOKES_PATH else (200, _ran(entries[0]))

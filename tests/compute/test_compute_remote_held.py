@@ -3,6 +3,11 @@ provider's tab no more than its own tally of the provider's signed answers (two 
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
+from types import SimpleNamespace
+
 import pytest
 
 from tests.support.compute import deploy, invoke, invoke_at_once, peer_with_provider
@@ -276,3 +281,36 @@ async def test_a_provider_tab_keeps_only_the_charge_of_a_call_whose_record_is_qu
     tabs.ran(tab, budget, None)
     tabs.ran(tab, budget, None)
     assert (tab.reserved, tab.in_flight, tab.total, tab.count) == (0, 0, 0, 0)
+
+
+async def test_a_gateway_keeps_nothing_of_the_providers_it_opened_tabs_with_but_the_one_opening_now() -> None:
+    """A tab is opened one at a time per provider; the providers called are whoever the matching or a stranger's
+    provider records name, so what orders the opening is kept only while a tab is being opened or waited for."""
+    authorized: list[str] = []
+    slow_one = asyncio.Event()
+
+    class Payments:
+        ledger = SimpleNamespace(hold_for=lambda auth, budget: None)
+
+        def add_closer(self, *args, **kwargs) -> None:
+            pass
+
+        def keep_off(self, authorization_id: bytes) -> None:
+            pass
+
+        async def authorize(self, provider: str, cap: int, job: str, ttl: int, hold: int):
+            authorized.append(provider)
+            if provider == "slow":
+                await slow_one.wait()
+            return SimpleNamespace(id=os.urandom(32), cap=cap, expires_at=time.time() + ttl)
+
+    tabs = remote_tabs.GatewayTabs(payments=Payments(), client=None, peers=None)
+    first = asyncio.create_task(tabs.reserve("slow", 1, 10))
+    second = asyncio.create_task(tabs.reserve("slow", 1, 10))  # waits for the first's tab rather than open one
+    await asyncio.sleep(0)
+    for n in range(500):
+        await tabs.reserve(f"provider{n}", 1, 10)
+    assert tabs.opening == 1
+    slow_one.set()
+    assert (await first) is (await second) and authorized.count("slow") == 1
+    assert tabs.opening == 0

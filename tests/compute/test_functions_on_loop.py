@@ -143,3 +143,21 @@ async def test_a_run_on_the_loop_whose_stderr_goes_over_its_cap_is_refused_as_on
     status, body = await _ask(f"{base}/fn/noisy/")
     assert status == 502 and b"stderr went over its cap" in body and b"Traceback" not in body
     assert on_loop.runs == 1
+
+
+def test_the_judgements_of_tries_are_kept_for_the_most_recent_modules_only(monkeypatch) -> None:
+    """The modules served are whoever places a function here: whether a module's calls may be tried is kept for the
+    MOST_MODULES most recent (judged again, the same, if one forgotten comes back)."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(web_on_loop, "MOST_MODULES", 8)
+    runs = web_on_loop.LoopRuns(compute=None)
+
+    def module(n: int, size: int = 100):
+        return SimpleNamespace(module_hash=n.to_bytes(32, "big"), wasi_pre=object(),
+                               info=SimpleNamespace(start=None, size=size), module=SimpleNamespace(imports=[]))
+
+    assert not runs.may_try(module(0, size=1 << 40), "_start", False, 0)  # too large to try
+    for n in range(1, 1000):
+        assert runs.may_try(module(n), "_start", False, 0)
+    assert runs.judged() == 8 and not runs.may_try(module(0, size=1 << 40), "_start", False, 0)

@@ -24,7 +24,7 @@ from xsc.ledger.receipts import check_receipt
 from xsc.ledger.core.model import encode_authorization
 from xsc.net.compute import close_tab, push_module
 from xsc.net import functions as wire
-from xsc.net.functions import FUNCTION_PATH, FUNCTIONS_PATH
+from xsc.net.functions import FUNCTION_ANSWER, FUNCTION_PATH, FUNCTIONS_PATH
 from xsc.node import IDENTITY
 from xsc.node.appkeys import NODE
 
@@ -142,7 +142,7 @@ async def _place(owner, provider, body: dict) -> tuple[int, dict]:
     url = provider.app[NODE].peers.url
     try:
         answer = await owner.app[NODE].client.request(url, "POST", FUNCTIONS_PATH, json=body,
-                                                      to=provider.app[IDENTITY].id)
+                                                      to=provider.app[IDENTITY].id, max_size=FUNCTION_ANSWER)
         return answer.status, answer.json()
     except PeerRefused as err:
         return err.details["peer_status"], {"code": err.details["peer_code"], "detail": err.message}
@@ -210,7 +210,8 @@ async def test_a_provider_refuses_placements_it_is_not_paid_for_or_cannot_serve(
     status, answer = await _place(owner, provider, body("a", first))
     assert status == 201, answer
     assert (await _get(answer["url"] + "x"))[0] == 200
-    await node.client.request(provider.app[NODE].peers.url, "DELETE", FUNCTION_PATH.format(name="a"), to=pid)
+    await node.client.request(provider.app[NODE].peers.url, "DELETE", FUNCTION_PATH.format(name="a"), to=pid,
+                              max_size=FUNCTION_ANSWER)
     assert (await _get(answer["url"] + "x"))[0] == 404
     # A replayed authorization: its tab was closed (and paid) already.
     receipt = await close_tab(node.client, provider.app[NODE].peers.url, pid, encode_authorization(first).hex())
@@ -385,7 +386,8 @@ async def test_placements_are_served_again_after_a_restart_unless_expired_withdr
     kept, authorization = await place("kept")
     brief, brief_authorization = await place("brief", ttl=2)
     withdrawn, _ = await place("withdrawn")
-    await node.client.request(provider.app[NODE].peers.url, "DELETE", FUNCTION_PATH.format(name="withdrawn"), to=pid)
+    await node.client.request(provider.app[NODE].peers.url, "DELETE", FUNCTION_PATH.format(name="withdrawn"), to=pid,
+                              max_size=FUNCTION_ANSWER)
     orphaned, _ = await place("orphaned", other)
     provider.app[NODE].compute.remove(other)
     web_listen = provider.app[NODE].config.node.web_listen

@@ -462,12 +462,12 @@ async def test_a_provider_asked_again_for_a_run_answers_that_run_without_running
     real_run = sent_jobs.wire.run
     again: list[dict] = []
 
-    async def asked_twice(client, url, provider_id, job, timeout):
+    async def asked_twice(client, url, provider_id, job, timeout, most):
         # The sender asks again while the run is under way (as its restart does), and once more after it ended.
-        first = asyncio.ensure_future(real_run(client, url, provider_id, job, timeout=timeout))
-        again.append(await real_run(client, url, provider_id, job, timeout=timeout))
+        first = asyncio.ensure_future(real_run(client, url, provider_id, job, timeout=timeout, most=most))
+        again.append(await real_run(client, url, provider_id, job, timeout=timeout, most=most))
         answer = await first
-        again.append(await real_run(client, url, provider_id, job, timeout=timeout))
+        again.append(await real_run(client, url, provider_id, job, timeout=timeout, most=most))
         return answer
 
     monkeypatch.setattr(sent_jobs.wire, "run", asked_twice)
@@ -489,8 +489,8 @@ async def test_a_sender_cannot_forget_a_job_while_it_runs(node_factory, monkeypa
     real_run, real_forget = sent_jobs.wire.run, sent_jobs.wire.forget
     refused: list[str] = []
 
-    async def run_then_forget(client, url, provider_id, job, timeout):
-        running = asyncio.ensure_future(real_run(client, url, provider_id, job, timeout=timeout))
+    async def run_then_forget(client, url, provider_id, job, timeout, most):
+        running = asyncio.ensure_future(real_run(client, url, provider_id, job, timeout=timeout, most=most))
 
         async def spinning():
             return (await (await provider.get("/v1/node/status")).json())["compute"]["running"] >= 1

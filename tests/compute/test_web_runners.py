@@ -23,6 +23,7 @@ from tests.support.nodes import free_port
 from tests.support.waiting import eventually, eventually_async
 from xsc.compute import engine as eng
 from xsc.compute import runner_wire as wire
+from xsc.compute import web_runners
 from xsc.compute.web_runners import RunnerLink
 from xsc.config import load_config
 from xsc.errors import ConfigError
@@ -193,6 +194,28 @@ async def test_a_module_the_runner_dropped_is_sent_again_with_its_next_try() -> 
                    wire.frame(wire.TOSSED, 3, wire.tossed_body("", 6)))
     assert await second == (wire.TOSSED, ("deadline", 5)) and await third == (wire.TOSSED, ("", 6))
     assert not ended and link.runs == 3
+    link.end("the test is over")
+    theirs.close()
+
+
+async def test_what_a_runner_was_sent_is_remembered_for_the_most_recently_run_modules_only(monkeypatch) -> None:
+    """The modules served are whoever places a function here: the link remembers those it sent a runner for the
+    MOST_MODULES most recently run; one run meanwhile stays sent, one forgotten is sent again with its next try."""
+    monkeypatch.setattr(web_runners, "MOST_MODULES", 4)
+    link, theirs, ended = await _fake_runner()
+    modules = [bytes([n]) * 32 for n in range(10)]
+    link.run(modules[0], lambda: b"module", b"run")
+    frames = 2
+    for module in modules[1:]:
+        link.run(module, lambda: b"module", b"run")
+        link.run(modules[0], lambda: b"module", b"run")  # in use all along: never sent again
+        frames += 3
+    sent = await asyncio.to_thread(_frames, theirs, frames)
+    assert [kind for kind, _ in sent].count(wire.MODULE) == 10
+    link.run(modules[1], lambda: b"module", b"run")  # long forgotten: sent again
+    link.run(b"\xff" * 32, lambda: b"module", b"run")  # a new one (what follows is read whatever came before)
+    assert [kind for kind, _ in await asyncio.to_thread(_frames, theirs, 3)][:3] == [wire.MODULE, wire.RUN, wire.MODULE]
+    assert not ended
     link.end("the test is over")
     theirs.close()
 

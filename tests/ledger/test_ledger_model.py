@@ -50,6 +50,20 @@ def test_malformed_encodings_are_refused(mutate):
         decode_entry(mutate(_entry().encode()))
 
 
+def test_meter_names_found_valid_are_kept_bounded_whoever_names_them():
+    """A receipt a stranger answers with names meters as it likes: the names found valid (kept so that each is
+    validated once) stay at most METER_NAMES, and each entry still decodes to its own names."""
+    from xsc.ledger.core import model
+
+    auth = authorize(PAYER, PAYEE.public_key, 10, "job", 100, bytes(16))
+    data = make_receipt(PAYEE, 1, ZERO_HASH, auth, 5, {"m000000": 7}, 50).encode()
+    for n in range(4 * model.METER_NAMES):
+        name = f"m{n:06d}"
+        back = decode_entry(data.replace(b"m000000", name.encode()))
+        assert back.usage == ((name, 7),)
+        assert len(model._METER_NAMES) <= model.METER_NAMES
+
+
 def test_bad_fields_are_refused():
     with pytest.raises(InvalidEntry):
         authorize(PAYER, PAYEE.public_key, -1, "job", 100, bytes(16))

@@ -14,7 +14,7 @@ from xsc.ledger import decode_authorization, decode_entry, encode_authorization
 from xsc.ledger.core.model import Receipt, authorize
 from xsc.node import CLIENT_IDENTITY, IDENTITY
 from xsc.node.appkeys import NODE
-from xsc.ledger.receipts import RECEIPTS_PATH, ask_receipt
+from xsc.ledger.receipts import RECEIPT_ANSWER, RECEIPTS_PATH, ask_receipt
 
 from tests.support.nodes import free_port
 from tests.support.waiting import eventually_async
@@ -144,7 +144,7 @@ async def test_bad_claims_are_refused_with_clear_problems(node_factory) -> None:
 
     async def post(body, status: int, code: str) -> None:
         with pytest.raises(PeerRefused) as refused:
-            await peers.request(b_url, "POST", RECEIPTS_PATH, json=body, to=b_node.id)
+            await peers.request(b_url, "POST", RECEIPTS_PATH, json=body, to=b_node.id, max_size=RECEIPT_ANSWER)
         assert (refused.value.details["peer_status"], refused.value.details["peer_code"]) == (status, code), \
             refused.value
 
@@ -185,7 +185,7 @@ async def test_bad_claims_are_refused_with_clear_problems(node_factory) -> None:
 
     for path, status in ((f"{RECEIPTS_PATH}/xyz", 400), (f"{RECEIPTS_PATH}/{'ab' * 32}", 404)):
         with pytest.raises(PeerRefused) as refused:
-            await peers.request(b_url, "GET", path, to=b_node.id)
+            await peers.request(b_url, "GET", path, to=b_node.id, max_size=1 << 20)
         assert refused.value.details["peer_status"] == status
     unsigned = await b.post(RECEIPTS_PATH, json={**good, "authorization": signed()})
     assert unsigned.status == 401

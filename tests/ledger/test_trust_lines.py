@@ -129,7 +129,7 @@ async def _claim(client: PeerClient, node, auth, amount: int | None = None) -> t
     try:
         await client.request(node.app[NODE].peers.url, "POST", "/v1/peer/ledger/receipts", to=node.app[NODE].peers.identity.id,
                              json={"authorization": encode_authorization(auth).hex(),
-                                   "amount": auth.cap if amount is None else amount, "usage": {}})
+                                   "amount": auth.cap if amount is None else amount, "usage": {}}, max_size=1 << 20)
     except PeerRefused as exc:
         return exc.details["peer_status"], exc.details["peer_code"]
     return 200, ""
@@ -294,11 +294,11 @@ async def test_a_peer_asks_its_own_terms_and_nothing_else(node_factory) -> None:
     assert (await b.get("/v1/peer/terms")).status == 401  # unsigned
     async with aiohttp.ClientSession() as session:
         client = PeerClient(stranger, session, 30.0)
-        answer = await client.request(url, "GET", f"/v1/peer/terms?peer={other.id}", to=b_id)
+        answer = await client.request(url, "GET", f"/v1/peer/terms?peer={other.id}", to=b_id, max_size=1 << 20)
         assert answer.status == 200 and answer.json() == {"available": 0, "credit": 0, "recognised": False}
         response = await b.post("/v1/market/recognize", json={"peer": stranger.id, "weight": "1", "credit": 1234})
         assert response.status == 200, await response.text()
-        answer = await client.request(url, "GET", "/v1/peer/terms", to=b_id)
+        answer = await client.request(url, "GET", "/v1/peer/terms", to=b_id, max_size=1 << 20)
         assert answer.json() == {"available": 1234, "credit": 1234, "recognised": True}
     assert b.app[NODE].trust.line(other.id)["available"] == 0  # nobody learns another's line
 

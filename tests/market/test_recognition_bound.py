@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from xsc import keys
+from xsc import codec, keys
 from xsc.allocation import Stamp
 from xsc.db import open_database
 from xsc.errors import InvalidArgument
@@ -68,6 +68,32 @@ def test_a_node_publishes_at_most_its_bound_and_once_a_peer_earned_only_those_th
         recognition.set_weight(peer, Decimal(3))
     weights = recognition.weights()
     assert all(weights[p] == 3 for p in PEERS[-5:]) and len(weights) == 7
+
+
+def test_the_money_counters_keep_the_peers_that_exchanged_most_whatever_number_of_ids_pay_a_little(
+        tmp_path, monkeypatch) -> None:
+    """Any id that pays this node a micro-credit is counted: past MOST_COUNTED peers each way, the one that exchanged
+    least goes, never a newcomer's first amount, and a partner's counter is untouched."""
+    from xsc.market import recognition as module
+
+    monkeypatch.setattr(module, "MOST_COUNTED", 16)
+    recognition = _recognition(tmp_path, Identity.generate().id)
+    partner, supplier = PEERS[0], PEERS[1]
+    recognition.note_paid(partner, 500, by_them=True)
+    recognition.note_paid(supplier, 300, by_them=False)
+    for n in range(1000):
+        fresh = f"fresh{n}"
+        recognition.note_paid(fresh, 1, by_them=True)
+        recognition.note_paid(fresh, 1, by_them=False)
+        counters = recognition.counters()
+        assert counters["paid_by"][fresh] == counters["delivered_by"][fresh] == 1
+        assert len(counters["paid_by"]) <= 16 and len(counters["delivered_by"]) <= 16
+    assert recognition.earned(partner) == 500 and recognition.earned(supplier) == 300
+    # Counters written before they were bounded are read back bounded, those that exchanged most kept.
+    db = open_database(tmp_path / "before")
+    db.put(keys.MARKET_SELF, codec.dumps({"paid_by": {f"old{n}": n + 1 for n in range(100)}, "delivered_by": {}}))
+    again = Recognition(db=db, me=Identity.generate().id, peers=_Peers(PEERS))
+    assert set(again.counters()["paid_by"]) == {f"old{n}" for n in range(84, 100)}
 
 
 def test_a_peer_that_earned_but_never_answered_a_probe_is_not_recognised(tmp_path) -> None:

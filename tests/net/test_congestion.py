@@ -137,10 +137,11 @@ async def _peer_sockets_algorithms(node_factory, chosen: str) -> list[str | None
     b = await node_factory("b", **FAST)
     peers_a, b_url, b_id = a.app[NODE].peers, b.app[NODE].peers.url, b.app[NODE].peers.identity.id
     await peers_a.add(b_url)
-    response = await peers_a.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": new_nonce()})
+    response = await peers_a.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": new_nonce()}, max_size=1 << 20)
     assert response.status == 200
     client = peers_a.client
-    await client.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": new_nonce()}, to=b_id, kept=True)
+    await client.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": new_nonce()}, to=b_id, kept=True,
+                         max_size=1 << 20)
     data = os.urandom(1000)  # one segment (under any segment size), every share of it held by b
     stored = await b.post("/v1/store/files", data=data, headers={"Connection": "close"})  # none of a's connections
     cap = Capability.parse((await stored.json())["capability"])

@@ -26,25 +26,29 @@ async def test_kept_requests_answer_as_the_session_does_over_one_tls_connection(
     client, b_url, b_id = a.app[NODE].peers.client, b.app[NODE].peers.url, b.app[NODE].peers.identity.id
     for _ in range(5):
         nonce = new_nonce()
-        response = await client.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": nonce}, to=b_id, kept=True)
+        response = await client.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": nonce}, to=b_id, kept=True,
+                                        max_size=1 << 20)
         assert response.status == 200 and response.node == b_id  # the TLS handshake proved who answered
         check_answer(response.json(), nonce=nonce, prober=a.app[NODE].peers.identity.id, responder=b_id)
     assert client.kept_opened == 1  # one connection, kept alive for all five
 
     with pytest.raises(PeerRefused) as refused:  # the peer's problem comes through whole
-        await client.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": "xyz"}, to=b_id, kept=True)
+        await client.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": "xyz"}, to=b_id, kept=True,
+                             max_size=1 << 20)
     assert refused.value.details["peer_status"] == 400 and refused.value.details["peer_code"] == "invalid-argument"
     with pytest.raises(PeerRefused) as refused:
-        await client.request(b_url, "POST", "/v1/peer/no-such-thing", data=b"\x00", to=b_id, kept=True)
+        await client.request(b_url, "POST", "/v1/peer/no-such-thing", data=b"\x00", to=b_id, kept=True,
+                             max_size=1 << 20)
     assert refused.value.details["peer_status"] == 404
     assert client.kept_opened == 1  # error answers keep their connection too
 
     with pytest.raises(PeerIdentityMismatch) as mismatch:  # another node's key at that URL: nothing is sent
         await client.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": new_nonce()},
-                             to=Identity.generate().id, kept=True)
+                             to=Identity.generate().id, kept=True, max_size=1 << 20)
     assert mismatch.value.details["sent"] is False and mismatch.value.details["presented"] == b_id
     with pytest.raises(PeerUnreachable) as unreachable:
-        await client.request(f"http://127.0.0.1:{free_port()}", "POST", "/v1/peer/challenge", json={}, kept=True)
+        await client.request(f"http://127.0.0.1:{free_port()}", "POST", "/v1/peer/challenge", json={}, kept=True,
+                             max_size=1 << 20)
     assert unreachable.value.details["sent"] is False and unreachable.value.details["reason"] == "connection refused"
 
 
@@ -98,7 +102,8 @@ async def test_kept_requests_read_every_kind_of_answer_and_report_a_cut_one_as_m
     async with aiohttp.ClientSession() as session:
         client = PeerClient(Identity.generate(), session, 5.0, tls=False)  # plaintext: loopback only
         try:
-            ask = lambda **kw: client.request(url, "POST", "/v1/peer/x", json={}, kept=True, **kw)  # noqa: E731
+            ask = lambda max_size=1024: client.request(url, "POST", "/v1/peer/x", json={}, kept=True,  # noqa: E731
+                                                       max_size=max_size)
             assert (await ask()).json() == {"n": 1}
             assert (await ask()).json() == {"n": 2}
             assert (await ask()).json() == {"a": 2}
@@ -123,10 +128,11 @@ async def test_a_kept_connection_the_peer_closed_while_idle_is_not_used_again() 
     async with aiohttp.ClientSession() as session:
         client = PeerClient(Identity.generate(), session, 5.0, tls=False)
         try:
-            await client.request(url, "POST", "/v1/peer/x", json={}, kept=True)
+            await client.request(url, "POST", "/v1/peer/x", json={}, kept=True, max_size=1 << 20)
             await eventually_async(lambda: all(reader.at_eof() for reader, _ in client._kept.pools.idle()),
                                    "the peer's close to be seen", 10, poll=0.02)
-            assert (await client.request(url, "POST", "/v1/peer/x", json={}, kept=True)).json() == {"again": True}
+            assert (await client.request(url, "POST", "/v1/peer/x", json={}, kept=True,
+                                         max_size=1 << 20)).json() == {"again": True}
             assert peer.connections == 2 and client.kept_opened == 2
         finally:
             client.close()
@@ -146,7 +152,7 @@ async def test_a_peer_that_never_answers_times_out_as_maybe_sent() -> None:
         client = PeerClient(Identity.generate(), session, 0.3, tls=False)
         try:
             with pytest.raises(PeerUnreachable) as timed_out:
-                await client.request(url, "POST", "/v1/peer/x", json={}, kept=True)
+                await client.request(url, "POST", "/v1/peer/x", json={}, kept=True, max_size=1 << 20)
             assert timed_out.value.details["sent"] is True and timed_out.value.details["reason"] == "timed out"
         finally:
             client.close()

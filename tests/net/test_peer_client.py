@@ -35,18 +35,19 @@ async def test_the_peer_service_signs_requests_and_reports_availability(node_fac
     await eventually_async(lambda: peers_a.availability(b_id).probes_1h >= 2, "a probe of b", 10, poll=0.01)
 
     nonce = new_nonce()
-    response = await peers_a.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": nonce})
+    response = await peers_a.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": nonce}, max_size=1 << 20)
     assert response.status == 200
     check_answer(response.json(), nonce=nonce, prober=peers_a.identity.id, responder=b_id)
 
     with pytest.raises(PeerRefused) as refused:
-        await peers_a.request(b_url, "POST", "/v1/peer/no-such-thing", data=b"\x00\x01")
+        await peers_a.request(b_url, "POST", "/v1/peer/no-such-thing", data=b"\x00\x01", max_size=1 << 20)
     assert refused.value.details["peer_status"] == 404
     with pytest.raises(PeerRefused) as refused:  # a bad nonce: the peer's problem code comes through
-        await peers_a.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": "xyz"})
+        await peers_a.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": "xyz"}, max_size=1 << 20)
     assert refused.value.details["peer_code"] == "invalid-argument"
     with pytest.raises(PeerUnreachable):
-        await peers_a.request(f"http://127.0.0.1:{free_port()}", "POST", "/v1/peer/challenge", json={})
+        await peers_a.request(f"http://127.0.0.1:{free_port()}", "POST", "/v1/peer/challenge", json={},
+                              max_size=1 << 20)
 
     result = await a.app[NODE].health.probe_round()
     assert result["ok"] == 1 and result["results"][0]["id"] == b_id
@@ -140,7 +141,7 @@ async def test_a_body_given_as_parts_arrives_whole_and_its_signature_covers_them
         async with aiohttp.ClientSession() as session:  # plaintext on loopback: every request signed
             client = PeerClient(Identity.generate(), session, 10.0, tls=False)
             answer = (await client.request(f"http://127.0.0.1:{port}", "PUT", "/v1/peer/test-upload",
-                                           data=parts)).json()
+                                           data=parts, max_size=1 << 20)).json()
         assert answer == {"sha256": whole, "signed": whole}
     finally:
         await server.close()

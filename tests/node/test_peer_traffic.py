@@ -59,7 +59,7 @@ async def test_requests_over_the_kept_connections_are_counted_both_ways(node_fac
     client, b_url, b_id = a.app[NODE].peers.client, b.app[NODE].peers.url, b.app[NODE].peers.identity.id
     before = _traffic(a, "challenge")
     response = await client.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": new_nonce()}, to=b_id,
-                                     kept=True)
+                                     kept=True, max_size=1 << 20)
     counted = _traffic(a, "challenge")
     sent, received = counted["sent"] - before["sent"], counted["received"] - before["received"]
     assert client.kept_opened == 1

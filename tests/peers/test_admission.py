@@ -166,7 +166,7 @@ async def _bogus_receipt(victim, peer) -> int:
                      os.urandom(16))
     try:
         await peer.app[NODE].peers.client.request(
-            victim.app[NODE].peers.url, "POST", "/v1/peer/ledger/receipts", to=victim_id,
+            victim.app[NODE].peers.url, "POST", "/v1/peer/ledger/receipts", to=victim_id, max_size=1 << 20,
             json={"authorization": encode_authorization(auth).hex(), "amount": 1000, "usage": {"byte_hours": 1}})
     except PeerRefused as err:
         return err.details["peer_status"]

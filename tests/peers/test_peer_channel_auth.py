@@ -72,7 +72,8 @@ async def test_a_node_talks_to_its_peer_unsigned_on_a_connection_its_certificate
     b_id = b.app[IDENTITY].id
     added = await a.app[NODE].peers.add(b.app[NODE].peers.url)
     for _ in range(3):
-        response = await a.app[NODE].peers.request(added.url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id)
+        response = await a.app[NODE].peers.request(added.url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id,
+                                                   max_size=1 << 20)
         assert response.status == 200 and response.node == b_id
     assert len(b.app[REPLAY_GUARD]) == 0  # no nonce was sent, none remembered: the connection proved a
     conn = await Connection.open(_port(b), b_id, a.app[IDENTITY])
@@ -140,7 +141,7 @@ async def test_an_unsigned_request_in_plaintext_is_refused(two) -> None:
         assert status == 401 and problem["code"] == "unsigned-request", problem
         # Plaintext loopback peers sign: a's own client does, and is answered.
         response = await a.app[NODE].peers.request(b.app[NODE].peers.url.replace("https://", "http://"), "POST",
-                                                   CHALLENGE, json={"nonce": new_nonce()}, to=b_id)
+                                                   CHALLENGE, json={"nonce": new_nonce()}, to=b_id, max_size=1 << 20)
         assert response.status == 200
     finally:
         conn.close()

@@ -35,7 +35,7 @@ async def test_a_flooding_peer_is_slowed_and_the_others_are_not(node_factory) ->
         async def challenge(client: PeerClient):
             try:
                 await client.request(peers.url, "POST", "/v1/peer/challenge", json={"nonce": "ab" * 16},
-                                     to=peers.identity.id)
+                                     to=peers.identity.id, max_size=1 << 20)
                 return 200
             except PeerRefused as err:
                 return err.details["peer_status"]

@@ -71,10 +71,12 @@ async def test_two_nodes_talk_over_tls_that_proves_each_node_id(node_factory) ->
     assert b.app[NODE].peers.url.startswith("https://127.0.0.1:")  # what b's signed descriptor tells its peers
     added = await a.app[NODE].peers.add(b.app[NODE].peers.url)
     assert added.id == b_id and added.url.startswith("https://")
-    response = await a.app[NODE].peers.request(added.url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id)
+    response = await a.app[NODE].peers.request(added.url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id,
+                                               max_size=1 << 20)
     assert response.status == 200 and response.node == b_id  # the TLS handshake proved b's key
     # b knows a by its https URL too (a sent its descriptor), and reaches it over TLS.
-    back = await b.app[NODE].peers.request(a.app[NODE].peers.url, "POST", CHALLENGE, json={"nonce": new_nonce()})
+    back = await b.app[NODE].peers.request(a.app[NODE].peers.url, "POST", CHALLENGE, json={"nonce": new_nonce()},
+                                           max_size=1 << 20)
     assert back.node == a.app[IDENTITY].id
     # The port itself: TLS 1.3 with a certificate whose key is the node id, the same every start.
     assert await _tls_handshake(_port(b), b_id) == (b_id, "TLSv1.3")
@@ -118,7 +120,8 @@ async def test_a_node_whose_key_is_not_the_expected_id_gets_nothing(node_factory
     await a.app[NODE].peers.add(b.app[NODE].peers.url)
     # c answers at the URL where a expects b (a moved address, a DNS or routing attack): refused in the handshake.
     with pytest.raises(PeerIdentityMismatch) as refused:
-        await a.app[NODE].peers.request(c.app[NODE].peers.url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id)
+        await a.app[NODE].peers.request(c.app[NODE].peers.url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id,
+                                        max_size=1 << 20)
     assert refused.value.details["expected"] == b_id and refused.value.details["presented"] == c_id
     assert refused.value.details["sent"] is False and f"it is node {c_id}, not node {b_id}" in str(refused.value)
     assert len(c.app[REPLAY_GUARD]) == 0 and c.app[NODE].peers.peers() == []  # c never saw the request
@@ -201,7 +204,7 @@ async def test_a_tampering_proxy_makes_the_call_fail_clearly_never_silently(node
     try:
         with pytest.raises(PeerUnreachable) as failed:
             await a.app[NODE].peers.request(f"https://127.0.0.1:{proxy_port}", "POST", CHALLENGE,
-                                       json={"nonce": new_nonce()}, to=b_id, timeout=10)
+                                       json={"nonce": new_nonce()}, to=b_id, timeout=10, max_size=1 << 20)
     finally:
         await proxy.close()
     assert proxy.tampered == 1
@@ -209,7 +212,8 @@ async def test_a_tampering_proxy_makes_the_call_fail_clearly_never_silently(node
     if where != "response":  # a tampered handshake or request never reaches b's handlers
         assert len(b.app[REPLAY_GUARD]) == 0
     # Without the proxy the same call works: the failure was the tampering, and it was not silent.
-    response = await a.app[NODE].peers.request(b.app[NODE].peers.url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id)
+    response = await a.app[NODE].peers.request(b.app[NODE].peers.url, "POST", CHALLENGE, json={"nonce": new_nonce()},
+                                               to=b_id, max_size=1 << 20)
     assert response.status == 200 and response.node == b_id
 
 
@@ -337,7 +341,8 @@ async def test_with_tls_off_plaintext_goes_to_loopback_only(node_factory) -> Non
     a, b = await node_factory("a", **plain), await node_factory("b", **plain)
     assert b.app[NODE].peers.url.startswith("http://127.0.0.1:")  # the plaintext baseline of bench/bench_tls.py
     added = await a.app[NODE].peers.add(b.app[NODE].peers.url)
-    response = await a.app[NODE].peers.request(added.url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=added.id)
+    response = await a.app[NODE].peers.request(added.url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=added.id,
+                                               max_size=1 << 20)
     assert response.status == 200 and response.node is None  # plaintext: nothing proved but the signature
     client = a.app[NODE].peers.client
     assert client.target("http://127.0.0.1:7070") == "http://127.0.0.1:7070"
@@ -350,10 +355,12 @@ async def test_a_stopped_node_takes_no_request_on_a_kept_alive_tls_connection(no
     a, b = await node_factory("a", **FAST), await node_factory("b", **FAST)
     b_id, b_url = b.app[IDENTITY].id, b.app[NODE].peers.url
     await a.app[NODE].peers.add(b_url)
-    assert (await a.app[NODE].peers.request(b_url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id)).status == 200
+    assert (await a.app[NODE].peers.request(b_url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id,
+                                            max_size=1 << 20)).status == 200
     await b.close()
     with pytest.raises(PeerUnreachable):
-        await a.app[NODE].peers.request(b_url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id)
+        await a.app[NODE].peers.request(b_url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id,
+                                        max_size=1 << 20)
 
 
 async def test_a_silent_connection_is_plain_http_after_a_moment(node_factory, monkeypatch) -> None:

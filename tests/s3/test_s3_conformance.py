@@ -303,10 +303,10 @@ def test_part_number_past_the_last_part_is_invalid_part_number(s3, bucket) -> No
     for op in (s3.get_object, s3.head_object):
         with pytest.raises(ClientError) as info:
             op(Bucket=bucket, Key="one", PartNumber=2)
-        assert code_of(info)[1] == 400
+        assert code_of(info)[1] == 416
     with pytest.raises(ClientError) as info:
         s3.get_object(Bucket=bucket, Key="one", PartNumber=2)
-    assert code_of(info) == ("InvalidPartNumber", 400)
+    assert code_of(info) == ("InvalidPartNumber", 416)
 
 
 def test_recreating_ones_own_bucket_answers_200(s3) -> None:

@@ -85,19 +85,26 @@ def test_complete_lists_and_sends_checksums_held_to_the_parts() -> None:
             b"<ChecksumCRC32>AAAAAA==</ChecksumCRC32></Part><Part><PartNumber>2</PartNumber><ETag>b</ETag></Part>"
             b"</CompleteMultipartUpload>")
     assert xml.parse_complete_checksums(body) == [(1, "a", {"crc32": "AAAAAA=="}), (2, "b", {})]
-    checksums.check_listed([(1, {"crc32": "AAAAAA=="}), (2, {})], {1: {"checksums": {"crc32": "AAAAAA=="}}, 2: {}})
-    for listed in ([(1, {"crc32": "AAAAAQ=="})], [(1, {"sha1": "A" * 27 + "="})]):
+    kept = {1: {"checksums": {"crc32": "AAAAAA=="}}, 2: {"checksums": {"crc32": "AAAAAQ=="}}}
+    checksums.check_listed([(1, {"crc32": "AAAAAA=="}), (2, {})], kept)
+    composite_kind = {"algorithm": "crc32", "type": "COMPOSITE", "default": False}
+    checksums.check_listed([(1, {"crc32": "AAAAAA=="}), (2, {"crc32": "AAAAAQ=="})], kept, composite_kind)
+    for listed, kind, code in (([(1, {"crc32": "AAAAAQ=="})], None, "InvalidPart"),  # not the part's
+                               ([(1, {"sha1": "A" * 27 + "="})], None, "BadDigest"),  # not one the part keeps
+                               ([(1, {"crc32": "AAAAAA=="}), (2, {})], composite_kind, "InvalidRequest")):  # missing
         with pytest.raises(S3Error) as info:
-            checksums.check_listed(listed, {1: {"checksums": {"crc32": "AAAAAA=="}}})
-        assert info.value.s3_code == "InvalidPart"
+            checksums.check_listed(listed, kept, kind)
+        assert (info.value.s3_code, info.value.status) == (code, 400), listed
     full = {"algorithm": "crc32", "type": "FULL_OBJECT"}
+    checksums.check_listed([(1, {}), (2, {})], kept, {**full, "default": False})  # a FULL_OBJECT one needs none
     checksums.check_complete({"x-amz-checksum-crc32": "AAAAAA==", "x-amz-checksum-type": "FULL_OBJECT"}, full,
                              "AAAAAA==")
-    for headers in ({"x-amz-checksum-crc32": "AAAAAQ=="}, {"x-amz-checksum-type": "COMPOSITE"},
-                    {"x-amz-checksum-crc32c": "AAAAAA=="}):
+    for headers, code in (({"x-amz-checksum-crc32": "AAAAAQ=="}, "BadDigest"),
+                          ({"x-amz-checksum-type": "COMPOSITE"}, "InvalidRequest"),
+                          ({"x-amz-checksum-crc32c": "AAAAAA=="}, "BadDigest")):
         with pytest.raises(S3Error) as info:
             checksums.check_complete(headers, full, "AAAAAA==")
-        assert info.value.s3_code == "BadDigest", headers
+        assert info.value.s3_code == code, headers
 
 
 # --- the bucket index keeps them, bounded ------------------------------------------------------------------------
@@ -211,7 +218,7 @@ def test_wrong_checksums_are_refused_and_the_upload_left_as_it_was(gateway, s3, 
                          "InvalidPart"),
                         ({"ChecksumCRC32": checksum_of("crc32", b"other"), "ChecksumType": "FULL_OBJECT"},
                          "BadDigest"),
-                        ({"ChecksumType": "COMPOSITE"}, "BadDigest"),
+                        ({"ChecksumType": "COMPOSITE"}, "InvalidRequest"),
                         ({"MpuObjectSize": len(part)}, "InvalidRequest")]:
         with pytest.raises(ClientError) as info:
             s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid,
@@ -242,7 +249,8 @@ def test_upload_part_copy_takes_the_parts_checksum_and_a_composite_objects_copy_
     listed = s3.list_parts(Bucket=bucket, Key="mp", UploadId=uid)["Parts"]
     assert [p["ChecksumSHA256"] for p in listed] == [first["ChecksumSHA256"], last["ChecksumSHA256"]]
     s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid, MultipartUpload={"Parts": [
-        {"PartNumber": 1, "ETag": first["ETag"]}, {"PartNumber": 2, "ETag": last["ETag"]}]})
+        {"PartNumber": n, "ETag": p["ETag"], "ChecksumSHA256": p["ChecksumSHA256"]}
+        for n, p in ((1, first), (2, last))]})
     head = s3.head_object(Bucket=bucket, Key="mp", ChecksumMode="ENABLED")
     assert (head["ChecksumSHA256"], head["ChecksumType"]) == (
         composite("sha256", [source[:5 * MiB], source[5 * MiB:]]), "COMPOSITE")
@@ -250,3 +258,82 @@ def test_upload_part_copy_takes_the_parts_checksum_and_a_composite_objects_copy_
     head = s3.head_object(Bucket=bucket, Key="copy", ChecksumMode="ENABLED")
     assert (head["ChecksumSHA256"], head["ChecksumType"]) == (checksum_of("sha256", source), "FULL_OBJECT")
 
+
+
+@pytest.mark.slow
+def test_a_composite_upload_is_completed_with_each_parts_checksum_listed(gateway, s3, bucket) -> None:
+    """S3 makes a COMPOSITE checksum of the checksums the client lists: a Complete that lists none is refused, the
+    upload left as it was; a FULL_OBJECT one needs none (its CRC is the whole object's)."""
+    parts = [os.urandom(5 * MiB), b"end"]
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="mp", ChecksumAlgorithm="CRC32C")["UploadId"]
+    sent = [s3.upload_part(Bucket=bucket, Key="mp", UploadId=uid, PartNumber=n, Body=p, ChecksumAlgorithm="CRC32C")
+            for n, p in enumerate(parts, 1)]
+    listed = [{"PartNumber": n, "ETag": s["ETag"], "ChecksumCRC32C": s["ChecksumCRC32C"]}
+              for n, s in enumerate(sent, 1)]
+    for unlisted in ([{"PartNumber": n, "ETag": s["ETag"]} for n, s in enumerate(sent, 1)], [listed[0], {
+            "PartNumber": 2, "ETag": sent[1]["ETag"]}]):
+        with pytest.raises(ClientError) as info:
+            s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid, MultipartUpload={"Parts": unlisted})
+        assert code_of(info) == ("InvalidRequest", 400)
+        assert "must include the checksum for each part" in info.value.response["Error"]["Message"]
+        assert _absent(s3, bucket, "mp") and _upload_left(s3, bucket, "mp")
+    with pytest.raises(ClientError) as info:  # a checksum the part was not sent with
+        s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid, MultipartUpload={"Parts": [
+            {**listed[0], "ChecksumSHA256": checksum_of("sha256", parts[0])}, listed[1]]})
+    assert code_of(info) == ("BadDigest", 400) and _upload_left(s3, bucket, "mp")
+    done = s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid, MultipartUpload={"Parts": listed})
+    assert (done["ChecksumCRC32C"], done["ChecksumType"]) == (composite("crc32c", parts), "COMPOSITE")
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="full", ChecksumAlgorithm="CRC32C",
+                                     ChecksumType="FULL_OBJECT")["UploadId"]
+    sent = [s3.upload_part(Bucket=bucket, Key="full", UploadId=uid, PartNumber=n, Body=p, ChecksumAlgorithm="CRC32C")
+            for n, p in enumerate(parts, 1)]
+    done = s3.complete_multipart_upload(Bucket=bucket, Key="full", UploadId=uid, MultipartUpload={"Parts": [
+        {"PartNumber": n, "ETag": s["ETag"]} for n, s in enumerate(sent, 1)]})
+    assert done["ChecksumCRC32C"] == checksum_of("crc32c", b"".join(parts))
+
+
+@pytest.mark.slow
+def test_a_part_read_by_its_number_is_answered_as_s3_answers_it(gateway, s3, bucket) -> None:
+    """GetObject and HeadObject with partNumber: the part's bytes (206), the object's ETag, its parts counted for a
+    multipart object only; with x-amz-checksum-mode, a COMPOSITE object's part its own checksum (which boto3 checks
+    over the part's bytes), a FULL_OBJECT one's none, bytes that are the whole object the object's."""
+    parts = [os.urandom(5 * MiB), b"the last part"]
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="composite", ChecksumAlgorithm="SHA1")["UploadId"]
+    sent = [s3.upload_part(Bucket=bucket, Key="composite", UploadId=uid, PartNumber=n, Body=p, ChecksumAlgorithm="SHA1")
+            for n, p in enumerate(parts, 1)]
+    done = s3.complete_multipart_upload(Bucket=bucket, Key="composite", UploadId=uid, MultipartUpload={"Parts": [
+        {"PartNumber": n, "ETag": s["ETag"], "ChecksumSHA1": s["ChecksumSHA1"]} for n, s in enumerate(sent, 1)]})
+    for number, part in enumerate(parts, 1):
+        got = s3.get_object(Bucket=bucket, Key="composite", PartNumber=number, ChecksumMode="ENABLED")
+        assert got["Body"].read() == part and got["ResponseMetadata"]["HTTPStatusCode"] == 206
+        head = s3.head_object(Bucket=bucket, Key="composite", PartNumber=number, ChecksumMode="ENABLED")
+        for answer in (got, head):
+            assert (answer["ChecksumSHA1"], answer["ChecksumType"], answer["PartsCount"], answer["ETag"]) == (
+                checksum_of("sha1", part), "COMPOSITE", 2, done["ETag"]), number
+    whole = s3.head_object(Bucket=bucket, Key="composite", ChecksumMode="ENABLED")
+    assert whole["ChecksumSHA1"] == composite("sha1", parts) and "PartsCount" not in whole
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="full")["UploadId"]  # S3's default: FULL_OBJECT CRC64NVME
+    sent = [s3.upload_part(Bucket=bucket, Key="full", UploadId=uid, PartNumber=n, Body=p)
+            for n, p in enumerate(parts, 1)]
+    s3.complete_multipart_upload(Bucket=bucket, Key="full", UploadId=uid, MultipartUpload={"Parts": [
+        {"PartNumber": n, "ETag": s["ETag"]} for n, s in enumerate(sent, 1)]})
+    got = s3.get_object(Bucket=bucket, Key="full", PartNumber=2, ChecksumMode="ENABLED")
+    assert got["Body"].read() == parts[1] and got["PartsCount"] == 2 and "ChecksumCRC64NVME" not in got
+    s3.put_object(Bucket=bucket, Key="single", Body=b"one part")  # boto3 sends a CRC32 with it
+    got = s3.get_object(Bucket=bucket, Key="single", PartNumber=1, ChecksumMode="ENABLED")
+    assert (got["Body"].read(), got["ChecksumCRC32"]) == (b"one part", checksum_of("crc32", b"one part"))
+    assert "PartsCount" not in got
+    ranged = s3.get_object(Bucket=bucket, Key="single", Range="bytes=0-7", ChecksumMode="ENABLED")
+    assert ranged["ChecksumCRC32"] == got["ChecksumCRC32"]  # a range that is the whole object
+    assert "ChecksumCRC32" not in s3.get_object(Bucket=bucket, Key="single", Range="bytes=1-7", ChecksumMode="ENABLED")
+    s3.put_object(Bucket=bucket, Key="empty", Body=b"")
+    for answer in (s3.get_object(Bucket=bucket, Key="empty", PartNumber=1), s3.head_object(Bucket=bucket, Key="empty",
+                                                                                          PartNumber=1)):
+        assert (answer["ResponseMetadata"]["HTTPStatusCode"], answer["ContentLength"]) == (200, 0)
+        assert "content-range" not in answer["ResponseMetadata"]["HTTPHeaders"]  # no bytes 0--1/0
+    with pytest.raises(ClientError) as info:
+        s3.get_object(Bucket=bucket, Key="composite", PartNumber=3)
+    assert code_of(info) == ("InvalidPartNumber", 416)
+    with pytest.raises(ClientError) as info:
+        s3.get_object(Bucket=bucket, Key="composite", PartNumber=1, Range="bytes=0-9")
+    assert code_of(info) == ("InvalidRequest", 400)

@@ -55,6 +55,8 @@ def test_two_users_see_only_their_own_buckets_until_granted(gateway) -> None:
     assert [b["Name"] for b in bob.list_buckets()["Buckets"]] == ["u-ana", "u-bob"]
     assert bob.get_object(Bucket="u-ana", Key="diary.txt")["Body"].read() == b"ana's"
     assert [o["Key"] for o in bob.list_objects_v2(Bucket="u-ana")["Contents"]] == ["diary.txt"]
+    for listed in (bob.list_objects_v2(Bucket="u-ana", FetchOwner=True), bob.list_objects(Bucket="u-ana")):
+        assert listed["Contents"][0]["Owner"]["ID"] == "ana"  # the bucket's owner owns its objects, not who lists
     bob.copy_object(Bucket="u-bob", Key="copy", CopySource={"Bucket": "u-ana", "Key": "diary.txt"})  # read is enough
     for call in (lambda: bob.put_object(Bucket="u-ana", Key="x", Body=b"bob's"),
                  lambda: bob.delete_object(Bucket="u-ana", Key="diary.txt"),
@@ -133,6 +135,42 @@ def test_another_users_uploads_parts_and_presigned_urls_are_refused(gateway) -> 
     bob.abort_multipart_upload(Bucket="iso-bob", Key="m", UploadId=own)
 
 
+def test_an_uploads_parts_are_listed_and_it_is_aborted_by_who_began_it_or_the_buckets_owner(gateway) -> None:
+    """S3's defaults: a reader of a bucket lists its uploads; an upload's parts are listed, and it is aborted, by the
+    user who began it and by the bucket's owner, not by another user the owner let write (who may upload its parts
+    and complete it, as s3:PutObject does)."""
+    ana = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "ana"))
+    bob = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "bob"))
+    cid = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "cid"))
+    for user in ("ana", "bob"):
+        assert gateway.node.xsc("s3", "fund", user, "5").returncode == 0
+    ana.create_bucket(Bucket="mpu-ana")
+    assert gateway.node.xsc("s3", "grant", "mpu-ana", "bob", "write").returncode == 0
+    assert gateway.node.xsc("s3", "grant", "mpu-ana", "cid", "read").returncode == 0
+    anas = ana.create_multipart_upload(Bucket="mpu-ana", Key="a")["UploadId"]
+    ana.upload_part(Bucket="mpu-ana", Key="a", UploadId=anas, PartNumber=1, Body=b"ana's")
+    bobs = bob.create_multipart_upload(Bucket="mpu-ana", Key="b")["UploadId"]
+    bob.upload_part(Bucket="mpu-ana", Key="b", UploadId=bobs, PartNumber=1, Body=b"bob's")
+    assert {u["UploadId"] for u in cid.list_multipart_uploads(Bucket="mpu-ana")["Uploads"]} == {anas, bobs}
+    for who, key, uid in ((ana, "a", anas), (bob, "b", bobs), (ana, "b", bobs)):
+        assert len(who.list_parts(Bucket="mpu-ana", Key=key, UploadId=uid)["Parts"]) == 1
+    for call in (lambda: bob.list_parts(Bucket="mpu-ana", Key="a", UploadId=anas),
+                 lambda: bob.abort_multipart_upload(Bucket="mpu-ana", Key="a", UploadId=anas),
+                 lambda: cid.list_parts(Bucket="mpu-ana", Key="a", UploadId=anas),
+                 lambda: cid.list_parts(Bucket="mpu-ana", Key="b", UploadId=bobs),
+                 lambda: cid.abort_multipart_upload(Bucket="mpu-ana", Key="b", UploadId=bobs)):
+        assert refused(call) == ("AccessDenied", 403)
+    etag = bob.upload_part(Bucket="mpu-ana", Key="a", UploadId=anas, PartNumber=1, Body=b"bob's")["ETag"]
+    assert [p["ETag"] for p in ana.list_parts(Bucket="mpu-ana", Key="a", UploadId=anas)["Parts"]] == [etag]
+    assert gateway.node.xsc("s3", "grant", "mpu-ana", "bob", "read").returncode == 0
+    assert len(bob.list_parts(Bucket="mpu-ana", Key="b", UploadId=bobs)["Parts"]) == 1  # still the one who began it
+    assert refused(lambda: bob.upload_part(Bucket="mpu-ana", Key="b", UploadId=bobs, PartNumber=2, Body=b"x")) \
+        == ("AccessDenied", 403)
+    bob.abort_multipart_upload(Bucket="mpu-ana", Key="b", UploadId=bobs)  # what it began, it may end
+    ana.abort_multipart_upload(Bucket="mpu-ana", Key="a", UploadId=anas)
+    assert ana.list_multipart_uploads(Bucket="mpu-ana").get("Uploads", []) == []
+
+
 @pytest.mark.parametrize("in_node", [False, True], ids=["front", "in-node"])
 def test_a_user_past_its_buckets_or_its_uploads_in_progress_is_refused_and_others_are_not(tmp_path, in_node) -> None:
     gateway = Gateway(tmp_path, {"XSC_NODE_S3_MAX_BUCKETS": "2", "XSC_NODE_S3_MAX_UPLOADS": "2"},
@@ -165,10 +203,17 @@ def test_a_user_past_its_buckets_or_its_uploads_in_progress_is_refused_and_other
 
 
 def test_grant_refusals_are_one_line(gateway) -> None:
-    result = gateway.node.xsc("s3", "grant", "no-such-bucket-for-grants", "bob", "read")
+    create_key(gateway.node.data_dir, "gus")
+    result = gateway.node.xsc("s3", "grant", "no-such-bucket-for-grants", "gus", "read")
     assert result.returncode != 0 and result.stderr.count(b"\n") == 1 and b"no-such-bucket-for-grants" in result.stderr
-    result = gateway.node.xsc("s3", "grant", "u-x", "bob", "admin")
+    result = gateway.node.xsc("s3", "grant", "u-x", "gus", "admin")
     assert result.returncode != 0
+    gateway.client().create_bucket(Bucket="u-typo")
+    for command in (("grant", "u-typo", "guss", "write"), ("fund", "guss", "1")):  # no key is the user guss's
+        result = gateway.node.xsc("s3", *command)
+        assert result.returncode != 0 and result.stderr.count(b"\n") == 1, result.stderr
+        assert b"'gus'" not in result.stderr and b"xsc s3 keys create --user guss" in result.stderr, result.stderr
+    assert gateway.node.xsc("s3", "grant", "u-typo", "gus", "write").returncode == 0
 
 
 def _balances(gateway) -> dict[str, int]:
@@ -214,6 +259,7 @@ def test_funding_and_charging_refusals(gateway) -> None:
     import urllib.error
     import urllib.request
 
+    create_key(gateway.node.data_dir, "fay")
     for args in (("BAD/user", "1"), ("xsc", "1"), ("fay", "lots"), ("fay", "1000")):  # 1000: past the node's own credit
         result = gateway.node.xsc("s3", "fund", *args)
         assert result.returncode != 0 and result.stderr.count(b"\n") == 1, (args, result.stderr)

@@ -12,6 +12,7 @@ import pytest
 
 from xsc import codec, keys
 from xsc.errors import PeerUnreachable
+from xsc.identity import public_id
 from xsc.storage.deals import VERDICT_WAIT, StorageDeals
 from xsc.storage.share_store import ShareStore
 
@@ -224,6 +225,43 @@ async def test_the_deals_of_a_removed_file_are_forgotten_once_settled_and_those_
     assert service.outstanding() == service.outstanding(3600) > 0
     # The listed file's deals run to their lease end: settled then, yet kept while the file is listed.
     assert (await service.pay_due(7200))["forgotten"] == 0 and len(make().of_file(kept)) == 6
+
+
+async def test_the_audit_marks_of_holders_no_deal_names_any_more_are_forgotten(deals) -> None:
+    """The holders are whoever the market matched: once the files placed on one are removed and their deals settled,
+    nothing of it is kept; a holder a running deal names keeps its marks."""
+    make, ledger = deals
+    service = make()
+    service.audits_on = True
+    staying = public_id(b"\xff" * 32)
+    service.record(SI, [staying], 1024**3, {0: 1000}, 0, 7200)
+    service.note_audit(staying, True, at=10)
+    for n in range(50):  # fake holders cycled through, each with a file of this node's, then removed
+        si, holder = n.to_bytes(32, "big"), public_id(n.to_bytes(32, "big"))
+        service.record(si, [holder], 1024**3, {0: 1000}, 0, 7200)
+        service.note_audit(holder, True, at=10)
+        service.removed(si, 1800)
+    assert len(service.audits) == 51
+    summary = await service.pay_due(3600)
+    assert summary["forgotten"] == 50
+    assert set(service.audits) == {staying} and set(make().audits) == {staying}  # on disk too
+
+
+async def test_the_audit_marks_of_a_holder_no_deal_names_go_with_its_last_deal(deals) -> None:
+    """Only a deal's verdict reads a holder's audit marks: once no deal names the holder they go (kept, they would
+    grow with every node this node ever placed a share on); a holder that still holds a share keeps its own."""
+    make, _ = deals
+    service = make()
+    other = public_id(bytes(range(1, 33)))
+    kept = bytes(reversed(range(32)))
+    service.store.db.put(keys.file(kept), codec.dumps({"storage_index": kept.hex()}))
+    service.record(SI, [HOLDER], 1024**3, {0: 1000}, 0, 7200)
+    service.record(kept, [other], 1024**3, {0: 1000}, 0, 7200)
+    service.note_audit(HOLDER, True, at=10)
+    service.note_audit(other, False, at=20)
+    service.removed(SI, 1800)
+    assert (await service.pay_due(3600))["forgotten"] == 1
+    assert service.audits == make().audits == {other: {"failed": 20}}
 
 
 async def test_the_last_period_of_a_removed_file_is_decided_when_its_holder_is_audited_no_more(deals) -> None:

@@ -241,7 +241,7 @@ async def test_bad_requests_are_refused_with_problems(net) -> None:
 
     async def ask(method: str, path: str, status: int, code: str, **kwargs) -> None:
         with pytest.raises(PeerRefused) as err:
-            await a.app[NODE].peers.request(b_url, method, path, to=b_id, **kwargs)
+            await a.app[NODE].peers.request(b_url, method, path, to=b_id, max_size=1 << 20, **kwargs)
         refused(err, status, code)
 
     begin = {"size": 10, "segment_size": SEGMENT, "lease_expiry": lease(), "price": DEAL_PRICE}
@@ -477,7 +477,7 @@ async def test_the_last_blocks_and_the_commit_in_one_request_and_each_bad_one_re
         await from_a.put_segments(upload, 0, blocks[:1])
         with pytest.raises(PeerRefused) as err:
             await from_a.client.request(from_a.url, "PUT", f"/v1/peer/uploads/{upload}/segments/1?commit",
-                                        data=body, to=from_a.node_id)
+                                        data=body, to=from_a.node_id, max_size=1 << 20)
         assert nothing_staged(store, f.si) and store.used == 0
         with pytest.raises(PeerRefused) as gone:
             await from_a.put_segments(upload, 1, blocks[1:2])

@@ -96,6 +96,36 @@ async def test_one_sender_cannot_reserve_the_whole_node(holder_node, stranger) -
     assert store.reserved <= store.capacity // 2
 
 
+async def test_uploads_begun_by_many_keys_are_bounded_together_and_those_in_progress_finish(
+        holder_node, stranger, monkeypatch) -> None:
+    """Fresh keys, each within its own quota, begin uploads they never finish: past MAX_UPLOADS, all senders together,
+    a begin is refused (429), and an upload in progress is untouched: it finishes, and its room is taken again."""
+    monkeypatch.setattr(holder_module, "MAX_UPLOADS", 20)
+    shares, store = holder_node.app[NODE].share_holder, holder_node.app[NODE].gateway.store
+    f = EncodedFile(3 * 4096)
+    upload = await stranger.begin(f.si, 0, f.size, f.segment_size, lease())  # an honest upload, in progress
+    await stranger.put_segments(upload, 0, f.blocks[0][:1])
+    keys_used = [RemoteHolder(PeerClient(Identity.generate(), stranger.client.session, 10.0), stranger.node_id,
+                              stranger.url, DEAL_PRICE) for _ in range(3)]
+    begun = refusals = 0
+    for key in keys_used:
+        for _ in range(holder_module.MAX_UPLOADS_PER_SENDER):
+            never = EncodedFile(100)
+            try:
+                await key.begin(never.si, 0, never.size, never.segment_size, lease())
+                begun += 1
+            except PeerRefused as err:
+                refused(err, 429, "quota-exceeded")
+                refusals += 1
+    assert (begun, len(shares)) == (19, 20) and refusals == 3 * holder_module.MAX_UPLOADS_PER_SENDER - 19
+    await stranger.put_segments(upload, 1, f.blocks[0][1:])
+    await stranger.commit(upload, f.hashes[0], f.manifest.encode())
+    assert store.share_meta(f.si, 0) is not None and len(shares) == 19
+    again = EncodedFile(100)
+    await keys_used[-1].begin(again.si, 0, again.size, again.segment_size, lease())
+    assert len(shares) == 20
+
+
 async def test_refused_puts_do_not_keep_an_upload_alive(holder_node, stranger) -> None:
     shares = holder_node.app[NODE].share_holder
     f = EncodedFile(3 * 4096)

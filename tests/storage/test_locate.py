@@ -12,7 +12,7 @@ from xsc.identity import Identity
 from xsc.net import PeerClient
 from xsc.node.appkeys import NODE
 from xsc.storage import Capability
-from xsc.storage.locate import LOCATE_PATH, MAX_NAMED, read_answer
+from xsc.storage.locate import LOCATE_ANSWER, LOCATE_PATH, MAX_NAMED, read_answer
 
 
 def test_an_answer_is_read_only_as_far_as_it_may_go() -> None:
@@ -33,9 +33,10 @@ async def test_the_locate_route_refuses_what_is_not_a_storage_index_and_answers_
         stranger = PeerClient(Identity.generate(), session, 30.0)
         for body in ({"si": "zz"}, {"si": si, "more": 1}, {"si": 5}, ["si"]):
             with pytest.raises(PeerRefused) as err:
-                await stranger.request(url, "POST", LOCATE_PATH, json=body, to=me)
+                await stranger.request(url, "POST", LOCATE_PATH, json=body, to=me, max_size=LOCATE_ANSWER)
             assert err.value.details["peer_status"] == 400, (body, err.value)
-        answer = await stranger.request(url, "POST", LOCATE_PATH, json={"si": si}, to=me)
+        answer = await stranger.request(url, "POST", LOCATE_PATH, json={"si": si}, to=me, max_size=LOCATE_ANSWER)
         assert answer.status == 200 and answer.json() == {"shares": [0, 1, 2, 3, 4, 5], "holders": {}}
-        unknown = await stranger.request(url, "POST", LOCATE_PATH, json={"si": "ab" * 32}, to=me)
+        unknown = await stranger.request(url, "POST", LOCATE_PATH, json={"si": "ab" * 32}, to=me,
+                                         max_size=LOCATE_ANSWER)
         assert unknown.json() == {"shares": [], "holders": {}}

@@ -57,7 +57,7 @@ class Serving:
         assert [block_hash(b) for b in self.stored] == block_hashes
 
     # --- as a get's holder ----------------------------------------------------------------------
-    async def meta(self, si, share, segment_count=None) -> dict:
+    async def meta(self, si, share, segment_count=None, *, size=None) -> dict:
         self.calls.append("meta")
         if self.meta_after is not None:
             await asyncio.wait_for(self.meta_after.wait(), WAIT)

@@ -14,7 +14,7 @@ from tests.support.shares import gateway_core, holder_net, in_flight
 from tests.support.waiting import eventually_async
 from xsc.errors import PeerError, PeerRefused, PeerUnreachable
 from xsc.node.appkeys import NODE
-from xsc.storage import gateway_put, remote
+from xsc.storage import gateway_put, gateway_repair, remote
 from xsc.storage.core import layout
 from xsc.storage.core.merkle import block_hash
 from xsc.storage.gateway_core import GatewayCore
@@ -33,9 +33,10 @@ class Holding:
 
     def __init__(self, refusing: bool = False, begin_after: asyncio.Event | None = None,
                  gate: asyncio.Event | None = None, round_trip: float | None = None,
-                 commit_answer_lost: bool = False) -> None:
+                 commit_answer_lost: bool = False, commit_after: asyncio.Event | None = None) -> None:
         self.refusing, self.begin_after, self.gate, self.round_trip = refusing, begin_after, gate, round_trip
         self.commit_answer_lost = commit_answer_lost  # it commits, but its answer never reaches the gateway
+        self.commit_after = commit_after  # its commit answers once this event is set
         self.asked: list[str] = []
         self.blocks: list[bytes] = []
         self.committed: list[bytes] | None = None
@@ -63,6 +64,8 @@ class Holding:
             await self.put_segments(upload, first, blocks)
         assert [block_hash(b) for b in self.blocks] == block_hashes
         self.committed = block_hashes
+        if self.commit_after is not None:
+            await asyncio.wait_for(self.commit_after.wait(), WAIT)
         if self.commit_answer_lost:
             raise PeerUnreachable("the connection was cut", url="holding", sent=True)
 
@@ -178,6 +181,24 @@ async def test_a_commit_whose_answer_is_lost_is_taken_back_by_deleting_the_share
     assert holders["b"].asked == ["begin", "commit", "abort", "delete"]
     assert holders["c"].asked == ["begin", "commit", "delete"]
     assert gateway.store.reserved == 0
+
+
+async def test_the_copies_a_put_commits_are_noted_to_delete_until_the_write_that_records_its_file(gateway) -> None:
+    """A kill -9 between the holders' commits and the file's record leaves copies no file holds: noted before the
+    commits, they are deleted at the next start (gateway_repair.release_strays), and not while the put goes on."""
+    committing = asyncio.Event()
+    holders = {"b": Holding(), "c": Holding(commit_after=committing)}
+    put = asyncio.ensure_future(_put(gateway, holders, []))
+    await eventually_async(lambda: holders["c"].committed is not None, "the holders to commit", WAIT)
+    [(si, noted, _)] = gateway.store.strays()
+    assert noted == {4: "b", 5: "c"} and gateway.putting == {si}
+    assert await gateway_repair.release_strays(gateway, holders.__getitem__, si) == 0  # the put's own
+    assert "delete" not in holders["b"].asked + holders["c"].asked
+
+    committing.set()
+    result = await put
+    assert result.capability.storage_index == si and gateway.store.file_record(si) is not None
+    assert gateway.store.strays() == [] and gateway.putting == set()
 
 
 def _remote_bytes(segments: int) -> int:

@@ -242,7 +242,7 @@ async def test_a_file_removed_while_it_is_repaired_keeps_no_share_nor_space(stor
     cap = (await put(store_node, os.urandom(3 * SEG + 5)))["capability"]
     store, storage = store_node.app[NODE].gateway.store, store_node.app[NODE].storage
     await _drop_shares(store_node, cap, [0])
-    writing, go_on, contended = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    writing, go_on = asyncio.Event(), asyncio.Event()
     publisher = store_node.app[NODE].gateway.publisher
     publish = publisher.publish
 
@@ -251,28 +251,52 @@ async def test_a_file_removed_while_it_is_repaired_keeps_no_share_nor_space(stor
         await go_on.wait()
         return await publish(*args, **kwargs)
 
-    class NotedLock(asyncio.Lock):
-        async def acquire(self) -> bool:
-            if self.locked():
-                contended.set()
-            return await super().acquire()
-
-    class NotedLocks(dict):
-        def setdefault(self, key, default=None):
-            return super().setdefault(key, NotedLock())
-
     monkeypatch.setattr(publisher, "publish", held_up)
-    monkeypatch.setattr(storage, "repair_locks", NotedLocks())
     repair = asyncio.ensure_future(store_node.post(f"/v1/store/files/{cap}/repair"))
     await writing.wait()
     removal = asyncio.ensure_future(store_node.delete(f"/v1/store/files/{cap}"))
-    await eventually_async(lambda: removal.done() or contended.is_set(), "the removal done, or waiting for the repair")
+    si = Capability.parse(cap).storage_index
+    await eventually_async(lambda: removal.done() or storage.repair_locks.waiting(si),
+                           "the removal done, or waiting for the repair")
     go_on.set()
     answer = await repair
     assert answer.status == 200, await answer.text()
     assert (await removal).status == 200
     assert (store.shares_held, store.used) == (0, 0)
     assert (await store_node.post(f"/v1/store/files/{cap}/repair")).status == 404
+
+
+async def test_repairs_that_fail_leave_no_lock_behind_and_one_running_keeps_its_own(store_node, monkeypatch) -> None:
+    """A file's repair lock lives while a repair or removal of it runs or waits: a repair that fails (a file nobody
+    holds, holders that refuse) leaves nothing, so the locks never grow with the files a repair was tried on."""
+    storage = store_node.app[NODE].storage
+    for _ in range(20):
+        unknown = Capability(key=os.urandom(32), manifest_hash=os.urandom(32), size=10)
+        response = await store_node.post(f"/v1/store/files/{unknown}/repair")
+        assert response.status == 404, await response.text()
+    assert len(storage.repair_locks) == 0
+    cap = (await put(store_node, os.urandom(3 * SEG + 5)))["capability"]
+    si = Capability.parse(cap).storage_index
+    await _drop_shares(store_node, cap, [0])
+    writing, go_on = asyncio.Event(), asyncio.Event()
+    publisher = store_node.app[NODE].gateway.publisher
+    publish = publisher.publish
+
+    async def held_up(*args, **kwargs):
+        writing.set()
+        await go_on.wait()
+        return await publish(*args, **kwargs)
+
+    monkeypatch.setattr(publisher, "publish", held_up)
+    repair = asyncio.ensure_future(store_node.post(f"/v1/store/files/{cap}/repair"))
+    await writing.wait()
+    for _ in range(5):  # others fail meanwhile: the running repair's lock is untouched
+        unknown = Capability(key=os.urandom(32), manifest_hash=os.urandom(32), size=10)
+        assert (await store_node.post(f"/v1/store/files/{unknown}/repair")).status == 404
+    assert storage.repairing(si) and len(storage.repair_locks) == 1
+    go_on.set()
+    assert (await repair).status == 200
+    assert len(storage.repair_locks) == 0 and not storage.repairing(si)
 
 
 async def test_ls_lists_uploaded_files(store_node) -> None:

@@ -195,6 +195,33 @@ def test_a_removal_cut_short_by_kill_9_is_never_listed_and_finishes_after_the_re
     assert got.returncode != 0
 
 
+@pytest.mark.slow
+def test_a_put_cut_short_by_kill_9_gives_back_the_shares_holders_committed_after_the_restart(node_process,
+                                                                                            tmp_path) -> None:
+    """A gateway killed after a holder committed a share of a put and before the file was recorded: no capability
+    was answered and no deal holds the copy, and the restarted gateway deletes it on every holder."""
+    # The put waits for the frozen holder (its request, its probes) until the gateway is killed.
+    waiting = {**FAST, "XSC_PEERS_REQUEST_TIMEOUT": "300", "XSC_HEALTH_PROBE_TIMEOUT": "300"}
+    first = node_process("n0", env=waiting)
+    holders = [node_process(f"n{i}", extra_args=["--peer", first.url], env=FAST) for i in (1, 2)]
+    eventually(lambda: known_ids(first) >= {node_id(n) for n in holders}, "the gateway to know both holders")
+    src = tmp_path / "cut-short.bin"
+    src.write_bytes(os.urandom(200_000))  # one segment: each holder's share placed and committed in one request
+    stuck, other = holders
+    stuck.send(signal.SIGSTOP)
+    try:
+        put = threading.Thread(target=first.xsc, args=("store", "put", str(src)), kwargs={"timeout": 60}, daemon=True)
+        put.start()
+        eventually(lambda: _shares_held(other) > 0, "the other holder to commit its shares of the put")
+        first.kill()
+    finally:
+        stuck.send(signal.SIGCONT)
+    first.start()
+    eventually(lambda: _shares_held(other) == 0 and _shares_held(stuck) == 0,
+               "the restarted gateway to delete the copies no file holds")
+    assert json.loads(first.xsc("store", "ls", "--json").stdout) == []
+
+
 def _get_headers_only(node, cap: str) -> socket.socket:
     """A get of `cap` from the node's user API whose client reads the answer's headers and nothing more: its socket,
     open, with a receive buffer as small as the system allows (the node's writes find it full at once)."""

@@ -24,7 +24,8 @@ from xsc.storage.core.merkle import block_hash
 from xsc.storage.core.wire import WholeShare, parse_whole_shares, whole_shares_body
 from xsc.storage.gateway_core import GatewayCore
 from xsc.storage.gateway_put import put
-from xsc.storage.holder_client import RemoteHolder
+from xsc.storage import holder_client
+from xsc.storage.holder_client import RemoteHolder, SenderLanes
 from xsc.storage.share_store import ShareStore
 
 from tests.support.shares import (DEAL_PRICE, SEGMENT, SHARE, EncodedFile, holder_net, lease, nothing_staged, place,
@@ -167,6 +168,45 @@ async def test_an_answer_that_is_not_one_for_each_share_fails_each_share(body) -
         await _whole(holder, f)
 
 
+async def test_lanes_to_holders_are_bounded_and_one_in_use_is_never_dropped(monkeypatch) -> None:
+    """A lane per holder met (whoever the matching, a placement or a stranger's records name): past MOST_HOLDERS the
+    least recently used idle ones go, never one with a body in flight or waiting, nor whole shares on their way."""
+    monkeypatch.setattr(holder_client, "MOST_HOLDERS", 8)
+    lanes = SenderLanes(width=1)
+    sending, go_on = asyncio.Event(), asyncio.Event()
+    sent: list[str] = []
+
+    class Held:  # a holder whose answer to whole shares waits for `go_on`
+        def __init__(self, body) -> None:
+            self.body = body
+
+        async def request(self, *args, **kwargs):
+            sending.set()
+            await go_on.wait()
+            body = self.body
+            return type("Answer", (), {"json": lambda self: body})()
+
+    async def body_to(node_id: str, name: str) -> None:
+        async with lanes.to(node_id):
+            sent.append(name)
+            if name == "first":
+                await go_on.wait()
+
+    first = asyncio.create_task(body_to("busy", "first"))
+    await _until(lambda: sent == ["first"])
+    second = asyncio.create_task(body_to("busy", "second"))  # waits its turn: the lane is one body wide
+    whole = RemoteHolder(Held({"shares": [{"share": 1}]}), "w" * 52, "https://127.0.0.1:9", DEAL_PRICE, lanes=lanes)
+    placing = asyncio.create_task(_whole(whole, EncodedFile(1000)))
+    await sending.wait()
+    for n in range(100):
+        async with lanes.to(f"holder{n}"):
+            pass
+    assert len(lanes) == 8 and sent == ["first"]  # the busy lane kept: the second body still waits its turn
+    go_on.set()
+    await asyncio.gather(first, second, placing)
+    assert sent == ["first", "second"] and whole.whole.items == 1 and len(lanes) == 8
+
+
 async def _until(condition) -> None:
     """Let the loop turn until `condition()` holds (what other tasks do in their next steps)."""
     for _ in range(1000):
@@ -184,7 +224,8 @@ async def test_a_body_that_is_not_a_whole_share_is_refused_before_anything_is_he
 
     async def ask(body: bytes, status: int, code: str) -> None:
         with pytest.raises(PeerRefused) as err:
-            await a.app[NODE].peers.request(b_url, "PUT", wire.WHOLE_PATH, to=b_id, data=body)
+            await a.app[NODE].peers.request(b_url, "PUT", wire.WHOLE_PATH, to=b_id, data=body,
+                                            max_size=wire.WHOLE_ANSWER)
         refused(err, status, code)
 
     def head(listed) -> bytes:

@@ -1,12 +1,13 @@
 """Nodes talking to each other: raw HTTP to a node, waiting for a condition, a gateway with peers, two nodes that
-know each other's offers."""
+know each other's offers, a peer that lies with megabytes and a client that counts what it read of them."""
 
 from __future__ import annotations
 
 import http.client as httplib
 import json
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
 
 from .nodes import Devnet
@@ -117,3 +118,59 @@ def answering_megabytes(head: bytes, fill: bytes, mib: int = 8):
             pass
         return response
     return answer
+
+
+READ_AHEAD = 256 * 1024  # what a connection may have taken in past a bound before the client stopped reading
+
+
+class Received:
+    """A counter for a PeerClient's Meter: the bytes of answers it read (or took in), whatever the route."""
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    def labels(self, way: str, route: str):
+        from types import SimpleNamespace
+
+        from xsc.net.traffic import RECEIVED
+
+        def inc(size: int) -> None:
+            if way == RECEIVED:
+                self.received += size
+        return SimpleNamespace(inc=inc)
+
+
+@asynccontextmanager
+async def lying_peer(*routes: tuple[str, str], mib: int = 8) -> AsyncIterator[str]:
+    """An in-process peer answering each (method, path) with `mib` MiB of JSON (answering_megabytes): its URL."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    app = web.Application()
+    for method, path in routes:
+        app.router.add_route(method, path, answering_megabytes(b'{"x": "', b"0", mib))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        await server.close()
+
+
+@asynccontextmanager
+async def metered_client() -> AsyncIterator[tuple[Any, Received]]:
+    """A PeerClient of a fresh identity (plaintext, on loopback) and the count of the answer bytes it took in."""
+    import aiohttp
+
+    from xsc.identity import Identity
+    from xsc.net.peer_client import PeerClient
+    from xsc.net.traffic import Meter
+
+    counted = Received()
+    meter = Meter(counted)
+    async with aiohttp.ClientSession(trace_configs=[meter.trace()]) as session:
+        client = PeerClient(Identity.generate(), session, 30.0, tls=False, meter=meter)
+        try:
+            yield client, counted
+        finally:
+            client.close()

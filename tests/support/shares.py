@@ -111,7 +111,7 @@ class Holding:
             await self.put_segments(upload, first, blocks)
         assert [block_hash(b) for b in self.stored] == block_hashes
 
-    async def meta(self, si, share, segment_count=None) -> dict:
+    async def meta(self, si, share, segment_count=None, *, size=None) -> dict:
         return {"segment_count": len(self.stored), "stored_bytes": sum(map(len, self.stored)), "lease_expiry": 0,
                 "block_hashes": [block_hash(b) for b in self.stored]}
 

@@ -52,7 +52,7 @@ SUBSCRIPTIONS_AT_ONCE = 64  # subscriptions in flight at most (as probes: peers/
 RECORD_BYTES = 1024**2  # a record's JSON at most: a push's body is at most this (node/peer_routes.py: JSON_MAX)
 DIGEST_BYTES = 1024**2  # records a digest is answered with, in bytes (then one more at most)
 FRAMING = 4 * 1024  # an answer's other fields ("changed", "refused", "accepted") and its brackets
-ANSWER_BYTES = {  # bytes of a peer's answer read at most, by the path asked (the client's own bound is 16 MiB)
+ANSWER_BYTES = {  # bytes of a peer's answer read at most, by the path asked
     PEER_PATH: 2 * RECORD_BYTES + FRAMING,
     SUBSCRIBE_PATH: 3 * RECORD_BYTES + FRAMING,
     DIGEST_PATH: DIGEST_BYTES + RECORD_BYTES + FRAMING,

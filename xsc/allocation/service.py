@@ -39,6 +39,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import OrderedDict
 from decimal import Decimal
 from typing import Any
 
@@ -442,9 +443,8 @@ class AllocationService:
     def forget(self, participant: str) -> None:
         """A node was removed: its records are dropped."""
         self.gossip.forget(participant)
-        self._heard.pop(participant, None)
-        self._arrived.pop(participant, None)
-        self._read.pop(participant, None)
+        for kept in (self._heard, self._arrived, self._read, self._defaulted):
+            kept.pop(participant, None)
         if self.states.forget(participant) | self.receipts.forget(participant):
             self.touch()
 
@@ -604,13 +604,21 @@ def _need_view(bid) -> dict:
 
 
 class _Defaulted:
-    """Providers that failed work placed on them, each until DEFAULTED_SECONDS after its last failure."""
+    """Providers that failed work placed on them, each until DEFAULTED_SECONDS after its last failure, and only while
+    it is in the directory (`pop` as it leaves): the providers are whoever a stranger cycles through it."""
 
     def __init__(self) -> None:
-        self._until: dict[str, float] = {}  # provider -> monotonic time
+        self._until: OrderedDict[str, float] = OrderedDict()  # provider -> monotonic time, the soonest to end first
 
     def add(self, provider: str) -> None:
-        self._until[provider] = time.monotonic() + DEFAULTED_SECONDS
+        now = time.monotonic()
+        while self._until and next(iter(self._until.values())) <= now:  # those ended go as new ones come
+            self._until.popitem(last=False)
+        self._until[provider] = now + DEFAULTED_SECONDS
+        self._until.move_to_end(provider)
+
+    def pop(self, provider: str, default: None = None) -> None:
+        self._until.pop(provider, default)
 
     def __contains__(self, provider: str) -> bool:
         until = self._until.get(provider)

@@ -1,7 +1,8 @@
 """The bucket index: the user's map (bucket, key) -> the XSC files holding an object, in the node's LevelDB.
 
 An object record is JSON: `parts` (the ordered capabilities and sizes of the files whose concatenation
-is the object: one for a PutObject, N for a completed multipart upload), `size`, `etag`,
+is the object: one for a PutObject, N for a completed multipart upload, each with its checksum where the object's is
+COMPOSITE, made of theirs), `size`, `etag`,
 `content_type`, `metadata` (x-amz-meta-*), `headers` (Cache-Control, Content-Disposition, ... as stored),
 `modified` (unix seconds).  A record to be written may carry a `condition` (If-None-Match: *, If-Match: ETAG),
 checked under the index's lock as it is written and never stored: a write whose condition no longer holds is
@@ -48,6 +49,7 @@ from .core import etag, listing, names
 
 FILE_PREFIX = "s3:"  # the names of the store's files the S3 front put (see reconcile)
 LEVELS = {"read": 1, "write": 2, "owner": 3}  # what a user may do with a bucket: each level includes those below
+INITIATOR = names.INITIATOR
 COMPLETED_KEEP = 7 * 24 * 3600  # seconds a completed upload answers a repeated CompleteMultipartUpload
 MAX_BUCKETS = 10_000  # buckets one user may own, as an AWS account (node.s3_max_buckets)
 MAX_UPLOADS = 1_000  # multipart uploads one user may have in progress (node.s3_max_uploads)
@@ -97,11 +99,22 @@ class S3Index:
         return fn(*args, **kwargs)
 
     def checked_upload(self, upload_id: str, user: str | None, need: str, fn, *args, **kwargs):
-        """fn(*args, **kwargs), once `user` may `need` the bucket of the upload (or of the object it completed)."""
-        raw = self.db.get(keys.object_upload(upload_id)) or self.db.get(keys.object_completed(upload_id)) \
-            if upload_id.isalnum() else None
-        if raw is not None:
-            self.allow(codec.loads(raw)["bucket"], user, need)
+        """fn(*args, **kwargs), once `user` may `need` the bucket of the upload (or of the object it completed).
+        `need` INITIATOR, what S3 lets list an upload's parts and abort it by default: the bucket's owner, or the user
+        who began the upload while it may still read the bucket; not another user the bucket's owner let write."""
+        raw = self.db.get(keys.object_upload(upload_id)) if upload_id.isalnum() else None
+        done = self.db.get(keys.object_completed(upload_id)) if raw is None and upload_id.isalnum() else None
+        if raw is None and done is None:
+            return fn(*args, **kwargs)
+        upload = codec.loads(raw or done)
+        if need != INITIATOR:
+            self.allow(upload["bucket"], user, need)
+            return fn(*args, **kwargs)
+        record = self.allow(upload["bucket"], user, "read")
+        if user is not None and user != record["owner"] and raw is not None and user != self._initiator(upload):
+            raise Forbidden(f"user {user!r} did not begin this upload: only the user who did and the bucket's owner "
+                            f"{record['owner']!r} list its parts or abort it", bucket=upload["bucket"],
+                            hint="ListMultipartUploads names who began each upload")
         return fn(*args, **kwargs)
 
     def create_bucket(self, name: str, user: str | None = None) -> dict:
@@ -283,7 +296,8 @@ class S3Index:
 
     def list(self, bucket: str, *, prefix: str = "", delimiter: str = "", max_keys: int = listing.MAX_KEYS,
              start: bytes = b"") -> dict:
-        self.bucket(bucket)
+        """A page of the bucket's keys, and its `owner`: every object's, as S3's BucketOwnerEnforced has it."""
+        owner = self.bucket(bucket)["owner"]
         base = keys.objects_of(bucket)
 
         def scan(position: bytes) -> Iterator[tuple[str, dict]]:
@@ -294,7 +308,7 @@ class S3Index:
 
         page = listing.list_page(scan, prefix=prefix, delimiter=delimiter, max_keys=max_keys, start=start)
         page["contents"] = [(k, _summary(codec.loads(v))) for k, v in page["contents"]]
-        return page
+        return {**page, "owner": owner}
 
     # --- multipart ---------------------------------------------------------------
     def create_upload(self, bucket: str, key: str, content_type: str = "", metadata: dict | None = None,
@@ -393,7 +407,10 @@ class S3Index:
             if self.db.get(keys.object_bucket(bucket)) is None:
                 raise NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket)
             whole = _checksum_headers(upload.get("checksum"), checksum, used)
-            record = {"parts": [{"cap": p["cap"], "size": p["size"], "etag": p["etag"]} for p in used],
+            # A COMPOSITE checksum is made of the parts' own, which a read of one part is answered with.
+            sums = checksum["parts"] if whole.get("x-amz-checksum-type") == "COMPOSITE" else [None] * len(used)
+            record = {"parts": [{"cap": p["cap"], "size": p["size"], "etag": p["etag"],
+                                 **({"checksum": c} if c else {})} for p, c in zip(used, sums)],
                       "size": sum(p["size"] for p in used), "etag": etag.multipart([p["etag"] for p in used]),
                       "content_type": upload["content_type"], "metadata": upload["metadata"],
                       "headers": {**upload.get("headers", {}), **whole}, "modified": self.clock()}

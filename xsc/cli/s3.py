@@ -119,6 +119,7 @@ def keys_rm(obj, access_key: str) -> None:
 @click.pass_obj
 def grant(obj, bucket: str, user: str, access: str) -> None:
     """Let USER read (GetObject, HeadObject, listings) or also write (put, copy, delete, multipart) BUCKET."""
+    _key_user(obj, user)
     obj.client().request("PUT", f"/v1/s3/buckets/{bucket}/grants/{user}", json_body={"access": access})
     click.echo(f"{user} may now {access} {bucket}", err=True)
 
@@ -163,12 +164,25 @@ def fund(obj, user: str, amount: str, as_json: bool) -> None:
 
     from .market import _micro_credits
 
+    _key_user(obj, user)
     info = obj.client().request("POST", f"/v1/s3/accounts/{quote(user, safe='')}/fund",
                                 json_body={"amount": _micro_credits(amount, "CREDITS")})
     if as_json:
         emit_json(info)
         return
     click.echo(f"{user}'s account {info['account']} now holds {format_credits(info['balance'])} credits")
+
+
+def _key_user(obj, user: str) -> None:
+    """Refuse a USER no access key belongs to: what a mistyped name is granted or funded would go to whoever is later
+    given a key by that name, and its credits could be neither spent nor taken back meanwhile."""
+    from ..errors import NotFound
+    from ..s3.access import KeyRing, key_file
+
+    users = sorted({k["user"] for k in KeyRing(key_file(obj.data_dir)).list()})
+    if user not in users:
+        raise NotFound(f"no access key belongs to a user {user!r} (the users: {', '.join(users) or 'none yet'})",
+                       hint=f"make one first: xsc s3 keys create --user {user}")
 
 
 @s3.command("export-index")

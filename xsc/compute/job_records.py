@@ -4,11 +4,11 @@ remote_answers.py finishes those run on a provider)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
+import re
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,9 +16,9 @@ from .. import codec, keys
 from ..db import Database
 from ..errors import JobNotFound, OverCap, Trap, XscError
 from ..storage.core.capability import Capability
-from ..tasks import in_pool
+from ..tasks import Locks, in_pool
 from .job_sandbox import MAX_OUTPUTS, UNPRINTABLE
-from . import lineage as lineage_
+from . import lineage as lineage_, provenance
 from .lineage import verify_hash as _verify_hash
 from .out_bound import MAX_DEPTH, MAX_ENTRIES
 
@@ -27,12 +27,25 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 KEPT_STREAMS = 1 << 20  # a deterministic job's stdout and stderr kept with its record for replays, at most
 UNFINISHED = ("running", "storing")  # the states a job's record is in while it runs, as a stop may leave it
+_PROVENANCE_ID = re.compile(r"[0-9a-f]{32}")
+FORGET_AT_ONCE = 256  # job records (each with its links and runs), and loose links and runs, deleted a pass at most
+
+
+@dataclass
+class Forgettable:
+    """What a pass of the retention sweep found nothing needs any more (`JobRecords.forgettable`): each job's (id,
+    key, SHA-256 of its record as read, the keys of its output links and runs), and links and runs no job record
+    holds; and the provenance ids of every run a job record or link names (their provenance records stay)."""
+
+    jobs: list[tuple[str, bytes, bytes, list[bytes]]] = field(default_factory=list)
+    loose: list[bytes] = field(default_factory=list)
+    runs: set[bytes] = field(default_factory=set)
 
 
 class JobRecords:
     def __init__(self, db: Database, user: bytes) -> None:
         self.db, self.user = db, user
-        self._one_at_a_time: dict[str, list] = {}  # job id -> [a lock held while a run of it is under way, users]
+        self._one_at_a_time: Locks[str] = Locks()  # job id -> held while a run of it is under way
 
     def load(self, jid: str) -> dict[str, Any] | None:
         raw = self.db.get(keys.job(self.user, bytes.fromhex(jid)))
@@ -76,23 +89,102 @@ class JobRecords:
             lambda user, jid: read(keys.job(bytes.fromhex(user), bytes.fromhex(jid))),
             lambda pid: read(keys.job_run(bytes.fromhex(pid))), provenance)
 
+    def forgettable(self, before_ns: int, held: Callable[[bytes], bool], owing: set[str], most: int) -> Forgettable:
+        """The records of ended jobs that began before `before_ns` and that nothing needs any more, `most` at most.
+
+        A job's record, the links of the files its runs wrote (`c/o/`) and the records its providers signed of those
+        runs (`c/r/`) go together, and stay while anything needs one of them: the job is running or storing (a start
+        resumes it), a tab it was run under is still pending (`owing`: a start pays it what the record says), or a
+        file it wrote is still `held` by this node (its lineage, and a deterministic job's replay, read them), or is
+        read by a job whose record stays (the lineage of that job's files passes through it: a chain of jobs goes
+        one job a pass, from its last).  Links and runs no job record holds go once their files are not held.  Each
+        pass reads every job record and link once, and finds `most` of each kind at most."""
+        before = provenance.timestamp(before_ns)
+        kept: set[tuple[str, str]] = set()  # (user, job) of a file still held
+        kept_runs: set[str] = set()  # the runs that wrote files still held
+        dead: dict[tuple[str, str], list[tuple[bytes, str]]] = {}  # (user, job) -> its links of files not held
+        with self.db.iterator(prefix=keys.JOB_OUTPUTS) as links:
+            for key, raw in links:
+                made_by = codec.loads(raw)
+                link, run = (made_by.get("user", ""), made_by.get("job", "")), made_by.get("provenance", "")
+                if held(key[len(keys.JOB_OUTPUTS):]):
+                    kept.add(link)
+                    kept_runs.add(run)
+                else:
+                    dead.setdefault(link, []).append((key, run))
+        fed: set[str] = set()  # the storage indexes (hex) of the files jobs read
+        runs: set[str] = set(kept_runs)  # the runs a record or a link names
+        present: set[tuple[str, str]] = set()
+        # (key, id, SHA-256 of the record as read, user, its run, the storage indexes of its files): not the record,
+        # which may be a MiB (a deterministic job's streams), and every job ended long ago may be one
+        candidates: list[tuple[bytes, str, bytes, str, str, set[str]]] = []
+        with self.db.iterator(prefix=keys.JOBS) as records:
+            for key, raw in records:
+                job = codec.loads(raw)
+                user = key[len(keys.JOBS):len(keys.JOBS) + 32].hex()
+                present.add((user, job["id"]))
+                runs.add(job.get("provenance") or "")
+                runs.update(r for _, r in dead.get((user, job["id"]), []))
+                fed.update(h.split(":")[0] for item in job.get("inputs", []) if isinstance(item, dict)
+                           for h in str(item.get("verify_hash", "")).split(","))
+                if job.get("state") in UNFINISHED or job.get("created", "") >= before or (user, job["id"]) in kept \
+                        or any(a in owing for a in _tabs(job)) \
+                        or any(held(Capability.parse(o["capability"]).storage_index) for o in job.get("outputs", [])):
+                    continue
+                candidates.append((key, job["id"], hashlib.sha256(raw).digest(), user, job.get("provenance") or "",
+                                   {Capability.parse(o["capability"]).storage_index.hex()
+                                    for o in job.get("outputs", [])}))
+        found = Forgettable()
+        for key, jid, digest, user, run, named in candidates:
+            links = dead.get((user, jid), [])
+            if (named | {k[len(keys.JOB_OUTPUTS):].hex() for k, _ in links}) & fed:
+                continue
+            its_runs = ({run} | {r for _, r in links}) - kept_runs - {""}
+            found.jobs.append((jid, key, digest, [k for k, _ in links] + [_run_key(r) for r in its_runs]))
+            if len(found.jobs) >= most:
+                break
+        for link, dead_links in dead.items():  # links whose job's record is gone
+            if link in present:
+                continue
+            for key, _ in dead_links:
+                if len(found.loose) < most and key[len(keys.JOB_OUTPUTS):].hex() not in fed:
+                    found.loose.append(key)
+        with self.db.iterator(start=keys.JOB_RUNS, stop=keys.job_run(before_ns.to_bytes(8, "big")),
+                              include_value=False) as kept_by_id:  # runs no record nor link names
+            for key in kept_by_id:
+                if len(found.loose) >= most:
+                    break
+                if key[len(keys.JOB_RUNS):].hex() not in runs:
+                    found.loose.append(key)
+        found.runs = {bytes.fromhex(run) for run in runs if _PROVENANCE_ID.fullmatch(run)}
+        return found
+
+    def forget(self, key: bytes, digest: bytes, others: list[bytes]) -> bool:
+        """Delete a job's record, if it is still as found (`digest`: not run again since), with `others` (its links
+        and runs), in one write: a kill -9 leaves all or none of them, and the next pass finds what is left.
+        Its caller holds the job (`alone`)."""
+        raw = self.db.get(key)
+        if raw is None or hashlib.sha256(raw).digest() != digest:
+            return False
+        with self.db.write_batch() as batch:
+            batch.delete(key)
+            for other in others:
+                batch.delete(other)
+        return True
+
+    def forget_loose(self, found: list[bytes]) -> None:
+        with self.db.write_batch() as batch:
+            for key in found:
+                batch.delete(key)
+
     def all_jobs(self) -> list[dict[str, Any]]:
         """Every job record (any user's)."""
         with self.db.iterator(prefix=keys.JOBS) as found:
             return [codec.loads(value) for _, value in found]
 
-    @contextlib.asynccontextmanager
-    async def alone(self, jid: str):
+    def alone(self, jid: str):
         """No other run (nor resumption) of job `jid` under way meanwhile."""
-        held = self._one_at_a_time.setdefault(jid, [asyncio.Lock(), 0])
-        held[1] += 1  # runs of it holding or waiting for the lock: the last one out forgets it
-        try:
-            async with held[0]:
-                yield
-        finally:
-            held[1] -= 1
-            if not held[1]:
-                del self._one_at_a_time[jid]
+        return self._one_at_a_time.one(jid)
 
 
 class JobOutputs:
@@ -202,6 +294,16 @@ def made(user: str, jid: str, stored: list[dict[str, Any]], provenance_id: str
                                "sha256": o["sha256"]})) for o in stored)
 
 
+def _tabs(job: dict[str, Any]) -> list[str]:
+    """The authorizations of the tabs a job's record says it owes or waits on (remote_answers.tabs_to_hold)."""
+    return [t.get("authorization", "") for t in job.get("answered", {}).get("pays", []) + job.get("paid_on", [])
+            if isinstance(t, dict)]
+
+
+def _run_key(provenance_id: str) -> bytes:
+    return keys.job_run(bytes.fromhex(provenance_id))
+
+
 def _refusal_hint(refusal: str) -> str:
     if refusal.startswith(UNPRINTABLE):
         return "name the files it leaves in /out with printable characters"
@@ -211,4 +313,5 @@ def _refusal_hint(refusal: str) -> str:
     return "ask for more with --bytes-out (or --stdout-cap), or write less"
 
 
-__all__ = ["JobOutputs", "JobRecords", "KEPT_STREAMS", "UNFINISHED", "answer", "ended", "made"]
+__all__ = ["FORGET_AT_ONCE", "Forgettable", "JobOutputs", "JobRecords", "KEPT_STREAMS", "UNFINISHED", "answer",
+           "ended", "made"]

@@ -40,13 +40,13 @@ from ..errors import (BodyTimeout, ForgedResult, IntegrityError, InvalidArgument
                       PayloadTooLarge, PeerRefused, PeerUnreachable, ReplicasDisagree, XscError)
 from ..identity import Identity
 from ..storage.core.capability import Capability
-from ..tasks import in_pool
+from ..tasks import in_pool, periodic
 from . import lineage, provenance
 from .jobspec import MAX_SPEC_BYTES, JobSpec, job_id, parse_job
 from .lineage import verify_hash as _verify_hash
 from .service import ComputeService, InvokeCall
 from .hosted_jobs import PER_SENDER
-from .job_records import UNFINISHED, JobOutputs, JobRecords, answer, ended, made
+from .job_records import FORGET_AT_ONCE, UNFINISHED, JobOutputs, JobRecords, answer, ended, made
 from .job_sandbox import record_and_owe, remove_tree, run_program
 from .remote_answers import RemoteAnswers
 from .sent_jobs import Returned
@@ -59,6 +59,8 @@ CHUNK = 1 << 20
 JOB_STREAM = "application/x-xsc-job"  # a request body: the spec's JSON on one line, then the program's stdin
 JOB_HINT = 'send {"module": ID, "argv": [...], "inputs": ["CAP:/in/NAME"], ...}'
 STDIN_STALL = 60.0  # seconds a job's stdin may send nothing before the job is refused
+FORGET_RUNS_AT_ONCE = 10_000  # provenance records the retention sweep deletes a pass at most (one write)
+BEHIND_PERIOD = 1.0  # seconds between retention sweeps while each finds as many records as it deletes at most
 MAX_FAILOVERS = 3  # providers left out, one after the other, when they fail a job before it can run
 
 
@@ -76,7 +78,9 @@ class Staged:
 class JobService:
     def __init__(self, *, compute: ComputeService, storage: Any, ledger: Any, tabs: Any, payer: Identity,
                  node: Identity, db: Database, work_dir: Path, bids: tuple[int, int], dealing: Any, sent: Any,
-                 objects: Callable[[str, str], list[str]] | None = None) -> None:
+                 objects: Callable[[str, str], list[str]] | None = None, retention: float = 30 * 86400) -> None:
+        """`retention`: seconds after a job or a call began that its records go once nothing needs them
+        (`forget_ended`)."""
         self.compute = compute
         self.dealing = dealing  # xsc.market.dealing.Dealing: who runs a job, at what price
         self.sent = sent  # xsc.compute.sent_jobs.SentJobs: a job run on another node
@@ -87,6 +91,8 @@ class JobService:
         self.node = node
         self.db = db
         self.work_dir = work_dir
+        self.retention = retention
+        self._behind = False  # the last sweep found as many records as a sweep deletes: the next comes soon
         self.default_bid, storage_bid = bids  # the market's compute and storage bids (per million fuel, per put)
         self.inputs = _Inputs(storage, objects)
         self.records = JobRecords(db, payer.public_key)
@@ -108,7 +114,11 @@ class JobService:
                 self.sent.hold_off(authorization)
 
     def loops(self) -> dict[str, Any]:
-        return {"jobs-recover": self.recover}  # once, at start: it ends by itself
+        return {"jobs-recover": self.recover,  # once, at start: it ends by itself
+                # a record goes at most a tenth of its retention late (an hour, with the default of 30 days), or
+                # sooner while a backlog lasts
+                "compute-retention": periodic("compute-retention", lambda: BEHIND_PERIOD if self._behind else
+                                              min(3600.0, self.retention / 10), self.forget_ended)}
 
     def close(self) -> None:
         pass
@@ -355,6 +365,33 @@ class JobService:
                 await in_pool(None, remove_tree, stale)
 
     # --- records -----------------------------------------------------------------------------
+    async def forget_ended(self, now: float | None = None) -> int:
+        """Delete the records of jobs that began more than `retention` seconds before `now` and that nothing needs
+        any more (`JobRecords.forgettable` says what needs them), FORGET_AT_ONCE jobs at most, each in one write while
+        no run of it is under way; then the provenance records of runs here that began as long ago, FORGET_RUNS_AT_ONCE
+        at most, but those a job's records name, those of work not settled yet (owed on a tab, `l/o/`) and those of
+        runs on a peer's tab not receipted yet (`c/t/`).  How many records went."""
+        before_ns = int(((time.time() if now is None else now) - self.retention) * 1e9)
+        owing = {authorization.id.hex() for authorization in self.ledger.pending()}
+        found = await in_pool(None, self.records.forgettable, before_ns, self.storage.store.known_file, owing,
+                              FORGET_AT_ONCE)
+        forgotten = 0
+        for jid, key, digest, others in found.jobs:
+            async with self.records.alone(jid):
+                forgotten += await in_pool(None, self.records.forget, key, digest, others)
+        if found.loose:
+            await in_pool(None, self.records.forget_loose, found.loose)
+        store = self.compute.store
+        kept = found.runs | await in_pool(None, store.tab_runs) | \
+            {ref for ref, _ in await in_pool(None, self.ledger.store.owed)}
+        records = await in_pool(None, store.forget_provenance, before_ns, kept.__contains__, FORGET_RUNS_AT_ONCE)
+        self._behind = len(found.jobs) >= FORGET_AT_ONCE or len(found.loose) >= FORGET_AT_ONCE \
+            or records >= FORGET_RUNS_AT_ONCE
+        if forgotten or found.loose or records:
+            log.info("forgot %d jobs and %d provenance records over %s s old, and %d links and runs no job holds",
+                     forgotten, records, f"{self.retention:g}", len(found.loose))
+        return forgotten + len(found.loose) + records
+
     def job(self, jid: str) -> dict[str, Any]:
         """The local user's job `jid` (a prefix of at least 8 hex digits will do)."""
         text = jid.strip().lower()

@@ -57,6 +57,9 @@ SIGN_DELAY = 0.02  # seconds a durable record may wait for its batch signature
 SIGN_IN_GROUP = 4  # records of a group from which it is signed as it is written (not after)
 MAX_SIGN_BATCH = 4096  # records one signature covers at most (a proof of 12 hashes)
 UNSIGNED_HEAD = b'{"record":'  # the stored form of a record awaiting its signature: {"record": <canonical>}
+# Modules whose chain head and count are kept in memory (read from disk again past it): the modules run here are
+# whoever a gateway pushes.
+MODULES_KEPT = 4096
 
 
 class Journal:
@@ -82,6 +85,11 @@ class Journal:
         self.groups = 0
         self.signed_batches = 0
         self._recover()
+
+    @property
+    def modules_kept(self) -> int:
+        """Modules whose chain head is kept in memory (tests)."""
+        return len(self._heads)
 
     @property
     def waiting(self) -> int:
@@ -246,6 +254,9 @@ class Journal:
             for module_hash, head in heads.items():
                 batch.put(keys.provenance_head(module_hash), bytes.fromhex(head))
                 batch.put(keys.invocations(module_hash), struct.pack(">Q", counts[module_hash]))
+        if len(self._heads) + len(heads) > MODULES_KEPT:  # what is on disk is read again as needed
+            self._heads.clear()
+            self._counts.clear()
         self._heads.update(heads)
         self._counts.update(counts)
         self.groups += 1

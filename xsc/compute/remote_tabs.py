@@ -53,7 +53,7 @@ from ..ledger.service import LedgerService
 from ..net.compute import close_tab
 from ..net.peer_client import PeerClient
 from ..ledger.receipts import check_receipt
-from ..tasks import stop
+from ..tasks import Locks, stop
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +101,21 @@ class GatewayTabs:
         # Every tab of this run not paid or dropped yet, by authorization id: its tally bounds the receipt the
         # payment retry pays, when closing it failed (a lost answer: the provider may hold a receipt already).
         self._unpaid: dict[bytes, OpenTab] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._opening: Locks[str] = Locks()  # provider -> one tab opened at a time (kept while in use)
         self._closing: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
         payments.add_closer(JOB, self._close_for_retry, payable=self._payable)
+
+    @property
+    def opening(self) -> int:
+        """Providers a tab is being opened with now, or waited for (tests)."""
+        return len(self._opening)
 
     async def reserve(self, provider: str, price: int, budget: int) -> OpenTab:
         """The open tab with `provider` at `price` that covers `budget` more (opening one if needed)."""
         tab = self._usable(provider, price, budget)
         if tab is None:
-            async with self._locks.setdefault(provider, asyncio.Lock()):
+            async with self._opening.one(provider):
                 tab = self._usable(provider, price, budget)
                 if tab is None:
                     old = self._open.pop(provider, None)

@@ -13,7 +13,6 @@ either, and the job is placed again: a job's result is paid once, to the provide
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import logging
@@ -26,7 +25,7 @@ from .. import codec
 from ..errors import ForgedResult, PeerRefused, PeerUnreachable
 from ..ledger.core.pricing import price_compute
 from ..net import jobs as wire
-from ..tasks import in_pool
+from ..tasks import Locks, in_pool
 from . import provenance
 from .job_sandbox import MAX_OUTPUTS, OutputFile
 from .paid import PaidCompute
@@ -65,7 +64,7 @@ class SentJobs:
     def __init__(self, *, paid: PaidCompute, on_strike: Callable[[str, str], None]) -> None:
         self.paid = paid  # this node's tabs with providers, its client, the market's notes
         self.on_strike = on_strike
-        self._pushing: dict[tuple[str, str], asyncio.Lock] = {}  # (provider, module): one push at a time
+        self._pushing: Locks[tuple[str, str]] = Locks()  # (provider, module): one push at a time
 
     async def unsettled(self, provider: str, price: int, spec, call: InvokeCall, staged, jid: str,
                         deal: dict[str, Any], believed: Callable[[dict[str, Any]], None] | None = None,
@@ -87,7 +86,7 @@ class SentJobs:
         sent = {"provider": provider, "job": job, "authorization": tab.auth.id.hex(), "price": price,
                 "budget": budget, "stdin": staged.stdin_sha256}
         try:
-            answer = await self._sent_and_run(url, provider, job, data, call, tab, budget,
+            answer = await self._sent_and_run(url, provider, job, data, call, spec, tab, budget,
                                               None if sending is None else lambda: sending(sent))
             try:
                 returned = await self._checked(url, provider, job, jid, staged, answer, budget, spec, price, tab,
@@ -135,7 +134,7 @@ class SentJobs:
         log.error("%s", why)
         self.on_strike(provider, why)
 
-    async def _sent_and_run(self, url: str, provider: str, job: str, data, call: InvokeCall, tab, budget: int,
+    async def _sent_and_run(self, url: str, provider: str, job: str, data, call: InvokeCall, spec, tab, budget: int,
                             sending: Callable[[], None] | None) -> dict[str, Any]:
         """The job's bytes sent in order, then its run asked for: the provider's answer (not yet checked)."""
         paid = self.paid
@@ -149,7 +148,8 @@ class SentJobs:
             paid.gateway_tabs.answered(tab, budget, None)
             raise
         try:
-            return await wire.run(paid.client, url, provider, job, timeout=paid.compute.limits(call).timeout + 60)
+            return await wire.run(paid.client, url, provider, job, timeout=paid.compute.limits(call).timeout + 60,
+                                  most=wire.run_answer_bound(spec.stdout_cap, spec.stderr_cap))
         except PeerRefused:  # refused before it ran: nothing is owed for it
             paid.gateway_tabs.answered(tab, budget, None)
             raise
@@ -172,7 +172,7 @@ class SentJobs:
                 raise
         # The provider takes one push per module it asked for: jobs that found it lacking at the same moment
         # push it once, one after the other asking again first.
-        async with self._pushing.setdefault((provider, call.module), asyncio.Lock()):
+        async with self._pushing.one((provider, call.module)):
             try:
                 return await wire.begin(self.paid.client, url, provider, body)
             except PeerRefused as err:
@@ -243,7 +243,8 @@ class SentJobs:
         call = InvokeCall(spec.module, spec.entrypoint, list(spec.argv), spec.fuel, spec.memory, spec.timeout, True)
         try:
             answer = await wire.run(self.paid.client, url, provider, job,
-                                    timeout=self.paid.compute.limits(call).timeout + 60)
+                                    timeout=self.paid.compute.limits(call).timeout + 60,
+                                    most=wire.run_answer_bound(spec.stdout_cap, spec.stderr_cap))
             self._held(provider, answer, sent["budget"], jid, inputs, sent["stdin"], spec, sent["price"],
                        sent["authorization"])
         except ForgedResult as err:

@@ -631,7 +631,8 @@ class ComputeService:
             data = self.store.provenance(record_id)
         if data is None:
             raise ProvenanceNotFound(f"no provenance record {provenance_id} on this node",
-                                     hint="a call another node ran (its `provider`) is recorded and signed there; "
+                                     hint="a call another node ran (its `provider`) is recorded and signed there, "
+                                          "and one settled is kept for compute.record_retention; "
                                           "list this node's with: xsc compute provenance --list")
         return provenance.decode(data)
 

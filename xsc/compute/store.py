@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, Callable
 
 
 from .. import codec
@@ -108,6 +108,30 @@ class ComputeStore:
                 if seen >= cap:
                     return counts, False
         return counts, True
+
+    def forget_provenance(self, before_ns: int, keep: Callable[[bytes], bool], most: int) -> int:
+        """Delete the provenance records of runs that began before `before_ns` (an id starts with its time), oldest
+        first and `most` at most, but those `keep(id)` and those awaiting their batch's signature (the next start
+        signs them); how many went, in one write."""
+        gone = []
+        with self._db.iterator(start=keys.PROVENANCE, stop=keys.provenance(before_ns.to_bytes(8, "big")),
+                               include_value=False) as it:
+            for key in it:
+                record_id = key[len(keys.PROVENANCE):]
+                if not keep(record_id) and self._db.get(keys.unsigned(record_id)) is None:
+                    gone.append(key)
+                    if len(gone) >= most:
+                        break
+        if gone:
+            with self._db.write_batch() as batch:
+                for key in gone:
+                    batch.delete(key)
+        return len(gone)
+
+    def tab_runs(self) -> set[bytes]:
+        """The provenance ids of every run on a peer's tab not receipted yet (`c/t/`)."""
+        with self._db.iterator(prefix=keys.TAB_RUNS, include_value=False) as it:
+            return {key[-16:] for key in it}
 
     def recent_provenance(self, limit: int) -> list[bytes]:
         out = []

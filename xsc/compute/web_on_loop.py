@@ -19,13 +19,16 @@ answers; a runner that ends before it answers leaves the request to a worker's r
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from typing import Any
+
 from . import engine as eng
 from . import runner_wire as wire
 from . import sandbox
 from .limits import Limits
 from .service import INLINE_FUEL, INLINE_PREEMPTED, INLINE_TICKS, ComputeService
 from .wasi_io import Streams
-from .web_runners import Runners
+from .web_runners import MOST_MODULES, Runners
 from .web_trial import ON_LOOP_ANSWER, Memfds, Tried
 
 ON_LOOP_BODY = 16 * 1024  # bytes of a request body a try may take (its stdin fuel comes first)
@@ -40,8 +43,10 @@ class LoopRuns:
         self.compute = compute
         self.memfds = Memfds()
         self.runners = Runners(runners, compute.fingerprint) if runners else None
-        self._verdicts: dict[bytes, bool] = {}  # module hash -> whether its calls may be tried
-        self._slow: dict[tuple[bytes, str], int] = {}  # (module, export) -> tries kept from the CPU in a row; -1: slow
+        # At most MOST_MODULES of each, the oldest forgotten first (judged again if ever needed):
+        self._verdicts: OrderedDict[bytes, bool] = OrderedDict()  # module hash -> whether its calls may be tried
+        self._slow: OrderedDict[tuple[bytes, str], int] = OrderedDict()  # (module, export) -> tries kept from the CPU
+        #                                                                  in a row; -1: slow
         self.runs = 0  # requests answered from a try (status, tests)
         self.in_runner = 0  # of them, tried in a runner
         self.retried = 0  # tries run again on a worker
@@ -63,10 +68,14 @@ class LoopRuns:
         verdict = self._verdicts.get(prepared.module_hash)
         if verdict is None:
             info = prepared.info
-            verdict = self._verdicts[prepared.module_hash] = (
-                prepared.wasi_pre is not None and not info.start and info.size <= sandbox.QUICK_INSTANTIATE_SIZE
-                and not any(i.name in BLOCKING_IMPORTS for i in prepared.module.imports))
+            verdict = prepared.wasi_pre is not None and not info.start and info.size <= sandbox.QUICK_INSTANTIATE_SIZE \
+                and not any(i.name in BLOCKING_IMPORTS for i in prepared.module.imports)
+            _keep(self._verdicts, prepared.module_hash, verdict)
         return verdict
+
+    def judged(self) -> int:
+        """Modules and exports whose tries were judged, kept (tests)."""
+        return len(self._verdicts) + len(self._slow)
 
     async def attempt(self, prepared: sandbox.Prepared, entrypoint: str, signature, argv: list[str], limits: Limits,
                       streams: Streams, body: bytes, alone: bool = False
@@ -110,7 +119,14 @@ class LoopRuns:
             return  # a failure the worker's run reports under its own limits; says nothing of its speed
         preempted = outcome.trap_kind == "deadline" and outcome.cpu_ns < eng.TICK * 1e9 / 2
         count = self._slow.get(key, 0) + 1 if preempted else 0
-        self._slow[key] = -1 if not preempted or count >= INLINE_PREEMPTED else count
+        _keep(self._slow, key, -1 if not preempted or count >= INLINE_PREEMPTED else count)
+
+
+def _keep(kept: OrderedDict, key: Any, value: Any) -> None:
+    kept[key] = value
+    kept.move_to_end(key)
+    if len(kept) > MOST_MODULES:
+        kept.popitem(last=False)
 
 
 def _tried(answer: tuple[int, object]) -> Tried | None:

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import OrderedDict
 from typing import Callable
 
 from .. import codec
@@ -38,7 +39,9 @@ MOST_IN_FLIGHT = 64  # tries waiting on one runner; past this a try runs on the 
 PATIENCE = 5.0  # seconds a runner with tries waiting may go without answering any (a try takes two ticks at most)
 FIRST_PAUSE, LONGEST_PAUSE = 0.1, 30.0  # before a runner that ended early is replaced
 SERVED_A_WHILE = 10.0  # seconds after which a runner that ends is replaced at once
-MOST_MODULES = 1024  # modules whose frame's length is known
+# Modules whose frame's length is known, that a runner was sent (it keeps fewer: one it dropped is sent again), and
+# whose calls were judged for a try (web_on_loop.py): the modules served are whoever places a function here.
+MOST_MODULES = 1024
 
 Answer = tuple[int, object] | None  # (KEPT, KeptFrame) / (TOSSED, (trap kind, cpu ns)) / (UNKNOWN, None); None: lost
 
@@ -59,7 +62,7 @@ class RunnerLink:
         self._on_ready, self._on_end = on_ready, on_end
         self._waiting: dict[int, tuple[asyncio.Future, bytes]] = {}  # request id -> its answer, its module
         self._next = 0
-        self._sent: set[bytes] = set()  # modules it has been sent
+        self._sent: OrderedDict[bytes, None] = OrderedDict()  # modules it has been sent, the least recently run first
         self._in = bytearray()
         self._out = bytearray()
         self._flush_soon = False
@@ -81,8 +84,12 @@ class RunnerLink:
         """The future answer of a try (`run`: its RUN frame's body), `module()` (its MODULE frame's body) sent
         first if this runner has not had it."""
         if module_hash not in self._sent:
-            self._sent.add(module_hash)
+            self._sent[module_hash] = None
+            if len(self._sent) > MOST_MODULES:  # long dropped by the runner, or sent again if not
+                self._sent.popitem(last=False)
             self._send(wire.frame(wire.MODULE, 0, module()))
+        else:
+            self._sent.move_to_end(module_hash)
         self._next = self._next % 0xFFFFFFFF + 1
         future = self.loop.create_future()
         self._waiting[self._next] = (future, module_hash)
@@ -170,7 +177,7 @@ class RunnerLink:
         elif kind == wire.TOSSED:
             answer = (kind, wire.read_tossed(body))
         elif kind == wire.UNKNOWN:  # it dropped the module: sent again with its next try
-            self._sent.discard(module_hash)
+            self._sent.pop(module_hash, None)
             answer = (kind, None)
         else:
             raise wire.WireError(f"a frame of kind {kind}, which a runner does not send")

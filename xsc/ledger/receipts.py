@@ -18,6 +18,9 @@ from .core.model import Authorization, Receipt, decode_entry, encode_authorizati
 from ..net.peer_client import PeerClient
 
 RECEIPTS_PATH = "/v1/peer/ledger/receipts"
+# Bytes of a payee's answer read at most: a receipt (its authorization of under 1 KiB, at most 8 meters of names up to
+# 255 bytes, a signature: under 4 KiB) in hex.
+RECEIPT_ANSWER = 16 * 1024
 
 
 def check_receipt(node_id: str, data: Any, auth: Authorization, amount: int | None = None,
@@ -50,7 +53,7 @@ async def ask_receipt(client: PeerClient, url: str, payee_node_id: str, authoriz
     Raises PeerUnreachable (no answer: it may or may not have countersigned), PeerRefused (it refused)."""
     body = {"authorization": encode_authorization(authorization).hex(), "amount": amount, "usage": dict(usage),
             "job": authorization.job}
-    response = await client.request(url, "POST", RECEIPTS_PATH, json=body, to=payee_node_id)
+    response = await client.request(url, "POST", RECEIPTS_PATH, json=body, to=payee_node_id, max_size=RECEIPT_ANSWER)
     return check_receipt(payee_node_id, response.json(), authorization, amount, usage)
 
 
@@ -58,7 +61,8 @@ async def fetch_receipt(client: PeerClient, url: str, payee_node_id: str,
                         authorization: Authorization) -> Receipt | None:
     """The receipt the payee's node made for `authorization`, or None if it has made none."""
     try:
-        response = await client.request(url, "GET", f"{RECEIPTS_PATH}/{authorization.id.hex()}", to=payee_node_id)
+        response = await client.request(url, "GET", f"{RECEIPTS_PATH}/{authorization.id.hex()}", to=payee_node_id,
+                                        max_size=RECEIPT_ANSWER)
     except PeerRefused as exc:
         if exc.details.get("peer_status") == 404:
             return None
@@ -66,4 +70,4 @@ async def fetch_receipt(client: PeerClient, url: str, payee_node_id: str,
     return check_receipt(payee_node_id, response.json(), authorization)
 
 
-__all__ = ["RECEIPTS_PATH", "ask_receipt", "check_receipt", "fetch_receipt"]
+__all__ = ["RECEIPTS_PATH", "RECEIPT_ANSWER", "ask_receipt", "check_receipt", "fetch_receipt"]

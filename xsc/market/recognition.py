@@ -31,6 +31,10 @@ MAX_RECOGNITION = Decimal(1000)
 # otherwise be subscribed to, pulled from and named in this node's commitment at that stranger's word.
 DERIVED_NO_PROBES = Decimal("0")
 WEIGHT_STEP = Decimal("0.1")  # derived weights are published to a tenth
+# Peers whose money counters are kept, each way: any id that pays this node a micro-credit gets one, and the counters
+# are written whole with the market's record.  Past it the peer that exchanged least goes (a newcomer's first amount
+# is kept, so that it can grow).
+MOST_COUNTED = 4096
 
 
 def check_weight(weight: Decimal) -> None:
@@ -43,6 +47,13 @@ def check_weight(weight: Decimal) -> None:
         raise InvalidArgument(f"a recognition weight: {exc}") from None
 
 
+def _most(counted: dict[str, int]) -> dict[str, int]:
+    """The MOST_COUNTED peers that exchanged most, of counters read back (kept before they were bounded)."""
+    if len(counted) <= MOST_COUNTED:
+        return counted
+    return dict(sorted(counted.items(), key=lambda item: -item[1])[:MOST_COUNTED])
+
+
 class Recognition:
     def __init__(self, *, db: Any, me: str, peers: Any, at_most: int = 16) -> None:
         self.db = db
@@ -51,8 +62,8 @@ class Recognition:
         self.at_most = at_most  # peers whose derived weight is published (market.recognised_at_most)
         raw = db.get(keys.MARKET_SELF)
         state = codec.loads(raw) if raw else {}
-        self.paid_by: dict[str, int] = state.get("paid_by", {})  # peer -> micro-credits its user paid us
-        self.delivered_by: dict[str, int] = state.get("delivered_by", {})  # peer -> what we paid it
+        self.paid_by: dict[str, int] = _most(state.get("paid_by", {}))  # peer -> micro-credits its user paid us
+        self.delivered_by: dict[str, int] = _most(state.get("delivered_by", {}))  # peer -> what we paid it
         self.unsaved = False  # paid_by or delivered_by changed since the market last wrote them
         self.user_weights: dict[str, Decimal] = {
             public_id(k[len(keys.MARKET_RECOGNITION):]): Decimal(v.decode())
@@ -76,6 +87,8 @@ class Recognition:
     def note_paid(self, peer: str, amount: int, *, by_them: bool) -> None:
         """A peer's user paid us (`by_them`), or we paid a peer for work it delivered: both raise recognition."""
         table = self.paid_by if by_them else self.delivered_by
+        if peer not in table and len(table) >= MOST_COUNTED:
+            del table[min(table, key=table.__getitem__)]
         table[peer] = table.get(peer, 0) + amount
         self.unsaved = True  # written by the next market round (within a second), not by every paid call
         self._made = None

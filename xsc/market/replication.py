@@ -28,6 +28,19 @@ RECEIVE_BATCH = 16  # commitments checked (an Ed25519 verify each: ~0.4 ms of CP
 # ... or fewer: the seconds of checking after which the loop is let go all the same.  A /health request takes some
 # five turns of the loop, and each waited behind a whole batch of 16 (3-8 ms at load 2): 40-80 ms in a flood.
 RECEIVE_SLICE = 0.001
+DIGEST_BYTES = 1024**2  # commitments a digest is answered with, in bytes (then one more at most; the rest next time)
+# Bytes of a peer's answer read at most.  A commitment travels in a push, whose body is at most the peer API's
+# (node/peer_routes.py: JSON_MAX), so none an honest node holds is longer; a push is answered with a count and a
+# digest, a pull with one commitment at most for each participant its digest names, DIGEST_BYTES of them and the one
+# past them at most, and a digest.
+COMMITMENT_BYTES = 1024**2
+PUSH_ANSWER = 4 * 1024
+FRAMING = 4 * 1024
+
+
+def pull_answer_bound(participants: int) -> int:
+    """The most bytes an honest answer to a digest of `participants` takes."""
+    return min(participants * COMMITMENT_BYTES, DIGEST_BYTES + COMMITMENT_BYTES) + FRAMING
 
 
 def stored_book(store: MarketStore, peers: Any, me: str, bucket_seconds: int) -> Book:
@@ -209,7 +222,8 @@ class BookReplication:
                 log.error("market push to %s failed", d.id, exc_info=result)
 
     async def _send_own(self, d, message: dict) -> None:
-        response = await self.peers.request(d.url, "POST", "/v1/peer/market", json=message, to=d.id)
+        response = await self.peers.request(d.url, "POST", "/v1/peer/market", json=message, to=d.id,
+                                            max_size=PUSH_ANSWER)
         body = response.json()
         if isinstance(body, dict) and isinstance(body.get("digest"), str):
             self.peer_digests[d.id] = body["digest"]
@@ -225,7 +239,8 @@ class BookReplication:
             return 0
         message = {"commitments": digest}
         self._count(message)
-        response = await self.peers.request(d.url, "POST", "/v1/peer/market/digest", json=message, to=d.id)
+        response = await self.peers.request(d.url, "POST", "/v1/peer/market/digest", json=message, to=d.id,
+                                            max_size=pull_answer_bound(len(digest)))
         body = response.json()
         if not isinstance(body, dict):
             return 0
@@ -281,7 +296,8 @@ class BookReplication:
 
     def digest_answer(self, sender: str, body: Any) -> dict[str, Any]:
         """A peer's digest {"commitments": {participant: short hash}}: the commitments held here that it lacks or
-        holds another of, and our book's digest.  Bounded before anything is read; a stranger refused (403)."""
+        holds another of (DIGEST_BYTES of them and the one past them at most: the rest at its next digest), and our
+        book's digest.  Bounded before anything is read; a stranger refused (403)."""
         if not isinstance(body, dict):
             raise InvalidArgument('send {"commitments": {participant: hash}}')
         digest = parse_digest(body.get("commitments"), "commitments")
@@ -289,6 +305,14 @@ class BookReplication:
             raise UnknownPeer(f"{sender} is not a known peer of this node",
                               hint="a node joins first (xsc peers add); only peers exchange digests")
         held = {p: self.book.get(p) for p in digest if self.book.get(p) is not None}
-        out = {"commitments": [self._json_of(c) for c in differing(digest, held)], "digest": self.book.digest()}
+        commitments: list[dict] = []
+        room = DIGEST_BYTES
+        for commitment in differing(digest, held):
+            if room < 0:
+                break
+            form = self._json_of(commitment)
+            commitments.append(form)
+            room -= len(dumps(form)) + 1
+        out = {"commitments": commitments, "digest": self.book.digest()}
         self._count(out)
         return out

@@ -53,24 +53,51 @@ GATHER = 0.002  # seconds a queue waits, at most, for the callers of a returned 
 # or timed); one met again starts afresh.  The providers called are whoever the matching or a stranger's provider
 # records name: a lane stayed for each of them.
 MOST_LANES = 1024
+# Bytes of a provider's answer read at most.  A call's answer: its run's stdout and stderr (at most OUTPUT_KEPT bytes
+# each, compute/wasi_io.py: OUTPUT_CAP) as JSON text, up to 6 bytes a byte (a control character is \u00XX), its
+# record's other fields and a trap's words (RUN_FIELDS), and what the call sent that the record names again (its
+# function); a batch's: each of its calls' answers.  A longer answer is the provider's, not an honest one: the calls
+# count as lost (they may have run).
+OUTPUT_KEPT = 64 * 1024
+RUN_FIELDS = 64 * 1024
+MODULE_ANSWER = 4 * 1024  # a module pushed: its id and whether it was new
+TAB_CLOSE_ANSWER = 16 * 1024  # a tab closed: its receipt in hex (ledger/receipts.py: RECEIPT_ANSWER)
+
+
+def invoke_answer_bound(sent: int, calls: int = 1) -> int:
+    """The most bytes an honest provider answers `calls` calls sent in a body of `sent` bytes with."""
+    return calls * (2 * 6 * OUTPUT_KEPT + RUN_FIELDS) + sent
 
 
 async def post_invoke(client: PeerClient, url: str, provider: str, body: dict, wasm: Callable[[], bytes],
                       wasi: bool) -> dict[str, Any]:
     """Ask `provider` to run the call; a provider that lacks the module is sent it (`wasm()`) and asked once more.
     Returns its answer, checked to hold a run and a receipt (the receipt itself: Payments.complete)."""
+    entry = EncodedJson(codec.dumps(body))
     try:
-        response = await client.request(url, "POST", INVOKE_PATH, json=body, to=provider, kept=True)
+        response = await _invoke(client, url, provider, entry)
     except PeerRefused as err:
         if err.details.get("peer_code") != "module-not-found":
             raise
         await push_module(client, url, provider, wasm, wasi)
-        response = await client.request(url, "POST", INVOKE_PATH, json=body, to=provider, kept=True)
+        response = await _invoke(client, url, provider, entry)
     return _checked(url, response.json(), "tab" if body.get("tab") else "receipt")
 
 
+async def _invoke(client: PeerClient, url: str, provider: str, entry: EncodedJson) -> PeerResponse:
+    """One call's answer, read no further than an honest one goes: longer, the call counts as lost."""
+    try:
+        return await client.request(url, "POST", INVOKE_PATH, json=entry, to=provider, kept=True,
+                                    max_size=invoke_answer_bound(len(entry)))
+    except PeerRefused as err:
+        if "answer_limit" in err.details:
+            raise _lost(url, err.message) from None
+        raise
+
+
 async def push_module(client: PeerClient, url: str, provider: str, wasm: Callable[[], bytes], wasi: bool) -> None:
-    await client.request(url, "PUT", MODULES_PATH + ("?wasi=true" if wasi else ""), data=wasm(), to=provider)
+    await client.request(url, "PUT", MODULES_PATH + ("?wasi=true" if wasi else ""), data=wasm(), to=provider,
+                         max_size=MODULE_ANSWER)
 
 
 def _checked(url: str, answer: Any, paid_by: str) -> dict[str, Any]:
@@ -83,7 +110,7 @@ def _checked(url: str, answer: Any, paid_by: str) -> dict[str, Any]:
 async def close_tab(client: PeerClient, url: str, provider: str, authorization_hex: str) -> dict[str, Any]:
     """Ask `provider` for its receipt of everything it ran under a tab's authorization (checked by the caller)."""
     response = await client.request(url, "POST", TAB_CLOSE_PATH, json={"authorization": authorization_hex}, to=provider,
-                                    kept=True)
+                                    kept=True, max_size=TAB_CLOSE_ANSWER)
     answer = response.json()
     if not isinstance(answer, dict) or not isinstance(answer.get("receipt"), str):
         raise PeerRefused(f"provider {url} closed a tab without a receipt", url=url)
@@ -325,8 +352,11 @@ class InvokeBatcher:
             return err
 
     async def _one(self, url: str, provider: str, entry: bytes) -> dict[str, Any]:
-        response = await self.client.request(url, "POST", INVOKE_PATH, json=EncodedJson(entry), to=provider, kept=True)
-        return _checked(url, response.json(), "tab")
+        response = await _invoke(self.client, url, provider, EncodedJson(entry))
+        try:
+            return _checked(url, response.json(), "tab")
+        except PeerRefused:  # answered, but not with a run: it may have run, as a call of a batch answered so
+            raise _lost(url, "it answered a call without a run and a tab") from None
 
     async def _post_batch(self, lane: _Lane, provider: str, entries: list[bytes]) -> list[dict[str, Any] | PeerError]:
         url = lane.url
@@ -334,8 +364,11 @@ class InvokeBatcher:
         self.batches += 1
         self.batched += len(entries)
         try:
-            response = await self.client.request(url, "POST", INVOKES_PATH, json=body, to=provider, kept=True)
+            response = await self.client.request(url, "POST", INVOKES_PATH, json=body, to=provider, kept=True,
+                                                 max_size=invoke_answer_bound(len(body), len(entries)))
         except PeerRefused as err:
+            if "answer_limit" in err.details:  # answered past what an honest provider says: the calls may have run
+                return [_lost(url, err.message) for _ in entries]
             status = err.details.get("peer_status")
             if status in (404, 405) and err.details.get("peer_code") in ("not-found", "method-not-allowed"):
                 log.info("provider %s does not take batches of calls: sending them one by one", provider)
@@ -377,4 +410,4 @@ def _results(url: str, response: PeerResponse, count: int) -> list[dict[str, Any
 
 
 __all__ = ["GATHER", "INVOKES_PATH", "INVOKE_PATH", "InvokeBatcher", "MAX_BATCH_BYTES", "MAX_BATCH_CALLS",
-           "MODULES_PATH", "TAB_CLOSE_PATH", "close_tab", "post_invoke", "push_module"]
+           "MODULES_PATH", "TAB_CLOSE_PATH", "close_tab", "invoke_answer_bound", "post_invoke", "push_module"]

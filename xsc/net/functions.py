@@ -21,22 +21,27 @@ from .peer_client import PeerClient
 FUNCTIONS_PATH = "/v1/peer/compute/functions"
 FUNCTION_PATH = FUNCTIONS_PATH + "/{name}"
 PLACE_TIMEOUT = 120.0  # seconds a placement may take (the provider reads the function's stored files first)
+# Bytes of a provider's answer read at most: a URL (the caller takes none past 2,048 characters), an authorization's
+# id, a name and a few counters.
+FUNCTION_ANSWER = 16 * 1024
 
 
 async def place(client: PeerClient, url: str, provider: str, body: dict[str, Any]) -> str:
     """Place (or renew) a function on `provider`; the URL it serves it at."""
-    answer = (await client.request(url, "POST", FUNCTIONS_PATH, json=body, to=provider, timeout=PLACE_TIMEOUT)).json()
+    answer = (await client.request(url, "POST", FUNCTIONS_PATH, json=body, to=provider, timeout=PLACE_TIMEOUT,
+                                   max_size=FUNCTION_ANSWER)).json()
     return _url(url, answer)
 
 
 async def status(client: PeerClient, url: str, provider: str, name: str) -> dict[str, Any]:
-    answer = (await client.request(url, "GET", FUNCTION_PATH.format(name=name), to=provider)).json()
+    answer = (await client.request(url, "GET", FUNCTION_PATH.format(name=name), to=provider,
+                                   max_size=FUNCTION_ANSWER)).json()
     _url(url, answer)
     return answer
 
 
 async def withdraw(client: PeerClient, url: str, provider: str, name: str) -> None:
-    await client.request(url, "DELETE", FUNCTION_PATH.format(name=name), to=provider)
+    await client.request(url, "DELETE", FUNCTION_PATH.format(name=name), to=provider, max_size=FUNCTION_ANSWER)
 
 
 def _url(url: str, answer: Any) -> str:
@@ -46,4 +51,4 @@ def _url(url: str, answer: Any) -> str:
     return served
 
 
-__all__ = ["FUNCTIONS_PATH", "FUNCTION_PATH", "place", "status", "withdraw"]
+__all__ = ["FUNCTION_ANSWER", "FUNCTIONS_PATH", "FUNCTION_PATH", "place", "status", "withdraw"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import PeerRefused
+from ..errors import PeerRefused, PeerUnreachable
 from .peer_client import PeerClient
 
 JOBS_PATH = "/v1/peer/compute/jobs"
@@ -27,11 +27,21 @@ RUN_PATH = JOBS_PATH + "/{job}/run"
 OUTPUT_PATH = JOBS_PATH + "/{job}/outputs/{output}"
 JOB_PATH = JOBS_PATH + "/{job}"
 CHUNK = 1024 * 1024  # bytes of data or output in one request (a peer body is at most 1 MiB: the app's client_max_size)
-MAX_RUN_ANSWER = 40 * 1024 * 1024  # a run's answer: its record, and its stdout and stderr (16 MiB caps) as JSON text
+JOB_ANSWER = 4 * 1024  # a job's begin, data and delete answers: its id (at most 64 characters) and a count
+# A run's record and its provenance, but for its stdout and stderr: what the job's body named (at most 1 MiB, the peer
+# API's), twice, and its outputs' names and hashes.
+RUN_RECORD = 4 * 1024 * 1024
+
+
+def run_answer_bound(stdout_cap: int, stderr_cap: int) -> int:
+    """The most bytes an honest answer to the run of a job whose spec keeps `stdout_cap` and `stderr_cap` bytes
+    takes: each stream twice (at the top and in its run's record) as JSON text, up to 6 bytes a byte (a control
+    character is \\u00XX), and its record."""
+    return 2 * 6 * (stdout_cap + stderr_cap) + RUN_RECORD
 
 
 async def begin(client: PeerClient, url: str, provider: str, body: dict[str, Any]) -> str:
-    answer = (await client.request(url, "POST", JOBS_PATH, json=body, to=provider)).json()
+    answer = (await client.request(url, "POST", JOBS_PATH, json=body, to=provider, max_size=JOB_ANSWER)).json()
     job = answer.get("job") if isinstance(answer, dict) else None
     if not isinstance(job, str) or not job.isalnum() or len(job) > 64:
         raise PeerRefused(f"provider {url} answered a job without its id", url=url)
@@ -39,12 +49,20 @@ async def begin(client: PeerClient, url: str, provider: str, body: dict[str, Any
 
 
 async def send(client: PeerClient, url: str, provider: str, job: str, offset: int, data: bytes) -> None:
-    await client.request(url, "PUT", DATA_PATH.format(job=job, offset=offset), data=data, to=provider)
+    await client.request(url, "PUT", DATA_PATH.format(job=job, offset=offset), data=data, to=provider,
+                         max_size=JOB_ANSWER)
 
 
-async def run(client: PeerClient, url: str, provider: str, job: str, timeout: float) -> dict[str, Any]:
-    answer = (await client.request(url, "POST", RUN_PATH.format(job=job), json={}, to=provider, timeout=timeout,
-                                   max_size=MAX_RUN_ANSWER)).json()
+async def run(client: PeerClient, url: str, provider: str, job: str, timeout: float, most: int) -> dict[str, Any]:
+    """The job's run; `most`: the bytes of an honest answer to it at most (run_answer_bound of its spec)."""
+    try:
+        response = await client.request(url, "POST", RUN_PATH.format(job=job), json={}, to=provider, timeout=timeout,
+                                        max_size=most)
+    except PeerRefused as err:
+        if "answer_limit" in err.details:  # not refused: it may have run, and its answer is not one to believe
+            raise PeerUnreachable(f"provider {url}: {err.message}", url=url, reason=err.message, sent=True) from None
+        raise
+    answer = response.json()
     if not isinstance(answer, dict) or not isinstance(answer.get("run"), dict) \
             or not isinstance(answer.get("provenance"), dict) or not isinstance(answer.get("outputs"), list):
         raise PeerRefused(f"provider {url} answered a job's run without its run, record and outputs", url=url)
@@ -57,4 +75,4 @@ async def fetch(client: PeerClient, url: str, provider: str, job: str, output: i
 
 
 async def forget(client: PeerClient, url: str, provider: str, job: str) -> None:
-    await client.request(url, "DELETE", JOB_PATH.format(job=job), to=provider)
+    await client.request(url, "DELETE", JOB_PATH.format(job=job), to=provider, max_size=JOB_ANSWER)

@@ -41,7 +41,6 @@ from .traffic import RECEIVED, SENT, Meter, answer_head_bytes
 _SPACE = re.compile(r"\s")  # what str.isspace() calls a space
 
 
-MAX_RESPONSE = 16 * 1024 * 1024  # bytes request() buffers; stream bigger answers with open()
 # Seconds a connection to a peer is kept open unused (the session's keep-alive).  Longer than the allocation's
 # renewals of its subscriptions (every 20 s), so the connections to the peers a node subscribes at stay open between
 # them, where each renewal was a TLS handshake on both nodes; shorter than node.idle_timeout's default, so this end
@@ -233,8 +232,9 @@ class PeerClient:
 
     async def request(self, peer_url: str, method: str, path: str, *, json: Any = None, data: Body | None = None,
                       to: str | None = None, timeout: float | None = None,
-                      max_size: int = MAX_RESPONSE, kept: bool = False) -> PeerResponse:
-        """A signed request, its answer read whole (at most max_size bytes).
+                      max_size: int, kept: bool = False) -> PeerResponse:
+        """A signed request, its answer read whole (at most max_size bytes: the largest answer an honest peer
+        gives to it, which every caller names next to the protocol's path; a longer one is refused unread past it).
 
         `kept`: over this client's own kept-alive connections (xsc/net/kept.py) rather than the aiohttp
         session: for small requests sent often to the same peer (a paid remote invoke), at a fraction of the
@@ -243,8 +243,9 @@ class PeerClient:
             return await self._kept_request(peer_url, method, path, json, data, to, timeout, max_size)
         async with self.open(peer_url, method, path, json=json, data=data, to=to, timeout=timeout) as response:
             node = to if response.url.scheme == "https" else None  # the handshake proved it, or failed
-            body = await _read(response, max_size + 1)
-            if len(body) > max_size:
+            declared = response.content_length
+            body = b"" if declared is not None and declared > max_size else await _read(response, max_size + 1)
+            if len(body) > max_size or declared is not None and declared > max_size:
                 raise PeerRefused(f"peer {peer_url} answered {method} {path} with more than {max_size} bytes",
                                   url=peer_url, answer_limit=max_size)
             return PeerResponse(response.status, response.headers, body, node=node)

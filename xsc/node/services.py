@@ -60,7 +60,7 @@ from ..storage.lease_gc import LeaseCollector
 from ..storage.locate import Locator
 from ..storage.scrubber import Scrubber
 from ..storage.strangers import ProviderTerms
-from ..storage.core.wire import DAMAGE_PATH
+from ..storage.core.wire import DAMAGE_ANSWER, DAMAGE_PATH
 from ..heap import HeapTrim
 from ..tasks import Supervisor, Workers, in_pool
 from .datadir import open_blocks
@@ -272,10 +272,9 @@ class Node:
 
     async def _report_damage(self, uploader: str, si: bytes, share: int, segments: list[int]) -> None:
         if uploader == self.me:
-            await self.audits.damage_reported(si, share, segments, self.me)
-        else:
-            await self.peers.request(self.peers.peer(uploader).url, "POST", DAMAGE_PATH,
-                                     json={"si": si.hex(), "share": share, "segments": segments}, to=uploader)
+            return await self.audits.damage_reported(si, share, segments, self.me)
+        await self.peers.request(self.peers.peer(uploader).url, "POST", DAMAGE_PATH, to=uploader, max_size=DAMAGE_ANSWER,
+                                 json={"si": si.hex(), "share": share, "segments": segments})
 
     def _upkeep(self) -> None:
         config, pool = self.config, self.pool
@@ -310,7 +309,7 @@ class Node:
         self.jobs = JobService(compute=self.compute, storage=self.storage, ledger=self.ledger, tabs=self.tabs,
                                payer=payer, node=identity, db=self.db, work_dir=config.data_dir / "jobs",
                                bids=(config.market.compute_bid, config.market.storage_bid), dealing=self.dealing,
-                               sent=SentJobs(paid=self.paid, on_strike=self.strike),
+                               sent=SentJobs(paid=self.paid, on_strike=self.strike), retention=config.compute.record_retention,
                                objects=lambda bucket, key: [p["cap"] for p in s3_index.get(bucket, key)["parts"]])
         self.watches = Watches(jobs=self.jobs, index=s3_index, store=self.compute.store)
         s3_index.on_change.append(self.watches.wake)

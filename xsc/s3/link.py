@@ -76,8 +76,9 @@ class NodeLink(Protocol):
         """`checksum`: the one the upload's object is to get ({"algorithm", "type", "default"})."""
         ...
 
-    async def upload(self, upload_id: str, user: str) -> dict:
-        """The upload's record with its "parts"."""
+    async def upload(self, upload_id: str, user: str, need: str = "write") -> dict:
+        """The upload's record with its "parts", once `user` may `need` it: write (to upload a part or complete it),
+        or initiator (to list its parts: the bucket's owner, or the user who began it)."""
         ...
 
     async def uploads(self, bucket: str, user: str, prefix: str) -> list[dict]: ...
@@ -92,7 +93,9 @@ class NodeLink(Protocol):
         """`checksum`: the object's, made of the parts' ({"value", "parts"}: S3Index.complete)."""
         ...
 
-    async def abort(self, upload_id: str, user: str) -> list[str]: ...
+    async def abort(self, upload_id: str, user: str) -> list[str]:
+        """Abort the upload, if `user` began it or owns its bucket."""
+        ...
 
     # --- files ---------------------------------------------------------------------------
     async def put_file(self, chunks: AsyncIterator[bytes], size: int | None, name: str) -> dict:

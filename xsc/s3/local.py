@@ -10,7 +10,7 @@ from typing import Any, AsyncIterator, Callable
 
 from ..buckets.accounts import UserAccounts
 from ..buckets.core import listing
-from ..buckets.index import S3Index
+from ..buckets.index import INITIATOR, S3Index
 from ..buckets.objects import ObjectWriter, SmallPut
 from ..errors import NotFound, XscError
 from ..storage import Capability
@@ -87,8 +87,8 @@ class LocalNode:
         return await self._as(bucket, user, "write", self.index.create_upload, bucket, key, content_type, metadata,
                               headers, by=user, checksum=checksum)
 
-    async def upload(self, upload_id: str, user: str) -> dict:
-        record = await self._upload_as(upload_id, user, "write", self.index.upload, upload_id)
+    async def upload(self, upload_id: str, user: str, need: str = "write") -> dict:
+        record = await self._upload_as(upload_id, user, need, self.index.upload, upload_id)
         return {**record, "parts": await self._pool(self.index.parts, upload_id)}
 
     async def uploads(self, bucket: str, user: str, prefix: str) -> list[dict]:
@@ -105,7 +105,7 @@ class LocalNode:
                                      condition, checksum)
 
     async def abort(self, upload_id: str, user: str) -> list[str]:
-        return await self._upload_as(upload_id, user, "write", self.index.abort, upload_id)
+        return await self._upload_as(upload_id, user, INITIATOR, self.index.abort, upload_id)
 
     # --- files -------------------------------------------------------------------------------------
     async def put_file(self, chunks: AsyncIterator[bytes], size: int | None, name: str) -> dict:

@@ -82,12 +82,12 @@ class Multipart:
                                                  stored_headers.checksum_headers(record)))
 
     async def abort_upload(self, call: Call) -> web.Response:
-        await upload_of(self.node, call)
+        await upload_of(self.node, call, names.INITIATOR)
         await self.writes.collect(await self.node.abort(upload_id_of(call), call.user))
         return web.Response(status=204)
 
     async def list_parts(self, call: Call) -> web.Response:
-        upload = await upload_of(self.node, call)
+        upload = await upload_of(self.node, call, names.INITIATOR)
         marker = integer(call.query.get("part-number-marker"), 0, "part-number-marker")
         max_parts = min(integer(call.query.get("max-parts"), 1000, "max-parts"), 1000)
         parts = [p for p in upload["parts"] if p["number"] > marker]
@@ -108,9 +108,10 @@ class Multipart:
                                            owner=call.user, key_marker=key_marker, id_marker=id_marker))
 
 
-async def upload_of(node: NodeLink, call: Call) -> dict:
-    """The upload the call names (`uploadId`), NoSuchUpload unless it is one of the call's bucket and key."""
-    upload = await node.upload(upload_id_of(call), call.user)
+async def upload_of(node: NodeLink, call: Call, need: str = "write") -> dict:
+    """The upload the call names (`uploadId`), NoSuchUpload unless it is one of the call's bucket and key; `need`: as
+    NodeLink.upload's."""
+    upload = await node.upload(upload_id_of(call), call.user, need)
     if upload["bucket"] != call.bucket or upload["key"] != call.key:
         raise S3Error("that upload id is for another object", s3_code="NoSuchUpload", status=404)
     return upload
@@ -130,7 +131,7 @@ def _whole(upload: dict, listed: list[tuple[int, str, dict[str, str]]], headers)
         raise S3Error("the parts of an upload with checksums must be numbered 1, 2, 3, ... with none left out",
                       s3_code="InvalidPartOrder", status=400)
     have = {p["number"]: p for p in upload["parts"]}
-    checksums.check_listed([(number, sums) for number, _, sums in listed], have)
+    checksums.check_listed([(number, sums) for number, _, sums in listed], have, kind)
     used = [have.get(number) for number, _, _ in listed]
     if any(p is None or p["etag"] != etag for p, (_, etag, _) in zip(used, listed)):
         return None

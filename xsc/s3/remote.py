@@ -87,8 +87,8 @@ class RemoteNode:
             "key": key, "content_type": content_type, "metadata": metadata, "headers": headers,
             **({"checksum": checksum} if checksum is not None else {})}))["upload_id"]
 
-    async def upload(self, upload_id: str, user: str) -> dict:
-        return await self._for(user, "GET", _upload(upload_id))
+    async def upload(self, upload_id: str, user: str, need: str = "write") -> dict:
+        return await self._for(user, "GET", _upload(upload_id), params={"need": need})
 
     async def uploads(self, bucket: str, user: str, prefix: str) -> list[dict]:
         return (await self._for(user, "GET", f"{_bucket(bucket)}/uploads", params={"prefix": prefix}))["uploads"]

@@ -257,13 +257,14 @@ class S3Front:
             start = listing.v1_start(marker, delimiter)
         page = await self.node.list_objects(call.bucket, call.user, prefix=prefix, delimiter=delimiter,
                                             max_keys=max_keys, start=start)
+        owner = page.get("owner") or call.user  # the bucket's, whoever lists it
         if v2:
             body = xml.list_objects_v2(call.bucket, page, prefix=prefix, delimiter=delimiter, max_keys=max_keys,
                                        start_after=q.get("start-after", ""), continuation=q.get("continuation-token"),
-                                       encoding=encoding, fetch_owner=q.get("fetch-owner") == "true", owner=call.user)
+                                       encoding=encoding, fetch_owner=q.get("fetch-owner") == "true", owner=owner)
         else:
             body = xml.list_objects_v1(call.bucket, page, prefix=prefix, delimiter=delimiter, max_keys=max_keys,
-                                       marker=q.get("marker", ""), encoding=encoding, owner=call.user)
+                                       marker=q.get("marker", ""), encoding=encoding, owner=owner)
         return xml_answer(body)
 
     async def delete_objects(self, call: Call) -> web.Response:
@@ -332,11 +333,10 @@ class S3Front:
         headers = {"ETag": xml.quoted(record["etag"]), "Last-Modified": xml.http_date(record["modified"]),
                    "Content-Type": record.get("content_type") or "binary/octet-stream", "Accept-Ranges": "bytes",
                    **stored_headers.response_headers(record)}
-        whole = "Range" not in request.headers and "partNumber" not in call.query
-        if whole and request.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
-            headers.update(stored_headers.checksum_headers(record))
-        if len(record["parts"]) > 1:
-            headers["x-amz-mp-parts-count"] = str(len(record["parts"]))
+        part = "partNumber" in call.query
+        if part and "Range" in request.headers:
+            raise S3Error("Cannot specify both Range header and partNumber query parameter", s3_code="InvalidRequest",
+                          status=400)
         for param, header in RESPONSE_OVERRIDES.items():
             if param in call.query:
                 value = call.query[param]
@@ -348,15 +348,19 @@ class S3Front:
             return web.Response(status=not_modified, headers={k: v for k, v in headers.items()
                                                               if k in ("ETag", "Last-Modified")})
         byte_range = None
-        if "partNumber" in call.query:
-            byte_range = _part_range(record, call.query["partNumber"])
-            headers["x-amz-mp-parts-count"] = str(len(record["parts"]))
+        if part:
+            number, byte_range = _part_range(record, call.query["partNumber"])
+            byte_range = byte_range if size else None  # an empty object's one part is all of it: no bytes to range
+            if _multipart(record):  # S3 counts the parts of a multipart object only, and only when one is asked for
+                headers["x-amz-mp-parts-count"] = str(len(record["parts"]))
         else:
             try:
                 byte_range = parse_range(request.headers.get("Range"), size)
             except XscError:
                 raise S3Error(f"the requested range is not satisfiable (the object has {size} bytes)",
                               s3_code="InvalidRange", status=416, ActualObjectSize=str(size)) from None
+        if request.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+            headers.update(_checksum_answered(record, number if part else None, byte_range))
         response = web.StreamResponse(status=200, headers=headers)
         first, last = 0, size - 1
         if byte_range is not None:
@@ -386,15 +390,35 @@ async def _current(node: NodeLink, call: Call) -> dict | None:
         return None
 
 
-def _part_range(record: dict, text: str) -> tuple[int, int]:
+def _multipart(record: dict) -> bool:
+    """Whether CompleteMultipartUpload made the object (its ETag ends in -N), even of one part."""
+    return "-" in record["etag"]
+
+
+def _part_range(record: dict, text: str) -> tuple[int, tuple[int, int]]:
+    """(the part number asked for, its bytes' first and last)."""
     number = integer(text, 1, "partNumber")
     if not 1 <= number <= names.MAX_PARTS:
         raise S3Error(f"partNumber goes from 1 to {names.MAX_PARTS}", s3_code="InvalidArgument", status=400)
     if number > len(record["parts"]):
-        raise S3Error(f"the object has {len(record['parts'])} part(s), not a part {number}",
-                      s3_code="InvalidPartNumber", status=400)
+        raise S3Error(f"The requested partnumber is not satisfiable: the object has {len(record['parts'])} part(s), "
+                      f"not a part {number}", s3_code="InvalidPartNumber", status=416,
+                      PartNumberRequested=str(number), ActualPartCount=str(len(record["parts"])))
     first = sum(p["size"] for p in record["parts"][:number - 1])
-    return first, first + record["parts"][number - 1]["size"] - 1
+    return number, (first, first + record["parts"][number - 1]["size"] - 1)
+
+
+def _checksum_answered(record: dict, number: int | None, byte_range: tuple[int, int] | None) -> dict[str, str]:
+    """The checksum a read asked for with x-amz-checksum-mode gets, as S3 answers: a part of a COMPOSITE object, its
+    part's (a COMPOSITE one is made of those); bytes that are the whole object, the object's; other bytes, none."""
+    whole = stored_headers.checksum_headers(record)
+    if number is not None and whole.get("x-amz-checksum-type") == "COMPOSITE":
+        kept = record["parts"][number - 1].get("checksum")
+        algorithm = next(k for k in whole if k != "x-amz-checksum-type")
+        return {algorithm: kept, "x-amz-checksum-type": "COMPOSITE"} if kept else {}
+    if byte_range is None or byte_range == (0, record["size"] - 1):
+        return whole
+    return {}
 
 
 def _check_names(call: Call) -> None:

@@ -240,16 +240,17 @@ class StorageDeals:
                     also(batch)
         self._wrote(change)
 
-    def _forget_settled(self, deals: list[StorageDeal]) -> int:
+    def _forget_settled(self, deals: list[StorageDeal], began: int) -> int:
         """Drop the deals of every file that is gone from this node (removed, or its leases ended and collected) once
         each of them is settled to its end: nothing is left to pay or forfeit, and a deal kept would be read by
         every payment run for good.  The deals that ended when a repair moved a share go with them.  `deals`: every
-        deal as the payment run left it (each file found settled there is read again before it goes).  Returns
-        how many files' deals were dropped."""
+        deal as the payment run left it (each file found settled there is read again before it goes).  Then the
+        audit marks of the holders no deal names (`_forget_audits`).  Returns how many files' deals were dropped."""
         by_file: dict[str, list[StorageDeal]] = {}
         for d in deals:
             by_file.setdefault(d.si, []).append(d)
         gone = 0
+        kept = set(by_file)
         for si_hex, its_deals in by_file.items():
             si = bytes.fromhex(si_hex)
             if any(d.paid_until < d.end or d.paying is not None for d in its_deals) or self.store.known_file(si):
@@ -263,7 +264,22 @@ class StorageDeals:
                             batch.delete(key)
             self._wrote(0)  # settled deals promise nothing: only the summary's reading changes
             gone += 1
+            kept.discard(si_hex)
+        self._forget_audits({d.node for si_hex in kept for d in by_file[si_hex]}, began)
         return gone
+
+    def _forget_audits(self, named: set[str], began: int) -> None:
+        """Drop the audit marks of the holders that no deal names (a deal's verdict is all that reads them): kept,
+        they would grow with every node this node ever placed a share on.  A mark written since the payment run
+        `began` stays (a share placed on that holder meanwhile)."""
+        gone = [node for node, marks in list(self.audits.items())
+                if node not in named and max(marks.values(), default=0) < began]
+        if gone:
+            with self.db.write_batch() as batch:
+                for node in gone:
+                    batch.delete(keys.holder_audit(parse_public_id(node)))
+            for node in gone:
+                self.audits.pop(node, None)
 
     def ended_deals(self, si: bytes) -> list[StorageDeal]:
         """The deals of a file's shares that ended when a repair moved the share, oldest first."""
@@ -318,7 +334,8 @@ class StorageDeals:
         A run costs two synced writes however many deals it pays: every payment is noted before any is sent (a
         crash in between must not pay a period twice: the next run asks the ledger, `_settle_interrupted`), and
         what the run changed is written once they are sent."""
-        now = int(time.time()) if now is None else now
+        began = int(time.time())
+        now = began if now is None else now
         summary = {"paid": 0, "payments": 0, "forfeited": 0, "waiting": 0, "failed": 0}
         async with self._lock:
             changed: dict[tuple[str, int], StorageDeal] = {}
@@ -343,7 +360,7 @@ class StorageDeals:
                     changed[deal.si, deal.share] = deal
             if changed:
                 await in_pool(self.pool, self._save_paid, list(changed.values()))
-            summary["forgotten"] = await in_pool(self.pool, self._forget_settled, every_deal)
+            summary["forgotten"] = await in_pool(self.pool, self._forget_settled, every_deal, began)
         self.last_run = {"at": now, **summary}
         return summary
 

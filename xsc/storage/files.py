@@ -27,7 +27,7 @@ from ..identity import Identity
 from ..ledger.service import LedgerService
 from ..market.dealing import Dealing
 from ..market.service import MarketService
-from ..tasks import in_pool, periodic
+from ..tasks import Locks, in_pool, periodic
 from . import quotes
 from .core import layout, leases
 from .core.capability import Capability
@@ -116,7 +116,7 @@ class StorageService:
         self.terms = terms  # each provider's terms for this node, and prepayment within ledger.auto_prepay
         self.locator = locator  # where the shares of a file this node did not place are (None: only here)
         self.strays_interval = strays_interval  # seconds between attempts to delete the copies noted (note_strays)
-        self.repair_locks: dict[bytes, asyncio.Lock] = {}  # storage index -> the lock of the repair running
+        self.repair_locks: Locks[bytes] = Locks()  # storage index -> one repair (or removal) of the file at a time
         self._view: tuple[int, list[dict], dict[str, int]] | None = None  # files_view's reading, see there
         self._finishing: asyncio.Future | None = None  # start(): removals a crash cut short
 
@@ -160,7 +160,7 @@ class StorageService:
             if manifest is not None:
                 break
             try:
-                manifest = (await holder.meta(si, s))["manifest"]
+                manifest = (await holder.meta(si, s, size=cap.size))["manifest"]
             except XscError as err:
                 log.info("share %d of %s not read from node %s: %s", s, si.hex(), names[s], err)
         if manifest is None:
@@ -417,13 +417,9 @@ class StorageService:
         # A repair of the file under way finishes first: what it rebuilt is then in the placement and here, and is
         # deleted with the rest (removed while it ran, it would publish or place a share of a file that is gone).
         si = cap.storage_index
-        lock = self.repair_locks.setdefault(si, asyncio.Lock())
-        async with lock:
+        async with self.repair_locks.one(si):
             record = await in_pool(self.pool, self.store.begin_removal, si, int(time.time()))
-            left = await self._finish_removal(record)
-        if not lock.locked():
-            self.repair_locks.pop(si, None)
-        return left
+            return await self._finish_removal(record)
 
     async def _finish_removal(self, record: dict) -> dict[str, str]:
         si = bytes.fromhex(record["storage_index"])
@@ -475,8 +471,7 @@ class StorageService:
         return await in_pool(self.pool, self.locator.answer, si)
 
     def repairing(self, si: bytes) -> bool:
-        lock = self.repair_locks.get(si)
-        return lock is not None and lock.locked()
+        return self.repair_locks.locked(si)
 
     async def repair(self, cap: Capability) -> dict:
         """Rebuild a file's missing or corrupt shares: local ones here, remote ones on another healthy node.
@@ -486,8 +481,7 @@ class StorageService:
         One repair of a file at a time (an on-demand one and an automatic one must not both move a share):
         a second waits for the first, then finds what is left to do."""
         mine = await self.stored(cap)
-        lock = self.repair_locks.setdefault(cap.storage_index, asyncio.Lock())
-        async with lock:
+        async with self.repair_locks.one(cap.storage_index):
             if mine and not await self.stored(cap):
                 raise NotFound("the file was removed while its repair waited",
                                hint="`xsc store ls` lists the files this node uploaded")
@@ -505,8 +499,6 @@ class StorageService:
                     await in_pool(self.pool, self._adopt, cap, fetched, result["placement"], moved, int(time.time()),
                                   result["lease_expiry"])
                 self.locator.forget(cap.storage_index)  # where its shares are now: asked again, not remembered
-        if not lock.locked():
-            self.repair_locks.pop(cap.storage_index, None)
         answer = {**result, **await self.check(cap)}
         after = result["placement"]
         if after and len(set(after)) > 1 and node_failures_survived(after) == 0:
@@ -600,16 +592,13 @@ async def _release_strays(service: StorageService) -> None:
     """The copies of shares on other nodes noted to delete (gateway_repair.release_strays), each file's under its
     repair lock (a repair of it may be under way: what it notes is its own)."""
     for si, _, _ in await in_pool(service.pool, service.store.strays):
-        lock = service.repair_locks.setdefault(si, asyncio.Lock())
         try:
-            async with lock:
+            async with service.repair_locks.one(si):
                 released = await gateway_repair.release_strays(service.gateway, service.holder, si)
             if released:
                 log.info("deleted %d copies of shares of %s that no placement holds", released, si.hex())
         except Exception:  # noqa: BLE001 - the next round tries again
             log.exception("could not delete the copies of shares of %s that no placement holds", si.hex())
-        if not lock.locked():
-            service.repair_locks.pop(si, None)
 
 
 __all__ = ["LOCAL", "StorageService", "UnknownNode"]

@@ -84,6 +84,9 @@ class GatewayCore:
         self.gets_open = 0  # gets opened and not yet closed (gateway_get.Plaintext): status
         self.tag_failures = 0  # segments of gets whose tag failed, read again with every block hashed: status
         self._counting = threading.Lock()  # the pool's threads count them
+        # Storage indexes of the puts under way: the copies of their shares on other nodes that they noted to delete
+        # (gateway_put `note_remote`) are theirs to place, not to release (gateway_repair.release_strays).
+        self.putting: set[bytes] = set()
 
     async def run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)

@@ -173,7 +173,7 @@ class _OnePut:
 
     def __init__(self, gateway: GatewayCore, size: int | None, place: Placer | None, lease_duration: int | None,
                  me: str) -> None:
-        self.gateway = gateway
+        self.gateway, self.me = gateway, me
         self.key = new_key()
         self.si = storage_index(self.key)
         self.cipher = SegmentCipher(self.key)
@@ -246,6 +246,19 @@ class _OnePut:
         )
         return manifest, share_hashes
 
+    async def note_remote(self, noted: dict[int, str], writer: RemoteShareWriter | None = None) -> dict[int, str]:
+        """The copies this put may commit on other nodes (every remote share's, or `writer`'s) noted to delete
+        (`ShareStore.note_strays`) before any is committed: a kill -9 before the file is published leaves copies
+        no placement holds, which the node deletes at its next start (files.py `_release_strays`).  The note goes
+        in the publishing write (`publish`).  Not synced: a kill -9 keeps it (it is in the OS's buffers); only a
+        machine crash may lose it, and the holders then drop the unpaid copies after `storage.unpaid_grace`.
+        Returns the shares noted, with `noted`."""
+        writers = self.remote.values() if writer is None else (writer,)
+        shares = {w.share: w.node for w in writers if w.node != self.me}  # (a share kept here: `_KeptHome`)
+        if shares:
+            await self.gateway.run(partial(self.gateway.store.note_strays, self.si, shares, self.lease, sync=False))
+        return {**noted, **shares}
+
     async def publish(self, name: str | None, encoded: bytes, share_hashes: list[list[bytes]],
                       me: str, records: Records | None, riding: Riding | None = None) -> PutResult:
         share_bytes = layout.share_bytes(self.total, self.seg_size)
@@ -257,6 +270,8 @@ class _OnePut:
                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "placement": self.placement,
                   "lease_expiry": lease, "leases": [lease] * erasure.N}
         also = records(self.si, self.placement, lease) if records is not None else None
+        if self.remote:  # the copies this put noted (`note_remote`) are placed now
+            also = {**(also or {}), **self.gateway.store.strays_placed(self.si)}
         rider = riding(record["capability"]) if riding is not None else None
         await self.gateway.publisher.publish(self.upload, metas, encoded, record, also, rider)
         return PutResult(capability=cap, size=self.total, segments=count, stored_bytes=share_bytes * erasure.N,
@@ -526,6 +541,7 @@ async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | 
     await one.begin()
     starting: asyncio.Future | None = None
     keep = (lambda share: (me, _KeptHome(gateway))) if keep_home else None
+    gateway.putting.add(one.si)
     try:
         whole = one.whole
         if not whole and one.remote:
@@ -539,9 +555,16 @@ async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | 
         manifest, share_hashes = one.manifest()
         encoded = manifest.encode()
         if whole:  # each remote share in one request, once its block and the manifest are known
-            refused = await gateway.start_remote(one.remote, one.placement, replace, lambda writer: writer.place_whole(
-                one.total, one.seg_size, one.lease, share_hashes[writer.share], encoded), keep)
+            noted = await one.note_remote({})
+
+            async def place_whole(writer: RemoteShareWriter) -> None:
+                if noted.get(writer.share) != writer.node:  # a replacement holder
+                    noted.update(await one.note_remote(noted, writer))
+                await writer.place_whole(one.total, one.seg_size, one.lease, share_hashes[writer.share], encoded)
+
+            refused = await gateway.start_remote(one.remote, one.placement, replace, place_whole, keep)
         else:
+            await one.note_remote({})
             await gather_or_raise([r.commit(share_hashes[s], encoded) for s, r in one.remote.items()],
                                   [(r.node, s) for s, r in one.remote.items()])
         result = await one.publish(name, encoded, share_hashes, me, records, riding)
@@ -554,3 +577,5 @@ async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | 
             await asyncio.gather(starting, return_exceptions=True)
         await one.undo()
         raise
+    finally:
+        gateway.putting.discard(one.si)

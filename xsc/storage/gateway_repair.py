@@ -253,14 +253,16 @@ class _OneRepair:
 
 async def release_strays(gateway: GatewayCore, holder_of: Callable[[str], Holder], si: bytes) -> int:
     """Copies of a file's shares on other nodes noted to delete (`note_strays`): those repairs committed and never
-    placed (cut short between the commits and the new placement), those a removal could not delete.  Each one that
+    placed (cut short between the commits and the new placement), those a put committed and never recorded (cut
+    short before its file was published), those a removal could not delete.  Each one that
     the file's placement does not name (a removed file has none) is deleted there, unpaid as it is; one the
-    placement names is kept.  `si`: this file's only (the caller holds its repair lock).  A note whose
+    placement names is kept; a put under way keeps its own (`GatewayCore.putting`: it places them, or takes them back
+    if it fails).  `si`: this file's only (the caller holds its repair lock).  A note whose
     copies are all settled goes; one with a holder that cannot be reached now stays for the next time, until the
     copies' lease ends (the holder's lease GC drops them then).  Returns how many copies were deleted."""
     deleted = 0
     for found, shares, lease_expiry in await gateway.run(gateway.store.strays):
-        if found != si:
+        if found != si or found in gateway.putting:
             continue
         placement = await gateway.run(gateway.store.placement_of, found) or []
         settled = True

@@ -43,6 +43,9 @@ IDLE_TIMEOUT = 600.0  # seconds without a block staged before an upload in progr
 REAP_INTERVAL = 30.0
 # What one sender may make this node spend on uploads it has not finished (peers are strangers):
 MAX_UPLOADS_PER_SENDER = 16
+# All senders together: any admitted key may begin uploads, so the uploads in progress (and begins under way) are
+# bounded as a whole too; past it a begin is refused, never an upload in progress dropped.
+MAX_UPLOADS = 4096
 MAX_RESERVED_FRACTION = 0.5  # of the capacity, reserved by one sender's uploads in progress
 MAX_SEGMENTS_PER_SHARE = 65_536  # bounds the metadata one share makes every read of it load
 TURN_WAIT = 60.0  # seconds a body sent ahead of its turn waits for those before it
@@ -148,6 +151,9 @@ class ShareHolder:
         return self.store.begin_upload(si, (share,), share_bytes)
 
     def _check_quota(self, sender: bytes, share_bytes: int) -> None:
+        if len(self._receiving) >= MAX_UPLOADS:  # uploads in progress and begins under way
+            raise QuotaExceeded(f"this node has {len(self._receiving)} uploads in progress, the most it takes at once",
+                                hint="try again later, or place this share on another node", retry_after=30)
         mine = [i for i in self._incoming.values() if i.uploader == sender and not i.closed]
         if len(mine) >= MAX_UPLOADS_PER_SENDER:
             raise QuotaExceeded(f"already {len(mine)} uploads of yours in progress on this node (at most "

@@ -9,17 +9,21 @@ including answers that are not what the protocol says.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import PeerRefused
 from .core.manifest import Manifest
-from .core.wire import (MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES,
-                        WHOLE_MAX_BLOCK, WHOLE_MAX_SHARES, WHOLE_PATH, WholeShare, audit_answer_bound,
-                        meta_answer_bound, share_path, whole_shares_body)
+from .core.wire import (HOLDER_ANSWER, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES, META_ANSWER_MOST,
+                        WHOLE_ANSWER, WHOLE_MAX_BLOCK, WHOLE_MAX_SHARES, WHOLE_PATH, WholeShare, audit_answer_bound,
+                        meta_answer_bound, meta_answer_most, share_path, whole_shares_body)
 from ..net.peer_client import EncodedJson, PeerClient, dumps
 from ..tasks import GroupSend
 
 WHOLE_FLIGHTS = 1  # requests of whole shares under way to one holder at once
+MOST_HOLDERS = 1024  # holders whose lanes (SenderLanes) are kept at most
 
 
 def _hex(value: Any, what: str, url: str, *, length: int | None = None) -> bytes:
@@ -35,24 +39,55 @@ def _hex(value: Any, what: str, url: str, *, length: int | None = None) -> bytes
 class SenderLanes:
     """The segment bodies this node has in flight to each holder, at most what a holder takes from one sender
     at once (wire.MAX_BODIES_PER_SENDER): the shares of a put that all go to one holder wait their turn
-    rather than trip its quota; and the whole shares on their way to each holder (`whole_shares`)."""
+    rather than trip its quota; and the whole shares on their way to each holder (`whole_to`).  The holders met
+    are whoever the matching, a file's placement or a stranger's records name: at most MOST_HOLDERS lanes are
+    kept, the least recently used idle ones dropped first, never one with a body in flight or awaited, nor whole
+    shares queued or under way (a holder met again starts afresh, as nothing of it was in flight)."""
 
     def __init__(self, width: int = MAX_BODIES_PER_SENDER) -> None:
         self.width = width
-        self._lanes: dict[str, asyncio.Semaphore] = {}
-        self._whole: dict[str, GroupSend[tuple[RemoteHolder, WholeShare]]] = {}
+        self._lanes: OrderedDict[str, _HolderLane] = OrderedDict()  # the least recently used first
 
-    def to(self, node_id: str) -> asyncio.Semaphore:
-        lane = self._lanes.get(node_id)
-        if lane is None:
-            lane = self._lanes[node_id] = asyncio.Semaphore(self.width)
-        return lane
+    @contextlib.asynccontextmanager
+    async def to(self, node_id: str):
+        """One body in flight to `node_id` (waiting its turn while `width` are)."""
+        lane = self._lane(node_id)
+        lane.users += 1
+        try:
+            async with lane.bodies:
+                yield
+        finally:
+            lane.users -= 1
 
     def whole_to(self, node_id: str) -> GroupSend[tuple[RemoteHolder, WholeShare]]:
-        whole = self._whole.get(node_id)
-        if whole is None:
-            whole = self._whole[node_id] = whole_shares()
-        return whole
+        return self._lane(node_id).whole
+
+    def __len__(self) -> int:
+        """Holders whose lanes are kept (status, tests)."""
+        return len(self._lanes)
+
+    def _lane(self, node_id: str) -> _HolderLane:
+        lane = self._lanes.get(node_id)
+        if lane is not None:
+            self._lanes.move_to_end(node_id)
+            return lane
+        passed = 0  # lanes in use moved to the newest end: each passed once
+        while len(self._lanes) >= MOST_HOLDERS and passed < len(self._lanes):  # (room for one more)
+            oldest, kept = next(iter(self._lanes.items()))
+            if kept.users or not kept.whole.idle:
+                self._lanes.move_to_end(oldest)
+                passed += 1
+                continue
+            del self._lanes[oldest]
+        lane = self._lanes[node_id] = _HolderLane(asyncio.Semaphore(self.width), whole_shares())
+        return lane
+
+
+@dataclass(eq=False)
+class _HolderLane:
+    bodies: asyncio.Semaphore
+    whole: GroupSend[tuple[RemoteHolder, WholeShare]]
+    users: int = 0  # bodies in flight or waiting their turn
 
 
 def whole_shares() -> GroupSend[tuple[RemoteHolder, WholeShare]]:
@@ -73,9 +108,7 @@ class RemoteHolder:
                  payer: str | None = None, lanes: SenderLanes | None = None, round_trip: float | None = None) -> None:
         self.client = client
         self.round_trip = round_trip  # seconds: the probes' average round trip to the node (None: not known)
-        lanes = lanes or SenderLanes()
-        self.lane = lanes.to(node_id)  # segment bodies in flight to this holder
-        self.whole = lanes.whole_to(node_id)  # whole shares on their way to it
+        self._lanes = lanes or SenderLanes()  # segment bodies in flight to each holder, whole shares on their way
         self.payer = payer  # the account that pays for the shares placed here (the holder checks receipts by it)
         self.node_id = node_id
         self.url = url.rstrip("/")
@@ -84,8 +117,14 @@ class RemoteHolder:
     def __repr__(self) -> str:
         return f"RemoteHolder({self.node_id} at {self.url})"
 
-    async def _call(self, method: str, path: str, **kwargs: Any):
-        return await self.client.request(self.url, method, path, to=self.node_id, **kwargs)
+    @property
+    def whole(self) -> GroupSend[tuple[RemoteHolder, WholeShare]]:
+        """The whole shares on their way to this holder (status, tests)."""
+        return self._lanes.whole_to(self.node_id)
+
+    async def _call(self, method: str, path: str, *, max_size: int, **kwargs: Any):
+        """A request whose answer is read no further than `max_size` bytes (wire.py: what an honest holder says)."""
+        return await self.client.request(self.url, method, path, to=self.node_id, max_size=max_size, **kwargs)
 
     def _object(self, response, what: str, fields: tuple[str, ...]) -> dict:
         body = response.json()
@@ -99,7 +138,8 @@ class RemoteHolder:
         terms = {"size": size, "segment_size": segment_size, "lease_expiry": lease_expiry, "price": self.price}
         if self.payer is not None:
             terms["payer"] = self.payer
-        response = await self._call("POST", share_path(si, share) + "/uploads", json=terms)
+        response = await self._call("POST", share_path(si, share) + "/uploads", json=terms,
+                                    max_size=HOLDER_ANSWER)
         upload = self._object(response, "an upload", ("upload",))["upload"]
         if not isinstance(upload, str) or not upload.isalnum():
             raise PeerRefused(f"peer {self.url} answered with a malformed upload id", url=self.url)
@@ -117,8 +157,8 @@ class RemoteHolder:
 
     async def place_shares(self, shares: list[WholeShare]) -> list[dict | PeerRefused]:
         """Whole shares in one request: per share, in order, what the holder placed or its refusal."""
-        async with self.lane:
-            response = await self._call("PUT", WHOLE_PATH, data=whole_shares_body(shares))
+        async with self._lanes.to(self.node_id):
+            response = await self._call("PUT", WHOLE_PATH, data=whole_shares_body(shares), max_size=WHOLE_ANSWER)
         answers = self._object(response, "whole shares", ("shares",))["shares"]
         if not isinstance(answers, list) or len(answers) != len(shares) or \
                 not all(isinstance(a, dict) and ("share" in a or "code" in a) for a in answers):
@@ -140,9 +180,9 @@ class RemoteHolder:
             while end < len(blocks) and size + len(blocks[end]) <= MAX_PUT_BYTES:
                 size += len(blocks[end])
                 end += 1
-            async with self.lane:  # the blocks go as they are: one body, never joined into one buffer
+            async with self._lanes.to(self.node_id):  # the blocks go as they are, one body, never joined
                 await self._call("PUT", f"/v1/peer/uploads/{upload}/segments/{first + index}",
-                                 data=blocks[index:end], timeout=timeout)
+                                 data=blocks[index:end], timeout=timeout, max_size=HOLDER_ANSWER)
             index = end
 
     async def commit(self, upload: str, block_hashes: list[bytes], manifest: bytes, *, first: int = 0,
@@ -152,7 +192,8 @@ class RemoteHolder:
         commit costs no round trip of its own; those past one request's MAX_PUT_BYTES go first, on their own."""
         commit = dumps({"block_hashes": [h.hex() for h in block_hashes], "manifest": manifest.hex()})
         if not blocks:
-            await self._call("POST", f"/v1/peer/uploads/{upload}/commit", json=EncodedJson(commit))
+            await self._call("POST", f"/v1/peer/uploads/{upload}/commit", json=EncodedJson(commit),
+                             max_size=HOLDER_ANSWER)
             return
         start, size = len(blocks) - 1, len(blocks[-1])  # the last request: as many blocks as fit, at least one
         while start > 0 and size + len(blocks[start - 1]) <= MAX_PUT_BYTES:
@@ -160,20 +201,22 @@ class RemoteHolder:
             size += len(blocks[start])
         if start:
             await self.put_segments(upload, first, blocks[:start])
-        async with self.lane:
+        async with self._lanes.to(self.node_id):
             await self._call("PUT", f"/v1/peer/uploads/{upload}/segments/{first + start}?commit",
-                             data=[*blocks[start:], commit])
+                             data=[*blocks[start:], commit], max_size=HOLDER_ANSWER)
 
     async def abort(self, upload: str) -> None:
-        await self._call("DELETE", f"/v1/peer/uploads/{upload}")
+        await self._call("DELETE", f"/v1/peer/uploads/{upload}", max_size=HOLDER_ANSWER)
 
     # --- reading, auditing, deleting -----------------------------------------------------
-    async def meta(self, si: bytes, share: int, segment_count: int | None = None) -> dict:
+    async def meta(self, si: bytes, share: int, segment_count: int | None = None, *, size: int | None = None) -> dict:
         """The holder's record of a share; hashes and manifest as bytes (the manifest is None if it has none).
         `segment_count`: the share's, when the caller knows the file: an answer longer than an honest one is refused
-        unread, and one of another count refused."""
-        response = await self._call("GET", share_path(si, share), **(
-            {} if segment_count is None else {"max_size": meta_answer_bound(segment_count)}))
+        unread, and one of another count refused.  `size`: the file's, when only that is known (a capability): an
+        answer longer than the file's smallest segments make is refused unread."""
+        bound = meta_answer_bound(segment_count) if segment_count is not None else \
+            META_ANSWER_MOST if size is None else meta_answer_most(size)
+        response = await self._call("GET", share_path(si, share), max_size=bound)
         body = self._object(response, "a share's metadata",
                             ("segment_count", "stored_bytes", "lease_expiry", "uploader", "block_hashes", "manifest"))
         hashes = body["block_hashes"]
@@ -201,13 +244,13 @@ class RemoteHolder:
         return blocks
 
     async def delete(self, si: bytes, share: int) -> None:
-        await self._call("DELETE", share_path(si, share))
+        await self._call("DELETE", share_path(si, share), max_size=HOLDER_ANSWER)
 
     async def renew(self, si: bytes, share: int, lease_expiry: int) -> dict:
         """Extend the share's lease to `lease_expiry` (the holder never shortens one; uploader only).
         Returns {"lease_expiry": the lease now, "previous": the lease before}."""
         response = await self._call("POST", share_path(si, share) + "/renew",
-                                    json={"lease_expiry": lease_expiry})
+                                    json={"lease_expiry": lease_expiry}, max_size=HOLDER_ANSWER)
         body = self._object(response, "a renewal", ("lease_expiry", "previous"))
         if any(type(body[f]) is not int or body[f] < 0 for f in ("lease_expiry", "previous")):
             raise PeerRefused(f"peer {self.url} answered a renewal with leases that are not unix seconds",

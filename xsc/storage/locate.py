@@ -34,6 +34,8 @@ ROUNDS = 2  # the peers this node knows, then the nodes they name
 ASK_TIMEOUT = 3.0  # seconds a node has to answer
 HINTS = 4096  # files whose share locations are kept
 MAX_NAMED = erasure.N + 1  # nodes one answer may name (the holders of the shares, and the uploader)
+# Bytes of an answer read at most: the shares held, and MAX_NAMED node ids (52 characters) with the shares of each.
+LOCATE_ANSWER = 4 * 1024
 
 class Table(Protocol):
     """The hash table (xsc.dht.DhtService), as the locator uses it."""
@@ -161,7 +163,8 @@ class Locator:
     async def _ask(self, node: str, si: bytes) -> tuple[list[int], dict[str, list[int]]]:
         try:
             answer = await asyncio.wait_for(self.peers.request(self.peers.peer(node).url, "POST", LOCATE_PATH,
-                                                               json={"si": si.hex()}, to=node), ASK_TIMEOUT)
+                                                               json={"si": si.hex()}, to=node,
+                                                               max_size=LOCATE_ANSWER), ASK_TIMEOUT)
             return read_answer(answer.json())
         except (XscError, TimeoutError, OSError) as err:
             log.info("node %s did not say where the shares of %s are: %s", node, si.hex(), err)
@@ -181,4 +184,4 @@ class Locator:
         self.hints.pop(si, None)
 
 
-__all__ = ["FANOUT", "LOCATE_PATH", "Locator", "ROUNDS", "parse_locate", "read_answer"]
+__all__ = ["FANOUT", "LOCATE_ANSWER", "LOCATE_PATH", "Locator", "ROUNDS", "parse_locate", "read_answer"]

@@ -123,7 +123,7 @@ class Publication:
     metas: list[ShareMeta]
     manifest: bytes | None = None
     file_record: dict | None = None
-    also: dict[bytes, bytes] | None = None
+    also: dict[bytes, bytes | None] | None = None  # records written with it (None: a key it deletes)
     rider: Rider | None = None
 
     def added(self, replaced: list[ShareMeta]) -> int:
@@ -448,16 +448,22 @@ class ShareStore:
                     writing.delete(keys.strays(si))
 
     # --- copies on other nodes to delete -------------------------------------------------
-    def note_strays(self, si: bytes, shares: dict[int, str], lease_expiry: int) -> None:
+    def note_strays(self, si: bytes, shares: dict[int, str], lease_expiry: int, sync: bool = True) -> None:
         """Copies of these shares on these nodes (share -> node), leased until `lease_expiry`, are to be deleted
-        there unless a placement holds them: those a repair is about to commit (a crash before its placement is
-        written leaves them under no deal), those a removal could not delete.  Durably, added to any noted before."""
+        there unless a placement holds them: those a repair or a put is about to commit (a crash before the placement
+        or the file is written leaves them under no deal), those a removal could not delete.  Added to any noted
+        before; durably (`sync`: against a machine's crash too)."""
         with self._lock:
             raw = self.db.get(keys.strays(si))
             note = codec.loads(raw) if raw else {"shares": {}, "lease_expiry": 0}
             note["shares"].update({str(s): node for s, node in shares.items()})
             note["lease_expiry"] = max(note["lease_expiry"], lease_expiry)
-            self.db.put(keys.strays(si), codec.dumps(note), sync=True)
+            self.db.put(keys.strays(si), codec.dumps(note), sync=sync)
+
+    @staticmethod
+    def strays_placed(si: bytes) -> dict[bytes, bytes | None]:
+        """What a publication writes (its `also`) to drop the copies of `si` noted to delete: they are placed."""
+        return {keys.strays(si): None}
 
     def strays(self) -> list[tuple[bytes, dict[int, str], int]]:
         """The copies noted (`note_strays`): (storage index, {share: node}, their lease)."""

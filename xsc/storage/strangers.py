@@ -33,6 +33,7 @@ TERMS_TIMEOUT = 3.0  # seconds a provider has to say its terms
 MAX_PROVIDERS = 64  # providers asked for their terms per put (a put has at most 6)
 
 TERMS_PATH = "/v1/peer/terms"
+TERMS_ANSWER = 4 * 1024  # bytes of a provider's terms read at most: three numbers (ledger/trust.py: terms_for)
 
 
 class Peers(Protocol):
@@ -66,7 +67,8 @@ class ProviderTerms:
             return held
         try:
             answer = (await asyncio.wait_for(self.peers.request(self.peers.peer(provider).url, "GET", TERMS_PATH,
-                                                                to=provider), TERMS_TIMEOUT)).json()
+                                                                to=provider, max_size=TERMS_ANSWER),
+                                             TERMS_TIMEOUT)).json()
         except (XscError, TimeoutError, OSError) as err:
             log.info("node %s did not say its terms: %s", provider, err)
             return None
@@ -130,4 +132,4 @@ class ProviderTerms:
                 "prepaid_in_all": self.prepaid_total}
 
 
-__all__ = ["ProviderTerms", "TERMS_PATH", "TERMS_SECONDS"]
+__all__ = ["ProviderTerms", "TERMS_ANSWER", "TERMS_PATH", "TERMS_SECONDS"]

@@ -22,6 +22,7 @@ MAX_RECORD = 64 * 1024  # bytes of an object's record (type, metadata, stored he
 # their framing (`codec.framed`) it is within the node's body limit (1 MiB); larger ones are streamed.
 SMALL_OBJECT = 1024 * 1024 - MAX_RECORD - 4
 DEFAULT_USER = "xsc"  # the user of access keys made without --user, and the owner of buckets made before users
+INITIATOR = "initiator"  # access to an upload: who began it, or its bucket's owner (S3Index.checked_upload)
 _USER = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
 # What XML 1.0 cannot carry (listings echo keys and prefixes): C0 controls but tab, LF and CR, and U+FFFE/U+FFFF.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")

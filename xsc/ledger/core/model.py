@@ -40,7 +40,10 @@ MAX_U63 = 2**63 - 1  # amounts, times and seqs stay in signed 64-bit range for e
 MAX_JOB_BYTES = 256
 MAX_USAGE_ITEMS = 8
 USAGE_KEY = re.compile(r"[a-z][a-z0-9_]{0,31}")
-_METER_NAMES: dict[bytes, str] = {}  # encoded meter names already found valid
+# Encoded meter names already found valid, at most METER_NAMES (names repeat across entries, and a receipt a stranger
+# answers with names its own): past it, forgotten and found valid again as they come.
+METER_NAMES = 256
+_METER_NAMES: dict[bytes, str] = {}
 
 _U64 = struct.Struct(">Q")
 _U16 = struct.Struct(">H")
@@ -247,11 +250,15 @@ class Receipt:
         usage = []
         for _ in range(count):
             name = r.take(r.take(1)[0])
-            if name not in _METER_NAMES:  # names repeat across entries: validate each one once
-                if not USAGE_KEY.fullmatch(name.decode("ascii", "replace")):
+            text = _METER_NAMES.get(name)
+            if text is None:  # names repeat across entries: validate each one once
+                text = name.decode("ascii", "replace")
+                if not USAGE_KEY.fullmatch(text):
                     raise r.fail("bad usage meter name")
-                _METER_NAMES[name] = name.decode("ascii")
-            usage.append((_METER_NAMES[name], r.u64()))
+                if len(_METER_NAMES) >= METER_NAMES:
+                    _METER_NAMES.clear()
+                _METER_NAMES[name] = text
+            usage.append((text, r.u64()))
         if count > 1 and [k for k, _ in usage] != sorted({k for k, _ in usage}):
             raise r.fail("usage meters not sorted or duplicated")
         length = r.u16()

@@ -16,7 +16,7 @@ from aiohttp import web
 from ... import codec
 from ...errors import BadRequest, InvalidArgument, PayloadTooLarge, S3ServedByNode
 from ...buckets.core import listing
-from ...buckets.index import S3Index
+from ...buckets.index import INITIATOR, S3Index
 from ...buckets.objects import MAX_GROUP_BYTES, parse_group
 from ...buckets.core.names import MAX_RECORD, SMALL_OBJECT
 from ...tasks import in_pool
@@ -41,7 +41,7 @@ def _front_writes(request: web.Request) -> None:
 
 
 async def _as(request: web.Request, need: str, fn, *args, **kwargs):
-    """fn in the CPU pool, once the user the front acts for may `need` (read, write, owner) the bucket."""
+    """fn in the CPU pool, once the user the front acts for may `need` (read, write, owner, initiator) the bucket."""
     if need != "read":
         _front_writes(request)
     index, user = _index(request), request.query.get("user")
@@ -196,8 +196,8 @@ async def list_uploads(request: web.Request) -> web.Response:
 
 @routes.get("/v1/s3/uploads/{upload}")
 async def upload(request: web.Request) -> web.Response:
-    index, upload_id = _index(request), request.match_info["upload"]
-    record = await _as(request, "write", index.upload, upload_id)
+    index, upload_id, need = _index(request), request.match_info["upload"], request.query.get("need")
+    record = await _as(request, INITIATOR if need == INITIATOR else "write", index.upload, upload_id)  # ListParts
     return json_response({**record, "parts": await _call(request, index.parts, upload_id)})
 
 
@@ -231,7 +231,7 @@ async def complete(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/s3/uploads/{upload}")
 async def abort(request: web.Request) -> web.Response:
-    return json_response({"garbage": await _as(request, "write", _index(request).abort, request.match_info["upload"])})
+    return json_response({"garbage": await _as(request, INITIATOR, _index(request).abort, request.match_info["upload"])})
 
 
 @routes.get("/v1/s3/garbage")

@@ -260,8 +260,8 @@ def check_complete(headers: Mapping[str, str], kind: Mapping | None, value: str 
             raise _invalid("this upload was begun without a checksum: complete it without one")
         return
     if sent_type is not None and sent_type.strip().upper() != kind["type"]:
-        raise S3Error(f"The upload was created using the {kind['type']} checksum mode. The complete request "
-                      f"specified the {sent_type.strip().upper()} checksum mode.", s3_code="BadDigest", status=400)
+        raise _invalid(f"The upload was created using the {kind['type']} checksum mode. The complete request must "
+                       f"use the same checksum mode (it specified {sent_type.strip().upper()}).")
     for name, sent in headers.items():
         if not name.startswith(PREFIX) or name in NOT_VALUES:
             continue
@@ -274,14 +274,22 @@ def check_complete(headers: Mapping[str, str], kind: Mapping | None, value: str 
                           s3_code="BadDigest", status=400)
 
 
-def check_listed(listed: list[tuple[int, dict[str, str]]], parts: Mapping[int, Mapping]) -> None:
-    """InvalidPart unless each part's checksums a CompleteMultipartUpload lists ({algorithm: base64}) are those its
-    part (`parts`, by number) keeps."""
+def check_listed(listed: list[tuple[int, dict[str, str]]], parts: Mapping[int, Mapping],
+                 kind: Mapping | None = None) -> None:
+    """Each part's checksums a CompleteMultipartUpload lists ({algorithm: base64}) held to those its part (`parts`, by
+    number) keeps, as S3 holds them: one the part does not keep is BadDigest, one that is not the part's InvalidPart.
+    An upload begun with a COMPOSITE checksum (`kind`) is completed with each part's checksum listed, else
+    InvalidRequest: its object's checksum is made of the checksums the client knows its parts by."""
     for number, sent in listed:
         kept = (parts.get(number) or {}).get("checksums") or {}
+        if kind is not None and kind["type"] == COMPOSITE and not kind.get("default") and kind["algorithm"] not in sent:
+            raise _invalid(f"The upload was created using a {kind['algorithm']} checksum. The complete request must "
+                           f"include the checksum for each part. It was missing for part {number} in the request.")
         for algorithm, value in sent.items():
+            if algorithm not in kept and number in parts:
+                raise S3Error(f"The {algorithm} you specified for part {number} did not match what we received (it "
+                              f"was not uploaded with a {algorithm.upper()}).", s3_code="BadDigest", status=400)
             if kept.get(algorithm) != value.strip():
-                raise S3Error(f"part {number}'s {algorithm.upper()} is not {value!r}: "
-                              + (f"it is {kept[algorithm]!r}" if algorithm in kept else
-                                 f"it was not uploaded with a {algorithm.upper()}") + " (ListParts lists them)",
-                              s3_code="InvalidPart", status=400, PartNumber=str(number))
+                raise S3Error(f"part {number}'s {algorithm.upper()} is not {value!r}"
+                              + (f": it is {kept[algorithm]!r}" if algorithm in kept else "")
+                              + " (ListParts lists them)", s3_code="InvalidPart", status=400, PartNumber=str(number))

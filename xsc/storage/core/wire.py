@@ -46,6 +46,15 @@ WHOLE_MAX_SHARES = 8  # whole shares placed in one request at most (each an uplo
 WHOLE_MAX_HEAD = WHOLE_MAX_SHARES * WHOLE_MAX_TERMS
 WHOLE_MAX_BODY = 4 + WHOLE_MAX_HEAD + WHOLE_MAX_BLOCK  # the blocks of one request: WHOLE_MAX_BLOCK together
 WHOLE_PATH = "/v1/peer/shares"
+# Bytes of a holder's answer read at most.  An upload begun (its id and counts), segments taken, a share committed,
+# an upload aborted, a share deleted or renewed, a damage report taken: a few fields.  Whole shares placed: per
+# share, its counts or a refusal whose words name at most the terms it was sent.  A share's metadata: a block hash a
+# segment (meta_answer_bound); for a reader that does not know the count, as many as fit (233,000: a 233 GB file at
+# the default segment size) and, knowing the file's size, no more than its smallest segments make (meta_answer_most).
+HOLDER_ANSWER = 4 * 1024
+DAMAGE_ANSWER = 4 * 1024
+WHOLE_ANSWER = WHOLE_MAX_SHARES * WHOLE_MAX_TERMS + 4 * 1024
+META_ANSWER_MOST = 16 * 1024**2
 _COMMIT_BYTES_PER_SEGMENT = 2 * HASH_BYTES + 4  # a hex hash, its quotes and a comma
 _COMMIT_OVERHEAD = 64 * 1024  # the manifest (hex) and the rest of the JSON
 _SI = re.compile(r"[0-9a-f]{64}")
@@ -266,6 +275,12 @@ def meta_answer_bound(segment_count: int) -> int:
     """The most bytes an honest answer of a share's metadata takes (a block hash in hex a segment, the manifest and
     the other fields): what a reader that knows the file reads of one before it refuses it."""
     return segment_count * (2 * HASH_BYTES + 8) + _COMMIT_OVERHEAD
+
+
+def meta_answer_most(size: int) -> int:
+    """What a reader that knows a file's size but not its segment count reads of a share's metadata at most: as many
+    hashes as the file has segments of the smallest size a node makes, META_ANSWER_MOST at most."""
+    return min(META_ANSWER_MOST, meta_answer_bound(layout.segment_count(size, MIN_SEGMENT_SIZE)))
 
 
 def audit_answer_bound(manifest: Manifest, segment: int) -> int:
