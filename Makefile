@@ -28,7 +28,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(COMPILE)
-	$(BIN)/python -m pytest -n 2 -q -rs
+	$(BIN)/python -m pytest -n 2 --dist worksteal -q -rs
 
 bench: $(STAMP)
 	$(COMPILE)

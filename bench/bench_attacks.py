@@ -465,7 +465,8 @@ def operator_checks(t: Target) -> dict:
         verified.append(run.returncode == 0 and json.loads(run.stdout or b"{}").get("ok") is True)
     return {"put_get": got is not None and got.returncode == 0 and got.stdout == data,
             "put_error": "" if put.returncode == 0 else put.stderr.decode().strip()[-200:],
-            "invoke": invoked, "ledger_verify": all(verified), "alive": t.node.alive() and t.peer.alive()}
+            "invoke": invoked, "invoke_error": "" if invoked else f"{answer(status, result)}: {str(result)[:200]}",
+            "ledger_verify": all(verified), "alive": t.node.alive() and t.peer.alive()}
 
 
 # --- the phases ----------------------------------------------------------------------------------------------
@@ -600,6 +601,8 @@ def report(result: dict) -> str:
                      f"{answers}{over}")
         if p.get("put_error"):
             lines.append(f"{'':<17} put failed: {p['put_error']}")
+        if p.get("invoke_error"):
+            lines.append(f"{'':<17} invoke failed: {p['invoke_error']}")
     return "\n".join(lines)
 
 

@@ -230,7 +230,10 @@ class HealthProbe:
         self._marks.append((time.monotonic(), phase))
 
     def __enter__(self) -> "HealthProbe":
+        """Starts the probe and returns once it has taken its first sample: a spawned interpreter can take seconds
+        to start on a loaded machine, and a phase marked before then would get no sample."""
         self._process.start()
+        self._samples.append(self._queue.get(timeout=120))
         return self
 
     def __exit__(self, *exc) -> None:

@@ -24,6 +24,14 @@ if "PYTEST_XDIST_WORKER" in os.environ:  # workers start nodes side by side: eac
                        int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files with a slow test first, each file's tests kept together and in order: `make test`'s workers
+    (`--dist worksteal`) then start the multi-node tests early and end the run on short ones, where a run ending
+    on one worker's last multi-node test left the other core idle for its length."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 @pytest.fixture
 def make_config(tmp_path: Path):
     """make_config(name="node", storage={"capacity": ...}, ...) -> NodeConfig in its own temp data dir."""
