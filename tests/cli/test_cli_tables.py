@@ -56,6 +56,19 @@ def test_compute_modules_never_splits_a_word(thread_node) -> None:
         assert any(export["signature"] in line for line in out.splitlines()), export["signature"]
 
 
+def test_compute_provenance_list_fits_with_its_ids_whole(thread_node) -> None:
+    node = thread_node()
+    assert node.xsc("compute", "invoke", str(WASM / "add.wasm"), "add", "1", "2").exit_code == 0
+    record = json.loads(node.xsc("compute", "provenance", "--list", "--json").stdout)[0]["record"]
+    out = node.xsc("compute", "provenance", "--list", env=NARROW)
+    assert out.exit_code == 0, out.output
+    _fits(out.stdout)
+    words = out.stdout.split()
+    assert record["id"] in words and record["module"] in words  # whole: the module under its row
+    wide = node.xsc("compute", "provenance", "--list", "--wide", env=NARROW).stdout
+    assert any(record["id"] in line and record["module"] in line for line in wide.splitlines())
+
+
 def test_market_status_fits(thread_node) -> None:
     node = thread_node()
     node.xsc("store", "put", "-", input=b"x" * 5000)
