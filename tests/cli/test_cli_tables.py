@@ -126,16 +126,18 @@ def test_ledger_accounts_and_trust_fit_80_columns_with_ids_whole(thread_node) ->
     assert peer in shown.stdout.split() and "12.500000" in shown.stdout
 
 
-def test_devnet_status_shows_name_pid_and_state(tmp_path: Path) -> None:
-    nodes = [{"name": f"node-{i}", "id": "x" * 52, "url": f"http://127.0.0.1:{7100 + i}", "pid": 999_990 + i,
+def test_devnet_status_shows_name_pid_state_and_each_id_and_data_dir_whole(tmp_path: Path) -> None:
+    nodes = [{"name": f"node-{i}", "id": f"{i}" * 52, "url": f"http://127.0.0.1:{7100 + i}", "pid": 999_990 + i,
               "data_dir": str(tmp_path / "a-long-folder-name" / "for-the-devnet" / f"node-{i}"),
               "log": str(tmp_path / f"node-{i}.log")} for i in range(3)]
     (tmp_path / "devnet.json").write_text(json.dumps({"nodes": nodes}))
     out = xsc("devnet", "status", "--dir", str(tmp_path), env=NARROW)
     assert out.exit_code == 0, out.output
-    _fits(out.stdout)
-    rows = [line.split() for line in out.stdout.splitlines()[1:4]]
-    assert [r[:3] for r in rows] == [[f"node-{i}", "DOWN", str(999_990 + i)] for i in range(3)]
+    _fits(out.stdout, *(n["data_dir"] for n in nodes))
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith("node-")]
+    assert [r[:4] for r in rows] == [[f"node-{i}", "DOWN", str(999_990 + i), nodes[i]["url"]] for i in range(3)]
+    words = out.stdout.replace(",", " ").split()
+    assert all(n["id"] in words and n["data_dir"] in words for n in nodes)  # whole, under their rows
     assert "0 of 3 nodes up" in out.stdout
 
 

@@ -20,9 +20,9 @@ from .peers import wide_table
 
 DEFAULT_DIR = ".xsc-devnet"
 
-# Name, state and pid always show; on a narrow terminal the data dir, then the id, then the URL are left out.
+# On a narrow terminal the id and the data dir go whole under each row: both are what the next command is given.
 _COLUMNS = [Col("name", keep=True), Col("state", keep=True), Col("pid", keep=True, right=True),
-            Col("url", keep=True, drop=1), Col("id", keep=True, drop=2), Col("data dir", keep=True, drop=3)]
+            Col("url", keep=True), Col("id", keep=True, under=True), Col("data dir", keep=True, under=True)]
 
 dir_option = click.option("--dir", "devnet_dir", envvar="XSC_DEVNET_DIR", default=DEFAULT_DIR, show_default=True,
                           type=click.Path(file_okay=False), help="Where the nodes' data dirs and logs live.")
