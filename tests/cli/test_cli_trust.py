@@ -44,6 +44,9 @@ def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> N
     assert done.exit_code == 0 and "credit line 4611686018427.387903 credits" in done.stdout, done.output
     done = b.xsc("market", "recognize", a_id, "1", "--credit", "3")
     assert done.exit_code == 0 and "credit line 3.000000 credits, available 3.000000" in done.stdout, done.output
+    lines = json.loads(b.xsc("ledger", "trust", "--json").stdout)["lines"]  # listed before any work or payment
+    assert [(x["peer"], x["credit"], x["available"]) for x in lines] == [(a_id, 3_000_000, 3_000_000)], lines
+    assert a_id in b.xsc("ledger", "trust").stdout
 
     assert "no peer is quarantined" in b.xsc("peers", "quarantine", "ls").stdout
     b.app[NODE].admission.quarantine.put(a_id, "failed 5 audits")
