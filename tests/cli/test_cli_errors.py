@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import threading
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import aiohttp
@@ -329,3 +330,14 @@ def test_a_ctrl_c_that_lands_in_an_import_and_comes_out_wrapped_is_an_interrupti
     assert exited.value.code == 130 and capsys.readouterr().err == "\nxsc: interrupted\n"
     with pytest.raises(RuntimeError, match="a fault of the program"):  # any other error is kept whole
         run_cli(group, ["broken"])
+
+
+def test_a_watch_mounted_where_none_can_be_is_one_line_naming_as(thread_node) -> None:
+    node = thread_node()
+    wasm = str(Path(__file__).resolve().parents[2] / "fixtures" / "wasm" / "sha256.wasm")
+    for mount in ("-", "/data"):
+        done = node.xsc("compute", "watch", "w", wasm, "--on", "s3://a/", "--to", "s3://b/", "--as", mount)
+        assert done.exit_code == 1, done.output
+        assert done.stderr.splitlines() == [
+            f"xsc: error: --as: an input is mounted at /in/NAME (NAME of letters, digits, '.', '_', '-'), not "
+            f"{mount!r} (a watch mounts each object as a file, e.g. --as /in/data; it gives no stdin)"]
