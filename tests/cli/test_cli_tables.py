@@ -69,6 +69,17 @@ def test_compute_provenance_list_fits_with_its_ids_whole(thread_node) -> None:
     assert any(record["id"] in line and record["module"] in line for line in wide.splitlines())
 
 
+def test_s3_users_fits_with_each_account_whole(thread_node) -> None:
+    node = thread_node()
+    for user in ("ana", "xsc"):
+        assert node.xsc("s3", "keys", "create", "--user", user).exit_code == 0
+    accounts = [u["account"] for u in json.loads(node.xsc("s3", "users", "--json").stdout)]
+    out = node.xsc("s3", "users", env=NARROW)
+    assert out.exit_code == 0, out.output
+    _fits(out.stdout)
+    assert len(accounts) == 2 and all(a in out.stdout.split() for a in accounts)  # under their rows, whole
+
+
 def test_market_status_fits(thread_node) -> None:
     node = thread_node()
     node.xsc("store", "put", "-", input=b"x" * 5000)
