@@ -251,6 +251,8 @@ def test_a_bad_value_from_the_environment_is_named_by_its_variable(tmp_path) -> 
 @pytest.mark.parametrize("extra, said", [
     (["--over", "garbage"], "--over: not an xsc capability: 'garbage'"),
     (["--as", "data"], "--as: an input is mounted at /in/NAME"),
+    (["--over", "s3://photos/2024/", "--as", "-"], "--as -: an object of s3://photos/2024/ cannot be a job's stdin "
+                                                   "(mount each object as a file instead, e.g. --as /in/data)"),
 ])
 def test_a_map_checks_every_input_before_it_asks_the_node_anything(extra, said) -> None:
     """Each job of a map is paid: an input that cannot be read stops the map before the first, not as one failed

@@ -80,6 +80,19 @@ def test_s3_users_fits_with_each_account_whole(thread_node) -> None:
     assert len(accounts) == 2 and all(a in out.stdout.split() for a in accounts)  # under their rows, whole
 
 
+def test_a_maps_manifest_fits_with_its_job_ids_and_capabilities_whole(thread_node) -> None:
+    node = thread_node()
+    cap = node.xsc("store", "put", "-", input=b"some words\n").stdout.strip()
+    out = node.xsc("compute", "map", str(WASM / "outputs.wasm"), "--over", cap, "--as", "-", env=NARROW)
+    assert out.exit_code == 0, out.output
+    lines = [line.strip() for line in out.stdout.splitlines()]
+    assert lines[0] == cap + "  done" and len(lines) == 5, lines  # then the job and its 3 outputs, each whole
+    assert len(lines[1]) == 64 and all(line.startswith("xsc:chk:") for line in lines[2:]), lines
+    _fits(out.stdout, *lines)
+    whole = node.xsc("compute", "map", str(WASM / "outputs.wasm"), "--over", cap, "--as", "-").stdout.split()
+    assert whole[:2] == [cap, "done"] and len(whole) == 6, whole  # not a terminal: one line
+
+
 def test_market_status_fits(thread_node) -> None:
     node = thread_node()
     node.xsc("store", "put", "-", input=b"x" * 5000)
