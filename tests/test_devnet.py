@@ -149,6 +149,20 @@ def test_devnet_up_works_from_a_folder_that_holds_an_xsc_directory(tmp_path: Pat
 
 
 @pytest.mark.slow
+def test_a_smaller_devnet_on_the_same_data_dirs_is_peered_though_its_nodes_remember_more(tmp_path: Path) -> None:
+    larger = Devnet(tmp_path, 3, env=FAST).start()
+    try:
+        assert larger.wait_peered(60) == []
+    finally:
+        larger.stop(10.0)
+    smaller = Devnet(tmp_path, 2, env=FAST).start()  # node-0 and node-1 still know node-2, which stays down
+    try:
+        assert smaller.wait_peered(30) == []
+    finally:
+        smaller.stop(10.0)
+
+
+@pytest.mark.slow
 def test_devnet_up_shows_its_nodes_coming_up_on_a_terminal(tmp_path: Path) -> None:
     import pty
 
