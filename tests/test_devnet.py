@@ -148,6 +148,46 @@ def test_devnet_up_works_from_a_folder_that_holds_an_xsc_directory(tmp_path: Pat
     assert down.returncode == 0 and json.loads(down.stdout)["stopped"] == 2
 
 
+@pytest.mark.slow
+def test_a_smaller_devnet_on_the_same_data_dirs_is_peered_though_its_nodes_remember_more(tmp_path: Path) -> None:
+    larger = Devnet(tmp_path, 3, env=FAST).start()
+    try:
+        assert larger.wait_peered(60) == []
+    finally:
+        larger.stop(10.0)
+    smaller = Devnet(tmp_path, 2, env=FAST).start()  # node-0 and node-1 still know node-2, which stays down
+    try:
+        assert smaller.wait_peered(30) == []
+    finally:
+        smaller.stop(10.0)
+
+
+@pytest.mark.slow
+def test_devnet_up_shows_its_nodes_coming_up_on_a_terminal(tmp_path: Path) -> None:
+    import pty
+
+    terminal, stderr = pty.openpty()
+    try:
+        up = subprocess.run([*xsc_command(), "devnet", "up", "-n", "1", "--dir", "net"], cwd=tmp_path, timeout=120,
+                            stdout=subprocess.PIPE, stderr=stderr, env={**os.environ, **FAST})
+        os.close(stderr)
+        shown = b""
+        while chunk := _read_some(terminal):
+            shown += chunk
+    finally:
+        run_xsc("devnet", "down", "--dir", "net", cwd=tmp_path)
+        os.close(terminal)
+    assert up.returncode == 0, shown
+    assert b"nodes up" in shown and b"1 nodes up; use one with" in up.stdout
+
+
+def _read_some(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # the terminal's other end is closed: all of it was read
+        return b""
+
+
 def test_a_ctrl_c_while_a_node_is_being_started_leaves_its_process_in_hand(tmp_path: Path, monkeypatch) -> None:
     started = subprocess.Popen
 

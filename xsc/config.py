@@ -463,6 +463,8 @@ class AuditSection(_Section):
     @field_validator("scrub_rate", mode="before")
     @classmethod
     def _size(cls, v: Any) -> int:
+        if isinstance(v, str) and v.rstrip().endswith("/s"):  # a rate, as the docs write it: 20MB/s
+            v = v.rstrip()[:-2]
         return parse_size(v)
 
     @field_validator("interval")

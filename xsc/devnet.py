@@ -338,14 +338,14 @@ class NodeProcess:
         answer = get_json(self.url + "/health", timeout=timeout)
         return answer[1] if answer is not None else None
 
-    def known_peers(self) -> int | None:
-        """How many peers the node knows, or None when it cannot say."""
+    def known_peers(self) -> set[str] | None:
+        """The ids of the peers the node knows, or None when it cannot say."""
         try:
             token = self.token
         except FileNotFoundError:
             return None
         answer = get_json(self.url + "/v1/peers", token)
-        return len(answer[1].get("peers", [])) if answer and answer[0] == 200 else None
+        return {p.get("id") for p in answer[1].get("peers", [])} if answer and answer[0] == 200 else None
 
     def xsc(self, *args: str, input: bytes | None = None, timeout: float = 120.0,
             env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -467,8 +467,11 @@ class Devnet:
         return self
 
     def lagging(self) -> list[NodeProcess]:
-        """The nodes that do not know every other node (yet)."""
-        return [n for n in self.nodes if n.known_peers() != len(self.nodes) - 1]
+        """The nodes that do not know every other node (yet).  Nodes a data dir knew from an earlier, larger
+        devnet are no matter: only this devnet's count."""
+        ids = [(n, (n.health() or {}).get("serviceId")) for n in self.nodes]
+        return [n for n in self.nodes
+                if not {i for other, i in ids if other is not n} <= (n.known_peers() or set())]
 
     def wait_peered(self, timeout: float = 60.0) -> list[NodeProcess]:
         """Wait until every node knows every other node; those that still do not at the deadline."""

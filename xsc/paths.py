@@ -7,6 +7,7 @@ from pathlib import Path
 
 URL_FILE = "node.url"  # the URL the data dir's node last listened on (written at each start)
 SOCKET_FILE = "node.sock"  # the Unix socket on which the data dir's node takes files to put (serve/handoff.py)
+LOCK_FILE = "node.lock"  # flocked by the node on the data dir, from before a first start mints its id; holds its pid
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -16,3 +17,23 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     if os.environ.get("XSC_HOME"):
         return Path(os.environ["XSC_HOME"]).expanduser().resolve()
     return Path("~/.xsc").expanduser().resolve()
+
+
+def lock_holder(data_dir: Path) -> int | None:
+    """The pid written in the data dir's node.lock, if that process is alive: a node running or starting there.
+    Read, never locked: a command that only looks must not make a node starting at that moment think it is second."""
+    try:
+        text = (data_dir / LOCK_FILE).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.isdigit() or int(text) == 0:  # kill(0, ...) would ask about this process's group
+        return None
+    try:
+        os.kill(int(text), 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    except (OverflowError, OSError):
+        return None
+    return int(text)

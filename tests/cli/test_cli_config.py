@@ -149,3 +149,14 @@ def test_a_value_the_node_could_not_start_with_is_refused_with_its_key(tmp_path:
         assert result.exit_code == 1, result.output
         assert result.stderr.splitlines() == [
             f"xsc: error: bad configuration value {said} (set by ${name}: fix or unset it)"]
+
+
+def test_a_rate_is_written_per_second_as_the_docs_write_it(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "n")
+    done = xsc("config", "set", "audit.scrub_rate", "10MB/s", "--data-dir", data_dir)
+    assert done.exit_code == 0, done.output
+    shown = json.loads(xsc("config", "show", "--json", "--data-dir", data_dir, env={"XSC_AUDIT_SCRUB_RATE": "5MB/s"}
+                           ).stdout)
+    assert shown["config"]["audit"]["scrub_rate"] == 5_000_000 and shown["sources"]["audit.scrub_rate"] == "env"
+    shown = json.loads(xsc("config", "show", "--json", "--data-dir", data_dir).stdout)
+    assert shown["config"]["audit"]["scrub_rate"] == 10_000_000 and shown["sources"]["audit.scrub_rate"] == "file"

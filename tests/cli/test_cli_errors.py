@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import threading
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import aiohttp
@@ -250,6 +251,8 @@ def test_a_bad_value_from_the_environment_is_named_by_its_variable(tmp_path) -> 
 @pytest.mark.parametrize("extra, said", [
     (["--over", "garbage"], "--over: not an xsc capability: 'garbage'"),
     (["--as", "data"], "--as: an input is mounted at /in/NAME"),
+    (["--over", "s3://photos/2024/", "--as", "-"], "--as -: an object of s3://photos/2024/ cannot be a job's stdin "
+                                                   "(mount each object as a file instead, e.g. --as /in/data)"),
 ])
 def test_a_map_checks_every_input_before_it_asks_the_node_anything(extra, said) -> None:
     """Each job of a map is paid: an input that cannot be read stops the map before the first, not as one failed
@@ -329,3 +332,14 @@ def test_a_ctrl_c_that_lands_in_an_import_and_comes_out_wrapped_is_an_interrupti
     assert exited.value.code == 130 and capsys.readouterr().err == "\nxsc: interrupted\n"
     with pytest.raises(RuntimeError, match="a fault of the program"):  # any other error is kept whole
         run_cli(group, ["broken"])
+
+
+def test_a_watch_mounted_where_none_can_be_is_one_line_naming_as(thread_node) -> None:
+    node = thread_node()
+    wasm = str(Path(__file__).resolve().parents[2] / "fixtures" / "wasm" / "sha256.wasm")
+    for mount in ("-", "/data"):
+        done = node.xsc("compute", "watch", "w", wasm, "--on", "s3://a/", "--to", "s3://b/", "--as", mount)
+        assert done.exit_code == 1, done.output
+        assert done.stderr.splitlines() == [
+            f"xsc: error: --as: an input is mounted at /in/NAME (NAME of letters, digits, '.', '_', '-'), not "
+            f"{mount!r} (a watch mounts each object as a file, e.g. --as /in/data; it gives no stdin)"]

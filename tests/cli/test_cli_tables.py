@@ -56,6 +56,43 @@ def test_compute_modules_never_splits_a_word(thread_node) -> None:
         assert any(export["signature"] in line for line in out.splitlines()), export["signature"]
 
 
+def test_compute_provenance_list_fits_with_its_ids_whole(thread_node) -> None:
+    node = thread_node()
+    assert node.xsc("compute", "invoke", str(WASM / "add.wasm"), "add", "1", "2").exit_code == 0
+    record = json.loads(node.xsc("compute", "provenance", "--list", "--json").stdout)[0]["record"]
+    out = node.xsc("compute", "provenance", "--list", env=NARROW)
+    assert out.exit_code == 0, out.output
+    _fits(out.stdout)
+    words = out.stdout.split()
+    assert record["id"] in words and record["module"] in words  # whole: the module under its row
+    wide = node.xsc("compute", "provenance", "--list", "--wide", env=NARROW).stdout
+    assert any(record["id"] in line and record["module"] in line for line in wide.splitlines())
+
+
+def test_s3_users_fits_with_each_account_whole(thread_node) -> None:
+    node = thread_node()
+    for user in ("ana", "xsc"):
+        assert node.xsc("s3", "keys", "create", "--user", user).exit_code == 0
+    accounts = [u["account"] for u in json.loads(node.xsc("s3", "users", "--json").stdout)]
+    out = node.xsc("s3", "users", env=NARROW)
+    assert out.exit_code == 0, out.output
+    _fits(out.stdout)
+    assert len(accounts) == 2 and all(a in out.stdout.split() for a in accounts)  # under their rows, whole
+
+
+def test_a_maps_manifest_fits_with_its_job_ids_and_capabilities_whole(thread_node) -> None:
+    node = thread_node()
+    cap = node.xsc("store", "put", "-", input=b"some words\n").stdout.strip()
+    out = node.xsc("compute", "map", str(WASM / "outputs.wasm"), "--over", cap, "--as", "-", env=NARROW)
+    assert out.exit_code == 0, out.output
+    lines = [line.strip() for line in out.stdout.splitlines()]
+    assert lines[0] == cap + "  done" and len(lines) == 5, lines  # then the job and its 3 outputs, each whole
+    assert len(lines[1]) == 64 and all(line.startswith("xsc:chk:") for line in lines[2:]), lines
+    _fits(out.stdout, *lines)
+    whole = node.xsc("compute", "map", str(WASM / "outputs.wasm"), "--over", cap, "--as", "-").stdout.split()
+    assert whole[:2] == [cap, "done"] and len(whole) == 6, whole  # not a terminal: one line
+
+
 def test_market_status_fits(thread_node) -> None:
     node = thread_node()
     node.xsc("store", "put", "-", input=b"x" * 5000)
@@ -113,16 +150,18 @@ def test_ledger_accounts_and_trust_fit_80_columns_with_ids_whole(thread_node) ->
     assert peer in shown.stdout.split() and "12.500000" in shown.stdout
 
 
-def test_devnet_status_shows_name_pid_and_state(tmp_path: Path) -> None:
-    nodes = [{"name": f"node-{i}", "id": "x" * 52, "url": f"http://127.0.0.1:{7100 + i}", "pid": 999_990 + i,
+def test_devnet_status_shows_name_pid_state_and_each_id_and_data_dir_whole(tmp_path: Path) -> None:
+    nodes = [{"name": f"node-{i}", "id": f"{i}" * 52, "url": f"http://127.0.0.1:{7100 + i}", "pid": 999_990 + i,
               "data_dir": str(tmp_path / "a-long-folder-name" / "for-the-devnet" / f"node-{i}"),
               "log": str(tmp_path / f"node-{i}.log")} for i in range(3)]
     (tmp_path / "devnet.json").write_text(json.dumps({"nodes": nodes}))
     out = xsc("devnet", "status", "--dir", str(tmp_path), env=NARROW)
     assert out.exit_code == 0, out.output
-    _fits(out.stdout)
-    rows = [line.split() for line in out.stdout.splitlines()[1:4]]
-    assert [r[:3] for r in rows] == [[f"node-{i}", "DOWN", str(999_990 + i)] for i in range(3)]
+    _fits(out.stdout, *(n["data_dir"] for n in nodes))
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith("node-")]
+    assert [r[:4] for r in rows] == [[f"node-{i}", "DOWN", str(999_990 + i), nodes[i]["url"]] for i in range(3)]
+    words = out.stdout.replace(",", " ").split()
+    assert all(n["id"] in words and n["data_dir"] in words for n in nodes)  # whole, under their rows
     assert "0 of 3 nodes up" in out.stdout
 
 

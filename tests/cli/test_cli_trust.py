@@ -10,6 +10,7 @@ from xsc.client.sync import NodeClient
 from xsc.errors import InvalidArgument
 from xsc.node.appkeys import NODE
 
+from tests.support.compute import WASM
 from tests.support.waiting import eventually
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
@@ -44,6 +45,9 @@ def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> N
     assert done.exit_code == 0 and "credit line 4611686018427.387903 credits" in done.stdout, done.output
     done = b.xsc("market", "recognize", a_id, "1", "--credit", "3")
     assert done.exit_code == 0 and "credit line 3.000000 credits, available 3.000000" in done.stdout, done.output
+    lines = json.loads(b.xsc("ledger", "trust", "--json").stdout)["lines"]  # listed before any work or payment
+    assert [(x["peer"], x["credit"], x["available"]) for x in lines] == [(a_id, 3_000_000, 3_000_000)], lines
+    assert a_id in b.xsc("ledger", "trust").stdout
 
     assert "no peer is quarantined" in b.xsc("peers", "quarantine", "ls").stdout
     b.app[NODE].admission.quarantine.put(a_id, "failed 5 audits")
@@ -81,3 +85,19 @@ def test_a_payment_the_payee_refuses_on_a_retry_is_dropped_and_its_hold_given_ba
     eventually(lambda: json.loads(a.xsc("ledger", "balance", "--json").stdout)["held"] == 0,
                "the refused payment's hold to be given back", 20)
     assert json.loads(a.xsc("ledger", "verify", "--json").stdout)["ok"]
+
+
+def test_a_provider_that_wants_prepayment_is_passed_over_and_the_call_and_the_job_run_elsewhere(thread_node) -> None:
+    a = thread_node("a", **QUIET, market={"compute_ask_floor": 30, "compute_ask_ceiling": 40})
+    b = thread_node("b", **QUIET, ledger={"stranger_credit": 0})  # cheaper than `a`, and `a` is a stranger to it
+    a_id, b_id = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
+    assert a.xsc("peers", "add", b.url).exit_code == 0
+    eventually(lambda: any(o["owner"] == b_id for k in json.loads(a.xsc("market", "book", "--json").stdout)["books"]
+                           if k["kind"] == "compute" for o in k["asks"]), "b's compute offer in a's book", 30)
+
+    done = a.xsc("compute", "invoke", str(WASM / "add.wasm"), "add", "1", "2", "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["provider"] == a_id
+    done = a.xsc("compute", "run", str(WASM / "wc.wasm"), "--json", input=b"a b\nc\n")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["provider"] == a_id

@@ -354,11 +354,12 @@ def test_serve_functions_and_unserve_from_the_cli(cli_node) -> None:
     port = free_port()
     node = cli_node("cli", node={"web_listen": f"127.0.0.1:{port}"})
     done = node.xsc("compute", "serve", "hello", str(WASM / "cgi.wasm"), "--env", "GREETING=hi", "--timeout", "2")
-    assert done.returncode == 0 and "/fn/hello/" in done.stdout.decode(), done.stderr
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/fn/hello/x") as response:
+    url = f"http://127.0.0.1:{port}/fn/hello/"
+    assert done.returncode == 0 and done.stdout.decode() == f"serving hello at {url}\n", done.stderr
+    with urllib.request.urlopen(url + "x") as response:
         assert "GREETING=hi" in response.read().decode().splitlines()
     listed = json.loads(node.xsc("compute", "functions", "--json").stdout)["functions"]
-    assert [(f["name"], f["requests"]) for f in listed] == [("hello", 1)]
+    assert [(f["name"], f["requests"], f["url"]) for f in listed] == [("hello", 1, url)]
     assert "hello" in node.xsc("compute", "functions").stdout.decode()
     # Names with odd characters: refused, and never taken for another function's.
     for odd in ("hello\n", "hello?x", "hello/x", "../hello", "Hello"):
@@ -376,3 +377,18 @@ def test_serve_functions_and_unserve_from_the_cli(cli_node) -> None:
         assert err.code == 404 and json.loads(err.read())["code"] == "not-found"
     gone = node.xsc("compute", "unserve", "hello")
     assert gone.returncode != 0 and len(gone.stderr.decode().strip().splitlines()) == 1
+
+
+def test_a_function_served_by_a_node_without_a_web_listener_says_how_to_give_it_one(cli_node) -> None:
+    import json
+
+    from tests.support.compute import WASM
+
+    node = cli_node("no-web")
+    done = node.xsc("compute", "serve", "hello", str(WASM / "cgi.wasm"))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.decode().splitlines() == [
+        "xsc: warning: this node has no web listener, so no one can call it yet (give it one: "
+        "xsc config set node.web_listen 127.0.0.1:7080, then restart the node)"]
+    listed = json.loads(node.xsc("compute", "functions", "--json").stdout)["functions"]
+    assert [(f["name"], f["url"]) for f in listed] == [("hello", None)]

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import signal
 import stat
+import subprocess
 import tomllib
 from pathlib import Path
 
 import pytest
+
+from xsc.devnet import node_environ
+from xsc.paths import lock_holder
 
 from tests.support.nodes import NodeProcess, free_port, run_xsc, xsc_command
 from tests.support.waiting import eventually
@@ -37,6 +41,30 @@ def test_a_second_node_on_the_same_data_dir_is_refused(node_process) -> None:
     assert b"another node is already running on data dir" in result.stderr
     assert b"saved in config.toml" not in result.stderr  # the running node's address is left as it is
     assert tomllib.loads((node.data_dir / "config.toml").read_text())["node"]["listen"] == f"127.0.0.1:{node.port}"
+
+
+@pytest.mark.slow
+def test_a_first_start_holds_the_data_dir_while_it_mints_the_nodes_id(tmp_path: Path) -> None:
+    data_dir = tmp_path / "node"
+    # 2^26 keys to try: it mints for minutes, and is stopped long before
+    minting = subprocess.Popen([*xsc_command(), "--data-dir", str(data_dir), "node", "start", "--listen",
+                                f"127.0.0.1:{free_port()}"], env=node_environ({"XSC_PEERS_MIN_DIFFICULTY": "26"}),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        eventually(lambda: lock_holder(data_dir) == minting.pid, "the first start to hold the data dir", 30)
+        status = run_xsc("--data-dir", str(data_dir), "node", "status")
+        assert status.returncode == 1
+        assert status.stderr.decode().splitlines() == [
+            f"xsc: error: the node on {data_dir} (pid {minting.pid}) is still starting: no API token yet "
+            "(a first start mints the node's id, some seconds; try again then)"]
+        second = run_xsc("--data-dir", str(data_dir), "node", "start", "--listen", f"127.0.0.1:{free_port()}",
+                         timeout=30)
+        assert second.returncode == 1
+        assert f"another node is already running on data dir {data_dir} (pid {minting.pid})" in second.stderr.decode()
+        assert not (data_dir / "node.key").exists()  # the second minted nothing: no key replaced the first's
+    finally:
+        minting.terminate()
+        minting.wait(30)
 
 
 @pytest.mark.slow

@@ -44,7 +44,7 @@ def test_document_is_openapi_3_1_with_unique_operation_ids_and_problem_answers()
     assert document["openapi"].startswith("3.1")
     ids = [op["operationId"] for item in document["paths"].values() for m, op in item.items() if m in METHODS]
     assert len(ids) == len(set(ids))
-    public = {"/health", "/metrics", "/openapi.json"} | {p for p in document["paths"] if p.split("/")[1] == "ui"}
+    public = {"/", "/health", "/metrics", "/openapi.json"} | {p for p in document["paths"] if p.split("/")[1] == "ui"}
     for path, item in document["paths"].items():
         for method, op in item.items():
             if method not in METHODS:

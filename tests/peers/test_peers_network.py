@@ -98,7 +98,9 @@ def test_peers_add_and_rm(node_process) -> None:
                           (["rm", "a" * 52], b"no known peer has id"),
                           (["add", f"http://127.0.0.1:{free_port()}"], b"is unreachable"),
                           (["add", "ftp://example.org"], b"not a node URL"),
-                          (["add", a.url], b"this node's own URL")):
+                          (["add", a.url], b"this node's own URL"),
+                          (["add", f"https://{node_id(a)}@{b.url.removeprefix('http://')}"],
+                           f"the URL pins this node's own id {node_id(a)}, not the id of the node at".encode())):
         result = a.xsc("peers", *args)
         assert result.returncode == 1 and message in result.stderr, (args, result.stderr)
         assert result.stderr.decode().startswith("xsc: error: ") and result.stderr.count(b"\n") == 1

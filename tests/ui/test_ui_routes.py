@@ -146,8 +146,9 @@ async def test_pages_are_served_with_a_strict_content_security_policy(node) -> N
         assert cached.status == 304
         assert (await browser.get(base + "/ui/../api-token")).status == 404
         assert (await browser.get(base + "/ui/nothing.js")).status == 404
-        redirect = await browser.get(base + "/ui", allow_redirects=False)
-        assert redirect.status == 302 and redirect.headers["Location"] == "/ui/"
+        for path in ("/ui", "/"):  # the node's own URL, opened in a browser, too
+            redirect = await browser.get(base + path, allow_redirects=False)
+            assert redirect.status == 302 and redirect.headers["Location"] == "/ui/", path
 
 
 async def test_api_answers_carry_what_the_pages_show(node) -> None:

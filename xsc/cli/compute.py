@@ -222,7 +222,7 @@ def provenance(obj, provenance_id: str | None, list_recent: bool, limit: int, wi
             rows.append((r["id"], r["timestamp"], r["module"], r["function"],
                          r.get("trap", {}).get("kind", "ok"), r["fuel_consumed"], f"{r['wall_time_us'] / 1000:.3f} ms",
                          "valid" if provenance_is_valid(signed) else "INVALID"))
-        table([Col("id", keep=True), Col("time", drop=2), Col("module", keep=True), "function", "outcome",
+        table([Col("id", keep=True), Col("time", drop=2), Col("module", keep=True, under=True), "function", "outcome",
                Col("fuel", right=True, drop=3), Col("wall time", drop=1), "signature"], rows, wide=wide)
         return
     signed = client.request("GET", f"/v1/compute/provenance/{provenance_id}")

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigError, NodeNotRunning
-from ..paths import SOCKET_FILE, URL_FILE, resolve_data_dir
+from ..paths import SOCKET_FILE, URL_FILE, lock_holder, resolve_data_dir
 from ..units import is_whole_number
 
 
@@ -65,6 +65,10 @@ class CliContext:
         try:
             token = path.read_bytes().strip().decode("ascii", errors="replace")
         except (FileNotFoundError, NotADirectoryError):
+            pid = lock_holder(self.data_dir)
+            if pid is not None:  # a first start, minting the node's id: it writes the token once that is done
+                raise NodeNotRunning(f"the node on {self.data_dir} (pid {pid}) is still starting: no API token yet",
+                                     hint="a first start mints the node's id, some seconds; try again then") from None
             raise NodeNotRunning(
                 f"no API token in {self.data_dir}: no node has been started on this data dir",
                 hint=self.start_hint(),

@@ -7,6 +7,7 @@ the data dirs stay after `down`, so the next `up` brings back the same nodes."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -20,9 +21,9 @@ from .peers import wide_table
 
 DEFAULT_DIR = ".xsc-devnet"
 
-# Name, state and pid always show; on a narrow terminal the data dir, then the id, then the URL are left out.
+# On a narrow terminal the id and the data dir go whole under each row: both are what the next command is given.
 _COLUMNS = [Col("name", keep=True), Col("state", keep=True), Col("pid", keep=True, right=True),
-            Col("url", keep=True, drop=1), Col("id", keep=True, drop=2), Col("data dir", keep=True, drop=3)]
+            Col("url", keep=True), Col("id", keep=True, under=True), Col("data dir", keep=True, under=True)]
 
 dir_option = click.option("--dir", "devnet_dir", envvar="XSC_DEVNET_DIR", default=DEFAULT_DIR, show_default=True,
                           type=click.Path(file_okay=False), help="Where the nodes' data dirs and logs live.")
@@ -78,10 +79,13 @@ def up(count: int, base_port: int | None, timeout: float, netns: bool, delay: st
             net.save(nodes)  # the network's names first: `down` removes them even if this command dies now
         net.spawn(on_spawn=started)
         deadline = time.monotonic() + timeout
-        for record, node in zip(nodes, net):
-            node.wait_listening(max(0.1, deadline - time.monotonic()))
-            record["id"] = (node.health() or {}).get("serviceId")
-            net.save(nodes)
+        with click.progressbar(length=count, label="nodes up", file=sys.stderr,
+                               hidden=not sys.stderr.isatty()) as bar:  # a bar on a terminal, else nothing
+            for record, node in zip(nodes, net):
+                node.wait_listening(max(0.1, deadline - time.monotonic()))
+                record["id"] = (node.health() or {}).get("serviceId")
+                net.save(nodes)
+                bar.update(1)
         # Until it has said the devnet is up, a Ctrl-C stops every node and takes the network down.
         lagging = [n.name for n in net.wait_peered(max(0.0, deadline - time.monotonic()))]
         if lagging:

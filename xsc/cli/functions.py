@@ -49,8 +49,12 @@ def serve(obj, name: str, module: str, inputs: tuple[str, ...], env: tuple[str, 
         return
     if on_market:
         click.echo(f"serving {name} on a provider the market offers: its URL in `xsc compute functions` once placed")
+    elif served.get("url"):
+        click.echo(f"serving {name} at {served['url']}")
     else:
         click.echo(f"serving {name} at /fn/{name}/ on the node's web listener (node.web_listen)")
+        click.echo("xsc: warning: this node has no web listener, so no one can call it yet (give it one: "
+                   "xsc config set node.web_listen 127.0.0.1:7080, then restart the node)", err=True)
 
 
 @click.command("functions")
@@ -70,7 +74,8 @@ def functions(obj, as_json: bool) -> None:
            "this hour", "cap", Col("served at", keep=True, under=True)],
           [(f["name"], f["module"], f["requests"], f["errors"], f["p50_ms"] or "-", f["spend"],
             f["spent_this_hour"], f["spend_cap"] if f["spend_cap"] is not None else "-",
-            (f.get("url") or "(being placed)") if f["on_market"] else "/fn/" + f["name"] + "/") for f in found])
+            (f.get("url") or "(being placed)") if f["on_market"] else f.get("url") or "/fn/" + f["name"] + "/")
+           for f in found])
 
 
 @click.command("unserve")

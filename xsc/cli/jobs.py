@@ -259,7 +259,7 @@ def _show_lineage(node: dict[str, Any], level: int) -> None:
 
 
 def _wrap_words(text: str, width: int) -> list[str]:
-    import textwrap  # here: only a lineage on a terminal wraps
+    import textwrap  # here: only a lineage or a map's manifest on a terminal wraps
 
     return textwrap.wrap(text, max(width - 2, 20), break_long_words=False, break_on_hyphens=False) or [text]
 
@@ -321,12 +321,24 @@ def map_(obj, target: str, over: tuple[str, ...], mount: str, parallel: int, as_
         emit_json({"results": results, "failed": len(failed)})
     else:
         for r in results:
-            outputs = " ".join(o["capability"] for o in r.get("outputs", []))
-            click.echo(f"{r['input']}  {r['state']}  {r.get('job') or '-'}  {outputs or r.get('error', '')}".rstrip())
+            _manifest_line(r)
     for r in failed:
         click.echo(f"xsc: {r['input']}: {r.get('error', r['state'])}", err=True)
     if failed:
         raise SystemExit(1)
+
+
+def _manifest_line(r: dict[str, Any]) -> None:
+    """One input of a map on one line: input, state, job id, its outputs' capabilities (or its error); on a terminal
+    too narrow for it, the job id and each capability on lines of their own under it, whole, the error wrapped."""
+    outputs = [o["capability"] for o in r.get("outputs", [])]
+    line = f"{r['input']}  {r['state']}  {r.get('job') or '-'}  {' '.join(outputs) or r.get('error', '')}".rstrip()
+    width = terminal_width()
+    if width is None or len(line) <= width:
+        click.echo(line)
+        return
+    said = [r.get("job") or "", *(outputs or _wrap_words(r.get("error", ""), width - 4))]
+    click.echo("\n".join([f"{r['input']}  {r['state']}", *("    " + piece for piece in said if piece)]))
 
 
 def _check_map_inputs(over: tuple[str, ...], mount: str) -> None:
@@ -336,6 +348,9 @@ def _check_map_inputs(over: tuple[str, ...], mount: str) -> None:
     from ..storage.core.capability import Capability
 
     for source in over:
+        if source.startswith("s3://") and mount == "-":  # a job's stdin is a stored file, named by its capability
+            raise InvalidArgument(f"--as -: an object of {source} cannot be a job's stdin",
+                                  hint="mount each object as a file instead, e.g. --as /in/data")
         if not source.startswith("s3://"):
             try:
                 Capability.parse(source)

@@ -84,25 +84,35 @@ def _keep_listen(data_dir, listen: str) -> None:
 
 
 def _mint_identity(config) -> None:
-    """A first start mints the node id (proof of work, peers.min_difficulty bits): say so while it takes."""
+    """A first start mints the node id (proof of work, peers.min_difficulty bits): say so while it takes.  It holds
+    the data dir's lock meanwhile: a second start is refused rather than minting a key that would replace the
+    first's, and commands tell a node starting from none."""
     from ..identity import NODE_KEY_FILE
-    from ..node.datadir import node_identity
+    from ..node.datadir import DataDirLock, node_identity
 
     if (config.data_dir / NODE_KEY_FILE).exists():
         return
-    bits = config.peers.min_difficulty
-    expected = 2 ** bits
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = DataDirLock(config.data_dir)
+    lock.acquire()
+    try:
+        if (config.data_dir / NODE_KEY_FILE).exists():  # minted by a start that held the lock until just now
+            return
+        bits = config.peers.min_difficulty
+        expected = 2 ** bits
 
-    def progress(tried: int) -> None:
-        if tried == 8192:
-            click.echo(f"minting this node's id: {bits} bits of proof of work, about {expected:,} keys to try "
-                       "(once per data dir)", err=True)
-        if tried % 65536 == 0:
-            click.echo(f"  {tried:,} keys tried ({100 * tried / expected:.0f}% of the expected)", err=True)
+        def progress(tried: int) -> None:
+            if tried == 8192:
+                click.echo(f"minting this node's id: {bits} bits of proof of work, about {expected:,} keys to try "
+                           "(once per data dir)", err=True)
+            if tried % 65536 == 0:
+                click.echo(f"  {tried:,} keys tried ({100 * tried / expected:.0f}% of the expected)", err=True)
 
-    identity = node_identity(config, progress)
-    if bits >= 14:
-        click.echo(f"minted node id {identity.id}", err=True)
+        identity = node_identity(config, progress)
+        if bits >= 14:
+            click.echo(f"minted node id {identity.id}", err=True)
+    finally:
+        lock.release()  # the node takes it again as it opens the data dir
 
 
 @node.command()

@@ -7,7 +7,7 @@ import click
 
 from .. import codec
 from ..units import format_credits
-from .output import emit_json, json_option, table
+from .output import Col, emit_json, json_option, table
 
 
 @click.group()
@@ -149,8 +149,8 @@ def users(obj, as_json: bool) -> None:
     if as_json:
         emit_json(found)
         return
-    table(["user", "account", "balance", "pays"], [(u["user"], u["account"], format_credits(u["balance"]), u["pays"])
-                                                    for u in found])
+    table([Col("user", keep=True), Col("account", keep=True, under=True), Col("balance", right=True), "pays"],
+          [(u["user"], u["account"], format_credits(u["balance"]), u["pays"]) for u in found])
 
 
 @s3.command()

@@ -554,8 +554,9 @@ class Served:
 class WebFunctions:
     def __init__(self, *, compute: ComputeService, storage: Any, ledger: Any, tabs: Any, payer: Identity,
                  node: Identity, store: ComputeStore, work_dir: Path, bid: int, placements: Any,
-                 web_runners: int = 0) -> None:
+                 web_url: Callable[[], str | None], web_runners: int = 0) -> None:
         self.compute = compute
+        self.web_url = web_url  # where callers reach this node's web listener (None: it has none)
         self.placements = placements  # xsc.compute.placements.Placements: where functions on the market are
         self.storage = storage  # xsc.storage.files.StorageService: the files a function mounts
         self.payer = payer  # the owner: every request of its own functions is charged to it
@@ -591,7 +592,13 @@ class WebFunctions:
         self._served[record["name"]] = self._served_from(record)  # what it spent this hour still counts
         if record["on_market"]:
             self.placements.wake()
-        return record
+            return record
+        return {**record, "url": self._url(record["name"])}
+
+    def _url(self, name: str) -> str | None:
+        """Where callers reach a function this node serves itself (None: this node has no web listener)."""
+        base = self.web_url()
+        return None if base is None else f"{base}/fn/{name}/"
 
     async def _mount(self, record: dict[str, Any], mounted: Path) -> None:
         staging = Path(tempfile.mkdtemp(prefix="in-", dir=self._dir()))
@@ -624,7 +631,8 @@ class WebFunctions:
         now = _minute()
         return [{**s.record, "requests": s.requests, "errors": s.errors, "in_flight": s.in_flight,
                  "p50_ms": median_ms(s.latencies), "spend": s.spend, "spent_this_hour": s.spent_this_hour(now),
-                 **(self.placements.where(s.record["name"]) if s.record["on_market"] else {})}
+                 **(self.placements.where(s.record["name"]) if s.record["on_market"] else
+                    {"url": self._url(s.record["name"])})}
                 for s in self._served.values()]
 
     async def paid_for(self, name: str, amount: int) -> None:

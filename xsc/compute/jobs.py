@@ -536,7 +536,9 @@ def _affordable(nbytes: int, fuel: int) -> int:
 
 def _next_provider(err: XscError) -> bool:
     """Whether a provider's failure leaves the job to another provider: it went away (a run whose result never
-    came is not paid: sent_jobs.py), it had no room, or what it answered cannot be trusted."""
+    came is not paid: sent_jobs.py), it had no room, it wants this node to prepay (a stranger to it), or what it
+    answered cannot be trusted."""
     if isinstance(err, (ForgedResult, PeerUnreachable)):
         return True
-    return err.details.get("peer_code") in ("compute-busy", "quota-exceeded", "storage-full", "deal-refused")
+    return err.details.get("peer_code") in ("compute-busy", "quota-exceeded", "storage-full", "deal-refused",
+                                            "prepayment-required")

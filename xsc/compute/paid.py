@@ -149,11 +149,18 @@ class PaidCompute:
             bid = parse_max_price(body.pop("max_price", None), bid)
         call = parse_invoke(body)
         # The market says who runs it and at what price (remote when this node offers no compute).  A provider
-        # that cannot be reached at all (nothing was sent) is left out and the next one is asked.
+        # that cannot be reached at all (nothing was sent), or that wants this node to prepay (a stranger to it),
+        # is left out and the next one is asked: a stranger joining the network does not stop this node's calls.
         failed: set[str] = set()
+        refused: PrepaymentRequired | None = None
         call_fuel = self.compute.limits(call).fuel
         while True:
-            assignment = await self.dealing.compute_deal(call_fuel, bid, frozenset(failed))
+            try:
+                assignment = await self.dealing.compute_deal(call_fuel, bid, frozenset(failed))
+            except XscError:
+                if refused is None:
+                    raise
+                raise refused from None  # no other provider: the one that wanted prepayment says what to do
             deal = {"need": assignment.need_id, "provider": assignment.provider, "price": assignment.price,
                     "allocated": assignment.allocated}
             if assignment.provider == self.node.id:
@@ -170,6 +177,13 @@ class PaidCompute:
                             assignment.provider)
                 failed.add(assignment.provider)
                 self.dealing.failed(assignment.provider)  # nor counted as serving this node's needs
+                continue
+            except PrepaymentRequired as err:  # refused before it ran: nothing is owed for it
+                if len(failed) >= MAX_FAILOVERS:
+                    raise
+                log.info("provider %s wants prepayment for this call: trying another", assignment.provider)
+                failed.add(assignment.provider)
+                refused = err
                 continue
             self.dealing.invoked(assignment, _fuel_of(result.get("fuel_consumed"), call_fuel))
             self.on_invoked("remote")

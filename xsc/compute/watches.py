@@ -31,7 +31,7 @@ from .. import codec
 from ..errors import InvalidArgument, NotFound, XscError
 from ..storage.core.capability import Capability
 from ..tasks import in_pool, woken
-from .jobspec import parse_job
+from .jobspec import mount_name, parse_job
 from .store import ComputeStore
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,11 @@ class Watches:
         mount, spec = body.get("as", "/in/data"), body.get("spec") or {}
         if not isinstance(mount, str):
             raise InvalidArgument('a watch\'s "as" is the path its objects are mounted at, e.g. "/in/data"')
+        try:
+            mount_name(mount)
+        except InvalidArgument as err:  # said of --as, not of the job input it would have made
+            raise InvalidArgument(f"--as: {err.message}", hint="a watch mounts each object as a file, e.g. "
+                                  "--as /in/data; it gives no stdin") from None
         if not isinstance(spec, dict) or not isinstance(spec.get("inputs", []), list):
             raise InvalidArgument('a watch\'s "spec" is a job\'s fields: {"module", "entry", "inputs": [...], ...}',
                                   hint="see `xsc compute run --help`")

@@ -27,9 +27,10 @@ class TrustStore:
         return None if raw is None else int(raw)
 
     def peers(self) -> list[str]:
-        """Every peer with a line."""
-        return [public_id(key[len(keys.TRUST_LINES):])
-                for key in self._db.iterator(prefix=keys.TRUST_LINES, include_value=False)]
+        """Every peer with a line: work or payments counted, or a credit line its user set."""
+        found = {key[len(prefix):] for prefix in (keys.TRUST_LINES, keys.TRUST_CREDIT)
+                 for key in self._db.iterator(prefix=prefix, include_value=False)}
+        return [public_id(peer) for peer in sorted(found)]
 
     def put_totals(self, peer: str, totals: dict[str, int], batch: Any = None) -> None:
         """Write the peer's totals, in `batch` if given (on disk only when the batch is)."""

@@ -14,12 +14,11 @@ from ..config import CONFIG_FILE, NodeConfig, write_default_config
 from ..db import Database, open_database
 from ..errors import ConfigError, NodeAlreadyRunning
 from ..identity import CLIENT_KEY_FILE, NODE_KEY_FILE, Identity, id_difficulty, write_secret
-from ..paths import URL_FILE
+from ..paths import LOCK_FILE, URL_FILE
 
 log = logging.getLogger(__name__)
 
 TOKEN_FILE = "api-token"
-LOCK_FILE = "node.lock"
 DB_DIR = "db"
 BLOCKS_DIR = "blocks"
 

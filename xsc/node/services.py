@@ -318,13 +318,14 @@ class Node:
                                      on_paid=lambda name, amount: self.functions.paid_for(name, amount),
                                      left_this_hour=lambda name: self.functions.left_this_hour(name),
                                      interval=config.node.placement_interval)
+        def this_web_url() -> str | None:
+            return web_url(config.node.web_listen, config.node.web_public_url, self.peers.url)
         self.functions = WebFunctions(compute=self.compute, storage=self.storage, ledger=self.ledger, tabs=self.tabs,
-                                      payer=payer, node=identity, store=self.compute.store,
+                                      payer=payer, node=identity, store=self.compute.store, web_url=this_web_url,
                                       work_dir=config.data_dir / "functions", bid=config.market.compute_bid,
                                       placements=self.placements, web_runners=config.compute.web_runners)
         self.placed_functions = PlacedFunctions(functions=self.functions, paid=self.paid, store=self.compute.store,
-                                                web_url=lambda: web_url(config.node.web_listen,
-                                                                       config.node.web_public_url, self.peers.url))
+                                                web_url=this_web_url)
 
     # --- what /v1/node/status and /health show of the services ------------------------------------------
     def status_parts(self) -> dict[str, Callable[[], object]]:

@@ -448,8 +448,11 @@ class PeerService:
             url, node = split_peer_address(url)
         except ValueError as err:
             raise InvalidArgument(str(err)) from None
-        if address(url) == address(self.url) or node == self.identity.id:
+        if address(url) == address(self.url):
             raise InvalidArgument(f"{url} is this node's own URL", hint="give the URL of another node")
+        if node == self.identity.id:
+            raise InvalidArgument(f"the URL pins this node's own id {node}, not the id of the node at {url}",
+                                  hint="pin that node's id (`xsc node status` on it), or leave the id out")
         responder = await self.exchange(url, to=node, unblock=True)
         if responder.id == self.identity.id:
             raise InvalidArgument(f"{url} is this node itself", hint="give the URL of another node")

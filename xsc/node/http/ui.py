@@ -102,6 +102,7 @@ async def logout(request: web.Request) -> web.Response:
     return response
 
 
+@routes.get("/")  # the node's URL opened in a browser: its dashboard, which says how to log in
 @routes.get("/ui")
 async def ui_root(request: web.Request) -> web.Response:
     raise web.HTTPFound("/ui/")
