@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import sys
 import threading
 
@@ -432,6 +433,59 @@ async def test_at_most_keeps_the_limit_in_flight_answers_in_order_and_starts_no_
     finally:
         loop.set_task_factory(factory)
     assert len(asyncio.all_tasks()) == tasks
+
+
+async def test_at_most_cancelled_before_its_workers_start_leaves_no_call_never_awaited() -> None:
+    made: list = []
+    first_made = asyncio.Event()
+
+    async def call(i: int) -> int:
+        return i
+
+    def calls():
+        for i in range(10):
+            made.append(c := call(i))
+            first_made.set()
+            yield c
+
+    task = asyncio.ensure_future(at_most(4, calls()))
+    await first_made.wait()  # at_most made the first call to see there is one; its workers have not started
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(made) == 1 and inspect.getcoroutinestate(made[0]) == inspect.CORO_CLOSED
+
+    handed = [call(i) for i in range(3)]
+    task = asyncio.ensure_future(at_most(1, handed))
+    await asyncio.sleep(0)  # one turn of the loop: at_most hands the list to a worker that has not started
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert all(inspect.getcoroutinestate(c) == inspect.CORO_CLOSED for c in handed)
+
+
+async def test_at_most_a_failing_call_ends_the_calls_under_way_and_takes_no_more() -> None:
+    ended: list[int] = []
+    taken: list[int] = []
+
+    async def waits(i: int) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            ended.append(i)
+
+    async def fails() -> None:
+        raise ValueError("refused")
+
+    def calls():
+        for i in range(6):
+            taken.append(i)
+            yield fails() if i == 2 else waits(i)
+
+    tasks = len(asyncio.all_tasks())
+    with pytest.raises(ValueError, match="refused"):
+        await at_most(3, calls())
+    assert sorted(ended) == [0, 1] and taken == [0, 1, 2] and len(asyncio.all_tasks()) == tasks
 
 
 async def test_in_threads_runs_each_on_its_own_thread_and_a_failure_stops_the_others_and_is_raised() -> None:

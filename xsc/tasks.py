@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import logging
 import queue
@@ -473,7 +474,10 @@ async def stop(*tasks: asyncio.Task | None, grace: float = STOP_GRACE) -> None:
 async def at_most(limit: int, calls: Iterable[Awaitable[T]]) -> list[T]:
     """Await `calls` with at most `limit` in flight, taken in the order given (a generator's next call is made
     only when there is room for it); their results in that order.  A round over every peer of a full directory
-    at once (probes, subscriptions) kept a thousand connections' objects alive together, each collection's work."""
+    at once (probes, subscriptions) kept a thousand connections' objects alive together, each collection's work.
+
+    When a call raises, or this is cancelled, the calls under way are cancelled and waited for, no further call is
+    taken, and the exception goes on; a coroutine taken or handed over that never started is closed."""
     given = iter(calls)
     first = next(given, None)
     if first is None:  # nothing to do: no workers (a pass that finds nothing due is the common case)
@@ -485,8 +489,20 @@ async def at_most(limit: int, calls: Iterable[Awaitable[T]]) -> list[T]:
         for i, call in pending:
             results[i] = await call
 
-    workers = max(1, limit) if not isinstance(calls, Sized) else max(1, min(limit, len(calls)))
-    await asyncio.gather(*(worker() for _ in range(workers)))
+    count = max(1, limit) if not isinstance(calls, Sized) else max(1, min(limit, len(calls)))
+    workers = [asyncio.ensure_future(worker()) for _ in range(count)]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        try:  # the other workers would run on with nobody to wait for them, taking more calls
+            await stop(*workers)
+        finally:
+            # Workers cancelled before their first step took nothing: the first call, made to see whether there
+            # was any, would never be awaited (a list's calls after it, made by the caller, are closed too).
+            for _, call in (pending if isinstance(calls, Sized) else [(0, first)]):
+                if inspect.iscoroutine(call) and inspect.getcoroutinestate(call) == inspect.CORO_CREATED:
+                    call.close()
+        raise
     return [results[i] for i in range(len(results))]
 
 

@@ -4,6 +4,7 @@ node are found by another, and what a stranger sends is refused before it is sto
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -22,6 +23,12 @@ from xsc.identity import Identity
 from xsc.node.appkeys import NODE
 from xsc.node.limits import RateLimiter
 from xsc.peers import make_descriptor
+
+
+# A call made and never awaited (a round cut short as the nodes close) fails the test it happens in: the warning
+# comes out where the coroutine is collected, as an unraisable exception when warnings are errors.
+pytestmark = pytest.mark.filterwarnings("error:coroutine .* was never awaited:RuntimeWarning",
+                                        "error::pytest.PytestUnraisableExceptionWarning")
 
 
 def udp_port() -> int:
@@ -92,6 +99,7 @@ async def closed(tasks, nodes) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     for n in nodes:
         n.close()
+    gc.collect()  # what the rounds left is collected here, its warnings in this test
 
 
 @pytest.fixture
@@ -637,11 +645,14 @@ async def test_a_nodes_lookups_check_each_record_they_find_once(network, monkeyp
         for n in nodes[1:]:
             assert n.protocol.rpc_store(("127.0.0.1", 9), os.urandom(20), key, value) is True
     stored_everywhere_but_here(records.encode(bundle))
-    checks = []  # of this file's holders records (the nodes publish their own records meanwhile)
+    # The checks of this file's holders records that the lookups make (on this test's task): meanwhile the nodes
+    # publish their own records, and hand the ones they hold to nodes new to them, which check what they store.
+    checks = []
+    lookups = asyncio.current_task()
     verify = records.verify
 
     def counted(key: bytes, signature: bytes, signed: bytes) -> bool:
-        if si.hex().encode() in signed:
+        if si.hex().encode() in signed and asyncio.current_task() is lookups:
             checks.append(signature)
         return verify(key, signature, signed)
     monkeypatch.setattr(records, "verify", counted)

@@ -289,7 +289,10 @@ async def test_a_holder_that_sends_garbage_or_stalls_mid_get_leaves_the_file_who
     holders = {0: bad, 1: good}
     async with _wired(holders):
         with gateway_core(tmp_path, SEGMENT) as gateway:
-            gateway.remote_timeout = 0.5  # what a holder that stalls costs the get
+            if how == "stall":
+                # What a holder that stalls costs the get.  Only here: a holder left for being slow is not blamed,
+                # and on a busy machine an honest range may take half a second.
+                gateway.remote_timeout = 0.5
             cap = await _put_through(gateway, holders, data)
             assert await _read(gateway, holders, cap) == data
             damaged = gateway.store.damaged(cap.storage_index)
