@@ -174,3 +174,20 @@ def test_the_weights_a_user_sets_stay_within_what_one_commitment_carries(tmp_pat
     assert len(weights) == MAX_RECOGNITION
     sign_commitment(me, recognition=weights, stamp=Stamp.seed().event(), timestamp=0)  # still publishable
     db.close()
+
+
+def test_peers_that_earned_equal_sums_keep_their_places_across_a_restart(tmp_path) -> None:
+    """Equal sums are ordered under the node's own secret: made once and kept, so a restart reshuffles nothing."""
+    me = Identity.generate().id
+
+    def kept() -> set[str]:
+        db = open_database(tmp_path / "db")
+        recognition = Recognition(db=db, me=me, peers=_Peers(PEERS), at_most=4)
+        for peer in PEERS[:30]:
+            recognition.note_paid(peer, 100, by_them=True)
+        chosen = set(recognition.weights())
+        db.close()
+        return chosen
+
+    first = kept()
+    assert len(first) == 4 and all(kept() == first for _ in range(3))

@@ -8,7 +8,8 @@ sample of the peers that are up, as it must to hear of their offers and be heard
 the market, which publishes it, and before the trust lines, which extend credit to the peers the user recognises
 (`recognised`).
 
-User weights are kept in LevelDB (`keys.MARKET_RECOGNITION`, synced); the money counters travel in the market's
+User weights are kept in LevelDB (`keys.MARKET_RECOGNITION`, synced), and so is the secret that orders equal
+sums (`keys.MARKET_TIE_SECRET`, made once); the money counters travel in the market's
 own record (`keys.MARKET_SELF`), written with its commitment (`counters`, `unsaved`).
 """
 
@@ -43,6 +44,16 @@ def check_weight(weight: Decimal) -> None:
         raise InvalidArgument(f"a recognition weight: {exc}") from None
 
 
+def _tie_secret(db: Any) -> bytes:
+    """The secret that orders peers that earned equal sums: made once and kept, so a restart does not reshuffle
+    which of them are recognised (each reshuffle re-publishes the commitment and moves subscriptions)."""
+    secret = db.get(keys.MARKET_TIE_SECRET)
+    if secret is None or len(secret) != 32:
+        secret = os.urandom(32)
+        db.put(keys.MARKET_TIE_SECRET, secret, sync=True)
+    return secret
+
+
 class Recognition:
     def __init__(self, *, db: Any, me: str, peers: Any, at_most: int = 16) -> None:
         self.db = db
@@ -58,8 +69,7 @@ class Recognition:
             public_id(k[len(keys.MARKET_RECOGNITION):]): Decimal(v.decode())
             for k, v in db.iterator(prefix=keys.MARKET_RECOGNITION)}
         self._made: tuple[Any, dict[str, Decimal]] | None = None  # (peers' state_version, weights())
-        # Orders peers that earned equal sums; a fresh one each start (it only breaks exact ties), never published.
-        self._secret = os.urandom(32)
+        self._secret = _tie_secret(db)
         self._watchers: list[Callable[[], None]] = []
 
     def watch(self, changed: Callable[[], None]) -> None:
