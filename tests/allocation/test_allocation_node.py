@@ -66,6 +66,7 @@ def test_records_round_trip_signed_and_every_change_breaks_the_signature() -> No
 @pytest.mark.parametrize("change, why", [
     (lambda s: {**s, "allocations": [["storage-1", s["provider"], "n", 1, 1]] * 2}, "two allocations"),
     (lambda s: {**s, "allocations": [["storage-1", s["provider"], "n", 2**63, 1]]}, "less than or equal"),
+    (lambda s: {**s, "allocations": [["storage-1", s["provider"], "n", 2**53, 1]]}, "less than or equal to 9007199254740991"),
     (lambda s: {**s, "allocations": [["storage-1", s["provider"], "n", -1, 1]]}, "greater than or equal"),
     (lambda s: {**s, "allocations": [["storage-1", s["provider"], "n", 1, 3]]}, "Input should be 1 or 2"),
     (lambda s: {**s, "delta": "1E+20000000"}, "less than or equal"),

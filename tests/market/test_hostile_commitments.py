@@ -156,3 +156,12 @@ async def test_a_full_book_swap_is_checked_in_batches_that_let_the_event_loop_se
     # The very commitments held, sent again, are not checked again and change nothing.
     assert await market.replication.take(newer) == 0
     assert market.replication.payload() == [c.to_json() for c in market.book.commitments()]
+
+
+async def test_a_standing_need_is_at_most_what_a_json_reader_holds_exactly(node) -> None:
+    """Its quantity is published in the node's commitment: past 2^53 - 1 a dashboard would read another number."""
+    resp = await node.post("/v1/allocation/needs", json={"kind": "storage", "quantity": 2**53, "seconds": 600})
+    problem = await resp.json()
+    assert resp.status == 400 and "quantity must be an integer from 1 to 9007199254740991" in problem["detail"], problem
+    resp = await node.post("/v1/allocation/needs", json={"kind": "storage", "quantity": 2**53 - 1, "seconds": 600})
+    assert resp.status == 201, await resp.text()

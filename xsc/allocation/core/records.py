@@ -10,9 +10,9 @@ Each carries the publisher's Interval Tree Clock stamp and timestamp and is sign
 
 Every record comes from the network, so every field is bounded when it is parsed: ids <= 200
 characters, at most MAX_ALLOCATIONS allocations, MAX_WANTED requests, MAX_NEEDS need slots and
-MAX_PROVIDERS providers per need slot, quantities and totals in [0, 2^63), a receipt's total equal to
+MAX_PROVIDERS providers per need slot, quantities and totals in [0, 2^53), a receipt's total equal to
 the sum of its parts, a damping factor in (0, 1] and a denominator change in [0, 10^6] with at most 40
-digits, the stamp's text at most MAX_STAMP_HEX hex digits, timestamps <= 2^53 ms and never more than
+digits, the stamp's text at most MAX_STAMP_HEX hex digits, timestamps < 2^53 ms and never more than
 `max_future_ms` ahead.  The checks against the publisher's commitment (an allocation of a capacity
 slot it does not offer, or beyond its quantity) are `check_state`.
 
