@@ -113,8 +113,6 @@ HOSTILE = [
     ("asks.price", 2**70),
     ("bids.price", 10**13),
     ("asks.quantity", 2**64),
-    ("bids.quantity", 2**53),  # past what a JSON reader holding numbers as doubles reads exactly
-    ("timestamp", 2**53),
     ("bids.end", 2**50),
     ("asks.start", -5),
     ("bids.min_availability", "0." + "9" * 100),

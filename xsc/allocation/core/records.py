@@ -241,7 +241,15 @@ def _parse(cls, tag: bytes, what: str, obj: Any, now_ms: int | None, max_future_
         record = cls.model_validate(obj)
     except ValidationError as exc:
         raise _invalid(exc, what) from None
-    if not verify(parse_public_id(record.owner), bytes.fromhex(record.signature), _signed_bytes(tag, record)):
+    form = record.model_dump(mode="json", exclude={"signature"})
+    body = codec.canonical(form)
+    wrong = codec.respelled({k: v for k, v in obj.items() if k != "signature"}, form, body)
+    if wrong is not None:
+        raise InvalidAllocationRecord(f"invalid allocation {what}: {wrong}",
+                                      hint="a signed record comes in the one form its signature covers (integers "
+                                           "as integers, booleans as true or false, decimals as text, every field "
+                                           "written); see docs/allocation.md, 'On the nodes'")
+    if not verify(parse_public_id(record.owner), bytes.fromhex(record.signature), tag + body):
         raise InvalidAllocationRecord(f"the allocation {what} of {record.owner} is not signed by that node's key",
                                       hint="a record is signed by its publisher; see docs/allocation.md")
     if now_ms is not None and record.timestamp > now_ms + max_future_ms:
