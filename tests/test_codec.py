@@ -141,3 +141,21 @@ def test_a_framed_head_over_its_bound_is_refused() -> None:
 def test_base32_is_b32encodes_text_unpadded_in_lower_case(data) -> None:
     # Capabilities and node ids are written so: every one written before must read back the same.
     assert codec.base32(data) == base64.b32encode(data).decode().rstrip("=").lower()
+
+
+@settings(max_examples=200, deadline=None)
+@given(_values)
+def test_a_value_is_its_own_canonical_form_and_another_spelling_is_named(value):
+    assert codec.respelled(value, value) is None
+    assert codec.respelled(json.loads(json.dumps(value)), value) is None  # what a reader of its text gives back
+
+
+@pytest.mark.parametrize("given, form, said", [
+    ({"tier": 1.0}, {"tier": 1}, "tier is 1.0, not in its canonical form 1"),
+    ({"ok": 1}, {"ok": True}, "ok is 1, not in its canonical form true"),
+    ({"a": [1, {"b": "x"}]}, {"a": [1, {"b": "x", "c": []}]}, "a.1.c is missing"),
+    ({"a": 1, "z": 2}, {"a": 1}, "z is not a field of the record"),
+    ({"w": float("nan")}, {"w": "NaN"}, "w is NaN, not in its canonical form"),
+])
+def test_a_spelling_other_than_the_canonical_form_is_named_where_it_differs(given, form, said):
+    assert said in codec.respelled(given, form)

@@ -7,6 +7,8 @@
   (descriptors, commitments, orders, allocation records, subscriptions, manifests, provenance records).  It is
   `json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)`, written by
   orjson when that gives the same bytes; every signature already made over such bytes still verifies.
+- `respelled(given, form)`: where a record as received is not the canonical form of what it was parsed into
+  (a signed record must come in the one form its signature covers), or None.
 - `text(value, ...)`: JSON for people (the CLI's output, export lines, files an operator edits).
 - `framed(head, data)` / `unframed(body, max_head)`: a JSON object and raw bytes in one body (the head's length in
   4 bytes, big-endian, the head, then the bytes): a request that carries both its terms and its data.
@@ -87,6 +89,43 @@ def canonical(value: Any) -> bytes:
             _plain(value) or not (_has_float(body) or b"null" in body)):  # orjson writes NaN as null
         return body
     return _json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def respelled(given: Any, form: Any, form_bytes: bytes | None = None) -> str | None:
+    """None when `given` (a record as it was received) is byte for byte the canonical form of `form` (the JSON form
+    of what it was parsed into; `form_bytes`: `canonical(form)`, when the caller has it); else where and how it is
+    spelled otherwise (`1.0` for `1`, `1` for `true`, a field left to its default ...).  A signed record must come
+    in the one form its signature covers: a parser that took other spellings of the same meaning would let anyone
+    make a second valid record of a signed one, a different hash, the same signature."""
+    try:
+        if canonical(given) == (canonical(form) if form_bytes is None else form_bytes):
+            return None
+    except (TypeError, ValueError):  # not JSON at all (a NaN, a key that is not text): no canonical form
+        pass
+    return _difference(given, form, "") or "the record is not in its canonical form"
+
+
+def _difference(given: Any, form: Any, at: str) -> str | None:
+    if isinstance(form, dict) and isinstance(given, dict):
+        for key in sorted(set(given) | set(form), key=str):
+            where = f"{at}.{key}" if at else str(key)
+            if key not in given:
+                return f"{where} is missing (its canonical form writes it: {text(form[key])[:60]})"
+            if key not in form:
+                return f"{where} is not a field of the record"
+            found = _difference(given[key], form[key], where)
+            if found:
+                return found
+        return None
+    if isinstance(form, list) and isinstance(given, (list, tuple)) and len(form) == len(given):
+        for i, (g, f) in enumerate(zip(given, form)):
+            found = _difference(g, f, f"{at}.{i}" if at else str(i))
+            if found:
+                return found
+        return None
+    if type(given) is type(form) and given == form:
+        return None
+    return f"{at or 'the record'} is {text(given)[:60]}, not in its canonical form {text(form)[:60]}"
 
 
 # A number with a fraction or an exponent right after ':', '[' or ',': in orjson's compact output, a float is

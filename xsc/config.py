@@ -530,6 +530,9 @@ class MarketSection(_Section):
     # subscribes to, pushes its offer to and holds the offer of follows recognition, so this bounds what keeping up
     # with the market costs a node however large the network grows.
     recognised_at_most: int = Field(default=6, ge=1, le=1000)
+    # Seconds after which the money exchanged with a peer counts half in its derived recognition: a partner that
+    # traded much long ago gives way to one that trades now (docs/market.md, "Recognition").
+    recognition_half_life: float = Field(default=30 * 86400.0, ge=60, le=10 * 365 * 86400)
 
     @field_validator("storage_ask_ceiling", "compute_ask_ceiling", "storage_ask_floor", "compute_ask_floor",
                      "storage_bid", "compute_bid", "fuel_per_second")

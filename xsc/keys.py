@@ -403,6 +403,7 @@ MARKET = b"m/"
 MARKET_COMMITMENTS = b"m/c/"  # + participant public key (32) -> its newest signed market commitment (JSON)
 MARKET_SELF = b"m/s"  # this node's own market state: its ITC stamp (JSON), so stamps only grow across restarts
 MARKET_RECOGNITION = b"m/r/"  # + peer public key -> the recognition weight the user set (decimal text)
+MARKET_TIE_SECRET = b"m/t"  # 32 random bytes, made once: orders peers that earned equal sums (never published)
 MARKET_ALLOCATION = b"m/a"  # this node's allocation ITC stamp (hex text): forked from a peer on join and on restart
 MARKET_STANDING = b"m/n/"  # + need id -> a standing need slot of this node (JSON bid), allocated in rounds
 MARKET_PRICES = b"m/p/"  # + kind + b"/" + bucket (8) + time ms (8) -> a clearing price and its volume (JSON)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from decimal import Decimal
 
@@ -19,6 +20,7 @@ from xsc.errors import DealRefused, InvalidAllocationRecord
 from xsc.identity import Identity, sign_request
 from xsc.node.appkeys import NODE
 from xsc.node.limits import RateLimiter
+from xsc.node.problems import status_of
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600},
          "market": {"allocation_delay": 0.05}}
@@ -66,6 +68,7 @@ def test_records_round_trip_signed_and_every_change_breaks_the_signature() -> No
 @pytest.mark.parametrize("change, why", [
     (lambda s: {**s, "allocations": [["storage-1", s["provider"], "n", 1, 1]] * 2}, "two allocations"),
     (lambda s: {**s, "allocations": [["storage-1", s["provider"], "n", 2**63, 1]]}, "less than or equal"),
+    (lambda s: {**s, "allocations": [["storage-1", s["provider"], "n", 2**53, 1]]}, "less than or equal to 9007199254740991"),
     (lambda s: {**s, "allocations": [["storage-1", s["provider"], "n", -1, 1]]}, "greater than or equal"),
     (lambda s: {**s, "allocations": [["storage-1", s["provider"], "n", 1, 3]]}, "Input should be 1 or 2"),
     (lambda s: {**s, "delta": "1E+20000000"}, "less than or equal"),
@@ -78,6 +81,38 @@ def test_a_state_out_of_bounds_is_refused_before_its_signature_is_checked(change
     state = _state(Identity.generate())
     with pytest.raises(InvalidAllocationRecord, match=why):
         parse_state(change(state))
+
+
+def _tier(state: dict, tier) -> dict:
+    return {**state, "allocations": [[*state["allocations"][0][:4], tier]]}
+
+
+@pytest.mark.parametrize("change, where", [
+    (lambda s: _tier(s, 1.0), "allocations.0.4 is 1.0"),
+    (lambda s: _tier(s, True), "allocations.0.4 is true"),
+    (lambda s: {**s, "converged": 1}, "converged is 1"),
+    (lambda s: {**s, "converged": "true"}, 'converged is "true"'),
+    (lambda s: {**s, "delta": int(s["delta"])}, "delta is 1"),
+    (lambda s: {k: v for k, v in s.items() if k != "wanted"}, "wanted is missing"),
+])
+def test_a_state_spelled_otherwise_than_it_was_signed_is_refused_before_its_signature_is_checked(change, where):
+    """Each spelling means what the signed one means, and was accepted with its signature: anyone could make a second
+    valid record of one, its bytes and hash different, its signature the same."""
+    me = Identity.generate()
+    state = _state(me, [("storage-1", "need-1", Identity.generate().id, 5, 1)], wanted=())
+    assert parse_state(state).allocations[0][4] == 1
+    with pytest.raises(InvalidAllocationRecord, match=re.escape(where) + ".*canonical form") as err:
+        parse_state(change(state))
+    assert status_of(err.value) == 400 and err.value.hint
+
+
+def test_a_receipt_spelled_otherwise_than_it_was_signed_is_refused() -> None:
+    receipt = _receipt(Identity.generate())
+    with pytest.raises(InvalidAllocationRecord, match="damping_factor is 1, not in its canonical form") as err:
+        parse_receipt({**receipt, "damping_factor": 1})
+    assert status_of(err.value) == 400
+    with pytest.raises(InvalidAllocationRecord, match="needs.need-1.by_provider is missing"):
+        parse_receipt({**receipt, "needs": {"need-1": {"quantity": 10, "total": 0, "wanting": []}}})
 
 
 def test_a_receipt_whose_total_is_not_its_parts_or_whose_damping_is_out_of_range_is_refused() -> None:

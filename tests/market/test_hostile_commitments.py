@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from decimal import Decimal
 
 import pytest
@@ -20,6 +21,7 @@ from xsc.market import parse_commitment
 from xsc.market.replication import RECEIVE_BATCH
 from xsc.node.appkeys import NODE
 from xsc.node.http.common import IN_POOL_BYTES
+from xsc.node.problems import status_of
 from tests.support.attacks import HOSTILE, fake_descriptors, honest_commitment, hostile_commitment, now_ms, signed
 from tests.support.peers import api, http, node_id
 
@@ -32,6 +34,38 @@ def test_every_number_of_a_commitment_is_bounded_at_parse_time(where, value) -> 
     with pytest.raises(InvalidMarketCommitment) as err:
         parse_commitment(hostile_commitment(stranger, where, value, VICTIM.id), now_ms=now_ms())
     assert ("recognition" if where == "weight" else where.rsplit(".", 1)[-1]) in err.value.message
+
+
+@pytest.mark.parametrize("where", ["asks.quantity", "bids.quantity", "timestamp"])
+def test_no_integer_of_a_commitment_is_past_what_a_json_reader_holds_exactly(where) -> None:
+    """A reader that holds JSON numbers as doubles (JavaScript, the dashboard) reads 2^53 as 2^53 + 1 too."""
+    stranger = Identity.generate()
+    with pytest.raises(InvalidMarketCommitment, match=f"{where.rsplit('.', 1)[-1]}.*less than or equal to "
+                                                      "9007199254740991"):
+        parse_commitment(hostile_commitment(stranger, where, 2**53, VICTIM.id))
+    assert parse_commitment(hostile_commitment(stranger, where, 2**53 - 1, VICTIM.id))
+
+
+def _slot(fields: dict, **changes) -> dict:
+    ask = fields["asks"][0]
+    return {**fields, "asks": [{**ask, "slot": {k: v for k, v in {**ask["slot"], **changes}.items() if v != "-"}}]}
+
+
+@pytest.mark.parametrize("change, where", [
+    (lambda c: {**c, "recognition": {VICTIM.id: 2.5}}, f"recognition.{VICTIM.id} is 2.5"),
+    (lambda c: _slot(c, location=["any"]), 'asks.0.slot.location is ["any"]'),
+    (lambda c: _slot(c, tags="-"), "asks.0.slot.tags is missing"),
+    (lambda c: {**c, "bids": [{**c["bids"][0], "min_availability": "-"}]}, "bids.0.min_availability is missing"),
+])
+def test_a_commitment_spelled_otherwise_than_it_was_signed_is_refused_before_its_signature_is_checked(change, where):
+    stranger = Identity.generate()
+    fields = honest_commitment(stranger, VICTIM.id)
+    assert parse_commitment(fields)
+    changed = change(fields)
+    changed["bids"] = [{k: v for k, v in b.items() if v != "-"} for b in changed["bids"]]
+    with pytest.raises(InvalidMarketCommitment, match=re.escape(where) + ".*canonical form") as err:
+        parse_commitment(changed)
+    assert status_of(err.value) == 400 and "one form its signature covers" in err.value.hint
 
 
 def test_future_dated_commitments_are_refused() -> None:
@@ -156,3 +190,12 @@ async def test_a_full_book_swap_is_checked_in_batches_that_let_the_event_loop_se
     # The very commitments held, sent again, are not checked again and change nothing.
     assert await market.replication.take(newer) == 0
     assert market.replication.payload() == [c.to_json() for c in market.book.commitments()]
+
+
+async def test_a_standing_need_is_at_most_what_a_json_reader_holds_exactly(node) -> None:
+    """Its quantity is published in the node's commitment: past 2^53 - 1 a dashboard would read another number."""
+    resp = await node.post("/v1/allocation/needs", json={"kind": "storage", "quantity": 2**53, "seconds": 600})
+    problem = await resp.json()
+    assert resp.status == 400 and "quantity must be an integer from 1 to 9007199254740991" in problem["detail"], problem
+    resp = await node.post("/v1/allocation/needs", json={"kind": "storage", "quantity": 2**53 - 1, "seconds": 600})
+    assert resp.status == 201, await resp.text()

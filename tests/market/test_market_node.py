@@ -235,3 +235,14 @@ async def test_interests_are_made_once_per_change_and_only_wanted_peers_are_look
     monkeypatch.setattr(peers, "up", lambda node_id: asked.append(node_id) or up(node_id))
     assert market.replication._missing() == []  # b's commitment is held; the fakes are not wanted
     assert not set(asked) & {key.id for key in fakes}
+
+
+async def test_an_offer_larger_than_a_json_reader_holds_exactly_is_offered_up_to_it(node_factory) -> None:
+    """16 PiB of storage, 10^16 fuel a bucket: the node offers 2^53 - 1 of each, and can still sign its offer."""
+    node = await node_factory(storage={"capacity": 2**54}, compute={"threads": 2},
+                              market={"fuel_per_second": 10**10, "bucket_seconds": 7 * 86400})
+    market = node.app[NODE].market
+    quantities = {a.slot.kind: a.slot.quantity for a in market.own_asks()}
+    assert quantities == {"storage": 2**53 - 1, "compute": 2**53 - 1}
+    market.publish(force=True)
+    assert {a.slot.quantity for a in market.book.get(market.me).asks} == {2**53 - 1}

@@ -18,7 +18,7 @@ from xsc.health.core.stats import Availability
 from xsc.identity import Identity
 from xsc.market import sign_commitment
 from xsc.market.core.book import MAX_RECOGNITION
-from xsc.market.core.recognition import rank_derived
+from xsc.market.core.recognition import fold, rank_derived, worth
 from xsc.market.recognition import Recognition
 
 PEERS = [Identity.generate().id for _ in range(40)]
@@ -88,6 +88,7 @@ def test_the_money_counters_keep_the_peers_that_exchanged_most_whatever_number_o
         counters = recognition.counters()
         assert counters["paid_by"][fresh] == counters["delivered_by"][fresh] == 1
         assert len(counters["paid_by"]) <= 16 and len(counters["delivered_by"]) <= 16
+        assert set(counters["recent"]) == set(counters["paid_by"]) | set(counters["delivered_by"])
     assert recognition.earned(partner) == 500 and recognition.earned(supplier) == 300
     # Counters written before they were bounded are read back bounded, those that exchanged most kept.
     db = open_database(tmp_path / "before")
@@ -200,3 +201,109 @@ def test_the_weights_a_user_sets_stay_within_what_one_commitment_carries(tmp_pat
     assert len(weights) == MAX_RECOGNITION
     sign_commitment(me, recognition=weights, stamp=Stamp.seed().event(), timestamp=0)  # still publishable
     db.close()
+
+
+def test_peers_that_earned_equal_sums_keep_their_places_across_a_restart(tmp_path) -> None:
+    """Equal sums are ordered under the node's own secret: made once and kept, so a restart reshuffles nothing."""
+    me = Identity.generate().id
+
+    def kept() -> set[str]:
+        db = open_database(tmp_path / "db")
+        recognition = Recognition(db=db, me=me, peers=_Peers(PEERS), at_most=4, clock=lambda: 1_700_000_000.0)
+        for peer in PEERS[:30]:
+            recognition.note_paid(peer, 100, by_them=True)
+        chosen = set(recognition.weights())
+        db.close()
+        return chosen
+
+    first = kept()
+    assert len(first) == 4 and all(kept() == first for _ in range(3))
+
+
+DAY_MS = 86_400_000
+_receipts = st.lists(st.tuples(st.integers(min_value=1, max_value=10**12), st.integers(min_value=0, max_value=400 * DAY_MS)),
+                     min_size=1, max_size=30)
+_half_lives = st.floats(min_value=60, max_value=10 * 365 * 86400)
+
+
+def _folded(receipts, half_life: float):
+    counter = None
+    for amount, at in receipts:
+        counter = fold(counter, amount, at, half_life)
+    return counter
+
+
+@settings(max_examples=300, deadline=None)
+@given(_receipts, st.randoms(use_true_random=False), _half_lives, st.integers(min_value=0, max_value=100 * DAY_MS))
+def test_decayed_money_is_the_same_in_any_order_and_only_falls_with_age(receipts, rng, half_life, later) -> None:
+    now = max(at for _, at in receipts) + later
+    shuffled = list(receipts)
+    rng.shuffle(shuffled)
+    one, other = worth(_folded(receipts, half_life), now, half_life), worth(_folded(shuffled, half_life), now, half_life)
+    assert abs(one - other) <= 1e-9 * max(one, other) + 1e-300
+    exact = sum(amount * 2 ** (-(now - at) / (half_life * 1000)) for amount, at in receipts)
+    assert abs(one - exact) <= 1e-9 * exact + 1e-300
+    assert worth(_folded(receipts, half_life), now + DAY_MS, half_life) <= one  # it only falls as time passes
+
+
+@settings(max_examples=200, deadline=None)
+@given(_receipts, st.integers(min_value=0, max_value=29), st.integers(min_value=1, max_value=10**9),
+       st.integers(min_value=DAY_MS, max_value=100 * DAY_MS), st.floats(min_value=86400, max_value=10 * 365 * 86400))
+def test_more_money_is_worth_more_and_the_same_money_older_is_worth_less(receipts, which, more, older, half_life):
+    which %= len(receipts)
+    now = max(at for _, at in receipts) + DAY_MS
+    base = worth(_folded(receipts, half_life), now, half_life)
+    amount, at = receipts[which]
+    raised = [*receipts[:which], (amount + more, at), *receipts[which + 1:]]
+    assert worth(_folded(raised, half_life), now, half_life) >= base
+    if at >= older:
+        aged = [*receipts[:which], (amount, at - older), *receipts[which + 1:]]
+        assert worth(_folded(aged, half_life), now, half_life) <= base
+        alone = worth(fold(None, amount, at, half_life), now, half_life)
+        assert worth(fold(None, amount, at - older, half_life), now, half_life) < alone
+        assert worth(fold(None, amount + more, at, half_life), now, half_life) > alone
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_partner_that_traded_much_long_ago_gives_way_to_one_that_trades_now(tmp_path) -> None:
+    """A peer recognised for money it exchanged half a year ago does not keep its place for ever: a steady partner
+    that trades now, for less money in all, is recognised instead."""
+    clock = _Clock()
+    db = open_database(tmp_path / "db")
+    recognition = Recognition(db=db, me=Identity.generate().id, peers=_Peers(PEERS[:2]), at_most=1, clock=clock)
+    old, steady = PEERS[:2]
+    recognition.note_paid(old, 10_000, by_them=True)
+    assert set(recognition.weights()) == {old}
+    clock.now += 180 * 86400
+    for _ in range(30):
+        recognition.note_paid(steady, 100, by_them=True)
+        clock.now += 86400
+    assert recognition.earned(old) > recognition.earned(steady)  # more money in all, ...
+    assert set(recognition.weights()) == {steady}  # ... but long ago
+    view = {row["peer"]: row for row in recognition.view(_NoBook())}
+    assert view[steady]["recent"] > view[old]["recent"] and view[old]["earned"] == 10_000
+    db.close()
+
+
+def test_the_money_s_times_are_kept_across_a_restart(tmp_path) -> None:
+    clock = _Clock()
+    db = open_database(tmp_path / "db")
+    recognition = Recognition(db=db, me=Identity.generate().id, peers=_Peers(PEERS[:2]), clock=clock)
+    recognition.note_paid(PEERS[0], 1_000, by_them=False)
+    db.put(keys.MARKET_SELF, codec.dumps(recognition.counters()))  # as the market writes them
+    clock.now += 30 * 86400
+    again = Recognition(db=db, me=recognition.me, peers=_Peers(PEERS[:2]), clock=clock)
+    assert again.worth(PEERS[0]) == pytest.approx(500)
+    db.close()
+
+
+class _NoBook:
+    def get(self, participant: str) -> None:
+        return None

@@ -26,13 +26,13 @@ from typing import Any
 
 from .. import codec, keys
 from ..allocation import NeedSlot, SlotFilter
+from ..allocation.core.models import MAX_QUANTITY
 from ..config import MarketSection
 from ..errors import InvalidArgument
 from .core.models import Bid, renamed
 
 STANDING = "need-"  # the id prefix of a standing need
 MAX_STANDING = 64  # standing needs per node
-MAX_QUANTITY = 2**62
 MAX_SECONDS = 10 * 365 * 86400
 MAX_PRICE = 10**12
 PUBLISH_AFTER = 1.0  # seconds a put's needs are open before they are published

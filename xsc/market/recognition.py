@@ -8,13 +8,15 @@ sample of the peers that are up, as it must to hear of their offers and be heard
 the market, which publishes it, and before the trust lines, which extend credit to the peers the user recognises
 (`recognised`).
 
-User weights are kept in LevelDB (`keys.MARKET_RECOGNITION`, synced); the money counters travel in the market's
+User weights are kept in LevelDB (`keys.MARKET_RECOGNITION`, synced), and so is the secret that orders equal
+sums (`keys.MARKET_TIE_SECRET`, made once); the money counters travel in the market's
 own record (`keys.MARKET_SELF`), written with its commitment (`counters`, `unsaved`).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -24,7 +26,7 @@ from ..allocation.core.models import bounded_decimal
 from ..errors import InvalidArgument
 from ..identity import parse_public_id, public_id
 from .core.book import MAX_RECOGNITION as MAX_ENTRIES
-from .core.recognition import rank_derived
+from .core.recognition import DEFAULT_HALF_LIFE, Decayed, fold, rank_derived, worth
 
 MAX_RECOGNITION = Decimal(1000)
 # A node never proven up (no probe answered yet) is not recognised: every node a stranger's message named would
@@ -35,6 +37,7 @@ WEIGHT_STEP = Decimal("0.1")  # derived weights are published to a tenth
 # are written whole with the market's record.  Past it the peer that exchanged least goes (a newcomer's first amount
 # is kept, so that it can grow).
 MOST_COUNTED = 4096
+REMAKE_MS = 60_000  # derived weights are made again at least this often (the money they rank by ages)
 
 
 def check_weight(weight: Decimal) -> None:
@@ -54,23 +57,42 @@ def _most(counted: dict[str, int]) -> dict[str, int]:
     return dict(sorted(counted.items(), key=lambda item: -item[1])[:MOST_COUNTED])
 
 
+def _tie_secret(db: Any) -> bytes:
+    """The secret that orders peers that earned equal sums: made once and kept, so a restart does not reshuffle
+    which of them are recognised (each reshuffle re-publishes the commitment and moves subscriptions)."""
+    secret = db.get(keys.MARKET_TIE_SECRET)
+    if secret is None or len(secret) != 32:
+        secret = os.urandom(32)
+        db.put(keys.MARKET_TIE_SECRET, secret, sync=True)
+    return secret
+
+
 class Recognition:
-    def __init__(self, *, db: Any, me: str, peers: Any, at_most: int = 16) -> None:
+    def __init__(self, *, db: Any, me: str, peers: Any, at_most: int = 16, half_life: float = DEFAULT_HALF_LIFE,
+                 clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.me = me
         self.peers = peers  # a PeerView (None: a node on its own)
         self.at_most = at_most  # peers whose derived weight is published (market.recognised_at_most)
+        self.half_life = half_life  # seconds after which money exchanged counts half (market.recognition_half_life)
+        self.clock = clock
         raw = db.get(keys.MARKET_SELF)
         state = codec.loads(raw) if raw else {}
         self.paid_by: dict[str, int] = _most(state.get("paid_by", {}))  # peer -> micro-credits its user paid us
         self.delivered_by: dict[str, int] = _most(state.get("delivered_by", {}))  # peer -> what we paid it
+        # peer -> the money of both directions, each receipt decayed to the newest one's time (what ranks peers)
+        self.recent: dict[str, Decayed] = {p: Decayed(float(v), int(t)) for p, (v, t) in state.get("recent", {}).items()
+                                           if p in self.paid_by or p in self.delivered_by}
+        now = self._now_ms()
+        for peer in set(self.paid_by) | set(self.delivered_by):
+            if peer not in self.recent:  # money counted without its time: as of now, so it keeps its place
+                self.recent[peer] = Decayed(float(self.earned(peer)), now)
         self.unsaved = False  # paid_by or delivered_by changed since the market last wrote them
         self.user_weights: dict[str, Decimal] = {
             public_id(k[len(keys.MARKET_RECOGNITION):]): Decimal(v.decode())
             for k, v in db.iterator(prefix=keys.MARKET_RECOGNITION)}
         self._made: tuple[Any, dict[str, Decimal]] | None = None  # (peers' state_version, weights())
-        # Orders peers that earned equal sums; a fresh one each start (it only breaks exact ties), never published.
-        self._secret = os.urandom(32)
+        self._secret = _tie_secret(db)
         self._watchers: list[Callable[[], None]] = []
 
     def watch(self, changed: Callable[[], None]) -> None:
@@ -81,15 +103,24 @@ class Recognition:
         """Whether the user recognises `peer` (a weight above 0): such a peer gets a credit line."""
         return self.user_weights.get(peer, 0) > 0
 
-    def counters(self) -> dict[str, dict[str, int]]:
-        return {"paid_by": self.paid_by, "delivered_by": self.delivered_by}
+    def counters(self) -> dict[str, dict]:
+        return {"paid_by": self.paid_by, "delivered_by": self.delivered_by,
+                "recent": {p: [c.value, c.as_of_ms] for p, c in self.recent.items()}}
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
 
     def note_paid(self, peer: str, amount: int, *, by_them: bool) -> None:
-        """A peer's user paid us (`by_them`), or we paid a peer for work it delivered: both raise recognition."""
+        """A peer's user paid us (`by_them`), or we paid a peer for work it delivered: both raise recognition, the
+        more the more recent (`recent`, read by `worth`)."""
         table = self.paid_by if by_them else self.delivered_by
         if peer not in table and len(table) >= MOST_COUNTED:
-            del table[min(table, key=table.__getitem__)]
+            gone = min(table, key=table.__getitem__)
+            del table[gone]
+            if gone not in self.paid_by and gone not in self.delivered_by:
+                self.recent.pop(gone, None)
         table[peer] = table.get(peer, 0) + amount
+        self.recent[peer] = fold(self.recent.get(peer), amount, self._now_ms(), self.half_life)
         self.unsaved = True  # written by the next market round (within a second), not by every paid call
         self._made = None
 
@@ -115,15 +146,21 @@ class Recognition:
         """Micro-credits exchanged with `peer`, both ways: what its user paid this node, what this node paid it."""
         return self.paid_by.get(peer, 0) + self.delivered_by.get(peer, 0)
 
-    def derived_weight(self, peer: str, exchanged_total: int | None = None, *, bootstrapping: bool = False) -> Decimal:
+    def worth(self, peer: str, now_ms: int | None = None) -> float:
+        """The money exchanged with `peer`, each receipt halved every `half_life` since it was made."""
+        return worth(self.recent.get(peer), self._now_ms() if now_ms is None else now_ms, self.half_life)
+
+    def derived_weight(self, peer: str, exchanged_total: float | None = None, *, bootstrapping: bool = False) -> Decimal:
         """From health and the ledger: 0 for a peer never proven up or that answered no probe in 24 h, and, unless
         `bootstrapping`, for a peer that earned nothing here; else availability over 24 h, cut to a tenth after a failed audit, plus the peer's share
-        of the money exchanged (both directions), rounded to WEIGHT_STEP and at least WEIGHT_STEP for a peer that
-        earned.  `exchanged_total`: `_exchanged_total()`, when the caller weighs every peer (summed once)."""
+        of the money exchanged (both directions, recent money counting more: `worth`), rounded to WEIGHT_STEP and at
+        least WEIGHT_STEP for a peer that earned.  `exchanged_total`: `_exchanged_total()`, when the caller weighs
+        every peer (summed once)."""
         availability = self.peers.availability(peer) if self.peers is not None else None
         return self._weigh(peer, availability, exchanged_total, bootstrapping)
 
-    def _weigh(self, peer: str, availability: Any, exchanged_total: int | None, bootstrapping: bool) -> Decimal:
+    def _weigh(self, peer: str, availability: Any, exchanged_total: float | None, bootstrapping: bool,
+               now_ms: int | None = None) -> Decimal:
         if availability is None or availability.ratio_24h is None:
             return DERIVED_NO_PROBES
         if not availability.ratio_24h:  # not one probe answered in 24 h: whatever it earned, it is not up
@@ -134,9 +171,10 @@ class Recognition:
         weight = Decimal(str(round(availability.ratio_24h, 4)))
         if self._audit_failed(availability):
             weight /= 10
-        total = self._exchanged_total() if exchanged_total is None else exchanged_total
+        now_ms = self._now_ms() if now_ms is None else now_ms
+        total = self._exchanged_total(now_ms) if exchanged_total is None else exchanged_total
         if total:
-            weight += Decimal(exchanged) / Decimal(total)
+            weight += Decimal(self.worth(peer, now_ms)) / Decimal(total)
         # To a tenth: a weight published to four decimals moved at almost every probe of a loaded network,
         # re-publishing and pushing the commitment each time.
         weight = weight.quantize(WEIGHT_STEP)
@@ -146,8 +184,8 @@ class Recognition:
     def _audit_failed(availability: Any) -> bool:
         return bool(availability is not None and availability.last_audit and not availability.last_audit.get("ok", True))
 
-    def _exchanged_total(self) -> int:
-        return sum(self.paid_by.values()) + sum(self.delivered_by.values())
+    def _exchanged_total(self, now_ms: int) -> float:
+        return sum(worth(c, now_ms, self.half_life) for c in self.recent.values())
 
     def _peer_ids(self) -> list[str]:
         return [d.id for d in self.peers.peers()] if self.peers is not None else []
@@ -159,10 +197,12 @@ class Recognition:
     def weights(self) -> dict[str, Decimal]:
         """This node's recognition of its peers, made again only when what it is made of changed (peers'
         availability, money exchanged, user weights): with 1,000 peers it was ~15 ms of loop CPU per put."""
-        state = self.peers.state_version() if self.peers is not None else None
+        now = self._now_ms()
+        # Money ages: made again at least every REMAKE_MS, even when nothing else changed.
+        state = (self.peers.state_version() if self.peers is not None else None, now // REMAKE_MS)
         if self._made is not None and self._made[0] == state:
             return dict(self._made[1])
-        total, peers = self._exchanged_total(), self._peer_ids()
+        total, peers = self._exchanged_total(now), self._peer_ids()
         bootstrapping = self._bootstrapping(peers)
         # The bound is for derived weights: a peer the user weighed is published besides, never in a derived place.
         up: dict[str, Decimal] = {}
@@ -171,11 +211,11 @@ class Recognition:
             if p == self.me or p in self.user_weights:
                 continue
             availability = self.peers.availability(p)  # once per peer (it reads the peer's probe history)
-            if (w := self._weigh(p, availability, total, bootstrapping)) > 0:
+            if (w := self._weigh(p, availability, total, bootstrapping, now)) > 0:
                 up[p] = w
                 if self._audit_failed(availability):
                     failed.add(p)
-        kept = rank_derived(self.me, up, {p: self.earned(p) for p in up}, failed, self.at_most, self._secret)
+        kept = rank_derived(self.me, up, {p: self.worth(p, now) for p in up}, failed, self.at_most, self._secret)
         weights = {p: up[p] for p in kept}
         weights.update(self.user_weights)
         made = {p: w for p, w in sorted(weights.items()) if w > 0 and p != self.me}
@@ -184,7 +224,8 @@ class Recognition:
 
     def view(self, book: Any) -> list[dict]:
         """Each peer's weight, set by the user or derived, and the weight its commitment in `book` gives us."""
-        ids, total = self._peer_ids(), self._exchanged_total()
+        now = self._now_ms()
+        ids, total = self._peer_ids(), self._exchanged_total(now)
         bootstrapping = self._bootstrapping(ids)
         rows = []
         for peer in sorted(set(ids) | set(self.user_weights)):
@@ -193,5 +234,6 @@ class Recognition:
             derived = self.derived_weight(peer, total, bootstrapping=bootstrapping)
             rows.append({"peer": peer, "weight": str(self.user_weights.get(peer, derived)),
                          "set_by_user": peer in self.user_weights, "derived": str(derived), "earned": self.earned(peer),
+                         "recent": round(self.worth(peer, now)),
                          "theirs": str(theirs.recognition.get(self.me, 0)) if theirs else None})
         return rows

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from .. import codec
 from ..db import Database
 from ..itc import Stamp
+from ..allocation.core.models import MAX_QUANTITY
 from ..allocation.core.subscriptions import Subscribers, interests
 from ..errors import InvalidArgument, PeerError
 from ..config import MarketSection
@@ -144,7 +145,7 @@ class MarketService:
         return (int(time.time()) if at_s is None else at_s) // self.config.bucket_seconds
 
     def compute_capacity(self) -> int:
-        return self.compute_threads * self.config.fuel_per_second * self.config.bucket_seconds
+        return min(self.compute_threads * self.config.fuel_per_second * self.config.bucket_seconds, MAX_QUANTITY)
 
     def own_asks(self) -> list[Ask]:
         """Capacity slots for the current bucket and the next, priced by the pricing policy; made again only when
@@ -154,7 +155,7 @@ class MarketService:
             return []
         now_bucket = self.bucket()
         used, capacity = self.storage_usage()
-        storage = (capacity - used, ask_price(self.policy("storage"), used, capacity)) \
+        storage = (min(capacity - used, MAX_QUANTITY), ask_price(self.policy("storage"), used, capacity)) \
             if self.config.offer_storage and capacity > used else None
         made_of = (self.config.bucket_seconds, now_bucket, storage,
                    tuple(self._compute_offer(b) for b in (now_bucket, now_bucket + 1)))

@@ -208,7 +208,8 @@ class Node:
     def _market(self) -> None:
         config, db, me, store = self.config, self.db, self.me, self.store
         self.needs = NeedRegistry(db=db, me=me, config=config.market)  # the one writer of this node's need slots
-        self.recognition = Recognition(db=db, me=me, peers=self.peers, at_most=config.market.recognised_at_most)
+        self.recognition = Recognition(db=db, me=me, peers=self.peers, at_most=config.market.recognised_at_most,
+                                       half_life=config.market.recognition_half_life)
         # Credit only along recognition: the peers the user recognises get a credit line, strangers prepay.
         self.trust = TrustLines(db, stranger_credit=config.ledger.stranger_credit,
                                 peer_credit=config.ledger.peer_credit, recognised=self.recognition.recognised)

@@ -28,9 +28,12 @@ from ...itc import Stamp
 # Bounds of every number a commitment may carry.  Commitments come from strangers: a weight such as
 # 1E+20000000 is a valid Decimal that takes seconds to turn into a fraction, and an integer has no
 # size at all, so each number is bounded (value and written digits) when it is parsed.
-MAX_QUANTITY = 2**63 - 1  # units of a slot: they are summed and stored as 64-bit integers downstream
+# Every integer a record publishes is at most 2^53 - 1: JSON readers that hold numbers as doubles (JavaScript, the
+# dashboard) read any larger one as a different number.
+MAX_JSON_INT = 2**53 - 1
+MAX_QUANTITY = MAX_JSON_INT  # units of a slot (8 PiB of storage, 9 * 10^15 fuel)
 MAX_TIME = 2**40  # seconds since the epoch of a slot's window (year ~36,800): anything beyond is no window
-MAX_TIMESTAMP_MS = 2**53  # a commitment's or a sample's timestamp, in milliseconds
+MAX_TIMESTAMP_MS = MAX_JSON_INT  # a commitment's or a sample's timestamp, in milliseconds
 MAX_WEIGHT = Decimal(10**6)  # a raw recognition weight (weights are normalised: only their ratios matter)
 MAX_DECIMAL_DIGITS = 40  # digits a decimal may be written with ...
 MAX_DECIMAL_PLACES = 40  # ... and how many of them after the point (Decimal division keeps 28)

@@ -10,9 +10,9 @@ Each carries the publisher's Interval Tree Clock stamp and timestamp and is sign
 
 Every record comes from the network, so every field is bounded when it is parsed: ids <= 200
 characters, at most MAX_ALLOCATIONS allocations, MAX_WANTED requests, MAX_NEEDS need slots and
-MAX_PROVIDERS providers per need slot, quantities and totals in [0, 2^63), a receipt's total equal to
+MAX_PROVIDERS providers per need slot, quantities and totals in [0, 2^53), a receipt's total equal to
 the sum of its parts, a damping factor in (0, 1] and a denominator change in [0, 10^6] with at most 40
-digits, the stamp's text at most MAX_STAMP_HEX hex digits, timestamps <= 2^53 ms and never more than
+digits, the stamp's text at most MAX_STAMP_HEX hex digits, timestamps < 2^53 ms and never more than
 `max_future_ms` ahead.  The checks against the publisher's commitment (an allocation of a capacity
 slot it does not offer, or beyond its quantity) are `check_state`.
 
@@ -241,7 +241,15 @@ def _parse(cls, tag: bytes, what: str, obj: Any, now_ms: int | None, max_future_
         record = cls.model_validate(obj)
     except ValidationError as exc:
         raise _invalid(exc, what) from None
-    if not verify(parse_public_id(record.owner), bytes.fromhex(record.signature), _signed_bytes(tag, record)):
+    form = record.model_dump(mode="json", exclude={"signature"})
+    body = codec.canonical(form)
+    wrong = codec.respelled({k: v for k, v in obj.items() if k != "signature"}, form, body)
+    if wrong is not None:
+        raise InvalidAllocationRecord(f"invalid allocation {what}: {wrong}",
+                                      hint="a signed record comes in the one form its signature covers (integers "
+                                           "as integers, booleans as true or false, decimals as text, every field "
+                                           "written); see docs/allocation.md, 'On the nodes'")
+    if not verify(parse_public_id(record.owner), bytes.fromhex(record.signature), tag + body):
         raise InvalidAllocationRecord(f"the allocation {what} of {record.owner} is not signed by that node's key",
                                       hint="a record is signed by its publisher; see docs/allocation.md")
     if now_ms is not None and record.timestamp > now_ms + max_future_ms:

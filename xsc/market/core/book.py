@@ -142,8 +142,16 @@ def parse_commitment(obj: Any, *, now_ms: int | None = None, max_future_ms: int 
         mc = MarketCommitment.model_validate(obj)
     except ValidationError as exc:
         raise _invalid(exc, "commitment") from None
+    form = mc.model_dump(mode="json", exclude={"signature"})
+    body = codec.canonical(form)
+    wrong = codec.respelled({k: v for k, v in obj.items() if k != "signature"}, form, body)
+    if wrong is not None:
+        raise InvalidMarketCommitment(f"invalid market commitment: {wrong}", participant=mc.participant,
+                                      hint="a signed commitment comes in the one form its signature covers "
+                                           "(integers as integers, decimals as text, every field written); "
+                                           "see docs/market.md")
     key = parse_public_id(mc.participant)
-    if not verify(key, bytes.fromhex(mc.signature), _canonical(mc)):
+    if not verify(key, bytes.fromhex(mc.signature), _TAG + body):
         raise InvalidMarketCommitment(f"the market commitment of {mc.participant} is not signed by that node's key",
                                       hint="a commitment is signed by its participant over signed_bytes(...); "
                                            "see docs/market.md", participant=mc.participant)

@@ -1,8 +1,12 @@
 """Which peers a node's derived recognition names (pure): docs/market.md, "Recognition".
 
-Once some peer that is up has earned anything (money exchanged with this node), only such peers, the most money
-first; while none has (bootstrapping), a sample of the peers that are up, mutual from both ends of a pair.  The
-node side, which reads the peers' health and the money counters, is `xsc.market.recognition`.
+Once some peer that is up has earned anything (money exchanged with this node), only such peers, the most recent
+money first; while none has (bootstrapping), a sample of the peers that are up, mutual from both ends of a pair.
+The node side, which reads the peers' health and the money counters, is `xsc.market.recognition`.
+
+Money counts less as it ages: a receipt of `amount` at time t is worth `amount * 2^-(now - t)/half_life` at `now`.
+A peer's worth is kept as one running `Decayed` (its value as of the newest receipt), folded one receipt at a time
+(`fold`) and read at any later time (`worth`): a constant cost per receipt and per read, whatever the history.
 """
 
 from __future__ import annotations
@@ -10,6 +14,35 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Mapping
 from decimal import Decimal
+from typing import NamedTuple
+
+
+class Decayed(NamedTuple):
+    """Money exchanged with one peer, each receipt decayed to `as_of_ms` (the newest receipt's time)."""
+
+    value: float
+    as_of_ms: int
+
+
+def _aged(value: float, ms: int, half_life: float) -> float:
+    return value * 2.0 ** (-ms / (half_life * 1000)) if ms > 0 else value
+
+
+def fold(counter: Decayed | None, amount: int, at_ms: int, half_life: float) -> Decayed:
+    """`counter` with a receipt of `amount` at `at_ms` added.  Receipts folded in any order give the same worth
+    (up to float rounding): one older than the counter is decayed to it, a newer one moves the counter to its time."""
+    if counter is None:
+        return Decayed(float(amount), at_ms)
+    if at_ms >= counter.as_of_ms:
+        return Decayed(_aged(counter.value, at_ms - counter.as_of_ms, half_life) + amount, at_ms)
+    return Decayed(counter.value + _aged(float(amount), counter.as_of_ms - at_ms, half_life), counter.as_of_ms)
+
+
+def worth(counter: Decayed | None, now_ms: int, half_life: float) -> float:
+    """What `counter` is worth at `now_ms` (0 for none; a clock set back does not raise it)."""
+    return 0.0 if counter is None else _aged(counter.value, now_ms - counter.as_of_ms, half_life)
+
+DEFAULT_HALF_LIFE = 30 * 86400.0  # seconds after which money exchanged counts half (market.recognition_half_life)
 
 EQUALS = Decimal("0.5")  # bootstrapping: derived weights this close to the best are equals when the bound picks peers
 
@@ -22,11 +55,12 @@ def pair_rank(me: str, peer: str) -> str:
     return hashlib.sha256(":".join(sorted((me, peer))).encode()).hexdigest()
 
 
-def rank_derived(me: str, up: Mapping[str, Decimal], earned: Mapping[str, int], failed: Collection[str],
+def rank_derived(me: str, up: Mapping[str, Decimal], earned: Mapping[str, float], failed: Collection[str],
                  at_most: int, secret: bytes) -> list[str]:
     """The peers whose derived weight is published, best first (pure).
 
-    `up`: peer -> its derived weight, for the peers proven up; `earned`: peer -> micro-credits exchanged with it;
+    `up`: peer -> its derived weight, for the peers proven up; `earned`: peer -> micro-credits exchanged with it
+    (as `worth` reads them: recent money counts more);
     `failed`: peers whose last audit failed; `secret`: this node's own, never published.  When some peer in `up`
     has earned anything, only such peers are kept: most money first (a failed last audit after every clean one),
     equal sums in an order no id can be ground for (SHA-256 under `secret`, which no other node knows).  Otherwise
