@@ -447,6 +447,9 @@ class AuditSection(_Section):
     # Consecutive failed probes of a holder before its shares are rebuilt elsewhere; audits of one share refused in a
     # row by a holder that answers its probes before that share is.
     repair_after_failures: int = 3
+    # Audits of one share in a row that a holder up by its probes lets time out before it counts as a failed audit
+    # (containment: the share is audited again first until then).
+    timeouts_before_failure: int = Field(default=3, ge=1, le=1000)
 
     @field_validator("scrub_rate", mode="before")
     @classmethod
