@@ -8,11 +8,14 @@ else `$XSC_HOME`, else `~/.xsc`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
@@ -318,12 +321,46 @@ def names_this_machine(url: str) -> bool:
     host = urlsplit(url).hostname or ""
     if is_loopback_host(host):
         return True
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
+    address = _numeric_address(host)
+    if address is None:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback or address.is_unspecified or address in _THIS_NETWORK
 
 
+def _numeric_address(host: str):
+    """The IP address a host names without a name lookup (127.1 and 2130706433 are 127.0.0.1 to a connect), or
+    None for a name."""
+    try:
+        found = socket.getaddrinfo(host.strip("[]"), None, flags=socket.AI_NUMERICHOST)
+    except (OSError, UnicodeError, ValueError):
+        return None
+    return ipaddress.ip_address(found[0][4][0].split("%", 1)[0]) if found else None
+
+
+def dialable(own_url: str) -> Callable[[str], bool] | None:
+    """Which addresses a peer's name may resolve to for this node to connect to it, by where this node's own URL
+    is: on this machine (a devnet), any (None); elsewhere none on this machine (loopback, unspecified), and at a
+    public address only public ones.  A peer's URL names a host; what that name resolves to is only known as it is
+    dialled, and a name resolving to this machine or its LAN would point this node's requests at their services."""
+    if names_this_machine(own_url):
+        return None
+    own = _numeric_address(urlsplit(own_url).hostname or "")
+    public = own is not None and own.is_global
+
+    def allowed(address: str) -> bool:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if ip.is_loopback or ip.is_unspecified or ip in _THIS_NETWORK:
+            return False
+        return ip.is_global or not public
+
+    return allowed
+
+
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")  # "this host on this network" (RFC 1122): a connect reaches this host
 _NODE_ID = re.compile(r"[a-z2-7]{52}")
 
 
@@ -459,6 +496,9 @@ class AuditSection(_Section):
     # Consecutive failed probes of a holder before its shares are rebuilt elsewhere; audits of one share refused in a
     # row by a holder that answers its probes before that share is.
     repair_after_failures: int = 3
+    # Audits of one share in a row that a holder up by its probes lets time out before it counts as a failed audit
+    # (containment: the share is audited again first until then).
+    timeouts_before_failure: int = Field(default=3, ge=1, le=1000)
 
     @field_validator("scrub_rate", mode="before")
     @classmethod

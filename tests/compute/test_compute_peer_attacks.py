@@ -297,3 +297,27 @@ async def test_modules_awaited_from_gateways_are_bounded_the_oldest_asked_forgot
     assert not paid.awaits(first.id)
     status, problem = await _peer(node, first, "PUT", MODULES_PATH, wasm("add"))
     assert status == 403, problem
+
+
+async def test_a_tab_is_its_gateways_alone_to_call_under_and_to_close(node_factory) -> None:
+    """A node that learns another gateway's tab authorization (it names no caller) neither runs calls on it nor
+    closes it: the close would count the receipt's amount as paid by the closer on its trust line here."""
+    node = await node_factory()
+    module = await deploy(node, "add")
+    gateway, stranger = Identity.generate(), Identity.generate()
+    trust = node.app[NODE].paid.trust
+    auth = encode_authorization(authorize(gateway, node.app[IDENTITY].public_key, 10**12, "compute:rtab:1",
+                                          int(time.time()) + 600, os.urandom(16))).hex()
+    call_body = json.dumps({"call": {"module": module, "function": "add", "args": [1, 2], "fuel": 1_000_000},
+                            "price": INVOKE_PRICE, "authorization": auth, "deal": {}, "tab": True}).encode()
+    closing = json.dumps({"authorization": auth}).encode()
+    status, answer = await _peer(node, gateway, "POST", INVOKE_PATH, call_body)
+    assert status == 200 and answer["tab"]["count"] == 1, answer
+    lines = trust.lines()
+    for path, body in ((INVOKE_PATH, call_body), (TAB_CLOSE_PATH, closing)):
+        status, problem = await _peer(node, stranger, "POST", path, body)
+        assert status == 403 and problem["code"] == "forbidden", problem
+    assert trust.lines() == lines and len(node.app[NODE].compute.recent_provenance(10)) == 1
+    status, answer = await _peer(node, gateway, "POST", TAB_CLOSE_PATH, closing)
+    assert status == 200 and answer["receipt"], answer
+    assert stranger.id not in {line["peer"] for line in trust.lines()}

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from xsc.errors import PeerRefused
+from xsc.errors import PeerRefused, PeerUnreachable
 from xsc.identity import (HEADER_GRID, NODE_KEY_FILE, Identity, id_difficulty, parse_public_id, sign_request,
                           write_secret)
 from xsc.ledger.core.model import authorize, encode_authorization
@@ -68,6 +68,47 @@ async def test_a_node_reached_elsewhere_takes_no_descriptor_whose_url_names_its_
     directory = node.app[NODE].peers.directory
     assert [directory.get(i.id) for i in on_machine] == [None] * 4 and directory.get(elsewhere.id) is not None
     assert all(local.app[NODE].peers.directory.get(i.id) is not None for i in [*on_machine, elsewhere])
+
+
+async def test_a_node_reached_elsewhere_dials_no_peer_whose_name_resolves_to_its_own_machine(node_factory,
+                                                                                          monkeypatch) -> None:
+    """What a peer's host name resolves to is only known as it is dialled: a name (peer.example, resolving to
+    127.0.0.1) or a numeric shorthand (127.1, 2130706433) would point a node reached elsewhere at services of its
+    own machine.  Such a node connects to none of them, by any of its ways of dialling; a devnet on loopback still
+    does."""
+    import asyncio
+
+    node = await node_factory("public", **{**QUIET, "peers": {**QUIET["peers"], "public_url": "https://203.0.113.5:7443"}})
+    local = await node_factory("local", **QUIET)
+    connections = []
+    service = await asyncio.start_server(lambda r, w: (connections.append(1), w.close()), "127.0.0.1", 0)
+    port = service.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    resolve = loop.getaddrinfo
+
+    async def dns(host, *args, **kwargs):  # a name some DNS server answers with this machine's address
+        return await resolve("127.0.0.1" if host == "peer.example" else host, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "getaddrinfo", dns)
+    try:
+        urls = [f"https://peer.example:{port}", f"https://127.1:{port}", f"https://2130706433:{port}"]
+        client = node.app[NODE].client
+        for url in urls:
+            for kept in (False, True):
+                with pytest.raises(PeerUnreachable):
+                    await client.request(url, "GET", "/v1/peer/terms", max_size=1024, kept=kept, timeout=5)
+            with pytest.raises(PeerUnreachable):
+                await client.identify(url, timeout=5)
+        assert connections == []
+        assert [node.app[NODE].admission.refusal(make_descriptor(
+            Identity.generate(), url=u, capacity=1, free=1, version="test", timestamp=int(time.time() * 1000)))
+            is None for u in urls] == [True, False, False]  # a name is judged as it is dialled, not by its spelling
+        with pytest.raises(PeerUnreachable):  # the devnet's node connects (and finds no TLS node there)
+            await local.app[NODE].client.identify(urls[0], timeout=5)
+        assert connections == [1]
+    finally:
+        service.close()
+        await service.wait_closed()
 
 
 def test_a_minted_id_has_the_proof_of_work_asked() -> None:

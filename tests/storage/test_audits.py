@@ -142,9 +142,9 @@ async def test_a_holder_that_answers_its_probes_but_refuses_the_audits_of_a_shar
                               me="me", gateway=gateway, pool=pool, peers=_Peers(), holder_for=lambda node, url: holder,
                               on_audit=lambda node, ok, detail: verdicts.append(ok), repair=None)
         # Refused twice, then an answer: a busy holder starts again from nothing.  Audits that found no answer in
-        # time never count (a slow link is no refusal), however many.
-        holder.audits = [REFUSED, REFUSED, None, REFUSED, NO_ANSWER, REFUSED] + [NO_ANSWER] * 5
-        for _ in range(11):
+        # time do not count towards it, and fewer than three of them in a row are no failure either.
+        holder.audits = [REFUSED, REFUSED, None, REFUSED, NO_ANSWER, REFUSED, NO_ANSWER, NO_ANSWER]
+        for _ in range(8):
             await audits.audit_round()
         assert verdicts == [True] and gateway.store.damaged(si) == {} and audits.status()["repair_queue"] == 0
         holder.audits = [REFUSED]  # the third refusal in a row: its share is not one to count on
@@ -152,6 +152,41 @@ async def test_a_holder_that_answers_its_probes_but_refuses_the_audits_of_a_shar
         assert "refused 3 audits in a row of share 0" in gateway.store.damaged(si)[0]
         assert audits.status()["repair_queue"] == 1 and audits.counts["shares_unanswered"] == 1
         assert verdicts == [True]  # never a failed audit: no strike, no pay forfeited for it
+
+
+async def test_a_holder_up_that_lets_every_audit_of_a_share_time_out_fails_it(tmp_path: Path) -> None:
+    """Containment: an audit a holder up by its probes does not answer in time is asked again, and the third in a
+    row (`audit.timeouts_before_failure`) is a failed audit; any answer in between starts it again from nothing."""
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    from xsc.config import AuditSection
+    from xsc.storage import gateway_put
+    from xsc.storage.audits import AuditService
+    from tests.support.shares import Holding, gateway_core
+
+    holder, verdicts = Holding(), []
+    with gateway_core(tmp_path, 4096) as gateway, ThreadPoolExecutor(1) as pool:
+        data = io.BytesIO(os.urandom(5 * 4096))
+
+        async def read(n: int) -> bytes:
+            return data.read(n)
+
+        put = await gateway_put.put(gateway, read, 5 * 4096, place=lambda si, size: (["b"] + ["me"] * 5, {0: holder}),
+                                    me="me")
+        si = put.capability.storage_index
+        audits = AuditService(config=AuditSection(blocks_per_round=1, timeouts_before_failure=3), probe_interval=10.0,
+                              me="me", gateway=gateway, pool=pool, peers=_Peers(), holder_for=lambda node, url: holder,
+                              on_audit=lambda node, ok, detail: verdicts.append(ok), repair=None)
+        holder.audits = [NO_ANSWER, NO_ANSWER, None, NO_ANSWER, NO_ANSWER, REFUSED, NO_ANSWER, NO_ANSWER]
+        for _ in range(8):
+            await audits.audit_round()
+        assert verdicts == [True] and gateway.store.damaged(si) == {} and audits.status()["repair_queue"] == 0
+        holder.audits = [NO_ANSWER]  # the third in a row
+        await audits.audit_round()
+        assert verdicts == [True, False] and audits.counts["audits_failed"] == 1
+        assert "3 audits of it in a row got no answer" in gateway.store.damaged(si)[0]
+        assert audits.status()["repair_queue"] == 1
 
 
 # --- one in-process node: its own shares -----------------------------------------------------

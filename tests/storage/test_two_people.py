@@ -206,38 +206,52 @@ def test_a_capability_works_from_any_node(tmp_path, started) -> None:
 
 
 def test_a_peer_that_quarantined_this_node_gets_no_shares_and_the_put_says_why(cli_node, tmp_path, monkeypatch) -> None:
+    """A peer that refuses this node outright (its quarantine) is found out as its terms are asked and left out of
+    the put's placement, and of the next puts' (each asked it again, sent it its shares and was refused again);
+    the shares stay at home and the put says why."""
     quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}, "storage": {"segment_size": 65536}}
     a, b = TextNode(cli_node("a", **quiet)), TextNode(cli_node("b", **quiet))
     id_a, id_b = (json.loads(n.xsc("node", "status", "--json").stdout)["id"] for n in (a, b))
     assert a.xsc("peers", "add", b.url).exit_code == 0
     eventually(lambda: any(o["owner"] == id_b for k in json.loads(a.xsc("market", "book", "--json").stdout)["books"]
                            for o in k["asks"]), "B's offer in A's book", 30)
-    b.app[NODE].admission.quarantine.put(id_a, "failed 5 audits")  # B's standing decision: A's shares go nowhere
-    for size in (20_000, 300_000):  # one segment (its shares placed whole), and several (begun, then sent)
+
+    async def wrong(*args, **kwargs):
+        raise InvalidArgument("lease_expiry must be a whole number")
+
+    # A refusal that says the request itself was wrong fails the put, naming the node.
+    with monkeypatch.context() as patched:
+        patched.setattr(b.app[NODE].share_holder, "begin_upload", wrong)
+        patched.setattr(b.app[NODE].share_holder, "place_whole", wrong)
+        for size in (20_000, 300_000):
+            (tmp_path / "f").write_bytes(os.urandom(size))
+            done = a.xsc("store", "put", str(tmp_path / "f"))
+            assert done.exit_code != 0 and f"node {id_b} refused shares 4, 5 (invalid-argument)" in done.stderr, \
+                done.output
+    asked: list[str] = []  # what A asked of B for a put from here on
+    admission = b.app[NODE].admission
+    check_request = admission.check_request
+
+    def counted(signed, headers):
+        if signed.sender == id_a and signed.target.startswith(("/v1/peer/terms", "/v1/peer/shares")):
+            asked.append(signed.target)
+        return check_request(signed, headers)
+
+    monkeypatch.setattr(admission, "check_request", counted)
+    admission.quarantine.put(id_a, "failed 5 audits")  # B's standing decision: A's shares go nowhere
+    for size in (20_000, 300_000, 20_000):  # one segment (its shares placed whole), and several (begun, then sent)
         data = os.urandom(size)
         (tmp_path / "f").write_bytes(data)
         done = a.xsc("store", "put", str(tmp_path / "f"), "--json")
         assert done.exit_code == 0, done.output
         r = json.loads(done.stdout)
         assert r["placement"] == [id_a] * 6, r  # kept at home, and the put says why
-        assert r["kept_home"].startswith(f"node {id_b} refused shares 4, 5 (quarantined)"), r
+        assert r["kept_home"].startswith(f"node {id_b} refuses this node (quarantined)"), r
         assert "xsc peers quarantine rm" in r["kept_home"], r
-        said = " ".join(a.xsc("store", "put", str(tmp_path / "f")).stderr.split())
-        assert "the shares meant for other nodes stay on this one: node" in said and "(quarantined)" in said, said
         got = a.xsc("store", "get", r["capability"], "-o", str(tmp_path / "out"), "--force")
         assert got.exit_code == 0 and (tmp_path / "out").read_bytes() == data, got.output
         check = json.loads(a.xsc("store", "check", r["capability"], "--json").stdout)
         assert check["intact"] == 6 and check["healthy"], check
-    b.app[NODE].admission.quarantine.lift(id_a)
-
-    async def wrong(*args, **kwargs):
-        raise InvalidArgument("lease_expiry must be a whole number")
-
-    # A refusal that says the request itself was wrong still fails the put, naming the node.
-    monkeypatch.setattr(b.app[NODE].share_holder, "begin_upload", wrong)
-    monkeypatch.setattr(b.app[NODE].share_holder, "place_whole", wrong)
-    for size in (20_000, 300_000):
-        (tmp_path / "f").write_bytes(os.urandom(size))
-        done = a.xsc("store", "put", str(tmp_path / "f"))
-        assert done.exit_code != 0 and f"node {id_b} refused shares 4, 5 (invalid-argument)" in done.stderr, \
-            done.output
+    said = " ".join(a.xsc("store", "put", str(tmp_path / "f")).stderr.split())
+    assert "the shares meant for other nodes stay on this one: node" in said and "(quarantined)" in said, said
+    assert len(asked) == 1 and asked[0].startswith("/v1/peer/terms"), asked  # asked once, then left out

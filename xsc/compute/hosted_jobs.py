@@ -148,7 +148,7 @@ class HostedJobs:
             self.paid.expect_module(sender, spec.module, price)
             raise not_here(spec.module)
         try:
-            tab = await self.paid.provider_tabs.reserve(auth, budget)
+            tab = await self.paid.provider_tabs.reserve(auth, budget, sender)
         except BaseException:
             self.paid.release(sender, budget)
             raise
@@ -233,7 +233,7 @@ class HostedJobs:
                                                {"id": jid, "inputs": inputs,
                                                 "stdin": None if stdin is None else stdin.sha256,
                                                 "outputs": signed_outputs})
-            await self.compute.journal.append(record, prepared.module_hash, self.paid.provider_tabs.owed(job.auth, run))
+            await self.compute.journal.append(record, prepared.module_hash, self.paid.provider_tabs.owed(job.auth, run, job.sender))
         finally:
             self.paid.provider_tabs.ran(job.tab, job.budget, run)
             self.paid.used(job.sender, job.budget, run)

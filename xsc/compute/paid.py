@@ -323,12 +323,12 @@ class PaidCompute:
             raise not_here(call.module)
         run = None
         try:
-            tab = await self.provider_tabs.reserve(auth, budget)
+            tab = await self.provider_tabs.reserve(auth, budget, gateway)
             try:
                 run = await self.compute.invoke(call, requester=public_id(auth.payer), rate=price,
                                                 deal={**deal, "gateway": gateway, "price": price,
                                                       "authorization": auth.id.hex()},
-                                                owed=lambda r: self.provider_tabs.owed(auth, r),
+                                                owed=lambda r: self.provider_tabs.owed(auth, r, gateway),
                                                 together=batch is not None)
             finally:
                 self.provider_tabs.ran(tab, budget, run)
@@ -393,7 +393,8 @@ class PaidCompute:
         if auth.payee != self.node.public_key or not verify(auth.payer, auth.signature, auth.body):
             raise Forbidden("the authorization does not pay this node, or its payer did not sign it")
         await self.compute.journal.flush()  # the runs answered under it are on it (web functions': see append)
-        receipt, first = await self.provider_tabs.close_once(auth, sender=gateway if self.trust is not None else None)
+        receipt, first = await self.provider_tabs.close_once(auth, sender=gateway if self.trust is not None else None,
+                                                             closer=gateway)
         if self.trust is not None:
             self.trust.paid(gateway, auth.id, receipt.amount)
             if first:

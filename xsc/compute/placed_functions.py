@@ -104,7 +104,7 @@ class TabBill:
             raise await self.closed(self)
         self.paid.reserve(self.owner, budget)
         try:
-            self.tab = await self.paid.provider_tabs.reserve(self.auth, budget)
+            self.tab = await self.paid.provider_tabs.reserve(self.auth, budget, self.owner)
         except DealRefused:
             self.paid.release(self.owner, budget)
             raise SpendCapReached("this function's owner has spent what it authorized for it here",
@@ -127,7 +127,8 @@ class TabBill:
         next callers (402).  Not written: what is held is released and nothing is owed."""
         tab, tabs = self.tab, self.paid.provider_tabs
         try:
-            written = compute.journal.append(record, module_hash, (*tabs.owed(self.auth, run), *also), awaited=False)
+            written = compute.journal.append(record, module_hash, (*tabs.owed(self.auth, run, self.owner), *also),
+                                             awaited=False)
         except BaseException:
             self.release(budget)
             raise

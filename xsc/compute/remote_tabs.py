@@ -45,8 +45,9 @@ from typing import Any
 
 from .. import keys
 from ..db import Database
-from ..errors import AuthorizationReplayed, Conflict, DealRefused, InvalidArgument, NothingOwed, PeerRefused, XscError
-from ..identity import Identity, public_id
+from ..errors import (AuthorizationReplayed, Conflict, DealRefused, Forbidden, InvalidArgument, NothingOwed,
+                      PeerRefused, XscError)
+from ..identity import Identity, parse_public_id, public_id
 from ..ledger.core.model import Authorization, Receipt, encode_authorization, format_credits
 from ..ledger.settlement import Payments, nothing_owed
 from ..ledger.service import LedgerService
@@ -62,7 +63,7 @@ TAB_CALLS = 16  # budgets one tab's cap covers (its cap is held while it is open
 INTERVAL = 1.0  # seconds a tab stays open at most
 TAB_TTL = 3600  # seconds a tab's authorization stays valid (the retry has this long to close it)
 TAB_METERS = frozenset({"fuel", "invokes"})
-_RUN = struct.Struct(">QQ")  # amount, fuel
+_RUN = struct.Struct(">QQ")  # amount, fuel; then the public key (32) of the gateway whose call it was
 AUTH_ID_LEN = 32  # an authorization id: keys.tab_run(authorization id, provenance id)
 CLOSED_EMPTY = 4096  # tabs closed with nothing run under them, remembered (the newest) until they expire
 # The longest a tab's authorization may run from its first call here (a gateway's are TAB_TTL): a tab its gateway
@@ -305,6 +306,9 @@ class PeerTab:
     closed: bool = False
     auth_id: bytes = b""  # its authorization's id (where ProviderTabs keeps it)
     expires_at: int = 0  # its authorization's
+    # The node whose calls ran under it: the only one that may run more under it or close it.  Any node that
+    # learns an authorization could otherwise spend a gateway's tab, or close it and be counted as its payer.
+    gateway: str | None = None
 
     @property
     def idle(self) -> bool:
@@ -395,8 +399,10 @@ class ProviderTabs:
             tab = PeerTab(auth_id=auth.id, expires_at=auth.expires_at)
             with self.db.iterator(prefix=keys.tab_runs(auth.id), include_key=False) as it:
                 for value in it:  # what was acknowledged before a restart
-                    amount, fuel = _RUN.unpack(value)
+                    amount, fuel = _RUN.unpack_from(value)
                     tab.total, tab.fuel, tab.count = tab.total + amount, tab.fuel + fuel, tab.count + 1
+                    if len(value) >= _RUN.size + 32:
+                        tab.gateway = public_id(value[_RUN.size:_RUN.size + 32])
             tab.closed = auth.id in self._closed_empty or await self.ledger.receipt_for(auth.id) is not None
             tab = self._tabs.get(auth.id, tab)  # another request's read kept first: that one
         return tab
@@ -408,9 +414,14 @@ class ProviderTabs:
         """The tab of `auth` as it stands: what it ran (summed from its run records after a restart), closed or not."""
         return await self._tab(auth)
 
-    async def reserve(self, auth: Authorization, budget: int) -> PeerTab:
-        """Room on the tab for a call of `budget`, or refused (closed, or its cap used up)."""
-        tab = self._keep(await self.check(auth, budget))  # `_tab` found none kept: no await since
+    async def reserve(self, auth: Authorization, budget: int, gateway: str | None = None) -> PeerTab:
+        """Room on the tab for a call of `budget` from `gateway`, or refused (closed, its cap used up, or another
+        gateway's)."""
+        tab = await self.check(auth, budget)
+        _check_gateway(tab, gateway, "call under")
+        tab = self._keep(tab)  # `_tab` found none kept: no await since
+        if gateway is not None and tab.gateway is None:
+            tab.gateway = gateway
         tab.reserved += budget
         tab.in_flight += 1
         return tab
@@ -440,8 +451,10 @@ class ProviderTabs:
         self._closed_empty[auth.id] = auth.expires_at
 
     @staticmethod
-    def owed(auth: Authorization, run) -> tuple[tuple[bytes, bytes], ...]:
-        return ((keys.tab_run(auth.id, bytes.fromhex(run.provenance_id)), _RUN.pack(run.charge, run.fuel_consumed)),)
+    def owed(auth: Authorization, run, gateway: str | None = None) -> tuple[tuple[bytes, bytes], ...]:
+        whose = parse_public_id(gateway) if gateway is not None else b""
+        return ((keys.tab_run(auth.id, bytes.fromhex(run.provenance_id)),
+                 _RUN.pack(run.charge, run.fuel_consumed) + whose),)
 
     @staticmethod
     def replace_hold(tab: PeerTab, budget: int, charge: int) -> None:
@@ -466,16 +479,20 @@ class ProviderTabs:
         """This node's receipt for everything it ran under the tab (idempotent once closed)."""
         return (await self.close_once(auth))[0]
 
-    async def close_once(self, auth: Authorization, sender: str | None = None) -> tuple[Receipt, bool]:
+    async def close_once(self, auth: Authorization, sender: str | None = None,
+                         closer: str | None = None) -> tuple[Receipt, bool]:
         """`close`, and whether this request is the one that closed the tab (False: a repeat, answered with the
         receipt another made): what the receipt pays is counted for its sender once, not on every repeat.
-        `sender` is written with the receipt until its trust line counts it (LedgerService.sender_counted)."""
+        `sender` is written with the receipt until its trust line counts it (LedgerService.sender_counted).
+        `closer`: the node asking, refused unless its calls are the ones that ran under the tab."""
         if not auth.job.startswith(JOB):
             raise DealRefused("not a tab authorization", hint=f"its job must be {JOB}")
         existing = await self.ledger.receipt_for(auth.id)
+        tab = self._tabs.get(auth.id) if existing is not None else await self._tab(auth)
+        if tab is not None:
+            _check_gateway(tab, closer, "close")
         if existing is not None:
             return existing, False
-        tab = await self._tab(auth)
         if tab.in_flight:
             raise Conflict(f"{tab.in_flight} calls are still running under this tab", hint="close it in a moment")
         if not tab.count:
@@ -491,6 +508,12 @@ class ProviderTabs:
         self._tabs.pop(auth.id, None)  # a closed tab is known by its receipt from now on
         self.prune(auth.id)  # its total is in the receipt: the run records have done their work
         return receipt, first
+
+
+def _check_gateway(tab: PeerTab, node: str | None, what: str) -> None:
+    if node is not None and tab.gateway is not None and node != tab.gateway:
+        raise Forbidden(f"the tab of authorization {tab.auth_id.hex()} is another gateway's: node {node} cannot "
+                        f"{what} it", hint="a gateway opens its own tab (a fresh authorization)")
 
 
 __all__ = ["GatewayTabs", "JOB", "OpenTab", "ProviderTabs", "TAB_CALLS"]

@@ -13,6 +13,7 @@ the node works as before and `congestion_in_use` says what its sockets got."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 from typing import Callable
@@ -50,12 +51,16 @@ def in_use(sock: socket.socket) -> str | None:
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).split(b"\0", 1)[0].decode()
 
 
-def socket_factory(name: str) -> Callable[[tuple], socket.socket]:
+def socket_factory(name: str, dialable: Callable[[str], bool] | None = None) -> Callable[[tuple], socket.socket]:
     """An aiohttp `TCPConnector(socket_factory=...)`: each socket is made as aiohttp makes it, then `choose`n
-    before it connects (the handshake's first packets already go under it)."""
+    before it connects (the handshake's first packets already go under it).  `dialable` (config.dialable): the
+    addresses a peer's name may have resolved to; any other is refused (OSError) before a socket is made."""
 
     def make(addr_info: tuple) -> socket.socket:
-        family, type_, proto, _, _ = addr_info
+        family, type_, proto, _, address = addr_info
+        if dialable is not None and family in (socket.AF_INET, socket.AF_INET6) and not dialable(address[0]):
+            raise OSError(errno.EACCES, f"{address[0]} is on this machine or its network, where no peer of this "
+                                        "node can be")
         sock = socket.socket(family=family, type=type_, proto=proto)
         try:
             choose(sock, name)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Callable
 
 import aiohappyeyeballs
 
@@ -25,13 +26,15 @@ from .congestion import socket_factory
 RACE_AFTER = 0.25  # seconds before a second attempt races a connect not yet made (RFC 8305, section 8)
 
 
-async def dial(host: str, port: int, congestion: str) -> socket.socket:
+async def dial(host: str, port: int, congestion: str,
+               dialable: Callable[[str], bool] | None = None) -> socket.socket:
     """A connected TCP socket to host:port under congestion control `congestion` (congestion.choose), each address
-    the name resolves to tried twice, in order; raises OSError when no attempt connects."""
+    the name resolves to tried twice, in order, if `dialable` lets it (congestion.socket_factory); raises OSError
+    when no attempt connects."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return await aiohappyeyeballs.start_connection([info for info in infos for _ in range(2)],
                                                    happy_eyeballs_delay=RACE_AFTER,
-                                                   socket_factory=socket_factory(congestion))
+                                                   socket_factory=socket_factory(congestion, dialable))
 
 
 __all__ = ["RACE_AFTER", "dial"]

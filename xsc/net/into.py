@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Callable
 
 from ..units import is_whole_number
 from .dial import dial
@@ -187,8 +188,10 @@ def _close_answer(answer: _Answer) -> None:
 
 
 class Into:
-    def __init__(self, congestion: str = "", most_peers: int = MOST_PEERS) -> None:
+    def __init__(self, congestion: str = "", most_peers: int = MOST_PEERS,
+                 dialable: Callable[[str], bool] | None = None) -> None:
         self.congestion = congestion  # the TCP congestion control its connections ask for (net/congestion.py)
+        self.dialable = dialable  # the addresses its peers' names may resolve to (config.dialable; None: any)
         self.pools: Pools[_Answer] = Pools(_close_answer, most_peers)
         self._closed = False
         self.opened = 0  # connections opened (tests, status)
@@ -232,7 +235,7 @@ class Into:
             if answer.transport is not None:
                 answer.transport.close()
         try:
-            sock = await dial(host, port, self.congestion)
+            sock = await dial(host, port, self.congestion, self.dialable)
             transport, answer = await asyncio.get_running_loop().create_connection(
                 _Answer, sock=sock, ssl=context, server_hostname=host if context is not None else None)
         except (OSError, ssl.SSLError) as exc:

@@ -124,8 +124,10 @@ def _close_streams(connection: tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 class Kept:
-    def __init__(self, congestion: str = "", most_peers: int = MOST_PEERS) -> None:
+    def __init__(self, congestion: str = "", most_peers: int = MOST_PEERS,
+                 dialable: Callable[[str], bool] | None = None) -> None:
         self.congestion = congestion  # the TCP congestion control its connections ask for (net/congestion.py)
+        self.dialable = dialable  # the addresses its peers' names may resolve to (config.dialable; None: any)
         self.pools: Pools[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = Pools(_close_streams, most_peers)
         self._closed = False
         self.opened = 0  # connections opened (tests, status)
@@ -174,7 +176,7 @@ class Kept:
                 return reader, writer
             writer.close()
         try:
-            sock = await dial(host, port, self.congestion)
+            sock = await dial(host, port, self.congestion, self.dialable)
             connection = await asyncio.open_connection(sock=sock, ssl=context, limit=MAX_HEAD,
                                                        server_hostname=host if context is not None else None)
         except (OSError, ssl.SSLError) as exc:

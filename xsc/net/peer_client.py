@@ -21,7 +21,7 @@ import re
 import ssl
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Callable, Sequence
 
 import aiohttp
 from aiohttp import payload
@@ -34,6 +34,7 @@ from ..errors import InvalidArgument, PeerError, PeerIdentityMismatch, PeerRefus
 from ..identity import Identity, channel_request, sign_request
 from . import congestion
 from . import tls as peer_tls
+from .dial import dial
 from .into import MAX_REFUSAL, Into, NotTheAnswer
 from .kept import Cut, Kept, TooLarge, Unreached
 from .traffic import RECEIVED, SENT, Meter, answer_head_bytes
@@ -114,18 +115,20 @@ def _refusal(url: str, method: str, path: str, status: int, body: bytes) -> Peer
     return PeerRefused(f"peer {url} refused {method} {path}: {detail}", url=url, peer_status=status, peer_code=code)
 
 
-def peer_session(congestion_control: str, meter: Meter) -> aiohttp.ClientSession:
+def peer_session(congestion_control: str, meter: Meter,
+                 dialable: Callable[[str], bool] | None = None) -> aiohttp.ClientSession:
     """The session a node's PeerClient sends on: its connections kept alive KEEPALIVE seconds, at most 32 to one peer
-    and 256 in all, their sockets under `congestion_control` where the kernel allows it (xsc/net/congestion.py)."""
+    and 256 in all, their sockets under `congestion_control` where the kernel allows it (xsc/net/congestion.py),
+    each to an address `dialable` lets it (config.dialable; None: any)."""
     connector = aiohttp.TCPConnector(limit=256, limit_per_host=32, keepalive_timeout=KEEPALIVE,
-                                     socket_factory=congestion.socket_factory(congestion_control))
+                                     socket_factory=congestion.socket_factory(congestion_control, dialable))
     return aiohttp.ClientSession(connector=connector, trace_configs=[meter.trace()])
 
 
 class PeerClient:
     def __init__(self, identity: Identity, session: aiohttp.ClientSession, timeout: float, *, tls: bool = True,
                  grid_secret: str = "", channel: bool = True, meter: Meter | None = None,
-                 congestion: str = "") -> None:
+                 congestion: str = "", dialable: Callable[[str], bool] | None = None) -> None:
         self.identity = identity
         self.meter = meter  # counts what the session's trace does not see: answers' bodies, the kept requests
         self.channel = channel
@@ -135,8 +138,9 @@ class PeerClient:
         self.grid_secret = grid_secret  # a closed network's: every request proves this node knows it
         # Kept-alive connections of `request(..., kept=True)` (xsc/net/kept.py) and of `read_into` (xsc/net/into.py),
         # each asking for `congestion` once connected (the session's sockets ask as they are made: the node's).
-        self._kept = Kept(congestion)
-        self._into = Into(congestion)
+        self._kept = Kept(congestion, dialable=dialable)
+        self._into = Into(congestion, dialable=dialable)
+        self._congestion, self._dialable = congestion, dialable
 
     def close(self) -> None:
         """Close the connections `request(..., kept=True)` and `read_into` keep (the session is its owner's)."""
@@ -164,8 +168,7 @@ class PeerClient:
             return None
         writer = None
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(
-                url.raw_host, url.port, ssl=peer_tls.client_context(None)), timeout or self.timeout)
+            _, writer = await asyncio.wait_for(self._open_tls(url.raw_host, url.port), timeout or self.timeout)
             return peer_tls.peer_node(writer.get_extra_info("ssl_object"))
         except (OSError, asyncio.TimeoutError) as exc:
             reason = connection_reason(exc)
@@ -174,6 +177,10 @@ class PeerClient:
         finally:
             if writer is not None:
                 writer.close()
+
+    async def _open_tls(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        sock = await dial(host, port, self._congestion, self._dialable)
+        return await asyncio.open_connection(sock=sock, ssl=peer_tls.client_context(None), server_hostname=host)
 
     def _prepare(self, peer_url: str, method: str, path: str, json: Any, data: Body | None,
                  to: str | None) -> tuple[URL, dict[str, str], bytes | list[bytes]]:

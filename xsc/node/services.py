@@ -29,7 +29,7 @@ from ..compute.remote_tabs import GatewayTabs, ProviderTabs
 from ..compute.sent_jobs import SentJobs
 from ..compute.watches import Watches
 from ..compute.service import ComputeService
-from ..config import NodeConfig, names_this_machine
+from ..config import NodeConfig, dialable, names_this_machine
 from ..db import Database
 from ..dht import DhtService
 from ..identity import Identity
@@ -186,10 +186,11 @@ class Node:
     def _peers(self, url: str) -> None:
         config, store = self.config, self.store
         meter = traffic.Meter(self.metrics.peer_bytes)
-        self.session = peer_session(config.peers.congestion, meter)
+        reach = dialable(url)  # a devnet on loopback dials anything; a node reached elsewhere, nothing on its machine
+        self.session = peer_session(config.peers.congestion, meter, reach)
         self.client = PeerClient(self.identity, self.session, config.peers.request_timeout, tls=config.peers.tls,
                                  grid_secret=config.peers.grid_secret, channel=config.peers.channel_auth, meter=meter,
-                                 congestion=config.peers.congestion)
+                                 congestion=config.peers.congestion, dialable=reach)
         self.lanes, self.quarantine = SenderLanes(), Quarantine(self.db, strikes=config.peers.quarantine_strikes,
                                                                 duration=config.peers.quarantine_for)
         self.admission = Admission(min_difficulty=config.peers.min_difficulty, grid_secret=config.peers.grid_secret,

@@ -12,6 +12,12 @@ probes in a row, every file with a share on it is queued for repair (StorageServ
 file whose holder reported a damaged share (POST /v1/peer/damage, sent by holders' scrubbers), and a share whose
 holder, up by its probes, refused `repair_after_failures` audits of it in a row (it is not blamed).
 One repair runs at a time; a failed one is retried later, backing off.
+
+Containment (as Storj's): an audit sent to a holder up by its probes that gets no answer in time does not let the
+holder off.  The same share is audited again first in the next rounds, and after `audit.timeouts_before_failure`
+audits of it in a row that got no answer it is a failed audit (the holder is struck, its share rebuilt elsewhere):
+a holder that answers its probes but lets every audit time out would otherwise keep its deals and its pay.  Any
+answer (a verdict or a refusal) ends the containment; so does the holder going down (its outage is the probes').
 """
 
 from __future__ import annotations
@@ -111,6 +117,8 @@ class AuditService:
         self._up: dict[str, bool | None] = {}  # node -> up at the last watch
         # (storage index hex, share) -> (its node, audits in a row that node left without a verdict while it was up)
         self._unanswered: dict[tuple[str, int], tuple[str, int]] = {}
+        # (storage index hex, share) -> (its node, audits of it in a row that node, up, did not answer in time)
+        self._contained: dict[tuple[str, int], tuple[str, int]] = {}
         self._started_ms = int(time.time() * 1000)
         self.counts = {"audits_ok": 0, "audits_failed": 0, "audits_unanswered": 0, "shares_unanswered": 0,
                        "damage_reports": 0, "repairs": 0, "repairs_failed": 0}
@@ -148,11 +156,13 @@ class AuditService:
             and (record["storage_index"], share) not in damaged]
         here = {(record["storage_index"], share, node) for record, share, node in placed}
         self._unanswered = {k: v for k, v in self._unanswered.items() if (*k, v[0]) in here}
+        self._contained = {k: v for k, v in self._contained.items() if (*k, v[0]) in here}
         # A share whose last audit got no verdict is audited again first, so a holder that answers its probes but
         # never its audits is found within a few rounds rather than when chance picks that share again.
         n = self.config.blocks_per_round
-        again = [c for c in candidates if (c[0]["storage_index"], c[1]) in self._unanswered][:n]
-        rest = [c for c in candidates if (c[0]["storage_index"], c[1]) not in self._unanswered]
+        pending = self._unanswered.keys() | self._contained.keys()
+        again = [c for c in candidates if (c[0]["storage_index"], c[1]) in pending][:n]
+        rest = [c for c in candidates if (c[0]["storage_index"], c[1]) not in pending]
         picked = again + by_holder(rest, n - len(again))
         verdicts = await asyncio.gather(*(self.audit_share(*target) for target in picked))
         self.last_round = {"time": _now_iso(), "seconds": round(time.perf_counter() - start, 3),
@@ -180,10 +190,15 @@ class AuditService:
             if not is_verdict(err):
                 self.counts["audits_unanswered"] += 1
                 log.info("audit of %s on node %s got no verdict: %s", what, node, err)
+                if isinstance(err, PeerUnreachable) and err.details.get("sent"):
+                    return await self._timed_out(si, share, node, what, err)
+                self._contained.pop((si.hex(), share), None)  # it answered
                 return await self._unanswered_audit(si, share, node, err)
             self._unanswered.pop((si.hex(), share), None)
+            self._contained.pop((si.hex(), share), None)
             return await self._failed(si, share, node, f"{what}: {err}")
         self._unanswered.pop((si.hex(), share), None)
+        self._contained.pop((si.hex(), share), None)
         ok = await self._run(check_audit, block, path, manifest.share_root(share), segment, manifest.segment_count)
         if not ok:
             return await self._failed(si, share, node, f"{what} does not match the share root")
@@ -208,11 +223,27 @@ class AuditService:
         await self._queue_files_on([(node, f"it failed an audit ({detail})")])
         return False
 
+    async def _timed_out(self, si: bytes, share: int, node: str, what: str, err: PeerError) -> bool | None:
+        """An audit sent to `node` that got no answer in time: the share stays contained (audited again first), and
+        the `timeouts_before_failure`-th in a row while the node is up by its probes is a failed audit."""
+        key = (si.hex(), share)
+        if self.peers is None or self.peers.availability(node).up is not True:
+            self._contained.pop(key, None)  # down: its outage is the probes' to act on
+            return None
+        seen, times = self._contained.get(key, (node, 0))
+        times = times + 1 if seen == node else 1
+        if times < self.config.timeouts_before_failure:
+            self._contained[key] = (node, times)
+            return None
+        self._contained.pop(key, None)
+        return await self._failed(si, share, node, f"{what}: {times} audits of it in a row got no answer while the "
+                                                   f"node answered its probes (the last: {err})")
+
     async def _unanswered_audit(self, si: bytes, share: int, node: str, err: PeerError) -> None:
         """An audit of a share that got no verdict.  Its holder is not blamed (a node busy is no liar), but a share
         whose audits it refuses (a 5xx, 401, 403 or 429) `repair_after_failures` times in a row while it answers its
         probes is not one this node can count on: it is marked damaged and rebuilt elsewhere.  An audit with no
-        answer in time counts for nothing here: a slow link would have every share behind it moved again and again."""
+        answer in time is `_timed_out`'s, and one the holder could not be reached for (nothing sent) the probes'."""
         if isinstance(err, PeerUnreachable) or self.peers is None or self.peers.availability(node).up is not True:
             return None  # no answer, or down: its outage is the probes' to act on
         key = (si.hex(), share)

@@ -349,7 +349,8 @@ class StorageService:
                 if self.terms is not None:
                     self.terms.forget(node)  # it refused: its terms are asked again next time
                 self.dealing.failed(node)
-            for avoid in (set(quote.nodes) | failed, failed | {self.me}):
+            out = set(self.terms.shut_out()) if self.terms is not None else set()  # those refusing this node outright
+            for avoid in (set(quote.nodes) | failed | out, failed | out | {self.me}):
                 try:
                     node, price = await quotes.relocation(self.dealing, quote.share_bytes, quote.seconds, avoid=avoid,
                                                     bid=bid, failed=frozenset(failed))

@@ -32,6 +32,7 @@ from ..market.core.terms import refusal
 from .core import erasure, layout
 from .deals import MAX_PRICE
 from .core.placement import home_shares
+from .remote import REMEDIES
 from .strangers import ProviderTerms
 from ..units import is_whole_number
 
@@ -202,7 +203,7 @@ async def _matched(dealing: Dealing, share_bytes: int, room: int, seconds: int, 
     except BaseException as err:
         withdraw_needs(dealing, needs)
         affordable = any(a.slot.kind == "storage" and a.price <= bid for a in market.book.asks())
-        if isinstance(err, MarketNoDeal) and affordable and \
+        if isinstance(err, MarketNoDeal) and affordable and not err.details.get("refusing") and \
                 set(err.details.get("needs", {}).values()) <= {"capacity_taken", "no_compatible_slot"}:
             raise StorageFull(f"the providers have no room for all {count} shares of this file ({share_bytes} "
                               f"bytes each; the most free on one provider is {room} bytes)",
@@ -219,17 +220,21 @@ async def _deal_on_terms(dealing: Dealing, need, needs: list[str], share_bytes: 
                          terms: ProviderTerms | None, dry: bool) -> tuple[dict, dict[str, int]]:
     """The market's assignments of the needs `needs` (each `need` under its own id), on providers whose terms take
     their part: a provider that wants a prepayment beyond the user's budget is left out and the needs matched again
-    (at most TERMS_ROUNDS times); (assignments, providers prepaid now).  PrepaymentRequired, in one line, when only
-    such providers are left."""
-    exclude: set[str] = set()
+    (at most TERMS_ROUNDS times), and so is one that refuses this node outright (`ProviderTerms.shut_out`);
+    (assignments, providers prepaid now).  PrepaymentRequired, in one line, when only providers wanting prepayment
+    are left; MarketNoDeal naming one that refuses this node when only those are."""
+    shut_out = terms.shut_out() if terms is not None else {}
+    exclude: set[str] = set(shut_out)
     wanting: dict[str, int] = {}
     for _ in range(TERMS_ROUNDS):
         try:
             assignments = await dealing.deal_alike(need, needs, frozenset(exclude))
-        except MarketNoDeal:
+        except MarketNoDeal as err:
             if wanting:
                 message, hint = refusal(wanting)
                 raise PrepaymentRequired(message, hint=hint, providers=wanting) from None
+            if shut_out:
+                raise _shut_out_refusal(shut_out, err) from None
             raise
         if terms is None:
             return assignments, {}
@@ -241,12 +246,25 @@ async def _deal_on_terms(dealing: Dealing, need, needs: list[str], share_bytes: 
         if not costs:  # every share stays here: no provider's terms to draw down
             return assignments, {}
         refused, prepaid = await terms.settle(costs, dry)
-        if not refused:
+        refusing = {p: code for p, code in terms.shut_out().items() if p in costs}  # found as their terms were asked
+        if not refused and not refusing:
             return assignments, prepaid
         wanting.update(refused)
-        exclude |= set(refused)
+        shut_out.update(refusing)
+        exclude |= set(refused) | set(refusing)
+    if not wanting:
+        raise _shut_out_refusal(shut_out, MarketNoDeal(f"no provider took the shares in {TERMS_ROUNDS} matchings"))
     message, hint = refusal(wanting)
     raise PrepaymentRequired(message, hint=hint, providers=wanting)
+
+
+def _shut_out_refusal(shut_out: dict[str, str], err: MarketNoDeal) -> MarketNoDeal:
+    """The market's no-deal once the providers that refuse this node outright were left out, naming them."""
+    node, code = next(iter(sorted(shut_out.items())))
+    others = f" and {len(shut_out) - 1} more" if len(shut_out) > 1 else ""
+    return MarketNoDeal(f"node {node}{others} refuses this node ({code}), and no other provider took the shares "
+                        f"meant for it", hint=REMEDIES.get(code, "").format(node=node) or err.hint,
+                        needs=err.details.get("needs", {}), refusing=shut_out)
 
 
 def withdraw_needs(dealing: Dealing, needs: list[str]) -> None:

@@ -269,7 +269,7 @@ async def gather_or_raise(calls: list[Awaitable], places: list[tuple[str, int]])
 
 
 # What the user can do about a peer's refusal, by its problem code (the rest: see `xsc --verbose`).
-_REMEDIES = {
+REMEDIES = {
     "prepayment-required": "ask for credit, or if it owes you: xsc ledger prepay {node} CREDITS",
     "quota-exceeded": "it is busy with this node's uploads: retry in a moment",
     "deal-refused": "its ask changed: put the file again",
@@ -300,6 +300,6 @@ def summarise_refusals(refused: list[tuple[str, int, BaseException]]) -> tuple[s
     parts = [f"node {node} refused {'shares' if len(shares) > 1 else 'share'} "
              f"{', '.join(map(str, sorted(shares)))} ({code})" for (node, code), shares in by_node.items()]
     node, code = next(iter(by_node))
-    remedy = _REMEDIES.get(code, "`xsc health status` shows which peers are up; details: xsc --verbose")
+    remedy = REMEDIES.get(code, "`xsc health status` shows which peers are up; details: xsc --verbose")
     return "; ".join(parts[:2]) + ("; …" if len(parts) > 2 else ""), remedy.format(node=node), details
 

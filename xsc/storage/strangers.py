@@ -7,6 +7,10 @@ providers that will not take their part (and how much each is missing), after pr
 its trust line) at most every TERMS_SECONDS (REFUSED_SECONDS while it takes nothing), and drawn down here by what each put sends it; a provider that does
 not answer is assumed to take the work (it is then down, and the put's replacement of refusing holders copes).
 What this node prepaid by itself is counted in LevelDB (`keys.auto_prepaid`), so the caps hold across restarts.
+
+A provider that refuses this node outright (it quarantined this node, or does not admit it: SHUT_OUT) is left out of
+puts for SHUT_OUT_SECONDS (`shut_out`): asking it again would only be refused again, each put a round trip to it and
+its shares kept at home after all.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any, Protocol
 from .. import keys
 from ..config import LedgerSection
 from ..db import Database
-from ..errors import XscError
+from ..errors import PeerError, XscError
 from ..identity import parse_public_id
 from ..ledger.core.model import format_credits
 from ..market.core.terms import Terms, parse_terms, prepayment
@@ -31,6 +35,11 @@ TERMS_SECONDS = 30.0  # a provider's terms are asked again after this long
 REFUSED_SECONDS = 2.0  # ... and those of a provider that wanted prepayment after this long (its user may recognise us)
 TERMS_TIMEOUT = 3.0  # seconds a provider has to say its terms
 MAX_PROVIDERS = 64  # providers asked for their terms per put (a put has at most 6)
+
+# Refusals that are a provider's standing decision about this node as a whole, and how long a put leaves it out
+# after one: a quarantine lasts a day by default (peers.quarantine_for), an operator may lift it sooner.
+SHUT_OUT = frozenset({"quarantined", "not-admitted"})
+SHUT_OUT_SECONDS = 600.0
 
 TERMS_PATH = "/v1/peer/terms"
 TERMS_ANSWER = 4 * 1024  # bytes of a provider's terms read at most: three numbers (ledger/trust.py: terms_for)
@@ -53,6 +62,7 @@ class ProviderTerms:
         self.peer_cap = budget.auto_prepay_peer if self.auto_prepay else 0
         self.total_cap = budget.auto_prepay_total if self.auto_prepay else 0
         self._terms: dict[str, Terms] = {}
+        self._shut_out: dict[str, tuple[float, str]] = {}  # provider -> (until when, monotonic; its refusal's code)
         self._lock = asyncio.Lock()  # one settlement at a time: two puts never spend one prepayment twice
         self.prepaid_total = sum(int(v) for _, v in db.iterator(prefix=keys.AUTO_PREPAID))
 
@@ -71,6 +81,7 @@ class ProviderTerms:
                                              TERMS_TIMEOUT)).json()
         except (XscError, TimeoutError, OSError) as err:
             log.info("node %s did not say its terms: %s", provider, err)
+            self.refused(provider, err)
             return None
         found = parse_terms(provider, answer, now)
         if found is not None:
@@ -78,6 +89,22 @@ class ProviderTerms:
                 self._terms.clear()
             self._terms[provider] = found
         return found
+
+    def refused(self, provider: str, err: BaseException) -> None:
+        """A request to `provider` failed with `err`: one of its SHUT_OUT refusals leaves it out of puts a while."""
+        code = (err.details or {}).get("peer_code") if isinstance(err, PeerError) else None
+        if code in SHUT_OUT:
+            if len(self._shut_out) >= 4 * MAX_PROVIDERS:
+                self._shut_out.clear()
+            self._shut_out[provider] = (time.monotonic() + SHUT_OUT_SECONDS, code)
+            log.info("node %s refuses this node (%s): no put asks it for %d s", provider, code, SHUT_OUT_SECONDS)
+
+    def shut_out(self) -> dict[str, str]:
+        """provider -> the code of its refusal, for the providers that refused this node within SHUT_OUT_SECONDS."""
+        now = time.monotonic()
+        for provider in [p for p, (until, _) in self._shut_out.items() if until <= now]:
+            del self._shut_out[provider]
+        return {provider: code for provider, (_, code) in self._shut_out.items()}
 
     def forget(self, provider: str) -> None:
         """A provider refused work: its terms are asked again before the next put."""
@@ -132,4 +159,4 @@ class ProviderTerms:
                 "prepaid_in_all": self.prepaid_total}
 
 
-__all__ = ["ProviderTerms", "TERMS_ANSWER", "TERMS_PATH", "TERMS_SECONDS"]
+__all__ = ["ProviderTerms", "SHUT_OUT", "SHUT_OUT_SECONDS", "TERMS_ANSWER", "TERMS_PATH", "TERMS_SECONDS"]
