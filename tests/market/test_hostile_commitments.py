@@ -56,7 +56,7 @@ def _slot(fields: dict, **changes) -> dict:
     (lambda c: _slot(c, location=["any"]), 'asks.0.slot.location is ["any"]'),
     (lambda c: _slot(c, tags="-"), "asks.0.slot.tags is missing"),
     (lambda c: {**c, "bids": [{**c["bids"][0], "min_availability": "-"}]}, "bids.0.min_availability is missing"),
-])
+], ids=["weight", "location", "tags", "min_availability"])  # ids of their own: a node id differs in each worker
 def test_a_commitment_spelled_otherwise_than_it_was_signed_is_refused_before_its_signature_is_checked(change, where):
     stranger = Identity.generate()
     fields = honest_commitment(stranger, VICTIM.id)
