@@ -108,7 +108,8 @@ class RemoteHolder:
                  payer: str | None = None, lanes: SenderLanes | None = None, round_trip: float | None = None) -> None:
         self.client = client
         self.round_trip = round_trip  # seconds: the probes' average round trip to the node (None: not known)
-        self._lanes = lanes or SenderLanes()  # segment bodies in flight to each holder, whole shares on their way
+        # segment bodies in flight to each holder, whole shares on their way (an empty SenderLanes is falsy: no `or`)
+        self._lanes = lanes if lanes is not None else SenderLanes()
         self.payer = payer  # the account that pays for the shares placed here (the holder checks receipts by it)
         self.node_id = node_id
         self.url = url.rstrip("/")
