@@ -56,6 +56,21 @@ def test_compute_modules_never_splits_a_word(thread_node) -> None:
         assert any(export["signature"] in line for line in out.splitlines()), export["signature"]
 
 
+def test_compute_module_wraps_its_imports_between_items_and_the_watch_hint_fits(thread_node) -> None:
+    node = thread_node()
+    module = node.xsc("compute", "deploy", "--wasi", str(WASM / "outputs.wasm")).stdout.strip()
+    imports = json.loads(node.xsc("compute", "module", module, "--json").stdout)["imports"]
+    out = node.xsc("compute", "module", module, env=NARROW).stdout
+    _fits(out)
+    lines = [line.strip().rstrip(",") for line in out.splitlines()]
+    assert f"id:             {module}" in out.splitlines()
+    assert all(i in lines or f"imports:        {i}" in lines for i in imports), out  # each whole, on a line
+    assert node.xsc("compute", "module", module).stdout.count("\n") == out.count("\n") - len(imports) + 1  # piped
+    hint = node.xsc("compute", "watches", env=NARROW).stdout
+    _fits(hint)
+    assert "xsc compute watch NAME MODULE --on s3://B/P --to s3://B2/P2" in hint.splitlines()[-1]
+
+
 def test_compute_provenance_list_fits_with_its_ids_whole(thread_node) -> None:
     node = thread_node()
     assert node.xsc("compute", "invoke", str(WASM / "add.wasm"), "add", "1", "2").exit_code == 0
