@@ -6,6 +6,8 @@ providers that will not take their part (and how much each is missing), after pr
 `ledger.auto_prepay`.  Terms are asked of each provider (`GET /v1/peer/terms`, one signed request answered from
 its trust line) at most every TERMS_SECONDS (REFUSED_SECONDS while it takes nothing), and drawn down here by what each put sends it; a provider that does
 not answer is assumed to take the work (it is then down, and the put's replacement of refusing holders copes).
+A call or a job a provider refused for want of prepayment is remembered the same way (`refused`): the next ones
+pass over it (`refuses`) while another provider takes them.
 What this node prepaid by itself is counted in LevelDB (`keys.auto_prepaid`), so the caps hold across restarts.
 """
 
@@ -78,6 +80,21 @@ class ProviderTerms:
                 self._terms.clear()
             self._terms[provider] = found
         return found
+
+    def refused(self, provider: str) -> None:
+        """A provider answered work (a call, a job) with prepayment-required: it is held to take nothing from this
+        node until its terms are asked again (after REFUSED_SECONDS), so the next work goes elsewhere first."""
+        self._terms[provider] = Terms(provider, 0, 0, False, time.monotonic())
+
+    async def refuses(self, provider: str) -> bool:
+        """Whether a provider said it takes nothing from this node, and says so still (its terms asked again once
+        REFUSED_SECONDS passed: one small signed request, never the work).  A provider not known to refuse is not
+        asked: the work goes to it, and its answer says."""
+        held = self._terms.get(provider)
+        if held is None or held.available > 0:
+            return False
+        terms = await self.terms(provider)
+        return terms is not None and terms.available <= 0
 
     def forget(self, provider: str) -> None:
         """A provider refused work: its terms are asked again before the next put."""
