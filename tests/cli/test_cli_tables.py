@@ -38,9 +38,12 @@ def test_store_ls_keeps_capabilities_whole_and_fits(thread_node) -> None:
     lines = [line.strip() for line in narrow.stdout.splitlines()]
     for cap in caps:
         assert cap in lines  # on a line of its own, whole: copy-paste works
-    assert "expires" in lines[0]
+    assert lines[0].split() == ["name", "size", "created", "(UTC)", "expires", "(UTC)"]
+    for i in range(2):  # cut in the middle: the end that tells the names apart is kept
+        assert any(line.startswith("a-rather") and "…" in line and f"-number-{i}.tar.gz " in line
+                   for line in lines), lines
     wide = node.xsc("store", "ls", "--wide", env=NARROW).stdout.splitlines()
-    assert wide[0].split() == ["name", "size", "created", "expires", "capability"]
+    assert wide[0].split() == ["name", "size", "created", "(UTC)", "expires", "(UTC)", "capability"]
     assert any(line.startswith("a-rather-long-file-name-number-0.tar.gz") and line.endswith(caps[0])
                for line in wide)
 

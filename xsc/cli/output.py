@@ -113,7 +113,8 @@ class Col:
 
     keep:   never shortened or broken (ids, capabilities, URLs): copy-paste must work.
     drop:   dropped when the table does not fit; the highest number goes first (None: never dropped).
-    shrink: the narrowest this column may be cut to, with an ellipsis (None: not cut).
+    shrink: the narrowest this column may be cut to, in the middle with an ellipsis, keeping both ends (the end
+            tells names apart: a job's outputs, `job:<id>:<name>`, differ in theirs) (None: not cut).
     wrap:   the narrowest this column may be wrapped to, at spaces only (None: not wrapped).
     under:  when the table cannot fit otherwise, shown whole on a line under each row ("name value") instead of as
             a column (an id beside others wider than the terminal)."""
@@ -182,7 +183,8 @@ def _cell_lines(text: str, width: int, col: Col) -> list[str]:
         return [text]
     if col.wrap:
         return _wrap(text, width) or [""]
-    return [text[: max(1, width - 1)] + "…"]
+    head = max(1, width - 1) // 2
+    return [text[:head] + "…" + text[len(text) - (max(1, width - 1) - head):]]
 
 
 def table(columns: Sequence[Col | str], rows: Iterable[Iterable[Any]], title: str | None = None, *,
