@@ -76,15 +76,18 @@ class ProviderTerms:
             return None
         found = parse_terms(provider, answer, now)
         if found is not None:
-            if len(self._terms) >= 4 * MAX_PROVIDERS:
-                self._terms.clear()
-            self._terms[provider] = found
+            self._hold(found)
         return found
+
+    def _hold(self, terms: Terms) -> None:
+        if len(self._terms) >= 4 * MAX_PROVIDERS:
+            self._terms.clear()
+        self._terms[terms.provider] = terms
 
     def refused(self, provider: str) -> None:
         """A provider answered work (a call, a job) with prepayment-required: it is held to take nothing from this
         node until its terms are asked again (after REFUSED_SECONDS), so the next work goes elsewhere first."""
-        self._terms[provider] = Terms(provider, 0, 0, False, time.monotonic())
+        self._hold(Terms(provider, 0, 0, False, time.monotonic()))
 
     async def refuses(self, provider: str) -> bool:
         """Whether a provider said it takes nothing from this node, and says so still (its terms asked again once
