@@ -1,12 +1,16 @@
 """Ids that must be unique, not secret (a provenance record's, a put's need group's, an upload's): drawn from a
 generator seeded once from the OS, so that making one costs no system call (`os.urandom` releases the GIL, and
 under load the event loop then waits to get it back).  Keys and nonces come from a cryptographic generator: a
-file's key from OpenSSL's (storage/core/crypto.py, which keeps the GIL for the same reason), others `os.urandom`."""
+file's key from OpenSSL's (storage/core/crypto.py, which keeps the GIL for the same reason), others `os.urandom`.
+And the one way a command given a prefix of an id finds the id."""
 
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterable
+
+from .errors import InvalidArgument, NotFound
 
 _RANDOM = random.Random(os.urandom(32))
 
@@ -19,3 +23,19 @@ def unique_bytes(n: int) -> bytes:
 def unique_bits(bits: int) -> int:
     """A `bits`-bit number, as `unique_bytes`."""
     return _RANDOM.getrandbits(bits)
+
+
+def one_starting_with(prefix: str, ids: Iterable[str], *, what: str, listing: str, whats: str | None = None,
+                      missing: type[NotFound] = NotFound) -> str:
+    """The one id of `ids` that starts with `prefix`: what every command taking an id or a prefix of one resolves
+    it with.  None (`missing`, hinting at `listing`, the command that lists them) or several (`whats`: their
+    plural; naming each, cut a few characters past the prefix) is an error of one line."""
+    found = sorted({i for i in ids if i.startswith(prefix)})
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise missing(f"no {what} starts with {prefix}", hint=f"see them with: {listing}")
+    shown = ", ".join(i[: len(prefix) + 6] + "…" for i in found[:4])
+    more = f" and {len(found) - 4} more" if len(found) > 4 else ""
+    raise InvalidArgument(f"{len(found)} {whats or what + 's'} start with {prefix}: {shown}{more}",
+                          hint="give more of the id")

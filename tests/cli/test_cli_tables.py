@@ -38,9 +38,12 @@ def test_store_ls_keeps_capabilities_whole_and_fits(thread_node) -> None:
     lines = [line.strip() for line in narrow.stdout.splitlines()]
     for cap in caps:
         assert cap in lines  # on a line of its own, whole: copy-paste works
-    assert "expires" in lines[0]
+    assert lines[0].split() == ["name", "size", "created", "(UTC)", "expires", "(UTC)"]
+    for i in range(2):  # cut in the middle: the end that tells the names apart is kept
+        assert any(line.startswith("a-rather") and "…" in line and f"-number-{i}.tar.gz " in line
+                   for line in lines), lines
     wide = node.xsc("store", "ls", "--wide", env=NARROW).stdout.splitlines()
-    assert wide[0].split() == ["name", "size", "created", "expires", "capability"]
+    assert wide[0].split() == ["name", "size", "created", "(UTC)", "expires", "(UTC)", "capability"]
     assert any(line.startswith("a-rather-long-file-name-number-0.tar.gz") and line.endswith(caps[0])
                for line in wide)
 
@@ -54,6 +57,21 @@ def test_compute_modules_never_splits_a_word(thread_node) -> None:
     assert listed["id"] in out
     for export in listed["exports"]:
         assert any(export["signature"] in line for line in out.splitlines()), export["signature"]
+
+
+def test_compute_module_wraps_its_imports_between_items_and_the_watch_hint_fits(thread_node) -> None:
+    node = thread_node()
+    module = node.xsc("compute", "deploy", "--wasi", str(WASM / "outputs.wasm")).stdout.strip()
+    imports = json.loads(node.xsc("compute", "module", module, "--json").stdout)["imports"]
+    out = node.xsc("compute", "module", module, env=NARROW).stdout
+    _fits(out)
+    lines = [line.strip().rstrip(",") for line in out.splitlines()]
+    assert f"id:             {module}" in out.splitlines()
+    assert all(i in lines or f"imports:        {i}" in lines for i in imports), out  # each whole, on a line
+    assert node.xsc("compute", "module", module).stdout.count("\n") == out.count("\n") - len(imports) + 1  # piped
+    hint = node.xsc("compute", "watches", env=NARROW).stdout
+    _fits(hint)
+    assert "xsc compute watch NAME MODULE --on s3://B/P --to s3://B2/P2" in hint.splitlines()[-1]
 
 
 def test_compute_provenance_list_fits_with_its_ids_whole(thread_node) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from xsc.client.sync import NodeClient
 from xsc.errors import InvalidArgument
-from xsc.node.appkeys import NODE
+from xsc.node.appkeys import METRICS, NODE
 
 from tests.support.compute import WASM
 from tests.support.waiting import eventually
@@ -101,3 +101,10 @@ def test_a_provider_that_wants_prepayment_is_passed_over_and_the_call_and_the_jo
     done = a.xsc("compute", "run", str(WASM / "wc.wasm"), "--json", input=b"a b\nc\n")
     assert done.exit_code == 0, done.output
     assert json.loads(done.stdout)["provider"] == a_id
+    # b's refusal is remembered as its terms: the calls and the job after it never ask b again
+    for n in range(3):
+        done = a.xsc("compute", "invoke", str(WASM / "add.wasm"), "add", str(n), "2", "--json")
+        assert done.exit_code == 0 and json.loads(done.stdout)["provider"] == a_id, done.output
+    done = a.xsc("compute", "run", str(WASM / "wc.wasm"), "--json", input=b"a b\nc\n")
+    assert done.exit_code == 0 and json.loads(done.stdout)["provider"] == a_id, done.output
+    assert 'xsc_peer_refusals_total{code="prepayment-required"} 1.0' in b.app[METRICS].render().decode()

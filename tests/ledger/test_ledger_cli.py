@@ -10,7 +10,7 @@ from tests.support.nodes import run_xsc
 from tests.support.ledger import transfer
 from xsc import keys
 from xsc.client.sync import NodeClient
-from xsc.identity import CLIENT_KEY_FILE, NODE_KEY_FILE, Identity
+from xsc.identity import CLIENT_KEY_FILE, NODE_KEY_FILE, Identity, write_secret
 from xsc.ledger.core.rules import AccountState
 
 
@@ -71,7 +71,7 @@ def test_ledger_commands(cli_node):
     bad = proc.xsc("ledger", "show", "0000000000")
     assert bad.returncode == 1 and bad.stderr.decode().startswith("xsc: error: no ledger entry")
     bad = proc.xsc("ledger", "balance", "someone")
-    assert bad.returncode == 1 and "not an account" in bad.stderr.decode()
+    assert bad.returncode == 1 and "no known account starts with someone" in bad.stderr.decode()
 
     # tamper with one stored byte while the node is down: verify names the entry and exits non-zero
     proc.stop()
@@ -88,6 +88,38 @@ def test_ledger_commands(cli_node):
     assert "ledger verification failed: 1 violation" in result.stderr.decode()
     result = proc.xsc("ledger", "verify", "--json")
     assert result.returncode == 1 and json.loads(result.stdout)["ok"] is False
+
+
+def _two_keys_whose_ids_start_alike(digits: int) -> tuple[Identity, Identity]:
+    seen: dict[str, Identity] = {}
+    while True:
+        key = Identity.generate()
+        if key.id[:digits] in seen:
+            return seen[key.id[:digits]], key
+        seen[key.id[:digits]] = key
+
+
+def test_ledger_balance_takes_a_prefix_of_an_account_id_as_show_takes_one_of_an_entry_id(cli_node, tmp_path):
+    node_key, client_key = _two_keys_whose_ids_start_alike(4)
+    data_dir = tmp_path / "node"
+    data_dir.mkdir(mode=0o700)
+    write_secret(data_dir / NODE_KEY_FILE, node_key.private_key().private_bytes_raw())
+    write_secret(data_dir / CLIENT_KEY_FILE, client_key.private_key().private_bytes_raw())
+    proc = cli_node()
+
+    info = json.loads(_ok(proc.xsc("ledger", "balance", node_key.id[:12], "--json")))
+    assert info["account"] == node_key.id and info["role"] == "node"
+    assert json.loads(_ok(proc.xsc("ledger", "history", "--account", client_key.id[:12], "--json"))) == []
+
+    both = proc.xsc("ledger", "balance", node_key.id[:4])
+    assert both.returncode == 1 and both.stderr.decode().splitlines() == [
+        f"xsc: error: 2 known accounts start with {node_key.id[:4]}: "
+        + ", ".join(sorted(k.id[:10] + "…" for k in (node_key, client_key))) + " (give more of the id)"]
+
+    unknown = next(p for p in ("aaaaa", "bbbbb") if not any(k.id.startswith(p) for k in (node_key, client_key)))
+    gone = proc.xsc("ledger", "balance", unknown)
+    assert gone.returncode == 1 and gone.stderr.decode().splitlines() == [
+        f"xsc: error: no known account starts with {unknown} (see them with: xsc ledger accounts)"]
 
 
 def test_ledger_without_a_node(tmp_path):

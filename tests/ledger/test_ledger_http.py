@@ -98,7 +98,8 @@ async def test_countersigned_entries_from_a_counterparty(node):
 
 async def test_bad_requests_get_clear_problems(node):
     cases = [
-        ("GET", "/v1/ledger/accounts/nonsense", None, 400),
+        ("GET", "/v1/ledger/accounts/not-an-id", None, 400),
+        ("GET", "/v1/ledger/accounts/nonsense", None, 404),  # a prefix of no known account's id
         ("GET", "/v1/ledger/accounts/client/chain?from=abc", None, 400),
         ("GET", "/v1/ledger/accounts/client/chain?from=0", None, 400),
         ("GET", "/v1/ledger/accounts/client/history?limit=100000", None, 400),

@@ -194,7 +194,7 @@ def module(obj, module_id: str, as_json: bool) -> None:
     facts = [(k, info[k]) for k in ("name", "version", "description") if info.get(k)]
     key_values([("id", info["id"]), *facts, ("status", info.get("status", "active")), ("size", f"{info['size']} bytes"),
                 ("first deployed", info["first_deployed"]),
-                ("invocations", info["invocations"]), ("imports", ", ".join(info["imports"]) or "none")])
+                ("invocations", info["invocations"]), ("imports", info["imports"] or "none")])
     for export in info["exports"]:
         click.echo(f"  {export.get('signature') or export['name'] + ' (' + export['kind'] + ')'}")
 

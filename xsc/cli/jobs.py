@@ -415,7 +415,7 @@ def watches(obj, as_json: bool) -> None:
         emit_json({"watches": found})
         return
     if not found:
-        click.echo("no watches yet: add one with `xsc compute watch NAME MODULE --on s3://B/P --to s3://B2/P2`")
+        click.echo("no watches yet; add one with:\n  xsc compute watch NAME MODULE --on s3://B/P --to s3://B2/P2")
         return
     table([Col("name", keep=True), "on", "to", "runs", "skips", "failures", "spend", "backlog"],
           [(w["name"], "s3://" + "/".join(w["on"]), "s3://" + "/".join(w["to"]), w["runs"], w["skips"],

@@ -36,8 +36,8 @@ def ledger() -> None:
     """Balances, history and verification of the signed ledger.
 
     Amounts are credits with six decimals (1 credit = 1,000,000 micro-credits; --json shows
-    micro-credits).  ACCOUNT is an account id, or `client` (your account, the default) or `node`
-    (this node's account, paid for the work it does)."""
+    micro-credits).  ACCOUNT is an account id or a unique prefix of at least 4 characters of one, or
+    `client` (your account, the default) or `node` (this node's account, paid for the work it does)."""
 
 
 @ledger.command()

@@ -295,15 +295,10 @@ def _resolve_peer(client, peer: str) -> str:
     """A node id, or a unique prefix of a known peer's id (as `xsc market` tables show them)."""
     if len(peer) >= 52:
         return peer
-    ids = [p["id"] for p in client.request("GET", "/v1/peers")["peers"]]
-    found = [i for i in ids if i.startswith(peer.lower())]
-    if len(found) == 1:
-        return found[0]
-    from ..errors import InvalidArgument
+    from ..ids import one_starting_with
 
-    if not found:
-        raise InvalidArgument(f"no known peer's id starts with {peer!r}", hint="see the ids with: xsc peers ls")
-    raise InvalidArgument(f"{len(found)} peers' ids start with {peer!r}", hint="give more of the id")
+    ids = [p["id"] for p in client.request("GET", "/v1/peers")["peers"]]
+    return one_starting_with(peer.lower(), ids, what="known peer", listing="xsc peers ls")
 
 
 @market.command(context_settings={"ignore_unknown_options": True})  # so `recognize PEER -1` gets a clear error

@@ -113,7 +113,8 @@ class Col:
 
     keep:   never shortened or broken (ids, capabilities, URLs): copy-paste must work.
     drop:   dropped when the table does not fit; the highest number goes first (None: never dropped).
-    shrink: the narrowest this column may be cut to, with an ellipsis (None: not cut).
+    shrink: the narrowest this column may be cut to, in the middle with an ellipsis, keeping both ends (the end
+            tells names apart: a job's outputs, `job:<id>:<name>`, differ in theirs) (None: not cut).
     wrap:   the narrowest this column may be wrapped to, at spaces only (None: not wrapped).
     under:  when the table cannot fit otherwise, shown whole on a line under each row ("name value") instead of as
             a column (an id beside others wider than the terminal)."""
@@ -182,7 +183,8 @@ def _cell_lines(text: str, width: int, col: Col) -> list[str]:
         return [text]
     if col.wrap:
         return _wrap(text, width) or [""]
-    return [text[: max(1, width - 1)] + "…"]
+    head = max(1, width - 1) // 2
+    return [text[:head] + "…" + text[len(text) - (max(1, width - 1) - head):]]
 
 
 def table(columns: Sequence[Col | str], rows: Iterable[Iterable[Any]], title: str | None = None, *,
@@ -272,10 +274,19 @@ def _pack(detail: str | Sequence[str], width: int) -> list[str]:
 
 
 def key_values(pairs: Iterable[tuple[str, Any]]) -> None:
+    """`key: value` lines, the values in one column.  On a terminal a value too long for it is wrapped under
+    itself, as a detail line is: a string between words, a list (of imports, of peers) between items."""
     pairs = list(pairs)
     width = max((len(k) for k, _ in pairs), default=0)
+    columns = terminal_width()
     for k, v in pairs:
-        click.echo(f"{k + ':':<{width + 1}} {v}")
+        text = ", ".join(v) if isinstance(v, (list, tuple)) else str(v)
+        lines = [text]
+        if columns is not None and width + 2 + len(text) > columns:
+            lines = _pack(list(v) if isinstance(v, (list, tuple)) else text, max(20, columns - width - 2)) or [text]
+        click.echo(f"{k + ':':<{width + 1}} {lines[0]}")
+        for line in lines[1:]:
+            click.echo(" " * (width + 2) + line)
 
 
 def _json_flag(ctx: click.Context, param: click.Parameter, value: bool) -> bool:

@@ -60,6 +60,12 @@ def _expiry(lease: int | None) -> str:
     return datetime.fromtimestamp(lease, timezone.utc).isoformat(timespec="seconds") if lease else ""
 
 
+def _minute(iso: str) -> str:
+    """A UTC time in a table, as `ls -l` and `aws s3 ls` show one: to the minute, without the zone (its header says
+    UTC), so the names beside it keep the room."""
+    return iso[:16].replace("T", " ")
+
+
 @store.command()
 @click.argument("file", type=click.Path(allow_dash=True))
 @click.option("--name", help="Name to list the file under (default: the file's name).")
@@ -226,9 +232,10 @@ def list_files(obj, wide: bool, as_json: bool) -> None:
         return
     from ..units import format_size
 
-    rows = [(f["name"], format_size(f["size"]), f["created"], _expiry(f.get("lease_expiry")), f["capability"])
-            for f in files]
-    columns = [Col("name", shrink=12), Col("size", right=True), Col("created", drop=2), Col("expires", drop=1)]
+    rows = [(f["name"], format_size(f["size"]), _minute(f["created"]), _minute(_expiry(f.get("lease_expiry"))),
+             f["capability"]) for f in files]
+    columns = [Col("name", shrink=12), Col("size", right=True), Col("created (UTC)", drop=2),
+               Col("expires (UTC)", drop=1)]
     width = terminal_width()
     if wide or width is None or max(len(r[4]) for r in rows) + 2 + 12 + 2 + 10 <= width:
         table([*columns, Col("capability", keep=True)], rows, wide=wide)
@@ -361,7 +368,7 @@ def renew(obj, cap: str, duration: str | None, wide: bool, as_json: bool) -> Non
             sys.exit(1)
         return
     table([Col("share", right=True), Col("node", keep=True), Col("expires (UTC)")],
-          [(r["share"], r["node"], _expiry(r["lease_expiry"])[:16].replace("T", " "))
+          [(r["share"], r["node"], _minute(_expiry(r["lease_expiry"])))
            for r in result["renewed"]], wide=wide)
     if failed:
         raise PeerError(f"{len(result['renewed'])} of 6 shares renewed; not renewed: "

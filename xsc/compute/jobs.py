@@ -40,6 +40,7 @@ from ..errors import (BodyTimeout, ForgedResult, IntegrityError, InvalidArgument
                       PayloadTooLarge, PeerRefused, PeerUnreachable, ReplicasDisagree, XscError)
 from ..identity import Identity
 from ..storage.core.capability import Capability
+from ..storage.strangers import ProviderTerms
 from ..tasks import in_pool, periodic
 from . import lineage, provenance
 from .jobspec import MAX_SPEC_BYTES, JobSpec, job_id, parse_job
@@ -78,10 +79,12 @@ class Staged:
 class JobService:
     def __init__(self, *, compute: ComputeService, storage: Any, ledger: Any, tabs: Any, payer: Identity,
                  node: Identity, db: Database, work_dir: Path, bids: tuple[int, int], dealing: Any, sent: Any,
-                 objects: Callable[[str, str], list[str]] | None = None, retention: float = 30 * 86400) -> None:
+                 terms: ProviderTerms, objects: Callable[[str, str], list[str]] | None = None,
+                 retention: float = 30 * 86400) -> None:
         """`retention`: seconds after a job or a call began that its records go once nothing needs them
         (`forget_ended`)."""
         self.compute = compute
+        self.provider_terms = terms  # those that want prepayment are passed over a while
         self.dealing = dealing  # xsc.market.dealing.Dealing: who runs a job, at what price
         self.sent = sent  # xsc.compute.sent_jobs.SentJobs: a job run on another node
         self.storage = storage  # xsc.storage.files.StorageService: open and put, as `xsc store` does (watches too)
@@ -231,12 +234,17 @@ class JobService:
         node and `here`, its assignment (the caller runs it).  See `_placed` for how providers are left out."""
         jid = job["id"]
         failed: set[str] = set() if here else {self.node.id}
+        passed_over: set[str] | None = set()  # wanted prepayment lately (None: no other took it, they are asked)
         last: XscError | None = None
         while True:
             full = frozenset(p for p, n in self._placed_on.items() if n >= PER_SENDER)
             try:
-                assignment = await self.dealing.compute_deal(limits.fuel, bid, frozenset(failed) | full)
+                assignment = await self.dealing.compute_deal(limits.fuel, bid,
+                                                             frozenset(failed | (passed_over or set())) | full)
             except XscError:
+                if passed_over:
+                    passed_over = None
+                    continue
                 if full - failed:  # every other provider is busy with this node's jobs: wait for one to finish
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(1.0), self._finished:
@@ -249,6 +257,9 @@ class JobService:
                 return assignment
             if self._placed_on[assignment.provider] >= PER_SENDER:
                 continue  # other jobs filled it while this one was being placed: it is left out now
+            if passed_over is not None and await self.provider_terms.refuses(assignment.provider):
+                passed_over.add(assignment.provider)
+                continue
             deal = {"need": assignment.need_id, "provider": assignment.provider, "price": assignment.price,
                     "allocated": assignment.allocated, "job": jid}
             self._placed_on[assignment.provider] += 1
@@ -256,6 +267,8 @@ class JobService:
                 returned = await self.sent.unsettled(assignment.provider, assignment.price, spec, call, staged, jid,
                                                      deal, self.answers.believed(job), self.answers.sending(job))
             except (ForgedResult, PeerRefused, PeerUnreachable) as err:
+                if err.details.get("peer_code") == "prepayment-required":
+                    self.provider_terms.wants_prepayment(assignment.provider)
                 if not _next_provider(err) or len(failed) >= MAX_FAILOVERS + (not here):
                     raise
                 log.warning("job %s: provider %s failed it (%s): trying another", jid,

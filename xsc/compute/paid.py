@@ -36,6 +36,7 @@ from ..market.dealing import Dealing
 from ..market.service import MarketService
 from ..net.compute import GATHER, MAX_BATCH_CALLS, InvokeBatcher, push_module
 from ..net.peer_client import PeerClient, dumps
+from ..storage.strangers import ProviderTerms
 from ..tasks import in_pool
 from ..units import format_size
 from . import modules as mods
@@ -81,8 +82,9 @@ class PaidCompute:
     def __init__(self, *, compute: ComputeService, market: MarketService, dealing: Dealing, ledger: LedgerService,
                  payments: Payments,
                  tabs: Tabs, gateway_tabs: GatewayTabs, provider_tabs: ProviderTabs, payer: Identity, node: Identity, peers: Any, client: PeerClient, default_bid: int,
-                 on_invoked: Callable[[str], None] = lambda label: None, trust: Any = None) -> None:
+                 terms: ProviderTerms, on_invoked: Callable[[str], None] = lambda label: None, trust: Any = None) -> None:
         self.compute = compute
+        self.provider_terms = terms  # those that want prepayment are passed over a while
         self.trust = trust  # xsc.ledger.trust.TrustLines: a gateway's runs here stay within its line (None: no limit)
         self.market = market
         self.dealing = dealing  # who runs a call, at what price
@@ -151,13 +153,19 @@ class PaidCompute:
         # The market says who runs it and at what price (remote when this node offers no compute).  A provider
         # that cannot be reached at all (nothing was sent), or that wants this node to prepay (a stranger to it),
         # is left out and the next one is asked: a stranger joining the network does not stop this node's calls.
+        # One that wanted prepayment lately is passed over while another takes the call (ProviderTerms.refuses).
         failed: set[str] = set()
+        passed_over: set[str] | None = set()  # None: every other provider failed, those are asked again
         refused: PrepaymentRequired | None = None
         call_fuel = self.compute.limits(call).fuel
         while True:
             try:
-                assignment = await self.dealing.compute_deal(call_fuel, bid, frozenset(failed))
+                left_out = frozenset(failed | (passed_over or set()))
+                assignment = await self.dealing.compute_deal(call_fuel, bid, left_out)
             except XscError:
+                if passed_over:  # none but them: asked again, the one that still wants prepayment says so
+                    passed_over = None
+                    continue
                 if refused is None:
                     raise
                 raise refused from None  # no other provider: the one that wanted prepayment says what to do
@@ -165,6 +173,9 @@ class PaidCompute:
                     "allocated": assignment.allocated}
             if assignment.provider == self.node.id:
                 break
+            if passed_over is not None and await self.provider_terms.refuses(assignment.provider):
+                passed_over.add(assignment.provider)
+                continue
             try:
                 result = await self.invoke_remote(assignment.provider, assignment.price, call, deal)
             except Trap as err:  # it ran: the fuel it used was served (from the allocation, if placed there)
@@ -179,6 +190,7 @@ class PaidCompute:
                 self.dealing.failed(assignment.provider)  # nor counted as serving this node's needs
                 continue
             except PrepaymentRequired as err:  # refused before it ran: nothing is owed for it
+                self.provider_terms.wants_prepayment(assignment.provider)
                 if len(failed) >= MAX_FAILOVERS:
                     raise
                 log.info("provider %s wants prepayment for this call: trying another", assignment.provider)

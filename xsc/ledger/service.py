@@ -23,12 +23,15 @@ from .. import codec
 from ..db import Database
 from ..errors import AuthorizationNotPending, EntryNotFound, InvalidArgument, InvalidEntry, XscError
 from ..identity import Identity, parse_public_id, public_id
+from ..ids import one_starting_with
 from .core import rules
 from .core.model import (Authorization, Payment, Receipt, authorize, decode_entry, entry_json, format_credits,
                          normalize_usage)
 from .store import LedgerStore, Settlement, ThreadedMap, new_settlement
 
 MAX_GROUP = 512  # settlements per write batch
+MIN_ACCOUNT_PREFIX = 4  # characters of an account id that name it, when no other known account's id starts so
+_ID_DIGITS = frozenset("abcdefghijklmnopqrstuvwxyz234567")  # an account id's: lower-case base32
 log = logging.getLogger(__name__)
 
 
@@ -340,15 +343,19 @@ class LedgerService:
 
     # --- reads -----------------------------------------------------------------------------
     def account_key(self, text: str) -> bytes:
-        """An account from its text form, or the role names `client` (the local user) and `node`."""
+        """An account from its text form, a unique prefix of at least 4 characters of a known account's, or the
+        role names `client` (the local user) and `node`."""
         for key, role in self.roles.items():
             if text == role:
                 return key
         try:
             return parse_public_id(text)
         except XscError:
-            raise InvalidArgument(f"not an account: {text!r}",
-                                  hint="give an account id (see: xsc ledger accounts), or client or node") from None
+            if not (MIN_ACCOUNT_PREFIX <= len(text) < 52 and set(text) <= _ID_DIGITS):
+                raise InvalidArgument(f"not an account: {text!r}", hint="give an account id or a prefix of one "
+                                      "(see: xsc ledger accounts), or client or node") from None
+        known = {public_id(k): k for k in set(self.store.accounts) | set(self.roles)}
+        return known[one_starting_with(text, known, what="known account", listing="xsc ledger accounts")]
 
     def account_view(self, account: bytes) -> dict[str, Any]:
         state = self.store.state(account)

@@ -21,6 +21,7 @@ from ..db import Database
 from ..errors import (AuthorizationNotPending, AuthorizationReplayed, EntryNotFound, ForkDetected, InvalidArgument,
                       InvalidEntry, LedgerError, ReceiptMismatch, WrongPayee, XscError)
 from ..identity import Identity, public_id
+from ..ids import one_starting_with
 from .core import rules
 from .core.model import (Authorization, Entry, Payment, Receipt, decode_authorization, decode_entry,
                          encode_authorization, format_credits, normalize_usage)
@@ -129,13 +130,10 @@ class LedgerStore:
             raise InvalidArgument(f"not an entry id: {ref!r}", hint="give the entry's id in hex (at least 8 digits)")
         prefix = keys.ledger_id(bytes.fromhex(ref[: len(ref) // 2 * 2]))
         with self.db.iterator(prefix=prefix) as it:
-            found = [v for k, v in itertools.islice(it, 1000) if k[len(keys.LEDGER_IDS):].hex().startswith(ref)]
-        if not found:
-            raise EntryNotFound(f"no ledger entry {ref}", hint="list entries with: xsc ledger history")
-        if len(found) > 1:
-            raise InvalidArgument(f"entry id prefix {ref} is ambiguous ({len(found)} entries)",
-                                  hint="give more digits")
-        account, seq = found[0][:32], int.from_bytes(found[0][32:40], "big")
+            found = {k[len(keys.LEDGER_IDS):].hex(): v for k, v in itertools.islice(it, 1000)}
+        where = found[one_starting_with(ref, found, what="ledger entry", whats="ledger entries",
+                                        listing="xsc ledger history", missing=EntryNotFound)]
+        account, seq = where[:32], int.from_bytes(where[32:40], "big")
         data = self.db.get(keys.ledger_entry(account, seq))
         if data is None:
             raise LedgerError(f"ledger index names entry {ref} but it is not stored", hint="run: xsc ledger verify")

@@ -298,7 +298,8 @@ class Node:
             compute=self.compute, market=self.market, dealing=self.dealing, ledger=self.ledger, payments=self.payments,
             tabs=self.tabs, gateway_tabs=self.gateway_tabs, provider_tabs=self.provider_tabs, payer=payer,
             node=identity, peers=self.peers, client=self.client, default_bid=config.market.compute_bid,
-            on_invoked=lambda label: metrics.child(metrics.invocations, label).inc(), trust=self.trust)
+            terms=self.provider_terms, on_invoked=lambda label: metrics.child(metrics.invocations, label).inc(),
+            trust=self.trust)
         self.s3_index = s3_index = S3Index(self.db, max_buckets=config.node.s3_max_buckets,
                                            max_uploads=config.node.s3_max_uploads,
                                            upload_expiry=config.node.s3_upload_expiry)
@@ -311,7 +312,8 @@ class Node:
         self.jobs = JobService(compute=self.compute, storage=self.storage, ledger=self.ledger, tabs=self.tabs,
                                payer=payer, node=identity, db=self.db, work_dir=config.data_dir / "jobs",
                                bids=(config.market.compute_bid, config.market.storage_bid), dealing=self.dealing,
-                               sent=SentJobs(paid=self.paid, on_strike=self.strike), retention=config.compute.record_retention,
+                               sent=SentJobs(paid=self.paid, on_strike=self.strike), terms=self.provider_terms,
+                               retention=config.compute.record_retention,
                                objects=lambda bucket, key: [p["cap"] for p in s3_index.get(bucket, key)["parts"]])
         self.watches = Watches(jobs=self.jobs, index=s3_index, store=self.compute.store)
         s3_index.on_change.append(self.watches.wake)

@@ -6,6 +6,8 @@ providers that will not take their part (and how much each is missing), after pr
 `ledger.auto_prepay`.  Terms are asked of each provider (`GET /v1/peer/terms`, one signed request answered from
 its trust line) at most every TERMS_SECONDS (REFUSED_SECONDS while it takes nothing), and drawn down here by what each put sends it; a provider that does
 not answer is assumed to take the work (it is then down, and the put's replacement of refusing holders copes).
+A call or a job a provider refused for want of prepayment is remembered the same way (`wants_prepayment`): the next ones
+pass over it (`refuses`) while another provider takes them.
 What this node prepaid by itself is counted in LevelDB (`keys.auto_prepaid`), so the caps hold across restarts.
 
 A provider that refuses this node outright (it quarantined this node, or does not admit it: SHUT_OUT) is left out of
@@ -85,9 +87,7 @@ class ProviderTerms:
             return None
         found = parse_terms(provider, answer, now)
         if found is not None:
-            if len(self._terms) >= 4 * MAX_PROVIDERS:
-                self._terms.clear()
-            self._terms[provider] = found
+            self._hold(found)
         return found
 
     def refused(self, provider: str, err: BaseException) -> None:
@@ -105,6 +105,26 @@ class ProviderTerms:
         for provider in [p for p, (until, _) in self._shut_out.items() if until <= now]:
             del self._shut_out[provider]
         return {provider: code for provider, (_, code) in self._shut_out.items()}
+
+    def _hold(self, terms: Terms) -> None:
+        if len(self._terms) >= 4 * MAX_PROVIDERS:
+            self._terms.clear()
+        self._terms[terms.provider] = terms
+
+    def wants_prepayment(self, provider: str) -> None:
+        """A provider answered work (a call, a job) with prepayment-required: it is held to take nothing from this
+        node until its terms are asked again (after REFUSED_SECONDS), so the next work goes elsewhere first."""
+        self._hold(Terms(provider, 0, 0, False, time.monotonic()))
+
+    async def refuses(self, provider: str) -> bool:
+        """Whether a provider said it takes nothing from this node, and says so still (its terms asked again once
+        REFUSED_SECONDS passed: one small signed request, never the work).  A provider not known to refuse is not
+        asked: the work goes to it, and its answer says."""
+        held = self._terms.get(provider)
+        if held is None or held.available > 0:
+            return False
+        terms = await self.terms(provider)
+        return terms is not None and terms.available <= 0
 
     def forget(self, provider: str) -> None:
         """A provider refused work: its terms are asked again before the next put."""

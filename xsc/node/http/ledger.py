@@ -1,7 +1,8 @@
 """HTTP routes of the signed ledger (xsc.ledger.LedgerService).
 
     GET  /v1/ledger/accounts                     every account this node holds a chain or key of
-    GET  /v1/ledger/accounts/{id}                balance, head, credit (id: public id, `client` or `node`)
+    GET  /v1/ledger/accounts/{id}                balance, head, credit (id: public id, a unique prefix of
+                                                 >= 4 characters of a known one, `client` or `node`)
     GET  /v1/ledger/accounts/{id}/chain?from=SEQ&limit=N   the chain, oldest first (peers sync from here)
     GET  /v1/ledger/accounts/{id}/history?limit=N&expand=1 the newest entries first, each with its balance_after
                                                  (expand: the provenance ids each aggregated transfer covers;
