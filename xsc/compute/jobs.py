@@ -281,6 +281,7 @@ class JobService:
         if len(chosen) < spec.replicas:
             raise ReplicasDisagree(f"the market offers {len(chosen)} other provider(s) for this job; {spec.replicas} "
                                    "replicas need as many", hint="ask for fewer with --replicas")
+        job["agree"] = spec.agree  # a job's spec names what runs, not how: a start compares its replicas by this
         answers = await asyncio.gather(*(self._replica(spec, call, staged, job, a) for a in chosen),
                                        return_exceptions=True)
         for a, r in zip(chosen, answers):

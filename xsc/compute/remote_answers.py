@@ -213,7 +213,7 @@ class RemoteAnswers:
         for outcome in found:
             if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
                 raise outcome  # cancelled: the next start goes on from the steps written down
-        return await self.judged(job, spec.agree, [(step["provider"], r) for step, r in zip(steps, found)])
+        return await self.judged(job, job["agree"], [(step["provider"], r) for step, r in zip(steps, found)])
 
     async def _replica_again(self, job: dict[str, Any], spec, step: dict[str, Any]) -> Returned:
         provider = step["provider"]

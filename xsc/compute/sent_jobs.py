@@ -131,8 +131,12 @@ class SentJobs:
 
     async def refuse(self, returned: Returned, why: str | None) -> None:
         """Pay nothing for a checked run that is not believed: a strike (`why`) if it disagreed with the replicas
-        that agreed; none when no replicas agreed (which of them was wrong is not known)."""
-        await self.paid.gateway_tabs.abandon(returned.tab, returned.budget)
+        that agreed; none when no replicas agreed (which of them was wrong is not known).  A run whose tab a restart
+        left pending: that tab's authorization dropped."""
+        if returned.tab is None:
+            await self.unanswered_after_restart(returned.authorization)
+        else:
+            await self.paid.gateway_tabs.abandon(returned.tab, returned.budget)
         if why is not None:
             self._strike(returned.provider, why)
 
