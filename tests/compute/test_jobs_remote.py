@@ -584,3 +584,31 @@ async def test_a_remote_job_asked_for_again_while_its_checked_answer_waits_to_be
     after = balances(gateway, provider)
     assert after[1] - before[1] == again["charge"] > 0  # paid once, its charge
     assert not any((gateway.app[NODE].config.data_dir / "jobs").iterdir())  # its kept outputs gone once stored
+
+
+async def test_a_start_asks_after_several_cut_short_jobs_at_once_and_never_more_than_its_bound(
+        node_factory, monkeypatch) -> None:
+    gateway = await node_factory("gateway", **QUIET)
+    jobs = gateway.app[NODE].jobs
+    count = jobs_module.RECOVER_AT_ONCE * 2 + 3
+    for n in range(count):  # each left running on a provider by a stop
+        jid = hashlib.sha256(b"%d" % n).hexdigest()
+        jobs.records.save(jid, {"id": jid, "state": "running", "spec": {}, "inputs": [], "outputs": [],
+                                "executions": 0, "sent": {"provider": "p", "job": "j", "authorization": "00"}})
+    at_once, most, asked = 0, 0, []
+    full = asyncio.Event()
+
+    async def recover_one(job) -> None:  # each waits until as many as the bound are asked at once (or all are)
+        nonlocal at_once, most
+        at_once += 1
+        most = max(most, at_once)
+        asked.append(job["id"])
+        if at_once == jobs_module.RECOVER_AT_ONCE or len(asked) == count:
+            full.set()
+        await full.wait()
+        at_once -= 1
+
+    monkeypatch.setattr(jobs.answers, "recover_one", recover_one)
+    async with asyncio.timeout(60):  # one at a time, the first would wait for ever
+        await jobs.recover()
+    assert most == jobs_module.RECOVER_AT_ONCE and sorted(asked) == sorted(r["id"] for r in jobs.records.all_jobs())

@@ -130,3 +130,32 @@ async def test_a_job_that_is_not_deterministic_is_refused_for_replication_up_fro
     assert status == 400 and "only a deterministic job can be replicated" in problem["detail"], problem
     status, problem = await run_job(gateway, {"module": module, "deterministic": True, "replicas": 2})
     assert status == 502 and problem["code"] == "replicas-disagree" and "offers 1 other" in problem["detail"]
+
+
+async def test_replicas_a_stop_left_uncompared_are_compared_at_the_start_by_the_agreement_the_job_asked(
+        node_factory, monkeypatch) -> None:
+    gateway, providers = await network(node_factory, providers=3)
+    _flip_outputs_of(monkeypatch, providers[0])
+    module = await deploy(gateway, "outputs", wasi=True)
+    answers = gateway.app[NODE].jobs.answers
+    judged = answers.judged
+
+    async def cut(*args):  # what a stop leaves: every replica checked, none compared, paid or refused
+        raise OSError("cut short")
+
+    monkeypatch.setattr(answers, "judged", cut)
+    status, _ = await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 3,
+                                        "agree": 3}, stdin=b"bytes")
+    assert status == 500
+    (job,) = answers.records.all_jobs()
+    assert sorted(r["step"] for r in job["replicating"].values()) == ["checked"] * 3, job
+    monkeypatch.setattr(answers, "judged", judged)
+    files_before = (await (await gateway.get("/v1/store/files")).json())["files"]
+    await answers.recover_one(job)
+    job = answers.records.load(job["id"])
+    assert job["state"] == "refused" and "2 of the job's 3 replicas agree" in job["error"], job
+    assert not any(r["paid"] for r in job["replicas"]) and "replicating" not in job
+    assert (await (await gateway.get("/v1/store/files")).json())["files"] == files_before
+    await settle(gateway)
+    for provider in providers:
+        assert balances(gateway, provider)[1] == 0  # nothing paid

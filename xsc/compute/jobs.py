@@ -15,7 +15,8 @@ its record names, no others) are removed then.  A job run on a provider is the e
 it: where it was sent is written down before a byte is sent, its answer before its outputs are fetched, and the
 checked answer, what it owes and its outputs before they are stored, and a start finishes it from the provider's
 answer and pays the provider what the record says, once, rather than run it again (remote_answers.py;
-docs/compute.md has each step).  A deterministic
+docs/compute.md has each step); a replicated job's replicas likewise, each from its own step, compared at the
+start as the run would have compared them.  A deterministic
 job's outputs are kept by its id for the user who ran it: the same spec over the same bytes answers them again
 without running (`replayed`).
 """
@@ -41,7 +42,7 @@ from ..errors import (BodyTimeout, ForgedResult, IntegrityError, InvalidArgument
 from ..identity import Identity
 from ..storage.core.capability import Capability
 from ..storage.strangers import ProviderTerms
-from ..tasks import in_pool, periodic
+from ..tasks import at_most, in_pool, periodic
 from . import lineage, provenance
 from .jobspec import MAX_SPEC_BYTES, JobSpec, job_id, parse_job
 from .lineage import verify_hash as _verify_hash
@@ -62,6 +63,7 @@ JOB_HINT = 'send {"module": ID, "argv": [...], "inputs": ["CAP:/in/NAME"], ...}'
 STDIN_STALL = 60.0  # seconds a job's stdin may send nothing before the job is refused
 FORGET_RUNS_AT_ONCE = 10_000  # provenance records the retention sweep deletes a pass at most (one write)
 BEHIND_PERIOD = 1.0  # seconds between retention sweeps while each finds as many records as it deletes at most
+RECOVER_AT_ONCE = 8  # jobs a start finishes from their providers' answers at once
 MAX_FAILOVERS = 3  # providers left out, one after the other, when they fail a job before it can run
 
 
@@ -178,8 +180,8 @@ class JobService:
         try:
             return await self._placed(spec, call, prepared, signature, limits, rate, staged, job, prepaid)
         except XscError as err:
-            job.pop("sent", None)  # its answer or its outputs never came (or were not the ones signed): not paid
-            job.pop("fetching", None)
+            for step in ("sent", "fetching", "replicating"):  # its answers or outputs never came: not paid
+                job.pop(step, None)
             if job["state"] == "running":  # refused before it ran (the node busy, too little credit)
                 job.update(state="refused", error=err.message)
                 self.records.save(jid, job)
@@ -289,7 +291,9 @@ class JobService:
                           job: dict[str, Any]) -> dict[str, Any]:
         """Run a deterministic job on `spec.replicas` other nodes at once, each on its own tab.  The replicas whose
         outputs, fuel, exit and engine agree (sent_jobs.Returned.agreement) are paid if there are `spec.agree` of
-        them; the others are refused and struck.  With no such agreement nothing is paid or stored."""
+        them; the others are refused and struck.  With no such agreement nothing is paid or stored
+        (RemoteAnswers.judged).  Each replica's step is written down before it is taken: a start finishes the job
+        from its replicas' kept answers (RemoteAnswers.replicas_again)."""
         chosen: list[Any] = []
         for _ in range(spec.replicas):
             taken = frozenset(a.provider for a in chosen) | {self.node.id}
@@ -300,30 +304,28 @@ class JobService:
         if len(chosen) < spec.replicas:
             raise ReplicasDisagree(f"the market offers {len(chosen)} other provider(s) for this job; {spec.replicas} "
                                    "replicas need as many", hint="ask for fewer with --replicas")
-        answers = await asyncio.gather(*(self.sent.unsettled(
-            a.provider, a.price, spec, call, staged, job["id"],
-            {"need": a.need_id, "provider": a.provider, "price": a.price, "allocated": a.allocated, "job": job["id"]})
-            for a in chosen), return_exceptions=True)
-        returned = [r for r in answers if not isinstance(r, BaseException)]
-        groups: dict[tuple, list[Any]] = {}
-        for r in returned:
-            groups.setdefault(r.agreement, []).append(r)
-        agreed = max(groups.values(), key=len, default=[])
-        if len(agreed) < spec.agree:
-            for r in returned:
-                await self.sent.refuse(r, None)
-            raise ReplicasDisagree(f"{len(agreed)} of the job's {spec.replicas} replicas agree, fewer than the "
-                                   f"{spec.agree} it asks: nothing is paid or stored",
-                                   hint="run it again (other providers)", replicas=_replicas(chosen, answers, []))
-        for r in returned:
-            if r not in agreed:
-                await self.sent.refuse(r, f"provider {r.provider} answered job {job['id']} unlike "
-                                          f"{len(agreed)} other replicas: not paid")
+        job["agree"] = spec.agree  # a job's spec names what runs, not how: a start compares its replicas by this
+        answers = await asyncio.gather(*(self._replica(spec, call, staged, job, a) for a in chosen),
+                                       return_exceptions=True)
         for a, r in zip(chosen, answers):
+            if isinstance(r, BaseException) and not isinstance(r, Exception):
+                raise r  # cancelled (the node stops): the next start goes on from each replica's step
             if not isinstance(r, BaseException):
                 self.dealing.invoked(a, r.run["fuel_consumed"])
-        job["replicas"] = _replicas(chosen, answers, agreed)
-        return await self.answers.returned(job, agreed[0], agreed)
+        return await self.answers.judged(job, spec.agree, [(a.provider, r) for a, r in zip(chosen, answers)])
+
+    async def _replica(self, spec: JobSpec, call: InvokeCall, staged: Staged, job: dict[str, Any], a: Any
+                       ) -> Returned:
+        """One replica of a replicated job run and checked (not paid yet), each step written down in the job's
+        record before it is taken (remote_answers.py), its outputs kept where a start finds them."""
+        deal = {"need": a.need_id, "provider": a.provider, "price": a.price, "allocated": a.allocated, "job": job["id"]}
+        try:
+            returned = await self.sent.unsettled(a.provider, a.price, spec, call, staged, job["id"], deal,
+                                                 self.answers.replica_believed(job), self.answers.replica_sending(job))
+        except Exception as err:  # its tab settled by `unsettled`: not paid
+            self.answers.replica_lost(job, a.provider, err)
+            raise
+        return await self.answers.replica_checked(job, returned)
 
     async def _execute(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, rate: int,
                        staged: Staged, job: dict[str, Any], prepaid: int) -> dict[str, Any]:
@@ -368,14 +370,27 @@ class JobService:
             if job.get("state") not in UNFINISHED:
                 for pay in job.get("paid_on", []):
                     self.sent.owed_after_restart(pay["provider"], pay["authorization"], pay["charge"])
-        # The jobs to finish last: storing may have to wait for the market, and the others' tabs are held meanwhile.
-        for job in sorted((j for j in records if j.get("state") in UNFINISHED),  # answers before resumptions,
-                          key=lambda j: 2 if self.answers.resumable(j) else self.answers.cut_short(j)):
-            await self.answers.recover_one(job)
-        for stale in self.work_dir.glob("answered-*"):  # a job finished, or marked, just before a stop removed them
-            job = self.records.load(stale.name.removeprefix("answered-"))
-            if job is None or not self.answers.resumable(job):
+        # Asked of their providers several at once (a node with many jobs in flight is back soon), at most
+        # RECOVER_AT_ONCE: each holds a connection, a work directory and its outputs.  The jobs to finish last:
+        # storing may have to wait for the market, and the others' tabs are held meanwhile.
+        unfinished = [j for j in records if j.get("state") in UNFINISHED]
+        for rank in (0, 1, 2):  # left interrupted, then finished from their providers' answers, then resumed
+            await at_most(RECOVER_AT_ONCE, (self._recovered(j) for j in unfinished if self._rank(j) == rank))
+        for stale in [*self.work_dir.glob("answered-*"), *self.work_dir.glob("replicas-*")]:
+            # a job finished, or marked, just before a stop removed them
+            job = self.records.load(stale.name.split("-", 1)[1])
+            if job is None or not (self.answers.resumable(job) if stale.name.startswith("answered-")
+                                   else self.answers.cut_short(job)):
                 await in_pool(None, remove_tree, stale)
+
+    def _rank(self, job: dict[str, Any]) -> int:
+        return 2 if self.answers.resumable(job) else int(self.answers.cut_short(job))
+
+    async def _recovered(self, job: dict[str, Any]) -> None:
+        try:
+            await self.answers.recover_one(job)
+        except Exception:  # one job's failure leaves the others to recover
+            log.exception("job %s could not be recovered at the start", job["id"])
 
     # --- records -----------------------------------------------------------------------------
     async def forget_ended(self, now: float | None = None) -> int:
@@ -524,18 +539,6 @@ class _Inputs:
                 digest.update(chunk)
                 await in_pool(None, out.write, chunk)
         return size, digest.hexdigest()
-
-
-def _replicas(chosen: list[Any], answers: list[Any], agreed: list[Any]) -> list[dict[str, Any]]:
-    """Each replica of a job: where it ran, whether it was paid (it agreed), or why it failed."""
-    out = []
-    for a, r in zip(chosen, answers):
-        if isinstance(r, BaseException):
-            out.append({"provider": a.provider, "paid": False, "error": str(r)[:300]})
-        else:
-            out.append({"provider": a.provider, "paid": r in agreed, "provenance": r.run["provenance"],
-                        "charge": r.run["charge"] if r in agreed else 0, "fuel_consumed": r.run["fuel_consumed"]})
-    return out
 
 
 def _affordable(nbytes: int, fuel: int) -> int:

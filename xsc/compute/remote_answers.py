@@ -6,6 +6,12 @@ cut short (`recover_one`) rather than run it and pay it again (docs/compute.md h
     fetching   its answer holds to the job (`believed`)     its outputs fetched again
     storing    its answer checked, its outputs kept here    what is left of them stored
     done       `paid_on`: each tab and what it owes         each tab still pending paid that, not more
+
+A replicated job writes down each replica's step under `replicating` (by provider): `sent`, `fetching`, `checked`
+(its outputs fetched, held to the hashes it signed and kept in `replicas-<id>/<provider>/`) or `lost`.  A start
+takes each replica from its step as above (its answer asked again, its outputs fetched again, or those kept read),
+compares them as the run would have (`judged`) and goes on from `storing`; a replica whose answer is gone is lost,
+as one that went away while it ran: not paid.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import IntegrityError, OverCap, Trap, XscError
+from ..errors import IntegrityError, OverCap, ReplicasDisagree, Trap, XscError
 from ..tasks import in_pool
 from .job_records import KEPT_STREAMS, UNFINISHED, JobOutputs, JobRecords, answer as answered_with, ended
 from .job_sandbox import file_sha256, remove_tree
@@ -37,8 +43,11 @@ class RemoteAnswers:
     def tabs_to_hold(self, job: dict[str, Any]) -> list[str]:
         """The authorizations of the tabs a stop left `job` owing or waiting on: kept from the payment retry until
         the start has settled each as the job's record says (the retry alone would pay up to their caps)."""
-        cut = [job[k] for k in ("sent", "fetching") if job.get("state") in UNFINISHED and k in job]
-        return [t["authorization"] for t in job.get("answered", {}).get("pays", []) + job.get("paid_on", []) + cut]
+        unfinished = job.get("state") in UNFINISHED
+        cut = [job[k] for k in ("sent", "fetching") if unfinished and k in job]
+        replicas = [r for r in job.get("replicating", {}).values() if unfinished and "authorization" in r]
+        return [t["authorization"] for t in job.get("answered", {}).get("pays", []) + job.get("paid_on", []) + cut
+                + replicas]
 
     # --- each step written down before it is taken ---------------------------------------------------
     def sending(self, job: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
@@ -53,34 +62,80 @@ class RemoteAnswers:
         """What writes down a provider's answer once it holds to the job, before its outputs are fetched: a kill -9
         while they are fetched is finished at the start by fetching them again (`refetched`), not run again."""
         def believed(fetching: dict[str, Any]) -> None:
-            answer = fetching["answer"]
-            if len(answer.get("stdout", "")) + len(answer.get("stderr", "")) > KEPT_STREAMS:
-                answer = {**answer, "stdout": "", "stderr": "", "run": {**answer["run"], "stdout": "", "stderr": ""}}
             job.pop("sent", None)
-            job["fetching"] = {**fetching, "answer": answer}
+            job["fetching"] = _short(fetching)
             self.records.save(job["id"], job)
         return believed
 
-    async def returned(self, job: dict[str, Any], returned: Returned, paying: list[Returned] | None = None, *,
-                       owed: dict[str, Any] | None = None) -> dict[str, Any]:
+    def replica_sending(self, job: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+        """`sending` for one replica of a replicated job: its step `sent`, written before a byte is sent to it."""
+        def sending(sent: dict[str, Any]) -> None:
+            job.setdefault("replicating", {})[sent["provider"]] = {"step": "sent", **sent}
+            self.records.save(job["id"], job)
+        return sending
+
+    def replica_believed(self, job: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+        """`believed` for one replica: its step `fetching`, with its answer, before its outputs are fetched."""
+        def believed(fetching: dict[str, Any]) -> None:
+            job.setdefault("replicating", {})[fetching["provider"]] = {"step": "fetching", **_short(fetching)}
+            self.records.save(job["id"], job)
+        return believed
+
+    async def replica_checked(self, job: dict[str, Any], returned: Returned) -> Returned:
+        """A replica's checked run, its outputs kept (synced) where a start finds them, then its step `checked`:
+        a kill -9 before the replicas are compared does not lose what it delivered."""
+        into = self.replicas_kept(job["id"]) / returned.provider
+        await in_pool(None, _keep, [path for _, path, _ in returned.files], into)
+        returned.files = [(name, into / str(i), size) for i, (name, _, size) in enumerate(returned.files)]
+        job["replicating"][returned.provider] = {**job["replicating"][returned.provider], "step": "checked"}
+        self.records.save(job["id"], job)
+        return returned
+
+    def replica_lost(self, job: dict[str, Any], provider: str, err: BaseException) -> None:
+        """A replica whose answer or outputs never came, or could not be trusted (its tab settled: not paid)."""
+        job.setdefault("replicating", {})[provider] = {"step": "lost", "provider": provider, "error": str(err)[:300]}
+        self.records.save(job["id"], job)
+
+    async def judged(self, job: dict[str, Any], agree: int, replicas: list[tuple[str, Returned | BaseException]]
+                     ) -> dict[str, Any]:
+        """A replicated job's replicas compared: those whose outputs, fuel, exit and engine agree
+        (sent_jobs.Returned.agreement) are paid if there are `agree` of them, the others refused and struck, and
+        the job goes on as `returned` from one that agreed.  With no such agreement nothing is paid or stored
+        (ReplicasDisagree, the job `refused`)."""
+        returned = [r for _, r in replicas if not isinstance(r, BaseException)]
+        groups: dict[tuple, list[Returned]] = {}
+        for r in returned:
+            groups.setdefault(r.agreement, []).append(r)
+        agreed = max(groups.values(), key=len, default=[])
+        if len(agreed) < agree:
+            for r in returned:
+                await self.sent.refuse(r, None)
+            message = (f"{len(agreed)} of the job's {len(replicas)} replicas agree, fewer than the {agree} it "
+                       "asks: nothing is paid or stored")
+            job.pop("replicating", None)
+            job.update(state="refused", error=message, replicas=_replicas(replicas, []))
+            self.records.save(job["id"], job)
+            await in_pool(None, remove_tree, self.replicas_kept(job["id"]))
+            raise ReplicasDisagree(message, hint="run it again (other providers)", replicas=job["replicas"])
+        for r in returned:
+            if r not in agreed:
+                await self.sent.refuse(r, f"provider {r.provider} answered job {job['id']} unlike "
+                                          f"{len(agreed)} other replicas: not paid")
+        job["replicas"] = _replicas(replicas, agreed)
+        return await self.returned(job, agreed[0], agreed)
+
+    async def returned(self, job: dict[str, Any], returned: Returned, paying: list[Returned] | None = None
+                       ) -> dict[str, Any]:
         """A job run on a provider, checked (sent_jobs.py): its outputs stored here, as if it had run here, then
-        its provider paid (`paying`: each replica that agreed with it; `owed`: the tab a restart left, and its
-        charge).  Before a byte is stored, the checked answer and what it owes are written down and its outputs
-        kept where a start does not remove them: a kill -9 from then on is resumed (`resumed`), never run and
-        paid again."""
+        its provider paid (`paying`: each replica that agreed with it; a run whose tab a restart left pending is
+        paid the charge it answered, no more).  Before a byte is stored, the checked answer and what it owes are
+        written down and its outputs kept where a start does not remove them: a kill -9 from then on is resumed
+        (`resumed`), never run and paid again."""
         paying = paying or [returned]
-        pays = [owed] if owed is not None else [{"provider": r.provider, "authorization": r.tab.auth.id.hex(),
-                                                 "charge": r.run["charge"]} for r in paying]
-
-        def pay() -> None:
-            if owed is not None:
-                self.sent.owed_after_restart(owed["provider"], owed["authorization"], owed["charge"])
-            for r in paying if owed is None else []:
-                self.sent.pay(r)
-
+        pays = [{"provider": r.provider, "authorization": r.authorization, "charge": r.run["charge"]} for r in paying]
         answer = returned.answer
-        job.pop("sent", None)
-        job.pop("fetching", None)
+        for step in ("sent", "fetching", "replicating"):
+            job.pop(step, None)
         kept = self.kept(job["id"])
         await in_pool(None, _keep, [path for _, path, _ in returned.files], kept)
         run = {**returned.run, "charge": sum(r.run["charge"] for r in paying)}
@@ -90,18 +145,21 @@ class RemoteAnswers:
             "signed": returned.signed, "outputs": answer["outputs"], "refusal": answer.get("refusal"),
             "trap": answer.get("trap"), "pays": pays})
         self.records.save(job["id"], job)
+        await in_pool(None, remove_tree, self.replicas_kept(job["id"]))
         try:
             done = await self._store_answered(job, run)
         except XscError as err:  # this node could not store what was answered: the provider is owed all the same
-            if owed is not None:
-                raise  # at a start: stored later (`recover_one`)
-            pay()
+            if returned.tab is None:
+                raise  # its tab left by a restart: stored later (`recover_one`)
+            for r in paying:
+                self.sent.pay(r)
             await in_pool(None, remove_tree, kept)
             job.pop("answered", None)
             job.update(state="failed", outputs=[], error=f"its outputs could not be stored: {err.message}")
             self.records.save(job["id"], job)
             raise
-        pay()
+        for r in paying:
+            self.sent.pay(r)
         return answered_with(job, *done)
 
     async def _store_answered(self, job: dict[str, Any], run: dict[str, Any]) -> tuple:
@@ -128,13 +186,66 @@ class RemoteAnswers:
     def resumable(self, job: dict[str, Any]) -> bool:
         return job.get("state") == "storing" and "answered" in job and self.kept(job["id"]).is_dir()
 
+    def replicas_kept(self, jid: str) -> Path:
+        """Where a replicated job's checked replicas' outputs wait to be compared (a start leaves them)."""
+        return self.work_dir / f"replicas-{jid}"
+
     def cut_short(self, job: dict[str, Any]) -> bool:
-        """Whether a stop cut the job short while its provider ran it or its outputs were fetched."""
-        return job.get("state") in UNFINISHED and ("sent" in job or "fetching" in job) and not self.resumable(job)
+        """Whether a stop cut the job short while its providers ran it or its outputs were fetched."""
+        return job.get("state") in UNFINISHED and any(k in job for k in ("sent", "fetching", "replicating")) \
+            and not self.resumable(job)
 
     async def finished(self, job: dict[str, Any]) -> dict[str, Any]:
-        """A job `cut_short`, finished from its provider's answer: asked again, or its outputs fetched again."""
+        """A job `cut_short`, finished from its providers' answers: asked again, or its outputs fetched again."""
+        if "replicating" in job:
+            return await self.replicas_again(job)
         return await (self.asked_again(job) if "sent" in job else self.refetched(job))
+
+    async def replicas_again(self, job: dict[str, Any]) -> dict[str, Any]:
+        """A replicated job a stop cut short before its replicas were compared: each replica taken from the step
+        its record names, at once (its answer asked again, its outputs fetched again, or those kept read and held
+        to their signed hashes), then compared and paid as the run would have (`judged`): none run again, each
+        paid once.  A replica whose answer or outputs cannot be had is lost: not paid."""
+        spec = parse_sent_job(job["spec"])
+        steps = list(job["replicating"].values())
+        found = await asyncio.gather(*(self._replica_again(job, spec, step) for step in steps),
+                                     return_exceptions=True)
+        for outcome in found:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                raise outcome  # cancelled: the next start goes on from the steps written down
+        return await self.judged(job, job["agree"], [(step["provider"], r) for step, r in zip(steps, found)])
+
+    async def _replica_again(self, job: dict[str, Any], spec, step: dict[str, Any]) -> Returned:
+        provider = step["provider"]
+        if step["step"] == "lost":
+            raise XscError(step["error"])
+        try:
+            if step["step"] == "sent":
+                step = {"step": "fetching", **_short(await self.sent.answer_again(step, spec, job["id"],
+                                                                                   job["inputs"]))}
+                job["replicating"][provider] = step
+                self.records.save(job["id"], job)
+            answer, kept = step["answer"], self.replicas_kept(job["id"]) / provider
+            if step["step"] == "fetching":
+                part = self.replicas_kept(job["id"]) / f"{provider}.part"
+                try:
+                    files = await self.sent.refetched(provider, step["job"], answer["outputs"], part)
+                    await in_pool(None, _keep, [path for _, path, _ in files], kept)
+                finally:
+                    await in_pool(None, remove_tree, part)
+                step = job["replicating"][provider] = {**step, "step": "checked"}
+                self.records.save(job["id"], job)
+            for i, output in enumerate(answer["outputs"]):
+                path = kept / str(i)
+                if not path.is_file() or await in_pool(None, file_sha256, path) != output["sha256"]:
+                    raise IntegrityError(f"replica {provider}'s kept output {output['name']!r} is not the one it "
+                                         "signed", hint="run the job again")
+            files = [(o["name"], kept / str(i), o["size"]) for i, o in enumerate(answer["outputs"])]
+        except Exception as err:
+            await self.sent.unanswered_after_restart(step["authorization"])
+            self.replica_lost(job, provider, err)
+            raise
+        return _restored(step, files)
 
     async def resumed(self, job: dict[str, Any]) -> dict[str, Any]:
         """A remote job whose checked answer a stop left storing: what is left of its outputs stored from where
@@ -180,11 +291,7 @@ class RemoteAnswers:
                 await self.sent.unanswered_after_restart(fetching["authorization"])
                 job.pop("fetching")
                 raise
-            returned = Returned(fetching["provider"], answer["run"], answer["provenance"], files,
-                                [o["sha256"] for o in answer["outputs"]], answer)
-            return await self.returned(job, returned, owed={"provider": fetching["provider"],
-                                                            "authorization": fetching["authorization"],
-                                                            "charge": answer["run"]["charge"]})
+            return await self.returned(job, _restored(fetching, files))
         finally:
             await in_pool(None, remove_tree, into)
 
@@ -195,14 +302,15 @@ class RemoteAnswers:
         await self.outputs.remove([o["capability"] for o in job.get("outputs", [])])
         for pay in job.get("answered", {}).get("pays", []):
             self.sent.owed_after_restart(pay["provider"], pay["authorization"], pay["charge"])
-        for step in ("sent", "fetching"):  # its answer, or its outputs, never came here
-            if step in job:
-                await self.sent.unanswered_after_restart(job[step]["authorization"])
-        for k in ("answered", "sent", "fetching"):
+        cut = [job[step] for step in ("sent", "fetching") if step in job]  # its answer, or its outputs, never came
+        for step in cut + [r for r in job.get("replicating", {}).values() if r["step"] != "lost"]:
+            await self.sent.unanswered_after_restart(step["authorization"])  # (a replica not compared: not paid)
+        for k in ("answered", "sent", "fetching", "replicating"):
             job.pop(k, None)
         job.update(state="interrupted", outputs=[], error="the node stopped while the job ran")
         self.records.save(job["id"], job)
         await in_pool(None, remove_tree, self.kept(job["id"]))
+        await in_pool(None, remove_tree, self.replicas_kept(job["id"]))
 
     async def recover_one(self, job: dict[str, Any]) -> None:
         """At start, a job a stop left unfinished: finished from its provider's answer if it was run on one and
@@ -250,6 +358,34 @@ class RemoteAnswers:
                     log.warning("job %s: storing its checked answer failed (%s): trying again", job["id"], err)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 60.0)
+
+
+def _short(fetching: dict[str, Any]) -> dict[str, Any]:
+    """A believed answer as its job's record keeps it: its streams dropped if they are longer than a record keeps."""
+    answer = fetching["answer"]
+    if len(answer.get("stdout", "")) + len(answer.get("stderr", "")) > KEPT_STREAMS:
+        answer = {**answer, "stdout": "", "stderr": "", "run": {**answer["run"], "stdout": "", "stderr": ""}}
+    return {**fetching, "answer": answer}
+
+
+def _restored(fetching: dict[str, Any], files: list) -> Returned:
+    """A run a restart finishes from its believed answer (`fetching`) and its outputs (`files`): its tab the one
+    a restart left pending, paid what it answered (sent_jobs.SentJobs.pay)."""
+    answer = fetching["answer"]
+    return Returned(fetching["provider"], answer["run"], answer["provenance"], files,
+                    [o["sha256"] for o in answer["outputs"]], answer, authorization=fetching["authorization"])
+
+
+def _replicas(replicas: list[tuple[str, Any]], agreed: list[Returned]) -> list[dict[str, Any]]:
+    """Each replica of a job: where it ran, whether it was paid (it agreed), or why it failed."""
+    out = []
+    for provider, r in replicas:
+        if isinstance(r, BaseException):
+            out.append({"provider": provider, "paid": False, "error": str(r)[:300]})
+        else:
+            out.append({"provider": provider, "paid": r in agreed, "provenance": r.run["provenance"],
+                        "charge": r.run["charge"] if r in agreed else 0, "fuel_consumed": r.run["fuel_consumed"]})
+    return out
 
 
 def _keep(paths: list[Path], kept: Path) -> None:

@@ -47,8 +47,9 @@ class Returned:
     files: list[OutputFile]
     sha256: list[str]
     answer: dict[str, Any]
-    tab: Any = None  # its own tab (remote_tabs.OpenTab), paid or abandoned once it is judged
+    tab: Any = None  # its own tab (remote_tabs.OpenTab), paid or abandoned once it is judged; None after a restart
     budget: int = 0
+    authorization: str = ""  # its tab's authorization id (hex): what a restart finds it by
 
     @property
     def agreement(self) -> tuple:
@@ -100,12 +101,16 @@ class SentJobs:
                 raise
         finally:
             await self._forget(url, provider, job)
-        returned.tab, returned.budget = tab, budget
+        returned.tab, returned.budget, returned.authorization = tab, budget, tab.auth.id.hex()
         return returned
 
     def pay(self, returned: Returned) -> None:
-        """Pay a checked run its charge (its tab closes and its receipt is paid)."""
+        """Pay a checked run its charge (its tab closes and its receipt is paid); a run whose tab a restart left
+        pending, that charge and no more (`owed_after_restart`)."""
         charge = returned.run["charge"]
+        if returned.tab is None:
+            self.owed_after_restart(returned.provider, returned.authorization, charge)
+            return
         self.paid.gateway_tabs.answered(returned.tab, returned.budget, charge)
         self.paid.market.note_paid(returned.provider, charge, by_them=False)
 
@@ -125,8 +130,12 @@ class SentJobs:
 
     async def refuse(self, returned: Returned, why: str | None) -> None:
         """Pay nothing for a checked run that is not believed: a strike (`why`) if it disagreed with the replicas
-        that agreed; none when no replicas agreed (which of them was wrong is not known)."""
-        await self.paid.gateway_tabs.abandon(returned.tab, returned.budget)
+        that agreed; none when no replicas agreed (which of them was wrong is not known).  A run whose tab a restart
+        left pending: that tab's authorization dropped."""
+        if returned.tab is None:
+            await self.unanswered_after_restart(returned.authorization)
+        else:
+            await self.paid.gateway_tabs.abandon(returned.tab, returned.budget)
         if why is not None:
             self._strike(returned.provider, why)
 

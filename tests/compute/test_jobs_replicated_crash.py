@@ -1,0 +1,182 @@
+"""A replicated job through a kill -9 of the user's node (compute/remote_answers.py: each replica's step written down,
+RemoteAnswers.replicas_again at the start), on one devnet of a gateway that offers no compute and three providers
+that offer no storage (each provider's balance is what the gateway paid it for its runs): killed while its replicas
+run, after two of them answered, and while its compared answer is stored.  After the restart the job is done, each
+replica ran once and was paid its charge once."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.compute import WASM
+from tests.support.nodes import kill_all
+from tests.support.peers import api, node_id, start_star
+from tests.support.waiting import eventually
+from xsc.compute.jobspec import job_id, parse_job
+from xsc.devnet import xsc_command
+
+# Three runs of slow.wasm at once on a loaded machine may take longer than the default wall-clock limit.
+SETTLE = {"XSC_LEDGER_SETTLE_RETRY_INTERVAL": "0.3", "XSC_COMPUTE_TIMEOUT": "60"}
+
+
+@pytest.fixture(scope="module")
+def devnet(tmp_path_factory):
+    started: list = []
+    try:
+        nodes, _ = start_star(tmp_path_factory.mktemp("replicated-crash"), 4,
+                              {**SETTLE, "XSC_MARKET_OFFER_COMPUTE": "false"},
+                              {**SETTLE, "XSC_MARKET_OFFER_STORAGE": "false"}, started)
+        gateway, providers = nodes[0], nodes[1:]
+        eventually(lambda: api(gateway, "GET", "/v1/market/status")[1]["participants"] == 4, "the market")
+        deployed = gateway.xsc("compute", "deploy", str(WASM / "slow.wasm"), "--wasi")
+        assert deployed.returncode == 0, deployed.stderr
+        yield gateway, providers, deployed.stdout.decode().strip()
+    finally:
+        for node in started:  # a stopped node takes its kill -9 only once it runs again
+            if node.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(node.pid, signal.SIGCONT)
+        kill_all(started)
+
+
+def _runs_of(provider, jid: str) -> int:
+    records = api(provider, "GET", "/v1/compute/provenance?limit=1000")[1]["records"]
+    return sum(1 for r in records if r["record"].get("job", {}).get("id") == jid)
+
+
+def _earned(provider) -> int:
+    return api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"]
+
+
+def _running(provider) -> bool:
+    return api(provider, "GET", "/v1/node/status")[1]["compute"]["running"] >= 1
+
+
+def _hosted(provider) -> int:
+    return api(provider, "GET", "/v1/node/status")[1]["hosted_jobs"]["hosted"]
+
+
+def _steps(gateway, jid: str) -> list[str] | None:
+    """The steps the gateway's record of the job names for its replicas, sorted (None: it names none)."""
+    status, job = api(gateway, "GET", f"/v1/compute/jobs/{jid}")
+    return sorted(r["step"] for r in job["replicating"].values()) if status == 200 and "replicating" in job else None
+
+
+def _continued(stopped: list) -> None:
+    for node in stopped:
+        os.kill(node.pid, signal.SIGCONT)
+
+
+def _earned_before(devnet) -> dict[str, int]:
+    """Each provider's balance once every payment of the jobs before is settled."""
+    gateway, providers, _ = devnet
+    _settled(gateway)
+    return {node_id(p): _earned(p) for p in providers}
+
+
+def _settled(gateway) -> None:
+    eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
+               "every payment settled", timeout=120)
+
+
+def _killed_and_restarted(devnet, tag: str, when, what: str, meanwhile=lambda: None) -> dict:
+    """`xsc compute run slow.wasm TAG --replicas 3` on the gateway, a kill -9 of the gateway the moment `when(jid)`
+    holds, `meanwhile()`, the gateway started again: the job once the start finished it."""
+    gateway, providers, module = devnet
+    jid = job_id(parse_job({"module": module, "argv": [tag], "stdout_to_store": True, "deterministic": True,
+                            "replicas": 3}), None, [])
+    running = subprocess.Popen([*xsc_command(), "--data-dir", str(gateway.data_dir), "compute", "run", module, tag,
+                                "--no-stdin", "--stdout-to-store", "--deterministic", "--replicas", "3"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        eventually(lambda: when(jid), what, timeout=120, poll=0.01)
+        gateway.kill()
+    finally:
+        running.wait(30)
+    meanwhile()
+    gateway.start()
+    return eventually(lambda: (j := api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1])["state"]
+                      not in ("running", "storing") and j, "the job finished at the start", timeout=120)
+
+
+def _ran_once_and_paid_once(devnet, job: dict, before: dict[str, int]) -> None:
+    gateway, providers, _ = devnet
+    assert job["state"] == "done" and job["executions"] == 1, (job.get("error"), job.get("replicas"))
+    assert "replicating" not in job and "answered" not in job, job
+    assert sorted(r["provider"] for r in job["replicas"]) == sorted(node_id(p) for p in providers), job
+    assert all(r["paid"] for r in job["replicas"]), job["replicas"]
+    (stdout,) = job["outputs"]
+    assert stdout["name"] == "stdout" and stdout["size"] == 5
+    for provider in providers:
+        assert _runs_of(provider, job["id"]) == 1  # not run again
+    _settled(gateway)
+    charges = {r["provider"]: r["charge"] for r in job["replicas"]}
+    assert job["charge"] == sum(charges.values()) > 0
+    for provider in providers:  # each paid its own replica's charge, once
+        assert _earned(provider) - before[node_id(provider)] == charges[node_id(provider)] > 0
+    for node in (gateway, *providers):
+        status, report = api(node, "GET", "/v1/ledger/verify")
+        assert status == 200 and report["ok"], report
+
+
+@pytest.mark.slow
+def test_a_replicated_job_killed_while_its_replicas_run_takes_their_answers_at_restart_and_pays_each_once(
+        devnet) -> None:
+    _, providers, _ = devnet
+    before = _earned_before(devnet)
+    stopped: list = []
+
+    def all_running(jid: str) -> bool:  # each provider held (SIGSTOP) once it runs the job: none can answer
+        for provider in providers:
+            if provider not in stopped and _hosted(provider) and _running(provider):
+                os.kill(provider.pid, signal.SIGSTOP)
+                stopped.append(provider)
+        return len(stopped) == 3
+
+    try:
+        job = _killed_and_restarted(devnet, "while-running", all_running, "the three replicas running",
+                                    meanwhile=lambda: _continued(stopped))
+    finally:
+        _continued(stopped)
+    _ran_once_and_paid_once(devnet, job, before)
+
+
+@pytest.mark.slow
+def test_a_replicated_job_killed_after_two_replicas_answered_compares_all_three_at_restart_and_pays_each_once(
+        devnet) -> None:
+    _, providers, _ = devnet
+    before = _earned_before(devnet)
+    late = providers[2]
+    stopped: list[int] = []
+
+    def two_checked(jid: str) -> bool:  # the third held (SIGSTOP) while it runs, the other two answered
+        if not stopped and all(_hosted(p) for p in providers) and _running(late):
+            os.kill(late.pid, signal.SIGSTOP)
+            stopped.append(late.pid)
+        return bool(stopped) and all(_runs_of(p, jid) == 1 for p in providers[:2]) \
+            and _steps(devnet[0], jid) in (["checked", "checked", "sent"], None)
+
+    try:
+        job = _killed_and_restarted(devnet, "two-answered", two_checked, "two replicas answered, the third held",
+                                    meanwhile=lambda: os.kill(late.pid, signal.SIGCONT))
+    finally:
+        os.kill(late.pid, signal.SIGCONT)
+    _ran_once_and_paid_once(devnet, job, before)
+
+
+@pytest.mark.slow
+def test_a_replicated_job_killed_while_its_compared_answer_is_stored_is_stored_at_restart_and_pays_each_once(
+        devnet) -> None:
+    before = _earned_before(devnet)
+
+    def storing(jid: str) -> bool:
+        return api(devnet[0], "GET", f"/v1/compute/jobs/{jid}")[1].get("state") == "storing"
+
+    job = _killed_and_restarted(devnet, "storing", storing, "the job's compared answer being stored")
+    _ran_once_and_paid_once(devnet, job, before)
