@@ -168,15 +168,3 @@ def test_a_replicated_job_killed_after_two_replicas_answered_compares_all_three_
     finally:
         os.kill(late.pid, signal.SIGCONT)
     _ran_once_and_paid_once(devnet, job, before)
-
-
-@pytest.mark.slow
-def test_a_replicated_job_killed_while_its_compared_answer_is_stored_is_stored_at_restart_and_pays_each_once(
-        devnet) -> None:
-    before = _earned_before(devnet)
-
-    def storing(jid: str) -> bool:
-        return api(devnet[0], "GET", f"/v1/compute/jobs/{jid}")[1].get("state") == "storing"
-
-    job = _killed_and_restarted(devnet, "storing", storing, "the job's compared answer being stored")
-    _ran_once_and_paid_once(devnet, job, before)
