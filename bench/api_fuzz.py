@@ -417,6 +417,7 @@ def check_storage_accounting(data_dir: Path) -> bool | str:
     import plyvel
 
     from xsc import keys
+    from xsc.node.datadir import BLOCKS_DIR
     from xsc.storage import ShareStore
 
     db = plyvel.DB(str(data_dir / "db"))
@@ -425,6 +426,12 @@ def check_storage_accounting(data_dir: Path) -> bool | str:
         store.recover()
         metas = sum(store.share_meta(si, share).stored_bytes for si, share in store.held_shares())
         blocks = sum(len(v) for _, v in db.iterator(prefix=keys.blocks_of(b"")))
+        if (data_dir / BLOCKS_DIR).exists():  # staged uploads' blocks are in a LevelDB of their own
+            staged = plyvel.DB(str(data_dir / BLOCKS_DIR))
+            try:
+                blocks += sum(len(v) for _, v in staged.iterator(prefix=keys.blocks_of(b"")))
+            finally:
+                staged.close()
         if store.used == metas == blocks:
             return True
         return f"used {store.used}, share metadata {metas}, blocks {blocks}"
