@@ -6,6 +6,7 @@ hangs, not timing assertions)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -118,8 +119,10 @@ REFUSED = PeerRefused("peer b refused POST /audit: internal error", peer_status=
 NO_ANSWER = PeerUnreachable("peer b is unreachable: timeout", sent=True)
 
 
-async def test_a_holder_that_answers_its_probes_but_refuses_the_audits_of_a_share_has_it_rebuilt_and_is_not_struck(
-        tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def _one_share_on_a_holder(tmp_path: Path, **config):
+    """A 5-block file whose share 0 is on `holder` (a Holding whose `audits` say how each audit is answered), the
+    rest here, and an AuditService over it with `config`: (gateway, audits, holder, verdicts, storage index)."""
     import io
     from concurrent.futures import ThreadPoolExecutor
 
@@ -137,10 +140,15 @@ async def test_a_holder_that_answers_its_probes_but_refuses_the_audits_of_a_shar
 
         put = await gateway_put.put(gateway, read, 5 * 4096, place=lambda si, size: (["b"] + ["me"] * 5, {0: holder}),
                                     me="me")
-        si = put.capability.storage_index
-        audits = AuditService(config=AuditSection(blocks_per_round=1, repair_after_failures=3), probe_interval=10.0,
-                              me="me", gateway=gateway, pool=pool, peers=_Peers(), holder_for=lambda node, url: holder,
+        audits = AuditService(config=AuditSection(blocks_per_round=1, **config), probe_interval=10.0, me="me",
+                              gateway=gateway, pool=pool, peers=_Peers(), holder_for=lambda node, url: holder,
                               on_audit=lambda node, ok, detail: verdicts.append(ok), repair=None)
+        yield gateway, audits, holder, verdicts, put.capability.storage_index
+
+
+async def test_a_holder_that_answers_its_probes_but_refuses_the_audits_of_a_share_has_it_rebuilt_and_is_not_struck(
+        tmp_path: Path) -> None:
+    async with _one_share_on_a_holder(tmp_path, repair_after_failures=3) as (gateway, audits, holder, verdicts, si):
         # Refused twice, then an answer: a busy holder starts again from nothing.  Audits that found no answer in
         # time do not count towards it, and fewer than three of them in a row are no failure either.
         holder.audits = [REFUSED, REFUSED, None, REFUSED, NO_ANSWER, REFUSED, NO_ANSWER, NO_ANSWER]
@@ -157,27 +165,7 @@ async def test_a_holder_that_answers_its_probes_but_refuses_the_audits_of_a_shar
 async def test_a_holder_up_that_lets_every_audit_of_a_share_time_out_fails_it(tmp_path: Path) -> None:
     """Containment: an audit a holder up by its probes does not answer in time is asked again, and the third in a
     row (`audit.timeouts_before_failure`) is a failed audit; any answer in between starts it again from nothing."""
-    import io
-    from concurrent.futures import ThreadPoolExecutor
-
-    from xsc.config import AuditSection
-    from xsc.storage import gateway_put
-    from xsc.storage.audits import AuditService
-    from tests.support.shares import Holding, gateway_core
-
-    holder, verdicts = Holding(), []
-    with gateway_core(tmp_path, 4096) as gateway, ThreadPoolExecutor(1) as pool:
-        data = io.BytesIO(os.urandom(5 * 4096))
-
-        async def read(n: int) -> bytes:
-            return data.read(n)
-
-        put = await gateway_put.put(gateway, read, 5 * 4096, place=lambda si, size: (["b"] + ["me"] * 5, {0: holder}),
-                                    me="me")
-        si = put.capability.storage_index
-        audits = AuditService(config=AuditSection(blocks_per_round=1, timeouts_before_failure=3), probe_interval=10.0,
-                              me="me", gateway=gateway, pool=pool, peers=_Peers(), holder_for=lambda node, url: holder,
-                              on_audit=lambda node, ok, detail: verdicts.append(ok), repair=None)
+    async with _one_share_on_a_holder(tmp_path, timeouts_before_failure=3) as (gateway, audits, holder, verdicts, si):
         holder.audits = [NO_ANSWER, NO_ANSWER, None, NO_ANSWER, NO_ANSWER, REFUSED, NO_ANSWER, NO_ANSWER]
         for _ in range(8):
             await audits.audit_round()

@@ -236,17 +236,14 @@ async def test_repair_rebuilds_missing_shares_with_exact_accounting(store_node) 
     assert await (await get(store_node, cap)).read() == data
 
 
-async def test_a_file_removed_while_it_is_repaired_keeps_no_share_nor_space(store_node, monkeypatch) -> None:
-    """`store rm` while a repair of the file has rebuilt a share and not yet published it: the removal waits for the
-    repair, then deletes what it rebuilt too: no share is published for a file that is gone."""
-    cap = (await put(store_node, os.urandom(3 * SEG + 5)))["capability"]
-    store, storage = store_node.app[NODE].gateway.store, store_node.app[NODE].storage
-    await _drop_shares(store_node, cap, [0])
+async def _repair_held_before_publishing(store_node, monkeypatch, cap: str) -> tuple[asyncio.Future, asyncio.Event]:
+    """A repair of `cap` started and held once its rebuilt share is written, before it is published: (the repair's
+    answer to come, the event that lets it go on)."""
     writing, go_on = asyncio.Event(), asyncio.Event()
     publisher = store_node.app[NODE].gateway.publisher
     publish = publisher.publish
 
-    async def held_up(*args, **kwargs):  # the rebuilt share is written, not yet published
+    async def held_up(*args, **kwargs):
         writing.set()
         await go_on.wait()
         return await publish(*args, **kwargs)
@@ -254,6 +251,16 @@ async def test_a_file_removed_while_it_is_repaired_keeps_no_share_nor_space(stor
     monkeypatch.setattr(publisher, "publish", held_up)
     repair = asyncio.ensure_future(store_node.post(f"/v1/store/files/{cap}/repair"))
     await writing.wait()
+    return repair, go_on
+
+
+async def test_a_file_removed_while_it_is_repaired_keeps_no_share_nor_space(store_node, monkeypatch) -> None:
+    """`store rm` while a repair of the file has rebuilt a share and not yet published it: the removal waits for the
+    repair, then deletes what it rebuilt too: no share is published for a file that is gone."""
+    cap = (await put(store_node, os.urandom(3 * SEG + 5)))["capability"]
+    store, storage = store_node.app[NODE].gateway.store, store_node.app[NODE].storage
+    await _drop_shares(store_node, cap, [0])
+    repair, go_on = await _repair_held_before_publishing(store_node, monkeypatch, cap)
     removal = asyncio.ensure_future(store_node.delete(f"/v1/store/files/{cap}"))
     si = Capability.parse(cap).storage_index
     await eventually_async(lambda: removal.done() or storage.repair_locks.waiting(si),
@@ -278,18 +285,7 @@ async def test_repairs_that_fail_leave_no_lock_behind_and_one_running_keeps_its_
     cap = (await put(store_node, os.urandom(3 * SEG + 5)))["capability"]
     si = Capability.parse(cap).storage_index
     await _drop_shares(store_node, cap, [0])
-    writing, go_on = asyncio.Event(), asyncio.Event()
-    publisher = store_node.app[NODE].gateway.publisher
-    publish = publisher.publish
-
-    async def held_up(*args, **kwargs):
-        writing.set()
-        await go_on.wait()
-        return await publish(*args, **kwargs)
-
-    monkeypatch.setattr(publisher, "publish", held_up)
-    repair = asyncio.ensure_future(store_node.post(f"/v1/store/files/{cap}/repair"))
-    await writing.wait()
+    repair, go_on = await _repair_held_before_publishing(store_node, monkeypatch, cap)
     for _ in range(5):  # others fail meanwhile: the running repair's lock is untouched
         unknown = Capability(key=os.urandom(32), manifest_hash=os.urandom(32), size=10)
         assert (await store_node.post(f"/v1/store/files/{unknown}/repair")).status == 404
