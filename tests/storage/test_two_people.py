@@ -255,3 +255,43 @@ def test_a_peer_that_quarantined_this_node_gets_no_shares_and_the_put_says_why(c
     said = " ".join(a.xsc("store", "put", str(tmp_path / "f")).stderr.split())
     assert "the shares meant for other nodes stay on this one: node" in said and "(quarantined)" in said, said
     assert len(asked) == 1 and asked[0].startswith("/v1/peer/terms"), asked  # asked once, then left out
+
+
+def test_a_repair_leaves_out_a_peer_that_refused_this_node_outright(cli_node, tmp_path, monkeypatch) -> None:
+    """A repaired share goes past a peer that quarantined this node as a put's share does: the first repair that
+    offers it a share is refused and places it elsewhere, and no repair asks it again while the refusal stands."""
+    quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}, "storage": {"segment_size": 65536}}
+    a, b, c = (TextNode(cli_node(name, **quiet)) for name in "abc")
+    id_a, id_b, id_c = (json.loads(n.xsc("node", "status", "--json").stdout)["id"] for n in (a, b, c))
+    for peer, id_peer in ((b, id_b), (c, id_c)):
+        assert a.xsc("peers", "add", peer.url).exit_code == 0
+        eventually(lambda: any(o["owner"] == id_peer for k in json.loads(a.xsc("market", "book", "--json").stdout)
+                               ["books"] for o in k["asks"]), "the peer's offer in A's book", 30)
+    files = []
+    for _ in range(2):  # two files with shares on C, none on B
+        (tmp_path / "f").write_bytes(os.urandom(20_000))
+        done = a.xsc("store", "put", str(tmp_path / "f"), "--avoid", id_b, "--json")
+        r = json.loads(done.stdout)
+        assert done.exit_code == 0 and id_c in r["placement"] and id_b not in r["placement"], done.output
+        files.append(r)
+    asked: list[list[str]] = []  # the shares A offered B, by repair
+    admission = b.app[NODE].admission
+    check_request = admission.check_request
+
+    def counted(signed, headers):
+        if signed.sender == id_a and signed.target.startswith("/v1/peer/shares") and asked:
+            asked[-1].append(signed.target)
+        return check_request(signed, headers)
+
+    monkeypatch.setattr(admission, "check_request", counted)
+    admission.quarantine.put(id_a, "failed 5 audits")
+    for r in files:  # C lost its shares of both: each repair places them again, B the only other peer
+        si = Capability.parse(r["capability"]).storage_index
+        for share in (s for s, node in enumerate(r["placement"]) if node == id_c):
+            assert c.app[NODE].store.delete_share(si, share)
+        asked.append([])
+        done = a.xsc("store", "repair", r["capability"], "--json")
+        assert done.exit_code == 0, done.output
+        repaired = json.loads(done.stdout)
+        assert repaired["intact"] == 6 and id_b not in repaired["placement"], repaired
+    assert asked[0] and not asked[1], asked  # B asked by the first repair only

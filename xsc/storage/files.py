@@ -21,7 +21,7 @@ from typing import Any
 
 
 from .. import db
-from ..errors import (BadRequest, DiskFull, MarketNoDeal, NotEnoughShares, NotFound, PeerNotFound, PeerUnreachable,
+from ..errors import (BadRequest, DiskFull, NotEnoughShares, NotFound, PeerNotFound, PeerUnreachable,
                       XscError)
 from ..identity import Identity
 from ..ledger.service import LedgerService
@@ -39,6 +39,7 @@ from .gateway_get import Plaintext
 from .gateway_put import Riding
 from .core.placement import node_failures_survived
 from .locate import Locator
+from .placing import SharePlacing
 from .strangers import ProviderTerms
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,8 @@ class StorageService:
         self.repair_locks: Locks[bytes] = Locks()  # storage index -> one repair (or removal) of the file at a time
         self._view: tuple[int, list[dict], dict[str, int]] | None = None  # files_view's reading, see there
         self._finishing: asyncio.Future | None = None  # start(): removals a crash cut short
+        self.placing = SharePlacing(gateway=gateway, deals=deals, dealing=dealing, terms=terms, peers=peers,
+                                    holder=self.holder, pool=pool, me=me, lease_duration=lease_duration)
 
     # --- where shares are --------------------------------------------------------------------
     def holder(self, node_id: str, price: int | None = None):
@@ -287,7 +290,7 @@ class StorageService:
         records = None if size is None else self._deal_records(quote, seconds)
         try:
             return await self.gateway.put(read, size, name, place=self._placer(quote), lease_duration=seconds,
-                                          replace=self._replacer(quote, bid), me=self.me, records=records,
+                                          replace=self.placing.replacer(quote, bid), me=self.me, records=records,
                                           riding=riding, keep_home=quote.home_offers)
         except db.Error as err:
             if not db.disk_full(err):
@@ -339,31 +342,6 @@ class StorageService:
             return nodes, {s: self.holder(node, quote.prices[s]) for s, node in enumerate(nodes) if node != self.me}
 
         return place
-
-    def _replacer(self, quote: quotes.PutQuote, bid: int):
-        """Another provider for a share whose matched holder cannot take it (down, or refusing): the next one
-        the market offers at the put's bid, one the file does not use yet if there is one."""
-
-        async def replace(share: int, failed: set[str]):
-            for node in failed:
-                if self.terms is not None:
-                    self.terms.forget(node)  # it refused: its terms are asked again next time
-                self.dealing.failed(node)
-            out = set(self.terms.shut_out()) if self.terms is not None else set()  # those refusing this node outright
-            for avoid in (set(quote.nodes) | failed | out, failed | out | {self.me}):
-                try:
-                    node, price = await quotes.relocation(self.dealing, quote.share_bytes, quote.seconds, avoid=avoid,
-                                                    bid=bid, failed=frozenset(failed))
-                except MarketNoDeal as err:
-                    log.info("share %d: no provider avoiding %s: %s", share, sorted(avoid), err)
-                    continue
-                if node != self.me:  # this node's room was counted when the put began: it takes no more now
-                    quote.nodes[share], quote.prices[share] = node, price
-                    return node, self.holder(node, price)
-            log.warning("no other provider for share %d of this put", share)
-            return None
-
-        return replace
 
     # --- get, list, remove ---------------------------------------------------------------------
     async def open(self, cap: Capability, byte_range: tuple[int, int] | None = None
@@ -490,7 +468,7 @@ class StorageService:
             await gateway_repair.release_strays(self.gateway, self.holder, cap.storage_index)
             holders, names, fetched = await self.located(cap)
             moved: dict[int, tuple[str, int]] = {}
-            result = await self.gateway.repair(cap, holders, names, relocate=self._relocator(cap, moved, fetched),
+            result = await self.gateway.repair(cap, holders, names, relocate=self.placing.relocator(cap, moved, fetched),
                                                me=self.me, fetched=fetched,
                                                placed=None if fetched is not None else self._deals_follow(moved))
             if result["repaired"] and self.locator is not None:
@@ -532,33 +510,6 @@ class StorageService:
                              also=lambda batch: self.gateway.store.set_placement(si, after, batch))
 
         return placed
-
-    def _relocator(self, cap: Capability, moved: dict[int, tuple[str, int]], fetched: bytes | None = None):
-        """Where a repaired share goes: a peer that is up and holds no share of the file, matched on the market
-        for the rest of the share's lease (the new deal is noted in `moved`: share -> (node, price)).
-        `fetched`: the manifest as a holder sent it, for a file another node placed."""
-
-        async def relocate(share: int, used: set[str], failed: set[str]):
-            if self.peers is None:
-                return None
-            manifest = await in_pool(self.pool, self.gateway.manifest, cap, fetched)
-            share_bytes = layout.share_bytes(manifest.size, manifest.segment_size)
-            not_up = {d.id for d in self.peers.peers() if not self.peers.availability(d.id).up}
-            placed: dict[int, StorageDeal] = {d.share: d for d in self.deals.of_file(cap.storage_index)}
-            deal = placed.get(share)
-            seconds = max(60, deal.end - int(time.time())) if deal else self.lease_duration
-            try:
-                node, price = await quotes.relocation(self.dealing, share_bytes, seconds, avoid=used | not_up,
-                                                failed=frozenset(failed))
-            except MarketNoDeal as err:
-                log.warning("no provider for share %d of %s: %s", share, cap.storage_index.hex(), err)
-                return None
-            moved[share] = (node, price)
-            if node == self.me:
-                return None  # the market chose this node: the share is rebuilt here
-            return node, self.holder(node, price)
-
-        return relocate
 
     async def renew(self, cap: Capability, body: Mapping[str, Any]) -> dict:
         """Extend every share's lease to now + duration, here and on each holder (body {"duration": seconds}).

@@ -29,8 +29,8 @@ from .share_store import BlockReader, ShareMeta, ShareStore
 
 log = logging.getLogger(__name__)
 
-# (share, nodes that failed it) -> another holder for a share whose holder could not take it (None: give up)
-Replacer = Callable[[int, set], "Awaitable[tuple[str, Holder] | None]"]
+# (share, node -> how it failed the share) -> another holder for a share whose holder could not take it (None: give up)
+Replacer = Callable[[int, dict], "Awaitable[tuple[str, Holder] | None]"]
 # (share) -> (this node's name, a holder here) for a share no other node took for a standing reason
 Keeper = Callable[[int], "tuple[str, Holder]"]
 REPLACEMENTS = 3  # other holders tried for a share whose chosen holder cannot take it
@@ -114,7 +114,7 @@ class GatewayCore:
         failed = {s: r for s, r in zip(shares, results) if isinstance(r, BaseException)}
         given_up: list[tuple[str, int, BaseException]] = []
         for share, err in failed.items():
-            tried = {placement[share]}
+            tried: dict[str, BaseException] = {placement[share]: err}  # node -> how it failed the share
             while isinstance(err, PeerError) and replace is not None and len(tried) <= REPLACEMENTS:
                 log.warning("share %d: node %s could not take it (%s); choosing another", share,
                             placement[share], err)
@@ -122,12 +122,11 @@ class GatewayCore:
                 if alternative is None:
                     break
                 node, holder = alternative
-                tried.add(node)
                 writer = remote[share].to(holder, node)
                 try:
                     await start(writer)
                 except PeerError as again:
-                    err = again
+                    err = tried[node] = again
                     continue
                 remote[share], placement[share], err = writer, node, None
                 break

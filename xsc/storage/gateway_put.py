@@ -530,7 +530,7 @@ async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | 
 
     `place(storage index, share bytes)` says where the shares go: the node of each share and the
     holder of each share on another node (only for a known size); by default all stay here.  A holder
-    that cannot begin its share (down, or refusing) is swapped for `replace(share, nodes that failed it)`,
+    that cannot begin its share (down, or refusing) is swapped for `replace(share, node -> how it failed it)`,
     if given, before any byte is sent.  Every share's lease ends `lease_duration` seconds from now
     (default: the node's).  `me`: how the placement names this node.  `records(storage index, placement, lease
     expiry)`: records written with the file's (its deals), in the same synced write; `riding(capability)`: records of

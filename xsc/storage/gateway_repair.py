@@ -20,8 +20,8 @@ from .share_store import ShareMeta
 log = logging.getLogger(__name__)
 _NOT_OURS = ("share-not-found", "forbidden")  # a holder's answers that leave no copy of ours to release there
 
-# (share, nodes already used, nodes that failed it) -> where a repaired share goes instead (None: here)
-Relocator = Callable[[int, set, set], "Awaitable[tuple[str, Holder] | None]"]
+# (share, nodes already used, node -> how it failed the share) -> where a repaired share goes instead (None: here)
+Relocator = Callable[[int, set, dict], "Awaitable[tuple[str, Holder] | None]"]
 # Writes a file's new placement (storage index, placement before, after) with what must change with it, in one synced
 # write (in the pool); without one, the placement alone is written.
 Placed = Callable[[bytes, list, list], None]
@@ -161,7 +161,7 @@ class _OneRepair:
         self.rewrite_here = {s: r.bad_blocks for s, r in self.broken_local.items() if s in self.local_metas}
         self.rebuild_here = [s for s in self.broken_local if s not in self.local_metas]
         for s in sorted(self.remote_bad):
-            destination = await relocate(s, set(self.new_names), set()) if relocate else None
+            destination = await relocate(s, set(self.new_names), {}) if relocate else None
             if destination is None:
                 self.rebuild_here.append(s)
                 self.new_names[s] = self.me
@@ -187,7 +187,8 @@ class _OneRepair:
                                                 share_bytes * len(self.rebuild_here))
             # A destination that cannot take its share (down, or refusing) is swapped for another one.
             new_names = self.new_names
-            replace = (lambda share, failed: relocate(share, set(new_names) | failed, failed)) if relocate else None
+            replace = (lambda share, failed: relocate(share, set(new_names) | set(failed), failed)) \
+                if relocate else None
             await gateway.start_remote(self.moved, new_names, replace,
                                        lambda writer: writer.begin(manifest.size, manifest.segment_size, lease))
             await self._write_segments(read, rebuilt)

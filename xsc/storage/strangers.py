@@ -10,9 +10,10 @@ A call or a job a provider refused for want of prepayment is remembered the same
 pass over it (`refuses`) while another provider takes them.
 What this node prepaid by itself is counted in LevelDB (`keys.auto_prepaid`), so the caps hold across restarts.
 
-A provider that refuses this node outright (it quarantined this node, or does not admit it: SHUT_OUT) is left out of
-puts for SHUT_OUT_SECONDS (`shut_out`): asking it again would only be refused again, each put a round trip to it and
-its shares kept at home after all.
+A provider that refuses this node outright (it quarantined this node, or does not admit it: SHUT_OUT), as its terms
+are asked or as it refuses a share, is left out of puts and of repairs for SHUT_OUT_SECONDS (`shut_out`, read by
+storage/placing.py and the put's matching): asking it again would only be refused again, each time a round trip to it
+and its shares placed elsewhere after all.
 """
 
 from __future__ import annotations
@@ -91,13 +92,14 @@ class ProviderTerms:
         return found
 
     def refused(self, provider: str, err: BaseException) -> None:
-        """A request to `provider` failed with `err`: one of its SHUT_OUT refusals leaves it out of puts a while."""
+        """A request to `provider` failed with `err`: one of its SHUT_OUT refusals leaves it out of puts and repairs a
+        while."""
         code = (err.details or {}).get("peer_code") if isinstance(err, PeerError) else None
         if code in SHUT_OUT:
             if len(self._shut_out) >= 4 * MAX_PROVIDERS:
                 self._shut_out.clear()
             self._shut_out[provider] = (time.monotonic() + SHUT_OUT_SECONDS, code)
-            log.info("node %s refuses this node (%s): no put asks it for %d s", provider, code, SHUT_OUT_SECONDS)
+            log.info("node %s refuses this node (%s): no put or repair asks it for %d s", provider, code, SHUT_OUT_SECONDS)
 
     def shut_out(self) -> dict[str, str]:
         """provider -> the code of its refusal, for the providers that refused this node within SHUT_OUT_SECONDS."""
