@@ -96,7 +96,7 @@ async def test_a_repair_cut_short_at_any_step_of_its_end_is_finished_by_the_next
     gateway.store.mark_damaged(si, 0, "failed an audit on node b")  # as a failed audit marks it
     placement = list(NAMES)
 
-    def placed(si: bytes, before: list[str], after: list[str]) -> None:
+    def placed(si: bytes, before: list[str], after: list[str], lease: int) -> None:
         if at == "placement":
             raise Crash()
         placement[:] = after
@@ -156,7 +156,7 @@ async def test_a_copy_a_repair_committed_and_never_placed_is_released_and_a_plac
     async def relocate(share, used, failed):
         return "d", d
 
-    def killed(si, before, after):
+    def killed(si, before, after, lease):
         raise SystemExit("killed")  # kill -9 between the commits and the placement: nothing is undone
 
     async def no_undo(self) -> None:

@@ -16,6 +16,7 @@ from tests.support.s3 import FrontProcess, boto3_client, create_key
 from tests.support.people import join, person
 from xsc.errors import InvalidArgument
 from xsc.node.appkeys import NODE
+from xsc.storage import remote
 from xsc.storage.core.capability import Capability
 
 # Nodes that extend each other credit: here only placement is looked at (strangers: tests/market/test_strangers.py).
@@ -295,3 +296,58 @@ def test_a_repair_leaves_out_a_peer_that_refused_this_node_outright(cli_node, tm
         repaired = json.loads(done.stdout)
         assert repaired["intact"] == 6 and id_b not in repaired["placement"], repaired
     assert asked[0] and not asked[1], asked  # B asked by the first repair only
+
+
+def test_a_repair_of_another_nodes_file_cut_short_leaves_no_copy_held_for_nothing(cli_node, tmp_path,
+                                                                                  monkeypatch) -> None:
+    """A repairs B's file (it was handed the capability) and its process ends just as it writes the new placement:
+    once A is up again, each copy the repair put on D is under a deal of A's, or given back."""
+    quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}, "storage": {"segment_size": 65536}}
+    a = TextNode(cli_node("a", **quiet, market={"offer_storage": False}))
+    b, c, d = (TextNode(cli_node(name, **quiet)) for name in "bcd")
+    id_b, id_c, id_d = (json.loads(n.xsc("node", "status", "--json").stdout)["id"] for n in (b, c, d))
+
+    def knows(node, peer, id_peer) -> None:
+        assert node.xsc("peers", "add", peer.url).exit_code == 0
+        eventually(lambda: any(o["owner"] == id_peer for k in json.loads(node.xsc("market", "book", "--json").stdout)
+                               ["books"] for o in k["asks"]), "the peer's offer in the book", 30)
+
+    knows(b, c, id_c)
+    (tmp_path / "f").write_bytes(os.urandom(20_000))
+    done = b.xsc("store", "put", str(tmp_path / "f"), "--spread", "--json")
+    assert done.exit_code == 0, done.output
+    put_ = json.loads(done.stdout)
+    lost = [s for s, node in enumerate(put_["placement"]) if node == id_c][:1]  # a share of C's lost
+    cap, si = put_["capability"], Capability.parse(put_["capability"]).storage_index
+    for peer, id_peer in ((b, id_b), (c, id_c), (d, id_d)):  # D joins after the put: the spare for C's shares
+        knows(a, peer, id_peer)
+    for share in lost:
+        assert c.app[NODE].store.delete_share(si, share)
+
+    class Crash(Exception):
+        """A's process ending there: nothing after it runs, nothing is undone."""
+
+    store = a.app[NODE].store
+    set_placement = store.set_placement
+
+    def placed_then_killed(*args, **kwargs):
+        set_placement(*args, **kwargs)
+        raise Crash()
+
+    async def no_undo(self) -> None:
+        pass
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "set_placement", placed_then_killed)
+        patched.setattr(remote.RemoteShareWriter, "undo", no_undo)
+        cut = a.xsc("store", "repair", cap)
+        assert cut.exit_code != 0, cut.output
+    assert {m.share for m in d.app[NODE].store.share_metas(si)} == set(lost), cut.output  # committed on D
+    a.stop()
+    a.start()
+    done = a.xsc("store", "repair", cap, "--json")  # what the crash left, settled first
+    assert done.exit_code == 0 and json.loads(done.stdout)["intact"] == 6, done.output
+    on_d = {m.share for m in d.app[NODE].store.share_metas(si)}
+    deals = a.app[NODE].deals.of_file_view(si)["deals"]
+    paid = {x["share"] for x in deals if x["node"] == id_d and not x.get("ended")}
+    assert on_d == paid, (on_d, deals)

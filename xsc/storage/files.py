@@ -470,14 +470,12 @@ class StorageService:
             moved: dict[int, tuple[str, int]] = {}
             result = await self.gateway.repair(cap, holders, names, relocate=self.placing.relocator(cap, moved, fetched),
                                                me=self.me, fetched=fetched,
-                                               placed=None if fetched is not None else self._deals_follow(moved))
+                                               placed=self._deals_follow(moved) if fetched is None
+                                               else self._adopting(cap, fetched, moved))
             if result["repaired"] and self.locator is not None:
                 self.locator.placed(cap.storage_index, list(result["placement"]))
-            if fetched is not None:  # another node's file: the deals for the shares moved are this node's own
-                if result["repaired"]:
-                    await in_pool(self.pool, self._adopt, cap, fetched, result["placement"], moved, int(time.time()),
-                                  result["lease_expiry"])
-                self.locator.forget(cap.storage_index)  # where its shares are now: asked again, not remembered
+            if fetched is not None:  # where another node's file's shares are now: asked again, not remembered
+                self.locator.forget(cap.storage_index)
         answer = {**result, **await self.check(cap)}
         after = result["placement"]
         if after and len(set(after)) > 1 and node_failures_survived(after) == 0:
@@ -486,21 +484,31 @@ class StorageService:
                                  "(add nodes and repair again)")
         return answer
 
-    def _adopt(self, cap: Capability, fetched: bytes, placement: list[str], moved: dict[int, tuple[str, int]],
-               now: int, lease_expiry: int) -> None:
-        """Deals of this node's for the shares of another node's file that its repair placed on providers."""
-        manifest = self.gateway.manifest(cap, fetched)
-        share_bytes = layout.share_bytes(manifest.size, manifest.segment_size)
-        placed = {s: price for s, (node, price) in moved.items() if node != self.me and placement[s] == node}
-        if placed:
-            self.deals.record(cap.storage_index, placement, share_bytes, placed, now, lease_expiry, shares=set(placed))
+    def _adopting(self, cap: Capability, fetched: bytes, moved: dict[int, tuple[str, int]]):
+        """How a repair of another node's file writes where its shares are now: with deals of this node's for the
+        shares it placed on providers (`moved`: share -> (node, price) the relocator chose), in one synced write.  A
+        crash between the two would leave those copies held under no deal, and dropped from the note of copies to
+        delete (`note_strays`) by the placement: unpaid and never given back."""
+
+        def placed(si: bytes, before: list[str], after: list[str], lease_expiry: int) -> None:
+            manifest = self.gateway.manifest(cap, fetched)
+            share_bytes = layout.share_bytes(manifest.size, manifest.segment_size)
+            prices = {s: price for s, (node, price) in moved.items() if node != self.me and after[s] == node}
+            deals = self.deals.make(si, after, share_bytes, prices, int(time.time()), lease_expiry, set(prices))
+            with self.store.db.write_batch(sync=True, transaction=True) as batch:
+                for key, value in self.deals.entries(si, deals).items():
+                    batch.put(key, value)
+                self.store.set_placement(si, after, batch)
+            self.deals.written(deals)
+
+        return placed
 
     def _deals_follow(self, moved: dict[int, tuple[str, int]]):
         """How a repair of this node's own file writes its new placement: with the deals of the shares that moved,
         in one synced write (a crash between the two would leave a share's deal, and its pay, with its old holder).
         `moved`: share -> (node, price) the relocator chose; a share rebuilt elsewhere keeps its deal's price."""
 
-        def placed(si: bytes, before: list[str], after: list[str]) -> None:
+        def placed(si: bytes, before: list[str], after: list[str], lease_expiry: int) -> None:
             moves = {}
             for share, node in enumerate(after):
                 if before[share] != node:

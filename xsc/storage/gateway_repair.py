@@ -22,9 +22,9 @@ _NOT_OURS = ("share-not-found", "forbidden")  # a holder's answers that leave no
 
 # (share, nodes already used, node -> how it failed the share) -> where a repaired share goes instead (None: here)
 Relocator = Callable[[int, set, dict], "Awaitable[tuple[str, Holder] | None]"]
-# Writes a file's new placement (storage index, placement before, after) with what must change with it, in one synced
-# write (in the pool); without one, the placement alone is written.
-Placed = Callable[[bytes, list, list], None]
+# Writes a file's new placement (storage index, placement before, after, the lease of the shares rebuilt) with what
+# must change with it, in one synced write (in the pool); without one, the placement alone is written.
+Placed = Callable[[bytes, list, list, int], None]
 
 
 @dataclass
@@ -113,7 +113,7 @@ class _OneRepair:
                  me: str, fetched: bytes | None, placed: Placed | None = None) -> None:
         self.gateway, self.cap, self.si = gateway, cap, cap.storage_index
         self.holders, self.names, self.me, self.fetched = holders, names, me, fetched
-        self.placed = placed or (lambda si, before, after: gateway.store.set_placement(si, after))
+        self.placed = placed or (lambda si, before, after, lease: gateway.store.set_placement(si, after))
         self.new_names = list(names)
         self.moved: dict[int, RemoteShareWriter] = {}
         self.upload = None
@@ -205,7 +205,7 @@ class _OneRepair:
             # crash between the two leaves the placement naming this node for a share not here yet, which the next
             # repair finds missing and rebuilds; the other way round it named the bad holder, unmarked, for good.
             if self.new_names != self.names:
-                await gateway.run(self.placed, si, self.names, self.new_names)
+                await gateway.run(self.placed, si, self.names, self.new_names, lease)
             if self.upload is not None:
                 metas = [ShareMeta(s, manifest.segment_count, share_bytes, lease, gateway.node_key, tuple(rebuilt[s]))
                          for s in self.rebuild_here]
