@@ -26,7 +26,7 @@ from xsc.net.compute import close_tab, push_module
 from xsc.net import functions as wire
 from xsc.net.functions import FUNCTION_ANSWER, FUNCTION_PATH, FUNCTIONS_PATH
 from xsc.node import IDENTITY
-from xsc.node.appkeys import NODE
+from xsc.node.appkeys import METRICS, NODE
 
 FAST = {"placement_interval": 0.25}  # a tab renewed every 3 s, a silent provider left after 1 s
 
@@ -531,3 +531,21 @@ async def test_what_the_payment_retry_pays_for_a_placed_function_counts_in_its_s
         return found["spend"] == charged
 
     await eventually_async(spent, "what the retry paid counted in the function's spend", 10)
+
+
+async def test_a_function_on_the_market_passes_over_a_provider_that_wanted_prepayment_as_a_call_does(node_factory):
+    # The cheapest provider extends the owner no credit: it refuses the first placement, and is not asked again.
+    stingy = await _provider(node_factory, "stingy", ledger={"stranger_credit": 0},
+                             market={"compute_ask_floor": 1, "compute_ask_ceiling": 2})
+    generous = await _provider(node_factory, "generous", market={"compute_ask_floor": 20, "compute_ask_ceiling": 30})
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False},
+                               node={"web_listen": f"127.0.0.1:{free_port()}", **FAST})
+    for provider in (stingy, generous):
+        await peer_with_provider(owner, provider)
+    module = await deploy(owner, "cgi", wasi=True)
+    for name in ("one", "two"):
+        await _json(owner, "POST", "/v1/compute/functions", json={"name": name, "module": module, "on_market": True})
+        assert (await _served_at(owner, name))["provider"] == generous.app[IDENTITY].id
+    refusals = [line for line in stingy.app[METRICS].render().decode().splitlines()
+                if line.startswith('xsc_peer_refusals_total{code="prepayment-required"}')]
+    assert refusals == ['xsc_peer_refusals_total{code="prepayment-required"} 1.0'], refusals

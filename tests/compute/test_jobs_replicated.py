@@ -8,11 +8,11 @@ import hashlib
 
 import pytest
 
-from tests.support.compute import deploy
-from tests.support.jobs import balances, network, read_file, run_job, settle, verified
+from tests.support.compute import deploy, peer_with_provider
+from tests.support.jobs import QUIET, balances, network, read_file, run_job, settle, verified
 from xsc.compute import hosted_jobs
 from xsc.node import IDENTITY
-from xsc.node.appkeys import NODE
+from xsc.node.appkeys import METRICS, NODE
 
 
 
@@ -159,3 +159,31 @@ async def test_replicas_a_stop_left_uncompared_are_compared_at_the_start_by_the_
     await settle(gateway)
     for provider in providers:
         assert balances(gateway, provider)[1] == 0  # nothing paid
+
+
+def _prepayment_refusals(provider) -> float:
+    """How many pieces of work `provider` refused for want of prepayment."""
+    for line in provider.app[METRICS].render().decode().splitlines():
+        if line.startswith('xsc_peer_refusals_total{code="prepayment-required"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_replicas_pass_over_a_provider_that_wanted_prepayment_as_a_single_job_does(node_factory) -> None:
+    # The cheapest provider extends the gateway no credit: a replica sent to it is refused, once.
+    stingy = await node_factory("stingy", **QUIET, ledger={"stranger_credit": 0},
+                                market={"compute_ask_floor": 1, "compute_ask_ceiling": 2})
+    others = [await node_factory(f"provider{i}", **QUIET, market={"compute_ask_floor": 20, "compute_ask_ceiling": 30})
+              for i in range(2)]
+    gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
+    for provider in (stingy, *others):
+        await peer_with_provider(gateway, provider)
+    module = await deploy(gateway, "sha256", wasi=True)
+    spec = {"module": module, "stdin": "-", "deterministic": True, "replicas": 2}
+    await run_job(gateway, spec, b"first")  # stingy asked, and refuses
+    assert _prepayment_refusals(stingy) == 1
+    for n in range(2):
+        status, job = await run_job(gateway, spec, f"then {n}".encode())
+        assert status == 201 and sorted(r["provider"] for r in job["replicas"]) == sorted(
+            p.app[IDENTITY].id for p in others), job
+    assert _prepayment_refusals(stingy) == 1  # never asked again

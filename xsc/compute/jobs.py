@@ -236,16 +236,15 @@ class JobService:
         node and `here`, its assignment (the caller runs it).  See `_placed` for how providers are left out."""
         jid = job["id"]
         failed: set[str] = set() if here else {self.node.id}
-        passed_over: set[str] | None = set()  # wanted prepayment lately (None: no other took it, they are asked)
+        over = self.provider_terms.passing_over()
         last: XscError | None = None
         while True:
             full = frozenset(p for p, n in self._placed_on.items() if n >= PER_SENDER)
             try:
                 assignment = await self.dealing.compute_deal(limits.fuel, bid,
-                                                             frozenset(failed | (passed_over or set())) | full)
+                                                             frozenset(failed) | over.left_out() | full)
             except XscError:
-                if passed_over:
-                    passed_over = None
+                if over.exhausted():
                     continue
                 if full - failed:  # every other provider is busy with this node's jobs: wait for one to finish
                     with contextlib.suppress(TimeoutError):
@@ -259,8 +258,7 @@ class JobService:
                 return assignment
             if self._placed_on[assignment.provider] >= PER_SENDER:
                 continue  # other jobs filled it while this one was being placed: it is left out now
-            if passed_over is not None and await self.provider_terms.refuses(assignment.provider):
-                passed_over.add(assignment.provider)
+            if await over.passes(assignment.provider):
                 continue
             deal = {"need": assignment.need_id, "provider": assignment.provider, "price": assignment.price,
                     "allocated": assignment.allocated, "job": jid}
@@ -269,8 +267,7 @@ class JobService:
                 returned = await self.sent.unsettled(assignment.provider, assignment.price, spec, call, staged, jid,
                                                      deal, self.answers.believed(job), self.answers.sending(job))
             except (ForgedResult, PeerRefused, PeerUnreachable) as err:
-                if err.details.get("peer_code") == "prepayment-required":
-                    self.provider_terms.wants_prepayment(assignment.provider)
+                self.provider_terms.wanted_prepayment(assignment.provider, err)
                 if not _next_provider(err) or len(failed) >= MAX_FAILOVERS + (not here):
                     raise
                 log.warning("job %s: provider %s failed it (%s): trying another", jid,
@@ -295,12 +292,17 @@ class JobService:
         (RemoteAnswers.judged).  Each replica's step is written down before it is taken: a start finishes the job
         from its replicas' kept answers (RemoteAnswers.replicas_again)."""
         chosen: list[Any] = []
-        for _ in range(spec.replicas):
-            taken = frozenset(a.provider for a in chosen) | {self.node.id}
+        over = self.provider_terms.passing_over()  # as one job's provider is chosen (`_on_provider`)
+        while len(chosen) < spec.replicas:
+            taken = frozenset(a.provider for a in chosen) | {self.node.id} | over.left_out()
             try:
-                chosen.append(await self.dealing.compute_deal(limits.fuel, bid, taken, providers=spec.replicas + 1))
+                a = await self.dealing.compute_deal(limits.fuel, bid, taken, providers=spec.replicas + 1)
             except XscError:
+                if over.exhausted():
+                    continue
                 break
+            if not await over.passes(a.provider):
+                chosen.append(a)
         if len(chosen) < spec.replicas:
             raise ReplicasDisagree(f"the market offers {len(chosen)} other provider(s) for this job; {spec.replicas} "
                                    "replicas need as many", hint="ask for fewer with --replicas")
@@ -323,6 +325,7 @@ class JobService:
             returned = await self.sent.unsettled(a.provider, a.price, spec, call, staged, job["id"], deal,
                                                  self.answers.replica_believed(job), self.answers.replica_sending(job))
         except Exception as err:  # its tab settled by `unsettled`: not paid
+            self.provider_terms.wanted_prepayment(a.provider, err)
             self.answers.replica_lost(job, a.provider, err)
             raise
         return await self.answers.replica_checked(job, returned)

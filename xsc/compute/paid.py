@@ -155,16 +155,14 @@ class PaidCompute:
         # is left out and the next one is asked: a stranger joining the network does not stop this node's calls.
         # One that wanted prepayment lately is passed over while another takes the call (ProviderTerms.refuses).
         failed: set[str] = set()
-        passed_over: set[str] | None = set()  # None: every other provider failed, those are asked again
+        over = self.provider_terms.passing_over()
         refused: PrepaymentRequired | None = None
         call_fuel = self.compute.limits(call).fuel
         while True:
             try:
-                left_out = frozenset(failed | (passed_over or set()))
-                assignment = await self.dealing.compute_deal(call_fuel, bid, left_out)
+                assignment = await self.dealing.compute_deal(call_fuel, bid, frozenset(failed) | over.left_out())
             except XscError:
-                if passed_over:  # none but them: asked again, the one that still wants prepayment says so
-                    passed_over = None
+                if over.exhausted():  # none but them: asked again, the one that still wants prepayment says so
                     continue
                 if refused is None:
                     raise
@@ -173,8 +171,7 @@ class PaidCompute:
                     "allocated": assignment.allocated}
             if assignment.provider == self.node.id:
                 break
-            if passed_over is not None and await self.provider_terms.refuses(assignment.provider):
-                passed_over.add(assignment.provider)
+            if await over.passes(assignment.provider):
                 continue
             try:
                 result = await self.invoke_remote(assignment.provider, assignment.price, call, deal)
@@ -190,7 +187,7 @@ class PaidCompute:
                 self.dealing.failed(assignment.provider)  # nor counted as serving this node's needs
                 continue
             except PrepaymentRequired as err:  # refused before it ran: nothing is owed for it
-                self.provider_terms.wants_prepayment(assignment.provider)
+                self.provider_terms.wanted_prepayment(assignment.provider, err)
                 if len(failed) >= MAX_FAILOVERS:
                     raise
                 log.info("provider %s wants prepayment for this call: trying another", assignment.provider)

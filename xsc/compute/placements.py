@@ -132,14 +132,21 @@ class Placements:
 
     async def _place(self, record: dict[str, Any], left_out: set[str]) -> None:
         name = record["name"]
-        for _ in range(MAX_TRIES):
+        over = self.paid.provider_terms.passing_over()  # as a call's provider is chosen (PaidCompute.invoke)
+        tries = 0
+        while tries < MAX_TRIES:
             try:
                 assignment = await self.paid.dealing.compute_deal(self._call(record).fuel or 0, self.bid,
-                                                                  frozenset(left_out | {self.me}))
+                                                                  frozenset(left_out | {self.me}) | over.left_out())
             except XscError as err:
+                if over.exhausted():
+                    continue
                 log.info("function %s: no provider on the market now (%s)", name, err.message)
                 return
             provider = assignment.provider
+            if await over.passes(provider):
+                continue
+            tries += 1
             try:
                 self._placed[name] = await self._placed_on(record, provider, assignment.price,
                                                            {"need": assignment.need_id, "provider": provider,
@@ -148,6 +155,7 @@ class Placements:
                 return
             except (PeerRefused, PeerUnreachable) as err:
                 log.warning("function %s: provider %s refused it (%s)", name, provider, err.message)
+                self.paid.provider_terms.wanted_prepayment(provider, err)
                 left_out.add(provider)
             except XscError as err:  # this node's own refusal (too little credit for the tab): the next round
                 log.warning("function %s is not placed: %s", name, err.message)

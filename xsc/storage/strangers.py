@@ -6,8 +6,8 @@ providers that will not take their part (and how much each is missing), after pr
 `ledger.auto_prepay`.  Terms are asked of each provider (`GET /v1/peer/terms`, one signed request answered from
 its trust line) at most every TERMS_SECONDS (REFUSED_SECONDS while it takes nothing), and drawn down here by what each put sends it; a provider that does
 not answer is assumed to take the work (it is then down, and the put's replacement of refusing holders copes).
-A call or a job a provider refused for want of prepayment is remembered the same way (`wants_prepayment`): the next ones
-pass over it (`refuses`) while another provider takes them.
+A call, a job, a replica of a job or a placed web function a provider refused for want of prepayment is remembered
+the same way (`wanted_prepayment`): the next ones pass over it (`PassingOver`) while another provider takes them.
 What this node prepaid by itself is counted in LevelDB (`keys.auto_prepaid`), so the caps hold across restarts.
 
 A provider that refuses this node outright (it quarantined this node, or does not admit it: SHUT_OUT), as its terms
@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from .. import keys
 from ..config import LedgerSection
 from ..db import Database
-from ..errors import PeerError, XscError
+from ..errors import PeerError, PrepaymentRequired, XscError
 from ..identity import parse_public_id
 from ..ledger.core.model import format_credits
 from ..market.core.terms import Terms, parse_terms, prepayment
@@ -99,7 +99,8 @@ class ProviderTerms:
             if len(self._shut_out) >= 4 * MAX_PROVIDERS:
                 self._shut_out.clear()
             self._shut_out[provider] = (time.monotonic() + SHUT_OUT_SECONDS, code)
-            log.info("node %s refuses this node (%s): no put or repair asks it for %d s", provider, code, SHUT_OUT_SECONDS)
+            log.info("node %s refuses this node (%s): no put or repair asks it for %d s", provider, code,
+                     SHUT_OUT_SECONDS)
 
     def shut_out(self) -> dict[str, str]:
         """provider -> the code of its refusal, for the providers that refused this node within SHUT_OUT_SECONDS."""
@@ -127,6 +128,19 @@ class ProviderTerms:
             return False
         terms = await self.terms(provider)
         return terms is not None and terms.available <= 0
+
+    def wanted_prepayment(self, provider: str, err: BaseException) -> bool:
+        """Whether `err`, `provider`'s answer to work, was a refusal for want of prepayment: remembered if so
+        (`wants_prepayment`)."""
+        wanted = isinstance(err, XscError) and (err.code == PrepaymentRequired.code or
+                                                (err.details or {}).get("peer_code") == PrepaymentRequired.code)
+        if wanted:
+            self.wants_prepayment(provider)
+        return wanted
+
+    def passing_over(self) -> "PassingOver":
+        """What one piece of work (a call, a job, a replica, a placed function) passes over: see PassingOver."""
+        return PassingOver(self)
 
     def forget(self, provider: str) -> None:
         """A provider refused work: its terms are asked again before the next put."""
@@ -181,4 +195,32 @@ class ProviderTerms:
                 "prepaid_in_all": self.prepaid_total}
 
 
-__all__ = ["ProviderTerms", "SHUT_OUT", "SHUT_OUT_SECONDS", "TERMS_ANSWER", "TERMS_PATH", "TERMS_SECONDS"]
+class PassingOver:
+    """The providers one piece of work passes over because they said lately that they take nothing from this node
+    (`ProviderTerms.refuses`), while the market offers another; once it offers none, they are asked again (once),
+    and one that still wants prepayment says what to do.  Every placement of compute work goes through one."""
+
+    def __init__(self, terms: ProviderTerms) -> None:
+        self.terms = terms
+        self.passed: set[str] | None = set()  # None: no other provider took the work, these are asked again
+
+    def left_out(self) -> frozenset[str]:
+        return frozenset(self.passed or ())
+
+    def exhausted(self) -> bool:
+        """The market offered no provider but those passed over: whether to ask it again with them back in."""
+        if self.passed:
+            self.passed = None
+            return True
+        return False
+
+    async def passes(self, provider: str) -> bool:
+        """Whether the work passes `provider` over (it refuses this node still); the market is then asked again."""
+        if self.passed is not None and await self.terms.refuses(provider):
+            self.passed.add(provider)
+            return True
+        return False
+
+
+__all__ = ["PassingOver", "ProviderTerms", "SHUT_OUT", "SHUT_OUT_SECONDS", "TERMS_ANSWER", "TERMS_PATH",
+           "TERMS_SECONDS"]
