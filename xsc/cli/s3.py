@@ -129,9 +129,10 @@ def grant(obj, bucket: str, user: str, access: str) -> None:
 @click.argument("user")
 @click.pass_obj
 def revoke(obj, bucket: str, user: str) -> None:
-    """Take back what USER was granted on BUCKET."""
-    obj.client().request("DELETE", f"/v1/s3/buckets/{bucket}/grants/{user}")
-    click.echo(f"{user} has no grant on {bucket} now", err=True)
+    """Take back what USER was granted on BUCKET, and abort the multipart uploads it began there."""
+    aborted = obj.client().request("DELETE", f"/v1/s3/buckets/{bucket}/grants/{user}").get("aborted", [])
+    click.echo(f"{user} has no grant on {bucket} now"
+               + (f"; its {len(aborted)} multipart upload(s) in progress there aborted" if aborted else ""), err=True)
 
 
 @s3.command()
