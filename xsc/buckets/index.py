@@ -563,6 +563,24 @@ class S3Index:
                 "garbage": self.garbage()}
 
 
+def note_funded(index: S3Index, user: str) -> None:
+    """Note that the node's account funds `user` (before the transfer: a user listed with nothing is harmless, a funded
+    one unlisted is not), so that `users` lists it whatever keys and grants it has."""
+    names.check_user(user)
+    index.db.put(keys.object_funded(user), b"", sync=True)
+
+
+def users(index: S3Index) -> list[str]:
+    """The S3 users the index knows of: those that own a bucket, were granted one, began an upload in progress, or
+    were funded."""
+    found = {k[len(keys.OBJECT_FUNDED):].decode()
+             for k in index.db.iterator(prefix=keys.OBJECT_FUNDED, include_value=False)}
+    for bucket in index.buckets():
+        found |= {bucket["owner"], *bucket["grants"]}
+    found |= {codec.loads(v).get("user") for _, v in index.db.iterator(prefix=keys.OBJECT_UPLOADS)} - {None}
+    return sorted(found)
+
+
 def _condition(condition: Any) -> dict:
     """A write's condition, checked as its record is written (not stored): {"if_none_match": "*"} (no object at the
     key) or {"if_match": ETAG} (the object at the key has that ETag)."""
