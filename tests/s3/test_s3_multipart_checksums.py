@@ -232,7 +232,9 @@ def test_wrong_checksums_are_refused_and_the_upload_left_as_it_was(gateway, s3, 
                         ({"ChecksumCRC32": checksum_of("crc32", b"other"), "ChecksumType": "FULL_OBJECT"},
                          "BadDigest"),
                         ({"ChecksumType": "COMPOSITE"}, "InvalidRequest"),
-                        ({"MpuObjectSize": len(part)}, "InvalidRequest")]:
+                        ({"MpuObjectSize": len(part)}, "InvalidRequest"),
+                        # parts that carry a checksum start at 1 and leave none out (an upload without one may)
+                        ({"MultipartUpload": {"Parts": [parts[1]]}}, "InvalidPartOrder")]:
         with pytest.raises(ClientError) as info:
             s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid,
                                          **{"MultipartUpload": {"Parts": parts}, **wrong})

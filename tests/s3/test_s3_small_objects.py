@@ -13,7 +13,9 @@ from xsc import codec, keys
 from xsc.node import DB
 from xsc.storage import Capability
 from xsc.buckets.core.names import MAX_RECORD, SMALL_OBJECT
+from xsc.errors import NodeCreditExhausted
 from xsc.node.appkeys import NODE
+from xsc.s3.core import xml
 from xsc.buckets.objects import MAX_GROUP_BYTES, MAX_GROUP_OBJECTS, SmallPut, group_body
 
 from tests.support.writes import record_synced_writes
@@ -174,6 +176,7 @@ async def test_a_put_the_nodes_own_account_cannot_pay_for_says_what_its_operator
         assert (status, problem["code"]) == (503, "node-credit-exhausted"), problem
         assert "node's own account" in problem["detail"] and "ledger.credit_limit" in problem["detail"], problem
     assert await _files(node) == []
+    assert xml.s3_code_of(NodeCreditExhausted("spent")) == ("AccountProblem", 403)  # S3's, and not retried
 
 
 def _node_requests(gateway) -> dict[str, float]:
