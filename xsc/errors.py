@@ -277,6 +277,23 @@ class InsufficientCredit(LedgerError):
     code = "insufficient-credit"
 
 
+class NodeCreditExhausted(InsufficientCredit):
+    """The node's own account cannot pay for what an S3 user asks (a put's deals, or funding a user past what puts
+    need): no user can act on it, the node's operator must (S3: AccountProblem 403, as S3 answers an account that
+    cannot be served; the node's API: 503)."""
+
+    code = "node-credit-exhausted"
+
+    @classmethod
+    def of(cls, err: InsufficientCredit) -> NodeCreditExhausted:
+        """A put refused for the node's own account's credit, told as what the operator must do of it."""
+        if isinstance(err, cls):
+            return err
+        return cls(f"this node's own account cannot pay to store objects now ({err.message}): its operator must give "
+                   "it credit (xsc config set ledger.credit_limit MICRO_CREDITS, then restart the node; or earn it by "
+                   "providing storage) and fund S3 users only with what puts can spare (xsc s3 users)", **err.details)
+
+
 class SpendCapReached(InsufficientCredit):
     """A web function's owner capped what it spends an hour, and that is spent: callers get 402."""
 

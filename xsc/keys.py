@@ -471,6 +471,7 @@ OBJECT_UPLOADS = b"o/u/"  # + upload id (ASCII) -> multipart upload in progress 
 OBJECT_PARTS = b"o/p/"  # + upload id + 0x00 + part number (4, big endian) -> an uploaded part (JSON: capability, ...)
 OBJECT_COMPLETED = b"o/c/"  # + upload id (ASCII) -> an upload completed (JSON: bucket, key, etag, modified)
 OBJECT_GARBAGE = b"o/g/"  # + capability (ASCII) -> a file no object refers to any more, to remove from the store
+OBJECT_FUNDED = b"o/f/"  # + S3 user name (UTF-8) -> b"": a user the node's account funded (`xsc s3 users` lists it)
 
 
 def object_bucket(bucket: str) -> bytes:
@@ -504,3 +505,7 @@ def object_completed(upload_id: str) -> bytes:
 
 def object_garbage(capability: str) -> bytes:
     return OBJECT_GARBAGE + capability.encode()
+
+
+def object_funded(user: str) -> bytes:
+    return OBJECT_FUNDED + user.encode()

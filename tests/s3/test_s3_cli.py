@@ -88,3 +88,26 @@ def test_serve_refuses_a_taken_port_and_a_missing_node(node_process, tmp_path) -
     assert result.returncode == 1 and b"cannot listen on" in result.stderr
     result = run_xsc("--data-dir", str(tmp_path / "never"), "s3", "serve", "--listen", f"127.0.0.1:{free_port()}")
     assert result.returncode == 1 and b"xsc node start" in result.stderr
+
+
+def test_users_lists_every_user_with_keys_a_grant_or_credits(node_process) -> None:
+    """`xsc s3 users` lists a user its keys are gone from while it holds credits or a grant."""
+    import urllib.request
+
+    from tests.support.s3 import create_key
+
+    node = node_process()
+    for user in ("ana", "gus"):
+        create_key(node.data_dir, user)
+    assert node.xsc("s3", "fund", "ana", "5").returncode == 0
+    request = urllib.request.Request(node.url + "/v1/s3/buckets/shared", method="PUT",
+                                     headers={"Authorization": f"Bearer {node.token}"})
+    assert urllib.request.urlopen(request).status == 201
+    assert node.xsc("s3", "grant", "shared", "gus", "read").returncode == 0
+    ring = KeyRing(key_file(node.data_dir))
+    for key in ring.list():
+        ring.remove(key["access_key"])
+    listed = {u["user"]: u for u in json.loads(node.xsc("s3", "users", "--json").stdout)}
+    assert (listed["ana"]["balance"], listed["ana"]["keys"]) == (5_000_000, 0), listed
+    assert listed["gus"]["keys"] == 0 and "xsc" in listed, listed  # granted; the bucket's owner
+    assert b"ana" in node.xsc("s3", "users").stdout

@@ -274,3 +274,28 @@ def test_uploads_left_unfinished_past_their_expiry_are_aborted_with_their_parts_
     assert "cap-4" in index.garbage()
     index.create_upload("bkt", "next", by="ana")  # the expired upload no longer counts
     assert index.reconcile(["cap-3"]) == []
+
+
+def test_revoking_a_grant_aborts_the_uploads_its_user_began_in_the_bucket(db) -> None:
+    """A user whose grant is taken back could neither complete nor abort what it began: its uploads there are aborted
+    in the revoke's write (their parts marked for the front to remove) and no longer count against it."""
+    index = S3Index(db, min_part_size=1, max_uploads=2)
+    index.create_bucket("shared", "ana")
+    index.create_bucket("bobs", "bob")
+    index.grant("shared", "bob", "write")
+    began = index.create_upload("shared", "a", by="bob")
+    index.put_part(began, 1, "cap-1", 1, "e1")
+    own = index.create_upload("bobs", "b", by="bob")  # in a bucket of its own: kept
+    owners = index.create_upload("shared", "c", by="ana")  # the owner's: kept
+    with pytest.raises(TooManyUploads):
+        index.create_upload("bobs", "x", by="bob")
+    index.grant("shared", "bob", "read")  # still a reader: it may abort what it began, so it is kept
+    assert index.upload(began)["user"] == "bob"
+    revoked = index.grant("shared", "bob", None)
+    with pytest.raises(NoSuchUpload):
+        index.upload(began)
+    assert index.parts(began) == [] and "cap-1" in index.garbage()
+    assert [u["id"] for u in index.uploads("shared")] == [owners] and index.upload(own)["user"] == "bob"
+    index.create_upload("bobs", "x", by="bob")  # the aborted upload no longer counts against it
+    assert (revoked["aborted"], revoked["garbage"], revoked["grants"]) == ([began], ["cap-1"], {})
+    assert index.grant("shared", "bob", None)["aborted"] == []

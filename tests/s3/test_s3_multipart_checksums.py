@@ -97,6 +97,10 @@ def test_complete_lists_and_sends_checksums_held_to_the_parts() -> None:
         assert (info.value.s3_code, info.value.status) == (code, 400), listed
     full = {"algorithm": "crc32", "type": "FULL_OBJECT"}
     checksums.check_listed([(1, {}), (2, {})], kept, {**full, "default": False})  # a FULL_OBJECT one needs none
+    checksums.check_none_listed([(1, {}), (3, {})])  # an upload begun without an algorithm: numbers and ETags only
+    with pytest.raises(S3Error) as info:
+        checksums.check_none_listed([(1, {}), (2, {"sha256": "A" * 43 + "="})])
+    assert (info.value.s3_code, info.value.status, info.value.details["PartNumber"]) == ("InvalidPart", 400, "2")
     checksums.check_complete({"x-amz-checksum-crc32": "AAAAAA==", "x-amz-checksum-type": "FULL_OBJECT"}, full,
                              "AAAAAA==")
     for headers, code in (({"x-amz-checksum-crc32": "AAAAAQ=="}, "BadDigest"),
@@ -184,7 +188,9 @@ def test_boto3_managed_transfers_get_and_check_whole_object_checksums(gateway, s
 
 @pytest.mark.slow
 def test_an_upload_without_an_algorithm_gets_s3s_default_and_its_parts_list_theirs(gateway, s3, bucket) -> None:
-    """boto3's client sends each part a CRC32 of its own: checked, kept beside the part's CRC64NVME, and listed."""
+    """boto3's client sends each part a CRC32 of its own: checked, kept beside the part's CRC64NVME, and listed.  The
+    upload is completed with its parts' numbers and ETags only: one that lists a part's checksum is InvalidPart, as
+    S3 answers it, and the upload stays as it was."""
     parts = [os.urandom(5 * MiB), b"end"]
     uid = s3.create_multipart_upload(Bucket=bucket, Key="plain")["UploadId"]
     sent = [s3.upload_part(Bucket=bucket, Key="plain", UploadId=uid, PartNumber=n, Body=p)
@@ -193,8 +199,15 @@ def test_an_upload_without_an_algorithm_gets_s3s_default_and_its_parts_list_thei
     assert (listed["ChecksumAlgorithm"], listed["ChecksumType"]) == ("CRC64NVME", "FULL_OBJECT")
     assert [(p["ChecksumCRC64NVME"], p["ChecksumCRC32"]) for p in listed["Parts"]] == [
         (checksum_of("crc64nvme", p), checksum_of("crc32", p)) for p in parts]
+    for field in ("ChecksumCRC32", "ChecksumCRC64NVME"):
+        with pytest.raises(ClientError) as info:
+            s3.complete_multipart_upload(Bucket=bucket, Key="plain", UploadId=uid, MultipartUpload={"Parts": [
+                {"PartNumber": n, "ETag": s["ETag"], field: p[field]}
+                for n, (s, p) in enumerate(zip(sent, listed["Parts"]), 1)]})
+        assert code_of(info) == ("InvalidPart", 400), field
+        assert _absent(s3, bucket, "plain") and _upload_left(s3, bucket, "plain")
     done = s3.complete_multipart_upload(Bucket=bucket, Key="plain", UploadId=uid, MultipartUpload={"Parts": [
-        {"PartNumber": n, "ETag": s["ETag"], "ChecksumCRC32": s["ChecksumCRC32"]} for n, s in enumerate(sent, 1)]})
+        {"PartNumber": n, "ETag": s["ETag"]} for n, s in enumerate(sent, 1)]})
     whole = checksum_of("crc64nvme", b"".join(parts))
     assert (done["ChecksumCRC64NVME"], done["ChecksumType"]) == (whole, "FULL_OBJECT")
     got = s3.get_object(Bucket=bucket, Key="plain", ChecksumMode="ENABLED")
@@ -219,7 +232,9 @@ def test_wrong_checksums_are_refused_and_the_upload_left_as_it_was(gateway, s3, 
                         ({"ChecksumCRC32": checksum_of("crc32", b"other"), "ChecksumType": "FULL_OBJECT"},
                          "BadDigest"),
                         ({"ChecksumType": "COMPOSITE"}, "InvalidRequest"),
-                        ({"MpuObjectSize": len(part)}, "InvalidRequest")]:
+                        ({"MpuObjectSize": len(part)}, "InvalidRequest"),
+                        # parts that carry a checksum start at 1 and leave none out (an upload without one may)
+                        ({"MultipartUpload": {"Parts": [parts[1]]}}, "InvalidPartOrder")]:
         with pytest.raises(ClientError) as info:
             s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid,
                                          **{"MultipartUpload": {"Parts": parts}, **wrong})

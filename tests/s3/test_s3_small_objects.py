@@ -13,7 +13,9 @@ from xsc import codec, keys
 from xsc.node import DB
 from xsc.storage import Capability
 from xsc.buckets.core.names import MAX_RECORD, SMALL_OBJECT
+from xsc.errors import NodeCreditExhausted
 from xsc.node.appkeys import NODE
+from xsc.s3.core import xml
 from xsc.buckets.objects import MAX_GROUP_BYTES, MAX_GROUP_OBJECTS, SmallPut, group_body
 
 from tests.support.writes import record_synced_writes
@@ -141,6 +143,40 @@ async def test_a_user_whose_account_cannot_pay_is_refused_and_its_file_removed(n
     assert await _files(node) == []
     response = await node.get("/v1/s3/buckets/broke/object", params={"key": "k", "user": "cleo"})
     assert response.status == 404
+
+
+async def _fund(node, user: str, amount: int) -> tuple[int, dict]:
+    response = await node.post(f"/v1/s3/accounts/{user}/fund", json={"amount": amount})
+    return response.status, await response.json()
+
+
+async def test_funding_keeps_the_credit_the_nodes_account_pays_every_puts_deals_with(node) -> None:
+    """The node's account pays every put's deals, its users' too: funding that would leave it less than
+    `ledger.low_balance` percent of its credit (10 of 100 credits) for them is refused, naming the most it may fund."""
+    assert (await _fund(node, "ana", 5_000_000))[0] == 200
+    status, problem = await _fund(node, "bob", 90_000_000)
+    assert (status, problem["code"]) == (402, "insufficient-credit"), problem
+    assert problem["hint"] == "fund at most 85.000000: xsc s3 fund bob 85.000000", problem
+    assert "every put through the S3 front would be refused" in problem["detail"], problem
+    assert (await _fund(node, "bob", 85_000_000))[0] == 200
+    status, problem = await _fund(node, "bob", 1)
+    assert status == 402 and "xsc config set ledger.credit_limit" in problem["hint"], problem
+
+
+async def test_a_put_the_nodes_own_account_cannot_pay_for_says_what_its_operator_must_do(node) -> None:
+    """Every put's deals are paid by the node's account, a user's too: once its credit is spent, the refusal is the
+    node's (503 node-credit-exhausted, the fix named), not the user's, and nothing is stored."""
+    assert (await _fund(node, "ana", 5_000_000))[0] == 200
+    accounts = node.app[NODE].s3_accounts
+    left = accounts.ledger.account_view(accounts.owner.public_key)["available"]
+    await accounts.ledger.settle(accounts.owner, accounts.account("elsewhere"), left, {}, "spent elsewhere")
+    for user in ("ana", "xsc"):
+        await _bucket(node, f"spent-{user}", user=user)
+        status, problem = await _put(node, f"spent-{user}", "k", codec.framed(RECORD, b"d" * 4096), user=user)
+        assert (status, problem["code"]) == (503, "node-credit-exhausted"), problem
+        assert "node's own account" in problem["detail"] and "ledger.credit_limit" in problem["detail"], problem
+    assert await _files(node) == []
+    assert xml.s3_code_of(NodeCreditExhausted("spent")) == ("AccountProblem", 403)  # S3's, and not retried
 
 
 def _node_requests(gateway) -> dict[str, float]:

@@ -3,7 +3,7 @@
 A user's account is an Ed25519 key derived from the node's client key and the user's name (a hash of the client
 key's deterministic signature of the name): nothing to store, the same account after every restart, and no
 one without the client key can sign for it.  The node's operator funds it (`xsc s3 fund USER CREDITS`: a
-transfer from the node's account); each file the S3 front stores for the user is then paid back to the node's
+transfer from the node's account, within what that account keeps for the deals of every put, a user's too); each file the S3 front stores for the user is then paid back to the node's
 account, which pays the providers the put's deals as for any put: a transfer of the put's whole cost, signed by
 the user's account, before the object is recorded.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -32,9 +32,10 @@ MAX_AMOUNT = 10**15  # micro-credits one transfer moves at most (a billion credi
 
 
 class UserAccounts:
-    def __init__(self, ledger: LedgerService, owner: Identity) -> None:
+    def __init__(self, ledger: LedgerService, owner: Identity, promised: Callable[[], int] = lambda: 0) -> None:
         self.ledger = ledger
         self.owner = owner  # the node's client account: funds the users, and pays the providers
+        self.promised = promised  # what the node's storage deals will still cost it (StorageDeals.outstanding)
         self._accounts: dict[str, Identity] = {}
         self._charging = asyncio.Lock()
 
@@ -67,9 +68,30 @@ class UserAccounts:
             raise InvalidArgument(f"the user {user}'s puts are paid by the node's account: it has nothing to fund",
                                   hint="fund the users of keys made with --user")
         account = self.account(user)
+        self._keeps_credit_for_puts(user, amount)
         await self.ledger.ensure_credit(self.owner, amount)  # what the node's account holds for running work stays
         entry = await self.ledger.settle(self.owner, account, amount, {}, f"s3:fund:{user}")
         return {**self.view(user), "amount": amount, "entry": entry}
+
+    def _keeps_credit_for_puts(self, user: str, amount: int) -> None:
+        """InsufficientCredit unless the node's account, once it paid `amount`, could still pay for puts: every put,
+        a user's as well as the operator's, is paid to its providers by the node's account, so credit funded away
+        from it stops them all.  It keeps what its deals still promise and `ledger.low_balance` percent of its credit
+        limit."""
+        available = self.ledger.account_view(self.owner.public_key)["available"]
+        promised = self.promised()
+        keep = -(-self.ledger.low_balance * self.ledger.credit_limit // 100)  # the least that is not low
+        most = available - promised - keep
+        if amount <= most:
+            return
+        fix = (f"fund at most {format_credits(most)}: xsc s3 fund {user} {format_credits(most)}" if most > 0 else
+               "give the node's account credit first: xsc config set ledger.credit_limit MICRO_CREDITS")
+        raise InsufficientCredit(
+            f"funding {user} with {format_credits(amount)} credits would leave this node's own account "
+            f"{format_credits(max(available - promised - amount, 0))} credits for puts (it can spend "
+            f"{format_credits(available)}, its storage deals still promise {format_credits(promised)}, and it keeps "
+            f"{format_credits(keep)} for puts): every put through the S3 front would be refused",
+            hint=fix, available=available, promised=promised, most=max(most, 0))
 
     async def charge(self, user: str, capability: str, amount: int) -> dict:
         """The user's account pays the node's account `amount` for the file `capability` it stored; InsufficientCredit

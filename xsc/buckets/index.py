@@ -137,7 +137,8 @@ class S3Index:
         return {"name": name, **record}
 
     def grant(self, name: str, user: str, level: str | None) -> dict:
-        """Give `user` read or write on the bucket (None: take what it had away); the bucket's record."""
+        """Give `user` read or write on the bucket (None: take it away, and abort the uploads it began there, which it
+        could no longer end: `aborted`, their parts' files marked `garbage`, in the same write); the bucket's record."""
         names.check_user(user)
         if level is not None and level not in ("read", "write"):
             raise InvalidArgument(f"a grant is read or write, not {level!r}")
@@ -147,8 +148,14 @@ class S3Index:
                 raise InvalidArgument(f"user {user!r} owns the bucket {name!r}")
             grants = {u: g for u, g in record["grants"].items() if u != user} | ({user: level} if level else {})
             stored = {k: v for k, v in record.items() if k != "name"} | {"grants": grants}
-            self.db.put(keys.object_bucket(name), _dump(stored), sync=True)
-        return {"name": name, **stored}
+            dropped = [] if level else [u for u in self.uploads(name) if u.get("user") == user]
+            with self.db.write_batch(sync=True) as batch:
+                batch.put(keys.object_bucket(name), _dump(stored))
+                garbage = [cap for upload in dropped for cap in self._drop_upload(batch, upload)]
+            for upload in dropped:
+                self._uploaded(upload)
+        gone = {} if level else {"aborted": [u["id"] for u in dropped], "garbage": garbage}
+        return {"name": name, **stored, **gone}
 
     def delete_bucket(self, name: str) -> None:
         with self._lock:
@@ -199,8 +206,7 @@ class S3Index:
         return outcomes
 
     def riding(self, bucket: str, key: str, record: dict, cleaned: bool = False) -> Recording:
-        """`put` of (bucket, key, record) as records another write carries (`Recording`); `cleaned` as for
-        `put_all`."""
+        """`put` of (bucket, key, record) as records another write carries (`Recording`); `cleaned` as for `put_all`."""
         return Recording(self, bucket, key, record, cleaned)
 
     def _put_one(self, bucket: str, key: str, record: dict, written: dict[bytes, bytes | None],
@@ -488,8 +494,7 @@ class S3Index:
         self._counts()[1][self._initiator(upload)] -= 1
 
     def _initiator(self, upload: dict) -> str:
-        """The user an upload counts against: who began it, or for an upload recorded without one, its bucket's
-        owner."""
+        """The user an upload counts against: who began it, or (an upload recorded without one) its bucket's owner."""
         if upload.get("user"):
             return upload["user"]
         raw = self.db.get(keys.object_bucket(upload["bucket"]))
@@ -556,6 +561,24 @@ class S3Index:
                    for k, v in self.db.iterator(prefix=keys.OBJECT_UPLOADS)]
         return {"version": 1, "exported": self.clock(), "buckets": buckets, "uploads": uploads,
                 "garbage": self.garbage()}
+
+
+def note_funded(index: S3Index, user: str) -> None:
+    """Note that the node's account funds `user` (before the transfer: a user listed with nothing is harmless, a funded
+    one unlisted is not), so that `users` lists it whatever keys and grants it has."""
+    names.check_user(user)
+    index.db.put(keys.object_funded(user), b"", sync=True)
+
+
+def users(index: S3Index) -> list[str]:
+    """The S3 users the index knows of: those that own a bucket, were granted one, began an upload in progress, or
+    were funded."""
+    found = {k[len(keys.OBJECT_FUNDED):].decode()
+             for k in index.db.iterator(prefix=keys.OBJECT_FUNDED, include_value=False)}
+    for bucket in index.buckets():
+        found |= {bucket["owner"], *bucket["grants"]}
+    found |= {codec.loads(v).get("user") for _, v in index.db.iterator(prefix=keys.OBJECT_UPLOADS)} - {None}
+    return sorted(found)
 
 
 def _condition(condition: Any) -> dict:

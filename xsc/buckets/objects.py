@@ -29,7 +29,7 @@ from functools import partial
 from typing import Any, Callable, Protocol
 
 from .. import codec
-from ..errors import InvalidArgument, XscError
+from ..errors import InsufficientCredit, InvalidArgument, NodeCreditExhausted, XscError
 from ..storage.core.capability import Capability
 from ..storage.files import Whole
 from ..tasks import GroupCommit
@@ -183,7 +183,9 @@ class ObjectWriter:
 
         paying: dict[str, list[int]] = {}  # user -> the objects (of `going`) its account pays for
         for i, ((n, p, _, riding), put) in enumerate(zip(going, results)):
-            if isinstance(put, BaseException):
+            if isinstance(put, InsufficientCredit):  # the node's account pays for a put's deals: not the user's
+                answers[n] = NodeCreditExhausted.of(put)
+            elif isinstance(put, BaseException):
                 answers[n] = put
             elif riding is not None:
                 try:

@@ -129,28 +129,35 @@ def grant(obj, bucket: str, user: str, access: str) -> None:
 @click.argument("user")
 @click.pass_obj
 def revoke(obj, bucket: str, user: str) -> None:
-    """Take back what USER was granted on BUCKET."""
-    obj.client().request("DELETE", f"/v1/s3/buckets/{bucket}/grants/{user}")
-    click.echo(f"{user} has no grant on {bucket} now", err=True)
+    """Take back what USER was granted on BUCKET, and abort the multipart uploads it began there."""
+    aborted = obj.client().request("DELETE", f"/v1/s3/buckets/{bucket}/grants/{user}").get("aborted", [])
+    click.echo(f"{user} has no grant on {bucket} now"
+               + (f"; its {len(aborted)} multipart upload(s) in progress there aborted" if aborted else ""), err=True)
 
 
 @s3.command()
 @json_option
 @click.pass_obj
 def users(obj, as_json: bool) -> None:
-    """The users of the front's access keys, each with the ledger account its puts are paid from."""
+    """Every S3 user: each with access keys, a bucket, a grant, an upload in progress or credits funded, with its
+    keys and the ledger account its puts are paid from."""
+    from collections import Counter
     from urllib.parse import quote
 
     from ..s3.access import KeyRing, key_file
 
     client = obj.client()
-    found = [client.request("GET", f"/v1/s3/accounts/{quote(user, safe='')}")
-             for user in sorted({k["user"] for k in KeyRing(key_file(obj.data_dir)).list()})]
+    keys_of = Counter(k["user"] for k in KeyRing(key_file(obj.data_dir)).list())
+    known = {u["user"]: u for u in client.request("GET", "/v1/s3/accounts")["users"]}
+    for user in set(keys_of) - set(known):
+        known[user] = client.request("GET", f"/v1/s3/accounts/{quote(user, safe='')}")
+    found = [{**known[user], "keys": keys_of[user]} for user in sorted(known)]
     if as_json:
         emit_json(found)
         return
-    table([Col("user", keep=True), Col("account", keep=True, under=True), Col("balance", right=True), "pays"],
-          [(u["user"], u["account"], format_credits(u["balance"]), u["pays"]) for u in found])
+    table([Col("user", keep=True), Col("keys", right=True), Col("account", keep=True, under=True),
+           Col("balance", right=True), "pays"],
+          [(u["user"], u["keys"], u["account"], format_credits(u["balance"]), u["pays"]) for u in found])
 
 
 @s3.command()

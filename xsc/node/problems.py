@@ -22,6 +22,7 @@ STATUS = {
     e.RangeNotSatisfiable: 416,
     e.BadRequest: 400,
     e.Unauthorized: 401,
+    e.NodeCreditExhausted: 503,
     e.InsufficientCredit: 402,
     e.Forbidden: 403,
     e.NotFound: 404,

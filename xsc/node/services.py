@@ -303,7 +303,7 @@ class Node:
         self.s3_index = s3_index = S3Index(self.db, max_buckets=config.node.s3_max_buckets,
                                            max_uploads=config.node.s3_max_uploads,
                                            upload_expiry=config.node.s3_upload_expiry)
-        self.s3_accounts = UserAccounts(self.ledger, payer)
+        self.s3_accounts = UserAccounts(self.ledger, payer, promised=self.deals.outstanding)
         self.s3_objects = ObjectWriter(files=self.storage, index=s3_index, accounts=self.s3_accounts, pool=self.pool)
         self.s3_link = LocalNode(index=s3_index, objects=self.s3_objects, accounts=self.s3_accounts,
                                  storage=self.storage, pool=self.pool,

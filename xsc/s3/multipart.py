@@ -120,9 +120,12 @@ async def upload_of(node: NodeLink, call: Call, need: str = "write") -> dict:
 def _whole(upload: dict, listed: list[tuple[int, str, dict[str, str]]], headers) -> dict | None:
     """The object's checksum as Complete makes it of the parts it lists ({"value", "parts"}, for the node to keep if
     those parts are still the upload's): None where a part is missing or not the one listed (the node refuses the
-    Complete), or keeps no checksum (its upload was recorded without one).  A part's checksum listed but not its own is
-    InvalidPart; a whole object's sent but not the one made is BadDigest."""
+    Complete), or keeps no checksum (its upload was recorded without one).  A part's checksum listed but not its own,
+    or listed at all for an upload begun without an algorithm, is InvalidPart; a whole object's sent but not the one
+    made is BadDigest."""
     kind = upload.get("checksum")
+    if kind is None or kind["default"]:
+        checksums.check_none_listed([(number, sums) for number, _, sums in listed])
     if kind is None:
         checksums.check_complete(headers, None, None)
         return None

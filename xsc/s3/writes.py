@@ -11,7 +11,7 @@ import logging
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 from ..buckets.core import names
-from ..errors import S3Error, XscError
+from ..errors import InsufficientCredit, NodeCreditExhausted, S3Error, XscError
 from ..tasks import Workers, to_its_end
 from . import payload
 from .calls import Call, declared_size
@@ -133,7 +133,10 @@ class Writes:
                     recorded: Callable[[str], Awaitable[T]]) -> T:
         """Store a stream as one XSC file, then have the user's own account pay for it and `recorded(capability)`
         write its record: a step that runs to its end once the file is stored (`Write.finish`)."""
-        put = await self.node.put_file(chunks, size, self.marks.name(name))
+        try:
+            put = await self.node.put_file(chunks, size, self.marks.name(name))
+        except InsufficientCredit as err:  # the node's account pays for a put's deals: not the user's
+            raise NodeCreditExhausted.of(err) from err
 
         async def paid_and_recorded() -> T:
             return await recorded(await _paid_by(self.node, call.user, put))

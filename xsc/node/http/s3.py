@@ -16,7 +16,7 @@ from aiohttp import web
 from ... import codec
 from ...errors import BadRequest, InvalidArgument, PayloadTooLarge, S3ServedByNode
 from ...buckets.core import listing
-from ...buckets.index import INITIATOR, S3Index
+from ...buckets.index import INITIATOR, S3Index, note_funded, users
 from ...buckets.objects import MAX_GROUP_BYTES, parse_group
 from ...buckets.core.names import MAX_RECORD, SMALL_OBJECT
 from ...tasks import in_pool
@@ -269,6 +269,12 @@ async def export(request: web.Request) -> web.Response:
 
 
 
+@routes.get("/v1/s3/accounts")
+async def accounts(request: web.Request) -> web.Response:
+    known = await _call(request, users, _index(request))  # an owner, a grantee, an upload's, a funded one
+    return json_response({"users": [request.app[NODE].s3_accounts.view(user) for user in known]})
+
+
 @routes.get("/v1/s3/accounts/{user}")
 async def account(request: web.Request) -> web.Response:
     return json_response(request.app[NODE].s3_accounts.view(request.match_info["user"]))
@@ -277,4 +283,7 @@ async def account(request: web.Request) -> web.Response:
 @routes.post("/v1/s3/accounts/{user}/{action:fund|charge}")
 async def move(request: web.Request) -> web.Response:
     accounts, info = request.app[NODE].s3_accounts, request.match_info
-    return json_response(await accounts.move(info["action"], info["user"], await _json(request)))
+    body = await _json(request)
+    if info["action"] == "fund":
+        await _call(request, note_funded, _index(request), info["user"])
+    return json_response(await accounts.move(info["action"], info["user"], body))

@@ -274,6 +274,18 @@ def check_complete(headers: Mapping[str, str], kind: Mapping | None, value: str 
                           s3_code="BadDigest", status=400)
 
 
+def check_none_listed(listed: list[tuple[int, dict[str, str]]]) -> None:
+    """A CompleteMultipartUpload of an upload begun without a checksum algorithm (S3's default, or recorded without
+    one) lists each part's number and ETag only: a part's checksum listed is InvalidPart, as S3 answers it (its
+    parts' checksums are no part of what the client completes it with, whatever UploadPart echoed)."""
+    for number, sent in listed:
+        if sent:
+            named = ", ".join(f"Checksum{a.upper()}" for a in sorted(sent))
+            raise S3Error(f"part {number} is listed with {named}, but its upload was begun without a checksum "
+                          f"algorithm: list each part's PartNumber and ETag only", s3_code="InvalidPart", status=400,
+                          PartNumber=str(number))
+
+
 def check_listed(listed: list[tuple[int, dict[str, str]]], parts: Mapping[int, Mapping],
                  kind: Mapping | None = None) -> None:
     """Each part's checksums a CompleteMultipartUpload lists ({algorithm: base64}) held to those its part (`parts`, by

@@ -41,6 +41,7 @@ S3_CODES: dict[str, tuple[str, int]] = {
     "range-not-satisfiable": ("InvalidRange", 416),
     "storage-full": ("ServiceUnavailable", 503),  # S3 has no "full"; the client should back off
     "insufficient-credit": ("AccessDenied", 403),
+    "node-credit-exhausted": ("AccountProblem", 403),  # the node's account, not the user's: not retried
     "no-deal": ("ServiceUnavailable", 503),
     "not-enough-shares": ("ServiceUnavailable", 503),
     "node-not-running": ("ServiceUnavailable", 503),
