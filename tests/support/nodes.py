@@ -37,7 +37,8 @@ class NodeServer(TestServer):
     """aiohttp's TestServer with the node's own runner: its port answers peers over TLS, as `xsc node start`'s does."""
 
     async def _make_runner(self, **kwargs) -> NodeRunner:
-        return NodeRunner(self.app, **kwargs)
+        # aiohttp's test server cancels a handler whose client went away; `xsc node start` lets it run to its end.
+        return NodeRunner(self.app, **{**kwargs, "handler_cancellation": False})
 
 
 async def serve(config: NodeConfig, attempts: int = 4) -> TestClient:

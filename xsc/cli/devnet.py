@@ -7,7 +7,6 @@ the data dirs stay after `down`, so the next `up` brings back the same nodes."""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from ..errors import Conflict, InvalidArgument
 from ..netem.namespaces import NetnsNetwork, check
 from .output import Col, emit_json, json_option
 from .peers import wide_table
+from .progress import progress_bar
 
 DEFAULT_DIR = ".xsc-devnet"
 
@@ -79,13 +79,12 @@ def up(count: int, base_port: int | None, timeout: float, netns: bool, delay: st
             net.save(nodes)  # the network's names first: `down` removes them even if this command dies now
         net.spawn(on_spawn=started)
         deadline = time.monotonic() + timeout
-        with click.progressbar(length=count, label="nodes up", file=sys.stderr,
-                               hidden=not sys.stderr.isatty()) as bar:  # a bar on a terminal, else nothing
+        with progress_bar("nodes up", count, shown=not as_json) as bar:
             for record, node in zip(nodes, net):
                 node.wait_listening(max(0.1, deadline - time.monotonic()))
                 record["id"] = (node.health() or {}).get("serviceId")
                 net.save(nodes)
-                bar.update(1)
+                bar.advance()
         # Until it has said the devnet is up, a Ctrl-C stops every node and takes the network down.
         lagging = [n.name for n in net.wait_peered(max(0.0, deadline - time.monotonic()))]
         if lagging:

@@ -15,6 +15,7 @@ import click
 from .. import codec
 from ..errors import InvalidArgument, ModuleNotFound, NodeNotRunning, NotANode, OverCap, Trap, Unauthorized, XscError
 from .output import Col, emit_json, json_option, key_values, prose, table, terminal_width
+from .progress import progress_bar
 
 _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
 JOB_STREAM = "application/x-xsc-job"  # the spec's JSON line, then stdin (compute/jobs.py)
@@ -309,11 +310,10 @@ def map_(obj, target: str, over: tuple[str, ...], mount: str, parallel: int, as_
     results: list[dict[str, Any]] = []
     pool = ThreadPoolExecutor(parallel)
     try:
-        with click.progressbar(length=len(inputs), label="jobs", file=sys.stderr,
-                               hidden=not sys.stderr.isatty()) as bar:  # a bar on a terminal, else nothing
+        with progress_bar("jobs", len(inputs), shown=not as_json) as bar:
             for result in pool.map(one, inputs):
                 results.append(result)
-                bar.update(1)
+                bar.advance()
     finally:
         pool.shutdown(cancel_futures=True)  # a map ended by its node's error starts no job after it
     failed = [r for r in results if r["state"] != "done"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -13,6 +12,7 @@ import click
 from ..errors import BadRequest, InvalidArgument, XscError
 from ..units import format_credits, parse_duration
 from .output import Col, emit_json, json_option, prose, table, terminal_width, wide_option
+from .progress import progress_bar
 
 
 def _cap_path(cap: str, suffix: str = "") -> str:
@@ -20,21 +20,6 @@ def _cap_path(cap: str, suffix: str = "") -> str:
 
     Capability.parse(cap)  # a malformed capability is refused before any request
     return f"/v1/store/files/{quote(cap.strip(), safe=':')}{suffix}"
-
-
-@contextmanager
-def _progress(total: int | None, label: str, enabled: bool):
-    """A progress bar on a TTY (stderr); a no-op callback otherwise."""
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn)
-
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), TimeRemainingColumn(), transient=True,
-                  console=__import__("rich.console").console.Console(stderr=True)) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
 
 
 @click.group()
@@ -104,10 +89,10 @@ def put(obj, file: str, name: str | None, duration: str | None, max_price: int |
     query = {"name": name, "duration": seconds, "max_price": max_price, "avoid": ",".join(avoid) or None,
              "prefer": ",".join(prefer) or None, "min_availability": min_availability,
              "spread": 1 if spread else None}
-    with _progress(size, f"put {name}", sys.stderr.isatty() and not as_json) as advance:
-        result = _put_handed(obj, client, stream, query, advance) if file != "-" else None
+    with progress_bar(f"put {name}", size, data=True, shown=not as_json) as bar:
+        result = _put_handed(obj, client, stream, query, bar.advance) if file != "-" else None
         if result is None:
-            result = client.upload("/v1/store/files", stream, size=size, on_progress=advance, query=query)
+            result = client.upload("/v1/store/files", stream, size=size, on_progress=bar.advance, query=query)
     if as_json:
         emit_json(result)
         return
@@ -194,9 +179,9 @@ def get(obj, cap: str, output: str | None, force: bool) -> None:
                 out = sys.stdout.buffer
         else:
             out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        with _progress(size, "get", tmp is not None and sys.stderr.isatty()) as advance:
+        with progress_bar("get", size, data=True, shown=tmp is not None) as bar:
             # The bytes go from the node's socket to the output by splice(2) where they can (xsc/client/sync.py).
-            body.splice_to(out, progress=advance, head=True)
+            body.splice_to(out, progress=bar.advance, head=True)
         if tmp is not None:
             os.replace(tmp, target)  # the output file appears only once it is complete
     except BrokenPipeError:  # the reader of stdout went away (`| head`): not the download's fault
@@ -307,8 +292,20 @@ def check(obj, cap: str, wide: bool, as_json: bool) -> None:
 @click.pass_obj
 def verify(obj, cap: str, wide: bool, as_json: bool) -> None:
     """Read and hash every block of every share; names the bad blocks (share and segment)."""
-    report = obj.client().request("POST", _cap_path(cap, "/verify"))
-    _report(report, as_json, wide=wide)
+    _report(_with_progress(obj, cap, "verify", as_json), as_json, wide=wide)
+
+
+_STAGES = {"verify": "reading every block", "check": "reading the blocks here", "rebuild": "rebuilding segments"}
+
+
+def _with_progress(obj, cap: str, action: str, as_json: bool) -> dict:
+    """The answer of `action` (verify, repair) of the file CAP, the node's progress drawn meanwhile (progress_bar)."""
+    with progress_bar(action, shown=not as_json) as bar:
+        def told(p: dict) -> None:
+            said = f" (share {p['share']} {p['status']})" if "share" in p else ""
+            bar.show(p.get("done", 0), p.get("total"), f"{action}: {_STAGES.get(p.get('stage'), '')}{said}")
+
+        return obj.client().request_with_progress("POST", _cap_path(cap, f"/{action}"), told)
 
 
 def _report(report: dict, as_json: bool, presence_only: bool = False, wide: bool = False) -> None:
@@ -336,7 +333,7 @@ def _report(report: dict, as_json: bool, presence_only: bool = False, wide: bool
 @click.pass_obj
 def repair(obj, cap: str, wide: bool, as_json: bool) -> None:
     """Rebuild missing or corrupt shares from any 4 good ones."""
-    result = obj.client().request("POST", _cap_path(cap, "/repair"))
+    result = _with_progress(obj, cap, "repair", as_json)
     if as_json:
         emit_json(result)
         return

@@ -45,6 +45,7 @@ POLL_SECONDS = 0.2  # how often `put_handed` looks how far the node read
 # the body is cut, and an error of its status said instead).
 MAX_ANSWER = 256 * 1024 * 1024
 MAX_PROBLEM = 64 * 1024
+NDJSON = "application/x-ndjson"
 _PIPE_SIZE = 1024 * 1024  # asked of the kernel for splice's pipe (it may give less: fs.pipe-max-size)
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
@@ -278,6 +279,34 @@ class NodeClient:
         """POST a body of unknown length (chunked), as it is produced; the JSON answer."""
         conn, response = self._send("POST", path, chunks, {"Content-Type": content_type}, None, encode_chunked=True)
         return _read_json(conn, response, f"POST {path}")
+
+    def request_with_progress(self, method: str, path: str, progress: Callable[[dict], None]) -> Any:
+        """`method path` of a long operation, its answer asked as lines (NDJSON): each {"progress": ...} told to
+        `progress` as it comes, {"result": ...}'s returned, {"problem": ...} raised as its XscError.  An answer of
+        plain JSON (a node that does not send lines) is returned as `request` returns it."""
+        from .. import codec
+
+        what = f"{method} {path}"
+        conn, response = self._send(method, path, headers={"Accept": NDJSON})
+        try:
+            if _media_type(response.headers.get("Content-Type")) != NDJSON:
+                return json_answer(read_answer(response, what), what)
+            while line := response.readline(MAX_ANSWER):
+                item = json_answer(line, what) if line.strip() else {}
+                item = item if isinstance(item, dict) else {}
+                if "progress" in item:
+                    progress(item["progress"])
+                elif "result" in item:
+                    return item["result"]
+                elif "problem" in item:
+                    raise error_from_problem(item["problem"].get("status", 500), codec.dumps(item["problem"]))
+        except OSError as exc:
+            raise errors.NodeNotRunning(f"the node at {self.url} stopped answering {what} "
+                                        f"({errors.connection_reason(exc)})", hint="check the node's log") from None
+        finally:
+            conn.close()
+        raise errors.NodeNotRunning(f"the node at {self.url} stopped answering {what} before it was done",
+                                    hint="check the node's log")
 
     def download(self, path: str, *, query: dict[str, Any] | None = None, media_type: str | None = None) -> "Download":
         """GET `path`, its body to stream; one of another Content-Type than `media_type` (if given) is refused."""

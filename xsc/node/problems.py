@@ -92,6 +92,15 @@ def problem_from_error(error: e.XscError) -> web.Response:
 async def problem_middleware(request: web.Request, handler):
     try:
         return await handler(request)
+    except Exception as exc:  # noqa: BLE001 - every error answered as its problem (problem_for)
+        return problem_for(request, exc)
+
+
+def problem_for(request: web.Request, exc: Exception) -> web.Response:
+    """The problem answering `exc`, raised while `request` was handled (before its answer began, or in a stream of
+    lines: http/common.py, progress_answer); an HTTP redirect is raised on."""
+    try:
+        raise exc
     except e.XscError as err:
         return problem_from_error(err)
     except web.HTTPException as exc:

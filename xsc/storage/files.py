@@ -439,9 +439,9 @@ class StorageService:
         holders, names, manifest = await self.located(cap)
         return self.summary(await self.gateway.check(cap, holders, names, manifest), names)
 
-    async def verify(self, cap: Capability) -> dict:
+    async def verify(self, cap: Capability, progress: gateway_repair.Progress | None = None) -> dict:
         holders, names, manifest = await self.located(cap)
-        return self.summary(await self.gateway.verify(cap, holders, names, manifest), names)
+        return self.summary(await self.gateway.verify(cap, holders, names, manifest, progress), names)
 
     async def where(self, si: bytes) -> dict:
         """What this node tells a peer about a storage index (`POST /v1/peer/locate`)."""
@@ -452,13 +452,13 @@ class StorageService:
     def repairing(self, si: bytes) -> bool:
         return self.repair_locks.locked(si)
 
-    async def repair(self, cap: Capability) -> dict:
+    async def repair(self, cap: Capability, progress: gateway_repair.Progress | None = None) -> dict:
         """Rebuild a file's missing or corrupt shares: local ones here, remote ones on another healthy node.
 
         A file another node placed (this node was handed its capability) is found as `get` finds it, and
         repaired at this node's expense: the shares it rebuilds are placed under deals of its own.
         One repair of a file at a time (an on-demand one and an automatic one must not both move a share):
-        a second waits for the first, then finds what is left to do."""
+        a second waits for the first, then finds what is left to do.  `progress`: told how it goes (gateway_repair)."""
         mine = await self.stored(cap)
         async with self.repair_locks.one(cap.storage_index):
             if mine and not await self.stored(cap):
@@ -468,8 +468,9 @@ class StorageService:
             await gateway_repair.release_strays(self.gateway, self.holder, cap.storage_index)
             holders, names, fetched = await self.located(cap)
             moved: dict[int, tuple[str, int]] = {}
-            result = await self.gateway.repair(cap, holders, names, relocate=self.placing.relocator(cap, moved, fetched),
-                                               me=self.me, fetched=fetched,
+            relocate = self.placing.relocator(cap, moved, fetched)
+            result = await self.gateway.repair(cap, holders, names, relocate=relocate, me=self.me, fetched=fetched,
+                                               progress=progress,
                                                placed=self._deals_follow(moved) if fetched is None
                                                else self._adopting(cap, fetched, moved))
             if result["repaired"] and self.locator is not None:

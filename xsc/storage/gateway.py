@@ -45,16 +45,18 @@ class Gateway(GatewayCore):
         return await gateway_repair.check(self, cap, holders, names, manifest)
 
     async def verify(self, cap: Capability, holders: Mapping[int, Holder] | None = None,
-                     names: list[str] | None = None, manifest: bytes | None = None) -> list[ShareReport]:
+                     names: list[str] | None = None, manifest: bytes | None = None,
+                     progress: gateway_repair.Progress | None = None) -> list[ShareReport]:
         """Every block of every share read and hashed (see gateway_repair.verify)."""
-        return await gateway_repair.verify(self, cap, holders, names, manifest)
+        return await gateway_repair.verify(self, cap, holders, names, manifest, progress)
 
     async def repair(self, cap: Capability, holders: Mapping[int, Holder] | None = None,
                      names: list[str] | None = None, relocate: Relocator | None = None,
                      me: str = "this node", fetched: bytes | None = None,
-                     placed: gateway_repair.Placed | None = None) -> dict:
+                     placed: gateway_repair.Placed | None = None,
+                     progress: gateway_repair.Progress | None = None) -> dict:
         """Missing and corrupt shares rebuilt from any K good ones (see gateway_repair.repair)."""
-        return await gateway_repair.repair(self, cap, holders, names, relocate, me, fetched, placed)
+        return await gateway_repair.repair(self, cap, holders, names, relocate, me, fetched, placed, progress)
 
     async def renew(self, cap: Capability, duration: int, holders: Mapping[int, Holder] | None = None,
                     names: list[str] | None = None, me: str = "this node") -> dict[str, Any]:

@@ -22,6 +22,9 @@ _NOT_OURS = ("share-not-found", "forbidden")  # a holder's answers that leave no
 
 # (share, nodes already used, node -> how it failed the share) -> where a repaired share goes instead (None: here)
 Relocator = Callable[[int, set, dict], "Awaitable[tuple[str, Holder] | None]"]
+# Told how a long check of a file goes (verify, repair), on the event loop: {"stage", "done", "total"} and, as each
+# share is found, its "share" and "status" (Tally).
+Progress = Callable[[dict], None]
 # Writes a file's new placement (storage index, placement before, after, the lease of the shares rebuilt) with what
 # must change with it, in one synced write (in the pool); without one, the placement alone is written.
 Placed = Callable[[bytes, list, list, int], None]
@@ -33,6 +36,38 @@ class ShareReport:
     status: str  # ok | missing | corrupt
     detail: str = ""
     bad_blocks: list[int] = field(default_factory=list)
+
+
+class Tally:
+    """How far a walk over a file's blocks or segments is, told to `progress` now and then (each `every`-th of the
+    total, and each share's outcome), from the event loop or from a pool thread; no `progress`: nothing told."""
+
+    STEPS = 64  # at most this many tellings a stage, beside each share's outcome
+
+    def __init__(self, progress: Progress | None, stage: str, total: int) -> None:
+        self.progress, self.stage, self.total, self.done, self.told = progress, stage, total, 0, 0
+        self.every = max(1, total // self.STEPS)
+        self.loop = asyncio.get_running_loop()
+        self.tell()
+
+    def add(self, n: int = 1, **outcome) -> None:
+        self.done += n
+        if outcome or self.done - self.told >= self.every:
+            self.tell(**outcome)
+
+    def tell(self, **outcome) -> None:
+        if self.progress is None:
+            return
+        self.told = self.done
+        event = {"stage": self.stage, "done": self.done, "total": self.total, **outcome}
+        try:
+            running = asyncio.get_running_loop() is self.loop
+        except RuntimeError:  # a pool thread
+            running = False
+        if running:
+            self.progress(event)
+        else:
+            self.loop.call_soon_threadsafe(self.progress, event)
 
 
 async def check(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Holder] | None = None,
@@ -53,46 +88,61 @@ async def check(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Hol
 
 
 def _verify_here(gateway: GatewayCore, cap: Capability, remote: frozenset[int] = frozenset(),
-                 fetched: bytes | None = None) -> list[ShareReport]:
-    """Read and hash every block of every share here (not those in `remote`); record what is bad."""
+                 fetched: bytes | None = None, tally: Tally | None = None) -> list[ShareReport]:
+    """Read and hash every block of every share here (not those in `remote`); record what is bad.  Each block read,
+    and each share's outcome, is added to `tally` (a share that is not here: its blocks at once)."""
     manifest, metas, bad = gateway.load(cap, remote, fetched)
     si = cap.storage_index
+    count = manifest.segment_count
+    add = tally.add if tally is not None else lambda n=1, **outcome: None
     reports = []
     for s in range(erasure.N):
         if s in remote:
             continue
         if s not in metas:
             reports.append(ShareReport(s, "missing" if bad[s] == "missing" else "corrupt", bad[s]))
+            add(count, share=s, status=reports[-1].status)
             continue
-        wrong = [i for i in range(manifest.segment_count)
-                 if (b := gateway.store.get_block(si, s, i)) is None or block_hash(b) != metas[s].block_hashes[i]]
+        wrong = []
+        for i in range(count):
+            if (b := gateway.store.get_block(si, s, i)) is None or block_hash(b) != metas[s].block_hashes[i]:
+                wrong.append(i)
+            add()
         if wrong:
             gateway.store.mark_damaged(si, s, f"bad or missing blocks in segments {wrong[:20]}")
             reports.append(ShareReport(s, "corrupt", f"{len(wrong)} bad block(s)", wrong))
         else:
             reports.append(ShareReport(s, "ok"))
+        add(0, share=s, status=reports[-1].status)
     return reports
 
 
 async def verify(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Holder] | None = None,
-                 names: list[str] | None = None, manifest: bytes | None = None) -> list[ShareReport]:
+                 names: list[str] | None = None, manifest: bytes | None = None,
+                 progress: Progress | None = None) -> list[ShareReport]:
     """Read and hash every block of every share, those on other nodes (`holders`) downloaded; record
-    what is bad."""
+    what is bad.  `progress`: told the blocks read of all the shares' (Tally), and each share's outcome."""
     holders = dict(holders or {})
     names = list(names or ["this node"] * erasure.N)
     si = cap.storage_index
     fetched = manifest
-    reports = {r.share: r for r in await gateway.run(_verify_here, gateway, cap, frozenset(holders), fetched)}
     manifest, _, _ = await gateway.run(gateway.load, cap, frozenset(holders), fetched)
+    count = manifest.segment_count
+    tally = Tally(progress, "verify", erasure.N * count)
+    reports = {r.share: r for r in await gateway.run(_verify_here, gateway, cap, frozenset(holders), fetched, tally)}
     metas, bad = await gateway.remote_metas(cap, manifest, holders, names)
     for s in holders:
         if s in bad:
             reports[s] = ShareReport(s, "corrupt" if "do not match" in bad[s] else "missing", bad[s])
+            tally.add(count, share=s, status=reports[s].status)
             continue
         reader = RemoteShareReader(holders[s], si, s, manifest, gateway.remote_timeout)
+        wrong = []
         try:
-            wrong = [i for i in range(manifest.segment_count)
-                     if (b := await reader.get(i)) is None or block_hash(b) != metas[s].block_hashes[i]]
+            for i in range(count):
+                if (b := await reader.get(i)) is None or block_hash(b) != metas[s].block_hashes[i]:
+                    wrong.append(i)
+                tally.add()
         finally:
             await reader.close()
         if reader.failed is not None:
@@ -102,6 +152,7 @@ async def verify(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Ho
             reports[s] = ShareReport(s, "corrupt", f"{len(wrong)} bad block(s) on node {names[s]}", wrong)
         else:
             reports[s] = ShareReport(s, "ok")
+        tally.add(0, share=s, status=reports[s].status)
     return [reports[s] for s in range(erasure.N)]
 
 
@@ -110,8 +161,9 @@ class _OneRepair:
     rebuilt share goes (rewritten in place, rebuilt here, or moved to another node) and the block hashes rebuilt."""
 
     def __init__(self, gateway: GatewayCore, cap: Capability, holders: dict[int, Holder], names: list[str],
-                 me: str, fetched: bytes | None, placed: Placed | None = None) -> None:
-        self.gateway, self.cap, self.si = gateway, cap, cap.storage_index
+                 me: str, fetched: bytes | None, placed: Placed | None = None,
+                 progress: Progress | None = None) -> None:
+        self.gateway, self.cap, self.si, self.progress = gateway, cap, cap.storage_index, progress
         self.holders, self.names, self.me, self.fetched = holders, names, me, fetched
         self.placed = placed or (lambda si, before, after, lease: gateway.store.set_placement(si, after))
         self.new_names = list(names)
@@ -122,9 +174,10 @@ class _OneRepair:
     async def assess(self) -> bool:
         """Find what is broken; whether anything is."""
         gateway, holders = self.gateway, self.holders
-        local_reports = await gateway.run(_verify_here, gateway, self.cap, frozenset(holders), self.fetched)
         self.manifest, self.local_metas, _ = await gateway.run(gateway.load, self.cap, frozenset(holders),
                                                                self.fetched)
+        tally = Tally(self.progress, "check", (erasure.N - len(holders)) * self.manifest.segment_count)
+        local_reports = await gateway.run(_verify_here, gateway, self.cap, frozenset(holders), self.fetched, tally)
         self.remote_metas, self.remote_bad = await gateway.remote_metas(self.cap, self.manifest, holders,
                                                                         self.names)
         marks = await gateway.run(gateway.store.damage_marks, self.si)
@@ -224,8 +277,10 @@ class _OneRepair:
 
     async def _write_segments(self, read: Callable[[int], Awaitable[bytes]], rebuilt: dict[int, list[bytes]]) -> None:
         gateway = self.gateway
+        tally = Tally(self.progress, "rebuild", self.manifest.segment_count)
         for index in range(self.manifest.segment_count):
             fix = [s for s, segments in self.rewrite_here.items() if index in segments]
+            tally.add()
             if not rebuilt and not fix:
                 continue
             blocks = await gateway.run(erasure.encode, await read(index))
@@ -314,13 +369,14 @@ def _rewrite_blocks(gateway: GatewayCore, si: bytes, index: int, blocks: dict[in
 
 async def repair(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Holder] | None = None,
                  names: list[str] | None = None, relocate: Relocator | None = None,
-                 me: str = "this node", fetched: bytes | None = None, placed: Placed | None = None) -> dict:
+                 me: str = "this node", fetched: bytes | None = None, placed: Placed | None = None,
+                 progress: Progress | None = None) -> dict:
     """Rebuild missing and corrupt shares from any K good ones; never makes things worse.
 
     Local shares are rebuilt here (corrupt blocks rewritten in place).  A broken share on another
     node goes to the node `relocate(share, nodes already used, nodes that failed it)` names, or here
     if it names none; the file's placement record follows, written by `placed` (`fetched`: another node's file's
-    manifest)."""
+    manifest).  `progress`: told how each pass goes, its blocks here read ("check"), then its segments rebuilt."""
     names = list(names or [me] * erasure.N)
     holders = dict(holders or {})
     repaired: set[int] = set()
@@ -328,7 +384,7 @@ async def repair(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Ho
     # A share read as a source that gave bad blocks is marked damaged and rebuilt by the next pass; each pass that
     # goes round again found one more such share, so there are at most N.
     for _ in range(erasure.N):
-        one = _OneRepair(gateway, cap, holders, names, me, fetched, placed)
+        one = _OneRepair(gateway, cap, holders, names, me, fetched, placed, progress)
         if not await one.assess():
             break
         good = one.good_shares()

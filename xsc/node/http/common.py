@@ -1,9 +1,12 @@
-"""What every route module shares: the one body reader (JSON or raw), and the one query-parameter parsers."""
+"""What every route module shares: the one body reader (JSON or raw), the one query-parameter parsers, and the one
+answer of a long operation as lines of its progress."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from itertools import accumulate
 from typing import Any
 
@@ -15,7 +18,7 @@ from ...tasks import in_pool
 from ...storage import quotes
 from ..appkeys import CONFIG, CPU_POOL, NODE
 from ..limits import BODY_SECONDS, read_body  # noqa: F401 - the one body reader, for route modules
-from ..problems import problem_from_error, status_of
+from ..problems import problem_for, problem_from_error, status_of
 
 MAX_JSON_DEPTH = 32  # nesting deeper than any XSC body: refused before it costs the parser anything
 
@@ -40,6 +43,47 @@ def results_response(results: list[Any], status: int = 200) -> web.Response:
     return json_response({"results": [{"status": status_of(r), "problem": loads(problem_from_error(r).body)}
                                       if isinstance(r, XscError) else {"status": status, "answer": r}
                                       for r in results]})
+
+
+NDJSON = "application/x-ndjson"
+
+
+async def progress_answer(request: web.Request, operation: Callable[[Callable[[dict], None] | None], Awaitable[Any]]
+                          ) -> web.StreamResponse:
+    """The answer of a long operation, `operation(progress)`: its result as JSON; or, to a client that accepts NDJSON,
+    a line {"progress": {...}} each time the operation tells `progress` how far it is, then {"result": ...}, or
+    {"problem": ...} if it failed once its lines began (a failure before any line is answered as any route's).
+    The operation goes on to its end as it would for a JSON call: a client that goes away only stops the lines."""
+    if NDJSON not in request.headers.get("Accept", ""):
+        return json_response(await operation(None))
+    lines: asyncio.Queue[dict | None] = asyncio.Queue()  # a few dozen a stage (storage/gateway_repair.py, Tally)
+    response = web.StreamResponse(headers={"Content-Type": NDJSON})
+
+    async def run() -> Any:
+        try:
+            return await operation(lambda event: lines.put_nowait({"progress": event}))
+        finally:
+            lines.put_nowait(None)
+
+    async def relay() -> None:
+        try:
+            while (line := await lines.get()) is not None:
+                await response.prepare(request)  # once: at the first line
+                await response.write(dumps(line) + b"\n")
+        except ConnectionError:  # the client went away: its lines are dropped
+            while await lines.get() is not None:
+                pass
+
+    outcome, _ = await asyncio.gather(run(), relay(), return_exceptions=True)
+    if isinstance(outcome, BaseException) and not (isinstance(outcome, Exception) and response.prepared):
+        raise outcome
+    last = {"problem": loads(problem_for(request, outcome).body)} if isinstance(outcome, Exception) \
+        else {"result": outcome}
+    with contextlib.suppress(ConnectionError):
+        await response.prepare(request)
+        await response.write(dumps(last) + b"\n")
+        await response.write_eof()
+    return response
 
 
 def json_response(value: Any, status: int = 200, content_type: str = "application/json",

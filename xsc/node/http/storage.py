@@ -14,7 +14,7 @@ from ...storage.core import leases, ranges
 from ..appkeys import CONFIG, HANDOFF, METRICS, NODE
 from ..auth import check_token
 from ..problems import problem_from_error
-from .common import json_response, optional_json_body, put_terms, query_int
+from .common import json_response, optional_json_body, progress_answer, put_terms, query_int
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +127,15 @@ async def check_file(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/store/files/{cap}/verify")
-async def verify_file(request: web.Request) -> web.Response:
-    return json_response(await request.app[NODE].storage.verify(_cap(request)))
+async def verify_file(request: web.Request) -> web.StreamResponse:
+    cap = _cap(request)
+    return await progress_answer(request, lambda progress: request.app[NODE].storage.verify(cap, progress))
 
 
 @routes.post("/v1/store/files/{cap}/repair")
-async def repair_file(request: web.Request) -> web.Response:
-    return json_response(await request.app[NODE].storage.repair(_cap(request)))
+async def repair_file(request: web.Request) -> web.StreamResponse:
+    cap = _cap(request)
+    return await progress_answer(request, lambda progress: request.app[NODE].storage.repair(cap, progress))
 
 
 @routes.post("/v1/store/files/{cap}/renew")
