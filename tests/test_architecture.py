@@ -203,8 +203,8 @@ def test_the_node_package_stays_the_composition_root_and_http() -> None:
     # callers: no body after a HEAD, 204 or 304, a long answer sent with a stall limit, the /64 key of an IPv6
     # caller, the 416's Content-Range, ~30; the URL of a function its owner serves, and the node's own URL
     # redirected to the dashboard, ~5; the scheme, target and version of a function's request, for the CGI variables
-    # WAGI sets, ~1).
-    assert sum(lines.values()) < 3381, lines
+    # WAGI sets, ~1; the ledger's record retention given to the ledger and the trust lines, ~2).
+    assert sum(lines.values()) < 3383, lines
     too_long = {n: count for n, count in lines.items() if n.startswith("xsc.node.http.") and count > 350}
     assert too_long == {}
 
