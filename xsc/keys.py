@@ -311,6 +311,7 @@ LEDGER_COVERS = b"l/b/"  # + Merkle root (32) -> the refs it covers, 16 bytes ea
 # + when (8: unix seconds, big endian) + the key of a record that is not kept for good (l/c/, l/b/, l/tp/, l/to/)
 # -> b"": written with that record, deleted with it once `when` has passed (ledger/store.py `retire`)
 LEDGER_RETIRE = b"l/r/"
+LEDGER_RETIRE_INDEXED = b"l/ri"  # -> b"": the records written before they had an l/r/ row were given theirs
 
 
 def ledger_entry(account: bytes, seq: int) -> bytes:

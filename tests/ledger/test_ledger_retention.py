@@ -96,3 +96,37 @@ async def test_records_not_kept_for_good_go_past_their_time_and_balances_chains_
     finally:
         await ledger.close()
         db.close()
+
+
+async def test_records_written_before_they_had_a_retirement_are_given_theirs_once(tmp_path) -> None:
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    node, user, payee, sender = (Identity.generate() for _ in range(4))
+    ledger = LedgerService(db, 10**9, node=node, client=user, threads=1, retention=RETENTION)
+    lines = TrustLines(db, stranger_credit=0, peer_credit=0, recognised=lambda peer: False, retention=RETENTION)
+    auth = await ledger.authorize(user, payee.public_key, 300, "test:paid", ttl=600, claim=(300, {"fuel": 1}))
+    await ledger.complete(user, make_receipt(payee, 1, ZERO_HASH, auth, 300, {"fuel": 1}, int(time.time())))
+    lines.owe(payee.id, auth, 300)
+    claim = authorize(sender, node.public_key, 500, "test:claim", int(time.time()) + 900, os.urandom(16))
+    await ledger.countersign(node, claim, 500, {"fuel": 2})
+    lines.paid(sender.id, claim, 500)
+    await ledger.hold(user, 40)
+    tabs = Tabs(ledger=ledger, identities=[user, node])
+    tabs.owe(user, node, os.urandom(16), 40, 7, held=40)
+    await tabs.flush()
+    await ledger.close()
+    for key in list(db.iterator(prefix=keys.LEDGER_RETIRE, include_value=False)) + [keys.LEDGER_RETIRE_INDEXED]:
+        db.delete(key)  # as a node whose ledger kept these for good left them
+    marks = (keys.LEDGER_COMPLETED, keys.LEDGER_COVERS, keys.TRUST_PAID, keys.TRUST_OWED)
+    assert [_count(db, p) for p in marks] == [1, 1, 1, 1]
+
+    ledger = LedgerService(db, 10**9, node=node, client=user, threads=1, retention=RETENTION)
+    try:
+        assert _count(db, keys.LEDGER_RETIRE) == 4
+        assert ledger.store.index_retirements(RETENTION, int(time.time())) == 0  # once
+        assert await ledger.retire(auth.expires_at + CLOCK_SKEW + 1) == 1  # the completed mark: past its expiry
+        assert await ledger.retire(claim.expires_at + RETENTION + CLOCK_SKEW + 1) == 3  # the ids, the lines' marks
+        assert [_count(db, p) for p in marks + (keys.LEDGER_RETIRE,)] == [0, 0, 0, 0, 0]
+        assert (await ledger.verify())["ok"]
+    finally:
+        await ledger.close()
+        db.close()

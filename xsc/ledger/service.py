@@ -53,6 +53,8 @@ class LedgerService:
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xsc-ledger-reader")
         self.store = LedgerStore(db, credit_limit, ThreadedMap(self._crypto, cores - 1))
         self.retention = retention  # ledger.record_retention: how long proof outlives its settlement (`retire`)
+        if self.store.index_retirements(retention, int(time.time())):
+            log.info("the ledger's records written before they had a retirement were given theirs")
         self.credit_limit = credit_limit
         self.roles = {k.public_key: role for k, role in ((node, "node"), (client, "client")) if k is not None}
         self._lock = asyncio.Lock()

@@ -38,6 +38,12 @@ MIN_CHUNK = 16  # below this many signature operations per thread, threading cos
 ParallelMap = Callable[[Callable, Sequence], list]
 
 
+def count_retired_at(expires_at: int, retention: int) -> int:
+    """When a mark that counted a receipt or a payment on a trust line goes (trust.py counts nothing under an
+    authorization more than `retention` after its expiry; the clock skew on top)."""
+    return expires_at + retention + rules.CLOCK_SKEW
+
+
 def serial_map(fn: Callable, items: Sequence) -> list:
     return [fn(item) for item in items]
 
@@ -396,6 +402,29 @@ class LedgerStore:
     # after that (trust.py: no count comes later); what is proof for the user (the refs an aggregated transfer
     # covers, l/b/), `retention` after it was written (tabs.py).  Each is written with its retirement's key
     # (keys.ledger_retire), so a sweep reads only what is due.
+    def index_retirements(self, retention: int, now: int) -> int:
+        """Give the records written before they had a retirement theirs, once (their l/r/ rows and the mark that
+        this was done, in one batch); how many.  One whose authorization is not found here is kept."""
+        if self.db.get(keys.LEDGER_RETIRE_INDEXED) is not None:
+            return 0
+        rows: list[bytes] = []
+        for prefix, find, when in ((keys.LEDGER_COMPLETED, self.payment_for, lambda e: e + rules.CLOCK_SKEW),
+                                   (keys.TRUST_OWED, self.payment_for, lambda e: count_retired_at(e, retention)),
+                                   (keys.TRUST_PAID, self.receipt_for, lambda e: count_retired_at(e, retention))):
+            with self.db.iterator(prefix=prefix, include_value=False) as it:
+                found = list(it)
+            for key in found:
+                entry = find(key[len(prefix):])
+                if entry is not None:
+                    rows.append(keys.ledger_retire(when(entry.authorization.expires_at), key))
+        with self.db.iterator(prefix=keys.LEDGER_COVERS, include_value=False) as it:
+            rows += [keys.ledger_retire(now + retention, key) for key in it]
+        with self.db.write_batch(transaction=True, sync=True) as batch:
+            for row in rows:
+                batch.put(row, b"")
+            batch.put(keys.LEDGER_RETIRE_INDEXED, b"")
+        return len(rows)
+
     def retire(self, now: int, limit: int = RETIRE_BATCH) -> int:
         """Delete the records whose time has passed (at most `limit`, in one write batch); how many."""
         due: list[bytes] = []

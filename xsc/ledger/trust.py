@@ -31,8 +31,7 @@ from typing import Any
 from ..db import Database
 from ..errors import InvalidArgument, PrepaymentRequired
 from .core.model import Authorization, format_credits
-from .core.rules import CLOCK_SKEW
-from .store import RETENTION
+from .store import RETENTION, count_retired_at
 from .trust_store import TrustStore
 
 MAX_LINE = 2**62  # micro-credits: any total beyond this is refused (it could not be encoded or summed safely)
@@ -199,8 +198,8 @@ class TrustLines:
                 return
             totals = self._totals(peer)
             totals[total] = min(MAX_LINE, totals[total] + amount)
-            # (retired once no count can come: `_too_old`, by more than the clock skew a receipt may have)
-            self._store.put_counted(peer, totals, marker, authorization.expires_at + self.retention + CLOCK_SKEW)
+            # (retired once no count can come: `_too_old`)
+            self._store.put_counted(peer, totals, marker, count_retired_at(authorization.expires_at, self.retention))
             self._lines[peer] = totals  # written
 
     def collectable(self, peer: str) -> int:
