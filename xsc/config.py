@@ -261,6 +261,18 @@ class LedgerSection(_Section):
     tab_interval: float = Field(default=1.0, gt=0, le=3600)
     tab_threshold: int = Field(default=1_000_000, ge=1, le=2**62)
     tab_max_refs: int = Field(default=4096, ge=1, le=4096)
+    # seconds the ledger keeps what is not kept for good past its time (docs/ledger.md, Retention): the provenance
+    # ids an aggregated transfer covers, after it was settled; the marks that count a receipt or a payment on a
+    # trust line once, after its authorization expired (one counted later is not counted)
+    record_retention: int = 30 * 86400
+
+    @field_validator("record_retention", mode="before")
+    @classmethod
+    def _retention(cls, v: Any) -> int:
+        seconds = parse_duration(v)
+        if not 2 * 86400 <= seconds <= 3650 * 86400:
+            raise ValueError("must be from 2 days to 3650 days (a payment is retried for a day past its expiry)")
+        return seconds
 
 
 def normalize_peer_url(text: str) -> str:

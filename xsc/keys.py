@@ -308,6 +308,10 @@ LEDGER_SENDERS = b"l/n/"
 # the refs (provenance ids) each aggregated transfer covers, under the Merkle root its job reference names.
 LEDGER_OWED = b"l/o/"  # + ref (16: a provenance id) -> payer (32) + payee (32) + amount (8) + fuel (8)
 LEDGER_COVERS = b"l/b/"  # + Merkle root (32) -> the refs it covers, 16 bytes each, in order
+# + when (8: unix seconds, big endian) + the key of a record that is not kept for good (l/c/, l/b/, l/tp/, l/to/)
+# -> b"": written with that record, deleted with it once `when` has passed (ledger/store.py `retire`)
+LEDGER_RETIRE = b"l/r/"
+LEDGER_RETIRE_INDEXED = b"l/ri"  # -> b"": the records written before they had an l/r/ row were given theirs
 
 
 def ledger_entry(account: bytes, seq: int) -> bytes:
@@ -367,6 +371,17 @@ def ledger_owed(ref: bytes) -> bytes:
 
 def ledger_covers(merkle_root: bytes) -> bytes:
     return LEDGER_COVERS + merkle_root
+
+
+def ledger_retire(when: int, key: bytes) -> bytes:
+    return LEDGER_RETIRE + struct.pack(">Q", max(0, when)) + key
+
+
+def split_ledger_retire(key: bytes) -> tuple[int, bytes]:
+    """(when, the key of the record retired then)."""
+    rest = key[len(LEDGER_RETIRE):]
+    return struct.unpack(">Q", rest[:8])[0], rest[8:]
+
 
 # --- health (h/) -----------------------------------------------------------------
 HEALTH = b"h/"

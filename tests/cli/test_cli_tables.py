@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from xsc.identity import Identity
+from xsc.ledger.core.model import Authorization
 from xsc.node.appkeys import NODE
 
 from tests.support.attacks import fake_descriptors
@@ -154,7 +156,8 @@ def test_tables_naming_a_peer_fit_80_columns_with_its_id_whole(thread_node) -> N
 def test_ledger_accounts_and_trust_fit_80_columns_with_ids_whole(thread_node) -> None:
     node = thread_node()
     peer = public_id(os.urandom(32))
-    node.app[NODE].trust.paid(peer, os.urandom(32), 12_500_000)  # a countersigned receipt: a line for that peer
+    receipt_of = Authorization(os.urandom(32), os.urandom(32), 12_500_000, os.urandom(16), int(time.time()) + 600, "t")
+    node.app[NODE].trust.paid(peer, receipt_of, 12_500_000)  # a countersigned receipt: a line for that peer
     accounts = json.loads(node.xsc("ledger", "accounts", "--json").stdout)
     shown = node.xsc("ledger", "accounts", env=NARROW)
     assert shown.exit_code == 0, shown.output

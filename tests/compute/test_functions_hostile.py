@@ -176,6 +176,52 @@ async def test_cgi_variables_name_the_route_the_server_and_the_decoded_path_as_r
         assert status == b"HTTP/1.1 400 Bad Request" and json.loads(body)["code"] == "bad-request", (path, body)
 
 
+def _variables(body: bytes) -> dict[bytes, bytes]:
+    return dict(line.partition(b"=")[::2] for line in body.split(b"\n") if b"=" in line)
+
+
+async def test_cgi_variables_are_every_one_wagi_sets_and_no_header_or_env_passes_for_one(web) -> None:
+    """X_FULL_URL, REMOTE_HOST (the address: nothing is looked up), PATH_TRANSLATED, AUTH_TYPE and REMOTE_USER are
+    set as WAGI sets them, SERVER_PROTOCOL is the request's, CONTENT_LENGTH is a chunked body's length once read.
+    A header named like one of them is HTTP_<NAME>, never the variable; the owner's env does not replace one."""
+    node, base = web
+    module = await deploy(node, "cgi", wasi=True)
+    response = await node.post("/v1/compute/functions", json={
+        "name": "owned", "module": module, "env": {"X_FULL_URL": "owner", "REMOTE_HOST": "owner", "MODE": "kept"}})
+    assert response.status == 201, await response.text()
+    hostile = (b"X-Full-Url: http://evil/\r\nRemote-Host: evil\r\nPath-Translated: /etc/passwd\r\n"
+               b"Proxy: http://evil:8080/\r\nAuth-Type: Basic\r\nServer-Protocol: HTTP/9\r\n")
+    status, _, body = _responses(await _exchange(base, b"GET /fn/owned/caf%C3%A9/x?a=%41 HTTP/1.1\r\n"
+                                                       b"Host: example.test:8443\r\n" + hostile
+                                                       + b"Connection: close\r\n\r\n"))[0]
+    assert status == b"HTTP/1.1 200 OK", body
+    found = _variables(body)
+    assert found[b"X_FULL_URL"] == b"http://example.test:8443/fn/owned/caf%C3%A9/x?a=%41", found
+    assert found[b"REMOTE_HOST"] == found[b"REMOTE_ADDR"] == b"127.0.0.1"
+    assert found[b"PATH_TRANSLATED"] == found[b"PATH_INFO"] == "/caf\u00e9/x".encode()
+    assert (found[b"AUTH_TYPE"], found[b"REMOTE_USER"], found[b"CONTENT_TYPE"], found[b"CONTENT_LENGTH"]) == (
+        b"", b"", b"", b"0")
+    assert (found[b"GATEWAY_INTERFACE"], found[b"SERVER_PROTOCOL"], found[b"SERVER_SOFTWARE"]) == (
+        b"CGI/1.1", b"HTTP/1.1", b"xsc")
+    assert found[b"HTTP_X_FULL_URL"] == b"http://evil/" and found[b"HTTP_REMOTE_HOST"] == b"evil"
+    assert found[b"HTTP_PATH_TRANSLATED"] == b"/etc/passwd" and found[b"HTTP_AUTH_TYPE"] == b"Basic"
+    assert b"HTTP_PROXY" not in found and b"HTTP_CONNECTION" not in found and found[b"MODE"] == b"kept"
+    # An HTTP/1.0 request is told as one; a path-less target's URL is the one sent.
+    data = await _exchange(base, b"GET /fn/hello HTTP/1.0\r\nHost: x\r\n\r\n")
+    assert data.startswith(b"HTTP/1.0 200 OK"), data[:200]
+    found = _variables(data.partition(b"\r\n\r\n")[2])
+    port = base.rsplit(":", 1)[1]
+    assert found[b"SERVER_PROTOCOL"] == b"HTTP/1.0" and found[b"X_FULL_URL"] == f"http://x:{port}/fn/hello".encode()
+    # A chunked body, small (tried in a runner or on the loop) and large (a worker's): its length once read.
+    for size in (5, 100_000):
+        chunk = b"z" * size
+        status, _, body = _responses(await _exchange(base, (
+            b"POST /fn/hello/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            + b"%x\r\n" % size + chunk + b"\r\n0\r\n\r\n")))[0]
+        assert status == b"HTTP/1.1 200 OK" and body.endswith(chunk), body[:200]
+        assert _variables(body[:-size])[b"CONTENT_LENGTH"] == str(size).encode(), size
+
+
 async def test_ranges_of_an_answer_follow_rfc_9110(web) -> None:
     node, base = web
     data = bytes(range(100))

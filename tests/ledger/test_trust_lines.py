@@ -18,7 +18,7 @@ from xsc import keys
 from xsc.compute.paid import compile_price
 from xsc.errors import PeerRefused, PrepaymentRequired
 from xsc.identity import Identity, parse_public_id
-from xsc.ledger.core.model import authorize, encode_authorization
+from xsc.ledger.core.model import Authorization, authorize, encode_authorization
 from xsc.ledger.core.pricing import price_compute, price_storage
 from xsc.ledger.trust import TrustLines
 from xsc.net import PeerClient
@@ -215,6 +215,12 @@ async def test_a_recognised_peer_gets_its_credit_line(node_factory) -> None:
     assert b.app[NODE].trust.line(a_id)["credit"] == 0
 
 
+def counted_under(tag: bytes, expires_at: int | None = None) -> Authorization:
+    """An authorization a line counts a receipt or a payment under (its id and expiry are all the line reads)."""
+    return Authorization(b"\1" * 32, b"\2" * 32, 1, tag.ljust(16, b"\0"),
+                         int(time.time()) + 600 if expires_at is None else expires_at, "test:line")
+
+
 def test_the_lines_kept_in_memory_are_always_what_is_on_disk(tmp_path) -> None:
     db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
     recognised: set[str] = set()
@@ -224,12 +230,12 @@ def test_the_lines_kept_in_memory_are_always_what_is_on_disk(tmp_path) -> None:
     lines, peer = make(), Identity.generate().id
     lines.reserve(peer, 60, "a call")
     lines.use(peer, 50, reserved=60)
-    lines.paid(peer, b"a" * 32, 30)
-    lines.paid(peer, b"a" * 32, 30)  # the same receipt: counted once
+    lines.paid(peer, counted_under(b"a"), 30)
+    lines.paid(peer, counted_under(b"a"), 30)  # the same receipt: counted once
     assert lines.line(peer) == {"peer": peer, "paid": 30, "used": 50, "owed": 0, "counted": 0, "reserved": 0,
                                 "credit": 100, "recognised": False, "available": 50}
-    lines.owe(peer, b"b" * 32, 20)
-    lines.owe(peer, b"b" * 32, 20)  # the same payment: counted once
+    lines.owe(peer, counted_under(b"b"), 20)
+    lines.owe(peer, counted_under(b"b"), 20)  # the same payment: counted once
     assert lines.line(peer)["counted"] == 20 and lines.line(peer)["available"] == 70
     recognised.add(peer)
     lines.set_credit(peer, 500)
@@ -266,7 +272,7 @@ def test_work_is_reserved_exactly_when_the_line_shows_it_available(tmp_path) -> 
     for peer in (stranger, friend, own):
         for n, (paid, used, reserve) in enumerate(steps):
             if paid:
-                lines.paid(peer, bytes([n]) * 32, paid)
+                lines.paid(peer, counted_under(bytes([n])), paid)
             if used:
                 lines.use(peer, used)
             if reserve and lines.line(peer)["available"] >= reserve:

@@ -249,6 +249,8 @@ fetch("DASHBOARD/v1/ui/session", {credentials: "include"})
 
 
 def test_a_page_a_function_serves_cannot_read_the_dashboards_session(net, browser) -> None:
+    from playwright.sync_api import expect
+
     from tests.support.peers import api, http
 
     gateway = net["nodes"][0]
@@ -266,7 +268,7 @@ def test_a_page_a_function_serves_cannot_read_the_dashboards_session(net, browse
                                                                      "inputs": [f"{put['capability']}:/in/index.html"]})
     assert status == 201, served
     page.goto(net["web"] + "/fn/thief/index.html")
-    page.wait_for_function("document.title !== 'waiting'")
+    expect(page).not_to_have_title("waiting")  # the page's fetch has come back, or been refused
     assert page.title() == "blocked"  # another origin: the browser gives the page nothing of the dashboard's
     context.close()
 
@@ -277,6 +279,8 @@ def test_a_stored_site_is_served_to_curl_and_chromium_byte_exact(net, browser, t
     import os
     import shutil
     import subprocess
+
+    from playwright.sync_api import expect
 
     if shutil.which("curl") is None:
         pytest.skip("no curl (install it with scripts/ci-deps.sh, or apt-get install curl)")
@@ -305,8 +309,9 @@ def test_a_stored_site_is_served_to_curl_and_chromium_byte_exact(net, browser, t
         answer = page.goto(f"{web}/fn/site/index.html")
     assert answer.status == 200 and answer.body() == page_bytes and page.title() == "site"
     assert fetched.value.status == 200 and fetched.value.body() == image
-    page.wait_for_function("document.getElementById('i').complete")
-    assert page.evaluate("document.getElementById('i').naturalWidth") == 1024  # Chromium decoded it whole
+    picture = page.locator("#i")
+    expect(picture).to_have_js_property("complete", True)
+    expect(picture).to_have_js_property("naturalWidth", 1024)  # Chromium decoded it whole
     context.close()
 
 

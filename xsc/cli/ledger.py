@@ -109,6 +109,8 @@ def history(obj, limit: int, account: str, expand: bool, wide: bool, as_json: bo
             click.echo(f"entry {e['id']} covers {len(e['covered'])} invokes (provenance ids):")
             for ref in e["covered"]:
                 click.echo(f"  {ref}")
+        elif "covered" in e and e["covered"] is None:
+            click.echo(f"entry {e['id']}: its provenance ids were retired (ledger.record_retention)")
 
 
 @ledger.command()

@@ -3,7 +3,7 @@ their owner (the node's user).
 
 A request runs its function as a job runs a program (compute/job_sandbox.py): the request's variables in the
 environment (REQUEST_METHOD, SCRIPT_NAME, PATH_INFO, QUERY_STRING, SERVER_NAME, SERVER_PORT, CONTENT_TYPE,
-CONTENT_LENGTH, HTTP_*, WAGI's X_MATCHED_ROUTE and X_RAW_PATH_INFO, ...), its body on
+CONTENT_LENGTH, HTTP_*, WAGI's X_MATCHED_ROUTE, X_RAW_PATH_INFO and X_FULL_URL, ...), its body on
 stdin (at most the function's `max_body`, else 413 before it is read), the stored files the function mounts
 under /in (staged once, when it is served), no /out.  Its stdout is a CGI response: header lines (`Status:`,
 `Content-Type`, `Location`, ...), a blank line, the body.  Headers a function may not set are dropped: hop-by-hop
@@ -75,7 +75,8 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _ENV_NAME = re.compile(r"[A-Z0-9_]{1,100}")  # a request header passed to the function as HTTP_<NAME>
 _ENCODED_SLASH = re.compile(r"%2f", re.IGNORECASE)
 _PATH_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_NOT_PASSED = frozenset({"CONTENT_LENGTH", "AUTHORIZATION", "COOKIE", "PROXY"})  # request headers no function sees
+# request headers no function sees (Connection: hop-by-hop, as WAGI leaves it out)
+_NOT_PASSED = frozenset({"CONTENT_LENGTH", "AUTHORIZATION", "COOKIE", "PROXY", "CONNECTION"})
 # Headers a function's answer may not set: hop-by-hop ones and its framing (the node's, from what it sends), and
 # those that reach past the function to its whole origin (every function on this listener, other owners' placed
 # ones among them): a service worker's scope widened over them, their cookies and storage cleared.
@@ -112,6 +113,9 @@ class Request:
     script_name: str = ""  # the route's prefix: /fn/NAME (/fn/OWNER_ID/NAME for a placed function)
     raw_path_info: str = ""  # path_info as sent, still encoded
     port: int = 0  # the port the request came to
+    scheme: str = "http"  # of the listener it came to (not a header's word for it)
+    target: str = ""  # its path and query as sent, still encoded (of an absolute-form target too)
+    version: str = "HTTP/1.1"
 
 
 class Spill:
@@ -856,6 +860,7 @@ class WebFunctions:
                                                     limits, streams, (stdout, stderr))
                 if ran is None:
                     stdin, size = await _body_to(read, self.work_dir, record["max_body"])
+                    streams.env["CONTENT_LENGTH"] = str(size)  # a chunked body's too, once it is read
                     admit(self.compute)
                     streams.stdin, streams.prepaid_fuel = None if stdin is None else str(stdin), io_fuel(size)
                     started = time.time_ns()
@@ -897,6 +902,7 @@ class WebFunctions:
             raise PayloadTooLarge(f"the body is over this function's {served.record['max_body']:,} bytes")
         if whole:
             streams.prepaid_fuel = io_fuel(len(body))
+            streams.env["CONTENT_LENGTH"] = str(len(body))  # a chunked body's too
             alone = self.in_flight == 1
             if alone:  # the requests read in the same turn of the loop start after this one: counted once they have
                 await asyncio.sleep(0)
@@ -1149,19 +1155,27 @@ def path_info(raw: str) -> tuple[str, str]:
 
 
 def _cgi_env(request: Request) -> dict[str, str]:
-    """The request's CGI variables.  A header named with '_' is not passed: it would take the place of (or be
-    taken for) the one named with '-' that a proxy in front checks or sets (X_Forwarded_For as
-    HTTP_X_FORWARDED_FOR); nor is `Proxy` (HTTP_PROXY is read as a proxy's address: httpoxy).  A header sent
-    twice is one variable, its values joined as HTTP joins them.  A value aiohttp kept bytes of that are not UTF-8
-    in (as surrogates, which no environment holds) has them replaced."""
+    """The request's CGI variables: every one WAGI sets, with its meaning.  REMOTE_HOST is REMOTE_ADDR (no name is
+    looked up: RFC 3875 lets a server that does no lookup give the address, and a lookup would wait on the caller's
+    DNS); PATH_TRANSLATED is PATH_INFO (no file of the node's is named by a path); AUTH_TYPE and REMOTE_USER are
+    empty (a function's callers are anonymous).  These, CONTENT_TYPE and CONTENT_LENGTH are set even when empty: a
+    program written for WAGI reads them as always there, and none of them is taken from the owner's `env`.  Every
+    header becomes HTTP_<NAME>, so none can pass for one of these (`X-Full-Url` is HTTP_X_FULL_URL); a header
+    named with '_' is not passed: it would take the place of (or be taken for) the one named with '-' that a proxy
+    in front checks or sets (X_Forwarded_For as HTTP_X_FORWARDED_FOR); nor is `Proxy` (HTTP_PROXY is read as a
+    proxy's address: httpoxy).  A header sent twice is one variable, its values joined as HTTP joins them.  A value
+    aiohttp kept bytes of that are not UTF-8 in (as surrogates, which no environment holds) has them replaced."""
     name, port = _host_port(request.host, request.port)
-    env = {"GATEWAY_INTERFACE": "CGI/1.1", "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_SOFTWARE": "xsc",
+    target = request.target or request.script_name + (request.raw_path_info or "/") + (
+        "?" + request.query if request.query else "")
+    env = {"GATEWAY_INTERFACE": "CGI/1.1", "SERVER_PROTOCOL": request.version, "SERVER_SOFTWARE": "xsc",
            "REQUEST_METHOD": request.method, "SCRIPT_NAME": request.script_name, "PATH_INFO": request.path_info,
-           "QUERY_STRING": request.query, "REMOTE_ADDR": request.remote, "SERVER_NAME": name, "SERVER_PORT": port,
-           # WAGI's own: the route the request matched, and PATH_INFO as sent
-           "X_MATCHED_ROUTE": request.script_name + "/...", "X_RAW_PATH_INFO": request.raw_path_info or "/"}
-    if request.content_length is not None:
-        env["CONTENT_LENGTH"] = str(request.content_length)
+           "PATH_TRANSLATED": request.path_info, "QUERY_STRING": request.query, "REMOTE_ADDR": request.remote,
+           "REMOTE_HOST": request.remote, "REMOTE_USER": "", "AUTH_TYPE": "", "SERVER_NAME": name,
+           "SERVER_PORT": port, "CONTENT_TYPE": "", "CONTENT_LENGTH": str(request.content_length or 0),
+           # WAGI's own: the route the request matched, PATH_INFO as sent, and the URL the caller asked for
+           "X_MATCHED_ROUTE": request.script_name + "/...", "X_RAW_PATH_INFO": request.raw_path_info or "/",
+           "X_FULL_URL": f"{request.scheme}://{name}:{port}{target}"}
     for name, value in request.headers:
         if "_" in name:
             continue
@@ -1173,8 +1187,8 @@ def _cgi_env(request: Request) -> dict[str, str]:
         elif key not in _NOT_PASSED and _ENV_NAME.fullmatch(key):
             key = "HTTP_" + key
             env[key] = env[key] + ", " + value if key in env else value
-    if not (env["SERVER_NAME"].isascii() and env["PATH_INFO"].isascii() and env["QUERY_STRING"].isascii()):
-        for key in ("SERVER_NAME", "PATH_INFO", "QUERY_STRING"):
+    for key in ("SERVER_NAME", "PATH_INFO", "PATH_TRANSLATED", "QUERY_STRING", "X_FULL_URL"):
+        if not env[key].isascii():
             env[key] = _utf8(env[key])
     return env
 

@@ -405,7 +405,7 @@ class PaidCompute:
         receipt, first = await self.provider_tabs.close_once(auth, sender=gateway if self.trust is not None else None,
                                                              closer=gateway)
         if self.trust is not None:
-            self.trust.paid(gateway, auth.id, receipt.amount)
+            self.trust.paid(gateway, auth, receipt.amount)
             if first:
                 self.ledger.sender_counted(auth.id)
         if first:  # a repeated close (by its gateway, or any node replaying it) raises no recognition again
@@ -551,7 +551,7 @@ class PaidCompute:
             receipt = await self.ledger.countersign(self.node, auth, run.charge, {"fuel": run.fuel_consumed},
                                                     verified=True)  # checked above, before the call ran
             if self.trust is not None:
-                self.trust.paid(gateway, auth.id, receipt.amount)
+                self.trust.paid(gateway, auth, receipt.amount)
         finally:
             self._running.discard(auth.id)
             self.used(gateway, budget, run)

@@ -35,6 +35,7 @@ nodes"; `settlement.Payments` is the one pay-by-receipt path the node uses, with
     wire = receipt.encode()             # -> back to the payer's node; decode_entry(wire) there
     payment = await ledger.complete(payer_identity, receipt)   # payer's node; idempotent, releases the hold
     ledger.pending(); await ledger.abandon(auth.id)            # expired without a receipt
+    await ledger.retire()   # what is not kept for good, past its time (docs/ledger.md "Retention"; a node's loop)
 
 docs/ledger.md describes the records, their canonical encoding and the rules.
 """

@@ -27,7 +27,7 @@ from ..ids import one_starting_with
 from .core import rules
 from .core.model import (Authorization, Payment, Receipt, authorize, decode_entry, entry_json, format_credits,
                          normalize_usage)
-from .store import LedgerStore, Settlement, ThreadedMap, new_settlement
+from .store import RETENTION, RETIRE_BATCH, LedgerStore, Settlement, ThreadedMap, new_settlement
 
 MAX_GROUP = 512  # settlements per write batch
 MIN_ACCOUNT_PREFIX = 4  # characters of an account id that name it, when no other known account's id starts so
@@ -44,13 +44,17 @@ def _entry_view(data: bytes) -> dict:
 
 class LedgerService:
     def __init__(self, db: Database, credit_limit: int, *, node: Identity | None = None,
-                 client: Identity | None = None, threads: int | None = None, low_balance: int = 10) -> None:
+                 client: Identity | None = None, threads: int | None = None, low_balance: int = 10,
+                 retention: int = RETENTION) -> None:
         cores = max(1, threads or os.cpu_count() or 2)
         # Ed25519 releases the GIL: settlement groups and verification spread signatures over every core.
         self._crypto = ThreadPoolExecutor(max_workers=cores, thread_name_prefix="xsc-ledger-crypto")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xsc-ledger-writer")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xsc-ledger-reader")
         self.store = LedgerStore(db, credit_limit, ThreadedMap(self._crypto, cores - 1))
+        self.retention = retention  # ledger.record_retention: how long proof outlives its settlement (`retire`)
+        if self.store.index_retirements(retention, int(time.time())):
+            log.info("the ledger's records written before they had a retirement were given theirs")
         self.credit_limit = credit_limit
         self.roles = {k.public_key: role for k, role in ((node, "node"), (client, "client")) if k is not None}
         self._lock = asyncio.Lock()
@@ -407,7 +411,10 @@ class LedgerService:
         if expand:
             for entry in entries:
                 if "covers" in entry:
-                    entry["covered"] = await self.covered(entry["covers"])
+                    try:
+                        entry["covered"] = await self.covered(entry["covers"])
+                    except EntryNotFound:  # its list was retired (ledger.record_retention); the transfer stays
+                        entry["covered"] = None
         return entries
 
     async def covered(self, root_hex: str) -> list[str]:
@@ -418,7 +425,8 @@ class LedgerService:
             root = b""
         data = await self._read(self.store.covers, root) if len(root) == 32 else None
         if data is None:
-            raise EntryNotFound(f"no aggregated transfer covers Merkle root {root_hex!r}",
+            raise EntryNotFound(f"no aggregated transfer covers Merkle root {root_hex!r} (or its list of provenance "
+                                "ids was retired, ledger.record_retention after it was settled)",
                                 hint="list them with: xsc ledger history --expand")
         return [data[i:i + 16].hex() for i in range(0, len(data), 16)]
 
@@ -457,6 +465,17 @@ class LedgerService:
         report["seconds"] = round(time.perf_counter() - started, 3)
         report["credit_limit"] = self.credit_limit
         return report
+
+    async def retire(self, now: int | None = None) -> int:
+        """Delete the records that are not kept for good and whose time has passed (LedgerStore.retire); how
+        many.  Balances and entries never change by it."""
+        now, retired = int(time.time()) if now is None else now, 0
+        while True:
+            async with self._lock:
+                done = await asyncio.get_running_loop().run_in_executor(self._writer, self.store.retire, now)
+            retired += done
+            if done < RETIRE_BATCH:
+                return retired
 
     # --- lifecycle -------------------------------------------------------------------------
     async def close(self) -> None:

@@ -40,7 +40,7 @@ from ..errors import (ClaimRefused, Forbidden, InvalidArgument, InvalidEntry, No
 from ..identity import Identity, parse_public_id, public_id, verify
 from ..net.peer_client import PeerClient
 from .receipts import ask_receipt, check_receipt, fetch_receipt
-from ..tasks import woken_loop
+from ..tasks import periodic, woken_loop
 from .core.model import Authorization, Payment, Receipt, format_credits
 from .core.rules import CLOCK_SKEW
 from .service import LedgerService
@@ -84,11 +84,11 @@ class Payments:
     def __init__(self, *, ledger: LedgerService, payer: Identity, node: Identity, peers: PeerView,
                  client: PeerClient, retry_interval: float,
                  on_paid: Callable[[str, int, bool], None] = lambda peer, amount, by_them: None,
-                 on_countersigned: Callable[[str, bytes, int], None] = lambda peer, authorization, amount: None,
+                 on_countersigned: Callable[[str, Authorization, int], None] = lambda peer, authorization, amount: None,
                  on_strike: Callable[[str, str], None] = lambda peer, why: None,
-                 on_owed: Callable[[str, bytes, int], None] = lambda peer, authorization, amount: None,
+                 on_owed: Callable[[str, Authorization, int], None] = lambda peer, authorization, amount: None,
                  collectable: Callable[[str], int] = lambda peer: 0,
-                 owe_counted: Callable[[bytes], bool] = lambda authorization_id: True) -> None:
+                 owe_counted: Callable[[Authorization], bool] = lambda authorization: True) -> None:
         self.ledger = ledger
         self.payer = payer  # the local user's account
         self.node = node  # this node's account: the payee of work done here
@@ -96,11 +96,11 @@ class Payments:
         self.client = client
         self.retry_interval = retry_interval
         self.on_paid = on_paid  # (peer, amount, by_them): who pays whom is recognised by the market
-        self.on_countersigned = on_countersigned  # (peer, authorization id, amount): its trust line (once each)
+        self.on_countersigned = on_countersigned  # (peer, authorization, amount): its trust line (once each)
         self.on_strike = on_strike  # (peer, why): a misbehaviour (a refused claim, a bad receipt): quarantine
-        self.on_owed = on_owed  # (peer, authorization id, amount): the local user paid a peer (once each)
+        self.on_owed = on_owed  # (peer, authorization, amount): the local user paid a peer (once each)
         self.collectable = collectable  # peer -> what a prepayment from it may carry (its trust line)
-        self.owe_counted = owe_counted  # authorization id -> whether on_owed counted this node's payment under it
+        self.owe_counted = owe_counted  # authorization -> whether on_owed counted this node's payment under it
         self.checks: dict[str, ReceiptCheck] = {}
         # job prefix -> how to get the receipt of a pending authorization that has no claim: the payee states
         # the amount (a tab of remote invokes: the provider's total, bounded by the cap).
@@ -138,7 +138,7 @@ class Payments:
                     await self._settle_refusal(payee_node_id, url, auth)
                 raise exc
             payment = await self.ledger.complete(self.payer, receipt)
-        self.on_owed(payee_node_id, auth.id, amount)
+        self.on_owed(payee_node_id, auth, amount)
         self.on_paid(payee_node_id, amount, False)
         return payment.id.hex()
 
@@ -183,7 +183,7 @@ class Payments:
             except (PeerRefused, InvalidEntry) as exc:
                 self.on_strike(payee_node_id, f"sent a receipt that does not check: {exc.message}")
                 raise
-        self.on_owed(payee_node_id, auth.id, receipt.amount)
+        self.on_owed(payee_node_id, auth, receipt.amount)
         self.on_paid(payee_node_id, receipt.amount, False)
         return payment
 
@@ -211,7 +211,7 @@ class Payments:
             return  # unknown: the retry task finds out
         if receipt is not None:
             await self.ledger.complete(self.payer, receipt)
-            self.on_owed(payee_node_id, auth.id, receipt.amount)
+            self.on_owed(payee_node_id, auth, receipt.amount)
         else:
             await self.ledger.abandon(auth.id, force=True)
 
@@ -280,7 +280,7 @@ class Payments:
                 self.on_strike(sender, f"asked for a receipt this node refused: {exc.message}")
                 raise
         receipt = await self.ledger.countersign(self.node, auth, amount, usage, verified=True, sender=sender)
-        self.on_countersigned(sender, auth.id, receipt.amount)
+        self.on_countersigned(sender, auth, receipt.amount)
         if first:
             self.ledger.sender_counted(auth.id)  # its line counted it: nothing left for a restart to count
             self.on_paid(sender, amount, True)
@@ -334,16 +334,16 @@ class Payments:
         for authorization_id, sender in self.ledger.store.senders():
             receipt = self.ledger.store.receipt_for(authorization_id)
             if receipt is not None:
-                self.on_countersigned(sender, authorization_id, receipt.amount)
+                self.on_countersigned(sender, receipt.authorization, receipt.amount)
                 counted += 1
             self.ledger.sender_counted(authorization_id)
         for entry in self.ledger.store.history(self.payer.public_key, recent):
             auth = entry.authorization
             if not isinstance(entry, Payment) or auth.payee == self.node.public_key:
                 continue
-            if self.owe_counted(auth.id):
+            if self.owe_counted(auth):
                 break
-            self.on_owed(public_id(auth.payee), auth.id, entry.receipt.amount)
+            self.on_owed(public_id(auth.payee), auth, entry.receipt.amount)
             counted += 1
         if counted:
             log.warning("counted %d settlement(s) a stop had left off the trust lines", counted)
@@ -352,7 +352,10 @@ class Payments:
     def loops(self) -> dict[str, Any]:
         # Its first pass runs at once (payments left pending by the last run), then on wake or every interval.
         return {"payments-retry": woken_loop("retrying pending payments", self._wake, self.retry_interval,
-                                             self.retry_all)}
+                                             self.retry_all),
+                # the ledger's records not kept for good go at most an hour late (a tenth of a shorter retention)
+                "ledger-retention": periodic("ledger-retention", min(3600.0, self.ledger.retention / 10),
+                                             self.ledger.retire)}
 
     def close(self) -> None:
         pass
@@ -409,7 +412,7 @@ class Payments:
             if payable is not None and not await payable(auth, receipt):
                 return "abandoned"  # a receipt for more than is owed: not paid, its authorization dropped
             await self.ledger.complete(payer, receipt)
-            self.on_owed(node_id, auth.id, receipt.amount)
+            self.on_owed(node_id, auth, receipt.amount)
             paid = self._for_job(self.paid_by_retry, auth)
             if paid is not None:
                 await paid(auth, receipt)

@@ -31,9 +31,17 @@ from .core.rules import AccountState
 # of an invoke's CPU); what comes from other nodes always is.  Tests turn this self-check on (tests/conftest.py).
 SELF_CHECK_ENV = "XSC_LEDGER_SELF_CHECK"
 AUTHORIZATION_TTL = 600  # seconds a locally issued authorization stays valid
+RETENTION = 30 * 86400  # ledger.record_retention's default
+RETIRE_BATCH = 10_000  # records one write batch of `retire` deletes at most
 MIN_CHUNK = 16  # below this many signature operations per thread, threading costs more than it saves
 
 ParallelMap = Callable[[Callable, Sequence], list]
+
+
+def count_retired_at(expires_at: int, retention: int) -> int:
+    """When a mark that counted a receipt or a payment on a trust line goes (trust.py counts nothing under an
+    authorization more than `retention` after its expiry; the clock skew on top)."""
+    return expires_at + retention + rules.CLOCK_SKEW
 
 
 def serial_map(fn: Callable, items: Sequence) -> list:
@@ -376,10 +384,59 @@ class LedgerStore:
         new_state = rules.check_append(state, payment, settled_by=receipt.id, credit_limit=self.credit_limit)
         payment = payment.signed(payer.sign(payment.body))
         self._self_check([payment.signatures()[0]])
+        # The completed mark makes a repeated complete return this payment.  Once the authorization has expired
+        # (by more than the clock skew a payee's receipt may have) no receipt under it is completed again anyway:
+        # it is not pending (this batch deletes that), and its settled mark (l/u/, kept) refuses a replay.
+        completed = keys.ledger_completed(auth.id)
         self._write([payment], {payer.public_key: new_state}, {auth.id: receipt.id},
-                    puts={keys.ledger_completed(auth.id): payment.id},
+                    puts={completed: payment.id,
+                          keys.ledger_retire(max(auth.expires_at, now) + rules.CLOCK_SKEW, completed): b""},
                     deletes=(keys.ledger_pending(auth.id), keys.ledger_claim(auth.id)))
         return payment
+
+    # --- retirement -------------------------------------------------------------------------
+    # The chains, their index, the account records, the settled marks (l/u/) and fork proofs are kept for good:
+    # they are the ledger (the settled marks are its replay check for entries from counterparties, which may be
+    # old, and `verify` checks them against the chains).  What only stops an authorization being used twice goes
+    # once the authorization's expiry refuses it anyway (l/c/); what counts it on a trust line once, `retention`
+    # after that (trust.py: no count comes later); what is proof for the user (the refs an aggregated transfer
+    # covers, l/b/), `retention` after it was written (tabs.py).  Each is written with its retirement's key
+    # (keys.ledger_retire), so a sweep reads only what is due.
+    def index_retirements(self, retention: int, now: int) -> int:
+        """Give the records written before they had a retirement theirs, once (their l/r/ rows and the mark that
+        this was done, in one batch); how many.  One whose authorization is not found here is kept."""
+        if self.db.get(keys.LEDGER_RETIRE_INDEXED) is not None:
+            return 0
+        rows: list[bytes] = []
+        for prefix, find, when in ((keys.LEDGER_COMPLETED, self.payment_for, lambda e: e + rules.CLOCK_SKEW),
+                                   (keys.TRUST_OWED, self.payment_for, lambda e: count_retired_at(e, retention)),
+                                   (keys.TRUST_PAID, self.receipt_for, lambda e: count_retired_at(e, retention))):
+            with self.db.iterator(prefix=prefix, include_value=False) as it:
+                found = list(it)
+            for key in found:
+                entry = find(key[len(prefix):])
+                if entry is not None:
+                    rows.append(keys.ledger_retire(when(entry.authorization.expires_at), key))
+        with self.db.iterator(prefix=keys.LEDGER_COVERS, include_value=False) as it:
+            rows += [keys.ledger_retire(now + retention, key) for key in it]
+        with self.db.write_batch(transaction=True, sync=True) as batch:
+            for row in rows:
+                batch.put(row, b"")
+            batch.put(keys.LEDGER_RETIRE_INDEXED, b"")
+        return len(rows)
+
+    def retire(self, now: int, limit: int = RETIRE_BATCH) -> int:
+        """Delete the records whose time has passed (at most `limit`, in one write batch); how many."""
+        due: list[bytes] = []
+        with self.db.iterator(start=keys.LEDGER_RETIRE, stop=keys.ledger_retire(now, b""),
+                              include_value=False) as it:
+            due = list(itertools.islice(it, limit))
+        if due:
+            with self.db.write_batch(transaction=True) as batch:
+                for key in due:
+                    batch.delete(keys.split_ledger_retire(key)[1])
+                    batch.delete(key)
+        return len(due)
 
     # --- entries from counterparties ----------------------------------------------------
     def accept(self, entries: Sequence[Entry], now: int) -> list[dict]:

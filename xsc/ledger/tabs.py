@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,10 +128,13 @@ class Tabs:
                       public_id(pair[1]))
             return None
         root = merkle.root(tab.refs)
+        covers = keys.ledger_covers(root)  # what the user reads for `xsc ledger history --expand`, for its retention
         try:
             entry = await self.ledger.settle(
                 payer, payee, tab.amount, {"fuel": tab.fuel, "invokes": len(tab.refs)},
-                f"{JOB_PREFIX}{len(tab.refs)}:{root.hex()}", puts=((keys.ledger_covers(root), b"".join(tab.refs)),),
+                f"{JOB_PREFIX}{len(tab.refs)}:{root.hex()}",
+                puts=((covers, b"".join(tab.refs)),
+                      (keys.ledger_retire(int(time.time()) + self.ledger.retention, covers), b"")),
                 deletes=tuple(keys.ledger_owed(r) for r in tab.refs))
         except XscError as exc:  # kept (on disk and in memory, still held): settled by a later flush
             log.error("settling a tab of %d invokes (%d micro-credits) failed: %s", len(tab.refs), tab.amount, exc)

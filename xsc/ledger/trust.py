@@ -23,13 +23,15 @@ what this node owes it.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 
 from ..db import Database
 from ..errors import InvalidArgument, PrepaymentRequired
-from .core.model import format_credits
+from .core.model import Authorization, format_credits
+from .store import RETENTION, count_retired_at
 from .trust_store import TrustStore
 
 MAX_LINE = 2**62  # micro-credits: any total beyond this is refused (it could not be encoded or summed safely)
@@ -49,8 +51,9 @@ def counted(totals: dict[str, int], recognised: bool) -> int:
 
 class TrustLines:
     def __init__(self, db: Database, *, stranger_credit: int, peer_credit: int,
-                 recognised: Callable[[str], bool]) -> None:
+                 recognised: Callable[[str], bool], retention: int = RETENTION) -> None:
         self._store = TrustStore(db)
+        self.retention = retention  # seconds past its authorization's expiry a receipt or payment is still counted
         self.stranger_credit = stranger_credit
         self.peer_credit = peer_credit
         self.recognised = recognised  # whether the user recognises a peer (the market's user weights)
@@ -169,27 +172,34 @@ class TrustLines:
             totals["used"] = max(0, totals["used"] - price)
             self._put(peer, totals, None)
 
-    def paid(self, peer: str, authorization_id: bytes, amount: int) -> None:
+    def paid(self, peer: str, authorization: Authorization, amount: int, now: float | None = None) -> None:
         """This node countersigned a receipt of `amount` for `peer`: counted on its line once."""
-        self._add(peer, "paid", authorization_id, amount)
+        self._add(peer, "paid", authorization, amount, now)
 
-    def owe(self, peer: str, authorization_id: bytes, amount: int) -> None:
-        """This node's user paid `peer` `amount` (its payment under `authorization_id` is on this node's ledger):
+    def owe(self, peer: str, authorization: Authorization, amount: int, now: float | None = None) -> None:
+        """This node's user paid `peer` `amount` (its payment under `authorization` is on this node's ledger):
         what this node can collect from that peer, counted once."""
-        self._add(peer, "owed", authorization_id, amount)
+        self._add(peer, "owed", authorization, amount, now)
 
-    def owe_counted(self, authorization_id: bytes) -> bool:
-        """Whether this node's payment under `authorization_id` was counted as owed (`owe`)."""
-        return self._store.counted(self._store.marker("owed", authorization_id))
+    def owe_counted(self, authorization: Authorization, now: float | None = None) -> bool:
+        """Whether this node's payment under `authorization` was counted as owed (`owe`), or is too old to be."""
+        return self._too_old(authorization, now) or self._store.counted(self._store.marker("owed", authorization.id))
 
-    def _add(self, peer: str, total: str, authorization_id: bytes, amount: int) -> None:
-        marker = self._store.marker(total, authorization_id)
+    def _too_old(self, authorization: Authorization, now: float | None) -> bool:
+        """Whether a count under `authorization` would come more than `retention` after it expired: its marker may
+        have been retired by then, so counting it could count it twice.  (What is counted is counted within
+        moments of its synced ledger write, or at the next start after a kill -9 between the two.)"""
+        return (time.time() if now is None else now) > authorization.expires_at + self.retention
+
+    def _add(self, peer: str, total: str, authorization: Authorization, amount: int, now: float | None) -> None:
+        marker = self._store.marker(total, authorization.id)
         with self._lock:
-            if self._store.counted(marker):
+            if self._too_old(authorization, now) or self._store.counted(marker):
                 return
             totals = self._totals(peer)
             totals[total] = min(MAX_LINE, totals[total] + amount)
-            self._store.put_counted(peer, totals, marker)
+            # (retired once no count can come: `_too_old`)
+            self._store.put_counted(peer, totals, marker, count_retired_at(authorization.expires_at, self.retention))
             self._lines[peer] = totals  # written
 
     def collectable(self, peer: str) -> int:

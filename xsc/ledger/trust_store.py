@@ -45,11 +45,13 @@ class TrustStore:
     def counted(self, marker: bytes) -> bool:
         return self._db.get(marker) is not None
 
-    def put_counted(self, peer: str, totals: dict[str, int], marker: bytes) -> None:
-        """The new totals and the marker that counts them, written together."""
+    def put_counted(self, peer: str, totals: dict[str, int], marker: bytes, retire_at: int) -> None:
+        """The new totals and the marker that counts them, written together; the marker is retired at `retire_at`
+        (unix seconds: LedgerStore.retire)."""
         with self._db.write_batch(transaction=True) as batch:
             self.put_totals(peer, totals, batch)
             batch.put(marker, b"")
+            batch.put(keys.ledger_retire(retire_at, marker), b"")
 
     def set_credit(self, peer: str, amount: int | None) -> None:
         key = keys.trust_credit(parse_public_id(peer))

@@ -169,7 +169,8 @@ class Node:
     async def _storage_and_ledger(self) -> None:
         config, db, pool, identity = self.config, self.db, self.pool, self.identity
         self.ledger = LedgerService(db, config.ledger.credit_limit, node=identity, client=self.payer,
-                                    threads=config.compute.threads, low_balance=config.ledger.low_balance)
+                                    threads=config.compute.threads, low_balance=config.ledger.low_balance,
+                                    retention=config.ledger.record_retention)
         self.store = store = ShareStore(db, config.storage.capacity, blocks=open_blocks(config.data_dir))
         interrupted = await in_pool(pool, store.recover)
         if interrupted:
@@ -213,7 +214,8 @@ class Node:
                                        half_life=config.market.recognition_half_life)
         # Credit only along recognition: the peers the user recognises get a credit line, strangers prepay.
         self.trust = TrustLines(db, stranger_credit=config.ledger.stranger_credit,
-                                peer_credit=config.ledger.peer_credit, recognised=self.recognition.recognised)
+                                peer_credit=config.ledger.peer_credit, recognised=self.recognition.recognised,
+                                retention=config.ledger.record_retention)
         self.subscribers = Subscribers()  # who subscribed to its allocation records and market commitment
         self.market = market = MarketService(
             config=config.market, identity=self.identity, db=db, peers=self.peers, needs=self.needs,

@@ -91,7 +91,8 @@ def web_app(node, rate: float, stall: float) -> web.Application:
                 request.method, decoded, request.rel_url.raw_query_string,
                 list(request.headers.items()), request.remote or "", request.host, request.content_length,
                 paced_reader(request.content, stall, min_rate=MIN_BODY_RATE, hint="send it again, faster"),
-                script_name=f"/fn/{name}", raw_path_info=raw, port=_port(request)))
+                script_name=f"/fn/{name}", raw_path_info=raw, port=_port(request), scheme=request.scheme,
+                target=request.rel_url.raw_path_qs, version="HTTP/%d.%d" % request.version))
         except XscError as err:
             response = problem_from_error(err)
             if request.can_read_body and not request.content.at_eof():
