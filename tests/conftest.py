@@ -5,12 +5,14 @@ The building blocks are in tests/support (nodes.py); node processes come from xs
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.support.cli import ThreadedNode
+from tests.support.forker import Forker
 from tests.support.nodes import NodeProcess, close_node, free_port, kill_all, node_config, serve
 from xsc.devnet import DEVNET_ENV, share_listen_ports
 from xsc.ledger.store import SELF_CHECK_ENV
@@ -30,6 +32,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     on one worker's last multi-node test left the other core idle for its length."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_files)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def forked_nodes():
+    """Node processes forked from one that has imported the node, sparing each the imports' CPU (forker.py)."""
+    forker = Forker()
+    NodeProcess.popen = staticmethod(forker.popen)
+    yield
+    NodeProcess.popen = staticmethod(subprocess.Popen)
+    forker.close()
 
 
 @pytest.fixture

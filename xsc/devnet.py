@@ -54,6 +54,7 @@ DEVNET_ENV = {"XSC_PEERS_MIN_DIFFICULTY": "0", "XSC_LEDGER_STRANGER_CREDIT": str
 # --- ports ------------------------------------------------------------------------------------------------------
 
 _RANDOM = random.Random()  # its own generator: tests that seed `random` must not make every process pick alike
+os.register_at_fork(after_in_child=lambda: _RANDOM.seed())  # as `random`'s own: a forked child picks afresh
 LISTEN_FLOOR = 10_000  # below: ports services commonly own
 PORTS_ENV = "XSC_LISTEN_PORTS"  # "LOW-HIGH": the slice of that range this process and its children draw from
 # Ports handed out lately: a port stays free until its node binds it, so another call could pick it again meanwhile.
@@ -195,6 +196,10 @@ class NodeProcess:
     script that runs the CLI with test-only additions); `detach` starts it in a session of its own, so it
     outlives the command that started it and ignores the terminal's Ctrl-C."""
 
+    # What starts the process, given `subprocess.Popen`'s arguments.  The test suite puts here one that forks each
+    # node from a process that has imported the node already (tests/support/forker.py).
+    popen = staticmethod(subprocess.Popen)
+
     def __init__(self, data_dir: Path | str, port: int | None = None, args: Iterable[str] = (),
                  env: Mapping[str, str] | None = None, *, launcher: list[str] | None = None,
                  log: Path | str | None = None, detach: bool = False, name: str | None = None,
@@ -234,7 +239,7 @@ class NodeProcess:
         """Start the process without waiting for it."""
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out, _interrupt_held():
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=out,
+            self.proc = self.popen(self.command(), stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, env=self.env, start_new_session=self.detach)
         self._pid = None
         return self
