@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from tests.support.cli import ThreadedNode
 from tests.support.forker import Forker
 from tests.support.nodes import NodeProcess, close_node, free_port, kill_all, node_config, serve
+from xsc import devnet
 from xsc.devnet import DEVNET_ENV, share_listen_ports
 from xsc.ledger.store import SELF_CHECK_ENV
 from xsc.storage.gateway_get import Plaintext
@@ -36,11 +37,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def forked_nodes():
-    """Node processes forked from one that has imported the node, sparing each the imports' CPU (forker.py)."""
+    """`xsc` processes forked from one that has imported xsc, sparing each the imports' CPU (forker.py)."""
     forker = Forker()
-    NodeProcess.popen = staticmethod(forker.popen)
+    devnet.popen = forker.popen
     yield
-    NodeProcess.popen = staticmethod(subprocess.Popen)
+    devnet.popen = subprocess.Popen
     forker.close()
 
 

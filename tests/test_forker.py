@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.forker import ForkedProcess, Forker
 from tests.support.nodes import NodeProcess, xsc_command
-from xsc import ids
+from xsc import devnet, ids
 
 
 @pytest.fixture
@@ -43,16 +43,24 @@ def test_a_forked_command_has_its_own_arguments_environment_directory_output_and
     assert process.wait(60) == 2 and "no such command" in log.read_text()
 
 
-def test_a_forked_node_stops_on_sigterm_and_reports_kill_9(forker, tmp_path):
-    nodes = []
-    for name in ("a", "b"):
-        node = NodeProcess(tmp_path / name)
-        node.popen = forker.popen
-        nodes.append(node.start())
+def test_a_forked_node_stops_on_sigterm_and_reports_kill_9(tmp_path):
+    nodes = [NodeProcess(tmp_path / name).start() for name in ("a", "b")]
     assert isinstance(nodes[0].proc, ForkedProcess)
     assert os.getpid() not in {int(Path(f"/proc/{node.pid}/stat").read_text().split()[3]) for node in nodes}
     assert nodes[0].stop() == 0 and "stopped" in nodes[0].log.read_text()
     assert nodes[1].stop(signal.SIGKILL) == -signal.SIGKILL and not nodes[1].alive()
+
+
+def test_a_command_is_fed_its_input_and_its_output_and_errors_come_back_apart(tmp_path):
+    assert devnet.popen.__self__.__class__ is Forker  # the suite's own forker
+    node = NodeProcess(tmp_path / "n").start()
+    data = os.urandom(300_000)  # more than a pipe holds, each way
+    put = node.xsc("store", "put", "-", input=data)
+    assert put.returncode == 0, put.stderr
+    got = node.xsc("store", "get", put.stdout.decode().strip())
+    assert got.returncode == 0 and got.stdout == data
+    wrong = node.xsc("store", "get", "URI:nothing")
+    assert wrong.returncode == 1 and wrong.stdout == b"" and wrong.stderr.startswith(b"xsc: ")
 
 
 def test_a_variable_only_an_interpreter_start_reads_gets_a_fresh_interpreter(forker, tmp_path):

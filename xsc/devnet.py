@@ -144,6 +144,11 @@ def ports_from(base: int | None, count: int) -> list[int]:
 
 # --- the command ------------------------------------------------------------------------------------------------
 
+# What starts every `xsc` process here, given `subprocess.Popen`'s arguments.  The test suite puts here one that
+# forks each from a process that has imported xsc already (tests/support/forker.py).
+popen = subprocess.Popen
+
+
 def xsc_command() -> list[str]:
     """The installed `xsc` console script: next to the running interpreter (a venv), else on PATH."""
     beside = Path(sys.executable).with_name("xsc")
@@ -168,8 +173,15 @@ def run_xsc(*args: str, input: bytes | None = None, timeout: float = 120.0, env:
     Its output is a pipe, so its tables are whole: an inherited COLUMNS (pytest-xdist workers export
     COLUMNS=80) is not passed on unless `env` gives one."""
     base = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
-    return subprocess.run([*xsc_command(), *args], input=input, capture_output=True, timeout=timeout,
-                          env={**base, **(env or {})}, cwd=cwd)
+    with popen([*xsc_command(), *args], stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**base, **(env or {})}, cwd=cwd) as process:
+        try:
+            out, err = process.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 def get_json(url: str, token: str | None = None, timeout: float = 2.0) -> tuple[int, dict] | None:
@@ -195,10 +207,6 @@ class NodeProcess:
     Its output goes to `<data dir>.log` beside the data dir.  `launcher` replaces the `xsc` command (for a
     script that runs the CLI with test-only additions); `detach` starts it in a session of its own, so it
     outlives the command that started it and ignores the terminal's Ctrl-C."""
-
-    # What starts the process, given `subprocess.Popen`'s arguments.  The test suite puts here one that forks each
-    # node from a process that has imported the node already (tests/support/forker.py).
-    popen = staticmethod(subprocess.Popen)
 
     def __init__(self, data_dir: Path | str, port: int | None = None, args: Iterable[str] = (),
                  env: Mapping[str, str] | None = None, *, launcher: list[str] | None = None,
@@ -239,8 +247,8 @@ class NodeProcess:
         """Start the process without waiting for it."""
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out, _interrupt_held():
-            self.proc = self.popen(self.command(), stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, env=self.env, start_new_session=self.detach)
+            self.proc = popen(self.command(), stdin=subprocess.DEVNULL, stdout=out,
+                              stderr=subprocess.STDOUT, env=self.env, start_new_session=self.detach)
         self._pid = None
         return self
 
