@@ -5,13 +5,16 @@ The building blocks are in tests/support (nodes.py); node processes come from xs
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.support.cli import ThreadedNode
+from tests.support.forker import Forker
 from tests.support.nodes import NodeProcess, close_node, free_port, kill_all, node_config, serve
+from xsc import devnet
 from xsc.devnet import DEVNET_ENV, share_listen_ports
 from xsc.ledger.store import SELF_CHECK_ENV
 from xsc.storage.gateway_get import Plaintext
@@ -30,6 +33,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     on one worker's last multi-node test left the other core idle for its length."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_files)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def forked_nodes():
+    """`xsc` processes forked from one that has imported xsc, sparing each the imports' CPU (forker.py)."""
+    forker = Forker()
+    devnet.popen = forker.popen
+    yield
+    devnet.popen = subprocess.Popen
+    forker.close()
 
 
 @pytest.fixture

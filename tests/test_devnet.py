@@ -196,7 +196,7 @@ def test_a_ctrl_c_while_a_node_is_being_started_leaves_its_process_in_hand(tmp_p
         signal.raise_signal(signal.SIGINT)
         return child
 
-    monkeypatch.setattr(devnet.subprocess, "Popen", interrupted)
+    monkeypatch.setattr(devnet, "popen", interrupted)
     node = NodeProcess(tmp_path / "node", free_ports(1)[0])
     before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a test worker may ignore it)
     try:

@@ -54,6 +54,7 @@ DEVNET_ENV = {"XSC_PEERS_MIN_DIFFICULTY": "0", "XSC_LEDGER_STRANGER_CREDIT": str
 # --- ports ------------------------------------------------------------------------------------------------------
 
 _RANDOM = random.Random()  # its own generator: tests that seed `random` must not make every process pick alike
+os.register_at_fork(after_in_child=lambda: _RANDOM.seed())  # as `random`'s own: a forked child picks afresh
 LISTEN_FLOOR = 10_000  # below: ports services commonly own
 PORTS_ENV = "XSC_LISTEN_PORTS"  # "LOW-HIGH": the slice of that range this process and its children draw from
 # Ports handed out lately: a port stays free until its node binds it, so another call could pick it again meanwhile.
@@ -143,6 +144,11 @@ def ports_from(base: int | None, count: int) -> list[int]:
 
 # --- the command ------------------------------------------------------------------------------------------------
 
+# What starts every `xsc` process here, given `subprocess.Popen`'s arguments.  The test suite puts here one that
+# forks each from a process that has imported xsc already (tests/support/forker.py).
+popen = subprocess.Popen
+
+
 def xsc_command() -> list[str]:
     """The installed `xsc` console script: next to the running interpreter (a venv), else on PATH."""
     beside = Path(sys.executable).with_name("xsc")
@@ -167,8 +173,15 @@ def run_xsc(*args: str, input: bytes | None = None, timeout: float = 120.0, env:
     Its output is a pipe, so its tables are whole: an inherited COLUMNS (pytest-xdist workers export
     COLUMNS=80) is not passed on unless `env` gives one."""
     base = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
-    return subprocess.run([*xsc_command(), *args], input=input, capture_output=True, timeout=timeout,
-                          env={**base, **(env or {})}, cwd=cwd)
+    with popen([*xsc_command(), *args], stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**base, **(env or {})}, cwd=cwd) as process:
+        try:
+            out, err = process.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 def get_json(url: str, token: str | None = None, timeout: float = 2.0) -> tuple[int, dict] | None:
@@ -234,8 +247,8 @@ class NodeProcess:
         """Start the process without waiting for it."""
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out, _interrupt_held():
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, env=self.env, start_new_session=self.detach)
+            self.proc = popen(self.command(), stdin=subprocess.DEVNULL, stdout=out,
+                              stderr=subprocess.STDOUT, env=self.env, start_new_session=self.detach)
         self._pid = None
         return self
 

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from .errors import InvalidArgument, NotFound
 
 _RANDOM = random.Random(os.urandom(32))
+# A forked child starts with a copy of this state: it is seeded again there, or parent and child would draw alike.
+os.register_at_fork(after_in_child=lambda: _RANDOM.seed(os.urandom(32)))
 
 
 def unique_bytes(n: int) -> bytes:

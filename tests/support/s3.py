@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from tests.support.nodes import NodeProcess, free_port, run_xsc, xsc_command
+from xsc import devnet
 from xsc.s3.marks import FileMarks
 
 SEGMENT = 64 * 1024  # small segments: ranged reads at segment edges stay fast
@@ -31,9 +32,10 @@ class FrontProcess:
 
     def start(self, timeout: float = 120.0) -> "FrontProcess":
         offset = self.log.stat().st_size if self.log.exists() else 0
-        self.proc = subprocess.Popen(
-            [*xsc_command(), "--data-dir", str(self.data_dir), "s3", "serve", "--listen",
-             f"127.0.0.1:{self.port}", *self.extra], stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        with open(self.log, "ab") as out:
+            self.proc = devnet.popen(
+                [*xsc_command(), "--data-dir", str(self.data_dir), "s3", "serve", "--listen",
+                 f"127.0.0.1:{self.port}", *self.extra], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
