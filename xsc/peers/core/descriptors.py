@@ -104,19 +104,29 @@ def parse_descriptor(obj: Any, *, now_ms: int) -> NodeDescriptor:
         signature = bytes.fromhex(_text(obj["signature"], "signature"))
     except ValueError:
         raise InvalidDescriptor(f"descriptor of node {node_id} has a signature that is not hex") from None
-    if not verify(key, signature, signed_bytes(obj)):
-        raise InvalidDescriptor(f"descriptor of node {node_id} is not signed by that node's key",
-                                hint="a descriptor's id must be the public key that signed it", node=node_id)
     if timestamp > now_ms + MAX_FUTURE_MS:
         raise InvalidDescriptor(f"descriptor of node {node_id} is dated {(timestamp - now_ms) // 1000} s in the future",
                                 hint="keep node clocks in sync (NTP)", node=node_id)
     if free > capacity:
         raise InvalidDescriptor(f"descriptor of node {node_id} claims more free space than capacity")
     grid = obj.get("grid", "")
-    if not isinstance(grid, str) or len(grid) > 64:
+    try:
+        grid = bytes.fromhex(grid).hex() if isinstance(grid, str) and len(grid) in (0, 64) else None
+    except ValueError:
+        grid = None
+    if grid is None:
         raise InvalidDescriptor(f"descriptor of node {node_id} has a grid proof that is not 64 hex digits")
-    return NodeDescriptor(id=node_id, url=url, capacity=capacity, free=free, version=version, timestamp=timestamp,
-                          signature=obj["signature"], grid=grid)
+    descriptor = NodeDescriptor(id=node_id, url=url, capacity=capacity, free=free, version=version,
+                                timestamp=timestamp, signature=signature.hex(), grid=grid)
+    form = descriptor.to_json()
+    if obj != form:  # every field's type is checked already: equal is the same spelling
+        raise InvalidDescriptor(f"descriptor of node {node_id}: {codec.respelled(obj, form)}",
+                                hint="a signed descriptor comes in the one form its signature covers (hex in lower "
+                                     "case, no grid field on an open network); see docs/peers.md", node=node_id)
+    if not verify(key, signature, signed_bytes(obj)):
+        raise InvalidDescriptor(f"descriptor of node {node_id} is not signed by that node's key",
+                                hint="a descriptor's id must be the public key that signed it", node=node_id)
+    return descriptor
 
 
 def newer(a: NodeDescriptor, b: NodeDescriptor | None) -> bool:
