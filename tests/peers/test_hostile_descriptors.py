@@ -415,3 +415,18 @@ async def test_a_grid_proof_added_to_a_descriptor_on_an_open_network_is_not_take
                                   timestamp=int(time.time() * 1000)).to_json()
     status, answer = await _send_descriptors(node, Identity.generate(), [{**signed_form, "grid": "ab" * 32}])
     assert status == 200 and not node.app[NODE].peers.known(other.id), answer
+
+
+async def test_a_descriptor_with_a_capacity_no_json_reader_holds_exactly_is_refused(node_factory) -> None:
+    """Peers are listed in JSON: a browser would read a capacity of 2^53 + 1 bytes as 2^53, not what was signed."""
+    node = await node_factory("victim", **QUIET)
+    fake = Identity.generate()
+    now = int(time.time() * 1000)
+    huge = make_descriptor(fake, url="http://127.0.0.1:9", capacity=2**53 + 1, free=1, version="0", timestamp=now)
+    status, answer = await _send_descriptors(node, Identity.generate(), [huge.to_json()])
+    assert status == 422 and "capacity must be a non-negative integer of at most 9,007,199,254,740,991" in \
+        answer["detail"], answer
+    assert not node.app[NODE].peers.known(fake.id)
+    largest = make_descriptor(fake, url="http://127.0.0.1:9", capacity=2**53 - 1, free=1, version="0", timestamp=now)
+    status, answer = await _send_descriptors(node, Identity.generate(), [largest.to_json()])
+    assert status == 200 and node.app[NODE].peers.known(fake.id), answer

@@ -63,8 +63,11 @@ def make_descriptor(identity: Identity, *, url: str, capacity: int, free: int, v
 
 
 def _int(value: Any, name: str) -> int:
-    if type(value) is not int or value < 0:
-        raise InvalidDescriptor(f"descriptor field {name} must be a non-negative integer")
+    # Peers are listed in JSON (GET /v1/peers, the dashboard): a reader holding numbers as doubles reads a larger
+    # integer as another number.
+    if type(value) is not int or not 0 <= value <= codec.MAX_JSON_INT:
+        raise InvalidDescriptor(f"descriptor field {name} must be a non-negative integer of at most "
+                                f"{codec.MAX_JSON_INT:,} (2^53 - 1)")
     return value
 
 
