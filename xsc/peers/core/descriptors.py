@@ -124,8 +124,8 @@ def parse_descriptor(obj: Any, *, now_ms: int) -> NodeDescriptor:
     form = descriptor.to_json()
     if obj != form:  # every field's type is checked already: equal is the same spelling
         raise InvalidDescriptor(f"descriptor of node {node_id}: {codec.respelled(obj, form)}",
-                                hint="a signed descriptor comes in the one form its signature covers (hex in lower "
-                                     "case, no grid field on an open network); see docs/peers.md", node=node_id)
+                                hint="a signed descriptor comes in the one form its node writes (hex in lower case, "
+                                     "a grid field only with a proof in it); see docs/peers.md", node=node_id)
     if not verify(key, signature, signed_bytes(obj)):
         raise InvalidDescriptor(f"descriptor of node {node_id} is not signed by that node's key",
                                 hint="a descriptor's id must be the public key that signed it", node=node_id)
