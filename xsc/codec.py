@@ -10,6 +10,7 @@
 - `respelled(given, form)`: where a record as received is not the canonical form of what it was parsed into
   (a signed record must come in the one form its signature covers), or None.
 - `text(value, ...)`: JSON for people (the CLI's output, export lines, files an operator edits).
+- `MAX_JSON_INT`: 2^53 - 1, the largest integer every JSON reader holds exactly.
 - `framed(head, data)` / `unframed(body, max_head)`: a JSON object and raw bytes in one body (the head's length in
   4 bytes, big-endian, the head, then the bytes): a request that carries both its terms and its data.
 
@@ -30,6 +31,9 @@ _NUMBER_SHAPE = bytes.maketrans(b"123456789 \t\n\r[,-", b"000000000" + b":" * 7)
 _NINETEEN_DIGITS = b"0" * 19
 
 JSONDecodeError = _json.JSONDecodeError  # what loads raises on text that is not JSON (a ValueError)
+# The largest integer every JSON reader holds exactly: readers that hold numbers as doubles (JavaScript, the
+# dashboard) read any larger one as another number.  What a stranger sends to be published is bounded by it.
+MAX_JSON_INT = 2**53 - 1
 
 
 def loads(raw: bytes | str) -> Any:

@@ -186,6 +186,24 @@ async def test_a_tab_authorization_is_verified_once_and_a_forged_one_is_refused_
     assert len(node.app[NODE].compute.recent_provenance(10)) == 2  # only the genuine calls ran
 
 
+async def test_a_tab_whose_cap_no_json_reader_holds_exactly_runs_nothing_and_cannot_be_closed(node_factory) -> None:
+    """A tab's receipt publishes its authorization's cap and expiry in JSON: past 2^53 - 1 a reader holding numbers as
+    doubles (the dashboard) reads another number than the one signed."""
+    node = await node_factory()
+    module = await deploy(node, "add")
+    attacker = Identity.generate()
+    me, soon = node.app[IDENTITY].public_key, int(time.time()) + 600
+    for cap, expires, named in ((2**53, soon, "cap is 9,007,199,254,740,992"),
+                                (10**12, 2**53, "expires_at is 9,007,199,254,740,992")):
+        auth = encode_authorization(authorize(attacker, me, cap, "compute:rtab:1", expires, os.urandom(16))).hex()
+        call_body = json.dumps({"call": {"module": module, "function": "add", "args": [1, 2], "fuel": 1_000_000},
+                                "price": INVOKE_PRICE, "authorization": auth, "deal": {}, "tab": True}).encode()
+        for path, body in ((INVOKE_PATH, call_body), (TAB_CLOSE_PATH, json.dumps({"authorization": auth}).encode())):
+            status, problem = await _peer(node, attacker, "POST", path, body)
+            assert (status, problem["code"]) == (422, "invalid-entry") and named in problem["detail"], (path, problem)
+    assert node.app[NODE].compute.recent_provenance(10) == []
+
+
 async def test_a_tab_nothing_ran_under_gets_no_receipt_and_leaves_nothing_behind(node_factory) -> None:
     """Any key signs a tab's authorization, for nothing.  Closing a tab no call ran under is refused (404
     nothing-owed) with nothing written: a receipt of 0 would be an entry on this node's chain for good (a synced

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.support.compute import deploy, invoke
+from xsc import codec
 from xsc.compute import provenance
+from xsc.identity import Identity
 from xsc.node import CLIENT_IDENTITY, IDENTITY
 from xsc.node.appkeys import NODE
 
@@ -194,3 +196,28 @@ def test_kill_9_right_after_answers_keeps_every_acknowledged_record_and_signs_it
     status, listed = api(node, "GET", "/v1/compute/provenance?limit=100")
     assert {r["record"]["id"] for r in listed["records"]} == set(acked)
     assert all(r["signature_valid"] for r in listed["records"])
+
+
+
+ME = Identity.generate()
+BATCH = [codec.loads(s) for s in provenance.sign_batch(ME, [codec.canonical({"id": f"{i:032x}", "node": ME.id})
+                                                          for i in range(3)])]
+SINGLE = codec.loads(provenance.sign(ME, {"id": "0" * 32, "node": ME.id}))
+
+
+def _batch(**changes) -> dict:
+    return {**BATCH[0], "batch": {**BATCH[0]["batch"], **changes}}
+
+
+def test_a_record_as_its_node_signs_it_is_its_one_spelling() -> None:
+    assert all(provenance.is_valid(s) and provenance.respelled(s) is None for s in (*BATCH, SINGLE))
+
+
+@pytest.mark.parametrize("respelled, where", [
+    (_batch(proof=[p.upper() for p in BATCH[0]["batch"]["proof"]]), "batch.proof.0 is"),
+    (_batch(index=False), "batch.index is false"),
+    ({**SINGLE, "signature": SINGLE["signature"].upper()}, "signature is"),
+    ({**SINGLE, "note": ""}, "note is not a field"),
+], ids=["proof-upper-case", "index-false", "v1-signature-upper-case", "v1-extra-field"])
+def test_a_record_respelled_holds_to_its_signature_and_is_named(respelled, where) -> None:
+    assert provenance.is_valid(respelled) and where in provenance.respelled(respelled)

@@ -328,6 +328,41 @@ async def test_a_provider_whose_signed_record_is_not_the_run_asked_for_is_not_pa
         await verified(node)
 
 
+def _batch(signed: dict, **changes) -> dict:
+    return {**signed, "batch": {**signed["batch"], **changes}}
+
+
+@pytest.mark.parametrize("respell, where", [
+    (lambda s: _batch(s, signature=s["batch"]["signature"].upper()), "batch.signature is"),
+    (lambda s: _batch(s, root=s["batch"]["root"].upper()), "batch.root is"),
+    (lambda s: _batch(s, count=bool(s["batch"]["count"])), "batch.count is true"),
+    (lambda s: {**s, "signature": s["batch"]["signature"]}, "signature is not a field"),
+], ids=["signature-upper-case", "root-upper-case", "count-true", "signature-beside-batch"])
+async def test_a_provider_answering_its_signed_record_respelled_is_not_paid_and_is_struck(
+        node_factory, monkeypatch, respell, where) -> None:
+    """Each respelling holds to the record's signature and proof: taken, it would be a second record of one run."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    hosted = provider.app[NODE].hosted_jobs
+    honest = hosted._run
+
+    async def respelled(job):
+        answer = await honest(job)
+        return {**answer, "provenance": respell(answer["provenance"])}
+
+    monkeypatch.setattr(hosted, "_run", respelled)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike",
+                        lambda node, why, **kw: struck.append(node) or False)
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
+    assert status == 502 and problem["code"] == "forged-result" and where in problem["detail"], problem
+    assert "canonical form" in problem["detail"] or "not a field" in problem["detail"]
+    assert struck == [provider.app[IDENTITY].id]
+    await settle(gateway)
+    assert balances(gateway, provider)[0] == before[0]
+
+
 async def test_a_provider_that_answers_an_earlier_run_of_the_same_job_is_not_paid_for_it_again(
         node_factory, monkeypatch) -> None:
     gateway, (provider,) = await network(node_factory)

@@ -16,6 +16,7 @@ import umsgpack
 
 from tests.support.nodes import node_config
 from tests.support.waiting import eventually_async
+from xsc import codec
 from xsc.dht import DhtService, table
 from xsc.dht.service import udp_address as udp_address_of
 from xsc.dht.core import records
@@ -184,6 +185,56 @@ async def test_a_store_of_a_value_that_is_not_valid_records_for_its_key_is_refus
     refused = protocol.refused
     assert protocol.rpc_store(("127.0.0.1", 9), os.urandom(20), key, value) is False
     assert protocol.refused == refused + 1 and nodes[4].store.get(key) is None
+
+
+def _signed_record(kind: str, signer: Identity) -> tuple[bytes, dict]:
+    """A record of `kind` signed by `signer`: its key and its JSON form, as its signer stores it."""
+    now = int(time.time() * 1000)
+    if kind == "holders":
+        si = os.urandom(32)
+        return records.holders_key(si), records.make_holders(signer, si, [signer.id] * 6, at=now).to_json()
+    if kind == "provider":
+        return (records.providers_key("storage", records.provider_slot(signer.id)),
+                records.make_provider(signer, "storage", "http://127.0.0.1:9", now).to_json())
+    descriptor = make_descriptor(signer, url="http://127.0.0.1:9", capacity=1, free=1, version="t", timestamp=now)
+    return records.node_key(signer.id), {"kind": "node", **descriptor.to_json()}
+
+
+@pytest.mark.parametrize("kind, respell", [
+    ("holders", lambda r: {**r, "si": r["si"].upper()}),
+    ("holders", lambda r: {**r, "signature": r["signature"].upper()}),
+    ("holders", lambda r: {**r, "at": float(r["at"])}),
+    ("provider", lambda r: {**r, "signature": r["signature"].upper()}),
+    ("node", lambda r: {**r, "signature": r["signature"].upper()}),
+    ("node", lambda r: {**r, "grid": ""}),
+], ids=["holders-si-upper-case", "holders-signature-upper-case", "holders-at-float", "provider-signature-upper-case",
+        "node-signature-upper-case", "node-grid-empty"])
+async def test_a_record_a_stranger_respells_is_refused_and_its_signed_form_is_taken(kind, respell) -> None:
+    """Each respelling has the signed record's meaning and signature: stored, it would be a second record of one
+    signer under the key, found and passed on beside the first."""
+    one = await node(Directory())
+    try:
+        key, signed_form = _signed_record(kind, Identity.generate())
+        protocol, refused = one.protocol, one.protocol.refused
+        assert protocol.rpc_store(("127.0.0.1", 9), os.urandom(20), key, codec.canonical([respell(signed_form)])) \
+            is False
+        assert protocol.refused == refused + 1 and one.store.get(key) is None
+        assert protocol.rpc_store(("127.0.0.1", 9), os.urandom(20), key, codec.canonical([signed_form])) is True
+        assert one.store.get(key) == codec.canonical([signed_form])
+    finally:
+        one.close()
+
+
+async def test_a_node_record_that_is_no_valid_descriptor_is_refused_and_counted() -> None:
+    one = await node(Directory())
+    try:
+        key, signed_form = _signed_record("node", Identity.generate())
+        refused = one.protocol.refused
+        assert one.protocol.rpc_store(("127.0.0.1", 9), os.urandom(20), key,
+                                      codec.canonical([{**signed_form, "free": 2}])) is False
+        assert one.protocol.refused == refused + 1 and one.store.get(key) is None
+    finally:
+        one.close()
 
 
 async def test_what_the_table_keeps_is_bounded_in_bytes_as_well_as_in_keys(monkeypatch) -> None:

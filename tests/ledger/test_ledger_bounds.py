@@ -117,9 +117,11 @@ async def test_a_strangers_storage_receipt_is_signed_only_for_what_the_deal_owes
         end = now()
         start = end - 1
         due = price_storage(named.share_bytes, end - start, PRICE)
-        for amount in (MAX_U63, due + 1):  # bounded from above now, not only from below
+        for amount in (2**53 - 1, due + 1):  # bounded from above now, not only from below
             status, problem = _receipt(node, attacker, victim, payer, named, start, end, amount)
             assert status == 403 and "not the deal price" in problem["detail"], problem
+        status, problem = _receipt(node, attacker, victim, payer, named, start, end, MAX_U63)  # no JSON reader's
+        assert status == 422 and "past 9,007,199,254,740,991" in problem["detail"], problem
         status, problem = _receipt(node, attacker, victim, other, named, start, end, due)  # another payer
         assert status == 403 and f"paid by account {payer.id}" in problem["detail"], problem
         early = price_storage(named.share_bytes, end - 1, PRICE)

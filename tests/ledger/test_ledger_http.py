@@ -137,3 +137,14 @@ async def test_insufficient_credit_is_refused_before_work_with_a_402(node):
     with pytest.raises(InsufficientCredit):
         await ledger.settle(client, me, 3_500_000, {"byte_hours": 5}, "store:y")
     assert ledger.store.state(client.public_key).balance == -99_000_000
+
+
+async def test_a_counterpartys_entry_with_an_integer_no_json_reader_holds_exactly_is_refused(node):
+    """Kept entries are served as JSON: an amount past 2^53 - 1 would read as another amount in a browser."""
+    me, peer = node.app[IDENTITY], Identity.generate()
+    receipt, payment = transfer(peer, me, 2**53, AccountState(), node.app[NODE].ledger.store.state(me.public_key))
+    body = {"entries": [receipt.encode().hex(), payment.encode().hex()]}
+    problem = await _json(await node.post("/v1/ledger/entries", json=body), 422)
+    assert problem["code"] == "invalid-entry" and "entry #1: amount is 9,007,199,254,740,992" in problem["detail"], \
+        problem
+    assert node.app[NODE].ledger.store.state(me.public_key).seq == 0

@@ -322,3 +322,43 @@ async def test_pending_authorizations_and_their_holds_survive_a_restart(tmp_path
     finally:
         await ledger.close()
         db.close()
+
+
+JSON_MAX = 2**53 - 1  # the largest integer a reader holding JSON numbers as doubles reads exactly
+
+
+@pytest.mark.parametrize("cap, amount, usage, expires, named", [
+    (2**53, 10, 1, None, "cap is 9,007,199,254,740,992"),
+    (JSON_MAX, 2**53, 1, None, "amount is 9,007,199,254,740,992"),
+    (1000, 10, 2**53, None, "usage fuel is 9,007,199,254,740,992"),
+    (1000, 10, 1, 2**53, "expires_at is 9,007,199,254,740,992"),
+], ids=["cap", "amount", "usage", "expires-at"])
+async def test_a_claim_with_an_integer_no_json_reader_holds_exactly_is_refused(node_factory, cap, amount, usage,
+                                                                               expires, named) -> None:
+    """The payee publishes its receipt (amount, usage, the authorization's cap and expiry) in JSON: a dashboard in a
+    browser would read 2^53 + 1 as 2^53, another amount than the one signed."""
+    a, b, checks = await _peered(node_factory)
+    b_node, payer = b.app[IDENTITY], a.app[CLIENT_IDENTITY]
+    auth = authorize(payer, b_node.public_key, cap, "test:big", expires or int(time.time()) + 600, os.urandom(16))
+    body = {"authorization": encode_authorization(auth).hex(), "amount": amount, "usage": {"fuel": usage}}
+    with pytest.raises(PeerRefused) as refused:
+        await a.app[NODE].peers.request(b.app[NODE].peers.url, "POST", RECEIPTS_PATH, json=body, to=b_node.id,
+                                        max_size=RECEIPT_ANSWER)
+    assert (refused.value.details["peer_status"], refused.value.details["peer_code"]) == (422, "invalid-entry")
+    assert named in str(refused.value) and checks.calls == []
+    largest = authorize(payer, b_node.public_key, JSON_MAX, "test:largest", int(time.time()) + 600, os.urandom(16))
+    receipt = await ask_receipt(a.app[NODE].peers.client, b.app[NODE].peers.url, b_node.id, largest, JSON_MAX,
+                                {"fuel": JSON_MAX})
+    assert receipt.amount == JSON_MAX
+    entry = await _json(await b.get(f"/v1/ledger/entries/{receipt.id.hex()}"), 200)
+    assert (entry["amount"], entry["cap"], entry["usage"]) == (JSON_MAX, JSON_MAX, {"fuel": JSON_MAX})
+
+
+def test_a_payees_receipt_with_an_integer_no_json_reader_holds_exactly_is_refused() -> None:
+    from xsc.ledger.core.model import make_receipt
+    from xsc.ledger.receipts import check_receipt
+    payer, payee = Identity.generate(), Identity.generate()
+    auth = authorize(payer, payee.public_key, 2**53, "test:big", int(time.time()) + 600, os.urandom(16))
+    receipt = make_receipt(payee, 1, bytes(32), auth, 2**53, {"fuel": 1}, int(time.time()))
+    with pytest.raises(PeerRefused, match="amount is 9,007,199,254,740,992"):
+        check_receipt(payee.id, {"receipt": receipt.encode().hex()}, auth, 2**53, {"fuel": 1})

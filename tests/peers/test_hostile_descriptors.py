@@ -369,3 +369,64 @@ def test_a_directory_keeps_at_start_only_the_peers_this_node_takes_now(tmp_path,
     assert {key for key, _ in store.descriptors()} == {d.key for d in members[:40]}
     assert {d.id for d in started().all()} == {d.id for d in members[:40]} and len(batches) == 1
     db.close()
+
+
+def _spaced(hex_text: str) -> str:
+    return " ".join(hex_text[i:i + 2] for i in range(0, len(hex_text), 2))
+
+
+async def _send_descriptors(node, sender: Identity, descriptors: list[dict]) -> tuple[int, dict]:
+    raw = json.dumps({"descriptors": descriptors}).encode()
+    path = "/v1/peer/descriptors"
+    headers = {**sign_request(sender, "POST", path, raw, receiver=node.app[NODE].peers.identity.id),
+               "Content-Type": "application/json"}
+    response = await node.post(path, data=raw, headers=headers)
+    return response.status, await response.json()
+
+
+@pytest.mark.parametrize("respell, said", [
+    (lambda d: {**d, "signature": d["signature"].upper()}, "signature is"),
+    (lambda d: {**d, "signature": _spaced(d["signature"])}, "signature is"),
+    (lambda d: {**d, "grid": ""}, "grid is not a field"),
+    (lambda d: {**d, "grid": "AB" * 32}, "grid is"),
+    (lambda d: {**d, "capacity": float(d["capacity"])}, "capacity must be a non-negative integer"),
+], ids=["signature-upper-case", "signature-spaced", "grid-empty", "grid-upper-case", "capacity-float"])
+async def test_a_descriptor_a_stranger_respells_is_refused_and_not_taken(node_factory, respell, said) -> None:
+    """Each respelling has the signed descriptor's meaning and signature: taken, it would be a second record of one
+    node, passed on beside the first."""
+    node = await node_factory("victim", **QUIET)
+    peers = node.app[NODE].peers
+    other = Identity.generate()
+    signed_form = make_descriptor(other, url="http://127.0.0.1:9", capacity=10, free=10, version="0",
+                                  timestamp=int(time.time() * 1000)).to_json()
+    status, answer = await _send_descriptors(node, Identity.generate(), [respell(signed_form)])
+    assert status == 422 and answer["code"] == "invalid-descriptor" and said in answer["detail"], answer
+    assert not peers.known(other.id)
+    status, answer = await _send_descriptors(node, Identity.generate(), [signed_form])
+    assert status == 200 and peers.directory.get(other.id).to_json() == signed_form, answer
+
+
+async def test_a_grid_proof_added_to_a_descriptor_on_an_open_network_is_not_taken(node_factory) -> None:
+    """The signature does not cover a grid proof, and no node of an open network makes one: added by a stranger, it
+    would make a second record of the node."""
+    node = await node_factory("victim", **QUIET)
+    other = Identity.generate()
+    signed_form = make_descriptor(other, url="http://127.0.0.1:9", capacity=10, free=10, version="0",
+                                  timestamp=int(time.time() * 1000)).to_json()
+    status, answer = await _send_descriptors(node, Identity.generate(), [{**signed_form, "grid": "ab" * 32}])
+    assert status == 200 and not node.app[NODE].peers.known(other.id), answer
+
+
+async def test_a_descriptor_with_a_capacity_no_json_reader_holds_exactly_is_refused(node_factory) -> None:
+    """Peers are listed in JSON: a browser would read a capacity of 2^53 + 1 bytes as 2^53, not what was signed."""
+    node = await node_factory("victim", **QUIET)
+    fake = Identity.generate()
+    now = int(time.time() * 1000)
+    huge = make_descriptor(fake, url="http://127.0.0.1:9", capacity=2**53 + 1, free=1, version="0", timestamp=now)
+    status, answer = await _send_descriptors(node, Identity.generate(), [huge.to_json()])
+    assert status == 422 and "capacity must be a non-negative integer of at most 9,007,199,254,740,991" in \
+        answer["detail"], answer
+    assert not node.app[NODE].peers.known(fake.id)
+    largest = make_descriptor(fake, url="http://127.0.0.1:9", capacity=2**53 - 1, free=1, version="0", timestamp=now)
+    status, answer = await _send_descriptors(node, Identity.generate(), [largest.to_json()])
+    assert status == 200 and node.app[NODE].peers.known(fake.id), answer

@@ -29,6 +29,7 @@ from ..errors import (AuthorizationExpired, AuthorizationReplayed, DealRefused, 
 from ..identity import Identity, public_id, verify
 from ..ledger.core.model import Authorization, decode_authorization, format_credits
 from ..ledger.core.pricing import price_compute
+from ..ledger.core.rules import check_publishable
 from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
 from ..ledger.tabs import Tabs, owed_entry
@@ -366,6 +367,7 @@ class PaidCompute:
             auth = decode_authorization(bytes.fromhex(text))
         except (ValueError, TypeError):
             raise InvalidArgument("authorization must be the hex of a signed authorization") from None
+        check_publishable(auth)
         if auth.payee != self.node.public_key or not verify(auth.payer, auth.signature, auth.body):
             raise Forbidden("the authorization does not pay this node, or its payer did not sign it")
         if len(self._verified) >= VERIFIED_AUTHORIZATIONS:
@@ -399,6 +401,7 @@ class PaidCompute:
             auth = decode_authorization(bytes.fromhex(body["authorization"]))
         except (ValueError, TypeError, XscError):
             raise InvalidArgument("authorization must be the hex of a signed authorization") from None
+        check_publishable(auth)
         if auth.payee != self.node.public_key or not verify(auth.payer, auth.signature, auth.body):
             raise Forbidden("the authorization does not pay this node, or its payer did not sign it")
         await self.compute.journal.flush()  # the runs answered under it are on it (web functions': see append)

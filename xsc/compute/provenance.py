@@ -109,6 +109,27 @@ def is_valid(signed: dict[str, Any]) -> bool:
         return False
 
 
+def respelled(signed: dict[str, Any]) -> str | None:
+    """None when a signed record as received is in the one form its node stores it (`sign`, `sign_batch`): hex in
+    lower case, the batch's index and count integers, no field but these; else where it is spelled otherwise.  The
+    record's signature and Merkle proof hold over its other spellings too (the hex decoded, `true` read as 1): taken,
+    they would be second records of one run.  A record in no shape a node writes is left to `is_valid`."""
+    try:
+        if "batch" in signed:
+            batch = signed["batch"]
+            index, count = batch["index"], batch["count"]
+            form: dict[str, Any] = {"batch": {
+                "count": int(count) if isinstance(count, int) else count,
+                "index": int(index) if isinstance(index, int) else index,
+                "proof": [bytes.fromhex(p).hex() for p in batch["proof"]], "root": bytes.fromhex(batch["root"]).hex(),
+                "signature": bytes.fromhex(batch["signature"]).hex()}, "record": signed["record"]}
+        else:
+            form = {"record": signed["record"], "signature": bytes.fromhex(signed["signature"]).hex()}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return codec.respelled(signed, form)
+
+
 def check(signed: dict[str, Any]) -> dict[str, Any]:
     """The record, if its signature is the node's; else BadProvenanceSignature."""
     if not is_valid(signed):

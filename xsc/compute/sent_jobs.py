@@ -220,6 +220,10 @@ class SentJobs:
         if type(charge) is not int or not 0 <= charge <= budget:
             raise ForgedResult(f"provider {provider} answered a job charging {charge!r}, not 0 to {budget}")
         record = signed.get("record") if isinstance(signed, dict) else None
+        wrong = provenance.respelled(signed) if isinstance(record, dict) else None
+        if wrong is not None:
+            raise ForgedResult(f"provider {provider}'s record of the job is not in the one form its signature covers: "
+                               f"{wrong}")
         if not provenance.is_valid(signed) or not isinstance(record, dict) or record.get("node") != provider:
             raise ForgedResult(f"provider {provider}'s record of the job is not signed by it")
         facts = record.get("job") if isinstance(record.get("job"), dict) else {}

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import InvalidEntry, PeerRefused
 from .core.model import Authorization, Receipt, decode_entry, encode_authorization, format_credits
+from .core.rules import check_publishable
 from ..net.peer_client import PeerClient
 
 RECEIPTS_PATH = "/v1/peer/ledger/receipts"
@@ -29,6 +30,7 @@ def check_receipt(node_id: str, data: Any, auth: Authorization, amount: int | No
     payee, at most the cap, and the amount and usage asked (or, for metered work, only `meters`)."""
     try:
         receipt = decode_entry(bytes.fromhex(data["receipt"]))  # type: ignore[index]
+        check_publishable(receipt)
     except (TypeError, KeyError, ValueError, InvalidEntry) as exc:
         raise PeerRefused(f"node {node_id} answered with no readable receipt: {exc}") from None
     if not isinstance(receipt, Receipt) or receipt.account != auth.payee:

@@ -336,6 +336,7 @@ class LedgerService:
         for n, data in enumerate(encoded):
             try:
                 entries.append(decode_entry(data))
+                rules.check_publishable(entries[-1])
             except InvalidEntry as exc:
                 raise InvalidEntry(f"entry #{n + 1}: {exc.message}", hint="send entries in their canonical encoding "
                                    "as served by GET /v1/ledger/accounts/{id}/chain") from None

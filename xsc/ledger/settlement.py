@@ -42,7 +42,7 @@ from ..net.peer_client import PeerClient
 from .receipts import ask_receipt, check_receipt, fetch_receipt
 from ..tasks import periodic, woken_loop
 from .core.model import Authorization, Payment, Receipt, format_credits
-from .core.rules import CLOCK_SKEW
+from .core.rules import CLOCK_SKEW, check_publishable
 from .service import LedgerService
 
 log = logging.getLogger(__name__)
@@ -243,6 +243,7 @@ class Payments:
         """This node's receipt for work it did for `sender`, once the claim is checked; idempotent."""
         if job is not None and job != auth.job:
             raise InvalidEntry("job does not match the authorization's job reference")
+        check_publishable(auth, amount=amount, usage=usage if isinstance(usage, dict) else None)
         if auth.payee != self.node.public_key:
             raise WrongPayee(f"the authorization pays account {public_id(auth.payee)}, not this node "
                              f"({self.node.id})", hint="send it to the node whose account it names as payee")

@@ -212,6 +212,8 @@ class Admission:
         if self.grid_secret and not check_grid_proof(self.grid_secret, signed_bytes(descriptor.to_json()),
                                                      descriptor.grid):
             return "no proof that it knows this grid's secret"
+        if not self.grid_secret and descriptor.grid:  # no grid's node sent it here: a field added on its way
+            return "a grid proof, which no node of an open network signs (its signature does not cover it)"
         if quarantine and self.quarantine is not None and self.quarantine.active(descriptor.id) is not None:
             return "quarantined"
         if not self.on_this_machine and names_this_machine(descriptor.url):

@@ -13,7 +13,7 @@ import time
 from typing import Any, Callable
 
 
-from .. import __version__
+from .. import __version__, codec
 from ..config import NodeConfig, split_peer_address
 from ..db import Database
 from ..errors import InvalidArgument, InvalidDescriptor, PeerError, PeerNotFound, PeerRefused
@@ -295,7 +295,8 @@ class PeerService:
     def descriptor(self) -> NodeDescriptor:
         """This node's own descriptor, re-signed when it is a minute old or its capacity or free space changed."""
         storage = self._storage() or {}
-        capacity = int(storage.get("capacity", self.config.storage.capacity))
+        # (at most what its peers take: 8 PiB, 2^53 - 1 bytes, as the market's slots)
+        capacity = min(int(storage.get("capacity", self.config.storage.capacity)), codec.MAX_JSON_INT)
         free = min(capacity, max(0, int(storage.get("free", capacity))))
         own, now = self._own, now_ms()
         if own is None or now - own.timestamp >= REFRESH_MS or (own.capacity, own.free) != (capacity, free) \

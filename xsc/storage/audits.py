@@ -91,6 +91,19 @@ def is_verdict(err: PeerError) -> bool:
     return status < 500 and status not in _NO_VERDICT_STATUSES
 
 
+def _in_a_row(row: dict[tuple[str, int], tuple[str, int]], key: tuple[str, int], node: str, needed: int) -> int | None:
+    """One more audit of a share on `node` that came to nothing, counted in `row` (share -> (holder, audits in a
+    row); a share moved to another holder counts from one again): how many in a row once they reach `needed` (the
+    count forgotten then, so the next begins anew), else None."""
+    seen, times = row.get(key, (node, 0))
+    times = times + 1 if seen == node else 1
+    if times < needed:
+        row[key] = (node, times)
+        return None
+    row.pop(key, None)
+    return times
+
+
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -230,12 +243,9 @@ class AuditService:
         if self.peers is None or self.peers.availability(node).up is not True:
             self._contained.pop(key, None)  # down: its outage is the probes' to act on
             return None
-        seen, times = self._contained.get(key, (node, 0))
-        times = times + 1 if seen == node else 1
-        if times < self.config.timeouts_before_failure:
-            self._contained[key] = (node, times)
+        times = _in_a_row(self._contained, key, node, self.config.timeouts_before_failure)
+        if times is None:
             return None
-        self._contained.pop(key, None)
         return await self._failed(si, share, node, f"{what}: {times} audits of it in a row got no answer while the "
                                                    f"node answered its probes (the last: {err})")
 
@@ -246,13 +256,9 @@ class AuditService:
         answer in time is `_timed_out`'s, and one the holder could not be reached for (nothing sent) the probes'."""
         if isinstance(err, PeerUnreachable) or self.peers is None or self.peers.availability(node).up is not True:
             return None  # no answer, or down: its outage is the probes' to act on
-        key = (si.hex(), share)
-        seen, times = self._unanswered.get(key, (node, 0))
-        times = times + 1 if seen == node else 1
-        if times < self.config.repair_after_failures:
-            self._unanswered[key] = (node, times)
+        times = _in_a_row(self._unanswered, (si.hex(), share), node, self.config.repair_after_failures)
+        if times is None:
             return None
-        self._unanswered.pop(key, None)
         if not await self._still_there(si, share, node):
             return None
         self.counts["shares_unanswered"] += 1

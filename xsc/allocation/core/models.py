@@ -23,14 +23,14 @@ from pydantic import (
     model_validator,
 )
 
+from ... import codec
 from ...itc import Stamp
 
 # Bounds of every number a commitment may carry.  Commitments come from strangers: a weight such as
 # 1E+20000000 is a valid Decimal that takes seconds to turn into a fraction, and an integer has no
 # size at all, so each number is bounded (value and written digits) when it is parsed.
-# Every integer a record publishes is at most 2^53 - 1: JSON readers that hold numbers as doubles (JavaScript, the
-# dashboard) read any larger one as a different number.
-MAX_JSON_INT = 2**53 - 1
+# Every integer a record publishes is at most 2^53 - 1 (codec.MAX_JSON_INT).
+MAX_JSON_INT = codec.MAX_JSON_INT
 MAX_QUANTITY = MAX_JSON_INT  # units of a slot (8 PiB of storage, 9 * 10^15 fuel)
 MAX_TIME = 2**40  # seconds since the epoch of a slot's window (year ~36,800): anything beyond is no window
 MAX_TIMESTAMP_MS = MAX_JSON_INT  # a commitment's or a sample's timestamp, in milliseconds

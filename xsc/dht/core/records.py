@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from ... import codec
-from ...errors import BadRequest, XscError
+from ...errors import BadRequest, InvalidDescriptor, XscError
 from ...identity import Identity, id_difficulty, parse_public_id, verify
 from ...peers.core.descriptors import NodeDescriptor, parse_descriptor
 
@@ -121,9 +121,11 @@ def _parse_provider(obj: dict, key: bytes, now_ms: int, min_difficulty: int) -> 
         raise InvalidRecord("a provider record dated in the future")
     if id_difficulty(signer_key) < min_difficulty:
         raise InvalidRecord(f"a provider record of an id without {min_difficulty} bits of work")
+    record = Provider(kind, node, url, at, sig.hex())
+    _canonical(obj, record)
     if not verify(signer_key, sig, _provider_bytes(kind, node, url, at)):
         raise InvalidRecord("a provider record not signed by the node it names")
-    return Provider(kind, node, url, at, signature)
+    return record
 
 
 def _holders_bytes(si: bytes, placement: tuple[str, ...], by: str, at: int) -> bytes:
@@ -156,13 +158,27 @@ def _parse_holders(obj: dict, key: bytes, now_ms: int, min_difficulty: int) -> H
         raise InvalidRecord("a holders record dated in the future")
     if id_difficulty(signer) < min_difficulty:  # a fresh key per record would push the placer's out cheaply
         raise InvalidRecord(f"a holders record signed by an id without {min_difficulty} bits of work")
+    record = Holders(si, tuple(placement), by, at, sig.hex())
+    _canonical(obj, record)
     if not verify(signer, sig, _holders_bytes(si, tuple(placement), by, at)):
         raise InvalidRecord("a holders record not signed by the node it names as its signer")
-    return Holders(si, tuple(placement), by, at, signature)
+    return record
+
+
+def _canonical(obj: dict, record: Holders | Provider) -> None:
+    """Refuse a record not spelled as its signer writes it (hex in capitals, ...): the same meaning and signature in
+    other bytes would be a second record of one signer, kept beside or instead of the first."""
+    form = record.to_json()
+    if obj != form:  # every field's type is checked already: equal is the same spelling
+        raise InvalidRecord(f"a {obj['kind']} record not in the one form its signature covers: "
+                            f"{codec.respelled(obj, form)}")
 
 
 def _parse_node(obj: dict, key: bytes, now_ms: int, min_difficulty: int) -> NodeDescriptor:
-    descriptor = parse_descriptor({k: v for k, v in obj.items() if k != "kind"}, now_ms=now_ms)
+    try:
+        descriptor = parse_descriptor({k: v for k, v in obj.items() if k != "kind"}, now_ms=now_ms)
+    except InvalidDescriptor as err:
+        raise InvalidRecord(f"a node record that is not a valid descriptor: {err.message}") from None
     if node_key(descriptor.id) != key:
         raise InvalidRecord("a node record stored under another node's key")
     if id_difficulty(descriptor.key) < min_difficulty:

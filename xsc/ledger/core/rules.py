@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from ...errors import (AuthorizationExpired, AuthorizationReplayed, BalanceOutOfRange, ChainConflict,
                        InsufficientCredit, InvalidEntry)
+from ... import codec
 from ...identity import public_id, verify
-from .model import ZERO_HASH, Entry, Payment, Receipt, decode_entry, digest, format_credits
+from .model import ZERO_HASH, Authorization, Entry, Payment, Receipt, decode_entry, digest, format_credits
 
 CLOCK_SKEW = 300  # seconds a receipt's settlement time may lie in the future of the checking node
 # An account record holds its balance as a signed 64-bit integer: an entry that would take a balance past
@@ -61,6 +62,26 @@ def describe(entry: Entry) -> str:
 
 
 # --- what may be appended ---------------------------------------------------------
+def check_publishable(*records: Authorization | Entry, amount: int | None = None,
+                      usage: Mapping[str, object] | None = None) -> None:
+    """Refuse what a stranger sends with an integer past codec.MAX_JSON_INT (an amount, a cap, a usage value, a
+    time, a seq): the node publishes its entries, receipts and authorizations as JSON, and a reader holding numbers
+    as doubles would read another amount.  No honest transfer comes near it (9 * 10^9 credits; see docs/ledger.md)."""
+    found: list[tuple[str, object]] = []
+    for record in records:
+        auth = record if isinstance(record, Authorization) else record.authorization
+        if not isinstance(record, Authorization):
+            receipt = record.receipt
+            found += [("seq", record.seq), ("receipt seq", receipt.seq), ("amount", receipt.amount),
+                      ("settled_at", receipt.settled_at), *((f"usage {k}", v) for k, v in receipt.usage)]
+        found += [("cap", auth.cap), ("expires_at", auth.expires_at)]
+    found += [("amount", amount), *((f"usage {k}", v) for k, v in (usage or {}).items())]
+    for name, value in found:
+        if type(value) is int and value > codec.MAX_JSON_INT:
+            raise InvalidEntry(f"{name} is {value:,}, past {codec.MAX_JSON_INT:,} (2^53 - 1), the largest integer "
+                               "every JSON reader holds exactly", hint="no transfer is this large: see docs/ledger.md")
+
+
 def check_transfer(entry: Entry) -> None:
     """Stateless consistency of the transfer an entry carries (signatures aside)."""
     receipt, auth = entry.receipt, entry.authorization

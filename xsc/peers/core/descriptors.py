@@ -63,8 +63,11 @@ def make_descriptor(identity: Identity, *, url: str, capacity: int, free: int, v
 
 
 def _int(value: Any, name: str) -> int:
-    if type(value) is not int or value < 0:
-        raise InvalidDescriptor(f"descriptor field {name} must be a non-negative integer")
+    # Peers are listed in JSON (GET /v1/peers, the dashboard): a reader holding numbers as doubles reads a larger
+    # integer as another number.
+    if type(value) is not int or not 0 <= value <= codec.MAX_JSON_INT:
+        raise InvalidDescriptor(f"descriptor field {name} must be a non-negative integer of at most "
+                                f"{codec.MAX_JSON_INT:,} (2^53 - 1)")
     return value
 
 
@@ -104,19 +107,29 @@ def parse_descriptor(obj: Any, *, now_ms: int) -> NodeDescriptor:
         signature = bytes.fromhex(_text(obj["signature"], "signature"))
     except ValueError:
         raise InvalidDescriptor(f"descriptor of node {node_id} has a signature that is not hex") from None
-    if not verify(key, signature, signed_bytes(obj)):
-        raise InvalidDescriptor(f"descriptor of node {node_id} is not signed by that node's key",
-                                hint="a descriptor's id must be the public key that signed it", node=node_id)
     if timestamp > now_ms + MAX_FUTURE_MS:
         raise InvalidDescriptor(f"descriptor of node {node_id} is dated {(timestamp - now_ms) // 1000} s in the future",
                                 hint="keep node clocks in sync (NTP)", node=node_id)
     if free > capacity:
         raise InvalidDescriptor(f"descriptor of node {node_id} claims more free space than capacity")
     grid = obj.get("grid", "")
-    if not isinstance(grid, str) or len(grid) > 64:
+    try:
+        grid = bytes.fromhex(grid).hex() if isinstance(grid, str) and len(grid) in (0, 64) else None
+    except ValueError:
+        grid = None
+    if grid is None:
         raise InvalidDescriptor(f"descriptor of node {node_id} has a grid proof that is not 64 hex digits")
-    return NodeDescriptor(id=node_id, url=url, capacity=capacity, free=free, version=version, timestamp=timestamp,
-                          signature=obj["signature"], grid=grid)
+    descriptor = NodeDescriptor(id=node_id, url=url, capacity=capacity, free=free, version=version,
+                                timestamp=timestamp, signature=signature.hex(), grid=grid)
+    form = descriptor.to_json()
+    if obj != form:  # every field's type is checked already: equal is the same spelling
+        raise InvalidDescriptor(f"descriptor of node {node_id}: {codec.respelled(obj, form)}",
+                                hint="a signed descriptor comes in the one form its node writes (hex in lower case, "
+                                     "a grid field only with a proof in it); see docs/peers.md", node=node_id)
+    if not verify(key, signature, signed_bytes(obj)):
+        raise InvalidDescriptor(f"descriptor of node {node_id} is not signed by that node's key",
+                                hint="a descriptor's id must be the public key that signed it", node=node_id)
+    return descriptor
 
 
 def newer(a: NodeDescriptor, b: NodeDescriptor | None) -> bool:
