@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.forker import ForkedProcess, Forker
-from tests.support.nodes import NodeProcess, xsc_command
+from tests.support.nodes import xsc_command
 from xsc import devnet, ids
 
 
@@ -43,17 +43,17 @@ def test_a_forked_command_has_its_own_arguments_environment_directory_output_and
     assert process.wait(60) == 2 and "no such command" in log.read_text()
 
 
-def test_a_forked_node_stops_on_sigterm_and_reports_kill_9(tmp_path):
-    nodes = [NodeProcess(tmp_path / name).start() for name in ("a", "b")]
+def test_a_forked_node_stops_on_sigterm_and_reports_kill_9(node_process):
+    nodes = [node_process(name) for name in ("a", "b")]
     assert isinstance(nodes[0].proc, ForkedProcess)
     assert os.getpid() not in {int(Path(f"/proc/{node.pid}/stat").read_text().split()[3]) for node in nodes}
     assert nodes[0].stop() == 0 and "stopped" in nodes[0].log.read_text()
     assert nodes[1].stop(signal.SIGKILL) == -signal.SIGKILL and not nodes[1].alive()
 
 
-def test_a_command_is_fed_its_input_and_its_output_and_errors_come_back_apart(tmp_path):
+def test_a_command_is_fed_its_input_and_its_output_and_errors_come_back_apart(node_process):
     assert devnet.popen.__self__.__class__ is Forker  # the suite's own forker
-    node = NodeProcess(tmp_path / "n").start()
+    node = node_process("n")
     data = os.urandom(300_000)  # more than a pipe holds, each way
     put = node.xsc("store", "put", "-", input=data)
     assert put.returncode == 0, put.stderr
