@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from tests.support.compute import deploy, invoke, placed, signed_under_the_first_rule
-from xsc import codec
+from xsc import codec, keys
 from xsc.compute import provenance
 from xsc.errors import BadProvenanceSignature
 from xsc.identity import Identity
-from xsc.node import CLIENT_IDENTITY, IDENTITY
+from xsc.node import CLIENT_IDENTITY, DB, IDENTITY
 from xsc.node.appkeys import NODE
 
 
@@ -99,6 +99,22 @@ async def test_tampering_is_detected(node):
     signed = await record(node, body["provenance"])
     signed["record"]["results"][0]["value"] = 4
     assert not provenance.is_valid(signed)
+
+
+async def test_a_record_stored_under_the_first_batch_rule_is_served_and_listed_valid(node):
+    """What a node signed under the first rule stays valid where it is stored: the list (the dashboard's) says so, and
+    the record is served as stored; held as a stranger's, it is refused."""
+    add = await deploy(node, "add")
+    status, body = await invoke(node, add, "add", "1", "2")
+    app = node.server.app
+    signed = await record(node, body["provenance"])
+    old = signed_under_the_first_rule(app[IDENTITY], [codec.canonical(signed["record"])])[0]
+    app[DB].put(keys.provenance(bytes.fromhex(body["provenance"])), codec.canonical(old))
+    assert await record(node, body["provenance"]) == old
+    response = await node.get("/v1/compute/provenance", params={"limit": "10"})
+    listed = [r for r in (await response.json())["records"] if r["record"]["id"] == body["provenance"]]
+    assert [r["signature_valid"] for r in listed] == [True]
+    assert provenance.check(old, stored=True) == signed["record"] and not provenance.is_valid(old)
 
 
 async def test_provenance_lookup_errors(node):
