@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.compute import deploy, invoke
-from xsc import codec
+from tests.support.compute import deploy, invoke, placed, signed_under_the_first_rule
+from xsc import codec, keys
 from xsc.compute import provenance
+from xsc.errors import BadProvenanceSignature
 from xsc.identity import Identity
-from xsc.node import CLIENT_IDENTITY, IDENTITY
+from xsc.node import CLIENT_IDENTITY, DB, IDENTITY
 from xsc.node.appkeys import NODE
 
 
@@ -98,6 +99,22 @@ async def test_tampering_is_detected(node):
     signed = await record(node, body["provenance"])
     signed["record"]["results"][0]["value"] = 4
     assert not provenance.is_valid(signed)
+
+
+async def test_a_record_stored_under_the_first_batch_rule_is_served_and_listed_valid(node):
+    """What a node signed under the first rule stays valid where it is stored: the list (the dashboard's) says so, and
+    the record is served as stored; held as a stranger's, it is refused."""
+    add = await deploy(node, "add")
+    status, body = await invoke(node, add, "add", "1", "2")
+    app = node.server.app
+    signed = await record(node, body["provenance"])
+    old = signed_under_the_first_rule(app[IDENTITY], [codec.canonical(signed["record"])])[0]
+    app[DB].put(keys.provenance(bytes.fromhex(body["provenance"])), codec.canonical(old))
+    assert await record(node, body["provenance"]) == old
+    response = await node.get("/v1/compute/provenance", params={"limit": "10"})
+    listed = [r for r in (await response.json())["records"] if r["record"]["id"] == body["provenance"]]
+    assert [r["signature_valid"] for r in listed] == [True]
+    assert provenance.check(old, stored=True) == signed["record"] and not provenance.is_valid(old)
 
 
 async def test_provenance_lookup_errors(node):
@@ -215,9 +232,42 @@ def test_a_record_as_its_node_signs_it_is_its_one_spelling() -> None:
 
 @pytest.mark.parametrize("respelled, where", [
     (_batch(proof=[p.upper() for p in BATCH[0]["batch"]["proof"]]), "batch.proof.0 is"),
-    (_batch(index=False), "batch.index is false"),
     ({**SINGLE, "signature": SINGLE["signature"].upper()}, "signature is"),
     ({**SINGLE, "note": ""}, "note is not a field"),
-], ids=["proof-upper-case", "index-false", "v1-signature-upper-case", "v1-extra-field"])
+], ids=["proof-upper-case", "v1-signature-upper-case", "v1-extra-field"])
 def test_a_record_respelled_holds_to_its_signature_and_is_named(respelled, where) -> None:
     assert provenance.is_valid(respelled) and where in provenance.respelled(respelled)
+
+
+def test_an_index_or_count_of_true_or_false_is_named_and_holds_to_nothing() -> None:
+    for respelled, where in ((_batch(index=False), "batch.index is false"),
+                             (_batch(count=True), "batch.count is true")):
+        assert where in provenance.respelled(respelled) and not provenance.is_valid(respelled, stored=True)
+
+
+@pytest.mark.parametrize("of, at, index, count", [(3, 0, 0, 4), (2, 1, 2, 3), (3, 2, 1, 2), (5, 4, 2, 3)])
+def test_a_record_holds_at_its_own_index_and_count_only(of, at, index, count) -> None:
+    """The signature covers a root that commits to the count, so a record claims no other place in its batch;
+    under the first rule each of these records held at the other place too."""
+    bodies = [codec.canonical({"id": f"{i:032x}", "node": ME.id}) for i in range(of)]
+    signed = codec.loads(provenance.sign_batch(ME, bodies)[at])
+    assert provenance.is_valid(signed)
+    assert not provenance.is_valid(placed(signed, index, count))
+    assert not provenance.is_valid(placed(signed, index, count), stored=True)
+    assert provenance.is_valid(placed(signed_under_the_first_rule(ME, bodies)[at], index, count), stored=True)
+
+
+def test_a_record_signed_under_the_first_rule_verifies_as_stored_and_from_no_stranger() -> None:
+    old = signed_under_the_first_rule(ME, [codec.canonical({"id": f"{i:032x}", "node": ME.id}) for i in range(3)])
+    for signed in old:
+        assert provenance.respelled(signed) is None  # its bytes are the form a node wrote
+        assert provenance.is_valid(signed, stored=True) and provenance.old_rule(signed)
+        assert not provenance.is_valid(signed)  # from another node: refused
+        with pytest.raises(BadProvenanceSignature):
+            provenance.check(signed)
+    assert provenance.check(old[0], stored=True) == old[0]["record"]
+    assert not any(provenance.old_rule(s) for s in (*BATCH, SINGLE))
+    # A batch of the current rule read as the first rule's (its tag swapped) holds under neither.
+    tagged = {**BATCH[0], "batch": {**BATCH[0]["batch"], "signature": ME.sign(
+        provenance.OLD_BATCH_TAG + bytes.fromhex(BATCH[0]["batch"]["root"])).hex()}}
+    assert not provenance.is_valid(tagged, stored=True)

@@ -12,12 +12,12 @@ import json
 
 import pytest
 
-from tests.support.compute import deploy
+from tests.support.compute import deploy, placed, signed_under_the_first_rule
 from tests.support.jobs import QUIET, balances, network, read_file, run_job, settle, verified
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc import codec, keys
-from xsc.compute import hosted_jobs, remote_tabs, sent_jobs
+from xsc.compute import hosted_jobs, provenance, remote_tabs, sent_jobs
 from xsc.compute import jobs as jobs_module
 from xsc.compute.jobspec import parse_job
 from xsc.errors import PeerRefused, PeerUnreachable
@@ -358,6 +358,50 @@ async def test_a_provider_answering_its_signed_record_respelled_is_not_paid_and_
     status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
     assert status == 502 and problem["code"] == "forged-result" and where in problem["detail"], problem
     assert "canonical form" in problem["detail"] or "not a field" in problem["detail"]
+    assert struck == [provider.app[IDENTITY].id]
+    await settle(gateway)
+    assert balances(gateway, provider)[0] == before[0]
+
+
+def _in_batch(provider, signed: dict, of: int, at: int, sign=None) -> dict:
+    """The provider's record signed again by it, as item `at` of a batch of `of` (beside records of other runs)."""
+    me = provider.app[IDENTITY]
+    bodies = [codec.canonical({"id": f"{i:032x}", "node": me.id}) for i in range(of)]
+    bodies[at] = codec.canonical(signed["record"])
+    if sign is not None:
+        return sign(me, bodies)[at]
+    return codec.loads(provenance.sign_batch(me, bodies)[at])
+
+
+@pytest.mark.parametrize("resign, refused", [
+    (lambda p, s: _in_batch(p, s, 3, 0), None),
+    (lambda p, s: placed(_in_batch(p, s, 3, 0), 0, 4), "not signed by it"),
+    (lambda p, s: placed(_in_batch(p, s, 2, 1), 2, 3), "not signed by it"),
+    (lambda p, s: _in_batch(p, s, 3, 0, signed_under_the_first_rule), "first batch rule"),
+], ids=["item-0-of-3", "item-0-of-3-as-0-of-4", "item-1-of-2-as-2-of-3", "first-rule"])
+async def test_a_provider_answering_its_record_at_another_place_in_its_batch_is_not_paid_and_is_struck(
+        node_factory, monkeypatch, resign, refused) -> None:
+    """One signed record, one place: its index and count are covered by the signature (a record signed under the
+    first rule, whose root did not pin them, is the provider's to respell, so it is refused from a provider)."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    hosted = provider.app[NODE].hosted_jobs
+    honest = hosted._run
+
+    async def resigned(job):
+        answer = await honest(job)
+        return {**answer, "provenance": resign(provider, answer["provenance"])}
+
+    monkeypatch.setattr(hosted, "_run", resigned)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike",
+                        lambda node, why, **kw: struck.append(node) or False)
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
+    if refused is None:  # the record signed again in a batch of three, at its place: taken
+        assert status == 201 and struck == [], problem
+        return
+    assert status == 502 and problem["code"] == "forged-result" and refused in problem["detail"], problem
     assert struck == [provider.app[IDENTITY].id]
     await settle(gateway)
     assert balances(gateway, provider)[0] == before[0]

@@ -12,15 +12,32 @@ from pathlib import Path
 import aiohttp
 import wasmtime
 
+from xsc import codec
 from xsc.compute import provenance, sandbox
 from xsc.compute.web_on_loop import ON_LOOP_BODY
 from xsc.compute.modules import ModuleInfo
+from xsc.ledger.core import merkle
 from xsc.node.appkeys import NODE
 
 from .waiting import eventually_async
 
 
 WASM = Path(__file__).resolve().parents[2] / "fixtures" / "wasm"
+
+
+def signed_under_the_first_rule(identity, bodies: list[bytes]) -> list[dict]:
+    """Canonical records signed as a batch under the first batch rule: the tree's top without the count, under
+    provenance.OLD_BATCH_TAG (what a node's store may still hold; nothing signs so now)."""
+    top, (_, proofs) = merkle.unsized_root(bodies), merkle.tree(bodies)
+    signature = identity.sign(provenance.OLD_BATCH_TAG + top).hex()
+    return [{"batch": {"count": len(bodies), "index": i, "proof": [p.hex() for p in proof], "root": top.hex(),
+                       "signature": signature}, "record": codec.loads(body)} for i, (body, proof) in
+            enumerate(zip(bodies, proofs))]
+
+
+def placed(signed: dict, index: int, count: int) -> dict:
+    """The signed record claiming another place in its batch (its proof and signature as they are)."""
+    return {**signed, "batch": {**signed["batch"], "index": index, "count": count}}
 
 
 def prepared_wasi(engine, name: str):

@@ -214,24 +214,24 @@ def provenance(obj, provenance_id: str | None, list_recent: bool, limit: int, wi
     if list_recent or provenance_id is None:
         records = client.request("GET", "/v1/compute/provenance", query={"limit": limit})["records"]
         if as_json:
-            emit_json([{**r, "signature_valid": provenance_is_valid(r)} for r in records])
+            emit_json([{**r, "signature_valid": provenance_is_valid(r, stored=True)} for r in records])
             return
         rows = []
         for signed in records:
             r = signed["record"]
             rows.append((r["id"], r["timestamp"], r["module"], r["function"],
                          r.get("trap", {}).get("kind", "ok"), r["fuel_consumed"], f"{r['wall_time_us'] / 1000:.3f} ms",
-                         "valid" if provenance_is_valid(signed) else "INVALID"))
+                         "valid" if provenance_is_valid(signed, stored=True) else "INVALID"))
         table([Col("id", keep=True), Col("time", drop=2), Col("module", keep=True, under=True), "function", "outcome",
                Col("fuel", right=True, drop=3), Col("wall time", drop=1), "signature"], rows, wide=wide)
         return
     signed = client.request("GET", f"/v1/compute/provenance/{provenance_id}")
-    valid = provenance_is_valid(signed)
+    valid = provenance_is_valid(signed, stored=True)  # the node's own record, as it stores it
     if as_json:
         emit_json({**signed, "signature_valid": valid})
     else:
         _show_record(signed["record"], valid)
-    check_provenance(signed)  # an invalid signature is an error (exit 1), after showing what was received
+    check_provenance(signed, stored=True)  # an invalid signature is an error (exit 1), after showing what was received
 
 
 def _show_record(r: dict[str, Any], valid: bool) -> None:

@@ -64,7 +64,8 @@ def _node(records: Records, hashed: Any, depth: int, seen: set[str]) -> dict[str
     node["made_by"] = {
         "job": job["id"], "module": record["module"], "node": record["node"], "provenance": record["id"],
         "engine": record["engine"], "fuel_consumed": record["fuel_consumed"], "fuel_limit": record["fuel_limit"],
-        "signature_valid": provenance.is_valid(signed), "output_signed": output is not None, "output": output,
+        "signature_valid": provenance.is_valid(signed, stored=True), "output_signed": output is not None,
+        "output": output,
         "inputs": [{**item, **_node(records, item.get("verify_hash"), depth + 1, seen)}
                    for item in facts.get("inputs", []) if isinstance(item, dict)],
     }

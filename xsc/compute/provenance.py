@@ -9,7 +9,15 @@ the root, that signature, its place in the batch and its inclusion proof::
     {"batch": {"count": N, "index": I, "proof": [hex, ...], "root": hex, "signature": hex}, "record": {...}}
 
 so anyone holding one record can check it alone against the node id inside it (the
-node's public key).  Version 1 records, signed one by one ({"record", "signature"}), still verify.
+node's public key).  The signature covers BATCH_TAG and the root, and the root commits to the count
+(`merkle.root`), so the record holds at its own index of its own count and at no other.
+
+Records this node signed under the first batch rule (OLD_BATCH_TAG and a root that does not commit to
+the count: item 0 of 3 also passes as item 0 of 4) still verify where they are stored (`is_valid(...,
+stored=True)`: the journal, a provider's record kept with a job), as they were checked when they came.  A
+record from another node is held to the current rule only: a node signs every new batch under it, and an
+old-rule record's index and count are the signer's to restate.  Version 1 records, signed one by one
+({"record", "signature"}), still verify.
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ from ..ids import unique_bits
 from ..ledger.core import merkle
 
 VERSION = 3  # 2: batch-signed, with the engine fingerprint and the module link; 3: "price" renamed "charge"
-BATCH_TAG = b"xsc/provenance/batch/1\n"  # what a batch signature covers: this tag, then the Merkle root
+BATCH_TAG = b"xsc/provenance/batch/2\n"  # what a batch signature covers: this tag, then the Merkle root
+OLD_BATCH_TAG = b"xsc/provenance/batch/1\n"  # the same, over a root without the count: read from stores only
 # How trapped calls are metered: see docs/compute.md ("Metering").
 METERING_EXACT = "exact"
 METERING_WHOLE_BUDGET = "whole-budget"  # records from before time-bounded metering
@@ -86,27 +95,42 @@ def decode(data: bytes) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _batch_signed(node: bytes, signature: bytes, root: bytes) -> bool:
-    """Whether `node` signed the batch root (one Ed25519 check for all the records of a batch, however
+def _batch_signed(node: bytes, signature: bytes, message: bytes) -> bool:
+    """Whether `node` signed a batch's tag and root (one Ed25519 check for all the records of a batch, however
     often they are read: the dashboard reads hundreds each poll)."""
-    return verify(node, signature, BATCH_TAG + root)
+    return verify(node, signature, message)
 
 
-def is_valid(signed: dict[str, Any]) -> bool:
+def is_valid(signed: dict[str, Any], *, stored: bool = False) -> bool:
+    """Whether the record carries its node's signature.  `stored`: the record is read from this node's own
+    store, where a record signed under the first batch rule is taken as it was checked when it came."""
+    return _rule(signed, stored) is not None
+
+
+def old_rule(signed: dict[str, Any]) -> bool:
+    """Whether the record holds only under the first batch rule (see the module docstring)."""
+    return _rule(signed, True) == OLD_BATCH_TAG
+
+
+def _rule(signed: dict[str, Any], stored: bool) -> bytes | None:
+    """The tag of the rule the record's signature holds under (b"" for one signed alone), or None."""
     try:
         record = signed["record"]
         node = parse_public_id(record["node"])
         if "batch" in signed:
             batch = signed["batch"]
-            root = bytes.fromhex(batch["root"])
+            index, count, root = batch["index"], batch["count"], bytes.fromhex(batch["root"])
             proof = [bytes.fromhex(p) for p in batch["proof"]]
-            if not isinstance(batch["index"], int) or not isinstance(batch["count"], int):
-                return False
-            return merkle.verify(canonical(record), batch["index"], batch["count"], proof, root) and \
-                _batch_signed(node, bytes.fromhex(batch["signature"]), root)
-        return verify(node, bytes.fromhex(signed["signature"]), canonical(record))
+            signature, body = bytes.fromhex(batch["signature"]), canonical(record)
+            if merkle.verify(body, index, count, proof, root) and _batch_signed(node, signature, BATCH_TAG + root):
+                return BATCH_TAG
+            if stored and merkle.verify_unsized(body, index, count, proof, root) and \
+                    _batch_signed(node, signature, OLD_BATCH_TAG + root):
+                return OLD_BATCH_TAG
+            return None
+        return b"" if verify(node, bytes.fromhex(signed["signature"]), canonical(record)) else None
     except (KeyError, TypeError, ValueError, AttributeError, XscError):  # a malformed record or node id
-        return False
+        return None
 
 
 def respelled(signed: dict[str, Any]) -> str | None:
@@ -130,9 +154,9 @@ def respelled(signed: dict[str, Any]) -> str | None:
     return codec.respelled(signed, form)
 
 
-def check(signed: dict[str, Any]) -> dict[str, Any]:
+def check(signed: dict[str, Any], *, stored: bool = False) -> dict[str, Any]:
     """The record, if its signature is the node's; else BadProvenanceSignature."""
-    if not is_valid(signed):
+    if not is_valid(signed, stored=stored):
         rid = signed.get("record", {}).get("id", "?") if isinstance(signed, dict) else "?"
         raise BadProvenanceSignature(
             f"provenance record {rid} does not carry a valid signature of the node it names",

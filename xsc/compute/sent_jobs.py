@@ -225,6 +225,11 @@ class SentJobs:
             raise ForgedResult(f"provider {provider}'s record of the job is not in the one form its signature covers: "
                                f"{wrong}")
         if not provenance.is_valid(signed) or not isinstance(record, dict) or record.get("node") != provider:
+            if isinstance(record, dict) and record.get("node") == provider and provenance.old_rule(signed):
+                raise ForgedResult(f"provider {provider}'s record of the job is signed under the first batch rule "
+                                   f"({provenance.OLD_BATCH_TAG.decode().strip()}), whose root does not pin the "
+                                   "record's index and count: not paid, and struck",
+                                   hint="run the job again (another provider)")
             raise ForgedResult(f"provider {provider}'s record of the job is not signed by it")
         facts = record.get("job") if isinstance(record.get("job"), dict) else {}
         if record.get("id") != run.get("provenance") or record.get("charge") != charge \

@@ -670,7 +670,7 @@ def _answer_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future, error:
 def _valid(data: bytes) -> bool:
     """Whether a stored provenance record's signature holds: a function of its bytes, so checked once
     (the dashboard reads the newest 200 every poll)."""
-    return provenance.is_valid(provenance.decode(data))
+    return provenance.is_valid(provenance.decode(data), stored=True)
 
 
 FACT_LIMITS = {"name": 64, "version": 32, "description": 512}

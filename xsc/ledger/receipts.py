@@ -4,9 +4,10 @@
                                    -> {"receipt": hex}
     GET  /v1/peer/ledger/receipts/{authorization id hex} -> {"receipt": hex}, or 404 if it made none
 
-Every receipt that comes back goes through `check_receipt` (ledger/settlement.py is the only caller):
-it must be the payee's receipt for exactly this authorization and, when asked, exactly this amount and
-usage.  Its signature is checked by the ledger when the payment completes.
+Every receipt that comes back goes through `check_receipt`, whoever asked for it (ledger/settlement.py, and
+compute's tabs on peers, compute/remote_tabs.py, and of placed functions, compute/placements.py): it must be
+the payee's receipt for exactly this authorization and, when asked, exactly this amount and usage.  Its
+signature is checked by the ledger when the payment completes.
 """
 
 from __future__ import annotations
