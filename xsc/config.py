@@ -194,7 +194,7 @@ class ComputeSection(_Section):
     timeout: float = 5.0  # default and maximum wall-clock seconds per call
     threads: int = Field(default_factory=lambda: os.cpu_count() or 2)
     max_module_size: int = 16 * MiB
-    peer_compile_timeout: float = Field(default=10.0, gt=0, le=3600)  # wall-clock seconds to compile a peer's module
+    peer_compile_timeout: float = Field(default=10.0, gt=0, le=3600)  # CPU seconds to compile a peer's module
     max_queued: int = 256  # calls admitted (running or waiting for a thread); more are refused with 503
     # child processes that run the tries of small web requests on other cores (docs/compute.md, Web services);
     # 0: tried on the event loop's thread

@@ -177,25 +177,58 @@ async def test_a_caller_hanging_up_mid_body_is_one_info_line_and_the_next_is_ser
     assert list(node.app[NODE].functions.work_dir.glob("stdin-*")) == []  # the bodies' files removed
 
 
-async def test_an_answer_past_its_cap_is_cut_off_and_its_run_refused(web, monkeypatch) -> None:
+async def test_an_answer_past_its_cap_is_refused_until_its_head_is_sent_and_cut_off_after(web, monkeypatch) -> None:
+    """An answer that goes over its cap before any of it is sent is refused whole (502); one that goes over once its
+    head is out (streamed while its run goes on) cannot take back its status: its body is cut short, never ends
+    whole-looking.  Either way its run is recorded and paid.  Which of the two happens is decided here by what the
+    function writes, not by the clock: an answer streams once STREAM_BYTES of it are read (the STREAM_AFTER seconds
+    that also start it are set out of reach, so a loaded machine cannot start one early)."""
     node, base = web
-    monkeypatch.setattr(functions, "MAX_RESPONSE", 64 * 1024)
+    monkeypatch.setattr(functions, "STREAM_AFTER", 3600.0)
     module = await deploy(node, "cgi", wasi=True)
     await _serve(node, name="echo", module=module)
-    status, _, body = await _get(f"{base}/fn/echo/", "POST", data=os.urandom(200 * 1024))
+    url = f"{base}/fn/echo/"
+    monkeypatch.setattr(functions, "MAX_RESPONSE", 64 * 1024)  # below STREAM_BYTES: over before it may stream
+    status, _, body = await _get(url, "POST", data=os.urandom(200 * 1024))
     assert status == 502 and b"went over its cap" in body  # the echo of its body is more than it may answer
-    # An echo longer than its pipe holds: read by the loop while it runs, and cut off at the cap.
-    status, _, body = await _get(f"{base}/fn/echo/", "POST", data=os.urandom(functions.PIPE_BYTES * 2))
+    # An echo longer than its pipe holds: read by the loop while it runs, and refused at the cap.
+    status, _, body = await _get(url, "POST", data=os.urandom(functions.PIPE_BYTES * 2))
     assert status == 502 and b"went over its cap" in body
-    status, _, body = await _get(f"{base}/fn/echo/", "POST", data=b"small")
+    # A cap far past STREAM_BYTES, and an echo past it and past its pipe (its run waits for the loop to read it):
+    # its head goes out once STREAM_BYTES are read, long before the cap.
+    monkeypatch.setattr(functions, "MAX_RESPONSE", functions.PIPE_BYTES * 2)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, data=os.urandom(functions.PIPE_BYTES * 4)) as response:
+            assert response.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await response.read()
+    status, _, body = await _get(url, "POST", data=b"small")
     assert status == 200 and body.endswith(b"small")
 
     def runs() -> list[dict]:
         return [r["record"] for r in node.app[NODE].compute.recent_provenance(10)
                 if r["record"].get("job", {}).get("function") == "echo"]
 
-    await eventually_async(lambda: len(runs()) == 3, "the three runs to be recorded")
-    assert all(r["charge"] > 0 for r in runs())  # the refused run is recorded and paid too
+    await eventually_async(lambda: len(runs()) == 4, "the four runs to be recorded")
+    assert all(r["charge"] > 0 for r in runs())  # the refused runs are recorded and paid too
+
+
+async def test_an_answer_over_its_cap_before_its_head_is_sent_is_never_streamed(monkeypatch, tmp_path) -> None:
+    """Once what a run wrote is past its cap and nothing of its answer is sent, the answer waits for the run's end
+    (refused whole, 502) however long the run goes on: never a head sent for an answer already refused."""
+    monkeypatch.setattr(functions, "STREAM_AFTER", 0.0)  # streamed as soon as its head is read, if at all
+    monkeypatch.setattr(functions, "FOLLOW_AFTER", 0.0)
+    loop = asyncio.get_running_loop()
+    stdout = functions.Spill(tmp_path, loop, 64)
+    stdout.take([b"Content-Type: text/plain\n\nfirst\n", b"x" * 64])
+    assert stdout.over
+    run = loop.create_future()  # the run goes on (its next write fails)
+    deciding = asyncio.ensure_future(functions._head_while_running(stdout, run))
+    for _ in range(10):  # turns of the loop, past the one its head would be streamed in
+        await asyncio.sleep(0)
+    assert not deciding.done()
+    run.set_result(None)
+    assert await deciding is None
 
 
 @pytest.mark.parametrize("where", ["on the loop", "on a worker"])

@@ -1092,12 +1092,15 @@ async def _head_while_running(stdout: Spill, run: asyncio.Future) -> bytes | Non
     """The answer's CGI head (up to its blank line), to stream the answer while the run goes on: once the run has
     written STREAM_BYTES or gone on for STREAM_AFTER seconds, and its head is complete.  None if the run ends first
     (a quick answer is sent whole, in one write; its writes never wake the loop) or writes MAX_HEAD bytes without a
-    blank line."""
+    blank line, or goes over its cap first (nothing sent yet: refused whole, 502, once the run ends)."""
     loop = asyncio.get_running_loop()
     deadline, wanted = loop.time() + STREAM_AFTER, STREAM_BYTES
     if not run.done():  # nothing is read before FOLLOW_AFTER (see Pipes): until then, only the run's end counts
         await _done_within(run, FOLLOW_AFTER)
     while not run.done():
+        if stdout.drained.done():  # nothing more is read (past its cap, or every byte is in): the run's end decides
+            await _settled(run)
+            return None
         if stdout.size >= wanted or loop.time() >= deadline:
             written = stdout.read(0, MAX_HEAD)
             if b"\n\n" in written or b"\r\n\r\n" in written:

@@ -258,7 +258,7 @@ class ComputeService:
             return info, True
 
     def _compile_pushed(self, wasm: bytes) -> wasmtime.Module:
-        """A peer's module, compiled in a child process within the peer compile deadline (compiler.py)."""
+        """A peer's module, compiled in a child process within the peer compile CPU budget (compiler.py)."""
         self.compiling += 1
         try:
             artifact = compiler.compile_artifact(wasm, self.peer_compile_timeout)
