@@ -36,7 +36,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def forked_nodes():
+def forked_processes():
     """`xsc` processes forked from one that has imported xsc, sparing each the imports' CPU (forker.py)."""
     forker = Forker()
     devnet.popen = forker.popen
