@@ -198,6 +198,11 @@ def test_pages_fit_a_phone(net, browser) -> None:
     page.goto(login_url(net["nodes"][0]))
     for name in PAGES:
         show(page, name)
+        # Ids are shown whole, wrapped inside their cells: a user copies them into commands.
+        assert page.inner_text("#node-id") == net["ids"][0]
+        if name == "peers":
+            for peer in net["ids"][1:]:
+                assert page.locator(f"tr[data-peer='{peer}'] code.id").inner_text() == peer
         # The page never scrolls sideways, and no table does inside its card: a wide table lays each row out as a
         # small card (only the share map, a matrix, may scroll).
         assert page.evaluate("document.documentElement.scrollWidth") <= 390, name
