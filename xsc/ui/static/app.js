@@ -103,6 +103,40 @@ async function api(path, method) {
   if (!response.ok) throw new ApiError(response.status, body);
   return body;
 }
+// A long operation's answer as it goes (a verify's or repair's, docs/storage.md "Their progress"): each line
+// {"progress": {...}} is handed to `told`, the last is {"result": ...} (returned) or {"problem": ...} (thrown, as api()
+// throws a failed answer). A failure before the first line is an ordinary answer, as is a node that answers in JSON.
+async function apiLines(path, method, told) {
+  const headers = {Accept: 'application/x-ndjson', 'X-XSC-CSRF': S.csrf || ''};
+  const response = await fetch(path, {method: method || 'POST', credentials: 'same-origin', headers});
+  if (!(response.headers.get('Content-Type') || '').startsWith('application/x-ndjson')) {
+    const body = await response.json().catch(() => null);
+    if (response.status === 401) { loggedOut(body); throw new ApiError(401, body); }
+    if (!response.ok) throw new ApiError(response.status, body);
+    return body;
+  }
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let rest = '', last = null;
+  for (;;) {
+    const {value, done} = await reader.read();
+    const lines = (rest + (value || '')).split('\n');
+    rest = done ? '' : lines.pop();
+    for (const line of lines.filter(l => l.trim())) {
+      const one = JSON.parse(line);
+      if (one.progress) told(one.progress); else last = one;
+    }
+    if (done) break;
+  }
+  if (last && 'result' in last) return last.result;
+  const problem = last && last.problem;
+  throw new ApiError(problem && problem.status || 502, problem || {detail: 'the answer ended before its result'});
+}
+// A progress line as a person reads it: "rebuild: 12 of 40 segments", "share 3 ok".
+function progressText(p) {
+  const unit = p.stage === 'rebuild' ? 'segments' : 'blocks';
+  return `${p.stage}: ${fmtInt(p.done)} of ${fmtInt(p.total)} ${unit}` + (p.share !== undefined ? `; share ${p.share} ${p.status}` : '');
+}
+
 function loggedOut(body) {
   stop();
   document.body.dataset.state = 'logged-out';
@@ -237,7 +271,10 @@ async function batchFiles(action) {
       const cap = targets[next++];
       try {
         const path = `/v1/store/files/${encodeURIComponent(cap)}/${action}`;
-        const r = await api(path, action === 'check' ? 'GET' : 'POST');
+        b.current = {cap, name: nameOf(cap), progress: null};
+        renderBatch();
+        const r = action === 'check' ? await api(path)
+          : await apiLines(path, 'POST', p => { b.current.progress = p; renderBatch(); });
         const state = st.health[cap] = r.healthy ? 'healthy' : r.recoverable ? 'damaged' : 'lost';
         b[state] += 1;
       } catch (err) {
@@ -250,7 +287,7 @@ async function batchFiles(action) {
   };
   // Checks four at a time; repairs one by one (each moves shares between nodes).
   await Promise.all(Array.from({length: action === 'check' ? 4 : 1}, worker));
-  b.running = false;
+  b.running = false; b.current = null;
   renderBatch();
   rerender();
 }
@@ -264,9 +301,18 @@ function renderBatch() {
   if ($('#check-all')) $('#check-all').disabled = !!(b && b.running);
   if (!b) return el.replaceChildren();
   const bar = h('progress', {max: Math.max(1, b.total), value: b.done});
+  // The file a repair is at, with how far it is (checks are quick: only their count is shown).
+  const now = b.running && b.action === 'repair' && b.current;
   el.replaceChildren(h('div', {class: 'card batch'}, bar, h('p', {'data-k': 'batch', class: b.running ? 'running' : b.lost || b.failed ? 'error' : b.damaged ? 'warn' : 'ok'},
     `${b.action === 'check' ? 'checked' : 'repaired'} ${b.done} of ${b.total}${b.running ? '…' : ''}: `,
-    `${b.healthy} healthy, ${b.damaged} damaged, ${b.lost} not recoverable`, b.failed ? `, ${b.failed} failed` : '')));
+    `${b.healthy} healthy, ${b.damaged} damaged, ${b.lost} not recoverable`, b.failed ? `, ${b.failed} failed` : ''),
+    now ? h('p', {class: 'running small', 'data-k': 'batch-progress'}, `repairing ${now.name}: `,
+      now.progress ? progressText(now.progress) : 'starting…') : null));
+}
+
+function nameOf(cap) {
+  const f = lastData && lastData.files && lastData.files.find(x => x.capability === cap);
+  return f && f.name || '(unnamed)';
 }
 
 function fileDetail(cap) {
@@ -274,8 +320,11 @@ function fileDetail(cap) {
   if (!r) return h('p', {class: 'muted'}, 'checking…');
   const parts = [];
   if (r.running) {
-    const bar = h('div', {class: 'progress indeterminate', role: 'progressbar'}, h('span'));
-    parts.push(h('p', {class: 'running', 'data-k': 'progress'}, `${r.action} running… ${((Date.now() - r.started) / 1000).toFixed(1)} s`), bar);
+    const p = r.progress;  // a verify's or repair's latest line; a check tells none
+    const bar = p ? h('progress', {max: Math.max(1, p.total), value: p.done})
+      : h('div', {class: 'progress indeterminate', role: 'progressbar'}, h('span'));
+    parts.push(h('p', {class: 'running', 'data-k': 'progress'}, `${r.action} running… ${((Date.now() - r.started) / 1000).toFixed(1)} s`,
+      p ? ['; ', progressText(p)] : ''), bar);
   }
   if (r.error) parts.push(h('p', {class: 'error', 'data-k': 'action-error'}, `${r.action} failed: ${r.error}`));
   const report = r.report;
@@ -309,7 +358,8 @@ async function runFile(cap, action) {
   rerender();
   try {
     const path = `/v1/store/files/${encodeURIComponent(cap)}/${action}`;
-    r.report = await api(path, action === 'check' ? 'GET' : 'POST');
+    r.report = action === 'check' ? await api(path)
+      : await apiLines(path, 'POST', p => { r.progress = p; rerender(); });
     st.health[cap] = r.report.healthy ? 'healthy' : r.report.recoverable ? 'damaged' : 'lost';
     renderBatch();
   } catch (err) {
