@@ -256,6 +256,26 @@ def test_a_killed_peer_turns_red_and_a_repair_from_the_page_completes(net, dash)
         assert check["healthy"] and victim_id not in [s.get("node") for s in check["shares"]]
 
 
+def test_a_repair_that_fails_once_its_lines_began_shows_how_far_it_got_then_the_problem(net, dash) -> None:
+    """The node's lines end with a problem when a repair fails mid-way (too few shares left to rebuild from): the
+    answer is that of tests/storage/test_storage_progress.py, served to the page as the node would."""
+    problem = {"type": "about:blank", "status": 503, "code": "not-enough-shares", "title": "Service Unavailable",
+               "detail": "only 2 of the 3 shares a segment needs could be read", "hint": "xsc store check CAP"}
+    lines = [{"progress": {"stage": "check", "done": 0, "total": 8}},
+             {"progress": {"stage": "check", "done": 8, "total": 8}}, {"problem": problem}]
+    dash.route("**/v1/store/files/*/repair", lambda route: route.fulfill(
+        status=200, content_type="application/x-ndjson", body="".join(json.dumps(line) + "\n" for line in lines)))
+    show(dash, "files")
+    dash.evaluate(RECORD_PROGRESS)
+    dash.locator(f"tr[data-cap='{net['files'][1]}'] button", has_text="Repair").click()
+    dash.wait_for_selector("[data-k=action-error]")
+    assert figure(dash, "action-error") == f"repair failed: {problem['detail']} ({problem['hint']})"
+    told = dash.evaluate("window.__progress")
+    assert any(t.endswith("; check: 8 of 8 blocks") for t in told), told
+    assert dash.locator("[data-k=progress]").count() == 0
+    dash.unroute("**/v1/store/files/*/repair")
+
+
 # Notes each text the page shows of an operation's progress, as it is drawn (a repair may be over between two polls
 # of a test).
 RECORD_PROGRESS = """window.__progress = [];
