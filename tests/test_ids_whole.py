@@ -1,5 +1,5 @@
-"""Ids are never cut: a user copies an id from an error message, a hint, a log line or a table into the next
-command, so every message names it whole.  A source scan keeps it so."""
+"""Ids are never cut: a user copies an id from an error message, a hint, a log line, a table or the dashboard into
+the next command, so every message and page names it whole.  A source scan keeps it so."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 XSC = Path(__file__).resolve().parent.parent / "xsc"
+SCRIPTS = XSC / "ui" / "static"
 
 # A slice from the start (`x[:12]`, `x.hex()[:16]`) of an expression that names an id.
 _SLICE = re.compile(r"(\w+(?:\.\w+|\[['\"]?\w+['\"]?\])*(?:\.hex\(\))?)\[:(\d+)\]")
@@ -47,3 +48,35 @@ def test_no_message_in_xsc_cuts_an_id() -> None:
             if cut:
                 wrong.append(f"{path.relative_to(XSC.parent)}:{no}: {', '.join(cut)}")
     assert wrong == [], "name ids whole (a user copies them into the next command):\n" + "\n".join(wrong)
+
+
+# The dashboard's scripts: a helper that cuts what it is given (`short(id)`), a slice from the start of an id
+# (`d.si.slice(0, 12)`, `.substring(0, 8)`), or anything cut and marked with an ellipsis (`... + '…'`).
+_JS_SLICE = re.compile(r"(\w+(?:\.\w+|\[['\"]?\w+['\"]?\])*)\.(?:slice|substring|substr)\(0,\s*(\d+)\)")
+_JS_CUTTERS = re.compile(r"\b(?:short|shorten|abbrev\w*|truncate\w*|ellipsi\w*)\s*(?:\(|=)|\+\s*['\"`]…")
+
+
+def _js_cuts(line: str) -> list[str]:
+    found = [m.group(0) for m in _JS_CUTTERS.finditer(line)]
+    for expr, n in _JS_SLICE.findall(line):
+        words = set(re.findall(r"[a-z]+", expr.lower().replace("_", " ")))
+        if int(n) < _BOUND and words & _ID_WORDS and not words & _SECRETS:
+            found.append(f"{expr}.slice(0, {n})")
+    return found
+
+
+def test_the_scan_sees_a_cut_id_in_the_dashboards_scripts() -> None:
+    assert _js_cuts("h('code', {title: p.id}, short(p.id))") == ["short("]
+    assert _js_cuts("const short = id => id.slice(0, 12) + '…';") == ["short =", "+ '…", "id.slice(0, 12)"]
+    assert _js_cuts("h('code', {title: d.si}, d.si.slice(0, 12))") == ["d.si.slice(0, 12)"]
+    assert _js_cuts("e.job.substring(0, 32)") == ["e.job.slice(0, 32)"]
+    assert not _js_cuts("f.created.replace('T', ' ').slice(0, 16)") and not _js_cuts("records.slice(0, 50)")
+    assert not _js_cuts("`${b.done} of ${b.total}${b.running ? '…' : ''}`") and not _js_cuts("'checking…'")
+
+
+def test_no_page_of_the_dashboard_cuts_an_id() -> None:
+    wrong = [f"{script.relative_to(XSC.parent)}:{no}: {', '.join(cut)}"
+             for script in sorted(SCRIPTS.glob("*.js"))
+             for no, line in enumerate(script.read_text().splitlines(), 1)
+             if (cut := _js_cuts(line.split("//", 1)[0]))]
+    assert wrong == [], "show ids whole on the dashboard (a user copies them into a command):\n" + "\n".join(wrong)

@@ -198,6 +198,11 @@ def test_pages_fit_a_phone(net, browser) -> None:
     page.goto(login_url(net["nodes"][0]))
     for name in PAGES:
         show(page, name)
+        # Ids are shown whole, wrapped inside their cells: a user copies them into commands.
+        assert page.inner_text("#node-id") == net["ids"][0]
+        if name == "peers":
+            for peer in net["ids"][1:]:
+                assert page.locator(f"tr[data-peer='{peer}'] code.id").inner_text() == peer
         # The page never scrolls sideways, and no table does inside its card: a wide table lays each row out as a
         # small card (only the share map, a matrix, may scroll).
         assert page.evaluate("document.documentElement.scrollWidth") <= 390, name
@@ -222,22 +227,63 @@ def test_a_killed_peer_turns_red_and_a_repair_from_the_page_completes(net, dash)
     assert "1 of 2 peer(s) down" in figure(dash, "alerts")
 
     show(dash, "files")
+    dash.evaluate(RECORD_PROGRESS)
     cap = net["files"][0]
     row = dash.locator(f"tr[data-cap='{cap}']")
     row.locator("button", has_text="Repair").click()
     dash.wait_for_selector("[data-k=result]:has-text('repaired shares')", timeout=60_000)
     result = figure(dash, "result")
     assert result.startswith("repair: repaired shares ") and "[" not in result and result.endswith("6 of 6 shares intact: healthy"), result
+    # While it ran, the page showed how far it was, from the node's progress lines (its blocks read here, then the
+    # segments it rebuilt): at least the last line of each piece of the answer the browser read.
+    told = dash.evaluate("window.__progress")
+    assert any(re.search(r"^repair running… [\d.]+ s; (check: \d+ of \d+ blocks|rebuild: \d+ of \d+ segments)", t)
+               for t in told), told
     # The other file: found damaged by "Check all", mended by "Repair damaged", each with its progress bar.
     dash.click("#check-all")
     dash.wait_for_selector("[data-k=batch]:has-text('checked 2 of 2:')")
     assert figure(dash, "batch") == "checked 2 of 2: 1 healthy, 1 damaged, 0 not recoverable"
+    dash.evaluate("window.__progress.length = 0")
     dash.click("#repair-damaged")
     dash.wait_for_selector("[data-k=batch]:has-text('repaired 1 of 1:')", timeout=60_000)
     assert figure(dash, "batch") == "repaired 1 of 1: 1 healthy, 0 damaged, 0 not recoverable"
+    told = dash.evaluate("window.__progress")
+    assert any(re.search(r"^repairing file-1: (check: \d+ of \d+ blocks|rebuild: \d+ of \d+ segments)", t)
+               for t in told), told
+    assert dash.locator("[data-k=batch-progress]").count() == 0  # once done, only the outcome is left
     for cap in net["files"]:
         check = cli_json(gateway, "store", "check", cap)
         assert check["healthy"] and victim_id not in [s.get("node") for s in check["shares"]]
+
+
+def test_a_repair_that_fails_once_its_lines_began_shows_how_far_it_got_then_the_problem(net, dash) -> None:
+    """The node's lines end with a problem when a repair fails mid-way (too few shares left to rebuild from): the
+    answer is that of tests/storage/test_storage_progress.py, served to the page as the node would."""
+    problem = {"type": "about:blank", "status": 503, "code": "not-enough-shares", "title": "Service Unavailable",
+               "detail": "only 2 of the 3 shares a segment needs could be read", "hint": "xsc store check CAP"}
+    lines = [{"progress": {"stage": "check", "done": 0, "total": 8}},
+             {"progress": {"stage": "check", "done": 8, "total": 8}}, {"problem": problem}]
+    dash.route("**/v1/store/files/*/repair", lambda route: route.fulfill(
+        status=200, content_type="application/x-ndjson", body="".join(json.dumps(line) + "\n" for line in lines)))
+    show(dash, "files")
+    dash.evaluate(RECORD_PROGRESS)
+    dash.locator(f"tr[data-cap='{net['files'][1]}'] button", has_text="Repair").click()
+    dash.wait_for_selector("[data-k=action-error]")
+    assert figure(dash, "action-error") == f"repair failed: {problem['detail']} ({problem['hint']})"
+    told = dash.evaluate("window.__progress")
+    assert any(t.endswith("; check: 8 of 8 blocks") for t in told), told
+    assert dash.locator("[data-k=progress]").count() == 0
+    dash.unroute("**/v1/store/files/*/repair")
+
+
+# Notes each text the page shows of an operation's progress, as it is drawn (a repair may be over between two polls
+# of a test).
+RECORD_PROGRESS = """window.__progress = [];
+new MutationObserver(() => {
+  for (const el of document.querySelectorAll('[data-k=progress], [data-k=batch-progress]')) {
+    if (window.__progress[window.__progress.length - 1] !== el.textContent) window.__progress.push(el.textContent);
+  }
+}).observe(document.body, {childList: true, subtree: true, characterData: true});"""
 
 
 # A page a web function serves, trying to read the dashboard's session (its CSRF token) with the browser's cookies.

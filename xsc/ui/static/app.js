@@ -22,7 +22,10 @@ function h(tag, attrs, ...children) {
 const $ = (sel, root) => (root || document).querySelector(sel);
 // el's children replaced, leaving out what h() leaves out (replaceChildren would write null as the text "null").
 const put = (el, ...children) => el.replaceChildren(...children.filter(c => c !== null && c !== undefined && c !== false));
-const short = id => id ? (id.length > 14 ? id.slice(0, 12) + '…' : id) : '';
+// An id, whole: a user copies it into the next command. It wraps anywhere inside its cell (app.css, code.id);
+// a click selects all of it, ready to copy.
+const idOf = id => id ? h('code', {class: 'id', onclick: selectAll}, id) : '';
+function selectAll(e) { getSelection().selectAllChildren(e.currentTarget); }
 function fmtSize(n) {
   let v = Number(n || 0);
   for (const u of ['B', 'KiB', 'MiB', 'GiB', 'TiB']) {
@@ -100,6 +103,40 @@ async function api(path, method) {
   if (!response.ok) throw new ApiError(response.status, body);
   return body;
 }
+// A long operation's answer as it goes (a verify's or repair's, docs/storage.md "Their progress"): each line
+// {"progress": {...}} is handed to `told`, the last is {"result": ...} (returned) or {"problem": ...} (thrown, as api()
+// throws a failed answer). A failure before the first line is an ordinary answer, as is a node that answers in JSON.
+async function apiLines(path, method, told) {
+  const headers = {Accept: 'application/x-ndjson', 'X-XSC-CSRF': S.csrf || ''};
+  const response = await fetch(path, {method: method || 'POST', credentials: 'same-origin', headers});
+  if (!(response.headers.get('Content-Type') || '').startsWith('application/x-ndjson')) {
+    const body = await response.json().catch(() => null);
+    if (response.status === 401) { loggedOut(body); throw new ApiError(401, body); }
+    if (!response.ok) throw new ApiError(response.status, body);
+    return body;
+  }
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let rest = '', last = null;
+  for (;;) {
+    const {value, done} = await reader.read();
+    const lines = (rest + (value || '')).split('\n');
+    rest = done ? '' : lines.pop();
+    for (const line of lines.filter(l => l.trim())) {
+      const one = JSON.parse(line);
+      if (one.progress) told(one.progress); else last = one;
+    }
+    if (done) break;
+  }
+  if (last && 'result' in last) return last.result;
+  const problem = last && last.problem;
+  throw new ApiError(problem && problem.status || 502, problem || {detail: 'the answer ended before its result'});
+}
+// A progress line as a person reads it: "rebuild: 12 of 40 segments", "share 3 ok".
+function progressText(p) {
+  const unit = p.stage === 'rebuild' ? 'segments' : 'blocks';
+  return `${p.stage}: ${fmtInt(p.done)} of ${fmtInt(p.total)} ${unit}` + (p.share !== undefined ? `; share ${p.share} ${p.status}` : '');
+}
+
 function loggedOut(body) {
   stop();
   document.body.dataset.state = 'logged-out';
@@ -138,7 +175,7 @@ PAGES.overview = {
     main.replaceChildren(h('div', {class: 'grid'},
       card('Alerts', alerts.length ? h('ul', {class: 'alerts', 'data-k': 'alerts'}, alerts.map(([s, t]) => h('li', {class: s}, pill(s), ' ', t)))
                                    : h('p', {class: 'ok', 'data-k': 'alerts'}, 'No alerts: all is well.')),
-      card('Node', kv([['id', h('code', {}, status.id), 'id'], ['version', status.version, 'version'],
+      card('Node', kv([['id', idOf(status.id), 'id'], ['version', status.version, 'version'],
                        ['uptime', status.uptime < 60 ? `${Math.round(status.uptime)} s` : `${Math.round(status.uptime)} s (${duration(status.uptime)})`, 'uptime'], ['listen', status.listen],
                        ['data dir', status.data_dir]])),
       card('Storage', bar, kv([['capacity', fmtSize(st.capacity), 'capacity'], ['used', `${fmtSize(st.used)} (${usedPct(st.used, st.capacity)})`, 'used'],
@@ -148,7 +185,7 @@ PAGES.overview = {
                           ['available', `${fmtCredits(client.available)} credits`],
                           ['credit limit', `${fmtCredits(client.credit_limit)} credits`, 'credit_limit'],
                           ['node earned', `${fmtCredits((status.ledger || {}).node_balance)} credits`, 'node_balance'],
-                          ['account', h('code', {}, short(client.account))]])),
+                          ['account', idOf(client.account)]])),
       wide(card('Health', h('p', {}, 'overall ', h('span', {class: `pill ${health.status}`, 'data-k': 'health'}, health.status)),
         table(['check', 'status', 'value'], Object.entries(health.checks).map(([name, [c]]) =>
           h('tr', {}, h('td', {}, name), h('td', {}, pill(c.status)),
@@ -234,7 +271,10 @@ async function batchFiles(action) {
       const cap = targets[next++];
       try {
         const path = `/v1/store/files/${encodeURIComponent(cap)}/${action}`;
-        const r = await api(path, action === 'check' ? 'GET' : 'POST');
+        b.current = {cap, name: nameOf(cap), progress: null};
+        renderBatch();
+        const r = action === 'check' ? await api(path)
+          : await apiLines(path, 'POST', p => { b.current.progress = p; renderBatch(); });
         const state = st.health[cap] = r.healthy ? 'healthy' : r.recoverable ? 'damaged' : 'lost';
         b[state] += 1;
       } catch (err) {
@@ -247,7 +287,7 @@ async function batchFiles(action) {
   };
   // Checks four at a time; repairs one by one (each moves shares between nodes).
   await Promise.all(Array.from({length: action === 'check' ? 4 : 1}, worker));
-  b.running = false;
+  b.running = false; b.current = null;
   renderBatch();
   rerender();
 }
@@ -261,9 +301,18 @@ function renderBatch() {
   if ($('#check-all')) $('#check-all').disabled = !!(b && b.running);
   if (!b) return el.replaceChildren();
   const bar = h('progress', {max: Math.max(1, b.total), value: b.done});
+  // The file a repair is at, with how far it is (checks are quick: only their count is shown).
+  const now = b.running && b.action === 'repair' && b.current;
   el.replaceChildren(h('div', {class: 'card batch'}, bar, h('p', {'data-k': 'batch', class: b.running ? 'running' : b.lost || b.failed ? 'error' : b.damaged ? 'warn' : 'ok'},
     `${b.action === 'check' ? 'checked' : 'repaired'} ${b.done} of ${b.total}${b.running ? '…' : ''}: `,
-    `${b.healthy} healthy, ${b.damaged} damaged, ${b.lost} not recoverable`, b.failed ? `, ${b.failed} failed` : '')));
+    `${b.healthy} healthy, ${b.damaged} damaged, ${b.lost} not recoverable`, b.failed ? `, ${b.failed} failed` : ''),
+    now ? h('p', {class: 'running small', 'data-k': 'batch-progress'}, `repairing ${now.name}: `,
+      now.progress ? progressText(now.progress) : 'starting…') : null));
+}
+
+function nameOf(cap) {
+  const f = lastData && lastData.files && lastData.files.find(x => x.capability === cap);
+  return f && f.name || '(unnamed)';
 }
 
 function fileDetail(cap) {
@@ -271,8 +320,11 @@ function fileDetail(cap) {
   if (!r) return h('p', {class: 'muted'}, 'checking…');
   const parts = [];
   if (r.running) {
-    const bar = h('div', {class: 'progress indeterminate', role: 'progressbar'}, h('span'));
-    parts.push(h('p', {class: 'running', 'data-k': 'progress'}, `${r.action} running… ${((Date.now() - r.started) / 1000).toFixed(1)} s`), bar);
+    const p = r.progress;  // a verify's or repair's latest line; a check tells none
+    const bar = p ? h('progress', {max: Math.max(1, p.total), value: p.done})
+      : h('div', {class: 'progress indeterminate', role: 'progressbar'}, h('span'));
+    parts.push(h('p', {class: 'running', 'data-k': 'progress'}, `${r.action} running… ${((Date.now() - r.started) / 1000).toFixed(1)} s`,
+      p ? ['; ', progressText(p)] : ''), bar);
   }
   if (r.error) parts.push(h('p', {class: 'error', 'data-k': 'action-error'}, `${r.action} failed: ${r.error}`));
   const report = r.report;
@@ -285,7 +337,7 @@ function fileDetail(cap) {
     parts.push(table(['share', 'status', 'node', 'detail'], report.shares.map(s =>
       h('tr', {}, h('td', {}, String(s.share)), h('td', {}, pill(s.status === 'ok' ? 'pass' : 'fail', s.status)),
         h('td', {}, !s.node || s.node === S.node ? 'this node'
-          : [h('code', {title: s.node}, short(s.node)), ' ', s.node_up === false ? pill('fail', 'DOWN') : s.node_up ? 'up' : 'not probed']),
+          : [idOf(s.node), ' ', s.node_up === false ? pill('fail', 'DOWN') : s.node_up ? 'up' : 'not probed']),
         h('td', {class: 'detail-text'}, s.detail || ''))), {class: 'stack'}));
   }
   return h('div', {class: 'file-detail'}, parts);
@@ -306,7 +358,8 @@ async function runFile(cap, action) {
   rerender();
   try {
     const path = `/v1/store/files/${encodeURIComponent(cap)}/${action}`;
-    r.report = await api(path, action === 'check' ? 'GET' : 'POST');
+    r.report = action === 'check' ? await api(path)
+      : await apiLines(path, 'POST', p => { r.progress = p; rerender(); });
     st.health[cap] = r.report.healthy ? 'healthy' : r.report.recoverable ? 'damaged' : 'lost';
     renderBatch();
   } catch (err) {
@@ -334,7 +387,7 @@ PAGES.peers = {
       const audit = p.last_audit;
       return h('tr', {'data-peer': p.id, class: p.up === false ? 'down' : ''},
         h('td', {}, dot(p.up), ' ', h('span', {'data-k': 'state'}, p.up === true ? 'up' : p.up === false ? `DOWN (${p.consecutive_failures} failed)` : 'not probed')),
-        h('td', {class: 'text'}, h('code', {title: p.id}, short(p.id)), h('div', {class: 'muted small'}, p.url)),
+        h('td', {class: 'text'}, idOf(p.id), h('div', {class: 'muted small'}, p.url)),
         h('td', {}, Charts.sparkline(p.sparkline_1h || [], '1 h availability'), h('div', {class: 'small'}, `${pct(p.ratio_1h)} of ${fmtInt(p.probes_1h)} probes`)),
         h('td', {}, Charts.sparkline(p.sparkline_24h || [], '24 h availability'), h('div', {class: 'small'}, `${pct(p.ratio_24h)} of ${fmtInt(p.probes_24h)} probes`)),
         h('td', {class: 'num'}, p.latency_ms === null ? '–' : `${p.latency_ms.toFixed(1)} ms`),
@@ -347,7 +400,7 @@ PAGES.peers = {
     const shown = files.slice(-12).reverse();
     const up = Object.fromEntries(health.peers.map(p => [p.id, p.up]));
     const map = table(['node', 'shares held', ...shown.map((f, i) => h('span', {title: f.name || f.capability}, String(i + 1)))],
-      nodes.map(n => h('tr', {}, h('td', {}, n === S.node ? dot(true) : dot(up[n]), ' ', h('code', {title: n}, n === S.node ? 'this node' : short(n))),
+      nodes.map(n => h('tr', {}, h('td', {}, n === S.node ? dot(true) : dot(up[n]), ' ', n === S.node ? 'this node' : idOf(n)),
         h('td', {class: 'num'}, String(held[n] || 0)),
         shown.map(f => { const c = (f.placement || []).filter(x => x === n || (n === S.node && x === 'this node')).length;
                          return h('td', {class: `cell ${c ? (n === S.node ? 'me' : up[n] === false ? 'down' : 'up') : ''}`, title: `${c} share(s) of ${f.name || 'file'}`}, c ? String(c) : ''); }))),
@@ -388,8 +441,8 @@ PAGES.market = {
     const cleared = prices.filter(p => p.kind === st.kind && p.price !== null).sort((a, b) => a.time_ms - b.time_ms);
     const series = [{name: `${st.kind} price`, cls: st.kind === 'storage' ? 'c0' : 'c1', ...clearingLine(cleared)}];
     const so = offer.storage, co = offer.compute;
-    const dealRow = d => h('tr', {}, h('td', {}, h('code', {title: d.si}, d.si.slice(0, 12) + '…')), h('td', {}, String(d.share)),
-      h('td', {}, h('code', {title: d.node}, d.node === S.node ? 'this node' : short(d.node))), h('td', {class: 'num'}, fmtSize(d.bytes)),
+    const dealRow = d => h('tr', {}, h('td', {class: 'id'}, idOf(d.si)), h('td', {}, String(d.share)),
+      h('td', {class: 'id'}, d.node === S.node ? 'this node' : idOf(d.node)), h('td', {class: 'num'}, fmtSize(d.bytes)),
       h('td', {class: 'num'}, String(d.price)), h('td', {class: 'num'}, fmtCredits(d.paid)), h('td', {class: 'num'}, fmtCredits(d.total)),
       h('td', {}, d.ended ? 'ended' : 'live'), h('td', {}, dateOf(d.end)));
     const needs = $('#needs', main);
@@ -400,7 +453,7 @@ PAGES.market = {
              current.clearing.price !== null ? `clears at ${current.clearing.price} ${unit}` : 'no trade in the open book'),
            Charts.depthChart(current.asks, current.bids, current.clearing.price, {label: 'depth', qfmt})]
         : h('p', {class: 'muted'}, 'no book yet'),
-        h('p', {class: 'muted small'}, `${book.participants} participant(s); digest ${(book.digest || '').slice(0, 12)}`)),
+        h('p', {class: 'muted small'}, `${book.participants} participant(s); digest `, idOf(book.digest))),
       card('Clearing prices', Charts.lineChart(series, {label: 'clearing prices', step: !series[0].band,
         xfmt: t => whenOf(t, cleared.length ? cleared[cleared.length - 1].time_ms - cleared[0].time_ms : 0), yfmt: v => fmtInt(Math.round(v))}),
         h('p', {class: 'muted small'}, `${cleared.length} ${st.kind} clearing(s) seen, in ${unit}`,
@@ -455,7 +508,7 @@ async function explain() {
     const a = e.assignment;
     const pairs = [['need', h('code', {}, e.need), 'need'], ['outcome', e.code, 'explain-code'], ['why', e.message],
       ['clearing price', e.clearing_price === null || e.clearing_price === undefined ? '–' : String(e.clearing_price)],
-      ['assigned', a ? `${a.quantity} from ${short(a.provider)} at ${a.price} (tier ${a.tier})` : 'nothing']];
+      ['assigned', a ? [`${a.quantity} from `, idOf(a.provider), ` at ${a.price} (tier ${a.tier})`] : 'nothing']];
     if (e.kind) pairs.push(['bid', `${e.bid} for ${e.quantity} (${e.kind})`]);
     if (e.best_ask !== undefined && e.best_ask !== null) pairs.push(['lowest ask', String(e.best_ask)]);
     if (e.would_match) pairs.push(['would match', e.would_match, 'would-match']);
@@ -526,8 +579,8 @@ PAGES.ledger = {
         const other = e.payer === acct.account ? e.payee : e.payer;
         return h('tr', {}, h('td', {class: 'num'}, String(e.seq)), h('td', {}, e.settled_at ? dateOf(e.settled_at) : ''),
           h('td', {}, e.kind), h('td', {class: `num ${e.delta < 0 ? 'neg' : 'pos'}`}, fmtCredits(e.delta)),
-          h('td', {class: 'num'}, fmtCredits(e.balance_after)), h('td', {}, h('code', {title: other || ''}, short(other))),
-          h('td', {}, e.job ? h('code', {title: e.job}, e.job.length > 34 ? e.job.slice(0, 32) + '…' : e.job) : ''),
+          h('td', {class: 'num'}, fmtCredits(e.balance_after)), h('td', {class: 'id'}, idOf(other)),
+          h('td', {class: 'id'}, idOf(e.job)),
           h('td', {class: 'text'}, e.usage ? Object.entries(e.usage).map(([k, v]) => `${k.replace('_', ' ')} ${fmtInt(v)}`).join(', ') : ''));
       }), {class: 'history stack'}),
       matching > st.rows ? h('button', {onclick: () => { st.rows += 200; refresh(); }}, 'show more') : null);
@@ -577,7 +630,7 @@ PAGES.compute = {
           ` runs on this node in the last 30 minutes; fuel used by the ${records.length} newest: `, h('span', {'data-k': 'fuel'}, fmtInt(fuel))))),
       card('Modules', h('p', {class: 'muted'}, h('span', {'data-k': 'module-count'}, String(modules.length)), ' deployed'),
         table(['id', 'size', 'exports', 'first deployed', 'invocations'], modules.map(m => h('tr', {'data-module': m.id},
-          h('td', {}, h('code', {title: m.id}, short(m.id))), h('td', {class: 'num'}, fmtSize(m.size)),
+          h('td', {class: 'id'}, idOf(m.id)), h('td', {class: 'num'}, fmtSize(m.size)),
           h('td', {class: 'text'}, m.exports.map(e => e.signature || e.name).join(', '), m.wasi ? ' [wasi]' : ''),
           h('td', {}, (m.first_deployed || '').replace('T', ' ').slice(0, 19)), h('td', {class: 'num', 'data-k': 'invocations'}, String(m.invocations)))), {class: 'stack'})),
       card('Web functions', h('p', {class: 'muted'}, h('span', {'data-k': 'function-count'}, String(functions.length)),
@@ -598,10 +651,10 @@ PAGES.compute = {
           h('td', {class: 'num'}, fmtInt(w.spend)), h('td', {class: 'num', 'data-k': 'backlog'}, fmtInt(w.backlog)))), {class: 'stack'})),
       card('Recent provenance', table(['time', 'module', 'function', 'outcome', 'fuel', 'wall time', 'requester', 'signature'],
         records.slice(0, 50).map(r => { const x = r.record; return h('tr', {'data-record': x.id},
-          h('td', {}, x.timestamp.replace('T', ' ').slice(0, 19)), h('td', {}, h('code', {title: x.module}, short(x.module))),
+          h('td', {}, x.timestamp.replace('T', ' ').slice(0, 19)), h('td', {class: 'id'}, idOf(x.module)),
           h('td', {class: 'text'}, x.function), h('td', {}, pill(x.outcome === 'ok' ? 'pass' : 'fail', x.outcome)),
           h('td', {class: 'num'}, fmtInt(x.fuel_consumed)), h('td', {class: 'num'}, `${(x.wall_time_us / 1000).toFixed(2)} ms`),
-          h('td', {}, h('code', {title: x.requester}, short(x.requester))),
+          h('td', {class: 'id'}, idOf(x.requester)),
           h('td', {'data-k': 'signature'}, r.signature_valid ? pill('pass', 'valid') : pill('fail', 'INVALID'))); }), {class: 'stack'})));
   },
 };
@@ -640,7 +693,7 @@ function route() {
   stop();
   S.page = name; lastData = null;
   delete document.body.dataset.ready;
-  document.title = `${PAGES[name].title} · XSC ${short(S.node)}`;
+  document.title = `${PAGES[name].title} · XSC ${S.node || ''}`;
   for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('on', a.getAttribute('href') === '#' + name);
   const main = $('#main');
   main.replaceChildren(h('p', {class: 'muted'}, 'loading…'));
@@ -659,9 +712,8 @@ async function start() {
   // The session (node id) and the first page's data are fetched at once: one round trip, not two.
   S.session = api('/v1/ui/session').then(session => {
     S.node = session.node;
-    document.title = `${PAGES[S.page] ? PAGES[S.page].title : 'XSC'} · XSC ${short(S.node)}`;
-    $('#node-id').textContent = short(S.node);
-    $('#node-id').title = S.node;
+    document.title = `${PAGES[S.page] ? PAGES[S.page].title : 'XSC'} · XSC ${S.node}`;
+    $('#node-id').textContent = S.node;
   });
   S.session.catch(err => {
     if (err.status !== 401) $('#main').replaceChildren(h('p', {class: 'error'}, `cannot reach the node: ${err.message}`));
