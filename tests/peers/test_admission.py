@@ -116,8 +116,10 @@ async def test_a_node_named_by_a_public_host_name_dials_no_lan_address(node_fact
     stranger's descriptor naming a host that resolves into a LAN gets no connection from it, by any of its ways of
     dialling.  A node whose own name resolves into its LAN (a home network's grid) dials its LAN peers."""
     import asyncio
+    import socket
 
     from xsc.config import dialable
+    from xsc.net.dial import own_addresses
 
     connections = []
     service = await asyncio.start_server(lambda r, w: (connections.append(1), w.close()), "127.0.0.1", 0)
@@ -127,6 +129,8 @@ async def test_a_node_named_by_a_public_host_name_dials_no_lan_address(node_fact
     names = {"storage.example.org": "9.9.9.9", "nas.home.example": "192.168.1.20", "lan.example": "192.168.1.30"}
 
     async def dns(host, *args, **kwargs):  # the names' DNS answers
+        if host == "gone.example":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return await resolve(names.get(host, host), *args, **kwargs)
 
     async def lan(sock, address):  # the LAN: its peer at 192.168.1.30 is the service on this machine's loopback
@@ -160,7 +164,8 @@ async def test_a_node_named_by_a_public_host_name_dials_no_lan_address(node_fact
     # a name resolving to a public address among private ones is public; one that did not resolve as the node
     # started is taken for public too: the node could not tell where it is
     assert not dialable("https://storage.example.org:7443", ["192.168.1.20", "9.9.9.9"])("192.168.1.30")
-    assert not dialable("https://storage.example.org:7443", None)("192.168.1.30")
+    assert await own_addresses("https://gone.example:7443") is None
+    assert not dialable("https://gone.example:7443", None)("192.168.1.30")
 
 
 def test_a_minted_id_has_the_proof_of_work_asked() -> None:
