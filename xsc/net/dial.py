@@ -56,7 +56,7 @@ async def own_addresses(url: str) -> list[str] | None:
                                        OWN_NAME_TIMEOUT)
     except (OSError, UnicodeError, ValueError, TimeoutError):
         return None
-    return [info[4][0] for info in infos]
+    return [info[4][0] for info in infos] or None
 
 
 __all__ = ["OWN_NAME_TIMEOUT", "RACE_AFTER", "dial", "own_addresses"]
