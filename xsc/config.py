@@ -351,25 +351,39 @@ def _numeric_address(host: str):
     return ipaddress.ip_address(found[0][4][0].split("%", 1)[0]) if found else None
 
 
-def dialable(own_url: str) -> Callable[[str], bool] | None:
+def dialable(own_url: str, own_addresses: list[str] | None = None) -> Callable[[str], bool] | None:
     """Which addresses a peer's name may resolve to for this node to connect to it, by where this node's own URL
     is: on this machine (a devnet), any (None); elsewhere none on this machine (loopback, unspecified), and at a
     public address only public ones.  A peer's URL names a host; what that name resolves to is only known as it is
-    dialled, and a name resolving to this machine or its LAN would point this node's requests at their services."""
+    dialled, and a name resolving to this machine or its LAN would point this node's requests at their services.
+
+    A URL naming its host by a name is at a public address when any of `own_addresses`, what the name resolved to
+    as the node started (net.dial.own_addresses), is public; None, a name that did not resolve, counts as public:
+    a stranger's descriptor must not reach the LAN of a node that could not tell where it is."""
     if names_this_machine(own_url):
         return None
-    own = _numeric_address(urlsplit(own_url).hostname or "")
-    public = own is not None and own.is_global
+    host = urlsplit(own_url).hostname or ""
+    own = _numeric_address(host)
+    if own is not None:
+        public = own.is_global
+    else:
+        public = own_addresses is None or any(_unmapped(a).is_global for a in own_addresses)
 
     def allowed(address: str) -> bool:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+        ip = _unmapped(address)
         if ip.is_loopback or ip.is_unspecified or ip in _THIS_NETWORK:
             return False
         return ip.is_global or not public
 
     return allowed
+
+
+def _unmapped(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IP address as a connect takes it: without its zone, an IPv4-mapped one as its IPv4 address."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")  # "this host on this network" (RFC 1122): a connect reaches this host

@@ -11,6 +11,7 @@ from tests.support.market import order
 
 from xsc.errors import MarketError
 from xsc.market import bucket_of, clear_auction, clear_book
+from xsc.market.core.models import MAX_PRICE
 
 
 def _clear(bid_prices, ask_prices):
@@ -116,6 +117,19 @@ def test_clearing_properties(bid_specs, ask_specs, rnd):
     rnd.shuffle(bids)
     rnd.shuffle(asks)
     assert clear_auction(bids, asks) == c
+
+
+@settings(max_examples=300, deadline=None)
+@given(sides, sides, st.integers(1, 6), st.integers(21, MAX_PRICE), st.integers(21, MAX_PRICE))
+def test_how_far_a_bid_tops_the_book_moves_no_one_elses_fill_or_price(bid_specs, ask_specs, quantity, one, other):
+    """A bid above every other order (prices here are at most 20) trades first whatever its price: the fills are the
+    same, and so is the price unless that bid alone is filled (then it alone pays it; the asks' sellers get it)."""
+    bids = [order("bid", p, q, f"b{i}") for i, (p, q, _) in enumerate(bid_specs)]
+    asks = [order("ask", p, q, f"a{i}") for i, (p, q, _) in enumerate(ask_specs)]
+    first, second = (clear_auction([*bids, order("bid", price, quantity, "top")], asks) for price in (one, other))
+    assert (first.traded, first.fills) == (second.traded, second.fills)
+    if any(f.order_id != "top" for f in first.fills_of("bid")):
+        assert (first.price, first.low, first.high) == (second.price, second.low, second.high)
 
 
 def test_large_book_matches_the_reference_totals():

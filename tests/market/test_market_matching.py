@@ -253,6 +253,28 @@ def test_other_bidders_count_only_as_far_as_their_backing_pays_dearest_first():
     assert bid_cost(free) == 1 and backed([free], lambda owner: 0, "me") == []  # no backing: nothing counts
 
 
+@pytest.mark.parametrize("quantity", [1, 2**20, GIB])
+def test_a_backed_bid_at_the_highest_price_moves_no_price_the_others_get(quantity):
+    """One uniform price is set at the margin: a backed rival's need at the highest price is served before this
+    node's but sets the price of none of them (nor does its backing ever stand for more than its bids at their own
+    prices: a unit short, the bid does not count)."""
+    asks = [ask(f"p{i}", "s", 10 * GIB, 100 + i) for i in range(8)]
+    mine = [bid("me", f"share{i}", GIB, 500, group="put") for i in range(6)]
+
+    def mine_placed(rival_price: int | None) -> tuple:
+        rival = [bid("rival", "n", quantity, rival_price)] if rival_price is not None else []
+        counted = backed(mine + rival, {"rival": sum(map(bid_cost, rival))}.get, "me")
+        assert counted == mine + rival
+        r = _match(asks, counted, first="me")
+        return r.clearings[("storage", 0)].price, {k: (a.provider, a.price) for k, a in r.assignments.items()
+                                                   if k.startswith("me/")}
+
+    alone = mine_placed(None)
+    assert len(alone[1]) == 6 and mine_placed(501) == mine_placed(MAX_PRICE) == alone
+    absurd = bid("rival", "n", quantity, MAX_PRICE)
+    assert backed([absurd], {"rival": bid_cost(absurd) - 1}.get, "me") == []
+
+
 @settings(max_examples=50, deadline=None)
 @given(sybils=st.integers(1, 200), quantity=st.integers(1, 100 * GIB))
 def test_any_number_of_unbacked_ids_moves_no_clearing_price(sybils, quantity):

@@ -111,6 +111,63 @@ async def test_a_node_reached_elsewhere_dials_no_peer_whose_name_resolves_to_its
         await service.wait_closed()
 
 
+async def test_a_node_named_by_a_public_host_name_dials_no_lan_address(node_factory, monkeypatch) -> None:
+    """A node whose URL is a host name is at a public address when the name resolves to one as it starts: a
+    stranger's descriptor naming a host that resolves into a LAN gets no connection from it, by any of its ways of
+    dialling.  A node whose own name resolves into its LAN (a home network's grid) dials its LAN peers."""
+    import asyncio
+    import socket
+
+    from xsc.config import dialable
+    from xsc.net.dial import own_addresses
+
+    connections = []
+    service = await asyncio.start_server(lambda r, w: (connections.append(1), w.close()), "127.0.0.1", 0)
+    port = service.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    resolve, connect = loop.getaddrinfo, loop.sock_connect
+    names = {"storage.example.org": "9.9.9.9", "nas.home.example": "192.168.1.20", "lan.example": "192.168.1.30"}
+
+    async def dns(host, *args, **kwargs):  # the names' DNS answers
+        if host == "gone.example":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return await resolve(names.get(host, host), *args, **kwargs)
+
+    async def lan(sock, address):  # the LAN: its peer at 192.168.1.30 is the service on this machine's loopback
+        return await connect(sock, ("127.0.0.1", address[1]) if address[0] == "192.168.1.30" else address)
+
+    monkeypatch.setattr(loop, "getaddrinfo", dns)
+    monkeypatch.setattr(loop, "sock_connect", lan)
+    public = await node_factory("public", **{**QUIET, "peers": {**QUIET["peers"],
+                                                                "public_url": "https://storage.example.org:7443"}})
+    home = await node_factory("home", **{**QUIET, "peers": {**QUIET["peers"],
+                                                            "public_url": "https://nas.home.example:7443"}})
+    url = f"https://lan.example:{port}"
+
+    async def ways_of_dialling(node) -> list[int]:
+        client, made = node.app[NODE].client, []
+        for kept in (False, True):
+            with pytest.raises(PeerUnreachable):  # refused, or the LAN's service is no TLS node
+                await client.request(url, "GET", "/v1/peer/terms", max_size=1024, kept=kept, timeout=5)
+            made.append(len(connections))
+        with pytest.raises(PeerUnreachable):
+            await client.identify(url, timeout=5)
+        return [*made, len(connections)]
+
+    try:
+        assert await ways_of_dialling(public) == [0, 0, 0]
+        made = await ways_of_dialling(home)
+        assert 0 < made[0] < made[1] < made[2], made
+    finally:
+        service.close()
+        await service.wait_closed()
+    # a name resolving to a public address among private ones is public; one that did not resolve as the node
+    # started is taken for public too: the node could not tell where it is
+    assert not dialable("https://storage.example.org:7443", ["192.168.1.20", "9.9.9.9"])("192.168.1.30")
+    assert await own_addresses("https://gone.example:7443") is None
+    assert not dialable("https://gone.example:7443", None)("192.168.1.30")
+
+
 def test_a_minted_id_has_the_proof_of_work_asked() -> None:
     for bits in (0, 4, BITS):
         assert id_difficulty(Identity.mint(bits).public_key) >= bits

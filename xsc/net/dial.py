@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import socket
 from typing import Callable
+from urllib.parse import urlsplit
 
 import aiohappyeyeballs
 
 from .congestion import socket_factory
 
 RACE_AFTER = 0.25  # seconds before a second attempt races a connect not yet made (RFC 8305, section 8)
+OWN_NAME_TIMEOUT = 10.0  # seconds a node's start waits for its own host name to resolve
 
 
 async def dial(host: str, port: int, congestion: str,
@@ -37,4 +39,24 @@ async def dial(host: str, port: int, congestion: str,
                                                    socket_factory=socket_factory(congestion, dialable))
 
 
-__all__ = ["RACE_AFTER", "dial"]
+async def own_addresses(url: str) -> list[str] | None:
+    """The addresses the host name of this node's own URL resolves to as it starts, for config.dialable to tell
+    whether the node is at a public address (asked once: peers are dialled without a look-up of the node's own
+    name); [] for a URL naming its host by address, None for a name that did not resolve."""
+    host = (urlsplit(url).hostname or "").strip("[]")
+    if not host:
+        return []
+    try:
+        socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
+        return []
+    except (OSError, UnicodeError, ValueError):
+        pass
+    try:
+        infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM),
+                                       OWN_NAME_TIMEOUT)
+    except (OSError, UnicodeError, ValueError, TimeoutError):
+        return None
+    return [info[4][0] for info in infos] or None
+
+
+__all__ = ["OWN_NAME_TIMEOUT", "RACE_AFTER", "dial", "own_addresses"]

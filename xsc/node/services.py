@@ -43,6 +43,7 @@ from ..market.recognition import Recognition
 from ..market.replication import MAX_COMMITMENTS
 from ..market.service import MarketService
 from ..net import PeerClient, peer_session, traffic
+from ..net.dial import own_addresses
 from ..peers import HealthService, PeerService
 from ..peers.admission import Admission, Quarantine
 from ..peers.service import NEW_NODE_BURST, PeerDirectory, challenge
@@ -141,7 +142,7 @@ class Node:
         """Build every service in dependency order (nothing started yet: `start`)."""
         node = cls(**resources)
         await node._storage_and_ledger()
-        node._peers(peer_url)
+        node._peers(peer_url, None if names_this_machine(peer_url) else await own_addresses(peer_url))
         node._market()
         node._payments_and_files()
         node._upkeep()
@@ -184,10 +185,13 @@ class Node:
         self.metrics.shares_held.set_function(lambda: store.shares_held)
         self.compute = ComputeService(db=db, identity=identity, data_dir=config.data_dir, config=config.compute)
 
-    def _peers(self, url: str) -> None:
+    def _peers(self, url: str, resolved: list[str] | None) -> None:
         config, store = self.config, self.store
         meter = traffic.Meter(self.metrics.peer_bytes)
-        reach = dialable(url)  # a devnet on loopback dials anything; a node reached elsewhere, nothing on its machine
+        # a devnet on loopback dials anything; a node reached elsewhere nothing on its machine, nor its LAN if public
+        reach = dialable(url, resolved)
+        if resolved is None and not names_this_machine(url):
+            log.warning("%s did not resolve: this node dials no private (LAN) address until it starts again", url)
         self.session = peer_session(config.peers.congestion, meter, reach)
         self.client = PeerClient(self.identity, self.session, config.peers.request_timeout, tls=config.peers.tls,
                                  grid_secret=config.peers.grid_secret, channel=config.peers.channel_auth, meter=meter,

@@ -6,7 +6,9 @@ than every provider offers, move the clearing price above every bid this node ma
 total they would cost at their bids fits within its `backing` (micro-credits: what the ledger shows it can pay
 this node, `xsc.ledger.trust.TrustLines.backing`), dearest first; a bid that does not fit is left out whole (a need is
 indivisible), and every bid is charged at least one micro-credit, so that a participant with no backing (a
-stranger, or any number of fresh ids) competes with nothing.  This node's own bids always count.
+stranger, or any number of fresh ids) competes with nothing.  This node's own bids always count.  A counted bid
+is not bounded by recent clearing prices: how far it tops the others moves no one else's price (the auction's one
+price is set at the margin: core/auction.py), and a higher price only leaves it fewer units within its backing.
 """
 
 from __future__ import annotations
