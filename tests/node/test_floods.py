@@ -368,9 +368,12 @@ def test_a_caller_is_rate_limited_by_its_ipv4_address_or_its_ipv6_64():
 
 
 def test_a_network_is_an_ipv4_24_or_an_ipv6_64():
-    """What the node ids of one network may hold together is counted by its /24 (IPv4) or /64 (IPv6)."""
-    assert network_key("203.0.113.7") == network_key("::ffff:203.0.113.250") == "203.0.113.0/24"
-    assert network_key("203.0.114.7") != network_key("203.0.113.7")
+    """What the node ids of one network may hold together is counted by its /24 (IPv4) or /64 (IPv6); a host of
+    this node's own site (a private or loopback address) by its address."""
+    assert network_key("8.8.4.7") == network_key("::ffff:8.8.4.250") == "8.8.4.0/24"
+    assert network_key("8.8.5.7") != network_key("8.8.4.7")
+    assert network_key("10.0.0.7") == "10.0.0.7" != network_key("10.0.0.8")
+    assert network_key("127.0.0.1") == "127.0.0.1"
     assert network_key("[2001:db8:1:2::1]") == network_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
     assert network_key(None) == "?"
 

@@ -147,7 +147,7 @@ async def test_begins_sent_at_once_count_against_their_senders_cap(holder_node, 
 async def test_many_ids_of_one_network_are_bounded_together_and_another_network_still_begins(
         holder_node, stranger, monkeypatch) -> None:
     """Node ids are cheap: each fresh id of one network within its own cap, the network's are refused together past
-    MAX_UPLOADS_PER_NETWORK (the peer route counts a begin by the /24 of its address), and a sender elsewhere is not."""
+    MAX_UPLOADS_PER_NETWORK (the peer route counts a begin by its address's network), and a sender elsewhere is not."""
     monkeypatch.setattr(holder_module, "MAX_UPLOADS_PER_NETWORK", 3)
     shares = holder_node.app[NODE].share_holder
     fresh = [RemoteHolder(PeerClient(Identity.generate(), stranger.client.session, 10.0), stranger.node_id,
@@ -159,7 +159,7 @@ async def test_many_ids_of_one_network_are_bounded_together_and_another_network_
     with pytest.raises(PeerRefused) as err:
         await fresh[3].begin(f.si, 0, f.size, f.segment_size, lease())
     refused(err, 429, "quota-exceeded")
-    assert "from your network 127.0.0.0/24" in str(err.value)
+    assert "from your network 127.0.0.1" in str(err.value)
     await _begin(shares, "198.51.100.0/24")
     assert shares.status() == {"in_progress": 4, "senders": 4, "networks": 2}
 
