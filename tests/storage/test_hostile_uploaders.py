@@ -184,6 +184,9 @@ async def test_a_full_holder_makes_room_for_a_newcomer_from_the_network_that_hol
     assert flood[1].closed and not again.closed and len(shares) == 10
     with pytest.raises(QuotaExceeded):  # the flood, down to 6, cannot take its room back
         await _begin(shares, flood_net)
+    async with flood[2].lock:  # a request holds its least recently active upload: the next one goes instead
+        await _begin(shares, "100.64.1.0/24")
+    assert not flood[2].closed and flood[3].closed
     assert await shares.reap(shares.clock() + holder_module.IDLE_TIMEOUT + 1) == 10
     assert shares.status() == {"in_progress": 0, "senders": 0, "networks": 0}
 
