@@ -17,7 +17,7 @@ from bench import bench_floods
 from xsc.devnet import HOST, NodeProcess, free_port
 from xsc.net import sniff
 from xsc.net.sniff import MAX_PENDING
-from xsc.net.addresses import address_key
+from xsc.net.addresses import address_key, network_key
 from xsc.node import limits
 from xsc.node.appkeys import TOKEN
 from xsc.serve import listener
@@ -365,6 +365,17 @@ def test_a_caller_is_rate_limited_by_its_ipv4_address_or_its_ipv6_64():
         limiter.check(key(f"2001:db8:1:2::{n + 1:x}"), 0.0, "an address")
     with pytest.raises(limits.QuotaExceeded):
         limiter.check(key("2001:db8:1:2::ffff"), 0.0, "a fresh address of the same /64")
+
+
+def test_a_network_is_an_ipv4_24_or_an_ipv6_64():
+    """What the node ids of one network may hold together is counted by its /24 (IPv4) or /64 (IPv6); a host of
+    this node's own site (a private or loopback address) by its address."""
+    assert network_key("8.8.4.7") == network_key("::ffff:8.8.4.250") == "8.8.4.0/24"
+    assert network_key("8.8.5.7") != network_key("8.8.4.7")
+    assert network_key("10.0.0.7") == "10.0.0.7" != network_key("10.0.0.8")
+    assert network_key("127.0.0.1") == "127.0.0.1"
+    assert network_key("[2001:db8:1:2::1]") == network_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert network_key(None) == "?"
 
 
 def test_fresh_keys_refused_at_once_are_forgotten_as_the_table_fills():

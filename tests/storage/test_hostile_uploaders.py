@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 
 import aiohttp
 import pytest
 
 from xsc import keys
-from xsc.errors import PeerRefused
+from xsc.errors import PeerRefused, QuotaExceeded
 from xsc.identity import Identity, public_id, parse_public_id
 from xsc.ledger.core.pricing import price_storage
 from xsc.net import PeerClient
@@ -98,9 +99,11 @@ async def test_one_sender_cannot_reserve_the_whole_node(holder_node, stranger) -
 
 async def test_uploads_begun_by_many_keys_are_bounded_together_and_those_in_progress_finish(
         holder_node, stranger, monkeypatch) -> None:
-    """Fresh keys, each within its own quota, begin uploads they never finish: past MAX_UPLOADS, all senders together,
-    a begin is refused (429), and an upload in progress is untouched: it finishes, and its room is taken again."""
+    """Fresh keys of one network, each within its own quota, begin uploads they never finish: past MAX_UPLOADS, all
+    senders together, a begin from that network (the one holding the most) is refused (429), and an upload in
+    progress is untouched: it finishes, and its room is taken again."""
     monkeypatch.setattr(holder_module, "MAX_UPLOADS", 20)
+    each = 8
     shares, store = holder_node.app[NODE].share_holder, holder_node.app[NODE].gateway.store
     f = EncodedFile(3 * 4096)
     upload = await stranger.begin(f.si, 0, f.size, f.segment_size, lease())  # an honest upload, in progress
@@ -109,7 +112,7 @@ async def test_uploads_begun_by_many_keys_are_bounded_together_and_those_in_prog
                               stranger.url, DEAL_PRICE) for _ in range(3)]
     begun = refusals = 0
     for key in keys_used:
-        for _ in range(holder_module.MAX_UPLOADS_PER_SENDER):
+        for _ in range(each):
             never = EncodedFile(100)
             try:
                 await key.begin(never.si, 0, never.size, never.segment_size, lease())
@@ -117,13 +120,75 @@ async def test_uploads_begun_by_many_keys_are_bounded_together_and_those_in_prog
             except PeerRefused as err:
                 refused(err, 429, "quota-exceeded")
                 refusals += 1
-    assert (begun, len(shares)) == (19, 20) and refusals == 3 * holder_module.MAX_UPLOADS_PER_SENDER - 19
+    assert (begun, len(shares)) == (19, 20) and refusals == 3 * each - 19
     await stranger.put_segments(upload, 1, f.blocks[0][1:])
     await stranger.commit(upload, f.hashes[0], f.manifest.encode())
     assert store.share_meta(f.si, 0) is not None and len(shares) == 19
     again = EncodedFile(100)
     await keys_used[-1].begin(again.si, 0, again.size, again.segment_size, lease())
     assert len(shares) == 20
+
+
+async def _begin(shares, network: str, uploader: bytes | None = None):
+    """An upload begun on the holder by `uploader` (a fresh id by default) from `network`, never fed."""
+    f = EncodedFile(100)
+    return await shares.begin(uploader or os.urandom(32), f.si, 0, f.size, f.segment_size, lease(), network=network)
+
+
+async def test_begins_sent_at_once_count_against_their_senders_cap(holder_node, monkeypatch) -> None:
+    monkeypatch.setattr(holder_module, "MAX_UPLOADS_PER_SENDER", 4)
+    shares, sender = holder_node.app[NODE].share_holder, os.urandom(32)
+    outcomes = await asyncio.gather(*(_begin(shares, "203.0.113.0/24", sender) for _ in range(10)),
+                                    return_exceptions=True)
+    assert [type(o).__name__ for o in outcomes].count("QuotaExceeded") == 6
+    assert shares.status() == {"in_progress": 4, "senders": 1, "networks": 1}
+
+
+async def test_many_ids_of_one_network_are_bounded_together_and_another_network_still_begins(
+        holder_node, stranger, monkeypatch) -> None:
+    """Node ids are cheap: each fresh id of one network within its own cap, the network's are refused together past
+    MAX_UPLOADS_PER_NETWORK (the peer route counts a begin by its address's network), and a sender elsewhere is not."""
+    monkeypatch.setattr(holder_module, "MAX_UPLOADS_PER_NETWORK", 3)
+    shares = holder_node.app[NODE].share_holder
+    fresh = [RemoteHolder(PeerClient(Identity.generate(), stranger.client.session, 10.0), stranger.node_id,
+                          stranger.url, DEAL_PRICE) for _ in range(4)]
+    for key in fresh[:3]:
+        f = EncodedFile(100)
+        await key.begin(f.si, 0, f.size, f.segment_size, lease())
+    f = EncodedFile(100)
+    with pytest.raises(PeerRefused) as err:
+        await fresh[3].begin(f.si, 0, f.size, f.segment_size, lease())
+    refused(err, 429, "quota-exceeded")
+    assert "from your network 127.0.0.1" in str(err.value)
+    await _begin(shares, "198.51.100.0/24")
+    assert shares.status() == {"in_progress": 4, "senders": 4, "networks": 2}
+
+
+async def test_a_full_holder_makes_room_for_a_newcomer_from_the_network_that_holds_most(holder_node,
+                                                                                          monkeypatch) -> None:
+    """At MAX_UPLOADS a begin is not refused for what a flood holds: the least recently active idle upload of the
+    network holding the most is aborted for it, while the flood's own begins are refused; what is kept per sender
+    and network goes with the uploads."""
+    monkeypatch.setattr(holder_module, "MAX_UPLOADS", 10)
+    monkeypatch.setattr(holder_module, "MAX_UPLOADS_PER_NETWORK", 9)
+    shares, flood_net, honest_net = holder_node.app[NODE].share_holder, "203.0.113.0/24", "198.51.100.0/24"
+    honest = await _begin(shares, honest_net)  # the oldest of all
+    flood = [await _begin(shares, flood_net) for _ in range(8)]  # fresh ids, within their network's cap
+    other = await _begin(shares, "192.0.2.0/24")
+    assert shares.status() == {"in_progress": 10, "senders": 10, "networks": 3}
+    with pytest.raises(QuotaExceeded, match="as many as any"):  # the flood's network holds the most already
+        await _begin(shares, flood_net)
+    newcomer = await _begin(shares, "100.64.0.0/24")
+    assert flood[0].closed and not any(i.closed for i in (honest, *flood[1:], other, newcomer))
+    again = await _begin(shares, honest_net, honest.uploader)  # the honest network's 2 to the flood's 7
+    assert flood[1].closed and not again.closed and len(shares) == 10
+    with pytest.raises(QuotaExceeded):  # the flood, down to 6, cannot take its room back
+        await _begin(shares, flood_net)
+    async with flood[2].lock:  # a request holds its least recently active upload: the next one goes instead
+        await _begin(shares, "100.64.1.0/24")
+    assert not flood[2].closed and flood[3].closed
+    assert await shares.reap(shares.clock() + holder_module.IDLE_TIMEOUT + 1) == 10
+    assert shares.status() == {"in_progress": 0, "senders": 0, "networks": 0}
 
 
 async def test_refused_puts_do_not_keep_an_upload_alive(holder_node, stranger) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 _IPV4_MAPPED = bytes(10) + b"\xff\xff"
@@ -23,4 +24,20 @@ def address_key(remote: str | None) -> str:
     return socket.inet_ntop(socket.AF_INET6, packed[:8] + bytes(8)) + "/64"
 
 
-__all__ = ["address_key"]
+def network_key(remote: str | None) -> str:
+    """The network a caller at `remote` is counted in where one operator could hold many addresses (a bound on what
+    all the node ids of a network may hold at once): the /24 of a public IPv4 address, the /64 of an IPv6 one
+    (`address_key`'s, an IPv4-mapped address taken as its IPv4 one).  A private, loopback or link-local IPv4 address
+    is its own key: those callers are on this node's own network, where a /24 is one site's many hosts (a cluster,
+    a container bridge), not one stranger's."""
+    key = address_key(remote)
+    try:
+        packed = socket.inet_pton(socket.AF_INET, key)
+    except OSError:
+        return key  # an IPv6 /64, or not an address at all (a Unix socket: "?")
+    if not ipaddress.IPv4Address(packed).is_global:
+        return key
+    return socket.inet_ntop(socket.AF_INET, packed[:3] + b"\0") + "/24"
+
+
+__all__ = ["address_key", "network_key"]

@@ -353,7 +353,7 @@ class Node:
             "tabs": self.tabs.open,
             "market": lambda: {k: v for k, v in market.status().items()
                                if k in ("digest", "participants", "converged")},
-            "share_uploads": lambda: {"in_progress": len(self.share_holder)},
+            "share_uploads": self.share_holder.status,
             "audits": self.audits.status,
             "scrubber": self.scrubber.status,
             "lease_gc": self.lease_gc.status,

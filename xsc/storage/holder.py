@@ -14,7 +14,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -41,10 +41,17 @@ DESCRIBE_BYTES_PER_SEGMENT = 67  # one block hash in hex, quoted, and its comma
 
 IDLE_TIMEOUT = 600.0  # seconds without a block staged before an upload in progress is aborted
 REAP_INTERVAL = 30.0
-# What one sender may make this node spend on uploads it has not finished (peers are strangers):
-MAX_UPLOADS_PER_SENDER = 16
-# All senders together: any admitted key may begin uploads, so the uploads in progress (and begins under way) are
-# bounded as a whole too; past it a begin is refused, never an upload in progress dropped.
+# What one sender may make this node spend on uploads it has not finished (peers are strangers).  An honest gateway
+# begins one upload per put on each holder it places a share on (two or three on a network of fewer than six
+# providers), and its puts at once are bounded by bytes, not by count (storage/put_budget.py): sixteen puts, or a
+# multipart upload's ten parts and a few puts, on three holders are 32-48 uploads in progress here.
+MAX_UPLOADS_PER_SENDER = 64
+# Node ids are cheap (a proof of work) and addresses are not: the senders at one network (an IPv4 /24, an IPv6 /64:
+# the route's `net.addresses.network_key`) together, four busy gateways' worth.
+MAX_UPLOADS_PER_NETWORK = 256
+# All senders together: past it a begin makes room by aborting the least recently active idle upload of the network
+# that holds the most, and is refused (429) if its own network holds as many but one: a flood from a few networks
+# cannot keep a newcomer out, and never gets past what the others hold.
 MAX_UPLOADS = 4096
 MAX_RESERVED_FRACTION = 0.5  # of the capacity, reserved by one sender's uploads in progress
 MAX_SEGMENTS_PER_SHARE = 65_536  # bounds the metadata one share makes every read of it load
@@ -77,6 +84,7 @@ class Incoming:
     receiving: int = 0  # segment bodies being read for it now
     cost: int = 0  # the lease's price, set aside on the uploader's trust line until it publishes or is aborted
     line: str = ""  # the uploader's node id (whose trust line)
+    network: str = ""  # where the uploader sent its begin from (MAX_UPLOADS_PER_NETWORK)
 
     @property
     def deadline(self) -> float:
@@ -90,6 +98,65 @@ class Incoming:
     @property
     def next_segment(self) -> int:
         return len(self.hashes)
+
+
+class UploadsHeld:
+    """What the uploads in progress and begins under way hold, counted as they are claimed and let go (never scanned
+    for): per sender its uploads and the bytes they reserve, per network its uploads; a key is dropped at zero, so
+    what is kept is bounded by the uploads in progress, whatever the ids and addresses cycled through."""
+
+    def __init__(self) -> None:
+        self._senders: dict[bytes, list[int]] = {}
+        self._networks: dict[str, int] = {}
+
+    def status(self) -> dict[str, int]:
+        return {"senders": len(self._senders), "networks": len(self._networks)}
+
+    def check(self, sender: bytes, network: str, share_bytes: int, capacity: int) -> None:
+        uploads, reserved = self._senders.get(sender, (0, 0))
+        if uploads >= MAX_UPLOADS_PER_SENDER:
+            raise QuotaExceeded(f"already {uploads} uploads of yours in progress on this node (at most "
+                                f"{MAX_UPLOADS_PER_SENDER})", hint="finish or abort some first", retry_after=30)
+        if self._networks.get(network, 0) >= MAX_UPLOADS_PER_NETWORK:
+            raise QuotaExceeded(f"already {self._networks[network]} uploads in progress on this node from your "
+                                f"network {network} (at most {MAX_UPLOADS_PER_NETWORK}, all its node ids together)",
+                                hint="finish or abort some first", retry_after=30)
+        if reserved + share_bytes > MAX_RESERVED_FRACTION * capacity:
+            raise QuotaExceeded(f"your uploads in progress would reserve {reserved + share_bytes} bytes, more than "
+                                f"{MAX_RESERVED_FRACTION:.0%} of this node's capacity",
+                                hint="finish the uploads in progress first", retry_after=60)
+
+    def count(self, sender: bytes, network: str, share_bytes: int, sign: int) -> None:
+        held = self._senders.setdefault(sender, [0, 0])
+        held[0] += sign
+        held[1] += sign * share_bytes
+        if not held[0]:
+            del self._senders[sender]
+        self._networks[network] = self._networks.get(network, 0) + sign
+        if not self._networks[network]:
+            del self._networks[network]
+
+    def crowding(self, network: str, uploads: Iterable[Incoming], total: int) -> Incoming:
+        """The upload aborted to make room for a begin from `network` when the node has MAX_UPLOADS: the least
+        recently active of those idle (no body being read, no request holding it) of the network that holds the
+        most, if that network holds more than `network` would with this begin (then it holds more than its share,
+        which a flood does and a newcomer does not)."""
+        most, crowd = max((n, key) for key, n in self._networks.items())
+        mine = self._networks.get(network, 0)
+        if mine + 1 >= most:
+            raise QuotaExceeded(f"this node has {total} uploads in progress, the most it takes at "
+                                f"once, and {mine} of them are from your network {network}, as many as any",
+                                hint="try again later, or place this share on another node", retry_after=30)
+        idle = [i for i in uploads
+                if i.network == crowd and not i.closed and not i.receiving and not i.lock.locked()]
+        if not idle:
+            raise QuotaExceeded(f"this node has {total} uploads in progress, the most it takes at "
+                                "once, and none it may abort for yours", hint="try again later, or place this share "
+                                "on another node", retry_after=30)
+        victim = min(idle, key=lambda i: i.last_activity)
+        log.info("aborting upload %s of share %d to make room: its network %s holds %d uploads in progress, the "
+                 "most", victim.id, victim.share, crowd, most)
+        return victim
 
 
 class ShareHolder:
@@ -109,35 +176,48 @@ class ShareHolder:
         self._buffered = 0  # bytes of segment bodies being read, all uploads together
         self._room = asyncio.Condition()
         self._bodies: dict[bytes, int] = {}  # sender -> segment bodies being read for it
+        self._held = UploadsHeld()
 
     def __len__(self) -> int:
         return len(self._incoming)
+
+    def status(self) -> dict[str, int]:
+        """Uploads in progress, and the senders and networks they are from."""
+        return {"in_progress": len(self._incoming), **self._held.status()}
 
     async def _run(self, fn, *args):
         return await in_pool(self.pool, fn, *args)
 
     async def begin(self, uploader: bytes, si: bytes, share: int, size: int, segment_size: int,
-                    lease_expiry: int, terms: dict | None = None) -> Incoming:
+                    lease_expiry: int, terms: dict | None = None, network: str = "") -> Incoming:
+        """`network`: where the uploader is (`net.addresses.network_key` of its address), counted as one sender."""
         count = layout.segment_count(size, segment_size)
         share_bytes = layout.share_bytes(size, segment_size)
         self.store.check_fits(share_bytes)
         if count > MAX_SEGMENTS_PER_SHARE:
             raise InvalidArgument(f"a share of {count} segments is more than the {MAX_SEGMENTS_PER_SHARE} this node "
                                   "holds", hint="use a larger segment size")
-        self._check_quota(uploader, share_bytes)
-        if (si, share) in self._receiving:
-            raise ShareExists(f"share {share} of {si.hex()} is already being uploaded to this node",
-                              hint="finish or abort that upload first")
-        # Claimed before looking: an upload that publishes meanwhile is seen, and none starts alongside.
+        while True:  # checked again after each upload aborted to make room: others may have begun meanwhile
+            self._held.check(uploader, network, share_bytes, self.store.capacity)
+            if (si, share) in self._receiving:
+                raise ShareExists(f"share {share} of {si.hex()} is already being uploaded to this node",
+                                  hint="finish or abort that upload first")
+            if len(self._receiving) < MAX_UPLOADS:  # uploads in progress and begins under way
+                break
+            await self.abort(self._held.crowding(network, self._incoming.values(), len(self._receiving)))
+        # Claimed before looking: an upload that publishes meanwhile is seen, and none starts alongside; counted
+        # before the first await, so that begins sent at once are bounded as uploads in progress are.
         self._receiving.add((si, share))
+        self._held.count(uploader, network, share_bytes, 1)
         try:
             upload = await self._run(self._open, uploader, si, share, share_bytes)
         except BaseException:
             self._receiving.discard((si, share))
+            self._held.count(uploader, network, share_bytes, -1)
             raise
         now = self.clock()
         incoming = Incoming(upload, share, size, segment_size, count, share_bytes, lease_expiry, uploader, now,
-                            terms=terms, started=now)
+                            terms=terms, started=now, network=network)
         self._incoming[incoming.id] = incoming
         return incoming
 
@@ -149,20 +229,6 @@ class ShareHolder:
                                   hint="delete it first to replace it" if meta.uploader == uploader else
                                   "only the node that placed a file's shares may place more of them here")
         return self.store.begin_upload(si, (share,), share_bytes)
-
-    def _check_quota(self, sender: bytes, share_bytes: int) -> None:
-        if len(self._receiving) >= MAX_UPLOADS:  # uploads in progress and begins under way
-            raise QuotaExceeded(f"this node has {len(self._receiving)} uploads in progress, the most it takes at once",
-                                hint="try again later, or place this share on another node", retry_after=30)
-        mine = [i for i in self._incoming.values() if i.uploader == sender and not i.closed]
-        if len(mine) >= MAX_UPLOADS_PER_SENDER:
-            raise QuotaExceeded(f"already {len(mine)} uploads of yours in progress on this node (at most "
-                                f"{MAX_UPLOADS_PER_SENDER})", hint="finish or abort some first", retry_after=30)
-        reserved = sum(i.share_bytes for i in mine) + share_bytes
-        if reserved > MAX_RESERVED_FRACTION * self.store.capacity:
-            raise QuotaExceeded(f"your uploads in progress would reserve {reserved} bytes, more than "
-                                f"{MAX_RESERVED_FRACTION:.0%} of this node's capacity",
-                                hint="finish the uploads in progress first", retry_after=60)
 
     @contextlib.asynccontextmanager
     async def body_room(self, incoming: Incoming, size: int):
@@ -363,7 +429,8 @@ class ShareHolder:
             self.trust.release(incoming.line, incoming.cost)
             incoming.cost = 0
         incoming.closed = True
-        self._incoming.pop(incoming.id, None)
+        if self._incoming.pop(incoming.id, None) is not None:
+            self._held.count(incoming.uploader, incoming.network, incoming.share_bytes, -1)
         self._receiving.discard((incoming.upload.storage_index, incoming.share))
 
     async def reap(self, now: float | None = None) -> int:
@@ -381,8 +448,10 @@ class ShareHolder:
         return len(idle)
 
     # --- the operations of the peer API (node/http/shares.py), checked here ---------------------
-    async def begin_upload(self, sender: bytes, sender_id: str, si: bytes, share: int, body: dict) -> dict:
-        """Reserve room for a share under the deal the gateway names (refused under this node's ask)."""
+    async def begin_upload(self, sender: bytes, sender_id: str, si: bytes, share: int, body: dict,
+                           network: str = "") -> dict:
+        """Reserve room for a share under the deal the gateway names (refused under this node's ask); `network`:
+        where the sender is (`begin`)."""
         size = json_int(body, "size")
         segment_size = json_int(body, "segment_size", minimum=MIN_SEGMENT_SIZE, maximum=MAX_SEGMENT_SIZE)
         # As renewals: up to the longest lease from now, with a day for the clocks of two nodes to differ.
@@ -400,7 +469,8 @@ class ShareHolder:
             self.trust.reserve(sender_id, cost, f"a share of {terms['bytes']} bytes for "
                                                 f"{(lease_expiry - now) / 86400:.1f} days")
         try:
-            incoming = await self.begin(sender, si, share, size, segment_size, lease_expiry, terms=terms)
+            incoming = await self.begin(sender, si, share, size, segment_size, lease_expiry, terms=terms,
+                                        network=network)
         except BaseException as err:
             if cost:
                 self.trust.release(sender_id, cost)
@@ -413,11 +483,11 @@ class ShareHolder:
                 "max_put_bytes": put_limit(incoming.size, incoming.segment_size)}
 
     async def place_whole(self, sender: bytes, sender_id: str, si: bytes, share: int, terms: dict,
-                          block: bytes) -> ShareMeta:
+                          block: bytes, network: str = "") -> ShareMeta:
         """A share of one segment in one request: begun, staged and committed as by its three requests, with each
         one's checks (`terms` are begin's, with commit's "block_hash" and "manifest"); nothing of it is left if
         one refuses."""
-        begun = await self.begin_upload(sender, sender_id, si, share, terms)
+        begun = await self.begin_upload(sender, sender_id, si, share, terms, network)
         incoming = self._incoming[begun["upload"]]
         async with incoming.lock:
             if incoming.segment_count != 1:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from ...errors import BadRequest, BadRequestSignature, BodyTimeout, PayloadTooLarge, XscError
 from ...identity import body_digest
+from ...net.addresses import network_key
 from ...serve.body import BodyLate, read_into
 from ...storage.holder import MIN_UPLOAD_RATE
 from ...storage.locate import LOCATE_PATH, parse_locate
@@ -69,7 +70,7 @@ async def begin_upload(request: web.Request) -> web.Response:
     si, share = _target(request)
     body = await json_body(request, 'send {"size", "segment_size", "lease_expiry", "price"}')
     answer = await request.app[NODE].share_holder.begin_upload(_sender(request), peer_auth.peer_id(request), si, share,
-                                                          body)
+                                                               body, network_key(request.remote))
     return json_response(answer, status=201)
 
 
@@ -81,8 +82,9 @@ async def place_whole_shares(request: web.Request) -> web.Response:
     holder, sender, sender_id = request.app[NODE].share_holder, _sender(request), peer_auth.peer_id(request)
     async with holder.sender_room(sender, min(WHOLE_MAX_BODY, request.content_length or WHOLE_MAX_BODY)):
         shares = parse_whole_shares(b"".join(await _read_signed(request, WHOLE_MAX_BODY)))
-        placed = await asyncio.gather(*(holder.place_whole(sender, sender_id, w.si, w.share, w.terms, w.block)
-                                        for w in shares), return_exceptions=True)
+        network = network_key(request.remote)
+        placed = await asyncio.gather(*(holder.place_whole(sender, sender_id, w.si, w.share, w.terms, w.block,
+                                                           network) for w in shares), return_exceptions=True)
     answers, metrics = [], request.app[METRICS]
     for outcome in placed:
         if isinstance(outcome, XscError):
