@@ -85,9 +85,29 @@ Answer = Callable[[int, str], web.Response]  # (status, detail) -> the answer
 
 
 class ProblemHandler(RequestHandler):
-    """aiohttp's handler of one connection, whose answer to what it cannot parse or serve is `answer`'s."""
+    """aiohttp's handler of one connection, whose answer to what it cannot parse or serve is `answer`'s.
+
+    A request answered before its body was read (a 507 to a put that does not fit) leaves aiohttp reading and
+    dropping the rest for its `lingering_time`, so that the client, still sending, reads the answer before the
+    close resets it.  A stopping server closes such a connection at once: its answer went out, and the linger
+    would otherwise hold the stop for as long as a client that sends nothing more keeps its socket open."""
 
     answer: Answer = staticmethod(problem_answer)
+    _answered: Any = None  # the body of the last request answered, which aiohttp drains after the answer
+
+    async def _handle_request(self, request: Any, start_time: Any, request_handler: Any) -> Any:
+        self._answered = None
+        try:
+            return await super()._handle_request(request, start_time, request_handler)
+        finally:
+            self._answered = request.content
+
+    def close(self) -> None:
+        super().close()
+        body, task = self._answered, self._task_handler
+        if (body is not None and not body.is_eof() and not self._request_in_progress and task is not None
+                and task is not asyncio.current_task()):  # (aiohttp's own close when the linger ran out)
+            task.cancel()  # ends the linger: aiohttp closes the connection as it does any cancelled one
 
     def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
