@@ -7,7 +7,9 @@ import json
 import pytest
 
 from tests.support.cli import error_line, ok
-from tests.support.compute import WASM, module_id
+from tests.support.compute import WASM, module_id, signed_under_the_first_rule
+from xsc import codec, keys
+from xsc.node import DB, IDENTITY
 
 ADD = str(WASM / "add.wasm")
 
@@ -54,6 +56,26 @@ def test_deploy_modules_and_provenance(xsc_node):
     shown = ok(xsc_node.xsc("compute", "provenance", records[0]["record"]["id"]))
     assert "signature: valid" in shown and "in the time it ran" in shown
     assert "valid" in ok(xsc_node.xsc("compute", "provenance", "--list"))
+
+
+def test_provenance_says_which_rule_a_record_holds_under(xsc_node):
+    """A record the node stored under the first batch rule is valid as stored, but not with the guarantee a current
+    one has (its place in its batch pinned): the table, the record's view and --json name its rule."""
+    run = json.loads(ok(xsc_node.xsc("compute", "invoke", ADD, "add", "1", "2", "--json")))
+    current = json.loads(ok(xsc_node.xsc("compute", "provenance", run["provenance"], "--json")))
+    assert current["signature_valid"] and current["signature_rule"] == "batch/2"
+    assert "signature: valid, signed by" in ok(xsc_node.xsc("compute", "provenance", run["provenance"]))
+    old = signed_under_the_first_rule(xsc_node.app[IDENTITY], [codec.canonical(current["record"])])[0]
+    xsc_node.app[DB].put(keys.provenance(bytes.fromhex(run["provenance"])), codec.canonical(old))
+
+    shown = json.loads(ok(xsc_node.xsc("compute", "provenance", run["provenance"], "--json")))
+    assert shown["signature_valid"] and shown["signature_rule"] == "batch/1"
+    assert "signature: valid (first batch rule), signed by" in ok(xsc_node.xsc("compute", "provenance", run["provenance"]))
+    listed = json.loads(ok(xsc_node.xsc("compute", "provenance", "--list", "--json")))
+    assert [(r["signature_valid"], r["signature_rule"]) for r in listed if r["record"]["id"] == run["provenance"]] == [
+        (True, "batch/1")]
+    table = ok(xsc_node.xsc("compute", "provenance", "--list", "--wide"))
+    assert [line for line in table.splitlines() if run["provenance"] in line][0].endswith("valid (first batch rule)")
 
 
 ERRORS = [

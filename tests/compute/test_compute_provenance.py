@@ -113,7 +113,7 @@ async def test_a_record_stored_under_the_first_batch_rule_is_served_and_listed_v
     assert await record(node, body["provenance"]) == old
     response = await node.get("/v1/compute/provenance", params={"limit": "10"})
     listed = [r for r in (await response.json())["records"] if r["record"]["id"] == body["provenance"]]
-    assert [r["signature_valid"] for r in listed] == [True]
+    assert [(r["signature_valid"], r["signature_rule"]) for r in listed] == [(True, "batch/1")]
     assert provenance.check(old, stored=True) == signed["record"] and not provenance.is_valid(old)
 
 

@@ -208,33 +208,37 @@ def module(obj, module_id: str, as_json: bool) -> None:
 @click.pass_obj
 def provenance(obj, provenance_id: str | None, list_recent: bool, limit: int, wide: bool, as_json: bool) -> None:
     """Show a run's signed provenance record and check its signature (or --list recent ones)."""
-    from ..compute import check_provenance, provenance_is_valid
+    from ..compute import check_provenance, provenance_rule, provenance_validity
 
     client = obj.client()
     if list_recent or provenance_id is None:
         records = client.request("GET", "/v1/compute/provenance", query={"limit": limit})["records"]
+        rules = [provenance_rule(signed, stored=True) for signed in records]  # the node's own records, as it stores them
         if as_json:
-            emit_json([{**r, "signature_valid": provenance_is_valid(r, stored=True)} for r in records])
+            emit_json([{**r, "signature_valid": rule is not None, "signature_rule": rule}
+                       for r, rule in zip(records, rules)])
             return
         rows = []
-        for signed in records:
+        for signed, rule in zip(records, rules):
             r = signed["record"]
             rows.append((r["id"], r["timestamp"], r["module"], r["function"],
                          r.get("trap", {}).get("kind", "ok"), r["fuel_consumed"], f"{r['wall_time_us'] / 1000:.3f} ms",
-                         "valid" if provenance_is_valid(signed, stored=True) else "INVALID"))
+                         provenance_validity(rule)))
         table([Col("id", keep=True), Col("time", drop=2), Col("module", keep=True, under=True), "function", "outcome",
                Col("fuel", right=True, drop=3), Col("wall time", drop=1), "signature"], rows, wide=wide)
         return
     signed = client.request("GET", f"/v1/compute/provenance/{provenance_id}")
-    valid = provenance_is_valid(signed, stored=True)  # the node's own record, as it stores it
+    rule = provenance_rule(signed, stored=True)  # the node's own record, as it stores it
     if as_json:
-        emit_json({**signed, "signature_valid": valid})
+        emit_json({**signed, "signature_valid": rule is not None, "signature_rule": rule})
     else:
-        _show_record(signed["record"], valid)
+        _show_record(signed["record"], rule)
     check_provenance(signed, stored=True)  # an invalid signature is an error (exit 1), after showing what was received
 
 
-def _show_record(r: dict[str, Any], valid: bool) -> None:
+def _show_record(r: dict[str, Any], rule: str | None) -> None:
+    from ..compute import provenance_validity
+
     def values(items: list[dict[str, Any]]) -> str:
         return " ".join(f"{v['value']}:{v['type']}" for v in items) or "(none)"
 
@@ -257,7 +261,7 @@ def _show_record(r: dict[str, Any], valid: bool) -> None:
               ("memory", f"{r['memory_pages']} pages at most (priced {r['memory_price']} per page-second)"
                if "memory_pages" in r else "not priced (a record from before memory was)"),
               ("node", r["node"]), ("requester", r["requester"]),
-              ("signature", "valid (signed by the node above)" if valid else "INVALID")]
+              ("signature", f"{provenance_validity(rule)}, signed by the node above" if rule else "INVALID")]
     key_values(pairs)
 
 

@@ -247,7 +247,8 @@ def _show_lineage(node: dict[str, Any], level: int) -> None:
     if made is None:
         click.echo(f"{pad}stored by a user (no job made it)")
         return
-    signed = "signature ok" if made["signature_valid"] else "SIGNATURE INVALID"
+    signed = "SIGNATURE INVALID" if not made["signature_valid"] else \
+        "signature ok (first batch rule)" if made.get("signature_rule") == "batch/1" else "signature ok"
     named = "" if made["output_signed"] else ", NOT AMONG THE OUTPUTS IT SIGNED"
     said = (f"made by job {made['job']} on node {made['node']} (module {made['module']}, provenance "
             f"{made['provenance']}, {signed}{named})")

@@ -8,7 +8,7 @@ signature) do not pay for importing wasmtime:
 - `PaidCompute`: invokes matched on the market and paid, here or on another node (xsc.compute.paid)
 - `ModuleInfo`, `parse_module_id`, `module_id`, `module_too_large`: modules (xsc.compute.modules)
 - `Limits`: per-call limits (xsc.compute.limits)
-- `check_provenance`, `provenance_is_valid`: signed records (xsc.compute.provenance)
+- `check_provenance`, `provenance_is_valid`, `provenance_rule`, `provenance_validity`: signed records (xsc.compute.provenance)
 - `parse_value`, `format_value`, `Signature`: values (xsc.compute.values)
 """
 
@@ -30,6 +30,8 @@ _EXPORTS = {
     "Limits": ("limits", "Limits"),
     "check_provenance": ("provenance", "check"),
     "provenance_is_valid": ("provenance", "is_valid"),
+    "provenance_rule": ("provenance", "rule"),
+    "provenance_validity": ("provenance", "validity"),
     "parse_value": ("values", "parse_value"),
     "format_value": ("values", "format_value"),
     "Signature": ("values", "Signature"),

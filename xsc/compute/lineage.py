@@ -61,10 +61,11 @@ def _node(records: Records, hashed: Any, depth: int, seen: set[str]) -> dict[str
     mine = made if "sha256" in made else next((o for o in job.get("outputs", []) if o.get("verify_hash") == hashed), {})
     output = next((o for o in facts.get("outputs", []) if o.get("verify_hash", hashed) == hashed
                    and o.get("sha256") == mine.get("sha256") and o.get("name") == mine.get("name")), None)
+    rule = provenance.rule(signed, stored=True)
     node["made_by"] = {
         "job": job["id"], "module": record["module"], "node": record["node"], "provenance": record["id"],
         "engine": record["engine"], "fuel_consumed": record["fuel_consumed"], "fuel_limit": record["fuel_limit"],
-        "signature_valid": provenance.is_valid(signed, stored=True), "output_signed": output is not None,
+        "signature_valid": rule is not None, "signature_rule": rule, "output_signed": output is not None,
         "output": output,
         "inputs": [{**item, **_node(records, item.get("verify_hash"), depth + 1, seen)}
                    for item in facts.get("inputs", []) if isinstance(item, dict)],

@@ -112,6 +112,24 @@ def old_rule(signed: dict[str, Any]) -> bool:
     return _rule(signed, True) == OLD_BATCH_TAG
 
 
+RULE_NAMES = {BATCH_TAG: "batch/2", OLD_BATCH_TAG: "batch/1", b"": "single"}
+
+
+def rule(signed: dict[str, Any], *, stored: bool = False) -> str | None:
+    """The rule the record's signature holds under: "batch/2" (the current one), "batch/1" (the first batch rule,
+    held as stored only), "single" (a version 1 record signed alone); None when it holds under none."""
+    tag = _rule(signed, stored)
+    return None if tag is None else RULE_NAMES[tag]
+
+
+def validity(rule_name: str | None) -> str:
+    """How a record's signature reads to a person, from `rule`: a record valid only under the first batch rule
+    says so, as it is not the guarantee a current one gives (its place in its batch is the signer's to restate)."""
+    if rule_name is None:
+        return "INVALID"
+    return "valid (first batch rule)" if rule_name == "batch/1" else "valid"
+
+
 def _rule(signed: dict[str, Any], stored: bool) -> bytes | None:
     """The tag of the rule the record's signature holds under (b"" for one signed alone), or None."""
     try:

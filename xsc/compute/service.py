@@ -652,7 +652,8 @@ class ComputeService:
             self.journal.sign_pending()
             found = self.store.recent_provenance(limit)
         # A record still unsigned (its write had not returned yet) is listed from the next read on.
-        return [{**provenance.decode(d), "signature_valid": _valid(d)} for d in found if not unsigned(d)]
+        return [{**provenance.decode(d), "signature_valid": _rule(d) is not None, "signature_rule": _rule(d)}
+                for d in found if not unsigned(d)]
 
 
 def _answer_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future, error: BaseException) -> None:
@@ -667,10 +668,10 @@ def _answer_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future, error:
 
 
 @functools.lru_cache(maxsize=4096)
-def _valid(data: bytes) -> bool:
-    """Whether a stored provenance record's signature holds: a function of its bytes, so checked once
-    (the dashboard reads the newest 200 every poll)."""
-    return provenance.is_valid(provenance.decode(data), stored=True)
+def _rule(data: bytes) -> str | None:
+    """The rule a stored provenance record's signature holds under (`provenance.rule`): a function of its bytes,
+    so checked once (the dashboard reads the newest 200 every poll)."""
+    return provenance.rule(provenance.decode(data), stored=True)
 
 
 FACT_LIMITS = {"name": 64, "version": 32, "description": 512}

@@ -655,7 +655,7 @@ PAGES.compute = {
           h('td', {class: 'text'}, x.function), h('td', {}, pill(x.outcome === 'ok' ? 'pass' : 'fail', x.outcome)),
           h('td', {class: 'num'}, fmtInt(x.fuel_consumed)), h('td', {class: 'num'}, `${(x.wall_time_us / 1000).toFixed(2)} ms`),
           h('td', {class: 'id'}, idOf(x.requester)),
-          h('td', {'data-k': 'signature'}, r.signature_valid ? pill('pass', 'valid') : pill('fail', 'INVALID'))); }), {class: 'stack'})));
+          h('td', {'data-k': 'signature'}, r.signature_valid ? pill('pass', r.signature_rule === 'batch/1' ? 'valid (first batch rule)' : 'valid') : pill('fail', 'INVALID'))); }), {class: 'stack'})));
   },
 };
 
