@@ -80,6 +80,14 @@ async def test_a_repair_that_fails_mid_way_ends_its_lines_with_the_problem(store
     assert problem["status"] == 503 and problem["code"] == "not-enough-shares", problem
     assert "nothing was changed" in problem["detail"] and problem["missing_shares"] == [0, 1, 2]
 
+    async def counted() -> bool:  # its HTTP status went out as 200 with the first line: it is counted by its problem
+        text = await (await store_node.get("/metrics")).text()
+        return 'xsc_http_requests_total{method="POST",status="503"} 1.0' in text and \
+            'xsc_http_errors_total{status="503"} 1.0' in text
+    await eventually_async(counted, "the repair counted as the 503 it ended with")
+    text = await (await store_node.get("/metrics")).text()
+    assert 'xsc_http_requests_total{method="POST",status="200"}' not in text
+
 
 async def test_a_failure_before_any_line_is_answered_as_a_problem(store_node) -> None:
     unknown = Capability(key=os.urandom(32), manifest_hash=os.urandom(32), size=10)

@@ -8,7 +8,7 @@ import asyncio
 from aiohttp import web
 
 from .metrics import Metrics
-from .problems import PROBLEM_CODE
+from .problems import ENDED_WITH, PROBLEM_CODE
 
 
 class InFlight:
@@ -32,15 +32,15 @@ class InFlight:
 
 
 def request_counter(metrics: Metrics, peer_prefix: str):
-    """The middleware that counts answers by method and status, and refused peer requests (paths under
-    `peer_prefix`) by problem code."""
+    """The middleware that counts answers by method and status (a stream of lines that ended with a problem: by
+    the problem's), and refused peer requests (paths under `peer_prefix`) by problem code."""
 
     @web.middleware
     async def count_requests(request: web.Request, handler):
         response = await handler(request)
-        status = str(response.status)
+        status = str(ended_with := response.get(ENDED_WITH, response.status))
         metrics.child(metrics.requests, request.method, status).inc()
-        if response.status >= 400:
+        if ended_with >= 400:
             metrics.child(metrics.errors, status).inc()
             if request.path.startswith(peer_prefix):
                 metrics.child(metrics.peer_refusals, response.get(PROBLEM_CODE, status)).inc()

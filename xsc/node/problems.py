@@ -65,6 +65,8 @@ def status_of(error: e.XscError) -> int:
 
 
 PROBLEM_CODE = web.ResponseKey("xsc_problem_code", str)
+# The status an answer ended with, its head's long sent (a problem after lines of progress: http/common.py)
+ENDED_WITH = web.ResponseKey("xsc_ended_with", int)
 
 
 def problem(status: int, code: str, detail: str, *, hint: str | None = None, **extra: Any) -> web.Response:

@@ -18,7 +18,7 @@ from ...tasks import in_pool
 from ...storage import quotes
 from ..appkeys import CONFIG, CPU_POOL, NODE
 from ..limits import BODY_SECONDS, read_body  # noqa: F401 - the one body reader, for route modules
-from ..problems import problem_for, problem_from_error, status_of
+from ..problems import ENDED_WITH, PROBLEM_CODE, problem_for, problem_from_error, status_of
 
 MAX_JSON_DEPTH = 32  # nesting deeper than any XSC body: refused before it costs the parser anything
 
@@ -77,8 +77,10 @@ async def progress_answer(request: web.Request, operation: Callable[[Callable[[d
     outcome, _ = await asyncio.gather(run(), relay(), return_exceptions=True)
     if isinstance(outcome, BaseException) and not (isinstance(outcome, Exception) and response.prepared):
         raise outcome
-    last = {"problem": loads(problem_for(request, outcome).body)} if isinstance(outcome, Exception) \
-        else {"result": outcome}
+    problem = problem_for(request, outcome) if isinstance(outcome, Exception) else None
+    last = {"result": outcome} if problem is None else {"problem": loads(problem.body)}
+    if problem is not None:  # counted by its status (middlewares.py): the head said 200
+        response[ENDED_WITH], response[PROBLEM_CODE] = problem.status, problem.get(PROBLEM_CODE, str(problem.status))
     with contextlib.suppress(ConnectionError):
         await response.prepare(request)
         await response.write(dumps(last) + b"\n")
