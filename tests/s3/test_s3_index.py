@@ -9,7 +9,7 @@ from xsc.errors import (BucketNotEmpty, BucketTaken, ConditionalConflict, Entity
                         InvalidBucketName, InvalidPart, InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload,
                         PreconditionFailed, TooManyBuckets, TooManyUploads)
 from xsc import codec, keys
-from xsc.buckets.index import S3Index
+from xsc.buckets.index import S3Index, note_funded, users
 
 
 @pytest.fixture
@@ -153,9 +153,11 @@ def test_export_and_reopen(db, tmp_path) -> None:
     index.create_bucket("bkt")
     index.put("bkt", "dir/k", obj("cap-x"))
     upload = index.create_upload("bkt", "m")
+    note_funded(index, "ana")  # funded, with no bucket, grant or upload: only its record says the node pays for it
     exported = index.export()
     assert exported["buckets"][0]["objects"]["dir/k"]["parts"][0]["cap"] == "cap-x"
     assert exported["uploads"][0]["id"] == upload
+    assert exported["funded"] == ["ana"] and "ana" in users(index)
     db.close()
     again = S3Index(plyvel.DB(str(tmp_path / "db")))
     assert again.get("bkt", "dir/k")["parts"][0]["cap"] == "cap-x"

@@ -560,7 +560,7 @@ class S3Index:
                     "parts": self.parts(k[len(keys.OBJECT_UPLOADS):].decode())}
                    for k, v in self.db.iterator(prefix=keys.OBJECT_UPLOADS)]
         return {"version": 1, "exported": self.clock(), "buckets": buckets, "uploads": uploads,
-                "garbage": self.garbage()}
+                "garbage": self.garbage(), "funded": funded(self)}
 
 
 def note_funded(index: S3Index, user: str) -> None:
@@ -570,11 +570,16 @@ def note_funded(index: S3Index, user: str) -> None:
     index.db.put(keys.object_funded(user), b"", sync=True)
 
 
+def funded(index: S3Index) -> list[str]:
+    """The users the node's account funded (`note_funded`), by name."""
+    found = index.db.iterator(prefix=keys.OBJECT_FUNDED, include_value=False)
+    return [k[len(keys.OBJECT_FUNDED):].decode() for k in found]
+
+
 def users(index: S3Index) -> list[str]:
     """The S3 users the index knows of: those that own a bucket, were granted one, began an upload in progress, or
     were funded."""
-    found = {k[len(keys.OBJECT_FUNDED):].decode()
-             for k in index.db.iterator(prefix=keys.OBJECT_FUNDED, include_value=False)}
+    found = set(funded(index))
     for bucket in index.buckets():
         found |= {bucket["owner"], *bucket["grants"]}
     found |= {codec.loads(v).get("user") for _, v in index.db.iterator(prefix=keys.OBJECT_UPLOADS)} - {None}
