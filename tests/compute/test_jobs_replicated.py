@@ -187,3 +187,27 @@ async def test_replicas_pass_over_a_provider_that_wanted_prepayment_as_a_single_
         assert status == 201 and sorted(r["provider"] for r in job["replicas"]) == sorted(
             p.app[IDENTITY].id for p in others), job
     assert _prepayment_refusals(stingy) == 1  # never asked again
+
+
+async def test_a_job_run_again_with_other_replicas_or_agreement_is_refused_not_answered_from_its_record(
+        node_factory) -> None:
+    gateway, providers = await network(node_factory, providers=3)
+    module = await deploy(gateway, "sha256", wasi=True)
+    replicated = {"module": module, "stdin": "-", "deterministic": True, "replicas": 3}
+    status, first = await run_job(gateway, replicated, stdin=b"three")
+    assert status == 201 and len(first["replicas"]) == 3, first
+    for other in ({"replicas": 2}, {"agree": 3}, {"replicas": 1}):
+        status, problem = await run_job(gateway, {**replicated, **other}, stdin=b"three")
+        assert status == 409 and problem["code"] == "conflict", problem
+        assert "was run with --replicas 3 --agree 2" in problem["detail"], problem
+    status, again = await run_job(gateway, replicated, stdin=b"three")  # as it was asked: replayed
+    assert status == 201 and again["replayed"] and again["id"] == first["id"], again
+    single = {"module": module, "stdin": "-", "deterministic": True}
+    status, once = await run_job(gateway, single, stdin=b"once")
+    assert status == 201 and "replicas" not in once, once
+    status, problem = await run_job(gateway, {**single, "replicas": 3}, stdin=b"once")
+    assert status == 409 and "was run with --replicas 1 --agree 1" in problem["detail"], problem
+    record = await (await gateway.get(f"/v1/compute/jobs/{once['id']}")).json()
+    assert record["state"] == "done" and record["guarantee"] == {"replicas": 1, "agree": 1}, record
+    ran = [job for provider in providers for job in _jobs_paid_on(provider)]
+    assert ran.count(once["id"]) == 1 and ran.count(first["id"]) == 3  # the refused runs ran nowhere
