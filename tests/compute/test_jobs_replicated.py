@@ -211,3 +211,29 @@ async def test_a_job_run_again_with_other_replicas_or_agreement_is_refused_not_a
     assert record["state"] == "done" and record["guarantee"] == {"replicas": 1, "agree": 1}, record
     ran = [job for provider in providers for job in _jobs_paid_on(provider)]
     assert ran.count(once["id"]) == 1 and ran.count(first["id"]) == 3  # the refused runs ran nowhere
+
+
+async def test_a_replica_whose_tab_was_dropped_before_a_stop_is_not_counted_at_the_start(node_factory,
+                                                                                          monkeypatch) -> None:
+    gateway, providers = await network(node_factory, providers=3)
+    module = await deploy(gateway, "outputs", wasi=True)
+    answers = gateway.app[NODE].jobs.answers
+    judged = answers.judged
+
+    async def cut(*args):  # what a stop leaves: every replica checked, none compared, paid or refused
+        raise OSError("cut short")
+
+    monkeypatch.setattr(answers, "judged", cut)
+    status, _ = await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 3,
+                                        "agree": 2}, stdin=b"bytes")
+    assert status == 500
+    (job,) = answers.records.all_jobs()
+    dropped = sorted(job["replicating"])[0]
+    # A stop between dropping a replica's tab and writing it down lost: that replica can no longer be paid.
+    await answers.sent.unanswered_after_restart(job["replicating"][dropped]["authorization"])
+    monkeypatch.setattr(answers, "judged", judged)
+    await answers.recover_one(job)
+    job = answers.records.load(job["id"])
+    assert job["state"] == "done", job
+    paid = {r["provider"]: r["paid"] for r in job["replicas"]}
+    assert paid == {p: p != dropped for p in paid}, job["replicas"]  # not counted, as it is not paid

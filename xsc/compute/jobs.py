@@ -321,16 +321,18 @@ class JobService:
     async def _replica(self, spec: JobSpec, call: InvokeCall, staged: Staged, job: dict[str, Any], a: Any
                        ) -> Returned:
         """One replica of a replicated job run and checked (not paid yet), each step written down in the job's
-        record before it is taken (remote_answers.py), its outputs kept where a start finds them."""
+        record before it is taken (remote_answers.py), its outputs kept where a start finds them before its
+        provider is told to forget it."""
         deal = {"need": a.need_id, "provider": a.provider, "price": a.price, "allocated": a.allocated, "job": job["id"]}
         try:
             returned = await self.sent.unsettled(a.provider, a.price, spec, call, staged, job["id"], deal,
-                                                 self.answers.replica_believed(job), self.answers.replica_sending(job))
+                                                 self.answers.replica_believed(job), self.answers.replica_sending(job),
+                                                 lambda r: self.answers.replica_checked(job, r))
         except Exception as err:  # its tab settled by `unsettled`: not paid
             self.provider_terms.wanted_prepayment(a.provider, err)
             self.answers.replica_lost(job, a.provider, err)
             raise
-        return await self.answers.replica_checked(job, returned)
+        return returned
 
     async def _execute(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, rate: int,
                        staged: Staged, job: dict[str, Any], prepaid: int) -> dict[str, Any]:
