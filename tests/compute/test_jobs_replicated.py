@@ -211,6 +211,16 @@ async def test_a_job_run_again_with_other_replicas_or_agreement_is_refused_not_a
     assert record["state"] == "done" and record["guarantee"] == {"replicas": 1, "agree": 1}, record
     ran = [job for provider in providers for job in _jobs_paid_on(provider)]
     assert ran.count(once["id"]) == 1 and ran.count(first["id"]) == 3  # the refused runs ran nowhere
+    records = gateway.app[NODE].jobs.records
+    for jid in (first["id"], once["id"]):  # records kept before the guarantee was: read from what they hold
+        kept = records.load(jid)
+        del kept["guarantee"]
+        records.save(jid, kept)
+    status, problem = await run_job(gateway, {**replicated, "agree": 3}, stdin=b"three")
+    assert status == 409 and "was run with --replicas 3 --agree 2" in problem["detail"], problem
+    status, problem = await run_job(gateway, {**single, "replicas": 2}, stdin=b"once")
+    assert status == 409 and "was run with --replicas 1 --agree 1" in problem["detail"], problem
+    assert "run it with --replicas 1 --agree 1 as it was" in problem["hint"], problem
 
 
 async def test_a_replica_whose_tab_was_dropped_before_a_stop_is_not_counted_at_the_start(node_factory,

@@ -559,10 +559,10 @@ def _same_guarantee(spec: JobSpec, previous: dict[str, Any] | None, fresh: bool)
     replicas, agree = _guarantee(previous)
     if agree == spec.agree and replicas in (None, spec.replicas):
         return
-    asked = f"--replicas {replicas or '?'} --agree {agree}"
+    asked = f"--agree {agree}" if replicas is None else f"--replicas {replicas} --agree {agree}"
     raise Conflict(f"job {previous['id']} was run with {asked}, not --replicas {spec.replicas} --agree "
                    f"{spec.agree}: its record answers only as it was asked",
-                   hint=f"run it as it was ({asked}), or change the job (e.g. --env RUN=2) to run it anew",
+                   hint=f"run it with {asked} as it was, or change the job (e.g. --env RUN=2) to run it anew",
                    job=previous["id"], replicas=replicas, agree=agree)
 
 
