@@ -2,7 +2,8 @@
 RemoteAnswers.replicas_again at the start), on one devnet of a gateway that offers no compute and three providers
 that offer no storage (each provider's balance is what the gateway paid it for its runs): killed while its replicas
 run, after two of them answered, and while its compared answer is stored; and again as its start takes its
-replicas.  After the restart the job is done, each replica ran once and was paid its charge once."""
+replicas.  After the restart the job is done, each replica ran once and was paid its charge once.  A single job on
+the same devnet, killed the moment its provider is told to forget it, likewise."""
 
 from __future__ import annotations
 
@@ -203,3 +204,30 @@ def test_a_replicated_job_killed_again_as_its_start_takes_its_replicas_pays_each
     finally:
         _continued(stopped)
     _ran_once_and_paid_once(devnet, job, before)
+
+
+@pytest.mark.slow
+def test_a_single_job_killed_the_moment_its_provider_is_told_to_forget_it_is_stored_and_paid_once(devnet) -> None:
+    """A job on one provider, the user's node killed the moment that provider is told to forget the job (its
+    outputs fetched): the start finds its checked answer written down, stores it and pays the provider, once."""
+    gateway, providers, module = devnet
+    before = _earned_before(devnet)
+    jid = job_id(parse_job({"module": module, "argv": ["single"], "stdout_to_store": True, "deterministic": True}),
+                 None, [])
+    running = subprocess.Popen([*xsc_command(), "--data-dir", str(gateway.data_dir), "compute", "run", module,
+                                "single", "--no-stdin", "--stdout-to-store", "--deterministic"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        (provider,) = eventually(lambda: [p for p in providers if _hosted(p)], "the job on a provider", timeout=120,
+                                 poll=0.01)
+        eventually(lambda: _hosted(provider) == 0, "the provider told to forget the job", timeout=120, poll=0)
+        gateway.kill()
+    finally:
+        running.wait(30)
+    gateway.start()
+    job = eventually(lambda: (j := api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1])["state"]
+                     not in ("running", "storing") and j, "the job finished at the start", timeout=120)
+    assert job["state"] == "done" and job["executions"] == 1, job
+    assert [_runs_of(p, jid) for p in providers].count(1) == 1
+    _settled(gateway)
+    assert _earned(provider) - before[node_id(provider)] == job["charge"] > 0

@@ -267,7 +267,8 @@ class JobService:
             self._placed_on[assignment.provider] += 1
             try:
                 returned = await self.sent.unsettled(assignment.provider, assignment.price, spec, call, staged, jid,
-                                                     deal, self.answers.believed(job), self.answers.sending(job))
+                                                     deal, self.answers.believed(job), self.answers.sending(job),
+                                                     lambda r: self.answers.answer_kept(job, r))
             except (ForgedResult, PeerRefused, PeerUnreachable) as err:
                 self.provider_terms.wanted_prepayment(assignment.provider, err)
                 if not _next_provider(err) or len(failed) >= MAX_FAILOVERS + (not here):

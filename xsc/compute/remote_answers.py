@@ -136,19 +136,10 @@ class RemoteAnswers:
         written down and its outputs kept where a start does not remove them: a kill -9 from then on is resumed
         (`resumed`), never run and paid again."""
         paying = paying or [returned]
-        pays = [{"provider": r.provider, "authorization": r.authorization, "charge": r.run["charge"]} for r in paying]
-        answer = returned.answer
-        for step in ("sent", "fetching", "replicating"):
-            job.pop(step, None)
+        if "answered" not in job:  # a single job's was written before its provider was told to forget it
+            await self.answer_kept(job, returned, paying)
         kept = self.kept(job["id"])
-        await in_pool(None, _keep, [path for _, path, _ in returned.files], kept)
         run = {**returned.run, "charge": sum(r.run["charge"] for r in paying)}
-        long = len(run.get("stdout", "")) + len(run.get("stderr", "")) > KEPT_STREAMS
-        job.update(state="storing", outputs=[], answered={
-            "provider": returned.provider, "run": {**run, "stdout": "", "stderr": ""} if long else run,
-            "signed": returned.signed, "outputs": answer["outputs"], "refusal": answer.get("refusal"),
-            "trap": answer.get("trap"), "pays": pays})
-        self.records.save(job["id"], job)
         await in_pool(None, remove_tree, self.replicas_kept(job["id"]))
         try:
             done = await self._store_answered(job, run)
@@ -165,6 +156,27 @@ class RemoteAnswers:
         for r in paying:
             self.sent.pay(r)
         return answered_with(job, *done)
+
+    async def answer_kept(self, job: dict[str, Any], returned: Returned, paying: list[Returned] | None = None
+                          ) -> Returned:
+        """`returned`'s first step: the checked answer and what it owes written down (`storing`), its outputs kept
+        where a start finds them.  A single job takes it before its provider is told to forget the job
+        (sent_jobs.unsettled's `checked`): told before, a kill -9 between would leave a run that was done and can
+        be neither fetched again nor paid."""
+        paying = paying or [returned]
+        pays = [{"provider": r.provider, "authorization": r.authorization, "charge": r.run["charge"]} for r in paying]
+        answer = returned.answer
+        for step in ("sent", "fetching", "replicating"):
+            job.pop(step, None)
+        await in_pool(None, _keep, [path for _, path, _ in returned.files], self.kept(job["id"]))
+        run = {**returned.run, "charge": sum(r.run["charge"] for r in paying)}
+        long = len(run.get("stdout", "")) + len(run.get("stderr", "")) > KEPT_STREAMS
+        job.update(state="storing", outputs=[], answered={
+            "provider": returned.provider, "run": {**run, "stdout": "", "stderr": ""} if long else run,
+            "signed": returned.signed, "outputs": answer["outputs"], "refusal": answer.get("refusal"),
+            "trap": answer.get("trap"), "pays": pays})
+        self.records.save(job["id"], job)
+        return returned
 
     async def _store_answered(self, job: dict[str, Any], run: dict[str, Any]) -> tuple:
         """A checked answer's outputs not stored yet stored from where they are kept, and the job written done in
