@@ -215,6 +215,12 @@ class RemoteAnswers:
         """A job `cut_short`, finished from its providers' answers: asked again, or its outputs fetched again."""
         if "replicating" in job:
             return await self.replicas_again(job)
+        step = job["sent"] if "sent" in job else job["fetching"]
+        if not self.sent.payable_after_restart(step["authorization"]):  # settled unpaid before the stop: a run
+            job.pop("sent", None)  # that cannot be paid is not counted either
+            job.pop("fetching", None)
+            self.records.save(job["id"], job)
+            raise XscError(f"provider {step['provider']}'s tab was settled unpaid before the stop: not counted")
         return await (self.asked_again(job) if "sent" in job else self.refetched(job))
 
     async def replicas_again(self, job: dict[str, Any]) -> dict[str, Any]:
