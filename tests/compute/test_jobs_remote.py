@@ -691,3 +691,29 @@ async def test_a_start_asks_after_several_cut_short_jobs_at_once_and_never_more_
     async with asyncio.timeout(60):  # one at a time, the first would wait for ever
         await jobs.recover()
     assert most == jobs_module.RECOVER_AT_ONCE and sorted(asked) == sorted(r["id"] for r in jobs.records.all_jobs())
+
+
+async def test_a_run_whose_tab_a_stop_left_settled_unpaid_is_not_counted_at_the_start(node_factory,
+                                                                                      monkeypatch) -> None:
+    gateway, (provider,) = await network(node_factory, providers=1)
+    module = await deploy(gateway, "outputs", wasi=True)
+    answers = gateway.app[NODE].jobs.answers
+
+    async def cut(*args):  # its outputs fetched, not kept: its tab settled unpaid, the provider keeps the job
+        raise OSError("cut short")
+
+    async def kept(*args):
+        pass
+
+    monkeypatch.setattr(answers, "answer_kept", cut)
+    monkeypatch.setattr(answers.sent, "_forget", kept)
+    status, _ = await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True}, stdin=b"bytes")
+    assert status == 500
+    (job,) = answers.records.all_jobs()
+    assert job["state"] == "running" and "fetching" in job, job
+    monkeypatch.undo()
+    await answers.recover_one(job)
+    job = answers.records.load(job["id"])
+    assert job["state"] == "interrupted" and job["outputs"] == [], job  # not paid, so not counted
+    await settle(gateway)
+    assert balances(gateway, provider)[1] == 0

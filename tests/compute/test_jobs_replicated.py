@@ -187,3 +187,63 @@ async def test_replicas_pass_over_a_provider_that_wanted_prepayment_as_a_single_
         assert status == 201 and sorted(r["provider"] for r in job["replicas"]) == sorted(
             p.app[IDENTITY].id for p in others), job
     assert _prepayment_refusals(stingy) == 1  # never asked again
+
+
+async def test_a_job_run_again_with_other_replicas_or_agreement_is_refused_not_answered_from_its_record(
+        node_factory) -> None:
+    gateway, providers = await network(node_factory, providers=3)
+    module = await deploy(gateway, "sha256", wasi=True)
+    replicated = {"module": module, "stdin": "-", "deterministic": True, "replicas": 3}
+    status, first = await run_job(gateway, replicated, stdin=b"three")
+    assert status == 201 and len(first["replicas"]) == 3, first
+    for other in ({"replicas": 2}, {"agree": 3}, {"replicas": 1}):
+        status, problem = await run_job(gateway, {**replicated, **other}, stdin=b"three")
+        assert status == 409 and problem["code"] == "conflict", problem
+        assert "was run with --replicas 3 --agree 2" in problem["detail"], problem
+    status, again = await run_job(gateway, replicated, stdin=b"three")  # as it was asked: replayed
+    assert status == 201 and again["replayed"] and again["id"] == first["id"], again
+    single = {"module": module, "stdin": "-", "deterministic": True}
+    status, once = await run_job(gateway, single, stdin=b"once")
+    assert status == 201 and "replicas" not in once, once
+    status, problem = await run_job(gateway, {**single, "replicas": 3}, stdin=b"once")
+    assert status == 409 and "was run with --replicas 1 --agree 1" in problem["detail"], problem
+    record = await (await gateway.get(f"/v1/compute/jobs/{once['id']}")).json()
+    assert record["state"] == "done" and record["guarantee"] == {"replicas": 1, "agree": 1}, record
+    ran = [job for provider in providers for job in _jobs_paid_on(provider)]
+    assert ran.count(once["id"]) == 1 and ran.count(first["id"]) == 3  # the refused runs ran nowhere
+    records = gateway.app[NODE].jobs.records
+    for jid in (first["id"], once["id"]):  # records kept before the guarantee was: read from what they hold
+        kept = records.load(jid)
+        del kept["guarantee"]
+        records.save(jid, kept)
+    status, problem = await run_job(gateway, {**replicated, "agree": 3}, stdin=b"three")
+    assert status == 409 and "was run with --replicas 3 --agree 2" in problem["detail"], problem
+    status, problem = await run_job(gateway, {**single, "replicas": 2}, stdin=b"once")
+    assert status == 409 and "was run with --replicas 1 --agree 1" in problem["detail"], problem
+    assert "run it with --replicas 1 --agree 1 as it was" in problem["hint"], problem
+
+
+async def test_a_replica_whose_tab_was_dropped_before_a_stop_is_not_counted_at_the_start(node_factory,
+                                                                                          monkeypatch) -> None:
+    gateway, providers = await network(node_factory, providers=3)
+    module = await deploy(gateway, "outputs", wasi=True)
+    answers = gateway.app[NODE].jobs.answers
+    judged = answers.judged
+
+    async def cut(*args):  # what a stop leaves: every replica checked, none compared, paid or refused
+        raise OSError("cut short")
+
+    monkeypatch.setattr(answers, "judged", cut)
+    status, _ = await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 3,
+                                        "agree": 2}, stdin=b"bytes")
+    assert status == 500
+    (job,) = answers.records.all_jobs()
+    dropped = sorted(job["replicating"])[0]
+    # A stop between dropping a replica's tab and writing it down lost: that replica can no longer be paid.
+    await answers.sent.unanswered_after_restart(job["replicating"][dropped]["authorization"])
+    monkeypatch.setattr(answers, "judged", judged)
+    await answers.recover_one(job)
+    job = answers.records.load(job["id"])
+    assert job["state"] == "done", job
+    paid = {r["provider"]: r["paid"] for r in job["replicas"]}
+    assert paid == {p: p != dropped for p in paid}, job["replicas"]  # not counted, as it is not paid

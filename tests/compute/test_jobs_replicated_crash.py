@@ -1,8 +1,9 @@
 """A replicated job through a kill -9 of the user's node (compute/remote_answers.py: each replica's step written down,
 RemoteAnswers.replicas_again at the start), on one devnet of a gateway that offers no compute and three providers
 that offer no storage (each provider's balance is what the gateway paid it for its runs): killed while its replicas
-run, after two of them answered, and while its compared answer is stored.  After the restart the job is done, each
-replica ran once and was paid its charge once."""
+run, after two of them answered, and while its compared answer is stored; and again as its start takes its
+replicas.  After the restart the job is done, each replica ran once and was paid its charge once.  A single job on
+the same devnet, killed the moment its provider is told to forget it, likewise."""
 
 from __future__ import annotations
 
@@ -85,9 +86,10 @@ def _settled(gateway) -> None:
                "every payment settled", timeout=120)
 
 
-def _killed_and_restarted(devnet, tag: str, when, what: str, meanwhile=lambda: None) -> dict:
+def _killed_and_restarted(devnet, tag: str, when, what: str, meanwhile=lambda: None,
+                          restarted=lambda jid: None) -> dict:
     """`xsc compute run slow.wasm TAG --replicas 3` on the gateway, a kill -9 of the gateway the moment `when(jid)`
-    holds, `meanwhile()`, the gateway started again: the job once the start finished it."""
+    holds, `meanwhile()`, the gateway started again, `restarted(jid)`: the job once the start finished it."""
     gateway, providers, module = devnet
     jid = job_id(parse_job({"module": module, "argv": [tag], "stdout_to_store": True, "deterministic": True,
                             "replicas": 3}), None, [])
@@ -101,6 +103,7 @@ def _killed_and_restarted(devnet, tag: str, when, what: str, meanwhile=lambda: N
         running.wait(30)
     meanwhile()
     gateway.start()
+    restarted(jid)
     return eventually(lambda: (j := api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1])["state"]
                       not in ("running", "storing") and j, "the job finished at the start", timeout=120)
 
@@ -168,3 +171,63 @@ def test_a_replicated_job_killed_after_two_replicas_answered_compares_all_three_
     finally:
         os.kill(late.pid, signal.SIGCONT)
     _ran_once_and_paid_once(devnet, job, before)
+
+
+@pytest.mark.slow
+def test_a_replicated_job_killed_again_as_its_start_takes_its_replicas_pays_each_once_at_the_next(devnet) -> None:
+    """Killed while the three replicas run (each held with SIGSTOP, and still held as the gateway starts again, so
+    its start waits on them), then, one replica let go, killed again the moment the start has told its provider to
+    forget the job: whatever that replica's step was then, the next start still counts and pays it, once."""
+    gateway, providers, _ = devnet
+    before = _earned_before(devnet)
+    stopped: list = []
+
+    def all_running(jid: str) -> bool:
+        for provider in providers:
+            if provider not in stopped and _hosted(provider) and _running(provider):
+                os.kill(provider.pid, signal.SIGSTOP)
+                stopped.append(provider)
+        return len(stopped) == 3
+
+    def again(jid: str) -> None:  # the start waits on the held replicas: one let go, killed once it is forgotten
+        first = stopped.pop(0)
+        os.kill(first.pid, signal.SIGCONT)
+        eventually(lambda: _hosted(first) == 0, "the start told a provider to forget the job", timeout=120, poll=0)
+        gateway.kill()
+        _continued(stopped)
+        stopped.clear()
+        gateway.start()
+
+    try:
+        job = _killed_and_restarted(devnet, "killed-again", all_running, "the three replicas running",
+                                    restarted=again)
+    finally:
+        _continued(stopped)
+    _ran_once_and_paid_once(devnet, job, before)
+
+
+@pytest.mark.slow
+def test_a_single_job_killed_the_moment_its_provider_is_told_to_forget_it_is_stored_and_paid_once(devnet) -> None:
+    """A job on one provider, the user's node killed the moment that provider is told to forget the job (its
+    outputs fetched): the start finds its checked answer written down, stores it and pays the provider, once."""
+    gateway, providers, module = devnet
+    before = _earned_before(devnet)
+    jid = job_id(parse_job({"module": module, "argv": ["single"], "stdout_to_store": True, "deterministic": True}),
+                 None, [])
+    running = subprocess.Popen([*xsc_command(), "--data-dir", str(gateway.data_dir), "compute", "run", module,
+                                "single", "--no-stdin", "--stdout-to-store", "--deterministic"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        (provider,) = eventually(lambda: [p for p in providers if _hosted(p)], "the job on a provider", timeout=120,
+                                 poll=0.01)
+        eventually(lambda: _hosted(provider) == 0, "the provider told to forget the job", timeout=120, poll=0)
+        gateway.kill()
+    finally:
+        running.wait(30)
+    gateway.start()
+    job = eventually(lambda: (j := api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1])["state"]
+                     not in ("running", "storing") and j, "the job finished at the start", timeout=120)
+    assert job["state"] == "done" and job["executions"] == 1, job
+    assert [_runs_of(p, jid) for p in providers].count(1) == 1
+    _settled(gateway)
+    assert _earned(provider) - before[node_id(provider)] == job["charge"] > 0

@@ -37,8 +37,8 @@ from typing import Any, Awaitable, Callable
 
 from .. import codec
 from ..db import Database
-from ..errors import (BodyTimeout, ForgedResult, IntegrityError, InvalidArgument, JobNotFound, NotFound, OverCap,
-                      PayloadTooLarge, PeerRefused, PeerUnreachable, ReplicasDisagree, XscError)
+from ..errors import (BodyTimeout, Conflict, ForgedResult, IntegrityError, InvalidArgument, JobNotFound, NotFound,
+                      OverCap, PayloadTooLarge, PeerRefused, PeerUnreachable, ReplicasDisagree, XscError)
 from ..identity import Identity
 from ..storage.core.capability import Capability
 from ..storage.strangers import ProviderTerms
@@ -156,6 +156,7 @@ class JobService:
                           staged: Staged, jid: str, fresh: bool) -> dict[str, Any]:
         """The staged job run (or replayed) while no other run of it is under way."""
         previous = self.records.load(jid)
+        _same_guarantee(spec, previous, fresh)
         if previous is not None and self.answers.cut_short(previous):  # a stop cut its run or fetch short: its
             with contextlib.suppress(XscError):  # provider's answer taken, not run again (no answer, not paid: it runs)
                 return await self.answers.finished(previous)
@@ -174,7 +175,8 @@ class JobService:
         prepaid = _affordable(staged.bytes_in, limits.fuel)
         executions = (previous or {}).get("executions", 0)
         job = {"id": jid, "state": "running", "module": spec.module, "entrypoint": spec.entrypoint,
-               "spec": spec.canonical(), "executions": executions, "outputs": [], "inputs": staged.inputs,
+               "spec": spec.canonical(), "guarantee": {"replicas": spec.replicas, "agree": spec.agree},
+               "executions": executions, "outputs": [], "inputs": staged.inputs,
                "created": provenance.timestamp(time.time_ns())}
         self.records.save(jid, job)
         try:
@@ -265,7 +267,8 @@ class JobService:
             self._placed_on[assignment.provider] += 1
             try:
                 returned = await self.sent.unsettled(assignment.provider, assignment.price, spec, call, staged, jid,
-                                                     deal, self.answers.believed(job), self.answers.sending(job))
+                                                     deal, self.answers.believed(job), self.answers.sending(job),
+                                                     lambda r: self.answers.answer_kept(job, r))
             except (ForgedResult, PeerRefused, PeerUnreachable) as err:
                 self.provider_terms.wanted_prepayment(assignment.provider, err)
                 if not _next_provider(err) or len(failed) >= MAX_FAILOVERS + (not here):
@@ -319,16 +322,18 @@ class JobService:
     async def _replica(self, spec: JobSpec, call: InvokeCall, staged: Staged, job: dict[str, Any], a: Any
                        ) -> Returned:
         """One replica of a replicated job run and checked (not paid yet), each step written down in the job's
-        record before it is taken (remote_answers.py), its outputs kept where a start finds them."""
+        record before it is taken (remote_answers.py), its outputs kept where a start finds them before its
+        provider is told to forget it."""
         deal = {"need": a.need_id, "provider": a.provider, "price": a.price, "allocated": a.allocated, "job": job["id"]}
         try:
             returned = await self.sent.unsettled(a.provider, a.price, spec, call, staged, job["id"], deal,
-                                                 self.answers.replica_believed(job), self.answers.replica_sending(job))
+                                                 self.answers.replica_believed(job), self.answers.replica_sending(job),
+                                                 lambda r: self.answers.replica_checked(job, r))
         except Exception as err:  # its tab settled by `unsettled`: not paid
             self.provider_terms.wanted_prepayment(a.provider, err)
             self.answers.replica_lost(job, a.provider, err)
             raise
-        return await self.answers.replica_checked(job, returned)
+        return returned
 
     async def _execute(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, rate: int,
                        staged: Staged, job: dict[str, Any], prepaid: int) -> dict[str, Any]:
@@ -542,6 +547,33 @@ class _Inputs:
                 digest.update(chunk)
                 await in_pool(None, out.write, chunk)
         return size, digest.hexdigest()
+
+
+def _same_guarantee(spec: JobSpec, previous: dict[str, Any] | None, fresh: bool) -> None:
+    """A job's id names what runs, not on how many providers: a record of it that would answer this run (its
+    replay, or its run a stop cut short) must have been asked with the same replicas and agreement, or this run
+    would get a guarantee it did not ask for.  A record that ended otherwise is run over."""
+    if previous is None or (previous.get("state") not in UNFINISHED and not (
+            previous.get("state") == "done" and spec.deterministic and previous.get("replayable", True)
+            and not fresh)):
+        return
+    replicas, agree = _guarantee(previous)
+    if agree == spec.agree and replicas in (None, spec.replicas):
+        return
+    asked = f"--agree {agree}" if replicas is None else f"--replicas {replicas} --agree {agree}"
+    raise Conflict(f"job {previous['id']} was run with {asked}, not --replicas {spec.replicas} --agree "
+                   f"{spec.agree}: its record answers only as it was asked",
+                   hint=f"run it with {asked} as it was, or change the job (e.g. --env RUN=2) to run it anew",
+                   job=previous["id"], replicas=replicas, agree=agree)
+
+
+def _guarantee(job: dict[str, Any]) -> tuple[int | None, int]:
+    """The replicas and agreement a job's record was run with (None: replicas a record kept no count of)."""
+    if "guarantee" in job:
+        return job["guarantee"]["replicas"], job["guarantee"]["agree"]
+    if "agree" not in job:  # a record written before the guarantee was kept: only a replicated job has `agree`
+        return 1, 1
+    return len(job.get("replicas") or ()) or None, job["agree"]
 
 
 def _affordable(nbytes: int, fuel: int) -> int:

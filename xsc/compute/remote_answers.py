@@ -92,8 +92,12 @@ class RemoteAnswers:
         return returned
 
     def replica_lost(self, job: dict[str, Any], provider: str, err: BaseException) -> None:
-        """A replica whose answer or outputs never came, or could not be trusted (its tab settled: not paid)."""
-        job.setdefault("replicating", {})[provider] = {"step": "lost", "provider": provider, "error": str(err)[:300]}
+        """A replica whose answer or outputs never came, or could not be trusted: not paid.  Written before its tab
+        is dropped, with the tab's authorization, so that a start keeps the payment retry off a tab a kill -9 left
+        pending and drops it (`_replica_again`): never a replica compared and counted after its tab was dropped."""
+        step = job.setdefault("replicating", {}).get(provider, {})
+        job["replicating"][provider] = {"step": "lost", "provider": provider, "error": str(err)[:300],
+                                        **{k: step[k] for k in ("authorization",) if k in step}}
         self.records.save(job["id"], job)
 
     async def judged(self, job: dict[str, Any], agree: int, replicas: list[tuple[str, Returned | BaseException]]
@@ -132,19 +136,10 @@ class RemoteAnswers:
         written down and its outputs kept where a start does not remove them: a kill -9 from then on is resumed
         (`resumed`), never run and paid again."""
         paying = paying or [returned]
-        pays = [{"provider": r.provider, "authorization": r.authorization, "charge": r.run["charge"]} for r in paying]
-        answer = returned.answer
-        for step in ("sent", "fetching", "replicating"):
-            job.pop(step, None)
+        if "answered" not in job:  # a single job's was written before its provider was told to forget it
+            await self.answer_kept(job, returned, paying)
         kept = self.kept(job["id"])
-        await in_pool(None, _keep, [path for _, path, _ in returned.files], kept)
         run = {**returned.run, "charge": sum(r.run["charge"] for r in paying)}
-        long = len(run.get("stdout", "")) + len(run.get("stderr", "")) > KEPT_STREAMS
-        job.update(state="storing", outputs=[], answered={
-            "provider": returned.provider, "run": {**run, "stdout": "", "stderr": ""} if long else run,
-            "signed": returned.signed, "outputs": answer["outputs"], "refusal": answer.get("refusal"),
-            "trap": answer.get("trap"), "pays": pays})
-        self.records.save(job["id"], job)
         await in_pool(None, remove_tree, self.replicas_kept(job["id"]))
         try:
             done = await self._store_answered(job, run)
@@ -161,6 +156,27 @@ class RemoteAnswers:
         for r in paying:
             self.sent.pay(r)
         return answered_with(job, *done)
+
+    async def answer_kept(self, job: dict[str, Any], returned: Returned, paying: list[Returned] | None = None
+                          ) -> Returned:
+        """`returned`'s first step: the checked answer and what it owes written down (`storing`), its outputs kept
+        where a start finds them.  A single job takes it before its provider is told to forget the job
+        (sent_jobs.unsettled's `checked`): told before, a kill -9 between would leave a run that was done and can
+        be neither fetched again nor paid."""
+        paying = paying or [returned]
+        pays = [{"provider": r.provider, "authorization": r.authorization, "charge": r.run["charge"]} for r in paying]
+        answer = returned.answer
+        for step in ("sent", "fetching", "replicating"):
+            job.pop(step, None)
+        await in_pool(None, _keep, [path for _, path, _ in returned.files], self.kept(job["id"]))
+        run = {**returned.run, "charge": sum(r.run["charge"] for r in paying)}
+        long = len(run.get("stdout", "")) + len(run.get("stderr", "")) > KEPT_STREAMS
+        job.update(state="storing", outputs=[], answered={
+            "provider": returned.provider, "run": {**run, "stdout": "", "stderr": ""} if long else run,
+            "signed": returned.signed, "outputs": answer["outputs"], "refusal": answer.get("refusal"),
+            "trap": answer.get("trap"), "pays": pays})
+        self.records.save(job["id"], job)
+        return returned
 
     async def _store_answered(self, job: dict[str, Any], run: dict[str, Any]) -> tuple:
         """A checked answer's outputs not stored yet stored from where they are kept, and the job written done in
@@ -199,6 +215,12 @@ class RemoteAnswers:
         """A job `cut_short`, finished from its providers' answers: asked again, or its outputs fetched again."""
         if "replicating" in job:
             return await self.replicas_again(job)
+        step = job["sent"] if "sent" in job else job["fetching"]
+        if not self.sent.payable_after_restart(step["authorization"]):  # settled unpaid before the stop: a run
+            job.pop("sent", None)  # that cannot be paid is not counted either
+            job.pop("fetching", None)
+            self.records.save(job["id"], job)
+            raise XscError(f"provider {step['provider']}'s tab was settled unpaid before the stop: not counted")
         return await (self.asked_again(job) if "sent" in job else self.refetched(job))
 
     async def replicas_again(self, job: dict[str, Any]) -> dict[str, Any]:
@@ -218,8 +240,12 @@ class RemoteAnswers:
     async def _replica_again(self, job: dict[str, Any], spec, step: dict[str, Any]) -> Returned:
         provider = step["provider"]
         if step["step"] == "lost":
+            if "authorization" in step:  # a kill -9 may have come before its tab was dropped
+                await self.sent.unanswered_after_restart(step["authorization"])
             raise XscError(step["error"])
         try:
+            if not self.sent.payable_after_restart(step["authorization"]):  # its tab settled unpaid before the stop
+                raise XscError(f"replica {provider}'s tab was settled unpaid before the stop: not counted")
             if step["step"] == "sent":
                 step = {"step": "fetching", **_short(await self.sent.answer_again(step, spec, job["id"],
                                                                                    job["inputs"]))}
@@ -235,6 +261,7 @@ class RemoteAnswers:
                     await in_pool(None, remove_tree, part)
                 step = job["replicating"][provider] = {**step, "step": "checked"}
                 self.records.save(job["id"], job)
+                await self.sent.forget(provider, step["job"])  # only now: told before, a kill -9 would lose it
             for i, output in enumerate(answer["outputs"]):
                 path = kept / str(i)
                 if not path.is_file() or await in_pool(None, file_sha256, path) != output["sha256"]:
@@ -242,8 +269,10 @@ class RemoteAnswers:
                                          "signed", hint="run the job again")
             files = [(o["name"], kept / str(i), o["size"]) for i, o in enumerate(answer["outputs"])]
         except Exception as err:
-            await self.sent.unanswered_after_restart(step["authorization"])
             self.replica_lost(job, provider, err)
+            await self.sent.unanswered_after_restart(step["authorization"])
+            if "job" in step:
+                await self.sent.forget(provider, step["job"])
             raise
         return _restored(step, files)
 
@@ -286,12 +315,15 @@ class RemoteAnswers:
         into = Path(tempfile.mkdtemp(prefix="job-", dir=self.work_dir))
         try:
             try:
-                files = await self.sent.refetched(fetching["provider"], fetching["job"], answer["outputs"], into)
-            except XscError:
-                await self.sent.unanswered_after_restart(fetching["authorization"])
-                job.pop("fetching")
-                raise
-            return await self.returned(job, _restored(fetching, files))
+                try:
+                    files = await self.sent.refetched(fetching["provider"], fetching["job"], answer["outputs"], into)
+                except XscError:
+                    await self.sent.unanswered_after_restart(fetching["authorization"])
+                    job.pop("fetching")
+                    raise
+                return await self.returned(job, _restored(fetching, files))
+            finally:  # once its answer is written `storing` (`returned`): told before, a kill -9 would lose it
+                await self.sent.forget(fetching["provider"], fetching["job"])
         finally:
             await in_pool(None, remove_tree, into)
 
@@ -303,7 +335,7 @@ class RemoteAnswers:
         for pay in job.get("answered", {}).get("pays", []):
             self.sent.owed_after_restart(pay["provider"], pay["authorization"], pay["charge"])
         cut = [job[step] for step in ("sent", "fetching") if step in job]  # its answer, or its outputs, never came
-        for step in cut + [r for r in job.get("replicating", {}).values() if r["step"] != "lost"]:
+        for step in cut + [r for r in job.get("replicating", {}).values() if "authorization" in r]:
             await self.sent.unanswered_after_restart(step["authorization"])  # (a replica not compared: not paid)
         for k in ("answered", "sent", "fetching", "replicating"):
             job.pop(k, None)

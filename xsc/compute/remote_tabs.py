@@ -181,6 +181,10 @@ class GatewayTabs:
             with self.payments.working(auth.id):
                 await self._drop(OpenTab(public_id(auth.payee), auth, 0))
 
+    def still_pending(self, authorization_id: bytes) -> bool:
+        """Whether a tab a restart left pending can still be paid (neither paid nor dropped since)."""
+        return self._pending(authorization_id) is not None
+
     def _pending(self, authorization_id: bytes) -> Authorization | None:
         return next((a for a in self.ledger.pending() if a.id == authorization_id), None)
 

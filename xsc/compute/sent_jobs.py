@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,13 +69,16 @@ class SentJobs:
 
     async def unsettled(self, provider: str, price: int, spec, call: InvokeCall, staged, jid: str,
                         deal: dict[str, Any], believed: Callable[[dict[str, Any]], None] | None = None,
-                        sending: Callable[[dict[str, Any]], None] | None = None) -> Returned:
+                        sending: Callable[[dict[str, Any]], None] | None = None,
+                        checked: Callable[[Returned], Awaitable[Returned]] | None = None) -> Returned:
         """Run the staged job on `provider` at `price`: its run, checked, with its outputs on disk, neither paid
         nor refused yet.  The caller judges it (`pay` or `refuse`) once its outputs are stored, as replicas of a
         job are judged by their agreement.  `sending({provider, job, authorization, price, budget, stdin})`: the
         provider took the job, nothing of it sent yet (what `answer_again` needs after a restart);
         `believed({provider, job, authorization, answer})`: the provider's answer holds to the job, its outputs not
-        fetched yet (what `refetched` needs after a restart)."""
+        fetched yet (what `refetched` needs after a restart); `checked(returned)`: its outputs fetched and checked,
+        what keeps them where a start finds them, before the provider is told to forget the job (a kill -9 between
+        the two would leave a run that was done and can be neither fetched again nor paid)."""
         paid = self.paid
         url = paid.peers.peer(provider).url
         budget = paid.compute.budget(call, price)
@@ -99,9 +102,15 @@ class SentJobs:
             except BaseException:  # its outputs could not all be fetched: its result never came
                 await paid.gateway_tabs.abandon(tab, budget)
                 raise
+            returned.tab, returned.budget, returned.authorization = tab, budget, tab.auth.id.hex()
+            if checked is not None:
+                try:
+                    returned = await checked(returned)
+                except Exception:  # not kept: not counted, so not paid
+                    await paid.gateway_tabs.abandon(tab, budget)
+                    raise
         finally:
             await self._forget(url, provider, job)
-        returned.tab, returned.budget, returned.authorization = tab, budget, tab.auth.id.hex()
         return returned
 
     def pay(self, returned: Returned) -> None:
@@ -123,6 +132,10 @@ class SentJobs:
         """After a restart: pay the job tab `authorization` the `charge` its checked run was recorded owing."""
         if self.paid.gateway_tabs.owed_after_restart(bytes.fromhex(authorization), charge):
             self.paid.market.note_paid(provider, charge, by_them=False)
+
+    def payable_after_restart(self, authorization: str) -> bool:
+        """After a restart: whether the job tab `authorization` (hex) is still pending, so can be paid."""
+        return self.paid.gateway_tabs.still_pending(bytes.fromhex(authorization))
 
     async def unanswered_after_restart(self, authorization: str) -> None:
         """After a restart: nothing is paid on the job tab `authorization`, whose outputs never came."""
@@ -284,15 +297,18 @@ class SentJobs:
                         ) -> list[OutputFile]:
         """After a restart: the outputs of a run whose answer was believed (`unsettled`'s `believed`) fetched again
         from `provider`, which keeps them a while (hosted_jobs.IDLE), each held to its signed hash; a provider
-        whose bytes do not match is struck.  Then it is told to forget the job."""
+        whose bytes do not match is struck.  The caller tells the provider to forget the job (`forget`) once the
+        step that counts them is written: told before, a kill -9 between would lose a run that was done."""
         url = self.paid.peers.peer(provider).url
         try:
             return await self._fetched(url, provider, job, outputs, into)
         except ForgedResult as err:
             self._strike(provider, err.message)
             raise
-        finally:
-            await self._forget(url, provider, job)
+
+    async def forget(self, provider: str, job: str) -> None:
+        """Tell `provider` it may drop job `job`'s answer and outputs (it drops them itself a while later)."""
+        await self._forget(self.paid.peers.peer(provider).url, provider, job)
 
     async def _fetched(self, url: str, provider: str, job: str, outputs: list[dict[str, Any]], into: Path
                        ) -> list[OutputFile]:
