@@ -132,24 +132,32 @@ async def test_a_job_that_is_not_deterministic_is_refused_for_replication_up_fro
     assert status == 502 and problem["code"] == "replicas-disagree" and "offers 1 other" in problem["detail"]
 
 
+async def _stopped_before_comparing(gateway, monkeypatch, agree: int) -> dict:
+    """The record of a job on three replicas that `agree` must agree on, as a stop leaves it: every replica checked,
+    none compared, paid or refused."""
+    answers = gateway.app[NODE].jobs.answers
+    judged = answers.judged
+
+    async def cut(*args):
+        raise OSError("cut short")
+
+    monkeypatch.setattr(answers, "judged", cut)
+    module = await deploy(gateway, "outputs", wasi=True)
+    status, _ = await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 3,
+                                        "agree": agree}, stdin=b"bytes")
+    assert status == 500
+    monkeypatch.setattr(answers, "judged", judged)
+    (job,) = answers.records.all_jobs()
+    return job
+
+
 async def test_replicas_a_stop_left_uncompared_are_compared_at_the_start_by_the_agreement_the_job_asked(
         node_factory, monkeypatch) -> None:
     gateway, providers = await network(node_factory, providers=3)
     _flip_outputs_of(monkeypatch, providers[0])
-    module = await deploy(gateway, "outputs", wasi=True)
     answers = gateway.app[NODE].jobs.answers
-    judged = answers.judged
-
-    async def cut(*args):  # what a stop leaves: every replica checked, none compared, paid or refused
-        raise OSError("cut short")
-
-    monkeypatch.setattr(answers, "judged", cut)
-    status, _ = await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 3,
-                                        "agree": 3}, stdin=b"bytes")
-    assert status == 500
-    (job,) = answers.records.all_jobs()
+    job = await _stopped_before_comparing(gateway, monkeypatch, agree=3)
     assert sorted(r["step"] for r in job["replicating"].values()) == ["checked"] * 3, job
-    monkeypatch.setattr(answers, "judged", judged)
     files_before = (await (await gateway.get("/v1/store/files")).json())["files"]
     await answers.recover_one(job)
     job = answers.records.load(job["id"])
@@ -226,22 +234,11 @@ async def test_a_job_run_again_with_other_replicas_or_agreement_is_refused_not_a
 async def test_a_replica_whose_tab_was_dropped_before_a_stop_is_not_counted_at_the_start(node_factory,
                                                                                           monkeypatch) -> None:
     gateway, providers = await network(node_factory, providers=3)
-    module = await deploy(gateway, "outputs", wasi=True)
     answers = gateway.app[NODE].jobs.answers
-    judged = answers.judged
-
-    async def cut(*args):  # what a stop leaves: every replica checked, none compared, paid or refused
-        raise OSError("cut short")
-
-    monkeypatch.setattr(answers, "judged", cut)
-    status, _ = await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 3,
-                                        "agree": 2}, stdin=b"bytes")
-    assert status == 500
-    (job,) = answers.records.all_jobs()
+    job = await _stopped_before_comparing(gateway, monkeypatch, agree=2)
     dropped = sorted(job["replicating"])[0]
     # A stop between dropping a replica's tab and writing it down lost: that replica can no longer be paid.
     await answers.sent.unanswered_after_restart(job["replicating"][dropped]["authorization"])
-    monkeypatch.setattr(answers, "judged", judged)
     await answers.recover_one(job)
     job = answers.records.load(job["id"])
     assert job["state"] == "done", job
