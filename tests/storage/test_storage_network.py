@@ -27,6 +27,9 @@ def _six_nodes(node_process):
     nodes = [first, *others]
     ids = [node_id(n) for n in nodes]
     eventually(lambda: known_ids(first) >= set(ids[1:]), "the gateway to know the other five nodes")
+    # and their offers: a put with fewer providers on its market keeps 4 shares at home
+    eventually(lambda: api(first, "GET", "/v1/market/status")[1]["providers"]["storage"] >= 6,
+               "the gateway's market to hold the six nodes' storage offers")
     return nodes, ids
 
 
