@@ -7,12 +7,14 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+from xsc import devnet
 from xsc.storage import Capability
 
 from tests.support.blocks import change_block, corrupt_block
@@ -200,9 +202,13 @@ def test_a_removal_cut_short_by_kill_9_is_never_listed_and_finishes_after_the_re
 
 @pytest.mark.slow
 def test_a_put_cut_short_by_kill_9_gives_back_the_shares_holders_committed_after_the_restart(node_process,
-                                                                                            tmp_path) -> None:
+                                                                                            tmp_path,
+                                                                                            monkeypatch) -> None:
     """A gateway killed after a holder committed a share of a put and before the file was recorded: no capability
     was answered and no deal holds the copy, and the restarted gateway deletes it on every holder."""
+    # Fresh interpreters: with its nodes forked from the suite's forker (tests/support/forker.py) the restarted
+    # gateway does not give the other holder's copies back; why is not yet known.
+    monkeypatch.setattr(devnet, "popen", subprocess.Popen)
     # The put waits for the frozen holder (its request, its probes) until the gateway is killed.
     waiting = {**FAST, "XSC_PEERS_REQUEST_TIMEOUT": "300", "XSC_HEALTH_PROBE_TIMEOUT": "300"}
     first = node_process("n0", env=waiting)
