@@ -332,6 +332,25 @@ def _batch(signed: dict, **changes) -> dict:
     return {**signed, "batch": {**signed["batch"], **changes}}
 
 
+async def _run_with_provenance_changed(gateway, provider, monkeypatch, change):
+    """A job run by `provider`, whose answer's signed record is `change(record)`: (the nodes the gateway struck, the
+    balances before, the run's (status, body))."""
+    module = await deploy(gateway, "outputs", wasi=True)
+    hosted = provider.app[NODE].hosted_jobs
+    honest = hosted._run
+
+    async def changed(job):
+        answer = await honest(job)
+        return {**answer, "provenance": change(answer["provenance"])}
+
+    monkeypatch.setattr(hosted, "_run", changed)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike",
+                        lambda node, why, **kw: struck.append(node) or False)
+    before = balances(gateway, provider)
+    return struck, before, await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
+
+
 @pytest.mark.parametrize("respell, where", [
     (lambda s: _batch(s, signature=s["batch"]["signature"].upper()), "batch.signature is"),
     (lambda s: _batch(s, root=s["batch"]["root"].upper()), "batch.root is"),
@@ -342,20 +361,7 @@ async def test_a_provider_answering_its_signed_record_respelled_is_not_paid_and_
         node_factory, monkeypatch, respell, where) -> None:
     """Each respelling holds to the record's signature and proof: taken, it would be a second record of one run."""
     gateway, (provider,) = await network(node_factory)
-    module = await deploy(gateway, "outputs", wasi=True)
-    hosted = provider.app[NODE].hosted_jobs
-    honest = hosted._run
-
-    async def respelled(job):
-        answer = await honest(job)
-        return {**answer, "provenance": respell(answer["provenance"])}
-
-    monkeypatch.setattr(hosted, "_run", respelled)
-    struck: list[str] = []
-    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike",
-                        lambda node, why, **kw: struck.append(node) or False)
-    before = balances(gateway, provider)
-    status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
+    struck, before, (status, problem) = await _run_with_provenance_changed(gateway, provider, monkeypatch, respell)
     assert status == 502 and problem["code"] == "forged-result" and where in problem["detail"], problem
     assert "canonical form" in problem["detail"] or "not a field" in problem["detail"]
     assert struck == [provider.app[IDENTITY].id]
@@ -384,20 +390,8 @@ async def test_a_provider_answering_its_record_at_another_place_in_its_batch_is_
     """One signed record, one place: its index and count are covered by the signature (a record signed under the
     first rule, whose root did not pin them, is the provider's to respell, so it is refused from a provider)."""
     gateway, (provider,) = await network(node_factory)
-    module = await deploy(gateway, "outputs", wasi=True)
-    hosted = provider.app[NODE].hosted_jobs
-    honest = hosted._run
-
-    async def resigned(job):
-        answer = await honest(job)
-        return {**answer, "provenance": resign(provider, answer["provenance"])}
-
-    monkeypatch.setattr(hosted, "_run", resigned)
-    struck: list[str] = []
-    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike",
-                        lambda node, why, **kw: struck.append(node) or False)
-    before = balances(gateway, provider)
-    status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
+    struck, before, (status, problem) = await _run_with_provenance_changed(
+        gateway, provider, monkeypatch, lambda signed: resign(provider, signed))
     if refused is None:  # the record signed again in a batch of three, at its place: taken
         assert status == 201 and struck == [], problem
         return
