@@ -27,7 +27,7 @@ from xsc.tasks import Pacer
 
 from tests.support.blocks import corrupt_block
 from tests.support.nodes import NodeProcess, kill_all
-from tests.support.peers import api, http, peer_health, start_star
+from tests.support.peers import api, http, peer_health, start_star, wait_for_storage_offers
 from tests.support.waiting import eventually, eventually_async
 
 NO_SCRUB = {"XSC_AUDIT_SCRUB_RATE": "0"}
@@ -270,7 +270,9 @@ def network(tmp_path: Path):
     started: list[NodeProcess] = []
 
     def start(gateway_env: dict, holder_env: dict) -> tuple[list[NodeProcess], list[str]]:
-        return start_star(tmp_path, 7, gateway_env, holder_env, started)
+        nodes, ids = start_star(tmp_path, 7, gateway_env, holder_env, started)
+        wait_for_storage_offers(nodes[0], 7)
+        return nodes, ids
 
     yield start
     kill_all(started)

@@ -7,19 +7,17 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from xsc import devnet
 from xsc.storage import Capability
 
 from tests.support.blocks import change_block, corrupt_block
 from tests.support.nodes import kill_all
-from tests.support.peers import FAST, api, known_ids, node_id, peer_health, start_star
+from tests.support.peers import FAST, api, known_ids, node_id, peer_health, start_star, wait_for_storage_offers
 from tests.support.waiting import eventually
 
 
@@ -29,9 +27,7 @@ def _six_nodes(node_process):
     nodes = [first, *others]
     ids = [node_id(n) for n in nodes]
     eventually(lambda: known_ids(first) >= set(ids[1:]), "the gateway to know the other five nodes")
-    # and their offers: a put with fewer providers on its market keeps 4 shares at home
-    eventually(lambda: api(first, "GET", "/v1/market/status")[1]["providers"]["storage"] >= 6,
-               "the gateway's market to hold the six nodes' storage offers")
+    wait_for_storage_offers(first, 6)
     return nodes, ids
 
 
@@ -106,6 +102,7 @@ def test_repair_moves_a_lost_share_to_a_spare_node(node_process, tmp_path: Path)
     ids = [node_id(n) for n in nodes]
     by_id = dict(zip(ids, nodes))
     eventually(lambda: known_ids(first) >= set(ids[1:]), "the gateway to know the other six nodes")
+    wait_for_storage_offers(first, 7)
     data = os.urandom(2 * 1024 * 1024 + 5)
     src = tmp_path / "repair.bin"
     src.write_bytes(data)
@@ -148,6 +145,7 @@ def test_a_frozen_holder_does_not_stall_a_get(node_process, tmp_path: Path) -> N
     ids = [node_id(n) for n in nodes]
     by_id = dict(zip(ids, nodes))
     eventually(lambda: known_ids(first) >= set(ids[1:]), "the gateway to know the other five nodes")
+    wait_for_storage_offers(first, 6)
     data = os.urandom(5 * 1024 * 1024)
     src = tmp_path / "slow.bin"
     src.write_bytes(data)
@@ -174,6 +172,7 @@ def test_a_removal_cut_short_by_kill_9_is_never_listed_and_finishes_after_the_re
     first = node_process("n0", env=FAST)
     holders = [node_process(f"n{i}", extra_args=["--peer", first.url], env=FAST) for i in (1, 2)]
     eventually(lambda: known_ids(first) >= {node_id(n) for n in holders}, "the gateway to know both holders")
+    wait_for_storage_offers(first, 3)
     src = tmp_path / "doomed.bin"
     src.write_bytes(os.urandom(200_000))
     put = first.xsc("store", "put", str(src), "--json")
@@ -202,18 +201,15 @@ def test_a_removal_cut_short_by_kill_9_is_never_listed_and_finishes_after_the_re
 
 @pytest.mark.slow
 def test_a_put_cut_short_by_kill_9_gives_back_the_shares_holders_committed_after_the_restart(node_process,
-                                                                                            tmp_path,
-                                                                                            monkeypatch) -> None:
+                                                                                            tmp_path) -> None:
     """A gateway killed after a holder committed a share of a put and before the file was recorded: no capability
     was answered and no deal holds the copy, and the restarted gateway deletes it on every holder."""
-    # Fresh interpreters: with its nodes forked from the suite's forker (tests/support/forker.py) the restarted
-    # gateway does not give the other holder's copies back; why is not yet known.
-    monkeypatch.setattr(devnet, "popen", subprocess.Popen)
     # The put waits for the frozen holder (its request, its probes) until the gateway is killed.
     waiting = {**FAST, "XSC_PEERS_REQUEST_TIMEOUT": "300", "XSC_HEALTH_PROBE_TIMEOUT": "300"}
     first = node_process("n0", env=waiting)
     holders = [node_process(f"n{i}", extra_args=["--peer", first.url], env=FAST) for i in (1, 2)]
     eventually(lambda: known_ids(first) >= {node_id(n) for n in holders}, "the gateway to know both holders")
+    wait_for_storage_offers(first, 3)
     src = tmp_path / "cut-short.bin"
     src.write_bytes(os.urandom(200_000))  # one segment: each holder's share placed and committed in one request
     stuck, other = holders
@@ -260,6 +256,7 @@ def test_a_get_whose_client_stalls_or_leaves_after_the_headers_gives_everything_
     started: list = []
     try:
         nodes, ids = start_star(tmp_path, 6, {"XSC_NODE_IDLE_TIMEOUT": "3"}, {}, started)
+        wait_for_storage_offers(nodes[0], 6)
         gateway = nodes[0]
         data = os.urandom(48 * 1024 * 1024)
         src = tmp_path / "large.bin"
@@ -306,6 +303,7 @@ def test_holders_that_answer_wrong_blocks_leave_a_get_exact_and_are_reported(tmp
     started: list = []
     try:
         nodes, ids = start_star(tmp_path, 6, SMALL_SEGMENTS, SMALL_SEGMENTS, started)
+        wait_for_storage_offers(nodes[0], 6)
         gateway, by_id = nodes[0], dict(zip(ids, nodes))
 
         def put(name: str, data: bytes) -> tuple[str, bytes, list[int]]:

@@ -78,6 +78,13 @@ def start_star(tmp_path: Path, n: int, gateway_env: dict, others_env: dict, star
     return nodes, ids
 
 
+def wait_for_storage_offers(gateway, count: int) -> None:
+    """Until the gateway's market holds `count` storage offers, its own among them: knowing a node is not yet
+    holding its offer, and a put keeps at home the shares its market has no provider for."""
+    eventually(lambda: api(gateway, "GET", "/v1/market/status")[1]["providers"]["storage"] >= count,
+               f"the gateway's market to hold {count} storage offers")
+
+
 def kill_all(started: list) -> None:
     """kill -9 every node process of `started` still running (a test's teardown)."""
     for node in started:
