@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.support.nodes import free_port, xsc_command
+from tests.support.nodes import free_port, start_xsc
 from tests.support.cli import xsc
 
 
@@ -53,8 +53,8 @@ def test_the_hints_the_cli_prints_are_commands_that_parse(tmp_path: Path) -> Non
 def test_node_start_takes_data_dir_after_the_subcommand_and_says_listening_once(tmp_path: Path) -> None:
     """As printed by the CLI's own hints and docs/peers.md: `xsc node start --data-dir X` (items 1 and 11)."""
     data_dir, port = tmp_path / "n", free_port()
-    proc = subprocess.Popen([*xsc_command(), "node", "start", "--data-dir", str(data_dir),
-                             "--listen", f"127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = start_xsc("node", "start", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}",
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     seen: list[str] = []
     try:
         while not any("listening on" in line for line in seen):

@@ -255,14 +255,13 @@ def test_a_job_cut_short_by_kill_9_is_marked_interrupted_after_restart(node_proc
     import time
 
     from xsc.compute.jobspec import job_id, parse_job
-    from xsc.devnet import xsc_command
+    from tests.support.nodes import start_xsc
 
     node = node_process("k")
     module = ok(node.xsc("compute", "deploy", str(WASM / "spin.wasm"), "--wasi")).strip()
     jid = job_id(parse_job({"module": module, "limits": {"timeout": 5.0}}), None, [])
-    running = subprocess.Popen([*xsc_command(), "--data-dir", str(node.data_dir), "compute", "run", module,
-                                "--no-stdin", "--timeout", "5"], stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    running = start_xsc("--data-dir", str(node.data_dir), "compute", "run", module, "--no-stdin", "--timeout", "5",
+                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while True:  # until the node has written the job's record, before its run ends
@@ -293,7 +292,7 @@ def test_a_job_killed_while_its_outputs_are_stored_leaves_none_of_them_and_runs_
 
     from tests.support.waiting import eventually
     from xsc.compute.jobspec import job_id, parse_job
-    from xsc.devnet import xsc_command
+    from tests.support.nodes import start_xsc
 
     node = node_process("k")
     module = ok(node.xsc("compute", "deploy", OUTPUTS, "--wasi")).strip()
@@ -301,8 +300,8 @@ def test_a_job_killed_while_its_outputs_are_stored_leaves_none_of_them_and_runs_
     data.write_bytes(os.urandom(48 << 20))  # out/c.txt is a copy: its put takes a while
     jid = job_id(parse_job({"module": module, "stdin": "-"}), hashlib.sha256(data.read_bytes()).hexdigest(), [])
     with open(data, "rb") as stdin:
-        running = subprocess.Popen([*xsc_command(), "--data-dir", str(node.data_dir), "compute", "run", module],
-                                   stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        running = start_xsc("--data-dir", str(node.data_dir), "compute", "run", module, stdin=stdin,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         def storing():
             shown = node.xsc("compute", "job", jid, "--json")

@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.compute import WASM
-from tests.support.nodes import kill_all
+from tests.support.nodes import kill_all, start_xsc
 from tests.support.peers import FAST, api, http, known_ids, node_id, start_star
 from tests.support.waiting import eventually
 from xsc.compute.jobspec import job_id, parse_job
-from xsc.devnet import xsc_command
 
 
 @pytest.mark.slow
@@ -247,8 +246,8 @@ def _running(provider) -> bool:
 def _kill_gateway_while(gateway, argv: list[str], happening, what: str, stdin: Path | None = None) -> None:
     """`xsc compute run ARGV` on the gateway, and a kill -9 of the gateway the moment `happening()` holds."""
     with open(stdin or os.devnull, "rb") as given:
-        running = subprocess.Popen([*xsc_command(), "--data-dir", str(gateway.data_dir), "compute", "run", *argv],
-                                   stdin=given, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        running = start_xsc("--data-dir", str(gateway.data_dir), "compute", "run", *argv, stdin=given,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         eventually(happening, what, timeout=120, poll=0.01)
         gateway.kill()

@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.compute import WASM
-from tests.support.nodes import kill_all
+from tests.support.nodes import kill_all, start_xsc
 from tests.support.peers import api, node_id, start_star
 from tests.support.waiting import eventually
 from xsc.compute.jobspec import job_id, parse_job
-from xsc.devnet import xsc_command
 
 # Three runs of slow.wasm at once on a loaded machine may take longer than the default wall-clock limit.
 SETTLE = {"XSC_LEDGER_SETTLE_RETRY_INTERVAL": "0.3", "XSC_COMPUTE_TIMEOUT": "60"}
@@ -93,9 +92,9 @@ def _killed_and_restarted(devnet, tag: str, when, what: str, meanwhile=lambda: N
     gateway, providers, module = devnet
     jid = job_id(parse_job({"module": module, "argv": [tag], "stdout_to_store": True, "deterministic": True,
                             "replicas": 3}), None, [])
-    running = subprocess.Popen([*xsc_command(), "--data-dir", str(gateway.data_dir), "compute", "run", module, tag,
-                                "--no-stdin", "--stdout-to-store", "--deterministic", "--replicas", "3"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    running = start_xsc("--data-dir", str(gateway.data_dir), "compute", "run", module, tag, "--no-stdin",
+                        "--stdout-to-store", "--deterministic", "--replicas", "3", stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
     try:
         eventually(lambda: when(jid), what, timeout=120, poll=0.01)
         gateway.kill()
@@ -214,9 +213,8 @@ def test_a_single_job_killed_the_moment_its_provider_is_told_to_forget_it_is_sto
     before = _earned_before(devnet)
     jid = job_id(parse_job({"module": module, "argv": ["single"], "stdout_to_store": True, "deterministic": True}),
                  None, [])
-    running = subprocess.Popen([*xsc_command(), "--data-dir", str(gateway.data_dir), "compute", "run", module,
-                                "single", "--no-stdin", "--stdout-to-store", "--deterministic"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    running = start_xsc("--data-dir", str(gateway.data_dir), "compute", "run", module, "single", "--no-stdin",
+                        "--stdout-to-store", "--deterministic", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         (provider,) = eventually(lambda: [p for p in providers if _hosted(p)], "the job on a provider", timeout=120,
                                  poll=0.01)

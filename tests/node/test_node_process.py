@@ -14,7 +14,7 @@ import pytest
 from xsc.devnet import node_environ
 from xsc.paths import lock_holder
 
-from tests.support.nodes import NodeProcess, free_port, run_xsc, xsc_command
+from tests.support.nodes import NodeProcess, free_port, run_xsc, start_xsc, xsc_command
 from tests.support.waiting import eventually
 
 
@@ -47,9 +47,9 @@ def test_a_second_node_on_the_same_data_dir_is_refused(node_process) -> None:
 def test_a_first_start_holds_the_data_dir_while_it_mints_the_nodes_id(tmp_path: Path) -> None:
     data_dir = tmp_path / "node"
     # 2^26 keys to try: it mints for minutes, and is stopped long before
-    minting = subprocess.Popen([*xsc_command(), "--data-dir", str(data_dir), "node", "start", "--listen",
-                                f"127.0.0.1:{free_port()}"], env=node_environ({"XSC_PEERS_MIN_DIFFICULTY": "26"}),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    minting = start_xsc("--data-dir", str(data_dir), "node", "start", "--listen", f"127.0.0.1:{free_port()}",
+                        env=node_environ({"XSC_PEERS_MIN_DIFFICULTY": "26"}), stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
     try:
         eventually(lambda: lock_holder(data_dir) == minting.pid, "the first start to hold the data dir", 30)
         status = run_xsc("--data-dir", str(data_dir), "node", "status")
@@ -128,8 +128,8 @@ def test_sigterm_lets_an_in_flight_put_finish(node_process, tmp_path: Path) -> N
     src = tmp_path / "inflight.bin"
     data = os.urandom(40 * 1024 * 1024)
     src.write_bytes(data)
-    put = subprocess.Popen([*xsc_command(), "--data-dir", str(node.data_dir), "store", "put", str(src)],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    put = start_xsc("--data-dir", str(node.data_dir), "store", "put", str(src), stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE)
     # Once the put has reserved room (or, on a slow machine, has already finished):
     eventually(lambda: put.poll() is not None
                or json.loads(node.xsc("node", "status", "--json").stdout)["storage"]["reserved"] > 0,

@@ -21,7 +21,7 @@ from xsc.storage import Capability, ShareStore
 from xsc.node.datadir import BLOCKS_DIR, DB_DIR
 from xsc.storage.core import layout
 
-from tests.support.nodes import xsc_command
+from tests.support.nodes import start_xsc
 from tests.support.waiting import eventually
 
 
@@ -156,8 +156,8 @@ def test_kill_9_during_a_large_put_leaves_the_store_consistent(node_process, tmp
         for _ in range(300):
             f.write(os.urandom(1024 * 1024))
     named = ["--node", node.url] if over == "HTTP" else []  # else handed to the node, which reads it
-    put = subprocess.Popen([*xsc_command(), "--data-dir", str(node.data_dir), *named, "store", "put",
-                            str(big)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    put = start_xsc("--data-dir", str(node.data_dir), *named, "store", "put", str(big), stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE)
     # Killed once the node has taken 8 MiB of the put (the gateway reads a segment or two ahead of what it has
     # stored: blocks are written by then), long before the 300 MiB are in.
     eventually(lambda: _bytes_received(node) >= 8 * 1024 * 1024, "the node to take 8 MiB of the put", 60)

@@ -5,22 +5,31 @@ from __future__ import annotations
 import asyncio
 import errno
 import io
+import subprocess
 from pathlib import Path
 from typing import Iterable
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from xsc import devnet
 from xsc.config import NodeConfig, load_config
 from xsc.devnet import Devnet, NodeProcess, free_port, run_xsc, xsc_command
 from xsc.node import TOKEN, create_app
 from xsc.serve.listener import NodeRunner
 
-__all__ = ["Devnet", "NodeProcess", "free_port", "run_xsc", "xsc_command", "node_config", "serve", "kill_all", "NodeServer"]
+__all__ = ["Devnet", "NodeProcess", "free_port", "run_xsc", "start_xsc", "xsc_command", "node_config", "serve", "kill_all",
+           "NodeServer"]
 
 
 # Test nodes are one operator's loopback network, like a devnet (xsc.devnet.DEVNET_ENV): ids without proof of
 # work, and credit for each other without recognition.  Tests of admission and trust set these themselves.
 TEST_DEFAULTS = {"peers": {"min_difficulty": 0}, "ledger": {"stranger_credit": 10**15}}
+
+
+def start_xsc(*args: str, **popen_args) -> subprocess.Popen:
+    """The `xsc` command started with `args` and left running (`popen_args` as subprocess.Popen takes them):
+    through `devnet.popen`, so in the suite it is forked as every node and CLI run is (forker.py)."""
+    return devnet.popen([*xsc_command(), *args], **popen_args)
 
 
 def node_config(root: Path, name: str = "node", **sections) -> NodeConfig:
