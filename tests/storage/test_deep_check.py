@@ -11,6 +11,7 @@ import os
 
 from xsc.node.appkeys import NODE
 from xsc.storage import Capability
+from xsc.storage import deep_check
 from xsc.storage.deep_check import VERIFIED_AT_ONCE
 
 from tests.support.waiting import eventually_async
@@ -80,20 +81,25 @@ async def test_repair_of_every_file_mends_the_damaged_and_goes_on_past_one_it_ca
 
 async def test_a_file_removed_while_the_run_goes_is_passed_over(node_factory, monkeypatch) -> None:
     node = await _store_node(node_factory)
-    caps = [await _put(node, f"f{i}") for i in range(3)]
-    _drop(node, caps[0], [3])
+    for i in range(4):
+        await _put(node, f"f{i}")
+    first, second, third, last = [f["capability"] for f in (await (await node.get("/v1/store/files")).json())["files"]]
+    _drop(node, first, [3])
     storage = node.app[NODE].storage
     verify = storage.verify
 
-    async def removed_first(cap, progress=None):  # the file is removed as its turn comes
-        if str(cap) == caps[1]:
+    async def removing(cap, progress=None):
+        if str(cap) == first:  # the last file is removed before its turn comes
+            await storage.remove(Capability.parse(last))
+        if str(cap) == second:  # this one as its verify begins
             await storage.remove(cap)
         return await verify(cap, progress)
 
-    monkeypatch.setattr(storage, "verify", removed_first)
+    monkeypatch.setattr(deep_check, "VERIFIED_AT_ONCE", 1)  # one file after another: the last one's turn comes later
+    monkeypatch.setattr(storage, "verify", removing)
     result = (await _lines(node, "repair"))[-1]["result"]
-    assert {f["capability"]: f["state"] for f in result["files"]} == {
-        caps[0]: "repaired", caps[1]: "removed", caps[2]: "healthy"}, result
+    assert [(f["capability"], f["state"]) for f in result["files"]] == [
+        (first, "repaired"), (second, "removed"), (third, "healthy"), (last, "removed")], result
     assert result["healthy"], result
 
 
@@ -105,7 +111,7 @@ async def test_a_run_whose_client_went_away_finishes_the_files_begun_and_begins_
     listed = [f["capability"] for f in (await (await node.get("/v1/store/files")).json())["files"]]
     storage = node.app[NODE].storage
     begun, go_on, runs = [], asyncio.Event(), []
-    verify, deep_check = storage.verify, storage.deep_check
+    verify, run_all = storage.verify, storage.deep_check
 
     async def held(cap, progress=None):
         begun.append(str(cap))
@@ -115,7 +121,7 @@ async def test_a_run_whose_client_went_away_finishes_the_files_begun_and_begins_
     async def noted(repair, progress=None, going_on=lambda: True):
         run = {"going_on": going_on}
         runs.append(run)
-        run["answer"] = await deep_check(repair, progress, going_on)
+        run["answer"] = await run_all(repair, progress, going_on)
         return run["answer"]
 
     monkeypatch.setattr(storage, "verify", held)
