@@ -424,14 +424,14 @@ def _every_file(obj, action: str, wide: bool, as_json: bool) -> None:
         counts: dict[str, int] = {}
         for f in files:
             counts[f["state"]] = counts.get(f["state"], 0) + 1
-        said = ", ".join(f"{n} {state}" for state, n in sorted(counts.items(), key=lambda c: _STATES.index(c[0])))
+        said = ", ".join(f"{n} {state}" for state, n in sorted(counts.items(), key=lambda c: _STATES.get(c[0], 9)))
         prose(f"{len(files)} file(s): {said}" + ("" if result["healthy"] or action == "repair"
                                                  else "; `xsc store repair --all` repairs the damaged ones"))
     if not result["healthy"]:
         sys.exit(1)
 
 
-_STATES = ["healthy", "repaired", "removed", "damaged", "not recoverable", "failed"]
+_STATES = {state: n for n, state in enumerate(["healthy", "repaired", "removed", "damaged", "not recoverable", "failed"])}
 
 
 def _cut(text: str, width: int) -> str:
@@ -444,8 +444,8 @@ def _files_table(files: list[dict], wide: bool) -> None:
     from ..units import format_size
 
     def detail(f: dict) -> str:
-        rebuilt = f"share{'s' if len(f.get('repaired') or []) > 1 else ''} {', '.join(map(str, f['repaired']))} " \
-            "rebuilt" if f.get("repaired") else ""
+        shares = f.get("repaired") or []
+        rebuilt = f"share{'s' if len(shares) > 1 else ''} {', '.join(map(str, shares))} rebuilt" if shares else ""
         return "; ".join(d for d in (rebuilt, f.get("detail")) if d)
 
     rows = [(f["state"], format_size(f["size"]), f.get("name") or "(unnamed)", f["capability"], detail(f))
