@@ -104,3 +104,15 @@ def test_a_repair_that_fails_mid_way_says_why_in_one_line(thread_node) -> None:
         said = failed.stderr.strip().splitlines()
         assert len(said) == 1 and said[0].startswith("xsc: error: only 3 of 6 shares are intact"), said
         assert "nothing was changed" in said[0] and "xsc store repair" in said[0]
+
+
+def test_verify_all_draws_the_files_and_bytes_done_and_a_files_name(thread_node) -> None:
+    node = thread_node(storage={"segment_size": SEG})
+    _damaged(node)
+    node.xsc("store", "put", "-", "--name", "notes", input=os.urandom(SEG))
+    piped = node.xsc("store", "verify", "--all")
+    assert piped.exit_code == 1 and piped.stderr == "", piped.output
+    done, drawn = _on_a_terminal(node, "store", "verify", "--all")
+    assert done.returncode == 1 and done.stdout.decode() == piped.stdout
+    # At least its last frame: the files done of all, their bytes, and a file's name.
+    assert b"verify: 28.0 KiB of 28.0 KiB; " in drawn and b"2/2" in drawn, drawn

@@ -239,14 +239,20 @@ def test_a_killed_peer_turns_red_and_a_repair_from_the_page_completes(net, dash)
     told = dash.evaluate("window.__progress")
     assert any(re.search(r"^repair running… [\d.]+ s; (check: \d+ of \d+ blocks|rebuild: \d+ of \d+ segments)", t)
                for t in told), told
-    # The other file: found damaged by "Check all", mended by "Repair damaged", each with its progress bar.
+    # The other file: found damaged by "Check all" (a verify of every file), mended by "Repair damaged", each a run of
+    # the node's whose lines the page draws: files and bytes done, and the file a line is about with how far it is.
+    dash.evaluate("window.__progress.length = 0")
     dash.click("#check-all")
-    dash.wait_for_selector("[data-k=batch]:has-text('checked 2 of 2:')")
-    assert figure(dash, "batch") == "checked 2 of 2: 1 healthy, 1 damaged, 0 not recoverable"
+    dash.wait_for_selector("[data-k=batch]:not(.running):has-text('checked 2 of 2')", timeout=60_000)
+    assert re.fullmatch(r"checked 2 of 2 \(([\d.]+ KiB) of \1\): 1 healthy, 1 damaged, 0 not recoverable",
+                        figure(dash, "batch")), figure(dash, "batch")
+    told = dash.evaluate("window.__progress")
+    assert any(re.search(r"^verifying file-\d: verify: \d+ of \d+ blocks", t) for t in told), told
     dash.evaluate("window.__progress.length = 0")
     dash.click("#repair-damaged")
-    dash.wait_for_selector("[data-k=batch]:has-text('repaired 1 of 1:')", timeout=60_000)
-    assert figure(dash, "batch") == "repaired 1 of 1: 1 healthy, 0 damaged, 0 not recoverable"
+    dash.wait_for_selector("[data-k=batch]:not(.running):has-text('checked and repaired 2 of 2')", timeout=60_000)
+    assert re.fullmatch(r"checked and repaired 2 of 2 \(([\d.]+ KiB) of \1\): 1 healthy, 1 repaired, 0 damaged, "
+                        r"0 not recoverable", figure(dash, "batch")), figure(dash, "batch")
     told = dash.evaluate("window.__progress")
     assert any(re.search(r"^repairing file-1: (check: \d+ of \d+ blocks|rebuild: \d+ of \d+ segments)", t)
                for t in told), told

@@ -285,13 +285,32 @@ def check(obj, cap: str, wide: bool, as_json: bool) -> None:
     _report(report, as_json, presence_only=True, wide=wide)
 
 
+_ALL_HELP = ("Every file this node lists (`xsc store ls`), 4 at a time, going on past any that fails; a table of "
+             "each file's state at the end; exit 1 unless all are well.")
+
+
+def _one_or_all(action: str, cap: str | None, every: bool) -> None:
+    if cap is None and not every:
+        raise InvalidArgument(f"{action} needs the capability of a file, or --all for every file",
+                              hint=f"xsc store {action} CAP, or xsc store {action} --all")
+    if cap is not None and every:
+        raise InvalidArgument(f"{action} takes a capability or --all, not both",
+                              hint=f"xsc store {action} CAP, or xsc store {action} --all")
+
+
 @store.command()
-@click.argument("cap")
+@click.argument("cap", required=False)
+@click.option("--all", "every", is_flag=True, help=_ALL_HELP)
 @wide_option
 @json_option
 @click.pass_obj
-def verify(obj, cap: str, wide: bool, as_json: bool) -> None:
-    """Read and hash every block of every share; names the bad blocks (share and segment)."""
+def verify(obj, cap: str | None, every: bool, wide: bool, as_json: bool) -> None:
+    """Read and hash every block of every share of CAP (or of every file: --all); names the bad blocks (share and
+    segment)."""
+    _one_or_all("verify", cap, every)
+    if every:
+        _every_file(obj, "verify", wide, as_json)
+        return
     _report(_with_progress(obj, cap, "verify", as_json), as_json, wide=wide)
 
 
@@ -327,12 +346,18 @@ def _report(report: dict, as_json: bool, presence_only: bool = False, wide: bool
 
 
 @store.command()
-@click.argument("cap")
+@click.argument("cap", required=False)
+@click.option("--all", "every", is_flag=True, help=_ALL_HELP.replace("4 at a time", "verified 4 at a time and "
+              "each damaged one repaired, one at a time"))
 @wide_option
 @json_option
 @click.pass_obj
-def repair(obj, cap: str, wide: bool, as_json: bool) -> None:
-    """Rebuild missing or corrupt shares from any 4 good ones."""
+def repair(obj, cap: str | None, every: bool, wide: bool, as_json: bool) -> None:
+    """Rebuild missing or corrupt shares of CAP (or of every damaged file: --all) from any 4 good ones."""
+    _one_or_all("repair", cap, every)
+    if every:
+        _every_file(obj, "repair", wide, as_json)
+        return
     result = _with_progress(obj, cap, "repair", as_json)
     if as_json:
         emit_json(result)
@@ -373,3 +398,62 @@ def renew(obj, cap: str, duration: str | None, wide: bool, as_json: bool) -> Non
                         hint="retry when those nodes are back, or `xsc store repair` the file first")
     prose(f"every share's lease ends at {_expiry(result['lease_expiry'])} or later; the extension costs "
           f"{format_credits(result.get('cost', 0))} credits, paid to the holders as they hold it")
+
+
+def _every_file(obj, action: str, wide: bool, as_json: bool) -> None:
+    """`verify --all`, `repair --all`: the node's run over every file (storage/deep_check.py), drawn as it goes
+    (files done of all, their bytes, the file a line is about and how far it is), then a table of each file's state.
+    A Ctrl-C leaves the node to finish the files it began, each whole, and to begin no more."""
+    from ..units import format_size
+
+    with progress_bar(f"{action} --all", shown=not as_json) as bar:
+        def told(p: dict) -> None:
+            where = f"; {_cut(p.get('name') or '(unnamed)', 24)}" if "file" in p else ""
+            step = f" {p['stage']} {p['done']}/{p['total']}" if "stage" in p else ""
+            bar.show(p["files_done"], p["files_total"], f"{action}: {format_size(p['bytes_done'])} of "
+                     f"{format_size(p['bytes_total'])}{where}{step}")
+
+        result = obj.client().request_with_progress("POST", f"/v1/store/{action}", told)
+    files = result["files"]
+    if as_json:
+        emit_json(result)
+    elif not files:
+        click.echo("no files yet (store one with: xsc store put FILE)")
+    else:
+        _files_table(files, wide)
+        counts: dict[str, int] = {}
+        for f in files:
+            counts[f["state"]] = counts.get(f["state"], 0) + 1
+        said = ", ".join(f"{n} {state}" for state, n in sorted(counts.items(), key=lambda c: _STATES.get(c[0], 9)))
+        prose(f"{len(files)} file(s): {said}" + ("" if result["healthy"] or action == "repair"
+                                                 else "; `xsc store repair --all` repairs the damaged ones"))
+    if not result["healthy"]:
+        sys.exit(1)
+
+
+_STATES = {state: n for n, state in enumerate(["healthy", "repaired", "removed", "damaged", "not recoverable", "failed"])}
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _files_table(files: list[dict], wide: bool) -> None:
+    """Each file's state, size and name, its capability whole (on a line of its own when the line is too narrow for
+    it, as `store ls` shows it), and why it is not well."""
+    from ..units import format_size
+
+    def detail(f: dict) -> str:
+        shares = f.get("repaired") or []
+        rebuilt = f"share{'s' if len(shares) > 1 else ''} {', '.join(map(str, shares))} rebuilt" if shares else ""
+        return "; ".join(d for d in (rebuilt, f.get("detail")) if d)
+
+    rows = [(f["state"], format_size(f["size"]), f.get("name") or "(unnamed)", f["capability"], detail(f))
+            for f in files]
+    columns = [Col("state"), Col("size", right=True), Col("name", shrink=12)]
+    width = terminal_width()
+    if wide or width is None:
+        said = [Col("detail")] if any(r[4] for r in rows) else []
+        table([*columns, Col("capability", keep=True), *said], [r[:4 + len(said)] for r in rows], wide=wide)
+    else:  # the capability, and the detail of a file not well, on lines of their own under the file
+        table(columns, [r[:3] for r in rows], details=[f"{r[3]} {r[4]}".rstrip() for r in rows])

@@ -33,7 +33,7 @@ from .core import layout, leases
 from .core.capability import Capability
 from .core.erasure import K, M
 from .deals import StorageDeal, StorageDeals
-from . import gateway_repair
+from . import deep_check, gateway_repair
 from .gateway import Gateway
 from .gateway_get import Plaintext
 from .gateway_put import Riding
@@ -448,6 +448,12 @@ class StorageService:
         if self.locator is None:
             return {"shares": [], "holders": {}}
         return await in_pool(self.pool, self.locator.answer, si)
+
+    async def deep_check(self, repair: bool, progress: gateway_repair.Progress | None = None,
+                         going_on: Callable[[], bool] = lambda: True) -> dict:
+        """Every file verified, and with `repair` each damaged one repaired, the run going on past any one's failure
+        (storage/deep_check.py)."""
+        return await deep_check.deep_check(self, repair=repair, progress=progress, going_on=going_on)
 
     def repairing(self, si: bytes) -> bool:
         return self.repair_locks.locked(si)

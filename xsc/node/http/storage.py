@@ -1,4 +1,5 @@
-"""Storage routes of the user API: put, get, list, remove, check, verify, repair, renew (StorageService)."""
+"""Storage routes of the user API: put, get, list, remove, check, verify, repair, renew (StorageService); verify and
+repair of every file."""
 
 from __future__ import annotations
 
@@ -136,6 +137,16 @@ async def verify_file(request: web.Request) -> web.StreamResponse:
 async def repair_file(request: web.Request) -> web.StreamResponse:
     cap = _cap(request)
     return await progress_answer(request, lambda progress: request.app[NODE].storage.repair(cap, progress))
+
+
+@routes.post("/v1/store/verify")
+@routes.post("/v1/store/repair")
+async def every_file(request: web.Request) -> web.StreamResponse:
+    """Every file verified, or verified and repaired where damaged; a client gone away leaves the files begun to
+    finish and begins no more."""
+    storage, repair = request.app[NODE].storage, request.path.endswith("/repair")
+    going_on = lambda: request.transport is not None and not request.transport.is_closing()  # noqa: E731
+    return await progress_answer(request, lambda progress: storage.deep_check(repair, progress, going_on))
 
 
 @routes.post("/v1/store/files/{cap}/renew")

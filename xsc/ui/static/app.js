@@ -252,42 +252,30 @@ PAGES.files = {
   },
 };
 
-// Check every file, or repair every file a check found damaged, with a progress bar (n of N done).
+// Verify every file (Check all), or verify every file and repair the damaged ones (Repair damaged): one run of the
+// node's, POST /v1/store/verify or /repair (docs/storage.md "Every file at once"), drawn from its lines as they come:
+// the files and bytes done of all, and the file a line is about with how far its verify or repair is.
+const HEALTH = {healthy: 'healthy', repaired: 'healthy', damaged: 'damaged', failed: 'damaged', 'not recoverable': 'lost'};
 async function batchFiles(action) {
   const st = S.state.files;
-  if (!lastData || !lastData.files || (st.batch && st.batch.running)) return;
-  const b = st.batch = {action, done: 0, total: 0, running: true, healthy: 0, damaged: 0, lost: 0, failed: 0};
-  renderBatch();
-  let targets = Object.keys(st.health).filter(cap => st.health[cap] !== 'healthy');
-  if (action === 'check') {  // every file, not only the shown ones
-    try { targets = (await api('/v1/store/files')).files.map(f => f.capability); }
-    catch (err) { targets = []; b.failed = 1; }
-  }
-  b.total = targets.length;
-  renderBatch();
-  let next = 0;
-  const worker = async () => {
-    while (next < targets.length) {
-      const cap = targets[next++];
-      try {
-        const path = `/v1/store/files/${encodeURIComponent(cap)}/${action}`;
-        b.current = {cap, name: nameOf(cap), progress: null};
-        renderBatch();
-        const r = action === 'check' ? await api(path)
-          : await apiLines(path, 'POST', p => { b.current.progress = p; renderBatch(); });
-        const state = st.health[cap] = r.healthy ? 'healthy' : r.recoverable ? 'damaged' : 'lost';
-        b[state] += 1;
-      } catch (err) {
-        if (err.status === 401) return;
-        b.failed += 1;
-      }
-      b.done += 1;
-      renderBatch();
-    }
+  if (st.batch && st.batch.running) return;
+  const b = st.batch = {action, running: true, line: null, states: {}, error: null};
+  const ended = (cap, state) => {
+    b.states[state] = (b.states[state] || 0) + 1;
+    if (HEALTH[state]) st.health[cap] = HEALTH[state]; else delete st.health[cap];  // removed while the run went
   };
-  // Checks four at a time; repairs one by one (each moves shares between nodes).
-  await Promise.all(Array.from({length: action === 'check' ? 4 : 1}, worker));
-  b.running = false; b.current = null;
+  renderBatch();
+  try {
+    await apiLines(`/v1/store/${action === 'check' ? 'verify' : 'repair'}`, 'POST', p => {
+      b.line = p;
+      if (p.state) ended(p.file, p.state);
+      renderBatch();
+    });
+  } catch (err) {
+    if (err.status === 401) return;
+    b.error = err.message;
+  }
+  b.running = false;
   renderBatch();
   rerender();
 }
@@ -300,19 +288,20 @@ function renderBatch() {
   if (button) { button.disabled = !damaged || (b && b.running); button.textContent = `Repair damaged (${damaged})`; }
   if ($('#check-all')) $('#check-all').disabled = !!(b && b.running);
   if (!b) return el.replaceChildren();
-  const bar = h('progress', {max: Math.max(1, b.total), value: b.done});
-  // The file a repair is at, with how far it is (checks are quick: only their count is shown).
-  const now = b.running && b.action === 'repair' && b.current;
-  el.replaceChildren(h('div', {class: 'card batch'}, bar, h('p', {'data-k': 'batch', class: b.running ? 'running' : b.lost || b.failed ? 'error' : b.damaged ? 'warn' : 'ok'},
-    `${b.action === 'check' ? 'checked' : 'repaired'} ${b.done} of ${b.total}${b.running ? '…' : ''}: `,
-    `${b.healthy} healthy, ${b.damaged} damaged, ${b.lost} not recoverable`, b.failed ? `, ${b.failed} failed` : ''),
-    now ? h('p', {class: 'running small', 'data-k': 'batch-progress'}, `repairing ${now.name}: `,
-      now.progress ? progressText(now.progress) : 'starting…') : null));
-}
-
-function nameOf(cap) {
-  const f = lastData && lastData.files && lastData.files.find(x => x.capability === cap);
-  return f && f.name || '(unnamed)';
+  const p = b.line || {files_done: 0, files_total: 0, bytes_done: 0, bytes_total: 0}, n = b.states;
+  const bar = h('progress', {max: Math.max(1, p.files_total), value: p.files_done});
+  const counts = [`${n.healthy || 0} healthy`, b.action === 'repair' ? `${n.repaired || 0} repaired` : null,
+    `${n.damaged || 0} damaged`, `${n['not recoverable'] || 0} not recoverable`, n.removed ? `${n.removed} removed` : null,
+    n.failed ? `${n.failed} failed` : null].filter(x => x).join(', ');
+  // The file the latest line is about, with how far its verify or repair is (gone once the run is over).
+  const now = b.running && p.stage && p.file;
+  el.replaceChildren(h('div', {class: 'card batch'}, bar, h('p', {'data-k': 'batch', class: b.running ? 'running'
+      : b.error || n['not recoverable'] || n.failed ? 'error' : n.damaged ? 'warn' : 'ok'},
+    `${b.action === 'check' ? 'checked' : 'checked and repaired'} ${p.files_done} of ${p.files_total}`,
+    ` (${fmtSize(p.bytes_done)} of ${fmtSize(p.bytes_total)})${b.running ? '…' : ''}: ${counts}`),
+    now ? h('p', {class: 'running small', 'data-k': 'batch-progress'},
+      `${p.stage === 'verify' ? 'verifying' : 'repairing'} ${p.name || '(unnamed)'}: `, progressText(p)) : null,
+    b.error ? h('p', {class: 'error', 'data-k': 'batch-error'}, `${b.action === 'check' ? 'check all' : 'repair'} failed: ${b.error}`) : null));
 }
 
 function fileDetail(cap) {
