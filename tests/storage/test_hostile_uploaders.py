@@ -20,7 +20,7 @@ from xsc.ledger.core.pricing import price_storage
 from xsc.net import PeerClient
 from xsc.storage.holder_client import RemoteHolder
 from xsc.node.appkeys import NODE
-from xsc.storage import gateway_put, holder as holder_module
+from xsc.storage import gateway_put, holder as holder_module, remote
 from xsc.storage.core.leases import MAX_DURATION
 
 from tests.support.attacks import receipt_claim, signed
@@ -247,9 +247,13 @@ async def test_an_honest_put_waiting_for_its_first_segment_keeps_its_uploads_on_
         holder_node, stranger, tmp_path, monkeypatch) -> None:
     """A gateway begins a put's uploads as the put starts, then may wait (for its byte budget, for its client) before
     the first body.  A flood from many networks fills the holder meanwhile, so that the put's network holds the
-    most: the flood's newcomers are refused rather than given the put's uploads, and the put completes."""
+    most: the flood's newcomers are refused rather than given the put's uploads, within the grace and past it (the
+    gateway touches the uploads of its puts that wait), and the put completes."""
     monkeypatch.setattr(holder_module, "MAX_UPLOADS", 4)
+    monkeypatch.setattr(remote, "KEEP_ALIVE", 0.0)  # (each keep_alive round touches every upload waiting)
     shares, store = holder_node.app[NODE].share_holder, holder_node.app[NODE].gateway.store
+    clock = Clock(shares.clock())
+    monkeypatch.setattr(shares, "clock", clock)
     data, go = os.urandom(3 * 4096), asyncio.Event()
     sent = 0
 
@@ -263,16 +267,49 @@ async def test_an_honest_put_waiting_for_its_first_segment_keeps_its_uploads_on_
         putting = asyncio.ensure_future(gateway_put.put(
             gateway, read, len(data), place=lambda si, size: (["b", "b"] + ["me"] * 4, {0: stranger, 1: stranger}),
             me="me"))
-        await eventually_async(lambda: len(shares) == 2 or putting.done(), "the put's two uploads begun")
-        for net in ("203.0.113.0/24", "198.51.100.0/24"):  # the holder full, each network holding one
-            await _begin(shares, net)
-        for net in ("192.0.2.0/24", "100.64.0.0/24"):
-            with pytest.raises(QuotaExceeded):
+        try:
+            await eventually_async(lambda: len(shares) == 2 or putting.done(), "the put's two uploads begun")
+            for net in ("203.0.113.0/24", "198.51.100.0/24"):  # the holder full, each network holding one
                 await _begin(shares, net)
-        go.set()
-        result = await asyncio.wait_for(putting, 30)
+            with pytest.raises(QuotaExceeded):
+                await _begin(shares, "192.0.2.0/24")
+            clock.now += holder_module.ROOM_IDLE  # the put waits on
+            await gateway.keep_alive()
+            with pytest.raises(QuotaExceeded):
+                await _begin(shares, "100.64.0.0/24")
+            go.set()
+            result = await asyncio.wait_for(putting, 30)
+        finally:
+            go.set()
+            await asyncio.gather(putting, return_exceptions=True)
     si = result.capability.storage_index
     assert result.placement[:2] == ["b", "b"] and all(store.share_meta(si, s) is not None for s in (0, 1))
+
+
+async def test_a_touched_upload_is_not_aborted_to_make_room_and_only_its_uploader_touches_it(
+        holder_node, stranger, monkeypatch) -> None:
+    """A touch is activity without a block: a full holder aborts the upload left idle for ROOM_IDLE, not the one
+    touched; a touch of an upload aborted is 404, of another's upload 403."""
+    monkeypatch.setattr(holder_module, "MAX_UPLOADS", 3)
+    shares = holder_node.app[NODE].share_holder
+    clock = Clock(shares.clock())
+    monkeypatch.setattr(shares, "clock", clock)
+    files = [EncodedFile(100) for _ in range(2)]
+    touched, idle = [await stranger.begin(f.si, 0, f.size, f.segment_size, lease()) for f in files]
+    await _begin(shares, "198.51.100.0/24")
+    clock.now += holder_module.ROOM_IDLE
+    await stranger.touch(touched)
+    await _begin(shares, "192.0.2.0/24")
+    with pytest.raises(PeerRefused) as err:
+        await stranger.touch(idle)
+    refused(err, 404, "upload-not-found")
+    other = RemoteHolder(PeerClient(Identity.generate(), stranger.client.session, 10.0), stranger.node_id,
+                         stranger.url, DEAL_PRICE)
+    with pytest.raises(PeerRefused) as err:
+        await other.touch(touched)
+    refused(err, 403, "forbidden")
+    await stranger.put_segments(touched, 0, files[0].blocks[0])
+    await stranger.commit(touched, files[0].hashes[0], files[0].manifest.encode())
 
 
 async def test_refused_puts_do_not_keep_an_upload_alive(holder_node, stranger) -> None:

@@ -54,11 +54,11 @@ MAX_UPLOADS_PER_NETWORK = 256
 # the network that holds the most among those holding more than the begin's would with it, and is refused (429)
 # otherwise: a flood from a few networks cannot keep a newcomer out, and never gets past what the others hold.
 MAX_UPLOADS = 4096
-# Seconds an upload must have been idle (no block staged since its begin or its last body) before it may be aborted
-# to make room.  An honest gateway begins its uploads as a put starts, then may wait for its byte budget
-# (put_budget.py) or for its client before the first body: under a flood from many networks its network may hold the
-# most, and its uploads must not go to a newcomer while it waits.  A flood's uploads that send nothing are taken
-# once they have been idle this long.
+# Seconds an upload must have been idle (no block staged, no touch, since its begin) before it may be aborted to make
+# room.  An honest gateway begins its uploads as a put starts, then may wait for its byte budget (put_budget.py) or
+# for its client: under a flood from many networks its network may hold the most, and its uploads must not go to a
+# newcomer while it waits (it touches them meanwhile: remote.KEEP_ALIVE).  A flood's uploads that send nothing are
+# taken once idle this long; touched, each is still aborted at its deadline, as one fed at a trickle is.
 ROOM_IDLE = 60.0
 # Of the capacity, reserved by the uploads in progress of one sender, and of all the senders of one network together
 # (node ids are cheap: one network with many ids reserves no more than one id).
@@ -334,6 +334,10 @@ class ShareHolder:
                                     expected=incoming.next_segment) from None
         self._check_open(incoming)
         self.check_order(incoming, first)  # another body covered this one's first segment meanwhile: refused
+
+    def touch(self, incoming: Incoming) -> None:
+        """Activity without a block, for a gateway's put that waits (ROOM_IDLE); the upload's deadline stands."""
+        incoming.last_activity = self.clock()
 
     def _check_open(self, incoming: Incoming) -> None:
         if incoming.closed:
