@@ -310,6 +310,8 @@ async def test_a_touched_upload_is_not_aborted_to_make_room_and_only_its_uploade
     refused(err, 403, "forbidden")
     await stranger.put_segments(touched, 0, files[0].blocks[0])
     await stranger.commit(touched, files[0].hashes[0], files[0].manifest.encode())
+    status = await (await holder_node.get("/v1/node/status")).json()
+    assert status["loops"]["upload-keepalive"]["running"]  # a node's gateway touches the uploads of its puts
 
 
 async def test_refused_puts_do_not_keep_an_upload_alive(holder_node, stranger) -> None:
