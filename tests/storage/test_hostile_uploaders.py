@@ -221,7 +221,8 @@ async def test_a_full_holder_makes_room_for_a_newcomer_from_the_network_that_hol
     assert shares.status() == {"in_progress": 0, "senders": 0, "networks": 0}
 
 
-async def test_a_full_holder_aborts_no_upload_active_within_the_grace_to_make_room(holder_node, monkeypatch) -> None:
+async def test_a_full_holder_aborts_no_upload_active_within_the_grace_to_make_room(holder_node, stranger,
+                                                                                    monkeypatch) -> None:
     """Only an upload idle for ROOM_IDLE is aborted to make room: a newcomer finding the crowded network's uploads
     all begun or fed within it is refused (429, with when to try again), and nothing is aborted; once one has been
     idle that long it goes, and one fed meanwhile stays."""
@@ -229,18 +230,22 @@ async def test_a_full_holder_aborts_no_upload_active_within_the_grace_to_make_ro
     shares, crowd = holder_node.app[NODE].share_holder, "203.0.113.0/24"
     clock = Clock(shares.clock())
     monkeypatch.setattr(shares, "clock", clock)
-    f = EncodedFile(3 * 4096)
+    f, newcomer = EncodedFile(3 * 4096), EncodedFile(100)
     fed = await shares.begin(os.urandom(32), f.si, 0, f.size, f.segment_size, lease(), network=crowd)
     waiting = [await _begin(shares, crowd) for _ in range(2)]
     await _begin(shares, "198.51.100.0/24")
     clock.now += holder_module.ROOM_IDLE - 10
-    with pytest.raises(QuotaExceeded, match=f"idle for {holder_module.ROOM_IDLE:g} s") as err:
+    with pytest.raises(PeerRefused) as err:  # the newcomer, through the route (from 127.0.0.1)
+        await stranger.begin(newcomer.si, 0, newcomer.size, newcomer.segment_size, lease())
+    refused(err, 429, "quota-exceeded")
+    assert f"idle for {holder_module.ROOM_IDLE:g} s" in str(err.value) and len(shares) == 4
+    with pytest.raises(QuotaExceeded) as quota:
         await _begin(shares, "192.0.2.0/24")
-    assert err.value.details["retry_after"] == 10 and len(shares) == 4
+    assert quota.value.details["retry_after"] == 10 and not any(i.closed for i in (fed, *waiting))
     await shares.put(fed, 0, f.blocks[0][:1])  # the oldest of the crowd fed: active again
     clock.now += 10
-    newcomer = await _begin(shares, "192.0.2.0/24")
-    assert not fed.closed and [i.closed for i in waiting] == [True, False] and not newcomer.closed
+    await stranger.begin(newcomer.si, 0, newcomer.size, newcomer.segment_size, lease())
+    assert not fed.closed and [i.closed for i in waiting] == [True, False] and len(shares) == 4
 
 
 async def test_an_honest_put_waiting_for_its_first_segment_keeps_its_uploads_on_a_holder_full_of_a_flood(
