@@ -20,11 +20,11 @@ from xsc.ledger.core.pricing import price_storage
 from xsc.net import PeerClient
 from xsc.storage.holder_client import RemoteHolder
 from xsc.node.appkeys import NODE
-from xsc.storage import holder as holder_module
+from xsc.storage import gateway_put, holder as holder_module, remote
 from xsc.storage.core.leases import MAX_DURATION
 
 from tests.support.attacks import receipt_claim, signed
-from tests.support.shares import DEAL_PRICE, EncodedFile, lease, place, refused
+from tests.support.shares import DEAL_PRICE, EncodedFile, gateway_core, lease, place, refused
 from tests.support.waiting import eventually_async
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
@@ -97,6 +97,23 @@ async def test_one_sender_cannot_reserve_the_whole_node(holder_node, stranger) -
     assert store.reserved <= store.capacity // 2
 
 
+async def test_the_ids_of_one_network_cannot_reserve_more_than_one_id_may(holder_node, stranger) -> None:
+    """Node ids are cheap: fresh ids of one network (the route counts a begin by its address's network) reserve at
+    most MAX_RESERVED_FRACTION of the capacity together, as one id does; another network still reserves its own."""
+    shares, store = holder_node.app[NODE].share_holder, holder_node.app[NODE].gateway.store
+    size, segment = 12 * 1024**2, 1024**2  # a share of 3 MiB: one fits in half the 8 MiB capacity, two do not
+    first, second = [RemoteHolder(PeerClient(Identity.generate(), stranger.client.session, 10.0), stranger.node_id,
+                                  stranger.url, DEAL_PRICE) for _ in range(2)]
+    await first.begin(EncodedFile(1).si, 0, size, segment, lease())
+    with pytest.raises(PeerRefused) as err:
+        await second.begin(EncodedFile(1).si, 0, size, segment, lease())
+    refused(err, 429, "quota-exceeded")
+    assert "from your network 127.0.0.1" in str(err.value) and len(shares) == 1
+    elsewhere = await shares.begin(os.urandom(32), EncodedFile(1).si, 0, size, segment, lease(),
+                                   network="198.51.100.0/24")
+    assert len(shares) == 2 and store.reserved == 2 * elsewhere.share_bytes
+
+
 async def test_uploads_begun_by_many_keys_are_bounded_together_and_those_in_progress_finish(
         holder_node, stranger, monkeypatch) -> None:
     """Fresh keys of one network, each within its own quota, begin uploads they never finish: past MAX_UPLOADS, all
@@ -164,18 +181,31 @@ async def test_many_ids_of_one_network_are_bounded_together_and_another_network_
     assert shares.status() == {"in_progress": 4, "senders": 4, "networks": 2}
 
 
+class Clock:
+    """The holder's clock, moved on by the test (`ShareHolder.clock`)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_a_full_holder_makes_room_for_a_newcomer_from_the_network_that_holds_most(holder_node,
                                                                                           monkeypatch) -> None:
-    """At MAX_UPLOADS a begin is not refused for what a flood holds: the least recently active idle upload of the
-    network holding the most is aborted for it, while the flood's own begins are refused; what is kept per sender
-    and network goes with the uploads."""
+    """At MAX_UPLOADS a begin is not refused for what a flood holds: the least recently active upload idle for
+    ROOM_IDLE of the network holding the most is aborted for it, while the flood's own begins are refused; what is
+    kept per sender and network goes with the uploads."""
     monkeypatch.setattr(holder_module, "MAX_UPLOADS", 10)
     monkeypatch.setattr(holder_module, "MAX_UPLOADS_PER_NETWORK", 9)
     shares, flood_net, honest_net = holder_node.app[NODE].share_holder, "203.0.113.0/24", "198.51.100.0/24"
+    clock = Clock(shares.clock())
+    monkeypatch.setattr(shares, "clock", clock)
     honest = await _begin(shares, honest_net)  # the oldest of all
     flood = [await _begin(shares, flood_net) for _ in range(8)]  # fresh ids, within their network's cap
     other = await _begin(shares, "192.0.2.0/24")
     assert shares.status() == {"in_progress": 10, "senders": 10, "networks": 3}
+    clock.now += holder_module.ROOM_IDLE
     with pytest.raises(QuotaExceeded, match="as many as any"):  # the flood's network holds the most already
         await _begin(shares, flood_net)
     newcomer = await _begin(shares, "100.64.0.0/24")
@@ -189,6 +219,104 @@ async def test_a_full_holder_makes_room_for_a_newcomer_from_the_network_that_hol
     assert not flood[2].closed and flood[3].closed
     assert await shares.reap(shares.clock() + holder_module.IDLE_TIMEOUT + 1) == 10
     assert shares.status() == {"in_progress": 0, "senders": 0, "networks": 0}
+
+
+async def test_a_full_holder_aborts_no_upload_active_within_the_grace_to_make_room(holder_node, stranger,
+                                                                                    monkeypatch) -> None:
+    """Only an upload idle for ROOM_IDLE is aborted to make room: a newcomer finding the crowded network's uploads
+    all begun or fed within it is refused (429, with when to try again), and nothing is aborted; once one has been
+    idle that long it goes, and one fed meanwhile stays."""
+    monkeypatch.setattr(holder_module, "MAX_UPLOADS", 4)
+    shares, crowd = holder_node.app[NODE].share_holder, "203.0.113.0/24"
+    clock = Clock(shares.clock())
+    monkeypatch.setattr(shares, "clock", clock)
+    f, newcomer = EncodedFile(3 * 4096), EncodedFile(100)
+    fed = await shares.begin(os.urandom(32), f.si, 0, f.size, f.segment_size, lease(), network=crowd)
+    waiting = [await _begin(shares, crowd) for _ in range(2)]
+    await _begin(shares, "198.51.100.0/24")
+    clock.now += holder_module.ROOM_IDLE - 10
+    with pytest.raises(PeerRefused) as err:  # the newcomer, through the route (from 127.0.0.1)
+        await stranger.begin(newcomer.si, 0, newcomer.size, newcomer.segment_size, lease())
+    refused(err, 429, "quota-exceeded")
+    assert f"idle for {holder_module.ROOM_IDLE:g} s" in str(err.value) and len(shares) == 4
+    with pytest.raises(QuotaExceeded) as quota:
+        await _begin(shares, "192.0.2.0/24")
+    assert quota.value.details["retry_after"] == 10 and not any(i.closed for i in (fed, *waiting))
+    await shares.put(fed, 0, f.blocks[0][:1])  # the oldest of the crowd fed: active again
+    clock.now += 10
+    await stranger.begin(newcomer.si, 0, newcomer.size, newcomer.segment_size, lease())
+    assert not fed.closed and [i.closed for i in waiting] == [True, False] and len(shares) == 4
+
+
+async def test_an_honest_put_waiting_for_its_first_segment_keeps_its_uploads_on_a_holder_full_of_a_flood(
+        holder_node, stranger, tmp_path, monkeypatch) -> None:
+    """A gateway begins a put's uploads as the put starts, then may wait (for its byte budget, for its client) before
+    the first body.  A flood from many networks fills the holder meanwhile, so that the put's network holds the
+    most: the flood's newcomers are refused rather than given the put's uploads, within the grace and past it (the
+    gateway touches the uploads of its puts that wait), and the put completes."""
+    monkeypatch.setattr(holder_module, "MAX_UPLOADS", 4)
+    monkeypatch.setattr(remote, "KEEP_ALIVE", 0.0)  # (each keep_alive round touches every upload waiting)
+    shares, store = holder_node.app[NODE].share_holder, holder_node.app[NODE].gateway.store
+    clock = Clock(shares.clock())
+    monkeypatch.setattr(shares, "clock", clock)
+    data, go = os.urandom(3 * 4096), asyncio.Event()
+    sent = 0
+
+    async def read(n: int) -> bytes:  # a client that sends nothing until the flood has come
+        nonlocal sent
+        await go.wait()
+        sent += n
+        return data[sent - n:sent]
+
+    with gateway_core(tmp_path, 4096) as gateway:
+        putting = asyncio.ensure_future(gateway_put.put(
+            gateway, read, len(data), place=lambda si, size: (["b", "b"] + ["me"] * 4, {0: stranger, 1: stranger}),
+            me="me"))
+        try:
+            await eventually_async(lambda: len(shares) == 2 or putting.done(), "the put's two uploads begun")
+            for net in ("203.0.113.0/24", "198.51.100.0/24"):  # the holder full, each network holding one
+                await _begin(shares, net)
+            with pytest.raises(QuotaExceeded):
+                await _begin(shares, "192.0.2.0/24")
+            clock.now += holder_module.ROOM_IDLE  # the put waits on
+            await gateway.keep_alive()
+            with pytest.raises(QuotaExceeded):
+                await _begin(shares, "100.64.0.0/24")
+            go.set()
+            result = await asyncio.wait_for(putting, 30)
+        finally:
+            go.set()
+            await asyncio.gather(putting, return_exceptions=True)
+    si = result.capability.storage_index
+    assert result.placement[:2] == ["b", "b"] and all(store.share_meta(si, s) is not None for s in (0, 1))
+
+
+async def test_a_touched_upload_is_not_aborted_to_make_room_and_only_its_uploader_touches_it(
+        holder_node, stranger, monkeypatch) -> None:
+    """A touch is activity without a block: a full holder aborts the upload left idle for ROOM_IDLE, not the one
+    touched; a touch of an upload aborted is 404, of another's upload 403."""
+    monkeypatch.setattr(holder_module, "MAX_UPLOADS", 3)
+    shares = holder_node.app[NODE].share_holder
+    clock = Clock(shares.clock())
+    monkeypatch.setattr(shares, "clock", clock)
+    files = [EncodedFile(100) for _ in range(2)]
+    touched, idle = [await stranger.begin(f.si, 0, f.size, f.segment_size, lease()) for f in files]
+    await _begin(shares, "198.51.100.0/24")
+    clock.now += holder_module.ROOM_IDLE
+    await stranger.touch(touched)
+    await _begin(shares, "192.0.2.0/24")
+    with pytest.raises(PeerRefused) as err:
+        await stranger.touch(idle)
+    refused(err, 404, "upload-not-found")
+    other = RemoteHolder(PeerClient(Identity.generate(), stranger.client.session, 10.0), stranger.node_id,
+                         stranger.url, DEAL_PRICE)
+    with pytest.raises(PeerRefused) as err:
+        await other.touch(touched)
+    refused(err, 403, "forbidden")
+    await stranger.put_segments(touched, 0, files[0].blocks[0])
+    await stranger.commit(touched, files[0].hashes[0], files[0].manifest.encode())
+    status = await (await holder_node.get("/v1/node/status")).json()
+    assert status["loops"]["upload-keepalive"]["running"]  # a node's gateway touches the uploads of its puts
 
 
 async def test_refused_puts_do_not_keep_an_upload_alive(holder_node, stranger) -> None:

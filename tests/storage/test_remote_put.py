@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import time
 
 import pytest
 
@@ -76,6 +77,9 @@ class Holding:
 
     async def delete(self, si, share) -> None:
         self.asked.append("delete")
+
+    async def touch(self, upload) -> None:
+        self.asked.append("touch")
 
 
 @pytest.fixture
@@ -191,14 +195,14 @@ async def test_the_copies_a_put_commits_are_noted_to_delete_until_the_write_that
     put = asyncio.ensure_future(_put(gateway, holders, []))
     await eventually_async(lambda: holders["c"].committed is not None, "the holders to commit", WAIT)
     [(si, noted, _)] = gateway.store.strays()
-    assert noted == {4: "b", 5: "c"} and gateway.putting == {si}
+    assert noted == {4: "b", 5: "c"} and list(gateway.putting) == [si]
     assert await gateway_repair.release_strays(gateway, holders.__getitem__, si) == 0  # the put's own
     assert "delete" not in holders["b"].asked + holders["c"].asked
 
     committing.set()
     result = await put
     assert result.capability.storage_index == si and gateway.store.file_record(si) is not None
-    assert gateway.store.strays() == [] and gateway.putting == set()
+    assert gateway.store.strays() == [] and not gateway.putting
 
 
 def _remote_bytes(segments: int) -> int:
@@ -264,3 +268,26 @@ async def test_a_put_whose_client_pauses_sends_on_the_blocks_it_holds_for_other_
     resume.set()
     await asyncio.wait_for(putting, WAIT)
     assert len(b.blocks) == len(DATA) // SEGMENT and gateway.sending.held == 0
+
+
+async def test_a_writer_touches_its_upload_only_once_nothing_was_sent_for_a_while() -> None:
+    """`keep_alive` (the gateway's loop, for the puts that wait) touches a begun upload once no request about it was
+    sent or answered for KEEP_ALIVE seconds; never while a batch is on its way, nor once its commit is sent."""
+    gate = asyncio.Event()
+    holder = Holding(gate=gate)
+    writer = remote.RemoteShareWriter(holder, "b", b"\0" * 32, 4)
+    await writer.keep_alive(time.monotonic() + remote.KEEP_ALIVE)  # not begun: nothing to touch
+    await writer.begin(3 * SEGMENT, SEGMENT, 0)
+    await writer.keep_alive(time.monotonic())
+    assert holder.asked == ["begin"]
+    await writer.keep_alive(time.monotonic() + remote.KEEP_ALIVE)
+    await writer.keep_alive(time.monotonic() + remote.KEEP_ALIVE)  # touched just now
+    assert holder.asked == ["begin", "touch"]
+    await writer.add(b"x" * remote.SEND_BATCH)  # a batch on its way, its answer held back
+    await writer.keep_alive(time.monotonic() + 3 * remote.KEEP_ALIVE)
+    assert holder.asked == ["begin", "touch"]
+    gate.set()
+    await eventually_async(lambda: holder.blocks, "the batch answered", WAIT)
+    await writer.commit([block_hash(b"x" * remote.SEND_BATCH)], b"manifest")
+    await writer.keep_alive(time.monotonic() + 3 * remote.KEEP_ALIVE)
+    assert holder.asked == ["begin", "touch", "commit"]

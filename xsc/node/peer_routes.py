@@ -76,6 +76,7 @@ PEER_ROUTES: dict[tuple[str, str], Price] = {
     # Bounded again by the handler from the upload (storage/core/wire.py: put_limit, commit_limit).
     ("PUT", "/v1/peer/uploads/{upload}/segments/{first}"): Price(MAX_SEGMENT_SIZE, BULK_BYTES),
     ("POST", "/v1/peer/uploads/{upload}/commit"): Price(MAX_SEGMENT_SIZE, 16 * 1024),  # hex hashes: cheap to parse
+    ("POST", "/v1/peer/uploads/{upload}/touch"): NO_BODY,
     ("DELETE", "/v1/peer/uploads/{upload}"): NO_BODY,
     ("GET", "/v1/peer/shares/{si}/{share}"): NO_BODY,  # and its answer by its size (peer_auth.charge_answer)
     ("GET", "/v1/peer/shares/{si}/{share}/blocks"): NO_BODY,

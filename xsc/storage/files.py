@@ -40,6 +40,7 @@ from .gateway_put import Riding
 from .core.placement import node_failures_survived
 from .locate import Locator
 from .placing import SharePlacing
+from .remote import KEEP_ALIVE
 from .strangers import ProviderTerms
 
 log = logging.getLogger(__name__)
@@ -427,7 +428,8 @@ class StorageService:
         await _release_strays(self)
 
     def loops(self) -> dict[str, Any]:
-        return {"storage-strays": periodic("storage-strays", self.strays_interval, lambda: _release_strays(self))}
+        return {"storage-strays": periodic("storage-strays", self.strays_interval, lambda: _release_strays(self)),
+                "upload-keepalive": periodic("upload-keepalive", KEEP_ALIVE / 2, self.gateway.keep_alive)}
 
     async def close(self) -> None:
         if self._finishing is not None:

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
@@ -84,9 +85,20 @@ class GatewayCore:
         self.gets_open = 0  # gets opened and not yet closed (gateway_get.Plaintext): status
         self.tag_failures = 0  # segments of gets whose tag failed, read again with every block hashed: status
         self._counting = threading.Lock()  # the pool's threads count them
-        # Storage indexes of the puts under way: the copies of their shares on other nodes that they noted to delete
-        # (gateway_put `note_remote`) are theirs to place, not to release (gateway_repair.release_strays).
-        self.putting: set[bytes] = set()
+        # The puts under way, by storage index, with the writers of their shares on other nodes: the copies they
+        # noted to delete (gateway_put `note_remote`) are theirs to place, not to release
+        # (gateway_repair.release_strays), and their uploads are kept alive while they wait (`keep_alive`).
+        self.putting: dict[bytes, dict[int, RemoteShareWriter]] = {}
+
+    async def keep_alive(self) -> None:
+        """Touch the uploads of the puts under way that nothing was sent to for remote.KEEP_ALIVE seconds (a put
+        waiting for its budget or its client): their holders do not abort them as idle meanwhile.  A touch that fails
+        is left to the put, whose next request finds the same."""
+        now = time.monotonic()
+        writers = [w for remote in list(self.putting.values()) for w in list(remote.values())]
+        for outcome in await asyncio.gather(*(w.keep_alive(now) for w in writers), return_exceptions=True):
+            if isinstance(outcome, Exception):
+                log.info("could not keep an upload alive: %s", outcome)
 
     async def run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)

@@ -331,6 +331,9 @@ class _KeptHome:
             await self.abort("")
             raise
 
+    async def touch(self, upload: str) -> None:
+        pass  # nothing here aborts an idle upload to make room
+
     async def abort(self, upload: str) -> None:
         await asyncio.gather(*self.writing, return_exceptions=True)
         await self.gateway.run(self.gateway.store.abort, self.upload)
@@ -541,7 +544,7 @@ async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | 
     await one.begin()
     starting: asyncio.Future | None = None
     keep = (lambda share: (me, _KeptHome(gateway))) if keep_home else None
-    gateway.putting.add(one.si)
+    gateway.putting[one.si] = one.remote  # (its shares' writers: `GatewayCore.keep_alive`)
     try:
         whole = one.whole
         if not whole and one.remote:
@@ -578,4 +581,4 @@ async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | 
         await one.undo()
         raise
     finally:
-        gateway.putting.discard(one.si)
+        del gateway.putting[one.si]

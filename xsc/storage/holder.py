@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -49,11 +50,19 @@ MAX_UPLOADS_PER_SENDER = 64
 # Node ids are cheap (a proof of work) and addresses are not: the senders at one network (an IPv4 /24, an IPv6 /64:
 # the route's `net.addresses.network_key`) together, four busy gateways' worth.
 MAX_UPLOADS_PER_NETWORK = 256
-# All senders together: past it a begin makes room by aborting the least recently active idle upload of the network
-# that holds the most, and is refused (429) if its own network holds as many but one: a flood from a few networks
-# cannot keep a newcomer out, and never gets past what the others hold.
+# All senders together: past it a begin makes room by aborting the least recently active upload idle for ROOM_IDLE of
+# the network that holds the most among those holding more than the begin's would with it, and is refused (429)
+# otherwise: a flood from a few networks cannot keep a newcomer out, and never gets past what the others hold.
 MAX_UPLOADS = 4096
-MAX_RESERVED_FRACTION = 0.5  # of the capacity, reserved by one sender's uploads in progress
+# Seconds an upload must have been idle (no block staged, no touch, since its begin) before it may be aborted to make
+# room.  An honest gateway begins its uploads as a put starts, then may wait for its byte budget (put_budget.py) or
+# for its client: under a flood from many networks its network may hold the most, and its uploads must not go to a
+# newcomer while it waits (it touches them meanwhile: remote.KEEP_ALIVE).  A flood's uploads that send nothing are
+# taken once idle this long; touched, each is still aborted at its deadline, as one fed at a trickle is.
+ROOM_IDLE = 60.0
+# Of the capacity, reserved by the uploads in progress of one sender, and of all the senders of one network together
+# (node ids are cheap: one network with many ids reserves no more than one id).
+MAX_RESERVED_FRACTION = 0.5
 MAX_SEGMENTS_PER_SHARE = 65_536  # bounds the metadata one share makes every read of it load
 TURN_WAIT = 60.0  # seconds a body sent ahead of its turn waits for those before it
 MIN_UPLOAD_RATE = 64 * 1024  # bytes/s: an upload slower than this on the whole is aborted
@@ -102,60 +111,70 @@ class Incoming:
 
 class UploadsHeld:
     """What the uploads in progress and begins under way hold, counted as they are claimed and let go (never scanned
-    for): per sender its uploads and the bytes they reserve, per network its uploads; a key is dropped at zero, so
-    what is kept is bounded by the uploads in progress, whatever the ids and addresses cycled through."""
+    for): per sender and per network their uploads and the bytes they reserve; a key is dropped at zero, so what is
+    kept is bounded by the uploads in progress, whatever the ids and addresses cycled through."""
 
     def __init__(self) -> None:
-        self._senders: dict[bytes, list[int]] = {}
-        self._networks: dict[str, int] = {}
+        self._senders: dict[bytes, list[int]] = {}  # [uploads, bytes reserved]
+        self._networks: dict[str, list[int]] = {}
 
     def status(self) -> dict[str, int]:
         return {"senders": len(self._senders), "networks": len(self._networks)}
 
     def check(self, sender: bytes, network: str, share_bytes: int, capacity: int) -> None:
         uploads, reserved = self._senders.get(sender, (0, 0))
+        network_uploads, network_reserved = self._networks.get(network, (0, 0))
         if uploads >= MAX_UPLOADS_PER_SENDER:
             raise QuotaExceeded(f"already {uploads} uploads of yours in progress on this node (at most "
                                 f"{MAX_UPLOADS_PER_SENDER})", hint="finish or abort some first", retry_after=30)
-        if self._networks.get(network, 0) >= MAX_UPLOADS_PER_NETWORK:
-            raise QuotaExceeded(f"already {self._networks[network]} uploads in progress on this node from your "
-                                f"network {network} (at most {MAX_UPLOADS_PER_NETWORK}, all its node ids together)",
+        if network_uploads >= MAX_UPLOADS_PER_NETWORK:
+            raise QuotaExceeded(f"already {network_uploads} uploads in progress on this node from your network "
+                                f"{network} (at most {MAX_UPLOADS_PER_NETWORK}, all its node ids together)",
                                 hint="finish or abort some first", retry_after=30)
-        if reserved + share_bytes > MAX_RESERVED_FRACTION * capacity:
+        most = int(MAX_RESERVED_FRACTION * capacity)
+        if reserved + share_bytes > most:
             raise QuotaExceeded(f"your uploads in progress would reserve {reserved + share_bytes} bytes, more than "
-                                f"{MAX_RESERVED_FRACTION:.0%} of this node's capacity",
+                                f"{MAX_RESERVED_FRACTION:.0%} of this node's capacity ({most})",
                                 hint="finish the uploads in progress first", retry_after=60)
+        if network_reserved + share_bytes > most:
+            raise QuotaExceeded(f"the uploads in progress from your network {network} would reserve "
+                                f"{network_reserved + share_bytes} bytes, more than {MAX_RESERVED_FRACTION:.0%} of "
+                                f"this node's capacity ({most}, all its node ids together)",
+                                hint="finish the uploads in progress first, or place this share on another node",
+                                retry_after=60)
 
     def count(self, sender: bytes, network: str, share_bytes: int, sign: int) -> None:
-        held = self._senders.setdefault(sender, [0, 0])
-        held[0] += sign
-        held[1] += sign * share_bytes
-        if not held[0]:
-            del self._senders[sender]
-        self._networks[network] = self._networks.get(network, 0) + sign
-        if not self._networks[network]:
-            del self._networks[network]
+        for held_by, key in ((self._senders, sender), (self._networks, network)):
+            held = held_by.setdefault(key, [0, 0])
+            held[0] += sign
+            held[1] += sign * share_bytes
+            if not held[0]:
+                del held_by[key]
 
-    def crowding(self, network: str, uploads: Iterable[Incoming], total: int) -> Incoming:
-        """The upload aborted to make room for a begin from `network` when the node has MAX_UPLOADS: the least
-        recently active of those idle (no body being read, no request holding it) of the network that holds the
-        most, if that network holds more than `network` would with this begin (then it holds more than its share,
-        which a flood does and a newcomer does not)."""
-        most, crowd = max((n, key) for key, n in self._networks.items())
-        mine = self._networks.get(network, 0)
+    def crowding(self, network: str, uploads: Iterable[Incoming], total: int, now: float) -> Incoming:
+        """The upload aborted to make room for a begin from `network` when the node has MAX_UPLOADS: of the uploads
+        idle for ROOM_IDLE (and no body being read, no request holding it) whose network holds more than `network`
+        would with this begin (then it holds more than its share, which a flood does and a newcomer does not), the
+        least recently active of the network that holds the most."""
+        mine = self._networks.get(network, (0, 0))[0]
+        most = max(n for n, _ in self._networks.values())
         if mine + 1 >= most:
             raise QuotaExceeded(f"this node has {total} uploads in progress, the most it takes at "
                                 f"once, and {mine} of them are from your network {network}, as many as any",
                                 hint="try again later, or place this share on another node", retry_after=30)
-        idle = [i for i in uploads
-                if i.network == crowd and not i.closed and not i.receiving and not i.lock.locked()]
+        crowded = [i for i in uploads if self._networks.get(i.network, (0, 0))[0] > mine + 1
+                   and not i.closed and not i.receiving and not i.lock.locked()]
+        idle = [i for i in crowded if now - i.last_activity >= ROOM_IDLE]
         if not idle:
-            raise QuotaExceeded(f"this node has {total} uploads in progress, the most it takes at "
-                                "once, and none it may abort for yours", hint="try again later, or place this share "
-                                "on another node", retry_after=30)
-        victim = min(idle, key=lambda i: i.last_activity)
-        log.info("aborting upload %s of share %d to make room: its network %s holds %d uploads in progress, the "
-                 "most", victim.id, victim.share, crowd, most)
+            soonest = min((i.last_activity + ROOM_IDLE - now for i in crowded), default=ROOM_IDLE)
+            raise QuotaExceeded(f"this node has {total} uploads in progress, the most it takes at once, and none "
+                                f"of the networks holding more than yours has one idle for {ROOM_IDLE:g} s that it "
+                                "may abort for yours", hint="try again later, or place this share on another node",
+                                retry_after=max(1, math.ceil(soonest)))
+        victim = min(idle, key=lambda i: (-self._networks[i.network][0], i.last_activity))
+        log.info("aborting upload %s of share %d to make room: idle for %.0f s, and its network %s holds %d "
+                 "uploads in progress", victim.id, victim.share, now - victim.last_activity, victim.network,
+                 self._networks[victim.network][0])
         return victim
 
 
@@ -204,7 +223,8 @@ class ShareHolder:
                                   hint="finish or abort that upload first")
             if len(self._receiving) < MAX_UPLOADS:  # uploads in progress and begins under way
                 break
-            await self.abort(self._held.crowding(network, self._incoming.values(), len(self._receiving)))
+            await self.abort(self._held.crowding(network, self._incoming.values(), len(self._receiving),
+                                                 self.clock()))
         # Claimed before looking: an upload that publishes meanwhile is seen, and none starts alongside; counted
         # before the first await, so that begins sent at once are bounded as uploads in progress are.
         self._receiving.add((si, share))
@@ -314,6 +334,10 @@ class ShareHolder:
                                     expected=incoming.next_segment) from None
         self._check_open(incoming)
         self.check_order(incoming, first)  # another body covered this one's first segment meanwhile: refused
+
+    def touch(self, incoming: Incoming) -> None:
+        """Activity without a block, for a gateway's put that waits (ROOM_IDLE); the upload's deadline stands."""
+        incoming.last_activity = self.clock()
 
     def _check_open(self, incoming: Incoming) -> None:
         if incoming.closed:

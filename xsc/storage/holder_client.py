@@ -206,6 +206,10 @@ class RemoteHolder:
             await self._call("PUT", f"/v1/peer/uploads/{upload}/segments/{first + start}?commit",
                              data=[*blocks[start:], commit], max_size=HOLDER_ANSWER)
 
+    async def touch(self, upload: str) -> None:
+        """Keep an upload in progress that nothing was sent to for a while from counting as idle (holder.ROOM_IDLE)."""
+        await self._call("POST", f"/v1/peer/uploads/{upload}/touch", max_size=HOLDER_ANSWER)
+
     async def abort(self, upload: str) -> None:
         await self._call("DELETE", f"/v1/peer/uploads/{upload}", max_size=HOLDER_ANSWER)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable
 from typing import Protocol
@@ -35,6 +36,10 @@ SEND_AHEAD = 2
 # (holder_client.SenderLanes).
 SEND_AHEAD_LONG = MAX_BODIES_PER_SENDER
 LONG_PATH = 0.05
+# Seconds a begun share may go without a request to its holder (the put waiting for its budget or its client)
+# before the gateway touches its upload there: well within the holder's holder.ROOM_IDLE, past which an idle upload
+# may be aborted to make room for another network's, and its IDLE_TIMEOUT.
+KEEP_ALIVE = 20.0
 READ_BATCH = 16  # segments of one share fetched from its holder per request
 READ_AHEAD = 1  # requests asked ahead of the one being read
 # On a long path (the probes' average round trip to the holder over LONG_PATH seconds) a share's next
@@ -62,6 +67,9 @@ class Holder(Protocol):
         """Publish the share; `blocks`: its last blocks (segments first.. to its last), sent with the commit."""
         ...
     async def abort(self, upload: str) -> None: ...
+    async def touch(self, upload: str) -> None:
+        """Keep an upload nothing was sent to for a while from counting as idle on its holder."""
+        ...
     async def meta(self, si: bytes, share: int, segment_count: int | None = None, *,
                    size: int | None = None) -> dict: ...
     async def blocks(self, si: bytes, share: int, first: int, count: int, lengths: list[int],
@@ -91,10 +99,20 @@ class RemoteShareWriter:
         self._commit_sent = False
         self._sending: deque[asyncio.Task] = deque()  # batches in flight, oldest first: at most `ahead`
         self.ahead = SEND_AHEAD_LONG if (holder.round_trip or 0.0) > LONG_PATH else SEND_AHEAD
+        self.last_sent = 0.0  # (monotonic) when the last request about the upload was sent
 
     async def begin(self, size: int, segment_size: int, lease_expiry: int) -> None:
         self.upload = await self.holder.begin(self.si, self.share, size, segment_size, lease_expiry)
         self._segments = layout.segment_count(size, segment_size)
+        self.last_sent = time.monotonic()
+
+    async def keep_alive(self, now: float) -> None:
+        """Touch the upload if no request about it was sent for KEEP_ALIVE seconds and none is under way."""
+        if self.upload is None or self._commit_sent or now - self.last_sent < KEEP_ALIVE \
+                or any(not sending.done() for sending in self._sending):
+            return
+        self.last_sent = now
+        await self.holder.touch(self.upload)
 
     def to(self, holder: Holder, node: str) -> RemoteShareWriter:
         """The same share for another holder, with the blocks not sent yet (a whole share's block, taken of no
@@ -140,9 +158,14 @@ class RemoteShareWriter:
         """One more request of this share under way, carrying `size` bytes of blocks (stopped by `undo` if the put
         fails)."""
         sending = asyncio.ensure_future(request)
+        self.last_sent = time.monotonic()
+        sending.add_done_callback(self._answered)
         if self.sending is not None and size:
             sending.add_done_callback(lambda _: self.sending.give(size))
         self._sending.append(sending)
+
+    def _answered(self, _: object) -> None:
+        self.last_sent = time.monotonic()  # the holder's last activity was its answer's
 
     async def commit(self, block_hashes: list[bytes], manifest: bytes) -> None:
         """Send the last batch with the commit, while the batches before it may still be on their way (the holder

@@ -137,6 +137,14 @@ def _placed(meta) -> dict:
             "lease_expiry": meta.lease_expiry}
 
 
+@routes.post("/v1/peer/uploads/{upload}/touch")
+async def touch_upload(request: web.Request) -> web.Response:
+    holder = request.app[NODE].share_holder
+    incoming = holder.get(request.match_info["upload"], _sender(request))
+    holder.touch(incoming)
+    return json_response({"next_segment": incoming.next_segment, "segment_count": incoming.segment_count})
+
+
 @routes.delete("/v1/peer/uploads/{upload}")
 async def abort_upload(request: web.Request) -> web.Response:
     holder = request.app[NODE].share_holder

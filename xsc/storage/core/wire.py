@@ -11,6 +11,7 @@ neither imports the other.  Pure: no I/O.
     PUT    /v1/peer/uploads/{upload}/segments/{first}?commit   the share's last blocks (first to its last segment),
                                                       then the commit's JSON: staged and committed in one request
     POST   /v1/peer/uploads/{upload}/commit           {"block_hashes": [hex], "manifest": hex}
+    POST   /v1/peer/uploads/{upload}/touch            activity without a block -> {"next_segment", "segment_count"}
     DELETE /v1/peer/uploads/{upload}                  abort
     GET    /v1/peer/shares/{si}/{share}               metadata, block hashes, manifest
     GET    /v1/peer/shares/{si}/{share}/blocks?from=I&count=N   the blocks, concatenated (streamed)
