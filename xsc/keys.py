@@ -295,7 +295,9 @@ LEDGER = b"l/"
 LEDGER_ENTRIES = b"l/e/"  # + account (32) + seq (8, big endian) -> encoded entry (the chains, in order)
 LEDGER_IDS = b"l/i/"  # + entry id (32) -> account (32) + seq (8)
 LEDGER_ACCOUNTS = b"l/a/"  # + account -> account state (seq, head id, balance, forked flag)
-LEDGER_SETTLED = b"l/u/"  # + authorization id (32) -> id of the receipt that settled it
+# + authorization id (32) -> id of the receipt that settled it: the replay check, kept ledger.record_retention past
+# the authorization's expiry (no entry under it is taken later)
+LEDGER_SETTLED = b"l/u/"
 LEDGER_FORKS = b"l/f/"  # + account + seq (8) + entry id -> a conflicting entry (proof of equivocation)
 # Cross-node settlement, payer side: an authorization sent to a payee on another node, not yet completed.
 LEDGER_PENDING = b"l/p/"  # + authorization id -> encoded signed authorization (its cap is held)
@@ -308,10 +310,12 @@ LEDGER_SENDERS = b"l/n/"
 # the refs (provenance ids) each aggregated transfer covers, under the Merkle root its job reference names.
 LEDGER_OWED = b"l/o/"  # + ref (16: a provenance id) -> payer (32) + payee (32) + amount (8) + fuel (8)
 LEDGER_COVERS = b"l/b/"  # + Merkle root (32) -> the refs it covers, 16 bytes each, in order
-# + when (8: unix seconds, big endian) + the key of a record that is not kept for good (l/c/, l/b/, l/tp/, l/to/)
+# + when (8: unix seconds, big endian) + the key of a record that is not kept for good (l/u/, l/c/, l/b/, l/tp/,
+# l/to/)
 # -> b"": written with that record, deleted with it once `when` has passed (ledger/store.py `retire`)
 LEDGER_RETIRE = b"l/r/"
 LEDGER_RETIRE_INDEXED = b"l/ri"  # -> b"": the records written before they had an l/r/ row were given theirs
+LEDGER_SETTLED_INDEXED = b"l/ru"  # -> b"": the settled marks (l/u/) written before they had an l/r/ row have theirs
 
 
 def ledger_entry(account: bytes, seq: int) -> bytes:

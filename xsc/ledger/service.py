@@ -51,7 +51,7 @@ class LedgerService:
         self._crypto = ThreadPoolExecutor(max_workers=cores, thread_name_prefix="xsc-ledger-crypto")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xsc-ledger-writer")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xsc-ledger-reader")
-        self.store = LedgerStore(db, credit_limit, ThreadedMap(self._crypto, cores - 1))
+        self.store = LedgerStore(db, credit_limit, ThreadedMap(self._crypto, cores - 1), retention=retention)
         self.retention = retention  # ledger.record_retention: how long proof outlives its settlement (`retire`)
         if self.store.index_retirements(retention, int(time.time())):
             log.info("the ledger's records written before they had a retirement were given theirs")
@@ -460,9 +460,9 @@ class LedgerService:
         for _, _, data in self.store.entries():
             yield codec.text(entry_json(decode_entry(data)), sort_keys=True).encode() + b"\n"
 
-    async def verify(self) -> dict:
+    async def verify(self, now: int | None = None) -> dict:
         started = time.perf_counter()
-        report = await self._read(self.store.verify)
+        report = await self._read(self.store.verify, int(time.time()) if now is None else now)
         report["seconds"] = round(time.perf_counter() - started, 3)
         report["credit_limit"] = self.credit_limit
         return report

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
@@ -36,12 +37,6 @@ RETIRE_BATCH = 10_000  # records one write batch of `retire` deletes at most
 MIN_CHUNK = 16  # below this many signature operations per thread, threading costs more than it saves
 
 ParallelMap = Callable[[Callable, Sequence], list]
-
-
-def count_retired_at(expires_at: int, retention: int) -> int:
-    """When a mark that counted a receipt or a payment on a trust line goes (trust.py counts nothing under an
-    authorization more than `retention` after its expiry; the clock skew on top)."""
-    return expires_at + retention + rules.CLOCK_SKEW
 
 
 def serial_map(fn: Callable, items: Sequence) -> list:
@@ -97,8 +92,9 @@ def new_settlement(payer: Identity, payee: Identity, amount: int, usage: dict, j
 
 class LedgerStore:
     def __init__(self, db: Database, credit_limit: int, parallel_map: ParallelMap = serial_map, *,
-                 self_check: bool | None = None) -> None:
+                 self_check: bool | None = None, retention: int = RETENTION) -> None:
         self.db = db
+        self.retention = retention  # ledger.record_retention: settled marks go this long after their expiry
         self.self_check = os.environ.get(SELF_CHECK_ENV) == "1" if self_check is None else self_check
         self.credit_limit = credit_limit
         self.map = parallel_map
@@ -228,7 +224,7 @@ class LedgerStore:
         settled[auth.id] = receipt.id
         return receipt, payment
 
-    def _write(self, entries: Iterable[Entry], work: dict[bytes, AccountState], settled: dict[bytes, bytes],
+    def _write(self, entries: Sequence[Entry], work: dict[bytes, AccountState], settled: dict[bytes, bytes],
                puts: dict[bytes, bytes] | None = None, deletes: Iterable[bytes] = ()) -> None:
         """All or nothing: every record is encoded first (an encoding error raises before the batch exists),
         and the batch is transactional (plyvel writes a plain batch even when its `with` block raises)."""
@@ -237,6 +233,10 @@ class LedgerStore:
             records.append((keys.ledger_entry(entry.account, entry.seq), entry.encode()))
             records.append((keys.ledger_id(entry.id), entry.account + entry.seq.to_bytes(8, "big")))
         records += [(keys.ledger_settled(auth_id), receipt_id) for auth_id, receipt_id in settled.items()]
+        # Each settled mark goes once no entry under its authorization is taken any more (rules.check_remembered).
+        expiry = {entry.authorization.id: entry.authorization.expires_at for entry in entries}
+        records += [(keys.ledger_retire(rules.retired_at(expiry[auth_id], self.retention),
+                                        keys.ledger_settled(auth_id)), b"") for auth_id in settled]
         records += [(keys.ledger_account(account), state.encode()) for account, state in work.items()]
         records += list((puts or {}).items())
         deleted = list(deletes)
@@ -386,7 +386,7 @@ class LedgerStore:
         self._self_check([payment.signatures()[0]])
         # The completed mark makes a repeated complete return this payment.  Once the authorization has expired
         # (by more than the clock skew a payee's receipt may have) no receipt under it is completed again anyway:
-        # it is not pending (this batch deletes that), and its settled mark (l/u/, kept) refuses a replay.
+        # it is not pending (this batch deletes that).
         completed = keys.ledger_completed(auth.id)
         self._write([payment], {payer.public_key: new_state}, {auth.id: receipt.id},
                     puts={completed: payment.id,
@@ -395,35 +395,59 @@ class LedgerStore:
         return payment
 
     # --- retirement -------------------------------------------------------------------------
-    # The chains, their index, the account records, the settled marks (l/u/) and fork proofs are kept for good:
-    # they are the ledger (the settled marks are its replay check for entries from counterparties, which may be
-    # old, and `verify` checks them against the chains).  What only stops an authorization being used twice goes
-    # once the authorization's expiry refuses it anyway (l/c/); what counts it on a trust line once, `retention`
-    # after that (trust.py: no count comes later); what is proof for the user (the refs an aggregated transfer
-    # covers, l/b/), `retention` after it was written (tabs.py).  Each is written with its retirement's key
-    # (keys.ledger_retire), so a sweep reads only what is due.
+    # The chains, their index, the account records and fork proofs are kept for good: they are the ledger.  What
+    # only stops an authorization being used twice goes once something else refuses that use: a completed mark
+    # (l/c/) once the authorization's expiry does; a settled mark (l/u/), `retention` after that, when no entry
+    # under it is taken any more (rules.check_remembered); what counts it on a trust line once, then too (trust.py:
+    # no count comes later).  What is proof for the user (the refs an aggregated transfer covers, l/b/) goes
+    # `retention` after it was written (tabs.py).  Each is written with its retirement's key (keys.ledger_retire),
+    # in the same batch, so a sweep reads only what is due.
     def index_retirements(self, retention: int, now: int) -> int:
         """Give the records written before they had a retirement theirs, once (their l/r/ rows and the mark that
         this was done, in one batch); how many.  One whose authorization is not found here is kept."""
+        rows = self._index_settled()
         if self.db.get(keys.LEDGER_RETIRE_INDEXED) is not None:
-            return 0
-        rows: list[bytes] = []
+            return rows
+        found_rows: list[bytes] = []
         for prefix, find, when in ((keys.LEDGER_COMPLETED, self.payment_for, lambda e: e + rules.CLOCK_SKEW),
-                                   (keys.TRUST_OWED, self.payment_for, lambda e: count_retired_at(e, retention)),
-                                   (keys.TRUST_PAID, self.receipt_for, lambda e: count_retired_at(e, retention))):
+                                   (keys.TRUST_OWED, self.payment_for, lambda e: rules.retired_at(e, retention)),
+                                   (keys.TRUST_PAID, self.receipt_for, lambda e: rules.retired_at(e, retention))):
             with self.db.iterator(prefix=prefix, include_value=False) as it:
                 found = list(it)
             for key in found:
                 entry = find(key[len(prefix):])
                 if entry is not None:
-                    rows.append(keys.ledger_retire(when(entry.authorization.expires_at), key))
+                    found_rows.append(keys.ledger_retire(when(entry.authorization.expires_at), key))
         with self.db.iterator(prefix=keys.LEDGER_COVERS, include_value=False) as it:
-            rows += [keys.ledger_retire(now + retention, key) for key in it]
+            found_rows += [keys.ledger_retire(now + retention, key) for key in it]
+        with self.db.write_batch(transaction=True, sync=True) as batch:
+            for row in found_rows:
+                batch.put(row, b"")
+            batch.put(keys.LEDGER_RETIRE_INDEXED, b"")
+        return rows + len(found_rows)
+
+    def _index_settled(self) -> int:
+        """The settled marks' rows, once: every chain is walked (an authorization's expiry is in its entries), and
+        the rows are written a batch at a time; the mark that this was done goes with the last batch, so a walk a
+        kill -9 cut short is made again whole.  How many rows (a transfer's two halves write one row twice)."""
+        if self.db.get(keys.LEDGER_SETTLED_INDEXED) is not None:
+            return 0
+        rows: list[bytes] = []
+        written = 0
+        for _, _, data in self.entries():
+            auth = decode_entry(data).authorization
+            rows.append(keys.ledger_retire(rules.retired_at(auth.expires_at, self.retention),
+                                           keys.ledger_settled(auth.id)))
+            if len(rows) >= RETIRE_BATCH:
+                with self.db.write_batch(transaction=True) as batch:
+                    for row in rows:
+                        batch.put(row, b"")
+                written, rows = written + len(rows), []
         with self.db.write_batch(transaction=True, sync=True) as batch:
             for row in rows:
                 batch.put(row, b"")
-            batch.put(keys.LEDGER_RETIRE_INDEXED, b"")
-        return len(rows)
+            batch.put(keys.LEDGER_SETTLED_INDEXED, b"")
+        return written + len(rows)
 
     def retire(self, now: int, limit: int = RETIRE_BATCH) -> int:
         """Delete the records whose time has passed (at most `limit`, in one write batch); how many."""
@@ -468,6 +492,7 @@ class LedgerStore:
                         f"the proof is kept and the account marked", account=public_id(fork.account), seq=fork.seq)
                 if entry.receipt.settled_at > now + rules.CLOCK_SKEW:
                     raise InvalidEntry(f"{rules.describe(entry)} is dated in the future", hint="check the sender's clock")
+                rules.check_remembered(entry, now, self.retention)
                 state = work.get(entry.account) or self.state(entry.account)
                 auth_id = entry.authorization.id
                 settled_by = settled.get(auth_id) or self.settled_by(auth_id)
@@ -511,13 +536,14 @@ class LedgerStore:
         self.accounts[entry.account] = marked
 
     # --- verification --------------------------------------------------------------------
-    def verify(self) -> dict:
+    def verify(self, now: int | None = None) -> dict:
         """Audit every chain (and the tables that go with them) from one consistent snapshot.
 
         The walk collects signature checks; every VERIFY_BATCH of them is verified on all cores
         while the walk waits.  (Overlapping the walk with verification is slower: the walk holds
         the GIL and starves the threads coming back from Ed25519.)"""
-        audit = rules.Audit(self.credit_limit)
+        now = int(time.time()) if now is None else now
+        audit = rules.Audit(self.credit_limit, marks_kept_from=now - self.retention - rules.CLOCK_SKEW)
         failed: list = []
 
         def check(checks: list) -> None:

@@ -31,7 +31,8 @@ from typing import Any
 from ..db import Database
 from ..errors import InvalidArgument, PrepaymentRequired
 from .core.model import Authorization, format_credits
-from .store import RETENTION, count_retired_at
+from .core.rules import retired_at
+from .store import RETENTION
 from .trust_store import TrustStore
 
 MAX_LINE = 2**62  # micro-credits: any total beyond this is refused (it could not be encoded or summed safely)
@@ -199,7 +200,7 @@ class TrustLines:
             totals = self._totals(peer)
             totals[total] = min(MAX_LINE, totals[total] + amount)
             # (retired once no count can come: `_too_old`)
-            self._store.put_counted(peer, totals, marker, count_retired_at(authorization.expires_at, self.retention))
+            self._store.put_counted(peer, totals, marker, retired_at(authorization.expires_at, self.retention))
             self._lines[peer] = totals  # written
 
     def collectable(self, peer: str) -> int:

@@ -109,6 +109,24 @@ def check_fresh(entry: Entry, now: int) -> None:
         raise InvalidEntry("the receipt is dated in the future", hint="check the payee's clock")
 
 
+def retired_at(expires_at: int, retention: int) -> int:
+    """When what guards an authorization's single use goes (its settled mark; its trust-line count marks): no entry
+    under it is taken past then (`check_remembered`), nor counted on a trust line."""
+    return expires_at + retention + CLOCK_SKEW
+
+
+def check_remembered(entry: Entry, now: int, retention: int) -> None:
+    """An entry from a counterparty: its authorization's settled mark, if it had one here, is still kept.  Past
+    `retired_at` the mark may be gone, and a second receipt under the authorization would pass for a first."""
+    auth = entry.authorization
+    if now > retired_at(auth.expires_at, retention):
+        raise AuthorizationExpired(
+            f"authorization {auth.id.hex()} expired at {auth.expires_at}, more than ledger.record_retention "
+            f"({retention} s) before now ({now}): whether it was settled is no longer kept, so no entry under it "
+            "is taken", hint="a counterparty's entries are taken within ledger.record_retention of their "
+                             "authorizations' expiry")
+
+
 def check_replay(entry: Entry, settled_by: bytes | None) -> None:
     """`settled_by`: the receipt id that already settled this entry's authorization, if any."""
     if settled_by is not None and settled_by != entry.receipt.id:
@@ -199,6 +217,9 @@ class Audit:
     `finish()` with the failed ones."""
 
     credit_limit: int
+    # A settled authorization that expired before this may have lost its settled mark (`retired_at`): only those
+    # expiring from it on must have one.
+    marks_kept_from: int = 0
     violations: list[Violation] = field(default_factory=list)
     entries: int = 0
     accounts: int = 0
@@ -212,7 +233,8 @@ class Audit:
     _receipts: dict[bytes, int] = field(default_factory=dict)  # receipt id on a payee chain -> amount
     # receipt id -> (payee, receipt seq, amount, payer, payment seq, payment id) of the payment countersigning it
     _paid: dict[bytes, tuple[bytes, int, int, bytes, int, bytes]] = field(default_factory=dict)
-    _settled: dict[bytes, bytes] = field(default_factory=dict)  # authorization id -> receipt id
+    # authorization id -> (receipt id, the authorization's expiry)
+    _settled: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)
     _heads: dict[bytes, int] = field(default_factory=dict)
     _balances: dict[bytes, int] = field(default_factory=dict)
     _forked: set[bytes] = field(default_factory=set)
@@ -262,7 +284,7 @@ class Audit:
                 self._add(f"replay: authorization {auth_id.hex()} already settled at seq {seen_auth[auth_id]}",
                           account, key_seq, entry)
             seen_auth[auth_id] = key_seq
-            other = self._settled.setdefault(auth_id, receipt_id)
+            other = self._settled.setdefault(auth_id, (receipt_id, entry.authorization.expires_at))[0]
             if other != receipt_id:
                 self._add(f"replay: authorization {auth_id.hex()} settled by two different receipts", account, key_seq, entry)
             if isinstance(entry, Receipt):
@@ -314,7 +336,7 @@ class Audit:
             self._ids[entry_id] = (b"", -1)  # seen
 
     def used(self, auth_id: bytes, receipt_id: bytes) -> None:
-        if self._settled.get(auth_id) != receipt_id:
+        if self._settled.get(auth_id, (None,))[0] != receipt_id:
             self._add(f"settled-authorization mark {auth_id.hex()} matches no stored entry")
         self._settled.pop(auth_id, None)
 
@@ -344,8 +366,9 @@ class Audit:
         for entry_id, (account, seq) in self._ids.items():
             if seq >= 0:
                 self._add(f"entry {entry_id.hex()} is missing from the index", account, seq)
-        for auth_id in self._settled:
-            self._add(f"authorization {auth_id.hex()} has no settled-authorization mark")
+        for auth_id, (_, expires_at) in self._settled.items():
+            if expires_at >= self.marks_kept_from:
+                self._add(f"authorization {auth_id.hex()} has no settled-authorization mark")
         for account in self._marked - self._forked:
             self._add("account is marked as forked but no fork proof is stored", account)
         for account in self._forked - self._marked:
