@@ -303,16 +303,20 @@ LEDGER_FORKS = b"l/f/"  # + account + seq (8) + entry id -> a conflicting entry 
 LEDGER_PENDING = b"l/p/"  # + authorization id -> encoded signed authorization (its cap is held)
 LEDGER_CLAIMS = b"l/q/"  # + authorization id -> what to ask the payee to countersign (JSON: amount, usage)
 LEDGER_COMPLETED = b"l/c/"  # + authorization id -> id of the payment that completed it (idempotent complete)
-# + authorization id -> the node that asked for its receipt (its id, ASCII): written with the receipt, deleted once
-# the trust line counted it (ledger/trust.py), so a kill -9 between the two is counted at the next start.
+# + authorization id -> the receipt's id (32) + the node that asked for it (its id, ASCII), or that id alone (the
+# receipt is then found by its settled mark): written with the receipt, deleted in the batch in which that node's
+# trust line counts it (ledger/trust.py), so a receipt a kill -9 left uncounted is counted at the next start,
+# however late.
 LEDGER_SENDERS = b"l/n/"
+# + authorization id -> id of this node's payment under it (32), written with the payment, deleted in the batch in
+# which the payee's trust line counts it as owed: as l/n/ for receipts.
+LEDGER_UNCOUNTED = b"l/w/"
 # Aggregated settlement (ledger/tabs.py): what a payer owes a payee for acknowledged work not settled yet, and
 # the refs (provenance ids) each aggregated transfer covers, under the Merkle root its job reference names.
 LEDGER_OWED = b"l/o/"  # + ref (16: a provenance id) -> payer (32) + payee (32) + amount (8) + fuel (8)
 LEDGER_COVERS = b"l/b/"  # + Merkle root (32) -> the refs it covers, 16 bytes each, in order
 # + when (8: unix seconds, big endian) + the key of a record that is not kept for good (l/u/, l/c/, l/b/, l/tp/,
-# l/to/)
-# -> b"": written with that record, deleted with it once `when` has passed (ledger/store.py `retire`)
+# l/to/) -> b"": written with that record, deleted with it once `when` has passed (ledger/store.py `retire`)
 LEDGER_RETIRE = b"l/r/"
 LEDGER_RETIRE_INDEXED = b"l/ri"  # -> b"": the records written before they had an l/r/ row were given theirs
 LEDGER_SETTLED_INDEXED = b"l/ru"  # -> b"": the settled marks (l/u/) written before they had an l/r/ row have theirs
@@ -367,6 +371,10 @@ def ledger_completed(authorization_id: bytes) -> bytes:
 
 def ledger_sender(authorization_id: bytes) -> bytes:
     return LEDGER_SENDERS + authorization_id
+
+
+def ledger_uncounted(authorization_id: bytes) -> bytes:
+    return LEDGER_UNCOUNTED + authorization_id
 
 
 def ledger_owed(ref: bytes) -> bytes:

@@ -324,14 +324,21 @@ def test_recognising_a_peer_never_lowers_its_credit_line(tmp_path) -> None:
     db.close()
 
 
-async def test_a_stop_between_a_settlement_and_its_trust_line_is_counted_at_the_next_start(tmp_path) -> None:
+@pytest.mark.parametrize("down", ["a moment", "past record_retention"])
+async def test_a_stop_between_a_settlement_and_its_trust_line_is_counted_at_the_next_start(
+        tmp_path, monkeypatch, down) -> None:
     """A receipt this node countersigned, and a payment its user made to another node, are each one synced ledger
     write; the trust line that counts them is written after.  A kill -9 in between left them uncounted for good:
     what a peer paid (a prepayment: its money moved) gave it no credit here, and what this node paid a peer was
-    not collectable from it.  The next start counts them, once."""
+    not collectable from it.  The next start counts them, once, even after the node stayed down longer than
+    ledger.record_retention past their authorizations' expiry and the retention sweep ran first."""
+    from types import SimpleNamespace
+
     from xsc.ledger import LedgerService
     from xsc.ledger.core.model import ZERO_HASH, make_receipt
+    from xsc.ledger.core.rules import retired_at
     from xsc.ledger.settlement import Payments
+    from xsc.ledger.store import RETENTION
 
     node, user, sender_payer, other = (Identity.generate() for _ in range(4))
     sender = Identity.generate().id  # the node that asks for the receipt
@@ -368,11 +375,22 @@ async def test_a_stop_between_a_settlement_and_its_trust_line_is_counted_at_the_
 
     db, ledger, lines, payments = opened(None, None)
     try:
+        if down != "a moment":
+            later = retired_at(max(claim.expires_at, pay.expires_at), RETENTION) + 1
+            monkeypatch.setattr("xsc.ledger.trust.time", SimpleNamespace(time=lambda: later))
+            assert await ledger.retire(later) > 0  # the settled marks among them
+            assert await ledger.receipt_for(claim.id) is None
         payments.start()
         assert lines.line(sender)["paid"] == 800
         assert lines.line(other.id)["owed"] == 300
         assert payments.count_uncounted() == 0  # counted once: nothing is left to count
+        if down != "a moment":
+            await ledger.retire(later + 1)  # the markers of the counts just made are past their time too
+        lines.paid(sender, claim, 800)  # a repeated request, or a replay, counts nothing again
+        lines.owe(other.id, pay, 300)
+        assert payments.count_uncounted() == 0
         assert lines.line(sender)["paid"] == 800 and lines.line(other.id)["owed"] == 300
+        assert [sum(1 for _ in db.iterator(prefix=p)) for p in (keys.LEDGER_SENDERS, keys.LEDGER_UNCOUNTED)] == [0, 0]
     finally:
         await ledger.close()
         db.close()

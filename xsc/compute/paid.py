@@ -551,8 +551,9 @@ class PaidCompute:
                                             deal={**deal, "gateway": gateway, "price": price,
                                                   "authorization": auth.id.hex()})
             self.market.note_fuel(run.fuel_consumed)
+            # checked above, before the call ran; its gateway is written with the receipt until its line counts it
             receipt = await self.ledger.countersign(self.node, auth, run.charge, {"fuel": run.fuel_consumed},
-                                                    verified=True)  # checked above, before the call ran
+                                                    verified=True, sender=gateway if self.trust is not None else None)
             if self.trust is not None:
                 self.trust.paid(gateway, auth, receipt.amount)
         finally:

@@ -276,9 +276,13 @@ class LedgerService:
                 amount, usage_pairs, int(time.time()))
 
     def sender_counted(self, authorization_id: bytes) -> None:
-        """The trust line of the node that asked for this authorization's receipt has counted it: its sender record
-        goes (not synced: counting again after a crash is a no-op, trust lines count each authorization once)."""
+        """The trust line of the node that asked for this authorization's receipt has counted it (its count deletes
+        the sender record in its own batch): the record goes, with trust lines or without."""
         self.store.sender_counted(authorization_id)
+
+    def owed_counted(self, authorization_id: bytes) -> None:
+        """As `sender_counted`, for this node's payment under the authorization, counted as owed to its payee."""
+        self.store.owed_counted(authorization_id)
 
     def check_countersign(self, payee: Identity, authorization: Authorization, amount: int,
                           usage: dict[str, int]) -> None:

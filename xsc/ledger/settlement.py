@@ -138,7 +138,7 @@ class Payments:
                     await self._settle_refusal(payee_node_id, url, auth)
                 raise exc
             payment = await self.ledger.complete(self.payer, receipt)
-        self.on_owed(payee_node_id, auth, amount)
+        self._owed(payee_node_id, auth, amount)
         self.on_paid(payee_node_id, amount, False)
         return payment.id.hex()
 
@@ -183,7 +183,7 @@ class Payments:
             except (PeerRefused, InvalidEntry) as exc:
                 self.on_strike(payee_node_id, f"sent a receipt that does not check: {exc.message}")
                 raise
-        self.on_owed(payee_node_id, auth, receipt.amount)
+        self._owed(payee_node_id, auth, receipt.amount)
         self.on_paid(payee_node_id, receipt.amount, False)
         return payment
 
@@ -211,7 +211,7 @@ class Payments:
             return  # unknown: the retry task finds out
         if receipt is not None:
             await self.ledger.complete(self.payer, receipt)
-            self.on_owed(payee_node_id, auth, receipt.amount)
+            self._owed(payee_node_id, auth, receipt.amount)
         else:
             await self.ledger.abandon(auth.id, force=True)
 
@@ -325,19 +325,28 @@ class Payments:
     def start(self) -> None:
         self.count_uncounted()
 
+    def _owed(self, payee_node_id: str, auth: Authorization, amount: int) -> None:
+        """The local user's payment under `auth` is on the ledger: counted as owed on the payee's line, once."""
+        self.on_owed(payee_node_id, auth, amount)
+        self.ledger.owed_counted(auth.id)
+
     def count_uncounted(self, recent: int = 64) -> int:
-        """What a kill -9 left between a synced ledger write and the trust line that counts it, counted now (each
-        authorization is counted once, so counting again is harmless): receipts this node countersigned whose
-        sender's line did not count them (their sender is written with the receipt), and the newest payments of the
-        local user to other nodes not counted as owed (they are counted in chain order: the first counted one ends
-        the walk).  Returns how many."""
+        """What a kill -9 left between a synced ledger write and the trust line that counts it, counted now, however
+        long the node was down (each authorization is counted once, so counting again is harmless): receipts this
+        node countersigned and payments its user made to other nodes, each written with a record that its count
+        deletes (`l/n/`, `l/w/`); and, for payments written without one, the newest of the local user's not counted
+        as owed (in chain order: the first counted one ends the walk).  Returns how many."""
         counted = 0
-        for authorization_id, sender in self.ledger.store.senders():
-            receipt = self.ledger.store.receipt_for(authorization_id)
+        for authorization_id, sender, receipt in self.ledger.store.senders():
             if receipt is not None:
                 self.on_countersigned(sender, receipt.authorization, receipt.amount)
                 counted += 1
             self.ledger.sender_counted(authorization_id)
+        for authorization_id, payment in self.ledger.store.uncounted_payments():
+            if payment is not None:
+                self.on_owed(public_id(payment.authorization.payee), payment.authorization, payment.receipt.amount)
+                counted += 1
+            self.ledger.owed_counted(authorization_id)
         for entry in self.ledger.store.history(self.payer.public_key, recent):
             auth = entry.authorization
             if not isinstance(entry, Payment) or auth.payee == self.node.public_key:
@@ -413,7 +422,7 @@ class Payments:
             if payable is not None and not await payable(auth, receipt):
                 return "abandoned"  # a receipt for more than is owed: not paid, its authorization dropped
             await self.ledger.complete(payer, receipt)
-            self.on_owed(node_id, auth, receipt.amount)
+            self._owed(node_id, auth, receipt.amount)
             paid = self._for_job(self.paid_by_retry, auth)
             if paid is not None:
                 await paid(auth, receipt)

@@ -34,6 +34,7 @@ SELF_CHECK_ENV = "XSC_LEDGER_SELF_CHECK"
 AUTHORIZATION_TTL = 600  # seconds a locally issued authorization stays valid
 RETENTION = 30 * 86400  # ledger.record_retention's default
 RETIRE_BATCH = 10_000  # records one write batch of `retire` deletes at most
+NODE_ID_LENGTH = 52  # characters of a node's id (identity.public_id)
 MIN_CHUNK = 16  # below this many signature operations per thread, threading costs more than it saves
 
 ParallelMap = Callable[[Callable, Sequence], list]
@@ -283,7 +284,8 @@ class LedgerStore:
             batch.delete(keys.ledger_claim(authorization_id))
         return True
 
-    def _stored(self, entry_id: bytes) -> Entry | None:
+    def stored(self, entry_id: bytes) -> Entry | None:
+        """The entry with this id, if a chain here holds it."""
         where = self.db.get(keys.ledger_id(entry_id))
         if where is None:
             return None
@@ -293,13 +295,13 @@ class LedgerStore:
     def receipt_for(self, authorization_id: bytes) -> Receipt | None:
         """The receipt stored on a chain here that settled this authorization, if any."""
         receipt_id = self.settled_by(authorization_id)
-        entry = None if receipt_id is None else self._stored(receipt_id)
+        entry = None if receipt_id is None else self.stored(receipt_id)
         return entry if isinstance(entry, Receipt) else None
 
     def payment_for(self, authorization_id: bytes) -> Payment | None:
         """The payment with which this node completed the authorization, if it did."""
         payment_id = self.db.get(keys.ledger_completed(authorization_id))
-        entry = None if payment_id is None else self._stored(payment_id)
+        entry = None if payment_id is None else self.stored(payment_id)
         return entry if isinstance(entry, Payment) and entry.authorization.id == authorization_id else None
 
     def countersign(self, payee: Identity, auth: Authorization, amount: int, usage: tuple[tuple[str, int], ...],
@@ -335,16 +337,39 @@ class LedgerStore:
         receipt = receipt.signed(payee.sign(receipt.body))
         self._self_check([receipt.signatures()[0]])
         self._write([receipt], {payee.public_key: new_state}, {auth.id: receipt.id},
-                    {keys.ledger_sender(auth.id): sender.encode()} if sender is not None else None)
+                    {keys.ledger_sender(auth.id): receipt.id + sender.encode()} if sender is not None else None)
         return receipt
 
     def sender_counted(self, authorization_id: bytes) -> None:
         self.db.delete(keys.ledger_sender(authorization_id))
 
-    def senders(self) -> list[tuple[bytes, str]]:
-        """(authorization id, sender node id) of receipts whose sender's trust line has not counted them yet."""
+    def senders(self) -> list[tuple[bytes, str, Receipt | None]]:
+        """(authorization id, sender node id, the receipt if found) of receipts whose sender's trust line has not
+        counted them yet."""
         with self.db.iterator(prefix=keys.LEDGER_SENDERS) as it:
-            return [(key[len(keys.LEDGER_SENDERS):], value.decode()) for key, value in it]
+            found = [(key[len(keys.LEDGER_SENDERS):], value) for key, value in it]
+        out: list[tuple[bytes, str, Receipt | None]] = []
+        for authorization_id, value in found:
+            if len(value) > NODE_ID_LENGTH:
+                sender, receipt = value[32:], self.stored(value[:32])
+            else:
+                sender, receipt = value, self.receipt_for(authorization_id)
+            out.append((authorization_id, sender.decode(), receipt if isinstance(receipt, Receipt) else None))
+        return out
+
+    def owed_counted(self, authorization_id: bytes) -> None:
+        self.db.delete(keys.ledger_uncounted(authorization_id))
+
+    def uncounted_payments(self) -> list[tuple[bytes, Payment | None]]:
+        """(authorization id, the payment if found) of this node's payments whose payee's trust line has not
+        counted them as owed yet."""
+        with self.db.iterator(prefix=keys.LEDGER_UNCOUNTED) as it:
+            found = [(key[len(keys.LEDGER_UNCOUNTED):], value) for key, value in it]
+        out: list[tuple[bytes, Payment | None]] = []
+        for authorization_id, payment_id in found:
+            payment = self.stored(payment_id)
+            out.append((authorization_id, payment if isinstance(payment, Payment) else None))
+        return out
 
     def complete(self, payer: Identity, receipt: Receipt, now: int) -> Payment:
         """The payer's half: append the payment countersigning the payee's receipt (or return the one made)."""
@@ -390,7 +415,8 @@ class LedgerStore:
         completed = keys.ledger_completed(auth.id)
         self._write([payment], {payer.public_key: new_state}, {auth.id: receipt.id},
                     puts={completed: payment.id,
-                          keys.ledger_retire(max(auth.expires_at, now) + rules.CLOCK_SKEW, completed): b""},
+                          keys.ledger_retire(max(auth.expires_at, now) + rules.CLOCK_SKEW, completed): b"",
+                          keys.ledger_uncounted(auth.id): payment.id},
                     deletes=(keys.ledger_pending(auth.id), keys.ledger_claim(auth.id)))
         return payment
 
@@ -405,7 +431,7 @@ class LedgerStore:
     def index_retirements(self, retention: int, now: int) -> int:
         """Give the records written before they had a retirement theirs, once (their l/r/ rows and the mark that
         this was done, in one batch); how many.  One whose authorization is not found here is kept."""
-        rows = self._index_settled()
+        rows = index_settled(self.db, self.retention)
         if self.db.get(keys.LEDGER_RETIRE_INDEXED) is not None:
             return rows
         found_rows: list[bytes] = []
@@ -425,29 +451,6 @@ class LedgerStore:
                 batch.put(row, b"")
             batch.put(keys.LEDGER_RETIRE_INDEXED, b"")
         return rows + len(found_rows)
-
-    def _index_settled(self) -> int:
-        """The settled marks' rows, once: every chain is walked (an authorization's expiry is in its entries), and
-        the rows are written a batch at a time; the mark that this was done goes with the last batch, so a walk a
-        kill -9 cut short is made again whole.  How many rows (a transfer's two halves write one row twice)."""
-        if self.db.get(keys.LEDGER_SETTLED_INDEXED) is not None:
-            return 0
-        rows: list[bytes] = []
-        written = 0
-        for _, _, data in self.entries():
-            auth = decode_entry(data).authorization
-            rows.append(keys.ledger_retire(rules.retired_at(auth.expires_at, self.retention),
-                                           keys.ledger_settled(auth.id)))
-            if len(rows) >= RETIRE_BATCH:
-                with self.db.write_batch(transaction=True) as batch:
-                    for row in rows:
-                        batch.put(row, b"")
-                written, rows = written + len(rows), []
-        with self.db.write_batch(transaction=True, sync=True) as batch:
-            for row in rows:
-                batch.put(row, b"")
-            batch.put(keys.LEDGER_SETTLED_INDEXED, b"")
-        return written + len(rows)
 
     def retire(self, now: int, limit: int = RETIRE_BATCH) -> int:
         """Delete the records whose time has passed (at most `limit`, in one write batch); how many."""
@@ -579,6 +582,30 @@ class LedgerStore:
         finally:
             snapshot.close()
         return audit.finish(failed)
+
+
+def index_settled(db: Database, retention: int) -> int:
+    """The settled marks' retirement rows, once: every chain is walked (an authorization's expiry is in its
+    entries), and the rows are written a batch at a time; the mark that this was done goes with the last batch, so
+    a walk a kill -9 cut short is made again whole.  How many rows (a transfer's two halves write one row twice)."""
+    if db.get(keys.LEDGER_SETTLED_INDEXED) is not None:
+        return 0
+    rows: list[bytes] = []
+    written = 0
+    with db.iterator(prefix=keys.LEDGER_ENTRIES, include_key=False) as it:
+        for data in it:
+            auth = decode_entry(data).authorization
+            rows.append(keys.ledger_retire(rules.retired_at(auth.expires_at, retention), keys.ledger_settled(auth.id)))
+            if len(rows) >= RETIRE_BATCH:
+                with db.write_batch(transaction=True) as batch:
+                    for row in rows:
+                        batch.put(row, b"")
+                written, rows = written + len(rows), []
+    with db.write_batch(transaction=True, sync=True) as batch:
+        for row in rows:
+            batch.put(row, b"")
+        batch.put(keys.LEDGER_SETTLED_INDEXED, b"")
+    return written + len(rows)
 
 
 VERIFY_BATCH = 4096  # signature checks verified together (bounds the memory the walk holds)

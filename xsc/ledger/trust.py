@@ -184,23 +184,29 @@ class TrustLines:
 
     def owe_counted(self, authorization: Authorization, now: float | None = None) -> bool:
         """Whether this node's payment under `authorization` was counted as owed (`owe`), or is too old to be."""
-        return self._too_old(authorization, now) or self._store.counted(self._store.marker("owed", authorization.id))
+        return not self._countable("owed", authorization, now)
 
-    def _too_old(self, authorization: Authorization, now: float | None) -> bool:
-        """Whether a count under `authorization` would come more than `retention` after it expired: its marker may
-        have been retired by then, so counting it could count it twice.  (What is counted is counted within
-        moments of its synced ledger write, or at the next start after a kill -9 between the two.)"""
-        return (time.time() if now is None else now) > authorization.expires_at + self.retention
+    def _countable(self, total: str, authorization: Authorization, now: float | None) -> bool:
+        """Whether a count under `authorization` is still to be made.  The ledger writes a record with the receipt
+        or the payment that the count deletes in its own batch: while it is there, the count is made, however late
+        (a kill -9 fell between the two, and the node stayed down).  Without it, only a count that comes within
+        `retention` of the authorization's expiry is made: its marker may have been retired after that, so
+        counting it could count it twice (a repeated request for a receipt, or a replay of it)."""
+        if self._store.counted(self._store.marker(total, authorization.id)):
+            return False
+        if self._store.uncounted(total, authorization.id):
+            return True
+        return (time.time() if now is None else now) <= authorization.expires_at + self.retention
 
     def _add(self, peer: str, total: str, authorization: Authorization, amount: int, now: float | None) -> None:
-        marker = self._store.marker(total, authorization.id)
         with self._lock:
-            if self._too_old(authorization, now) or self._store.counted(marker):
+            if not self._countable(total, authorization, now):
                 return
             totals = self._totals(peer)
             totals[total] = min(MAX_LINE, totals[total] + amount)
-            # (retired once no count can come: `_too_old`)
-            self._store.put_counted(peer, totals, marker, retired_at(authorization.expires_at, self.retention))
+            # (retired once no count can come: `_countable`)
+            self._store.put_counted(peer, totals, total, authorization.id,
+                                    retired_at(authorization.expires_at, self.retention))
             self._lines[peer] = totals  # written
 
     def collectable(self, peer: str) -> int:

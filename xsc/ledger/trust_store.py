@@ -45,13 +45,26 @@ class TrustStore:
     def counted(self, marker: bytes) -> bool:
         return self._db.get(marker) is not None
 
-    def put_counted(self, peer: str, totals: dict[str, int], marker: bytes, retire_at: int) -> None:
-        """The new totals and the marker that counts them, written together; the marker is retired at `retire_at`
-        (unix seconds: LedgerStore.retire)."""
+    @staticmethod
+    def uncounted_record(total: str, authorization_id: bytes) -> bytes:
+        """The ledger's record, written with its receipt ("paid") or its payment ("owed"), that says it is not
+        counted yet."""
+        return (keys.ledger_sender(authorization_id) if total == "paid" else
+                keys.ledger_uncounted(authorization_id))
+
+    def uncounted(self, total: str, authorization_id: bytes) -> bool:
+        return self._db.get(self.uncounted_record(total, authorization_id)) is not None
+
+    def put_counted(self, peer: str, totals: dict[str, int], total: str, authorization_id: bytes,
+                    retire_at: int) -> None:
+        """The new totals and the marker that counts them, written together, with the ledger's record that it was
+        not counted deleted; the marker is retired at `retire_at` (unix seconds: LedgerStore.retire)."""
+        marker = self.marker(total, authorization_id)
         with self._db.write_batch(transaction=True) as batch:
             self.put_totals(peer, totals, batch)
             batch.put(marker, b"")
             batch.put(keys.ledger_retire(retire_at, marker), b"")
+            batch.delete(self.uncounted_record(total, authorization_id))
 
     def set_credit(self, peer: str, amount: int | None) -> None:
         key = keys.trust_credit(parse_public_id(peer))
