@@ -262,8 +262,9 @@ class LedgerSection(_Section):
     tab_threshold: int = Field(default=1_000_000, ge=1, le=2**62)
     tab_max_refs: int = Field(default=4096, ge=1, le=4096)
     # seconds the ledger keeps what is not kept for good past its time (docs/ledger.md, Retention): the provenance
-    # ids an aggregated transfer covers, after it was settled; the marks that count a receipt or a payment on a
-    # trust line once, after its authorization expired (one counted later is not counted)
+    # ids an aggregated transfer covers, after it was settled; the settled marks (the replay check: no entry under an
+    # authorization that expired longer ago is taken) and the marks that count a receipt or a payment on a trust
+    # line once, after its authorization expired
     record_retention: int = 30 * 86400
 
     @field_validator("record_retention", mode="before")
