@@ -18,7 +18,7 @@ from xsc import keys
 from xsc.compute.paid import compile_price
 from xsc.errors import PeerRefused, PrepaymentRequired
 from xsc.identity import Identity, parse_public_id
-from xsc.ledger.core.model import Authorization, authorize, encode_authorization
+from xsc.ledger.core.model import Authorization, authorize, decode_entry, encode_authorization
 from xsc.ledger.core.pricing import price_compute, price_storage
 from xsc.ledger.trust import TrustLines
 from xsc.net import PeerClient
@@ -469,3 +469,33 @@ async def test_a_lease_renewed_after_it_ended_is_charged_on_the_line_from_now_no
     await holder.renew(f.si, SHARE, int(time.time()) + 86400)
     added = b.app[NODE].trust.line(a_id)["used"] - used
     assert added <= price_storage(f.share_bytes, 86400 + 5, DEAL_PRICE), added  # a day, not a thousand and one
+
+
+async def test_a_single_paid_calls_receipt_a_stop_left_off_its_gateways_line_is_counted_at_the_next_start(
+        node_factory, monkeypatch) -> None:
+    """A call paid by its own authorization (no tab) is countersigned in one synced write and counted on its
+    gateway's line after; its receipt's batch names the gateway, so a stop in between is counted at the next start
+    (Payments.count_uncounted, which the node's start runs)."""
+    from tests.support.attacks import invoke_body
+    from tests.support.compute import deploy
+    from xsc.node import IDENTITY
+    from xsc.identity import sign_request
+    from xsc.net.compute import INVOKE_PATH
+
+    node = await node_factory()
+    services, gateway = node.app[NODE], Identity.generate()
+    module = await deploy(node, "add")
+    monkeypatch.setattr(services.trust, "paid", lambda *args, **kwargs: None)  # the stop: its count never runs
+    body = invoke_body(gateway, node.app[IDENTITY].public_key, module)
+    headers = sign_request(gateway, "POST", INVOKE_PATH, body, receiver=node.app[IDENTITY].id)
+    response = await node.post(INVOKE_PATH, data=body, headers={**headers, "Authorization": ""})
+    answer = await response.json()
+    assert response.status == 200, answer
+    assert services.trust.line(gateway.id)["paid"] == 0
+    monkeypatch.undo()
+
+    amount = decode_entry(bytes.fromhex(answer["receipt"])).amount
+    assert amount > 0
+    assert services.payments.count_uncounted() == 1
+    assert services.trust.line(gateway.id)["paid"] == amount
+    assert services.payments.count_uncounted() == 0 and services.trust.line(gateway.id)["paid"] == amount
