@@ -321,9 +321,15 @@ class RemoteAnswers:
                     await self.sent.unanswered_after_restart(fetching["authorization"])
                     job.pop("fetching")
                     raise
-                return await self.returned(job, _restored(fetching, files))
-            finally:  # once its answer is written `storing` (`returned`): told before, a kill -9 would lose it
+                done = await self.returned(job, _restored(fetching, files))
+            except asyncio.CancelledError:
+                raise  # the node stops again: the provider keeps them for the next start
+            except BaseException:
                 await self.sent.forget(fetching["provider"], fetching["job"])
+                raise
+            # only once its answer is written `storing` (`returned`): told before, a kill -9 would lose it
+            await self.sent.forget(fetching["provider"], fetching["job"])
+            return done
         finally:
             await in_pool(None, remove_tree, into)
 

@@ -13,6 +13,7 @@ either, and the job is placed again: a job's result is paid once, to the provide
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import logging
@@ -99,6 +100,8 @@ class SentJobs:
                 await paid.gateway_tabs.abandon(tab, budget)
                 self._strike(provider, err.message)
                 raise
+            except asyncio.CancelledError:
+                raise  # the node stops: see below
             except BaseException:  # its outputs could not all be fetched: its result never came
                 await paid.gateway_tabs.abandon(tab, budget)
                 raise
@@ -109,8 +112,15 @@ class SentJobs:
                 except Exception:  # not kept: not counted, so not paid
                     await paid.gateway_tabs.abandon(tab, budget)
                     raise
-        finally:
+        except asyncio.CancelledError:
+            # The node stops while the provider runs the job or its outputs are fetched: as after a kill -9, its tab
+            # stays pending and the provider keeps the run, so the next start finishes it from the step the job's
+            # record names and pays what it owes (an honest provider that did the work is not left unpaid).
+            raise
+        except BaseException:
             await self._forget(url, provider, job)
+            raise
+        await self._forget(url, provider, job)
         return returned
 
     def pay(self, returned: Returned) -> None:
@@ -175,6 +185,8 @@ class SentJobs:
         except PeerRefused:  # refused before it ran: nothing is owed for it
             paid.gateway_tabs.answered(tab, budget, None)
             raise
+        except asyncio.CancelledError:
+            raise  # the node stops: its tab stays pending for the next start (`unsettled`)
         except BaseException:  # it may have run, but its result never came: it is not paid (the job is placed again)
             await paid.gateway_tabs.abandon(tab, budget)
             raise
@@ -282,6 +294,8 @@ class SentJobs:
             self._strike(provider, err.message)
             await self._forget(url, provider, job)
             raise
+        except asyncio.CancelledError:
+            raise  # the node stops again: the provider keeps the run for the next start
         except BaseException:
             await self._forget(url, provider, job)
             raise
