@@ -10,9 +10,12 @@ import pytest
 
 from tests.support.compute import deploy, peer_with_provider
 from tests.support.jobs import QUIET, balances, network, read_file, run_job, settle, verified
+from tests.support.nodes import close_node
+from tests.support.waiting import eventually_async
 from xsc.compute import hosted_jobs
 from xsc.node import IDENTITY
 from xsc.node.appkeys import METRICS, NODE
+from xsc.peers.admission import Quarantine
 
 
 
@@ -121,6 +124,73 @@ async def test_replicas_that_all_disagree_are_none_of_them_paid_and_nothing_is_s
     assert (await (await gateway.get("/v1/store/files")).json())["files"] == files_before
     await settle(gateway)
     assert balances(gateway, providers[2])[0] == before[0]
+
+
+class Crash(Exception):
+    """The gateway's process ending there: nothing after it runs, nothing is undone."""
+
+
+@pytest.mark.parametrize("cut", ["before-the-verdict", "after-the-verdict"])
+async def test_a_replica_that_disagrees_is_judged_once_through_a_stop_as_its_verdict_is_written(
+        node_factory, monkeypatch, cut) -> None:
+    """The gateway's process ends just before the replicas' verdict is written (they are compared at the start), or
+    just after it, before the liar's tab is dropped (the start resumes the job): either way the liar is struck once,
+    by the gateway that wrote the verdict, listed as having answered unlike the others and not paid, and the honest
+    two are paid once."""
+    gateway, providers = await network(node_factory, providers=3)
+    liar, liar_id = providers[0], providers[0].app[IDENTITY].id
+    _flip_outputs_of(monkeypatch, liar)
+    struck: list[tuple[Quarantine, str]] = []  # by the gateway before the stop and after it
+    strike = Quarantine.strike
+    monkeypatch.setattr(Quarantine, "strike", lambda self, node, why, **kw: struck.append((self, node)) or strike(
+        self, node, why, **kw))
+    node = gateway.app[NODE]
+
+    async def ended(*args, **kwargs):
+        raise Crash()
+
+    module = await deploy(gateway, "outputs", wasi=True)
+    before = [balances(gateway, p)[1] for p in providers]
+    with monkeypatch.context() as patched:
+        if cut == "before-the-verdict":
+            patched.setattr(node.jobs.answers, "answer_kept", ended)
+        else:  # the first await after it: dropping the liar's tab
+            patched.setattr(node.paid.gateway_tabs, "abandon", ended)
+        status, _ = await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 3},
+                                  stdin=b"the honest bytes")
+        assert status == 500
+    (left,) = node.jobs.records.all_jobs()
+    if cut == "before-the-verdict":
+        assert left["state"] == "running" and "replicating" in left, left
+    else:
+        assert left["state"] == "storing" and [r["provider"] for r in left["answered"]["refused"]] == [liar_id]
+    jid = left["id"]
+    await close_node(gateway)
+    gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
+
+    async def finished():
+        job = await (await gateway.get(f"/v1/compute/jobs/{jid}")).json()
+        return job["state"] not in ("running", "storing") and job
+
+    job = await eventually_async(finished, "the job finished at the start", 60)
+    assert job["state"] == "done", job
+    assert {r["provider"]: r["paid"] for r in job["replicas"]} == {p.app[IDENTITY].id: p is not liar
+                                                                   for p in providers}
+    (unlike,) = [r for r in job["replicas"] if r["provider"] == liar_id]
+    assert "error" not in unlike and unlike["charge"] == 0, unlike  # it answered, unlike the others
+    judge = node if cut == "after-the-verdict" else gateway.app[NODE]
+    assert struck == [(judge.quarantine, liar_id)]
+    c_txt = next(o for o in job["outputs"] if o["name"] == "out/c.txt")
+    assert await read_file(gateway, c_txt["capability"]) == b"the honest bytes"
+    owed = {pay["authorization"] for pay in job["paid_on"]}
+    await eventually_async(lambda: not owed & {a.id.hex() for a in gateway.app[NODE].ledger.pending()},
+                           "the honest two's tabs paid", 30)
+    await settle(gateway)
+    charges = {r["provider"]: r["charge"] for r in job["replicas"]}
+    for provider, earned in zip(providers, before):
+        assert balances(gateway, provider)[1] - earned == charges[provider.app[IDENTITY].id]
+    for each in (gateway, *providers):
+        await verified(each)
 
 
 async def test_a_job_that_is_not_deterministic_is_refused_for_replication_up_front(node_factory) -> None:

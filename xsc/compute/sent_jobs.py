@@ -98,7 +98,7 @@ class SentJobs:
                                                believed)
             except ForgedResult as err:
                 await paid.gateway_tabs.abandon(tab, budget)
-                self._strike(provider, err.message)
+                self.strike(provider, err.message)
                 raise
             except asyncio.CancelledError:
                 raise  # the node stops: see below
@@ -151,18 +151,17 @@ class SentJobs:
         """After a restart: nothing is paid on the job tab `authorization`, whose outputs never came."""
         await self.paid.gateway_tabs.unanswered_after_restart(bytes.fromhex(authorization))
 
-    async def refuse(self, returned: Returned, why: str | None) -> None:
-        """Pay nothing for a checked run that is not believed: a strike (`why`) if it disagreed with the replicas
-        that agreed; none when no replicas agreed (which of them was wrong is not known).  A run whose tab a restart
-        left pending: that tab's authorization dropped."""
+    async def refuse(self, returned: Returned) -> None:
+        """Pay nothing for a checked run that is not believed (a replica unlike those that agreed, which its caller
+        strikes, or one of replicas none of which agreed).  A run whose tab a restart left pending: that tab's
+        authorization dropped."""
         if returned.tab is None:
             await self.unanswered_after_restart(returned.authorization)
         else:
             await self.paid.gateway_tabs.abandon(returned.tab, returned.budget)
-        if why is not None:
-            self._strike(returned.provider, why)
 
-    def _strike(self, provider: str, why: str) -> None:
+    def strike(self, provider: str, why: str) -> None:
+        """Note a misbehaviour of `provider` (its quarantine counts them)."""
         log.error("%s", why)
         self.on_strike(provider, why)
 
@@ -291,7 +290,7 @@ class SentJobs:
             self._held(provider, answer, sent["budget"], jid, inputs, sent["stdin"], spec, sent["price"],
                        sent["authorization"])
         except ForgedResult as err:
-            self._strike(provider, err.message)
+            self.strike(provider, err.message)
             await self._forget(url, provider, job)
             raise
         except asyncio.CancelledError:
@@ -317,7 +316,7 @@ class SentJobs:
         try:
             return await self._fetched(url, provider, job, outputs, into)
         except ForgedResult as err:
-            self._strike(provider, err.message)
+            self.strike(provider, err.message)
             raise
 
     async def forget(self, provider: str, job: str) -> None:
