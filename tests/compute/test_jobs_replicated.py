@@ -73,7 +73,7 @@ async def test_100_deterministic_jobs_on_three_replicas_agree_and_each_provider_
         for r in job["replicas"]:
             charges[r["provider"]] += r["charge"]
         assert job["charged"] == sum(r["charge"] for r in job["replicas"])
-        ids.append(job["id"])
+        ids.append(job["run"])  # what its providers know it as
     for provider in providers:
         assert sorted(_jobs_paid_on(provider)) == sorted(ids)  # each ran every job, once
     await settle(gateway)
@@ -267,38 +267,34 @@ async def test_replicas_pass_over_a_provider_that_wanted_prepayment_as_a_single_
     assert _prepayment_refusals(stingy) == 1  # never asked again
 
 
-async def test_a_job_run_again_with_other_replicas_or_agreement_is_refused_not_answered_from_its_record(
+async def test_a_job_asked_again_with_other_replicas_or_agreement_is_another_job_whose_runs_are_the_same(
         node_factory) -> None:
+    """The guarantee is part of what was asked: the same job with other --replicas or --agree is another job (its
+    own id, record and replays), never refused nor answered from a record made with another guarantee.  What runs
+    is the same: each provider is sent the same job id, so the same clocks and random."""
     gateway, providers = await network(node_factory, providers=3)
-    module = await deploy(gateway, "sha256", wasi=True)
-    replicated = {"module": module, "stdin": "-", "deterministic": True, "replicas": 3}
-    status, first = await run_job(gateway, replicated, stdin=b"three")
-    assert status == 201 and len(first["replicas"]) == 3, first
-    for other in ({"replicas": 2}, {"agree": 3}, {"replicas": 1}):
-        status, problem = await run_job(gateway, {**replicated, **other}, stdin=b"three")
-        assert status == 409 and problem["code"] == "conflict", problem
-        assert "was run with --replicas 3 --agree 2" in problem["detail"], problem
-    status, again = await run_job(gateway, replicated, stdin=b"three")  # as it was asked: replayed
-    assert status == 201 and again["replayed"] and again["id"] == first["id"], again
-    single = {"module": module, "stdin": "-", "deterministic": True}
-    status, once = await run_job(gateway, single, stdin=b"once")
-    assert status == 201 and "replicas" not in once, once
-    status, problem = await run_job(gateway, {**single, "replicas": 3}, stdin=b"once")
-    assert status == 409 and "was run with --replicas 1 --agree 1" in problem["detail"], problem
-    record = await (await gateway.get(f"/v1/compute/jobs/{once['id']}")).json()
-    assert record["state"] == "done" and record["guarantee"] == {"replicas": 1, "agree": 1}, record
+    module = await deploy(gateway, "clock_random", wasi=True)
+    single = {"module": module, "deterministic": True}
+    status, once = await run_job(gateway, single)
+    assert status == 201 and "replicas" not in once and once["guarantee"] == {"replicas": 1, "agree": 1}, once
+    asked = {}
+    for guarantee in ({"replicas": 3}, {"replicas": 3, "agree": 3}, {"replicas": 2}):
+        status, job = await run_job(gateway, {**single, **guarantee})
+        assert status == 201 and not job["replayed"], job
+        assert job["guarantee"] == {"agree": guarantee["replicas"] // 2 + 1, **guarantee}, job
+        assert len(job["replicas"]) == guarantee["replicas"] and all(r["paid"] for r in job["replicas"]), job
+        assert job["stdout"] == once["stdout"], job  # the same run, so the same time and random
+        asked[job["id"]] = guarantee
+    assert len(asked) == 3 and once["id"] not in asked
+    for jid, guarantee in asked.items():  # each answered again from its own record
+        status, again = await run_job(gateway, {**single, **guarantee})
+        assert status == 201 and again["replayed"] and again["id"] == jid, again
+        shown = await (await gateway.get(f"/v1/compute/jobs/{jid}")).json()
+        assert shown["guarantee"]["replicas"] == guarantee["replicas"] == len(shown["replicas"]), shown
+    status, again = await run_job(gateway, single)
+    assert status == 201 and again["replayed"] and again["id"] == once["id"] and "replicas" not in again, again
     ran = [job for provider in providers for job in _jobs_paid_on(provider)]
-    assert ran.count(once["id"]) == 1 and ran.count(first["id"]) == 3  # the refused runs ran nowhere
-    records = gateway.app[NODE].jobs.records
-    for jid in (first["id"], once["id"]):  # records kept before the guarantee was: read from what they hold
-        kept = records.load(jid)
-        del kept["guarantee"]
-        records.save(jid, kept)
-    status, problem = await run_job(gateway, {**replicated, "agree": 3}, stdin=b"three")
-    assert status == 409 and "was run with --replicas 3 --agree 2" in problem["detail"], problem
-    status, problem = await run_job(gateway, {**single, "replicas": 2}, stdin=b"once")
-    assert status == 409 and "was run with --replicas 1 --agree 1" in problem["detail"], problem
-    assert "run it with --replicas 1 --agree 1 as it was" in problem["hint"], problem
+    assert ran == [once["id"]] * (1 + 3 + 3 + 2)  # every run is the job's run, as its providers know it
 
 
 async def test_a_replica_whose_tab_was_dropped_before_a_stop_is_not_counted_at_the_start(node_factory,

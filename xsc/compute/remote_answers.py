@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from ..errors import IntegrityError, OverCap, ReplicasDisagree, Trap, XscError
 from ..tasks import in_pool
-from .job_records import KEPT_STREAMS, UNFINISHED, JobOutputs, JobRecords, answer as answered_with, ended
+from .job_records import KEPT_STREAMS, UNFINISHED, JobOutputs, JobRecords, answer as answered_with, ended, run_id
 from .job_sandbox import file_sha256, remove_tree
 from .jobspec import parse_sent_job
 from .sent_jobs import Returned, SentJobs
@@ -256,7 +256,7 @@ class RemoteAnswers:
             if not self.sent.payable_after_restart(step["authorization"]):  # its tab settled unpaid before the stop
                 raise XscError(f"replica {provider}'s tab was settled unpaid before the stop: not counted")
             if step["step"] == "sent":
-                step = {"step": "fetching", **_short(await self.sent.answer_again(step, spec, job["id"],
+                step = {"step": "fetching", **_short(await self.sent.answer_again(step, spec, run_id(job),
                                                                                    job["inputs"]))}
                 job["replicating"][provider] = step
                 self.records.save(job["id"], job)
@@ -313,7 +313,7 @@ class RemoteAnswers:
         provider gone, or without that answer, is paid nothing for it (the tab's authorization is dropped)."""
         sent = job["sent"]
         try:
-            fetching = await self.sent.answer_again(sent, parse_sent_job(job["spec"]), job["id"], job["inputs"])
+            fetching = await self.sent.answer_again(sent, parse_sent_job(job["spec"]), run_id(job), job["inputs"])
         except XscError:
             await self.sent.unanswered_after_restart(sent["authorization"])
             job.pop("sent")
