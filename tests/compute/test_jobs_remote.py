@@ -14,7 +14,8 @@ import json
 import pytest
 
 from tests.support.compute import deploy, placed, signed_under_the_first_rule
-from tests.support.jobs import QUIET, balances, network, read_file, run_job, settle, verified
+from tests.support.jobs import (QUIET, balances, network, owed_paid, read_file, reading, restarted, run_job, settle,
+                                verified)
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc import codec, keys
@@ -731,35 +732,21 @@ async def test_a_stop_while_a_provider_runs_a_job_or_its_outputs_are_fetched_pay
         reached.set()
         await asyncio.Event().wait()
 
-    stdin = [b"", b"the job's bytes"]
-
-    async def read(n: int) -> bytes:
-        return stdin.pop() if stdin else b""
-
     with monkeypatch.context() as patched:
         patched.setattr(sent_jobs.wire, where, then_the_stop)
-        running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-"}, read))
+        running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-"}, reading(b"the job's bytes")))
         await asyncio.wait_for(reached.wait(), 60)
         running.cancel()  # what the stop does to the requests still in flight
         with contextlib.suppress(asyncio.CancelledError):
             await running
     (jid,) = [j["id"] for j in jobs.records.all_jobs()]
     before = balances(gateway, provider)
-    await close_node(gateway)
-    gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
-
-    async def finished():
-        job = await (await gateway.get(f"/v1/compute/jobs/{jid}")).json()
-        return job["state"] not in ("running", "storing") and job
-
-    job = await eventually_async(finished, "the job finished at the start", 60)
+    gateway, job = await restarted(node_factory, gateway, jid)
     assert job["state"] == "done" and job["executions"] == 1 and job["charge"] > 0, job
     c_txt = next(o for o in job["outputs"] if o["name"] == "out/c.txt")
     assert await read_file(gateway, c_txt["capability"]) == b"the job's bytes"
     runs = provider.app[NODE].compute.recent_provenance(100)
     assert [r["record"]["id"] for r in runs if r["record"].get("job", {}).get("id") == jid] == [job["provenance"]]
-    node = gateway.app[NODE]  # its tab paid by the start once the job is stored (just after it is written done)
-    (owed,) = job["paid_on"]
-    await eventually_async(lambda: _settled(node, owed["authorization"]), "the job's tab paid", 30)
+    await owed_paid(gateway, job)
     assert balances(gateway, provider)[1] - before[1] == job["charge"]  # paid for the work it did, once
     await verified(gateway)

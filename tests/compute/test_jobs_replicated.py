@@ -4,15 +4,17 @@ refused and struck, and with no agreement nothing is paid or stored.  The user's
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 
 import pytest
 
 from tests.support.compute import deploy, peer_with_provider
-from tests.support.jobs import QUIET, balances, network, read_file, run_job, settle, verified
-from tests.support.nodes import close_node
+from tests.support.jobs import (QUIET, balances, network, owed_paid, read_file, reading, restarted, run_job, settle,
+                                verified)
 from tests.support.waiting import eventually_async
-from xsc.compute import hosted_jobs
+from xsc.compute import hosted_jobs, sent_jobs
 from xsc.node import IDENTITY
 from xsc.node.appkeys import METRICS, NODE
 from xsc.peers.admission import Quarantine
@@ -165,14 +167,7 @@ async def test_a_replica_that_disagrees_is_judged_once_through_a_stop_as_its_ver
     else:
         assert left["state"] == "storing" and [r["provider"] for r in left["answered"]["refused"]] == [liar_id]
     jid = left["id"]
-    await close_node(gateway)
-    gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
-
-    async def finished():
-        job = await (await gateway.get(f"/v1/compute/jobs/{jid}")).json()
-        return job["state"] not in ("running", "storing") and job
-
-    job = await eventually_async(finished, "the job finished at the start", 60)
+    gateway, job = await restarted(node_factory, gateway, jid)
     assert job["state"] == "done", job
     assert {r["provider"]: r["paid"] for r in job["replicas"]} == {p.app[IDENTITY].id: p is not liar
                                                                    for p in providers}
@@ -182,15 +177,52 @@ async def test_a_replica_that_disagrees_is_judged_once_through_a_stop_as_its_ver
     assert struck == [(judge.quarantine, liar_id)]
     c_txt = next(o for o in job["outputs"] if o["name"] == "out/c.txt")
     assert await read_file(gateway, c_txt["capability"]) == b"the honest bytes"
-    owed = {pay["authorization"] for pay in job["paid_on"]}
-    await eventually_async(lambda: not owed & {a.id.hex() for a in gateway.app[NODE].ledger.pending()},
-                           "the honest two's tabs paid", 30)
+    await owed_paid(gateway, job)
     await settle(gateway)
     charges = {r["provider"]: r["charge"] for r in job["replicas"]}
     for provider, earned in zip(providers, before):
         assert balances(gateway, provider)[1] - earned == charges[provider.app[IDENTITY].id]
     for each in (gateway, *providers):
         await verified(each)
+
+
+async def test_a_stop_while_a_replicas_outputs_are_fetched_pays_it_once_at_the_start(node_factory,
+                                                                                      monkeypatch) -> None:
+    """A graceful stop cancels the job's request while one replica's outputs are fetched (the other two checked):
+    that provider did the work, and the next start fetches them again, compares the three and pays each once."""
+    gateway, providers = await network(node_factory, providers=3)
+    held = providers[2].app[IDENTITY].id
+    fetch, reached = sent_jobs.wire.fetch, asyncio.Event()
+
+    async def held_back(client, url, provider, *args, **kwargs):
+        if provider == held:
+            reached.set()
+            await asyncio.Event().wait()
+        return await fetch(client, url, provider, *args, **kwargs)
+
+    module = await deploy(gateway, "outputs", wasi=True)
+    jobs = gateway.app[NODE].jobs
+    before = [balances(gateway, p)[1] for p in providers]
+    with monkeypatch.context() as patched:
+        patched.setattr(sent_jobs.wire, "fetch", held_back)
+        running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-", "deterministic": True,
+                                                  "replicas": 3}, reading(b"the honest bytes")))
+        await asyncio.wait_for(reached.wait(), 60)
+        await eventually_async(lambda: sorted(r["step"] for r in jobs.records.all_jobs()[0]["replicating"].values())
+                               == ["checked", "checked", "fetching"], "the other two replicas checked")
+        running.cancel()  # what the stop does to the requests still in flight
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    (jid,) = [j["id"] for j in jobs.records.all_jobs()]
+    gateway, job = await restarted(node_factory, gateway, jid)
+    assert job["state"] == "done" and all(r["paid"] for r in job["replicas"]), job
+    for provider in providers:
+        assert _jobs_paid_on(provider) == [job["run"]]  # ran once
+    await owed_paid(gateway, job)
+    charges = {r["provider"]: r["charge"] for r in job["replicas"]}
+    for provider, earned in zip(providers, before):
+        assert balances(gateway, provider)[1] - earned == charges[provider.app[IDENTITY].id] > 0
+    await verified(gateway)
 
 
 async def test_a_job_that_is_not_deterministic_is_refused_for_replication_up_front(node_factory) -> None:
