@@ -7,13 +7,15 @@ was promised, and only as many jobs of a sender as its quota."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 
 import pytest
 
 from tests.support.compute import deploy, placed, signed_under_the_first_rule
-from tests.support.jobs import QUIET, balances, network, read_file, run_job, settle, verified
+from tests.support.jobs import (QUIET, balances, network, owed_paid, read_file, reading, restarted, run_job, settle,
+                                verified)
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc import codec, keys
@@ -711,3 +713,40 @@ async def test_a_run_whose_tab_a_stop_left_settled_unpaid_is_not_counted_at_the_
     assert job["state"] == "interrupted" and job["outputs"] == [], job  # not paid, so not counted
     await settle(gateway)
     assert balances(gateway, provider)[1] == 0
+
+
+@pytest.mark.parametrize("where", ["run", "fetch"])
+async def test_a_stop_while_a_provider_runs_a_job_or_its_outputs_are_fetched_pays_the_provider_once_at_the_start(
+        node_factory, monkeypatch, where) -> None:
+    """A graceful stop cancels the job's request while the provider's answer is on its way back (it ran) or while its
+    outputs are fetched: the provider did the work, and the next start finishes the job from it and pays it once."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    jobs = gateway.app[NODE].jobs
+    real = getattr(sent_jobs.wire, where)
+    reached = asyncio.Event()
+
+    async def then_the_stop(*args, **kwargs):
+        if where == "run":
+            await real(*args, **kwargs)  # it ran: the answer is lost with the stop
+        reached.set()
+        await asyncio.Event().wait()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sent_jobs.wire, where, then_the_stop)
+        running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-"}, reading(b"the job's bytes")))
+        await asyncio.wait_for(reached.wait(), 60)
+        running.cancel()  # what the stop does to the requests still in flight
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    (jid,) = [j["id"] for j in jobs.records.all_jobs()]
+    before = balances(gateway, provider)
+    gateway, job = await restarted(node_factory, gateway, jid)
+    assert job["state"] == "done" and job["executions"] == 1 and job["charge"] > 0, job
+    c_txt = next(o for o in job["outputs"] if o["name"] == "out/c.txt")
+    assert await read_file(gateway, c_txt["capability"]) == b"the job's bytes"
+    runs = provider.app[NODE].compute.recent_provenance(100)
+    assert [r["record"]["id"] for r in runs if r["record"].get("job", {}).get("id") == jid] == [job["provenance"]]
+    await owed_paid(gateway, job)
+    assert balances(gateway, provider)[1] - before[1] == job["charge"]  # paid for the work it did, once
+    await verified(gateway)

@@ -4,15 +4,20 @@ refused and struck, and with no agreement nothing is paid or stored.  The user's
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 
 import pytest
 
 from tests.support.compute import deploy, peer_with_provider
-from tests.support.jobs import QUIET, balances, network, read_file, run_job, settle, verified
-from xsc.compute import hosted_jobs
+from tests.support.jobs import (QUIET, balances, network, owed_paid, read_file, reading, restarted, run_job, settle,
+                                verified)
+from tests.support.waiting import eventually_async
+from xsc.compute import hosted_jobs, sent_jobs
 from xsc.node import IDENTITY
 from xsc.node.appkeys import METRICS, NODE
+from xsc.peers.admission import Quarantine
 
 
 
@@ -70,7 +75,7 @@ async def test_100_deterministic_jobs_on_three_replicas_agree_and_each_provider_
         for r in job["replicas"]:
             charges[r["provider"]] += r["charge"]
         assert job["charged"] == sum(r["charge"] for r in job["replicas"])
-        ids.append(job["id"])
+        ids.append(job["run"])  # what its providers know it as
     for provider in providers:
         assert sorted(_jobs_paid_on(provider)) == sorted(ids)  # each ran every job, once
     await settle(gateway)
@@ -121,6 +126,103 @@ async def test_replicas_that_all_disagree_are_none_of_them_paid_and_nothing_is_s
     assert (await (await gateway.get("/v1/store/files")).json())["files"] == files_before
     await settle(gateway)
     assert balances(gateway, providers[2])[0] == before[0]
+
+
+class Crash(Exception):
+    """The gateway's process ending there: nothing after it runs, nothing is undone."""
+
+
+@pytest.mark.parametrize("cut", ["before-the-verdict", "after-the-verdict"])
+async def test_a_replica_that_disagrees_is_judged_once_through_a_stop_as_its_verdict_is_written(
+        node_factory, monkeypatch, cut) -> None:
+    """The gateway's process ends just before the replicas' verdict is written (they are compared at the start), or
+    just after it, before the liar's tab is dropped (the start resumes the job): either way the liar is struck once,
+    by the gateway that wrote the verdict, listed as having answered unlike the others and not paid, and the honest
+    two are paid once."""
+    gateway, providers = await network(node_factory, providers=3)
+    liar, liar_id = providers[0], providers[0].app[IDENTITY].id
+    _flip_outputs_of(monkeypatch, liar)
+    struck: list[tuple[Quarantine, str]] = []  # by the gateway before the stop and after it
+    strike = Quarantine.strike
+    monkeypatch.setattr(Quarantine, "strike", lambda self, node, why, **kw: struck.append((self, node)) or strike(
+        self, node, why, **kw))
+    node = gateway.app[NODE]
+
+    async def ended(*args, **kwargs):
+        raise Crash()
+
+    module = await deploy(gateway, "outputs", wasi=True)
+    before = [balances(gateway, p)[1] for p in providers]
+    with monkeypatch.context() as patched:
+        if cut == "before-the-verdict":
+            patched.setattr(node.jobs.answers, "answer_kept", ended)
+        else:  # the first await after it: dropping the liar's tab
+            patched.setattr(node.paid.gateway_tabs, "abandon", ended)
+        status, _ = await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 3},
+                                  stdin=b"the honest bytes")
+        assert status == 500
+    (left,) = node.jobs.records.all_jobs()
+    if cut == "before-the-verdict":
+        assert left["state"] == "running" and "replicating" in left, left
+    else:
+        assert left["state"] == "storing" and [r["provider"] for r in left["answered"]["refused"]] == [liar_id]
+    jid = left["id"]
+    gateway, job = await restarted(node_factory, gateway, jid)
+    assert job["state"] == "done", job
+    assert {r["provider"]: r["paid"] for r in job["replicas"]} == {p.app[IDENTITY].id: p is not liar
+                                                                   for p in providers}
+    (unlike,) = [r for r in job["replicas"] if r["provider"] == liar_id]
+    assert "error" not in unlike and unlike["charge"] == 0, unlike  # it answered, unlike the others
+    judge = node if cut == "after-the-verdict" else gateway.app[NODE]
+    assert struck == [(judge.quarantine, liar_id)]
+    c_txt = next(o for o in job["outputs"] if o["name"] == "out/c.txt")
+    assert await read_file(gateway, c_txt["capability"]) == b"the honest bytes"
+    await owed_paid(gateway, job)
+    await settle(gateway)
+    charges = {r["provider"]: r["charge"] for r in job["replicas"]}
+    for provider, earned in zip(providers, before):
+        assert balances(gateway, provider)[1] - earned == charges[provider.app[IDENTITY].id]
+    for each in (gateway, *providers):
+        await verified(each)
+
+
+async def test_a_stop_while_a_replicas_outputs_are_fetched_pays_it_once_at_the_start(node_factory,
+                                                                                      monkeypatch) -> None:
+    """A graceful stop cancels the job's request while one replica's outputs are fetched (the other two checked):
+    that provider did the work, and the next start fetches them again, compares the three and pays each once."""
+    gateway, providers = await network(node_factory, providers=3)
+    held = providers[2].app[IDENTITY].id
+    fetch, reached = sent_jobs.wire.fetch, asyncio.Event()
+
+    async def held_back(client, url, provider, *args, **kwargs):
+        if provider == held:
+            reached.set()
+            await asyncio.Event().wait()
+        return await fetch(client, url, provider, *args, **kwargs)
+
+    module = await deploy(gateway, "outputs", wasi=True)
+    jobs = gateway.app[NODE].jobs
+    before = [balances(gateway, p)[1] for p in providers]
+    with monkeypatch.context() as patched:
+        patched.setattr(sent_jobs.wire, "fetch", held_back)
+        running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-", "deterministic": True,
+                                                  "replicas": 3}, reading(b"the honest bytes")))
+        await asyncio.wait_for(reached.wait(), 60)
+        await eventually_async(lambda: sorted(r["step"] for r in jobs.records.all_jobs()[0]["replicating"].values())
+                               == ["checked", "checked", "fetching"], "the other two replicas checked")
+        running.cancel()  # what the stop does to the requests still in flight
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    (jid,) = [j["id"] for j in jobs.records.all_jobs()]
+    gateway, job = await restarted(node_factory, gateway, jid)
+    assert job["state"] == "done" and all(r["paid"] for r in job["replicas"]), job
+    for provider in providers:
+        assert _jobs_paid_on(provider) == [job["run"]]  # ran once
+    await owed_paid(gateway, job)
+    charges = {r["provider"]: r["charge"] for r in job["replicas"]}
+    for provider, earned in zip(providers, before):
+        assert balances(gateway, provider)[1] - earned == charges[provider.app[IDENTITY].id] > 0
+    await verified(gateway)
 
 
 async def test_a_job_that_is_not_deterministic_is_refused_for_replication_up_front(node_factory) -> None:
@@ -197,38 +299,34 @@ async def test_replicas_pass_over_a_provider_that_wanted_prepayment_as_a_single_
     assert _prepayment_refusals(stingy) == 1  # never asked again
 
 
-async def test_a_job_run_again_with_other_replicas_or_agreement_is_refused_not_answered_from_its_record(
+async def test_a_job_asked_again_with_other_replicas_or_agreement_is_another_job_whose_runs_are_the_same(
         node_factory) -> None:
+    """The guarantee is part of what was asked: the same job with other --replicas or --agree is another job (its
+    own id, record and replays), never refused nor answered from a record made with another guarantee.  What runs
+    is the same: each provider is sent the same job id, so the same clocks and random."""
     gateway, providers = await network(node_factory, providers=3)
-    module = await deploy(gateway, "sha256", wasi=True)
-    replicated = {"module": module, "stdin": "-", "deterministic": True, "replicas": 3}
-    status, first = await run_job(gateway, replicated, stdin=b"three")
-    assert status == 201 and len(first["replicas"]) == 3, first
-    for other in ({"replicas": 2}, {"agree": 3}, {"replicas": 1}):
-        status, problem = await run_job(gateway, {**replicated, **other}, stdin=b"three")
-        assert status == 409 and problem["code"] == "conflict", problem
-        assert "was run with --replicas 3 --agree 2" in problem["detail"], problem
-    status, again = await run_job(gateway, replicated, stdin=b"three")  # as it was asked: replayed
-    assert status == 201 and again["replayed"] and again["id"] == first["id"], again
-    single = {"module": module, "stdin": "-", "deterministic": True}
-    status, once = await run_job(gateway, single, stdin=b"once")
-    assert status == 201 and "replicas" not in once, once
-    status, problem = await run_job(gateway, {**single, "replicas": 3}, stdin=b"once")
-    assert status == 409 and "was run with --replicas 1 --agree 1" in problem["detail"], problem
-    record = await (await gateway.get(f"/v1/compute/jobs/{once['id']}")).json()
-    assert record["state"] == "done" and record["guarantee"] == {"replicas": 1, "agree": 1}, record
+    module = await deploy(gateway, "clock_random", wasi=True)
+    single = {"module": module, "deterministic": True}
+    status, once = await run_job(gateway, single)
+    assert status == 201 and "replicas" not in once and once["guarantee"] == {"replicas": 1, "agree": 1}, once
+    asked = {}
+    for guarantee in ({"replicas": 3}, {"replicas": 3, "agree": 3}, {"replicas": 2}):
+        status, job = await run_job(gateway, {**single, **guarantee})
+        assert status == 201 and not job["replayed"], job
+        assert job["guarantee"] == {"agree": guarantee["replicas"] // 2 + 1, **guarantee}, job
+        assert len(job["replicas"]) == guarantee["replicas"] and all(r["paid"] for r in job["replicas"]), job
+        assert job["stdout"] == once["stdout"], job  # the same run, so the same time and random
+        asked[job["id"]] = guarantee
+    assert len(asked) == 3 and once["id"] not in asked
+    for jid, guarantee in asked.items():  # each answered again from its own record
+        status, again = await run_job(gateway, {**single, **guarantee})
+        assert status == 201 and again["replayed"] and again["id"] == jid, again
+        shown = await (await gateway.get(f"/v1/compute/jobs/{jid}")).json()
+        assert shown["guarantee"]["replicas"] == guarantee["replicas"] == len(shown["replicas"]), shown
+    status, again = await run_job(gateway, single)
+    assert status == 201 and again["replayed"] and again["id"] == once["id"] and "replicas" not in again, again
     ran = [job for provider in providers for job in _jobs_paid_on(provider)]
-    assert ran.count(once["id"]) == 1 and ran.count(first["id"]) == 3  # the refused runs ran nowhere
-    records = gateway.app[NODE].jobs.records
-    for jid in (first["id"], once["id"]):  # records kept before the guarantee was: read from what they hold
-        kept = records.load(jid)
-        del kept["guarantee"]
-        records.save(jid, kept)
-    status, problem = await run_job(gateway, {**replicated, "agree": 3}, stdin=b"three")
-    assert status == 409 and "was run with --replicas 3 --agree 2" in problem["detail"], problem
-    status, problem = await run_job(gateway, {**single, "replicas": 2}, stdin=b"once")
-    assert status == 409 and "was run with --replicas 1 --agree 1" in problem["detail"], problem
-    assert "run it with --replicas 1 --agree 1 as it was" in problem["hint"], problem
+    assert ran == [once["id"]] * (1 + 3 + 3 + 2)  # every run is the job's run, as its providers know it
 
 
 async def test_a_replica_whose_tab_was_dropped_before_a_stop_is_not_counted_at_the_start(node_factory,

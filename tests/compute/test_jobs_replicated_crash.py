@@ -19,7 +19,7 @@ from tests.support.compute import WASM
 from tests.support.nodes import kill_all, start_xsc
 from tests.support.peers import api, node_id, start_star
 from tests.support.waiting import eventually
-from xsc.compute.jobspec import job_id, parse_job
+from xsc.compute.jobspec import asked_id, job_id, parse_job
 
 # Three runs of slow.wasm at once on a loaded machine may take longer than the default wall-clock limit.
 SETTLE = {"XSC_LEDGER_SETTLE_RETRY_INTERVAL": "0.3", "XSC_COMPUTE_TIMEOUT": "60"}
@@ -45,7 +45,13 @@ def devnet(tmp_path_factory):
         kill_all(started)
 
 
+def _replicated(module: str, tag: str):
+    """The spec of `xsc compute run MODULE TAG --replicas 3` as the tests run it."""
+    return parse_job({"module": module, "argv": [tag], "stdout_to_store": True, "deterministic": True, "replicas": 3})
+
+
 def _runs_of(provider, jid: str) -> int:
+    """The runs `provider` recorded of the run `jid` (what a replicated job's record names `run`)."""
     records = api(provider, "GET", "/v1/compute/provenance?limit=1000")[1]["records"]
     return sum(1 for r in records if r["record"].get("job", {}).get("id") == jid)
 
@@ -90,8 +96,8 @@ def _killed_and_restarted(devnet, tag: str, when, what: str, meanwhile=lambda: N
     """`xsc compute run slow.wasm TAG --replicas 3` on the gateway, a kill -9 of the gateway the moment `when(jid)`
     holds, `meanwhile()`, the gateway started again, `restarted(jid)`: the job once the start finished it."""
     gateway, providers, module = devnet
-    jid = job_id(parse_job({"module": module, "argv": [tag], "stdout_to_store": True, "deterministic": True,
-                            "replicas": 3}), None, [])
+    spec = _replicated(module, tag)
+    jid = asked_id(job_id(spec, None, []), spec)
     running = start_xsc("--data-dir", str(gateway.data_dir), "compute", "run", module, tag, "--no-stdin",
                         "--stdout-to-store", "--deterministic", "--replicas", "3", stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL)
@@ -116,7 +122,7 @@ def _ran_once_and_paid_once(devnet, job: dict, before: dict[str, int]) -> None:
     (stdout,) = job["outputs"]
     assert stdout["name"] == "stdout" and stdout["size"] == 5
     for provider in providers:
-        assert _runs_of(provider, job["id"]) == 1  # not run again
+        assert _runs_of(provider, job["run"]) == 1  # not run again
     _settled(gateway)
     charges = {r["provider"]: r["charge"] for r in job["replicas"]}
     assert job["charge"] == sum(charges.values()) > 0
@@ -152,16 +158,17 @@ def test_a_replicated_job_killed_while_its_replicas_run_takes_their_answers_at_r
 @pytest.mark.slow
 def test_a_replicated_job_killed_after_two_replicas_answered_compares_all_three_at_restart_and_pays_each_once(
         devnet) -> None:
-    _, providers, _ = devnet
+    _, providers, module = devnet
     before = _earned_before(devnet)
     late = providers[2]
+    run = job_id(_replicated(module, "two-answered"), None, [])
     stopped: list[int] = []
 
     def two_checked(jid: str) -> bool:  # the third held (SIGSTOP) while it runs, the other two answered
         if not stopped and all(_hosted(p) for p in providers) and _running(late):
             os.kill(late.pid, signal.SIGSTOP)
             stopped.append(late.pid)
-        return bool(stopped) and all(_runs_of(p, jid) == 1 for p in providers[:2]) \
+        return bool(stopped) and all(_runs_of(p, run) == 1 for p in providers[:2]) \
             and _steps(devnet[0], jid) in (["checked", "checked", "sent"], None)
 
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 from tests.support.compute import peer_with_provider
+from tests.support.nodes import close_node
+from tests.support.waiting import eventually_async
 from xsc.node import CLIENT_IDENTITY, IDENTITY
 from xsc.node.appkeys import NODE
 
@@ -25,6 +27,37 @@ async def run_job(node, spec: dict, stdin: bytes = b"") -> tuple[int, dict]:
     body = json.dumps(spec).encode() + b"\n" + stdin
     response = await node.post("/v1/compute/jobs", data=body, headers={"Content-Type": "application/x-xsc-job"})
     return response.status, await response.json()
+
+
+def reading(data: bytes):
+    """A job's stdin as JobService.run reads it (`data`, then its end)."""
+    chunks = [b"", data]
+
+    async def read(n: int) -> bytes:
+        return chunks.pop() if chunks else b""
+
+    return read
+
+
+async def restarted(node_factory, gateway, jid: str):
+    """The gateway of `network` stopped and started again from its data dir: it, and the job `jid` once its start
+    has finished it."""
+    await close_node(gateway)
+    gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
+
+    async def finished():
+        job = await (await gateway.get(f"/v1/compute/jobs/{jid}")).json()
+        return job["state"] not in ("running", "storing") and job
+
+    return gateway, await eventually_async(finished, "the job finished at the start", 60)
+
+
+async def owed_paid(gateway, job: dict) -> None:
+    """Until every tab the job's record says it owes (`paid_on`) is paid: a start pays them once it has stored the
+    job, just after it wrote it done."""
+    owed = {pay["authorization"] for pay in job["paid_on"]}
+    await eventually_async(lambda: not owed & {a.id.hex() for a in gateway.app[NODE].ledger.pending()},
+                           "the job's tabs paid", 30)
 
 
 async def read_file(node, cap: str) -> bytes:

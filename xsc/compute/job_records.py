@@ -285,6 +285,12 @@ def answer(job: dict[str, Any], streams: dict[str, str], charge: int, refusal: s
     return answered
 
 
+def run_id(job: dict[str, Any]) -> str:
+    """The id its providers know a job's runs by: its own, unless it was asked with a guarantee
+    (jobspec.asked_id)."""
+    return job.get("run", job["id"])
+
+
 def made(user: str, jid: str, stored: list[dict[str, Any]], provenance_id: str
          ) -> tuple[tuple[bytes, bytes], ...]:
     """Each stored output's link to the run that wrote it, written with that run's job record: a lineage walk
@@ -314,4 +320,4 @@ def _refusal_hint(refusal: str) -> str:
 
 
 __all__ = ["FORGET_AT_ONCE", "Forgettable", "JobOutputs", "JobRecords", "KEPT_STREAMS", "UNFINISHED", "answer",
-           "ended", "made"]
+           "ended", "made", "run_id"]

@@ -17,8 +17,8 @@ checked answer, what it owes and its outputs before they are stored, and a start
 answer and pays the provider what the record says, once, rather than run it again (remote_answers.py;
 docs/compute.md has each step); a replicated job's replicas likewise, each from its own step, compared at the
 start as the run would have compared them.  A deterministic
-job's outputs are kept by its id for the user who ran it: the same spec over the same bytes answers them again
-without running (`replayed`).
+job's outputs are kept by its id for the user who ran it: the same spec over the same bytes, asked with the same
+replicas and agreement, answers them again without running (`replayed`).
 """
 
 from __future__ import annotations
@@ -37,18 +37,18 @@ from typing import Any, Awaitable, Callable
 
 from .. import codec
 from ..db import Database
-from ..errors import (BodyTimeout, Conflict, ForgedResult, IntegrityError, InvalidArgument, JobNotFound, NotFound,
+from ..errors import (BodyTimeout, ForgedResult, IntegrityError, InvalidArgument, JobNotFound, NotFound,
                       OverCap, PayloadTooLarge, PeerRefused, PeerUnreachable, ReplicasDisagree, XscError)
 from ..identity import Identity
 from ..storage.core.capability import Capability
 from ..storage.strangers import ProviderTerms
 from ..tasks import at_most, in_pool, periodic
 from . import lineage, provenance
-from .jobspec import MAX_SPEC_BYTES, JobSpec, job_id, parse_job
+from .jobspec import MAX_SPEC_BYTES, JobSpec, asked_id, job_id, parse_job
 from .lineage import verify_hash as _verify_hash
 from .service import ComputeService, InvokeCall
 from .hosted_jobs import PER_SENDER
-from .job_records import FORGET_AT_ONCE, UNFINISHED, JobOutputs, JobRecords, answer, ended, made
+from .job_records import FORGET_AT_ONCE, UNFINISHED, JobOutputs, JobRecords, answer, ended, made, run_id
 from .job_sandbox import record_and_owe, remove_tree, run_program
 from .remote_answers import RemoteAnswers
 from .sent_jobs import Returned
@@ -144,19 +144,20 @@ class JobService:
         work = Path(tempfile.mkdtemp(prefix="job-", dir=self.work_dir))
         try:
             staged = await self.inputs.stage(spec, stdin, work, limits.fuel)
-            jid = job_id(spec, staged.stdin_sha256, [i["sha256"] for i in staged.inputs])
+            run = job_id(spec, staged.stdin_sha256, [i["sha256"] for i in staged.inputs])
+            jid = asked_id(run, spec)
             # One run of a job at a time: a second waits, then replays it or runs after it (the job's record,
             # its executions and its outputs are one run's, never two runs' written over each other).
             async with self.records.alone(jid):
-                return await self._run_staged(spec, call, prepared, signature, limits, rate, staged, jid, fresh)
+                return await self._run_staged(spec, call, prepared, signature, limits, rate, staged, jid, run, fresh)
         finally:
             await in_pool(None, remove_tree, work)
 
     async def _run_staged(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, rate: int,
-                          staged: Staged, jid: str, fresh: bool) -> dict[str, Any]:
-        """The staged job run (or replayed) while no other run of it is under way."""
+                          staged: Staged, jid: str, run: str, fresh: bool) -> dict[str, Any]:
+        """The staged job run (or replayed) while no other run of it is under way.  `jid`: the job as asked (its
+        record's); `run`: what its providers are sent (jobspec.asked_id)."""
         previous = self.records.load(jid)
-        _same_guarantee(spec, previous, fresh)
         if previous is not None and self.answers.cut_short(previous):  # a stop cut its run or fetch short: its
             with contextlib.suppress(XscError):  # provider's answer taken, not run again (no answer, not paid: it runs)
                 return await self.answers.finished(previous)
@@ -176,6 +177,7 @@ class JobService:
         executions = (previous or {}).get("executions", 0)
         job = {"id": jid, "state": "running", "module": spec.module, "entrypoint": spec.entrypoint,
                "spec": spec.canonical(), "guarantee": {"replicas": spec.replicas, "agree": spec.agree},
+               **({"run": run} if run != jid else {}),
                "executions": executions, "outputs": [], "inputs": staged.inputs,
                "created": provenance.timestamp(time.time_ns())}
         self.records.save(jid, job)
@@ -324,9 +326,10 @@ class JobService:
         """One replica of a replicated job run and checked (not paid yet), each step written down in the job's
         record before it is taken (remote_answers.py), its outputs kept where a start finds them before its
         provider is told to forget it."""
-        deal = {"need": a.need_id, "provider": a.provider, "price": a.price, "allocated": a.allocated, "job": job["id"]}
+        deal = {"need": a.need_id, "provider": a.provider, "price": a.price, "allocated": a.allocated,
+                "job": run_id(job)}
         try:
-            returned = await self.sent.unsettled(a.provider, a.price, spec, call, staged, job["id"], deal,
+            returned = await self.sent.unsettled(a.provider, a.price, spec, call, staged, run_id(job), deal,
                                                  self.answers.replica_believed(job), self.answers.replica_sending(job),
                                                  lambda r: self.answers.replica_checked(job, r))
         except Exception as err:  # its tab settled by `unsettled`: not paid
@@ -341,7 +344,7 @@ class JobService:
         await self.ledger.hold(self.payer, budget)
         try:
             ran = await run_program(self.compute, spec, prepared, signature, limits, staged.work, stdin=staged.stdin,
-                                    job_id=job["id"], prepaid=prepaid)
+                                    job_id=run_id(job), prepaid=prepaid)
         except BaseException:
             self.ledger.release(self.payer, budget)
             raise
@@ -350,8 +353,8 @@ class JobService:
         if ran.succeeded:
             stored = await self.outputs.store(ran.files, job)
         run, record = self.compute.job_run(spec.module, spec.entrypoint, signature, argv, limits, outcome, started,
-                                           self.payer.id, rate, {"job": job["id"]},
-                                           {"id": job["id"], "inputs": staged.inputs, "stdin": staged.stdin_sha256,
+                                           self.payer.id, rate, {"job": run_id(job)},
+                                           {"id": run_id(job), "inputs": staged.inputs, "stdin": staged.stdin_sha256,
                                             # never an output's capability: a record is shown to whoever asks
                                             "outputs": [{k: o[k] for k in ("name", "size", "sha256", "verify_hash")}
                                                         for o in stored]})
@@ -547,33 +550,6 @@ class _Inputs:
                 digest.update(chunk)
                 await in_pool(None, out.write, chunk)
         return size, digest.hexdigest()
-
-
-def _same_guarantee(spec: JobSpec, previous: dict[str, Any] | None, fresh: bool) -> None:
-    """A job's id names what runs, not on how many providers: a record of it that would answer this run (its
-    replay, or its run a stop cut short) must have been asked with the same replicas and agreement, or this run
-    would get a guarantee it did not ask for.  A record that ended otherwise is run over."""
-    if previous is None or (previous.get("state") not in UNFINISHED and not (
-            previous.get("state") == "done" and spec.deterministic and previous.get("replayable", True)
-            and not fresh)):
-        return
-    replicas, agree = _guarantee(previous)
-    if agree == spec.agree and replicas in (None, spec.replicas):
-        return
-    asked = f"--agree {agree}" if replicas is None else f"--replicas {replicas} --agree {agree}"
-    raise Conflict(f"job {previous['id']} was run with {asked}, not --replicas {spec.replicas} --agree "
-                   f"{spec.agree}: its record answers only as it was asked",
-                   hint=f"run it with {asked} as it was, or change the job (e.g. --env RUN=2) to run it anew",
-                   job=previous["id"], replicas=replicas, agree=agree)
-
-
-def _guarantee(job: dict[str, Any]) -> tuple[int | None, int]:
-    """The replicas and agreement a job's record was run with (None: replicas a record kept no count of)."""
-    if "guarantee" in job:
-        return job["guarantee"]["replicas"], job["guarantee"]["agree"]
-    if "agree" not in job:  # a record written before the guarantee was kept: only a replicated job has `agree`
-        return 1, 1
-    return len(job.get("replicas") or ()) or None, job["agree"]
 
 
 def _affordable(nbytes: int, fuel: int) -> int:

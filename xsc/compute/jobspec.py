@@ -1,6 +1,7 @@
 """A job's spec: what program runs over which bytes, under which limits.  Checked field by field (an unknown
 field is refused, never ignored), bounded before anything is read, and named by its id: the SHA-256 of the
-canonical spec with the content hash of every byte it reads (stdin and each input).
+canonical spec with the content hash of every byte it reads (stdin and each input), and the guarantee asked of a
+job run on several providers (`asked_id`).
 
     {"module": ID, "entrypoint": "_start", "argv": [...], "env": {...}, "stdin": null | "-" | CAP,
      "inputs": ["CAP:/in/NAME", ...], "outputs": true, "stdout_to_store": false, "deterministic": false,
@@ -22,7 +23,7 @@ from .modules import parse_module_id
 
 FIELDS = ("module", "entrypoint", "argv", "env", "stdin", "inputs", "outputs", "stdout_to_store", "deterministic",
           "limits", "max_price", "replicas", "agree")
-HOW_IT_RUNS = ("max_price", "replicas", "agree")  # fields that say where and how it runs, not what: not in its id
+HOW_IT_RUNS = ("max_price", "replicas", "agree")  # where and how it runs, not what: not in its run's id
 MAX_REPLICAS = 7
 LIMIT_FIELDS = ("fuel", "memory", "timeout", "bytes_in", "bytes_out", "stdout", "stderr")
 MAX_ARGS = 256
@@ -87,6 +88,16 @@ def job_id(spec: JobSpec, stdin_sha256: str | None, input_sha256: list[str]) -> 
     """Hex SHA-256 of the canonical spec and the content hash of each byte stream it reads."""
     named = {"spec": spec.canonical(), "stdin": stdin_sha256, "inputs": input_sha256}
     return hashlib.sha256(b"xsc/job/1\n" + codec.canonical(named)).hexdigest()
+
+
+def asked_id(run_id: str, spec: JobSpec) -> str:
+    """The id of a job as it was asked: its run's id (`job_id`) on one provider; on several, that with the
+    guarantee asked (replicas and agreement).  The same job asked with another guarantee is another job, with a
+    record and replays of its own; its runs are the same runs (the same id on each provider, so the same seed)."""
+    if spec.replicas == 1:
+        return run_id
+    asked = {"run": run_id, "replicas": spec.replicas, "agree": spec.agree}
+    return hashlib.sha256(b"xsc/job/asked/1\n" + codec.canonical(asked)).hexdigest()
 
 
 def parse_job(body: Any) -> JobSpec:

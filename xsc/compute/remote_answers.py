@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from ..errors import IntegrityError, OverCap, ReplicasDisagree, Trap, XscError
 from ..tasks import in_pool
-from .job_records import KEPT_STREAMS, UNFINISHED, JobOutputs, JobRecords, answer as answered_with, ended
+from .job_records import KEPT_STREAMS, UNFINISHED, JobOutputs, JobRecords, answer as answered_with, ended, run_id
 from .job_sandbox import file_sha256, remove_tree
 from .jobspec import parse_sent_job
 from .sent_jobs import Returned, SentJobs
@@ -46,8 +46,9 @@ class RemoteAnswers:
         unfinished = job.get("state") in UNFINISHED
         cut = [job[k] for k in ("sent", "fetching") if unfinished and k in job]
         replicas = [r for r in job.get("replicating", {}).values() if unfinished and "authorization" in r]
-        return [t["authorization"] for t in job.get("answered", {}).get("pays", []) + job.get("paid_on", []) + cut
-                + replicas]
+        answered = job.get("answered", {})
+        return [t["authorization"] for t in answered.get("pays", []) + answered.get("refused", [])
+                + job.get("paid_on", []) + cut + replicas]
 
     # --- each step written down before it is taken ---------------------------------------------------
     def sending(self, job: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
@@ -113,7 +114,7 @@ class RemoteAnswers:
         agreed = max(groups.values(), key=len, default=[])
         if len(agreed) < agree:
             for r in returned:
-                await self.sent.refuse(r, None)
+                await self.sent.refuse(r)
             message = (f"{len(agreed)} of the job's {len(replicas)} replicas agree, fewer than the {agree} it "
                        "asks: nothing is paid or stored")
             job.pop("replicating", None)
@@ -121,11 +122,17 @@ class RemoteAnswers:
             self.records.save(job["id"], job)
             await in_pool(None, remove_tree, self.replicas_kept(job["id"]))
             raise ReplicasDisagree(message, hint="run it again (other providers)", replicas=job["replicas"])
-        for r in returned:
-            if r not in agreed:
-                await self.sent.refuse(r, f"provider {r.provider} answered job {job['id']} unlike "
-                                          f"{len(agreed)} other replicas: not paid")
+        unlike = [r for r in returned if r not in agreed]
         job["replicas"] = _replicas(replicas, agreed)
+        # The verdict is written (`storing`, with the replicas refused) before anyone is struck or refused: a stop
+        # before it compares them again at the start, none struck yet; a stop after it resumes the job, never
+        # comparing them again.  Nothing is awaited between the write and the strikes: each is struck once.
+        await self.answer_kept(job, agreed[0], agreed, unlike)
+        for r in unlike:
+            self.sent.strike(r.provider, f"provider {r.provider} answered job {job['id']} unlike {len(agreed)} "
+                                         "other replicas: not paid")
+        for r in unlike:
+            await self.sent.refuse(r)
         return await self.returned(job, agreed[0], agreed)
 
     async def returned(self, job: dict[str, Any], returned: Returned, paying: list[Returned] | None = None
@@ -157,12 +164,12 @@ class RemoteAnswers:
             self.sent.pay(r)
         return answered_with(job, *done)
 
-    async def answer_kept(self, job: dict[str, Any], returned: Returned, paying: list[Returned] | None = None
-                          ) -> Returned:
+    async def answer_kept(self, job: dict[str, Any], returned: Returned, paying: list[Returned] | None = None,
+                          refused: list[Returned] = ()) -> Returned:
         """`returned`'s first step: the checked answer and what it owes written down (`storing`), its outputs kept
         where a start finds them.  A single job takes it before its provider is told to forget the job
         (sent_jobs.unsettled's `checked`): told before, a kill -9 between would leave a run that was done and can
-        be neither fetched again nor paid."""
+        be neither fetched again nor paid.  `refused`: the replicas that disagreed, whose tabs a start drops."""
         paying = paying or [returned]
         pays = [{"provider": r.provider, "authorization": r.authorization, "charge": r.run["charge"]} for r in paying]
         answer = returned.answer
@@ -174,7 +181,9 @@ class RemoteAnswers:
         job.update(state="storing", outputs=[], answered={
             "provider": returned.provider, "run": {**run, "stdout": "", "stderr": ""} if long else run,
             "signed": returned.signed, "outputs": answer["outputs"], "refusal": answer.get("refusal"),
-            "trap": answer.get("trap"), "pays": pays})
+            "trap": answer.get("trap"), "pays": pays,
+            **({"refused": [{"provider": r.provider, "authorization": r.authorization} for r in refused]}
+               if refused else {})})
         self.records.save(job["id"], job)
         return returned
 
@@ -247,7 +256,7 @@ class RemoteAnswers:
             if not self.sent.payable_after_restart(step["authorization"]):  # its tab settled unpaid before the stop
                 raise XscError(f"replica {provider}'s tab was settled unpaid before the stop: not counted")
             if step["step"] == "sent":
-                step = {"step": "fetching", **_short(await self.sent.answer_again(step, spec, job["id"],
+                step = {"step": "fetching", **_short(await self.sent.answer_again(step, spec, run_id(job),
                                                                                    job["inputs"]))}
                 job["replicating"][provider] = step
                 self.records.save(job["id"], job)
@@ -281,6 +290,7 @@ class RemoteAnswers:
         they are kept (each first held to the hash its provider signed), then its providers paid what the record
         says they are owed; its answer, as `returned`'s.  Not run again, so not paid again."""
         answered, kept = job["answered"], self.kept(job["id"])
+        await self._refused_unpaid(job)
         for i, output in enumerate(answered["outputs"]):
             if await in_pool(None, file_sha256, kept / str(i)) != output["sha256"]:
                 raise IntegrityError(f"the job {job['id']}'s kept output {output['name']!r} is not the one "
@@ -290,6 +300,12 @@ class RemoteAnswers:
             self.sent.owed_after_restart(pay["provider"], pay["authorization"], pay["charge"])
         return answered_with(job, *done)
 
+    async def _refused_unpaid(self, job: dict[str, Any]) -> None:
+        """The tabs of the replicas a written verdict refused, dropped if a stop left them pending: not paid.  They
+        were struck with the verdict, and are not struck again."""
+        for refused in job.get("answered", {}).get("refused", []):
+            await self.sent.unanswered_after_restart(refused["authorization"])
+
     async def asked_again(self, job: dict[str, Any]) -> dict[str, Any]:
         """A remote job a stop cut short while its provider ran it: the provider asked again for the answer of the
         run it was sent (it keeps it hosted_jobs.IDLE after the run), which is held to the job, its tab and its
@@ -297,7 +313,7 @@ class RemoteAnswers:
         provider gone, or without that answer, is paid nothing for it (the tab's authorization is dropped)."""
         sent = job["sent"]
         try:
-            fetching = await self.sent.answer_again(sent, parse_sent_job(job["spec"]), job["id"], job["inputs"])
+            fetching = await self.sent.answer_again(sent, parse_sent_job(job["spec"]), run_id(job), job["inputs"])
         except XscError:
             await self.sent.unanswered_after_restart(sent["authorization"])
             job.pop("sent")
@@ -321,9 +337,15 @@ class RemoteAnswers:
                     await self.sent.unanswered_after_restart(fetching["authorization"])
                     job.pop("fetching")
                     raise
-                return await self.returned(job, _restored(fetching, files))
-            finally:  # once its answer is written `storing` (`returned`): told before, a kill -9 would lose it
+                done = await self.returned(job, _restored(fetching, files))
+            except asyncio.CancelledError:
+                raise  # the node stops again: the provider keeps them for the next start
+            except BaseException:
                 await self.sent.forget(fetching["provider"], fetching["job"])
+                raise
+            # only once its answer is written `storing` (`returned`): told before, a kill -9 would lose it
+            await self.sent.forget(fetching["provider"], fetching["job"])
+            return done
         finally:
             await in_pool(None, remove_tree, into)
 
@@ -332,6 +354,7 @@ class RemoteAnswers:
         provider paid if its answer was checked (it is owed it, stored or not), not if its answer or its outputs
         never came."""
         await self.outputs.remove([o["capability"] for o in job.get("outputs", [])])
+        await self._refused_unpaid(job)
         for pay in job.get("answered", {}).get("pays", []):
             self.sent.owed_after_restart(pay["provider"], pay["authorization"], pay["charge"])
         cut = [job[step] for step in ("sent", "fetching") if step in job]  # its answer, or its outputs, never came

@@ -13,6 +13,7 @@ either, and the job is placed again: a job's result is paid once, to the provide
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import logging
@@ -97,8 +98,10 @@ class SentJobs:
                                                believed)
             except ForgedResult as err:
                 await paid.gateway_tabs.abandon(tab, budget)
-                self._strike(provider, err.message)
+                self.strike(provider, err.message)
                 raise
+            except asyncio.CancelledError:
+                raise  # the node stops: see below
             except BaseException:  # its outputs could not all be fetched: its result never came
                 await paid.gateway_tabs.abandon(tab, budget)
                 raise
@@ -109,8 +112,15 @@ class SentJobs:
                 except Exception:  # not kept: not counted, so not paid
                     await paid.gateway_tabs.abandon(tab, budget)
                     raise
-        finally:
+        except asyncio.CancelledError:
+            # The node stops while the provider runs the job or its outputs are fetched: as after a kill -9, its tab
+            # stays pending and the provider keeps the run, so the next start finishes it from the step the job's
+            # record names and pays what it owes (an honest provider that did the work is not left unpaid).
+            raise
+        except BaseException:
             await self._forget(url, provider, job)
+            raise
+        await self._forget(url, provider, job)
         return returned
 
     def pay(self, returned: Returned) -> None:
@@ -141,18 +151,17 @@ class SentJobs:
         """After a restart: nothing is paid on the job tab `authorization`, whose outputs never came."""
         await self.paid.gateway_tabs.unanswered_after_restart(bytes.fromhex(authorization))
 
-    async def refuse(self, returned: Returned, why: str | None) -> None:
-        """Pay nothing for a checked run that is not believed: a strike (`why`) if it disagreed with the replicas
-        that agreed; none when no replicas agreed (which of them was wrong is not known).  A run whose tab a restart
-        left pending: that tab's authorization dropped."""
+    async def refuse(self, returned: Returned) -> None:
+        """Pay nothing for a checked run that is not believed (a replica unlike those that agreed, which its caller
+        strikes, or one of replicas none of which agreed).  A run whose tab a restart left pending: that tab's
+        authorization dropped."""
         if returned.tab is None:
             await self.unanswered_after_restart(returned.authorization)
         else:
             await self.paid.gateway_tabs.abandon(returned.tab, returned.budget)
-        if why is not None:
-            self._strike(returned.provider, why)
 
-    def _strike(self, provider: str, why: str) -> None:
+    def strike(self, provider: str, why: str) -> None:
+        """Note a misbehaviour of `provider` (its quarantine counts them)."""
         log.error("%s", why)
         self.on_strike(provider, why)
 
@@ -175,6 +184,8 @@ class SentJobs:
         except PeerRefused:  # refused before it ran: nothing is owed for it
             paid.gateway_tabs.answered(tab, budget, None)
             raise
+        except asyncio.CancelledError:
+            raise  # the node stops: its tab stays pending for the next start (`unsettled`)
         except BaseException:  # it may have run, but its result never came: it is not paid (the job is placed again)
             await paid.gateway_tabs.abandon(tab, budget)
             raise
@@ -279,9 +290,11 @@ class SentJobs:
             self._held(provider, answer, sent["budget"], jid, inputs, sent["stdin"], spec, sent["price"],
                        sent["authorization"])
         except ForgedResult as err:
-            self._strike(provider, err.message)
+            self.strike(provider, err.message)
             await self._forget(url, provider, job)
             raise
+        except asyncio.CancelledError:
+            raise  # the node stops again: the provider keeps the run for the next start
         except BaseException:
             await self._forget(url, provider, job)
             raise
@@ -303,7 +316,7 @@ class SentJobs:
         try:
             return await self._fetched(url, provider, job, outputs, into)
         except ForgedResult as err:
-            self._strike(provider, err.message)
+            self.strike(provider, err.message)
             raise
 
     async def forget(self, provider: str, job: str) -> None:
