@@ -221,16 +221,19 @@ class S3Index:
             except InvalidArgument as err:
                 return err
         caps = [p["cap"] for p in record["parts"]]
+        # A record refused here leaves its files stored: they are marked garbage in this same write, and named in the
+        # refusal (`garbage`) so that the front removes them at once; a front that dies first leaves the marks to
+        # its next reconciliation.
         if read(keys.object_bucket(bucket)) is None:
             written.update((keys.object_garbage(cap), b"") for cap in caps)
-            return NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket)
+            return NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket, garbage=caps)
         name = keys.object_key(bucket, key)
         old = written[name] if name in written else read(name)
         condition = record.get("condition")
         if condition is not None and not _holds(condition, codec.loads(old) if old else None):
             written.update((keys.object_garbage(cap), b"") for cap in caps)
             return ConditionalConflict(f"another write of {key!r} came first: the condition {condition} no longer "
-                                       "holds (retry the request)", bucket=bucket, key=key)
+                                       "holds (retry the request)", bucket=bucket, key=key, garbage=caps)
         garbage = [p["cap"] for p in codec.loads(old)["parts"]] if old else []
         garbage = [c for c in garbage if c not in caps]
         written[name] = _dump({k: v for k, v in record.items() if k != "condition"})
