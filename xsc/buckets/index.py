@@ -6,7 +6,9 @@ COMPOSITE, made of theirs), `size`, `etag`,
 `content_type`, `metadata` (x-amz-meta-*), `headers` (Cache-Control, Content-Disposition, ... as stored),
 `modified` (unix seconds).  A record to be written may carry a `condition` (If-None-Match: *, If-Match: ETAG),
 checked under the index's lock as it is written and never stored: a write whose condition no longer holds is
-ConditionalConflict, its files garbage.  A bucket record is `created`, its `owner` (an S3 user of the front) and the
+ConditionalConflict, its files garbage.  A refused record's files (that, or its bucket gone) are marked in the
+refusal's own write and named in it (`garbage`), for the front to remove at once; a front that dies first leaves
+the marks to its next reconciliation.  A bucket record is `created`, its `owner` (an S3 user of the front) and the
 `grants` its owner gave other users ({user: "read" | "write"}); `checked` runs an operation once the user
 the front acts for may do it (None: the node's owner, who may do anything).  Every change is one synced write
 batch, so a crash leaves either the old state or the new, never a mix:
@@ -221,9 +223,6 @@ class S3Index:
             except InvalidArgument as err:
                 return err
         caps = [p["cap"] for p in record["parts"]]
-        # A record refused here leaves its files stored: they are marked garbage in this same write, and named in the
-        # refusal (`garbage`) so that the front removes them at once; a front that dies first leaves the marks to
-        # its next reconciliation.
         if read(keys.object_bucket(bucket)) is None:
             written.update((keys.object_garbage(cap), b"") for cap in caps)
             return NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket, garbage=caps)
