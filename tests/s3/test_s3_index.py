@@ -10,6 +10,9 @@ from xsc.errors import (BucketNotEmpty, BucketTaken, ConditionalConflict, Entity
                         PreconditionFailed, TooManyBuckets, TooManyUploads)
 from xsc import codec, keys
 from xsc.buckets.index import S3Index, note_funded, users
+from xsc.node.appkeys import DB, NODE
+
+from tests.support.nodes import close_node, serve
 
 
 @pytest.fixture
@@ -301,3 +304,23 @@ def test_revoking_a_grant_aborts_the_uploads_its_user_began_in_the_bucket(db) ->
     index.create_upload("bobs", "x", by="bob")  # the aborted upload no longer counts against it
     assert (revoked["aborted"], revoked["garbage"], revoked["grants"]) == ([began], ["cap-1"], {})
     assert index.grant("shared", "bob", None)["aborted"] == []
+
+
+async def test_users_funded_before_they_were_noted_are_listed_from_the_ledgers_fundings(make_config) -> None:
+    """A store whose node funded a user before it noted each user it funds (o/f/): the node, started on it, notes
+    them once from the ledger's fundings, so they are listed whatever else names them."""
+    config = make_config("old")
+    node = await serve(config)
+    try:
+        await node.app[NODE].s3_accounts.fund("ana", 2_000_000)  # the transfer alone, as funding wrote it then
+        node.app[DB].delete(keys.OBJECT_FUNDED_INDEXED)  # nor the mark that the records were derived
+        assert (await (await node.get("/v1/s3/accounts")).json())["users"] == []
+    finally:
+        await close_node(node)
+    for _ in range(2):  # noted once, and kept
+        node = await serve(config)
+        try:
+            listed = (await (await node.get("/v1/s3/accounts")).json())["users"]
+            assert [(u["user"], u["balance"]) for u in listed] == [("ana", 2_000_000)]
+        finally:
+            await close_node(node)

@@ -572,6 +572,20 @@ def note_funded(index: S3Index, user: str) -> None:
     index.db.put(keys.object_funded(user), b"", sync=True)
 
 
+def index_funded(index: S3Index, funded_in_ledger: Callable[[], list[str]]) -> int:
+    """Give the users the node's account funded before it noted each one (`note_funded`) their records, once, from
+    what the ledger shows it funded (`funded_in_ledger`): the records and the mark that this was done in one synced
+    write.  How many were given one."""
+    if index.db.get(keys.OBJECT_FUNDED_INDEXED) is not None:
+        return 0
+    found = [user for user in funded_in_ledger() if index.db.get(keys.object_funded(user)) is None]
+    with index.db.write_batch(sync=True) as batch:
+        for user in found:
+            batch.put(keys.object_funded(user), b"")
+        batch.put(keys.OBJECT_FUNDED_INDEXED, b"")
+    return len(found)
+
+
 def funded(index: S3Index) -> list[str]:
     """The users the node's account funded (`note_funded`), by name."""
     found = index.db.iterator(prefix=keys.OBJECT_FUNDED, include_value=False)
