@@ -35,6 +35,7 @@ read-modify-write changes.  Nothing here speaks HTTP.
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import threading
 import time
@@ -56,6 +57,7 @@ COMPLETED_KEEP = 7 * 24 * 3600  # seconds a completed upload answers a repeated 
 MAX_BUCKETS = 10_000  # buckets one user may own, as an AWS account (node.s3_max_buckets)
 MAX_UPLOADS = 1_000  # multipart uploads one user may have in progress (node.s3_max_uploads)
 UPLOAD_EXPIRY = 7 * 24 * 3600  # seconds an unfinished upload is kept (node.s3_upload_expiry)
+log = logging.getLogger(__name__)
 EXPIRED_AT_ONCE = 100  # uploads expired in one synced batch (the lock is let go between batches)
 
 
@@ -551,18 +553,18 @@ class S3Index:
             self._mark_garbage(orphans)
         return orphans
 
-    def export(self) -> dict:
-        """Everything in the index, as JSON: the backup of `xsc s3 export-index`."""
-        buckets = []
-        for b in self.buckets():
-            base = keys.objects_of(b["name"])
-            objects = {k[len(base):].decode(): codec.loads(v) for k, v in self.db.iterator(prefix=base)}
-            buckets.append({**b, "objects": objects})
-        uploads = [{"id": k[len(keys.OBJECT_UPLOADS):].decode(), **codec.loads(v),
-                    "parts": self.parts(k[len(keys.OBJECT_UPLOADS):].decode())}
-                   for k, v in self.db.iterator(prefix=keys.OBJECT_UPLOADS)]
-        return {"version": 1, "exported": self.clock(), "buckets": buckets, "uploads": uploads,
-                "garbage": self.garbage(), "funded": funded(self)}
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[set[str]]:
+        """Under the index's lock, for records written outside its methods (`backup.restore`): each user's counts are
+        read again after, and the buckets the caller adds to the set it is given are told of (`on_change`)."""
+        changed: set[str] = set()
+        with self._lock:
+            try:
+                yield changed
+            finally:
+                self._counted = None
+        for bucket in changed:
+            self._changed(bucket)
 
 
 def note_funded(index: S3Index, user: str) -> None:
@@ -583,7 +585,69 @@ def index_funded(index: S3Index, funded_in_ledger: Callable[[], list[str]]) -> i
         for user in found:
             batch.put(keys.object_funded(user), b"")
         batch.put(keys.OBJECT_FUNDED_INDEXED, b"")
+    if found:
+        log.info("noted %d S3 user(s) the node's account funded before it noted them, from the ledger", len(found))
     return len(found)
+
+
+def exported(index: S3Index) -> dict:
+    """Everything in the index, as JSON: the backup of `xsc s3 export-index` (xsc/buckets/backup.py)."""
+    buckets = []
+    for b in index.buckets():
+        base = keys.objects_of(b["name"])
+        objects = {k[len(base):].decode(): codec.loads(v) for k, v in index.db.iterator(prefix=base)}
+        buckets.append({**b, "objects": objects})
+    uploads = [{"id": k[len(keys.OBJECT_UPLOADS):].decode(), **codec.loads(v),
+                "parts": index.parts(k[len(keys.OBJECT_UPLOADS):].decode())}
+               for k, v in index.db.iterator(prefix=keys.OBJECT_UPLOADS)]
+    completed = {k[len(keys.OBJECT_COMPLETED):].decode(): codec.loads(v)
+                 for k, v in index.db.iterator(prefix=keys.OBJECT_COMPLETED)}
+    return {"version": 1, "exported": index.clock(), "buckets": buckets, "uploads": uploads,
+            "completed": completed, "garbage": index.garbage(), "funded": funded(index)}
+
+
+def restored(index: S3Index, data: dict) -> dict:
+    """Write `data` (a piece of an export, its records checked: xsc/buckets/backup.py) in one synced write: each record
+    the index holds none of; each one it holds is kept as it is (`kept`).  A bucket held by another owner here:
+    BucketTaken, and nothing is written.  How many of each kind were written."""
+    count: Counter = Counter()
+    with index.changing() as changed, index.db.write_batch(transaction=True, sync=True) as batch:
+        def put(kind: str, key: bytes, value: bytes) -> bool:
+            if index.db.get(key) is not None:
+                count["kept"] += 1
+                return False
+            batch.put(key, value)
+            count[kind] += 1
+            return True
+
+        for bucket in data["buckets"]:
+            here = index.db.get(keys.object_bucket(bucket["name"]))
+            if here is not None and codec.loads(here).get("owner", names.DEFAULT_USER) != bucket["owner"]:
+                raise BucketTaken(f"the bucket {bucket['name']!r} is another user's on this node",
+                                  hint="import into a node that holds no bucket of that name", bucket=bucket["name"])
+            put("buckets", keys.object_bucket(bucket["name"]), codec.dumps(
+                {k: bucket[k] for k in ("created", "owner", "grants")}))
+            for key, record in bucket["objects"].items():
+                if put("objects", keys.object_key(bucket["name"], key), codec.dumps(record)):
+                    changed.add(bucket["name"])
+                    for part in record["parts"]:  # referred to: not garbage
+                        batch.delete(keys.object_garbage(part["cap"]))
+        for upload in data["uploads"]:
+            if index.db.get(keys.object_completed(upload["id"])) is not None:  # completed here since
+                count["kept"] += 1
+                continue
+            put("uploads", keys.object_upload(upload["id"]),
+                codec.dumps({k: v for k, v in upload.items() if k not in ("id", "parts")}))
+            for part in upload["parts"]:
+                put("parts", keys.object_part(upload["id"], part["number"]),
+                    codec.dumps({k: v for k, v in part.items() if k != "number"}))
+        for upload_id, record in data["completed"].items():
+            if index.db.get(keys.object_upload(upload_id)) is None:
+                put("completed", keys.object_completed(upload_id), codec.dumps(record))
+        for user in data["funded"]:
+            put("funded", keys.object_funded(user), b"")
+    return {kind: count[kind] for kind in ("buckets", "objects", "uploads", "parts", "completed", "funded",
+                                           "kept")}
 
 
 def funded(index: S3Index) -> list[str]:

@@ -310,8 +310,7 @@ class Node:
                                            max_uploads=config.node.s3_max_uploads,
                                            upload_expiry=config.node.s3_upload_expiry)
         self.s3_accounts = UserAccounts(self.ledger, payer, promised=self.deals.outstanding)
-        if index_funded(s3_index, self.s3_accounts.funded_in_ledger):
-            log.info("the S3 users funded before they were noted were noted, from the ledger")
+        index_funded(s3_index, self.s3_accounts.funded_in_ledger)  # once: the users funded before they were noted
         self.s3_objects = ObjectWriter(files=self.storage, index=s3_index, accounts=self.s3_accounts, pool=self.pool)
         self.s3_link = LocalNode(index=s3_index, objects=self.s3_objects, accounts=self.s3_accounts,
                                  storage=self.storage, pool=self.pool,
