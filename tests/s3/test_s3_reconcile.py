@@ -301,3 +301,22 @@ async def test_a_conditional_put_that_loses_its_race_has_its_file_removed_at_onc
         await front.reconcile()
     assert {f["capability"] for f in await link.files()} == before | {winner}
     assert await link.garbage() == []
+
+
+async def test_a_part_whose_upload_is_aborted_while_it_comes_has_its_file_removed_at_once(served_front) -> None:
+    """An UploadPart whose upload is aborted while its body is on its way is refused (404 NoSuchUpload) as its record
+    is written: its file, stored by then, is removed before the answer."""
+    front, link, url, key = served_front
+    before = {f["capability"] for f in await link.files()}
+    upload_id = await link.create_upload("gate", "parted", DEFAULT_USER, "", {}, {})
+    data = os.urandom(3 * MiB)
+    reader, writer = await _open_put(url, key, f"/gate/parted?partNumber=1&uploadId={upload_id}", data, MiB)
+    await eventually_async(lambda: front.gate.under_way == 1, "the part's body on its way")
+    assert await link.abort(upload_id, DEFAULT_USER) == []
+    writer.write(data[MiB:])
+    await writer.drain()
+    answer = await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 404"), answer
+    assert {f["capability"] for f in await link.files()} == before
+    assert await link.garbage() == []

@@ -6,9 +6,9 @@ COMPOSITE, made of theirs), `size`, `etag`,
 `content_type`, `metadata` (x-amz-meta-*), `headers` (Cache-Control, Content-Disposition, ... as stored),
 `modified` (unix seconds).  A record to be written may carry a `condition` (If-None-Match: *, If-Match: ETAG),
 checked under the index's lock as it is written and never stored: a write whose condition no longer holds is
-ConditionalConflict, its files garbage.  A refused record's files (that, or its bucket gone) are marked in the
-refusal's own write and named in it (`garbage`), for the front to remove at once; a front that dies first leaves
-the marks to its next reconciliation.  A bucket record is `created`, its `owner` (an S3 user of the front) and the
+ConditionalConflict, its files garbage.  A refused record's files (that, its bucket gone, a part's upload ended
+meanwhile) are marked in the refusal's own write and named in it (`garbage`), for the front to remove at once; a
+front that dies first leaves the marks to its next reconciliation.  A bucket record is `created`, its `owner` (an S3 user of the front) and the
 `grants` its owner gave other users ({user: "read" | "write"}); `checked` runs an operation once the user
 the front acts for may do it (None: the node's owner, who may do anything).  Every change is one synced write
 batch, so a crash leaves either the old state or the new, never a mix:
@@ -367,7 +367,7 @@ class S3Index:
             if self.db.get(keys.object_upload(upload_id)) is None:
                 self._mark_garbage([cap])
                 raise NoSuchUpload("no multipart upload with that id: it was completed or aborted",
-                                   upload_id=upload_id)
+                                   upload_id=upload_id, garbage=[cap])
             old = self.db.get(keys.object_part(upload_id, number))
             garbage = [codec.loads(old)["cap"]] if old else []
             with self.db.write_batch(sync=True) as batch:

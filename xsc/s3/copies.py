@@ -90,9 +90,13 @@ class Copies:
             return await self.node.put_part(upload_id, number, call.user, cap, size, md5.hexdigest(),
                                             checksums.part_checksums(checksum))
 
-        async with self.writes.gate.write() as write:
-            garbage = await self.writes.store(call, write, _copied(self.bodies, record, first, last, md5, checksum),
-                                              size, f"{call.bucket}/{call.key}#{upload_id}.{number}", recorded)
+        try:
+            async with self.writes.gate.write() as write:
+                garbage = await self.writes.store(call, write, _copied(self.bodies, record, first, last, md5, checksum),
+                                                  size, f"{call.bucket}/{call.key}#{upload_id}.{number}", recorded)
+        except XscError as err:
+            await self.writes.collect_refused(err)
+            raise
         await self.writes.collect(garbage)
         shown = checksum if kind is not None and not kind.get("default") else None
         return xml_answer(xml.copy_object(md5.hexdigest(), self.clock(), root="CopyPartResult",

@@ -14,7 +14,7 @@ import hashlib
 from aiohttp import web
 
 from ..buckets.core import names
-from ..errors import NoSuchUpload, S3Error
+from ..errors import NoSuchUpload, S3Error, XscError
 from .calls import Call, checksum_headers, declared_size, integer, xml_answer
 from .core import checksums, xml
 from .core import headers as stored_headers
@@ -55,11 +55,15 @@ class Multipart:
             return await self.node.put_part(upload_id, number, call.user, cap, int(cap.rsplit(":", 1)[1]),
                                             md5.hexdigest(), checksums.part_checksums(checksum, kept))
 
-        async with self.writes.gate.write() as write:
-            garbage = await self.writes.store(call, write,
-                                              self.writes.body(call, md5=md5, checksum=checksum, taken=kept),
-                                              declared_size(call), f"{call.bucket}/{call.key}#{upload_id}.{number}",
-                                              recorded)
+        try:
+            async with self.writes.gate.write() as write:
+                garbage = await self.writes.store(call, write,
+                                                  self.writes.body(call, md5=md5, checksum=checksum, taken=kept),
+                                                  declared_size(call), f"{call.bucket}/{call.key}#{upload_id}.{number}",
+                                                  recorded)
+        except XscError as err:  # its upload ended meanwhile
+            await self.writes.collect_refused(err)
+            raise
         await self.writes.collect(garbage)
         shown = checksum if checksum is not None or (upload.get("checksum") or {}).get("default") else kept
         return web.Response(status=200, headers={"ETag": xml.quoted(md5.hexdigest()), **checksum_headers(shown)})
