@@ -208,7 +208,8 @@ def test_an_import_refuses_what_is_not_an_export_and_a_bucket_another_user_owns(
     for wrong in ([], {"version": 2}, {"buckets": [{"name": "Not A Bucket", "created": 0}]},
                   {"buckets": [{"name": "b2", "created": 0, "objects": {"k": {"parts": []}}}]},
                   {"uploads": [{"id": "../x", "bucket": "bkt", "key": "k", "created": 0}]},
-                  {"completed": {"u1": {"bucket": "bkt"}}}, {"funded": [7]}):
+                  {"completed": {"u1": {"bucket": "bkt"}}}, {"funded": [7]},
+                  {"uploads": [{"id": "u2", "bucket": "gone", "key": "k", "created": 0}]}):
         with pytest.raises(BadRequest):  # InvalidArgument, InvalidBucketName: 400
             backup.restore(index, wrong)
     index.create_bucket("hers", "ana")

@@ -8,10 +8,10 @@ COMPOSITE, made of theirs), `size`, `etag`,
 checked under the index's lock as it is written and never stored: a write whose condition no longer holds is
 ConditionalConflict, its files garbage.  A refused record's files (that, its bucket gone, a part's upload ended
 meanwhile) are marked in the refusal's own write and named in it (`garbage`), for the front to remove at once; a
-front that dies first leaves the marks to its next reconciliation.  A bucket record is `created`, its `owner` (an S3 user of the front) and the
-`grants` its owner gave other users ({user: "read" | "write"}); `checked` runs an operation once the user
-the front acts for may do it (None: the node's owner, who may do anything).  Every change is one synced write
-batch, so a crash leaves either the old state or the new, never a mix:
+front that dies first leaves the marks to its next reconciliation.  A bucket record is `created`, its `owner` (an
+S3 user of the front) and the `grants` its owner gave other users ({user: "read" | "write"}); `checked` runs an
+operation once the user the front acts for may do it (None: the node's owner, who may do anything).  Every change
+is one synced write batch, so a crash leaves either the old state or the new, never a mix:
 
 - an overwrite writes the new record and, in the same batch, marks the old record's files as garbage;
   the S3 front then removes those files from the store (their deals end) and clears the marks.  A crash
@@ -53,11 +53,11 @@ from .core import etag, listing, names
 FILE_PREFIX = "s3:"  # the names of the store's files the S3 front put (see reconcile)
 LEVELS = {"read": 1, "write": 2, "owner": 3}  # what a user may do with a bucket: each level includes those below
 INITIATOR = names.INITIATOR
+log = logging.getLogger(__name__)
 COMPLETED_KEEP = 7 * 24 * 3600  # seconds a completed upload answers a repeated CompleteMultipartUpload
 MAX_BUCKETS = 10_000  # buckets one user may own, as an AWS account (node.s3_max_buckets)
 MAX_UPLOADS = 1_000  # multipart uploads one user may have in progress (node.s3_max_uploads)
 UPLOAD_EXPIRY = 7 * 24 * 3600  # seconds an unfinished upload is kept (node.s3_upload_expiry)
-log = logging.getLogger(__name__)
 EXPIRED_AT_ONCE = 100  # uploads expired in one synced batch (the lock is let go between batches)
 
 
@@ -632,7 +632,11 @@ def restored(index: S3Index, data: dict) -> dict:
                     changed.add(bucket["name"])
                     for part in record["parts"]:  # referred to: not garbage
                         batch.delete(keys.object_garbage(part["cap"]))
+        brought = {bucket["name"] for bucket in data["buckets"]}
         for upload in data["uploads"]:
+            if upload["bucket"] not in brought and index.db.get(keys.object_bucket(upload["bucket"])) is None:
+                raise InvalidArgument(f"upload {upload['id']} is of the bucket {upload['bucket']!r}, which neither "
+                                      "this node nor the export holds", hint="import the whole export")
             if index.db.get(keys.object_completed(upload["id"])) is not None:  # completed here since
                 count["kept"] += 1
                 continue
