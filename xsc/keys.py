@@ -499,6 +499,7 @@ OBJECT_PARTS = b"o/p/"  # + upload id + 0x00 + part number (4, big endian) -> an
 OBJECT_COMPLETED = b"o/c/"  # + upload id (ASCII) -> an upload completed (JSON: bucket, key, etag, modified)
 OBJECT_GARBAGE = b"o/g/"  # + capability (ASCII) -> a file no object refers to any more, to remove from the store
 OBJECT_FUNDED = b"o/f/"  # + S3 user name (UTF-8) -> b"": a user the node's account funded (`xsc s3 users` lists it)
+OBJECT_FUNDED_INDEXED = b"o/fi"  # -> b"": the users funded before they had an o/f/ record were given theirs
 
 
 def object_bucket(bucket: str) -> bytes:

@@ -1,4 +1,4 @@
-"""`xsc s3 keys create|ls|rm`, `xsc s3 export-index` and `xsc s3 serve`'s refusals, as users run them."""
+"""`xsc s3 keys create|ls|rm`, `xsc s3 export-index|import-index` and `xsc s3 serve`'s refusals, as users run them."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 import os
 import stat
 import time
+
+import pytest
 
 from xsc.s3.access import SETTLED_NS, KeyRing, key_file
 
@@ -80,6 +82,44 @@ def test_export_index_writes_a_private_file(node_process, tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert json.loads(out.read_text())["buckets"] == []
+
+
+@pytest.mark.slow
+def test_import_index_brings_an_export_back_and_a_retried_complete_answers_as_before(tmp_path) -> None:
+    """`xsc s3 export-index` on one node, `xsc s3 import-index` on a fresh one: the buckets, objects and completed
+    uploads come back, so a client that retries a Complete whose answer it did not hear (SDKs do) gets the answer
+    the first node gave; run again, the import keeps what is there."""
+    pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
+    from tests.support.s3 import Gateway
+
+    first = Gateway(tmp_path / "first", in_node=True).start()
+    second = Gateway(tmp_path / "second", in_node=True).start()
+    try:
+        s3 = first.client()
+        s3.create_bucket(Bucket="kept")
+        uid = s3.create_multipart_upload(Bucket="kept", Key="big", ChecksumAlgorithm="SHA256")["UploadId"]
+        part = s3.upload_part(Bucket="kept", Key="big", UploadId=uid, PartNumber=1, Body=b"the only part",
+                              ChecksumAlgorithm="SHA256")
+        parts = {"Parts": [{"PartNumber": 1, "ETag": part["ETag"], "ChecksumSHA256": part["ChecksumSHA256"]}]}
+        answer = s3.complete_multipart_upload(Bucket="kept", Key="big", UploadId=uid, MultipartUpload=parts)
+        out = tmp_path / "index.json"
+        assert first.node.xsc("s3", "export-index", "-o", str(out)).returncode == 0
+        result = second.node.xsc("s3", "import-index", str(out))
+        assert result.returncode == 0, result.stderr
+        assert b"imported 1 bucket(s), 1 object(s)" in result.stderr and b"1 completed upload(s)" in result.stderr
+        again = second.client().complete_multipart_upload(Bucket="kept", Key="big", UploadId=uid,
+                                                          MultipartUpload=parts)
+        fields = ("ETag", "ChecksumSHA256", "ChecksumType")
+        assert {k: again.get(k) for k in fields} == {k: answer.get(k) for k in fields} and answer["ChecksumSHA256"]
+        assert second.client().head_object(Bucket="kept", Key="big")["ETag"] == answer["ETag"]
+        rerun = second.node.xsc("s3", "import-index", str(out))
+        assert rerun.returncode == 0 and b"imported 0 bucket(s), 0 object(s)" in rerun.stderr, rerun.stderr
+        missing = second.node.xsc("s3", "import-index", str(tmp_path / "none.json"))
+        assert missing.returncode != 0 and b"xsc s3 export-index -o FILE" in missing.stderr, missing.stderr
+        assert len(missing.stderr.strip().splitlines()) == 1
+    finally:
+        first.stop()
+        second.stop()
 
 
 def test_serve_refuses_a_taken_port_and_a_missing_node(node_process, tmp_path) -> None:

@@ -233,10 +233,11 @@ def test_a_conditional_put_is_written_only_while_its_condition_holds(gateway, s3
     assert status == 501  # not done for the other writes: said so, not ignored
 
 
-def test_conditional_puts_at_once_leave_one_object_whole(s3, bucket) -> None:
+def test_conditional_puts_at_once_leave_one_object_whole(gateway, s3, bucket) -> None:
     """PutObjects of one new key with If-None-Match: * at once: one is written, each other is refused (412 if the
     winner was there as it began, 409 ConditionalRequestConflict if it came first while its body was on its way),
-    and the object is the winner's bytes, whole."""
+    and the object is the winner's bytes, whole; a refused one's file is gone from the store by its answer."""
+    before = _caps(gateway)
     bodies = [bytes([65 + n]) * (2 * 1024 * 1024) for n in range(4)]
 
     def put(body: bytes) -> str:
@@ -251,6 +252,7 @@ def test_conditional_puts_at_once_leave_one_object_whole(s3, bucket) -> None:
     assert len(won) == 1, answers
     assert set(answers) - {answers[won[0]]} <= {"PreconditionFailed", "ConditionalRequestConflict"}, answers
     assert s3.get_object(Bucket=bucket, Key="race")["Body"].read() == bodies[won[0]]
+    assert len(_caps(gateway) - before) == 1
 
 
 def test_a_conditional_complete_makes_the_object_only_while_its_condition_holds(s3, bucket) -> None:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import plyvel
 import pytest
 
-from xsc.errors import (BucketNotEmpty, BucketTaken, ConditionalConflict, EntityTooSmall, Forbidden, InvalidArgument,
-                        InvalidBucketName, InvalidPart, InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload,
-                        PreconditionFailed, TooManyBuckets, TooManyUploads)
+from xsc.errors import (BadRequest, BucketNotEmpty, BucketTaken, ConditionalConflict, EntityTooSmall, Forbidden,
+                        InvalidArgument, InvalidBucketName, InvalidPart, InvalidPartOrder, NoSuchBucket, NoSuchKey,
+                        NoSuchUpload, PreconditionFailed, TooManyBuckets, TooManyUploads)
 from xsc import codec, keys
+from xsc.buckets import backup
 from xsc.buckets.index import S3Index, note_funded, users
+from xsc.node.appkeys import DB, NODE
+
+from tests.support.nodes import close_node, serve
 
 
 @pytest.fixture
@@ -154,7 +158,7 @@ def test_export_and_reopen(db, tmp_path) -> None:
     index.put("bkt", "dir/k", obj("cap-x"))
     upload = index.create_upload("bkt", "m")
     note_funded(index, "ana")  # funded, with no bucket, grant or upload: only its record says the node pays for it
-    exported = index.export()
+    exported = backup.export(index)
     assert exported["buckets"][0]["objects"]["dir/k"]["parts"][0]["cap"] == "cap-x"
     assert exported["uploads"][0]["id"] == upload
     assert exported["funded"] == ["ana"] and "ana" in users(index)
@@ -162,6 +166,57 @@ def test_export_and_reopen(db, tmp_path) -> None:
     again = S3Index(plyvel.DB(str(tmp_path / "db")))
     assert again.get("bkt", "dir/k")["parts"][0]["cap"] == "cap-x"
     again.db.close()
+
+
+def test_an_export_imported_into_another_index_answers_a_retried_complete_as_the_first(db, tmp_path) -> None:
+    """Everything an export holds comes back in another index, sent in pieces (a bucket's objects and an upload's
+    parts spread over several): a retried Complete is answered as the first index answers it, the funded users are
+    listed, and an import run again keeps what is there."""
+    index = S3Index(db, min_part_size=100)
+    index.create_bucket("bkt", "ana")
+    index.grant("bkt", "bob", "read")
+    for n in range(5):
+        index.put("bkt", f"k{n}", obj(f"cap-{n}"))
+    done = index.create_upload("bkt", "big", by="ana", checksum={"algorithm": "sha256", "type": "COMPOSITE"})
+    index.put_part(done, 1, "part-1", 100, "e1", {"sha256": "c1"})
+    index.put_part(done, 2, "part-2", 10, "e2", {"sha256": "c2"})
+    index.complete(done, [(1, "e1"), (2, "e2")], "bkt", "big", checksum={"value": "v-2", "parts": ["c1", "c2"]})
+    going = index.create_upload("bkt", "more", by="bob")
+    for n in (1, 2, 3):
+        index.put_part(going, n, f"more-{n}", 100, f"m{n}")
+    note_funded(index, "gus")
+    exported = backup.export(index)
+    assert list(exported["completed"]) == [done]
+    other = S3Index(plyvel.DB(str(tmp_path / "other"), create_if_missing=True), min_part_size=100)
+    sent = list(backup.pieces(exported, size=300))
+    assert len(sent) > 4
+    written = [backup.restore(other, piece) for piece in sent]
+    assert sum(w["objects"] for w in written) == 6 and sum(w["parts"] for w in written) == 3
+    assert {k: v for k, v in backup.export(other).items() if k != "exported"} == {
+        k: v for k, v in exported.items() if k != "exported"}
+    assert other.complete(done, [(1, "e1"), (2, "e2")], "bkt", "big") == index.complete(
+        done, [(1, "e1"), (2, "e2")], "bkt", "big")
+    assert {"ana", "bob", "gus"} <= set(users(other))
+    with pytest.raises(TooManyUploads):  # the uploads imported count against their users
+        S3Index(other.db, max_uploads=1).create_upload("bkt", "again", by="bob")
+    again = backup.restore(other, exported)
+    assert again["kept"] == 1 + 6 + 1 + 3 + 1 + 1 and sum(v for k, v in again.items() if k != "kept") == 0
+    other.db.close()
+
+
+def test_an_import_refuses_what_is_not_an_export_and_a_bucket_another_user_owns(index) -> None:
+    for wrong in ([], {"version": 2}, {"buckets": [{"name": "Not A Bucket", "created": 0}]},
+                  {"buckets": [{"name": "b2", "created": 0, "objects": {"k": {"parts": []}}}]},
+                  {"uploads": [{"id": "../x", "bucket": "bkt", "key": "k", "created": 0}]},
+                  {"completed": {"u1": {"bucket": "bkt"}}}, {"funded": [7]},
+                  {"uploads": [{"id": "u2", "bucket": "gone", "key": "k", "created": 0}]}):
+        with pytest.raises(BadRequest):  # InvalidArgument, InvalidBucketName: 400
+            backup.restore(index, wrong)
+    index.create_bucket("hers", "ana")
+    with pytest.raises(BucketTaken):
+        backup.restore(index, {"buckets": [{"name": "hers", "created": 0, "owner": "bob", "objects": {
+            "k": obj("cap-1")}}], "funded": ["bob"]})
+    assert users(index) == ["ana", "xsc"] and index.objects("hers") == []  # nothing of it written
 
 
 def test_users_see_and_change_their_own_buckets_and_what_they_were_granted(index) -> None:
@@ -301,3 +356,23 @@ def test_revoking_a_grant_aborts_the_uploads_its_user_began_in_the_bucket(db) ->
     index.create_upload("bobs", "x", by="bob")  # the aborted upload no longer counts against it
     assert (revoked["aborted"], revoked["garbage"], revoked["grants"]) == ([began], ["cap-1"], {})
     assert index.grant("shared", "bob", None)["aborted"] == []
+
+
+async def test_users_funded_before_they_were_noted_are_listed_from_the_ledgers_fundings(make_config) -> None:
+    """A store whose node funded a user before it noted each user it funds (o/f/): the node, started on it, notes
+    them once from the ledger's fundings, so they are listed whatever else names them."""
+    config = make_config("old")
+    node = await serve(config)
+    try:
+        await node.app[NODE].s3_accounts.fund("ana", 2_000_000)  # the transfer alone, as funding wrote it then
+        node.app[DB].delete(keys.OBJECT_FUNDED_INDEXED)  # nor the mark that the records were derived
+        assert (await (await node.get("/v1/s3/accounts")).json())["users"] == []
+    finally:
+        await close_node(node)
+    for _ in range(2):  # noted once, and kept
+        node = await serve(config)
+        try:
+            listed = (await (await node.get("/v1/s3/accounts")).json())["users"]
+            assert [(u["user"], u["balance"]) for u in listed] == [("ana", 2_000_000)]
+        finally:
+            await close_node(node)

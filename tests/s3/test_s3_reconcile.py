@@ -120,15 +120,22 @@ async def served_front(node, tmp_path):
     await front.small.close()
 
 
-async def _send_put(url: str, key: dict, path: str, data: bytes, sent: int) -> asyncio.StreamWriter:
-    """A signed PutObject of `data` whose first `sent` bytes only are written: the open connection."""
+async def _send_put(url: str, key: dict, path: str, data: bytes, sent: int,
+                    extra: dict[str, str] | None = None) -> asyncio.StreamWriter:
+    """A signed PutObject of `data` (with the `extra` headers) whose first `sent` bytes only are written: the open
+    connection."""
+    return (await _open_put(url, key, path, data, sent, extra))[1]
+
+
+async def _open_put(url: str, key: dict, path: str, data: bytes, sent: int,
+                    extra: dict[str, str] | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     host = url.removeprefix("http://")
-    headers = sign_headers("PUT", url + path, key, {"Host": host, "Content-Length": str(len(data))})
+    headers = sign_headers("PUT", url + path, key, {"Host": host, "Content-Length": str(len(data)), **(extra or {})})
     reader, writer = await asyncio.open_connection(*host.split(":"))
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     writer.write(f"PUT {path} HTTP/1.1\r\n{head}\r\n".encode() + data[:sent])
     await writer.drain()
-    return writer
+    return reader, writer
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
@@ -255,4 +262,61 @@ async def test_overwrites_of_one_key_beside_reconciliations_leave_the_last_objec
         await body.aclose()
     ours = {f["capability"] for f in await link.files() if front.marks.ours(f.get("name", ""))}
     assert ours == {record["parts"][0]["cap"]}
+    assert await link.garbage() == []
+
+
+@pytest.mark.parametrize("deleted", [True, False], ids=["at-once", "front-gone-first"])
+async def test_a_conditional_put_that_loses_its_race_has_its_file_removed_at_once(served_front, monkeypatch,
+                                                                                 deleted) -> None:
+    """A PutObject with If-None-Match: * whose condition held as it began, and whose body is still on its way when
+    another write of the key is recorded, is refused (409) as its record is written: its file, stored by then, is
+    removed before the answer.  Its garbage mark is written with the refusal, so a front that cannot remove it (gone
+    in between, as after a kill -9) leaves it to its next reconciliation."""
+    front, link, url, key = served_front
+    host = url.removeprefix("http://")
+    before = {f["capability"] for f in await link.files()}
+    data = os.urandom(3 * MiB)
+    reader, writer = await _open_put(url, key, "/gate/raced", data, MiB, {"If-None-Match": "*"})
+    await eventually_async(lambda: front.gate.under_way == 1, "the loser's condition judged and its body on its way")
+    won = b"the winner"
+    headers = sign_headers("PUT", url + "/gate/raced", key, {"Host": host, "Content-Length": str(len(won)),
+                                                              "If-None-Match": "*"})
+    async with aiohttp.ClientSession() as session:
+        async with session.put(url + "/gate/raced", data=won, headers=headers) as response:
+            assert response.status == 200, await response.text()
+    if not deleted:
+        async def gone(cap: str) -> None:
+            raise XscError("the front went away before it removed the file")
+
+        monkeypatch.setattr(link, "delete_file", gone)
+    writer.write(data[MiB:])
+    await writer.drain()
+    answer = await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 409"), answer
+    winner = (await link.object("gate", "raced", DEFAULT_USER))["parts"][0]["cap"]
+    if not deleted:
+        assert len(await link.garbage()) == 1  # the loser's file, marked
+        monkeypatch.undo()
+        await front.reconcile()
+    assert {f["capability"] for f in await link.files()} == before | {winner}
+    assert await link.garbage() == []
+
+
+async def test_a_part_whose_upload_is_aborted_while_it_comes_has_its_file_removed_at_once(served_front) -> None:
+    """An UploadPart whose upload is aborted while its body is on its way is refused (404 NoSuchUpload) as its record
+    is written: its file, stored by then, is removed before the answer."""
+    front, link, url, key = served_front
+    before = {f["capability"] for f in await link.files()}
+    upload_id = await link.create_upload("gate", "parted", DEFAULT_USER, "", {}, {})
+    data = os.urandom(3 * MiB)
+    reader, writer = await _open_put(url, key, f"/gate/parted?partNumber=1&uploadId={upload_id}", data, MiB)
+    await eventually_async(lambda: front.gate.under_way == 1, "the part's body on its way")
+    assert await link.abort(upload_id, DEFAULT_USER) == []
+    writer.write(data[MiB:])
+    await writer.drain()
+    answer = await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 404"), answer
+    assert {f["capability"] for f in await link.files()} == before
     assert await link.garbage() == []

@@ -28,6 +28,7 @@ from ..storage.core.capability import Capability
 from .core import names
 
 DERIVE = b"xsc s3 user account\x00"
+FUND_JOB = "s3:fund:"  # + the user's name: the job of `fund`'s transfers
 MAX_AMOUNT = 10**15  # micro-credits one transfer moves at most (a billion credits)
 
 
@@ -70,8 +71,26 @@ class UserAccounts:
         account = self.account(user)
         self._keeps_credit_for_puts(user, amount)
         await self.ledger.ensure_credit(self.owner, amount)  # what the node's account holds for running work stays
-        entry = await self.ledger.settle(self.owner, account, amount, {}, f"s3:fund:{user}")
+        entry = await self.ledger.settle(self.owner, account, amount, {}, FUND_JOB + user)
         return {**self.view(user), "amount": amount, "entry": entry}
+
+    def funded_in_ledger(self) -> list[str]:
+        """The users the ledger shows the node's account funded: each whose account's chain opens with a funding
+        (`fund`'s transfer, job `s3:fund:USER`, from the node's account to the account derived for USER).  A user's
+        account has no credit line, so its first entry is the first funding it was given."""
+        found = []
+        for account, entry in self.ledger.opening_entries():
+            authorization = getattr(entry, "authorization", None)
+            if (entry.kind != "receipt" or authorization is None or authorization.payer != self.owner.public_key
+                    or not authorization.job.startswith(FUND_JOB)):
+                continue
+            user = authorization.job[len(FUND_JOB):]
+            try:
+                if self.account(user).public_key == account:
+                    found.append(user)
+            except InvalidArgument:  # not a user's name: a transfer of another kind
+                continue
+        return sorted(found)
 
     def _keeps_credit_for_puts(self, user: str, amount: int) -> None:
         """InsufficientCredit unless the node's account, once it paid `amount`, could still pay for puts: every put,

@@ -6,10 +6,12 @@ COMPOSITE, made of theirs), `size`, `etag`,
 `content_type`, `metadata` (x-amz-meta-*), `headers` (Cache-Control, Content-Disposition, ... as stored),
 `modified` (unix seconds).  A record to be written may carry a `condition` (If-None-Match: *, If-Match: ETAG),
 checked under the index's lock as it is written and never stored: a write whose condition no longer holds is
-ConditionalConflict, its files garbage.  A bucket record is `created`, its `owner` (an S3 user of the front) and the
-`grants` its owner gave other users ({user: "read" | "write"}); `checked` runs an operation once the user
-the front acts for may do it (None: the node's owner, who may do anything).  Every change is one synced write
-batch, so a crash leaves either the old state or the new, never a mix:
+ConditionalConflict, its files garbage.  A refused record's files (that, its bucket gone, a part's upload ended
+meanwhile) are marked in the refusal's own write and named in it (`garbage`), for the front to remove at once; a
+front that dies first leaves the marks to its next reconciliation.  A bucket record is `created`, its `owner` (an
+S3 user of the front) and the `grants` its owner gave other users ({user: "read" | "write"}); `checked` runs an
+operation once the user the front acts for may do it (None: the node's owner, who may do anything).  Every change
+is one synced write batch, so a crash leaves either the old state or the new, never a mix:
 
 - an overwrite writes the new record and, in the same batch, marks the old record's files as garbage;
   the S3 front then removes those files from the store (their deals end) and clears the marks.  A crash
@@ -33,6 +35,7 @@ read-modify-write changes.  Nothing here speaks HTTP.
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import threading
 import time
@@ -50,6 +53,7 @@ from .core import etag, listing, names
 FILE_PREFIX = "s3:"  # the names of the store's files the S3 front put (see reconcile)
 LEVELS = {"read": 1, "write": 2, "owner": 3}  # what a user may do with a bucket: each level includes those below
 INITIATOR = names.INITIATOR
+log = logging.getLogger(__name__)
 COMPLETED_KEEP = 7 * 24 * 3600  # seconds a completed upload answers a repeated CompleteMultipartUpload
 MAX_BUCKETS = 10_000  # buckets one user may own, as an AWS account (node.s3_max_buckets)
 MAX_UPLOADS = 1_000  # multipart uploads one user may have in progress (node.s3_max_uploads)
@@ -223,14 +227,14 @@ class S3Index:
         caps = [p["cap"] for p in record["parts"]]
         if read(keys.object_bucket(bucket)) is None:
             written.update((keys.object_garbage(cap), b"") for cap in caps)
-            return NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket)
+            return NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket, garbage=caps)
         name = keys.object_key(bucket, key)
         old = written[name] if name in written else read(name)
         condition = record.get("condition")
         if condition is not None and not _holds(condition, codec.loads(old) if old else None):
             written.update((keys.object_garbage(cap), b"") for cap in caps)
             return ConditionalConflict(f"another write of {key!r} came first: the condition {condition} no longer "
-                                       "holds (retry the request)", bucket=bucket, key=key)
+                                       "holds (retry the request)", bucket=bucket, key=key, garbage=caps)
         garbage = [p["cap"] for p in codec.loads(old)["parts"]] if old else []
         garbage = [c for c in garbage if c not in caps]
         written[name] = _dump({k: v for k, v in record.items() if k != "condition"})
@@ -363,7 +367,7 @@ class S3Index:
             if self.db.get(keys.object_upload(upload_id)) is None:
                 self._mark_garbage([cap])
                 raise NoSuchUpload("no multipart upload with that id: it was completed or aborted",
-                                   upload_id=upload_id)
+                                   upload_id=upload_id, garbage=[cap])
             old = self.db.get(keys.object_part(upload_id, number))
             garbage = [codec.loads(old)["cap"]] if old else []
             with self.db.write_batch(sync=True) as batch:
@@ -549,18 +553,18 @@ class S3Index:
             self._mark_garbage(orphans)
         return orphans
 
-    def export(self) -> dict:
-        """Everything in the index, as JSON: the backup of `xsc s3 export-index`."""
-        buckets = []
-        for b in self.buckets():
-            base = keys.objects_of(b["name"])
-            objects = {k[len(base):].decode(): codec.loads(v) for k, v in self.db.iterator(prefix=base)}
-            buckets.append({**b, "objects": objects})
-        uploads = [{"id": k[len(keys.OBJECT_UPLOADS):].decode(), **codec.loads(v),
-                    "parts": self.parts(k[len(keys.OBJECT_UPLOADS):].decode())}
-                   for k, v in self.db.iterator(prefix=keys.OBJECT_UPLOADS)]
-        return {"version": 1, "exported": self.clock(), "buckets": buckets, "uploads": uploads,
-                "garbage": self.garbage(), "funded": funded(self)}
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[set[str]]:
+        """Under the index's lock, for records written outside its methods (`backup.restore`): each user's counts are
+        read again after, and the buckets the caller adds to the set it is given are told of (`on_change`)."""
+        changed: set[str] = set()
+        with self._lock:
+            try:
+                yield changed
+            finally:
+                self._counted = None
+        for bucket in changed:
+            self._changed(bucket)
 
 
 def note_funded(index: S3Index, user: str) -> None:
@@ -568,6 +572,86 @@ def note_funded(index: S3Index, user: str) -> None:
     one unlisted is not), so that `users` lists it whatever keys and grants it has."""
     names.check_user(user)
     index.db.put(keys.object_funded(user), b"", sync=True)
+
+
+def index_funded(index: S3Index, funded_in_ledger: Callable[[], list[str]]) -> int:
+    """Give the users the node's account funded before it noted each one (`note_funded`) their records, once, from
+    what the ledger shows it funded (`funded_in_ledger`): the records and the mark that this was done in one synced
+    write.  How many were given one."""
+    if index.db.get(keys.OBJECT_FUNDED_INDEXED) is not None:
+        return 0
+    found = [user for user in funded_in_ledger() if index.db.get(keys.object_funded(user)) is None]
+    with index.db.write_batch(sync=True) as batch:
+        for user in found:
+            batch.put(keys.object_funded(user), b"")
+        batch.put(keys.OBJECT_FUNDED_INDEXED, b"")
+    if found:
+        log.info("noted %d S3 user(s) the node's account funded before it noted them, from the ledger", len(found))
+    return len(found)
+
+
+def exported(index: S3Index) -> dict:
+    """Everything in the index, as JSON: the backup of `xsc s3 export-index` (xsc/buckets/backup.py)."""
+    buckets = []
+    for b in index.buckets():
+        base = keys.objects_of(b["name"])
+        objects = {k[len(base):].decode(): codec.loads(v) for k, v in index.db.iterator(prefix=base)}
+        buckets.append({**b, "objects": objects})
+    uploads = [{"id": k[len(keys.OBJECT_UPLOADS):].decode(), **codec.loads(v),
+                "parts": index.parts(k[len(keys.OBJECT_UPLOADS):].decode())}
+               for k, v in index.db.iterator(prefix=keys.OBJECT_UPLOADS)]
+    completed = {k[len(keys.OBJECT_COMPLETED):].decode(): codec.loads(v)
+                 for k, v in index.db.iterator(prefix=keys.OBJECT_COMPLETED)}
+    return {"version": 1, "exported": index.clock(), "buckets": buckets, "uploads": uploads,
+            "completed": completed, "garbage": index.garbage(), "funded": funded(index)}
+
+
+def restored(index: S3Index, data: dict) -> dict:
+    """Write `data` (a piece of an export, its records checked: xsc/buckets/backup.py) in one synced write: each record
+    the index holds none of; each one it holds is kept as it is (`kept`).  A bucket held by another owner here:
+    BucketTaken, and nothing is written.  How many of each kind were written."""
+    count: Counter = Counter()
+    with index.changing() as changed, index.db.write_batch(transaction=True, sync=True) as batch:
+        def put(kind: str, key: bytes, value: bytes) -> bool:
+            if index.db.get(key) is not None:
+                count["kept"] += 1
+                return False
+            batch.put(key, value)
+            count[kind] += 1
+            return True
+
+        for bucket in data["buckets"]:
+            here = index.db.get(keys.object_bucket(bucket["name"]))
+            if here is not None and codec.loads(here).get("owner", names.DEFAULT_USER) != bucket["owner"]:
+                raise BucketTaken(f"the bucket {bucket['name']!r} is another user's on this node",
+                                  hint="import into a node that holds no bucket of that name", bucket=bucket["name"])
+            put("buckets", keys.object_bucket(bucket["name"]), codec.dumps(
+                {k: bucket[k] for k in ("created", "owner", "grants")}))
+            for key, record in bucket["objects"].items():
+                if put("objects", keys.object_key(bucket["name"], key), codec.dumps(record)):
+                    changed.add(bucket["name"])
+                    for part in record["parts"]:  # referred to: not garbage
+                        batch.delete(keys.object_garbage(part["cap"]))
+        brought = {bucket["name"] for bucket in data["buckets"]}
+        for upload in data["uploads"]:
+            if upload["bucket"] not in brought and index.db.get(keys.object_bucket(upload["bucket"])) is None:
+                raise InvalidArgument(f"upload {upload['id']} is of the bucket {upload['bucket']!r}, which neither "
+                                      "this node nor the export holds", hint="import the whole export")
+            if index.db.get(keys.object_completed(upload["id"])) is not None:  # completed here since
+                count["kept"] += 1
+                continue
+            put("uploads", keys.object_upload(upload["id"]),
+                codec.dumps({k: v for k, v in upload.items() if k not in ("id", "parts")}))
+            for part in upload["parts"]:
+                put("parts", keys.object_part(upload["id"], part["number"]),
+                    codec.dumps({k: v for k, v in part.items() if k != "number"}))
+        for upload_id, record in data["completed"].items():
+            if index.db.get(keys.object_upload(upload_id)) is None:
+                put("completed", keys.object_completed(upload_id), codec.dumps(record))
+        for user in data["funded"]:
+            put("funded", keys.object_funded(user), b"")
+    return {kind: count[kind] for kind in ("buckets", "objects", "uploads", "parts", "completed", "funded",
+                                           "kept")}
 
 
 def funded(index: S3Index) -> list[str]:

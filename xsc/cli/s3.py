@@ -1,5 +1,5 @@
-"""`xsc s3 serve|keys|grant|revoke|users|fund|export-index`: the S3-compatible gateway, its users' access keys, grants
-and accounts."""
+"""`xsc s3 serve|keys|grant|revoke|users|fund|export-index|import-index`: the S3-compatible gateway, its users' access
+keys, grants and accounts, and its bucket index's backup."""
 
 from __future__ import annotations
 
@@ -210,3 +210,34 @@ def export_index(obj, output: str) -> None:
         f.write(text)
     n = sum(len(b["objects"]) for b in index["buckets"])
     click.echo(f"wrote {len(index['buckets'])} bucket(s), {n} object(s) to {output}", err=True)
+
+
+@s3.command("import-index")
+@click.argument("path", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True))
+@click.pass_obj
+def import_index(obj, path: str) -> None:
+    """Write an export (`xsc s3 export-index`) into this node's bucket index: each bucket, object, upload, completed
+    upload and funded user it holds none of; what it holds is kept as it is, so running it again changes nothing."""
+    import sys
+    from collections import Counter
+    from pathlib import Path
+
+    from ..buckets import backup
+    from ..errors import InvalidArgument, NotFound
+
+    try:
+        text = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except FileNotFoundError:
+        raise NotFound(f"no file {path!r}", hint="write one first: xsc s3 export-index -o FILE") from None
+    except OSError as err:
+        raise InvalidArgument(f"cannot read {path!r}: {err.strerror}", hint="xsc s3 import-index FILE") from None
+    try:
+        exported = codec.loads(text)
+    except ValueError:
+        raise InvalidArgument(f"{path!r} is not JSON", hint="import a file xsc s3 export-index wrote") from None
+    client, done = obj.client(), Counter()
+    for piece in backup.pieces(exported):
+        done.update(client.request("POST", "/v1/s3/import", json_body=piece))
+    click.echo(f"imported {done['buckets']} bucket(s), {done['objects']} object(s), {done['uploads']} upload(s) "
+               f"with {done['parts']} part(s), {done['completed']} completed upload(s), {done['funded']} funded "
+               f"user(s); {done['kept']} record(s) this node held already kept as they were", err=True)

@@ -400,6 +400,14 @@ class LedgerService:
         views = [self.account_view(k) for k in keys]
         return sorted(views, key=lambda v: (v["role"] is None, v["role"] or "", v["account"]))
 
+    def opening_entries(self) -> Iterator[tuple[bytes, Any]]:
+        """Each account's first chain entry, (account, Receipt or Payment): one read an account, synchronous (a
+        backfill's, as the node starts)."""
+        for account in list(self.store.accounts):
+            first = self.store.chain(account, 0, 1)
+            if first:
+                yield account, decode_entry(first[0])
+
     async def _read(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._reader, fn, *args)
 

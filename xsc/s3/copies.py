@@ -10,7 +10,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from ..buckets.core import names
-from ..errors import S3Error
+from ..errors import S3Error, XscError
 from .bodies import ObjectBodies
 from .calls import Call, checksum_headers, keep_checksum, xml_answer
 from .core import checksums, xml
@@ -60,9 +60,13 @@ class Copies:
             keep_checksum(new, checksum)
             return await self.node.record(call.bucket, call.key, call.user, new)
 
-        async with self.writes.gate.write() as write:
-            garbage = await self.writes.store(call, write, data, record["size"], f"{call.bucket}/{call.key}",
-                                              recorded)
+        try:
+            async with self.writes.gate.write() as write:
+                garbage = await self.writes.store(call, write, data, record["size"], f"{call.bucket}/{call.key}",
+                                                  recorded)
+        except XscError as err:
+            await self.writes.collect_refused(err)
+            raise
         await self.writes.collect(garbage)
         return xml_answer(xml.copy_object(new["etag"], new["modified"]))
 
@@ -86,9 +90,13 @@ class Copies:
             return await self.node.put_part(upload_id, number, call.user, cap, size, md5.hexdigest(),
                                             checksums.part_checksums(checksum))
 
-        async with self.writes.gate.write() as write:
-            garbage = await self.writes.store(call, write, _copied(self.bodies, record, first, last, md5, checksum),
-                                              size, f"{call.bucket}/{call.key}#{upload_id}.{number}", recorded)
+        try:
+            async with self.writes.gate.write() as write:
+                garbage = await self.writes.store(call, write, _copied(self.bodies, record, first, last, md5, checksum),
+                                                  size, f"{call.bucket}/{call.key}#{upload_id}.{number}", recorded)
+        except XscError as err:
+            await self.writes.collect_refused(err)
+            raise
         await self.writes.collect(garbage)
         shown = checksum if kind is not None and not kind.get("default") else None
         return xml_answer(xml.copy_object(md5.hexdigest(), self.clock(), root="CopyPartResult",

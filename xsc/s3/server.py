@@ -283,10 +283,14 @@ class S3Front:
             record["condition"] = stored_headers.write_condition(call.request.headers,
                                                                  await _current(self.node, call))
         declared = declared_size(call)
-        if declared is not None and declared <= names.SMALL_OBJECT:
-            result = await self._put_small(call, record, checksum)
-        else:
-            result = await self._put_streamed(call, record, declared, checksum)
+        try:
+            if declared is not None and declared <= names.SMALL_OBJECT:
+                result = await self._put_small(call, record, checksum)
+            else:
+                result = await self._put_streamed(call, record, declared, checksum)
+        except XscError as err:
+            await self.writes.collect_refused(err)
+            raise
         await self.writes.collect(result["garbage"])
         return web.Response(status=200, headers={"ETag": xml.quoted(record["etag"]), **checksum_headers(checksum)})
 

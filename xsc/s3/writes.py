@@ -162,6 +162,14 @@ class Writes:
         if done:
             await self.node.forget_garbage(done)
 
+    async def collect_refused(self, err: XscError) -> None:
+        """The files of a write refused as its record was to be written (a conditional write that lost its race, a
+        bucket deleted meanwhile), which the refusal names (`garbage`) and marked garbage in its own synced write:
+        removed now, not at the next reconciliation."""
+        garbage = err.details.get("garbage")
+        if isinstance(garbage, list) and all(isinstance(cap, str) for cap in garbage):
+            await self.collect(garbage)
+
     async def collect_all(self) -> int:
         garbage = await self.node.garbage()
         await self.collect(garbage)

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ...errors import InvalidArgument, XscError
+from ...errors import BodyTimeout, InvalidArgument, PayloadTooLarge, XscError
 from ...codec import dumps, loads  # noqa: F401 - the one JSON writer and reader, for route modules
 from ...tasks import in_pool
 from ...storage import quotes
@@ -127,6 +127,25 @@ async def _parsed(request: web.Request, raw: bytes, hint: str) -> dict[str, Any]
 
 async def json_body(request: web.Request, hint: str) -> dict[str, Any]:
     return await _parsed(request, await read_body(request), hint)
+
+
+async def large_json_body(request: web.Request, limit: int, min_rate: float, hint: str) -> dict[str, Any]:
+    """A JSON object body of up to `limit` bytes, past the app's client_max_size (1 MiB): refused (413) once it is
+    known to be longer, without reading the rest; 408 unless it comes at `min_rate` bytes a second."""
+    if (request.content_length or 0) > limit:
+        raise PayloadTooLarge(f"the body is {request.content_length:,} bytes; at most {limit:,} are taken here",
+                              limit=limit, hint=hint)
+    body = bytearray()
+    try:
+        async with asyncio.timeout(BODY_SECONDS + limit / min_rate):
+            async for chunk in request.content.iter_chunked(256 * 1024):
+                body += chunk
+                if len(body) > limit:
+                    raise PayloadTooLarge(f"the body is over {limit:,} bytes, the most taken here", limit=limit,
+                                          hint=hint)
+    except TimeoutError:
+        raise BodyTimeout("the body did not arrive in time", hint="send it faster", received=len(body)) from None
+    return await _parsed(request, bytes(body), hint)
 
 
 async def optional_json_body(request: web.Request, hint: str) -> dict[str, Any]:

@@ -15,13 +15,15 @@ from aiohttp import web
 
 from ... import codec
 from ...errors import BadRequest, InvalidArgument, PayloadTooLarge, S3ServedByNode
+from ...buckets import backup
 from ...buckets.core import listing
 from ...buckets.index import INITIATOR, S3Index, note_funded, users
 from ...buckets.objects import MAX_GROUP_BYTES, parse_group
 from ...buckets.core.names import MAX_RECORD, SMALL_OBJECT
 from ...tasks import in_pool
 from ..appkeys import CONFIG, CPU_POOL, NODE, USER_LIMITS
-from .common import json_body, json_response, put_terms, query_int, read_body, results_response
+from ...storage.holder import MIN_UPLOAD_RATE
+from .common import json_body, json_response, large_json_body, put_terms, query_int, read_body, results_response
 
 routes = web.RouteTableDef()
 
@@ -265,7 +267,14 @@ async def expire_uploads(request: web.Request) -> web.Response:
 
 @routes.get("/v1/s3/export")
 async def export(request: web.Request) -> web.Response:
-    return json_response(await _call(request, _index(request).export))
+    return json_response(await _call(request, backup.export, _index(request)))
+
+
+@routes.post("/v1/s3/import")
+async def import_index(request: web.Request) -> web.Response:
+    """An export, or a piece of one, written where the index holds nothing (`xsc s3 import-index`)."""
+    piece = await large_json_body(request, backup.MAX_PIECE, MIN_UPLOAD_RATE, "send what xsc s3 export-index wrote")
+    return json_response(await _call(request, backup.restore, _index(request), piece))
 
 
 

@@ -1,0 +1,187 @@
+"""The bucket index's backup: `export`, everything in it as JSON (`xsc s3 export-index`), and `restore`, an export, or a
+piece of one (`pieces`), written back into an index (`xsc s3 import-index`).
+
+An export holds every bucket with its owner, grants and objects, the uploads in progress with their parts, the
+completed uploads a retried CompleteMultipartUpload is answered from (`completed`, kept COMPLETED_KEEP), the users the
+node's account funded, and the files marked for removal (`garbage`, for the record: no object refers to them, so
+they are not restored).  `restore` writes each record the index holds none of, and keeps the ones it holds as they
+are: an import run again, or over a node that went on meanwhile, undoes nothing.  An export is capabilities: whoever
+holds it can read every object.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from .. import codec
+from ..errors import InvalidArgument
+from .core import names
+from .index import S3Index, _checksum_value, _headers, _part_checksums, _upload_checksum, exported, restored
+
+export = exported  # the index's records as JSON, in the index's module, which spells their keys
+VERSION = 1  # an export's
+PIECE_BYTES = 4 * 1024 * 1024  # what the CLI sends in one request; a record larger than that goes alone
+MAX_PIECE = 64 * 1024 * 1024  # the most one request may carry (a single object's record of 10,000 parts: ~3 MB)
+
+
+def pieces(whole: dict, size: int = PIECE_BYTES) -> Iterator[dict]:
+    """`whole` (an export) in pieces of about `size` bytes of JSON, each an export of its own for `restore`: a
+    bucket's objects and an upload's parts may be spread over several, each with its bucket's or upload's record."""
+    piece: dict = {}
+    held = 0
+    for kind, unit in _units(whole):
+        grown = len(codec.dumps(unit))
+        if held and held + grown > size:
+            yield {"version": VERSION, **piece}
+            piece, held = {}, 0
+        _add(piece, kind, unit)
+        held += grown
+    yield {"version": VERSION, **piece}
+
+
+def _units(whole: Any) -> Iterator[tuple[str, Any]]:
+    """The export's records one by one: a bucket with one of its objects (or none), an upload with one of its parts
+    (or none), a completed upload, a funded user.  What is not an export's is passed on for `restore` to refuse."""
+    if not isinstance(whole, dict):
+        raise InvalidArgument("an export is a JSON object (what `xsc s3 export-index` wrote)")
+    for kind, field in (("buckets", "objects"), ("uploads", "parts")):
+        for record in _list(whole, kind):
+            held = record.get(field) if isinstance(record, dict) else None
+            if not held or not isinstance(held, (dict, list)):
+                yield kind, record
+                continue
+            head = {k: v for k, v in record.items() if k != field}
+            for item in (held.items() if isinstance(held, dict) else held):
+                yield kind, {**head, field: dict([item]) if isinstance(held, dict) else [item]}
+    completed = whole.get("completed") or {}
+    if not isinstance(completed, dict):
+        yield "completed", completed
+    for upload_id, record in completed.items() if isinstance(completed, dict) else ():
+        yield "completed", {upload_id: record}
+    for user in _list(whole, "funded"):
+        yield "funded", user
+
+
+def _add(piece: dict, kind: str, unit: Any) -> None:
+    """`unit` into `piece`: a bucket's objects, or an upload's parts, joined to its record there if it is there."""
+    if kind == "completed":
+        if isinstance(unit, dict) and isinstance(piece.get("completed", {}), dict):
+            piece.setdefault("completed", {}).update(unit)
+        else:
+            piece["completed"] = unit
+        return
+    found = piece.setdefault(kind, [])
+    field, name = {"buckets": ("objects", "name"), "uploads": ("parts", "id")}.get(kind, (None, None))
+    last = found[-1] if found else None
+    if (field and isinstance(last, dict) and isinstance(unit, dict) and unit.get(field)
+            and isinstance(last.get(field), type(unit.get(field))) and last.get(name) == unit.get(name)):
+        if isinstance(unit[field], dict):
+            last[field].update(unit[field])
+        else:
+            last[field].extend(unit[field])
+        return
+    found.append(unit)
+
+
+def _list(whole: dict, name: str) -> list:
+    found = whole.get(name) or []
+    if not isinstance(found, list):
+        raise InvalidArgument(f"an export's {name!r} is a list")
+    return found
+
+
+def restore(index: S3Index, piece: Any) -> dict:
+    """Write `piece` (an export, or a piece of one) into the index in one synced write (`index.restored`): each record
+    the index holds none of; each one it holds is kept as it is (`kept`).  A bucket held by another owner here:
+    BucketTaken, and nothing is written; a piece that is not an export's: InvalidArgument (or the 400 of the name that
+    is not one).  How many of each kind were written."""
+    return restored(index, _checked(piece))
+
+
+def _checked(piece: Any) -> dict:
+    """The piece's records as the index writes them; InvalidArgument (saying which) if one is not."""
+    if not isinstance(piece, dict) or piece.get("version", VERSION) != VERSION:
+        raise InvalidArgument(f"an export is a JSON object of version {VERSION} (what `xsc s3 export-index` wrote)")
+    try:
+        buckets = [_bucket(b) for b in _list(piece, "buckets")]
+        uploads = [_upload(u) for u in _list(piece, "uploads")]
+        completed = piece.get("completed") or {}
+        if not isinstance(completed, dict):
+            raise InvalidArgument("'completed' is a map of upload ids to what their Complete answered")
+        done = {_upload_id(i): _completed(r) for i, r in completed.items()}
+        users = [names.check_user(u) if isinstance(u, str) else _bad("a funded user is a name")
+                 for u in _list(piece, "funded")]
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise InvalidArgument(f"the export holds a record that is not one: {err!r}"[:300],
+                              hint="import a file `xsc s3 export-index` wrote") from None
+    return {"buckets": buckets, "uploads": uploads, "completed": done, "funded": users}
+
+
+def _bad(message: str):
+    raise InvalidArgument(message, hint="import a file `xsc s3 export-index` wrote")
+
+
+def _bucket(b: dict) -> dict:
+    names.check_bucket(b["name"])
+    owner = b.get("owner") or names.DEFAULT_USER
+    grants = b.get("grants") or {}
+    names.check_user(owner)
+    if not isinstance(grants, dict) or any(g not in ("read", "write")
+                                           for u, g in grants.items() if names.check_user(u)):
+        _bad(f"bucket {b['name']!r}: its grants are {{USER: \"read\" | \"write\"}}")
+    objects = b.get("objects") or {}
+    if not isinstance(objects, dict):
+        _bad(f"bucket {b['name']!r}: its objects are a map of keys to records")
+    return {"name": b["name"], "created": float(b["created"]), "owner": owner, "grants": grants,
+            "objects": {names.check_key(k): _object(r) for k, r in objects.items()}}
+
+
+def _object(record: dict) -> dict:
+    clean = S3Index.clean(record)
+    clean.pop("condition", None)
+    for given, part in zip(record["parts"], clean["parts"]):
+        if "checksum" in given:  # a COMPOSITE object's part keeps its own
+            part["checksum"] = _checksum_value(given["checksum"])
+    return clean
+
+
+def _upload_id(upload_id: Any) -> str:
+    if not isinstance(upload_id, str) or not upload_id.isalnum() or not upload_id.isascii() or len(upload_id) > 64:
+        _bad(f"an upload id is letters and digits, not {upload_id!r}"[:200])
+    return upload_id
+
+
+def _upload(u: dict) -> dict:
+    names.check_bucket(u["bucket"])
+    names.check_key(u["key"])
+    metadata = u.get("metadata") or {}
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in metadata.items()):
+        _bad("an upload's metadata is a map of strings")
+    names.check_metadata(metadata)
+    record = {"bucket": u["bucket"], "key": u["key"], "created": float(u["created"]),
+              "headers": _headers(u.get("headers")),
+              "content_type": str(u.get("content_type") or "binary/octet-stream"), "metadata": metadata}
+    if u.get("user") is not None:
+        record["user"] = names.check_user(u["user"])
+    if u.get("checksum") is not None:
+        record["checksum"] = _upload_checksum(u["checksum"])
+    return {"id": _upload_id(u["id"]), **record, "parts": [_part(p) for p in u.get("parts") or []]}
+
+
+def _part(p: dict) -> dict:
+    names.check_part_number(p["number"])
+    if not isinstance(p["cap"], str) or type(p["size"]) is not int or p["size"] < 0 or not isinstance(p["etag"], str):
+        _bad("an uploaded part is {number, cap, size, etag, modified}")
+    extra = {"checksums": _part_checksums(p["checksums"])} if p.get("checksums") else {}
+    return {"number": p["number"], "cap": p["cap"], "size": p["size"], "etag": p["etag"],
+            "modified": float(p["modified"]), **extra}
+
+
+def _completed(r: dict) -> dict:
+    names.check_bucket(r["bucket"])
+    names.check_key(r["key"])
+    if not isinstance(r["etag"], str):
+        _bad("a completed upload's etag is text")
+    return {"bucket": r["bucket"], "key": r["key"], "etag": r["etag"], "modified": float(r["modified"]),
+            "headers": _headers(r.get("headers"))}
