@@ -45,8 +45,10 @@ def _on_a_terminal(node, *args: str) -> tuple[subprocess.CompletedProcess, bytes
     """`xsc ARGS` in a process of its own, its stderr a terminal: its outcome, and what it drew there."""
     main, other = pty.openpty()
     try:
+        # Without pytest-xdist's COLUMNS=80: its stdout a pipe, its tables are as whole as an in-process run's.
+        environ = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
         done = subprocess.run([sys.executable, "-m", "xsc", "--data-dir", str(node.data_dir), *args],
-                              stdout=subprocess.PIPE, stderr=other, timeout=60)
+                              stdout=subprocess.PIPE, stderr=other, timeout=60, env=environ)
         os.close(other)
         drawn = b""
         while True:
