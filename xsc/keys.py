@@ -425,6 +425,13 @@ def peer_quarantine(node_key: bytes) -> bytes:
     return PEER_QUARANTINE + node_key
 
 
+PEER_STRIKES = b"p/s/"  # + node public key -> when it misbehaved within the last hour (JSON: unix seconds, oldest first)
+
+
+def peer_strikes(node_key: bytes) -> bytes:
+    return PEER_STRIKES + node_key
+
+
 # --- market (m/) -----------------------------------------------------------------
 MARKET = b"m/"
 MARKET_COMMITMENTS = b"m/c/"  # + participant public key (32) -> its newest signed market commitment (JSON)

@@ -119,3 +119,20 @@ def test_a_probe_that_found_no_answer_is_asked_again_only_of_a_peer_that_was_up(
     assert not ask_again(PeerHistory(), lost)  # never probed: a stranger's address, perhaps dead
     assert not ask_again(up, PeerRefused("peer refused POST /v1/peer/challenge: too many requests"))
     assert not ask_again(up, PeerIdentityMismatch("another key answered", sent=False))
+
+
+@settings(max_examples=100, deadline=None)
+@given(probes)
+def test_up_since_is_the_oldest_answered_probe_of_the_day_kept(steps) -> None:
+    """How long a peer has been seen up (what a bootstrapping node ranks fresh ids after): the bucket of its oldest
+    answered probe still in the history, none older than a day."""
+    history, done = _replay(steps)
+    now = done[-1][0] if done else T0
+    first = now - now % BUCKET_MS - DAY_MS
+    answered = [at for at, ok, _ in done if ok and at - at % BUCKET_MS > first]
+    since = availability(history, now).up_since
+    assert since is None or since in {at - at % BUCKET_MS for at, ok, _ in done if ok}
+    if not answered:
+        assert since is None or since <= first + BUCKET_MS
+    else:
+        assert since is not None and since <= min(answered) - min(answered) % BUCKET_MS

@@ -18,7 +18,7 @@ from xsc.health.core.stats import Availability
 from xsc.identity import Identity
 from xsc.market import sign_commitment
 from xsc.market.core.book import MAX_RECOGNITION
-from xsc.market.core.recognition import fold, rank_derived, worth
+from xsc.market.core.recognition import fold, pair_rank, rank_derived, worth
 from xsc.market.recognition import Recognition
 
 PEERS = [Identity.generate().id for _ in range(40)]
@@ -27,21 +27,25 @@ PEERS = [Identity.generate().id for _ in range(40)]
 @dataclass
 class _Peer:
     id: str
+    url: str
 
 
 class _Peers:
     """What Recognition reads of the peer directory: the peers, their availability, a version of both."""
 
-    def __init__(self, ids: list[str], ratios: dict[str, float] | None = None) -> None:
+    def __init__(self, ids: list[str], ratios: dict[str, float] | None = None, urls: dict[str, str] | None = None,
+                 up_since: dict[str, int] | None = None) -> None:
         self.ids = ids
         self.ratios = ratios or {}  # peer -> its availability over 24 h (default 1.0)
+        self.urls = urls or {}  # peer -> its URL (default: a listener of its own on this node's network)
+        self.up_since = up_since or {}  # peer -> when it was first seen up (ms; default: not known)
 
     def peers(self) -> list[_Peer]:
-        return [_Peer(i) for i in self.ids]
+        return [_Peer(i, self.urls.get(i, f"https://10.{n // 250}.{n % 250}.1:7000")) for n, i in enumerate(self.ids)]
 
     def availability(self, peer: str) -> Availability:
         ratio = self.ratios.get(peer, 1.0)
-        return Availability(ratio, ratio, 10, 100, 1.0, 0, True, 0, 0, None)
+        return Availability(ratio, ratio, 10, 100, 1.0, 0, True, 0, 0, None, up_since=self.up_since.get(peer))
 
     def state_version(self) -> tuple:
         return (len(self.ids),)
@@ -168,6 +172,59 @@ def test_availability_seen_a_little_differently_from_each_end_keeps_the_choices_
     chosen = {me: set(_recognition(tmp, me, at_most=6, ratios=seen[me]).weights()) for me in PEERS}
     neighbourhood = [len(chosen[me] | {p for p in PEERS if me in chosen[p]}) for me in PEERS]
     assert sum(neighbourhood) / len(PEERS) <= 1.5 * 6, neighbourhood
+
+
+NOW = 1_700_000_000.0
+HOURS_AGO = int(NOW * 1000) - 5 * 3_600_000
+
+
+def _ground(me: str, count: int) -> list[str]:
+    """`count` fresh ids ground against `me`: the ones of many that rank first by the pair's hash."""
+    return sorted((os.urandom(32).hex() for _ in range(20 * count)), key=lambda p: pair_rank(me, p))[:count]
+
+
+def _bootstrapping(tmp_path, me: str, peers: _Peers) -> set[str]:
+    db = open_database(tmp_path / me[:8])
+    chosen = set(Recognition(db=db, me=me, peers=peers, at_most=6, clock=lambda: NOW).weights())
+    db.close()
+    return chosen
+
+
+def test_ids_ground_on_one_network_take_at_most_one_bootstrap_place(tmp_path) -> None:
+    """A bootstrapping node among ten honest peers, each on a network of its own, and 200 ids ground against its
+    own on one /24 (and 200 more on one IPv6 /64, and under one domain), all seen up as long as the honest ones:
+    each network takes one place, the honest peers the rest."""
+    me = Identity.generate().id
+    honest = PEERS[:10]
+    urls = {p: f"https://{23 + n}.45.67.89:7000" for n, p in enumerate(honest)}
+    v4, v6, names = _ground(me, 200), _ground(me, 200), _ground(me, 200)
+    urls.update({p: f"https://185.199.108.{n % 250}:{7000 + n}" for n, p in enumerate(v4)})
+    urls.update({p: f"https://[2a01:4f8:1:2::{n:x}]:7000" for n, p in enumerate(v6)})
+    urls.update({p: f"https://n{n}.example.net:7000" for n, p in enumerate(names)})
+    ids = [*honest, *v4, *v6, *names]
+    chosen = _bootstrapping(tmp_path, me, _Peers(ids, urls=urls, up_since={p: HOURS_AGO for p in ids}))
+    assert len(chosen) == 6
+    for ground in (v4, v6, names):
+        assert len(chosen & set(ground)) <= 1, chosen
+    assert len(chosen & set(honest)) >= 3
+
+
+def test_ids_seen_up_for_minutes_take_no_bootstrap_place_from_peers_seen_up_for_hours(tmp_path) -> None:
+    """Fresh ids, each on a network of its own and ground against this node's, rank after every peer seen up for
+    an hour or more: they take a place only when too few such peers are up."""
+    me = Identity.generate().id
+    honest = PEERS[:10]
+    fresh = _ground(me, 200)
+    urls = {p: f"https://{23 + n}.45.67.89:7000" for n, p in enumerate(honest)}
+    urls.update({p: f"https://{100 + n // 200}.{n % 200}.1.1:7000" for n, p in enumerate(fresh)})
+    minted = int(NOW * 1000) - 60_000
+    up_since = {**{p: HOURS_AGO for p in honest}, **{p: minted for p in fresh}}
+    chosen = _bootstrapping(tmp_path, me, _Peers([*honest, *fresh], urls=urls, up_since=up_since))
+    assert len(chosen) == 6 and chosen <= set(honest)
+    few = honest[:2]
+    (tmp_path / "few").mkdir()
+    chosen = _bootstrapping(tmp_path / "few", me, _Peers([*few, *fresh], urls=urls, up_since=up_since))
+    assert set(few) <= chosen and len(chosen) == 6
 
 
 def test_a_peer_far_below_the_best_is_recognised_only_when_too_few_are_near_it(tmp_path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 
 import pytest
@@ -18,6 +19,7 @@ from xsc.peers import make_descriptor
 from xsc.peers.admission import Quarantine
 
 from tests.support.nodes import serve
+from tests.support.peers import api, node_id
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 BITS = 8  # cheap to mint (~256 keys), rare by chance (1 key in 256)
@@ -258,13 +260,16 @@ async def test_a_closed_grid_refuses_nodes_without_its_secret(node_factory) -> N
 
 async def _bogus_receipt(victim, peer) -> int:
     """`peer` asks `victim` to countersign a storage receipt for a share it never placed there (refused)."""
-    victim_id = victim.app[NODE].peers.identity.id
+    return await _bogus_receipt_at(victim.app[NODE].peers.url, victim.app[NODE].peers.identity.id, peer)
+
+
+async def _bogus_receipt_at(victim_url: str, victim_id: str, peer) -> int:
     job = f"store:{os.urandom(32).hex()}:0:{int(time.time()) - 10}:{int(time.time()) - 1}"
     auth = authorize(peer.app[NODE].peers.identity, parse_public_id(victim_id), 1000, job, int(time.time()) + 600,
                      os.urandom(16))
     try:
         await peer.app[NODE].peers.client.request(
-            victim.app[NODE].peers.url, "POST", "/v1/peer/ledger/receipts", to=victim_id, max_size=1 << 20,
+            victim_url, "POST", "/v1/peer/ledger/receipts", to=victim_id, max_size=1 << 20,
             json={"authorization": encode_authorization(auth).hex(), "amount": 1000, "usage": {"byte_hours": 1}})
     except PeerRefused as err:
         return err.details["peer_status"]
@@ -312,6 +317,57 @@ async def test_a_peer_that_misbehaves_is_quarantined_dropped_from_the_book_and_r
             await bad.close()
 
 
+async def test_a_restart_between_a_peers_strikes_forgets_none_of_them(make_config) -> None:
+    """A peer's strikes are counted across a restart of the node: one refused claim, a restart from the data dir,
+    two more, and the peer is quarantined as it would have been without the restart."""
+    config = make_config("victim", **{**QUIET, "peers": {**QUIET["peers"], "quarantine_strikes": 3}})
+    victim = await serve(config)
+    bad = None
+    try:
+        bad = await serve(make_config("bad", **QUIET))
+        bad_id = bad.app[NODE].peers.identity.id
+        await victim.app[NODE].peers.add(bad.app[NODE].peers.url)
+        assert await _bogus_receipt(victim, bad) == 403
+        await victim.close()
+        victim = await serve(config)
+        assert await _bogus_receipt(victim, bad) == 403
+        listed = (await (await victim.get("/v1/peers/quarantine")).json())["quarantined"]
+        assert listed == []  # two strikes so far
+        assert await _bogus_receipt(victim, bad) == 403
+        listed = (await (await victim.get("/v1/peers/quarantine")).json())["quarantined"]
+        assert [q["node"] for q in listed] == [bad_id] and "3 times within an hour" in listed[0]["reason"], listed
+    finally:
+        await victim.close()
+        if bad is not None:
+            await bad.close()
+
+
+@pytest.mark.slow
+async def test_a_kill_9_between_a_peers_strikes_forgets_none_of_them(node_process, make_config) -> None:
+    """Each strike is written as it is counted: a node killed with SIGKILL between a peer's strikes, and started
+    again from its data dir, quarantines it at the strike it would have without the kill."""
+    victim = node_process("victim", env={"XSC_PEERS_QUARANTINE_STRIKES": "3", "XSC_HEALTH_PROBE_INTERVAL": "3600",
+                                         "XSC_PEERS_GOSSIP_INTERVAL": "3600"})
+    victim_id = node_id(victim)
+    bad = await serve(make_config("bad", **QUIET))
+    try:
+        bad_id = bad.app[NODE].peers.identity.id
+        assert await _bogus_receipt_at(victim.url, victim_id, bad) == 403
+        assert await _bogus_receipt_at(victim.url, victim_id, bad) == 403
+        victim.stop(signal.SIGKILL)
+        victim.start()
+        assert api(victim, "GET", "/v1/peers/quarantine")[1]["quarantined"] == []
+        try:
+            status = await _bogus_receipt_at(victim.url, victim_id, bad)
+        except PeerUnreachable:  # sent on the connection kept to the killed process, which the new one never saw
+            status = await _bogus_receipt_at(victim.url, victim_id, bad)
+        assert status == 403
+        listed = api(victim, "GET", "/v1/peers/quarantine")[1]["quarantined"]
+        assert [q["node"] for q in listed] == [bad_id] and "3 times within an hour" in listed[0]["reason"], listed
+    finally:
+        await bad.close()
+
+
 def test_quarantine_counts_strikes_in_an_hour_ends_and_stays_bounded(tmp_path) -> None:
     import plyvel
 
@@ -336,10 +392,52 @@ def test_quarantine_counts_strikes_in_an_hour_ends_and_stays_bounded(tmp_path) -
     db.close()
     db = plyvel.DB(str(tmp_path / "db"))
     assert {e["node"] for e in Quarantine(db, strikes=3, duration=600, clock=lambda: clock[0]).list()} == set(others[2:])
-    clock[0] += 700
+    clock[0] += 3600
     assert len(Quarantine(db, strikes=3, duration=600, clock=lambda: clock[0])) == 0  # compacted on start
-    assert list(db.iterator()) == []
+    assert list(db.iterator()) == []  # the quarantines ended, the flooder's strike aged out
     db.close()
+
+
+def test_strikes_of_the_last_hour_outlive_a_restart_and_age_out_as_in_memory(tmp_path, monkeypatch) -> None:
+    """A node restarted between a peer's strikes goes on counting them: the strikes of the last hour are read back,
+    older ones and those of peers past STRIKERS (struck longest ago) are dropped as it starts."""
+    import plyvel
+
+    from xsc import keys
+    from xsc.peers import admission
+
+    clock = [1_000_000.0]
+    peer, other = Identity.generate().id, Identity.generate().id
+    opened: list = []
+
+    def restarted() -> Quarantine:
+        """The node's process goes (nothing is flushed on the way out) and starts again on the same database."""
+        if opened:
+            opened.pop().close()
+        opened.append(plyvel.DB(str(tmp_path / "db"), create_if_missing=True))
+        return Quarantine(opened[-1], strikes=3, duration=600, clock=lambda: clock[0])
+
+    q = restarted()
+    assert not q.strike(peer, "a") and not q.strike(other, "a")
+    clock[0] += 60
+    assert not restarted().strike(peer, "b")
+    q = restarted()
+    assert q.strike(peer, "c") and q.active(peer) is not None  # three strikes within the hour, two restarts between
+    clock[0] += 3600  # the other's one strike aged out: two more do not quarantine it
+    q = restarted()
+    assert not q.strike(other, "b") and not q.strike(other, "c") and q.active(other) is None
+    # Bounded: past STRIKERS peers, those struck longest ago are forgotten, in memory and on disk alike.
+    monkeypatch.setattr(admission, "STRIKERS", 4)
+    q = restarted()
+    many = [Identity.generate().id for _ in range(6)]
+    for node in many:
+        clock[0] += 1
+        q.strike(node, "a")
+    q = restarted()
+    assert len(list(opened[-1].iterator(prefix=keys.PEER_STRIKES))) == 4
+    assert not q.strike(many[-1], "b") and q.strike(many[-1], "c")  # kept: its third strike quarantines it
+    assert not q.strike(many[0], "b") and not q.strike(many[0], "c")  # forgotten: two strikes so far
+    opened.pop().close()
 
 
 def test_a_full_quarantine_makes_room_without_a_look_at_each_quarantined_peer(tmp_path) -> None:

@@ -4,7 +4,8 @@ paid it for work it delivered: storage held, invokes served, each receipt counte
 that money; being up (a probe answered) is a precondition and a failed last audit cuts it.  Answering probes earns
 nothing, so any number of fresh ids takes no place from a peer that trades with this node (`rank_derived`).
 While no peer that is up has earned anything (a new network, a new node) the node bootstraps: it recognises a
-sample of the peers that are up, as it must to hear of their offers and be heard, and its first trade ends that.  Built before
+sample of the peers that are up, as it must to hear of their offers and be heard (one per network, those seen up
+longest first: `rank_derived`), and its first trade ends that.  Built before
 the market, which publishes it, and before the trust lines, which extend credit to the peers the user recognises
 (`recognised`).
 
@@ -25,8 +26,9 @@ from .. import codec, keys
 from ..allocation.core.models import bounded_decimal
 from ..errors import InvalidArgument
 from ..identity import parse_public_id, public_id
+from ..net.addresses import url_network
 from .core.book import MAX_RECOGNITION as MAX_ENTRIES
-from .core.recognition import DEFAULT_HALF_LIFE, Decayed, fold, rank_derived, worth
+from .core.recognition import DEFAULT_HALF_LIFE, SETTLED_MS, Decayed, fold, rank_derived, worth
 
 MAX_RECOGNITION = Decimal(1000)
 # A node never proven up (no probe answered yet) is not recognised: every node a stranger's message named would
@@ -202,12 +204,14 @@ class Recognition:
         state = (self.peers.state_version() if self.peers is not None else None, now // REMAKE_MS)
         if self._made is not None and self._made[0] == state:
             return dict(self._made[1])
-        total, peers = self._exchanged_total(now), self._peer_ids()
-        bootstrapping = self._bootstrapping(peers)
+        total = self._exchanged_total(now)
+        urls = {d.id: d.url for d in self.peers.peers()} if self.peers is not None else {}
+        bootstrapping = self._bootstrapping(list(urls))
         # The bound is for derived weights: a peer the user weighed is published besides, never in a derived place.
         up: dict[str, Decimal] = {}
         failed: set[str] = set()
-        for p in peers:
+        settled: set[str] = set()
+        for p in urls:
             if p == self.me or p in self.user_weights:
                 continue
             availability = self.peers.availability(p)  # once per peer (it reads the peer's probe history)
@@ -215,7 +219,11 @@ class Recognition:
                 up[p] = w
                 if self._audit_failed(availability):
                     failed.add(p)
-        kept = rank_derived(self.me, up, {p: self.worth(p, now) for p in up}, failed, self.at_most, self._secret)
+                if availability.up_since is not None and now - availability.up_since >= SETTLED_MS:
+                    settled.add(p)
+        networks = {p: url_network(urls[p]) for p in up} if bootstrapping else {}
+        kept = rank_derived(self.me, up, {p: self.worth(p, now) for p in up}, failed, self.at_most, self._secret,
+                            networks=networks, settled=settled)
         weights = {p: up[p] for p in kept}
         weights.update(self.user_weights)
         made = {p: w for p, w in sorted(weights.items()) if w > 0 and p != self.me}

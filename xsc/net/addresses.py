@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from urllib.parse import urlsplit
 
 _IPV4_MAPPED = bytes(10) + b"\xff\xff"
 
@@ -40,4 +41,24 @@ def network_key(remote: str | None) -> str:
     return socket.inet_ntop(socket.AF_INET, packed[:3] + b"\0") + "/24"
 
 
-__all__ = ["address_key", "network_key"]
+def url_network(url: str) -> str:
+    """The network a peer's URL is counted in where one operator could run many node ids (a bootstrapping node's
+    recognition, market/core/recognition.py): `network_key` of a public address; a name's last two labels (wildcard
+    DNS makes names under one domain free, a domain is not); HOST:PORT of a private, loopback or link-local address
+    or of `localhost`, which only this node's own network reaches, where each listener is a node of its own."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower().rstrip(".")
+    try:
+        numeric = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        if host == "localhost" or host.endswith(".localhost"):
+            return f"{host}:{parts.port}"
+        return "name:" + ".".join(host.split(".")[-2:])
+    if isinstance(numeric, ipaddress.IPv6Address) and numeric.ipv4_mapped is not None:
+        numeric = numeric.ipv4_mapped
+    if not numeric.is_global:
+        return f"{numeric}:{parts.port}"
+    return network_key(str(numeric))
+
+
+__all__ = ["address_key", "network_key", "url_network"]

@@ -16,7 +16,9 @@ rate is counted), and all four on every descriptor (PeerService.accept, before i
 receipts that fail their signature or were refused, quota floods) is refused (403 `quarantined`) for
 `duration` seconds, its commitments are dropped from the book and it is never matched.  Kept in LevelDB
 (`keys.peer_quarantine`), at most CAPACITY peers (the one whose quarantine ends soonest makes room: found in a heap
-of the quarantines' ends, not by a look at each of them).
+of the quarantines' ends, not by a look at each of them).  The strikes of the last hour are kept there too
+(`keys.peer_strikes`, written with each strike), so a restart of this node forgets none: at most STRIKERS peers,
+those struck longest ago forgotten first, and a peer's strikes older than the hour dropped as it starts.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ..db import Database
 from ..errors import NotAdmitted, PeerNotFound, Quarantined
 from ..identity import HEADER_GRID, SignedRequest, check_grid_proof, id_difficulty, parse_public_id, public_id
 from .core.descriptors import NodeDescriptor, signed_bytes
-from .store import PeerStore
+from .store import PeerStore, PeerWrites
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +72,28 @@ class Quarantine:
                     batch.lift(node_key)
                 else:
                     self._entries[node] = entry
+            self._struck = self._read_strikes(batch, now)
         self._ends = [(float(e["until"]), node) for node, e in self._entries.items()]
         heapq.heapify(self._ends)
+
+    def _read_strikes(self, batch: PeerWrites, now: float) -> OrderedDict[str, deque[float]]:
+        """The strikes kept of the last hour, least recently struck first; the rest dropped in `batch`."""
+        kept: list[tuple[float, str, deque[float]]] = []
+        for node_key, times in self._store.all_strikes():
+            try:
+                node = public_id(node_key)
+                recent = deque(sorted(float(t) for t in times if now - STRIKE_WINDOW <= float(t) <= now))
+            except (ValueError, TypeError):
+                batch.forget_strikes(node_key)
+                continue
+            if not recent or node in self._entries:  # aged out, or counted by a quarantine already
+                batch.forget_strikes(node_key)
+            else:
+                kept.append((recent[-1], node, recent))
+        kept.sort()
+        for _, node, _ in kept[:-STRIKERS]:
+            batch.forget_strikes(parse_public_id(node))
+        return OrderedDict((node, recent) for _, node, recent in kept[-STRIKERS:])
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -114,8 +136,12 @@ class Quarantine:
             struck.popleft()
         if len(struck) < self.strikes:
             self._struck[node_id] = struck
-            while len(self._struck) > STRIKERS:
-                self._struck.popitem(last=False)
+            # Written with the strike (not synced: a kill -9 of this process loses none, a crash of the machine
+            # at most the last), so a restart does not wipe a misbehaving peer's slate.
+            with self._store.batch() as batch:
+                batch.strikes(parse_public_id(node_id), list(struck))
+                while len(self._struck) > STRIKERS:
+                    batch.forget_strikes(parse_public_id(self._struck.popitem(last=False)[0]))
             return False
         self.put(node_id, f"{len(struck)} times within an hour: {reason}")
         return True
@@ -131,6 +157,7 @@ class Quarantine:
                 batch.lift(parse_public_id(soonest))
                 del self._entries[soonest]
             batch.quarantine(key, entry)
+            batch.forget_strikes(key)
         self._entries[node_id] = entry
         heapq.heappush(self._ends, (entry["until"], node_id))
         if len(self._ends) > 2 * len(self._entries) + 64:
@@ -156,7 +183,9 @@ class Quarantine:
         key = parse_public_id(node_id)
         if self._entries.pop(node_id, None) is None:
             return False
-        self._store.lift(key)
+        with self._store.batch() as batch:
+            batch.lift(key)
+            batch.forget_strikes(key)
         self._struck.pop(node_id, None)
         return True
 

@@ -5,6 +5,7 @@ reads or writes them.
     p/x/<key>   when the user removed that node (ms)              PeerDirectory
     h/p/<key>   a peer's probe history and audit result (JSON)    HealthService
     p/q/<key>   why and until when a peer is quarantined (JSON)   Quarantine
+    p/s/<key>   when it misbehaved in the last hour (JSON)        Quarantine
 
 Reads decode what they can and name the key of what they cannot; writes go one at a time (`PeerStore`) or
 together in one batch (`PeerStore.batch()`, a `PeerWrites`).
@@ -49,6 +50,12 @@ class PeerWrites:
 
     def lift(self, node_key: bytes) -> None:
         self._target.delete(keys.peer_quarantine(node_key))
+
+    def strikes(self, node_key: bytes, times: list[float]) -> None:
+        self._target.put(keys.peer_strikes(node_key), codec.dumps(times))
+
+    def forget_strikes(self, node_key: bytes) -> None:
+        self._target.delete(keys.peer_strikes(node_key))
 
 
 class _Batch(PeerWrites):
@@ -98,3 +105,7 @@ class PeerStore(PeerWrites):
     def quarantines(self) -> Iterator[tuple[bytes, Any]]:
         """Every quarantine entry: (node key, its JSON form; None if unreadable)."""
         return self._records(keys.PEER_QUARANTINE)
+
+    def all_strikes(self) -> Iterator[tuple[bytes, Any]]:
+        """Every peer's recent strikes: (node key, its JSON form; None if unreadable)."""
+        return self._records(keys.PEER_STRIKES)

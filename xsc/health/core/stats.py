@@ -65,6 +65,9 @@ class Availability:
     last_ok: int | None
     last_error: str | None
     last_audit: dict[str, Any] | None = field(default=None)
+    # The start of the oldest 5-minute bucket with an answered probe in the history kept (at most a day back): how
+    # long the peer has been seen up, which a fresh id cannot fake (the history is kept across restarts).
+    up_since: int | None = field(default=None)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -145,7 +148,8 @@ def availability(history: PeerHistory, now: int) -> Availability:
     return Availability(ratio_1h=ratio_1h, ratio_24h=ratio_24h, probes_1h=probes_1h, probes_24h=probes_24h,
                         latency_ms=history.latency_ewma_ms, consecutive_failures=history.consecutive_failures,
                         up=up, last_probe=history.last_probe, last_ok=history.last_ok,
-                        last_error=history.last_error, last_audit=history.last_audit)
+                        last_error=history.last_error, last_audit=history.last_audit,
+                        up_since=next((b.start for b in history.buckets if b.ok), None))
 
 
 def sparkline(history: PeerHistory, now: int, window_ms: int, points: int) -> list[float | None]:

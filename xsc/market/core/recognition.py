@@ -1,7 +1,8 @@
 """Which peers a node's derived recognition names (pure): docs/market.md, "Recognition".
 
 Once some peer that is up has earned anything (money exchanged with this node), only such peers, the most recent
-money first; while none has (bootstrapping), a sample of the peers that are up, mutual from both ends of a pair.
+money first; while none has (bootstrapping), a sample of the peers that are up, mutual from both ends of a pair,
+one per network, those seen up longer first.
 The node side, which reads the peers' health and the money counters, is `xsc.market.recognition`.
 
 Money counts less as it ages: a receipt of `amount` at time t is worth `amount * 2^-(now - t)/half_life` at `now`.
@@ -45,6 +46,10 @@ def worth(counter: Decayed | None, now_ms: int, half_life: float) -> float:
 DEFAULT_HALF_LIFE = 30 * 86400.0  # seconds after which money exchanged counts half (market.recognition_half_life)
 
 EQUALS = Decimal("0.5")  # bootstrapping: derived weights this close to the best are equals when the bound picks peers
+# Bootstrapping: a peer seen up for this long ranks before any seen up for less (an id minted a minute ago comes
+# after peers up for hours).  One class, not a rank by age: by age every node would keep the same oldest few, and
+# two nodes that learned of each other about together see each other settled at about the same time.
+SETTLED_MS = 3_600_000
 
 
 def pair_rank(me: str, peer: str) -> str:
@@ -56,7 +61,8 @@ def pair_rank(me: str, peer: str) -> str:
 
 
 def rank_derived(me: str, up: Mapping[str, Decimal], earned: Mapping[str, float], failed: Collection[str],
-                 at_most: int, secret: bytes) -> list[str]:
+                 at_most: int, secret: bytes, *, networks: Mapping[str, str] | None = None,
+                 settled: Collection[str] = ()) -> list[str]:
     """The peers whose derived weight is published, best first (pure).
 
     `up`: peer -> its derived weight, for the peers proven up; `earned`: peer -> micro-credits exchanged with it
@@ -64,8 +70,10 @@ def rank_derived(me: str, up: Mapping[str, Decimal], earned: Mapping[str, float]
     `failed`: peers whose last audit failed; `secret`: this node's own, never published.  When some peer in `up`
     has earned anything, only such peers are kept: most money first (a failed last audit after every clean one),
     equal sums in an order no id can be ground for (SHA-256 under `secret`, which no other node knows).  Otherwise
-    (bootstrapping) the weights within EQUALS of the best are equals, ranked by the pair alone (`pair_rank`), then
-    the rest by weight."""
+    (bootstrapping) the peers in `settled` (seen up for SETTLED_MS or more) before the others, the weights within
+    EQUALS of the best as equals, ranked by the pair alone (`pair_rank`), then the rest by weight; and at most one
+    place per network (`networks`: peer -> `net.addresses.url_network` of its URL; a peer not in it is a network
+    of its own)."""
     earning = [p for p in up if p != me and earned.get(p, 0) > 0]
     if earning:
         def tie(p: str) -> str:
@@ -74,7 +82,22 @@ def rank_derived(me: str, up: Mapping[str, Decimal], earned: Mapping[str, float]
     # By weight, every node would keep the same few most available peers, and those would carry the whole network's
     # subscriptions; by tenths, a probe that happened to fail (a peer probed a few times has 0.5 for one failure)
     # made two nodes rank a pair differently, so fewer choices were mutual and each node's neighbourhood grew.
+    # The pair's hash is not keyed with this node's secret: the peer could not rank the pair the same, and the
+    # choices would stop being mutual.  An id ground against this node's takes a place only as the one of its
+    # network, and after every peer seen up for longer.
     candidates = {p: w for p, w in up.items() if p != me and w > 0}
     near = max(candidates.values(), default=Decimal(0)) - EQUALS
-    return sorted(candidates, key=lambda p: (0, Decimal(0), pair_rank(me, p)) if candidates[p] >= near
-                  else (1, -candidates[p], pair_rank(me, p)))[:at_most]
+    settled = frozenset(settled)
+    ranked = sorted(candidates, key=lambda p: (p not in settled, 0, Decimal(0), pair_rank(me, p))
+                    if candidates[p] >= near else (p not in settled, 1, -candidates[p], pair_rank(me, p)))
+    kept: list[str] = []
+    placed: set[str] = set()
+    for p in ranked:
+        network = (networks or {}).get(p, "peer:" + p)
+        if network in placed:
+            continue
+        placed.add(network)
+        kept.append(p)
+        if len(kept) >= at_most:
+            break
+    return kept
