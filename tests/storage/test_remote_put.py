@@ -281,6 +281,17 @@ async def test_a_holder_that_fails_a_share_mid_put_loses_the_put_that_share_only
     assert gateway.store.strays() == [] and gateway.store.file_record(si)["placement"] == result.placement
     assert gateway.sending.held == 0 and gateway.budget.held == 0 and gateway.store.reserved == 0
 
+    # A repair's writer (not `may_lose`) fails its repair on the same error, which then places the share elsewhere.
+    block = b"x" * layout.segment_block_length(SEGMENT)
+    repairing = remote.RemoteShareWriter(Failing(error), "b", si, 4)
+    await repairing.begin(8 * SEGMENT, SEGMENT, 0)
+    with pytest.raises(PeerError):
+        for _ in range(7):
+            await repairing.add(block)
+        await repairing.commit([block_hash(block)] * 8, b"manifest")
+    assert repairing.lost is None
+    await repairing.undo()
+
 
 async def test_a_put_whose_holders_fail_too_many_shares_fails_and_gives_everything_back(gateway, monkeypatch) -> None:
     """Two shares lost of six leave the file no loss to spare: the put fails saying so, with nothing kept; and so

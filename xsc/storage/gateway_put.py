@@ -188,7 +188,8 @@ class _OnePut:
         self.lease = int(time.time()) + leases.check_duration(lease_duration or gateway.lease_duration)
         # A file of one segment sends each share in one request, taking nothing of the budget of blocks on their way
         sending = None if self.one_segment else gateway.sending
-        self.remote = {s: RemoteShareWriter(h, self.placement[s], self.si, s, sending) for s, h in holders.items()}
+        self.remote = {s: RemoteShareWriter(h, self.placement[s], self.si, s, sending, may_lose=True)
+                       for s, h in holders.items()}
         self.hashes: list[list[bytes]] = []  # per segment, the N block hashes
         # share -> (its node, how it failed it) for the shares whose holders failed them once begun (`drop_lost`)
         self.lost: dict[int, tuple[str, PeerError]] = {}

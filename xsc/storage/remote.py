@@ -85,11 +85,14 @@ class RemoteShareWriter:
     batch (one request: the commit's round trip is the last batch's); or, a share of one segment, its block kept until
     it is placed whole (`place_whole`: one request)."""
 
-    def __init__(self, holder: Holder, node: str, si: bytes, share: int, sending: PutBudget | None = None) -> None:
+    def __init__(self, holder: Holder, node: str, si: bytes, share: int, sending: PutBudget | None = None,
+                 may_lose: bool = False) -> None:
         """`sending`: the gateway's budget of blocks on their way to holders (put_budget.py), of which the blocks
-        added here were taken: each batch gives its bytes back once its request has ended, `undo` those not sent."""
+        added here were taken: each batch gives its bytes back once its request has ended, `undo` those not sent.
+        `may_lose`: a holder lost once begun (`holder_lost`) loses the share (`lost`), not its caller (a put's: it
+        goes on with the other shares); else it fails the caller as any error does."""
         self.holder, self.node, self.si, self.share = holder, node, si, share
-        self.sending = sending
+        self.sending, self.may_lose = sending, may_lose
         self.upload: str | None = None
         self.committed = False
         self._pending: list[bytes] = []
@@ -118,7 +121,7 @@ class RemoteShareWriter:
     def to(self, holder: Holder, node: str) -> RemoteShareWriter:
         """The same share for another holder, with the blocks not sent yet (a whole share's block, taken of no
         budget: a begun share's blocks come after its begin, so a share moved as it begins has none)."""
-        other = RemoteShareWriter(holder, node, self.si, self.share, self.sending)
+        other = RemoteShareWriter(holder, node, self.si, self.share, self.sending, self.may_lose)
         other._pending, other._pending_bytes = list(self._pending), self._pending_bytes
         return other
 
@@ -181,7 +184,7 @@ class RemoteShareWriter:
         try:
             await self._sending.popleft()
         except PeerError as err:
-            if not holder_lost(err):
+            if not (self.may_lose and holder_lost(err)):
                 raise
             if self.lost is None:
                 log.warning("share %d: node %s failed it during the put (%s); the put goes on without it",
