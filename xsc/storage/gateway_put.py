@@ -618,7 +618,8 @@ async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | 
             noted = await one.note_remote({})
             await gather_or_raise([r.commit(share_hashes[s], encoded) for s, r in one.remote.items()],
                                   [(r.node, s) for s, r in one.remote.items()])
-            one.lost_noted = {s: w.node for s, w in one.remote.items() if w.lost is not None and s in noted}
+            one.lost_noted = {s: w.node for s, w in one.remote.items() if w.lost is not None and w.commit_sent
+                              and s in noted}
             await one.drop_lost()  # and those that failed them at the commit
         result = await one.publish(name, encoded, share_hashes, me, records, riding)
         if refused:

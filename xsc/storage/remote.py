@@ -155,8 +155,7 @@ class RemoteShareWriter:
             await self._flush()
 
     async def _flush(self) -> None:
-        while len(self._sending) >= self.ahead and self.lost is None:
-            await self._oldest()
+        await self._answered_so_far()
         if self.lost is not None:
             self._drop_pending()
             return
@@ -191,6 +190,17 @@ class RemoteShareWriter:
                             self.share, self.node, err)
                 self.lost = err
 
+    async def _answered_so_far(self) -> None:
+        """The requests answered so far seen (a holder lost is known before more is sent to it), and room made for one
+        more in flight."""
+        while self._sending and self.lost is None and (len(self._sending) >= self.ahead or self._sending[0].done()):
+            await self._oldest()
+
+    @property
+    def commit_sent(self) -> bool:
+        """Whether its commit went to the holder (which may then hold the share, whatever the answer)."""
+        return self._commit_sent
+
     def _drop_pending(self) -> None:
         if self.sending is not None and self._pending_bytes:
             self.sending.give(self._pending_bytes)
@@ -199,8 +209,7 @@ class RemoteShareWriter:
     async def commit(self, block_hashes: list[bytes], manifest: bytes) -> None:
         """Send the last batch with the commit, while the batches before it may still be on their way (the holder
         stages them in order, then commits)."""
-        while len(self._sending) >= self.ahead and self.lost is None:
-            await self._oldest()
+        await self._answered_so_far()
         if self.lost is not None:
             self._drop_pending()
             return
