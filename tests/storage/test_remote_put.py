@@ -177,14 +177,19 @@ async def test_the_last_batch_goes_with_the_commit_while_the_batches_before_it_a
     assert b.committed is not None and len(b.blocks) == len(DATA) // SEGMENT and b.most_in_flight == 4
 
 
-async def test_a_commit_whose_answer_is_lost_is_taken_back_by_deleting_the_share(gateway) -> None:
-    """The holder committed but the gateway never heard it: the upload is gone, so the put takes back the share."""
+async def test_a_commit_whose_answer_is_lost_is_taken_back_and_the_put_goes_on_without_the_share(gateway) -> None:
+    """The holder committed but the gateway never heard it: the put publishes the file without the share, which
+    stays noted to delete (the holder, which did not answer, is not kept waiting for), and is deleted there once the
+    copies noted are released (at the next start, and every storage.gc_interval)."""
     holders = {"b": Holding(commit_answer_lost=True), "c": Holding()}
-    with pytest.raises(PeerError):
-        await _put(gateway, holders, [])
-    assert holders["b"].asked == ["begin", "commit", "abort", "delete"]
-    assert holders["c"].asked == ["begin", "commit", "delete"]
-    assert gateway.store.reserved == 0
+    result = await _put(gateway, holders, [])
+    assert holders["b"].asked == ["begin", "commit"] and holders["c"].asked == ["begin", "commit"]
+    si = result.capability.storage_index
+    assert result.placement == ["me"] * 5 + ["c"] and "share 4" in result.lost
+    assert [(found, noted) for found, noted, _ in gateway.store.strays()] == [(si, {4: "b"})]
+    assert list(gateway.store.damaged(si)) == [4] and gateway.store.damaged_files() == [si]
+    assert await gateway_repair.release_strays(gateway, holders.__getitem__, si) == 1
+    assert holders["b"].asked[-1] == "delete" and "delete" not in holders["c"].asked and gateway.store.strays() == []
 
 
 async def test_the_copies_a_put_commits_are_noted_to_delete_until_the_write_that_records_its_file(gateway) -> None:
@@ -232,18 +237,80 @@ async def test_puts_at_once_share_one_budget_of_blocks_on_their_way_and_give_all
     assert 0 < most <= _remote_bytes(3) and gateway.sending.held == 0 and gateway.sending.waiting == 0
 
 
-async def test_a_failed_put_gives_back_the_blocks_it_held_for_other_nodes(gateway, monkeypatch) -> None:
+class Failing(Holding):
+    """A holder that fails the share's batches from segment 4 on with `error` (its upload begun and fed before)."""
+
+    def __init__(self, error: PeerError) -> None:
+        super().__init__()
+        self.error = error
+
+    async def put_segments(self, upload, first, blocks) -> None:
+        if first >= 4:
+            raise self.error
+        await super().put_segments(upload, first, blocks)
+
+    async def commit(self, upload, block_hashes, manifest, *, first=0, blocks=None) -> None:
+        self.asked.append("commit")
+        raise self.error
+
+
+CUT = PeerUnreachable("the connection was cut", url="failing")
+GONE = PeerRefused("no upload in progress", url="failing", peer_status=404, peer_code="upload-not-found")
+FAULT = PeerRefused("internal error", url="failing", peer_status=500, peer_code="internal-error")
+
+
+@pytest.mark.parametrize("error", [CUT, GONE, FAULT], ids=["cut", "upload-not-found", "5xx"])
+async def test_a_holder_that_fails_a_share_mid_put_loses_the_put_that_share_only(gateway, monkeypatch,
+                                                                                  error) -> None:
+    """A holder killed, restarted, or whose upload was aborted to make room while its share's blocks went: its upload
+    is aborted there, the file published without the share (no deal, no copy noted to delete), the share marked
+    damaged in the same write, for the repair loop to rebuild here."""
     monkeypatch.setattr(remote, "SEND_BATCH", 2 * layout.segment_block_length(SEGMENT))
+    holders = {"b": Failing(error), "c": Holding()}
+    result = await _put(gateway, holders, [])
+    si = result.capability.storage_index
+    assert result.placement == ["me"] * 5 + ["c"]
+    assert result.lost.startswith("node b failed share 4 (") and "rebuilds it on this node" in result.lost
+    assert result.to_json()["lost"] == result.lost
+    # Only a holder that answered is asked to abort: one that did not, or holds no upload, is not waited for.
+    assert holders["b"].asked == ["begin"] + (["abort"] if error is FAULT else [])
+    assert holders["c"].committed is not None and len(holders["c"].blocks) == len(DATA) // SEGMENT
+    _, metas, bad = gateway.load(result.capability)
+    assert sorted(metas) == [0, 1, 2, 3] and bad == {4: "missing", 5: "missing"}  # (5: on c, not read here)
+    assert list(gateway.store.damaged(si)) == [4] and gateway.store.damaged_files() == [si]
+    assert gateway.store.strays() == [] and gateway.store.file_record(si)["placement"] == result.placement
+    assert gateway.sending.held == 0 and gateway.budget.held == 0 and gateway.store.reserved == 0
 
-    class Failing(Holding):
-        async def put_segments(self, upload, first, blocks) -> None:
-            if first >= 4:
-                raise PeerUnreachable("the connection was cut", url="failing")
-            await super().put_segments(upload, first, blocks)
-
+    # A repair's writer (not `may_lose`) fails its repair on the same error, which then places the share elsewhere.
+    block = b"x" * layout.segment_block_length(SEGMENT)
+    repairing = remote.RemoteShareWriter(Failing(error), "b", si, 4)
+    await repairing.begin(8 * SEGMENT, SEGMENT, 0)
     with pytest.raises(PeerError):
-        await _put(gateway, {"b": Failing(), "c": Holding()}, [])
-    assert gateway.sending.held == 0 and gateway.budget.held == 0
+        for _ in range(7):
+            await repairing.add(block)
+        await repairing.commit([block_hash(block)] * 8, b"manifest")
+    assert repairing.lost is None
+    await repairing.undo()
+
+
+async def test_a_put_whose_holders_fail_too_many_shares_fails_and_gives_everything_back(gateway, monkeypatch) -> None:
+    """Two shares lost of six leave the file no loss to spare: the put fails saying so, with nothing kept; and so
+    does one whose holder refuses a batch as wrong."""
+    monkeypatch.setattr(remote, "SEND_BATCH", 2 * layout.segment_block_length(SEGMENT))
+    with pytest.raises(PeerError) as failed:
+        await _put(gateway, {"b": Failing(CUT), "c": Failing(GONE)}, [])
+    assert str(failed.value).startswith("only 4 of 6 shares could be placed (5 are needed")
+    assert "node b failed share 4 (peer-unreachable)" in str(failed.value)
+    assert "node c failed share 5 (upload-not-found)" in str(failed.value)
+    assert gateway.sending.held == 0 and gateway.budget.held == 0 and gateway.store.reserved == 0
+    assert gateway.store.damaged_files() == [] and gateway.store.strays() == [] and not gateway.putting
+
+    # Only a holder lost (no answer, its upload gone, its own fault) loses a share; a request it found wrong is this
+    # node's fault, which a put never hides.
+    wrong = PeerRefused("segment 4 out of order", url="failing", peer_status=409, peer_code="segment-out-of-order")
+    with pytest.raises(PeerError, match="out of order"):
+        await _put(gateway, {"b": Failing(wrong), "c": Holding()}, [])
+    assert gateway.sending.held == 0 and gateway.budget.held == 0 and gateway.store.reserved == 0
 
 
 async def test_a_put_whose_client_pauses_sends_on_the_blocks_it_holds_for_other_nodes(gateway) -> None:

@@ -3,6 +3,7 @@ answer wrong blocks leave a get exact."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -225,6 +226,48 @@ def test_a_put_cut_short_by_kill_9_gives_back_the_shares_holders_committed_after
     eventually(lambda: _shares_held(other) == 0 and _shares_held(stuck) == 0,
                "the restarted gateway to delete the copies no file holds")
     assert json.loads(first.xsc("store", "ls", "--json").stdout) == []
+
+
+def _uploads_in_progress(node) -> int:
+    return api(node, "GET", "/v1/node/status")[1]["share_uploads"]["in_progress"]
+
+
+@pytest.mark.slow
+def test_a_holder_killed_in_the_middle_of_a_put_loses_its_share_not_the_put(node_process, tmp_path) -> None:
+    """A holder kill -9'd while a put's blocks go to it: the put succeeds without its share, the file comes back
+    byte-exact, and the repair loop rebuilds the share on the gateway (the damage mark written with the file)."""
+    gateway = node_process("n0", env=FAST)
+    holders = [node_process(f"n{i}", extra_args=["--peer", gateway.url], env=FAST) for i in (1, 2)]
+    ids = [node_id(n) for n in holders]
+    eventually(lambda: known_ids(gateway) >= set(ids), "the gateway to know both holders")
+    wait_for_storage_offers(gateway, 3)
+    data = os.urandom(3 * 1024 * 1024 + 11)  # 4 segments
+    half = len(data) // 2
+    parts = urlsplit(gateway.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        conn.putrequest("POST", "/v1/store/files?name=cut.bin")
+        conn.putheader("Authorization", f"Bearer {gateway.token}")
+        conn.putheader("Content-Length", str(len(data)))
+        conn.endheaders()
+        conn.send(data[:half])  # paused here, the put sends on what it holds for the holders
+        victim, other = holders
+        eventually(lambda: _uploads_in_progress(victim) > 0 and _uploads_in_progress(other) > 0,
+                   "both holders to hold an upload of the put")
+        victim.kill()
+        conn.send(data[half:])
+        response = conn.getresponse()
+        result = json.loads(response.read())
+    finally:
+        conn.close()
+    assert response.status == 201, result
+    cap, gone = result["capability"], ids[0]
+    assert gone not in result["placement"] and ids[1] in result["placement"], result
+    assert f"node {gone} failed share" in result["lost"] and "(peer-unreachable)" in result["lost"], result
+    assert gateway.xsc("store", "get", cap).stdout == data
+    eventually(lambda: _check(gateway, cap)["healthy"], "the repair loop to rebuild the lost share")
+    assert gateway.xsc("store", "get", cap).stdout == data
+    assert gone not in {deal["node"] for deal in result["deals"]}  # never paid for the share it lost
 
 
 def _get_headers_only(node, cap: str) -> socket.socket:

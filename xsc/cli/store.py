@@ -102,6 +102,8 @@ def put(obj, file: str, name: str | None, duration: str | None, max_price: int |
           f"paid to the holders as they hold it", err=True)
     if result.get("kept_home"):
         prose(f"the shares meant for other nodes stay on this one: {result['kept_home']}", err=True)
+    if result.get("lost"):
+        prose(f"warning: {result['lost']}", err=True)
     for node, amount in (result.get("prepaid") or {}).items():
         prose(f"prepaid node {node} {format_credits(amount)} credits by itself (ledger.auto_prepay)", err=True)
     click.echo(result["capability"])

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import Any
 
-from ..errors import BadRequest
+from ..errors import BadRequest, PeerError
 from .core import erasure, layout, leases
 from .core.capability import Capability
 from .core.crypto import SegmentCipher, new_key, storage_index
@@ -62,6 +62,7 @@ class PutResult:
     lease_expiry: int = 0  # unix seconds: every share's lease ends then
     me: str = "this node"  # how `placement` names this node
     kept_home: str = ""  # why shares meant for other nodes stay on this one (their holders refused them)
+    lost: str = ""  # which shares' holders failed them during the put (rebuilt here by the repair loop)
 
     @property
     def nodes(self) -> int:
@@ -103,6 +104,8 @@ class PutResult:
                  "placement_note": self.placement_note, "lease_expiry": self.lease_expiry}
         if self.kept_home:
             found["kept_home"] = self.kept_home
+        if self.lost:
+            found["lost"] = self.lost
         return found
 
 
@@ -185,8 +188,12 @@ class _OnePut:
         self.lease = int(time.time()) + leases.check_duration(lease_duration or gateway.lease_duration)
         # A file of one segment sends each share in one request, taking nothing of the budget of blocks on their way
         sending = None if self.one_segment else gateway.sending
-        self.remote = {s: RemoteShareWriter(h, self.placement[s], self.si, s, sending) for s, h in holders.items()}
+        self.remote = {s: RemoteShareWriter(h, self.placement[s], self.si, s, sending, may_lose=True)
+                       for s, h in holders.items()}
         self.hashes: list[list[bytes]] = []  # per segment, the N block hashes
+        # share -> (its node, how it failed it) for the shares whose holders failed them once begun (`drop_lost`)
+        self.lost: dict[int, tuple[str, PeerError]] = {}
+        self.lost_noted: dict[int, str] = {}  # those of them noted to delete (`note_remote`): maybe committed there
         self.total = 0
         self.upload = None
 
@@ -259,6 +266,42 @@ class _OnePut:
             await self.gateway.run(partial(self.gateway.store.note_strays, self.si, shares, self.lease, sync=False))
         return {**noted, **shares}
 
+    async def drop_lost(self) -> None:
+        """The remote shares whose holders failed them after their uploads began (`RemoteShareWriter.lost`) taken
+        out of the put, as a Tahoe-LAFS upload drops a server it lost: each one's upload taken back there if its
+        holder still answers (`RemoteShareWriter.undo`; one that does not drops its staged uploads as it restarts, or
+        at their deadline, and a copy it may have committed stays noted to delete: `lost_noted`), never paid (no deal
+        names it: the placement names this node), and the share published missing and marked damaged, so that the
+        repair loop rebuilds it here.  Its blocks are not sent
+        again: a put keeps none once sent (memory stays bounded whatever the file), and a put from a stream could not
+        read them again.  The put fails if fewer than K + 1 shares are left (the file would not survive the loss of
+        one more), with everything sent taken back."""
+        gone = {s: w for s, w in self.remote.items() if w.lost is not None}
+        if not gone:
+            return
+        await asyncio.gather(*(w.undo() for w in gone.values()))
+        for share, writer in gone.items():
+            del self.remote[share]
+            self.lost[share] = (writer.node, writer.lost)
+            self.placement[share] = self.me
+        placed = erasure.N - len(self.lost)
+        if placed < erasure.K + 1:
+            message, hint, refusals = summarise_refusals([(n, s, e) for s, (n, e) in sorted(self.lost.items())])
+            raise PeerError(f"only {placed} of {erasure.N} shares could be placed ({erasure.K + 1} are needed, so "
+                            f"that the file survives the loss of one more): {message.replace(' refused ', ' failed ')}",
+                            hint=f"put the file again once more providers are up ({hint})",
+                            nodes=sorted({n for n, _ in self.lost.values()}), refusals=refusals)
+
+    @property
+    def lost_note(self) -> str:
+        """The answer's `lost`: which shares' holders failed them, and that the repair rebuilds them here."""
+        if not self.lost:
+            return ""
+        message, _, _ = summarise_refusals([(n, s, e) for s, (n, e) in sorted(self.lost.items())])
+        shares = sorted(self.lost)
+        return (f"{message.replace(' refused ', ' failed ')} during the put; the repair loop rebuilds "
+                f"{'them' if len(shares) > 1 else 'it'} on this node")
+
     async def publish(self, name: str | None, encoded: bytes, share_hashes: list[list[bytes]],
                       me: str, records: Records | None, riding: Riding | None = None) -> PutResult:
         share_bytes = layout.share_bytes(self.total, self.seg_size)
@@ -270,12 +313,16 @@ class _OnePut:
                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "placement": self.placement,
                   "lease_expiry": lease, "leases": [lease] * erasure.N}
         also = records(self.si, self.placement, lease) if records is not None else None
-        if self.remote:  # the copies this put noted (`note_remote`) are placed now
-            also = {**(also or {}), **self.gateway.store.strays_placed(self.si)}
+        if self.remote or self.lost:  # the copies this put noted (`note_remote`) are placed now, but those it lost
+            also = {**(also or {}), **self.gateway.store.strays_placed(self.si, self.lost_noted, lease)}
+        if self.lost:  # in the file's own write: a kill -9 never leaves a missing share the repair loop does not see
+            also = {**also, **self.gateway.store.damage_entries(self.si, {
+                s: f"missing: node {node} failed it during the put ({err.details.get('peer_code') or err.code})"
+                for s, (node, err) in self.lost.items()})}
         rider = riding(record["capability"]) if riding is not None else None
         await self.gateway.publisher.publish(self.upload, metas, encoded, record, also, rider)
         return PutResult(capability=cap, size=self.total, segments=count, stored_bytes=share_bytes * erasure.N,
-                         placement=self.placement, lease_expiry=lease, me=me)
+                         placement=self.placement, lease_expiry=lease, me=me, lost=self.lost_note)
 
     async def undo(self) -> None:
         """Take back what was sent to holders and what was written here."""
@@ -567,9 +614,13 @@ async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | 
 
             refused = await gateway.start_remote(one.remote, one.placement, replace, place_whole, keep)
         else:
-            await one.note_remote({})
+            await one.drop_lost()  # shares whose holders failed them while their blocks went
+            noted = await one.note_remote({})
             await gather_or_raise([r.commit(share_hashes[s], encoded) for s, r in one.remote.items()],
                                   [(r.node, s) for s, r in one.remote.items()])
+            one.lost_noted = {s: w.node for s, w in one.remote.items() if w.lost is not None and w.commit_sent
+                              and s in noted}
+            await one.drop_lost()  # and those that failed them at the commit
         result = await one.publish(name, encoded, share_hashes, me, records, riding)
         if refused:
             message, hint, _ = summarise_refusals(refused)

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import Protocol
 
-from ..errors import PeerError
+from ..errors import PeerError, PeerUnreachable
 from ..tasks import stop
 from .core import layout
 from .core.manifest import Manifest
@@ -85,11 +85,14 @@ class RemoteShareWriter:
     batch (one request: the commit's round trip is the last batch's); or, a share of one segment, its block kept until
     it is placed whole (`place_whole`: one request)."""
 
-    def __init__(self, holder: Holder, node: str, si: bytes, share: int, sending: PutBudget | None = None) -> None:
+    def __init__(self, holder: Holder, node: str, si: bytes, share: int, sending: PutBudget | None = None,
+                 may_lose: bool = False) -> None:
         """`sending`: the gateway's budget of blocks on their way to holders (put_budget.py), of which the blocks
-        added here were taken: each batch gives its bytes back once its request has ended, `undo` those not sent."""
+        added here were taken: each batch gives its bytes back once its request has ended, `undo` those not sent.
+        `may_lose`: a holder lost once begun (`holder_lost`) loses the share (`lost`), not its caller (a put's: it
+        goes on with the other shares); else it fails the caller as any error does."""
         self.holder, self.node, self.si, self.share = holder, node, si, share
-        self.sending = sending
+        self.sending, self.may_lose = sending, may_lose
         self.upload: str | None = None
         self.committed = False
         self._pending: list[bytes] = []
@@ -100,6 +103,7 @@ class RemoteShareWriter:
         self._sending: deque[asyncio.Task] = deque()  # batches in flight, oldest first: at most `ahead`
         self.ahead = SEND_AHEAD_LONG if (holder.round_trip or 0.0) > LONG_PATH else SEND_AHEAD
         self.last_sent = 0.0  # (monotonic) when the last request about the upload was sent
+        self.lost: PeerError | None = None  # how its holder failed the share once begun (`holder_lost`)
 
     async def begin(self, size: int, segment_size: int, lease_expiry: int) -> None:
         self.upload = await self.holder.begin(self.si, self.share, size, segment_size, lease_expiry)
@@ -108,7 +112,7 @@ class RemoteShareWriter:
 
     async def keep_alive(self, now: float) -> None:
         """Touch the upload if no request about it was sent for KEEP_ALIVE seconds and none is under way."""
-        if self.upload is None or self._commit_sent or now - self.last_sent < KEEP_ALIVE \
+        if self.upload is None or self._commit_sent or self.lost is not None or now - self.last_sent < KEEP_ALIVE \
                 or any(not sending.done() for sending in self._sending):
             return
         self.last_sent = now
@@ -117,7 +121,7 @@ class RemoteShareWriter:
     def to(self, holder: Holder, node: str) -> RemoteShareWriter:
         """The same share for another holder, with the blocks not sent yet (a whole share's block, taken of no
         budget: a begun share's blocks come after its begin, so a share moved as it begins has none)."""
-        other = RemoteShareWriter(holder, node, self.si, self.share, self.sending)
+        other = RemoteShareWriter(holder, node, self.si, self.share, self.sending, self.may_lose)
         other._pending, other._pending_bytes = list(self._pending), self._pending_bytes
         return other
 
@@ -130,6 +134,10 @@ class RemoteShareWriter:
         self.committed = True
 
     async def add(self, block: bytes) -> None:
+        if self.lost is not None:  # its holder is gone: nothing more goes there
+            if self.sending is not None:
+                self.sending.give(len(block))
+            return
         self._pending.append(block)
         self._pending_bytes += len(block)
         if self._pending_bytes >= SEND_BATCH and (self._segments is None
@@ -147,8 +155,10 @@ class RemoteShareWriter:
             await self._flush()
 
     async def _flush(self) -> None:
-        while len(self._sending) >= self.ahead:
-            await self._sending.popleft()
+        await self._answered_so_far()
+        if self.lost is not None:
+            self._drop_pending()
+            return
         if self._pending:
             batch, first, size = self._pending, self._next, self._pending_bytes
             self._pending, self._pending_bytes, self._next = [], 0, first + len(batch)
@@ -167,29 +177,61 @@ class RemoteShareWriter:
     def _answered(self, _: object) -> None:
         self.last_sent = time.monotonic()  # the holder's last activity was its answer's
 
+    async def _oldest(self) -> None:
+        """The oldest request in flight answered.  A holder that failed it as `holder_lost` says has lost the
+        share: the put goes on without it (gateway_put `_OnePut.drop_lost`); any other failure fails the put."""
+        try:
+            await self._sending.popleft()
+        except PeerError as err:
+            if not (self.may_lose and holder_lost(err)):
+                raise
+            if self.lost is None:
+                log.warning("share %d: node %s failed it during the put (%s); the put goes on without it",
+                            self.share, self.node, err)
+                self.lost = err
+
+    async def _answered_so_far(self) -> None:
+        """The requests answered so far seen (a holder lost is known before more is sent to it), and room made for one
+        more in flight."""
+        while self._sending and self.lost is None and (len(self._sending) >= self.ahead or self._sending[0].done()):
+            await self._oldest()
+
+    @property
+    def commit_sent(self) -> bool:
+        """Whether its commit went to the holder (which may then hold the share, whatever the answer)."""
+        return self._commit_sent
+
+    def _drop_pending(self) -> None:
+        if self.sending is not None and self._pending_bytes:
+            self.sending.give(self._pending_bytes)
+        self._pending, self._pending_bytes = [], 0
+
     async def commit(self, block_hashes: list[bytes], manifest: bytes) -> None:
         """Send the last batch with the commit, while the batches before it may still be on their way (the holder
         stages them in order, then commits)."""
-        while len(self._sending) >= self.ahead:
-            await self._sending.popleft()
+        await self._answered_so_far()
+        if self.lost is not None:
+            self._drop_pending()
+            return
         last, first, size = self._pending, self._next, self._pending_bytes
         self._pending, self._pending_bytes, self._next = [], 0, first + len(last)
         self._commit_sent = True
         self._send(self.holder.commit(self.upload, block_hashes, manifest, first=first, blocks=last), size)
-        while self._sending:
-            await self._sending.popleft()
-        self.committed = True
+        while self._sending and self.lost is None:
+            await self._oldest()
+        self.committed = self.lost is None
 
     async def undo(self) -> None:
-        """Leave nothing behind on the holder, whatever state the share is in (best effort)."""
+        """Leave nothing behind on the holder, whatever state the share is in (best effort).  A holder that lost the
+        share as no answer or no upload is not asked again (`answers_for`)."""
         await stop(*self._sending)  # a batch still on its way would wait its turn on the holder for nothing
-        if self.sending is not None and self._pending_bytes:
-            self.sending.give(self._pending_bytes)
-        self._pending, self._pending_bytes = [], 0
+        self._drop_pending()
         for sending in self._sending:
             if not sending.cancelled():
                 sending.exception()  # seen: the put's own error says what failed
         self._sending.clear()
+        if self.lost is not None and not answers_for(self.lost):
+            return
         try:
             if self.committed:
                 await self.holder.delete(self.si, self.share)
@@ -304,6 +346,25 @@ REMEDIES = {
 # no retry of the same request changes and the user cannot act on now: a put keeps such a share at home rather than
 # fail (gateway_core.start_remote).  Any other refusal (a request the holder found wrong, a busy holder) fails it.
 STANDING = frozenset({"prepayment-required", "storage-full", "quarantined", "not-admitted"})
+
+
+def holder_lost(err: BaseException) -> bool:
+    """Whether a holder failed a share after its upload began in a way that loses it the share, not the put: no
+    answer, a cut one or none in time (PeerUnreachable: it was killed, restarted or stopped answering), its upload
+    gone (404 upload-not-found: aborted to make room for another's, past its deadline, dropped as it restarted), or a
+    fault of its own (5xx).  Any other refusal (a request it found wrong) still fails the put."""
+    if isinstance(err, PeerUnreachable):
+        return True
+    details = (err.details or {}) if isinstance(err, PeerError) else {}
+    status = details.get("peer_status")
+    return details.get("peer_code") == "upload-not-found" or (isinstance(status, int) and status >= 500)
+
+
+def answers_for(err: PeerError) -> bool:
+    """Whether a holder that lost a share so (`holder_lost`) is worth asking to take back its upload: not one that
+    did not answer (asked again, it would keep a put waiting as long; it drops its staged uploads as it restarts, or
+    at their deadline, and a copy it may have committed is noted to delete), nor one that holds no upload."""
+    return not isinstance(err, PeerUnreachable) and (err.details or {}).get("peer_code") != "upload-not-found"
 
 
 def standing(err: BaseException) -> bool:

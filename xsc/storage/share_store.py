@@ -461,9 +461,19 @@ class ShareStore:
             self.db.put(keys.strays(si), codec.dumps(note), sync=sync)
 
     @staticmethod
-    def strays_placed(si: bytes) -> dict[bytes, bytes | None]:
-        """What a publication writes (its `also`) to drop the copies of `si` noted to delete: they are placed."""
+    def strays_placed(si: bytes, left: dict[int, str] | None = None, lease_expiry: int = 0
+                      ) -> dict[bytes, bytes | None]:
+        """What a publication writes (its `also`) to drop the copies of `si` noted to delete: they are placed, but
+        those `left` (share -> node: a put's shares whose holders failed them at the commit, which may hold them)."""
+        if left:
+            return {keys.strays(si): codec.dumps({"shares": {str(s): node for s, node in left.items()},
+                                                  "lease_expiry": lease_expiry})}
         return {keys.strays(si): None}
+
+    @staticmethod
+    def damage_entries(si: bytes, reasons: dict[int, str]) -> dict[bytes, bytes]:
+        """What a publication writes (its `also`) to mark these shares of `si` damaged here (`mark_damaged`)."""
+        return {keys.damage(si, share): reason.encode() for share, reason in reasons.items()}
 
     def strays(self) -> list[tuple[bytes, dict[int, str], int]]:
         """The copies noted (`note_strays`): (storage index, {share: node}, their lease)."""
