@@ -125,6 +125,9 @@ class NodeSection(_Section):
     placement_interval: Annotated[float, _within(0.1, 600, "must be from 0.1 to 600 seconds")] = 5.0
 
 
+_GRACE = _at_least(0, "must be at least 0 seconds")
+
+
 class StorageSection(_Section):
     # bytes of block data this node will hold (byte counts are stored and offered as signed 64-bit integers)
     capacity: Annotated[int, _SIZE, _check(lambda v: v <= MAX_CAPACITY, "must be at most 4 EiB")] = 10 * 1024**3
@@ -137,11 +140,11 @@ class StorageSection(_Section):
     # nodes the copies of shares no placement holds (a removal's unreached holders, a repair cut short)
     gc_interval: Annotated[float, _UP_TO_A_WEEK] = 600.0
     # seconds a share is kept after its lease ended (a late renewal still finds it)
-    gc_grace: Annotated[int, _DURATION, _at_least(0, "must be at least 0 seconds")] = DAY
+    gc_grace: Annotated[int, _DURATION, _GRACE] = DAY
     # blocks deleted per second at most by the garbage collection
     gc_rate: Annotated[int, _at_least(1, "must be at least 1 block per second")] = 10_000
     # seconds a share another node placed here may go unpaid before it is deleted
-    unpaid_grace: Annotated[int, _DURATION, _at_least(0, "must be at least 0 seconds")] = 3 * DAY
+    unpaid_grace: Annotated[int, _DURATION, _GRACE] = 3 * DAY
 
 
 class ComputeSection(_Section):
@@ -399,7 +402,7 @@ class AuditSection(_Section):
     timeouts_before_failure: int = Field(default=3, ge=1, le=1000)
 
 
-_PRICE = _at_least(0, "must be at least 0")
+_NOT_NEGATIVE = _at_least(0, "must be at least 0")
 _DELAY = _within(0, 7 * DAY, "must be between 0 and 7 days (in seconds)")
 
 
@@ -412,20 +415,20 @@ class MarketSection(_Section):
 
     offer_storage: bool = True  # publish capacity slots for the free storage
     offer_compute: bool = True  # publish capacity slots for compute (off: invokes run on other providers)
-    storage_ask_floor: Annotated[int, _PRICE] = 1_000
-    storage_ask_ceiling: Annotated[int, _PRICE] = 4_000
-    compute_ask_floor: Annotated[int, _PRICE] = 10
-    compute_ask_ceiling: Annotated[int, _PRICE] = 40
+    storage_ask_floor: Annotated[int, _NOT_NEGATIVE] = 1_000
+    storage_ask_ceiling: Annotated[int, _NOT_NEGATIVE] = 4_000
+    compute_ask_floor: Annotated[int, _NOT_NEGATIVE] = 10
+    compute_ask_ceiling: Annotated[int, _NOT_NEGATIVE] = 40
     ask_exponent: Annotated[int, _within(1, 8, "must be between 1 and 8")] = 2
     # What the user bids by default: the providers' default ceiling, so a put or invoke is served
     # whenever a provider with the default policy has room (the price is set by the clearing).
-    storage_bid: Annotated[int, _PRICE] = 4_000  # the default maximum price of a put (xsc store put --max-price)
-    compute_bid: Annotated[int, _PRICE] = 40  # the default maximum price of an invoke (xsc compute invoke --max-price)
+    storage_bid: Annotated[int, _NOT_NEGATIVE] = 4_000  # the default maximum price of a put (xsc store put --max-price)
+    compute_bid: Annotated[int, _NOT_NEGATIVE] = 40  # the default maximum price of an invoke (xsc compute invoke --max-price)
     # the time buckets the call market clears
     bucket_seconds: Annotated[int, _DURATION, _within(60, 7 * DAY, "must be between 60 seconds and 7 days")] = 3600
     # fuel one compute thread offers per second of a bucket; a bucket's compute offer, fuel_per_second x
     # compute.threads x bucket_seconds, is a signed 64-bit quantity
-    fuel_per_second: Annotated[int, _PRICE, _check(lambda v: v <= MAX_FUEL_PER_SECOND,
+    fuel_per_second: Annotated[int, _NOT_NEGATIVE, _check(lambda v: v <= MAX_FUEL_PER_SECOND,
                                                    f"must be at most {MAX_FUEL_PER_SECOND:,}")] = 1_000_000_000
     # seconds between the storage payment runs (each pays what was held since)
     payment_interval: Annotated[float, _DELAY] = 3600.0
