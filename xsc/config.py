@@ -14,11 +14,10 @@ import re
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 from urllib.parse import urlsplit
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError, InvalidArgument, from_validation
 from .paths import resolve_data_dir
@@ -45,200 +44,131 @@ MiB = 1024 * 1024
 MAX_CAPACITY = 4 * 1024**6  # bytes (4 EiB): under 2**63, with room for what is summed with it
 MAX_THREADS = 1024
 MAX_FUEL_PER_SECOND = 10**10  # x MAX_THREADS x 7 days of a bucket stays under 2**63
+DAY = 86400
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class NodeSection(_Section):
-    listen: str = DEFAULT_LISTEN
-    peer_listen: str = ""  # HOST:PORT of a TLS-only listener for peers (empty: peers use node.listen, over TLS)
-    log_level: str = "INFO"
-    max_connections: int = 2048  # open connections in all (kept under the open-files limit); idle ones make room
-    max_connections_per_ip: int = 256  # ... and from one client address
-    idle_timeout: float = 45.0  # seconds a connection may stay open without a request in progress
-    # user API requests per second with the token, and each S3 user's at s3_listen (bursts of twice that); 429 past it
-    user_rate_limit: float = 2000.0
-    web_listen: str = ""  # HOST:PORT where web functions answer anyone (/fn/NAME/...); empty: no functions served
-    web_rate_limit: float = 100.0  # function requests per second from one address (bursts of twice that); 429 past it
-    web_public_url: str = ""  # the URL callers reach web_listen at (empty: http://web_listen, its host as peers see it)
-    s3_listen: str = ""  # HOST:PORT where the node itself answers S3 (as `xsc s3 serve` does); empty: not served
-    s3_max_buckets: int = Field(default=10_000, ge=1, le=1_000_000)  # buckets one S3 user may own (as an AWS account)
-    s3_max_uploads: int = Field(default=1_000, ge=1, le=1_000_000)  # multipart uploads one S3 user may have going
-    s3_upload_expiry: int = 7 * 86400  # seconds an unfinished multipart upload is kept; then it and its parts go
-    placement_interval: float = 5.0  # seconds between checks that each function on the market is served and paid
-
-    @field_validator("log_level")
-    @classmethod
-    def _log_level(cls, v: str) -> str:
-        if v.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+def _check(ok: Callable[[Any], bool], message: str) -> AfterValidator:
+    """Refuse a value `ok` does not take with `message` (pydantic's error names the key)."""
+    def checked(v: Any) -> Any:
+        if not ok(v):
+            raise ValueError(message)
         return v
+    return AfterValidator(checked)
 
-    @field_validator("placement_interval")
-    @classmethod
-    def _placement_interval(cls, v: float) -> float:
-        if not 0.1 <= v <= 600:
-            raise ValueError("must be from 0.1 to 600 seconds")
-        return v
 
-    @field_validator("max_connections", "max_connections_per_ip")
-    @classmethod
-    def _connections(cls, v: int) -> int:
-        if not 16 <= v <= 1_000_000:
-            raise ValueError("must be from 16 to 1000000 connections")
-        return v
+def _within(low: float, high: float, message: str) -> AfterValidator:
+    return _check(lambda v: low <= v <= high, message)
 
-    @field_validator("idle_timeout")
-    @classmethod
-    def _idle(cls, v: float) -> float:
-        if not 1 <= v <= 3600:
-            raise ValueError("must be from 1 to 3600 seconds")
-        return v
 
-    @field_validator("user_rate_limit", "web_rate_limit")
-    @classmethod
-    def _user_rate(cls, v: float) -> float:
-        if not 1 <= v <= 1_000_000:
-            raise ValueError("must be between 1 and 1000000 requests per second")
-        return v
+def _at_least(low: float, message: str) -> AfterValidator:
+    return _check(lambda v: v >= low, message)
 
-    @field_validator("s3_upload_expiry", mode="before")
-    @classmethod
-    def _s3_expiry(cls, v: Any) -> int:
-        seconds = parse_duration(v)
-        if not 1 <= seconds <= 3650 * 86400:
-            raise ValueError("must be from 1 second to 10 years")
-        return seconds
 
-    @field_validator("listen", "peer_listen", "web_listen", "s3_listen")
-    @classmethod
-    def _listen(cls, v: str, info: ValidationInfo) -> str:
-        if v or info.field_name == "listen":  # the others may be empty: not served
+_SIZE = BeforeValidator(parse_size)  # 10GiB, 500MB, 4096
+_DURATION = BeforeValidator(parse_duration)  # 30d, 1h, 3600
+_AT_LEAST_1 = _at_least(1, "must be at least 1")
+_PER_SECOND = _within(1, 1_000_000, "must be between 1 and 1000000 requests per second")
+_UP_TO_A_DAY = _within(0.05, DAY, "must be between 0.05 and 86400 seconds")
+_UP_TO_A_WEEK = _within(0.05, 7 * DAY, "must be between 0.05 seconds and 7 days")
+_JITTER = _within(0, 0.9, "must be between 0 and 0.9 (a fraction of the interval)")
+_UP_TO_10_YEARS = _within(1, 3650 * DAY, "must be from 1 second to 3650 days")
+
+
+def _listen_address(required: bool) -> AfterValidator:
+    """HOST:PORT with a fixed port; empty where not `required` (then not served)."""
+    def checked(v: str) -> str:
+        if v or required:
             try:
                 parse_listen(v)
             except ConfigError as err:  # pydantic's error names the setting
                 raise ValueError(err.with_hint) from None
         return v
+    return AfterValidator(checked)
+
+
+_LISTEN = _listen_address(required=False)
+_CONNECTIONS = _within(16, 1_000_000, "must be from 16 to 1000000 connections")
+
+
+class _Section(BaseModel):
+    """A section of settings, one declaration each: its type with its parser and checks (Annotated, or Field's
+    bounds), its default, a comment saying what it is.  Its TOML key and XSC_* variable follow from its name."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class NodeSection(_Section):
+    listen: Annotated[str, _listen_address(required=True)] = DEFAULT_LISTEN
+    # HOST:PORT of a TLS-only listener for peers (empty: peers use node.listen, over TLS)
+    peer_listen: Annotated[str, _LISTEN] = ""
+    log_level: Annotated[str, _check(lambda v: v.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
+                                     "must be DEBUG, INFO, WARNING or ERROR")] = "INFO"
+    # open connections in all (kept under the open-files limit); idle ones make room
+    max_connections: Annotated[int, _CONNECTIONS] = 2048
+    max_connections_per_ip: Annotated[int, _CONNECTIONS] = 256  # ... and from one client address
+    # seconds a connection may stay open without a request in progress
+    idle_timeout: Annotated[float, _within(1, 3600, "must be from 1 to 3600 seconds")] = 45.0
+    # user API requests per second with the token, and each S3 user's at s3_listen (bursts of twice that); 429 past it
+    user_rate_limit: Annotated[float, _PER_SECOND] = 2000.0
+    # HOST:PORT where web functions answer anyone (/fn/NAME/...); empty: no functions served
+    web_listen: Annotated[str, _LISTEN] = ""
+    # function requests per second from one address (bursts of twice that); 429 past it
+    web_rate_limit: Annotated[float, _PER_SECOND] = 100.0
+    web_public_url: str = ""  # the URL callers reach web_listen at (empty: http://web_listen, its host as peers see it)
+    # HOST:PORT where the node itself answers S3 (as `xsc s3 serve` does); empty: not served
+    s3_listen: Annotated[str, _LISTEN] = ""
+    s3_max_buckets: int = Field(default=10_000, ge=1, le=1_000_000)  # buckets one S3 user may own (as an AWS account)
+    s3_max_uploads: int = Field(default=1_000, ge=1, le=1_000_000)  # multipart uploads one S3 user may have going
+    # seconds an unfinished multipart upload is kept; then it and its parts go
+    s3_upload_expiry: Annotated[int, _DURATION, _within(1, 3650 * DAY, "must be from 1 second to 10 years")] = 7 * DAY
+    # seconds between checks that each function on the market is served and paid
+    placement_interval: Annotated[float, _within(0.1, 600, "must be from 0.1 to 600 seconds")] = 5.0
+
+
+_GRACE = _at_least(0, "must be at least 0 seconds")
 
 
 class StorageSection(_Section):
-    capacity: int = 10 * 1024**3  # bytes of block data this node will hold
-    segment_size: int = MiB
-    lease_duration: int = 30 * 86400  # seconds
+    # bytes of block data this node will hold (byte counts are stored and offered as signed 64-bit integers)
+    capacity: Annotated[int, _SIZE, _check(lambda v: v <= MAX_CAPACITY, "must be at most 4 EiB")] = 10 * 1024**3
+    segment_size: Annotated[int, _SIZE, _within(4096, 64 * MiB, "segment_size must be between 4 KiB and 64 MiB")] = MiB
+    # seconds (= xsc.storage.core.leases bounds, not imported: the CLI starts faster)
+    lease_duration: Annotated[int, _DURATION, _within(60, 3650 * DAY, "lease_duration must be from 60 s to 3650 days")] \
+        = 30 * DAY
     remote_timeout: float = 5.0  # seconds a share holder may take to answer a read before a get uses other shares
     # seconds between garbage collections of shares whose lease ended, and between attempts to delete on other
     # nodes the copies of shares no placement holds (a removal's unreached holders, a repair cut short)
-    gc_interval: float = 600.0
-    gc_grace: int = 86400  # seconds a share is kept after its lease ended (a late renewal still finds it)
-    gc_rate: int = 10_000  # blocks deleted per second at most by the garbage collection
-    unpaid_grace: int = 3 * 86400  # seconds a share another node placed here may go unpaid before it is deleted
-
-    @field_validator("capacity", "segment_size", mode="before")
-    @classmethod
-    def _size(cls, v: Any) -> int:
-        return parse_size(v)
-
-    @field_validator("lease_duration", "gc_grace", "unpaid_grace", mode="before")
-    @classmethod
-    def _duration(cls, v: Any) -> int:
-        return parse_duration(v)
-
-    @field_validator("capacity")
-    @classmethod
-    def _capacity(cls, v: int) -> int:
-        if v > MAX_CAPACITY:  # byte counts are stored and offered as signed 64-bit integers
-            raise ValueError("must be at most 4 EiB")
-        return v
-
-    @field_validator("lease_duration")
-    @classmethod
-    def _lease(cls, v: int) -> int:
-        if not 60 <= v <= 3650 * 86400:  # = xsc.storage.core.leases bounds (not imported: the CLI starts faster)
-            raise ValueError("lease_duration must be from 60 s to 3650 days")
-        return v
-
-    @field_validator("gc_interval")
-    @classmethod
-    def _gc_interval(cls, v: float) -> float:
-        if not 0.05 <= v <= 7 * 86400:
-            raise ValueError("must be between 0.05 seconds and 7 days")
-        return v
-
-    @field_validator("gc_grace", "unpaid_grace")
-    @classmethod
-    def _gc_grace(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError("must be at least 0 seconds")
-        return v
-
-    @field_validator("gc_rate")
-    @classmethod
-    def _gc_rate(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("must be at least 1 block per second")
-        return v
-
-    @field_validator("segment_size")
-    @classmethod
-    def _segment(cls, v: int) -> int:
-        if not 4096 <= v <= 64 * MiB:
-            raise ValueError("segment_size must be between 4 KiB and 64 MiB")
-        return v
+    gc_interval: Annotated[float, _UP_TO_A_WEEK] = 600.0
+    # seconds a share is kept after its lease ended (a late renewal still finds it)
+    gc_grace: Annotated[int, _DURATION, _GRACE] = DAY
+    # blocks deleted per second at most by the garbage collection
+    gc_rate: Annotated[int, _at_least(1, "must be at least 1 block per second")] = 10_000
+    # seconds a share another node placed here may go unpaid before it is deleted
+    unpaid_grace: Annotated[int, _DURATION, _GRACE] = 3 * DAY
 
 
 class ComputeSection(_Section):
-    fuel: int = 10_000_000_000  # default and maximum fuel per call
-    memory: int = 64 * MiB  # default and maximum linear memory per call
-    timeout: float = 5.0  # default and maximum wall-clock seconds per call
-    threads: int = Field(default_factory=lambda: os.cpu_count() or 2)
-    max_module_size: int = 16 * MiB
+    fuel: Annotated[int, _AT_LEAST_1] = 10_000_000_000  # default and maximum fuel per call
+    memory: Annotated[int, _SIZE] = 64 * MiB  # default and maximum linear memory per call
+    # default and maximum wall-clock seconds per call
+    timeout: Annotated[float, _check(lambda v: 0 < v <= DAY, "must be more than 0 and at most 86400 seconds")] = 5.0
+    # each is a thread of the node's process, started with it
+    threads: Annotated[int, _AT_LEAST_1, _check(lambda v: v <= MAX_THREADS, f"must be at most {MAX_THREADS}")] \
+        = Field(default_factory=lambda: os.cpu_count() or 2, json_schema_extra={"default_said": "the number of cores"})
+    max_module_size: Annotated[int, _SIZE, _AT_LEAST_1] = 16 * MiB
     peer_compile_timeout: float = Field(default=10.0, gt=0, le=3600)  # CPU seconds to compile a peer's module
-    max_queued: int = 256  # calls admitted (running or waiting for a thread); more are refused with 503
+    # calls admitted (running or waiting for a thread); more are refused with 503
+    max_queued: Annotated[int, _AT_LEAST_1] = 256
     # child processes that run the tries of small web requests on other cores (docs/compute.md, Web services);
     # 0: tried on the event loop's thread
-    web_runners: int = Field(default_factory=lambda: 1 if (os.cpu_count() or 1) >= 2 else 0, ge=0, le=64)
+    web_runners: int = Field(default_factory=lambda: 1 if (os.cpu_count() or 1) >= 2 else 0, ge=0, le=64,
+                             json_schema_extra={"default_said": "1 with two cores or more, else 0"})
     # micro-credits per 64 KiB page of peak linear memory per second of a call (docs/compute.md, Metering)
     memory_price: int = Field(default=10, ge=0, le=10**9)
     # seconds after a job or a call began that its records (the job, its outputs' links, its providers' signed runs;
     # provenance records) are deleted once nothing needs them: a job's files stored or read by a job kept, a tab
     # not settled (docs/compute.md, Retention)
-    record_retention: int = 30 * 86400
-
-    @field_validator("memory", "max_module_size", mode="before")
-    @classmethod
-    def _size(cls, v: Any) -> int:
-        return parse_size(v)
-
-    @field_validator("record_retention", mode="before")
-    @classmethod
-    def _retention(cls, v: Any) -> int:
-        seconds = parse_duration(v)
-        if not 1 <= seconds <= 3650 * 86400:
-            raise ValueError("must be from 1 second to 3650 days")
-        return seconds
-
-    @field_validator("fuel", "threads", "max_module_size", "max_queued")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("must be at least 1")
-        return v
-
-    @field_validator("threads")
-    @classmethod
-    def _threads(cls, v: int) -> int:
-        if v > MAX_THREADS:  # each is a thread of the node's process, started with it
-            raise ValueError(f"must be at most {MAX_THREADS}")
-        return v
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, v: float) -> float:
-        if not 0 < v <= 86400:
-            raise ValueError("must be more than 0 and at most 86400 seconds")
-        return v
+    record_retention: Annotated[int, _DURATION, _UP_TO_10_YEARS] = 30 * DAY
 
 
 class LedgerSection(_Section):
@@ -265,15 +195,9 @@ class LedgerSection(_Section):
     # ids an aggregated transfer covers, after it was settled; the settled marks (the replay check: no entry under an
     # authorization that expired longer ago is taken) and the marks that count a receipt or a payment on a trust
     # line once, after its authorization expired
-    record_retention: int = 30 * 86400
-
-    @field_validator("record_retention", mode="before")
-    @classmethod
-    def _retention(cls, v: Any) -> int:
-        seconds = parse_duration(v)
-        if not 2 * 86400 <= seconds <= 3650 * 86400:
-            raise ValueError("must be from 2 days to 3650 days (a payment is retried for a day past its expiry)")
-        return seconds
+    record_retention: Annotated[int, _DURATION, _within(
+        2 * DAY, 3650 * DAY, "must be from 2 days to 3650 days (a payment is retried for a day past its expiry)")] \
+        = 30 * DAY
 
 
 def normalize_peer_url(text: str) -> str:
@@ -288,8 +212,6 @@ def split_peer_address(text: str) -> tuple[str, str | None]:
     """A node's address as a user gives it: `https://HOST:PORT`, or `https://NODE_ID@HOST:PORT` to pin
     the node it must be (the id is checked against the node's TLS key before anything is sent).
     Returns the normalized URL and the id given (or None); http:// is accepted (loopback, or upgraded)."""
-    from urllib.parse import urlsplit
-
     url = text.strip().rstrip("/")
     try:
         parts = urlsplit(url)
@@ -314,8 +236,6 @@ def https_url(url: str) -> str:
 
 def is_loopback_host(host: str) -> bool:
     """127.0.0.0/8, ::1 or localhost: traffic that never leaves the machine."""
-    import ipaddress
-
     host = host.strip("[]")
     if host == "localhost":
         return True
@@ -328,9 +248,6 @@ def is_loopback_host(host: str) -> bool:
 def names_this_machine(url: str) -> bool:
     """Does a node URL's host mean this machine wherever it is dialled from (loopback, localhost, or the
     unspecified address, which a connect takes for this machine)?"""
-    import ipaddress
-    from urllib.parse import urlsplit
-
     host = urlsplit(url).hostname or ""
     if is_loopback_host(host):
         return True
@@ -397,20 +314,34 @@ def _seed(text: str) -> str:
     return url.replace("://", f"://{node}@", 1) if node else url
 
 
+def _seeds(v: Any) -> Any:
+    """A list of seeds, or one string of them comma-separated (XSC_PEERS_URLS)."""
+    return [u for u in v.split(",") if u.strip()] if isinstance(v, str) else v
+
+
 class PeersSection(_Section):
-    urls: list[str] = []  # nodes to join on start (XSC_PEERS_URLS: comma-separated)
-    public_url: str = ""  # the URL peers reach this node at (empty: https://<node.peer_listen or node.listen>)
+    # nodes to join on start (XSC_PEERS_URLS: comma-separated)
+    urls: Annotated[list[str], BeforeValidator(_seeds),
+                    AfterValidator(lambda v: list(dict.fromkeys(_seed(u) for u in v)))] = []
+    # the URL peers reach this node at (empty: https://<node.peer_listen or node.listen>)
+    public_url: Annotated[str, AfterValidator(lambda v: normalize_peer_url(v) if v else "")] = ""
     tls: bool = True  # advertise https:// and reach every peer over TLS pinned to its node id (docs/security.md)
     loopback_plaintext: bool = True  # accept peer requests without TLS from loopback addresses (never from others)
     channel_auth: bool = True  # over TLS, prove this node's key once a connection (client certificate), unsigned
-    gossip_interval: float = 30.0  # seconds between descriptor exchanges with a random peer
-    request_timeout: float = 10.0  # seconds a node-to-node request may take
+    gossip_interval: Annotated[float, _UP_TO_A_DAY] = 30.0  # seconds between descriptor exchanges with a random peer
+    request_timeout: Annotated[float, _UP_TO_A_DAY] = 10.0  # seconds a node-to-node request may take
     # TCP congestion control of the sockets peers talk on (xsc/net/congestion.py; empty: the host's default).  A
     # host's default is loss-based (cubic), which carries little on a long path that loses packets.
-    congestion: str = "bbr"
-    replay_capacity: int = 200_000  # signed-request nonces remembered in all (see identity.ReplayGuard)
-    replay_per_sender: int = 20_000  # ... and per sender: past it, a sender gets 429 with Retry-After
-    rate_limit: float = 5000.0  # signed requests per second one peer key may send (bursts of twice that); 429 past it
+    congestion: Annotated[str, _check(
+        lambda v: not v or re.fullmatch(r"[a-z0-9_]{1,15}", v),
+        "must be a kernel's congestion control name (as in "
+        "/proc/sys/net/ipv4/tcp_available_congestion_control, e.g. bbr), or empty for the host's")] = "bbr"
+    # signed-request nonces remembered in all (see identity.ReplayGuard); ... and per sender: past it, a sender gets
+    # 429 with Retry-After
+    replay_capacity: Annotated[int, _within(1, 10_000_000, "must be between 1 and 10,000,000 nonces")] = 200_000
+    replay_per_sender: Annotated[int, _within(1, 10_000_000, "must be between 1 and 10,000,000 nonces")] = 20_000
+    # signed requests per second one peer key may send (bursts of twice that); 429 past it
+    rate_limit: Annotated[float, _PER_SECOND] = 5000.0
     # Work units (node/peer_routes.py: about one signature check each) one peer key may spend per second, charged on
     # a request's headers from its declared length; bursts of 8 seconds of it; 429 past it, before the body is read.
     work_rate: float = Field(default=1000.0, ge=1, le=1_000_000)
@@ -420,147 +351,59 @@ class PeersSection(_Section):
     # Admission (docs/security.md): bits of proof of work a peer's node id must have (this node's own id is minted
     # with as many on its first start: ~2**N keys, about 95 s at 20 on one core here; 0 admits any key)
     min_difficulty: int = Field(default=16, ge=0, le=40)
-    grid_secret: str = ""  # a closed network's shared secret: peers without it are refused (empty: an open network)
+    # a closed network's shared secret: peers without it are refused (empty: an open network)
+    grid_secret: Annotated[str, _check(
+        lambda v: not v or 16 <= len(v) <= 256,
+        "a grid secret must have 16 to 256 characters (make one with: openssl rand -hex 32)")] = ""
     quarantine_strikes: int = Field(default=5, ge=1, le=1_000_000)  # misbehaviours within an hour before quarantine
-    quarantine_for: int = 86400  # seconds a quarantined peer stays refused (xsc peers quarantine rm lifts it)
+    # seconds a quarantined peer stays refused (xsc peers quarantine rm lifts it)
+    quarantine_for: Annotated[int, _DURATION, _UP_TO_10_YEARS] = DAY
     # The hash table (docs/peers.md): UDP on the port number of the peer listener, to find nodes and files' holders
     dht: bool = True
     dht_interval: float = Field(default=30.0, ge=0.05, le=86400)  # seconds between rounds: join, republish
     dht_rate: float = Field(default=200.0, ge=1, le=1_000_000)  # datagrams a second one address may send
     dht_ttl: float = Field(default=7 * 86400, ge=60, le=3650 * 86400)  # seconds a record is kept unless stored again
 
-    @field_validator("rate_limit")
-    @classmethod
-    def _rate(cls, v: float) -> float:
-        if not 1 <= v <= 1_000_000:
-            raise ValueError("must be between 1 and 1000000 requests per second")
-        return v
-
-    @field_validator("urls", mode="before")
-    @classmethod
-    def _split(cls, v: Any) -> Any:
-        return [u for u in v.split(",") if u.strip()] if isinstance(v, str) else v
-
-    @field_validator("urls")
-    @classmethod
-    def _urls(cls, v: list[str]) -> list[str]:
-        return list(dict.fromkeys(_seed(u) for u in v))
-
-    @field_validator("public_url")
-    @classmethod
-    def _public(cls, v: str) -> str:
-        return normalize_peer_url(v) if v else ""
-
-    @field_validator("congestion")
-    @classmethod
-    def _congestion(cls, v: str) -> str:
-        if v and not re.fullmatch(r"[a-z0-9_]{1,15}", v):
-            raise ValueError("must be a kernel's congestion control name (as in "
-                             "/proc/sys/net/ipv4/tcp_available_congestion_control, e.g. bbr), or empty for the host's")
-        return v
-
-    @field_validator("gossip_interval", "request_timeout")
-    @classmethod
-    def _seconds(cls, v: float) -> float:
-        if not 0.05 <= v <= 86400:
-            raise ValueError("must be between 0.05 and 86400 seconds")
-        return v
-
-    @field_validator("quarantine_for", mode="before")
-    @classmethod
-    def _quarantine_for(cls, v: Any) -> int:
-        v = parse_duration(v)
-        if not 1 <= v <= 3650 * 86400:
-            raise ValueError("must be from 1 second to 3650 days")
-        return v
-
-    @field_validator("grid_secret")
-    @classmethod
-    def _grid_secret(cls, v: str) -> str:
-        if v and not 16 <= len(v) <= 256:
-            raise ValueError("a grid secret must have 16 to 256 characters (make one with: openssl rand -hex 32)")
-        return v
-
-    @field_validator("replay_capacity", "replay_per_sender")
-    @classmethod
-    def _nonces(cls, v: int) -> int:
-        if not 1 <= v <= 10_000_000:
-            raise ValueError("must be between 1 and 10,000,000 nonces")
-        return v
-
 
 class HealthSection(_Section):
-    probe_interval: float = 10.0  # seconds between probe rounds (each varied by +-probe_jitter of itself)
-    probe_jitter: float = 0.2
-    probe_timeout: float = 5.0  # seconds a peer may take to answer a challenge
+    # seconds between probe rounds (each varied by +-probe_jitter of itself)
+    probe_interval: Annotated[float, _UP_TO_A_DAY] = 10.0
+    probe_jitter: Annotated[float, _JITTER] = 0.2
+    probe_timeout: Annotated[float, _UP_TO_A_DAY] = 5.0  # seconds a peer may take to answer a challenge
     # Peers outside the neighbourhood (those the node recognises) probed a round: a sample, each kept for a few
     # rounds, then replaced by those probed longest ago; with more of them, each is probed less often, so a round
     # costs the same however large the network grows.
     probe_others: int = Field(default=2, ge=1, le=1000)
 
-    @field_validator("probe_interval", "probe_timeout")
-    @classmethod
-    def _seconds(cls, v: float) -> float:
-        if not 0.05 <= v <= 86400:
-            raise ValueError("must be between 0.05 and 86400 seconds")
-        return v
 
-    @field_validator("probe_jitter")
-    @classmethod
-    def _jitter(cls, v: float) -> float:
-        if not 0 <= v <= 0.9:
-            raise ValueError("must be between 0 and 0.9 (a fraction of the interval)")
-        return v
+def _rate(v: Any) -> int:
+    """A byte rate: a size, or one as the docs write it (20MB/s)."""
+    if isinstance(v, str) and v.rstrip().endswith("/s"):
+        v = v.rstrip()[:-2]
+    return parse_size(v)
+
+
+_OFF_AT_0 = _at_least(0, "must be at least 0 (0 turns it off)")
 
 
 class AuditSection(_Section):
     """Storage audits of the shares this node placed, the scrubber of those it holds, automatic repair."""
 
-    interval: float = 60.0  # seconds between audit rounds (each varied by +-jitter) and between scrub passes
-    jitter: float = 0.2
-    blocks_per_round: int = 4  # random remote blocks audited per round (0: no audits)
-    scrub_rate: int = 20 * 1000**2  # bytes/s the scrubber re-hashes (0: no scrubbing)
+    # seconds between audit rounds (each varied by +-jitter) and between scrub passes
+    interval: Annotated[float, _UP_TO_A_WEEK] = 60.0
+    jitter: Annotated[float, _JITTER] = 0.2
+    blocks_per_round: Annotated[int, _OFF_AT_0] = 4  # random remote blocks audited per round (0: no audits)
+    scrub_rate: Annotated[int, BeforeValidator(_rate), _OFF_AT_0] = 20 * 1000**2  # bytes/s re-hashed (0: no scrubbing)
     # Consecutive failed probes of a holder before its shares are rebuilt elsewhere; audits of one share refused in a
     # row by a holder that answers its probes before that share is.
-    repair_after_failures: int = 3
+    repair_after_failures: Annotated[int, _AT_LEAST_1] = 3
     # Audits of one share in a row that a holder up by its probes lets time out before it counts as a failed audit
     # (containment: the share is audited again first until then).
     timeouts_before_failure: int = Field(default=3, ge=1, le=1000)
 
-    @field_validator("scrub_rate", mode="before")
-    @classmethod
-    def _size(cls, v: Any) -> int:
-        if isinstance(v, str) and v.rstrip().endswith("/s"):  # a rate, as the docs write it: 20MB/s
-            v = v.rstrip()[:-2]
-        return parse_size(v)
 
-    @field_validator("interval")
-    @classmethod
-    def _seconds(cls, v: float) -> float:
-        if not 0.05 <= v <= 7 * 86400:
-            raise ValueError("must be between 0.05 seconds and 7 days")
-        return v
-
-    @field_validator("jitter")
-    @classmethod
-    def _jitter(cls, v: float) -> float:
-        if not 0 <= v <= 0.9:
-            raise ValueError("must be between 0 and 0.9 (a fraction of the interval)")
-        return v
-
-    @field_validator("blocks_per_round", "scrub_rate")
-    @classmethod
-    def _not_negative(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError("must be at least 0 (0 turns it off)")
-        return v
-
-    @field_validator("repair_after_failures")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("must be at least 1")
-        return v
+_NOT_NEGATIVE = _at_least(0, "must be at least 0")
+_DELAY = _within(0, 7 * DAY, "must be between 0 and 7 days (in seconds)")
 
 
 class MarketSection(_Section):
@@ -572,21 +415,29 @@ class MarketSection(_Section):
 
     offer_storage: bool = True  # publish capacity slots for the free storage
     offer_compute: bool = True  # publish capacity slots for compute (off: invokes run on other providers)
-    storage_ask_floor: int = 1_000
-    storage_ask_ceiling: int = 4_000
-    compute_ask_floor: int = 10
-    compute_ask_ceiling: int = 40
-    ask_exponent: int = 2
+    storage_ask_floor: Annotated[int, _NOT_NEGATIVE] = 1_000
+    storage_ask_ceiling: Annotated[int, _NOT_NEGATIVE] = 4_000
+    compute_ask_floor: Annotated[int, _NOT_NEGATIVE] = 10
+    compute_ask_ceiling: Annotated[int, _NOT_NEGATIVE] = 40
+    ask_exponent: Annotated[int, _within(1, 8, "must be between 1 and 8")] = 2
     # What the user bids by default: the providers' default ceiling, so a put or invoke is served
     # whenever a provider with the default policy has room (the price is set by the clearing).
-    storage_bid: int = 4_000  # the default maximum price of a put (xsc store put --max-price)
-    compute_bid: int = 40  # the default maximum price of an invoke (xsc compute invoke --max-price)
-    bucket_seconds: int = 3600  # the time buckets the call market clears
-    fuel_per_second: int = 1_000_000_000  # fuel one compute thread offers per second of a bucket
-    payment_interval: float = 3600.0  # seconds between the storage payment runs (each pays what was held since)
-    publish_delay: float = 0.2  # seconds changes to this node's offer are gathered before it is re-published
-    freshness: float = 60.0  # seconds a participant's newest offer counts as current (re-published every third)
-    allocation_delay: float = 0.5  # seconds an allocation round waits after a change, gathering others (debounce)
+    storage_bid: Annotated[int, _NOT_NEGATIVE] = 4_000  # the default maximum price of a put (xsc store put --max-price)
+    compute_bid: Annotated[int, _NOT_NEGATIVE] = 40  # the default maximum price of an invoke (xsc compute invoke --max-price)
+    # the time buckets the call market clears
+    bucket_seconds: Annotated[int, _DURATION, _within(60, 7 * DAY, "must be between 60 seconds and 7 days")] = 3600
+    # fuel one compute thread offers per second of a bucket; a bucket's compute offer, fuel_per_second x
+    # compute.threads x bucket_seconds, is a signed 64-bit quantity
+    fuel_per_second: Annotated[int, _NOT_NEGATIVE, _check(lambda v: v <= MAX_FUEL_PER_SECOND,
+                                                   f"must be at most {MAX_FUEL_PER_SECOND:,}")] = 1_000_000_000
+    # seconds between the storage payment runs (each pays what was held since)
+    payment_interval: Annotated[float, _DELAY] = 3600.0
+    # seconds changes to this node's offer are gathered before it is re-published
+    publish_delay: Annotated[float, _DELAY] = 0.2
+    # seconds a participant's newest offer counts as current (re-published every third)
+    freshness: Annotated[float, _within(3, DAY, "must be between 3 seconds and a day")] = 60.0
+    # seconds an allocation round waits after a change, gathering others (debounce)
+    allocation_delay: Annotated[float, _DELAY] = 0.5
     # Commitments one peer may have this node check (parse and verify) per second, in bursts of two full messages
     # (2,002); a message past it gets 429 with Retry-After, unread.  A network of 1,000 nodes re-signing every
     # freshness/3 needs ~50/s from the peers it pulls from.
@@ -600,51 +451,6 @@ class MarketSection(_Section):
     # Seconds after which the money exchanged with a peer counts half in its derived recognition: a partner that
     # traded much long ago gives way to one that trades now (docs/market.md, "Recognition").
     recognition_half_life: float = Field(default=30 * 86400.0, ge=60, le=10 * 365 * 86400)
-
-    @field_validator("storage_ask_ceiling", "compute_ask_ceiling", "storage_ask_floor", "compute_ask_floor",
-                     "storage_bid", "compute_bid", "fuel_per_second")
-    @classmethod
-    def _not_negative(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError("must be at least 0")
-        return v
-
-    @field_validator("fuel_per_second")
-    @classmethod
-    def _fuel_rate(cls, v: int) -> int:
-        # a bucket's compute offer, fuel_per_second x compute.threads x bucket_seconds, is a signed 64-bit quantity
-        if v > MAX_FUEL_PER_SECOND:
-            raise ValueError(f"must be at most {MAX_FUEL_PER_SECOND:,}")
-        return v
-
-    @field_validator("ask_exponent")
-    @classmethod
-    def _exponent(cls, v: int) -> int:
-        if not 1 <= v <= 8:
-            raise ValueError("must be between 1 and 8")
-        return v
-
-    @field_validator("bucket_seconds", mode="before")
-    @classmethod
-    def _bucket(cls, v: Any) -> int:
-        v = parse_duration(v)
-        if not 60 <= v <= 7 * 86400:
-            raise ValueError("must be between 60 seconds and 7 days")
-        return v
-
-    @field_validator("payment_interval", "publish_delay", "allocation_delay")
-    @classmethod
-    def _seconds(cls, v: float) -> float:
-        if not 0 <= v <= 7 * 86400:
-            raise ValueError("must be between 0 and 7 days (in seconds)")
-        return v
-
-    @field_validator("freshness")
-    @classmethod
-    def _freshness(cls, v: float) -> float:
-        if not 3 <= v <= 86400:
-            raise ValueError("must be between 3 seconds and a day")
-        return v
 
     @model_validator(mode="after")
     def _ceilings(self) -> "MarketSection":
@@ -683,19 +489,28 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def env_name(section: str, key: str) -> str:
+    """The environment variable that overrides a setting: XSC_<SECTION>_<KEY>."""
+    return f"XSC_{section}_{key}".upper()
+
+
 def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for section, key in config_keys():
-        name = f"XSC_{section}_{key}".upper()
-        if name in environ:
-            out.setdefault(section, {})[key] = environ[name]
+        if env_name(section, key) in environ:
+            out.setdefault(section, {})[key] = environ[env_name(section, key)]
     return out
+
+
+def _sections() -> dict[str, type[_Section]]:
+    """Each section's name and model, in the order the file lists them."""
+    return {section: field.annotation for section, field in NodeConfig.model_fields.items()  # type: ignore[misc]
+            if section != "data_dir"}
 
 
 def config_keys() -> list[tuple[str, str]]:
     """Every (section, key) of the configuration, in the order the file lists them."""
-    return [(section, key) for section, model in NodeConfig.model_fields.items() if section != "data_dir"
-            for key in model.annotation.model_fields]  # type: ignore[union-attr]
+    return [(section, key) for section, model in _sections().items() for key in model.model_fields]
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -728,7 +543,7 @@ def _validate(root: Path, raw: dict[str, Any], where: str, sources: dict[str, st
         elif source == "file":
             where = f"set in {root / CONFIG_FILE}: fix it there, or with: xsc config set {key} VALUE"
         elif source == "env":
-            where = f"set by ${'XSC_' + key.replace('.', '_').upper()}: fix or unset it"
+            where = f"set by ${env_name(*key.split('.', 1))}: fix or unset it"
         elif source == "flag":
             where = "given by the command's flag"
         raise from_validation(e, ConfigError, "bad configuration value ", hint=where) from e
@@ -781,21 +596,18 @@ def render_config_file(raw: dict[str, Any]) -> str:
 
     defaults = NodeConfig(data_dir=Path(".")).to_toml()
     parts = [_HEADER]
-    for section, model in NodeConfig.model_fields.items():
-        if section == "data_dir":
-            continue
+    for section, model in _sections().items():
         given = raw.get(section, {})
         lines = [f"\n[{section}]"]
-        for key in model.annotation.model_fields:  # type: ignore[union-attr]
+        for key, field in model.model_fields.items():
+            said = (field.json_schema_extra or {}).get("default_said")  # type: ignore[union-attr]
             if key in given:
                 lines.append(tomli_w.dumps({key: given[key]}).strip())
-            elif section == "compute" and key == "threads":
-                lines.append("# threads = <the number of cores>")
-            elif section == "compute" and key == "web_runners":
-                lines.append("# web_runners = <1 with two cores or more, else 0>")
+            elif said:  # a default that differs from machine to machine
+                lines.append(f"# {key} = <{said}>")
             else:
                 lines.append("# " + tomli_w.dumps({key: defaults[section][key]}).strip())
-        extra = {k: v for k, v in given.items() if k not in model.annotation.model_fields}  # type: ignore
+        extra = {k: v for k, v in given.items() if k not in model.model_fields}
         lines += [tomli_w.dumps({k: v}).strip() for k, v in extra.items()]
         parts.append("\n".join(lines) + "\n")
     for section, values in raw.items():  # unknown sections stay, so validation can name them

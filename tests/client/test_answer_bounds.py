@@ -9,12 +9,14 @@ import asyncio
 import json
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
 from xsc.client import aio, sync
 from xsc.errors import NodeNotRunning, NotFound, XscError
+
+from tests.support.http_stub import QuietHandler, serving
 
 LIMIT = 64 * 1024  # MAX_ANSWER in these tests
 AT_LIMIT = json.dumps(["x" * (LIMIT - 6)]).encode()  # a JSON answer of exactly LIMIT bytes
@@ -22,9 +24,7 @@ OVER_LIMIT = json.dumps(["x" * (16 * LIMIT)]).encode()
 PROBLEM = json.dumps({"code": "not-found", "status": 404, "detail": "no such file"}).encode()
 
 
-class _Answers(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
+class _Answers(QuietHandler):
     hosts: list[str] = []  # the Host header of each request
 
     def _answer(self) -> None:
@@ -65,19 +65,13 @@ class _Answers(BaseHTTPRequestHandler):
 
     do_GET = do_POST = _answer  # noqa: N815 (http.server's names)
 
-    def log_message(self, *args) -> None:
-        pass
-
 
 @pytest.fixture
 def url(monkeypatch):
     monkeypatch.setattr(sync, "MAX_ANSWER", LIMIT)
     monkeypatch.setattr(aio, "MAX_ANSWER", LIMIT)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(_Answers) as url:
+        yield url
 
 
 def test_an_answer_of_exactly_the_limit_is_read_whole(url: str) -> None:

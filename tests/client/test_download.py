@@ -4,19 +4,17 @@ every byte in order, past the size of the buffer its chunks are read into."""
 from __future__ import annotations
 
 import os
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from xsc.client.sync import CHUNK, NodeClient
 
+from tests.support.http_stub import QuietHandler, serving
+
 BODY = os.urandom(9 * CHUNK + 4321)  # more than two of the 4 MiB reads a chunk comes from
 
 
-class _Chunked(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
+class _Chunked(QuietHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         self.send_response(200)
         self.send_header("Transfer-Encoding", "chunked")
@@ -26,18 +24,11 @@ class _Chunked(BaseHTTPRequestHandler):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
         self.wfile.write(b"0\r\n\r\n")
 
-    def log_message(self, *args) -> None:
-        pass
-
 
 @pytest.fixture
 def client():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Chunked)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield NodeClient(f"http://127.0.0.1:{server.server_address[1]}", "token")
-    server.shutdown()
-    server.server_close()
+    with serving(_Chunked) as url:
+        yield NodeClient(url, "token")
 
 
 def test_a_streamed_answer_read_whole_is_every_byte(client: NodeClient) -> None:

@@ -4,13 +4,12 @@ answered as before; a stream cut before its result is an error, never a result."
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from xsc import errors
 from xsc.client.sync import NodeClient
+
+from tests.support.http_stub import QuietHandler, serving
 
 ANSWERS = {
     "/whole": (b'{"progress": {"done": 1, "total": 2}}\n{"progress": {"done": 2, "total": 2}}\n{"result": {"ok": 1}}\n',
@@ -23,9 +22,7 @@ ANSWERS = {
 }
 
 
-class _Lines(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
+class _Lines(QuietHandler):
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
         body, kind = ANSWERS[self.path]
         self.send_response(200)
@@ -34,18 +31,11 @@ class _Lines(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, *args) -> None:
-        pass
-
 
 @pytest.fixture
 def client():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Lines)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield NodeClient(f"http://127.0.0.1:{server.server_address[1]}", "token")
-    server.shutdown()
-    server.server_close()
+    with serving(_Lines) as url:
+        yield NodeClient(url, "token")
 
 
 def test_progress_lines_are_told_and_the_result_returned(client: NodeClient) -> None:

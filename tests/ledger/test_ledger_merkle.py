@@ -16,6 +16,8 @@ def _items(count: int) -> list[bytes]:
 
 
 TREES = {n: (_items(n), *merkle.tree(_items(n))) for n in range(1, MAX + 1)}
+# (count, index): a count of items to MAX and a place among them
+places = st.integers(1, MAX).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n - 1)))
 
 
 @given(items_st)
@@ -33,13 +35,10 @@ def test_every_place_of_every_count_to_64_verifies() -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.data())
-def test_a_proof_verifies_at_no_other_index_or_count(data) -> None:
-    n = data.draw(st.integers(1, MAX), "count")
+@given(places, places)
+def test_a_proof_verifies_at_no_other_index_or_count(place, claimed) -> None:
+    (n, i), (m, j) = place, claimed
     items, root, proofs = TREES[n]
-    i = data.draw(st.integers(0, n - 1), "index")
-    m = data.draw(st.integers(1, MAX), "claimed count")
-    j = data.draw(st.integers(0, m - 1), "claimed index")
     if (j, m) != (i, n):
         assert not merkle.verify(items[i], j, m, proofs[i], root)
 
@@ -66,11 +65,10 @@ def test_without_the_count_a_proof_passes_at_other_places() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.data())
-def test_a_tampered_item_proof_or_root_fails(data) -> None:
-    n = data.draw(st.integers(1, MAX), "count")
+@given(places, st.data())
+def test_a_tampered_item_proof_or_root_fails(place, data) -> None:
+    n, i = place
     items, root, proofs = TREES[n]
-    i = data.draw(st.integers(0, n - 1), "index")
     proof = proofs[i]
     assert not merkle.verify(items[i] + b"x", i, n, proof, root)
     assert not merkle.verify(items[i], i, n, proof + [bytes(32)], root)  # one hash too many

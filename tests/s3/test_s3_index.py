@@ -10,6 +10,7 @@ from xsc.errors import (BadRequest, BucketNotEmpty, BucketTaken, ConditionalConf
                         NoSuchUpload, PreconditionFailed, TooManyBuckets, TooManyUploads)
 from xsc import codec, keys
 from xsc.buckets import backup
+from xsc.buckets.core import records
 from xsc.buckets.index import S3Index, note_funded, users
 from xsc.node.appkeys import DB, NODE
 
@@ -67,8 +68,8 @@ def test_objects_put_in_one_group_are_written_as_if_one_after_another(index) -> 
 def test_records_cleaned_by_their_writer_are_stored_as_the_index_would_clean_them(index) -> None:
     record = {**obj("cap-1"), "metadata": {"m": "v"}, "headers": {"Cache-Control": "no-cache"}, "modified": 5}
     index.put("bkt", "cleaned-here", record)
-    outcomes = index.put_all([("bkt", "cleaned-before", S3Index.clean(record)),
-                              ("nope", "k", S3Index.clean(obj("cap-2")))], cleaned=True)
+    outcomes = index.put_all([("bkt", "cleaned-before", records.clean(record)),
+                              ("nope", "k", records.clean(obj("cap-2")))], cleaned=True)
     assert outcomes[0] == [] and isinstance(outcomes[1], NoSuchBucket)
     assert index.get("bkt", "cleaned-before") == index.get("bkt", "cleaned-here")
     assert index.garbage() == ["cap-2"]  # the file stored for a bucket that is gone is garbage here too

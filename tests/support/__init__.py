@@ -12,4 +12,5 @@
   ledger tests run as processes.
 - `market`: order, ask and bid builders.
 - `allocation`: hypothesis strategies for slots and networks.
+- `http_stub`: a stand-in for a node on a free port, answering what a test's handler says (client tests).
 """

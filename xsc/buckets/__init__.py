@@ -4,6 +4,7 @@
     listing         pages of keys under a prefix and delimiter, continuation tokens (pure)
     names           bucket and object names (pure)
     etag            S3 ETags of objects and multipart uploads (pure)
+    records         an object's record as stored, a write's condition, headers and checksums, checked (pure)
 
 The S3 front (xsc/s3) reads names and listings from here; the node holds the index.  See docs/s3.md.
 """

@@ -15,8 +15,8 @@ from typing import Any, Iterator
 
 from .. import codec
 from ..errors import InvalidArgument
-from .core import names
-from .index import S3Index, _checksum_value, _headers, _part_checksums, _upload_checksum, exported, restored
+from .core import names, records
+from .index import S3Index, exported, restored
 
 export = exported  # the index's records as JSON, in the index's module, which spells their keys
 VERSION = 1  # an export's
@@ -137,11 +137,11 @@ def _bucket(b: dict) -> dict:
 
 
 def _object(record: dict) -> dict:
-    clean = S3Index.clean(record)
+    clean = records.clean(record)
     clean.pop("condition", None)
     for given, part in zip(record["parts"], clean["parts"]):
         if "checksum" in given:  # a COMPOSITE object's part keeps its own
-            part["checksum"] = _checksum_value(given["checksum"])
+            part["checksum"] = records.checksum_value(given["checksum"])
     return clean
 
 
@@ -160,12 +160,12 @@ def _upload(u: dict) -> dict:
         _bad("an upload's metadata is a map of strings")
     names.check_metadata(metadata)
     record = {"bucket": u["bucket"], "key": u["key"], "created": float(u["created"]),
-              "headers": _headers(u.get("headers")),
+              "headers": records.headers(u.get("headers")),
               "content_type": str(u.get("content_type") or "binary/octet-stream"), "metadata": metadata}
     if u.get("user") is not None:
         record["user"] = names.check_user(u["user"])
     if u.get("checksum") is not None:
-        record["checksum"] = _upload_checksum(u["checksum"])
+        record["checksum"] = records.upload_checksum(u["checksum"])
     return {"id": _upload_id(u["id"]), **record, "parts": [_part(p) for p in u.get("parts") or []]}
 
 
@@ -173,7 +173,7 @@ def _part(p: dict) -> dict:
     names.check_part_number(p["number"])
     if not isinstance(p["cap"], str) or type(p["size"]) is not int or p["size"] < 0 or not isinstance(p["etag"], str):
         _bad("an uploaded part is {number, cap, size, etag, modified}")
-    extra = {"checksums": _part_checksums(p["checksums"])} if p.get("checksums") else {}
+    extra = {"checksums": records.part_checksums(p["checksums"])} if p.get("checksums") else {}
     return {"number": p["number"], "cap": p["cap"], "size": p["size"], "etag": p["etag"],
             "modified": float(p["modified"]), **extra}
 
@@ -184,4 +184,4 @@ def _completed(r: dict) -> dict:
     if not isinstance(r["etag"], str):
         _bad("a completed upload's etag is text")
     return {"bucket": r["bucket"], "key": r["key"], "etag": r["etag"], "modified": float(r["modified"]),
-            "headers": _headers(r.get("headers"))}
+            "headers": records.headers(r.get("headers"))}

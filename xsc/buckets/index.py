@@ -48,7 +48,7 @@ from .. import keys
 from ..db import Database
 from ..errors import (BucketNotEmpty, BucketTaken, ConditionalConflict, PreconditionFailed, EntityTooSmall, Forbidden, InvalidArgument, InvalidPart,
                       InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload, TooManyBuckets, TooManyUploads)
-from .core import etag, listing, names
+from .core import etag, listing, names, records
 
 FILE_PREFIX = "s3:"  # the names of the store's files the S3 front put (see reconcile)
 LEVELS = {"read": 1, "write": 2, "owner": 3}  # what a user may do with a bucket: each level includes those below
@@ -221,7 +221,7 @@ class S3Index:
         if not cleaned:
             try:
                 names.check_key(key)
-                record = self.clean(record)
+                record = records.clean(record)
             except InvalidArgument as err:
                 return err
         caps = [p["cap"] for p in record["parts"]]
@@ -231,7 +231,7 @@ class S3Index:
         name = keys.object_key(bucket, key)
         old = written[name] if name in written else read(name)
         condition = record.get("condition")
-        if condition is not None and not _holds(condition, codec.loads(old) if old else None):
+        if condition is not None and not records.holds(condition, codec.loads(old) if old else None):
             written.update((keys.object_garbage(cap), b"") for cap in caps)
             return ConditionalConflict(f"another write of {key!r} came first: the condition {condition} no longer "
                                        "holds (retry the request)", bucket=bucket, key=key, garbage=caps)
@@ -245,32 +245,6 @@ class S3Index:
     def _changed(self, bucket: str) -> None:
         for callback in self.on_change:
             callback(bucket)
-
-    @staticmethod
-    def clean(record: dict) -> dict:
-        """The object record as it is stored; InvalidArgument if `record` is not one."""
-        parts = record.get("parts")
-        if not isinstance(parts, list) or not parts:
-            raise InvalidArgument("an object record needs its parts: [{cap, size}]")
-        clean_parts = []
-        for p in parts:
-            if not isinstance(p, dict) or not isinstance(p.get("cap"), str) or type(p.get("size")) is not int:
-                raise InvalidArgument("each part of an object record is {cap, size}")
-            clean_parts.append({"cap": p["cap"], "size": p["size"], **({"etag": p["etag"]} if "etag" in p else {})})
-        metadata = record.get("metadata") or {}
-        if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                     for k, v in metadata.items()):
-            raise InvalidArgument("metadata is a map of strings")
-        names.check_metadata(metadata)
-        if "etag" not in record:
-            raise InvalidArgument("an object record needs its etag")
-        clean = {"parts": clean_parts, "size": sum(p["size"] for p in clean_parts), "etag": str(record["etag"]),
-                 "content_type": str(record.get("content_type") or "binary/octet-stream"), "metadata": metadata,
-                 "headers": _headers(record.get("headers")),
-                 "modified": float(record.get("modified") or 0) or time.time()}
-        if record.get("condition") is not None:
-            clean["condition"] = _condition(record["condition"])
-        return clean
 
     def delete(self, bucket: str, key: str) -> list[str]:
         """Remove the object if there is one (S3 deletes are idempotent); returns the capabilities now garbage."""
@@ -301,7 +275,7 @@ class S3Index:
             for k, v in it:
                 if not k.startswith(start):
                     break
-                found.append((k[len(base):].decode(), _summary(codec.loads(v))))
+                found.append((k[len(base):].decode(), records.summary(codec.loads(v))))
         return found
 
     def list(self, bucket: str, *, prefix: str = "", delimiter: str = "", max_keys: int = listing.MAX_KEYS,
@@ -317,7 +291,7 @@ class S3Index:
                     yield k[len(base):].decode(), v
 
         page = listing.list_page(scan, prefix=prefix, delimiter=delimiter, max_keys=max_keys, start=start)
-        page["contents"] = [(k, _summary(codec.loads(v))) for k, v in page["contents"]]
+        page["contents"] = [(k, records.summary(codec.loads(v))) for k, v in page["contents"]]
         return {**page, "owner": owner}
 
     # --- multipart ---------------------------------------------------------------
@@ -328,10 +302,10 @@ class S3Index:
         names.check_key(key)
         names.check_metadata(metadata or {})
         user = by or names.DEFAULT_USER
-        record = {"bucket": bucket, "key": key, "created": self.clock(), "headers": _headers(headers),
+        record = {"bucket": bucket, "key": key, "created": self.clock(), "headers": records.headers(headers),
                   "content_type": content_type or "binary/octet-stream", "metadata": metadata or {}, "user": user}
         if checksum is not None:
-            record["checksum"] = _upload_checksum(checksum)
+            record["checksum"] = records.upload_checksum(checksum)
         with self._lock:
             self.bucket(bucket)
             _, uploads = self._counts()
@@ -362,7 +336,7 @@ class S3Index:
         upload's and one it was sent with); returns the capabilities now garbage.  A part of an upload that is gone
         (aborted meanwhile) is garbage itself: NoSuchUpload."""
         names.check_part_number(number)
-        extra = {"checksums": _part_checksums(checksums)} if checksums else {}
+        extra = {"checksums": records.part_checksums(checksums)} if checksums else {}
         with self._lock:
             if self.db.get(keys.object_upload(upload_id)) is None:
                 self._mark_garbage([cap])
@@ -386,8 +360,8 @@ class S3Index:
         PreconditionFailed (NoSuchKey for If-Match with no object) and the upload stays as it was.  `checksum`: the
         object's, as the front made it of the parts' ({"value", "parts": the part checksums it used, in order}): it is
         kept only if those are still the chosen parts' (InvalidPart if one was uploaded again meanwhile)."""
-        condition = _condition(condition) if condition is not None else None
-        checksum = _whole_checksum(checksum, len(chosen)) if checksum is not None else None
+        condition = records.condition(condition) if condition is not None else None
+        checksum = records.whole_checksum(checksum, len(chosen)) if checksum is not None else None
         with self._lock:
             done = self.db.get(keys.object_completed(upload_id)) if upload_id.isalnum() else None
             if done is not None and self.db.get(keys.object_upload(upload_id)) is None:
@@ -416,7 +390,7 @@ class S3Index:
             bucket, key = upload["bucket"], upload["key"]
             if self.db.get(keys.object_bucket(bucket)) is None:
                 raise NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket)
-            whole = _checksum_headers(upload.get("checksum"), checksum, used)
+            whole = records.checksum_headers(upload.get("checksum"), checksum, used)
             # A COMPOSITE checksum is made of the parts' own, which a read of one part is answered with.
             sums = checksum["parts"] if whole.get("x-amz-checksum-type") == "COMPOSITE" else [None] * len(used)
             record = {"parts": [{"cap": p["cap"], "size": p["size"], "etag": p["etag"],
@@ -426,7 +400,7 @@ class S3Index:
                       "headers": {**upload.get("headers", {}), **whole}, "modified": self.clock()}
             unused = [p["cap"] for n, p in have.items() if n not in set(numbers)]
             old = self.db.get(keys.object_key(bucket, key))
-            if condition is not None and not _holds(condition, codec.loads(old) if old else None):
+            if condition is not None and not records.holds(condition, codec.loads(old) if old else None):
                 if "if_match" in condition and old is None:
                     raise NoSuchKey(f"no object {key!r} in bucket {bucket!r} for If-Match", bucket=bucket, key=key)
                 raise PreconditionFailed(f"the object at {key!r} does not meet the condition {condition}",
@@ -670,83 +644,8 @@ def users(index: S3Index) -> list[str]:
     return sorted(found)
 
 
-def _condition(condition: Any) -> dict:
-    """A write's condition, checked as its record is written (not stored): {"if_none_match": "*"} (no object at the
-    key) or {"if_match": ETAG} (the object at the key has that ETag)."""
-    if condition == {"if_none_match": "*"}:
-        return condition
-    if isinstance(condition, dict) and list(condition) == ["if_match"] and isinstance(condition["if_match"], str):
-        return condition
-    raise InvalidArgument('a write\'s condition is {"if_none_match": "*"} or {"if_match": ETAG}')
-
-
-def _holds(condition: dict, old: dict | None) -> bool:
-    if "if_none_match" in condition:
-        return old is None
-    return old is not None and old["etag"] == condition["if_match"]
-
-
-def _headers(headers: Any) -> dict[str, str]:
-    if headers is None:
-        return {}
-    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-        raise InvalidArgument("headers is a map of strings")
-    if sum(len(k) + len(v.encode()) for k, v in headers.items()) > names.MAX_HEADERS_BYTES:
-        raise InvalidArgument(f"an object's stored headers are at most {names.MAX_HEADERS_BYTES} bytes")
-    return headers
-
-
-def _upload_checksum(checksum: Any) -> dict:
-    if (not isinstance(checksum, dict) or checksum.get("algorithm") not in names.CHECKSUM_ALGORITHMS
-            or checksum.get("type") not in names.CHECKSUM_TYPES):
-        raise InvalidArgument(f"an upload's checksum is {{\"algorithm\": one of {names.CHECKSUM_ALGORITHMS}, "
-                              f"\"type\": one of {names.CHECKSUM_TYPES}, \"default\": BOOL}}")
-    return {"algorithm": checksum["algorithm"], "type": checksum["type"], "default": bool(checksum.get("default"))}
-
-
-def _checksum_value(value: Any) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= names.MAX_CHECKSUM:
-        raise InvalidArgument(f"a checksum is base64 text of at most {names.MAX_CHECKSUM} characters")
-    return value
-
-
-def _part_checksums(checksums: Any) -> dict[str, str]:
-    """A part's checksums, bounded: its upload's algorithm's and at most one more, the one it was sent with."""
-    if not isinstance(checksums, dict) or len(checksums) > 2 or not all(a in names.CHECKSUM_ALGORITHMS
-                                                                        for a in checksums):
-        raise InvalidArgument(f"a part's checksums are {{ALGORITHM: BASE64}}, at most two of "
-                              f"{names.CHECKSUM_ALGORITHMS}")
-    return {a: _checksum_value(v) for a, v in checksums.items()}
-
-
-def _whole_checksum(checksum: Any, count: int) -> dict:
-    parts = checksum.get("parts") if isinstance(checksum, dict) else None
-    if not isinstance(parts, list) or len(parts) != count:
-        raise InvalidArgument('an object\'s checksum is {"value": BASE64, "parts": [BASE64 of each part chosen]}')
-    return {"value": _checksum_value(checksum.get("value")), "parts": [_checksum_value(p) for p in parts]}
-
-
-def _checksum_headers(kind: dict | None, checksum: dict | None, used: list[dict]) -> dict[str, str]:
-    """The checksum a completed upload's object keeps among its stored headers (checksum_of in the front): the one
-    the front made of the parts' (`checksum`), once those are still the parts' own; none for an upload begun
-    without one, or completed without one (its parts recorded without theirs)."""
-    if kind is None or checksum is None:
-        return {}
-    algorithm = kind["algorithm"]
-    for part, value in zip(used, checksum["parts"]):
-        if (part.get("checksums") or {}).get(algorithm) != value:
-            raise InvalidPart(f"part {part['number']} was uploaded again meanwhile: its {algorithm.upper()} is not "
-                              f"{value!r}", hint="list the parts with ListParts", part=part["number"])
-    return {f"x-amz-checksum-{algorithm}": checksum["value"],
-            **({"x-amz-checksum-type": "COMPOSITE"} if kind["type"] == "COMPOSITE" else {})}
-
-
 def _duration(seconds: float) -> str:
     return f"{seconds / 86400:g} day(s)" if seconds >= 86400 else f"{seconds:g} second(s)"
-
-
-def _summary(record: dict) -> dict:
-    return {"size": record["size"], "etag": record["etag"], "modified": record["modified"]}
 
 
 class Recording:

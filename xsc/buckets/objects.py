@@ -34,7 +34,7 @@ from ..storage.core.capability import Capability
 from ..storage.files import Whole
 from ..tasks import GroupCommit
 from .accounts import UserAccounts
-from .core import names
+from .core import names, records
 from .core.names import MAX_RECORD, SMALL_OBJECT
 from .index import Recording, S3Index
 
@@ -227,7 +227,7 @@ class ObjectWriter:
             raise InvalidArgument(f"an object stored in one request is at most {SMALL_OBJECT:,} bytes, not "
                                   f"{len(p.data):,}", hint="stream a larger one through /v1/store/files")
         names.check_key(p.key)
-        clean = S3Index.clean({**p.record, "parts": [{"cap": "", "size": len(p.data)}]})
+        clean = records.clean({**p.record, "parts": [{"cap": "", "size": len(p.data)}]})
         allow(p.bucket, p.user)
         return clean
 
