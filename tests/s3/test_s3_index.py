@@ -220,6 +220,44 @@ def test_an_import_refuses_what_is_not_an_export_and_a_bucket_another_user_owns(
     assert users(index) == ["ana", "xsc"] and index.objects("hers") == []  # nothing of it written
 
 
+def test_an_import_refuses_times_and_sizes_no_record_holds_and_nothing_of_the_piece_is_written(index) -> None:
+    """A time JSON reads as infinite or not a number would be written as null, which no listing or GET can print;
+    a negative size makes an object shorter than nothing."""
+    obj_at = lambda **given: {"buckets": [{"name": "new-b", "created": 0, "objects": {"k": {**obj("c"), **given}}}]}
+    part = {"number": 1, "cap": "c", "size": 1, "etag": "e", "modified": 0}
+    upload = {"id": "u1", "bucket": "bkt", "key": "k", "created": 0}
+    for wrong in ({"buckets": [{"name": "new-b", "created": 1e400}]},
+                  {"buckets": [{"name": "new-b", "created": "nan"}]},
+                  {"buckets": [{"name": "new-b", "created": -1e300}]}, obj_at(modified=float("inf")),
+                  obj_at(modified="nan"), obj_at(parts=[{"cap": "c", "size": -5}]),
+                  {"uploads": [{**upload, "created": 1e400}]},
+                  {"uploads": [{**upload, "parts": [{**part, "modified": 1e999}]}]},
+                  {"completed": {"u2": {"bucket": "bkt", "key": "k", "etag": "e", "modified": 1e400}}}):
+        with pytest.raises(BadRequest):
+            backup.restore(index, codec.loads(codec.text(wrong)))
+    assert [b["name"] for b in index.buckets()] == ["bkt"] and index.uploads("bkt") == []
+    assert backup.export(index)["completed"] == {}
+
+
+def test_an_import_refuses_a_record_larger_than_any_request_writes(index) -> None:
+    """What an import adds is bounded as what the node's own requests add: no object of more than MAX_PARTS parts,
+    no record past its size, whatever fits in a request."""
+    big = "x" * (backup.MAX_OBJECT_RECORD + 1)
+    upload = {"id": "u1", "bucket": "bkt", "key": "k", "created": 0}
+    part = {"number": 1, "cap": "c", "size": 1, "etag": "e", "modified": 0}
+    for wrong in ({"buckets": [{"name": "new-b", "created": 0, "objects": {"k": obj(*["c"] * 10_001)}}]},
+                  {"buckets": [{"name": "new-b", "created": 0, "objects": {"k": {**obj("c"), "content_type": big}}}]},
+                  {"uploads": [{**upload, "content_type": big[:70_000]}]},
+                  {"uploads": [{**upload, "parts": [{**part, "cap": big[:70_000]}]}]},
+                  {"completed": {"u2": {"bucket": "bkt", "key": "k", "etag": big[:70_000], "modified": 0}}}):
+        with pytest.raises(BadRequest):
+            backup.restore(index, wrong)
+    assert [b["name"] for b in index.buckets()] == ["bkt"] and index.uploads("bkt") == []
+    assert backup.export(index)["completed"] == {}
+    assert backup.restore(index, {"buckets": [{"name": "new-b", "created": 0, "objects": {
+        "k": obj(*[f"URI:CHK:{n:0>150}" for n in range(10_000)])}}]})["objects"] == 1
+
+
 def test_users_see_and_change_their_own_buckets_and_what_they_were_granted(index) -> None:
     index.create_bucket("ana-b", "ana")
     index.create_bucket("bob-b", "bob")

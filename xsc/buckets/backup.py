@@ -22,6 +22,9 @@ export = exported  # the index's records as JSON, in the index's module, which s
 VERSION = 1  # an export's
 PIECE_BYTES = 4 * 1024 * 1024  # what the CLI sends in one request; a record larger than that goes alone
 MAX_PIECE = 64 * 1024 * 1024  # the most one request may carry (a single object's record of 10,000 parts: ~3 MB)
+# An object's record as the node's own requests make it at most: MAX_PARTS parts, each a capability, size, ETag and
+# checksum (~300 bytes), with its headers and metadata.  Any other record is at most names.MAX_RECORD.
+MAX_OBJECT_RECORD = 4 * 1024 * 1024
 
 
 def pieces(whole: dict, size: int = PIECE_BYTES) -> Iterator[dict]:
@@ -132,17 +135,28 @@ def _bucket(b: dict) -> dict:
     objects = b.get("objects") or {}
     if not isinstance(objects, dict):
         _bad(f"bucket {b['name']!r}: its objects are a map of keys to records")
-    return {"name": b["name"], "created": float(b["created"]), "owner": owner, "grants": grants,
-            "objects": {names.check_key(k): _object(r) for k, r in objects.items()}}
+    return {"name": b["name"], "created": names.check_time(b["created"], "a bucket's created"), "owner": owner,
+            "grants": grants, "objects": {names.check_key(k): _object(r) for k, r in objects.items()}}
 
 
 def _object(record: dict) -> dict:
+    if isinstance(record.get("parts"), list) and len(record["parts"]) > names.MAX_PARTS:
+        _bad(f"an object has at most {names.MAX_PARTS:,} parts, not {len(record['parts']):,}")
     clean = records.clean(record)
     clean.pop("condition", None)
     for given, part in zip(record["parts"], clean["parts"]):
         if "checksum" in given:  # a COMPOSITE object's part keeps its own
             part["checksum"] = records.checksum_value(given["checksum"])
-    return clean
+    return _bounded(clean, MAX_OBJECT_RECORD, "an object's record")
+
+
+def _bounded(record: dict, most: int, what: str) -> dict:
+    """`record`, unless it is larger than any the node's own requests write: what an import adds stays as bounded
+    as what they add."""
+    size = len(codec.dumps(record))
+    if size > most:
+        _bad(f"{what} is {size:,} bytes, more than the {most:,} any request writes")
+    return record
 
 
 def _upload_id(upload_id: Any) -> str:
@@ -159,14 +173,16 @@ def _upload(u: dict) -> dict:
                                                  for k, v in metadata.items()):
         _bad("an upload's metadata is a map of strings")
     names.check_metadata(metadata)
-    record = {"bucket": u["bucket"], "key": u["key"], "created": float(u["created"]),
+    record = {"bucket": u["bucket"], "key": u["key"],
+              "created": names.check_time(u["created"], "an upload's created"),
               "headers": records.headers(u.get("headers")),
               "content_type": str(u.get("content_type") or "binary/octet-stream"), "metadata": metadata}
     if u.get("user") is not None:
         record["user"] = names.check_user(u["user"])
     if u.get("checksum") is not None:
         record["checksum"] = records.upload_checksum(u["checksum"])
-    return {"id": _upload_id(u["id"]), **record, "parts": [_part(p) for p in u.get("parts") or []]}
+    return {"id": _upload_id(u["id"]), **_bounded(record, names.MAX_RECORD, "an upload's record"),
+            "parts": [_part(p) for p in u.get("parts") or []]}
 
 
 def _part(p: dict) -> dict:
@@ -174,8 +190,9 @@ def _part(p: dict) -> dict:
     if not isinstance(p["cap"], str) or type(p["size"]) is not int or p["size"] < 0 or not isinstance(p["etag"], str):
         _bad("an uploaded part is {number, cap, size, etag, modified}")
     extra = {"checksums": records.part_checksums(p["checksums"])} if p.get("checksums") else {}
-    return {"number": p["number"], "cap": p["cap"], "size": p["size"], "etag": p["etag"],
-            "modified": float(p["modified"]), **extra}
+    return _bounded({"number": p["number"], "cap": p["cap"], "size": p["size"], "etag": p["etag"],
+                     "modified": names.check_time(p["modified"], "a part's modified"), **extra},
+                    names.MAX_RECORD, "a part's record")
 
 
 def _completed(r: dict) -> dict:
@@ -183,5 +200,6 @@ def _completed(r: dict) -> dict:
     names.check_key(r["key"])
     if not isinstance(r["etag"], str):
         _bad("a completed upload's etag is text")
-    return {"bucket": r["bucket"], "key": r["key"], "etag": r["etag"], "modified": float(r["modified"]),
-            "headers": records.headers(r.get("headers"))}
+    return _bounded({"bucket": r["bucket"], "key": r["key"], "etag": r["etag"],
+                     "modified": names.check_time(r["modified"], "a completed upload's modified"),
+                     "headers": records.headers(r.get("headers"))}, names.MAX_RECORD, "a completed upload's record")

@@ -12,6 +12,7 @@ MAX_KEY_BYTES = 1024
 MAX_PARTS = 10000
 MIN_PART_SIZE = 5 * 1024 * 1024  # every part but the last of a multipart object (S3's rule)
 MAX_METADATA_BYTES = 2048
+MAX_TIME = 253_402_300_799  # 9999-12-31 23:59:59 UTC: the last second an HTTP or ISO date prints
 MAX_HEADERS_BYTES = 8192  # Cache-Control, Content-Disposition, ... of one object, all together
 # S3's checksums (xsc/s3/core/checksums.py) a multipart upload's parts keep, and how its object's is made of theirs.
 CHECKSUM_ALGORITHMS = ("crc32", "crc32c", "crc64nvme", "sha1", "sha256")
@@ -63,6 +64,14 @@ def check_part_number(number: int) -> int:
     if not 1 <= number <= MAX_PARTS:
         raise InvalidArgument(f"part numbers go from 1 to {MAX_PARTS}, not {number}")
     return number
+
+
+def check_time(value: object, what: str = "a time") -> float:
+    """`value` as unix seconds a record keeps: a JSON number from 0 to MAX_TIME (an infinite one or NaN would be
+    written as null, which no listing or date can print)."""
+    if type(value) not in (int, float) or not 0 <= value <= MAX_TIME:  # type(): a bool is no time; NaN fails <=
+        raise InvalidArgument(f"{what} is unix seconds from 0 to {MAX_TIME}, not {str(value)[:40]}")
+    return float(value)
 
 
 def check_metadata(metadata: dict[str, str]) -> dict[str, str]:

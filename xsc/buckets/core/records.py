@@ -18,8 +18,9 @@ def clean(record: dict) -> dict:
         raise InvalidArgument("an object record needs its parts: [{cap, size}]")
     clean_parts = []
     for p in parts:
-        if not isinstance(p, dict) or not isinstance(p.get("cap"), str) or type(p.get("size")) is not int:
-            raise InvalidArgument("each part of an object record is {cap, size}")
+        if not isinstance(p, dict) or not isinstance(p.get("cap"), str) or type(p.get("size")) is not int \
+                or p["size"] < 0:
+            raise InvalidArgument("each part of an object record is {cap, size (bytes, 0 or more)}")
         clean_parts.append({"cap": p["cap"], "size": p["size"], **({"etag": p["etag"]} if "etag" in p else {})})
     metadata = record.get("metadata") or {}
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
@@ -31,7 +32,7 @@ def clean(record: dict) -> dict:
     stored = {"parts": clean_parts, "size": sum(p["size"] for p in clean_parts), "etag": str(record["etag"]),
              "content_type": str(record.get("content_type") or "binary/octet-stream"), "metadata": metadata,
              "headers": headers(record.get("headers")),
-             "modified": float(record.get("modified") or 0) or time.time()}
+             "modified": names.check_time(record.get("modified") or 0, "an object's modified") or time.time()}
     if record.get("condition") is not None:
         stored["condition"] = condition(record["condition"])
     return stored
