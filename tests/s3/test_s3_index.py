@@ -239,6 +239,50 @@ def test_an_import_refuses_times_and_sizes_no_record_holds_and_nothing_of_the_pi
     assert backup.export(index)["completed"] == {}
 
 
+def test_an_import_naming_one_bucket_twice_with_two_owners_writes_none_of_it(index) -> None:
+    """The second record of a bucket in one piece is checked against the first as against one the node holds."""
+    twice = {"buckets": [{"name": "new-b", "created": 0, "owner": "ana", "objects": {"k": obj("cap-1")}},
+                         {"name": "new-b", "created": 0, "owner": "mallory"}]}
+    with pytest.raises(BucketTaken):
+        backup.restore(index, twice)
+    assert [b["name"] for b in index.buckets()] == ["bkt"]
+
+
+def test_an_imported_part_whose_file_is_marked_garbage_here_is_no_longer_garbage(index) -> None:
+    """Its record refers to the file again, as an imported object's does: the front must not remove it."""
+    upload = index.create_upload("bkt", "big")
+    index.put_part(upload, 1, "part-1", 100, "e1")
+    exported = backup.export(index)
+    index.abort(upload)  # its part marked garbage; the front has not removed it yet
+    assert index.garbage() == ["part-1"]
+    assert backup.restore(index, exported)["parts"] == 1
+    assert index.garbage() == []
+
+
+def test_an_import_gives_no_user_more_buckets_or_uploads_than_its_own_requests_could(db, tmp_path) -> None:
+    """What one user may make the node keep stays bounded whatever an export holds; a piece past it writes nothing."""
+    source = S3Index(db, max_buckets=3)
+    for name in ("ana-1", "ana-2", "ana-3"):
+        source.create_bucket(name, "ana")
+    for n in range(3):
+        source.create_upload("ana-1", f"k{n}", by="bob")
+    exported = backup.export(source)
+    other = S3Index(plyvel.DB(str(tmp_path / "other"), create_if_missing=True), max_buckets=2, max_uploads=2)
+    with pytest.raises(TooManyBuckets):
+        backup.restore(other, exported)
+    assert other.buckets() == []
+    other.max_buckets = 3
+    with pytest.raises(TooManyUploads):
+        backup.restore(other, {**exported, "buckets": exported["buckets"] * 2})  # a bucket twice counts once
+    assert other.buckets() == []
+    exported["uploads"] = exported["uploads"][:2] * 2  # an upload twice counts once
+    written = backup.restore(other, exported)
+    assert (written["buckets"], written["uploads"], written["kept"]) == (3, 2, 2) and len(other.uploads("ana-1")) == 2
+    with pytest.raises(TooManyUploads):
+        other.create_upload("ana-1", "more", by="bob")
+    other.db.close()
+
+
 def test_an_import_refuses_a_record_larger_than_any_request_writes(index) -> None:
     """What an import adds is bounded as what the node's own requests add: no object of more than MAX_PARTS parts,
     no record past its size, whatever fits in a request."""

@@ -47,7 +47,8 @@ from .. import codec
 from .. import keys
 from ..db import Database
 from ..errors import (BucketNotEmpty, BucketTaken, ConditionalConflict, PreconditionFailed, EntityTooSmall, Forbidden, InvalidArgument, InvalidPart,
-                      InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload, TooManyBuckets, TooManyUploads)
+                      InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload, TooManyBuckets, TooManyUploads,
+                      XscError)
 from .core import etag, listing, names, records
 
 FILE_PREFIX = "s3:"  # the names of the store's files the S3 front put (see reconcile)
@@ -583,22 +584,33 @@ def exported(index: S3Index) -> dict:
 def restored(index: S3Index, data: dict) -> dict:
     """Write `data` (a piece of an export, its records checked: xsc/buckets/backup.py) in one synced write: each record
     the index holds none of; each one it holds is kept as it is (`kept`).  A bucket held by another owner here:
-    BucketTaken, and nothing is written.  How many of each kind were written."""
+    BucketTaken; a user given more buckets or uploads in progress than it may have (max_buckets, max_uploads), as
+    by its own requests: TooManyBuckets, TooManyUploads; and nothing is written.  How many of each kind were
+    written."""
     count: Counter = Counter()
     with index.changing() as changed, index.db.write_batch(transaction=True, sync=True) as batch:
+        buckets_of, uploads_of = index._counts()  # read again once written (`changing`)
+        written: set[bytes] = set()
+
         def put(kind: str, key: bytes, value: bytes) -> bool:
-            if index.db.get(key) is not None:
+            if key in written or index.db.get(key) is not None:  # (a record named twice: the first is written)
                 count["kept"] += 1
                 return False
+            written.add(key)
             batch.put(key, value)
             count[kind] += 1
             return True
 
+        owners: dict[str, str] = {}  # what this piece gave each bucket: its second record is held to it
         for bucket in data["buckets"]:
-            here = index.db.get(keys.object_bucket(bucket["name"]))
-            if here is not None and codec.loads(here).get("owner", names.DEFAULT_USER) != bucket["owner"]:
-                raise BucketTaken(f"the bucket {bucket['name']!r} is another user's on this node",
+            here, first = index.db.get(keys.object_bucket(bucket["name"])), bucket["name"] not in owners
+            owner = owners.setdefault(bucket["name"], codec.loads(here).get("owner", names.DEFAULT_USER)
+                                      if here is not None else bucket["owner"])
+            if owner != bucket["owner"]:
+                raise BucketTaken(f"the bucket {bucket['name']!r} is another user's, on this node or in the import",
                                   hint="import into a node that holds no bucket of that name", bucket=bucket["name"])
+            if here is None and first:
+                _within(buckets_of, owner, index.max_buckets, TooManyBuckets, "buckets", "node.s3_max_buckets")
             put("buckets", keys.object_bucket(bucket["name"]), codec.dumps(
                 {k: bucket[k] for k in ("created", "owner", "grants")}))
             for key, record in bucket["objects"].items():
@@ -606,19 +618,23 @@ def restored(index: S3Index, data: dict) -> dict:
                     changed.add(bucket["name"])
                     for part in record["parts"]:  # referred to: not garbage
                         batch.delete(keys.object_garbage(part["cap"]))
-        brought = {bucket["name"] for bucket in data["buckets"]}
         for upload in data["uploads"]:
-            if upload["bucket"] not in brought and index.db.get(keys.object_bucket(upload["bucket"])) is None:
+            if upload["bucket"] not in owners and index.db.get(keys.object_bucket(upload["bucket"])) is None:
                 raise InvalidArgument(f"upload {upload['id']} is of the bucket {upload['bucket']!r}, which neither "
                                       "this node nor the export holds", hint="import the whole export")
             if index.db.get(keys.object_completed(upload["id"])) is not None:  # completed here since
                 count["kept"] += 1
                 continue
-            put("uploads", keys.object_upload(upload["id"]),
+            upload_key = keys.object_upload(upload["id"])
+            if upload_key not in written and index.db.get(upload_key) is None:
+                _within(uploads_of, upload.get("user") or owners.get(upload["bucket"]) or index._initiator(upload),
+                        index.max_uploads, TooManyUploads, "multipart uploads in progress", "node.s3_max_uploads")
+            put("uploads", upload_key,
                 codec.dumps({k: v for k, v in upload.items() if k not in ("id", "parts")}))
             for part in upload["parts"]:
-                put("parts", keys.object_part(upload["id"], part["number"]),
-                    codec.dumps({k: v for k, v in part.items() if k != "number"}))
+                if put("parts", keys.object_part(upload["id"], part["number"]),
+                       codec.dumps({k: v for k, v in part.items() if k != "number"})):
+                    batch.delete(keys.object_garbage(part["cap"]))  # referred to: not garbage
         for upload_id, record in data["completed"].items():
             if index.db.get(keys.object_upload(upload_id)) is None:
                 put("completed", keys.object_completed(upload_id), codec.dumps(record))
@@ -626,6 +642,14 @@ def restored(index: S3Index, data: dict) -> dict:
             put("funded", keys.object_funded(user), b"")
     return {kind: count[kind] for kind in ("buckets", "objects", "uploads", "parts", "completed", "funded",
                                            "kept")}
+
+
+def _within(held: Counter, user: str, most: int, error: type[XscError], what: str, setting: str) -> None:
+    """One more of `what` for `user` in an import, refused past `most` as the user's own request would be."""
+    held[user] += 1
+    if held[user] > most:
+        raise error(f"the import would give user {user!r} more than {most:,} {what}, the most one user may",
+                    hint=f"delete some of the user's first, or raise {setting}")
 
 
 def funded(index: S3Index) -> list[str]:
