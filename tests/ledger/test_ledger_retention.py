@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.ledger import transfer
 from xsc import keys
-from xsc.errors import AuthorizationExpired, AuthorizationNotPending, ReceiptMismatch
+from xsc.errors import AuthorizationExpired, AuthorizationNotPending, AuthorizationReplayed, ReceiptMismatch
 from xsc.identity import Identity
 from xsc.ledger import LedgerService, LedgerStore
 from xsc.ledger.core import rules
@@ -189,5 +189,33 @@ def test_settled_marks_stay_bounded_as_transfers_settle_and_expire(tmp_path) -> 
             report = store.verify(now)
             assert report["ok"] and report["entries"] == 2 * per_round * (n + 1), report["violations"]
         assert store.state(payer.public_key).balance == -7 * per_round * 8
+    finally:
+        db.close()
+
+
+def test_a_settled_mark_written_under_a_shorter_retention_stays_until_the_longer_one_refuses_its_replays(
+        tmp_path) -> None:
+    """ledger.record_retention raised: a mark whose row was written under the old value is due before
+    `check_remembered` refuses its authorization's entries, so the sweep keeps it, due again under the new value."""
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    me, peer = Identity.generate(), Identity.generate()
+    try:
+        receipt, payment = transfer(peer, me, 42, AccountState(), AccountState())
+        LedgerStore(db, 10**9, retention=RETENTION).accept([receipt, payment], int(time.time()))
+        store = LedgerStore(db, 10**9, retention=2 * RETENTION)  # the node restarted with a longer retention
+        replay, _ = transfer(peer, me, 42, AccountState(), store.state(me.public_key),
+                             authorization=receipt.authorization)
+        expires_at = receipt.authorization.expires_at
+        between = rules.retired_at(expires_at, RETENTION) + 1
+        assert store.retire(between) >= 1
+        assert store.settled_by(receipt.authorization.id) == receipt.id
+        with pytest.raises(AuthorizationReplayed):
+            store.accept([replay], between)
+        assert store.verify(between)["ok"]
+        late = rules.retired_at(expires_at, 2 * RETENTION) + 1
+        assert store.retire(late) >= 1 and store.settled_by(receipt.authorization.id) is None
+        with pytest.raises(AuthorizationExpired):
+            store.accept([replay], late)
+        assert store.verify(late)["ok"] and _count(db, keys.LEDGER_RETIRE) == 0
     finally:
         db.close()

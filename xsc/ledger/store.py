@@ -453,7 +453,8 @@ class LedgerStore:
         return rows + len(found_rows)
 
     def retire(self, now: int, limit: int = RETIRE_BATCH) -> int:
-        """Delete the records whose time has passed (at most `limit`, in one write batch); how many."""
+        """Delete the records whose time has passed (at most `limit`, in one write batch); how many.  A replay guard
+        whose row was written under a shorter retention than the one now set is kept, its row moved (`_kept_until`)."""
         due: list[bytes] = []
         with self.db.iterator(start=keys.LEDGER_RETIRE, stop=keys.ledger_retire(now, b""),
                               include_value=False) as it:
@@ -461,7 +462,12 @@ class LedgerStore:
         if due:
             with self.db.write_batch(transaction=True) as batch:
                 for key in due:
-                    batch.delete(keys.split_ledger_retire(key)[1])
+                    record = keys.split_ledger_retire(key)[1]
+                    later = _kept_until(self, record)
+                    if later is not None and later > now:
+                        batch.put(keys.ledger_retire(later, record), b"")
+                    else:
+                        batch.delete(record)
                     batch.delete(key)
         return len(due)
 
@@ -582,6 +588,18 @@ class LedgerStore:
         finally:
             snapshot.close()
         return audit.finish(failed)
+
+
+def _kept_until(store: LedgerStore, record: bytes) -> int | None:
+    """When a replay guard (a settled mark, a receipt's count marker) goes under the retention now set, if its
+    authorization is found here.  Until then `check_remembered` takes entries under that authorization, and without
+    the guard a replay of it would pass for a first: a row written under a shorter retention (the setting was
+    raised) comes due too soon."""
+    for prefix in (keys.LEDGER_SETTLED, keys.TRUST_PAID):
+        if record.startswith(prefix):
+            receipt = store.receipt_for(record[len(prefix):])
+            return None if receipt is None else rules.retired_at(receipt.authorization.expires_at, store.retention)
+    return None
 
 
 def index_settled(db: Database, retention: int) -> int:
