@@ -213,6 +213,9 @@ def test_an_import_refuses_what_is_not_an_export_and_a_bucket_another_user_owns(
                   {"uploads": [{"id": "u2", "bucket": "gone", "key": "k", "created": 0}]}):
         with pytest.raises(BadRequest):  # InvalidArgument, InvalidBucketName: 400
             backup.restore(index, wrong)
+    for wrong in ([], {"bad": 1}, {"version": 2, "buckets": []}):  # a whole file, split as `import-index` does
+        with pytest.raises(BadRequest):
+            list(backup.pieces(wrong))
     index.create_bucket("hers", "ana")
     with pytest.raises(BucketTaken):
         backup.restore(index, {"buckets": [{"name": "hers", "created": 0, "owner": "bob", "objects": {

@@ -45,8 +45,8 @@ def pieces(whole: dict, size: int = PIECE_BYTES) -> Iterator[dict]:
 def _units(whole: Any) -> Iterator[tuple[str, Any]]:
     """The export's records one by one: a bucket with one of its objects (or none), an upload with one of its parts
     (or none), a completed upload, a funded user.  What is not an export's is passed on for `restore` to refuse."""
-    if not isinstance(whole, dict):
-        raise InvalidArgument("an export is a JSON object (what `xsc s3 export-index` wrote)")
+    if not isinstance(whole, dict) or whole.get("version") != VERSION:  # a whole export says its version
+        raise InvalidArgument(f"an export is a JSON object of version {VERSION} (what `xsc s3 export-index` wrote)")
     for kind, field in (("buckets", "objects"), ("uploads", "parts")):
         for record in _list(whole, kind):
             held = record.get(field) if isinstance(record, dict) else None
