@@ -9,7 +9,8 @@ damaged in this node's records, so a repair rebuilds it elsewhere.
 
 Automatic repair: when a holder has failed its last audit, or has missed `audit.repair_after_failures`
 probes in a row, every file with a share on it is queued for repair (StorageService.repair); so is a
-file whose holder reported a damaged share (POST /v1/peer/damage, sent by holders' scrubbers), and a share whose
+file whose holder reported a damaged share (POST /v1/peer/damage, sent by holders' scrubbers), a file a put published
+with shares lost (as the put answers: `shares_lost`, set by the storage service), and a share whose
 holder, up by its probes, refused `repair_after_failures` audits of it in a row (it is not blamed).
 One repair runs at a time; a failed one is retried later, backing off.
 
