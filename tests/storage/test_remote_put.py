@@ -307,7 +307,7 @@ async def test_a_share_lost_by_a_put_that_keeps_none_here_is_rebuilt_on_another_
     result = await gateway_put.put(gateway, reader(DATA), len(DATA), me="me", rebuild_away=True,
                                    place=lambda si, n: (["me"] * 4 + ["b", "c"], {4: holders["b"], 5: holders["c"]}))
     si = result.capability.storage_index
-    assert result.lost.endswith("the repair loop rebuilds it on other nodes"), result.lost
+    assert result.lost.endswith("the repair loop rebuilds it on another node"), result.lost
     assert gateway.store.file_record(si)["away"] == [4] and list(gateway.store.damaged(si)) == [4]
     names, away = list(result.placement), gateway.store.file_record(si)["away"]
     asked: list[set] = []

@@ -300,7 +300,7 @@ def test_a_share_lost_mid_put_by_a_spread_put_is_rebuilt_on_another_node_not_the
         conn.close()
     assert response.status == 201, result
     gone, me = ids[holders.index(victim)], node_id(gateway)
-    assert result["lost"].startswith(f"node {gone} failed share ") and result["lost"].endswith("on other nodes")
+    assert result["lost"].startswith(f"node {gone} failed share ") and result["lost"].endswith("on another node")
     lost = int(result["lost"].split(" failed share ")[1].split(" ")[0])
     assert result["placement"][lost] == me, result
     eventually(lambda: _check(gateway, result["capability"])["healthy"], "the repair loop to rebuild the share")

@@ -386,7 +386,7 @@ def test_a_share_lost_by_a_gateway_that_offers_no_storage_is_rebuilt_on_a_provid
     done = a.xsc("store", "put", str(tmp_path / "f"), "--json")
     assert done.exit_code == 0, done.output
     result = json.loads(done.stdout)
-    assert f"node {id_b} failed share" in result["lost"] and result["lost"].endswith("on other nodes"), result
+    assert f"node {id_b} failed share" in result["lost"] and result["lost"].endswith("on another node"), result
     lost = next(s for s, node in enumerate(result["placement"]) if node == id_a)
 
     def checked() -> dict:

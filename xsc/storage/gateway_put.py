@@ -300,7 +300,7 @@ class _OnePut:
             return ""
         message, _, _ = summarise_refusals([(n, s, e) for s, (n, e) in sorted(self.lost.items())])
         shares = sorted(self.lost)
-        where = "on other nodes" if self.rebuild_away else "on this node"
+        where = "on this node" if not self.rebuild_away else "on other nodes" if len(shares) > 1 else "on another node"
         return (f"{message.replace(' refused ', ' failed ')} during the put; the repair loop rebuilds "
                 f"{'them' if len(shares) > 1 else 'it'} {where}")
 
