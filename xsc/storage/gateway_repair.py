@@ -231,7 +231,7 @@ class _OneRepair:
             if destination is None and s in self.away:
                 raise MarketNoDeal(f"no other node takes share {s} of this file, and it is not rebuilt here: the put "
                                    "kept no share on this node (--spread, this node in --avoid, or it offers no "
-                                   "storage); nothing was changed",
+                                   "storage or no room for one); nothing was changed",
                                    hint="add nodes that offer storage with `xsc peers add URL`, then run "
                                    "`xsc store repair` again")
             if destination is None:
