@@ -13,11 +13,12 @@ import pytest
 
 from tests.support.shares import gateway_core, holder_net, in_flight
 from tests.support.waiting import eventually_async
-from xsc.errors import PeerError, PeerRefused, PeerUnreachable
+from xsc.errors import MarketNoDeal, PeerError, PeerRefused, PeerUnreachable
 from xsc.node.appkeys import NODE
 from xsc.storage import gateway_put, gateway_repair, remote
 from xsc.storage.core import layout
 from xsc.storage.core.merkle import block_hash
+from xsc.storage.files import reader
 from xsc.storage.gateway_core import GatewayCore
 from xsc.storage.put_budget import PutBudget
 
@@ -77,6 +78,10 @@ class Holding:
 
     async def delete(self, si, share) -> None:
         self.asked.append("delete")
+
+    async def meta(self, si, share, segment_count=None, **_) -> dict:
+        return {"block_hashes": self.committed, "segment_count": len(self.committed),
+                "stored_bytes": sum(len(b) for b in self.blocks), "lease_expiry": int(time.time()) + 3600}
 
     async def touch(self, upload) -> None:
         self.asked.append("touch")
@@ -291,6 +296,42 @@ async def test_a_holder_that_fails_a_share_mid_put_loses_the_put_that_share_only
         await repairing.commit([block_hash(block)] * 8, b"manifest")
     assert repairing.lost is None
     await repairing.undo()
+
+
+async def test_a_share_lost_by_a_put_that_keeps_none_here_is_rebuilt_on_another_node(gateway, monkeypatch) -> None:
+    """A put that keeps no share on this node on purpose (`--spread`, this node in `--avoid`, or it offers no
+    storage): its share lost is listed in the file's record, written with its damage mark, and the repair rebuilds it
+    on a node the relocator offers, never here; with none offered the repair fails and changes nothing."""
+    monkeypatch.setattr(remote, "SEND_BATCH", 2 * layout.segment_block_length(SEGMENT))
+    holders = {"b": Failing(CUT), "c": Holding(), "d": Holding()}
+    result = await gateway_put.put(gateway, reader(DATA), len(DATA), me="me", rebuild_away=True,
+                                   place=lambda si, n: (["me"] * 4 + ["b", "c"], {4: holders["b"], 5: holders["c"]}))
+    si = result.capability.storage_index
+    assert result.lost.endswith("the repair loop rebuilds it on another node"), result.lost
+    assert gateway.store.file_record(si)["away"] == [4] and list(gateway.store.damaged(si)) == [4]
+    names, away = list(result.placement), gateway.store.file_record(si)["away"]
+    asked: list[set] = []
+
+    async def nowhere(share: int, used: set, failed: dict):
+        asked.append(used)
+        return None
+
+    with pytest.raises(MarketNoDeal, match="no other node takes share 4 of this file"):
+        await gateway_repair.repair(gateway, result.capability, {5: holders["c"]}, names, nowhere, "me", away=away)
+    assert all("me" in used for used in asked) and list(gateway.store.damaged(si)) == [4]
+    assert gateway.store.file_record(si)["placement"] == names and 4 not in gateway.load(result.capability)[1]
+
+    async def relocate(share: int, used: set, failed: dict):
+        asked.append(used)
+        return None if "c" in used else ("d", holders["d"])  # offered once nodes holding shares may be
+
+    asked.clear()
+    repaired = await gateway_repair.repair(gateway, result.capability, {5: holders["c"]}, names, relocate, "me",
+                                           away=away)
+    assert repaired["repaired"] == [4] and repaired["placement"] == ["me"] * 4 + ["d", "c"]
+    assert asked == [{"me", "c"}, {"me"}]  # a node free of the file's shares first, then any but this one
+    assert holders["d"].committed is not None and 4 not in gateway.load(result.capability)[1]
+    assert list(gateway.store.damaged(si)) == [] and gateway.store.file_record(si)["placement"] == repaired["placement"]
 
 
 async def test_a_put_whose_holders_fail_too_many_shares_fails_and_gives_everything_back(gateway, monkeypatch) -> None:

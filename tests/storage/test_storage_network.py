@@ -270,6 +270,45 @@ def test_a_holder_killed_in_the_middle_of_a_put_loses_its_share_not_the_put(node
     assert gone not in {deal["node"] for deal in result["deals"]}  # never paid for the share it lost
 
 
+@pytest.mark.slow
+def test_a_share_lost_mid_put_by_a_spread_put_is_rebuilt_on_another_node_not_the_gateway(node_process) -> None:
+    """A `--spread` put (the market places all six shares, none kept home on purpose) over the gateway and three
+    holders, a holder of one share kill -9'd while the blocks go: the repair loop rebuilds that share on a holder
+    left, not on the gateway, and the file is healthy."""
+    gateway = node_process("n0", env=FAST)
+    holders = [node_process(f"n{i}", extra_args=["--peer", gateway.url], env=FAST) for i in (1, 2, 3)]
+    ids = [node_id(n) for n in holders]
+    eventually(lambda: known_ids(gateway) >= set(ids), "the gateway to know the three holders")
+    wait_for_storage_offers(gateway, 4)
+    data = os.urandom(3 * 1024 * 1024 + 11)  # 4 segments
+    parts = urlsplit(gateway.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        conn.putrequest("POST", "/v1/store/files?name=spread.bin&spread=1")
+        conn.putheader("Authorization", f"Bearer {gateway.token}")
+        conn.putheader("Content-Length", str(len(data)))
+        conn.endheaders()
+        conn.send(data[:len(data) // 2])
+        # Six shares on four nodes, one at least on each: a holder of one share loses the put no more than that.
+        eventually(lambda: all(_uploads_in_progress(h) > 0 for h in holders), "each holder to hold an upload")
+        victim = next(h for h in holders if _uploads_in_progress(h) == 1)
+        victim.kill()
+        conn.send(data[len(data) // 2:])
+        response = conn.getresponse()
+        result = json.loads(response.read())
+    finally:
+        conn.close()
+    assert response.status == 201, result
+    gone, me = ids[holders.index(victim)], node_id(gateway)
+    assert result["lost"].startswith(f"node {gone} failed share ") and result["lost"].endswith("on another node")
+    lost = int(result["lost"].split(" failed share ")[1].split(" ")[0])
+    assert result["placement"][lost] == me, result
+    eventually(lambda: _check(gateway, result["capability"])["healthy"], "the repair loop to rebuild the share")
+    node = _check(gateway, result["capability"])["shares"][lost]["node"]
+    assert node not in (me, gone), node
+    assert gateway.xsc("store", "get", result["capability"]).stdout == data
+
+
 def _get_headers_only(node, cap: str) -> socket.socket:
     """A get of `cap` from the node's user API whose client reads the answer's headers and nothing more: its socket,
     open, with a receive buffer as small as the system allows (the node's writes find it full at once)."""

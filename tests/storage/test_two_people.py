@@ -351,3 +351,49 @@ def test_a_repair_of_another_nodes_file_cut_short_leaves_no_copy_held_for_nothin
     deals = a.app[NODE].deals.of_file_view(si)["deals"]
     paid = {x["share"] for x in deals if x["node"] == id_d and not x.get("ended")}
     assert on_d == paid, (on_d, deals)
+
+
+def test_a_share_lost_by_a_gateway_that_offers_no_storage_is_rebuilt_on_a_provider_at_once(cli_node, tmp_path,
+                                                                                          monkeypatch) -> None:
+    """A's put, all six shares on B, C and D (A offers no storage), one of B's failed mid-put by a fault of B's: the
+    put goes on without it, and its repair starts as the put answers (the repair watch here waits an hour) and
+    places it on a provider, not on A, which keeps no share."""
+    quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}, "storage": {"segment_size": 65536},
+             "audit": {"interval": 3600}}
+    a = TextNode(cli_node("a", **quiet, market={"offer_storage": False}))
+    holders = [TextNode(cli_node(name, **quiet)) for name in "bcd"]
+    id_a, id_b = (json.loads(n.xsc("node", "status", "--json").stdout)["id"] for n in (a, holders[0]))
+    for peer in holders:
+        id_peer = json.loads(peer.xsc("node", "status", "--json").stdout)["id"]
+        assert a.xsc("peers", "add", peer.url).exit_code == 0
+        eventually(lambda: any(o["owner"] == id_peer for k in json.loads(a.xsc("market", "book", "--json").stdout)
+                               ["books"] for o in k["asks"]), "the peer's offer in the book", 30)
+    share_holder = holders[0].app[NODE].share_holder
+    failed: list = []
+
+    def failing(real):
+        async def fail_one(incoming, *args, **kwargs):
+            if not failed or failed[0] is incoming:  # one upload of B's fails, as a fault of its own would
+                failed[:1] = [incoming]
+                raise RuntimeError("a fault of B's")
+            return await real(incoming, *args, **kwargs)
+        return fail_one
+
+    monkeypatch.setattr(share_holder, "put", failing(share_holder.put))
+    monkeypatch.setattr(share_holder, "put_last", failing(share_holder.put_last))
+    data = os.urandom(300_000)  # 5 segments
+    (tmp_path / "f").write_bytes(data)
+    done = a.xsc("store", "put", str(tmp_path / "f"), "--json")
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout)
+    assert f"node {id_b} failed share" in result["lost"] and result["lost"].endswith("on another node"), result
+    lost = next(s for s, node in enumerate(result["placement"]) if node == id_a)
+
+    def checked() -> dict:
+        return json.loads(a.xsc("store", "check", result["capability"], "--json").stdout)
+
+    eventually(lambda: checked()["healthy"], "the repair of the share lost", 30)
+    assert id_a not in [share["node"] for share in checked()["shares"]]
+    assert a.node.xsc("store", "get", result["capability"]).stdout == data
+    assert all(deal["node"] != id_a for deal in a.app[NODE].deals.of_file_view(
+        Capability.parse(result["capability"]).storage_index)["deals"] if not deal.get("ended")), lost

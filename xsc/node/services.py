@@ -9,6 +9,7 @@ aiohttp app holds the node (`app[NODE]`); routes read its fields (`request.app[N
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -265,11 +266,13 @@ class Node:
                                          quota=RateLimiter(config.peers.dht_rate, 2 * config.peers.dht_rate),
                                          on_this_machine=self.admission.on_this_machine)
         self.locator = Locator(me=me, store=self.store, pool=pool, peers=self.peers, table=self.dht)
+        self.shares_lost = asyncio.Event()  # set by a put that lost shares, for the audits' repairs to start them
         self.storage = StorageService(
             gateway=self.gateway, deals=self.deals, market=market, dealing=self.dealing, ledger=self.ledger,
             payer=self.payer, me=me, peers=self.peers, holder_for=self.holder_for, pool=pool,
             terms=self.provider_terms, locator=self.locator, segment_size=config.storage.segment_size,
-            lease_duration=config.storage.lease_duration, strays_interval=config.storage.gc_interval)
+            lease_duration=config.storage.lease_duration, strays_interval=config.storage.gc_interval,
+            shares_lost=self.shares_lost)
         self.share_holder = ShareHolder(self.store, pool, self.terms, trust=trust, publisher=self.gateway.publisher)
 
     def _on_audit(self, node: str, ok: bool, detail: str) -> None:
@@ -288,7 +291,7 @@ class Node:
         config, pool = self.config, self.pool
         self.audits = AuditService(config=config.audit, probe_interval=config.health.probe_interval, me=self.me,
                                    gateway=self.gateway, pool=pool, peers=self.peers, holder_for=self.holder_for,
-                                   on_audit=self._on_audit, repair=self.storage.repair)
+                                   on_audit=self._on_audit, repair=self.storage.repair, shares_lost=self.shares_lost)
         self.scrubber = Scrubber(config=config.audit, store=self.store, pool=pool, report_damage=self._report_damage)
         self.lease_gc = LeaseCollector(config=config.storage, store=self.store, pool=pool, terms=self.terms,
                                        repairing=self.storage.repairing, registry=self.metrics.registry,

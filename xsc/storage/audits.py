@@ -9,7 +9,8 @@ damaged in this node's records, so a repair rebuilds it elsewhere.
 
 Automatic repair: when a holder has failed its last audit, or has missed `audit.repair_after_failures`
 probes in a row, every file with a share on it is queued for repair (StorageService.repair); so is a
-file whose holder reported a damaged share (POST /v1/peer/damage, sent by holders' scrubbers), and a share whose
+file whose holder reported a damaged share (POST /v1/peer/damage, sent by holders' scrubbers), a file a put published
+with shares lost (as the put answers: `shares_lost`, set by the storage service), and a share whose
 holder, up by its probes, refused `repair_after_failures` audits of it in a row (it is not blamed).
 One repair runs at a time; a failed one is retried later, backing off.
 
@@ -112,7 +113,8 @@ def _now_iso() -> str:
 class AuditService:
     def __init__(self, *, config: AuditSection, probe_interval: float, me: str, gateway: Gateway, pool: Executor,
                  peers: Any | None, holder_for: Callable[[str, str], Any],
-                 on_audit: Callable[[str, bool, str], None], repair: Callable[[Capability], Awaitable[dict]]) -> None:
+                 on_audit: Callable[[str, bool, str], None], repair: Callable[[Capability], Awaitable[dict]],
+                 shares_lost: asyncio.Event | None = None) -> None:
         self.config = config
         self.probe_interval = probe_interval
         self.me = me
@@ -122,6 +124,7 @@ class AuditService:
         self.holder_for = holder_for  # (node id, url) -> the RemoteHolder there
         self.on_audit = on_audit  # (node, ok, detail): kept with its health, and deciding its storage payments
         self.repair = repair
+        self.shares_lost = shares_lost  # set by the storage service when a put published a file with shares lost
         self._queue: asyncio.Queue[bytes] = asyncio.Queue()
         self._queued: set[bytes] = set()
         self._retry: dict[bytes, tuple[float, int]] = {}  # si -> (not before, failed attempts)
@@ -408,6 +411,8 @@ class AuditService:
         loops = {"repairs": self._repairs,
                  "repair-watch": periodic("repair-watch", min(self.config.interval, self.probe_interval), self.watch,
                                           jitter=jitter)}
+        if self.shares_lost is not None:
+            loops["repair-lost"] = self._lost
         if self.config.blocks_per_round:
             loops["audits"] = periodic("audits", self.config.interval, self.audit_round, jitter=jitter)
         return loops
@@ -424,6 +429,19 @@ class AuditService:
             si = await self._queue.get()
             self._queued.discard(si)
             await self.repair_one(si)
+
+    async def _lost(self) -> None:
+        """The files a put published with shares lost (marked damaged in its write) queued as it answers, rather
+        than at the next watch: until they are rebuilt, the file survives one share's loss fewer."""
+        while True:
+            await self.shares_lost.wait()
+            self.shares_lost.clear()
+            try:
+                for si in await self._run(self.gateway.store.damaged_files):
+                    if si not in self._retry:
+                        self.queue(si, "a put lost a share of it")
+            except Exception:  # a failed round must never end the loop (the watch finds them in time)
+                log.exception("repair-lost failed")
 
     def status(self) -> dict:
         return {**self.counts, "interval": self.config.interval, "blocks_per_round": self.config.blocks_per_round,

@@ -101,7 +101,8 @@ class StorageService:
     def __init__(self, *, gateway: Gateway, deals: StorageDeals, market: MarketService, dealing: Dealing,
                  ledger: LedgerService, payer: Identity, me: str, peers: Any | None, holder_for: Callable[..., Any],
                  pool: Executor, segment_size: int, lease_duration: int, terms: ProviderTerms | None = None,
-                 locator: Locator | None = None, strays_interval: float = 600.0) -> None:
+                 locator: Locator | None = None, strays_interval: float = 600.0,
+                 shares_lost: asyncio.Event | None = None) -> None:
         self.gateway = gateway
         self.store = gateway.store
         self.deals = deals
@@ -117,6 +118,7 @@ class StorageService:
         self.lease_duration = lease_duration
         self.terms = terms  # each provider's terms for this node, and prepayment within ledger.auto_prepay
         self.locator = locator  # where the shares of a file this node did not place are (None: only here)
+        self.shares_lost = shares_lost  # set once a put lost shares: the audits start their repair (AuditService)
         self.strays_interval = strays_interval  # seconds between attempts to delete the copies noted (note_strays)
         self.repair_locks: Locks[bytes] = Locks()  # storage index -> one repair (or removal) of the file at a time
         self._view: tuple[int, list[dict], dict[str, int]] | None = None  # files_view's reading, see there
@@ -292,7 +294,7 @@ class StorageService:
         try:
             return await self.gateway.put(read, size, name, place=self._placer(quote), lease_duration=seconds,
                                           replace=self.placing.replacer(quote, bid), me=self.me, records=records,
-                                          riding=riding, keep_home=quote.home_offers)
+                                          riding=riding, keep_home=quote.home_offers, rebuild_away=quote.away)
         except db.Error as err:
             if not db.disk_full(err):
                 raise
@@ -322,6 +324,8 @@ class StorageService:
                                   quote.prices, result.lease_expiry - seconds, result.lease_expiry)
         if self.locator is not None:
             self.locator.placed(cap.storage_index, list(result.placement))
+        if result.lost and self.shares_lost is not None:  # its repair starts now, not at the next watch
+            self.shares_lost.set()
         return deals
 
     def _deal_records(self, quote: quotes.PutQuote, seconds: int):
@@ -477,8 +481,10 @@ class StorageService:
             holders, names, fetched = await self.located(cap)
             moved: dict[int, tuple[str, int]] = {}
             relocate = self.placing.relocator(cap, moved, fetched)
+            # The shares lost during a put that kept none here go where that put would have placed them.
+            record = await in_pool(self.pool, self.store.file_record, cap.storage_index) if fetched is None else None
             result = await self.gateway.repair(cap, holders, names, relocate=relocate, me=self.me, fetched=fetched,
-                                               progress=progress,
+                                               progress=progress, away=(record or {}).get("away", ()),
                                                placed=self._deals_follow(moved) if fetched is None
                                                else self._adopting(cap, fetched, moved))
             if result["repaired"] and self.locator is not None:

@@ -8,7 +8,7 @@ so both cores work and memory stays bounded whatever the file size: at most `dep
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from . import gateway_get, gateway_leases, gateway_put, gateway_repair
@@ -27,10 +27,10 @@ class Gateway(GatewayCore):
                   place: Placer | None = None, lease_duration: int | None = None,
                   replace: Replacer | None = None, me: str = "this node",
                   records: gateway_put.Records | None = None, riding: gateway_put.Riding | None = None,
-                  keep_home: bool = False) -> PutResult:
+                  keep_home: bool = False, rebuild_away: bool = False) -> PutResult:
         """Store a stream (see gateway_put.put)."""
         return await gateway_put.put(self, read, size, name, place, lease_duration, replace, me, records, riding,
-                                     keep_home)
+                                     keep_home, rebuild_away)
 
     async def open(self, cap: Capability, holders: Mapping[int, Holder] | None = None,
                    names: list[str] | None = None, rank: Mapping[int, float] | None = None,
@@ -54,9 +54,9 @@ class Gateway(GatewayCore):
                      names: list[str] | None = None, relocate: Relocator | None = None,
                      me: str = "this node", fetched: bytes | None = None,
                      placed: gateway_repair.Placed | None = None,
-                     progress: gateway_repair.Progress | None = None) -> dict:
+                     progress: gateway_repair.Progress | None = None, away: Collection[int] = ()) -> dict:
         """Missing and corrupt shares rebuilt from any K good ones (see gateway_repair.repair)."""
-        return await gateway_repair.repair(self, cap, holders, names, relocate, me, fetched, placed, progress)
+        return await gateway_repair.repair(self, cap, holders, names, relocate, me, fetched, placed, progress, away)
 
     async def renew(self, cap: Capability, duration: int, holders: Mapping[int, Holder] | None = None,
                     names: list[str] | None = None, me: str = "this node") -> dict[str, Any]:

@@ -62,7 +62,7 @@ class PutResult:
     lease_expiry: int = 0  # unix seconds: every share's lease ends then
     me: str = "this node"  # how `placement` names this node
     kept_home: str = ""  # why shares meant for other nodes stay on this one (their holders refused them)
-    lost: str = ""  # which shares' holders failed them during the put (rebuilt here by the repair loop)
+    lost: str = ""  # which shares' holders failed them during the put (rebuilt by the repair loop), and where
 
     @property
     def nodes(self) -> int:
@@ -175,8 +175,8 @@ class _OnePut:
     the N block hashes of each segment written so far."""
 
     def __init__(self, gateway: GatewayCore, size: int | None, place: Placer | None, lease_duration: int | None,
-                 me: str) -> None:
-        self.gateway, self.me = gateway, me
+                 me: str, rebuild_away: bool = False) -> None:
+        self.gateway, self.me, self.rebuild_away = gateway, me, rebuild_away
         self.key = new_key()
         self.si = storage_index(self.key)
         self.cipher = SegmentCipher(self.key)
@@ -272,7 +272,8 @@ class _OnePut:
         holder still answers (`RemoteShareWriter.undo`; one that does not drops its staged uploads as it restarts, or
         at their deadline, and a copy it may have committed stays noted to delete: `lost_noted`), never paid (no deal
         names it: the placement names this node), and the share published missing and marked damaged, so that the
-        repair loop rebuilds it here.  Its blocks are not sent
+        repair loop rebuilds it: here, or on another node for a put that keeps no share here (`rebuild_away`: the
+        file's record lists it under "away").  Its blocks are not sent
         again: a put keeps none once sent (memory stays bounded whatever the file), and a put from a stream could not
         read them again.  The put fails if fewer than K + 1 shares are left (the file would not survive the loss of
         one more), with everything sent taken back."""
@@ -294,13 +295,14 @@ class _OnePut:
 
     @property
     def lost_note(self) -> str:
-        """The answer's `lost`: which shares' holders failed them, and that the repair rebuilds them here."""
+        """The answer's `lost`: which shares' holders failed them, and where the repair rebuilds them."""
         if not self.lost:
             return ""
         message, _, _ = summarise_refusals([(n, s, e) for s, (n, e) in sorted(self.lost.items())])
         shares = sorted(self.lost)
+        where = "on this node" if not self.rebuild_away else "on other nodes" if len(shares) > 1 else "on another node"
         return (f"{message.replace(' refused ', ' failed ')} during the put; the repair loop rebuilds "
-                f"{'them' if len(shares) > 1 else 'it'} on this node")
+                f"{'them' if len(shares) > 1 else 'it'} {where}")
 
     async def publish(self, name: str | None, encoded: bytes, share_hashes: list[list[bytes]],
                       me: str, records: Records | None, riding: Riding | None = None) -> PutResult:
@@ -312,6 +314,8 @@ class _OnePut:
         record = {"name": name or "", "size": self.total, "capability": str(cap), "storage_index": self.si.hex(),
                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "placement": self.placement,
                   "lease_expiry": lease, "leases": [lease] * erasure.N}
+        if self.lost and self.rebuild_away:  # read by the repair (gateway_repair `away`) with the damage marks
+            record["away"] = sorted(self.lost)
         also = records(self.si, self.placement, lease) if records is not None else None
         if self.remote or self.lost:  # the copies this put noted (`note_remote`) are placed now, but those it lost
             also = {**(also or {}), **self.gateway.store.strays_placed(self.si, self.lost_noted, lease)}
@@ -575,7 +579,7 @@ class _Stream:
 async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | None = None,
               place: Placer | None = None, lease_duration: int | None = None,
               replace: Replacer | None = None, me: str = "this node", records: Records | None = None,
-              riding: Riding | None = None, keep_home: bool = False) -> PutResult:
+              riding: Riding | None = None, keep_home: bool = False, rebuild_away: bool = False) -> PutResult:
     """Store a stream; `size` (if known) is checked against free space before anything is written.
 
     `place(storage index, share bytes)` says where the shares go: the node of each share and the
@@ -586,8 +590,9 @@ async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | 
     expiry)`: records written with the file's (its deals), in the same synced write; `riding(capability)`: records of
     another's made as that write is (`share_store.Rider`: a small S3 object's record).  `keep_home`: a share that no
     holder takes only because of its holders' standing decisions about this node (a quarantine, terms, no room:
-    remote.STANDING) is kept here instead, and the answer's `kept_home` says why."""
-    one = _OnePut(gateway, size, place, lease_duration, me)
+    remote.STANDING) is kept here instead, and the answer's `kept_home` says why.  `rebuild_away`: the put keeps no
+    share here on purpose, so a share whose holder is lost during it is rebuilt on another node (`drop_lost`)."""
+    one = _OnePut(gateway, size, place, lease_duration, me, rebuild_away)
     await one.begin()
     starting: asyncio.Future | None = None
     keep = (lambda share: (me, _KeptHome(gateway))) if keep_home else None

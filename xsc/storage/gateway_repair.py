@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
-from ..errors import IntegrityError, NotEnoughShares, ShareNotFound, XscError
+from ..errors import IntegrityError, MarketNoDeal, NotEnoughShares, ShareNotFound, XscError
 from .core import erasure, layout
 from .core.capability import Capability
 from .gateway_core import GatewayCore
@@ -162,8 +162,9 @@ class _OneRepair:
 
     def __init__(self, gateway: GatewayCore, cap: Capability, holders: dict[int, Holder], names: list[str],
                  me: str, fetched: bytes | None, placed: Placed | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, away: Collection[int] = ()) -> None:
         self.gateway, self.cap, self.si, self.progress = gateway, cap, cap.storage_index, progress
+        self.away = frozenset(away)
         self.holders, self.names, self.me, self.fetched = holders, names, me, fetched
         self.placed = placed or (lambda si, before, after, lease: gateway.store.set_placement(si, after))
         self.new_names = list(names)
@@ -208,13 +209,31 @@ class _OneRepair:
                                   "`xsc health status` shows them")
         return good
 
+    async def destination(self, relocate: Relocator, share: int, nodes: set[str],
+                          failed: dict) -> tuple[str, Holder] | None:
+        """Where `relocate` places a share again, avoiding `nodes`.  One of `away` never comes here: it goes to a
+        node that holds no share of the file, or else, as a put places its shares on fewer nodes than shares, to one
+        that holds some."""
+        if share not in self.away:
+            return await relocate(share, nodes, failed)
+        return await relocate(share, nodes | {self.me}, failed) or \
+            await relocate(share, {self.me} | set(failed), failed)
+
     async def plan(self, relocate: Relocator | None) -> None:
-        """Where each broken share goes: local ones rewritten or rebuilt here, remote ones to where `relocate`
-        says (here if it names no node)."""
+        """Where each broken share goes: local ones rewritten or rebuilt here, remote ones, and missing ones of
+        `away` (shares lost during a put that keeps none here), to where `relocate` says (here if it names no node;
+        never here for one of `away`: the repair fails, to be tried again, rather than keep it here)."""
         self.rewrite_here = {s: r.bad_blocks for s, r in self.broken_local.items() if s in self.local_metas}
-        self.rebuild_here = [s for s in self.broken_local if s not in self.local_metas]
-        for s in sorted(self.remote_bad):
-            destination = await relocate(s, set(self.new_names), {}) if relocate else None
+        missing = [s for s in self.broken_local if s not in self.local_metas]
+        self.rebuild_here = [s for s in missing if s not in self.away]
+        for s in [*sorted(self.remote_bad), *sorted(set(missing) & self.away)]:
+            destination = await self.destination(relocate, s, set(self.new_names), {}) if relocate else None
+            if destination is None and s in self.away:
+                raise MarketNoDeal(f"no other node takes share {s} of this file, and it is not rebuilt here: the put "
+                                   "kept no share on this node (--spread, this node in --avoid, or it offers no "
+                                   "storage or no room for one); nothing was changed",
+                                   hint="add nodes that offer storage with `xsc peers add URL`, then run "
+                                   "`xsc store repair` again")
             if destination is None:
                 self.rebuild_here.append(s)
                 self.new_names[s] = self.me
@@ -240,7 +259,7 @@ class _OneRepair:
                                                 share_bytes * len(self.rebuild_here))
             # A destination that cannot take its share (down, or refusing) is swapped for another one.
             new_names = self.new_names
-            replace = (lambda share, failed: relocate(share, set(new_names) | set(failed), failed)) \
+            replace = (lambda share, failed: self.destination(relocate, share, set(new_names) | set(failed), failed)) \
                 if relocate else None
             await gateway.start_remote(self.moved, new_names, replace,
                                        lambda writer: writer.begin(manifest.size, manifest.segment_size, lease))
@@ -299,7 +318,7 @@ class _OneRepair:
         were.  A crash before the marks are cleared leaves a mark on a share rebuilt meanwhile: the next repair looks
         at it again."""
         gateway, si, names, new_names = self.gateway, self.si, self.names, self.new_names
-        for s in (*self.rewrite_here, *self.remote_bad):
+        for s in {*self.rewrite_here, *self.remote_bad, *self.moved}:
             await gateway.run(gateway.store.clear_damage, si, s)
         # A corrupt share on a holder that still answers is dropped there (best effort: a lease ends it too).
         stale = [self.holders[s].delete(si, s) for s in self.remote_bad
@@ -370,13 +389,14 @@ def _rewrite_blocks(gateway: GatewayCore, si: bytes, index: int, blocks: dict[in
 async def repair(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Holder] | None = None,
                  names: list[str] | None = None, relocate: Relocator | None = None,
                  me: str = "this node", fetched: bytes | None = None, placed: Placed | None = None,
-                 progress: Progress | None = None) -> dict:
+                 progress: Progress | None = None, away: Collection[int] = ()) -> dict:
     """Rebuild missing and corrupt shares from any K good ones; never makes things worse.
 
     Local shares are rebuilt here (corrupt blocks rewritten in place).  A broken share on another
     node goes to the node `relocate(share, nodes already used, nodes that failed it)` names, or here
     if it names none; the file's placement record follows, written by `placed` (`fetched`: another node's file's
-    manifest).  `progress`: told how each pass goes, its blocks here read ("check"), then its segments rebuilt."""
+    manifest).  `away`: shares lost during a put that kept none here, placed by `relocate` when missing here, never
+    rebuilt here.  `progress`: told how each pass goes, its blocks here read ("check"), then its segments rebuilt."""
     names = list(names or [me] * erasure.N)
     holders = dict(holders or {})
     repaired: set[int] = set()
@@ -384,7 +404,7 @@ async def repair(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Ho
     # A share read as a source that gave bad blocks is marked damaged and rebuilt by the next pass; each pass that
     # goes round again found one more such share, so there are at most N.
     for _ in range(erasure.N):
-        one = _OneRepair(gateway, cap, holders, names, me, fetched, placed, progress)
+        one = _OneRepair(gateway, cap, holders, names, me, fetched, placed, progress, away)
         if not await one.assess():
             break
         good = one.good_shares()

@@ -53,6 +53,10 @@ class PutQuote:
     deals: list = field(default_factory=list)  # the put's storage deals, once written with its file
     kept_home: str = ""  # why shares meant for other nodes stay on this one (the user is told: they lose its safety)
     home_offers: bool = False  # this node may keep shares their holders refuse (it offers storage at the bid)
+    # The put keeps no share here on purpose (`--spread`, this node in `--avoid`, it offers no storage at the bid, or
+    # has no room for a share): one whose holder is lost during the put is rebuilt on another node, not here
+    # (gateway_put `rebuild_away`).
+    away: bool = False
 
     @property
     def cost(self) -> int:
@@ -68,7 +72,7 @@ class PutQuote:
         prices, for a share of `share_bytes`, so that the file costs what it would have alone at those prices.  The
         group's needs and assignments stay the group's (withdrawn and spent once)."""
         return PutQuote(share_bytes, self.seconds, list(self.nodes), dict(self.prices), self.needs,
-                        home_offers=self.home_offers)
+                        home_offers=self.home_offers, away=self.away)
 
     def to_json(self) -> dict:
         found = {"needs": self.needs, "prices": [self.prices[s] for s in sorted(self.prices)], "cost": self.cost,
@@ -162,7 +166,10 @@ async def quote(dealing: Dealing, segment_size: int, size: int | None, seconds: 
             home = erasure.K
     if found is None:
         found = await _quote_from_home(dealing, share_bytes, seconds, bid, home, ask, wanted, terms, dry)
-    found.home_offers = home_offers
+    used, capacity = market.storage_usage()
+    # A share lost during the put is rebuilt where the put would have kept it: here only if the put keeps shares here
+    # on purpose and a share fits (rebuilt here without room, its repair would fail for good).
+    found.home_offers, found.away = home_offers, not home_offers or spread or capacity - used < share_bytes
     return found
 
 
