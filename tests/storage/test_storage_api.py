@@ -91,6 +91,21 @@ async def test_a_chunked_put_that_outgrows_the_store_is_rolled_back(store_node) 
     assert held() == before  # nothing of the put is left
 
 
+async def test_a_chunked_put_asked_to_leave_this_node_is_refused_not_kept_here(store_node) -> None:
+    # A stream of unknown size is kept whole on this node: --spread or this node in --avoid cannot be honoured.
+    me = (await (await store_node.get("/v1/node/status")).json())["id"]
+
+    async def body():
+        yield b"hello"
+
+    for params in ({"spread": "1"}, {"avoid": me}):
+        resp = await store_node.post("/v1/store/files", data=body(), params={"name": "f", **params})
+        problem = await resp.json()
+        assert resp.status == 400 and problem["code"] == "invalid-argument", problem
+        assert "put it from a file" in problem["hint"]
+    assert (await (await store_node.get("/v1/store/files")).json())["files"] == []
+
+
 async def test_token_is_required(store_node) -> None:
     url = "/v1/store/files"
     resp = await store_node.session.get(store_node.make_url(url), headers={"Authorization": ""})

@@ -6,7 +6,7 @@ providers while there are enough), bid at the user's maximum price (`--max-price
 assigns each to a provider at the clearing price; the user's credit must cover the whole lease
 before a byte is stored.  Each holder is told the deal price when the upload begins and refuses it
 under its own ask.  A stream of unknown size cannot be matched (its share size is unknown): it is
-kept whole on this node at this node's ask.
+kept whole on this node at this node's ask (so `--spread`, or this node in `--avoid`, refuses it).
 
 With fewer than six providers (this node counted), K shares stay on this node at its own ask and only the
 other M go to the market (storage/core/placement.py, `home_shares`): a put is never less safe than keeping it at
@@ -137,6 +137,10 @@ async def quote(dealing: Dealing, segment_size: int, size: int | None, seconds: 
     market = dealing.market
     me = market.me
     if size is None:
+        if spread or me in wanted.get("avoid", ()):
+            asked = "--spread" if spread else "this node in --avoid"
+            raise InvalidArgument(f"a put of unknown size (a stream, stdin) is kept whole on this node: {asked} "
+                                  "cannot be honoured", hint="put it from a file: xsc store put FILE --spread")
         ask = market.ask("storage")
         if ask is None:
             raise StorageFull("this node offers no storage for a stream of unknown size",
