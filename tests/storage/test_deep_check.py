@@ -59,6 +59,8 @@ async def test_verify_of_every_file_tells_files_and_bytes_done_then_each_files_s
     assert {f["capability"]: (f["state"], f["intact"]) for f in result["files"]} == {
         caps[0]: ("healthy", 6), caps[1]: ("damaged", 5), caps[2]: ("healthy", 6)}
     assert not result["healthy"] and not result["stopped"]
+    assert {f["capability"]: f.get("detail") for f in result["files"]} == {  # why it is damaged
+        caps[0]: None, caps[1]: "share 4 missing", caps[2]: None}
     plain = await (await node.post("/v1/store/verify")).json()  # a JSON call: the same answer, once it is done
     assert plain == result
 

@@ -25,6 +25,14 @@ def _state(report: dict) -> str:
     return "healthy" if report["healthy"] else "damaged" if report["recoverable"] else "not recoverable"
 
 
+def _why(report: dict) -> str:
+    """What a verify found wrong, share by share (a share whose node is down reads as missing: say so, so that a
+    file damaged by a node away is told from one whose blocks are bad)."""
+    return "; ".join(f"share {s['share']} {s['status']}"
+                     + (f": {s['detail']}" if s.get("detail") not in ("", s["status"]) else "")
+                     for s in report.get("shares", ()) if s["status"] != "ok")
+
+
 async def deep_check(storage, *, repair: bool, progress: Progress | None = None,
                      going_on: Callable[[], bool] = lambda: True) -> dict[str, Any]:
     """Verify every file `storage` (a StorageService) lists, and with `repair` repair each one found damaged.
@@ -61,6 +69,8 @@ async def deep_check(storage, *, repair: bool, progress: Progress | None = None,
                 if report.get("warning"):
                     outcome["detail"] = report["warning"]
             outcome.update(state=state, intact=report["intact"])
+            if state not in HEALTHY and "detail" not in outcome and _why(report):
+                outcome["detail"] = _why(report)
         except NotEnoughShares as err:
             outcome.update(state="not recoverable", detail=err.with_hint)
         except XscError as err:
