@@ -149,6 +149,28 @@ def test_devnet_up_works_from_a_folder_that_holds_an_xsc_directory(tmp_path: Pat
 
 
 @pytest.mark.slow
+def test_devnet_up_starts_again_the_nodes_of_a_devnet_that_are_down(tmp_path: Path) -> None:
+    try:
+        up = run_xsc("devnet", "up", "-n", "2", "--dir", "net", "--json", env=FAST, cwd=tmp_path, timeout=120)
+        assert up.returncode == 0, up.stderr
+        first = json.loads(up.stdout)
+        os.kill(first[1]["pid"], signal.SIGKILL)
+        again = run_xsc("devnet", "up", "-n", "2", "--dir", "net", "--json", env=FAST, cwd=tmp_path, timeout=120)
+        assert again.returncode == 0, again.stderr
+        nodes = json.loads(again.stdout)
+        assert [(n["id"], n["url"], n["restarted"]) for n in nodes] == [
+            (n["id"], n["url"], i == 1) for i, n in enumerate(first)]
+        assert nodes[0]["pid"] == first[0]["pid"] and nodes[1]["pid"] != first[1]["pid"]
+        status = run_xsc("devnet", "status", "--dir", "net", "--json", cwd=tmp_path)
+        assert [n["up"] for n in json.loads(status.stdout)] == [True, True]
+        refused = run_xsc("devnet", "up", "-n", "2", "--dir", "net", cwd=tmp_path)  # all up: nothing to start
+        assert refused.returncode == 1 and b"xsc devnet down --dir net" in refused.stderr
+    finally:
+        down = run_xsc("devnet", "down", "--dir", "net", "--json", cwd=tmp_path)
+    assert down.returncode == 0 and json.loads(down.stdout)["stopped"] == 2
+
+
+@pytest.mark.slow
 def test_a_smaller_devnet_on_the_same_data_dirs_is_peered_though_its_nodes_remember_more(tmp_path: Path) -> None:
     larger = Devnet(tmp_path, 3, env=FAST).start()
     try:

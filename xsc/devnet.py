@@ -479,6 +479,18 @@ class Devnet:
             raise
         return self
 
+    def restart_down(self, on_spawn=None) -> list[NodeProcess]:
+        """Start again, in the background, the nodes of a loaded devnet that are down (killed, crashed), each on
+        its data dir and port, where its peers and shares wait for it; `on_spawn(node)` after each.  The nodes
+        started."""
+        down = [n for n in self.nodes if not n.alive()]
+        for node in down:
+            node.detach = True
+            node.spawn()
+            if on_spawn is not None:
+                on_spawn(node)
+        return down
+
     def lagging(self) -> list[NodeProcess]:
         """The nodes that do not know every other node (yet).  Nodes a data dir knew from an earlier, larger
         devnet are no matter: only this devnet's count."""

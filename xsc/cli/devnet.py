@@ -59,15 +59,22 @@ def devnet() -> None:
 @json_option
 def up(count: int, base_port: int | None, timeout: float, netns: bool, delay: str, loss: str, devnet_dir: str,
        as_json: bool) -> None:
-    """Start N nodes as background processes, peered together (on loopback, or with --netns in namespaces)."""
+    """Start N nodes as background processes, peered together (on loopback, or with --netns in namespaces).
+
+    On a devnet of N nodes some of which are down (killed, crashed), start those again: the others go on."""
     root = Path(devnet_dir).resolve()
     network = _network(root, count, netns, delay, loss)
     root.mkdir(parents=True, exist_ok=True)
     if (root / STATE_FILE).exists():
-        running = [n for n in Devnet.load(root)[0] if n.alive()]
-        if running:
+        old, records = Devnet.load(root)
+        running = [n for n in old if n.alive()]
+        if running and (len(running) == len(old) or len(old) != count or old.network is not None):
             raise Conflict(f"a devnet of {len(running)} running node(s) is already in {root}",
-                           hint=f"stop it first: xsc devnet down --dir {devnet_dir}")
+                           hint=f"see them with `xsc devnet status --dir {devnet_dir}`, or stop them first: "
+                                f"xsc devnet down --dir {devnet_dir}")
+        if running:
+            _restart(old, records, timeout, as_json)
+            return
     net = Devnet(root, count, ports=ports_from(base_port, count), detach=True, network=network)
     nodes: list[dict] = []
     try:
@@ -99,6 +106,28 @@ def up(count: int, base_port: int | None, timeout: float, netns: bool, delay: st
         net.stop(10.0)
         net.forget()
         raise
+
+
+def _restart(net: Devnet, records: list[dict], timeout: float, as_json: bool) -> None:
+    """`up` on a devnet some of whose nodes are down (killed, crashed): those start again, the others go on."""
+    def started(node) -> None:  # saved at once, as `up` does: `down` stops it even if this command dies
+        next(r for r in records if r["name"] == node.name)["pid"] = node.pid
+        net.save(records)
+
+    restarted = net.restart_down(on_spawn=started)
+    deadline = time.monotonic() + timeout
+    for node in restarted:
+        node.wait_listening(max(0.1, deadline - time.monotonic()))
+    lagging = [n.name for n in net.wait_peered(max(0.0, deadline - time.monotonic()))]
+    if lagging:
+        click.echo(f"xsc: warning: {', '.join(lagging)} do not know every other node yet (gossip continues)", err=True)
+    again = {n.name for n in restarted}
+    if as_json:
+        emit_json([{**r, "up": True, "restarted": r["name"] in again} for r in records])
+        return
+    wide_table(_COLUMNS, [(r["name"], "restarted" if r["name"] in again else "up", r["pid"], r["url"], r["id"],
+                           r["data_dir"]) for r in records])
+    click.echo(f"{len(again)} node(s) started again, {len(records) - len(again)} were up; all {len(records)} up")
 
 
 @devnet.command()
