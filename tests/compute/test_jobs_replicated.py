@@ -10,12 +10,13 @@ import hashlib
 
 import pytest
 
+from tests.support.cli import ok, xsc_in_process
 from tests.support.compute import deploy, peer_with_provider
 from tests.support.jobs import (QUIET, balances, network, owed_paid, read_file, reading, restarted, run_job, settle,
                                 verified)
 from tests.support.waiting import eventually_async
 from xsc.compute import hosted_jobs, sent_jobs
-from xsc.node import IDENTITY
+from xsc.node import IDENTITY, TOKEN
 from xsc.node.appkeys import METRICS, NODE
 from xsc.peers.admission import Quarantine
 
@@ -323,6 +324,14 @@ async def test_a_job_asked_again_with_other_replicas_or_agreement_is_another_job
         assert status == 201 and again["replayed"] and again["id"] == jid, again
         shown = await (await gateway.get(f"/v1/compute/jobs/{jid}")).json()
         assert shown["guarantee"]["replicas"] == guarantee["replicas"] == len(shown["replicas"]), shown
+    # `xsc compute job` says the guarantee and what its charge is made of: each replica, its provider whole
+    text = ok(await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), "compute", "job", jid,
+                                      env={"XSC_TOKEN": gateway.app[TOKEN]}))
+    assert "guarantee:  2 replicas, at least 2 agreeing" in text, text
+    lines = [line.split() for line in text.splitlines() if line.startswith("  replica ")]
+    assert sorted((words[-1], int(words[2])) for words in lines) == sorted(
+        (r["provider"], r["charge"]) for r in shown["replicas"]), text
+    assert sum(int(words[2]) for words in lines) == shown["charge"]
     status, again = await run_job(gateway, single)
     assert status == 201 and again["replayed"] and again["id"] == once["id"] and "replicas" not in again, again
     ran = [job for provider in providers for job in _jobs_paid_on(provider)]

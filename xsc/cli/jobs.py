@@ -188,6 +188,9 @@ def _program_output(facts: dict[str, Any]) -> None:
 
 def _summary(job: dict[str, Any]) -> None:
     how = "replayed (not run again)" if job.get("replayed") else f"ran (executions: {job['executions']})"
+    if job.get("replicas") and not job.get("replayed"):
+        paid = sum(1 for r in job["replicas"] if r.get("paid"))
+        how += f" on {len(job['replicas'])} replicas, {paid} of them paid (`xsc compute job ID` lists them)"
     prose(f"job {job['id']} {how}, charged {job.get('charged', 0)} micro-credits", err=True)
     for output in job.get("outputs", []):
         _file_line("  ", output["name"], output["size"], output["sha256"], output["capability"], err=True)
@@ -216,14 +219,31 @@ def job(obj, job_id: str, as_json: bool) -> None:
     if as_json:
         emit_json(found)
         return
+    guarantee = found.get("guarantee") or {}
+    replicated = guarantee.get("replicas", 1) > 1
     key_values([("id", found["id"]), ("state", found["state"]), ("module", found["module"]),
                 ("executions", found["executions"]), ("charge", f"{found.get('charge', 0)} micro-credits"),
                 ("provenance", found.get("provenance", "-")), ("created", found.get("created", "-"))]
+               + ([("guarantee", f"{guarantee['replicas']} replicas, at least {guarantee['agree']} agreeing")]
+                  if replicated else [])
                + ([("error", found["error"])] if found.get("error") else []))
     for item in found.get("inputs", []):
         _file_line("  input  ", item["path"], item["size"], item["sha256"])
     for output in found.get("outputs", []):
         _file_line("  output ", output["name"], output["size"], output["sha256"], output["capability"])
+    for replica in found.get("replicas", []):  # what the charge is made of: one line per provider
+        _replica_line(replica)
+
+
+def _replica_line(replica: dict[str, Any]) -> None:
+    """A replica on one line, its provider's id whole (on a line of its own under it when the line is too narrow)."""
+    said = (f"  replica  {'paid' if replica.get('paid') else 'not paid'}  {replica.get('charge', 0)} micro-credits"
+            f"  {replica.get('fuel_consumed', 0):,} fuel")
+    width = terminal_width()
+    if width is None or len(said) + 2 + len(replica["provider"]) <= width:
+        click.echo(f"{said}  {replica['provider']}")
+    else:
+        click.echo(f"{said}\n      provider {replica['provider']}")
 
 
 @click.command("lineage")
