@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xsc.storage.core.placement import (Candidate, home_shares, node_failures_survived, peer_failures_survived,
-                                        place_shares)
+                                        place_shares, single_points)
 
 nodes = st.lists(
     st.builds(Candidate, node_id=st.text("abcdefghijklmnop234567", min_size=4, max_size=12),
@@ -82,3 +82,17 @@ def test_peer_failures_survived() -> None:
     assert peer_failures_survived(["me", "me", "me", "b", "c", "d"], "me") == 2
     assert peer_failures_survived(["b", "c", "d", "e", "f", "g"], "me") == 2
     assert peer_failures_survived(["me"] * 6, "me") == 0  # no other node holds any
+
+
+def test_a_repair_warns_of_the_other_node_whose_loss_alone_loses_the_file_and_only_of_it() -> None:
+    # home's safety is what a put promises (any other node may go): 4 or 5 shares here are no warning
+    assert single_points(["me"] * 4 + ["b", "c"], "me") == ""
+    assert single_points(["me"] * 5 + ["b"], "me") == ""
+    assert single_points(["me"] * 6, "me") == ""
+    assert single_points(["me"] * 3 + ["b"] * 3, "me") == (
+        "3 shares are on node b: its loss loses the file (add nodes and repair again)")
+    assert single_points(["b", "b", "b", "c", "c", "c"], "me") == (
+        "3 shares are on node b: its loss loses the file; 3 shares are on node c: its loss loses the file "
+        "(add nodes and repair again)")
+    assert single_points(["b", "c", "d", "e", "f", "g"], "me") == ""
+

@@ -37,7 +37,7 @@ from . import deep_check, gateway_repair
 from .gateway import Gateway
 from .gateway_get import Plaintext
 from .gateway_put import Riding
-from .core.placement import node_failures_survived
+from .core.placement import single_points
 from .locate import Locator
 from .placing import SharePlacing
 from .remote import KEEP_ALIVE
@@ -492,11 +492,9 @@ class StorageService:
             if fetched is not None:  # where another node's file's shares are now: asked again, not remembered
                 self.locator.forget(cap.storage_index)
         answer = {**result, **await self.check(cap)}
-        after = result["placement"]
-        if after and len(set(after)) > 1 and node_failures_survived(after) == 0:
-            most = max(after.count(n) for n in set(after))
-            answer["warning"] = (f"{most} shares are on one node: the loss of any one node may lose the file "
-                                 "(add nodes and repair again)")
+        warning = single_points(result["placement"] or [], self.me)
+        if warning:
+            answer["warning"] = warning
         return answer
 
     def _adopting(self, cap: Capability, fetched: bytes, moved: dict[int, tuple[str, int]]):

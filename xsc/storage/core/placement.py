@@ -83,3 +83,12 @@ def node_failures_survived(placement: list[str], needed: int = K) -> int:
             break
         survived += 1
     return survived
+
+
+def single_points(placement: list[str], me: str, needed: int = K) -> str:
+    """What to warn of a placement that one other node's loss loses (empty when none does): those nodes, named.
+    Shares piled on this node are not warned of: that is home's safety, as a put promises it (any other node may
+    go, not this one)."""
+    heavy = sorted({node for node in placement if node != me and len(placement) - placement.count(node) < needed})
+    return "; ".join(f"{placement.count(node)} shares are on node {node}: its loss loses the file" for node in heavy) \
+        + (" (add nodes and repair again)" if heavy else "")
