@@ -214,6 +214,8 @@ async def test_an_old_id_keeps_working_and_each_peer_judges_it_by_its_own_diffic
         response = await strict.post("/v1/peers", json={"url": old.app[NODE].peers.url})
         problem = await response.json()
         assert response.status >= 400 and "not admitted here" in problem["detail"], problem
+        bits = id_difficulty(weak.public_key)  # the hint is the setting that would admit it
+        assert f"xsc config set peers.min_difficulty {bits}, then restart" in problem["hint"], problem
         assert strict.app[NODE].peers.directory.get(weak.id) is None
         response = await old.post("/v1/peers", json={"url": strict.app[NODE].peers.url})
         problem = await response.json()

@@ -233,6 +233,16 @@ class Admission:
                                    "start it on a new data dir with peers.min_difficulty at least as high",
                               node=node_id, difficulty=bits, required=self.min_difficulty)
 
+    def refusal_hint(self, descriptor: NodeDescriptor) -> str:
+        """What this node's operator can do about `refusal(descriptor)`: the setting that would admit it."""
+        bits = id_difficulty(descriptor.key)
+        if bits < self.min_difficulty:
+            return (f"to admit ids with {bits} bits (a devnet's have 0): xsc config set peers.min_difficulty {bits}, "
+                    "then restart this node")
+        if self.grid_secret or descriptor.grid:
+            return "closed network: set the same peers.grid_secret on every node"
+        return "docs/security.md says which peers a node admits"
+
     def refusal(self, descriptor: NodeDescriptor, *, quarantine: bool = True) -> str | None:
         """Why a (valid) descriptor is not taken here, or None (`quarantine`: counting quarantines)."""
         bits = id_difficulty(descriptor.key)

@@ -429,7 +429,7 @@ class PeerService:
             refusal = self.admission.refusal(responder)
             if refusal is not None:
                 raise PeerRefused(f"node {responder.id} at {url} is not admitted here: {refusal}", url=url,
-                                  hint="docs/security.md says which peers a node admits")
+                                  hint=self.admission.refusal_hint(responder))
             if unblock:
                 self.directory.unblock(responder.id)
             self.accept([body["self"], *body.get("descriptors", [])], source=host_of(url))
