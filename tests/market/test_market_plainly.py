@@ -64,6 +64,21 @@ async def test_avoiding_the_only_other_provider_keeps_the_file_home(node_factory
         assert (await response.json())["placement"] == [a.app[NODE].peers.identity.id] * 6
 
 
+async def test_a_put_from_a_stream_kept_whole_here_says_why_when_other_providers_offer(node_factory) -> None:
+    quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+    a, b = await node_factory("a", **quiet), await node_factory("b", **quiet)
+
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+
+    async def body():
+        yield b"s" * 9000
+
+    response = await a.post("/v1/store/files", data=body())
+    answer = await response.json()
+    assert response.status == 201 and answer["placement"] == [a.app[NODE].peers.identity.id] * 6, answer
+    assert "put it from a file" in answer["kept_home"], answer
+
+
 async def test_a_call_no_provider_offers_is_explained_in_fuel_and_utc(node_factory) -> None:
     node = await node_factory(market={"offer_compute": False})  # alone, offering no compute
     deployed = await (await node.post("/v1/modules", data=wasm("add"))).json()

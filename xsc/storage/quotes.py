@@ -148,7 +148,10 @@ async def quote(dealing: Dealing, segment_size: int, size: int | None, seconds: 
         if ask > bid:
             raise InvalidArgument(f"this node's ask of {ask} per GiB-hour is above your maximum price {bid}",
                                   hint=f"raise --max-price to at least {ask}")
-        return PutQuote(0, seconds, [me] * erasure.N, {s: ask for s in range(erasure.N)})
+        # Said when other providers offer: a user with a network expects the shares spread, not all here.
+        why = ("a put of unknown size (a stream, stdin) is kept whole on this node (put it from a file to place "
+               "shares on other nodes)") if providers(market) - {me} else ""
+        return PutQuote(0, seconds, [me] * erasure.N, {s: ask for s in range(erasure.N)}, kept_home=why)
     if share_bytes is None:
         share_bytes = layout.share_bytes(size, segment_size)
     room = market.book.most_offered("storage")
