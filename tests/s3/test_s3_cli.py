@@ -114,6 +114,8 @@ def test_import_index_brings_an_export_back_and_a_retried_complete_answers_as_be
         assert second.client().head_object(Bucket="kept", Key="big")["ETag"] == answer["ETag"]
         rerun = second.node.xsc("s3", "import-index", str(out))
         assert rerun.returncode == 0 and b"imported 0 bucket(s), 0 object(s)" in rerun.stderr, rerun.stderr
+        counted = json.loads(second.node.xsc("s3", "import-index", str(out), "--json").stdout)  # for scripts
+        assert counted["buckets"] == counted["objects"] == counted["completed"] == 0 and counted["kept"] > 0, counted
         missing = second.node.xsc("s3", "import-index", str(tmp_path / "none.json"))
         assert missing.returncode != 0 and b"xsc s3 export-index -o FILE" in missing.stderr, missing.stderr
         assert len(missing.stderr.strip().splitlines()) == 1

@@ -214,8 +214,9 @@ def export_index(obj, output: str) -> None:
 
 @s3.command("import-index")
 @click.argument("path", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True))
+@json_option
 @click.pass_obj
-def import_index(obj, path: str) -> None:
+def import_index(obj, path: str, as_json: bool) -> None:
     """Write an export (`xsc s3 export-index`) into this node's bucket index: each bucket, object, upload, completed
     upload and funded user it holds none of; what it holds is kept as it is, so running it again changes nothing."""
     import sys
@@ -238,6 +239,9 @@ def import_index(obj, path: str) -> None:
     client, done = obj.client(), Counter()
     for piece in backup.pieces(exported):
         done.update(client.request("POST", "/v1/s3/import", json_body=piece))
+    if as_json:
+        emit_json({key: done[key] for key in ("buckets", "objects", "uploads", "parts", "completed", "funded", "kept")})
+        return
     click.echo(f"imported {done['buckets']} bucket(s), {done['objects']} object(s), {done['uploads']} upload(s) "
                f"with {done['parts']} part(s), {done['completed']} completed upload(s), {done['funded']} funded "
                f"user(s); {done['kept']} record(s) this node held already kept as they were", err=True)
