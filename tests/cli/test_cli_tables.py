@@ -6,6 +6,7 @@ import json
 import os
 import threading
 import time
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -169,6 +170,11 @@ def test_ledger_accounts_and_trust_fit_80_columns_with_ids_whole(thread_node) ->
     assert shown.exit_code == 0, shown.output
     _fits(shown.stdout)
     assert peer in shown.stdout.split() and "12.500000" in shown.stdout
+    # a stranger's payment counts only as far as it can be collected: then what counts is shown, and the row adds up
+    header, row = shown.stdout.splitlines()[1].split(), shown.stdout.splitlines()[2].split()
+    figures = dict(zip(header, map(Decimal, row)))
+    assert header == ["paid", "counted", "used", "reserved", "credit", "available"], shown.stdout
+    assert figures["counted"] + figures["credit"] - figures["used"] - figures["reserved"] == figures["available"]
 
 
 def test_devnet_status_shows_name_pid_state_and_each_id_and_data_dir_whole(tmp_path: Path) -> None:

@@ -235,7 +235,10 @@ def trust(obj, as_json: bool) -> None:
         return
     from .output import Col
 
-    _table([Col("peer", keep=True, under=True), *(Col(k, right=True, keep=True)
-                                                 for k in ("paid", "used", "credit", "available"))],
-           [(x["peer"], *(format_credits(x[k]) for k in ("paid", "used", "credit", "available")))
-            for x in info["lines"]], title="trust lines")
+    # What `available` is made of, so that each row adds up: what counts of a peer's payments (`counted`: shown when
+    # it is not all it paid), less what its work used and what is reserved for work taken on and not done yet.
+    counts = any(x["counted"] != x["paid"] for x in info["lines"])
+    shown = ("paid", *(("counted",) if counts else ()), "used", "reserved", "credit", "available")
+    _table([Col("peer", keep=True, under=True), *(Col(k, right=True, keep=True) for k in shown)],
+           [(x["peer"], *(format_credits(x[k]) for k in shown)) for x in info["lines"]], title="trust lines")
+    click.echo(f"available = {'counted' if counts else 'paid'} + credit - used - reserved (reserved: work under way)")
