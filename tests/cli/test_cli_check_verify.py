@@ -31,6 +31,10 @@ def test_check_says_present_and_verify_names_bad_blocks(thread_node) -> None:
     assert check.exit_code == 0, check.output
     assert "intact" not in check.stdout
     assert "6 of 6 shares present" in check.stdout and "xsc store verify" in check.stdout
+    other = node.xsc("store", "put", "-", input=b"other").stdout.strip()
+    assert store.delete_share(Capability.parse(other).storage_index, 2)
+    check = node.xsc("store", "check", other, env={"COLUMNS": "80"})
+    assert check.stdout.count("missing") == 1 and "detail" not in check.stdout, check.stdout  # said once
 
     verify = node.xsc("store", "verify", cap)
     assert verify.exit_code == 1  # not healthy

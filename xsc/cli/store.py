@@ -253,7 +253,7 @@ def _status(s: dict, presence_only: bool) -> str:
 def _detail(s: dict) -> str:
     bad = s.get("bad_blocks") or []
     if not bad:
-        return s["detail"]
+        return "" if s["detail"] == s["status"] else s["detail"]  # "missing" twice says nothing more
     where = s["detail"].partition(" on node ")[2]
     return (f"bad block{'s' if len(bad) > 1 else ''} in segment{'s' if len(bad) > 1 else ''} "
             f"{', '.join(map(str, bad[:20]))}{' …' if len(bad) > 20 else ''}" + (f" on node {where}" if where else ""))
@@ -261,6 +261,8 @@ def _detail(s: dict) -> str:
 
 def _shares_table(report: dict, presence_only: bool = False, wide: bool = False) -> None:
     shares = report["shares"]
+    details = [_detail(s) for s in shares]
+    said = 1 if any(details) else 0  # a detail column only when a share has something to say
     if any("node" in s for s in shares):  # a file spread over nodes: where each share is, and how that node is
         def state(s: dict) -> str:
             up = s.get("node_up")
@@ -268,11 +270,12 @@ def _shares_table(report: dict, presence_only: bool = False, wide: bool = False)
 
         # With a node id the row is full: a detail goes under its row on a narrow terminal.
         table([Col("share", right=True), Col("status"), Col("node", keep=True), Col("node state"),
-               Col("detail", wrap=20, under=True)],
-              [(s["share"], _status(s, presence_only), s["node"], state(s), _detail(s)) for s in shares], wide=wide)
+               Col("detail", wrap=20, under=True)][:4 + said],
+              [(s["share"], _status(s, presence_only), s["node"], state(s), d)[:4 + said]
+               for s, d in zip(shares, details)], wide=wide)
     else:
-        table([Col("share", right=True), Col("status"), Col("detail", wrap=20)],
-              [(s["share"], _status(s, presence_only), _detail(s)) for s in shares], wide=wide)
+        table([Col("share", right=True), Col("status"), Col("detail", wrap=20)][:2 + said],
+              [(s["share"], _status(s, presence_only), d)[:2 + said] for s, d in zip(shares, details)], wide=wide)
 
 
 @store.command()
