@@ -9,7 +9,9 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -232,6 +234,27 @@ def _uploads_in_progress(node) -> int:
     return api(node, "GET", "/v1/node/status")[1]["share_uploads"]["in_progress"]
 
 
+def _put_with_a_holder_killed_half_way(gateway, data: bytes, query: str, victim: Callable[[], Any]):
+    """A put of `data` through the gateway's API (`query`: the put's parameters), half of its body sent; then the
+    holder `victim()` names (once the put's uploads are under way) killed with kill -9, and the rest sent: the
+    answer's status, its body and the node killed."""
+    parts = urlsplit(gateway.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        conn.putrequest("POST", f"/v1/store/files?{query}")
+        conn.putheader("Authorization", f"Bearer {gateway.token}")
+        conn.putheader("Content-Length", str(len(data)))
+        conn.endheaders()
+        conn.send(data[:len(data) // 2])  # paused here, the put sends on what it holds for the holders
+        killed = victim()
+        killed.kill()
+        conn.send(data[len(data) // 2:])
+        response = conn.getresponse()
+        return response.status, json.loads(response.read()), killed
+    finally:
+        conn.close()
+
+
 @pytest.mark.slow
 def test_a_holder_killed_in_the_middle_of_a_put_loses_its_share_not_the_put(node_process, tmp_path) -> None:
     """A holder kill -9'd while a put's blocks go to it: the put succeeds without its share, the file comes back
@@ -242,25 +265,13 @@ def test_a_holder_killed_in_the_middle_of_a_put_loses_its_share_not_the_put(node
     eventually(lambda: known_ids(gateway) >= set(ids), "the gateway to know both holders")
     wait_for_storage_offers(gateway, 3)
     data = os.urandom(3 * 1024 * 1024 + 11)  # 4 segments
-    half = len(data) // 2
-    parts = urlsplit(gateway.url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-    try:
-        conn.putrequest("POST", "/v1/store/files?name=cut.bin")
-        conn.putheader("Authorization", f"Bearer {gateway.token}")
-        conn.putheader("Content-Length", str(len(data)))
-        conn.endheaders()
-        conn.send(data[:half])  # paused here, the put sends on what it holds for the holders
-        victim, other = holders
-        eventually(lambda: _uploads_in_progress(victim) > 0 and _uploads_in_progress(other) > 0,
-                   "both holders to hold an upload of the put")
-        victim.kill()
-        conn.send(data[half:])
-        response = conn.getresponse()
-        result = json.loads(response.read())
-    finally:
-        conn.close()
-    assert response.status == 201, result
+
+    def first_holder():
+        eventually(lambda: all(_uploads_in_progress(h) > 0 for h in holders), "both holders to hold an upload")
+        return holders[0]
+
+    status, result, _ = _put_with_a_holder_killed_half_way(gateway, data, "name=cut.bin", first_holder)
+    assert status == 201, result
     cap, gone = result["capability"], ids[0]
     assert gone not in result["placement"] and ids[1] in result["placement"], result
     assert f"node {gone} failed share" in result["lost"] and "(peer-unreachable)" in result["lost"], result
@@ -281,24 +292,15 @@ def test_a_share_lost_mid_put_by_a_spread_put_is_rebuilt_on_another_node_not_the
     eventually(lambda: known_ids(gateway) >= set(ids), "the gateway to know the three holders")
     wait_for_storage_offers(gateway, 4)
     data = os.urandom(3 * 1024 * 1024 + 11)  # 4 segments
-    parts = urlsplit(gateway.url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-    try:
-        conn.putrequest("POST", "/v1/store/files?name=spread.bin&spread=1")
-        conn.putheader("Authorization", f"Bearer {gateway.token}")
-        conn.putheader("Content-Length", str(len(data)))
-        conn.endheaders()
-        conn.send(data[:len(data) // 2])
+
+    def a_holder_of_one_share():
         # Six shares on four nodes, one at least on each: a holder of one share loses the put no more than that.
         eventually(lambda: all(_uploads_in_progress(h) > 0 for h in holders), "each holder to hold an upload")
-        victim = next(h for h in holders if _uploads_in_progress(h) == 1)
-        victim.kill()
-        conn.send(data[len(data) // 2:])
-        response = conn.getresponse()
-        result = json.loads(response.read())
-    finally:
-        conn.close()
-    assert response.status == 201, result
+        return next(h for h in holders if _uploads_in_progress(h) == 1)
+
+    status, result, victim = _put_with_a_holder_killed_half_way(gateway, data, "name=spread.bin&spread=1",
+                                                                a_holder_of_one_share)
+    assert status == 201, result
     gone, me = ids[holders.index(victim)], node_id(gateway)
     assert result["lost"].startswith(f"node {gone} failed share ") and result["lost"].endswith("on another node")
     lost = int(result["lost"].split(" failed share ")[1].split(" ")[0])
