@@ -507,6 +507,8 @@ OBJECT_COMPLETED = b"o/c/"  # + upload id (ASCII) -> an upload completed (JSON: 
 OBJECT_GARBAGE = b"o/g/"  # + capability (ASCII) -> a file no object refers to any more, to remove from the store
 OBJECT_FUNDED = b"o/f/"  # + S3 user name (UTF-8) -> b"": a user the node's account funded (`xsc s3 users` lists it)
 OBJECT_FUNDED_INDEXED = b"o/fi"  # -> b"": the users funded before they had an o/f/ record were given theirs
+OBJECT_HOLDERS = b"o/h/"  # + capability (ASCII) -> the key of the object or part record that refers to the file
+OBJECT_HOLDERS_INDEXED = b"o/hi"  # -> b"": the records written before o/h/ was kept were given their entries
 
 
 def object_bucket(bucket: str) -> bytes:
@@ -540,6 +542,10 @@ def object_completed(upload_id: str) -> bytes:
 
 def object_garbage(capability: str) -> bytes:
     return OBJECT_GARBAGE + capability.encode()
+
+
+def object_holder(capability: str) -> bytes:
+    return OBJECT_HOLDERS + capability.encode()
 
 
 def object_funded(user: str) -> bytes:

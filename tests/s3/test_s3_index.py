@@ -11,7 +11,8 @@ from xsc.errors import (BadRequest, BucketNotEmpty, BucketTaken, ConditionalConf
 from xsc import codec, keys
 from xsc.buckets import backup
 from xsc.buckets.core import records
-from xsc.buckets.index import S3Index, note_funded, users
+from xsc.buckets.index import S3Index, index_holders, note_funded, users
+from xsc.storage.core.capability import Capability
 from xsc.node.appkeys import DB, NODE
 
 from tests.support.nodes import close_node, serve
@@ -260,6 +261,64 @@ def test_an_imported_part_whose_file_is_marked_garbage_here_is_no_longer_garbage
     assert index.garbage() == ["part-1"]
     assert backup.restore(index, exported)["parts"] == 1
     assert index.garbage() == []
+
+
+def test_an_import_leaves_out_each_object_or_part_naming_a_file_another_record_refers_to(index) -> None:
+    """A hostile export naming the files of another user's object and part (one in another spelling of its
+    capability), and a file twice: deleting or aborting what it brought would remove those files.  Each such record
+    is left out and counted; nothing of the others' is ever marked for removal."""
+    cap = str(Capability(key=b"\x01" * 32, manifest_hash=b"\x02" * 32, size=10))
+    fields = cap.split(":")
+    respelled = ":".join(fields[:2] + [fields[2].upper()] + fields[3:])
+    index.create_bucket("ana-b", "ana")
+    index.put("ana-b", "diary", obj(cap))
+    upload = index.create_upload("ana-b", "big", by="ana")
+    index.put_part(upload, 1, "ana-part", 100, "e1")
+    part = {"number": 1, "cap": "ana-part", "size": 100, "etag": "e1", "modified": 0}
+    written = backup.restore(index, {
+        "buckets": [{"name": "mal-b", "created": 0, "owner": "mallory", "objects": {
+            "a": obj(respelled), "b": obj("ana-part"), "c": obj("mal-1"), "d": obj("mal-2", "mal-1")}}],
+        "uploads": [{"id": "u1", "bucket": "mal-b", "key": "m", "created": 0, "user": "mallory",
+                     "parts": [part, {**part, "number": 2, "cap": "mal-2"}, {**part, "number": 3, "cap": "mal-2"}]}]})
+    assert index.delete_many("mal-b", ["a", "b", "c", "d"]) == ["mal-1"]
+    assert index.abort("u1") == ["mal-2"]
+    assert index.expire_uploads() == [] and not {cap, "ana-part"} & set(index.garbage())
+    assert index.get("ana-b", "diary")["parts"][0]["cap"] == cap and index.parts(upload)[0]["cap"] == "ana-part"
+    assert (written["objects"], written["parts"], written["taken"]) == (1, 1, 5), written
+
+
+def test_an_upload_completed_since_its_export_comes_back_without_the_parts_its_object_holds(index) -> None:
+    """Its completed record gone (kept about 7 days), an export from before the Complete brings the upload back:
+    its parts are the object's files now, and aborting the upload must not remove them."""
+    upload = index.create_upload("bkt", "big")
+    index.put_part(upload, 1, "part-1", 100, "e1")
+    index.put_part(upload, 2, "part-2", 10, "e2")
+    exported = backup.export(index)
+    index.complete(upload, [(1, "e1"), (2, "e2")])
+    index.db.delete(keys.object_completed(upload))
+    written = backup.restore(index, exported)
+    assert index.abort(upload) == [] and index.garbage() == []
+    assert (written["uploads"], written["parts"], written["taken"]) == (1, 0, 2), written
+    assert [p["cap"] for p in index.get("bkt", "big")["parts"]] == ["part-1", "part-2"]
+
+
+def test_a_store_written_before_files_had_their_holders_is_given_them_once(index) -> None:
+    """The records of an older store name their files with no o/h/ entries: they are given theirs as the index is
+    opened, once, and an import is held to them."""
+    index.put("bkt", "k", obj("cap-1", "cap-2"))
+    upload = index.create_upload("bkt", "big")
+    index.put_part(upload, 1, "part-1", 100, "e1")
+    for key in [keys.OBJECT_HOLDERS_INDEXED, *index.db.iterator(prefix=keys.OBJECT_HOLDERS, include_value=False)]:
+        index.db.delete(key)
+    assert index_holders(index) == 3 and index_holders(index) == 0
+    taken = {"buckets": [{"name": "new-b", "created": 0, "objects": {"x": obj("cap-2"), "y": obj("part-1")}}]}
+    assert backup.restore(index, taken)["taken"] == 2
+    index.db.delete(keys.OBJECT_HOLDERS_INDEXED)
+    index.db.delete(keys.object_holder("cap-1"))
+    reopened = S3Index(index.db)
+    assert index_holders(reopened) == 0
+    assert backup.restore(reopened, {"buckets": [{"name": "new-b", "objects": {"z": obj("cap-1")}, "created": 0}]}) \
+        ["taken"] == 1
 
 
 def test_an_import_gives_no_user_more_buckets_or_uploads_than_its_own_requests_could(db, tmp_path) -> None:

@@ -9,11 +9,13 @@ import pytest
 
 pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
 
+import contextlib  # noqa: E402
 import json  # noqa: E402
+import time  # noqa: E402
 
 from botocore.exceptions import ClientError  # noqa: E402
 
-from tests.support.s3 import Gateway, boto3_client, code_of, create_key  # noqa: E402
+from tests.support.s3 import Gateway, boto3_client, code_of, create_key, export_index  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -200,6 +202,33 @@ def test_a_user_past_its_buckets_or_its_uploads_in_progress_is_refused_and_other
         assert len(ana.list_multipart_uploads(Bucket="ana-2")["Uploads"]) == 1
     finally:
         gateway.stop()
+
+
+def test_an_import_naming_another_users_file_leaves_it_out_and_the_file_stays(in_node_gateway, tmp_path) -> None:
+    """An export someone gave the node's owner names ana's object's file as mallory's object and as a part of
+    mallory's upload: the import leaves both out and says so, and mallory's delete and abort remove nothing of ana's."""
+    node = in_node_gateway.node
+    ana = boto3_client(in_node_gateway.front.url, create_key(node.data_dir, "ana"))
+    mallory = boto3_client(in_node_gateway.front.url, create_key(node.data_dir, "mallory"))
+    assert node.xsc("s3", "fund", "ana", "5").returncode == 0
+    ana.create_bucket(Bucket="caps-ana")
+    ana.put_object(Bucket="caps-ana", Key="diary", Body=b"ana's diary")
+    (held,) = [b for b in export_index(node)["buckets"] if b["name"] == "caps-ana"]
+    record = held["objects"]["diary"]
+    part = {"number": 1, "cap": record["parts"][0]["cap"], "size": record["size"], "etag": record["etag"],
+            "modified": 0}
+    hostile = {"version": 1, "buckets": [{"name": "caps-mallory", "created": 0, "owner": "mallory", "grants": {},
+                                          "objects": {"mine": record}}],
+               "uploads": [{"id": "c0ffee", "bucket": "caps-mallory", "key": "big", "created": time.time(),
+                            "user": "mallory", "parts": [part]}]}
+    (tmp_path / "hostile.json").write_text(json.dumps(hostile))
+    result = node.xsc("s3", "import-index", str(tmp_path / "hostile.json"))
+    assert result.returncode == 0, result.stderr
+    mallory.delete_object(Bucket="caps-mallory", Key="mine")
+    with contextlib.suppress(ClientError):  # NoSuchUpload once the fix left it out with its part
+        mallory.abort_multipart_upload(Bucket="caps-mallory", Key="big", UploadId="c0ffee")
+    assert ana.get_object(Bucket="caps-ana", Key="diary")["Body"].read() == b"ana's diary"
+    assert b"left out 2 object(s) or part(s) naming a file another record here refers to" in result.stderr
 
 
 def test_grant_refusals_are_one_line(gateway) -> None:

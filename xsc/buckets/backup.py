@@ -5,8 +5,9 @@ An export holds every bucket with its owner, grants and objects, the uploads in 
 completed uploads a retried CompleteMultipartUpload is answered from (`completed`, kept COMPLETED_KEEP), the users the
 node's account funded, and the files marked for removal (`garbage`, for the record: no object refers to them, so
 they are not restored).  `restore` writes each record the index holds none of, and keeps the ones it holds as they
-are: an import run again, or over a node that went on meanwhile, undoes nothing.  An export is capabilities: whoever
-holds it can read every object.
+are: an import run again, or over a node that went on meanwhile, undoes nothing.  No two records share a file: an
+object or part whose file another record refers to (here, or earlier in the import) is left out, so that deleting one
+never removes the other's file.  An export is capabilities: whoever holds it can read every object.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from .. import codec
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, InvalidCapability
+from ..storage.core.capability import Capability
 from .core import names, records
 from .index import S3Index, exported, restored
 
@@ -95,9 +97,10 @@ def _list(whole: dict, name: str) -> list:
 
 def restore(index: S3Index, piece: Any) -> dict:
     """Write `piece` (an export, or a piece of one) into the index in one synced write (`index.restored`): each record
-    the index holds none of; each one it holds is kept as it is (`kept`).  A bucket held by another owner here:
-    BucketTaken, and nothing is written; a piece that is not an export's: InvalidArgument (or the 400 of the name that
-    is not one).  How many of each kind were written."""
+    the index holds none of; each one it holds is kept as it is (`kept`); an object or part that names a file another
+    record refers to is left out (`taken`: deleting it would remove that record's file).  A bucket held by another
+    owner here: BucketTaken, and nothing is written; a piece that is not an export's: InvalidArgument (or the 400 of
+    the name that is not one).  How many of each kind were written."""
     return restored(index, _checked(piece))
 
 
@@ -145,6 +148,7 @@ def _object(record: dict) -> dict:
     clean = records.clean(record)
     clean.pop("condition", None)
     for given, part in zip(record["parts"], clean["parts"]):
+        part["cap"] = _cap(part["cap"])
         if "checksum" in given:  # a COMPOSITE object's part keeps its own
             part["checksum"] = records.checksum_value(given["checksum"])
     return _bounded(clean, MAX_OBJECT_RECORD, "an object's record")
@@ -190,9 +194,19 @@ def _part(p: dict) -> dict:
     if not isinstance(p["cap"], str) or type(p["size"]) is not int or p["size"] < 0 or not isinstance(p["etag"], str):
         _bad("an uploaded part is {number, cap, size, etag, modified}")
     extra = {"checksums": records.part_checksums(p["checksums"])} if p.get("checksums") else {}
-    return _bounded({"number": p["number"], "cap": p["cap"], "size": p["size"], "etag": p["etag"],
+    return _bounded({"number": p["number"], "cap": _cap(p["cap"]), "size": p["size"], "etag": p["etag"],
                      "modified": names.check_time(p["modified"], "a part's modified"), **extra},
                     names.MAX_RECORD, "a part's record")
+
+
+def _cap(cap: str) -> str:
+    """A capability as the store names its file (as `xsc store put` printed it), however the export spelled it (the
+    case of its base32, spaces around it): one file, one text, which the index tells the records that share a file
+    by.  A text that is no capability names no file the front could remove, and is kept as it is."""
+    try:
+        return Capability.parse(cap).text
+    except InvalidCapability:
+        return cap
 
 
 def _completed(r: dict) -> dict:

@@ -20,6 +20,10 @@ is one synced write batch, so a crash leaves either the old state or the new, ne
   and marks the parts it did not use as garbage; Abort marks them all.
 - a file the front stored but could not record (the node died in between) is found by `reconcile`: the
   front names its files `s3:...` and asks which of them no record refers to.
+- each file a record refers to has an entry (o/h/) naming that record, written in the record's own batch; no two
+  records refer to one file (each write stores a file of its own), and an import leaves out a record whose file
+  another record refers to (`restored`): deleting it would remove that record's file.  `index_holders` gives the
+  records of a store written before the entries were kept theirs, once.
 - an upload left unfinished for `upload_expiry` seconds is aborted by `expire_uploads` (a batch per
   EXPIRED_AT_ONCE uploads: their records go and their parts are marked garbage), which the front asks for as it
   reconciles.
@@ -60,6 +64,7 @@ MAX_BUCKETS = 10_000  # buckets one user may own, as an AWS account (node.s3_max
 MAX_UPLOADS = 1_000  # multipart uploads one user may have in progress (node.s3_max_uploads)
 UPLOAD_EXPIRY = 7 * 24 * 3600  # seconds an unfinished upload is kept (node.s3_upload_expiry)
 EXPIRED_AT_ONCE = 100  # uploads expired in one synced batch (the lock is let go between batches)
+HOLDERS_AT_ONCE = 10_000  # o/h/ entries given in one batch as a store written before they were kept is read
 
 
 def _dump(value: Any) -> bytes:
@@ -76,6 +81,7 @@ class S3Index:
         self._lock = threading.Lock()
         self._counted: tuple[Counter, Counter] | None = None  # each user's buckets and uploads (`_counts`)
         self.on_change: list[Callable[[str], None]] = []  # (bucket): an object was written or deleted there
+        index_holders(self)  # once, over a store written before o/h/ was kept: before any write or import reads it
 
     # --- buckets -----------------------------------------------------------------
     def buckets(self, user: str | None = None) -> list[dict]:
@@ -240,7 +246,9 @@ class S3Index:
         garbage = [c for c in garbage if c not in caps]
         written[name] = _dump({k: v for k, v in record.items() if k != "condition"})
         written.update((keys.object_garbage(cap), None) for cap in caps)  # referred to: not garbage
+        written.update((keys.object_holder(cap), name) for cap in caps)
         written.update((keys.object_garbage(cap), b"") for cap in garbage)
+        written.update((keys.object_holder(cap), None) for cap in garbage)
         return garbage
 
     def _changed(self, bucket: str) -> None:
@@ -263,6 +271,7 @@ class S3Index:
                     batch.delete(keys.object_key(bucket, key))
                     for p in codec.loads(old)["parts"]:
                         batch.put(keys.object_garbage(p["cap"]), b"")
+                        batch.delete(keys.object_holder(p["cap"]))
                         garbage.append(p["cap"])
         self._changed(bucket)
         return garbage
@@ -344,12 +353,14 @@ class S3Index:
                 raise NoSuchUpload("no multipart upload with that id: it was completed or aborted",
                                    upload_id=upload_id, garbage=[cap])
             old = self.db.get(keys.object_part(upload_id, number))
-            garbage = [codec.loads(old)["cap"]] if old else []
+            garbage = [c for c in ([codec.loads(old)["cap"]] if old else []) if c != cap]  # (its record retried)
             with self.db.write_batch(sync=True) as batch:
-                batch.put(keys.object_part(upload_id, number),
-                          _dump({"cap": cap, "size": size, "etag": part_etag, "modified": self.clock(), **extra}))
                 for c in garbage:
                     batch.put(keys.object_garbage(c), b"")
+                    batch.delete(keys.object_holder(c))
+                batch.put(keys.object_part(upload_id, number),
+                          _dump({"cap": cap, "size": size, "etag": part_etag, "modified": self.clock(), **extra}))
+                batch.put(keys.object_holder(cap), keys.object_part(upload_id, number))
         return garbage
 
     def complete(self, upload_id: str, chosen: list[tuple[int, str]], bucket: str | None = None,
@@ -418,6 +429,9 @@ class S3Index:
                     batch.delete(keys.object_part(upload_id, n))
                 for c in garbage:
                     batch.put(keys.object_garbage(c), b"")
+                    batch.delete(keys.object_holder(c))
+                for p in used:  # the object refers to them now, not their parts' records
+                    batch.put(keys.object_holder(p["cap"]), keys.object_key(bucket, key))
             self._uploaded(upload)
         self._changed(upload["bucket"])
         return record, garbage
@@ -466,6 +480,7 @@ class S3Index:
         for p in parts:
             batch.delete(keys.object_part(upload["id"], p["number"]))
             batch.put(keys.object_garbage(p["cap"]), b"")
+            batch.delete(keys.object_holder(p["cap"]))
         return [p["cap"] for p in parts]
 
     def _uploaded(self, upload: dict) -> None:
@@ -585,19 +600,29 @@ def restored(index: S3Index, data: dict) -> dict:
     """Write `data` (a piece of an export, its records checked: xsc/buckets/backup.py) in one synced write: each record
     the index holds none of; each one it holds is kept as it is (`kept`).  A bucket held by another owner here:
     BucketTaken; a user given more buckets or uploads in progress than it may have (max_buckets, max_uploads), as
-    by its own requests: TooManyBuckets, TooManyUploads; and nothing is written.  How many of each kind were
-    written."""
+    by its own requests: TooManyBuckets, TooManyUploads; and nothing is written.  An object or part that names a file
+    another record refers to, here or earlier in the import, is not written (`taken`): deleting either record would
+    remove the other's file.  How many of each kind were written."""
     count: Counter = Counter()
     with index.changing() as changed, index.db.write_batch(transaction=True, sync=True) as batch:
         buckets_of, uploads_of = index._counts()  # read again once written (`changing`)
         written: set[bytes] = set()
+        held: dict[bytes, bytes] = {}  # the o/h/ entries this piece wrote
 
-        def put(kind: str, key: bytes, value: bytes) -> bool:
+        def put(kind: str, key: bytes, value: bytes, caps: Iterable[str] = ()) -> bool:
             if key in written or index.db.get(key) is not None:  # (a record named twice: the first is written)
                 count["kept"] += 1
                 return False
+            entries = {keys.object_holder(cap): cap for cap in caps}
+            if any(entry in held or _holds(index, index.db.get(entry), cap, key) for entry, cap in entries.items()):
+                count["taken"] += 1
+                return False
             written.add(key)
             batch.put(key, value)
+            for entry, cap in entries.items():
+                held[entry] = key
+                batch.put(entry, key)
+                batch.delete(keys.object_garbage(cap))  # referred to: not garbage
             count[kind] += 1
             return True
 
@@ -614,10 +639,9 @@ def restored(index: S3Index, data: dict) -> dict:
             put("buckets", keys.object_bucket(bucket["name"]), codec.dumps(
                 {k: bucket[k] for k in ("created", "owner", "grants")}))
             for key, record in bucket["objects"].items():
-                if put("objects", keys.object_key(bucket["name"], key), codec.dumps(record)):
+                if put("objects", keys.object_key(bucket["name"], key), codec.dumps(record),
+                       [part["cap"] for part in record["parts"]]):
                     changed.add(bucket["name"])
-                    for part in record["parts"]:  # referred to: not garbage
-                        batch.delete(keys.object_garbage(part["cap"]))
         for upload in data["uploads"]:
             if upload["bucket"] not in owners and index.db.get(keys.object_bucket(upload["bucket"])) is None:
                 raise InvalidArgument(f"upload {upload['id']} is of the bucket {upload['bucket']!r}, which neither "
@@ -632,16 +656,65 @@ def restored(index: S3Index, data: dict) -> dict:
             put("uploads", upload_key,
                 codec.dumps({k: v for k, v in upload.items() if k not in ("id", "parts")}))
             for part in upload["parts"]:
-                if put("parts", keys.object_part(upload["id"], part["number"]),
-                       codec.dumps({k: v for k, v in part.items() if k != "number"})):
-                    batch.delete(keys.object_garbage(part["cap"]))  # referred to: not garbage
+                put("parts", keys.object_part(upload["id"], part["number"]),
+                    codec.dumps({k: v for k, v in part.items() if k != "number"}), [part["cap"]])
         for upload_id, record in data["completed"].items():
             if index.db.get(keys.object_upload(upload_id)) is None:
                 put("completed", keys.object_completed(upload_id), codec.dumps(record))
         for user in data["funded"]:
             put("funded", keys.object_funded(user), b"")
+    if count["taken"]:
+        log.warning("an S3 index import left out %d object(s) or part(s): each names a file another record here "
+                    "refers to", count["taken"])
     return {kind: count[kind] for kind in ("buckets", "objects", "uploads", "parts", "completed", "funded",
-                                           "kept")}
+                                           "kept", "taken")}
+
+
+def _holds(index: S3Index, holder: bytes | None, cap: str, other_than: bytes) -> bool:
+    """Does the record `holder` names (an o/h/ entry's value), other than `other_than`, refer to the file `cap`?"""
+    if holder is None or holder == other_than:
+        return False
+    raw = index.db.get(holder)
+    return raw is not None and cap in _caps(holder, codec.loads(raw))
+
+
+def _caps(key: bytes, record: dict) -> list[str]:
+    """The files an object's or a part's record (`key`: where it is) refers to."""
+    return [p["cap"] for p in record["parts"]] if key.startswith(keys.OBJECT_KEYS) else [record["cap"]]
+
+
+def index_holders(index: S3Index) -> int:
+    """Give each file the records written before o/h/ was kept refer to its o/h/ entry, once: in batches of
+    HOLDERS_AT_ONCE, the mark that this was done in the last (a crash before it: done again, to the same entries).
+    How many were given one."""
+    if index.db.get(keys.OBJECT_HOLDERS_INDEXED) is not None:
+        return 0
+    given = 0
+    with index._lock:
+        if index.db.get(keys.OBJECT_HOLDERS_INDEXED) is not None:
+            return 0
+        entries: dict[bytes, bytes] = {}
+        for prefix in (keys.OBJECT_KEYS, keys.OBJECT_PARTS):
+            for key, value in index.db.iterator(prefix=prefix):
+                entries.update((keys.object_holder(cap), key) for cap in _caps(key, codec.loads(value)))
+                if len(entries) >= HOLDERS_AT_ONCE:
+                    given += _write(index.db, entries)
+        entries[keys.OBJECT_HOLDERS_INDEXED] = b""
+        given += _write(index.db, entries, sync=True) - 1
+    if given:
+        log.info("gave the %d file(s) the S3 index refers to their o/h/ entries", given)
+    return given
+
+
+def _write(db: Database, entries: dict[bytes, bytes], sync: bool = False) -> int:
+    """`entries` written in one batch, and cleared; how many there were.  (Unsynced: the last batch's sync makes the
+    log up to it durable.)"""
+    with db.write_batch(sync=sync) as batch:
+        for key, value in entries.items():
+            batch.put(key, value)
+    written = len(entries)
+    entries.clear()
+    return written
 
 
 def _within(held: Counter, user: str, most: int, error: type[XscError], what: str, setting: str) -> None:

@@ -240,8 +240,12 @@ def import_index(obj, path: str, as_json: bool) -> None:
     for piece in backup.pieces(exported):
         done.update(client.request("POST", "/v1/s3/import", json_body=piece))
     if as_json:
-        emit_json({key: done[key] for key in ("buckets", "objects", "uploads", "parts", "completed", "funded", "kept")})
+        emit_json({key: done[key] for key in ("buckets", "objects", "uploads", "parts", "completed", "funded", "kept",
+                                              "taken")})
         return
     click.echo(f"imported {done['buckets']} bucket(s), {done['objects']} object(s), {done['uploads']} upload(s) "
                f"with {done['parts']} part(s), {done['completed']} completed upload(s), {done['funded']} funded "
                f"user(s); {done['kept']} record(s) this node held already kept as they were", err=True)
+    if done["taken"]:
+        click.echo(f"left out {done['taken']} object(s) or part(s) naming a file another record here refers to: "
+                   "deleting one would remove the other's file", err=True)
