@@ -373,5 +373,5 @@ def _refusal_hint(refusal: str) -> str:
     return "ask for more with --bytes-out (or --stdout-cap), or write less"
 
 
-__all__ = ["CURSOR_BYTES", "FORGET_AT_ONCE", "Forgettable", "JobOutputs", "JobRecords", "KEPT_STREAMS", "UNFINISHED", "answer",
-           "ended", "made", "run_id"]
+__all__ = ["CURSOR_BYTES", "FORGET_AT_ONCE", "Forgettable", "JobOutputs", "JobRecords", "KEPT_STREAMS", "UNFINISHED",
+           "answer", "ended", "made", "run_id"]
