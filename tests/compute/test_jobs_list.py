@@ -7,12 +7,15 @@ import hashlib
 import json
 import time
 
+import plyvel
+
 from tests.support.cli import error_line, ok
 from tests.support.compute import WASM
 from xsc import codec, keys
 from xsc.compute import provenance
 from xsc.compute.job_records import JobRecords
 from xsc.db import open_database
+from xsc.node.datadir import DB_DIR
 
 WC = str(WASM / "wc.wasm")
 USER = bytes(range(32))
@@ -76,6 +79,19 @@ async def test_the_api_refuses_a_page_past_its_bound(node_factory) -> None:
         assert response.status == 400 and problem["detail"].startswith(said), problem
 
 
+def test_a_start_lists_the_jobs_of_a_node_that_kept_no_list(xsc_node) -> None:
+    ran = [_run(xsc_node, f"{n}\n".encode()) for n in range(2)]
+    xsc_node.stop()
+    db = plyvel.DB(str(xsc_node.data_dir / DB_DIR))
+    try:
+        for key in db.iterator(prefix=keys.jobs_began(b""), include_value=False):  # every user's
+            db.delete(key)
+    finally:
+        db.close()
+    xsc_node.start()
+    assert [j["id"] for j in _listed(xsc_node)["jobs"]] == ran[::-1]
+
+
 def _record(db, jid: str, began_ns: int) -> None:
     """A job's record as a node that kept no list of jobs wrote it."""
     job = {"id": jid, "state": "done", "created": provenance.timestamp(began_ns), "outputs": [], "inputs": []}
@@ -96,4 +112,9 @@ def test_records_written_before_the_list_are_listed_and_a_forgotten_job_leaves_i
     key = keys.job(USER, bytes.fromhex("22" * 32))
     assert records.forget(key, hashlib.sha256(db.get(key)).digest(), [])
     assert [j["id"] for j in records.page(10, None)[0]] == ["33" * 32, "11" * 32]
+    assert len(list(db.iterator(prefix=keys.jobs_began(USER)))) == 2
+
+    earlier = records.load("11" * 32)
+    records.begin("11" * 32, {**earlier, "created": provenance.timestamp(now)}, earlier)  # run again: on top, once
+    assert [j["id"] for j in records.page(10, None)[0]] == ["11" * 32, "33" * 32]
     assert len(list(db.iterator(prefix=keys.jobs_began(USER)))) == 2
