@@ -578,7 +578,8 @@ def _cursor(text: str | None) -> bytes | None:
         return None
     if not _CURSOR.fullmatch(text):
         raise InvalidArgument(f"not a cursor of the list of jobs: {text[:100]!r}",
-                              hint="give the `next` of the page before, or list from the newest without it")
+                              hint="give the cursor the page before ended with, or list from the newest: "
+                                   "xsc compute jobs")
     return bytes.fromhex(text)
 
 
