@@ -167,6 +167,9 @@ _TAB_RUNS = b"c/t/"  # + authorization id (32) + provenance id (16) -> amount (8
 _PROVENANCE_HEAD = b"c/h/"  # + module hash -> id (16) of the module's newest provenance record on this node
 _UNSIGNED = b"c/q/"  # + provenance id -> b"": its record is durable and awaits its batch signature (compute/journal.py)
 _JOB = b"c/j/"  # + user public key (32) + job id (32) -> the job's record (JSON; compute/jobs.py)
+# + user public key (32) + when its latest run began (8: ns, big endian) + job id (32) -> b"": the user's jobs in the
+# order they began (a job id is a hash: `c/j/` is in no useful order), written and deleted with the job's record
+_JOB_BEGAN = b"c/b/"
 _FUNCTION = b"c/f/"  # + function name (UTF-8) -> a web function (JSON: module, inputs, limits; compute/functions.py)
 _FUNCTION_SPEND = b"c/s/"  # + function name + 0x00 + minute (8, big endian) -> micro-credits its runs cost in it (8)
 _WATCH = b"c/x/"  # + watch name (UTF-8) -> the watch (JSON: spec, on, to, counters; compute/watches.py)
@@ -227,6 +230,21 @@ def job(user: bytes, job_id: bytes) -> bytes:
 
 
 JOBS = _JOB
+
+
+def job_began(user: bytes, began_ns: int, job_id: bytes) -> bytes:
+    return _JOB_BEGAN + user + began_ns.to_bytes(8, "big") + job_id
+
+
+def jobs_began(user: bytes) -> bytes:
+    """The prefix of a user's jobs in the order they began (`job_began`)."""
+    return _JOB_BEGAN + user
+
+
+def split_job_began(key: bytes) -> tuple[int, bytes]:
+    """The (began ns, job id) of a `job_began` key."""
+    rest = key[len(_JOB_BEGAN) + 32:]
+    return int.from_bytes(rest[:8], "big"), rest[8:]
 
 
 FUNCTIONS = _FUNCTION

@@ -69,6 +69,7 @@ def test_a_capability_or_all_one_or_the_other(tmp_path) -> None:
         for args, said in [((), f"{action} needs the capability of a file, or --all for every file"),
                            ((cap, "--all"), f"{action} takes a capability or --all, not both")]:
             done = xsc("--data-dir", str(tmp_path), "store", action, *args)
-            assert done.exit_code == 1 and done.stdout == ""
-            assert done.stderr.strip() == (f"xsc: error: {said} (xsc store {action} CAP, or xsc store {action} "
-                                           "--all)"), done.stderr
+            assert done.exit_code == 2 and done.stdout == ""  # a usage error, as a missing argument is
+            assert done.stderr.splitlines() == [
+                f"xsc: usage error: {said}",
+                f"usage: xsc store {action} [OPTIONS] [CAP] (more: xsc store {action} --help)"], done.stderr

@@ -425,3 +425,24 @@ def test_a_function_served_by_a_node_without_a_web_listener_says_how_to_give_it_
         "xsc config set node.web_listen 127.0.0.1:7080, then restart the node)"]
     listed = json.loads(node.xsc("compute", "functions", "--json").stdout)["functions"]
     assert [(f["name"], f["url"]) for f in listed] == [("hello", None)]
+
+
+def test_the_functions_table_says_its_amounts_are_credits(cli_node) -> None:
+    import json
+    import urllib.request
+
+    from tests.support.compute import WASM
+    from xsc.units import format_credits
+
+    port = free_port()
+    node = cli_node("credits", node={"web_listen": f"127.0.0.1:{port}"})
+    assert node.xsc("compute", "serve", "hello", str(WASM / "cgi.wasm"), "--spend-cap", "2500000").returncode == 0
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/fn/hello/") as response:
+        response.read()
+    [listed] = json.loads(node.xsc("compute", "functions", "--json").stdout)["functions"]
+    assert listed["spend"] > 0 and listed["spend_cap"] == 2_500_000  # micro-credits, as --spend-cap takes them
+    lines = node.xsc("compute", "functions", env={"COLUMNS": "80"}).stdout.decode().splitlines()
+    assert lines[0].split()[-5:] == ["credits", "spent", "this", "hour", "cap/hour"], lines
+    assert lines[1].split()[-3:] == [format_credits(listed["spend"]), format_credits(listed["spent_this_hour"]),
+                                     "2.500000"], lines
+    assert all(len(line) <= 80 for line in lines if not line.strip().startswith(("module", "served")))

@@ -126,3 +126,14 @@ def test_ledger_without_a_node(tmp_path):
     result = run_xsc("--data-dir", str(tmp_path / "none"), "ledger", "balance")
     assert result.returncode == 1 and "xsc: error:" in result.stderr.decode()
     assert run_xsc("ledger", "--help").returncode == 0
+
+
+def test_an_s3_users_account_is_named_by_its_user(cli_node):
+    proc = cli_node()
+    _ok(proc.xsc("s3", "keys", "create", "--user", "ana"))
+    _ok(proc.xsc("s3", "fund", "ana", "1"))
+    [ana] = [u["account"] for u in json.loads(_ok(proc.xsc("s3", "users", "--json"))) if u["user"] == "ana"]
+    roles = {a["account"]: a["role"] for a in json.loads(_ok(proc.xsc("ledger", "accounts", "--json")))}
+    assert roles[ana] == "s3 user ana" and sorted(roles.values()) == ["client", "node", "s3 user ana"], roles
+    rows = _ok(proc.xsc("ledger", "accounts")).splitlines()
+    assert [row for row in rows if ana in row][0].split()[:3] == ["s3", "user", "ana"], rows

@@ -33,10 +33,12 @@ MAX_AMOUNT = 10**15  # micro-credits one transfer moves at most (a billion credi
 
 
 class UserAccounts:
-    def __init__(self, ledger: LedgerService, owner: Identity, promised: Callable[[], int] = lambda: 0) -> None:
+    def __init__(self, ledger: LedgerService, owner: Identity, promised: Callable[[], int] = lambda: 0,
+                 funded: Callable[[], list[str]] = lambda: []) -> None:
         self.ledger = ledger
         self.owner = owner  # the node's client account: funds the users, and pays the providers
         self.promised = promised  # what the node's storage deals will still cost it (StorageDeals.outstanding)
+        self.funded = funded  # the users the node's account funded, by name (index.funded)
         self._accounts: dict[str, Identity] = {}
         self._charging = asyncio.Lock()
 
@@ -52,6 +54,18 @@ class UserAccounts:
         account = self.account(user)
         return {"user": user, "account": account.id, "balance": self.ledger.account_view(account.public_key)["balance"],
                 "pays": "the node's account" if user == names.DEFAULT_USER else "its own account"}
+
+    def ledger_accounts(self) -> list[dict]:
+        """The ledger's accounts (LedgerService.accounts), each S3 user's the node funded with the role `s3 user NAME`:
+        the ledger knows its own accounts' roles, not whose a derived key is."""
+        named = {}
+        for user in self.funded():
+            try:
+                named[self.account(user).id] = f"s3 user {user}"
+            except InvalidArgument:  # not a user's name (an index written by hand): its account stays unnamed
+                continue
+        views = [{**view, "role": view["role"] or named.get(view["account"])} for view in self.ledger.accounts()]
+        return sorted(views, key=lambda v: (v["role"] is None, v["role"] or "", v["account"]))
 
     async def move(self, action: str, user: str, body: dict) -> dict:
         """`fund` ({"amount"}) or `charge` ({"capability", "amount"}), as the node's API asks."""

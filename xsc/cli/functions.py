@@ -70,10 +70,14 @@ def functions(obj, as_json: bool) -> None:
     if not found:
         click.echo("no functions yet: serve one with `xsc compute serve NAME MODULE.wasm`")
         return
-    table([Col("name", keep=True), Col("module", keep=True, under=True), "requests", "errors", "p50 ms", "spend",
-           "this hour", "cap", Col("served at", keep=True, under=True)],
-          [(f["name"], f["module"], f["requests"], f["errors"], f["p50_ms"] or "-", f["spend"],
-            f["spent_this_hour"], f["spend_cap"] if f["spend_cap"] is not None else "-",
+    from ..units import format_credits
+
+    # Amounts in credits, as the ledger's tables show them (--json: micro-credits, as --spend-cap takes them).
+    table([Col("name", keep=True), Col("module", keep=True, under=True), "requests", "errors", "p50 ms",
+           Col("credits spent", right=True), Col("this hour", right=True), Col("cap/hour", right=True),
+           Col("served at", keep=True, under=True)],
+          [(f["name"], f["module"], f["requests"], f["errors"], f["p50_ms"] or "-", format_credits(f["spend"]),
+            format_credits(f["spent_this_hour"]), format_credits(f["spend_cap"]) if f["spend_cap"] is not None else "-",
             (f.get("url") or "(being placed)") if f["on_market"] else f.get("url") or "/fn/" + f["name"] + "/")
            for f in found])
 

@@ -1,4 +1,4 @@
-"""`xsc compute run|job|lineage`: WASI programs over bytes and stored files (compute/jobs.py on the node)."""
+"""`xsc compute run|job|jobs|lineage|map|watch`: WASI programs over bytes and stored files (compute/jobs.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import click
 
 from .. import codec
 from ..errors import InvalidArgument, ModuleNotFound, NodeNotRunning, NotANode, OverCap, Trap, Unauthorized, XscError
-from .output import Col, emit_json, json_option, key_values, prose, table, terminal_width
+from .output import Col, emit_json, json_option, key_values, prose, table, terminal_width, wide_option
 from .progress import progress_bar
 
 _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
@@ -235,6 +235,44 @@ def job(obj, job_id: str, as_json: bool) -> None:
         _replica_line(replica)
 
 
+@click.command("jobs")
+@click.option("--limit", "-n", type=click.IntRange(1, 100), default=20, show_default=True,
+              help="How many jobs, newest first.")
+@click.option("--before", metavar="CURSOR", help="The next page: the cursor the page before ended with.")
+@wide_option
+@json_option
+@click.pass_obj
+def jobs(obj, limit: int, before: str | None, wide: bool, as_json: bool) -> None:
+    """List your jobs, newest first (by when their latest run began): id, state, start, charge, module and
+    replicas.  Ids are never cut: on a narrow terminal each goes on a line of its own under its job."""
+    from ..units import format_credits
+
+    page = obj.client().request("GET", "/v1/compute/jobs", query={"limit": limit, "before": before})
+    if as_json:
+        emit_json(page)
+        return
+    if not page["jobs"]:
+        click.echo("no more jobs" if before else "no jobs yet (run one with: xsc compute run MODULE.wasm)")
+        return
+    rows = [(str(j.get("started") or "-").replace("T", " ")[:19], j["state"], format_credits(j["charge"]),
+             j["replicas"]) for j in page["jobs"]]
+    columns = [Col("started (UTC)"), Col("state"), Col("charge (credits)", right=True), Col("replicas", right=True)]
+    modules = [j.get("module_name") or j["module"] for j in page["jobs"]]
+    width = terminal_width()
+    beside = sum(max(len(c.name), *(len(str(r[i])) for r in rows)) + 2 for i, c in enumerate(columns))
+    if wide or width is None or 64 + 2 + beside + max(map(len, modules)) <= width:
+        table([Col("id", keep=True), *columns, Col("module", keep=True)],
+              [(j["id"], *r, m) for j, r, m in zip(page["jobs"], rows, modules)], wide=wide)
+    else:  # each id whole on a line of its own under its job (as `xsc store ls` puts capabilities), and a module
+        # without a name too
+        table([*columns, Col("module", keep=True)],
+              [(*r, j.get("module_name") or "-") for j, r in zip(page["jobs"], rows)],
+              details=[(j["id"], *(() if j.get("module_name") else (f"module {j['module']}",))) for j in page["jobs"]])
+    if page.get("next"):
+        more = f" --limit {limit}" if limit != 20 else ""
+        click.echo(f"more: xsc compute jobs --before {page['next']}{more}")
+
+
 def _replica_line(replica: dict[str, Any]) -> None:
     """A replica on one line, its provider's id whole (on a line of its own under it when the line is too narrow)."""
     said = (f"  replica  {'paid' if replica.get('paid') else 'not paid'}  {replica.get('charge', 0)} micro-credits"
@@ -453,4 +491,4 @@ def unwatch(obj, name: str) -> None:
     click.echo(f"stopped watch {name}")
 
 
-COMMANDS = (run, job, lineage, map_, watch, watches, unwatch)
+COMMANDS = (run, job, jobs, lineage, map_, watch, watches, unwatch)

@@ -192,7 +192,7 @@ def table(columns: Sequence[Col | str], rows: Iterable[Iterable[Any]], title: st
     """Print a table that fits the terminal: flexible columns are cut or wrapped, then the
     droppable ones are dropped, then the `under` ones put under their rows (`wide` shows every column whole);
     `keep` columns are never broken, so an id or a capability is always on one line.  `details` are lines printed
-    under each row."""
+    under each row: a string wrapped between words, a list of items packed between items, a tuple one line each."""
     cols = [c if isinstance(c, Col) else Col(c) for c in columns]
     data = [["" if v is None else _one_line(str(v)) for v in row] for row in rows]
     width = None if wide else terminal_width()
@@ -232,7 +232,8 @@ def table(columns: Sequence[Col | str], rows: Iterable[Iterable[Any]], title: st
             moved = [f"{cols[i].name} {row[i]}" for i in under if row[i]]
             detail = ([detail] if isinstance(detail, str) else list(detail or [])) + moved
         if detail:
-            out += ["    " + text for text in _pack(detail, (width or 10_000) - 4)]
+            out += ["    " + text for text in (detail if isinstance(detail, tuple) else
+                                               _pack(detail, (width or 10_000) - 4))]
     click.echo("\n".join(out))
 
 

@@ -295,12 +295,12 @@ _ALL_HELP = ("Every file this node lists (`xsc store ls`), 4 at a time, going on
 
 
 def _one_or_all(action: str, cap: str | None, every: bool) -> None:
+    """A usage error (exit 2, as click's own for a missing argument) unless one of CAP and --all is given."""
     if cap is None and not every:
-        raise InvalidArgument(f"{action} needs the capability of a file, or --all for every file",
-                              hint=f"xsc store {action} CAP, or xsc store {action} --all")
+        raise click.UsageError(f"{action} needs the capability of a file, or --all for every file",
+                               click.get_current_context())
     if cap is not None and every:
-        raise InvalidArgument(f"{action} takes a capability or --all, not both",
-                              hint=f"xsc store {action} CAP, or xsc store {action} --all")
+        raise click.UsageError(f"{action} takes a capability or --all, not both", click.get_current_context())
 
 
 @store.command()

@@ -28,6 +28,7 @@ CHUNK = 1 << 20
 KEPT_STREAMS = 1 << 20  # a deterministic job's stdout and stderr kept with its record for replays, at most
 UNFINISHED = ("running", "storing")  # the states a job's record is in while it runs, as a stop may leave it
 _PROVENANCE_ID = re.compile(r"[0-9a-f]{32}")
+CURSOR_BYTES = 16  # a job's place in the list of jobs, as a page's cursor: when it began (8), its id's first 8
 FORGET_AT_ONCE = 256  # job records (each with its links and runs), and loose links and runs, deleted a pass at most
 
 
@@ -57,6 +58,56 @@ class JobRecords:
     def entry(self, jid: str, job: dict[str, Any]) -> tuple[bytes, bytes]:
         """The job's record as a write of a batch that publishes more with it."""
         return keys.job(self.user, bytes.fromhex(jid)), codec.dumps(job)
+
+    def began(self, jid: str, job: dict[str, Any]) -> bytes:
+        """The key of the user's job `jid` in the list of its jobs, by when its latest run began (keys.job_began)."""
+        return keys.job_began(self.user, provenance.timestamp_ns(job.get("created")), bytes.fromhex(jid))
+
+    def begin(self, jid: str, job: dict[str, Any], previous: dict[str, Any] | None) -> None:
+        """A run's record as it begins, in one synced write with its place in the user's list of jobs (the place an
+        earlier run of it had, gone): the list never names a job twice nor misses one."""
+        with self.db.write_batch(sync=True) as batch:
+            if previous is not None:
+                batch.delete(self.began(jid, previous))
+            batch.put(self.began(jid, job), b"")
+            batch.put(*self.entry(jid, job))
+
+    def list_unlisted(self) -> int:
+        """Give each of the user's job records that has no place in the list of its jobs (one written before the list
+        was kept) its place, by when it began, in one write; how many there were."""
+        unlisted = []
+        with self.db.iterator(prefix=keys.JOBS + self.user) as records:
+            for _, raw in records:
+                job = codec.loads(raw)
+                if self.db.get(self.began(job["id"], job)) is None:
+                    unlisted.append(self.began(job["id"], job))
+        if unlisted:
+            with self.db.write_batch(sync=True) as batch:
+                for key in unlisted:
+                    batch.put(key, b"")
+        return len(unlisted)
+
+    def page(self, limit: int, before: bytes | None) -> tuple[list[dict[str, Any]], bytes | None]:
+        """The user's jobs, newest first (by when their latest run began), `limit` at most, those listed after the
+        one whose place is `before`; and the place of the last one listed when more follow it.  A place is when the
+        job began and the first 8 bytes of its id (CURSOR_BYTES): short enough to be typed, and two jobs begun in
+        the same microsecond whose ids begin alike are beyond chance."""
+        prefix = keys.jobs_began(self.user)
+        span = {"prefix": prefix} if before is None else {"start": prefix, "stop": prefix + before}
+        found: list[dict[str, Any]] = []
+        last = None
+        with self.db.iterator(reverse=True, include_value=False, **span) as listed:
+            for key in listed:
+                began, jid = keys.split_job_began(key)
+                raw = self.db.get(keys.job(self.user, jid))
+                job = None if raw is None else codec.loads(raw)
+                if job is None or provenance.timestamp_ns(job.get("created")) != began:
+                    continue  # not where its latest run put it
+                if len(found) == limit:
+                    return found, last
+                found.append(job)
+                last = key[len(prefix):len(prefix) + CURSOR_BYTES]
+        return found, None
 
     def finished(self, job: dict[str, Any], signed: dict[str, Any]) -> None:
         """In one write: the job done, the provider's signed record of its run kept by its id (the job's record
@@ -166,8 +217,11 @@ class JobRecords:
         raw = self.db.get(key)
         if raw is None or hashlib.sha256(raw).digest() != digest:
             return False
+        job = codec.loads(raw)
         with self.db.write_batch() as batch:
             batch.delete(key)
+            batch.delete(keys.job_began(key[len(keys.JOBS):len(keys.JOBS) + 32],
+                                        provenance.timestamp_ns(job.get("created")), bytes.fromhex(job["id"])))
             for other in others:
                 batch.delete(other)
         return True
@@ -319,5 +373,5 @@ def _refusal_hint(refusal: str) -> str:
     return "ask for more with --bytes-out (or --stdout-cap), or write less"
 
 
-__all__ = ["FORGET_AT_ONCE", "Forgettable", "JobOutputs", "JobRecords", "KEPT_STREAMS", "UNFINISHED", "answer",
-           "ended", "made", "run_id"]
+__all__ = ["CURSOR_BYTES", "FORGET_AT_ONCE", "Forgettable", "JobOutputs", "JobRecords", "KEPT_STREAMS", "UNFINISHED",
+           "answer", "ended", "made", "run_id"]

@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import tempfile
 import time
 from collections import Counter
@@ -48,7 +49,7 @@ from .jobspec import MAX_SPEC_BYTES, JobSpec, asked_id, job_id, parse_job
 from .lineage import verify_hash as _verify_hash
 from .service import ComputeService, InvokeCall
 from .hosted_jobs import PER_SENDER
-from .job_records import FORGET_AT_ONCE, UNFINISHED, JobOutputs, JobRecords, answer, ended, made, run_id
+from .job_records import CURSOR_BYTES, FORGET_AT_ONCE, UNFINISHED, JobOutputs, JobRecords, answer, ended, made, run_id
 from .job_sandbox import record_and_owe, remove_tree, run_program
 from .remote_answers import RemoteAnswers
 from .sent_jobs import Returned
@@ -64,6 +65,8 @@ STDIN_STALL = 60.0  # seconds a job's stdin may send nothing before the job is r
 FORGET_RUNS_AT_ONCE = 10_000  # provenance records the retention sweep deletes a pass at most (one write)
 BEHIND_PERIOD = 1.0  # seconds between retention sweeps while each finds as many records as it deletes at most
 RECOVER_AT_ONCE = 8  # jobs a start finishes from their providers' answers at once
+_CURSOR = re.compile(rf"[0-9a-f]{{{2 * CURSOR_BYTES}}}")  # a page's `next`: the place of its last job
+MAX_LISTED = 100  # jobs a page of the list holds at most (each record read may be up to a MiB: KEPT_STREAMS)
 MAX_FAILOVERS = 3  # providers left out, one after the other, when they fail a job before it can run
 
 
@@ -114,6 +117,8 @@ class JobService:
         (before any loop runs: the retry alone would pay up to their caps)."""
         for stale in self.work_dir.glob("job-*"):
             remove_tree(stale)
+        if listed := self.records.list_unlisted():
+            log.info("listed %d job(s) recorded before jobs were listed by when they began", listed)
         for job in self.records.all_jobs():
             for authorization in self.answers.tabs_to_hold(job):
                 self.sent.hold_off(authorization)
@@ -180,7 +185,7 @@ class JobService:
                **({"run": run} if run != jid else {}),
                "executions": executions, "outputs": [], "inputs": staged.inputs,
                "created": provenance.timestamp(time.time_ns())}
-        self.records.save(jid, job)
+        self.records.begin(jid, job, previous)
         try:
             return await self._placed(spec, call, prepared, signature, limits, rate, staged, job, prepaid)
         except XscError as err:
@@ -439,7 +444,22 @@ class JobService:
         found = self.records.by_prefix(text)
         if found is not None:
             return found
-        raise JobNotFound(f"no job {jid} on this node", hint="run one with: xsc compute run SPEC.toml")
+        raise JobNotFound(f"no job {jid} on this node", hint="list yours with: xsc compute jobs")
+
+    async def listed(self, limit: int, before: str | None = None) -> dict[str, Any]:
+        """The local user's jobs, newest first (by when their latest run began), `limit` at most (MAX_LISTED), after
+        the page that ended at the cursor `before`: {"jobs": [each one's id, state, started, charge, module, its name
+        and replicas], "next": the cursor of the next page, or None}."""
+        if not 1 <= limit <= MAX_LISTED:
+            raise InvalidArgument(f"list 1 to {MAX_LISTED} jobs at a time, not {limit}", hint="ask for fewer")
+        jobs, last = await in_pool(None, self.records.page, limit, _cursor(before))
+        names: dict[str, str | None] = {}
+        for module in {job.get("module") or "" for job in jobs}:
+            try:
+                names[module] = self.compute.module(module).name
+            except XscError:  # removed since (xsc compute rm), or a record without one
+                names[module] = None
+        return {"jobs": [_listed(job, names) for job in jobs], "next": None if last is None else last.hex()}
 
     # --- lineage -----------------------------------------------------------------------------
     def lineage(self, cap_text: str) -> dict[str, Any]:
@@ -550,6 +570,25 @@ class _Inputs:
                 digest.update(chunk)
                 await in_pool(None, out.write, chunk)
         return size, digest.hexdigest()
+
+
+def _cursor(text: str | None) -> bytes | None:
+    """The place (JobRecords.page) a page of the list of jobs ended at, from its `next`."""
+    if text is None:
+        return None
+    if not _CURSOR.fullmatch(text):
+        raise InvalidArgument(f"not a cursor of the list of jobs: {text[:100]!r}",
+                              hint="give the cursor the page before ended with, or list from the newest: "
+                                   "xsc compute jobs")
+    return bytes.fromhex(text)
+
+
+def _listed(job: dict[str, Any], names: dict[str, str | None]) -> dict[str, Any]:
+    """A job as the list shows it."""
+    guarantee = job.get("guarantee") or {}
+    return {"id": job["id"], "state": job.get("state"), "started": job.get("created"), "charge": job.get("charge", 0),
+            "module": job.get("module"), "module_name": names.get(job.get("module") or ""),
+            "replicas": guarantee.get("replicas", 1), "executions": job.get("executions", 0)}
 
 
 def _affordable(nbytes: int, fuel: int) -> int:

@@ -22,6 +22,7 @@ old-rule record's index and count are the signer's to restate.  Version 1 record
 
 from __future__ import annotations
 
+import calendar
 import functools
 import re
 import struct
@@ -67,6 +68,15 @@ def timestamp(ns: int) -> str:
         text = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
         _SECOND[0] = (seconds, text)  # one tuple: threads that read it meanwhile see the old pair or the new one
     return f"{text}{micros:06d}Z"
+
+
+def timestamp_ns(text: Any) -> int:
+    """The nanoseconds since the epoch a `timestamp` names (to its microsecond); 0 for what is not one."""
+    try:
+        moment = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except (TypeError, ValueError):
+        return 0
+    return (calendar.timegm(moment.timetuple()) * 1_000_000 + moment.microsecond) * 1000
 
 
 _SECOND: list[tuple[int | None, str]] = [(None, "")]  # (whole second since the epoch, its text up to the '.')

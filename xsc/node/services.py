@@ -49,7 +49,7 @@ from ..peers import HealthService, PeerService
 from ..peers.admission import Admission, Quarantine
 from ..peers.service import NEW_NODE_BURST, PeerDirectory, challenge
 from ..buckets.accounts import UserAccounts
-from ..buckets.index import S3Index, index_funded
+from ..buckets.index import S3Index, funded, index_funded
 from ..buckets.objects import ObjectWriter
 from ..s3.local import LocalNode
 from ..storage import Gateway, ShareStore
@@ -312,7 +312,8 @@ class Node:
         self.s3_index = s3_index = S3Index(self.db, max_buckets=config.node.s3_max_buckets,
                                            max_uploads=config.node.s3_max_uploads,
                                            upload_expiry=config.node.s3_upload_expiry)
-        self.s3_accounts = UserAccounts(self.ledger, payer, promised=self.deals.outstanding)
+        self.s3_accounts = UserAccounts(self.ledger, payer, promised=self.deals.outstanding,
+                                        funded=lambda: funded(s3_index))
         index_funded(s3_index, self.s3_accounts.funded_in_ledger)  # once: the users funded before they were noted
         self.s3_objects = ObjectWriter(files=self.storage, index=s3_index, accounts=self.s3_accounts, pool=self.pool)
         self.s3_link = LocalNode(index=s3_index, objects=self.s3_objects, accounts=self.s3_accounts,

@@ -9,6 +9,7 @@ import time
 from aiohttp import web
 
 from ...compute import module_too_large
+from ...compute.jobs import MAX_LISTED
 from ...compute.paid import MAX_PUSHED_BYTES
 from ...errors import BodyTimeout, Forbidden, InvalidArgument, PayloadTooLarge
 from ...net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MAX_BATCH_CALLS, MODULES_PATH
@@ -125,6 +126,12 @@ async def run_batch_for_peer(request: web.Request) -> web.Response:
 @routes.post("/v1/compute/jobs")  # the spec's JSON on one line, then (application/x-xsc-job) the program's stdin
 async def run_job(request: web.Request) -> web.Response:
     return json_response(await request.app[NODE].jobs.run_streamed(request.content.read), status=201)
+
+
+@routes.get("/v1/compute/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    limit = query_int(request.query, "limit", 20, 1, MAX_LISTED)
+    return json_response(await request.app[NODE].jobs.listed(limit, request.query.get("before")))
 
 
 @routes.get("/v1/compute/jobs/{id}")

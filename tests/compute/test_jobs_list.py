@@ -1,0 +1,120 @@
+"""`xsc compute jobs` (GET /v1/compute/jobs): the user's jobs newest first, by pages, each id whole, so that a job
+whose answer was lost (the CLI stopped, the node died mid-job) can be found again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import plyvel
+
+from tests.support.cli import error_line, ok
+from tests.support.compute import WASM
+from xsc import codec, keys
+from xsc.compute import provenance
+from xsc.compute.job_records import JobRecords
+from xsc.db import open_database
+from xsc.node.datadir import DB_DIR
+
+WC = str(WASM / "wc.wasm")
+USER = bytes(range(32))
+
+
+def _run(node, stdin: bytes) -> str:
+    return json.loads(ok(node.xsc("compute", "run", WC, "--json", input=stdin)))["id"]
+
+
+def _listed(node, *args: str) -> dict:
+    return json.loads(ok(node.xsc("compute", "jobs", "--json", *args)))
+
+
+def test_jobs_are_listed_newest_first_a_page_at_a_time(xsc_node) -> None:
+    assert ok(xsc_node.xsc("compute", "jobs")) == "no jobs yet (run one with: xsc compute run MODULE.wasm)\n"
+    ran = [_run(xsc_node, f"{n} words\n".encode()) for n in range(3)]
+    page = _listed(xsc_node)
+    assert [j["id"] for j in page["jobs"]] == ran[::-1] and page["next"] is None
+    first = page["jobs"][-1]
+    assert first["state"] == "done" and first["replicas"] == 1 and first["charge"] > 0
+    assert first["module"] == json.loads(ok(xsc_node.xsc("compute", "job", ran[0], "--json")))["module"]
+
+    newest = _listed(xsc_node, "--limit", "2")
+    assert [j["id"] for j in newest["jobs"]] == ran[:0:-1] and newest["next"]
+    rest = _listed(xsc_node, "--limit", "2", "--before", newest["next"])
+    assert [j["id"] for j in rest["jobs"]] == ran[:1] and rest["next"] is None
+
+    _run(xsc_node, b"0 words\n")  # the oldest run again: first now, and listed once
+    assert [j["id"] for j in _listed(xsc_node)["jobs"]] == [ran[0], ran[2], ran[1]]
+
+
+def test_the_list_fits_80_columns_with_every_id_whole(xsc_node) -> None:
+    ran = [_run(xsc_node, f"{n}\n".encode()) for n in range(3)]
+    shown = ok(xsc_node.xsc("compute", "jobs", "--limit", "2", env={"COLUMNS": "80"}))
+    lines = shown.splitlines()
+    assert all(len(line) <= 80 for line in lines), shown
+    assert lines[0].split() == ["started", "(UTC)", "state", "charge", "(credits)", "replicas", "module"], shown
+    assert [line.strip() for line in lines if line.strip() in ran] == ran[:0:-1], shown  # each id whole, on its own
+    assert lines[-1].startswith("more: xsc compute jobs --before ") and lines[-1].endswith(" --limit 2"), shown
+    again = lines[-1].removeprefix("more: xsc compute jobs ").split()
+    assert ran[0] in ok(xsc_node.xsc("compute", "jobs", *again))
+    wide = ok(xsc_node.xsc("compute", "jobs")).splitlines()  # not a terminal: one line a job, its id first
+    assert [line.split()[0] for line in wide[1:]] == ran[::-1]
+
+
+def test_a_page_is_bounded_and_a_bad_cursor_said_in_one_line(xsc_node) -> None:
+    over = xsc_node.xsc("compute", "jobs", "--limit", "101")
+    assert over.returncode == 2 and over.stderr.decode().startswith("xsc: usage error: "), over.stderr
+    line = error_line(xsc_node.xsc("compute", "jobs", "--before=not-a-cursor"))
+    assert line.startswith("xsc: error: not a cursor of the list of jobs: 'not-a-cursor'"), line
+    assert "no job" in error_line(xsc_node.xsc("compute", "job", "ab" * 32))
+    assert "xsc compute jobs" in error_line(xsc_node.xsc("compute", "job", "ab" * 32))
+
+
+async def test_the_api_refuses_a_page_past_its_bound(node_factory) -> None:
+    node = await node_factory("node")
+    for query, said in [("limit=1000", "limit must be a whole number from 1 to 100"),
+                        ("before=AAAA", "not a cursor of the list of jobs")]:
+        response = await node.get(f"/v1/compute/jobs?{query}")
+        problem = await response.json()
+        assert response.status == 400 and problem["detail"].startswith(said), problem
+
+
+def test_a_start_lists_the_jobs_of_a_node_that_kept_no_list(xsc_node) -> None:
+    ran = [_run(xsc_node, f"{n}\n".encode()) for n in range(2)]
+    xsc_node.stop()
+    db = plyvel.DB(str(xsc_node.data_dir / DB_DIR))
+    try:
+        for key in db.iterator(prefix=keys.jobs_began(b""), include_value=False):  # every user's
+            db.delete(key)
+    finally:
+        db.close()
+    xsc_node.start()
+    assert [j["id"] for j in _listed(xsc_node)["jobs"]] == ran[::-1]
+
+
+def _record(db, jid: str, began_ns: int) -> None:
+    """A job's record as a node that kept no list of jobs wrote it."""
+    job = {"id": jid, "state": "done", "created": provenance.timestamp(began_ns), "outputs": [], "inputs": []}
+    db.put(keys.job(USER, bytes.fromhex(jid)), codec.dumps(job))
+
+
+def test_records_written_before_the_list_are_listed_and_a_forgotten_job_leaves_it(tmp_path) -> None:
+    db = open_database(tmp_path / "db")
+    records = JobRecords(db, USER)
+    now = time.time_ns()
+    for n, jid in enumerate(("11" * 32, "22" * 32, "33" * 32)):
+        _record(db, jid, now - (3 - n) * 10**9)
+    assert records.page(10, None) == ([], None)  # not in the list yet
+    assert records.list_unlisted() == 3 and records.list_unlisted() == 0
+    jobs, _ = records.page(10, None)
+    assert [j["id"] for j in jobs] == ["33" * 32, "22" * 32, "11" * 32]
+
+    key = keys.job(USER, bytes.fromhex("22" * 32))
+    assert records.forget(key, hashlib.sha256(db.get(key)).digest(), [])
+    assert [j["id"] for j in records.page(10, None)[0]] == ["33" * 32, "11" * 32]
+    assert len(list(db.iterator(prefix=keys.jobs_began(USER)))) == 2
+
+    earlier = records.load("11" * 32)
+    records.begin("11" * 32, {**earlier, "created": provenance.timestamp(now)}, earlier)  # run again: on top, once
+    assert [j["id"] for j in records.page(10, None)[0]] == ["11" * 32, "33" * 32]
+    assert len(list(db.iterator(prefix=keys.jobs_began(USER)))) == 2
