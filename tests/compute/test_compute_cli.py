@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -10,6 +11,7 @@ from tests.support.cli import error_line, ok
 from tests.support.compute import WASM, module_id, signed_under_the_first_rule
 from xsc import codec, keys
 from xsc.node import DB, IDENTITY
+from xsc.units import format_credits
 
 ADD = str(WASM / "add.wasm")
 
@@ -37,9 +39,12 @@ def test_invoke_shows_what_it_was_charged_for_fuel_and_memory(xsc_node):
     result = xsc_node.xsc("compute", "invoke", grow, "work", "8", "100", "--cost")
     assert ok(result) == "8\n"
     line = result.stderr.decode().strip()
-    assert line.startswith("charge: ") and "8 pages of memory" in line and "fuel at" in line, line
+    # The charge in credits, as the ledger's tables print amounts; the prices in micro-credits, as the market's.
+    assert re.fullmatch(r"charge: \d+\.\d{6} credits = [\d,]+ fuel at \d+ micro-credits per million \+ 8 pages of "
+                        r"memory for \S+ s at \d+ micro-credits per page-second \(rounded up\)", line), line
     shown = ok(xsc_node.xsc("compute", "provenance", run["provenance"]))
     assert "8 pages at most" in shown, shown
+    assert ["charge:", format_credits(run["charge"]), "credits"] in [row.split() for row in shown.splitlines()], shown
 
 
 def test_deploy_modules_and_provenance(xsc_node):

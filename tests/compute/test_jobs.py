@@ -9,6 +9,7 @@ import pytest
 
 from tests.support.cli import error_line, ok
 from tests.support.compute import WASM
+from xsc.units import format_credits
 
 WC = str(WASM / "wc.wasm")
 
@@ -63,6 +64,11 @@ def test_a_job_is_shown_by_its_id(xsc_node):
     assert shown["charge"] == run["charge"] > 0
     text = ok(xsc_node.xsc("compute", "job", run["id"][:12]))
     assert "state:" in text and "done" in text
+    # Amounts in credits, as the ledger's tables print them (--json: micro-credits, as the API gives them).
+    assert ["charge:", format_credits(run["charge"]), "credits"] in [line.split() for line in text.splitlines()], text
+    said = " ".join(xsc_node.xsc("compute", "run", WC, input=b"a b\n").stderr.decode().split())
+    charge = json.loads(ok(xsc_node.xsc("compute", "job", said.split()[1], "--json")))["charge"]
+    assert said.endswith(f", charged {format_credits(charge)} credits"), said
     assert "no job" in error_line(xsc_node.xsc("compute", "job", "ab" * 32))
 
 

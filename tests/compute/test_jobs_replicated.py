@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from decimal import Decimal
 
 import pytest
 
@@ -19,6 +20,7 @@ from xsc.compute import hosted_jobs, sent_jobs
 from xsc.node import IDENTITY, TOKEN
 from xsc.node.appkeys import METRICS, NODE
 from xsc.peers.admission import Quarantine
+from xsc.units import format_credits
 
 
 
@@ -329,9 +331,9 @@ async def test_a_job_asked_again_with_other_replicas_or_agreement_is_another_job
                                       env={"XSC_TOKEN": gateway.app[TOKEN]}))
     assert "guarantee:  2 replicas, at least 2 agreeing" in text, text
     lines = [line.split() for line in text.splitlines() if line.startswith("  replica ")]
-    assert sorted((words[-1], int(words[2])) for words in lines) == sorted(
-        (r["provider"], r["charge"]) for r in shown["replicas"]), text
-    assert sum(int(words[2]) for words in lines) == shown["charge"]
+    assert sorted((words[-1], words[2:4]) for words in lines) == sorted(
+        (r["provider"], [format_credits(r["charge"]), "credits"]) for r in shown["replicas"]), text
+    assert sum(Decimal(words[2]) for words in lines) == Decimal(format_credits(shown["charge"]))
     status, again = await run_job(gateway, single)
     assert status == 201 and again["replayed"] and again["id"] == once["id"] and "replicas" not in again, again
     ran = [job for provider in providers for job in _jobs_paid_on(provider)]

@@ -14,6 +14,7 @@ import click
 
 from .. import codec
 from ..errors import InvalidArgument, ModuleNotFound, NodeNotRunning, NotANode, OverCap, Trap, Unauthorized, XscError
+from ..units import format_credits
 from .output import Col, emit_json, json_option, key_values, prose, table, terminal_width, wide_option
 from .progress import progress_bar
 
@@ -191,7 +192,7 @@ def _summary(job: dict[str, Any]) -> None:
     if job.get("replicas") and not job.get("replayed"):
         paid = sum(1 for r in job["replicas"] if r.get("paid"))
         how += f" on {len(job['replicas'])} replicas, {paid} of them paid (`xsc compute job ID` lists them)"
-    prose(f"job {job['id']} {how}, charged {job.get('charged', 0)} micro-credits", err=True)
+    prose(f"job {job['id']} {how}, charged {format_credits(job.get('charged', 0))} credits", err=True)
     for output in job.get("outputs", []):
         _file_line("  ", output["name"], output["size"], output["sha256"], output["capability"], err=True)
 
@@ -222,7 +223,7 @@ def job(obj, job_id: str, as_json: bool) -> None:
     guarantee = found.get("guarantee") or {}
     replicated = guarantee.get("replicas", 1) > 1
     key_values([("id", found["id"]), ("state", found["state"]), ("module", found["module"]),
-                ("executions", found["executions"]), ("charge", f"{found.get('charge', 0)} micro-credits"),
+                ("executions", found["executions"]), ("charge", f"{format_credits(found.get('charge', 0))} credits"),
                 ("provenance", found.get("provenance", "-")), ("created", found.get("created", "-"))]
                + ([("guarantee", f"{guarantee['replicas']} replicas, at least {guarantee['agree']} agreeing")]
                   if replicated else [])
@@ -245,8 +246,6 @@ def job(obj, job_id: str, as_json: bool) -> None:
 def jobs(obj, limit: int, before: str | None, wide: bool, as_json: bool) -> None:
     """List your jobs, newest first (by when their latest run began): id, state, start, charge, module and
     replicas.  Ids are never cut: on a narrow terminal each goes on a line of its own under its job."""
-    from ..units import format_credits
-
     page = obj.client().request("GET", "/v1/compute/jobs", query={"limit": limit, "before": before})
     if as_json:
         emit_json(page)
@@ -275,8 +274,8 @@ def jobs(obj, limit: int, before: str | None, wide: bool, as_json: bool) -> None
 
 def _replica_line(replica: dict[str, Any]) -> None:
     """A replica on one line, its provider's id whole (on a line of its own under it when the line is too narrow)."""
-    said = (f"  replica  {'paid' if replica.get('paid') else 'not paid'}  {replica.get('charge', 0)} micro-credits"
-            f"  {replica.get('fuel_consumed', 0):,} fuel")
+    said = (f"  replica  {'paid' if replica.get('paid') else 'not paid'}  "
+            f"{format_credits(replica.get('charge', 0))} credits  {replica.get('fuel_consumed', 0):,} fuel")
     width = terminal_width()
     if width is None or len(said) + 2 + len(replica["provider"]) <= width:
         click.echo(f"{said}  {replica['provider']}")
@@ -476,9 +475,10 @@ def watches(obj, as_json: bool) -> None:
     if not found:
         click.echo("no watches yet; add one with:\n  xsc compute watch NAME MODULE --on s3://B/P --to s3://B2/P2")
         return
-    table([Col("name", keep=True), "on", "to", "runs", "skips", "failures", "spend", "backlog"],
+    table([Col("name", keep=True), "on", "to", "runs", "skips", "failures", Col("credits spent", right=True),
+           "backlog"],
           [(w["name"], "s3://" + "/".join(w["on"]), "s3://" + "/".join(w["to"]), w["runs"], w["skips"],
-            w["failures"], w["spend"], w["backlog"]) for w in found],
+            w["failures"], format_credits(w["spend"]), w["backlog"]) for w in found],
           details=[w["last_error"] and f"last error: {w['last_error']}" for w in found])
 
 
