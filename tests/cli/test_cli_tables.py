@@ -107,9 +107,10 @@ def test_a_maps_manifest_fits_with_its_job_ids_and_capabilities_whole(thread_nod
     out = node.xsc("compute", "map", str(WASM / "outputs.wasm"), "--over", cap, "--as", "-", env=NARROW)
     assert out.exit_code == 0, out.output
     lines = [line.strip() for line in out.stdout.splitlines()]
-    assert lines[0] == cap + "  done" and len(lines) == 5, lines  # then the job and its 3 outputs, each whole
-    assert len(lines[1]) == 64 and all(line.startswith("xsc:chk:") for line in lines[2:]), lines
-    _fits(out.stdout, *lines)
+    assert lines[0] == cap and len(lines) == 5, lines  # the input whole, then its state and job, its 3 outputs whole
+    assert lines[1].split("  ")[0] == "done" and len(lines[1].split("  ")[1]) == 64, lines
+    assert all(line.startswith("xsc:chk:") for line in lines[2:]), lines
+    _fits(out.stdout, cap, *lines[2:])
     whole = node.xsc("compute", "map", str(WASM / "outputs.wasm"), "--over", cap, "--as", "-").stdout.split()
     assert whole[:2] == [cap, "done"] and len(whole) == 6, whole  # not a terminal: one line
 

@@ -388,15 +388,17 @@ def map_(obj, target: str, over: tuple[str, ...], mount: str, parallel: int, as_
 
 def _manifest_line(r: dict[str, Any]) -> None:
     """One input of a map on one line: input, state, job id, its outputs' capabilities (or its error); on a terminal
-    too narrow for it, the job id and each capability on lines of their own under it, whole, the error wrapped."""
+    too narrow for it, the input on a line of its own (whole: it is copied and pasted, as `xsc store ls` puts a
+    capability), then its state and job id, and each output's capability whole, the error wrapped, under it."""
     outputs = [o["capability"] for o in r.get("outputs", [])]
     line = f"{r['input']}  {r['state']}  {r.get('job') or '-'}  {' '.join(outputs) or r.get('error', '')}".rstrip()
     width = terminal_width()
     if width is None or len(line) <= width:
         click.echo(line)
         return
-    said = [r.get("job") or "", *(outputs or _wrap_words(r.get("error", ""), width - 4))]
-    click.echo("\n".join([f"{r['input']}  {r['state']}", *("    " + piece for piece in said if piece)]))
+    said = [f"{r['state']}  {r['job']}" if r.get("job") else r["state"],
+            *(outputs or _wrap_words(r.get("error", ""), width - 4))]
+    click.echo("\n".join([r["input"], *("    " + piece for piece in said if piece)]))
 
 
 def _check_map_inputs(over: tuple[str, ...], mount: str) -> None:
