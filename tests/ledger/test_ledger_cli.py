@@ -137,3 +137,6 @@ def test_an_s3_users_account_is_named_by_its_user(cli_node):
     assert roles[ana] == "s3 user ana" and sorted(roles.values()) == ["client", "node", "s3 user ana"], roles
     rows = _ok(proc.xsc("ledger", "accounts")).splitlines()
     assert [row for row in rows if ana in row][0].split()[:3] == ["s3", "user", "ana"], rows
+    # One account's view names it the same way, by its id or a prefix of it.
+    assert json.loads(_ok(proc.xsc("ledger", "balance", ana[:8], "--json")))["role"] == "s3 user ana"
+    assert f"account:      {ana} (s3 user ana)" in _ok(proc.xsc("ledger", "balance", ana)).splitlines()

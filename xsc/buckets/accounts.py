@@ -58,14 +58,22 @@ class UserAccounts:
     def ledger_accounts(self) -> list[dict]:
         """The ledger's accounts (LedgerService.accounts), each S3 user's the node funded with the role `s3 user NAME`:
         the ledger knows its own accounts' roles, not whose a derived key is."""
+        named = self._users_by_account()
+        views = [{**view, "role": view["role"] or named.get(view["account"])} for view in self.ledger.accounts()]
+        return sorted(views, key=lambda v: (v["role"] is None, v["role"] or "", v["account"]))
+
+    def ledger_account(self, view: dict) -> dict:
+        """One account's view (LedgerService.account_view) with its role named as `ledger_accounts` names it."""
+        return {**view, "role": view["role"] or self._users_by_account().get(view["account"])}
+
+    def _users_by_account(self) -> dict[str, str]:
         named = {}
         for user in self.funded():
             try:
                 named[self.account(user).id] = f"s3 user {user}"
             except InvalidArgument:  # not a user's name (an index written by hand): its account stays unnamed
                 continue
-        views = [{**view, "role": view["role"] or named.get(view["account"])} for view in self.ledger.accounts()]
-        return sorted(views, key=lambda v: (v["role"] is None, v["role"] or "", v["account"]))
+        return named
 
     async def move(self, action: str, user: str, body: dict) -> dict:
         """`fund` ({"amount"}) or `charge` ({"capability", "amount"}), as the node's API asks."""

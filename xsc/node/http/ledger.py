@@ -64,8 +64,9 @@ async def list_accounts(request: web.Request) -> web.Response:
 
 @routes.get("/v1/ledger/accounts/{account}")
 async def account(request: web.Request) -> web.Response:
-    service = request.app[NODE].ledger
-    return json_response(service.account_view(service.account_key(request.match_info["account"])))
+    node = request.app[NODE]
+    view = node.ledger.account_view(node.ledger.account_key(request.match_info["account"]))
+    return json_response(node.s3_accounts.ledger_account(view))  # an S3 user's named, as in the list
 
 
 @routes.get("/v1/ledger/accounts/{account}/chain")
