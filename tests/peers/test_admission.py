@@ -3,6 +3,7 @@ the quarantine of peers that misbehave (docs/security.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -278,14 +279,42 @@ async def _bogus_receipt_at(victim_url: str, victim_id: str, peer) -> int:
     return 200
 
 
-async def test_a_peer_that_misbehaves_is_quarantined_dropped_from_the_book_and_refused(make_config) -> None:
-    config = make_config("victim", **{**QUIET, "peers": {**QUIET["peers"], "quarantine_strikes": 3}})
-    victim = await serve(config)
-    bad = None
+class _Victim:
+    """A node that quarantines a peer at its third strike (`victim`, restarted from its data dir by `restart`) and a
+    bad node it knows (`bad`), both in this process."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self.victim = self.bad = None
+
+    @property
+    def bad_id(self) -> str:
+        return self.bad.app[NODE].peers.identity.id
+
+    async def restart(self):
+        victim, self.victim = self.victim, None
+        await victim.close()
+        self.victim = await serve(self.config)
+        return self.victim
+
+
+@contextlib.asynccontextmanager
+async def _victim_and_bad_node(make_config):
+    nodes = _Victim(make_config("victim", **{**QUIET, "peers": {**QUIET["peers"], "quarantine_strikes": 3}}))
     try:
-        bad = await serve(make_config("bad", **QUIET))
-        bad_id = bad.app[NODE].peers.identity.id
-        await victim.app[NODE].peers.add(bad.app[NODE].peers.url)
+        nodes.victim = await serve(nodes.config)
+        nodes.bad = await serve(make_config("bad", **QUIET))
+        await nodes.victim.app[NODE].peers.add(nodes.bad.app[NODE].peers.url)
+        yield nodes
+    finally:
+        for node in (nodes.victim, nodes.bad):
+            if node is not None:
+                await node.close()
+
+
+async def test_a_peer_that_misbehaves_is_quarantined_dropped_from_the_book_and_refused(make_config) -> None:
+    async with _victim_and_bad_node(make_config) as nodes:
+        victim, bad, bad_id = nodes.victim, nodes.bad, nodes.bad_id
         for _ in range(50):
             await victim.app[NODE].market.fill_book()
             if victim.app[NODE].market.book.get(bad_id) is not None:
@@ -303,8 +332,7 @@ async def test_a_peer_that_misbehaves_is_quarantined_dropped_from_the_book_and_r
         # The operator is served meanwhile; the quarantine survives a restart; the operator lifts it.
         response = await victim.post("/v1/store/files", data=b"operator" * 100)
         assert response.status == 201, await response.text()
-        await victim.close()
-        victim = await serve(config)
+        victim = await nodes.restart()
         status, problem = await _signed(victim, bad.app[NODE].peers.identity, "/v1/peer/challenge", {"nonce": "ab" * 16})
         assert status == 403 and problem["code"] == "quarantined", problem
         response = await victim.delete(f"/v1/peers/quarantine/{bad_id}")
@@ -313,35 +341,20 @@ async def test_a_peer_that_misbehaves_is_quarantined_dropped_from_the_book_and_r
         assert status == 200, answer
         response = await victim.delete(f"/v1/peers/quarantine/{bad_id}")
         assert response.status == 404
-    finally:
-        await victim.close()
-        if bad is not None:
-            await bad.close()
 
 
 async def test_a_restart_between_a_peers_strikes_forgets_none_of_them(make_config) -> None:
     """A peer's strikes are counted across a restart of the node: one refused claim, a restart from the data dir,
     two more, and the peer is quarantined as it would have been without the restart."""
-    config = make_config("victim", **{**QUIET, "peers": {**QUIET["peers"], "quarantine_strikes": 3}})
-    victim = await serve(config)
-    bad = None
-    try:
-        bad = await serve(make_config("bad", **QUIET))
-        bad_id = bad.app[NODE].peers.identity.id
-        await victim.app[NODE].peers.add(bad.app[NODE].peers.url)
-        assert await _bogus_receipt(victim, bad) == 403
-        await victim.close()
-        victim = await serve(config)
-        assert await _bogus_receipt(victim, bad) == 403
+    async with _victim_and_bad_node(make_config) as nodes:
+        assert await _bogus_receipt(nodes.victim, nodes.bad) == 403
+        victim = await nodes.restart()
+        assert await _bogus_receipt(victim, nodes.bad) == 403
         listed = (await (await victim.get("/v1/peers/quarantine")).json())["quarantined"]
         assert listed == []  # two strikes so far
-        assert await _bogus_receipt(victim, bad) == 403
+        assert await _bogus_receipt(victim, nodes.bad) == 403
         listed = (await (await victim.get("/v1/peers/quarantine")).json())["quarantined"]
-        assert [q["node"] for q in listed] == [bad_id] and "3 times within an hour" in listed[0]["reason"], listed
-    finally:
-        await victim.close()
-        if bad is not None:
-            await bad.close()
+        assert [q["node"] for q in listed] == [nodes.bad_id] and "3 times within an hour" in listed[0]["reason"], listed
 
 
 @pytest.mark.slow
