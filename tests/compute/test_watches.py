@@ -12,10 +12,13 @@ from collections import Counter
 
 import pytest
 
+from tests.support.cli import ok, xsc_in_process
 from tests.support.compute import WASM, deploy
 from tests.support.peers import api, http
 from tests.support.waiting import eventually, eventually_async
+from xsc.node import TOKEN
 from xsc.node.appkeys import NODE
+from xsc.units import format_credits
 
 N = int(os.environ.get("XSC_TEST_WATCH_INPUTS", "10"))  # the figure is 1,000: see docs/compute.md
 
@@ -88,6 +91,11 @@ async def test_a_chain_of_three_watches_runs_only_what_changed(node_factory) -> 
         await _call(node, "POST", "/v1/compute/watches", {"name": name, "spec": spec, "on": on, "to": to})
     first = await _settled(node)
     assert _runs(first) == {"a": N, "b": N, "c": N} and all(w["failures"] == 0 for w in first.values()), first
+    # `xsc compute watches` prints what each spent in credits, as the ledger's tables do (--json: micro-credits).
+    text = ok(await asyncio.to_thread(xsc_in_process, "--node", str(node.make_url("")), "compute", "watches",
+                                      env={"XSC_TOKEN": node.app[TOKEN]}))
+    rows = {line.split()[0]: line.split() for line in text.splitlines()[1:]}
+    assert all(format_credits(w["spend"]) in rows[name] for name, w in first.items()), text
     # Each stage's object is the SHA-256 of the one before it.
     key = "in/0007"
     a = hashlib.sha256(inputs[key]).hexdigest().encode() + b"\n"
