@@ -30,3 +30,27 @@ async def test_six_ten_year_puts_past_the_credit_limit_are_refused(node_factory)
     assert 0 < promised and promised - account["balance"] <= LIMIT, (promised, account)
     files = (await (await a.get("/v1/store/files")).json())["files"]
     assert len(files) == first_refused
+
+
+async def test_the_balance_keeps_aside_what_puts_leases_promise_and_a_put_may_spend_what_it_shows(node_factory) -> None:
+    a = await node_factory("a", ledger={"credit_limit": LIMIT}, health={"probe_interval": 3600})
+    b = await node_factory("b", ledger={"credit_limit": LIMIT}, health={"probe_interval": 3600})
+    await a.post("/v1/peers", json={"url": f"http://{b.server.host}:{b.server.port}"})
+    response = await a.post(f"/v1/store/files?duration={TEN_YEARS}", data=b"f" * 200_000)
+    first = await response.json()
+    assert response.status == 201 and b.app[NODE].me in first["placement"], first
+    view = await (await a.get("/v1/ledger/accounts/client")).json()
+    promised = a.app[NODE].deals.outstanding()
+    assert promised > 0 and view.get("promised") == promised, (promised, view)
+    assert view["available"] == view["balance"] + view["credit_limit"] - view["held"] - promised, view
+    # Sized from the first put's cost per byte: one costs more than the balance shows available though less than it
+    # would without the promise, the other less.
+    per_byte = first["cost"] / 200_000
+    over = int((view["available"] + promised // 2) / per_byte)
+    response = await a.post(f"/v1/store/files?duration={TEN_YEARS}", data=b"o" * over)
+    refused = await response.json()
+    assert (response.status, refused["code"]) == (402, "insufficient-credit"), refused
+    assert refused["available"] == view["available"] and refused["promised"] == promised, (refused, view)
+    assert view["available"] < refused["needed"] <= view["available"] + promised, (refused, view)
+    response = await a.post(f"/v1/store/files?duration={TEN_YEARS}", data=b"u" * int(view["available"] / 2 / per_byte))
+    assert response.status == 201, await response.json()

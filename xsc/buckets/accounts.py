@@ -33,11 +33,9 @@ MAX_AMOUNT = 10**15  # micro-credits one transfer moves at most (a billion credi
 
 
 class UserAccounts:
-    def __init__(self, ledger: LedgerService, owner: Identity, promised: Callable[[], int] = lambda: 0,
-                 funded: Callable[[], list[str]] = lambda: []) -> None:
+    def __init__(self, ledger: LedgerService, owner: Identity, funded: Callable[[], list[str]] = lambda: []) -> None:
         self.ledger = ledger
         self.owner = owner  # the node's client account: funds the users, and pays the providers
-        self.promised = promised  # what the node's storage deals will still cost it (StorageDeals.outstanding)
         self.funded = funded  # the users the node's account funded, by name (index.funded)
         self._accounts: dict[str, Identity] = {}
         self._charging = asyncio.Lock()
@@ -62,8 +60,9 @@ class UserAccounts:
         views = [{**view, "role": view["role"] or named.get(view["account"])} for view in self.ledger.accounts()]
         return sorted(views, key=lambda v: (v["role"] is None, v["role"] or "", v["account"]))
 
-    def ledger_account(self, view: dict) -> dict:
-        """One account's view (LedgerService.account_view) with its role named as `ledger_accounts` names it."""
+    async def ledger_account(self, account: bytes) -> dict:
+        """One account's balance (LedgerService.balance) with its role named as `ledger_accounts` names it."""
+        view = await self.ledger.balance(account)
         return {**view, "role": view["role"] or self._users_by_account().get(view["account"])}
 
     def _users_by_account(self) -> dict[str, str]:
@@ -91,7 +90,7 @@ class UserAccounts:
             raise InvalidArgument(f"the user {user}'s puts are paid by the node's account: it has nothing to fund",
                                   hint="fund the users of keys made with --user")
         account = self.account(user)
-        self._keeps_credit_for_puts(user, amount)
+        await self._keeps_credit_for_puts(user, amount)
         await self.ledger.ensure_credit(self.owner, amount)  # what the node's account holds for running work stays
         entry = await self.ledger.settle(self.owner, account, amount, {}, FUND_JOB + user)
         return {**self.view(user), "amount": amount, "entry": entry}
@@ -114,24 +113,24 @@ class UserAccounts:
                 continue
         return sorted(found)
 
-    def _keeps_credit_for_puts(self, user: str, amount: int) -> None:
+    async def _keeps_credit_for_puts(self, user: str, amount: int) -> None:
         """InsufficientCredit unless the node's account, once it paid `amount`, could still pay for puts: every put,
         a user's as well as the operator's, is paid to its providers by the node's account, so credit funded away
-        from it stops them all.  It keeps what its deals still promise and `ledger.low_balance` percent of its credit
-        limit."""
-        available = self.ledger.account_view(self.owner.public_key)["available"]
-        promised = self.promised()
+        from it stops them all.  It keeps what its deals still promise (its balance's `available` is net of it, as a
+        put's credit check counts it) and `ledger.low_balance` percent of its credit limit."""
+        view = await self.ledger.balance(self.owner.public_key)
+        available, promised = view["available"], view.get("promised", 0)
         keep = -(-self.ledger.low_balance * self.ledger.credit_limit // 100)  # the least that is not low
-        most = available - promised - keep
+        most = available - keep
         if amount <= most:
             return
         fix = (f"fund at most {format_credits(most)}: xsc s3 fund {user} {format_credits(most)}" if most > 0 else
                "give the node's account credit first: xsc config set ledger.credit_limit MICRO_CREDITS")
         raise InsufficientCredit(
             f"funding {user} with {format_credits(amount)} credits would leave this node's own account "
-            f"{format_credits(max(available - promised - amount, 0))} credits for puts (it can spend "
-            f"{format_credits(available)}, its storage deals still promise {format_credits(promised)}, and it keeps "
-            f"{format_credits(keep)} for puts): every put through the S3 front would be refused",
+            f"{format_credits(max(available - amount, 0))} credits for puts (it can spend "
+            f"{format_credits(available)} beyond the {format_credits(promised)} its storage deals still promise, and "
+            f"it keeps {format_credits(keep)} for puts): every put through the S3 front would be refused",
             hint=fix, available=available, promised=promised, most=max(most, 0))
 
     async def charge(self, user: str, capability: str, amount: int) -> dict:

@@ -3,9 +3,13 @@
 Service API for the rest of the node (node/app.py builds one `LedgerService` and hands it to the
 services that pay or are paid)::
 
-    await ledger.ensure_credit(payer_identity, amount)
+    await ledger.ensure_credit(payer_identity, amount, promised=0)
         # raises InsufficientCredit (HTTP 402) saying how much is missing; call it BEFORE any work
-        # (a pre-check: settle checks the credit limit again, atomically with its write)
+        # (a pre-check: settle checks the credit limit again, atomically with its write); `promised`:
+        # what earlier work will still cost the payer, kept aside (a put's: the leases of earlier puts)
+    await ledger.balance(account_key)
+        # an account's view; the client account's keeps aside what its puts' leases still promise
+        # (the `promised` callable given at construction), as a put's credit check does
     await ledger.hold(payer_identity, amount)       # ensure_credit, then set the amount aside
     ledger.settle_later(payer_identity, payee_identity, amount, usage, job_ref, held=budget)
         # queue the settlement without waiting for its fsync; the held budget is replaced by the amount

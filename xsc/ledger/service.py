@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from typing import Any, Iterator
 
 
@@ -45,7 +46,7 @@ def _entry_view(data: bytes) -> dict:
 class LedgerService:
     def __init__(self, db: Database, credit_limit: int, *, node: Identity | None = None,
                  client: Identity | None = None, threads: int | None = None, low_balance: int = 10,
-                 retention: int = RETENTION) -> None:
+                 retention: int = RETENTION, promised: Callable[[], Awaitable[int]] | None = None) -> None:
         cores = max(1, threads or os.cpu_count() or 2)
         # Ed25519 releases the GIL: settlement groups and verification spread signatures over every core.
         self._crypto = ThreadPoolExecutor(max_workers=cores, thread_name_prefix="xsc-ledger-crypto")
@@ -56,12 +57,16 @@ class LedgerService:
         if self.store.index_retirements(retention, int(time.time())):
             log.info("the ledger's records written before they had a retirement were given theirs")
         self.credit_limit = credit_limit
+        self._client = client.public_key if client is not None else None
         self.roles = {k.public_key: role for k, role in ((node, "node"), (client, "client")) if k is not None}
         self._lock = asyncio.Lock()
         self._pending: list[tuple[Settlement, asyncio.Future]] = []
         self._drainer: asyncio.Task | None = None
         self._held: dict[bytes, int] = {}  # credit set aside for settlements not yet written
         self.low_balance = low_balance  # percent of the credit limit still available below which we warn
+        # What the client account's storage leases still promise (StorageService.promised): the credit every put's
+        # check keeps aside, so `balance` keeps it aside too.
+        self._promised = promised
         # Authorizations sent to payees on other nodes, awaiting their receipts: their caps stay held,
         # across restarts too (the records are durable).
         self._pending_auths: dict[bytes, Authorization] = self.store.load_pending()
@@ -73,18 +78,19 @@ class LedgerService:
             self._auth_held[auth.id] = auth.cap
 
     # --- the API the rest of the node uses ------------------------------------------------
-    async def ensure_credit(self, payer: Identity, amount: int) -> None:
-        """Raise InsufficientCredit (saying how much is missing) unless `payer` can pay `amount` now.
+    async def ensure_credit(self, payer: Identity, amount: int, *, promised: int = 0) -> None:
+        """Raise InsufficientCredit (saying how much is missing) unless `payer` can pay `amount` now, with `promised`
+        (what earlier work will still cost it) kept aside.
 
         A pre-check before work: `settle` checks the limit again, atomically with the write."""
-        self._ensure_credit(payer.public_key, amount)
+        self._ensure_credit(payer.public_key, amount, promised)
 
-    def _ensure_credit(self, account: bytes, amount: int) -> None:
+    def _ensure_credit(self, account: bytes, amount: int, promised: int = 0) -> None:
         if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
             raise InvalidArgument(f"amount must be a non-negative integer of micro-credits, not {amount!r}")
-        spendable = self.store.state(account).balance - self._held.get(account, 0)
+        spendable = self.store.state(account).balance - self._held.get(account, 0) - promised
         if spendable - amount < -self.credit_limit:
-            raise rules.credit_error(account, spendable, amount, self.credit_limit)
+            raise rules.credit_error(account, spendable, amount, self.credit_limit, promised)
 
     async def hold(self, payer: Identity, amount: int) -> None:
         """Set `amount` aside for a settlement that will follow (`settle_later`), or raise InsufficientCredit.
@@ -366,11 +372,19 @@ class LedgerService:
         known = {public_id(k): k for k in set(self.store.accounts) | set(self.roles)}
         return known[one_starting_with(text, known, what="known account", listing="xsc ledger accounts")]
 
-    def account_view(self, account: bytes) -> dict[str, Any]:
+    async def balance(self, account: bytes) -> dict[str, Any]:
+        """`account_view` of `account`, the client account's with what its storage leases still promise kept aside:
+        its `available` is what a put's credit check lets it spend."""
+        if account != self._client or self._promised is None:
+            return self.account_view(account)
+        return self.account_view(account, await self._promised())
+
+    def account_view(self, account: bytes, promised: int | None = None) -> dict[str, Any]:
+        """The account's balance, credit and what it can spend; with `promised`, that much less (and said)."""
         state = self.store.state(account)
         held = self._held.get(account, 0)
-        available = max(0, state.balance + self.credit_limit - held)
-        return {
+        available = max(0, state.balance + self.credit_limit - held - (promised or 0))
+        view = {
             "account": public_id(account),
             "role": self.roles.get(account),
             "balance": state.balance,
@@ -384,6 +398,9 @@ class LedgerService:
             "head": state.head.hex() if state.seq else None,
             "forked": state.forked,
         }
+        if promised is not None:
+            view["promised"] = promised  # the leases of puts still to pay, as their holders hold the shares
+        return view
 
     def status(self, client: bytes, node: bytes) -> dict[str, Any]:
         """The ledger's part of the node status: the local user's and the node's balances."""

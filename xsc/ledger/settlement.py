@@ -440,7 +440,7 @@ class Payments:
     async def check_balance(self) -> dict:
         """The `ledger:balance` check of /health: warn when the local user's available credit is below
         `[ledger] low_balance` % of the credit limit."""
-        view = self.ledger.account_view(self.payer.public_key)
+        view = await self.ledger.balance(self.payer.public_key)
         out = {"componentType": "component", "observedValue": view["available"], "observedUnit": "micro-credits",
                "status": "warn" if view["low"] else "pass",
                "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}

@@ -172,7 +172,8 @@ class Node:
         config, db, pool, identity = self.config, self.db, self.pool, self.identity
         self.ledger = LedgerService(db, config.ledger.credit_limit, node=identity, client=self.payer,
                                     threads=config.compute.threads, low_balance=config.ledger.low_balance,
-                                    retention=config.ledger.record_retention)
+                                    retention=config.ledger.record_retention,
+                                    promised=lambda: self.storage.promised())  # the storage service is built later
         self.store = store = ShareStore(db, config.storage.capacity, blocks=open_blocks(config.data_dir))
         interrupted = await in_pool(pool, store.recover)
         if interrupted:
@@ -312,8 +313,7 @@ class Node:
         self.s3_index = s3_index = S3Index(self.db, max_buckets=config.node.s3_max_buckets,
                                            max_uploads=config.node.s3_max_uploads,
                                            upload_expiry=config.node.s3_upload_expiry)
-        self.s3_accounts = UserAccounts(self.ledger, payer, promised=self.deals.outstanding,
-                                        funded=lambda: funded(s3_index))
+        self.s3_accounts = UserAccounts(self.ledger, payer, funded=lambda: funded(s3_index))
         index_funded(s3_index, self.s3_accounts.funded_in_ledger)  # once: the users funded before they were noted
         self.s3_objects = ObjectWriter(files=self.storage, index=s3_index, accounts=self.s3_accounts, pool=self.pool)
         self.s3_link = LocalNode(index=s3_index, objects=self.s3_objects, accounts=self.s3_accounts,

@@ -215,15 +215,18 @@ class StorageService:
         try:
             # A stream of unknown size is paid in arrears for what it turns out to hold.  The leases of earlier
             # puts are promised credit too: a put is refused if the credit cannot cover them all.
-            promised = self.deals.recent_outstanding()
-            if promised is None:
-                promised = await in_pool(self.pool, self.deals.outstanding)
             cost = result.cost if shares is None else sum(result.file(s).cost for s in shares)
-            await self.ledger.ensure_credit(self.payer, cost + promised)
+            await self.ledger.ensure_credit(self.payer, cost, promised=await self.promised())
         except BaseException:
             self.withdraw(result)
             raise
         return result
+
+    async def promised(self) -> int:
+        """What the leases of earlier puts will still cost the user (micro-credits): the credit a put and a renewal keep
+        aside, and the `promised` of the user's balance (LedgerService.balance)."""
+        promised = self.deals.recent_outstanding()
+        return promised if promised is not None else await in_pool(self.pool, self.deals.outstanding)
 
     def withdraw(self, quote: quotes.PutQuote) -> None:
         quotes.withdraw_needs(self.dealing, quote.needs)
@@ -546,7 +549,7 @@ class StorageService:
         deals = [d for d in await in_pool(self.pool, self.deals.of_file, cap.storage_index) if not d.ended]
         target = int(time.time()) + duration
         cost = sum(d.cost(target - d.end) for d in deals if d.end < target)
-        await self.ledger.ensure_credit(self.payer, cost + await in_pool(self.pool, self.deals.outstanding))
+        await self.ledger.ensure_credit(self.payer, cost, promised=await self.promised())
         holders, names = await self.placed(cap)
         result = await self.gateway.renew(cap, duration, holders, names, me=self.me)
         renewed = {e["share"] for e in result.get("renewed", [])}

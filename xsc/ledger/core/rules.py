@@ -153,14 +153,19 @@ def check_credit(state: AccountState, entry: Entry, credit_limit: int) -> None:
         raise credit_error(entry.account, state.balance, -entry.delta, credit_limit)
 
 
-def credit_error(account: bytes, balance: int, amount: int, credit_limit: int) -> InsufficientCredit:
+def credit_error(account: bytes, balance: int, amount: int, credit_limit: int,
+                 promised: int = 0) -> InsufficientCredit:
+    """`balance`: what the account has, less what it holds and `promised` (what the leases of earlier puts will
+    still cost it: the account keeps that aside)."""
     available = max(0, balance + credit_limit)
     short = amount - available
+    kept = f"; {format_credits(promised)} more is promised to the leases of earlier puts" if promised else ""
     return InsufficientCredit(
         f"insufficient credit: this costs {format_credits(amount)} credits but account {public_id(account)} "
-        f"can spend {format_credits(available)} more (short by {format_credits(short)})",
+        f"can spend {format_credits(available)} more (short by {format_credits(short)}{kept})",
         hint="earn credit by providing storage or compute, or ask the node operator for a higher credit_limit",
-        account=public_id(account), needed=amount, available=available, short=short)
+        account=public_id(account), needed=amount, available=available, short=short,
+        **({"promised": promised} if promised else {}))
 
 
 def check_balance(state: AccountState, entry: Entry) -> None:

@@ -1,8 +1,9 @@
 """HTTP routes of the signed ledger (xsc.ledger.LedgerService).
 
     GET  /v1/ledger/accounts                     every account this node holds a chain or key of
-    GET  /v1/ledger/accounts/{id}                balance, head, credit (id: public id, a unique prefix of
-                                                 >= 4 characters of a known one, `client` or `node`)
+    GET  /v1/ledger/accounts/{id}                balance, head, credit; the client account's also what its
+                                                 puts' leases still promise (id: public id, a unique prefix
+                                                 of >= 4 characters of a known one, `client` or `node`)
     GET  /v1/ledger/accounts/{id}/chain?from=SEQ&limit=N   the chain, oldest first (peers sync from here)
     GET  /v1/ledger/accounts/{id}/history?limit=N&expand=1 the newest entries first, each with its balance_after
                                                  (expand: the provenance ids each aggregated transfer covers;
@@ -65,8 +66,8 @@ async def list_accounts(request: web.Request) -> web.Response:
 @routes.get("/v1/ledger/accounts/{account}")
 async def account(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    view = node.ledger.account_view(node.ledger.account_key(request.match_info["account"]))
-    return json_response(node.s3_accounts.ledger_account(view))  # an S3 user's named, as in the list
+    key = node.ledger.account_key(request.match_info["account"])
+    return json_response(await node.s3_accounts.ledger_account(key))  # an S3 user's named, as in the list
 
 
 @routes.get("/v1/ledger/accounts/{account}/chain")
