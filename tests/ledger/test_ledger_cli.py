@@ -11,6 +11,7 @@ from tests.support.ledger import transfer
 from xsc import keys
 from xsc.client.sync import NodeClient
 from xsc.identity import CLIENT_KEY_FILE, NODE_KEY_FILE, Identity, write_secret
+from xsc.ledger.core.model import format_credits
 from xsc.ledger.core.rules import AccountState
 
 
@@ -140,3 +141,15 @@ def test_an_s3_users_account_is_named_by_its_user(cli_node):
     # One account's view names it the same way, by its id or a prefix of it.
     assert json.loads(_ok(proc.xsc("ledger", "balance", ana[:8], "--json")))["role"] == "s3 user ana"
     assert f"account:      {ana} (s3 user ana)" in _ok(proc.xsc("ledger", "balance", ana)).splitlines()
+
+
+def test_ledger_balance_shows_what_the_leases_of_puts_promise_and_keeps_it_out_of_available(cli_node):
+    proc = cli_node()
+    _ok(proc.xsc("store", "put", "-", "--duration", str(3650 * 86400), input=b"p" * 100_000))
+    info = json.loads(_ok(proc.xsc("ledger", "balance", "--json")))
+    assert info.get("promised", 0) > 0, info
+    assert info["available"] == info["balance"] + info["credit_limit"] - info["promised"], info
+    out = _ok(proc.xsc("ledger", "balance", env={"COLUMNS": "80"}))
+    promised = [line for line in out.splitlines() if line.startswith("promised:")]
+    assert promised and format_credits(info["promised"]) in promised[0], out
+    assert f"{format_credits(info['available'])} credits" in out and all(len(line) <= 80 for line in out.splitlines())

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.browser import Console, login_url, missing, show
+from xsc.ledger.core.model import format_credits
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(missing() is not None, reason=missing() or "")]
 
@@ -130,6 +131,7 @@ def test_every_page_renders_and_shows_what_the_cli_shows(net, dash) -> None:
     assert figure(dash, "shares_unanswered").startswith(f"{status['audits']['shares_unanswered']} rebuilt")
     balance = cli_json(gateway, "ledger", "balance")
     assert figure(dash, "balance") == f"{balance['balance_credits']} credits"
+    assert figure(dash, "promised") == f"{format_credits(balance['promised'])} credits"  # what `available` leaves out
 
     show(dash, "files")
     listed = cli_json(gateway, "store", "ls")

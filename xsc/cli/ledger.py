@@ -59,6 +59,8 @@ def balance(obj, account: str, as_json: bool) -> None:
         ("balance", f"{format_credits(info['balance'])} credits"),
         ("credit limit", f"{format_credits(info['credit_limit'])} credits"),
         *([("held", f"{format_credits(info['held'])} credits (for work not settled yet)")] if info.get("held") else []),
+        *([("promised", f"{format_credits(info['promised'])} credits (leases of your puts still to pay)")]
+          if "promised" in info else []),
         ("available", f"{format_credits(info['available'])} credits"),
         ("entries", info["seq"]),
         ("forked", "YES: this account equivocated" if info["forked"] else "no"),

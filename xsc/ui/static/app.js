@@ -182,6 +182,7 @@ PAGES.overview = {
                                ['reserved', fmtSize(st.reserved)], ['free', fmtSize(st.free), 'free'],
                                ['shares held', String(st.shares), 'shares']])),
       card('Balance', kv([['balance', `${client.balance_credits} credits`, 'balance'],
+                          ...(client.promised === undefined ? [] : [['promised', `${fmtCredits(client.promised)} credits`, 'promised']]),
                           ['available', `${fmtCredits(client.available)} credits`],
                           ['credit limit', `${fmtCredits(client.credit_limit)} credits`, 'credit_limit'],
                           ['node earned', `${fmtCredits((status.ledger || {}).node_balance)} credits`, 'node_balance'],
@@ -554,7 +555,9 @@ PAGES.ledger = {
     const matching = filtering ? wanted.length : acct.seq;  // without a filter, only the newest `rows` were fetched
     $('#ledger-top', main).replaceChildren(h('div', {class: 'grid'},
       card('Account', kv([['account', h('code', {}, acct.account), 'account'], ['role', acct.role || ''],
-        ['balance', `${acct.balance_credits} credits`, 'balance'], ['available', `${fmtCredits(acct.available)} credits`],
+        ['balance', `${acct.balance_credits} credits`, 'balance'],
+        ...(acct.promised === undefined ? [] : [['promised', `${fmtCredits(acct.promised)} credits`]]),
+        ['available', `${fmtCredits(acct.available)} credits`],
         ['held', `${fmtCredits(acct.held)} credits`], ['credit limit', `${fmtCredits(acct.credit_limit)} credits`],
         ['entries', String(acct.seq), 'entries'], ['low', acct.low ? pill('warn', 'low') : 'no']])),
       card('Balance over time', Charts.lineChart([{name: 'balance (credits)', cls: 'c0', points}],
