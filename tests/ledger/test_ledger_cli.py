@@ -153,3 +153,5 @@ def test_ledger_balance_shows_what_the_leases_of_puts_promise_and_keeps_it_out_o
     promised = [line for line in out.splitlines() if line.startswith("promised:")]
     assert promised and format_credits(info["promised"]) in promised[0], out
     assert f"{format_credits(info['available'])} credits" in out and all(len(line) <= 80 for line in out.splitlines())
+    [listed] = [a for a in json.loads(_ok(proc.xsc("ledger", "accounts", "--json"))) if a["role"] == "client"]
+    assert (listed["promised"], listed["available"]) == (info["promised"], info["available"]), (listed, info)

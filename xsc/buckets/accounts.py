@@ -53,11 +53,14 @@ class UserAccounts:
         return {"user": user, "account": account.id, "balance": self.ledger.account_view(account.public_key)["balance"],
                 "pays": "the node's account" if user == names.DEFAULT_USER else "its own account"}
 
-    def ledger_accounts(self) -> list[dict]:
+    async def ledger_accounts(self) -> list[dict]:
         """The ledger's accounts (LedgerService.accounts), each S3 user's the node funded with the role `s3 user NAME`:
-        the ledger knows its own accounts' roles, not whose a derived key is."""
+        the ledger knows its own accounts' roles, not whose a derived key is.  The node's client account is its
+        balance (LedgerService.balance), available as a put's credit check counts it."""
         named = self._users_by_account()
-        views = [{**view, "role": view["role"] or named.get(view["account"])} for view in self.ledger.accounts()]
+        mine = await self.ledger.balance(self.owner.public_key)
+        views = [mine if view["account"] == mine["account"] else view for view in self.ledger.accounts()]
+        views = [{**view, "role": view["role"] or named.get(view["account"])} for view in views]
         return sorted(views, key=lambda v: (v["role"] is None, v["role"] or "", v["account"]))
 
     async def ledger_account(self, account: bytes) -> dict:

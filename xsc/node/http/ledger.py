@@ -60,7 +60,7 @@ async def peer_terms(request: web.Request) -> web.Response:
 
 @routes.get("/v1/ledger/accounts")
 async def list_accounts(request: web.Request) -> web.Response:
-    return json_response({"accounts": request.app[NODE].s3_accounts.ledger_accounts()})  # S3 users' named too
+    return json_response({"accounts": await request.app[NODE].s3_accounts.ledger_accounts()})  # S3 users' named too
 
 
 @routes.get("/v1/ledger/accounts/{account}")
