@@ -54,3 +54,26 @@ async def test_the_balance_keeps_aside_what_puts_leases_promise_and_a_put_may_sp
     assert view["available"] < refused["needed"] <= view["available"] + promised, (refused, view)
     response = await a.post(f"/v1/store/files?duration={TEN_YEARS}", data=b"u" * int(view["available"] / 2 / per_byte))
     assert response.status == 201, await response.json()
+
+
+async def test_a_stream_past_what_the_balance_shows_available_is_refused_and_not_kept(node_factory) -> None:
+    a = await node_factory("a", ledger={"credit_limit": LIMIT}, health={"probe_interval": 3600})
+
+    async def chunks(size: int):  # chunked: a stream, its size unknown until it ends, paid once stored
+        for start in range(0, size, 65_536):
+            yield b"s" * min(65_536, size - start)
+
+    response = await a.post(f"/v1/store/files?duration={TEN_YEARS}", data=chunks(400_000))
+    first = await response.json()
+    assert response.status == 201, first
+    view = await (await a.get("/v1/ledger/accounts/client")).json()
+    assert view["promised"] > 0, view
+    # One that costs more than the balance shows available, though less than the credit left without what the first
+    # one's leases promise.
+    size = int((view["available"] + view["promised"] // 2) / (first["cost"] / 400_000))
+    response = await a.post(f"/v1/store/files?duration={TEN_YEARS}", data=chunks(size))
+    refused = await response.json()
+    assert (response.status, refused.get("code")) == (402, "insufficient-credit"), (refused, view)
+    assert refused["available"] == view["available"] < refused["needed"], (refused, view)
+    files = (await (await a.get("/v1/store/files")).json())["files"]
+    assert [f["capability"] for f in files] == [first["capability"]]

@@ -315,7 +315,7 @@ class StorageService:
         quote.share_bytes = result.stored_bytes // len(result.placement)
         if size is None:  # a stream's cost is known only now: unpaid, it is not kept
             try:
-                await self.ledger.ensure_credit(self.payer, quote.cost)
+                await self.ledger.ensure_credit(self.payer, quote.cost, promised=await self.promised())
             except XscError:
                 await self.delete_everywhere(cap)
                 raise
