@@ -24,13 +24,20 @@ from tests.support.peers import FAST, api, known_ids, node_id, peer_health, star
 from tests.support.waiting import eventually
 
 
+def _joined(node_process, count: int, gateway_env: dict = FAST, env: dict = FAST) -> tuple:
+    """A gateway (n0) and `count` nodes that joined it (n1...), once the gateway knows them and its market holds all
+    their storage offers: (gateway, the others)."""
+    gateway = node_process("n0", env=gateway_env)
+    others = [node_process(f"n{i}", extra_args=["--peer", gateway.url], env=env) for i in range(1, count + 1)]
+    eventually(lambda: known_ids(gateway) >= {node_id(n) for n in others}, f"the gateway to know the {count} others")
+    wait_for_storage_offers(gateway, count + 1)
+    return gateway, others
+
+
 def _six_nodes(node_process):
-    first = node_process("n0", env=FAST)
-    others = [node_process(f"n{i}", extra_args=["--peer", first.url], env=FAST) for i in range(1, 6)]
+    first, others = _joined(node_process, 5)
     nodes = [first, *others]
     ids = [node_id(n) for n in nodes]
-    eventually(lambda: known_ids(first) >= set(ids[1:]), "the gateway to know the other five nodes")
-    wait_for_storage_offers(first, 6)
     return nodes, ids
 
 
@@ -100,12 +107,10 @@ def test_shares_on_six_nodes_survive_two_losses_and_name_the_third(node_process,
 
 @pytest.mark.slow
 def test_repair_moves_a_lost_share_to_a_spare_node(node_process, tmp_path: Path) -> None:
-    first = node_process("n0", env=FAST)
-    nodes = [first, *(node_process(f"n{i}", extra_args=["--peer", first.url], env=FAST) for i in range(1, 7))]
+    first, others = _joined(node_process, 6)
+    nodes = [first, *others]
     ids = [node_id(n) for n in nodes]
     by_id = dict(zip(ids, nodes))
-    eventually(lambda: known_ids(first) >= set(ids[1:]), "the gateway to know the other six nodes")
-    wait_for_storage_offers(first, 7)
     data = os.urandom(2 * 1024 * 1024 + 5)
     src = tmp_path / "repair.bin"
     src.write_bytes(data)
@@ -143,12 +148,10 @@ def test_a_frozen_holder_does_not_stall_a_get(node_process, tmp_path: Path) -> N
     import signal
 
     env = {**FAST, "XSC_STORAGE_REMOTE_TIMEOUT": "1"}
-    first = node_process("n0", env=env)
-    nodes = [first, *(node_process(f"n{i}", extra_args=["--peer", first.url], env=env) for i in range(1, 6))]
+    first, others = _joined(node_process, 5, env, env)
+    nodes = [first, *others]
     ids = [node_id(n) for n in nodes]
     by_id = dict(zip(ids, nodes))
-    eventually(lambda: known_ids(first) >= set(ids[1:]), "the gateway to know the other five nodes")
-    wait_for_storage_offers(first, 6)
     data = os.urandom(5 * 1024 * 1024)
     src = tmp_path / "slow.bin"
     src.write_bytes(data)
@@ -172,10 +175,7 @@ def _shares_held(node) -> int:
 def test_a_removal_cut_short_by_kill_9_is_never_listed_and_finishes_after_the_restart(node_process, tmp_path) -> None:
     """rm unlists the file durably first: killed while a holder hangs, the gateway never lists a file whose
     shares are half deleted, and after its restart it deletes the rest."""
-    first = node_process("n0", env=FAST)
-    holders = [node_process(f"n{i}", extra_args=["--peer", first.url], env=FAST) for i in (1, 2)]
-    eventually(lambda: known_ids(first) >= {node_id(n) for n in holders}, "the gateway to know both holders")
-    wait_for_storage_offers(first, 3)
+    first, holders = _joined(node_process, 2)
     src = tmp_path / "doomed.bin"
     src.write_bytes(os.urandom(200_000))
     put = first.xsc("store", "put", str(src), "--json")
@@ -209,10 +209,7 @@ def test_a_put_cut_short_by_kill_9_gives_back_the_shares_holders_committed_after
     was answered and no deal holds the copy, and the restarted gateway deletes it on every holder."""
     # The put waits for the frozen holder (its request, its probes) until the gateway is killed.
     waiting = {**FAST, "XSC_PEERS_REQUEST_TIMEOUT": "300", "XSC_HEALTH_PROBE_TIMEOUT": "300"}
-    first = node_process("n0", env=waiting)
-    holders = [node_process(f"n{i}", extra_args=["--peer", first.url], env=FAST) for i in (1, 2)]
-    eventually(lambda: known_ids(first) >= {node_id(n) for n in holders}, "the gateway to know both holders")
-    wait_for_storage_offers(first, 3)
+    first, holders = _joined(node_process, 2, gateway_env=waiting)
     src = tmp_path / "cut-short.bin"
     src.write_bytes(os.urandom(200_000))  # one segment: each holder's share placed and committed in one request
     stuck, other = holders
@@ -259,11 +256,8 @@ def _put_with_a_holder_killed_half_way(gateway, data: bytes, query: str, victim:
 def test_a_holder_killed_in_the_middle_of_a_put_loses_its_share_not_the_put(node_process, tmp_path) -> None:
     """A holder kill -9'd while a put's blocks go to it: the put succeeds without its share, the file comes back
     byte-exact, and the repair loop rebuilds the share on the gateway (the damage mark written with the file)."""
-    gateway = node_process("n0", env=FAST)
-    holders = [node_process(f"n{i}", extra_args=["--peer", gateway.url], env=FAST) for i in (1, 2)]
+    gateway, holders = _joined(node_process, 2)
     ids = [node_id(n) for n in holders]
-    eventually(lambda: known_ids(gateway) >= set(ids), "the gateway to know both holders")
-    wait_for_storage_offers(gateway, 3)
     data = os.urandom(3 * 1024 * 1024 + 11)  # 4 segments
 
     def first_holder():
@@ -286,11 +280,8 @@ def test_a_share_lost_mid_put_by_a_spread_put_is_rebuilt_on_another_node_not_the
     """A `--spread` put (the market places all six shares, none kept home on purpose) over the gateway and three
     holders, a holder of one share kill -9'd while the blocks go: the repair loop rebuilds that share on a holder
     left, not on the gateway, and the file is healthy."""
-    gateway = node_process("n0", env=FAST)
-    holders = [node_process(f"n{i}", extra_args=["--peer", gateway.url], env=FAST) for i in (1, 2, 3)]
+    gateway, holders = _joined(node_process, 3)
     ids = [node_id(n) for n in holders]
-    eventually(lambda: known_ids(gateway) >= set(ids), "the gateway to know the three holders")
-    wait_for_storage_offers(gateway, 4)
     data = os.urandom(3 * 1024 * 1024 + 11)  # 4 segments
 
     def a_holder_of_one_share():
