@@ -170,6 +170,7 @@ _JOB = b"c/j/"  # + user public key (32) + job id (32) -> the job's record (JSON
 # + user public key (32) + when its latest run began (8: ns, big endian) + job id (32) -> b"": the user's jobs in the
 # order they began (a job id is a hash: `c/j/` is in no useful order), written and deleted with the job's record
 _JOB_BEGAN = b"c/b/"
+_JOBS_LISTED = b"c/bi"  # + user public key (32) -> b"": the user's records written before c/b/ was kept have their place
 _FUNCTION = b"c/f/"  # + function name (UTF-8) -> a web function (JSON: module, inputs, limits; compute/functions.py)
 _FUNCTION_SPEND = b"c/s/"  # + function name + 0x00 + minute (8, big endian) -> micro-credits its runs cost in it (8)
 _WATCH = b"c/x/"  # + watch name (UTF-8) -> the watch (JSON: spec, on, to, counters; compute/watches.py)
@@ -239,6 +240,10 @@ def job_began(user: bytes, began_ns: int, job_id: bytes) -> bytes:
 def jobs_began(user: bytes) -> bytes:
     """The prefix of a user's jobs in the order they began (`job_began`)."""
     return _JOB_BEGAN + user
+
+
+def jobs_listed(user: bytes) -> bytes:
+    return _JOBS_LISTED + user
 
 
 def split_job_began(key: bytes) -> tuple[int, bytes]:

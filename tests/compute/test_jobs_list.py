@@ -86,6 +86,8 @@ def test_a_start_lists_the_jobs_of_a_node_that_kept_no_list(xsc_node) -> None:
     try:
         for key in db.iterator(prefix=keys.jobs_began(b""), include_value=False):  # every user's
             db.delete(key)
+        for key in db.iterator(prefix=keys.jobs_listed(b""), include_value=False):  # as a store that never had them
+            db.delete(key)
     finally:
         db.close()
     xsc_node.start()
@@ -106,6 +108,9 @@ def test_records_written_before_the_list_are_listed_and_a_forgotten_job_leaves_i
         _record(db, jid, now - (3 - n) * 10**9)
     assert records.page(10, None) == ([], None)  # not in the list yet
     assert records.list_unlisted() == 3 and records.list_unlisted() == 0
+    _record(db, "44" * 32, now)  # what a start found listed once is never walked for again
+    assert records.list_unlisted() == 0 and "44" * 32 not in [j["id"] for j in records.page(10, None)[0]]
+    db.delete(keys.job(USER, bytes.fromhex("44" * 32)))
     jobs, _ = records.page(10, None)
     assert [j["id"] for j in jobs] == ["33" * 32, "22" * 32, "11" * 32]
 

@@ -73,18 +73,22 @@ class JobRecords:
             batch.put(*self.entry(jid, job))
 
     def list_unlisted(self) -> int:
-        """Give each of the user's job records that has no place in the list of its jobs (one written before the list
-        was kept) its place, by when it began, in one write; how many there were."""
+        """Once per user: give each of the user's job records that has no place in the list of its jobs (one written
+        before the list was kept) its place, by when it began, in one write with the mark that it was done (every
+        record written since has its place written with it); how many there were."""
+        done = keys.jobs_listed(self.user)
+        if self.db.get(done) is not None:
+            return 0
         unlisted = []
         with self.db.iterator(prefix=keys.JOBS + self.user) as records:
             for _, raw in records:
                 job = codec.loads(raw)
                 if self.db.get(self.began(job["id"], job)) is None:
                     unlisted.append(self.began(job["id"], job))
-        if unlisted:
-            with self.db.write_batch(sync=True) as batch:
-                for key in unlisted:
-                    batch.put(key, b"")
+        with self.db.write_batch(sync=True) as batch:
+            for key in unlisted:
+                batch.put(key, b"")
+            batch.put(done, b"")
         return len(unlisted)
 
     def page(self, limit: int, before: bytes | None) -> tuple[list[dict[str, Any]], bytes | None]:
