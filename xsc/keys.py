@@ -460,7 +460,9 @@ def peer_quarantine(node_key: bytes) -> bytes:
     return PEER_QUARANTINE + node_key
 
 
-PEER_STRIKES = b"p/s/"  # + node public key -> when it misbehaved within the last hour (JSON: unix seconds, oldest first)
+# + node public key -> when it misbehaved within the last hour (JSON "at": unix seconds, oldest first; "last": per kind
+# counted at most once a minute, when one last counted), or that list alone (no such kind)
+PEER_STRIKES = b"p/s/"
 
 
 def peer_strikes(node_key: bytes) -> bytes:
