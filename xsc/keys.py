@@ -345,6 +345,7 @@ LEDGER_COVERS = b"l/b/"  # + Merkle root (32) -> the refs it covers, 16 bytes ea
 LEDGER_RETIRE = b"l/r/"
 LEDGER_RETIRE_INDEXED = b"l/ri"  # -> b"": the records written before they had an l/r/ row were given theirs
 LEDGER_SETTLED_INDEXED = b"l/ru"  # -> b"": the settled marks (l/u/) written before they had an l/r/ row have theirs
+LEDGER_EXPIRY_INDEXED = b"l/rx"  # -> b"": the replay guards' l/r/ rows written without their expiry were given it
 
 
 def ledger_entry(account: bytes, seq: int) -> bytes:

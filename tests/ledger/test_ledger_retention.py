@@ -221,12 +221,13 @@ def test_a_settled_mark_written_under_a_shorter_retention_stays_until_the_longer
         db.close()
 
 
+@pytest.mark.parametrize("rows_carry_expiry", [True, False])
 async def test_a_payments_marks_written_under_a_shorter_retention_stay_until_the_longer_one_refuses_a_recount(
-        tmp_path) -> None:
+        tmp_path, rows_carry_expiry: bool) -> None:
     """ledger.record_retention raised: the payer's halves of a transfer with a node elsewhere, its settled mark and
     the marker that counted its payment as owed, are due under the old value before the trust line refuses to count
     the payment again; the sweep keeps them, due again under the new value (their rows carry the expiry: the
-    completed mark that found the payment is gone by then)."""
+    completed mark that found the payment is gone by then).  Rows that carry none are given it at the start."""
     db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
     user, payee = Identity.generate(), Identity.generate()
     ledger = LedgerService(db, 10**9, node=Identity.generate(), client=user, threads=1, retention=RETENTION)
@@ -236,6 +237,10 @@ async def test_a_payments_marks_written_under_a_shorter_retention_stay_until_the
     TrustLines(db, stranger_credit=0, peer_credit=0, recognised=lambda peer: False, retention=RETENTION).owe(
         payee.id, auth, 300)
     await ledger.close()
+    if not rows_carry_expiry:
+        for key in list(db.iterator(prefix=keys.LEDGER_RETIRE, include_value=False)):
+            db.put(key, b"")
+        db.delete(keys.LEDGER_EXPIRY_INDEXED)
 
     # The node restarts with a longer retention.
     ledger = LedgerService(db, 10**9, node=Identity.generate(), client=user, threads=1, retention=2 * RETENTION)

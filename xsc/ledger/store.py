@@ -430,7 +430,7 @@ class LedgerStore:
     def index_retirements(self, retention: int, now: int) -> int:
         """Give the records written before they had a retirement theirs, once (their l/r/ rows and the mark that
         this was done, in one batch); how many.  One whose authorization is not found here is kept."""
-        rows = index_settled(self.db, self.retention)
+        rows = index_settled(self.db, self.retention) + index_expiries(self.db)
         if self.db.get(keys.LEDGER_RETIRE_INDEXED) is not None:
             return rows
         found_rows: list[tuple[bytes, bytes]] = []
@@ -463,7 +463,7 @@ class LedgerStore:
             with self.db.write_batch(transaction=True) as batch:
                 for key, value in due:
                     record = keys.split_ledger_retire(key)[1]
-                    later = _kept_until(self, record, value)
+                    later = _kept_until(value, self.retention)
                     if later is not None and later > now:
                         batch.put(keys.ledger_retire(later, record), value)
                     else:
@@ -596,21 +596,14 @@ def guard_row(record: bytes, expires_at: int, retention: int) -> tuple[bytes, by
     return keys.ledger_retire(rules.retired_at(expires_at, retention), record), keys.retire_expiry(expires_at)
 
 
-def _kept_until(store: LedgerStore, record: bytes, row: bytes) -> int | None:
+def _kept_until(row: bytes, retention: int) -> int | None:
     """When a replay guard (a settled mark, a receipt's or a payment's count marker) goes under the retention now
-    set, if its authorization's expiry is known: its row carries it, or (a row written without it) its entry is
-    found here.  Until then `check_remembered` takes entries under that authorization and `TrustLines` counts it,
-    and without the guard a replay of it would pass for a first: a row written under a shorter retention (the
-    setting was raised) comes due too soon."""
-    for prefix, find in ((keys.LEDGER_SETTLED, store.receipt_for), (keys.TRUST_PAID, store.receipt_for),
-                         (keys.TRUST_OWED, store.payment_for)):
-        if record.startswith(prefix):
-            expires_at = keys.split_retire_expiry(row)
-            if expires_at is None:
-                entry = find(record[len(prefix):])
-                expires_at = None if entry is None else entry.authorization.expires_at
-            return None if expires_at is None else rules.retired_at(expires_at, store.retention)
-    return None
+    set, by its authorization's expiry, which its row carries (`guard_row`; None: not a guard).  Until then
+    `check_remembered` takes entries under that authorization and `TrustLines` counts it, and without the guard a
+    replay of it would pass for a first: a row written under a shorter retention (the setting was raised) comes
+    due too soon."""
+    expires_at = keys.split_retire_expiry(row)
+    return None if expires_at is None else rules.retired_at(expires_at, retention)
 
 
 def index_settled(db: Database, retention: int) -> int:
@@ -635,6 +628,34 @@ def index_settled(db: Database, retention: int) -> int:
             batch.put(row, value)
         batch.put(keys.LEDGER_SETTLED_INDEXED, b"")
     return written + len(rows)
+
+
+def index_expiries(db: Database) -> int:
+    """The replay guards' retirement rows written without their authorization's expiry are given it, once, by one
+    walk of the chains (where each authorization's expiry is): the sweep moves a guard by it when the retention is
+    raised.  How many."""
+    if db.get(keys.LEDGER_EXPIRY_INDEXED) is not None:
+        return 0
+    bare: dict[bytes, list[bytes]] = {}
+    with db.iterator(prefix=keys.LEDGER_RETIRE) as it:
+        for key, value in it:
+            record = keys.split_ledger_retire(key)[1]
+            for prefix in (keys.LEDGER_SETTLED, keys.TRUST_PAID, keys.TRUST_OWED):
+                if not value and record.startswith(prefix):
+                    bare.setdefault(record[len(prefix):], []).append(key)
+    rows: list[tuple[bytes, bytes]] = []
+    if bare:
+        with db.iterator(prefix=keys.LEDGER_ENTRIES, include_key=False) as it:
+            for data in it:
+                auth = decode_entry(data).authorization
+                rows += [(key, keys.retire_expiry(auth.expires_at)) for key in bare.pop(auth.id, ())]
+                if not bare:
+                    break
+    with db.write_batch(transaction=True, sync=True) as batch:
+        for key, value in rows:
+            batch.put(key, value)
+        batch.put(keys.LEDGER_EXPIRY_INDEXED, b"")
+    return len(rows)
 
 
 VERIFY_BATCH = 4096  # signature checks verified together (bounds the memory the walk holds)
