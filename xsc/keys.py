@@ -339,10 +339,13 @@ LEDGER_UNCOUNTED = b"l/w/"
 LEDGER_OWED = b"l/o/"  # + ref (16: a provenance id) -> payer (32) + payee (32) + amount (8) + fuel (8)
 LEDGER_COVERS = b"l/b/"  # + Merkle root (32) -> the refs it covers, 16 bytes each, in order
 # + when (8: unix seconds, big endian) + the key of a record that is not kept for good (l/u/, l/c/, l/b/, l/tp/,
-# l/to/) -> b"": written with that record, deleted with it once `when` has passed (ledger/store.py `retire`)
+# l/to/) -> b"", or for a replay guard (l/u/, l/tp/, l/to/) its authorization's expiry (8, big endian: the sweep
+# moves the row when ledger.record_retention was raised, without finding the entry): written with that record,
+# deleted with it once `when` has passed (ledger/store.py `retire`)
 LEDGER_RETIRE = b"l/r/"
 LEDGER_RETIRE_INDEXED = b"l/ri"  # -> b"": the records written before they had an l/r/ row were given theirs
 LEDGER_SETTLED_INDEXED = b"l/ru"  # -> b"": the settled marks (l/u/) written before they had an l/r/ row have theirs
+LEDGER_EXPIRY_INDEXED = b"l/rx"  # -> b"": the replay guards' l/r/ rows written without their expiry were given it
 
 
 def ledger_entry(account: bytes, seq: int) -> bytes:
@@ -418,6 +421,16 @@ def split_ledger_retire(key: bytes) -> tuple[int, bytes]:
     return struct.unpack(">Q", rest[:8])[0], rest[8:]
 
 
+def retire_expiry(expires_at: int) -> bytes:
+    """The value of a replay guard's l/r/ row: its authorization's expiry."""
+    return struct.pack(">Q", max(0, expires_at))
+
+
+def split_retire_expiry(value: bytes) -> int | None:
+    """The authorization's expiry a row's value carries (None: a row that carries none)."""
+    return struct.unpack(">Q", value)[0] if len(value) == 8 else None
+
+
 # --- health (h/) -----------------------------------------------------------------
 HEALTH = b"h/"
 HEALTH_PEERS = b"h/p/"  # + node public key (32) -> that peer's probe history and audit result (JSON)
@@ -448,7 +461,9 @@ def peer_quarantine(node_key: bytes) -> bytes:
     return PEER_QUARANTINE + node_key
 
 
-PEER_STRIKES = b"p/s/"  # + node public key -> when it misbehaved within the last hour (JSON: unix seconds, oldest first)
+# + node public key -> when it misbehaved within the last hour (JSON "at": unix seconds, oldest first; "last": per kind
+# counted at most once a minute, when one last counted), or that list alone (no such kind)
+PEER_STRIKES = b"p/s/"
 
 
 def peer_strikes(node_key: bytes) -> bytes:

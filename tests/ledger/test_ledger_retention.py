@@ -219,3 +219,49 @@ def test_a_settled_mark_written_under_a_shorter_retention_stays_until_the_longer
         assert store.verify(late)["ok"] and _count(db, keys.LEDGER_RETIRE) == 0
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("rows_carry_expiry", [True, False])
+async def test_a_payments_marks_written_under_a_shorter_retention_stay_until_the_longer_one_refuses_a_recount(
+        tmp_path, rows_carry_expiry: bool) -> None:
+    """ledger.record_retention raised: the payer's halves of a transfer with a node elsewhere, its settled mark and
+    the marker that counted its payment as owed, are due under the old value before the trust line refuses to count
+    the payment again; the sweep keeps them, due again under the new value (their rows carry the expiry: the
+    completed mark that found the payment is gone by then).  Rows that carry none are given it at the start."""
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    user, payee = Identity.generate(), Identity.generate()
+    ledger = LedgerService(db, 10**9, node=Identity.generate(), client=user, threads=1, retention=RETENTION)
+    auth = await ledger.authorize(user, payee.public_key, 300, "test:paid", ttl=600, claim=(300, {"fuel": 1}))
+    receipt = make_receipt(payee, 1, ZERO_HASH, auth, 300, {"fuel": 1}, int(time.time()))
+    await ledger.complete(user, receipt)
+    TrustLines(db, stranger_credit=0, peer_credit=0, recognised=lambda peer: False, retention=RETENTION).owe(
+        payee.id, auth, 300)
+    await ledger.close()
+    if not rows_carry_expiry:
+        for key in list(db.iterator(prefix=keys.LEDGER_RETIRE, include_value=False)):
+            db.put(key, b"")
+        db.delete(keys.LEDGER_EXPIRY_INDEXED)
+
+    # The node restarts with a longer retention.
+    ledger = LedgerService(db, 10**9, node=Identity.generate(), client=user, threads=1, retention=2 * RETENTION)
+    lines = TrustLines(db, stranger_credit=0, peer_credit=0, recognised=lambda peer: False,
+                       retention=2 * RETENTION)
+    try:
+        between = rules.retired_at(auth.expires_at, RETENTION) + 1
+        assert await ledger.retire(between) == 3  # the completed mark goes; the two guards' rows move
+        assert _count(db, keys.LEDGER_COMPLETED) == 0
+        assert ledger.store.settled_by(auth.id) == receipt.id and _count(db, keys.TRUST_OWED) == 1
+        lines.owe(payee.id, auth, 300, now=between)  # a start's recount, or a replay of the receipt
+        assert lines.line(payee.id)["owed"] == 300 and lines.owe_counted(auth, now=between)
+        assert (await ledger.verify(now=between))["ok"]
+
+        late = rules.retired_at(auth.expires_at, 2 * RETENTION) + 1
+        assert await ledger.retire(late) == 2
+        assert _count(db, keys.TRUST_OWED) == 0 and ledger.store.settled_by(auth.id) is None
+        assert _count(db, keys.LEDGER_RETIRE) == 0
+        lines.owe(payee.id, auth, 300, now=late)
+        assert lines.line(payee.id)["owed"] == 300 and lines.owe_counted(auth, now=late)
+        assert (await ledger.verify(now=late))["ok"]
+    finally:
+        await ledger.close()
+        db.close()

@@ -455,6 +455,36 @@ def test_strikes_of_the_last_hour_outlive_a_restart_and_age_out_as_in_memory(tmp
     opened.pop().close()
 
 
+def test_a_restart_counts_no_more_flood_strikes_than_one_a_minute(tmp_path) -> None:
+    """When a flood last counted is kept with the strikes: a peer flooding across a restart is struck once a minute,
+    as without one.  A strikes record that is a list alone (no limited kind) is read as its strikes."""
+    import plyvel
+
+    from xsc import codec, keys
+    from xsc.identity import parse_public_id
+
+    clock = [1_000_000.0]
+    flooder, other = Identity.generate().id, Identity.generate().id
+    opened: list = []
+
+    def restarted() -> Quarantine:
+        if opened:
+            opened.pop().close()
+        opened.append(plyvel.DB(str(tmp_path / "db"), create_if_missing=True))
+        return Quarantine(opened[-1], strikes=2, duration=600, clock=lambda: clock[0])
+
+    q = restarted()
+    assert not q.strike(flooder, "flood", kind="flood", every=60)
+    opened[-1].put(keys.peer_strikes(parse_public_id(other)), codec.dumps([clock[0]]))
+    clock[0] += 30
+    assert not any(restarted().strike(flooder, "flood", kind="flood", every=60) for _ in range(3))
+    q = restarted()
+    assert q.active(flooder) is None and q.strike(other, "a")  # its strike read back: the second quarantines it
+    clock[0] += 30
+    assert q.strike(flooder, "flood", kind="flood", every=60)  # a minute on: the second strike
+    opened.pop().close()
+
+
 def test_a_full_quarantine_makes_room_without_a_look_at_each_quarantined_peer(tmp_path) -> None:
     """A put into a full quarantine makes as many Python calls at a capacity of 2,000 as at 200 (the quarantine
     that ends soonest is found in a heap), and the soonest to end still makes room."""

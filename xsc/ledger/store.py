@@ -236,8 +236,7 @@ class LedgerStore:
         records += [(keys.ledger_settled(auth_id), receipt_id) for auth_id, receipt_id in settled.items()]
         # Each settled mark goes once no entry under its authorization is taken any more (rules.check_remembered).
         expiry = {entry.authorization.id: entry.authorization.expires_at for entry in entries}
-        records += [(keys.ledger_retire(rules.retired_at(expiry[auth_id], self.retention),
-                                        keys.ledger_settled(auth_id)), b"") for auth_id in settled]
+        records += [guard_row(keys.ledger_settled(auth_id), expiry[auth_id], self.retention) for auth_id in settled]
         records += [(keys.ledger_account(account), state.encode()) for account, state in work.items()]
         records += list((puts or {}).items())
         deleted = list(deletes)
@@ -431,41 +430,42 @@ class LedgerStore:
     def index_retirements(self, retention: int, now: int) -> int:
         """Give the records written before they had a retirement theirs, once (their l/r/ rows and the mark that
         this was done, in one batch); how many.  One whose authorization is not found here is kept."""
-        rows = index_settled(self.db, self.retention)
+        rows = index_settled(self.db, self.retention) + index_expiries(self.db)
         if self.db.get(keys.LEDGER_RETIRE_INDEXED) is not None:
             return rows
-        found_rows: list[bytes] = []
-        for prefix, find, when in ((keys.LEDGER_COMPLETED, self.payment_for, lambda e: e + rules.CLOCK_SKEW),
-                                   (keys.TRUST_OWED, self.payment_for, lambda e: rules.retired_at(e, retention)),
-                                   (keys.TRUST_PAID, self.receipt_for, lambda e: rules.retired_at(e, retention))):
+        found_rows: list[tuple[bytes, bytes]] = []
+        for prefix, find, guard in ((keys.LEDGER_COMPLETED, self.payment_for, False),
+                                    (keys.TRUST_OWED, self.payment_for, True),
+                                    (keys.TRUST_PAID, self.receipt_for, True)):
             with self.db.iterator(prefix=prefix, include_value=False) as it:
                 found = list(it)
             for key in found:
                 entry = find(key[len(prefix):])
                 if entry is not None:
-                    found_rows.append(keys.ledger_retire(when(entry.authorization.expires_at), key))
+                    expires_at = entry.authorization.expires_at
+                    found_rows.append(guard_row(key, expires_at, retention) if guard else
+                                      (keys.ledger_retire(expires_at + rules.CLOCK_SKEW, key), b""))
         with self.db.iterator(prefix=keys.LEDGER_COVERS, include_value=False) as it:
-            found_rows += [keys.ledger_retire(now + retention, key) for key in it]
+            found_rows += [(keys.ledger_retire(now + retention, key), b"") for key in it]
         with self.db.write_batch(transaction=True, sync=True) as batch:
-            for row in found_rows:
-                batch.put(row, b"")
+            for row, value in found_rows:
+                batch.put(row, value)
             batch.put(keys.LEDGER_RETIRE_INDEXED, b"")
         return rows + len(found_rows)
 
     def retire(self, now: int, limit: int = RETIRE_BATCH) -> int:
         """Delete the records whose time has passed (at most `limit`, in one write batch); how many.  A replay guard
         whose row was written under a shorter retention than the one now set is kept, its row moved (`_kept_until`)."""
-        due: list[bytes] = []
-        with self.db.iterator(start=keys.LEDGER_RETIRE, stop=keys.ledger_retire(now, b""),
-                              include_value=False) as it:
+        due: list[tuple[bytes, bytes]] = []
+        with self.db.iterator(start=keys.LEDGER_RETIRE, stop=keys.ledger_retire(now, b"")) as it:
             due = list(itertools.islice(it, limit))
         if due:
             with self.db.write_batch(transaction=True) as batch:
-                for key in due:
+                for key, value in due:
                     record = keys.split_ledger_retire(key)[1]
-                    later = _kept_until(self, record)
+                    later = _kept_until(value, self.retention)
                     if later is not None and later > now:
-                        batch.put(keys.ledger_retire(later, record), b"")
+                        batch.put(keys.ledger_retire(later, record), value)
                     else:
                         batch.delete(record)
                     batch.delete(key)
@@ -590,16 +590,20 @@ class LedgerStore:
         return audit.finish(failed)
 
 
-def _kept_until(store: LedgerStore, record: bytes) -> int | None:
-    """When a replay guard (a settled mark, a receipt's count marker) goes under the retention now set, if its
-    authorization is found here.  Until then `check_remembered` takes entries under that authorization, and without
-    the guard a replay of it would pass for a first: a row written under a shorter retention (the setting was
-    raised) comes due too soon."""
-    for prefix in (keys.LEDGER_SETTLED, keys.TRUST_PAID):
-        if record.startswith(prefix):
-            receipt = store.receipt_for(record[len(prefix):])
-            return None if receipt is None else rules.retired_at(receipt.authorization.expires_at, store.retention)
-    return None
+def guard_row(record: bytes, expires_at: int, retention: int) -> tuple[bytes, bytes]:
+    """The retirement row of a replay guard (a settled mark, a count marker) of an authorization expiring at
+    `expires_at`, and its value: that expiry, by which the sweep moves it if the retention is raised."""
+    return keys.ledger_retire(rules.retired_at(expires_at, retention), record), keys.retire_expiry(expires_at)
+
+
+def _kept_until(row: bytes, retention: int) -> int | None:
+    """When a replay guard (a settled mark, a receipt's or a payment's count marker) goes under the retention now
+    set, by its authorization's expiry, which its row carries (`guard_row`; None: not a guard).  Until then
+    `check_remembered` takes entries under that authorization and `TrustLines` counts it, and without the guard a
+    replay of it would pass for a first: a row written under a shorter retention (the setting was raised) comes
+    due too soon."""
+    expires_at = keys.split_retire_expiry(row)
+    return None if expires_at is None else rules.retired_at(expires_at, retention)
 
 
 def index_settled(db: Database, retention: int) -> int:
@@ -613,17 +617,45 @@ def index_settled(db: Database, retention: int) -> int:
     with db.iterator(prefix=keys.LEDGER_ENTRIES, include_key=False) as it:
         for data in it:
             auth = decode_entry(data).authorization
-            rows.append(keys.ledger_retire(rules.retired_at(auth.expires_at, retention), keys.ledger_settled(auth.id)))
+            rows.append(guard_row(keys.ledger_settled(auth.id), auth.expires_at, retention))
             if len(rows) >= RETIRE_BATCH:
                 with db.write_batch(transaction=True) as batch:
-                    for row in rows:
-                        batch.put(row, b"")
+                    for row, value in rows:
+                        batch.put(row, value)
                 written, rows = written + len(rows), []
     with db.write_batch(transaction=True, sync=True) as batch:
-        for row in rows:
-            batch.put(row, b"")
+        for row, value in rows:
+            batch.put(row, value)
         batch.put(keys.LEDGER_SETTLED_INDEXED, b"")
     return written + len(rows)
+
+
+def index_expiries(db: Database) -> int:
+    """The replay guards' retirement rows written without their authorization's expiry are given it, once, by one
+    walk of the chains (where each authorization's expiry is): the sweep moves a guard by it when the retention is
+    raised.  How many."""
+    if db.get(keys.LEDGER_EXPIRY_INDEXED) is not None:
+        return 0
+    bare: dict[bytes, list[bytes]] = {}
+    with db.iterator(prefix=keys.LEDGER_RETIRE) as it:
+        for key, value in it:
+            record = keys.split_ledger_retire(key)[1]
+            for prefix in (keys.LEDGER_SETTLED, keys.TRUST_PAID, keys.TRUST_OWED):
+                if not value and record.startswith(prefix):
+                    bare.setdefault(record[len(prefix):], []).append(key)
+    rows: list[tuple[bytes, bytes]] = []
+    if bare:
+        with db.iterator(prefix=keys.LEDGER_ENTRIES, include_key=False) as it:
+            for data in it:
+                auth = decode_entry(data).authorization
+                rows += [(key, keys.retire_expiry(auth.expires_at)) for key in bare.pop(auth.id, ())]
+                if not bare:
+                    break
+    with db.write_batch(transaction=True, sync=True) as batch:
+        for key, value in rows:
+            batch.put(key, value)
+        batch.put(keys.LEDGER_EXPIRY_INDEXED, b"")
+    return len(rows)
 
 
 VERIFY_BATCH = 4096  # signature checks verified together (bounds the memory the walk holds)

@@ -31,7 +31,6 @@ from typing import Any
 from ..db import Database
 from ..errors import InvalidArgument, PrepaymentRequired
 from .core.model import Authorization, format_credits
-from .core.rules import retired_at
 from .store import RETENTION
 from .trust_store import TrustStore
 
@@ -205,8 +204,7 @@ class TrustLines:
             totals = self._totals(peer)
             totals[total] = min(MAX_LINE, totals[total] + amount)
             # (retired once no count can come: `_countable`)
-            self._store.put_counted(peer, totals, total, authorization.id,
-                                    retired_at(authorization.expires_at, self.retention))
+            self._store.put_counted(peer, totals, total, authorization.id, authorization.expires_at, self.retention)
             self._lines[peer] = totals  # written
 
     def collectable(self, peer: str) -> int:

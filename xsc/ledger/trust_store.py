@@ -10,6 +10,7 @@ from .. import codec
 from .. import keys
 from ..db import Database
 from ..identity import parse_public_id, public_id
+from .store import guard_row
 
 
 class TrustStore:
@@ -56,14 +57,15 @@ class TrustStore:
         return self._db.get(self.uncounted_record(total, authorization_id)) is not None
 
     def put_counted(self, peer: str, totals: dict[str, int], total: str, authorization_id: bytes,
-                    retire_at: int) -> None:
+                    expires_at: int, retention: int) -> None:
         """The new totals and the marker that counts them, written together, with the ledger's record that it was
-        not counted deleted; the marker is retired at `retire_at` (unix seconds: LedgerStore.retire)."""
+        not counted deleted; the marker goes `retention` past its authorization's expiry `expires_at`
+        (LedgerStore.retire)."""
         marker = self.marker(total, authorization_id)
         with self._db.write_batch(transaction=True) as batch:
             self.put_totals(peer, totals, batch)
             batch.put(marker, b"")
-            batch.put(keys.ledger_retire(retire_at, marker), b"")
+            batch.put(*guard_row(marker, expires_at, retention))
             batch.delete(self.uncounted_record(total, authorization_id))
 
     def set_credit(self, peer: str, amount: int | None) -> None:

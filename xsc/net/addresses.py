@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from urllib.parse import urlsplit
+
+from publicsuffixlist import PublicSuffixList
 
 _IPV4_MAPPED = bytes(10) + b"\xff\xff"
 
@@ -41,11 +44,29 @@ def network_key(remote: str | None) -> str:
     return socket.inet_ntop(socket.AF_INET, packed[:3] + b"\0") + "/24"
 
 
+@functools.cache
+def _suffixes() -> PublicSuffixList:
+    """The Public Suffix List the package ships (read once, when a name is first grouped; nothing is fetched)."""
+    return PublicSuffixList()
+
+
+def registrable_domain(name: str) -> str:
+    """The domain `name` is registered under: its public suffix (ICANN's, `co.uk`, or a private one, `github.io`,
+    where each label under it is someone else's) and the label before it, in ASCII (an IDN's two spellings are one
+    domain).  A name that is a public suffix itself, or no valid name, is its own."""
+    try:
+        name = name.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass
+    return _suffixes().privatesuffix(name) or name
+
+
 def url_network(url: str) -> str:
     """The network a peer's URL is counted in where one operator could run many node ids (a bootstrapping node's
-    recognition, market/core/recognition.py): `network_key` of a public address; a name's last two labels (wildcard
-    DNS makes names under one domain free, a domain is not); HOST:PORT of a private, loopback or link-local address
-    or of `localhost`, which only this node's own network reaches, where each listener is a node of its own."""
+    recognition, market/core/recognition.py): `network_key` of a public address; a name's registrable domain
+    (wildcard DNS makes names under one domain free, a domain is not); HOST:PORT of a private, loopback or link-local
+    address or of `localhost`, which only this node's own network reaches, where each listener is a node of its
+    own."""
     parts = urlsplit(url)
     host = (parts.hostname or "").lower().rstrip(".")
     try:
@@ -53,7 +74,7 @@ def url_network(url: str) -> str:
     except ValueError:
         if host == "localhost" or host.endswith(".localhost"):
             return f"{host}:{parts.port}"
-        return "name:" + ".".join(host.split(".")[-2:])
+        return "name:" + registrable_domain(host)
     if isinstance(numeric, ipaddress.IPv6Address) and numeric.ipv4_mapped is not None:
         numeric = numeric.ipv4_mapped
     if not numeric.is_global:
@@ -61,4 +82,4 @@ def url_network(url: str) -> str:
     return network_key(str(numeric))
 
 
-__all__ = ["address_key", "network_key", "url_network"]
+__all__ = ["address_key", "network_key", "registrable_domain", "url_network"]

@@ -17,8 +17,9 @@ receipts that fail their signature or were refused, quota floods) is refused (40
 `duration` seconds, its commitments are dropped from the book and it is never matched.  Kept in LevelDB
 (`keys.peer_quarantine`), at most CAPACITY peers (the one whose quarantine ends soonest makes room: found in a heap
 of the quarantines' ends, not by a look at each of them).  The strikes of the last hour are kept there too
-(`keys.peer_strikes`, written with each strike), so a restart of this node forgets none: at most STRIKERS peers,
-those struck longest ago forgotten first, and a peer's strikes older than the hour dropped as it starts.
+(`keys.peer_strikes`, written with each strike, with when each kind counted at most once a minute last counted), so
+a restart of this node forgets none and counts no more of them: at most STRIKERS peers, those struck longest ago
+forgotten first, and a peer's strikes older than the hour dropped as it starts.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ class Quarantine:
         # when they come to the top, and dropped whenever they are as many as the quarantines in force)
         self._ends: list[tuple[float, str]] = []
         self._struck: OrderedDict[str, deque[float]] = OrderedDict()
-        self._last: OrderedDict[tuple[str, str], float] = OrderedDict()
+        # Of peers in `_struck`: when each kind counted at most once per `every` was last counted (kept with the
+        # strikes, so a restart does not count one more).
+        self._last: dict[str, dict[str, float]] = {}
         now = clock()
         with self._store.batch() as batch:  # compacted on start: ended quarantines are dropped
             for node_key, entry in self._store.quarantines():
@@ -72,28 +75,34 @@ class Quarantine:
                     batch.lift(node_key)
                 else:
                     self._entries[node] = entry
-            self._struck = self._read_strikes(batch, now)
+            self._struck, self._last = self._read_strikes(batch, now)
         self._ends = [(float(e["until"]), node) for node, e in self._entries.items()]
         heapq.heapify(self._ends)
 
-    def _read_strikes(self, batch: PeerWrites, now: float) -> OrderedDict[str, deque[float]]:
-        """The strikes kept of the last hour, least recently struck first; the rest dropped in `batch`."""
-        kept: list[tuple[float, str, deque[float]]] = []
-        for node_key, times in self._store.all_strikes():
+    def _read_strikes(self, batch: PeerWrites,
+                      now: float) -> tuple[OrderedDict[str, deque[float]], dict[str, dict[str, float]]]:
+        """The strikes kept of the last hour, least recently struck first, and when their peers' limited kinds were
+        last counted; the rest dropped in `batch`."""
+        kept: list[tuple[float, str, deque[float], dict[str, float]]] = []
+        for node_key, record in self._store.all_strikes():
             try:
                 node = public_id(node_key)
+                times, last = (record, {}) if isinstance(record, list) else (record["at"], record["last"])
                 recent = deque(sorted(float(t) for t in times if now - STRIKE_WINDOW <= float(t) <= now))
-            except (ValueError, TypeError):
+                last = {str(kind): float(t) for kind, t in last.items() if float(t) <= now}
+            except (ValueError, TypeError, KeyError, AttributeError):
                 batch.forget_strikes(node_key)
                 continue
             if not recent or node in self._entries:  # aged out, or counted by a quarantine already
                 batch.forget_strikes(node_key)
             else:
-                kept.append((recent[-1], node, recent))
-        kept.sort()
-        for _, node, _ in kept[:-STRIKERS]:
+                kept.append((recent[-1], node, recent, last))
+        kept.sort(key=lambda k: k[:2])
+        for _, node, _, _ in kept[:-STRIKERS]:
             batch.forget_strikes(parse_public_id(node))
-        return OrderedDict((node, recent) for _, node, recent in kept[-STRIKERS:])
+        kept = kept[-STRIKERS:]
+        return (OrderedDict((node, recent) for _, node, recent, _ in kept),
+                {node: last for _, node, _, last in kept if last})
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -118,30 +127,31 @@ class Quarantine:
 
     def strike(self, node_id: str, reason: str, *, kind: str = "", every: float = 0.0) -> bool:
         """Note one misbehaviour of `node_id`; quarantine it at the `strikes`-th within an hour (misbehaviours of
-        one `kind` count at most once per `every` seconds).  Whether it is (now) quarantined."""
+        one `kind` count at most once per `every` seconds, at most the hour).  Whether it is (now) quarantined."""
         if self.active(node_id) is not None:
             return True
         now = self._clock()
+        last = dict(self._last.get(node_id, {}))
         if every:
-            last = self._last.pop((node_id, kind), None)
-            if last is not None and now - last < every:
-                self._last[(node_id, kind)] = last
+            if kind in last and now - last[kind] < every:
                 return False
-            self._last[(node_id, kind)] = now
-            while len(self._last) > STRIKERS:
-                self._last.popitem(last=False)
+            last[kind] = now
         struck = self._struck.pop(node_id, None) or deque()
         struck.append(now)
         while struck and struck[0] < now - STRIKE_WINDOW:
             struck.popleft()
         if len(struck) < self.strikes:
             self._struck[node_id] = struck
+            if last:
+                self._last[node_id] = last
             # Written with the strike (not synced: a kill -9 of this process loses none, a crash of the machine
             # at most the last), so a restart does not wipe a misbehaving peer's slate.
             with self._store.batch() as batch:
-                batch.strikes(parse_public_id(node_id), list(struck))
+                batch.strikes(parse_public_id(node_id), list(struck), last)
                 while len(self._struck) > STRIKERS:
-                    batch.forget_strikes(parse_public_id(self._struck.popitem(last=False)[0]))
+                    forgotten = self._struck.popitem(last=False)[0]
+                    self._last.pop(forgotten, None)
+                    batch.forget_strikes(parse_public_id(forgotten))
             return False
         self.put(node_id, f"{len(struck)} times within an hour: {reason}")
         return True
@@ -164,6 +174,7 @@ class Quarantine:
             self._ends = [(e["until"], node) for node, e in self._entries.items()]
             heapq.heapify(self._ends)
         self._struck.pop(node_id, None)
+        self._last.pop(node_id, None)
         log.warning("quarantined node %s until %s: %s", node_id, time.strftime("%Y-%m-%d %H:%M:%S",
                     time.gmtime(entry["until"])), entry["reason"])
         for hook in self.on_quarantined:
@@ -187,6 +198,7 @@ class Quarantine:
             batch.lift(key)
             batch.forget_strikes(key)
         self._struck.pop(node_id, None)
+        self._last.pop(node_id, None)
         return True
 
     def remove(self, node_id: str) -> dict:

@@ -51,8 +51,8 @@ class PeerWrites:
     def lift(self, node_key: bytes) -> None:
         self._target.delete(keys.peer_quarantine(node_key))
 
-    def strikes(self, node_key: bytes, times: list[float]) -> None:
-        self._target.put(keys.peer_strikes(node_key), codec.dumps(times))
+    def strikes(self, node_key: bytes, times: list[float], last: dict[str, float]) -> None:
+        self._target.put(keys.peer_strikes(node_key), codec.dumps({"at": times, "last": last}))
 
     def forget_strikes(self, node_key: bytes) -> None:
         self._target.delete(keys.peer_strikes(node_key))
