@@ -46,13 +46,15 @@ def network_key(remote: str | None) -> str:
 
 @functools.cache
 def _suffixes() -> PublicSuffixList:
-    """The Public Suffix List the package ships (read once, when a name is first grouped; nothing is fetched)."""
-    return PublicSuffixList()
+    """The ICANN section of the Public Suffix List the package ships (read once, when a name is first grouped;
+    nothing is fetched).  Its private section is left out on purpose: names under `duckdns.org` or `github.io` are
+    handed out free, so each is no costlier to a stranger than a name under a domain of its own."""
+    return PublicSuffixList(only_icann=True)
 
 
 def registrable_domain(name: str) -> str:
-    """The domain `name` is registered under: its public suffix (ICANN's, `co.uk`, or a private one, `github.io`,
-    where each label under it is someone else's) and the label before it, in ASCII (an IDN's two spellings are one
+    """The domain `name` is registered under: its public suffix in ICANN's list (`com`, `co.uk`) and the label
+    before it, in ASCII (an IDN's two spellings are one
     domain).  A name that is a public suffix itself, or no valid name, is its own."""
     try:
         name = name.encode("idna").decode("ascii")
