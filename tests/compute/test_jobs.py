@@ -262,6 +262,53 @@ def test_a_job_run_again_replaces_its_last_runs_outputs_and_says_what_each_run_w
                                         f"{format_credits(shown['charge_total'])} credits over its 2 runs"), charge
 
 
+async def test_a_run_refused_before_it_ran_keeps_the_last_runs_outputs_and_one_that_ran_leaving_none_replaces_them(
+        node_factory, monkeypatch):
+    from tests.support.compute import deploy
+    from tests.support.jobs import run_job
+    from xsc.compute import jobs as jobs_module
+    from xsc.errors import InsufficientCredit
+    from xsc.node.appkeys import NODE
+
+    node = await node_factory("node")
+    jobs = node.app[NODE].jobs
+    spec = {"module": await deploy(node, "outputs", wasi=True), "stdin": "-"}
+
+    async def listed() -> list[str]:
+        response = await node.get("/v1/store/files")
+        files = await response.json()
+        return sorted(f["capability"] for f in (files["files"] if isinstance(files, dict) else files))
+
+    status, first = await run_job(node, spec, b"kept\n")
+    assert status == 201, first
+    caps = sorted(o["capability"] for o in first["outputs"])
+
+    async def no_credit(payer, amount):
+        raise InsufficientCredit("no credit", hint="xsc ledger fund")
+
+    monkeypatch.setattr(jobs.ledger, "hold", no_credit)
+    status, refused = await run_job(node, spec, b"kept\n")
+    assert status == 402, refused
+    monkeypatch.undo()
+    record = jobs.records.load(first["id"])
+    assert record["state"] == "refused" and record["outputs"] == [], record
+    assert sorted(o["capability"] for o in record["replacing"]) == caps and await listed() == caps  # nothing lost
+
+    real = jobs_module.run_program
+
+    async def leaving_none(*args, **kwargs):
+        ran = await real(*args, **kwargs)
+        ran.files = []  # as a program that left nothing in /out this time
+        return ran
+
+    monkeypatch.setattr(jobs_module, "run_program", leaving_none)
+    status, third = await run_job(node, spec, b"kept\n")
+    assert status == 201 and third["outputs"] == [] and third["executions"] == 2, third
+    record = jobs.records.load(first["id"])
+    assert "replacing" not in record and await listed() == []
+    assert record["charge_total"] == first["charged"] + third["charged"]
+
+
 SHA256 = str(WASM / "sha256.wasm")
 
 
