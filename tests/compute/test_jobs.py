@@ -264,8 +264,12 @@ def test_a_job_run_again_replaces_its_last_runs_outputs_and_says_what_each_run_w
 
 async def test_a_run_refused_before_it_ran_keeps_the_last_runs_outputs_and_one_that_ran_leaving_none_replaces_them(
         node_factory, monkeypatch):
+    import asyncio
+
+    from tests.support.cli import xsc_in_process
     from tests.support.compute import deploy
     from tests.support.jobs import run_job
+    from xsc.node import TOKEN
     from xsc.compute import jobs as jobs_module
     from xsc.errors import InsufficientCredit
     from xsc.node.appkeys import NODE
@@ -293,6 +297,9 @@ async def test_a_run_refused_before_it_ran_keeps_the_last_runs_outputs_and_one_t
     record = jobs.records.load(first["id"])
     assert record["state"] == "refused" and record["outputs"] == [], record
     assert sorted(o["capability"] for o in record["replacing"]) == caps and await listed() == caps  # nothing lost
+    shown = ok(await asyncio.to_thread(xsc_in_process, "--node", str(node.make_url("")), "compute", "job",
+                                       first["id"], env={"XSC_TOKEN": node.app[TOKEN]}))
+    assert sorted(line.split()[-1] for line in shown.splitlines() if line.split()[:1] == ["earlier"]) == caps, shown
 
     real = jobs_module.run_program
 

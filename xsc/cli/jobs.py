@@ -232,6 +232,8 @@ def job(obj, job_id: str, as_json: bool) -> None:
         _file_line("  input  ", item["path"], item["size"], item["sha256"])
     for output in found.get("outputs", []):
         _file_line("  output ", output["name"], output["size"], output["sha256"], output["capability"])
+    for output in found.get("replacing", []):  # the run before's, until a run of it replaces them
+        _file_line("  earlier ", output["name"], output["size"], output["sha256"], output["capability"])
     for replica in found.get("replicas", []):  # what the charge is made of: one line per provider
         _replica_line(replica)
 
