@@ -170,6 +170,8 @@ _JOB = b"c/j/"  # + user public key (32) + job id (32) -> the job's record (JSON
 # + user public key (32) + when its latest run began (8: ns, big endian) + job id (32) -> b"": the user's jobs in the
 # order they began (a job id is a hash: `c/j/` is in no useful order), written and deleted with the job's record
 _JOB_BEGAN = b"c/b/"
+_JOB_SUMMARY = b"c/k/"  # + user public key (32) + job id (32) -> what the list of jobs shows of it (JSON), written
+#   and deleted with the job's record: a page of the list reads these, never records of up to a MiB
 _JOBS_LISTED = b"c/bi"  # + user public key (32) -> b"": the user's records written before c/b/ was kept have their place
 _FUNCTION = b"c/f/"  # + function name (UTF-8) -> a web function (JSON: module, inputs, limits; compute/functions.py)
 _FUNCTION_SPEND = b"c/s/"  # + function name + 0x00 + minute (8, big endian) -> micro-credits its runs cost in it (8)
@@ -240,6 +242,10 @@ def job_began(user: bytes, began_ns: int, job_id: bytes) -> bytes:
 def jobs_began(user: bytes) -> bytes:
     """The prefix of a user's jobs in the order they began (`job_began`)."""
     return _JOB_BEGAN + user
+
+
+def job_summary(user: bytes, job_id: bytes) -> bytes:
+    return _JOB_SUMMARY + user + job_id
 
 
 def jobs_listed(user: bytes) -> bytes:

@@ -237,6 +237,85 @@ def test_an_earlier_runs_output_keeps_its_lineage_after_the_job_runs_again(xsc_n
         assert "NOT AMONG" not in ok(xsc_node.xsc("compute", "lineage", output["capability"]))
 
 
+def job_files(node, jid: str) -> list[dict]:
+    """The files `xsc store ls` lists under the job's output names."""
+    listed = json.loads(ok(node.xsc("store", "ls", "--json")))
+    return [f for f in (listed["files"] if isinstance(listed, dict) else listed) if jid[:16] in str(f.get("name"))]
+
+
+def test_a_job_run_again_replaces_its_last_runs_outputs_and_says_what_each_run_was_charged(xsc_node, tmp_path):
+    runs = [json.loads(ok(xsc_node.xsc("compute", "run", OUTPUTS, "--json", input=b"copied\n")))
+            for _ in range(2)]  # not deterministic: it runs twice
+    assert runs[0]["id"] == runs[1]["id"] and [r["executions"] for r in runs] == [1, 2]
+    latest = sorted(o["capability"] for o in runs[1]["outputs"])
+    files = job_files(xsc_node, runs[0]["id"])
+    assert sorted(f["capability"] for f in files) == latest and len({f["name"] for f in files}) == 3, files
+    for output in runs[0]["outputs"]:
+        assert "holds no file" in error_line(xsc_node.xsc("store", "get", output["capability"], "-o", str(tmp_path / "x")))
+    shown = json.loads(ok(xsc_node.xsc("compute", "job", runs[0]["id"], "--json")))
+    assert sorted(o["capability"] for o in shown["outputs"]) == latest and "replacing" not in shown
+    assert shown["charge"] == runs[1]["charged"] > 0
+    assert shown["charge_total"] == runs[0]["charged"] + runs[1]["charged"]
+    charge = next(line for line in ok(xsc_node.xsc("compute", "job", runs[0]["id"])).splitlines()
+                  if line.split()[:1] == ["charge:"])
+    assert " ".join(charge.split()) == (f"charge: {format_credits(shown['charge'])} credits (latest run), "
+                                        f"{format_credits(shown['charge_total'])} credits over its 2 runs"), charge
+
+
+async def test_a_run_refused_before_it_ran_keeps_the_last_runs_outputs_and_one_that_ran_leaving_none_replaces_them(
+        node_factory, monkeypatch):
+    import asyncio
+
+    from tests.support.cli import xsc_in_process
+    from tests.support.compute import deploy
+    from tests.support.jobs import run_job
+    from xsc.node import TOKEN
+    from xsc.compute import jobs as jobs_module
+    from xsc.errors import InsufficientCredit
+    from xsc.node.appkeys import NODE
+
+    node = await node_factory("node")
+    jobs = node.app[NODE].jobs
+    spec = {"module": await deploy(node, "outputs", wasi=True), "stdin": "-"}
+
+    async def listed() -> list[str]:
+        response = await node.get("/v1/store/files")
+        files = await response.json()
+        return sorted(f["capability"] for f in (files["files"] if isinstance(files, dict) else files))
+
+    status, first = await run_job(node, spec, b"kept\n")
+    assert status == 201, first
+    caps = sorted(o["capability"] for o in first["outputs"])
+
+    async def no_credit(payer, amount):
+        raise InsufficientCredit("no credit", hint="xsc ledger fund")
+
+    monkeypatch.setattr(jobs.ledger, "hold", no_credit)
+    status, refused = await run_job(node, spec, b"kept\n")
+    assert status == 402, refused
+    monkeypatch.undo()
+    record = jobs.records.load(first["id"])
+    assert record["state"] == "refused" and record["outputs"] == [], record
+    assert sorted(o["capability"] for o in record["replacing"]) == caps and await listed() == caps  # nothing lost
+    shown = ok(await asyncio.to_thread(xsc_in_process, "--node", str(node.make_url("")), "compute", "job",
+                                       first["id"], env={"XSC_TOKEN": node.app[TOKEN]}))
+    assert sorted(line.split()[-1] for line in shown.splitlines() if line.split()[:1] == ["earlier"]) == caps, shown
+
+    real = jobs_module.run_program
+
+    async def leaving_none(*args, **kwargs):
+        ran = await real(*args, **kwargs)
+        ran.files = []  # as a program that left nothing in /out this time
+        return ran
+
+    monkeypatch.setattr(jobs_module, "run_program", leaving_none)
+    status, third = await run_job(node, spec, b"kept\n")
+    assert status == 201 and third["outputs"] == [] and third["executions"] == 2, third
+    record = jobs.records.load(first["id"])
+    assert "replacing" not in record and await listed() == []
+    assert record["charge_total"] == first["charged"] + third["charged"]
+
+
 SHA256 = str(WASM / "sha256.wasm")
 
 
@@ -327,6 +406,47 @@ def test_a_job_killed_while_its_outputs_are_stored_leaves_none_of_them_and_runs_
     assert json.loads(ok(node.xsc("ledger", "verify", "--json")))["ok"]
     again = json.loads(ok(node.xsc("compute", "run", module, "--json", input=data.read_bytes())))
     assert again["state"] == "done" and again["executions"] == 1 and len(again["outputs"]) == 3
+
+
+@pytest.mark.slow
+def test_a_job_run_again_and_killed_while_it_replaces_its_outputs_leaves_each_file_named_once(node_process, tmp_path):
+    import hashlib
+    import subprocess
+
+    from tests.support.waiting import eventually
+    from xsc.compute.jobspec import job_id, parse_job
+    from tests.support.nodes import start_xsc
+
+    node = node_process("k")
+    module = ok(node.xsc("compute", "deploy", OUTPUTS, "--wasi")).strip()
+    data = tmp_path / "stdin"
+    data.write_bytes(os.urandom(48 << 20))  # out/c.txt is a copy: its put takes a while
+    jid = job_id(parse_job({"module": module, "stdin": "-"}), hashlib.sha256(data.read_bytes()).hexdigest(), [])
+    first = json.loads(ok(node.xsc("compute", "run", module, "--json", input=data.read_bytes())))
+    assert first["id"] == jid and len(job_files(node, jid)) == 3
+    with open(data, "rb") as stdin:  # run again: its first output published takes the first run's out of the list
+        running = start_xsc("--data-dir", str(node.data_dir), "compute", "run", module, stdin=stdin,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def storing():
+            shown = node.xsc("compute", "job", jid, "--json")
+            return shown.returncode == 0 and json.loads(shown.stdout)["state"] == "storing"
+
+        eventually(storing, "the second run storing its outputs", timeout=120, poll=0.02)
+        node.kill()
+    finally:
+        running.wait(30)
+    node.start()
+    job = eventually(lambda: (j := json.loads(ok(node.xsc("compute", "job", jid, "--json"))))["state"]
+                     not in ("running", "storing") and j, "the job marked at the start", timeout=60)
+    assert job["state"] == "interrupted" and job["outputs"] == [] and "replacing" not in job, job
+    assert job_files(node, jid) == []  # neither run's outputs: the first's were replaced, the second's removed
+    assert job["charge_total"] == first["charge"]  # the run cut short was not charged
+    again = json.loads(ok(node.xsc("compute", "run", module, "--json", input=data.read_bytes())))
+    files = job_files(node, jid)
+    assert sorted(f["capability"] for f in files) == sorted(o["capability"] for o in again["outputs"])
+    assert len({f["name"] for f in files}) == 3 and again["executions"] == 2
+    assert json.loads(ok(node.xsc("ledger", "verify", "--json")))["ok"]
 
 
 def test_stdout_can_be_stored_as_a_file(xsc_node, tmp_path):

@@ -15,6 +15,7 @@ from xsc import codec, keys
 from xsc.compute import provenance
 from xsc.compute.job_records import JobRecords
 from xsc.db import open_database
+from xsc.node.appkeys import NODE
 from xsc.node.datadir import DB_DIR
 
 WC = str(WASM / "wc.wasm")
@@ -62,7 +63,7 @@ def test_the_list_fits_80_columns_with_every_id_whole(xsc_node) -> None:
 
 
 def test_a_page_is_bounded_and_a_bad_cursor_said_in_one_line(xsc_node) -> None:
-    over = xsc_node.xsc("compute", "jobs", "--limit", "101")
+    over = xsc_node.xsc("compute", "jobs", "--limit", "1001")
     assert over.returncode == 2 and over.stderr.decode().startswith("xsc: usage error: "), over.stderr
     line = error_line(xsc_node.xsc("compute", "jobs", "--before=not-a-cursor"))
     assert line.startswith("xsc: error: not a cursor of the list of jobs: 'not-a-cursor'"), line
@@ -72,7 +73,7 @@ def test_a_page_is_bounded_and_a_bad_cursor_said_in_one_line(xsc_node) -> None:
 
 async def test_the_api_refuses_a_page_past_its_bound(node_factory) -> None:
     node = await node_factory("node")
-    for query, said in [("limit=1000", "limit must be a whole number from 1 to 100"),
+    for query, said in [("limit=1001", "limit must be a whole number from 1 to 1000"),
                         ("before=AAAA", "not a cursor of the list of jobs")]:
         response = await node.get(f"/v1/compute/jobs?{query}")
         problem = await response.json()
@@ -123,3 +124,43 @@ def test_records_written_before_the_list_are_listed_and_a_forgotten_job_leaves_i
     records.begin("11" * 32, {**earlier, "created": provenance.timestamp(now)}, earlier)  # run again: on top, once
     assert [j["id"] for j in records.page(10, None)[0]] == ["11" * 32, "33" * 32]
     assert len(list(db.iterator(prefix=keys.jobs_began(USER)))) == 2
+
+
+async def test_a_page_holds_up_to_a_thousand_jobs_each_read_from_its_summary(node_factory) -> None:
+    node = await node_factory("node")
+    records = node.app[NODE].jobs.records
+    now = time.time_ns()
+    ids = [hashlib.sha256(bytes([n])).hexdigest() for n in range(150)]
+    for n, jid in enumerate(ids):
+        job = {"id": jid, "state": "done", "created": provenance.timestamp(now + n * 1000), "outputs": [],
+               "inputs": [], "module": "ab" * 32, "executions": 1, "charge": n, "charge_total": 2 * n,
+               "stdout": "x" * 1000}
+        records.begin(jid, job, None)
+    # A summary is what a page reads: the record (up to a MiB of a deterministic job's streams) is not
+    records.db.put(keys.job(records.user, bytes.fromhex(ids[0])), b"not a record a page reads")
+    response = await node.get("/v1/compute/jobs?limit=1000")
+    page = await response.json()
+    assert response.status == 200 and page["next"] is None, page
+    assert [j["id"] for j in page["jobs"]] == ids[::-1]
+    assert page["jobs"][0] == {"id": ids[-1], "state": "done", "started": provenance.timestamp(now + 149_000),
+                               "charge": 149, "charge_total": 298, "module": "ab" * 32, "module_name": None,
+                               "replicas": 1, "executions": 1}
+
+
+def test_a_record_written_before_summaries_were_kept_is_listed_from_itself(tmp_path) -> None:
+    db = open_database(tmp_path / "db")
+    records = JobRecords(db, USER)
+    now = time.time_ns()
+    older, newer = "11" * 32, "22" * 32
+    _record(db, older, now - 10**9)  # its record and its place in the list, no summary
+    db.put(records.began(older, records.load(older)), b"")
+    records.begin(newer, {"id": newer, "state": "done", "created": provenance.timestamp(now), "outputs": [],
+                          "inputs": [], "charge": 7}, None)
+    assert db.get(keys.job_summary(USER, bytes.fromhex(older))) is None
+    jobs, _ = records.page(10, None)
+    assert [(j["id"], j["state"], j["charge"], j["charge_total"]) for j in jobs] == [(newer, "done", 7, 7),
+                                                                                    (older, "done", 0, 0)]
+    key = keys.job(USER, bytes.fromhex(newer))
+    assert records.forget(key, hashlib.sha256(db.get(key)).digest(), [])  # its summary goes with it
+    assert db.get(keys.job_summary(USER, bytes.fromhex(newer))) is None
+    assert [j["id"] for j in records.page(10, None)[0]] == [older]

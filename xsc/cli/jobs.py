@@ -223,7 +223,7 @@ def job(obj, job_id: str, as_json: bool) -> None:
     guarantee = found.get("guarantee") or {}
     replicated = guarantee.get("replicas", 1) > 1
     key_values([("id", found["id"]), ("state", found["state"]), ("module", found["module"]),
-                ("executions", found["executions"]), ("charge", f"{format_credits(found.get('charge', 0))} credits"),
+                ("executions", found["executions"]), ("charge", _charge(found)),
                 ("provenance", found.get("provenance", "-")), ("created", found.get("created", "-"))]
                + ([("guarantee", f"{guarantee['replicas']} replicas, at least {guarantee['agree']} agreeing")]
                   if replicated else [])
@@ -232,12 +232,23 @@ def job(obj, job_id: str, as_json: bool) -> None:
         _file_line("  input  ", item["path"], item["size"], item["sha256"])
     for output in found.get("outputs", []):
         _file_line("  output ", output["name"], output["size"], output["sha256"], output["capability"])
+    for output in found.get("replacing", []):  # the run before's, until a run of it replaces them
+        _file_line("  earlier ", output["name"], output["size"], output["sha256"], output["capability"])
     for replica in found.get("replicas", []):  # what the charge is made of: one line per provider
         _replica_line(replica)
 
 
+def _charge(job: dict[str, Any]) -> str:
+    """A job's charge: its latest run's, and what all its runs were charged when it ran more than once."""
+    latest = f"{format_credits(job.get('charge', 0))} credits"
+    total = job.get("charge_total", job.get("charge", 0))
+    if job.get("executions", 0) <= 1 and total == job.get("charge", 0):
+        return latest
+    return f"{latest} (latest run), {format_credits(total)} credits over its {job.get('executions', 0)} runs"
+
+
 @click.command("jobs")
-@click.option("--limit", "-n", type=click.IntRange(1, 100), default=20, show_default=True,
+@click.option("--limit", "-n", type=click.IntRange(1, 1000), default=20, show_default=True,
               help="How many jobs, newest first.")
 @click.option("--before", metavar="CURSOR", help="The next page: the cursor the page before ended with.")
 @wide_option

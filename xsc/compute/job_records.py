@@ -8,6 +8,7 @@ import hashlib
 import logging
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 KEPT_STREAMS = 1 << 20  # a deterministic job's stdout and stderr kept with its record for replays, at most
 UNFINISHED = ("running", "storing")  # the states a job's record is in while it runs, as a stop may leave it
+REPLACING = ("done", "failed")  # the states of a run that replaces the outputs of the run before: it ran
 _PROVENANCE_ID = re.compile(r"[0-9a-f]{32}")
 CURSOR_BYTES = 16  # a job's place in the list of jobs, as a page's cursor: when it began (8), its id's first 8
 FORGET_AT_ONCE = 256  # job records (each with its links and runs), and loose links and runs, deleted a pass at most
@@ -53,11 +55,13 @@ class JobRecords:
         return None if raw is None else codec.loads(raw)
 
     def save(self, jid: str, job: dict[str, Any]) -> None:
-        self.db.put(keys.job(self.user, bytes.fromhex(jid)), codec.dumps(job), sync=True)
+        with self.db.write_batch(sync=True) as batch:
+            for key, value in self.entries(jid, job):
+                batch.put(key, value)
 
-    def entry(self, jid: str, job: dict[str, Any]) -> tuple[bytes, bytes]:
-        """The job's record as a write of a batch that publishes more with it."""
-        return keys.job(self.user, bytes.fromhex(jid)), codec.dumps(job)
+    def entries(self, jid: str, job: dict[str, Any]) -> tuple[tuple[bytes, bytes], ...]:
+        """The job's record, and what the list of jobs shows of it, as writes of a batch (that may publish more)."""
+        return record_entries(self.user, jid, job)
 
     def began(self, jid: str, job: dict[str, Any]) -> bytes:
         """The key of the user's job `jid` in the list of its jobs, by when its latest run began (keys.job_began)."""
@@ -70,7 +74,8 @@ class JobRecords:
             if previous is not None:
                 batch.delete(self.began(jid, previous))
             batch.put(self.began(jid, job), b"")
-            batch.put(*self.entry(jid, job))
+            for key, value in self.entries(jid, job):
+                batch.put(key, value)
 
     def list_unlisted(self) -> int:
         """Once per user: give each of the user's job records that has no place in the list of its jobs (one written
@@ -92,10 +97,11 @@ class JobRecords:
         return len(unlisted)
 
     def page(self, limit: int, before: bytes | None) -> tuple[list[dict[str, Any]], bytes | None]:
-        """The user's jobs, newest first (by when their latest run began), `limit` at most, those listed after the
-        one whose place is `before`; and the place of the last one listed when more follow it.  A place is when the
-        job began and the first 8 bytes of its id (CURSOR_BYTES): short enough to be typed, and two jobs begun in
-        the same microsecond whose ids begin alike are beyond chance."""
+        """What the list shows of the user's jobs (`summary`), newest first (by when their latest run began), `limit`
+        at most, those listed after the one whose place is `before`; and the place of the last one listed when more
+        follow it.  A place is when the job began and the first 8 bytes of its id (CURSOR_BYTES): short enough to be
+        typed, and two jobs begun in the same microsecond whose ids begin alike are beyond chance.  Each job's
+        summary is read, not its record; a record written before summaries were kept is summarised as it is read."""
         prefix = keys.jobs_began(self.user)
         span = {"prefix": prefix} if before is None else {"start": prefix, "stop": prefix + before}
         found: list[dict[str, Any]] = []
@@ -103,9 +109,8 @@ class JobRecords:
         with self.db.iterator(reverse=True, include_value=False, **span) as listed:
             for key in listed:
                 began, jid = keys.split_job_began(key)
-                raw = self.db.get(keys.job(self.user, jid))
-                job = None if raw is None else codec.loads(raw)
-                if job is None or provenance.timestamp_ns(job.get("created")) != began:
+                job = self._summary(jid)
+                if job is None or provenance.timestamp_ns(job.get("started")) != began:
                     continue  # not where its latest run put it
                 if len(found) == limit:
                     return found, last
@@ -113,12 +118,20 @@ class JobRecords:
                 last = key[len(prefix):len(prefix) + CURSOR_BYTES]
         return found, None
 
+    def _summary(self, jid: bytes) -> dict[str, Any] | None:
+        raw = self.db.get(keys.job_summary(self.user, jid))
+        if raw is not None:
+            return codec.loads(raw)
+        raw = self.db.get(keys.job(self.user, jid))
+        return None if raw is None else summary(codec.loads(raw))
+
     def finished(self, job: dict[str, Any], signed: dict[str, Any]) -> None:
         """In one write: the job done, the provider's signed record of its run kept by its id (the job's record
         keeps only its latest run's), and each output's link to it."""
         provenance_id = signed["record"]["id"]
         with self.db.write_batch(sync=True) as batch:
-            batch.put(*self.entry(job["id"], job))
+            for key, value in self.entries(job["id"], job):
+                batch.put(key, value)
             batch.put(keys.job_run(bytes.fromhex(provenance_id)), codec.dumps(signed))
             for key, value in made(self.user.hex(), job["id"], job["outputs"], provenance_id):
                 batch.put(key, value)
@@ -184,11 +197,10 @@ class JobRecords:
                            for h in str(item.get("verify_hash", "")).split(","))
                 if job.get("state") in UNFINISHED or job.get("created", "") >= before or (user, job["id"]) in kept \
                         or any(a in owing for a in _tabs(job)) \
-                        or any(held(Capability.parse(o["capability"]).storage_index) for o in job.get("outputs", [])):
+                        or any(held(Capability.parse(o["capability"]).storage_index) for o in _files(job)):
                     continue
                 candidates.append((key, job["id"], hashlib.sha256(raw).digest(), user, job.get("provenance") or "",
-                                   {Capability.parse(o["capability"]).storage_index.hex()
-                                    for o in job.get("outputs", [])}))
+                                   {Capability.parse(o["capability"]).storage_index.hex() for o in _files(job)}))
         found = Forgettable()
         for key, jid, digest, user, run, named in candidates:
             links = dead.get((user, jid), [])
@@ -224,6 +236,7 @@ class JobRecords:
         job = codec.loads(raw)
         with self.db.write_batch() as batch:
             batch.delete(key)
+            batch.delete(keys.job_summary(key[len(keys.JOBS):len(keys.JOBS) + 32], bytes.fromhex(job["id"])))
             batch.delete(keys.job_began(key[len(keys.JOBS):len(keys.JOBS) + 32],
                                         provenance.timestamp_ns(job.get("created")), bytes.fromhex(job["id"])))
             for other in others:
@@ -246,7 +259,8 @@ class JobRecords:
 
 
 class JobOutputs:
-    """A job's outputs stored through the node's put (at the market's storage bid), or removed."""
+    """A job's outputs stored through the node's put (at the market's storage bid), or removed; and the outputs of
+    the run before replaced by them."""
 
     def __init__(self, storage: Any, db: Database, user: bytes, bid: int) -> None:
         self.storage, self.db, self.user, self.bid = storage, db, user, bid
@@ -256,13 +270,16 @@ class JobOutputs:
         """Store each output through the node's put, after those `job` has stored already; all of them, or (one
         failing) none.  Each output goes into the job's record in the synced write that publishes its file
         (`_Recorded`): whatever a kill -9 cuts short, every file the job stored is one its record names, and only
-        those are removed (a file of the user's with the same name is none of the job's)."""
+        those are removed (a file of the user's with the same name is none of the job's).  The first one published
+        takes the outputs of the run before (the record's `replacing`) out of the listing and out of the record in
+        that write; their removal is finished once it is written (or at the next start)."""
         stored: list[dict[str, Any]] = job["outputs"]
         seconds = self.storage.lease_seconds(None)
         key = keys.job(self.user, bytes.fromhex(job["id"]))
         try:
             for name, path, size in files:
                 digest, md5 = hashlib.sha256(), hashlib.md5()  # the MD5: its ETag, when it becomes an S3 object
+                riders: list[_Recorded] = []
                 with open(path, "rb") as f:
                     async def read(n: int, f=f) -> bytes:
                         chunk = await in_pool(None, f.read, min(n, CHUNK))
@@ -270,23 +287,43 @@ class JobOutputs:
                         md5.update(chunk)
                         return chunk
 
-                    def riding(cap: str, name=name, size=size, digest=digest, md5=md5) -> _Recorded:
-                        return _Recorded(self.lock, key, {
+                    def riding(cap: str, name=name, size=size, digest=digest, md5=md5, riders=riders) -> _Recorded:
+                        riders.append(_Recorded(self.lock, self.user, job["id"], self.storage, {
                             "name": name, "size": size, "sha256": digest.hexdigest(), "md5": md5.hexdigest(),
-                            "capability": cap, "verify_hash": _verify_hash(Capability.parse(cap))})
+                            "capability": cap, "verify_hash": _verify_hash(Capability.parse(cap))}))
+                        return riders[-1]
 
                     answer = await self.storage.put(read, size, f"job:{job['id']}:{name}", seconds,
                                                     self.bid, riding=riding)
                 stored.append(riding(answer["capability"]).output)
                 job.update(outputs=stored)
+                replaced = [cap for rider in riders for cap in rider.replaced]
+                if any(rider.wrote for rider in riders):
+                    job.pop("replacing", None)
+                await self.storage.finish_removals(replaced)
         except BaseException:
             raw = self.db.get(key)
             recorded = codec.loads(raw) if raw is not None else {**job, "outputs": []}
             await self.remove([o["capability"] for o in recorded["outputs"]])
             job["outputs"] = []
-            self.db.put(key, codec.dumps({**recorded, "outputs": []}), sync=True)
+            with self.db.write_batch(sync=True) as batch:
+                for k, value in record_entries(self.user, job["id"], {**recorded, "outputs": []}):
+                    batch.put(k, value)
             raise
         return stored
+
+    async def replace(self, jid: str) -> None:
+        """The outputs of the run before (`replacing`) of a job whose run ended without publishing any of its own
+        (failed, or it left none) taken out of the listing and out of its record, in one synced write, then
+        removed: the record names one run's outputs, its latest's.  A run refused before it ran, or cut short by a
+        stop, replaces nothing.  Its caller holds the job (`JobRecords.alone`)."""
+        raw = self.db.get(keys.job(self.user, bytes.fromhex(jid)))
+        job = None if raw is None else codec.loads(raw)
+        if job is None or not job.get("replacing") or job.get("state") not in REPLACING:
+            return
+        caps = [Capability.parse(o["capability"]) for o in job.pop("replacing")]
+        await self.storage.begin_removals(caps, int(time.time()), dict(record_entries(self.user, jid, job)))
+        await self.storage.finish_removals(caps)
 
     async def remove(self, caps: list[str]) -> None:
         for text in caps:
@@ -298,25 +335,57 @@ class JobOutputs:
 
 class _Recorded:
     """A job's output added to the job's record by the synced write that publishes the output's file
-    (share_store.Rider)."""
+    (share_store.Rider), the outputs of the run before it replaces taken out of the listing in that write."""
 
-    def __init__(self, lock: threading.Lock, key: bytes, output: dict[str, Any]) -> None:
-        self.lock, self.key, self.output = lock, key, output
+    def __init__(self, lock: threading.Lock, user: bytes, jid: str, storage: Any, output: dict[str, Any]) -> None:
+        self.lock, self.user, self.jid, self.storage, self.output = lock, user, jid, storage, output
+        self.replaced: list[Capability] = []  # the files whose removal its write began
+        self.wrote = False
 
     def entries(self, read: Callable[[bytes], bytes | None]) -> dict[bytes, bytes | None]:
-        raw = read(self.key)
+        raw = read(keys.job(self.user, bytes.fromhex(self.jid)))
         if raw is None:
             raise JobNotFound("the job's record is gone: its output is not stored", hint="run the job again")
         job = codec.loads(raw)
         outputs = [o for o in job.get("outputs", []) if o["name"] != self.output["name"]]
-        return {self.key: codec.dumps({**job, "state": "storing", "outputs": [*outputs, self.output]})}
+        written: dict[bytes, bytes | None] = {}
+        self.replaced = [Capability.parse(o["capability"]) for o in job.pop("replacing", [])]
+        for cap in self.replaced:
+            written.update(self.storage.removal_entries(read, cap, int(time.time())))
+        written.update(record_entries(self.user, self.jid, {**job, "state": "storing",
+                                                            "outputs": [*outputs, self.output]}))
+        self.wrote = True
+        return written
+
+
+def summary(job: dict[str, Any]) -> dict[str, Any]:
+    """What the list of jobs shows of a job (keys.job_summary): small, whatever its record holds."""
+    guarantee = job.get("guarantee") or {}
+    return {"id": job["id"], "state": job.get("state"), "started": job.get("created"), "charge": job.get("charge", 0),
+            "charge_total": job.get("charge_total", job.get("charge", 0)), "module": job.get("module"),
+            "replicas": guarantee.get("replicas", 1), "executions": job.get("executions", 0)}
+
+
+def record_entries(user: bytes, jid: str, job: dict[str, Any]) -> tuple[tuple[bytes, bytes], ...]:
+    """A job's record and its summary, written together: the list never shows what its record does not say."""
+    return ((keys.job(user, bytes.fromhex(jid)), codec.dumps(job)),
+            (keys.job_summary(user, bytes.fromhex(jid)), codec.dumps(summary(job))))
+
+
+def replacing(previous: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The outputs a job's next run replaces: those of its run before, and those that run had not replaced yet."""
+    if previous is None:
+        return []
+    return [*previous.get("replacing", []), *previous.get("outputs", [])]
 
 
 def ended(job: dict[str, Any], run: dict[str, Any], stored: list[dict[str, Any]], refusal: str | None,
           trap: dict[str, Any] | None, **where: Any) -> dict[str, str]:
-    """The job's record as its run left it (not written yet); its stdout and stderr."""
+    """The job's record as its run left it (not written yet: it is written once, in the write that ends the run, so
+    its `charge_total` counts this run once); its stdout and stderr."""
     failed = refusal or (trap["message"] if trap else None)
     job.update(state="failed" if failed else "done", executions=job["executions"] + 1, charge=run["charge"],
+               charge_total=job.get("charge_total", 0) + run["charge"],
                provenance=run["provenance"], outputs=stored, exit_code=run.get("exit_code"),
                fuel_consumed=run["fuel_consumed"], cost=run["cost"], **where)
     if failed:
@@ -358,6 +427,11 @@ def made(user: str, jid: str, stored: list[dict[str, Any]], provenance_id: str
                                "sha256": o["sha256"]})) for o in stored)
 
 
+def _files(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The files a job's record names: its latest run's outputs, and those of the run before until replaced."""
+    return [*job.get("outputs", []), *job.get("replacing", [])]
+
+
 def _tabs(job: dict[str, Any]) -> list[str]:
     """The authorizations of the tabs a job's record says it owes or waits on (remote_answers.tabs_to_hold)."""
     return [t.get("authorization", "") for t in job.get("answered", {}).get("pays", []) + job.get("paid_on", [])
@@ -377,5 +451,5 @@ def _refusal_hint(refusal: str) -> str:
     return "ask for more with --bytes-out (or --stdout-cap), or write less"
 
 
-__all__ = ["CURSOR_BYTES", "FORGET_AT_ONCE", "Forgettable", "JobOutputs", "JobRecords", "KEPT_STREAMS", "UNFINISHED",
-           "answer", "ended", "made", "run_id"]
+__all__ = ["CURSOR_BYTES", "FORGET_AT_ONCE", "Forgettable", "JobOutputs", "JobRecords", "KEPT_STREAMS", "REPLACING",
+           "UNFINISHED", "answer", "ended", "made", "record_entries", "replacing", "run_id", "summary"]

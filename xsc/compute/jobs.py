@@ -49,7 +49,8 @@ from .jobspec import MAX_SPEC_BYTES, JobSpec, asked_id, job_id, parse_job
 from .lineage import verify_hash as _verify_hash
 from .service import ComputeService, InvokeCall
 from .hosted_jobs import PER_SENDER
-from .job_records import CURSOR_BYTES, FORGET_AT_ONCE, UNFINISHED, JobOutputs, JobRecords, answer, ended, made, run_id
+from .job_records import (CURSOR_BYTES, FORGET_AT_ONCE, REPLACING, UNFINISHED, JobOutputs, JobRecords, answer, ended,
+                          made, replacing, run_id)
 from .job_sandbox import record_and_owe, remove_tree, run_program
 from .remote_answers import RemoteAnswers
 from .sent_jobs import Returned
@@ -66,7 +67,7 @@ FORGET_RUNS_AT_ONCE = 10_000  # provenance records the retention sweep deletes a
 BEHIND_PERIOD = 1.0  # seconds between retention sweeps while each finds as many records as it deletes at most
 RECOVER_AT_ONCE = 8  # jobs a start finishes from their providers' answers at once
 _CURSOR = re.compile(rf"[0-9a-f]{{{2 * CURSOR_BYTES}}}")  # a page's `next`: the place of its last job
-MAX_LISTED = 100  # jobs a page of the list holds at most (each record read may be up to a MiB: KEPT_STREAMS)
+MAX_LISTED = 1000  # jobs a page of the list holds at most (a page reads their summaries, not their records)
 MAX_FAILOVERS = 3  # providers left out, one after the other, when they fail a job before it can run
 
 
@@ -180,10 +181,15 @@ class JobService:
             return {**previous, "replayed": True, "charged": 0}
         prepaid = _affordable(staged.bytes_in, limits.fuel)
         executions = (previous or {}).get("executions", 0)
+        # What the job's runs were charged before this one, in all (a record without a total: its latest run's).
+        before = (previous or {}).get("charge_total", (previous or {}).get("charge", 0))
         job = {"id": jid, "state": "running", "module": spec.module, "entrypoint": spec.entrypoint,
                "spec": spec.canonical(), "guarantee": {"replicas": spec.replicas, "agree": spec.agree},
                **({"run": run} if run != jid else {}),
                "executions": executions, "outputs": [], "inputs": staged.inputs,
+               "charge_total": before,  # and this run's, once it is charged (job_records.ended)
+               # the run before's outputs stay named (so never orphaned) until this run's replace them
+               **({"replacing": old} if (old := replacing(previous)) else {}),
                "created": provenance.timestamp(time.time_ns())}
         self.records.begin(jid, job, previous)
         try:
@@ -195,6 +201,11 @@ class JobService:
                 job.update(state="refused", error=err.message)
                 self.records.save(jid, job)
             raise
+        finally:
+            job.pop("replacing", None)
+            if job["state"] in REPLACING:  # it ran: if none of its outputs was published (which replaced those
+                # before it), they are replaced now
+                await self._replaced(jid)
 
     async def run_streamed(self, read: ReadFn) -> dict[str, Any]:
         """Run a job whose request body is its spec's JSON on one line, then its stdin (read as the job reads it)."""
@@ -370,7 +381,7 @@ class JobService:
         # job is either not run (and runs again) or done and paid, never paid and run again.
         await record_and_owe(self.compute, self.ledger, self.tabs, self.payer, self.node, run, record,
                              prepared.module_hash, budget,
-                             (self.records.entry(job["id"], job),
+                             (*self.records.entries(job["id"], job),
                               *made(self.payer.public_key.hex(), job["id"], stored, run.provenance_id)))
         return answer(job, streams, run.charge, refusal, trap)
 
@@ -392,12 +403,22 @@ class JobService:
         unfinished = [j for j in records if j.get("state") in UNFINISHED]
         for rank in (0, 1, 2):  # left interrupted, then finished from their providers' answers, then resumed
             await at_most(RECOVER_AT_ONCE, (self._recovered(j) for j in unfinished if self._rank(j) == rank))
+        for job in records:  # ended, a stop before the write that replaced the run before's outputs (or a resumed
+            if job.get("replacing") and job.get("state") in (*REPLACING, *UNFINISHED):  # run that stored none)
+                async with self.records.alone(job["id"]):
+                    await self._replaced(job["id"])
         for stale in [*self.work_dir.glob("answered-*"), *self.work_dir.glob("replicas-*")]:
             # a job finished, or marked, just before a stop removed them
             job = self.records.load(stale.name.split("-", 1)[1])
             if job is None or not (self.answers.resumable(job) if stale.name.startswith("answered-")
                                    else self.answers.cut_short(job)):
                 await in_pool(None, remove_tree, stale)
+
+    async def _replaced(self, jid: str) -> None:
+        try:
+            await self.outputs.replace(jid)
+        except Exception:  # its record keeps naming them: the next start replaces them
+            log.exception("job %s: the outputs of its run before could not be removed", jid)
 
     def _rank(self, job: dict[str, Any]) -> int:
         return 2 if self.answers.resumable(job) else int(self.answers.cut_short(job))
@@ -583,12 +604,9 @@ def _cursor(text: str | None) -> bytes | None:
     return bytes.fromhex(text)
 
 
-def _listed(job: dict[str, Any], names: dict[str, str | None]) -> dict[str, Any]:
-    """A job as the list shows it."""
-    guarantee = job.get("guarantee") or {}
-    return {"id": job["id"], "state": job.get("state"), "started": job.get("created"), "charge": job.get("charge", 0),
-            "module": job.get("module"), "module_name": names.get(job.get("module") or ""),
-            "replicas": guarantee.get("replicas", 1), "executions": job.get("executions", 0)}
+def _listed(summary: dict[str, Any], names: dict[str, str | None]) -> dict[str, Any]:
+    """A job as the list shows it, from its summary (job_records.summary)."""
+    return {**summary, "module_name": names.get(summary.get("module") or "")}
 
 
 def _affordable(nbytes: int, fuel: int) -> int:

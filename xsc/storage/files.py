@@ -33,7 +33,7 @@ from .core import layout, leases
 from .core.capability import Capability
 from .core.erasure import K, M
 from .deals import StorageDeal, StorageDeals
-from . import deep_check, gateway_repair
+from . import deep_check, gateway_repair, share_store
 from .gateway import Gateway
 from .gateway_get import Plaintext
 from .gateway_put import Riding
@@ -407,6 +407,31 @@ class StorageService:
         async with self.repair_locks.one(si):
             record = await in_pool(self.pool, self.store.begin_removal, si, int(time.time()))
             return await self._finish_removal(record)
+
+    @staticmethod
+    def removal_entries(read: Callable[[bytes], bytes | None], cap: Capability, at: int) -> dict[bytes, bytes | None]:
+        """What takes the file `cap` out of the listing, for a publication's rider to write in its batch
+        (share_store.removal_entries); `finish_removals` finishes the removal once it is written."""
+        return share_store.removal_entries(read, cap.storage_index, at)
+
+    async def begin_removals(self, caps: list[Capability], at: int, also: dict[bytes, bytes | None]) -> None:
+        """Take the files `caps` out of the listing in one synced write with `also` (records of another owner's that
+        change with them); `finish_removals` finishes their removal."""
+        await in_pool(self.pool, self.store.begin_removals, [cap.storage_index for cap in caps], at, also)
+
+    async def finish_removals(self, caps: list[Capability]) -> None:
+        """Finish the removal of files taken out of the listing (`removal_entries`, `begin_removals`): their shares
+        deleted on every holder that answers and here; a file not being removed is left alone.  One that fails is
+        finished at the next start, as any removal a crash cut short."""
+        for cap in caps:
+            si = cap.storage_index
+            try:
+                async with self.repair_locks.one(si):
+                    removing = {r["storage_index"]: r for r in await in_pool(self.pool, self.store.removals)}
+                    if si.hex() in removing:
+                        await self._finish_removal(removing[si.hex()])
+            except Exception:  # noqa: BLE001 - the next start finishes it
+                log.exception("could not finish removing file %s", si.hex())
 
     async def _finish_removal(self, record: dict) -> dict[str, str]:
         si = bytes.fromhex(record["storage_index"])

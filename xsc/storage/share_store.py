@@ -661,16 +661,21 @@ class ShareStore:
         """Take a file out of the listing, durably, keeping its record (and `at`, when it was removed) under
         `removing` until delete_file: a removal cut short by a crash is finished after the restart
         (`removals`), so no file is ever listed with its shares half deleted.  Returns the record."""
+        if not self.begin_removals([si], at, {}):
+            raise NotFound("this node holds no file with that capability")
+        return codec.loads(self.db.get(keys.removing(si)))
+
+    def begin_removals(self, storage_indexes: list[bytes], at: int, also: dict[bytes, bytes | None]) -> bool:
+        """`begin_removal` of those listed, in one synced write with `also`; whether any was listed."""
         with self._lock:
-            raw = self.db.get(keys.file(si))
-            if raw is None:
-                raise NotFound("this node holds no file with that capability")
-            record = {**codec.loads(raw), "removed_at": at}
+            entries: dict[bytes, bytes | None] = {}  # (None: a key deleted)
+            for si in storage_indexes:
+                entries.update(removal_entries(lambda k: entries[k] if k in entries else self.db.get(k), si, at))
             with self.db.write_batch(sync=True) as batch:
-                batch.delete(keys.file(si))
-                batch.put(keys.removing(si), codec.dumps(record))
+                for key, value in {**entries, **also}.items():
+                    batch.delete(key) if value is None else batch.put(key, value)
             self.file_writes += 1
-            return record
+            return bool(entries)
 
     def known_file(self, si: bytes) -> bool:
         """Whether this node has a record of the file `si` it placed: listed, or its removal not finished."""
@@ -705,6 +710,16 @@ class ShareStore:
 
 
 _NO_KEY = b"\xff\xff"  # above every key: a compaction of it alone has nothing to compact
+
+
+def removal_entries(read: Callable[[bytes], bytes | None], si: bytes, at: int) -> dict[bytes, bytes | None]:
+    """What takes the listed file `si` out of the listing as `ShareStore.begin_removal` does (None: a key deleted),
+    read through `read`; nothing if it is not listed.  A publication's rider writes them in its batch, under the
+    store's lock."""
+    raw = read(keys.file(si))
+    if raw is None:
+        return {}
+    return {keys.file(si): None, keys.removing(si): codec.dumps({**codec.loads(raw), "removed_at": at})}
 
 
 def _damage_mark(raw: bytes) -> tuple[str, str | None]:
