@@ -222,7 +222,7 @@ def test_a_jobs_files_and_lineage_fit_80_columns_with_every_id_whole(xsc_node, t
     assert module in lineage and job["id"] in lineage and job["inputs"][0]["sha256"] in lineage
 
 
-def test_an_earlier_runs_output_keeps_its_lineage_after_the_job_runs_again(xsc_node, tmp_path):
+def test_the_lineage_of_an_output_a_later_run_replaced_is_still_answered(xsc_node, tmp_path):
     source = tmp_path / "source"
     source.write_bytes(b"words to copy\n")
     cap = put(xsc_node, source)
