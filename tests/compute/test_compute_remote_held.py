@@ -91,6 +91,24 @@ async def test_remote_calls_hold_only_what_is_in_flight_and_unpaid_never_the_tab
     assert ledger.held(payer) == 0
 
 
+async def test_a_remote_call_holds_no_more_than_the_balance_shows_available_with_what_puts_promise_kept_aside(
+        node_factory) -> None:
+    gateway, provider, module, budget = await _pair(node_factory, 3)
+    response = await gateway.post(f"/v1/store/files?duration={3650 * 86400}", data=b"f" * 200_000)
+    assert response.status == 201, await response.json()
+    view = await (await gateway.get("/v1/ledger/accounts/client")).json()
+    assert view["promised"] > 0, view
+    # A budget above what the balance shows available, though below the credit left without what the put's leases
+    # promise (at this price a fuel is a micro-credit: a budget is the call's fuel and its memory's worth).
+    memory = budget - FUEL
+    over = view["available"] + view["promised"] // 2 - memory
+    status, body = await invoke(gateway, module, "add", 1, 2, fuel=over)
+    assert (status, body.get("code")) == (402, "insufficient-credit"), body
+    assert (body["available"], body["promised"]) == (view["available"], view["promised"]), body
+    status, body = await invoke(gateway, module, "add", 1, 2, fuel=view["available"] - memory)
+    assert status == 200 and body["provider"] == provider.app[IDENTITY].id, body
+
+
 async def test_a_gateway_refuses_to_pay_a_provider_total_above_its_own_tally(node_factory) -> None:
     gateway, provider, module, budget = await _pair(node_factory, 100)
     tabs = provider.app[NODE].paid.provider_tabs
@@ -345,8 +363,12 @@ async def test_a_gateway_keeps_nothing_of_the_providers_it_opened_tabs_with_but_
     authorized: list[str] = []
     slow_one = asyncio.Event()
 
+    async def promised(account: bytes) -> int:
+        return 0
+
     class Payments:
-        ledger = SimpleNamespace(hold_for=lambda auth, budget: None)
+        ledger = SimpleNamespace(hold_for=lambda auth, budget, promised: None, promised=promised)
+        payer = SimpleNamespace(public_key=b"p" * 32)
 
         def add_closer(self, *args, **kwargs) -> None:
             pass

@@ -127,6 +127,9 @@ class GatewayTabs:
 
     async def reserve(self, provider: str, price: int, budget: int) -> OpenTab:
         """The open tab with `provider` at `price` that covers `budget` more (opening one if needed)."""
+        # Kept aside from what the call may hold, as the payer's balance shows it; asked first: between finding a
+        # usable tab and reserving on it nothing waits (the tab could be closed meanwhile).
+        promised = await self.ledger.promised(self.payments.payer.public_key)
         tab = self._usable(provider, price, budget)
         if tab is None:
             async with self._opening.one(provider):
@@ -145,7 +148,7 @@ class GatewayTabs:
                             await self._drop(opened)
                         raise
                     tab = self._open[provider] = self._unpaid[auth.id] = opened
-        self.ledger.hold_for(tab.auth, budget)  # or InsufficientCredit: nothing reserved
+        self.ledger.hold_for(tab.auth, budget, promised=promised)  # or InsufficientCredit: nothing reserved
         tab.reserved += budget
         tab.in_flight += 1
         self._tally_changed(tab)  # written before the call is sent (`write_tallies`)
@@ -154,11 +157,12 @@ class GatewayTabs:
     async def reserve_alone(self, provider: str, price: int, budget: int) -> OpenTab:
         """A tab of its own for one piece of work (a job), closed as soon as it is answered: what is refused or
         abandoned on it is that work alone."""
+        promised = await self.ledger.promised(self.payments.payer.public_key)
         auth = await self.payments.authorize(provider, budget, JOB, ttl=TAB_TTL, hold=0)
         self.payments.keep_off(auth.id)
         tab = self._unpaid[auth.id] = OpenTab(provider, auth, price, closing=True)
         try:
-            self.ledger.hold_for(tab.auth, budget)
+            self.ledger.hold_for(tab.auth, budget, promised=promised)
             tab.reserved, tab.in_flight = budget, 1
             await self._first_tally(tab)
         except BaseException:
