@@ -335,7 +335,7 @@ class GatewayTabs:
         return tab
 
     def tallies(self) -> int:
-        """Tabs whose tally is on disk now (tests, status)."""
+        """Tabs whose tally is on disk now (tests)."""
         with self.db.iterator(prefix=keys.TAB_TALLIES, include_value=False) as it:
             return sum(1 for _ in it)
 
