@@ -164,6 +164,9 @@ _ARTIFACT = b"c/a/"  # + module hash + engine fingerprint (32) -> HMAC (32) + co
 _INVOCATIONS = b"c/n/"  # + module hash -> invocation count (8, big endian)
 _PROVENANCE = b"c/p/"  # + provenance id (16: time ns (8, big endian) + random (8)) -> signed record
 _TAB_RUNS = b"c/t/"  # + authorization id (32) + provenance id (16) -> amount (8) + fuel (8): a run on a peer's tab
+# + authorization id (32) -> this node's tally of its tab with a provider, until the tab is paid or dropped: what the
+# answers owe (8), the budgets of calls in flight or whose answer was lost (8), and how many of each (4, 4)
+_TAB_TALLY = b"c/y/"
 _PROVENANCE_HEAD = b"c/h/"  # + module hash -> id (16) of the module's newest provenance record on this node
 _UNSIGNED = b"c/q/"  # + provenance id -> b"": its record is durable and awaits its batch signature (compute/journal.py)
 _JOB = b"c/j/"  # + user public key (32) + job id (32) -> the job's record (JSON; compute/jobs.py)
@@ -225,6 +228,14 @@ def tab_runs(authorization_id: bytes) -> bytes:
 
 def tab_run(authorization_id: bytes, provenance_id: bytes) -> bytes:
     return _TAB_RUNS + authorization_id + provenance_id
+
+
+def tab_tally(authorization_id: bytes) -> bytes:
+    """This node's tally of one of its tabs with a provider (it pays)."""
+    return _TAB_TALLY + authorization_id
+
+
+TAB_TALLIES = _TAB_TALLY
 
 
 def job(user: bytes, job_id: bytes) -> bytes:

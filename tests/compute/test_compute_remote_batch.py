@@ -281,6 +281,22 @@ async def test_calls_that_come_while_one_is_in_flight_go_together_when_it_return
     assert batcher.batches == 5
 
 
+async def test_the_payers_tallies_are_written_once_before_each_request_and_a_failed_write_sends_nothing() -> None:
+    provider = FakeProvider(_honest)
+    requests_before: list[int] = []
+    batcher = InvokeBatcher(provider, stall=60, before_send=lambda: requests_before.append(len(provider.sent)))
+    await _burst(batcher, provider, 1 + MAX_BATCH_CALLS + 3)
+    assert len(provider.sent) == 3 and requests_before == [0, 1, 2]  # once a request, each before it went
+
+    def full() -> None:
+        raise OSError(28, "No space left on device")
+
+    batcher.before_send = full
+    with pytest.raises(OSError):
+        await batcher.invoke("http://b", "B", _body(0), lambda: b"", False)
+    assert len(provider.sent) == 3
+
+
 async def test_a_long_call_in_flight_holds_up_the_calls_behind_it_for_the_stall_at_most() -> None:
     provider = FakeProvider(_honest)
     provider.held = {INVOKE_PATH}  # the lone call runs long; batches are answered at once

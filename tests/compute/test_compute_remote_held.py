@@ -11,6 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 from tests.support.compute import deploy, invoke, invoke_at_once, peer_with_provider
+from tests.support.nodes import close_node
+from tests.support.waiting import eventually_async
 
 from xsc.compute import remote_tabs
 from xsc.compute.remote_tabs import JOB, TAB_CALLS
@@ -18,6 +20,7 @@ from xsc.errors import Conflict, DealRefused, InvalidArgument, PeerUnreachable
 from xsc.ledger.core.model import encode_authorization
 from xsc.net.compute import close_tab
 from xsc.compute.service import InvokeCall
+from xsc.db import open_database
 from xsc.node import CLIENT_IDENTITY, IDENTITY
 from xsc.node.appkeys import NODE
 
@@ -35,14 +38,19 @@ async def _pair(node_factory, credit_limit_budgets: int):
     module = await deploy(probe, "add")
     budget = probe.app[NODE].compute.budget(InvokeCall(module, "add", [1, 2], FUEL), PRICE)
     await probe.close()
-    gateway = await node_factory("gateway", **QUIET, market={**MARKET_TERMS, "offer_compute": False},
-                                 ledger={"credit_limit": credit_limit_budgets * budget})
+    gateway = await _gateway(node_factory, credit_limit_budgets * budget)
     await peer_with_provider(gateway, provider)
     assert await deploy(gateway, "add") == module
     status, body = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)  # the provider gets the module
     assert status == 200 and body["provider"] == provider.app[NODE].peers.identity.id, body
     await _settle(gateway)
     return gateway, provider, module, budget
+
+
+async def _gateway(node_factory, credit_limit: int):
+    """The gateway of `_pair` (started again from its data dir, if it ran before)."""
+    return await node_factory("gateway", **QUIET, market={**MARKET_TERMS, "offer_compute": False},
+                              ledger={"credit_limit": credit_limit})
 
 
 async def _settle(gateway) -> None:
@@ -81,6 +89,24 @@ async def test_remote_calls_hold_only_what_is_in_flight_and_unpaid_never_the_tab
     assert worst <= metered, f"held credit exceeded the in-flight budgets by {worst} (all metered: {metered})"
     assert await _paid(gateway, provider, before) == (-metered, metered)
     assert ledger.held(payer) == 0
+
+
+async def test_a_remote_call_holds_no_more_than_the_balance_shows_available_with_what_puts_promise_kept_aside(
+        node_factory) -> None:
+    gateway, provider, module, budget = await _pair(node_factory, 3)
+    response = await gateway.post(f"/v1/store/files?duration={3650 * 86400}", data=b"f" * 200_000)
+    assert response.status == 201, await response.json()
+    view = await (await gateway.get("/v1/ledger/accounts/client")).json()
+    assert view["promised"] > 0, view
+    # A budget above what the balance shows available, though below the credit left without what the put's leases
+    # promise (at this price a fuel is a micro-credit: a budget is the call's fuel and its memory's worth).
+    memory = budget - FUEL
+    over = view["available"] + view["promised"] // 2 - memory
+    status, body = await invoke(gateway, module, "add", 1, 2, fuel=over)
+    assert (status, body.get("code")) == (402, "insufficient-credit"), body
+    assert (body["available"], body["promised"]) == (view["available"], view["promised"]), body
+    status, body = await invoke(gateway, module, "add", 1, 2, fuel=view["available"] - memory)
+    assert status == 200 and body["provider"] == provider.app[IDENTITY].id, body
 
 
 async def test_a_gateway_refuses_to_pay_a_provider_total_above_its_own_tally(node_factory) -> None:
@@ -224,6 +250,54 @@ async def test_a_tab_nothing_ran_under_is_dropped_by_the_payment_retry_and_never
     assert chain.state(provider.app[IDENTITY].public_key).seq == seq
 
 
+@pytest.mark.parametrize("inflated, lost_answer", [(False, False), (True, False), (False, True)],
+                         ids=["honest", "inflated", "a call ran whose answer never came"])
+async def test_a_tab_a_gateway_left_open_when_killed_is_paid_no_more_than_its_tally_at_the_start(
+        node_factory, monkeypatch, inflated, lost_answer) -> None:
+    # What a kill -9 leaves: the tab open with three calls answered under it, never closed; the gateway starts
+    # again from its data dir and its payment retry closes the tab.  A provider that countersigns the whole cap then
+    # (knowing the gateway's memory of the tab died with it) is held to the tally the gateway wrote as it went.  A
+    # call the provider ran whose answer the gateway never heard (as one in flight at the kill) is in that tally.
+    gateway, provider, module, budget = await _pair(node_factory, 100)
+    credit_limit = gateway.app[NODE].config.ledger.credit_limit
+    before = _balances(gateway, provider)
+    monkeypatch.setattr(gateway.app[NODE].paid.gateway_tabs, "_spawn_close", lambda tab: None)  # nothing closes it
+    answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(3)]
+    assert all(status == 200 for status, _ in answers), answers
+    metered = sum(body["charge"] for _, body in answers)
+    if lost_answer:
+        batcher = gateway.app[NODE].paid.batcher
+        send = batcher.invoke
+
+        async def ran_unheard(*args, **kwargs):
+            await send(*args, **kwargs)
+            raise PeerUnreachable("connection reset by peer")
+
+        monkeypatch.setattr(batcher, "invoke", ran_unheard)
+        status, _ = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)
+        assert status >= 500
+        metered += answers[0][1]["charge"]  # the same call: the same charge
+    (tab,) = [a for a in gateway.app[NODE].ledger.pending() if a.job == JOB]
+    assert gateway.app[NODE].paid.gateway_tabs.tallies() == 1
+    await close_node(gateway)
+    if inflated:
+        ledger = provider.app[NODE].ledger
+        countersign = ledger.countersign
+        monkeypatch.setattr(ledger, "countersign", lambda payee, auth, amount, usage, **kw:
+                            countersign(payee, auth, auth.cap, usage, **kw))
+    gateway = await _gateway(node_factory, credit_limit)
+    node = gateway.app[NODE]
+    await eventually_async(lambda: tab.id not in {a.id for a in node.ledger.pending()},
+                           "the tab left open paid or dropped at the start", 30)
+    paid = tuple(after - was for after, was in zip(_balances(gateway, provider), before))
+    assert paid == ((0, tab.cap) if inflated else (-metered, metered))
+    assert node.paid.gateway_tabs.refused_receipts == (1 if inflated else 0)
+    assert node.ledger.holding() == {} and node.paid.gateway_tabs.tallies() == 0
+    for each in (gateway, provider):
+        report = await (await each.get("/v1/ledger/verify")).json()
+        assert report["ok"], report
+
+
 async def test_the_provider_prunes_the_run_records_of_every_settled_tab(node_factory) -> None:
     gateway, provider, module, _ = await _pair(node_factory, 100)
     tabs = provider.app[NODE].paid.provider_tabs
@@ -283,14 +357,18 @@ async def test_a_provider_tab_keeps_only_the_charge_of_a_call_whose_record_is_qu
     assert (tab.reserved, tab.in_flight, tab.total, tab.count) == (0, 0, 0, 0)
 
 
-async def test_a_gateway_keeps_nothing_of_the_providers_it_opened_tabs_with_but_the_one_opening_now() -> None:
+async def test_a_gateway_keeps_nothing_of_the_providers_it_opened_tabs_with_but_the_one_opening_now(tmp_path) -> None:
     """A tab is opened one at a time per provider; the providers called are whoever the matching or a stranger's
     provider records name, so what orders the opening is kept only while a tab is being opened or waited for."""
     authorized: list[str] = []
     slow_one = asyncio.Event()
 
+    async def promised(account: bytes) -> int:
+        return 0
+
     class Payments:
-        ledger = SimpleNamespace(hold_for=lambda auth, budget: None)
+        ledger = SimpleNamespace(hold_for=lambda auth, budget, promised: None, promised=promised)
+        payer = SimpleNamespace(public_key=b"p" * 32)
 
         def add_closer(self, *args, **kwargs) -> None:
             pass
@@ -304,7 +382,8 @@ async def test_a_gateway_keeps_nothing_of_the_providers_it_opened_tabs_with_but_
                 await slow_one.wait()
             return SimpleNamespace(id=os.urandom(32), cap=cap, expires_at=time.time() + ttl)
 
-    tabs = remote_tabs.GatewayTabs(payments=Payments(), client=None, peers=None)
+    db = open_database(tmp_path / "db")
+    tabs = remote_tabs.GatewayTabs(db=db, payments=Payments(), client=None, peers=None)
     first = asyncio.create_task(tabs.reserve("slow", 1, 10))
     second = asyncio.create_task(tabs.reserve("slow", 1, 10))  # waits for the first's tab rather than open one
     await asyncio.sleep(0)
@@ -314,3 +393,4 @@ async def test_a_gateway_keeps_nothing_of_the_providers_it_opened_tabs_with_but_
     slow_one.set()
     assert (await first) is (await second) and authorized.count("slow") == 1
     assert tabs.opening == 0
+    db.close()

@@ -75,3 +75,22 @@ async def test_held_credit_stops_invokes_from_overspending(node_factory) -> None
     client, provider = await _balances(node)
     assert client == -provider and provider == sum(b["charge"] for _, b in results)
     assert ledger.holding() == {}
+
+
+async def test_an_invoke_holds_no_more_than_the_balance_shows_available_with_what_puts_leases_promise_kept_aside(
+        node_factory) -> None:
+    price = 1_000_000  # a micro-credit per fuel, memory free: a call's budget is its fuel
+    node = await node_factory(ledger={"credit_limit": 1_000_000}, compute={"memory_price": 0},
+                              market={"compute_ask_floor": price, "compute_ask_ceiling": price, "compute_bid": price})
+    module = await deploy(node, "add")
+    response = await node.post(f"/v1/store/files?duration={3650 * 86400}", data=b"f" * 200_000)
+    assert response.status == 201, await response.json()
+    view = await (await node.get("/v1/ledger/accounts/client")).json()
+    assert view["promised"] > 0, view
+    # More than the balance shows available, though less than the credit left without what the put's leases promise.
+    over = view["available"] + view["promised"] // 2
+    status, body = await invoke(node, module, "add", 1, 2, fuel=over)
+    assert (status, body["code"]) == (402, "insufficient-credit"), body
+    assert (body["needed"], body["available"], body["promised"]) == (over, view["available"], view["promised"]), body
+    status, body = await invoke(node, module, "add", 1, 2, fuel=view["available"])
+    assert status == 200, body

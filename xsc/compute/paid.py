@@ -106,7 +106,8 @@ class PaidCompute:
         # (oldest first: each is awaited PUSH_WINDOW seconds from when it was asked)
         self._awaited: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
         self._verified: dict[str, Authorization] = {}  # authorizations (their hex) checked to pay this node
-        self.batcher = InvokeBatcher(client, gather=GATHER)  # tab calls to one provider go in self-clocked batches
+        # Tab calls to one provider go in self-clocked batches; what they may cost is on disk before each is sent.
+        self.batcher = InvokeBatcher(client, gather=GATHER, before_send=gateway_tabs.write_tallies)
 
     def loops(self) -> dict[str, Any]:
         return {"pushed-modules-sweep": self._sweep_loop}

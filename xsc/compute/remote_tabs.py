@@ -28,7 +28,14 @@ summed from there.  The gateway pays a receipt only up to its own tally (what th
 each call cost, plus the budgets of calls whose answer was lost), whether the close or the payment retry got
 it: a provider that inflates its total is not paid at all (the authorization is dropped; its receipt stays
 unpaid on its chain, both chains verify).
-After a gateway restart the tally is gone and a receipt is paid up to the cap the payer signed.
+
+The tally is on the gateway's disk too (`c/y/<auth>`), from the tab's opening (a synced write, before the
+authorization is shown to anyone) until the tab is paid or dropped, so a restart pays what was used and no
+more: the calls in flight when the gateway stopped count as lost ones (they may have run).  It is written
+unsynced, once per loop turn in which it changed and before any call it counts is sent (`write_tallies`, the
+batcher's `before_send`): one small write per batch of calls, never an fsync.  A kill -9 loses none of it (each
+write is in the kernel's hands before it returns); a crash of the machine may lose the writes since the
+database's last synced write (the tally is then as it was then).
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from typing import Any
 
 
 from .. import keys
-from ..db import Database
+from ..db import Database, Error as DatabaseError
 from ..errors import (AuthorizationReplayed, Conflict, DealRefused, Forbidden, InvalidArgument, NothingOwed,
                       PeerRefused, XscError)
 from ..identity import Identity, parse_public_id, public_id
@@ -54,7 +61,7 @@ from ..ledger.service import LedgerService
 from ..net.compute import close_tab
 from ..net.peer_client import PeerClient
 from ..ledger.receipts import check_receipt
-from ..tasks import Locks, stop
+from ..tasks import Locks, in_pool, stop
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +72,9 @@ TAB_TTL = 3600  # seconds a tab's authorization stays valid (the retry has this 
 TAB_METERS = frozenset({"fuel", "invokes"})
 _RUN = struct.Struct(">QQ")  # amount, fuel; then the public key (32) of the gateway whose call it was
 AUTH_ID_LEN = 32  # an authorization id: keys.tab_run(authorization id, provenance id)
+# A tab's tally on the gateway's disk: what the answers owe, the budgets of calls in flight or whose answer was
+# lost (they may have run), and how many calls of each.
+_TALLY = struct.Struct(">QQII")
 CLOSED_EMPTY = 4096  # tabs closed with nothing run under them, remembered (the newest) until they expire
 # The longest a tab's authorization may run from its first call here (a gateway's are TAB_TTL): a tab its gateway
 # lets expire can never be closed (no receipt is signed under an expired authorization), so its run records are
@@ -94,8 +104,9 @@ class OpenTab:
 
 
 class GatewayTabs:
-    def __init__(self, *, payments: Payments, client: PeerClient, peers: Any, interval: float = INTERVAL) -> None:
-        self.payments, self.client, self.peers, self.interval = payments, client, peers, interval
+    def __init__(self, *, db: Database, payments: Payments, client: PeerClient, peers: Any,
+                 interval: float = INTERVAL) -> None:
+        self.db, self.payments, self.client, self.peers, self.interval = db, payments, client, peers, interval
         self.ledger = payments.ledger
         self.refused_receipts = 0  # receipts above this node's tally, not paid (metrics, tests)
         self._open: dict[str, OpenTab] = {}
@@ -105,7 +116,9 @@ class GatewayTabs:
         self._opening: Locks[str] = Locks()  # provider -> one tab opened at a time (kept while in use)
         self._closing: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
-        payments.add_closer(JOB, self._close_for_retry, payable=self._payable)
+        self._changed: dict[bytes, OpenTab] = {}  # tabs whose tally changed since it was written, by authorization id
+        self._writing: asyncio.Handle | None = None
+        payments.add_closer(JOB, self._close_for_retry, payable=self._payable, paid=self._paid_by_retry)
 
     @property
     def opening(self) -> int:
@@ -114,6 +127,9 @@ class GatewayTabs:
 
     async def reserve(self, provider: str, price: int, budget: int) -> OpenTab:
         """The open tab with `provider` at `price` that covers `budget` more (opening one if needed)."""
+        # Kept aside from what the call may hold, as the payer's balance shows it; asked first: between finding a
+        # usable tab and reserving on it nothing waits (the tab could be closed meanwhile).
+        promised = await self.ledger.promised(self.payments.payer.public_key)
         tab = self._usable(provider, price, budget)
         if tab is None:
             async with self._opening.one(provider):
@@ -124,24 +140,34 @@ class GatewayTabs:
                         self._retire(old)
                     auth = await self.payments.authorize(provider, budget * TAB_CALLS, JOB, ttl=TAB_TTL, hold=0)
                     self.payments.keep_off(auth.id)  # the retry closes no tab still open (until `_close`)
-                    tab = self._open[provider] = self._unpaid[auth.id] = OpenTab(provider, auth, price)
-        self.ledger.hold_for(tab.auth, budget)  # or InsufficientCredit: nothing reserved
+                    opened = OpenTab(provider, auth, price)
+                    try:
+                        await self._first_tally(opened)
+                    except BaseException:
+                        with self.payments.working(auth.id):
+                            await self._drop(opened)
+                        raise
+                    tab = self._open[provider] = self._unpaid[auth.id] = opened
+        self.ledger.hold_for(tab.auth, budget, promised=promised)  # or InsufficientCredit: nothing reserved
         tab.reserved += budget
         tab.in_flight += 1
+        self._tally_changed(tab)  # written before the call is sent (`write_tallies`)
         return tab
 
     async def reserve_alone(self, provider: str, price: int, budget: int) -> OpenTab:
         """A tab of its own for one piece of work (a job), closed as soon as it is answered: what is refused or
         abandoned on it is that work alone."""
+        promised = await self.ledger.promised(self.payments.payer.public_key)
         auth = await self.payments.authorize(provider, budget, JOB, ttl=TAB_TTL, hold=0)
         self.payments.keep_off(auth.id)
         tab = self._unpaid[auth.id] = OpenTab(provider, auth, price, closing=True)
         try:
-            self.ledger.hold_for(tab.auth, budget)
+            self.ledger.hold_for(tab.auth, budget, promised=promised)
+            tab.reserved, tab.in_flight = budget, 1
+            await self._first_tally(tab)
         except BaseException:
             await self._drop(tab)
             raise
-        tab.reserved, tab.in_flight = budget, 1
         return tab
 
     async def abandon(self, tab: OpenTab, budget: int) -> None:
@@ -197,11 +223,13 @@ class GatewayTabs:
 
     def answered(self, tab: OpenTab, budget: int, amount: int | None) -> None:
         """A call on `tab` ended: it owes `amount` (None: refused before it ran, or its answer was lost)."""
+        self._tally_changed(tab)  # (before `_ended` may spawn its close: the write comes first)
         self._ended(tab, budget, amount)
         self.ledger.unhold_for(tab.auth, budget - (amount or 0))  # only what it owes stays held
 
     def lost(self, tab: OpenTab, budget: int) -> None:
-        """A call on `tab` whose answer was lost: it may have run, so its budget stays held until the tab is paid."""
+        """A call on `tab` whose answer was lost: it may have run, so its budget stays held until the tab is paid.
+        (Its tally on disk is unchanged: a call in flight counts there as a lost one.)"""
         tab.unknown += 1
         tab.lost_budget += budget
         self._ended(tab, budget, None)
@@ -243,6 +271,7 @@ class GatewayTabs:
                 if not await self._payable(tab.auth, receipt):
                     return
                 await self.payments.complete(tab.provider, tab.auth, answer, meters=TAB_METERS)
+                self._forget_tally(tab.auth.id)
             except (XscError, OSError) as exc:  # the payment retry closes it later
                 log.info("closing a tab with %s failed (%s); the payment retry closes it", tab.provider, exc)
                 self.payments.wake()
@@ -251,14 +280,77 @@ class GatewayTabs:
         """Nothing of `tab` is paid: its authorization is dropped (what it held released), and its tally forgotten."""
         await self.payments.refused(tab.auth)
         self._unpaid.pop(tab.auth.id, None)
+        self._forget_tally(tab.auth.id)
+
+    # --- the tallies on disk ------------------------------------------------------------------------------
+    async def _first_tally(self, tab: OpenTab) -> None:
+        """A tab's first tally, synced: on disk before its authorization is shown to anyone (a call, or the retry's
+        close, would show it to its provider, who could countersign up to its cap)."""
+        await in_pool(None, functools.partial(self.db.put, keys.tab_tally(tab.auth.id), _tally(tab), sync=True))
+
+    def _tally_changed(self, tab: OpenTab) -> None:
+        self._changed[tab.auth.id] = tab
+        if self._writing is None:
+            self._writing = asyncio.get_running_loop().call_soon(self._write_soon)
+
+    def _write_soon(self) -> None:
+        self._writing = None
+        try:
+            self.write_tallies()
+        except Exception:  # kept to write with the next change, or before the next call is sent
+            log.exception("writing the tallies of %d tab(s) failed", len(self._changed))
+
+    def write_tallies(self) -> None:
+        """Write the tallies changed since they were last written, in one unsynced write: once per loop turn in
+        which they changed, and before any call is sent (`InvokeBatcher.before_send`), so what a provider may
+        have run is on disk before it can run it.  Raises if the write fails (the call is then not sent)."""
+        if not self._changed:
+            return
+        changed = list(self._changed.values())
+        with self.db.write_batch() as batch:
+            for tab in changed:
+                batch.put(keys.tab_tally(tab.auth.id), _tally(tab))
+        for tab in changed:
+            if self._changed.get(tab.auth.id) is tab:
+                del self._changed[tab.auth.id]
+
+    def _forget_tally(self, authorization_id: bytes) -> None:
+        """The tab is paid or dropped: its tally is of no more use (deleted unsynced: one a crash leaves is deleted
+        at the next start, its authorization no longer pending)."""
+        self._changed.pop(authorization_id, None)
+        try:
+            self.db.delete(keys.tab_tally(authorization_id))
+        except (DatabaseError, OSError) as exc:
+            log.warning("deleting the tally of tab %s failed (%s): the next start deletes it", authorization_id.hex(),
+                        exc)
+
+    def _restored(self, auth: Authorization) -> OpenTab | None:
+        """The tally on disk of a tab an earlier run of this node left pending, as a tab closing (None: none)."""
+        value = self.db.get(keys.tab_tally(auth.id))
+        if value is None:
+            return None
+        metered, at_risk, count, unknown = _TALLY.unpack(value)
+        tab = self._unpaid[auth.id] = OpenTab(public_id(auth.payee), auth, 0, metered=metered, count=count,
+                                              unknown=unknown, lost_budget=at_risk, closing=True)
+        return tab
+
+    def tallies(self) -> int:
+        """Tabs whose tally is on disk now (tests)."""
+        with self.db.iterator(prefix=keys.TAB_TALLIES, include_value=False) as it:
+            return sum(1 for _ in it)
+
+    async def _paid_by_retry(self, auth: Authorization, receipt: Receipt) -> None:
+        self._unpaid.pop(auth.id, None)
+        self._forget_tally(auth.id)
 
     async def _payable(self, auth: Authorization, receipt: Receipt) -> bool:
         """Whether the provider's receipt for a tab is at most this node's tally of it (what the provider's answers
         said, and what lost calls may have cost); else nothing of the tab is paid and False.  The closing of the tab
         and the payment retry alike ask it: a provider that countersigns an inflated total and drops the answer to
         the close would otherwise be paid it by the retry, which fetches the receipt it holds.  A tab this run did
-        not open (a restart lost the tally) is paid up to the cap its payer signed."""
-        tab = self._unpaid.get(auth.id)
+        not open is held to the tally this node wrote for it (the calls in flight when it stopped counting as lost);
+        one it kept no tally of (a placed function's) is paid up to the cap its payer signed."""
+        tab = self._unpaid.get(auth.id) or self._restored(auth)
         if tab is None:
             return True
         tally = tab.metered + tab.lost_budget
@@ -277,6 +369,15 @@ class GatewayTabs:
         return check_receipt(provider, answer, auth, meters=TAB_METERS)
 
     def start(self) -> None:
+        """Take up the tallies of the tabs the last run left pending; delete those of tabs paid or dropped since."""
+        pending = {auth.id: auth for auth in self.ledger.pending()}
+        with self.db.iterator(prefix=keys.TAB_TALLIES, include_value=False) as it:
+            ids = [key[len(keys.TAB_TALLIES):] for key in it]
+        for auth_id in ids:
+            if auth_id not in pending:
+                self._forget_tally(auth_id)
+            elif auth_id not in self._unpaid:
+                self._restored(pending[auth_id])
         self._task = asyncio.create_task(self._run(), name="xsc-remote-tabs")
 
     async def _run(self) -> None:
@@ -291,12 +392,22 @@ class GatewayTabs:
                 pending = {auth.id for auth in self.ledger.pending()}
                 for auth_id in [a for a in self._unpaid if a not in pending]:
                     del self._unpaid[auth_id]
+                    self._forget_tally(auth_id)
 
     async def close(self) -> None:
         await stop(self._task)
         for provider in list(self._open):
             self._retire(self._open.pop(provider))
         await asyncio.gather(*self._closing, return_exceptions=True)
+        if self._writing is not None:
+            self._writing.cancel()
+            self._writing = None
+        self.write_tallies()  # of the tabs whose close failed: the next start's retry pays them up to these
+
+
+def _tally(tab: OpenTab) -> bytes:
+    """A tab's tally as written: the calls in flight count as lost ones (if this node stops, they may have run)."""
+    return _TALLY.pack(tab.metered, tab.lost_budget + tab.reserved, tab.count, tab.unknown + tab.in_flight)
 
 
 # --- provider side -------------------------------------------------------------------------------------

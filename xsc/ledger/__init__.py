@@ -11,6 +11,8 @@ services that pay or are paid)::
         # an account's view; the client account's keeps aside what its puts' leases still promise
         # (the `promised` callable given at construction), as a put's credit check does
     await ledger.hold(payer_identity, amount)       # ensure_credit, then set the amount aside
+        # (a compute call's check: what the payer's puts' leases promise is kept aside, as its balance shows)
+    await ledger.promised(account_key)             # what that is (0 but for the client account)
     ledger.settle_later(payer_identity, payee_identity, amount, usage, job_ref, held=budget)
         # queue the settlement without waiting for its fsync; the held budget is replaced by the amount
         # at once, and that is released once it is written

@@ -93,12 +93,21 @@ class LedgerService:
             raise rules.credit_error(account, spendable, amount, self.credit_limit, promised)
 
     async def hold(self, payer: Identity, amount: int) -> None:
-        """Set `amount` aside for a settlement that will follow (`settle_later`), or raise InsufficientCredit.
+        """Set `amount` aside for work about to run (a compute call) whose settlement will follow (`settle_later`),
+        or raise InsufficientCredit: the payer may hold what its balance shows `available`, what its puts' leases
+        promise kept aside (`promised`).
 
         Held credit counts as spent for every later `ensure_credit` and `hold`, so work paid by
         settlements that are not yet written can never add up to more than the payer may spend."""
-        await self.ensure_credit(payer, amount)
+        await self.ensure_credit(payer, amount, promised=await self.promised(payer.public_key))
         self._held[payer.public_key] = self._held.get(payer.public_key, 0) + amount
+
+    async def promised(self, account: bytes) -> int:
+        """What `account`'s storage leases will still cost it (StorageService.promised): the client account's alone
+        has leases of its own to pay; 0 for any other."""
+        if account != self._client or self._promised is None:
+            return 0
+        return await self._promised()
 
     def settle_later(self, payer: Identity, payee: Identity, amount: int, usage: dict[str, int], job_ref: str,
                      *, held: int) -> None:
@@ -211,7 +220,9 @@ class LedgerService:
         held = cap if hold is None else hold
         if not 0 <= held <= cap:
             raise InvalidArgument(f"the amount held {held} must be 0 to the cap {cap}")
-        await self.hold(payer, held)
+        # Not `hold`: what the leases promise is paid through authorizations like this one (a storage period's).
+        await self.ensure_credit(payer, held)
+        self._held[payer.public_key] = self._held.get(payer.public_key, 0) + held
         try:
             auth = authorize(payer, payee, cap, job_ref, int(time.time()) + ttl, os.urandom(16))
             await asyncio.get_running_loop().run_in_executor(self._writer, self.store.add_pending, auth, claim_bytes)
@@ -222,14 +233,15 @@ class LedgerService:
         self._auth_held[auth.id] = held
         return auth
 
-    def hold_for(self, auth: Authorization, amount: int) -> None:
+    def hold_for(self, auth: Authorization, amount: int, *, promised: int = 0) -> None:
         """Hold `amount` more under pending authorization `auth` (work it pays is starting), or raise
-        InsufficientCredit.  Never above its cap: the most the payee may claim is held already."""
+        InsufficientCredit; `promised` (`promised(auth.payer)`, for a compute call) kept aside, as `hold` does.
+        Never above its cap: the most the payee may claim is held already."""
         held = self._auth_held.get(auth.id)
         if held is None:
             raise AuthorizationNotPending(f"authorization {auth.id.hex()} is not pending here")
         more = min(amount, auth.cap - held)
-        self._ensure_credit(auth.payer, more)
+        self._ensure_credit(auth.payer, more, promised)
         self._held[auth.payer] = self._held.get(auth.payer, 0) + more
         self._auth_held[auth.id] = held + more
 
@@ -377,7 +389,7 @@ class LedgerService:
         its `available` is what a put's credit check lets it spend."""
         if account != self._client or self._promised is None:
             return self.account_view(account)
-        return self.account_view(account, await self._promised())
+        return self.account_view(account, await self.promised(account))
 
     def account_view(self, account: bytes, promised: int | None = None) -> dict[str, Any]:
         """The account's balance, credit and what it can spend; with `promised`, that much less (and said)."""

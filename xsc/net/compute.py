@@ -153,12 +153,15 @@ class InvokeBatcher:
     `stall`: seconds queued calls wait for a request in flight to return, at most; then they go anyway, as one
     more request in flight (a long call in flight, up to its timeout, must not hold up the calls behind it).
     `gather`: seconds a queue waits, at most, for the callers of a request that returned to call again (0: none
-    waits; a call to a lane with nothing in flight goes at once)."""
+    waits; a call to a lane with nothing in flight goes at once).
+    `before_send`: called just before each request carrying calls is sent: what must be on the payer's disk before
+    a provider may run them (the gateway's tallies of its tabs) is written there, once for the whole batch."""
 
     def __init__(self, client: PeerClient, *, max_calls: int = MAX_BATCH_CALLS, max_bytes: int = MAX_BATCH_BYTES,
-                 stall: float = STALL, gather: float = 0.0) -> None:
+                 stall: float = STALL, gather: float = 0.0, before_send: Callable[[], None] = lambda: None) -> None:
         self.client, self.max_calls, self.max_bytes, self.stall = client, max_calls, max_bytes, stall
         self.gather = gather
+        self.before_send = before_send
         self._lanes: OrderedDict[str, _Lane] = OrderedDict()  # the least recently used first
         self._pushes: dict[tuple[str, str], asyncio.Future] = {}
         self._batches: set[asyncio.Task] = set()
@@ -352,6 +355,7 @@ class InvokeBatcher:
             return err
 
     async def _one(self, url: str, provider: str, entry: bytes) -> dict[str, Any]:
+        self.before_send()
         response = await _invoke(self.client, url, provider, EncodedJson(entry))
         try:
             return _checked(url, response.json(), "tab")
@@ -363,6 +367,7 @@ class InvokeBatcher:
         body = EncodedJson(b'{"calls":[' + b",".join(entries) + b"]}")
         self.batches += 1
         self.batched += len(entries)
+        self.before_send()
         try:
             response = await self.client.request(url, "POST", INVOKES_PATH, json=body, to=provider, kept=True,
                                                  max_size=invoke_answer_bound(len(body), len(entries)))

@@ -302,7 +302,7 @@ class Node:
         config, identity, payer, metrics = self.config, self.identity, self.payer, self.metrics
         self.tabs = Tabs(ledger=self.ledger, identities=[payer, identity], interval=config.ledger.tab_interval,
                          threshold=config.ledger.tab_threshold, max_refs=config.ledger.tab_max_refs)
-        self.gateway_tabs = GatewayTabs(payments=self.payments, client=self.client, peers=self.peers)
+        self.gateway_tabs = GatewayTabs(db=self.db, payments=self.payments, client=self.client, peers=self.peers)
         self.provider_tabs = ProviderTabs(db=self.db, ledger=self.ledger, node=identity)
         self.paid = PaidCompute(
             compute=self.compute, market=self.market, dealing=self.dealing, ledger=self.ledger, payments=self.payments,
