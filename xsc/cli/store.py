@@ -346,6 +346,8 @@ def _report(report: dict, as_json: bool, presence_only: bool = False, wide: bool
             bad = [f"share {s['share']} segment {b}" for s in report["shares"] for b in s.get("bad_blocks") or []]
             prose(f"{report['intact']} of {total} shares intact: {state}"
                   + (f"; bad blocks: {', '.join(bad[:12])}{' …' if len(bad) > 12 else ''}" if bad else ""))
+        if report.get("repair_problem"):
+            click.echo(f"warning: its last repair failed: {report['repair_problem']}", err=True)
     if not report["healthy"]:
         sys.exit(1)
 
