@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from xsc.storage import Capability
+from xsc.storage.core import layout
 
 from tests.support.blocks import change_block, corrupt_block
 from tests.support.nodes import kill_all
@@ -299,6 +300,32 @@ def test_a_share_lost_mid_put_by_a_spread_put_is_rebuilt_on_another_node_not_the
     eventually(lambda: _check(gateway, result["capability"])["healthy"], "the repair loop to rebuild the share")
     node = _check(gateway, result["capability"])["shares"][lost]["node"]
     assert node not in (me, gone), node
+    assert gateway.xsc("store", "get", result["capability"]).stdout == data
+
+
+@pytest.mark.slow
+def test_a_share_lost_mid_put_is_rebuilt_on_another_node_when_the_gateway_has_room_for_its_own_shares_only(
+        node_process) -> None:
+    """A put that keeps 4 shares on a gateway with room for those 4 and no more, the holder of another kill -9'd while
+    the blocks go: the share is not left for the gateway to rebuild (its repair would fail there for good, with no
+    room) but rebuilt on the holder left."""
+    data = os.urandom(3 * 1024 * 1024 + 11)  # 4 segments
+    share = layout.share_bytes(len(data), 1024 * 1024)
+    room = {**FAST, "XSC_STORAGE_CAPACITY": str(4 * share + share // 2)}
+    gateway, holders = _joined(node_process, 2, gateway_env=room)
+    ids, me = [node_id(n) for n in holders], node_id(gateway)
+
+    def first_holder():
+        eventually(lambda: all(_uploads_in_progress(h) > 0 for h in holders), "both holders to hold an upload")
+        return holders[0]
+
+    status, result, _ = _put_with_a_holder_killed_half_way(gateway, data, "name=no-room.bin", first_holder)
+    assert status == 201, result
+    assert result["placement"].count(me) == 5 and ids[1] in result["placement"], result
+    assert result["lost"].startswith(f"node {ids[0]} failed share ") and result["lost"].endswith("on another node")
+    lost = int(result["lost"].split(" failed share ")[1].split(" ")[0])
+    eventually(lambda: _check(gateway, result["capability"])["healthy"], "the repair loop to rebuild the share")
+    assert _check(gateway, result["capability"])["shares"][lost]["node"] == ids[1]
     assert gateway.xsc("store", "get", result["capability"]).stdout == data
 
 
