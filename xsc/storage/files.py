@@ -526,20 +526,18 @@ class StorageService:
             away, not_here = set((record or {}).get("away", ())), ""
             if self.me in wanted.get("avoid", ()):
                 away, not_here = set(range(K + M)), "the put named this node in --avoid"
-            within = quotes.describe_filters(wanted, self.me)
             try:
                 result = await self.gateway.repair(cap, holders, names, relocate=relocate, me=self.me, fetched=fetched,
                                                    progress=progress, away=away, not_here=not_here,
                                                    placed=self._deals_follow(moved) if fetched is None
                                                    else self._adopting(cap, fetched, moved))
             except MarketNoDeal as err:
-                if within:
-                    err = MarketNoDeal(err.message.replace(" of this file, ", f" of this file within its put's "
-                                                           f"filters ({within}), ", 1),
-                                       hint=err.hint.replace("offer storage", "offer storage and meet those filters"),
-                                       **err.details)
+                err = _within(err, quotes.describe_filters(wanted, self.me))
                 self.unplaced.note(cap.storage_index, err.with_hint)
                 raise err from None
+            except Exception:
+                self.unplaced.drop(cap.storage_index)  # what `check` and `verify` tell is the last repair's
+                raise
             self.unplaced.drop(cap.storage_index)
             if result["repaired"] and self.locator is not None:
                 self.locator.placed(cap.storage_index, list(result["placement"]))
@@ -613,6 +611,17 @@ class StorageService:
                 "shares": store.shares_held,
                 "gets": {"open": self.gateway.gets_open, "passed_on": self.gateway.passing_on,
                          "tag_failures": self.gateway.tag_failures}}
+
+
+def _within(err: MarketNoDeal, filters: str) -> MarketNoDeal:
+    """A repair's "no other node takes share s of this file" naming the put's filters (`filters`: as the user gave
+    them, "" for none) that left no node to take it."""
+    if not filters:
+        return err
+    said = err.message.replace(" of this file, ", f" of this file within its put's filters ({filters}), ", 1)
+    return MarketNoDeal(said,
+                        hint=(err.hint or "").replace("offer storage", "offer storage and meet those filters") or None,
+                        **err.details)
 
 
 async def _release_strays(service: StorageService) -> None:
