@@ -142,6 +142,8 @@ def test_repairs_place_the_shares_they_rebuild_within_the_put_s_avoid_or_fail_sa
     assert "within its put's filters" in json.loads(verify.stdout)["repair_problem"]
     told = gateway.xsc("store", "verify", cap).stderr.decode()
     assert "warning: its last repair failed: no other node takes share" in told, told
+    every = json.loads(gateway.xsc("store", "verify", "--all", "--json").stdout)["files"]
+    assert "its last repair failed: no other node takes share" in every[0]["detail"], every
 
     joined = node_process("d", extra_args=["--peer", gateway.url], env=FAST)
     new = node_id(joined)
