@@ -232,8 +232,8 @@ async def quote(dealing: Dealing, segment_size: int, size: int | None, seconds: 
     used, capacity = market.storage_usage()
     # A share lost during the put is rebuilt where the put would have kept it: here only if the put keeps shares here
     # on purpose and one more fits beside those it keeps (rebuilt here without room, its repair would fail for good).
-    room = capacity - used - found.nodes.count(me) * share_bytes
-    found.home_offers, found.away = home_offers, not home_offers or spread or room < share_bytes
+    spare = capacity - used - found.nodes.count(me) * share_bytes
+    found.home_offers, found.away = home_offers, not home_offers or spread or spare < share_bytes
     found.filters = {**wanted, "spread": spread}
     return found
 
