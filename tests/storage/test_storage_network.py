@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from xsc.storage import Capability
+from xsc.storage.core import layout
 
 from tests.support.blocks import change_block, corrupt_block
 from tests.support.nodes import kill_all
@@ -231,10 +232,11 @@ def _uploads_in_progress(node) -> int:
     return api(node, "GET", "/v1/node/status")[1]["share_uploads"]["in_progress"]
 
 
-def _put_with_a_holder_killed_half_way(gateway, data: bytes, query: str, victim: Callable[[], Any]):
+def _put_with_a_holder_killed_half_way(gateway, data: bytes, query: str, victim: Callable[[], Any],
+                                       stop: Callable[[Any], None] = lambda node: node.kill()):
     """A put of `data` through the gateway's API (`query`: the put's parameters), half of its body sent; then the
-    holder `victim()` names (once the put's uploads are under way) killed with kill -9, and the rest sent: the
-    answer's status, its body and the node killed."""
+    holder `victim()` names (once the put's uploads are under way) killed with kill -9 (or `stop`ped), and the rest
+    sent: the answer's status, its body and the node killed."""
     parts = urlsplit(gateway.url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     try:
@@ -244,7 +246,7 @@ def _put_with_a_holder_killed_half_way(gateway, data: bytes, query: str, victim:
         conn.endheaders()
         conn.send(data[:len(data) // 2])  # paused here, the put sends on what it holds for the holders
         killed = victim()
-        killed.kill()
+        stop(killed)
         conn.send(data[len(data) // 2:])
         response = conn.getresponse()
         return response.status, json.loads(response.read()), killed
@@ -276,6 +278,34 @@ def test_a_holder_killed_in_the_middle_of_a_put_loses_its_share_not_the_put(node
 
 
 @pytest.mark.slow
+def test_a_holder_frozen_in_the_middle_of_a_put_loses_its_share_not_the_put(node_process) -> None:
+    """A holder SIGSTOPped while a put's blocks go to it (it keeps its connections and answers nothing): once
+    peers.request_timeout passes without an answer it is lost as a killed one is, and the put completes without its
+    share, the file byte-exact, the share rebuilt by the repair loop."""
+    short = {**FAST, "XSC_PEERS_REQUEST_TIMEOUT": "2"}
+    gateway, holders = _joined(node_process, 2, gateway_env=short)
+    ids = [node_id(n) for n in holders]
+    data = os.urandom(3 * 1024 * 1024 + 11)  # 4 segments
+
+    def first_holder():
+        eventually(lambda: all(_uploads_in_progress(h) > 0 for h in holders), "both holders to hold an upload")
+        return holders[0]
+
+    try:
+        status, result, _ = _put_with_a_holder_killed_half_way(gateway, data, "name=frozen.bin", first_holder,
+                                                                stop=lambda node: node.send(signal.SIGSTOP))
+        assert status == 201, result
+        assert result["lost"].startswith(f"node {ids[0]} failed share "), result
+        assert ids[0] not in result["placement"] and ids[1] in result["placement"], result
+        cap = result["capability"]
+        assert gateway.xsc("store", "get", cap, timeout=60).stdout == data
+        eventually(lambda: _check(gateway, cap)["healthy"], "the repair loop to rebuild the lost share")
+        assert gateway.xsc("store", "get", cap, timeout=60).stdout == data
+    finally:
+        holders[0].send(signal.SIGCONT)
+
+
+@pytest.mark.slow
 def test_a_share_lost_mid_put_by_a_spread_put_is_rebuilt_on_another_node_not_the_gateway(node_process) -> None:
     """A `--spread` put (the market places all six shares, none kept home on purpose) over the gateway and three
     holders, a holder of one share kill -9'd while the blocks go: the repair loop rebuilds that share on a holder
@@ -299,6 +329,32 @@ def test_a_share_lost_mid_put_by_a_spread_put_is_rebuilt_on_another_node_not_the
     eventually(lambda: _check(gateway, result["capability"])["healthy"], "the repair loop to rebuild the share")
     node = _check(gateway, result["capability"])["shares"][lost]["node"]
     assert node not in (me, gone), node
+    assert gateway.xsc("store", "get", result["capability"]).stdout == data
+
+
+@pytest.mark.slow
+def test_a_share_lost_mid_put_is_rebuilt_on_another_node_when_the_gateway_has_room_for_its_own_shares_only(
+        node_process) -> None:
+    """A put that keeps 4 shares on a gateway with room for those 4 and no more, the holder of another kill -9'd while
+    the blocks go: the share is not left for the gateway to rebuild (its repair would fail there for good, with no
+    room) but rebuilt on the holder left."""
+    data = os.urandom(3 * 1024 * 1024 + 11)  # 4 segments
+    share = layout.share_bytes(len(data), 1024 * 1024)
+    room = {**FAST, "XSC_STORAGE_CAPACITY": str(4 * share + share // 2)}
+    gateway, holders = _joined(node_process, 2, gateway_env=room)
+    ids, me = [node_id(n) for n in holders], node_id(gateway)
+
+    def first_holder():
+        eventually(lambda: all(_uploads_in_progress(h) > 0 for h in holders), "both holders to hold an upload")
+        return holders[0]
+
+    status, result, _ = _put_with_a_holder_killed_half_way(gateway, data, "name=no-room.bin", first_holder)
+    assert status == 201, result
+    assert result["placement"].count(me) == 5 and ids[1] in result["placement"], result
+    assert result["lost"].startswith(f"node {ids[0]} failed share ") and result["lost"].endswith("on another node")
+    lost = int(result["lost"].split(" failed share ")[1].split(" ")[0])
+    eventually(lambda: _check(gateway, result["capability"])["healthy"], "the repair loop to rebuild the share")
+    assert _check(gateway, result["capability"])["shares"][lost]["node"] == ids[1]
     assert gateway.xsc("store", "get", result["capability"]).stdout == data
 
 

@@ -69,7 +69,8 @@ def put(obj, file: str, name: str | None, duration: str | None, max_price: int |
         prefer: tuple[str, ...], spread: bool, min_availability: str | None, as_json: bool) -> None:
     """Store FILE (or - for stdin); prints its capability as the last line.
 
-    Beside the data dir's node, FILE is handed to the node, which reads it itself; else it is sent over HTTP."""
+    Beside the data dir's node, FILE is handed to the node, which reads it itself; else it is sent over HTTP.  The
+    file keeps --avoid, --prefer and --min-availability: its repairs place the shares they rebuild by them too."""
     seconds = _duration(duration)
     if file == "-":
         stream, size, name = sys.stdin.buffer, None, name or "stdin"
@@ -346,6 +347,8 @@ def _report(report: dict, as_json: bool, presence_only: bool = False, wide: bool
             bad = [f"share {s['share']} segment {b}" for s in report["shares"] for b in s.get("bad_blocks") or []]
             prose(f"{report['intact']} of {total} shares intact: {state}"
                   + (f"; bad blocks: {', '.join(bad[:12])}{' …' if len(bad) > 12 else ''}" if bad else ""))
+        if report.get("repair_problem"):
+            click.echo(f"warning: its last repair failed: {report['repair_problem']}", err=True)
     if not report["healthy"]:
         sys.exit(1)
 

@@ -71,6 +71,9 @@ async def deep_check(storage, *, repair: bool, progress: Progress | None = None,
             outcome.update(state=state, intact=report["intact"])
             if state not in HEALTHY and "detail" not in outcome and _why(report):
                 outcome["detail"] = _why(report)
+            if state not in HEALTHY and report.get("repair_problem"):  # (StorageService.unplaced)
+                said = f"its last repair failed: {report['repair_problem']}"
+                outcome["detail"] = f"{outcome['detail']}; {said}" if outcome.get("detail") else said
         except NotEnoughShares as err:
             outcome.update(state="not recoverable", detail=err.with_hint)
         except XscError as err:

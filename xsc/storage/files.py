@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, replace
@@ -21,7 +22,7 @@ from typing import Any
 
 
 from .. import db
-from ..errors import (BadRequest, DiskFull, NotEnoughShares, NotFound, PeerNotFound, PeerUnreachable,
+from ..errors import (BadRequest, DiskFull, MarketNoDeal, NotEnoughShares, NotFound, PeerNotFound, PeerUnreachable,
                       XscError)
 from ..identity import Identity
 from ..ledger.service import LedgerService
@@ -90,6 +91,29 @@ def reader(data: bytes) -> ReadFn:
     return read
 
 
+class Unplaced:
+    """The files whose last repair found no node to take a share where it may go (storage index -> what that repair
+    said), told by `check` and `verify` until a repair of the file succeeds or it is removed.  In memory, the newest
+    MAX: after a restart the repair loop finds it again."""
+
+    MAX = 1024
+
+    def __init__(self) -> None:
+        self._said: OrderedDict[bytes, str] = OrderedDict()
+
+    def note(self, si: bytes, said: str) -> None:
+        self._said.pop(si, None)
+        self._said[si] = said
+        while len(self._said) > self.MAX:
+            self._said.popitem(last=False)
+
+    def drop(self, si: bytes) -> None:
+        self._said.pop(si, None)
+
+    def of(self, si: bytes) -> str | None:
+        return self._said.get(si)
+
+
 async def _outcome(put: Awaitable[dict[str, Any]]) -> dict[str, Any] | Exception:
     try:
         return await put
@@ -121,6 +145,7 @@ class StorageService:
         self.shares_lost = shares_lost  # set once a put lost shares: the audits start their repair (AuditService)
         self.strays_interval = strays_interval  # seconds between attempts to delete the copies noted (note_strays)
         self.repair_locks: Locks[bytes] = Locks()  # storage index -> one repair (or removal) of the file at a time
+        self.unplaced = Unplaced()  # files whose last repair found nowhere to put a share
         self._view: tuple[int, list[dict], dict[str, int]] | None = None  # files_view's reading, see there
         self._finishing: asyncio.Future | None = None  # start(): removals a crash cut short
         self.placing = SharePlacing(gateway=gateway, deals=deals, dealing=dealing, terms=terms, peers=peers,
@@ -297,7 +322,8 @@ class StorageService:
         try:
             return await self.gateway.put(read, size, name, place=self._placer(quote), lease_duration=seconds,
                                           replace=self.placing.replacer(quote, bid), me=self.me, records=records,
-                                          riding=riding, keep_home=quote.home_offers, rebuild_away=quote.away)
+                                          riding=riding, keep_home=quote.home_offers, rebuild_away=quote.away,
+                                          filters=quotes.recorded_filters(quote.filters))
         except db.Error as err:
             if not db.disk_full(err):
                 raise
@@ -404,6 +430,7 @@ class StorageService:
         # A repair of the file under way finishes first: what it rebuilt is then in the placement and here, and is
         # deleted with the rest (removed while it ran, it would publish or place a share of a file that is gone).
         si = cap.storage_index
+        self.unplaced.drop(si)
         async with self.repair_locks.one(si):
             record = await in_pool(self.pool, self.store.begin_removal, si, int(time.time()))
             return await self._finish_removal(record)
@@ -471,11 +498,19 @@ class StorageService:
     # --- check, verify, repair, renew ------------------------------------------------------------
     async def check(self, cap: Capability) -> dict:
         holders, names, manifest = await self.located(cap)
-        return self.summary(await self.gateway.check(cap, holders, names, manifest), names)
+        return self._told(cap, self.summary(await self.gateway.check(cap, holders, names, manifest), names))
 
     async def verify(self, cap: Capability, progress: gateway_repair.Progress | None = None) -> dict:
         holders, names, manifest = await self.located(cap)
-        return self.summary(await self.gateway.verify(cap, holders, names, manifest, progress), names)
+        return self._told(cap, self.summary(await self.gateway.verify(cap, holders, names, manifest, progress), names))
+
+    def _told(self, cap: Capability, summary: dict) -> dict:
+        """A check's or verify's summary with why the file's last repair left a share where it is
+        (`repair_problem`), while the file is not healthy."""
+        said = self.unplaced.of(cap.storage_index)
+        if said is not None and not summary["healthy"]:
+            summary["repair_problem"] = said
+        return summary
 
     async def where(self, si: bytes) -> dict:
         """What this node tells a peer about a storage index (`POST /v1/peer/locate`)."""
@@ -507,14 +542,28 @@ class StorageService:
             # Copies an earlier repair of this file committed and never placed (it failed, or a crash cut it short).
             await gateway_repair.release_strays(self.gateway, self.holder, cap.storage_index)
             holders, names, fetched = await self.located(cap)
-            moved: dict[int, tuple[str, int]] = {}
-            relocate = self.placing.relocator(cap, moved, fetched)
-            # The shares lost during a put that kept none here go where that put would have placed them.
             record = await in_pool(self.pool, self.store.file_record, cap.storage_index) if fetched is None else None
-            result = await self.gateway.repair(cap, holders, names, relocate=relocate, me=self.me, fetched=fetched,
-                                               progress=progress, away=(record or {}).get("away", ()),
-                                               placed=self._deals_follow(moved) if fetched is None
-                                               else self._adopting(cap, fetched, moved))
+            wanted = quotes.filters_of(record)  # the put's own: the shares rebuilt go where it would have put them
+            moved: dict[int, tuple[str, int]] = {}
+            relocate = self.placing.relocator(cap, moved, fetched, wanted)
+            # The shares lost during a put that kept none here go where that put would have placed them, and no share
+            # of a file whose put named this node in --avoid is rebuilt here.
+            away, not_here = set((record or {}).get("away", ())), ""
+            if self.me in wanted.get("avoid", ()):
+                away, not_here = set(range(K + M)), "the put named this node in --avoid"
+            try:
+                result = await self.gateway.repair(cap, holders, names, relocate=relocate, me=self.me, fetched=fetched,
+                                                   progress=progress, away=away, not_here=not_here,
+                                                   placed=self._deals_follow(moved) if fetched is None
+                                                   else self._adopting(cap, fetched, moved))
+            except MarketNoDeal as err:
+                err = _within(err, quotes.describe_filters(wanted, self.me))
+                self.unplaced.note(cap.storage_index, err.with_hint)
+                raise err from None
+            except Exception:
+                self.unplaced.drop(cap.storage_index)  # what `check` and `verify` tell is the last repair's
+                raise
+            self.unplaced.drop(cap.storage_index)
             if result["repaired"] and self.locator is not None:
                 self.locator.placed(cap.storage_index, list(result["placement"]))
             if fetched is not None:  # where another node's file's shares are now: asked again, not remembered
@@ -589,6 +638,17 @@ class StorageService:
                          "tag_failures": self.gateway.tag_failures}}
 
 
+def _within(err: MarketNoDeal, filters: str) -> MarketNoDeal:
+    """A repair's "no other node takes share s of this file" naming the put's filters (`filters`: as the user gave
+    them, "" for none) that left no node to take it."""
+    if not filters:
+        return err
+    said = err.message.replace(" of this file, ", f" of this file within its put's filters ({filters}), ", 1)
+    return MarketNoDeal(said,
+                        hint=(err.hint or "").replace("offer storage", "offer storage and meet those filters") or None,
+                        **err.details)
+
+
 async def _release_strays(service: StorageService) -> None:
     """The copies of shares on other nodes noted to delete (gateway_repair.release_strays), each file's under its
     repair lock (a repair of it may be under way: what it notes is its own)."""
@@ -602,4 +662,4 @@ async def _release_strays(service: StorageService) -> None:
             log.exception("could not delete the copies of shares of %s that no placement holds", si.hex())
 
 
-__all__ = ["LOCAL", "StorageService", "UnknownNode"]
+__all__ = ["LOCAL", "StorageService", "UnknownNode", "Unplaced"]

@@ -27,10 +27,10 @@ class Gateway(GatewayCore):
                   place: Placer | None = None, lease_duration: int | None = None,
                   replace: Replacer | None = None, me: str = "this node",
                   records: gateway_put.Records | None = None, riding: gateway_put.Riding | None = None,
-                  keep_home: bool = False, rebuild_away: bool = False) -> PutResult:
+                  keep_home: bool = False, rebuild_away: bool = False, filters: dict | None = None) -> PutResult:
         """Store a stream (see gateway_put.put)."""
         return await gateway_put.put(self, read, size, name, place, lease_duration, replace, me, records, riding,
-                                     keep_home, rebuild_away)
+                                     keep_home, rebuild_away, filters)
 
     async def open(self, cap: Capability, holders: Mapping[int, Holder] | None = None,
                    names: list[str] | None = None, rank: Mapping[int, float] | None = None,
@@ -54,9 +54,11 @@ class Gateway(GatewayCore):
                      names: list[str] | None = None, relocate: Relocator | None = None,
                      me: str = "this node", fetched: bytes | None = None,
                      placed: gateway_repair.Placed | None = None,
-                     progress: gateway_repair.Progress | None = None, away: Collection[int] = ()) -> dict:
+                     progress: gateway_repair.Progress | None = None, away: Collection[int] = (),
+                     not_here: str = "") -> dict:
         """Missing and corrupt shares rebuilt from any K good ones (see gateway_repair.repair)."""
-        return await gateway_repair.repair(self, cap, holders, names, relocate, me, fetched, placed, progress, away)
+        return await gateway_repair.repair(self, cap, holders, names, relocate, me, fetched, placed, progress, away,
+                                           not_here)
 
     async def renew(self, cap: Capability, duration: int, holders: Mapping[int, Holder] | None = None,
                     names: list[str] | None = None, me: str = "this node") -> dict[str, Any]:

@@ -175,8 +175,8 @@ class _OnePut:
     the N block hashes of each segment written so far."""
 
     def __init__(self, gateway: GatewayCore, size: int | None, place: Placer | None, lease_duration: int | None,
-                 me: str, rebuild_away: bool = False) -> None:
-        self.gateway, self.me, self.rebuild_away = gateway, me, rebuild_away
+                 me: str, rebuild_away: bool = False, filters: dict | None = None) -> None:
+        self.gateway, self.me, self.rebuild_away, self.filters = gateway, me, rebuild_away, filters
         self.key = new_key()
         self.si = storage_index(self.key)
         self.cipher = SegmentCipher(self.key)
@@ -316,6 +316,8 @@ class _OnePut:
                   "lease_expiry": lease, "leases": [lease] * erasure.N}
         if self.lost and self.rebuild_away:  # read by the repair (gateway_repair `away`) with the damage marks
             record["away"] = sorted(self.lost)
+        if self.filters:  # where the file's repairs may place the shares they rebuild (storage/quotes.py `filters_of`)
+            record["filters"] = self.filters
         also = records(self.si, self.placement, lease) if records is not None else None
         if self.remote or self.lost:  # the copies this put noted (`note_remote`) are placed now, but those it lost
             also = {**(also or {}), **self.gateway.store.strays_placed(self.si, self.lost_noted, lease)}
@@ -579,7 +581,8 @@ class _Stream:
 async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | None = None,
               place: Placer | None = None, lease_duration: int | None = None,
               replace: Replacer | None = None, me: str = "this node", records: Records | None = None,
-              riding: Riding | None = None, keep_home: bool = False, rebuild_away: bool = False) -> PutResult:
+              riding: Riding | None = None, keep_home: bool = False, rebuild_away: bool = False,
+              filters: dict | None = None) -> PutResult:
     """Store a stream; `size` (if known) is checked against free space before anything is written.
 
     `place(storage index, share bytes)` says where the shares go: the node of each share and the
@@ -591,8 +594,9 @@ async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | 
     another's made as that write is (`share_store.Rider`: a small S3 object's record).  `keep_home`: a share that no
     holder takes only because of its holders' standing decisions about this node (a quarantine, terms, no room:
     remote.STANDING) is kept here instead, and the answer's `kept_home` says why.  `rebuild_away`: the put keeps no
-    share here on purpose, so a share whose holder is lost during it is rebuilt on another node (`drop_lost`)."""
-    one = _OnePut(gateway, size, place, lease_duration, me, rebuild_away)
+    share here on purpose, so a share whose holder is lost during it is rebuilt on another node (`drop_lost`).
+    `filters`: the put's placement filters as the file's record keeps them, for its repairs."""
+    one = _OnePut(gateway, size, place, lease_duration, me, rebuild_away, filters)
     await one.begin()
     starting: asyncio.Future | None = None
     keep = (lambda share: (me, _KeptHome(gateway))) if keep_home else None

@@ -19,6 +19,9 @@ from .share_store import ShareMeta
 
 log = logging.getLogger(__name__)
 _NOT_OURS = ("share-not-found", "forbidden")  # a holder's answers that leave no copy of ours to release there
+# Why a share of `away` is not rebuilt here, unless the caller says more.
+NOT_HERE = ("the put kept no share on this node (--spread, this node in --avoid, or it offers no storage or no room "
+            "for one)")
 
 # (share, nodes already used, node -> how it failed the share) -> where a repaired share goes instead (None: here)
 Relocator = Callable[[int, set, dict], "Awaitable[tuple[str, Holder] | None]"]
@@ -162,9 +165,9 @@ class _OneRepair:
 
     def __init__(self, gateway: GatewayCore, cap: Capability, holders: dict[int, Holder], names: list[str],
                  me: str, fetched: bytes | None, placed: Placed | None = None,
-                 progress: Progress | None = None, away: Collection[int] = ()) -> None:
+                 progress: Progress | None = None, away: Collection[int] = (), not_here: str = "") -> None:
         self.gateway, self.cap, self.si, self.progress = gateway, cap, cap.storage_index, progress
-        self.away = frozenset(away)
+        self.away, self.not_here = frozenset(away), not_here or NOT_HERE
         self.holders, self.names, self.me, self.fetched = holders, names, me, fetched
         self.placed = placed or (lambda si, before, after, lease: gateway.store.set_placement(si, after))
         self.new_names = list(names)
@@ -229,11 +232,10 @@ class _OneRepair:
         for s in [*sorted(self.remote_bad), *sorted(set(missing) & self.away)]:
             destination = await self.destination(relocate, s, set(self.new_names), {}) if relocate else None
             if destination is None and s in self.away:
-                raise MarketNoDeal(f"no other node takes share {s} of this file, and it is not rebuilt here: the put "
-                                   "kept no share on this node (--spread, this node in --avoid, or it offers no "
-                                   "storage or no room for one); nothing was changed",
+                raise MarketNoDeal(f"no other node takes share {s} of this file, and it is not rebuilt here: "
+                                   f"{self.not_here}; nothing was changed",
                                    hint="add nodes that offer storage with `xsc peers add URL`, then run "
-                                   "`xsc store repair` again")
+                                   "`xsc store repair` again", share=s)
             if destination is None:
                 self.rebuild_here.append(s)
                 self.new_names[s] = self.me
@@ -389,14 +391,16 @@ def _rewrite_blocks(gateway: GatewayCore, si: bytes, index: int, blocks: dict[in
 async def repair(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Holder] | None = None,
                  names: list[str] | None = None, relocate: Relocator | None = None,
                  me: str = "this node", fetched: bytes | None = None, placed: Placed | None = None,
-                 progress: Progress | None = None, away: Collection[int] = ()) -> dict:
+                 progress: Progress | None = None, away: Collection[int] = (), not_here: str = "") -> dict:
     """Rebuild missing and corrupt shares from any K good ones; never makes things worse.
 
     Local shares are rebuilt here (corrupt blocks rewritten in place).  A broken share on another
     node goes to the node `relocate(share, nodes already used, nodes that failed it)` names, or here
     if it names none; the file's placement record follows, written by `placed` (`fetched`: another node's file's
-    manifest).  `away`: shares lost during a put that kept none here, placed by `relocate` when missing here, never
-    rebuilt here.  `progress`: told how each pass goes, its blocks here read ("check"), then its segments rebuilt."""
+    manifest).  `away`: shares lost during a put that kept none here (or every share, of a file whose put named this
+    node in --avoid), placed by `relocate` when missing here or broken elsewhere, never rebuilt here (`not_here`: why,
+    as the repair says when no other node takes one).  `progress`: told how each pass goes, its blocks here read
+    ("check"), then its segments rebuilt."""
     names = list(names or [me] * erasure.N)
     holders = dict(holders or {})
     repaired: set[int] = set()
@@ -404,7 +408,7 @@ async def repair(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Ho
     # A share read as a source that gave bad blocks is marked damaged and rebuilt by the next pass; each pass that
     # goes round again found one more such share, so there are at most N.
     for _ in range(erasure.N):
-        one = _OneRepair(gateway, cap, holders, names, me, fetched, placed, progress, away)
+        one = _OneRepair(gateway, cap, holders, names, me, fetched, placed, progress, away, not_here)
         if not await one.assess():
             break
         good = one.good_shares()

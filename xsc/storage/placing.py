@@ -1,7 +1,8 @@
 """Where a share goes when it is placed again: a put's share whose matched holder could not take it, and a repaired
 share.  Both follow one rule (`left_out`): a provider that failed the share is not asked again for it, and one that
 refuses this node outright (`ProviderTerms.shut_out`: it quarantined this node, or does not admit it) is not asked at
-all while its refusal stands, each ask being a round trip refused again."""
+all while its refusal stands, each ask being a round trip refused again.  Both stay within the put's own filters
+(`--avoid`, `--prefer`, `--min-availability`: the quote's, or those its file record keeps)."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ class SharePlacing:
             for avoid in (set(quote.nodes) | out, out | {self.me}):
                 try:
                     node, price = await quotes.relocation(self.dealing, quote.share_bytes, quote.seconds, avoid=avoid,
-                                                          bid=bid, failed=frozenset(failed))
+                                                          bid=bid, failed=frozenset(failed), wanted=quote.filters)
                 except MarketNoDeal as err:
                     log.info("share %d: no provider avoiding %s: %s", share, sorted(avoid), err)
                     continue
@@ -68,9 +69,11 @@ class SharePlacing:
 
         return replace
 
-    def relocator(self, cap: Capability, moved: dict[int, tuple[str, int]], fetched: bytes | None = None):
+    def relocator(self, cap: Capability, moved: dict[int, tuple[str, int]], fetched: bytes | None = None,
+                  wanted: Mapping | None = None):
         """Where a repaired share goes: a peer that is up and holds no share of the file, matched on the market
-        for the rest of the share's lease (the new deal is noted in `moved`: share -> (node, price)).
+        for the rest of the share's lease (the new deal is noted in `moved`: share -> (node, price)), within the
+        put's filters (`wanted`: those its file record keeps, `quotes.filters_of`).
         `fetched`: the manifest as a holder sent it, for a file another node placed."""
 
         async def relocate(share: int, used: set[str], failed: Mapping[str, BaseException]):
@@ -85,7 +88,7 @@ class SharePlacing:
             try:
                 node, price = await quotes.relocation(self.dealing, share_bytes, seconds,
                                                       avoid=used | not_up | self.left_out(failed),
-                                                      failed=frozenset(failed))
+                                                      failed=frozenset(failed), wanted=wanted)
             except MarketNoDeal as err:
                 log.warning("no provider for share %d of %s: %s", share, cap.storage_index.hex(), err)
                 return None

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
-from ..errors import InvalidArgument, MarketNoDeal, PrepaymentRequired, StorageFull
+from ..errors import BadRequest, IntegrityError, InvalidArgument, MarketNoDeal, PrepaymentRequired, StorageFull
 from ..identity import parse_public_id
 from ..ids import unique_bytes
 from ..ledger.core.pricing import price_storage
@@ -39,6 +39,7 @@ from ..units import is_whole_number
 log = logging.getLogger(__name__)
 
 TERMS_ROUNDS = 4  # matchings of one put, each without the providers the last one found wanting prepayment
+MAX_FILTER_NODES = 64  # node ids a put names in --avoid, and in --prefer: its file record keeps them
 
 
 @dataclass
@@ -57,6 +58,7 @@ class PutQuote:
     # has no room for a share): one whose holder is lost during the put is rebuilt on another node, not here
     # (gateway_put `rebuild_away`).
     away: bool = False
+    filters: dict = field(default_factory=dict)  # the put's own filters (`parse_filters`): its replacements follow them
 
     @property
     def cost(self) -> int:
@@ -72,7 +74,7 @@ class PutQuote:
         prices, for a share of `share_bytes`, so that the file costs what it would have alone at those prices.  The
         group's needs and assignments stay the group's (withdrawn and spent once)."""
         return PutQuote(share_bytes, self.seconds, list(self.nodes), dict(self.prices), self.needs,
-                        home_offers=self.home_offers, away=self.away)
+                        home_offers=self.home_offers, away=self.away, filters=self.filters)
 
     def to_json(self) -> dict:
         found = {"needs": self.needs, "prices": [self.prices[s] for s in sorted(self.prices)], "cost": self.cost,
@@ -103,7 +105,10 @@ def parse_filters(query: Mapping[str, str]) -> dict:
         out["spread"] = spread in ("1", "true")
     for name in ("avoid", "prefer"):
         text = query.get(name, "")
-        ids = tuple(i for i in text.split(",") if i)
+        ids = tuple(dict.fromkeys(i for i in text.split(",") if i))
+        if len(ids) > MAX_FILTER_NODES:
+            raise InvalidArgument(f"{name} names {len(ids)} nodes, and a put takes at most {MAX_FILTER_NODES}",
+                                  hint=f"name at most {MAX_FILTER_NODES} nodes with --{name}")
         for node in ids:
             parse_public_id(node)  # a clear 400 for anything that is not a node id
         out[name] = ids
@@ -118,6 +123,56 @@ def parse_filters(query: Mapping[str, str]) -> dict:
                                   hint="e.g. --min-availability 0.99")
         out["min_availability"] = ratio
     return out
+
+
+def recorded_filters(wanted: Mapping) -> dict:
+    """The put's filters (`parse_filters`) as its file record keeps them, those given only: its repairs place the
+    shares they rebuild by them (`filters_of`)."""
+    out: dict = {name: list(wanted[name]) for name in ("avoid", "prefer") if wanted.get(name)}
+    if wanted.get("min_availability") is not None:
+        out["min_availability"] = str(wanted["min_availability"])
+    if wanted.get("spread"):
+        out["spread"] = True
+    return out
+
+
+def filters_of(record: Mapping | None) -> dict:
+    """The placement filters a file record keeps (`recorded_filters`), checked and bounded as a put's query is: none
+    for a record without them.  IntegrityError for a record whose filters are not what a put writes."""
+    raw = (record or {}).get("filters")
+    if raw is None:
+        return {}
+    try:
+        if not isinstance(raw, dict) or set(raw) - {"avoid", "prefer", "min_availability", "spread"}:
+            raise InvalidArgument(f"not an object of avoid, prefer, min_availability and spread: {str(raw)[:80]}")
+        query = {}
+        for name in ("avoid", "prefer"):
+            ids = raw.get(name, [])
+            if not isinstance(ids, list) or len(ids) > MAX_FILTER_NODES or \
+                    not all(type(i) is str and "," not in i for i in ids):
+                raise InvalidArgument(f"{name} is not a list of at most {MAX_FILTER_NODES} node ids")
+            query[name] = ",".join(ids)
+        if "min_availability" in raw:
+            if type(raw["min_availability"]) is not str:
+                raise InvalidArgument("min_availability is not a ratio written as a string")
+            query["min_availability"] = raw["min_availability"]
+        if "spread" in raw:
+            if type(raw["spread"]) is not bool:
+                raise InvalidArgument("spread is not true or false")
+            query["spread"] = "1" if raw["spread"] else "0"
+        return parse_filters(query)
+    except BadRequest as err:  # (a node id that is not one: identity's own)
+        raise IntegrityError(f"this file's record holds placement filters this node cannot read ({err}); nothing was "
+                             "changed", hint="remove the file with `xsc store rm` and put it again") from None
+
+
+def describe_filters(wanted: Mapping, me: str | None = None) -> str:
+    """The filters that restrict where shares go, as the user gave them (`--avoid <id> --min-availability 0.99`;
+    `me`: this node's id, named as such); "" for none."""
+    said = [f"--avoid {'this node' if node == me else node}" for node in wanted.get("avoid", ())]
+    if wanted.get("min_availability") is not None:
+        said.append(f"--min-availability {wanted['min_availability']}")
+    return " ".join(said)
 
 
 def providers(market: MarketService) -> set[str]:
@@ -151,7 +206,8 @@ async def quote(dealing: Dealing, segment_size: int, size: int | None, seconds: 
         # Said when other providers offer: a user with a network expects the shares spread, not all here.
         why = ("a put of unknown size (a stream, stdin) is kept whole on this node (put it from a file to place "
                "shares on other nodes)") if providers(market) - {me} else ""
-        return PutQuote(0, seconds, [me] * erasure.N, {s: ask for s in range(erasure.N)}, kept_home=why)
+        return PutQuote(0, seconds, [me] * erasure.N, {s: ask for s in range(erasure.N)}, kept_home=why,
+                        filters={**wanted, "spread": spread})
     if share_bytes is None:
         share_bytes = layout.share_bytes(size, segment_size)
     room = market.book.most_offered("storage")
@@ -175,8 +231,10 @@ async def quote(dealing: Dealing, segment_size: int, size: int | None, seconds: 
         found = await _quote_from_home(dealing, share_bytes, seconds, bid, home, ask, wanted, terms, dry)
     used, capacity = market.storage_usage()
     # A share lost during the put is rebuilt where the put would have kept it: here only if the put keeps shares here
-    # on purpose and a share fits (rebuilt here without room, its repair would fail for good).
-    found.home_offers, found.away = home_offers, not home_offers or spread or capacity - used < share_bytes
+    # on purpose and one more fits beside those it keeps (rebuilt here without room, its repair would fail for good).
+    spare = capacity - used - found.nodes.count(me) * share_bytes
+    found.home_offers, found.away = home_offers, not home_offers or spread or spare < share_bytes
+    found.filters = {**wanted, "spread": spread}
     return found
 
 
@@ -287,12 +345,17 @@ def withdraw_needs(dealing: Dealing, needs: list[str]) -> None:
 
 
 async def relocation(dealing: Dealing, share_bytes: int, seconds: int, *, avoid: set[str],
-               bid: int | None = None, failed: frozenset[str] = frozenset()) -> tuple[str, int]:
+                     bid: int | None = None, failed: frozenset[str] = frozenset(),
+                     wanted: Mapping | None = None) -> tuple[str, int]:
     """A provider (not in `avoid`) and its price for one share placed again (a repair, or a holder that could
-    not take its share), at `bid` (default: the node's default bid); `failed` providers do not even take part in
-    the clearing (a dead provider's ask must not set the price the others are measured against)."""
+    not take its share), at `bid` (default: the node's default bid), within the put's own filters (`wanted`:
+    `parse_filters`); `failed` providers do not even take part in the clearing (a dead provider's ask must not set
+    the price the others are measured against)."""
+    wanted = wanted or {}
     need = dealing.need(f"repair-{unique_bytes(6).hex()}", "storage", share_bytes, seconds,
-                        dealing.market.config.storage_bid if bid is None else bid, avoid=tuple(sorted(avoid)))
+                        dealing.market.config.storage_bid if bid is None else bid,
+                        avoid=tuple(sorted(set(avoid) | set(wanted.get("avoid", ())))),
+                        prefer=tuple(wanted.get("prefer", ())), min_availability=wanted.get("min_availability"))
     try:
         assignment = (await dealing.deal([need], failed))[need.slot.id]
     finally:
