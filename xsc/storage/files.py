@@ -554,8 +554,8 @@ class StorageService:
             try:
                 result = await self.gateway.repair(cap, holders, names, relocate=relocate, me=self.me, fetched=fetched,
                                                    progress=progress, away=away, not_here=not_here,
-                                                   placed=self._deals_follow(moved) if fetched is None
-                                                   else self._adopting(cap, fetched, moved))
+                                                   placed=_deals_follow(self, moved) if fetched is None
+                                                   else _adopting(self, cap, fetched, moved))
             except MarketNoDeal as err:
                 err = _within(err, quotes.describe_filters(wanted, self.me))
                 self.unplaced.note(cap.storage_index, err.with_hint)
@@ -573,41 +573,6 @@ class StorageService:
         if warning:
             answer["warning"] = warning
         return answer
-
-    def _adopting(self, cap: Capability, fetched: bytes, moved: dict[int, tuple[str, int]]):
-        """How a repair of another node's file writes where its shares are now: with deals of this node's for the
-        shares it placed on providers (`moved`: share -> (node, price) the relocator chose), in one synced write.  A
-        crash between the two would leave those copies held under no deal, and dropped from the note of copies to
-        delete (`note_strays`) by the placement: unpaid and never given back."""
-
-        def placed(si: bytes, before: list[str], after: list[str], lease_expiry: int) -> None:
-            manifest = self.gateway.manifest(cap, fetched)
-            share_bytes = layout.share_bytes(manifest.size, manifest.segment_size)
-            prices = {s: price for s, (node, price) in moved.items() if node != self.me and after[s] == node}
-            deals = self.deals.make(si, after, share_bytes, prices, int(time.time()), lease_expiry, set(prices))
-            with self.store.db.write_batch(sync=True, transaction=True) as batch:
-                for key, value in self.deals.entries(si, deals).items():
-                    batch.put(key, value)
-                self.store.set_placement(si, after, batch)
-            self.deals.written(deals)
-
-        return placed
-
-    def _deals_follow(self, moved: dict[int, tuple[str, int]]):
-        """How a repair of this node's own file writes its new placement: with the deals of the shares that moved,
-        in one synced write (a crash between the two would leave a share's deal, and its pay, with its old holder).
-        `moved`: share -> (node, price) the relocator chose; a share rebuilt elsewhere keeps its deal's price."""
-
-        def placed(si: bytes, before: list[str], after: list[str], lease_expiry: int) -> None:
-            moves = {}
-            for share, node in enumerate(after):
-                if before[share] != node:
-                    chosen, price = moved.get(share, (node, None))
-                    moves[share] = (node, price if chosen == node else None)
-            self.deals.moved(si, moves, int(time.time()),
-                             also=lambda batch: self.gateway.store.set_placement(si, after, batch))
-
-        return placed
 
     async def renew(self, cap: Capability, body: Mapping[str, Any]) -> dict:
         """Extend every share's lease to now + duration, here and on each holder (body {"duration": seconds}).
@@ -647,6 +612,43 @@ def _within(err: MarketNoDeal, filters: str) -> MarketNoDeal:
     return MarketNoDeal(said,
                         hint=(err.hint or "").replace("offer storage", "offer storage and meet those filters") or None,
                         **err.details)
+
+
+def _adopting(service: StorageService, cap: Capability, fetched: bytes, moved: dict[int, tuple[str, int]]):
+    """How a repair of another node's file writes where its shares are now: with deals of this node's for the
+    shares it placed on providers (`moved`: share -> (node, price) the relocator chose), in one synced write.  A
+    crash between the two would leave those copies held under no deal, and dropped from the note of copies to
+    delete (`note_strays`) by the placement: unpaid and never given back."""
+
+    def placed(si: bytes, before: list[str], after: list[str], lease_expiry: int) -> None:
+        manifest = service.gateway.manifest(cap, fetched)
+        share_bytes = layout.share_bytes(manifest.size, manifest.segment_size)
+        prices = {s: price for s, (node, price) in moved.items() if node != service.me and after[s] == node}
+        deals = service.deals.make(si, after, share_bytes, prices, int(time.time()), lease_expiry, set(prices))
+        with service.store.db.write_batch(sync=True, transaction=True) as batch:
+            for key, value in service.deals.entries(si, deals).items():
+                batch.put(key, value)
+            service.store.set_placement(si, after, batch)
+        service.deals.written(deals)
+
+    return placed
+
+
+def _deals_follow(service: StorageService, moved: dict[int, tuple[str, int]]):
+    """How a repair of this node's own file writes its new placement: with the deals of the shares that moved,
+    in one synced write (a crash between the two would leave a share's deal, and its pay, with its old holder).
+    `moved`: share -> (node, price) the relocator chose; a share rebuilt elsewhere keeps its deal's price."""
+
+    def placed(si: bytes, before: list[str], after: list[str], lease_expiry: int) -> None:
+        moves = {}
+        for share, node in enumerate(after):
+            if before[share] != node:
+                chosen, price = moved.get(share, (node, None))
+                moves[share] = (node, price if chosen == node else None)
+        service.deals.moved(si, moves, int(time.time()),
+                            also=lambda batch: service.gateway.store.set_placement(si, after, batch))
+
+    return placed
 
 
 async def _release_strays(service: StorageService) -> None:
