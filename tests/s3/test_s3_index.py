@@ -521,3 +521,78 @@ async def test_users_funded_before_they_were_noted_are_listed_from_the_ledgers_f
             assert [(u["user"], u["balance"]) for u in listed] == [("ana", 2_000_000)]
         finally:
             await close_node(node)
+
+
+def share(index: S3Index, cap: str, *holders: bytes) -> None:
+    """The state an import left before it refused a file another record refers to: records that share `cap`, its
+    o/h/ entry naming the first, and no search for shared files made yet."""
+    for holder in holders:
+        record = obj(cap) if holder.startswith(keys.OBJECT_KEYS) else {"cap": cap, "size": 10, "etag": "e",
+                                                                           "modified": 0}
+        index.db.put(holder, codec.dumps(record))
+    index.db.put(keys.object_holder(cap), holders[0])
+    index.db.delete(keys.OBJECT_SHARED_INDEXED)
+
+
+def test_a_file_records_of_an_older_import_share_is_garbage_only_once_none_of_them_refers_to_it(index) -> None:
+    """Whichever of them goes first, in one DeleteObjects or one by one, an upload's part among them: the file stays
+    while one of them is left, and is marked once the last goes."""
+    upload = index.create_upload("bkt", "big")
+    share(index, "shared-1", keys.object_key("bkt", "a"), keys.object_key("bkt", "b"))
+    share(index, "shared-2", keys.object_key("bkt", "c"), keys.object_key("bkt", "d"))
+    share(index, "shared-3", keys.object_key("bkt", "e"), keys.object_part(upload, 1))
+    reopened = S3Index(index.db)
+    assert reopened.delete("bkt", "a") == [] and reopened.get("bkt", "b")["parts"][0]["cap"] == "shared-1"
+    assert reopened.garbage() == []
+    assert reopened.put("bkt", "b", obj("new")) == ["shared-1"]
+    assert reopened.delete_many("bkt", ["c", "d", "c"]) == ["shared-2"]
+    assert reopened.abort(upload) == [] and reopened.get("bkt", "e")["parts"][0]["cap"] == "shared-3"
+    assert reopened.delete("bkt", "e") == ["shared-3"]
+    assert sorted(reopened.garbage()) == ["shared-1", "shared-2", "shared-3"]
+    assert list(reopened.db.iterator(prefix=keys.OBJECT_SHARED)) == []
+
+
+@pytest.mark.slow
+def test_deleting_one_of_two_objects_an_older_import_gave_one_file_leaves_the_other_readable(tmp_path) -> None:
+    """A store written by an import that let two objects name one file, its o/h/ entry naming one of them: deleting
+    that one through the front leaves the file the other names; deleting the other then removes it."""
+    pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
+    from tests.support.s3 import Gateway, store_files
+    from tests.support.waiting import eventually
+    from xsc.node.datadir import open_db
+
+    gateway = Gateway(tmp_path, in_node=True).start()
+    try:
+        s3 = gateway.client()
+        s3.create_bucket(Bucket="old")
+        s3.put_object(Bucket="old", Key="a", Body=b"one file, two names")
+        gateway.node.stop()
+        db = open_db(gateway.node.data_dir)
+        try:
+            record = db.get(keys.object_key("old", "a"))
+            cap = codec.loads(record)["parts"][0]["cap"]
+            with db.write_batch(sync=True) as batch:
+                batch.put(keys.object_key("old", "b"), record)
+                batch.put(keys.object_holder(cap), keys.object_key("old", "a"))
+                batch.delete(keys.OBJECT_SHARED_INDEXED)
+        finally:
+            db.close()
+        gateway.node.start()
+        eventually(lambda: _answers(s3), "the node's own S3 listener")
+        s3.delete_object(Bucket="old", Key="a")
+        assert s3.get_object(Bucket="old", Key="b")["Body"].read() == b"one file, two names"
+        assert cap in {f["capability"] for f in store_files(gateway.node)}
+        s3.delete_object(Bucket="old", Key="b")
+        eventually(lambda: cap not in {f["capability"] for f in store_files(gateway.node)}, "the file's removal")
+    finally:
+        gateway.stop()
+
+
+def _answers(s3) -> bool:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        s3.head_bucket(Bucket="old")
+    except (BotoCoreError, ClientError):
+        return False
+    return True
