@@ -202,7 +202,8 @@ def test_an_export_imported_into_another_index_answers_a_retried_complete_as_the
     with pytest.raises(TooManyUploads):  # the uploads imported count against their users
         S3Index(other.db, max_uploads=1).create_upload("bkt", "again", by="bob")
     again = backup.restore(other, exported)
-    assert again["kept"] == 1 + 6 + 1 + 3 + 1 + 1 and sum(v for k, v in again.items() if k != "kept") == 0
+    assert again["kept"] == 1 + 6 + 1 + 3 + 1 + 1 and again["left_out"] == []
+    assert sum(v for k, v in again.items() if k not in ("kept", "left_out")) == 0
     other.db.close()
 
 
@@ -252,15 +253,35 @@ def test_an_import_naming_one_bucket_twice_with_two_owners_writes_none_of_it(ind
     assert [b["name"] for b in index.buckets()] == ["bkt"]
 
 
-def test_an_imported_part_whose_file_is_marked_garbage_here_is_no_longer_garbage(index) -> None:
-    """Its record refers to the file again, as an imported object's does: the front must not remove it."""
+def test_an_import_naming_a_file_marked_for_removal_here_leaves_it_out_and_the_file_stays_marked(index) -> None:
+    """The front may be removing a marked file as the import runs: a record brought back for it could name a file
+    gone.  Each object or part naming one is left out, named in the answer, and its file is removed as marked."""
+    index.put("bkt", "k", obj("cap-1"))
     upload = index.create_upload("bkt", "big")
     index.put_part(upload, 1, "part-1", 100, "e1")
     exported = backup.export(index)
     index.abort(upload)  # its part marked garbage; the front has not removed it yet
-    assert index.garbage() == ["part-1"]
-    assert backup.restore(index, exported)["parts"] == 1
-    assert index.garbage() == []
+    index.delete("bkt", "k")
+    assert sorted(index.garbage()) == ["cap-1", "part-1"]
+    written = backup.restore(index, exported)
+    assert (written["objects"], written["uploads"], written["parts"], written["refused"]) == (0, 1, 0, 2), written
+    assert written["left_out"] == [{"bucket": "bkt", "key": "k", "reason": "removing"},
+                                   {"upload": upload, "part": 1, "reason": "removing"}]
+    assert sorted(index.garbage()) == ["cap-1", "part-1"] and index.parts(upload) == []
+
+
+def test_an_import_naming_a_file_of_this_nodes_own_the_front_did_not_store_leaves_it_out(index) -> None:
+    """A file `xsc store put` stored is the user's: an object naming it would remove it as it is deleted.  A file the
+    store lists under a name the front gives, or one it does not list (another node's), is imported."""
+    front = "s3:bkt/k#" + "0" * 16 + "f" * 32
+    listed = {"mine": "holiday.jpg", "unnamed": "", "fronts": front, "forged": "s3:bkt/k#not-a-tag"}
+    written = backup.restore(index, {"buckets": [{"name": "bkt", "created": 0, "objects": {
+        key: obj(key) for key in (*listed, "elsewhere")}}]}, stored_name=listed.get)
+    assert (written["objects"], written["refused"]) == (2, 3), written
+    assert sorted(i["key"] for i in written["left_out"]) == ["forged", "mine", "unnamed"]
+    assert {i["reason"] for i in written["left_out"]} == {"not-s3"}
+    assert [k for k, _ in index.objects("bkt")] == ["elsewhere", "fronts"]
+    assert index.delete_many("bkt", ["mine", "unnamed", "forged"]) == [] and index.garbage() == []
 
 
 def test_an_import_leaves_out_each_object_or_part_naming_a_file_another_record_refers_to(index) -> None:

@@ -7,12 +7,14 @@ node's account funded, and the files marked for removal (`garbage`, for the reco
 they are not restored).  `restore` writes each record the index holds none of, and keeps the ones it holds as they
 are: an import run again, or over a node that went on meanwhile, undoes nothing.  No two records share a file: an
 object or part whose file another record refers to (here, or earlier in the import) is left out, so that deleting one
-never removes the other's file.  An export is capabilities: whoever holds it can read every object.
+never removes the other's file; so is one whose file is marked for removal here (the front may be removing it), or
+is one of this node's own files the front did not store.  An export is capabilities: whoever holds it can read every
+object.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .. import codec
 from ..errors import InvalidArgument, InvalidCapability
@@ -95,13 +97,32 @@ def _list(whole: dict, name: str) -> list:
     return found
 
 
-def restore(index: S3Index, piece: Any) -> dict:
+def restore(index: S3Index, piece: Any, stored_name: Callable[[str], str | None] = lambda cap: None) -> dict:
     """Write `piece` (an export, or a piece of one) into the index in one synced write (`index.restored`): each record
     the index holds none of; each one it holds is kept as it is (`kept`); an object or part that names a file another
-    record refers to is left out (`taken`: deleting it would remove that record's file).  A bucket held by another
-    owner here: BucketTaken, and nothing is written; a piece that is not an export's: InvalidArgument (or the 400 of
-    the name that is not one).  How many of each kind were written."""
-    return restored(index, _checked(piece))
+    record refers to is left out (`taken`: deleting it would remove that record's file), as is one naming a file
+    marked for removal here or a file of this node's store the front did not store (`refused`; `stored_name`: the
+    name the store lists a capability's file under), each named in `left_out`.  A bucket held by another owner here:
+    BucketTaken, and nothing is written; a piece that is not an export's: InvalidArgument (or the 400 of the name
+    that is not one).  How many of each kind were written."""
+    return restored(index, _checked(piece), stored_name=stored_name)
+
+
+def restore_here(index: S3Index, piece: Any, store: Any) -> dict:
+    """`restore` into this node's index, with the names its store (`ShareStore`) lists its files under."""
+    return restore(index, piece, stored_name=lambda cap: _stored_name(store, cap))
+
+
+def _stored_name(store: Any, cap: str) -> str | None:
+    """The name the store lists the file `cap` under ("" for one put without a name); None: it lists no such file."""
+    try:
+        parsed = Capability.parse(cap)
+    except InvalidCapability:
+        return None
+    record = store.file_record(parsed.storage_index)
+    if record is None or record["capability"] != parsed.text:
+        return None
+    return record.get("name") or ""
 
 
 def _checked(piece: Any) -> dict:

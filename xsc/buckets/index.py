@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import secrets
 import threading
 import time
@@ -59,6 +60,9 @@ from ..errors import (BucketNotEmpty, BucketTaken, ConditionalConflict, Precondi
 from .core import etag, listing, names, records
 
 FILE_PREFIX = "s3:"  # the names of the store's files the S3 front put (see reconcile)
+NONCE_HEX = 16  # a front's file name ends with `#`, a nonce of 64 random bits and ...
+TAG_HEX = 32  # ... a 128-bit HMAC of the rest (xsc/s3/marks.py)
+FRONT_NAME = re.compile(rf"{FILE_PREFIX}.*#[0-9a-f]{{{NONCE_HEX}}}[0-9a-f]{{{TAG_HEX}}}", re.DOTALL)
 LEVELS = {"read": 1, "write": 2, "owner": 3}  # what a user may do with a bucket: each level includes those below
 INITIATOR = names.INITIATOR
 log = logging.getLogger(__name__)
@@ -605,33 +609,37 @@ def exported(index: S3Index) -> dict:
             "completed": completed, "garbage": index.garbage(), "funded": funded(index)}
 
 
-def restored(index: S3Index, data: dict) -> dict:
+def restored(index: S3Index, data: dict, *, stored_name: Callable[[str], str | None] = lambda cap: None) -> dict:
     """Write `data` (a piece of an export, its records checked: xsc/buckets/backup.py) in one synced write: each record
-    the index holds none of; each one it holds is kept as it is (`kept`).  A bucket held by another owner here:
-    BucketTaken; a user given more buckets or uploads in progress than it may have (max_buckets, max_uploads), as
-    by its own requests: TooManyBuckets, TooManyUploads; and nothing is written.  An object or part that names a file
-    another record refers to, here or earlier in the import, is not written (`taken`): deleting either record would
-    remove the other's file.  How many of each kind were written."""
+    the index holds none of; one it holds is kept as it is (`kept`).  A bucket another owner holds here: BucketTaken; a
+    user given more buckets or uploads than its requests could make: TooManyBuckets, TooManyUploads; nothing written.
+    An object or part is left out (`left_out`) if another record refers to its file, here or earlier in the import
+    (`taken`: deleting either would remove the other's file), or `_refusal` refuses it (`refused`).  How many of each
+    kind were written."""
     count: Counter = Counter()
+    left_out: list[dict] = []
     with index.changing() as changed, index.db.write_batch(transaction=True, sync=True) as batch:
         buckets_of, uploads_of = index._counts()  # read again once written (`changing`)
         written: set[bytes] = set()
         held: dict[bytes, bytes] = {}  # the o/h/ entries this piece wrote
 
-        def put(kind: str, key: bytes, value: bytes, caps: Iterable[str] = ()) -> bool:
+        def put(kind: str, key: bytes, value: bytes, caps: Iterable[str] = (), what: dict | None = None) -> bool:
             if key in written or index.db.get(key) is not None:  # (a record named twice: the first is written)
                 count["kept"] += 1
                 return False
             entries = {keys.object_holder(cap): cap for cap in caps}
-            if any(entry in held or _holds(index, index.db.get(entry), cap, key) for entry, cap in entries.items()):
-                count["taken"] += 1
+            reason = "taken" if any(entry in held or _holds(index, index.db.get(entry), cap, key)
+                                    for entry, cap in entries.items()) else \
+                next(filter(None, (_refusal(index, cap, stored_name) for cap in entries.values())), None)
+            if reason:
+                count["taken" if reason == "taken" else "refused"] += 1
+                left_out.append({**(what or {}), "reason": reason})
                 return False
             written.add(key)
             batch.put(key, value)
             for entry, cap in entries.items():
                 held[entry] = key
                 batch.put(entry, key)
-                batch.delete(keys.object_garbage(cap))  # referred to: not garbage
             count[kind] += 1
             return True
 
@@ -649,7 +657,7 @@ def restored(index: S3Index, data: dict) -> dict:
                 {k: bucket[k] for k in ("created", "owner", "grants")}))
             for key, record in bucket["objects"].items():
                 if put("objects", keys.object_key(bucket["name"], key), codec.dumps(record),
-                       [part["cap"] for part in record["parts"]]):
+                       [part["cap"] for part in record["parts"]], {"bucket": bucket["name"], "key": key}):
                     changed.add(bucket["name"])
         for upload in data["uploads"]:
             if upload["bucket"] not in owners and index.db.get(keys.object_bucket(upload["bucket"])) is None:
@@ -666,17 +674,18 @@ def restored(index: S3Index, data: dict) -> dict:
                 codec.dumps({k: v for k, v in upload.items() if k not in ("id", "parts")}))
             for part in upload["parts"]:
                 put("parts", keys.object_part(upload["id"], part["number"]),
-                    codec.dumps({k: v for k, v in part.items() if k != "number"}), [part["cap"]])
+                    codec.dumps({k: v for k, v in part.items() if k != "number"}), [part["cap"]],
+                    {"upload": upload["id"], "part": part["number"]})
         for upload_id, record in data["completed"].items():
             if index.db.get(keys.object_upload(upload_id)) is None:
                 put("completed", keys.object_completed(upload_id), codec.dumps(record))
         for user in data["funded"]:
             put("funded", keys.object_funded(user), b"")
-    if count["taken"]:
-        log.warning("an S3 index import left out %d object(s) or part(s): each names a file another record here "
-                    "refers to", count["taken"])
-    return {kind: count[kind] for kind in ("buckets", "objects", "uploads", "parts", "completed", "funded",
-                                           "kept", "taken")}
+    if left_out:
+        log.warning("an S3 index import left out %d object(s) or part(s): %s", len(left_out),
+                    dict(Counter(item["reason"] for item in left_out)))
+    return {**{kind: count[kind] for kind in ("buckets", "objects", "uploads", "parts", "completed", "funded",
+                                              "kept", "taken", "refused")}, "left_out": left_out}
 
 
 def _release(index: S3Index, written: dict[bytes, bytes | None], read: Callable[[bytes], bytes | None], cap: str,
@@ -712,6 +721,17 @@ def _apply(batch, written: dict[bytes, bytes | None]) -> None:
             batch.delete(name)
         else:
             batch.put(name, value)
+
+
+def _refusal(index: S3Index, cap: str, stored_name: Callable[[str], str | None]) -> str | None:
+    """Why an import may not bring back a record naming the file `cap`, if it may not: the file is marked garbage
+    here (`removing`: the front may be removing it this moment, and a record brought back would name a file gone), or
+    this node's store lists it under a name the front never gives (`not-s3`, `stored_name` telling: one of the
+    user's own files, which deleting the object would remove)."""
+    if index.db.get(keys.object_garbage(cap)) is not None:
+        return "removing"
+    name = stored_name(cap)
+    return "not-s3" if name is not None and not FRONT_NAME.fullmatch(name) else None
 
 
 def _holds(index: S3Index, holder: bytes | None, cap: str, other_than: bytes) -> bool:
