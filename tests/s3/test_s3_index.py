@@ -187,21 +187,21 @@ def test_an_export_imported_into_another_index_answers_a_retried_complete_as_the
     for n in (1, 2, 3):
         index.put_part(going, n, f"more-{n}", 100, f"m{n}")
     note_funded(index, "gus")
-    exported = backup.export(index)
+    exported = backup.export(index, funded_by="node-a")
     assert list(exported["completed"]) == [done]
     other = S3Index(plyvel.DB(str(tmp_path / "other"), create_if_missing=True), min_part_size=100)
     sent = list(backup.pieces(exported, size=300))
     assert len(sent) > 4
-    written = [backup.restore(other, piece) for piece in sent]
+    written = [backup.restore(other, piece, account="node-a") for piece in sent]
     assert sum(w["objects"] for w in written) == 6 and sum(w["parts"] for w in written) == 3
-    assert {k: v for k, v in backup.export(other).items() if k != "exported"} == {
+    assert {k: v for k, v in backup.export(other, funded_by="node-a").items() if k != "exported"} == {
         k: v for k, v in exported.items() if k != "exported"}
     assert other.complete(done, [(1, "e1"), (2, "e2")], "bkt", "big") == index.complete(
         done, [(1, "e1"), (2, "e2")], "bkt", "big")
     assert {"ana", "bob", "gus"} <= set(users(other))
     with pytest.raises(TooManyUploads):  # the uploads imported count against their users
         S3Index(other.db, max_uploads=1).create_upload("bkt", "again", by="bob")
-    again = backup.restore(other, exported)
+    again = backup.restore(other, exported, account="node-a")
     assert again["kept"] == 1 + 6 + 1 + 3 + 1 + 1 and again["left_out"] == []
     assert sum(v for k, v in again.items() if k not in ("kept", "left_out")) == 0
     other.db.close()
@@ -571,6 +571,40 @@ def test_a_file_records_of_an_older_import_share_is_garbage_only_once_none_of_th
     assert reopened.delete("bkt", "e") == ["shared-3"]
     assert sorted(reopened.garbage()) == ["shared-1", "shared-2", "shared-3"]
     assert list(reopened.db.iterator(prefix=keys.OBJECT_SHARED)) == []
+
+
+async def test_an_import_notes_as_funded_here_only_the_users_this_node_funded(make_config) -> None:
+    """Another node's export names the users its own account funded: imported here, they are not this node's (its
+    ledger shows no funding of theirs), and are counted, not listed.  This node's own export, or one that does not
+    say whose it is but names a user this node's ledger shows it funded, brings them back."""
+    first, second = await serve(make_config("first")), await serve(make_config("second"))
+    try:
+        for node in (first, second):
+            await node.app[NODE].s3_accounts.fund("ana", 1_000_000)
+            note_funded(node.app[NODE].s3_index, "ana")
+        note_funded(first.app[NODE].s3_index, "bob")  # funded by the first node only
+        foreign = await (await first.get("/v1/s3/export")).json()
+        own = await (await second.get("/v1/s3/export")).json()
+        assert foreign["funded"] == ["ana", "bob"] and foreign["funded_by"] != own["funded_by"]
+
+        async def imported(export: dict) -> dict:
+            answer = await second.post("/v1/s3/import", json=export)
+            assert answer.status == 200, await answer.text()
+            return await answer.json()
+
+        async def listed() -> list[str]:
+            return [u["user"] for u in (await (await second.get("/v1/s3/accounts")).json())["users"]]
+
+        for funded in ("ana", "bob"):
+            second.app[DB].delete(keys.object_funded(funded))
+        assert (await imported(foreign))["foreign"] == 1 and await listed() == ["ana"]  # ana: its ledger shows it
+        second.app[DB].delete(keys.object_funded("ana"))
+        unsigned = {k: v for k, v in foreign.items() if k != "funded_by"}
+        assert ((await imported(unsigned))["funded"], await listed()) == (1, ["ana"])
+        assert ((await imported({**own, "funded": ["bob"]}))["funded"], await listed()) == (1, ["ana", "bob"])
+    finally:
+        await close_node(first)
+        await close_node(second)
 
 
 @pytest.mark.slow

@@ -609,13 +609,15 @@ def exported(index: S3Index) -> dict:
             "completed": completed, "garbage": index.garbage(), "funded": funded(index)}
 
 
-def restored(index: S3Index, data: dict, *, stored_name: Callable[[str], str | None] = lambda cap: None) -> dict:
+def restored(index: S3Index, data: dict, *, account: str | None = None,
+             funded_here: Callable[[], Iterable[str]] = tuple,
+             stored_name: Callable[[str], str | None] = lambda cap: None) -> dict:
     """Write `data` (a piece of an export, its records checked: xsc/buckets/backup.py) in one synced write: each record
     the index holds none of; one it holds is kept as it is (`kept`).  A bucket another owner holds here: BucketTaken; a
     user given more buckets or uploads than its requests could make: TooManyBuckets, TooManyUploads; nothing written.
     An object or part is left out (`left_out`) if another record refers to its file, here or earlier in the import
-    (`taken`: deleting either would remove the other's file), or `_refusal` refuses it (`refused`).  How many of each
-    kind were written."""
+    (`taken`: deleting either would remove the other's file), or `_refusal` refuses it (`refused`).  Funded users:
+    `_ours`.  How many of each kind were written."""
     count: Counter = Counter()
     left_out: list[dict] = []
     with index.changing() as changed, index.db.write_batch(transaction=True, sync=True) as batch:
@@ -679,13 +681,14 @@ def restored(index: S3Index, data: dict, *, stored_name: Callable[[str], str | N
         for upload_id, record in data["completed"].items():
             if index.db.get(keys.object_upload(upload_id)) is None:
                 put("completed", keys.object_completed(upload_id), codec.dumps(record))
-        for user in data["funded"]:
+        count["foreign"] = len(data["funded"]) - len(ours := _ours(data, account, funded_here))
+        for user in ours:
             put("funded", keys.object_funded(user), b"")
     if left_out:
         log.warning("an S3 index import left out %d object(s) or part(s): %s", len(left_out),
                     dict(Counter(item["reason"] for item in left_out)))
     return {**{kind: count[kind] for kind in ("buckets", "objects", "uploads", "parts", "completed", "funded",
-                                              "kept", "taken", "refused")}, "left_out": left_out}
+                                              "kept", "taken", "refused", "foreign")}, "left_out": left_out}
 
 
 def _release(index: S3Index, written: dict[bytes, bytes | None], read: Callable[[bytes], bytes | None], cap: str,
@@ -732,6 +735,15 @@ def _refusal(index: S3Index, cap: str, stored_name: Callable[[str], str | None])
         return "removing"
     name = stored_name(cap)
     return "not-s3" if name is not None and not FRONT_NAME.fullmatch(name) else None
+
+
+def _ours(data: dict, account: str | None, funded_here: Callable[[], Iterable[str]]) -> list[str]:
+    """Of the users an export's node funded, those this node funded: all of them if that node's account is this
+    node's (`account`), else those this node's ledger shows it funded too (`funded_here`)."""
+    if account is not None and data.get("funded_by") == account or not data["funded"]:
+        return data["funded"]
+    here = set(funded_here())
+    return [user for user in data["funded"] if user in here]
 
 
 def _holds(index: S3Index, holder: bytes | None, cap: str, other_than: bytes) -> bool:

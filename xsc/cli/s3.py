@@ -243,7 +243,7 @@ def import_index(obj, path: str, as_json: bool) -> None:
         done.update(answer)
     if as_json:
         emit_json({**{key: done[key] for key in ("buckets", "objects", "uploads", "parts", "completed", "funded",
-                                                 "kept", "taken", "refused")}, "left_out": left_out})
+                                                 "kept", "taken", "refused", "foreign")}, "left_out": left_out})
         return
     click.echo(f"imported {done['buckets']} bucket(s), {done['objects']} object(s), {done['uploads']} upload(s) "
                f"with {done['parts']} part(s), {done['completed']} completed upload(s), {done['funded']} funded "
@@ -255,6 +255,9 @@ def import_index(obj, path: str, as_json: bool) -> None:
         what = (f"object {item.get('bucket')}/{item.get('key')}" if "bucket" in item
                 else f"part {item.get('part')} of upload {item.get('upload')}")
         click.echo(f"left out {what}: {_REFUSED[item['reason']]}", err=True)
+    if done["foreign"]:
+        click.echo(f"did not note {done['foreign']} user(s) as funded by this node: the export's node funded them, "
+                   "not this one (fund them here with: xsc s3 fund USER CREDITS)", err=True)
 
 
 _REFUSED = {"removing": "its file is marked for removal here (it may be gone already)",
