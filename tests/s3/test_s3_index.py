@@ -545,8 +545,8 @@ async def test_users_funded_before_they_were_noted_are_listed_from_the_ledgers_f
 
 
 def share(index: S3Index, cap: str, *holders: bytes) -> None:
-    """The state an import left before it refused a file another record refers to: records that share `cap`, its
-    o/h/ entry naming the first, and no search for shared files made yet."""
+    """What an import that let records share a file leaves: records that share `cap`, its o/h/ entry naming the
+    first, and no search for shared files made yet."""
     for holder in holders:
         record = obj(cap) if holder.startswith(keys.OBJECT_KEYS) else {"cap": cap, "size": 10, "etag": "e",
                                                                            "modified": 0}
@@ -555,7 +555,7 @@ def share(index: S3Index, cap: str, *holders: bytes) -> None:
     index.db.delete(keys.OBJECT_SHARED_INDEXED)
 
 
-def test_a_file_records_of_an_older_import_share_is_garbage_only_once_none_of_them_refers_to_it(index) -> None:
+def test_a_file_records_share_is_garbage_only_once_none_of_them_refers_to_it(index) -> None:
     """Whichever of them goes first, in one DeleteObjects or one by one, an upload's part among them: the file stays
     while one of them is left, and is marked once the last goes."""
     upload = index.create_upload("bkt", "big")
@@ -608,7 +608,7 @@ async def test_an_import_notes_as_funded_here_only_the_users_this_node_funded(ma
 
 
 @pytest.mark.slow
-def test_deleting_one_of_two_objects_an_older_import_gave_one_file_leaves_the_other_readable(tmp_path) -> None:
+def test_deleting_one_of_two_objects_sharing_a_file_leaves_the_other_readable(tmp_path) -> None:
     """A store written by an import that let two objects name one file, its o/h/ entry naming one of them: deleting
     that one through the front leaves the file the other names; deleting the other then removes it."""
     pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
