@@ -564,6 +564,8 @@ OBJECT_FUNDED = b"o/f/"  # + S3 user name (UTF-8) -> b"": a user the node's acco
 OBJECT_FUNDED_INDEXED = b"o/fi"  # -> b"": the users funded before they had an o/f/ record were given theirs
 OBJECT_HOLDERS = b"o/h/"  # + capability (ASCII) -> the key of the object or part record that refers to the file
 OBJECT_HOLDERS_INDEXED = b"o/hi"  # -> b"": the records written before o/h/ was kept were given their entries
+OBJECT_SHARED = b"o/s/"  # + capability (ASCII) -> JSON list of record keys (hex): every record that shared the file
+OBJECT_SHARED_INDEXED = b"o/si"  # -> b"": the files records share (an import let them) were found and given o/s/
 
 
 def object_bucket(bucket: str) -> bytes:
@@ -601,6 +603,10 @@ def object_garbage(capability: str) -> bytes:
 
 def object_holder(capability: str) -> bytes:
     return OBJECT_HOLDERS + capability.encode()
+
+
+def object_shared(capability: str) -> bytes:
+    return OBJECT_SHARED + capability.encode()
 
 
 def object_funded(user: str) -> bytes:

@@ -187,22 +187,23 @@ def test_an_export_imported_into_another_index_answers_a_retried_complete_as_the
     for n in (1, 2, 3):
         index.put_part(going, n, f"more-{n}", 100, f"m{n}")
     note_funded(index, "gus")
-    exported = backup.export(index)
+    exported = backup.export(index, funded_by="node-a")
     assert list(exported["completed"]) == [done]
     other = S3Index(plyvel.DB(str(tmp_path / "other"), create_if_missing=True), min_part_size=100)
     sent = list(backup.pieces(exported, size=300))
     assert len(sent) > 4
-    written = [backup.restore(other, piece) for piece in sent]
+    written = [backup.restore(other, piece, account="node-a") for piece in sent]
     assert sum(w["objects"] for w in written) == 6 and sum(w["parts"] for w in written) == 3
-    assert {k: v for k, v in backup.export(other).items() if k != "exported"} == {
+    assert {k: v for k, v in backup.export(other, funded_by="node-a").items() if k != "exported"} == {
         k: v for k, v in exported.items() if k != "exported"}
     assert other.complete(done, [(1, "e1"), (2, "e2")], "bkt", "big") == index.complete(
         done, [(1, "e1"), (2, "e2")], "bkt", "big")
     assert {"ana", "bob", "gus"} <= set(users(other))
     with pytest.raises(TooManyUploads):  # the uploads imported count against their users
         S3Index(other.db, max_uploads=1).create_upload("bkt", "again", by="bob")
-    again = backup.restore(other, exported)
-    assert again["kept"] == 1 + 6 + 1 + 3 + 1 + 1 and sum(v for k, v in again.items() if k != "kept") == 0
+    again = backup.restore(other, exported, account="node-a")
+    assert again["kept"] == 1 + 6 + 1 + 3 + 1 + 1 and again["left_out"] == []
+    assert sum(v for k, v in again.items() if k not in ("kept", "left_out")) == 0
     other.db.close()
 
 
@@ -252,15 +253,35 @@ def test_an_import_naming_one_bucket_twice_with_two_owners_writes_none_of_it(ind
     assert [b["name"] for b in index.buckets()] == ["bkt"]
 
 
-def test_an_imported_part_whose_file_is_marked_garbage_here_is_no_longer_garbage(index) -> None:
-    """Its record refers to the file again, as an imported object's does: the front must not remove it."""
+def test_an_import_naming_a_file_marked_for_removal_here_leaves_it_out_and_the_file_stays_marked(index) -> None:
+    """The front may be removing a marked file as the import runs: a record brought back for it could name a file
+    gone.  Each object or part naming one is left out, named in the answer, and its file is removed as marked."""
+    index.put("bkt", "k", obj("cap-1"))
     upload = index.create_upload("bkt", "big")
     index.put_part(upload, 1, "part-1", 100, "e1")
     exported = backup.export(index)
     index.abort(upload)  # its part marked garbage; the front has not removed it yet
-    assert index.garbage() == ["part-1"]
-    assert backup.restore(index, exported)["parts"] == 1
-    assert index.garbage() == []
+    index.delete("bkt", "k")
+    assert sorted(index.garbage()) == ["cap-1", "part-1"]
+    written = backup.restore(index, exported)
+    assert (written["objects"], written["uploads"], written["parts"], written["refused"]) == (0, 1, 0, 2), written
+    assert written["left_out"] == [{"bucket": "bkt", "key": "k", "reason": "removing"},
+                                   {"upload": upload, "part": 1, "reason": "removing"}]
+    assert sorted(index.garbage()) == ["cap-1", "part-1"] and index.parts(upload) == []
+
+
+def test_an_import_naming_a_file_of_this_nodes_own_the_front_did_not_store_leaves_it_out(index) -> None:
+    """A file `xsc store put` stored is the user's: an object naming it would remove it as it is deleted.  A file the
+    store lists under a name the front gives, or one it does not list (another node's), is imported."""
+    front = "s3:bkt/k#" + "0" * 16 + "f" * 32
+    listed = {"mine": "holiday.jpg", "unnamed": "", "fronts": front, "forged": "s3:bkt/k#not-a-tag"}
+    written = backup.restore(index, {"buckets": [{"name": "bkt", "created": 0, "objects": {
+        key: obj(key) for key in (*listed, "elsewhere")}}]}, stored_name=listed.get)
+    assert (written["objects"], written["refused"]) == (2, 3), written
+    assert sorted(i["key"] for i in written["left_out"]) == ["forged", "mine", "unnamed"]
+    assert {i["reason"] for i in written["left_out"]} == {"not-s3"}
+    assert [k for k, _ in index.objects("bkt")] == ["elsewhere", "fronts"]
+    assert index.delete_many("bkt", ["mine", "unnamed", "forged"]) == [] and index.garbage() == []
 
 
 def test_an_import_leaves_out_each_object_or_part_naming_a_file_another_record_refers_to(index) -> None:
@@ -521,3 +542,112 @@ async def test_users_funded_before_they_were_noted_are_listed_from_the_ledgers_f
             assert [(u["user"], u["balance"]) for u in listed] == [("ana", 2_000_000)]
         finally:
             await close_node(node)
+
+
+def share(index: S3Index, cap: str, *holders: bytes) -> None:
+    """What an import that let records share a file leaves: records that share `cap`, its o/h/ entry naming the
+    first, and no search for shared files made yet."""
+    for holder in holders:
+        record = obj(cap) if holder.startswith(keys.OBJECT_KEYS) else {"cap": cap, "size": 10, "etag": "e",
+                                                                           "modified": 0}
+        index.db.put(holder, codec.dumps(record))
+    index.db.put(keys.object_holder(cap), holders[0])
+    index.db.delete(keys.OBJECT_SHARED_INDEXED)
+
+
+def test_a_file_records_share_is_garbage_only_once_none_of_them_refers_to_it(index) -> None:
+    """Whichever of them goes first, in one DeleteObjects or one by one, an upload's part among them: the file stays
+    while one of them is left, and is marked once the last goes."""
+    upload = index.create_upload("bkt", "big")
+    share(index, "shared-1", keys.object_key("bkt", "a"), keys.object_key("bkt", "b"))
+    share(index, "shared-2", keys.object_key("bkt", "c"), keys.object_key("bkt", "d"))
+    share(index, "shared-3", keys.object_key("bkt", "e"), keys.object_part(upload, 1))
+    reopened = S3Index(index.db)
+    assert reopened.delete("bkt", "a") == [] and reopened.get("bkt", "b")["parts"][0]["cap"] == "shared-1"
+    assert reopened.garbage() == []
+    assert reopened.put("bkt", "b", obj("new")) == ["shared-1"]
+    assert reopened.delete_many("bkt", ["c", "d", "c"]) == ["shared-2"]
+    assert reopened.abort(upload) == [] and reopened.get("bkt", "e")["parts"][0]["cap"] == "shared-3"
+    assert reopened.delete("bkt", "e") == ["shared-3"]
+    assert sorted(reopened.garbage()) == ["shared-1", "shared-2", "shared-3"]
+    assert list(reopened.db.iterator(prefix=keys.OBJECT_SHARED)) == []
+
+
+async def test_an_import_notes_as_funded_here_only_the_users_this_node_funded(make_config) -> None:
+    """Another node's export names the users its own account funded: imported here, they are not this node's (its
+    ledger shows no funding of theirs), and are counted, not listed.  This node's own export, or one that does not
+    say whose it is but names a user this node's ledger shows it funded, brings them back."""
+    first, second = await serve(make_config("first")), await serve(make_config("second"))
+    try:
+        for node in (first, second):
+            await node.app[NODE].s3_accounts.fund("ana", 1_000_000)
+            note_funded(node.app[NODE].s3_index, "ana")
+        note_funded(first.app[NODE].s3_index, "bob")  # funded by the first node only
+        foreign = await (await first.get("/v1/s3/export")).json()
+        own = await (await second.get("/v1/s3/export")).json()
+        assert foreign["funded"] == ["ana", "bob"] and foreign["funded_by"] != own["funded_by"]
+
+        async def imported(export: dict) -> dict:
+            answer = await second.post("/v1/s3/import", json=export)
+            assert answer.status == 200, await answer.text()
+            return await answer.json()
+
+        async def listed() -> list[str]:
+            return [u["user"] for u in (await (await second.get("/v1/s3/accounts")).json())["users"]]
+
+        for funded in ("ana", "bob"):
+            second.app[DB].delete(keys.object_funded(funded))
+        assert (await imported(foreign))["foreign"] == 1 and await listed() == ["ana"]  # ana: its ledger shows it
+        second.app[DB].delete(keys.object_funded("ana"))
+        unsigned = {k: v for k, v in foreign.items() if k != "funded_by"}
+        assert ((await imported(unsigned))["funded"], await listed()) == (1, ["ana"])
+        assert ((await imported({**own, "funded": ["bob"]}))["funded"], await listed()) == (1, ["ana", "bob"])
+    finally:
+        await close_node(first)
+        await close_node(second)
+
+
+@pytest.mark.slow
+def test_deleting_one_of_two_objects_sharing_a_file_leaves_the_other_readable(tmp_path) -> None:
+    """A store written by an import that let two objects name one file, its o/h/ entry naming one of them: deleting
+    that one through the front leaves the file the other names; deleting the other then removes it."""
+    pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
+    from tests.support.s3 import Gateway, store_files
+    from tests.support.waiting import eventually
+    from xsc.node.datadir import open_db
+
+    gateway = Gateway(tmp_path, in_node=True).start()
+    try:
+        s3 = gateway.client()
+        s3.create_bucket(Bucket="old")
+        s3.put_object(Bucket="old", Key="a", Body=b"one file, two names")
+        gateway.node.stop()
+        db = open_db(gateway.node.data_dir)
+        try:
+            record = db.get(keys.object_key("old", "a"))
+            cap = codec.loads(record)["parts"][0]["cap"]
+            with db.write_batch(sync=True) as batch:
+                batch.put(keys.object_key("old", "b"), record)
+                batch.put(keys.object_holder(cap), keys.object_key("old", "a"))
+                batch.delete(keys.OBJECT_SHARED_INDEXED)
+        finally:
+            db.close()
+        gateway.node.start()
+        eventually(lambda: _answers(s3), "the node's own S3 listener")
+        s3.delete_object(Bucket="old", Key="a")
+        assert s3.get_object(Bucket="old", Key="b")["Body"].read() == b"one file, two names"
+        assert cap in {f["capability"] for f in store_files(gateway.node)}
+        s3.delete_object(Bucket="old", Key="b")
+        eventually(lambda: cap not in {f["capability"] for f in store_files(gateway.node)}, "the file's removal")
+    finally:
+        gateway.stop()
+
+
+def _answers(s3) -> bool:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        s3.head_bucket(Bucket="old")
+    except (BotoCoreError, ClientError):
+        return False
+    return True

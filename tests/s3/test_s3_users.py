@@ -231,6 +231,25 @@ def test_an_import_naming_another_users_file_leaves_it_out_and_the_file_stays(in
     assert b"left out 2 object(s) or part(s) naming a file another record here refers to" in result.stderr
 
 
+def test_an_import_naming_a_file_of_the_nodes_own_leaves_it_out_and_the_file_stays(in_node_gateway, tmp_path) -> None:
+    """An export naming a file `xsc store put` stored: the import leaves that object out and names it, so no
+    DeleteObject can remove the file."""
+    node = in_node_gateway.node
+    put = node.xsc("store", "put", "-", "--name", "holiday.jpg", input=b"the user's own")
+    assert put.returncode == 0, put.stderr
+    cap = put.stdout.decode().strip()
+    record = {"parts": [{"cap": cap, "size": 14}], "size": 14, "etag": "e", "content_type": "image/jpeg",
+              "modified": 0}
+    export = {"version": 1, "buckets": [{"name": "own-files", "created": 0, "owner": "xsc", "grants": {},
+                                         "objects": {"holiday": record}}]}
+    (tmp_path / "own.json").write_text(json.dumps(export))
+    result = node.xsc("s3", "import-index", str(tmp_path / "own.json"))
+    assert result.returncode == 0, result.stderr
+    assert b"left out object own-files/holiday: its file is one of this node's own files" in result.stderr
+    in_node_gateway.client().delete_object(Bucket="own-files", Key="holiday")
+    assert node.xsc("store", "get", cap).stdout == b"the user's own"
+
+
 def test_grant_refusals_are_one_line(gateway) -> None:
     create_key(gateway.node.data_dir, "gus")
     result = gateway.node.xsc("s3", "grant", "no-such-bucket-for-grants", "gus", "read")

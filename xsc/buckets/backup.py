@@ -3,16 +3,19 @@ piece of one (`pieces`), written back into an index (`xsc s3 import-index`).
 
 An export holds every bucket with its owner, grants and objects, the uploads in progress with their parts, the
 completed uploads a retried CompleteMultipartUpload is answered from (`completed`, kept COMPLETED_KEEP), the users the
-node's account funded, and the files marked for removal (`garbage`, for the record: no object refers to them, so
-they are not restored).  `restore` writes each record the index holds none of, and keeps the ones it holds as they
-are: an import run again, or over a node that went on meanwhile, undoes nothing.  No two records share a file: an
-object or part whose file another record refers to (here, or earlier in the import) is left out, so that deleting one
-never removes the other's file.  An export is capabilities: whoever holds it can read every object.
+node's account funded (`funded`) and that account (`funded_by`), and the files marked for removal (`garbage`, for the
+record: no object refers to them, so they are not restored).  `restore` writes each record the index holds none of,
+and keeps the ones it holds as they are: an import run again, or over a node that went on meanwhile, undoes nothing.
+No two records share a file: an object or part whose file another record refers to (here, or earlier in the import)
+is left out, so that deleting one never removes the other's file; so is one whose file is marked for removal here
+(the front may be removing it), or is one of this node's own files the front did not store.  The funded users are
+this node's only if the export is (its `funded_by` this node's account) or this node's ledger shows it funded them.
+An export is capabilities: whoever holds it can read every object.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from .. import codec
 from ..errors import InvalidArgument, InvalidCapability
@@ -20,7 +23,9 @@ from ..storage.core.capability import Capability
 from .core import names, records
 from .index import S3Index, exported, restored
 
-export = exported  # the index's records as JSON, in the index's module, which spells their keys
+if TYPE_CHECKING:  # the CLI splits exports with this module, without the ledger the accounts bring
+    from .accounts import UserAccounts
+
 VERSION = 1  # an export's
 PIECE_BYTES = 4 * 1024 * 1024  # what the CLI sends in one request; a record larger than that goes alone
 MAX_PIECE = 64 * 1024 * 1024  # the most one request may carry (a single object's record of 10,000 parts: ~3 MB)
@@ -29,19 +34,26 @@ MAX_PIECE = 64 * 1024 * 1024  # the most one request may carry (a single object'
 MAX_OBJECT_RECORD = 4 * 1024 * 1024
 
 
+def export(index: S3Index, funded_by: str | None = None) -> dict:
+    """The index's records as JSON (in the index's module, which spells their keys), with the account of the node
+    that funded its `funded` users (`funded_by`, the node's client account), which an import tells its own by."""
+    return {**exported(index), **({"funded_by": funded_by} if funded_by is not None else {})}
+
+
 def pieces(whole: dict, size: int = PIECE_BYTES) -> Iterator[dict]:
     """`whole` (an export) in pieces of about `size` bytes of JSON, each an export of its own for `restore`: a
     bucket's objects and an upload's parts may be spread over several, each with its bucket's or upload's record."""
     piece: dict = {}
     held = 0
+    head = {"version": VERSION, **({"funded_by": whole["funded_by"]} if "funded_by" in whole else {})}
     for kind, unit in _units(whole):
         grown = len(codec.dumps(unit))
         if held and held + grown > size:
-            yield {"version": VERSION, **piece}
+            yield {**head, **piece}
             piece, held = {}, 0
         _add(piece, kind, unit)
         held += grown
-    yield {"version": VERSION, **piece}
+    yield {**head, **piece}
 
 
 def _units(whole: Any) -> Iterator[tuple[str, Any]]:
@@ -95,13 +107,37 @@ def _list(whole: dict, name: str) -> list:
     return found
 
 
-def restore(index: S3Index, piece: Any) -> dict:
+def restore(index: S3Index, piece: Any, *, account: str | None = None,
+            funded_here: Callable[[], Iterable[str]] = tuple,
+            stored_name: Callable[[str], str | None] = lambda cap: None) -> dict:
     """Write `piece` (an export, or a piece of one) into the index in one synced write (`index.restored`): each record
     the index holds none of; each one it holds is kept as it is (`kept`); an object or part that names a file another
-    record refers to is left out (`taken`: deleting it would remove that record's file).  A bucket held by another
-    owner here: BucketTaken, and nothing is written; a piece that is not an export's: InvalidArgument (or the 400 of
-    the name that is not one).  How many of each kind were written."""
-    return restored(index, _checked(piece))
+    record refers to is left out (`taken`: deleting it would remove that record's file), as is one naming a file
+    marked for removal here or a file of this node's store the front did not store (`refused`; `stored_name`: the
+    name the store lists a capability's file under), each named in `left_out`.  Its funded users are noted only if
+    this node (its client account: `account`) funded them (`funded_here`: those its ledger shows it funded).  A
+    bucket held by another owner here: BucketTaken, and nothing is written; a piece that is not an export's:
+    InvalidArgument (or the 400 of the name that is not one).  How many of each kind were written."""
+    return restored(index, _checked(piece), account=account, funded_here=funded_here, stored_name=stored_name)
+
+
+def restore_here(index: S3Index, piece: Any, accounts: UserAccounts, store: Any) -> dict:
+    """`restore` into this node's index: its client account (`accounts.owner`), which funded its users, the users
+    its ledger shows it funded, and the names its store (`ShareStore`) lists its files under."""
+    return restore(index, piece, account=accounts.owner.id, funded_here=accounts.funded_in_ledger,
+                   stored_name=lambda cap: _stored_name(store, cap))
+
+
+def _stored_name(store: Any, cap: str) -> str | None:
+    """The name the store lists the file `cap` under ("" for one put without a name); None: it lists no such file."""
+    try:
+        parsed = Capability.parse(cap)
+    except InvalidCapability:
+        return None
+    record = store.file_record(parsed.storage_index)
+    if record is None or record["capability"] != parsed.text:
+        return None
+    return record.get("name") or ""
 
 
 def _checked(piece: Any) -> dict:
@@ -117,10 +153,13 @@ def _checked(piece: Any) -> dict:
         done = {_upload_id(i): _completed(r) for i, r in completed.items()}
         users = [names.check_user(u) if isinstance(u, str) else _bad("a funded user is a name")
                  for u in _list(piece, "funded")]
+        funded_by = piece.get("funded_by")
+        if funded_by is not None and (not isinstance(funded_by, str) or len(funded_by) > 256):
+            _bad("an export's funded_by is the account of the node that funded its users")
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise InvalidArgument(f"the export holds a record that is not one: {err!r}"[:300],
                               hint="import a file `xsc s3 export-index` wrote") from None
-    return {"buckets": buckets, "uploads": uploads, "completed": done, "funded": users}
+    return {"buckets": buckets, "uploads": uploads, "completed": done, "funded": users, "funded_by": funded_by}
 
 
 def _bad(message: str):

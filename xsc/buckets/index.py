@@ -23,7 +23,10 @@ is one synced write batch, so a crash leaves either the old state or the new, ne
 - each file a record refers to has an entry (o/h/) naming that record, written in the record's own batch; no two
   records refer to one file (each write stores a file of its own), and an import leaves out a record whose file
   another record refers to (`restored`): deleting it would remove that record's file.  `index_holders` gives the
-  records of a store written before the entries were kept theirs, once.
+  records of a store written before the entries were kept theirs, once.  A store whose imports did not leave such
+  records out may hold files two records share, the entry naming one: `index_shared` finds them once and notes
+  every record that shared each (o/s/), so that a file is marked garbage only once none of them refers to it
+  (`_release`, on every path that lets a record's file go).
 - an upload left unfinished for `upload_expiry` seconds is aborted by `expire_uploads` (a batch per
   EXPIRED_AT_ONCE uploads: their records go and their parts are marked garbage), which the front asks for as it
   reconciles.
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import secrets
 import threading
 import time
@@ -56,6 +60,9 @@ from ..errors import (BucketNotEmpty, BucketTaken, ConditionalConflict, Precondi
 from .core import etag, listing, names, records
 
 FILE_PREFIX = "s3:"  # the names of the store's files the S3 front put (see reconcile)
+NONCE_HEX = 16  # a front's file name ends with `#`, a nonce of 64 random bits and ...
+TAG_HEX = 32  # ... a 128-bit HMAC of the rest (xsc/s3/marks.py)
+FRONT_NAME = re.compile(rf"{FILE_PREFIX}.*#[0-9a-f]{{{NONCE_HEX}}}[0-9a-f]{{{TAG_HEX}}}", re.DOTALL)
 LEVELS = {"read": 1, "write": 2, "owner": 3}  # what a user may do with a bucket: each level includes those below
 INITIATOR = names.INITIATOR
 log = logging.getLogger(__name__)
@@ -82,6 +89,9 @@ class S3Index:
         self._counted: tuple[Counter, Counter] | None = None  # each user's buckets and uploads (`_counts`)
         self.on_change: list[Callable[[str], None]] = []  # (bucket): an object was written or deleted there
         index_holders(self)  # once, over a store written before o/h/ was kept: before any write or import reads it
+        index_shared(self)  # once, after it: the files records share (imported by a node that did not leave them out)
+        # o/s/ entries are only written by index_shared, so a store that has none now never has any.
+        self._shared = any(True for _ in db.iterator(prefix=keys.OBJECT_SHARED, include_value=False))
 
     # --- buckets -----------------------------------------------------------------
     def buckets(self, user: str | None = None) -> list[dict]:
@@ -160,9 +170,10 @@ class S3Index:
             grants = {u: g for u, g in record["grants"].items() if u != user} | ({user: level} if level else {})
             stored = {k: v for k, v in record.items() if k != "name"} | {"grants": grants}
             dropped = [] if level else [u for u in self.uploads(name) if u.get("user") == user]
+            written: dict[bytes, bytes | None] = {keys.object_bucket(name): _dump(stored)}
+            garbage = [cap for upload in dropped for cap in self._drop_upload(written, upload)]
             with self.db.write_batch(sync=True) as batch:
-                batch.put(keys.object_bucket(name), _dump(stored))
-                garbage = [cap for upload in dropped for cap in self._drop_upload(batch, upload)]
+                _apply(batch, written)
             for upload in dropped:
                 self._uploaded(upload)
         gone = {} if level else {"aborted": [u["id"] for u in dropped], "garbage": garbage}
@@ -243,13 +254,10 @@ class S3Index:
             return ConditionalConflict(f"another write of {key!r} came first: the condition {condition} no longer "
                                        "holds (retry the request)", bucket=bucket, key=key, garbage=caps)
         garbage = [p["cap"] for p in codec.loads(old)["parts"]] if old else []
-        garbage = [c for c in garbage if c not in caps]
         written[name] = _dump({k: v for k, v in record.items() if k != "condition"})
         written.update((keys.object_garbage(cap), None) for cap in caps)  # referred to: not garbage
         written.update((keys.object_holder(cap), name) for cap in caps)
-        written.update((keys.object_garbage(cap), b"") for cap in garbage)
-        written.update((keys.object_holder(cap), None) for cap in garbage)
-        return garbage
+        return [c for c in garbage if c not in caps and _release(self, written, read, c, name)]
 
     def _changed(self, bucket: str) -> None:
         for callback in self.on_change:
@@ -263,16 +271,17 @@ class S3Index:
         with self._lock:
             self.bucket(bucket)
             garbage: list[str] = []
+            written: dict[bytes, bytes | None] = {}
+            for key in keys_:
+                name = keys.object_key(bucket, key)
+                old = written[name] if name in written else self.db.get(name)
+                if old is None:
+                    continue
+                written[name] = None
+                garbage += [p["cap"] for p in codec.loads(old)["parts"]
+                            if _release(self, written, self.db.get, p["cap"], name)]
             with self.db.write_batch(sync=True) as batch:
-                for key in keys_:
-                    old = self.db.get(keys.object_key(bucket, key))
-                    if old is None:
-                        continue
-                    batch.delete(keys.object_key(bucket, key))
-                    for p in codec.loads(old)["parts"]:
-                        batch.put(keys.object_garbage(p["cap"]), b"")
-                        batch.delete(keys.object_holder(p["cap"]))
-                        garbage.append(p["cap"])
+                _apply(batch, written)
         self._changed(bucket)
         return garbage
 
@@ -352,15 +361,15 @@ class S3Index:
                 self._mark_garbage([cap])
                 raise NoSuchUpload("no multipart upload with that id: it was completed or aborted",
                                    upload_id=upload_id, garbage=[cap])
-            old = self.db.get(keys.object_part(upload_id, number))
-            garbage = [c for c in ([codec.loads(old)["cap"]] if old else []) if c != cap]  # (its record retried)
+            name = keys.object_part(upload_id, number)
+            old = self.db.get(name)
+            written: dict[bytes, bytes | None] = {
+                name: _dump({"cap": cap, "size": size, "etag": part_etag, "modified": self.clock(), **extra}),
+                keys.object_holder(cap): name}
+            garbage = [c for c in ([codec.loads(old)["cap"]] if old else [])  # (not its own: its record retried)
+                       if c != cap and _release(self, written, self.db.get, c, name)]
             with self.db.write_batch(sync=True) as batch:
-                for c in garbage:
-                    batch.put(keys.object_garbage(c), b"")
-                    batch.delete(keys.object_holder(c))
-                batch.put(keys.object_part(upload_id, number),
-                          _dump({"cap": cap, "size": size, "etag": part_etag, "modified": self.clock(), **extra}))
-                batch.put(keys.object_holder(cap), keys.object_part(upload_id, number))
+                _apply(batch, written)
         return garbage
 
     def complete(self, upload_id: str, chosen: list[tuple[int, str]], bucket: str | None = None,
@@ -410,28 +419,27 @@ class S3Index:
                       "size": sum(p["size"] for p in used), "etag": etag.multipart([p["etag"] for p in used]),
                       "content_type": upload["content_type"], "metadata": upload["metadata"],
                       "headers": {**upload.get("headers", {}), **whole}, "modified": self.clock()}
-            unused = [p["cap"] for n, p in have.items() if n not in set(numbers)]
             old = self.db.get(keys.object_key(bucket, key))
             if condition is not None and not records.holds(condition, codec.loads(old) if old else None):
                 if "if_match" in condition and old is None:
                     raise NoSuchKey(f"no object {key!r} in bucket {bucket!r} for If-Match", bucket=bucket, key=key)
                 raise PreconditionFailed(f"the object at {key!r} does not meet the condition {condition}",
                                          bucket=bucket, key=key)
-            replaced = [p["cap"] for p in codec.loads(old)["parts"]] if old else []
-            garbage = unused + replaced
+            name, kept = keys.object_key(bucket, key), {p["cap"] for p in used}
+            written: dict[bytes, bytes | None] = {
+                name: _dump(record), keys.object_upload(upload_id): None,
+                keys.object_completed(upload_id): _dump({"bucket": bucket, "key": key, "etag": record["etag"],
+                                                         "modified": record["modified"], "headers": whole}),
+                **{keys.object_part(upload_id, n): None for n in have},
+                # the object refers to them now, not their parts' records
+                **{keys.object_holder(c): name for c in kept}}
+            garbage = [p["cap"] for n, p in have.items() if n not in set(numbers)
+                       and _release(self, written, self.db.get, p["cap"], keys.object_part(upload_id, n))]
+            garbage += [p["cap"] for p in (codec.loads(old)["parts"] if old else [])
+                        if p["cap"] not in kept and _release(self, written, self.db.get, p["cap"], name)]
             with self.db.write_batch(sync=True) as batch:
-                batch.put(keys.object_key(bucket, key), _dump(record))
-                batch.delete(keys.object_upload(upload_id))
-                batch.put(keys.object_completed(upload_id), _dump({"bucket": bucket, "key": key, "etag": record["etag"],
-                                                                   "modified": record["modified"], "headers": whole}))
+                _apply(batch, written)
                 self._forget_completed(batch)
-                for n in have:
-                    batch.delete(keys.object_part(upload_id, n))
-                for c in garbage:
-                    batch.put(keys.object_garbage(c), b"")
-                    batch.delete(keys.object_holder(c))
-                for p in used:  # the object refers to them now, not their parts' records
-                    batch.put(keys.object_holder(p["cap"]), keys.object_key(bucket, key))
             self._uploaded(upload)
         self._changed(upload["bucket"])
         return record, garbage
@@ -446,8 +454,10 @@ class S3Index:
     def abort(self, upload_id: str) -> list[str]:
         with self._lock:
             upload = self.upload(upload_id)
+            written: dict[bytes, bytes | None] = {}
+            garbage = self._drop_upload(written, upload)
             with self.db.write_batch(sync=True) as batch:
-                garbage = self._drop_upload(batch, upload)
+                _apply(batch, written)
             self._uploaded(upload)
         return garbage
 
@@ -466,22 +476,25 @@ class S3Index:
                 for upload_id in expired[i:i + EXPIRED_AT_ONCE]:
                     with contextlib.suppress(NoSuchUpload):  # completed or aborted meanwhile
                         uploads.append(self.upload(upload_id))
+                written: dict[bytes, bytes | None] = {}
+                for upload in uploads:
+                    garbage += self._drop_upload(written, upload)
                 with self.db.write_batch(sync=True) as batch:
-                    for upload in uploads:
-                        garbage += self._drop_upload(batch, upload)
+                    _apply(batch, written)
                 for upload in uploads:
                     self._uploaded(upload)
         return garbage
 
-    def _drop_upload(self, batch, upload: dict) -> list[str]:
-        """Into `batch`: the upload and its parts' records gone, its parts' files marked garbage (returned)."""
-        parts = self.parts(upload["id"])
-        batch.delete(keys.object_upload(upload["id"]))
-        for p in parts:
-            batch.delete(keys.object_part(upload["id"], p["number"]))
-            batch.put(keys.object_garbage(p["cap"]), b"")
-            batch.delete(keys.object_holder(p["cap"]))
-        return [p["cap"] for p in parts]
+    def _drop_upload(self, written: dict[bytes, bytes | None], upload: dict) -> list[str]:
+        """Into `written`: the upload and its parts' records gone, its parts' files marked garbage (returned)."""
+        written[keys.object_upload(upload["id"])] = None
+        garbage = []
+        for p in self.parts(upload["id"]):
+            name = keys.object_part(upload["id"], p["number"])
+            written[name] = None
+            if _release(self, written, self.db.get, p["cap"], name):
+                garbage.append(p["cap"])
+        return garbage
 
     def _uploaded(self, upload: dict) -> None:
         """Under the lock, once its record is gone: the upload no longer counts against its user."""
@@ -596,33 +609,39 @@ def exported(index: S3Index) -> dict:
             "completed": completed, "garbage": index.garbage(), "funded": funded(index)}
 
 
-def restored(index: S3Index, data: dict) -> dict:
+def restored(index: S3Index, data: dict, *, account: str | None = None,
+             funded_here: Callable[[], Iterable[str]] = tuple,
+             stored_name: Callable[[str], str | None] = lambda cap: None) -> dict:
     """Write `data` (a piece of an export, its records checked: xsc/buckets/backup.py) in one synced write: each record
-    the index holds none of; each one it holds is kept as it is (`kept`).  A bucket held by another owner here:
-    BucketTaken; a user given more buckets or uploads in progress than it may have (max_buckets, max_uploads), as
-    by its own requests: TooManyBuckets, TooManyUploads; and nothing is written.  An object or part that names a file
-    another record refers to, here or earlier in the import, is not written (`taken`): deleting either record would
-    remove the other's file.  How many of each kind were written."""
+    the index holds none of; one it holds is kept as it is (`kept`).  A bucket another owner holds here: BucketTaken; a
+    user given more buckets or uploads than its requests could make: TooManyBuckets, TooManyUploads; nothing written.
+    An object or part is left out (`left_out`) if another record refers to its file, here or earlier in the import
+    (`taken`: deleting either would remove the other's file), or `_refusal` refuses it (`refused`).  Funded users:
+    `_ours`.  How many of each kind were written."""
     count: Counter = Counter()
+    left_out: list[dict] = []
     with index.changing() as changed, index.db.write_batch(transaction=True, sync=True) as batch:
         buckets_of, uploads_of = index._counts()  # read again once written (`changing`)
         written: set[bytes] = set()
         held: dict[bytes, bytes] = {}  # the o/h/ entries this piece wrote
 
-        def put(kind: str, key: bytes, value: bytes, caps: Iterable[str] = ()) -> bool:
+        def put(kind: str, key: bytes, value: bytes, caps: Iterable[str] = (), what: dict | None = None) -> bool:
             if key in written or index.db.get(key) is not None:  # (a record named twice: the first is written)
                 count["kept"] += 1
                 return False
             entries = {keys.object_holder(cap): cap for cap in caps}
-            if any(entry in held or _holds(index, index.db.get(entry), cap, key) for entry, cap in entries.items()):
-                count["taken"] += 1
+            reason = "taken" if any(entry in held or _holds(index, index.db.get(entry), cap, key)
+                                    for entry, cap in entries.items()) else \
+                next(filter(None, (_refusal(index, cap, stored_name) for cap in entries.values())), None)
+            if reason:
+                count["taken" if reason == "taken" else "refused"] += 1
+                left_out.append({**(what or {}), "reason": reason})
                 return False
             written.add(key)
             batch.put(key, value)
             for entry, cap in entries.items():
                 held[entry] = key
                 batch.put(entry, key)
-                batch.delete(keys.object_garbage(cap))  # referred to: not garbage
             count[kind] += 1
             return True
 
@@ -640,7 +659,7 @@ def restored(index: S3Index, data: dict) -> dict:
                 {k: bucket[k] for k in ("created", "owner", "grants")}))
             for key, record in bucket["objects"].items():
                 if put("objects", keys.object_key(bucket["name"], key), codec.dumps(record),
-                       [part["cap"] for part in record["parts"]]):
+                       [part["cap"] for part in record["parts"]], {"bucket": bucket["name"], "key": key}):
                     changed.add(bucket["name"])
         for upload in data["uploads"]:
             if upload["bucket"] not in owners and index.db.get(keys.object_bucket(upload["bucket"])) is None:
@@ -657,17 +676,74 @@ def restored(index: S3Index, data: dict) -> dict:
                 codec.dumps({k: v for k, v in upload.items() if k not in ("id", "parts")}))
             for part in upload["parts"]:
                 put("parts", keys.object_part(upload["id"], part["number"]),
-                    codec.dumps({k: v for k, v in part.items() if k != "number"}), [part["cap"]])
+                    codec.dumps({k: v for k, v in part.items() if k != "number"}), [part["cap"]],
+                    {"upload": upload["id"], "part": part["number"]})
         for upload_id, record in data["completed"].items():
             if index.db.get(keys.object_upload(upload_id)) is None:
                 put("completed", keys.object_completed(upload_id), codec.dumps(record))
-        for user in data["funded"]:
+        count["foreign"] = len(data["funded"]) - len(ours := _ours(data, account, funded_here))
+        for user in ours:
             put("funded", keys.object_funded(user), b"")
-    if count["taken"]:
-        log.warning("an S3 index import left out %d object(s) or part(s): each names a file another record here "
-                    "refers to", count["taken"])
-    return {kind: count[kind] for kind in ("buckets", "objects", "uploads", "parts", "completed", "funded",
-                                           "kept", "taken")}
+    if left_out:
+        log.warning("an S3 index import left out %d object(s) or part(s): %s", len(left_out),
+                    dict(Counter(item["reason"] for item in left_out)))
+    return {**{kind: count[kind] for kind in ("buckets", "objects", "uploads", "parts", "completed", "funded",
+                                              "kept", "taken", "refused", "foreign")}, "left_out": left_out}
+
+
+def _release(index: S3Index, written: dict[bytes, bytes | None], read: Callable[[bytes], bytes | None], cap: str,
+             holder: bytes) -> bool:
+    """The record at `holder` (gone, or rewritten, in `written`) no longer refers to the file `cap`: into
+    `written`, the file marked garbage and its o/h/ entry dropped, unless another record still refers to it (one its
+    o/s/ entry names, `index_shared`: the o/h/ entry then names that one).  Whether it is garbage."""
+    def get(key: bytes) -> bytes | None:
+        return written[key] if key in written else read(key)
+
+    def refers(key: bytes) -> bool:
+        raw = get(key)
+        return key != holder and raw is not None and cap in _caps(key, codec.loads(raw))
+
+    entry = keys.object_holder(cap)
+    named = get(entry)
+    if named is not None and refers(named):
+        return False
+    if index._shared and (raw := get(keys.object_shared(cap))) is not None:
+        other = next((key for key in _shared_keys(raw) if refers(key)), None)
+        if other is not None:
+            written[entry] = other
+            return False
+        written[keys.object_shared(cap)] = None
+    written[entry] = None
+    written[keys.object_garbage(cap)] = b""
+    return True
+
+
+def _apply(batch, written: dict[bytes, bytes | None]) -> None:
+    for name, value in written.items():
+        if value is None:
+            batch.delete(name)
+        else:
+            batch.put(name, value)
+
+
+def _refusal(index: S3Index, cap: str, stored_name: Callable[[str], str | None]) -> str | None:
+    """Why an import may not bring back a record naming the file `cap`, if it may not: the file is marked garbage
+    here (`removing`: the front may be removing it this moment, and a record brought back would name a file gone), or
+    this node's store lists it under a name the front never gives (`not-s3`, `stored_name` telling: one of the
+    user's own files, which deleting the object would remove)."""
+    if index.db.get(keys.object_garbage(cap)) is not None:
+        return "removing"
+    name = stored_name(cap)
+    return "not-s3" if name is not None and not FRONT_NAME.fullmatch(name) else None
+
+
+def _ours(data: dict, account: str | None, funded_here: Callable[[], Iterable[str]]) -> list[str]:
+    """Of the users an export's node funded, those this node funded: all of them if that node's account is this
+    node's (`account`), else those this node's ledger shows it funded too (`funded_here`)."""
+    if account is not None and data.get("funded_by") == account or not data["funded"]:
+        return data["funded"]
+    here = set(funded_here())
+    return [user for user in data["funded"] if user in here]
 
 
 def _holds(index: S3Index, holder: bytes | None, cap: str, other_than: bytes) -> bool:
@@ -704,6 +780,43 @@ def index_holders(index: S3Index) -> int:
     if given:
         log.info("gave the %d file(s) the S3 index refers to their o/h/ entries", given)
     return given
+
+
+def index_shared(index: S3Index) -> int:
+    """Find, once, the files two records or more refer to (written by an import that did not leave such records out;
+    the file's o/h/ entry names one of them) and give each an o/s/ entry naming every one, so that `_release` marks the
+    file garbage only once none of them refers to it.  Every record is read, with its files' entries: an entry
+    missing or naming a record that no longer refers to the file is given to this one.  The entries and the mark
+    that this was done in one synced write.  How many shared files were found."""
+    if index.db.get(keys.OBJECT_SHARED_INDEXED) is not None:
+        return 0
+    with index._lock:
+        given: dict[bytes, bytes] = {keys.OBJECT_SHARED_INDEXED: b""}
+        shared: dict[str, list[bytes]] = {}
+        for prefix in (keys.OBJECT_KEYS, keys.OBJECT_PARTS):
+            for key, value in index.db.iterator(prefix=prefix):
+                for cap in _caps(key, codec.loads(value)):
+                    entry = keys.object_holder(cap)
+                    named = given.get(entry) or index.db.get(entry)
+                    if named == key:
+                        continue
+                    other = index.db.get(named) if named is not None else None
+                    if other is None or cap not in _caps(named, codec.loads(other)):
+                        given[entry] = key
+                    elif key not in (found := shared.setdefault(cap, [named])):
+                        found.append(key)
+        for cap, holders in shared.items():
+            given[keys.object_shared(cap)] = codec.dumps([k.hex() for k in holders])
+        _write(index.db, given, sync=True)
+    if shared:
+        log.warning("found %d file(s) two or more of the S3 index's records share: each is removed only once none of "
+                    "them refers to it", len(shared))
+    return len(shared)
+
+
+def _shared_keys(raw: bytes) -> list[bytes]:
+    """The record keys an o/s/ entry names."""
+    return [bytes.fromhex(k) for k in codec.loads(raw)]
 
 
 def _write(db: Database, entries: dict[bytes, bytes], sync: bool = False) -> int:

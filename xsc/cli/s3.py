@@ -236,12 +236,14 @@ def import_index(obj, path: str, as_json: bool) -> None:
         exported = codec.loads(text)
     except ValueError:
         raise InvalidArgument(f"{path!r} is not JSON", hint="import a file xsc s3 export-index wrote") from None
-    client, done = obj.client(), Counter()
+    client, done, left_out = obj.client(), Counter(), []
     for piece in backup.pieces(exported):
-        done.update(client.request("POST", "/v1/s3/import", json_body=piece))
+        answer = client.request("POST", "/v1/s3/import", json_body=piece)
+        left_out += answer.pop("left_out", [])
+        done.update(answer)
     if as_json:
-        emit_json({key: done[key] for key in ("buckets", "objects", "uploads", "parts", "completed", "funded", "kept",
-                                              "taken")})
+        emit_json({**{key: done[key] for key in ("buckets", "objects", "uploads", "parts", "completed", "funded",
+                                                 "kept", "taken", "refused", "foreign")}, "left_out": left_out})
         return
     click.echo(f"imported {done['buckets']} bucket(s), {done['objects']} object(s), {done['uploads']} upload(s) "
                f"with {done['parts']} part(s), {done['completed']} completed upload(s), {done['funded']} funded "
@@ -249,3 +251,14 @@ def import_index(obj, path: str, as_json: bool) -> None:
     if done["taken"]:
         click.echo(f"left out {done['taken']} object(s) or part(s) naming a file another record here refers to: "
                    "deleting one would remove the other's file", err=True)
+    for item in (i for i in left_out if i.get("reason") in _REFUSED):
+        what = (f"object {item.get('bucket')}/{item.get('key')}" if "bucket" in item
+                else f"part {item.get('part')} of upload {item.get('upload')}")
+        click.echo(f"left out {what}: {_REFUSED[item['reason']]}", err=True)
+    if done["foreign"]:
+        click.echo(f"did not note {done['foreign']} user(s) as funded by this node: the export's node funded them, "
+                   "not this one (fund them here with: xsc s3 fund USER CREDITS)", err=True)
+
+
+_REFUSED = {"removing": "its file is marked for removal here (it may be gone already)",
+            "not-s3": "its file is one of this node's own files, not one the S3 front stored (xsc store ls names it)"}

@@ -19,12 +19,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from ..buckets.index import FILE_PREFIX
+from ..buckets.index import FILE_PREFIX, NONCE_HEX, TAG_HEX
 from ..ids import unique_bytes
 
 FILE_NAME = "s3-files.key"
-NONCE_HEX = 16  # 64 random bits: the front never gives one name twice
-TAG_HEX = 32  # 128 bits of HMAC-SHA256
 
 
 class FileMarks:

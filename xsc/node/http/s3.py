@@ -267,15 +267,15 @@ async def expire_uploads(request: web.Request) -> web.Response:
 
 @routes.get("/v1/s3/export")
 async def export(request: web.Request) -> web.Response:
-    return json_response(await _call(request, backup.export, _index(request)))
+    return json_response(await _call(request, backup.export, _index(request), request.app[NODE].s3_accounts.owner.id))
 
 
 @routes.post("/v1/s3/import")
 async def import_index(request: web.Request) -> web.Response:
     """An export, or a piece of one, written where the index holds nothing (`xsc s3 import-index`)."""
     piece = await large_json_body(request, backup.MAX_PIECE, MIN_UPLOAD_RATE, "send what xsc s3 export-index wrote")
-    return json_response(await _call(request, backup.restore, _index(request), piece))
-
+    node = request.app[NODE]
+    return json_response(await _call(request, backup.restore_here, node.s3_index, piece, node.s3_accounts, node.store))
 
 
 @routes.get("/v1/s3/accounts")
