@@ -6,7 +6,7 @@ import os
 import sys
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import click
 from click.core import ParameterSource
@@ -14,6 +14,9 @@ from click.core import ParameterSource
 from ..errors import XscError
 from ..units import is_whole_number
 from .interrupts import INTERRUPTED
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -98,6 +101,26 @@ def file_error(exc: OSError) -> str:
     where = shown(exc.filename) + (f" -> {shown(exc.filename2)}" if exc.filename2 is not None else "")
     reason = (exc.strerror or type(exc).__name__).lower()
     return f"{where}: {reason} (check the path, and that it is yours to use)"
+
+
+def output_file(output: str, force: bool) -> Path:
+    """The -o file, checked before anything is fetched: its folder exists, and it does not (unless --force)."""
+    from pathlib import Path
+
+    from ..errors import InvalidArgument
+
+    target = Path(output)
+    folder = target.parent
+    if not folder.is_dir():
+        raise InvalidArgument(f"cannot write {output}: there is no folder {folder}",
+                              hint="create it first, or give -o a path in an existing folder")
+    if target.is_dir():
+        raise InvalidArgument(f"cannot write {output}: it is a folder", hint="give -o a file name")
+    if target.exists() and not force:
+        raise InvalidArgument(f"{output} already exists", hint="add --force to overwrite it, or pick another -o")
+    if not os.access(folder, os.W_OK):
+        raise InvalidArgument(f"cannot write {output}: permission denied in {folder}")
+    return target
 
 
 def emit_json(value: Any) -> None:

@@ -11,7 +11,7 @@ import click
 
 from ..errors import BadRequest, InvalidArgument, XscError
 from ..units import format_credits, parse_duration
-from .output import Col, emit_json, json_option, prose, table, terminal_width, wide_option
+from .output import Col, emit_json, json_option, output_file, prose, table, terminal_width, wide_option
 from .progress import progress_bar
 
 
@@ -129,22 +129,6 @@ def _put_handed(obj, client, stream, query: dict, advance) -> dict | None:
                               lambda: os.lseek(fd, 0, os.SEEK_CUR) - start, advance)
 
 
-def _output_file(output: str, force: bool) -> Path:
-    """The -o file, checked before anything is fetched: its folder exists, and it does not (unless --force)."""
-    target = Path(output)
-    folder = target.parent
-    if not folder.is_dir():
-        raise InvalidArgument(f"cannot write {output}: there is no folder {folder}",
-                              hint="create it first, or give -o a path in an existing folder")
-    if target.is_dir():
-        raise InvalidArgument(f"cannot write {output}: it is a folder", hint="give -o a file name")
-    if target.exists() and not force:
-        raise InvalidArgument(f"{output} already exists", hint="add --force to overwrite it, or pick another -o")
-    if not os.access(folder, os.W_OK):
-        raise InvalidArgument(f"cannot write {output}: permission denied in {folder}")
-    return target
-
-
 def _looks_binary(chunk: bytes) -> bool:
     """As curl decides: a NUL byte in the first chunk (text files have none)."""
     return b"\0" in chunk[:65536]
@@ -165,7 +149,7 @@ def get(obj, cap: str, output: str | None, force: bool) -> None:
 
     from ..errors import connection_reason
 
-    target = _output_file(output, force) if output not in (None, "-") else None
+    target = output_file(output, force) if output not in (None, "-") else None
     body = obj.client().open_body(_cap_path(cap))
     size = body.length
     tmp = target.with_name(f".{target.name}.xsc-partial") if target is not None else None
