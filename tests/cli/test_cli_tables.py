@@ -13,6 +13,7 @@ from pathlib import Path
 from xsc.identity import Identity
 from xsc.ledger.core.model import Authorization
 from xsc.node.appkeys import NODE
+from xsc.units import format_credits
 
 from tests.support.attacks import fake_descriptors
 from tests.support.cli import xsc
@@ -124,6 +125,22 @@ def test_market_status_fits(thread_node) -> None:
     assert "storage-" in out.stdout and "this node" in out.stdout
     wide = node.xsc("market", "status", "--wide", env=NARROW).stdout
     assert "forfeited" in wide and "paid until" in wide
+
+
+def test_market_status_gives_what_was_paid_in_credits_and_prices_in_the_market_s_unit(thread_node) -> None:
+    node = thread_node(market={"payment_interval": 0.5})
+    node.xsc("store", "put", "-", input=b"x" * 5000)
+    found = eventually(lambda: (lambda s: s if s["payments"] and s["deals"] else None)(
+        json.loads(node.xsc("market", "status", "--json").stdout)), "a payment run over the put's deals", 60)
+    out = node.xsc("market", "status", "--wide").stdout
+    run = found["payments"]
+    assert f"paid {format_credits(run['paid'])} credits in" in out, out
+    header = next(line for line in out.splitlines() if line.lstrip().startswith("file"))
+    assert "price (micro-credits/GiB-h)" in header and "paid of total (credits)" in header, header
+    deal = found["deals"][0]
+    row = next(line for line in out.splitlines() if deal["si"] in line and f" {deal['share']} " in line)
+    assert f" {deal['price']} " in row, row
+    assert f"{format_credits(deal['paid'])} of {format_credits(deal['total'])}" in row, row
 
 
 def test_ledger_history_says_how_many_entries_it_left_out(thread_node) -> None:

@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 import click
 
+from ..units import format_credits
 from .output import Col, emit_json, json_option, key_values, prose, table, wide_option
 from .peers import wide_table
 
@@ -60,11 +61,13 @@ def _deals_table(deals: list[dict], me: str, wide: bool, format_size) -> None:
     a line of their own under each row (together they are wider than 80 columns)."""
     holders = ["this node" if d["node"] == me else d["node"] for d in deals]
     ids = [Col("file", keep=True), Col("share", right=True), Col("holder", keep=True)]
-    terms = [Col("bytes", right=True), Col("price", right=True), Col("paid", right=True),
-             Col("paid until", drop=1), Col("forfeited", drop=2, right=True), Col("ended")]
-    rows = [(format_size(d["bytes"]), d["price"], f"{d['paid']} of {d['total']}", _utc(d["paid_until"])[5:-7],
-             f"{d['forfeited']} s", "yes" if d["ended"] else "no") for d in deals]
-    title = "storage deals (price: micro-credits per GiB-hour; paid: micro-credits)"
+    # The price is the market's quote, in its unit; what was paid is money, in credits as everywhere else.
+    terms = [Col("bytes", right=True), Col("price (micro-credits/GiB-h)", right=True),
+             Col("paid of total (credits)", right=True), Col("paid until", drop=1),
+             Col("forfeited", drop=2, right=True), Col("ended")]
+    rows = [(format_size(d["bytes"]), d["price"], f"{format_credits(d['paid'])} of {format_credits(d['total'])}",
+             _utc(d["paid_until"])[5:-7], f"{d['forfeited']} s", "yes" if d["ended"] else "no") for d in deals]
+    title = "storage deals"
     if wide:
         table(ids + terms, [(d["si"], d["share"], h, *row) for d, h, row in zip(deals, holders, rows)],
               wide=True, title=title)
@@ -195,8 +198,8 @@ def _hours(start: float, end: float) -> str:
 def status(obj, wide: bool, as_json: bool) -> None:
     """Show the book's convergence, this node's slots and open needs, its storage deals and payments.
 
-    Prices are micro-credits per GiB-hour (storage) or per million fuel (compute); amounts paid
-    are micro-credits.  On a narrow terminal some columns are left out (--wide: all of them)."""
+    Prices are micro-credits per GiB-hour (storage) or per million fuel (compute), as the market quotes
+    them; amounts paid are credits.  On a narrow terminal some columns are left out (--wide: all of them)."""
     info = obj.client().request("GET", "/v1/market/status")
     if as_json:
         emit_json(info)
@@ -229,9 +232,9 @@ def status(obj, wide: bool, as_json: bool) -> None:
     if run is None:
         click.echo("last payment run: none since the node started (market.payment_interval)")
     else:
-        click.echo(f"last payment run: {_utc(run['at'])}: paid {run['paid']} micro-credits in {run['payments']} "
-                   f"payment(s); {run['forfeited']} forfeited (failed audit), {run['waiting']} waiting for an "
-                   f"audit, {run['failed']} failed (retried)")
+        click.echo(f"last payment run: {_utc(run['at'])}: paid {format_credits(run['paid'])} credits in "
+                   f"{run['payments']} payment(s); {run['forfeited']} forfeited (failed audit), {run['waiting']} "
+                   f"waiting for an audit, {run['failed']} failed (retried)")
 
 
 def _clip(text: str, width: int) -> str:
@@ -333,8 +336,6 @@ def recognize(obj, peer: str, weight: str, credit: str | None, as_json: bool) ->
         click.echo(f"{row['peer']}: weight {row['weight']}")
     line = row.get("credit_line")
     if line is not None:
-        from ..units import format_credits
-
         click.echo(f"credit line {format_credits(line['credit'])} credits, available "
                    f"{format_credits(line['available'])}")
 
@@ -360,8 +361,6 @@ def _micro_credits(text: str, option: str) -> int:
 def recognition(obj, as_json: bool) -> None:
     """Show the weight this node publishes for each peer, the credits exchanged with it (a derived weight is
     earned by them), and the weight each peer publishes for this node."""
-    from ..units import format_credits
-
     info = obj.client().request("GET", "/v1/market/recognition")
     if as_json:
         emit_json(info)
