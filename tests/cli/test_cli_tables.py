@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from decimal import Decimal
@@ -279,3 +280,22 @@ def test_health_probe_shows_a_strangers_refusal_as_text_under_its_row_and_fits(t
     assert sum(line.startswith(ids[0].id) for line in lines) == 1 and sum(ids[1].id in line for line in lines) == 1
     assert not any(line.startswith("ffffff") for line in lines)  # the stranger's line break forged no row
     assert "go away and stay away" in " ".join(probe.stdout.split()) and "connection refused" in probe.stdout
+
+
+def test_market_explain_and_ledger_verify_wrap_their_sentences_between_words(thread_node, tmp_path) -> None:
+    node = thread_node()
+    (tmp_path / "file.bin").write_bytes(b"x" * 5000)
+    refused = node.xsc("store", "put", str(tmp_path / "file.bin"), "--max-price", "1")
+    assert refused.exit_code == 1, refused.output
+    need = re.search(r"put-[0-9a-f]{12}-0", refused.stderr)
+    assert need, refused.stderr
+    need = need.group(0)
+    for args in (("market", "explain", need), ("ledger", "verify")):
+        whole = node.xsc(*args)  # not a terminal: each sentence on one line, for scripts that grep it
+        narrow = node.xsc(*args, env=NARROW)
+        assert whole.exit_code == narrow.exit_code == 0, narrow.output
+        _fits(narrow.stdout)
+        assert max(map(len, whole.stdout.splitlines())) > 80, whole.stdout  # so there was something to wrap
+        assert len(narrow.stdout.splitlines()) > len(whole.stdout.splitlines()), narrow.stdout
+        if args[0] == "market":  # (verify's says how long it took: not the same twice)
+            assert narrow.stdout.split() == whole.stdout.split(), narrow.stdout

@@ -291,7 +291,7 @@ def explain(obj, need_id: str, as_json: bool) -> None:
                  f"{_price(a['price'], kind)}, {a['tier']} tier.")
     else:
         text += " Not assigned to any provider."
-    click.echo(text)
+    prose(text)
 
 
 def _resolve_peer(client, peer: str) -> str:
