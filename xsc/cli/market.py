@@ -9,7 +9,7 @@ import click
 
 from ..units import format_credits
 from .output import Col, emit_json, json_option, key_values, prose, table, wide_option
-from .peers import wide_table
+from .peers import resolve_peer, wide_table
 
 UNITS = {"storage": "GiB-hour", "compute": "million fuel"}
 SHORT_UNITS = {"storage": "GiB-h", "compute": "M fuel"}
@@ -294,16 +294,6 @@ def explain(obj, need_id: str, as_json: bool) -> None:
     prose(text)
 
 
-def _resolve_peer(client, peer: str) -> str:
-    """A node id, or a unique prefix of a known peer's id (as `xsc market` tables show them)."""
-    if len(peer) >= 52:
-        return peer
-    from ..ids import one_starting_with
-
-    ids = [p["id"] for p in client.request("GET", "/v1/peers")["peers"]]
-    return one_starting_with(peer.lower(), ids, what="known peer", listing="xsc peers ls")
-
-
 @market.command(context_settings={"ignore_unknown_options": True})  # so `recognize PEER -1` gets a clear error
 @click.argument("peer")
 @click.argument("weight")
@@ -323,7 +313,7 @@ def recognize(obj, peer: str, weight: str, credit: str | None, as_json: bool) ->
 
         raise InvalidArgument(f"no such option: {weight}", hint="see: xsc market recognize --help")
     client = obj.client()
-    body = {"peer": _resolve_peer(client, peer), "weight": None if weight.lower() == "auto" else weight}
+    body = {"peer": resolve_peer(client, peer), "weight": None if weight.lower() == "auto" else weight}
     if credit is not None:
         body["credit"] = None if credit.lower() == "default" else _micro_credits(credit, "--credit")
     row = client.request("POST", "/v1/market/recognize", json_body=body)

@@ -60,6 +60,16 @@ def list_peers(obj, wide: bool, as_json: bool) -> None:
             _age(p["timestamp"])) for p in info["peers"]], wide=wide)
 
 
+def resolve_peer(client, peer: str) -> str:
+    """A node id, or a unique prefix of a known peer's id (tables put ids under their rows; a prefix is quicker)."""
+    if len(peer) >= 52:
+        return peer
+    from ..ids import one_starting_with
+
+    ids = [p["id"] for p in client.request("GET", "/v1/peers")["peers"]]
+    return one_starting_with(peer.lower(), ids, what="known peer", listing="xsc peers ls")
+
+
 @peers.command("add")
 @click.argument("url")
 @json_option
@@ -79,8 +89,10 @@ def add_peer(obj, url: str, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def remove_peer(obj, node_id: str, as_json: bool) -> None:
-    """Forget the node ID; its descriptors are ignored until it is added again with `xsc peers add`."""
-    info = obj.client().request("DELETE", f"/v1/peers/{quote(node_id, safe='')}")
+    """Forget the node ID (a node id or a unique prefix); its descriptors are ignored until it is added again with
+    `xsc peers add`."""
+    client = obj.client()
+    info = client.request("DELETE", f"/v1/peers/{quote(resolve_peer(client, node_id), safe='')}")
     if as_json:
         emit_json(info)
         return
