@@ -37,6 +37,15 @@ def test_keys_create_ls_rm(tmp_path) -> None:
     assert result.returncode == 1 and result.stderr.count(b"\n") == 1 and b"no access key" in result.stderr
 
 
+def test_no_keys_and_no_users_yet_say_so_and_how_to_make_one(cli_node) -> None:
+    node = cli_node()
+    for args, said in [(("keys", "ls"), "no access keys yet (make one: xsc s3 keys create --user NAME)"),
+                       (("users",), "no S3 users yet (make one: xsc s3 keys create --user NAME)")]:
+        done = node.xsc("s3", *args)
+        assert done.returncode == 0 and done.stderr == b"" and done.stdout.decode() == said + "\n", done.stdout
+        assert json.loads(node.xsc("s3", *args, "--json").stdout) == []
+
+
 def test_a_request_s_user_is_the_one_the_key_file_named_as_its_secret_was_read(tmp_path) -> None:
     ring, other = KeyRing(key_file(tmp_path)), KeyRing(key_file(tmp_path))  # the front's, and the CLI's
     ana = other.create("ana")

@@ -97,6 +97,9 @@ def keys_ls(obj, as_json: bool) -> None:
     if as_json:
         emit_json(found)
         return
+    if not found:
+        click.echo("no access keys yet (make one: xsc s3 keys create --user NAME)")
+        return
     table(["access key", "user", "created"], [(k["access_key"], k["user"], datetime.fromtimestamp(
         k["created"], timezone.utc).isoformat(timespec="seconds")) for k in found])
 
@@ -154,6 +157,9 @@ def users(obj, as_json: bool) -> None:
     found = [{**known[user], "keys": keys_of[user]} for user in sorted(known)]
     if as_json:
         emit_json(found)
+        return
+    if not found:
+        click.echo("no S3 users yet (make one: xsc s3 keys create --user NAME)")
         return
     table([Col("user", keep=True), Col("keys", right=True), Col("account", keep=True, under=True),
            Col("balance", right=True), "pays"],
