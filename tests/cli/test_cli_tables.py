@@ -160,6 +160,10 @@ def test_ledger_history_says_how_many_entries_it_left_out(thread_node) -> None:
     assert f"counterparty {payee}" in under  # whole, under its row
     entries = json.loads(node.xsc("ledger", "history", "-n", "2", "--json").stdout)
     assert all(f"entry {e['id']}" in under and f"root {e['covers']}" in under for e in entries), out.stdout
+    wide = node.xsc("ledger", "history", "--wide").stdout
+    counted = {e["invokes"] for e in json.loads(node.xsc("ledger", "history", "--json").stdout)}
+    assert all(re.search(rf"\b{n} invoke{'s' if n != 1 else ''}\b", wide) for n in counted), wide
+    assert not re.search(r"\b1 invokes\b", wide), wide
 
 
 def test_tables_naming_a_peer_fit_80_columns_with_its_id_whole(thread_node) -> None:

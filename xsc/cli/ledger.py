@@ -94,7 +94,7 @@ def history(obj, limit: int, account: str, expand: bool, wide: bool, as_json: bo
     rows = []
     for e in entries:
         other = e["payee"] if e["kind"] == "payment" else e["payer"]
-        job = f"{e['invokes']} invokes" if "covers" in e else e["job"]
+        job = f"{e['invokes']} invoke{'s' if e['invokes'] != 1 else ''}" if "covers" in e else e["job"]
         rows.append((e["seq"], _time(e["settled_at"]), e["kind"], other, _signed(e["delta"]),
                      _usage(e["usage"]), job, e.get("covers"), e["id"]))
     _table([Col("seq", right=True), Col("settled (UTC)", drop=2), Col("kind"),
