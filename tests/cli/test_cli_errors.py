@@ -350,6 +350,7 @@ def test_an_id_that_is_not_one_is_one_line_naming_the_command_that_lists_them(th
     for args, listing in [(("compute", "job", "6d07"), "`xsc compute jobs` lists them)"),
                           (("ledger", "show", "nope"), "`xsc ledger history` lists them)"),
                           (("peers", "rm", "nope"), "(see them with: xsc peers ls)"),
+                          (("peers", "quarantine", "rm", "nope"), "(see them with: xsc peers quarantine ls)"),
                           (("ledger", "prepay", "nope", "1"), "(see them with: xsc peers ls)")]:
         done = node.xsc(*args)
         assert done.exit_code == 1 and done.stdout == "", (args, done.output)

@@ -60,12 +60,15 @@ def list_peers(obj, wide: bool, as_json: bool) -> None:
             _age(p["timestamp"])) for p in info["peers"]], wide=wide)
 
 
-def resolve_peer(client, peer: str) -> str:
-    """A node id, or a unique prefix of a known peer's id (tables put ids under their rows; a prefix is quicker)."""
+def resolve_peer(client, peer: str, quarantined: bool = False) -> str:
+    """A node id, or a unique prefix of a known (or a quarantined) peer's id (a prefix is quicker to type)."""
     if len(peer) >= 52:
         return peer
     from ..ids import one_starting_with
 
+    if quarantined:
+        ids = [q["node"] for q in client.request("GET", "/v1/peers/quarantine")["quarantined"]]
+        return one_starting_with(peer.lower(), ids, what="quarantined peer", listing="xsc peers quarantine ls")
     ids = [p["id"] for p in client.request("GET", "/v1/peers")["peers"]]
     return one_starting_with(peer.lower(), ids, what="known peer", listing="xsc peers ls")
 
@@ -126,8 +129,9 @@ def list_quarantine(obj, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def lift_quarantine(obj, node_id: str, as_json: bool) -> None:
-    """Lift the quarantine of node ID: its requests are taken again."""
-    info = obj.client().request("DELETE", f"/v1/peers/quarantine/{quote(node_id, safe='')}")
+    """Lift the quarantine of node ID (a node id or a unique prefix): its requests are taken again."""
+    client = obj.client()
+    info = client.request("DELETE", f"/v1/peers/quarantine/{quote(resolve_peer(client, node_id, True), safe='')}")
     if as_json:
         emit_json(info)
         return
