@@ -126,6 +126,9 @@ def test_market_status_fits(thread_node) -> None:
     assert "storage-" in out.stdout and "this node" in out.stdout
     wide = node.xsc("market", "status", "--wide", env=NARROW).stdout
     assert "forfeited" in wide and "paid until" in wide
+    allocation = json.loads(node.xsc("market", "status", "--json").stdout)["allocation"]
+    assert allocation["providers"] == 0, allocation
+    assert "allocation:    converged: yes (no state yet; no provider yet)" in wide, wide
 
 
 def test_market_status_gives_what_was_paid_in_credits_and_prices_in_the_market_s_unit(thread_node) -> None:

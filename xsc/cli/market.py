@@ -247,7 +247,7 @@ def _allocation_rows(a: dict | None) -> list[tuple[str, object]]:
     if a is None:
         return []
     change = f"change {a['delta']}" if a["delta"] is not None else "no state yet"
-    share = f"{a['converged_share']:.0%} of {a['providers']} converged"
+    share = f"{a['converged_share']:.0%} of {a['providers']} converged" if a["providers"] else "no provider yet"
     order = " < ".join(p["id"] for p in a["peers"]) or "no peer's records yet"
     return [
         ("ITC stamp", _clip(a["stamp"], 48) if a["stamp"] else "none yet (forking an id from a peer)"),
