@@ -116,6 +116,10 @@ def output_file(output: str, force: bool) -> Path:
                               hint="create it first, or give -o a path in an existing folder")
     if target.is_dir():
         raise InvalidArgument(f"cannot write {output}: it is a folder", hint="give -o a file name")
+    # The file is written beside FILE and renamed over it: a device or a pipe (/dev/null) would be replaced.
+    if target.exists() and not target.is_file():
+        raise InvalidArgument(f"cannot write {output}: it is not a regular file",
+                              hint=f"write to stdout and redirect it: -o - > {output}")
     if target.exists() and not force:
         raise InvalidArgument(f"{output} already exists", hint="add --force to overwrite it, or pick another -o")
     if not os.access(folder, os.W_OK):
