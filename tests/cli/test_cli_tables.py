@@ -306,3 +306,12 @@ def test_market_explain_and_ledger_verify_wrap_their_sentences_between_words(thr
         assert len(narrow.stdout.splitlines()) > len(whole.stdout.splitlines()), narrow.stdout
         if args[0] == "market":  # (verify's says how long it took: not the same twice)
             assert narrow.stdout.split() == whole.stdout.split(), narrow.stdout
+
+
+def test_a_terminal_narrower_than_the_indent_of_a_line_under_a_row_gets_no_traceback(thread_node) -> None:
+    node = thread_node()
+    cap = node.xsc("store", "put", "-", "--name", "a name", input=b"x" * 100).stdout.strip()
+    for columns in ("1", "3"):
+        out = node.xsc("store", "ls", env={"COLUMNS": columns})
+        assert out.exit_code == 0 and out.stderr == "", out.output
+        assert cap in out.stdout.split(), out.stdout  # still whole, under its row

@@ -258,9 +258,9 @@ def table(columns: Sequence[Col | str], rows: Iterable[Iterable[Any]], title: st
         if under:
             moved = [f"{cols[i].name} {row[i]}" for i in under if row[i]]
             detail = ([detail] if isinstance(detail, str) else list(detail or [])) + moved
-        if detail:
+        if detail:  # (a terminal narrower than the indent still gets a word a line)
             out += ["    " + text for text in (detail if isinstance(detail, tuple) else
-                                               _pack(detail, (width or 10_000) - 4))]
+                                               _pack(detail, max(1, (width or 10_000) - 4)))]
     click.echo("\n".join(out))
 
 
