@@ -9,7 +9,7 @@ import click
 
 from .. import codec
 from ..units import format_credits
-from .output import emit_json, json_option, key_values, wide_option
+from .output import emit_json, json_option, key_values, prose, wide_option
 
 
 def _signed(micro: int) -> str:
@@ -94,7 +94,7 @@ def history(obj, limit: int, account: str, expand: bool, wide: bool, as_json: bo
     rows = []
     for e in entries:
         other = e["payee"] if e["kind"] == "payment" else e["payer"]
-        job = f"{e['invokes']} invokes" if "covers" in e else e["job"]
+        job = f"{e['invokes']} invoke{'s' if e['invokes'] != 1 else ''}" if "covers" in e else e["job"]
         rows.append((e["seq"], _time(e["settled_at"]), e["kind"], other, _signed(e["delta"]),
                      _usage(e["usage"]), job, e.get("covers"), e["id"]))
     _table([Col("seq", right=True), Col("settled (UTC)", drop=2), Col("kind"),
@@ -155,10 +155,10 @@ def verify(obj, as_json: bool) -> None:
         emit_json(report)
     else:
         rate = report["entries"] / report["seconds"] if report["seconds"] else 0
-        click.echo(f"checked {report['entries']} entries in {report['accounts']} chains, "
-                   f"{report['signatures']} signatures, in {report['seconds']:.2f} s ({rate:,.0f} entries/s); "
-                   f"balances sum to {format_credits(report['balance_sum'])}, {report['open_transfers']} transfer(s) "
-                   f"with the other half held elsewhere")
+        prose(f"checked {report['entries']} entries in {report['accounts']} chains, "
+              f"{report['signatures']} signatures, in {report['seconds']:.2f} s ({rate:,.0f} entries/s); "
+              f"balances sum to {format_credits(report['balance_sum'])}, {report['open_transfers']} transfer(s) "
+              f"with the other half held elsewhere")
         for violation in report["violations"]:
             click.echo(f"violation: {violation['text']}")
     if not report["ok"]:
@@ -211,12 +211,16 @@ def accounts(obj, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def prepay(obj, node_id: str, amount: str, as_json: bool) -> None:
-    """Pay node NODE CREDITS ahead of work.  A node that does not recognise this one takes on its uploads and
-    invokes only within what it prepaid (it answers 402 prepayment-required saying how much)."""
+    """Pay node NODE (a node id or a unique prefix of a known peer's) CREDITS ahead of work.  A node that does not
+    recognise this one takes on its uploads and invokes only within what it prepaid (it answers 402
+    prepayment-required saying how much)."""
     from .market import _micro_credits
+    from .peers import resolve_peer
 
     micro = _micro_credits(amount, "CREDITS")
-    info = obj.client().request("POST", "/v1/ledger/prepay", json_body={"node": node_id, "amount": micro})
+    client = obj.client()
+    info = client.request("POST", "/v1/ledger/prepay", json_body={"node": resolve_peer(client, node_id),
+                                                                   "amount": micro})
     if as_json:
         emit_json(info)
         return

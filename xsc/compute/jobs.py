@@ -461,7 +461,8 @@ class JobService:
         """The local user's job `jid` (a prefix of at least 8 hex digits will do)."""
         text = jid.strip().lower()
         if not 8 <= len(text) <= 64 or any(c not in "0123456789abcdef" for c in text):
-            raise InvalidArgument(f"not a job id: {jid[:70]!r}", hint="a job id is the 64 hex digits `compute run` printed")
+            raise InvalidArgument(f"not a job id: {jid[:70]!r}", hint="a job id is hex, 8 digits at least: "
+                                  "`xsc compute jobs` lists them")
         found = self.records.by_prefix(text)
         if found is not None:
             return found

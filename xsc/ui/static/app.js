@@ -274,7 +274,7 @@ async function batchFiles(action) {
     });
   } catch (err) {
     if (err.status === 401) return;
-    b.error = err.message;
+    if (err.body && err.body.code === 'deep-check-running') b.busy = err.message; else b.error = err.message;
   }
   b.running = false;
   renderBatch();
@@ -289,6 +289,9 @@ function renderBatch() {
   if (button) { button.disabled = !damaged || (b && b.running); button.textContent = `Repair damaged (${damaged})`; }
   if ($('#check-all')) $('#check-all').disabled = !!(b && b.running);
   if (!b) return el.replaceChildren();
+  // Another run (the CLI's, another page's) goes on: this one never began, so there is nothing to count.
+  if (b.busy) return el.replaceChildren(h('div', {class: 'card batch'}, h('p', {class: 'warn', 'data-k': 'batch-busy'},
+    `${b.action === 'check' ? 'check all' : 'repair damaged'} not started: ${b.busy}`)));
   const p = b.line || {files_done: 0, files_total: 0, bytes_done: 0, bytes_total: 0}, n = b.states;
   const bar = h('progress', {max: Math.max(1, p.files_total), value: p.files_done});
   const counts = [`${n.healthy || 0} healthy`, b.action === 'repair' ? `${n.repaired || 0} repaired` : null,
