@@ -243,7 +243,7 @@ async def test_a_stop_while_the_start_asks_a_replica_again_or_fetches_its_output
         if provider != held:
             return await real(client, url, provider, *args, **kwargs)
         if where == "run":
-            await real(client, url, provider, *args, **kwargs)  # it ran (or its kept answer is read): lost with the stop
+            await real(client, url, provider, *args, **kwargs)  # it ran (or its kept answer is read): lost
         reached.set()
         await asyncio.Event().wait()
 
