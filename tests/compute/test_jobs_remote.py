@@ -752,10 +752,13 @@ async def test_a_stop_while_a_provider_runs_a_job_or_its_outputs_are_fetched_pay
     await verified(gateway)
 
 
+@pytest.mark.parametrize("stop", ["graceful", "tab-left-pending"])
 async def test_a_stop_while_a_jobs_bytes_are_sent_pays_nothing_and_the_start_tells_the_provider_to_forget_it(
-        node_factory, monkeypatch) -> None:
+        node_factory, monkeypatch, stop) -> None:
     """Nothing ran: the job's tab is dropped, and the provider, which holds the job (a place of its sender's quota,
-    its budget reserved), is told to forget it at the start rather than keep it until it drops it itself."""
+    its budget reserved), is told to forget it at the start rather than keep it until it drops it itself.  A stop
+    that left the tab pending (a kill -9 before it was dropped) is the same: the provider, asked for the run's answer,
+    has not all its bytes."""
     gateway, (provider,) = await network(node_factory)
     module = await deploy(gateway, "outputs", wasi=True)
     jobs = gateway.app[NODE].jobs
@@ -767,6 +770,8 @@ async def test_a_stop_while_a_jobs_bytes_are_sent_pays_nothing_and_the_start_tel
 
     with monkeypatch.context() as patched:
         patched.setattr(sent_jobs.wire, "send", then_the_stop)
+        if stop == "tab-left-pending":
+            patched.setattr(gateway.app[NODE].paid.gateway_tabs, "answered", lambda *args: None)
         running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-"}, reading(b"the job's bytes")))
         await asyncio.wait_for(reached.wait(), 60)
         running.cancel()  # what the stop does to the requests still in flight
@@ -774,6 +779,11 @@ async def test_a_stop_while_a_jobs_bytes_are_sent_pays_nothing_and_the_start_tel
             await running
     (jid,) = [j["id"] for j in jobs.records.all_jobs()]
     assert provider.app[NODE].hosted_jobs.status() == {"hosted": 1}
+    ledger = gateway.app[NODE].ledger
+    if stop == "graceful":
+        await eventually_async(lambda: ledger.pending() == [], "the job's tab dropped")
+    else:
+        assert len(ledger.pending()) == 1
     before = balances(gateway, provider)
     await close_node(gateway)
     gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
