@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import codec
-from ..errors import ForgedResult, PeerRefused, PeerUnreachable
+from ..errors import ForgedResult, PeerNotFound, PeerRefused, PeerUnreachable
 from ..ledger.core.pricing import price_compute
 from ..net import jobs as wire
 from ..tasks import Locks, in_pool
@@ -320,8 +320,14 @@ class SentJobs:
             raise
 
     async def forget(self, provider: str, job: str) -> None:
-        """Tell `provider` it may drop job `job`'s answer and outputs (it drops them itself a while later)."""
-        await self._forget(self.paid.peers.peer(provider).url, provider, job)
+        """Tell `provider` it may drop job `job`'s answer and outputs (it drops them itself a while later); best
+        effort, as `_forget`."""
+        try:
+            url = self.paid.peers.peer(provider).url
+        except PeerNotFound as err:
+            log.info("provider %s kept job %s's files: %s (it drops them itself)", provider, job, err)
+            return
+        await self._forget(url, provider, job)
 
     async def _fetched(self, url: str, provider: str, job: str, outputs: list[dict[str, Any]], into: Path
                        ) -> list[OutputFile]:
