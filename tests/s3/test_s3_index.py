@@ -272,16 +272,38 @@ def test_an_import_naming_a_file_marked_for_removal_here_leaves_it_out_and_the_f
 
 def test_an_import_naming_a_file_of_this_nodes_own_the_front_did_not_store_leaves_it_out(index) -> None:
     """A file `xsc store put` stored is the user's: an object naming it would remove it as it is deleted.  A file the
-    store lists under a name the front gives, or one it does not list (another node's), is imported."""
+    store lists under a name the front gives is imported; one it does not list is not (`missing`)."""
     front = "s3:bkt/k#" + "0" * 16 + "f" * 32
     listed = {"mine": "holiday.jpg", "unnamed": "", "fronts": front, "forged": "s3:bkt/k#not-a-tag"}
     written = backup.restore(index, {"buckets": [{"name": "bkt", "created": 0, "objects": {
         key: obj(key) for key in (*listed, "elsewhere")}}]}, stored_name=listed.get)
-    assert (written["objects"], written["refused"]) == (2, 3), written
-    assert sorted(i["key"] for i in written["left_out"]) == ["forged", "mine", "unnamed"]
-    assert {i["reason"] for i in written["left_out"]} == {"not-s3"}
-    assert [k for k, _ in index.objects("bkt")] == ["elsewhere", "fronts"]
+    assert (written["objects"], written["refused"]) == (1, 4), written
+    assert {i["key"]: i["reason"] for i in written["left_out"]} == {
+        "mine": "not-s3", "unnamed": "not-s3", "forged": "not-s3", "elsewhere": "missing"}
+    assert [k for k, _ in index.objects("bkt")] == ["fronts"]
     assert index.delete_many("bkt", ["mine", "unnamed", "forged"]) == [] and index.garbage() == []
+
+
+def test_an_import_naming_a_file_this_nodes_store_no_longer_holds_leaves_it_out(index) -> None:
+    """A record brought back for a file removed since its export (its marks cleared as the front removed it), or
+    never stored here, would be listed with a body no GET can read: each object or part naming one is left out and
+    named; one naming files all held comes back."""
+    front = lambda cap: "s3:bkt/k#" + "0" * 16 + "f" * 32
+    upload = index.create_upload("bkt", "big")
+    index.put_part(upload, 1, "part-1", 100, "e1")
+    index.put_part(upload, 2, "part-2", 100, "e2")
+    index.put("bkt", "gone", obj("cap-1", "cap-2"))
+    index.put("bkt", "kept", obj("cap-3"))
+    exported = backup.export(index)
+    index.abort(upload)
+    index.delete_many("bkt", ["gone", "kept"])
+    index.forget_garbage(index.garbage())  # the front removed them all
+    held = {"part-2": front, "cap-1": front, "cap-3": front}  # what the store still lists (cap-2, part-1 gone)
+    written = backup.restore(index, exported, stored_name=lambda cap: held[cap](cap) if cap in held else None)
+    assert (written["objects"], written["uploads"], written["parts"], written["refused"]) == (1, 1, 1, 2), written
+    assert written["left_out"] == [{"bucket": "bkt", "key": "gone", "reason": "missing"},
+                                   {"upload": upload, "part": 1, "reason": "missing"}]
+    assert [k for k, _ in index.objects("bkt")] == ["kept"] and [p["number"] for p in index.parts(upload)] == [2]
 
 
 def test_an_import_leaves_out_each_object_or_part_naming_a_file_another_record_refers_to(index) -> None:
@@ -605,6 +627,34 @@ async def test_an_import_notes_as_funded_here_only_the_users_this_node_funded(ma
     finally:
         await close_node(first)
         await close_node(second)
+
+
+async def test_an_import_into_a_node_leaves_out_an_object_whose_file_its_store_removed_or_never_held(
+        make_config) -> None:
+    """Through the node's route: a file removed from the store since the export, and a capability no file of the
+    store has, are each left out as `missing`; the object whose file the store lists comes back and reads."""
+    node = await serve(make_config())
+    try:
+        front = "s3:bkt/k#" + "0" * 16 + "f" * 32  # the shape of a name the front gives
+
+        async def put(body: bytes) -> str:
+            response = await node.post("/v1/store/files", params={"name": front}, data=body)
+            assert response.status == 201, await response.text()
+            return (await response.json())["capability"]
+
+        kept, removed = await put(b"kept" * 100), await put(b"removed" * 100)
+        assert (await node.delete(f"/v1/store/files/{removed}")).status == 200
+        never = str(Capability(key=b"\x01" * 32, manifest_hash=b"\x02" * 32, size=10))
+        export = {"version": 1, "buckets": [{"name": "bkt", "created": 0, "owner": "xsc", "objects": {
+            key: obj(cap, size=400) for key, cap in (("kept", kept), ("removed", removed), ("never", never))}}]}
+        answer = await node.post("/v1/s3/import", json=export)
+        written = await answer.json()
+        assert answer.status == 200 and (written["objects"], written["refused"]) == (1, 2), written
+        assert {i["key"]: i["reason"] for i in written["left_out"]} == {"removed": "missing", "never": "missing"}
+        assert [k for k, _ in node.app[NODE].s3_index.objects("bkt")] == ["kept"]
+        assert await (await node.get(f"/v1/store/files/{kept}")).read() == b"kept" * 100
+    finally:
+        await close_node(node)
 
 
 @pytest.mark.slow

@@ -8,7 +8,8 @@ record: no object refers to them, so they are not restored).  `restore` writes e
 and keeps the ones it holds as they are: an import run again, or over a node that went on meanwhile, undoes nothing.
 No two records share a file: an object or part whose file another record refers to (here, or earlier in the import)
 is left out, so that deleting one never removes the other's file; so is one whose file is marked for removal here
-(the front may be removing it), or is one of this node's own files the front did not store.  The funded users are
+(the front may be removing it), is not in this node's store (removed, or never stored here: a GET of it would fail),
+or is one of this node's own files the front did not store.  The funded users are
 this node's only if the export is (its `funded_by` this node's account) or this node's ledger shows it funded them.
 An export is capabilities: whoever holds it can read every object.
 """
@@ -109,12 +110,13 @@ def _list(whole: dict, name: str) -> list:
 
 def restore(index: S3Index, piece: Any, *, account: str | None = None,
             funded_here: Callable[[], Iterable[str]] = tuple,
-            stored_name: Callable[[str], str | None] = lambda cap: None) -> dict:
+            stored_name: Callable[[str], str | None] | None = None) -> dict:
     """Write `piece` (an export, or a piece of one) into the index in one synced write (`index.restored`): each record
     the index holds none of; each one it holds is kept as it is (`kept`); an object or part that names a file another
     record refers to is left out (`taken`: deleting it would remove that record's file), as is one naming a file
-    marked for removal here or a file of this node's store the front did not store (`refused`; `stored_name`: the
-    name the store lists a capability's file under), each named in `left_out`.  Its funded users are noted only if
+    marked for removal here, a file this node's store does not list, or one of its files the front did not store
+    (`refused`; `stored_name`: the name the store lists a capability's file under, None for no file; not given: no
+    store to hold the files to), each named in `left_out`.  Its funded users are noted only if
     this node (its client account: `account`) funded them (`funded_here`: those its ledger shows it funded).  A
     bucket held by another owner here: BucketTaken, and nothing is written; a piece that is not an export's:
     InvalidArgument (or the 400 of the name that is not one).  How many of each kind were written."""

@@ -261,4 +261,6 @@ def import_index(obj, path: str, as_json: bool) -> None:
 
 
 _REFUSED = {"removing": "its file is marked for removal here (it may be gone already)",
+            "missing": "its file is not in this node's store (removed, or stored by another node; the export's "
+                       "capabilities still read with: xsc store get CAPABILITY)",
             "not-s3": "its file is one of this node's own files, not one the S3 front stored (xsc store ls names it)"}
