@@ -657,6 +657,36 @@ async def test_an_import_into_a_node_leaves_out_an_object_whose_file_its_store_r
         await close_node(node)
 
 
+async def test_an_import_piece_larger_than_a_request_carries_is_refused_and_writes_nothing(make_config) -> None:
+    """A piece is parsed and written whole, so its size bounds the memory it takes (small records: ~35 times their
+    JSON): one of 6 MiB is a 413 problem and nothing of it is written; one as large as an `import-index` that sent
+    pieces of 4 MiB sent, the largest object record with it, is taken.  The CLI refuses, naming it, a record no
+    piece could carry."""
+    node = await serve(make_config())
+    try:
+        index = node.app[NODE].s3_index
+        padding = ["u" + str(n).zfill(30) for n in range(6 * 1024 * 1024 // 34)]
+        over = {"version": 1, "buckets": [{"name": "too-big", "created": 0, "owner": "xsc"}], "funded": padding}
+        answer = await node.post("/v1/s3/import", json=over)
+        problem = await answer.json()
+        assert answer.status == 413 and problem["code"] == "payload-too-large", problem
+        assert "xsc s3 import-index FILE" in problem["hint"] and f"{backup.MAX_PIECE:,}" in problem["detail"]
+        assert [b["name"] for b in index.buckets()] == [] and users(index) == []
+        largest = obj(*[f"URI:CHK:{n:0>380}" for n in range(10_000)])
+        old = {"version": 1, "buckets": [{"name": "large", "created": 0, "owner": "xsc", "objects": {"k": largest}}],
+               "funded": padding[:len(padding) // 8]}
+        assert 4 * 1024 * 1024 < len(codec.dumps(old)) < backup.MAX_PIECE
+        answer = await node.post("/v1/s3/import", json=old)
+        written = await answer.json()
+        assert answer.status == 200 and written["buckets"] == 1 and written["left_out"] == [
+            {"bucket": "large", "key": "k", "reason": "missing"}], written  # (its files are no store's)
+    finally:
+        await close_node(node)
+    with pytest.raises(InvalidArgument, match="bucket 'b' with its object 'k' is .* bytes of JSON"):
+        list(backup.pieces({"version": 1, "buckets": [{"name": "b", "created": 0, "objects": {
+            "k": {**largest, "content_type": "x" * backup.MAX_PIECE}}}]}))
+
+
 @pytest.mark.slow
 def test_deleting_one_of_two_objects_sharing_a_file_leaves_the_other_readable(tmp_path) -> None:
     """A store written by an import that let two objects name one file, its o/h/ entry naming one of them: deleting

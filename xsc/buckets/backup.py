@@ -28,11 +28,16 @@ if TYPE_CHECKING:  # the CLI splits exports with this module, without the ledger
     from .accounts import UserAccounts
 
 VERSION = 1  # an export's
-PIECE_BYTES = 4 * 1024 * 1024  # what the CLI sends in one request; a record larger than that goes alone
-MAX_PIECE = 64 * 1024 * 1024  # the most one request may carry (a single object's record of 10,000 parts: ~3 MB)
 # An object's record as the node's own requests make it at most: MAX_PARTS parts, each a capability, size, ETag and
 # checksum (~300 bytes), with its headers and metadata.  Any other record is at most names.MAX_RECORD.
 MAX_OBJECT_RECORD = 4 * 1024 * 1024
+# A piece is parsed and written whole (one synced write), and small records take ~35 times their JSON's bytes as they
+# are (~180 MB for a piece of 5 MiB of empty objects): the CLI sends pieces of PIECE_BYTES, a record larger than that
+# alone, and a request carries at most the largest record and a bucket's (an `import-index` that sent pieces of
+# 4 MiB sent none larger either).
+PIECE_BYTES = 1024 * 1024
+MAX_PIECE = MAX_OBJECT_RECORD + 1024 * 1024
+PIECE_HINT = "import an export with xsc s3 import-index FILE: it sends it in pieces the node takes"
 
 
 def export(index: S3Index, funded_by: str | None = None) -> dict:
@@ -43,12 +48,16 @@ def export(index: S3Index, funded_by: str | None = None) -> dict:
 
 def pieces(whole: dict, size: int = PIECE_BYTES) -> Iterator[dict]:
     """`whole` (an export) in pieces of about `size` bytes of JSON, each an export of its own for `restore`: a
-    bucket's objects and an upload's parts may be spread over several, each with its bucket's or upload's record."""
+    bucket's objects and an upload's parts may be spread over several, each with its bucket's or upload's record.
+    A record that would make a piece larger than a request may carry (MAX_PIECE): InvalidArgument naming it."""
     piece: dict = {}
     held = 0
     head = {"version": VERSION, **({"funded_by": whole["funded_by"]} if "funded_by" in whole else {})}
     for kind, unit in _units(whole):
         grown = len(codec.dumps(unit))
+        if grown > MAX_PIECE - 1024:  # (room for the piece's head)
+            _bad(f"{_named(kind, unit)} is {grown:,} bytes of JSON, more than the {MAX_PIECE - 1024:,} one import "
+                 "request carries with it")
         if held and held + grown > size:
             yield {**head, **piece}
             piece, held = {}, 0
@@ -78,6 +87,17 @@ def _units(whole: Any) -> Iterator[tuple[str, Any]]:
         yield "completed", {upload_id: record}
     for user in _list(whole, "funded"):
         yield "funded", user
+
+
+def _named(kind: str, unit: Any) -> str:
+    """The record `unit` of an export, as an error names it."""
+    unit = unit if isinstance(unit, dict) else {}
+    if kind == "buckets":
+        held = list(unit["objects"]) if isinstance(unit.get("objects"), dict) else []
+        return f"bucket {unit.get('name')!r}" + (f" with its object {held[0]!r}"[:300] if held else "")
+    if kind == "uploads":
+        return f"upload {unit.get('id')!r}"[:100]
+    return f"a {kind} record"
 
 
 def _add(piece: dict, kind: str, unit: Any) -> None:
