@@ -11,7 +11,7 @@ from xsc.errors import (BadRequest, BucketNotEmpty, BucketTaken, ConditionalConf
 from xsc import codec, keys
 from xsc.buckets import backup
 from xsc.buckets.core import records
-from xsc.buckets.index import S3Index, index_holders, note_funded, users
+from xsc.buckets.index import S3Index, funded, index_holders, note_funded, users
 from xsc.storage.core.capability import Capability
 from xsc.node.appkeys import DB, NODE
 
@@ -627,6 +627,32 @@ async def test_an_import_notes_as_funded_here_only_the_users_this_node_funded(ma
     finally:
         await close_node(first)
         await close_node(second)
+
+
+async def test_an_export_written_before_exports_named_funded_users_brings_back_those_the_ledger_shows(
+        make_config) -> None:
+    """An export with no `funded` section cannot name the users its node funded: imported, split as `import-index`
+    splits it or whole, it notes those this node's ledger shows it funded (a funding of job s3:fund:USER from its
+    account).  A piece of a later export, which names them where it has any, notes none from the ledger."""
+    node = await serve(make_config())
+    try:
+        await node.app[NODE].s3_accounts.fund("ana", 1_000_000)
+        old = {"version": 1, "exported": 0, "buckets": [{"name": f"old-{n}", "created": 0, "owner": "ana"}
+                                                        for n in range(3)]}
+
+        async def imported(piece: dict) -> dict:
+            node.app[DB].delete(keys.object_funded("ana"))  # (an index that lost its note of ana)
+            answer = await node.post("/v1/s3/import", json=piece)
+            assert answer.status == 200, await answer.text()
+            return await answer.json()
+
+        assert ((await imported(old))["funded"], funded(node.app[NODE].s3_index)) == (1, ["ana"])
+        sent = list(backup.pieces(old, size=10))
+        assert [(await imported(piece))["funded"] for piece in sent] == [0, 0, 1]  # (its last piece says so)
+        assert funded(node.app[NODE].s3_index) == ["ana"]
+        assert ((await imported({"version": 1, "buckets": []}))["funded"], funded(node.app[NODE].s3_index)) == (0, [])
+    finally:
+        await close_node(node)
 
 
 async def test_an_import_into_a_node_leaves_out_an_object_whose_file_its_store_removed_or_never_held(

@@ -10,7 +10,8 @@ No two records share a file: an object or part whose file another record refers 
 is left out, so that deleting one never removes the other's file; so is one whose file is marked for removal here
 (the front may be removing it), is not in this node's store (removed, or never stored here: a GET of it would fail),
 or is one of this node's own files the front did not store.  The funded users are
-this node's only if the export is (its `funded_by` this node's account) or this node's ledger shows it funded them.
+this node's only if the export is (its `funded_by` this node's account) or this node's ledger shows it funded them;
+an export written before exports named them brings back those the ledger shows it funded.
 An export is capabilities: whoever holds it can read every object.
 """
 
@@ -37,6 +38,7 @@ MAX_OBJECT_RECORD = 4 * 1024 * 1024
 # 4 MiB sent none larger either).
 PIECE_BYTES = 1024 * 1024
 MAX_PIECE = MAX_OBJECT_RECORD + 1024 * 1024
+LEDGER_FUNDED = "funded_in_ledger"  # a piece's: note the users this node's ledger shows it funded (`pieces`)
 PIECE_HINT = "import an export with xsc s3 import-index FILE: it sends it in pieces the node takes"
 
 
@@ -63,7 +65,8 @@ def pieces(whole: dict, size: int = PIECE_BYTES) -> Iterator[dict]:
             piece, held = {}, 0
         _add(piece, kind, unit)
         held += grown
-    yield {**head, **piece}
+    # An export written before exports named the users the node funded: the ledger tells which this node funded.
+    yield {**head, **piece, **({LEDGER_FUNDED: True} if "funded" not in whole else {})}
 
 
 def _units(whole: Any) -> Iterator[tuple[str, Any]]:
@@ -178,10 +181,15 @@ def _checked(piece: Any) -> dict:
         funded_by = piece.get("funded_by")
         if funded_by is not None and (not isinstance(funded_by, str) or len(funded_by) > 256):
             _bad("an export's funded_by is the account of the node that funded its users")
+        if piece.get(LEDGER_FUNDED, False) not in (True, False):
+            _bad(f"a piece's {LEDGER_FUNDED} is true or false")
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise InvalidArgument(f"the export holds a record that is not one: {err!r}"[:300],
                               hint="import a file `xsc s3 export-index` wrote") from None
-    return {"buckets": buckets, "uploads": uploads, "completed": done, "funded": users, "funded_by": funded_by}
+    # A whole export with no funded users' section (`exported` says it is whole) is one written before it had one.
+    from_ledger = piece.get(LEDGER_FUNDED) is True or ("exported" in piece and "funded" not in piece)
+    return {"buckets": buckets, "uploads": uploads, "completed": done, "funded": users, "funded_by": funded_by,
+            "funded_in_ledger": from_ledger}
 
 
 def _bad(message: str):

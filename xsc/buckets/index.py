@@ -681,7 +681,7 @@ def restored(index: S3Index, data: dict, *, account: str | None = None,
         for upload_id, record in data["completed"].items():
             if index.db.get(keys.object_upload(upload_id)) is None:
                 put("completed", keys.object_completed(upload_id), codec.dumps(record))
-        count["foreign"] = len(data["funded"]) - len(ours := _ours(data, account, funded_here))
+        ours, count["foreign"] = _ours(data, account, funded_here)
         for user in ours:
             put("funded", keys.object_funded(user), b"")
     if left_out:
@@ -743,13 +743,19 @@ def _refusal(index: S3Index, cap: str, stored_name: Callable[[str], str | None] 
     return None if FRONT_NAME.fullmatch(name) else "not-s3"
 
 
-def _ours(data: dict, account: str | None, funded_here: Callable[[], Iterable[str]]) -> list[str]:
+def _ours(data: dict, account: str | None, funded_here: Callable[[], Iterable[str]]) -> tuple[list[str], int]:
     """Of the users an export's node funded, those this node funded: all of them if that node's account is this
-    node's (`account`), else those this node's ledger shows it funded too (`funded_here`)."""
-    if account is not None and data.get("funded_by") == account or not data["funded"]:
-        return data["funded"]
-    here = set(funded_here())
-    return [user for user in data["funded"] if user in here]
+    node's (`account`), else those this node's ledger shows it funded too (`funded_here`); and for an export written
+    before exports named them (`funded_in_ledger`), every user the ledger shows this node funded.  With how many of
+    the export's it did not fund (foreign)."""
+    if not data.get("funded_in_ledger") and (account is not None and data.get("funded_by") == account
+                                             or not data["funded"]):
+        return data["funded"], 0
+    here = list(funded_here())
+    known, named = set(here), set(data["funded"])
+    ours = [user for user in data["funded"] if user in known]
+    return ours + ([user for user in here if user not in named] if data.get("funded_in_ledger") else []), \
+        len(data["funded"]) - len(ours)
 
 
 def _holds(index: S3Index, holder: bytes | None, cap: str, other_than: bytes) -> bool:
