@@ -103,12 +103,15 @@ def test_import_index_brings_an_export_back_and_a_retried_complete_answers_as_be
                               ChecksumAlgorithm="SHA256")
         parts = {"Parts": [{"PartNumber": 1, "ETag": part["ETag"], "ChecksumSHA256": part["ChecksumSHA256"]}]}
         answer = s3.complete_multipart_upload(Bucket="kept", Key="big", UploadId=uid, MultipartUpload=parts)
+        for n in range(11):
+            s3.put_object(Bucket="kept", Key=f"small-{n:02}", Body=b"small")
         out = tmp_path / "index.json"
         assert first.node.xsc("s3", "export-index", "-o", str(out)).returncode == 0
         result = second.node.xsc("s3", "import-index", str(out))
         assert result.returncode == 0, result.stderr
         assert b"imported 1 bucket(s), 0 object(s)" in result.stderr and b"1 completed upload(s)" in result.stderr
         assert b"left out object kept/big: its file is not in this node's store" in result.stderr, result.stderr
+        assert b"left out 2 more object(s) or part(s) so (missing)" in result.stderr  # the first 10 named
         again = second.client().complete_multipart_upload(Bucket="kept", Key="big", UploadId=uid,
                                                           MultipartUpload=parts)
         fields = ("ETag", "ChecksumSHA256", "ChecksumType")
