@@ -611,7 +611,7 @@ def exported(index: S3Index) -> dict:
 
 def restored(index: S3Index, data: dict, *, account: str | None = None,
              funded_here: Callable[[], Iterable[str]] = tuple,
-             stored_name: Callable[[str], str | None] = lambda cap: None) -> dict:
+             stored_name: Callable[[str], str | None] | None = None) -> dict:
     """Write `data` (a piece of an export, its records checked: xsc/buckets/backup.py) in one synced write: each record
     the index holds none of; one it holds is kept as it is (`kept`).  A bucket another owner holds here: BucketTaken; a
     user given more buckets or uploads than its requests could make: TooManyBuckets, TooManyUploads; nothing written.
@@ -681,7 +681,7 @@ def restored(index: S3Index, data: dict, *, account: str | None = None,
         for upload_id, record in data["completed"].items():
             if index.db.get(keys.object_upload(upload_id)) is None:
                 put("completed", keys.object_completed(upload_id), codec.dumps(record))
-        count["foreign"] = len(data["funded"]) - len(ours := _ours(data, account, funded_here))
+        ours, count["foreign"] = _ours(data, account, funded_here)
         for user in ours:
             put("funded", keys.object_funded(user), b"")
     if left_out:
@@ -726,24 +726,36 @@ def _apply(batch, written: dict[bytes, bytes | None]) -> None:
             batch.put(name, value)
 
 
-def _refusal(index: S3Index, cap: str, stored_name: Callable[[str], str | None]) -> str | None:
+def _refusal(index: S3Index, cap: str, stored_name: Callable[[str], str | None] | None) -> str | None:
     """Why an import may not bring back a record naming the file `cap`, if it may not: the file is marked garbage
-    here (`removing`: the front may be removing it this moment, and a record brought back would name a file gone), or
-    this node's store lists it under a name the front never gives (`not-s3`, `stored_name` telling: one of the
-    user's own files, which deleting the object would remove)."""
+    here (`removing`: the front may be removing it this moment, and a record brought back would name a file gone),
+    this node's store lists no such file (`missing`, `stored_name` answering None: removed, or never stored here, so
+    a GET of the object would fail and no lease of it is renewed here), or lists it under a name the front never
+    gives (`not-s3`: one of the user's own files, which deleting the object would remove).  `stored_name` None: no
+    store to hold the files to."""
     if index.db.get(keys.object_garbage(cap)) is not None:
         return "removing"
-    name = stored_name(cap)
-    return "not-s3" if name is not None and not FRONT_NAME.fullmatch(name) else None
+    if stored_name is None:
+        return None
+    name = stored_name(cap)  # the file's record: one read, which tells both
+    if name is None:
+        return "missing"
+    return None if FRONT_NAME.fullmatch(name) else "not-s3"
 
 
-def _ours(data: dict, account: str | None, funded_here: Callable[[], Iterable[str]]) -> list[str]:
+def _ours(data: dict, account: str | None, funded_here: Callable[[], Iterable[str]]) -> tuple[list[str], int]:
     """Of the users an export's node funded, those this node funded: all of them if that node's account is this
-    node's (`account`), else those this node's ledger shows it funded too (`funded_here`)."""
-    if account is not None and data.get("funded_by") == account or not data["funded"]:
-        return data["funded"]
-    here = set(funded_here())
-    return [user for user in data["funded"] if user in here]
+    node's (`account`), else those this node's ledger shows it funded too (`funded_here`); and for an export written
+    before exports named them (`funded_in_ledger`), every user the ledger shows this node funded.  With how many of
+    the export's it did not fund (foreign)."""
+    if not data.get("funded_in_ledger") and (account is not None and data.get("funded_by") == account
+                                             or not data["funded"]):
+        return data["funded"], 0
+    here = list(funded_here())
+    known, named = set(here), set(data["funded"])
+    ours = [user for user in data["funded"] if user in known]
+    return ours + ([user for user in here if user not in named] if data.get("funded_in_ledger") else []), \
+        len(data["funded"]) - len(ours)
 
 
 def _holds(index: S3Index, holder: bytes | None, cap: str, other_than: bytes) -> bool:

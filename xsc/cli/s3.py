@@ -276,14 +276,22 @@ def import_index(obj, path: str, as_json: bool) -> None:
     if done["taken"]:
         click.echo(f"left out {done['taken']} object(s) or part(s) naming a file another record here refers to: "
                    "deleting one would remove the other's file", err=True)
+    named: Counter = Counter()  # each reason's first few named: an import into a fresh node may leave out every one
     for item in (i for i in left_out if i.get("reason") in _REFUSED):
-        what = (f"object {item.get('bucket')}/{item.get('key')}" if "bucket" in item
-                else f"part {item.get('part')} of upload {item.get('upload')}")
-        click.echo(f"left out {what}: {_REFUSED[item['reason']]}", err=True)
+        named[item["reason"]] += 1
+        if named[item["reason"]] <= 10:
+            what = (f"object {item.get('bucket')}/{item.get('key')}" if "bucket" in item
+                    else f"part {item.get('part')} of upload {item.get('upload')}")
+            click.echo(f"left out {what}: {_REFUSED[item['reason']]}", err=True)
+    for reason, n in ((r, n - 10) for r, n in named.items() if n > 10):
+        click.echo(f"left out {n} more object(s) or part(s) so ({reason}): `xsc s3 import-index FILE --json` names "
+                   "them all", err=True)
     if done["foreign"]:
         click.echo(f"did not note {done['foreign']} user(s) as funded by this node: the export's node funded them, "
                    "not this one (fund them here with: xsc s3 fund USER CREDITS)", err=True)
 
 
 _REFUSED = {"removing": "its file is marked for removal here (it may be gone already)",
+            "missing": "its file is not in this node's store (removed, or stored by another node; the export's "
+                       "capabilities still read with: xsc store get CAPABILITY)",
             "not-s3": "its file is one of this node's own files, not one the S3 front stored (xsc store ls names it)"}
