@@ -272,11 +272,12 @@ def test_an_import_naming_a_file_marked_for_removal_here_leaves_it_out_and_the_f
 
 def test_an_import_naming_a_file_of_this_nodes_own_the_front_did_not_store_leaves_it_out(index) -> None:
     """A file `xsc store put` stored is the user's: an object naming it would remove it as it is deleted.  A file the
-    store lists under a name the front gives is imported; one it does not list is not (`missing`)."""
+    store lists under a name the front gives is imported; one it does not list is not, in this node's export
+    (`missing`)."""
     front = "s3:bkt/k#" + "0" * 16 + "f" * 32
     listed = {"mine": "holiday.jpg", "unnamed": "", "fronts": front, "forged": "s3:bkt/k#not-a-tag"}
-    written = backup.restore(index, {"buckets": [{"name": "bkt", "created": 0, "objects": {
-        key: obj(key) for key in (*listed, "elsewhere")}}]}, stored_name=listed.get)
+    written = backup.restore(index, {"funded_by": "this-node", "buckets": [{"name": "bkt", "created": 0, "objects": {
+        key: obj(key) for key in (*listed, "elsewhere")}}]}, account="this-node", stored_name=listed.get)
     assert (written["objects"], written["refused"]) == (1, 4), written
     assert {i["key"]: i["reason"] for i in written["left_out"]} == {
         "mine": "not-s3", "unnamed": "not-s3", "forged": "not-s3", "elsewhere": "missing"}
@@ -285,21 +286,22 @@ def test_an_import_naming_a_file_of_this_nodes_own_the_front_did_not_store_leave
 
 
 def test_an_import_naming_a_file_this_nodes_store_no_longer_holds_leaves_it_out(index) -> None:
-    """A record brought back for a file removed since its export (its marks cleared as the front removed it), or
-    never stored here, would be listed with a body no GET can read: each object or part naming one is left out and
-    named; one naming files all held comes back."""
+    """A record of this node's export brought back for a file removed since (its marks cleared as the front removed
+    it) would be listed with a body no GET can read: each object or part naming one is left out and named; one
+    naming files all held comes back."""
     front = lambda cap: "s3:bkt/k#" + "0" * 16 + "f" * 32
     upload = index.create_upload("bkt", "big")
     index.put_part(upload, 1, "part-1", 100, "e1")
     index.put_part(upload, 2, "part-2", 100, "e2")
     index.put("bkt", "gone", obj("cap-1", "cap-2"))
     index.put("bkt", "kept", obj("cap-3"))
-    exported = backup.export(index)
+    exported = backup.export(index, funded_by="this-node")
     index.abort(upload)
     index.delete_many("bkt", ["gone", "kept"])
     index.forget_garbage(index.garbage())  # the front removed them all
     held = {"part-2": front, "cap-1": front, "cap-3": front}  # what the store still lists (cap-2, part-1 gone)
-    written = backup.restore(index, exported, stored_name=lambda cap: held[cap](cap) if cap in held else None)
+    written = backup.restore(index, exported, account="this-node",
+                             stored_name=lambda cap: held[cap](cap) if cap in held else None)
     assert (written["objects"], written["uploads"], written["parts"], written["refused"]) == (1, 1, 1, 2), written
     assert written["left_out"] == [{"bucket": "bkt", "key": "gone", "reason": "missing"},
                                    {"upload": upload, "part": 1, "reason": "missing"}]
@@ -655,10 +657,12 @@ async def test_an_export_written_before_exports_named_funded_users_brings_back_t
         await close_node(node)
 
 
-async def test_an_import_into_a_node_leaves_out_an_object_whose_file_its_store_removed_or_never_held(
+async def test_an_import_of_this_nodes_export_leaves_out_an_object_whose_file_its_store_removed_since(
         make_config) -> None:
-    """Through the node's route: a file removed from the store since the export, and a capability no file of the
-    store has, are each left out as `missing`; the object whose file the store lists comes back and reads."""
+    """Through the node's route, an export of this node's (`funded_by` its account): a file removed from the store
+    since the export, and a capability no file of the store has, are each left out as `missing`; the object whose
+    file the store lists comes back and reads.  Another node's export names files this store never held: brought
+    back, to be read from the nodes that hold their shares."""
     node = await serve(make_config())
     try:
         front = "s3:bkt/k#" + "0" * 16 + "f" * 32  # the shape of a name the front gives
@@ -671,14 +675,19 @@ async def test_an_import_into_a_node_leaves_out_an_object_whose_file_its_store_r
         kept, removed = await put(b"kept" * 100), await put(b"removed" * 100)
         assert (await node.delete(f"/v1/store/files/{removed}")).status == 200
         never = str(Capability(key=b"\x01" * 32, manifest_hash=b"\x02" * 32, size=10))
-        export = {"version": 1, "buckets": [{"name": "bkt", "created": 0, "owner": "xsc", "objects": {
-            key: obj(cap, size=400) for key, cap in (("kept", kept), ("removed", removed), ("never", never))}}]}
+        records = {key: obj(cap, size=400) for key, cap in (("kept", kept), ("removed", removed), ("never", never))}
+        export = {"version": 1, "funded_by": node.app[NODE].s3_accounts.owner.id,
+                  "buckets": [{"name": "bkt", "created": 0, "owner": "xsc", "objects": records}]}
         answer = await node.post("/v1/s3/import", json=export)
         written = await answer.json()
         assert answer.status == 200 and (written["objects"], written["refused"]) == (1, 2), written
         assert {i["key"]: i["reason"] for i in written["left_out"]} == {"removed": "missing", "never": "missing"}
         assert [k for k, _ in node.app[NODE].s3_index.objects("bkt")] == ["kept"]
         assert await (await node.get(f"/v1/store/files/{kept}")).read() == b"kept" * 100
+        foreign = {"version": 1, "funded_by": "another-nodes-account",
+                   "buckets": [{"name": "other", "created": 0, "owner": "xsc", "objects": {"never": records["never"]}}]}
+        written = await (await node.post("/v1/s3/import", json=foreign)).json()
+        assert (written["objects"], written["refused"], written["left_out"]) == (1, 0, []), written
     finally:
         await close_node(node)
 
@@ -704,8 +713,7 @@ async def test_an_import_piece_larger_than_a_request_carries_is_refused_and_writ
         assert 4 * 1024 * 1024 < len(codec.dumps(old)) < backup.MAX_PIECE
         answer = await node.post("/v1/s3/import", json=old)
         written = await answer.json()
-        assert answer.status == 200 and written["buckets"] == 1 and written["left_out"] == [
-            {"bucket": "large", "key": "k", "reason": "missing"}], written  # (its files are no store's)
+        assert answer.status == 200 and (written["buckets"], written["objects"]) == (1, 1), written
     finally:
         await close_node(node)
     with pytest.raises(InvalidArgument, match="bucket 'b' with its object 'k' is .* bytes of JSON"):

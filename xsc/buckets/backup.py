@@ -17,6 +17,8 @@ An export is capabilities: whoever holds it can read every object.
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from .. import codec
@@ -27,6 +29,8 @@ from .index import S3Index, exported, restored
 
 if TYPE_CHECKING:  # the CLI splits exports with this module, without the ledger the accounts bring
     from .accounts import UserAccounts
+
+log = logging.getLogger(__name__)
 
 VERSION = 1  # an export's
 # An object's record as the node's own requests make it at most: MAX_PARTS parts, each a capability, size, ETag and
@@ -137,13 +141,18 @@ def restore(index: S3Index, piece: Any, *, account: str | None = None,
     """Write `piece` (an export, or a piece of one) into the index in one synced write (`index.restored`): each record
     the index holds none of; each one it holds is kept as it is (`kept`); an object or part that names a file another
     record refers to is left out (`taken`: deleting it would remove that record's file), as is one naming a file
-    marked for removal here, a file this node's store does not list, or one of its files the front did not store
+    marked for removal here, a file this node's store no longer lists in an export of its own, or one of its files the
+    front did not store
     (`refused`; `stored_name`: the name the store lists a capability's file under, None for no file; not given: no
     store to hold the files to), each named in `left_out`.  Its funded users are noted only if
     this node (its client account: `account`) funded them (`funded_here`: those its ledger shows it funded).  A
     bucket held by another owner here: BucketTaken, and nothing is written; a piece that is not an export's:
     InvalidArgument (or the 400 of the name that is not one).  How many of each kind were written."""
-    return restored(index, _checked(piece), account=account, funded_here=funded_here, stored_name=stored_name)
+    written = restored(index, _checked(piece), account=account, funded_here=funded_here, stored_name=stored_name)
+    if written["left_out"]:
+        log.warning("an S3 index import left out %d object(s) or part(s): %s", len(written["left_out"]),
+                    dict(Counter(item["reason"] for item in written["left_out"])))
+    return written
 
 
 def restore_here(index: S3Index, piece: Any, accounts: UserAccounts, store: Any) -> dict:

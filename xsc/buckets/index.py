@@ -632,7 +632,7 @@ def restored(index: S3Index, data: dict, *, account: str | None = None,
             entries = {keys.object_holder(cap): cap for cap in caps}
             reason = "taken" if any(entry in held or _holds(index, index.db.get(entry), cap, key)
                                     for entry, cap in entries.items()) else \
-                next(filter(None, (_refusal(index, cap, stored_name) for cap in entries.values())), None)
+                next(filter(None, (_refusal(index, cap, stored_name, own) for cap in entries.values())), None)
             if reason:
                 count["taken" if reason == "taken" else "refused"] += 1
                 left_out.append({**(what or {}), "reason": reason})
@@ -645,6 +645,7 @@ def restored(index: S3Index, data: dict, *, account: str | None = None,
             count[kind] += 1
             return True
 
+        own = account is not None and data.get("funded_by") == account  # an export of this node's
         owners: dict[str, str] = {}  # what this piece gave each bucket: its second record is held to it
         for bucket in data["buckets"]:
             here, first = index.db.get(keys.object_bucket(bucket["name"])), bucket["name"] not in owners
@@ -684,9 +685,6 @@ def restored(index: S3Index, data: dict, *, account: str | None = None,
         ours, count["foreign"] = _ours(data, account, funded_here)
         for user in ours:
             put("funded", keys.object_funded(user), b"")
-    if left_out:
-        log.warning("an S3 index import left out %d object(s) or part(s): %s", len(left_out),
-                    dict(Counter(item["reason"] for item in left_out)))
     return {**{kind: count[kind] for kind in ("buckets", "objects", "uploads", "parts", "completed", "funded",
                                               "kept", "taken", "refused", "foreign")}, "left_out": left_out}
 
@@ -726,20 +724,21 @@ def _apply(batch, written: dict[bytes, bytes | None]) -> None:
             batch.put(name, value)
 
 
-def _refusal(index: S3Index, cap: str, stored_name: Callable[[str], str | None] | None) -> str | None:
+def _refusal(index: S3Index, cap: str, stored_name: Callable[[str], str | None] | None, own: bool) -> str | None:
     """Why an import may not bring back a record naming the file `cap`, if it may not: the file is marked garbage
     here (`removing`: the front may be removing it this moment, and a record brought back would name a file gone),
-    this node's store lists no such file (`missing`, `stored_name` answering None: removed, or never stored here, so
-    a GET of the object would fail and no lease of it is renewed here), or lists it under a name the front never
-    gives (`not-s3`: one of the user's own files, which deleting the object would remove).  `stored_name` None: no
-    store to hold the files to."""
+    the export is this node's (`own`) and its store no longer lists the file (`missing`, `stored_name` answering
+    None: removed since the export, so a GET of the object would fail), or the store lists it under a name the front
+    never gives (`not-s3`: one of the user's own files, which deleting the object would remove).  Another node's
+    export (or this node's after it lost its data dir, and with it its id) names files this store never held, read
+    from the nodes holding their shares.  `stored_name` None: no store to hold the files to."""
     if index.db.get(keys.object_garbage(cap)) is not None:
         return "removing"
     if stored_name is None:
         return None
     name = stored_name(cap)  # the file's record: one read, which tells both
     if name is None:
-        return "missing"
+        return "missing" if own else None
     return None if FRONT_NAME.fullmatch(name) else "not-s3"
 
 
