@@ -289,7 +289,7 @@ class PaidCompute:
                                                lambda: self.compute.store.wasm(bytes.fromhex(call.module)), call.wasi)
         except PeerRefused as err:  # refused before it ran: nothing is owed for it
             self.gateway_tabs.answered(tab, budget, None)
-            raise _relayed(provider, err) from None
+            raise relayed(provider, err) from None
         except PeerUnreachable as err:
             if err.details.get("sent") is False:  # no connection was made: it cannot have run
                 self.gateway_tabs.answered(tab, budget, None)
@@ -613,15 +613,17 @@ def not_here(module: str) -> ModuleNotFound:
     return ModuleNotFound(f"module {module} is not deployed on this node", hint="push it: PUT /v1/peer/modules")
 
 
-def _relayed(provider: str, err: PeerRefused) -> XscError:
+def relayed(provider: str, err: PeerRefused) -> XscError:
+    """A provider's refusal of a call or a job as this node's user should read it: what to do about it, not a
+    peer's fault."""
     detail = str(err).split(": ", 1)[-1]
     if err.details.get("peer_code") == "deal-refused":
         return DealRefused(f"provider {provider} refused the deal: {detail}",
                            hint="the market moved; invoke again (or raise --max-price)")
     if err.details.get("peer_code") == "prepayment-required":
         return PrepaymentRequired(f"provider {provider} does not extend this node credit: {detail}",
-                                  hint=f"prepay it: xsc ledger prepay {provider} CREDITS", provider=provider)
+                                  hint=f"ask its user for credit, or if it owes you: xsc ledger prepay {provider} CREDITS", provider=provider)
     return err
 
 
-__all__ = ["PaidCompute", "parse_max_price"]
+__all__ = ["PaidCompute", "parse_max_price", "relayed"]
