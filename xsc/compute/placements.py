@@ -72,6 +72,7 @@ class Placements:
         self.left_this_hour = left_this_hour  # (function name): what its spend cap leaves this hour, None: no cap
         self.interval, self.renew, self.lost_after = interval, RENEW * interval, LOST_AFTER * interval
         self._placed: dict[str, Placement] = {}
+        self._unplaced: dict[str, str] = {}  # why the last try to place a function failed: its owner is told
         self._wake = asyncio.Event()
         self.moves = 0  # functions placed again elsewhere since start (status, tests)
         paid.payments.add_closer(FUNCTION_JOBS, self._close_for_retry, paid=self._paid_by_retry)
@@ -91,16 +92,20 @@ class Placements:
 
     def where(self, name: str) -> dict[str, Any]:
         """Where a function on the market is served now: its URL and provider, and its requests, errors and median
-        latency there as the provider last told them (empty while it is not placed)."""
+        latency there as the provider last told them; while it is not placed, why the last try failed (if one
+        did)."""
         placement = self._placed.get(name)
-        return {} if placement is None else {"url": placement.url, "provider": placement.provider,
-                                             **placement.counters}
+        if placement is None:
+            return {"not_placed": self._unplaced[name]} if name in self._unplaced else {}
+        return {"url": placement.url, "provider": placement.provider, **placement.counters}
 
     async def keep(self) -> None:
         """One round: every function on the market placed and its tab renewed; withdrawn ones taken off."""
         records = {r["name"]: r for r in self.store.functions() if r.get("on_market")}
         for name in [n for n in self._placed if n not in records]:
             await self._withdraw(name, self._placed.pop(name))
+        for name in [n for n in self._unplaced if n not in records]:
+            del self._unplaced[name]
         await asyncio.gather(*(self._keep(record) for record in records.values()))
 
     async def _keep(self, record: dict[str, Any]) -> None:
@@ -133,7 +138,7 @@ class Placements:
     async def _place(self, record: dict[str, Any], left_out: set[str]) -> None:
         name = record["name"]
         over = self.paid.provider_terms.passing_over()  # as a call's provider is chosen (PaidCompute.invoke)
-        tries = 0
+        tries, refusal = 0, None
         while tries < MAX_TRIES:
             try:
                 assignment = await self.paid.dealing.compute_deal(self._call(record).fuel or 0, self.bid,
@@ -142,6 +147,8 @@ class Placements:
                 if over.exhausted():
                     continue
                 log.info("function %s: no provider on the market now (%s)", name, err.message)
+                # a provider's refusal says more than that no other one is left after it
+                self._unplaced[name] = refusal or f"no provider on the market now: {err.message}"
                 return
             provider = assignment.provider
             if await over.passes(provider):
@@ -152,13 +159,16 @@ class Placements:
                                                            {"need": assignment.need_id, "provider": provider,
                                                             "price": assignment.price})
                 log.info("function %s is served by %s at %s", name, provider, self._placed[name].url)
+                self._unplaced.pop(name, None)
                 return
             except (PeerRefused, PeerUnreachable) as err:
                 log.warning("function %s: provider %s refused it (%s)", name, provider, err.message)
+                refusal = self._unplaced[name] = f"provider {provider} refused it: {err.message}"
                 self.paid.provider_terms.wanted_prepayment(provider, err)
                 left_out.add(provider)
             except XscError as err:  # this node's own refusal (too little credit for the tab): the next round
                 log.warning("function %s is not placed: %s", name, err.message)
+                self._unplaced[name] = err.message
                 return
 
     async def _placed_on(self, record: dict[str, Any], provider: str, price: int, deal: dict[str, Any]) -> Placement:
