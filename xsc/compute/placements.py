@@ -19,7 +19,7 @@ served `on_market` is kept placed:
 
 What each receipt pays (closed here, or by the payment retry) is counted in the function's spend
 (`WebFunctions.paid_for`); a spend cap bounds each authorization by what is left of the hour, so a provider
-answers 402 once the cap is reached.
+answers 402 once the cap is reached; a cap set or lowered under what an open tab allows ends that tab.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from ..errors import ModuleNotFound, PeerRefused, PeerUnreachable, XscError
+from ..errors import ModuleNotFound, PeerRefused, PeerUnreachable, SpendCapReached, XscError
 from ..ledger.core.model import Authorization, Receipt, encode_authorization
 from ..ledger.receipts import check_receipt
 from ..ledger.settlement import nothing_owed
@@ -130,6 +130,14 @@ class Placements:
             return
         placement.failing_since = None
         placement.counters = _counters(answer)
+        left = self.left_this_hour(name)
+        if left is not None and placement.auth.cap > left:
+            # Its spend cap was set or lowered since this tab was authorized: the tab could spend past it.  It is
+            # ended (withdrawn and paid) and the function placed again on a tab the cap bounds, if it leaves one.
+            del self._placed[name]
+            await self._withdraw(name, placement)
+            await self._place(record, set())
+            return
         used = answer.get("tab", {}).get("total", 0) if isinstance(answer.get("tab"), dict) else 0
         if time.monotonic() - placement.placed >= self.renew or (type(used) is int and 2 * used >= placement.auth.cap) \
                 or placed_function(record) != placement.function:
@@ -167,7 +175,9 @@ class Placements:
                 self.paid.provider_terms.wanted_prepayment(provider, err)
                 left_out.add(provider)
             except XscError as err:  # this node's own refusal (too little credit for the tab): the next round
-                log.warning("function %s is not placed: %s", name, err.message)
+                # a spend cap spent is what its owner asked for: said every round until the hour leaves room
+                (log.info if isinstance(err, SpendCapReached) else log.warning)(
+                    "function %s is not placed: %s", name, err.message)
                 self._unplaced[name] = err.message
                 return
 
@@ -175,7 +185,8 @@ class Placements:
         """The function placed on `provider` with a fresh authorization (dropped if the placement fails)."""
         auth = await self._authorize(record, provider, price)
         if auth is None:
-            raise PeerRefused(f"its spend cap leaves nothing for {provider} this hour")
+            raise SpendCapReached("its spend cap leaves less than one request's budget this hour",
+                                  hint="raise it: xsc compute serve NAME MODULE --on-market --spend-cap N")
         try:
             url = await self._send(record, provider, price, deal, auth)
         except BaseException as err:
