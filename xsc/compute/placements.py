@@ -156,7 +156,7 @@ class Placements:
                     continue
                 log.info("function %s: no provider on the market now (%s)", name, err.message)
                 # a provider's refusal says more than that no other one is left after it
-                self._unplaced[name] = refusal or f"no provider on the market now: {err.message}"
+                self._unplaced[name] = refusal or err.message
                 return
             provider = assignment.provider
             if await over.passes(provider):
