@@ -38,8 +38,8 @@ from typing import Any, Awaitable, Callable
 
 from .. import codec
 from ..db import Database
-from ..errors import (BodyTimeout, ForgedResult, IntegrityError, InvalidArgument, JobNotFound, NotFound,
-                      OverCap, PayloadTooLarge, PeerRefused, PeerUnreachable, ReplicasDisagree, XscError)
+from ..errors import (BodyTimeout, ForgedResult, InsufficientCredit, IntegrityError, InvalidArgument, JobNotFound,
+                      NotFound, OverCap, PayloadTooLarge, PeerRefused, PeerUnreachable, ReplicasDisagree, XscError)
 from ..identity import Identity
 from ..storage.core.capability import Capability
 from ..storage.strangers import ProviderTerms
@@ -47,7 +47,7 @@ from ..tasks import at_most, in_pool, periodic
 from . import lineage, provenance
 from .jobspec import MAX_SPEC_BYTES, JobSpec, asked_id, job_id, parse_job
 from .lineage import verify_hash as _verify_hash
-from .paid import relayed
+from .paid import relayed, worst_case_refused
 from .service import ComputeService, InvokeCall
 from .hosted_jobs import PER_SENDER
 from .job_records import (CURSOR_BYTES, FORGET_AT_ONCE, REPLACING, UNFINISHED, JobOutputs, JobRecords, answer, ended,
@@ -361,7 +361,10 @@ class JobService:
     async def _execute(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, rate: int,
                        staged: Staged, job: dict[str, Any], prepaid: int) -> dict[str, Any]:
         budget = self.compute.budget(call, rate)
-        await self.ledger.hold(self.payer, budget)
+        try:
+            await self.ledger.hold(self.payer, budget)
+        except InsufficientCredit as err:
+            raise worst_case_refused(self.compute, err, call, budget, "job") from None
         try:
             ran = await run_program(self.compute, spec, prepared, signature, limits, staged.work, stdin=staged.stdin,
                                     job_id=run_id(job), prepaid=prepaid)
