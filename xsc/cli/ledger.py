@@ -68,18 +68,24 @@ def balance(obj, account: str, as_json: bool) -> None:
 
 
 @ledger.command()
+@click.argument("named", metavar="[ACCOUNT]", required=False)
 @click.option("--limit", "-n", type=click.IntRange(1, 10_000), default=20, show_default=True,
               help="How many entries, newest first.")
-@click.option("--account", default="client", show_default=True, help="Whose chain to list.")
+@click.option("--account", help="Whose chain to list, as ACCOUNT (default: client).")
 @click.option("--expand", is_flag=True, help="List the provenance ids each aggregated transfer covers.")
 @wide_option
 @json_option
 @click.pass_obj
-def history(obj, limit: int, account: str, expand: bool, wide: bool, as_json: bool) -> None:
-    """List an account's newest entries (payments it made, receipts for work it did).
+def history(obj, named: str | None, limit: int, account: str | None, expand: bool, wide: bool,
+            as_json: bool) -> None:
+    """List an account's newest entries (payments it made, receipts for work it did): ACCOUNT's, as
+    `xsc ledger balance ACCOUNT` names it (`node`: what this node earned).
 
     Paid invokes are settled in aggregate: one transfer per interval covers many invokes (its job says how
     many, and the Merkle root of their provenance ids); --expand lists the ids."""
+    if named is not None and account is not None and named != account:
+        raise click.UsageError(f"two accounts named ({named}, and --account {account}): give one")
+    account = named or account or "client"
     query = {"limit": limit, **({"expand": "true"} if expand else {})}
     info = obj.client().request("GET", f"/v1/ledger/accounts/{quote(account, safe='')}/history", query=query)
     entries = info["entries"]

@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import codec
-from ..errors import ForgedResult, PeerNotFound, PeerRefused, PeerUnreachable
+from ..errors import ForgedResult, InsufficientCredit, PeerNotFound, PeerRefused, PeerUnreachable
 from ..ledger.core.pricing import price_compute
 from ..net import jobs as wire
 from ..tasks import Locks, in_pool
 from . import provenance
 from .job_sandbox import MAX_OUTPUTS, OutputFile
-from .paid import PaidCompute
+from .paid import PaidCompute, worst_case_refused
 from .service import InvokeCall
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,10 @@ class SentJobs:
         paid = self.paid
         url = paid.peers.peer(provider).url
         budget = paid.compute.budget(call, price)
-        tab = await paid.gateway_tabs.reserve_alone(provider, price, budget)
+        try:
+            tab = await paid.gateway_tabs.reserve_alone(provider, price, budget)
+        except InsufficientCredit as err:
+            raise worst_case_refused(paid.compute, err, call, budget, "job") from None
         data = _data(staged)
         body = {"spec": spec.canonical(), "price": price, "memory_price": paid.compute.memory_price,
                 "authorization": tab.hex, "deal": deal, "data": [d for d, _ in data]}

@@ -631,7 +631,7 @@ PAGES.compute = {
       card('Web functions', h('p', {class: 'muted'}, h('span', {'data-k': 'function-count'}, String(functions.length)),
           ' served on node.web_listen (xsc compute serve)'),
         table(['name', 'requests', 'errors', 'p50 (ms)', 'spend (µcredits)', 'this hour', 'cap'], functions.map(f => h('tr', {'data-function': f.name},
-          h('td', {class: 'text'}, f.on_market ? (f.url || `${f.name}: being placed on a provider`) : `/fn/${f.name}/`),
+          h('td', {class: 'text'}, f.on_market ? (f.url || (f.not_placed ? `not placed: ${f.not_placed}` : `${f.name}: being placed on a provider`)) : `/fn/${f.name}/`),
           h('td', {class: 'num', 'data-k': 'requests'}, fmtInt(f.requests)),
           h('td', {class: 'num'}, f.errors ? pill('fail', fmtInt(f.errors)) : '0'),
           h('td', {class: 'num'}, f.p50_ms === null ? '–' : String(f.p50_ms)), h('td', {class: 'num'}, fmtInt(f.spend)),
