@@ -20,7 +20,7 @@ from tests.support.attacks import fake_descriptors
 from tests.support.cli import xsc
 from xsc.identity import public_id
 from xsc.node.appkeys import NODE
-from tests.support.peers import offering_pair
+from tests.support.peers import QUIET, offering_pair
 from tests.support.waiting import eventually
 
 WASM = Path(__file__).resolve().parents[2] / "fixtures" / "wasm"
@@ -315,3 +315,46 @@ def test_a_terminal_narrower_than_the_indent_of_a_line_under_a_row_gets_no_trace
         out = node.xsc("store", "ls", env={"COLUMNS": columns})
         assert out.exit_code == 0 and out.stderr == "", out.output
         assert cap in out.stdout.split(), out.stdout  # still whole, under its row
+
+
+def test_a_provider_lists_the_functions_it_hosts_for_another_node_with_the_owner_id_whole(thread_node) -> None:
+    import urllib.request
+
+    from tests.support.nodes import free_port
+
+    provider = thread_node("provider", **QUIET, node={"web_listen": f"127.0.0.1:{free_port()}"})
+    owner = thread_node("owner", **QUIET, market={"offer_compute": False}, node={"placement_interval": 0.25})
+    owner_id = json.loads(owner.xsc("node", "status", "--json").stdout)["id"]
+    provider_id = json.loads(provider.xsc("node", "status", "--json").stdout)["id"]
+    assert owner.xsc("peers", "add", provider.url).exit_code == 0
+    eventually(lambda: any(o["owner"] == provider_id and k["kind"] == "compute"
+                           for k in json.loads(owner.xsc("market", "book", "--json").stdout)["books"]
+                           for o in k["asks"]), "the provider's compute offer in the owner's book", 30)
+    for name in ("hello", "site"):
+        served = owner.xsc("compute", "serve", name, str(WASM / "cgi.wasm"), "--on-market")
+        assert served.exit_code == 0, served.output
+
+    def placed() -> dict | None:
+        listed = json.loads(owner.xsc("compute", "functions", "--json").stdout)["functions"]
+        return {f["name"]: f["url"] for f in listed} if all(f.get("url") for f in listed) else None
+
+    urls = eventually(placed, "both functions placed on the provider", 30)
+    with urllib.request.urlopen(urls["hello"] + "x") as answer:
+        assert answer.status == 200
+
+    def hosted() -> list | None:
+        found = json.loads(provider.xsc("compute", "functions", "--hosted", "--json").stdout)["functions"]
+        return found if any(f["earned"] for f in found) else None
+
+    found = eventually(hosted, "the request's run recorded and counted on the provider", 30)
+    assert [(f["owner"], f["name"], f["path"], f["url"], f["requests"], f["errors"]) for f in found] == [
+        (owner_id, n, f"/fn/{owner_id}/{n}/", urls[n], r, 0) for n, r in (("hello", 1), ("site", 0))]
+    assert found[1]["earned"] == 0
+    shown = provider.xsc("compute", "functions", "--hosted", env=NARROW)
+    assert shown.exit_code == 0, shown.output
+    _fits(shown.stdout)
+    lines = [line.strip().rstrip(",") for line in shown.stdout.splitlines()]
+    assert lines.count(f"owner {owner_id}") == 2 and f"path /fn/{owner_id}/hello/" in lines, shown.stdout
+    assert format_credits(found[0]["earned"]) in shown.stdout.split()
+    assert "no functions of other nodes" in owner.xsc("compute", "functions", "--hosted").stdout
+    assert "--hosted" in provider.xsc("compute", "functions").stdout

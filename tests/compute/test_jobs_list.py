@@ -164,3 +164,18 @@ def test_a_record_written_before_summaries_were_kept_is_listed_from_itself(tmp_p
     assert records.forget(key, hashlib.sha256(db.get(key)).digest(), [])  # its summary goes with it
     assert db.get(keys.job_summary(USER, bytes.fromhex(newer))) is None
     assert [j["id"] for j in records.page(10, None)[0]] == [older]
+
+
+def test_a_failed_job_shows_its_error_with_the_command_that_fixes_it_and_when_it_started(xsc_node) -> None:
+    failed = error_line(xsc_node.xsc("compute", "run", WC, "--fuel", "1000", input=b"a few words\n"))
+    listed = _listed(xsc_node)["jobs"][0]
+    record = json.loads(ok(xsc_node.xsc("compute", "job", listed["id"], "--json")))
+    assert listed["state"] == record["state"] == "failed" and record["error_hint"], record
+    assert f"({record['error_hint']})" in failed  # the hint the run's refusal gave
+    lines = ok(xsc_node.xsc("compute", "job", listed["id"])).splitlines()
+    error = next(line for line in lines if line.startswith("error:"))
+    assert error.split(None, 1)[1] == f"{record['error']} ({record['error_hint']})", lines
+    # the list's start and the job's are one moment under one word (its JSON field stays `created`)
+    started = ok(xsc_node.xsc("compute", "jobs")).splitlines()[1].split()[1:3]
+    assert f"started: {' '.join(started)} UTC" in [" ".join(line.split()) for line in lines], lines
+    assert not any(line.startswith("created") for line in lines) and record["created"] == listed["started"]

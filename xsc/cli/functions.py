@@ -58,17 +58,23 @@ def serve(obj, name: str, module: str, inputs: tuple[str, ...], env: tuple[str, 
 
 
 @click.command("functions")
+@click.option("--hosted", is_flag=True,
+              help="The functions other nodes placed here (their `serve --on-market`): each owner's, what it earned.")
 @json_option
 @click.pass_obj
-def functions(obj, as_json: bool) -> None:
+def functions(obj, hosted: bool, as_json: bool) -> None:
     """List the web functions: their requests, errors, median latency and spend, and where those on the market
-    are served (the URL callers use)."""
+    are served (the URL callers use).  With --hosted, those this node serves for other nodes' owners."""
+    if hosted:
+        _hosted(obj.client().request("GET", "/v1/compute/functions/hosted")["functions"], as_json)
+        return
     found = obj.client().request("GET", "/v1/compute/functions")["functions"]
     if as_json:
         emit_json({"functions": found})
         return
     if not found:
-        click.echo("no functions yet: serve one with `xsc compute serve NAME MODULE.wasm`")
+        click.echo("no functions yet: serve one with `xsc compute serve NAME MODULE.wasm` (those other nodes "
+                   "placed here: xsc compute functions --hosted)")
         return
     from ..units import format_credits
 
@@ -80,6 +86,23 @@ def functions(obj, as_json: bool) -> None:
             format_credits(f["spent_this_hour"]), format_credits(f["spend_cap"]) if f["spend_cap"] is not None else "-",
             _served_at(f))
            for f in found])
+
+
+def _hosted(found: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        emit_json({"functions": found})
+        return
+    if not found:
+        click.echo("no functions of other nodes served here: a node places one with `xsc compute serve NAME "
+                   "MODULE.wasm --on-market` on a provider offering compute with a web listener (node.web_listen)")
+        return
+    from ..units import format_credits
+
+    # The owner's id whole, and the path that names it, on lines of their own under a narrow terminal's rows.
+    table([Col("owner", keep=True, under=True), Col("name", keep=True), "requests", "errors", "p50 ms",
+           Col("credits earned", right=True), Col("path", keep=True, under=True)],
+          [(f["owner"], f["name"], f["requests"], f["errors"], f["p50_ms"] or "-", format_credits(f["earned"]),
+            f["path"]) for f in found])
 
 
 def _served_at(function: dict[str, Any]) -> str:

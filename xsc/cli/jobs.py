@@ -224,11 +224,13 @@ def job(obj, job_id: str, as_json: bool) -> None:
     replicated = guarantee.get("replicas", 1) > 1
     key_values([("id", found["id"]), ("state", found["state"]), ("module", found["module"]),
                 ("executions", found["executions"]), ("charge", _charge(found)),
-                ("provenance", found.get("provenance", "-")), ("created", found.get("created", "-"))]
+                ("provenance", found.get("provenance", "-")),
+                ("started", f"{_started(found.get('created'))} UTC" if found.get("created") else "-")]
                + ([("provider", found["provider"])] if found.get("provider") and not replicated else [])
                + ([("guarantee", f"{guarantee['replicas']} replicas, at least {guarantee['agree']} agreeing")]
                   if replicated else [])
-               + ([("error", found["error"])] if found.get("error") else []))
+               + ([("error", f"{found['error']} ({found['error_hint']})" if found.get("error_hint") else
+                    found["error"])] if found.get("error") else []))
     for item in found.get("inputs", []):
         _file_line("  input  ", item["path"], item["size"], item["sha256"])
     for output in found.get("outputs", []):
@@ -237,6 +239,11 @@ def job(obj, job_id: str, as_json: bool) -> None:
         _file_line("  earlier ", output["name"], output["size"], output["sha256"], output["capability"])
     for replica in found.get("replicas", []):  # what the charge is made of: one line per provider
         _replica_line(replica)
+
+
+def _started(timestamp: str | None) -> str:
+    """When a job's latest run began (its record's `created`), to the second, as `job` and `jobs` both show it."""
+    return str(timestamp or "-").replace("T", " ")[:19]
 
 
 def _charge(job: dict[str, Any]) -> str:
@@ -265,7 +272,7 @@ def jobs(obj, limit: int, before: str | None, wide: bool, as_json: bool) -> None
     if not page["jobs"]:
         click.echo("no more jobs" if before else "no jobs yet (run one with: xsc compute run MODULE.wasm)")
         return
-    rows = [(str(j.get("started") or "-").replace("T", " ")[:19], j["state"], format_credits(j["charge"]),
+    rows = [(_started(j.get("started")), j["state"], format_credits(j["charge"]),
              j["replicas"]) for j in page["jobs"]]
     columns = [Col("started (UTC)"), Col("state"), Col("charge (credits)", right=True), Col("replicas", right=True)]
     modules = [j.get("module_name") or j["module"] for j in page["jobs"]]

@@ -390,6 +390,9 @@ def ended(job: dict[str, Any], run: dict[str, Any], stored: list[dict[str, Any]]
                fuel_consumed=run["fuel_consumed"], cost=run["cost"], **where)
     if failed:
         job["error"] = failed
+        hint = _refusal_hint(refusal) if refusal else (trap or {}).get("hint")
+        if hint:  # the command that fixes it, shown with the error as any refusal's
+            job["error_hint"] = hint
     streams = {"stdout": run.get("stdout", ""), "stderr": run.get("stderr", "")}
     if job["spec"]["deterministic"]:  # answered again by a replay (a longer stream: a replay runs it again)
         job.update(streams)

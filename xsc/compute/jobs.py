@@ -199,7 +199,7 @@ class JobService:
             for step in ("sent", "fetching", "replicating"):  # its answers or outputs never came: not paid
                 job.pop(step, None)
             if job["state"] == "running":  # refused before it ran (the node busy, too little credit)
-                job.update(state="refused", error=err.message)
+                job.update(state="refused", error=err.message, **({"error_hint": err.hint} if err.hint else {}))
                 self.records.save(jid, job)
             raise
         finally:

@@ -295,6 +295,16 @@ class PlacedFunctions:
                 "p50_ms": median_ms(served.latencies),
                 "tab": {"authorization": bill.auth.id.hex(), "total": tab.total, "count": tab.count}}
 
+    def hosted(self) -> list[dict[str, Any]]:
+        """The functions other nodes placed here, each with its owner, where callers reach it, its counters and
+        what its runs earned (charged on its owners' tabs since this node started, as its other counters)."""
+        web = self.web_url()
+        return [{"owner": owner, "name": name, "module": served.record["module"], "path": f"/fn/{owner}/{name}/",
+                 "url": None if web is None else f"{web}/fn/{owner}/{name}/", "requests": served.requests,
+                 "errors": served.errors, "in_flight": served.in_flight, "p50_ms": median_ms(served.latencies),
+                 "earned": served.spend}
+                for owner, name, served in sorted(self.functions.placed_all(), key=lambda item: item[:2])]
+
     def _budget(self, function: dict[str, Any], price: int) -> int:
         limits = function.get("limits") or {}
         if not isinstance(limits, dict):

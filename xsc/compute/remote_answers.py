@@ -118,10 +118,11 @@ class RemoteAnswers:
             message = (f"{len(agreed)} of the job's {len(replicas)} replicas agree, fewer than the {agree} it "
                        "asks: nothing is paid or stored")
             job.pop("replicating", None)
-            job.update(state="refused", error=message, replicas=_replicas(replicas, []))
+            hint = "run it again (other providers)"
+            job.update(state="refused", error=message, error_hint=hint, replicas=_replicas(replicas, []))
             self.records.save(job["id"], job)
             await in_pool(None, remove_tree, self.replicas_kept(job["id"]))
-            raise ReplicasDisagree(message, hint="run it again (other providers)", replicas=job["replicas"])
+            raise ReplicasDisagree(message, hint=hint, replicas=job["replicas"])
         unlike = [r for r in returned if r not in agreed]
         job["replicas"] = _replicas(replicas, agreed)
         # The verdict is written (`storing`, with the replicas refused) before anyone is struck or refused: a stop
@@ -157,7 +158,8 @@ class RemoteAnswers:
                 self.sent.pay(r)
             await in_pool(None, remove_tree, kept)
             job.pop("answered", None)
-            job.update(state="failed", outputs=[], error=f"its outputs could not be stored: {err.message}")
+            job.update(state="failed", outputs=[], error=f"its outputs could not be stored: {err.message}",
+                       **({"error_hint": err.hint} if err.hint else {}))
             self.records.save(job["id"], job)
             raise
         for r in paying:

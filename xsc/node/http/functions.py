@@ -37,6 +37,11 @@ async def functions(request: web.Request) -> web.Response:
     return json_response({"functions": request.app[NODE].functions.functions()})
 
 
+@routes.get("/v1/compute/functions/hosted")
+async def hosted_functions(request: web.Request) -> web.Response:
+    return json_response({"functions": request.app[NODE].placed_functions.hosted()})
+
+
 @routes.delete("/v1/compute/functions/{name}")
 async def unserve_function(request: web.Request) -> web.Response:
     return json_response(await request.app[NODE].functions.unserve(request.match_info["name"]))
