@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 from .errors import InvalidArgument
 
@@ -16,9 +17,11 @@ _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def is_whole_number(text: str) -> bool:
-    """Whether `text` is one or more ASCII digits: what int() reads whole.  str.isdigit() alone also takes digits
-    such as '²', on which int() raises."""
-    return text.isascii() and text.isdigit()
+    """Whether `text` is one or more ASCII digits, no more of them than int() reads (CPython's
+    sys.get_int_max_str_digits(), 4,300 by default: past it int() raises): what int() reads whole.  str.isdigit()
+    alone also takes digits such as '²', on which int() raises."""
+    most = sys.get_int_max_str_digits()
+    return text.isascii() and text.isdigit() and (not most or len(text) <= most)
 
 
 def parse_size(text: str | int) -> int:
