@@ -57,7 +57,10 @@ def parse_duration(text: str | int) -> int:
 
 
 def format_size(n: int) -> str:
-    value = float(n)
+    try:
+        value = float(n)
+    except OverflowError:  # a size someone wrote in hundreds of digits, named in its refusal
+        return f"{'more' if n > 0 else 'less'} than {'-' if n < 0 else ''}1e308 B"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(value) < 1024 or unit == "TiB":
             return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
