@@ -15,6 +15,7 @@ from xsc import devnet
 from xsc.devnet import LISTEN_FLOOR, Devnet, NodeProcess, free_ports, port_free, ports_from, xsc_command
 from xsc.errors import DevnetError, InvalidArgument, NodeNotRunning
 
+from tests.support.cli import xsc
 from tests.support.nodes import run_xsc
 from tests.support.peers import FAST
 
@@ -109,6 +110,12 @@ def test_an_attached_pid_is_only_alive_while_it_runs_that_data_dir(tmp_path: Pat
 def test_a_state_file_that_is_missing_or_broken_says_so(tmp_path: Path) -> None:
     with pytest.raises(NodeNotRunning, match="no devnet in"):
         Devnet.load(tmp_path)
+    for name in ("node-0", "node-1"):  # as `xsc devnet down` leaves them
+        (tmp_path / name).mkdir()
+    stopped = xsc("devnet", "status", "--dir", str(tmp_path))
+    assert stopped.exit_code == 1 and stopped.stderr.splitlines() == [
+        f"xsc: error: the devnet in {tmp_path.resolve()} is stopped (the data dirs of 2 nodes are kept) "
+        f"(start it again with: xsc devnet up -n 2 --dir {tmp_path.resolve()})"], stopped.stderr
     (tmp_path / "devnet.json").write_text(json.dumps({"nodes": [{"name": "node-0"}]}))
     with pytest.raises(DevnetError, match="not a devnet state file"):
         Devnet.load(tmp_path)

@@ -547,6 +547,11 @@ class Devnet:
                                         name=r["name"], host=r["url"].split("//", 1)[1].rsplit(":", 1)[0])
                      for r in records]
         except FileNotFoundError:
+            # `down` forgets the nodes but keeps their data dirs: a devnet stopped is started again as it was
+            kept = [p for p in root.glob("node-*") if p.is_dir()] if root.is_dir() else []
+            if kept:
+                raise NodeNotRunning(f"the devnet in {root} is stopped (the data dirs of {len(kept)} nodes are kept)",
+                                     hint=f"start it again with: xsc devnet up -n {len(kept)} --dir {root}") from None
             raise NodeNotRunning(f"no devnet in {root}", hint="start one with: xsc devnet up -n 6") from None
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise DevnetError(f"{path} is not a devnet state file: {err}",

@@ -85,6 +85,12 @@ class NodeAlreadyRunning(Conflict):
     code = "node-already-running"
 
 
+class DeepCheckRunning(Conflict):
+    """A verify or repair of every file asked for while one runs: two would read (and move) the same shares twice."""
+
+    code = "deep-check-running"
+
+
 class NodeNotRunning(XscError):
     code = "node-not-running"
 

@@ -35,12 +35,14 @@ def test_check_says_present_and_verify_names_bad_blocks(thread_node) -> None:
     assert store.delete_share(Capability.parse(other).storage_index, 2)
     check = node.xsc("store", "check", other, env={"COLUMNS": "80"})
     assert check.stdout.count("missing") == 1 and "detail" not in check.stdout, check.stdout  # said once
+    assert check.exit_code == 1 and check.stdout.splitlines()[-1] == f"    xsc store repair {other}", check.stdout
 
     verify = node.xsc("store", "verify", cap)
     assert verify.exit_code == 1  # not healthy
     assert "bad block in segment 3" in verify.stdout and "bad block in segment 0" in verify.stdout
-    assert verify.stdout.splitlines()[-1] == (
-        "4 of 6 shares intact: recoverable; bad blocks: share 1 segment 3, share 4 segment 0")
+    assert verify.stdout.splitlines()[-2:] == [  # and the command that mends it, the capability whole
+        "4 of 6 shares intact: recoverable; bad blocks: share 1 segment 3, share 4 segment 0; rebuild them with:",
+        f"    xsc store repair {cap}"]
     report = json.loads(node.xsc("store", "verify", cap, "--json").stdout)
     assert {s["share"]: s["bad_blocks"] for s in report["shares"] if s["bad_blocks"]} == {1: [3], 4: [0]}
 

@@ -3,8 +3,10 @@ columns with every capability whole, `--json` the node's answer, and an exit sta
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 
 from xsc.node.appkeys import NODE
 from xsc.storage import Capability
@@ -73,3 +75,31 @@ def test_a_capability_or_all_one_or_the_other(tmp_path) -> None:
             assert done.stderr.splitlines() == [
                 f"xsc: usage error: {said}",
                 f"usage: xsc store {action} [OPTIONS] [CAP] (more: xsc store {action} --help)"], done.stderr
+
+
+def test_a_run_over_every_file_asked_for_while_one_goes_is_refused_in_one_line(thread_node, monkeypatch) -> None:
+    """`xsc store verify --all` while the dashboard's Repair damaged goes (the node's run, started here)."""
+    node = thread_node(storage={"segment_size": SEG})
+    node.xsc("store", "put", "-", "--name", "f", input=os.urandom(SEG))
+    storage = node.app[NODE].storage
+    begun, go_on, verify = threading.Event(), threading.Event(), storage.verify
+
+    async def held(cap, progress=None):
+        if not begun.is_set():  # the first run's verify, held until the CLI was refused
+            begun.set()
+            await asyncio.to_thread(go_on.wait, 60)
+        return await verify(cap, progress)
+
+    monkeypatch.setattr(storage, "verify", held)
+    running = node.submit(storage.deep_check(True))
+    try:
+        assert begun.wait(60)
+        for action in ("verify", "repair"):
+            done = node.xsc("store", action, "--all")
+            assert done.exit_code == 1 and done.stdout == "", done.output
+            (line,) = done.stderr.splitlines()
+            assert line.startswith("xsc: error: a repair of every file is running already (started "), line
+            assert line.endswith("(wait for it to end, then start this run again)"), line
+    finally:
+        go_on.set()
+    assert running.result(60)["healthy"]

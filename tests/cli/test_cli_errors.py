@@ -343,3 +343,25 @@ def test_a_watch_mounted_where_none_can_be_is_one_line_naming_as(thread_node) ->
         assert done.stderr.splitlines() == [
             f"xsc: error: --as: an input is mounted at /in/NAME (NAME of letters, digits, '.', '_', '-'), not "
             f"{mount!r} (a watch mounts each object as a file, e.g. --as /in/data; it gives no stdin)"]
+
+
+def test_an_id_that_is_not_one_is_one_line_naming_the_command_that_lists_them(thread_node) -> None:
+    node = thread_node()
+    for args, listing in [(("compute", "job", "6d07"), "`xsc compute jobs` lists them)"),
+                          (("ledger", "show", "nope"), "`xsc ledger history` lists them)"),
+                          (("peers", "rm", "nope"), "(see them with: xsc peers ls)"),
+                          (("peers", "quarantine", "rm", "nope"), "(see them with: xsc peers quarantine ls)"),
+                          (("ledger", "prepay", "nope", "1"), "(see them with: xsc peers ls)")]:
+        done = node.xsc(*args)
+        assert done.exit_code == 1 and done.stdout == "", (args, done.output)
+        (line,) = done.stderr.splitlines()
+        assert line.startswith("xsc: error: ") and line.endswith(listing), (args, line)
+
+
+def test_a_peer_is_removed_by_a_prefix_of_its_id_as_tables_show_it(thread_node) -> None:
+    a, b = thread_node("a"), thread_node("b")
+    b_id = json.loads(b.xsc("node", "status", "--json").stdout)["id"]
+    assert a.xsc("peers", "add", b.url).exit_code == 0
+    done = a.xsc("peers", "rm", b_id[:8])
+    assert done.exit_code == 0 and done.stdout == f"removed {b_id}\n", done.output
+    assert b_id not in a.xsc("peers", "ls").stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from decimal import Decimal
@@ -13,6 +14,7 @@ from pathlib import Path
 from xsc.identity import Identity
 from xsc.ledger.core.model import Authorization
 from xsc.node.appkeys import NODE
+from xsc.units import format_credits
 
 from tests.support.attacks import fake_descriptors
 from tests.support.cli import xsc
@@ -124,6 +126,25 @@ def test_market_status_fits(thread_node) -> None:
     assert "storage-" in out.stdout and "this node" in out.stdout
     wide = node.xsc("market", "status", "--wide", env=NARROW).stdout
     assert "forfeited" in wide and "paid until" in wide
+    allocation = json.loads(node.xsc("market", "status", "--json").stdout)["allocation"]
+    assert allocation["providers"] == 0, allocation
+    assert "allocation:    converged: yes (no state yet; no provider yet)" in wide, wide
+
+
+def test_market_status_gives_what_was_paid_in_credits_and_prices_in_the_market_s_unit(thread_node) -> None:
+    node = thread_node(market={"payment_interval": 0.5})
+    node.xsc("store", "put", "-", input=b"x" * 5000)
+    found = eventually(lambda: (lambda s: s if s["payments"] and s["deals"] else None)(
+        json.loads(node.xsc("market", "status", "--json").stdout)), "a payment run over the put's deals", 60)
+    out = node.xsc("market", "status", "--wide").stdout
+    run = found["payments"]
+    assert f"paid {format_credits(run['paid'])} credits in" in out, out
+    header = next(line for line in out.splitlines() if line.lstrip().startswith("file"))
+    assert "price (micro-credits/GiB-h)" in header and "paid of total (credits)" in header, header
+    deal = found["deals"][0]
+    row = next(line for line in out.splitlines() if deal["si"] in line and f" {deal['share']} " in line)
+    assert f" {deal['price']} " in row, row
+    assert f"{format_credits(deal['paid'])} of {format_credits(deal['total'])}" in row, row
 
 
 def test_ledger_history_says_how_many_entries_it_left_out(thread_node) -> None:
@@ -142,6 +163,10 @@ def test_ledger_history_says_how_many_entries_it_left_out(thread_node) -> None:
     assert f"counterparty {payee}" in under  # whole, under its row
     entries = json.loads(node.xsc("ledger", "history", "-n", "2", "--json").stdout)
     assert all(f"entry {e['id']}" in under and f"root {e['covers']}" in under for e in entries), out.stdout
+    wide = node.xsc("ledger", "history", "--wide").stdout
+    counted = {e["invokes"] for e in json.loads(node.xsc("ledger", "history", "--json").stdout)}
+    assert all(re.search(rf"\b{n} invoke{'s' if n != 1 else ''}\b", wide) for n in counted), wide
+    assert not re.search(r"\b1 invokes\b", wide), wide
 
 
 def test_tables_naming_a_peer_fit_80_columns_with_its_id_whole(thread_node) -> None:
@@ -262,3 +287,31 @@ def test_health_probe_shows_a_strangers_refusal_as_text_under_its_row_and_fits(t
     assert sum(line.startswith(ids[0].id) for line in lines) == 1 and sum(ids[1].id in line for line in lines) == 1
     assert not any(line.startswith("ffffff") for line in lines)  # the stranger's line break forged no row
     assert "go away and stay away" in " ".join(probe.stdout.split()) and "connection refused" in probe.stdout
+
+
+def test_market_explain_and_ledger_verify_wrap_their_sentences_between_words(thread_node, tmp_path) -> None:
+    node = thread_node()
+    (tmp_path / "file.bin").write_bytes(b"x" * 5000)
+    refused = node.xsc("store", "put", str(tmp_path / "file.bin"), "--max-price", "1")
+    assert refused.exit_code == 1, refused.output
+    need = re.search(r"put-[0-9a-f]{12}-0", refused.stderr)
+    assert need, refused.stderr
+    need = need.group(0)
+    for args in (("market", "explain", need), ("ledger", "verify")):
+        whole = node.xsc(*args)  # not a terminal: each sentence on one line, for scripts that grep it
+        narrow = node.xsc(*args, env=NARROW)
+        assert whole.exit_code == narrow.exit_code == 0, narrow.output
+        _fits(narrow.stdout)
+        assert max(map(len, whole.stdout.splitlines())) > 80, whole.stdout  # so there was something to wrap
+        assert len(narrow.stdout.splitlines()) > len(whole.stdout.splitlines()), narrow.stdout
+        if args[0] == "market":  # (verify's says how long it took: not the same twice)
+            assert narrow.stdout.split() == whole.stdout.split(), narrow.stdout
+
+
+def test_a_terminal_narrower_than_the_indent_of_a_line_under_a_row_gets_no_traceback(thread_node) -> None:
+    node = thread_node()
+    cap = node.xsc("store", "put", "-", "--name", "a name", input=b"x" * 100).stdout.strip()
+    for columns in ("1", "3"):
+        out = node.xsc("store", "ls", env={"COLUMNS": columns})
+        assert out.exit_code == 0 and out.stderr == "", out.output
+        assert cap in out.stdout.split(), out.stdout  # still whole, under its row

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from decimal import Decimal
 
 import pytest
 
 from xsc.client.sync import NodeClient
-from xsc.errors import InvalidArgument
+from xsc.errors import InvalidArgument, PrepaymentRequired
 from xsc.node.appkeys import METRICS, NODE
 
 from tests.support.compute import WASM
@@ -59,7 +60,7 @@ def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> N
     b.app[NODE].admission.quarantine.put(a_id, "failed 5 audits")
     done = b.xsc("peers", "quarantine", "ls")
     assert done.exit_code == 0 and a_id in done.stdout and "failed 5 audits" in done.stdout, done.output
-    done = b.xsc("peers", "quarantine", "rm", a_id)
+    done = b.xsc("peers", "quarantine", "rm", a_id[:8])  # a prefix will do, as the list shows the ids whole
     assert done.exit_code == 0 and f"lifted the quarantine of {a_id}" in done.stdout, done.output
     done = b.xsc("peers", "quarantine", "rm", a_id)
     assert done.exit_code != 0 and "not quarantined" in done.stderr, done.output
@@ -114,3 +115,23 @@ def test_a_provider_that_wants_prepayment_is_passed_over_and_the_call_and_the_jo
     done = a.xsc("compute", "run", str(WASM / "wc.wasm"), "--json", input=b"a b\nc\n")
     assert done.exit_code == 0 and json.loads(done.stdout)["provider"] == a_id, done.output
     assert 'xsc_peer_refusals_total{code="prepayment-required"} 1.0' in b.app[METRICS].render().decode()
+
+
+def test_a_job_a_stranger_provider_will_not_run_unpaid_names_the_command_that_pays_it(thread_node) -> None:
+    a = thread_node("a", **QUIET, market={"offer_compute": False})  # its jobs run elsewhere: on `b`, or not at all
+    b = thread_node("b", **QUIET, ledger={"stranger_credit": 0})  # and `a` is a stranger to it
+    b_id = b.app[NODE].peers.identity.id
+    assert a.xsc("peers", "add", b.url).exit_code == 0
+    eventually(lambda: any(o["owner"] == b_id for k in json.loads(a.xsc("market", "book", "--json").stdout)["books"]
+                           if k["kind"] == "compute" for o in k["asks"]), "b's compute offer in a's book", 30)
+
+    # A job is refused as a call is: the provider's 402 relayed with the command that pays it, not a peer's fault.
+    for args in (("invoke", str(WASM / "add.wasm"), "add", "1", "2"), ("run", str(WASM / "wc.wasm"))):
+        done = a.xsc("compute", *args, input=b"a b\nc\n")
+        assert done.exit_code == 1, done.output
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith(f"xsc: error: provider {b_id} does not extend this node credit: "), line
+        assert line.endswith(f"xsc ledger prepay {b_id} CREDITS)"), line
+    module = hashlib.sha256((WASM / "wc.wasm").read_bytes()).hexdigest()  # deployed by the run above
+    with pytest.raises(PrepaymentRequired):  # the API's answer: 402 prepayment-required
+        NodeClient(a.url, a.token).request("POST", "/v1/compute/jobs", json_body={"module": module})

@@ -298,6 +298,40 @@ async def test_a_tab_a_gateway_left_open_when_killed_is_paid_no_more_than_its_ta
         assert report["ok"], report
 
 
+async def test_a_tab_left_open_by_a_stop_holds_only_its_tally_at_once_after_the_start(node_factory,
+                                                                                       monkeypatch) -> None:
+    # Three calls answered and one whose answer was lost, the tab never closed, then the gateway stops with its
+    # provider gone: the tab stays pending after the start, and the user may spend what it held before the stop
+    # (what the answers owe, and the lost call's budget), not its signed cap less.
+    gateway, provider, module, budget = await _pair(node_factory, 100)
+    credit_limit = gateway.app[NODE].config.ledger.credit_limit
+    monkeypatch.setattr(gateway.app[NODE].paid.gateway_tabs, "_spawn_close", lambda tab: None)
+    answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(3)]
+    assert all(status == 200 for status, _ in answers), answers
+    batcher = gateway.app[NODE].paid.batcher
+    send = batcher.invoke
+
+    async def ran_unheard(*args, **kwargs):
+        await send(*args, **kwargs)
+        raise PeerUnreachable("connection reset by peer")
+
+    monkeypatch.setattr(batcher, "invoke", ran_unheard)
+    status, _ = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)
+    assert status >= 500
+    owed = sum(body["charge"] for _, body in answers) + budget
+    (tab,) = [a for a in gateway.app[NODE].ledger.pending() if a.job == JOB]
+    assert owed < tab.cap
+    before = await (await gateway.get("/v1/ledger/accounts/client")).json()
+    assert before["held"] == owed, before
+    await close_node(gateway)
+    await close_node(provider)  # the start's payment retry cannot close the tab: it stays pending
+    gateway = await _gateway(node_factory, credit_limit)
+    assert tab.id in {a.id for a in gateway.app[NODE].ledger.pending()}
+    after = await (await gateway.get("/v1/ledger/accounts/client")).json()
+    assert (after["held"], after["available"]) == (owed, before["available"]), (before, after)
+    assert gateway.app[NODE].ledger.held_for(tab.id) == owed
+
+
 async def test_the_provider_prunes_the_run_records_of_every_settled_tab(node_factory) -> None:
     gateway, provider, module, _ = await _pair(node_factory, 100)
     tabs = provider.app[NODE].paid.provider_tabs

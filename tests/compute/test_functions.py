@@ -446,3 +446,25 @@ def test_the_functions_table_says_its_amounts_are_credits(cli_node) -> None:
     assert lines[1].split()[-3:] == [format_credits(listed["spend"]), format_credits(listed["spent_this_hour"]),
                                      "2.500000"], lines
     assert all(len(line) <= 80 for line in lines if not line.strip().startswith(("module", "served")))
+
+
+def test_a_function_on_the_market_no_provider_takes_says_why_in_the_owners_list(cli_node) -> None:
+    import json
+
+    from tests.support.compute import WASM
+    from tests.support.waiting import eventually
+
+    quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+    owner = cli_node("owner", **quiet, market={"offer_compute": False}, node={"placement_interval": 0.25})
+    provider = cli_node("provider", **quiet)  # offers compute, but has no web listener to serve functions at
+    assert owner.xsc("peers", "add", provider.url).returncode == 0
+    assert owner.xsc("compute", "serve", "hello", str(WASM / "cgi.wasm"), "--on-market").returncode == 0
+
+    def refused() -> str | None:
+        [listed] = json.loads(owner.xsc("compute", "functions", "--json").stdout)["functions"]
+        return listed.get("not_placed") if "node.web_listen is not set" in listed.get("not_placed", "") else None
+
+    why = eventually(refused, "the provider's refusal in the owner's list", 30)
+    assert why.startswith(f"provider {provider.app[NODE].peers.identity.id} refused it: "), why
+    table = " ".join(owner.xsc("compute", "functions", env={"COLUMNS": "80"}).stdout.decode().split())
+    assert f"(not placed: {why})" in table, table

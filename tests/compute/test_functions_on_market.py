@@ -551,3 +551,31 @@ async def test_a_function_on_the_market_passes_over_a_provider_that_wanted_prepa
     refusals = [line for line in stingy.app[METRICS].render().decode().splitlines()
                 if line.startswith('xsc_peer_refusals_total{code="prepayment-required"}')]
     assert refusals == ['xsc_peer_refusals_total{code="prepayment-required"} 1.0'], refusals
+
+
+async def test_a_spend_cap_set_on_a_placed_function_ends_the_tab_that_could_spend_past_it(node_factory):
+    provider = await _provider(node_factory, "provider")
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False}, node=FAST)
+    await peer_with_provider(owner, provider)
+    module = await deploy(owner, "cgi", wasi=True)
+    function = {"name": "hello", "module": module, "on_market": True}
+    await _json(owner, "POST", "/v1/compute/functions", json=function)
+    listed = await _served_at(owner, "hello")
+    assert (await _get(listed["url"]))[0] == 200
+
+    # Served again with a cap under one request's budget: its open tab (16 budgets) is ended and paid, and the
+    # function is not placed again this hour; the owner's list says why.
+    await _json(owner, "POST", "/v1/compute/functions", json={**function, "spend_cap": 1})
+
+    async def withdrawn():
+        return (await _get(listed["url"]))[0] == 404
+
+    await eventually_async(withdrawn, "the provider to stop serving it", 30)
+
+    async def why():
+        [found] = (await _json(owner, "GET", "/v1/compute/functions"))["functions"]
+        return found if "spend cap" in found.get("not_placed", "") else None
+
+    found = await eventually_async(why, "the owner's list to say the cap keeps it unplaced", 30)
+    assert "url" not in found and found["spend"] > 0, found  # the ended tab's request was paid
+    assert (await _json(owner, "GET", "/v1/ledger/accounts/client"))["held"] == 0  # nothing held for a tab

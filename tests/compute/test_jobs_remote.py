@@ -750,3 +750,52 @@ async def test_a_stop_while_a_provider_runs_a_job_or_its_outputs_are_fetched_pay
     await owed_paid(gateway, job)
     assert balances(gateway, provider)[1] - before[1] == job["charge"]  # paid for the work it did, once
     await verified(gateway)
+
+
+@pytest.mark.parametrize("stop", ["graceful", "tab-left-pending"])
+async def test_a_stop_while_a_jobs_bytes_are_sent_pays_nothing_and_the_start_tells_the_provider_to_forget_it(
+        node_factory, monkeypatch, stop) -> None:
+    """Nothing ran: the job's tab is dropped, and the provider, which holds the job (a place of its sender's quota,
+    its budget reserved), is told to forget it at the start rather than keep it until it drops it itself.  A stop
+    that left the tab pending (a kill -9 before it was dropped) is the same: the provider, asked for the run's answer,
+    has not all its bytes."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    jobs = gateway.app[NODE].jobs
+    reached = asyncio.Event()
+
+    async def then_the_stop(*args, **kwargs):
+        reached.set()
+        await asyncio.Event().wait()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sent_jobs.wire, "send", then_the_stop)
+        if stop == "tab-left-pending":
+            patched.setattr(gateway.app[NODE].paid.gateway_tabs, "answered", lambda *args: None)
+        running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-"}, reading(b"the job's bytes")))
+        await asyncio.wait_for(reached.wait(), 60)
+        running.cancel()  # what the stop does to the requests still in flight
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    (jid,) = [j["id"] for j in jobs.records.all_jobs()]
+    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 1}
+    ledger = gateway.app[NODE].ledger
+    if stop == "graceful":
+        await eventually_async(lambda: ledger.pending() == [], "the job's tab dropped")
+    else:
+        assert len(ledger.pending()) == 1
+    before = balances(gateway, provider)
+    await close_node(gateway)
+    gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
+
+    async def ended():
+        job = await (await gateway.get(f"/v1/compute/jobs/{jid}")).json()
+        return job["state"] not in ("running", "storing") and job
+
+    job = await eventually_async(ended, "the job ended at the start", 60)
+    assert job["state"] == "interrupted" and job["outputs"] == [], job
+    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}
+    await settle(gateway)
+    assert balances(gateway, provider) == before
+    assert gateway.app[NODE].ledger.pending() == [] and gateway.app[NODE].ledger.holding() == {}
+    await verified(gateway)

@@ -15,6 +15,7 @@ from tests.support.cli import ok, xsc_in_process
 from tests.support.compute import deploy, peer_with_provider
 from tests.support.jobs import (QUIET, balances, network, owed_paid, read_file, reading, restarted, run_job, settle,
                                 verified)
+from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc.compute import hosted_jobs, sent_jobs
 from xsc.node import IDENTITY, TOKEN
@@ -226,6 +227,59 @@ async def test_a_stop_while_a_replicas_outputs_are_fetched_pays_it_once_at_the_s
     for provider, earned in zip(providers, before):
         assert balances(gateway, provider)[1] - earned == charges[provider.app[IDENTITY].id] > 0
     await verified(gateway)
+
+
+@pytest.mark.parametrize("where", ["run", "fetch"])
+async def test_a_stop_while_the_start_asks_a_replica_again_or_fetches_its_outputs_again_pays_it_once_at_the_next(
+        node_factory, monkeypatch, where) -> None:
+    """A stop cuts one replica short (its answer on its way back, or its outputs being fetched); the next start, asking
+    that provider again (`answer_again`) or fetching its outputs again (`refetched`), is stopped at that moment too;
+    the start after that finishes the job once and pays each replica once."""
+    gateway, providers = await network(node_factory, providers=3)
+    held = providers[2].app[IDENTITY].id
+    real, reached = getattr(sent_jobs.wire, where), asyncio.Event()
+
+    async def held_back(client, url, provider, *args, **kwargs):
+        if provider != held:
+            return await real(client, url, provider, *args, **kwargs)
+        if where == "run":
+            await real(client, url, provider, *args, **kwargs)  # it ran (or its kept answer is read): lost
+        reached.set()
+        await asyncio.Event().wait()
+
+    module = await deploy(gateway, "outputs", wasi=True)
+    jobs = gateway.app[NODE].jobs
+    before = [balances(gateway, p)[1] for p in providers]
+    step = {"run": "sent", "fetch": "fetching"}[where]
+    with monkeypatch.context() as patched:
+        patched.setattr(sent_jobs.wire, where, held_back)
+        running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-", "deterministic": True,
+                                                  "replicas": 3}, reading(b"the honest bytes")))
+        await asyncio.wait_for(reached.wait(), 60)
+        await eventually_async(lambda: sorted(r["step"] for r in jobs.records.all_jobs()[0]["replicating"].values())
+                               == sorted(["checked", "checked", step]), "the other two replicas checked")
+        running.cancel()  # what the stop does to the requests still in flight
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        (jid,) = [j["id"] for j in jobs.records.all_jobs()]
+        await close_node(gateway)
+        reached.clear()
+        gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
+        await asyncio.wait_for(reached.wait(), 60)  # the start is asking that replica again, or fetching again
+        job = gateway.app[NODE].jobs.records.load(jid)
+        assert job["state"] == "running" and job["replicating"][held]["step"] == step, job
+        await close_node(gateway)
+    gateway, job = await restarted(node_factory, gateway, jid)
+    assert job["state"] == "done" and all(r["paid"] for r in job["replicas"]), job
+    for provider in providers:
+        assert _jobs_paid_on(provider) == [job["run"]]  # ran once
+    await owed_paid(gateway, job)
+    charges = {r["provider"]: r["charge"] for r in job["replicas"]}
+    for provider, earned in zip(providers, before):
+        assert balances(gateway, provider)[1] - earned == charges[provider.app[IDENTITY].id] > 0
+    assert gateway.app[NODE].ledger.pending() == [] and gateway.app[NODE].ledger.holding() == {}
+    for each in (gateway, *providers):
+        await verified(each)
 
 
 async def test_a_job_that_is_not_deterministic_is_refused_for_replication_up_front(node_factory) -> None:

@@ -54,7 +54,7 @@ def test_devnet_up_status_down(tmp_path: Path) -> None:
         assert down.returncode == 0 and json.loads(down.stdout)["stopped"] == 2
         assert not any(_running(node["pid"]) for node in listed)
         gone = run_xsc("devnet", "status", *dev)
-        assert gone.returncode == 1 and b"no devnet in" in gone.stderr
+        assert gone.returncode == 1 and b"is stopped" in gone.stderr and b"xsc devnet up -n 3 --dir" in gone.stderr
         # The data dirs stay: the next `up` brings back the same nodes (on new ports), peered again.
         again = run_xsc("devnet", "up", "-n", "3", *dev, "--json", env=FAST, timeout=120)
         assert again.returncode == 0 and b"warning" not in again.stderr, again.stderr

@@ -167,3 +167,27 @@ async def test_a_probe_answer_carrying_another_nodes_descriptor_adds_nothing(nod
         await liar_server.close()
     assert [r["ok"] for r in result["results"] if r["id"] == liar.id] == [True]
     assert peers.get(other.id) is None
+
+
+async def test_a_scheduled_round_with_no_peer_due_leaves_the_last_round_as_it_was(node_factory) -> None:
+    """A peer down is probed less often, so a scheduled round may probe no one: `xsc health status` goes on saying
+    how the last probes went, not "0 of 0 answered"."""
+    node = await node_factory("prober", **QUIET)
+    peers, health = node.app[NODE].peers, node.app[NODE].health
+    peer = Identity.generate()
+    answers = [{}]
+
+    async def challenge(url: str, node_id: str, timeout: float) -> dict:
+        if not answers:
+            raise LOST
+        return answers.pop(0)
+
+    health.challenge = challenge
+    peers.accept(fake_descriptors([peer]))
+    await eventually_async(lambda: health.availability(peer.id).up is True, "the first probe answered", 10, poll=0.01)
+    await health.probe_round()  # no answer: down
+    probed = await health.probe_round()  # down twice in a row: next probed in two intervals, not one
+    assert (probed["peers"], probed["ok"]) == (1, 0) and health.availability(peer.id).up is False
+    idle = await health.probe_round(due_only=True)
+    assert idle["peers"] == 0
+    assert health.view()["last_round"] == {k: probed[k] for k in ("time", "seconds", "peers", "ok")}

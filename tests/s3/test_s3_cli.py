@@ -37,6 +37,15 @@ def test_keys_create_ls_rm(tmp_path) -> None:
     assert result.returncode == 1 and result.stderr.count(b"\n") == 1 and b"no access key" in result.stderr
 
 
+def test_no_keys_and_no_users_yet_say_so_and_how_to_make_one(cli_node) -> None:
+    node = cli_node()
+    for args, said in [(("keys", "ls"), "no access keys yet (make one: xsc s3 keys create --user NAME)"),
+                       (("users",), "no S3 users yet (make one: xsc s3 keys create --user NAME)")]:
+        done = node.xsc("s3", *args)
+        assert done.returncode == 0 and done.stderr == b"" and done.stdout.decode() == said + "\n", done.stdout
+        assert json.loads(node.xsc("s3", *args, "--json").stdout) == []
+
+
 def test_a_request_s_user_is_the_one_the_key_file_named_as_its_secret_was_read(tmp_path) -> None:
     ring, other = KeyRing(key_file(tmp_path)), KeyRing(key_file(tmp_path))  # the front's, and the CLI's
     ana = other.create("ana")
@@ -75,13 +84,23 @@ def test_a_key_file_long_unchanged_is_only_looked_at(tmp_path) -> None:
     assert ring.secret(ana["access_key"]) == ana["secret_key"]
 
 
-def test_export_index_writes_a_private_file(node_process, tmp_path) -> None:
+def test_export_index_writes_a_private_file_and_overwrites_one_only_with_force(node_process, tmp_path) -> None:
     node = node_process()
-    out = tmp_path / "index.json"
+    (tmp_path / "backup").mkdir()
+    out = tmp_path / "backup" / "index.json"
     result = node.xsc("s3", "export-index", "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert json.loads(out.read_text())["buckets"] == []
+    out.write_text("an older backup")
+    refused = node.xsc("s3", "export-index", "-o", str(out))
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert b"already exists" in refused.stderr and b"--force" in refused.stderr
+    assert out.read_text() == "an older backup" and sorted(p.name for p in out.parent.iterdir()) == ["index.json"]
+    forced = node.xsc("s3", "export-index", "-o", str(out), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(out.read_text())["buckets"] == [] and stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert sorted(p.name for p in out.parent.iterdir()) == ["index.json"]
 
 
 @pytest.mark.slow

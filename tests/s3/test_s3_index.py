@@ -11,7 +11,7 @@ from xsc.errors import (BadRequest, BucketNotEmpty, BucketTaken, ConditionalConf
 from xsc import codec, keys
 from xsc.buckets import backup
 from xsc.buckets.core import records
-from xsc.buckets.index import S3Index, index_holders, note_funded, users
+from xsc.buckets.index import S3Index, funded, index_holders, note_funded, users
 from xsc.storage.core.capability import Capability
 from xsc.node.appkeys import DB, NODE
 
@@ -289,16 +289,40 @@ def test_an_import_naming_a_file_marked_for_removal_here_leaves_it_out_and_the_f
 
 def test_an_import_naming_a_file_of_this_nodes_own_the_front_did_not_store_leaves_it_out(index) -> None:
     """A file `xsc store put` stored is the user's: an object naming it would remove it as it is deleted.  A file the
-    store lists under a name the front gives, or one it does not list (another node's), is imported."""
+    store lists under a name the front gives is imported; one it does not list is not, in this node's export
+    (`missing`)."""
     front = "s3:bkt/k#" + "0" * 16 + "f" * 32
     listed = {"mine": "holiday.jpg", "unnamed": "", "fronts": front, "forged": "s3:bkt/k#not-a-tag"}
-    written = backup.restore(index, {"buckets": [{"name": "bkt", "created": 0, "objects": {
-        key: obj(key) for key in (*listed, "elsewhere")}}]}, stored_name=listed.get)
-    assert (written["objects"], written["refused"]) == (2, 3), written
-    assert sorted(i["key"] for i in written["left_out"]) == ["forged", "mine", "unnamed"]
-    assert {i["reason"] for i in written["left_out"]} == {"not-s3"}
-    assert [k for k, _ in index.objects("bkt")] == ["elsewhere", "fronts"]
+    written = backup.restore(index, {"funded_by": "this-node", "buckets": [{"name": "bkt", "created": 0, "objects": {
+        key: obj(key) for key in (*listed, "elsewhere")}}]}, account="this-node", stored_name=listed.get)
+    assert (written["objects"], written["refused"]) == (1, 4), written
+    assert {i["key"]: i["reason"] for i in written["left_out"]} == {
+        "mine": "not-s3", "unnamed": "not-s3", "forged": "not-s3", "elsewhere": "missing"}
+    assert [k for k, _ in index.objects("bkt")] == ["fronts"]
     assert index.delete_many("bkt", ["mine", "unnamed", "forged"]) == [] and index.garbage() == []
+
+
+def test_an_import_naming_a_file_this_nodes_store_no_longer_holds_leaves_it_out(index) -> None:
+    """A record of this node's export brought back for a file removed since (its marks cleared as the front removed
+    it) would be listed with a body no GET can read: each object or part naming one is left out and named; one
+    naming files all held comes back."""
+    front = lambda cap: "s3:bkt/k#" + "0" * 16 + "f" * 32
+    upload = index.create_upload("bkt", "big")
+    index.put_part(upload, 1, "part-1", 100, "e1")
+    index.put_part(upload, 2, "part-2", 100, "e2")
+    index.put("bkt", "gone", obj("cap-1", "cap-2"))
+    index.put("bkt", "kept", obj("cap-3"))
+    exported = backup.export(index, funded_by="this-node")
+    index.abort(upload)
+    index.delete_many("bkt", ["gone", "kept"])
+    index.forget_garbage(index.garbage())  # the front removed them all
+    held = {"part-2": front, "cap-1": front, "cap-3": front}  # what the store still lists (cap-2, part-1 gone)
+    written = backup.restore(index, exported, account="this-node",
+                             stored_name=lambda cap: held[cap](cap) if cap in held else None)
+    assert (written["objects"], written["uploads"], written["parts"], written["refused"]) == (1, 1, 1, 2), written
+    assert written["left_out"] == [{"bucket": "bkt", "key": "gone", "reason": "missing"},
+                                   {"upload": upload, "part": 1, "reason": "missing"}]
+    assert [k for k, _ in index.objects("bkt")] == ["kept"] and [p["number"] for p in index.parts(upload)] == [2]
 
 
 def test_an_import_leaves_out_each_object_or_part_naming_a_file_another_record_refers_to(index) -> None:
@@ -622,6 +646,96 @@ async def test_an_import_notes_as_funded_here_only_the_users_this_node_funded(ma
     finally:
         await close_node(first)
         await close_node(second)
+
+
+async def test_an_export_written_before_exports_named_funded_users_brings_back_those_the_ledger_shows(
+        make_config) -> None:
+    """An export with no `funded` section cannot name the users its node funded: imported, split as `import-index`
+    splits it or whole, it notes those this node's ledger shows it funded (a funding of job s3:fund:USER from its
+    account).  A piece of a later export, which names them where it has any, notes none from the ledger."""
+    node = await serve(make_config())
+    try:
+        await node.app[NODE].s3_accounts.fund("ana", 1_000_000)
+        old = {"version": 1, "exported": 0, "buckets": [{"name": f"old-{n}", "created": 0, "owner": "ana"}
+                                                        for n in range(3)]}
+
+        async def imported(piece: dict) -> dict:
+            node.app[DB].delete(keys.object_funded("ana"))  # (an index that lost its note of ana)
+            answer = await node.post("/v1/s3/import", json=piece)
+            assert answer.status == 200, await answer.text()
+            return await answer.json()
+
+        assert ((await imported(old))["funded"], funded(node.app[NODE].s3_index)) == (1, ["ana"])
+        sent = list(backup.pieces(old, size=10))
+        assert [(await imported(piece))["funded"] for piece in sent] == [0, 0, 1]  # (its last piece says so)
+        assert funded(node.app[NODE].s3_index) == ["ana"]
+        assert ((await imported({"version": 1, "buckets": []}))["funded"], funded(node.app[NODE].s3_index)) == (0, [])
+    finally:
+        await close_node(node)
+
+
+async def test_an_import_of_this_nodes_export_leaves_out_an_object_whose_file_its_store_removed_since(
+        make_config) -> None:
+    """Through the node's route, an export of this node's (`funded_by` its account): a file removed from the store
+    since the export, and a capability no file of the store has, are each left out as `missing`; the object whose
+    file the store lists comes back and reads.  Another node's export names files this store never held: brought
+    back, to be read from the nodes that hold their shares."""
+    node = await serve(make_config())
+    try:
+        front = "s3:bkt/k#" + "0" * 16 + "f" * 32  # the shape of a name the front gives
+
+        async def put(body: bytes) -> str:
+            response = await node.post("/v1/store/files", params={"name": front}, data=body)
+            assert response.status == 201, await response.text()
+            return (await response.json())["capability"]
+
+        kept, removed = await put(b"kept" * 100), await put(b"removed" * 100)
+        assert (await node.delete(f"/v1/store/files/{removed}")).status == 200
+        never = str(Capability(key=b"\x01" * 32, manifest_hash=b"\x02" * 32, size=10))
+        records = {key: obj(cap, size=400) for key, cap in (("kept", kept), ("removed", removed), ("never", never))}
+        export = {"version": 1, "funded_by": node.app[NODE].s3_accounts.owner.id,
+                  "buckets": [{"name": "bkt", "created": 0, "owner": "xsc", "objects": records}]}
+        answer = await node.post("/v1/s3/import", json=export)
+        written = await answer.json()
+        assert answer.status == 200 and (written["objects"], written["refused"]) == (1, 2), written
+        assert {i["key"]: i["reason"] for i in written["left_out"]} == {"removed": "missing", "never": "missing"}
+        assert [k for k, _ in node.app[NODE].s3_index.objects("bkt")] == ["kept"]
+        assert await (await node.get(f"/v1/store/files/{kept}")).read() == b"kept" * 100
+        foreign = {"version": 1, "funded_by": "another-nodes-account",
+                   "buckets": [{"name": "other", "created": 0, "owner": "xsc", "objects": {"never": records["never"]}}]}
+        written = await (await node.post("/v1/s3/import", json=foreign)).json()
+        assert (written["objects"], written["refused"], written["left_out"]) == (1, 0, []), written
+    finally:
+        await close_node(node)
+
+
+async def test_an_import_piece_larger_than_a_request_carries_is_refused_and_writes_nothing(make_config) -> None:
+    """A piece is parsed and written whole, so its size bounds the memory it takes (small records: ~35 times their
+    JSON): one of 6 MiB is a 413 problem and nothing of it is written; one as large as an `import-index` that sent
+    pieces of 4 MiB sent, the largest object record with it, is taken.  The CLI refuses, naming it, a record no
+    piece could carry."""
+    node = await serve(make_config())
+    try:
+        index = node.app[NODE].s3_index
+        padding = ["u" + str(n).zfill(30) for n in range(6 * 1024 * 1024 // 34)]
+        over = {"version": 1, "buckets": [{"name": "too-big", "created": 0, "owner": "xsc"}], "funded": padding}
+        answer = await node.post("/v1/s3/import", json=over)
+        problem = await answer.json()
+        assert answer.status == 413 and problem["code"] == "payload-too-large", problem
+        assert "xsc s3 import-index FILE" in problem["hint"] and f"{backup.MAX_PIECE:,}" in problem["detail"]
+        assert [b["name"] for b in index.buckets()] == [] and users(index) == []
+        largest = obj(*[f"URI:CHK:{n:0>380}" for n in range(10_000)])
+        old = {"version": 1, "buckets": [{"name": "large", "created": 0, "owner": "xsc", "objects": {"k": largest}}],
+               "funded": padding[:len(padding) // 8]}
+        assert 4 * 1024 * 1024 < len(codec.dumps(old)) < backup.MAX_PIECE
+        answer = await node.post("/v1/s3/import", json=old)
+        written = await answer.json()
+        assert answer.status == 200 and (written["buckets"], written["objects"]) == (1, 1), written
+    finally:
+        await close_node(node)
+    with pytest.raises(InvalidArgument, match="bucket 'b' with its object 'k' is .* bytes of JSON"):
+        list(backup.pieces({"version": 1, "buckets": [{"name": "b", "created": 0, "objects": {
+            "k": {**largest, "content_type": "x" * backup.MAX_PIECE}}}]}))
 
 
 @pytest.mark.slow

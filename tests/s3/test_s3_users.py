@@ -232,8 +232,8 @@ def test_an_import_naming_another_users_file_leaves_it_out_and_the_file_stays(in
 
 
 def test_an_import_naming_a_file_of_the_nodes_own_leaves_it_out_and_the_file_stays(in_node_gateway, tmp_path) -> None:
-    """An export naming a file `xsc store put` stored: the import leaves that object out and names it, so no
-    DeleteObject can remove the file."""
+    """An export naming a file `xsc store put` stored: the import leaves those objects out and names the first ten
+    (then how many more), so no DeleteObject can remove the file."""
     node = in_node_gateway.node
     put = node.xsc("store", "put", "-", "--name", "holiday.jpg", input=b"the user's own")
     assert put.returncode == 0, put.stderr
@@ -241,11 +241,14 @@ def test_an_import_naming_a_file_of_the_nodes_own_leaves_it_out_and_the_file_sta
     record = {"parts": [{"cap": cap, "size": 14}], "size": 14, "etag": "e", "content_type": "image/jpeg",
               "modified": 0}
     export = {"version": 1, "buckets": [{"name": "own-files", "created": 0, "owner": "xsc", "grants": {},
-                                         "objects": {"holiday": record}}]}
+                                         "objects": {"holiday": record, **{f"copy-{n:02}": record
+                                                                           for n in range(11)}}}]}
     (tmp_path / "own.json").write_text(json.dumps(export))
     result = node.xsc("s3", "import-index", str(tmp_path / "own.json"))
     assert result.returncode == 0, result.stderr
-    assert b"left out object own-files/holiday: its file is one of this node's own files" in result.stderr
+    named = [line for line in result.stderr.splitlines() if line.startswith(b"left out object own-files/")]
+    assert len(named) == 10 and all(b": its file is one of this node's own files" in line for line in named), named
+    assert b"left out 2 more object(s) or part(s) so (not-s3)" in result.stderr, result.stderr
     in_node_gateway.client().delete_object(Bucket="own-files", Key="holiday")
     assert node.xsc("store", "get", cap).stdout == b"the user's own"
 

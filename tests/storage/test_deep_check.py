@@ -138,3 +138,35 @@ async def test_a_run_whose_client_went_away_finishes_the_files_begun_and_begins_
     answer = runs[0]["answer"]
     assert sorted(begun) == sorted(listed[:VERIFIED_AT_ONCE]) and answer["stopped"] and not answer["healthy"]
     assert [f["state"] for f in answer["files"]] == ["healthy"] * VERIFIED_AT_ONCE
+
+
+async def test_a_second_run_asked_for_while_one_goes_is_refused_and_one_may_start_once_it_ended(node_factory,
+                                                                                                monkeypatch) -> None:
+    """The CLI's `verify --all` while the dashboard's Repair damaged goes: a 409 that says which run goes."""
+    node = await _store_node(node_factory)
+    await _put(node, "f0")
+    storage = node.app[NODE].storage
+    begun, go_on, verify = asyncio.Event(), asyncio.Event(), storage.verify
+
+    async def held(cap, progress=None):
+        if not begun.is_set():  # the first run's verify, held until the others were asked for
+            begun.set()
+            await go_on.wait()
+        return await verify(cap, progress)
+
+    monkeypatch.setattr(storage, "verify", held)
+    first = asyncio.ensure_future(node.post("/v1/store/repair"))
+    await begun.wait()
+    try:
+        for action, headers in (("verify", {}), ("repair", NDJSON)):
+            refused = await node.post(f"/v1/store/{action}", headers=headers)
+            problem = await refused.json(content_type=None)
+            assert refused.status == 409 and refused.content_type == "application/problem+json", problem
+            assert problem["code"] == "deep-check-running" and problem["running"] == "repair", problem
+            assert problem["detail"].startswith("a repair of every file is running already"), problem
+            assert problem["hint"] == "wait for it to end, then start this run again", problem
+    finally:
+        go_on.set()
+    assert (await (await first).json())["healthy"]
+    again = await node.post("/v1/store/verify")
+    assert again.status == 200 and (await again.json())["healthy"]

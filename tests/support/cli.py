@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import subprocess
 import sys
 import threading
@@ -93,6 +94,11 @@ class ThreadedNode:
     def _call(self, coroutine, timeout: float):
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def submit(self, coroutine) -> concurrent.futures.Future:
+        """Run `coroutine` on the node's loop (a run of the node's own, going on while the test runs the CLI)."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
 
     def stop(self, timeout: float = 60.0) -> None:
         """Shut the node down as a SIGTERM would (its cleanup runs); the data dir stays."""

@@ -284,6 +284,31 @@ def test_a_repair_that_fails_once_its_lines_began_shows_how_far_it_got_then_the_
     dash.unroute("**/v1/store/files/*/repair")
 
 
+def test_check_all_while_another_run_over_every_file_goes_says_so_and_starts_nothing(net, browser) -> None:
+    """The node refuses a second run over every file (`xsc store verify --all` going: tests/storage/test_deep_check.py)
+    with a 409 before any line, served to the page as the node would."""
+    problem = {"type": "about:blank", "status": 409, "code": "deep-check-running", "title": "Conflict",
+               "detail": "a repair of every file is running already (started 3 s ago)",
+               "hint": "wait for it to end, then start this run again", "running": "repair", "since": 1.0}
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    console = Console()
+    console.watch(page)
+    page.route("**/v1/store/verify", lambda route: route.fulfill(
+        status=409, content_type="application/problem+json", body=json.dumps(problem)))
+    page.goto(login_url(net["nodes"][0]))
+    page.wait_for_selector("body[data-ready=overview]")
+    show(page, "files")
+    page.click("#check-all")
+    page.wait_for_selector("[data-k=batch-busy]")
+    assert figure(page, "batch-busy") == f"check all not started: {problem['detail']} ({problem['hint']})"
+    assert page.locator("[data-k=batch]").count() == 0 and page.locator("[data-k=batch-error]").count() == 0
+    assert page.locator("#check-all").is_enabled()  # it may be asked again once the other run ended
+    context.close()
+    # the browser notes the refused request itself; the page adds no error of its own
+    assert console.take() == ["console: Failed to load resource: the server responded with a status of 409 (Conflict)"]
+
+
 # Notes each text the page shows of an operation's progress, as it is drawn (a repair may be over between two polls
 # of a test).
 RECORD_PROGRESS = """window.__progress = [];

@@ -8,13 +8,17 @@ record: no object refers to them, so they are not restored).  `restore` writes e
 and keeps the ones it holds as they are: an import run again, or over a node that went on meanwhile, undoes nothing.
 No two records share a file: an object or part whose file another record refers to (here, or earlier in the import)
 is left out, so that deleting one never removes the other's file; so is one whose file is marked for removal here
-(the front may be removing it), or is one of this node's own files the front did not store.  The funded users are
-this node's only if the export is (its `funded_by` this node's account) or this node's ledger shows it funded them.
+(the front may be removing it), is not in this node's store (removed, or never stored here: a GET of it would fail),
+or is one of this node's own files the front did not store.  The funded users are
+this node's only if the export is (its `funded_by` this node's account) or this node's ledger shows it funded them;
+an export written before exports named them brings back those the ledger shows it funded.
 An export is capabilities: whoever holds it can read every object.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from .. import codec
@@ -26,12 +30,20 @@ from .index import S3Index, exported, restored
 if TYPE_CHECKING:  # the CLI splits exports with this module, without the ledger the accounts bring
     from .accounts import UserAccounts
 
+log = logging.getLogger(__name__)
+
 VERSION = 1  # an export's
-PIECE_BYTES = 4 * 1024 * 1024  # what the CLI sends in one request; a record larger than that goes alone
-MAX_PIECE = 64 * 1024 * 1024  # the most one request may carry (a single object's record of 10,000 parts: ~3 MB)
 # An object's record as the node's own requests make it at most: MAX_PARTS parts, each a capability, size, ETag and
 # checksum (~300 bytes), with its headers and metadata.  Any other record is at most names.MAX_RECORD.
 MAX_OBJECT_RECORD = 4 * 1024 * 1024
+# A piece is parsed and written whole (one synced write), and small records take ~35 times their JSON's bytes as they
+# are (~180 MB for a piece of 5 MiB of empty objects): the CLI sends pieces of PIECE_BYTES, a record larger than that
+# alone, and a request carries at most the largest record and a bucket's (an `import-index` that sent pieces of
+# 4 MiB sent none larger either).
+PIECE_BYTES = 1024 * 1024
+MAX_PIECE = MAX_OBJECT_RECORD + 1024 * 1024
+LEDGER_FUNDED = "funded_in_ledger"  # a piece's: note the users this node's ledger shows it funded (`pieces`)
+PIECE_HINT = "import an export with xsc s3 import-index FILE: it sends it in pieces the node takes"
 
 
 def export(index: S3Index, funded_by: str | None = None) -> dict:
@@ -42,18 +54,23 @@ def export(index: S3Index, funded_by: str | None = None) -> dict:
 
 def pieces(whole: dict, size: int = PIECE_BYTES) -> Iterator[dict]:
     """`whole` (an export) in pieces of about `size` bytes of JSON, each an export of its own for `restore`: a
-    bucket's objects and an upload's parts may be spread over several, each with its bucket's or upload's record."""
+    bucket's objects and an upload's parts may be spread over several, each with its bucket's or upload's record.
+    A record that would make a piece larger than a request may carry (MAX_PIECE): InvalidArgument naming it."""
     piece: dict = {}
     held = 0
     head = {"version": VERSION, **({"funded_by": whole["funded_by"]} if "funded_by" in whole else {})}
     for kind, unit in _units(whole):
         grown = len(codec.dumps(unit))
+        if grown > MAX_PIECE - 1024:  # (room for the piece's head)
+            _bad(f"{_named(kind, unit)} is {grown:,} bytes of JSON, more than the {MAX_PIECE - 1024:,} one import "
+                 "request carries with it")
         if held and held + grown > size:
             yield {**head, **piece}
             piece, held = {}, 0
         _add(piece, kind, unit)
         held += grown
-    yield {**head, **piece}
+    # An export written before exports named the users the node funded: the ledger tells which this node funded.
+    yield {**head, **piece, **({LEDGER_FUNDED: True} if "funded" not in whole else {})}
 
 
 def _units(whole: Any) -> Iterator[tuple[str, Any]]:
@@ -77,6 +94,17 @@ def _units(whole: Any) -> Iterator[tuple[str, Any]]:
         yield "completed", {upload_id: record}
     for user in _list(whole, "funded"):
         yield "funded", user
+
+
+def _named(kind: str, unit: Any) -> str:
+    """The record `unit` of an export, as an error names it."""
+    unit = unit if isinstance(unit, dict) else {}
+    if kind == "buckets":
+        held = list(unit["objects"]) if isinstance(unit.get("objects"), dict) else []
+        return f"bucket {unit.get('name')!r}" + (f" with its object {held[0]!r}"[:300] if held else "")
+    if kind == "uploads":
+        return f"upload {unit.get('id')!r}"[:100]
+    return f"a {kind} record"
 
 
 def _add(piece: dict, kind: str, unit: Any) -> None:
@@ -109,16 +137,22 @@ def _list(whole: dict, name: str) -> list:
 
 def restore(index: S3Index, piece: Any, *, account: str | None = None,
             funded_here: Callable[[], Iterable[str]] = tuple,
-            stored_name: Callable[[str], str | None] = lambda cap: None) -> dict:
+            stored_name: Callable[[str], str | None] | None = None) -> dict:
     """Write `piece` (an export, or a piece of one) into the index in one synced write (`index.restored`): each record
     the index holds none of; each one it holds is kept as it is (`kept`); an object or part that names a file another
     record refers to is left out (`taken`: deleting it would remove that record's file), as is one naming a file
-    marked for removal here or a file of this node's store the front did not store (`refused`; `stored_name`: the
-    name the store lists a capability's file under), each named in `left_out`.  Its funded users are noted only if
+    marked for removal here, a file this node's store no longer lists in an export of its own, or one of its files the
+    front did not store
+    (`refused`; `stored_name`: the name the store lists a capability's file under, None for no file; not given: no
+    store to hold the files to), each named in `left_out`.  Its funded users are noted only if
     this node (its client account: `account`) funded them (`funded_here`: those its ledger shows it funded).  A
     bucket held by another owner here: BucketTaken, and nothing is written; a piece that is not an export's:
     InvalidArgument (or the 400 of the name that is not one).  How many of each kind were written."""
-    return restored(index, _checked(piece), account=account, funded_here=funded_here, stored_name=stored_name)
+    written = restored(index, _checked(piece), account=account, funded_here=funded_here, stored_name=stored_name)
+    if written["left_out"]:
+        log.warning("an S3 index import left out %d object(s) or part(s): %s", len(written["left_out"]),
+                    dict(Counter(item["reason"] for item in written["left_out"])))
+    return written
 
 
 def restore_here(index: S3Index, piece: Any, accounts: UserAccounts, store: Any) -> dict:
@@ -156,10 +190,15 @@ def _checked(piece: Any) -> dict:
         funded_by = piece.get("funded_by")
         if funded_by is not None and (not isinstance(funded_by, str) or len(funded_by) > 256):
             _bad("an export's funded_by is the account of the node that funded its users")
+        if piece.get(LEDGER_FUNDED, False) not in (True, False):
+            _bad(f"a piece's {LEDGER_FUNDED} is true or false")
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise InvalidArgument(f"the export holds a record that is not one: {err!r}"[:300],
                               hint="import a file `xsc s3 export-index` wrote") from None
-    return {"buckets": buckets, "uploads": uploads, "completed": done, "funded": users, "funded_by": funded_by}
+    # A whole export with no funded users' section (`exported` says it is whole) is one written before it had one.
+    from_ledger = piece.get(LEDGER_FUNDED) is True or ("exported" in piece and "funded" not in piece)
+    return {"buckets": buckets, "uploads": uploads, "completed": done, "funded": users, "funded_by": funded_by,
+            "funded_in_ledger": from_ledger}
 
 
 def _bad(message: str):

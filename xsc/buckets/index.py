@@ -611,7 +611,7 @@ def exported(index: S3Index) -> dict:
 
 def restored(index: S3Index, data: dict, *, account: str | None = None,
              funded_here: Callable[[], Iterable[str]] = tuple,
-             stored_name: Callable[[str], str | None] = lambda cap: None) -> dict:
+             stored_name: Callable[[str], str | None] | None = None) -> dict:
     """Write `data` (a piece of an export, its records checked: xsc/buckets/backup.py) in one synced write: each record
     the index holds none of; one it holds is kept as it is (`kept`).  A bucket another owner holds here: BucketTaken; a
     user given more buckets or uploads than its requests could make: TooManyBuckets, TooManyUploads; nothing written.
@@ -632,7 +632,7 @@ def restored(index: S3Index, data: dict, *, account: str | None = None,
             entries = {keys.object_holder(cap): cap for cap in caps}
             reason = "taken" if any(entry in held or _holds(index, index.db.get(entry), cap, key)
                                     for entry, cap in entries.items()) else \
-                next(filter(None, (_refusal(index, cap, stored_name) for cap in entries.values())), None)
+                next(filter(None, (_refusal(index, cap, stored_name, own) for cap in entries.values())), None)
             if reason:
                 count["taken" if reason == "taken" else "refused"] += 1
                 left_out.append({**(what or {}), "reason": reason})
@@ -645,6 +645,7 @@ def restored(index: S3Index, data: dict, *, account: str | None = None,
             count[kind] += 1
             return True
 
+        own = account is not None and data.get("funded_by") == account  # an export of this node's
         owners: dict[str, str] = {}  # what this piece gave each bucket: its second record is held to it
         for bucket in data["buckets"]:
             here, first = index.db.get(keys.object_bucket(bucket["name"])), bucket["name"] not in owners
@@ -681,12 +682,9 @@ def restored(index: S3Index, data: dict, *, account: str | None = None,
         for upload_id, record in data["completed"].items():
             if index.db.get(keys.object_upload(upload_id)) is None:
                 put("completed", keys.object_completed(upload_id), codec.dumps(record))
-        count["foreign"] = len(data["funded"]) - len(ours := _ours(data, account, funded_here))
+        ours, count["foreign"] = _ours(data, account, funded_here)
         for user in ours:
             put("funded", keys.object_funded(user), b"")
-    if left_out:
-        log.warning("an S3 index import left out %d object(s) or part(s): %s", len(left_out),
-                    dict(Counter(item["reason"] for item in left_out)))
     return {**{kind: count[kind] for kind in ("buckets", "objects", "uploads", "parts", "completed", "funded",
                                               "kept", "taken", "refused", "foreign")}, "left_out": left_out}
 
@@ -726,24 +724,37 @@ def _apply(batch, written: dict[bytes, bytes | None]) -> None:
             batch.put(name, value)
 
 
-def _refusal(index: S3Index, cap: str, stored_name: Callable[[str], str | None]) -> str | None:
+def _refusal(index: S3Index, cap: str, stored_name: Callable[[str], str | None] | None, own: bool) -> str | None:
     """Why an import may not bring back a record naming the file `cap`, if it may not: the file is marked garbage
-    here (`removing`: the front may be removing it this moment, and a record brought back would name a file gone), or
-    this node's store lists it under a name the front never gives (`not-s3`, `stored_name` telling: one of the
-    user's own files, which deleting the object would remove)."""
+    here (`removing`: the front may be removing it this moment, and a record brought back would name a file gone),
+    the export is this node's (`own`) and its store no longer lists the file (`missing`, `stored_name` answering
+    None: removed since the export, so a GET of the object would fail), or the store lists it under a name the front
+    never gives (`not-s3`: one of the user's own files, which deleting the object would remove).  Another node's
+    export (or this node's after it lost its data dir, and with it its id) names files this store never held, read
+    from the nodes holding their shares.  `stored_name` None: no store to hold the files to."""
     if index.db.get(keys.object_garbage(cap)) is not None:
         return "removing"
-    name = stored_name(cap)
-    return "not-s3" if name is not None and not FRONT_NAME.fullmatch(name) else None
+    if stored_name is None:
+        return None
+    name = stored_name(cap)  # the file's record: one read, which tells both
+    if name is None:
+        return "missing" if own else None
+    return None if FRONT_NAME.fullmatch(name) else "not-s3"
 
 
-def _ours(data: dict, account: str | None, funded_here: Callable[[], Iterable[str]]) -> list[str]:
+def _ours(data: dict, account: str | None, funded_here: Callable[[], Iterable[str]]) -> tuple[list[str], int]:
     """Of the users an export's node funded, those this node funded: all of them if that node's account is this
-    node's (`account`), else those this node's ledger shows it funded too (`funded_here`)."""
-    if account is not None and data.get("funded_by") == account or not data["funded"]:
-        return data["funded"]
-    here = set(funded_here())
-    return [user for user in data["funded"] if user in here]
+    node's (`account`), else those this node's ledger shows it funded too (`funded_here`); and for an export written
+    before exports named them (`funded_in_ledger`), every user the ledger shows this node funded.  With how many of
+    the export's it did not fund (foreign)."""
+    if not data.get("funded_in_ledger") and (account is not None and data.get("funded_by") == account
+                                             or not data["funded"]):
+        return data["funded"], 0
+    here = list(funded_here())
+    known, named = set(here), set(data["funded"])
+    ours = [user for user in data["funded"] if user in known]
+    return ours + ([user for user in here if user not in named] if data.get("funded_in_ledger") else []), \
+        len(data["funded"]) - len(ours)
 
 
 def _holds(index: S3Index, holder: bytes | None, cap: str, other_than: bytes) -> bool:

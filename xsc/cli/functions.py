@@ -78,8 +78,17 @@ def functions(obj, as_json: bool) -> None:
            Col("served at", keep=True, under=True)],
           [(f["name"], f["module"], f["requests"], f["errors"], f["p50_ms"] or "-", format_credits(f["spend"]),
             format_credits(f["spent_this_hour"]), format_credits(f["spend_cap"]) if f["spend_cap"] is not None else "-",
-            (f.get("url") or "(being placed)") if f["on_market"] else f.get("url") or "/fn/" + f["name"] + "/")
+            _served_at(f))
            for f in found])
+
+
+def _served_at(function: dict[str, Any]) -> str:
+    if not function["on_market"]:
+        return function.get("url") or "/fn/" + function["name"] + "/"
+    if function.get("url"):
+        return function["url"]
+    # Why no provider serves it yet: else only the node's log says (no provider on the market, a refusal).
+    return f"(not placed: {function['not_placed']})" if function.get("not_placed") else "(being placed)"
 
 
 @click.command("unserve")

@@ -215,7 +215,7 @@ def _file_line(pad: str, name: str, size: int, sha256: str, capability: str | No
 @json_option
 @click.pass_obj
 def job(obj, job_id: str, as_json: bool) -> None:
-    """Show a job: its state, executions, charge, outputs and provenance record."""
+    """Show a job: its state, executions, charge, the node that ran it, outputs and provenance record."""
     found = obj.client().request("GET", f"/v1/compute/jobs/{job_id}")
     if as_json:
         emit_json(found)
@@ -225,6 +225,7 @@ def job(obj, job_id: str, as_json: bool) -> None:
     key_values([("id", found["id"]), ("state", found["state"]), ("module", found["module"]),
                 ("executions", found["executions"]), ("charge", _charge(found)),
                 ("provenance", found.get("provenance", "-")), ("created", found.get("created", "-"))]
+               + ([("provider", found["provider"])] if found.get("provider") and not replicated else [])
                + ([("guarantee", f"{guarantee['replicas']} replicas, at least {guarantee['agree']} agreeing")]
                   if replicated else [])
                + ([("error", found["error"])] if found.get("error") else []))

@@ -9,7 +9,7 @@ import click
 
 from .. import codec
 from ..units import format_credits
-from .output import emit_json, json_option, key_values, wide_option
+from .output import emit_json, json_option, key_values, prose, wide_option
 
 
 def _signed(micro: int) -> str:
@@ -68,18 +68,24 @@ def balance(obj, account: str, as_json: bool) -> None:
 
 
 @ledger.command()
+@click.argument("named", metavar="[ACCOUNT]", required=False)
 @click.option("--limit", "-n", type=click.IntRange(1, 10_000), default=20, show_default=True,
               help="How many entries, newest first.")
-@click.option("--account", default="client", show_default=True, help="Whose chain to list.")
+@click.option("--account", help="Whose chain to list, as ACCOUNT (default: client).")
 @click.option("--expand", is_flag=True, help="List the provenance ids each aggregated transfer covers.")
 @wide_option
 @json_option
 @click.pass_obj
-def history(obj, limit: int, account: str, expand: bool, wide: bool, as_json: bool) -> None:
-    """List an account's newest entries (payments it made, receipts for work it did).
+def history(obj, named: str | None, limit: int, account: str | None, expand: bool, wide: bool,
+            as_json: bool) -> None:
+    """List an account's newest entries (payments it made, receipts for work it did): ACCOUNT's, as
+    `xsc ledger balance ACCOUNT` names it (`node`: what this node earned).
 
     Paid invokes are settled in aggregate: one transfer per interval covers many invokes (its job says how
     many, and the Merkle root of their provenance ids); --expand lists the ids."""
+    if named is not None and account is not None and named != account:
+        raise click.UsageError(f"two accounts named ({named}, and --account {account}): give one")
+    account = named or account or "client"
     query = {"limit": limit, **({"expand": "true"} if expand else {})}
     info = obj.client().request("GET", f"/v1/ledger/accounts/{quote(account, safe='')}/history", query=query)
     entries = info["entries"]
@@ -94,7 +100,7 @@ def history(obj, limit: int, account: str, expand: bool, wide: bool, as_json: bo
     rows = []
     for e in entries:
         other = e["payee"] if e["kind"] == "payment" else e["payer"]
-        job = f"{e['invokes']} invokes" if "covers" in e else e["job"]
+        job = f"{e['invokes']} invoke{'s' if e['invokes'] != 1 else ''}" if "covers" in e else e["job"]
         rows.append((e["seq"], _time(e["settled_at"]), e["kind"], other, _signed(e["delta"]),
                      _usage(e["usage"]), job, e.get("covers"), e["id"]))
     _table([Col("seq", right=True), Col("settled (UTC)", drop=2), Col("kind"),
@@ -155,10 +161,10 @@ def verify(obj, as_json: bool) -> None:
         emit_json(report)
     else:
         rate = report["entries"] / report["seconds"] if report["seconds"] else 0
-        click.echo(f"checked {report['entries']} entries in {report['accounts']} chains, "
-                   f"{report['signatures']} signatures, in {report['seconds']:.2f} s ({rate:,.0f} entries/s); "
-                   f"balances sum to {format_credits(report['balance_sum'])}, {report['open_transfers']} transfer(s) "
-                   f"with the other half held elsewhere")
+        prose(f"checked {report['entries']} entries in {report['accounts']} chains, "
+              f"{report['signatures']} signatures, in {report['seconds']:.2f} s ({rate:,.0f} entries/s); "
+              f"balances sum to {format_credits(report['balance_sum'])}, {report['open_transfers']} transfer(s) "
+              f"with the other half held elsewhere")
         for violation in report["violations"]:
             click.echo(f"violation: {violation['text']}")
     if not report["ok"]:
@@ -211,12 +217,16 @@ def accounts(obj, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def prepay(obj, node_id: str, amount: str, as_json: bool) -> None:
-    """Pay node NODE CREDITS ahead of work.  A node that does not recognise this one takes on its uploads and
-    invokes only within what it prepaid (it answers 402 prepayment-required saying how much)."""
+    """Pay node NODE (a node id or a unique prefix of a known peer's) CREDITS ahead of work.  A node that does not
+    recognise this one takes on its uploads and invokes only within what it prepaid (it answers 402
+    prepayment-required saying how much)."""
     from .market import _micro_credits
+    from .peers import resolve_peer
 
     micro = _micro_credits(amount, "CREDITS")
-    info = obj.client().request("POST", "/v1/ledger/prepay", json_body={"node": node_id, "amount": micro})
+    client = obj.client()
+    info = client.request("POST", "/v1/ledger/prepay", json_body={"node": resolve_peer(client, node_id),
+                                                                   "amount": micro})
     if as_json:
         emit_json(info)
         return

@@ -7,8 +7,9 @@ from urllib.parse import quote
 
 import click
 
+from ..units import format_credits
 from .output import Col, emit_json, json_option, key_values, prose, table, wide_option
-from .peers import wide_table
+from .peers import resolve_peer, wide_table
 
 UNITS = {"storage": "GiB-hour", "compute": "million fuel"}
 SHORT_UNITS = {"storage": "GiB-h", "compute": "M fuel"}
@@ -60,11 +61,13 @@ def _deals_table(deals: list[dict], me: str, wide: bool, format_size) -> None:
     a line of their own under each row (together they are wider than 80 columns)."""
     holders = ["this node" if d["node"] == me else d["node"] for d in deals]
     ids = [Col("file", keep=True), Col("share", right=True), Col("holder", keep=True)]
-    terms = [Col("bytes", right=True), Col("price", right=True), Col("paid", right=True),
-             Col("paid until", drop=1), Col("forfeited", drop=2, right=True), Col("ended")]
-    rows = [(format_size(d["bytes"]), d["price"], f"{d['paid']} of {d['total']}", _utc(d["paid_until"])[5:-7],
-             f"{d['forfeited']} s", "yes" if d["ended"] else "no") for d in deals]
-    title = "storage deals (price: micro-credits per GiB-hour; paid: micro-credits)"
+    # The price is the market's quote, in its unit; what was paid is money, in credits as everywhere else.
+    terms = [Col("bytes", right=True), Col("price (micro-credits/GiB-h)", right=True),
+             Col("paid of total (credits)", right=True), Col("paid until", drop=1),
+             Col("forfeited", drop=2, right=True), Col("ended")]
+    rows = [(format_size(d["bytes"]), d["price"], f"{format_credits(d['paid'])} of {format_credits(d['total'])}",
+             _utc(d["paid_until"])[5:-7], f"{d['forfeited']} s", "yes" if d["ended"] else "no") for d in deals]
+    title = "storage deals"
     if wide:
         table(ids + terms, [(d["si"], d["share"], h, *row) for d, h, row in zip(deals, holders, rows)],
               wide=True, title=title)
@@ -195,8 +198,8 @@ def _hours(start: float, end: float) -> str:
 def status(obj, wide: bool, as_json: bool) -> None:
     """Show the book's convergence, this node's slots and open needs, its storage deals and payments.
 
-    Prices are micro-credits per GiB-hour (storage) or per million fuel (compute); amounts paid
-    are micro-credits.  On a narrow terminal some columns are left out (--wide: all of them)."""
+    Prices are micro-credits per GiB-hour (storage) or per million fuel (compute), as the market quotes
+    them; amounts paid are credits.  On a narrow terminal some columns are left out (--wide: all of them)."""
     info = obj.client().request("GET", "/v1/market/status")
     if as_json:
         emit_json(info)
@@ -229,9 +232,9 @@ def status(obj, wide: bool, as_json: bool) -> None:
     if run is None:
         click.echo("last payment run: none since the node started (market.payment_interval)")
     else:
-        click.echo(f"last payment run: {_utc(run['at'])}: paid {run['paid']} micro-credits in {run['payments']} "
-                   f"payment(s); {run['forfeited']} forfeited (failed audit), {run['waiting']} waiting for an "
-                   f"audit, {run['failed']} failed (retried)")
+        click.echo(f"last payment run: {_utc(run['at'])}: paid {format_credits(run['paid'])} credits in "
+                   f"{run['payments']} payment(s); {run['forfeited']} forfeited (failed audit), {run['waiting']} "
+                   f"waiting for an audit, {run['failed']} failed (retried)")
 
 
 def _clip(text: str, width: int) -> str:
@@ -244,7 +247,7 @@ def _allocation_rows(a: dict | None) -> list[tuple[str, object]]:
     if a is None:
         return []
     change = f"change {a['delta']}" if a["delta"] is not None else "no state yet"
-    share = f"{a['converged_share']:.0%} of {a['providers']} converged"
+    share = f"{a['converged_share']:.0%} of {a['providers']} converged" if a["providers"] else "no provider yet"
     order = " < ".join(p["id"] for p in a["peers"]) or "no peer's records yet"
     return [
         ("ITC stamp", _clip(a["stamp"], 48) if a["stamp"] else "none yet (forking an id from a peer)"),
@@ -288,17 +291,7 @@ def explain(obj, need_id: str, as_json: bool) -> None:
                  f"{_price(a['price'], kind)}, {a['tier']} tier.")
     else:
         text += " Not assigned to any provider."
-    click.echo(text)
-
-
-def _resolve_peer(client, peer: str) -> str:
-    """A node id, or a unique prefix of a known peer's id (as `xsc market` tables show them)."""
-    if len(peer) >= 52:
-        return peer
-    from ..ids import one_starting_with
-
-    ids = [p["id"] for p in client.request("GET", "/v1/peers")["peers"]]
-    return one_starting_with(peer.lower(), ids, what="known peer", listing="xsc peers ls")
+    prose(text)
 
 
 @market.command(context_settings={"ignore_unknown_options": True})  # so `recognize PEER -1` gets a clear error
@@ -320,7 +313,7 @@ def recognize(obj, peer: str, weight: str, credit: str | None, as_json: bool) ->
 
         raise InvalidArgument(f"no such option: {weight}", hint="see: xsc market recognize --help")
     client = obj.client()
-    body = {"peer": _resolve_peer(client, peer), "weight": None if weight.lower() == "auto" else weight}
+    body = {"peer": resolve_peer(client, peer), "weight": None if weight.lower() == "auto" else weight}
     if credit is not None:
         body["credit"] = None if credit.lower() == "default" else _micro_credits(credit, "--credit")
     row = client.request("POST", "/v1/market/recognize", json_body=body)
@@ -333,8 +326,6 @@ def recognize(obj, peer: str, weight: str, credit: str | None, as_json: bool) ->
         click.echo(f"{row['peer']}: weight {row['weight']}")
     line = row.get("credit_line")
     if line is not None:
-        from ..units import format_credits
-
         click.echo(f"credit line {format_credits(line['credit'])} credits, available "
                    f"{format_credits(line['available'])}")
 
@@ -360,8 +351,6 @@ def _micro_credits(text: str, option: str) -> int:
 def recognition(obj, as_json: bool) -> None:
     """Show the weight this node publishes for each peer, the credits exchanged with it (a derived weight is
     earned by them), and the weight each peer publishes for this node."""
-    from ..units import format_credits
-
     info = obj.client().request("GET", "/v1/market/recognition")
     if as_json:
         emit_json(info)

@@ -6,7 +6,7 @@ import os
 import sys
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import click
 from click.core import ParameterSource
@@ -14,6 +14,9 @@ from click.core import ParameterSource
 from ..errors import XscError
 from ..units import is_whole_number
 from .interrupts import INTERRUPTED
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -98,6 +101,30 @@ def file_error(exc: OSError) -> str:
     where = shown(exc.filename) + (f" -> {shown(exc.filename2)}" if exc.filename2 is not None else "")
     reason = (exc.strerror or type(exc).__name__).lower()
     return f"{where}: {reason} (check the path, and that it is yours to use)"
+
+
+def output_file(output: str, force: bool) -> Path:
+    """The -o file, checked before anything is fetched: its folder exists, and it does not (unless --force)."""
+    from pathlib import Path
+
+    from ..errors import InvalidArgument
+
+    target = Path(output)
+    folder = target.parent
+    if not folder.is_dir():
+        raise InvalidArgument(f"cannot write {output}: there is no folder {folder}",
+                              hint="create it first, or give -o a path in an existing folder")
+    if target.is_dir():
+        raise InvalidArgument(f"cannot write {output}: it is a folder", hint="give -o a file name")
+    # The file is written beside FILE and renamed over it: a device or a pipe (/dev/null) would be replaced.
+    if target.exists() and not target.is_file():
+        raise InvalidArgument(f"cannot write {output}: it is not a regular file",
+                              hint=f"write to stdout and redirect it: -o - > {output}")
+    if target.exists() and not force:
+        raise InvalidArgument(f"{output} already exists", hint="add --force to overwrite it, or pick another -o")
+    if not os.access(folder, os.W_OK):
+        raise InvalidArgument(f"cannot write {output}: permission denied in {folder}")
+    return target
 
 
 def emit_json(value: Any) -> None:
@@ -231,9 +258,9 @@ def table(columns: Sequence[Col | str], rows: Iterable[Iterable[Any]], title: st
         if under:
             moved = [f"{cols[i].name} {row[i]}" for i in under if row[i]]
             detail = ([detail] if isinstance(detail, str) else list(detail or [])) + moved
-        if detail:
+        if detail:  # (a terminal narrower than the indent still gets a word a line)
             out += ["    " + text for text in (detail if isinstance(detail, tuple) else
-                                               _pack(detail, (width or 10_000) - 4))]
+                                               _pack(detail, max(1, (width or 10_000) - 4)))]
     click.echo("\n".join(out))
 
 

@@ -60,6 +60,19 @@ def list_peers(obj, wide: bool, as_json: bool) -> None:
             _age(p["timestamp"])) for p in info["peers"]], wide=wide)
 
 
+def resolve_peer(client, peer: str, quarantined: bool = False) -> str:
+    """A node id, or a unique prefix of a known (or a quarantined) peer's id (a prefix is quicker to type)."""
+    if len(peer) >= 52:
+        return peer
+    from ..ids import one_starting_with
+
+    if quarantined:
+        ids = [q["node"] for q in client.request("GET", "/v1/peers/quarantine")["quarantined"]]
+        return one_starting_with(peer.lower(), ids, what="quarantined peer", listing="xsc peers quarantine ls")
+    ids = [p["id"] for p in client.request("GET", "/v1/peers")["peers"]]
+    return one_starting_with(peer.lower(), ids, what="known peer", listing="xsc peers ls")
+
+
 @peers.command("add")
 @click.argument("url")
 @json_option
@@ -79,8 +92,10 @@ def add_peer(obj, url: str, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def remove_peer(obj, node_id: str, as_json: bool) -> None:
-    """Forget the node ID; its descriptors are ignored until it is added again with `xsc peers add`."""
-    info = obj.client().request("DELETE", f"/v1/peers/{quote(node_id, safe='')}")
+    """Forget the node ID (a node id or a unique prefix); its descriptors are ignored until it is added again with
+    `xsc peers add`."""
+    client = obj.client()
+    info = client.request("DELETE", f"/v1/peers/{quote(resolve_peer(client, node_id), safe='')}")
     if as_json:
         emit_json(info)
         return
@@ -114,8 +129,9 @@ def list_quarantine(obj, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def lift_quarantine(obj, node_id: str, as_json: bool) -> None:
-    """Lift the quarantine of node ID: its requests are taken again."""
-    info = obj.client().request("DELETE", f"/v1/peers/quarantine/{quote(node_id, safe='')}")
+    """Lift the quarantine of node ID (a node id or a unique prefix): its requests are taken again."""
+    client = obj.client()
+    info = client.request("DELETE", f"/v1/peers/quarantine/{quote(resolve_peer(client, node_id, True), safe='')}")
     if as_json:
         emit_json(info)
         return

@@ -97,6 +97,9 @@ def keys_ls(obj, as_json: bool) -> None:
     if as_json:
         emit_json(found)
         return
+    if not found:
+        click.echo("no access keys yet (make one: xsc s3 keys create --user NAME)")
+        return
     table(["access key", "user", "created"], [(k["access_key"], k["user"], datetime.fromtimestamp(
         k["created"], timezone.utc).isoformat(timespec="seconds")) for k in found])
 
@@ -155,6 +158,9 @@ def users(obj, as_json: bool) -> None:
     if as_json:
         emit_json(found)
         return
+    if not found:
+        click.echo("no S3 users yet (make one: xsc s3 keys create --user NAME)")
+        return
     table([Col("user", keep=True), Col("keys", right=True), Col("account", keep=True, under=True),
            Col("balance", right=True), "pays"],
           [(u["user"], u["keys"], u["account"], format_credits(u["balance"]), u["pays"]) for u in found])
@@ -193,21 +199,40 @@ def _key_user(obj, user: str) -> None:
 
 
 @s3.command("export-index")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
-              help="Write to this file (default: stdout).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-", metavar="FILE",
+              help="Write to FILE, which appears only once complete (default: stdout).")
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
 @click.pass_obj
-def export_index(obj, output: str) -> None:
+def export_index(obj, output: str, force: bool) -> None:
     """Write the bucket index (every object's capabilities) as JSON: back it up, it is the way back to the data."""
     import os
 
+    from ..errors import InvalidArgument
+    from .output import output_file
+
+    target = output_file(output, force) if output != "-" else None
     index = obj.client().request("GET", "/v1/s3/export")
     text = codec.text(index, indent=1, sort_keys=True) + "\n"
-    if output == "-":
+    if target is None:
         click.echo(text, nl=False)
         return
-    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # capabilities are secrets
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+    # A backup overwritten is the one thing that must not be half written: the new one appears whole or not at all.
+    tmp = target.with_name(f".{target.name}.xsc-partial")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # capabilities are secrets
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if force:
+            os.replace(tmp, target)
+        else:
+            os.link(tmp, target)  # fails if a FILE appeared since it was checked: that one is kept
+    except FileExistsError:
+        raise InvalidArgument(f"{output} already exists", hint="add --force to overwrite it, or pick another -o") \
+            from None
+    finally:
+        tmp.unlink(missing_ok=True)
     n = sum(len(b["objects"]) for b in index["buckets"])
     click.echo(f"wrote {len(index['buckets'])} bucket(s), {n} object(s) to {output}", err=True)
 
@@ -251,14 +276,22 @@ def import_index(obj, path: str, as_json: bool) -> None:
     if done["taken"]:
         click.echo(f"left out {done['taken']} object(s) or part(s) naming a file another record here refers to: "
                    "deleting one would remove the other's file", err=True)
+    named: Counter = Counter()  # each reason's first few named: an import into a fresh node may leave out every one
     for item in (i for i in left_out if i.get("reason") in _REFUSED):
-        what = (f"object {item.get('bucket')}/{item.get('key')}" if "bucket" in item
-                else f"part {item.get('part')} of upload {item.get('upload')}")
-        click.echo(f"left out {what}: {_REFUSED[item['reason']]}", err=True)
+        named[item["reason"]] += 1
+        if named[item["reason"]] <= 10:
+            what = (f"object {item.get('bucket')}/{item.get('key')}" if "bucket" in item
+                    else f"part {item.get('part')} of upload {item.get('upload')}")
+            click.echo(f"left out {what}: {_REFUSED[item['reason']]}", err=True)
+    for reason, n in ((r, n - 10) for r, n in named.items() if n > 10):
+        click.echo(f"left out {n} more object(s) or part(s) so ({reason}): `xsc s3 import-index FILE --json` names "
+                   "them all", err=True)
     if done["foreign"]:
         click.echo(f"did not note {done['foreign']} user(s) as funded by this node: the export's node funded them, "
                    "not this one (fund them here with: xsc s3 fund USER CREDITS)", err=True)
 
 
 _REFUSED = {"removing": "its file is marked for removal here (it may be gone already)",
+            "missing": "its file is not in this node's store (removed, or stored by another node; the export's "
+                       "capabilities still read with: xsc store get CAPABILITY)",
             "not-s3": "its file is one of this node's own files, not one the S3 front stored (xsc store ls names it)"}

@@ -11,7 +11,7 @@ import click
 
 from ..errors import BadRequest, InvalidArgument, XscError
 from ..units import format_credits, parse_duration
-from .output import Col, emit_json, json_option, prose, table, terminal_width, wide_option
+from .output import Col, emit_json, json_option, output_file, prose, table, terminal_width, wide_option
 from .progress import progress_bar
 
 
@@ -129,22 +129,6 @@ def _put_handed(obj, client, stream, query: dict, advance) -> dict | None:
                               lambda: os.lseek(fd, 0, os.SEEK_CUR) - start, advance)
 
 
-def _output_file(output: str, force: bool) -> Path:
-    """The -o file, checked before anything is fetched: its folder exists, and it does not (unless --force)."""
-    target = Path(output)
-    folder = target.parent
-    if not folder.is_dir():
-        raise InvalidArgument(f"cannot write {output}: there is no folder {folder}",
-                              hint="create it first, or give -o a path in an existing folder")
-    if target.is_dir():
-        raise InvalidArgument(f"cannot write {output}: it is a folder", hint="give -o a file name")
-    if target.exists() and not force:
-        raise InvalidArgument(f"{output} already exists", hint="add --force to overwrite it, or pick another -o")
-    if not os.access(folder, os.W_OK):
-        raise InvalidArgument(f"cannot write {output}: permission denied in {folder}")
-    return target
-
-
 def _looks_binary(chunk: bytes) -> bool:
     """As curl decides: a NUL byte in the first chunk (text files have none)."""
     return b"\0" in chunk[:65536]
@@ -165,7 +149,7 @@ def get(obj, cap: str, output: str | None, force: bool) -> None:
 
     from ..errors import connection_reason
 
-    target = _output_file(output, force) if output not in (None, "-") else None
+    target = output_file(output, force) if output not in (None, "-") else None
     body = obj.client().open_body(_cap_path(cap))
     size = body.length
     tmp = target.with_name(f".{target.name}.xsc-partial") if target is not None else None
@@ -288,7 +272,7 @@ def check(obj, cap: str, wide: bool, as_json: bool) -> None:
     """Which of the 6 shares are present, and on which node (a quick look at metadata: blocks are not read; see
     verify).  Works for any capability: shares of a file another node stored are found on the network."""
     report = obj.client().request("GET", _cap_path(cap, "/check"))
-    _report(report, as_json, presence_only=True, wide=wide)
+    _report(report, as_json, cap, presence_only=True, wide=wide)
 
 
 _ALL_HELP = ("Every file this node lists (`xsc store ls`), 4 at a time, going on past any that fails; a table of "
@@ -317,7 +301,7 @@ def verify(obj, cap: str | None, every: bool, wide: bool, as_json: bool) -> None
     if every:
         _every_file(obj, "verify", wide, as_json)
         return
-    _report(_with_progress(obj, cap, "verify", as_json), as_json, wide=wide)
+    _report(_with_progress(obj, cap, "verify", as_json), as_json, cap, wide=wide)
 
 
 _STAGES = {"verify": "reading every block", "check": "reading the blocks here", "rebuild": "rebuilding segments"}
@@ -333,20 +317,23 @@ def _with_progress(obj, cap: str, action: str, as_json: bool) -> dict:
         return obj.client().request_with_progress("POST", _cap_path(cap, f"/{action}"), told)
 
 
-def _report(report: dict, as_json: bool, presence_only: bool = False, wide: bool = False) -> None:
+def _report(report: dict, as_json: bool, cap: str, presence_only: bool = False, wide: bool = False) -> None:
     if as_json:
         emit_json(report)
     else:
         _shares_table(report, presence_only, wide)
         state = "healthy" if report["healthy"] else "recoverable" if report["recoverable"] else "NOT recoverable"
         total = len(report["shares"])
+        fix = "; rebuild them with:" if state == "recoverable" else ""
         if presence_only:
             prose(f"{report['intact']} of {total} shares present: {state} "
-                  f"(blocks not read: `xsc store verify` reads them)")
+                  f"(blocks not read: `xsc store verify` reads them){fix}")
         else:
             bad = [f"share {s['share']} segment {b}" for s in report["shares"] for b in s.get("bad_blocks") or []]
             prose(f"{report['intact']} of {total} shares intact: {state}"
-                  + (f"; bad blocks: {', '.join(bad[:12])}{' …' if len(bad) > 12 else ''}" if bad else ""))
+                  + (f"; bad blocks: {', '.join(bad[:12])}{' …' if len(bad) > 12 else ''}" if bad else "") + fix)
+        if fix:  # the command on a line of its own, the capability whole: copied as it is
+            click.echo(f"    xsc store repair {cap.strip()}")
         if report.get("repair_problem"):
             click.echo(f"warning: its last repair failed: {report['repair_problem']}", err=True)
     if not report["healthy"]:

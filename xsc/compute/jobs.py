@@ -38,8 +38,8 @@ from typing import Any, Awaitable, Callable
 
 from .. import codec
 from ..db import Database
-from ..errors import (BodyTimeout, ForgedResult, IntegrityError, InvalidArgument, JobNotFound, NotFound,
-                      OverCap, PayloadTooLarge, PeerRefused, PeerUnreachable, ReplicasDisagree, XscError)
+from ..errors import (BodyTimeout, ForgedResult, InsufficientCredit, IntegrityError, InvalidArgument, JobNotFound,
+                      NotFound, OverCap, PayloadTooLarge, PeerRefused, PeerUnreachable, ReplicasDisagree, XscError)
 from ..identity import Identity
 from ..storage.core.capability import Capability
 from ..storage.strangers import ProviderTerms
@@ -47,6 +47,7 @@ from ..tasks import at_most, in_pool, periodic
 from . import lineage, provenance
 from .jobspec import MAX_SPEC_BYTES, JobSpec, asked_id, job_id, parse_job
 from .lineage import verify_hash as _verify_hash
+from .paid import relayed, worst_case_refused
 from .service import ComputeService, InvokeCall
 from .hosted_jobs import PER_SENDER
 from .job_records import (CURSOR_BYTES, FORGET_AT_ONCE, REPLACING, UNFINISHED, JobOutputs, JobRecords, answer, ended,
@@ -289,8 +290,11 @@ class JobService:
                                                      lambda r: self.answers.answer_kept(job, r))
             except (ForgedResult, PeerRefused, PeerUnreachable) as err:
                 self.provider_terms.wanted_prepayment(assignment.provider, err)
-                if not _next_provider(err) or len(failed) >= MAX_FAILOVERS + (not here):
-                    raise
+                elsewhere = _next_provider(err)
+                if isinstance(err, PeerRefused):
+                    err = relayed(assignment.provider, err)  # as a call's: a 402 with the command that pays it
+                if not elsewhere or len(failed) >= MAX_FAILOVERS + (not here):
+                    raise err from None
                 log.warning("job %s: provider %s failed it (%s): trying another", jid,
                             assignment.provider, err.message)
                 job.pop("sent", None)  # its tab is settled (not paid): nothing of it is left for a start to finish
@@ -357,7 +361,10 @@ class JobService:
     async def _execute(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, rate: int,
                        staged: Staged, job: dict[str, Any], prepaid: int) -> dict[str, Any]:
         budget = self.compute.budget(call, rate)
-        await self.ledger.hold(self.payer, budget)
+        try:
+            await self.ledger.hold(self.payer, budget)
+        except InsufficientCredit as err:
+            raise worst_case_refused(self.compute, err, call, budget, "job") from None
         try:
             ran = await run_program(self.compute, spec, prepared, signature, limits, staged.work, stdin=staged.stdin,
                                     job_id=run_id(job), prepaid=prepaid)
@@ -461,7 +468,8 @@ class JobService:
         """The local user's job `jid` (a prefix of at least 8 hex digits will do)."""
         text = jid.strip().lower()
         if not 8 <= len(text) <= 64 or any(c not in "0123456789abcdef" for c in text):
-            raise InvalidArgument(f"not a job id: {jid[:70]!r}", hint="a job id is the 64 hex digits `compute run` printed")
+            raise InvalidArgument(f"not a job id: {jid[:70]!r}", hint="a job id is hex, 8 digits at least: "
+                                  "`xsc compute jobs` lists them")
         found = self.records.by_prefix(text)
         if found is not None:
             return found

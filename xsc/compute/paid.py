@@ -224,17 +224,7 @@ class PaidCompute:
         return {**run.to_json(), "provider": self.node.id, "deal": deal}
 
     def _worst_case_refused(self, err: InsufficientCredit, call: InvokeCall, budget: int) -> InsufficientCredit:
-        """The ledger's refusal of a call's budget, said as what it is: the most the call may cost, held before it
-        runs (what it costs is known only once it ran, and is mostly far less)."""
-        limits = self.compute.limits(call)
-        d = err.details
-        return InsufficientCredit(
-            f"insufficient credit: a call holds the most it may cost before it runs ({limits.fuel:,} fuel, "
-            f"{format_size(limits.memory)} of memory for {limits.timeout:g} s: {format_credits(budget)} "
-            f"credits) but account {d['account']} can spend {format_credits(d['available'])} more",
-            hint="ask for less with --fuel, --memory or --timeout (a call is charged only what it uses), or raise "
-                 "the limit: xsc config set ledger.credit_limit MICRO_CREDITS",
-            **{**d, "needed": budget, "short": max(0, budget - d["available"])})
+        return worst_case_refused(self.compute, err, call, budget)
 
     async def replay(self, provenance_id: str) -> dict[str, Any]:
         """Re-run a call recorded here, from its provenance record, as a paid invoke on this node; compare.
@@ -289,7 +279,7 @@ class PaidCompute:
                                                lambda: self.compute.store.wasm(bytes.fromhex(call.module)), call.wasi)
         except PeerRefused as err:  # refused before it ran: nothing is owed for it
             self.gateway_tabs.answered(tab, budget, None)
-            raise _relayed(provider, err) from None
+            raise relayed(provider, err) from None
         except PeerUnreachable as err:
             if err.details.get("sent") is False:  # no connection was made: it cannot have run
                 self.gateway_tabs.answered(tab, budget, None)
@@ -618,15 +608,34 @@ def not_here(module: str) -> ModuleNotFound:
     return ModuleNotFound(f"module {module} is not deployed on this node", hint="push it: PUT /v1/peer/modules")
 
 
-def _relayed(provider: str, err: PeerRefused) -> XscError:
+def worst_case_refused(compute: ComputeService, err: InsufficientCredit, call: InvokeCall, budget: int,
+                       what: str = "call") -> InsufficientCredit:
+    """The ledger's refusal of a call's or a job's budget, said as what it is: the most it may cost, held before it
+    runs (what it costs is known only once it ran, and is mostly far less)."""
+    limits = compute.limits(call)
+    d = err.details
+    if "account" not in d or "available" not in d:
+        return err  # not the ledger's refusal of this budget: said as it came
+    return InsufficientCredit(
+        f"insufficient credit: a {what} holds the most it may cost before it runs ({limits.fuel:,} fuel, "
+        f"{format_size(limits.memory)} of memory for {limits.timeout:g} s: {format_credits(budget)} "
+        f"credits) but account {d['account']} can spend {format_credits(d['available'])} more",
+        hint=f"ask for less with --fuel, --memory or --timeout (a {what} is charged only what it uses), or raise "
+             "the limit: xsc config set ledger.credit_limit MICRO_CREDITS",
+        **{**d, "needed": budget, "short": max(0, budget - d["available"])})
+
+
+def relayed(provider: str, err: PeerRefused) -> XscError:
+    """A provider's refusal of a call or a job as this node's user should read it: what to do about it, not a
+    peer's fault."""
     detail = str(err).split(": ", 1)[-1]
     if err.details.get("peer_code") == "deal-refused":
         return DealRefused(f"provider {provider} refused the deal: {detail}",
                            hint="the market moved; invoke again (or raise --max-price)")
     if err.details.get("peer_code") == "prepayment-required":
         return PrepaymentRequired(f"provider {provider} does not extend this node credit: {detail}",
-                                  hint=f"prepay it: xsc ledger prepay {provider} CREDITS", provider=provider)
+                                  hint=f"ask its user for credit, or if it owes you: xsc ledger prepay {provider} CREDITS", provider=provider)
     return err
 
 
-__all__ = ["PaidCompute", "parse_max_price"]
+__all__ = ["PaidCompute", "parse_max_price", "relayed", "worst_case_refused"]

@@ -19,7 +19,7 @@ served `on_market` is kept placed:
 
 What each receipt pays (closed here, or by the payment retry) is counted in the function's spend
 (`WebFunctions.paid_for`); a spend cap bounds each authorization by what is left of the hour, so a provider
-answers 402 once the cap is reached.
+answers 402 once the cap is reached; a cap set or lowered under what an open tab allows ends that tab.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from ..errors import ModuleNotFound, PeerRefused, PeerUnreachable, XscError
+from ..errors import ModuleNotFound, PeerRefused, PeerUnreachable, SpendCapReached, XscError
 from ..ledger.core.model import Authorization, Receipt, encode_authorization
 from ..ledger.receipts import check_receipt
 from ..ledger.settlement import nothing_owed
@@ -72,6 +72,7 @@ class Placements:
         self.left_this_hour = left_this_hour  # (function name): what its spend cap leaves this hour, None: no cap
         self.interval, self.renew, self.lost_after = interval, RENEW * interval, LOST_AFTER * interval
         self._placed: dict[str, Placement] = {}
+        self._unplaced: dict[str, str] = {}  # why the last try to place a function failed: its owner is told
         self._wake = asyncio.Event()
         self.moves = 0  # functions placed again elsewhere since start (status, tests)
         paid.payments.add_closer(FUNCTION_JOBS, self._close_for_retry, paid=self._paid_by_retry)
@@ -91,16 +92,20 @@ class Placements:
 
     def where(self, name: str) -> dict[str, Any]:
         """Where a function on the market is served now: its URL and provider, and its requests, errors and median
-        latency there as the provider last told them (empty while it is not placed)."""
+        latency there as the provider last told them; while it is not placed, why the last try failed (if one
+        did)."""
         placement = self._placed.get(name)
-        return {} if placement is None else {"url": placement.url, "provider": placement.provider,
-                                             **placement.counters}
+        if placement is None:
+            return {"not_placed": self._unplaced[name]} if name in self._unplaced else {}
+        return {"url": placement.url, "provider": placement.provider, **placement.counters}
 
     async def keep(self) -> None:
         """One round: every function on the market placed and its tab renewed; withdrawn ones taken off."""
         records = {r["name"]: r for r in self.store.functions() if r.get("on_market")}
         for name in [n for n in self._placed if n not in records]:
             await self._withdraw(name, self._placed.pop(name))
+        for name in [n for n in self._unplaced if n not in records]:
+            del self._unplaced[name]
         await asyncio.gather(*(self._keep(record) for record in records.values()))
 
     async def _keep(self, record: dict[str, Any]) -> None:
@@ -125,6 +130,14 @@ class Placements:
             return
         placement.failing_since = None
         placement.counters = _counters(answer)
+        left = self.left_this_hour(name)
+        if left is not None and placement.auth.cap > left:
+            # Its spend cap was set or lowered since this tab was authorized: the tab could spend past it.  It is
+            # ended (withdrawn and paid) and the function placed again on a tab the cap bounds, if it leaves one.
+            del self._placed[name]
+            await self._withdraw(name, placement)
+            await self._place(record, set())
+            return
         used = answer.get("tab", {}).get("total", 0) if isinstance(answer.get("tab"), dict) else 0
         if time.monotonic() - placement.placed >= self.renew or (type(used) is int and 2 * used >= placement.auth.cap) \
                 or placed_function(record) != placement.function:
@@ -133,7 +146,7 @@ class Placements:
     async def _place(self, record: dict[str, Any], left_out: set[str]) -> None:
         name = record["name"]
         over = self.paid.provider_terms.passing_over()  # as a call's provider is chosen (PaidCompute.invoke)
-        tries = 0
+        tries, refusal = 0, None
         while tries < MAX_TRIES:
             try:
                 assignment = await self.paid.dealing.compute_deal(self._call(record).fuel or 0, self.bid,
@@ -142,6 +155,8 @@ class Placements:
                 if over.exhausted():
                     continue
                 log.info("function %s: no provider on the market now (%s)", name, err.message)
+                # a provider's refusal says more than that no other one is left after it
+                self._unplaced[name] = refusal or err.message
                 return
             provider = assignment.provider
             if await over.passes(provider):
@@ -152,20 +167,26 @@ class Placements:
                                                            {"need": assignment.need_id, "provider": provider,
                                                             "price": assignment.price})
                 log.info("function %s is served by %s at %s", name, provider, self._placed[name].url)
+                self._unplaced.pop(name, None)
                 return
             except (PeerRefused, PeerUnreachable) as err:
                 log.warning("function %s: provider %s refused it (%s)", name, provider, err.message)
+                refusal = self._unplaced[name] = f"provider {provider} refused it: {err.message}"
                 self.paid.provider_terms.wanted_prepayment(provider, err)
                 left_out.add(provider)
             except XscError as err:  # this node's own refusal (too little credit for the tab): the next round
-                log.warning("function %s is not placed: %s", name, err.message)
+                # a spend cap spent is what its owner asked for: said every round until the hour leaves room
+                (log.info if isinstance(err, SpendCapReached) else log.warning)(
+                    "function %s is not placed: %s", name, err.message)
+                self._unplaced[name] = err.message
                 return
 
     async def _placed_on(self, record: dict[str, Any], provider: str, price: int, deal: dict[str, Any]) -> Placement:
         """The function placed on `provider` with a fresh authorization (dropped if the placement fails)."""
         auth = await self._authorize(record, provider, price)
         if auth is None:
-            raise PeerRefused(f"its spend cap leaves nothing for {provider} this hour")
+            raise SpendCapReached("its spend cap leaves less than one request's budget this hour",
+                                  hint="raise it: xsc compute serve NAME MODULE --on-market --spend-cap N")
         try:
             url = await self._send(record, provider, price, deal, auth)
         except BaseException as err:

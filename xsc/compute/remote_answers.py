@@ -229,6 +229,9 @@ class RemoteAnswers:
             job.pop("sent", None)  # that cannot be paid is not counted either
             job.pop("fetching", None)
             self.records.save(job["id"], job)
+            # Its provider still holds the job (its quota place, its reservation on this node's line, the bytes
+            # sent) until it drops it itself: a stop while its data was sent drops the tab and tells it nothing.
+            await self.sent.forget(step["provider"], step["job"])
             raise XscError(f"provider {step['provider']}'s tab was settled unpaid before the stop: not counted")
         return await (self.asked_again(job) if "sent" in job else self.refetched(job))
 

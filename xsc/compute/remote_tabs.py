@@ -20,22 +20,22 @@ answered only what it owes stays held until the tab is paid.  So what a gateway 
 the budgets of the calls in flight, plus what answered calls owe and is not paid yet (at most one interval's
 worth), plus the budgets of calls whose answer was lost (they may have run).
 
-The receipt goes through the one pay-by-receipt path (ledger/settlement.py).  A kill -9 of the gateway
-leaves the authorization pending on disk (its whole cap held again on restart: the payer cannot overspend);
-the payment retry then asks the provider to close the tab (`Payments.add_closer`).  A kill -9 of the
-provider loses nothing it acknowledged: each run's amount is on its disk before the answer, and its total is
-summed from there.  The gateway pays a receipt only up to its own tally (what the provider's answers said
-each call cost, plus the budgets of calls whose answer was lost), whether the close or the payment retry got
-it: a provider that inflates its total is not paid at all (the authorization is dropped; its receipt stays
-unpaid on its chain, both chains verify).
+The receipt goes through the one pay-by-receipt path (ledger/settlement.py).  A kill -9 of the gateway leaves the
+authorization pending on disk; the payment retry then asks the provider to close the tab (`Payments.add_closer`).  A
+kill -9 of the provider loses nothing it acknowledged: each run's amount is on its disk before the answer, and its
+total is summed from there.  The gateway pays a receipt only up to its own tally (what the provider's answers said
+each call cost, plus the budgets of calls whose answer was lost), whether the close or the payment retry got it: a
+provider that inflates its total is not paid at all (the authorization is dropped; its receipt stays unpaid on its
+chain, both chains verify).
 
 The tally is on the gateway's disk too (`c/y/<auth>`), from the tab's opening (a synced write, before the
-authorization is shown to anyone) until the tab is paid or dropped, so a restart pays what was used and no
-more: the calls in flight when the gateway stopped count as lost ones (they may have run).  It is written
-unsynced, once per loop turn in which it changed and before any call it counts is sent (`write_tallies`, the
-batcher's `before_send`): one small write per batch of calls, never an fsync.  A kill -9 loses none of it (each
-write is in the kernel's hands before it returns); a crash of the machine may lose the writes since the
-database's last synced write (the tally is then as it was then).
+authorization is shown to anyone) until the tab is paid or dropped, so a restart pays what was used and no more:
+the calls in flight when the gateway stopped count as lost ones (they may have run).  From the start on, the tab
+holds what its tally says it may still be paid, not the cap the ledger holds for any pending authorization
+(`_restored`).  It is written unsynced, once per loop turn in which it changed and before any call it counts is sent
+(`write_tallies`, the batcher's `before_send`): one small write per batch of calls, never an fsync.  A kill -9 loses
+none of it (each write is in the kernel's hands before it returns); a crash of the machine may lose the writes
+since the database's last synced write (the tally is then as it was then).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ from ..tasks import Locks, in_pool, stop
 log = logging.getLogger(__name__)
 
 JOB = "compute:rtab"  # the job reference of a tab's authorization
-TAB_CALLS = 16  # budgets one tab's cap covers (its cap is held while it is open)
+TAB_CALLS = 16  # budgets one tab's cap covers (the most its provider may countersign; not held as such)
 INTERVAL = 1.0  # seconds a tab stays open at most
 TAB_TTL = 3600  # seconds a tab's authorization stays valid (the retry has this long to close it)
 TAB_METERS = frozenset({"fuel", "invokes"})
@@ -332,6 +332,11 @@ class GatewayTabs:
         metered, at_risk, count, unknown = _TALLY.unpack(value)
         tab = self._unpaid[auth.id] = OpenTab(public_id(auth.payee), auth, 0, metered=metered, count=count,
                                               unknown=unknown, lost_budget=at_risk, closing=True)
+        # The ledger held its cap again at the start; no receipt above the tally is paid (`_payable`), so the rest
+        # of the cap is the payer's to spend now, not once the tab is closed.
+        over = self.ledger.held_for(auth.id) - (metered + at_risk)
+        if over > 0:
+            self.ledger.unhold_for(auth, over)
         return tab
 
     def tallies(self) -> int:

@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import codec
-from ..errors import ForgedResult, PeerRefused, PeerUnreachable
+from ..errors import ForgedResult, InsufficientCredit, PeerNotFound, PeerRefused, PeerUnreachable
 from ..ledger.core.pricing import price_compute
 from ..net import jobs as wire
 from ..tasks import Locks, in_pool
 from . import provenance
 from .job_sandbox import MAX_OUTPUTS, OutputFile
-from .paid import PaidCompute
+from .paid import PaidCompute, worst_case_refused
 from .service import InvokeCall
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,10 @@ class SentJobs:
         paid = self.paid
         url = paid.peers.peer(provider).url
         budget = paid.compute.budget(call, price)
-        tab = await paid.gateway_tabs.reserve_alone(provider, price, budget)
+        try:
+            tab = await paid.gateway_tabs.reserve_alone(provider, price, budget)
+        except InsufficientCredit as err:
+            raise worst_case_refused(paid.compute, err, call, budget, "job") from None
         data = _data(staged)
         body = {"spec": spec.canonical(), "price": price, "memory_price": paid.compute.memory_price,
                 "authorization": tab.hex, "deal": deal, "data": [d for d, _ in data]}
@@ -320,8 +323,14 @@ class SentJobs:
             raise
 
     async def forget(self, provider: str, job: str) -> None:
-        """Tell `provider` it may drop job `job`'s answer and outputs (it drops them itself a while later)."""
-        await self._forget(self.paid.peers.peer(provider).url, provider, job)
+        """Tell `provider` it may drop job `job`'s answer and outputs (it drops them itself a while later); best
+        effort, as `_forget`."""
+        try:
+            url = self.paid.peers.peer(provider).url
+        except PeerNotFound as err:
+            log.info("provider %s kept job %s's files: %s (it drops them itself)", provider, job, err)
+            return
+        await self._forget(url, provider, job)
 
     async def _fetched(self, url: str, provider: str, job: str, outputs: list[dict[str, Any]], into: Path
                        ) -> list[OutputFile]:

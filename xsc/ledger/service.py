@@ -71,7 +71,8 @@ class LedgerService:
         # across restarts too (the records are durable).
         self._pending_auths: dict[bytes, Authorization] = self.store.load_pending()
         # What each pending authorization holds: its cap, unless the caller holds in steps (a tab of remote
-        # invokes holds what is in flight and what is metered: `hold_for`).  After a restart, its cap.
+        # invokes holds what is in flight and what is metered: `hold_for`).  After a restart, its cap, until the
+        # caller gives some back (`unhold_for`: a tab of remote invokes, once its tally is read).
         self._auth_held: dict[bytes, int] = {}
         for auth in self._pending_auths.values():
             self._held[auth.payer] = self._held.get(auth.payer, 0) + auth.cap
@@ -199,7 +200,8 @@ class LedgerService:
 
         With `hold`, only that much is held now: the caller holds the rest in steps, as the work it authorizes
         starts (`hold_for`, `unhold_for`), so held credit follows the work in flight, not the cap.  (After a
-        restart a pending authorization holds its whole cap: what the payee may claim.)
+        restart a pending authorization holds its whole cap, what the payee may claim, until the caller gives back
+        what it will not pay.)
 
         The pending record (and the `claim`, the amount and usage to ask the payee to countersign, if
         the payer already knows them) is on disk before this returns, so a crash never loses track of

@@ -132,7 +132,8 @@ class LedgerStore:
         """An entry by its id in hex, or an unambiguous prefix of at least 8 hex digits."""
         ref = ref.strip().lower()
         if len(ref) < 8 or len(ref) > 64 or any(c not in "0123456789abcdef" for c in ref):
-            raise InvalidArgument(f"not an entry id: {ref!r}", hint="give the entry's id in hex (at least 8 digits)")
+            raise InvalidArgument(f"not an entry id: {ref!r}", hint="an entry id is hex, 8 digits at least: "
+                                  "`xsc ledger history` lists them")
         prefix = keys.ledger_id(bytes.fromhex(ref[: len(ref) // 2 * 2]))
         with self.db.iterator(prefix=prefix) as it:
             found = {k[len(keys.LEDGER_IDS):].hex(): v for k, v in itertools.islice(it, 1000)}

@@ -272,9 +272,13 @@ class HealthService:
                 with self._store.batch() as batch:
                     for peer, result in done[first:first + RECORD_BATCH]:
                         self._record(batch, peer, at, result)
-            self.last_round = {"time": at, "seconds": seconds, "peers": len(peers), "ok": sum(r[0] for r in results)}
-            return {**self.last_round, "results": [{"id": p.id, "url": p.url, "ok": ok, "latency_ms": latency,
-                                                    "error": error} for p, (ok, latency, error) in zip(peers, results)]}
+            this_round = {"time": at, "seconds": seconds, "peers": len(peers), "ok": sum(r[0] for r in results)}
+            # A scheduled round with no peer due (those down are probed less often) asked no one: the round before
+            # still tells how the peers answered (`xsc health status`), where this one would say "0 of 0".
+            if peers or not due_only:
+                self.last_round = this_round
+            return {**this_round, "results": [{"id": p.id, "url": p.url, "ok": ok, "latency_ms": latency,
+                                               "error": error} for p, (ok, latency, error) in zip(peers, results)]}
 
     def _due(self, peers: list[NodeDescriptor]) -> list[NodeDescriptor]:
         """The peers a scheduled round probes: the neighbours due, and a sample of `probe_others` of the others

@@ -22,8 +22,8 @@ from typing import Any
 
 
 from .. import db
-from ..errors import (BadRequest, DiskFull, MarketNoDeal, NotEnoughShares, NotFound, PeerNotFound, PeerUnreachable,
-                      XscError)
+from ..errors import (BadRequest, DeepCheckRunning, DiskFull, MarketNoDeal, NotEnoughShares, NotFound,
+                      PeerNotFound, PeerUnreachable, XscError)
 from ..identity import Identity
 from ..ledger.service import LedgerService
 from ..market.dealing import Dealing
@@ -146,6 +146,7 @@ class StorageService:
         self.strays_interval = strays_interval  # seconds between attempts to delete the copies noted (note_strays)
         self.repair_locks: Locks[bytes] = Locks()  # storage index -> one repair (or removal) of the file at a time
         self.unplaced = Unplaced()  # files whose last repair found nowhere to put a share
+        self._deep_check: tuple[str, float] | None = None  # the run over every file going on: its action, its start
         self._view: tuple[int, list[dict], dict[str, int]] | None = None  # files_view's reading, see there
         self._finishing: asyncio.Future | None = None  # start(): removals a crash cut short
         self.placing = SharePlacing(gateway=gateway, deals=deals, dealing=dealing, terms=terms, peers=peers,
@@ -521,8 +522,19 @@ class StorageService:
     async def deep_check(self, repair: bool, progress: gateway_repair.Progress | None = None,
                          going_on: Callable[[], bool] = lambda: True) -> dict:
         """Every file verified, and with `repair` each damaged one repaired, the run going on past any one's failure
-        (storage/deep_check.py)."""
-        return await deep_check.deep_check(self, repair=repair, progress=progress, going_on=going_on)
+        (storage/deep_check.py).  One run at a time, wherever it was asked for (the CLI, the dashboard): a second
+        would only read every block again, and its repairs wait on the first's."""
+        if self._deep_check is not None:
+            action, since = self._deep_check
+            ago = time.time() - since
+            raise DeepCheckRunning(f"a {action} of every file is running already (started "
+                                   f"{f'{ago:.0f} s ago' if ago >= 1 else 'just now'})",
+                                   hint="wait for it to end, then start this run again", running=action, since=since)
+        self._deep_check = ("repair" if repair else "verify", time.time())
+        try:
+            return await deep_check.deep_check(self, repair=repair, progress=progress, going_on=going_on)
+        finally:
+            self._deep_check = None
 
     def repairing(self, si: bytes) -> bool:
         return self.repair_locks.locked(si)

@@ -273,7 +273,7 @@ async def export(request: web.Request) -> web.Response:
 @routes.post("/v1/s3/import")
 async def import_index(request: web.Request) -> web.Response:
     """An export, or a piece of one, written where the index holds nothing (`xsc s3 import-index`)."""
-    piece = await large_json_body(request, backup.MAX_PIECE, MIN_UPLOAD_RATE, "send what xsc s3 export-index wrote")
+    piece = await large_json_body(request, backup.MAX_PIECE, MIN_UPLOAD_RATE, backup.PIECE_HINT)
     node = request.app[NODE]
     return json_response(await _call(request, backup.restore_here, node.s3_index, piece, node.s3_accounts, node.store))
 

@@ -274,7 +274,7 @@ async function batchFiles(action) {
     });
   } catch (err) {
     if (err.status === 401) return;
-    b.error = err.message;
+    if (err.body && err.body.code === 'deep-check-running') b.busy = err.message; else b.error = err.message;
   }
   b.running = false;
   renderBatch();
@@ -289,6 +289,9 @@ function renderBatch() {
   if (button) { button.disabled = !damaged || (b && b.running); button.textContent = `Repair damaged (${damaged})`; }
   if ($('#check-all')) $('#check-all').disabled = !!(b && b.running);
   if (!b) return el.replaceChildren();
+  // Another run (the CLI's, another page's) goes on: this one never began, so there is nothing to count.
+  if (b.busy) return el.replaceChildren(h('div', {class: 'card batch'}, h('p', {class: 'warn', 'data-k': 'batch-busy'},
+    `${b.action === 'check' ? 'check all' : 'repair damaged'} not started: ${b.busy}`)));
   const p = b.line || {files_done: 0, files_total: 0, bytes_done: 0, bytes_total: 0}, n = b.states;
   const bar = h('progress', {max: Math.max(1, p.files_total), value: p.files_done});
   const counts = [`${n.healthy || 0} healthy`, b.action === 'repair' ? `${n.repaired || 0} repaired` : null,
@@ -628,7 +631,7 @@ PAGES.compute = {
       card('Web functions', h('p', {class: 'muted'}, h('span', {'data-k': 'function-count'}, String(functions.length)),
           ' served on node.web_listen (xsc compute serve)'),
         table(['name', 'requests', 'errors', 'p50 (ms)', 'spend (µcredits)', 'this hour', 'cap'], functions.map(f => h('tr', {'data-function': f.name},
-          h('td', {class: 'text'}, f.on_market ? (f.url || `${f.name}: being placed on a provider`) : `/fn/${f.name}/`),
+          h('td', {class: 'text'}, f.on_market ? (f.url || (f.not_placed ? `not placed: ${f.not_placed}` : `${f.name}: being placed on a provider`)) : `/fn/${f.name}/`),
           h('td', {class: 'num', 'data-k': 'requests'}, fmtInt(f.requests)),
           h('td', {class: 'num'}, f.errors ? pill('fail', fmtInt(f.errors)) : '0'),
           h('td', {class: 'num'}, f.p50_ms === null ? '–' : String(f.p50_ms)), h('td', {class: 'num'}, fmtInt(f.spend)),

@@ -1,0 +1,61 @@
+"""Two people, two nodes, from the CLI: the user of one runs a job the other's node provides, and each reads
+from the CLI where it ran and what was paid for it."""
+
+from __future__ import annotations
+
+import json
+
+from xsc.node.appkeys import NODE
+
+from tests.support.compute import WASM
+from tests.support.waiting import eventually
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+
+
+def test_a_job_run_on_the_other_node_names_it_and_that_node_lists_what_it_earned(thread_node) -> None:
+    alice = thread_node("alice", **QUIET, market={"offer_compute": False})  # her jobs run on Bob's node
+    bob = thread_node("bob", **QUIET)
+    bob_id = bob.app[NODE].peers.identity.id
+    assert alice.xsc("peers", "add", bob.url).exit_code == 0
+    eventually(lambda: any(o["owner"] == bob_id for k in json.loads(alice.xsc("market", "book", "--json").stdout)
+                           ["books"] if k["kind"] == "compute" for o in k["asks"]), "Bob's compute offer", 30)
+
+    done = alice.xsc("compute", "run", str(WASM / "wc.wasm"), "--json", input=b"a b\nc\n")
+    assert done.exit_code == 0, done.output
+    ran = json.loads(done.stdout)
+    assert ran["provider"] == bob_id
+    shown = alice.xsc("compute", "job", ran["id"])
+    assert f"provider:   {bob_id}" in shown.stdout.splitlines(), shown.output
+
+    # Bob's earnings: `history node` as `balance node` names his node's account.
+    def earned() -> list[dict]:
+        return [e for e in json.loads(bob.xsc("ledger", "history", "node", "--json").stdout) if e["kind"] == "receipt"]
+
+    assert eventually(earned, "Bob's receipt for the job", 30)
+    assert bob.xsc("ledger", "history", "node", "--json").stdout == \
+        bob.xsc("ledger", "history", "--account", "node", "--json").stdout
+    twice = bob.xsc("ledger", "history", "node", "--account", "client")
+    assert twice.exit_code == 2 and "two accounts named" in twice.stderr, twice.output
+
+
+def test_a_job_past_the_users_credit_names_the_flags_and_the_setting_that_let_it_run(thread_node) -> None:
+    # A call and a job both hold their worst case first: refused alike, here and sent to another node.
+    tight = {"credit_limit": 100_000}  # 0.1 credits: less than a default budget
+    alone = thread_node("alone", **QUIET, ledger=tight)
+    alice = thread_node("alice", **QUIET, ledger=tight, market={"offer_compute": False})
+    bob = thread_node("bob", **QUIET)
+    bob_id = bob.app[NODE].peers.identity.id
+    assert alice.xsc("peers", "add", bob.url).exit_code == 0
+    eventually(lambda: any(o["owner"] == bob_id for k in json.loads(alice.xsc("market", "book", "--json").stdout)
+                           ["books"] if k["kind"] == "compute" for o in k["asks"]), "Bob's compute offer", 30)
+    for user in (alone, alice):
+        for args in (("invoke", str(WASM / "add.wasm"), "add", "1", "2"), ("run", str(WASM / "wc.wasm"))):
+            done = user.xsc("compute", *args, input=b"a b\nc\n")
+            (line,) = done.stderr.strip().splitlines()
+            assert done.exit_code == 1 and line.startswith("xsc: error: insufficient credit: a "), done.output
+            assert line.endswith("(a job is charged only what it uses), or raise the limit: xsc config set "
+                                 "ledger.credit_limit MICRO_CREDITS)" if args[0] == "run" else
+                                 "xsc config set ledger.credit_limit MICRO_CREDITS)"), line
+    done = alice.xsc("compute", "run", str(WASM / "wc.wasm"), "--fuel", "1000000", input=b"a b\nc\n")
+    assert done.exit_code == 0 and done.stdout == "2 3 6\n", done.output  # asking for less lets it run
