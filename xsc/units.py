@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 from .errors import InvalidArgument
 
@@ -16,9 +17,11 @@ _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def is_whole_number(text: str) -> bool:
-    """Whether `text` is one or more ASCII digits: what int() reads whole.  str.isdigit() alone also takes digits
-    such as '²', on which int() raises."""
-    return text.isascii() and text.isdigit()
+    """Whether `text` is one or more ASCII digits, no more of them than int() reads (CPython's
+    sys.get_int_max_str_digits(), 4,300 by default: past it int() raises): what int() reads whole.  str.isdigit()
+    alone also takes digits such as '²', on which int() raises."""
+    most = sys.get_int_max_str_digits()
+    return text.isascii() and text.isdigit() and (not most or len(text) <= most)
 
 
 def parse_size(text: str | int) -> int:
@@ -54,7 +57,10 @@ def parse_duration(text: str | int) -> int:
 
 
 def format_size(n: int) -> str:
-    value = float(n)
+    try:
+        value = float(n)
+    except OverflowError:  # a size someone wrote in hundreds of digits, named in its refusal
+        return f"{'more' if n > 0 else 'less'} than {'-' if n < 0 else ''}1e308 B"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(value) < 1024 or unit == "TiB":
             return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"

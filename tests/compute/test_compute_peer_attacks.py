@@ -56,6 +56,33 @@ async def test_an_expired_authorization_buys_no_run(node_factory) -> None:
     assert node.app[NODE].compute.recent_provenance(10) == []
 
 
+async def test_a_limit_spelled_with_more_digits_than_int_reads_is_refused_before_anything_runs(node_factory) -> None:
+    """int() raises on a text of more than 4,300 digits: a stranger's fuel of 5,000 zeros was a 500."""
+    node = await node_factory()
+    module = await deploy(node, "add")
+    attacker = Identity.generate()
+    body = json.loads(_invoke_body(node, attacker, module))
+    body["call"]["fuel"] = "0" * 4999 + "1"
+    status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, json.dumps(body).encode())
+    assert status == 400 and problem["code"] == "invalid-argument" and "fuel" in problem["detail"], problem
+    assert node.app[NODE].compute.recent_provenance(10) == []
+    status, answer = await _peer(node, attacker, "POST", INVOKE_PATH, _invoke_body(node, attacker, module))
+    assert status == 200, answer
+
+
+async def test_a_price_past_any_the_market_takes_is_refused_before_anything_runs(node_factory) -> None:
+    """A call's budget is its price times its fuel: a stranger's price of 4,300 digits made one int() cannot print
+    into the refusal, a 500."""
+    node = await node_factory()
+    module = await deploy(node, "add")
+    attacker = Identity.generate()
+    for field, value in (("price", 10**12 + 1), ("price", 10**4299), ("memory_price", 10**4299)):
+        body = {**json.loads(_invoke_body(node, attacker, module)), field: value}
+        status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, json.dumps(body).encode())
+        assert status == 400 and problem["code"] == "invalid-argument" and field in problem["detail"], problem
+    assert node.app[NODE].compute.recent_provenance(10) == []
+
+
 async def test_no_stranger_can_push_modules(node_factory) -> None:
     """An unsolicited push is refused before its body is read, and the refusal says nothing of what would get
     one accepted."""

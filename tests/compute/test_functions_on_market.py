@@ -322,7 +322,9 @@ async def test_a_provider_refuses_a_malformed_placement_with_a_problem(node_fact
                             "at most 64"),
                            ({"name": "a", "module": module, "spend_cap": 5}, "a placed function is"),
                            ({"name": "a", "module": module, "limits": {"fuel": "lots"}}, "fuel"),
-                           ({"name": "A!", "module": module}, "does not pay for this function")):
+                           ({"name": "A!", "module": module}, "does not pay for this function"),
+                           # looked up as hex: a 500 once
+                           *(({"name": "a", "module": text}, "module") for text in ("x", "\u0663", module.upper()))):
         status, answer = await _place(owner, provider, {**terms, "function": function})
         assert 400 <= status < 500 and said in answer["detail"], (function, status, answer)
     status, answer = await _place(owner, provider, {**terms, "function": {"name": "a", "module": module},

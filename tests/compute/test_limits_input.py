@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
+from xsc.compute.jobspec import LIMIT_FIELDS, parse_job
 from xsc.compute.limits import Limits, resolve
 from xsc.errors import InvalidArgument
 
@@ -43,3 +44,25 @@ def test_fuel_in_digits_int_does_not_read_is_refused_not_crashed():
             assert err.message
         else:
             raise AssertionError(f"fuel {fuel!r} was accepted")
+
+
+def test_limits_of_hundreds_of_digits_are_refused_not_crashed():
+    """No float holds an int of 309 digits or more, and int() reads no text of more than 4,300: a stranger's call or
+    job asking for such limits was a 500."""
+    huge = (10**4299, -10**4299, "9" * 5000)
+    for asked in [(v, None, None) for v in huge] + [(None, v, None) for v in huge] + [(None, None, v) for v in huge]:
+        try:
+            resolve(CEILING, *asked)
+        except InvalidArgument as err:
+            assert err.message
+        else:
+            raise AssertionError(f"limits {asked!r:.40} were accepted")
+    module = "00" * 32
+    for name in LIMIT_FIELDS:
+        for value in huge[:2]:
+            try:
+                parse_job({"module": module, "limits": {name: value}})
+            except InvalidArgument as err:
+                assert err.message
+            else:
+                assert name in ("fuel", "memory", "timeout"), name  # resolved against the node's ceiling later

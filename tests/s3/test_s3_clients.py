@@ -110,6 +110,8 @@ def test_a_managed_copy_of_a_large_object_copies_its_parts_by_range(s3, bucket) 
     for refused, expected in (({"CopySourceRange": "bytes=5-4"}, ("InvalidArgument", 400)),
                               ({"CopySourceRange": f"bytes=0-{len(data)}"}, ("InvalidArgument", 400)),
                               ({"CopySourceRange": "0-4"}, ("InvalidArgument", 400)),
+                              ({"CopySourceRange": "bytes=\u00b2-4"}, ("InvalidArgument", 400)),
+                              ({"CopySourceRange": f"bytes=0-{'9' * 5000}"}, ("InvalidArgument", 400)),
                               ({"CopySourceIfMatch": '"0123"'}, ("PreconditionFailed", 412))):
         with pytest.raises(ClientError) as info:
             s3.upload_part_copy(Bucket=bucket, Key="parts", UploadId=uid, PartNumber=1, CopySource=source, **refused)

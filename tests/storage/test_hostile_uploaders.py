@@ -525,6 +525,17 @@ async def test_a_share_of_more_than_65536_segments_is_refused(node_factory) -> N
     assert node.app[NODE].gateway.store.reserved == 0
 
 
+async def test_a_share_number_of_more_digits_than_int_reads_is_a_400(holder_node) -> None:
+    """int() raises on thousands of digits: a stranger's share number of 5,000 zeros in the path was a 500."""
+    node_id = holder_node.app[NODE].peers.identity.id
+    stranger = Identity.generate()
+    for method, tail in (("GET", ""), ("GET", "/blocks?from=0&count=1"), ("DELETE", ""), ("POST", "/renew")):
+        path = f"/v1/peer/shares/{'ab' * 32}/{'0' * 5000}{tail}"
+        headers = {**signed(stranger, method, path, b"", node_id), "Authorization": ""}
+        answer = await holder_node.request(method, path, data=b"", headers=headers)
+        assert answer.status == 400 and (await answer.json())["code"] == "invalid-argument", (method, tail)
+
+
 async def test_reading_a_shares_metadata_costs_its_size(node_factory) -> None:
     """Any key may read a share's metadata (a capability is read from any node), but the answer of a share of
     many segments is its block hashes, ~67 bytes a segment: the reader's work quota pays for its size, so a

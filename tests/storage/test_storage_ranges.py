@@ -85,6 +85,17 @@ async def test_a_range_past_the_end_is_416(ranged) -> None:
     assert reads == []
 
 
+async def test_a_range_of_more_digits_than_int_reads_is_read_as_the_number_it_is(ranged) -> None:
+    """A header holds 8,190 bytes, and int() raises past 4,300 digits: such a range was a 500."""
+    client, cap, data, _ = ranged
+    for header, expected in ((f"bytes={'0' * 5000}5-", data[5:]), (f"bytes=5-{'9' * 5000}", data[5:]),
+                             (f"bytes=-{'9' * 5000}", data)):
+        resp = await client.get(f"/v1/store/files/{cap}", headers={"Range": header})
+        assert resp.status == 206 and await resp.read() == expected, header[:12]
+    resp = await client.get(f"/v1/store/files/{cap}", headers={"Range": f"bytes={'9' * 5000}-"})
+    assert resp.status == 416 and (await resp.json())["code"] == "range-not-satisfiable"
+
+
 @settings(deadline=None)  # pure, but the machine may be loaded
 @given(size=st.integers(0, 10_000), a=st.integers(0, 12_000), b=st.integers(0, 12_000))
 def test_parse_range_selects_what_python_slicing_selects(size: int, a: int, b: int) -> None:

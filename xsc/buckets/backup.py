@@ -226,7 +226,7 @@ def _object(record: dict) -> dict:
     clean = records.clean(record)
     clean.pop("condition", None)
     for given, part in zip(record["parts"], clean["parts"]):
-        part["cap"] = _cap(part["cap"])
+        part["cap"] = _cap(part["cap"], part["size"])
         if "checksum" in given:  # a COMPOSITE object's part keeps its own
             part["checksum"] = records.checksum_value(given["checksum"])
     return _bounded(clean, MAX_OBJECT_RECORD, "an object's record")
@@ -272,19 +272,24 @@ def _part(p: dict) -> dict:
     if not isinstance(p["cap"], str) or type(p["size"]) is not int or p["size"] < 0 or not isinstance(p["etag"], str):
         _bad("an uploaded part is {number, cap, size, etag, modified}")
     extra = {"checksums": records.part_checksums(p["checksums"])} if p.get("checksums") else {}
-    return _bounded({"number": p["number"], "cap": _cap(p["cap"]), "size": p["size"], "etag": p["etag"],
+    return _bounded({"number": p["number"], "cap": _cap(p["cap"], p["size"]), "size": p["size"], "etag": p["etag"],
                      "modified": names.check_time(p["modified"], "a part's modified"), **extra},
                     names.MAX_RECORD, "a part's record")
 
 
-def _cap(cap: str) -> str:
+def _cap(cap: str, size: int) -> str:
     """A capability as the store names its file (as `xsc store put` printed it), however the export spelled it (the
     case of its base32, spaces around it): one file, one text, which the index tells the records that share a file
-    by.  A text that is no capability names no file the front could remove, and is kept as it is."""
+    by.  A text that is no capability names no file the front could remove, and is kept as it is.  The part's `size`
+    is its file's, as every record the front writes says: a GET answers the record's size as its Content-Length and
+    sends the file, so a smaller one would leave the rest of the file on the connection as the next answer."""
     try:
-        return Capability.parse(cap).text
+        parsed = Capability.parse(cap)
     except InvalidCapability:
         return cap
+    if parsed.size != size:
+        _bad(f"a part of {size:,} bytes names a file of {parsed.size:,} bytes ({parsed.text[:40]}…)")
+    return parsed.text
 
 
 def _completed(r: dict) -> dict:

@@ -70,7 +70,7 @@ def _memory(value: Any, most: int) -> int:
 def _timeout(value: Any, most: float) -> float:
     try:
         seconds = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # (an int of hundreds of digits is no float)
         seconds = math.nan
     if not (math.isfinite(seconds) and seconds > 0):
         raise InvalidArgument(f"timeout must be a positive number of seconds, not {value!r}", hint="e.g. --timeout 0.5")

@@ -493,10 +493,15 @@ class PaidCompute:
         """The price, deal and authorization of work a gateway matched here, each checked: a price at or above
         this node's ask, memory at its price, an authorization that pays this node and has not expired."""
         price, deal = body["price"], body["deal"]
-        if type(price) is not int or price < 0 or not isinstance(deal, dict) or _encoded_size(deal) > 2048:
-            raise InvalidArgument("price must be a non-negative integer and deal a small object")
+        # Prices at most MAX_PRICE, as the market's: what they make (a budget, a charge) is a number that is written,
+        # printed and signed, where int()'s bound on digits is a 500.
+        if type(price) is not int or not 0 <= price <= MAX_PRICE or not isinstance(deal, dict) \
+                or _encoded_size(deal) > 2048:
+            raise InvalidArgument(f"price must be a whole number from 0 to {MAX_PRICE:,} and deal a small object")
         auth = self.authorization(body["authorization"])
         offered = body.get("memory_price", self.compute.memory_price)
+        if type(offered) is int and offered > MAX_PRICE:
+            raise InvalidArgument(f"memory_price must be at most {MAX_PRICE:,} micro-credits per page-second")
         if type(offered) is not int or offered < self.compute.memory_price:
             raise DealRefused(f"memory is priced {self.compute.memory_price} micro-credits per page-second here, "
                               f"not {offered!r}", hint="raise compute.memory_price, or match another provider",

@@ -48,6 +48,7 @@ from ..tasks import in_pool, periodic
 from .functions import WebFunctions, median_ms
 from .hosted_jobs import DISK_MARGIN
 from .jobspec import MAX_INPUTS, Input, parse_input
+from .modules import parse_module_id
 from .paid import SWEEP_INTERVAL, PaidCompute, not_here
 from .remote_tabs import JOB
 from .service import InvokeCall
@@ -215,6 +216,8 @@ class PlacedFunctions:
         if not isinstance(function, dict) or not set(function) <= PLACED_FIELDS or \
                 not isinstance(function.get("name"), str) or not isinstance(function.get("module"), str):
             raise InvalidArgument(f"a placed function is {{{', '.join(sorted(PLACED_FIELDS))}}}")
+        if parse_module_id(function["module"]).hex() != function["module"]:  # looked up as it is written
+            raise InvalidArgument("a placed function's module is its id, 64 lower-case hex digits")
         price, deal, auth = self.paid.terms(body)
         name = function["name"]
         if auth.job != function_job(owner, name):

@@ -14,12 +14,21 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from ..errors import XscError
+from ..errors import InvalidCapability, XscError
 from ..serve.direct import send_body
+from ..storage.core.capability import Capability
 from ..tasks import in_pool
 from .link import NodeLink
 
 log = logging.getLogger(__name__)
+
+
+def _file_size(cap: str) -> int | None:
+    """The size of the file `cap` names, as its capability says (None: no capability)."""
+    try:
+        return Capability.parse(cap).size
+    except InvalidCapability:
+        return None
 
 
 class ObjectBodies:
@@ -40,7 +49,9 @@ class ObjectBodies:
             end = offset + part["size"]
             if part["size"] and end > first and offset <= last:
                 a, b = max(first, offset) - offset, min(last, end - 1) - offset
-                whole = a == 0 and b == part["size"] - 1
+                # Whole only if the record's size is its file's: the node sends a whole file to its end, and bytes
+                # past the Content-Length the record's size made would be read as the next answer on the connection.
+                whole = a == 0 and b == part["size"] - 1 and _file_size(part["cap"]) == part["size"]
                 pieces.append((part["cap"], None if whole else a, None if whole else b))
             offset = end
             if offset > last:

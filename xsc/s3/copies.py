@@ -11,6 +11,7 @@ from aiohttp import web
 
 from ..buckets.core import names
 from ..errors import S3Error, XscError
+from ..units import is_whole_number
 from .bodies import ObjectBodies
 from .calls import Call, checksum_headers, keep_checksum, xml_answer
 from .core import checksums, xml
@@ -120,7 +121,7 @@ def _copy_range(text: str | None, size: int) -> tuple[int, int]:
     if text is None:
         return 0, size - 1
     first, dash, last = text.strip().removeprefix("bytes=").partition("-")
-    if not (text.strip().startswith("bytes=") and dash and first.isdigit() and last.isdigit()):
+    if not (text.strip().startswith("bytes=") and dash and is_whole_number(first) and is_whole_number(last)):
         raise S3Error("x-amz-copy-source-range must be bytes=FIRST-LAST, zero-based offsets of the first and last "
                       "bytes to copy", s3_code="InvalidArgument", status=400)
     if not int(first) <= int(last) < size:

@@ -21,17 +21,27 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     first_text, last_text = match.groups()
     if not first_text:
-        suffix = int(last_text)
+        suffix = _offset(last_text)
         if suffix == 0 or size == 0:
             raise RangeNotSatisfiable(f"the range {header.strip()!r} selects no byte of {size}", size=size)
         return max(0, size - suffix), size - 1
-    first = int(first_text)
-    last = int(last_text) if last_text else max(first, size - 1)
+    first = _offset(first_text)
+    last = _offset(last_text) if last_text else max(first, size - 1)
     if last < first:
         return None
     if first >= size:
         raise RangeNotSatisfiable(f"the range {header.strip()!r} starts past the end ({size} bytes)", size=size)
     return first, min(last, size - 1)
+
+
+def _offset(digits: str) -> int:
+    """A byte offset's digits as a number, one past any file's size (PAST_ANY) for more digits than a size has:
+    int() of thousands of digits raises, and a header holds 8,190 bytes."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 19 else PAST_ANY
+
+
+PAST_ANY = 2**63  # more than any file holds (a size is a signed 64-bit number)
 
 
 def content_range(first: int, last: int, size: int) -> str:

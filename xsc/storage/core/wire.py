@@ -131,7 +131,8 @@ def parse_storage_index(text: str) -> bytes:
 
 
 def parse_share(text: str) -> int:
-    if not text.isascii() or not text.isdigit() or int(text) >= erasure.N:
+    # (a length first: int() of a path segment's thousands of digits raises)
+    if not text.isascii() or not text.isdigit() or len(text) > 2 or int(text) >= erasure.N:
         raise InvalidArgument(f"not a share number: {text[:20]!r}", hint=f"shares are numbered 0 to {erasure.N - 1}")
     return int(text)
 
