@@ -14,6 +14,7 @@ from tests.support.compute import deploy, invoke, invoke_at_once, peer_with_prov
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 
+from xsc import keys
 from xsc.compute import remote_tabs
 from xsc.compute.remote_tabs import JOB, TAB_CALLS
 from xsc.errors import Conflict, DealRefused, InvalidArgument, PeerUnreachable
@@ -21,8 +22,9 @@ from xsc.ledger.core.model import encode_authorization
 from xsc.net.compute import close_tab
 from xsc.compute.service import InvokeCall
 from xsc.db import open_database
-from xsc.node import CLIENT_IDENTITY, IDENTITY
+from xsc.node import CLIENT_IDENTITY, CONFIG, IDENTITY
 from xsc.node.appkeys import NODE
+from xsc.node.datadir import DB_DIR
 
 PRICE = 1_000_000  # micro-credits per million fuel
 FUEL = 250_000
@@ -296,6 +298,33 @@ async def test_a_tab_a_gateway_left_open_when_killed_is_paid_no_more_than_its_ta
     for each in (gateway, provider):
         report = await (await each.get("/v1/ledger/verify")).json()
         assert report["ok"], report
+
+
+async def test_a_tab_whose_tally_on_disk_is_unreadable_does_not_stop_the_start_and_is_held_to_its_cap(
+        node_factory, monkeypatch) -> None:
+    # A tally cut short on disk (a disk's fault): the gateway starts all the same, and the tab is held to the cap
+    # its payer signed, as one with no tally; the provider's honest receipt is paid.
+    gateway, provider, module, budget = await _pair(node_factory, 100)
+    credit_limit = gateway.app[NODE].config.ledger.credit_limit
+    before = _balances(gateway, provider)
+    monkeypatch.setattr(gateway.app[NODE].paid.gateway_tabs, "_spawn_close", lambda tab: None)  # nothing closes it
+    answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(2)]
+    assert all(status == 200 for status, _ in answers), answers
+    (tab,) = [a for a in gateway.app[NODE].ledger.pending() if a.job == JOB]
+    data_dir = gateway.app[CONFIG].data_dir
+    await close_node(gateway)
+    db = open_database(data_dir / DB_DIR)
+    try:
+        db.put(keys.tab_tally(tab.id), b"\x00" * 5, sync=True)
+    finally:
+        db.close()
+    gateway = await _gateway(node_factory, credit_limit)
+    node = gateway.app[NODE]
+    await eventually_async(lambda: tab.id not in {a.id for a in node.ledger.pending()},
+                           "the tab left open paid at the start", 30)
+    metered = sum(body["charge"] for _, body in answers)
+    assert tuple(after - was for after, was in zip(_balances(gateway, provider), before)) == (-metered, metered)
+    assert node.ledger.holding() == {} and node.paid.gateway_tabs.tallies() == 0
 
 
 async def test_a_tab_left_open_by_a_stop_holds_only_its_tally_at_once_after_the_start(node_factory,

@@ -329,6 +329,11 @@ class GatewayTabs:
         value = self.db.get(keys.tab_tally(auth.id))
         if value is None:
             return None
+        if len(value) != _TALLY.size:  # a start must not fail on it: the tab is then held to its cap, as without one
+            log.error("the tally of tab %s is unreadable (%d bytes): it is paid up to its cap", auth.id.hex(),
+                      len(value))
+            self._forget_tally(auth.id)
+            return None
         metered, at_risk, count, unknown = _TALLY.unpack(value)
         tab = self._unpaid[auth.id] = OpenTab(public_id(auth.payee), auth, 0, metered=metered, count=count,
                                               unknown=unknown, lost_budget=at_risk, closing=True)
