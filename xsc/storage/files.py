@@ -463,6 +463,8 @@ class StorageService:
 
     async def _finish_removal(self, record: dict) -> dict[str, str]:
         si = bytes.fromhex(record["storage_index"])
+        # Copies a repair committed and could not place (the file's removal began while it ran) go with the rest.
+        await gateway_repair.release_strays(self.gateway, self.holder, si)
         holders, names = self.holders_of(record)
         results = await asyncio.gather(*(h.delete(si, s) for s, h in holders.items()), return_exceptions=True)
         left = {s: names[s] for s, r in zip(holders, results) if isinstance(r, BaseException)}
@@ -548,7 +550,9 @@ class StorageService:
         a second waits for the first, then finds what is left to do.  `progress`: told how it goes (gateway_repair)."""
         mine = await self.stored(cap)
         async with self.repair_locks.one(cap.storage_index):
-            if mine and not await self.stored(cap):
+            # A removal may have begun without this lock (`begin_removals`): its file is not repaired, as another's.
+            if not await self.stored(cap) and (mine or await in_pool(self.pool, self.store.known_file,
+                                                                      cap.storage_index)):
                 raise NotFound("the file was removed while its repair waited",
                                hint="`xsc store ls` lists the files this node uploaded")
             # Copies an earlier repair of this file committed and never placed (it failed, or a crash cut it short).
@@ -566,7 +570,7 @@ class StorageService:
             try:
                 result = await self.gateway.repair(cap, holders, names, relocate=relocate, me=self.me, fetched=fetched,
                                                    progress=progress, away=away, not_here=not_here,
-                                                   placed=_deals_follow(self, moved) if fetched is None
+                                                   placed=_deals_follow(self, cap, moved) if fetched is None
                                                    else _adopting(self, cap, fetched, moved))
             except MarketNoDeal as err:
                 err = _within(err, quotes.describe_filters(wanted, self.me))
@@ -637,7 +641,8 @@ def _adopting(service: StorageService, cap: Capability, fetched: bytes, moved: d
         share_bytes = layout.share_bytes(manifest.size, manifest.segment_size)
         prices = {s: price for s, (node, price) in moved.items() if node != service.me and after[s] == node}
         deals = service.deals.make(si, after, share_bytes, prices, int(time.time()), lease_expiry, set(prices))
-        with service.store.db.write_batch(sync=True, transaction=True) as batch:
+        with share_store.placing(service.store, si, None), \
+                service.store.db.write_batch(sync=True, transaction=True) as batch:
             for key, value in service.deals.entries(si, deals).items():
                 batch.put(key, value)
             service.store.set_placement(si, after, batch)
@@ -646,10 +651,11 @@ def _adopting(service: StorageService, cap: Capability, fetched: bytes, moved: d
     return placed
 
 
-def _deals_follow(service: StorageService, moved: dict[int, tuple[str, int]]):
+def _deals_follow(service: StorageService, cap: Capability, moved: dict[int, tuple[str, int]]):
     """How a repair of this node's own file writes its new placement: with the deals of the shares that moved,
-    in one synced write (a crash between the two would leave a share's deal, and its pay, with its old holder).
-    `moved`: share -> (node, price) the relocator chose; a share rebuilt elsewhere keeps its deal's price."""
+    in one synced write (a crash between the two would leave a share's deal, and its pay, with its old holder), and
+    only while the file is listed (`share_store.placing`: else the repair fails, its copies taken back or noted to
+    delete).  `moved`: share -> (node, price) the relocator chose; a share rebuilt elsewhere keeps its deal's price."""
 
     def placed(si: bytes, before: list[str], after: list[str], lease_expiry: int) -> None:
         moves = {}
@@ -657,8 +663,9 @@ def _deals_follow(service: StorageService, moved: dict[int, tuple[str, int]]):
             if before[share] != node:
                 chosen, price = moved.get(share, (node, None))
                 moves[share] = (node, price if chosen == node else None)
-        service.deals.moved(si, moves, int(time.time()),
-                            also=lambda batch: service.gateway.store.set_placement(si, after, batch))
+        with share_store.placing(service.store, si, str(cap)):
+            service.deals.moved(si, moves, int(time.time()),
+                                also=lambda batch: service.gateway.store.set_placement(si, after, batch))
 
     return placed
 

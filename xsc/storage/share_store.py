@@ -722,6 +722,22 @@ def removal_entries(read: Callable[[bytes], bytes | None], si: bytes, at: int) -
     return {keys.file(si): None, keys.removing(si): codec.dumps({**codec.loads(raw), "removed_at": at})}
 
 
+@contextmanager
+def placing(store: ShareStore, si: bytes, capability: str | None) -> Iterator[None]:
+    """Hold `store`'s records while a repair writes where a file's shares are now (and their deals), once it is known
+    the file is still to be kept: this node's own file (`capability`) listed under it, and no file of `si` being
+    removed here (another node's file too).  A removal begins under the same lock (`begin_removals`, a publication's
+    rider), so none begins between the look and the write: a repair's placement never outlives its file's removal.
+    NotFound if the file is gone or going."""
+    with store._lock:
+        record = store.file_record(si)
+        if store.db.get(keys.removing(si)) is not None or capability is not None and (
+                record is None or record.get("capability") != capability):
+            raise NotFound("the file was removed while it was being repaired: nothing the repair rebuilt was kept",
+                           hint="`xsc store ls` lists the files this node uploaded")
+        yield
+
+
 def _damage_mark(raw: bytes) -> tuple[str, str | None]:
     if raw.startswith(b"{"):
         mark = codec.loads(raw)

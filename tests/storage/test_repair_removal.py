@@ -1,0 +1,96 @@
+"""A file's removal begun while a repair of it runs (in one write with another owner's records, as a job's new run
+replaces its last run's outputs, without the file's repair lock): the repair writes neither placement nor deals for
+it and gives back the copy it moved, and the removal finishes with nothing of the file left on any node."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from xsc.errors import NotFound
+from xsc.node.appkeys import NODE
+from xsc.storage import Capability, remote
+
+from tests.support.waiting import eventually_async
+
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+WAIT = 30.0  # seconds a test waits for an event that must come
+
+
+def _id(node) -> str:
+    return node.app[NODE].peers.identity.id
+
+
+@pytest.fixture
+async def spread(node_factory):
+    """a (the gateway) put a file over itself, b and c, then came to know d, which holds nothing of it:
+    (nodes by name, capability, placement)."""
+    nodes = {name: await node_factory(name, storage={"segment_size": 4096}, **QUIET) for name in "abcd"}
+    a = nodes["a"]
+    for name in "bc":
+        await a.app[NODE].peers.add(nodes[name].app[NODE].peers.url)
+    response = await a.post("/v1/store/files", params={"name": "spread"}, data=os.urandom(40_000))
+    assert response.status == 201, await response.text()
+    put = await response.json()
+    assert set(put["placement"]) == {_id(nodes[n]) for n in "abc"}, put["placement"]
+    await a.app[NODE].peers.add(nodes["d"].app[NODE].peers.url)
+    d = _id(nodes["d"])
+
+    async def offered() -> bool:
+        await a.app[NODE].market.fill_book(kind="storage", wanted=4)
+        return a.app[NODE].market.book.get(d) is not None
+    await eventually_async(offered, "d's storage offer in a's book", WAIT)
+    return nodes, Capability.parse(put["capability"]), put["placement"]
+
+
+async def test_a_removal_begun_while_a_repair_moves_a_share_leaves_nothing_of_the_file_anywhere(spread,
+                                                                                                monkeypatch) -> None:
+    nodes, cap, placement = spread
+    si = cap.storage_index
+    a = nodes["a"].app[NODE]
+    lost = placement.index(_id(nodes["b"]))
+    a.store.mark_damaged(si, lost, "a failed audit", _id(nodes["b"]))  # the repair moves it to d, the node spare
+    committed, go_on = asyncio.Event(), asyncio.Event()
+    commit = remote.RemoteShareWriter.commit
+
+    async def held(writer, *args, **kwargs):
+        result = await commit(writer, *args, **kwargs)
+        committed.set()  # the copy is on d: the repair writes its placement next
+        await asyncio.wait_for(go_on.wait(), WAIT)
+        return result
+
+    monkeypatch.setattr(remote.RemoteShareWriter, "commit", held)
+    repair = asyncio.ensure_future(a.storage.repair(cap))
+    await asyncio.wait_for(committed.wait(), WAIT)
+    assert nodes["d"].app[NODE].gateway.store.share_meta(si, lost) is not None
+    await a.storage.begin_removals([cap], int(time.time()), {})  # as a job's new run replaces its outputs
+    go_on.set()
+    [outcome] = await asyncio.gather(repair, return_exceptions=True)
+    await a.storage.finish_removals([cap])
+
+    for name, node in nodes.items():
+        assert node.app[NODE].gateway.store.share_metas(si) == [], f"node {name} still holds a share of the file"
+    assert a.store.file_record(si) is None and a.store.removals() == [] and a.store.strays() == []
+    deals = a.deals.of_file(si)
+    assert {d.node for d in deals} <= set(placement) and all(d.ended for d in deals), deals
+    assert isinstance(outcome, NotFound) and "removed while it was being repaired" in str(outcome), outcome
+
+
+async def test_a_repair_asked_for_once_a_removal_began_and_before_it_finished_is_refused(spread) -> None:
+    nodes, cap, placement = spread
+    si = cap.storage_index
+    a = nodes["a"].app[NODE]
+    lost = placement.index(_id(nodes["b"]))
+    a.store.mark_damaged(si, lost, "a failed audit", _id(nodes["b"]))
+    await a.storage.begin_removals([cap], int(time.time()), {})
+    with pytest.raises(NotFound, match="removed while its repair waited"):  # not repaired as another node's file
+        await a.storage.repair(cap)
+    assert nodes["d"].app[NODE].gateway.store.share_metas(si) == []
+    await a.storage.finish_removals([cap])
+    for name, node in nodes.items():
+        assert node.app[NODE].gateway.store.share_metas(si) == [], f"node {name} still holds a share of the file"
+    assert all(d.ended and d.node in placement for d in a.deals.of_file(si))
