@@ -11,7 +11,9 @@ one takes over: each trial re-reads every file its devnet holds, so a longer his
    then (a job that is not deterministic: its new run replaces its last run's outputs); payments by receipt and
    audits run on their own (short intervals), lease GC too.  On every other devnet the gateway offers no compute,
    so its invokes and jobs are placed on the other nodes through the market and paid on tabs;
-2. meanwhile, after a random delay, kill -9 of one or two random nodes (the gateway among them at times);
+2. meanwhile, after a random delay, kill -9 of one or two random nodes (the gateway among them at times); in
+   one trial of three the delay runs from the trial's first job, so the kill finds jobs running, storing and
+   replacing;
 3. the dead nodes' databases are checked as the crash left them (the used-bytes counter equals the bytes
    of the shares they hold), then the nodes restart;
 4. checks: every acknowledged put reads back byte-exact; no file is listed that was not acknowledged (or
@@ -101,6 +103,8 @@ class History:
     in_flight: dict[str, bytes] = field(default_factory=dict)  # operation id (a put's name) -> its content
     jobs: dict[str, int] = field(default_factory=dict)  # job id -> its runs answered (not replays)
     jobs_in_flight: int = 0  # job runs whose answer was lost (any job: the id is not known before the answer)
+    job_answers: dict[str, int] = field(default_factory=dict)  # status (and problem code) -> how many jobs got it
+    job_sent: threading.Event = field(default_factory=threading.Event)  # a job was asked for in this trial
     acked: int = 0
     violations: list[str] = field(default_factory=list)  # wrong answers seen by the workload itself
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -136,8 +140,15 @@ def run_job(http: Http, rng: random.Random, history: History, known: list[str], 
             "out/a.txt": b"alpha\n", "out/b.txt": b"bravo bravo\n", "out/c.txt": content}
     with history.lock:
         history.jobs_in_flight += 1
-    status, answer = http.call("POST", "/v1/compute/jobs", json.dumps(spec).encode() + b"\n",
-                               content_type="application/x-xsc-job")
+    history.job_sent.set()
+    try:
+        status, answer = http.call("POST", "/v1/compute/jobs", json.dumps(spec).encode() + b"\n",
+                                   content_type="application/x-xsc-job")
+    except urllib.error.URLError as err:
+        if isinstance(err.reason, ConnectionRefusedError):  # the gateway is down: nothing was asked
+            with history.lock:
+                history.jobs_in_flight -= 1
+        raise
     if status >= 500:
         return  # it may have run (kept in flight)
     try:
@@ -145,6 +156,8 @@ def run_job(http: Http, rng: random.Random, history: History, known: list[str], 
     except ValueError:
         job = {}
     with history.lock:
+        answered_as = f"{status} {job.get('code', '')}".strip()
+        history.job_answers[answered_as] = history.job_answers.get(answered_as, 0) + 1
         history.jobs_in_flight -= 1
         if "id" in job and job.get("replayed") is False:  # it ran (a failed run's problem names its job too)
             history.jobs[job["id"]] = history.jobs.get(job["id"], 0) + 1
@@ -480,11 +493,17 @@ def trial(net: Devnet, history: History, seed: int, module: str | None, ops: int
     victims = rng.sample(list(net), rng.choice([1, 1, 2]))
     victim_ids = {(node.health() or {}).get("serviceId", "") for node in victims}
     delay = rng.uniform(0.0, 2.0)
+    after_a_job = rng.random() < 1 / 3  # the delay runs from the first job sent (if one comes within 10 s)
+    if after_a_job:
+        delay = rng.uniform(0.0, 0.6)
+    history.job_sent.clear()
     gateway = Http(net.first)
 
     gateway_down = threading.Event()
 
     def inject() -> None:
+        if after_a_job:
+            history.job_sent.wait(10.0)
         time.sleep(delay)
         for node in victims:
             if node is net.first:
@@ -555,7 +574,8 @@ def _on_one_devnet(root: Path, nodes: int, numbers: range, seed: int, results: l
                 raise RuntimeError(f"the gateway refused the {name} fixture ({status}: {answer[:200]!r})")
             jobs[name] = json.loads(answer)["id"]
         history = History()
-        out(f"devnet {root.name}: invokes and jobs run on {'the other nodes' if remote else 'the gateway, mostly'}")
+        out(f"devnet {root.name}: invokes and jobs run on "
+            f"{'the other nodes' if remote else 'any node (the market places them)'}")
         for n in numbers:
             result = trial(net, history, seed + n, module, jobs=jobs)
             results.append(result)
@@ -564,23 +584,25 @@ def _on_one_devnet(root: Path, nodes: int, numbers: range, seed: int, results: l
             for violation in result.violations:
                 out(f"      seed {result.seed}: {violation}  (replay: python -m bench.trials --trials 1 "
                     f"--seed {result.seed}{' --remote' if remote else ''})")
-        out(_jobs_seen(net))
+        out(_jobs_seen(net, history))
     finally:
         net.stop()
 
 
-def _jobs_seen(net: Devnet) -> str:
+def _jobs_seen(net: Devnet, history: History) -> str:
     """What the devnet's jobs did: how many, run how often, where their latest runs were, how many outputs."""
     gateway = Http(net.first, CHECK_TIMEOUT)
     status, listed = gateway.json("GET", "/v1/compute/jobs?limit=1000")
     jobs = [gateway.json("GET", f"/v1/compute/jobs/{j['id']}")[1] for j in listed.get("jobs", [])] \
         if status == 200 else []
     here = (net.first.health() or {}).get("serviceId")
+    local = sum(j.get("provider") == here for j in jobs)
     return (f"      {len(jobs)} jobs, {sum(j.get('executions', 0) for j in jobs)} runs "
             f"({sum(j.get('executions', 0) > 1 for j in jobs)} jobs run again), latest runs on the gateway "
-            f"{sum(j.get('provider') == here for j in jobs)}, elsewhere {sum(j.get('provider') != here for j in jobs)}, "
+            f"{local}, elsewhere {len(jobs) - local}, "
             f"{sum(len(j.get('outputs') or []) for j in jobs)} outputs, "
-            f"{sum(len(j.get('replacing') or []) for j in jobs)} replaced outputs kept")
+            f"{sum(len(j.get('replacing') or []) for j in jobs)} replaced outputs kept; answers "
+            f"{dict(sorted(history.job_answers.items()))}, {history.jobs_in_flight} lost")
 
 
 def main() -> None:
