@@ -463,6 +463,16 @@ def _job_charges(net: Devnet, gateway: Http, jobs: list[dict], history: History)
     for ref in charges:
         if covered.get(ref, 0) != 1:
             violations.append(f"local job run {ref} paid by {covered.get(ref, 0)} ledger transfers, not 1")
+    # What the ledger paid each provider of a job's latest run: its tab's one receipt, of the run's charge.
+    paid: dict[str, list[int]] = {}
+    for entry in history_json.get("entries", []) if status == 200 else []:
+        paid.setdefault(entry.get("authorization", ""), []).append(-(entry.get("delta") or 0))
+    for job in jobs:
+        for tab in job.get("paid_on") or []:
+            if paid.get(tab.get("authorization"), []) not in ([tab.get("charge")], [] if not tab.get("charge") else 0):
+                violations.append(f"job {job['id'][:16]}: the tab of its run on {str(tab.get('provider'))[:16]} "
+                                  f"paid {paid.get(tab.get('authorization'), [])}, not once its charge "
+                                  f"{tab.get('charge')}")
     return violations
 
 
