@@ -1,28 +1,40 @@
 """Crash trials: a random workload on a devnet, kill -9 of one or two random nodes at a random moment,
 restart, then every invariant XSC claims is checked.
 
-    python -m bench.trials [--trials N] [--nodes 6] [--seed S] [--per-devnet 25] [--json FILE]
+    python -m bench.trials [--trials N] [--nodes 6] [--seed S] [--per-devnet 25] [--remote] [--json FILE]
     (make trials N=100)
 
 One devnet serves 25 trials in a row (as Jepsen runs many histories against one cluster), then a fresh
 one takes over: each trial re-reads every file its devnet holds, so a longer history only slows it.  A trial:
 1. a random workload through node-0 (the gateway): puts of random sizes (0, small, several segments),
-   gets, removals, renewals, repairs, invokes; payments by receipt and audits run on their own (short
-   intervals), lease GC too;
-2. meanwhile, after a random delay, kill -9 of one or two random nodes (the gateway among them at times);
+   gets, removals, renewals, repairs, invokes, and jobs with stored inputs and outputs, each run again now and
+   then (a job that is not deterministic: its new run replaces its last run's outputs); payments by receipt and
+   audits run on their own (short intervals), lease GC too.  On every other devnet the gateway offers no compute,
+   so its invokes and jobs are placed on the other nodes through the market and paid on tabs;
+2. meanwhile, after a random delay, kill -9 of one or two random nodes (the gateway among them at times); in
+   one trial of three the delay runs from the trial's first job, so the kill finds jobs running, storing and
+   replacing;
 3. the dead nodes' databases are checked as the crash left them (the used-bytes counter equals the bytes
    of the shares they hold), then the nodes restart;
 4. checks: every acknowledged put reads back byte-exact; no file is listed that was not acknowledged (or
    in flight at the crash, and then it reads back exact); removed files stay removed; `ledger verify`
    passes on every node; at a moment when no payment is pending, the balances of all nodes sum to zero; no share's
-   holding period is paid twice (the payer's storage job periods never overlap).
+   holding period is paid twice (the payer's storage job periods never overlap); no job is left running or
+   storing; every output a job's record names (under `outputs` or `replacing`) reads back byte-exact, its size
+   and SHA-256 as recorded, and is named by one record once; every stored file named like a job's output is
+   named by a record (no orphans); a job's `charge_total` is the sum of the charges of its runs' provenance
+   records (its local runs' exactly; with runs on providers, at least its local runs' and at most all its runs'),
+   its `executions` their count, and each local run is covered by exactly one ledger transfer, whose amount is
+   the sum of the charges it covers.
 Every trial has its own seed, printed with any violation: `--seed S --trials 1` replays its workload and
-faults (on a fresh devnet, so without the files of the trials before it).
+faults (on a fresh devnet, so without the files of the trials before it; `--remote` for a trial of a devnet whose
+gateway offered no compute: the replay line says so).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import shutil
@@ -44,7 +56,9 @@ from xsc.devnet import Devnet, NodeProcess
 from xsc.storage.share_store import ShareMeta
 
 ROOT = Path(__file__).resolve().parent.parent
-ADD_WASM = ROOT / "fixtures" / "wasm" / "add.wasm"
+WASM = ROOT / "fixtures" / "wasm"
+ADD_WASM = WASM / "add.wasm"
+JOB_MODULES = ("outputs", "clock_random")  # WASI fixtures the jobs run (compute docs, "Jobs over stored data")
 SEGMENT = 16 * 1024
 ENV = {"XSC_STORAGE_SEGMENT_SIZE": str(SEGMENT), "XSC_HEALTH_PROBE_INTERVAL": "1", "XSC_PEERS_GOSSIP_INTERVAL": "2",
        "XSC_AUDIT_INTERVAL": "2", "XSC_MARKET_PAYMENT_INTERVAL": "2", "XSC_STORAGE_GC_INTERVAL": "2",
@@ -87,6 +101,10 @@ class History:
     files: dict[str, bytes] = field(default_factory=dict)  # capability -> content, acknowledged
     removed: set[str] = field(default_factory=set)
     in_flight: dict[str, bytes] = field(default_factory=dict)  # operation id (a put's name) -> its content
+    jobs: dict[str, int] = field(default_factory=dict)  # job id -> its runs answered (not replays)
+    jobs_in_flight: int = 0  # job runs whose answer was lost (any job: the id is not known before the answer)
+    job_answers: dict[str, int] = field(default_factory=dict)  # status (and problem code) -> how many jobs got it
+    job_sent: threading.Event = field(default_factory=threading.Event)  # a job was asked for in this trial
     acked: int = 0
     violations: list[str] = field(default_factory=list)  # wrong answers seen by the workload itself
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -106,12 +124,58 @@ def _shares_on(http: Http, cap: str, nodes: set[str]) -> int:
     return 0
 
 
+def run_job(http: Http, rng: random.Random, history: History, known: list[str], jobs: dict[str, str]) -> None:
+    """A job run through the gateway: the outputs fixture over one of a few stored files (three outputs, the third
+    a copy of its stdin) or the clock fixture with its stdout stored.  Neither is deterministic, so asked again
+    it runs again and replaces its last run's outputs (the clock's with other bytes)."""
+    if rng.random() < 0.5 or not known:
+        spec, stdin, expected = ({"module": jobs["clock_random"], "outputs": False, "stdout_to_store": True},
+                                 None, None)
+    else:
+        stdin = rng.choice(known[:3])  # a few inputs only: the same jobs run again
+        spec = {"module": jobs["outputs"], "stdin": stdin}
+        with history.lock:
+            content = history.files.get(stdin)
+        expected = None if content is None else {
+            "out/a.txt": b"alpha\n", "out/b.txt": b"bravo bravo\n", "out/c.txt": content}
+    with history.lock:
+        history.jobs_in_flight += 1
+    history.job_sent.set()
+    try:
+        status, answer = http.call("POST", "/v1/compute/jobs", json.dumps(spec).encode() + b"\n",
+                                   content_type="application/x-xsc-job")
+    except urllib.error.URLError as err:
+        if isinstance(err.reason, ConnectionRefusedError):  # the gateway is down: nothing was asked
+            with history.lock:
+                history.jobs_in_flight -= 1
+        raise
+    if status >= 500:
+        return  # it may have run (kept in flight)
+    try:
+        job = json.loads(answer)
+    except ValueError:
+        job = {}
+    with history.lock:
+        answered_as = f"{status} {job.get('code', '')}".strip()
+        history.job_answers[answered_as] = history.job_answers.get(answered_as, 0) + 1
+        history.jobs_in_flight -= 1
+        if "id" in job and job.get("replayed") is False:  # it ran (a failed run's problem names its job too)
+            history.jobs[job["id"]] = history.jobs.get(job["id"], 0) + 1
+        history.acked += status == 201
+    if status != 201:
+        return  # refused (its stdin removed meanwhile, no provider, ...), or failed
+    got = {o["name"]: o["sha256"] for o in job.get("outputs", [])}
+    if expected is not None and got != {n: hashlib.sha256(b).hexdigest() for n, b in expected.items()}:
+        history.violations.append(f"job {job['id'][:16]} over {stdin[:32]}… answered outputs {sorted(got)} "
+                                  "that are not its input's")
+
+
 def workload(http: Http, rng: random.Random, history: History, ops: int, module: str | None,
-             gateway_down: threading.Event, victims: set[str]) -> None:
+             gateway_down: threading.Event, victims: set[str], jobs: dict[str, str] | None = None) -> None:
     """`ops` random operations through the gateway; every answer is recorded (a lost one as in flight).
-    `victims`: the ids of the nodes this trial kills."""
+    `victims`: the ids of the nodes this trial kills; `jobs`: the ids of the job fixtures (JOB_MODULES)."""
     for n in range(ops):
-        kind = rng.choices(["put", "get", "rm", "renew", "repair", "invoke"], [5, 3, 1, 1, 1, 2])[0]
+        kind = rng.choices(["put", "get", "rm", "renew", "repair", "invoke", "job"], [5, 3, 1, 1, 1, 2, 2])[0]
         cap = None
         with history.lock:
             known = sorted(history.files)
@@ -167,6 +231,8 @@ def workload(http: Http, rng: random.Random, history: History, ops: int, module:
                 if status == 200 and got != [a + b]:
                     history.violations.append(f"add {a} {b} returned {got}")
                 history.acked += status == 200
+            elif kind == "job" and jobs:
+                run_job(http, rng, history, known, jobs)
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             pass  # the gateway died: the operation's outcome is unknown (kept in flight)
         except HTTPException as err:  # an answer cut short after its headers
@@ -230,8 +296,10 @@ def invariants(net: Devnet, history: History) -> tuple[int, list[str]]:
             violations.append(f"acknowledged file {cap[:48]}… does not read back ({status})")
     status, listing = gateway.json("GET", "/v1/store/files")
     for record in listing.get("files", []) if status == 200 else []:
-        checked += 1
         cap = record["capability"]
+        if record.get("name", "").startswith("job:"):
+            continue  # a job's output: held to the jobs' records (job_invariants)
+        checked += 1
         if cap in removed:
             violations.append(f"removed file {cap[:48]}… is listed")
         elif cap not in files:
@@ -291,7 +359,128 @@ def invariants(net: Devnet, history: History) -> tuple[int, list[str]]:
         for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
             if b0 < a1:
                 violations.append(f"share {share} of {si[:16]} paid twice for {b0}..{min(a1, b1)}")
-    return checked, violations
+    job_checked, job_violations = job_invariants(net, history)
+    return checked + job_checked, violations + job_violations
+
+
+def _unfinished(gateway: Http) -> list[dict]:
+    """Every job record of the gateway's user, once none is running or storing any more (a start finishes those
+    a stop cut short); [] with a violation's text if that never comes."""
+    records: list[dict] = []
+
+    def settled() -> bool:
+        records.clear()
+        status, listed = gateway.json("GET", "/v1/compute/jobs?limit=1000")
+        for job in listed.get("jobs", []) if status == 200 else []:
+            got, record = gateway.json("GET", f"/v1/compute/jobs/{job['id']}")
+            if got != 200 or record.get("state") in ("running", "storing"):
+                return False
+            records.append(record)
+        return status == 200
+
+    return records if wait_for("jobs settled", settled, CHECK_TIMEOUT) else []
+
+
+def job_invariants(net: Devnet, history: History) -> tuple[int, list[str]]:
+    """(checked, violations) of the jobs' records against the store, their runs' provenance and the ledger."""
+    gateway = Http(net.first, CHECK_TIMEOUT)
+    violations: list[str] = []
+    jobs = _unfinished(gateway)
+    if not jobs and history.jobs:
+        return 1, [f"jobs still running or storing (or unlisted) {CHECK_TIMEOUT:.0f} s after the restart"]
+    checked = 0
+    named: dict[str, str] = {}  # capability -> the job (and place) naming it
+    for job in jobs:
+        jid = job["id"]
+        for place in ("outputs", "replacing"):
+            for out in job.get(place) or []:
+                checked += 1
+                cap = out["capability"]
+                if cap in named:
+                    violations.append(f"output {cap[:40]}… named twice: by {named[cap]} and job {jid[:16]} {place}")
+                named[cap] = f"job {jid[:16]} {place}"
+                status, body = gateway.call("GET", f"/v1/store/files/{cap}")
+                if status != 200 or len(body) != out["size"] or hashlib.sha256(body).hexdigest() != out["sha256"]:
+                    violations.append(f"job {jid[:16]}'s {place[:-1]} {out['name']} does not read back as recorded "
+                                      f"({status}, {len(body)} of {out['size']} bytes)")
+    status, listing = gateway.json("GET", "/v1/store/files")  # read once no job stores (its record read since)
+    for record in listing.get("files", []) if status == 200 else []:
+        if record.get("name", "").startswith("job:"):
+            checked += 1
+            if record["capability"] not in named:
+                violations.append(f"stored file {record['name']} ({record['capability'][:40]}…) is no job's output "
+                                  "(an orphan)")
+    violations += _job_charges(net, gateway, jobs, history)
+    return checked + len(jobs), violations
+
+
+def _job_charges(net: Devnet, gateway: Http, jobs: list[dict], history: History) -> list[str]:
+    """A job is charged once per run: its charge_total against its runs' provenance records (on the gateway, and
+    on the providers for runs placed there), each local run covered by one ledger transfer of the right amount."""
+    runs: list[dict[str, list[dict]]] = []  # per node: job id -> the records of its runs there
+    for node in net:
+        status, answer = Http(node, CHECK_TIMEOUT).json("GET", "/v1/compute/provenance?limit=1000")
+        by_job: dict[str, list[dict]] = {}
+        for signed in answer.get("records", []) if status == 200 else []:
+            record = signed.get("record", {})
+            if isinstance(record.get("job"), dict):
+                by_job.setdefault(record["job"].get("id"), []).append(record)
+        runs.append(by_job)
+    violations: list[str] = []
+    with history.lock:
+        answered, lost = dict(history.jobs), history.jobs_in_flight
+    for job in jobs:
+        jid = job["id"]
+        local = runs[0].get(jid, [])
+        remote = [r for by_job in runs[1:] for r in by_job.get(jid, [])]
+        total, executions = job.get("charge_total", job.get("charge", 0)), job.get("executions", 0)
+        local_sum, all_sum = sum(r["charge"] for r in local), sum(r["charge"] for r in local + remote)
+        if not remote and (total != local_sum or executions != len(local)):
+            violations.append(f"job {jid[:16]}: charge_total {total} over {executions} runs, but its {len(local)} "
+                              f"runs' records charge {local_sum}")
+        elif not local_sum <= total <= all_sum:
+            violations.append(f"job {jid[:16]}: charge_total {total}, outside its local runs' {local_sum} and all "
+                              f"its runs' {all_sum}")
+        if not answered.get(jid, 0) <= executions <= answered.get(jid, 0) + lost:
+            violations.append(f"job {jid[:16]}: {executions} runs recorded, {answered.get(jid, 0)} answered "
+                              f"and {lost} lost")
+        if job.get("paid_on") and sum(p.get("charge", 0) for p in job["paid_on"]) != job.get("charge"):
+            violations.append(f"job {jid[:16]}: its providers were paid {job['paid_on']} for a run charged "
+                              f"{job.get('charge')}")
+    # What the ledger paid for the local runs: each covered by exactly one transfer, each transfer their sum.
+    charges = {r["id"]: r["charge"] for by_job in runs[:1] for records in by_job.values() for r in records}
+    status, history_json = gateway.json("GET", "/v1/ledger/accounts/client/history?limit=10000&expand=1")
+    covered: dict[str, int] = {}
+    all_local = _all_charges(gateway)
+    for entry in history_json.get("entries", []) if status == 200 else []:
+        refs = entry.get("covered") or []
+        for ref in refs:
+            covered[ref] = covered.get(ref, 0) + 1
+        if refs and all(ref in all_local for ref in refs) and \
+                sum(all_local[ref] for ref in refs) != -(entry.get("delta") or 0):
+            violations.append(f"ledger entry {entry.get('seq')} paid {-(entry.get('delta') or 0)} for runs charged "
+                              f"{sum(all_local[ref] for ref in refs)}")
+    for ref in charges:
+        if covered.get(ref, 0) != 1:
+            violations.append(f"local job run {ref} paid by {covered.get(ref, 0)} ledger transfers, not 1")
+    # What the ledger paid each provider of a job's latest run: its tab's one receipt, of the run's charge.
+    paid: dict[str, list[int]] = {}
+    for entry in history_json.get("entries", []) if status == 200 else []:
+        paid.setdefault(entry.get("authorization", ""), []).append(-(entry.get("delta") or 0))
+    for job in jobs:
+        for tab in job.get("paid_on") or []:
+            if paid.get(tab.get("authorization"), []) not in ([tab.get("charge")], [] if not tab.get("charge") else 0):
+                violations.append(f"job {job['id'][:16]}: the tab of its run on {str(tab.get('provider'))[:16]} "
+                                  f"paid {paid.get(tab.get('authorization'), [])}, not once its charge "
+                                  f"{tab.get('charge')}")
+    return violations
+
+
+def _all_charges(http: Http) -> dict[str, int]:
+    """The charge of every run (invoke or job) the node recorded, by provenance id."""
+    status, answer = http.json("GET", "/v1/compute/provenance?limit=1000")
+    return {s["record"]["id"]: s["record"].get("charge", 0) for s in answer.get("records", [])
+            if status == 200 and "record" in s}
 
 
 @dataclass
@@ -304,7 +493,8 @@ class TrialResult:
     seconds: float
 
 
-def trial(net: Devnet, history: History, seed: int, module: str | None, ops: int = 12) -> TrialResult:
+def trial(net: Devnet, history: History, seed: int, module: str | None, ops: int = 12,
+          jobs: dict[str, str] | None = None) -> TrialResult:
     """One trial; `history` is the whole run's (the devnet keeps every earlier trial's files)."""
     rng = random.Random(seed)
     started = time.monotonic()
@@ -313,11 +503,17 @@ def trial(net: Devnet, history: History, seed: int, module: str | None, ops: int
     victims = rng.sample(list(net), rng.choice([1, 1, 2]))
     victim_ids = {(node.health() or {}).get("serviceId", "") for node in victims}
     delay = rng.uniform(0.0, 2.0)
+    after_a_job = rng.random() < 1 / 3  # the delay runs from the first job sent (if one comes within 10 s)
+    if after_a_job:
+        delay = rng.uniform(0.0, 0.6)
+    history.job_sent.clear()
     gateway = Http(net.first)
 
     gateway_down = threading.Event()
 
     def inject() -> None:
+        if after_a_job:
+            history.job_sent.wait(10.0)
         time.sleep(delay)
         for node in victims:
             if node is net.first:
@@ -326,7 +522,7 @@ def trial(net: Devnet, history: History, seed: int, module: str | None, ops: int
 
     with ThreadPoolExecutor(2) as pool:
         faults = pool.submit(inject)
-        pool.submit(workload, gateway, rng, history, ops, module, gateway_down, victim_ids).result()
+        pool.submit(workload, gateway, rng, history, ops, module, gateway_down, victim_ids, jobs).result()
         faults.result()
     violations = list(history.violations)
     for node in victims:
@@ -346,8 +542,9 @@ PER_DEVNET = 25  # trials on one devnet: each trial re-reads every file of its d
 
 
 def run(trials: int, nodes: int = 6, seed: int | None = None, root: Path | None = None,
-        out=print, per_devnet: int = PER_DEVNET) -> list[TrialResult]:
-    """`trials` trials, `per_devnet` at a time on a fresh devnet; trial n has seed `seed + n`."""
+        out=print, per_devnet: int = PER_DEVNET, remote: bool = False) -> list[TrialResult]:
+    """`trials` trials, `per_devnet` at a time on a fresh devnet; trial n has seed `seed + n`.  `remote`: every
+    devnet's gateway offers no compute (else every other one's)."""
     seed = random.randrange(2**32) if seed is None else seed
     own_root = root is None
     root = Path(tempfile.mkdtemp(prefix="xsc-trials-")) if root is None else root
@@ -356,7 +553,9 @@ def run(trials: int, nodes: int = 6, seed: int | None = None, root: Path | None 
     try:
         for first in range(0, trials, per_devnet):
             numbers = range(first, min(trials, first + per_devnet))
-            _on_one_devnet(root / f"devnet-{first // per_devnet}", nodes, numbers, seed, results, out)
+            # Every other devnet's gateway offers no compute: its invokes and jobs run on the others, paid on tabs.
+            _on_one_devnet(root / f"devnet-{first // per_devnet}", nodes, numbers, seed, results, out,
+                           remote=remote or (first // per_devnet) % 2 == 1)
     finally:
         if own_root and not any(r.violations for r in results):
             shutil.rmtree(root, ignore_errors=True)
@@ -369,24 +568,51 @@ def run(trials: int, nodes: int = 6, seed: int | None = None, root: Path | None 
     return results
 
 
-def _on_one_devnet(root: Path, nodes: int, numbers: range, seed: int, results: list[TrialResult], out) -> None:
-    net = Devnet(root, nodes, env=ENV)
+def _on_one_devnet(root: Path, nodes: int, numbers: range, seed: int, results: list[TrialResult], out,
+                   remote: bool = False) -> None:
+    envs = [{"XSC_MARKET_OFFER_COMPUTE": "false"} if remote and n == 0 else {} for n in range(nodes)]
+    net = Devnet(root, nodes, env=ENV, envs=envs)
     try:
         net.start(timeout=120)
         net.wait_peered(timeout=120)
         status, answer = Http(net.first).call("POST", "/v1/modules", ADD_WASM.read_bytes())
         module = json.loads(answer)["id"] if status in (200, 201) else None
+        jobs = {}
+        for name in JOB_MODULES:
+            status, answer = Http(net.first).call("POST", "/v1/modules?wasi=true", (WASM / f"{name}.wasm").read_bytes())
+            if status not in (200, 201):
+                raise RuntimeError(f"the gateway refused the {name} fixture ({status}: {answer[:200]!r})")
+            jobs[name] = json.loads(answer)["id"]
         history = History()
+        out(f"devnet {root.name}: invokes and jobs run on "
+            f"{'the other nodes' if remote else 'any node (the market places them)'}")
         for n in numbers:
-            result = trial(net, history, seed + n, module)
+            result = trial(net, history, seed + n, module, jobs=jobs)
             results.append(result)
             out(f"{n + 1:>5} {result.seed:>10} {result.acked:>6} {result.faults:>6} {result.checked:>8} "
                 f"{len(result.violations):>10} {result.seconds:>6.1f}")
             for violation in result.violations:
                 out(f"      seed {result.seed}: {violation}  (replay: python -m bench.trials --trials 1 "
-                    f"--seed {result.seed})")
+                    f"--seed {result.seed}{' --remote' if remote else ''})")
+        out(_jobs_seen(net, history))
     finally:
         net.stop()
+
+
+def _jobs_seen(net: Devnet, history: History) -> str:
+    """What the devnet's jobs did: how many, run how often, where their latest runs were, how many outputs."""
+    gateway = Http(net.first, CHECK_TIMEOUT)
+    status, listed = gateway.json("GET", "/v1/compute/jobs?limit=1000")
+    jobs = [gateway.json("GET", f"/v1/compute/jobs/{j['id']}")[1] for j in listed.get("jobs", [])] \
+        if status == 200 else []
+    here = (net.first.health() or {}).get("serviceId")
+    local = sum(j.get("provider") == here for j in jobs)
+    return (f"      {len(jobs)} jobs, {sum(j.get('executions', 0) for j in jobs)} runs "
+            f"({sum(j.get('executions', 0) > 1 for j in jobs)} jobs run again), latest runs on the gateway "
+            f"{local}, elsewhere {len(jobs) - local}, "
+            f"{sum(len(j.get('outputs') or []) for j in jobs)} outputs, "
+            f"{sum(len(j.get('replacing') or []) for j in jobs)} replaced outputs kept; answers "
+            f"{dict(sorted(history.job_answers.items()))}, {history.jobs_in_flight} lost")
 
 
 def main() -> None:
@@ -395,9 +621,11 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=6)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--per-devnet", type=int, default=PER_DEVNET, help="trials on one devnet before a fresh one")
+    parser.add_argument("--remote", action="store_true",
+                        help="every devnet's gateway offers no compute (its invokes and jobs run on the others)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
-    results = run(args.trials, args.nodes, args.seed, per_devnet=args.per_devnet)
+    results = run(args.trials, args.nodes, args.seed, per_devnet=args.per_devnet, remote=args.remote)
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1))
     raise SystemExit(1 if any(r.violations for r in results) else 0)
