@@ -33,6 +33,16 @@ _NO_NODE_OPTIONS = {"devnet", "allocation"}
 _GLOBALS_ADDED = "_xsc_globals_added"
 
 
+class _DataDir(click.Path):
+    """A data dir's path: an empty one (`--data-dir "$UNSET"`) is refused, not taken for the default."""
+
+    def convert(self, value, param, ctx):
+        if value == "":
+            self.fail("an empty path names no directory (name one, or leave it out for $XSC_HOME, else ~/.xsc)",
+                      param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def _set_global(name: str):
     def callback(ctx: click.Context, param: click.Parameter, value):
         if value is not None:
@@ -79,7 +89,7 @@ def _add_global_options(command: click.Command, uses_node: bool) -> None:
     if uses_node:
         if "--data-dir" not in names:
             command.params.append(click.Option(
-                ["--data-dir"], type=click.Path(file_okay=False), expose_value=False, is_eager=True,
+                ["--data-dir"], type=_DataDir(file_okay=False), expose_value=False, is_eager=True,
                 callback=_set_global("_data_dir"), help="The node's data dir (also before the command)."))
         if "--node" not in names:
             command.params.append(click.Option(
@@ -175,7 +185,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data-dir", envvar="XSC_HOME", type=click.Path(file_okay=False),
+@click.option("--data-dir", envvar="XSC_HOME", type=_DataDir(file_okay=False),
               help="The node's data dir (default: $XSC_HOME, else ~/.xsc); also accepted after the command.")
 @click.option("--node", "node_url", envvar="XSC_NODE", metavar="URL",
               help="The node's URL (default: where the node in the data dir listens); also after the command.")
