@@ -18,7 +18,7 @@ SUBCOMMANDS = {
     "node": ("xsc.cli.node", "node", "Run a node and see how it is doing."),
     "config": ("xsc.cli.config", "config", "Show or set the node's configuration."),
     "store": ("xsc.cli.store", "store", "Put, get, check, verify and repair files."),
-    "compute": ("xsc.cli.compute", "compute", "Deploy wasm modules and invoke their functions."),
+    "compute": ("xsc.cli.compute", "compute", "Wasm modules and invokes, jobs, maps, web functions, watches."),
     "ledger": ("xsc.cli.ledger", "ledger", "Balances, history and verification of the signed ledger."),
     "allocation": ("xsc.cli.allocation", "allocation", "The mutual-recognition allocator and its simulator."),
     "peers": ("xsc.cli.peers", "peers", "The nodes this node knows: list, join, forget."),
