@@ -5,17 +5,26 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import ConfigError
+
 URL_FILE = "node.url"  # the URL the data dir's node last listened on (written at each start)
 SOCKET_FILE = "node.sock"  # the Unix socket on which the data dir's node takes files to put (serve/handoff.py)
 LOCK_FILE = "node.lock"  # flocked by the node on the data dir, from before a first start mints its id; holds its pid
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """`--data-dir`, else `$XSC_HOME`, else `~/.xsc`."""
+    """`--data-dir`, else `$XSC_HOME`, else `~/.xsc`.  An empty one is refused: a variable that expanded to
+    nothing (`XSC_HOME=$DIR`) would otherwise send a node, or a command, to ~/.xsc."""
+    if data_dir is not None and not str(data_dir):
+        raise ConfigError("the data dir is empty", hint="name a directory with --data-dir, or leave it out for "
+                                                        "$XSC_HOME, else ~/.xsc")
     if data_dir:
         return Path(data_dir).expanduser().resolve()
-    if os.environ.get("XSC_HOME"):
-        return Path(os.environ["XSC_HOME"]).expanduser().resolve()
+    home = os.environ.get("XSC_HOME")
+    if home == "":
+        raise ConfigError("$XSC_HOME is set but empty", hint="set it to a directory, or unset it for ~/.xsc")
+    if home:
+        return Path(home).expanduser().resolve()
     return Path("~/.xsc").expanduser().resolve()
 
 

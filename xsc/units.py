@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 
@@ -56,14 +57,17 @@ def parse_duration(text: str | int) -> int:
     return int(number) * _DURATION_UNITS[unit or "s"]
 
 
-def format_size(n: int) -> str:
+def format_size(n: int, *, down: bool = False) -> str:
+    """'64.0 MiB'; with `down` its tenth cut, not rounded: never more than `n` (a most to ask for)."""
     try:
         value = float(n)
     except OverflowError:  # a size someone wrote in hundreds of digits, named in its refusal
         return f"{'more' if n > 0 else 'less'} than {'-' if n < 0 else ''}1e308 B"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(value) < 1024 or unit == "TiB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+            if unit == "B":
+                return f"{int(value)} {unit}"
+            return f"{math.floor(value * 10) / 10 if down else value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
 

@@ -248,6 +248,20 @@ def test_a_bad_value_from_the_environment_is_named_by_its_variable(tmp_path) -> 
     assert given.stderr.startswith("xsc: usage error: invalid value for '--data-dir': "), given.stderr
 
 
+def test_an_empty_data_dir_is_refused_naming_the_flag_or_variable_it_came_from(tmp_path) -> None:
+    """`--data-dir "$DIR"` with DIR unset is a mistake, not a wish for ~/.xsc (and its node)."""
+    for args in (["--data-dir", "", "config", "show"], ["config", "show", "--data-dir", ""]):
+        result = xsc(*args)
+        assert result.exit_code == 2 and result.stderr.startswith(
+            "xsc: usage error: invalid value for '--data-dir': an empty path names no directory"), result.stderr
+        assert result.stdout == ""
+    result = xsc("config", "show", env={"XSC_HOME": ""})
+    assert result.exit_code == 1 and result.stderr.splitlines() == [
+        "xsc: error: $XSC_HOME is set but empty (set it to a directory, or unset it for ~/.xsc)"], result.stderr
+    given = xsc("config", "show", "--data-dir", str(tmp_path), env={"XSC_HOME": ""})  # the flag wins
+    assert given.exit_code == 0 and str(tmp_path) in given.stdout, given.output
+
+
 @pytest.mark.parametrize("extra, said", [
     (["--over", "garbage"], "--over: not an xsc capability: 'garbage'"),
     (["--as", "data"], "--as: an input is mounted at /in/NAME"),

@@ -134,6 +134,15 @@ def test_a_groups_list_shows_each_commands_first_sentence_whole() -> None:
         assert "..." not in listing, (words, listing)
 
 
+def test_compute_says_in_one_line_each_kind_of_thing_it_runs() -> None:
+    listed = next(line for line in xsc("--help", env={"COLUMNS": "80"}).stdout.splitlines()
+                  if line.strip().startswith("compute "))
+    own = xsc("compute", "--help").stdout.splitlines()[2].strip()
+    for said in (listed, own):
+        assert all(kind in said for kind in ("modules", "jobs", "maps", "web functions", "watches")), said
+    assert listed.split(None, 1)[1] == own
+
+
 def test_every_command_that_prints_a_files_shares_takes_wide() -> None:
     """`store check`, `verify` and `repair` print one table (a share's node id whole, its detail under its row on
     a narrow terminal): `--wide` on one is `--wide` on all."""

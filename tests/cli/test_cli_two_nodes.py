@@ -17,7 +17,8 @@ def test_a_job_run_on_the_other_node_names_it_and_that_node_lists_what_it_earned
     alice = thread_node("alice", **QUIET, market={"offer_compute": False})  # her jobs run on Bob's node
     bob = thread_node("bob", **QUIET)
     bob_id = bob.app[NODE].peers.identity.id
-    assert alice.xsc("peers", "add", bob.url).exit_code == 0
+    added = alice.xsc("peers", "add", bob.url)
+    assert added.exit_code == 0 and added.stdout.endswith(" (1 peer known)\n"), added.output
     eventually(lambda: any(o["owner"] == bob_id for k in json.loads(alice.xsc("market", "book", "--json").stdout)
                            ["books"] if k["kind"] == "compute" for o in k["asks"]), "Bob's compute offer", 30)
 

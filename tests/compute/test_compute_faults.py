@@ -185,6 +185,8 @@ async def test_limits_over_the_node_maximum(client):
         status, body = await invoke(client, add, "add", "1", "2", **{option: value})
         assert (status, body["code"]) == (400, "limit-too-high"), body
         assert "more than this node allows per call" in body["detail"]
+        if option == "memory":  # in the unit it was refused in, and one --memory takes
+            assert body["hint"].startswith("ask for at most 64.0 MiB,"), body
 
 
 async def test_unknown_module_and_bad_ids(client):

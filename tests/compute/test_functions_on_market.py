@@ -5,6 +5,7 @@ provider goes away.  And what a provider refuses of a stranger's placement."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import aiohttp
@@ -579,3 +580,34 @@ async def test_a_spend_cap_set_on_a_placed_function_ends_the_tab_that_could_spen
     found = await eventually_async(why, "the owner's list to say the cap keeps it unplaced", 30)
     assert "url" not in found and found["spend"] > 0, found  # the ended tab's request was paid
     assert (await _json(owner, "GET", "/v1/ledger/accounts/client"))["held"] == 0  # nothing held for a tab
+
+
+async def test_a_function_no_provider_takes_logs_each_reason_once_and_its_list_says_the_latest(node_factory, caplog,
+                                                                                          monkeypatch):
+    caplog.set_level(logging.INFO, logger=placements.__name__)
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
+    module = await deploy(owner, "cgi", wasi=True)
+    await _json(owner, "POST", "/v1/compute/functions",
+                json={"name": "hello", "module": module, "on_market": True, "spend_cap": 1})
+    kept = owner.app[NODE].placements
+
+    async def rounds_say(words: str) -> dict:
+        for _ in range(3):  # each round tries again, and fails for the same reason
+            await kept.keep()
+        [found] = (await _json(owner, "GET", "/v1/compute/functions"))["functions"]
+        assert words in found.get("not_placed", ""), found
+        return found
+
+    def said(words: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if "hello" in r.getMessage() and words in r.getMessage()]
+
+    await rounds_say("no provider")
+    assert len(said("no provider")) == 1, said("")
+    # A provider comes, and the cap keeps the function off it: the new reason is logged once, as info.
+    await peer_with_provider(owner, await _provider(node_factory, "provider"))
+    await rounds_say("spend cap")
+    assert len(said("spend cap")) == 1 and len(said("no provider")) == 1, said("")
+    assert all(r.levelno == logging.INFO for r in caplog.records if "hello" in r.getMessage())
+    monkeypatch.setattr(placements, "SAID_AGAIN", 0.0)  # as once its time has passed: said again
+    await rounds_say("spend cap")
+    assert len(said("spend cap")) >= 2, said("")

@@ -259,6 +259,15 @@ def test_the_lines_kept_in_memory_are_always_what_is_on_disk(tmp_path) -> None:
     db.close()
 
 
+async def test_a_refusal_for_want_of_prepayment_names_both_nodes_in_the_commands_that_lift_it(node_factory) -> None:
+    node = await node_factory("holder", **QUIET, ledger={"stranger_credit": 0})
+    me, stranger = node.app[NODE].peers.identity.id, Identity.generate().id
+    with pytest.raises(PrepaymentRequired) as err:
+        node.app[NODE].trust.reserve(stranger, 42, "a share")
+    assert f"on node {stranger}: xsc ledger prepay {me} 0.000042 " in err.value.hint, err.value.hint
+    assert f"xsc market recognize {stranger} WEIGHT" in err.value.hint, err.value.hint
+
+
 def test_work_is_reserved_exactly_when_the_line_shows_it_available(tmp_path) -> None:
     """`reserve` takes work on without building the line's view when it fits: the verdict is the view's, for
     strangers and recognised peers, with and without a credit of their own, before and after use and payment."""

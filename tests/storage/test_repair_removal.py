@@ -1,6 +1,7 @@
 """A file's removal begun while a repair of it runs (in one write with another owner's records, as a job's new run
 replaces its last run's outputs, without the file's repair lock): the repair writes neither placement nor deals for
-it and gives back the copy it moved, and the removal finishes with nothing of the file left on any node."""
+it and gives back the copy it moved, and the removal finishes with nothing of the file left on any node.  A holder
+that no longer has its share has nothing left to delete: only the holders that did not answer are named and noted."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import time
 
 import pytest
 
-from xsc.errors import NotFound
+from xsc.errors import NotFound, PeerUnreachable
 from xsc.node.appkeys import NODE
-from xsc.storage import Capability, remote
+from xsc.storage import Capability, holder_client, remote
 
 from tests.support.waiting import eventually_async
 
@@ -94,3 +95,22 @@ async def test_a_repair_asked_for_once_a_removal_began_and_before_it_finished_is
     for name, node in nodes.items():
         assert node.app[NODE].gateway.store.share_metas(si) == [], f"node {name} still holds a share of the file"
     assert all(d.ended and d.node in placement for d in a.deals.of_file(si))
+
+
+async def test_a_removal_counts_a_share_its_holder_no_longer_has_as_deleted(spread, monkeypatch) -> None:
+    nodes, cap, placement = spread
+    si = cap.storage_index
+    a = nodes["a"].app[NODE]
+    b, c = _id(nodes["b"]), _id(nodes["c"])
+    assert nodes["b"].app[NODE].gateway.store.delete_share(si, placement.index(b))  # lost on b: its delete is a 404
+    delete = holder_client.RemoteHolder.delete
+
+    async def c_unreachable(holder, si, share):
+        if holder.node_id == c:
+            raise PeerUnreachable(f"peer {holder.url} did not answer")
+        return await delete(holder, si, share)
+
+    monkeypatch.setattr(holder_client.RemoteHolder, "delete", c_unreachable)
+    removed = await a.storage.remove(cap)
+    assert set(removed["not_deleted_on"]) == {c}, removed  # b has nothing of the file left; c may still
+    assert [set(shares.values()) for _, shares, _ in a.store.strays()] == [{c}]

@@ -18,7 +18,7 @@ SUBCOMMANDS = {
     "node": ("xsc.cli.node", "node", "Run a node and see how it is doing."),
     "config": ("xsc.cli.config", "config", "Show or set the node's configuration."),
     "store": ("xsc.cli.store", "store", "Put, get, check, verify and repair files."),
-    "compute": ("xsc.cli.compute", "compute", "Deploy wasm modules and invoke their functions."),
+    "compute": ("xsc.cli.compute", "compute", "Wasm modules and invokes, jobs, maps, web functions, watches."),
     "ledger": ("xsc.cli.ledger", "ledger", "Balances, history and verification of the signed ledger."),
     "allocation": ("xsc.cli.allocation", "allocation", "The mutual-recognition allocator and its simulator."),
     "peers": ("xsc.cli.peers", "peers", "The nodes this node knows: list, join, forget."),
@@ -31,6 +31,16 @@ SUBCOMMANDS = {
 # Groups whose commands do not use a node's data dir (devnet has its own --dir).
 _NO_NODE_OPTIONS = {"devnet", "allocation"}
 _GLOBALS_ADDED = "_xsc_globals_added"
+
+
+class _DataDir(click.Path):
+    """A data dir's path: an empty one (`--data-dir "$UNSET"`) is refused, not taken for the default."""
+
+    def convert(self, value, param, ctx):
+        if value == "":
+            self.fail("an empty path names no directory (name one, or leave it out for $XSC_HOME, else ~/.xsc)",
+                      param, ctx)
+        return super().convert(value, param, ctx)
 
 
 def _set_global(name: str):
@@ -79,7 +89,7 @@ def _add_global_options(command: click.Command, uses_node: bool) -> None:
     if uses_node:
         if "--data-dir" not in names:
             command.params.append(click.Option(
-                ["--data-dir"], type=click.Path(file_okay=False), expose_value=False, is_eager=True,
+                ["--data-dir"], type=_DataDir(file_okay=False), expose_value=False, is_eager=True,
                 callback=_set_global("_data_dir"), help="The node's data dir (also before the command)."))
         if "--node" not in names:
             command.params.append(click.Option(
@@ -175,7 +185,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data-dir", envvar="XSC_HOME", type=click.Path(file_okay=False),
+@click.option("--data-dir", envvar="XSC_HOME", type=_DataDir(file_okay=False),
               help="The node's data dir (default: $XSC_HOME, else ~/.xsc); also accepted after the command.")
 @click.option("--node", "node_url", envvar="XSC_NODE", metavar="URL",
               help="The node's URL (default: where the node in the data dir listens); also after the command.")

@@ -19,7 +19,7 @@ _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
 
 @click.group(cls=GroupWithLazyModules, modules=("xsc.cli.jobs", "xsc.cli.functions"))
 def compute() -> None:
-    """Deploy wasm modules and invoke their functions."""
+    """Wasm modules and invokes, jobs, maps, web functions, watches."""
 
 
 def _read_module(file: str) -> bytes:

@@ -84,7 +84,8 @@ def add_peer(obj, url: str, as_json: bool) -> None:
         emit_json(info)
         return
     peer = info["peer"]
-    click.echo(f"added {peer['id']} at {peer['url']} ({info['known']} peers known)")
+    known = info["known"]
+    click.echo(f"added {peer['id']} at {peer['url']} ({known} peer{'' if known == 1 else 's'} known)")
 
 
 @peers.command("rm")

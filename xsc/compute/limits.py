@@ -62,8 +62,10 @@ def _memory(value: Any, most: int) -> int:
         raise InvalidArgument(f"not a memory size: {value!r}", hint="e.g. --memory 16MiB")
     size = parse_size(value)
     if size > most:
-        raise LimitTooHigh(f"memory {format_size(size)} is more than this node allows per call ({format_size(most)})",
-                           hint=f"ask for at most {most} bytes, or raise compute.memory in the node's config")
+        raise LimitTooHigh(f"memory {format_size(size)} is more than this node allows per call "
+                           f"({format_size(most, down=True)})",
+                           hint=f"ask for at most {format_size(most, down=True)}, or raise compute.memory in the "
+                                "node's config")
     return size
 
 

@@ -20,6 +20,8 @@ served `on_market` is kept placed:
 What each receipt pays (closed here, or by the payment retry) is counted in the function's spend
 (`WebFunctions.paid_for`); a spend cap bounds each authorization by what is left of the hour, so a provider
 answers 402 once the cap is reached; a cap set or lowered under what an open tab allows ends that tab.
+
+Why a function is not placed is tried again every round, and logged once per reason (again after SAID_AGAIN).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ RENEW = 12  # checks a tab stays open at most (a minute by default)
 LOST_AFTER = 4  # checks' worth of seconds a provider may fail to answer before its function is placed elsewhere
 TAB_REQUESTS = 16  # request budgets one tab's authorization covers (all of it held here while it is open)
 MAX_TRIES = 3  # providers asked in one round before the function waits for the next
+SAID_AGAIN = 600.0  # seconds before a reason a function is not placed, logged once, is logged again
 
 
 @dataclass
@@ -73,6 +76,8 @@ class Placements:
         self.interval, self.renew, self.lost_after = interval, RENEW * interval, LOST_AFTER * interval
         self._placed: dict[str, Placement] = {}
         self._unplaced: dict[str, str] = {}  # why the last try to place a function failed: its owner is told
+        # per function not placed, each reason logged and when: a round every `interval` repeats them all
+        self._logged: dict[str, dict[str, float]] = {}
         self._wake = asyncio.Event()
         self.moves = 0  # functions placed again elsewhere since start (status, tests)
         paid.payments.add_closer(FUNCTION_JOBS, self._close_for_retry, paid=self._paid_by_retry)
@@ -106,6 +111,8 @@ class Placements:
             await self._withdraw(name, self._placed.pop(name))
         for name in [n for n in self._unplaced if n not in records]:
             del self._unplaced[name]
+        for name in [n for n in self._logged if n not in records]:
+            del self._logged[name]
         await asyncio.gather(*(self._keep(record) for record in records.values()))
 
     async def _keep(self, record: dict[str, Any]) -> None:
@@ -154,7 +161,7 @@ class Placements:
             except XscError as err:
                 if over.exhausted():
                     continue
-                log.info("function %s: no provider on the market now (%s)", name, err.message)
+                self._failed(name, logging.INFO, err, f"no provider on the market now ({err.message})")
                 # a provider's refusal says more than that no other one is left after it
                 self._unplaced[name] = refusal or err.message
                 return
@@ -168,18 +175,34 @@ class Placements:
                                                             "price": assignment.price})
                 log.info("function %s is served by %s at %s", name, provider, self._placed[name].url)
                 self._unplaced.pop(name, None)
+                self._logged.pop(name, None)
                 return
             except (PeerRefused, PeerUnreachable) as err:
-                log.warning("function %s: provider %s refused it (%s)", name, provider, err.message)
                 refusal = self._unplaced[name] = f"provider {provider} refused it: {err.message}"
+                self._failed(name, logging.WARNING, err, refusal, provider)
                 self.paid.provider_terms.wanted_prepayment(provider, err)
                 left_out.add(provider)
             except XscError as err:  # this node's own refusal (too little credit for the tab): the next round
-                # a spend cap spent is what its owner asked for: said every round until the hour leaves room
-                (log.info if isinstance(err, SpendCapReached) else log.warning)(
-                    "function %s is not placed: %s", name, err.message)
+                # a spend cap spent is what its owner asked for: no warning
+                self._failed(name, logging.INFO if isinstance(err, SpendCapReached) else logging.WARNING, err,
+                             f"not placed: {err.message}")
                 self._unplaced[name] = err.message
                 return
+
+    def _failed(self, name: str, level: int, err: XscError, message: str, provider: str = "") -> None:
+        """Log why a try to place function `name` failed, unless the same reason was logged in the last SAID_AGAIN
+        seconds (its owner's list, `where`, always has the latest).  A reason is its error's codes, and the
+        provider's that refused it: a message names a fresh need and window each round."""
+        details = err.details or {}
+        needs = details.get("needs") if isinstance(details.get("needs"), dict) else {}
+        reason = f"{provider}:{err.code}:{details.get('peer_code', '')}:{','.join(sorted(map(str, needs.values())))}"
+        now = time.monotonic()
+        logged = self._logged.setdefault(name, {})
+        for old in [r for r, at in logged.items() if now - at >= SAID_AGAIN]:
+            del logged[old]
+        if reason not in logged:
+            logged[reason] = now
+            log.log(level, "function %s: %s", name, message)
 
     async def _placed_on(self, record: dict[str, Any], provider: str, price: int, deal: dict[str, Any]) -> Placement:
         """The function placed on `provider` with a fresh authorization (dropped if the placement fails)."""

@@ -51,8 +51,9 @@ def counted(totals: dict[str, int], recognised: bool) -> int:
 
 class TrustLines:
     def __init__(self, db: Database, *, stranger_credit: int, peer_credit: int,
-                 recognised: Callable[[str], bool], retention: int = RETENTION) -> None:
+                 recognised: Callable[[str], bool], retention: int = RETENTION, me: str = "") -> None:
         self._store = TrustStore(db)
+        self.me = me  # this node's id, in the command a refused peer pays it by
         self.retention = retention  # seconds past its authorization's expiry a receipt or payment is still counted
         self.stranger_credit = stranger_credit
         self.peer_credit = peer_credit
@@ -140,8 +141,8 @@ class TrustLines:
                 raise PrepaymentRequired(
                     f"node {peer} must prepay: {what} costs {format_credits(price)} credits and "
                     f"{format_credits(max(0, line['available']))} are available to it here ({how})",
-                    hint=f"on node {peer}: xsc ledger prepay {{this node's id}} {format_credits(short)} "
-                         "(or this node's user: xsc market recognize PEER WEIGHT --credit AMOUNT)",
+                    hint=f"on node {peer}: xsc ledger prepay {self.me or 'THIS_NODE_ID'} {format_credits(short)} "
+                         f"(or this node's user: xsc market recognize {peer} WEIGHT --credit AMOUNT)",
                     peer=peer, price=price, available=line["available"], missing=short)
             self._reserved[peer] = self._reserved.get(peer, 0) + price
 

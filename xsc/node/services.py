@@ -221,7 +221,7 @@ class Node:
         # Credit only along recognition: the peers the user recognises get a credit line, strangers prepay.
         self.trust = TrustLines(db, stranger_credit=config.ledger.stranger_credit,
                                 peer_credit=config.ledger.peer_credit, recognised=self.recognition.recognised,
-                                retention=config.ledger.record_retention)
+                                retention=config.ledger.record_retention, me=me)
         self.subscribers = Subscribers()  # who subscribed to its allocation records and market commitment
         self.market = market = MarketService(
             config=config.market, identity=self.identity, db=db, peers=self.peers, needs=self.needs,

@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import db
 from ..errors import (BadRequest, DeepCheckRunning, DiskFull, MarketNoDeal, NotEnoughShares, NotFound,
-                      PeerNotFound, PeerUnreachable, XscError)
+                      PeerNotFound, PeerUnreachable, ShareNotFound, XscError)
 from ..identity import Identity
 from ..ledger.service import LedgerService
 from ..market.dealing import Dealing
@@ -119,6 +119,13 @@ async def _outcome(put: Awaitable[dict[str, Any]]) -> dict[str, Any] | Exception
         return await put
     except Exception as err:  # noqa: BLE001 - this file's own outcome; the others of its group go on
         return err
+
+
+def _share_gone(result: object) -> bool:
+    """Whether a holder's answer to a delete says it holds no such share (here, or a peer's 404 share-not-found)."""
+    if isinstance(result, ShareNotFound):
+        return True
+    return isinstance(result, XscError) and (result.details or {}).get("peer_code") == ShareNotFound.code
 
 
 class StorageService:
@@ -467,6 +474,8 @@ class StorageService:
         await gateway_repair.release_strays(self.gateway, self.holder, si)
         holders, names = self.holders_of(record)
         results = await asyncio.gather(*(h.delete(si, s) for s, h in holders.items()), return_exceptions=True)
+        # A holder without the share (lost, collected, never committed there) has nothing of the file left to delete.
+        results = [None if _share_gone(r) else r for r in results]
         left = {s: names[s] for s, r in zip(holders, results) if isinstance(r, BaseException)}
         if left:  # asked again at each start and every storage.gc_interval until their lease ends (release_strays)
             await in_pool(self.pool, self.store.note_strays, si, left,
