@@ -94,7 +94,7 @@ def test_peers_add_and_rm(node_process) -> None:
     assert known_ids(a) == set()
     assert a.xsc("peers", "add", b.url).returncode == 0 and known_ids(a) == {b_id}
 
-    for args, message in ((["rm", "not-an-id"], b"not an account or node id"),
+    for args, message in ((["rm", "not-an-id"], b"no known peer starts with not-an-id"),
                           (["rm", "a" * 52], b"no known peer has id"),
                           (["add", f"http://127.0.0.1:{free_port()}"], b"is unreachable"),
                           (["add", "ftp://example.org"], b"not a node URL"),

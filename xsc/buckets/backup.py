@@ -288,7 +288,7 @@ def _cap(cap: str, size: int) -> str:
     except InvalidCapability:
         return cap
     if parsed.size != size:
-        _bad(f"a part of {size:,} bytes names a file of {parsed.size:,} bytes ({parsed.text[:40]}…)")
+        _bad(f"a part of {size:,} bytes names a file of {parsed.size:,} bytes ({parsed.text})")
     return parsed.text
 
 
