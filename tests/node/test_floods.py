@@ -16,7 +16,7 @@ from aiohttp import web
 from bench import bench_floods
 from xsc.devnet import HOST, NodeProcess, free_port
 from xsc.net import sniff
-from xsc.net.sniff import MAX_PENDING
+from xsc.net.sniff import MAX_PENDING, MAX_READING
 from xsc.net.addresses import address_key, network_key
 from xsc.node import limits
 from xsc.node.appkeys import TOKEN
@@ -41,10 +41,11 @@ def test_idle_sockets_slow_bodies_and_floods_leave_the_node_bounded_and_answerin
     assert all(s.health_status == 200 for s in figures.samples), text  # /health answered throughout
     assert max(s.anonymous for s in figures.samples) < RSS_BOUND, text
     # The node's descriptors: its own handful (LevelDB, logs, the listening socket), at most CAP connections, two
-    # per connection being sniffed, and a burst's connections accepted but not yet refused or evicted (one loop
-    # turn accepts at most the listen backlog: RESERVED_FDS leaves room for them, so the node never meets EMFILE).
-    assert summary["idle"]["fds_max"] <= CAP + 2 * MAX_PENDING + LISTEN_BACKLOG + 40, text
-    assert LISTEN_BACKLOG + 2 * MAX_PENDING < RESERVED_FDS
+    # per connection watched for its first byte, one per connection pushed out of those and reading it, and a
+    # burst's connections accepted but not yet refused or evicted (one loop turn accepts at most the listen
+    # backlog: RESERVED_FDS leaves room for them, so the node never meets EMFILE).
+    assert summary["idle"]["fds_max"] <= CAP + 2 * MAX_PENDING + MAX_READING + LISTEN_BACKLOG + 40, text
+    assert LISTEN_BACKLOG + 2 * MAX_PENDING + MAX_READING < RESERVED_FDS
     idle = figures.counts["idle"]
     assert idle["opened"] == 350 and idle["connect_failed"] == 0, text
     # Every idle and slowloris socket was closed by the node: evicted to make room, or after the idle timeout.

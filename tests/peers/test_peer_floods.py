@@ -26,8 +26,8 @@ QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600, 
 async def test_a_flooding_peer_is_slowed_and_the_others_are_not(node_factory) -> None:
     node = await node_factory("target", **QUIET)
     peers = node.app[NODE].peers
-    # Fewer connections at once than the node sniffs for TLS at a time (sniff.MAX_PENDING): this client shares the
-    # node's event loop, so its ClientHellos go out only after the node has accepted the whole burst.
+    # Fewer connections at once than the node waits for the first bytes of (sniff.MAX_PENDING + MAX_READING): this
+    # client shares the node's event loop, so its ClientHellos go out only after the node has accepted the burst.
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit_per_host=8)) as session:
         flooder = PeerClient(Identity.generate(), session, 10.0)
         honest = PeerClient(Identity.generate(), session, 10.0)

@@ -365,7 +365,7 @@ async def test_a_stopped_node_takes_no_request_on_a_kept_alive_tls_connection(no
 
 async def test_a_silent_connection_is_plain_http_after_a_moment(node_factory, monkeypatch) -> None:
     """A TLS client speaks first: a connection silent for PEEK_TIMEOUT goes to aiohttp as plain HTTP (its idle
-    timeout and connection caps apply), and past MAX_PENDING waiting ones the oldest is settled at once."""
+    timeout and connection caps apply), those pushed out of the MAX_PENDING watched ones too."""
     from xsc.net import sniff
 
     monkeypatch.setattr(sniff, "MAX_PENDING", 2)
@@ -380,3 +380,60 @@ async def test_a_silent_connection_is_plain_http_after_a_moment(node_factory, mo
         writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.1 200")
         writer.close()
+
+
+async def test_a_silent_connection_pushed_out_by_newer_ones_is_settled_by_its_first_byte(node_factory,
+                                                                                         monkeypatch) -> None:
+    """Past MAX_PENDING connections waiting for their first byte, the oldest stops being watched, but is not called
+    plain HTTP for it: a peer's burst of connects outruns its ClientHellos on a busy machine, and a ClientHello
+    answered in plaintext fails the handshake ("wrong version number").  Its first byte settles it, TLS or not."""
+    from xsc.net import sniff
+
+    monkeypatch.setattr(sniff, "MAX_PENDING", 2)
+    monkeypatch.setattr(sniff, "PEEK_TIMEOUT", 60.0)  # the pushed-out ones wait for the whole test, however slow
+    node = await node_factory("n", **FAST)
+    port, server = _port(node), node.server.runner.server
+    oldest = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    newer: list[socket.socket] = []
+    try:
+        await eventually_async(lambda: len(server.sniffing) == 2, "the silent connections to be sniffed", 10)
+        pushed_out = set(server.sniffing)
+        newer.extend(socket.create_connection(("127.0.0.1", port)) for _ in range(2))
+        await eventually_async(lambda: not pushed_out & set(server.sniffing), "newer connections to push them out", 10)
+        reader, writer = await asyncio.open_connection(sock=oldest[0], ssl=tls.client_context(node.app[IDENTITY].id),
+                                                       server_hostname="127.0.0.1")
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.1 200")
+        writer.close()
+        reader, writer = await asyncio.open_connection(sock=oldest[1])
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.1 200")
+        writer.close()
+    finally:
+        for sock in oldest + newer:
+            sock.close()
+
+
+async def test_past_the_connections_reading_their_first_byte_the_oldest_is_plain_http(node_factory, monkeypatch):
+    """Connections pushed out of the watched ones hold a descriptor each: past MAX_READING of them the oldest is
+    plain HTTP at once, under aiohttp's idle timeout and connection caps (a flood of silent connects)."""
+    from xsc.net import sniff
+
+    monkeypatch.setattr(sniff, "MAX_PENDING", 1)
+    monkeypatch.setattr(sniff, "MAX_READING", 1)
+    monkeypatch.setattr(sniff, "PEEK_TIMEOUT", 60.0)
+    node = await node_factory("n", **FAST)
+    server = node.server.runner.server
+    handed = len(server.inner.connections)
+    oldest = await asyncio.open_connection("127.0.0.1", _port(node))
+    await eventually_async(lambda: len(server.sniffing) == 1, "the silent connection to be sniffed", 10)
+    newer = [await asyncio.open_connection("127.0.0.1", _port(node)) for _ in range(2)]
+    try:
+        await eventually_async(lambda: len(server.inner.connections) == handed + 1, "the oldest to be handed on", 10)
+        assert len(server.sniffing) == 1 and len(server.reading) == 1
+        reader, writer = oldest
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.1 200")
+    finally:
+        for _, writer in [oldest, *newer]:
+            writer.close()

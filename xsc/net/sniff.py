@@ -10,6 +10,7 @@ This module knows nothing of aiohttp.web: it takes the factory and the context i
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import logging
 import socket
 import ssl
@@ -23,8 +24,10 @@ TLS_RECORD_HANDSHAKE = 0x16  # the first byte of every TLS ClientHello
 # (whose idle timeout and connection caps then apply, as without sniffing); on a TLS-only port it is cut.
 PEEK_TIMEOUT = 1.0
 HANDSHAKE_TIMEOUT = 10.0
-MAX_PENDING = 12  # connections waiting for their first byte (2 fds each); past it the oldest is settled (by
-# the byte it has sent by then, else as plain HTTP), so the node's descriptors stay within its connection caps
+MAX_PENDING = 12  # connections watched for their first byte (2 fds each); past it the oldest gives back its
+# duplicate and waits on its own transport (`_read_first`), so the node's descriptors stay within its connection caps
+MAX_READING = 64  # connections pushed out that wait on their transports (1 fd each: two peers' bursts of 32); past
+# it the oldest is plain HTTP, handed to aiohttp and its caps (a flood of silent connects)
 
 
 class Sniffer(asyncio.Protocol):
@@ -37,10 +40,11 @@ class Sniffer(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._peer: socket.socket | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._early = bytearray()  # application data that arrived with the end of the handshake
+        self._early = bytearray()  # bytes read before the hand-over (the end of a handshake, a request's first)
         self._handler: Any = None
         self._handshake: asyncio.Task | None = None  # held: the loop keeps only weak references to tasks
         self._lost = False
+        self._reading = False  # waiting for its first byte on its transport, read rather than peeked at
 
     # --- before the first byte --------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -79,10 +83,35 @@ class Sniffer(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._drop_duplicate()
+
+    def _drop_duplicate(self) -> None:
         if self._peer is not None:
             asyncio.get_running_loop().remove_reader(self._peer.fileno())
             self._peer.close()
             self._peer = None
+
+    def _read_first(self) -> None:
+        """Pushed out of the watched ones by newer connections: settled by the byte it has sent by then, else it gives
+        back its duplicate descriptor and reads its first bytes off its own transport, up to PEEK_TIMEOUT as before.
+        Never called plain HTTP for being pushed out: a peer's burst of connects outruns its ClientHellos on a busy
+        machine, and a ClientHello answered in plaintext fails its handshake ("wrong version number")."""
+        if self._handshake is not None:
+            self._server.release(self)
+            return
+        if self._peer is not None and not self._lost and self._peek() is not None:
+            self._readable()
+            return
+        self._server.release(self)
+        self._drop_duplicate()  # (its timer stays: silent PEEK_TIMEOUT, it is plain HTTP as any other)
+        if self._transport is None or self._lost:
+            return
+        if self._server.closing:
+            self._give_up()
+            return
+        self._reading = True
+        self._server.reading_first(self)
+        self._transport.resume_reading()
 
     def _give_up(self) -> None:
         """Silent too long (or too many waiting): plain HTTP on a shared port, cut on a TLS-only one.  A connection
@@ -93,6 +122,7 @@ class Sniffer(asyncio.Protocol):
         if self._peer is not None and not self._lost and self._peek() is not None:  # (b"": _readable cuts it)
             self._readable()
             return
+        self._reading = False
         self._unwatch()
         self._server.release(self)
         if self._transport is None or self._lost:
@@ -111,17 +141,25 @@ class Sniffer(asyncio.Protocol):
         if not first:  # closed before saying anything
             self._transport.abort()
         elif first[0] == TLS_RECORD_HANDSHAKE and self._context is not None:
-            self._handshake = asyncio.ensure_future(self._start_tls(self._transport, self._context))
+            self._begin_tls()
         elif self._tls_only:
             self._transport.abort()  # a TLS-only port says nothing in plaintext
         else:
             self._hand_over(self._transport)
 
-    async def _start_tls(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
+    def _begin_tls(self, first: bytes = b"") -> None:
+        """Its handshake, held till done (the loop keeps only weak references to tasks); `first`: bytes read already."""
+        assert self._transport is not None and self._context is not None
+        self._handshake = asyncio.ensure_future(self._start_tls(self._transport, self._context, first))
+
+    async def _start_tls(self, transport: asyncio.Transport, context: ssl.SSLContext, first: bytes = b"") -> None:
         loop = asyncio.get_running_loop()
         try:
-            tls = await loop.start_tls(transport, self, context, server_side=True,
-                                       ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+            if first:
+                tls = await _start_tls_after(transport, self, context, first)
+            else:
+                tls = await loop.start_tls(transport, self, context, server_side=True,
+                                           ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
             log.debug("TLS handshake failed: %s", exc)
             self._server.release(self)
@@ -149,7 +187,20 @@ class Sniffer(asyncio.Protocol):
 
     # --- the TLS transport may deliver data before it is handed over ---------------------
     def data_received(self, data: bytes) -> None:
-        self._early += data
+        if not self._reading:
+            self._early += data
+            return
+        self._reading = False  # its first bytes (`_read_first`): they settle it
+        assert self._transport is not None
+        self._transport.pause_reading()
+        self._unwatch()
+        if data[0] == TLS_RECORD_HANDSHAKE and self._context is not None:
+            self._begin_tls(bytes(data))
+        elif self._tls_only:
+            self._transport.abort()
+        else:
+            self._early += data
+            self._hand_over(self._transport)
 
     def eof_received(self) -> bool | None:
         return None
@@ -160,6 +211,33 @@ class Sniffer(asyncio.Protocol):
         self._server.release(self)
 
 
+async def _start_tls_after(transport: asyncio.Transport, protocol: asyncio.Protocol, context: ssl.SSLContext,
+                           first: bytes) -> asyncio.Transport:
+    """loop.start_tls (server side) on a connection whose first bytes were read already: they go to the TLS layer
+    ahead of the rest.  (start_tls itself expects them still in the socket.)"""
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    tls = asyncio.sslproto.SSLProtocol(loop, protocol, context, waiter, server_side=True,
+                                       ssl_handshake_timeout=HANDSHAKE_TIMEOUT, call_connection_made=False)
+    transport.pause_reading()
+    transport.set_protocol(tls)
+    tls.connection_made(transport)
+    left = memoryview(first)
+    while len(left) and not transport.is_closing():
+        buffer = tls.get_buffer(len(left))
+        taken = min(len(buffer), len(left))
+        buffer[:taken] = left[:taken]
+        tls.buffer_updated(taken)
+        left = left[taken:]
+    transport.resume_reading()
+    try:
+        await waiter
+    except BaseException:
+        transport.close()
+        raise
+    return tls._app_transport
+
+
 class SniffingServer:
     """aiohttp's web.Server (the protocol factory every site uses), making sniffers instead of handlers."""
 
@@ -168,6 +246,7 @@ class SniffingServer:
         self.context = context
         self.closing = False
         self.sniffing: dict[Sniffer, None] = {}  # connections not handed to aiohttp yet, oldest first
+        self.reading: dict[Sniffer, None] = {}  # those pushed out of `sniffing`, reading their first byte (_read_first)
         self.tls_connections: weakref.WeakSet = weakref.WeakSet()  # the TCP transports under TLS connections
 
     def __call__(self) -> Sniffer:
@@ -196,17 +275,24 @@ class SniffingServer:
         if self.closing:
             return False
         while len(self.sniffing) >= MAX_PENDING:
-            next(iter(self.sniffing))._give_up()
+            next(iter(self.sniffing))._read_first()
         self.sniffing[sniffer] = None
         return True
 
+    def reading_first(self, sniffer: Sniffer) -> None:
+        """One more connection waits on its transport for its first byte: the oldest past MAX_READING is plain HTTP."""
+        self.reading[sniffer] = None
+        while len(self.reading) > MAX_READING:
+            next(iter(self.reading))._give_up()
+
     def release(self, sniffer: Sniffer) -> None:
         self.sniffing.pop(sniffer, None)
+        self.reading.pop(sniffer, None)
 
     def pre_shutdown(self) -> None:
         """The listeners are closed: connections still being sniffed (or in their handshake) are never served."""
         self.closing = True
-        for sniffer in list(self.sniffing):
+        for sniffer in [*self.sniffing, *self.reading]:
             sniffer._give_up()
         self.inner.pre_shutdown()
 
@@ -222,4 +308,4 @@ class SniffingServer:
         return getattr(self.inner, name)
 
 
-__all__ = ["MAX_PENDING", "Sniffer", "SniffingServer"]
+__all__ = ["MAX_PENDING", "MAX_READING", "Sniffer", "SniffingServer"]
