@@ -370,20 +370,29 @@ def test_a_job_cut_short_by_kill_9_is_marked_interrupted_after_restart(node_proc
     assert list((node.data_dir / "jobs").glob("job-*")) == []  # and its files: nothing reads them again
 
 
-@pytest.mark.slow
-def test_a_job_killed_while_its_outputs_are_stored_leaves_none_of_them_and_runs_again(node_process, tmp_path):
+def _large_job(node_process, tmp_path) -> tuple:
+    """A node process, the OUTPUTS module deployed on it, a 48 MiB stdin file (out/c.txt is a copy of it: its put
+    takes a while) and the job id a run of them gets."""
     import hashlib
-    import subprocess
 
-    from tests.support.waiting import eventually
     from xsc.compute.jobspec import job_id, parse_job
-    from tests.support.nodes import start_xsc
 
     node = node_process("k")
     module = ok(node.xsc("compute", "deploy", OUTPUTS, "--wasi")).strip()
     data = tmp_path / "stdin"
-    data.write_bytes(os.urandom(48 << 20))  # out/c.txt is a copy: its put takes a while
+    data.write_bytes(os.urandom(48 << 20))
     jid = job_id(parse_job({"module": module, "stdin": "-"}), hashlib.sha256(data.read_bytes()).hexdigest(), [])
+    return node, module, data, jid
+
+
+def _run_killed_while_storing(node, module: str, data, jid: str) -> dict:
+    """`xsc compute run` of `module` over the file `data`, the node killed with kill -9 once the job stores its
+    outputs, then started again: the job's record once the start has marked it."""
+    import subprocess
+
+    from tests.support.nodes import start_xsc
+    from tests.support.waiting import eventually
+
     with open(data, "rb") as stdin:
         running = start_xsc("--data-dir", str(node.data_dir), "compute", "run", module, stdin=stdin,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -397,8 +406,14 @@ def test_a_job_killed_while_its_outputs_are_stored_leaves_none_of_them_and_runs_
     finally:
         running.wait(30)
     node.start()
-    job = eventually(lambda: (j := json.loads(ok(node.xsc("compute", "job", jid, "--json"))))["state"]
-                     not in ("running", "storing") and j, "the job marked at the start", timeout=60)
+    return eventually(lambda: (j := json.loads(ok(node.xsc("compute", "job", jid, "--json"))))["state"]
+                      not in ("running", "storing") and j, "the job marked at the start", timeout=60)
+
+
+@pytest.mark.slow
+def test_a_job_killed_while_its_outputs_are_stored_leaves_none_of_them_and_runs_again(node_process, tmp_path):
+    node, module, data, jid = _large_job(node_process, tmp_path)
+    job = _run_killed_while_storing(node, module, data, jid)
     assert job["state"] == "interrupted" and job["outputs"] == [] and job["executions"] == 0, job
     listed = json.loads(ok(node.xsc("store", "ls", "--json")))
     files = listed["files"] if isinstance(listed, dict) else listed
@@ -410,35 +425,11 @@ def test_a_job_killed_while_its_outputs_are_stored_leaves_none_of_them_and_runs_
 
 @pytest.mark.slow
 def test_a_job_run_again_and_killed_while_it_replaces_its_outputs_leaves_each_file_named_once(node_process, tmp_path):
-    import hashlib
-    import subprocess
-
-    from tests.support.waiting import eventually
-    from xsc.compute.jobspec import job_id, parse_job
-    from tests.support.nodes import start_xsc
-
-    node = node_process("k")
-    module = ok(node.xsc("compute", "deploy", OUTPUTS, "--wasi")).strip()
-    data = tmp_path / "stdin"
-    data.write_bytes(os.urandom(48 << 20))  # out/c.txt is a copy: its put takes a while
-    jid = job_id(parse_job({"module": module, "stdin": "-"}), hashlib.sha256(data.read_bytes()).hexdigest(), [])
+    node, module, data, jid = _large_job(node_process, tmp_path)
     first = json.loads(ok(node.xsc("compute", "run", module, "--json", input=data.read_bytes())))
     assert first["id"] == jid and len(job_files(node, jid)) == 3
-    with open(data, "rb") as stdin:  # run again: its first output published takes the first run's out of the list
-        running = start_xsc("--data-dir", str(node.data_dir), "compute", "run", module, stdin=stdin,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        def storing():
-            shown = node.xsc("compute", "job", jid, "--json")
-            return shown.returncode == 0 and json.loads(shown.stdout)["state"] == "storing"
-
-        eventually(storing, "the second run storing its outputs", timeout=120, poll=0.02)
-        node.kill()
-    finally:
-        running.wait(30)
-    node.start()
-    job = eventually(lambda: (j := json.loads(ok(node.xsc("compute", "job", jid, "--json"))))["state"]
-                     not in ("running", "storing") and j, "the job marked at the start", timeout=60)
+    # Run again: its first output published takes the first run's out of the list.
+    job = _run_killed_while_storing(node, module, data, jid)
     assert job["state"] == "interrupted" and job["outputs"] == [] and "replacing" not in job, job
     assert job_files(node, jid) == []  # neither run's outputs: the first's were replaced, the second's removed
     assert job["charge_total"] == first["charge"]  # the run cut short was not charged
