@@ -24,6 +24,15 @@ from xsc.peers.admission import Quarantine
 from xsc.units import format_credits
 
 
+async def _done_each_replica_run_and_paid_once(gateway, providers, before, job: dict) -> None:
+    """The job done, each provider's replica run once and paid its charge once (`before`: their balances)."""
+    assert job["state"] == "done" and all(r["paid"] for r in job["replicas"]), job
+    for provider in providers:
+        assert _jobs_paid_on(provider) == [job["run"]]  # ran once
+    await owed_paid(gateway, job)
+    charges = {r["provider"]: r["charge"] for r in job["replicas"]}
+    for provider, earned in zip(providers, before):
+        assert balances(gateway, provider)[1] - earned == charges[provider.app[IDENTITY].id] > 0
 
 
 def _jobs_paid_on(provider) -> list[str]:
@@ -219,13 +228,7 @@ async def test_a_stop_while_a_replicas_outputs_are_fetched_pays_it_once_at_the_s
             await running
     (jid,) = [j["id"] for j in jobs.records.all_jobs()]
     gateway, job = await restarted(node_factory, gateway, jid)
-    assert job["state"] == "done" and all(r["paid"] for r in job["replicas"]), job
-    for provider in providers:
-        assert _jobs_paid_on(provider) == [job["run"]]  # ran once
-    await owed_paid(gateway, job)
-    charges = {r["provider"]: r["charge"] for r in job["replicas"]}
-    for provider, earned in zip(providers, before):
-        assert balances(gateway, provider)[1] - earned == charges[provider.app[IDENTITY].id] > 0
+    await _done_each_replica_run_and_paid_once(gateway, providers, before, job)
     await verified(gateway)
 
 
@@ -270,13 +273,7 @@ async def test_a_stop_while_the_start_asks_a_replica_again_or_fetches_its_output
         assert job["state"] == "running" and job["replicating"][held]["step"] == step, job
         await close_node(gateway)
     gateway, job = await restarted(node_factory, gateway, jid)
-    assert job["state"] == "done" and all(r["paid"] for r in job["replicas"]), job
-    for provider in providers:
-        assert _jobs_paid_on(provider) == [job["run"]]  # ran once
-    await owed_paid(gateway, job)
-    charges = {r["provider"]: r["charge"] for r in job["replicas"]}
-    for provider, earned in zip(providers, before):
-        assert balances(gateway, provider)[1] - earned == charges[provider.app[IDENTITY].id] > 0
+    await _done_each_replica_run_and_paid_once(gateway, providers, before, job)
     assert gateway.app[NODE].ledger.pending() == [] and gateway.app[NODE].ledger.holding() == {}
     for each in (gateway, *providers):
         await verified(each)
