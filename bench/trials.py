@@ -463,10 +463,9 @@ def _job_charges(net: Devnet, gateway: Http, jobs: list[dict], history: History)
     for ref in charges:
         if covered.get(ref, 0) != 1:
             violations.append(f"local job run {ref} paid by {covered.get(ref, 0)} ledger transfers, not 1")
-    # What the ledger paid each provider of a job's latest run: its tab's one receipt, of the run's charge.
-    paid: dict[str, list[int]] = {}
-    for entry in history_json.get("entries", []) if status == 200 else []:
-        paid.setdefault(entry.get("authorization", ""), []).append(-(entry.get("delta") or 0))
+    # What the ledger paid each provider of a job's latest run: its tab's one receipt, of the run's charge (read from
+    # the whole chain: a devnet's history runs past the newest 10,000 entries the history route gives).
+    paid = _paid_by_authorization(gateway)
     for job in jobs:
         for tab in job.get("paid_on") or []:
             if paid.get(tab.get("authorization"), []) not in ([tab.get("charge")], [] if not tab.get("charge") else 0):
@@ -474,6 +473,20 @@ def _job_charges(net: Devnet, gateway: Http, jobs: list[dict], history: History)
                                   f"paid {paid.get(tab.get('authorization'), [])}, not once its charge "
                                   f"{tab.get('charge')}")
     return violations
+
+
+def _paid_by_authorization(http: Http) -> dict[str, list[int]]:
+    """What the node's client account paid under each authorization, from its whole chain, oldest first."""
+    paid: dict[str, list[int]] = {}
+    start: int | None = 1
+    while start is not None:
+        status, page = http.json("GET", f"/v1/ledger/accounts/client/chain?from={start}")
+        if status != 200:
+            break
+        for entry in page.get("entries", []):
+            paid.setdefault(entry.get("authorization") or "", []).append(-(entry.get("delta") or 0))
+        start = page.get("next")
+    return paid
 
 
 def _all_charges(http: Http) -> dict[str, int]:
