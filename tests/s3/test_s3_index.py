@@ -325,6 +325,38 @@ def test_an_import_naming_a_file_this_nodes_store_no_longer_holds_leaves_it_out(
     assert [k for k, _ in index.objects("bkt")] == ["kept"] and [p["number"] for p in index.parts(upload)] == [2]
 
 
+@pytest.mark.parametrize("piece_size", [None, 300])
+def test_an_import_leaving_out_an_object_leaves_out_the_completed_upload_naming_it(index, piece_size) -> None:
+    """A retried Complete is answered from the completed upload's record: brought back without its object, it would
+    answer the ETag of an object not there.  It is left out with its object, whole or sent in pieces; one whose object
+    comes back, or is held here, comes back."""
+    front = "s3:bkt/k#" + "0" * 16 + "f" * 32
+    done = {}
+    for key in ("gone", "back", "here"):
+        done[key] = index.create_upload("bkt", key)
+        index.put_part(done[key], 1, f"part-{key}", 10, "e1")
+        index.complete(done[key], [(1, "e1")], "bkt", key)
+    exported = backup.export(index, funded_by="this-node")
+    index.delete_many("bkt", ["gone", "back"])
+    index.forget_garbage(index.garbage())  # the front removed their files
+    for key in ("gone", "back", "here"):  # past COMPLETED_KEEP
+        index.db.delete(keys.object_completed(done[key]))
+    held = {"part-back": front, "part-here": front}.get  # part-gone's file is gone from the store
+    sent = [exported] if piece_size is None else list(backup.pieces(exported, size=piece_size))
+    answers = [backup.restore(index, piece, account="this-node", stored_name=held) for piece in sent]
+    assert len(sent) == 1 or len(sent) > 2
+    written = {k: sum(a[k] for a in answers) for k in ("objects", "completed", "refused")}
+    assert written == {"objects": 1, "completed": 2, "refused": 2}, answers
+    assert [i for a in answers for i in a["left_out"]] == [
+        {"bucket": "bkt", "key": "gone", "reason": "missing"},
+        {"upload": done["gone"], "bucket": "bkt", "key": "gone", "reason": "missing"}]
+    with pytest.raises(NoSuchUpload):
+        index.complete(done["gone"], [(1, "e1")], "bkt", "gone")
+    for key in ("back", "here"):
+        record, _ = index.complete(done[key], [(1, "e1")], "bkt", key)
+        assert record["etag"] == index.get("bkt", key)["etag"]
+
+
 def test_an_import_leaves_out_each_object_or_part_naming_a_file_another_record_refers_to(index) -> None:
     """A hostile export naming the files of another user's object and part (one in another spelling of its
     capability), and a file twice: deleting or aborting what it brought would remove those files.  Each such record

@@ -232,8 +232,9 @@ def test_an_import_naming_another_users_file_leaves_it_out_and_the_file_stays(in
 
 
 def test_an_import_naming_a_file_of_the_nodes_own_leaves_it_out_and_the_file_stays(in_node_gateway, tmp_path) -> None:
-    """An export naming a file `xsc store put` stored: the import leaves those objects out and names the first ten
-    (then how many more), so no DeleteObject can remove the file."""
+    """An export naming a file `xsc store put` stored: the import leaves those objects out, and the completed upload
+    naming one, and names the first ten (then how many more), so no DeleteObject can remove the file and a retried
+    Complete names no object."""
     node = in_node_gateway.node
     put = node.xsc("store", "put", "-", "--name", "holiday.jpg", input=b"the user's own")
     assert put.returncode == 0, put.stderr
@@ -248,8 +249,18 @@ def test_an_import_naming_a_file_of_the_nodes_own_leaves_it_out_and_the_file_sta
     assert result.returncode == 0, result.stderr
     named = [line for line in result.stderr.splitlines() if line.startswith(b"left out object own-files/")]
     assert len(named) == 10 and all(b": its file is one of this node's own files" in line for line in named), named
-    assert b"left out 2 more object(s) or part(s) so (not-s3)" in result.stderr, result.stderr
-    in_node_gateway.client().delete_object(Bucket="own-files", Key="holiday")
+    assert b"left out 2 more record(s) so (not-s3)" in result.stderr, result.stderr
+    export["buckets"][0]["objects"] = {"holiday": record}
+    export["completed"] = {"c0ffee": {"bucket": "own-files", "key": "holiday", "etag": "e", "modified": 0}}
+    (tmp_path / "own.json").write_text(json.dumps(export))
+    result = node.xsc("s3", "import-index", str(tmp_path / "own.json"))
+    assert b"left out completed upload c0ffee of object own-files/holiday: its file is one of this node's own" \
+        in result.stderr, result.stderr
+    s3 = in_node_gateway.client()
+    with pytest.raises(ClientError, match="NoSuchUpload"):
+        s3.complete_multipart_upload(Bucket="own-files", Key="holiday", UploadId="c0ffee",
+                                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": "e"}]})
+    s3.delete_object(Bucket="own-files", Key="holiday")
     assert node.xsc("store", "get", cap).stdout == b"the user's own"
 
 

@@ -9,9 +9,10 @@ and keeps the ones it holds as they are: an import run again, or over a node tha
 No two records share a file: an object or part whose file another record refers to (here, or earlier in the import)
 is left out, so that deleting one never removes the other's file; so is one whose file is marked for removal here
 (the front may be removing it), is not in this node's store (removed, or never stored here: a GET of it would fail),
-or is one of this node's own files the front did not store.  The funded users are
-this node's only if the export is (its `funded_by` this node's account) or this node's ledger shows it funded them;
-an export written before exports named them brings back those the ledger shows it funded.
+or is one of this node's own files the front did not store; and so is the completed upload naming an object so left
+out (a retried Complete would answer the ETag of an object not there), which `pieces` sends in its object's piece.
+The funded users are this node's only if the export is (its `funded_by` this node's account) or this node's ledger
+shows it funded them; an export written before exports named them brings back those the ledger shows it funded.
 An export is capabilities: whoever holds it can read every object.
 """
 
@@ -59,12 +60,12 @@ def pieces(whole: dict, size: int = PIECE_BYTES) -> Iterator[dict]:
     piece: dict = {}
     held = 0
     head = {"version": VERSION, **({"funded_by": whole["funded_by"]} if "funded_by" in whole else {})}
-    for kind, unit in _units(whole):
+    for kind, unit, glued in _units(whole):
         grown = len(codec.dumps(unit))
         if grown > MAX_PIECE - 1024:  # (room for the piece's head)
             _bad(f"{_named(kind, unit)} is {grown:,} bytes of JSON, more than the {MAX_PIECE - 1024:,} one import "
                  "request carries with it")
-        if held and held + grown > size:
+        if held and held + grown > size and not (glued and held + grown <= MAX_PIECE - 1024):
             yield {**head, **piece}
             piece, held = {}, 0
         _add(piece, kind, unit)
@@ -73,27 +74,40 @@ def pieces(whole: dict, size: int = PIECE_BYTES) -> Iterator[dict]:
     yield {**head, **piece, **({LEDGER_FUNDED: True} if "funded" not in whole else {})}
 
 
-def _units(whole: Any) -> Iterator[tuple[str, Any]]:
+def _units(whole: Any) -> Iterator[tuple[str, Any, bool]]:
     """The export's records one by one: a bucket with one of its objects (or none), an upload with one of its parts
-    (or none), a completed upload, a funded user.  What is not an export's is passed on for `restore` to refuse."""
+    (or none), a completed upload, a funded user; each with whether it goes in the piece of the one before it.  A
+    completed upload goes with the object it names (bucket, key and ETag): the import leaves it out if it leaves that
+    object out, which it can tell only in one piece.  What is not an export's is passed on for `restore` to refuse."""
     if not isinstance(whole, dict) or whole.get("version") != VERSION:  # a whole export says its version
         raise InvalidArgument(f"an export is a JSON object of version {VERSION} (what `xsc s3 export-index` wrote)")
+    completed = whole.get("completed") or {}
+    if not isinstance(completed, dict):
+        yield "completed", completed, False
+        completed = {}
+    completed = dict(completed)  # (the caller's export stays whole)
+    naming: dict[tuple, list[str]] = {}
+    for upload_id, record in completed.items():
+        named = tuple(record.get(k) for k in ("bucket", "key", "etag")) if isinstance(record, dict) else ()
+        if named and all(isinstance(n, str) for n in named):
+            naming.setdefault(named, []).append(upload_id)
     for kind, field in (("buckets", "objects"), ("uploads", "parts")):
         for record in _list(whole, kind):
             held = record.get(field) if isinstance(record, dict) else None
             if not held or not isinstance(held, (dict, list)):
-                yield kind, record
+                yield kind, record, False
                 continue
             head = {k: v for k, v in record.items() if k != field}
             for item in (held.items() if isinstance(held, dict) else held):
-                yield kind, {**head, field: dict([item]) if isinstance(held, dict) else [item]}
-    completed = whole.get("completed") or {}
-    if not isinstance(completed, dict):
-        yield "completed", completed
-    for upload_id, record in completed.items() if isinstance(completed, dict) else ():
-        yield "completed", {upload_id: record}
+                yield kind, {**head, field: dict([item]) if isinstance(held, dict) else [item]}, False
+                named = (head.get("name"), item[0], item[1].get("etag")) \
+                    if isinstance(held, dict) and isinstance(item[1], dict) else ()
+                for upload_id in naming.pop(named, []) if all(isinstance(n, str) for n in named) else ():
+                    yield "completed", {upload_id: completed.pop(upload_id)}, True
+    for upload_id, record in completed.items():
+        yield "completed", {upload_id: record}, False
     for user in _list(whole, "funded"):
-        yield "funded", user
+        yield "funded", user, False
 
 
 def _named(kind: str, unit: Any) -> str:
@@ -142,7 +156,7 @@ def restore(index: S3Index, piece: Any, *, account: str | None = None,
     the index holds none of; each one it holds is kept as it is (`kept`); an object or part that names a file another
     record refers to is left out (`taken`: deleting it would remove that record's file), as is one naming a file
     marked for removal here, a file this node's store no longer lists in an export of its own, or one of its files the
-    front did not store
+    front did not store, and the completed upload naming an object so left out
     (`refused`; `stored_name`: the name the store lists a capability's file under, None for no file; not given: no
     store to hold the files to), each named in `left_out`.  Its funded users are noted only if
     this node (its client account: `account`) funded them (`funded_here`: those its ledger shows it funded).  A
@@ -150,7 +164,7 @@ def restore(index: S3Index, piece: Any, *, account: str | None = None,
     InvalidArgument (or the 400 of the name that is not one).  How many of each kind were written."""
     written = restored(index, _checked(piece), account=account, funded_here=funded_here, stored_name=stored_name)
     if written["left_out"]:
-        log.warning("an S3 index import left out %d object(s) or part(s): %s", len(written["left_out"]),
+        log.warning("an S3 index import left out %d record(s): %s", len(written["left_out"]),
                     dict(Counter(item["reason"] for item in written["left_out"])))
     return written
 

@@ -616,8 +616,8 @@ def restored(index: S3Index, data: dict, *, account: str | None = None,
     the index holds none of; one it holds is kept as it is (`kept`).  A bucket another owner holds here: BucketTaken; a
     user given more buckets or uploads than its requests could make: TooManyBuckets, TooManyUploads; nothing written.
     An object or part is left out (`left_out`) if another record refers to its file, here or earlier in the import
-    (`taken`: deleting either would remove the other's file), or `_refusal` refuses it (`refused`).  Funded users:
-    `_ours`.  How many of each kind were written."""
+    (`taken`: deleting either would remove the other's file), or `_refusal` refuses it (`refused`), and with it the
+    completed upload naming it (`_refused_completed`).  Funded users: `_ours`.  How many of each kind were written."""
     count: Counter = Counter()
     left_out: list[dict] = []
     with index.changing() as changed, index.db.write_batch(transaction=True, sync=True) as batch:
@@ -625,14 +625,14 @@ def restored(index: S3Index, data: dict, *, account: str | None = None,
         written: set[bytes] = set()
         held: dict[bytes, bytes] = {}  # the o/h/ entries this piece wrote
 
-        def put(kind: str, key: bytes, value: bytes, caps: Iterable[str] = (), what: dict | None = None) -> bool:
+        def put(kind: str, key: bytes, value: bytes, caps: Iterable[str] = (), what: dict | None = None,
+                refused: str | None = None) -> bool:
             if key in written or index.db.get(key) is not None:  # (a record named twice: the first is written)
                 count["kept"] += 1
                 return False
             entries = {keys.object_holder(cap): cap for cap in caps}
-            reason = "taken" if any(entry in held or _holds(index, index.db.get(entry), cap, key)
-                                    for entry, cap in entries.items()) else \
-                next(filter(None, (_refusal(index, cap, stored_name, own) for cap in entries.values())), None)
+            reason = refused or _left_out_why(index, entries, held, key,
+                                              lambda cap: _refusal(index, cap, stored_name, own))
             if reason:
                 count["taken" if reason == "taken" else "refused"] += 1
                 left_out.append({**(what or {}), "reason": reason})
@@ -679,14 +679,35 @@ def restored(index: S3Index, data: dict, *, account: str | None = None,
                 put("parts", keys.object_part(upload["id"], part["number"]),
                     codec.dumps({k: v for k, v in part.items() if k != "number"}), [part["cap"]],
                     {"upload": upload["id"], "part": part["number"]})
+        dropped = _refused_completed(data, left_out)
         for upload_id, record in data["completed"].items():
             if index.db.get(keys.object_upload(upload_id)) is None:
-                put("completed", keys.object_completed(upload_id), codec.dumps(record))
+                put("completed", keys.object_completed(upload_id), codec.dumps(record), (), *dropped.get(upload_id, ()))
         ours, count["foreign"] = _ours(data, account, funded_here)
         for user in ours:
             put("funded", keys.object_funded(user), b"")
     return {**{kind: count[kind] for kind in ("buckets", "objects", "uploads", "parts", "completed", "funded",
                                               "kept", "taken", "refused", "foreign")}, "left_out": left_out}
+
+
+def _left_out_why(index: S3Index, entries: dict[bytes, str], held: dict[bytes, bytes], key: bytes,
+                  refusal: Callable[[str], str | None]) -> str | None:
+    """Why the record at `key`, naming the files of `entries` (their o/h/ entries), is left out, if it is: another
+    record refers to one of them, here or earlier in the import (`held`: taken), or `refusal` refuses one."""
+    if any(entry in held or _holds(index, index.db.get(entry), cap, key) for entry, cap in entries.items()):
+        return "taken"
+    return next(filter(None, (refusal(cap) for cap in entries.values())), None)
+
+
+def _refused_completed(data: dict, left_out: list[dict]) -> dict[str, tuple[dict, str]]:
+    """The completed uploads of `data` naming (by bucket, key and ETag) an object its import refused (not one
+    `taken`), each with how `left_out` names it and why: a retried Complete answered from one would name an object
+    not there."""
+    etags = {(b["name"], key): record["etag"] for b in data["buckets"] for key, record in b["objects"].items()}
+    gone = {(item["bucket"], item["key"], etags[item["bucket"], item["key"]]): item["reason"] for item in left_out
+            if item["reason"] != "taken" and (item.get("bucket"), item.get("key")) in etags}
+    return {upload_id: ({"upload": upload_id, "bucket": r["bucket"], "key": r["key"]}, gone[named])
+            for upload_id, r in data["completed"].items() if (named := (r["bucket"], r["key"], r["etag"])) in gone}
 
 
 def _release(index: S3Index, written: dict[bytes, bytes | None], read: Callable[[bytes], bytes | None], cap: str,

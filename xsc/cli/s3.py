@@ -280,11 +280,12 @@ def import_index(obj, path: str, as_json: bool) -> None:
     for item in (i for i in left_out if i.get("reason") in _REFUSED):
         named[item["reason"]] += 1
         if named[item["reason"]] <= 10:
-            what = (f"object {item.get('bucket')}/{item.get('key')}" if "bucket" in item
-                    else f"part {item.get('part')} of upload {item.get('upload')}")
+            what = (f"part {item.get('part')} of upload {item.get('upload')}" if "part" in item
+                    else f"completed upload {item.get('upload')} of object {item.get('bucket')}/{item.get('key')}"
+                    if "upload" in item else f"object {item.get('bucket')}/{item.get('key')}")
             click.echo(f"left out {what}: {_REFUSED[item['reason']]}", err=True)
     for reason, n in ((r, n - 10) for r, n in named.items() if n > 10):
-        click.echo(f"left out {n} more object(s) or part(s) so ({reason}): `xsc s3 import-index FILE --json` names "
+        click.echo(f"left out {n} more record(s) so ({reason}): `xsc s3 import-index FILE --json` names "
                    "them all", err=True)
     if done["foreign"]:
         click.echo(f"did not note {done['foreign']} user(s) as funded by this node: the export's node funded them, "
