@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.support.compute import deploy, invoke, invoke_at_once, peer_with_provider
+from tests.support.jobs import verified
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 
@@ -147,8 +148,7 @@ async def test_a_gateway_refuses_to_pay_a_provider_total_above_its_own_tally(nod
     assert gateway_tabs.refused_receipts == 1
     assert gateway.app[NODE].ledger.pending() == [] and gateway.app[NODE].ledger.holding() == {}
     for node in (gateway, provider):
-        report = await (await node.get("/v1/ledger/verify")).json()
-        assert report["ok"], report
+        await verified(node)
 
 
 async def test_a_provider_that_drops_the_answer_to_the_close_is_still_paid_no_more_than_the_tally(
@@ -185,8 +185,7 @@ async def test_a_provider_that_drops_the_answer_to_the_close_is_still_paid_no_mo
     assert gateway.app[NODE].paid.gateway_tabs.refused_receipts == 1
     assert gateway.app[NODE].ledger.pending() == [] and gateway.app[NODE].ledger.holding() == {}
     for node in (gateway, provider):
-        report = await (await node.get("/v1/ledger/verify")).json()
-        assert report["ok"], report
+        await verified(node)
 
 
 async def test_a_lost_answer_to_an_honest_close_is_paid_by_the_retry(node_factory, monkeypatch) -> None:
@@ -301,8 +300,7 @@ async def test_a_tab_a_gateway_left_open_when_killed_is_paid_no_more_than_its_ta
     assert node.paid.gateway_tabs.refused_receipts == (1 if inflated else 0)
     assert node.ledger.holding() == {} and node.paid.gateway_tabs.tallies() == 0
     for each in (gateway, provider):
-        report = await (await each.get("/v1/ledger/verify")).json()
-        assert report["ok"], report
+        await verified(each)
 
 
 async def test_a_tab_whose_tally_on_disk_is_unreadable_does_not_stop_the_start_and_is_held_to_its_cap(
@@ -386,8 +384,7 @@ async def test_a_stop_between_the_receipt_and_the_prune_loses_nothing_and_the_ne
     again = await node_factory("provider", **QUIET, market=MARKET_TERMS)  # same data dir
     assert again.app[NODE].paid.provider_tabs.records() == 0
     assert again.app[NODE].ledger.store.state(again.app[IDENTITY].public_key).balance == provider_balance
-    report = await (await again.get("/v1/ledger/verify")).json()
-    assert report["ok"], report
+    await verified(again)
 
 
 async def test_a_provider_tab_keeps_only_the_charge_of_a_call_whose_record_is_queued(node_factory) -> None:
