@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.support.compute import call_at_once, deploy, peer_with_provider
-from tests.support.jobs import QUIET, balances
+from tests.support.jobs import QUIET, balances, verified
 from tests.support.nodes import close_node, free_port
 from tests.support.waiting import eventually_async
 from xsc.compute import placements
@@ -611,3 +611,79 @@ async def test_a_function_no_provider_takes_logs_each_reason_once_and_its_list_s
     monkeypatch.setattr(placements, "SAID_AGAIN", 0.0)  # as once its time has passed: said again
     await rounds_say("spend cap")
     assert len(said("spend cap")) >= 2, said("")
+
+
+async def _owner_placing(node_factory, provider):
+    """An owner offering no compute whose function "hello" is placed on `provider` (its rounds at the default
+    interval: a test takes its provider's reports with `Placements.keep`); (owner, the URL callers reach)."""
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
+    await peer_with_provider(owner, provider)
+    module = await deploy(owner, "cgi", wasi=True)
+    await _json(owner, "POST", "/v1/compute/functions", json={"name": "hello", "module": module, "on_market": True})
+    return owner, (await _served_at(owner, "hello"))["url"]
+
+
+def _countersigning(provider, monkeypatch, inflate) -> None:
+    """The provider countersigns what `inflate` makes of a tab's honest total (the owner never sees the requests)."""
+    ledger = provider.app[NODE].ledger
+    countersign = ledger.countersign
+    monkeypatch.setattr(ledger, "countersign", lambda payee, auth, amount, usage, **kw:
+                        countersign(payee, auth, inflate(auth, amount), usage, **kw))
+
+
+@pytest.mark.parametrize("inflate", [lambda auth, total: auth.cap, lambda auth, total: total + 1],
+                         ids=["the cap", "a micro-credit more than it reported"])
+async def test_a_provider_countersigning_more_than_it_reported_for_a_placed_function_is_not_paid(
+        node_factory, monkeypatch, inflate):
+    # The owner's node never sees a placed function's requests: it is told what they cost by its provider's reports.
+    # A receipt above them (each request the receipt counts past them at most its budget) is not paid at all.
+    provider = await _provider(node_factory, "provider")
+    owner, url = await _owner_placing(node_factory, provider)
+    owner_id, node = owner.app[IDENTITY].id, owner.app[NODE]
+    before = balances(owner, provider)
+    for n in range(2):
+        assert (await _get(url + f"x{n}"))[0] == 200
+    runs = await eventually_async(lambda: len(r := _runs(provider, owner_id)) == 2 and r, "both runs recorded")
+    await node.placements.keep()  # the provider's report of both taken
+    (tab,) = [a for a in node.ledger.pending() if a.job == function_job(owner_id, "hello")]
+    _countersigning(provider, monkeypatch, inflate)
+    await _json(owner, "DELETE", "/v1/compute/functions/hello")  # withdrawn, and its tab closed for the receipt
+    await eventually_async(lambda: tab.id not in {a.id for a in node.ledger.pending()}, "the tab closed", 30)
+    countersigned = inflate(tab, sum(r["charge"] for r in runs))
+    assert balances(owner, provider) == (before[0], before[1] + countersigned)  # on the provider's chain alone
+    assert node.paid.gateway_tabs.refused_receipts == 1 and node.paid.gateway_tabs.tallies() == 0
+    assert node.ledger.holding() == {}
+    for each in (owner, provider):
+        await verified(each)
+
+
+@pytest.mark.parametrize("inflated", [False, True], ids=["honest", "the cap"])
+async def test_a_placed_functions_tab_left_open_by_a_stop_of_its_owner_is_paid_no_more_than_was_reported(
+        node_factory, monkeypatch, inflated):
+    # The owner stops with its function's tab open, and its provider serves one request more meanwhile (past the
+    # last report the owner took).  Started again, the owner's payment retry closes the tab: the honest receipt is
+    # paid, that request at most its budget; one for the tab's whole cap is not paid at all.
+    provider = await _provider(node_factory, "provider")
+    owner, url = await _owner_placing(node_factory, provider)
+    owner_id, node = owner.app[IDENTITY].id, owner.app[NODE]
+    before = balances(owner, provider)
+    for n in range(2):
+        assert (await _get(url + f"x{n}"))[0] == 200
+    await eventually_async(lambda: len(_runs(provider, owner_id)) == 2, "both runs recorded")
+    await node.placements.keep()
+    (tab,) = [a for a in node.ledger.pending() if a.job == function_job(owner_id, "hello")]
+    await close_node(owner)
+    assert (await _get(url + "while-away"))[0] == 200
+    runs = await eventually_async(lambda: len(r := _runs(provider, owner_id)) == 3 and r, "the third run recorded")
+    charged = sum(r["charge"] for r in runs)
+    if inflated:
+        _countersigning(provider, monkeypatch, lambda auth, total: auth.cap)
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
+    node = owner.app[NODE]
+    await eventually_async(lambda: tab.id not in {a.id for a in node.ledger.pending()},
+                           "the tab left open closed by the payment retry", 30)
+    assert balances(owner, provider) == ((before[0], before[1] + tab.cap) if inflated else
+                                         (before[0] - charged, before[1] + charged))
+    assert node.paid.gateway_tabs.refused_receipts == (1 if inflated else 0)
+    for each in (owner, provider):
+        await verified(each)

@@ -17,6 +17,9 @@ served `on_market` is kept placed:
   what it ran) and the function is placed on another provider.
 - unserved: it is withdrawn from its provider and its tab closed and paid.
 
+This node never sees the requests: what the provider's checks say its tab ran is taken into the tab's tally
+(remote_tabs.GatewayTabs.track, on disk from before the authorization is sent), and a receipt is paid only up to it,
+plus one request's budget for each request the receipt counts past the last report; above that nothing is paid.
 What each receipt pays (closed here, or by the payment retry) is counted in the function's spend
 (`WebFunctions.paid_for`); a spend cap bounds each authorization by what is left of the hour, so a provider
 answers 402 once the cap is reached; a cap set or lowered under what an open tab allows ends that tab.
@@ -137,6 +140,7 @@ class Placements:
             return
         placement.failing_since = None
         placement.counters = _counters(answer)
+        self._reported(name, placement, answer.get("tab"))
         left = self.left_this_hour(name)
         if left is not None and placement.auth.cap > left:
             # Its spend cap was set or lowered since this tab was authorized: the tab could spend past it.  It is
@@ -149,6 +153,16 @@ class Placements:
         if time.monotonic() - placement.placed >= self.renew or (type(used) is int and 2 * used >= placement.auth.cap) \
                 or placed_function(record) != placement.function:
             await self._renew(record, placement)
+
+    def _reported(self, name: str, placement: Placement, tab: Any) -> None:
+        """What the provider says its current tab's requests cost, taken into the tab's tally (the most its
+        receipt is paid, with a request's budget for each request it counts past the report) if it checks."""
+        if not isinstance(tab, dict) or tab.get("authorization") != placement.auth.id.hex():
+            return  # (a report of its previous tab, answered before the next one was placed: nothing to take)
+        if not self.paid.gateway_tabs.reported(placement.auth.id, tab.get("total"), tab.get("count")):
+            log.info("function %s: provider %s reported its tab ran %r requests owing %r, which does not check "
+                     "(fewer than it reported before, or more than their budgets): not taken", name,
+                     placement.provider, tab.get("count"), tab.get("total"))
 
     async def _place(self, record: dict[str, Any], left_out: set[str]) -> None:
         name = record["name"]
@@ -222,7 +236,7 @@ class Placements:
         it), else left to the payment retry (the placement may have reached the provider before its answer was
         lost: what ran under it is then paid, nothing if nothing did)."""
         if isinstance(err, PeerRefused):
-            await self.paid.payments.refused(auth)  # and what it held is released
+            await self.paid.gateway_tabs.refused(auth)  # and what it held is released
         else:
             self._let_go(auth)
 
@@ -252,6 +266,14 @@ class Placements:
                 return None
         auth = await self.paid.payments.authorize(provider, cap, function_job(self.me, record["name"]), ttl=TAB_TTL)
         self.paid.payments.keep_off(auth.id)  # the retry closes no tab still open
+        try:
+            # The provider alone sees the requests: what its receipt is paid is held to what it reports they cost,
+            # before and after a restart of this node (remote_tabs.GatewayTabs.track).
+            await self.paid.gateway_tabs.track(auth, budget)
+        except BaseException:
+            with self.paid.payments.working(auth.id):
+                await self.paid.payments.refused(auth)
+            raise
         return auth
 
     async def _send(self, record: dict[str, Any], provider: str, price: int, deal: dict[str, Any],
@@ -279,9 +301,17 @@ class Placements:
                 except PeerRefused as err:
                     if not nothing_owed(err):
                         raise
-                    await self.paid.payments.refused(auth)  # no request ran under it: nothing is paid
+                    await self.paid.gateway_tabs.refused(auth)  # no request ran under it: nothing is paid
                     return
+                try:
+                    receipt = check_receipt(provider, answer, auth, meters=TAB_METERS)
+                except PeerRefused as exc:  # as `Payments.complete` takes it: a misbehaviour
+                    self.paid.payments.on_strike(provider, f"sent a receipt that does not check: {exc.message}")
+                    raise
+                if not await self.paid.gateway_tabs.payable(auth, receipt):
+                    return  # above what the provider reported: nothing of it is paid (logged)
                 payment = await self.paid.payments.complete(provider, auth, answer, meters=TAB_METERS)
+                self.paid.gateway_tabs.settled(auth.id)
             except (XscError, OSError) as exc:
                 log.info("closing function %s's tab with %s failed (%s); the payment retry closes it", name,
                          provider, exc)
@@ -299,6 +329,7 @@ class Placements:
         """What the payment retry paid for a function's tab is counted in the function's spend, whether it closed
         the tab or found the receipt the provider already held (the answer to this node's own close was lost):
         uncounted, the function's spend cap would let it spend that much again."""
+        self.paid.gateway_tabs.settled(auth.id)
         await self.on_paid(auth.job.rpartition(":")[2], receipt.amount)
 
     def _let_go(self, auth: Authorization) -> None:

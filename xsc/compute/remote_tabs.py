@@ -36,6 +36,13 @@ holds what its tally says it may still be paid, not the cap the ledger holds for
 (`write_tallies`, the batcher's `before_send`): one small write per batch of calls, never an fsync.  A kill -9 loses
 none of it (each write is in the kernel's hands before it returns); a crash of the machine may lose the writes
 since the database's last synced write (the tally is then as it was then).
+
+A placed function's tab (compute/placements.py) is one this node sends no call on: its callers reach the provider
+alone.  Its tally is what the provider's reports said its requests cost (`track`, `reported`: a report that takes
+back an earlier one, or makes a request cost more than its budget, is not taken), and its receipt is paid up to that
+plus one request's budget for each request the receipt counts past the last report (served since, this node down
+included); the same rows, written the same way, and the same check (`_payable`).  From a start on such a tab holds
+its cap still: its provider may be serving requests under it.
 """
 
 from __future__ import annotations
@@ -75,6 +82,9 @@ AUTH_ID_LEN = 32  # an authorization id: keys.tab_run(authorization id, provenan
 # A tab's tally on the gateway's disk: what the answers owe, the budgets of calls in flight or whose answer was
 # lost (they may have run), and how many calls of each.
 _TALLY = struct.Struct(">QQII")
+# A placed function's tab's: what its provider's reports said its requests cost, 0, how many requests they counted,
+# 0, and the budget of one request (what each request its receipt counts past the reports may have cost).
+_REPORTED = struct.Struct(">QQIIQ")
 CLOSED_EMPTY = 4096  # tabs closed with nothing run under them, remembered (the newest) until they expire
 # The longest a tab's authorization may run from its first call here (a gateway's are TAB_TTL): a tab its gateway
 # lets expire can never be closed (no receipt is signed under an expired authorization), so its run records are
@@ -96,6 +106,9 @@ class OpenTab:
     lost_budget: int = 0  # their budgets: what they may have cost, held until the tab is paid
     in_flight: int = 0
     closing: bool = False
+    # A tab this node sends no call on (a placed function's: its callers reach the provider): `metered` and `count`
+    # are then what the provider's reports said, and each request its receipt counts past them owes at most this.
+    per_request: int = 0
 
     @functools.cached_property
     def hex(self) -> str:
@@ -210,6 +223,45 @@ class GatewayTabs:
     def still_pending(self, authorization_id: bytes) -> bool:
         """Whether a tab a restart left pending can still be paid (neither paid nor dropped since)."""
         return self._pending(authorization_id) is not None
+
+    # --- a placed function's tab: what its requests cost is what its provider reported -------------------
+    async def track(self, auth: Authorization, per_request: int) -> None:
+        """Keep a tally of a tab whose requests this node never sees (a placed function's): nothing reported yet,
+        each request at most `per_request`.  Synced before its authorization is shown to anyone, as a tab's first
+        tally (`_first_tally`)."""
+        tab = OpenTab(public_id(auth.payee), auth, 0, closing=True, per_request=per_request)
+        await self._first_tally(tab)
+        self._unpaid[auth.id] = tab
+
+    def reported(self, authorization_id: bytes, total: int, count: int) -> bool:
+        """The provider's report of a tracked tab: `count` requests ran under it, owing `total`.  Taken into its
+        tally (written unsynced, as a tab's changes are) unless it takes back an earlier report, says a request
+        cost more than its budget or passes the cap; whether it was taken."""
+        tab = self._unpaid.get(authorization_id)
+        if tab is None or not tab.per_request:
+            return False
+        if not (type(total) is int and type(count) is int and tab.metered <= total <= min(tab.auth.cap,
+                                                                                        count * tab.per_request)
+                and tab.count <= count):
+            return False
+        if (total, count) != (tab.metered, tab.count):
+            tab.metered, tab.count = total, count
+            self._tally_changed(tab)
+        return True
+
+    async def payable(self, auth: Authorization, receipt: Receipt) -> bool:
+        """Whether a receipt for one of this node's tabs is within its tally (`_payable`): the owner of a tab it
+        closes itself asks it before it pays."""
+        return await self._payable(auth, receipt)
+
+    async def refused(self, auth: Authorization) -> None:
+        """A tracked tab nothing will ever be countersigned for: its authorization dropped, its tally forgotten."""
+        await self._drop(self._unpaid.get(auth.id) or OpenTab(public_id(auth.payee), auth, 0))
+
+    def settled(self, authorization_id: bytes) -> None:
+        """A tracked tab paid: its tally forgotten."""
+        self._unpaid.pop(authorization_id, None)
+        self._forget_tally(authorization_id)
 
     def _pending(self, authorization_id: bytes) -> Authorization | None:
         return next((a for a in self.ledger.pending() if a.id == authorization_id), None)
@@ -329,11 +381,18 @@ class GatewayTabs:
         value = self.db.get(keys.tab_tally(auth.id))
         if value is None:
             return None
-        if len(value) != _TALLY.size:  # a start must not fail on it: the tab is then held to its cap, as without one
+        # A start must not fail on an unreadable one: the tab is then held to its cap, as without one.
+        if len(value) not in (_TALLY.size, _REPORTED.size):
             log.error("the tally of tab %s is unreadable (%d bytes): it is paid up to its cap", auth.id.hex(),
                       len(value))
             self._forget_tally(auth.id)
             return None
+        if len(value) == _REPORTED.size:
+            metered, _, count, _, per_request = _REPORTED.unpack(value)
+            # Its provider may still be serving requests under it, each up to its budget: its cap stays held.
+            self._unpaid[auth.id] = OpenTab(public_id(auth.payee), auth, 0, metered=metered, count=count,
+                                            closing=True, per_request=per_request)
+            return self._unpaid[auth.id]
         metered, at_risk, count, unknown = _TALLY.unpack(value)
         tab = self._unpaid[auth.id] = OpenTab(public_id(auth.payee), auth, 0, metered=metered, count=count,
                                               unknown=unknown, lost_budget=at_risk, closing=True)
@@ -358,19 +417,25 @@ class GatewayTabs:
         said, and what lost calls may have cost); else nothing of the tab is paid and False.  The closing of the tab
         and the payment retry alike ask it: a provider that countersigns an inflated total and drops the answer to
         the close would otherwise be paid it by the retry, which fetches the receipt it holds.  A tab this run did
-        not open is held to the tally this node wrote for it (the calls in flight when it stopped counting as lost);
-        one it kept no tally of (a placed function's) is paid up to the cap its payer signed."""
+        not open is held to the tally this node wrote for it (the calls in flight when it stopped counting as lost).
+        A placed function's tab is held to what its provider's reports said, plus one request's budget for each
+        request the receipt counts past them (they ran after the last report this node took).  A tab it kept no
+        tally of is paid up to the cap its payer signed."""
         tab = self._unpaid.get(auth.id) or self._restored(auth)
         if tab is None:
             return True
         tally = tab.metered + tab.lost_budget
+        if tab.per_request:
+            tally += max(0, dict(receipt.usage).get("invokes", 0) - tab.count) * tab.per_request
         if receipt.amount <= tally:
             self._unpaid.pop(auth.id, None)  # the receipt is the one this authorization will ever have: it is paid
             return True
         self.refused_receipts += 1
+        past = (f"; its receipt counts {dict(receipt.usage).get('invokes', 0)}, each past those at most "
+                f"{format_credits(tab.per_request)}" if tab.per_request else "")
         log.error("provider %s countersigned %s credits for a tab of %d calls whose answers owed %s (%d answers "
-                  "lost): refusing to pay it", tab.provider, format_credits(receipt.amount), tab.count,
-                  format_credits(tab.metered), tab.unknown)
+                  "lost%s): refusing to pay it", tab.provider, format_credits(receipt.amount), tab.count,
+                  format_credits(tab.metered), tab.unknown, past)
         await self._drop(tab)
         return False
 
@@ -417,6 +482,8 @@ class GatewayTabs:
 
 def _tally(tab: OpenTab) -> bytes:
     """A tab's tally as written: the calls in flight count as lost ones (if this node stops, they may have run)."""
+    if tab.per_request:
+        return _REPORTED.pack(tab.metered, 0, tab.count, 0, tab.per_request)
     return _TALLY.pack(tab.metered, tab.lost_budget + tab.reserved, tab.count, tab.unknown + tab.in_flight)
 
 
