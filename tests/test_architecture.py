@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -42,12 +43,18 @@ def is_package(name: str) -> bool:
     return MODULES[name].name == "__init__.py"
 
 
-def imports(name: str) -> set[str]:
+@functools.cache
+def nodes(name: str) -> tuple[ast.AST, ...]:
+    """Every node of module `name`'s tree, parsed once for all the checks below."""
+    return tuple(ast.walk(ast.parse(MODULES[name].read_text())))
+
+
+@functools.cache
+def imports(name: str) -> frozenset[str]:
     """Every module `name` imports, anywhere in its body: xsc modules by their full name, others by their top."""
-    tree = ast.parse(MODULES[name].read_text())
     package = name if is_package(name) else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in nodes(name):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 found.add(alias.name if alias.name.startswith("xsc") else alias.name)
@@ -64,7 +71,7 @@ def imports(name: str) -> set[str]:
                     found.add(sub if sub in MODULES else target)
             else:
                 found.add(target)
-    return {m for m in found if m}
+    return frozenset(m for m in found if m)
 
 
 GRAPH = {name: {m for m in imports(name) if m in MODULES and m != name} for name in MODULES}
@@ -225,8 +232,7 @@ def _waits_for_an_event(node: ast.AST) -> bool:
 
 
 def test_loops_wait_for_events_with_tasks_woken() -> None:
-    found = [f"{name}:{node.lineno}" for name, path in MODULES.items()
-             for node in ast.walk(ast.parse(path.read_text())) if _waits_for_an_event(node)]
+    found = [f"{name}:{node.lineno}" for name in MODULES for node in nodes(name) if _waits_for_an_event(node)]
     assert found == [], "wait with xsc.tasks.woken(event, seconds): " + ", ".join(found)
 
 
@@ -247,8 +253,8 @@ TOO_BIG_FOR_NOW: dict[str, int] = {}
 
 def test_no_function_over_80_lines_and_no_class_over_500() -> None:
     too_big = {}
-    for name, path in MODULES.items():
-        for node in ast.walk(ast.parse(path.read_text())):
+    for name in MODULES:
+        for node in nodes(name):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 lines = node.end_lineno - node.lineno + 1
                 limit = MAX_CLASS_LINES if isinstance(node, ast.ClassDef) else MAX_FUNCTION_LINES
@@ -314,7 +320,6 @@ def _starts_a_task(node: ast.AST) -> bool:
 
 
 def test_background_tasks_are_started_by_the_supervisor() -> None:
-    counts = {name: sum(map(_starts_a_task, ast.walk(ast.parse(path.read_text())))) for name, path in MODULES.items()
-              if name != "xsc.tasks"}
+    counts = {name: sum(map(_starts_a_task, nodes(name))) for name in MODULES if name != "xsc.tasks"}
     grown = {n: c for n, c in counts.items() if c > TASKS_STARTED_ELSEWHERE.get(n, 0)}
     assert grown == {}, "register the loop with tasks.Supervisor (node/services.py) instead of starting it by hand"
