@@ -176,8 +176,8 @@ class PlacedFunctions:
                 self.store.remove_placement(owner, name)
         self.functions.prune_placed()
         self._kept = {(owner, name): _counts(served) for owner, name, served in self.functions.placed_all()}
-        # the counters of functions withdrawn while a batch of them was being written
-        self.store.save_placed_counts({key: None for key in counts if key not in self._kept})
+        if stale := {key: None for key in counts if key not in self._kept}:  # of functions not served again, or
+            self.store.save_placed_counts(stale)  # withdrawn while a batch of them was being written
 
     def close(self) -> None:
         """What is placed stays on disk, served again at the next start; its counters are written."""
