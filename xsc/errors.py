@@ -651,6 +651,11 @@ class TooManyBuckets(BadRequest):
     code = "too-many-buckets"
 
 
+class TooManyGrants(BadRequest):
+    """A bucket holds as many grants as one may (buckets/core/names.py: MAX_GRANTS, MAX_GRANTS_BYTES)."""
+    code = "too-many-grants"
+
+
 class TooManyUploads(Forbidden):
     """A user has as many multipart uploads in progress as one may (node.s3_max_uploads)."""
     code = "too-many-uploads"

@@ -185,6 +185,8 @@ _JOB_OUTPUT = b"c/o/"  # + storage index (32) -> {"job", "user", "provenance", "
 _JOB_RUN = b"c/r/"  # + provenance id (16) -> a job's run on a provider: the record it signed (JSON; compute/jobs.py)
 _PLACED = b"c/g/"  # + owner node id (ASCII) + 0x00 + function name (UTF-8) -> a function that node placed here (JSON:
 #   its spec, price and deal, the owner's authorization of its current tab; compute/placed_functions.py)
+_PLACED_COUNTS = b"c/u/"  # + owner node id (ASCII) + 0x00 + function name (UTF-8) -> its counters here (JSON:
+#   requests, errors, earned), written a batch at a time without fsync (compute/placed_functions.py)
 
 
 def module(module_hash: bytes) -> bytes:
@@ -321,10 +323,17 @@ def placed(owner: str, name: str) -> bytes:
     return _PLACED + owner.encode() + b"\0" + name.encode()
 
 
-def split_placed(key: bytes) -> tuple[str, str]:
-    """The (owner, function name) of a placement's key."""
-    owner, _, name = key[len(_PLACED):].partition(b"\0")
+def split_placed(key: bytes, prefix: bytes = _PLACED) -> tuple[str, str]:
+    """The (owner, function name) of a placement's key (or of its counters', with `prefix` PLACED_COUNTS)."""
+    owner, _, name = key[len(prefix):].partition(b"\0")
     return owner.decode(), name.decode()
+
+
+PLACED_COUNTS = _PLACED_COUNTS
+
+
+def placed_counts(owner: str, name: str) -> bytes:
+    return _PLACED_COUNTS + owner.encode() + b"\0" + name.encode()
 
 
 PROVENANCE = _PROVENANCE  # in id order, which is time order

@@ -395,6 +395,16 @@ async def test_placements_are_served_again_after_a_restart_unless_expired_withdr
     provider.app[NODE].compute.remove(other)
     web_listen = provider.app[NODE].config.node.web_listen
     await eventually_async(lambda: len(_runs(provider, owner_id)) == 4, "the runs before the stop recorded")
+
+    def counted(node) -> tuple:
+        return next((f["requests"], f["errors"], f["earned"]) for f in node.app[NODE].placed_functions.hosted()
+                    if f["name"] == "kept")
+
+    before = await eventually_async(lambda: (c := counted(provider))[0] == 1 and c, "the request before counted")
+    assert before[2] > 0, before
+    await provider.app[NODE].placed_functions.keep_counts()  # its loop's pass: written as it serves, not only at a stop
+    kept_counts = provider.app[NODE].compute.store.placed_counts()
+    assert kept_counts[(owner_id, "kept")] == dict(zip(("requests", "errors", "earned"), before)), kept_counts
     stray = provider.app[NODE].config.data_dir / "functions" / ".placed" / owner_id / "cut-short" / ("0" * 32) / "in"
     stray.mkdir(parents=True)
     await provider.close()
@@ -404,6 +414,8 @@ async def test_placements_are_served_again_after_a_restart_unless_expired_withdr
     again = await node_factory("provider", **QUIET, node={"web_listen": web_listen, "web_rate_limit": 1000})
     tab = (await wire.status(node.client, again.app[NODE].peers.url, pid, "kept"))["tab"]
     assert (tab["authorization"], tab["count"]) == (authorization.id.hex(), 1), tab  # its run before the stop
+    assert counted(again) == before  # `xsc compute functions --hosted` goes on from what it counted before the stop
+    assert set(again.app[NODE].compute.store.placed_counts()) == {(owner_id, "kept")}  # none of those dropped
     status, _, answer = await _get(kept + "after")  # the same URL, not placed again
     assert status == 200 and "PATH_INFO=/after" in answer.decode().splitlines(), (status, answer[:300])
     for url in (brief, withdrawn, orphaned):

@@ -262,6 +262,29 @@ def test_a_job_run_again_replaces_its_last_runs_outputs_and_says_what_each_run_w
                                         f"{format_credits(shown['charge_total'])} credits over its 2 runs"), charge
 
 
+def test_a_job_is_run_again_by_its_id_from_the_spec_its_record_keeps(xsc_node, tmp_path):
+    stdin = tmp_path / "stdin"
+    stdin.write_bytes(b"copied\n")
+    cap = put(xsc_node, stdin)
+    first = json.loads(ok(xsc_node.xsc("compute", "run", OUTPUTS, "--stdin", cap, "--json")))
+    again = json.loads(ok(xsc_node.xsc("compute", "rerun", first["id"][:12], "--json")))
+    assert again["id"] == first["id"] and again["executions"] == 2 and again["state"] == "done"
+    assert sorted(f["capability"] for f in job_files(xsc_node, first["id"])) == \
+        sorted(o["capability"] for o in again["outputs"])  # the run before's replaced, as any run again
+    said = " ".join(xsc_node.xsc("compute", "rerun", first["id"]).stderr.decode().split())
+    assert said.startswith(f"job {first['id']} ran (executions: 3)"), said
+    # A deterministic job is run, not replayed: a rerun is asked for because its outputs are wanted again.
+    kept = json.loads(ok(xsc_node.xsc("compute", "run", WC, "--stdin", cap, "--deterministic", "--json")))
+    rerun = json.loads(ok(xsc_node.xsc("compute", "rerun", kept["id"], "--json")))
+    assert rerun["replayed"] is False and rerun["executions"] == 2 and rerun["stdout"] == "1 1 7\n"
+    # Stdin sent with the request is not kept: the command that sends it again, nothing run.
+    piped = json.loads(ok(xsc_node.xsc("compute", "run", WC, "--json", input=b"a b\n")))
+    line = error_line(xsc_node.xsc("compute", "rerun", piped["id"]))
+    assert "read its stdin from its request" in line and f"xsc compute run {piped['module']} --stdin -" in line, line
+    assert json.loads(ok(xsc_node.xsc("compute", "job", piped["id"], "--json")))["executions"] == 1
+    assert "no job" in error_line(xsc_node.xsc("compute", "rerun", "ab" * 32))
+
+
 async def test_a_run_refused_before_it_ran_keeps_the_last_runs_outputs_and_one_that_ran_leaving_none_replaces_them(
         node_factory, monkeypatch):
     import asyncio
@@ -366,7 +389,7 @@ def test_a_job_cut_short_by_kill_9_is_marked_interrupted_after_restart(node_proc
     while (job := json.loads(ok(node.xsc("compute", "job", jid, "--json"))))["state"] == "running":
         assert time.monotonic() < deadline  # the node marks it as it starts (JobService.recover)
     assert job["state"] == "interrupted" and job["outputs"] == [] and job["executions"] == 0
-    assert "stopped" in job["error"]
+    assert "stopped" in job["error"] and job["error_hint"] == f"run it again with: xsc compute rerun {jid}"
     assert list((node.data_dir / "jobs").glob("job-*")) == []  # and its files: nothing reads them again
 
 
@@ -486,6 +509,30 @@ def test_an_s3_object_is_an_input_through_the_bucket_index(xsc_node, tmp_path):
     line = error_line(xsc_node.xsc("compute", "run", SHA256, "/in/obj", "--input", "s3://photos/nope:/in/obj",
                                    "--no-stdin"))
     assert "input /in/obj cannot be read" in line and "nope" in line, line
+
+
+def test_a_rerun_of_a_job_whose_s3_input_changed_since_is_refused(xsc_node, tmp_path):
+    import urllib.request
+
+    token = (xsc_node.data_dir / "api-token").read_text().strip()
+
+    def write(body: bytes) -> None:
+        (path := tmp_path / "part").write_bytes(body)
+        parts = [{"cap": put(xsc_node, path), "size": len(body)}]
+        for method, where, sent in (("PUT", "/v1/s3/buckets/logs", None),
+                                    ("PUT", "/v1/s3/buckets/logs/object?key=day.txt", {"parts": parts, "etag": "x"})):
+            urllib.request.urlopen(urllib.request.Request(
+                xsc_node.url + where, method=method, data=None if sent is None else json.dumps(sent).encode(),
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})).close()
+
+    write(b"first day\n")
+    first = json.loads(ok(xsc_node.xsc("compute", "run", SHA256, "/in/log", "--input", "s3://logs/day.txt:/in/log",
+                                       "--no-stdin", "--json")))
+    assert json.loads(ok(xsc_node.xsc("compute", "rerun", first["id"], "--json")))["executions"] == 2
+    write(b"second day\n")
+    line = error_line(xsc_node.xsc("compute", "rerun", first["id"]))
+    assert f"what job {first['id']} reads changed since it ran" in line, line
+    assert json.loads(ok(xsc_node.xsc("compute", "job", first["id"], "--json")))["executions"] == 2
 
 
 def test_map_runs_one_job_per_input_and_names_each_failure(xsc_node, tmp_path):

@@ -168,3 +168,36 @@ async def test_parts_are_written_in_pieces_of_at_most_write_piece_bytes_never_jo
     cut = Writer()
     await body.write_with_length(cut, WRITE_PIECE + 1)  # a shorter Content-Length is honoured
     assert [len(p) for p in cut.pieces] == [WRITE_PIECE, 1]
+
+
+async def test_a_strangers_refusal_is_quoted_on_one_line_without_control_characters_and_bounded() -> None:
+    import json
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from tests.support.peers import metered_client
+
+    detail = "\x1b[2J\x1b]0;owned\x07you owe me\nerror: run xsc ledger prepay ATTACKER 1000\r\u202e" + "x" * 10_000
+    problem = {"code": "\x1b[31mdeal-refused" + "y" * 500, "detail": detail}
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=402, body=json.dumps(problem), content_type="application/problem+json")
+
+    app = web.Application()
+    app.router.add_post("/v1/peer/refused", refuse)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with metered_client() as (client, _):
+            for kept in (False, True):  # the session's requests, and those over this client's kept connections
+                with pytest.raises(PeerRefused) as refused:
+                    await client.request(f"http://127.0.0.1:{server.port}", "POST", "/v1/peer/refused", json={},
+                                         max_size=1 << 20, kept=kept)
+                said, code = refused.value.message.split(": ", 1)[1], refused.value.details["peer_code"]
+                assert said.startswith("[2J]0;owned") and "you owe me error: run xsc ledger prepay" in said, said
+                assert len(said) == 300 and said.endswith("…") and said.isprintable(), said  # MAX_DETAIL
+                assert code.startswith("[31mdeal-refused") and len(code) == 100 and code.isprintable()
+                assert refused.value.details["peer_status"] == 402
+    finally:
+        await server.close()

@@ -7,11 +7,12 @@ import pytest
 
 from xsc.errors import (BadRequest, BucketNotEmpty, BucketTaken, ConditionalConflict, EntityTooSmall, Forbidden,
                         InvalidArgument, InvalidBucketName, InvalidPart, InvalidPartOrder, NoSuchBucket, NoSuchKey,
-                        NoSuchUpload, PreconditionFailed, TooManyBuckets, TooManyUploads)
+                        NoSuchUpload, PreconditionFailed, TooManyBuckets, TooManyGrants, TooManyUploads)
 from xsc import codec, keys
 from xsc.buckets import backup
-from xsc.buckets.core import records
+from xsc.buckets.core import names, records
 from xsc.buckets.index import S3Index, funded, index_holders, note_funded, users
+from xsc.s3.core import xml
 from xsc.storage.core.capability import Capability
 from xsc.node.appkeys import DB, NODE
 
@@ -485,6 +486,30 @@ def test_users_see_and_change_their_own_buckets_and_what_they_were_granted(index
         index.grant("ana-b", "bob", "admin")
     with pytest.raises(InvalidArgument):
         index.grant("ana-b", "ana", "read")
+
+
+def test_a_buckets_grants_are_bounded_in_number_and_size_and_an_import_is_held_to_the_same(index) -> None:
+    index.create_bucket("many", "ana")
+    for n in range(names.MAX_GRANTS):
+        index.grant("many", f"u{n}", "read")
+    with pytest.raises(TooManyGrants) as refused:
+        index.grant("many", "one-more", "read")
+    assert xml.s3_code_of(refused.value) == ("InvalidArgument", 400)  # as an S3 client reads it
+    assert "at most 256" in refused.value.message and refused.value.hint == "revoke one first: xsc s3 revoke many USER"
+    index.grant("many", "u0", "write")  # a grant changed, and one revoked, add none
+    index.grant("many", "u1", None)
+    index.grant("many", "one-more", "read")
+    assert len(index.bucket("many")["grants"]) == names.MAX_GRANTS
+    index.create_bucket("long", "ana")  # long names reach the bytes' bound first
+    with pytest.raises(TooManyGrants):
+        for n in range(names.MAX_GRANTS):
+            index.grant("long", f"{n:0>32}", "write")
+    kept = index.bucket("long")["grants"]
+    assert len(kept) < names.MAX_GRANTS and len(codec.canonical(kept)) <= names.MAX_GRANTS_BYTES
+    grants = {f"{n:0>32}": "read" for n in range(names.MAX_GRANTS + 1)}
+    with pytest.raises(TooManyGrants):
+        backup.restore(index, {"buckets": [{"name": "new-b", "created": 0, "grants": grants}]})
+    assert "new-b" not in [b["name"] for b in index.buckets()]
 
 
 def test_a_completed_upload_completes_again_with_the_same_answer(index) -> None:

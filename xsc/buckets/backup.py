@@ -227,6 +227,7 @@ def _bucket(b: dict) -> dict:
     if not isinstance(grants, dict) or any(g not in ("read", "write")
                                            for u, g in grants.items() if names.check_user(u)):
         _bad(f"bucket {b['name']!r}: its grants are {{USER: \"read\" | \"write\"}}")
+    names.check_grants(b["name"], grants)
     objects = b.get("objects") or {}
     if not isinstance(objects, dict):
         _bad(f"bucket {b['name']!r}: its objects are a map of keys to records")

@@ -168,6 +168,8 @@ class S3Index:
             if user == record["owner"]:
                 raise InvalidArgument(f"user {user!r} owns the bucket {name!r}")
             grants = {u: g for u, g in record["grants"].items() if u != user} | ({user: level} if level else {})
+            if level is not None and user not in record["grants"]:  # (a revoke, or a grant changed, never adds one)
+                names.check_grants(name, grants)
             stored = {k: v for k, v in record.items() if k != "name"} | {"grants": grants}
             dropped = [] if level else [u for u in self.uploads(name) if u.get("user") == user]
             written: dict[bytes, bytes | None] = {keys.object_bucket(name): _dump(stored)}

@@ -1,4 +1,4 @@
-"""`xsc compute run|job|jobs|lineage|map|watch`: WASI programs over bytes and stored files (compute/jobs.py)."""
+"""`xsc compute run|rerun|job|jobs|lineage|map|watch`: WASI programs over bytes and stored files (compute/jobs.py)."""
 
 from __future__ import annotations
 
@@ -160,6 +160,26 @@ def run(obj, target: str, argv: tuple[str, ...], stdin: str | None, no_stdin: bo
             answer = client.post_stream("/v1/compute/jobs", _stream(spec, source), JOB_STREAM)
         else:
             answer = client.request("POST", "/v1/compute/jobs", json_body=spec)
+    except (Trap, OverCap) as err:
+        if not as_json:
+            _program_output(err.details)
+        raise
+    if as_json:
+        emit_json(answer)
+        return
+    _program_output(answer)
+    _summary(answer)
+
+
+@click.command("rerun")
+@click.argument("job_id", metavar="ID")
+@json_option
+@click.pass_obj
+def rerun(obj, job_id: str, as_json: bool) -> None:
+    """Run a job again from the spec its record keeps (an interrupted or failed one, say): a new run of the same job,
+    which replaces its run before.  Prints as `run` does."""
+    try:
+        answer = obj.client().request("POST", f"/v1/compute/jobs/{quote(job_id, safe='')}/rerun")
     except (Trap, OverCap) as err:
         if not as_json:
             _program_output(err.details)
@@ -512,4 +532,4 @@ def unwatch(obj, name: str) -> None:
     click.echo(f"stopped watch {name}")
 
 
-COMMANDS = (run, job, jobs, lineage, map_, watch, watches, unwatch)
+COMMANDS = (run, rerun, job, jobs, lineage, map_, watch, watches, unwatch)

@@ -680,13 +680,17 @@ class WebFunctions:
         await in_pool(None, _remove_siblings, mounted)  # the files of its spec before, if they were others
         return record
 
-    def restore(self, record: dict[str, Any], bill: Bill) -> None:
+    def restore(self, record: dict[str, Any], bill: Bill, counts: dict[str, Any] | None = None) -> None:
         """A placed function kept on disk served again after a restart, checked again as when it was placed (its
-        module here and runnable, its limits within this node's) and its files still where they were mounted."""
+        module here and runnable, its limits within this node's) and its files still where they were mounted; its
+        counters from where they were kept (`counts`: requests, errors, earned)."""
         self._checked({k: v for k, v in record.items() if k in FIELDS})
         if record["mounted"] != _digest(record["inputs"]) or not self._placed_dir(record).is_dir():
             raise NotFound(f"the files function {record['name']!r} mounts are no longer here", hint="place it again")
-        self._placed[(record["owner"], record["name"])] = Served(record, bill, owner=record["owner"])
+        counts = counts if isinstance(counts, dict) else {}
+        kept = [n if type(n := counts.get(k, 0)) is int and n >= 0 else 0 for k in ("requests", "errors", "earned")]
+        self._placed[(record["owner"], record["name"])] = Served(record, bill, owner=record["owner"], requests=kept[0],
+                                                                 errors=kept[1], spend=kept[2])
 
     def prune_placed(self) -> int:
         """Remove the files of placed functions no longer served here (withdrawn, or dropped at a restart); how

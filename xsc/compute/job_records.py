@@ -390,7 +390,7 @@ def ended(job: dict[str, Any], run: dict[str, Any], stored: list[dict[str, Any]]
                fuel_consumed=run["fuel_consumed"], cost=run["cost"], **where)
     if failed:
         job["error"] = failed
-        hint = _refusal_hint(refusal) if refusal else (trap or {}).get("hint")
+        hint = _refusal_hint(refusal) if refusal else (trap or {}).get("hint") or rerun_hint(job)
         if hint:  # the command that fixes it, shown with the error as any refusal's
             job["error_hint"] = hint
     streams = {"stdout": run.get("stdout", ""), "stderr": run.get("stderr", "")}
@@ -413,6 +413,13 @@ def answer(job: dict[str, Any], streams: dict[str, str], charge: int, refusal: s
         raise Trap(f"the job {job['id']} failed: {trap['message']}", kind=trap.get("kind"),
                    hint=trap.get("hint"), **answered)
     return answered
+
+
+def rerun_hint(job: dict[str, Any]) -> str:
+    """The command that runs a job a stop cut short (or a failure with no fix of its own) again."""
+    if (job.get("again") or {}).get("stdin") == "-":  # its stdin came with its request and was not kept
+        return f"run it again with its stdin: ... | xsc compute run {job.get('module')} --stdin -"
+    return f"run it again with: xsc compute rerun {job['id']}"
 
 
 def run_id(job: dict[str, Any]) -> str:
@@ -455,4 +462,4 @@ def _refusal_hint(refusal: str) -> str:
 
 
 __all__ = ["CURSOR_BYTES", "FORGET_AT_ONCE", "Forgettable", "JobOutputs", "JobRecords", "KEPT_STREAMS", "REPLACING",
-           "UNFINISHED", "answer", "ended", "made", "record_entries", "replacing", "run_id", "summary"]
+           "UNFINISHED", "answer", "ended", "made", "record_entries", "replacing", "rerun_hint", "run_id", "summary"]

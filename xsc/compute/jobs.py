@@ -38,8 +38,9 @@ from typing import Any, Awaitable, Callable
 
 from .. import codec
 from ..db import Database
-from ..errors import (BodyTimeout, ForgedResult, InsufficientCredit, IntegrityError, InvalidArgument, JobNotFound,
-                      NotFound, OverCap, PayloadTooLarge, PeerRefused, PeerUnreachable, ReplicasDisagree, XscError)
+from ..errors import (BodyTimeout, Conflict, ForgedResult, InsufficientCredit, IntegrityError, InvalidArgument,
+                      JobNotFound, NotFound, OverCap, PayloadTooLarge, PeerRefused, PeerUnreachable, ReplicasDisagree,
+                      XscError)
 from ..identity import Identity
 from ..storage.core.capability import Capability
 from ..storage.strangers import ProviderTerms
@@ -136,9 +137,26 @@ class JobService:
         pass
 
     # --- running ---------------------------------------------------------------------------
-    async def run(self, body: Any, stdin: ReadFn | None = None, *, fresh: bool = False) -> dict[str, Any]:
+    async def rerun(self, jid: str) -> dict[str, Any]:
+        """Run the local user's job `jid` again from the spec its record keeps: a new run of the same job (it
+        replaces the run before, as any run again does), a deterministic one run rather than replayed.  Refused,
+        nothing run, when the job read its stdin from its request (those bytes are not kept) or when what it reads
+        changed since (another job)."""
+        job = self.job(jid)
+        again = job.get("again")
+        if not isinstance(again, dict):
+            raise Conflict(f"the record of job {job['id']} keeps no spec to run again",
+                           hint="run it again with: xsc compute run MODULE ...")
+        if again.get("stdin") == "-":
+            raise Conflict(f"job {job['id']} read its stdin from its request, which the node does not keep",
+                           hint=f"run it again with its stdin: ... | xsc compute run {job['module']} --stdin -")
+        return await self.run(again, fresh=True, same=job["id"])
+
+    async def run(self, body: Any, stdin: ReadFn | None = None, *, fresh: bool = False,
+                  same: str | None = None) -> dict[str, Any]:
         """Run a job for the local user; its answer (state, exit code, outputs, charge, provenance).  `fresh`: run
-        a deterministic job even if its outputs are kept (they were removed since)."""
+        a deterministic job even if its outputs are kept (they were removed since).  `same`: the job it must be
+        (`rerun`), refused before it runs if its bytes are not that job's."""
         spec = parse_job(body)
         if spec.stdin == "-" and stdin is None:
             raise InvalidArgument("the job reads stdin from the request, but none was sent",
@@ -153,6 +171,9 @@ class JobService:
             staged = await self.inputs.stage(spec, stdin, work, limits.fuel)
             run = job_id(spec, staged.stdin_sha256, [i["sha256"] for i in staged.inputs])
             jid = asked_id(run, spec)
+            if same is not None and jid != same:
+                raise Conflict(f"what job {same} reads changed since it ran: run again, it would be job {jid}",
+                               hint="run the new job with: xsc compute run SPEC.toml (or MODULE ...)")
             # One run of a job at a time: a second waits, then replays it or runs after it (the job's record,
             # its executions and its outputs are one run's, never two runs' written over each other).
             async with self.records.alone(jid):
@@ -185,7 +206,8 @@ class JobService:
         # What the job's runs were charged before this one, in all (a record without a total: its latest run's).
         before = (previous or {}).get("charge_total", (previous or {}).get("charge", 0))
         job = {"id": jid, "state": "running", "module": spec.module, "entrypoint": spec.entrypoint,
-               "spec": spec.canonical(), "guarantee": {"replicas": spec.replicas, "agree": spec.agree},
+               "spec": spec.canonical(), "again": spec.again(),  # what `rerun` asks for
+               "guarantee": {"replicas": spec.replicas, "agree": spec.agree},
                **({"run": run} if run != jid else {}),
                "executions": executions, "outputs": [], "inputs": staged.inputs,
                "charge_total": before,  # and this run's, once it is charged (job_records.ended)

@@ -84,6 +84,15 @@ class JobSpec:
                            "stderr": self.stderr_cap}}
 
 
+    def again(self) -> dict[str, Any]:
+        """The spec as asked, capabilities and S3 objects named (`parse_job` reads it back to this spec): what a
+        job's record keeps so that `xsc compute rerun` can ask for the job again."""
+        return {**{k: v for k, v in self.canonical().items() if k != "limits"}, "stdin": self.stdin,
+                "inputs": [f"{'s3://' + '/'.join(i.s3) if i.s3 else i.cap}:{i.path}" for i in self.inputs],
+                "limits": dict(self.asked), "max_price": self.max_price, "replicas": self.replicas,
+                "agree": self.agree}
+
+
 def job_id(spec: JobSpec, stdin_sha256: str | None, input_sha256: list[str]) -> str:
     """Hex SHA-256 of the canonical spec and the content hash of each byte stream it reads."""
     named = {"spec": spec.canonical(), "stdin": stdin_sha256, "inputs": input_sha256}

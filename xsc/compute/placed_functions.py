@@ -26,7 +26,9 @@ deleted before it is withdrawn; its files are staged in a directory named by its
 names files staged for another spec.  At start each is served again at the same URL on the same tab (its total
 is summed from the tab's run records, as after any restart) once checked again as when it was placed: an
 authorization that does not pay this node, has expired or whose tab is closed, a module no longer here or
-files no longer mounted, and the placement is dropped (its owner's check finds it gone and places it again).
+files no longer mounted, and the placement is dropped (its owner's check finds it gone and places it again).  Its
+counters (requests, errors, earned: `keys.placed_counts`) are served again with it, as written in one unsynced batch
+every COUNTS_INTERVAL seconds and at a stop.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ log = logging.getLogger(__name__)
 PER_OWNER = 4  # functions one owner may have placed here at once
 MAX_PLACED = 64  # functions all owners together may have placed here
 MAX_MOUNTED = 1 << 30  # bytes of stored files one placed function may mount
+COUNTS_INTERVAL = 10.0  # seconds between writes of placed functions' counters (requests, errors, earned)
 PLACE_NEEDS = frozenset({"function", "price", "memory_price", "authorization", "deal"})
 PLACED_FIELDS = frozenset({"name", "module", "entrypoint", "inputs", "env", "limits", "max_body", "concurrency"})
 
@@ -155,27 +158,55 @@ class PlacedFunctions:
         self.paid = paid  # a placement's terms are checked, and its requests held, as an invoke's are
         self.store = store  # the placements, kept across restarts
         self.web_url = web_url  # where this node's web listener is reached (None: it serves no functions)
+        self._kept: dict[tuple[str, str], tuple[int, int, int]] = {}  # counters as last written
 
     def start(self) -> None:
-        """The placements kept on disk served again, each checked again (dropped if it no longer checks)."""
+        """The placements kept on disk served again, each checked again (dropped if it no longer checks), with the
+        counters kept of it."""
+        counts = self.store.placed_counts()
         for (owner, name), placement in self.store.placements():
             try:
                 record = placement["function"]
                 if (record["owner"], record["name"]) != (owner, name):
                     raise InvalidArgument("its record names another function")
-                self.functions.restore(record, self._bill(owner, name, placement))
+                self.functions.restore(record, self._bill(owner, name, placement), counts.get((owner, name)))
             except (XscError, KeyError, TypeError, ValueError) as err:  # what no longer checks, or does not read
                 log.info("function %s of %s is not served again: %s", name, owner,
                          getattr(err, "message", repr(err)))
                 self.store.remove_placement(owner, name)
         self.functions.prune_placed()
+        self._kept = {(owner, name): _counts(served) for owner, name, served in self.functions.placed_all()}
+        if stale := {key: None for key in counts if key not in self._kept}:  # of functions not served again, or
+            self.store.save_placed_counts(stale)  # withdrawn while a batch of them was being written
 
     def close(self) -> None:
-        pass  # what is placed stays on disk: served again at the next start
+        """What is placed stays on disk, served again at the next start; its counters are written."""
+        _, changed = self._changed_counts()
+        if changed:
+            self.store.save_placed_counts(changed)
 
     def loops(self) -> dict[str, Any]:
         return {"placed-functions-sweep": periodic("sweeping placed functions whose tab ended", SWEEP_INTERVAL,
-                                                   self.sweep)}
+                                                   self.sweep),
+                "placed-functions-counts": periodic("keeping placed functions' counters", COUNTS_INTERVAL,
+                                                    self.keep_counts)}
+
+    async def keep_counts(self) -> int:
+        """The counters of the placed functions that counted something since they were last kept, written in one
+        batch every COUNTS_INTERVAL and at a stop (without fsync, and never by a request: the web path is not
+        slowed by it; a kill -9 loses what they counted since the batch before); how many."""
+        now, changed = self._changed_counts()
+        if changed:
+            await in_pool(None, self.store.save_placed_counts, changed)
+        self._kept = now
+        return len(changed)
+
+    def _changed_counts(self) -> tuple[dict, dict[tuple[str, str], dict[str, int]]]:
+        """Every placed function's counters now (read on the loop, where they count), and those changed since they
+        were last kept."""
+        now = {(owner, name): _counts(served) for owner, name, served in self.functions.placed_all()}
+        return now, {key: dict(zip(("requests", "errors", "earned"), counts)) for key, counts in now.items()
+                     if self._kept.get(key) != counts}
 
     async def sweep(self, now: float | None = None) -> list[tuple[str, str]]:
         """Withdraw the placements whose current tab expired, or was closed, with no next one placed (`_closed`):
@@ -300,7 +331,8 @@ class PlacedFunctions:
 
     def hosted(self) -> list[dict[str, Any]]:
         """The functions other nodes placed here, each with its owner, where callers reach it, its counters and
-        what its runs earned (charged on its owners' tabs since this node started, as its other counters)."""
+        what its runs earned (charged on its owners' tabs since it was placed here, as its other counters: kept across
+        restarts, `keep_counts`)."""
         web = self.web_url()
         return [{"owner": owner, "name": name, "module": served.record["module"], "path": f"/fn/{owner}/{name}/",
                  "url": None if web is None else f"{web}/fn/{owner}/{name}/", "requests": served.requests,
@@ -315,6 +347,10 @@ class PlacedFunctions:
         call = InvokeCall(function["module"], function.get("entrypoint", "_start"), [], limits.get("fuel"),
                           limits.get("memory"), limits.get("timeout"), True)
         return self.paid.compute.budget(call, price)
+
+
+def _counts(served) -> tuple[int, int, int]:
+    return served.requests, served.errors, served.spend
 
 
 def mount_price(size: int, price: int) -> int:

@@ -26,7 +26,8 @@ from typing import Any, Callable
 
 from ..errors import IntegrityError, OverCap, ReplicasDisagree, Trap, XscError
 from ..tasks import in_pool
-from .job_records import KEPT_STREAMS, UNFINISHED, JobOutputs, JobRecords, answer as answered_with, ended, run_id
+from .job_records import (KEPT_STREAMS, UNFINISHED, JobOutputs, JobRecords, answer as answered_with, ended, rerun_hint,
+                          run_id)
 from .job_sandbox import file_sha256, remove_tree
 from .jobspec import parse_sent_job
 from .sent_jobs import Returned, SentJobs
@@ -367,7 +368,8 @@ class RemoteAnswers:
             await self.sent.unanswered_after_restart(step["authorization"])  # (a replica not compared: not paid)
         for k in ("answered", "sent", "fetching", "replicating"):
             job.pop(k, None)
-        job.update(state="interrupted", outputs=[], error="the node stopped while the job ran")
+        job.update(state="interrupted", outputs=[], error="the node stopped while the job ran",
+                   error_hint=rerun_hint(job))
         self.records.save(job["id"], job)
         await in_pool(None, remove_tree, self.kept(job["id"]))
         await in_pool(None, remove_tree, self.replicas_kept(job["id"]))

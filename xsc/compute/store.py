@@ -237,4 +237,21 @@ class ComputeStore:
         self._db.put(keys.placed(owner, name), codec.dumps(placement), sync=True)
 
     def remove_placement(self, owner: str, name: str) -> None:
-        self._db.delete(keys.placed(owner, name), sync=True)
+        with self._db.write_batch(transaction=True, sync=True) as batch:
+            batch.delete(keys.placed(owner, name))
+            batch.delete(keys.placed_counts(owner, name))
+
+    def placed_counts(self) -> dict[tuple[str, str], dict]:
+        """(owner, function name) -> the counters kept of a placed function (requests, errors, earned)."""
+        with self._db.iterator(prefix=keys.PLACED_COUNTS) as it:
+            return {keys.split_placed(key, keys.PLACED_COUNTS): codec.loads(value) for key, value in it}
+
+    def save_placed_counts(self, counts: dict[tuple[str, str], dict | None]) -> None:
+        """Placed functions' counters (None: deleted), in one batch and without fsync: a kill -9 loses at most what
+        they counted since the batch before, never a request's answer."""
+        with self._db.write_batch(transaction=True, sync=False) as batch:
+            for (owner, name), kept in counts.items():
+                if kept is None:
+                    batch.delete(keys.placed_counts(owner, name))
+                else:
+                    batch.put(keys.placed_counts(owner, name), codec.dumps(kept))

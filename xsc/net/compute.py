@@ -37,7 +37,7 @@ from typing import Any
 from .. import codec
 from ..errors import PeerError, PeerRefused, PeerUnreachable
 from ..tasks import stop
-from .peer_client import EncodedJson, PeerClient, PeerResponse
+from .peer_client import MAX_CODE, EncodedJson, PeerClient, PeerResponse, shown
 
 log = logging.getLogger(__name__)
 
@@ -406,9 +406,9 @@ def _results(url: str, response: PeerResponse, count: int) -> list[dict[str, Any
                 out.append(_lost(url, "it answered a call without a run and a tab"))
         elif type(status) is int and 400 <= status < 500 and isinstance(result.get("problem"), dict):
             problem = result["problem"]
-            code, detail = str(problem.get("code", "http-error"))[:100], str(problem.get("detail", ""))[:2000]
-            out.append(PeerRefused(f"peer {url} refused POST {INVOKE_PATH}: {detail}", url=url, peer_status=status,
-                                   peer_code=code))
+            code, detail = str(problem.get("code", "http-error"))[:1000], str(problem.get("detail", ""))[:10_000]
+            out.append(PeerRefused(f"peer {url} refused POST {INVOKE_PATH}: {shown(detail)}", url=url,
+                                   peer_status=status, peer_code=shown(code, MAX_CODE)))
         else:  # a server error, or nothing sensible: it may have run
             out.append(_lost(url, f"it answered a call of a batch with status {status!r}"))
     return out

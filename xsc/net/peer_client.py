@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+import unicodedata
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Sequence
@@ -105,14 +106,27 @@ class PeerResponse:
             raise PeerRefused("a peer answered with a body that is not JSON") from None
 
 
+MAX_DETAIL = 300  # characters of a peer's refusal quoted in an error (its code: MAX_CODE)
+MAX_CODE = 100
+
+
+def shown(text: str, most: int = MAX_DETAIL) -> str:
+    """A stranger's text as an error shown to the user quotes it: on one line, without control or format characters
+    (a terminal escape, a newline faking a line of this node's own), at most `most` characters."""
+    text = " ".join("".join(" " if ch.isspace() else ch for ch in text
+                            if ch.isspace() or not unicodedata.category(ch).startswith("C")).split())
+    return text if len(text) <= most else text[:most - 1] + "…"
+
+
 def _refusal(url: str, method: str, path: str, status: int, body: bytes) -> PeerRefused:
-    """The peer's problem body, kept whole so callers can tell a 401 from a 404."""
+    """The peer's problem body: its status and code kept so callers can tell a 401 from a 404, its detail as `shown`."""
     try:
         problem = loads(body)
         code, detail = str(problem["code"]), str(problem["detail"])
     except (ValueError, KeyError, TypeError):
-        code, detail = "http-error", body[:200].decode(errors="replace") or f"HTTP {status}"
-    return PeerRefused(f"peer {url} refused {method} {path}: {detail}", url=url, peer_status=status, peer_code=code)
+        code, detail = "http-error", body[:200].decode(errors="replace")
+    return PeerRefused(f"peer {url} refused {method} {path}: {shown(detail) or f'HTTP {status}'}", url=url,
+                       peer_status=status, peer_code=shown(code, MAX_CODE))
 
 
 def peer_session(congestion_control: str, meter: Meter,

@@ -440,7 +440,7 @@ def _error(request: web.Request, err: XscError, request_id: str) -> web.Response
     code, status = xml.s3_code_of(err)
     if status >= 500 and code != "SlowDown":  # a client over its rate is not the front's trouble, nor its log's
         log.warning("%s %s: %s %s", request.method, request.path, code, err)
-    body = b"" if request.method == "HEAD" else xml.error(code, err.message, request.path, request_id)
+    body = b"" if request.method == "HEAD" else xml.error(code, _told(err), request.path, request_id)
     response = web.Response(status=status, body=body, content_type="application/xml",
                             headers={"x-amz-request-id": request_id})
     if "retry_after" in err.details:
@@ -448,6 +448,12 @@ def _error(request: web.Request, err: XscError, request_id: str) -> web.Response
     if request.can_read_body and not request.content.at_eof():
         response.force_close()  # the client may still be sending a body we will not read
     return response
+
+
+def _told(err: XscError) -> str:
+    """An error's message with the command that fixes it: an S3 client (boto3, rclone, the aws CLI) shows the user
+    <Message> alone."""
+    return err.with_hint if err.hint and err.hint not in err.message else err.message
 
 
 def _unparsed(status: int, detail: str) -> web.Response:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from ...errors import InvalidArgument, InvalidBucketName
+from ... import codec
+from ...errors import InvalidArgument, InvalidBucketName, TooManyGrants
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # each name pattern is fullmatched ($ takes a final \n)
 _IP = re.compile(r"\d+\.\d+\.\d+\.\d+")
@@ -24,6 +25,8 @@ MAX_RECORD = 64 * 1024  # bytes of an object's record (type, metadata, stored he
 SMALL_OBJECT = 1024 * 1024 - MAX_RECORD - 4
 DEFAULT_USER = "xsc"  # the user of access keys made without --user, and the owner of buckets made before users
 INITIATOR = "initiator"  # access to an upload: who began it, or its bucket's owner (S3Index.checked_upload)
+# A bucket's grants, read with its record by every request made of it: how many users, and their JSON's bytes.
+MAX_GRANTS, MAX_GRANTS_BYTES = 256, 8192
 _USER = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
 # What XML 1.0 cannot carry (listings echo keys and prefixes): C0 controls but tab, LF and CR, and U+FFFE/U+FFFF.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -40,6 +43,16 @@ def check_user(name: str) -> str:
     if not isinstance(name, str) or not _USER.fullmatch(name):
         raise InvalidArgument(f"{name!r} is not a user name", hint="1 to 32 characters: a-z, 0-9, '.', '_', '-'")
     return name
+
+
+def check_grants(bucket: str, grants: dict[str, str]) -> dict[str, str]:
+    """A bucket's grants within MAX_GRANTS users and MAX_GRANTS_BYTES of JSON."""
+    size = len(codec.canonical(grants))
+    if len(grants) > MAX_GRANTS or size > MAX_GRANTS_BYTES:
+        raise TooManyGrants(f"the bucket {bucket!r} would hold {len(grants):,} grants ({size:,} bytes); a bucket holds "
+                            f"at most {MAX_GRANTS} ({MAX_GRANTS_BYTES:,} bytes)",
+                            hint=f"revoke one first: xsc s3 revoke {bucket} USER", bucket=bucket)
+    return grants
 
 
 def check_key(key: str) -> str:

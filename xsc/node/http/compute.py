@@ -139,6 +139,11 @@ async def get_job(request: web.Request) -> web.Response:
     return json_response(request.app[NODE].jobs.job(request.match_info["id"]))
 
 
+@routes.post("/v1/compute/jobs/{id}/rerun")
+async def rerun_job(request: web.Request) -> web.Response:
+    return json_response(await request.app[NODE].jobs.rerun(request.match_info["id"]), status=201)
+
+
 @routes.get("/v1/compute/lineage/{cap}")
 async def lineage(request: web.Request) -> web.Response:
     return json_response(request.app[NODE].jobs.lineage(request.match_info["cap"]))

@@ -34,6 +34,7 @@ S3_CODES: dict[str, tuple[str, int]] = {
     "too-many-buckets": ("TooManyBuckets", 400),
     # S3 bounds no account's uploads: the code Ceph's RGW answers a user past its quota with (not retried)
     "too-many-uploads": ("QuotaExceeded", 403),
+    "too-many-grants": ("InvalidArgument", 400),  # S3's ACLs have no code of their own for too many grants
     "invalid-bucket-name": ("InvalidBucketName", 400),
     "invalid-part": ("InvalidPart", 400),
     "invalid-part-order": ("InvalidPartOrder", 400),
