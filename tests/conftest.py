@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
+from hypothesis import settings
 
 from tests.support.cli import ThreadedNode
 from tests.support.forker import Forker
@@ -19,6 +20,9 @@ from xsc.devnet import DEVNET_ENV, share_listen_ports
 from xsc.ledger.store import SELF_CHECK_ENV
 from xsc.storage.gateway_get import Plaintext
 
+# No property test fails for being slow: an example's time says how loaded the machine is, not whether the code is right.
+settings.register_profile("xsc", deadline=None)
+settings.load_profile("xsc")
 os.environ.setdefault(SELF_CHECK_ENV, "1")  # the ledger verifies the signatures it makes (node processes too)
 for _name, _value in DEVNET_ENV.items():  # every node a test starts is of a devnet unless the test says otherwise
     os.environ.setdefault(_name, _value)
