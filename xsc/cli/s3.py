@@ -77,7 +77,8 @@ def keys_create(obj, user: str | None, as_json: bool) -> None:
     from ..s3.access import KeyRing, key_file
     from ..buckets.core.names import DEFAULT_USER
 
-    created = KeyRing(key_file(obj.data_dir)).create(user or DEFAULT_USER)
+    # An empty --user (a shell variable left unset) is refused by name, never taken for the operator's key.
+    created = KeyRing(key_file(obj.data_dir)).create(DEFAULT_USER if user is None else user)
     if as_json:
         emit_json(created)
         return
