@@ -278,6 +278,20 @@ def test_grant_refusals_are_one_line(gateway) -> None:
     assert gateway.node.xsc("s3", "grant", "u-typo", "gus", "write").returncode == 0
 
 
+def test_only_a_buckets_owner_deletes_it_and_a_user_granted_write_is_told_so(gateway) -> None:
+    ana = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "ana"))
+    hal = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "hal"))
+    ana.create_bucket(Bucket="u-owned")
+    assert gateway.node.xsc("s3", "grant", "u-owned", "hal", "write").returncode == 0
+    with pytest.raises(ClientError) as info:
+        hal.delete_bucket(Bucket="u-owned")
+    assert code_of(info) == ("AccessDenied", 403)
+    said = info.value.response["Error"]["Message"]
+    assert said.startswith("only the owner of the bucket 'u-owned' may delete it, not user 'hal'"), said
+    assert "xsc s3 grant" not in said  # no grant lets another user delete it
+    ana.delete_bucket(Bucket="u-owned")
+
+
 def _balances(gateway) -> dict[str, int]:
     listed = gateway.node.xsc("s3", "users", "--json")
     assert listed.returncode == 0, listed.stderr

@@ -110,6 +110,9 @@ class S3Index:
         """The bucket, if `user` may `need` it (read, write, owner); else AccessDenied (Forbidden)."""
         record = self.bucket(name)
         if user is not None and user != record["owner"] and LEVELS.get(record["grants"].get(user), 0) < LEVELS[need]:
+            if need == "owner":  # no grant reaches it: a hint to ask for one would send the user the wrong way
+                raise Forbidden(f"only the owner of the bucket {name!r} may delete it, not user {user!r}",
+                                hint="a user deletes the buckets it created", bucket=name)
             raise Forbidden(f"user {user!r} may not {need} the bucket {name!r}",
                             hint=f"its owner can grant it: xsc s3 grant {name} {user} read|write", bucket=name)
         return record
