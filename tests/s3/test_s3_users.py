@@ -276,6 +276,15 @@ def test_grant_refusals_are_one_line(gateway) -> None:
         assert result.returncode != 0 and result.stderr.count(b"\n") == 1, result.stderr
         assert b"'gus'" not in result.stderr and b"xsc s3 keys create --user guss" in result.stderr, result.stderr
     assert gateway.node.xsc("s3", "grant", "u-typo", "gus", "write").returncode == 0
+    for bucket in ("u typo", "u-typo?x=1", "../v1", "u-typo/grants/gus", ""):  # never sent as another route's path
+        for command in (("grant", bucket, "gus", "read"), ("revoke", bucket, "gus")):
+            result = gateway.node.xsc("s3", *command)
+            assert result.returncode == 1 and result.stderr.count(b"\n") == 1, result.stderr
+            assert b"is not a valid bucket name" in result.stderr, result.stderr
+    result = gateway.node.xsc("s3", "revoke", "u-typo", "guss")  # a mistyped name takes nothing back, and says so
+    assert result.returncode == 0 and result.stderr.decode() == \
+        "guss had no grant on u-typo: nothing to take back (granted there: gus write)\n", result.stderr
+    assert gateway.node.xsc("s3", "revoke", "u-typo", "gus").stderr == b"gus has no grant on u-typo now\n"
 
 
 def test_only_a_buckets_owner_deletes_it_and_a_user_granted_write_is_told_so(gateway) -> None:

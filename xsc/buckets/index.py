@@ -170,6 +170,7 @@ class S3Index:
             record = self.bucket(name)
             if user == record["owner"]:
                 raise InvalidArgument(f"user {user!r} owns the bucket {name!r}")
+            had = record["grants"].get(user)
             grants = {u: g for u, g in record["grants"].items() if u != user} | ({user: level} if level else {})
             stored = {k: v for k, v in record.items() if k != "name"} | {"grants": grants}
             dropped = [] if level else [u for u in self.uploads(name) if u.get("user") == user]
@@ -180,7 +181,7 @@ class S3Index:
             for upload in dropped:
                 self._uploaded(upload)
         gone = {} if level else {"aborted": [u["id"] for u in dropped], "garbage": garbage}
-        return {"name": name, **stored, **gone}
+        return {"name": name, **stored, "had": had, **gone}
 
     def delete_bucket(self, name: str) -> None:
         with self._lock:
