@@ -357,6 +357,11 @@ def test_funding_and_charging_refusals(gateway) -> None:
             urllib.request.urlopen(request)
         assert info.value.code == 400, (body, info.value.read())
     assert _balances(gateway).get("fay", 0) == 0
+    result = gateway.node.xsc("s3", "fund", "fay", "0")  # no transfer of nothing is signed into the ledger
+    assert result.returncode == 1 and result.stderr == \
+        b"xsc: error: a funding moves at least 0.000001 credits, not 0 (xsc s3 fund fay CREDITS)\n", result.stderr
+    (fay,) = [u for u in json.loads(gateway.node.xsc("s3", "users", "--json").stdout) if u["user"] == "fay"]
+    assert json.loads(gateway.node.xsc("ledger", "balance", fay["account"], "--json").stdout)["seq"] == 0
 
 
 def _slowed_down(client) -> dict:

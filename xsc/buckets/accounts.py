@@ -92,6 +92,9 @@ class UserAccounts:
         if user == names.DEFAULT_USER:
             raise InvalidArgument(f"the user {user}'s puts are paid by the node's account: it has nothing to fund",
                                   hint="fund the users of keys made with --user")
+        if amount == 0:  # a signed transfer of nothing would still be an entry in both chains, for ever
+            raise InvalidArgument("a funding moves at least 0.000001 credits, not 0",
+                                  hint=f"xsc s3 fund {user} CREDITS")
         account = self.account(user)
         await self._keeps_credit_for_puts(user, amount)
         await self.ledger.ensure_credit(self.owner, amount)  # what the node's account holds for running work stays
