@@ -329,6 +329,11 @@ def test_each_users_puts_are_paid_from_its_own_account_and_an_account_that_canno
     history = gateway.node.xsc("ledger", "history", "--account", dan_id, "--json")
     assert history.returncode == 0, history.stderr
     assert sum(e["job"].startswith("s3:put:") for e in json.loads(history.stdout)) == 2, history.stdout
+    # What the ledger shows it may spend is what it was funded: a user's account has no credit line.
+    balance = json.loads(gateway.node.xsc("ledger", "balance", dan_id, "--json").stdout)
+    assert (balance["role"], balance["credit_limit"], balance["available"]) == ("s3 user dan", 0, after_dan["dan"])
+    (listed,) = [a for a in json.loads(gateway.node.xsc("ledger", "accounts", "--json").stdout) if a["account"] == dan_id]
+    assert (listed["credit_limit"], listed["available"]) == (0, after_dan["dan"]), listed
 
     eve.create_bucket(Bucket="pay-eve")
     with pytest.raises(ClientError) as info:

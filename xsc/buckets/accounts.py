@@ -60,13 +60,12 @@ class UserAccounts:
         named = self._users_by_account()
         mine = await self.ledger.balance(self.owner.public_key)
         views = [mine if view["account"] == mine["account"] else view for view in self.ledger.accounts()]
-        views = [{**view, "role": view["role"] or named.get(view["account"])} for view in views]
+        views = [_named(view, named) for view in views]
         return sorted(views, key=lambda v: (v["role"] is None, v["role"] or "", v["account"]))
 
     async def ledger_account(self, account: bytes) -> dict:
         """One account's balance (LedgerService.balance) with its role named as `ledger_accounts` names it."""
-        view = await self.ledger.balance(account)
-        return {**view, "role": view["role"] or self._users_by_account().get(view["account"])}
+        return _named(await self.ledger.balance(account), self._users_by_account())
 
     def _users_by_account(self) -> dict[str, str]:
         named = {}
@@ -183,6 +182,15 @@ class UserAccounts:
             entry = outcome if isinstance(outcome, XscError) else next(settled)
             answers.append(entry if isinstance(entry, BaseException) else {**view, "charged": amount, "entry": entry})
         return answers
+
+
+def _named(view: dict, named: dict[str, str]) -> dict:
+    """The ledger's view of an account, named if it is an S3 user's, whose credit is what it was funded: it has no
+    credit line (`charge_many` spends its balance only), whatever the ledger's own limit for accounts."""
+    if view["role"] is not None or view["account"] not in named:
+        return view
+    return {**view, "role": named[view["account"]], "credit_limit": 0,
+            "available": max(0, view["balance"] - view["held"])}
 
 
 def _check_amount(amount: object) -> int:
