@@ -136,11 +136,11 @@ def grant(obj, bucket: str, user: str, access: str) -> None:
 def revoke(obj, bucket: str, user: str) -> None:
     """Take back what USER was granted on BUCKET, and abort the multipart uploads it began there."""
     done = obj.client().request("DELETE", _grant_path(bucket, user))
-    if done.get("had") is None:  # a mistyped name: say so, or the user meant keeps its grant unnoticed
+    aborted = done.get("aborted", [])
+    if done.get("had") is None and not aborted:  # a mistyped name: say so, or the user meant keeps its grant unnoticed
         granted = ", ".join(f"{u} {level}" for u, level in sorted(done.get("grants", {}).items())) or "no one"
         click.echo(f"{user} had no grant on {bucket}: nothing to take back (granted there: {granted})", err=True)
         return
-    aborted = done.get("aborted", [])
     click.echo(f"{user} has no grant on {bucket} now"
                + (f"; its {len(aborted)} multipart upload(s) in progress there aborted" if aborted else ""), err=True)
 
