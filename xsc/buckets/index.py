@@ -114,7 +114,7 @@ class S3Index:
                 raise Forbidden(f"only the owner of the bucket {name!r} may delete it, not user {user!r}",
                                 hint="a user deletes the buckets it created", bucket=name)
             raise Forbidden(f"user {user!r} may not {need} the bucket {name!r}",
-                            hint=f"its owner can grant it: xsc s3 grant {name} {user} read|write", bucket=name)
+                            hint=f"the node's operator grants it: xsc s3 grant {name} {user} {need}", bucket=name)
         return record
 
     def checked(self, bucket: str, user: str | None, need: str, fn, *args, **kwargs):
