@@ -281,6 +281,10 @@ def test_grant_refusals_are_one_line(gateway) -> None:
             result = gateway.node.xsc("s3", *command)
             assert result.returncode == 1 and result.stderr.count(b"\n") == 1, result.stderr
             assert b"is not a valid bucket name" in result.stderr, result.stderr
+    gateway.client().create_bucket(Bucket="u-kept")
+    for bucket in ("u-kept#", "u-kept?"):  # as a path, each would name the bucket itself, and DELETE remove it
+        assert gateway.node.xsc("s3", "revoke", bucket, "gus").returncode == 1
+    gateway.client().head_bucket(Bucket="u-kept")
     result = gateway.node.xsc("s3", "revoke", "u-typo", "guss")  # a mistyped name takes nothing back, and says so
     assert result.returncode == 0 and result.stderr.decode() == \
         "guss had no grant on u-typo: nothing to take back (granted there: gus write)\n", result.stderr
