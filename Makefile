@@ -1,4 +1,5 @@
-# Every target installs the project into .venv first, so a fresh clone needs only Python 3.11, gcc, make and git.
+# Every target installs the project into .venv first, so a fresh clone needs only Python 3.11 (with venv: Debian's
+# python3-venv), gcc, make and git.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin

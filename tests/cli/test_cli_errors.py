@@ -20,6 +20,7 @@ from xsc.errors import PeerUnreachable
 from xsc.identity import Identity
 from xsc.net.peer_client import PeerClient
 
+from tests.support.compute import WASM
 from tests.support.nodes import free_port
 from tests.support.cli import xsc
 from tests.support.waiting import eventually
@@ -126,6 +127,17 @@ def test_a_capability_mangled_in_its_size_is_one_line_saying_to_copy_it_whole(th
         assert result.stderr.splitlines() == [f"xsc: error: the file is 5000 bytes, the capability says "
                                               f"{args[2].rsplit(':', 1)[1]} (check the capability: copy it whole, "
                                               "as `xsc store put` printed it)"], result.stderr
+
+
+def test_a_module_id_with_more_after_it_is_refused_and_that_module_left_as_it_was(thread_node) -> None:
+    node = thread_node()
+    module = node.xsc("compute", "deploy", str(WASM / "add.wasm")).stdout.strip()
+    for verb in ("disable", "rm"):  # as a path, 'ID#x' and 'ID?x' would name the module ID itself
+        for typed in (f"{module}#x", f"{module}?x"):
+            result = node.xsc("compute", verb, typed)
+            assert result.exit_code == 1 and result.stderr.startswith(f"xsc: error: not a module id: {typed!r}"), \
+                result.stderr
+    assert json.loads(node.xsc("compute", "module", module, "--json").stdout)["status"] == "active"
 
 
 @pytest.mark.parametrize("where, config, env, said", [

@@ -32,6 +32,10 @@ def test_keys_create_ls_rm(tmp_path) -> None:
         run_xsc("--data-dir", data_dir, "s3", "keys", "ls", "--json").stdout)}[ana["access_key"]] == "ana"
     bad = run_xsc("--data-dir", data_dir, "s3", "keys", "create", "--user", "Not A User")
     assert bad.returncode != 0 and bad.stderr.count(b"\n") == 1 and b"not a user name" in bad.stderr
+    unset = run_xsc("--data-dir", data_dir, "s3", "keys", "create", "--user", "")  # "$NEW_USER" left unset
+    assert unset.returncode == 1 and unset.stderr == b"xsc: error: '' is not a user name " \
+        b"(1 to 32 characters: a-z, 0-9, '.', '_', '-')\n", unset.stderr
+    assert len(json.loads(run_xsc("--data-dir", data_dir, "s3", "keys", "ls", "--json").stdout)) == 3  # no operator key
     assert run_xsc("--data-dir", data_dir, "s3", "keys", "rm", created["access_key"]).returncode == 0
     result = run_xsc("--data-dir", data_dir, "s3", "keys", "rm", created["access_key"])
     assert result.returncode == 1 and result.stderr.count(b"\n") == 1 and b"no access key" in result.stderr

@@ -470,6 +470,10 @@ def test_users_see_and_change_their_own_buckets_and_what_they_were_granted(index
     for need in ("read", "write", "owner"):
         with pytest.raises(Forbidden):
             index.allow("ana-b", "bob", need)
+    for need in ("read", "write"):  # the grant that lets it, from whoever can give it: not the bucket's owner, a user
+        with pytest.raises(Forbidden) as refused:
+            index.allow("ana-b", "bob", need)
+        assert refused.value.hint == f"the node's operator grants it: xsc s3 grant ana-b bob {need}"
     index.grant("ana-b", "bob", "read")
     assert [b["name"] for b in index.buckets("bob")] == ["ana-b", "bob-b"]
     index.allow("ana-b", "bob", "read")

@@ -37,6 +37,17 @@ def test_the_table_names_an_operation_for_each_shape_and_refuses_every_other() -
                 assert found in expected, shape  # 400: UploadPart without its partNumber
 
 
+def test_an_operation_the_front_does_not_do_is_named_in_plain_words() -> None:
+    for args, said in ((("GET", "b", "k", {"tagging": ""}), "GET of an object with ?tagging"),
+                       (("GET", "b", "", {"acl": ""}), "GET of a bucket with ?acl"),
+                       (("PUT", "b", "k", {"tagging": ""}, {"x-amz-copy-source": "/b/j"}),
+                        "PUT of an object with ?tagging and x-amz-copy-source"),
+                       (("PATCH", "", "", {}), "PATCH of a service")):
+        with pytest.raises(S3Error) as refused:
+            routing.operation(*args[:4], CIMultiDict(args[4] if len(args) > 4 else {}))
+        assert refused.value.message == f"{said} is not an operation this gateway implements"
+
+
 def test_headers_the_front_does_not_do_are_refused() -> None:
     assert status_of("PUT", "b", "k", {}, {"x-amz-server-side-encryption": "AES256"}) == "put_object"
     assert status_of("PUT", "b", "k", {}, {"x-amz-server-side-encryption": "aws:kms"}) == 501

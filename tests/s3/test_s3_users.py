@@ -280,6 +280,33 @@ def test_grant_refusals_are_one_line(gateway) -> None:
         assert result.returncode != 0 and result.stderr.count(b"\n") == 1, result.stderr
         assert b"'gus'" not in result.stderr and b"xsc s3 keys create --user guss" in result.stderr, result.stderr
     assert gateway.node.xsc("s3", "grant", "u-typo", "gus", "write").returncode == 0
+    for bucket in ("u typo", "u-typo?x=1", "../v1", "u-typo/grants/gus", ""):  # never sent as another route's path
+        for command in (("grant", bucket, "gus", "read"), ("revoke", bucket, "gus")):
+            result = gateway.node.xsc("s3", *command)
+            assert result.returncode == 1 and result.stderr.count(b"\n") == 1, result.stderr
+            assert b"is not a valid bucket name" in result.stderr, result.stderr
+    gateway.client().create_bucket(Bucket="u-kept")
+    for bucket in ("u-kept#", "u-kept?"):  # as a path, each would name the bucket itself, and DELETE remove it
+        assert gateway.node.xsc("s3", "revoke", bucket, "gus").returncode == 1
+    gateway.client().head_bucket(Bucket="u-kept")
+    result = gateway.node.xsc("s3", "revoke", "u-typo", "guss")  # a mistyped name takes nothing back, and says so
+    assert result.returncode == 0 and result.stderr.decode() == \
+        "guss had no grant on u-typo: nothing to take back (granted there: gus write)\n", result.stderr
+    assert gateway.node.xsc("s3", "revoke", "u-typo", "gus").stderr == b"gus has no grant on u-typo now\n"
+
+
+def test_only_a_buckets_owner_deletes_it_and_a_user_granted_write_is_told_so(gateway) -> None:
+    ana = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "ana"))
+    hal = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "hal"))
+    ana.create_bucket(Bucket="u-owned")
+    assert gateway.node.xsc("s3", "grant", "u-owned", "hal", "write").returncode == 0
+    with pytest.raises(ClientError) as info:
+        hal.delete_bucket(Bucket="u-owned")
+    assert code_of(info) == ("AccessDenied", 403)
+    said = info.value.response["Error"]["Message"]
+    assert said.startswith("only the owner of the bucket 'u-owned' may delete it, not user 'hal'"), said
+    assert "xsc s3 grant" not in said  # no grant lets another user delete it
+    ana.delete_bucket(Bucket="u-owned")
 
 
 def _balances(gateway) -> dict[str, int]:
@@ -310,6 +337,11 @@ def test_each_users_puts_are_paid_from_its_own_account_and_an_account_that_canno
     history = gateway.node.xsc("ledger", "history", "--account", dan_id, "--json")
     assert history.returncode == 0, history.stderr
     assert sum(e["job"].startswith("s3:put:") for e in json.loads(history.stdout)) == 2, history.stdout
+    # What the ledger shows it may spend is what it was funded: a user's account has no credit line.
+    balance = json.loads(gateway.node.xsc("ledger", "balance", dan_id, "--json").stdout)
+    assert (balance["role"], balance["credit_limit"], balance["available"]) == ("s3 user dan", 0, after_dan["dan"])
+    (listed,) = [a for a in json.loads(gateway.node.xsc("ledger", "accounts", "--json").stdout) if a["account"] == dan_id]
+    assert (listed["credit_limit"], listed["available"]) == (0, after_dan["dan"]), listed
 
     eve.create_bucket(Bucket="pay-eve")
     with pytest.raises(ClientError) as info:
@@ -338,6 +370,11 @@ def test_funding_and_charging_refusals(gateway) -> None:
             urllib.request.urlopen(request)
         assert info.value.code == 400, (body, info.value.read())
     assert _balances(gateway).get("fay", 0) == 0
+    result = gateway.node.xsc("s3", "fund", "fay", "0")  # no transfer of nothing is signed into the ledger
+    assert result.returncode == 1 and result.stderr == \
+        b"xsc: error: a funding moves at least 0.000001 credits, not 0 (xsc s3 fund fay CREDITS)\n", result.stderr
+    (fay,) = [u for u in json.loads(gateway.node.xsc("s3", "users", "--json").stdout) if u["user"] == "fay"]
+    assert json.loads(gateway.node.xsc("ledger", "balance", fay["account"], "--json").stdout)["seq"] == 0
 
 
 def _slowed_down(client) -> dict:

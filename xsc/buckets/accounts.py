@@ -60,13 +60,12 @@ class UserAccounts:
         named = self._users_by_account()
         mine = await self.ledger.balance(self.owner.public_key)
         views = [mine if view["account"] == mine["account"] else view for view in self.ledger.accounts()]
-        views = [{**view, "role": view["role"] or named.get(view["account"])} for view in views]
+        views = [_named(view, named) for view in views]
         return sorted(views, key=lambda v: (v["role"] is None, v["role"] or "", v["account"]))
 
     async def ledger_account(self, account: bytes) -> dict:
         """One account's balance (LedgerService.balance) with its role named as `ledger_accounts` names it."""
-        view = await self.ledger.balance(account)
-        return {**view, "role": view["role"] or self._users_by_account().get(view["account"])}
+        return _named(await self.ledger.balance(account), self._users_by_account())
 
     def _users_by_account(self) -> dict[str, str]:
         named = {}
@@ -92,6 +91,9 @@ class UserAccounts:
         if user == names.DEFAULT_USER:
             raise InvalidArgument(f"the user {user}'s puts are paid by the node's account: it has nothing to fund",
                                   hint="fund the users of keys made with --user")
+        if amount == 0:  # a signed transfer of nothing would still be an entry in both chains, for ever
+            raise InvalidArgument("a funding moves at least 0.000001 credits, not 0",
+                                  hint=f"xsc s3 fund {user} CREDITS")
         account = self.account(user)
         await self._keeps_credit_for_puts(user, amount)
         await self.ledger.ensure_credit(self.owner, amount)  # what the node's account holds for running work stays
@@ -180,6 +182,15 @@ class UserAccounts:
             entry = outcome if isinstance(outcome, XscError) else next(settled)
             answers.append(entry if isinstance(entry, BaseException) else {**view, "charged": amount, "entry": entry})
         return answers
+
+
+def _named(view: dict, named: dict[str, str]) -> dict:
+    """The ledger's view of an account, named if it is an S3 user's, whose credit is what it was funded: it has no
+    credit line (`charge_many` spends its balance only), whatever the ledger's own limit for accounts."""
+    if view["role"] is not None or view["account"] not in named:
+        return view
+    return {**view, "role": named[view["account"]], "credit_limit": 0,
+            "available": max(0, view["balance"] - view["held"])}
 
 
 def _check_amount(amount: object) -> int:

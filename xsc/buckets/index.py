@@ -110,8 +110,11 @@ class S3Index:
         """The bucket, if `user` may `need` it (read, write, owner); else AccessDenied (Forbidden)."""
         record = self.bucket(name)
         if user is not None and user != record["owner"] and LEVELS.get(record["grants"].get(user), 0) < LEVELS[need]:
+            if need == "owner":  # no grant reaches it: a hint to ask for one would send the user the wrong way
+                raise Forbidden(f"only the owner of the bucket {name!r} may delete it, not user {user!r}",
+                                hint="a user deletes the buckets it created", bucket=name)
             raise Forbidden(f"user {user!r} may not {need} the bucket {name!r}",
-                            hint=f"its owner can grant it: xsc s3 grant {name} {user} read|write", bucket=name)
+                            hint=f"the node's operator grants it: xsc s3 grant {name} {user} {need}", bucket=name)
         return record
 
     def checked(self, bucket: str, user: str | None, need: str, fn, *args, **kwargs):
@@ -167,6 +170,7 @@ class S3Index:
             record = self.bucket(name)
             if user == record["owner"]:
                 raise InvalidArgument(f"user {user!r} owns the bucket {name!r}")
+            had = record["grants"].get(user)
             grants = {u: g for u, g in record["grants"].items() if u != user} | ({user: level} if level else {})
             if level is not None and user not in record["grants"]:  # (a revoke, or a grant changed, never adds one)
                 names.check_grants(name, grants)
@@ -179,7 +183,7 @@ class S3Index:
             for upload in dropped:
                 self._uploaded(upload)
         gone = {} if level else {"aborted": [u["id"] for u in dropped], "garbage": garbage}
-        return {"name": name, **stored, **gone}
+        return {"name": name, **stored, "had": had, **gone}
 
     def delete_bucket(self, name: str) -> None:
         with self._lock:

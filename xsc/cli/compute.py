@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 
@@ -191,7 +192,7 @@ def modules(obj, as_json: bool) -> None:
 @click.pass_obj
 def module(obj, module_id: str, as_json: bool) -> None:
     """Show one deployed module."""
-    info = obj.client().request("GET", f"/v1/modules/{module_id}")
+    info = obj.client().request("GET", f"/v1/modules/{quote(module_id, safe='')}")
     if as_json:
         emit_json(info)
         return
@@ -271,7 +272,8 @@ def _show_record(r: dict[str, Any], rule: str | None) -> None:
 
 
 def _lifecycle(obj, module_id: str, method: str, path: str, body: dict | None, as_json: bool, done: str) -> None:
-    info = obj.client().request(method, path.format(id=module_id), json_body=body)
+    # Quoted, so that 'ID#x' or 'ID?x' is refused as not an id rather than sent as ID's path.
+    info = obj.client().request(method, path.format(id=quote(module_id, safe="")), json_body=body)
     if as_json:
         emit_json(info)
     else:
@@ -313,7 +315,7 @@ def replay(obj, provenance_id: str, as_json: bool) -> None:
     """Re-run a recorded call from its provenance record (a paid invoke) and check the results are identical.
 
     Exits 1 when the replay differs (outcome, results bit for bit, or fuel)."""
-    answer = obj.client().request("POST", f"/v1/compute/provenance/{provenance_id}/replay")
+    answer = obj.client().request("POST", f"/v1/compute/provenance/{quote(provenance_id, safe='')}/replay")
     if as_json:
         emit_json(answer)
     else:

@@ -77,7 +77,8 @@ def keys_create(obj, user: str | None, as_json: bool) -> None:
     from ..s3.access import KeyRing, key_file
     from ..buckets.core.names import DEFAULT_USER
 
-    created = KeyRing(key_file(obj.data_dir)).create(user or DEFAULT_USER)
+    # An empty --user (a shell variable left unset) is refused by name, never taken for the operator's key.
+    created = KeyRing(key_file(obj.data_dir)).create(DEFAULT_USER if user is None else user)
     if as_json:
         emit_json(created)
         return
@@ -122,8 +123,9 @@ def keys_rm(obj, access_key: str) -> None:
 @click.pass_obj
 def grant(obj, bucket: str, user: str, access: str) -> None:
     """Let USER read (GetObject, HeadObject, listings) or also write (put, copy, delete, multipart) BUCKET."""
+    path = _grant_path(bucket, user)
     _key_user(obj, user)
-    obj.client().request("PUT", f"/v1/s3/buckets/{bucket}/grants/{user}", json_body={"access": access})
+    obj.client().request("PUT", path, json_body={"access": access})
     click.echo(f"{user} may now {access} {bucket}", err=True)
 
 
@@ -133,7 +135,12 @@ def grant(obj, bucket: str, user: str, access: str) -> None:
 @click.pass_obj
 def revoke(obj, bucket: str, user: str) -> None:
     """Take back what USER was granted on BUCKET, and abort the multipart uploads it began there."""
-    aborted = obj.client().request("DELETE", f"/v1/s3/buckets/{bucket}/grants/{user}").get("aborted", [])
+    done = obj.client().request("DELETE", _grant_path(bucket, user))
+    aborted = done.get("aborted", [])
+    if done.get("had") is None and not aborted:  # a mistyped name: say so, or the user meant keeps its grant unnoticed
+        granted = ", ".join(f"{u} {level}" for u, level in sorted(done.get("grants", {}).items())) or "no one"
+        click.echo(f"{user} had no grant on {bucket}: nothing to take back (granted there: {granted})", err=True)
+        return
     click.echo(f"{user} has no grant on {bucket} now"
                + (f"; its {len(aborted)} multipart upload(s) in progress there aborted" if aborted else ""), err=True)
 
@@ -184,6 +191,13 @@ def fund(obj, user: str, amount: str, as_json: bool) -> None:
         emit_json(info)
         return
     click.echo(f"{user}'s account {info['account']} now holds {format_credits(info['balance'])} credits")
+
+
+def _grant_path(bucket: str, user: str) -> str:
+    """The grant's route, once BUCKET and USER are names: anything else would make another route's path."""
+    from ..buckets.core.names import check_bucket, check_user
+
+    return f"/v1/s3/buckets/{check_bucket(bucket)}/grants/{check_user(user)}"
 
 
 def _key_user(obj, user: str) -> None:

@@ -84,10 +84,11 @@ def operation(method: str, bucket: str, key: str, query: Mapping[str, str], head
     subresources = SUBRESOURCES.intersection(query)
     found = TABLE.get((method, target, frozenset(subresources), COPY_SOURCE in headers and target == "object"))
     if found is None:
-        what = f"?{'&'.join(sorted(subresources))}" if subresources else ""
-        copy = f" with {COPY_SOURCE}" if COPY_SOURCE in headers else ""
-        raise S3Error(f"{method} of a {target}{what}{copy} is not an operation this gateway implements",
-                      s3_code="NotImplemented", status=501)
+        named = ([f"?{'&'.join(sorted(subresources))}"] if subresources else []) + (
+            [COPY_SOURCE] if COPY_SOURCE in headers else [])
+        what = f" with {' and '.join(named)}" if named else ""
+        raise S3Error(f"{method} of {'an' if target == 'object' else 'a'} {target}{what} is not an operation this "
+                      "gateway implements", s3_code="NotImplemented", status=501)
     if found in ("upload_part", "upload_part_copy") and "partNumber" not in query:
         raise S3Error("UploadPart needs ?partNumber=N", s3_code="InvalidArgument", status=400)
     check_headers(found, method, headers)
