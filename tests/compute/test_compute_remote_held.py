@@ -17,6 +17,7 @@ from tests.support.waiting import eventually_async
 
 from xsc import keys
 from xsc.compute import remote_tabs
+from xsc.compute.placed_functions import function_job
 from xsc.compute.remote_tabs import JOB, TAB_CALLS
 from xsc.errors import Conflict, DealRefused, InvalidArgument, PeerUnreachable
 from xsc.ledger.core.model import encode_authorization
@@ -265,8 +266,9 @@ async def test_a_tab_nothing_ran_under_is_dropped_by_the_payment_retry_and_never
     assert chain.state(provider.app[IDENTITY].public_key).seq == seq
 
 
+@pytest.mark.parametrize("placed", [False, True], ids=["calls", "a placed function"])
 async def test_a_tab_opened_as_the_gateway_stopped_with_no_tally_yet_is_dropped_at_the_start_unshown(
-        node_factory, monkeypatch) -> None:
+        node_factory, monkeypatch, placed) -> None:
     # A kill -9 between a tab's authorization and its first tally: the tab was never shown to its provider, so
     # nothing is owed under it.  At the start it is dropped before the payment retry would send it to the provider
     # to close, where one that countersigns its whole cap would be paid it (no tally to hold it to).
@@ -274,7 +276,8 @@ async def test_a_tab_opened_as_the_gateway_stopped_with_no_tally_yet_is_dropped_
     credit_limit = gateway.app[NODE].config.ledger.credit_limit
     before = _balances(gateway, provider)
     payments = gateway.app[NODE].paid.payments
-    auth = await payments.authorize(provider.app[NODE].peers.identity.id, TAB_CALLS * budget, JOB, ttl=3600, hold=0)
+    job = function_job(gateway.app[NODE].peers.identity.id, "f") if placed else JOB
+    auth = await payments.authorize(provider.app[NODE].peers.identity.id, TAB_CALLS * budget, job, ttl=3600, hold=0)
     payments.keep_off(auth.id)  # (as the tab being opened)
     await close_node(gateway)
     provider_tabs, shown = provider.app[NODE].paid.provider_tabs, []

@@ -458,7 +458,8 @@ class GatewayTabs:
         # A tab's first tally is on disk before its authorization is shown to anyone: one pending with none was opened
         # as the node stopped and never shown, so nothing is owed under it.  The payment retry would show it to its
         # provider (closing it), who could countersign its whole cap: it is dropped first.
-        unshown = [a for a in pending.values() if a.job == JOB and a.id not in ids and a.id not in self._unpaid]
+        unshown = [a for a in pending.values()
+                   if a.job.startswith(JOB) and a.id not in ids and a.id not in self._unpaid]
         for auth in unshown:
             self.payments.keep_off(auth.id)
         self._task = asyncio.create_task(self._run(unshown), name="xsc-remote-tabs")
