@@ -358,3 +358,16 @@ def test_a_provider_lists_the_functions_it_hosts_for_another_node_with_the_owner
     assert format_credits(found[0]["earned"]) in shown.stdout.split()
     assert "no functions of other nodes" in owner.xsc("compute", "functions", "--hosted").stdout
     assert "--hosted" in provider.xsc("compute", "functions").stdout
+
+
+def test_a_key_value_view_shows_what_a_peer_wrote_as_one_line_without_control_characters(capsys) -> None:
+    """A job's error may hold a provider's refusal, and a view of it is `key: value` lines: a terminal escape
+    sequence in it never reaches the terminal, and its line breaks forge no line of the view."""
+    from xsc.cli.output import key_values
+
+    refusal = "peer refused: \x1b]0;owned\x07\x1b[2J go away\nstate: done\r"
+    key_values([("state", "refused"), ("error", refusal), ("peers", ["a\x1b[31m", "b\nc"])])
+    lines = capsys.readouterr().out.splitlines()
+    assert all(line.isprintable() for line in lines), lines
+    assert [line.split(":")[0] for line in lines] == ["state", "error", "peers"], lines
+    assert "go away state: done" in lines[1] and lines[2].endswith("a[31m, b c"), lines

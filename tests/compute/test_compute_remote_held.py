@@ -17,6 +17,7 @@ from tests.support.waiting import eventually_async
 
 from xsc import keys
 from xsc.compute import remote_tabs
+from xsc.compute.placed_functions import function_job
 from xsc.compute.remote_tabs import JOB, TAB_CALLS
 from xsc.errors import Conflict, DealRefused, InvalidArgument, PeerUnreachable
 from xsc.ledger.core.model import encode_authorization
@@ -263,6 +264,37 @@ async def test_a_tab_nothing_ran_under_is_dropped_by_the_payment_retry_and_never
     assert await payments.retry_all() == {"abandoned": 1}
     assert ledger.held(payer) == 0 and ledger.pending() == [] and await ledger.payment_for(auth.id) is None
     assert chain.state(provider.app[IDENTITY].public_key).seq == seq
+
+
+@pytest.mark.parametrize("placed", [False, True], ids=["calls", "a placed function"])
+async def test_a_tab_opened_as_the_gateway_stopped_with_no_tally_yet_is_dropped_at_the_start_unshown(
+        node_factory, monkeypatch, placed) -> None:
+    # A kill -9 between a tab's authorization and its first tally: the tab was never shown to its provider, so
+    # nothing is owed under it.  At the start it is dropped before the payment retry would send it to the provider
+    # to close, where one that countersigns its whole cap would be paid it (no tally to hold it to).
+    gateway, provider, _, budget = await _pair(node_factory, 100)
+    credit_limit = gateway.app[NODE].config.ledger.credit_limit
+    before = _balances(gateway, provider)
+    payments = gateway.app[NODE].paid.payments
+    job = function_job(gateway.app[NODE].peers.identity.id, "f") if placed else JOB
+    auth = await payments.authorize(provider.app[NODE].peers.identity.id, TAB_CALLS * budget, job, ttl=3600, hold=0)
+    payments.keep_off(auth.id)  # (as the tab being opened)
+    await close_node(gateway)
+    provider_tabs, shown = provider.app[NODE].paid.provider_tabs, []
+
+    async def countersign_the_cap(auth, sender=None, closer=None):
+        shown.append(auth.id)
+        receipt = await provider.app[NODE].ledger.countersign(provider_tabs.node, auth, auth.cap,
+                                                              {"fuel": 0, "invokes": 1}, verified=True)
+        return receipt, True
+
+    monkeypatch.setattr(provider_tabs, "close_once", countersign_the_cap)
+    gateway = await _gateway(node_factory, credit_limit)
+    node = gateway.app[NODE]
+    await eventually_async(lambda: auth.id not in {a.id for a in node.ledger.pending()}, "the tab dropped", 30)
+    assert await node.paid.payments.retry_all() == {}
+    assert shown == [] and _balances(gateway, provider) == before
+    assert node.ledger.holding() == {}
 
 
 @pytest.mark.parametrize("inflated, lost_answer", [(False, False), (True, False), (False, True)],

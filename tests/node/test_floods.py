@@ -16,7 +16,9 @@ from aiohttp import web
 from bench import bench_floods
 from xsc.devnet import HOST, NodeProcess, free_port
 from xsc.net import sniff
-from xsc.net.sniff import MAX_PENDING, MAX_READING
+from xsc.identity import Identity
+from xsc.net import tls
+from xsc.net.sniff import MAX_HANDSHAKES, MAX_PENDING, MAX_READING
 from xsc.net.addresses import address_key, network_key
 from xsc.node import limits
 from xsc.node.appkeys import TOKEN
@@ -45,7 +47,7 @@ def test_idle_sockets_slow_bodies_and_floods_leave_the_node_bounded_and_answerin
     # burst's connections accepted but not yet refused or evicted (one loop turn accepts at most the listen
     # backlog: RESERVED_FDS leaves room for them, so the node never meets EMFILE).
     assert summary["idle"]["fds_max"] <= CAP + 2 * MAX_PENDING + MAX_READING + LISTEN_BACKLOG + 40, text
-    assert LISTEN_BACKLOG + 2 * MAX_PENDING + MAX_READING < RESERVED_FDS
+    assert LISTEN_BACKLOG + 2 * MAX_PENDING + MAX_READING + MAX_HANDSHAKES < RESERVED_FDS
     idle = figures.counts["idle"]
     assert idle["opened"] == 350 and idle["connect_failed"] == 0, text
     # Every idle and slowloris socket was closed by the node: evicted to make room, or after the idle timeout.
@@ -250,6 +252,45 @@ async def test_a_connection_that_speaks_is_set_up_before_those_still_silent_whic
         await runner.cleanup()
 
 
+async def test_tls_handshakes_under_way_count_against_the_caps_and_the_oldest_past_the_bound_is_cut(
+        tmp_path, monkeypatch):
+    """A connection that sends a ClientHello's first byte and no more holds a descriptor through its handshake, before
+    aiohttp counts it: it counts against its address's cap meanwhile, and past MAX_HANDSHAKES the oldest is cut, so
+    a stranger's stalled handshakes cannot hold descriptors past the connection caps.  A peer's handshake then
+    goes through."""
+    runner, site, port = await _site("GET", "/hello", _hello, max_per_ip=4, tls_dir=tmp_path)
+    server = runner.server
+    stalled = []
+    try:
+        for _ in range(4):
+            stalled.append(socket.create_connection(("127.0.0.1", port)))
+            stalled[-1].sendall(b"\x16")
+            await eventually_async(lambda: len(server.handshaking) == len(stalled), "the handshake to begin", 10,
+                                   poll=0.01)
+        refused = socket.create_connection(("127.0.0.1", port))
+        stalled.append(refused)
+        head, _, body = (await _read_all(refused)).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503") and json.loads(body)["code"] == "too-many-connections", head
+        monkeypatch.setattr(sniff, "MAX_HANDSHAKES", 3)  # one more begun: the oldest is cut
+        server.inner.max_per_ip = 16  # (room for one more from this address, as from another)
+        oldest = stalled[0]
+        stalled.append(socket.create_connection(("127.0.0.1", port)))
+        stalled[-1].sendall(b"\x16")
+        assert await _read_all(oldest) == b""
+        await eventually_async(lambda: len(server.handshaking) == 3, "the oldest handshake to be cut", 10, poll=0.01)
+        for sock in stalled:
+            sock.close()
+        await eventually_async(lambda: not server.handshaking, "the stalled handshakes to end", 10, poll=0.01)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls.client_context(None))
+        writer.write(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (await asyncio.wait_for(reader.read(), 10)).endswith(b"hello")
+        writer.close()
+    finally:
+        for sock in stalled:
+            sock.close()
+        await runner.cleanup()
+
+
 def _ipv6_loopback() -> bool:
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
@@ -299,11 +340,14 @@ def _count_protocols(monkeypatch) -> list:
     return made
 
 
-async def _site(method: str, path: str, handler, max_per_ip: int,
-                host: str = "127.0.0.1") -> tuple[web.AppRunner, NodeSite, int]:
-    """A NodeSite on a free port for an app of one route, under the node's connection caps."""
+async def _site(method: str, path: str, handler, max_per_ip: int, host: str = "127.0.0.1",
+                tls_dir=None) -> tuple[web.AppRunner, NodeSite, int]:
+    """A NodeSite on a free port for an app of one route, under the node's connection caps (answering TLS too with a
+    node key's certificate, kept in `tls_dir`)."""
     app = web.Application()
     app.router.add_route(method, path, handler)
+    if tls_dir is not None:
+        app[listener.TLS_CONTEXT] = tls.server_context(Identity.generate(), tls_dir)
     runner = GuardedNodeRunner(app, max_connections=64, max_per_ip=max_per_ip)
     await runner.setup()
     port = free_port()

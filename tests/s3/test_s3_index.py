@@ -171,6 +171,64 @@ def test_export_and_reopen(db, tmp_path) -> None:
     again.db.close()
 
 
+def test_an_export_taken_while_an_upload_completes_holds_the_upload_or_its_object_never_neither(tmp_path) -> None:
+    """An export reads the index from one snapshot: a Complete written while it reads (its object in, its upload and
+    parts out, in one batch) is in it whole or not at all.  Read as it goes, the export read the bucket's objects
+    before the Complete and the uploads after it, and held neither: an import of it lost the object."""
+    db = _CompletingMidway(plyvel.DB(str(tmp_path / "db"), create_if_missing=True))
+    index = S3Index(db, min_part_size=100)
+    index.create_bucket("bkt")
+    upload = index.create_upload("bkt", "big")
+    index.put_part(upload, 1, "part-1", 10, "e1")
+    db.midway = lambda: index.complete(upload, [(1, "e1")], "bkt", "big")
+    exported = backup.export(index)
+    assert db.midway is None and index.get("bkt", "big")["parts"][0]["cap"] == "part-1"  # completed as it read
+    assert exported["buckets"][0]["objects"] == {} and exported["completed"] == {}
+    assert [(u["id"], [p["cap"] for p in u["parts"]]) for u in exported["uploads"]] == [(upload, ["part-1"])]
+    db.close()
+
+
+class _CompletingMidway:
+    """A database that runs `midway` once, as a reader first asks it (or a snapshot of it) for the uploads in
+    progress: an export reads them after the buckets' objects."""
+
+    def __init__(self, db) -> None:
+        self._db, self.midway = db, None
+
+    def __getattr__(self, name: str):
+        return getattr(self._db, name)
+
+    def iterator(self, **kwargs):
+        self._reading(kwargs)
+        return self._db.iterator(**kwargs)
+
+    def snapshot(self):
+        return _Snapshot(self, self._db.snapshot())
+
+    def _reading(self, kwargs: dict) -> None:
+        if kwargs.get("prefix") == keys.OBJECT_UPLOADS and self.midway is not None:
+            midway, self.midway = self.midway, None
+            midway()
+
+
+class _Snapshot:
+    def __init__(self, owner: _CompletingMidway, snapshot) -> None:
+        self._owner, self._snapshot = owner, snapshot
+
+    def __getattr__(self, name: str):
+        return getattr(self._snapshot, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._snapshot.close()
+
+    def iterator(self, **kwargs):
+        self._owner._reading(kwargs)
+        return self._snapshot.iterator(**kwargs)
+
+
 def test_an_export_imported_into_another_index_answers_a_retried_complete_as_the_first(db, tmp_path) -> None:
     """Everything an export holds comes back in another index, sent in pieces (a bucket's objects and an upload's
     parts spread over several): a retried Complete is answered as the first index answers it, the funded users are

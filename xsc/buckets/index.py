@@ -96,9 +96,7 @@ class S3Index:
     # --- buckets -----------------------------------------------------------------
     def buckets(self, user: str | None = None) -> list[dict]:
         """Every bucket (for a user: those it owns or was granted), with its owner."""
-        found = [{"name": k[len(keys.OBJECT_BUCKETS):].decode(), "owner": names.DEFAULT_USER, "grants": {},
-                  **codec.loads(v)} for k, v in self.db.iterator(prefix=keys.OBJECT_BUCKETS)]
-        return [b for b in found if user is None or b["owner"] == user or user in b["grants"]]
+        return [b for b in _buckets(self.db) if user is None or b["owner"] == user or user in b["grants"]]
 
     def bucket(self, name: str) -> dict:
         raw = self.db.get(keys.object_bucket(name))
@@ -352,8 +350,7 @@ class S3Index:
         return {"id": upload_id, **codec.loads(raw)}
 
     def parts(self, upload_id: str) -> list[dict]:
-        prefix = keys.object_parts_of(upload_id)
-        return [{"number": int.from_bytes(k[-4:], "big"), **codec.loads(v)} for k, v in self.db.iterator(prefix=prefix)]
+        return _parts(self.db, upload_id)
 
     def put_part(self, upload_id: str, number: int, cap: str, size: int, part_etag: str,
                  checksums: dict | None = None) -> list[str]:
@@ -536,8 +533,7 @@ class S3Index:
                 batch.put(keys.object_garbage(cap), b"")
 
     def garbage(self) -> list[str]:
-        return [k[len(keys.OBJECT_GARBAGE):].decode()
-                for k in self.db.iterator(prefix=keys.OBJECT_GARBAGE, include_value=False)]
+        return _garbage(self.db)
 
     def forget_garbage(self, caps: Iterable[str]) -> None:
         """The files were removed from the store: drop their marks.  (A record that refers to a file again clears
@@ -600,19 +596,44 @@ def index_funded(index: S3Index, funded_in_ledger: Callable[[], list[str]]) -> i
 
 
 def exported(index: S3Index) -> dict:
-    """Everything in the index, as JSON: the backup of `xsc s3 export-index` (xsc/buckets/backup.py)."""
-    buckets = []
-    for b in index.buckets():
-        base = keys.objects_of(b["name"])
-        objects = {k[len(base):].decode(): codec.loads(v) for k, v in index.db.iterator(prefix=base)}
-        buckets.append({**b, "objects": objects})
-    uploads = [{"id": k[len(keys.OBJECT_UPLOADS):].decode(), **codec.loads(v),
-                "parts": index.parts(k[len(keys.OBJECT_UPLOADS):].decode())}
-               for k, v in index.db.iterator(prefix=keys.OBJECT_UPLOADS)]
-    completed = {k[len(keys.OBJECT_COMPLETED):].decode(): codec.loads(v)
-                 for k, v in index.db.iterator(prefix=keys.OBJECT_COMPLETED)}
+    """Everything in the index, as JSON: the backup of `xsc s3 export-index` (xsc/buckets/backup.py).  Read from one
+    snapshot, so a write made meanwhile is in it whole or not at all: a Complete moves an upload's parts into its
+    object in one batch, and an export that read the objects before it and the uploads after would hold neither."""
+    with index.db.snapshot() as view:
+        buckets = []
+        for b in _buckets(view):
+            base = keys.objects_of(b["name"])
+            objects = {k[len(base):].decode(): codec.loads(v) for k, v in view.iterator(prefix=base)}
+            buckets.append({**b, "objects": objects})
+        uploads = [{"id": k[len(keys.OBJECT_UPLOADS):].decode(), **codec.loads(v),
+                    "parts": _parts(view, k[len(keys.OBJECT_UPLOADS):].decode())}
+                   for k, v in view.iterator(prefix=keys.OBJECT_UPLOADS)]
+        completed = {k[len(keys.OBJECT_COMPLETED):].decode(): codec.loads(v)
+                     for k, v in view.iterator(prefix=keys.OBJECT_COMPLETED)}
+        garbage, funded_users = _garbage(view), _funded(view)
     return {"version": 1, "exported": index.clock(), "buckets": buckets, "uploads": uploads,
-            "completed": completed, "garbage": index.garbage(), "funded": funded(index)}
+            "completed": completed, "garbage": garbage, "funded": funded_users}
+
+
+# What the index holds, read from the database or from a snapshot of it (`exported`).
+def _buckets(view) -> list[dict]:
+    """Every bucket, with its owner and grants."""
+    return [{"name": k[len(keys.OBJECT_BUCKETS):].decode(), "owner": names.DEFAULT_USER, "grants": {},
+             **codec.loads(v)} for k, v in view.iterator(prefix=keys.OBJECT_BUCKETS)]
+
+
+def _parts(view, upload_id: str) -> list[dict]:
+    prefix = keys.object_parts_of(upload_id)
+    return [{"number": int.from_bytes(k[-4:], "big"), **codec.loads(v)} for k, v in view.iterator(prefix=prefix)]
+
+
+def _garbage(view) -> list[str]:
+    found = view.iterator(prefix=keys.OBJECT_GARBAGE, include_value=False)
+    return [k[len(keys.OBJECT_GARBAGE):].decode() for k in found]
+
+
+def _funded(view) -> list[str]:
+    return [k[len(keys.OBJECT_FUNDED):].decode() for k in view.iterator(prefix=keys.OBJECT_FUNDED, include_value=False)]
 
 
 def restored(index: S3Index, data: dict, *, account: str | None = None,
@@ -878,8 +899,7 @@ def _within(held: Counter, user: str, most: int, error: type[XscError], what: st
 
 def funded(index: S3Index) -> list[str]:
     """The users the node's account funded (`note_funded`), by name."""
-    found = index.db.iterator(prefix=keys.OBJECT_FUNDED, include_value=False)
-    return [k[len(keys.OBJECT_FUNDED):].decode() for k in found]
+    return _funded(index.db)
 
 
 def users(index: S3Index) -> list[str]:

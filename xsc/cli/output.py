@@ -303,15 +303,17 @@ def _pack(detail: str | Sequence[str], width: int) -> list[str]:
 
 def key_values(pairs: Iterable[tuple[str, Any]]) -> None:
     """`key: value` lines, the values in one column.  On a terminal a value too long for it is wrapped under
-    itself, as a detail line is: a string between words, a list (of imports, of peers) between items."""
+    itself, as a detail line is: a string between words, a list (of imports, of peers) between items.  A value is
+    one line, as a table's cell is (`_one_line`): it may hold what a peer wrote (a job's error)."""
     pairs = list(pairs)
     width = max((len(k) for k, _ in pairs), default=0)
     columns = terminal_width()
     for k, v in pairs:
-        text = ", ".join(v) if isinstance(v, (list, tuple)) else str(v)
+        items = [_one_line(str(item)) for item in v] if isinstance(v, (list, tuple)) else None
+        text = ", ".join(items) if items is not None else _one_line(str(v))
         lines = [text]
         if columns is not None and width + 2 + len(text) > columns:
-            lines = _pack(list(v) if isinstance(v, (list, tuple)) else text, max(20, columns - width - 2)) or [text]
+            lines = _pack(items if items is not None else text, max(20, columns - width - 2)) or [text]
         click.echo(f"{k + ':':<{width + 1}} {lines[0]}")
         for line in lines[1:]:
             click.echo(" " * (width + 2) + line)

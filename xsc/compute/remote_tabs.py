@@ -30,7 +30,8 @@ chain, both chains verify).
 
 The tally is on the gateway's disk too (`c/y/<auth>`), from the tab's opening (a synced write, before the
 authorization is shown to anyone) until the tab is paid or dropped, so a restart pays what was used and no more:
-the calls in flight when the gateway stopped count as lost ones (they may have run).  From the start on, the tab
+the calls in flight when the gateway stopped count as lost ones (they may have run), and a tab with no tally was
+never shown to anyone and is dropped (`start`).  From the start on, the tab
 holds what its tally says it may still be paid, not the cap the ledger holds for any pending authorization
 (`_restored`).  It is written unsynced, once per loop turn in which it changed and before any call it counts is sent
 (`write_tallies`, the batcher's `before_send`): one small write per batch of calls, never an fsync.  A kill -9 loses
@@ -444,18 +445,32 @@ class GatewayTabs:
         return check_receipt(provider, answer, auth, meters=TAB_METERS)
 
     def start(self) -> None:
-        """Take up the tallies of the tabs the last run left pending; delete those of tabs paid or dropped since."""
+        """Take up the tallies of the tabs the last run left pending; delete those of tabs paid or dropped since; drop
+        the tabs left pending with no tally."""
         pending = {auth.id: auth for auth in self.ledger.pending()}
         with self.db.iterator(prefix=keys.TAB_TALLIES, include_value=False) as it:
-            ids = [key[len(keys.TAB_TALLIES):] for key in it]
+            ids = {key[len(keys.TAB_TALLIES):] for key in it}
         for auth_id in ids:
             if auth_id not in pending:
                 self._forget_tally(auth_id)
             elif auth_id not in self._unpaid:
                 self._restored(pending[auth_id])
-        self._task = asyncio.create_task(self._run(), name="xsc-remote-tabs")
+        # A tab's first tally is on disk before its authorization is shown to anyone: one pending with none was opened
+        # as the node stopped and never shown, so nothing is owed under it.  The payment retry would show it to its
+        # provider (closing it), who could countersign its whole cap: it is dropped first.
+        unshown = [a for a in pending.values()
+                   if a.job.startswith(JOB) and a.id not in ids and a.id not in self._unpaid]
+        for auth in unshown:
+            self.payments.keep_off(auth.id)
+        self._task = asyncio.create_task(self._run(unshown), name="xsc-remote-tabs")
 
-    async def _run(self) -> None:
+    async def _run(self, unshown: list[Authorization]) -> None:
+        for auth in unshown:
+            with self.payments.working(auth.id):
+                try:
+                    await self._drop(OpenTab(public_id(auth.payee), auth, 0))
+                except (XscError, DatabaseError, OSError) as exc:  # left to the retry (which holds it to its cap)
+                    log.warning("dropping tab %s, never shown to its provider, failed: %s", auth.id.hex(), exc)
         while True:
             await asyncio.sleep(self.interval)
             now = time.monotonic()

@@ -15,7 +15,10 @@ import logging
 import socket
 import ssl
 import weakref
+from collections import Counter
 from typing import Any
+
+from .addresses import address_key
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,10 @@ MAX_PENDING = 12  # connections watched for their first byte (2 fds each); past 
 # duplicate and waits on its own transport (`_read_first`), so the node's descriptors stay within its connection caps
 MAX_READING = 64  # connections pushed out that wait on their transports (1 fd each: two peers' bursts of 32); past
 # it the oldest is plain HTTP, handed to aiohttp and its caps (a flood of silent connects)
+# TLS handshakes under way (1 fd each, up to HANDSHAKE_TIMEOUT: aiohttp counts a connection only once it is handed
+# over); past it the oldest is cut, most likely a stranger's stalled one (a peer's completes in milliseconds).  They
+# count against their address's cap as open connections do (`refusal`).
+MAX_HANDSHAKES = 64
 
 
 class Sniffer(asyncio.Protocol):
@@ -45,12 +52,15 @@ class Sniffer(asyncio.Protocol):
         self._handshake: asyncio.Task | None = None  # held: the loop keeps only weak references to tasks
         self._lost = False
         self._reading = False  # waiting for its first byte on its transport, read rather than peeked at
+        self._ip = "?"  # its address as the connection caps key it (`address_key`)
 
     # --- before the first byte --------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         transport.pause_reading()
+        peer = transport.get_extra_info("peername")
+        self._ip = address_key(peer[0] if isinstance(peer, tuple) and peer else None)
         if self._server.refused(transport):  # past the connection caps: refused at once, unsniffed
             return
         try:
@@ -151,6 +161,12 @@ class Sniffer(asyncio.Protocol):
         """Its handshake, held till done (the loop keeps only weak references to tasks); `first`: bytes read already."""
         assert self._transport is not None and self._context is not None
         self._handshake = asyncio.ensure_future(self._start_tls(self._transport, self._context, first))
+        self._server.handshake_begins(self)
+
+    def _cut(self) -> None:
+        """Its handshake took too long among too many: the connection is cut (its task then ends as any failed one)."""
+        if self._transport is not None:
+            self._transport.abort()
 
     async def _start_tls(self, transport: asyncio.Transport, context: ssl.SSLContext, first: bytes = b"") -> None:
         loop = asyncio.get_running_loop()
@@ -165,6 +181,8 @@ class Sniffer(asyncio.Protocol):
             self._server.release(self)
             transport.abort()
             return
+        finally:
+            self._server.handshake_ended(self)
         if tls is None or self._lost:
             self._server.release(self)
             return
@@ -248,6 +266,8 @@ class SniffingServer:
         self.sniffing: dict[Sniffer, None] = {}  # connections not handed to aiohttp yet, oldest first
         self.reading: dict[Sniffer, None] = {}  # those pushed out of `sniffing`, reading their first byte (_read_first)
         self.tls_connections: weakref.WeakSet = weakref.WeakSet()  # the TCP transports under TLS connections
+        self.handshaking: dict[Sniffer, str] = {}  # connections in their TLS handshake, oldest first: their addresses
+        self._handshakes_from: Counter[str] = Counter()  # of them, per address (`address_key`)
 
     def __call__(self) -> Sniffer:
         return Sniffer(self, tls_only=False)
@@ -259,7 +279,7 @@ class SniffingServer:
         """The answer that refuses a new connection from ip at once, unsniffed (the node's GuardedServer: its
         caps, counting `waiting_from_ip` connections from ip accepted but not set up yet); None: it may be served."""
         refusal = getattr(self.inner, "refusal", None)
-        return refusal(ip, waiting_from_ip) if refusal else None
+        return refusal(ip, waiting_from_ip + self._handshakes_from[address_key(ip)]) if refusal else None
 
     def refused(self, transport: Any) -> bool:
         """Has this connection been refused (`refusal`), its answer written and the transport closed?"""
@@ -285,6 +305,22 @@ class SniffingServer:
         while len(self.reading) > MAX_READING:
             next(iter(self.reading))._give_up()
 
+    def handshake_begins(self, sniffer: Sniffer) -> None:
+        """One more connection in its TLS handshake: the oldest past MAX_HANDSHAKES is cut."""
+        self.handshaking[sniffer] = sniffer._ip
+        self._handshakes_from[sniffer._ip] += 1
+        while len(self.handshaking) > MAX_HANDSHAKES:
+            oldest = next(iter(self.handshaking))
+            self.handshake_ended(oldest)
+            oldest._cut()
+
+    def handshake_ended(self, sniffer: Sniffer) -> None:
+        ip = self.handshaking.pop(sniffer, None)
+        if ip is not None:
+            self._handshakes_from[ip] -= 1
+            if not self._handshakes_from[ip]:
+                del self._handshakes_from[ip]
+
     def release(self, sniffer: Sniffer) -> None:
         self.sniffing.pop(sniffer, None)
         self.reading.pop(sniffer, None)
@@ -308,4 +344,4 @@ class SniffingServer:
         return getattr(self.inner, name)
 
 
-__all__ = ["MAX_PENDING", "MAX_READING", "Sniffer", "SniffingServer"]
+__all__ = ["MAX_HANDSHAKES", "MAX_PENDING", "MAX_READING", "Sniffer", "SniffingServer"]
