@@ -391,3 +391,12 @@ def test_a_peer_is_removed_by_a_prefix_of_its_id_as_tables_show_it(thread_node) 
     done = a.xsc("peers", "rm", b_id[:8])
     assert done.exit_code == 0 and done.stdout == f"removed {b_id}\n", done.output
     assert b_id not in a.xsc("peers", "ls").stdout
+
+
+def test_a_capability_with_more_after_it_names_no_file_and_is_refused_in_one_line(thread_node) -> None:
+    node = thread_node()
+    cap = node.xsc("store", "put", "-", input=b"stored").stdout.strip()
+    assert node.xsc("compute", "lineage", cap).exit_code == 0
+    for typed in (f"{cap}#x", f"{cap}?x"):  # as a path, either would name the file itself
+        result = node.xsc("compute", "lineage", typed)
+        assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output

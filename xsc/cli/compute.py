@@ -232,7 +232,7 @@ def provenance(obj, provenance_id: str | None, list_recent: bool, limit: int, wi
         table([Col("id", keep=True), Col("time", drop=2), Col("module", keep=True, under=True), "function", "outcome",
                Col("fuel", right=True, drop=3), Col("wall time", drop=1), "signature"], rows, wide=wide)
         return
-    signed = client.request("GET", f"/v1/compute/provenance/{provenance_id}")
+    signed = client.request("GET", f"/v1/compute/provenance/{quote(provenance_id, safe='')}")
     rule = provenance_rule(signed, stored=True)  # the node's own record, as it stores it
     if as_json:
         emit_json({**signed, "signature_valid": rule is not None, "signature_rule": rule})

@@ -236,7 +236,7 @@ def _file_line(pad: str, name: str, size: int, sha256: str, capability: str | No
 @click.pass_obj
 def job(obj, job_id: str, as_json: bool) -> None:
     """Show a job: its state, executions, charge, the node that ran it, outputs and provenance record."""
-    found = obj.client().request("GET", f"/v1/compute/jobs/{job_id}")
+    found = obj.client().request("GET", f"/v1/compute/jobs/{quote(job_id, safe='')}")
     if as_json:
         emit_json(found)
         return
@@ -329,7 +329,7 @@ def _replica_line(replica: dict[str, Any]) -> None:
 def lineage(obj, cap: str, as_json: bool) -> None:
     """Walk from a stored file back through the jobs that made it to the files they read, every level; each
     job's signed provenance record is checked."""
-    found = obj.client().request("GET", f"/v1/compute/lineage/{cap}")
+    found = obj.client().request("GET", f"/v1/compute/lineage/{quote(cap, safe='')}")
     if as_json:
         emit_json(found)
         return
@@ -469,7 +469,7 @@ def _expand(client, source: str) -> list[str]:
     bucket, _, prefix = source[5:].partition("/")
     found, start = [], ""
     while True:
-        page = client.request("GET", f"/v1/s3/buckets/{bucket}/objects",
+        page = client.request("GET", f"/v1/s3/buckets/{quote(bucket, safe='')}/objects",
                               query={"prefix": prefix, "start": start or None})
         found += [f"s3://{bucket}/{key}" for key, _ in page["contents"]]
         if not page.get("truncated") or len(found) > MAX_MAP:
