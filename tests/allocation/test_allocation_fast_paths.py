@@ -97,7 +97,7 @@ def _divide_capped_sorting_all(total, ks, ms, caps):
     return units, denominator, cut
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.integers(0, 300) | st.integers(0, 10**12),
        st.lists(st.tuples(st.integers(0, 6) | st.integers(1, 10**20), st.integers(0, 80) | st.integers(1, 10**9),
                           st.integers(0, 80) | st.sampled_from([0, 1])), max_size=14))

@@ -27,7 +27,7 @@ from xsc.itc import (
 )
 from xsc.errors import BadRequest
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # --- random runs ---------------------------------------------------------------------

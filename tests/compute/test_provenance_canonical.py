@@ -19,7 +19,7 @@ _values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.
                        max_leaves=20)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.dictionaries(_text, _values, max_size=6))
 def test_canonical_is_json_dumps_byte_for_byte(record):
     assert provenance.canonical(record) == json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True,

@@ -179,7 +179,7 @@ def markets(draw):
     return asks, bids, recognition, availability
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(markets(), st.randoms(use_true_random=False))
 def test_matching_properties(market, rnd):
     asks, bids, recognition, availability = market
