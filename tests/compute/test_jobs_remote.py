@@ -22,7 +22,7 @@ from xsc import codec, keys
 from xsc.compute import hosted_jobs, provenance, remote_tabs, sent_jobs
 from xsc.compute import jobs as jobs_module
 from xsc.compute.jobspec import parse_job
-from xsc.errors import PeerRefused, PeerUnreachable
+from xsc.errors import Conflict, PeerRefused, PeerUnreachable
 from xsc.node import CLIENT_IDENTITY, IDENTITY, TOKEN
 from xsc.node.appkeys import NODE
 
@@ -798,4 +798,94 @@ async def test_a_stop_while_a_jobs_bytes_are_sent_pays_nothing_and_the_start_tel
     await settle(gateway)
     assert balances(gateway, provider) == before
     assert gateway.app[NODE].ledger.pending() == [] and gateway.app[NODE].ledger.holding() == {}
+    await verified(gateway)
+
+
+def _countersigning_the_cap(provider) -> None:
+    """The provider, asked to close a tab, countersigns its whole cap, whatever ran under it."""
+    node = provider.app[NODE]
+
+    async def close_once(auth, sender=None, closer=None):
+        return await node.ledger.countersign(node.identity, auth, auth.cap, {"fuel": 1, "invokes": 1},
+                                             verified=True, sender=sender), True
+
+    node.paid.provider_tabs.close_once = close_once
+
+
+async def test_a_jobs_tab_left_pending_by_a_stop_before_its_run_was_asked_for_pays_nothing_at_the_start(
+        node_factory, monkeypatch) -> None:
+    """A kill -9 the moment the provider took the job, before its record names the provider: the job's tab is
+    pending, shown to the provider, and no record holds it.  Nothing was asked to run, so the payment retry pays
+    nothing for it, whatever the provider countersigns."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    jobs = gateway.app[NODE].jobs
+    begin = sent_jobs.wire.begin
+    reached = asyncio.Event()
+
+    async def then_the_stop(*args, **kwargs):
+        await begin(*args, **kwargs)  # the provider took it: its id for the job is lost with the stop
+        reached.set()
+        await asyncio.Event().wait()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sent_jobs.wire, "begin", then_the_stop)
+        patched.setattr(gateway.app[NODE].paid.gateway_tabs, "answered", lambda *args: None)  # a kill -9 runs none
+        running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-"}, reading(b"the job's bytes")))
+        await asyncio.wait_for(reached.wait(), 60)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    (job,) = jobs.records.all_jobs()
+    assert "sent" not in job, job
+    (authorization,) = [a.id.hex() for a in gateway.app[NODE].ledger.pending() if a.job == remote_tabs.JOB]
+    before = balances(gateway, provider)
+    await close_node(gateway)
+    _countersigning_the_cap(provider)
+    gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
+    node = gateway.app[NODE]
+    await eventually_async(lambda: _settled(node, authorization), "the job's tab settled at the start", 30)
+    assert node.paid.gateway_tabs.refused_receipts == 1
+    assert balances(gateway, provider)[0] == before[0]  # its receipt stays on its own chain, unpaid
+    assert node.ledger.holding() == {}
+    await verified(gateway)
+
+
+async def test_a_jobs_tab_a_start_pays_is_still_held_to_its_charge_once_the_job_runs_again(node_factory,
+                                                                                          monkeypatch) -> None:
+    """A start pays a done job's tab the charge its record names; the provider does not answer that close, and the
+    job runs again, its record naming the new run's tab only.  After the next stop the payment retry still pays the
+    first tab no more than that charge."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    spec = {"module": module, "stdin": "-"}
+    monkeypatch.setattr(gateway.app[NODE].jobs.sent, "pay", lambda returned: None)  # the stop comes before it
+    status, job = await run_job(gateway, spec, stdin=b"abc")
+    assert status == 201 and job["state"] == "done" and job["charge"] > 0, job
+    (first,) = [a.id.hex() for a in gateway.app[NODE].ledger.pending() if a.job == remote_tabs.JOB]
+    await close_node(gateway)
+    tabs = provider.app[NODE].paid.provider_tabs
+    close_once, asked = tabs.close_once, []
+
+    async def not_now(auth, sender=None, closer=None):
+        if auth.id.hex() != first:
+            return await close_once(auth, sender=sender, closer=closer)
+        asked.append(auth.id.hex())
+        raise Conflict("not now", hint="close it in a moment")
+
+    tabs.close_once = not_now
+    gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
+    await eventually_async(lambda: asked, "the start asked the provider to close the job's tab", 30)
+    status, again = await run_job(gateway, spec, stdin=b"abc")
+    assert status == 201 and again["state"] == "done", again
+    (record,) = gateway.app[NODE].jobs.records.all_jobs()
+    assert record["executions"] == 2 and first not in [p["authorization"] for p in record["paid_on"]], record
+    await close_node(gateway)
+    _countersigning_the_cap(provider)
+    gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
+    node = gateway.app[NODE]
+    await eventually_async(lambda: _settled(node, first), "the first tab settled at the start", 30)
+    paid = [e.receipt.amount for e in node.ledger.store.history(gateway.app[CLIENT_IDENTITY].public_key, 50)
+            if e.authorization.id.hex() == first]
+    assert (paid, node.paid.gateway_tabs.refused_receipts) == ([], 1)
     await verified(gateway)
