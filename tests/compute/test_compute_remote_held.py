@@ -50,10 +50,11 @@ async def _pair(node_factory, credit_limit_budgets: int):
     return gateway, provider, module, budget
 
 
-async def _gateway(node_factory, credit_limit: int):
-    """The gateway of `_pair` (started again from its data dir, if it ran before)."""
-    return await node_factory("gateway", **QUIET, market={**MARKET_TERMS, "offer_compute": False},
-                              ledger={"credit_limit": credit_limit})
+async def _gateway(node_factory, credit_limit: int, strikes: int = 5):
+    """The gateway of `_pair` (started again from its data dir, if it ran before), quarantining a peer at its
+    `strikes`-th misbehaviour."""
+    return await node_factory("gateway", **{**QUIET, "peers": {**QUIET["peers"], "quarantine_strikes": strikes}},
+                              market={**MARKET_TERMS, "offer_compute": False}, ledger={"credit_limit": credit_limit})
 
 
 async def _call_answer_lost(gateway, module: str, monkeypatch) -> None:
@@ -126,7 +127,7 @@ async def test_a_remote_call_holds_no_more_than_the_balance_shows_available_with
     assert status == 200 and body["provider"] == provider.app[IDENTITY].id, body
 
 
-async def test_a_gateway_refuses_to_pay_a_provider_total_above_its_own_tally(node_factory) -> None:
+async def test_a_gateway_refuses_to_pay_a_provider_total_above_its_own_tally(node_factory, monkeypatch) -> None:
     gateway, provider, module, budget = await _pair(node_factory, 100)
     tabs = provider.app[NODE].paid.provider_tabs
     before = _balances(gateway, provider)
@@ -138,6 +139,8 @@ async def test_a_gateway_refuses_to_pay_a_provider_total_above_its_own_tally(nod
             tab.total += 1_000
 
     tabs.ran = inflating
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike", lambda node, why, **kw: struck.append(node) or False)
     answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(3)]
     assert all(status == 200 for status, _ in answers), answers
     metered = sum(body["charge"] for _, body in answers)
@@ -146,6 +149,7 @@ async def test_a_gateway_refuses_to_pay_a_provider_total_above_its_own_tally(nod
     assert await _paid(gateway, provider, before) == (0, metered + 3_000)
     gateway_tabs = gateway.app[NODE].paid.gateway_tabs
     assert gateway_tabs.refused_receipts == 1
+    assert struck == [provider.app[IDENTITY].id]  # it claimed more than its own answers said its calls cost
     assert gateway.app[NODE].ledger.pending() == [] and gateway.app[NODE].ledger.holding() == {}
     for node in (gateway, provider):
         await verified(node)
@@ -291,13 +295,18 @@ async def test_a_tab_a_gateway_left_open_when_killed_is_paid_no_more_than_its_ta
         countersign = ledger.countersign
         monkeypatch.setattr(ledger, "countersign", lambda payee, auth, amount, usage, **kw:
                             countersign(payee, auth, auth.cap, usage, **kw))
-    gateway = await _gateway(node_factory, credit_limit)
+    gateway = await _gateway(node_factory, credit_limit, strikes=1)
     node = gateway.app[NODE]
     await eventually_async(lambda: tab.id not in {a.id for a in node.ledger.pending()},
                            "the tab left open paid or dropped at the start", 30)
     paid = tuple(after - was for after, was in zip(_balances(gateway, provider), before))
     assert paid == ((0, tab.cap) if inflated else (-metered, metered))
     assert node.paid.gateway_tabs.refused_receipts == (1 if inflated else 0)
+    # Struck (once is enough here), so passed over: no call goes to it while it is quarantined.
+    assert (node.quarantine.active(provider.app[IDENTITY].id) is not None) == inflated
+    if inflated:
+        status, body = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)
+        assert status != 200 and "provider" not in body, body
     assert node.ledger.holding() == {} and node.paid.gateway_tabs.tallies() == 0
     for each in (gateway, provider):
         await verified(each)

@@ -816,8 +816,9 @@ async def test_a_jobs_tab_left_pending_by_a_stop_before_its_run_was_asked_for_pa
         node_factory, monkeypatch) -> None:
     """A kill -9 the moment the provider took the job, before its record names the provider: the job's tab is
     pending, shown to the provider, and no record holds it.  Nothing was asked to run, so the payment retry pays
-    nothing for it, whatever the provider countersigns."""
-    gateway, (provider,) = await network(node_factory)
+    nothing for it, and a provider that countersigns a receipt for it anyway is struck (once is enough here) and
+    passed over for the next job."""
+    gateway, providers = await network(node_factory, providers=2)
     module = await deploy(gateway, "outputs", wasi=True)
     jobs = gateway.app[NODE].jobs
     begin = sent_jobs.wire.begin
@@ -838,17 +839,23 @@ async def test_a_jobs_tab_left_pending_by_a_stop_before_its_run_was_asked_for_pa
             await running
     (job,) = jobs.records.all_jobs()
     assert "sent" not in job, job
-    (authorization,) = [a.id.hex() for a in gateway.app[NODE].ledger.pending() if a.job == remote_tabs.JOB]
-    before = balances(gateway, provider)
+    (tab,) = [a for a in gateway.app[NODE].ledger.pending() if a.job == remote_tabs.JOB]
+    (hostile,) = [p for p in providers if p.app[IDENTITY].public_key == tab.payee]
+    (other,) = [p.app[IDENTITY].id for p in providers if p is not hostile]
+    before = balances(gateway, hostile)
     await close_node(gateway)
-    _countersigning_the_cap(provider)
-    gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
+    _countersigning_the_cap(hostile)
+    gateway = await node_factory("gateway", **{**QUIET, "peers": {**QUIET["peers"], "quarantine_strikes": 1}},
+                                 market={"offer_compute": False})
     node = gateway.app[NODE]
-    await eventually_async(lambda: _settled(node, authorization), "the job's tab settled at the start", 30)
+    await eventually_async(lambda: _settled(node, tab.id.hex()), "the job's tab settled at the start", 30)
     assert node.paid.gateway_tabs.refused_receipts == 1
-    assert balances(gateway, provider)[0] == before[0]  # its receipt stays on its own chain, unpaid
+    assert balances(gateway, hostile)[0] == before[0]  # its receipt stays on its own chain, unpaid
     assert node.ledger.holding() == {}
     await verified(gateway)
+    assert node.quarantine.active(hostile.app[IDENTITY].id) is not None
+    status, again = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"the job's bytes")
+    assert status == 201 and again["state"] == "done" and again["provider"] == other, again
 
 
 async def test_a_jobs_tab_a_start_pays_is_still_held_to_its_charge_once_the_job_runs_again(node_factory,

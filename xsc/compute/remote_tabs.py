@@ -450,11 +450,14 @@ class GatewayTabs:
             self._unpaid.pop(auth.id, None)  # the receipt is the one this authorization will ever have: it is paid
             return True
         self.refused_receipts += 1
-        past = (f"; its receipt counts {dict(receipt.usage).get('invokes', 0)}, each past those at most "
-                f"{format_credits(tab.per_request)}" if tab.per_request else "")
-        log.error("provider %s countersigned %s credits for a tab of %d calls whose answers owed %s (%d answers "
-                  "lost%s): refusing to pay it", tab.provider, format_credits(receipt.amount), tab.count,
-                  format_credits(tab.metered), tab.unknown, past)
+        counted = dict(receipt.usage).get("invokes", 0)
+        past = (f"; its receipt counts {counted}, each past those at most {format_credits(tab.per_request)}"
+                if tab.per_request else "")
+        why = (f"countersigned {format_credits(receipt.amount)} credits for a tab of {tab.count} calls whose answers "
+               f"owed {format_credits(tab.metered)} ({tab.unknown} answers lost{past})")
+        log.error("provider %s %s: refusing to pay it", tab.provider, why)
+        if _claims_what_it_did_not_do(tab, counted):
+            self.payments.on_strike(tab.provider, f"{why}: not paid")
         await self._drop(tab)
         return False
 
@@ -506,6 +509,18 @@ def _tally(tab: OpenTab) -> bytes:
     if not tab.asked:
         return _TALLY.pack(tab.metered, tab.lost_budget, tab.count, tab.unknown)
     return _TALLY.pack(tab.metered, tab.lost_budget + tab.reserved, tab.count, tab.unknown + tab.in_flight)
+
+
+def _claims_what_it_did_not_do(tab: OpenTab, counted: int) -> bool:
+    """Whether a receipt counting `counted` calls (or requests) over `tab`'s tally can only be a claim for money not
+    owed.  It is when it counts no more than the answers (or reports) its provider gave said ran: their total is
+    then the provider's own word for what it is owed; or, on a tab this node sends its calls on, more calls than
+    were ever sent.  It may be honest when what it counts past those are calls whose answer was lost, or a placed
+    function's requests past the last report: a call that leaves a limit unset runs under its provider's ceiling,
+    which may be above the one this node's budget (and a placed function's per-request figure) is made with."""
+    if counted <= tab.count:
+        return True
+    return not tab.per_request and counted > tab.count + tab.unknown
 
 
 # --- provider side -------------------------------------------------------------------------------------
