@@ -459,3 +459,25 @@ async def test_a_gateway_keeps_nothing_of_the_providers_it_opened_tabs_with_but_
     assert (await first) is (await second) and authorized.count("slow") == 1
     assert tabs.opening == 0
     db.close()
+
+
+async def test_a_call_that_honestly_costs_more_than_the_gateways_budget_is_refused_but_not_struck(
+        node_factory, monkeypatch) -> None:
+    # A call that leaves its fuel unset runs under each node's own ceiling: the provider's is above the gateway's, so
+    # the run costs more than the budget the gateway made (its answer is taken as one lost, worth that budget).  The
+    # provider's honest receipt is above the gateway's tally, so it is not paid; but it claims no call it did not
+    # run, so it is not struck either.
+    provider = await node_factory("provider", **QUIET, market=MARKET_TERMS, compute={"fuel": 10_000_000})
+    gateway = await node_factory("gateway", **QUIET, market={**MARKET_TERMS, "offer_compute": False},
+                                 compute={"fuel": 1_000_000}, ledger={"credit_limit": 100_000_000})
+    await peer_with_provider(gateway, provider)
+    module = await deploy(gateway, "fibonacci")
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike", lambda node, why, **kw: struck.append(node) or False)
+    status, body = await invoke(gateway, module, "fib", 25)
+    assert status >= 400 and "not 0 to" in body["detail"], body
+    node = gateway.app[NODE]
+    await eventually_async(lambda: not [a for a in node.ledger.pending() if a.job == JOB], "the tab closed", 30)
+    assert node.paid.gateway_tabs.refused_receipts == 1 and struck == []
+    runs = provider.app[NODE].compute.recent_provenance(10)
+    assert [r["record"]["fuel_consumed"] > 1_000_000 for r in runs if r["record"]["function"] == "fib"] == [True]
