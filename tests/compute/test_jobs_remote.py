@@ -14,8 +14,8 @@ import json
 import pytest
 
 from tests.support.compute import deploy, placed, signed_under_the_first_rule
-from tests.support.jobs import (QUIET, balances, network, owed_paid, read_file, reading, restarted, run_job, settle,
-                                verified)
+from tests.support.jobs import (QUIET, balances, countersigning_the_cap, network, owed_paid, read_file, reading,
+                                restarted, run_job, settle, verified)
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc import codec, keys
@@ -801,17 +801,6 @@ async def test_a_stop_while_a_jobs_bytes_are_sent_pays_nothing_and_the_start_tel
     await verified(gateway)
 
 
-def _countersigning_the_cap(provider) -> None:
-    """The provider, asked to close a tab, countersigns its whole cap, whatever ran under it."""
-    node = provider.app[NODE]
-
-    async def close_once(auth, sender=None, closer=None):
-        return await node.ledger.countersign(node.identity, auth, auth.cap, {"fuel": 1, "invokes": 1},
-                                             verified=True, sender=sender), True
-
-    node.paid.provider_tabs.close_once = close_once
-
-
 async def test_a_jobs_tab_left_pending_by_a_stop_before_its_run_was_asked_for_pays_nothing_at_the_start(
         node_factory, monkeypatch) -> None:
     """A kill -9 the moment the provider took the job, before its record names the provider: the job's tab is
@@ -844,7 +833,7 @@ async def test_a_jobs_tab_left_pending_by_a_stop_before_its_run_was_asked_for_pa
     (other,) = [p.app[IDENTITY].id for p in providers if p is not hostile]
     before = balances(gateway, hostile)
     await close_node(gateway)
-    _countersigning_the_cap(hostile)
+    countersigning_the_cap(hostile)
     gateway = await node_factory("gateway", **{**QUIET, "peers": {**QUIET["peers"], "quarantine_strikes": 1}},
                                  market={"offer_compute": False})
     node = gateway.app[NODE]
@@ -888,7 +877,7 @@ async def test_a_jobs_tab_a_start_pays_is_still_held_to_its_charge_once_the_job_
     (record,) = gateway.app[NODE].jobs.records.all_jobs()
     assert record["executions"] == 2 and first not in [p["authorization"] for p in record["paid_on"]], record
     await close_node(gateway)
-    _countersigning_the_cap(provider)
+    countersigning_the_cap(provider)
     gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
     node = gateway.app[NODE]
     await eventually_async(lambda: _settled(node, first), "the first tab settled at the start", 30)
