@@ -51,10 +51,11 @@ async def _pair(node_factory, credit_limit_budgets: int):
     return gateway, provider, module, budget
 
 
-async def _gateway(node_factory, credit_limit: int):
-    """The gateway of `_pair` (started again from its data dir, if it ran before)."""
-    return await node_factory("gateway", **QUIET, market={**MARKET_TERMS, "offer_compute": False},
-                              ledger={"credit_limit": credit_limit})
+async def _gateway(node_factory, credit_limit: int, strikes: int = 5):
+    """The gateway of `_pair` (started again from its data dir, if it ran before), quarantining a peer at its
+    `strikes`-th misbehaviour."""
+    return await node_factory("gateway", **{**QUIET, "peers": {**QUIET["peers"], "quarantine_strikes": strikes}},
+                              market={**MARKET_TERMS, "offer_compute": False}, ledger={"credit_limit": credit_limit})
 
 
 async def _call_answer_lost(gateway, module: str, monkeypatch) -> None:
@@ -127,7 +128,7 @@ async def test_a_remote_call_holds_no_more_than_the_balance_shows_available_with
     assert status == 200 and body["provider"] == provider.app[IDENTITY].id, body
 
 
-async def test_a_gateway_refuses_to_pay_a_provider_total_above_its_own_tally(node_factory) -> None:
+async def test_a_gateway_refuses_to_pay_a_provider_total_above_its_own_tally(node_factory, monkeypatch) -> None:
     gateway, provider, module, budget = await _pair(node_factory, 100)
     tabs = provider.app[NODE].paid.provider_tabs
     before = _balances(gateway, provider)
@@ -139,6 +140,8 @@ async def test_a_gateway_refuses_to_pay_a_provider_total_above_its_own_tally(nod
             tab.total += 1_000
 
     tabs.ran = inflating
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike", lambda node, why, **kw: struck.append(node) or False)
     answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(3)]
     assert all(status == 200 for status, _ in answers), answers
     metered = sum(body["charge"] for _, body in answers)
@@ -147,6 +150,7 @@ async def test_a_gateway_refuses_to_pay_a_provider_total_above_its_own_tally(nod
     assert await _paid(gateway, provider, before) == (0, metered + 3_000)
     gateway_tabs = gateway.app[NODE].paid.gateway_tabs
     assert gateway_tabs.refused_receipts == 1
+    assert struck == [provider.app[IDENTITY].id]  # it claimed more than its own answers said its calls cost
     assert gateway.app[NODE].ledger.pending() == [] and gateway.app[NODE].ledger.holding() == {}
     for node in (gateway, provider):
         await verified(node)
@@ -323,13 +327,18 @@ async def test_a_tab_a_gateway_left_open_when_killed_is_paid_no_more_than_its_ta
         countersign = ledger.countersign
         monkeypatch.setattr(ledger, "countersign", lambda payee, auth, amount, usage, **kw:
                             countersign(payee, auth, auth.cap, usage, **kw))
-    gateway = await _gateway(node_factory, credit_limit)
+    gateway = await _gateway(node_factory, credit_limit, strikes=1)
     node = gateway.app[NODE]
     await eventually_async(lambda: tab.id not in {a.id for a in node.ledger.pending()},
                            "the tab left open paid or dropped at the start", 30)
     paid = tuple(after - was for after, was in zip(_balances(gateway, provider), before))
     assert paid == ((0, tab.cap) if inflated else (-metered, metered))
     assert node.paid.gateway_tabs.refused_receipts == (1 if inflated else 0)
+    # Struck (once is enough here), so passed over: no call goes to it while it is quarantined.
+    assert (node.quarantine.active(provider.app[IDENTITY].id) is not None) == inflated
+    if inflated:
+        status, body = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)
+        assert status != 200 and "provider" not in body, body
     assert node.ledger.holding() == {} and node.paid.gateway_tabs.tallies() == 0
     for each in (gateway, provider):
         await verified(each)
@@ -482,3 +491,25 @@ async def test_a_gateway_keeps_nothing_of_the_providers_it_opened_tabs_with_but_
     assert (await first) is (await second) and authorized.count("slow") == 1
     assert tabs.opening == 0
     db.close()
+
+
+async def test_a_call_that_honestly_costs_more_than_the_gateways_budget_is_refused_but_not_struck(
+        node_factory, monkeypatch) -> None:
+    # A call that leaves its fuel unset runs under each node's own ceiling: the provider's is above the gateway's, so
+    # the run costs more than the budget the gateway made (its answer is taken as one lost, worth that budget).  The
+    # provider's honest receipt is above the gateway's tally, so it is not paid; but it claims no call it did not
+    # run, so it is not struck either.
+    provider = await node_factory("provider", **QUIET, market=MARKET_TERMS, compute={"fuel": 10_000_000})
+    gateway = await node_factory("gateway", **QUIET, market={**MARKET_TERMS, "offer_compute": False},
+                                 compute={"fuel": 1_000_000}, ledger={"credit_limit": 100_000_000})
+    await peer_with_provider(gateway, provider)
+    module = await deploy(gateway, "fibonacci")
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike", lambda node, why, **kw: struck.append(node) or False)
+    status, body = await invoke(gateway, module, "fib", 25)
+    assert status >= 400 and "not 0 to" in body["detail"], body
+    node = gateway.app[NODE]
+    await eventually_async(lambda: not [a for a in node.ledger.pending() if a.job == JOB], "the tab closed", 30)
+    assert node.paid.gateway_tabs.refused_receipts == 1 and struck == []
+    runs = provider.app[NODE].compute.recent_provenance(10)
+    assert [r["record"]["fuel_consumed"] > 1_000_000 for r in runs if r["record"]["function"] == "fib"] == [True]

@@ -659,11 +659,14 @@ async def test_a_provider_countersigning_more_than_it_reported_for_a_placed_func
     await node.placements.keep()  # the provider's report of both taken
     (tab,) = [a for a in node.ledger.pending() if a.job == function_job(owner_id, "hello")]
     _countersigning(provider, monkeypatch, inflate)
+    struck: list[str] = []
+    monkeypatch.setattr(node.quarantine, "strike", lambda peer, why, **kw: struck.append(peer) or False)
     await _json(owner, "DELETE", "/v1/compute/functions/hello")  # withdrawn, and its tab closed for the receipt
     await eventually_async(lambda: tab.id not in {a.id for a in node.ledger.pending()}, "the tab closed", 30)
     countersigned = inflate(tab, sum(r["charge"] for r in runs))
     assert balances(owner, provider) == (before[0], before[1] + countersigned)  # on the provider's chain alone
     assert node.paid.gateway_tabs.refused_receipts == 1 and node.paid.gateway_tabs.tallies() == 0
+    assert struck == [provider.app[IDENTITY].id]  # it counts the requests it reported, and claims more for them
     assert node.ledger.holding() == {}
     for each in (owner, provider):
         await verified(each)

@@ -14,15 +14,15 @@ import json
 import pytest
 
 from tests.support.compute import deploy, placed, signed_under_the_first_rule
-from tests.support.jobs import (QUIET, balances, network, owed_paid, read_file, reading, restarted, run_job, settle,
-                                verified)
+from tests.support.jobs import (QUIET, balances, countersigning_the_cap, network, owed_paid, read_file, reading,
+                                restarted, run_job, settle, verified)
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc import codec, keys
 from xsc.compute import hosted_jobs, provenance, remote_tabs, sent_jobs
 from xsc.compute import jobs as jobs_module
 from xsc.compute.jobspec import parse_job
-from xsc.errors import PeerRefused, PeerUnreachable
+from xsc.errors import Conflict, PeerRefused, PeerUnreachable
 from xsc.node import CLIENT_IDENTITY, IDENTITY, TOKEN
 from xsc.node.appkeys import NODE
 
@@ -798,4 +798,90 @@ async def test_a_stop_while_a_jobs_bytes_are_sent_pays_nothing_and_the_start_tel
     await settle(gateway)
     assert balances(gateway, provider) == before
     assert gateway.app[NODE].ledger.pending() == [] and gateway.app[NODE].ledger.holding() == {}
+    await verified(gateway)
+
+
+async def test_a_jobs_tab_left_pending_by_a_stop_before_its_run_was_asked_for_pays_nothing_at_the_start(
+        node_factory, monkeypatch) -> None:
+    """A kill -9 the moment the provider took the job, before its record names the provider: the job's tab is
+    pending, shown to the provider, and no record holds it.  Nothing was asked to run, so the payment retry pays
+    nothing for it, and a provider that countersigns a receipt for it anyway is struck (once is enough here) and
+    passed over for the next job."""
+    gateway, providers = await network(node_factory, providers=2)
+    module = await deploy(gateway, "outputs", wasi=True)
+    jobs = gateway.app[NODE].jobs
+    begin = sent_jobs.wire.begin
+    reached = asyncio.Event()
+
+    async def then_the_stop(*args, **kwargs):
+        await begin(*args, **kwargs)  # the provider took it: its id for the job is lost with the stop
+        reached.set()
+        await asyncio.Event().wait()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sent_jobs.wire, "begin", then_the_stop)
+        patched.setattr(gateway.app[NODE].paid.gateway_tabs, "answered", lambda *args: None)  # a kill -9 runs none
+        running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-"}, reading(b"the job's bytes")))
+        await asyncio.wait_for(reached.wait(), 60)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    (job,) = jobs.records.all_jobs()
+    assert "sent" not in job, job
+    (tab,) = [a for a in gateway.app[NODE].ledger.pending() if a.job == remote_tabs.JOB]
+    (hostile,) = [p for p in providers if p.app[IDENTITY].public_key == tab.payee]
+    (other,) = [p.app[IDENTITY].id for p in providers if p is not hostile]
+    before = balances(gateway, hostile)
+    await close_node(gateway)
+    countersigning_the_cap(hostile)
+    gateway = await node_factory("gateway", **{**QUIET, "peers": {**QUIET["peers"], "quarantine_strikes": 1}},
+                                 market={"offer_compute": False})
+    node = gateway.app[NODE]
+    await eventually_async(lambda: _settled(node, tab.id.hex()), "the job's tab settled at the start", 30)
+    assert node.paid.gateway_tabs.refused_receipts == 1
+    assert balances(gateway, hostile)[0] == before[0]  # its receipt stays on its own chain, unpaid
+    assert node.ledger.holding() == {}
+    await verified(gateway)
+    assert node.quarantine.active(hostile.app[IDENTITY].id) is not None
+    status, again = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"the job's bytes")
+    assert status == 201 and again["state"] == "done" and again["provider"] == other, again
+
+
+async def test_a_jobs_tab_a_start_pays_is_still_held_to_its_charge_once_the_job_runs_again(node_factory,
+                                                                                          monkeypatch) -> None:
+    """A start pays a done job's tab the charge its record names; the provider does not answer that close, and the
+    job runs again, its record naming the new run's tab only.  After the next stop the payment retry still pays the
+    first tab no more than that charge."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    spec = {"module": module, "stdin": "-"}
+    monkeypatch.setattr(gateway.app[NODE].jobs.sent, "pay", lambda returned: None)  # the stop comes before it
+    status, job = await run_job(gateway, spec, stdin=b"abc")
+    assert status == 201 and job["state"] == "done" and job["charge"] > 0, job
+    (first,) = [a.id.hex() for a in gateway.app[NODE].ledger.pending() if a.job == remote_tabs.JOB]
+    await close_node(gateway)
+    tabs = provider.app[NODE].paid.provider_tabs
+    close_once, asked = tabs.close_once, []
+
+    async def not_now(auth, sender=None, closer=None):
+        if auth.id.hex() != first:
+            return await close_once(auth, sender=sender, closer=closer)
+        asked.append(auth.id.hex())
+        raise Conflict("not now", hint="close it in a moment")
+
+    tabs.close_once = not_now
+    gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
+    await eventually_async(lambda: asked, "the start asked the provider to close the job's tab", 30)
+    status, again = await run_job(gateway, spec, stdin=b"abc")
+    assert status == 201 and again["state"] == "done", again
+    (record,) = gateway.app[NODE].jobs.records.all_jobs()
+    assert record["executions"] == 2 and first not in [p["authorization"] for p in record["paid_on"]], record
+    await close_node(gateway)
+    countersigning_the_cap(provider)
+    gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
+    node = gateway.app[NODE]
+    await eventually_async(lambda: _settled(node, first), "the first tab settled at the start", 30)
+    paid = [e.receipt.amount for e in node.ledger.store.history(gateway.app[CLIENT_IDENTITY].public_key, 50)
+            if e.authorization.id.hex() == first]
+    assert (paid, node.paid.gateway_tabs.refused_receipts) == ([], 1)
     await verified(gateway)

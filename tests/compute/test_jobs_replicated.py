@@ -13,11 +13,11 @@ import pytest
 
 from tests.support.cli import ok, xsc_in_process
 from tests.support.compute import deploy, peer_with_provider
-from tests.support.jobs import (QUIET, balances, network, owed_paid, read_file, reading, restarted, run_job, settle,
-                                verified)
+from tests.support.jobs import (QUIET, balances, countersigning_the_cap, network, owed_paid, read_file, reading,
+                                restarted, run_job, settle, verified)
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
-from xsc.compute import hosted_jobs, sent_jobs
+from xsc.compute import hosted_jobs, remote_tabs, sent_jobs
 from xsc.node import IDENTITY, TOKEN
 from xsc.node.appkeys import METRICS, NODE
 from xsc.peers.admission import Quarantine
@@ -404,3 +404,42 @@ async def test_a_replica_whose_tab_was_dropped_before_a_stop_is_not_counted_at_t
     assert job["state"] == "done", job
     paid = {r["provider"]: r["paid"] for r in job["replicas"]}
     assert paid == {p: p != dropped for p in paid}, job["replicas"]  # not counted, as it is not paid
+
+
+async def test_replicas_tabs_left_pending_by_a_stop_before_their_runs_were_asked_for_pay_nothing_at_the_start(
+        node_factory, monkeypatch) -> None:
+    """A kill -9 the moment the three providers took the job, before the record names any replica: three tabs
+    pending, each shown to its provider, none held by a record.  No run was asked for, so the payment retry pays none
+    of them, whatever their providers countersign."""
+    gateway, providers = await network(node_factory, providers=3)
+    module = await deploy(gateway, "outputs", wasi=True)
+    jobs = gateway.app[NODE].jobs
+    begin, took = sent_jobs.wire.begin, []
+
+    async def then_the_stop(*args, **kwargs):
+        took.append(await begin(*args, **kwargs))  # its id for the job is lost with the stop
+        await asyncio.Event().wait()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sent_jobs.wire, "begin", then_the_stop)
+        patched.setattr(gateway.app[NODE].paid.gateway_tabs, "answered", lambda *args: None)  # a kill -9 runs none
+        running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-", "deterministic": True,
+                                                  "replicas": 3}, reading(b"the job's bytes")))
+        await eventually_async(lambda: len(took) == 3, "the three providers took the job", 60)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    (job,) = jobs.records.all_jobs()
+    assert "replicating" not in job, job
+    tabs = {a.id for a in gateway.app[NODE].ledger.pending() if a.job == remote_tabs.JOB}
+    assert len(tabs) == 3
+    before = balances(gateway, providers[0])[0]
+    await close_node(gateway)
+    for provider in providers:
+        countersigning_the_cap(provider)
+    gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
+    node = gateway.app[NODE]
+    await eventually_async(lambda: not tabs & {a.id for a in node.ledger.pending()}, "the tabs settled", 30)
+    assert node.paid.gateway_tabs.refused_receipts == 3
+    assert balances(gateway, providers[0])[0] == before and node.ledger.holding() == {}
+    await verified(gateway)

@@ -84,3 +84,14 @@ async def verified(node) -> None:
     response = await node.get("/v1/ledger/verify")
     report = await response.json()
     assert response.status == 200 and report["ok"], report
+
+
+def countersigning_the_cap(provider) -> None:
+    """The provider, asked to close a tab, countersigns its whole cap, whatever ran under it."""
+    node = provider.app[NODE]
+
+    async def close_once(auth, sender=None, closer=None):
+        return await node.ledger.countersign(node.identity, auth, auth.cap, {"fuel": 1, "invokes": 1},
+                                             verified=True, sender=sender), True
+
+    node.paid.provider_tabs.close_once = close_once

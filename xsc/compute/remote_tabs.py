@@ -38,6 +38,9 @@ holds what its tally says it may still be paid, not the cap the ledger holds for
 none of it (each write is in the kernel's hands before it returns); a crash of the machine may lose the writes
 since the database's last synced write (the tally is then as it was then).
 
+A job's tab (`reserve_alone`) is shown to its provider before the job's record names it, and its run is asked for
+only once its bytes are sent: its tally counts the job's budget from then on (`run_asked`), and owes nothing before.
+
 A placed function's tab (compute/placements.py) is one this node sends no call on: its callers reach the provider
 alone.  Its tally is what the provider's reports said its requests cost (`track`, `reported`: a report that takes
 back an earlier one, or makes a request cost more than its budget, is not taken), and its receipt is paid up to that
@@ -110,6 +113,9 @@ class OpenTab:
     # A tab this node sends no call on (a placed function's: its callers reach the provider): `metered` and `count`
     # are then what the provider's reports said, and each request its receipt counts past them owes at most this.
     per_request: int = 0
+    # Whether the work reserved on it may have run.  A job's tab (`reserve_alone`) is shown to its provider before
+    # its run is asked for (`run_asked`): until then nothing can have run under it, and its tally owes nothing.
+    asked: bool = True
 
     @functools.cached_property
     def hex(self) -> str:
@@ -174,7 +180,7 @@ class GatewayTabs:
         promised = await self.ledger.promised(self.payments.payer.public_key)
         auth = await self.payments.authorize(provider, budget, JOB, ttl=TAB_TTL, hold=0)
         self.payments.keep_off(auth.id)
-        tab = self._unpaid[auth.id] = OpenTab(provider, auth, price, closing=True)
+        tab = self._unpaid[auth.id] = OpenTab(provider, auth, price, closing=True, asked=False)
         try:
             self.ledger.hold_for(tab.auth, budget, promised=promised)
             tab.reserved, tab.in_flight = budget, 1
@@ -183,6 +189,15 @@ class GatewayTabs:
             await self._drop(tab)
             raise
         return tab
+
+    def run_asked(self, tab: OpenTab) -> None:
+        """The work on a tab of its own (`reserve_alone`) is about to be asked to run: from now on it may have run, so
+        its budget counts in its tally, written now, before the request is sent (raises if the write fails: the run
+        is then not asked for).  A stop before this leaves a tally that owes nothing: the payment retry pays no
+        receipt above it, whatever the provider, shown the authorization already, countersigns."""
+        tab.asked = True
+        self._tally_changed(tab)
+        self.write_tallies()
 
     async def abandon(self, tab: OpenTab, budget: int) -> None:
         """The work on a tab of its own (`reserve_alone`) whose result never came, or could not be trusted:
@@ -210,6 +225,10 @@ class GatewayTabs:
         if auth is None:
             return False
         tab = self._unpaid[auth.id] = OpenTab(public_id(auth.payee), auth, 0, metered=amount, count=1, closing=True)
+        # On disk before its close is sent, in place of the tally a stop left (its whole budget, or nothing if its
+        # run was first asked for by the start): the record naming its charge may be replaced (the job run again)
+        # before it is paid, and the next start's retry then goes by this.
+        self._tally_changed(tab)
         self._spawn_close(tab)
         return True
 
@@ -432,11 +451,14 @@ class GatewayTabs:
             self._unpaid.pop(auth.id, None)  # the receipt is the one this authorization will ever have: it is paid
             return True
         self.refused_receipts += 1
-        past = (f"; its receipt counts {dict(receipt.usage).get('invokes', 0)}, each past those at most "
-                f"{format_credits(tab.per_request)}" if tab.per_request else "")
-        log.error("provider %s countersigned %s credits for a tab of %d calls whose answers owed %s (%d answers "
-                  "lost%s): refusing to pay it", tab.provider, format_credits(receipt.amount), tab.count,
-                  format_credits(tab.metered), tab.unknown, past)
+        counted = dict(receipt.usage).get("invokes", 0)
+        past = (f"; its receipt counts {counted}, each past those at most {format_credits(tab.per_request)}"
+                if tab.per_request else "")
+        why = (f"countersigned {format_credits(receipt.amount)} credits for a tab of {tab.count} calls whose answers "
+               f"owed {format_credits(tab.metered)} ({tab.unknown} answers lost{past})")
+        log.error("provider %s %s: refusing to pay it", tab.provider, why)
+        if _claims_what_it_did_not_do(tab, counted):
+            self.payments.on_strike(tab.provider, f"{why}: not paid")
         await self._drop(tab)
         return False
 
@@ -499,7 +521,21 @@ def _tally(tab: OpenTab) -> bytes:
     """A tab's tally as written: the calls in flight count as lost ones (if this node stops, they may have run)."""
     if tab.per_request:
         return _REPORTED.pack(tab.metered, 0, tab.count, 0, tab.per_request)
+    if not tab.asked:
+        return _TALLY.pack(tab.metered, tab.lost_budget, tab.count, tab.unknown)
     return _TALLY.pack(tab.metered, tab.lost_budget + tab.reserved, tab.count, tab.unknown + tab.in_flight)
+
+
+def _claims_what_it_did_not_do(tab: OpenTab, counted: int) -> bool:
+    """Whether a receipt counting `counted` calls (or requests) over `tab`'s tally can only be a claim for money not
+    owed.  It is when it counts no more than the answers (or reports) its provider gave said ran: their total is
+    then the provider's own word for what it is owed; or, on a tab this node sends its calls on, more calls than
+    were ever sent.  It may be honest when what it counts past those are calls whose answer was lost, or a placed
+    function's requests past the last report: a call that leaves a limit unset runs under its provider's ceiling,
+    which may be above the one this node's budget (and a placed function's per-request figure) is made with."""
+    if counted <= tab.count:
+        return True
+    return not tab.per_request and counted > tab.count + tab.unknown
 
 
 # --- provider side -------------------------------------------------------------------------------------

@@ -178,6 +178,7 @@ class SentJobs:
             offset = 0
             for item, path in data:
                 offset = await self._send(url, provider, job, path, offset, item["size"])
+            paid.gateway_tabs.run_asked(tab)  # its budget on the tally on disk only now: it may run from here
         except BaseException:  # nothing ran: nothing is owed for it
             paid.gateway_tabs.answered(tab, budget, None)
             raise
