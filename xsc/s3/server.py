@@ -21,7 +21,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from ..errors import NoSuchKey, S3Error, S3ServedByNode, XscError
+from ..errors import Forbidden, NoSuchKey, S3Error, S3ServedByNode, XscError
 from ..ids import unique_bytes
 from ..storage.core.ranges import content_range, parse_range
 from ..serve.connections import ConnectionLimits, open_runner
@@ -269,7 +269,14 @@ class S3Front:
 
     async def delete_objects(self, call: Call) -> web.Response:
         keys, quiet = xml.parse_delete(await self.writes.small_body(call, checksums.wanted(call.request.headers)))
-        await self.writes.collect(await self.node.delete_objects(call.bucket, keys, call.user))
+        try:
+            garbage = await self.node.delete_objects(call.bucket, keys, call.user)
+        except Forbidden as err:
+            # S3 judges s3:DeleteObject key by key: a user that may not delete them hears so of each, in a 200, and
+            # SDKs (boto3's Errors, minio-py's DeleteError) read it there, not as the request's failure
+            said = _told(err)
+            return xml_answer(xml.delete_result([], [(key, "AccessDenied", said) for key in keys], quiet))
+        await self.writes.collect(garbage)
         return xml_answer(xml.delete_result(keys, [], quiet))
 
     # --- objects -----------------------------------------------------------------
