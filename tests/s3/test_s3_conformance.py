@@ -364,6 +364,21 @@ def test_a_newline_prefix_and_an_empty_continuation_token_are_echoed(s3, bucket)
     assert empty["ContinuationToken"] == "" and len(empty["Contents"]) == 2
 
 
+def test_an_unknown_encoding_type_is_invalid_argument_and_max_keys_past_1000_is_answered_as_1000(s3, bucket) -> None:
+    s3.put_object(Bucket=bucket, Key="a b", Body=b"x")
+    for listed in (s3.list_objects_v2, s3.list_objects):
+        with pytest.raises(ClientError) as info:
+            listed(Bucket=bucket, EncodingType="base64")
+        assert code_of(info) == ("InvalidArgument", 400)
+        error = info.value.response["Error"]
+        assert (error["ArgumentName"], error["ArgumentValue"]) == ("encoding-type", "base64")
+        assert error["Message"].startswith("Invalid Encoding Method specified in Request")
+        page = listed(Bucket=bucket, MaxKeys=5000)
+        assert page["MaxKeys"] == 1000 and [o["Key"] for o in page["Contents"]] == ["a b"]
+        assert listed(Bucket=bucket, MaxKeys=7)["MaxKeys"] == 7
+    assert s3.list_objects_v2(Bucket=bucket, EncodingType="url")["Contents"][0]["Key"] == "a%20b"  # asked: left so
+
+
 def test_list_buckets_pages(s3, gateway) -> None:
     for name in ("c-page-a", "c-page-b", "c-page-c"):
         s3.create_bucket(Bucket=name)
