@@ -155,6 +155,46 @@ def test_serve_refuses_a_taken_port_and_a_missing_node(node_process, tmp_path) -
     assert result.returncode == 1 and b"xsc node start" in result.stderr
 
 
+@pytest.mark.slow
+def test_serve_with_a_region_takes_signatures_for_it_and_tells_clients_of_another_which_it_is(tmp_path) -> None:
+    """`xsc s3 serve --region eu-west-1`: boto3 set for it works; boto3 set as docs/s3.md sets it (us-east-1) is told the
+    region (ListBuckets refused, naming it) and signs a bucket's requests again for it by itself; minio-py with no
+    region set learns it from GetBucketLocation, which any region's signature may ask."""
+    pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+    from minio import Minio
+
+    from tests.support.s3 import Gateway, boto3_client, code_of
+
+    refused = run_xsc("--data-dir", str(tmp_path / "none"), "s3", "serve", "--region", "EU West")
+    assert refused.returncode == 1 and refused.stderr.count(b"\n") == 1, refused.stderr
+    assert b"not a region name" in refused.stderr and b"xsc s3 serve --region us-east-1" in refused.stderr
+    gateway = Gateway(tmp_path, front_args=["--region", "eu-west-1"]).start()
+    try:
+        key = gateway.key
+        here = boto3.client("s3", endpoint_url=gateway.front.url, aws_access_key_id=key["access_key"],
+                            aws_secret_access_key=key["secret_key"], region_name="eu-west-1",
+                            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+        here.create_bucket(Bucket="regional", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        here.put_object(Bucket="regional", Key="k", Body=b"here")
+        assert here.get_bucket_location(Bucket="regional")["LocationConstraint"] == "eu-west-1"
+        assert [b["Name"] for b in here.list_buckets()["Buckets"]] == ["regional"]
+        documented = boto3_client(gateway.front.url, key)
+        with pytest.raises(ClientError) as info:
+            documented.list_buckets()
+        assert code_of(info) == ("AuthorizationHeaderMalformed", 400)
+        assert info.value.response["Error"]["Region"] == "eu-west-1"
+        assert "expecting 'eu-west-1' (set the client's region to eu-west-1)" in info.value.response["Error"]["Message"]
+        assert documented.get_object(Bucket="regional", Key="k")["Body"].read() == b"here"
+        learning = Minio(gateway.front.url.removeprefix("http://"), access_key=key["access_key"],
+                         secret_key=key["secret_key"], secure=False)
+        assert [o.object_name for o in learning.list_objects("regional")] == ["k"]
+    finally:
+        gateway.stop()
+
+
 def test_users_lists_every_user_with_keys_a_grant_or_credits(node_process) -> None:
     """`xsc s3 users` lists a user its keys are gone from while it holds credits or a grant."""
     import urllib.request

@@ -3,11 +3,15 @@ keys, grants and accounts, and its bucket index's backup."""
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from .. import codec
 from ..units import format_credits
 from .output import Col, emit_json, json_option, table
+
+REGION = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?", re.ASCII)  # a region name: us-east-1, eu-central-2, ...
 
 
 @click.group()
@@ -18,7 +22,8 @@ def s3() -> None:
 @s3.command()
 @click.option("--listen", default="127.0.0.1:9000", show_default=True, metavar="HOST:PORT",
               help="Address the S3 endpoint listens on.")
-@click.option("--region", default="us-east-1", show_default=True, help="The region clients sign for.")
+@click.option("--region", default="us-east-1", show_default=True,
+              help="The region clients sign for: a signature for another is refused, naming this one.")
 @click.option("--reconcile-interval", type=click.FloatRange(min=1), default=300.0, show_default=True,
               metavar="SECONDS", help="How often to remove files no object refers to.")
 @click.pass_obj
@@ -37,6 +42,9 @@ def serve(obj, listen: str, region: str, reconcile_interval: float) -> None:
     from ..s3.remote import RemoteNode
     from ..s3.server import S3Front, serve as run
 
+    if not REGION.fullmatch(region):  # every client would be refused, told to sign for a region none can name
+        raise ConfigError(f"--region {region[:40]!r} is not a region name like us-east-1 (a-z, 0-9 and '-')",
+                          hint="name the region clients sign for: xsc s3 serve --region us-east-1")
     host, port = parse_listen(listen)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     keyring = KeyRing(key_file(obj.data_dir))
