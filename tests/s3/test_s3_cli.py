@@ -50,6 +50,41 @@ def test_no_keys_and_no_users_yet_say_so_and_how_to_make_one(cli_node) -> None:
         assert json.loads(node.xsc("s3", *args, "--json").stdout) == []
 
 
+def test_buckets_lists_each_bucket_its_owner_and_grants_in_80_columns_with_names_whole(cli_node) -> None:
+    """`xsc s3 buckets`: what `xsc s3 grant` and `revoke` take, and what they point to for a bucket there is none of."""
+    import urllib.request
+
+    from tests.support.s3 import create_key
+
+    node = cli_node()
+    done = node.xsc("s3", "buckets")
+    assert done.returncode == 0 and done.stdout.startswith(b"no buckets: none yet (an S3 client makes one"), done.stdout
+    assert json.loads(node.xsc("s3", "buckets", "--json").stdout) == []
+    long_bucket, long_user = "b" * 63, "u" * 32
+    for user in ("ana", long_user):
+        create_key(node.data_dir, user)
+    for bucket, owner in (("photos", "xsc"), ("notes", "ana"), (long_bucket, long_user)):
+        request = urllib.request.Request(f"{node.url}/v1/s3/buckets/{bucket}?user={owner}", method="PUT",
+                                         headers={"Authorization": f"Bearer {node.token}"})
+        assert urllib.request.urlopen(request).status == 201
+    assert node.xsc("s3", "grant", "photos", "ana", "read").returncode == 0
+    assert node.xsc("s3", "grant", "photos", long_user, "write").returncode == 0
+    listed = json.loads(node.xsc("s3", "buckets", "--json").stdout)
+    assert [(b["name"], b["owner"], b["grants"]) for b in listed] == [
+        (long_bucket, long_user, {}), ("notes", "ana", {}), ("photos", "xsc", {"ana": "read", long_user: "write"})]
+    text = node.xsc("s3", "buckets", env={"COLUMNS": "80"}).stdout.decode()
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    assert long_bucket in text and long_user in text and f"ana may read, {long_user} may write" in text, text
+    mine = json.loads(node.xsc("s3", "buckets", "--user", "ana", "--json").stdout)
+    assert [b["name"] for b in mine] == ["notes", "photos"]  # owned and granted
+    for args in (("grant", "photo", "ana", "read"), ("revoke", "photo", "ana")):
+        refused = node.xsc("s3", *args)
+        said = b"xsc: error: no bucket named 'photo' (the node's buckets and their owners: xsc s3 buckets)\n"
+        assert refused.returncode == 1 and refused.stderr == said, refused.stderr
+    bad = node.xsc("s3", "buckets", "--user", "Not A User")
+    assert bad.returncode == 1 and bad.stderr.count(b"\n") == 1 and b"not a user name" in bad.stderr
+
+
 def test_a_request_s_user_is_the_one_the_key_file_named_as_its_secret_was_read(tmp_path) -> None:
     ring, other = KeyRing(key_file(tmp_path)), KeyRing(key_file(tmp_path))  # the front's, and the CLI's
     ana = other.create("ana")
@@ -157,9 +192,9 @@ def test_serve_refuses_a_taken_port_and_a_missing_node(node_process, tmp_path) -
 
 @pytest.mark.slow
 def test_serve_with_a_region_takes_signatures_for_it_and_tells_clients_of_another_which_it_is(tmp_path) -> None:
-    """`xsc s3 serve --region eu-west-1`: boto3 set for it works; boto3 set as docs/s3.md sets it (us-east-1) is told the
-    region (ListBuckets refused, naming it) and signs a bucket's requests again for it by itself; minio-py with no
-    region set learns it from GetBucketLocation, which any region's signature may ask."""
+    """`xsc s3 serve --region eu-west-1`: boto3 set for it works; boto3 set as docs/s3.md sets it (us-east-1) is told
+    the region (ListBuckets refused, naming it) and signs a bucket's requests again for it by itself; minio-py with
+    no region set learns it from GetBucketLocation, which any region's signature may ask."""
     pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
     import boto3
     from botocore.config import Config
