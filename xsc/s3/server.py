@@ -149,7 +149,7 @@ class S3Front:
         call = Call(request, bucket, key, dict(sigv4.parse_query(raw_query)), auth, request_id,
                     self.keyring.user_as_read(auth.access_key))
         call.operation = routing.operation(request.method, bucket, key, call.query, request.headers)
-        # GetBucketLocation is how a client learns the region (minio-py asks it signed for us-east-1): any region's
+        # GetBucketLocation is how a client learns the region (minio-py asks it signed for us-east-1): any may ask it
         if call.operation != "get_location":
             sigv4.check_region(auth, self.region)
         if self.quota is not None and not request.get(COUNTED):  # once, though `expect` authenticated it first
