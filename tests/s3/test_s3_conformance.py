@@ -364,6 +364,57 @@ def test_a_newline_prefix_and_an_empty_continuation_token_are_echoed(s3, bucket)
     assert empty["ContinuationToken"] == "" and len(empty["Contents"]) == 2
 
 
+def test_an_unknown_encoding_type_is_invalid_argument_and_max_keys_past_1000_is_answered_as_1000(s3, bucket) -> None:
+    s3.put_object(Bucket=bucket, Key="a b", Body=b"x")
+    for listed in (s3.list_objects_v2, s3.list_objects):
+        with pytest.raises(ClientError) as info:
+            listed(Bucket=bucket, EncodingType="base64")
+        assert code_of(info) == ("InvalidArgument", 400)
+        error = info.value.response["Error"]
+        assert (error["ArgumentName"], error["ArgumentValue"]) == ("encoding-type", "base64")
+        assert error["Message"].startswith("Invalid Encoding Method specified in Request")
+        page = listed(Bucket=bucket, MaxKeys=5000)
+        assert page["MaxKeys"] == 1000 and [o["Key"] for o in page["Contents"]] == ["a b"]
+        assert listed(Bucket=bucket, MaxKeys=7)["MaxKeys"] == 7
+    assert s3.list_objects_v2(Bucket=bucket, EncodingType="url")["Contents"][0]["Key"] == "a%20b"  # asked: left so
+
+
+def _client_for(gateway, region: str):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=gateway.front.url, aws_access_key_id=gateway.key["access_key"],
+                        aws_secret_access_key=gateway.key["secret_key"], region_name=region,
+                        config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
+                                      retries={"max_attempts": 1}))
+
+
+def test_a_signature_for_another_region_is_refused_naming_the_region_expected(gateway, s3, bucket) -> None:
+    """As S3: 400 AuthorizationHeaderMalformed (a presigned URL: AuthorizationQueryParametersError) naming the region,
+    also as <Region>, with which boto3 signs a bucket's requests again by itself; GetBucketLocation is answered
+    whatever the region, since a client asks it to learn the region."""
+    import urllib.error
+    import urllib.request
+
+    s3.put_object(Bucket=bucket, Key="k", Body=b"kept")
+    elsewhere = _client_for(gateway, "eu-west-1")
+    with pytest.raises(ClientError) as info:
+        elsewhere.list_buckets()
+    assert code_of(info) == ("AuthorizationHeaderMalformed", 400)
+    error = info.value.response["Error"]
+    assert error["Region"] == "us-east-1"
+    assert "the region 'eu-west-1' is wrong; expecting 'us-east-1'" in error["Message"], error
+    assert "set the client's region to us-east-1" in error["Message"]
+    url = elsewhere.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "k"}, ExpiresIn=600)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url)
+    assert refused.value.code == 400
+    assert b"<Code>AuthorizationQueryParametersError</Code>" in refused.value.read()
+    assert elsewhere.get_bucket_location(Bucket=bucket)["LocationConstraint"] is None  # us-east-1's, as S3 spells it
+    assert elsewhere.get_object(Bucket=bucket, Key="k")["Body"].read() == b"kept"  # botocore's redirect, to us-east-1
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"kept"
+
+
 def test_list_buckets_pages(s3, gateway) -> None:
     for name in ("c-page-a", "c-page-b", "c-page-c"):
         s3.create_bucket(Bucket=name)

@@ -86,6 +86,24 @@ def test_a_chunk_over_the_bound_is_refused_from_its_header_before_its_data() -> 
     assert info.value.status == 400 and info.value.s3_code == "InvalidArgument"
 
 
+def test_a_signature_for_another_region_is_refused_in_its_form_naming_the_region_expected() -> None:
+    header_form = sigv4.verify(sigv4.SignedRequest("GET", "/b", "", sigv4.sign_headers(
+        "GET", "/b", "", "h", {}, AK, SECRET, WHEN, region="eu-west-1", payload_hash=sigv4.EMPTY_SHA256)), secret_of, WHEN)
+    presigned = sigv4.verify(sigv4.SignedRequest("GET", "/test.txt", (
+        "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3"
+        "%2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host"
+        "&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"),
+        {"Host": "examplebucket.s3.amazonaws.com"}), secret_of, WHEN + 100)
+    sigv4.check_region(header_form, "eu-west-1")
+    sigv4.check_region(presigned, "us-east-1")
+    for verified, code, signed_for in ((header_form, "AuthorizationHeaderMalformed", "eu-west-1"),
+                                       (presigned, "AuthorizationQueryParametersError", "us-east-1")):
+        with pytest.raises(S3Error) as info:
+            sigv4.check_region(verified, "garage")
+        assert (info.value.s3_code, info.value.status, info.value.details["Region"]) == (code, 400, "garage")
+        assert f"the region {signed_for!r} is wrong; expecting 'garage'" in info.value.message
+
+
 def test_refusals_name_what_is_wrong() -> None:
     def refused(headers: dict, query: str = "") -> str:
         with pytest.raises(S3Error) as info:

@@ -108,7 +108,6 @@ def test_another_users_uploads_parts_and_presigned_urls_are_refused(gateway) -> 
                  lambda: bob.complete_multipart_upload(Bucket="iso-bob", Key="m", UploadId=uid, MultipartUpload=complete),
                  lambda: bob.abort_multipart_upload(Bucket="iso-bob", Key="m", UploadId=uid),
                  lambda: bob.upload_part(Bucket="iso-bob", Key="m", UploadId=uid, PartNumber=2, Body=b"bob's"),
-                 lambda: bob.delete_objects(Bucket="iso-ana", Delete={"Objects": [{"Key": "secret.txt"}]}),
                  lambda: bob.get_bucket_location(Bucket="iso-ana")):
         assert refused(call) == ("AccessDenied", 403)
     assert refused(lambda: bob.head_bucket(Bucket="iso-ana"))[1] == 403
@@ -135,6 +134,33 @@ def test_another_users_uploads_parts_and_presigned_urls_are_refused(gateway) -> 
     assert [u["UploadId"] for u in ana.list_multipart_uploads(Bucket="iso-ana")["Uploads"]] == [uid]
     ana.abort_multipart_upload(Bucket="iso-ana", Key="m", UploadId=uid)
     bob.abort_multipart_upload(Bucket="iso-bob", Key="m", UploadId=own)
+
+
+def test_delete_objects_a_user_may_not_write_answers_access_denied_for_each_key_and_deletes_nothing(gateway) -> None:
+    """S3 judges DeleteObjects key by key: a user without write to the bucket (a reader, or one with no grant) gets 200
+    with an AccessDenied <Error> for each key, quiet or not, and every object stays."""
+    ana = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "ana"))
+    bob = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "bob"))
+    assert gateway.node.xsc("s3", "fund", "ana", "5").returncode == 0
+    ana.create_bucket(Bucket="del-ana")
+    for key in ("a", "b"):
+        ana.put_object(Bucket="del-ana", Key=key, Body=b"ana's")
+    objects = {"Objects": [{"Key": "a"}, {"Key": "b"}, {"Key": "absent"}]}
+    for grant in (None, "read"):
+        if grant:
+            assert gateway.node.xsc("s3", "grant", "del-ana", "bob", grant).returncode == 0
+        for quiet in (False, True):
+            answer = bob.delete_objects(Bucket="del-ana", Delete={**objects, "Quiet": quiet})
+            assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200 and "Deleted" not in answer
+            assert [(e["Key"], e["Code"]) for e in answer["Errors"]] == [
+                ("a", "AccessDenied"), ("b", "AccessDenied"), ("absent", "AccessDenied")], (grant, quiet)
+            assert "may not write the bucket 'del-ana'" in answer["Errors"][0]["Message"]
+    assert [o["Key"] for o in ana.list_objects_v2(Bucket="del-ana")["Contents"]] == ["a", "b"]
+    assert refused(lambda: bob.delete_objects(Bucket="del-none", Delete=objects)) == ("NoSuchBucket", 404)
+    assert gateway.node.xsc("s3", "grant", "del-ana", "bob", "write").returncode == 0
+    answer = bob.delete_objects(Bucket="del-ana", Delete=objects)
+    assert sorted(d["Key"] for d in answer["Deleted"]) == ["a", "absent", "b"] and "Errors" not in answer
+    assert ana.list_objects_v2(Bucket="del-ana").get("Contents", []) == []
 
 
 def test_an_uploads_parts_are_listed_and_it_is_aborted_by_who_began_it_or_the_buckets_owner(gateway) -> None:

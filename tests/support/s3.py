@@ -92,8 +92,10 @@ class Gateway:
     """A node and its S3 front, started in `root`: `xsc s3 serve` in a process of its own, or (`in_node`) the node's
     own S3 listener."""
 
-    def __init__(self, root: Path, env: dict[str, str] | None = None, *, in_node: bool = False) -> None:
+    def __init__(self, root: Path, env: dict[str, str] | None = None, *, in_node: bool = False,
+                 front_args: list[str] | None = None) -> None:
         s3_port = free_port() if in_node else None
+        self.front_args = front_args or []  # `xsc s3 serve`'s own options (--region ...)
         listen = {"XSC_NODE_S3_LISTEN": f"127.0.0.1:{s3_port}"} if in_node else {}
         self.node = NodeProcess(root / "node", free_port(), env={**NODE_ENV, **listen, **(env or {})})
         self.front: FrontProcess | InNodeFront | None = InNodeFront(s3_port) if s3_port else None
@@ -103,7 +105,7 @@ class Gateway:
         self.node.start()
         self.key = create_key(self.node.data_dir)
         if self.front is None:
-            self.front = FrontProcess(self.node.data_dir).start()
+            self.front = FrontProcess(self.node.data_dir, extra=self.front_args).start()
         return self
 
     def client(self, **config):

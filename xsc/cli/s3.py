@@ -1,13 +1,18 @@
-"""`xsc s3 serve|keys|grant|revoke|users|fund|export-index|import-index`: the S3-compatible gateway, its users' access
-keys, grants and accounts, and its bucket index's backup."""
+"""`xsc s3 serve|keys|grant|revoke|buckets|users|fund|export-index|import-index`: the S3-compatible gateway, its
+users' access keys, buckets, grants and accounts, and its bucket index's backup."""
 
 from __future__ import annotations
+
+import contextlib
+import re
 
 import click
 
 from .. import codec
 from ..units import format_credits
 from .output import Col, emit_json, json_option, table
+
+REGION = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?", re.ASCII)  # a region name: us-east-1, eu-central-2, ...
 
 
 @click.group()
@@ -18,7 +23,8 @@ def s3() -> None:
 @s3.command()
 @click.option("--listen", default="127.0.0.1:9000", show_default=True, metavar="HOST:PORT",
               help="Address the S3 endpoint listens on.")
-@click.option("--region", default="us-east-1", show_default=True, help="The region clients sign for.")
+@click.option("--region", default="us-east-1", show_default=True,
+              help="The region clients sign for: a signature for another is refused, naming this one.")
 @click.option("--reconcile-interval", type=click.FloatRange(min=1), default=300.0, show_default=True,
               metavar="SECONDS", help="How often to remove files no object refers to.")
 @click.pass_obj
@@ -37,6 +43,9 @@ def serve(obj, listen: str, region: str, reconcile_interval: float) -> None:
     from ..s3.remote import RemoteNode
     from ..s3.server import S3Front, serve as run
 
+    if not REGION.fullmatch(region):  # every client would be refused, told to sign for a region none can name
+        raise ConfigError(f"--region {region[:40]!r} is not a region name like us-east-1 (a-z, 0-9 and '-')",
+                          hint="name the region clients sign for: xsc s3 serve --region us-east-1")
     host, port = parse_listen(listen)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     keyring = KeyRing(key_file(obj.data_dir))
@@ -125,7 +134,8 @@ def grant(obj, bucket: str, user: str, access: str) -> None:
     """Let USER read (GetObject, HeadObject, listings) or also write (put, copy, delete, multipart) BUCKET."""
     path = _grant_path(bucket, user)
     _key_user(obj, user)
-    obj.client().request("PUT", path, json_body={"access": access})
+    with _named_bucket():
+        obj.client().request("PUT", path, json_body={"access": access})
     click.echo(f"{user} may now {access} {bucket}", err=True)
 
 
@@ -135,7 +145,8 @@ def grant(obj, bucket: str, user: str, access: str) -> None:
 @click.pass_obj
 def revoke(obj, bucket: str, user: str) -> None:
     """Take back what USER was granted on BUCKET, and abort the multipart uploads it began there."""
-    done = obj.client().request("DELETE", _grant_path(bucket, user))
+    with _named_bucket():
+        done = obj.client().request("DELETE", _grant_path(bucket, user))
     aborted = done.get("aborted", [])
     if done.get("had") is None and not aborted:  # a mistyped name: say so, or the user meant keeps its grant unnoticed
         granted = ", ".join(f"{u} {level}" for u, level in sorted(done.get("grants", {}).items())) or "no one"
@@ -143,6 +154,33 @@ def revoke(obj, bucket: str, user: str) -> None:
         return
     click.echo(f"{user} has no grant on {bucket} now"
                + (f"; its {len(aborted)} multipart upload(s) in progress there aborted" if aborted else ""), err=True)
+
+
+@s3.command()
+@click.option("--user", default=None, metavar="NAME", help="Only the buckets USER owns or was granted.")
+@json_option
+@click.pass_obj
+def buckets(obj, user: str | None, as_json: bool) -> None:
+    """Every bucket of the node's S3 front: its owner, who else may read or write it, and when it was made."""
+    from datetime import datetime, timezone
+
+    from ..buckets.core.names import check_user
+
+    query = {"user": check_user(user)} if user is not None else None
+    found = sorted(obj.client().request("GET", "/v1/s3/buckets", query=query)["buckets"], key=lambda b: b["name"])
+    if as_json:
+        emit_json([{k: b.get(k) for k in ("name", "owner", "grants", "created")} for b in found])
+        return
+    if not found:
+        whose = f"user {user} owns and was granted none" if user is not None else "none yet"
+        click.echo(f"no buckets: {whose} (an S3 client makes one: CreateBucket, `aws s3 mb s3://NAME`)")
+        return
+    # Names are whole (they are typed back into `xsc s3 grant`): an owner that does not fit goes under its row.
+    table([Col("bucket", keep=True), Col("owner", keep=True, under=True), Col("grants", right=True),
+           Col("created", drop=1)],
+          [(b["name"], b["owner"], len(b["grants"]), b.get("created") and datetime.fromtimestamp(
+              b["created"], timezone.utc).isoformat(timespec="seconds")) for b in found],
+          details=[[f"{u} may {level}" for u, level in sorted(b["grants"].items())] or None for b in found])
 
 
 @s3.command()
@@ -198,6 +236,17 @@ def _grant_path(bucket: str, user: str) -> str:
     from ..buckets.core.names import check_bucket, check_user
 
     return f"/v1/s3/buckets/{check_bucket(bucket)}/grants/{check_user(user)}"
+
+
+@contextlib.contextmanager
+def _named_bucket():
+    """A bucket the node has none of, named in a command: most likely mistyped, so the way to see the names."""
+    from ..errors import NoSuchBucket
+
+    try:
+        yield
+    except NoSuchBucket as err:
+        raise NoSuchBucket(err.message, hint="the node's buckets and their owners: xsc s3 buckets") from None
 
 
 def _key_user(obj, user: str) -> None:

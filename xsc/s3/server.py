@@ -21,7 +21,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from ..errors import NoSuchKey, S3Error, S3ServedByNode, XscError
+from ..errors import Forbidden, NoSuchKey, S3Error, S3ServedByNode, XscError
 from ..ids import unique_bytes
 from ..storage.core.ranges import content_range, parse_range
 from ..serve.connections import ConnectionLimits, open_runner
@@ -149,6 +149,9 @@ class S3Front:
         call = Call(request, bucket, key, dict(sigv4.parse_query(raw_query)), auth, request_id,
                     self.keyring.user_as_read(auth.access_key))
         call.operation = routing.operation(request.method, bucket, key, call.query, request.headers)
+        # GetBucketLocation is how a client learns the region (minio-py asks it signed for us-east-1): any may ask it
+        if call.operation != "get_location":
+            sigv4.check_region(auth, self.region)
         if self.quota is not None and not request.get(COUNTED):  # once, though `expect` authenticated it first
             self.quota.check(f"s3 user {call.user}", time.monotonic(), f"S3 user {call.user!r}")
             request[COUNTED] = True
@@ -245,9 +248,14 @@ class S3Front:
 
     async def list_objects(self, call: Call) -> web.Response:
         q = call.query
-        max_keys = integer(q.get("max-keys"), listing.MAX_KEYS, "max-keys")
+        # A page holds at most MAX_KEYS, and S3 answers the MaxKeys it used, not a larger one asked for
+        max_keys = min(integer(q.get("max-keys"), listing.MAX_KEYS, "max-keys"), listing.MAX_KEYS)
         prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
         encoding = q.get("encoding-type") or None
+        if encoding not in (None, "url"):  # the one encoding S3 knows: another would leave keys as sent, unsaid
+            raise S3Error(f"Invalid Encoding Method specified in Request: encoding-type is url, not {encoding[:80]!r}",
+                          s3_code="InvalidArgument", status=400, ArgumentName="encoding-type",
+                          ArgumentValue=encoding[:80])
         v2 = q.get("list-type") == "2"
         if v2:
             token, start_after = q.get("continuation-token", ""), q.get("start-after", "")
@@ -269,7 +277,14 @@ class S3Front:
 
     async def delete_objects(self, call: Call) -> web.Response:
         keys, quiet = xml.parse_delete(await self.writes.small_body(call, checksums.wanted(call.request.headers)))
-        await self.writes.collect(await self.node.delete_objects(call.bucket, keys, call.user))
+        try:
+            garbage = await self.node.delete_objects(call.bucket, keys, call.user)
+        except Forbidden as err:
+            # S3 judges s3:DeleteObject key by key: a user that may not delete them hears so of each, in a 200, and
+            # SDKs (boto3's Errors, minio-py's DeleteError) read it there, not as the request's failure
+            said = _told(err)
+            return xml_answer(xml.delete_result([], [(key, "AccessDenied", said) for key in keys], quiet))
+        await self.writes.collect(garbage)
         return xml_answer(xml.delete_result(keys, [], quiet))
 
     # --- objects -----------------------------------------------------------------
@@ -440,9 +455,13 @@ def _error(request: web.Request, err: XscError, request_id: str) -> web.Response
     code, status = xml.s3_code_of(err)
     if status >= 500 and code != "SlowDown":  # a client over its rate is not the front's trouble, nor its log's
         log.warning("%s %s: %s %s", request.method, request.path, code, err)
-    body = b"" if request.method == "HEAD" else xml.error(code, _told(err), request.path, request_id)
+    # Details named as S3 names the elements of its error documents (Region, ArgumentName, ActualObjectSize, ...)
+    extra = {k: str(v) for k, v in err.details.items() if k[:1].isupper() and k.isascii() and k.isidentifier()}
+    body = b"" if request.method == "HEAD" else xml.error(code, _told(err), request.path, request_id, **extra)
     response = web.Response(status=status, body=body, content_type="application/xml",
                             headers={"x-amz-request-id": request_id})
+    if "Region" in extra:  # what SDKs read to sign again for the right region, a HEAD's answer having no body
+        response.headers["x-amz-bucket-region"] = extra["Region"]
     if "retry_after" in err.details:
         response.headers["Retry-After"] = str(max(1, math.ceil(err.details["retry_after"])))
     if request.can_read_body and not request.content.at_eof():

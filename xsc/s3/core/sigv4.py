@@ -77,6 +77,25 @@ class Verified:
     signature: str  # the seed signature of a chunked upload
     presigned: bool = False
 
+    @property
+    def region(self) -> str:
+        """The region the request was signed for (its credential's scope: DATE/REGION/s3/aws4_request)."""
+        return self.scope.split("/")[1]
+
+
+def check_region(verified: Verified, expected: str) -> None:
+    """Refuse a signature made for another region than the server's, as S3 does, naming the one it expects (also as
+    <Region>, which SDKs read to sign again for it)."""
+    if verified.region == expected:
+        return
+    if verified.presigned:
+        raise S3Error(f"Error parsing the X-Amz-Credential parameter; the region {verified.region!r} is wrong; "
+                      f"expecting {expected!r}", s3_code="AuthorizationQueryParametersError", status=400,
+                      hint=f"presign the URL for the region {expected}", Region=expected)
+    raise S3Error(f"The authorization header is malformed; the region {verified.region!r} is wrong; "
+                  f"expecting {expected!r}", s3_code="AuthorizationHeaderMalformed", status=400,
+                  hint=f"set the client's region to {expected}", Region=expected)
+
 
 def _hmac(key: bytes, text: str) -> bytes:
     return hmac.new(key, text.encode(), hashlib.sha256).digest()
