@@ -230,6 +230,7 @@ def test_a_killed_peer_turns_red_and_a_repair_from_the_page_completes(net, dash)
 
     show(dash, "files")
     dash.evaluate(RECORD_PROGRESS)
+    dash.evaluate(ONE_LINE_PER_READ)
     cap = net["files"][0]
     row = dash.locator(f"tr[data-cap='{cap}']")
     row.locator("button", has_text="Repair").click()
@@ -237,7 +238,7 @@ def test_a_killed_peer_turns_red_and_a_repair_from_the_page_completes(net, dash)
     result = figure(dash, "result")
     assert result.startswith("repair: repaired shares ") and "[" not in result and result.endswith("6 of 6 shares intact: healthy"), result
     # While it ran, the page showed how far it was, from the node's progress lines (its blocks read here, then the
-    # segments it rebuilt): at least the last line of each piece of the answer the browser read.
+    # segments it rebuilt), each drawn as the page read it.
     told = dash.evaluate("window.__progress")
     assert any(re.search(r"^repair running… [\d.]+ s; (check: \d+ of \d+ blocks|rebuild: \d+ of \d+ segments)", t)
                for t in told), told
@@ -317,6 +318,30 @@ new MutationObserver(() => {
     if (window.__progress[window.__progress.length - 1] !== el.textContent) window.__progress.push(el.textContent);
   }
 }).observe(document.body, {childList: true, subtree: true, characterData: true});"""
+
+# Hands the page each line of a node's streamed answer in a read of its own, so that RECORD_PROGRESS sees what the page
+# draws for every line. A browser that reads a quick run's answer in one piece draws only its last line (a file's
+# state, for a run over every file: the page then rightly shows no file at hand), and the observer, which runs between
+# reads, would see none of the lines before it.
+ONE_LINE_PER_READ = """() => {
+  const fetched = window.fetch;
+  window.fetch = async (...args) => {
+    const response = await fetched(...args);
+    if (!(response.headers.get('Content-Type') || '').startsWith('application/x-ndjson')) return response;
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let rest = '';
+    const lines = new ReadableStream({async pull(out) {
+      for (;;) {
+        const {value, done} = await reader.read();
+        if (done) { if (rest) out.enqueue(rest); return out.close(); }
+        const whole = (rest + value).split('\\n');
+        rest = whole.pop();
+        if (whole.length) return whole.forEach(line => out.enqueue(line + '\\n'));
+      }
+    }});
+    return new Response(lines.pipeThrough(new TextEncoderStream()), {status: response.status, headers: response.headers});
+  };
+}"""
 
 
 # A page a web function serves, trying to read the dashboard's session (its CSRF token) with the browser's cookies.
