@@ -923,7 +923,8 @@ def _jobs_seen(net: Devnet, history: History) -> str:
             f"{sum(len(j.get('replacing') or []) for j in jobs)} replaced outputs kept; answers "
             f"{dict(sorted(history.job_answers.items()))}, {history.jobs_in_flight} lost\n"
             f"      {len(replicated)} replicated jobs ({sum(j.get('state') == 'done' for j in replicated)} done, "
-            f"{sum(len(j.get('paid_on') or []) for j in replicated)} replicas paid); watch {WATCH}: "
+            f"{sum(len(j.get('paid_on') or []) for j in replicated)} replicas paid, "
+            f"{sum('error' in r for j in replicated for r in j.get('replicas') or [])} lost); watch {WATCH}: "
             f"{', '.join(f'{k} {w.get(k)}' for w in watches for k in ('runs', 'skips', 'failures'))} for "
             f"{history.watched_changes} changes")
 
