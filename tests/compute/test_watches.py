@@ -215,6 +215,36 @@ async def test_a_datum_never_replaces_an_object_it_did_not_write(node_factory) -
     assert index.get("out", "w/x/a.txt")["metadata"]["xsc-job"] == store.datum("w", writer)["job"]
 
 
+async def test_the_objects_a_watch_writes_from_one_job_keep_its_file_while_one_of_them_refers_to_it(node_factory):
+    """Two watched objects of the same bytes are one job (the second datum answered from the first's record), whose
+    output file both objects hold.  Replacing the input of the one written last leaves the other's readable; the
+    file goes once neither refers to it."""
+    node = await node_factory("shared")
+    sha = await deploy(node, "sha256", wasi=True)
+    for bucket in ("raw", "out"):
+        await _call(node, "PUT", f"/v1/s3/buckets/{bucket}")
+    await _put_object(node, "raw", "in/a", b"same\n")
+    await _call(node, "POST", "/v1/compute/watches", {
+        "name": "w", "spec": {"module": sha, "argv": ["/in/data"], "stdout_to_store": True, "outputs": False},
+        "on": "s3://raw/in/", "to": "s3://out/w/"})
+    await _settled(node)
+    await _put_object(node, "raw", "in/b", b"same\n")
+    watch = (await _settled(node))["w"]
+    assert (watch["runs"], watch["skips"]) == (1, 1), watch
+    shared = (await _call(node, "GET", "/v1/s3/buckets/out/object", params={"key": "w/a"}))["parts"][0]["cap"]
+    assert (await _call(node, "GET", "/v1/s3/buckets/out/object", params={"key": "w/b"}))["parts"][0]["cap"] == shared
+
+    await _put_object(node, "raw", "in/b", b"other\n")
+    await _settled(node)
+    assert await _object(node, "out", "w/a") == hashlib.sha256(b"same\n").hexdigest().encode() + b"\n"
+    assert await _object(node, "out", "w/b") == hashlib.sha256(b"other\n").hexdigest().encode() + b"\n"
+
+    await _call(node, "POST", "/v1/s3/buckets/raw/delete", {"keys": ["in/a"]})
+    await _settled(node)
+    listed = await _call(node, "GET", "/v1/store/files")
+    assert shared not in {f["capability"] for f in listed["files"]}
+
+
 class _Recording:
     """An event loop as the watches' wake-ups see it: each one recorded, then scheduled on the real loop."""
 
