@@ -32,8 +32,9 @@ one takes over: each trial re-reads every file its devnet holds, so a longer his
    a change whose answer was lost), and no other is listed; a replicated job pays the providers whose outputs
    agreed, as many as it asks at least, each once (one receipt, its charge), and no other replica; once the watch
    has caught up, each watched object's digest is the target's object of its key and the target holds nothing
-   else there, the watch ran at most once per change (each of its jobs once), and an output it replaced is no
-   longer stored.
+   else there, the watch ran at most once per change (each of its jobs at most as often as its input's bytes
+   were put: now and then a watched object is put with another's bytes), and an output no object holds any more
+   is no longer stored.
 Every trial has its own seed, printed with any violation: `--seed S --trials 1` replays its workload and
 faults (on a fresh devnet, so without the files of the trials before it; `--remote` for a trial of a devnet whose
 gateway offered no compute: the replay line says so).
@@ -163,7 +164,8 @@ class History:
     objects: dict[str, bytes] = field(default_factory=dict)  # key of BUCKET -> content, acknowledged
     objects_in_flight: dict[str, list[bytes | None]] = field(default_factory=dict)  # key -> what a put (or None: a
     # delete) whose answer was lost may have left, since its last acknowledged change
-    watched_changes: int = 0  # puts under WATCHED sent (each of other bytes than any before: at most one run each)
+    watched_puts: dict[str, int] = field(default_factory=dict)  # SHA-256 -> puts of those bytes under WATCHED sent
+    # (each a change the watch runs once at most: a job of the watch runs at most as often as its input was put)
     acked: int = 0
     violations: list[str] = field(default_factory=list)  # wrong answers seen by the workload itself
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -267,16 +269,18 @@ def send_job(http: Http, history: History, spec: dict, expected: list[dict[str, 
 
 
 def change_object(s3: S3, rng: random.Random, history: History) -> None:
-    """A put (or now and then a delete) of an object of BUCKET through the gateway's S3 listener.  Under WATCHED
-    each put holds bytes no put held before, so each is one change the watch runs at most once for."""
+    """A put (or now and then a delete) of an object of BUCKET through the gateway's S3 listener.  Under WATCHED a
+    put holds new bytes, or now and then another watched object's (one job of the watch, its outputs two objects')."""
     key = rng.choice(OBJECT_KEYS)
     data: bytes | None = None
     if rng.random() < 0.8:
         data = rng.randbytes(rng.choice([0, 1, rng.randrange(2, SEGMENT), rng.randrange(SEGMENT, 4 * SEGMENT)]))
         if key.startswith(WATCHED):
-            data = rng.randbytes(16) + data
             with history.lock:
-                history.watched_changes += 1
+                others = [b for k, b in sorted(history.objects.items()) if k.startswith(WATCHED) and k != key]
+                data = rng.choice(others) if others and rng.random() < 0.3 else rng.randbytes(16) + data
+                digest = hashlib.sha256(data).hexdigest()
+                history.watched_puts[digest] = history.watched_puts.get(digest, 0) + 1
             history.job_sent.set()  # the watch runs a job for it
         status, _ = s3.call("put_object", Bucket=BUCKET, Key=key, Body=data)
         done = status == 200
@@ -539,7 +543,7 @@ def watch_invariants(s3: S3, gateway: Http, history: History) -> tuple[int, list
         violations += [f"watch {WATCH}, {WATCH_TIMEOUT:.0f} s after the restart{said}: {o}" for o in off]
     status, answer = gateway.json("GET", "/v1/compute/watches")
     with history.lock:
-        changes = history.watched_changes
+        changes = sum(history.watched_puts.values())
     for watch in answer.get("watches", []) if status == 200 else []:
         if watch.get("name") == WATCH and watch.get("runs", 0) > changes:
             violations.append(f"watch {WATCH} ran {watch['runs']} times for {changes} changes")
@@ -670,7 +674,7 @@ def _job_charges(net: Devnet, gateway: Http, jobs: list[dict], history: History)
         runs.append(by_job)
     violations: list[str] = []
     with history.lock:
-        answered, lost = dict(history.jobs), history.jobs_in_flight
+        answered, lost, puts = dict(history.jobs), history.jobs_in_flight, dict(history.watched_puts)
     paid = _paid_by_authorization(gateway)
     for job in jobs:
         jid = job["id"]
@@ -686,8 +690,10 @@ def _job_charges(net: Devnet, gateway: Http, jobs: list[dict], history: History)
             violations.append(f"job {jid[:16]}: charge_total {total}, outside its local runs' {local_sum} and all "
                               f"its runs' {all_sum}")
         if _watch_job(job):
-            if executions > 1:  # each change is other bytes: another job
-                violations.append(f"watch {WATCH}'s job {jid[:16]} ran {executions} times for one change")
+            read = (job.get("inputs") or [{}])[0].get("sha256", "")
+            if executions > puts.get(read, 0):  # a job of the watch is its spec over its input's bytes
+                violations.append(f"watch {WATCH}'s job {jid[:16]} ran {executions} times for {puts.get(read, 0)} "
+                                  "puts of its input")
         elif not answered.get(jid, 0) <= executions <= answered.get(jid, 0) + lost:
             violations.append(f"job {jid[:16]}: {executions} runs recorded, {answered.get(jid, 0)} answered "
                               f"and {lost} lost")
@@ -926,7 +932,7 @@ def _jobs_seen(net: Devnet, history: History) -> str:
             f"{sum(len(j.get('paid_on') or []) for j in replicated)} replicas paid, "
             f"{sum('error' in r for j in replicated for r in j.get('replicas') or [])} lost); watch {WATCH}: "
             f"{', '.join(f'{k} {w.get(k)}' for w in watches for k in ('runs', 'skips', 'failures'))} for "
-            f"{history.watched_changes} changes")
+            f"{sum(history.watched_puts.values())} changes")
 
 
 def main() -> None:
