@@ -55,6 +55,7 @@ import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.client import HTTPException
 from pathlib import Path
 
@@ -74,6 +75,7 @@ ENV = {"XSC_STORAGE_SEGMENT_SIZE": str(SEGMENT), "XSC_HEALTH_PROBE_INTERVAL": "1
        "XSC_AUDIT_INTERVAL": "2", "XSC_MARKET_PAYMENT_INTERVAL": "2", "XSC_STORAGE_GC_INTERVAL": "2",
        "XSC_LEDGER_SETTLE_RETRY_INTERVAL": "1", "XSC_MARKET_FRESHNESS": "30", "XSC_STORAGE_CAPACITY": "256MiB"}
 CHECK_TIMEOUT = 180.0  # seconds an invariant check waits for an answer
+HISTORY = 10_000  # the most entries the ledger's history route gives (the newest)
 WATCH_TIMEOUT = 90.0  # seconds the watch has to catch up after a restart (it passes every 5 s; its jobs run then)
 BUCKET, TARGET = "trials", "trials-out"  # objects put through the gateway's S3 listener; the watch's outputs
 WATCHED = "w/"  # the watch runs the SHA-256 fixture over each object of BUCKET under it, into TARGET (the same key)
@@ -676,6 +678,7 @@ def _job_charges(net: Devnet, gateway: Http, jobs: list[dict], history: History)
     with history.lock:
         answered, lost, puts = dict(history.jobs), history.jobs_in_flight, dict(history.watched_puts)
     paid = _paid_by_authorization(gateway)
+    received: dict[str, dict[str, list[int]]] = {}  # node -> what its node account credited, by authorization
     for job in jobs:
         jid = job["id"]
         run = job.get("run") or jid  # a replicated job's runs name the run its replicas share, not the job asked
@@ -698,16 +701,19 @@ def _job_charges(net: Devnet, gateway: Http, jobs: list[dict], history: History)
             violations.append(f"job {jid[:16]}: {executions} runs recorded, {answered.get(jid, 0)} answered "
                               f"and {lost} lost")
         if (job.get("guarantee") or {}).get("replicas", 1) > 1:
-            violations += _replicas_paid(net, job, [by_job.get(run, []) for by_job in runs], paid)
+            violations += _replicas_paid(net, job, [by_job.get(run, []) for by_job in runs], paid, received)
         if job.get("paid_on") and sum(p.get("charge", 0) for p in job["paid_on"]) != job.get("charge"):
             violations.append(f"job {jid[:16]}: its providers were paid {job['paid_on']} for a run charged "
                               f"{job.get('charge')}")
     # What the ledger paid for the local runs: each covered by exactly one transfer, each transfer their sum.
-    charges = {r["id"]: r["charge"] for by_job in runs[:1] for records in by_job.values() for r in records}
-    status, history_json = gateway.json("GET", "/v1/ledger/accounts/client/history?limit=10000&expand=1")
+    charges = {r["id"]: r for by_job in runs[:1] for records in by_job.values() for r in records}
+    status, history_json = gateway.json("GET", f"/v1/ledger/accounts/client/history?limit={HISTORY}&expand=1")
     covered: dict[str, int] = {}
     all_local = _all_charges(gateway)
-    for entry in history_json.get("entries", []) if status == 200 else []:
+    entries = history_json.get("entries", []) if status == 200 else []
+    # The history gives the newest entries only: a run older than the oldest of them was paid before it.
+    since = entries[-1].get("settled_at") or 0 if len(entries) >= HISTORY else 0
+    for entry in entries:
         refs = entry.get("covered") or []
         for ref in refs:
             covered[ref] = covered.get(ref, 0) + 1
@@ -715,8 +721,8 @@ def _job_charges(net: Devnet, gateway: Http, jobs: list[dict], history: History)
                 sum(all_local[ref] for ref in refs) != -(entry.get("delta") or 0):
             violations.append(f"ledger entry {entry.get('seq')} paid {-(entry.get('delta') or 0)} for runs charged "
                               f"{sum(all_local[ref] for ref in refs)}")
-    for ref in charges:
-        if covered.get(ref, 0) != 1:
+    for ref, record in charges.items():
+        if covered.get(ref, 0) != 1 and not (covered.get(ref, 0) == 0 and _when(record) < since):
             violations.append(f"local job run {ref} paid by {covered.get(ref, 0)} ledger transfers, not 1")
     # What the ledger paid each provider of a job's latest run: its tab's one receipt, of the run's charge (read from
     # the whole chain: a devnet's history runs past the newest 10,000 entries the history route gives).
@@ -729,9 +735,12 @@ def _job_charges(net: Devnet, gateway: Http, jobs: list[dict], history: History)
     return violations
 
 
-def _replicas_paid(net: Devnet, job: dict, runs: list[list[dict]], paid: dict[str, list[int]]) -> list[str]:
+def _replicas_paid(net: Devnet, job: dict, runs: list[list[dict]], paid: dict[str, list[int]],
+                   received: dict[str, dict[str, list[int]]]) -> list[str]:
     """A replicated job pays the providers whose outputs agreed (as many as it asks at least), each once, and no
-    other replica: `runs` are the records of its runs on each node (their tabs' authorizations in their deals)."""
+    other replica: `runs` are the records of its runs on each node (their tabs' authorizations in their deals).  No
+    other replica is paid by the payer (`paid`), nor credits a receipt for its run (`received`, by node: read as
+    needed)."""
     jid, paid_on = job["id"][:16], job.get("paid_on") or []
     providers = [tab.get("provider") for tab in paid_on]
     agreed = {r.get("provider") for r in job.get("replicas") or [] if r.get("paid")}
@@ -745,18 +754,29 @@ def _replicas_paid(net: Devnet, job: dict, runs: list[list[dict]], paid: dict[st
     for node, records in zip(net, runs):
         for record in records:
             authorization = (record.get("deal") or {}).get("authorization")
-            if authorization not in tabs and paid.get(authorization):
+            if authorization in tabs:
+                continue
+            if node.name not in received:
+                received[node.name] = _paid_by_authorization(Http(node, CHECK_TIMEOUT), "node")
+            credited = [-amount for amount in received[node.name].get(authorization, [])]
+            if paid.get(authorization) or credited:
                 violations.append(f"replicated job {jid} ({job.get('state')}): its replica on {node.name}, not one "
-                                  f"that agreed, was paid {paid[authorization]}")
+                                  f"that agreed, was paid {paid.get(authorization, [])} and credited {credited}")
     return violations
 
 
-def _paid_by_authorization(http: Http) -> dict[str, list[int]]:
-    """What the node's client account paid under each authorization, from its whole chain, oldest first."""
+def _when(record: dict) -> float:
+    """When a provenance record's run was recorded (its ISO 8601 timestamp), in seconds since the epoch."""
+    return datetime.fromisoformat(record.get("timestamp", "1970-01-01T00:00:00Z").replace("Z", "+00:00")).timestamp()
+
+
+def _paid_by_authorization(http: Http, account: str = "client") -> dict[str, list[int]]:
+    """What the node's client account paid under each authorization, from its whole chain, oldest first (its node
+    account: what it was paid, each amount negative)."""
     paid: dict[str, list[int]] = {}
     start: int | None = 1
     while start is not None:
-        status, page = http.json("GET", f"/v1/ledger/accounts/client/chain?from={start}")
+        status, page = http.json("GET", f"/v1/ledger/accounts/{account}/chain?from={start}")
         if status != 200:
             break
         for entry in page.get("entries", []):
