@@ -207,8 +207,9 @@ def run_digest_job(http: Http, rng: random.Random, history: History, known: list
                    replicated: bool) -> None:
     """The SHA-256 fixture over an object of BUCKET (an S3 input, read through the bucket index) or a stored file,
     its stdout stored.  `replicated`: deterministic, on three other nodes, paid to the two or three that agree."""
-    key = rng.choice(OBJECT_KEYS)
-    with history.lock:
+    with history.lock:  # mostly an object that is there (one that is not: the job is refused)
+        present = sorted(history.objects)
+        key = rng.choice(present) if present and rng.random() < 0.8 else rng.choice(OBJECT_KEYS)
         if replicated and known and rng.random() < 0.5:
             source = rng.choice(known[:3])
             contents = [history.files.get(source)]
