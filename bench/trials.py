@@ -8,12 +8,15 @@ One devnet serves 25 trials in a row (as Jepsen runs many histories against one 
 one takes over: each trial re-reads every file its devnet holds, so a longer history only slows it.  A trial:
 1. a random workload through node-0 (the gateway): puts of random sizes (0, small, several segments),
    gets, removals, renewals, repairs, invokes, and jobs with stored inputs and outputs, each run again now and
-   then (a job that is not deterministic: its new run replaces its last run's outputs); payments by receipt and
-   audits run on their own (short intervals), lease GC too.  On every other devnet the gateway offers no compute,
-   so its invokes and jobs are placed on the other nodes through the market and paid on tabs;
+   then (a job that is not deterministic: its new run replaces its last run's outputs); puts and deletes of objects
+   through the gateway's own S3 listener, jobs whose input is such an object (`s3://BUCKET/KEY:/in/data`), and
+   replicated jobs (deterministic, `replicas` 3, `agree` 2: run on three other nodes, paid to those that agree);
+   all the while a watch runs the SHA-256 fixture over every object under `w/`, again for each change.  Payments by
+   receipt and audits run on their own (short intervals), lease GC too.  On every other devnet the gateway offers
+   no compute, so its invokes and jobs are placed on the other nodes through the market and paid on tabs;
 2. meanwhile, after a random delay, kill -9 of one or two random nodes (the gateway among them at times); in
    one trial of three the delay runs from the trial's first job, so the kill finds jobs running, storing and
-   replacing;
+   replacing (or a watched object changed: its job running);
 3. the dead nodes' databases are checked as the crash left them (the used-bytes counter equals the bytes
    of the shares they hold), then the nodes restart;
 4. checks: every acknowledged put reads back byte-exact; no file is listed that was not acknowledged (or
@@ -25,7 +28,13 @@ one takes over: each trial re-reads every file its devnet holds, so a longer his
    named by a record (no orphans); a job's `charge_total` is the sum of the charges of its runs' provenance
    records (its local runs' exactly; with runs on providers, at least its local runs' and at most all its runs'),
    its `executions` their count, and each local run is covered by exactly one ledger transfer, whose amount is
-   the sum of the charges it covers.
+   the sum of the charges it covers; every object reads back through S3 as its last acknowledged put left it (or
+   a change whose answer was lost), and no other is listed; a replicated job pays the providers whose outputs
+   agreed, as many as it asks at least, each once (one receipt, its charge), and no other replica; once the watch
+   has caught up, each watched object's digest is the target's object of its key and the target holds nothing
+   else there, the watch ran at most once per change (each of its jobs at most as often as its input's bytes
+   were put: now and then a watched object is put with another's bytes), and an output no object holds any more
+   is no longer stored.
 Every trial has its own seed, printed with any violation: `--seed S --trials 1` replays its workload and
 faults (on a fresh devnet, so without the files of the trials before it; `--remote` for a trial of a devnet whose
 gateway offered no compute: the replay line says so).
@@ -42,9 +51,11 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.client import HTTPException
 from pathlib import Path
 
@@ -52,18 +63,24 @@ import plyvel
 
 from xsc import keys
 from xsc.storage.core import erasure
-from xsc.devnet import Devnet, NodeProcess
+from xsc.devnet import Devnet, NodeProcess, free_port, run_xsc
 from xsc.storage.share_store import ShareMeta
 
 ROOT = Path(__file__).resolve().parent.parent
 WASM = ROOT / "fixtures" / "wasm"
 ADD_WASM = WASM / "add.wasm"
-JOB_MODULES = ("outputs", "clock_random")  # WASI fixtures the jobs run (compute docs, "Jobs over stored data")
+JOB_MODULES = ("outputs", "clock_random", "sha256")  # WASI fixtures jobs run (compute docs, "Jobs over stored data")
 SEGMENT = 16 * 1024
 ENV = {"XSC_STORAGE_SEGMENT_SIZE": str(SEGMENT), "XSC_HEALTH_PROBE_INTERVAL": "1", "XSC_PEERS_GOSSIP_INTERVAL": "2",
        "XSC_AUDIT_INTERVAL": "2", "XSC_MARKET_PAYMENT_INTERVAL": "2", "XSC_STORAGE_GC_INTERVAL": "2",
        "XSC_LEDGER_SETTLE_RETRY_INTERVAL": "1", "XSC_MARKET_FRESHNESS": "30", "XSC_STORAGE_CAPACITY": "256MiB"}
 CHECK_TIMEOUT = 180.0  # seconds an invariant check waits for an answer
+HISTORY = 10_000  # the most entries the ledger's history route gives (the newest)
+WATCH_TIMEOUT = 90.0  # seconds the watch has to catch up after a restart (it passes every 5 s; its jobs run then)
+BUCKET, TARGET = "trials", "trials-out"  # objects put through the gateway's S3 listener; the watch's outputs
+WATCHED = "w/"  # the watch runs the SHA-256 fixture over each object of BUCKET under it, into TARGET (the same key)
+WATCH = "trials"
+OBJECT_KEYS = tuple(f"{prefix}{n}" for prefix in ("in/", WATCHED) for n in range(3))  # few: objects are rewritten
 
 
 class Http:
@@ -94,6 +111,46 @@ class Http:
             return status, {"raw": raw[:200].decode(errors="replace")}
 
 
+class S3:
+    """The gateway's own S3 listener (`node.s3_listen`) through boto3: an S3 client as a user runs one."""
+
+    def __init__(self, url: str, key: dict) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.client = boto3.client("s3", endpoint_url=url, aws_access_key_id=key["access_key"],
+                                   aws_secret_access_key=key["secret_key"], region_name="us-east-1",
+                                   config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
+                                                 retries={"max_attempts": 1}, connect_timeout=5, read_timeout=60))
+
+    def call(self, operation: str, **params) -> tuple[int, dict]:
+        """(HTTP status, answer); status 0 when no answer came (refused, cut short or timed out: done or not)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            answer = getattr(self.client, operation)(**params)
+        except ClientError as err:
+            return err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0), err.response
+        except (BotoCoreError, OSError, HTTPException):
+            return 0, {}
+        return answer["ResponseMetadata"]["HTTPStatusCode"], answer
+
+    def read(self, bucket: str, key: str) -> bytes | None:
+        """An object's bytes; None if there is no such object (raises if the answer is anything else)."""
+        status, answer = self.call("get_object", Bucket=bucket, Key=key)
+        if status == 404:
+            return None
+        if status != 200:
+            raise OSError(f"GetObject s3://{bucket}/{key} answered {status or 'nothing'}")
+        return answer["Body"].read()
+
+    def keys(self, bucket: str, prefix: str) -> list[str]:
+        status, answer = self.call("list_objects_v2", Bucket=bucket, Prefix=prefix)
+        if status != 200:
+            raise OSError(f"ListObjectsV2 s3://{bucket}/{prefix} answered {status or 'nothing'}")
+        return [o["Key"] for o in answer.get("Contents", [])]
+
+
 @dataclass
 class History:
     """What the workload was told: acknowledged files, removals, and the operations whose answer was lost."""
@@ -104,7 +161,13 @@ class History:
     jobs: dict[str, int] = field(default_factory=dict)  # job id -> its runs answered (not replays)
     jobs_in_flight: int = 0  # job runs whose answer was lost (any job: the id is not known before the answer)
     job_answers: dict[str, int] = field(default_factory=dict)  # status (and problem code) -> how many jobs got it
-    job_sent: threading.Event = field(default_factory=threading.Event)  # a job was asked for in this trial
+    job_sent: threading.Event = field(default_factory=threading.Event)  # a job was asked for (or a watched object
+    # changed) in this trial
+    objects: dict[str, bytes] = field(default_factory=dict)  # key of BUCKET -> content, acknowledged
+    objects_in_flight: dict[str, list[bytes | None]] = field(default_factory=dict)  # key -> what a put (or None: a
+    # delete) whose answer was lost may have left, since its last acknowledged change
+    watched_puts: dict[str, int] = field(default_factory=dict)  # SHA-256 -> puts of those bytes under WATCHED sent
+    # (each a change the watch runs once at most: a job of the watch runs at most as often as its input was put)
     acked: int = 0
     violations: list[str] = field(default_factory=list)  # wrong answers seen by the workload itself
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -129,15 +192,51 @@ def run_job(http: Http, rng: random.Random, history: History, known: list[str], 
     a copy of its stdin) or the clock fixture with its stdout stored.  Neither is deterministic, so asked again
     it runs again and replaces its last run's outputs (the clock's with other bytes)."""
     if rng.random() < 0.5 or not known:
-        spec, stdin, expected = ({"module": jobs["clock_random"], "outputs": False, "stdout_to_store": True},
-                                 None, None)
+        spec, expected = {"module": jobs["clock_random"], "outputs": False, "stdout_to_store": True}, None
     else:
         stdin = rng.choice(known[:3])  # a few inputs only: the same jobs run again
         spec = {"module": jobs["outputs"], "stdin": stdin}
         with history.lock:
             content = history.files.get(stdin)
-        expected = None if content is None else {
-            "out/a.txt": b"alpha\n", "out/b.txt": b"bravo bravo\n", "out/c.txt": content}
+        expected = None if content is None else [{name: hashlib.sha256(b).hexdigest() for name, b in {
+            "out/a.txt": b"alpha\n", "out/b.txt": b"bravo bravo\n", "out/c.txt": content}.items()}]
+    send_job(http, history, spec, expected, f"over {stdin[:32]}…" if expected is not None else "")
+
+
+def run_digest_job(http: Http, rng: random.Random, history: History, known: list[str], jobs: dict[str, str],
+                   replicated: bool) -> None:
+    """The SHA-256 fixture over an object of BUCKET (an S3 input, read through the bucket index) or a stored file,
+    its stdout stored.  `replicated`: deterministic, on three other nodes, paid to the two or three that agree."""
+    with history.lock:  # mostly an object that is there (one that is not: the job is refused)
+        present = sorted(history.objects)
+        key = rng.choice(present) if present and rng.random() < 0.8 else rng.choice(OBJECT_KEYS)
+        if replicated and known and rng.random() < 0.5:
+            source = rng.choice(known[:3])
+            contents = [history.files.get(source)]
+        else:
+            source, contents = f"s3://{BUCKET}/{key}", _object_contents(history, key)
+    # Its own env: never the watch's job, nor the other kind's, over the same bytes.
+    spec = {"module": jobs["sha256"], "argv": ["/in/data"], "inputs": [f"{source}:/in/data"], "outputs": False,
+            "stdout_to_store": True, "env": {"TRIAL": "replicated" if replicated else "s3"}}
+    if replicated:
+        spec.update(deterministic=True, replicas=3, agree=2)
+    expected = [{"stdout": hashlib.sha256(_digest(c)).hexdigest()} for c in contents if c is not None]
+    send_job(http, history, spec, expected, f"over {source[:40]}")
+
+
+def _digest(content: bytes) -> bytes:
+    """What the SHA-256 fixture prints for `content` (as sha256sum does)."""
+    return hashlib.sha256(content).hexdigest().encode() + b"\n"
+
+
+def _object_contents(history: History, key: str) -> list[bytes | None]:
+    """What an object of BUCKET may hold now (None: no object): its last acknowledged content, or what a put or delete
+    whose answer was lost since left.  Under history.lock."""
+    return [history.objects.get(key), *history.objects_in_flight.get(key, [])]
+
+
+def send_job(http: Http, history: History, spec: dict, expected: list[dict[str, str]] | None, what: str) -> None:
+    """Ask the gateway for a job and record its answer; `expected`: the outputs (name -> SHA-256) it may answer."""
     with history.lock:
         history.jobs_in_flight += 1
     history.job_sent.set()
@@ -149,7 +248,7 @@ def run_job(http: Http, rng: random.Random, history: History, known: list[str], 
             with history.lock:
                 history.jobs_in_flight -= 1
         raise
-    if status >= 500:
+    if status >= 500 and status != 502:  # 502: replicas that disagree (an answer, not a lost one)
         return  # it may have run (kept in flight)
     try:
         job = json.loads(answer)
@@ -157,6 +256,8 @@ def run_job(http: Http, rng: random.Random, history: History, known: list[str], 
         job = {}
     with history.lock:
         answered_as = f"{status} {job.get('code', '')}".strip()
+        if spec.get("replicas", 1) > 1:
+            answered_as += " (replicated)"
         history.job_answers[answered_as] = history.job_answers.get(answered_as, 0) + 1
         history.jobs_in_flight -= 1
         if "id" in job and job.get("replayed") is False:  # it ran (a failed run's problem names its job too)
@@ -165,17 +266,51 @@ def run_job(http: Http, rng: random.Random, history: History, known: list[str], 
     if status != 201:
         return  # refused (its stdin removed meanwhile, no provider, ...), or failed
     got = {o["name"]: o["sha256"] for o in job.get("outputs", [])}
-    if expected is not None and got != {n: hashlib.sha256(b).hexdigest() for n, b in expected.items()}:
-        history.violations.append(f"job {job['id'][:16]} over {stdin[:32]}… answered outputs {sorted(got)} "
-                                  "that are not its input's")
+    if expected is not None and got not in expected:
+        history.violations.append(f"job {job['id'][:16]} {what} answered outputs {sorted(got)} that are not its "
+                                  "input's")
+
+
+def change_object(s3: S3, rng: random.Random, history: History) -> None:
+    """A put (or now and then a delete) of an object of BUCKET through the gateway's S3 listener.  Under WATCHED a
+    put holds new bytes, or now and then another watched object's (one job of the watch, its outputs two objects')."""
+    key = rng.choice(OBJECT_KEYS)
+    data: bytes | None = None
+    if rng.random() < 0.8:
+        data = rng.randbytes(rng.choice([0, 1, rng.randrange(2, SEGMENT), rng.randrange(SEGMENT, 4 * SEGMENT)]))
+        if key.startswith(WATCHED):
+            with history.lock:
+                others = [b for k, b in sorted(history.objects.items()) if k.startswith(WATCHED) and k != key]
+                data = rng.choice(others) if others and rng.random() < 0.3 else rng.randbytes(16) + data
+                digest = hashlib.sha256(data).hexdigest()
+                history.watched_puts[digest] = history.watched_puts.get(digest, 0) + 1
+            history.job_sent.set()  # the watch runs a job for it
+        status, _ = s3.call("put_object", Bucket=BUCKET, Key=key, Body=data)
+        done = status == 200
+    else:
+        status, _ = s3.call("delete_object", Bucket=BUCKET, Key=key)
+        done = status == 204
+    with history.lock:
+        if done:
+            history.objects_in_flight.pop(key, None)
+            if data is None:
+                history.objects.pop(key, None)
+            else:
+                history.objects[key] = data
+            history.acked += 1
+        elif status == 0 or status >= 500:
+            history.objects_in_flight.setdefault(key, []).append(data)
 
 
 def workload(http: Http, rng: random.Random, history: History, ops: int, module: str | None,
-             gateway_down: threading.Event, victims: set[str], jobs: dict[str, str] | None = None) -> None:
+             gateway_down: threading.Event, victims: set[str], jobs: dict[str, str] | None = None,
+             s3: S3 | None = None) -> None:
     """`ops` random operations through the gateway; every answer is recorded (a lost one as in flight).
-    `victims`: the ids of the nodes this trial kills; `jobs`: the ids of the job fixtures (JOB_MODULES)."""
+    `victims`: the ids of the nodes this trial kills; `jobs`: the ids of the job fixtures (JOB_MODULES); `s3`: the
+    gateway's S3 listener."""
     for n in range(ops):
-        kind = rng.choices(["put", "get", "rm", "renew", "repair", "invoke", "job"], [5, 3, 1, 1, 1, 2, 2])[0]
+        kind = rng.choices(["put", "get", "rm", "renew", "repair", "invoke", "job", "object", "s3-job", "replicated"],
+                           [5, 3, 1, 1, 1, 2, 2, 3, 1, 1])[0]
         cap = None
         with history.lock:
             known = sorted(history.files)
@@ -233,6 +368,10 @@ def workload(http: Http, rng: random.Random, history: History, ops: int, module:
                 history.acked += status == 200
             elif kind == "job" and jobs:
                 run_job(http, rng, history, known, jobs)
+            elif kind == "object" and s3:
+                change_object(s3, rng, history)
+            elif kind in ("s3-job", "replicated") and jobs:
+                run_digest_job(http, rng, history, known, jobs, replicated=kind == "replicated")
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             pass  # the gateway died: the operation's outcome is unknown (kept in flight)
         except HTTPException as err:  # an answer cut short after its headers
@@ -275,7 +414,7 @@ def wait_for(what: str, test, timeout: float) -> bool:
     return False
 
 
-def invariants(net: Devnet, history: History) -> tuple[int, list[str]]:
+def invariants(net: Devnet, history: History, s3: S3 | None = None) -> tuple[int, list[str]]:
     """(invariants checked, violations) once every node is back (a loaded machine answers slowly, not wrongly:
     the checks wait long before they call silence a violation)."""
     gateway = Http(net.first, CHECK_TIMEOUT)
@@ -297,8 +436,8 @@ def invariants(net: Devnet, history: History) -> tuple[int, list[str]]:
     status, listing = gateway.json("GET", "/v1/store/files")
     for record in listing.get("files", []) if status == 200 else []:
         cap = record["capability"]
-        if record.get("name", "").startswith("job:"):
-            continue  # a job's output: held to the jobs' records (job_invariants)
+        if record.get("name", "").startswith(("job:", "s3:")):
+            continue  # a job's output or an object's file: held to the jobs' records and the objects
         checked += 1
         if cap in removed:
             violations.append(f"removed file {cap[:48]}… is listed")
@@ -359,8 +498,92 @@ def invariants(net: Devnet, history: History) -> tuple[int, list[str]]:
         for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
             if b0 < a1:
                 violations.append(f"share {share} of {si[:16]} paid twice for {b0}..{min(a1, b1)}")
-    job_checked, job_violations = job_invariants(net, history)
+    watched: set[str] | None = None
+    if s3 is not None:
+        object_checked, object_violations = object_invariants(s3, history)
+        watch_checked, watch_violations, watched = watch_invariants(s3, gateway, history)
+        checked += object_checked + watch_checked
+        violations += object_violations + watch_violations
+    job_checked, job_violations = job_invariants(net, history, watched)
     return checked + job_checked, violations + job_violations
+
+
+def object_invariants(s3: S3, history: History) -> tuple[int, list[str]]:
+    """Every object of BUCKET reads back through S3 as its last acknowledged put left it (or a change whose answer
+    was lost), a deleted one stays deleted, and no other is listed."""
+    with history.lock:
+        allowed = {key: _object_contents(history, key) for key in set(history.objects) | set(history.objects_in_flight)}
+    violations: list[str] = []
+    answered, listed = _answer(lambda: set(s3.keys(BUCKET, "")))
+    if not answered:
+        return 1, [f"s3://{BUCKET} is not listed {CHECK_TIMEOUT:.0f} s after the restart"]
+    for key in sorted(set(allowed) | listed):
+        answered, got = _answer(lambda: s3.read(BUCKET, key))
+        if not answered:
+            violations.append(f"object s3://{BUCKET}/{key} does not read back {CHECK_TIMEOUT:.0f} s after the restart")
+        elif got not in allowed.get(key, [None]):
+            held = "no object" if got is None else f"{len(got)} bytes"
+            violations.append(f"object s3://{BUCKET}/{key} holds {held}, not what was put "
+                              f"({['none' if c is None else len(c) for c in allowed.get(key, [None])]})")
+    return len(set(allowed) | listed), violations
+
+
+def watch_invariants(s3: S3, gateway: Http, history: History) -> tuple[int, list[str], set[str]]:
+    """(checked, violations, the capabilities TARGET's objects hold) once the watch has caught up: each object under
+    WATCHED has its digest in TARGET under its key, TARGET holds nothing else there, and the watch ran at most once
+    per change."""
+    off: list[str] = []
+
+    def caught_up() -> bool:
+        off[:] = _watch_off(s3)
+        return not off
+
+    violations: list[str] = []
+    if not wait_for("the watch caught up", caught_up, WATCH_TIMEOUT):
+        status, answer = gateway.json("GET", "/v1/compute/watches")
+        found = [w for w in answer.get("watches", []) if w.get("name") == WATCH] if status == 200 else []
+        said = f" (backlog {found[0].get('backlog')}, last error {found[0].get('last_error')!r})" if found else ""
+        violations += [f"watch {WATCH}, {WATCH_TIMEOUT:.0f} s after the restart{said}: {o}" for o in off]
+    status, answer = gateway.json("GET", "/v1/compute/watches")
+    with history.lock:
+        changes = sum(history.watched_puts.values())
+    for watch in answer.get("watches", []) if status == 200 else []:
+        if watch.get("name") == WATCH and watch.get("runs", 0) > changes:
+            violations.append(f"watch {WATCH} ran {watch['runs']} times for {changes} changes")
+    watched: set[str] = set()
+    for key in _answer(lambda: s3.keys(TARGET, WATCHED))[1] or []:
+        status, record = gateway.json("GET", f"/v1/s3/buckets/{TARGET}/object?key={urllib.parse.quote(key)}")
+        watched.update(part["cap"] for part in record.get("parts", []) if status == 200)
+    return 2, violations, watched
+
+
+def _answer(read):
+    """(answered, what `read` returned): tried again while it raises OSError (a node still starting answers 503)."""
+    got = []
+
+    def test() -> bool:
+        try:
+            got.append(read())
+        except OSError:
+            return False
+        return True
+
+    return wait_for("an answer", test, CHECK_TIMEOUT), got[-1] if got else None
+
+
+def _watch_off(s3: S3) -> list[str]:
+    """How TARGET differs from the digests of the objects under WATCHED ([] once the watch has caught up)."""
+    try:
+        sources = {key: s3.read(BUCKET, key) for key in s3.keys(BUCKET, WATCHED)}
+        targets = {key: s3.read(TARGET, key) for key in s3.keys(TARGET, WATCHED)}
+    except OSError as err:
+        return [str(err)]
+    off = [f"s3://{TARGET}/{key} holds {'nothing' if targets.get(key) is None else repr(targets[key][:16])}, not "
+           f"the digest of s3://{BUCKET}/{key}" for key, data in sorted(sources.items())
+           if data is not None and targets.get(key) != _digest(data)]
+    off += [f"s3://{TARGET}/{key} outlived its input (an orphan output)"
+            for key in sorted(targets.keys() - sources.keys())]
+    return off
 
 
 def _unfinished(gateway: Http) -> list[dict]:
@@ -381,8 +604,9 @@ def _unfinished(gateway: Http) -> list[dict]:
     return records if wait_for("jobs settled", settled, CHECK_TIMEOUT) else []
 
 
-def job_invariants(net: Devnet, history: History) -> tuple[int, list[str]]:
-    """(checked, violations) of the jobs' records against the store, their runs' provenance and the ledger."""
+def job_invariants(net: Devnet, history: History, watched: set[str] | None = None) -> tuple[int, list[str]]:
+    """(checked, violations) of the jobs' records against the store, their runs' provenance and the ledger.
+    `watched`: the capabilities the watch's outputs in TARGET hold (its jobs' other outputs were replaced)."""
     gateway = Http(net.first, CHECK_TIMEOUT)
     violations: list[str] = []
     jobs = _unfinished(gateway)
@@ -390,6 +614,7 @@ def job_invariants(net: Devnet, history: History) -> tuple[int, list[str]]:
         return 1, [f"jobs still running or storing (or unlisted) {CHECK_TIMEOUT:.0f} s after the restart"]
     checked = 0
     named: dict[str, str] = {}  # capability -> the job (and place) naming it
+    replaced: dict[str, str] = {}  # capability -> the watch's job whose output no object of TARGET holds any more
     for job in jobs:
         jid = job["id"]
         for place in ("outputs", "replacing"):
@@ -399,6 +624,9 @@ def job_invariants(net: Devnet, history: History) -> tuple[int, list[str]]:
                 if cap in named:
                     violations.append(f"output {cap[:40]}… named twice: by {named[cap]} and job {jid[:16]} {place}")
                 named[cap] = f"job {jid[:16]} {place}"
+                if _watch_job(job) and cap not in (watched or set()):
+                    replaced[cap] = f"job {jid[:16]}'s {out['name']}"
+                    continue  # removed with the object that held it (below)
                 status, body = gateway.call("GET", f"/v1/store/files/{cap}")
                 if status != 200 or len(body) != out["size"] or hashlib.sha256(body).hexdigest() != out["sha256"]:
                     violations.append(f"job {jid[:16]}'s {place[:-1]} {out['name']} does not read back as recorded "
@@ -410,8 +638,29 @@ def job_invariants(net: Devnet, history: History) -> tuple[int, list[str]]:
             if record["capability"] not in named:
                 violations.append(f"stored file {record['name']} ({record['capability'][:40]}…) is no job's output "
                                   "(an orphan)")
+    # The watch removes the file of an output it replaced with its object (the S3 front's collector finishes what a
+    # kill -9 cut short): an output of the watch's no object holds is not stored for good.
+    stored: set[str] = set()
+
+    def collected() -> bool:
+        status, listing = gateway.json("GET", "/v1/store/files")
+        stored.clear()
+        if status != 200:
+            return False
+        stored.update(record["capability"] for record in listing.get("files", []))
+        return not stored & replaced.keys()
+
+    if replaced and not wait_for("replaced outputs removed", collected, WATCH_TIMEOUT):
+        violations += [f"watch {WATCH}: {replaced[cap]} ({cap[:40]}…) is held by no object of s3://{TARGET} but "
+                       "still stored" for cap in sorted(stored & replaced.keys())]
     violations += _job_charges(net, gateway, jobs, history)
     return checked + len(jobs), violations
+
+
+def _watch_job(job: dict) -> bool:
+    """A job the watch ran (its spec has no env; the workload's jobs over objects have one)."""
+    return not (job.get("spec") or {}).get("env") and \
+        any((i.get("s3") or "").startswith(f"s3://{BUCKET}/{WATCHED}") for i in job.get("inputs") or [])
 
 
 def _job_charges(net: Devnet, gateway: Http, jobs: list[dict], history: History) -> list[str]:
@@ -428,11 +677,14 @@ def _job_charges(net: Devnet, gateway: Http, jobs: list[dict], history: History)
         runs.append(by_job)
     violations: list[str] = []
     with history.lock:
-        answered, lost = dict(history.jobs), history.jobs_in_flight
+        answered, lost, puts = dict(history.jobs), history.jobs_in_flight, dict(history.watched_puts)
+    paid = _paid_by_authorization(gateway)
+    received: dict[str, dict[str, list[int]]] = {}  # node -> what its node account credited, by authorization
     for job in jobs:
         jid = job["id"]
-        local = runs[0].get(jid, [])
-        remote = [r for by_job in runs[1:] for r in by_job.get(jid, [])]
+        run = job.get("run") or jid  # a replicated job's runs name the run its replicas share, not the job asked
+        local = runs[0].get(run, [])
+        remote = [r for by_job in runs[1:] for r in by_job.get(run, [])]
         total, executions = job.get("charge_total", job.get("charge", 0)), job.get("executions", 0)
         local_sum, all_sum = sum(r["charge"] for r in local), sum(r["charge"] for r in local + remote)
         if not remote and (total != local_sum or executions != len(local)):
@@ -441,18 +693,28 @@ def _job_charges(net: Devnet, gateway: Http, jobs: list[dict], history: History)
         elif not local_sum <= total <= all_sum:
             violations.append(f"job {jid[:16]}: charge_total {total}, outside its local runs' {local_sum} and all "
                               f"its runs' {all_sum}")
-        if not answered.get(jid, 0) <= executions <= answered.get(jid, 0) + lost:
+        if _watch_job(job):
+            read = (job.get("inputs") or [{}])[0].get("sha256", "")
+            if executions > puts.get(read, 0):  # a job of the watch is its spec over its input's bytes
+                violations.append(f"watch {WATCH}'s job {jid[:16]} ran {executions} times for {puts.get(read, 0)} "
+                                  "puts of its input")
+        elif not answered.get(jid, 0) <= executions <= answered.get(jid, 0) + lost:
             violations.append(f"job {jid[:16]}: {executions} runs recorded, {answered.get(jid, 0)} answered "
                               f"and {lost} lost")
+        if (job.get("guarantee") or {}).get("replicas", 1) > 1:
+            violations += _replicas_paid(net, job, [by_job.get(run, []) for by_job in runs], paid, received)
         if job.get("paid_on") and sum(p.get("charge", 0) for p in job["paid_on"]) != job.get("charge"):
             violations.append(f"job {jid[:16]}: its providers were paid {job['paid_on']} for a run charged "
                               f"{job.get('charge')}")
     # What the ledger paid for the local runs: each covered by exactly one transfer, each transfer their sum.
-    charges = {r["id"]: r["charge"] for by_job in runs[:1] for records in by_job.values() for r in records}
-    status, history_json = gateway.json("GET", "/v1/ledger/accounts/client/history?limit=10000&expand=1")
+    charges = {r["id"]: r for by_job in runs[:1] for records in by_job.values() for r in records}
+    status, history_json = gateway.json("GET", f"/v1/ledger/accounts/client/history?limit={HISTORY}&expand=1")
     covered: dict[str, int] = {}
     all_local = _all_charges(gateway)
-    for entry in history_json.get("entries", []) if status == 200 else []:
+    entries = history_json.get("entries", []) if status == 200 else []
+    # The history gives the newest entries only: a run older than the oldest of them was paid before it.
+    since = entries[-1].get("settled_at") or 0 if len(entries) >= HISTORY else 0
+    for entry in entries:
         refs = entry.get("covered") or []
         for ref in refs:
             covered[ref] = covered.get(ref, 0) + 1
@@ -460,12 +722,11 @@ def _job_charges(net: Devnet, gateway: Http, jobs: list[dict], history: History)
                 sum(all_local[ref] for ref in refs) != -(entry.get("delta") or 0):
             violations.append(f"ledger entry {entry.get('seq')} paid {-(entry.get('delta') or 0)} for runs charged "
                               f"{sum(all_local[ref] for ref in refs)}")
-    for ref in charges:
-        if covered.get(ref, 0) != 1:
+    for ref, record in charges.items():
+        if covered.get(ref, 0) != 1 and not (covered.get(ref, 0) == 0 and _when(record) < since):
             violations.append(f"local job run {ref} paid by {covered.get(ref, 0)} ledger transfers, not 1")
     # What the ledger paid each provider of a job's latest run: its tab's one receipt, of the run's charge (read from
     # the whole chain: a devnet's history runs past the newest 10,000 entries the history route gives).
-    paid = _paid_by_authorization(gateway)
     for job in jobs:
         for tab in job.get("paid_on") or []:
             if paid.get(tab.get("authorization"), []) not in ([tab.get("charge")], [] if not tab.get("charge") else 0):
@@ -475,12 +736,48 @@ def _job_charges(net: Devnet, gateway: Http, jobs: list[dict], history: History)
     return violations
 
 
-def _paid_by_authorization(http: Http) -> dict[str, list[int]]:
-    """What the node's client account paid under each authorization, from its whole chain, oldest first."""
+def _replicas_paid(net: Devnet, job: dict, runs: list[list[dict]], paid: dict[str, list[int]],
+                   received: dict[str, dict[str, list[int]]]) -> list[str]:
+    """A replicated job pays the providers whose outputs agreed (as many as it asks at least), each once, and no
+    other replica: `runs` are the records of its runs on each node (their tabs' authorizations in their deals).  No
+    other replica is paid by the payer (`paid`), nor credits a receipt for its run (`received`, by node: read as
+    needed)."""
+    jid, paid_on = job["id"][:16], job.get("paid_on") or []
+    providers = [tab.get("provider") for tab in paid_on]
+    agreed = {r.get("provider") for r in job.get("replicas") or [] if r.get("paid")}
+    violations: list[str] = []
+    if len(set(providers)) != len(providers):
+        violations.append(f"replicated job {jid}: a provider is paid twice ({providers})")
+    if job.get("state") == "done" and (set(providers) != agreed or len(agreed) < job["guarantee"].get("agree", 1)):
+        violations.append(f"replicated job {jid}: paid {len(providers)} providers, {len(agreed)} agreed "
+                          f"({job['guarantee']['agree']} asked)")
+    tabs = {tab.get("authorization") for tab in paid_on}
+    for node, records in zip(net, runs):
+        for record in records:
+            authorization = (record.get("deal") or {}).get("authorization")
+            if authorization in tabs:
+                continue
+            if node.name not in received:
+                received[node.name] = _paid_by_authorization(Http(node, CHECK_TIMEOUT), "node")
+            credited = [-amount for amount in received[node.name].get(authorization, [])]
+            if paid.get(authorization) or credited:
+                violations.append(f"replicated job {jid} ({job.get('state')}): its replica on {node.name}, not one "
+                                  f"that agreed, was paid {paid.get(authorization, [])} and credited {credited}")
+    return violations
+
+
+def _when(record: dict) -> float:
+    """When a provenance record's run was recorded (its ISO 8601 timestamp), in seconds since the epoch."""
+    return datetime.fromisoformat(record.get("timestamp", "1970-01-01T00:00:00Z").replace("Z", "+00:00")).timestamp()
+
+
+def _paid_by_authorization(http: Http, account: str = "client") -> dict[str, list[int]]:
+    """What the node's client account paid under each authorization, from its whole chain, oldest first (its node
+    account: what it was paid, each amount negative)."""
     paid: dict[str, list[int]] = {}
     start: int | None = 1
     while start is not None:
-        status, page = http.json("GET", f"/v1/ledger/accounts/client/chain?from={start}")
+        status, page = http.json("GET", f"/v1/ledger/accounts/{account}/chain?from={start}")
         if status != 200:
             break
         for entry in page.get("entries", []):
@@ -506,8 +803,8 @@ class TrialResult:
     seconds: float
 
 
-def trial(net: Devnet, history: History, seed: int, module: str | None, ops: int = 12,
-          jobs: dict[str, str] | None = None) -> TrialResult:
+def trial(net: Devnet, history: History, seed: int, module: str | None, ops: int = 14,
+          jobs: dict[str, str] | None = None, s3: S3 | None = None) -> TrialResult:
     """One trial; `history` is the whole run's (the devnet keeps every earlier trial's files)."""
     rng = random.Random(seed)
     started = time.monotonic()
@@ -535,7 +832,7 @@ def trial(net: Devnet, history: History, seed: int, module: str | None, ops: int
 
     with ThreadPoolExecutor(2) as pool:
         faults = pool.submit(inject)
-        pool.submit(workload, gateway, rng, history, ops, module, gateway_down, victim_ids, jobs).result()
+        pool.submit(workload, gateway, rng, history, ops, module, gateway_down, victim_ids, jobs, s3).result()
         faults.result()
     violations = list(history.violations)
     for node in victims:
@@ -545,7 +842,7 @@ def trial(net: Devnet, history: History, seed: int, module: str | None, ops: int
     for node in victims:
         node.wait_listening(CHECK_TIMEOUT)
     wait_for("nodes up", lambda: all(_answers(node) for node in net), CHECK_TIMEOUT)
-    checked, found = invariants(net, history)
+    checked, found = invariants(net, history, s3)
     violations += found
     return TrialResult(seed, history.acked - acked_before, len(victims), checked + len(victims), violations,
                        time.monotonic() - started)
@@ -584,6 +881,8 @@ def run(trials: int, nodes: int = 6, seed: int | None = None, root: Path | None 
 def _on_one_devnet(root: Path, nodes: int, numbers: range, seed: int, results: list[TrialResult], out,
                    remote: bool = False) -> None:
     envs = [{"XSC_MARKET_OFFER_COMPUTE": "false"} if remote and n == 0 else {} for n in range(nodes)]
+    s3_port = free_port()
+    envs[0]["XSC_NODE_S3_LISTEN"] = f"127.0.0.1:{s3_port}"  # the gateway answers S3 itself
     net = Devnet(root, nodes, env=ENV, envs=envs)
     try:
         net.start(timeout=120)
@@ -596,11 +895,12 @@ def _on_one_devnet(root: Path, nodes: int, numbers: range, seed: int, results: l
             if status not in (200, 201):
                 raise RuntimeError(f"the gateway refused the {name} fixture ({status}: {answer[:200]!r})")
             jobs[name] = json.loads(answer)["id"]
+        s3 = _watching(net, s3_port, jobs["sha256"])
         history = History()
         out(f"devnet {root.name}: invokes and jobs run on "
             f"{'the other nodes' if remote else 'any node (the market places them)'}")
         for n in numbers:
-            result = trial(net, history, seed + n, module, jobs=jobs)
+            result = trial(net, history, seed + n, module, jobs=jobs, s3=s3)
             results.append(result)
             out(f"{n + 1:>5} {result.seed:>10} {result.acked:>6} {result.faults:>6} {result.checked:>8} "
                 f"{len(result.violations):>10} {result.seconds:>6.1f}")
@@ -612,20 +912,48 @@ def _on_one_devnet(root: Path, nodes: int, numbers: range, seed: int, results: l
         net.stop()
 
 
+def _watching(net: Devnet, port: int, sha256: str) -> S3:
+    """An S3 key for the gateway's user, BUCKET and TARGET, and the watch: the SHA-256 fixture over each object under
+    WATCHED, its stdout the object of TARGET under the same key."""
+    created = run_xsc("--data-dir", str(net.first.data_dir), "s3", "keys", "create", "--json")
+    if created.returncode != 0:
+        raise RuntimeError(f"xsc s3 keys create: {created.stderr[-300:]}")
+    s3 = S3(f"http://127.0.0.1:{port}", json.loads(created.stdout))
+    for bucket in (BUCKET, TARGET):
+        status, answer = s3.call("create_bucket", Bucket=bucket)
+        if status != 200:
+            raise RuntimeError(f"the gateway refused bucket {bucket} ({status}: {answer.get('Error')})")
+    status, answer = Http(net.first).json("POST", "/v1/compute/watches", {
+        "name": WATCH, "spec": {"module": sha256, "argv": ["/in/data"], "outputs": False, "stdout_to_store": True},
+        "on": f"s3://{BUCKET}/{WATCHED}", "to": f"s3://{TARGET}/{WATCHED}"})
+    if status != 201:
+        raise RuntimeError(f"the gateway refused the watch ({status}: {answer})")
+    return s3
+
+
 def _jobs_seen(net: Devnet, history: History) -> str:
-    """What the devnet's jobs did: how many, run how often, where their latest runs were, how many outputs."""
+    """What the devnet's jobs did: how many, run how often, where their latest runs were, how many outputs; how many
+    were replicated (and how many replicas were paid), what the watch did."""
     gateway = Http(net.first, CHECK_TIMEOUT)
     status, listed = gateway.json("GET", "/v1/compute/jobs?limit=1000")
     jobs = [gateway.json("GET", f"/v1/compute/jobs/{j['id']}")[1] for j in listed.get("jobs", [])] \
         if status == 200 else []
     here = (net.first.health() or {}).get("serviceId")
     local = sum(j.get("provider") == here for j in jobs)
+    replicated = [j for j in jobs if (j.get("guarantee") or {}).get("replicas", 1) > 1]
+    status, answer = gateway.json("GET", "/v1/compute/watches")
+    watches = [w for w in answer.get("watches", []) if w.get("name") == WATCH] if status == 200 else []
     return (f"      {len(jobs)} jobs, {sum(j.get('executions', 0) for j in jobs)} runs "
             f"({sum(j.get('executions', 0) > 1 for j in jobs)} jobs run again), latest runs on the gateway "
             f"{local}, elsewhere {len(jobs) - local}, "
             f"{sum(len(j.get('outputs') or []) for j in jobs)} outputs, "
             f"{sum(len(j.get('replacing') or []) for j in jobs)} replaced outputs kept; answers "
-            f"{dict(sorted(history.job_answers.items()))}, {history.jobs_in_flight} lost")
+            f"{dict(sorted(history.job_answers.items()))}, {history.jobs_in_flight} lost\n"
+            f"      {len(replicated)} replicated jobs ({sum(j.get('state') == 'done' for j in replicated)} done, "
+            f"{sum(len(j.get('paid_on') or []) for j in replicated)} replicas paid, "
+            f"{sum('error' in r for j in replicated for r in j.get('replicas') or [])} lost); watch {WATCH}: "
+            f"{', '.join(f'{k} {w.get(k)}' for w in watches for k in ('runs', 'skips', 'failures'))} for "
+            f"{sum(history.watched_puts.values())} changes")
 
 
 def main() -> None:

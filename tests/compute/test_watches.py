@@ -10,14 +10,17 @@ import hashlib
 import os
 from collections import Counter
 
+import plyvel
 import pytest
 
 from tests.support.cli import ok, xsc_in_process
 from tests.support.compute import WASM, deploy
 from tests.support.peers import api, http
 from tests.support.waiting import eventually, eventually_async
+from xsc import codec, keys
 from xsc.node import TOKEN
 from xsc.node.appkeys import NODE
+from xsc.node.datadir import DB_DIR
 from xsc.units import format_credits
 
 N = int(os.environ.get("XSC_TEST_WATCH_INPUTS", "10"))  # the issue's figure is 1,000: see docs/compute.md
@@ -212,6 +215,36 @@ async def test_a_datum_never_replaces_an_object_it_did_not_write(node_factory) -
     assert index.get("out", "w/x/a.txt")["metadata"]["xsc-job"] == store.datum("w", writer)["job"]
 
 
+async def test_the_objects_a_watch_writes_from_one_job_keep_its_file_while_one_of_them_refers_to_it(node_factory):
+    """Two watched objects of the same bytes are one job (the second datum answered from the first's record), whose
+    output file both objects hold.  Replacing the input of the one written last leaves the other's readable; the
+    file goes once neither refers to it."""
+    node = await node_factory("shared")
+    sha = await deploy(node, "sha256", wasi=True)
+    for bucket in ("raw", "out"):
+        await _call(node, "PUT", f"/v1/s3/buckets/{bucket}")
+    await _put_object(node, "raw", "in/a", b"same\n")
+    await _call(node, "POST", "/v1/compute/watches", {
+        "name": "w", "spec": {"module": sha, "argv": ["/in/data"], "stdout_to_store": True, "outputs": False},
+        "on": "s3://raw/in/", "to": "s3://out/w/"})
+    await _settled(node)
+    await _put_object(node, "raw", "in/b", b"same\n")
+    watch = (await _settled(node))["w"]
+    assert (watch["runs"], watch["skips"]) == (1, 1), watch
+    shared = (await _call(node, "GET", "/v1/s3/buckets/out/object", params={"key": "w/a"}))["parts"][0]["cap"]
+    assert (await _call(node, "GET", "/v1/s3/buckets/out/object", params={"key": "w/b"}))["parts"][0]["cap"] == shared
+
+    await _put_object(node, "raw", "in/b", b"other\n")
+    await _settled(node)
+    assert await _object(node, "out", "w/a") == hashlib.sha256(b"same\n").hexdigest().encode() + b"\n"
+    assert await _object(node, "out", "w/b") == hashlib.sha256(b"other\n").hexdigest().encode() + b"\n"
+
+    await _call(node, "POST", "/v1/s3/buckets/raw/delete", {"keys": ["in/a"]})
+    await _settled(node)
+    listed = await _call(node, "GET", "/v1/store/files")
+    assert shared not in {f["capability"] for f in listed["files"]}
+
+
 class _Recording:
     """An event loop as the watches' wake-ups see it: each one recorded, then scheduled on the real loop."""
 
@@ -276,3 +309,68 @@ def test_a_kill_9_in_the_middle_of_a_chain_of_watches_loses_no_run_and_runs_none
     assert len(runs) == 3 * len(inputs) and set(runs.values()) == {1}, runs  # none run (nor paid) twice
     status, report = api(node, "GET", "/v1/ledger/verify")
     assert status == 200 and report["ok"], report
+
+
+def _target(node, key: str) -> dict | None:
+    status, record = api(node, "GET", f"/v1/s3/buckets/out/object?key={key}")
+    return record if status == 200 else None
+
+
+def _killed_while_written_over(node, before: dict | None, then: bytes) -> dict:
+    """Once the datum's first object is written (over `before`), its input put as `then` and the node killed before
+    its last object is written, then started again: the first object as the run cut short wrote it."""
+    first = eventually(lambda: (o := _target(node, "w/x/f00000000")) and o != before and o, "the datum's first object",
+                       60, poll=0.005)
+    _stored_object(node, "raw", "in/x", then)
+    node.kill()
+    db = plyvel.DB(str(node.data_dir / DB_DIR))
+    try:  # killed while the datum wrote its objects: its last not written by the run cut short
+        last = db.get(keys.object_key("out", "w/x/f00000199"))
+    finally:
+        db.close()
+    assert last is None or codec.loads(last)["metadata"] != first["metadata"], "the kill came after the last object"
+    node.start()
+    return first
+
+
+def _written_over(node, cut_short: dict) -> str:
+    """Once the datum has run again: every object its run wrote (none the run cut short did), that run's job."""
+    def done_or_failed() -> dict | None:
+        watch = _watch(node, "w")
+        if watch["failures"]:
+            return watch
+        last = _target(node, "w/x/f00000199")
+        listed = api(node, "GET", "/v1/s3/buckets/out/objects?prefix=w/&max_keys=1000")[1]["contents"]
+        return watch if not watch["backlog"] and len(listed) == 200 and last and \
+            last["metadata"] != cut_short["metadata"] else None
+
+    watch = eventually(done_or_failed, "the datum to run again and write its objects", 120)
+    assert watch["failures"] == 0, watch["last_error"]
+    jobs = {_target(node, f"w/x/f{n:08d}")["metadata"]["xsc-job"] for n in range(0, 200, 33)}
+    assert len(jobs) == 1 and jobs != {cut_short["metadata"]["xsc-job"]}, jobs
+    eventually(lambda: cut_short["parts"][0]["cap"] not in
+               {f["capability"] for f in api(node, "GET", "/v1/store/files")[1]["files"]},
+               "the file of the object the run cut short wrote to be removed", 60)
+    return jobs.pop()
+
+
+@pytest.mark.slow
+def test_a_kill_9_while_a_datum_writes_its_objects_leaves_them_the_watchs_for_its_changed_input(node_process) -> None:
+    """The node killed while a datum writes its 200 objects (not recorded done yet), its input changed just before:
+    the next start runs the datum again and writes over every object the run cut short wrote (they are the watch's,
+    not another's), and removes their files.  So too when the input changed back to what the datum's last run read."""
+    node = node_process("w")
+    token = {"Authorization": f"Bearer {node.token}"}
+    status, module = http(node.url, "POST", "/v1/modules?wasi=true", (WASM / "many_outputs.wasm").read_bytes(), token)
+    assert status in (200, 201), module
+    for bucket in ("raw", "out"):
+        assert api(node, "PUT", f"/v1/s3/buckets/{bucket}")[0] == 201
+    _stored_object(node, "raw", "in/x", b"first")
+    status, made = api(node, "POST", "/v1/compute/watches", {"name": "w", "spec": {"module": module["id"]},
+                                                              "on": "s3://raw/in/", "to": "s3://out/w/"})
+    assert status == 201, made
+    cut_short = _killed_while_written_over(node, None, b"second")
+    second = _written_over(node, cut_short)
+    _stored_object(node, "raw", "in/x", b"third")
+    cut_short = _killed_while_written_over(node, _target(node, "w/x/f00000000"), b"second")
+    assert _written_over(node, cut_short) == second

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -278,6 +279,46 @@ async def test_an_unreachable_payee_is_paid_by_the_retry_after_a_restart(node_fa
     assert ledger.pending() == [] and ledger.account_view(payer.public_key)["balance"] == -3_000
     assert ledger.account_view(payer.public_key)["held"] == 0
     assert (await _json(await b.get("/v1/ledger/accounts/node"), 200))["balance"] == 3_000
+    await _verified(a)
+    await _verified(b)
+
+
+class HeldChecks(Checks):
+    """Checks that hold the payee's answer to the first claim until `go` is set (`asked` says it came)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked, self.go = asyncio.Event(), asyncio.Event()
+
+    async def __call__(self, sender, authorization, amount, usage) -> None:
+        await super().__call__(sender, authorization, amount, usage)
+        self.asked.set()
+        await self.go.wait()
+
+
+async def test_the_retry_leaves_alone_an_authorization_dropped_while_it_finished_another(node_factory) -> None:
+    """The retry takes the pending authorizations one after the other.  One dropped meanwhile (as a start drops the
+    tab of a replica it refuses to pay) is not asked of its payee, who would credit a receipt no payment matches."""
+    b_port = free_port()
+    a, b, _ = await _peered(node_factory, ledger={"settle_retry_interval": 3600}, b_port=b_port)
+    b_id, payer = b.app[IDENTITY].id, a.app[CLIENT_IDENTITY]
+    await b.close()  # the payee is down: both payments stay pending
+    for n in (1, 2):
+        with pytest.raises(PeerUnreachable):
+            await a.app[NODE].payments.pay(b_id, 100 * n, {}, f"test:{n}")
+    b = await node_factory("b", **QUIET, node={"listen": f"127.0.0.1:{b_port}"})
+    checks = HeldChecks()
+    b.app[NODE].payments.add_check("test", checks)
+    ledger = a.app[NODE].ledger
+    first, second = ledger.pending()  # in the order the retry takes them
+    retry = asyncio.create_task(a.app[NODE].payments.retry_all())
+    await asyncio.wait_for(checks.asked.wait(), 30)  # the payee asked about the first
+    await ledger.abandon(second.id, force=True)
+    checks.go.set()
+    assert await retry == {"completed": 1}
+    assert [job for _, job, _, _ in checks.calls] == [first.job]
+    assert ledger.pending() == [] and ledger.account_view(payer.public_key)["balance"] == -first.cap
+    assert (await _json(await b.get("/v1/ledger/accounts/node"), 200))["balance"] == first.cap
     await _verified(a)
     await _verified(b)
 

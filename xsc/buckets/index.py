@@ -21,7 +21,9 @@ is one synced write batch, so a crash leaves either the old state or the new, ne
 - a file the front stored but could not record (the node died in between) is found by `reconcile`: the
   front names its files `s3:...` and asks which of them no record refers to.
 - each file a record refers to has an entry (o/h/) naming that record, written in the record's own batch; no two
-  records refer to one file (each write stores a file of its own), and an import leaves out a record whose file
+  records refer to one file (each write stores a file of its own), save the objects a watch writes from the outputs
+  of one job (datums whose objects hold the same bytes: compute/watches.py), which the write notes as sharing them
+  (o/s/, as below); and an import leaves out a record whose file
   another record refers to (`restored`): deleting it would remove that record's file.  `index_holders` gives the
   records of a store written before the entries were kept theirs, once.  A store whose imports did not leave such
   records out may hold files two records share, the entry naming one: `index_shared` finds them once and notes
@@ -90,7 +92,7 @@ class S3Index:
         self.on_change: list[Callable[[str], None]] = []  # (bucket): an object was written or deleted there
         index_holders(self)  # once, over a store written before o/h/ was kept: before any write or import reads it
         index_shared(self)  # once, after it: the files records share (imported by a node that did not leave them out)
-        # o/s/ entries are only written by index_shared, so a store that has none now never has any.
+        # o/s/ entries are written by index_shared, and by a write that makes a second record refer to a file.
         self._shared = any(True for _ in db.iterator(prefix=keys.OBJECT_SHARED, include_value=False))
 
     # --- buckets -----------------------------------------------------------------
@@ -260,6 +262,8 @@ class S3Index:
         garbage = [p["cap"] for p in codec.loads(old)["parts"]] if old else []
         written[name] = _dump({k: v for k, v in record.items() if k != "condition"})
         written.update((keys.object_garbage(cap), None) for cap in caps)  # referred to: not garbage
+        for cap in caps:
+            _share(self, written, read, cap, name)
         written.update((keys.object_holder(cap), name) for cap in caps)
         return [c for c in garbage if c not in caps and _release(self, written, read, c, name)]
 
@@ -871,6 +875,24 @@ def index_shared(index: S3Index) -> int:
         log.warning("found %d file(s) two or more of the S3 index's records share: each is removed only once none of "
                     "them refers to it", len(shared))
     return len(shared)
+
+
+def _share(index: S3Index, written: dict[bytes, bytes | None], read: Callable[[bytes], bytes | None], cap: str,
+           holder: bytes) -> None:
+    """The record at `holder` is about to refer to the file `cap`: if another record still refers to it (a watch
+    writes the outputs of one job as the objects of every datum that job answered), both are noted as sharing it
+    (o/s/), so that `_release` marks it garbage only once neither does."""
+    def get(key: bytes) -> bytes | None:
+        return written[key] if key in written else read(key)
+
+    named = get(keys.object_holder(cap))
+    if named is None or named == holder or (raw := get(named)) is None or cap not in _caps(named, codec.loads(raw)):
+        return
+    shared = get(keys.object_shared(cap))
+    holders = _shared_keys(shared) if shared is not None else []
+    holders += [k for k in (named, holder) if k not in holders]
+    written[keys.object_shared(cap)] = codec.dumps([k.hex() for k in holders])
+    index._shared = True
 
 
 def _shared_keys(raw: bytes) -> list[bytes]:

@@ -12,9 +12,12 @@ key less the watched prefix).  An object deleted from the watched prefix deletes
 Watches chain: one may watch what another writes.
 
 What is done is on disk (compute/store.py): the watch and each datum done (its hash, the objects it wrote, its
-job), written once the datum's outputs are recorded in the bucket index.  A kill -9 between a datum's job and its
+job), written once the datum's outputs are recorded in the bucket index; the objects it is about to write are
+named in its record before the first is, with no hash (not done).  A kill -9 between a datum's job and its
 record runs the job again at the next start; its job is deterministic, so that run is answered from the job's
 record (replayed: not run, not paid again), unless the files it wrote were removed since: then it runs.  The
+objects a kill -9 left half written stay the datum's: written over by its next run, whatever its input holds
+then, or deleted with its input.  The
 watches pass over their prefixes whenever the bucket index changes (`wake`), and every SCAN seconds in any case.
 """
 
@@ -214,6 +217,12 @@ class Watches:
                         last_error=f"{key}: its output would replace s3://{to_bucket}/{taken}, which it did not write")
             log.warning("watch %s: %s would replace s3://%s/%s: not written", watch["name"], key, to_bucket, taken)
             return
+        # Named before they are written, the datum not done (no hash: due whatever its input holds): a kill -9 while
+        # they are written leaves them this datum's, for its next run to write over (its input changed meanwhile,
+        # even back to what its last run read) or to delete (its input gone), never another's nor nobody's.
+        ours = (previous or {}).get("objects", [])
+        self.store.save_datum(watch["name"], key, {**(previous or {}), "datum": None,
+                                                    "objects": ours + [t for t in targets if t not in ours]})
         written = []
         for output, target in zip(job["outputs"], targets):
             record = {"parts": [{"cap": output["capability"], "size": output["size"]}], "etag": output["md5"],

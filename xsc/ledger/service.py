@@ -271,6 +271,10 @@ class LedgerService:
         """Authorizations sent to payees elsewhere and not completed yet, soonest to expire first."""
         return sorted(self._pending_auths.values(), key=lambda a: (a.expires_at, a.id))
 
+    def is_pending(self, authorization_id: bytes) -> bool:
+        """Whether an authorization sent to a payee elsewhere is still neither completed nor dropped."""
+        return authorization_id in self._pending_auths
+
     def claim(self, authorization_id: bytes) -> tuple[int, dict[str, int]] | None:
         """The amount and usage recorded with a pending authorization (None if it has none)."""
         data = self.store.claim(authorization_id)
