@@ -75,6 +75,9 @@ def _stdin_source(stdin: str | None, no_stdin: bool) -> tuple[str | None, Binary
         return "-", sys.stdin.buffer
     if stdin.startswith("xsc:chk:"):
         return stdin, None
+    if not stdin:  # `--stdin "$FILE"` with FILE unset: not a file named ""
+        raise InvalidArgument("--stdin: an empty path names no file",
+                              hint="give a file, - for this command's stdin, a capability, or --no-stdin")
     try:
         return "-", open(stdin, "rb")
     except OSError as exc:
