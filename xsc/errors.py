@@ -580,6 +580,21 @@ class DealRefused(Forbidden):
     code = "deal-refused"
 
 
+# --- a stranger's words, as this node quotes them -----------------------------------
+MAX_DETAIL = 300  # characters of a peer's refusal quoted in an error (its code: MAX_CODE)
+MAX_CODE = 100
+
+
+def shown(text: str, most: int = MAX_DETAIL) -> str:
+    """A stranger's text as an error or a log line of this node quotes it: on one line, without control or format
+    characters (a terminal escape, a newline faking a line of this node's own), at most `most` characters."""
+    import unicodedata
+
+    text = " ".join("".join(" " if ch.isspace() else ch for ch in text
+                            if ch.isspace() or not unicodedata.category(ch).startswith("C")).split())
+    return text if len(text) <= most else text[:most - 1] + "…"
+
+
 # --- connection failures, in the user's words ------------------------------------
 def connection_reason(exc: BaseException) -> str:
     """Why a connection failed, in a few plain words ("connection refused", "timed out"), whatever
