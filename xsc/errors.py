@@ -729,7 +729,8 @@ def from_validation(exc: Any, error: type[XscError], title: str, *, where: str =
     "TITLE WHERE: MESSAGE", WHERE being the first problem's location (`where` if it has none), and with `more`
     how many problems follow it.  Raise it `from None` (or from `exc`, where the chain helps the reader)."""
     first = exc.errors()[0]
-    location = ".".join(str(p) for p in first["loc"]) or where
+    # a location names the fields as given: a peer's record may name one with a newline and a terminal escape
+    location = shown(".".join(str(p) for p in first["loc"]), 200) or where
     message = first["msg"].removeprefix("Value error, ")
     extra = f" (and {exc.error_count() - 1} more problems)" if more and exc.error_count() > 1 else ""
     return error(f"{title}{location}: {message}{extra}", hint=hint)
