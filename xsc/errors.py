@@ -580,6 +580,21 @@ class DealRefused(Forbidden):
     code = "deal-refused"
 
 
+# --- a stranger's words, as this node quotes them -----------------------------------
+MAX_DETAIL = 300  # characters of a peer's refusal quoted in an error (its code: MAX_CODE)
+MAX_CODE = 100
+
+
+def shown(text: str, most: int = MAX_DETAIL) -> str:
+    """A stranger's text as an error or a log line of this node quotes it: on one line, without control or format
+    characters (a terminal escape, a newline faking a line of this node's own), at most `most` characters."""
+    import unicodedata
+
+    text = " ".join("".join(" " if ch.isspace() else ch for ch in text
+                            if ch.isspace() or not unicodedata.category(ch).startswith("C")).split())
+    return text if len(text) <= most else text[:most - 1] + "…"
+
+
 # --- connection failures, in the user's words ------------------------------------
 def connection_reason(exc: BaseException) -> str:
     """Why a connection failed, in a few plain words ("connection refused", "timed out"), whatever
@@ -714,7 +729,8 @@ def from_validation(exc: Any, error: type[XscError], title: str, *, where: str =
     "TITLE WHERE: MESSAGE", WHERE being the first problem's location (`where` if it has none), and with `more`
     how many problems follow it.  Raise it `from None` (or from `exc`, where the chain helps the reader)."""
     first = exc.errors()[0]
-    location = ".".join(str(p) for p in first["loc"]) or where
+    # a location names the fields as given: a peer's record may name one with a newline and a terminal escape
+    location = shown(".".join(str(p) for p in first["loc"]), 200) or where
     message = first["msg"].removeprefix("Value error, ")
     extra = f" (and {exc.error_count() - 1} more problems)" if more and exc.error_count() > 1 else ""
     return error(f"{title}{location}: {message}{extra}", hint=hint)

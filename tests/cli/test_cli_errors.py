@@ -290,6 +290,14 @@ def test_a_map_checks_every_input_before_it_asks_the_node_anything(extra, said) 
     assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"xsc: error: {said}"), result.stderr
 
 
+def test_an_empty_stdin_path_is_one_line_naming_the_option() -> None:
+    """`--stdin "$FILE"` with FILE unset names no file: the option is named, not a file called ''."""
+    result = xsc("compute", "run", "a" * 64, "--stdin", "", "--node", "http://127.0.0.1:1", env={"XSC_TOKEN": "t"})
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == ["xsc: error: --stdin: an empty path names no file (give a file, - for this "
+                                          "command's stdin, a capability, or --no-stdin)"], result.stderr
+
+
 @pytest.mark.parametrize("args", [[], ["store"], ["peers", "quarantine"]])
 def test_a_group_without_its_command_prints_its_help_not_an_error_made_of_it(args) -> None:
     result = xsc(*args)

@@ -371,3 +371,35 @@ def test_a_key_value_view_shows_what_a_peer_wrote_as_one_line_without_control_ch
     assert all(line.isprintable() for line in lines), lines
     assert [line.split(":")[0] for line in lines] == ["state", "error", "peers"], lines
     assert "go away state: done" in lines[1] and lines[2].endswith("a[31m, b c"), lines
+
+
+class _Functions(BaseHTTPRequestHandler):
+    """A node whose functions answered in a fraction of a millisecond, in a dozen and in exactly three."""
+
+    def do_GET(self) -> None:
+        row = {"module": "ab" * 32, "requests": 9, "errors": 0, "spend": 0, "spent_this_hour": 0, "spend_cap": None,
+               "on_market": False, "url": "http://127.0.0.1:1/fn/x/"}
+        found = [{**row, "name": name, "p50_ms": p50} for name, p50 in
+                 (("fast", 0.734), ("slow", 12.5), ("round", 3.0), ("idle", None))]
+        body = json.dumps({"functions": found}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_compute_functions_gives_every_p50_to_the_same_decimals() -> None:
+    node = ThreadingHTTPServer(("127.0.0.1", 0), _Functions)
+    threading.Thread(target=node.serve_forever, daemon=True).start()
+    try:
+        shown = xsc("compute", "functions", "--node", f"http://127.0.0.1:{node.server_address[1]}",
+                    env={"XSC_TOKEN": "t", "COLUMNS": "200"})
+    finally:
+        node.shutdown()
+    assert shown.exit_code == 0, shown.output
+    p50 = {line.split()[0]: line.split()[4] for line in shown.stdout.splitlines()[1:]}
+    assert p50 == {"fast": "0.73", "slow": "12.50", "round": "3.00", "idle": "-"}, shown.stdout

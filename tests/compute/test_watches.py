@@ -245,6 +245,31 @@ async def test_the_objects_a_watch_writes_from_one_job_keep_its_file_while_one_o
     assert shared not in {f["capability"] for f in listed["files"]}
 
 
+async def test_a_watch_whose_job_stores_nothing_says_it_ran_and_wrote_nothing(node_factory) -> None:
+    """sha256 prints its answer: without stdout_to_store its job stores no file, and its datum writes no object."""
+    node = await node_factory("silent")
+    sha = await deploy(node, "sha256", wasi=True)
+    for bucket in ("raw", "out"):
+        await _call(node, "PUT", f"/v1/s3/buckets/{bucket}")
+    await _put_object(node, "raw", "in/x", b"x")
+    await _call(node, "POST", "/v1/compute/watches", {"name": "w", "spec": {"module": sha, "argv": ["/in/data"]},
+                                                     "on": "s3://raw/in/", "to": "s3://out/w/"})
+    watch = await eventually_async(lambda: _ran(node), "the datum run", 60)
+    run = watch["last_run"]
+    assert (run["input"], run["state"], run["objects"]) == ("in/x", "done", []), watch
+    assert (await _call(node, "GET", f"/v1/compute/jobs/{run['job']}"))["state"] == "done"
+    assert await _keys(node, "out", "") == []
+    text = ok(await asyncio.to_thread(xsc_in_process, "--node", str(node.make_url("")), "compute", "watches",
+                                      env={"XSC_TOKEN": node.app[TOKEN], "COLUMNS": "300"}))
+    assert f"in/x done by job {run['job']}, wrote nothing (its job left no file in /out and stored no stdout; " \
+           "stdout_to_store = true stores it)" in text, text
+
+
+async def _ran(node) -> dict | None:
+    watch = (await _watches(node))["w"]
+    return watch if watch["runs"] else None
+
+
 class _Recording:
     """An event loop as the watches' wake-ups see it: each one recorded, then scheduled on the real loop."""
 

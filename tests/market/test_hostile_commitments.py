@@ -46,6 +46,17 @@ def test_no_integer_of_a_commitment_is_past_what_a_json_reader_holds_exactly(whe
     assert parse_commitment(hostile_commitment(stranger, where, 2**53 - 1, VICTIM.id))
 
 
+def test_a_field_named_to_forge_a_log_line_is_refused_in_one_printable_line() -> None:
+    """The refusal names the field as the stranger spelt it, and the node logs it (market/replication.py): its line
+    break and escape sequence forge no line of the node's log."""
+    fields = {**honest_commitment(Identity.generate(), VICTIM.id), "\x1b[2J\nINFO xsc.market: trusted " + "x" * 300: 1}
+    with pytest.raises(InvalidMarketCommitment) as err:
+        parse_commitment(fields, now_ms=now_ms())
+    said = err.value.message
+    assert said.isprintable() and said.startswith("invalid market commitment: [2J INFO xsc.market: trusted x"), said
+    assert said.endswith("…: Extra inputs are not permitted"), said
+
+
 def _slot(fields: dict, **changes) -> dict:
     ask = fields["asks"][0]
     return {**fields, "asks": [{**ask, "slot": {k: v for k, v in {**ask["slot"], **changes}.items() if v != "-"}}]}

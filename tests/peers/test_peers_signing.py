@@ -153,6 +153,18 @@ def test_the_newest_descriptor_wins_in_any_order(stamps: list[int]) -> None:
     assert winners[0] == winners[1] and winners[0].timestamp == max(stamps)
 
 
+def test_a_challenge_answer_naming_another_node_is_quoted_on_one_line_without_control_characters() -> None:
+    """What the node at a URL says it is reaches the probe's error, the health status and the log: its escape
+    sequences and line breaks forge no line there."""
+    nonce = new_nonce()
+    forged = "\x1b[2J\nINFO xsc.peers: quarantined node " + "f" * 64 + "\r\u202e"
+    with pytest.raises(ChallengeFailed) as failed:
+        check_answer({**answer(BOB, nonce, ALICE.id), "node": forged}, nonce=nonce, prober=ALICE.id, responder=BOB.id)
+    said = failed.value.message
+    assert said.isprintable() and said.startswith("the node at this URL is [2J INFO xsc.peers: quarantined node "), said
+    assert said.endswith(f"…, not {BOB.id}"), said
+
+
 def test_a_challenge_answer_proves_the_responder_key_for_this_nonce_and_prober() -> None:
     nonce = new_nonce()
     reply = answer(BOB, nonce, ALICE.id)

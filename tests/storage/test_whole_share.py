@@ -168,6 +168,19 @@ async def test_an_answer_that_is_not_one_for_each_share_fails_each_share(body) -
         await _whole(holder, f)
 
 
+async def test_a_holders_refusal_of_a_share_is_quoted_on_one_line_without_control_characters() -> None:
+    """A holder's refusal of one share of several reaches the put's error and the log: its escape sequences and line
+    breaks forge no line there, and its length is bounded, as any peer's refusal is (xsc/errors.py: shown)."""
+    refusal = {"code": "\x1b[31mquota-exceeded\n" + "q" * 500, "status": 507,
+               "detail": "\x1b]0;owned\x07no room\nERROR xsc.storage: node " + "e" * 64 + " is lying" + "x" * 1000}
+    holder = RemoteHolder(_Answering({"shares": [refusal]}), "b" * 64, "https://127.0.0.1:9", DEAL_PRICE)
+    with pytest.raises(PeerRefused) as refused:
+        await _whole(holder, EncodedFile(1000))
+    said, code = refused.value.message, refused.value.details["peer_code"]
+    assert said.isprintable() and "]0;ownedno room ERROR xsc.storage: node" in said and said.endswith("…"), said
+    assert code.isprintable() and code.startswith("[31mquota-exceeded q") and len(code) == 100, code
+
+
 async def test_lanes_to_holders_are_bounded_and_one_in_use_is_never_dropped(monkeypatch) -> None:
     """A lane per holder met (whoever the matching, a placement or a stranger's records name): past MOST_HOLDERS the
     least recently used idle ones go, never one with a body in flight or waiting, nor whole shares on their way."""

@@ -285,6 +285,29 @@ def test_a_repair_that_fails_once_its_lines_began_shows_how_far_it_got_then_the_
     dash.unroute("**/v1/store/files/*/repair")
 
 
+def test_a_repair_going_on_leaves_the_page_the_user_opened_meanwhile_alone(net, dash) -> None:
+    """The files page redraws a file's run four times a second to show how long it has gone; on another page that
+    timer draws nothing (a redraw there would throw away what the user was doing on it)."""
+    held = []  # the repair's answer, held until the test has looked at the other page
+    dash.route("**/v1/store/files/*/repair", lambda route: held.append(route))
+    show(dash, "files")
+    dash.evaluate(COUNT_TIMER_DRAWS)
+    dash.locator(f"tr[data-cap='{net['files'][1]}'] button", has_text="Repair").click()
+    dash.wait_for_selector("[data-k=progress]")
+    show(dash, "ledger")
+    dash.evaluate("window.__ticks = 0; window.__drawnByTimer = 0")
+    dash.wait_for_function("() => window.__ticks >= 4")
+    assert dash.evaluate("window.__drawnByTimer") == 0
+    show(dash, "files")  # the run still going, drawn again from the page's state
+    assert figure(dash, "progress").startswith("repair running… ")
+    lines = [{"progress": {"stage": "check", "done": 8, "total": 8}}, {"problem": {
+        "status": 503, "code": "not-enough-shares", "detail": "only 2 of the 3 shares could be read", "hint": "none"}}]
+    held[0].fulfill(status=200, content_type="application/x-ndjson",
+                    body="".join(json.dumps(line) + "\n" for line in lines))
+    dash.wait_for_selector("[data-k=action-error]")
+    dash.unroute("**/v1/store/files/*/repair")
+
+
 def test_check_all_while_another_run_over_every_file_goes_says_so_and_starts_nothing(net, browser) -> None:
     """The node refuses a second run over every file (`xsc store verify --all` going: tests/storage/test_deep_check.py)
     with a 409 before any line, served to the page as the node would."""
@@ -318,6 +341,20 @@ new MutationObserver(() => {
     if (window.__progress[window.__progress.length - 1] !== el.textContent) window.__progress.push(el.textContent);
   }
 }).observe(document.body, {childList: true, subtree: true, characterData: true});"""
+
+# Counts the ticks of the page's timers and what each tick changed in the page's main part.
+COUNT_TIMER_DRAWS = """() => {
+  const seen = new MutationObserver(() => {});
+  seen.observe(document.querySelector('#main'), {childList: true, subtree: true, characterData: true});
+  window.__ticks = 0; window.__drawnByTimer = 0;
+  const plain = window.setInterval;
+  window.setInterval = (fn, ms, ...args) => plain(() => {
+    seen.takeRecords();
+    fn();
+    window.__ticks++;
+    window.__drawnByTimer += seen.takeRecords().length;
+  }, ms, ...args);
+}"""
 
 # Hands the page each line of a node's streamed answer in a read of its own, so that RECORD_PROGRESS sees what the page
 # draws for every line. A browser that reads a quick run's answer in one piece draws only its last line (a file's

@@ -79,10 +79,10 @@ def functions(obj, hosted: bool, as_json: bool) -> None:
     from ..units import format_credits
 
     # Amounts in credits, as the ledger's tables show them (--json: micro-credits, as --spend-cap takes them).
-    table([Col("name", keep=True), Col("module", keep=True, under=True), "requests", "errors", "p50 ms",
-           Col("credits spent", right=True), Col("this hour", right=True), Col("cap/hour", right=True),
-           Col("served at", keep=True, under=True)],
-          [(f["name"], f["module"], f["requests"], f["errors"], f["p50_ms"] or "-", format_credits(f["spend"]),
+    table([Col("name", keep=True), Col("module", keep=True, under=True), "requests", "errors",
+           Col("p50 ms", right=True), Col("credits spent", right=True), Col("this hour", right=True),
+           Col("cap/hour", right=True), Col("served at", keep=True, under=True)],
+          [(f["name"], f["module"], f["requests"], f["errors"], _ms(f["p50_ms"]), format_credits(f["spend"]),
             format_credits(f["spent_this_hour"]), format_credits(f["spend_cap"]) if f["spend_cap"] is not None else "-",
             _served_at(f))
            for f in found])
@@ -99,10 +99,15 @@ def _hosted(found: list[dict[str, Any]], as_json: bool) -> None:
     from ..units import format_credits
 
     # The owner's id whole, and the path that names it, on lines of their own under a narrow terminal's rows.
-    table([Col("owner", keep=True, under=True), Col("name", keep=True), "requests", "errors", "p50 ms",
+    table([Col("owner", keep=True, under=True), Col("name", keep=True), "requests", "errors", Col("p50 ms", right=True),
            Col("credits earned", right=True), Col("path", keep=True, under=True)],
-          [(f["owner"], f["name"], f["requests"], f["errors"], f["p50_ms"] or "-", format_credits(f["earned"]),
+          [(f["owner"], f["name"], f["requests"], f["errors"], _ms(f["p50_ms"]), format_credits(f["earned"]),
             f["path"]) for f in found])
+
+
+def _ms(value: float | None) -> str:
+    """A latency in every row to the same hundredth of a millisecond, so the column reads down its decimal points."""
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _served_at(function: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
@@ -75,6 +76,9 @@ def _stdin_source(stdin: str | None, no_stdin: bool) -> tuple[str | None, Binary
         return "-", sys.stdin.buffer
     if stdin.startswith("xsc:chk:"):
         return stdin, None
+    if not stdin:  # `--stdin "$FILE"` with FILE unset: not a file named ""
+        raise InvalidArgument("--stdin: an empty path names no file",
+                              hint="give a file, - for this command's stdin, a capability, or --no-stdin")
     try:
         return "-", open(stdin, "rb")
     except OSError as exc:
@@ -508,7 +512,8 @@ def watch(obj, name: str, target: str, on: str, to: str, mount: str, as_json: bo
 @json_option
 @click.pass_obj
 def watches(obj, as_json: bool) -> None:
-    """List the watches: what each watches and writes, its runs, skips, failures, spend and backlog."""
+    """List the watches: what each watches and writes, its runs, skips, failures, spend and backlog, and its last run
+    (when, its input and job, how it ended, how many objects it wrote)."""
     found = obj.client().request("GET", "/v1/compute/watches")["watches"]
     if as_json:
         emit_json({"watches": found})
@@ -520,7 +525,25 @@ def watches(obj, as_json: bool) -> None:
            "backlog"],
           [(w["name"], "s3://" + "/".join(w["on"]), "s3://" + "/".join(w["to"]), w["runs"], w["skips"],
             w["failures"], format_credits(w["spend"]), w["backlog"]) for w in found],
-          details=[w["last_error"] and f"last error: {w['last_error']}" for w in found])
+          details=[_watch_detail(w) for w in found])
+
+
+def _watch_detail(watch: dict[str, Any]) -> str | None:
+    """The watch's last run and last error: a job that stores nothing writes no object, and only this says it ran."""
+    said = []
+    run = watch.get("last_run")
+    if run:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(run["at"]))
+        what = f"last run {when} UTC: {run['input']} {run['state']}" + (f" by job {run['job']}" if run["job"] else "")
+        if run["state"] != "failed":
+            count = len(run["objects"])
+            what += (f", wrote {count} object{'s' if count != 1 else ''}" if count else
+                     ", wrote nothing (its job left no file in /out and stored no stdout; stdout_to_store = true "
+                     "stores it)")
+        said.append(what)
+    if watch["last_error"]:
+        said.append(f"last error: {watch['last_error']}")
+    return "; ".join(said) or None
 
 
 @click.command("unwatch")

@@ -115,9 +115,11 @@ class Watches:
         if existing is None and len(self.store.watches()) >= MAX_WATCHES:
             raise InvalidArgument(f"this node keeps at most {MAX_WATCHES} watches", hint="remove one first")
         watch = {"name": name, "spec": spec, "on": list(on), "to": list(to), "as": mount,
-                 "created": time.time(), "runs": 0, "skips": 0, "failures": 0, "spend": 0, "last_error": None}
+                 "created": time.time(), "runs": 0, "skips": 0, "failures": 0, "spend": 0, "last_error": None,
+                 "last_run": None}
         if existing is not None:  # its counters go on
-            watch.update({k: existing[k] for k in ("created", "runs", "skips", "failures", "spend")})
+            watch.update({k: existing[k] for k in ("created", "runs", "skips", "failures", "spend")},
+                         last_run=existing.get("last_run"))
         self.store.save_watch(watch)
         self._rewatch()
         self._backlog.pop(name, None)  # read again from its prefix until its next pass
@@ -199,7 +201,8 @@ class Watches:
                 job = await self.jobs.run(spec, fresh=True)
         except XscError as err:
             self._count(watch["name"], failures=1, last_error=f"{key}: {err.message}"[:300],
-                        spend=err.details.get("charged", 0) or 0)
+                        spend=err.details.get("charged", 0) or 0,
+                        last_run=_last_run(key, err.details.get("job"), "failed", []))
             log.warning("watch %s: %s failed: %s", watch["name"], key, err.message)
             return
         async with self._writing:  # datums run at once: which objects are taken is checked and changed by one
@@ -214,7 +217,8 @@ class Watches:
         taken = await in_pool(None, self._taken, to_bucket, targets, (previous or {}).get("objects", []), job["id"])
         if taken is not None:  # another datum's output ("a" writes a/x, "a/x" its stdout) or the user's object
             self._count(watch["name"], failures=1,
-                        last_error=f"{key}: its output would replace s3://{to_bucket}/{taken}, which it did not write")
+                        last_error=f"{key}: its output would replace s3://{to_bucket}/{taken}, which it did not write",
+                        last_run=_last_run(key, job["id"], "failed", []))
             log.warning("watch %s: %s would replace s3://%s/%s: not written", watch["name"], key, to_bucket, taken)
             return
         # Named before they are written, the datum not done (no hash: due whatever its input holds): a kill -9 while
@@ -235,7 +239,8 @@ class Watches:
             await self._collect(await in_pool(None, self.index.delete_many, to_bucket, stale))
         self.store.save_datum(watch["name"], key, {"datum": datum, "objects": written, "job": job["id"]})
         replayed = job.get("replayed", False)
-        self._count(watch["name"], runs=0 if replayed else 1, skips=1 if replayed else 0, spend=job["charged"])
+        self._count(watch["name"], runs=0 if replayed else 1, skips=1 if replayed else 0, spend=job["charged"],
+                    last_run=_last_run(key, job["id"], "replayed" if replayed else "done", written))
 
     def _taken(self, bucket: str, targets: list[str], ours: list[str], job_id: str) -> str | None:
         """The first of `targets` an object not written by this datum holds (this datum's: listed in its record, or
@@ -274,7 +279,7 @@ class Watches:
 
     # --- records -----------------------------------------------------------------------------
     def _count(self, name: str, *, runs: int = 0, skips: int = 0, failures: int = 0, spend: int = 0,
-               last_error: str | None = None) -> None:
+               last_error: str | None = None, last_run: dict[str, Any] | None = None) -> None:
         watch = self.store.watch(name)
         if watch is None:
             return
@@ -282,7 +287,15 @@ class Watches:
                      spend=watch["spend"] + spend)
         if last_error is not None:
             watch["last_error"] = last_error
+        if last_run is not None:
+            watch["last_run"] = last_run
         self.store.save_watch(watch)
+
+
+def _last_run(key: str, job: Any, state: str, objects: list[str]) -> dict[str, Any]:
+    """What the watch's latest datum came to: a job that stored nothing wrote no object, and says so here."""
+    return {"at": time.time(), "input": key, "job": job if isinstance(job, str) else None, "state": state,
+            "objects": objects}
 
 
 def _datum_spec(spec: dict[str, Any], mount: str, source: str) -> dict[str, Any]:

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import codec
-from ..errors import PeerError, PeerRefused, PeerUnreachable
+from ..errors import MAX_CODE, PeerError, PeerRefused, PeerUnreachable, shown
 from ..tasks import stop
-from .peer_client import MAX_CODE, EncodedJson, PeerClient, PeerResponse, shown
+from .peer_client import EncodedJson, PeerClient, PeerResponse
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-import unicodedata
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Sequence
@@ -31,7 +30,8 @@ from yarl import URL
 
 from ..codec import dumps, loads  # noqa: F401 - the one JSON reader and writer, for callers that import them here
 from ..config import https_url, is_loopback_host
-from ..errors import InvalidArgument, PeerError, PeerIdentityMismatch, PeerRefused, PeerUnreachable, connection_reason
+from ..errors import (MAX_CODE, InvalidArgument, PeerError, PeerIdentityMismatch, PeerRefused, PeerUnreachable,
+                      connection_reason, shown)
 from ..identity import Identity, channel_request, sign_request
 from . import congestion
 from . import tls as peer_tls
@@ -104,18 +104,6 @@ class PeerResponse:
             return loads(self.body)
         except ValueError:
             raise PeerRefused("a peer answered with a body that is not JSON") from None
-
-
-MAX_DETAIL = 300  # characters of a peer's refusal quoted in an error (its code: MAX_CODE)
-MAX_CODE = 100
-
-
-def shown(text: str, most: int = MAX_DETAIL) -> str:
-    """A stranger's text as an error shown to the user quotes it: on one line, without control or format characters
-    (a terminal escape, a newline faking a line of this node's own), at most `most` characters."""
-    text = " ".join("".join(" " if ch.isspace() else ch for ch in text
-                            if ch.isspace() or not unicodedata.category(ch).startswith("C")).split())
-    return text if len(text) <= most else text[:most - 1] + "…"
 
 
 def _refusal(url: str, method: str, path: str, status: int, body: bytes) -> PeerRefused:

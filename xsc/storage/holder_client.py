@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import PeerRefused
+from ..errors import MAX_CODE, PeerRefused, shown
 from .core.manifest import Manifest
 from .core.wire import (HOLDER_ANSWER, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES, META_ANSWER_MOST,
                         WHOLE_ANSWER, WHOLE_MAX_BLOCK, WHOLE_MAX_SHARES, WHOLE_PATH, WholeShare, audit_answer_bound,
@@ -167,8 +167,8 @@ class RemoteHolder:
                               "answer for each", url=self.url)
         return [answer if "share" in answer else
                 PeerRefused(f"peer {self.url} refused share {share.share} of {share.si.hex()}: "
-                            f"{str(answer.get('detail'))[:400]}", url=self.url, peer_status=answer.get("status"),
-                            peer_code=str(answer["code"]))
+                            f"{shown(str(answer.get('detail')))}", url=self.url, peer_status=answer.get("status"),
+                            peer_code=shown(str(answer["code"]), MAX_CODE))
                 for share, answer in zip(shares, answers)]
 
     async def put_segments(self, upload: str, first: int, blocks: list[bytes], *,

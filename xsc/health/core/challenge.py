@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ...errors import ChallengeFailed, InvalidArgument
+from ...errors import ChallengeFailed, InvalidArgument, shown
 from ...identity import Identity, parse_public_id, verify
 
 _TAG = b"XSC-CHALLENGE-1\n"
@@ -41,7 +41,7 @@ def check_answer(reply: Any, *, nonce: str, prober: str, responder: str) -> None
     if not isinstance(reply, dict) or not all(isinstance(reply.get(k), str) for k in ("node", "nonce", "signature")):
         raise ChallengeFailed("the challenge answer is malformed", node=responder)
     if reply["node"] != responder:
-        raise ChallengeFailed(f"the node at this URL is {reply['node'][:60]}, not {responder}", node=responder,
+        raise ChallengeFailed(f"the node at this URL is {shown(reply['node'], 60)}, not {responder}", node=responder,
                               hint="the peer's data dir (and so its key) changed, or another node took its URL")
     if reply["nonce"] != nonce:
         raise ChallengeFailed("the challenge answer is for another nonce", node=responder)

@@ -278,8 +278,12 @@ async function batchFiles(action) {
   }
   b.running = false;
   renderBatch();
-  rerender();
+  redrawFiles();
 }
+
+// A run goes on when the user opens another page: that page is left alone (its form, its focus), and the files
+// page is drawn from S.state.files when they come back.
+function redrawFiles() { if (S.page === 'files') rerender(); }
 
 function renderBatch() {
   const el = $('#batch'), st = S.state.files;
@@ -347,12 +351,12 @@ async function runFile(cap, action) {
   const st = S.state.files;
   st.open[cap] = true;
   const r = st.results[cap] = {action, running: true, started: Date.now(), report: (st.results[cap] || {}).report};
-  const tick = setInterval(() => rerender(), 250);
-  rerender();
+  const tick = setInterval(redrawFiles, 250);
+  redrawFiles();
   try {
     const path = `/v1/store/files/${encodeURIComponent(cap)}/${action}`;
     r.report = action === 'check' ? await api(path)
-      : await apiLines(path, 'POST', p => { r.progress = p; rerender(); });
+      : await apiLines(path, 'POST', p => { r.progress = p; redrawFiles(); });
     st.health[cap] = r.report.healthy ? 'healthy' : r.report.recoverable ? 'damaged' : 'lost';
     renderBatch();
   } catch (err) {
@@ -360,7 +364,7 @@ async function runFile(cap, action) {
   } finally {
     r.running = false;
     clearInterval(tick);
-    rerender();
+    redrawFiles();
   }
 }
 
