@@ -594,6 +594,38 @@ async def test_a_spend_cap_set_on_a_placed_function_ends_the_tab_that_could_spen
     assert (await _json(owner, "GET", "/v1/ledger/accounts/client"))["held"] == 0  # nothing held for a tab
 
 
+async def test_a_placed_function_whose_spend_cap_one_tab_holds_is_paid_once_that_tab_is_spent(node_factory):
+    provider = await _provider(node_factory, "provider")
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False}, node=FAST)
+    await peer_with_provider(owner, provider)
+    module = await deploy(owner, "cgi", wasi=True)
+    # So little fuel that a request's budget is its memory for its time, whatever price the market sets.
+    call = InvokeCall(module, "_start", [], 25_000, None, None, True)
+    budget = owner.app[NODE].compute.budget(call, provider.app[NODE].market.honoured_ask("compute"))
+    assert owner.app[NODE].compute.budget(call, 40) == budget
+    # A cap of one request's budget: the tab it is placed on holds all of it, so no next tab fits beside it.
+    await _json(owner, "POST", "/v1/compute/functions",
+                json={"name": "hello", "module": module, "on_market": True, "limits": {"fuel": 25_000},
+                      "spend_cap": budget})
+    listed = await _served_at(owner, "hello")
+    statuses = [(await _get(listed["url"]))[0] for _ in range(3)]
+    assert statuses[0] == 200 and 402 in statuses, statuses  # its one request's budget held, the tab is spent
+
+    # The spent tab is ended and paid, so what it ran counts in the hour; the cap then leaves less than a
+    # request's budget, and the owner's list says so with the command that raises it.
+    async def paid():
+        [found] = (await _json(owner, "GET", "/v1/compute/functions"))["functions"]
+        return found if found["spend"] > 0 and "spend cap" in found.get("not_placed", "") else None
+
+    found = await eventually_async(paid, "the spent tab paid and the function left unplaced", 30)
+    assert found["spent_this_hour"] == found["spend"], found
+    assert f"budget of {budget:,}" in found["not_placed"], found
+    assert f"xsc compute serve hello {module} ... --on-market --spend-cap {found['spend'] + budget}" \
+        in found["not_placed"], found
+    assert (await _get(listed["url"]))[0] == 404  # withdrawn from the provider
+    assert (await _json(owner, "GET", "/v1/ledger/accounts/client"))["held"] == 0  # nothing held for a tab
+
+
 async def test_a_function_no_provider_takes_logs_each_reason_once_and_its_list_says_the_latest(node_factory, caplog,
                                                                                           monkeypatch):
     caplog.set_level(logging.INFO, logger=placements.__name__)
