@@ -596,7 +596,8 @@ async def test_a_spend_cap_set_on_a_placed_function_ends_the_tab_that_could_spen
 
 async def test_a_placed_function_whose_spend_cap_one_tab_holds_is_paid_once_that_tab_is_spent(node_factory):
     provider = await _provider(node_factory, "provider")
-    owner = await node_factory("owner", **QUIET, market={"offer_compute": False}, node=FAST)
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False},
+                               node={"web_listen": f"127.0.0.1:{free_port()}", **FAST})
     await peer_with_provider(owner, provider)
     module = await deploy(owner, "cgi", wasi=True)
     # So little fuel that a request's budget is its memory for its time, whatever price the market sets.
@@ -623,6 +624,8 @@ async def test_a_placed_function_whose_spend_cap_one_tab_holds_is_paid_once_that
     assert f"xsc compute serve hello {module} ... --on-market --spend-cap {found['spend'] + budget}" \
         in found["not_placed"], found
     assert (await _get(listed["url"]))[0] == 404  # withdrawn from the provider
+    status, _, problem = await _get(f"http://{owner.app[NODE].config.node.web_listen}/fn/hello/")
+    assert status == 402 and b"spend-cap-reached" in problem, (status, problem)  # not "retry in a moment"
     assert (await _json(owner, "GET", "/v1/ledger/accounts/client"))["held"] == 0  # nothing held for a tab
 
 

@@ -939,8 +939,11 @@ class WebFunctions:
 
     def _elsewhere(self, served: Served, request: Request) -> Answer:
         """A request here for a function served on the market: sent to where its provider serves it (307: the
-        method and body go with it), or 503 while it is not placed."""
+        method and body go with it), or 503 while it is not placed (402 while its spend cap keeps it unplaced)."""
         url = self.placements.where(served.record["name"]).get("url")
+        if url is None and self.placements.capped(served.record["name"]):
+            raise SpendCapReached(f"this function's owner spends at most {served.record['spend_cap']:,} micro-credits "
+                                  "an hour on it, and that is spent", hint="retry within the hour")
         if url is None:
             raise FunctionUnavailable("this function is being placed on a provider", hint="retry in a moment")
         # the path as it was sent (decoded and encoded again, bytes that are not UTF-8 would be lost)

@@ -79,6 +79,7 @@ class Placements:
         self.interval, self.renew, self.lost_after = interval, RENEW * interval, LOST_AFTER * interval
         self._placed: dict[str, Placement] = {}
         self._unplaced: dict[str, str] = {}  # why the last try to place a function failed: its owner is told
+        self._capped: set[str] = set()  # functions not placed because their spend cap leaves too little
         # per function not placed, each reason logged and when: a round every `interval` repeats them all
         self._logged: dict[str, dict[str, float]] = {}
         self._wake = asyncio.Event()
@@ -107,6 +108,11 @@ class Placements:
             return {"not_placed": self._unplaced[name]} if name in self._unplaced else {}
         return {"url": placement.url, "provider": placement.provider, **placement.counters}
 
+    def capped(self, name: str) -> bool:
+        """Whether function `name` is not placed because its spend cap leaves less than a request's budget this
+        hour (its callers are told 402, not to retry in a moment)."""
+        return name in self._capped and name not in self._placed
+
     async def keep(self) -> None:
         """One round: every function on the market placed and its tab renewed; withdrawn ones taken off."""
         records = {r["name"]: r for r in self.store.functions() if r.get("on_market")}
@@ -114,6 +120,7 @@ class Placements:
             await self._withdraw(name, self._placed.pop(name))
         for name in [n for n in self._unplaced if n not in records]:
             del self._unplaced[name]
+        self._capped &= set(records)
         for name in [n for n in self._logged if n not in records]:
             del self._logged[name]
         await asyncio.gather(*(self._keep(record) for record in records.values()))
@@ -167,6 +174,7 @@ class Placements:
 
     async def _place(self, record: dict[str, Any], left_out: set[str]) -> None:
         name = record["name"]
+        self._capped.discard(name)
         over = self.paid.provider_terms.passing_over()  # as a call's provider is chosen (PaidCompute.invoke)
         tries, refusal = 0, None
         while tries < MAX_TRIES:
@@ -202,6 +210,8 @@ class Placements:
                 self._failed(name, logging.INFO if isinstance(err, SpendCapReached) else logging.WARNING, err,
                              f"not placed: {err.message}")
                 self._unplaced[name] = err.with_hint
+                if isinstance(err, SpendCapReached):
+                    self._capped.add(name)
                 return
 
     def _failed(self, name: str, level: int, err: XscError, message: str, provider: str = "") -> None:
@@ -223,7 +233,7 @@ class Placements:
         """The function placed on `provider` with a fresh authorization (dropped if the placement fails)."""
         auth = await self._authorize(record, provider, price)
         if auth is None:
-            raise self._capped(record, price)
+            raise self._cap_refusal(record, price)
         try:
             url = await self._send(record, provider, price, deal, auth)
         except BaseException as err:
@@ -231,7 +241,7 @@ class Placements:
             raise
         return Placement(provider, url, auth, price, placed_function(record))
 
-    def _capped(self, record: dict[str, Any], price: int) -> SpendCapReached:
+    def _cap_refusal(self, record: dict[str, Any], price: int) -> SpendCapReached:
         """Why a function is not placed while its spend cap leaves less than one request's budget, with the cap
         that would place it (a request's budget is its limits' worst case, mostly far more than it costs)."""
         name, cap = record["name"], record["spend_cap"]
