@@ -623,7 +623,8 @@ async def test_a_placed_function_whose_spend_cap_one_tab_holds_is_paid_once_that
     assert f"budget of {budget:,}" in found["not_placed"], found
     assert f"xsc compute serve hello {module} ... --on-market --spend-cap {found['spend'] + budget}" \
         in found["not_placed"], found
-    assert (await _get(listed["url"]))[0] == 404  # withdrawn from the provider
+    status, _, problem = await _get(listed["url"])
+    assert status == 404 and b"no function named 'hello' placed here by node " in problem, problem  # withdrawn from the provider
     status, _, problem = await _get(f"http://{owner.app[NODE].config.node.web_listen}/fn/hello/")
     assert status == 402 and b"spend-cap-reached" in problem, (status, problem)  # not "retry in a moment"
     assert (await _json(owner, "GET", "/v1/ledger/accounts/client"))["held"] == 0  # nothing held for a tab
