@@ -630,6 +630,26 @@ async def test_a_placed_function_whose_spend_cap_one_tab_holds_is_paid_once_that
     assert (await _json(owner, "GET", "/v1/ledger/accounts/client"))["held"] == 0  # nothing held for a tab
 
 
+async def test_a_placed_function_whose_spend_cap_one_tab_holds_is_served_again_with_its_changes(node_factory):
+    provider = await _provider(node_factory, "provider")
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False}, node=FAST)
+    await peer_with_provider(owner, provider)
+    module = await deploy(owner, "cgi", wasi=True)
+    call = InvokeCall(module, "_start", [], 25_000, None, None, True)
+    budget = owner.app[NODE].compute.budget(call, provider.app[NODE].market.honoured_ask("compute"))
+    function = {"name": "hello", "module": module, "on_market": True, "limits": {"fuel": 25_000},
+                "spend_cap": 2 * budget - 1}  # no next tab fits beside the one it is placed on
+    await _json(owner, "POST", "/v1/compute/functions", json=function)
+    listed = await _served_at(owner, "hello")
+    await _json(owner, "POST", "/v1/compute/functions", json={**function, "env": {"GREETING": "again"}})
+
+    async def changed():
+        status, _, body = await _get(listed["url"])
+        return status == 200 and b"GREETING=again" in body
+
+    await eventually_async(changed, "the provider to serve the function as it was served again", 30)
+
+
 async def test_a_function_no_provider_takes_logs_each_reason_once_and_its_list_says_the_latest(node_factory, caplog,
                                                                                           monkeypatch):
     caplog.set_level(logging.INFO, logger=placements.__name__)

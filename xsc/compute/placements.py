@@ -268,11 +268,13 @@ class Placements:
         if auth is None:
             # Its spend cap is held by this tab, so no next tab can be had beside it.  Left open, the tab would be
             # neither paid (its runs never counted in the hour, so the cap never leaves room) nor renewed until it
-            # expires, unpaid.  Once it cannot take another request, is half spent or half its life is gone, it
-            # is ended (withdrawn and paid) and the function placed again when the cap leaves a request's budget.
+            # expires, unpaid.  Once it cannot take another request, is half spent, half its life is gone or the
+            # function was served again with changes, it is ended (withdrawn and paid) and the function placed
+            # again when the cap leaves a request's budget.
             budget = self.paid.compute.budget(self._call(record), placement.price)
             if 2 * used >= placement.auth.cap or used + budget > placement.auth.cap \
-                    or time.monotonic() - placement.placed >= TAB_TTL / 2:
+                    or time.monotonic() - placement.placed >= TAB_TTL / 2 \
+                    or placed_function(record) != placement.function:
                 del self._placed[record["name"]]
                 await self._withdraw(record["name"], placement)
             return
