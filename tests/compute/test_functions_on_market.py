@@ -594,6 +594,62 @@ async def test_a_spend_cap_set_on_a_placed_function_ends_the_tab_that_could_spen
     assert (await _json(owner, "GET", "/v1/ledger/accounts/client"))["held"] == 0  # nothing held for a tab
 
 
+async def test_a_placed_function_whose_spend_cap_one_tab_holds_is_paid_once_that_tab_is_spent(node_factory):
+    provider = await _provider(node_factory, "provider")
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False},
+                               node={"web_listen": f"127.0.0.1:{free_port()}", **FAST})
+    await peer_with_provider(owner, provider)
+    module = await deploy(owner, "cgi", wasi=True)
+    # So little fuel that a request's budget is its memory for its time, whatever price the market sets.
+    call = InvokeCall(module, "_start", [], 25_000, None, None, True)
+    budget = owner.app[NODE].compute.budget(call, provider.app[NODE].market.honoured_ask("compute"))
+    assert owner.app[NODE].compute.budget(call, 40) == budget
+    # A cap of one request's budget: the tab it is placed on holds all of it, so no next tab fits beside it.
+    await _json(owner, "POST", "/v1/compute/functions",
+                json={"name": "hello", "module": module, "on_market": True, "limits": {"fuel": 25_000},
+                      "spend_cap": budget})
+    listed = await _served_at(owner, "hello")
+    statuses = [(await _get(listed["url"]))[0] for _ in range(3)]
+    assert statuses[0] == 200 and 402 in statuses, statuses  # its one request's budget held, the tab is spent
+
+    # The spent tab is ended and paid, so what it ran counts in the hour; the cap then leaves less than a
+    # request's budget, and the owner's list says so with the command that raises it.
+    async def paid():
+        [found] = (await _json(owner, "GET", "/v1/compute/functions"))["functions"]
+        return found if found["spend"] > 0 and "spend cap" in found.get("not_placed", "") else None
+
+    found = await eventually_async(paid, "the spent tab paid and the function left unplaced", 30)
+    assert found["spent_this_hour"] == found["spend"], found
+    assert f"budget of {budget:,}" in found["not_placed"], found
+    assert f"xsc compute serve hello {module} ... --on-market --spend-cap {found['spend'] + budget}" \
+        in found["not_placed"], found
+    status, _, problem = await _get(listed["url"])
+    assert status == 404 and b"no function named 'hello' placed here by node " in problem, problem  # withdrawn from the provider
+    status, _, problem = await _get(f"http://{owner.app[NODE].config.node.web_listen}/fn/hello/")
+    assert status == 402 and b"spend-cap-reached" in problem, (status, problem)  # not "retry in a moment"
+    assert (await _json(owner, "GET", "/v1/ledger/accounts/client"))["held"] == 0  # nothing held for a tab
+
+
+async def test_a_placed_function_whose_spend_cap_one_tab_holds_is_served_again_with_its_changes(node_factory):
+    provider = await _provider(node_factory, "provider")
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False}, node=FAST)
+    await peer_with_provider(owner, provider)
+    module = await deploy(owner, "cgi", wasi=True)
+    call = InvokeCall(module, "_start", [], 25_000, None, None, True)
+    budget = owner.app[NODE].compute.budget(call, provider.app[NODE].market.honoured_ask("compute"))
+    function = {"name": "hello", "module": module, "on_market": True, "limits": {"fuel": 25_000},
+                "spend_cap": 2 * budget - 1}  # no next tab fits beside the one it is placed on
+    await _json(owner, "POST", "/v1/compute/functions", json=function)
+    listed = await _served_at(owner, "hello")
+    await _json(owner, "POST", "/v1/compute/functions", json={**function, "env": {"GREETING": "again"}})
+
+    async def changed():
+        status, _, body = await _get(listed["url"])
+        return status == 200 and b"GREETING=again" in body
+
+    await eventually_async(changed, "the provider to serve the function as it was served again", 30)
+
+
 async def test_a_function_no_provider_takes_logs_each_reason_once_and_its_list_says_the_latest(node_factory, caplog,
                                                                                           monkeypatch):
     caplog.set_level(logging.INFO, logger=placements.__name__)

@@ -585,6 +585,30 @@ async def test_a_sender_cannot_forget_a_job_while_it_runs(node_factory, monkeypa
     assert line["reserved"] == 0 and provider.app[NODE].hosted_jobs.status() == {"hosted": 0}, line
 
 
+async def test_a_job_whose_provider_goes_away_while_it_runs_is_interrupted_and_names_its_rerun(node_factory,
+                                                                                               monkeypatch) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "spin", wasi=True)
+    real_run = sent_jobs.wire.run
+
+    async def cut_while_running(client, url, provider_id, job, timeout, most):
+        running = asyncio.ensure_future(real_run(client, url, provider_id, job, timeout=timeout, most=most))
+
+        async def spinning():
+            return (await (await provider.get("/v1/node/status")).json())["compute"]["running"] >= 1
+
+        await eventually_async(spinning, "the job running on the provider")
+        running.cancel()  # the connection to it cut, as when it is killed
+        raise PeerUnreachable(f"peer {url} is unreachable: the connection closed before the answer was complete")
+
+    monkeypatch.setattr(sent_jobs.wire, "run", cut_while_running)
+    status, problem = await run_job(gateway, {"module": module, "limits": {"timeout": 2}})
+    [job] = (await (await gateway.get("/v1/compute/jobs")).json())["jobs"]
+    assert status == 502 and problem["hint"] == f"run it again with: xsc compute rerun {job['id']}", problem
+    record = await (await gateway.get(f"/v1/compute/jobs/{job['id']}")).json()
+    assert record["state"] == "interrupted" and record["error_hint"] == problem["hint"], record  # not "refused"
+
+
 async def test_a_lineage_over_a_kept_record_in_no_shape_this_node_writes_ends_there(node_factory) -> None:
     gateway, _ = await network(node_factory)
     module = await deploy(gateway, "outputs", wasi=True)

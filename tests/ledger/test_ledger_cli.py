@@ -38,6 +38,9 @@ def _ok(result):
 def test_ledger_commands(cli_node):
     proc = cli_node()
     assert "0.000000 credits" in _ok(proc.xsc("ledger", "balance"))
+    # a provider's user sees where its node's earnings are
+    assert "(what this node earned: xsc ledger history node)" in _ok(proc.xsc("ledger", "history"))
+    assert "`node` (this node's account" in _ok(proc.xsc("ledger", "balance", "--help"))
     client, me, ids = _settle_through_the_api(proc, [1_250_000, 2_000_000, 5])
 
     out = _ok(proc.xsc("ledger", "balance"))

@@ -45,7 +45,11 @@ def ledger() -> None:
 @json_option
 @click.pass_obj
 def balance(obj, account: str, as_json: bool) -> None:
-    """Show an account's balance and how much more it can spend."""
+    """Show an account's balance and how much more it can spend.
+
+    ACCOUNT: `client` (your account, which pays for your puts, jobs and functions; the default), `node` (this
+    node's account, paid for the storage and compute it provides: what it earned), or an account id or a unique
+    prefix of one."""
     info = obj.client().request("GET", f"/v1/ledger/accounts/{quote(account, safe='')}")
     if info.get("low"):
         click.echo(f"xsc: warning: low balance: {format_credits(info['available'])} credits left to spend, below "
@@ -93,7 +97,8 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
         emit_json(entries)
         return
     if not entries:
-        click.echo(f"no entries yet for account {info['account']['account']}")
+        earned = " (what this node earned: xsc ledger history node)" if account == "client" else ""
+        click.echo(f"no entries yet for account {info['account']['account']}{earned}")
         return
     from .output import Col
 

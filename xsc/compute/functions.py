@@ -70,6 +70,7 @@ MAX_RESPONSE = 1 << 30  # bytes of stdout a function may answer (written to disk
 MAX_HEAD = 64 * 1024  # bytes of CGI headers
 CONCURRENCY = 8
 PLACED_DIR = ".placed"  # under work_dir: functions other nodes placed here (no function's name starts with '.')
+_NODE_ID = re.compile(r"[a-z2-7]{52}")  # a node id, as the first segment of a placed function's path
 HOUR_MINUTES = 60  # the spend cap's window: this minute and the 59 before it
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _ENV_NAME = re.compile(r"[A-Z0-9_]{1,100}")  # a request header passed to the function as HTTP_<NAME>
@@ -784,6 +785,10 @@ class WebFunctions:
             request = replace(request, path_info="/" + rest, raw_path_info="/" + raw_rest,
                               script_name=f"{request.script_name}/{raw_placed}")
         if served is None:
+            placed = request.path_info[1:].partition("/")[0]
+            if placed and _NODE_ID.fullmatch(name):
+                # a caller of a placed function (/fn/OWNER_ID/NAME/) gone from here is told of that function
+                raise NotFound(f"no function named {placed!r} placed here by node {name}")
             raise NotFound(f"no function named {name!r} here")
         record = served.record
         content_length = request.content_length
@@ -939,8 +944,11 @@ class WebFunctions:
 
     def _elsewhere(self, served: Served, request: Request) -> Answer:
         """A request here for a function served on the market: sent to where its provider serves it (307: the
-        method and body go with it), or 503 while it is not placed."""
+        method and body go with it), or 503 while it is not placed (402 while its spend cap keeps it unplaced)."""
         url = self.placements.where(served.record["name"]).get("url")
+        if url is None and self.placements.capped(served.record["name"]):
+            raise SpendCapReached(f"this function's owner spends at most {served.record['spend_cap']:,} micro-credits "
+                                  "an hour on it, and that is spent", hint="retry within the hour")
         if url is None:
             raise FunctionUnavailable("this function is being placed on a provider", hint="retry in a moment")
         # the path as it was sent (decoded and encoded again, bytes that are not UTF-8 would be lost)

@@ -52,7 +52,7 @@ from .paid import relayed, worst_case_refused
 from .service import ComputeService, InvokeCall
 from .hosted_jobs import PER_SENDER
 from .job_records import (CURSOR_BYTES, FORGET_AT_ONCE, REPLACING, UNFINISHED, JobOutputs, JobRecords, answer, ended,
-                          made, replacing, run_id)
+                          made, replacing, rerun_hint, run_id)
 from .job_sandbox import record_and_owe, remove_tree, run_program
 from .remote_answers import RemoteAnswers
 from .sent_jobs import Returned
@@ -220,6 +220,13 @@ class JobService:
         except XscError as err:
             for step in ("sent", "fetching", "replicating"):  # its answers or outputs never came: not paid
                 job.pop(step, None)
+            if job["state"] == "running" and isinstance(err, PeerUnreachable):
+                # its provider went away (stopped, the network cut) and no other took it: cut short, as by a stop
+                job.update(state="interrupted", error=f"its provider could not be reached: {err.message}",
+                           error_hint=rerun_hint(job))
+                self.records.save(jid, job)
+                raise PeerUnreachable(f"the job {jid} was cut short: {err.message}", hint=job["error_hint"],
+                                      **err.details) from err
             if job["state"] == "running":  # refused before it ran (the node busy, too little credit)
                 job.update(state="refused", error=err.message, **({"error_hint": err.hint} if err.hint else {}))
                 self.records.save(jid, job)

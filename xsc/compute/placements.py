@@ -79,6 +79,7 @@ class Placements:
         self.interval, self.renew, self.lost_after = interval, RENEW * interval, LOST_AFTER * interval
         self._placed: dict[str, Placement] = {}
         self._unplaced: dict[str, str] = {}  # why the last try to place a function failed: its owner is told
+        self._capped: set[str] = set()  # functions not placed because their spend cap leaves too little
         # per function not placed, each reason logged and when: a round every `interval` repeats them all
         self._logged: dict[str, dict[str, float]] = {}
         self._wake = asyncio.Event()
@@ -107,6 +108,11 @@ class Placements:
             return {"not_placed": self._unplaced[name]} if name in self._unplaced else {}
         return {"url": placement.url, "provider": placement.provider, **placement.counters}
 
+    def capped(self, name: str) -> bool:
+        """Whether function `name` is not placed because its spend cap leaves less than a request's budget this
+        hour (its callers are told 402, not to retry in a moment)."""
+        return name in self._capped and name not in self._placed
+
     async def keep(self) -> None:
         """One round: every function on the market placed and its tab renewed; withdrawn ones taken off."""
         records = {r["name"]: r for r in self.store.functions() if r.get("on_market")}
@@ -114,6 +120,7 @@ class Placements:
             await self._withdraw(name, self._placed.pop(name))
         for name in [n for n in self._unplaced if n not in records]:
             del self._unplaced[name]
+        self._capped &= set(records)
         for name in [n for n in self._logged if n not in records]:
             del self._logged[name]
         await asyncio.gather(*(self._keep(record) for record in records.values()))
@@ -150,9 +157,10 @@ class Placements:
             await self._place(record, set())
             return
         used = answer.get("tab", {}).get("total", 0) if isinstance(answer.get("tab"), dict) else 0
-        if time.monotonic() - placement.placed >= self.renew or (type(used) is int and 2 * used >= placement.auth.cap) \
+        used = used if type(used) is int else 0
+        if time.monotonic() - placement.placed >= self.renew or 2 * used >= placement.auth.cap \
                 or placed_function(record) != placement.function:
-            await self._renew(record, placement)
+            await self._renew(record, placement, used)
 
     def _reported(self, name: str, placement: Placement, tab: Any) -> None:
         """What the provider says its current tab's requests cost, taken into the tab's tally (the most its
@@ -166,6 +174,7 @@ class Placements:
 
     async def _place(self, record: dict[str, Any], left_out: set[str]) -> None:
         name = record["name"]
+        self._capped.discard(name)
         over = self.paid.provider_terms.passing_over()  # as a call's provider is chosen (PaidCompute.invoke)
         tries, refusal = 0, None
         while tries < MAX_TRIES:
@@ -200,7 +209,9 @@ class Placements:
                 # a spend cap spent is what its owner asked for: no warning
                 self._failed(name, logging.INFO if isinstance(err, SpendCapReached) else logging.WARNING, err,
                              f"not placed: {err.message}")
-                self._unplaced[name] = err.message
+                self._unplaced[name] = err.with_hint
+                if isinstance(err, SpendCapReached):
+                    self._capped.add(name)
                 return
 
     def _failed(self, name: str, level: int, err: XscError, message: str, provider: str = "") -> None:
@@ -222,14 +233,26 @@ class Placements:
         """The function placed on `provider` with a fresh authorization (dropped if the placement fails)."""
         auth = await self._authorize(record, provider, price)
         if auth is None:
-            raise SpendCapReached("its spend cap leaves less than one request's budget this hour",
-                                  hint="raise it: xsc compute serve NAME MODULE --on-market --spend-cap N")
+            raise self._cap_refusal(record, price)
         try:
             url = await self._send(record, provider, price, deal, auth)
         except BaseException as err:
             await self._unsent(auth, err)
             raise
         return Placement(provider, url, auth, price, placed_function(record))
+
+    def _cap_refusal(self, record: dict[str, Any], price: int) -> SpendCapReached:
+        """Why a function is not placed while its spend cap leaves less than one request's budget, with the cap
+        that would place it (a request's budget is its limits' worst case, mostly far more than it costs)."""
+        name, cap = record["name"], record["spend_cap"]
+        budget = self.paid.compute.budget(self._call(record), price)
+        left = self.left_this_hour(name) or 0
+        return SpendCapReached(
+            f"its spend cap leaves {left:,} micro-credits this hour, less than one request's budget of {budget:,} "
+            f"(the most a request within its fuel, memory and time limits may cost)",
+            hint=f"serve it again, with its other options as before, under a cap of at least {cap - left + budget} "
+                 f"or with a lower --fuel, --memory or --timeout: xsc compute serve {name} {record['module']} ... "
+                 f"--on-market --spend-cap {cap - left + budget}", budget=budget, left=left)
 
     async def _unsent(self, auth: Authorization, err: BaseException) -> None:
         """An authorization whose placement failed: dropped if the provider refused it (nothing can run under
@@ -240,10 +263,21 @@ class Placements:
         else:
             self._let_go(auth)
 
-    async def _renew(self, record: dict[str, Any], placement: Placement) -> None:
+    async def _renew(self, record: dict[str, Any], placement: Placement, used: int) -> None:
         auth = await self._authorize(record, placement.provider, placement.price)
         if auth is None:
-            return  # its spend cap is reached: the provider answers 402 once the current tab is spent
+            # Its spend cap is held by this tab, so no next tab can be had beside it.  Left open, the tab would be
+            # neither paid (its runs never counted in the hour, so the cap never leaves room) nor renewed until it
+            # expires, unpaid.  Once it cannot take another request, is half spent, half its life is gone or the
+            # function was served again with changes, it is ended (withdrawn and paid) and the function placed
+            # again when the cap leaves a request's budget.
+            budget = self.paid.compute.budget(self._call(record), placement.price)
+            if 2 * used >= placement.auth.cap or used + budget > placement.auth.cap \
+                    or time.monotonic() - placement.placed >= TAB_TTL / 2 \
+                    or placed_function(record) != placement.function:
+                del self._placed[record["name"]]
+                await self._withdraw(record["name"], placement)
+            return
         try:
             await self._send(record, placement.provider, placement.price, {"provider": placement.provider,
                                                                             "price": placement.price}, auth)
