@@ -301,6 +301,43 @@ async def test_a_tab_opened_as_the_gateway_stopped_with_no_tally_yet_is_dropped_
     assert node.ledger.holding() == {}
 
 
+async def test_a_placed_functions_tab_left_pending_by_a_node_that_kept_it_no_tally_is_paid_not_dropped(
+        node_factory, monkeypatch) -> None:
+    # Data a node wrote while it kept no tally of placed functions' tabs (no TABS_TALLIED mark): a function tab
+    # pending with none was shown, its function served under it.  The start takes it as it was then (held to its
+    # cap, on disk from now on), not as a tab opened as the node stopped: its provider is paid what it ran.
+    gateway, provider, _, budget = await _pair(node_factory, 100)
+    credit_limit = gateway.app[NODE].config.ledger.credit_limit
+    before = _balances(gateway, provider)
+    payments = gateway.app[NODE].paid.payments
+    auth = await payments.authorize(provider.app[NODE].peers.identity.id, TAB_CALLS * budget,
+                                     function_job(gateway.app[NODE].peers.identity.id, "f"), ttl=3600)
+    payments.keep_off(auth.id)  # (as a placed function's tab in use)
+    data_dir = gateway.app[CONFIG].data_dir
+    await close_node(gateway)
+    db = open_database(data_dir / DB_DIR)
+    try:
+        db.delete(keys.TABS_TALLIED, sync=True)
+    finally:
+        db.close()
+    provider_tabs, ran = provider.app[NODE].paid.provider_tabs, 3 * budget // 4
+
+    async def countersign_what_ran(auth, sender=None, closer=None):
+        receipt = await provider.app[NODE].ledger.countersign(provider_tabs.node, auth, ran,
+                                                              {"fuel": 0, "invokes": 1}, verified=True)
+        return receipt, True
+
+    monkeypatch.setattr(provider_tabs, "close_once", countersign_what_ran)
+    gateway = await _gateway(node_factory, credit_limit)
+    node = gateway.app[NODE]
+    await eventually_async(lambda: auth.id not in {a.id for a in node.ledger.pending()},
+                           "the tab paid by the payment retry", 30)
+    assert _balances(gateway, provider) == (before[0] - ran, before[1] + ran)
+    assert node.ledger.holding() == {} and node.paid.gateway_tabs.tallies() == 0
+    for each in (gateway, provider):
+        await verified(each)
+
+
 @pytest.mark.parametrize("inflated, lost_answer", [(False, False), (True, False), (False, True)],
                          ids=["honest", "inflated", "a call ran whose answer never came"])
 async def test_a_tab_a_gateway_left_open_when_killed_is_paid_no_more_than_its_tally_at_the_start(
