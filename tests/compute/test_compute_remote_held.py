@@ -384,7 +384,8 @@ async def test_a_tab_a_gateway_left_open_when_killed_is_paid_no_more_than_its_ta
 async def test_a_tab_whose_tally_on_disk_is_unreadable_does_not_stop_the_start_and_is_held_to_its_cap(
         node_factory, monkeypatch) -> None:
     # A tally cut short on disk (a disk's fault): the gateway starts all the same, and the tab is held to the cap
-    # its payer signed, as one with no tally; the provider's honest receipt is paid.
+    # its payer signed, at that start and the next (not taken then for a tab never shown, and dropped); the
+    # provider's honest receipt is paid.
     gateway, provider, module, budget = await _pair(node_factory, 100)
     credit_limit = gateway.app[NODE].config.ledger.credit_limit
     before = _balances(gateway, provider)
@@ -399,10 +400,22 @@ async def test_a_tab_whose_tally_on_disk_is_unreadable_does_not_stop_the_start_a
         db.put(keys.tab_tally(tab.id), b"\x00" * 5, sync=True)
     finally:
         db.close()
+    provider_tabs, tried = provider.app[NODE].paid.provider_tabs, []
+    close_once = provider_tabs.close_once
+
+    async def busy(auth, sender=None, closer=None):
+        tried.append(auth.id)
+        raise Conflict("1 calls are still running under this tab", hint="close it in a moment")
+
+    monkeypatch.setattr(provider_tabs, "close_once", busy)
+    gateway = await _gateway(node_factory, credit_limit)
+    await eventually_async(lambda: tried, "the start's payment retry to try closing the tab", 30)
+    await close_node(gateway)
+    monkeypatch.setattr(provider_tabs, "close_once", close_once)
     gateway = await _gateway(node_factory, credit_limit)
     node = gateway.app[NODE]
     await eventually_async(lambda: tab.id not in {a.id for a in node.ledger.pending()},
-                           "the tab left open paid at the start", 30)
+                           "the tab left open paid at the next start", 30)
     metered = sum(body["charge"] for _, body in answers)
     assert tuple(after - was for after, was in zip(_balances(gateway, provider), before)) == (-metered, metered)
     assert node.ledger.holding() == {} and node.paid.gateway_tabs.tallies() == 0

@@ -402,12 +402,16 @@ class GatewayTabs:
         value = self.db.get(keys.tab_tally(auth.id))
         if value is None:
             return None
-        # A start must not fail on an unreadable one: the tab is then held to its cap, as without one.
+        # A start must not fail on an unreadable one: the tab is then held to its cap, written as its tally (gone, the
+        # next start would take the tab for one never shown and drop it, its provider unpaid for what ran).
         if len(value) not in (_TALLY.size, _REPORTED.size):
             log.error("the tally of tab %s is unreadable (%d bytes): it is paid up to its cap", auth.id.hex(),
                       len(value))
-            self._forget_tally(auth.id)
-            return None
+            value = _REPORTED.pack(auth.cap, 0, 0, 0, 1)
+            try:
+                self.db.put(keys.tab_tally(auth.id), value)
+            except (DatabaseError, OSError) as exc:
+                log.warning("writing the tally of tab %s failed (%s): the next start drops it", auth.id.hex(), exc)
         if len(value) == _REPORTED.size:
             metered, _, count, _, per_request = _REPORTED.unpack(value)
             # Its provider may still be serving requests under it, each up to its budget: its cap stays held.
