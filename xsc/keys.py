@@ -167,6 +167,9 @@ _TAB_RUNS = b"c/t/"  # + authorization id (32) + provenance id (16) -> amount (8
 # + authorization id (32) -> this node's tally of its tab with a provider, until the tab is paid or dropped: what the
 # answers owe (8), the budgets of calls in flight or whose answer was lost (8), and how many of each (4, 4)
 _TAB_TALLY = b"c/y/"
+# -> b"": every tab this node shows a provider has a tally from before it is shown, placed functions' too: a pending tab
+# with none was never shown (compute/remote_tabs.py, GatewayTabs.start)
+_TABS_TALLIED = b"c/yt"
 _PROVENANCE_HEAD = b"c/h/"  # + module hash -> id (16) of the module's newest provenance record on this node
 _UNSIGNED = b"c/q/"  # + provenance id -> b"": its record is durable and awaits its batch signature (compute/journal.py)
 _JOB = b"c/j/"  # + user public key (32) + job id (32) -> the job's record (JSON; compute/jobs.py)
@@ -238,6 +241,7 @@ def tab_tally(authorization_id: bytes) -> bytes:
 
 
 TAB_TALLIES = _TAB_TALLY
+TABS_TALLIED = _TABS_TALLIED
 
 
 def job(user: bytes, job_id: bytes) -> bytes:

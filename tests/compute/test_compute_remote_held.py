@@ -301,6 +301,43 @@ async def test_a_tab_opened_as_the_gateway_stopped_with_no_tally_yet_is_dropped_
     assert node.ledger.holding() == {}
 
 
+async def test_a_placed_functions_tab_left_pending_by_a_node_that_kept_it_no_tally_is_paid_not_dropped(
+        node_factory, monkeypatch) -> None:
+    # Data a node wrote while it kept no tally of placed functions' tabs (no TABS_TALLIED mark): a function tab
+    # pending with none was shown, its function served under it.  The start takes it as it was then (held to its
+    # cap, on disk from now on), not as a tab opened as the node stopped: its provider is paid what it ran.
+    gateway, provider, _, budget = await _pair(node_factory, 100)
+    credit_limit = gateway.app[NODE].config.ledger.credit_limit
+    before = _balances(gateway, provider)
+    payments = gateway.app[NODE].paid.payments
+    auth = await payments.authorize(provider.app[NODE].peers.identity.id, TAB_CALLS * budget,
+                                     function_job(gateway.app[NODE].peers.identity.id, "f"), ttl=3600)
+    payments.keep_off(auth.id)  # (as a placed function's tab in use)
+    data_dir = gateway.app[CONFIG].data_dir
+    await close_node(gateway)
+    db = open_database(data_dir / DB_DIR)
+    try:
+        db.delete(keys.TABS_TALLIED, sync=True)
+    finally:
+        db.close()
+    provider_tabs, ran = provider.app[NODE].paid.provider_tabs, 3 * budget // 4
+
+    async def countersign_what_ran(auth, sender=None, closer=None):
+        receipt = await provider.app[NODE].ledger.countersign(provider_tabs.node, auth, ran,
+                                                              {"fuel": 0, "invokes": 1}, verified=True)
+        return receipt, True
+
+    monkeypatch.setattr(provider_tabs, "close_once", countersign_what_ran)
+    gateway = await _gateway(node_factory, credit_limit)
+    node = gateway.app[NODE]
+    await eventually_async(lambda: auth.id not in {a.id for a in node.ledger.pending()},
+                           "the tab paid by the payment retry", 30)
+    assert _balances(gateway, provider) == (before[0] - ran, before[1] + ran)
+    assert node.ledger.holding() == {} and node.paid.gateway_tabs.tallies() == 0
+    for each in (gateway, provider):
+        await verified(each)
+
+
 @pytest.mark.parametrize("inflated, lost_answer", [(False, False), (True, False), (False, True)],
                          ids=["honest", "inflated", "a call ran whose answer never came"])
 async def test_a_tab_a_gateway_left_open_when_killed_is_paid_no_more_than_its_tally_at_the_start(
@@ -347,7 +384,8 @@ async def test_a_tab_a_gateway_left_open_when_killed_is_paid_no_more_than_its_ta
 async def test_a_tab_whose_tally_on_disk_is_unreadable_does_not_stop_the_start_and_is_held_to_its_cap(
         node_factory, monkeypatch) -> None:
     # A tally cut short on disk (a disk's fault): the gateway starts all the same, and the tab is held to the cap
-    # its payer signed, as one with no tally; the provider's honest receipt is paid.
+    # its payer signed, at that start and the next (not taken then for a tab never shown, and dropped); the
+    # provider's honest receipt is paid.
     gateway, provider, module, budget = await _pair(node_factory, 100)
     credit_limit = gateway.app[NODE].config.ledger.credit_limit
     before = _balances(gateway, provider)
@@ -362,10 +400,22 @@ async def test_a_tab_whose_tally_on_disk_is_unreadable_does_not_stop_the_start_a
         db.put(keys.tab_tally(tab.id), b"\x00" * 5, sync=True)
     finally:
         db.close()
+    provider_tabs, tried = provider.app[NODE].paid.provider_tabs, []
+    close_once = provider_tabs.close_once
+
+    async def busy(auth, sender=None, closer=None):
+        tried.append(auth.id)
+        raise Conflict("1 calls are still running under this tab", hint="close it in a moment")
+
+    monkeypatch.setattr(provider_tabs, "close_once", busy)
+    gateway = await _gateway(node_factory, credit_limit)
+    await eventually_async(lambda: tried, "the start's payment retry to try closing the tab", 30)
+    await close_node(gateway)
+    monkeypatch.setattr(provider_tabs, "close_once", close_once)
     gateway = await _gateway(node_factory, credit_limit)
     node = gateway.app[NODE]
     await eventually_async(lambda: tab.id not in {a.id for a in node.ledger.pending()},
-                           "the tab left open paid at the start", 30)
+                           "the tab left open paid at the next start", 30)
     metered = sum(body["charge"] for _, body in answers)
     assert tuple(after - was for after, was in zip(_balances(gateway, provider), before)) == (-metered, metered)
     assert node.ledger.holding() == {} and node.paid.gateway_tabs.tallies() == 0

@@ -31,7 +31,8 @@ chain, both chains verify).
 The tally is on the gateway's disk too (`c/y/<auth>`), from the tab's opening (a synced write, before the
 authorization is shown to anyone) until the tab is paid or dropped, so a restart pays what was used and no more:
 the calls in flight when the gateway stopped count as lost ones (they may have run), and a tab with no tally was
-never shown to anyone and is dropped (`start`).  From the start on, the tab
+never shown to anyone and is dropped (`start`; a placed function's left by a node that kept them no tally
+was shown, and is held to its cap: `_tally_untracked`).  From the start on, the tab
 holds what its tally says it may still be paid, not the cap the ledger holds for any pending authorization
 (`_restored`).  It is written unsynced, once per loop turn in which it changed and before any call it counts is sent
 (`write_tallies`, the batcher's `before_send`): one small write per batch of calls, never an fsync.  A kill -9 loses
@@ -401,12 +402,16 @@ class GatewayTabs:
         value = self.db.get(keys.tab_tally(auth.id))
         if value is None:
             return None
-        # A start must not fail on an unreadable one: the tab is then held to its cap, as without one.
+        # A start must not fail on an unreadable one: the tab is then held to its cap, written as its tally (gone, the
+        # next start would take the tab for one never shown and drop it, its provider unpaid for what ran).
         if len(value) not in (_TALLY.size, _REPORTED.size):
             log.error("the tally of tab %s is unreadable (%d bytes): it is paid up to its cap", auth.id.hex(),
                       len(value))
-            self._forget_tally(auth.id)
-            return None
+            value = _REPORTED.pack(auth.cap, 0, 0, 0, 1)
+            try:
+                self.db.put(keys.tab_tally(auth.id), value)
+            except (DatabaseError, OSError) as exc:
+                log.warning("writing the tally of tab %s failed (%s): the next start drops it", auth.id.hex(), exc)
         if len(value) == _REPORTED.size:
             metered, _, count, _, per_request = _REPORTED.unpack(value)
             # Its provider may still be serving requests under it, each up to its budget: its cap stays held.
@@ -472,6 +477,7 @@ class GatewayTabs:
         pending = {auth.id: auth for auth in self.ledger.pending()}
         with self.db.iterator(prefix=keys.TAB_TALLIES, include_value=False) as it:
             ids = {key[len(keys.TAB_TALLIES):] for key in it}
+        ids |= self._tally_untracked(pending, ids)
         for auth_id in ids:
             if auth_id not in pending:
                 self._forget_tally(auth_id)
@@ -485,6 +491,20 @@ class GatewayTabs:
         for auth in unshown:
             self.payments.keep_off(auth.id)
         self._task = asyncio.create_task(self._run(unshown), name="xsc-remote-tabs")
+
+    def _tally_untracked(self, pending: dict[bytes, Authorization], ids: set[bytes]) -> set[bytes]:
+        """On data a node wrote while it kept no tally of placed functions' tabs (none says TABS_TALLIED): each such
+        tab pending with no tally was shown, its function served under it, and is held to its cap as it was then.
+        That is written as its tally, with the mark, in one synced batch, so no start drops it as never shown; the
+        ids of those tabs."""
+        if self.db.get(keys.TABS_TALLIED) is not None:
+            return set()
+        shown = [a for a in pending.values() if a.job.startswith(JOB) and a.job != JOB and a.id not in ids]
+        with self.db.write_batch(sync=True) as batch:
+            for auth in shown:
+                batch.put(keys.tab_tally(auth.id), _REPORTED.pack(auth.cap, 0, 0, 0, 1))
+            batch.put(keys.TABS_TALLIED, b"")
+        return {auth.id for auth in shown}
 
     async def _run(self, unshown: list[Authorization]) -> None:
         for auth in unshown:
