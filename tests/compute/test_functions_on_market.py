@@ -15,6 +15,7 @@ from tests.support.compute import call_at_once, deploy, peer_with_provider
 from tests.support.jobs import QUIET, balances, verified
 from tests.support.nodes import close_node, free_port
 from tests.support.waiting import eventually_async
+from xsc import keys
 from xsc.compute import placements
 from xsc.compute.placed_functions import PER_OWNER, function_job, mount_price
 from xsc.compute.remote_tabs import TAB_METERS
@@ -26,7 +27,9 @@ from xsc.ledger.core.model import encode_authorization
 from xsc.net.compute import close_tab, push_module
 from xsc.net import functions as wire
 from xsc.net.functions import FUNCTION_ANSWER, FUNCTION_PATH, FUNCTIONS_PATH
+from xsc.db import open_database
 from xsc.node import IDENTITY
+from xsc.node.datadir import DB_DIR
 from xsc.node.appkeys import METRICS, NODE
 
 FAST = {"placement_interval": 0.25}  # a tab renewed every 3 s, a silent provider left after 1 s
@@ -433,6 +436,32 @@ async def test_placements_are_served_again_after_a_restart_unless_expired_withdr
     answer = await close_tab(node.client, again.app[NODE].peers.url, pid, encode_authorization(authorization).hex())
     receipt = check_receipt(pid, answer, authorization, meters=TAB_METERS)
     assert receipt.amount == sum(r["charge"] for r in runs) > 0
+
+
+async def test_a_placement_or_counters_unreadable_on_disk_are_dropped_and_the_provider_starts(node_factory):
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    node, pid, owner_id = owner.app[NODE], provider.app[IDENTITY].id, owner.app[IDENTITY].id
+    authorization = await node.payments.authorize(pid, 4 * _budget(provider, module, price),
+                                                  function_job(owner_id, "kept"), ttl=3600)
+    status, answer = await _place(owner, provider, {"function": {"name": "kept", "module": module},
+                                                    **_terms(provider, price, authorization)})
+    assert status == 201, answer
+    web_listen, data_dir = provider.app[NODE].config.node.web_listen, provider.app[NODE].config.data_dir
+    await provider.close()
+    db = open_database(data_dir / DB_DIR)
+    try:  # a disk's fault: rows cut short, and a name that is not UTF-8
+        unreadable = [keys.placed(owner_id, "cut"), keys.PLACED + owner_id.encode() + b"\0\xff\xfe",
+                      keys.placed_counts(owner_id, "kept"), keys.PLACED_COUNTS + b"\xff\0x"]
+        for key in unreadable:
+            db.put(key, b'{"function": {"na', sync=True)
+    finally:
+        db.close()
+    again = await node_factory("provider", **QUIET, node={"web_listen": web_listen, "web_rate_limit": 1000})
+    store, db = again.app[NODE].compute.store, again.app[NODE].db
+    assert [key for key, _ in store.placements()] == [(owner_id, "kept")] and store.placed_counts() == {}
+    assert all(db.get(key) is None for key in unreadable)  # dropped, not read again at each start
+    status, _, body = await _get(answer["url"] + "after")
+    assert status == 200 and "PATH_INFO=/after" in body.decode().splitlines(), (status, body[:300])
 
 
 async def test_a_placed_function_whose_owner_closed_its_tab_without_placing_the_next_is_withdrawn(node_factory):
