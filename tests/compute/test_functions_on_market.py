@@ -19,7 +19,7 @@ from xsc import keys
 from xsc.compute import placements
 from xsc.compute.placed_functions import PER_OWNER, function_job, mount_price
 from xsc.compute.remote_tabs import TAB_METERS
-from xsc.errors import FunctionUnavailable, PeerRefused, PeerUnreachable
+from xsc.errors import Conflict, FunctionUnavailable, PeerRefused, PeerUnreachable
 from xsc.compute.service import InvokeCall
 from xsc.ledger import price_budget
 from xsc.ledger.receipts import check_receipt
@@ -677,6 +677,40 @@ async def test_a_placed_function_whose_spend_cap_one_tab_holds_is_served_again_w
         return status == 200 and b"GREETING=again" in body
 
     await eventually_async(changed, "the provider to serve the function as it was served again", 30)
+
+
+async def test_a_placed_functions_next_tab_after_a_restart_of_its_owner_leaves_room_for_the_one_still_open(
+        node_factory, monkeypatch):
+    # The owner stops with its capped function's tab open; its provider will not close that tab yet.  Started again,
+    # the owner places the function on a next tab: what that one and the open one may be paid stay within the cap.
+    provider = await _provider(node_factory, "provider")
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
+    await peer_with_provider(owner, provider)
+    module = await deploy(owner, "cgi", wasi=True)
+    call = InvokeCall(module, "_start", [], 25_000, None, None, True)
+    budget = owner.app[NODE].compute.budget(call, provider.app[NODE].market.honoured_ask("compute"))
+    await _json(owner, "POST", "/v1/compute/functions",
+                json={"name": "hello", "module": module, "on_market": True, "limits": {"fuel": 25_000},
+                      "spend_cap": 20 * budget})
+    first = await _served_at(owner, "hello")
+    assert (await _get(first["url"]))[0] == 200
+    job = function_job(owner.app[IDENTITY].id, "hello")
+    (old,) = [a for a in owner.app[NODE].ledger.pending() if a.job == job]
+    assert old.cap == 16 * budget
+    await close_node(owner)
+
+    async def busy(auth, sender=None, closer=None):
+        raise Conflict("1 calls are still running under this tab", hint="close it in a moment")
+
+    monkeypatch.setattr(provider.app[NODE].paid.provider_tabs, "close_once", busy)
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
+    await peer_with_provider(owner, provider)
+    node = owner.app[NODE]
+    await _served_at(owner, "hello")
+    tabs = [a for a in node.ledger.pending() if a.job == job]
+    [found] = (await _json(owner, "GET", "/v1/compute/functions"))["functions"]
+    assert found["spent_this_hour"] == 0 and old.id in {a.id for a in tabs}, (found, tabs)
+    assert sorted(a.cap for a in tabs) == [4 * budget, 16 * budget], tabs  # the cap's rest, not 16 budgets more
 
 
 async def test_a_function_no_provider_takes_logs_each_reason_once_and_its_list_says_the_latest(node_factory, caplog,
