@@ -713,6 +713,33 @@ async def test_a_placed_functions_next_tab_after_a_restart_of_its_owner_leaves_r
     assert sorted(a.cap for a in tabs) == [4 * budget, 16 * budget], tabs  # the cap's rest, not 16 budgets more
 
 
+async def test_a_receipt_paid_for_a_placed_function_counts_in_its_hour_after_a_stop_right_after_the_payment(
+        node_factory, monkeypatch):
+    # The owner's node stops the moment a tab's receipt is paid, before anything else is written: started again,
+    # the function's hour holds what that receipt paid (else its cap would let it spend that much again).
+    provider = await _provider(node_factory, "provider")
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
+    await peer_with_provider(owner, provider)
+    module = await deploy(owner, "cgi", wasi=True)
+    function = {"name": "hello", "module": module, "on_market": True, "spend_cap": 10**12}
+    await _json(owner, "POST", "/v1/compute/functions", json=function)
+    assert (await _get((await _served_at(owner, "hello"))["url"]))[0] == 200
+    await eventually_async(lambda: _runs(provider, owner.app[IDENTITY].id), "the request's run recorded")
+    node, paid = owner.app[NODE], []
+
+    async def stopped_here(*args):
+        paid.append(args[-1])  # (the receipt's amount) and nothing after the payment is done
+
+    monkeypatch.setattr(node.functions, "paid_for", stopped_here)
+    await _json(owner, "POST", "/v1/compute/functions", json={**function, "env": {"GREETING": "again"}})
+    await node.placements.keep()  # served again with changes: placed on a next tab, the first one paid
+    await eventually_async(lambda: paid, "the first tab paid")
+    await close_node(owner)
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
+    [found] = (await _json(owner, "GET", "/v1/compute/functions"))["functions"]
+    assert found["spent_this_hour"] == sum(paid) > 0, (found, paid)
+
+
 async def test_a_function_no_provider_takes_logs_each_reason_once_and_its_list_says_the_latest(node_factory, caplog,
                                                                                           monkeypatch):
     caplog.set_level(logging.INFO, logger=placements.__name__)

@@ -20,8 +20,8 @@ served `on_market` is kept placed:
 This node never sees the requests: what the provider's checks say its tab ran is taken into the tab's tally
 (remote_tabs.GatewayTabs.track, on disk from before the authorization is sent), and a receipt is paid only up to it,
 plus one request's budget for each request the receipt counts past the last report; above that nothing is paid.
-What each receipt pays (closed here, or by the payment retry) is counted in the function's spend
-(`WebFunctions.paid_for`); a spend cap bounds each authorization by what is left of the hour less the caps of the
+What each receipt pays (closed here, or by the payment retry) is counted in the function's spend, its row written in
+the payment's own batch (`WebFunctions.paying`, `paid_for`); a spend cap bounds each authorization by what is left of the hour less the caps of the
 function's tabs not paid yet (`_room`: a restart leaves them to the payment retry), so a provider answers 402 once the
 cap is reached; a cap set or lowered under what an open tab allows ends that tab.
 
@@ -71,12 +71,16 @@ class Placement:
 
 
 class Placements:
-    def __init__(self, *, paid: Any, store: Any, me: str, bid: int, on_paid: Callable[[str, int], Awaitable[None]],
+    def __init__(self, *, paid: Any, store: Any, me: str, bid: int,
+                 paying: Callable[[str, bytes, int], dict[bytes, bytes]],
+                 on_paid: Callable[[str, bytes, int], Awaitable[None]],
                  left_this_hour: Callable[[str], int | None], interval: float = INTERVAL) -> None:
         self.paid = paid  # xsc.compute.paid.PaidCompute: the market's deals, payments, the peers and the client
         self.store = store  # xsc.compute.store.ComputeStore: the owner's functions
         self.me, self.bid = me, bid
-        self.on_paid = on_paid  # (function name, micro-credits): a receipt paid for its requests
+        # (function name, authorization id, micro-credits): a receipt for its requests about to be paid, the rows
+        # that count it in the function's spend (written in the payment's batch); and once it is paid
+        self.paying, self.on_paid = paying, on_paid
         self.left_this_hour = left_this_hour  # (function name): what its spend cap leaves this hour, None: no cap
         self.interval, self.renew, self.lost_after = interval, RENEW * interval, LOST_AFTER * interval
         self._placed: dict[str, Placement] = {}
@@ -86,7 +90,8 @@ class Placements:
         self._logged: dict[str, dict[str, float]] = {}
         self._wake = asyncio.Event()
         self.moves = 0  # functions placed again elsewhere since start (status, tests)
-        paid.payments.add_closer(FUNCTION_JOBS, self._close_for_retry, paid=self._paid_by_retry)
+        paid.payments.add_closer(FUNCTION_JOBS, self._close_for_retry, paid=self._paid_by_retry,
+                                 rows=lambda auth, receipt: self.paying(_function(auth), auth.id, receipt.amount))
 
     def start(self) -> None:
         pass
@@ -368,7 +373,7 @@ class Placements:
                          provider, exc)
                 self.paid.payments.wake()
                 return
-        await self.on_paid(name, payment.receipt.amount)
+        await self.on_paid(name, auth.id, payment.receipt.amount)
 
     async def _close_for_retry(self, provider: str, url: str, auth: Authorization) -> Receipt:
         """The payment retry's close of a function's tab (a provider that went away, or one left open by a
@@ -381,7 +386,7 @@ class Placements:
         the tab or found the receipt the provider already held (the answer to this node's own close was lost):
         uncounted, the function's spend cap would let it spend that much again."""
         self.paid.gateway_tabs.settled(auth.id)
-        await self.on_paid(auth.job.rpartition(":")[2], receipt.amount)
+        await self.on_paid(_function(auth), auth.id, receipt.amount)
 
     def _let_go(self, auth: Authorization) -> None:
         """A tab this node no longer uses: the payment retry closes it (and pays what ran) when it can."""
@@ -405,6 +410,11 @@ class Placements:
 
     def _peer_url(self, provider: str) -> str:
         return self.paid.peers.peer(provider).url
+
+
+def _function(auth: Authorization) -> str:
+    """The name of the function a tab's authorization is for (its job: placed_functions.function_job)."""
+    return auth.job.rpartition(":")[2]
 
 
 def _counters(answer: dict[str, Any]) -> dict[str, Any]:

@@ -192,34 +192,40 @@ class ComputeStore:
     def remove_function(self, name: str) -> None:
         with self._db.write_batch(sync=True) as batch:
             batch.delete(keys.function(name))
-            with self._db.iterator(prefix=keys.function_spends(name), include_value=False) as it:
-                for key in it:
-                    batch.delete(key)
+            for prefix in (keys.function_spends(name), keys.function_paids(name)):
+                with self._db.iterator(prefix=prefix, include_value=False) as it:
+                    for key in it:
+                        batch.delete(key)
 
     def function_spend(self, name: str, since: int) -> dict[int, int]:
         """What a function's runs cost, by the minute, from minute `since` on; older minutes are deleted."""
-        prefix = keys.function_spends(name)
-        spent, old = {}, []
+        return self._by_minute(keys.function_spends(name), since)
+
+    def function_paid(self, name: str, since: int) -> dict[int, int]:
+        """What the receipts for a function's requests on the market paid, by the minute, from minute `since` on;
+        older minutes are deleted."""
+        return self._by_minute(keys.function_paids(name), since)
+
+    @staticmethod
+    def function_paid_row(name: str, minute: int, authorization_id: bytes, amount: int) -> dict[bytes, bytes]:
+        """The row of a receipt paid for a function's requests on the market, written in the payment's batch."""
+        return {keys.function_paid(name, minute, authorization_id): amount.to_bytes(8, "big")}
+
+    def _by_minute(self, prefix: bytes, since: int) -> dict[int, int]:
+        spent: dict[int, int] = {}
+        old = []
         with self._db.iterator(prefix=prefix) as it:
             for key, value in it:
-                minute = int.from_bytes(key[len(prefix):], "big")
+                minute = int.from_bytes(key[len(prefix):len(prefix) + 8], "big")
                 if minute < since:
                     old.append(key)
                 else:
-                    spent[minute] = int.from_bytes(value, "big")
+                    spent[minute] = spent.get(minute, 0) + int.from_bytes(value, "big")
         if old:
             with self._db.write_batch() as batch:
                 for key in old:
                     batch.delete(key)
         return spent
-
-    def save_function_spend(self, name: str, minute: int, total: int, gone: list[int] = ()) -> None:
-        with self._db.write_batch(sync=True) as batch:
-            for key, value in self.function_spend_entries(name, minute, total, gone):
-                if value is None:
-                    batch.delete(key)
-                else:
-                    batch.put(key, value)
 
     @staticmethod
     def function_spend_entries(name: str, minute: int, total: int,
