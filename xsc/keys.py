@@ -181,6 +181,9 @@ _JOB_SUMMARY = b"c/k/"  # + user public key (32) + job id (32) -> what the list 
 _JOBS_LISTED = b"c/bi"  # + user public key (32) -> b"": the user's records written before c/b/ was kept have their place
 _FUNCTION = b"c/f/"  # + function name (UTF-8) -> a web function (JSON: module, inputs, limits; compute/functions.py)
 _FUNCTION_SPEND = b"c/s/"  # + function name + 0x00 + minute (8, big endian) -> micro-credits its runs cost in it (8)
+# + function name + 0x00 + minute (8, big endian) + authorization id (32) -> micro-credits a receipt for its requests on
+# the market paid in it (8), written in the payment's own batch
+_FUNCTION_PAID = b"c/v/"
 _WATCH = b"c/x/"  # + watch name (UTF-8) -> the watch (JSON: spec, on, to, counters; compute/watches.py)
 _WATCH_DATUM = b"c/d/"  # + watch name + 0x00 + input key (UTF-8) -> its datum done (JSON: datum hash, outputs, job)
 _JOB_OUTPUT = b"c/o/"  # + storage index (32) -> {"job", "user", "provenance", "name", "sha256"}: the run that wrote
@@ -289,6 +292,15 @@ def function_spends(name: str) -> bytes:
 
 def function_spend(name: str, minute: int) -> bytes:
     return function_spends(name) + minute.to_bytes(8, "big")
+
+
+def function_paids(name: str) -> bytes:
+    """The prefix of what the receipts for a function's requests on the market paid, by the minute."""
+    return _FUNCTION_PAID + name.encode() + b"\0"
+
+
+def function_paid(name: str, minute: int, authorization_id: bytes) -> bytes:
+    return function_paids(name) + minute.to_bytes(8, "big") + authorization_id
 
 
 WATCHES = _WATCH

@@ -379,6 +379,29 @@ async def test_a_function_served_for_hours_keeps_an_hours_spend(node_factory, mo
     assert listed["spent_this_hour"] == sum(kept) and listed["spend"] > sum(kept)
 
 
+async def test_a_function_on_the_market_paid_for_hours_keeps_an_hours_receipts(node_factory, monkeypatch) -> None:
+    """What receipts for a function's requests on the market paid is kept by the minute, one row a receipt (`c/v/`,
+    written with its payment); a new minute drops those past the hour, in memory and on disk."""
+    node = await node_factory("owner", **QUIET, market={"offer_compute": False})
+    module = await deploy(node, "cgi", wasi=True)
+    await _serve(node, name="far", module=module, on_market=True, spend_cap=10**9)
+    web, db = node.app[NODE].functions, node.app[NODE].db
+    minute = [functions._minute()]
+    monkeypatch.setattr(functions, "_minute", lambda: minute[0])
+    for n in range(3 * functions.HOUR_MINUTES):  # three hours of tabs, one paid a minute
+        minute[0] += 1
+        tab = n.to_bytes(32, "big")
+        with db.write_batch(sync=True) as batch:  # as the payment's own batch writes them
+            for key, value in web.paying("far", tab, 5).items():
+                batch.put(key, value)
+        await web.paid_for("far", tab, 5)
+    with db.iterator(prefix=keys.function_paids("far")) as it:
+        kept = [int.from_bytes(value, "big") for _, value in it]
+    assert kept == [5] * functions.HOUR_MINUTES
+    listed = (await (await node.get("/v1/compute/functions")).json())["functions"][0]
+    assert listed["spent_this_hour"] == sum(kept) and listed["spend"] == 5 * 3 * functions.HOUR_MINUTES
+
+
 def test_serve_functions_and_unserve_from_the_cli(cli_node) -> None:
     import json
     import urllib.error

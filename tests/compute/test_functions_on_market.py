@@ -15,10 +15,11 @@ from tests.support.compute import call_at_once, deploy, peer_with_provider
 from tests.support.jobs import QUIET, balances, verified
 from tests.support.nodes import close_node, free_port
 from tests.support.waiting import eventually_async
+from xsc import keys
 from xsc.compute import placements
 from xsc.compute.placed_functions import PER_OWNER, function_job, mount_price
 from xsc.compute.remote_tabs import TAB_METERS
-from xsc.errors import FunctionUnavailable, PeerRefused, PeerUnreachable
+from xsc.errors import Conflict, FunctionUnavailable, PeerRefused, PeerUnreachable
 from xsc.compute.service import InvokeCall
 from xsc.ledger import price_budget
 from xsc.ledger.receipts import check_receipt
@@ -26,7 +27,9 @@ from xsc.ledger.core.model import encode_authorization
 from xsc.net.compute import close_tab, push_module
 from xsc.net import functions as wire
 from xsc.net.functions import FUNCTION_ANSWER, FUNCTION_PATH, FUNCTIONS_PATH
+from xsc.db import open_database
 from xsc.node import IDENTITY
+from xsc.node.datadir import DB_DIR
 from xsc.node.appkeys import METRICS, NODE
 
 FAST = {"placement_interval": 0.25}  # a tab renewed every 3 s, a silent provider left after 1 s
@@ -435,6 +438,32 @@ async def test_placements_are_served_again_after_a_restart_unless_expired_withdr
     assert receipt.amount == sum(r["charge"] for r in runs) > 0
 
 
+async def test_a_placement_or_counters_unreadable_on_disk_are_dropped_and_the_provider_starts(node_factory):
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    node, pid, owner_id = owner.app[NODE], provider.app[IDENTITY].id, owner.app[IDENTITY].id
+    authorization = await node.payments.authorize(pid, 4 * _budget(provider, module, price),
+                                                  function_job(owner_id, "kept"), ttl=3600)
+    status, answer = await _place(owner, provider, {"function": {"name": "kept", "module": module},
+                                                    **_terms(provider, price, authorization)})
+    assert status == 201, answer
+    web_listen, data_dir = provider.app[NODE].config.node.web_listen, provider.app[NODE].config.data_dir
+    await provider.close()
+    db = open_database(data_dir / DB_DIR)
+    try:  # a disk's fault: rows cut short, and a name that is not UTF-8
+        unreadable = [keys.placed(owner_id, "cut"), keys.PLACED + owner_id.encode() + b"\0\xff\xfe",
+                      keys.placed_counts(owner_id, "kept"), keys.PLACED_COUNTS + b"\xff\0x"]
+        for key in unreadable:
+            db.put(key, b'{"function": {"na', sync=True)
+    finally:
+        db.close()
+    again = await node_factory("provider", **QUIET, node={"web_listen": web_listen, "web_rate_limit": 1000})
+    store, db = again.app[NODE].compute.store, again.app[NODE].db
+    assert [key for key, _ in store.placements()] == [(owner_id, "kept")] and store.placed_counts() == {}
+    assert all(db.get(key) is None for key in unreadable)  # dropped, not read again at each start
+    status, _, body = await _get(answer["url"] + "after")
+    assert status == 200 and "PATH_INFO=/after" in body.decode().splitlines(), (status, body[:300])
+
+
 async def test_a_placed_function_whose_owner_closed_its_tab_without_placing_the_next_is_withdrawn(node_factory):
     owner, provider, module, price = await _owner_and_provider(node_factory)
     node, pid, owner_id = owner.app[NODE], provider.app[IDENTITY].id, owner.app[IDENTITY].id
@@ -648,6 +677,67 @@ async def test_a_placed_function_whose_spend_cap_one_tab_holds_is_served_again_w
         return status == 200 and b"GREETING=again" in body
 
     await eventually_async(changed, "the provider to serve the function as it was served again", 30)
+
+
+async def test_a_placed_functions_next_tab_after_a_restart_of_its_owner_leaves_room_for_the_one_still_open(
+        node_factory, monkeypatch):
+    # The owner stops with its capped function's tab open; its provider will not close that tab yet.  Started again,
+    # the owner places the function on a next tab: what that one and the open one may be paid stay within the cap.
+    provider = await _provider(node_factory, "provider")
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
+    await peer_with_provider(owner, provider)
+    module = await deploy(owner, "cgi", wasi=True)
+    call = InvokeCall(module, "_start", [], 25_000, None, None, True)
+    budget = owner.app[NODE].compute.budget(call, provider.app[NODE].market.honoured_ask("compute"))
+    await _json(owner, "POST", "/v1/compute/functions",
+                json={"name": "hello", "module": module, "on_market": True, "limits": {"fuel": 25_000},
+                      "spend_cap": 20 * budget})
+    first = await _served_at(owner, "hello")
+    assert (await _get(first["url"]))[0] == 200
+    job = function_job(owner.app[IDENTITY].id, "hello")
+    (old,) = [a for a in owner.app[NODE].ledger.pending() if a.job == job]
+    assert old.cap == 16 * budget
+    await close_node(owner)
+
+    async def busy(auth, sender=None, closer=None):
+        raise Conflict("1 calls are still running under this tab", hint="close it in a moment")
+
+    monkeypatch.setattr(provider.app[NODE].paid.provider_tabs, "close_once", busy)
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
+    await peer_with_provider(owner, provider)
+    node = owner.app[NODE]
+    await _served_at(owner, "hello")
+    tabs = [a for a in node.ledger.pending() if a.job == job]
+    [found] = (await _json(owner, "GET", "/v1/compute/functions"))["functions"]
+    assert found["spent_this_hour"] == 0 and old.id in {a.id for a in tabs}, (found, tabs)
+    assert sorted(a.cap for a in tabs) == [4 * budget, 16 * budget], tabs  # the cap's rest, not 16 budgets more
+
+
+async def test_a_receipt_paid_for_a_placed_function_counts_in_its_hour_after_a_stop_right_after_the_payment(
+        node_factory, monkeypatch):
+    # The owner's node stops the moment a tab's receipt is paid, before anything else is written: started again,
+    # the function's hour holds what that receipt paid (else its cap would let it spend that much again).
+    provider = await _provider(node_factory, "provider")
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
+    await peer_with_provider(owner, provider)
+    module = await deploy(owner, "cgi", wasi=True)
+    function = {"name": "hello", "module": module, "on_market": True, "spend_cap": 10**12}
+    await _json(owner, "POST", "/v1/compute/functions", json=function)
+    assert (await _get((await _served_at(owner, "hello"))["url"]))[0] == 200
+    await eventually_async(lambda: _runs(provider, owner.app[IDENTITY].id), "the request's run recorded")
+    node, paid = owner.app[NODE], []
+
+    async def stopped_here(*args):
+        paid.append(args[-1])  # (the receipt's amount) and nothing after the payment is done
+
+    monkeypatch.setattr(node.functions, "paid_for", stopped_here)
+    await _json(owner, "POST", "/v1/compute/functions", json={**function, "env": {"GREETING": "again"}})
+    await node.placements.keep()  # served again with changes: placed on a next tab, the first one paid
+    await eventually_async(lambda: paid, "the first tab paid")
+    await close_node(owner)
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
+    [found] = (await _json(owner, "GET", "/v1/compute/functions"))["functions"]
+    assert found["spent_this_hour"] == sum(paid) > 0, (found, paid)
 
 
 async def test_a_function_no_provider_takes_logs_each_reason_once_and_its_list_says_the_latest(node_factory, caplog,

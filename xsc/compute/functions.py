@@ -535,6 +535,9 @@ class Served:
     owner: str | None = None  # the node that placed it here (None: this node's user's own)
     in_flight: int = 0
     spent: dict[int, int] = field(default_factory=dict)  # minute (since the epoch) -> what its runs cost
+    # minute -> what the receipts for its requests on the market paid (kept apart: their rows are written with the
+    # payments, its runs' totals with their records)
+    paid: dict[int, int] = field(default_factory=dict)
     requests: int = 0
     errors: int = 0
     latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1000))
@@ -543,7 +546,8 @@ class Served:
     plan: tuple | None = None  # what its requests run (WebFunctions._plan)
 
     def spent_this_hour(self, minute: int) -> int:
-        return sum(amount for m, amount in self.spent.items() if m > minute - HOUR_MINUTES)
+        return sum(amount for spent in (self.spent, self.paid) for m, amount in spent.items()
+                   if m > minute - HOUR_MINUTES)
 
     def add(self, minute: int, amount: int) -> list[int]:
         """`amount` spent in `minute`; the minutes past the hour are dropped as a new minute begins (so a function
@@ -570,6 +574,7 @@ class WebFunctions:
         self.bill = LedgerBill(ledger, tabs, payer, node, bid)
         self._served: dict[str, Served] = {}
         self._placed: dict[tuple[str, str], Served] = {}  # (owner, name): functions other nodes placed here
+        self._paying: dict[bytes, int] = {}  # authorization id -> the minute its payment's row names (`paying`)
         self._made = False  # work_dir exists
         self.in_flight = 0  # requests of every function, from their admission until their run has ended
         self.on_loop = LoopRuns(compute, web_runners)  # small requests tried in a runner, or on the loop's thread
@@ -618,9 +623,11 @@ class WebFunctions:
     def _served_from(self, record: dict[str, Any]) -> Served:
         """Served with what it spent this hour: as counted here if it is served already (its runs whose records
         are still to be written among them), else as kept with its runs' records."""
-        served = self._served.get(record["name"])
-        return Served(record, self.bill, spent=served.spent if served is not None else
-                      self.store.function_spend(record["name"], _minute() - HOUR_MINUTES + 1))
+        served, since = self._served.get(record["name"]), _minute() - HOUR_MINUTES + 1
+        if served is not None:
+            return Served(record, self.bill, spent=served.spent, paid=served.paid)
+        return Served(record, self.bill, spent=self.store.function_spend(record["name"], since),
+                      paid=self.store.function_paid(record["name"], since))
 
     async def unserve(self, name: str) -> dict[str, Any]:
         served = self._served.pop(name, None)
@@ -640,14 +647,31 @@ class WebFunctions:
                     {"url": self._url(s.record["name"])})}
                 for s in self._served.values()]
 
-    async def paid_for(self, name: str, amount: int) -> None:
-        """What the provider of a function on the market was paid for its requests: counted in its hour (and
-        kept across restarts)."""
-        served = self._served.get(name)
-        if served is not None:
-            minute = _minute()
-            gone = served.add(minute, amount)
-            await in_pool(None, self.store.save_function_spend, name, minute, served.spent[minute], gone)
+    def paying(self, name: str, authorization_id: bytes, amount: int) -> dict[bytes, bytes]:
+        """The row that keeps a receipt for a function's requests on the market in its hour, written in the
+        payment's own batch (a kill -9 between the two would leave it out, and the cap would let the function spend
+        it again); none for a function no longer served.  `paid_for` counts it once the payment is written."""
+        if name not in self._served:
+            return {}
+        minute = self._paying[authorization_id] = _minute()
+        return self.store.function_paid_row(name, minute, authorization_id, amount)
+
+    async def paid_for(self, name: str, authorization_id: bytes, amount: int) -> None:
+        """What the provider of a function on the market was paid for its requests, its row written with the
+        payment (`paying`): counted in its hour, in the minute the row names."""
+        minute, served = self._paying.pop(authorization_id, None), self._served.get(name)
+        if minute is None or served is None:
+            return
+        # Counted before anything waits: from the payment's write on, the tab is no longer pending, and a next
+        # tab's cap (placements._room) must find it in the hour instead.
+        new = minute not in served.paid
+        served.paid[minute] = served.paid.get(minute, 0) + amount
+        served.spend += amount
+        if new and (gone := [m for m in served.paid if m <= minute - HOUR_MINUTES]):
+            for old in gone:
+                del served.paid[old]
+            # their rows too (not the payment's business: one a kill -9 leaves is deleted by the next read)
+            await in_pool(None, self.store.function_paid, name, minute - HOUR_MINUTES + 1)
 
     def left_this_hour(self, name: str) -> int | None:
         """What a function may still spend this hour (None: no cap; 0: none, or no such function)."""

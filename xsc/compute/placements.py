@@ -20,9 +20,10 @@ served `on_market` is kept placed:
 This node never sees the requests: what the provider's checks say its tab ran is taken into the tab's tally
 (remote_tabs.GatewayTabs.track, on disk from before the authorization is sent), and a receipt is paid only up to it,
 plus one request's budget for each request the receipt counts past the last report; above that nothing is paid.
-What each receipt pays (closed here, or by the payment retry) is counted in the function's spend
-(`WebFunctions.paid_for`); a spend cap bounds each authorization by what is left of the hour, so a provider
-answers 402 once the cap is reached; a cap set or lowered under what an open tab allows ends that tab.
+What each receipt pays (closed here, or by the payment retry) is counted in the function's spend, its row written in
+the payment's own batch (`WebFunctions.paying`, `paid_for`); a spend cap bounds each authorization by what is left of the hour less the caps of the
+function's tabs not paid yet (`_room`: a restart leaves them to the payment retry), so a provider answers 402 once the
+cap is reached; a cap set or lowered under what an open tab allows ends that tab.
 
 Why a function is not placed is tried again every round, and logged once per reason (again after SAID_AGAIN).
 """
@@ -37,6 +38,7 @@ from typing import Any, Awaitable, Callable
 
 from ..errors import ModuleNotFound, PeerRefused, PeerUnreachable, SpendCapReached, XscError
 from ..ledger.core.model import Authorization, Receipt, encode_authorization
+from ..ledger.core.rules import CLOCK_SKEW
 from ..ledger.receipts import check_receipt
 from ..ledger.settlement import nothing_owed
 from ..net import functions as wire
@@ -69,12 +71,16 @@ class Placement:
 
 
 class Placements:
-    def __init__(self, *, paid: Any, store: Any, me: str, bid: int, on_paid: Callable[[str, int], Awaitable[None]],
+    def __init__(self, *, paid: Any, store: Any, me: str, bid: int,
+                 paying: Callable[[str, bytes, int], dict[bytes, bytes]],
+                 on_paid: Callable[[str, bytes, int], Awaitable[None]],
                  left_this_hour: Callable[[str], int | None], interval: float = INTERVAL) -> None:
         self.paid = paid  # xsc.compute.paid.PaidCompute: the market's deals, payments, the peers and the client
         self.store = store  # xsc.compute.store.ComputeStore: the owner's functions
         self.me, self.bid = me, bid
-        self.on_paid = on_paid  # (function name, micro-credits): a receipt paid for its requests
+        # (function name, authorization id, micro-credits): a receipt for its requests about to be paid, the rows
+        # that count it in the function's spend (written in the payment's batch); and once it is paid
+        self.paying, self.on_paid = paying, on_paid
         self.left_this_hour = left_this_hour  # (function name): what its spend cap leaves this hour, None: no cap
         self.interval, self.renew, self.lost_after = interval, RENEW * interval, LOST_AFTER * interval
         self._placed: dict[str, Placement] = {}
@@ -84,7 +90,8 @@ class Placements:
         self._logged: dict[str, dict[str, float]] = {}
         self._wake = asyncio.Event()
         self.moves = 0  # functions placed again elsewhere since start (status, tests)
-        paid.payments.add_closer(FUNCTION_JOBS, self._close_for_retry, paid=self._paid_by_retry)
+        paid.payments.add_closer(FUNCTION_JOBS, self._close_for_retry, paid=self._paid_by_retry,
+                                 rows=lambda auth, receipt: self.paying(_function(auth), auth.id, receipt.amount))
 
     def start(self) -> None:
         pass
@@ -148,7 +155,7 @@ class Placements:
         placement.failing_since = None
         placement.counters = _counters(answer)
         self._reported(name, placement, answer.get("tab"))
-        left = self.left_this_hour(name)
+        left = self._room(name, besides=placement.auth.id)
         if left is not None and placement.auth.cap > left:
             # Its spend cap was set or lowered since this tab was authorized: the tab could spend past it.  It is
             # ended (withdrawn and paid) and the function placed again on a tab the cap bounds, if it leaves one.
@@ -246,10 +253,12 @@ class Placements:
         that would place it (a request's budget is its limits' worst case, mostly far more than it costs)."""
         name, cap = record["name"], record["spend_cap"]
         budget = self.paid.compute.budget(self._call(record), price)
-        left = self.left_this_hour(name) or 0
+        left = self._room(name) or 0
+        unpaid = (self.left_this_hour(name) or 0) - left
         return SpendCapReached(
-            f"its spend cap leaves {left:,} micro-credits this hour, less than one request's budget of {budget:,} "
-            f"(the most a request within its fuel, memory and time limits may cost)",
+            f"its spend cap leaves {left:,} micro-credits this hour"
+            f"{f' beside the {unpaid:,} its tabs not paid yet may still be paid' if unpaid else ''}, less than one "
+            f"request's budget of {budget:,} (the most a request within its fuel, memory and time limits may cost)",
             hint=f"serve it again, with its other options as before, under a cap of at least {cap - left + budget} "
                  f"or with a lower --fuel, --memory or --timeout: xsc compute serve {name} {record['module']} ... "
                  f"--on-market --spend-cap {cap - left + budget}", budget=budget, left=left)
@@ -293,9 +302,9 @@ class Placements:
     async def _authorize(self, record: dict[str, Any], provider: str, price: int) -> Authorization | None:
         budget = self.paid.compute.budget(self._call(record), price)
         cap = budget * TAB_REQUESTS
-        left = self.left_this_hour(record["name"])
+        left = self._room(record["name"])
         if left is not None:
-            cap = min(cap, left - sum(p.auth.cap for n, p in self._placed.items() if n == record["name"]))
+            cap = min(cap, left)
             if cap < budget:
                 return None
         auth = await self.paid.payments.authorize(provider, cap, function_job(self.me, record["name"]), ttl=TAB_TTL)
@@ -309,6 +318,19 @@ class Placements:
                 await self.paid.payments.refused(auth)
             raise
         return auth
+
+    def _room(self, name: str, besides: bytes | None = None) -> int | None:
+        """What function `name`'s spend cap leaves for a tab this hour (None: no cap): what is left of the hour, less
+        the caps of its tabs not paid yet (but `besides`).  Any of them may still be paid up to its cap: its provider
+        may serve requests under it until it is closed, the one it is placed on and those left to the payment retry
+        (a provider gone quiet, a restart of this node) alike, and what a receipt pays counts in the hour only then."""
+        left = self.left_this_hour(name)
+        if left is None:
+            return None
+        job, now = function_job(self.me, name), time.time()
+        # (past its expiry and the clock skew, no provider takes a request under a tab any more)
+        return max(0, left - sum(a.cap for a in self.paid.ledger.pending()
+                                 if a.job == job and a.id != besides and now <= a.expires_at + CLOCK_SKEW))
 
     async def _send(self, record: dict[str, Any], provider: str, price: int, deal: dict[str, Any],
                     auth: Authorization) -> str:
@@ -351,7 +373,7 @@ class Placements:
                          provider, exc)
                 self.paid.payments.wake()
                 return
-        await self.on_paid(name, payment.receipt.amount)
+        await self.on_paid(name, auth.id, payment.receipt.amount)
 
     async def _close_for_retry(self, provider: str, url: str, auth: Authorization) -> Receipt:
         """The payment retry's close of a function's tab (a provider that went away, or one left open by a
@@ -364,7 +386,7 @@ class Placements:
         the tab or found the receipt the provider already held (the answer to this node's own close was lost):
         uncounted, the function's spend cap would let it spend that much again."""
         self.paid.gateway_tabs.settled(auth.id)
-        await self.on_paid(auth.job.rpartition(":")[2], receipt.amount)
+        await self.on_paid(_function(auth), auth.id, receipt.amount)
 
     def _let_go(self, auth: Authorization) -> None:
         """A tab this node no longer uses: the payment retry closes it (and pays what ran) when it can."""
@@ -388,6 +410,11 @@ class Placements:
 
     def _peer_url(self, provider: str) -> str:
         return self.paid.peers.peer(provider).url
+
+
+def _function(auth: Authorization) -> str:
+    """The name of the function a tab's authorization is for (its job: placed_functions.function_job)."""
+    return auth.job.rpartition(":")[2]
 
 
 def _counters(answer: dict[str, Any]) -> dict[str, Any]:

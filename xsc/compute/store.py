@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import struct
 from typing import Any, Callable
 
@@ -10,6 +11,8 @@ from .. import codec
 from .. import keys
 from .modules import ModuleInfo
 from ..db import Database
+
+log = logging.getLogger(__name__)
 
 
 class ComputeStore:
@@ -189,34 +192,40 @@ class ComputeStore:
     def remove_function(self, name: str) -> None:
         with self._db.write_batch(sync=True) as batch:
             batch.delete(keys.function(name))
-            with self._db.iterator(prefix=keys.function_spends(name), include_value=False) as it:
-                for key in it:
-                    batch.delete(key)
+            for prefix in (keys.function_spends(name), keys.function_paids(name)):
+                with self._db.iterator(prefix=prefix, include_value=False) as it:
+                    for key in it:
+                        batch.delete(key)
 
     def function_spend(self, name: str, since: int) -> dict[int, int]:
         """What a function's runs cost, by the minute, from minute `since` on; older minutes are deleted."""
-        prefix = keys.function_spends(name)
-        spent, old = {}, []
+        return self._by_minute(keys.function_spends(name), since)
+
+    def function_paid(self, name: str, since: int) -> dict[int, int]:
+        """What the receipts for a function's requests on the market paid, by the minute, from minute `since` on;
+        older minutes are deleted."""
+        return self._by_minute(keys.function_paids(name), since)
+
+    @staticmethod
+    def function_paid_row(name: str, minute: int, authorization_id: bytes, amount: int) -> dict[bytes, bytes]:
+        """The row of a receipt paid for a function's requests on the market, written in the payment's batch."""
+        return {keys.function_paid(name, minute, authorization_id): amount.to_bytes(8, "big")}
+
+    def _by_minute(self, prefix: bytes, since: int) -> dict[int, int]:
+        spent: dict[int, int] = {}
+        old = []
         with self._db.iterator(prefix=prefix) as it:
             for key, value in it:
-                minute = int.from_bytes(key[len(prefix):], "big")
+                minute = int.from_bytes(key[len(prefix):len(prefix) + 8], "big")
                 if minute < since:
                     old.append(key)
                 else:
-                    spent[minute] = int.from_bytes(value, "big")
+                    spent[minute] = spent.get(minute, 0) + int.from_bytes(value, "big")
         if old:
             with self._db.write_batch() as batch:
                 for key in old:
                     batch.delete(key)
         return spent
-
-    def save_function_spend(self, name: str, minute: int, total: int, gone: list[int] = ()) -> None:
-        with self._db.write_batch(sync=True) as batch:
-            for key, value in self.function_spend_entries(name, minute, total, gone):
-                if value is None:
-                    batch.delete(key)
-                else:
-                    batch.put(key, value)
 
     @staticmethod
     def function_spend_entries(name: str, minute: int, total: int,
@@ -229,8 +238,7 @@ class ComputeStore:
     # --- functions other nodes placed here (compute/placed_functions.py) -----------
     def placements(self) -> list[tuple[tuple[str, str], Any]]:
         """Every placement: ((owner, function name), what was placed)."""
-        with self._db.iterator(prefix=keys.PLACED) as it:
-            return [(keys.split_placed(key), codec.loads(value)) for key, value in it]
+        return self._readable(keys.PLACED, "placement")
 
     def save_placement(self, owner: str, name: str, placement: dict) -> None:
         """A placement, whole in one synced write: a kill -9 leaves it there or not, never in part."""
@@ -243,8 +251,25 @@ class ComputeStore:
 
     def placed_counts(self) -> dict[tuple[str, str], dict]:
         """(owner, function name) -> the counters kept of a placed function (requests, errors, earned)."""
-        with self._db.iterator(prefix=keys.PLACED_COUNTS) as it:
-            return {keys.split_placed(key, keys.PLACED_COUNTS): codec.loads(value) for key, value in it}
+        return dict(self._readable(keys.PLACED_COUNTS, "placed function's counters"))
+
+    def _readable(self, prefix: bytes, what: str) -> list[tuple[tuple[str, str], Any]]:
+        """The rows under `prefix` that read, as ((owner, function name), value).  One the disk gives back unreadable
+        is deleted with a logged error: a start must not fail on it (an unreadable placement is dropped, as one that
+        no longer checks is, and its owner places it again; unreadable counters start again from nothing)."""
+        rows, unreadable = [], []
+        with self._db.iterator(prefix=prefix) as it:
+            for key, value in it:
+                try:
+                    rows.append((keys.split_placed(key, prefix), codec.loads(value)))
+                except ValueError as err:  # (a name not UTF-8 too: UnicodeDecodeError is one)
+                    log.error("a %s kept on disk is unreadable (%r: %s): it is dropped", what, key[:160], err)
+                    unreadable.append(key)
+        if unreadable:
+            with self._db.write_batch(transaction=True, sync=True) as batch:
+                for key in unreadable:
+                    batch.delete(key)
+        return rows
 
     def save_placed_counts(self, counts: dict[tuple[str, str], dict | None]) -> None:
         """Placed functions' counters (None: deleted), in one batch and without fsync: a kill -9 loses at most what

@@ -322,14 +322,15 @@ class LedgerService:
         rules.check_transfer(receipt)
         rules.check_fresh(receipt, now)
 
-    async def complete(self, payer: Identity, receipt: Receipt) -> Payment:
+    async def complete(self, payer: Identity, receipt: Receipt, also: dict[bytes, bytes] | None = None) -> Payment:
         """Payer side: append the payment countersigning the payee's receipt; drop the pending record, release
-        the hold.  Idempotent: a receipt already completed gets its stored payment back."""
+        the hold.  Idempotent: a receipt already completed gets its stored payment back.  The rows `also` (what
+        counts the payment elsewhere) are written in the payment's own batch: a kill -9 leaves both or neither."""
         if not isinstance(receipt, Receipt):
             raise InvalidEntry("not a receipt: the payee must return its receipt entry")
         async with self._lock:
             payment = await asyncio.get_running_loop().run_in_executor(
-                self._writer, self.store.complete, payer, receipt, int(time.time()))
+                self._writer, self.store.complete, payer, receipt, int(time.time()), also)
         auth = self._pending_auths.pop(receipt.authorization.id, None)
         if auth is not None:
             self._release(auth.payer, self._auth_held.pop(auth.id, auth.cap))

@@ -329,8 +329,8 @@ class Node:
         self.watches = Watches(jobs=self.jobs, index=s3_index, store=self.compute.store)
         s3_index.on_change.append(self.watches.wake)
         self.placements = Placements(paid=self.paid, store=self.compute.store, me=identity.id,
-                                     bid=config.market.compute_bid,
-                                     on_paid=lambda name, amount: self.functions.paid_for(name, amount),
+                                     bid=config.market.compute_bid, paying=lambda *paid: self.functions.paying(*paid),
+                                     on_paid=lambda *paid: self.functions.paid_for(*paid),
                                      left_this_hour=lambda name: self.functions.left_this_hour(name),
                                      interval=config.node.placement_interval)
         def this_web_url() -> str | None:
