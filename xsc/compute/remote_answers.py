@@ -456,10 +456,11 @@ def lost_why(err: BaseException) -> str:
 def _no_agreement(job: dict[str, Any], agree: int, replicas: list[tuple[str, Any]], agreed: list[Returned]
                   ) -> tuple[type[XscError], str, str]:
     """Why `agree` replicas did not agree, in figures: how many agreed, answered otherwise (a forged answer among
-    them) and were lost, and why; the error it is (ReplicasLost if those lost could have made the agreement) and
-    the command that runs the job again."""
+    them) and were lost, and why; the error it is (ReplicasLost if the replicas asked that never answered, those
+    lost and not placed again, could have made the agreement) and the command that runs the job again."""
     whys = [lost_why(r) for _, r in replicas if isinstance(r, BaseException)]
     lost = [w for w in whys if w != "forged"]
+    missing = job.get("guarantee", {}).get("replicas", len(replicas)) - (len(replicas) - len(lost))
     unlike = len(replicas) - len(agreed) - len(lost)
     said = f"{len(agreed)} of the job's {len(replicas)} replicas agree, fewer than the {agree} it asks; " \
            f"{unlike} answered otherwise, {len(lost)} {'was' if len(lost) == 1 else 'were'} lost"
@@ -467,7 +468,7 @@ def _no_agreement(job: dict[str, Any], agree: int, replicas: list[tuple[str, Any
         said += " (" + ", ".join(f"{n} {why}" for why, n in sorted(Counter(lost).items())) + ")"
     message = said + ": nothing is paid or stored"
     hint = rerun_hint(job) + (f", or ask fewer to agree with --agree {len(agreed)}" if agreed else "")
-    return (ReplicasLost if lost and len(agreed) + len(lost) >= agree else ReplicasDisagree), message, hint
+    return (ReplicasLost if missing > 0 and len(agreed) + missing >= agree else ReplicasDisagree), message, hint
 
 
 def _replicas(replicas: list[tuple[str, Any]], agreed: list[Returned]) -> list[dict[str, Any]]:
