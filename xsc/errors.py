@@ -436,6 +436,13 @@ class ReplicasDisagree(PeerError):
     code = "replicas-disagree"
 
 
+class ReplicasLost(PeerError):
+    """Too few of a replicated job's providers answered the same outputs and fuel because some of them never
+    answered (gone, refused, timed out) and no other provider could take their place: nothing is paid or kept."""
+
+    code = "replicas-lost"
+
+
 class ChallengeFailed(PeerError):
     """A peer's answer to a challenge was not signed by the key the peer claims."""
 

@@ -11,13 +11,14 @@ from decimal import Decimal
 
 import pytest
 
-from tests.support.cli import ok, xsc_in_process
+from tests.support.cli import error_line, ok, xsc_in_process
 from tests.support.compute import deploy, peer_with_provider
 from tests.support.jobs import (QUIET, balances, countersigning_the_cap, network, owed_paid, read_file, reading,
                                 restarted, run_job, settle, verified)
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc.compute import hosted_jobs, remote_tabs, sent_jobs
+from xsc.errors import PeerUnreachable
 from xsc.node import IDENTITY, TOKEN
 from xsc.node.appkeys import METRICS, NODE
 from xsc.peers.admission import Quarantine
@@ -286,6 +287,42 @@ async def test_a_job_that_is_not_deterministic_is_refused_for_replication_up_fro
     assert status == 400 and "only a deterministic job can be replicated" in problem["detail"], problem
     status, problem = await run_job(gateway, {"module": module, "deterministic": True, "replicas": 2})
     assert status == 502 and problem["code"] == "replicas-disagree" and "offers 1 other" in problem["detail"]
+
+
+async def test_replicas_lost_with_no_other_provider_fail_the_job_saying_how_many_agreed_answered_otherwise_and_were_lost(
+        node_factory, monkeypatch) -> None:
+    """A replica whose provider never answers (its run timed out) is lost, not unlike the others: with no other
+    provider to take its place, the job fails as `replicas-lost`, in figures, with the commands that fix it."""
+    gateway, providers = await network(node_factory, providers=3)
+    gone = providers[0].app[IDENTITY].id
+    run = sent_jobs.wire.run
+
+    async def timed_out(client, url, provider, *args, **kwargs):
+        if provider == gone:
+            raise PeerUnreachable(f"provider {url}: timed out", url=url, reason="timed out", sent=True)
+        return await run(client, url, provider, *args, **kwargs)
+
+    monkeypatch.setattr(sent_jobs.wire, "run", timed_out)
+    module = await deploy(gateway, "outputs", wasi=True)
+    failed = await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), "compute", "run", module,
+                                     "--no-stdin", "--deterministic", "--replicas", "3", "--agree", "3",
+                                     env={"XSC_TOKEN": gateway.app[TOKEN]})
+    line = error_line(failed)
+    assert "2 of the job's 3 replicas agree, fewer than the 3 it asks; 0 answered otherwise, 1 was lost " \
+           "(1 timed out): nothing is paid or stored" in line, line
+    hint = failed.stderr.decode()
+    assert "xsc compute rerun " in hint and "--agree 2" in hint, hint
+    (job,) = gateway.app[NODE].jobs.records.all_jobs()
+    assert job["state"] == "refused" and not any(r["paid"] for r in job["replicas"]), job
+    assert [r["lost"] for r in job["replicas"] if "lost" in r] == ["timed out"], job["replicas"]
+    shown = ok(await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), "compute", "job",
+                                       job["id"], env={"XSC_TOKEN": gateway.app[TOKEN]}))
+    assert f"  replica  not paid  lost: timed out  {gone}" in shown, shown
+    status, problem = await run_job(gateway, {"module": module, "deterministic": True, "replicas": 3, "agree": 3})
+    assert status == 502 and problem["code"] == "replicas-lost", problem
+    await settle(gateway)
+    for provider in providers:
+        assert balances(gateway, provider)[1] == 0  # nothing paid
 
 
 async def _stopped_before_comparing(gateway, monkeypatch, agree: int) -> dict:

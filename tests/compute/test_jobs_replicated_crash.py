@@ -3,7 +3,8 @@ RemoteAnswers.replicas_again at the start), on one devnet of a gateway that offe
 that offer no storage (each provider's balance is what the gateway paid it for its runs): killed while its replicas
 run, after two of them answered, and while its compared answer is stored; and again as its start takes its
 replicas.  After the restart the job is done, each replica ran once and was paid its charge once.  A single job on
-the same devnet, killed the moment its provider is told to forget it, likewise."""
+the same devnet, killed the moment its provider is told to forget it, likewise.  On a devnet of its own, a provider
+killed while it runs its replica: the replica placed again on another provider (compute/jobs.py), each paid once."""
 
 from __future__ import annotations
 
@@ -236,3 +237,52 @@ def test_a_single_job_killed_the_moment_its_provider_is_told_to_forget_it_is_sto
     assert [_runs_of(p, jid) for p in providers].count(1) == 1
     _settled(gateway)
     assert _earned(provider) - before[node_id(provider)] == job["charge"] > 0
+
+
+@pytest.mark.slow
+def test_a_replica_whose_provider_is_killed_while_it_runs_is_placed_again_on_another_and_each_paid_once(
+        tmp_path_factory) -> None:
+    """Three providers, a job on two replicas, and a kill -9 of one provider the moment it runs its replica: that
+    replica is lost (not paid) and placed again on the third, and the job is done, the two that delivered each paid
+    its own charge once."""
+    started: list = []
+    try:
+        nodes, _ = start_star(tmp_path_factory.mktemp("replica-lost"), 4,
+                              {**SETTLE, "XSC_MARKET_OFFER_COMPUTE": "false"},
+                              {**SETTLE, "XSC_MARKET_OFFER_STORAGE": "false"}, started)
+        gateway, providers = nodes[0], nodes[1:]
+        ids = {p: node_id(p) for p in providers}
+        eventually(lambda: api(gateway, "GET", "/v1/market/status")[1]["participants"] == 4, "the market")
+        deployed = gateway.xsc("compute", "deploy", str(WASM / "slow.wasm"), "--wasi")
+        assert deployed.returncode == 0, deployed.stderr
+        module = deployed.stdout.decode().strip()
+        spec = parse_job({"module": module, "argv": ["lost"], "stdout_to_store": True, "deterministic": True,
+                          "replicas": 2})
+        jid = asked_id(job_id(spec, None, []), spec)
+        running = start_xsc("--data-dir", str(gateway.data_dir), "compute", "run", module, "lost", "--no-stdin",
+                            "--stdout-to-store", "--deterministic", "--replicas", "2", stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+        (victim,) = eventually(lambda: [p for p in providers if _hosted(p) and _running(p)][:1],
+                               "a provider running its replica", timeout=120, poll=0.01)
+        victim.kill()
+        _, stderr = running.communicate(timeout=240)
+        assert running.returncode == 0, stderr
+        job = api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1]
+        assert job["state"] == "done" and job["executions"] == 1, (job.get("error"), job.get("replicas"))
+        (lost,) = [r for r in job["replicas"] if not r["paid"]]
+        assert lost["provider"] == ids[victim] and lost["lost"] == "unreachable" and "charge" not in lost, lost
+        paid = [p for p in providers if ids[p] in {r["provider"] for r in job["replicas"] if r["paid"]}]
+        assert len(paid) == 2 and len(job["replicas"]) == 3, job["replicas"]
+        live = [p for p in providers if p is not victim]
+        for provider in live:  # the two that delivered ran it once
+            assert provider in paid and _runs_of(provider, job["run"]) == 1
+        _settled(gateway)
+        charges = {r["provider"]: r["charge"] for r in job["replicas"] if r["paid"]}
+        assert job["charge"] == sum(charges.values()) > 0
+        for provider in live:  # each paid its own replica's charge, once (nothing was paid to any before)
+            assert _earned(provider) == charges[ids[provider]] > 0
+        for node in (gateway, *live):
+            status, report = api(node, "GET", "/v1/ledger/verify")
+            assert status == 200 and report["ok"], report
+    finally:
+        kill_all(started)

@@ -342,33 +342,58 @@ class JobService:
                           job: dict[str, Any]) -> dict[str, Any]:
         """Run a deterministic job on `spec.replicas` other nodes at once, each on its own tab.  The replicas whose
         outputs, fuel, exit and engine agree (sent_jobs.Returned.agreement) are paid if there are `spec.agree` of
-        them; the others are refused and struck.  With no such agreement nothing is paid or stored
-        (RemoteAnswers.judged).  Each replica's step is written down before it is taken: a start finishes the job
-        from its replicas' kept answers (RemoteAnswers.replicas_again)."""
-        chosen: list[Any] = []
+        them; the others are refused and struck.  A replica lost (its provider gone, busy, refusing, or answering
+        what it did not sign) is placed again on another provider the market offers, one that held no replica of
+        the job, MAX_FAILOVERS times in all, unless even then too few could agree.  Each runs on its own tab, paid
+        only if it agrees: no more replicas answer than were asked, so no more is paid than with none lost.
+        With no such agreement nothing is paid or stored (RemoteAnswers.judged).  Each replica's step is written
+        down before it is taken: a start finishes the job from its replicas' kept answers
+        (RemoteAnswers.replicas_again)."""
         over = self.provider_terms.passing_over()  # as one job's provider is chosen (`_on_provider`)
-        while len(chosen) < spec.replicas:
-            taken = frozenset(a.provider for a in chosen) | {self.node.id} | over.left_out()
+        chosen = await self._providers(limits, bid, spec.replicas, frozenset(), over, spec.replicas + 1)
+        if len(chosen) < spec.replicas:
+            raise ReplicasDisagree(f"the market offers {len(chosen)} other provider(s) for this job; {spec.replicas} "
+                                   "replicas need as many", hint="ask for fewer with --replicas")
+        job["agree"] = spec.agree  # a job's spec names what runs, not how: a start compares its replicas by this
+        runs: list[tuple[str, Returned | BaseException]] = []
+        placing, tries = chosen, 0
+        while placing:
+            answers = await asyncio.gather(*(self._replica(spec, call, staged, job, a) for a in placing),
+                                           return_exceptions=True)
+            for a, r in zip(placing, answers):
+                if isinstance(r, BaseException) and not isinstance(r, Exception):
+                    raise r  # cancelled (the node stops): the next start goes on from each replica's step
+                if not isinstance(r, BaseException):
+                    self.dealing.invoked(a, r.run["fuel_consumed"])
+                runs.append((a.provider, r))
+            lost = sum(1 for r in answers if isinstance(r, XscError) and _next_provider(r))
+            most = max(Counter(r.agreement for _, r in runs if isinstance(r, Returned)).values(), default=0)
+            again = min(lost, MAX_FAILOVERS - tries)
+            placing = []
+            if again and spec.agree <= most + again:  # the job gets the replicas asked, unless none could help
+                placing = await self._providers(limits, bid, again, frozenset(p for p, _ in runs), over,
+                                                len(runs) + again + 1)
+                tries += len(placing)
+                for a in placing:
+                    log.warning("job %s: a replica was lost: placed again on provider %s", job["id"], a.provider)
+        return await self.answers.judged(job, spec.agree, runs)
+
+    async def _providers(self, limits, bid: int, n: int, tried: frozenset[str], over: Any, providers: int
+                         ) -> list[Any]:
+        """Up to `n` assignments of a replica each, on distinct providers the market offers other than this node
+        and those `tried` (which held a replica of the job), passing over those that wanted prepayment lately."""
+        chosen: list[Any] = []
+        while len(chosen) < n:
+            taken = tried | frozenset(a.provider for a in chosen) | {self.node.id} | over.left_out()
             try:
-                a = await self.dealing.compute_deal(limits.fuel, bid, taken, providers=spec.replicas + 1)
+                a = await self.dealing.compute_deal(limits.fuel, bid, taken, providers=providers)
             except XscError:
                 if over.exhausted():
                     continue
                 break
             if not await over.passes(a.provider):
                 chosen.append(a)
-        if len(chosen) < spec.replicas:
-            raise ReplicasDisagree(f"the market offers {len(chosen)} other provider(s) for this job; {spec.replicas} "
-                                   "replicas need as many", hint="ask for fewer with --replicas")
-        job["agree"] = spec.agree  # a job's spec names what runs, not how: a start compares its replicas by this
-        answers = await asyncio.gather(*(self._replica(spec, call, staged, job, a) for a in chosen),
-                                       return_exceptions=True)
-        for a, r in zip(chosen, answers):
-            if isinstance(r, BaseException) and not isinstance(r, Exception):
-                raise r  # cancelled (the node stops): the next start goes on from each replica's step
-            if not isinstance(r, BaseException):
-                self.dealing.invoked(a, r.run["fuel_consumed"])
-        return await self.answers.judged(job, spec.agree, [(a.provider, r) for a, r in zip(chosen, answers)])
+        return chosen
 
     async def _replica(self, spec: JobSpec, call: InvokeCall, staged: Staged, job: dict[str, Any], a: Any
                        ) -> Returned:

@@ -21,10 +21,12 @@ import logging
 import os
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import IntegrityError, OverCap, ReplicasDisagree, Trap, XscError
+from ..errors import (ForgedResult, IntegrityError, OverCap, PeerRefused, PeerUnreachable, ReplicasDisagree,
+                      ReplicasLost, Trap, XscError)
 from ..tasks import in_pool
 from .job_records import (KEPT_STREAMS, UNFINISHED, JobOutputs, JobRecords, answer as answered_with, ended, rerun_hint,
                           run_id)
@@ -99,7 +101,7 @@ class RemoteAnswers:
         pending and drops it (`_replica_again`): never a replica compared and counted after its tab was dropped."""
         step = job.setdefault("replicating", {}).get(provider, {})
         job["replicating"][provider] = {"step": "lost", "provider": provider, "error": str(err)[:300],
-                                        **{k: step[k] for k in ("authorization",) if k in step}}
+                                        "lost": lost_why(err), **{k: step[k] for k in ("authorization",) if k in step}}
         self.records.save(job["id"], job)
 
     async def judged(self, job: dict[str, Any], agree: int, replicas: list[tuple[str, Returned | BaseException]]
@@ -107,7 +109,8 @@ class RemoteAnswers:
         """A replicated job's replicas compared: those whose outputs, fuel, exit and engine agree
         (sent_jobs.Returned.agreement) are paid if there are `agree` of them, the others refused and struck, and
         the job goes on as `returned` from one that agreed.  With no such agreement nothing is paid or stored
-        (ReplicasDisagree, the job `refused`)."""
+        (the job `refused`: ReplicasLost if the replicas that never answered could have made it, else
+        ReplicasDisagree).  A provider whose replica was lost and placed again elsewhere is among `replicas`."""
         returned = [r for _, r in replicas if not isinstance(r, BaseException)]
         groups: dict[tuple, list[Returned]] = {}
         for r in returned:
@@ -116,14 +119,12 @@ class RemoteAnswers:
         if len(agreed) < agree:
             for r in returned:
                 await self.sent.refuse(r)
-            message = (f"{len(agreed)} of the job's {len(replicas)} replicas agree, fewer than the {agree} it "
-                       "asks: nothing is paid or stored")
+            failure, message, hint = _no_agreement(job, agree, replicas, agreed)
             job.pop("replicating", None)
-            hint = "run it again (other providers)"
             job.update(state="refused", error=message, error_hint=hint, replicas=_replicas(replicas, []))
             self.records.save(job["id"], job)
             await in_pool(None, remove_tree, self.replicas_kept(job["id"]))
-            raise ReplicasDisagree(message, hint=hint, replicas=job["replicas"])
+            raise failure(message, hint=hint, replicas=job["replicas"])
         unlike = [r for r in returned if r not in agreed]
         job["replicas"] = _replicas(replicas, agreed)
         # The verdict is written (`storing`, with the replicas refused) before anyone is struck or refused: a stop
@@ -257,7 +258,7 @@ class RemoteAnswers:
         if step["step"] == "lost":
             if "authorization" in step:  # a kill -9 may have come before its tab was dropped
                 await self.sent.unanswered_after_restart(step["authorization"])
-            raise XscError(step["error"])
+            raise XscError(step["error"], lost=step.get("lost", "failed"))
         try:
             if not self.sent.payable_after_restart(step["authorization"]):  # its tab settled unpaid before the stop
                 raise XscError(f"replica {provider}'s tab was settled unpaid before the stop: not counted")
@@ -438,12 +439,46 @@ def _restored(fetching: dict[str, Any], files: list) -> Returned:
                     [o["sha256"] for o in answer["outputs"]], answer, authorization=fetching["authorization"])
 
 
+def lost_why(err: BaseException) -> str:
+    """Why a replica's answer never came, in a word or two: its provider `unreachable`, `timed out`, `refused` it,
+    answered what it did not sign (`forged`), or it `failed` otherwise (the caller's own fault included)."""
+    if isinstance(err, XscError) and isinstance(err.details.get("lost"), str):
+        return err.details["lost"]  # as a replica's record wrote it down
+    if isinstance(err, ForgedResult):
+        return "forged"
+    if isinstance(err, PeerUnreachable):
+        return "timed out" if err.details.get("reason") == "timed out" else "unreachable"
+    if isinstance(err, PeerRefused):
+        return "refused"
+    return "failed"
+
+
+def _no_agreement(job: dict[str, Any], agree: int, replicas: list[tuple[str, Any]], agreed: list[Returned]
+                  ) -> tuple[type[XscError], str, str]:
+    """Why `agree` replicas did not agree, in figures: how many agreed, answered otherwise (a forged answer among
+    them) and were lost, and why; the error it is (ReplicasLost if the replicas asked that never answered, those
+    lost and not placed again, could have made the agreement) and the command that runs the job again."""
+    whys = [lost_why(r) for _, r in replicas if isinstance(r, BaseException)]
+    lost = [w for w in whys if w != "forged"]
+    missing = job.get("guarantee", {}).get("replicas", len(replicas)) - (len(replicas) - len(lost))
+    unlike = len(replicas) - len(agreed) - len(lost)
+    said = f"{len(agreed)} of the job's {len(replicas)} replicas agree, fewer than the {agree} it asks; " \
+           f"{unlike} answered otherwise, {len(lost)} {'was' if len(lost) == 1 else 'were'} lost"
+    if lost:
+        said += " (" + ", ".join(f"{n} {why}" for why, n in sorted(Counter(lost).items())) + ")"
+    message = said + ": nothing is paid or stored"
+    hint = rerun_hint(job) + (f", or ask fewer to agree with --agree {len(agreed)}" if agreed else "")
+    return (ReplicasLost if missing > 0 and len(agreed) + missing >= agree else ReplicasDisagree), message, hint
+
+
 def _replicas(replicas: list[tuple[str, Any]], agreed: list[Returned]) -> list[dict[str, Any]]:
     """Each replica of a job: where it ran, whether it was paid (it agreed), or why it failed."""
     out = []
     for provider, r in replicas:
         if isinstance(r, BaseException):
-            out.append({"provider": provider, "paid": False, "error": str(r)[:300]})
+            why = lost_why(r)  # a forged answer is struck, as one unlike the others: not lost
+            out.append({"provider": provider, "paid": False, "error": str(r)[:300],
+                        **({"lost": why} if why != "forged" else {})})
         else:
             out.append({"provider": provider, "paid": r in agreed, "provenance": r.run["provenance"],
                         "charge": r.run["charge"] if r in agreed else 0, "fuel_consumed": r.run["fuel_consumed"]})
