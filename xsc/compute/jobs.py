@@ -380,7 +380,7 @@ class JobService:
         try:
             returned = await self.sent.unsettled(a.provider, a.price, spec, call, staged, run_id(job), deal,
                                                  self.answers.replica_believed(job), self.answers.replica_sending(job),
-                                                 lambda r: self.answers.replica_checked(job, r))
+                                                 lambda r: self.answers.replica_checked(job, r), asked=job["id"])
         except Exception as err:  # its tab settled by `unsettled`: not paid
             self.provider_terms.wanted_prepayment(a.provider, err)
             self.answers.replica_lost(job, a.provider, err)
