@@ -26,6 +26,7 @@ from xsc.compute.jobspec import parse_job
 from xsc.errors import Conflict, PeerRefused, PeerUnreachable
 from xsc.node import CLIENT_IDENTITY, IDENTITY, TOKEN
 from xsc.node.appkeys import NODE
+from xsc.units import format_credits
 
 DATA = b"some stored words\nand more of them\n" * 1000
 
@@ -73,6 +74,13 @@ async def test_a_job_runs_on_a_provider_over_the_bytes_sent_and_its_outputs_are_
         assert [(e["kind"], e["amount"], e["job"]) for e in json.loads(shown[0]) if e.get("for_job") == job["id"]] \
             == [(kind, job["charge"], remote_tabs.job_tab(job["id"]))], shown[0]
         assert f"job id {job['id']}" in [line.strip().rstrip(",") for line in shown[1].splitlines()], shown[1]
+    # `xsc compute job` names the payment's entry, as the gateway's history lists it.
+    (paid,) = [e["id"] for e in (await (await gateway.get("/v1/ledger/accounts/client/history")).json())["entries"]
+               if e.get("for_job") == job["id"]]
+    shown = ok(await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), "compute", "job",
+                                       job["id"], env={"XSC_TOKEN": gateway.app[TOKEN], "COLUMNS": "80"}))
+    assert [line.split() for line in shown.splitlines() if line.strip().startswith(("payment", "entry"))] == \
+        [["payment", format_credits(job["charge"]), "credits"], ["entry", paid]], shown
 
     # The lineage names the provider and checks its signature and the output it signed.
     tree = await (await gateway.get(f"/v1/compute/lineage/{outputs['out/c.txt']['capability']}")).json()
