@@ -20,7 +20,7 @@ from xsc.compute import remote_tabs
 from xsc.compute.placed_functions import function_job
 from xsc.compute.remote_tabs import JOB, TAB_CALLS
 from xsc.errors import Conflict, DealRefused, InvalidArgument, PeerUnreachable
-from xsc.ledger.core.model import encode_authorization
+from xsc.ledger.core.model import encode_authorization, parse_job_tab
 from xsc.net.compute import close_tab
 from xsc.compute.service import InvokeCall
 from xsc.db import open_database
@@ -90,6 +90,14 @@ async def _paid(gateway, provider, before: tuple[int, int]) -> tuple[int, int]:
     await _settle(gateway)
     after = _balances(gateway, provider)
     return after[0] - before[0], after[1] - before[1]
+
+
+def test_a_jobs_tab_names_its_job_under_the_prefix_every_provider_takes_a_tab_by() -> None:
+    job = os.urandom(32).hex()
+    label = remote_tabs.job_tab(job)
+    assert label.startswith(JOB) and parse_job_tab(label) == job  # (ProviderTabs.check: `startswith(JOB)`)
+    assert parse_job_tab(JOB) is None and parse_job_tab(function_job("owner", "name")) is None
+    assert remote_tabs.job_tab("x" * 300) == JOB  # too long to sign: the prefix alone
 
 
 async def test_remote_calls_hold_only_what_is_in_flight_and_unpaid_never_the_tab_cap(node_factory) -> None:
@@ -238,6 +246,10 @@ async def test_an_honest_provider_total_is_paid_exactly(node_factory) -> None:
     metered = sum(body["charge"] for _, body in answers)
     assert await _paid(gateway, provider, before) == (-metered, metered)
     assert gateway.app[NODE].paid.gateway_tabs.refused_receipts == 0
+    # Invokes share a tab: its job reference names no job, on either chain.
+    for node, account in ((gateway, gateway.app[CLIENT_IDENTITY]), (provider, provider.app[IDENTITY])):
+        (newest,) = node.app[NODE].ledger.store.history(account.public_key, 1)
+        assert (newest.authorization.job, newest.receipt.amount) == (JOB, metered)
 
 
 async def test_the_payment_retry_leaves_an_open_tab_to_its_gateway(node_factory) -> None:

@@ -5,6 +5,7 @@ provider goes away.  And what a provider refuses of a stranger's placement."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -638,8 +639,11 @@ async def test_a_placed_function_whose_spend_cap_one_tab_holds_is_paid_once_that
                 json={"name": "hello", "module": module, "on_market": True, "limits": {"fuel": 25_000},
                       "spend_cap": budget})
     listed = await _served_at(owner, "hello")
-    statuses = [(await _get(listed["url"]))[0] for _ in range(3)]
+    answers = [await _get(listed["url"]) for _ in range(3)]
+    statuses = [status for status, _, _ in answers]
     assert statuses[0] == 200 and 402 in statuses, statuses  # its one request's budget held, the tab is spent
+    refused = json.loads(next(problem for status, _, problem in answers if status == 402))
+    assert "spend cap for the hour" in refused["hint"], refused  # not "in a moment": the hour may have to turn
 
     # The spent tab is ended and paid, so what it ran counts in the hour; the cap then leaves less than a
     # request's budget, and the owner's list says so with the command that raises it.

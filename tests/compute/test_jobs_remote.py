@@ -13,6 +13,7 @@ import json
 
 import pytest
 
+from tests.support.cli import ok, xsc_in_process
 from tests.support.compute import deploy, placed, signed_under_the_first_rule
 from tests.support.jobs import (QUIET, balances, countersigning_the_cap, network, owed_paid, read_file, reading,
                                 restarted, run_job, settle, verified)
@@ -25,6 +26,7 @@ from xsc.compute.jobspec import parse_job
 from xsc.errors import Conflict, PeerRefused, PeerUnreachable
 from xsc.node import CLIENT_IDENTITY, IDENTITY, TOKEN
 from xsc.node.appkeys import NODE
+from xsc.units import format_credits
 
 DATA = b"some stored words\nand more of them\n" * 1000
 
@@ -64,6 +66,21 @@ async def test_a_job_runs_on_a_provider_over_the_bytes_sent_and_its_outputs_are_
     assert (after[0] - before[0], after[1] - before[1]) == (-job["charge"], job["charge"]) and job["charge"] > 0
     for node in (gateway, provider):
         await verified(node)
+    # Each side's `xsc ledger history` names the job the payment was for (its tab's job reference).
+    for node, account, kind in ((gateway, "client", "payment"), (provider, "node", "receipt")):
+        shown = [ok(await asyncio.to_thread(xsc_in_process, "--node", str(node.make_url("")), "ledger", "history",
+                                            account, *args, env={"XSC_TOKEN": node.app[TOKEN], "COLUMNS": "80"}))
+                 for args in (["--json"], [])]
+        assert [(e["kind"], e["amount"], e["job"]) for e in json.loads(shown[0]) if e.get("for_job") == job["id"]] \
+            == [(kind, job["charge"], remote_tabs.job_tab(job["id"]))], shown[0]
+        assert f"job id {job['id']}" in [line.strip().rstrip(",") for line in shown[1].splitlines()], shown[1]
+    # `xsc compute job` names the payment's entry, as the gateway's history lists it.
+    (paid,) = [e["id"] for e in (await (await gateway.get("/v1/ledger/accounts/client/history")).json())["entries"]
+               if e.get("for_job") == job["id"]]
+    shown = ok(await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), "compute", "job",
+                                       job["id"], env={"XSC_TOKEN": gateway.app[TOKEN], "COLUMNS": "80"}))
+    assert [line.split() for line in shown.splitlines() if line.strip().startswith(("payment", "entry"))] == \
+        [["payment", format_credits(job["charge"]), "credits"], ["entry", paid]], shown
 
     # The lineage names the provider and checks its signature and the output it signed.
     tree = await (await gateway.get(f"/v1/compute/lineage/{outputs['out/c.txt']['capability']}")).json()
@@ -636,7 +653,8 @@ async def test_a_remote_job_done_but_not_paid_before_a_stop_is_paid_its_charge_a
     monkeypatch.setattr(gateway.app[NODE].jobs.sent, "pay", lambda returned: None)  # the stop comes before it
     status, job = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
     assert status == 201 and job["state"] == "done" and job["charge"] > 0, job
-    (authorization,) = [a.id.hex() for a in gateway.app[NODE].ledger.pending() if a.job == remote_tabs.JOB]
+    (authorization,) = [a.id.hex() for a in gateway.app[NODE].ledger.pending()
+                        if a.job == remote_tabs.job_tab(job["id"])]
     await close_node(gateway)
     ledger = provider.app[NODE].ledger
     if inflated:  # the provider countersigns the tab's whole cap, knowing the gateway's tally died with it
@@ -852,7 +870,7 @@ async def test_a_jobs_tab_left_pending_by_a_stop_before_its_run_was_asked_for_pa
             await running
     (job,) = jobs.records.all_jobs()
     assert "sent" not in job, job
-    (tab,) = [a for a in gateway.app[NODE].ledger.pending() if a.job == remote_tabs.JOB]
+    (tab,) = [a for a in gateway.app[NODE].ledger.pending() if a.job == remote_tabs.job_tab(job["id"])]
     (hostile,) = [p for p in providers if p.app[IDENTITY].public_key == tab.payee]
     (other,) = [p.app[IDENTITY].id for p in providers if p is not hostile]
     before = balances(gateway, hostile)
@@ -882,7 +900,7 @@ async def test_a_jobs_tab_a_start_pays_is_still_held_to_its_charge_once_the_job_
     monkeypatch.setattr(gateway.app[NODE].jobs.sent, "pay", lambda returned: None)  # the stop comes before it
     status, job = await run_job(gateway, spec, stdin=b"abc")
     assert status == 201 and job["state"] == "done" and job["charge"] > 0, job
-    (first,) = [a.id.hex() for a in gateway.app[NODE].ledger.pending() if a.job == remote_tabs.JOB]
+    (first,) = [a.id.hex() for a in gateway.app[NODE].ledger.pending() if a.job == remote_tabs.job_tab(job["id"])]
     await close_node(gateway)
     tabs = provider.app[NODE].paid.provider_tabs
     close_once, asked = tabs.close_once, []

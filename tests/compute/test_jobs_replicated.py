@@ -468,7 +468,7 @@ async def test_replicas_tabs_left_pending_by_a_stop_before_their_runs_were_asked
             await running
     (job,) = jobs.records.all_jobs()
     assert "replicating" not in job, job
-    tabs = {a.id for a in gateway.app[NODE].ledger.pending() if a.job == remote_tabs.JOB}
+    tabs = {a.id for a in gateway.app[NODE].ledger.pending() if a.job == remote_tabs.job_tab(job["id"])}
     assert len(tabs) == 3
     before = balances(gateway, providers[0])[0]
     await close_node(gateway)

@@ -263,6 +263,8 @@ def job(obj, job_id: str, as_json: bool) -> None:
         _file_line("  earlier ", output["name"], output["size"], output["sha256"], output["capability"])
     for replica in found.get("replicas", []):  # what the charge is made of: one line per provider
         _replica_line(replica)
+    for payment in found.get("payments", []):
+        _payment_line(payment)
 
 
 def _started(timestamp: str | None) -> str:
@@ -325,6 +327,18 @@ def _replica_line(replica: dict[str, Any]) -> None:
         click.echo(f"{said}  {replica['provider']}")
     else:
         click.echo(f"{said}\n      provider {replica['provider']}")
+
+
+def _payment_line(payment: dict[str, Any]) -> None:
+    """A payment of the job's latest run, by its ledger entry as `xsc ledger history` lists it: the id whole (on a
+    line of its own under it when the line is too narrow)."""
+    said = f"  payment  {format_credits(payment['amount'])} credits"
+    if not payment.get("entry"):
+        click.echo(f"{said}  not made yet (the payment retry makes it)")
+        return
+    width = terminal_width()
+    entry = f"entry {payment['entry']}"
+    click.echo(f"{said}  {entry}" if width is None or len(said) + 2 + len(entry) <= width else f"{said}\n      {entry}")
 
 
 @click.command("lineage")

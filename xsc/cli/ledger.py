@@ -86,7 +86,8 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
     `xsc ledger balance ACCOUNT` names it (`node`: what this node earned).
 
     Paid invokes are settled in aggregate: one transfer per interval covers many invokes (its job says how
-    many, and the Merkle root of their provenance ids); --expand lists the ids."""
+    many, and the Merkle root of their provenance ids); --expand lists the ids.  A job run on another node is paid
+    on its own: its entry names the job's id (`xsc compute job ID`)."""
     if named is not None and account is not None and named != account:
         raise click.UsageError(f"two accounts named ({named}, and --account {account}): give one")
     account = named or account or "client"
@@ -105,13 +106,18 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
     rows = []
     for e in entries:
         other = e["payee"] if e["kind"] == "payment" else e["payer"]
-        job = f"{e['invokes']} invoke{'s' if e['invokes'] != 1 else ''}" if "covers" in e else e["job"]
+        job = f"{e['invokes']} invoke{'s' if e['invokes'] != 1 else ''}" if "covers" in e else \
+            "job" if "for_job" in e else e["job"]
         rows.append((e["seq"], _time(e["settled_at"]), e["kind"], other, _signed(e["delta"]),
-                     _usage(e["usage"]), job, e.get("covers"), e["id"]))
+                     _usage(e["usage"]), job, e.get("for_job"), e.get("covers"), e["id"]))
+    # A job's id, as every id, whole: in a column of its own (on a line under its row on a narrow terminal), not in
+    # the job column, which is the first left out.
+    for_jobs = [Col("job id", keep=True, under=True)] if any("for_job" in e for e in entries) else []
     _table([Col("seq", right=True), Col("settled (UTC)", drop=2), Col("kind"),
             Col("counterparty", keep=True, under=True),
             Col("credits", right=True, keep=True), Col("usage", wrap=12, drop=1), Col("job", keep=True, drop=3),
-            Col("root", keep=True, under=True), Col("entry", keep=True, under=True)], rows,
+            *for_jobs, Col("root", keep=True, under=True), Col("entry", keep=True, under=True)],
+           [row if for_jobs else row[:7] + row[8:] for row in rows],
            title=f"account {info['account']['account']} — balance {format_credits(info['account']['balance'])}",
            wide=wide)
     hidden = max(0, info["account"]["seq"] - len(entries)) if info["account"].get("seq") else 0

@@ -405,7 +405,7 @@ class JobService:
         try:
             returned = await self.sent.unsettled(a.provider, a.price, spec, call, staged, run_id(job), deal,
                                                  self.answers.replica_believed(job), self.answers.replica_sending(job),
-                                                 lambda r: self.answers.replica_checked(job, r))
+                                                 lambda r: self.answers.replica_checked(job, r), asked=job["id"])
         except Exception as err:  # its tab settled by `unsettled`: not paid
             self.provider_terms.wanted_prepayment(a.provider, err)
             self.answers.replica_lost(job, a.provider, err)
@@ -526,8 +526,18 @@ class JobService:
                                   "`xsc compute jobs` lists them")
         found = self.records.by_prefix(text)
         if found is not None:
-            return found
+            return {**found, **self._payments(found)}
         raise JobNotFound(f"no job {jid} on this node", hint="list yours with: xsc compute jobs")
+
+    def _payments(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The payments of its latest run's providers, each its ledger entry's id once made (None until then): what
+        `xsc ledger history` lists it by (its `job id` names this job too)."""
+        made = []
+        for pay in job.get("paid_on", []):
+            payment = self.ledger.store.payment_for(bytes.fromhex(pay["authorization"]))
+            made.append({"provider": pay["provider"], "amount": pay["charge"] if payment is None else
+                         payment.receipt.amount, "entry": None if payment is None else payment.id.hex()})
+        return {"payments": made} if made else {}
 
     async def listed(self, limit: int, before: str | None = None) -> dict[str, Any]:
         """The local user's jobs, newest first (by when their latest run began), `limit` at most (MAX_LISTED), after

@@ -111,8 +111,11 @@ class TabBill:
             self.tab = await self.paid.provider_tabs.reserve(self.auth, budget, self.owner)
         except DealRefused:
             self.paid.release(self.owner, budget)
+            # Its owner renews a tab well before it is spent, unless its spend cap leaves no room for the next one:
+            # which of the two this is, only the owner knows.
             raise SpendCapReached("this function's owner has spent what it authorized for it here",
-                                  hint="retry in a moment: its owner authorizes the next tab") from None
+                                  hint="retry later: once its owner authorizes its next tab, or, if its spend cap for "
+                                       "the hour is reached, once the hour turns") from None
         except AuthorizationReplayed:
             self.paid.release(self.owner, budget)
             raise await self.closed(self) from None

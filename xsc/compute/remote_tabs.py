@@ -39,8 +39,10 @@ holds what its tally says it may still be paid, not the cap the ledger holds for
 none of it (each write is in the kernel's hands before it returns); a crash of the machine may lose the writes
 since the database's last synced write (the tally is then as it was then).
 
-A job's tab (`reserve_alone`) is shown to its provider before the job's record names it, and its run is asked for
-only once its bytes are sent: its tally counts the job's budget from then on (`run_asked`), and owes nothing before.
+A job's tab (`reserve_alone`) is its alone, and its authorization's job reference names it (`job_tab`:
+compute:rtab:job:JOB_ID), so both nodes' ledgers say which job each such payment was for.  It is shown to its
+provider before the job's record names it, and its run is asked for only once its bytes are sent: its tally counts
+the job's budget from then on (`run_asked`), and owes nothing before.
 
 A placed function's tab (compute/placements.py) is one this node sends no call on: its callers reach the provider
 alone.  Its tally is what the provider's reports said its requests cost (`track`, `reported`: a report that takes
@@ -67,7 +69,8 @@ from ..db import Database, Error as DatabaseError
 from ..errors import (AuthorizationReplayed, Conflict, DealRefused, Forbidden, InvalidArgument, NothingOwed,
                       PeerRefused, XscError)
 from ..identity import Identity, parse_public_id, public_id
-from ..ledger.core.model import Authorization, Receipt, encode_authorization, format_credits
+from ..ledger.core.model import (JOB_TAB_PREFIX, MAX_JOB_BYTES, Authorization, Receipt, encode_authorization,
+                                 format_credits)
 from ..ledger.settlement import Payments, nothing_owed
 from ..ledger.service import LedgerService
 from ..net.compute import close_tab
@@ -77,7 +80,8 @@ from ..tasks import Locks, in_pool, stop
 
 log = logging.getLogger(__name__)
 
-JOB = "compute:rtab"  # the job reference of a tab's authorization
+JOB = "compute:rtab"  # the job reference of a tab's authorization (what every tab's begins with)
+JOB_TABS = JOB_TAB_PREFIX  # + the job's id: a job's tab (`reserve_alone`), so its payment names the job it paid for
 TAB_CALLS = 16  # budgets one tab's cap covers (the most its provider may countersign; not held as such)
 INTERVAL = 1.0  # seconds a tab stays open at most
 TAB_TTL = 3600  # seconds a tab's authorization stays valid (the retry has this long to close it)
@@ -175,11 +179,11 @@ class GatewayTabs:
         self._tally_changed(tab)  # written before the call is sent (`write_tallies`)
         return tab
 
-    async def reserve_alone(self, provider: str, price: int, budget: int) -> OpenTab:
-        """A tab of its own for one piece of work (a job), closed as soon as it is answered: what is refused or
-        abandoned on it is that work alone."""
+    async def reserve_alone(self, provider: str, price: int, budget: int, job: str) -> OpenTab:
+        """A tab of its own for one piece of work (the job `job`, its id), closed as soon as it is answered: what is
+        refused or abandoned on it is that work alone."""
         promised = await self.ledger.promised(self.payments.payer.public_key)
-        auth = await self.payments.authorize(provider, budget, JOB, ttl=TAB_TTL, hold=0)
+        auth = await self.payments.authorize(provider, budget, job_tab(job), ttl=TAB_TTL, hold=0)
         self.payments.keep_off(auth.id)
         tab = self._unpaid[auth.id] = OpenTab(provider, auth, price, closing=True, asked=False)
         try:
@@ -499,7 +503,8 @@ class GatewayTabs:
         ids of those tabs."""
         if self.db.get(keys.TABS_TALLIED) is not None:
             return set()
-        shown = [a for a in pending.values() if a.job.startswith(JOB) and a.job != JOB and a.id not in ids]
+        shown = [a for a in pending.values()
+                 if a.job.startswith(JOB) and a.job != JOB and not a.job.startswith(JOB_TABS) and a.id not in ids]
         with self.db.write_batch(sync=True) as batch:
             for auth in shown:
                 batch.put(keys.tab_tally(auth.id), _REPORTED.pack(auth.cap, 0, 0, 0, 1))
@@ -535,6 +540,14 @@ class GatewayTabs:
             self._writing.cancel()
             self._writing = None
         self.write_tallies()  # of the tabs whose close failed: the next start's retry pays them up to these
+
+
+def job_tab(job: str) -> str:
+    """The job reference of a job's tab: every tab's prefix, which any provider takes a tab by (`ProviderTabs.check`),
+    and the job's id, which each side's `xsc ledger history` then shows its payment for.  An id too long to sign
+    (never a job's: 64 hex digits) leaves the tab named by the prefix alone."""
+    label = JOB_TABS + job
+    return label if len(label.encode()) <= MAX_JOB_BYTES else JOB
 
 
 def _tally(tab: OpenTab) -> bytes:
@@ -693,7 +706,7 @@ class ProviderTabs:
         """The open tab of `auth` if it has room for a call of `budget` (nothing reserved, nothing kept), else
         refused."""
         if not auth.job.startswith(JOB):
-            raise DealRefused("a tab call needs a tab authorization", hint=f"its job must be {JOB}")
+            raise DealRefused("a tab call needs a tab authorization", hint=f"its job must begin with {JOB}")
         if auth.expires_at > time.time() + MAX_TAB_TTL:
             raise DealRefused(f"a tab's authorization expires within {MAX_TAB_TTL} s of its call, not at "
                               f"{auth.expires_at}", hint="open a tab of a shorter life")
@@ -749,7 +762,7 @@ class ProviderTabs:
         `sender` is written with the receipt until its trust line counts it (LedgerService.sender_counted).
         `closer`: the node asking, refused unless its calls are the ones that ran under the tab."""
         if not auth.job.startswith(JOB):
-            raise DealRefused("not a tab authorization", hint=f"its job must be {JOB}")
+            raise DealRefused("not a tab authorization", hint=f"its job must begin with {JOB}")
         existing = await self.ledger.receipt_for(auth.id)
         tab = self._tabs.get(auth.id) if existing is not None else await self._tab(auth)
         if tab is not None:
@@ -779,4 +792,4 @@ def _check_gateway(tab: PeerTab, node: str | None, what: str) -> None:
                         f"{what} it", hint="a gateway opens its own tab (a fresh authorization)")
 
 
-__all__ = ["GatewayTabs", "JOB", "OpenTab", "ProviderTabs", "TAB_CALLS"]
+__all__ = ["GatewayTabs", "JOB", "JOB_TABS", "OpenTab", "ProviderTabs", "TAB_CALLS", "job_tab"]

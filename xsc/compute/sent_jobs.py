@@ -71,7 +71,8 @@ class SentJobs:
     async def unsettled(self, provider: str, price: int, spec, call: InvokeCall, staged, jid: str,
                         deal: dict[str, Any], believed: Callable[[dict[str, Any]], None] | None = None,
                         sending: Callable[[dict[str, Any]], None] | None = None,
-                        checked: Callable[[Returned], Awaitable[Returned]] | None = None) -> Returned:
+                        checked: Callable[[Returned], Awaitable[Returned]] | None = None,
+                        asked: str | None = None) -> Returned:
         """Run the staged job on `provider` at `price`: its run, checked, with its outputs on disk, neither paid
         nor refused yet.  The caller judges it (`pay` or `refuse`) once its outputs are stored, as replicas of a
         job are judged by their agreement.  `sending({provider, job, authorization, price, budget, stdin})`: the
@@ -79,12 +80,13 @@ class SentJobs:
         `believed({provider, job, authorization, answer})`: the provider's answer holds to the job, its outputs not
         fetched yet (what `refetched` needs after a restart); `checked(returned)`: its outputs fetched and checked,
         what keeps them where a start finds them, before the provider is told to forget the job (a kill -9 between
-        the two would leave a run that was done and can be neither fetched again nor paid)."""
+        the two would leave a run that was done and can be neither fetched again nor paid).  `asked`: the id its
+        user knows the job by, when that is not `jid`, the id of its run (a replicated job's): what its tab names."""
         paid = self.paid
         url = paid.peers.peer(provider).url
         budget = paid.compute.budget(call, price)
         try:
-            tab = await paid.gateway_tabs.reserve_alone(provider, price, budget)
+            tab = await paid.gateway_tabs.reserve_alone(provider, price, budget, asked or jid)
         except InsufficientCredit as err:
             raise worst_case_refused(paid.compute, err, call, budget, "job") from None
         data = _data(staged)

@@ -366,9 +366,11 @@ def decode_entry(data: bytes) -> Entry:
     return entry
 
 
-# The fields of entry_json, in its order (and "invokes" and "covers" for an aggregated transfer).
+# The fields of entry_json, in its order (and "invokes" and "covers" for an aggregated transfer, "for_job" for a job
+# run on another node).
 ENTRY_FIELDS = ("id", "kind", "account", "seq", "prev", "delta", "amount", "payer", "payee", "usage", "job", "cap", "nonce",
-                "expires_at", "settled_at", "authorization", "receipt", "receipt_seq", "encoded", "invokes", "covers")
+                "expires_at", "settled_at", "authorization", "receipt", "receipt_seq", "encoded", "invokes", "covers",
+                "for_job")
 
 
 def entry_json(entry: Entry) -> dict:
@@ -398,6 +400,9 @@ def entry_json(entry: Entry) -> dict:
     tab = parse_tab_job(auth.job)
     if tab is not None:
         out["invokes"], out["covers"] = tab
+    paid_job = parse_job_tab(auth.job)
+    if paid_job is not None:
+        out["for_job"] = paid_job
     return out
 
 
@@ -412,6 +417,16 @@ def parse_tab_job(job: str) -> tuple[int, str] | None:
         return None
     count, _, root = job[len(TAB_JOB_PREFIX):].partition(":")
     return (int(count), root) if is_whole_number(count) and len(root) == 64 else None
+
+
+# A job run on another node is paid on a tab of its own, whose job reference names the job: every tab's reference
+# begins with "compute:rtab", which is what a provider takes a tab by (compute/remote_tabs.py).
+JOB_TAB_PREFIX = "compute:rtab:job:"
+
+
+def parse_job_tab(job: str) -> str | None:
+    """The id of the job a job's tab's reference names, else None."""
+    return (job[len(JOB_TAB_PREFIX):] or None) if job.startswith(JOB_TAB_PREFIX) else None
 
 
 # --- making signed records (the key holder's side) --------------------------------
