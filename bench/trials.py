@@ -679,7 +679,7 @@ def _job_charges(net: Devnet, gateway: Http, jobs: list[dict], history: History)
     violations: list[str] = []
     with history.lock:
         answered, lost, puts = dict(history.jobs), history.jobs_in_flight, dict(history.watched_puts)
-    paid = _paid_by_authorization(gateway)
+    paid = _providers_paid(gateway, jobs)
     received: dict[str, dict[str, list[int]]] = {}  # node -> what its node account credited, by authorization
     for job in jobs:
         jid = job["id"]
@@ -717,6 +717,22 @@ def _job_charges(net: Devnet, gateway: Http, jobs: list[dict], history: History)
                                   f"paid {paid.get(tab.get('authorization'), [])}, not once its charge "
                                   f"{tab.get('charge')}")
     return violations
+
+
+def _providers_paid(gateway: Http, jobs: list[dict], timeout: float = CHECK_TIMEOUT) -> dict[str, list[int]]:
+    """What the gateway's client account paid, by authorization (`_paid_by_authorization`), once every tab a job's
+    record says it owes a charge (`paid_on`) is paid, or `timeout` passed: a tab is closed up to its interval after
+    its run and its receipt paid after that (a run of the watch's, as it catches up, ends a moment before the check)."""
+    owed = {tab.get("authorization") for job in jobs for tab in job.get("paid_on") or [] if tab.get("charge")}
+    paid: dict[str, list[int]] = {}
+
+    def settled() -> bool:
+        paid.clear()
+        paid.update(_paid_by_authorization(gateway))
+        return all(paid.get(authorization) for authorization in owed)
+
+    settled() or wait_for("providers paid", settled, timeout)
+    return paid
 
 
 def _local_runs_paid(gateway: Http, charges: dict[str, dict], timeout: float = CHECK_TIMEOUT) -> list[str]:

@@ -1,6 +1,7 @@
-"""bench/trials.py's ledger check: each local run is paid by exactly one transfer once its tab is settled, which is
-up to the tab's interval after the run (or the next start, after a kill -9): a run recorded a moment before the
-check is waited for, while a run never paid, or paid twice, is still a violation."""
+"""bench/trials.py's ledger checks: each local run is paid by exactly one transfer once its tab is settled, which is
+up to the tab's interval after the run (or the next start, after a kill -9), and each provider's tab by one receipt
+once it is closed: a run that ended a moment before the check is waited for, while a run never paid, or paid twice,
+is still a violation."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ JOB = {"id": "j" * 64, "state": "done", "charge_total": 82, "executions": 1, "sp
 
 
 class Gateway:
-    """The gateway's answers to the check: its provenance, and its client history as each read finds it."""
+    """The gateway's answers to the check: its provenance, and its client history and chain as each read finds them."""
 
-    def __init__(self, histories: list[list[list[str]]]) -> None:
+    def __init__(self, histories: list[list[list[str]]], chains: list[list[str]] = ([],)) -> None:
         self.histories = histories  # per read: the refs each transfer covers (the last read's stays)
-        self.reads = 0
+        self.chains = chains  # per read: the authorizations the client account paid 82 under
+        self.reads = self.chain_reads = 0
 
     def json(self, method: str, path: str, payload=None, timeout=None) -> tuple[int, dict]:
         if path.startswith("/v1/compute/provenance"):
@@ -26,9 +28,13 @@ class Gateway:
             self.reads += 1
             return 200, {"entries": [{"seq": n, "delta": -82 * len(refs), "covered": refs}
                                      for n, refs in enumerate(covers)]}
+        if path.startswith("/v1/ledger/accounts/client/chain"):
+            paid = self.chains[min(self.chain_reads, len(self.chains) - 1)]
+            self.chain_reads += 1
+            return 200, {"entries": [{"authorization": a, "delta": -82} for a in paid]}
         if path == "/v1/node/status":
             return 200, {"tabs": {"tabs": 1, "refs": 1, "amount": 82}}
-        return 200, {}  # the providers' chains: none
+        return 200, {}
 
 
 def test_a_run_whose_tab_settles_after_the_check_began_is_paid_once(monkeypatch) -> None:
@@ -37,6 +43,14 @@ def test_a_run_whose_tab_settles_after_the_check_began_is_paid_once(monkeypatch)
     history = trials.History(jobs={JOB["id"]: 1})
     assert trials._job_charges(["gateway"], gateway, [JOB], history) == []
     assert gateway.reads == 2
+
+
+def test_a_provider_whose_tab_is_paid_after_the_check_began_is_paid_once(monkeypatch) -> None:
+    gateway = Gateway([[[RUN]]], [[], ["a" * 64]])  # its receipt not paid yet at the first read, paid by the second
+    monkeypatch.setattr(trials, "Http", lambda node, timeout=None: gateway)
+    job = {**JOB, "charge": 82, "paid_on": [{"provider": "p", "authorization": "a" * 64, "charge": 82}]}
+    assert trials._job_charges(["gateway", "p"], gateway, [job], trials.History(jobs={JOB["id"]: 1})) == []
+    assert gateway.chain_reads == 2
 
 
 def test_a_run_never_paid_or_paid_twice_is_a_violation() -> None:
