@@ -27,8 +27,9 @@ one takes over: each trial re-reads every file its devnet holds, so a longer his
    and SHA-256 as recorded, and is named by one record once; every stored file named like a job's output is
    named by a record (no orphans); a job's `charge_total` is the sum of the charges of its runs' provenance
    records (its local runs' exactly; with runs on providers, at least its local runs' and at most all its runs'),
-   its `executions` their count, and each local run is covered by exactly one ledger transfer, whose amount is
-   the sum of the charges it covers; every object reads back through S3 as its last acknowledged put left it (or
+   its `executions` their count, and each local run is covered by exactly one ledger transfer once its tab is
+   settled (its interval after the run, or at the start after a kill), whose amount is the sum of the charges it
+   covers; every object reads back through S3 as its last acknowledged put left it (or
    a change whose answer was lost), and no other is listed; a replicated job pays the providers whose outputs
    agreed, as many as it asks at least, each once (one receipt, its charge), and no other replica; once the watch
    has caught up, each watched object's digest is the target's object of its key and the target holds nothing
@@ -678,7 +679,7 @@ def _job_charges(net: Devnet, gateway: Http, jobs: list[dict], history: History)
     violations: list[str] = []
     with history.lock:
         answered, lost, puts = dict(history.jobs), history.jobs_in_flight, dict(history.watched_puts)
-    paid = _paid_by_authorization(gateway)
+    paid = _providers_paid(gateway, jobs)
     received: dict[str, dict[str, list[int]]] = {}  # node -> what its node account credited, by authorization
     for job in jobs:
         jid = job["id"]
@@ -706,25 +707,7 @@ def _job_charges(net: Devnet, gateway: Http, jobs: list[dict], history: History)
         if job.get("paid_on") and sum(p.get("charge", 0) for p in job["paid_on"]) != job.get("charge"):
             violations.append(f"job {jid[:16]}: its providers were paid {job['paid_on']} for a run charged "
                               f"{job.get('charge')}")
-    # What the ledger paid for the local runs: each covered by exactly one transfer, each transfer their sum.
-    charges = {r["id"]: r for by_job in runs[:1] for records in by_job.values() for r in records}
-    status, history_json = gateway.json("GET", f"/v1/ledger/accounts/client/history?limit={HISTORY}&expand=1")
-    covered: dict[str, int] = {}
-    all_local = _all_charges(gateway)
-    entries = history_json.get("entries", []) if status == 200 else []
-    # The history gives the newest entries only: a run older than the oldest of them was paid before it.
-    since = entries[-1].get("settled_at") or 0 if len(entries) >= HISTORY else 0
-    for entry in entries:
-        refs = entry.get("covered") or []
-        for ref in refs:
-            covered[ref] = covered.get(ref, 0) + 1
-        if refs and all(ref in all_local for ref in refs) and \
-                sum(all_local[ref] for ref in refs) != -(entry.get("delta") or 0):
-            violations.append(f"ledger entry {entry.get('seq')} paid {-(entry.get('delta') or 0)} for runs charged "
-                              f"{sum(all_local[ref] for ref in refs)}")
-    for ref, record in charges.items():
-        if covered.get(ref, 0) != 1 and not (covered.get(ref, 0) == 0 and _when(record) < since):
-            violations.append(f"local job run {ref} paid by {covered.get(ref, 0)} ledger transfers, not 1")
+    violations += _local_runs_paid(gateway, {r["id"]: r for by_job in runs[:1] for rs in by_job.values() for r in rs})
     # What the ledger paid each provider of a job's latest run: its tab's one receipt, of the run's charge (read from
     # the whole chain: a devnet's history runs past the newest 10,000 entries the history route gives).
     for job in jobs:
@@ -733,6 +716,60 @@ def _job_charges(net: Devnet, gateway: Http, jobs: list[dict], history: History)
                 violations.append(f"job {job['id'][:16]}: the tab of its run on {str(tab.get('provider'))[:16]} "
                                   f"paid {paid.get(tab.get('authorization'), [])}, not once its charge "
                                   f"{tab.get('charge')}")
+    return violations
+
+
+def _providers_paid(gateway: Http, jobs: list[dict], timeout: float = CHECK_TIMEOUT) -> dict[str, list[int]]:
+    """What the gateway's client account paid, by authorization (`_paid_by_authorization`), once every tab a job's
+    record says it owes a charge (`paid_on`) is paid, or `timeout` passed: a tab is closed up to its interval after
+    its run and its receipt paid after that (a run of the watch's, as it catches up, ends a moment before the check)."""
+    owed = {tab.get("authorization") for job in jobs for tab in job.get("paid_on") or [] if tab.get("charge")}
+    paid: dict[str, list[int]] = {}
+
+    def settled() -> bool:
+        paid.clear()
+        paid.update(_paid_by_authorization(gateway))
+        return all(paid.get(authorization) for authorization in owed)
+
+    settled() or wait_for("providers paid", settled, timeout)
+    return paid
+
+
+def _local_runs_paid(gateway: Http, charges: dict[str, dict], timeout: float = CHECK_TIMEOUT) -> list[str]:
+    """Each local run (`charges`: its provenance record by id) covered by exactly one ledger transfer, each transfer
+    the sum of the charges it covers.  A run's tab is settled up to its interval after the run, or at the next start
+    once a kill -9 came first (from its owed record, written with the run's): a run recorded a moment before (the
+    watch's, as it catches up) is waited for, not held unpaid, and judged once every run is paid or `timeout` passed."""
+    read: list[tuple[dict[str, int], float, list[dict]]] = []
+
+    def paid() -> bool:
+        status, history_json = gateway.json("GET", f"/v1/ledger/accounts/client/history?limit={HISTORY}&expand=1")
+        entries = history_json.get("entries", []) if status == 200 else []
+        # The history gives the newest entries only: a run older than the oldest of them was paid before it.
+        since = entries[-1].get("settled_at") or 0 if len(entries) >= HISTORY else 0
+        covered: dict[str, int] = {}
+        for entry in entries:
+            for ref in entry.get("covered") or []:
+                covered[ref] = covered.get(ref, 0) + 1
+        read[:] = [(covered, since, entries)]
+        return status == 200 and all(covered.get(ref) or _when(r) < since for ref, r in charges.items())
+
+    paid() or wait_for("local runs paid", paid, timeout)
+    covered, since, entries = read[-1]
+    all_local = _all_charges(gateway)  # read after the history: every run a transfer covers is recorded by then
+    violations: list[str] = []
+    for entry in entries:
+        refs = entry.get("covered") or []
+        if refs and all(ref in all_local for ref in refs) and \
+                sum(all_local[ref] for ref in refs) != -(entry.get("delta") or 0):
+            violations.append(f"ledger entry {entry.get('seq')} paid {-(entry.get('delta') or 0)} for runs charged "
+                              f"{sum(all_local[ref] for ref in refs)}")
+    unpaid = [ref for ref, record in charges.items() if covered.get(ref, 0) != 1
+              and not (covered.get(ref, 0) == 0 and _when(record) < since)]
+    tabs = gateway.json("GET", "/v1/node/status")[1].get("tabs") if unpaid else None
+    for ref in unpaid:
+        waited = f" ({timeout:.0f} s on; the gateway's open tabs: {tabs})" if not covered.get(ref) else ""
+        violations.append(f"local job run {ref} paid by {covered.get(ref, 0)} ledger transfers, not 1{waited}")
     return violations
 
 
