@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,8 @@ def test_a_map_of_100_inputs_spreads_over_the_providers_and_survives_one_killed(
         gateway, providers = nodes[0], nodes[1:]
         eventually(lambda: api(gateway, "GET", "/v1/market/status")[1]["participants"] == 6, "the market")
         bodies = [f"input {n}\n".encode() * (n + 1) for n in range(100)]
-        caps = [_stored(gateway, body) for body in bodies]
+        with ThreadPoolExecutor(4) as pool:  # puts at once: each mostly waits on its holders
+            caps = list(pool.map(lambda body: _stored(gateway, body), bodies))
         over = [arg for cap in caps for arg in ("--over", cap)]
         mapped: dict = {}
         thread = threading.Thread(target=lambda: mapped.update(

@@ -101,10 +101,14 @@ def test_market_cli_on_one_node(cli_node, tmp_path):
         assert "--json" in ok(node, "market", command, "--help"), command
 
 
+# Books are compared (digests swapped) every third of market.freshness: every 3 s, where the default is every 20.
+SWAPPING = {**FAST, "XSC_MARKET_FRESHNESS": "9"}
+
+
 @pytest.mark.slow
 def test_market_cli_two_peered_nodes(node_process, tmp_path):
-    a = node_process("a", env=FAST)
-    b = node_process("b", ["--peer", a.url], env=FAST)
+    a = node_process("a", env=SWAPPING)
+    b = node_process("b", ["--peer", a.url], env=SWAPPING)
     a_id, b_id = ok_json(a, "market", "status")["node"], ok_json(b, "market", "status")["node"]
 
     # Gossip: both books hold both offers, with the same digest.
