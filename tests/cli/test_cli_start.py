@@ -173,5 +173,7 @@ def test_a_ctrl_c_while_the_cli_is_imported_is_one_line_not_a_traceback(loading:
     each of these extension modules is imported: click's first imports, its last, the CLI's output module), ends it
     as any Ctrl-C does: `xsc: interrupted` and exit 130."""
     script = _INTERRUPTED_CONSOLE_SCRIPT.replace("LOADING", repr(loading))
-    process = subprocess.run([sys.executable, "-c", script, "--help"], capture_output=True, timeout=60)
+    # As from a terminal: SIGINT not ignored, even where this test runs with it ignored (in a job started with &).
+    process = subprocess.run([sys.executable, "-c", script, "--help"], capture_output=True, timeout=60,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert (process.returncode, process.stderr.decode()) == (130, "xsc: interrupted\n"), process.stdout[-300:]
