@@ -91,13 +91,18 @@ async def test_a_request_alone_on_the_node_is_tried_on_the_loop_and_one_beside_a
     async with aiohttp.ClientSession() as session:
         status, body = await _get(session, f"{base}/fn/hello/")
         assert status == 200 and b"REQUEST_METHOD=GET" in body
-        assert on_loop.runs == 1 and on_loop.in_runner == 0  # no runner woken for it
+        # Tried: kept, or thrown away because the busy machine kept the loop from the CPU past the try's deadline.
+        assert _tries(on_loop) == 1 and on_loop.in_runner == 0  # no runner woken for it
         async with request_in_flight(node, "127.0.0.1", _port(base)):
             status, body = await _get(session, f"{base}/fn/hello/")
             assert status == 200 and b"REQUEST_METHOD=GET" in body
-            assert on_loop.runs == 2 and on_loop.in_runner == 1
+            assert _tries(on_loop) == 2 and on_loop.in_runner == 1
         status, _ = await _get(session, f"{base}/fn/hello/")
-        assert status == 200 and on_loop.runs == 3 and on_loop.in_runner == 1  # alone again once it has gone
+        assert status == 200 and _tries(on_loop) == 3 and on_loop.in_runner == 1  # alone again once it has gone
+
+
+def _tries(on_loop) -> int:
+    return on_loop.runs + on_loop.retried
 
 
 async def test_a_spinning_try_comes_back_from_the_runner_and_runs_to_its_deadline_while_others_are_served(web):
