@@ -8,7 +8,7 @@ import sys
 import time
 import tomllib
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 from urllib.parse import quote
 
 import click
@@ -159,20 +159,10 @@ def run(obj, target: str, argv: tuple[str, ...], stdin: str | None, no_stdin: bo
     if stdin is not None or no_stdin or "stdin" not in spec:
         spec["stdin"], source = _stdin_source(stdin, no_stdin)
     spec = {k: v for k, v in spec.items() if v is not None}
-    try:
-        if source is not None:
-            answer = client.post_stream("/v1/compute/jobs", _stream(spec, source), JOB_STREAM)
-        else:
-            answer = client.request("POST", "/v1/compute/jobs", json_body=spec)
-    except (Trap, OverCap) as err:
-        if not as_json:
-            _program_output(err.details)
-        raise
-    if as_json:
-        emit_json(answer)
-        return
-    _program_output(answer)
-    _summary(answer)
+    if source is not None:
+        _answered(lambda: client.post_stream("/v1/compute/jobs", _stream(spec, source), JOB_STREAM), as_json)
+    else:
+        _answered(lambda: client.request("POST", "/v1/compute/jobs", json_body=spec), as_json)
 
 
 @click.command("rerun")
@@ -182,8 +172,13 @@ def run(obj, target: str, argv: tuple[str, ...], stdin: str | None, no_stdin: bo
 def rerun(obj, job_id: str, as_json: bool) -> None:
     """Run a job again from the spec its record keeps (an interrupted or failed one, say): a new run of the same job,
     which replaces its run before.  Prints as `run` does."""
+    _answered(lambda: obj.client().request("POST", f"/v1/compute/jobs/{quote(job_id, safe='')}/rerun"), as_json)
+
+
+def _answered(run: Callable[[], dict], as_json: bool) -> None:
+    """A job's run as `run` and `rerun` print it: the program's output, then the job's summary (or its JSON)."""
     try:
-        answer = obj.client().request("POST", f"/v1/compute/jobs/{quote(job_id, safe='')}/rerun")
+        answer = run()
     except (Trap, OverCap) as err:
         if not as_json:
             _program_output(err.details)
