@@ -793,12 +793,9 @@ def _countersigning(provider, monkeypatch, inflate) -> None:
                         countersign(payee, auth, inflate(auth, amount), usage, **kw))
 
 
-@pytest.mark.parametrize("inflate", [lambda auth, total: auth.cap, lambda auth, total: total + 1],
-                         ids=["the cap", "a micro-credit more than it reported"])
-async def test_a_provider_countersigning_more_than_it_reported_for_a_placed_function_is_not_paid(
-        node_factory, monkeypatch, inflate):
-    # The owner's node never sees a placed function's requests: it is told what they cost by its provider's reports.
-    # A receipt above them (each request the receipt counts past them at most its budget) is not paid at all.
+async def _two_requests_reported(node_factory):
+    """A provider serving the owner's function, two requests served and its report of them taken by the owner: the
+    provider, the owner, the function's URL, both balances before, the two runs and the tab they ran under."""
     provider = await _provider(node_factory, "provider")
     owner, url = await _owner_placing(node_factory, provider)
     owner_id, node = owner.app[IDENTITY].id, owner.app[NODE]
@@ -808,6 +805,17 @@ async def test_a_provider_countersigning_more_than_it_reported_for_a_placed_func
     runs = await eventually_async(lambda: len(r := _runs(provider, owner_id)) == 2 and r, "both runs recorded")
     await node.placements.keep()  # the provider's report of both taken
     (tab,) = [a for a in node.ledger.pending() if a.job == function_job(owner_id, "hello")]
+    return provider, owner, url, before, runs, tab
+
+
+@pytest.mark.parametrize("inflate", [lambda auth, total: auth.cap, lambda auth, total: total + 1],
+                         ids=["the cap", "a micro-credit more than it reported"])
+async def test_a_provider_countersigning_more_than_it_reported_for_a_placed_function_is_not_paid(
+        node_factory, monkeypatch, inflate):
+    # The owner's node never sees a placed function's requests: it is told what they cost by its provider's reports.
+    # A receipt above them (each request the receipt counts past them at most its budget) is not paid at all.
+    provider, owner, url, before, runs, tab = await _two_requests_reported(node_factory)
+    owner_id, node = owner.app[IDENTITY].id, owner.app[NODE]
     _countersigning(provider, monkeypatch, inflate)
     struck: list[str] = []
     monkeypatch.setattr(node.quarantine, "strike", lambda peer, why, **kw: struck.append(peer) or False)
@@ -828,15 +836,8 @@ async def test_a_placed_functions_tab_left_open_by_a_stop_of_its_owner_is_paid_n
     # The owner stops with its function's tab open, and its provider serves one request more meanwhile (past the
     # last report the owner took).  Started again, the owner's payment retry closes the tab: the honest receipt is
     # paid, that request at most its budget; one for the tab's whole cap is not paid at all.
-    provider = await _provider(node_factory, "provider")
-    owner, url = await _owner_placing(node_factory, provider)
-    owner_id, node = owner.app[IDENTITY].id, owner.app[NODE]
-    before = balances(owner, provider)
-    for n in range(2):
-        assert (await _get(url + f"x{n}"))[0] == 200
-    await eventually_async(lambda: len(_runs(provider, owner_id)) == 2, "both runs recorded")
-    await node.placements.keep()
-    (tab,) = [a for a in node.ledger.pending() if a.job == function_job(owner_id, "hello")]
+    provider, owner, url, before, _, tab = await _two_requests_reported(node_factory)
+    owner_id = owner.app[IDENTITY].id
     await close_node(owner)
     assert (await _get(url + "while-away"))[0] == 200
     runs = await eventually_async(lambda: len(r := _runs(provider, owner_id)) == 3 and r, "the third run recorded")
