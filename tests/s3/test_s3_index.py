@@ -568,6 +568,15 @@ def test_a_buckets_grants_are_bounded_in_number_and_size_and_an_import_is_held_t
             index.grant("long", f"{n:0>32}", "write")
     kept = index.bucket("long")["grants"]
     assert len(kept) < names.MAX_GRANTS and len(codec.canonical(kept)) <= names.MAX_GRANTS_BYTES
+    index.create_bucket("full", "ana")  # read grants up to the bytes' bound, then made write one by one
+    n = 0
+    while len(codec.canonical({f"{i:0>32}": "read" for i in range(n + 1)})) <= names.MAX_GRANTS_BYTES:
+        index.grant("full", f"{n:0>32}", "read")
+        n += 1
+    with pytest.raises(TooManyGrants):
+        for i in range(n):
+            index.grant("full", f"{i:0>32}", "write")  # a byte more each
+    assert len(codec.canonical(index.bucket("full")["grants"])) <= names.MAX_GRANTS_BYTES
     grants = {f"{n:0>32}": "read" for n in range(names.MAX_GRANTS + 1)}
     with pytest.raises(TooManyGrants):
         backup.restore(index, {"buckets": [{"name": "new-b", "created": 0, "grants": grants}]})

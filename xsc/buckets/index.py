@@ -172,7 +172,9 @@ class S3Index:
                 raise InvalidArgument(f"user {user!r} owns the bucket {name!r}")
             had = record["grants"].get(user)
             grants = {u: g for u, g in record["grants"].items() if u != user} | ({user: level} if level else {})
-            if level is not None and user not in record["grants"]:  # (a revoke, or a grant changed, never adds one)
+            # A new grant, or read made write, grows the grants; a revoke or write made read never does (and is
+            # taken even by a bucket over the bounds, whose grants it brings back towards them).
+            if level is not None and (had is None or (had, level) == ("read", "write")):
                 names.check_grants(name, grants)
             stored = {k: v for k, v in record.items() if k != "name"} | {"grants": grants}
             dropped = [] if level else [u for u in self.uploads(name) if u.get("user") == user]
