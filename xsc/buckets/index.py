@@ -578,15 +578,15 @@ class S3Index:
             self._changed(bucket)
 
 
-def note_funded(index: S3Index, user: str) -> None:
-    """Note that the node's account funds `user` (before the transfer: a user listed with nothing is harmless, a funded
-    one unlisted is not), so that `users` lists it whatever keys and grants it has."""
+def funded_note(user: str) -> tuple[bytes, bytes]:
+    """The record that notes the node's account funds `user`, so that `users` lists it whatever keys and grants it has:
+    written by the funding's transfer, in its own synced write (`UserAccounts.fund`)."""
     names.check_user(user)
-    index.db.put(keys.object_funded(user), b"", sync=True)
+    return keys.object_funded(user), b""
 
 
 def index_funded(index: S3Index, funded_in_ledger: Callable[[], list[str]]) -> int:
-    """Give the users the node's account funded before it noted each one (`note_funded`) their records, once, from
+    """Give the users the node's account funded before a funding noted them (`UserAccounts.fund`) their records, once, from
     what the ledger shows it funded (`funded_in_ledger`): the records and the mark that this was done in one synced
     write.  How many were given one."""
     if index.db.get(keys.OBJECT_FUNDED_INDEXED) is not None:
@@ -922,7 +922,7 @@ def _within(held: Counter, user: str, most: int, error: type[XscError], what: st
 
 
 def funded(index: S3Index) -> list[str]:
-    """The users the node's account funded (`note_funded`), by name."""
+    """The users the node's account funded (`UserAccounts.fund` notes each), by name."""
     return _funded(index.db)
 
 
