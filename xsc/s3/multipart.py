@@ -15,7 +15,7 @@ from aiohttp import web
 
 from ..buckets.core import names
 from ..errors import NoSuchUpload, S3Error, XscError
-from .calls import Call, checksum_headers, declared_size, integer, xml_answer
+from .calls import Call, checksum_headers, declared_size, encoding_of, integer, xml_answer
 from .core import checksums, xml
 from .core import headers as stored_headers
 from .link import NodeLink
@@ -91,6 +91,7 @@ class Multipart:
         return web.Response(status=204)
 
     async def list_parts(self, call: Call) -> web.Response:
+        encoding = encoding_of(call)
         upload = await upload_of(self.node, call, names.INITIATOR)
         marker = integer(call.query.get("part-number-marker"), 0, "part-number-marker")
         max_parts = min(integer(call.query.get("max-parts"), 1000, "max-parts"), 1000)
@@ -103,9 +104,10 @@ class Multipart:
             kind, parts = None, [{**p, "checksums": {}} for p in parts]
         return xml_answer(xml.list_parts(call.bucket, call.key, upload["id"], parts[:max_parts], marker=marker,
                                          max_parts=max_parts, truncated=len(parts) > max_parts,
-                                         owner=upload.get("user") or call.user, checksum=kind))
+                                         owner=upload.get("user") or call.user, checksum=kind, encoding=encoding))
 
     async def list_uploads(self, call: Call) -> web.Response:
+        encoding = encoding_of(call)
         prefix = call.query.get("prefix", "")
         max_uploads = min(integer(call.query.get("max-uploads"), 1000, "max-uploads"), 1000)
         key_marker = call.query.get("key-marker", "")
@@ -115,7 +117,8 @@ class Multipart:
             uploads = _after_marker(uploads, key_marker, id_marker)
         return xml_answer(xml.list_uploads(call.bucket, uploads[:max_uploads], prefix=prefix,
                                            max_uploads=max_uploads, truncated=len(uploads) > max_uploads,
-                                           owner=call.user, key_marker=key_marker, id_marker=id_marker))
+                                           owner=call.user, key_marker=key_marker, id_marker=id_marker,
+                                           encoding=encoding))
 
 
 async def upload_of(node: NodeLink, call: Call, need: str = "write") -> dict:

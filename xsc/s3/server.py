@@ -32,7 +32,7 @@ from .core import headers as stored_headers
 from .core import checksums, routing, sigv4, xml
 from .access import KeyRing
 from .bodies import ObjectBodies
-from .calls import Call, checksum_headers, declared_size, integer, keep_checksum, xml_answer
+from .calls import Call, checksum_headers, declared_size, encoding_of, integer, keep_checksum, xml_answer
 from .copies import Copies
 from .link import NodeLink
 from .marks import FileMarks
@@ -251,11 +251,7 @@ class S3Front:
         # A page holds at most MAX_KEYS, and S3 answers the MaxKeys it used, not a larger one asked for
         max_keys = min(integer(q.get("max-keys"), listing.MAX_KEYS, "max-keys"), listing.MAX_KEYS)
         prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
-        encoding = q.get("encoding-type") or None
-        if encoding not in (None, "url"):  # the one encoding S3 knows: another would leave keys as sent, unsaid
-            raise S3Error(f"Invalid Encoding Method specified in Request: encoding-type is url, not {encoding[:80]!r}",
-                          s3_code="InvalidArgument", status=400, ArgumentName="encoding-type",
-                          ArgumentValue=encoding[:80])
+        encoding = encoding_of(call)
         v2 = q.get("list-type") == "2"
         if v2:
             token, start_after = q.get("continuation-token", ""), q.get("start-after", "")
