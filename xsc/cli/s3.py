@@ -4,16 +4,12 @@ users' access keys, buckets, grants and accounts, and its bucket index's backup.
 from __future__ import annotations
 
 import contextlib
-import re
 
 import click
 
 from .. import codec
 from ..units import format_credits
 from .output import Col, emit_json, json_option, table
-
-REGION = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?", re.ASCII)  # a region name: us-east-1, eu-central-2, ...
-
 
 @click.group()
 def s3() -> None:
@@ -34,7 +30,7 @@ def serve(obj, listen: str, region: str, reconcile_interval: float) -> None:
     import logging
     import signal
 
-    from ..config import load_config, parse_listen
+    from ..config import REGION, load_config, parse_listen
     from ..errors import ConfigError
     from ..s3.access import KeyRing, key_file
     from ..s3.marks import FileMarks

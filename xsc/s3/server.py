@@ -226,7 +226,11 @@ class S3Front:
 
     async def create_bucket(self, call: Call) -> web.Response:
         names.check_bucket(call.bucket)
-        await self.writes.small_body(call)  # a CreateBucketConfiguration: every bucket is in this node's region
+        where = xml.parse_location(await self.writes.small_body(call))  # every bucket is in the front's region
+        if where and where != self.region:
+            raise S3Error(f"The {where[:64]} location constraint is incompatible for the region specific endpoint this "
+                          f"request was sent to (this front's region is {self.region})",
+                          s3_code="IllegalLocationConstraintException", status=400)
         await self.node.create_bucket(call.bucket, call.user)  # one's own again: 200
         return web.Response(status=200, headers={"Location": f"/{call.bucket}"})
 

@@ -310,6 +310,16 @@ def parse_complete_checksums(body: bytes) -> list[tuple[int, str, dict[str, str]
     return parts
 
 
+def parse_location(body: bytes) -> str:
+    """The LocationConstraint of a CreateBucket's body (a CreateBucketConfiguration), "" if it names none."""
+    if not body.strip():
+        return ""
+    root = _parse(body)
+    if _local(root.tag) != "CreateBucketConfiguration":
+        raise S3Error("expected a CreateBucketConfiguration document", s3_code="MalformedXML", status=400)
+    return (_text(root, "LocationConstraint") or "").strip()
+
+
 def parse_delete(body: bytes) -> tuple[list[str], bool]:
     """The keys of a Delete (DeleteObjects) body, and whether it asked for a quiet answer."""
     root = _parse(body)
