@@ -37,13 +37,15 @@ class Copies:
         headers = call.request.headers
         src_bucket, src_key = _copy_source(headers)
         directive = headers.get("x-amz-metadata-directive", "COPY").upper()
+        # NoSuchBucket, AccessDenied before all else: a user that may not write the bucket hears nothing of what is in
+        # it, nor of its request's other faults
+        await self.node.bucket(call.bucket, call.user, "write")
         if (src_bucket, src_key) == (call.bucket, call.key) and directive != "REPLACE":
             raise S3Error("This copy request is illegal because it is trying to copy an object to itself without "
                           "changing the object's metadata (x-amz-metadata-directive: REPLACE)",
                           s3_code="InvalidRequest", status=400)
         record = await self.node.object(src_bucket, src_key, call.user)
         stored_headers.copy_condition(headers, record["etag"], record["modified"])
-        await self.node.bucket(call.bucket, call.user, "write")  # NoSuchBucket, AccessDenied before a byte is stored
         await self.writes.small_body(call)
         if directive == "REPLACE":
             metadata = names.check_metadata(stored_headers.metadata(headers))

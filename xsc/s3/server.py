@@ -295,6 +295,8 @@ class S3Front:
                   "headers": stored_headers.stored(call.request.headers)}
         checksum = checksums.for_object(call.request.headers)
         if "If-None-Match" in call.request.headers or "If-Match" in call.request.headers:
+            # AccessDenied before the condition is judged: a reader that may not write is not told whether it held
+            await self.node.bucket(call.bucket, call.user, "write")
             record["condition"] = stored_headers.write_condition(call.request.headers,
                                                                  await _current(self.node, call))
         declared = declared_size(call)
