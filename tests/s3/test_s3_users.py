@@ -108,7 +108,16 @@ def test_another_users_uploads_parts_and_presigned_urls_are_refused(gateway) -> 
                  lambda: bob.complete_multipart_upload(Bucket="iso-bob", Key="m", UploadId=uid, MultipartUpload=complete),
                  lambda: bob.abort_multipart_upload(Bucket="iso-bob", Key="m", UploadId=uid),
                  lambda: bob.upload_part(Bucket="iso-bob", Key="m", UploadId=uid, PartNumber=2, Body=b"bob's"),
-                 lambda: bob.get_bucket_location(Bucket="iso-ana")):
+                 lambda: bob.get_bucket_location(Bucket="iso-ana"),
+                 # its own upload, or none, named through the bucket it may not use: denied, not NoSuchUpload
+                 lambda: bob.upload_part(Bucket="iso-ana", Key="m", UploadId=own, PartNumber=1, Body=b"bob's"),
+                 lambda: bob.upload_part_copy(Bucket="iso-ana", Key="m", UploadId=own, PartNumber=1,
+                                              CopySource={"Bucket": "iso-ana", "Key": "secret.txt"}),
+                 lambda: bob.list_parts(Bucket="iso-ana", Key="m", UploadId=own),
+                 lambda: bob.complete_multipart_upload(Bucket="iso-ana", Key="m", UploadId=own, MultipartUpload=complete),
+                 lambda: bob.abort_multipart_upload(Bucket="iso-ana", Key="m", UploadId=own),
+                 lambda: bob.upload_part(Bucket="iso-ana", Key="m", UploadId="no-such-id", PartNumber=1, Body=b"x"),
+                 lambda: bob.abort_multipart_upload(Bucket="iso-ana", Key="m", UploadId="0" * 32)):
         assert refused(call) == ("AccessDenied", 403)
     assert refused(lambda: bob.head_bucket(Bucket="iso-ana"))[1] == 403
     assert refused(lambda: bob.upload_part_copy(Bucket="iso-bob", Key="m", UploadId=own, PartNumber=1,

@@ -17,7 +17,7 @@ from .calls import Call, checksum_headers, keep_checksum, xml_answer
 from .core import checksums, xml
 from .core import headers as stored_headers
 from .link import NodeLink
-from .multipart import part_number_of, upload_id_of, upload_of
+from .multipart import part_number_of, upload_of
 from .writes import Writes
 
 
@@ -77,10 +77,11 @@ class Copies:
         """UploadPartCopy: a part made of an object's bytes (`x-amz-copy-source-range`: some of them), as S3's
         managed copies (boto3's `copy`, `aws s3 cp` between buckets) copy an object larger than a part.  The part's
         checksum in its upload's algorithm is taken of the bytes copied, as an UploadPart's is of its body."""
-        number, upload_id = part_number_of(call), upload_id_of(call)
+        number = part_number_of(call)
         headers = call.request.headers
         src_bucket, src_key = _copy_source(headers)
         upload = await upload_of(self.node, call)
+        upload_id = upload["id"]
         kind = upload.get("checksum")
         checksum = None if kind is None else checksums.Checksum(kind["algorithm"], None, taken=True)
         record = await self.node.object(src_bucket, src_key, call.user)

@@ -45,9 +45,10 @@ class Multipart:
         return response
 
     async def upload_part(self, call: Call) -> web.Response:
-        number, upload_id = part_number_of(call), upload_id_of(call)
+        number = part_number_of(call)
         checksums.wanted(call.request.headers)  # a checksum header that makes no sense: refused before all else
         upload = await upload_of(self.node, call)
+        upload_id = upload["id"]
         checksum, kept = checksums.for_part(call.request.headers, upload)
         md5 = hashlib.md5()
 
@@ -123,10 +124,15 @@ class Multipart:
 
 async def upload_of(node: NodeLink, call: Call, need: str = "write") -> dict:
     """The upload the call names (`uploadId`), NoSuchUpload unless it is one of the call's bucket and key; `need`: as
-    NodeLink.upload's."""
-    upload = await node.upload(upload_id_of(call), call.user, need)
-    if upload["bucket"] != call.bucket or upload["key"] != call.key:
-        raise S3Error("that upload id is for another object", s3_code="NoSuchUpload", status=404)
+    NodeLink.upload's.  A user that may not use the call's bucket so is told AccessDenied rather than NoSuchUpload,
+    as S3 judges the bucket's access first: whether an upload id is one elsewhere is not its to learn."""
+    try:
+        upload = await node.upload(upload_id_of(call), call.user, need)
+        if upload["bucket"] != call.bucket or upload["key"] != call.key:
+            raise NoSuchUpload("that upload id is for another object")
+    except NoSuchUpload:
+        await node.bucket(call.bucket, call.user, "read" if need == names.INITIATOR else need)
+        raise
     return upload
 
 
@@ -193,5 +199,5 @@ def part_number_of(call: Call) -> int:
 def upload_id_of(call: Call) -> str:
     upload_id = call.query.get("uploadId", "")
     if not upload_id.isalnum():
-        raise S3Error("no multipart upload with that id", s3_code="NoSuchUpload", status=404)
+        raise NoSuchUpload("no multipart upload with that id")
     return upload_id
