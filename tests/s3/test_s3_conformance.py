@@ -401,7 +401,8 @@ def test_multipart_listings_percent_encode_their_names_when_asked_as_object_list
         assert status == 200 and b"<EncodingType>url</EncodingType>" in body, body
         assert f"<Key>{encoded}</Key>".encode() in body, body
         status, _, body = signed(gateway, "GET", path)
-        assert status == 200 and f"<Key>{key.replace('&', '&amp;')}</Key>".encode() in body and b"EncodingType" not in body, body
+        assert status == 200 and b"EncodingType" not in body, body
+        assert f"<Key>{key.replace('&', '&amp;')}</Key>".encode() in body, body
         for listing in (path + "&encoding-type=base64", f"/{bucket}?uploads&encoding-type=base64"):
             status, _, body = signed(gateway, "GET", listing)
             assert status == 400 and b"<Code>InvalidArgument</Code>" in body, body

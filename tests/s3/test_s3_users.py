@@ -114,7 +114,8 @@ def test_another_users_uploads_parts_and_presigned_urls_are_refused(gateway) -> 
                  lambda: bob.upload_part_copy(Bucket="iso-ana", Key="m", UploadId=own, PartNumber=1,
                                               CopySource={"Bucket": "iso-ana", "Key": "secret.txt"}),
                  lambda: bob.list_parts(Bucket="iso-ana", Key="m", UploadId=own),
-                 lambda: bob.complete_multipart_upload(Bucket="iso-ana", Key="m", UploadId=own, MultipartUpload=complete),
+                 lambda: bob.complete_multipart_upload(Bucket="iso-ana", Key="m", UploadId=own,
+                                                       MultipartUpload=complete),
                  lambda: bob.abort_multipart_upload(Bucket="iso-ana", Key="m", UploadId=own),
                  lambda: bob.upload_part(Bucket="iso-ana", Key="m", UploadId="no-such-id", PartNumber=1, Body=b"x"),
                  lambda: bob.abort_multipart_upload(Bucket="iso-ana", Key="m", UploadId="0" * 32)):
@@ -168,7 +169,8 @@ def test_a_user_that_may_not_write_a_bucket_is_denied_before_its_copy_or_its_con
                      lambda: bob.put_object(Bucket="cond-ana", Key="k", Body=b"bob's", IfMatch=etag)):
             assert refused(call) == ("AccessDenied", 403), grant
     forged = boto3_client(gateway.front.url, {"access_key": ana_key["access_key"], "secret_key": bob_key["secret_key"]})
-    assert refused(lambda: forged.put_object(Bucket="cond-ana", Key="k", Body=b"bob's")) == ("SignatureDoesNotMatch", 403)
+    assert refused(lambda: forged.put_object(Bucket="cond-ana", Key="k", Body=b"bob's")) \
+        == ("SignatureDoesNotMatch", 403)
     url = forged.generate_presigned_url("delete_object", Params={"Bucket": "cond-ana", "Key": "k"}, ExpiresIn=600)
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(urllib.request.Request(url, method="DELETE"))

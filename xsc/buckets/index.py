@@ -586,9 +586,9 @@ def funded_note(user: str) -> tuple[bytes, bytes]:
 
 
 def index_funded(index: S3Index, funded_in_ledger: Callable[[], list[str]]) -> int:
-    """Give the users the node's account funded before a funding noted them (`UserAccounts.fund`) their records, once, from
-    what the ledger shows it funded (`funded_in_ledger`): the records and the mark that this was done in one synced
-    write.  How many were given one."""
+    """Give the users the node's account funded before a funding noted them (`UserAccounts.fund`) their records, once,
+    from what the ledger shows it funded (`funded_in_ledger`): the records and the mark that this was done in one
+    synced write.  How many were given one."""
     if index.db.get(keys.OBJECT_FUNDED_INDEXED) is not None:
         return 0
     found = [user for user in funded_in_ledger() if index.db.get(keys.object_funded(user)) is None]

@@ -37,8 +37,8 @@ class Copies:
         headers = call.request.headers
         src_bucket, src_key = _copy_source(headers)
         directive = headers.get("x-amz-metadata-directive", "COPY").upper()
-        # NoSuchBucket, AccessDenied before all else: a user that may not write the bucket hears nothing of what is in
-        # it, nor of its request's other faults
+        # NoSuchBucket, AccessDenied before the copy is judged: a user that may not write the bucket hears nothing of
+        # what is in it (a condition met or not), nor of its copy's other faults
         await self.node.bucket(call.bucket, call.user, "write")
         if (src_bucket, src_key) == (call.bucket, call.key) and directive != "REPLACE":
             raise S3Error("This copy request is illegal because it is trying to copy an object to itself without "

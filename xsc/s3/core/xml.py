@@ -216,7 +216,8 @@ def list_parts(bucket: str, key: str, upload_id: str, parts: list[dict], *, mark
             f"<ChecksumType>{e(checksum['type'])}</ChecksumType>") if checksum else ""
     said = f"<EncodingType>{e(encoding)}</EncodingType>" if encoding else ""
     return (f'{HEADER}<ListPartsResult xmlns="{NS}"><Bucket>{e(bucket)}</Bucket>{said}'
-            f"<Key>{e(_maybe_encode(key, encoding))}</Key><UploadId>{e(upload_id)}</UploadId><Initiator><ID>{e(owner)}</ID><DisplayName>{e(owner)}</DisplayName>"
+            f"<Key>{e(_maybe_encode(key, encoding))}</Key><UploadId>{e(upload_id)}</UploadId>"
+            f"<Initiator><ID>{e(owner)}</ID><DisplayName>{e(owner)}</DisplayName>"
             f"</Initiator><Owner><ID>{e(owner)}</ID><DisplayName>{e(owner)}</DisplayName></Owner>"
             f"<StorageClass>STANDARD</StorageClass><PartNumberMarker>{marker}</PartNumberMarker>"
             f"<NextPartNumberMarker>{next_marker}</NextPartNumberMarker><MaxParts>{max_parts}</MaxParts>"
