@@ -45,6 +45,7 @@ MAX_CAPACITY = 4 * 1024**6  # bytes (4 EiB): under 2**63, with room for what is 
 MAX_THREADS = 1024
 MAX_FUEL_PER_SECOND = 10**10  # x MAX_THREADS x 7 days of a bucket stays under 2**63
 DAY = 86400
+REGION = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?", re.ASCII)  # an S3 region's name: us-east-1, eu-central-2
 
 
 def _check(ok: Callable[[Any], bool], message: str) -> AfterValidator:
@@ -117,6 +118,9 @@ class NodeSection(_Section):
     web_public_url: str = ""  # the URL callers reach web_listen at (empty: http://web_listen, its host as peers see it)
     # HOST:PORT where the node itself answers S3 (as `xsc s3 serve` does); empty: not served
     s3_listen: Annotated[str, _LISTEN] = ""
+    # the region S3 clients sign for, and GetBucketLocation answers (as `xsc s3 serve --region`)
+    s3_region: Annotated[str, _check(lambda v: REGION.fullmatch(v) is not None,
+                                     "must be a region name like us-east-1 (a-z, 0-9 and '-')")] = "us-east-1"
     s3_max_buckets: int = Field(default=10_000, ge=1, le=1_000_000)  # buckets one S3 user may own (as an AWS account)
     s3_max_uploads: int = Field(default=1_000, ge=1, le=1_000_000)  # multipart uploads one S3 user may have going
     # seconds an unfinished multipart upload is kept; then it and its parts go

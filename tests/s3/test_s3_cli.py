@@ -15,7 +15,14 @@ from tests.support.nodes import free_port, run_xsc
 
 
 def test_keys_create_ls_rm(tmp_path) -> None:
+    """Keys are made in a node's data dir, one started or one set up for a first start (`xsc config set`); a data dir
+    that holds no node (a mistyped --data-dir) is refused, with nothing written there."""
     data_dir = str(tmp_path / "node")
+    mistyped = run_xsc("--data-dir", data_dir, "s3", "keys", "create")
+    assert mistyped.returncode == 1 and mistyped.stderr.count(b"\n") == 1, mistyped.stderr
+    assert f"no node in {data_dir}".encode() in mistyped.stderr and mistyped.stdout == b""
+    assert f"xsc node start --data-dir {data_dir}".encode() in mistyped.stderr and not (tmp_path / "node").exists()
+    assert run_xsc("--data-dir", data_dir, "config", "set", "node.s3_listen", "127.0.0.1:9000").returncode == 0
     created = json.loads(run_xsc("--data-dir", data_dir, "s3", "keys", "create", "--json").stdout)
     assert set(created) == {"access_key", "secret_key", "user"} and len(created["access_key"]) == 20
     assert created["user"] == "xsc"  # the default user

@@ -57,6 +57,45 @@ def test_an_s3_listen_that_is_not_an_address_is_refused_before_the_node_starts(t
     assert b"node.s3_listen: not a listen address: 'no-port-here' (use HOST:PORT" in result.stderr
 
 
+def test_a_node_answers_s3_in_the_region_of_its_setting(tmp_path) -> None:
+    """node.s3_region: clients signing for it are served, and told it by GetBucketLocation and HeadBucket; a client
+    signing for another is refused naming it (as `xsc s3 serve --region`'s), and so is a CreateBucket constrained to
+    another; a setting that is not a region's name stops the node from starting."""
+    import urllib.error
+
+    from botocore.exceptions import ClientError
+
+    from tests.support.s3 import code_of
+
+    refused = run_xsc("--data-dir", str(tmp_path / "bad"), "node", "start", "--listen", f"127.0.0.1:{free_port()}",
+                      env={"XSC_NODE_S3_REGION": "EU West"}, timeout=60)
+    assert refused.returncode == 1 and b"node.s3_region: must be a region name like us-east-1" in refused.stderr
+    assert b"$XSC_NODE_S3_REGION" in refused.stderr, refused.stderr
+    gateway = Gateway(tmp_path, env={"XSC_NODE_S3_REGION": "eu-west-1"}, in_node=True).start()
+    try:
+        here = boto3_client(gateway.front.url, gateway.key, region_name="eu-west-1")
+        here.create_bucket(Bucket="regional", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        here.put_object(Bucket="regional", Key="k", Body=b"here")
+        assert here.get_bucket_location(Bucket="regional")["LocationConstraint"] == "eu-west-1"
+        head = here.head_bucket(Bucket="regional")["ResponseMetadata"]["HTTPHeaders"]
+        assert head["x-amz-bucket-region"] == "eu-west-1"
+        with pytest.raises(ClientError) as info:
+            here.create_bucket(Bucket="elsewhere", CreateBucketConfiguration={"LocationConstraint": "ap-south-1"})
+        assert code_of(info) == ("IllegalLocationConstraintException", 400)
+        assert [b["Name"] for b in here.list_buckets()["Buckets"]] == ["regional"]
+        documented = boto3_client(gateway.front.url, gateway.key)  # signs for us-east-1
+        with pytest.raises(ClientError) as info:
+            documented.list_buckets()
+        assert code_of(info) == ("AuthorizationHeaderMalformed", 400)
+        assert info.value.response["Error"]["Region"] == "eu-west-1"
+        url = documented.generate_presigned_url("get_object", Params={"Bucket": "regional", "Key": "k"})
+        with pytest.raises(urllib.error.HTTPError) as presigned:
+            urllib.request.urlopen(url)
+        assert presigned.value.code == 400 and b"<Region>eu-west-1</Region>" in presigned.value.read()
+    finally:
+        gateway.stop()
+
+
 def test_a_node_that_answers_s3_itself_refuses_a_second_front_and_its_writes(tmp_path) -> None:
     """One front a node: `xsc s3 serve` stops at once, saying where the node answers S3, and a front's writes
     through the user API are refused (409 s3-served-by-node); the reads the CLI makes still answer."""

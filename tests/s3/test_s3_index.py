@@ -11,7 +11,7 @@ from xsc.errors import (BadRequest, BucketNotEmpty, BucketTaken, ConditionalConf
 from xsc import codec, keys
 from xsc.buckets import backup
 from xsc.buckets.core import names, records
-from xsc.buckets.index import S3Index, funded, index_holders, note_funded, users
+from xsc.buckets.index import S3Index, funded, funded_note, index_holders, users
 from xsc.s3.core import xml
 from xsc.storage.core.capability import Capability
 from xsc.node.appkeys import DB, NODE
@@ -160,7 +160,8 @@ def test_export_and_reopen(db, tmp_path) -> None:
     index.create_bucket("bkt")
     index.put("bkt", "dir/k", obj("cap-x"))
     upload = index.create_upload("bkt", "m")
-    note_funded(index, "ana")  # funded, with no bucket, grant or upload: only its record says the node pays for it
+    index.db.put(*funded_note("ana"), sync=True)  # funded, with no bucket, grant or upload: only its record says
+    # the node pays for it
     exported = backup.export(index)
     assert exported["buckets"][0]["objects"]["dir/k"]["parts"][0]["cap"] == "cap-x"
     assert exported["uploads"][0]["id"] == upload
@@ -245,7 +246,7 @@ def test_an_export_imported_into_another_index_answers_a_retried_complete_as_the
     going = index.create_upload("bkt", "more", by="bob")
     for n in (1, 2, 3):
         index.put_part(going, n, f"more-{n}", 100, f"m{n}")
-    note_funded(index, "gus")
+    index.db.put(*funded_note("gus"), sync=True)
     exported = backup.export(index, funded_by="node-a")
     assert list(exported["completed"]) == [done]
     other = S3Index(plyvel.DB(str(tmp_path / "other"), create_if_missing=True), min_part_size=100)
@@ -568,6 +569,15 @@ def test_a_buckets_grants_are_bounded_in_number_and_size_and_an_import_is_held_t
             index.grant("long", f"{n:0>32}", "write")
     kept = index.bucket("long")["grants"]
     assert len(kept) < names.MAX_GRANTS and len(codec.canonical(kept)) <= names.MAX_GRANTS_BYTES
+    index.create_bucket("full", "ana")  # read grants up to the bytes' bound, then made write one by one
+    n = 0
+    while len(codec.canonical({f"{i:0>32}": "read" for i in range(n + 1)})) <= names.MAX_GRANTS_BYTES:
+        index.grant("full", f"{n:0>32}", "read")
+        n += 1
+    with pytest.raises(TooManyGrants):
+        for i in range(n):
+            index.grant("full", f"{i:0>32}", "write")  # a byte more each
+    assert len(codec.canonical(index.bucket("full")["grants"])) <= names.MAX_GRANTS_BYTES
     grants = {f"{n:0>32}": "read" for n in range(names.MAX_GRANTS + 1)}
     with pytest.raises(TooManyGrants):
         backup.restore(index, {"buckets": [{"name": "new-b", "created": 0, "grants": grants}]})
@@ -690,7 +700,8 @@ async def test_users_funded_before_they_were_noted_are_listed_from_the_ledgers_f
     config = make_config("old")
     node = await serve(config)
     try:
-        await node.app[NODE].s3_accounts.fund("ana", 2_000_000)  # the transfer alone, as funding wrote it then
+        await node.app[NODE].s3_accounts.fund("ana", 2_000_000)
+        node.app[DB].delete(keys.object_funded("ana"))  # the transfer alone, as funding wrote it then
         node.app[DB].delete(keys.OBJECT_FUNDED_INDEXED)  # nor the mark that the records were derived
         assert (await (await node.get("/v1/s3/accounts")).json())["users"] == []
     finally:
@@ -741,8 +752,8 @@ async def test_an_import_notes_as_funded_here_only_the_users_this_node_funded(ma
     try:
         for node in (first, second):
             await node.app[NODE].s3_accounts.fund("ana", 1_000_000)
-            note_funded(node.app[NODE].s3_index, "ana")
-        note_funded(first.app[NODE].s3_index, "bob")  # funded by the first node only
+            node.app[NODE].s3_index.db.put(*funded_note("ana"), sync=True)
+        first.app[NODE].s3_index.db.put(*funded_note("bob"), sync=True)  # funded by the first node only
         foreign = await (await first.get("/v1/s3/export")).json()
         own = await (await second.get("/v1/s3/export")).json()
         assert foreign["funded"] == ["ana", "bob"] and foreign["funded_by"] != own["funded_by"]

@@ -152,12 +152,16 @@ async def _fund(node, user: str, amount: int) -> tuple[int, dict]:
 
 async def test_funding_keeps_the_credit_the_nodes_account_pays_every_puts_deals_with(node) -> None:
     """The node's account pays every put's deals, its users' too: funding that would leave it less than
-    `ledger.low_balance` percent of its credit (10 of 100 credits) for them is refused, naming the most it may fund."""
+    `ledger.low_balance` percent of its credit (10 of 100 credits) for them is refused, naming the most it may fund.
+    A refused funding leaves the user unnoted: the node's users are those it funded (and owners, grantees)."""
     assert (await _fund(node, "ana", 5_000_000))[0] == 200
     status, problem = await _fund(node, "bob", 90_000_000)
     assert (status, problem["code"]) == (402, "insufficient-credit"), problem
     assert problem["hint"] == "fund at most 85.000000: xsc s3 fund bob 85.000000", problem
     assert "every put through the S3 front would be refused" in problem["detail"], problem
+    assert (await _fund(node, "cid", 0))[0] == 400
+    listed = await (await node.get("/v1/s3/accounts")).json()
+    assert [u["user"] for u in listed["users"]] == ["ana"], listed
     assert (await _fund(node, "bob", 85_000_000))[0] == 200
     status, problem = await _fund(node, "bob", 1)
     assert status == 402 and "xsc config set ledger.credit_limit" in problem["hint"], problem

@@ -108,7 +108,17 @@ def test_another_users_uploads_parts_and_presigned_urls_are_refused(gateway) -> 
                  lambda: bob.complete_multipart_upload(Bucket="iso-bob", Key="m", UploadId=uid, MultipartUpload=complete),
                  lambda: bob.abort_multipart_upload(Bucket="iso-bob", Key="m", UploadId=uid),
                  lambda: bob.upload_part(Bucket="iso-bob", Key="m", UploadId=uid, PartNumber=2, Body=b"bob's"),
-                 lambda: bob.get_bucket_location(Bucket="iso-ana")):
+                 lambda: bob.get_bucket_location(Bucket="iso-ana"),
+                 # its own upload, or none, named through the bucket it may not use: denied, not NoSuchUpload
+                 lambda: bob.upload_part(Bucket="iso-ana", Key="m", UploadId=own, PartNumber=1, Body=b"bob's"),
+                 lambda: bob.upload_part_copy(Bucket="iso-ana", Key="m", UploadId=own, PartNumber=1,
+                                              CopySource={"Bucket": "iso-ana", "Key": "secret.txt"}),
+                 lambda: bob.list_parts(Bucket="iso-ana", Key="m", UploadId=own),
+                 lambda: bob.complete_multipart_upload(Bucket="iso-ana", Key="m", UploadId=own,
+                                                       MultipartUpload=complete),
+                 lambda: bob.abort_multipart_upload(Bucket="iso-ana", Key="m", UploadId=own),
+                 lambda: bob.upload_part(Bucket="iso-ana", Key="m", UploadId="no-such-id", PartNumber=1, Body=b"x"),
+                 lambda: bob.abort_multipart_upload(Bucket="iso-ana", Key="m", UploadId="0" * 32)):
         assert refused(call) == ("AccessDenied", 403)
     assert refused(lambda: bob.head_bucket(Bucket="iso-ana"))[1] == 403
     assert refused(lambda: bob.upload_part_copy(Bucket="iso-bob", Key="m", UploadId=own, PartNumber=1,
@@ -134,6 +144,40 @@ def test_another_users_uploads_parts_and_presigned_urls_are_refused(gateway) -> 
     assert [u["UploadId"] for u in ana.list_multipart_uploads(Bucket="iso-ana")["Uploads"]] == [uid]
     ana.abort_multipart_upload(Bucket="iso-ana", Key="m", UploadId=uid)
     bob.abort_multipart_upload(Bucket="iso-bob", Key="m", UploadId=own)
+
+
+def test_a_user_that_may_not_write_a_bucket_is_denied_before_its_copy_or_its_condition_is_judged(gateway) -> None:
+    """A copy of an object onto itself, a copy or a put with a condition, by a user with no grant or only a read one:
+    AccessDenied, as S3 judges access first, not InvalidRequest or PreconditionFailed; a request signed with the
+    owner's access key and another's secret is refused; the owner's object stays as it was."""
+    import urllib.error
+    import urllib.request
+
+    ana_key, bob_key = create_key(gateway.node.data_dir, "ana"), create_key(gateway.node.data_dir, "bob")
+    ana, bob = boto3_client(gateway.front.url, ana_key), boto3_client(gateway.front.url, bob_key)
+    assert gateway.node.xsc("s3", "fund", "ana", "5").returncode == 0
+    ana.create_bucket(Bucket="cond-ana")
+    etag = ana.put_object(Bucket="cond-ana", Key="k", Body=b"ana's")["ETag"]
+    for grant in (None, "read"):
+        if grant:
+            assert gateway.node.xsc("s3", "grant", "cond-ana", "bob", grant).returncode == 0
+        for call in (lambda: bob.copy_object(Bucket="cond-ana", Key="k", CopySource="cond-ana/k"),
+                     lambda: bob.copy_object(Bucket="cond-ana", Key="n", CopySource="cond-ana/k",
+                                             CopySourceIfMatch='"0"'),
+                     lambda: bob.put_object(Bucket="cond-ana", Key="k", Body=b"bob's", IfNoneMatch="*"),
+                     lambda: bob.put_object(Bucket="cond-ana", Key="k", Body=b"bob's", IfMatch='"0"'),
+                     lambda: bob.put_object(Bucket="cond-ana", Key="k", Body=b"bob's", IfMatch=etag)):
+            assert refused(call) == ("AccessDenied", 403), grant
+    forged = boto3_client(gateway.front.url, {"access_key": ana_key["access_key"], "secret_key": bob_key["secret_key"]})
+    assert refused(lambda: forged.put_object(Bucket="cond-ana", Key="k", Body=b"bob's")) \
+        == ("SignatureDoesNotMatch", 403)
+    url = forged.generate_presigned_url("delete_object", Params={"Bucket": "cond-ana", "Key": "k"}, ExpiresIn=600)
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(urllib.request.Request(url, method="DELETE"))
+    assert info.value.code == 403 and b"<Code>SignatureDoesNotMatch</Code>" in info.value.read()
+    assert [o["Key"] for o in ana.list_objects_v2(Bucket="cond-ana")["Contents"]] == ["k"]
+    kept = ana.get_object(Bucket="cond-ana", Key="k")
+    assert (kept["Body"].read(), kept["ETag"]) == (b"ana's", etag)
 
 
 def test_delete_objects_a_user_may_not_write_answers_access_denied_for_each_key_and_deletes_nothing(gateway) -> None:

@@ -68,12 +68,12 @@ def code_of(info) -> tuple[str, int]:
     return err["Error"]["Code"], err["ResponseMetadata"]["HTTPStatusCode"]
 
 
-def boto3_client(url: str, key: dict, **config):
+def boto3_client(url: str, key: dict, region_name: str = "us-east-1", **config):
     import boto3
     from botocore.config import Config
 
     return boto3.client("s3", endpoint_url=url, aws_access_key_id=key["access_key"],
-                        aws_secret_access_key=key["secret_key"], region_name="us-east-1",
+                        aws_secret_access_key=key["secret_key"], region_name=region_name,
                         config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config))
 
 

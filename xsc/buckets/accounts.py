@@ -26,6 +26,7 @@ from ..identity import Identity
 from ..ledger import LedgerService, format_credits
 from ..storage.core.capability import Capability
 from .core import names
+from .index import funded_note
 
 DERIVE = b"xsc s3 user account\x00"
 FUND_JOB = "s3:fund:"  # + the user's name: the job of `fund`'s transfers
@@ -36,7 +37,7 @@ class UserAccounts:
     def __init__(self, ledger: LedgerService, owner: Identity, funded: Callable[[], list[str]] = lambda: []) -> None:
         self.ledger = ledger
         self.owner = owner  # the node's client account: funds the users, and pays the providers
-        self.funded = funded  # the users the node's account funded, by name (index.funded)
+        self.funded = funded  # the users the node's account funded, by name (index.funded; noted by `fund`)
         self._accounts: dict[str, Identity] = {}
         self._charging = asyncio.Lock()
 
@@ -97,7 +98,10 @@ class UserAccounts:
         account = self.account(user)
         await self._keeps_credit_for_puts(user, amount)
         await self.ledger.ensure_credit(self.owner, amount)  # what the node's account holds for running work stays
-        entry = await self.ledger.settle(self.owner, account, amount, {}, FUND_JOB + user)
+        # The user noted as funded (`users` lists it) in the transfer's own synced write: a funding refused leaves no
+        # note, and one paid is never left without it, however the node stops.
+        entry = await self.ledger.settle(self.owner, account, amount, {}, FUND_JOB + user,
+                                         puts=(funded_note(user),))
         return {**self.view(user), "amount": amount, "entry": entry}
 
     def funded_in_ledger(self) -> list[str]:

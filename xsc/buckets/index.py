@@ -172,7 +172,9 @@ class S3Index:
                 raise InvalidArgument(f"user {user!r} owns the bucket {name!r}")
             had = record["grants"].get(user)
             grants = {u: g for u, g in record["grants"].items() if u != user} | ({user: level} if level else {})
-            if level is not None and user not in record["grants"]:  # (a revoke, or a grant changed, never adds one)
+            # A new grant, or read made write, grows the grants; a revoke or write made read never does (and is
+            # taken even by a bucket over the bounds, whose grants it brings back towards them).
+            if level is not None and (had is None or (had, level) == ("read", "write")):
                 names.check_grants(name, grants)
             stored = {k: v for k, v in record.items() if k != "name"} | {"grants": grants}
             dropped = [] if level else [u for u in self.uploads(name) if u.get("user") == user]
@@ -576,17 +578,17 @@ class S3Index:
             self._changed(bucket)
 
 
-def note_funded(index: S3Index, user: str) -> None:
-    """Note that the node's account funds `user` (before the transfer: a user listed with nothing is harmless, a funded
-    one unlisted is not), so that `users` lists it whatever keys and grants it has."""
+def funded_note(user: str) -> tuple[bytes, bytes]:
+    """The record that notes the node's account funds `user`, so that `users` lists it whatever keys and grants it has:
+    written by the funding's transfer, in its own synced write (`UserAccounts.fund`)."""
     names.check_user(user)
-    index.db.put(keys.object_funded(user), b"", sync=True)
+    return keys.object_funded(user), b""
 
 
 def index_funded(index: S3Index, funded_in_ledger: Callable[[], list[str]]) -> int:
-    """Give the users the node's account funded before it noted each one (`note_funded`) their records, once, from
-    what the ledger shows it funded (`funded_in_ledger`): the records and the mark that this was done in one synced
-    write.  How many were given one."""
+    """Give the users the node's account funded before a funding noted them (`UserAccounts.fund`) their records, once,
+    from what the ledger shows it funded (`funded_in_ledger`): the records and the mark that this was done in one
+    synced write.  How many were given one."""
     if index.db.get(keys.OBJECT_FUNDED_INDEXED) is not None:
         return 0
     found = [user for user in funded_in_ledger() if index.db.get(keys.object_funded(user)) is None]
@@ -920,7 +922,7 @@ def _within(held: Counter, user: str, most: int, error: type[XscError], what: st
 
 
 def funded(index: S3Index) -> list[str]:
-    """The users the node's account funded (`note_funded`), by name."""
+    """The users the node's account funded (`UserAccounts.fund` notes each), by name."""
     return _funded(index.db)
 
 

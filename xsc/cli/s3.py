@@ -4,16 +4,12 @@ users' access keys, buckets, grants and accounts, and its bucket index's backup.
 from __future__ import annotations
 
 import contextlib
-import re
 
 import click
 
 from .. import codec
 from ..units import format_credits
 from .output import Col, emit_json, json_option, table
-
-REGION = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?", re.ASCII)  # a region name: us-east-1, eu-central-2, ...
-
 
 @click.group()
 def s3() -> None:
@@ -34,7 +30,7 @@ def serve(obj, listen: str, region: str, reconcile_interval: float) -> None:
     import logging
     import signal
 
-    from ..config import load_config, parse_listen
+    from ..config import REGION, load_config, parse_listen
     from ..errors import ConfigError
     from ..s3.access import KeyRing, key_file
     from ..s3.marks import FileMarks
@@ -86,6 +82,7 @@ def keys_create(obj, user: str | None, as_json: bool) -> None:
     from ..s3.access import KeyRing, key_file
     from ..buckets.core.names import DEFAULT_USER
 
+    _node_dir(obj)
     # An empty --user (a shell variable left unset) is refused by name, never taken for the operator's key.
     created = KeyRing(key_file(obj.data_dir)).create(DEFAULT_USER if user is None else user)
     if as_json:
@@ -229,6 +226,19 @@ def fund(obj, user: str, amount: str, as_json: bool) -> None:
         emit_json(info)
         return
     click.echo(f"{user}'s account {info['account']} now holds {format_credits(info['balance'])} credits")
+
+
+def _node_dir(obj) -> None:
+    """Refuse a data dir that holds no node (a mistyped --data-dir): a key written there is read by no front.  A
+    dir a node was set up in (`xsc config set`, before its first start) or started in holds one."""
+    from ..config import CONFIG_FILE
+    from ..errors import ConfigError
+    from ..identity import NODE_KEY_FILE
+
+    root = obj.data_dir
+    if not (root / NODE_KEY_FILE).exists() and not (root / CONFIG_FILE).exists():
+        raise ConfigError(f"no node in {root}: a key made there would be read by no S3 front",
+                          hint=f"{obj.start_hint()}, or name the node's own with --data-dir DIR")
 
 
 def _grant_path(bucket: str, user: str) -> str:

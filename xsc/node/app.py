@@ -126,7 +126,7 @@ async def _s3_listener(config, node: Node) -> web.AppRunner | None:
         return None
     front = S3Front(node.s3_link, KeyRing(key_file(config.data_dir)), FileMarks.load(config.data_dir),
                     quota=RateLimiter(config.node.user_rate_limit, 2 * config.node.user_rate_limit),
-                    idle_timeout=config.node.idle_timeout)
+                    idle_timeout=config.node.idle_timeout, region=config.node.s3_region)
     try:
         runner = await s3_listen(front, *parse_listen(config.node.s3_listen), config.node, beside_node=True)
     except OSError as exc:

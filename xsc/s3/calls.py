@@ -62,5 +62,15 @@ def integer(text: str | None, default: int, name: str) -> int:
     return value
 
 
+def encoding_of(call: Call) -> str | None:
+    """The listing's `encoding-type`: "url" (names in the answer percent-encoded, for keys XML cannot carry) or None."""
+    encoding = call.query.get("encoding-type") or None
+    if encoding not in (None, "url"):  # the one encoding S3 knows: another would leave keys as sent, unsaid
+        raise S3Error(f"Invalid Encoding Method specified in Request: encoding-type is url, not {encoding[:80]!r}",
+                      s3_code="InvalidArgument", status=400, ArgumentName="encoding-type",
+                      ArgumentValue=encoding[:80])
+    return encoding
+
+
 def xml_answer(body: bytes, status: int = 200) -> web.Response:
     return web.Response(status=status, body=body, content_type="application/xml")

@@ -17,7 +17,7 @@ from .calls import Call, checksum_headers, keep_checksum, xml_answer
 from .core import checksums, xml
 from .core import headers as stored_headers
 from .link import NodeLink
-from .multipart import part_number_of, upload_id_of, upload_of
+from .multipart import part_number_of, upload_of
 from .writes import Writes
 
 
@@ -37,13 +37,15 @@ class Copies:
         headers = call.request.headers
         src_bucket, src_key = _copy_source(headers)
         directive = headers.get("x-amz-metadata-directive", "COPY").upper()
+        # NoSuchBucket, AccessDenied before the copy is judged: a user that may not write the bucket hears nothing of
+        # what is in it (a condition met or not), nor of its copy's other faults
+        await self.node.bucket(call.bucket, call.user, "write")
         if (src_bucket, src_key) == (call.bucket, call.key) and directive != "REPLACE":
             raise S3Error("This copy request is illegal because it is trying to copy an object to itself without "
                           "changing the object's metadata (x-amz-metadata-directive: REPLACE)",
                           s3_code="InvalidRequest", status=400)
         record = await self.node.object(src_bucket, src_key, call.user)
         stored_headers.copy_condition(headers, record["etag"], record["modified"])
-        await self.node.bucket(call.bucket, call.user, "write")  # NoSuchBucket, AccessDenied before a byte is stored
         await self.writes.small_body(call)
         if directive == "REPLACE":
             metadata = names.check_metadata(stored_headers.metadata(headers))
@@ -75,10 +77,11 @@ class Copies:
         """UploadPartCopy: a part made of an object's bytes (`x-amz-copy-source-range`: some of them), as S3's
         managed copies (boto3's `copy`, `aws s3 cp` between buckets) copy an object larger than a part.  The part's
         checksum in its upload's algorithm is taken of the bytes copied, as an UploadPart's is of its body."""
-        number, upload_id = part_number_of(call), upload_id_of(call)
+        number = part_number_of(call)
         headers = call.request.headers
         src_bucket, src_key = _copy_source(headers)
         upload = await upload_of(self.node, call)
+        upload_id = upload["id"]
         kind = upload.get("checksum")
         checksum = None if kind is None else checksums.Checksum(kind["algorithm"], None, taken=True)
         record = await self.node.object(src_bucket, src_key, call.user)

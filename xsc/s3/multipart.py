@@ -15,7 +15,7 @@ from aiohttp import web
 
 from ..buckets.core import names
 from ..errors import NoSuchUpload, S3Error, XscError
-from .calls import Call, checksum_headers, declared_size, integer, xml_answer
+from .calls import Call, checksum_headers, declared_size, encoding_of, integer, xml_answer
 from .core import checksums, xml
 from .core import headers as stored_headers
 from .link import NodeLink
@@ -45,9 +45,10 @@ class Multipart:
         return response
 
     async def upload_part(self, call: Call) -> web.Response:
-        number, upload_id = part_number_of(call), upload_id_of(call)
+        number = part_number_of(call)
         checksums.wanted(call.request.headers)  # a checksum header that makes no sense: refused before all else
         upload = await upload_of(self.node, call)
+        upload_id = upload["id"]
         checksum, kept = checksums.for_part(call.request.headers, upload)
         md5 = hashlib.md5()
 
@@ -91,6 +92,7 @@ class Multipart:
         return web.Response(status=204)
 
     async def list_parts(self, call: Call) -> web.Response:
+        encoding = encoding_of(call)
         upload = await upload_of(self.node, call, names.INITIATOR)
         marker = integer(call.query.get("part-number-marker"), 0, "part-number-marker")
         max_parts = min(integer(call.query.get("max-parts"), 1000, "max-parts"), 1000)
@@ -103,9 +105,10 @@ class Multipart:
             kind, parts = None, [{**p, "checksums": {}} for p in parts]
         return xml_answer(xml.list_parts(call.bucket, call.key, upload["id"], parts[:max_parts], marker=marker,
                                          max_parts=max_parts, truncated=len(parts) > max_parts,
-                                         owner=upload.get("user") or call.user, checksum=kind))
+                                         owner=upload.get("user") or call.user, checksum=kind, encoding=encoding))
 
     async def list_uploads(self, call: Call) -> web.Response:
+        encoding = encoding_of(call)
         prefix = call.query.get("prefix", "")
         max_uploads = min(integer(call.query.get("max-uploads"), 1000, "max-uploads"), 1000)
         key_marker = call.query.get("key-marker", "")
@@ -115,15 +118,21 @@ class Multipart:
             uploads = _after_marker(uploads, key_marker, id_marker)
         return xml_answer(xml.list_uploads(call.bucket, uploads[:max_uploads], prefix=prefix,
                                            max_uploads=max_uploads, truncated=len(uploads) > max_uploads,
-                                           owner=call.user, key_marker=key_marker, id_marker=id_marker))
+                                           owner=call.user, key_marker=key_marker, id_marker=id_marker,
+                                           encoding=encoding))
 
 
 async def upload_of(node: NodeLink, call: Call, need: str = "write") -> dict:
     """The upload the call names (`uploadId`), NoSuchUpload unless it is one of the call's bucket and key; `need`: as
-    NodeLink.upload's."""
-    upload = await node.upload(upload_id_of(call), call.user, need)
-    if upload["bucket"] != call.bucket or upload["key"] != call.key:
-        raise S3Error("that upload id is for another object", s3_code="NoSuchUpload", status=404)
+    NodeLink.upload's.  A user that may not use the call's bucket so is told AccessDenied rather than NoSuchUpload,
+    as S3 judges the bucket's access first: whether an upload id is one elsewhere is not its to learn."""
+    try:
+        upload = await node.upload(upload_id_of(call), call.user, need)
+        if upload["bucket"] != call.bucket or upload["key"] != call.key:
+            raise NoSuchUpload("that upload id is for another object")
+    except NoSuchUpload:
+        await node.bucket(call.bucket, call.user, "read" if need == names.INITIATOR else need)
+        raise
     return upload
 
 
@@ -190,5 +199,5 @@ def part_number_of(call: Call) -> int:
 def upload_id_of(call: Call) -> str:
     upload_id = call.query.get("uploadId", "")
     if not upload_id.isalnum():
-        raise S3Error("no multipart upload with that id", s3_code="NoSuchUpload", status=404)
+        raise NoSuchUpload("no multipart upload with that id")
     return upload_id

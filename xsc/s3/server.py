@@ -32,7 +32,7 @@ from .core import headers as stored_headers
 from .core import checksums, routing, sigv4, xml
 from .access import KeyRing
 from .bodies import ObjectBodies
-from .calls import Call, checksum_headers, declared_size, integer, keep_checksum, xml_answer
+from .calls import Call, checksum_headers, declared_size, encoding_of, integer, keep_checksum, xml_answer
 from .copies import Copies
 from .link import NodeLink
 from .marks import FileMarks
@@ -226,7 +226,11 @@ class S3Front:
 
     async def create_bucket(self, call: Call) -> web.Response:
         names.check_bucket(call.bucket)
-        await self.writes.small_body(call)  # a CreateBucketConfiguration: every bucket is in this node's region
+        where = xml.parse_location(await self.writes.small_body(call))  # every bucket is in the front's region
+        if where and where != self.region:
+            raise S3Error(f"The {where[:64]} location constraint is incompatible for the region specific endpoint this "
+                          f"request was sent to (this front's region is {self.region})",
+                          s3_code="IllegalLocationConstraintException", status=400)
         await self.node.create_bucket(call.bucket, call.user)  # one's own again: 200
         return web.Response(status=200, headers={"Location": f"/{call.bucket}"})
 
@@ -251,11 +255,7 @@ class S3Front:
         # A page holds at most MAX_KEYS, and S3 answers the MaxKeys it used, not a larger one asked for
         max_keys = min(integer(q.get("max-keys"), listing.MAX_KEYS, "max-keys"), listing.MAX_KEYS)
         prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
-        encoding = q.get("encoding-type") or None
-        if encoding not in (None, "url"):  # the one encoding S3 knows: another would leave keys as sent, unsaid
-            raise S3Error(f"Invalid Encoding Method specified in Request: encoding-type is url, not {encoding[:80]!r}",
-                          s3_code="InvalidArgument", status=400, ArgumentName="encoding-type",
-                          ArgumentValue=encoding[:80])
+        encoding = encoding_of(call)
         v2 = q.get("list-type") == "2"
         if v2:
             token, start_after = q.get("continuation-token", ""), q.get("start-after", "")
@@ -295,6 +295,8 @@ class S3Front:
                   "headers": stored_headers.stored(call.request.headers)}
         checksum = checksums.for_object(call.request.headers)
         if "If-None-Match" in call.request.headers or "If-Match" in call.request.headers:
+            # AccessDenied before the condition is judged: a reader that may not write is not told whether it held
+            await self.node.bucket(call.bucket, call.user, "write")
             record["condition"] = stored_headers.write_condition(call.request.headers,
                                                                  await _current(self.node, call))
         declared = declared_size(call)

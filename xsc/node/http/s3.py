@@ -17,7 +17,7 @@ from ... import codec
 from ...errors import BadRequest, InvalidArgument, PayloadTooLarge, S3ServedByNode
 from ...buckets import backup
 from ...buckets.core import listing
-from ...buckets.index import INITIATOR, S3Index, note_funded, users
+from ...buckets.index import INITIATOR, S3Index, users
 from ...buckets.objects import MAX_GROUP_BYTES, parse_group
 from ...buckets.core.names import MAX_RECORD, SMALL_OBJECT
 from ...tasks import in_pool
@@ -293,6 +293,4 @@ async def account(request: web.Request) -> web.Response:
 async def move(request: web.Request) -> web.Response:
     accounts, info = request.app[NODE].s3_accounts, request.match_info
     body = await _json(request)
-    if info["action"] == "fund":
-        await _call(request, note_funded, _index(request), info["user"])
     return json_response(await accounts.move(info["action"], info["user"], body))

@@ -204,9 +204,9 @@ def copy_object(etag: str, modified: float, *, root: str = "CopyObjectResult",
 
 
 def list_parts(bucket: str, key: str, upload_id: str, parts: list[dict], *, marker: int, max_parts: int,
-               truncated: bool, owner: str, checksum: dict | None = None) -> bytes:
+               truncated: bool, owner: str, checksum: dict | None = None, encoding: str | None = None) -> bytes:
     """`checksum`: the upload's ({"algorithm", "type"}, of one begun with an algorithm); each part's checksums are
-    those it keeps (`checksums`)."""
+    those it keeps (`checksums`); `encoding` "url": the key percent-encoded."""
     items = "".join(f"<Part><PartNumber>{p['number']}</PartNumber><LastModified>{iso_date(p['modified'])}"
                     f"</LastModified><ETag>&quot;{e(p['etag'])}&quot;</ETag><Size>{p['size']}</Size>"
                     + checksum_elements({"x-amz-checksum-" + a: v for a, v in (p.get("checksums") or {}).items()})
@@ -214,8 +214,10 @@ def list_parts(bucket: str, key: str, upload_id: str, parts: list[dict], *, mark
     next_marker = parts[-1]["number"] if parts else marker
     kind = (f"<ChecksumAlgorithm>{e(checksum['algorithm'].upper())}</ChecksumAlgorithm>"
             f"<ChecksumType>{e(checksum['type'])}</ChecksumType>") if checksum else ""
-    return (f'{HEADER}<ListPartsResult xmlns="{NS}"><Bucket>{e(bucket)}</Bucket><Key>{e(key)}</Key>'
-            f"<UploadId>{e(upload_id)}</UploadId><Initiator><ID>{e(owner)}</ID><DisplayName>{e(owner)}</DisplayName>"
+    said = f"<EncodingType>{e(encoding)}</EncodingType>" if encoding else ""
+    return (f'{HEADER}<ListPartsResult xmlns="{NS}"><Bucket>{e(bucket)}</Bucket>{said}'
+            f"<Key>{e(_maybe_encode(key, encoding))}</Key><UploadId>{e(upload_id)}</UploadId>"
+            f"<Initiator><ID>{e(owner)}</ID><DisplayName>{e(owner)}</DisplayName>"
             f"</Initiator><Owner><ID>{e(owner)}</ID><DisplayName>{e(owner)}</DisplayName></Owner>"
             f"<StorageClass>STANDARD</StorageClass><PartNumberMarker>{marker}</PartNumberMarker>"
             f"<NextPartNumberMarker>{next_marker}</NextPartNumberMarker><MaxParts>{max_parts}</MaxParts>"
@@ -223,20 +225,25 @@ def list_parts(bucket: str, key: str, upload_id: str, parts: list[dict], *, mark
 
 
 def list_uploads(bucket: str, uploads: list[dict], *, prefix: str, max_uploads: int, truncated: bool,
-                 owner: str, key_marker: str = "", id_marker: str = "") -> bytes:
-    """`owner`: the user an upload recorded without the user who began it is shown as begun by."""
-    items = "".join(f"<Upload><Key>{e(u['key'])}</Key><UploadId>{e(u['id'])}</UploadId>"
+                 owner: str, key_marker: str = "", id_marker: str = "", encoding: str | None = None) -> bytes:
+    """`owner`: the user an upload recorded without the user who began it is shown as begun by; `encoding` "url": keys,
+    the prefix and the key markers percent-encoded, as S3 answers."""
+    def name(text: str) -> str:
+        return e(_maybe_encode(text, encoding))
+
+    items = "".join(f"<Upload><Key>{name(u['key'])}</Key><UploadId>{e(u['id'])}</UploadId>"
                     f"<Initiator><ID>{e(u.get('user') or owner)}</ID><DisplayName>{e(u.get('user') or owner)}"
                     f"</DisplayName></Initiator><Owner><ID>{e(u.get('user') or owner)}</ID><DisplayName>"
                     f"{e(u.get('user') or owner)}</DisplayName></Owner>"
                     f"<StorageClass>STANDARD</StorageClass><Initiated>{iso_date(u['created'])}</Initiated></Upload>"
                     for u in uploads)
     last = uploads[-1] if uploads and truncated else None
-    next_markers = (f"<NextKeyMarker>{e(last['key'])}</NextKeyMarker><NextUploadIdMarker>{e(last['id'])}"
+    next_markers = (f"<NextKeyMarker>{name(last['key'])}</NextKeyMarker><NextUploadIdMarker>{e(last['id'])}"
                     f"</NextUploadIdMarker>") if last else ""
+    said = f"<EncodingType>{e(encoding)}</EncodingType>" if encoding else ""
     return (f'{HEADER}<ListMultipartUploadsResult xmlns="{NS}"><Bucket>{e(bucket)}</Bucket>'
-            f"<KeyMarker>{e(key_marker)}</KeyMarker><UploadIdMarker>{e(id_marker)}</UploadIdMarker>{next_markers}<Prefix>{e(prefix)}</Prefix>"
-            f"<MaxUploads>{max_uploads}</MaxUploads>"
+            f"<KeyMarker>{name(key_marker)}</KeyMarker><UploadIdMarker>{e(id_marker)}</UploadIdMarker>{next_markers}"
+            f"<Prefix>{name(prefix)}</Prefix>{said}<MaxUploads>{max_uploads}</MaxUploads>"
             f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>{items}</ListMultipartUploadsResult>"
             ).encode()
 
@@ -302,6 +309,16 @@ def parse_complete_checksums(body: bytes) -> list[tuple[int, str, dict[str, str]
     if not parts:
         raise S3Error("a CompleteMultipartUpload needs at least one part", s3_code="MalformedXML", status=400)
     return parts
+
+
+def parse_location(body: bytes) -> str:
+    """The LocationConstraint of a CreateBucket's body (a CreateBucketConfiguration), "" if it names none."""
+    if not body.strip():
+        return ""
+    root = _parse(body)
+    if _local(root.tag) != "CreateBucketConfiguration":
+        raise S3Error("expected a CreateBucketConfiguration document", s3_code="MalformedXML", status=400)
+    return (_text(root, "LocationConstraint") or "").strip()
 
 
 def parse_delete(body: bytes) -> tuple[list[str], bool]:
