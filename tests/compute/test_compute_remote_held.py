@@ -490,6 +490,52 @@ async def test_a_stop_between_the_receipt_and_the_prune_loses_nothing_and_the_ne
     await verified(again)
 
 
+async def test_a_tab_its_provider_restarted_under_is_closed_at_once_and_pays_every_call_that_ran(
+        node_factory, monkeypatch) -> None:
+    # A stop of the provider (as a kill -9: its tabs are kept in memory only) while a call's answer is on its way:
+    # what it counted running died with it, so the close the gateway sends its next process is answered at once,
+    # and the receipt pays every call that ran before, the one whose answer was lost included.
+    gateway, provider, module, _ = await _pair(node_factory, 100)
+    before = _balances(gateway, provider)
+    answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(3)]
+    assert all(status == 200 for status, _ in answers), answers
+    batcher = gateway.app[NODE].paid.batcher
+    send, ran, restarted = batcher.invoke, asyncio.Event(), asyncio.Event()
+
+    async def answer_lost_at_the_restart(*args, **kwargs):
+        await send(*args, **kwargs)
+        ran.set()
+        await restarted.wait()
+        raise PeerUnreachable("connection reset by peer")
+
+    monkeypatch.setattr(batcher, "invoke", answer_lost_at_the_restart)
+    call = asyncio.ensure_future(invoke(gateway, module, "add", 1, 2, fuel=FUEL))
+    await asyncio.wait_for(ran.wait(), 60)
+    listen = provider.app[CONFIG].node.listen
+    await close_node(provider)
+    provider = await node_factory("provider", **QUIET, market=MARKET_TERMS, node={"listen": listen})
+    tabs, refused = provider.app[NODE].paid.provider_tabs, []
+    close_once = tabs.close_once
+
+    async def answered(auth, sender=None, closer=None):
+        try:
+            return await close_once(auth, sender=sender, closer=closer)
+        except Conflict as err:
+            refused.append(err)
+            raise
+
+    tabs.close_once = answered
+    restarted.set()
+    status, _ = await call
+    assert status >= 500
+    await eventually_async(lambda: not [a for a in gateway.app[NODE].ledger.pending() if a.job == JOB],
+                           "the tab paid", 30)
+    assert refused == []
+    charged = sum(body["charge"] for _, body in answers) * 4 // 3  # the same call four times, each at one charge
+    assert _balances(gateway, provider) == (before[0] - charged, before[1] + charged)
+    await verified(provider)
+
+
 async def test_a_provider_tab_keeps_only_the_charge_of_a_call_whose_record_is_queued(node_factory) -> None:
     provider = await node_factory("provider", **QUIET, market=MARKET_TERMS)
     gateway = await node_factory("gateway", **QUIET, market={**MARKET_TERMS, "offer_compute": False})

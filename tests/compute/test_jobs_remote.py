@@ -889,6 +889,57 @@ async def test_a_jobs_tab_left_pending_by_a_stop_before_its_run_was_asked_for_pa
     assert status == 201 and again["state"] == "done" and again["provider"] == other, again
 
 
+async def test_a_jobs_tab_closed_while_its_job_waits_for_its_bytes_is_answered_at_once(node_factory,
+                                                                                        monkeypatch) -> None:
+    """A kill -9 of the gateway the moment the provider took the job: the provider holds the job, waiting for bytes
+    that will never come, and the gateway's next start closes the job's tab.  Only the job's sender may close its tab,
+    so a job not yet asked to run is given up with it: the provider answers at once what ran under the tab (nothing),
+    not that the job is still running until it drops the job itself (hosted_jobs.IDLE), and the job's place here is
+    free for the sender's next job."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    jobs = gateway.app[NODE].jobs
+    begin = sent_jobs.wire.begin
+    reached = asyncio.Event()
+
+    async def then_the_stop(*args, **kwargs):
+        await begin(*args, **kwargs)
+        reached.set()
+        await asyncio.Event().wait()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sent_jobs.wire, "begin", then_the_stop)
+        patched.setattr(gateway.app[NODE].paid.gateway_tabs, "answered", lambda *args: None)  # a kill -9 runs none
+        running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-"}, reading(b"the job's bytes")))
+        await asyncio.wait_for(reached.wait(), 60)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    (tab,) = gateway.app[NODE].ledger.pending()
+    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 1}
+    before = balances(gateway, provider)
+    await close_node(gateway)
+    closes = []
+    close_once = provider.app[NODE].paid.provider_tabs.close_once
+
+    async def counted(auth, sender=None, closer=None):
+        closes.append(auth.id)
+        return await close_once(auth, sender=sender, closer=closer)
+
+    provider.app[NODE].paid.provider_tabs.close_once = counted
+    gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
+    node = gateway.app[NODE]
+    await eventually_async(lambda: _settled(node, tab.id.hex()), "the job's tab dropped at the start", 30)
+    assert closes == [tab.id]  # answered the first time it was asked
+    assert balances(gateway, provider) == before and node.ledger.holding() == {}
+    status, again = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"the job's bytes")
+    assert status == 201 and again["state"] == "done", again
+    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}
+    await settle(gateway)
+    await verified(gateway)
+    await verified(provider)
+
+
 async def test_a_jobs_tab_a_start_pays_is_still_held_to_its_charge_once_the_job_runs_again(node_factory,
                                                                                           monkeypatch) -> None:
     """A start pays a done job's tab the charge its record names; the provider does not answer that close, and the

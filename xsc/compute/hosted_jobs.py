@@ -7,7 +7,8 @@ sender's trust line and on its tab before a byte of its data is taken.  The data
 `bytes_in` and by this node's free disk, comes in order, in requests of at most net/jobs.CHUNK bytes (each
 priced by the peer route table), and is hashed as it comes: the job runs only over exactly the bytes the
 sender named.  A sender has at most PER_SENDER jobs here at once, the node at most MAX_HOSTED; a job not run
-within IDLE seconds of its last request is dropped and its reservation released, and a job's files go when
+within IDLE seconds of its last request is dropped and its reservation released (so is one whose sender closes its
+tab before asking for its run: it gave the job up, and its close is answered at once), and a job's files go when
 the sender forgets it (or IDLE after its run).  A run goes on when its sender goes away, and its answer is kept
 with its outputs: the sender asking for the run again (its node restarted) is answered that, not run nor charged
 again.
@@ -148,7 +149,7 @@ class HostedJobs:
             self.paid.expect_module(sender, spec.module, price)
             raise not_here(spec.module)
         try:
-            tab = await self.paid.provider_tabs.reserve(auth, budget, sender)
+            tab = await self.paid.provider_tabs.reserve(auth, budget, sender, staged=True)
         except BaseException:
             self.paid.release(sender, budget)
             raise
@@ -184,6 +185,7 @@ class HostedJobs:
                 raise Conflict(f"the job has {job.received:,} of its {job.total:,} bytes", received=job.received)
             if job.busy:
                 raise Conflict("a request for this job is being served", hint="wait for its answer")
+            self.paid.provider_tabs.start(job.tab)  # (its tab closed: `_expire` dropped it above)
             job.busy = True  # until the run ends, whoever waits for it: expiry and forget leave it alone
             job.running = asyncio.get_running_loop().create_future()
             job.running.add_done_callback(lambda f: f.cancelled() or f.exception())  # its sender may never ask
@@ -289,12 +291,16 @@ class HostedJobs:
             log.info("dropped job %s of %s: no request from its sender for %d s", job.id, job.sender,
                      IDLE)
             self._drop(job)
+        # Its sender closed its tab before asking for its run (a restart of the sender's node gave it up).
+        for job in [j for j in self._jobs.values() if not j.busy and j.running is None and j.tab.closed]:
+            log.info("dropped job %s of %s: its sender closed its tab before its run", job.id, job.sender)
+            self._drop(job)
 
     def _drop(self, job: Hosted) -> None:
         if self._jobs.pop(job.id, None) is None:
             return
         if job.budget:  # it never ran: its reservation goes back
-            self.paid.provider_tabs.ran(job.tab, job.budget, None)
+            self.paid.provider_tabs.ran(job.tab, job.budget, None, staged=job.running is None)
             self.paid.release(job.sender, job.budget)
             job.budget = 0
         remove_tree(job.work)

@@ -579,6 +579,9 @@ class PeerTab:
     count: int = 0
     reserved: int = 0
     in_flight: int = 0
+    # Of those in flight, the work that has not begun to run (a job waiting for its bytes or its run): its gateway
+    # closing the tab gives it up (`close_once`), so the close is answered at once, not once its holder drops it.
+    staged: int = 0
     closed: bool = False
     auth_id: bytes = b""  # its authorization's id (where ProviderTabs keeps it)
     expires_at: int = 0  # its authorization's
@@ -690,9 +693,11 @@ class ProviderTabs:
         """The tab of `auth` as it stands: what it ran (summed from its run records after a restart), closed or not."""
         return await self._tab(auth)
 
-    async def reserve(self, auth: Authorization, budget: int, gateway: str | None = None) -> PeerTab:
+    async def reserve(self, auth: Authorization, budget: int, gateway: str | None = None,
+                      staged: bool = False) -> PeerTab:
         """Room on the tab for a call of `budget` from `gateway`, or refused (closed, its cap used up, or another
-        gateway's)."""
+        gateway's).  `staged`: work that runs only once its gateway asks (`start`), and is given up if it closes
+        the tab first."""
         tab = await self.check(auth, budget)
         _check_gateway(tab, gateway, "call under")
         tab = self._keep(tab)  # `_tab` found none kept: no await since
@@ -700,7 +705,17 @@ class ProviderTabs:
             tab.gateway = gateway
         tab.reserved += budget
         tab.in_flight += 1
+        tab.staged += staged
         return tab
+
+    @staticmethod
+    def start(tab: PeerTab) -> None:
+        """Staged work on `tab` (`reserve(staged=True)`) begins to run: refused if its gateway closed the tab
+        meanwhile (it gave the work up; nothing run under a closed tab is ever paid)."""
+        if tab.closed:
+            raise AuthorizationReplayed(f"the tab of authorization {tab.auth_id.hex()} is closed: the work reserved "
+                                        "under it is given up", hint="send it again (a fresh authorization)")
+        tab.staged -= 1
 
     async def check(self, auth: Authorization, budget: int) -> PeerTab:
         """The open tab of `auth` if it has room for a call of `budget` (nothing reserved, nothing kept), else
@@ -741,9 +756,12 @@ class ProviderTabs:
             raise InvalidArgument(f"the metered amount {charge} exceeds the {budget} held for it")
         tab.reserved -= budget - charge
 
-    def ran(self, tab: PeerTab, budget: int, run) -> None:
+    def ran(self, tab: PeerTab, budget: int, run, staged: bool = False) -> None:
+        """A call that held `budget` on `tab` ended, having made `run` (None: it did not run); `staged`: work that
+        never began (`start`), given up."""
         tab.reserved -= budget
         tab.in_flight -= 1
+        tab.staged -= staged
         if run is not None:
             tab.total += run.charge
             tab.fuel += run.fuel_consumed
@@ -769,9 +787,12 @@ class ProviderTabs:
             _check_gateway(tab, closer, "close")
         if existing is not None:
             return existing, False
-        if tab.in_flight:
-            raise Conflict(f"{tab.in_flight} calls are still running under this tab", hint="close it in a moment")
+        # Work staged under it and not begun is given up: only its gateway closes the tab, and never runs it after.
+        if tab.in_flight > tab.staged:
+            raise Conflict(f"{tab.in_flight - tab.staged} calls are still running under this tab",
+                           hint="close it in a moment")
         if not tab.count:
+            tab.closed = True  # (the staged work's holder finds it so)
             self._tabs.pop(auth.id, None)
             self._remember_closed_empty(auth)
             raise NothingOwed(f"no call ran under the tab of authorization {auth.id.hex()} here: nothing is "
