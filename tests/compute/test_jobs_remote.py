@@ -190,6 +190,40 @@ async def test_a_sender_gets_no_more_jobs_at_once_than_its_quota_nor_a_job_over_
     node.paid.gateway_tabs.answered(tab, 10**6, None)
 
 
+async def test_a_job_asked_to_run_once_its_tabs_authorization_expired_is_refused_and_runs_nothing(
+        node_factory, monkeypatch) -> None:
+    """A sender that takes its time between a job's bytes and its run (a request every few minutes keeps the job) asks
+    for it only once the tab's authorization has expired: no receipt can be signed under it any more, so the run is
+    refused and the job dropped, its reservations released, rather than run for nothing."""
+    import types
+
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(provider, "outputs", wasi=True)
+    node = gateway.app[NODE]
+    provider_id, url = provider.app[IDENTITY].id, provider.app[NODE].peers.url
+    price = provider.app[NODE].market.honoured_ask("compute")
+    spec = parse_job({"module": module, "stdin": "-"})
+    budget = node.compute.budget(jobs_module.InvokeCall(spec.module, spec.entrypoint, list(spec.argv), spec.fuel,
+                                                        spec.memory, spec.timeout, True), price)
+    tab = await node.paid.gateway_tabs.reserve_alone(provider_id, price, budget, "ab" * 32)
+    body = {"spec": spec.canonical(), "price": price, "authorization": tab.hex, "deal": {},
+            "memory_price": node.compute.memory_price,
+            "data": [{"path": "stdin", "size": 0, "sha256": hashlib.sha256(b"").hexdigest(), "verify_hash": ""}]}
+    job = await sent_jobs.wire.begin(node.client, url, provider_id, body)
+    later = types.SimpleNamespace(time=lambda: tab.auth.expires_at + 1)
+    with monkeypatch.context() as patched:
+        patched.setattr(remote_tabs, "time", later)
+        with pytest.raises(PeerRefused) as refused:
+            await sent_jobs.wire.run(node.client, url, provider_id, job, timeout=60, most=1 << 20)
+    assert refused.value.details["peer_code"] == "authorization-expired", refused.value.details
+    records = (await (await provider.get("/v1/compute/provenance?limit=100")).json())["records"]
+    assert not [r for r in records if "job" in r["record"]]  # it ran nothing
+    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}
+    assert provider.app[NODE].trust.line(gateway.app[IDENTITY].id)["reserved"] == 0
+    assert provider.app[NODE].paid.provider_tabs.kept == 0
+    node.paid.gateway_tabs.answered(tab, budget, None)
+
+
 async def test_a_job_on_a_busy_node_is_refused_with_nothing_stored_and_recorded_as_refused(node_factory) -> None:
     node = await node_factory("busy", **QUIET, compute={"max_queued": 1})
     spin = await deploy(node, "spin", wasi=True)
