@@ -974,6 +974,50 @@ async def test_a_jobs_tab_closed_while_its_job_waits_for_its_bytes_is_answered_a
     await verified(provider)
 
 
+async def test_a_live_job_is_never_given_up_by_its_gateways_retry_nor_its_tab_closed_by_a_stranger(
+        node_factory, monkeypatch) -> None:
+    """A provider gives a job up when its tab is closed before its run is asked for, so nothing of the job's own
+    gateway may close it while the job is live: its payment retry passes over the tab while the job's bytes are being
+    sent, and another node that learned the tab's authorization is refused its close.  The provider keeps the job,
+    runs it once asked, and is paid its charge once."""
+    from xsc.ledger.core.model import encode_authorization
+    from xsc.net.compute import close_tab
+
+    gateway, providers = await network(node_factory, providers=2)
+    module = await deploy(gateway, "outputs", wasi=True)
+    node = gateway.app[NODE]
+    send, sending, go_on = sent_jobs.wire.send, asyncio.Event(), asyncio.Event()
+
+    async def paused(*args, **kwargs):
+        sending.set()
+        await go_on.wait()
+        await send(*args, **kwargs)
+
+    monkeypatch.setattr(sent_jobs.wire, "send", paused)
+    before = {p.app[IDENTITY].id: balances(gateway, p) for p in providers}
+    running = asyncio.ensure_future(run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"the job's bytes"))
+    try:
+        await asyncio.wait_for(sending.wait(), 60)
+        (auth,) = node.ledger.pending()
+        holder, stranger = sorted(providers, key=lambda p: p.app[IDENTITY].public_key != auth.payee)
+        holder_id = holder.app[IDENTITY].id
+        assert await node.paid.payments.retry_all() == {}  # the job's tab is not the retry's to close
+        with pytest.raises(PeerRefused) as refused:
+            await close_tab(stranger.app[NODE].client, holder.app[NODE].peers.url, holder_id,
+                            encode_authorization(auth).hex())
+        assert refused.value.details["peer_code"] == "forbidden", refused.value.details
+        assert holder.app[NODE].hosted_jobs.status() == {"hosted": 1}
+    finally:
+        go_on.set()
+    status, job = await running
+    assert status == 201 and job["state"] == "done" and job["provider"] == holder_id, job
+    await settle(gateway)
+    after = balances(gateway, holder)
+    assert (after[0] - before[holder_id][0], after[1] - before[holder_id][1]) == (-job["charge"], job["charge"])
+    await verified(gateway)
+    await verified(holder)
+
+
 async def test_a_jobs_tab_a_start_pays_is_still_held_to_its_charge_once_the_job_runs_again(node_factory,
                                                                                           monkeypatch) -> None:
     """A start pays a done job's tab the charge its record names; the provider does not answer that close, and the
