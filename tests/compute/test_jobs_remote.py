@@ -224,6 +224,50 @@ async def test_a_job_asked_to_run_once_its_tabs_authorization_expired_is_refused
     node.paid.gateway_tabs.answered(tab, budget, None)
 
 
+async def test_a_job_taken_while_its_tab_is_closed_is_refused_not_run_unpaid(node_factory, monkeypatch) -> None:
+    """A sender that closes its tab while the provider reads that tab to take a job under it: the close is answered
+    (nothing ran), so the job is refused, not kept under a tab its sender was told is closed, to run and never be
+    paid."""
+    from xsc.net.compute import close_tab
+
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(provider, "outputs", wasi=True)
+    node = gateway.app[NODE]
+    provider_id, url = provider.app[IDENTITY].id, provider.app[NODE].peers.url
+    price = provider.app[NODE].market.honoured_ask("compute")
+    spec = parse_job({"module": module, "stdin": "-"})
+    budget = node.compute.budget(jobs_module.InvokeCall(spec.module, spec.entrypoint, list(spec.argv), spec.fuel,
+                                                        spec.memory, spec.timeout, True), price)
+    tab = await node.paid.gateway_tabs.reserve_alone(provider_id, price, budget, "cd" * 32)
+    body = {"spec": spec.canonical(), "price": price, "authorization": tab.hex, "deal": {},
+            "memory_price": node.compute.memory_price,
+            "data": [{"path": "stdin", "size": 0, "sha256": hashlib.sha256(b"").hexdigest(), "verify_hash": ""}]}
+    ledger = provider.app[NODE].ledger
+    read, reading_the_tab, go_on = ledger.receipt_for, asyncio.Event(), asyncio.Event()
+
+    async def paused(authorization_id):
+        if not reading_the_tab.is_set():  # the job's: the close's reads go on meanwhile
+            reading_the_tab.set()
+            await go_on.wait()
+        return await read(authorization_id)
+
+    monkeypatch.setattr(ledger, "receipt_for", paused)
+    begun = asyncio.ensure_future(sent_jobs.wire.begin(node.client, url, provider_id, body))
+    try:
+        await asyncio.wait_for(reading_the_tab.wait(), 60)
+        with pytest.raises(PeerRefused) as closed:
+            await close_tab(node.client, url, provider_id, tab.hex)
+        assert closed.value.details["peer_code"] == "nothing-owed", closed.value.details
+    finally:
+        go_on.set()
+    with pytest.raises(PeerRefused) as refused:
+        await begun
+    assert refused.value.details["peer_code"] == "authorization-replayed", refused.value.details
+    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}
+    assert provider.app[NODE].trust.line(gateway.app[IDENTITY].id)["reserved"] == 0
+    node.paid.gateway_tabs.answered(tab, budget, None)
+
+
 async def test_a_job_on_a_busy_node_is_refused_with_nothing_stored_and_recorded_as_refused(node_factory) -> None:
     node = await node_factory("busy", **QUIET, compute={"max_queued": 1})
     spin = await deploy(node, "spin", wasi=True)

@@ -682,7 +682,10 @@ class ProviderTabs:
                     tab.total, tab.fuel, tab.count = tab.total + amount, tab.fuel + fuel, tab.count + 1
                     if len(value) >= _RUN.size + 32:
                         tab.gateway = public_id(value[_RUN.size:_RUN.size + 32])
-            tab.closed = auth.id in self._closed_empty or await self.ledger.receipt_for(auth.id) is not None
+            signed = await self.ledger.receipt_for(auth.id) is not None
+            # Asked once the read is done: a close answered meanwhile (nothing ran) left it closed, and a call kept
+            # under it would run for a receipt never signed.
+            tab.closed = signed or auth.id in self._closed_empty
             tab = self._tabs.get(auth.id, tab)  # another request's read kept first: that one
         return tab
 
