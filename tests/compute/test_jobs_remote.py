@@ -246,7 +246,7 @@ async def test_a_job_taken_while_its_tab_is_closed_is_refused_not_run_unpaid(nod
     read, reading_the_tab, go_on = ledger.receipt_for, asyncio.Event(), asyncio.Event()
 
     async def paused(authorization_id):
-        if not reading_the_tab.is_set():  # the job's: the close's reads go on meanwhile
+        if authorization_id == tab.auth.id and not reading_the_tab.is_set():  # the job's: the close's go on
             reading_the_tab.set()
             await go_on.wait()
         return await read(authorization_id)
