@@ -325,6 +325,33 @@ async def test_replicas_lost_with_no_other_provider_fail_the_job_saying_how_many
         assert balances(gateway, provider)[1] == 0  # nothing paid
 
 
+async def test_a_replica_whose_provider_went_away_is_placed_again_on_a_provider_the_book_holds_without_a_lookup(
+        node_factory, monkeypatch) -> None:
+    """Three providers, a job on two replicas, and the first provider asked gone: its replica is placed again on the
+    third at once, from the book, without asking the hash table for more providers (the one gone is no reason to)."""
+    gateway, providers = await network(node_factory, providers=3)
+    run, gone = sent_jobs.wire.run, []
+
+    async def went_away(client, url, provider, *args, **kwargs):
+        if not gone or provider == gone[0]:
+            gone.append(provider)
+            raise PeerUnreachable(f"provider {url}: connection refused", url=url, reason="connection refused",
+                                  sent=True)
+        return await run(client, url, provider, *args, **kwargs)
+
+    monkeypatch.setattr(sent_jobs.wire, "run", went_away)
+    lookup, looked_up = gateway.app[NODE].market.lookup, []
+    find = lookup.find
+    monkeypatch.setattr(lookup, "find", lambda kind, wanted: looked_up.append((kind, wanted)) or find(kind, wanted))
+    module = await deploy(gateway, "sha256", wasi=True)
+    status, job = await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 2},
+                                stdin=b"bytes")
+    assert status == 201, job
+    assert {r["provider"]: r["paid"] for r in job["replicas"]} == {p.app[IDENTITY].id: p.app[IDENTITY].id != gone[0]
+                                                                   for p in providers}, job["replicas"]
+    assert looked_up == []
+
+
 async def _stopped_before_comparing(gateway, monkeypatch, agree: int) -> dict:
     """The record of a job on three replicas that `agree` must agree on, as a stop leaves it: every replica checked,
     none compared, paid or refused."""

@@ -350,7 +350,7 @@ class JobService:
         down before it is taken: a start finishes the job from its replicas' kept answers
         (RemoteAnswers.replicas_again)."""
         over = self.provider_terms.passing_over()  # as one job's provider is chosen (`_on_provider`)
-        chosen = await self._providers(limits, bid, spec.replicas, frozenset(), over, spec.replicas + 1)
+        chosen = await self._providers(limits, bid, spec.replicas, frozenset(), over)
         if len(chosen) < spec.replicas:
             raise ReplicasDisagree(f"the market offers {len(chosen)} other provider(s) for this job; {spec.replicas} "
                                    "replicas need as many", hint="ask for fewer with --replicas")
@@ -371,22 +371,20 @@ class JobService:
             again = min(lost, MAX_FAILOVERS - tries)
             placing = []
             if again and spec.agree <= most + again:  # the job gets the replicas asked, unless none could help
-                placing = await self._providers(limits, bid, again, frozenset(p for p, _ in runs), over,
-                                                len(runs) + again + 1)
+                placing = await self._providers(limits, bid, again, frozenset(p for p, _ in runs), over)
                 tries += len(placing)
                 for a in placing:
                     log.warning("job %s: a replica was lost: placed again on provider %s", job["id"], a.provider)
         return await self.answers.judged(job, spec.agree, runs)
 
-    async def _providers(self, limits, bid: int, n: int, tried: frozenset[str], over: Any, providers: int
-                         ) -> list[Any]:
+    async def _providers(self, limits, bid: int, n: int, tried: frozenset[str], over: Any) -> list[Any]:
         """Up to `n` assignments of a replica each, on distinct providers the market offers other than this node
         and those `tried` (which held a replica of the job), passing over those that wanted prepayment lately."""
         chosen: list[Any] = []
         while len(chosen) < n:
             taken = tried | frozenset(a.provider for a in chosen) | {self.node.id} | over.left_out()
             try:
-                a = await self.dealing.compute_deal(limits.fuel, bid, taken, providers=providers)
+                a = await self.dealing.compute_deal(limits.fuel, bid, taken, providers=n - len(chosen))
             except XscError:
                 if over.exhausted():
                     continue
