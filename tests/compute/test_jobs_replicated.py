@@ -285,8 +285,28 @@ async def test_a_job_that_is_not_deterministic_is_refused_for_replication_up_fro
     module = await deploy(gateway, "outputs", wasi=True)
     status, problem = await run_job(gateway, {"module": module, "replicas": 3})
     assert status == 400 and "only a deterministic job can be replicated" in problem["detail"], problem
-    status, problem = await run_job(gateway, {"module": module, "deterministic": True, "replicas": 2})
-    assert status == 502 and problem["code"] == "replicas-disagree" and "offers 1 other" in problem["detail"]
+
+
+async def test_a_job_on_more_replicas_than_the_market_offers_providers_is_refused_before_any_runs(node_factory
+                                                                                                   ) -> None:
+    """Two providers and a job on three replicas: 503 `too-few-providers`, saying how many the market offers and
+    that none ran, with the command that runs it on fewer; not that replicas disagreed, since none ran."""
+    gateway, providers = await network(node_factory, providers=2)
+    module = await deploy(gateway, "outputs", wasi=True)
+    status, problem = await run_job(gateway, {"module": module, "deterministic": True, "replicas": 3})
+    assert status == 503 and problem["code"] == "too-few-providers", problem
+    assert problem["detail"] == "the market offers 2 other provider(s) for this job at its price, and its 3 " \
+                                "replicas need one each: none ran, nothing is paid", problem
+    assert problem["hint"].startswith("run it on fewer with --replicas 2, or again once more are offered"), problem
+    failed = await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), "compute", "run", module,
+                                     "--no-stdin", "--deterministic", "--replicas", "3", "--agree", "3",
+                                     env={"XSC_TOKEN": gateway.app[TOKEN]})
+    line = error_line(failed)
+    assert line.startswith("xsc: error: the market offers 2 other provider(s) for this job at its price") \
+        and "disagree" not in line, line
+    assert "run it on fewer with --replicas 2 --agree 2" in failed.stderr.decode(), failed.stderr
+    assert {job["state"] for job in gateway.app[NODE].jobs.records.all_jobs()} == {"refused"}
+    assert [_jobs_paid_on(p) for p in providers] == [[], []]  # none ran
 
 
 async def test_replicas_lost_with_no_other_provider_fail_the_job_saying_how_many_agreed_answered_otherwise_and_were_lost(
@@ -310,6 +330,7 @@ async def test_replicas_lost_with_no_other_provider_fail_the_job_saying_how_many
     line = error_line(failed)
     assert "2 of the job's 3 replicas agree, fewer than the 3 it asks; 0 answered otherwise, 1 was lost " \
            "(1 timed out): nothing is paid or stored" in line, line
+    assert "disagree" not in line, line  # none answered otherwise: lost, not disagreeing
     hint = failed.stderr.decode()
     assert "xsc compute rerun " in hint and "--agree 2" in hint, hint
     (job,) = gateway.app[NODE].jobs.records.all_jobs()
@@ -319,7 +340,7 @@ async def test_replicas_lost_with_no_other_provider_fail_the_job_saying_how_many
                                        job["id"], env={"XSC_TOKEN": gateway.app[TOKEN]}))
     assert f"  replica  not paid  lost: timed out  {gone}" in shown, shown
     status, problem = await run_job(gateway, {"module": module, "deterministic": True, "replicas": 3, "agree": 3})
-    assert status == 502 and problem["code"] == "replicas-lost", problem
+    assert status == 502 and problem["code"] == "replicas-lost" and "disagree" not in problem["detail"], problem
     await settle(gateway)
     for provider in providers:
         assert balances(gateway, provider)[1] == 0  # nothing paid
