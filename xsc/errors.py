@@ -581,6 +581,13 @@ class MarketNoDeal(Conflict):
     code = "no-deal"
 
 
+class TooFewProviders(XscError):
+    """The market offers fewer providers than a piece of work needs at once (a replicated job's replicas, each on a
+    provider of its own): none of it ran, and it may run once more providers are offered (503)."""
+
+    code = "too-few-providers"
+
+
 class DealRefused(Forbidden):
     """A provider refused a deal it was offered: the price is under its ask, or it no longer has room."""
 

@@ -280,13 +280,77 @@ async def test_a_stop_while_the_start_asks_a_replica_again_or_fetches_its_output
         await verified(each)
 
 
+async def test_a_replica_the_start_fails_to_reach_once_is_asked_again_and_paid_once(node_factory, monkeypatch) -> None:
+    """A stop while one replica's answer is on its way back; at the start, the first dial to its provider fails
+    before the question reaches it (as a handshake does on a busy machine): it is asked again, and its run, done, is
+    counted and paid once with the others', not lost."""
+    gateway, providers = await network(node_factory, providers=3)
+    held = providers[2].app[IDENTITY].id
+    real, reached = sent_jobs.wire.run, asyncio.Event()
+
+    async def held_back(client, url, provider, *args, **kwargs):
+        if provider != held:
+            return await real(client, url, provider, *args, **kwargs)
+        await real(client, url, provider, *args, **kwargs)  # it ran: its answer is lost with the stop
+        reached.set()
+        await asyncio.Event().wait()
+
+    module = await deploy(gateway, "outputs", wasi=True)
+    jobs = gateway.app[NODE].jobs
+    before = [balances(gateway, p)[1] for p in providers]
+    with monkeypatch.context() as patched:
+        patched.setattr(sent_jobs.wire, "run", held_back)
+        running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-", "deterministic": True,
+                                                  "replicas": 3}, reading(b"the honest bytes")))
+        await asyncio.wait_for(reached.wait(), 60)
+        await eventually_async(lambda: sorted(r["step"] for r in jobs.records.all_jobs()[0]["replicating"].values())
+                               == ["checked", "checked", "sent"], "the other two replicas checked")
+        running.cancel()  # what the stop does to the requests still in flight
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    (jid,) = [j["id"] for j in jobs.records.all_jobs()]
+    dials: list[str] = []
+
+    async def failed_dial(client, url, provider, *args, **kwargs):
+        if provider == held and not dials:
+            dials.append(provider)
+            raise PeerUnreachable(f"peer {url} is unreachable: [ssl: wrong_version_number] wrong version number",
+                                  url=url, reason="wrong version number", sent=False)
+        return await real(client, url, provider, *args, **kwargs)
+
+    monkeypatch.setattr(sent_jobs.wire, "run", failed_dial)
+    gateway, job = await restarted(node_factory, gateway, jid)
+    assert dials == [held]
+    await _done_each_replica_run_and_paid_once(gateway, providers, before, job)
+
+
 async def test_a_job_that_is_not_deterministic_is_refused_for_replication_up_front(node_factory) -> None:
     gateway, _ = await network(node_factory, providers=1)
     module = await deploy(gateway, "outputs", wasi=True)
     status, problem = await run_job(gateway, {"module": module, "replicas": 3})
     assert status == 400 and "only a deterministic job can be replicated" in problem["detail"], problem
-    status, problem = await run_job(gateway, {"module": module, "deterministic": True, "replicas": 2})
-    assert status == 502 and problem["code"] == "replicas-disagree" and "offers 1 other" in problem["detail"]
+
+
+async def test_a_job_on_more_replicas_than_the_market_offers_providers_is_refused_before_any_runs(node_factory
+                                                                                                   ) -> None:
+    """Two providers and a job on three replicas: 503 `too-few-providers`, saying how many the market offers and
+    that none ran, with the command that runs it on fewer; not that replicas disagreed, since none ran."""
+    gateway, providers = await network(node_factory, providers=2)
+    module = await deploy(gateway, "outputs", wasi=True)
+    status, problem = await run_job(gateway, {"module": module, "deterministic": True, "replicas": 3})
+    assert status == 503 and problem["code"] == "too-few-providers", problem
+    assert problem["detail"] == "the market offers 2 other provider(s) for this job at its price, and its 3 " \
+                                "replicas need one each: none ran, nothing is paid", problem
+    assert problem["hint"].startswith("run it on fewer with --replicas 2, or again once more are offered"), problem
+    failed = await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), "compute", "run", module,
+                                     "--no-stdin", "--deterministic", "--replicas", "3", "--agree", "3",
+                                     env={"XSC_TOKEN": gateway.app[TOKEN]})
+    line = error_line(failed)
+    assert line.startswith("xsc: error: the market offers 2 other provider(s) for this job at its price") \
+        and "disagree" not in line, line
+    assert "run it on fewer with --replicas 2 --agree 2" in failed.stderr.decode(), failed.stderr
+    assert {job["state"] for job in gateway.app[NODE].jobs.records.all_jobs()} == {"refused"}
+    assert [_jobs_paid_on(p) for p in providers] == [[], []]  # none ran
 
 
 async def test_replicas_lost_with_no_other_provider_fail_the_job_saying_how_many_agreed_answered_otherwise_and_were_lost(
@@ -310,6 +374,7 @@ async def test_replicas_lost_with_no_other_provider_fail_the_job_saying_how_many
     line = error_line(failed)
     assert "2 of the job's 3 replicas agree, fewer than the 3 it asks; 0 answered otherwise, 1 was lost " \
            "(1 timed out): nothing is paid or stored" in line, line
+    assert "disagree" not in line, line  # none answered otherwise: lost, not disagreeing
     hint = failed.stderr.decode()
     assert "xsc compute rerun " in hint and "--agree 2" in hint, hint
     (job,) = gateway.app[NODE].jobs.records.all_jobs()
@@ -319,10 +384,37 @@ async def test_replicas_lost_with_no_other_provider_fail_the_job_saying_how_many
                                        job["id"], env={"XSC_TOKEN": gateway.app[TOKEN]}))
     assert f"  replica  not paid  lost: timed out  {gone}" in shown, shown
     status, problem = await run_job(gateway, {"module": module, "deterministic": True, "replicas": 3, "agree": 3})
-    assert status == 502 and problem["code"] == "replicas-lost", problem
+    assert status == 502 and problem["code"] == "replicas-lost" and "disagree" not in problem["detail"], problem
     await settle(gateway)
     for provider in providers:
         assert balances(gateway, provider)[1] == 0  # nothing paid
+
+
+async def test_a_replica_whose_provider_went_away_is_placed_again_on_a_provider_the_book_holds_without_a_lookup(
+        node_factory, monkeypatch) -> None:
+    """Three providers, a job on two replicas, and the first provider asked gone: its replica is placed again on the
+    third at once, from the book, without asking the hash table for more providers (the one gone is no reason to)."""
+    gateway, providers = await network(node_factory, providers=3)
+    run, gone = sent_jobs.wire.run, []
+
+    async def went_away(client, url, provider, *args, **kwargs):
+        if not gone or provider == gone[0]:
+            gone.append(provider)
+            raise PeerUnreachable(f"provider {url}: connection refused", url=url, reason="connection refused",
+                                  sent=True)
+        return await run(client, url, provider, *args, **kwargs)
+
+    monkeypatch.setattr(sent_jobs.wire, "run", went_away)
+    lookup, looked_up = gateway.app[NODE].market.lookup, []
+    find = lookup.find
+    monkeypatch.setattr(lookup, "find", lambda kind, wanted: looked_up.append((kind, wanted)) or find(kind, wanted))
+    module = await deploy(gateway, "sha256", wasi=True)
+    status, job = await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 2},
+                                stdin=b"bytes")
+    assert status == 201, job
+    assert {r["provider"]: r["paid"] for r in job["replicas"]} == {p.app[IDENTITY].id: p.app[IDENTITY].id != gone[0]
+                                                                   for p in providers}, job["replicas"]
+    assert looked_up == []
 
 
 async def _stopped_before_comparing(gateway, monkeypatch, agree: int) -> dict:

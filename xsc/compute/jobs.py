@@ -39,7 +39,7 @@ from typing import Any, Awaitable, Callable
 from .. import codec
 from ..db import Database
 from ..errors import (BodyTimeout, Conflict, ForgedResult, InsufficientCredit, IntegrityError, InvalidArgument,
-                      JobNotFound, NotFound, OverCap, PayloadTooLarge, PeerRefused, PeerUnreachable, ReplicasDisagree,
+                      JobNotFound, NotFound, OverCap, PayloadTooLarge, PeerRefused, PeerUnreachable, TooFewProviders,
                       XscError)
 from ..identity import Identity
 from ..storage.core.capability import Capability
@@ -350,10 +350,9 @@ class JobService:
         down before it is taken: a start finishes the job from its replicas' kept answers
         (RemoteAnswers.replicas_again)."""
         over = self.provider_terms.passing_over()  # as one job's provider is chosen (`_on_provider`)
-        chosen = await self._providers(limits, bid, spec.replicas, frozenset(), over, spec.replicas + 1)
+        chosen = await self._providers(limits, bid, spec.replicas, frozenset(), over)
         if len(chosen) < spec.replicas:
-            raise ReplicasDisagree(f"the market offers {len(chosen)} other provider(s) for this job; {spec.replicas} "
-                                   "replicas need as many", hint="ask for fewer with --replicas")
+            raise _too_few(len(chosen), spec)
         job["agree"] = spec.agree  # a job's spec names what runs, not how: a start compares its replicas by this
         runs: list[tuple[str, Returned | BaseException]] = []
         placing, tries = chosen, 0
@@ -371,22 +370,20 @@ class JobService:
             again = min(lost, MAX_FAILOVERS - tries)
             placing = []
             if again and spec.agree <= most + again:  # the job gets the replicas asked, unless none could help
-                placing = await self._providers(limits, bid, again, frozenset(p for p, _ in runs), over,
-                                                len(runs) + again + 1)
+                placing = await self._providers(limits, bid, again, frozenset(p for p, _ in runs), over)
                 tries += len(placing)
                 for a in placing:
                     log.warning("job %s: a replica was lost: placed again on provider %s", job["id"], a.provider)
         return await self.answers.judged(job, spec.agree, runs)
 
-    async def _providers(self, limits, bid: int, n: int, tried: frozenset[str], over: Any, providers: int
-                         ) -> list[Any]:
+    async def _providers(self, limits, bid: int, n: int, tried: frozenset[str], over: Any) -> list[Any]:
         """Up to `n` assignments of a replica each, on distinct providers the market offers other than this node
         and those `tried` (which held a replica of the job), passing over those that wanted prepayment lately."""
         chosen: list[Any] = []
         while len(chosen) < n:
             taken = tried | frozenset(a.provider for a in chosen) | {self.node.id} | over.left_out()
             try:
-                a = await self.dealing.compute_deal(limits.fuel, bid, taken, providers=providers)
+                a = await self.dealing.compute_deal(limits.fuel, bid, taken, providers=n - len(chosen))
             except XscError:
                 if over.exhausted():
                     continue
@@ -688,6 +685,21 @@ def _affordable(nbytes: int, fuel: int) -> int:
         raise InvalidArgument(f"reading its {nbytes:,} bytes of input costs {prepaid:,} fuel, more than its fuel "
                               f"limit ({fuel:,})", hint="ask for more --fuel")
     return prepaid
+
+
+def _too_few(offered: int, spec: JobSpec) -> TooFewProviders:
+    """A replicated job the market offers fewer other providers than replicas, before any of them runs."""
+    later = "(`xsc market book --kind compute` lists their asks)"
+    if offered >= 2:
+        agree = f" --agree {offered}" if spec.agree > offered else ""
+        hint = f"run it on fewer with --replicas {offered}{agree}, or again once more are offered {later}"
+    elif offered:
+        hint = f"run it on one provider, without --replicas, or again once more are offered {later}"
+    else:
+        hint = f"run it again once compute providers are offered {later}"
+    return TooFewProviders(f"the market offers {offered} other provider(s) for this job at its price, and its "
+                           f"{spec.replicas} replicas need one each: none ran, nothing is paid", hint=hint,
+                           offered=offered, replicas=spec.replicas)
 
 
 def _next_provider(err: XscError) -> bool:

@@ -35,6 +35,7 @@ from .service import InvokeCall
 log = logging.getLogger(__name__)
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+ASK_AGAIN = (0.5, 2.0)  # seconds before each new try of a start's question that never reached the provider
 INPUT_FACTS = ("path", "sha256", "size", "verify_hash")  # what a provider's record says of each input it read
 
 
@@ -290,9 +291,9 @@ class SentJobs:
         url = self.paid.peers.peer(provider).url
         call = InvokeCall(spec.module, spec.entrypoint, list(spec.argv), spec.fuel, spec.memory, spec.timeout, True)
         try:
-            answer = await wire.run(self.paid.client, url, provider, job,
-                                    timeout=self.paid.compute.limits(call).timeout + 60,
-                                    most=wire.run_answer_bound(spec.stdout_cap, spec.stderr_cap))
+            answer = await _asked_again(self.paid.client, url, provider, job,
+                                        timeout=self.paid.compute.limits(call).timeout + 60,
+                                        most=wire.run_answer_bound(spec.stdout_cap, spec.stderr_cap))
             self._held(provider, answer, sent["budget"], jid, inputs, sent["stdin"], spec, sent["price"],
                        sent["authorization"])
         except ForgedResult as err:
@@ -435,6 +436,22 @@ def _data(staged) -> list[tuple[dict[str, Any], Path]]:
         data.append(({k: item[k] for k in INPUT_FACTS},
                      staged.work / "in" / item["path"][4:]))
     return data
+
+
+async def _asked_again(client, url: str, provider: str, job: str, *, timeout: float, most: int) -> dict[str, Any]:
+    """A start's question for the answer of a run its stop cut short, asked again while it never reached the
+    provider (no connection, or a handshake that failed: a busy machine just after the start), ASK_AGAIN times at
+    most: the provider answers the run it kept, never running it twice, and one failed dial must not lose a run
+    that was done (not paid, and run again by the user)."""
+    for delay in ASK_AGAIN:
+        try:
+            return await wire.run(client, url, provider, job, timeout=timeout, most=most)
+        except PeerUnreachable as err:
+            if err.details.get("sent", True):
+                raise  # it was asked, and no answer came
+            log.info("asking provider %s again for job %s's answer in %g s: %s", provider, job, delay, err.message)
+        await asyncio.sleep(delay)
+    return await wire.run(client, url, provider, job, timeout=timeout, most=most)
 
 
 __all__ = ["Returned", "SentJobs"]
