@@ -531,8 +531,11 @@ def watches(obj, as_json: bool) -> None:
     if not found:
         click.echo("no watches yet; add one with:\n  xsc compute watch NAME MODULE --on s3://B/P --to s3://B2/P2")
         return
-    table([Col("name", keep=True), "on", "to", "runs", "skips", "failures", Col("credits spent", right=True),
-           "backlog"],
+    # The prefixes whole, as an id is (copied into the next command); on a narrow terminal the skips and the spend
+    # are left out first, then where it writes goes under its row.
+    table([Col("name", keep=True), Col("on", keep=True), Col("to", keep=True, under=True), Col("runs", right=True),
+           Col("skips", right=True, drop=2), Col("failures", right=True), Col("credits spent", right=True, drop=1),
+           Col("backlog", right=True)],
           [(w["name"], "s3://" + "/".join(w["on"]), "s3://" + "/".join(w["to"]), w["runs"], w["skips"],
             w["failures"], format_credits(w["spend"]), w["backlog"]) for w in found],
           details=[_watch_detail(w) for w in found])
