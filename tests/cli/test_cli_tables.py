@@ -358,6 +358,10 @@ def test_a_provider_lists_the_functions_it_hosts_for_another_node_with_the_owner
     assert format_credits(found[0]["earned"]) in shown.stdout.split()
     assert "no functions of other nodes" in owner.xsc("compute", "functions", "--hosted").stdout
     assert "--hosted" in provider.xsc("compute", "functions").stdout
+    for none in (owner.xsc("compute", "functions", "--hosted", env=NARROW), provider.xsc("compute", "functions",
+                                                                                          env=NARROW)):
+        assert none.exit_code == 0 and none.stdout.count("\n") > 1, none.output  # a sentence wrapped between words
+        _fits(none.stdout)
 
 
 def test_a_key_value_view_shows_what_a_peer_wrote_as_one_line_without_control_characters(capsys) -> None:
