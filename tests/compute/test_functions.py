@@ -491,5 +491,7 @@ def test_a_function_on_the_market_no_provider_takes_says_why_in_the_owners_list(
 
     why = eventually(refused, "the provider's refusal in the owner's list", 30)
     assert why.startswith(f"provider {provider.app[NODE].peers.identity.id} refused it: "), why
+    # read on the owner's node: the provider is the one without a web listener, not "this node"
+    assert why.endswith(": the provider serves no web functions (its node.web_listen is not set)"), why
     table = " ".join(owner.xsc("compute", "functions", env={"COLUMNS": "80"}).stdout.decode().split())
     assert f"(not placed: {why})" in table, table
