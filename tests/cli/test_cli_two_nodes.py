@@ -34,6 +34,11 @@ def test_a_job_run_on_the_other_node_names_it_and_that_node_lists_what_it_earned
         return [e for e in json.loads(bob.xsc("ledger", "history", "node", "--json").stdout) if e["kind"] == "receipt"]
 
     assert eventually(earned, "Bob's receipt for the job", 30)
+    # the job's id in Bob's receipt is Alice's job: his node says where its record is, and where his receipt is
+    there = bob.xsc("compute", "job", ran["id"])
+    assert there.exit_code == 1 and there.stderr.startswith(f"xsc: error: no job {ran['id']} of this node's user ("), \
+        there.output
+    assert there.stderr.endswith("another node is that node's, its receipt here: xsc ledger history node)\n"), there.stderr
     assert bob.xsc("ledger", "history", "node", "--json").stdout == \
         bob.xsc("ledger", "history", "--account", "node", "--json").stdout
     twice = bob.xsc("ledger", "history", "node", "--account", "client")

@@ -87,7 +87,7 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
 
     Paid invokes are settled in aggregate: one transfer per interval covers many invokes (its job says how
     many, and the Merkle root of their provenance ids); --expand lists the ids.  A job run on another node is paid
-    on its own: its entry names the job's id (`xsc compute job ID`)."""
+    on its own: its entry names the job's id (`xsc compute job ID` on the node whose user ran it)."""
     if named is not None and account is not None and named != account:
         raise click.UsageError(f"two accounts named ({named}, and --account {account}): give one")
     account = named or account or "client"
