@@ -176,8 +176,13 @@ def test_tables_naming_a_peer_fit_80_columns_with_its_id_whole(thread_node) -> N
         assert shown.exit_code == 0, shown.output
         _fits(shown.stdout)
         assert b_id in shown.stdout.split(), (args, shown.stdout)  # never cut
-    whole = a.xsc("market", "book").stdout.splitlines()  # not a terminal: a column, as there is room
+    piped = a.xsc("market", "book")  # not a terminal: 80 columns too, B's id whole under its offer
+    assert piped.exit_code == 0, piped.output
+    _fits(piped.stdout)
+    assert f"owner {b_id}" in [line.strip() for line in piped.stdout.splitlines()], piped.stdout
+    whole = a.xsc("market", "book", "--wide").stdout.splitlines()  # in a column, however wide
     assert any(line.split()[:2] == ["ask", b_id] for line in whole if line.strip()), whole
+    assert any(len(line) > 80 for line in whole), whole
 
 
 def test_ledger_accounts_and_trust_fit_80_columns_with_ids_whole(thread_node) -> None:
@@ -192,10 +197,15 @@ def test_ledger_accounts_and_trust_fit_80_columns_with_ids_whole(thread_node) ->
     assert {"client", "node"} <= {a["role"] for a in accounts}
     for account in accounts:
         assert account["account"] in shown.stdout.split()  # whole
+    piped = node.xsc("ledger", "trust")  # not a terminal: 80 columns too
     shown = node.xsc("ledger", "trust", env=NARROW)
     assert shown.exit_code == 0, shown.output
+    assert piped.stdout == shown.stdout, piped.stdout
     _fits(shown.stdout)
     assert peer in shown.stdout.split() and "12.500000" in shown.stdout
+    assert shown.stdout.splitlines()[0] == "trust lines (credits)", shown.stdout
+    wide = node.xsc("ledger", "trust", "--wide", env=NARROW).stdout.splitlines()
+    assert wide[1].split()[0] == "peer" and wide[2].split()[0] == peer, wide  # in a column, however wide
     # a stranger's payment counts only as far as it can be collected: then what counts is shown, and the row adds up
     header, row = shown.stdout.splitlines()[1].split(), shown.stdout.splitlines()[2].split()
     figures = dict(zip(header, map(Decimal, row)))

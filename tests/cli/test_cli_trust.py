@@ -49,7 +49,7 @@ def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> N
     assert done.exit_code == 0 and "credit line 3.000000 credits, available 3.000000" in done.stdout, done.output
     lines = json.loads(b.xsc("ledger", "trust", "--json").stdout)["lines"]  # listed before any work or payment
     assert [(x["peer"], x["credit"], x["available"]) for x in lines] == [(a_id, 3_000_000, 3_000_000)], lines
-    shown = b.xsc("ledger", "trust").stdout
+    shown = b.xsc("ledger", "trust", "--wide").stdout  # the peer in a column (not on a terminal it fits 80)
     assert a_id in shown
     header, row = shown.splitlines()[1], shown.splitlines()[2].split()  # every figure the available is made of
     assert header.split() == ["peer", "paid", "used", "reserved", "credit", "available"], shown

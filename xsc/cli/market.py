@@ -8,7 +8,7 @@ from urllib.parse import quote
 import click
 
 from ..units import format_credits
-from .output import Col, emit_json, json_option, key_values, prose, table, wide_option
+from .output import PIPE_WIDTH, Col, emit_json, json_option, key_values, prose, table, wide_option
 from .peers import resolve_peer, wide_table
 
 UNITS = {"storage": "GiB-hour", "compute": "million fuel"}
@@ -95,10 +95,14 @@ def market() -> None:
 
 @market.command()
 @kind_option
+@wide_option
 @json_option
 @click.pass_obj
-def book(obj, kind: str | None, as_json: bool) -> None:
-    """Show the asks (low to high) and bids (high to low) of each kind and time bucket, and their clearing."""
+def book(obj, kind: str | None, wide: bool, as_json: bool) -> None:
+    """Show the asks (low to high) and bids (high to low) of each kind and time bucket, and their clearing.
+
+    It fits the terminal, or 80 columns when not on one: a node's id, whole, then goes on a line under its offer
+    (--wide: in a column; --json for scripts)."""
     client = obj.client()
     info = client.request("GET", "/v1/market/book", query={"kind": kind})
     if as_json:
@@ -114,11 +118,11 @@ def book(obj, kind: str | None, as_json: bool) -> None:
         k = b["kind"]
         click.echo()
         prose(f"{k}, bucket {b['bucket']} (from {_utc(b['bucket_start'])}): clearing {_clearing(b['clearing'], k)}; "
-              f"prices in micro-credits per {UNITS[k]}")
+              f"prices in micro-credits per {UNITS[k]}", piped=None if wide else PIPE_WIDTH)
         rows = [("ask", _short(o["owner"], me), _quantity(o["quantity"], k), o["price"]) for o in b["asks"]]
         rows += [("bid", _short(o["owner"], me), _quantity(o["quantity"], k), o["price"]) for o in b["bids"]]
         wide_table(["side", Col("owner", keep=True, under=True), Col("quantity", keep=True, right=True),
-                    Col("price", keep=True, right=True)], rows)
+                    Col("price", keep=True, right=True)], rows, wide=wide, piped=PIPE_WIDTH)
 
 
 @market.command()

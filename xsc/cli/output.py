@@ -177,9 +177,15 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
 
 
-def prose(text: str, *, err: bool = False) -> None:
-    """Print a sentence wrapped between words to the terminal's width (whole when not on a terminal)."""
-    width = terminal_width(err)
+# What a view whose rows are read by eye more than by scripts (they have --json) fits when it is not on a terminal:
+# a pager, a file, a mail.
+PIPE_WIDTH = 80
+
+
+def prose(text: str, *, err: bool = False, piped: int | None = None) -> None:
+    """Print a sentence wrapped between words to the terminal's width (when not on a terminal: to `piped`, else
+    whole)."""
+    width = terminal_width(err) or piped
     lines = _wrap(text, width) if width else [text]
     click.echo("\n".join(lines), err=err)
 
@@ -215,14 +221,16 @@ def _cell_lines(text: str, width: int, col: Col) -> list[str]:
 
 
 def table(columns: Sequence[Col | str], rows: Iterable[Iterable[Any]], title: str | None = None, *,
-          wide: bool = False, details: Sequence[str | Sequence[str] | None] | None = None) -> None:
+          wide: bool = False, details: Sequence[str | Sequence[str] | None] | None = None,
+          piped: int | None = None) -> None:
     """Print a table that fits the terminal: flexible columns are cut or wrapped, then the
     droppable ones are dropped, then the `under` ones put under their rows (`wide` shows every column whole);
     `keep` columns are never broken, so an id or a capability is always on one line.  `details` are lines printed
-    under each row: a string wrapped between words, a list of items packed between items, a tuple one line each."""
+    under each row: a string wrapped between words, a list of items packed between items, a tuple one line each.
+    Not on a terminal, it fits `piped` columns (None: every column whole)."""
     cols = [c if isinstance(c, Col) else Col(c) for c in columns]
     data = [["" if v is None else _one_line(str(v)) for v in row] for row in rows]
-    width = None if wide else terminal_width()
+    width = None if wide else terminal_width() or piped
     shown = list(range(len(cols)))
     natural = [max([len(c.name)] + [len(r[i]) for r in data]) for i, c in enumerate(cols)]
     widths = natural
