@@ -131,6 +131,9 @@ def test_a_job_a_stranger_provider_will_not_run_unpaid_names_the_command_that_pa
         assert done.exit_code == 1, done.output
         (line,) = done.stderr.strip().splitlines()
         assert line.startswith(f"xsc: error: provider {b_id} does not extend this node credit: "), line
+        # what the provider said, relayed: the node that must be prepaid is named, not "this node" (that is `a`'s)
+        assert f"node {a.app[NODE].peers.identity.id} must prepay node {b_id}: " in line, line
+        assert "(no credit: not recognised there)" in line and "this node extends" not in line, line
         assert line.endswith(f"xsc ledger prepay {b_id} CREDITS)"), line
     module = hashlib.sha256((WASM / "wc.wasm").read_bytes()).hexdigest()  # deployed by the run above
     with pytest.raises(PrepaymentRequired):  # the API's answer: 402 prepayment-required
