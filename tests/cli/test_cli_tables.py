@@ -115,6 +115,8 @@ def test_a_maps_manifest_fits_with_its_job_ids_and_capabilities_whole(thread_nod
     _fits(out.stdout, cap, *lines[2:])
     whole = node.xsc("compute", "map", str(WASM / "outputs.wasm"), "--over", cap, "--as", "-").stdout.split()
     assert whole[:2] == [cap, "done"] and len(whole) == 6, whole  # not a terminal: one line
+    helped = " ".join(node.xsc("compute", "map", "--help").stdout.split())
+    assert "one manifest at the end: input, state, job id, outputs" in helped, helped  # in the order it prints them
 
 
 def test_market_status_fits(thread_node) -> None:

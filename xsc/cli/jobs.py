@@ -391,7 +391,7 @@ MAX_MAP = 10_000  # inputs one map runs over at most
 def map_(obj, target: str, over: tuple[str, ...], mount: str, parallel: int, as_json: bool) -> None:
     """Run one job per input (the same program and spec over each), --parallel at once, each where the market
     places it (spread over the providers it offers); a progress bar, each failure named, and one manifest at the
-    end: input, job id, state, outputs (--json: also the provider and the charge of each)."""
+    end: input, state, job id, outputs (--json: also the provider and the charge of each)."""
     from concurrent.futures import ThreadPoolExecutor
 
     _check_map_inputs(over, mount)
