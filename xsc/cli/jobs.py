@@ -303,9 +303,10 @@ def jobs(obj, limit: int, before: str | None, wide: bool, as_json: bool) -> None
         table([Col("id", keep=True), *columns, Col("module", keep=True)],
               [(j["id"], *r, m) for j, r, m in zip(page["jobs"], rows, modules)], wide=wide)
     else:  # each id whole on a line of its own under its job (as `xsc store ls` puts capabilities), and a module
-        # without a name too
-        table([*columns, Col("module", keep=True)],
-              [(*r, j.get("module_name") or "-") for j, r in zip(page["jobs"], rows)],
+        # without a name too (its cell left empty: a "-" would read as no module)
+        named = any(j.get("module_name") for j in page["jobs"])
+        table([*columns, *([Col("module", keep=True)] if named else [])],
+              [(*r, *([j.get("module_name") or ""] if named else [])) for j, r in zip(page["jobs"], rows)],
               details=[(j["id"], *(() if j.get("module_name") else (f"module {j['module']}",))) for j in page["jobs"]])
     if page.get("next"):
         more = f" --limit {limit}" if limit != 20 else ""
