@@ -354,6 +354,8 @@ async def test_past_its_hourly_cap_a_function_answers_402_even_after_a_restart(m
         status, headers, body = await _get(url)
         assert status == 402 and headers["Content-Type"].startswith("application/problem+json"), body
         assert await spent(node) == total  # nothing more charged
+        [listed] = (await (await node.get("/v1/compute/functions")).json())["functions"]
+        assert listed["spend"] == total, listed  # spent in all: at least the hour it kept, not 0 again
     finally:
         await close_node(node)
 
