@@ -101,6 +101,7 @@ def test_s3_users_fits_with_each_account_whole(thread_node) -> None:
     assert out.exit_code == 0, out.output
     _fits(out.stdout)
     assert len(accounts) == 2 and all(a in out.stdout.split() for a in accounts)  # under their rows, whole
+    assert out.stdout.splitlines()[0].split() == ["user", "keys", "balance", "(credits)", "pays"], out.stdout
 
 
 def test_a_maps_manifest_fits_with_its_job_ids_and_capabilities_whole(thread_node) -> None:
