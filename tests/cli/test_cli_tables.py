@@ -179,13 +179,15 @@ def test_tables_naming_a_peer_fit_80_columns_with_its_id_whole(thread_node) -> N
         assert shown.exit_code == 0, shown.output
         _fits(shown.stdout)
         assert b_id in shown.stdout.split(), (args, shown.stdout)  # never cut
-    piped = a.xsc("market", "book")  # not a terminal: 80 columns too, B's id whole under its offer
-    assert piped.exit_code == 0, piped.output
-    _fits(piped.stdout)
-    assert f"owner {b_id}" in [line.strip() for line in piped.stdout.splitlines()], piped.stdout
-    whole = a.xsc("market", "book", "--wide").stdout.splitlines()  # in a column, however wide
-    assert any(line.split()[:2] == ["ask", b_id] for line in whole if line.strip()), whole
-    assert any(len(line) > 80 for line in whole), whole
+    for args, under, row in ((["market", "book"], "owner", ["ask", b_id]), (["market", "recognition"], "peer", [b_id])):
+        piped = a.xsc(*args)  # not a terminal: 80 columns too, B's id whole under its row
+        assert piped.exit_code == 0, piped.output
+        _fits(piped.stdout)
+        assert f"{under} {b_id}" in [line.strip() for line in piped.stdout.splitlines()], piped.stdout
+        whole = a.xsc(*args, "--wide").stdout.splitlines()  # in a column, however wide
+        assert any(line.split()[:len(row)] == row for line in whole if line.strip()), whole
+        assert any(len(line) > 80 for line in whole), whole
+    assert "earned (credits)" in a.xsc("market", "recognition").stdout.splitlines()[0]  # a figure with its unit
 
 
 def test_ledger_accounts_and_trust_fit_80_columns_with_ids_whole(thread_node) -> None:

@@ -350,11 +350,15 @@ def _micro_credits(text: str, option: str) -> int:
 
 
 @market.command()
+@wide_option
 @json_option
 @click.pass_obj
-def recognition(obj, as_json: bool) -> None:
+def recognition(obj, wide: bool, as_json: bool) -> None:
     """Show the weight this node publishes for each peer, the credits exchanged with it (a derived weight is
-    earned by them), and the weight each peer publishes for this node."""
+    earned by them), and the weight each peer publishes for this node.
+
+    It fits the terminal, or 80 columns when not on one: a peer's id, whole, then goes on a line under its row
+    (--wide: in a column; --json for scripts)."""
     info = obj.client().request("GET", "/v1/market/recognition")
     if as_json:
         emit_json(info)
@@ -363,7 +367,7 @@ def recognition(obj, as_json: bool) -> None:
         click.echo("no peers known (join a network with: xsc peers add URL)")
         return
     wide_table([Col("peer", keep=True, under=True), "weight", "set by", Col("derived", keep=True, drop=1),
-                Col("earned", drop=2), "theirs for this node"],
+                Col("earned (credits)", drop=2), "theirs for this node"],
                [(r["peer"], r["weight"], "user" if r["set_by_user"] else "derived", r["derived"],
                  format_credits(r["earned"]), "-" if r["theirs"] is None else r["theirs"])
-                for r in info["recognition"]])
+                for r in info["recognition"]], wide=wide, piped=PIPE_WIDTH)
