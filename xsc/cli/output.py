@@ -25,12 +25,19 @@ EXIT_USAGE = 2
 VERBOSE = False  # `xsc --verbose`: an error's details follow its one line
 
 
+# click's names of its number types, as a value that is not one is said
+CLICK_NUMBERS = (("integer range", "a whole number"), ("float range", "a number"), ("integer", "a whole number"),
+                 ("float", "a number"))
+
+
 def usage_message(exc: click.UsageError) -> str:
     """A usage error in one or two short lines: what is wrong, then the usage and where help is."""
     if isinstance(exc, click.BadParameter) and exc.ctx is not None and exc.param is not None \
             and exc.param.envvar and exc.ctx.get_parameter_source(exc.param.name) is ParameterSource.ENVIRONMENT:
         exc.param_hint = f"${exc.param.envvar}"  # where the value came from: the flag was never given
     message = exc.format_message()
+    for click_name, plain in CLICK_NUMBERS:  # "'abc' is not a valid integer range" reads as if a range were asked
+        message = message.replace(f" is not a valid {click_name}.", f" is not {plain}.")
     message = message[:1].lower() + message[1:]
     lines = [f"xsc: usage error: {message.rstrip('.')}"]
     if exc.ctx is not None:
