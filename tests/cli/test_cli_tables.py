@@ -101,6 +101,7 @@ def test_s3_users_fits_with_each_account_whole(thread_node) -> None:
     assert out.exit_code == 0, out.output
     _fits(out.stdout)
     assert len(accounts) == 2 and all(a in out.stdout.split() for a in accounts)  # under their rows, whole
+    assert out.stdout.splitlines()[0].split() == ["user", "keys", "balance", "(credits)", "pays"], out.stdout
 
 
 def test_a_maps_manifest_fits_with_its_job_ids_and_capabilities_whole(thread_node) -> None:
@@ -115,6 +116,8 @@ def test_a_maps_manifest_fits_with_its_job_ids_and_capabilities_whole(thread_nod
     _fits(out.stdout, cap, *lines[2:])
     whole = node.xsc("compute", "map", str(WASM / "outputs.wasm"), "--over", cap, "--as", "-").stdout.split()
     assert whole[:2] == [cap, "done"] and len(whole) == 6, whole  # not a terminal: one line
+    helped = " ".join(node.xsc("compute", "map", "--help").stdout.split())
+    assert "one manifest at the end: input, state, job id, outputs" in helped, helped  # in the order it prints them
 
 
 def test_market_status_fits(thread_node) -> None:
@@ -176,8 +179,15 @@ def test_tables_naming_a_peer_fit_80_columns_with_its_id_whole(thread_node) -> N
         assert shown.exit_code == 0, shown.output
         _fits(shown.stdout)
         assert b_id in shown.stdout.split(), (args, shown.stdout)  # never cut
-    whole = a.xsc("market", "book").stdout.splitlines()  # not a terminal: a column, as there is room
-    assert any(line.split()[:2] == ["ask", b_id] for line in whole if line.strip()), whole
+    for args, under, row in ((["market", "book"], "owner", ["ask", b_id]), (["market", "recognition"], "peer", [b_id])):
+        piped = a.xsc(*args)  # not a terminal: 80 columns too, B's id whole under its row
+        assert piped.exit_code == 0, piped.output
+        _fits(piped.stdout)
+        assert f"{under} {b_id}" in [line.strip() for line in piped.stdout.splitlines()], piped.stdout
+        whole = a.xsc(*args, "--wide").stdout.splitlines()  # in a column, however wide
+        assert any(line.split()[:len(row)] == row for line in whole if line.strip()), whole
+        assert any(len(line) > 80 for line in whole), whole
+    assert "earned (credits)" in a.xsc("market", "recognition").stdout.splitlines()[0]  # a figure with its unit
 
 
 def test_ledger_accounts_and_trust_fit_80_columns_with_ids_whole(thread_node) -> None:
@@ -192,10 +202,15 @@ def test_ledger_accounts_and_trust_fit_80_columns_with_ids_whole(thread_node) ->
     assert {"client", "node"} <= {a["role"] for a in accounts}
     for account in accounts:
         assert account["account"] in shown.stdout.split()  # whole
+    piped = node.xsc("ledger", "trust")  # not a terminal: 80 columns too
     shown = node.xsc("ledger", "trust", env=NARROW)
     assert shown.exit_code == 0, shown.output
+    assert piped.stdout == shown.stdout, piped.stdout
     _fits(shown.stdout)
     assert peer in shown.stdout.split() and "12.500000" in shown.stdout
+    assert shown.stdout.splitlines()[0] == "trust lines (credits)", shown.stdout
+    wide = node.xsc("ledger", "trust", "--wide", env=NARROW).stdout.splitlines()
+    assert wide[1].split()[0] == "peer" and wide[2].split()[0] == peer, wide  # in a column, however wide
     # a stranger's payment counts only as far as it can be collected: then what counts is shown, and the row adds up
     header, row = shown.stdout.splitlines()[1].split(), shown.stdout.splitlines()[2].split()
     figures = dict(zip(header, map(Decimal, row)))
@@ -358,6 +373,10 @@ def test_a_provider_lists_the_functions_it_hosts_for_another_node_with_the_owner
     assert format_credits(found[0]["earned"]) in shown.stdout.split()
     assert "no functions of other nodes" in owner.xsc("compute", "functions", "--hosted").stdout
     assert "--hosted" in provider.xsc("compute", "functions").stdout
+    for none in (owner.xsc("compute", "functions", "--hosted", env=NARROW), provider.xsc("compute", "functions",
+                                                                                          env=NARROW)):
+        assert none.exit_code == 0 and none.stdout.count("\n") > 1, none.output  # a sentence wrapped between words
+        _fits(none.stdout)
 
 
 def test_a_key_value_view_shows_what_a_peer_wrote_as_one_line_without_control_characters(capsys) -> None:

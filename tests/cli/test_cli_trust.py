@@ -49,7 +49,7 @@ def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> N
     assert done.exit_code == 0 and "credit line 3.000000 credits, available 3.000000" in done.stdout, done.output
     lines = json.loads(b.xsc("ledger", "trust", "--json").stdout)["lines"]  # listed before any work or payment
     assert [(x["peer"], x["credit"], x["available"]) for x in lines] == [(a_id, 3_000_000, 3_000_000)], lines
-    shown = b.xsc("ledger", "trust").stdout
+    shown = b.xsc("ledger", "trust", "--wide").stdout  # the peer in a column (not on a terminal it fits 80)
     assert a_id in shown
     header, row = shown.splitlines()[1], shown.splitlines()[2].split()  # every figure the available is made of
     assert header.split() == ["peer", "paid", "used", "reserved", "credit", "available"], shown
@@ -131,6 +131,9 @@ def test_a_job_a_stranger_provider_will_not_run_unpaid_names_the_command_that_pa
         assert done.exit_code == 1, done.output
         (line,) = done.stderr.strip().splitlines()
         assert line.startswith(f"xsc: error: provider {b_id} does not extend this node credit: "), line
+        # what the provider said, relayed: the node that must be prepaid is named, not "this node" (that is `a`'s)
+        assert f"node {a.app[NODE].peers.identity.id} must prepay node {b_id}: " in line, line
+        assert "(no credit: not recognised there)" in line and "this node extends" not in line, line
         assert line.endswith(f"xsc ledger prepay {b_id} CREDITS)"), line
     module = hashlib.sha256((WASM / "wc.wasm").read_bytes()).hexdigest()  # deployed by the run above
     with pytest.raises(PrepaymentRequired):  # the API's answer: 402 prepayment-required

@@ -354,6 +354,8 @@ async def test_past_its_hourly_cap_a_function_answers_402_even_after_a_restart(m
         status, headers, body = await _get(url)
         assert status == 402 and headers["Content-Type"].startswith("application/problem+json"), body
         assert await spent(node) == total  # nothing more charged
+        [listed] = (await (await node.get("/v1/compute/functions")).json())["functions"]
+        assert listed["spend"] == total, listed  # spent in all: at least the hour it kept, not 0 again
     finally:
         await close_node(node)
 
@@ -491,5 +493,7 @@ def test_a_function_on_the_market_no_provider_takes_says_why_in_the_owners_list(
 
     why = eventually(refused, "the provider's refusal in the owner's list", 30)
     assert why.startswith(f"provider {provider.app[NODE].peers.identity.id} refused it: "), why
+    # read on the owner's node: the provider is the one without a web listener, not "this node"
+    assert why.endswith(": the provider serves no web functions (its node.web_listen is not set)"), why
     table = " ".join(owner.xsc("compute", "functions", env={"COLUMNS": "80"}).stdout.decode().split())
     assert f"(not placed: {why})" in table, table

@@ -303,9 +303,10 @@ def jobs(obj, limit: int, before: str | None, wide: bool, as_json: bool) -> None
         table([Col("id", keep=True), *columns, Col("module", keep=True)],
               [(j["id"], *r, m) for j, r, m in zip(page["jobs"], rows, modules)], wide=wide)
     else:  # each id whole on a line of its own under its job (as `xsc store ls` puts capabilities), and a module
-        # without a name too
-        table([*columns, Col("module", keep=True)],
-              [(*r, j.get("module_name") or "-") for j, r in zip(page["jobs"], rows)],
+        # without a name too (its cell left empty: a "-" would read as no module)
+        named = any(j.get("module_name") for j in page["jobs"])
+        table([*columns, *([Col("module", keep=True)] if named else [])],
+              [(*r, *([j.get("module_name") or ""] if named else [])) for j, r in zip(page["jobs"], rows)],
               details=[(j["id"], *(() if j.get("module_name") else (f"module {j['module']}",))) for j in page["jobs"]])
     if page.get("next"):
         more = f" --limit {limit}" if limit != 20 else ""
@@ -391,7 +392,7 @@ MAX_MAP = 10_000  # inputs one map runs over at most
 def map_(obj, target: str, over: tuple[str, ...], mount: str, parallel: int, as_json: bool) -> None:
     """Run one job per input (the same program and spec over each), --parallel at once, each where the market
     places it (spread over the providers it offers); a progress bar, each failure named, and one manifest at the
-    end: input, job id, state, outputs (--json: also the provider and the charge of each)."""
+    end: input, state, job id, outputs (--json: also the provider and the charge of each)."""
     from concurrent.futures import ThreadPoolExecutor
 
     _check_map_inputs(over, mount)
@@ -531,8 +532,11 @@ def watches(obj, as_json: bool) -> None:
     if not found:
         click.echo("no watches yet; add one with:\n  xsc compute watch NAME MODULE --on s3://B/P --to s3://B2/P2")
         return
-    table([Col("name", keep=True), "on", "to", "runs", "skips", "failures", Col("credits spent", right=True),
-           "backlog"],
+    # The prefixes whole, as an id is (copied into the next command); on a narrow terminal the skips and the spend
+    # are left out first, then where it writes goes under its row.
+    table([Col("name", keep=True), Col("on", keep=True), Col("to", keep=True, under=True), Col("runs", right=True),
+           Col("skips", right=True, drop=2), Col("failures", right=True), Col("credits spent", right=True, drop=1),
+           Col("backlog", right=True)],
           [(w["name"], "s3://" + "/".join(w["on"]), "s3://" + "/".join(w["to"]), w["runs"], w["skips"],
             w["failures"], format_credits(w["spend"]), w["backlog"]) for w in found],
           details=[_watch_detail(w) for w in found])

@@ -524,7 +524,9 @@ class JobService:
         found = self.records.by_prefix(text)
         if found is not None:
             return {**found, **self._payments(found)}
-        raise JobNotFound(f"no job {jid} on this node", hint="list yours with: xsc compute jobs")
+        # A provider's receipt names the job it ran for another node's user, whose node alone keeps its record.
+        raise JobNotFound(f"no job {jid} of this node's user", hint="list yours with: xsc compute jobs; one this "
+                          "node ran for another node is that node's, its receipt here: xsc ledger history node")
 
     def _payments(self, job: dict[str, Any]) -> dict[str, Any]:
         """The payments of its latest run's providers, each its ledger entry's id once made (None until then): what
