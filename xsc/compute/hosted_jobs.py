@@ -222,16 +222,18 @@ class HostedJobs:
             job.touched = time.monotonic()
 
     async def _run(self, job: Hosted) -> dict[str, Any]:
+        """The job's run.  From its start its budget is this run's: released here, once, however it ends (a stop
+        that drops the job meanwhile leaves it to the run)."""
         spec = job.spec
         stdin = next((i for i in job.items if i.path == "stdin"), None)
         inputs = [{"path": i.path, "sha256": i.sha256, "size": i.size, "verify_hash": i.verify_hash}
                   for i in job.items if i.path != "stdin"]
         jid = job_id(spec, None if stdin is None else stdin.sha256, [i["sha256"] for i in inputs])
-        prepared, signature = self.compute.program(spec.module, spec.entrypoint)
-        limits = self.compute.limits(job.call)
-        await in_pool(None, os.chmod, job.work / "in", 0o555)
         run = None
         try:
+            prepared, signature = self.compute.program(spec.module, spec.entrypoint)
+            limits = self.compute.limits(job.call)
+            await in_pool(None, os.chmod, job.work / "in", 0o555)
             ran = await run_program(self.compute, spec, prepared, signature, limits, job.work,
                                     stdin=None if stdin is None else stdin.file, job_id=jid,
                                     prepaid=io_fuel(job.total))
@@ -309,8 +311,8 @@ class HostedJobs:
     def _drop(self, job: Hosted) -> None:
         if self._jobs.pop(job.id, None) is None:
             return
-        if job.budget:  # it never ran: its reservation goes back
-            self.paid.provider_tabs.ran(job.tab, job.budget, None, staged=job.running is None)
+        if job.running is None and job.budget:  # it never ran: its reservation goes back (a run's: `_run`)
+            self.paid.provider_tabs.ran(job.tab, job.budget, None, staged=True)
             self.paid.release(job.sender, job.budget)
             job.budget = 0
         remove_tree(job.work)
