@@ -91,6 +91,12 @@ class DeepCheckRunning(Conflict):
     code = "deep-check-running"
 
 
+class JobRunning(Conflict):
+    """A job asked to run again while a run of it is under way: it would only wait for that run to end."""
+
+    code = "job-running"
+
+
 class NodeNotRunning(XscError):
     code = "node-not-running"
 

@@ -257,6 +257,10 @@ class JobRecords:
         """No other run (nor resumption) of job `jid` under way meanwhile."""
         return self._one_at_a_time.one(jid)
 
+    def under_way(self, jid: str) -> bool:
+        """Whether a run (or resumption) of job `jid` is under way now."""
+        return self._one_at_a_time.locked(jid)
+
 
 class JobOutputs:
     """A job's outputs stored through the node's put (at the market's storage bid), or removed; and the outputs of

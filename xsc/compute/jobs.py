@@ -39,8 +39,8 @@ from typing import Any, Awaitable, Callable
 from .. import codec
 from ..db import Database
 from ..errors import (BodyTimeout, Conflict, ForgedResult, InsufficientCredit, IntegrityError, InvalidArgument,
-                      JobNotFound, NotFound, OverCap, PayloadTooLarge, PeerRefused, PeerUnreachable, TooFewProviders,
-                      XscError)
+                      JobNotFound, JobRunning, NotFound, OverCap, PayloadTooLarge, PeerRefused, PeerUnreachable,
+                      TooFewProviders, XscError)
 from ..identity import Identity
 from ..storage.core.capability import Capability
 from ..storage.strangers import ProviderTerms
@@ -141,8 +141,9 @@ class JobService:
         """Run the local user's job `jid` again from the spec its record keeps: a new run of the same job (it
         replaces the run before, as any run again does), a deterministic one run rather than replayed.  Refused,
         nothing run, when the job read its stdin from its request (those bytes are not kept) or when what it reads
-        changed since (another job)."""
+        changed since (another job), or while a run of it is under way (it would only wait for that run)."""
         job = self.job(jid)
+        self._not_under_way(job["id"])
         again = job.get("again")
         if not isinstance(again, dict):
             raise Conflict(f"the record of job {job['id']} keeps no spec to run again",
@@ -174,12 +175,19 @@ class JobService:
             if same is not None and jid != same:
                 raise Conflict(f"what job {same} reads changed since it ran: run again, it would be job {jid}",
                                hint="run the new job with: xsc compute run SPEC.toml (or MODULE ...)")
+            if same is not None:  # (a run of it may have begun while its inputs were read)
+                self._not_under_way(jid)
             # One run of a job at a time: a second waits, then replays it or runs after it (the job's record,
             # its executions and its outputs are one run's, never two runs' written over each other).
             async with self.records.alone(jid):
                 return await self._run_staged(spec, call, prepared, signature, limits, rate, staged, jid, run, fresh)
         finally:
             await in_pool(None, remove_tree, work)
+
+    def _not_under_way(self, jid: str) -> None:
+        if self.records.under_way(jid):
+            raise JobRunning(f"job {jid} is running: it can be run again once that run has ended",
+                             hint=f"follow it with: xsc compute job {jid}")
 
     async def _run_staged(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, rate: int,
                           staged: Staged, jid: str, run: str, fresh: bool) -> dict[str, Any]:

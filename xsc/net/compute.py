@@ -85,12 +85,14 @@ async def post_invoke(client: PeerClient, url: str, provider: str, body: dict, w
 
 
 async def _invoke(client: PeerClient, url: str, provider: str, entry: EncodedJson) -> PeerResponse:
-    """One call's answer, read no further than an honest one goes: longer, the call counts as lost."""
+    """One call's answer, read no further than an honest one goes: longer, or a server error (the fault may have
+    come after its run was recorded), the call counts as lost, as a call of a batch answered so does."""
     try:
         return await client.request(url, "POST", INVOKE_PATH, json=entry, to=provider, kept=True,
                                     max_size=invoke_answer_bound(len(entry)))
     except PeerRefused as err:
-        if "answer_limit" in err.details:
+        status = err.details.get("peer_status")
+        if "answer_limit" in err.details or (isinstance(status, int) and status >= 500):
             raise _lost(url, err.message) from None
         raise
 
