@@ -369,6 +369,7 @@ async def test_a_silent_connection_is_plain_http_after_a_moment(node_factory, mo
     from xsc.net import sniff
 
     monkeypatch.setattr(sniff, "MAX_PENDING", 2)
+    monkeypatch.setattr(sniff, "PEEK_TIMEOUT", 0.5)  # a moment, for the test
     node = await node_factory("n", **FAST)
     port = _port(node)
     server = node.server.runner.server  # the node's SniffingServer, in front of aiohttp's
@@ -379,6 +380,23 @@ async def test_a_silent_connection_is_plain_http_after_a_moment(node_factory, mo
     for reader, writer in silent:  # every one of them is served as plain HTTP now
         writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.1 200")
+        writer.close()
+
+
+async def test_a_client_whose_client_hello_comes_seconds_after_its_connect_gets_tls(node_factory) -> None:
+    """On a busy machine a peer's process may wait for the CPU between its connect and its ClientHello: a connection
+    silent for a second or two is still answered in TLS when its ClientHello comes, not as plain HTTP (which fails
+    the handshake with "wrong version number")."""
+    node = await node_factory("n", **FAST)
+    server = node.server.runner.server
+    reader, writer = await asyncio.open_connection("127.0.0.1", _port(node))
+    try:
+        await eventually_async(lambda: len(server.sniffing) == 1, "the connection to wait for its first byte", 10)
+        await asyncio.sleep(2)  # the client's process waiting for the CPU
+        await writer.start_tls(tls.client_context(node.app[NODE].peers.identity.id))
+        ssl_object = writer.get_extra_info("ssl_object")
+        assert (tls.peer_node(ssl_object), ssl_object.version()) == (node.app[NODE].peers.identity.id, "TLSv1.3")
+    finally:
         writer.close()
 
 

@@ -24,8 +24,11 @@ log = logging.getLogger(__name__)
 
 TLS_RECORD_HANDSHAKE = 0x16  # the first byte of every TLS ClientHello
 # A TLS client sends its ClientHello at once: a connection silent this long is plain HTTP, handed to aiohttp
-# (whose idle timeout and connection caps then apply, as without sniffing); on a TLS-only port it is cut.
-PEEK_TIMEOUT = 1.0
+# (whose idle timeout and connection caps then apply, as without sniffing); on a TLS-only port it is cut.  Seconds,
+# not less: on a busy machine a client's process may wait that long for the CPU between its connect and its
+# ClientHello, and a ClientHello answered as plain HTTP fails the handshake ("wrong version number").  A connection
+# that stays silent costs little meanwhile: MAX_PENDING and MAX_READING bound how many wait.
+PEEK_TIMEOUT = 10.0
 HANDSHAKE_TIMEOUT = 10.0
 MAX_PENDING = 12  # connections watched for their first byte (2 fds each); past it the oldest gives back its
 # duplicate and waits on its own transport (`_read_first`), so the node's descriptors stay within its connection caps
