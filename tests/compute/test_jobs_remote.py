@@ -595,7 +595,8 @@ async def test_a_sender_cannot_forget_a_job_while_it_runs(node_factory, monkeypa
         return await running
 
     monkeypatch.setattr(sent_jobs.wire, "run", run_then_forget)
-    status, problem = await run_job(gateway, {"module": module, "limits": {"timeout": 0.5}})
+    # (a deadline long enough for the forget to come while it spins, however busy the machine)
+    status, problem = await run_job(gateway, {"module": module, "limits": {"timeout": 2.0}})
     assert status == 422 and problem["kind"] == "deadline", problem
     assert refused == ["conflict"]
     line = provider.app[NODE].trust.line(gateway.app[IDENTITY].id)

@@ -22,7 +22,7 @@ from xsc.node.appkeys import IDENTITY, NODE, REPLAY_GUARD
 
 from tests.support.nodes import free_port
 from tests.support.peers import FAST as PROCESS_FAST
-from tests.support.peers import api, known_ids, node_id, peer_health
+from tests.support.peers import api, dialled_from_here, known_ids, node_id, peer_health
 from tests.support.waiting import eventually, eventually_async
 
 FAST = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
@@ -158,6 +158,9 @@ class TamperingProxy:
             self._server.close()
 
     async def _serve(self, client_reader, client_writer) -> None:
+        if not dialled_from_here(client_writer):  # a stray: another process's node dialling a port it knew
+            client_writer.close()
+            return
         node_reader, node_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         state = {"request_sent": False, "client_app_records": 0}
         await asyncio.gather(self._pipe(client_reader, node_writer, "up", state),
