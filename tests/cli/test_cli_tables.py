@@ -422,3 +422,19 @@ def test_compute_functions_gives_every_p50_to_the_same_decimals() -> None:
     assert shown.exit_code == 0, shown.output
     p50 = {line.split()[0]: line.split()[4] for line in shown.stdout.splitlines()[1:]}
     assert p50 == {"fast": "0.73", "slow": "12.50", "round": "3.00", "idle": "-"}, shown.stdout
+
+
+def test_health_status_keeps_availability_at_80_columns_with_the_id_whole_under_its_row(thread_node) -> None:
+    a, b = thread_node("a", **QUIET), thread_node("b", **QUIET)
+    b_id = json.loads(b.xsc("node", "status", "--json").stdout)["id"]
+    assert a.xsc("peers", "add", b.url).exit_code == 0
+    assert a.xsc("health", "probe").exit_code == 0
+    for shown in (a.xsc("health", "status", env=NARROW), a.xsc("health", "status")):  # a terminal, and piped
+        assert shown.exit_code == 0, shown.output
+        _fits(shown.stdout)
+        lines = shown.stdout.splitlines()
+        assert lines[0].split()[:5] == ["state", "1", "h", "24", "h"], shown.stdout  # availability, with no url
+        assert re.match(r"up\s+100\.0% of \d+ probes?\s+100\.0% of \d+ probes?\s", lines[1]), shown.stdout
+        assert lines[2].strip() == f"id {b_id}", shown.stdout  # whole, under its row
+    wide = a.xsc("health", "status", "--wide").stdout.splitlines()
+    assert wide[1].split()[0] == b_id and "url" in wide[0] and "latency" in wide[0], wide  # every column, however wide
