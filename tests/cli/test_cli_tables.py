@@ -18,6 +18,7 @@ from xsc.units import format_credits
 
 from tests.support.attacks import fake_descriptors
 from tests.support.cli import xsc
+from tests.support.nodes import free_port
 from xsc.identity import public_id
 from xsc.node.appkeys import NODE
 from tests.support.peers import QUIET, offering_pair
@@ -335,7 +336,6 @@ def test_a_terminal_narrower_than_the_indent_of_a_line_under_a_row_gets_no_trace
 def test_a_provider_lists_the_functions_it_hosts_for_another_node_with_the_owner_id_whole(thread_node) -> None:
     import urllib.request
 
-    from tests.support.nodes import free_port
 
     provider = thread_node("provider", **QUIET, node={"web_listen": f"127.0.0.1:{free_port()}"})
     owner = thread_node("owner", **QUIET, market={"offer_compute": False}, node={"placement_interval": 0.25})
@@ -438,3 +438,17 @@ def test_health_status_keeps_availability_at_80_columns_with_the_id_whole_under_
         assert lines[2].strip() == f"id {b_id}", shown.stdout  # whole, under its row
     wide = a.xsc("health", "status", "--wide").stdout.splitlines()
     assert wide[1].split()[0] == b_id and "url" in wide[0] and "latency" in wide[0], wide  # every column, however wide
+
+
+def test_node_status_gives_the_web_functions_and_s3_listeners_urls_when_set(thread_node) -> None:
+    web, s3 = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    node = thread_node(node={"web_listen": web, "s3_listen": s3})
+    shown = node.xsc("node", "status", env=NARROW)
+    assert shown.exit_code == 0, shown.output
+    rows = [line.split() for line in shown.stdout.splitlines()]
+    assert ["web", "functions:", f"http://{web}"] in rows and ["S3:", f"http://{s3}"] in rows, shown.stdout
+    status = json.loads(node.xsc("node", "status", "--json").stdout)
+    assert status["listeners"] == {"web": f"http://{web}", "s3": f"http://{s3}"}
+    plain = thread_node("plain")
+    assert json.loads(plain.xsc("node", "status", "--json").stdout)["listeners"] == {"web": None, "s3": None}
+    assert not {"web", "S3:"} & {line.split()[0] for line in plain.xsc("node", "status").stdout.splitlines()}
