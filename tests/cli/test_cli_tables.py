@@ -171,6 +171,7 @@ def test_ledger_history_says_how_many_entries_it_left_out(thread_node) -> None:
     counted = {e["invokes"] for e in json.loads(node.xsc("ledger", "history", "--json").stdout)}
     assert all(re.search(rf"\b{n} invoke{'s' if n != 1 else ''}\b", wide) for n in counted), wide
     assert not re.search(r"\b1 invokes\b", wide), wide
+    assert re.fullmatch(r"account \S+ — balance -?\d+\.\d{6} credits", wide.splitlines()[0]), wide  # with its unit
 
 
 def test_tables_naming_a_peer_fit_80_columns_with_its_id_whole(thread_node) -> None:
@@ -452,3 +453,34 @@ def test_node_status_gives_the_web_functions_and_s3_listeners_urls_when_set(thre
     plain = thread_node("plain")
     assert json.loads(plain.xsc("node", "status", "--json").stdout)["listeners"] == {"web": None, "s3": None}
     assert not {"web", "S3:"} & {line.split()[0] for line in plain.xsc("node", "status").stdout.splitlines()}
+
+
+class _History(BaseHTTPRequestHandler):
+    """A node whose client account paid once for a call that used tens of millions of fuel."""
+
+    def do_GET(self) -> None:
+        entry = {"seq": 1, "settled_at": 1_700_000_000, "kind": "payment", "payee": "p" * 52, "payer": "a" * 52,
+                 "delta": -251_231, "usage": {"fuel": 47_529_798}, "job": "invoke", "id": "e" * 64}
+        body = json.dumps({"entries": [entry], "account": {"account": "a" * 52, "balance": 251_231, "seq": 1}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_ledger_history_gives_its_balance_in_credits_and_its_fuel_with_thousands_separators() -> None:
+    node = ThreadingHTTPServer(("127.0.0.1", 0), _History)
+    threading.Thread(target=node.serve_forever, daemon=True).start()
+    try:
+        shown = xsc("ledger", "history", "--node", f"http://127.0.0.1:{node.server_address[1]}",
+                    env={"XSC_TOKEN": "t", **NARROW})
+    finally:
+        node.shutdown()
+    assert shown.exit_code == 0, shown.output
+    _fits(shown.stdout)
+    assert " ".join(shown.stdout.split()).startswith(f"account {'a' * 52} — balance 0.251231 credits seq "), shown.stdout
+    assert "fuel 47,529,798" in " ".join(shown.stdout.split()), shown.stdout
