@@ -18,6 +18,7 @@ from xsc.units import format_credits
 
 from tests.support.attacks import fake_descriptors
 from tests.support.cli import xsc
+from tests.support.nodes import free_port
 from xsc.identity import public_id
 from xsc.node.appkeys import NODE
 from tests.support.peers import QUIET, offering_pair
@@ -170,6 +171,7 @@ def test_ledger_history_says_how_many_entries_it_left_out(thread_node) -> None:
     counted = {e["invokes"] for e in json.loads(node.xsc("ledger", "history", "--json").stdout)}
     assert all(re.search(rf"\b{n} invoke{'s' if n != 1 else ''}\b", wide) for n in counted), wide
     assert not re.search(r"\b1 invokes\b", wide), wide
+    assert re.fullmatch(r"account \S+ — balance -?\d+\.\d{6} credits", wide.splitlines()[0]), wide  # with its unit
 
 
 def test_tables_naming_a_peer_fit_80_columns_with_its_id_whole(thread_node) -> None:
@@ -335,7 +337,6 @@ def test_a_terminal_narrower_than_the_indent_of_a_line_under_a_row_gets_no_trace
 def test_a_provider_lists_the_functions_it_hosts_for_another_node_with_the_owner_id_whole(thread_node) -> None:
     import urllib.request
 
-    from tests.support.nodes import free_port
 
     provider = thread_node("provider", **QUIET, node={"web_listen": f"127.0.0.1:{free_port()}"})
     owner = thread_node("owner", **QUIET, market={"offer_compute": False}, node={"placement_interval": 0.25})
@@ -422,3 +423,64 @@ def test_compute_functions_gives_every_p50_to_the_same_decimals() -> None:
     assert shown.exit_code == 0, shown.output
     p50 = {line.split()[0]: line.split()[4] for line in shown.stdout.splitlines()[1:]}
     assert p50 == {"fast": "0.73", "slow": "12.50", "round": "3.00", "idle": "-"}, shown.stdout
+
+
+def test_health_status_keeps_availability_at_80_columns_with_the_id_whole_under_its_row(thread_node) -> None:
+    a, b = thread_node("a", **QUIET), thread_node("b", **QUIET)
+    b_id = json.loads(b.xsc("node", "status", "--json").stdout)["id"]
+    assert a.xsc("peers", "add", b.url).exit_code == 0
+    assert a.xsc("health", "probe").exit_code == 0
+    for shown in (a.xsc("health", "status", env=NARROW), a.xsc("health", "status")):  # a terminal, and piped
+        assert shown.exit_code == 0, shown.output
+        _fits(shown.stdout)
+        lines = shown.stdout.splitlines()
+        assert lines[0].split()[:5] == ["state", "1", "h", "24", "h"], shown.stdout  # availability, with no url
+        assert re.match(r"up\s+100\.0% of \d+ probes?\s+100\.0% of \d+ probes?\s", lines[1]), shown.stdout
+        assert lines[2].strip() == f"id {b_id}", shown.stdout  # whole, under its row
+    wide = a.xsc("health", "status", "--wide").stdout.splitlines()
+    assert wide[1].split()[0] == b_id and "url" in wide[0] and "latency" in wide[0], wide  # every column, however wide
+
+
+def test_node_status_gives_the_web_functions_and_s3_listeners_urls_when_set(thread_node) -> None:
+    web, s3 = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    node = thread_node(node={"web_listen": web, "s3_listen": s3})
+    shown = node.xsc("node", "status", env=NARROW)
+    assert shown.exit_code == 0, shown.output
+    rows = [line.split() for line in shown.stdout.splitlines()]
+    assert ["web", "functions:", f"http://{web}"] in rows and ["S3:", f"http://{s3}"] in rows, shown.stdout
+    status = json.loads(node.xsc("node", "status", "--json").stdout)
+    assert status["listeners"] == {"web": f"http://{web}", "s3": f"http://{s3}"}
+    plain = thread_node("plain")
+    assert json.loads(plain.xsc("node", "status", "--json").stdout)["listeners"] == {"web": None, "s3": None}
+    assert not {"web", "S3:"} & {line.split()[0] for line in plain.xsc("node", "status").stdout.splitlines()}
+
+
+class _History(BaseHTTPRequestHandler):
+    """A node whose client account paid once for a call that used tens of millions of fuel."""
+
+    def do_GET(self) -> None:
+        entry = {"seq": 1, "settled_at": 1_700_000_000, "kind": "payment", "payee": "p" * 52, "payer": "a" * 52,
+                 "delta": -251_231, "usage": {"fuel": 47_529_798}, "job": "invoke", "id": "e" * 64}
+        body = json.dumps({"entries": [entry], "account": {"account": "a" * 52, "balance": 251_231, "seq": 1}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_ledger_history_gives_its_balance_in_credits_and_its_fuel_with_thousands_separators() -> None:
+    node = ThreadingHTTPServer(("127.0.0.1", 0), _History)
+    threading.Thread(target=node.serve_forever, daemon=True).start()
+    try:
+        shown = xsc("ledger", "history", "--node", f"http://127.0.0.1:{node.server_address[1]}",
+                    env={"XSC_TOKEN": "t", **NARROW})
+    finally:
+        node.shutdown()
+    assert shown.exit_code == 0, shown.output
+    _fits(shown.stdout)
+    assert " ".join(shown.stdout.split()).startswith(f"account {'a' * 52} — balance 0.251231 credits seq "), shown.stdout
+    assert "fuel 47,529,798" in " ".join(shown.stdout.split()), shown.stdout

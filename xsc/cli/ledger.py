@@ -28,7 +28,7 @@ def _table(columns: list, rows: list[tuple], title: str | None, wide: bool = Fal
 
 
 def _usage(usage: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(usage.items())) or "-"
+    return ", ".join(f"{k} {v:,}" if type(v) is int else f"{k} {v}" for k, v in sorted(usage.items())) or "-"
 
 
 @click.group()
@@ -118,7 +118,7 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
             Col("credits", right=True, keep=True), Col("usage", wrap=12, drop=1), Col("job", keep=True, drop=3),
             *for_jobs, Col("root", keep=True, under=True), Col("entry", keep=True, under=True)],
            [row if for_jobs else row[:7] + row[8:] for row in rows],
-           title=f"account {info['account']['account']} — balance {format_credits(info['account']['balance'])}",
+           title=f"account {info['account']['account']} — balance {format_credits(info['account']['balance'])} credits",
            wide=wide)
     hidden = max(0, info["account"]["seq"] - len(entries)) if info["account"].get("seq") else 0
     if hidden:
