@@ -30,11 +30,12 @@ from typing import Any
 
 from ..db import Database
 from ..errors import InvalidArgument, PrepaymentRequired
+from ..units import MAX_MICRO_CREDITS
 from .core.model import Authorization, format_credits
 from .store import RETENTION
 from .trust_store import TrustStore
 
-MAX_LINE = 2**62  # micro-credits: any total beyond this is refused (it could not be encoded or summed safely)
+MAX_LINE = MAX_MICRO_CREDITS  # any total beyond this is refused
 CACHED_PEERS = 4096  # lines (and credits) kept in memory
 TOTALS = ("paid", "used", "owed")
 
