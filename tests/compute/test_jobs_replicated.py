@@ -280,31 +280,36 @@ async def test_a_stop_while_the_start_asks_a_replica_again_or_fetches_its_output
         await verified(each)
 
 
-async def test_a_replica_the_start_fails_to_reach_once_is_asked_again_and_paid_once(node_factory, monkeypatch) -> None:
-    """A stop while one replica's answer is on its way back; at the start, the first dial to its provider fails
-    before the question reaches it (as a handshake does on a busy machine): it is asked again, and its run, done, is
-    counted and paid once with the others', not lost."""
+@pytest.mark.parametrize("where", ["run", "fetch"])
+async def test_a_replica_the_start_fails_to_reach_once_is_asked_again_and_paid_once(node_factory, monkeypatch,
+                                                                                    where) -> None:
+    """A stop while one replica's answer is on its way back (or its outputs are fetched); at the start, the first
+    dial to its provider, asking for that answer again (or for its outputs again), fails before the question reaches
+    it (as a handshake does on a busy machine): it is asked again, and its run, done, is counted and paid once with
+    the others', not lost."""
     gateway, providers = await network(node_factory, providers=3)
     held = providers[2].app[IDENTITY].id
-    real, reached = sent_jobs.wire.run, asyncio.Event()
+    real, reached = getattr(sent_jobs.wire, where), asyncio.Event()
 
     async def held_back(client, url, provider, *args, **kwargs):
         if provider != held:
             return await real(client, url, provider, *args, **kwargs)
-        await real(client, url, provider, *args, **kwargs)  # it ran: its answer is lost with the stop
+        if where == "run":
+            await real(client, url, provider, *args, **kwargs)  # it ran: its answer is lost with the stop
         reached.set()
         await asyncio.Event().wait()
 
     module = await deploy(gateway, "outputs", wasi=True)
     jobs = gateway.app[NODE].jobs
     before = [balances(gateway, p)[1] for p in providers]
+    step = {"run": "sent", "fetch": "fetching"}[where]
     with monkeypatch.context() as patched:
-        patched.setattr(sent_jobs.wire, "run", held_back)
+        patched.setattr(sent_jobs.wire, where, held_back)
         running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-", "deterministic": True,
                                                   "replicas": 3}, reading(b"the honest bytes")))
         await asyncio.wait_for(reached.wait(), 60)
         await eventually_async(lambda: sorted(r["step"] for r in jobs.records.all_jobs()[0]["replicating"].values())
-                               == ["checked", "checked", "sent"], "the other two replicas checked")
+                               == sorted(["checked", "checked", step]), "the other two replicas checked")
         running.cancel()  # what the stop does to the requests still in flight
         with contextlib.suppress(asyncio.CancelledError):
             await running
@@ -318,7 +323,7 @@ async def test_a_replica_the_start_fails_to_reach_once_is_asked_again_and_paid_o
                                   url=url, reason="wrong version number", sent=False)
         return await real(client, url, provider, *args, **kwargs)
 
-    monkeypatch.setattr(sent_jobs.wire, "run", failed_dial)
+    monkeypatch.setattr(sent_jobs.wire, where, failed_dial)
     gateway, job = await restarted(node_factory, gateway, jid)
     assert dials == [held]
     await _done_each_replica_run_and_paid_once(gateway, providers, before, job)
