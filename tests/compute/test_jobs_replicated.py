@@ -377,7 +377,7 @@ async def test_replicas_lost_with_no_other_provider_fail_the_job_saying_how_many
                                      "--no-stdin", "--deterministic", "--replicas", "3", "--agree", "3",
                                      env={"XSC_TOKEN": gateway.app[TOKEN]})
     line = error_line(failed)
-    assert "2 of the job's 3 replicas agree, fewer than the 3 it asks; 0 answered otherwise, 1 was lost " \
+    assert "2 of the 3 replicas asked agree, fewer than the 3 it asks; 0 answered otherwise, 1 was lost " \
            "(1 timed out): nothing is paid or stored" in line, line
     assert "disagree" not in line, line  # none answered otherwise: lost, not disagreeing
     hint = failed.stderr.decode()
@@ -414,12 +414,51 @@ async def test_a_replica_whose_provider_went_away_is_placed_again_on_a_provider_
     find = lookup.find
     monkeypatch.setattr(lookup, "find", lambda kind, wanted: looked_up.append((kind, wanted)) or find(kind, wanted))
     module = await deploy(gateway, "sha256", wasi=True)
-    status, job = await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 2},
-                                stdin=b"bytes")
-    assert status == 201, job
+    ran = await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), "compute", "run", module,
+                                  "--stdin", "-", "--deterministic", "--replicas", "2", input=b"bytes",
+                                  env={"XSC_TOKEN": gateway.app[TOKEN]})
+    ok(ran)  # said as asked: the one placed again is no third replica
+    assert "on the 2 replicas asked (1 placed again), 2 of them paid" in ran.stderr.decode(), ran.stderr
+    (job,) = gateway.app[NODE].jobs.records.all_jobs()
+    assert job["state"] == "done", job
     assert {r["provider"]: r["paid"] for r in job["replicas"]} == {p.app[IDENTITY].id: p.app[IDENTITY].id != gone[0]
                                                                    for p in providers}, job["replicas"]
     assert looked_up == []
+
+
+async def test_replicas_that_do_not_agree_after_one_placed_again_are_said_in_the_replicas_asked(node_factory,
+                                                                                                 monkeypatch) -> None:
+    """Three replicas asked, all three to agree; one lost (timed out) and placed again on a fourth provider, which
+    answers otherwise: the error counts the three asked, and says one was placed again, never "of 4 replicas"."""
+    gateway, providers = await network(node_factory, providers=4)
+    run, asked = sent_jobs.wire.run, []
+
+    async def first_times_out(client, url, provider, *args, **kwargs):
+        asked.append(provider)
+        if provider == asked[0]:
+            raise PeerUnreachable(f"provider {url}: timed out", url=url, reason="timed out", sent=True)
+        return await run(client, url, provider, *args, **kwargs)
+
+    monkeypatch.setattr(sent_jobs.wire, "run", first_times_out)
+    ids = {p.app[NODE].compute: p.app[IDENTITY].id for p in providers}
+    real = hosted_jobs.run_program
+
+    async def the_fourth_lies(compute, *args, **kwargs):
+        ran = await real(compute, *args, **kwargs)
+        if len(asked) > 3 and ids[compute] == asked[3]:  # the replica placed again
+            for _, path, size in ran.files:
+                if size:
+                    data = path.read_bytes()
+                    path.write_bytes(bytes([data[0] ^ 1]) + data[1:])
+        return ran
+
+    monkeypatch.setattr(hosted_jobs, "run_program", the_fourth_lies)
+    module = await deploy(gateway, "outputs", wasi=True)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 3,
+                                              "agree": 3}, stdin=b"bytes")
+    assert status == 502 and len(set(asked)) == 4, (problem, asked)
+    assert problem["detail"] == "2 of the 3 replicas asked agree (1 placed again), fewer than the 3 it asks; " \
+                                "1 answered otherwise, 1 was lost (1 timed out): nothing is paid or stored", problem
 
 
 async def _stopped_before_comparing(gateway, monkeypatch, agree: int) -> dict:
@@ -451,7 +490,7 @@ async def test_replicas_a_stop_left_uncompared_are_compared_at_the_start_by_the_
     files_before = (await (await gateway.get("/v1/store/files")).json())["files"]
     await answers.recover_one(job)
     job = answers.records.load(job["id"])
-    assert job["state"] == "refused" and "2 of the job's 3 replicas agree" in job["error"], job
+    assert job["state"] == "refused" and "2 of the 3 replicas asked agree" in job["error"], job
     assert not any(r["paid"] for r in job["replicas"]) and "replicating" not in job
     assert (await (await gateway.get("/v1/store/files")).json())["files"] == files_before
     await settle(gateway)

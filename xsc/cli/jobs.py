@@ -210,7 +210,9 @@ def _summary(job: dict[str, Any]) -> None:
     how = "replayed (not run again)" if job.get("replayed") else f"ran (executions: {job['executions']})"
     if job.get("replicas") and not job.get("replayed"):
         paid = sum(1 for r in job["replicas"] if r.get("paid"))
-        how += f" on {len(job['replicas'])} replicas, {paid} of them paid (`xsc compute job ID` lists them)"
+        asked = job.get("guarantee", {}).get("replicas", len(job["replicas"]))
+        again = f" ({len(job['replicas']) - asked} placed again)" if len(job["replicas"]) > asked else ""
+        how += f" on the {asked} replicas asked{again}, {paid} of them paid (`xsc compute job ID` lists them)"
     prose(f"job {job['id']} {how}, charged {format_credits(job.get('charged', 0))} credits", err=True)
     for output in job.get("outputs", []):
         _file_line("  ", output["name"], output["size"], output["sha256"], output["capability"], err=True)
