@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 from decimal import Decimal
 
+import click
 import pytest
 
 from tests.support.cli import error_line, ok, xsc_in_process
@@ -18,6 +20,7 @@ from tests.support.jobs import (QUIET, balances, countersigning_the_cap, network
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc.compute import hosted_jobs, remote_tabs, sent_jobs
+from xsc.compute.job_records import rerun_hint
 from xsc.errors import PeerUnreachable
 from xsc.node import IDENTITY, TOKEN
 from xsc.node.appkeys import METRICS, NODE
@@ -40,6 +43,14 @@ def _jobs_paid_on(provider) -> list[str]:
     """The job ids of the runs a provider recorded."""
     records = provider.app[NODE].compute.recent_provenance(10_000)
     return [r["record"]["job"]["id"] for r in records if "job" in r["record"]]
+
+
+def _hinted(said: str, after: str) -> list[str]:
+    """The words of the command a CLI error's hint names `after` its lead-in (up to the next comma, or the hint's
+    end), less `xsc`."""
+    words = re.split(r"[,)]", said.split(after, 1)[1], maxsplit=1)[0].split()
+    assert words[0] == "xsc", said
+    return words[1:]
 
 
 def _flip_outputs_of(monkeypatch, liar) -> None:
@@ -346,16 +357,55 @@ async def test_a_job_on_more_replicas_than_the_market_offers_providers_is_refuse
     assert status == 503 and problem["code"] == "too-few-providers", problem
     assert problem["detail"] == "the market offers 2 other provider(s) for this job at its price, and its 3 " \
                                 "replicas need one each: none ran, nothing is paid", problem
-    assert problem["hint"].startswith("run it on fewer with --replicas 2, or again once more are offered"), problem
+    (first,) = gateway.app[NODE].jobs.records.all_jobs()
+    assert problem["hint"].startswith(f"run it on fewer with: xsc compute rerun {first['id']} --replicas 2, or again "
+                                      "once more are offered"), problem
     failed = await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), "compute", "run", module,
                                      "--no-stdin", "--deterministic", "--replicas", "3", "--agree", "3",
                                      env={"XSC_TOKEN": gateway.app[TOKEN]})
     line = error_line(failed)
     assert line.startswith("xsc: error: the market offers 2 other provider(s) for this job at its price") \
         and "disagree" not in line, line
-    assert "run it on fewer with --replicas 2 --agree 2" in failed.stderr.decode(), failed.stderr
     assert {job["state"] for job in gateway.app[NODE].jobs.records.all_jobs()} == {"refused"}
     assert [_jobs_paid_on(p) for p in providers] == [[], []]  # none ran
+    for body in (b'{"module": "x"}', b"[2]", b"{"):  # a rerun changes the guarantee, nothing else
+        response = await gateway.post(f"/v1/compute/jobs/{first['id']}/rerun", data=body)
+        assert response.status == 400, await response.text()
+    # The command the hint names works as written: the same run on the two providers there are, both agreeing.
+    (asked,) = [j for j in gateway.app[NODE].jobs.records.all_jobs() if j["guarantee"]["agree"] == 3]
+    hinted = _hinted(failed.stderr.decode(), "run it on fewer with: ")
+    assert hinted == ["compute", "rerun", asked["id"], "--replicas", "2", "--agree", "2"], failed.stderr
+    ran = await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), *hinted,
+                                  env={"XSC_TOKEN": gateway.app[TOKEN]})
+    assert "on the 2 replicas asked, 2 of them paid" in ran.stderr.decode(), ran.stderr
+
+
+def _parsed(words: list[str]) -> dict:
+    """What the CLI's parser makes of `xsc WORDS` (nothing run): the command's parameters."""
+    from xsc.cli import cli
+
+    context, command, rest = click.Context(cli, info_name="xsc"), cli, list(words)
+    while isinstance(command, click.Group):
+        name, rest = rest[0], rest[1:]
+        command = command.get_command(context, name)
+        context = click.Context(command, parent=context, info_name=name)
+    return command.make_context(context.info_name, rest, parent=context.parent).params
+
+
+def test_a_replicated_jobs_hints_for_a_job_whose_stdin_came_with_it_are_commands_the_cli_takes() -> None:
+    """A job that read its stdin from its request is not run again by id: the hint with another guarantee pipes it
+    to `xsc compute run` with the flags that replicate it, each one `run` takes."""
+    job = {"id": "ab" * 32, "module": "cd" * 32, "guarantee": {"replicas": 3, "agree": 3},
+           "again": {"stdin": "-", "deterministic": True, "replicas": 3, "agree": 3}}
+    for guarantee, replicas, agree in (({"agree": 2}, 3, 2), ({"replicas": 2, "agree": 2}, 2, 2),
+                                       ({"replicas": 2}, 2, None), ({}, 3, 3),
+                                       ({"replicas": 1}, None, None)):
+        hint = rerun_hint(job, **guarantee)
+        words = hint.split(" | ", 1)[1].split()
+        assert words[0] == "xsc", hint
+        params = _parsed(words[1:])
+        assert (params["stdin"], params["deterministic"], params["replicas"], params["agree"]) == (
+            "-", True, replicas, agree), hint
 
 
 async def test_replicas_lost_with_no_other_provider_fail_the_job_saying_how_many_agreed_answered_otherwise_and_were_lost(
@@ -380,9 +430,10 @@ async def test_replicas_lost_with_no_other_provider_fail_the_job_saying_how_many
     assert "2 of the 3 replicas asked agree, fewer than the 3 it asks; 0 answered otherwise, 1 was lost " \
            "(1 timed out): nothing is paid or stored" in line, line
     assert "disagree" not in line, line  # none answered otherwise: lost, not disagreeing
-    hint = failed.stderr.decode()
-    assert "xsc compute rerun " in hint and "--agree 2" in hint, hint
     (job,) = gateway.app[NODE].jobs.records.all_jobs()
+    assert _hinted(failed.stderr.decode(), "run it again with: ") == ["compute", "rerun", job["id"]], failed.stderr
+    fewer = _hinted(failed.stderr.decode(), "ask fewer to agree with: ")
+    assert fewer == ["compute", "rerun", job["id"], "--agree", "2"], failed.stderr
     assert job["state"] == "refused" and not any(r["paid"] for r in job["replicas"]), job
     assert [r["lost"] for r in job["replicas"] if "lost" in r] == ["timed out"], job["replicas"]
     shown = ok(await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), "compute", "job",
@@ -393,6 +444,10 @@ async def test_replicas_lost_with_no_other_provider_fail_the_job_saying_how_many
     await settle(gateway)
     for provider in providers:
         assert balances(gateway, provider)[1] == 0  # nothing paid
+    # The command the hint names works as written: the two that answer are enough for the agreement it asks.
+    ran = await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), *fewer,
+                                  env={"XSC_TOKEN": gateway.app[TOKEN]})
+    assert "on the 3 replicas asked, 2 of them paid" in ok(ran) + ran.stderr.decode(), ran.stderr
 
 
 async def test_a_replica_whose_provider_went_away_is_placed_again_on_a_provider_the_book_holds_without_a_lookup(

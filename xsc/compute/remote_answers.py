@@ -468,7 +468,8 @@ def _no_agreement(job: dict[str, Any], agree: int, replicas: list[tuple[str, Any
     if lost:
         said += " (" + ", ".join(f"{n} {why}" for why, n in sorted(Counter(lost).items())) + ")"
     message = said + ": nothing is paid or stored"
-    hint = rerun_hint(job) + (f", or ask fewer to agree with --agree {len(agreed)}" if agreed else "")
+    fewer = rerun_hint(job, agree=len(agreed)).replace("run it again", "ask fewer to agree", 1) if agreed else ""
+    hint = rerun_hint(job) + (f", or {fewer}" if fewer else "")
     return (ReplicasLost if missing > 0 and len(agreed) + missing >= agree else ReplicasDisagree), message, hint
 
 
