@@ -167,12 +167,18 @@ def run(obj, target: str, argv: tuple[str, ...], stdin: str | None, no_stdin: bo
 
 @click.command("rerun")
 @click.argument("job_id", metavar="ID")
+@click.option("--replicas", type=click.IntRange(1, 7), metavar="R",
+              help="Run it on R providers instead (another job: the same run asked with another guarantee).")
+@click.option("--agree", type=click.IntRange(1, 7), metavar="K",
+              help="How many replicas must agree instead (default: as it asked, or a majority of --replicas).")
 @json_option
 @click.pass_obj
-def rerun(obj, job_id: str, as_json: bool) -> None:
+def rerun(obj, job_id: str, replicas: int | None, agree: int | None, as_json: bool) -> None:
     """Run a job again from the spec its record keeps (an interrupted or failed one, say): a new run of the same job,
     which replaces its run before.  Prints as `run` does."""
-    _answered(lambda: obj.client().request("POST", f"/v1/compute/jobs/{quote(job_id, safe='')}/rerun"), as_json)
+    guarantee = {k: v for k, v in (("replicas", replicas), ("agree", agree)) if v is not None}
+    _answered(lambda: obj.client().request("POST", f"/v1/compute/jobs/{quote(job_id, safe='')}/rerun",
+                                           json_body=guarantee or None), as_json)
 
 
 def _answered(run: Callable[[], dict], as_json: bool) -> None:
@@ -210,7 +216,9 @@ def _summary(job: dict[str, Any]) -> None:
     how = "replayed (not run again)" if job.get("replayed") else f"ran (executions: {job['executions']})"
     if job.get("replicas") and not job.get("replayed"):
         paid = sum(1 for r in job["replicas"] if r.get("paid"))
-        how += f" on {len(job['replicas'])} replicas, {paid} of them paid (`xsc compute job ID` lists them)"
+        asked = job.get("guarantee", {}).get("replicas", len(job["replicas"]))
+        again = f" ({len(job['replicas']) - asked} placed again)" if len(job["replicas"]) > asked else ""
+        how += f" on the {asked} replicas asked{again}, {paid} of them paid (`xsc compute job ID` lists them)"
     prose(f"job {job['id']} {how}, charged {format_credits(job.get('charged', 0))} credits", err=True)
     for output in job.get("outputs", []):
         _file_line("  ", output["name"], output["size"], output["sha256"], output["capability"], err=True)

@@ -137,11 +137,17 @@ class JobService:
         pass
 
     # --- running ---------------------------------------------------------------------------
-    async def rerun(self, jid: str) -> dict[str, Any]:
+    async def rerun(self, jid: str, guarantee: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run the local user's job `jid` again from the spec its record keeps: a new run of the same job (it
         replaces the run before, as any run again does), a deterministic one run rather than replayed.  Refused,
         nothing run, when the job read its stdin from its request (those bytes are not kept) or when what it reads
-        changed since (another job), or while a run of it is under way (it would only wait for that run)."""
+        changed since (another job), or while a run of it is under way (it would only wait for that run).
+        `guarantee`: other `replicas` and `agree` (`xsc compute rerun --agree K`, what a replicated job's failure
+        names): the same run asked with another guarantee, which is another job (jobspec.asked_id); other replicas
+        alone agree by their majority."""
+        if other := sorted(set(guarantee or {}) - {"replicas", "agree"}):
+            raise InvalidArgument(f"a job is run again with other replicas or agree only, not {', '.join(other)[:200]}",
+                                  hint="e.g. xsc compute rerun ID --agree 2")
         job = self.job(jid)
         self._not_under_way(job["id"])
         again = job.get("again")
@@ -150,8 +156,11 @@ class JobService:
                            hint="run it again with: xsc compute run MODULE ...")
         if again.get("stdin") == "-":
             raise Conflict(f"job {job['id']} read its stdin from its request, which the node does not keep",
-                           hint=f"run it again with its stdin: ... | xsc compute run {job['module']} --stdin -")
-        return await self.run(again, fresh=True, same=job["id"])
+                           hint=rerun_hint(job, **(guarantee or {})))
+        if not guarantee:
+            return await self.run(again, fresh=True, same=job["id"])
+        again = {**{k: v for k, v in again.items() if k != "agree" or "replicas" not in guarantee}, **guarantee}
+        return await self.run(again, fresh=True, same=asked_id(run_id(job), parse_job(again)))
 
     async def run(self, body: Any, stdin: ReadFn | None = None, *, fresh: bool = False,
                   same: str | None = None) -> dict[str, Any]:
@@ -360,7 +369,7 @@ class JobService:
         over = self.provider_terms.passing_over()  # as one job's provider is chosen (`_on_provider`)
         chosen = await self._providers(limits, bid, spec.replicas, frozenset(), over)
         if len(chosen) < spec.replicas:
-            raise _too_few(len(chosen), spec)
+            raise _too_few(len(chosen), spec, job)
         job["agree"] = spec.agree  # a job's spec names what runs, not how: a start compares its replicas by this
         runs: list[tuple[str, Returned | BaseException]] = []
         placing, tries = chosen, 0
@@ -697,14 +706,16 @@ def _affordable(nbytes: int, fuel: int) -> int:
     return prepaid
 
 
-def _too_few(offered: int, spec: JobSpec) -> TooFewProviders:
+def _too_few(offered: int, spec: JobSpec, job: dict[str, Any]) -> TooFewProviders:
     """A replicated job the market offers fewer other providers than replicas, before any of them runs."""
     later = "(`xsc market book --kind compute` lists their asks)"
     if offered >= 2:
-        agree = f" --agree {offered}" if spec.agree > offered else ""
-        hint = f"run it on fewer with --replicas {offered}{agree}, or again once more are offered {later}"
+        agree = {"agree": offered} if spec.agree > offered else {}
+        fewer = rerun_hint(job, replicas=offered, **agree).replace("run it again", "run it on fewer", 1)
+        hint = f"{fewer}, or again once more are offered {later}"
     elif offered:
-        hint = f"run it on one provider, without --replicas, or again once more are offered {later}"
+        one = rerun_hint(job, replicas=1).replace("run it again", "run it on one provider", 1)
+        hint = f"{one}, or again once more are offered {later}"
     else:
         hint = f"run it again once compute providers are offered {later}"
     return TooFewProviders(f"the market offers {offered} other provider(s) for this job at its price, and its "
