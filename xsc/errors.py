@@ -91,6 +91,12 @@ class DeepCheckRunning(Conflict):
     code = "deep-check-running"
 
 
+class JobRunning(Conflict):
+    """A job asked to run again while a run of it is under way: it would only wait for that run to end."""
+
+    code = "job-running"
+
+
 class NodeNotRunning(XscError):
     code = "node-not-running"
 
@@ -579,6 +585,13 @@ class MarketNoDeal(Conflict):
     """The market matched no provider to a need (`needs` maps each unmatched need to the reason code)."""
 
     code = "no-deal"
+
+
+class TooFewProviders(XscError):
+    """The market offers fewer providers than a piece of work needs at once (a replicated job's replicas, each on a
+    provider of its own): none of it ran, and it may run once more providers are offered (503)."""
+
+    code = "too-few-providers"
 
 
 class DealRefused(Forbidden):

@@ -72,6 +72,16 @@ def format_size(n: int, *, down: bool = False) -> str:
     raise AssertionError("unreachable")
 
 
+# The most micro-credits any ledger total may be (it could not be encoded or summed safely beyond): a stranger's
+# figure past it is no figure.
+MAX_MICRO_CREDITS = 2**62
+
+
+def credits_argument(micro: int) -> str:
+    """Micro-credits as a command takes them: credits, without trailing zeros ("0.25", "3")."""
+    return format_credits(micro).rstrip("0").rstrip(".")
+
+
 def format_credits(micro: int) -> str:
     """Micro-credits as an exact decimal number of credits (no float ever touches money)."""
     sign = "-" if micro < 0 else ""

@@ -58,6 +58,18 @@ def test_usage_errors_exit_2_in_two_short_lines(args) -> None:
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize("args, said", [
+    (["store", "put", "x", "--max-price", "abc"], "invalid value for '--max-price': 'abc' is not a whole number"),
+    (["compute", "run", "x.wasm", "--replicas", "two"], "invalid value for '--replicas': 'two' is not a whole number"),
+    (["compute", "invoke", "x.wasm", "f", "--fuel", "lots"], "invalid value for '--fuel': 'lots' is not a whole number"),
+    (["s3", "serve", "--reconcile-interval", "soon"],
+     "invalid value for '--reconcile-interval': 'soon' is not a number"),
+])
+def test_a_value_that_is_not_a_number_is_said_so_not_as_a_range(args, said) -> None:
+    result = xsc(*args)
+    assert result.exit_code == 2 and result.stderr.splitlines()[0] == f"xsc: usage error: {said}", result.stderr
+
+
 async def test_an_unreachable_peer_is_named_once_in_plain_words() -> None:
     port = free_port()
     async with aiohttp.ClientSession() as session:

@@ -18,6 +18,7 @@ from xsc.units import format_credits
 
 from tests.support.attacks import fake_descriptors
 from tests.support.cli import xsc
+from tests.support.nodes import free_port
 from xsc.identity import public_id
 from xsc.node.appkeys import NODE
 from tests.support.peers import QUIET, offering_pair
@@ -101,6 +102,7 @@ def test_s3_users_fits_with_each_account_whole(thread_node) -> None:
     assert out.exit_code == 0, out.output
     _fits(out.stdout)
     assert len(accounts) == 2 and all(a in out.stdout.split() for a in accounts)  # under their rows, whole
+    assert out.stdout.splitlines()[0].split() == ["user", "keys", "balance", "(credits)", "pays"], out.stdout
 
 
 def test_a_maps_manifest_fits_with_its_job_ids_and_capabilities_whole(thread_node) -> None:
@@ -115,6 +117,8 @@ def test_a_maps_manifest_fits_with_its_job_ids_and_capabilities_whole(thread_nod
     _fits(out.stdout, cap, *lines[2:])
     whole = node.xsc("compute", "map", str(WASM / "outputs.wasm"), "--over", cap, "--as", "-").stdout.split()
     assert whole[:2] == [cap, "done"] and len(whole) == 6, whole  # not a terminal: one line
+    helped = " ".join(node.xsc("compute", "map", "--help").stdout.split())
+    assert "one manifest at the end: input, state, job id, outputs" in helped, helped  # in the order it prints them
 
 
 def test_market_status_fits(thread_node) -> None:
@@ -167,6 +171,7 @@ def test_ledger_history_says_how_many_entries_it_left_out(thread_node) -> None:
     counted = {e["invokes"] for e in json.loads(node.xsc("ledger", "history", "--json").stdout)}
     assert all(re.search(rf"\b{n} invoke{'s' if n != 1 else ''}\b", wide) for n in counted), wide
     assert not re.search(r"\b1 invokes\b", wide), wide
+    assert re.fullmatch(r"account \S+ — balance -?\d+\.\d{6} credits", wide.splitlines()[0]), wide  # with its unit
 
 
 def test_tables_naming_a_peer_fit_80_columns_with_its_id_whole(thread_node) -> None:
@@ -176,8 +181,15 @@ def test_tables_naming_a_peer_fit_80_columns_with_its_id_whole(thread_node) -> N
         assert shown.exit_code == 0, shown.output
         _fits(shown.stdout)
         assert b_id in shown.stdout.split(), (args, shown.stdout)  # never cut
-    whole = a.xsc("market", "book").stdout.splitlines()  # not a terminal: a column, as there is room
-    assert any(line.split()[:2] == ["ask", b_id] for line in whole if line.strip()), whole
+    for args, under, row in ((["market", "book"], "owner", ["ask", b_id]), (["market", "recognition"], "peer", [b_id])):
+        piped = a.xsc(*args)  # not a terminal: 80 columns too, B's id whole under its row
+        assert piped.exit_code == 0, piped.output
+        _fits(piped.stdout)
+        assert f"{under} {b_id}" in [line.strip() for line in piped.stdout.splitlines()], piped.stdout
+        whole = a.xsc(*args, "--wide").stdout.splitlines()  # in a column, however wide
+        assert any(line.split()[:len(row)] == row for line in whole if line.strip()), whole
+        assert any(len(line) > 80 for line in whole), whole
+    assert "earned (credits)" in a.xsc("market", "recognition").stdout.splitlines()[0]  # a figure with its unit
 
 
 def test_ledger_accounts_and_trust_fit_80_columns_with_ids_whole(thread_node) -> None:
@@ -192,10 +204,15 @@ def test_ledger_accounts_and_trust_fit_80_columns_with_ids_whole(thread_node) ->
     assert {"client", "node"} <= {a["role"] for a in accounts}
     for account in accounts:
         assert account["account"] in shown.stdout.split()  # whole
+    piped = node.xsc("ledger", "trust")  # not a terminal: 80 columns too
     shown = node.xsc("ledger", "trust", env=NARROW)
     assert shown.exit_code == 0, shown.output
+    assert piped.stdout == shown.stdout, piped.stdout
     _fits(shown.stdout)
     assert peer in shown.stdout.split() and "12.500000" in shown.stdout
+    assert shown.stdout.splitlines()[0] == "trust lines (credits)", shown.stdout
+    wide = node.xsc("ledger", "trust", "--wide", env=NARROW).stdout.splitlines()
+    assert wide[1].split()[0] == "peer" and wide[2].split()[0] == peer, wide  # in a column, however wide
     # a stranger's payment counts only as far as it can be collected: then what counts is shown, and the row adds up
     header, row = shown.stdout.splitlines()[1].split(), shown.stdout.splitlines()[2].split()
     figures = dict(zip(header, map(Decimal, row)))
@@ -320,7 +337,6 @@ def test_a_terminal_narrower_than_the_indent_of_a_line_under_a_row_gets_no_trace
 def test_a_provider_lists_the_functions_it_hosts_for_another_node_with_the_owner_id_whole(thread_node) -> None:
     import urllib.request
 
-    from tests.support.nodes import free_port
 
     provider = thread_node("provider", **QUIET, node={"web_listen": f"127.0.0.1:{free_port()}"})
     owner = thread_node("owner", **QUIET, market={"offer_compute": False}, node={"placement_interval": 0.25})
@@ -358,6 +374,10 @@ def test_a_provider_lists_the_functions_it_hosts_for_another_node_with_the_owner
     assert format_credits(found[0]["earned"]) in shown.stdout.split()
     assert "no functions of other nodes" in owner.xsc("compute", "functions", "--hosted").stdout
     assert "--hosted" in provider.xsc("compute", "functions").stdout
+    for none in (owner.xsc("compute", "functions", "--hosted", env=NARROW), provider.xsc("compute", "functions",
+                                                                                          env=NARROW)):
+        assert none.exit_code == 0 and none.stdout.count("\n") > 1, none.output  # a sentence wrapped between words
+        _fits(none.stdout)
 
 
 def test_a_key_value_view_shows_what_a_peer_wrote_as_one_line_without_control_characters(capsys) -> None:
@@ -403,3 +423,64 @@ def test_compute_functions_gives_every_p50_to_the_same_decimals() -> None:
     assert shown.exit_code == 0, shown.output
     p50 = {line.split()[0]: line.split()[4] for line in shown.stdout.splitlines()[1:]}
     assert p50 == {"fast": "0.73", "slow": "12.50", "round": "3.00", "idle": "-"}, shown.stdout
+
+
+def test_health_status_keeps_availability_at_80_columns_with_the_id_whole_under_its_row(thread_node) -> None:
+    a, b = thread_node("a", **QUIET), thread_node("b", **QUIET)
+    b_id = json.loads(b.xsc("node", "status", "--json").stdout)["id"]
+    assert a.xsc("peers", "add", b.url).exit_code == 0
+    assert a.xsc("health", "probe").exit_code == 0
+    for shown in (a.xsc("health", "status", env=NARROW), a.xsc("health", "status")):  # a terminal, and piped
+        assert shown.exit_code == 0, shown.output
+        _fits(shown.stdout)
+        lines = shown.stdout.splitlines()
+        assert lines[0].split()[:5] == ["state", "1", "h", "24", "h"], shown.stdout  # availability, with no url
+        assert re.match(r"up\s+100\.0% of \d+ probes?\s+100\.0% of \d+ probes?\s", lines[1]), shown.stdout
+        assert lines[2].strip() == f"id {b_id}", shown.stdout  # whole, under its row
+    wide = a.xsc("health", "status", "--wide").stdout.splitlines()
+    assert wide[1].split()[0] == b_id and "url" in wide[0] and "latency" in wide[0], wide  # every column, however wide
+
+
+def test_node_status_gives_the_web_functions_and_s3_listeners_urls_when_set(thread_node) -> None:
+    web, s3 = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    node = thread_node(node={"web_listen": web, "s3_listen": s3})
+    shown = node.xsc("node", "status", env=NARROW)
+    assert shown.exit_code == 0, shown.output
+    rows = [line.split() for line in shown.stdout.splitlines()]
+    assert ["web", "functions:", f"http://{web}"] in rows and ["S3:", f"http://{s3}"] in rows, shown.stdout
+    status = json.loads(node.xsc("node", "status", "--json").stdout)
+    assert status["listeners"] == {"web": f"http://{web}", "s3": f"http://{s3}"}
+    plain = thread_node("plain")
+    assert json.loads(plain.xsc("node", "status", "--json").stdout)["listeners"] == {"web": None, "s3": None}
+    assert not {"web", "S3:"} & {line.split()[0] for line in plain.xsc("node", "status").stdout.splitlines()}
+
+
+class _History(BaseHTTPRequestHandler):
+    """A node whose client account paid once for a call that used tens of millions of fuel."""
+
+    def do_GET(self) -> None:
+        entry = {"seq": 1, "settled_at": 1_700_000_000, "kind": "payment", "payee": "p" * 52, "payer": "a" * 52,
+                 "delta": -251_231, "usage": {"fuel": 47_529_798}, "job": "invoke", "id": "e" * 64}
+        body = json.dumps({"entries": [entry], "account": {"account": "a" * 52, "balance": 251_231, "seq": 1}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_ledger_history_gives_its_balance_in_credits_and_its_fuel_with_thousands_separators() -> None:
+    node = ThreadingHTTPServer(("127.0.0.1", 0), _History)
+    threading.Thread(target=node.serve_forever, daemon=True).start()
+    try:
+        shown = xsc("ledger", "history", "--node", f"http://127.0.0.1:{node.server_address[1]}",
+                    env={"XSC_TOKEN": "t", **NARROW})
+    finally:
+        node.shutdown()
+    assert shown.exit_code == 0, shown.output
+    _fits(shown.stdout)
+    assert " ".join(shown.stdout.split()).startswith(f"account {'a' * 52} — balance 0.251231 credits seq "), shown.stdout
+    assert "fuel 47,529,798" in " ".join(shown.stdout.split()), shown.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from decimal import Decimal
 
 import pytest
@@ -49,7 +50,7 @@ def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> N
     assert done.exit_code == 0 and "credit line 3.000000 credits, available 3.000000" in done.stdout, done.output
     lines = json.loads(b.xsc("ledger", "trust", "--json").stdout)["lines"]  # listed before any work or payment
     assert [(x["peer"], x["credit"], x["available"]) for x in lines] == [(a_id, 3_000_000, 3_000_000)], lines
-    shown = b.xsc("ledger", "trust").stdout
+    shown = b.xsc("ledger", "trust", "--wide").stdout  # the peer in a column (not on a terminal it fits 80)
     assert a_id in shown
     header, row = shown.splitlines()[1], shown.splitlines()[2].split()  # every figure the available is made of
     assert header.split() == ["peer", "paid", "used", "reserved", "credit", "available"], shown
@@ -131,7 +132,13 @@ def test_a_job_a_stranger_provider_will_not_run_unpaid_names_the_command_that_pa
         assert done.exit_code == 1, done.output
         (line,) = done.stderr.strip().splitlines()
         assert line.startswith(f"xsc: error: provider {b_id} does not extend this node credit: "), line
-        assert line.endswith(f"xsc ledger prepay {b_id} CREDITS)"), line
+        # what the provider said, relayed: the node that must be prepaid is named, not "this node" (that is `a`'s)
+        assert f"node {a.app[NODE].peers.identity.id} must prepay node {b_id}: " in line, line
+        assert "(no credit: not recognised there)" in line and "this node extends" not in line, line
+        # the amount the provider said is missing, checked: the command works as written
+        command = re.search(rf"xsc ledger prepay {b_id} (\d+(?:\.\d+)?)\)$", line)
+        costs, available = re.search(r"costs (\d+\.\d+) credits and (\d+\.\d+) are available", line).groups()
+        assert command and Decimal(command[1]) == Decimal(costs) - Decimal(available) > 0, line
     module = hashlib.sha256((WASM / "wc.wasm").read_bytes()).hexdigest()  # deployed by the run above
     with pytest.raises(PrepaymentRequired):  # the API's answer: 402 prepayment-required
         NodeClient(a.url, a.token).request("POST", "/v1/compute/jobs", json_body={"module": module})

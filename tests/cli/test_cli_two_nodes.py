@@ -34,6 +34,11 @@ def test_a_job_run_on_the_other_node_names_it_and_that_node_lists_what_it_earned
         return [e for e in json.loads(bob.xsc("ledger", "history", "node", "--json").stdout) if e["kind"] == "receipt"]
 
     assert eventually(earned, "Bob's receipt for the job", 30)
+    # the job's id in Bob's receipt is Alice's job: his node says where its record is, and where his receipt is
+    there = bob.xsc("compute", "job", ran["id"])
+    assert there.exit_code == 1 and there.stderr.startswith(f"xsc: error: no job {ran['id']} of this node's user ("), \
+        there.output
+    assert there.stderr.endswith("another node is that node's, its receipt here: xsc ledger history node)\n"), there.stderr
     assert bob.xsc("ledger", "history", "node", "--json").stdout == \
         bob.xsc("ledger", "history", "--account", "node", "--json").stdout
     twice = bob.xsc("ledger", "history", "node", "--account", "client")
@@ -60,3 +65,20 @@ def test_a_job_past_the_users_credit_names_the_flags_and_the_setting_that_let_it
                                  "xsc config set ledger.credit_limit MICRO_CREDITS)"), line
     done = alice.xsc("compute", "run", str(WASM / "wc.wasm"), "--fuel", "1000000", input=b"a b\nc\n")
     assert done.exit_code == 0 and done.stdout == "2 3 6\n", done.output  # asking for less lets it run
+
+
+def test_a_get_of_a_file_whose_holder_is_down_names_that_node_not_a_wrong_capability(thread_node) -> None:
+    alice = thread_node("alice", **QUIET)
+    bob = thread_node("bob", **QUIET)
+    alice_id = alice.app[NODE].peers.identity.id
+    assert bob.xsc("peers", "add", alice.url).exit_code == 0
+    cap = alice.xsc("store", "put", "-", input=b"alice's notes\n").stdout.strip()  # every share on Alice's node
+    assert bob.xsc("store", "get", cap).stdout == "alice's notes\n"
+    alice.stop()
+    probed = bob.xsc("health", "probe", "--json")  # Bob's node sees Alice's down
+    assert probed.exit_code == 0 and not json.loads(probed.stdout)["results"][0]["ok"], probed.output
+    got = bob.xsc("store", "get", cap)
+    (line,) = got.stderr.splitlines()
+    assert got.exit_code == 1 and f"node {alice_id}, which it knows, is not up" in line, got.output
+    assert line.endswith("(get it again once that node is up (`xsc health status` shows it), or check the "
+                         "capability)"), line

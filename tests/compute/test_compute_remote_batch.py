@@ -514,3 +514,35 @@ async def test_lanes_to_providers_are_bounded_and_one_in_use_is_never_dropped(mo
     provider.release.set()
     assert (await long)["run"]["n"] == 0 and (await queued)["run"]["n"] == 1
     assert batcher.lanes() == 8
+
+
+async def test_a_push_waits_for_a_busy_providers_compile_longer_than_a_request_may_take() -> None:
+    """A provider answers a push once it has compiled the module, in a child at a lower priority bounded by CPU time:
+    on a busy provider that takes longer on the wall than the request timeout, and the push still gets its answer."""
+    import aiohttp
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from xsc.net import PeerClient
+    from xsc.net.compute import MODULES_PATH, push_module
+
+    timeout = 0.2
+
+    async def compiled(request: web.Request) -> web.Response:
+        await request.read()
+        await asyncio.sleep(5 * timeout)  # the busy provider's compile
+        return web.json_response({"module": "ab" * 32, "new": True}, status=201)
+
+    app = web.Application()
+    app.router.add_put(MODULES_PATH, compiled)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = PeerClient(Identity.generate(), session, timeout, tls=False)  # plaintext: loopback only
+            try:
+                await push_module(client, f"http://127.0.0.1:{server.port}", "P", lambda: b"\0asm\1\0\0\0", False)
+            finally:
+                client.close()
+    finally:
+        await server.close()

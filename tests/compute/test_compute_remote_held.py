@@ -218,6 +218,34 @@ async def test_a_lost_answer_to_an_honest_close_is_paid_by_the_retry(node_factor
     assert gateway.app[NODE].ledger.pending() == [] and gateway.app[NODE].ledger.holding() == {}
 
 
+async def test_a_call_its_provider_recorded_then_answered_with_a_server_error_is_paid_not_struck(
+        node_factory, monkeypatch) -> None:
+    # A fault after the run's record (here in the provider's bookkeeping after it): the answer is a 500, the call
+    # ran and is on the provider's tab.  Counted as lost, its receipt is paid; counted as never run, it was refused.
+    gateway, provider, module, _ = await _pair(node_factory, 100)
+    before = _balances(gateway, provider)
+    market = provider.app[NODE].paid.market
+    note_fuel, faults = market.note_fuel, []
+
+    def fault_once(fuel: int) -> None:
+        if not faults:
+            faults.append(fuel)
+            raise RuntimeError("the answer could not be made")
+        note_fuel(fuel)
+
+    monkeypatch.setattr(market, "note_fuel", fault_once)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike", lambda node, why, **kw: struck.append(node) or False)
+    status, problem = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)
+    assert status == 502 and problem["code"] == "peer-unreachable", problem
+    status, answered = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)
+    assert status == 200 and faults, answered
+    paid, owed = await _paid(gateway, provider, before)
+    assert paid == -owed and owed > answered["charge"], (paid, owed)  # both calls ran under the one tab
+    assert gateway.app[NODE].paid.gateway_tabs.refused_receipts == 0 and struck == []
+    assert gateway.app[NODE].ledger.pending() == [] and gateway.app[NODE].ledger.holding() == {}
+
+
 async def test_a_repeated_close_of_a_tab_raises_its_gateways_recognition_once(node_factory) -> None:
     # What a tab's receipt pays raises its gateway's recognition on the provider (the money exchanged with it).  A
     # close repeated after the receipt is made gets that receipt again, and counted each time it raised the

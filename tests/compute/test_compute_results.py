@@ -133,7 +133,7 @@ async def test_wasi_profile_has_no_environment_and_no_preopens(node, function, e
 
 
 async def test_node_config_sets_defaults_and_maxima(compute_node):
-    node = await compute_node(fuel=50_000, memory="2MiB", timeout=0.5)
+    node = await compute_node(fuel=50_000, memory="2MiB", timeout=5.0)  # calls end by their fuel or memory first
     fib = await deploy(node, "fibonacci")
     status, body = await invoke(node, fib, "fib", "25")
     assert (body["kind"], body["fuel_limit"]) == ("out-of-fuel", 50_000)
@@ -145,7 +145,7 @@ async def test_node_config_sets_defaults_and_maxima(compute_node):
     status, body = await invoke(node, await deploy(node, "loop"), "spin_calls", fuel=50_000)
     assert body["kind"] == "out-of-fuel"
     status = await (await node.get("/v1/node/status")).json()
-    assert status["compute"]["limits"] == {"fuel": 50_000, "memory": 2 * 1024 * 1024, "timeout": 0.5}
+    assert status["compute"]["limits"] == {"fuel": 50_000, "memory": 2 * 1024 * 1024, "timeout": 5.0}
 
 
 def test_committed_wasm_fixtures_match_their_sources():

@@ -285,6 +285,35 @@ def test_a_job_is_run_again_by_its_id_from_the_spec_its_record_keeps(xsc_node, t
     assert "no job" in error_line(xsc_node.xsc("compute", "rerun", "ab" * 32))
 
 
+async def test_a_rerun_of_a_job_still_running_is_refused_naming_the_command_that_follows_it(node_factory):
+    import asyncio
+
+    from tests.support.cli import xsc_in_process
+    from tests.support.compute import deploy
+    from tests.support.jobs import run_job
+    from tests.support.waiting import eventually_async
+    from xsc.node import TOKEN
+
+    node = await node_factory("node")
+    running = asyncio.ensure_future(run_job(node, {"module": await deploy(node, "spin", wasi=True),
+                                                   "limits": {"timeout": 1}}))
+
+    async def under_way() -> list[dict]:
+        jobs = (await (await node.get("/v1/compute/jobs")).json())["jobs"]
+        return [j for j in jobs if j["state"] == "running"]
+
+    (job,) = await eventually_async(under_way, "the job running")
+    response = await node.post(f"/v1/compute/jobs/{job['id']}/rerun")
+    problem = await response.json()
+    assert (response.status, problem["code"]) == (409, "job-running"), problem
+    assert problem["hint"] == f"follow it with: xsc compute job {job['id']}", problem
+    line = error_line(await asyncio.to_thread(xsc_in_process, "--node", str(node.make_url("")), "compute", "rerun",
+                                              job["id"], env={"XSC_TOKEN": node.app[TOKEN]}))
+    assert f"job {job['id']} is running" in line and f"xsc compute job {job['id']}" in line, line
+    status, ended = await running
+    assert status == 422 and ended["executions"] == 1, ended  # run once: neither refusal ran it again
+
+
 async def test_a_run_refused_before_it_ran_keeps_the_last_runs_outputs_and_one_that_ran_leaving_none_replaces_them(
         node_factory, monkeypatch):
     import asyncio

@@ -53,7 +53,10 @@ def test_the_list_fits_80_columns_with_every_id_whole(xsc_node) -> None:
     shown = ok(xsc_node.xsc("compute", "jobs", "--limit", "2", env={"COLUMNS": "80"}))
     lines = shown.splitlines()
     assert all(len(line) <= 80 for line in lines), shown
-    assert lines[0].split() == ["started", "(UTC)", "state", "charge", "(credits)", "replicas", "module"], shown
+    # no module has a name: no column of them (a "-" there read as no module), each id under its job
+    assert lines[0].split() == ["started", "(UTC)", "state", "charge", "(credits)", "replicas"], shown
+    module = json.loads(ok(xsc_node.xsc("compute", "job", ran[0], "--json")))["module"]
+    assert sum(line.strip() == f"module {module}" for line in lines) == 2 and " - " not in shown, shown
     assert [line.strip() for line in lines if line.strip() in ran] == ran[:0:-1], shown  # each id whole, on its own
     assert lines[-1].startswith("more: xsc compute jobs --before ") and lines[-1].endswith(" --limit 2"), shown
     again = lines[-1].removeprefix("more: xsc compute jobs ").split()

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 from decimal import Decimal
 
+import click
 import pytest
 
 from tests.support.cli import error_line, ok, xsc_in_process
@@ -18,6 +20,7 @@ from tests.support.jobs import (QUIET, balances, countersigning_the_cap, network
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc.compute import hosted_jobs, remote_tabs, sent_jobs
+from xsc.compute.job_records import rerun_hint
 from xsc.errors import PeerUnreachable
 from xsc.node import IDENTITY, TOKEN
 from xsc.node.appkeys import METRICS, NODE
@@ -40,6 +43,14 @@ def _jobs_paid_on(provider) -> list[str]:
     """The job ids of the runs a provider recorded."""
     records = provider.app[NODE].compute.recent_provenance(10_000)
     return [r["record"]["job"]["id"] for r in records if "job" in r["record"]]
+
+
+def _hinted(said: str, after: str) -> list[str]:
+    """The words of the command a CLI error's hint names `after` its lead-in (up to the next comma, or the hint's
+    end), less `xsc`."""
+    words = re.split(r"[,)]", said.split(after, 1)[1], maxsplit=1)[0].split()
+    assert words[0] == "xsc", said
+    return words[1:]
 
 
 def _flip_outputs_of(monkeypatch, liar) -> None:
@@ -280,13 +291,121 @@ async def test_a_stop_while_the_start_asks_a_replica_again_or_fetches_its_output
         await verified(each)
 
 
+@pytest.mark.parametrize("where", ["run", "fetch"])
+async def test_a_replica_the_start_fails_to_reach_once_is_asked_again_and_paid_once(node_factory, monkeypatch,
+                                                                                    where) -> None:
+    """A stop while one replica's answer is on its way back (or its outputs are fetched); at the start, the first
+    dial to its provider, asking for that answer again (or for its outputs again), fails before the question reaches
+    it (as a handshake does on a busy machine): it is asked again, and its run, done, is counted and paid once with
+    the others', not lost."""
+    gateway, providers = await network(node_factory, providers=3)
+    held = providers[2].app[IDENTITY].id
+    real, reached = getattr(sent_jobs.wire, where), asyncio.Event()
+
+    async def held_back(client, url, provider, *args, **kwargs):
+        if provider != held:
+            return await real(client, url, provider, *args, **kwargs)
+        if where == "run":
+            await real(client, url, provider, *args, **kwargs)  # it ran: its answer is lost with the stop
+        reached.set()
+        await asyncio.Event().wait()
+
+    module = await deploy(gateway, "outputs", wasi=True)
+    jobs = gateway.app[NODE].jobs
+    before = [balances(gateway, p)[1] for p in providers]
+    step = {"run": "sent", "fetch": "fetching"}[where]
+    with monkeypatch.context() as patched:
+        patched.setattr(sent_jobs.wire, where, held_back)
+        running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-", "deterministic": True,
+                                                  "replicas": 3}, reading(b"the honest bytes")))
+        await asyncio.wait_for(reached.wait(), 60)
+        await eventually_async(lambda: sorted(r["step"] for r in jobs.records.all_jobs()[0]["replicating"].values())
+                               == sorted(["checked", "checked", step]), "the other two replicas checked")
+        running.cancel()  # what the stop does to the requests still in flight
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    (jid,) = [j["id"] for j in jobs.records.all_jobs()]
+    dials: list[str] = []
+
+    async def failed_dial(client, url, provider, *args, **kwargs):
+        if provider == held and not dials:
+            dials.append(provider)
+            raise PeerUnreachable(f"peer {url} is unreachable: [ssl: wrong_version_number] wrong version number",
+                                  url=url, reason="wrong version number", sent=False)
+        return await real(client, url, provider, *args, **kwargs)
+
+    monkeypatch.setattr(sent_jobs.wire, where, failed_dial)
+    gateway, job = await restarted(node_factory, gateway, jid)
+    assert dials == [held]
+    await _done_each_replica_run_and_paid_once(gateway, providers, before, job)
+
+
 async def test_a_job_that_is_not_deterministic_is_refused_for_replication_up_front(node_factory) -> None:
     gateway, _ = await network(node_factory, providers=1)
     module = await deploy(gateway, "outputs", wasi=True)
     status, problem = await run_job(gateway, {"module": module, "replicas": 3})
     assert status == 400 and "only a deterministic job can be replicated" in problem["detail"], problem
-    status, problem = await run_job(gateway, {"module": module, "deterministic": True, "replicas": 2})
-    assert status == 502 and problem["code"] == "replicas-disagree" and "offers 1 other" in problem["detail"]
+
+
+async def test_a_job_on_more_replicas_than_the_market_offers_providers_is_refused_before_any_runs(node_factory
+                                                                                                   ) -> None:
+    """Two providers and a job on three replicas: 503 `too-few-providers`, saying how many the market offers and
+    that none ran, with the command that runs it on fewer; not that replicas disagreed, since none ran."""
+    gateway, providers = await network(node_factory, providers=2)
+    module = await deploy(gateway, "outputs", wasi=True)
+    status, problem = await run_job(gateway, {"module": module, "deterministic": True, "replicas": 3})
+    assert status == 503 and problem["code"] == "too-few-providers", problem
+    assert problem["detail"] == "the market offers 2 other provider(s) for this job at its price, and its 3 " \
+                                "replicas need one each: none ran, nothing is paid", problem
+    (first,) = gateway.app[NODE].jobs.records.all_jobs()
+    assert problem["hint"].startswith(f"run it on fewer with: xsc compute rerun {first['id']} --replicas 2, or again "
+                                      "once more are offered"), problem
+    failed = await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), "compute", "run", module,
+                                     "--no-stdin", "--deterministic", "--replicas", "3", "--agree", "3",
+                                     env={"XSC_TOKEN": gateway.app[TOKEN]})
+    line = error_line(failed)
+    assert line.startswith("xsc: error: the market offers 2 other provider(s) for this job at its price") \
+        and "disagree" not in line, line
+    assert {job["state"] for job in gateway.app[NODE].jobs.records.all_jobs()} == {"refused"}
+    assert [_jobs_paid_on(p) for p in providers] == [[], []]  # none ran
+    for body in (b'{"module": "x"}', b"[2]", b"{"):  # a rerun changes the guarantee, nothing else
+        response = await gateway.post(f"/v1/compute/jobs/{first['id']}/rerun", data=body)
+        assert response.status == 400, await response.text()
+    # The command the hint names works as written: the same run on the two providers there are, both agreeing.
+    (asked,) = [j for j in gateway.app[NODE].jobs.records.all_jobs() if j["guarantee"]["agree"] == 3]
+    hinted = _hinted(failed.stderr.decode(), "run it on fewer with: ")
+    assert hinted == ["compute", "rerun", asked["id"], "--replicas", "2", "--agree", "2"], failed.stderr
+    ran = await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), *hinted,
+                                  env={"XSC_TOKEN": gateway.app[TOKEN]})
+    assert "on the 2 replicas asked, 2 of them paid" in ran.stderr.decode(), ran.stderr
+
+
+def _parsed(words: list[str]) -> dict:
+    """What the CLI's parser makes of `xsc WORDS` (nothing run): the command's parameters."""
+    from xsc.cli import cli
+
+    context, command, rest = click.Context(cli, info_name="xsc"), cli, list(words)
+    while isinstance(command, click.Group):
+        name, rest = rest[0], rest[1:]
+        command = command.get_command(context, name)
+        context = click.Context(command, parent=context, info_name=name)
+    return command.make_context(context.info_name, rest, parent=context.parent).params
+
+
+def test_a_replicated_jobs_hints_for_a_job_whose_stdin_came_with_it_are_commands_the_cli_takes() -> None:
+    """A job that read its stdin from its request is not run again by id: the hint with another guarantee pipes it
+    to `xsc compute run` with the flags that replicate it, each one `run` takes."""
+    job = {"id": "ab" * 32, "module": "cd" * 32, "guarantee": {"replicas": 3, "agree": 3},
+           "again": {"stdin": "-", "deterministic": True, "replicas": 3, "agree": 3}}
+    for guarantee, replicas, agree in (({"agree": 2}, 3, 2), ({"replicas": 2, "agree": 2}, 2, 2),
+                                       ({"replicas": 2}, 2, None), ({}, 3, 3),
+                                       ({"replicas": 1}, None, None)):
+        hint = rerun_hint(job, **guarantee)
+        words = hint.split(" | ", 1)[1].split()
+        assert words[0] == "xsc", hint
+        params = _parsed(words[1:])
+        assert (params["stdin"], params["deterministic"], params["replicas"], params["agree"]) == (
+            "-", True, replicas, agree), hint
 
 
 async def test_replicas_lost_with_no_other_provider_fail_the_job_saying_how_many_agreed_answered_otherwise_and_were_lost(
@@ -308,21 +427,93 @@ async def test_replicas_lost_with_no_other_provider_fail_the_job_saying_how_many
                                      "--no-stdin", "--deterministic", "--replicas", "3", "--agree", "3",
                                      env={"XSC_TOKEN": gateway.app[TOKEN]})
     line = error_line(failed)
-    assert "2 of the job's 3 replicas agree, fewer than the 3 it asks; 0 answered otherwise, 1 was lost " \
+    assert "2 of the 3 replicas asked agree, fewer than the 3 it asks; 0 answered otherwise, 1 was lost " \
            "(1 timed out): nothing is paid or stored" in line, line
-    hint = failed.stderr.decode()
-    assert "xsc compute rerun " in hint and "--agree 2" in hint, hint
+    assert "disagree" not in line, line  # none answered otherwise: lost, not disagreeing
     (job,) = gateway.app[NODE].jobs.records.all_jobs()
+    assert _hinted(failed.stderr.decode(), "run it again with: ") == ["compute", "rerun", job["id"]], failed.stderr
+    fewer = _hinted(failed.stderr.decode(), "ask fewer to agree with: ")
+    assert fewer == ["compute", "rerun", job["id"], "--agree", "2"], failed.stderr
     assert job["state"] == "refused" and not any(r["paid"] for r in job["replicas"]), job
     assert [r["lost"] for r in job["replicas"] if "lost" in r] == ["timed out"], job["replicas"]
     shown = ok(await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), "compute", "job",
                                        job["id"], env={"XSC_TOKEN": gateway.app[TOKEN]}))
     assert f"  replica  not paid  lost: timed out  {gone}" in shown, shown
     status, problem = await run_job(gateway, {"module": module, "deterministic": True, "replicas": 3, "agree": 3})
-    assert status == 502 and problem["code"] == "replicas-lost", problem
+    assert status == 502 and problem["code"] == "replicas-lost" and "disagree" not in problem["detail"], problem
     await settle(gateway)
     for provider in providers:
         assert balances(gateway, provider)[1] == 0  # nothing paid
+    # The command the hint names works as written: the two that answer are enough for the agreement it asks.
+    ran = await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), *fewer,
+                                  env={"XSC_TOKEN": gateway.app[TOKEN]})
+    assert "on the 3 replicas asked, 2 of them paid" in ok(ran) + ran.stderr.decode(), ran.stderr
+
+
+async def test_a_replica_whose_provider_went_away_is_placed_again_on_a_provider_the_book_holds_without_a_lookup(
+        node_factory, monkeypatch) -> None:
+    """Three providers, a job on two replicas, and the first provider asked gone: its replica is placed again on the
+    third at once, from the book, without asking the hash table for more providers (the one gone is no reason to)."""
+    gateway, providers = await network(node_factory, providers=3)
+    run, gone = sent_jobs.wire.run, []
+
+    async def went_away(client, url, provider, *args, **kwargs):
+        if not gone or provider == gone[0]:
+            gone.append(provider)
+            raise PeerUnreachable(f"provider {url}: connection refused", url=url, reason="connection refused",
+                                  sent=True)
+        return await run(client, url, provider, *args, **kwargs)
+
+    monkeypatch.setattr(sent_jobs.wire, "run", went_away)
+    lookup, looked_up = gateway.app[NODE].market.lookup, []
+    find = lookup.find
+    monkeypatch.setattr(lookup, "find", lambda kind, wanted: looked_up.append((kind, wanted)) or find(kind, wanted))
+    module = await deploy(gateway, "sha256", wasi=True)
+    ran = await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), "compute", "run", module,
+                                  "--stdin", "-", "--deterministic", "--replicas", "2", input=b"bytes",
+                                  env={"XSC_TOKEN": gateway.app[TOKEN]})
+    ok(ran)  # said as asked: the one placed again is no third replica
+    assert "on the 2 replicas asked (1 placed again), 2 of them paid" in ran.stderr.decode(), ran.stderr
+    (job,) = gateway.app[NODE].jobs.records.all_jobs()
+    assert job["state"] == "done", job
+    assert {r["provider"]: r["paid"] for r in job["replicas"]} == {p.app[IDENTITY].id: p.app[IDENTITY].id != gone[0]
+                                                                   for p in providers}, job["replicas"]
+    assert looked_up == []
+
+
+async def test_replicas_that_do_not_agree_after_one_placed_again_are_said_in_the_replicas_asked(node_factory,
+                                                                                                 monkeypatch) -> None:
+    """Three replicas asked, all three to agree; one lost (timed out) and placed again on a fourth provider, which
+    answers otherwise: the error counts the three asked, and says one was placed again, never "of 4 replicas"."""
+    gateway, providers = await network(node_factory, providers=4)
+    run, asked = sent_jobs.wire.run, []
+
+    async def first_times_out(client, url, provider, *args, **kwargs):
+        asked.append(provider)
+        if provider == asked[0]:
+            raise PeerUnreachable(f"provider {url}: timed out", url=url, reason="timed out", sent=True)
+        return await run(client, url, provider, *args, **kwargs)
+
+    monkeypatch.setattr(sent_jobs.wire, "run", first_times_out)
+    ids = {p.app[NODE].compute: p.app[IDENTITY].id for p in providers}
+    real = hosted_jobs.run_program
+
+    async def the_fourth_lies(compute, *args, **kwargs):
+        ran = await real(compute, *args, **kwargs)
+        if len(asked) > 3 and ids[compute] == asked[3]:  # the replica placed again
+            for _, path, size in ran.files:
+                if size:
+                    data = path.read_bytes()
+                    path.write_bytes(bytes([data[0] ^ 1]) + data[1:])
+        return ran
+
+    monkeypatch.setattr(hosted_jobs, "run_program", the_fourth_lies)
+    module = await deploy(gateway, "outputs", wasi=True)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 3,
+                                              "agree": 3}, stdin=b"bytes")
+    assert status == 502 and len(set(asked)) == 4, (problem, asked)
+    assert problem["detail"] == "2 of the 3 replicas asked agree (1 placed again), fewer than the 3 it asks; " \
+                                "1 answered otherwise, 1 was lost (1 timed out): nothing is paid or stored", problem
 
 
 async def _stopped_before_comparing(gateway, monkeypatch, agree: int) -> dict:
@@ -354,7 +545,7 @@ async def test_replicas_a_stop_left_uncompared_are_compared_at_the_start_by_the_
     files_before = (await (await gateway.get("/v1/store/files")).json())["files"]
     await answers.recover_one(job)
     job = answers.records.load(job["id"])
-    assert job["state"] == "refused" and "2 of the job's 3 replicas agree" in job["error"], job
+    assert job["state"] == "refused" and "2 of the 3 replicas asked agree" in job["error"], job
     assert not any(r["paid"] for r in job["replicas"]) and "replicating" not in job
     assert (await (await gateway.get("/v1/store/files")).json())["files"] == files_before
     await settle(gateway)

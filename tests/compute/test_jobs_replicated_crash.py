@@ -18,7 +18,7 @@ import pytest
 
 from tests.support.compute import WASM
 from tests.support.nodes import kill_all, start_xsc
-from tests.support.peers import api, node_id, start_star
+from tests.support.peers import api, node_id, peer_health, start_star
 from tests.support.waiting import eventually
 from xsc.compute.jobspec import asked_id, job_id, parse_job
 
@@ -211,6 +211,60 @@ def test_a_replicated_job_killed_again_as_its_start_takes_its_replicas_pays_each
     finally:
         _continued(stopped)
     _ran_once_and_paid_once(devnet, job, before)
+
+
+@pytest.mark.slow
+def test_a_replicated_job_killed_while_its_replicas_run_and_one_provider_killed_too_is_decided_by_the_two_left(
+        devnet) -> None:
+    """The gateway killed while its three replicas run (the first provider seen running held with SIGSTOP, so its
+    replica cannot answer), and that provider killed too while the gateway is down: the start places no replica
+    again; it takes the other two's answers and the lost one (`unreachable`, not paid), and the job is done on the
+    two that agree, each run once and paid once."""
+    gateway, providers, _ = devnet
+    before = _earned_before(devnet)
+    ids = {p: node_id(p) for p in providers}
+    held: list = []
+
+    def one_held(jid: str) -> bool:  # then the record names the three replicas
+        if not held:
+            held.extend([p for p in providers if _hosted(p) and _running(p)][:1])
+            for provider in held:
+                os.kill(provider.pid, signal.SIGSTOP)
+        return bool(held) and len(_steps(gateway, jid) or []) == 3
+
+    def killed() -> None:
+        held[0].kill()
+        held[0].proc.wait()
+
+    try:
+        job = _killed_and_restarted(devnet, "one-provider-killed", one_held, "a replica's provider held",
+                                    meanwhile=killed)
+        (victim,) = held
+        assert job["state"] == "done" and job["executions"] == 1, (job.get("error"), job.get("replicas"))
+        assert "replicating" not in job and "answered" not in job, job
+        (lost,) = [r for r in job["replicas"] if not r["paid"]]
+        assert lost["provider"] == ids[victim] and lost["lost"] == "unreachable" and "charge" not in lost, lost
+        live = [p for p in providers if p is not victim]
+        assert sorted(r["provider"] for r in job["replicas"] if r["paid"]) == sorted(ids[p] for p in live)
+        for provider in live:
+            assert _runs_of(provider, job["run"]) == 1  # not run again
+        _settled(gateway)
+        charges = {r["provider"]: r["charge"] for r in job["replicas"] if r["paid"]}
+        assert job["charge"] == sum(charges.values()) > 0
+        for provider in live:
+            assert _earned(provider) - before[ids[provider]] == charges[ids[provider]] > 0
+    finally:
+        for provider in held:  # the devnet whole again for the tests after
+            if provider.alive():
+                os.kill(provider.pid, signal.SIGCONT)
+            else:
+                provider.start()
+    eventually(lambda: (peer_health(gateway, ids[victim]) or {}).get("up"), "the killed provider up again",
+               timeout=90)
+    assert _earned(victim) == before[ids[victim]]  # its lost replica paid nothing
+    for node in (gateway, *providers):
+        status, report = api(node, "GET", "/v1/ledger/verify")
+        assert status == 200 and report["ok"], report
 
 
 @pytest.mark.slow

@@ -253,7 +253,7 @@ async def test_a_watch_whose_job_stores_nothing_says_it_ran_and_wrote_nothing(no
         await _call(node, "PUT", f"/v1/s3/buckets/{bucket}")
     await _put_object(node, "raw", "in/x", b"x")
     await _call(node, "POST", "/v1/compute/watches", {"name": "w", "spec": {"module": sha, "argv": ["/in/data"]},
-                                                     "on": "s3://raw/in/", "to": "s3://out/w/"})
+                                                     "on": "s3://raw/in/", "to": "s3://out/what-w-writes/"})
     watch = await eventually_async(lambda: _ran(node), "the datum run", 60)
     run = watch["last_run"]
     assert (run["input"], run["state"], run["objects"]) == ("in/x", "done", []), watch
@@ -263,6 +263,11 @@ async def test_a_watch_whose_job_stores_nothing_says_it_ran_and_wrote_nothing(no
                                       env={"XSC_TOKEN": node.app[TOKEN], "COLUMNS": "300"}))
     assert f"in/x done by job {run['job']}, wrote nothing (its job left no file in /out and stored no stdout; " \
            "stdout_to_store = true stores it)" in text, text
+    narrow = ok(await asyncio.to_thread(xsc_in_process, "--node", str(node.make_url("")), "compute", "watches",
+                                        env={"XSC_TOKEN": node.app[TOKEN], "COLUMNS": "80"}))
+    assert all(len(line) <= 80 for line in narrow.splitlines()), narrow
+    # the prefixes whole, the skips and the spend left out
+    assert narrow.splitlines()[1].split()[:3] == ["w", "s3://raw/in/", "s3://out/what-w-writes/"], narrow
 
 
 async def _ran(node) -> dict | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from tests.support.compute import wasm
 from xsc.node.appkeys import NODE
 from xsc.storage import Capability
@@ -91,3 +93,17 @@ async def test_a_call_no_provider_offers_is_explained_in_fuel_and_utc(node_facto
     found = await (await node.get(f"/v1/market/explain/{need}")).json()
     assert found["would_match"] == f"a provider offering at least {found['quantity']:,} fuel for the need's whole " \
         "window" and found["quantity"] >= 1_000_000, found
+
+
+async def test_prices_are_newest_first_whatever_their_kind_and_bucket(node) -> None:
+    from xsc.market.core.auction import Clearing
+
+    bucket = int(time.time()) // 3600
+    prices = node.app[NODE].market.prices
+    # the keys order them by kind, then bucket: a compute price and the next hour's storage price come after
+    for at, kind, b, price in ((1_000_000, "compute", bucket, 11), (2_000_000, "storage", bucket + 1, 1500),
+                               (3_000_000, "storage", bucket, 1200), (4_000_000, "compute", bucket, 12)):
+        prices.record({(kind, b): Clearing(kind, b, price, price, price, 5, ())}, at)
+    rows = (await (await node.get("/v1/market/prices", params={"limit": "3"})).json())["prices"]
+    assert [(r["time_ms"], r["kind"], r["price"]) for r in rows] == [
+        (4_000_000, "compute", 12), (3_000_000, "storage", 1200), (2_000_000, "storage", 1500)], rows

@@ -201,3 +201,36 @@ async def test_a_strangers_refusal_is_quoted_on_one_line_without_control_charact
                 assert refused.value.details["peer_status"] == 402
     finally:
         await server.close()
+
+
+async def test_a_refusal_keeps_the_credits_a_peer_says_are_missing_only_as_a_whole_number_a_ledger_holds() -> None:
+    import json
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from tests.support.peers import metered_client
+
+    said: list = []
+
+    async def refuse(request: web.Request) -> web.Response:
+        problem = {"code": "prepayment-required", "detail": "must prepay", "hint": "run xsc ledger prepay X 9",
+                   "missing": said[-1]}
+        return web.Response(status=402, body=json.dumps(problem), content_type="application/problem+json")
+
+    app = web.Application()
+    app.router.add_post("/v1/peer/refused", refuse)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with metered_client() as (client, _):
+            for missing, kept in ((250_000, 250_000), (2**62, 2**62), (2**62 + 1, None), (0, None), (-5, None),
+                                  (True, None), (1.5, None), ("250000", None), ([1], None), (None, None)):
+                said.append(missing)
+                with pytest.raises(PeerRefused) as refused:
+                    await client.request(f"http://127.0.0.1:{server.port}", "POST", "/v1/peer/refused", json={},
+                                         max_size=1 << 20)
+                assert refused.value.details.get("peer_missing") == kept, missing
+                assert "hint" not in refused.value.details and refused.value.hint is None  # its own text never
+    finally:
+        await server.close()

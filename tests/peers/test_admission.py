@@ -1,5 +1,8 @@
 """Admission on real nodes: proof-of-work node ids (peers.min_difficulty), closed grids (peers.grid_secret) and
-the quarantine of peers that misbehave (docs/security.md)."""
+the quarantine of peers that misbehave (docs/security.md).
+
+The loopback services here count only connections dialled from this process (the test's nodes): in a full suite a
+port the system hands out may be one another process's node knew a peer at, and that node may still be dialling it."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from xsc.peers import make_descriptor
 from xsc.peers.admission import Quarantine
 
 from tests.support.nodes import serve
-from tests.support.peers import api, node_id
+from tests.support.peers import api, dialled_from_here, node_id
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 BITS = 8  # cheap to mint (~256 keys), rare by chance (1 key in 256)
@@ -46,6 +49,15 @@ async def _signed(node, signer: Identity, path: str, payload: dict, **extra_head
 def _descriptor(identity: Identity, port: int, grid_secret: str = "") -> dict:
     return make_descriptor(identity, url=f"http://127.0.0.1:{port}", capacity=10, free=10, version="test",
                            timestamp=int(time.time() * 1000), grid_secret=grid_secret).to_json()
+
+
+def _counting(connections: list[int]):
+    """A service that notes each connection the test's nodes make to it, and closes it."""
+    def take(reader, writer) -> None:
+        if dialled_from_here(writer):
+            connections.append(1)
+        writer.close()
+    return take
 
 
 async def test_a_node_reached_elsewhere_takes_no_descriptor_whose_url_names_its_own_machine(node_factory) -> None:
@@ -84,7 +96,7 @@ async def test_a_node_reached_elsewhere_dials_no_peer_whose_name_resolves_to_its
     node = await node_factory("public", **{**QUIET, "peers": {**QUIET["peers"], "public_url": "https://203.0.113.5:7443"}})
     local = await node_factory("local", **QUIET)
     connections = []
-    service = await asyncio.start_server(lambda r, w: (connections.append(1), w.close()), "127.0.0.1", 0)
+    service = await asyncio.start_server(_counting(connections), "127.0.0.1", 0)
     port = service.sockets[0].getsockname()[1]
     loop = asyncio.get_running_loop()
     resolve = loop.getaddrinfo
@@ -125,7 +137,7 @@ async def test_a_node_named_by_a_public_host_name_dials_no_lan_address(node_fact
     from xsc.net.dial import own_addresses
 
     connections = []
-    service = await asyncio.start_server(lambda r, w: (connections.append(1), w.close()), "127.0.0.1", 0)
+    service = await asyncio.start_server(_counting(connections), "127.0.0.1", 0)
     port = service.sockets[0].getsockname()[1]
     loop = asyncio.get_running_loop()
     resolve, connect = loop.getaddrinfo, loop.sock_connect

@@ -19,6 +19,7 @@ from xsc.peers.service import MAX_NEW_PER_MESSAGE, MAX_PER_MESSAGE, NEW_NODE_BUR
 
 from tests.support.attacks import fake_descriptors, honest_commitment, signed
 from tests.support.nodes import node_config
+from tests.support.peers import dialled_from_here
 from tests.support.waiting import eventually, eventually_async
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
@@ -151,6 +152,9 @@ class _Listener:
         return [s.sockets[0].getsockname()[1] for s in self._servers]
 
     async def _take(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not dialled_from_here(writer):  # a stray: another process's node dialling a port it knew
+            writer.close()
+            return
         line = await reader.readline()
         self.requests.append((writer.get_extra_info("sockname")[1], line.decode(errors="replace").strip()))
         self._held.append(writer)  # never answered

@@ -22,7 +22,7 @@ from xsc.node.appkeys import IDENTITY, NODE, REPLAY_GUARD
 
 from tests.support.nodes import free_port
 from tests.support.peers import FAST as PROCESS_FAST
-from tests.support.peers import api, known_ids, node_id, peer_health
+from tests.support.peers import api, dialled_from_here, known_ids, node_id, peer_health
 from tests.support.waiting import eventually, eventually_async
 
 FAST = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
@@ -158,6 +158,9 @@ class TamperingProxy:
             self._server.close()
 
     async def _serve(self, client_reader, client_writer) -> None:
+        if not dialled_from_here(client_writer):  # a stray: another process's node dialling a port it knew
+            client_writer.close()
+            return
         node_reader, node_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         state = {"request_sent": False, "client_app_records": 0}
         await asyncio.gather(self._pipe(client_reader, node_writer, "up", state),
@@ -369,6 +372,7 @@ async def test_a_silent_connection_is_plain_http_after_a_moment(node_factory, mo
     from xsc.net import sniff
 
     monkeypatch.setattr(sniff, "MAX_PENDING", 2)
+    monkeypatch.setattr(sniff, "PEEK_TIMEOUT", 0.5)
     node = await node_factory("n", **FAST)
     port = _port(node)
     server = node.server.runner.server  # the node's SniffingServer, in front of aiohttp's
@@ -380,6 +384,23 @@ async def test_a_silent_connection_is_plain_http_after_a_moment(node_factory, mo
         writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.1 200")
         writer.close()
+
+
+async def test_a_clienthello_a_busy_client_sends_seconds_after_its_connect_is_answered_in_tls(node_factory) -> None:
+    """A client's loop on a busy machine can be held up for seconds between its connect and its ClientHello: the
+    connection is still settled by its first byte, not called plain HTTP for its silence (a ClientHello answered
+    in plaintext fails its handshake with "wrong version number")."""
+    node = await node_factory("n", **FAST)
+    sock = socket.create_connection(("127.0.0.1", _port(node)))
+    try:
+        await asyncio.sleep(2.5)  # the held-up client: its silence is what is tested
+        reader, writer = await asyncio.open_connection(sock=sock, ssl=tls.client_context(node.app[IDENTITY].id),
+                                                       server_hostname="127.0.0.1")
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.1 200")
+        writer.close()
+    finally:
+        sock.close()
 
 
 async def test_a_silent_connection_pushed_out_by_newer_ones_is_settled_by_its_first_byte(node_factory,

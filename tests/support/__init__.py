@@ -4,7 +4,8 @@
   node processes (`NodeProcess`, `Devnet`, `free_port`, `run_xsc` from `xsc.devnet`, the library that also
   serves `xsc devnet` and the benches).
 - `cli`: the click app run in-process against a node (`invoke`), for CLI tests that need no process of their own.
-- `peers`: raw HTTP to a node process, the fast gossip/probe settings, `eventually`, a gateway with peers.
+- `peers`: raw HTTP to a node process, the fast gossip/probe settings, `eventually`, a gateway with peers,
+  `dialled_from_here` (a loopback server's own connections told from other processes' strays).
 - `blocks`: corrupting a stored block of a stopped node.
 - `shares`: a file encrypted and erasure-coded as a gateway does it (to place shares by hand).
 - `compute`: the wasm fixtures and HTTP wrappers to deploy and invoke.

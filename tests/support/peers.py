@@ -1,10 +1,12 @@
 """Nodes talking to each other: raw HTTP to a node, waiting for a condition, a gateway with peers, two nodes that
-know each other's offers, a peer that lies with megabytes and a client that counts what it read of them."""
+know each other's offers, a peer that lies with megabytes and a client that counts what it read of them, and telling
+a test's own connections to a loopback server from strays."""
 
 from __future__ import annotations
 
 import http.client as httplib
 import json
+import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -181,3 +183,27 @@ async def metered_client() -> AsyncIterator[tuple[Any, Received]]:
             yield client, counted
         finally:
             client.close()
+
+
+def dialled_from_here(writer: Any) -> bool:
+    """Whether the connection an asyncio server's `writer` serves was dialled by a socket of this process (the
+    test's own in-process nodes and clients).  In a full suite a port the system hands a test's server may be one
+    another process's node knew a peer at, and that node may still be dialling it: a server that counts
+    connections counts only these.  (Linux: the dialling socket is found in /proc while it waits for an answer.)"""
+    dialled_from, dialled_to = writer.get_extra_info("peername")[1], writer.get_extra_info("sockname")[1]
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            next(rows)
+            for row in rows:
+                fields = row.split()
+                if (int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16)) == (dialled_from,
+                                                                                                       dialled_to):
+                    inodes.add(f"socket:[{fields[9]}]")
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") in inodes:
+                return True
+        except OSError:  # closed meanwhile
+            continue
+    return False

@@ -8,7 +8,7 @@ from urllib.parse import quote
 import click
 
 from .jobs import deployed_module, env_pair
-from .output import Col, emit_json, json_option, table
+from .output import Col, emit_json, json_option, prose, table
 
 
 @click.command("serve")
@@ -73,8 +73,8 @@ def functions(obj, hosted: bool, as_json: bool) -> None:
         emit_json({"functions": found})
         return
     if not found:
-        click.echo("no functions yet: serve one with `xsc compute serve NAME MODULE.wasm` (those other nodes "
-                   "placed here: xsc compute functions --hosted)")
+        prose("no functions yet: serve one with `xsc compute serve NAME MODULE.wasm` (those other nodes placed here: "
+              "xsc compute functions --hosted)")
         return
     from ..units import format_credits
 
@@ -93,8 +93,8 @@ def _hosted(found: list[dict[str, Any]], as_json: bool) -> None:
         emit_json({"functions": found})
         return
     if not found:
-        click.echo("no functions of other nodes served here: a node places one with `xsc compute serve NAME "
-                   "MODULE.wasm --on-market` on a provider offering compute with a web listener (node.web_listen)")
+        prose("no functions of other nodes served here: a node places one with `xsc compute serve NAME MODULE.wasm "
+              "--on-market` on a provider offering compute with a web listener (node.web_listen)")
         return
     from ..units import format_credits
 

@@ -6,12 +6,12 @@ import time
 
 import click
 
-from .output import Col, emit_json, json_option, wide_option
+from .output import PIPE_WIDTH, Col, emit_json, json_option, wide_option
 from .peers import wide_table
 
 
 def _ratio(value: float | None, probes: int) -> str:
-    return "-" if value is None else f"{100 * value:.1f}% of {probes}"
+    return "-" if value is None else f"{100 * value:.1f}% of {probes} probe{'' if probes == 1 else 's'}"
 
 
 def _ago(ms: int | None) -> str:
@@ -39,9 +39,11 @@ def _rows(peers: list[dict]) -> list[tuple]:
              _audit(p["last_audit"])) for p in peers]
 
 
-# The id and state always show; on a narrow terminal the other columns are left out, least needed first.
-COLUMNS = [Col("id", keep=True), Col("state", keep=True), Col("url", keep=True, drop=2), Col("1 h", drop=3),
-           Col("24 h", drop=5), Col("latency", drop=4), Col("last probe", drop=6), Col("last audit", drop=1)]
+# The id, state and availability (1 h, 24 h) always show (the id on a line under its row when they do not
+# fit beside it); on a narrow terminal the other columns are left out, least needed first.
+COLUMNS = [Col("id", keep=True, under=True), Col("state", keep=True), Col("url", keep=True, drop=6),
+           Col("1 h", keep=True), Col("24 h", keep=True), Col("latency", drop=4), Col("last probe", drop=5),
+           Col("last audit", drop=3)]
 
 
 @click.group()
@@ -58,7 +60,11 @@ def health() -> None:
 @json_option
 @click.pass_obj
 def status(obj, wide: bool, as_json: bool) -> None:
-    """Show each peer's availability, latency, consecutive failures and last audit."""
+    """Show each peer's availability (the share of its probes answered over 1 h and 24 h), latency, consecutive
+    failures and last audit.
+
+    It fits the terminal, or 80 columns when not on one: a peer's id, whole, then goes on a line under its row
+    (--wide: in a column; --json for scripts)."""
     info = obj.client().request("GET", "/v1/health/peers")
     if as_json:
         emit_json(info)
@@ -66,7 +72,7 @@ def status(obj, wide: bool, as_json: bool) -> None:
     if not info["peers"]:
         click.echo("no peers known (join a network with: xsc peers add URL)")
         return
-    wide_table(COLUMNS, _rows(info["peers"]), wide=wide)
+    wide_table(COLUMNS, _rows(info["peers"]), wide=wide, piped=PIPE_WIDTH)
     last = info.get("last_round")
     if last:
         click.echo(f"last probe round: {last['ok']} of {last['peers']} answered in {1000 * last['seconds']:.1f} ms, "

@@ -167,12 +167,18 @@ def run(obj, target: str, argv: tuple[str, ...], stdin: str | None, no_stdin: bo
 
 @click.command("rerun")
 @click.argument("job_id", metavar="ID")
+@click.option("--replicas", type=click.IntRange(1, 7), metavar="R",
+              help="Run it on R providers instead (another job: the same run asked with another guarantee).")
+@click.option("--agree", type=click.IntRange(1, 7), metavar="K",
+              help="How many replicas must agree instead (default: as it asked, or a majority of --replicas).")
 @json_option
 @click.pass_obj
-def rerun(obj, job_id: str, as_json: bool) -> None:
+def rerun(obj, job_id: str, replicas: int | None, agree: int | None, as_json: bool) -> None:
     """Run a job again from the spec its record keeps (an interrupted or failed one, say): a new run of the same job,
     which replaces its run before.  Prints as `run` does."""
-    _answered(lambda: obj.client().request("POST", f"/v1/compute/jobs/{quote(job_id, safe='')}/rerun"), as_json)
+    guarantee = {k: v for k, v in (("replicas", replicas), ("agree", agree)) if v is not None}
+    _answered(lambda: obj.client().request("POST", f"/v1/compute/jobs/{quote(job_id, safe='')}/rerun",
+                                           json_body=guarantee or None), as_json)
 
 
 def _answered(run: Callable[[], dict], as_json: bool) -> None:
@@ -210,7 +216,9 @@ def _summary(job: dict[str, Any]) -> None:
     how = "replayed (not run again)" if job.get("replayed") else f"ran (executions: {job['executions']})"
     if job.get("replicas") and not job.get("replayed"):
         paid = sum(1 for r in job["replicas"] if r.get("paid"))
-        how += f" on {len(job['replicas'])} replicas, {paid} of them paid (`xsc compute job ID` lists them)"
+        asked = job.get("guarantee", {}).get("replicas", len(job["replicas"]))
+        again = f" ({len(job['replicas']) - asked} placed again)" if len(job["replicas"]) > asked else ""
+        how += f" on the {asked} replicas asked{again}, {paid} of them paid (`xsc compute job ID` lists them)"
     prose(f"job {job['id']} {how}, charged {format_credits(job.get('charged', 0))} credits", err=True)
     for output in job.get("outputs", []):
         _file_line("  ", output["name"], output["size"], output["sha256"], output["capability"], err=True)
@@ -303,9 +311,10 @@ def jobs(obj, limit: int, before: str | None, wide: bool, as_json: bool) -> None
         table([Col("id", keep=True), *columns, Col("module", keep=True)],
               [(j["id"], *r, m) for j, r, m in zip(page["jobs"], rows, modules)], wide=wide)
     else:  # each id whole on a line of its own under its job (as `xsc store ls` puts capabilities), and a module
-        # without a name too
-        table([*columns, Col("module", keep=True)],
-              [(*r, j.get("module_name") or "-") for j, r in zip(page["jobs"], rows)],
+        # without a name too (its cell left empty: a "-" would read as no module)
+        named = any(j.get("module_name") for j in page["jobs"])
+        table([*columns, *([Col("module", keep=True)] if named else [])],
+              [(*r, *([j.get("module_name") or ""] if named else [])) for j, r in zip(page["jobs"], rows)],
               details=[(j["id"], *(() if j.get("module_name") else (f"module {j['module']}",))) for j in page["jobs"]])
     if page.get("next"):
         more = f" --limit {limit}" if limit != 20 else ""
@@ -391,7 +400,7 @@ MAX_MAP = 10_000  # inputs one map runs over at most
 def map_(obj, target: str, over: tuple[str, ...], mount: str, parallel: int, as_json: bool) -> None:
     """Run one job per input (the same program and spec over each), --parallel at once, each where the market
     places it (spread over the providers it offers); a progress bar, each failure named, and one manifest at the
-    end: input, job id, state, outputs (--json: also the provider and the charge of each)."""
+    end: input, state, job id, outputs (--json: also the provider and the charge of each)."""
     from concurrent.futures import ThreadPoolExecutor
 
     _check_map_inputs(over, mount)
@@ -531,8 +540,11 @@ def watches(obj, as_json: bool) -> None:
     if not found:
         click.echo("no watches yet; add one with:\n  xsc compute watch NAME MODULE --on s3://B/P --to s3://B2/P2")
         return
-    table([Col("name", keep=True), "on", "to", "runs", "skips", "failures", Col("credits spent", right=True),
-           "backlog"],
+    # The prefixes whole, as an id is (copied into the next command); on a narrow terminal the skips and the spend
+    # are left out first, then where it writes goes under its row.
+    table([Col("name", keep=True), Col("on", keep=True), Col("to", keep=True, under=True), Col("runs", right=True),
+           Col("skips", right=True, drop=2), Col("failures", right=True), Col("credits spent", right=True, drop=1),
+           Col("backlog", right=True)],
           [(w["name"], "s3://" + "/".join(w["on"]), "s3://" + "/".join(w["to"]), w["runs"], w["skips"],
             w["failures"], format_credits(w["spend"]), w["backlog"]) for w in found],
           details=[_watch_detail(w) for w in found])

@@ -20,15 +20,15 @@ def _time(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _table(columns: list, rows: list[tuple], title: str, wide: bool = False) -> None:
+def _table(columns: list, rows: list[tuple], title: str | None, wide: bool = False, piped: int | None = None) -> None:
     """Ids and amounts stay whole; on a narrow terminal the less needed columns are left out."""
     from .output import table
 
-    table(columns, rows, title=title, wide=wide)
+    table(columns, rows, title=title, wide=wide, piped=piped)
 
 
 def _usage(usage: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(usage.items())) or "-"
+    return ", ".join(f"{k} {v:,}" if type(v) is int else f"{k} {v}" for k, v in sorted(usage.items())) or "-"
 
 
 @click.group()
@@ -87,7 +87,7 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
 
     Paid invokes are settled in aggregate: one transfer per interval covers many invokes (its job says how
     many, and the Merkle root of their provenance ids); --expand lists the ids.  A job run on another node is paid
-    on its own: its entry names the job's id (`xsc compute job ID`)."""
+    on its own: its entry names the job's id (`xsc compute job ID` on the node whose user ran it)."""
     if named is not None and account is not None and named != account:
         raise click.UsageError(f"two accounts named ({named}, and --account {account}): give one")
     account = named or account or "client"
@@ -118,7 +118,7 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
             Col("credits", right=True, keep=True), Col("usage", wrap=12, drop=1), Col("job", keep=True, drop=3),
             *for_jobs, Col("root", keep=True, under=True), Col("entry", keep=True, under=True)],
            [row if for_jobs else row[:7] + row[8:] for row in rows],
-           title=f"account {info['account']['account']} — balance {format_credits(info['account']['balance'])}",
+           title=f"account {info['account']['account']} — balance {format_credits(info['account']['balance'])} credits",
            wide=wide)
     hidden = max(0, info["account"]["seq"] - len(entries)) if info["account"].get("seq") else 0
     if hidden:
@@ -245,10 +245,14 @@ def prepay(obj, node_id: str, amount: str, as_json: bool) -> None:
 
 
 @ledger.command()
+@wide_option
 @json_option
 @click.pass_obj
-def trust(obj, as_json: bool) -> None:
-    """Each peer's trust line here: what it paid, what its work used, its credit line, what it has left."""
+def trust(obj, wide: bool, as_json: bool) -> None:
+    """Each peer's trust line here, in credits: what it paid, what its work used, its credit line, what it has left.
+
+    It fits the terminal, or 80 columns when not on one: a peer's id, whole, then goes on a line under its figures
+    (--wide: in a column; --json for scripts, in micro-credits)."""
     info = obj.client().request("GET", "/v1/ledger/trust")
     if as_json:
         emit_json(info)
@@ -256,12 +260,13 @@ def trust(obj, as_json: bool) -> None:
     if not info["lines"]:
         click.echo("no peer has a trust line here yet")
         return
-    from .output import Col
+    from .output import PIPE_WIDTH, Col
 
     # What `available` is made of, so that each row adds up: what counts of a peer's payments (`counted`: shown when
     # it is not all it paid), less what its work used and what is reserved for work taken on and not done yet.
     counts = any(x["counted"] != x["paid"] for x in info["lines"])
     shown = ("paid", *(("counted",) if counts else ()), "used", "reserved", "credit", "available")
     _table([Col("peer", keep=True, under=True), *(Col(k, right=True, keep=True) for k in shown)],
-           [(x["peer"], *(format_credits(x[k]) for k in shown)) for x in info["lines"]], title="trust lines")
+           [(x["peer"], *(format_credits(x[k]) for k in shown)) for x in info["lines"]], title="trust lines (credits)",
+           wide=wide, piped=PIPE_WIDTH)
     click.echo(f"available = {'counted' if counts else 'paid'} + credit - used - reserved (reserved: work under way)")

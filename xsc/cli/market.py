@@ -8,7 +8,7 @@ from urllib.parse import quote
 import click
 
 from ..units import format_credits
-from .output import Col, emit_json, json_option, key_values, prose, table, wide_option
+from .output import PIPE_WIDTH, Col, emit_json, json_option, key_values, prose, table, wide_option
 from .peers import resolve_peer, wide_table
 
 UNITS = {"storage": "GiB-hour", "compute": "million fuel"}
@@ -95,10 +95,14 @@ def market() -> None:
 
 @market.command()
 @kind_option
+@wide_option
 @json_option
 @click.pass_obj
-def book(obj, kind: str | None, as_json: bool) -> None:
-    """Show the asks (low to high) and bids (high to low) of each kind and time bucket, and their clearing."""
+def book(obj, kind: str | None, wide: bool, as_json: bool) -> None:
+    """Show the asks (low to high) and bids (high to low) of each kind and time bucket, and their clearing.
+
+    It fits the terminal, or 80 columns when not on one: a node's id, whole, then goes on a line under its offer
+    (--wide: in a column; --json for scripts)."""
     client = obj.client()
     info = client.request("GET", "/v1/market/book", query={"kind": kind})
     if as_json:
@@ -114,11 +118,11 @@ def book(obj, kind: str | None, as_json: bool) -> None:
         k = b["kind"]
         click.echo()
         prose(f"{k}, bucket {b['bucket']} (from {_utc(b['bucket_start'])}): clearing {_clearing(b['clearing'], k)}; "
-              f"prices in micro-credits per {UNITS[k]}")
+              f"prices in micro-credits per {UNITS[k]}", piped=None if wide else PIPE_WIDTH)
         rows = [("ask", _short(o["owner"], me), _quantity(o["quantity"], k), o["price"]) for o in b["asks"]]
         rows += [("bid", _short(o["owner"], me), _quantity(o["quantity"], k), o["price"]) for o in b["bids"]]
         wide_table(["side", Col("owner", keep=True, under=True), Col("quantity", keep=True, right=True),
-                    Col("price", keep=True, right=True)], rows)
+                    Col("price", keep=True, right=True)], rows, wide=wide, piped=PIPE_WIDTH)
 
 
 @market.command()
@@ -346,11 +350,15 @@ def _micro_credits(text: str, option: str) -> int:
 
 
 @market.command()
+@wide_option
 @json_option
 @click.pass_obj
-def recognition(obj, as_json: bool) -> None:
+def recognition(obj, wide: bool, as_json: bool) -> None:
     """Show the weight this node publishes for each peer, the credits exchanged with it (a derived weight is
-    earned by them), and the weight each peer publishes for this node."""
+    earned by them), and the weight each peer publishes for this node.
+
+    It fits the terminal, or 80 columns when not on one: a peer's id, whole, then goes on a line under its row
+    (--wide: in a column; --json for scripts)."""
     info = obj.client().request("GET", "/v1/market/recognition")
     if as_json:
         emit_json(info)
@@ -359,7 +367,7 @@ def recognition(obj, as_json: bool) -> None:
         click.echo("no peers known (join a network with: xsc peers add URL)")
         return
     wide_table([Col("peer", keep=True, under=True), "weight", "set by", Col("derived", keep=True, drop=1),
-                Col("earned", drop=2), "theirs for this node"],
+                Col("earned (credits)", drop=2), "theirs for this node"],
                [(r["peer"], r["weight"], "user" if r["set_by_user"] else "derived", r["derived"],
                  format_credits(r["earned"]), "-" if r["theirs"] is None else r["theirs"])
-                for r in info["recognition"]])
+                for r in info["recognition"]], wide=wide, piped=PIPE_WIDTH)

@@ -119,19 +119,21 @@ def _mint_identity(config) -> None:
 @json_option
 @click.pass_obj
 def status(obj, as_json: bool) -> None:
-    """Show id, version, uptime, listen address and storage capacity."""
+    """Show id, version, uptime, listen address (and the web functions' and S3 listeners' when set) and storage
+    capacity."""
     from ..units import format_size
 
     info = obj.client().request("GET", "/v1/node/status")
     if as_json:
         emit_json(info)
         return
-    storage = info.get("storage", {})
+    storage, listeners = info.get("storage", {}), info.get("listeners") or {}
     key_values([
         ("id", info["id"]),
         ("version", info["version"]),
         ("uptime", f"{info['uptime']:.0f} s"),
         ("listen", info["listen"]),
+        *[(what, url) for what, url in (("web functions", listeners.get("web")), ("S3", listeners.get("s3"))) if url],
         ("data dir", info["data_dir"]),
         ("capacity", format_size(storage.get("capacity", 0))),
         ("used", format_size(storage.get("used", 0))),

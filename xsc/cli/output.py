@@ -25,12 +25,19 @@ EXIT_USAGE = 2
 VERBOSE = False  # `xsc --verbose`: an error's details follow its one line
 
 
+# click's names of its number types, as a value that is not one is said
+CLICK_NUMBERS = (("integer range", "a whole number"), ("float range", "a number"), ("integer", "a whole number"),
+                 ("float", "a number"))
+
+
 def usage_message(exc: click.UsageError) -> str:
     """A usage error in one or two short lines: what is wrong, then the usage and where help is."""
     if isinstance(exc, click.BadParameter) and exc.ctx is not None and exc.param is not None \
             and exc.param.envvar and exc.ctx.get_parameter_source(exc.param.name) is ParameterSource.ENVIRONMENT:
         exc.param_hint = f"${exc.param.envvar}"  # where the value came from: the flag was never given
     message = exc.format_message()
+    for click_name, plain in CLICK_NUMBERS:  # "'abc' is not a valid integer range" reads as if a range were asked
+        message = message.replace(f" is not a valid {click_name}.", f" is not {plain}.")
     message = message[:1].lower() + message[1:]
     lines = [f"xsc: usage error: {message.rstrip('.')}"]
     if exc.ctx is not None:
@@ -177,9 +184,15 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
 
 
-def prose(text: str, *, err: bool = False) -> None:
-    """Print a sentence wrapped between words to the terminal's width (whole when not on a terminal)."""
-    width = terminal_width(err)
+# What a view whose rows are read by eye more than by scripts (they have --json) fits when it is not on a terminal:
+# a pager, a file, a mail.
+PIPE_WIDTH = 80
+
+
+def prose(text: str, *, err: bool = False, piped: int | None = None) -> None:
+    """Print a sentence wrapped between words to the terminal's width (when not on a terminal: to `piped`, else
+    whole)."""
+    width = terminal_width(err) or piped
     lines = _wrap(text, width) if width else [text]
     click.echo("\n".join(lines), err=err)
 
@@ -215,14 +228,16 @@ def _cell_lines(text: str, width: int, col: Col) -> list[str]:
 
 
 def table(columns: Sequence[Col | str], rows: Iterable[Iterable[Any]], title: str | None = None, *,
-          wide: bool = False, details: Sequence[str | Sequence[str] | None] | None = None) -> None:
+          wide: bool = False, details: Sequence[str | Sequence[str] | None] | None = None,
+          piped: int | None = None) -> None:
     """Print a table that fits the terminal: flexible columns are cut or wrapped, then the
     droppable ones are dropped, then the `under` ones put under their rows (`wide` shows every column whole);
     `keep` columns are never broken, so an id or a capability is always on one line.  `details` are lines printed
-    under each row: a string wrapped between words, a list of items packed between items, a tuple one line each."""
+    under each row: a string wrapped between words, a list of items packed between items, a tuple one line each.
+    Not on a terminal, it fits `piped` columns (None: every column whole)."""
     cols = [c if isinstance(c, Col) else Col(c) for c in columns]
     data = [["" if v is None else _one_line(str(v)) for v in row] for row in rows]
-    width = None if wide else terminal_width()
+    width = None if wide else terminal_width() or piped
     shown = list(range(len(cols)))
     natural = [max([len(c.name)] + [len(r[i]) for r in data]) for i, c in enumerate(cols)]
     widths = natural

@@ -9,7 +9,7 @@ import click
 
 from .. import codec
 from ..units import format_credits
-from .output import Col, emit_json, json_option, table
+from .output import Col, emit_json, json_option, prose, table
 
 @click.group()
 def s3() -> None:
@@ -170,7 +170,7 @@ def buckets(obj, user: str | None, as_json: bool) -> None:
         return
     if not found:
         whose = f"user {user} owns and was granted none" if user is not None else "none yet"
-        click.echo(f"no buckets: {whose} (an S3 client makes one: CreateBucket, `aws s3 mb s3://NAME`)")
+        prose(f"no buckets: {whose} (an S3 client makes one: CreateBucket, `aws s3 mb s3://NAME`)")
         return
     # Names are whole (they are typed back into `xsc s3 grant`): an owner that does not fit goes under its row.
     table([Col("bucket", keep=True), Col("owner", keep=True, under=True), Col("grants", right=True),
@@ -204,7 +204,7 @@ def users(obj, as_json: bool) -> None:
         click.echo("no S3 users yet (make one: xsc s3 keys create --user NAME)")
         return
     table([Col("user", keep=True), Col("keys", right=True), Col("account", keep=True, under=True),
-           Col("balance", right=True), "pays"],
+           Col("balance (credits)", right=True), "pays"],
           [(u["user"], u["keys"], u["account"], format_credits(u["balance"]), u["pays"]) for u in found])
 
 

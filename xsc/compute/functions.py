@@ -545,6 +545,11 @@ class Served:
     reserved: int = 0  # under a spend cap: the budgets of its runs in flight, the most they may still cost
     plan: tuple | None = None  # what its requests run (WebFunctions._plan)
 
+    def __post_init__(self) -> None:
+        # Served again, or on a start: what it spent in all is counted from then on, but never as less than the hour
+        # it kept (in all 0 beside an hour's 5 read as a fault)
+        self.spend = self.spend or sum(self.spent.values()) + sum(self.paid.values())
+
     def spent_this_hour(self, minute: int) -> int:
         return sum(amount for spent in (self.spent, self.paid) for m, amount in spent.items()
                    if m > minute - HOUR_MINUTES)

@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import (Conflict, InvalidArgument, NotFound, OverCap, PayloadTooLarge, QuotaExceeded,
+from ..db import disk_full
+from ..errors import (Conflict, DiskFull, InvalidArgument, NotFound, OverCap, PayloadTooLarge, QuotaExceeded,
                       StorageFull, XscError)
 from ..identity import public_id
 from ..net.jobs import CHUNK
@@ -139,8 +140,12 @@ class HostedJobs:
         if sum(1 for j in self._jobs.values() if j.sender == sender) >= PER_SENDER or len(self._jobs) >= MAX_HOSTED:
             raise QuotaExceeded(f"this node runs at most {PER_SENDER} jobs of one sender and {MAX_HOSTED} in all "
                                 "at once", hint="send it again in a moment", retry_after=5)
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        if shutil.disk_usage(self.work_dir).free < total + spec.bytes_out + DISK_MARGIN:
+        try:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(self.work_dir).free
+        except OSError as err:
+            raise _unstaged(err) from err
+        if free < total + spec.bytes_out + DISK_MARGIN:
             raise StorageFull("this node has no room for the job's data and outputs now",
                               hint="place it on another provider")
         budget = self.compute.budget(call, price)
@@ -154,10 +159,15 @@ class HostedJobs:
         except BaseException:
             self.paid.release(sender, budget)
             raise
-        work.mkdir()
-        (work / "in").mkdir()
-        for item in items:
-            item.file.touch()
+        try:  # what is reserved is held by the job from here, or given back at once
+            _stage(work, items)
+        except BaseException as err:
+            self.paid.provider_tabs.ran(tab, budget, None, staged=True)
+            self.paid.release(sender, budget)
+            remove_tree(work)
+            if isinstance(err, OSError):
+                raise _unstaged(err) from err
+            raise
         job = Hosted(work.name, sender, spec, call, price, deal, auth, budget, tab, work, items)
         self._jobs[job.id] = job
         return {"job": job.id, "chunk": CHUNK}
@@ -217,16 +227,18 @@ class HostedJobs:
             job.touched = time.monotonic()
 
     async def _run(self, job: Hosted) -> dict[str, Any]:
+        """The job's run.  From its start its budget is this run's: released here, once, however it ends (a stop
+        that drops the job meanwhile leaves it to the run)."""
         spec = job.spec
         stdin = next((i for i in job.items if i.path == "stdin"), None)
         inputs = [{"path": i.path, "sha256": i.sha256, "size": i.size, "verify_hash": i.verify_hash}
                   for i in job.items if i.path != "stdin"]
         jid = job_id(spec, None if stdin is None else stdin.sha256, [i["sha256"] for i in inputs])
-        prepared, signature = self.compute.program(spec.module, spec.entrypoint)
-        limits = self.compute.limits(job.call)
-        await in_pool(None, os.chmod, job.work / "in", 0o555)
         run = None
         try:
+            prepared, signature = self.compute.program(spec.module, spec.entrypoint)
+            limits = self.compute.limits(job.call)
+            await in_pool(None, os.chmod, job.work / "in", 0o555)
             ran = await run_program(self.compute, spec, prepared, signature, limits, job.work,
                                     stdin=None if stdin is None else stdin.file, job_id=jid,
                                     prepaid=io_fuel(job.total))
@@ -304,8 +316,8 @@ class HostedJobs:
     def _drop(self, job: Hosted) -> None:
         if self._jobs.pop(job.id, None) is None:
             return
-        if job.budget:  # it never ran: its reservation goes back
-            self.paid.provider_tabs.ran(job.tab, job.budget, None, staged=job.running is None)
+        if job.running is None and job.budget:  # it never ran: its reservation goes back (a run's: `_run`)
+            self.paid.provider_tabs.ran(job.tab, job.budget, None, staged=True)
             self.paid.release(job.sender, job.budget)
             job.budget = 0
         remove_tree(job.work)
@@ -345,6 +357,23 @@ def _items(value: Any, spec, work: Path) -> list[Item]:
         file = work / "stdin" if path == "stdin" else work / "in" / path[4:]
         items.append(Item(path, entry["size"], entry["sha256"], entry.get("verify_hash", ""), file))
     return items
+
+
+def _stage(work: Path, items: list[Item]) -> None:
+    """A job's work directory, with an empty file for each stream its data fills."""
+    work.mkdir()
+    (work / "in").mkdir()
+    for item in items:
+        item.file.touch()
+
+
+def _unstaged(err: OSError) -> XscError:
+    """What the sender is told when this node cannot make a job's files (its own disk's fault, not the job's)."""
+    if disk_full(err):
+        return DiskFull("this node's disk is full: it cannot take the job's data now",
+                        hint="place it on another provider")
+    return XscError(f"this node cannot make the job's files ({err.strerror or type(err).__name__})",
+                    hint="place it on another provider")
 
 
 def _is_sha256(text: Any) -> bool:

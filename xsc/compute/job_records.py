@@ -257,6 +257,10 @@ class JobRecords:
         """No other run (nor resumption) of job `jid` under way meanwhile."""
         return self._one_at_a_time.one(jid)
 
+    def under_way(self, jid: str) -> bool:
+        """Whether a run (or resumption) of job `jid` is under way now."""
+        return self._one_at_a_time.locked(jid)
+
 
 class JobOutputs:
     """A job's outputs stored through the node's put (at the market's storage bid), or removed; and the outputs of
@@ -415,11 +419,20 @@ def answer(job: dict[str, Any], streams: dict[str, str], charge: int, refusal: s
     return answered
 
 
-def rerun_hint(job: dict[str, Any]) -> str:
-    """The command that runs a job a stop cut short (or a failure with no fix of its own) again."""
-    if (job.get("again") or {}).get("stdin") == "-":  # its stdin came with its request and was not kept
-        return f"run it again with its stdin: ... | xsc compute run {job.get('module')} --stdin -"
-    return f"run it again with: xsc compute rerun {job['id']}"
+def rerun_hint(job: dict[str, Any], **guarantee: int) -> str:
+    """The command that runs a job a stop cut short (or a failure with no fix of its own) again; `guarantee`: with
+    other `replicas` or `agree`, as `xsc compute rerun` and `xsc compute run` both take them."""
+    again = job.get("again") or {}
+    if again.get("stdin") == "-":  # its stdin came with its request and was not kept
+        asked = {**job.get("guarantee", {}), **guarantee}
+        if "agree" not in guarantee and "replicas" in guarantee:
+            asked.pop("agree", None)  # as `rerun` takes other replicas alone: agreeing by their majority
+        if asked.get("replicas", 1) == 1:
+            asked = {}
+        flags = " --deterministic" * bool(again.get("deterministic")) \
+            + "".join(f" --{name} {asked[name]}" for name in ("replicas", "agree") if name in asked)
+        return f"run it again with its stdin: ... | xsc compute run {job.get('module')} --stdin -{flags}"
+    return f"run it again with: xsc compute rerun {job['id']}" + "".join(f" --{k} {v}" for k, v in guarantee.items())
 
 
 def run_id(job: dict[str, Any]) -> str:

@@ -39,8 +39,8 @@ from typing import Any, Awaitable, Callable
 from .. import codec
 from ..db import Database
 from ..errors import (BodyTimeout, Conflict, ForgedResult, InsufficientCredit, IntegrityError, InvalidArgument,
-                      JobNotFound, NotFound, OverCap, PayloadTooLarge, PeerRefused, PeerUnreachable, ReplicasDisagree,
-                      XscError)
+                      JobNotFound, JobRunning, NotFound, OverCap, PayloadTooLarge, PeerRefused, PeerUnreachable,
+                      TooFewProviders, XscError)
 from ..identity import Identity
 from ..storage.core.capability import Capability
 from ..storage.strangers import ProviderTerms
@@ -137,20 +137,30 @@ class JobService:
         pass
 
     # --- running ---------------------------------------------------------------------------
-    async def rerun(self, jid: str) -> dict[str, Any]:
+    async def rerun(self, jid: str, guarantee: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run the local user's job `jid` again from the spec its record keeps: a new run of the same job (it
         replaces the run before, as any run again does), a deterministic one run rather than replayed.  Refused,
         nothing run, when the job read its stdin from its request (those bytes are not kept) or when what it reads
-        changed since (another job)."""
+        changed since (another job), or while a run of it is under way (it would only wait for that run).
+        `guarantee`: other `replicas` and `agree` (`xsc compute rerun --agree K`, what a replicated job's failure
+        names): the same run asked with another guarantee, which is another job (jobspec.asked_id); other replicas
+        alone agree by their majority."""
+        if other := sorted(set(guarantee or {}) - {"replicas", "agree"}):
+            raise InvalidArgument(f"a job is run again with other replicas or agree only, not {', '.join(other)[:200]}",
+                                  hint="e.g. xsc compute rerun ID --agree 2")
         job = self.job(jid)
+        self._not_under_way(job["id"])
         again = job.get("again")
         if not isinstance(again, dict):
             raise Conflict(f"the record of job {job['id']} keeps no spec to run again",
                            hint="run it again with: xsc compute run MODULE ...")
         if again.get("stdin") == "-":
             raise Conflict(f"job {job['id']} read its stdin from its request, which the node does not keep",
-                           hint=f"run it again with its stdin: ... | xsc compute run {job['module']} --stdin -")
-        return await self.run(again, fresh=True, same=job["id"])
+                           hint=rerun_hint(job, **(guarantee or {})))
+        if not guarantee:
+            return await self.run(again, fresh=True, same=job["id"])
+        again = {**{k: v for k, v in again.items() if k != "agree" or "replicas" not in guarantee}, **guarantee}
+        return await self.run(again, fresh=True, same=asked_id(run_id(job), parse_job(again)))
 
     async def run(self, body: Any, stdin: ReadFn | None = None, *, fresh: bool = False,
                   same: str | None = None) -> dict[str, Any]:
@@ -174,12 +184,19 @@ class JobService:
             if same is not None and jid != same:
                 raise Conflict(f"what job {same} reads changed since it ran: run again, it would be job {jid}",
                                hint="run the new job with: xsc compute run SPEC.toml (or MODULE ...)")
+            if same is not None:  # (a run of it may have begun while its inputs were read)
+                self._not_under_way(jid)
             # One run of a job at a time: a second waits, then replays it or runs after it (the job's record,
             # its executions and its outputs are one run's, never two runs' written over each other).
             async with self.records.alone(jid):
                 return await self._run_staged(spec, call, prepared, signature, limits, rate, staged, jid, run, fresh)
         finally:
             await in_pool(None, remove_tree, work)
+
+    def _not_under_way(self, jid: str) -> None:
+        if self.records.under_way(jid):
+            raise JobRunning(f"job {jid} is running: it can be run again once that run has ended",
+                             hint=f"follow it with: xsc compute job {jid}")
 
     async def _run_staged(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, rate: int,
                           staged: Staged, jid: str, run: str, fresh: bool) -> dict[str, Any]:
@@ -350,10 +367,9 @@ class JobService:
         down before it is taken: a start finishes the job from its replicas' kept answers
         (RemoteAnswers.replicas_again)."""
         over = self.provider_terms.passing_over()  # as one job's provider is chosen (`_on_provider`)
-        chosen = await self._providers(limits, bid, spec.replicas, frozenset(), over, spec.replicas + 1)
+        chosen = await self._providers(limits, bid, spec.replicas, frozenset(), over)
         if len(chosen) < spec.replicas:
-            raise ReplicasDisagree(f"the market offers {len(chosen)} other provider(s) for this job; {spec.replicas} "
-                                   "replicas need as many", hint="ask for fewer with --replicas")
+            raise _too_few(len(chosen), spec, job)
         job["agree"] = spec.agree  # a job's spec names what runs, not how: a start compares its replicas by this
         runs: list[tuple[str, Returned | BaseException]] = []
         placing, tries = chosen, 0
@@ -371,22 +387,20 @@ class JobService:
             again = min(lost, MAX_FAILOVERS - tries)
             placing = []
             if again and spec.agree <= most + again:  # the job gets the replicas asked, unless none could help
-                placing = await self._providers(limits, bid, again, frozenset(p for p, _ in runs), over,
-                                                len(runs) + again + 1)
+                placing = await self._providers(limits, bid, again, frozenset(p for p, _ in runs), over)
                 tries += len(placing)
                 for a in placing:
                     log.warning("job %s: a replica was lost: placed again on provider %s", job["id"], a.provider)
         return await self.answers.judged(job, spec.agree, runs)
 
-    async def _providers(self, limits, bid: int, n: int, tried: frozenset[str], over: Any, providers: int
-                         ) -> list[Any]:
+    async def _providers(self, limits, bid: int, n: int, tried: frozenset[str], over: Any) -> list[Any]:
         """Up to `n` assignments of a replica each, on distinct providers the market offers other than this node
         and those `tried` (which held a replica of the job), passing over those that wanted prepayment lately."""
         chosen: list[Any] = []
         while len(chosen) < n:
             taken = tried | frozenset(a.provider for a in chosen) | {self.node.id} | over.left_out()
             try:
-                a = await self.dealing.compute_deal(limits.fuel, bid, taken, providers=providers)
+                a = await self.dealing.compute_deal(limits.fuel, bid, taken, providers=n - len(chosen))
             except XscError:
                 if over.exhausted():
                     continue
@@ -527,7 +541,9 @@ class JobService:
         found = self.records.by_prefix(text)
         if found is not None:
             return {**found, **self._payments(found)}
-        raise JobNotFound(f"no job {jid} on this node", hint="list yours with: xsc compute jobs")
+        # A provider's receipt names the job it ran for another node's user, whose node alone keeps its record.
+        raise JobNotFound(f"no job {jid} of this node's user", hint="list yours with: xsc compute jobs; one this "
+                          "node ran for another node is that node's, its receipt here: xsc ledger history node")
 
     def _payments(self, job: dict[str, Any]) -> dict[str, Any]:
         """The payments of its latest run's providers, each its ledger entry's id once made (None until then): what
@@ -688,6 +704,23 @@ def _affordable(nbytes: int, fuel: int) -> int:
         raise InvalidArgument(f"reading its {nbytes:,} bytes of input costs {prepaid:,} fuel, more than its fuel "
                               f"limit ({fuel:,})", hint="ask for more --fuel")
     return prepaid
+
+
+def _too_few(offered: int, spec: JobSpec, job: dict[str, Any]) -> TooFewProviders:
+    """A replicated job the market offers fewer other providers than replicas, before any of them runs."""
+    later = "(`xsc market book --kind compute` lists their asks)"
+    if offered >= 2:
+        agree = {"agree": offered} if spec.agree > offered else {}
+        fewer = rerun_hint(job, replicas=offered, **agree).replace("run it again", "run it on fewer", 1)
+        hint = f"{fewer}, or again once more are offered {later}"
+    elif offered:
+        one = rerun_hint(job, replicas=1).replace("run it again", "run it on one provider", 1)
+        hint = f"{one}, or again once more are offered {later}"
+    else:
+        hint = f"run it again once compute providers are offered {later}"
+    return TooFewProviders(f"the market offers {offered} other provider(s) for this job at its price, and its "
+                           f"{spec.replicas} replicas need one each: none ran, nothing is paid", hint=hint,
+                           offered=offered, replicas=spec.replicas)
 
 
 def _next_provider(err: XscError) -> bool:

@@ -39,7 +39,7 @@ from ..net.compute import GATHER, MAX_BATCH_CALLS, InvokeBatcher, push_module
 from ..net.peer_client import PeerClient, dumps
 from ..storage.strangers import ProviderTerms
 from ..tasks import in_pool
-from ..units import format_size
+from ..units import credits_argument, format_size
 from . import modules as mods
 from .remote_tabs import GatewayTabs, ProviderTabs
 from .shape import defined_functions
@@ -633,8 +633,11 @@ def relayed(provider: str, err: PeerRefused) -> XscError:
         return DealRefused(f"provider {provider} refused the deal: {detail}",
                            hint="the market moved; invoke again (or raise --max-price)")
     if err.details.get("peer_code") == "prepayment-required":
+        missing = err.details.get("peer_missing")  # checked as it was read (net/peer_client.py)
+        amount = credits_argument(missing) if missing else "CREDITS"
         return PrepaymentRequired(f"provider {provider} does not extend this node credit: {detail}",
-                                  hint=f"ask its user for credit, or if it owes you: xsc ledger prepay {provider} CREDITS", provider=provider)
+                                  hint=f"ask its user for credit, or if it owes you: xsc ledger prepay {provider} "
+                                       f"{amount}", provider=provider, **({"missing": missing} if missing else {}))
     return err
 
 

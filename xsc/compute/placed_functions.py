@@ -242,7 +242,8 @@ class PlacedFunctions:
         """A function `owner` places here (or its next tab): its terms checked before anything of it is taken."""
         web = self.web_url()
         if web is None:
-            raise DealRefused("this node serves no web functions (node.web_listen is not set)",
+            # said to the owner placing it, on its own node: "this node" would name the owner's
+            raise DealRefused("the provider serves no web functions (its node.web_listen is not set)",
                               hint="place it on another provider")
         if not isinstance(body, dict) or not PLACE_NEEDS <= set(body) <= PLACE_NEEDS:
             raise InvalidArgument(f"send {{{', '.join(sorted(PLACE_NEEDS))}}}")

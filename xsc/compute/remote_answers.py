@@ -460,15 +460,23 @@ def _no_agreement(job: dict[str, Any], agree: int, replicas: list[tuple[str, Any
     lost and not placed again, could have made the agreement) and the command that runs the job again."""
     whys = [lost_why(r) for _, r in replicas if isinstance(r, BaseException)]
     lost = [w for w in whys if w != "forged"]
-    missing = job.get("guarantee", {}).get("replicas", len(replicas)) - (len(replicas) - len(lost))
+    asked = job.get("guarantee", {}).get("replicas", len(replicas))
+    missing = asked - (len(replicas) - len(lost))
     unlike = len(replicas) - len(agreed) - len(lost)
-    said = f"{len(agreed)} of the job's {len(replicas)} replicas agree, fewer than the {agree} it asks; " \
-           f"{unlike} answered otherwise, {len(lost)} {'was' if len(lost) == 1 else 'were'} lost"
+    said = f"{len(agreed)} of the {asked} replicas asked agree{_placed_again(asked, len(replicas))}, fewer than the " \
+           f"{agree} it asks; {unlike} answered otherwise, {len(lost)} {'was' if len(lost) == 1 else 'were'} lost"
     if lost:
         said += " (" + ", ".join(f"{n} {why}" for why, n in sorted(Counter(lost).items())) + ")"
     message = said + ": nothing is paid or stored"
-    hint = rerun_hint(job) + (f", or ask fewer to agree with --agree {len(agreed)}" if agreed else "")
+    fewer = rerun_hint(job, agree=len(agreed)).replace("run it again", "ask fewer to agree", 1) if agreed else ""
+    hint = rerun_hint(job) + (f", or {fewer}" if fewer else "")
     return (ReplicasLost if missing > 0 and len(agreed) + missing >= agree else ReplicasDisagree), message, hint
+
+
+def _placed_again(asked: int, replicas: int) -> str:
+    """What a job's figures say of its replicas placed again in the place of those lost, which are not replicas the
+    user asked for: " (1 placed again)", or nothing."""
+    return f" ({replicas - asked} placed again)" if replicas > asked else ""
 
 
 def _replicas(replicas: list[tuple[str, Any]], agreed: list[Returned]) -> list[dict[str, Any]]:

@@ -30,11 +30,12 @@ from typing import Any
 
 from ..db import Database
 from ..errors import InvalidArgument, PrepaymentRequired
+from ..units import MAX_MICRO_CREDITS
 from .core.model import Authorization, format_credits
 from .store import RETENTION
 from .trust_store import TrustStore
 
-MAX_LINE = 2**62  # micro-credits: any total beyond this is refused (it could not be encoded or summed safely)
+MAX_LINE = MAX_MICRO_CREDITS  # any total beyond this is refused
 CACHED_PEERS = 4096  # lines (and credits) kept in memory
 TOTALS = ("paid", "used", "owed")
 
@@ -136,11 +137,13 @@ class TrustLines:
             line = self.line(peer)
             if price > line["available"]:
                 short = price - max(0, line["available"])
-                how = ("this node extends it no credit: it does not recognise it"
-                       if not line["recognised"] else f"its credit line here is {format_credits(line['credit'])}")
+                # Named by id, not "this node": the peer's node relays it to its user, for whom that is their own.
+                here = f"node {self.me}" if self.me else "this node"
+                how = ("no credit: not recognised there" if not line["recognised"] else
+                       f"a credit line of {format_credits(line['credit'])} there")
                 raise PrepaymentRequired(
-                    f"node {peer} must prepay: {what} costs {format_credits(price)} credits and "
-                    f"{format_credits(max(0, line['available']))} are available to it here ({how})",
+                    f"node {peer} must prepay {here}: {what} costs {format_credits(price)} credits and "
+                    f"{format_credits(max(0, line['available']))} are available to it ({how})",
                     hint=f"on node {peer}: xsc ledger prepay {self.me or 'THIS_NODE_ID'} {format_credits(short)} "
                          f"(or this node's user: xsc market recognize {peer} WEIGHT --credit AMOUNT)",
                     peer=peer, price=price, available=line["available"], missing=short)

@@ -521,12 +521,16 @@ class Dealing:
         spent = self._allocation_spent.get(kind, {}) if given == self._allocation_seen.get(kind) else {}
         return {p: u - spent.get(p, 0) for p, u in given.items()}
 
-    async def _look_up_compute(self, wanted: int) -> None:
-        """The compute providers the hash table knows, brought into the book if it holds fewer than `wanted`
-        (xsc.market.lookup); unlike a put's `MarketService.fill_book`, the commitments of wanted peers the book lacks
-        are not pulled first: an invoke does not wait on a slow peer."""
-        if self.market.lookup is not None:
-            await self.market.lookup.fill("compute", wanted, LOOKUP_TIMEOUT)
+    async def _look_up_compute(self, wanted: int, exclude: frozenset[str] = frozenset()) -> None:
+        """The compute providers the hash table knows, brought into the book if it holds fewer than `wanted` other
+        than those of `exclude` (xsc.market.lookup); unlike a put's `MarketService.fill_book`, the commitments of
+        wanted peers the book lacks are not pulled first: an invoke does not wait on a slow peer."""
+        lookup = self.market.lookup
+        if lookup is None:
+            return
+        if exclude:  # one the book no longer holds (gone down, its offer stale) takes no place in it
+            wanted += len(lookup.providers("compute") & exclude)
+        await lookup.fill("compute", wanted, LOOKUP_TIMEOUT)
 
     async def compute_deal(self, fuel: int, max_price: int, exclude: frozenset[str] = frozenset(),
                            providers: int = 1):
@@ -536,10 +540,12 @@ class Dealing:
         not pay a matching of the whole book each time), and one placed from the allocation only while the
         provider's part still holds it.  `exclude`: providers that just failed this call, or that run it already
         (left out of the clearing too; such an answer is not kept).  `providers`: how many distinct compute
-        providers the caller will want in all (a replicated job's); a book holding fewer than that, or than
-        `exclude` and one more, first gets those the hash table knows (`_look_up_compute`)."""
+        providers outside `exclude` the caller will want in all (a replicated job's replicas still to place); a
+        book holding fewer than that beside those of `exclude` it holds first gets those the hash table knows
+        (`_look_up_compute`).  A provider of `exclude` gone from the book is not counted: the one left out after
+        it went down is replaced at once by another the book holds."""
         if exclude:
-            await self._look_up_compute(max(providers, len(exclude) + 1))
+            await self._look_up_compute(max(providers, 1), exclude)
             need = self.need(f"invoke-{random.getrandbits(48):012x}", "compute", 1 << fuel.bit_length(), 60,
                              max_price)
             try:

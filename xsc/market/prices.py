@@ -62,17 +62,23 @@ class Prices:
         return None
 
     def history(self, kind: str | None, limit: int) -> list[dict]:
-        rows = []
-        with self.db.iterator(prefix=keys.MARKET_PRICES if kind is None else keys.market_prices_of(kind),
-                              reverse=True) as it:
-            shown: set[tuple[str, int, int]] = set()
+        """The newest `limit` clearing prices, newest first whatever their kind and bucket: the keys order them by
+        kind and bucket, so every key is read (at most PRICE_HISTORY of each kind, and what a prune lets past it)."""
+        found = []
+        prefix = keys.MARKET_PRICES if kind is None else keys.market_prices_of(kind)
+        with self.db.iterator(prefix=prefix) as it:
             for key, value in it:
                 k, bucket, at = keys.split_market_price(key)
-                if (k, bucket, at // 1000) in shown:
-                    continue  # one price per market and second: the newest (a put's own matching may clear twice)
-                shown.add((k, bucket, at // 1000))
-                rows.append({"kind": k, "bucket": bucket, "bucket_start": bucket * self.bucket_seconds,
-                             "time_ms": at, **codec.loads(value)})
-                if len(rows) >= limit:
-                    break
+                found.append((at, k, bucket, value))
+        found.sort(reverse=True)
+        rows = []
+        shown: set[tuple[str, int, int]] = set()
+        for at, k, bucket, value in found:
+            if (k, bucket, at // 1000) in shown:
+                continue  # one price per market and second: the newest (a put's own matching may clear twice)
+            shown.add((k, bucket, at // 1000))
+            rows.append({"kind": k, "bucket": bucket, "bucket_start": bucket * self.bucket_seconds,
+                         "time_ms": at, **codec.loads(value)})
+            if len(rows) >= limit:
+                break
         return rows

@@ -61,6 +61,10 @@ MOST_LANES = 1024
 OUTPUT_KEPT = 64 * 1024
 RUN_FIELDS = 64 * 1024
 MODULE_ANSWER = 4 * 1024  # a module pushed: its id and whether it was new
+# A push is answered once the provider has compiled the module, in a child at a lower priority bounded by CPU time
+# (compute/compiler.py): on a busy provider that takes far longer on the wall than a request, up to ten times its
+# CPU budget (10 s by default).  A push waits that long, not the request timeout.
+PUSH_TIMEOUT = 100.0
 TAB_CLOSE_ANSWER = 16 * 1024  # a tab closed: its receipt in hex (ledger/receipts.py: RECEIPT_ANSWER)
 
 
@@ -85,19 +89,21 @@ async def post_invoke(client: PeerClient, url: str, provider: str, body: dict, w
 
 
 async def _invoke(client: PeerClient, url: str, provider: str, entry: EncodedJson) -> PeerResponse:
-    """One call's answer, read no further than an honest one goes: longer, the call counts as lost."""
+    """One call's answer, read no further than an honest one goes: longer, or a server error (the fault may have
+    come after its run was recorded), the call counts as lost, as a call of a batch answered so does."""
     try:
         return await client.request(url, "POST", INVOKE_PATH, json=entry, to=provider, kept=True,
                                     max_size=invoke_answer_bound(len(entry)))
     except PeerRefused as err:
-        if "answer_limit" in err.details:
+        status = err.details.get("peer_status")
+        if "answer_limit" in err.details or (isinstance(status, int) and status >= 500):
             raise _lost(url, err.message) from None
         raise
 
 
 async def push_module(client: PeerClient, url: str, provider: str, wasm: Callable[[], bytes], wasi: bool) -> None:
     await client.request(url, "PUT", MODULES_PATH + ("?wasi=true" if wasi else ""), data=wasm(), to=provider,
-                         max_size=MODULE_ANSWER)
+                         max_size=MODULE_ANSWER, timeout=max(client.timeout, PUSH_TIMEOUT))
 
 
 def _checked(url: str, answer: Any, paid_by: str) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from ..config import https_url, is_loopback_host
 from ..errors import (MAX_CODE, InvalidArgument, PeerError, PeerIdentityMismatch, PeerRefused, PeerUnreachable,
                       connection_reason, shown)
 from ..identity import Identity, channel_request, sign_request
+from ..units import MAX_MICRO_CREDITS
 from . import congestion
 from . import tls as peer_tls
 from .dial import dial
@@ -107,14 +108,18 @@ class PeerResponse:
 
 
 def _refusal(url: str, method: str, path: str, status: int, body: bytes) -> PeerRefused:
-    """The peer's problem body: its status and code kept so callers can tell a 401 from a 404, its detail as `shown`."""
+    """The peer's problem body: its status and code kept so callers can tell a 401 from a 404, its detail as `shown`,
+    and the micro-credits it says are missing (`peer_missing`, for a hint this node writes) when they are a whole
+    number a ledger can hold; its own hint is never kept."""
     try:
         problem = loads(body)
         code, detail = str(problem["code"]), str(problem["detail"])
     except (ValueError, KeyError, TypeError):
-        code, detail = "http-error", body[:200].decode(errors="replace")
+        code, detail, problem = "http-error", body[:200].decode(errors="replace"), {}
+    missing = problem.get("missing")
+    counted = {"peer_missing": missing} if type(missing) is int and 0 < missing <= MAX_MICRO_CREDITS else {}
     return PeerRefused(f"peer {url} refused {method} {path}: {shown(detail) or f'HTTP {status}'}", url=url,
-                       peer_status=status, peer_code=shown(code, MAX_CODE))
+                       peer_status=status, peer_code=shown(code, MAX_CODE), **counted)
 
 
 def peer_session(congestion_control: str, meter: Meter,

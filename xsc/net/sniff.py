@@ -23,9 +23,12 @@ from .addresses import address_key
 log = logging.getLogger(__name__)
 
 TLS_RECORD_HANDSHAKE = 0x16  # the first byte of every TLS ClientHello
-# A TLS client sends its ClientHello at once: a connection silent this long is plain HTTP, handed to aiohttp
-# (whose idle timeout and connection caps then apply, as without sniffing); on a TLS-only port it is cut.
-PEEK_TIMEOUT = 1.0
+# A TLS client sends its ClientHello at once, and an HTTP client its request: a connection silent this long is plain
+# HTTP, handed to aiohttp (whose idle timeout and connection caps then apply, as without sniffing); on a TLS-only
+# port it is cut.  As long as a handshake may take: a client's loop on a busy machine can be held up for seconds
+# between its connect and its ClientHello, and a ClientHello answered as plain HTTP fails its handshake; the
+# connections waiting meanwhile are bounded (MAX_PENDING, MAX_READING), not their wait.
+PEEK_TIMEOUT = 10.0
 HANDSHAKE_TIMEOUT = 10.0
 MAX_PENDING = 12  # connections watched for their first byte (2 fds each); past it the oldest gives back its
 # duplicate and waits on its own transport (`_read_first`), so the node's descriptors stay within its connection caps

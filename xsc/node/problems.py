@@ -49,6 +49,7 @@ STATUS = {
     e.AllocationError: 400,
     e.MarketError: 400,
     e.NotEnoughShares: 503,
+    e.TooFewProviders: 503,
     e.IntegrityError: 500,
     e.StorageFull: 507,
     e.ConfigError: 500,
@@ -86,8 +87,6 @@ def problem_from_error(error: e.XscError) -> web.Response:
     if isinstance(error, e.RangeNotSatisfiable) and "size" in error.details:  # RFC 9110 15.5.17: what there is
         response.headers["Content-Range"] = f"bytes */{error.details['size']}"
     return response
-
-
 
 
 @web.middleware

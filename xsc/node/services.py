@@ -363,6 +363,8 @@ class Node:
             "scrubber": self.scrubber.status,
             "lease_gc": self.lease_gc.status,
             "loops": self.supervisor.status,
+            "listeners": lambda: {"web": self.functions.web_url(),
+                                  "s3": web_url(self.config.node.s3_listen, "", self.peers.url)},
         }
 
     def health_checks(self) -> dict[str, Callable]:

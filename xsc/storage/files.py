@@ -128,6 +128,19 @@ def _share_gone(result: object) -> bool:
     return isinstance(result, XscError) and (result.details or {}).get("peer_code") == ShareNotFound.code
 
 
+def _not_located(peers: Any) -> NotFound:
+    """No node this one could ask holds a share of a file: said with the known nodes that are not up, if any (the
+    shares may well be on one: a node not up is not asked)."""
+    down = [d.id for d in peers.peers() if not peers.up(d.id)] if peers is not None else []
+    if not down:
+        return NotFound("this node holds no file with that capability, and no node it knows holds a share of it",
+                        hint="check the capability; `xsc peers ls` shows the nodes this one knows")
+    more = f" and {len(down) - 1} more" if len(down) > 1 else ""
+    return NotFound(f"this node holds no file with that capability, and no node it could ask holds a share of it; "
+                    f"node {down[0]}{more}, which it knows, is not up",
+                    hint="get it again once that node is up (`xsc health status` shows it), or check the capability")
+
+
 class StorageService:
     def __init__(self, *, gateway: Gateway, deals: StorageDeals, market: MarketService, dealing: Dealing,
                  ledger: LedgerService, payer: Identity, me: str, peers: Any | None, holder_for: Callable[..., Any],
@@ -204,8 +217,7 @@ class StorageService:
                 log.info("share %d of %s not read from node %s: %s", s, si.hex(), names[s], err)
         if manifest is None:
             self.locator.forget(si)
-            raise NotFound("this node holds no file with that capability, and no node it knows holds a share of it",
-                           hint="check the capability; `xsc peers ls` shows the nodes this one knows")
+            raise _not_located(self.peers)
         return holders, [node or "(none found)" for node in names], manifest
 
     def has_peers(self) -> bool:

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from ..errors import PeerError, PeerUnreachable
 from ..tasks import stop
+from ..units import credits_argument
 from .core import layout
 from .core.manifest import Manifest
 from .core.wire import MAX_BODIES_PER_SENDER
@@ -335,7 +336,7 @@ async def gather_or_raise(calls: list[Awaitable], places: list[tuple[str, int]])
 
 # What the user can do about a peer's refusal, by its problem code (the rest: see `xsc --verbose`).
 REMEDIES = {
-    "prepayment-required": "ask for credit, or if it owes you: xsc ledger prepay {node} CREDITS",
+    "prepayment-required": "ask for credit, or if it owes you: xsc ledger prepay {node} {amount}",
     "quota-exceeded": "it is busy with this node's uploads: retry in a moment",
     "deal-refused": "its ask changed: put the file again",
     "storage-full": "it has no room: free space or add nodes",
@@ -385,5 +386,8 @@ def summarise_refusals(refused: list[tuple[str, int, BaseException]]) -> tuple[s
              f"{', '.join(map(str, sorted(shares)))} ({code})" for (node, code), shares in by_node.items()]
     node, code = next(iter(by_node))
     remedy = REMEDIES.get(code, "`xsc health status` shows which peers are up; details: xsc --verbose")
-    return "; ".join(parts[:2]) + ("; …" if len(parts) > 2 else ""), remedy.format(node=node), details
+    # what that node said its shares miss, each checked as it was read (net/peer_client.py): their sum covers them all
+    missing = sum((getattr(err, "details", {}) or {}).get("peer_missing") or 0 for n, _, err in refused if n == node)
+    amount = credits_argument(missing) if missing else "CREDITS"
+    return "; ".join(parts[:2]) + ("; …" if len(parts) > 2 else ""), remedy.format(node=node, amount=amount), details
 

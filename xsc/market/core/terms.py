@@ -22,8 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...ledger.core.model import format_credits
+from ...units import MAX_MICRO_CREDITS
 
-MAX_LINE = 2**62
+MAX_LINE = MAX_MICRO_CREDITS
 
 
 @dataclass

@@ -139,9 +139,11 @@ async def get_job(request: web.Request) -> web.Response:
     return json_response(request.app[NODE].jobs.job(request.match_info["id"]))
 
 
-@routes.post("/v1/compute/jobs/{id}/rerun")
+@routes.post("/v1/compute/jobs/{id}/rerun")  # no body, or {"replicas"?, "agree"?}: the guarantee asked instead
 async def rerun_job(request: web.Request) -> web.Response:
-    return json_response(await request.app[NODE].jobs.rerun(request.match_info["id"]), status=201)
+    raw = await read_body(request)
+    guarantee = json_object(raw, 'send {"replicas": R, "agree": K}, or nothing') if raw.strip() else {}
+    return json_response(await request.app[NODE].jobs.rerun(request.match_info["id"], guarantee), status=201)
 
 
 @routes.get("/v1/compute/lineage/{cap}")

@@ -1,0 +1,93 @@
+"""A provider's side of jobs other nodes place on it (compute/hosted_jobs.py), on real nodes: what a job reserves
+(its sender's trust line, its tab) is held by the job once it is taken, and given back exactly once whatever
+ends it, a failure of the provider's own disk or a stop while it runs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+
+import pytest
+
+from tests.support.compute import deploy
+from tests.support.disks import tmpfs
+from tests.support.jobs import network, run_job
+from tests.support.waiting import eventually_async
+from xsc.compute import hosted_jobs, sent_jobs
+from xsc.compute.jobspec import parse_job
+from xsc.errors import PeerRefused
+from xsc.node import IDENTITY
+from xsc.node.appkeys import NODE
+
+EMPTY = hashlib.sha256(b"").hexdigest()
+
+
+async def _begin(gateway, provider, module: str) -> dict:
+    """Send the provider a job reading an empty stdin, on a tab of the gateway's; its answer."""
+    node = gateway.app[NODE]
+    provider_id, url = provider.app[IDENTITY].id, provider.app[NODE].peers.url
+    price = provider.app[NODE].market.honoured_ask("compute")
+    tab = await node.paid.gateway_tabs.reserve(provider_id, price, 10**6)
+    body = {"spec": parse_job({"module": module, "stdin": "-"}).canonical(), "price": price,
+            "authorization": tab.hex, "deal": {}, "memory_price": node.compute.memory_price,
+            "data": [{"path": "stdin", "size": 0, "sha256": EMPTY, "verify_hash": ""}]}
+    try:
+        return await sent_jobs.wire.begin(node.client, url, provider_id, body)
+    finally:
+        node.paid.gateway_tabs.answered(tab, 10**6, None)
+
+
+@pytest.mark.parametrize("disk, status, code, why", [("nr_inodes=1", 507, "disk-full", "disk is full"),
+                                                     ("ro", 500, "internal-error", "(Read-only file system)")])
+async def test_a_job_whose_files_the_provider_cannot_make_gives_its_reservations_back_at_once(
+        node_factory, disk, status, code, why) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(provider, "outputs", wasi=True)
+    hosted = provider.app[NODE].hosted_jobs
+    shutil.rmtree(hosted.work_dir, ignore_errors=True)
+    with tmpfs(hosted.work_dir, "4g", disk):  # room by its size, yet no directory can be made in it
+        with pytest.raises(PeerRefused) as refused:
+            await _begin(gateway, provider, module)
+    details = refused.value.details
+    assert (details["peer_status"], details["peer_code"]) == (status, code), details
+    assert why in refused.value.message, refused.value.message
+    line = provider.app[NODE].trust.line(gateway.app[IDENTITY].id)
+    assert line["reserved"] == 0, line  # not held until the job would be dropped as idle
+    assert provider.app[NODE].paid.provider_tabs.kept == 0  # nor on its tab: nothing runs or is reserved under it
+    assert hosted.status() == {"hosted": 0}
+    assert await _begin(gateway, provider, module)  # the disk back: the sender's next job is taken
+
+
+async def test_a_job_still_running_when_the_provider_stops_gives_its_budget_back_once_when_its_run_ends(
+        node_factory, monkeypatch) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "spin", wasi=True)
+    node, sender = provider.app[NODE], gateway.app[IDENTITY].id
+    monkeypatch.setattr(hosted_jobs, "STOP_GRACE", 0.01)  # the stop gives up waiting while the job spins
+    ends, used, ran = [], node.paid.used, node.paid.provider_tabs.ran
+
+    def counted_used(gateway_id, budget, run) -> None:
+        if gateway_id == sender:
+            ends.append(("line", budget, run is not None))
+        used(gateway_id, budget, run)
+
+    def counted_ran(tab, budget, run, staged=False) -> None:
+        ends.append(("tab", budget, run is not None))
+        ran(tab, budget, run, staged)
+
+    monkeypatch.setattr(node.paid, "used", counted_used)
+    monkeypatch.setattr(node.paid.provider_tabs, "ran", counted_ran)
+    running = asyncio.ensure_future(run_job(gateway, {"module": module, "limits": {"timeout": 1}}))
+
+    async def spinning():
+        return (await (await provider.get("/v1/node/status")).json())["compute"]["running"] >= 1
+
+    await eventually_async(spinning, "the job running on the provider")
+    ends.clear()  # (the market's checks of the sender before the job reserve and release too)
+    await node.hosted_jobs.close()  # the stop's part of jobs: the run is left to end by its own timeout
+    assert node.hosted_jobs.status() == {"hosted": 0}
+    await running  # answered once the run ends (its files went with the stop: what it answers is not the point)
+    (tab_end, line_end) = ends  # released once, by the run that held it, as it ended
+    assert tab_end[0] == "tab" and line_end[0] == "line" and tab_end[1:] == line_end[1:] and tab_end[2], ends
+    assert node.trust.line(sender)["reserved"] == 0
