@@ -81,6 +81,7 @@ WATCH_TIMEOUT = 90.0  # seconds the watch has to catch up after a restart (it pa
 BUCKET, TARGET = "trials", "trials-out"  # objects put through the gateway's S3 listener; the watch's outputs
 WATCHED = "w/"  # the watch runs the SHA-256 fixture over each object of BUCKET under it, into TARGET (the same key)
 WATCH = "trials"
+READERS = 4  # acknowledged files the check reads back at once
 OBJECT_KEYS = tuple(f"{prefix}{n}" for prefix in ("in/", WATCHED) for n in range(3))  # few: objects are rewritten
 
 
@@ -423,17 +424,8 @@ def invariants(net: Devnet, history: History, s3: S3 | None = None) -> tuple[int
     checked = 0
     with history.lock:
         files, removed, in_flight = dict(history.files), set(history.removed), dict(history.in_flight)
-    for cap, data in files.items():
-        checked += 1
-        ok = False
-        for _ in range(20):  # shares on nodes still starting answer a moment later
-            status, body = gateway.call("GET", f"/v1/store/files/{cap}")
-            if status == 200 and body == data:
-                ok = True
-                break
-            time.sleep(0.5)
-        if not ok:
-            violations.append(f"acknowledged file {cap[:48]}… does not read back ({status})")
+    violations += _read_back(gateway, files)
+    checked += len(files)
     status, listing = gateway.json("GET", "/v1/store/files")
     for record in listing.get("files", []) if status == 200 else []:
         cap = record["capability"]
@@ -456,11 +448,8 @@ def invariants(net: Devnet, history: History, s3: S3 | None = None) -> tuple[int
                     violations.append(f"file {cap[:48]}… listed after a {kind} whose answer was lost is unreadable "
                                       f"({got_status}: {body[:160]!r})")
     https = [Http(node, CHECK_TIMEOUT) for node in net]
-    for http in https:
-        checked += 1
-        status, report = http.json("GET", "/v1/ledger/verify")
-        if status != 200 or not report.get("ok"):
-            violations.append(f"{http.node.name}: ledger verify: {report.get('violations', report)}")
+    violations += _ledgers_verified(https)
+    checked += len(https)
     # Balances sum to zero whenever no payment is half done (a payee has credited, its payer not yet debited).
     # Storage payments go on in the background, so the harness reads every node's pending payments and both
     # balances at once (one thread per read, as close to a snapshot as HTTP allows) until it catches a moment
@@ -483,7 +472,8 @@ def invariants(net: Devnet, history: History, s3: S3 | None = None) -> tuple[int
             if pending == 0:
                 balanced = total == 0
                 quiet_sums.append(total)
-            time.sleep(0.2)
+            if not balanced:
+                time.sleep(0.2)
     if not balanced:
         violations.append(f"the balances of all nodes sum to {quiet_sums} while no payment was pending, not 0"
                           if quiet_sums else f"payments still pending after {CHECK_TIMEOUT:.0f} s")
@@ -507,6 +497,30 @@ def invariants(net: Devnet, history: History, s3: S3 | None = None) -> tuple[int
         violations += object_violations + watch_violations
     job_checked, job_violations = job_invariants(net, history, watched)
     return checked + job_checked, violations + job_violations
+
+
+def _read_back(gateway: Http, files: dict[str, bytes]) -> list[str]:
+    """Every acknowledged file (`files`: capability -> content) reads back byte-exact: a few at once, as a get waits
+    on the holders more than it computes."""
+
+    def read(cap: str) -> str | None:
+        for _ in range(20):  # shares on nodes still starting answer a moment later
+            status, body = gateway.call("GET", f"/v1/store/files/{cap}")
+            if status == 200 and body == files[cap]:
+                return None
+            time.sleep(0.5)
+        return f"acknowledged file {cap[:48]}… does not read back ({status})"
+
+    with ThreadPoolExecutor(READERS) as readers:
+        return [violation for violation in readers.map(read, files) if violation]
+
+
+def _ledgers_verified(https: list[Http]) -> list[str]:
+    """`ledger verify` passes on every node: each audits its own chains, side by side."""
+    with ThreadPoolExecutor(len(https)) as verifiers:
+        reports = list(verifiers.map(lambda http: http.json("GET", "/v1/ledger/verify"), https))
+    return [f"{http.node.name}: ledger verify: {report.get('violations', report)}"
+            for http, (status, report) in zip(https, reports) if status != 200 or not report.get("ok")]
 
 
 def object_invariants(s3: S3, history: History) -> tuple[int, list[str]]:
@@ -867,9 +881,15 @@ def trial(net: Devnet, history: History, seed: int, module: str | None, ops: int
                 gateway_down.set()  # before the kill, so the workload never sees the cut before the mark
             node.kill()
 
+    def work() -> None:
+        try:
+            workload(gateway, rng, history, ops, module, gateway_down, victim_ids, jobs, s3)
+        finally:
+            history.job_sent.set()  # a workload that ended without a job sends none: the kill waits for it no more
+
     with ThreadPoolExecutor(2) as pool:
         faults = pool.submit(inject)
-        pool.submit(workload, gateway, rng, history, ops, module, gateway_down, victim_ids, jobs, s3).result()
+        pool.submit(work).result()
         faults.result()
     violations = list(history.violations)
     for node in victims:

@@ -24,7 +24,10 @@ HEAD = "Content-Type: text/plain\\n\\n"
 
 
 @pytest.fixture(params=[0, 1], ids=["on-loop", "runner"])
-async def web(node_factory, request):
+async def web(node_factory, request, monkeypatch):
+    # A try a busy machine keeps from the CPU until its deadline is thrown away and its request answered by a worker
+    # (`retried`), as designed; here such tries never make an export count as slow, so each request is tried.
+    monkeypatch.setattr(web_on_loop, "INLINE_PREEMPTED", 1 << 30)
     port = free_port()
     node = await node_factory("web", **QUIET, node={"web_listen": f"127.0.0.1:{port}", "web_rate_limit": 1000},
                               compute={"web_runners": request.param})
@@ -49,6 +52,12 @@ async def _upload(node, wat: str) -> str:
     body = await response.json()
     assert response.status in (200, 201), body
     return body["id"]
+
+
+def _tries(on_loop) -> int:
+    """Requests tried (in the runner or on the loop): answered from the try, or from a worker's run when a busy
+    machine kept the try from the CPU."""
+    return on_loop.runs + on_loop.retried
 
 
 async def _ask(url: str, method: str = "GET", data=None) -> tuple[int, bytes]:
@@ -97,13 +106,13 @@ async def test_small_requests_run_on_the_loop_and_answer_as_a_worker_would(web) 
     assert status == 200 and body.endswith(small) and f"CONTENT_LENGTH={len(small)}" in body[:4096].decode("latin-1")
     status, body = await _ask(f"{base}/fn/hello/", "POST", _chunked(small))  # no declared length, short enough
     assert status == 200 and body.endswith(small)
-    assert on_loop.runs == 3 and on_loop.retried == 0
+    assert _tries(on_loop) == 3
     # A body of no declared length, too long for the loop: what was read for the try reaches the worker's run first.
     large = os.urandom(4 * ON_LOOP_BODY + 17)
     status, body = await _ask(f"{base}/fn/hello/", "POST", _chunked(large))
-    assert status == 200 and body.endswith(large) and on_loop.runs == 3
+    assert status == 200 and body.endswith(large) and _tries(on_loop) == 3
     status, body = await _ask(f"{base}/fn/tight/", "POST", _chunked(b"x" * 101))  # over its max_body, undeclared
-    assert status == 413 and b"Traceback" not in body and on_loop.runs == 3
+    assert status == 413 and b"Traceback" not in body and _tries(on_loop) == 3
 
 
 async def test_a_module_that_may_sleep_is_never_run_on_the_loop(web) -> None:
@@ -146,7 +155,7 @@ async def test_a_run_on_the_loop_whose_stderr_goes_over_its_cap_is_refused_as_on
     await _serve(node, name="noisy", module=module)
     status, body = await _ask(f"{base}/fn/noisy/")
     assert status == 502 and b"stderr went over its cap" in body and b"Traceback" not in body
-    assert on_loop.runs == 1
+    assert _tries(on_loop) == 1
 
 
 def test_the_judgements_of_tries_are_kept_for_the_most_recent_modules_only(monkeypatch) -> None:

@@ -18,6 +18,7 @@ from tests.support.compute import WASM, deploy
 from tests.support.peers import api, http
 from tests.support.waiting import eventually, eventually_async
 from xsc import codec, keys
+from xsc.compute import watches as watches_module
 from xsc.node import TOKEN
 from xsc.node.appkeys import NODE
 from xsc.node.datadir import DB_DIR
@@ -188,6 +189,15 @@ async def test_only_a_write_to_a_watched_bucket_wakes_the_watches(node_factory) 
     assert await after_put("other") == []
     assert await after_put("out") == []
     assert await after_put("raw") == ["woken"]
+
+
+async def test_a_start_passes_over_the_watches_without_waiting_for_a_scan(node_factory, monkeypatch) -> None:
+    """What a kill -9 cut short, or what changed while the node was down, is run at start: the first pass comes
+    once the jobs' recovery has ended, not a scan later (none comes here) nor at the next write."""
+    monkeypatch.setattr(watches_module, "SCAN", 3600.0)
+    node = await node_factory("started")
+    await eventually_async(lambda: node.app[NODE].jobs.recovered.is_set(), "the jobs' recovery to end")
+    await eventually_async(lambda: node.app[NODE].watches.passes >= 1, "a pass over the watches at start")
 
 
 async def test_a_datum_never_replaces_an_object_it_did_not_write(node_factory) -> None:

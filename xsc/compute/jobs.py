@@ -112,6 +112,7 @@ class JobService:
 
         self._placed_on: Counter[str] = Counter()  # provider -> this node's jobs running there now
         self._finished = asyncio.Condition()  # a job on a provider ended: a place there may be free
+        self.recovered = asyncio.Event()  # `recover` has ended: what a stop cut short is settled (the watches wait)
 
     def start(self) -> None:
         """The work directories of jobs a stop cut short (their stdin, their outputs not yet fetched): nothing reads
@@ -467,6 +468,12 @@ class JobService:
         (each provider paid once, what its record says); any other job a stop cut short is marked interrupted and
         the outputs it had stored are removed (remote_answers.py).  A remote run done, not paid yet, is paid what
         its job's record says it owes."""
+        try:
+            await self._recover()
+        finally:
+            self.recovered.set()
+
+    async def _recover(self) -> None:
         records = self.records.all_jobs()
         for job in records:  # done, its providers' receipts not paid yet: paid what the record says they are owed
             if job.get("state") not in UNFINISHED:

@@ -18,7 +18,8 @@ record runs the job again at the next start; its job is deterministic, so that r
 record (replayed: not run, not paid again), unless the files it wrote were removed since: then it runs.  The
 objects a kill -9 left half written stay the datum's: written over by its next run, whatever its input holds
 then, or deleted with its input.  The
-watches pass over their prefixes whenever the bucket index changes (`wake`), and every SCAN seconds in any case.
+watches pass over their prefixes at start (once the jobs' recovery has ended), whenever the bucket index changes
+(`wake`), and every SCAN seconds in any case.
 """
 
 from __future__ import annotations
@@ -143,12 +144,16 @@ class Watches:
 
     # --- passes ------------------------------------------------------------------------------
     async def _run(self) -> None:
+        # The first pass comes at start, once the jobs a stop cut short are settled (a datum's among them is answered
+        # from its record, not run beside its recovery), or SCAN seconds on at the latest: what a kill -9 cut short,
+        # or what changed while the node was down, waits for no scan.
+        await woken(self.jobs.recovered, SCAN)
         while True:
-            await woken(self._woken, SCAN)
             self._woken.clear()
             for watch in self.store.watches():
                 await self._pass(watch)
             self.passes += 1
+            await woken(self._woken, SCAN)
 
     async def _pass(self, watch: dict[str, Any]) -> None:
         name = watch["name"]

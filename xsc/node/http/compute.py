@@ -17,8 +17,8 @@ from ...storage.holder import MIN_UPLOAD_RATE
 from ...tasks import in_pool
 from .. import peer_auth
 from ..appkeys import CPU_POOL, NODE, PEER_LIMITS
-from .common import (BODY_SECONDS, json_body, json_object, json_response, loads, query_flag, query_int, read_body,
-                     results_response)
+from .common import (BODY_SECONDS, json_body, json_object, json_response, loads, optional_json_body, query_flag,
+                     query_int, read_body, results_response)
 
 routes = web.RouteTableDef()
 
@@ -141,8 +141,7 @@ async def get_job(request: web.Request) -> web.Response:
 
 @routes.post("/v1/compute/jobs/{id}/rerun")  # no body, or {"replicas"?, "agree"?}: the guarantee asked instead
 async def rerun_job(request: web.Request) -> web.Response:
-    raw = await read_body(request)
-    guarantee = json_object(raw, 'send {"replicas": R, "agree": K}, or nothing') if raw.strip() else {}
+    guarantee = await optional_json_body(request, 'send {"replicas": R, "agree": K}, or nothing')
     return json_response(await request.app[NODE].jobs.rerun(request.match_info["id"], guarantee), status=201)
 
 
