@@ -190,6 +190,84 @@ async def test_a_sender_gets_no_more_jobs_at_once_than_its_quota_nor_a_job_over_
     node.paid.gateway_tabs.answered(tab, 10**6, None)
 
 
+async def test_a_job_asked_to_run_once_its_tabs_authorization_expired_is_refused_and_runs_nothing(
+        node_factory, monkeypatch) -> None:
+    """A sender that takes its time between a job's bytes and its run (a request every few minutes keeps the job) asks
+    for it only once the tab's authorization has expired: no receipt can be signed under it any more, so the run is
+    refused and the job dropped, its reservations released, rather than run for nothing."""
+    import types
+
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(provider, "outputs", wasi=True)
+    node = gateway.app[NODE]
+    provider_id, url = provider.app[IDENTITY].id, provider.app[NODE].peers.url
+    price = provider.app[NODE].market.honoured_ask("compute")
+    spec = parse_job({"module": module, "stdin": "-"})
+    budget = node.compute.budget(jobs_module.InvokeCall(spec.module, spec.entrypoint, list(spec.argv), spec.fuel,
+                                                        spec.memory, spec.timeout, True), price)
+    tab = await node.paid.gateway_tabs.reserve_alone(provider_id, price, budget, "ab" * 32)
+    body = {"spec": spec.canonical(), "price": price, "authorization": tab.hex, "deal": {},
+            "memory_price": node.compute.memory_price,
+            "data": [{"path": "stdin", "size": 0, "sha256": hashlib.sha256(b"").hexdigest(), "verify_hash": ""}]}
+    job = await sent_jobs.wire.begin(node.client, url, provider_id, body)
+    later = types.SimpleNamespace(time=lambda: tab.auth.expires_at + 1)
+    with monkeypatch.context() as patched:
+        patched.setattr(remote_tabs, "time", later)
+        with pytest.raises(PeerRefused) as refused:
+            await sent_jobs.wire.run(node.client, url, provider_id, job, timeout=60, most=1 << 20)
+    assert refused.value.details["peer_code"] == "authorization-expired", refused.value.details
+    records = (await (await provider.get("/v1/compute/provenance?limit=100")).json())["records"]
+    assert not [r for r in records if "job" in r["record"]]  # it ran nothing
+    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}
+    assert provider.app[NODE].trust.line(gateway.app[IDENTITY].id)["reserved"] == 0
+    assert provider.app[NODE].paid.provider_tabs.kept == 0
+    node.paid.gateway_tabs.answered(tab, budget, None)
+
+
+async def test_a_job_taken_while_its_tab_is_closed_is_refused_not_run_unpaid(node_factory, monkeypatch) -> None:
+    """A sender that closes its tab while the provider reads that tab to take a job under it: the close is answered
+    (nothing ran), so the job is refused, not kept under a tab its sender was told is closed, to run and never be
+    paid."""
+    from xsc.net.compute import close_tab
+
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(provider, "outputs", wasi=True)
+    node = gateway.app[NODE]
+    provider_id, url = provider.app[IDENTITY].id, provider.app[NODE].peers.url
+    price = provider.app[NODE].market.honoured_ask("compute")
+    spec = parse_job({"module": module, "stdin": "-"})
+    budget = node.compute.budget(jobs_module.InvokeCall(spec.module, spec.entrypoint, list(spec.argv), spec.fuel,
+                                                        spec.memory, spec.timeout, True), price)
+    tab = await node.paid.gateway_tabs.reserve_alone(provider_id, price, budget, "cd" * 32)
+    body = {"spec": spec.canonical(), "price": price, "authorization": tab.hex, "deal": {},
+            "memory_price": node.compute.memory_price,
+            "data": [{"path": "stdin", "size": 0, "sha256": hashlib.sha256(b"").hexdigest(), "verify_hash": ""}]}
+    ledger = provider.app[NODE].ledger
+    read, reading_the_tab, go_on = ledger.receipt_for, asyncio.Event(), asyncio.Event()
+
+    async def paused(authorization_id):
+        if authorization_id == tab.auth.id and not reading_the_tab.is_set():  # the job's: the close's go on
+            reading_the_tab.set()
+            await go_on.wait()
+        return await read(authorization_id)
+
+    monkeypatch.setattr(ledger, "receipt_for", paused)
+    begun = asyncio.ensure_future(sent_jobs.wire.begin(node.client, url, provider_id, body))
+    try:
+        await asyncio.wait_for(reading_the_tab.wait(), 60)
+        with pytest.raises(PeerRefused) as closed:
+            await close_tab(node.client, url, provider_id, tab.hex)
+        assert closed.value.details["peer_code"] == "nothing-owed", closed.value.details
+    finally:
+        go_on.set()
+    with pytest.raises(PeerRefused) as refused:
+        await begun
+    assert refused.value.details["peer_code"] == "authorization-replayed", refused.value.details
+    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}
+    assert provider.app[NODE].trust.line(gateway.app[IDENTITY].id)["reserved"] == 0
+    node.paid.gateway_tabs.answered(tab, budget, None)
+
+
 async def test_a_job_on_a_busy_node_is_refused_with_nothing_stored_and_recorded_as_refused(node_factory) -> None:
     node = await node_factory("busy", **QUIET, compute={"max_queued": 1})
     spin = await deploy(node, "spin", wasi=True)
@@ -953,6 +1031,50 @@ async def test_a_jobs_tab_closed_while_its_job_waits_for_its_bytes_is_answered_a
     await settle(gateway)
     await verified(gateway)
     await verified(provider)
+
+
+async def test_a_live_job_is_never_given_up_by_its_gateways_retry_nor_its_tab_closed_by_a_stranger(
+        node_factory, monkeypatch) -> None:
+    """A provider gives a job up when its tab is closed before its run is asked for, so nothing of the job's own
+    gateway may close it while the job is live: its payment retry passes over the tab while the job's bytes are being
+    sent, and another node that learned the tab's authorization is refused its close.  The provider keeps the job,
+    runs it once asked, and is paid its charge once."""
+    from xsc.ledger.core.model import encode_authorization
+    from xsc.net.compute import close_tab
+
+    gateway, providers = await network(node_factory, providers=2)
+    module = await deploy(gateway, "outputs", wasi=True)
+    node = gateway.app[NODE]
+    send, sending, go_on = sent_jobs.wire.send, asyncio.Event(), asyncio.Event()
+
+    async def paused(*args, **kwargs):
+        sending.set()
+        await go_on.wait()
+        await send(*args, **kwargs)
+
+    monkeypatch.setattr(sent_jobs.wire, "send", paused)
+    before = {p.app[IDENTITY].id: balances(gateway, p) for p in providers}
+    running = asyncio.ensure_future(run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"the job's bytes"))
+    try:
+        await asyncio.wait_for(sending.wait(), 60)
+        (auth,) = node.ledger.pending()
+        holder, stranger = sorted(providers, key=lambda p: p.app[IDENTITY].public_key != auth.payee)
+        holder_id = holder.app[IDENTITY].id
+        assert await node.paid.payments.retry_all() == {}  # the job's tab is not the retry's to close
+        with pytest.raises(PeerRefused) as refused:
+            await close_tab(stranger.app[NODE].client, holder.app[NODE].peers.url, holder_id,
+                            encode_authorization(auth).hex())
+        assert refused.value.details["peer_code"] == "forbidden", refused.value.details
+        assert holder.app[NODE].hosted_jobs.status() == {"hosted": 1}
+    finally:
+        go_on.set()
+    status, job = await running
+    assert status == 201 and job["state"] == "done" and job["provider"] == holder_id, job
+    await settle(gateway)
+    after = balances(gateway, holder)
+    assert (after[0] - before[holder_id][0], after[1] - before[holder_id][1]) == (-job["charge"], job["charge"])
+    await verified(gateway)
+    await verified(holder)
 
 
 async def test_a_jobs_tab_a_start_pays_is_still_held_to_its_charge_once_the_job_runs_again(node_factory,

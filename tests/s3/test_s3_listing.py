@@ -111,3 +111,17 @@ def test_request_bodies_parse_and_refuse() -> None:
         xml.parse_complete("<CompleteMultipartUpload><Part><PartNumber>\u00b2</PartNumber><ETag>a</ETag></Part>"
                            "</CompleteMultipartUpload>".encode())
     assert info.value.s3_code == "MalformedXML"
+
+
+def test_a_body_that_declares_another_encoding_carries_no_dtd_past_the_refusal() -> None:
+    """A DTD is refused whatever encoding the body declares (its bytes in UTF-16 hold no "<!DOCTYPE"), and a body that
+    is not UTF-8 is refused as malformed; a UTF-8 body that names its encoding, or begins with a BOM, is read."""
+    dtd = ('<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE c [<!ENTITY e "eu-west-9">]><CreateBucketConfiguration>'
+           '<LocationConstraint>&e;</LocationConstraint></CreateBucketConfiguration>')
+    for bad in (dtd.encode("utf-16"), dtd.encode("utf-16-be"), b"<Delete>\xff</Delete>"):
+        with pytest.raises(S3Error) as info:
+            xml.parse_location(bad)
+        assert info.value.s3_code == "MalformedXML", bad
+    plain = "<CreateBucketConfiguration><LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>"
+    assert xml.parse_location(b'<?xml version="1.0" encoding="UTF-8"?>' + plain.encode()) == "eu-west-1"
+    assert xml.parse_location(b"\xef\xbb\xbf" + plain.encode()) == "eu-west-1"

@@ -8,7 +8,8 @@ sender's trust line and on its tab before a byte of its data is taken.  The data
 priced by the peer route table), and is hashed as it comes: the job runs only over exactly the bytes the
 sender named.  A sender has at most PER_SENDER jobs here at once, the node at most MAX_HOSTED; a job not run
 within IDLE seconds of its last request is dropped and its reservation released (so is one whose sender closes its
-tab before asking for its run: it gave the job up, and its close is answered at once), and a job's files go when
+tab before asking for its run: it gave the job up, and its close is answered at once, or asks for it once the tab's
+authorization has expired: nothing run under it could be paid), and a job's files go when
 the sender forgets it (or IDLE after its run).  A run goes on when its sender goes away, and its answer is kept
 with its outputs: the sender asking for the run again (its node restarted) is answered that, not run nor charged
 again.
@@ -195,7 +196,11 @@ class HostedJobs:
                 raise Conflict(f"the job has {job.received:,} of its {job.total:,} bytes", received=job.received)
             if job.busy:
                 raise Conflict("a request for this job is being served", hint="wait for its answer")
-            self.paid.provider_tabs.start(job.tab)  # (its tab closed: `_expire` dropped it above)
+            try:
+                self.paid.provider_tabs.start(job.tab)  # (its tab closed: `_expire` dropped it above)
+            except XscError:  # its authorization expired: it never runs, and its reservation goes back now
+                self._drop(job)
+                raise
             job.busy = True  # until the run ends, whoever waits for it: expiry and forget leave it alone
             job.running = asyncio.get_running_loop().create_future()
             job.running.add_done_callback(lambda f: f.cancelled() or f.exception())  # its sender may never ask

@@ -66,8 +66,8 @@ from typing import Any
 
 from .. import keys
 from ..db import Database, Error as DatabaseError
-from ..errors import (AuthorizationReplayed, Conflict, DealRefused, Forbidden, InvalidArgument, NothingOwed,
-                      PeerRefused, XscError)
+from ..errors import (AuthorizationExpired, AuthorizationReplayed, Conflict, DealRefused, Forbidden, InvalidArgument,
+                      NothingOwed, PeerRefused, XscError)
 from ..identity import Identity, parse_public_id, public_id
 from ..ledger.core.model import (JOB_TAB_PREFIX, MAX_JOB_BYTES, Authorization, Receipt, encode_authorization,
                                  format_credits)
@@ -682,7 +682,10 @@ class ProviderTabs:
                     tab.total, tab.fuel, tab.count = tab.total + amount, tab.fuel + fuel, tab.count + 1
                     if len(value) >= _RUN.size + 32:
                         tab.gateway = public_id(value[_RUN.size:_RUN.size + 32])
-            tab.closed = auth.id in self._closed_empty or await self.ledger.receipt_for(auth.id) is not None
+            signed = await self.ledger.receipt_for(auth.id) is not None
+            # Asked once the read is done: a close answered meanwhile (nothing ran) left it closed, and a call kept
+            # under it would run for a receipt never signed.
+            tab.closed = signed or auth.id in self._closed_empty
             tab = self._tabs.get(auth.id, tab)  # another request's read kept first: that one
         return tab
 
@@ -711,10 +714,15 @@ class ProviderTabs:
     @staticmethod
     def start(tab: PeerTab) -> None:
         """Staged work on `tab` (`reserve(staged=True)`) begins to run: refused if its gateway closed the tab
-        meanwhile (it gave the work up; nothing run under a closed tab is ever paid)."""
+        meanwhile (it gave the work up), or if its authorization expired since the work was taken (no receipt is
+        ever signed under it): nothing run under either would ever be paid."""
         if tab.closed:
             raise AuthorizationReplayed(f"the tab of authorization {tab.auth_id.hex()} is closed: the work reserved "
                                         "under it is given up", hint="send it again (a fresh authorization)")
+        if time.time() > tab.expires_at:
+            raise AuthorizationExpired(f"the tab of authorization {tab.auth_id.hex()} expired at {tab.expires_at}: "
+                                       "nothing run under it could be paid",
+                                       hint="send it again (a fresh authorization)")
         tab.staged -= 1
 
     async def check(self, auth: Authorization, budget: int) -> PeerTab:
