@@ -376,3 +376,17 @@ async def test_a_tab_is_its_gateways_alone_to_call_under_and_to_close(node_facto
     status, answer = await _peer(node, gateway, "POST", TAB_CLOSE_PATH, closing)
     assert status == 200 and answer["receipt"], answer
     assert stranger.id not in {line["peer"] for line in trust.lines()}
+
+
+def test_a_providers_word_of_what_is_missing_never_asks_a_prepayment_past_the_works_budget() -> None:
+    """A provider that refuses a call for want of prepayment says what is missing; the command the user is told to
+    run names at most the most the work may cost, whatever a hostile provider says."""
+    from xsc.compute.paid import relayed
+    from xsc.errors import PeerRefused
+    from xsc.units import MAX_MICRO_CREDITS, credits_argument
+
+    provider = "p" * 52
+    for said, named in ((MAX_MICRO_CREDITS, 5_000), (4_999, 4_999)):
+        refusal = PeerRefused("peer answered 402: must prepay", peer_code="prepayment-required", peer_missing=said)
+        hint = relayed(provider, refusal, budget=5_000).hint
+        assert hint.endswith(f"xsc ledger prepay {provider} {credits_argument(named)}"), hint

@@ -27,14 +27,15 @@ def test_three_refusals_of_one_node_are_one_line_naming_it_once_and_the_remedy()
     assert [d["share"] for d in details] == [1, 2, 4] and all("must prepay" in d["detail"] for d in details)
 
 
-def test_a_put_refused_for_prepayment_names_the_amount_the_node_said_its_shares_miss() -> None:
+def test_a_put_refused_for_prepayment_says_the_amount_the_node_claims_its_shares_miss_as_its_claim() -> None:
     def missing(share: int, micro: int) -> PeerRefused:
         return PeerRefused(str(refusal(share, "prepayment-required")), peer_code="prepayment-required",
                            peer_missing=micro)
 
     other = Identity.generate().id
     _, hint, _ = summarise_refusals([(B, 1, missing(1, 42)), (other, 2, missing(2, 1_000_000)), (B, 4, missing(4, 42))])
-    assert hint.endswith(f"xsc ledger prepay {B} 0.000084"), hint  # what both of B's shares miss, as credits
+    # what both of B's shares miss, as credits: a stranger's figure, said as its claim, not put in the command
+    assert hint.endswith(f"xsc ledger prepay {B} CREDITS (it says its shares miss 0.000084 credits)"), hint
 
 
 def test_verbose_prints_the_details_after_the_line(capsys) -> None:

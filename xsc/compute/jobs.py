@@ -339,7 +339,7 @@ class JobService:
                 self.provider_terms.wanted_prepayment(assignment.provider, err)
                 elsewhere = _next_provider(err)
                 if isinstance(err, PeerRefused):
-                    err = relayed(assignment.provider, err)  # as a call's: a 402 with the command that pays it
+                    err = relayed(assignment.provider, err, self.compute.budget(call, assignment.price))  # as a call's
                 if not elsewhere or len(failed) >= MAX_FAILOVERS + (not here):
                     raise err from None
                 log.warning("job %s: provider %s failed it (%s): trying another", jid,

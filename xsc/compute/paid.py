@@ -279,7 +279,7 @@ class PaidCompute:
                                                lambda: self.compute.store.wasm(bytes.fromhex(call.module)), call.wasi)
         except PeerRefused as err:  # refused before it ran: nothing is owed for it
             self.gateway_tabs.answered(tab, budget, None)
-            raise relayed(provider, err) from None
+            raise relayed(provider, err, budget) from None
         except PeerUnreachable as err:
             if err.details.get("sent") is False:  # no connection was made: it cannot have run
                 self.gateway_tabs.answered(tab, budget, None)
@@ -625,15 +625,16 @@ def worst_case_refused(compute: ComputeService, err: InsufficientCredit, call: I
         **{**d, "needed": budget, "short": max(0, budget - d["available"])})
 
 
-def relayed(provider: str, err: PeerRefused) -> XscError:
+def relayed(provider: str, err: PeerRefused, budget: int) -> XscError:
     """A provider's refusal of a call or a job as this node's user should read it: what to do about it, not a
-    peer's fault."""
+    peer's fault.  `budget`: the most the work may cost, which bounds the prepayment its command names (what the
+    provider says is missing is a stranger's figure)."""
     detail = str(err).split(": ", 1)[-1]
     if err.details.get("peer_code") == "deal-refused":
         return DealRefused(f"provider {provider} refused the deal: {detail}",
                            hint="the market moved; invoke again (or raise --max-price)")
     if err.details.get("peer_code") == "prepayment-required":
-        missing = err.details.get("peer_missing")  # checked as it was read (net/peer_client.py)
+        missing = min(err.details.get("peer_missing") or 0, budget)  # checked as it was read (net/peer_client.py)
         amount = credits_argument(missing) if missing else "CREDITS"
         return PrepaymentRequired(f"provider {provider} does not extend this node credit: {detail}",
                                   hint=f"ask its user for credit, or if it owes you: xsc ledger prepay {provider} "

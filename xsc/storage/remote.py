@@ -336,7 +336,7 @@ async def gather_or_raise(calls: list[Awaitable], places: list[tuple[str, int]])
 
 # What the user can do about a peer's refusal, by its problem code (the rest: see `xsc --verbose`).
 REMEDIES = {
-    "prepayment-required": "ask for credit, or if it owes you: xsc ledger prepay {node} {amount}",
+    "prepayment-required": "ask for credit, or if it owes you: xsc ledger prepay {node} CREDITS",
     "quota-exceeded": "it is busy with this node's uploads: retry in a moment",
     "deal-refused": "its ask changed: put the file again",
     "storage-full": "it has no room: free space or add nodes",
@@ -386,8 +386,11 @@ def summarise_refusals(refused: list[tuple[str, int, BaseException]]) -> tuple[s
              f"{', '.join(map(str, sorted(shares)))} ({code})" for (node, code), shares in by_node.items()]
     node, code = next(iter(by_node))
     remedy = REMEDIES.get(code, "`xsc health status` shows which peers are up; details: xsc --verbose")
-    # what that node said its shares miss, each checked as it was read (net/peer_client.py): their sum covers them all
-    missing = sum((getattr(err, "details", {}) or {}).get("peer_missing") or 0 for n, _, err in refused if n == node)
-    amount = credits_argument(missing) if missing else "CREDITS"
-    return "; ".join(parts[:2]) + ("; …" if len(parts) > 2 else ""), remedy.format(node=node, amount=amount), details
+    # What that node said its shares miss, each checked as it was read (net/peer_client.py), is a stranger's figure
+    # this node has no price at hand to bound: said as its claim, never put in the command the user is told to run.
+    said = ""
+    if code == "prepayment-required" and (missing := sum((getattr(err, "details", {}) or {}).get("peer_missing") or 0
+                                                         for n, _, err in refused if n == node)):
+        said = f" (it says its shares miss {credits_argument(missing)} credits)"
+    return "; ".join(parts[:2]) + ("; …" if len(parts) > 2 else ""), remedy.format(node=node) + said, details
 
