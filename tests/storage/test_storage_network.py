@@ -316,8 +316,16 @@ def test_a_share_lost_mid_put_by_a_spread_put_is_rebuilt_on_another_node_not_the
 
     def a_holder_of_one_share():
         # Six shares on four nodes, one at least on each: a holder of one share loses the put no more than that.
-        eventually(lambda: all(_uploads_in_progress(h) > 0 for h in holders), "each holder to hold an upload")
-        return next(h for h in holders if _uploads_in_progress(h) == 1)
+        # The put's begins reach the holders side by side: a holder counted between two of its own begins would
+        # seem to hold one share; the counts are taken once two reads half a second apart agree, each holder's begun.
+        reads: list[list[int]] = []
+
+        def begun() -> bool:
+            reads.append([_uploads_in_progress(h) for h in holders])
+            return len(reads) > 1 and reads[-1] == reads[-2] and all(reads[-1])
+
+        eventually(begun, "each holder to hold the put's uploads", poll=0.5)
+        return holders[reads[-1].index(1)]
 
     status, result, victim = _put_with_a_holder_killed_half_way(gateway, data, "name=spread.bin&spread=1",
                                                                 a_holder_of_one_share)
