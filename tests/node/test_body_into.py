@@ -50,7 +50,7 @@ async def server(request, tmp_path):
     app = web.Application()
     app.router.add_put("/parts", served.parts)
     app.router.add_get("/ping", served.ping)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, lingering_time=1.0)  # a refused body's rest is drained for this long, then closed
     await runner.setup()
     port = free_port()
     context = tls.server_context(Identity.generate(), tmp_path) if request.param == "tls" else None
