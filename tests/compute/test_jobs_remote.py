@@ -190,6 +190,23 @@ async def test_a_sender_gets_no_more_jobs_at_once_than_its_quota_nor_a_job_over_
     node.paid.gateway_tabs.answered(tab, 10**6, None)
 
 
+async def _a_job_on_a_tab_of_its_own(node_factory, label: str):
+    """A gateway and a provider, and what the gateway sends to begin a job on the provider under a tab reserved for
+    it alone (`label`: the job id's two hex digits): (gateway, provider, tab, budget, the begin's body)."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(provider, "outputs", wasi=True)
+    node = gateway.app[NODE]
+    price = provider.app[NODE].market.honoured_ask("compute")
+    spec = parse_job({"module": module, "stdin": "-"})
+    budget = node.compute.budget(jobs_module.InvokeCall(spec.module, spec.entrypoint, list(spec.argv), spec.fuel,
+                                                        spec.memory, spec.timeout, True), price)
+    tab = await node.paid.gateway_tabs.reserve_alone(provider.app[IDENTITY].id, price, budget, label * 32)
+    body = {"spec": spec.canonical(), "price": price, "authorization": tab.hex, "deal": {},
+            "memory_price": node.compute.memory_price,
+            "data": [{"path": "stdin", "size": 0, "sha256": hashlib.sha256(b"").hexdigest(), "verify_hash": ""}]}
+    return gateway, provider, tab, budget, body
+
+
 async def test_a_job_asked_to_run_once_its_tabs_authorization_expired_is_refused_and_runs_nothing(
         node_factory, monkeypatch) -> None:
     """A sender that takes its time between a job's bytes and its run (a request every few minutes keeps the job) asks
@@ -197,18 +214,8 @@ async def test_a_job_asked_to_run_once_its_tabs_authorization_expired_is_refused
     refused and the job dropped, its reservations released, rather than run for nothing."""
     import types
 
-    gateway, (provider,) = await network(node_factory)
-    module = await deploy(provider, "outputs", wasi=True)
-    node = gateway.app[NODE]
-    provider_id, url = provider.app[IDENTITY].id, provider.app[NODE].peers.url
-    price = provider.app[NODE].market.honoured_ask("compute")
-    spec = parse_job({"module": module, "stdin": "-"})
-    budget = node.compute.budget(jobs_module.InvokeCall(spec.module, spec.entrypoint, list(spec.argv), spec.fuel,
-                                                        spec.memory, spec.timeout, True), price)
-    tab = await node.paid.gateway_tabs.reserve_alone(provider_id, price, budget, "ab" * 32)
-    body = {"spec": spec.canonical(), "price": price, "authorization": tab.hex, "deal": {},
-            "memory_price": node.compute.memory_price,
-            "data": [{"path": "stdin", "size": 0, "sha256": hashlib.sha256(b"").hexdigest(), "verify_hash": ""}]}
+    gateway, provider, tab, budget, body = await _a_job_on_a_tab_of_its_own(node_factory, "ab")
+    node, provider_id, url = gateway.app[NODE], provider.app[IDENTITY].id, provider.app[NODE].peers.url
     job = await sent_jobs.wire.begin(node.client, url, provider_id, body)
     later = types.SimpleNamespace(time=lambda: tab.auth.expires_at + 1)
     with monkeypatch.context() as patched:
@@ -230,18 +237,8 @@ async def test_a_job_taken_while_its_tab_is_closed_is_refused_not_run_unpaid(nod
     paid."""
     from xsc.net.compute import close_tab
 
-    gateway, (provider,) = await network(node_factory)
-    module = await deploy(provider, "outputs", wasi=True)
-    node = gateway.app[NODE]
-    provider_id, url = provider.app[IDENTITY].id, provider.app[NODE].peers.url
-    price = provider.app[NODE].market.honoured_ask("compute")
-    spec = parse_job({"module": module, "stdin": "-"})
-    budget = node.compute.budget(jobs_module.InvokeCall(spec.module, spec.entrypoint, list(spec.argv), spec.fuel,
-                                                        spec.memory, spec.timeout, True), price)
-    tab = await node.paid.gateway_tabs.reserve_alone(provider_id, price, budget, "cd" * 32)
-    body = {"spec": spec.canonical(), "price": price, "authorization": tab.hex, "deal": {},
-            "memory_price": node.compute.memory_price,
-            "data": [{"path": "stdin", "size": 0, "sha256": hashlib.sha256(b"").hexdigest(), "verify_hash": ""}]}
+    gateway, provider, tab, budget, body = await _a_job_on_a_tab_of_its_own(node_factory, "cd")
+    node, provider_id, url = gateway.app[NODE], provider.app[IDENTITY].id, provider.app[NODE].peers.url
     ledger = provider.app[NODE].ledger
     read, reading_the_tab, go_on = ledger.receipt_for, asyncio.Event(), asyncio.Event()
 
