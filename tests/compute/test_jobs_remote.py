@@ -942,22 +942,7 @@ async def test_a_jobs_tab_left_pending_by_a_stop_before_its_run_was_asked_for_pa
     gateway, providers = await network(node_factory, providers=2)
     module = await deploy(gateway, "outputs", wasi=True)
     jobs = gateway.app[NODE].jobs
-    begin = sent_jobs.wire.begin
-    reached = asyncio.Event()
-
-    async def then_the_stop(*args, **kwargs):
-        await begin(*args, **kwargs)  # the provider took it: its id for the job is lost with the stop
-        reached.set()
-        await asyncio.Event().wait()
-
-    with monkeypatch.context() as patched:
-        patched.setattr(sent_jobs.wire, "begin", then_the_stop)
-        patched.setattr(gateway.app[NODE].paid.gateway_tabs, "answered", lambda *args: None)  # a kill -9 runs none
-        running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-"}, reading(b"the job's bytes")))
-        await asyncio.wait_for(reached.wait(), 60)
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
+    await _stopped_once_the_provider_took_it(gateway, module, monkeypatch)
     (job,) = jobs.records.all_jobs()
     assert "sent" not in job, job
     (tab,) = [a for a in gateway.app[NODE].ledger.pending() if a.job == remote_tabs.job_tab(job["id"])]
@@ -988,23 +973,7 @@ async def test_a_jobs_tab_closed_while_its_job_waits_for_its_bytes_is_answered_a
     free for the sender's next job."""
     gateway, (provider,) = await network(node_factory)
     module = await deploy(gateway, "outputs", wasi=True)
-    jobs = gateway.app[NODE].jobs
-    begin = sent_jobs.wire.begin
-    reached = asyncio.Event()
-
-    async def then_the_stop(*args, **kwargs):
-        await begin(*args, **kwargs)
-        reached.set()
-        await asyncio.Event().wait()
-
-    with monkeypatch.context() as patched:
-        patched.setattr(sent_jobs.wire, "begin", then_the_stop)
-        patched.setattr(gateway.app[NODE].paid.gateway_tabs, "answered", lambda *args: None)  # a kill -9 runs none
-        running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-"}, reading(b"the job's bytes")))
-        await asyncio.wait_for(reached.wait(), 60)
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
+    await _stopped_once_the_provider_took_it(gateway, module, monkeypatch)
     (tab,) = gateway.app[NODE].ledger.pending()
     assert provider.app[NODE].hosted_jobs.status() == {"hosted": 1}
     before = balances(gateway, provider)
@@ -1112,3 +1081,24 @@ async def test_a_jobs_tab_a_start_pays_is_still_held_to_its_charge_once_the_job_
             if e.authorization.id.hex() == first]
     assert (paid, node.paid.gateway_tabs.refused_receipts) == ([], 1)
     await verified(gateway)
+
+
+async def _stopped_once_the_provider_took_it(gateway, module: str, monkeypatch) -> None:
+    """A job run on `gateway` stopped (as a kill -9 would: no tab answered) the moment its provider took it, before
+    the gateway kept the provider's id for the job."""
+    begin, reached = sent_jobs.wire.begin, asyncio.Event()
+
+    async def then_the_stop(*args, **kwargs):
+        await begin(*args, **kwargs)
+        reached.set()
+        await asyncio.Event().wait()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sent_jobs.wire, "begin", then_the_stop)
+        patched.setattr(gateway.app[NODE].paid.gateway_tabs, "answered", lambda *args: None)  # a kill -9 runs none
+        running = asyncio.ensure_future(gateway.app[NODE].jobs.run({"module": module, "stdin": "-"},
+                                                                   reading(b"the job's bytes")))
+        await asyncio.wait_for(reached.wait(), 60)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running

@@ -251,31 +251,11 @@ async def test_a_stop_while_the_start_asks_a_replica_again_or_fetches_its_output
     that provider again (`answer_again`) or fetching its outputs again (`refetched`), is stopped at that moment too;
     the start after that finishes the job once and pays each replica once."""
     gateway, providers = await network(node_factory, providers=3)
-    held = providers[2].app[IDENTITY].id
-    real, reached = getattr(sent_jobs.wire, where), asyncio.Event()
-
-    async def held_back(client, url, provider, *args, **kwargs):
-        if provider != held:
-            return await real(client, url, provider, *args, **kwargs)
-        if where == "run":
-            await real(client, url, provider, *args, **kwargs)  # it ran (or its kept answer is read): lost
-        reached.set()
-        await asyncio.Event().wait()
-
-    module = await deploy(gateway, "outputs", wasi=True)
-    jobs = gateway.app[NODE].jobs
+    held, step = providers[2].app[IDENTITY].id, {"run": "sent", "fetch": "fetching"}[where]
     before = [balances(gateway, p)[1] for p in providers]
-    step = {"run": "sent", "fetch": "fetching"}[where]
     with monkeypatch.context() as patched:
-        patched.setattr(sent_jobs.wire, where, held_back)
-        running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-", "deterministic": True,
-                                                  "replicas": 3}, reading(b"the honest bytes")))
-        await asyncio.wait_for(reached.wait(), 60)
-        await eventually_async(lambda: sorted(r["step"] for r in jobs.records.all_jobs()[0]["replicating"].values())
-                               == sorted(["checked", "checked", step]), "the other two replicas checked")
-        running.cancel()  # what the stop does to the requests still in flight
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
+        reached = await _stopped_with_one_replica_held(gateway, held, where, patched)
+        jobs = gateway.app[NODE].jobs
         (jid,) = [j["id"] for j in jobs.records.all_jobs()]
         await close_node(gateway)
         reached.clear()
@@ -300,30 +280,11 @@ async def test_a_replica_the_start_fails_to_reach_once_is_asked_again_and_paid_o
     the others', not lost."""
     gateway, providers = await network(node_factory, providers=3)
     held = providers[2].app[IDENTITY].id
-    real, reached = getattr(sent_jobs.wire, where), asyncio.Event()
-
-    async def held_back(client, url, provider, *args, **kwargs):
-        if provider != held:
-            return await real(client, url, provider, *args, **kwargs)
-        if where == "run":
-            await real(client, url, provider, *args, **kwargs)  # it ran: its answer is lost with the stop
-        reached.set()
-        await asyncio.Event().wait()
-
-    module = await deploy(gateway, "outputs", wasi=True)
-    jobs = gateway.app[NODE].jobs
     before = [balances(gateway, p)[1] for p in providers]
-    step = {"run": "sent", "fetch": "fetching"}[where]
     with monkeypatch.context() as patched:
-        patched.setattr(sent_jobs.wire, where, held_back)
-        running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-", "deterministic": True,
-                                                  "replicas": 3}, reading(b"the honest bytes")))
-        await asyncio.wait_for(reached.wait(), 60)
-        await eventually_async(lambda: sorted(r["step"] for r in jobs.records.all_jobs()[0]["replicating"].values())
-                               == sorted(["checked", "checked", step]), "the other two replicas checked")
-        running.cancel()  # what the stop does to the requests still in flight
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
+        await _stopped_with_one_replica_held(gateway, held, where, patched)
+    jobs = gateway.app[NODE].jobs
+    real = getattr(sent_jobs.wire, where)
     (jid,) = [j["id"] for j in jobs.records.all_jobs()]
     dials: list[str] = []
 
@@ -671,3 +632,33 @@ async def test_replicas_tabs_left_pending_by_a_stop_before_their_runs_were_asked
     assert node.paid.gateway_tabs.refused_receipts == 3
     assert balances(gateway, providers[0])[0] == before and node.ledger.holding() == {}
     await verified(gateway)
+
+
+async def _stopped_with_one_replica_held(gateway, held: str, where: str, patched) -> asyncio.Event:
+    """A job on three replicas run on `gateway`, stopped (its requests in flight cancelled) once two replicas are
+    checked and `held`'s is cut short where `where` says: its run's answer on its way back ("run": it ran, the answer
+    is lost) or its outputs being fetched ("fetch").  `patched` keeps `held` held back until it is undone; the event
+    returned is set each time `held` is reached."""
+    real, reached = getattr(sent_jobs.wire, where), asyncio.Event()
+
+    async def held_back(client, url, provider, *args, **kwargs):
+        if provider != held:
+            return await real(client, url, provider, *args, **kwargs)
+        if where == "run":
+            await real(client, url, provider, *args, **kwargs)  # it ran (or its kept answer is read): lost
+        reached.set()
+        await asyncio.Event().wait()
+
+    module = await deploy(gateway, "outputs", wasi=True)
+    jobs = gateway.app[NODE].jobs
+    step = {"run": "sent", "fetch": "fetching"}[where]
+    patched.setattr(sent_jobs.wire, where, held_back)
+    running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-", "deterministic": True, "replicas": 3},
+                                             reading(b"the honest bytes")))
+    await asyncio.wait_for(reached.wait(), 60)
+    await eventually_async(lambda: sorted(r["step"] for r in jobs.records.all_jobs()[0]["replicating"].values())
+                           == sorted(["checked", "checked", step]), "the other two replicas checked")
+    running.cancel()  # what the stop does to the requests still in flight
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    return reached
