@@ -1,9 +1,11 @@
 """A stopping node closes a connection whose request it answered before reading the body (a put that does not
-fit, 507), rather than waiting for aiohttp's linger on that body to run out: on each of the node's runners."""
+fit, 507), rather than waiting for aiohttp's linger on that body to run out, and one set up as the stop began,
+rather than waiting for its first request: on each of the node's runners."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 from aiohttp import web
@@ -57,3 +59,33 @@ async def test_a_stop_closes_a_connection_lingering_on_a_body_answered_unread(ki
         assert rest == b"" and not writer.is_closing()
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize("kind", ["node", "in-process", "web"])
+async def test_a_stop_begun_as_a_connection_is_set_up_does_not_wait_for_its_first_request(kind):
+    runner, _ = await _serve(kind)
+    server = runner.server
+    assert server is not None
+    handlers = getattr(server, "inner", server)  # aiohttp's handler factory (under the sniffer on a node's port)
+    ours, theirs = socket.socketpair()
+
+    def handler_set_up_as_the_stop_begins():
+        handler = handlers()
+        made = handler.connection_made
+
+        def connection_made(transport):
+            made(transport)
+            server.pre_shutdown()  # in the same loop turn, before the handler waits for a first request
+
+        handler.connection_made = connection_made
+        return handler
+
+    try:
+        await asyncio.get_running_loop().connect_accepted_socket(handler_set_up_as_the_stop_begins, ours)
+        # Its client holds the connection open and sends nothing; the stop is done all the same.
+        await asyncio.wait_for(server.shutdown(3600.0), HANG)
+        theirs.settimeout(HANG)
+        assert theirs.recv(1) == b""
+    finally:
+        theirs.close()
+        await runner.cleanup()

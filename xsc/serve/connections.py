@@ -90,7 +90,8 @@ class ProblemHandler(RequestHandler):
     A request answered before its body was read (a 507 to a put that does not fit) leaves aiohttp reading and
     dropping the rest for its `lingering_time`, so that the client, still sending, reads the answer before the
     close resets it.  A stopping server closes such a connection at once: its answer went out, and the linger
-    would otherwise hold the stop for as long as a client that sends nothing more keeps its socket open."""
+    would otherwise hold the stop for as long as a client that sends nothing more keeps its socket open; so does
+    one set up in the loop turn the stop began in, before it waited for a first request (`shutdown`)."""
 
     answer: Answer = staticmethod(problem_answer)
     _answered: Any = None  # the body of the last request answered, which aiohttp drains after the answer
@@ -108,6 +109,12 @@ class ProblemHandler(RequestHandler):
         if (body is not None and not body.is_eof() and not self._request_in_progress and task is not None
                 and task is not asyncio.current_task()):  # (aiohttp's own close when the linger ran out)
             task.cancel()  # ends the linger: aiohttp closes the connection as it does any cancelled one
+
+    async def shutdown(self, timeout: float | None = 15.0) -> None:
+        # The stop's close() wakes a connection waiting for its next request; one set up in the loop turn the stop
+        # began in was not waiting yet, and aiohttp would wait for its first request until its client hangs up.
+        self.close()
+        await super().shutdown(timeout)
 
     def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
