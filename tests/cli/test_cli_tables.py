@@ -484,3 +484,20 @@ def test_ledger_history_gives_its_balance_in_credits_and_its_fuel_with_thousands
     _fits(shown.stdout)
     assert " ".join(shown.stdout.split()).startswith(f"account {'a' * 52} — balance 0.251231 credits seq "), shown.stdout
     assert "fuel 47,529,798" in " ".join(shown.stdout.split()), shown.stdout
+
+
+def test_ledger_history_fits_80_columns_when_piped_and_wide_shows_every_column() -> None:
+    node = ThreadingHTTPServer(("127.0.0.1", 0), _History)
+    threading.Thread(target=node.serve_forever, daemon=True).start()
+    args = ("ledger", "history", "--node", f"http://127.0.0.1:{node.server_address[1]}")
+    try:
+        piped, wide = xsc(*args, env={"XSC_TOKEN": "t"}), xsc(*args, "--wide", env={"XSC_TOKEN": "t"})
+    finally:
+        node.shutdown()
+    assert piped.exit_code == 0, piped.output
+    _fits(piped.stdout)  # not a terminal: 80 columns, as market book and ledger trust
+    under = [line.strip().rstrip(",") for line in piped.stdout.splitlines()]
+    assert f"counterparty {'p' * 52}" in under and f"entry {'e' * 64}" in under, piped.stdout  # whole, under its row
+    header = wide.stdout.splitlines()[1].split()
+    assert header[:4] == ["seq", "settled", "(UTC)", "kind"] and "counterparty" in header and "entry" in header, wide
+    assert any(len(line) > 80 for line in wide.stdout.splitlines()), wide.stdout  # in columns, however wide
