@@ -53,8 +53,10 @@ def serve(obj, name: str, module: str, inputs: tuple[str, ...], env: tuple[str, 
         click.echo(f"serving {name} at {served['url']}")
     else:
         click.echo(f"serving {name} at /fn/{name}/ on the node's web listener (node.web_listen)")
-        click.echo("xsc: warning: this node has no web listener, so no one can call it yet (give it one: "
-                   "xsc config set node.web_listen 127.0.0.1:7080, then restart the node)", err=True)
+        saved = obj.saved("node", "web_listen")
+        fix = f"node.web_listen is {saved} in its config.toml, used from its next start: restart the node" if saved \
+            else "give it one: xsc config set node.web_listen 127.0.0.1:7080, then restart the node"
+        click.echo(f"xsc: warning: this node has no web listener, so no one can call it yet ({fix})", err=True)
 
 
 @click.command("functions")
