@@ -486,6 +486,36 @@ def test_ledger_history_gives_its_balance_in_credits_and_its_fuel_with_thousands
     assert "fuel 47,529,798" in " ".join(shown.stdout.split()), shown.stdout
 
 
+class _Expanded(_History):
+    """A node whose client account paid one transfer covering one call, its provenance id listed (--expand)."""
+
+    def do_GET(self) -> None:
+        entry = {"seq": 1, "settled_at": 1_700_000_000, "kind": "payment", "payee": "p" * 52, "payer": "a" * 52,
+                 "delta": -1, "usage": {"fuel": 10, "invokes": 1}, "job": "compute:tab:1:" + "r" * 64,
+                 "covers": "r" * 64, "invokes": 1, "covered": ["c" * 32], "id": "e" * 64}
+        body = json.dumps({"entries": [entry], "account": {"account": "a" * 52, "balance": -1, "seq": 1}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_ledger_history_expanded_fits_80_columns_with_its_ids_whole() -> None:
+    node = ThreadingHTTPServer(("127.0.0.1", 0), _Expanded)
+    threading.Thread(target=node.serve_forever, daemon=True).start()
+    args = ("ledger", "history", "--expand", "--node", f"http://127.0.0.1:{node.server_address[1]}")
+    try:
+        shown = [xsc(*args, env={"XSC_TOKEN": "t", **env}) for env in (NARROW, {})]  # a terminal, and piped
+    finally:
+        node.shutdown()
+    for out in shown:
+        assert out.exit_code == 0, out.output
+        _fits(out.stdout)
+        words = out.stdout.split()
+        assert f"entry {'e' * 64} covers 1 invoke (provenance ids): {'c' * 32}" in " ".join(words), out.stdout
+
+
 def test_ledger_history_fits_80_columns_when_piped_and_wide_shows_every_column() -> None:
     node = ThreadingHTTPServer(("127.0.0.1", 0), _History)
     threading.Thread(target=node.serve_forever, daemon=True).start()

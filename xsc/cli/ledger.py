@@ -128,11 +128,14 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
         click.echo(f"{hidden} older entr{'y' if hidden == 1 else 'ies'} not shown (show more with --limit N)")
     for e in entries:
         if e.get("covered"):
-            click.echo(f"entry {e['id']} covers {len(e['covered'])} invokes (provenance ids):")
+            n = len(e["covered"])
+            prose(f"entry {e['id']} covers {n} invoke{'s' if n != 1 else ''} (provenance ids):",
+                  piped=None if wide else PIPE_WIDTH)
             for ref in e["covered"]:
                 click.echo(f"  {ref}")
         elif "covered" in e and e["covered"] is None:
-            click.echo(f"entry {e['id']}: its provenance ids were retired (ledger.record_retention)")
+            prose(f"entry {e['id']}: its provenance ids were retired (ledger.record_retention)",
+                  piped=None if wide else PIPE_WIDTH)
 
 
 @ledger.command()
