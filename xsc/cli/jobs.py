@@ -262,6 +262,8 @@ def job(obj, job_id: str, as_json: bool) -> None:
     stdin, again = found.get("stdin"), (found.get("again") or {}).get("stdin")
     if stdin:  # a stored one by its capability, as `xsc compute run --stdin CAP` named it
         _file_line("  ", "stdin", stdin["size"], stdin["sha256"], again if again not in (None, "-") else None)
+    elif again not in (None, "-"):  # a record kept before records named their stdin: its spec still does
+        click.echo(f"  stdin  {again}")
     for item in found.get("inputs", []):
         _file_line("  input  ", item["path"], item["size"], item["sha256"])
     for output in found.get("outputs", []):
