@@ -399,8 +399,8 @@ class _Functions(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         row = {"module": "ab" * 32, "requests": 9, "errors": 0, "spend": 0, "spent_this_hour": 0, "spend_cap": None,
                "on_market": False, "url": "http://127.0.0.1:1/fn/x/"}
-        found = [{**row, "name": name, "p50_ms": p50} for name, p50 in
-                 (("fast", 0.734), ("slow", 12.5), ("round", 3.0), ("idle", None))]
+        found = [{**row, "name": name, "p50_ms": p50, "requests": requests} for name, p50, requests in
+                 (("fast", 0.734, 1234), ("slow", 12.5, 9), ("round", 3.0, 9), ("idle", None, 0))]
         body = json.dumps({"functions": found}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -412,7 +412,7 @@ class _Functions(BaseHTTPRequestHandler):
         pass
 
 
-def test_compute_functions_gives_every_p50_to_the_same_decimals() -> None:
+def test_compute_functions_gives_every_p50_to_the_same_decimals_and_its_counts_right_aligned() -> None:
     node = ThreadingHTTPServer(("127.0.0.1", 0), _Functions)
     threading.Thread(target=node.serve_forever, daemon=True).start()
     try:
@@ -423,6 +423,10 @@ def test_compute_functions_gives_every_p50_to_the_same_decimals() -> None:
     assert shown.exit_code == 0, shown.output
     p50 = {line.split()[0]: line.split()[4] for line in shown.stdout.splitlines()[1:]}
     assert p50 == {"fast": "0.73", "slow": "12.50", "round": "3.00", "idle": "-"}, shown.stdout
+    header, *rows = shown.stdout.splitlines()
+    for column, at in (("requests", 2), ("errors", 3)):  # counts right-aligned under their heading, as figures are
+        end = header.index(column) + len(column)
+        assert all(row[:end].endswith(" " + row.split()[at]) for row in rows), shown.stdout
 
 
 def test_health_status_keeps_availability_at_80_columns_with_the_id_whole_under_its_row(thread_node) -> None:

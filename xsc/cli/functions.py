@@ -59,6 +59,10 @@ def serve(obj, name: str, module: str, inputs: tuple[str, ...], env: tuple[str, 
         click.echo(f"xsc: warning: this node has no web listener, so no one can call it yet ({fix})", err=True)
 
 
+# Counts right-aligned, as every figure in the CLI's tables is (a column of them reads by its last digits).
+COUNTS = (Col("requests", right=True), Col("errors", right=True))
+
+
 @click.command("functions")
 @click.option("--hosted", is_flag=True,
               help="The functions other nodes placed here (their `serve --on-market`): each owner's, what it earned.")
@@ -81,7 +85,7 @@ def functions(obj, hosted: bool, as_json: bool) -> None:
     from ..units import format_credits
 
     # Amounts in credits, as the ledger's tables show them (--json: micro-credits, as --spend-cap takes them).
-    table([Col("name", keep=True), Col("module", keep=True, under=True), "requests", "errors",
+    table([Col("name", keep=True), Col("module", keep=True, under=True), *COUNTS,
            Col("p50 ms", right=True), Col("credits spent", right=True), Col("this hour", right=True),
            Col("cap/hour", right=True), Col("served at", keep=True, under=True)],
           [(f["name"], f["module"], f["requests"], f["errors"], _ms(f["p50_ms"]), format_credits(f["spend"]),
@@ -101,7 +105,7 @@ def _hosted(found: list[dict[str, Any]], as_json: bool) -> None:
     from ..units import format_credits
 
     # The owner's id whole, and the path that names it, on lines of their own under a narrow terminal's rows.
-    table([Col("owner", keep=True, under=True), Col("name", keep=True), "requests", "errors", Col("p50 ms", right=True),
+    table([Col("owner", keep=True, under=True), Col("name", keep=True), *COUNTS, Col("p50 ms", right=True),
            Col("credits earned", right=True), Col("path", keep=True, under=True)],
           [(f["owner"], f["name"], f["requests"], f["errors"], _ms(f["p50_ms"]), format_credits(f["earned"]),
             f["path"]) for f in found])
