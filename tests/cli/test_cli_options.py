@@ -40,6 +40,15 @@ def test_json_on_a_command_without_json_is_a_usage_error() -> None:
     assert "has no --json output" in result.stderr and len(result.stderr.splitlines()) <= 2
 
 
+def test_verbose_after_the_command_says_it_goes_before_it() -> None:
+    for flag in ("--verbose", "-v"):
+        result = xsc("store", "put", "photo.jpg", flag)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.splitlines()[0] == f"xsc: usage error: no such option '{flag}' (it goes before the " \
+            "command: xsc --verbose store put ...)", result.stderr
+    assert "goes before" not in xsc("store", "put", "photo.jpg", "--verbos").stderr  # another option: no such hint
+
+
 def test_the_hints_the_cli_prints_are_commands_that_parse(tmp_path: Path) -> None:
     data_dir = tmp_path / "never-started"
     result = xsc("store", "ls", "--data-dir", str(data_dir))

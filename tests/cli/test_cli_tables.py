@@ -399,8 +399,8 @@ class _Functions(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         row = {"module": "ab" * 32, "requests": 9, "errors": 0, "spend": 0, "spent_this_hour": 0, "spend_cap": None,
                "on_market": False, "url": "http://127.0.0.1:1/fn/x/"}
-        found = [{**row, "name": name, "p50_ms": p50} for name, p50 in
-                 (("fast", 0.734), ("slow", 12.5), ("round", 3.0), ("idle", None))]
+        found = [{**row, "name": name, "p50_ms": p50, "requests": requests} for name, p50, requests in
+                 (("fast", 0.734, 1234), ("slow", 12.5, 9), ("round", 3.0, 9), ("idle", None, 0))]
         body = json.dumps({"functions": found}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -412,7 +412,7 @@ class _Functions(BaseHTTPRequestHandler):
         pass
 
 
-def test_compute_functions_gives_every_p50_to_the_same_decimals() -> None:
+def test_compute_functions_gives_every_p50_to_the_same_decimals_and_its_counts_right_aligned() -> None:
     node = ThreadingHTTPServer(("127.0.0.1", 0), _Functions)
     threading.Thread(target=node.serve_forever, daemon=True).start()
     try:
@@ -423,6 +423,10 @@ def test_compute_functions_gives_every_p50_to_the_same_decimals() -> None:
     assert shown.exit_code == 0, shown.output
     p50 = {line.split()[0]: line.split()[4] for line in shown.stdout.splitlines()[1:]}
     assert p50 == {"fast": "0.73", "slow": "12.50", "round": "3.00", "idle": "-"}, shown.stdout
+    header, *rows = shown.stdout.splitlines()
+    for column, at in (("requests", 2), ("errors", 3)):  # counts right-aligned under their heading, as figures are
+        end = header.index(column) + len(column)
+        assert all(row[:end].endswith(" " + row.split()[at]) for row in rows), shown.stdout
 
 
 def test_health_status_keeps_availability_at_80_columns_with_the_id_whole_under_its_row(thread_node) -> None:
@@ -484,3 +488,50 @@ def test_ledger_history_gives_its_balance_in_credits_and_its_fuel_with_thousands
     _fits(shown.stdout)
     assert " ".join(shown.stdout.split()).startswith(f"account {'a' * 52} — balance 0.251231 credits seq "), shown.stdout
     assert "fuel 47,529,798" in " ".join(shown.stdout.split()), shown.stdout
+
+
+class _Expanded(_History):
+    """A node whose client account paid one transfer covering one call, its provenance id listed (--expand)."""
+
+    def do_GET(self) -> None:
+        entry = {"seq": 1, "settled_at": 1_700_000_000, "kind": "payment", "payee": "p" * 52, "payer": "a" * 52,
+                 "delta": -1, "usage": {"fuel": 10, "invokes": 1}, "job": "compute:tab:1:" + "r" * 64,
+                 "covers": "r" * 64, "invokes": 1, "covered": ["c" * 32], "id": "e" * 64}
+        body = json.dumps({"entries": [entry], "account": {"account": "a" * 52, "balance": -1, "seq": 1}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_ledger_history_expanded_fits_80_columns_with_its_ids_whole() -> None:
+    node = ThreadingHTTPServer(("127.0.0.1", 0), _Expanded)
+    threading.Thread(target=node.serve_forever, daemon=True).start()
+    args = ("ledger", "history", "--expand", "--node", f"http://127.0.0.1:{node.server_address[1]}")
+    try:
+        shown = [xsc(*args, env={"XSC_TOKEN": "t", **env}) for env in (NARROW, {})]  # a terminal, and piped
+    finally:
+        node.shutdown()
+    for out in shown:
+        assert out.exit_code == 0, out.output
+        _fits(out.stdout)
+        words = out.stdout.split()
+        assert f"entry {'e' * 64} covers 1 invoke (provenance ids): {'c' * 32}" in " ".join(words), out.stdout
+
+
+def test_ledger_history_fits_80_columns_when_piped_and_wide_shows_every_column() -> None:
+    node = ThreadingHTTPServer(("127.0.0.1", 0), _History)
+    threading.Thread(target=node.serve_forever, daemon=True).start()
+    args = ("ledger", "history", "--node", f"http://127.0.0.1:{node.server_address[1]}")
+    try:
+        piped, wide = xsc(*args, env={"XSC_TOKEN": "t"}), xsc(*args, "--wide", env={"XSC_TOKEN": "t"})
+    finally:
+        node.shutdown()
+    assert piped.exit_code == 0, piped.output
+    _fits(piped.stdout)  # not a terminal: 80 columns, as market book and ledger trust
+    under = [line.strip().rstrip(",") for line in piped.stdout.splitlines()]
+    assert f"counterparty {'p' * 52}" in under and f"entry {'e' * 64}" in under, piped.stdout  # whole, under its row
+    header = wide.stdout.splitlines()[1].split()
+    assert header[:4] == ["seq", "settled", "(UTC)", "kind"] and "counterparty" in header and "entry" in header, wide
+    assert any(len(line) > 80 for line in wide.stdout.splitlines()), wide.stdout  # in columns, however wide

@@ -454,6 +454,12 @@ def test_a_function_served_by_a_node_without_a_web_listener_says_how_to_give_it_
         "xsc config set node.web_listen 127.0.0.1:7080, then restart the node)"]
     listed = json.loads(node.xsc("compute", "functions", "--json").stdout)["functions"]
     assert [(f["name"], f["url"]) for f in listed] == [("hello", None)]
+    # given one, and not restarted yet: the command that fixes it is the restart, not the setting again
+    assert node.xsc("config", "set", "node.web_listen", "127.0.0.1:7080").returncode == 0
+    done = node.xsc("compute", "serve", "hello", str(WASM / "cgi.wasm"))
+    assert done.returncode == 0 and done.stderr.decode().splitlines() == [
+        "xsc: warning: this node has no web listener, so no one can call it yet (node.web_listen is 127.0.0.1:7080 in "
+        "its config.toml, used from its next start: restart the node)"], done.stderr
 
 
 def test_the_functions_table_says_its_amounts_are_credits(cli_node) -> None:

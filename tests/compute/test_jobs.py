@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from tests.support.cli import error_line, ok
+from tests.support.cli import error_line, ok, xsc_in_process
+from tests.support.http_stub import QuietHandler, serving
 from tests.support.compute import WASM
 from xsc.units import format_credits
 
@@ -199,6 +200,50 @@ def test_lineage_walks_back_through_every_job_to_the_files_they_read(xsc_node, t
     assert "made_by" not in first  # put by the user
     text = ok(xsc_node.xsc("compute", "lineage", last["capability"]))
     assert text.count("made by job") == 2 and "stored by a user" in text and "signature ok" in text
+
+
+def test_a_job_names_the_stored_file_it_read_as_stdin_and_lineage_walks_to_it(xsc_node, tmp_path):
+    source = tmp_path / "source"
+    source.write_bytes(b"read as stdin\n")
+    cap = put(xsc_node, source)
+    # job 1 copies its stdin (the stored file) to out/c.txt; job 2 reads job 1's c.txt as its stdin, nothing else
+    one = json.loads(ok(xsc_node.xsc("compute", "run", OUTPUTS, "--stdin", cap, "--json")))
+    middle = next(o for o in one["outputs"] if o["name"] == "out/c.txt")
+    two = json.loads(ok(xsc_node.xsc("compute", "run", OUTPUTS, "--stdin", middle["capability"], "--json")))
+    shown = ok(xsc_node.xsc("compute", "job", two["id"])).splitlines()
+    assert ["stdin", "14", "bytes", "sha256", middle["sha256"], middle["capability"]] in [l.split() for l in shown], \
+        shown
+    last = next(o for o in two["outputs"] if o["name"] == "out/c.txt")
+    made = json.loads(ok(xsc_node.xsc("compute", "lineage", last["capability"], "--json")))["made_by"]
+    assert made["job"] == two["id"] and made["inputs"] == [], made
+    read = made["stdin"]
+    assert read["sha256"] == middle["sha256"] and read["made_by"]["job"] == one["id"], made
+    first = read["made_by"]["stdin"]
+    assert first["sha256"] == __import__("hashlib").sha256(b"read as stdin\n").hexdigest() and "made_by" not in first
+    text = ok(xsc_node.xsc("compute", "lineage", last["capability"]))
+    assert text.count("made by job") == 2 and text.count("read stdin  14 bytes") == 2, text
+
+
+STORED = f"xsc:chk:{'a' * 52}:{'b' * 52}:4:2:14"
+
+
+class _JobBeforeItsStdinWasNamed(QuietHandler):
+    """A node answering a job record kept before records named their stdin: only the spec it keeps does."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"id": "j" * 64, "state": "done", "module": "m" * 64, "executions": 1, "charge": 1,
+                           "again": {"stdin": STORED}, "inputs": [], "outputs": []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_job_kept_before_records_named_their_stdin_shows_it_by_the_capability_its_spec_keeps():
+    with serving(_JobBeforeItsStdinWasNamed) as url:
+        shown = ok(xsc_in_process("--node", url, "compute", "job", "j" * 64, env={"XSC_TOKEN": "t"}))
+    assert f"  stdin  {STORED}" in shown.splitlines(), shown
 
 
 def test_a_jobs_files_and_lineage_fit_80_columns_with_every_id_whole(xsc_node, tmp_path):

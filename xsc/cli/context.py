@@ -82,6 +82,19 @@ class CliContext:
             self._client = NodeClient(self.node_url(), self.token(), start_hint=self.start_hint())
         return self._client
 
+    def saved(self, section: str, key: str) -> object | None:
+        """What the data dir's config.toml sets `section.key` to (None: not set, or not readable), when the node
+        the CLI talks to is that data dir's (not one named by --node or $XSC_NODE_LISTEN alone)."""
+        if not self._data_dir and (self._node_url or os.environ.get("XSC_NODE_LISTEN")):
+            return None
+        import tomllib  # here, as in node_url
+
+        try:
+            table = tomllib.loads((self.data_dir / "config.toml").read_text()).get(section, {})
+        except (OSError, ValueError):  # (TOMLDecodeError and UnicodeDecodeError are ValueErrors)
+            return None
+        return table.get(key) if isinstance(table, dict) else None
+
     def start_hint(self) -> str:
         return "start one with: xsc node start" + (f" --data-dir {self._data_dir}" if self._data_dir else "")
 

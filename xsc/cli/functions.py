@@ -53,8 +53,14 @@ def serve(obj, name: str, module: str, inputs: tuple[str, ...], env: tuple[str, 
         click.echo(f"serving {name} at {served['url']}")
     else:
         click.echo(f"serving {name} at /fn/{name}/ on the node's web listener (node.web_listen)")
-        click.echo("xsc: warning: this node has no web listener, so no one can call it yet (give it one: "
-                   "xsc config set node.web_listen 127.0.0.1:7080, then restart the node)", err=True)
+        saved = obj.saved("node", "web_listen")
+        fix = f"node.web_listen is {saved} in its config.toml, used from its next start: restart the node" if saved \
+            else "give it one: xsc config set node.web_listen 127.0.0.1:7080, then restart the node"
+        click.echo(f"xsc: warning: this node has no web listener, so no one can call it yet ({fix})", err=True)
+
+
+# Counts right-aligned, as every figure in the CLI's tables is (a column of them reads by its last digits).
+COUNTS = (Col("requests", right=True), Col("errors", right=True))
 
 
 @click.command("functions")
@@ -79,7 +85,7 @@ def functions(obj, hosted: bool, as_json: bool) -> None:
     from ..units import format_credits
 
     # Amounts in credits, as the ledger's tables show them (--json: micro-credits, as --spend-cap takes them).
-    table([Col("name", keep=True), Col("module", keep=True, under=True), "requests", "errors",
+    table([Col("name", keep=True), Col("module", keep=True, under=True), *COUNTS,
            Col("p50 ms", right=True), Col("credits spent", right=True), Col("this hour", right=True),
            Col("cap/hour", right=True), Col("served at", keep=True, under=True)],
           [(f["name"], f["module"], f["requests"], f["errors"], _ms(f["p50_ms"]), format_credits(f["spend"]),
@@ -99,7 +105,7 @@ def _hosted(found: list[dict[str, Any]], as_json: bool) -> None:
     from ..units import format_credits
 
     # The owner's id whole, and the path that names it, on lines of their own under a narrow terminal's rows.
-    table([Col("owner", keep=True, under=True), Col("name", keep=True), "requests", "errors", Col("p50 ms", right=True),
+    table([Col("owner", keep=True, under=True), Col("name", keep=True), *COUNTS, Col("p50 ms", right=True),
            Col("credits earned", right=True), Col("path", keep=True, under=True)],
           [(f["owner"], f["name"], f["requests"], f["errors"], _ms(f["p50_ms"]), format_credits(f["earned"]),
             f["path"]) for f in found])

@@ -242,7 +242,8 @@ def _file_line(pad: str, name: str, size: int, sha256: str, capability: str | No
 @json_option
 @click.pass_obj
 def job(obj, job_id: str, as_json: bool) -> None:
-    """Show a job: its state, executions, charge, the node that ran it, outputs and provenance record."""
+    """Show a job: its state, executions, charge, the node that ran it, its stdin (a stored one by its capability),
+    inputs, outputs and provenance record."""
     found = obj.client().request("GET", f"/v1/compute/jobs/{quote(job_id, safe='')}")
     if as_json:
         emit_json(found)
@@ -258,6 +259,11 @@ def job(obj, job_id: str, as_json: bool) -> None:
                   if replicated else [])
                + ([("error", f"{found['error']} ({found['error_hint']})" if found.get("error_hint") else
                     found["error"])] if found.get("error") else []))
+    stdin, again = found.get("stdin"), (found.get("again") or {}).get("stdin")
+    if stdin:  # a stored one by its capability, as `xsc compute run --stdin CAP` named it
+        _file_line("  ", "stdin", stdin["size"], stdin["sha256"], again if again not in (None, "-") else None)
+    elif again not in (None, "-"):  # a record kept before records named their stdin: its spec still does
+        click.echo(f"  stdin  {again}")
     for item in found.get("inputs", []):
         _file_line("  input  ", item["path"], item["size"], item["sha256"])
     for output in found.get("outputs", []):
@@ -377,6 +383,10 @@ def _show_lineage(node: dict[str, Any], level: int) -> None:
     for item in made["inputs"]:
         _file_line(f"{pad}  read ", item["path"], item["size"], item["sha256"])
         _show_lineage(item, level + 2)
+    stdin = made.get("stdin")
+    if stdin:
+        _file_line(f"{pad}  read ", "stdin", stdin["size"], stdin["sha256"])
+        _show_lineage(stdin, level + 2)
 
 
 def _wrap_words(text: str, width: int) -> list[str]:

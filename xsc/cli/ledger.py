@@ -87,7 +87,10 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
 
     Paid invokes are settled in aggregate: one transfer per interval covers many invokes (its job says how
     many, and the Merkle root of their provenance ids); --expand lists the ids.  A job run on another node is paid
-    on its own: its entry names the job's id (`xsc compute job ID` on the node whose user ran it)."""
+    on its own: its entry names the job's id (`xsc compute job ID` on the node whose user ran it).
+
+    It fits the terminal, or 80 columns when not on one: ids, whole, then go on lines under their row (--wide: in
+    columns; --json for scripts, in micro-credits)."""
     if named is not None and account is not None and named != account:
         raise click.UsageError(f"two accounts named ({named}, and --account {account}): give one")
     account = named or account or "client"
@@ -101,7 +104,7 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
         earned = " (what this node earned: xsc ledger history node)" if account == "client" else ""
         click.echo(f"no entries yet for account {info['account']['account']}{earned}")
         return
-    from .output import Col
+    from .output import PIPE_WIDTH, Col
 
     rows = []
     for e in entries:
@@ -119,17 +122,20 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
             *for_jobs, Col("root", keep=True, under=True), Col("entry", keep=True, under=True)],
            [row if for_jobs else row[:7] + row[8:] for row in rows],
            title=f"account {info['account']['account']} — balance {format_credits(info['account']['balance'])} credits",
-           wide=wide)
+           wide=wide, piped=PIPE_WIDTH)
     hidden = max(0, info["account"]["seq"] - len(entries)) if info["account"].get("seq") else 0
     if hidden:
         click.echo(f"{hidden} older entr{'y' if hidden == 1 else 'ies'} not shown (show more with --limit N)")
     for e in entries:
         if e.get("covered"):
-            click.echo(f"entry {e['id']} covers {len(e['covered'])} invokes (provenance ids):")
+            n = len(e["covered"])
+            prose(f"entry {e['id']} covers {n} invoke{'s' if n != 1 else ''} (provenance ids):",
+                  piped=None if wide else PIPE_WIDTH)
             for ref in e["covered"]:
                 click.echo(f"  {ref}")
         elif "covered" in e and e["covered"] is None:
-            click.echo(f"entry {e['id']}: its provenance ids were retired (ledger.record_retention)")
+            prose(f"entry {e['id']}: its provenance ids were retired (ledger.record_retention)",
+                  piped=None if wide else PIPE_WIDTH)
 
 
 @ledger.command()

@@ -38,8 +38,12 @@ def usage_message(exc: click.UsageError) -> str:
     message = exc.format_message()
     for click_name, plain in CLICK_NUMBERS:  # "'abc' is not a valid integer range" reads as if a range were asked
         message = message.replace(f" is not a valid {click_name}.", f" is not {plain}.")
-    message = message[:1].lower() + message[1:]
-    lines = [f"xsc: usage error: {message.rstrip('.')}"]
+    message = message[:1].lower() + message[1:].rstrip(".")
+    if isinstance(exc, click.NoSuchOption) and exc.option_name in ("--verbose", "-v") and exc.ctx is not None:
+        # the one global option the CLI takes before the command only (it must hold from the command's start)
+        command = exc.ctx.command_path.removeprefix("xsc").strip()
+        message += f" (it goes before the command: xsc --verbose {command} ...)"
+    lines = [f"xsc: usage error: {message}"]
     if exc.ctx is not None:
         usage = exc.ctx.get_usage().replace("Usage: ", "usage: ", 1)
         lines.append(f"{usage} (more: {exc.ctx.command_path} --help)")

@@ -193,8 +193,8 @@ class JobRecords:
                 present.add((user, job["id"]))
                 runs.add(job.get("provenance") or "")
                 runs.update(r for _, r in dead.get((user, job["id"]), []))
-                fed.update(h.split(":")[0] for item in job.get("inputs", []) if isinstance(item, dict)
-                           for h in str(item.get("verify_hash", "")).split(","))
+                fed.update(h.split(":")[0] for item in [*job.get("inputs", []), job.get("stdin")]
+                           if isinstance(item, dict) for h in str(item.get("verify_hash", "")).split(","))
                 if job.get("state") in UNFINISHED or job.get("created", "") >= before or (user, job["id"]) in kept \
                         or any(a in owing for a in _tabs(job)) \
                         or any(held(Capability.parse(o["capability"]).storage_index) for o in _files(job)):

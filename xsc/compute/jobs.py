@@ -80,6 +80,8 @@ class Staged:
     work: Path
     stdin: Path | None = None
     stdin_sha256: str | None = None
+    # stdin as the job's record names it, as it names an input (path "stdin"; a stored one's verify hash: lineage)
+    stdin_item: dict[str, Any] | None = None
     inputs: list[dict[str, Any]] = field(default_factory=list)
     bytes_in: int = 0
 
@@ -228,6 +230,7 @@ class JobService:
                "guarantee": {"replicas": spec.replicas, "agree": spec.agree},
                **({"run": run} if run != jid else {}),
                "executions": executions, "outputs": [], "inputs": staged.inputs,
+               **({"stdin": staged.stdin_item} if staged.stdin_item else {}),
                "charge_total": before,  # and this run's, once it is charged (job_records.ended)
                # the run before's outputs stay named (so never orphaned) until this run's replace them
                **({"replacing": old} if (old := replacing(previous)) else {}),
@@ -609,6 +612,8 @@ class _Inputs:
             staged.stdin = work / "stdin"
             source = stdin if spec.stdin == "-" else await self._opened(spec.stdin, "stdin", opened)
             size, staged.stdin_sha256 = await self._copy(source, staged.stdin, room, "stdin")
+            staged.stdin_item = {"path": "stdin", "sha256": staged.stdin_sha256, "size": size,
+                                 **({"verify_hash": _verify_hash(named[0])} if named else {})}
             room -= size
             staged.bytes_in += size
         (work / "in").mkdir()

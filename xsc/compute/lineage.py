@@ -2,7 +2,8 @@
 
 `c/o/` + a file's storage index names the job and the run (its provenance id) that wrote it (compute/jobs.py).
 Each level checks that run's signed record (this node's journal for a run here; the provider's record, kept under
-`c/r/`, for a run elsewhere) and that the file is among the outputs it signed, then walks each input it names.
+`c/r/`, for a run elsewhere) and that the file is among the outputs it signed, then walks each input it names and
+the stored file it read as stdin.
 What the walk reads was written by this node, but a provider signed some of it: anything not in the shape this
 node writes ends the walk there, never the request.
 """
@@ -70,7 +71,26 @@ def _node(records: Records, hashed: Any, depth: int, seen: set[str]) -> dict[str
         "inputs": [{**item, **_node(records, item.get("verify_hash"), depth + 1, seen)}
                    for item in facts.get("inputs", []) if isinstance(item, dict)],
     }
+    stdin = _stdin(job, facts.get("stdin"))
+    if stdin is not None:
+        node["made_by"]["stdin"] = {**stdin, **_node(records, stdin["verify_hash"], depth + 1, seen)}
     return node
+
+
+def _stdin(job: dict[str, Any], signed: Any) -> dict[str, Any] | None:
+    """The stored file the job read as its stdin, if it read one: the signed record holds stdin's SHA-256 only (a
+    record is shown to whoever asks, a capability never is), so the file is named by the job's own record (written
+    by this node) and held to that hash.  A record without it names it in the spec it keeps (`again`)."""
+    item = job.get("stdin")
+    if not isinstance(item, dict):
+        try:
+            cap = Capability.parse((job.get("again") or {}).get("stdin") or "")
+        except XscError:
+            return None  # no stdin, or one that came with the request: no file to walk to
+        item = {"path": "stdin", "sha256": signed, "size": cap.size, "verify_hash": verify_hash(cap)}
+    if not isinstance(signed, str) or item.get("sha256") != signed or not isinstance(item.get("verify_hash"), str):
+        return None
+    return item
 
 
 def _run_record(records: Records, job: dict[str, Any], provenance_id: str) -> dict[str, Any] | None:
