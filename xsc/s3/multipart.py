@@ -13,7 +13,7 @@ import hashlib
 
 from aiohttp import web
 
-from ..buckets.core import names
+from ..buckets.core import listing, names
 from ..errors import NoSuchUpload, S3Error, XscError
 from .calls import Call, checksum_headers, declared_size, encoding_of, integer, xml_answer
 from .core import checksums, xml
@@ -108,18 +108,23 @@ class Multipart:
                                          owner=upload.get("user") or call.user, checksum=kind, encoding=encoding))
 
     async def list_uploads(self, call: Call) -> web.Response:
+        """A page of the bucket's uploads in progress, their keys rolled up by `delimiter` into common prefixes as
+        ListObjects rolls up keys (listing.list_page: a common prefix counts as one upload against `max-uploads`)."""
+        prefix, delimiter = call.query.get("prefix", ""), call.query.get("delimiter", "")
+        uploads = await self.node.uploads(call.bucket, call.user, prefix)  # the bucket's access judged first
         encoding = encoding_of(call)
-        prefix = call.query.get("prefix", "")
         max_uploads = min(integer(call.query.get("max-uploads"), 1000, "max-uploads"), 1000)
         key_marker = call.query.get("key-marker", "")
         id_marker = call.query.get("upload-id-marker", "")
-        uploads = await self.node.uploads(call.bucket, call.user, prefix)
         if key_marker:
             uploads = _after_marker(uploads, key_marker, id_marker)
-        return xml_answer(xml.list_uploads(call.bucket, uploads[:max_uploads], prefix=prefix,
-                                           max_uploads=max_uploads, truncated=len(uploads) > max_uploads,
-                                           owner=call.user, key_marker=key_marker, id_marker=id_marker,
-                                           encoding=encoding))
+        # A page that ended at a common prefix goes on past every key under it, as ListObjects V1 after its marker.
+        start = listing.past_prefix(key_marker) if listing.is_common_prefix(key_marker, prefix, delimiter) else b""
+        page = listing.list_page(listing.scan_of([(u["key"], u) for u in uploads]), prefix=prefix,
+                                 delimiter=delimiter, max_keys=max_uploads, start=start)
+        return xml_answer(xml.list_uploads(call.bucket, page, prefix=prefix, delimiter=delimiter,
+                                           max_uploads=max_uploads, owner=call.user, key_marker=key_marker,
+                                           id_marker=id_marker, encoding=encoding))
 
 
 async def upload_of(node: NodeLink, call: Call, need: str = "write") -> dict:

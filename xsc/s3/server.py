@@ -262,7 +262,7 @@ class S3Front:
             start = listing.decode_token(token) if token else listing.after(start_after) if start_after else b""
         else:
             marker = q.get("marker", "")
-            start = listing.v1_start(marker, delimiter)
+            start = listing.v1_start(marker, delimiter, prefix)
         page = await self.node.list_objects(call.bucket, call.user, prefix=prefix, delimiter=delimiter,
                                             max_keys=max_keys, start=start)
         owner = page.get("owner") or call.user  # the bucket's, whoever lists it
