@@ -49,6 +49,7 @@ COUNTED = web.RequestKey("s3_counted", bool)  # the request was counted against 
 READ_BUFFER = 64 * 1024
 RELAY_MIN = 4 * 1024 * 1024  # GetObject bodies from this size are relayed by splice(2) where the system has it
 MAX_BUCKETS = 10000  # a ListBuckets page
+LEGACY_REGION = "us-east-1"  # where S3 answers a CreateBucket of one's own bucket 200, not BucketAlreadyOwnedByYou
 MARKS_AT_ONCE = 500  # stored files' names checked in one turn of the loop as the front reconciles (about 1 ms)
 RESPONSE_OVERRIDES = {"response-content-type": "Content-Type", "response-content-language": "Content-Language",
                       "response-expires": "Expires", "response-cache-control": "Cache-Control",
@@ -231,7 +232,10 @@ class S3Front:
             raise S3Error(f"The {where[:64]} location constraint is incompatible for the region specific endpoint this "
                           f"request was sent to (this front's region is {self.region})",
                           s3_code="IllegalLocationConstraintException", status=400)
-        await self.node.create_bucket(call.bucket, call.user)  # one's own again: 200
+        if not await self.node.create_bucket(call.bucket, call.user) and self.region != LEGACY_REGION:
+            # one's own again: S3 answers 200 in us-east-1 alone, for the clients that counted on it there
+            raise S3Error(f"Your previous request to create the named bucket succeeded and you already own it: "
+                          f"{call.bucket}", s3_code="BucketAlreadyOwnedByYou", status=409, BucketName=call.bucket)
         return web.Response(status=200, headers={"Location": f"/{call.bucket}"})
 
     async def delete_bucket(self, call: Call) -> web.Response:
