@@ -256,17 +256,22 @@ class S3Front:
 
     async def list_objects(self, call: Call) -> web.Response:
         q = call.query
-        # A page holds at most MAX_KEYS, and S3 answers the MaxKeys it used, not a larger one asked for
-        max_keys = min(integer(q.get("max-keys"), listing.MAX_KEYS, "max-keys"), listing.MAX_KEYS)
         prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
-        encoding = encoding_of(call)
         v2 = q.get("list-type") == "2"
-        if v2:
-            token, start_after = q.get("continuation-token", ""), q.get("start-after", "")
-            start = listing.decode_token(token) if token else listing.after(start_after) if start_after else b""
-        else:
-            marker = q.get("marker", "")
-            start = listing.v1_start(marker, delimiter, prefix)
+        try:
+            # A page holds at most MAX_KEYS, and S3 answers the MaxKeys it used, not a larger one asked for
+            max_keys = min(integer(q.get("max-keys"), listing.MAX_KEYS, "max-keys"), listing.MAX_KEYS)
+            encoding = encoding_of(call)
+            if v2:
+                token, start_after = q.get("continuation-token", ""), q.get("start-after", "")
+                start = listing.decode_token(token) if token else listing.after(start_after) if start_after else b""
+            else:
+                start = listing.v1_start(q.get("marker", ""), delimiter, prefix)
+        except S3Error:
+            # The bucket's access is judged before the arguments (a user that may not list it is told only that), as
+            # the listing itself judges it before it reads a key: asked of the node only when an argument is wrong.
+            await self.node.bucket(call.bucket, call.user)
+            raise
         page = await self.node.list_objects(call.bucket, call.user, prefix=prefix, delimiter=delimiter,
                                             max_keys=max_keys, start=start)
         owner = page.get("owner") or call.user  # the bucket's, whoever lists it
