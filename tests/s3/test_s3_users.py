@@ -109,9 +109,18 @@ def test_another_users_uploads_parts_and_presigned_urls_are_refused(gateway) -> 
     done_etag = ana.upload_part(Bucket="iso-ana", Key="done", UploadId=done, PartNumber=1, Body=b"ana's")["ETag"]
     ana.complete_multipart_upload(Bucket="iso-ana", Key="done", UploadId=done,
                                   MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": done_etag}]})
+    ana.create_bucket(Bucket="iso-gone")  # its upload completed, its object and itself deleted: the id is kept a while
+    gone = ana.create_multipart_upload(Bucket="iso-gone", Key="k")["UploadId"]
+    gone_etag = ana.upload_part(Bucket="iso-gone", Key="k", UploadId=gone, PartNumber=1, Body=b"ana's")["ETag"]
+    ana.complete_multipart_upload(Bucket="iso-gone", Key="k", UploadId=gone,
+                                  MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": gone_etag}]})
+    ana.delete_object(Bucket="iso-gone", Key="k")
+    ana.delete_bucket(Bucket="iso-gone")
     for call in (lambda: bob.list_parts(Bucket="iso-bob", Key="m", UploadId=uid),
                  lambda: bob.complete_multipart_upload(Bucket="iso-bob", Key="m", UploadId=uid, MultipartUpload=complete),
                  lambda: bob.complete_multipart_upload(Bucket="iso-bob", Key="done", UploadId=done,
+                                                       MultipartUpload=complete),
+                 lambda: bob.complete_multipart_upload(Bucket="iso-bob", Key="k", UploadId=gone,
                                                        MultipartUpload=complete),
                  lambda: bob.abort_multipart_upload(Bucket="iso-bob", Key="m", UploadId=uid),
                  lambda: bob.upload_part(Bucket="iso-bob", Key="m", UploadId=uid, PartNumber=2, Body=b"bob's"),
@@ -120,7 +129,8 @@ def test_another_users_uploads_parts_and_presigned_urls_are_refused(gateway) -> 
         with pytest.raises(ClientError) as info:
             call()
         assert code_of(info) == ("NoSuchUpload", 404)
-        assert "iso-ana" not in json.dumps(info.value.response["Error"]), info.value.response["Error"]
+        told = json.dumps(info.value.response["Error"])
+        assert "iso-ana" not in told and "iso-gone" not in told, told
     for call in (lambda: bob.list_multipart_uploads(Bucket="iso-ana"),
                  lambda: bob.list_multipart_uploads(Bucket="iso-ana", EncodingType="base64"),
                  lambda: bob.list_objects_v2(Bucket="iso-ana", EncodingType="base64"),

@@ -15,7 +15,7 @@ from typing import Awaitable, Callable, TypeVar
 from aiohttp import web
 
 from ..buckets.core import listing, names
-from ..errors import Forbidden, NoSuchUpload, S3Error, XscError
+from ..errors import Forbidden, NoSuchBucket, NoSuchUpload, S3Error, XscError
 from .calls import Call, checksum_headers, declared_size, encoding_of, integer, xml_answer
 from .core import checksums, xml
 from .core import headers as stored_headers
@@ -145,12 +145,12 @@ async def upload_of(node: NodeLink, call: Call, need: str = "write") -> dict:
 async def named(node: NodeLink, call: Call, need: str, step: Callable[[], Awaitable[T]]) -> T:
     """`step()`, a call of the node's about the upload the call names, its refusals held to the bucket the call names.
     The node judges a user's access by the bucket the upload is of: a refusal naming another bucket (the upload id of
-    one the user may not use, named through its own) is NoSuchUpload, so that no multipart call tells a user a thing
+    one the user may not use, or of one deleted since its upload was completed, named through its own) is NoSuchUpload, so that no multipart call tells a user a thing
     of a bucket it may not use, not even that an upload id is one there.  A user that may not use the call's bucket is
     told AccessDenied rather than NoSuchUpload, as S3 judges the bucket's access first."""
     try:
         return await step()
-    except Forbidden as err:
+    except (Forbidden, NoSuchBucket) as err:
         if err.details.get("bucket") == call.bucket:
             raise
         await node.bucket(call.bucket, call.user, _bucket_need(need))
