@@ -320,6 +320,32 @@ def _http_error(request) -> tuple[int, bytes]:
     return info.value.code, info.value.read()
 
 
+def test_an_x_amz_header_the_signature_does_not_cover_is_refused(gateway, s3, bucket) -> None:
+    """Whoever holds a presigned PUT cannot add what its signer did not sign: an x-amz-copy-source (which would make
+    the PUT a copy of an object the signer may read), metadata, a checksum; nor can an x-amz-* header be added to a
+    request signed in its header.  403 AccessDenied naming the headers, as S3 answers, and nothing stored."""
+    from tests.support.s3 import sign_headers
+
+    s3.put_object(Bucket=bucket, Key="private", Body=b"the signer's")
+    url = s3.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "drop"}, ExpiresIn=300)
+    for extra in ({"x-amz-copy-source": f"{bucket}/private"}, {"X-Amz-Meta-Owner": "mallory"},
+                  {"x-amz-checksum-crc32": "AAAAAA=="}):
+        status, body = _http_error(urllib.request.Request(url, data=b"dropped", method="PUT", headers=extra))
+        assert status == 403 and b"<Code>AccessDenied</Code>" in body, body
+        assert f"<HeadersNotSigned>{next(iter(extra)).lower()}</HeadersNotSigned>".encode() in body, body
+    target = f"{gateway.front.url}/{bucket}/drop"
+    signed = sign_headers("PUT", target, gateway.key, {})
+    status, body = _http_error(urllib.request.Request(target, data=b"dropped", method="PUT",
+                                                      headers={**signed, "x-amz-meta-late": "1"}))
+    assert status == 403 and b"<HeadersNotSigned>x-amz-meta-late</HeadersNotSigned>" in body, body
+    with pytest.raises(ClientError) as info:
+        s3.head_object(Bucket=bucket, Key="drop")
+    assert code_of(info)[1] == 404
+    with urllib.request.urlopen(urllib.request.Request(url, data=b"as signed", method="PUT")) as response:
+        assert response.status == 200
+    assert s3.get_object(Bucket=bucket, Key="drop")["Body"].read() == b"as signed"
+
+
 def test_a_response_header_override_holding_crlf_is_a_400(s3, bucket) -> None:
     s3.put_object(Bucket=bucket, Key="typed", Body=b"x")
     for value in ("text/plain\r\nX-Injected: 1", "text/plain\x00"):

@@ -201,9 +201,11 @@ def test_serve_refuses_a_taken_port_and_a_missing_node(node_process, tmp_path) -
 
 @pytest.mark.slow
 def test_serve_with_a_region_takes_signatures_for_it_and_tells_clients_of_another_which_it_is(tmp_path) -> None:
-    """`xsc s3 serve --region eu-west-1`: boto3 set for it works; boto3 set as docs/s3.md sets it (us-east-1) is told
-    the region (ListBuckets refused, naming it) and signs a bucket's requests again for it by itself; minio-py with
-    no region set learns it from GetBucketLocation, which any region's signature may ask."""
+    """`xsc s3 serve` in the region of the node's `node.s3_region` (eu-west-1; `--region` to serve another): boto3 set
+    for it works, and creating its own bucket again is 409 BucketAlreadyOwnedByYou there, as outside us-east-1 on S3;
+    boto3 set as docs/s3.md sets it (us-east-1) is told the region (ListBuckets refused, naming it) and signs a
+    bucket's requests again for it by itself; minio-py with no region set learns it from GetBucketLocation, which any
+    region's signature may ask."""
     pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
     import boto3
     from botocore.config import Config
@@ -215,7 +217,9 @@ def test_serve_with_a_region_takes_signatures_for_it_and_tells_clients_of_anothe
     refused = run_xsc("--data-dir", str(tmp_path / "none"), "s3", "serve", "--region", "EU West")
     assert refused.returncode == 1 and refused.stderr.count(b"\n") == 1, refused.stderr
     assert b"not a region name" in refused.stderr and b"xsc s3 serve --region us-east-1" in refused.stderr
-    gateway = Gateway(tmp_path, front_args=["--region", "eu-west-1"]).start()
+    assert b"node.s3_region" in run_xsc("s3", "serve", "--help").stdout
+    assert run_xsc("--data-dir", str(tmp_path / "node"), "config", "set", "node.s3_region", "eu-west-1").returncode == 0
+    gateway = Gateway(tmp_path).start()
     try:
         key = gateway.key
         here = boto3.client("s3", endpoint_url=gateway.front.url, aws_access_key_id=key["access_key"],
@@ -224,6 +228,10 @@ def test_serve_with_a_region_takes_signatures_for_it_and_tells_clients_of_anothe
         here.create_bucket(Bucket="regional", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
         here.put_object(Bucket="regional", Key="k", Body=b"here")
         assert here.get_bucket_location(Bucket="regional")["LocationConstraint"] == "eu-west-1"
+        with pytest.raises(ClientError) as info:
+            here.create_bucket(Bucket="regional", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        assert code_of(info) == ("BucketAlreadyOwnedByYou", 409)
+        assert info.value.response["Error"]["BucketName"] == "regional"
         assert [b["Name"] for b in here.list_buckets()["Buckets"]] == ["regional"]
         documented = boto3_client(gateway.front.url, key)
         with pytest.raises(ClientError) as info:

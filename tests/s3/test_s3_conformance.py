@@ -311,6 +311,39 @@ def test_part_number_past_the_last_part_is_invalid_part_number(s3, bucket) -> No
     assert code_of(info) == ("InvalidPartNumber", 416)
 
 
+def test_list_multipart_uploads_rolls_keys_up_by_delimiter_and_pages_through_common_prefixes(s3, bucket) -> None:
+    """ListMultipartUploads with a delimiter: the keys holding it past the prefix rolled up into CommonPrefixes (a
+    common prefix counting as one against MaxUploads), as ListObjects rolls them up; a page that ends at a common
+    prefix goes on past it, and boto3's paginator lists each upload and each prefix once."""
+    keys = ["a/1", "a/2", "b/x/1", "b/y", "c", "c", "d/"]
+    ids = [s3.create_multipart_upload(Bucket=bucket, Key=k)["UploadId"] for k in keys]
+    try:
+        whole = s3.list_multipart_uploads(Bucket=bucket, Delimiter="/")
+        assert whole["Delimiter"] == "/" and whole["IsTruncated"] is False
+        assert [u["UploadId"] for u in whole["Uploads"]] == ids[4:6]
+        assert [p["Prefix"] for p in whole["CommonPrefixes"]] == ["a/", "b/", "d/"]
+        under = s3.list_multipart_uploads(Bucket=bucket, Prefix="b/", Delimiter="/")
+        assert [u["Key"] for u in under["Uploads"]] == ["b/y"]
+        assert [p["Prefix"] for p in under["CommonPrefixes"]] == ["b/x/"]
+        first = s3.list_multipart_uploads(Bucket=bucket, Delimiter="/", MaxUploads=2)
+        assert [p["Prefix"] for p in first["CommonPrefixes"]] == ["a/", "b/"] and "Uploads" not in first
+        assert first["IsTruncated"] is True and first["NextKeyMarker"] == "b/"
+        rest = s3.list_multipart_uploads(Bucket=bucket, Delimiter="/", KeyMarker="b/")
+        assert [u["Key"] for u in rest["Uploads"]] == ["c", "c"]
+        assert [p["Prefix"] for p in rest["CommonPrefixes"]] == ["d/"]
+        uploads, prefixes = [], []
+        for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Delimiter="/",
+                                                                        PaginationConfig={"PageSize": 1}):
+            assert len(page.get("Uploads", [])) + len(page.get("CommonPrefixes", [])) <= 1
+            uploads += [u["UploadId"] for u in page.get("Uploads", [])]
+            prefixes += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        assert (uploads, prefixes) == (ids[4:6], ["a/", "b/", "d/"])
+        assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket)["Uploads"]] == ids
+    finally:
+        for k, upload in zip(keys, ids):
+            s3.abort_multipart_upload(Bucket=bucket, Key=k, UploadId=upload)
+
+
 def test_recreating_ones_own_bucket_answers_200(s3) -> None:
     s3.create_bucket(Bucket="c-again")
     assert s3.create_bucket(Bucket="c-again")["ResponseMetadata"]["HTTPStatusCode"] == 200

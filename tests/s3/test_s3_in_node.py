@@ -60,7 +60,8 @@ def test_an_s3_listen_that_is_not_an_address_is_refused_before_the_node_starts(t
 def test_a_node_answers_s3_in_the_region_of_its_setting(tmp_path) -> None:
     """node.s3_region: clients signing for it are served, and told it by GetBucketLocation and HeadBucket; a client
     signing for another is refused naming it (as `xsc s3 serve --region`'s), and so is a CreateBucket constrained to
-    another; a setting that is not a region's name stops the node from starting."""
+    another; one's own bucket created again is 409 BucketAlreadyOwnedByYou, as outside us-east-1 on S3; a setting
+    that is not a region's name stops the node from starting."""
     import urllib.error
 
     from botocore.exceptions import ClientError
@@ -82,6 +83,9 @@ def test_a_node_answers_s3_in_the_region_of_its_setting(tmp_path) -> None:
         with pytest.raises(ClientError) as info:
             here.create_bucket(Bucket="elsewhere", CreateBucketConfiguration={"LocationConstraint": "ap-south-1"})
         assert code_of(info) == ("IllegalLocationConstraintException", 400)
+        with pytest.raises(ClientError) as info:
+            here.create_bucket(Bucket="regional")
+        assert code_of(info) == ("BucketAlreadyOwnedByYou", 409)
         assert [b["Name"] for b in here.list_buckets()["Buckets"]] == ["regional"]
         documented = boto3_client(gateway.front.url, gateway.key)  # signs for us-east-1
         with pytest.raises(ClientError) as info:

@@ -85,14 +85,18 @@ def test_two_users_see_only_their_own_buckets_until_granted(gateway) -> None:
 
 
 def test_another_users_uploads_parts_and_presigned_urls_are_refused(gateway) -> None:
-    """What the test above does not reach: another user's uploads and parts, named through its bucket or one's own,
-    a copy into a part, and presigned URLs signed with one's own key; the owner's objects and uploads stay as they
-    were."""
+    """What the test above does not reach: another user's uploads and parts, named through its bucket (AccessDenied,
+    whatever else the request holds: a listing's bad argument too) or one's own (NoSuchUpload, which names no other
+    bucket: whether the id is one elsewhere is not told), a copy into a part, and presigned URLs signed with one's
+    own key; the owner's objects and uploads stay as they were."""
     import urllib.error
     import urllib.request
 
+    from tests.support.s3 import sign_headers
+
     ana = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "ana"))
-    bob = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "bob"))
+    bob_key = create_key(gateway.node.data_dir, "bob")
+    bob = boto3_client(gateway.front.url, bob_key)
     assert gateway.node.xsc("s3", "fund", "ana", "5").returncode == 0
     ana.create_bucket(Bucket="iso-ana")
     ana.put_object(Bucket="iso-ana", Key="secret.txt", Body=b"ana's secret")
@@ -101,13 +105,39 @@ def test_another_users_uploads_parts_and_presigned_urls_are_refused(gateway) -> 
     bob.create_bucket(Bucket="iso-bob")
     own = bob.create_multipart_upload(Bucket="iso-bob", Key="m")["UploadId"]
     complete = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
-    for call in (lambda: bob.list_multipart_uploads(Bucket="iso-ana"),
-                 lambda: bob.list_parts(Bucket="iso-ana", Key="m", UploadId=uid),
-                 lambda: bob.list_parts(Bucket="iso-bob", Key="m", UploadId=uid),
-                 lambda: bob.complete_multipart_upload(Bucket="iso-ana", Key="m", UploadId=uid, MultipartUpload=complete),
+    done = ana.create_multipart_upload(Bucket="iso-ana", Key="done")["UploadId"]
+    done_etag = ana.upload_part(Bucket="iso-ana", Key="done", UploadId=done, PartNumber=1, Body=b"ana's")["ETag"]
+    ana.complete_multipart_upload(Bucket="iso-ana", Key="done", UploadId=done,
+                                  MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": done_etag}]})
+    ana.create_bucket(Bucket="iso-gone")  # its upload completed, its object and itself deleted: the id is kept a while
+    gone = ana.create_multipart_upload(Bucket="iso-gone", Key="k")["UploadId"]
+    gone_etag = ana.upload_part(Bucket="iso-gone", Key="k", UploadId=gone, PartNumber=1, Body=b"ana's")["ETag"]
+    ana.complete_multipart_upload(Bucket="iso-gone", Key="k", UploadId=gone,
+                                  MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": gone_etag}]})
+    ana.delete_object(Bucket="iso-gone", Key="k")
+    ana.delete_bucket(Bucket="iso-gone")
+    for call in (lambda: bob.list_parts(Bucket="iso-bob", Key="m", UploadId=uid),
                  lambda: bob.complete_multipart_upload(Bucket="iso-bob", Key="m", UploadId=uid, MultipartUpload=complete),
+                 lambda: bob.complete_multipart_upload(Bucket="iso-bob", Key="done", UploadId=done,
+                                                       MultipartUpload=complete),
+                 lambda: bob.complete_multipart_upload(Bucket="iso-bob", Key="k", UploadId=gone,
+                                                       MultipartUpload=complete),
                  lambda: bob.abort_multipart_upload(Bucket="iso-bob", Key="m", UploadId=uid),
                  lambda: bob.upload_part(Bucket="iso-bob", Key="m", UploadId=uid, PartNumber=2, Body=b"bob's"),
+                 lambda: bob.upload_part_copy(Bucket="iso-bob", Key="m", UploadId=uid, PartNumber=1,
+                                              CopySource={"Bucket": "iso-bob", "Key": "m"})):
+        with pytest.raises(ClientError) as info:
+            call()
+        assert code_of(info) == ("NoSuchUpload", 404)
+        told = json.dumps(info.value.response["Error"])
+        assert "iso-ana" not in told and "iso-gone" not in told, told
+    for call in (lambda: bob.list_multipart_uploads(Bucket="iso-ana"),
+                 lambda: bob.list_multipart_uploads(Bucket="iso-ana", EncodingType="base64"),
+                 lambda: bob.list_objects_v2(Bucket="iso-ana", EncodingType="base64"),
+                 lambda: bob.list_objects_v2(Bucket="iso-ana", ContinuationToken="###"),
+                 lambda: bob.list_objects(Bucket="iso-ana", EncodingType="base64"),
+                 lambda: bob.list_parts(Bucket="iso-ana", Key="m", UploadId=uid),
+                 lambda: bob.complete_multipart_upload(Bucket="iso-ana", Key="m", UploadId=uid, MultipartUpload=complete),
                  lambda: bob.get_bucket_location(Bucket="iso-ana"),
                  # its own upload, or none, named through the bucket it may not use: denied, not NoSuchUpload
                  lambda: bob.upload_part(Bucket="iso-ana", Key="m", UploadId=own, PartNumber=1, Body=b"bob's"),
@@ -121,6 +151,10 @@ def test_another_users_uploads_parts_and_presigned_urls_are_refused(gateway) -> 
                  lambda: bob.abort_multipart_upload(Bucket="iso-ana", Key="m", UploadId="0" * 32)):
         assert refused(call) == ("AccessDenied", 403)
     assert refused(lambda: bob.head_bucket(Bucket="iso-ana"))[1] == 403
+    url = f"{gateway.front.url}/iso-ana/m?uploadId={uid}&encoding-type=base64"
+    with pytest.raises(urllib.error.HTTPError) as info:  # ListParts (boto3 sends it no encoding-type)
+        urllib.request.urlopen(urllib.request.Request(url, headers=sign_headers("GET", url, bob_key, {})))
+    assert info.value.code == 403 and b"<Code>AccessDenied</Code>" in info.value.read()
     assert refused(lambda: bob.upload_part_copy(Bucket="iso-bob", Key="m", UploadId=own, PartNumber=1,
                                                 CopySource={"Bucket": "iso-ana", "Key": "secret.txt"})) \
         == ("AccessDenied", 403)

@@ -142,7 +142,8 @@ class S3Index:
         return fn(*args, **kwargs)
 
     def create_bucket(self, name: str, user: str | None = None) -> dict:
-        """Create a bucket owned by `user`; creating one's own bucket again answers it (as S3 does in us-east-1)."""
+        """Create a bucket owned by `user`: its record, `new` False where it was one's own already (S3 answers that 200
+        in us-east-1, 409 BucketAlreadyOwnedByYou elsewhere: the front says which)."""
         names.check_bucket(name)
         owner = user or names.DEFAULT_USER
         with self._lock:
@@ -150,7 +151,7 @@ class S3Index:
                 record = self.bucket(name)
                 if record["owner"] != owner:
                     raise BucketTaken(f"the bucket name {name!r} is taken by another user", bucket=name)
-                return record
+                return {**record, "new": False}
             buckets, _ = self._counts()
             if buckets[owner] >= self.max_buckets:
                 raise TooManyBuckets(f"user {owner!r} owns {buckets[owner]:,} buckets, the most one user may",
@@ -158,7 +159,7 @@ class S3Index:
             record = {"created": self.clock(), "owner": owner, "grants": {}}
             self.db.put(keys.object_bucket(name), _dump(record), sync=True)
             buckets[owner] += 1
-        return {"name": name, **record}
+        return {"name": name, **record, "new": True}
 
     def grant(self, name: str, user: str, level: str | None) -> dict:
         """Give `user` read or write on the bucket (None: take it away, and abort the uploads it began there, which it

@@ -19,12 +19,13 @@ def s3() -> None:
 @s3.command()
 @click.option("--listen", default="127.0.0.1:9000", show_default=True, metavar="HOST:PORT",
               help="Address the S3 endpoint listens on.")
-@click.option("--region", default="us-east-1", show_default=True,
-              help="The region clients sign for: a signature for another is refused, naming this one.")
+@click.option("--region", default=None, metavar="REGION",
+              help="The region clients sign for: a signature for another is refused, naming this one.  "
+                   "[default: the node's node.s3_region, us-east-1 unless set]")
 @click.option("--reconcile-interval", type=click.FloatRange(min=1), default=300.0, show_default=True,
               metavar="SECONDS", help="How often to remove files no object refers to.")
 @click.pass_obj
-def serve(obj, listen: str, region: str, reconcile_interval: float) -> None:
+def serve(obj, listen: str, region: str | None, reconcile_interval: float) -> None:
     """Serve S3 for the node of the data dir, in this process, until Ctrl-C or SIGTERM."""
     import asyncio
     import logging
@@ -39,7 +40,8 @@ def serve(obj, listen: str, region: str, reconcile_interval: float) -> None:
     from ..s3.remote import RemoteNode
     from ..s3.server import S3Front, serve as run
 
-    if not REGION.fullmatch(region):  # every client would be refused, told to sign for a region none can name
+    # a name no client can sign for: every client would be refused, told to sign for it
+    if region is not None and not REGION.fullmatch(region):
         raise ConfigError(f"--region {region[:40]!r} is not a region name like us-east-1 (a-z, 0-9 and '-')",
                           hint="name the region clients sign for: xsc s3 serve --region us-east-1")
     host, port = parse_listen(listen)
@@ -48,9 +50,9 @@ def serve(obj, listen: str, region: str, reconcile_interval: float) -> None:
     if not keyring.list():
         click.echo("xsc s3: no access keys yet: create one with `xsc s3 keys create`", err=True)
     set_malloc_thresholds()
-    limits = load_config(obj.data_dir).node  # the node's connection caps and idle timeout hold here too
+    limits = load_config(obj.data_dir).node  # the node's connection caps, idle timeout and region hold here too
     front = S3Front(RemoteNode(NodeApi(obj.node_url(), obj.token())), keyring, FileMarks.load(obj.data_dir),
-                    region=region, reconcile_interval=reconcile_interval, idle_timeout=limits.idle_timeout)
+                    region=region or limits.s3_region, reconcile_interval=reconcile_interval, idle_timeout=limits.idle_timeout)
 
     async def main() -> None:
         stop = asyncio.Event()

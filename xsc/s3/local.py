@@ -47,8 +47,8 @@ class LocalNode:
     async def buckets(self, user: str) -> list[dict]:
         return await self._pool(self.index.buckets, user)
 
-    async def create_bucket(self, bucket: str, user: str) -> None:
-        await self._pool(self.index.create_bucket, bucket, user)
+    async def create_bucket(self, bucket: str, user: str) -> bool:
+        return (await self._pool(self.index.create_bucket, bucket, user))["new"]
 
     async def bucket(self, bucket: str, user: str, need: str = "read") -> dict:
         return await self._as(bucket, user, need, self.index.bucket, bucket)

@@ -10,16 +10,19 @@ beside the one it was sent with), with its size; Complete makes the object's of 
 from __future__ import annotations
 
 import hashlib
+from typing import Awaitable, Callable, TypeVar
 
 from aiohttp import web
 
-from ..buckets.core import names
-from ..errors import NoSuchUpload, S3Error, XscError
+from ..buckets.core import listing, names
+from ..errors import Forbidden, NoSuchBucket, NoSuchUpload, S3Error, XscError
 from .calls import Call, checksum_headers, declared_size, encoding_of, integer, xml_answer
 from .core import checksums, xml
 from .core import headers as stored_headers
 from .link import NodeLink
 from .writes import Writes
+
+T = TypeVar("T")
 
 
 class Multipart:
@@ -80,20 +83,22 @@ class Multipart:
         whole = None if upload is None else _whole(upload, listed, call.request.headers)
         if upload is not None:
             _check_size(call.request.headers, upload, parts)
-        record, garbage = await self.node.complete(upload_id_of(call), call.user, parts, call.bucket, call.key,
-                                                   stored_headers.complete_condition(call.request.headers), whole)
+        record, garbage = await named(self.node, call, "write", lambda: self.node.complete(
+            upload_id_of(call), call.user, parts, call.bucket, call.key,
+            stored_headers.complete_condition(call.request.headers), whole))
         await self.writes.collect(garbage)
         return xml_answer(xml.complete_multipart(f"/{call.bucket}/{call.key}", call.bucket, call.key, record["etag"],
                                                  stored_headers.checksum_headers(record)))
 
     async def abort_upload(self, call: Call) -> web.Response:
         await upload_of(self.node, call, names.INITIATOR)
-        await self.writes.collect(await self.node.abort(upload_id_of(call), call.user))
+        await self.writes.collect(await named(self.node, call, names.INITIATOR,
+                                              lambda: self.node.abort(upload_id_of(call), call.user)))
         return web.Response(status=204)
 
     async def list_parts(self, call: Call) -> web.Response:
+        upload = await upload_of(self.node, call, names.INITIATOR)  # the bucket's access judged first
         encoding = encoding_of(call)
-        upload = await upload_of(self.node, call, names.INITIATOR)
         marker = integer(call.query.get("part-number-marker"), 0, "part-number-marker")
         max_parts = min(integer(call.query.get("max-parts"), 1000, "max-parts"), 1000)
         parts = [p for p in upload["parts"] if p["number"] > marker]
@@ -108,32 +113,57 @@ class Multipart:
                                          owner=upload.get("user") or call.user, checksum=kind, encoding=encoding))
 
     async def list_uploads(self, call: Call) -> web.Response:
+        """A page of the bucket's uploads in progress, their keys rolled up by `delimiter` into common prefixes as
+        ListObjects rolls up keys (listing.list_page: a common prefix counts as one upload against `max-uploads`)."""
+        prefix, delimiter = call.query.get("prefix", ""), call.query.get("delimiter", "")
+        uploads = await self.node.uploads(call.bucket, call.user, prefix)  # the bucket's access judged first
         encoding = encoding_of(call)
-        prefix = call.query.get("prefix", "")
         max_uploads = min(integer(call.query.get("max-uploads"), 1000, "max-uploads"), 1000)
         key_marker = call.query.get("key-marker", "")
         id_marker = call.query.get("upload-id-marker", "")
-        uploads = await self.node.uploads(call.bucket, call.user, prefix)
         if key_marker:
             uploads = _after_marker(uploads, key_marker, id_marker)
-        return xml_answer(xml.list_uploads(call.bucket, uploads[:max_uploads], prefix=prefix,
-                                           max_uploads=max_uploads, truncated=len(uploads) > max_uploads,
-                                           owner=call.user, key_marker=key_marker, id_marker=id_marker,
-                                           encoding=encoding))
+        # A page that ended at a common prefix goes on past every key under it, as ListObjects V1 after its marker.
+        start = listing.past_prefix(key_marker) if listing.is_common_prefix(key_marker, prefix, delimiter) else b""
+        page = listing.list_page(listing.scan_of([(u["key"], u) for u in uploads]), prefix=prefix,
+                                 delimiter=delimiter, max_keys=max_uploads, start=start)
+        return xml_answer(xml.list_uploads(call.bucket, page, prefix=prefix, delimiter=delimiter,
+                                           max_uploads=max_uploads, owner=call.user, key_marker=key_marker,
+                                           id_marker=id_marker, encoding=encoding))
 
 
 async def upload_of(node: NodeLink, call: Call, need: str = "write") -> dict:
     """The upload the call names (`uploadId`), NoSuchUpload unless it is one of the call's bucket and key; `need`: as
-    NodeLink.upload's.  A user that may not use the call's bucket so is told AccessDenied rather than NoSuchUpload,
-    as S3 judges the bucket's access first: whether an upload id is one elsewhere is not its to learn."""
-    try:
-        upload = await node.upload(upload_id_of(call), call.user, need)
-        if upload["bucket"] != call.bucket or upload["key"] != call.key:
-            raise NoSuchUpload("that upload id is for another object")
-    except NoSuchUpload:
-        await node.bucket(call.bucket, call.user, "read" if need == names.INITIATOR else need)
-        raise
+    NodeLink.upload's."""
+    upload = await named(node, call, need, lambda: node.upload(upload_id_of(call), call.user, need))
+    if upload["bucket"] != call.bucket or upload["key"] != call.key:
+        await node.bucket(call.bucket, call.user, _bucket_need(need))
+        raise NoSuchUpload("no multipart upload with that id for this object", upload_id=upload["id"])
     return upload
+
+
+async def named(node: NodeLink, call: Call, need: str, step: Callable[[], Awaitable[T]]) -> T:
+    """`step()`, a call of the node's about the upload the call names, its refusals held to the bucket the call names.
+    The node judges a user's access by the bucket the upload is of: a refusal naming another bucket (the upload id of
+    one the user may not use, or of one deleted since its upload was completed, named through its own) is NoSuchUpload, so that no multipart call tells a user a thing
+    of a bucket it may not use, not even that an upload id is one there.  A user that may not use the call's bucket is
+    told AccessDenied rather than NoSuchUpload, as S3 judges the bucket's access first."""
+    try:
+        return await step()
+    except (Forbidden, NoSuchBucket) as err:
+        if err.details.get("bucket") == call.bucket:
+            raise
+        await node.bucket(call.bucket, call.user, _bucket_need(need))
+        raise NoSuchUpload("no multipart upload with that id for this object") from None
+    except NoSuchUpload:
+        await node.bucket(call.bucket, call.user, _bucket_need(need))
+        raise
+
+
+def _bucket_need(need: str) -> str:
+    """What a user needs of the call's bucket to hear that an upload is not there: to list its parts or abort it, that
+    it may read the bucket."""
+    return "read" if need == names.INITIATOR else need
 
 
 def _whole(upload: dict, listed: list[tuple[int, str, dict[str, str]]], headers) -> dict | None:

@@ -39,8 +39,8 @@ class RemoteNode:
     async def buckets(self, user: str) -> list[dict]:
         return (await self._for(user, "GET", "/v1/s3/buckets"))["buckets"]
 
-    async def create_bucket(self, bucket: str, user: str) -> None:
-        await self._for(user, "PUT", _bucket(bucket))
+    async def create_bucket(self, bucket: str, user: str) -> bool:
+        return (await self._for(user, "PUT", _bucket(bucket))).get("new") is not False
 
     async def bucket(self, bucket: str, user: str, need: str = "read") -> dict:
         return await self._for(user, "GET", _bucket(bucket), params={"need": need})

@@ -49,6 +49,7 @@ COUNTED = web.RequestKey("s3_counted", bool)  # the request was counted against 
 READ_BUFFER = 64 * 1024
 RELAY_MIN = 4 * 1024 * 1024  # GetObject bodies from this size are relayed by splice(2) where the system has it
 MAX_BUCKETS = 10000  # a ListBuckets page
+LEGACY_REGION = "us-east-1"  # where S3 answers a CreateBucket of one's own bucket 200, not BucketAlreadyOwnedByYou
 MARKS_AT_ONCE = 500  # stored files' names checked in one turn of the loop as the front reconciles (about 1 ms)
 RESPONSE_OVERRIDES = {"response-content-type": "Content-Type", "response-content-language": "Content-Language",
                       "response-expires": "Expires", "response-cache-control": "Cache-Control",
@@ -231,7 +232,10 @@ class S3Front:
             raise S3Error(f"The {where[:64]} location constraint is incompatible for the region specific endpoint this "
                           f"request was sent to (this front's region is {self.region})",
                           s3_code="IllegalLocationConstraintException", status=400)
-        await self.node.create_bucket(call.bucket, call.user)  # one's own again: 200
+        if not await self.node.create_bucket(call.bucket, call.user) and self.region != LEGACY_REGION:
+            # one's own again: S3 answers 200 in us-east-1 alone, for the clients that counted on it there
+            raise S3Error(f"Your previous request to create the named bucket succeeded and you already own it: "
+                          f"{call.bucket}", s3_code="BucketAlreadyOwnedByYou", status=409, BucketName=call.bucket)
         return web.Response(status=200, headers={"Location": f"/{call.bucket}"})
 
     async def delete_bucket(self, call: Call) -> web.Response:
@@ -252,17 +256,22 @@ class S3Front:
 
     async def list_objects(self, call: Call) -> web.Response:
         q = call.query
-        # A page holds at most MAX_KEYS, and S3 answers the MaxKeys it used, not a larger one asked for
-        max_keys = min(integer(q.get("max-keys"), listing.MAX_KEYS, "max-keys"), listing.MAX_KEYS)
         prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
-        encoding = encoding_of(call)
         v2 = q.get("list-type") == "2"
-        if v2:
-            token, start_after = q.get("continuation-token", ""), q.get("start-after", "")
-            start = listing.decode_token(token) if token else listing.after(start_after) if start_after else b""
-        else:
-            marker = q.get("marker", "")
-            start = listing.v1_start(marker, delimiter)
+        try:
+            # A page holds at most MAX_KEYS, and S3 answers the MaxKeys it used, not a larger one asked for
+            max_keys = min(integer(q.get("max-keys"), listing.MAX_KEYS, "max-keys"), listing.MAX_KEYS)
+            encoding = encoding_of(call)
+            if v2:
+                token, start_after = q.get("continuation-token", ""), q.get("start-after", "")
+                start = listing.decode_token(token) if token else listing.after(start_after) if start_after else b""
+            else:
+                start = listing.v1_start(q.get("marker", ""), delimiter, prefix)
+        except S3Error:
+            # The bucket's access is judged before the arguments (a user that may not list it is told only that), as
+            # the listing itself judges it before it reads a key: asked of the node only when an argument is wrong.
+            await self.node.bucket(call.bucket, call.user)
+            raise
         page = await self.node.list_objects(call.bucket, call.user, prefix=prefix, delimiter=delimiter,
                                             max_keys=max_keys, start=start)
         owner = page.get("owner") or call.user  # the bucket's, whoever lists it

@@ -1,4 +1,5 @@
-"""ListObjects (V2 and V1) over any ordered key source: prefix, delimiter, common prefixes, continuation.
+"""ListObjects (V2 and V1) and ListMultipartUploads over any ordered key source: prefix, delimiter, common
+prefixes, continuation.
 
 Pure.  Keys sort as S3 sorts them, by their UTF-8 bytes.  `scan(start)` yields (key, object) for every
 key whose UTF-8 bytes are >= `start`, in order; a common prefix is rolled up by seeking past all of its
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 from typing import Any, Callable, Iterator
 
 from ...errors import S3Error
@@ -78,10 +80,27 @@ def list_page(scan: Scan, *, prefix: str = "", delimiter: str = "", max_keys: in
             "next": encode_token(resume) if truncated else "", "last": last}
 
 
-def v1_start(marker: str, delimiter: str) -> bytes:
+def scan_of(items: list[tuple[str, Any]]) -> Scan:
+    """A scan over (key, value) pairs sorted by key, several of which may share a key (a key's multipart uploads)."""
+    ordered = [key.encode() for key, _ in items]
+
+    def scan(position: bytes) -> Iterator[tuple[str, Any]]:
+        return iter(items[bisect.bisect_left(ordered, position):])
+
+    return scan
+
+
+def is_common_prefix(marker: str, prefix: str, delimiter: str) -> bool:
+    """Whether `marker` is a common prefix a page of this prefix and delimiter rolled up (its first delimiter past
+    the prefix ends it), not a key: a key listed under `prefix` holds no delimiter past it."""
+    if not delimiter or not marker.startswith(prefix):
+        return False
+    cut = marker.find(delimiter, len(prefix))
+    return cut >= 0 and cut + len(delimiter) == len(marker)
+
+
+def v1_start(marker: str, delimiter: str, prefix: str = "") -> bytes:
     """Where ListObjects V1 resumes after `marker` (a key, or a common prefix it returned)."""
     if not marker:
         return b""
-    if delimiter and marker.endswith(delimiter):
-        return past_prefix(marker)
-    return after(marker)
+    return past_prefix(marker) if is_common_prefix(marker, prefix, delimiter) else after(marker)

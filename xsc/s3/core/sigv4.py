@@ -64,6 +64,10 @@ class SignedRequest:
         """Every value of a header (`name` in lower case), in the order sent."""
         return self._by_name.get(name, [])
 
+    def names(self) -> set[str]:
+        """The headers sent, by their lower-case names."""
+        return set(self._by_name)
+
 
 @dataclass(frozen=True)
 class Verified:
@@ -231,6 +235,16 @@ def _checked_payload(payload: str) -> str:
                   f"not {payload[:80]!r}", s3_code="InvalidArgument", status=400)
 
 
+def _check_signed(request: SignedRequest, signed: list[str]) -> None:
+    """Every x-amz-* header sent is one the signature covers, as S3 holds it: an x-amz-copy-source, metadata or
+    checksum added to a presigned PUT by whoever holds the URL would otherwise make it a copy of what the signer may
+    read, or store what the signer never said."""
+    unsigned = sorted({name for name in request.names() if name.startswith("x-amz-")} - set(signed))
+    if unsigned:
+        raise S3Error(f"There were headers present in the request which were not signed: {', '.join(unsigned)[:200]}",
+                      s3_code="AccessDenied", HeadersNotSigned=", ".join(unsigned)[:200])
+
+
 def _verify_header(request: SignedRequest, header: str, secret_of: SecretOf, now: float) -> Verified:
     credential, signed, signature = parse_authorization(header)
     access_key, date, region, service = _credential(credential)
@@ -245,6 +259,7 @@ def _verify_header(request: SignedRequest, header: str, secret_of: SecretOf, now
                       s3_code="RequestTimeTooSkewed")
     if "host" not in signed:
         raise S3Error("the Host header must be signed", s3_code="SignatureDoesNotMatch")
+    _check_signed(request, signed)
     payload = request.header("x-amz-content-sha256")
     if payload is None:
         raise S3Error("a signed request needs an x-amz-content-sha256 header", s3_code="InvalidRequest", status=400)
@@ -285,6 +300,7 @@ def _verify_presigned(request: SignedRequest, query: dict[str, str], secret_of: 
     signed = [h for h in query["X-Amz-SignedHeaders"].split(";") if h]
     if "host" not in signed:
         raise S3Error("the Host header must be signed", s3_code="SignatureDoesNotMatch")
+    _check_signed(request, signed)
     secret = _secret(secret_of, access_key)
     key = signing_key(secret, date, region, service)
     scope = f"{date}/{region}/{service}/aws4_request"

@@ -224,27 +224,34 @@ def list_parts(bucket: str, key: str, upload_id: str, parts: list[dict], *, mark
             f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>{kind}{items}</ListPartsResult>").encode()
 
 
-def list_uploads(bucket: str, uploads: list[dict], *, prefix: str, max_uploads: int, truncated: bool,
-                 owner: str, key_marker: str = "", id_marker: str = "", encoding: str | None = None) -> bytes:
-    """`owner`: the user an upload recorded without the user who began it is shown as begun by; `encoding` "url": keys,
-    the prefix and the key markers percent-encoded, as S3 answers."""
+def list_uploads(bucket: str, page: dict, *, prefix: str, delimiter: str, max_uploads: int, owner: str,
+                 key_marker: str = "", id_marker: str = "", encoding: str | None = None) -> bytes:
+    """A ListMultipartUploadsResult of a page from xsc.buckets.core.listing.list_page whose values are uploads.
+    `owner`: the user an upload recorded without the user who began it is shown as begun by; `encoding` "url": keys,
+    the prefix, the delimiter, the common prefixes and the key markers percent-encoded, as S3 answers."""
     def name(text: str) -> str:
         return e(_maybe_encode(text, encoding))
 
+    uploads = [u for _, u in page["contents"]]
     items = "".join(f"<Upload><Key>{name(u['key'])}</Key><UploadId>{e(u['id'])}</UploadId>"
                     f"<Initiator><ID>{e(u.get('user') or owner)}</ID><DisplayName>{e(u.get('user') or owner)}"
                     f"</DisplayName></Initiator><Owner><ID>{e(u.get('user') or owner)}</ID><DisplayName>"
                     f"{e(u.get('user') or owner)}</DisplayName></Owner>"
                     f"<StorageClass>STANDARD</StorageClass><Initiated>{iso_date(u['created'])}</Initiated></Upload>"
                     for u in uploads)
-    last = uploads[-1] if uploads and truncated else None
-    next_markers = (f"<NextKeyMarker>{name(last['key'])}</NextKeyMarker><NextUploadIdMarker>{e(last['id'])}"
-                    f"</NextUploadIdMarker>") if last else ""
-    said = f"<EncodingType>{e(encoding)}</EncodingType>" if encoding else ""
+    items += "".join(f"<CommonPrefixes><Prefix>{name(common)}</Prefix></CommonPrefixes>" for common in page["prefixes"])
+    next_markers = ""
+    if page["truncated"]:  # the page ended at a common prefix (no upload id to go on after) or at an upload
+        ended_at_prefix = bool(page["prefixes"]) and page["prefixes"][-1] == page["last"]
+        next_key, next_id = (page["last"], "") if ended_at_prefix else (uploads[-1]["key"], uploads[-1]["id"])
+        next_markers = (f"<NextKeyMarker>{name(next_key)}</NextKeyMarker><NextUploadIdMarker>{e(next_id)}"
+                        f"</NextUploadIdMarker>")
+    said = f"<Delimiter>{name(delimiter)}</Delimiter>" if delimiter else ""
+    said += f"<EncodingType>{e(encoding)}</EncodingType>" if encoding else ""
     return (f'{HEADER}<ListMultipartUploadsResult xmlns="{NS}"><Bucket>{e(bucket)}</Bucket>'
             f"<KeyMarker>{name(key_marker)}</KeyMarker><UploadIdMarker>{e(id_marker)}</UploadIdMarker>{next_markers}"
             f"<Prefix>{name(prefix)}</Prefix>{said}<MaxUploads>{max_uploads}</MaxUploads>"
-            f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>{items}</ListMultipartUploadsResult>"
+            f"<IsTruncated>{'true' if page['truncated'] else 'false'}</IsTruncated>{items}</ListMultipartUploadsResult>"
             ).encode()
 
 
