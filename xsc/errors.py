@@ -429,6 +429,14 @@ class PeerRefused(PeerError):
     code = "peer-refused"
 
 
+class PeerUnavailable(PeerRefused):
+    """A provider's 503 to work it refused before running any of it (busy, out of credit): nothing of it is owed,
+    and it may be asked again in a moment (or of another provider); relayed to this node's caller as a 503."""
+
+    code = "peer-refused"  # a refusal as any other, answered with the provider's status
+    status = 503
+
+
 class ForgedResult(PeerError):
     """A provider's answer to a job does not match what it signed (its record, its outputs' hashes): it is not
     paid, and struck."""
