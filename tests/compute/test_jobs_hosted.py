@@ -1,6 +1,6 @@
 """A provider's side of jobs other nodes place on it (compute/hosted_jobs.py), on real nodes: what a job reserves
 (its sender's trust line, its tab) is held by the job once it is taken, and given back exactly once whatever
-ends it, a failure of the provider's own disk or a stop while it runs."""
+ends it: a failure of the provider's own disk, its sender giving it up, or a stop while it runs."""
 
 from __future__ import annotations
 
@@ -17,14 +17,16 @@ from tests.support.waiting import eventually_async
 from xsc.compute import hosted_jobs, sent_jobs
 from xsc.compute.jobspec import parse_job
 from xsc.errors import PeerRefused
+from xsc.net.compute import close_tab
 from xsc.node import IDENTITY
 from xsc.node.appkeys import NODE
 
 EMPTY = hashlib.sha256(b"").hexdigest()
 
 
-async def _begin(gateway, provider, module: str) -> dict:
-    """Send the provider a job reading an empty stdin, on a tab of the gateway's; its answer."""
+async def _begin(gateway, provider, module: str) -> tuple[str, str]:
+    """Send the provider a job reading an empty stdin, on a tab of the gateway's; its id there, and the tab's
+    authorization (hex)."""
     node = gateway.app[NODE]
     provider_id, url = provider.app[IDENTITY].id, provider.app[NODE].peers.url
     price = provider.app[NODE].market.honoured_ask("compute")
@@ -33,7 +35,7 @@ async def _begin(gateway, provider, module: str) -> dict:
             "authorization": tab.hex, "deal": {}, "memory_price": node.compute.memory_price,
             "data": [{"path": "stdin", "size": 0, "sha256": EMPTY, "verify_hash": ""}]}
     try:
-        return await sent_jobs.wire.begin(node.client, url, provider_id, body)
+        return await sent_jobs.wire.begin(node.client, url, provider_id, body), tab.hex
     finally:
         node.paid.gateway_tabs.answered(tab, 10**6, None)
 
@@ -57,6 +59,30 @@ async def test_a_job_whose_files_the_provider_cannot_make_gives_its_reservations
     assert provider.app[NODE].paid.provider_tabs.kept == 0  # nor on its tab: nothing runs or is reserved under it
     assert hosted.status() == {"hosted": 0}
     assert await _begin(gateway, provider, module)  # the disk back: the sender's next job is taken
+
+
+async def test_a_job_given_up_gives_its_reservations_back_at_that_moment(node_factory, monkeypatch) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(provider, "outputs", wasi=True)
+    node, sender, provider_id = provider.app[NODE], gateway.app[IDENTITY].id, provider.app[IDENTITY].id
+
+    def held() -> tuple:
+        return node.trust.line(sender)["reserved"], node.paid.provider_tabs.kept, node.hosted_jobs.status()["hosted"]
+
+    # A job its sender leaves without a request is given up IDLE after the last one, not at a later round.
+    monkeypatch.setattr(hosted_jobs, "IDLE", 0.5)
+    await _begin(gateway, provider, module)
+    assert held()[0] > 0 and held()[1:] == (1, 1)
+    await eventually_async(lambda: held() == (0, 0, 0), "the idle job dropped and its reservations given back", 10)
+    monkeypatch.undo()
+    # Its sender closes the job's tab before asking for its run (its node restarted): the job is given up as the
+    # close is answered, not at the provider's next look at its jobs.
+    _, authorization = await _begin(gateway, provider, module)
+    assert held()[0] > 0 and held()[1:] == (1, 1)
+    with pytest.raises(PeerRefused) as closed:
+        await close_tab(gateway.app[NODE].client, node.peers.url, provider_id, authorization)
+    assert closed.value.details["peer_code"] == "nothing-owed", closed.value
+    assert held() == (0, 0, 0)
 
 
 async def test_a_job_still_running_when_the_provider_stops_gives_its_budget_back_once_when_its_run_ends(

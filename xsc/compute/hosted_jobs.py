@@ -7,9 +7,9 @@ sender's trust line and on its tab before a byte of its data is taken.  The data
 `bytes_in` and by this node's free disk, comes in order, in requests of at most net/jobs.CHUNK bytes (each
 priced by the peer route table), and is hashed as it comes: the job runs only over exactly the bytes the
 sender named.  A sender has at most PER_SENDER jobs here at once, the node at most MAX_HOSTED; a job not run
-within IDLE seconds of its last request is dropped and its reservation released (so is one whose sender closes its
-tab before asking for its run: it gave the job up, and its close is answered at once, or asks for it once the tab's
-authorization has expired: nothing run under it could be paid), and a job's files go when
+within IDLE seconds of its last request is dropped and its reservation released at that moment (so is one whose
+sender closes its tab before asking for its run, as the close is answered: it gave the job up, or asks for it once
+the tab's authorization has expired: nothing run under it could be paid), and a job's files go when
 the sender forgets it (or IDLE after its run).  A run goes on when its sender goes away, and its answer is kept
 with its outputs: the sender asking for the run again (its node restarted) is answered that, not run nor charged
 again.
@@ -23,6 +23,7 @@ signed hashes refuses to pay the tab (compute/sent_jobs.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -38,7 +39,7 @@ from ..errors import (Conflict, DiskFull, InvalidArgument, NotFound, OverCap, Pa
                       StorageFull, XscError)
 from ..identity import public_id
 from ..net.jobs import CHUNK
-from ..tasks import STOP_GRACE, in_pool, to_its_end
+from ..tasks import STOP_GRACE, in_pool, to_its_end, woken_loop
 from .job_sandbox import file_sha256, remove_tree, run_program
 from .jobspec import job_id, parse_sent_job
 from .paid import PaidCompute, not_here
@@ -96,6 +97,7 @@ class HostedJobs:
         self.paid = paid  # a job's terms are checked, and its budget reserved, as an invoke's
         self.work_dir = work_dir
         self._jobs: dict[str, Hosted] = {}
+        self._wake = asyncio.Event()  # a job taken: the expiry's next moment may be sooner
 
     def start(self) -> None:
         """Files of jobs a stop cut short: nothing can fetch them any more."""
@@ -109,12 +111,16 @@ class HostedJobs:
             self._drop(job)
 
     def loops(self) -> dict[str, Any]:
-        return {"hosted-jobs-expiry": self._expire_loop}
+        # A sender that went away leaves no files behind for long, nor its reservations a moment past IDLE.
+        return {"hosted-jobs-expiry": woken_loop("hosted jobs' expiry", self._wake, self._until_due, self._expired)}
 
-    async def _expire_loop(self) -> None:
-        while True:  # a sender that went away leaves no files behind for long
-            await asyncio.sleep(IDLE / 4)
-            self._expire()
+    def _until_due(self) -> float:
+        """Seconds until the next job left idle is due to be dropped (one taken meanwhile wakes the loop)."""
+        now = time.monotonic()
+        return max(0.0, min((j.touched + IDLE - now for j in self._jobs.values() if not j.busy), default=IDLE))
+
+    async def _expired(self) -> None:
+        self._expire()
 
     def status(self) -> dict[str, int]:
         return {"hosted": len(self._jobs)}
@@ -155,7 +161,8 @@ class HostedJobs:
             self.paid.expect_module(sender, spec.module, price)
             raise not_here(spec.module)
         try:
-            tab = await self.paid.provider_tabs.reserve(auth, budget, sender, staged=True)
+            tab = await self.paid.provider_tabs.reserve(auth, budget, sender, staged=True,
+                                                        given_up=lambda: self._given_up(work.name))
         except BaseException:
             self.paid.release(sender, budget)
             raise
@@ -170,6 +177,7 @@ class HostedJobs:
             raise
         job = Hosted(work.name, sender, spec, call, price, deal, auth, budget, tab, work, items)
         self._jobs[job.id] = job
+        self._wake.set()
         return {"job": job.id, "chunk": CHUNK}
 
     async def take(self, sender: str, job_id_: str, offset: int, data: bytes) -> dict[str, int]:
@@ -197,7 +205,7 @@ class HostedJobs:
             if job.busy:
                 raise Conflict("a request for this job is being served", hint="wait for its answer")
             try:
-                self.paid.provider_tabs.start(job.tab)  # (its tab closed: `_expire` dropped it above)
+                self.paid.provider_tabs.start(job.tab)  # (its tab closed: the close dropped it, `_given_up`)
             except XscError:  # its authorization expired: it never runs, and its reservation goes back now
                 self._drop(job)
                 raise
@@ -299,18 +307,35 @@ class HostedJobs:
         job.touched = time.monotonic()
         return job
 
+    @contextlib.contextmanager
     def _serving(self, job: Hosted):
-        return _Serving(job)
+        """A job is busy while one of its sender's requests is served: expiry leaves it alone, and a second request
+        for it at the same moment is refused.  One given up meanwhile (`_given_up`) is dropped once served."""
+        if job.busy:
+            raise Conflict("a request for this job is being served", hint="wait for its answer")
+        job.busy = True
+        try:
+            yield
+        finally:
+            job.busy = False
+            job.touched = time.monotonic()
+            if job.running is None and job.tab.closed:
+                self._given_up(job.id)
+
+    def _given_up(self, job_id_: str) -> None:
+        """Its sender closed the job's tab before asking for its run (a restart of the sender's node gave it up):
+        its reservations go back now, as the close is answered (unless a request for it is being served: then
+        once it is, `_serving`)."""
+        job = self._jobs.get(job_id_)
+        if job is not None and not job.busy and job.running is None:
+            log.info("dropped job %s of %s: its sender closed its tab before its run", job.id, job.sender)
+            self._drop(job)
 
     def _expire(self) -> None:
         now = time.monotonic()
-        for job in [j for j in self._jobs.values() if not j.busy and now - j.touched > IDLE]:
+        for job in [j for j in self._jobs.values() if not j.busy and now - j.touched >= IDLE]:
             log.info("dropped job %s of %s: no request from its sender for %d s", job.id, job.sender,
                      IDLE)
-            self._drop(job)
-        # Its sender closed its tab before asking for its run (a restart of the sender's node gave it up).
-        for job in [j for j in self._jobs.values() if not j.busy and j.running is None and j.tab.closed]:
-            log.info("dropped job %s of %s: its sender closed its tab before its run", job.id, job.sender)
             self._drop(job)
 
     def _drop(self, job: Hosted) -> None:
@@ -321,23 +346,6 @@ class HostedJobs:
             self.paid.release(job.sender, job.budget)
             job.budget = 0
         remove_tree(job.work)
-
-
-class _Serving:
-    """A job is busy while one of its sender's requests is served: expiry leaves it alone, and a second request
-    for it at the same moment is refused."""
-
-    def __init__(self, job: Hosted) -> None:
-        self.job = job
-
-    def __enter__(self) -> None:
-        if self.job.busy:
-            raise Conflict("a request for this job is being served", hint="wait for its answer")
-        self.job.busy = True
-
-    def __exit__(self, *_: object) -> None:
-        self.job.busy = False
-        self.job.touched = time.monotonic()
 
 
 def _items(value: Any, spec, work: Path) -> list[Item]:
