@@ -186,6 +186,13 @@ class ComputeBusy(ComputeError):
     code = "compute-busy"
 
 
+class NodeStopping(ComputeBusy):
+    """A job cut short because the node running it stops: nothing of its run is recorded or charged (503), and it
+    may run elsewhere, or here once the node is back."""
+
+    code = "node-stopping"
+
+
 class FunctionUnavailable(ComputeError):
     """A web function served on the market has no provider that can run its request now."""
 

@@ -12,7 +12,8 @@ sender closes its tab before asking for its run, as the close is answered: it ga
 the tab's authorization has expired: nothing run under it could be paid), and a job's files go when
 the sender forgets it (or IDLE after its run).  A run goes on when its sender goes away, and its answer is kept
 with its outputs: the sender asking for the run again (its node restarted) is answered that, not run nor charged
-again.
+again.  A run still going STOP_GRACE into this node's stop is stopped: it answers 503 `node-stopping` (the sender
+places the job elsewhere, as when a provider goes away), with nothing of it recorded or charged.
 
 The run is recorded as every run here is: a signed provenance record naming each input's hash (and the
 verify-hash the sender gave for it) and each output's name, size and SHA-256, written with its amount on the
@@ -29,14 +30,15 @@ import logging
 import os
 import secrets
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..db import disk_full
-from ..errors import (Conflict, DiskFull, InvalidArgument, NotFound, OverCap, PayloadTooLarge, QuotaExceeded,
-                      StorageFull, XscError)
+from ..errors import (Conflict, DiskFull, InvalidArgument, NodeStopping, NotFound, OverCap, PayloadTooLarge,
+                      QuotaExceeded, StorageFull, XscError)
 from ..identity import public_id
 from ..net.jobs import CHUNK
 from ..tasks import STOP_GRACE, in_pool, to_its_end, woken_loop
@@ -84,6 +86,7 @@ class Hosted:
     outputs: list[tuple[str, Path, int]] | None = None  # after its run: what the sender may fetch
     running: asyncio.Future | None = None  # its run's answer, once done: kept for its sender to ask again
     busy: bool = False  # a request of its sender is being served
+    stop: threading.Event = field(default_factory=threading.Event)  # set as the node stops: its run is cut short
     touched: float = field(default_factory=time.monotonic)
 
     @property
@@ -98,15 +101,26 @@ class HostedJobs:
         self.work_dir = work_dir
         self._jobs: dict[str, Hosted] = {}
         self._wake = asyncio.Event()  # a job taken: the expiry's next moment may be sooner
+        self._closing = False
 
     def start(self) -> None:
         """Files of jobs a stop cut short: nothing can fetch them any more."""
         remove_tree(self.work_dir)
 
     async def close(self) -> None:
-        runs = [job.running for job in self._jobs.values() if job.running is not None and not job.running.done()]
-        if runs:  # each ends by its own timeout: its files are in use until then
-            await asyncio.wait(runs, timeout=STOP_GRACE)
+        """The node stops.  A run still going STOP_GRACE later is stopped (its program at its next tick) and ends as
+        stopped (`_run`).  Every run is waited for to its end, each giving its reservation back once: none writes to
+        the journal, a tab or a trust line once their stores close after this.  Then every job goes, with its files."""
+        self._closing = True
+        runs = [(job, job.running) for job in self._jobs.values()
+                if job.running is not None and not job.running.done()]
+        if runs:
+            _, going = await asyncio.wait([running for _, running in runs], timeout=STOP_GRACE)
+            for job, running in runs:
+                if running in going:
+                    job.stop.set()
+            if going:
+                await asyncio.wait(going)
         for job in list(self._jobs.values()):
             self._drop(job)
 
@@ -129,6 +143,8 @@ class HostedJobs:
     async def begin(self, sender: str, body: Any) -> dict[str, Any]:
         """A job sent here: its terms checked and its budget reserved before any of its bytes are taken."""
         self._expire()
+        if self._closing:
+            raise _stopping()
         if not isinstance(body, dict) or not BEGIN_NEEDS <= set(body) <= BEGIN_NEEDS | {"memory_price"}:
             raise InvalidArgument('send {"spec", "price", "memory_price", "authorization", "deal", "data"}')
         spec = parse_sent_job(body["spec"])
@@ -200,6 +216,8 @@ class HostedJobs:
         done: the job is never run, nor charged, twice."""
         job = self._mine(sender, job_id_)
         if job.running is None:
+            if self._closing:
+                raise _stopping()
             if job.received != job.total:
                 raise Conflict(f"the job has {job.received:,} of its {job.total:,} bytes", received=job.received)
             if job.busy:
@@ -235,8 +253,8 @@ class HostedJobs:
             job.touched = time.monotonic()
 
     async def _run(self, job: Hosted) -> dict[str, Any]:
-        """The job's run.  From its start its budget is this run's: released here, once, however it ends (a stop
-        that drops the job meanwhile leaves it to the run)."""
+        """The job's run.  From its start its budget is this run's: released here, once, however it ends (cut short
+        by the node's stop, `close`, whole: nothing of it is recorded or charged)."""
         spec = job.spec
         stdin = next((i for i in job.items if i.path == "stdin"), None)
         inputs = [{"path": i.path, "sha256": i.sha256, "size": i.size, "verify_hash": i.verify_hash}
@@ -249,7 +267,11 @@ class HostedJobs:
             await in_pool(None, os.chmod, job.work / "in", 0o555)
             ran = await run_program(self.compute, spec, prepared, signature, limits, job.work,
                                     stdin=None if stdin is None else stdin.file, job_id=jid,
-                                    prepaid=io_fuel(job.total))
+                                    prepaid=io_fuel(job.total), stop=job.stop)
+            # Cut short by this node's stop (unless it ended by itself first): not the run it was asked for, so
+            # neither recorded nor charged.
+            if job.stop.is_set() and ran.outcome.trap_kind is not None:
+                raise _stopping()
             outputs = ran.files if ran.succeeded else []
             hashes = [await in_pool(None, file_sha256, path) for _, path, _ in outputs]
             signed_outputs = [{"name": name, "size": size, "sha256": digest}
@@ -373,6 +395,11 @@ def _stage(work: Path, items: list[Item]) -> None:
     (work / "in").mkdir()
     for item in items:
         item.file.touch()
+
+
+def _stopping() -> NodeStopping:
+    return NodeStopping("this node stopped while the job was with it: nothing of its run is recorded or charged",
+                        hint="place it on another provider")
 
 
 def _unstaged(err: OSError) -> XscError:
