@@ -186,6 +186,13 @@ class ComputeBusy(ComputeError):
     code = "compute-busy"
 
 
+class NodeStopping(ComputeBusy):
+    """A job cut short because the node running it stops: nothing of its run is recorded or charged (503), and it
+    may run elsewhere, or here once the node is back."""
+
+    code = "node-stopping"
+
+
 class FunctionUnavailable(ComputeError):
     """A web function served on the market has no provider that can run its request now."""
 
@@ -427,6 +434,14 @@ class PeerRefused(PeerError):
     """A peer answered a signed request with an error status."""
 
     code = "peer-refused"
+
+
+class PeerUnavailable(PeerRefused):
+    """A provider's 503 to work it refused before running any of it (busy, out of credit): nothing of it is owed,
+    and it may be asked again in a moment (or of another provider); relayed to this node's caller as a 503."""
+
+    code = "peer-refused"  # a refusal as any other, answered with the provider's status
+    status = 503
 
 
 class ForgedResult(PeerError):

@@ -20,7 +20,7 @@ from tests.support.compute import deploy, invoke, peer_with_provider
 from tests.support.waiting import eventually_async
 
 from xsc.compute.service import InvokeCall
-from xsc.errors import PeerRefused, PeerUnreachable
+from xsc.errors import PeerRefused, PeerUnavailable, PeerUnreachable
 from xsc.identity import Identity, sign_request
 from xsc.ledger.core.model import authorize, encode_authorization
 from xsc.net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MAX_BATCH_CALLS, TAB_CLOSE_PATH, InvokeBatcher
@@ -405,6 +405,8 @@ async def test_closing_fails_a_gathered_queue_as_not_sent() -> None:
     ({"results": [{"status": 200, "answer": {"run": "no"}}] * 5}, "lost"),  # not a run and a tab
     ({"results": [{"status": 500, "problem": {"code": "x"}}] * 5}, "lost"),  # a server error: it may have run
     ({"results": [{"status": 422, "problem": {"code": "deal-refused", "detail": "no"}}] * 5}, "refused"),
+    # busy before it ran: nothing owed, worth asking again (a lie only loses the provider its pay)
+    ({"results": [{"status": 503, "problem": {"code": "compute-busy", "detail": "busy"}}] * 5}, "compute-busy"),
 ])
 async def test_a_hostile_answer_to_a_batch_is_checked_call_by_call(answer, expected) -> None:
     def hostile(path, entries):
@@ -416,8 +418,10 @@ async def test_a_hostile_answer_to_a_batch_is_checked_call_by_call(answer, expec
     for result in results[1:]:
         if expected == "lost":  # it may have run: its budget stays held until the tab is paid
             assert isinstance(result, PeerUnreachable) and result.details["sent"] is True, result
-        else:
+        elif expected == "refused":
             assert isinstance(result, PeerRefused) and result.details["peer_code"] == "deal-refused", result
+        else:
+            assert isinstance(result, PeerUnavailable) and result.details["peer_code"] == expected, result
 
 
 @pytest.mark.parametrize("answer", [{"nothing": 1}, [1, 2, 3], {"run": "no", "tab": {}}, {"run": {}}])
@@ -427,6 +431,18 @@ async def test_a_lone_call_answered_without_a_run_and_a_tab_counts_as_lost_as_a_
     with pytest.raises(PeerUnreachable) as lost:  # it may have run: its budget stays held until the tab is paid
         await InvokeBatcher(provider).invoke("http://b", "B", _body(0), lambda: b"", False)
     assert lost.value.details["sent"] is True
+
+
+@pytest.mark.parametrize("status, code", [(503, "compute-busy"), (503, "node-credit-exhausted"), (500, "internal-error"),
+                                          (502, "function-failed"), (504, "function-timeout")])
+async def test_a_lone_calls_503_is_a_refusal_and_any_other_server_error_counts_as_lost(status, code) -> None:
+    provider = FakeProvider(lambda path, entries: (status, {"code": code}))
+    with pytest.raises(PeerRefused if status == 503 else PeerUnreachable) as failed:
+        await InvokeBatcher(provider).invoke("http://b", "B", _body(0), lambda: b"", False)
+    if status == 503:  # refused before it ran: nothing owed, and the provider's reason kept
+        assert type(failed.value) is PeerUnavailable and failed.value.details["peer_code"] == code, failed.value
+    else:  # it may have run: its budget stays held until the tab is paid
+        assert failed.value.details["sent"] is True
 
 
 async def test_a_refused_or_unreachable_batch_fails_its_calls_and_an_older_peer_gets_them_one_by_one() -> None:
@@ -442,12 +458,13 @@ async def test_a_refused_or_unreachable_batch_fails_its_calls_and_an_older_peer_
     await _burst(batcher, provider, 3)  # known now: no batch is tried again
     assert provider.sent == [(INVOKE_PATH, 1)] * 3
 
-    def refusing(path, entries):
-        return (429, {"code": "quota-exceeded"}) if path == INVOKES_PATH else (200, _ran(entries[0]))
+    for status, code, refused in ((429, "quota-exceeded", PeerRefused), (503, "compute-busy", PeerUnavailable)):
+        def refusing(path, entries):
+            return (status, {"code": code}) if path == INVOKES_PATH else (200, _ran(entries[0]))
 
-    provider = FakeProvider(refusing)
-    results = await _burst(InvokeBatcher(provider, stall=60), provider, 3)
-    assert all(isinstance(r, PeerRefused) and r.details["peer_code"] == "quota-exceeded" for r in results[1:])
+        provider = FakeProvider(refusing)
+        results = await _burst(InvokeBatcher(provider, stall=60), provider, 3)
+        assert all(type(r) is refused and r.details["peer_code"] == code for r in results[1:]), results
 
     def failing(path, entries):
         if path == INVOKES_PATH:

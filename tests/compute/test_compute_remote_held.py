@@ -246,6 +246,24 @@ async def test_a_call_its_provider_recorded_then_answered_with_a_server_error_is
     assert gateway.app[NODE].ledger.pending() == [] and gateway.app[NODE].ledger.holding() == {}
 
 
+async def test_a_call_its_provider_refuses_busy_is_released_at_once_and_answered_as_the_providers_503(
+        node_factory, monkeypatch) -> None:
+    # A 503 from the provider (busy, its own credit exhausted) comes before anything ran: not lost, so its budget is
+    # not held until the tab is paid, and its user reads a busy answer to retry, not a peer gone.
+    gateway, provider, module, _ = await _pair(node_factory, 100)
+    before = _balances(gateway, provider)
+    compute = provider.app[NODE].compute
+    monkeypatch.setattr(compute, "max_queued", 0)
+    status, problem = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)
+    assert status == 503 and problem["code"] == "peer-refused", problem
+    assert problem["peer_code"] == "compute-busy" and "the node is busy" in problem["detail"], problem
+    assert gateway.app[NODE].ledger.holding() == {}  # given back at once, not held as a call that may have run
+    monkeypatch.undo()
+    status, answered = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)
+    assert status == 200, answered
+    assert await _paid(gateway, provider, before) == (-answered["charge"], answered["charge"])
+
+
 async def test_a_repeated_close_of_a_tab_raises_its_gateways_recognition_once(node_factory) -> None:
     # What a tab's receipt pays raises its gateway's recognition on the provider (the money exchanged with it).  A
     # close repeated after the receipt is made gets that receipt again, and counted each time it raised the

@@ -1,6 +1,6 @@
 """A provider's side of jobs other nodes place on it (compute/hosted_jobs.py), on real nodes: what a job reserves
 (its sender's trust line, its tab) is held by the job once it is taken, and given back exactly once whatever
-ends it, a failure of the provider's own disk or a stop while it runs."""
+ends it: a failure of the provider's own disk, its sender giving it up, or a stop while it runs."""
 
 from __future__ import annotations
 
@@ -17,14 +17,16 @@ from tests.support.waiting import eventually_async
 from xsc.compute import hosted_jobs, sent_jobs
 from xsc.compute.jobspec import parse_job
 from xsc.errors import PeerRefused
+from xsc.net.compute import close_tab
 from xsc.node import IDENTITY
 from xsc.node.appkeys import NODE
 
 EMPTY = hashlib.sha256(b"").hexdigest()
 
 
-async def _begin(gateway, provider, module: str) -> dict:
-    """Send the provider a job reading an empty stdin, on a tab of the gateway's; its answer."""
+async def _begin(gateway, provider, module: str) -> tuple[str, str]:
+    """Send the provider a job reading an empty stdin, on a tab of the gateway's; its id there, and the tab's
+    authorization (hex)."""
     node = gateway.app[NODE]
     provider_id, url = provider.app[IDENTITY].id, provider.app[NODE].peers.url
     price = provider.app[NODE].market.honoured_ask("compute")
@@ -33,7 +35,7 @@ async def _begin(gateway, provider, module: str) -> dict:
             "authorization": tab.hex, "deal": {}, "memory_price": node.compute.memory_price,
             "data": [{"path": "stdin", "size": 0, "sha256": EMPTY, "verify_hash": ""}]}
     try:
-        return await sent_jobs.wire.begin(node.client, url, provider_id, body)
+        return await sent_jobs.wire.begin(node.client, url, provider_id, body), tab.hex
     finally:
         node.paid.gateway_tabs.answered(tab, 10**6, None)
 
@@ -59,35 +61,77 @@ async def test_a_job_whose_files_the_provider_cannot_make_gives_its_reservations
     assert await _begin(gateway, provider, module)  # the disk back: the sender's next job is taken
 
 
-async def test_a_job_still_running_when_the_provider_stops_gives_its_budget_back_once_when_its_run_ends(
-        node_factory, monkeypatch) -> None:
+async def test_a_job_given_up_gives_its_reservations_back_at_that_moment(node_factory, monkeypatch) -> None:
     gateway, (provider,) = await network(node_factory)
+    module = await deploy(provider, "outputs", wasi=True)
+    node, sender, provider_id = provider.app[NODE], gateway.app[IDENTITY].id, provider.app[IDENTITY].id
+
+    def held() -> tuple:
+        return node.trust.line(sender)["reserved"], node.paid.provider_tabs.kept, node.hosted_jobs.status()["hosted"]
+
+    # A job its sender leaves without a request is given up IDLE after the last one, not at a later round.
+    monkeypatch.setattr(hosted_jobs, "IDLE", 0.5)
+    await _begin(gateway, provider, module)
+    assert held()[0] > 0 and held()[1:] == (1, 1)
+    await eventually_async(lambda: held() == (0, 0, 0), "the idle job dropped and its reservations given back", 10)
+    monkeypatch.undo()
+    # Its sender closes the job's tab before asking for its run (its node restarted): the job is given up as the
+    # close is answered, not at the provider's next look at its jobs.
+    _, authorization = await _begin(gateway, provider, module)
+    assert held()[0] > 0 and held()[1:] == (1, 1)
+    with pytest.raises(PeerRefused) as closed:
+        await close_tab(gateway.app[NODE].client, node.peers.url, provider_id, authorization)
+    assert closed.value.details["peer_code"] == "nothing-owed", closed.value
+    assert held() == (0, 0, 0)
+
+
+async def test_a_job_its_provider_stops_while_it_runs_ends_stopped_unrecorded_and_is_placed_again(
+        node_factory, monkeypatch) -> None:
+    """A run still going STOP_GRACE into its provider's stop is stopped, and has ended before the stop goes on to
+    close the stores it writes: nothing of it recorded or charged, its reservation (the sender's trust line, its
+    tab) given back once.  Its sender is answered 503 `node-stopping` and takes it as the provider going away: the
+    job goes to another provider (which stops too here: the user reads the stop, not a cap its outputs were over)."""
+    gateway, providers = await network(node_factory, providers=2)
     module = await deploy(gateway, "spin", wasi=True)
-    node, sender = provider.app[NODE], gateway.app[IDENTITY].id
+    sender = gateway.app[IDENTITY].id
     monkeypatch.setattr(hosted_jobs, "STOP_GRACE", 0.01)  # the stop gives up waiting while the job spins
-    ends, used, ran = [], node.paid.used, node.paid.provider_tabs.ran
+    ends: list[tuple] = []
+    for provider in providers:
+        node = provider.app[NODE]
 
-    def counted_used(gateway_id, budget, run) -> None:
-        if gateway_id == sender:
-            ends.append(("line", budget, run is not None))
-        used(gateway_id, budget, run)
+        def counted_used(gateway_id, budget, run, used=node.paid.used) -> None:
+            if gateway_id == sender:
+                ends.append(("line", budget, run))
+            used(gateway_id, budget, run)
 
-    def counted_ran(tab, budget, run, staged=False) -> None:
-        ends.append(("tab", budget, run is not None))
-        ran(tab, budget, run, staged)
+        def counted_ran(tab, budget, run, staged=False, ran=node.paid.provider_tabs.ran) -> None:
+            ends.append(("tab", budget, run))
+            ran(tab, budget, run, staged)
 
-    monkeypatch.setattr(node.paid, "used", counted_used)
-    monkeypatch.setattr(node.paid.provider_tabs, "ran", counted_ran)
-    running = asyncio.ensure_future(run_job(gateway, {"module": module, "limits": {"timeout": 1}}))
+        monkeypatch.setattr(node.paid, "used", counted_used)
+        monkeypatch.setattr(node.paid.provider_tabs, "ran", counted_ran)
+    running = asyncio.ensure_future(run_job(gateway, {"module": module, "limits": {"timeout": 5}}))
 
-    async def spinning():
-        return (await (await provider.get("/v1/node/status")).json())["compute"]["running"] >= 1
+    async def spinning(left: list) -> object:
+        for provider in left:
+            if (await (await provider.get("/v1/node/status")).json())["compute"]["running"] >= 1:
+                return provider
+        return None
 
-    await eventually_async(spinning, "the job running on the provider")
-    ends.clear()  # (the market's checks of the sender before the job reserve and release too)
-    await node.hosted_jobs.close()  # the stop's part of jobs: the run is left to end by its own timeout
-    assert node.hosted_jobs.status() == {"hosted": 0}
-    await running  # answered once the run ends (its files went with the stop: what it answers is not the point)
-    (tab_end, line_end) = ends  # released once, by the run that held it, as it ended
-    assert tab_end[0] == "tab" and line_end[0] == "line" and tab_end[1:] == line_end[1:] and tab_end[2], ends
-    assert node.trust.line(sender)["reserved"] == 0
+    left = list(providers)
+    while left:  # the job runs on one provider, then, that one stopped, on the other
+        provider = await eventually_async(lambda: spinning(left), "the job running on a provider")
+        left.remove(provider)
+        node = provider.app[NODE]
+        ends.clear()  # (the market's checks of the sender before the job reserve and release too)
+        await node.hosted_jobs.close()  # the stop's part of jobs, before the journal and the ledger close
+        (tab_end, line_end) = ends  # given back once, by the run that held it, before the stop went on
+        assert (tab_end[0], line_end[0]) == ("tab", "line") and tab_end[1:] == line_end[1:] == (tab_end[1], None)
+        assert node.trust.line(sender)["reserved"] == 0 and node.hosted_jobs.status() == {"hosted": 0}
+        assert node.paid.provider_tabs.kept == 0
+        records = (await (await provider.get("/v1/compute/provenance?limit=100")).json())["records"]
+        assert not [r for r in records if "job" in r["record"]], records  # nothing of it recorded
+    status, problem = await running
+    assert status == 503 and problem["peer_code"] == "node-stopping", problem
+    assert "stopped while the job was with it" in problem["detail"], problem
+    assert gateway.app[NODE].ledger.holding() == {}

@@ -702,6 +702,38 @@ async def test_a_job_whose_provider_goes_away_while_it_runs_is_interrupted_and_n
     assert record["state"] == "interrupted" and record["error_hint"] == problem["hint"], record  # not "refused"
 
 
+@pytest.mark.parametrize("failure", ["dial", "5xx"])
+async def test_a_fetch_of_a_jobs_output_that_fails_once_is_asked_again_and_the_provider_paid(node_factory, monkeypatch,
+                                                                                             failure) -> None:
+    """The first piece of a run job's output asked for is lost to a dial that fails before the question reaches the
+    provider (as a handshake does on a busy machine), or to a 5xx: a read asked again cannot change, so it is, and
+    the run the provider did is kept and paid, not given up and placed again."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    before = balances(gateway, provider)
+    real, failed = sent_jobs.wire.fetch, []
+
+    async def fails_once(client, url, provider_id, *args):
+        if not failed:
+            failed.append(provider_id)
+            if failure == "dial":
+                raise PeerUnreachable(f"peer {url} is unreachable: [ssl: wrong_version_number] wrong version number",
+                                      url=url, reason="wrong version number", sent=False)
+            raise PeerRefused(f"peer {url} refused GET: the node's database failed; see its log", url=url,
+                              peer_status=500, peer_code="database-error")
+        return await real(client, url, provider_id, *args)
+
+    monkeypatch.setattr(sent_jobs.wire, "fetch", fails_once)
+    status, job = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=DATA)
+    assert status == 201 and job["state"] == "done" and job["executions"] == 1, job
+    assert failed == [provider.app[IDENTITY].id] and job["provider"] == failed[0]
+    outputs = {o["name"]: o for o in job["outputs"]}
+    assert await read_file(gateway, outputs["out/c.txt"]["capability"]) == DATA
+    await settle(gateway)
+    after = balances(gateway, provider)
+    assert (after[0] - before[0], after[1] - before[1]) == (-job["charge"], job["charge"]) and job["charge"] > 0
+
+
 async def test_a_lineage_over_a_kept_record_in_no_shape_this_node_writes_ends_there(node_factory) -> None:
     gateway, _ = await network(node_factory)
     module = await deploy(gateway, "outputs", wasi=True)

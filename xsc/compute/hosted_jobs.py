@@ -7,12 +7,13 @@ sender's trust line and on its tab before a byte of its data is taken.  The data
 `bytes_in` and by this node's free disk, comes in order, in requests of at most net/jobs.CHUNK bytes (each
 priced by the peer route table), and is hashed as it comes: the job runs only over exactly the bytes the
 sender named.  A sender has at most PER_SENDER jobs here at once, the node at most MAX_HOSTED; a job not run
-within IDLE seconds of its last request is dropped and its reservation released (so is one whose sender closes its
-tab before asking for its run: it gave the job up, and its close is answered at once, or asks for it once the tab's
-authorization has expired: nothing run under it could be paid), and a job's files go when
+within IDLE seconds of its last request is dropped and its reservation released at that moment (so is one whose
+sender closes its tab before asking for its run, as the close is answered: it gave the job up, or asks for it once
+the tab's authorization has expired: nothing run under it could be paid), and a job's files go when
 the sender forgets it (or IDLE after its run).  A run goes on when its sender goes away, and its answer is kept
 with its outputs: the sender asking for the run again (its node restarted) is answered that, not run nor charged
-again.
+again.  A run still going STOP_GRACE into this node's stop is stopped: it answers 503 `node-stopping` (the sender
+places the job elsewhere, as when a provider goes away), with nothing of it recorded or charged.
 
 The run is recorded as every run here is: a signed provenance record naming each input's hash (and the
 verify-hash the sender gave for it) and each output's name, size and SHA-256, written with its amount on the
@@ -23,22 +24,24 @@ signed hashes refuses to pay the tab (compute/sent_jobs.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
 import secrets
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..db import disk_full
-from ..errors import (Conflict, DiskFull, InvalidArgument, NotFound, OverCap, PayloadTooLarge, QuotaExceeded,
-                      StorageFull, XscError)
+from ..errors import (Conflict, DiskFull, InvalidArgument, NodeStopping, NotFound, OverCap, PayloadTooLarge,
+                      QuotaExceeded, StorageFull, XscError)
 from ..identity import public_id
 from ..net.jobs import CHUNK
-from ..tasks import STOP_GRACE, in_pool, to_its_end
+from ..tasks import STOP_GRACE, in_pool, to_its_end, woken_loop
 from .job_sandbox import file_sha256, remove_tree, run_program
 from .jobspec import job_id, parse_sent_job
 from .paid import PaidCompute, not_here
@@ -83,6 +86,7 @@ class Hosted:
     outputs: list[tuple[str, Path, int]] | None = None  # after its run: what the sender may fetch
     running: asyncio.Future | None = None  # its run's answer, once done: kept for its sender to ask again
     busy: bool = False  # a request of its sender is being served
+    stop: threading.Event = field(default_factory=threading.Event)  # set as the node stops: its run is cut short
     touched: float = field(default_factory=time.monotonic)
 
     @property
@@ -96,25 +100,41 @@ class HostedJobs:
         self.paid = paid  # a job's terms are checked, and its budget reserved, as an invoke's
         self.work_dir = work_dir
         self._jobs: dict[str, Hosted] = {}
+        self._wake = asyncio.Event()  # a job taken: the expiry's next moment may be sooner
+        self._closing = False
 
     def start(self) -> None:
         """Files of jobs a stop cut short: nothing can fetch them any more."""
         remove_tree(self.work_dir)
 
     async def close(self) -> None:
-        runs = [job.running for job in self._jobs.values() if job.running is not None and not job.running.done()]
-        if runs:  # each ends by its own timeout: its files are in use until then
-            await asyncio.wait(runs, timeout=STOP_GRACE)
+        """The node stops.  A run still going STOP_GRACE later is stopped (its program at its next tick) and ends as
+        stopped (`_run`).  Every run is waited for to its end, each giving its reservation back once: none writes to
+        the journal, a tab or a trust line once their stores close after this.  Then every job goes, with its files."""
+        self._closing = True
+        runs = [(job, job.running) for job in self._jobs.values()
+                if job.running is not None and not job.running.done()]
+        if runs:
+            _, going = await asyncio.wait([running for _, running in runs], timeout=STOP_GRACE)
+            for job, running in runs:
+                if running in going:
+                    job.stop.set()
+            if going:
+                await asyncio.wait(going)
         for job in list(self._jobs.values()):
             self._drop(job)
 
     def loops(self) -> dict[str, Any]:
-        return {"hosted-jobs-expiry": self._expire_loop}
+        # A sender that went away leaves no files behind for long, nor its reservations a moment past IDLE.
+        return {"hosted-jobs-expiry": woken_loop("hosted jobs' expiry", self._wake, self._until_due, self._expired)}
 
-    async def _expire_loop(self) -> None:
-        while True:  # a sender that went away leaves no files behind for long
-            await asyncio.sleep(IDLE / 4)
-            self._expire()
+    def _until_due(self) -> float:
+        """Seconds until the next job left idle is due to be dropped (one taken meanwhile wakes the loop)."""
+        now = time.monotonic()
+        return max(0.0, min((j.touched + IDLE - now for j in self._jobs.values() if not j.busy), default=IDLE))
+
+    async def _expired(self) -> None:
+        self._expire()
 
     def status(self) -> dict[str, int]:
         return {"hosted": len(self._jobs)}
@@ -123,6 +143,8 @@ class HostedJobs:
     async def begin(self, sender: str, body: Any) -> dict[str, Any]:
         """A job sent here: its terms checked and its budget reserved before any of its bytes are taken."""
         self._expire()
+        if self._closing:
+            raise _stopping()
         if not isinstance(body, dict) or not BEGIN_NEEDS <= set(body) <= BEGIN_NEEDS | {"memory_price"}:
             raise InvalidArgument('send {"spec", "price", "memory_price", "authorization", "deal", "data"}')
         spec = parse_sent_job(body["spec"])
@@ -155,7 +177,8 @@ class HostedJobs:
             self.paid.expect_module(sender, spec.module, price)
             raise not_here(spec.module)
         try:
-            tab = await self.paid.provider_tabs.reserve(auth, budget, sender, staged=True)
+            tab = await self.paid.provider_tabs.reserve(auth, budget, sender, staged=True,
+                                                        given_up=lambda: self._given_up(work.name))
         except BaseException:
             self.paid.release(sender, budget)
             raise
@@ -170,6 +193,7 @@ class HostedJobs:
             raise
         job = Hosted(work.name, sender, spec, call, price, deal, auth, budget, tab, work, items)
         self._jobs[job.id] = job
+        self._wake.set()
         return {"job": job.id, "chunk": CHUNK}
 
     async def take(self, sender: str, job_id_: str, offset: int, data: bytes) -> dict[str, int]:
@@ -192,12 +216,14 @@ class HostedJobs:
         done: the job is never run, nor charged, twice."""
         job = self._mine(sender, job_id_)
         if job.running is None:
+            if self._closing:
+                raise _stopping()
             if job.received != job.total:
                 raise Conflict(f"the job has {job.received:,} of its {job.total:,} bytes", received=job.received)
             if job.busy:
                 raise Conflict("a request for this job is being served", hint="wait for its answer")
             try:
-                self.paid.provider_tabs.start(job.tab)  # (its tab closed: `_expire` dropped it above)
+                self.paid.provider_tabs.start(job.tab)  # (its tab closed: the close dropped it, `_given_up`)
             except XscError:  # its authorization expired: it never runs, and its reservation goes back now
                 self._drop(job)
                 raise
@@ -227,8 +253,8 @@ class HostedJobs:
             job.touched = time.monotonic()
 
     async def _run(self, job: Hosted) -> dict[str, Any]:
-        """The job's run.  From its start its budget is this run's: released here, once, however it ends (a stop
-        that drops the job meanwhile leaves it to the run)."""
+        """The job's run.  From its start its budget is this run's: released here, once, however it ends (cut short
+        by the node's stop, `close`, whole: nothing of it is recorded or charged)."""
         spec = job.spec
         stdin = next((i for i in job.items if i.path == "stdin"), None)
         inputs = [{"path": i.path, "sha256": i.sha256, "size": i.size, "verify_hash": i.verify_hash}
@@ -241,7 +267,11 @@ class HostedJobs:
             await in_pool(None, os.chmod, job.work / "in", 0o555)
             ran = await run_program(self.compute, spec, prepared, signature, limits, job.work,
                                     stdin=None if stdin is None else stdin.file, job_id=jid,
-                                    prepaid=io_fuel(job.total))
+                                    prepaid=io_fuel(job.total), stop=job.stop)
+            # Cut short by this node's stop (unless it ended by itself first): not the run it was asked for, so
+            # neither recorded nor charged.
+            if job.stop.is_set() and ran.outcome.trap_kind is not None:
+                raise _stopping()
             outputs = ran.files if ran.succeeded else []
             hashes = [await in_pool(None, file_sha256, path) for _, path, _ in outputs]
             signed_outputs = [{"name": name, "size": size, "sha256": digest}
@@ -299,18 +329,35 @@ class HostedJobs:
         job.touched = time.monotonic()
         return job
 
+    @contextlib.contextmanager
     def _serving(self, job: Hosted):
-        return _Serving(job)
+        """A job is busy while one of its sender's requests is served: expiry leaves it alone, and a second request
+        for it at the same moment is refused.  One given up meanwhile (`_given_up`) is dropped once served."""
+        if job.busy:
+            raise Conflict("a request for this job is being served", hint="wait for its answer")
+        job.busy = True
+        try:
+            yield
+        finally:
+            job.busy = False
+            job.touched = time.monotonic()
+            if job.running is None and job.tab.closed:
+                self._given_up(job.id)
+
+    def _given_up(self, job_id_: str) -> None:
+        """Its sender closed the job's tab before asking for its run (a restart of the sender's node gave it up):
+        its reservations go back now, as the close is answered (unless a request for it is being served: then
+        once it is, `_serving`)."""
+        job = self._jobs.get(job_id_)
+        if job is not None and not job.busy and job.running is None:
+            log.info("dropped job %s of %s: its sender closed its tab before its run", job.id, job.sender)
+            self._drop(job)
 
     def _expire(self) -> None:
         now = time.monotonic()
-        for job in [j for j in self._jobs.values() if not j.busy and now - j.touched > IDLE]:
+        for job in [j for j in self._jobs.values() if not j.busy and now - j.touched >= IDLE]:
             log.info("dropped job %s of %s: no request from its sender for %d s", job.id, job.sender,
                      IDLE)
-            self._drop(job)
-        # Its sender closed its tab before asking for its run (a restart of the sender's node gave it up).
-        for job in [j for j in self._jobs.values() if not j.busy and j.running is None and j.tab.closed]:
-            log.info("dropped job %s of %s: its sender closed its tab before its run", job.id, job.sender)
             self._drop(job)
 
     def _drop(self, job: Hosted) -> None:
@@ -321,23 +368,6 @@ class HostedJobs:
             self.paid.release(job.sender, job.budget)
             job.budget = 0
         remove_tree(job.work)
-
-
-class _Serving:
-    """A job is busy while one of its sender's requests is served: expiry leaves it alone, and a second request
-    for it at the same moment is refused."""
-
-    def __init__(self, job: Hosted) -> None:
-        self.job = job
-
-    def __enter__(self) -> None:
-        if self.job.busy:
-            raise Conflict("a request for this job is being served", hint="wait for its answer")
-        self.job.busy = True
-
-    def __exit__(self, *_: object) -> None:
-        self.job.busy = False
-        self.job.touched = time.monotonic()
 
 
 def _items(value: Any, spec, work: Path) -> list[Item]:
@@ -365,6 +395,11 @@ def _stage(work: Path, items: list[Item]) -> None:
     (work / "in").mkdir()
     for item in items:
         item.file.touch()
+
+
+def _stopping() -> NodeStopping:
+    return NodeStopping("this node stopped while the job was with it: nothing of its run is recorded or charged",
+                        hint="place it on another provider")
 
 
 def _unstaged(err: OSError) -> XscError:

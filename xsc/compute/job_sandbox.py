@@ -13,6 +13,7 @@ import functools
 import hashlib
 import os
 import stat
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +52,10 @@ class Sandboxed:
 
 
 async def run_program(compute: ComputeService, spec: JobSpec, prepared, signature, limits: Limits, work: Path,
-                      *, stdin: Path | None, job_id: str, prepaid: int) -> Sandboxed:
-    """Run the job's program in `work` (its `in/` mounted read-only at /in, a fresh `out/` at /out)."""
+                      *, stdin: Path | None, job_id: str, prepaid: int, stop: threading.Event | None = None
+                      ) -> Sandboxed:
+    """Run the job's program in `work` (its `in/` mounted read-only at /in, a fresh `out/` at /out); `stop`, once set,
+    stops it at its next tick (its node stops)."""
     out_dir = work / "out"
     out_dir.mkdir()
     stdout_path = work / "stdout"
@@ -65,7 +68,8 @@ async def run_program(compute: ComputeService, spec: JobSpec, prepared, signatur
                           inputs_dir=str(work / "in") if spec.inputs else None,
                           outputs_dir=str(out_dir) if spec.outputs else None, env=dict(spec.env),
                           bytes_out=spec.bytes_out if spec.outputs or spec.stdout_to_store else None,
-                          prepaid_fuel=prepaid, seed=bytes.fromhex(job_id) if spec.deterministic else None)
+                          prepaid_fuel=prepaid, seed=bytes.fromhex(job_id) if spec.deterministic else None,
+                          stop=stop)
         argv = [spec.module, *spec.argv]
         started = time.time_ns()
         outcome = await sandboxed(compute, prepared, spec.entrypoint, signature, argv, limits, streams)

@@ -737,9 +737,9 @@ def _too_few(offered: int, spec: JobSpec, job: dict[str, Any]) -> TooFewProvider
 
 def _next_provider(err: XscError) -> bool:
     """Whether a provider's failure leaves the job to another provider: it went away (a run whose result never
-    came is not paid: sent_jobs.py), it had no room, it wants this node to prepay (a stranger to it), or what it
-    answered cannot be trusted."""
+    came is not paid: sent_jobs.py), or stops and cut the run short, it had no room, it wants this node to prepay
+    (a stranger to it), or what it answered cannot be trusted."""
     if isinstance(err, (ForgedResult, PeerUnreachable)):
         return True
     return err.details.get("peer_code") in ("compute-busy", "quota-exceeded", "storage-full", "deal-refused",
-                                            "prepayment-required")
+                                            "prepayment-required", "node-stopping")

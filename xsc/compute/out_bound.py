@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import time
 from dataclasses import dataclass
 
@@ -32,25 +33,29 @@ MAX_ENTRIES = 1024  # files, directories and links a job may have in /out at onc
 MAX_DEPTH = 64  # directories within directories in /out: removing and listing a tree recurses as deep
 OUTPUT_LIMIT = "output-limit"  # the trap kind of a job stopped for its outputs
 DEADLINE = "deadline"
+NODE_STOPPING = "node-stopping"  # the trap kind of a job stopped because its node stops
 _DELETED = " (deleted)"
 
 
 @dataclass(frozen=True)
 class Stopped:
-    kind: str  # DEADLINE or OUTPUT_LIMIT
+    kind: str  # DEADLINE, OUTPUT_LIMIT or NODE_STOPPING
     why: str  # for OUTPUT_LIMIT: why its outputs cannot be stored, a clause ("its outputs were ...")
 
 
 class OutBound:
-    """The check wasmtime calls at each tick of a job's run: None to go on, or why it stops (also `stopped`)."""
+    """The check wasmtime calls at each tick of a job's run: None to go on, or why it stops (also `stopped`).
+    `cap` None: a job with no outputs to hold, checked for its deadline and its `stop` (set: its node stops)."""
 
-    def __init__(self, out_dir: str | None, cap: int, stdout=None) -> None:
+    def __init__(self, out_dir: str | None, cap: int | None, stdout=None,
+                 stop: threading.Event | None = None) -> None:
         self.out_dir = out_dir
         self.cap = cap
+        self.stop = stop
         self.stdout = stdout  # the Capture of a stdout that is stored (its `kept` bytes count), or None
         self.deadline = float("inf")
         self.stopped: Stopped | None = None
-        self._room = cap  # bytes the job may still write before it must be measured again
+        self._room = cap or 0  # bytes the job may still write before it must be measured again
         self._measured_at = _written()
 
     def start(self, seconds: float) -> None:
@@ -61,6 +66,11 @@ class OutBound:
         if time.monotonic() >= self.deadline:
             self.stopped = Stopped(DEADLINE, "")
             return self.stopped
+        if self.stop is not None and self.stop.is_set():
+            self.stopped = Stopped(NODE_STOPPING, "its node stops")
+            return self.stopped
+        if self.cap is None:
+            return None
         written = _written()
         measure = written is None or self._measured_at is None or written - self._measured_at > self._room
         self.stopped = self._over(measure)

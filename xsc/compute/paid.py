@@ -24,8 +24,8 @@ from typing import Any
 
 
 from ..errors import (AuthorizationExpired, AuthorizationReplayed, DealRefused, Forbidden, InsufficientCredit,
-                      InvalidArgument, InvalidModule, ModuleNotFound, PeerRefused, PeerUnreachable, PrepaymentRequired,
-                      Trap, XscError)
+                      InvalidArgument, InvalidModule, ModuleNotFound, PeerRefused, PeerUnavailable, PeerUnreachable,
+                      PrepaymentRequired, Trap, XscError)
 from ..identity import Identity, public_id, verify
 from ..ledger.core.model import Authorization, decode_authorization, format_credits
 from ..ledger.core.pricing import price_compute
@@ -639,6 +639,8 @@ def relayed(provider: str, err: PeerRefused, budget: int) -> XscError:
         return PrepaymentRequired(f"provider {provider} does not extend this node credit: {detail}",
                                   hint=f"ask its user for credit, or if it owes you: xsc ledger prepay {provider} "
                                        f"{amount}", provider=provider, **({"missing": missing} if missing else {}))
+    if err.details.get("peer_status") == PeerUnavailable.status and not isinstance(err, PeerUnavailable):
+        return PeerUnavailable(err.message, **err.details)  # (a job's: its provider busy, or stopping)
     return err
 
 

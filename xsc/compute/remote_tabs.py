@@ -61,7 +61,7 @@ import struct
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 
 from .. import keys
@@ -582,6 +582,7 @@ class PeerTab:
     # Of those in flight, the work that has not begun to run (a job waiting for its bytes or its run): its gateway
     # closing the tab gives it up (`close_once`), so the close is answered at once, not once its holder drops it.
     staged: int = 0
+    given_up: list[Callable[[], None]] = field(default_factory=list)  # how each holder of staged work drops it
     closed: bool = False
     auth_id: bytes = b""  # its authorization's id (where ProviderTabs keeps it)
     expires_at: int = 0  # its authorization's
@@ -697,10 +698,11 @@ class ProviderTabs:
         return await self._tab(auth)
 
     async def reserve(self, auth: Authorization, budget: int, gateway: str | None = None,
-                      staged: bool = False) -> PeerTab:
+                      staged: bool = False, given_up: Callable[[], None] | None = None) -> PeerTab:
         """Room on the tab for a call of `budget` from `gateway`, or refused (closed, its cap used up, or another
         gateway's).  `staged`: work that runs only once its gateway asks (`start`), and is given up if it closes
-        the tab first."""
+        the tab first: then `given_up()` is called as the close is answered (its holder gives back what it
+        reserved at that moment, not when it next looks)."""
         tab = await self.check(auth, budget)
         _check_gateway(tab, gateway, "call under")
         tab = self._keep(tab)  # `_tab` found none kept: no await since
@@ -709,6 +711,8 @@ class ProviderTabs:
         tab.reserved += budget
         tab.in_flight += 1
         tab.staged += staged
+        if given_up is not None:
+            tab.given_up.append(given_up)
         return tab
 
     @staticmethod
@@ -800,19 +804,29 @@ class ProviderTabs:
             raise Conflict(f"{tab.in_flight - tab.staged} calls are still running under this tab",
                            hint="close it in a moment")
         if not tab.count:
-            tab.closed = True  # (the staged work's holder finds it so)
+            tab.closed = True
             self._tabs.pop(auth.id, None)
             self._remember_closed_empty(auth)
+            _give_up(tab)
             raise NothingOwed(f"no call ran under the tab of authorization {auth.id.hex()} here: nothing is "
                               "owed, and no receipt is signed", hint="drop the authorization")
         tab = self._keep(tab)
         first = not tab.closed  # else another close of it is countersigning now
         tab.closed = True  # no call starts under it any more
+        _give_up(tab)
         receipt = await self.ledger.countersign(self.node, auth, tab.total, {"fuel": tab.fuel, "invokes": tab.count},
                                                 verified=True, sender=sender)
         self._tabs.pop(auth.id, None)  # a closed tab is known by its receipt from now on
         self.prune(auth.id)  # its total is in the receipt: the run records have done their work
         return receipt, first
+
+
+def _give_up(tab: PeerTab) -> None:
+    """The work staged under a tab its gateway closed is given up: each holder drops its own (checking that it has
+    not begun: a holder whose work ran is past caring), once."""
+    holders, tab.given_up = tab.given_up, []
+    for drop in holders:
+        drop()
 
 
 def _check_gateway(tab: PeerTab, node: str | None, what: str) -> None:

@@ -21,7 +21,7 @@ from . import limits as lim
 from .fastcall import Callable, Store, instance_object
 from .limits import Limits
 from .modules import PAGE, ModuleInfo
-from .out_bound import OUTPUT_LIMIT, OutBound, Stopped
+from .out_bound import NODE_STOPPING, OUTPUT_LIMIT, OutBound, Stopped
 from .provenance import METERING_EXACT, METERING_TIME_BOUNDED
 from .values import Signature
 from .wasi_io import Capture, Streams, fixed_by, fixed_instance_pre
@@ -154,8 +154,9 @@ def _run_in(store: Store, prepared: Prepared, function: str, signature: Signatur
         out = Capture(store, streams.stdout_cap, streams.refuse_over_cap, streams.stdout_sink)
         err = Capture(store, streams.stderr_cap, streams.refuse_over_cap)
         store.set_wasi(streams.config(wasi_argv, out, err))
-        if streams.bytes_out is not None and bounded is not None:
-            bound = OutBound(streams.outputs_dir, streams.bytes_out, out if streams.stdout_sink is not None else None)
+        if (streams.bytes_out is not None or streams.stop is not None) and bounded is not None:
+            bound = OutBound(streams.outputs_dir, streams.bytes_out, out if streams.stdout_sink is not None else None,
+                             streams.stop)
             arm = bounded(bound)
         if streams.prepaid_fuel:  # the bytes offered to it (a job's stdin and inputs), paid from its budget
             store.set_fuel(max(0, limits.fuel - streams.prepaid_fuel))
@@ -251,6 +252,8 @@ def _trapped(exc: wasmtime.Trap | wasmtime.WasmtimeError, store: Store, instance
         outcome.message = (f"deadline exceeded: it ran for {duration_ns / 1e9:.2f} s, "
                            f"past its wall-clock limit of {limits.timeout:g} s")
         outcome.hint = "ask for more time with --timeout, up to the node's compute.timeout; or look for an endless loop"
+    elif kind == NODE_STOPPING:
+        outcome.message, outcome.hint = f"stopped while it ran: {stopped.why}", "run it again"
     elif kind == OUTPUT_LIMIT:
         outcome.message = f"stopped while it ran: {stopped.why}"
         outcome.hint = "ask for more with --bytes-out, or write less" if stopped.why.startswith("its outputs") \

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-ASK_AGAIN = (0.5, 2.0)  # seconds before each new try of a start's question that never reached the provider
+ASK_AGAIN = (0.5, 2.0)  # seconds before each new try of a question that never reached the provider (`_asked_again`)
 INPUT_FACTS = ("path", "sha256", "size", "verify_hash")  # what a provider's record says of each input it read
 
 
@@ -324,7 +324,7 @@ class SentJobs:
         step that counts them is written: told before, a kill -9 between would lose a run that was done."""
         url = self.paid.peers.peer(provider).url
         try:
-            return await self._fetched(url, provider, job, outputs, into, again=True)
+            return await self._fetched(url, provider, job, outputs, into)
         except ForgedResult as err:
             self.strike(provider, err.message)
             raise
@@ -339,29 +339,29 @@ class SentJobs:
             return
         await self._forget(url, provider, job)
 
-    async def _fetched(self, url: str, provider: str, job: str, outputs: list[dict[str, Any]], into: Path, *,
-                       again: bool = False) -> list[OutputFile]:
+    async def _fetched(self, url: str, provider: str, job: str, outputs: list[dict[str, Any]], into: Path
+                       ) -> list[OutputFile]:
         """Each signed output fetched into the directory `into` (named by its index), held to its size and hash;
-        `again`: at a start, each piece asked again while the question never reaches the provider (`_asked_again`)."""
+        each piece asked again while the question never reaches the provider, or it fails it (`_asked_again`)."""
         files: list[OutputFile] = []
         into.mkdir(parents=True, exist_ok=True)
         for index, output in enumerate(outputs):
             path = into / str(index)
-            size, digest = await self._fetch(url, provider, job, index, path, output["size"], again)
+            size, digest = await self._fetch(url, provider, job, index, path, output["size"])
             if size != output["size"] or digest != output["sha256"]:
                 raise ForgedResult(f"provider {provider}'s output {output['name']!r} does not match the hash "
                                    "it signed: not paid, and struck", hint="run the job again (another provider)")
             files.append((output["name"], path, size))
         return files
 
-    async def _fetch(self, url: str, provider: str, job: str, index: int, path: Path, size: int, again: bool
+    async def _fetch(self, url: str, provider: str, job: str, index: int, path: Path, size: int
                      ) -> tuple[int, str]:
         """Output `index` to `path`, never more than its signed size; its size and SHA-256."""
         digest, got = hashlib.sha256(), 0
         with open(path, "wb") as out:
             while got < size:
                 ask = functools.partial(wire.fetch, self.paid.client, url, provider, job, index, got)
-                chunk = await (_asked_again(ask, provider, job, f"output {index}") if again else ask())
+                chunk = await _asked_again(ask, provider, job, f"output {index}", read=True)
                 if not chunk:
                     break
                 chunk = chunk[:size - got]
@@ -444,20 +444,29 @@ def _data(staged) -> list[tuple[dict[str, Any], Path]]:
     return data
 
 
-async def _asked_again(ask: Callable[[], Awaitable[T]], provider: str, job: str, what: str) -> T:
-    """A start's question to `provider` about job `job` (`ask`), asked again while it never reached the provider (no
-    connection, or a handshake that failed: a busy machine just after the start), ASK_AGAIN times at most: one failed
-    dial must not lose a run that was done (not paid, and run again by the user).  Only for questions that asking
-    twice cannot change: a run's answer (the provider answers the run it kept, never running it twice) and a piece
-    of an output it keeps (a read).  A question that reached the provider is not asked again: no answer to it is the
-    provider gone or too slow, which its own timeout already waited for."""
+async def _asked_again(ask: Callable[[], Awaitable[T]], provider: str, job: str, what: str, *,
+                       read: bool = False) -> T:
+    """A question to `provider` about job `job` (`ask`), asked again while it never reached the provider (no
+    connection, or a handshake that failed: a busy machine, just after a start or not), ASK_AGAIN times at most,
+    2.5 s in all (a provider gone falls through as soon): one failed dial must not lose a run that was done (not paid,
+    and placed again or run again by the user).  `read`: a piece of an output, asked again after a 5xx too (a
+    fault of the provider's that reading again may not meet).  Only for questions that asking twice cannot change:
+    a run's answer (the provider answers the run it kept, never running it twice) and a piece of an output it keeps
+    (a read).  A question that reached the provider is not asked again (but a read a 5xx answered): no answer to it
+    is the provider gone or too slow, which its own timeout already waited for."""
     for delay in ASK_AGAIN:
         try:
             return await ask()
         except PeerUnreachable as err:
             if err.details.get("sent", True):
                 raise  # it was asked, and no answer came
-            log.info("asking provider %s again for job %s's %s in %g s: %s", provider, job, what, delay, err.message)
+            why = err.message
+        except PeerRefused as err:
+            status = err.details.get("peer_status")
+            if not read or not isinstance(status, int) or status < 500:
+                raise  # refused as asked: asked again, so would it be
+            why = err.message
+        log.info("asking provider %s again for job %s's %s in %g s: %s", provider, job, what, delay, why)
         await asyncio.sleep(delay)
     return await ask()
 

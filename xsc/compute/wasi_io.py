@@ -50,6 +50,7 @@ class Streams:
     inputs_dir: str | None = None  # host directory mounted read-only at /in
     outputs_dir: str | None = None  # host directory mounted writable at /out
     bytes_out: int | None = None  # a job: /out and a stored stdout held to this while it runs (out_bound.py)
+    stop: threading.Event | None = None  # a job: set, it is stopped at its next tick (its node stops: out_bound.py)
     env: dict[str, str] = field(default_factory=dict)
     prepaid_fuel: int = 0  # fuel for the bytes offered to the program, taken from its budget before it runs
     seed: bytes | None = None  # a deterministic run: WASI's clocks and random made from this (the job id)

@@ -20,8 +20,8 @@ whose last request carried one call (one caller), goes at once.  Queued calls wa
 in flight (a long call may be in flight, up to its timeout): then they go anyway, as one more request in
 flight.  Each call in a batch is a whole tab call (its own authorization, price and deal): the provider checks
 each separately and answers each separately.  What a provider answers is checked call by call: an answer that
-is not a well-formed run or refusal counts as lost (the call may have run: the gateway keeps its budget held
-until the tab is paid, as for a cut connection).
+is not a well-formed run or refusal (a 4xx, or a 503: busy, out of credit) counts as lost (the call may have run:
+the gateway keeps its budget held until the tab is paid, as for a cut connection).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import codec
-from ..errors import MAX_CODE, PeerError, PeerRefused, PeerUnreachable, shown
+from ..errors import MAX_CODE, PeerError, PeerRefused, PeerUnavailable, PeerUnreachable, shown
 from ..tasks import stop
 from .peer_client import EncodedJson, PeerClient, PeerResponse
 
@@ -90,15 +90,27 @@ async def post_invoke(client: PeerClient, url: str, provider: str, body: dict, w
 
 async def _invoke(client: PeerClient, url: str, provider: str, entry: EncodedJson) -> PeerResponse:
     """One call's answer, read no further than an honest one goes: longer, or a server error (the fault may have
-    come after its run was recorded), the call counts as lost, as a call of a batch answered so does."""
+    come after its run was recorded), the call counts as lost, as a call of a batch answered so does; a 503 is a
+    refusal (`_refused`)."""
     try:
         return await client.request(url, "POST", INVOKE_PATH, json=entry, to=provider, kept=True,
                                     max_size=invoke_answer_bound(len(entry)))
     except PeerRefused as err:
-        status = err.details.get("peer_status")
-        if "answer_limit" in err.details or (isinstance(status, int) and status >= 500):
+        if "answer_limit" in err.details:
             raise _lost(url, err.message) from None
-        raise
+        raise _refused(url, err) from None
+
+
+def _refused(url: str, err: PeerRefused) -> PeerError:
+    """What a provider's error status says of calls: a 4xx refused them before they ran, and so does a 503 (busy,
+    out of credit: PeerUnavailable, worth asking again); any other 5xx may have come after a run was recorded, so
+    they count as lost.  A 503 is believed: a provider that ran a call and says it did not only loses its pay."""
+    status = err.details.get("peer_status")
+    if status == PeerUnavailable.status:
+        return PeerUnavailable(err.message, url=url, **{k: v for k, v in err.details.items() if k != "url"})
+    if isinstance(status, int) and status >= 500:
+        return _lost(url, err.message)
+    return err
 
 
 async def push_module(client: PeerClient, url: str, provider: str, wasm: Callable[[], bytes], wasi: bool) -> None:
@@ -385,9 +397,9 @@ class InvokeBatcher:
                 log.info("provider %s does not take batches of calls: sending them one by one", provider)
                 lane.single_only = True  # an older peer: nothing ran
                 return list(await asyncio.gather(*(self._settled(self._one(url, provider, e)) for e in entries)))
-            if isinstance(status, int) and status >= 500:  # refused whole, but after what?
+            if isinstance(status, int) and status >= 500 and status != PeerUnavailable.status:  # after what?
                 return [_lost(url, f"the batch failed ({err.message})") for _ in entries]
-            return [copy.copy(err) for _ in entries]  # refused whole before anything ran
+            return [copy.copy(_refused(url, err)) for _ in entries]  # refused whole before anything ran
         except PeerError as err:
             return [copy.copy(err) for _ in entries]
         return _results(url, response, len(entries))
@@ -410,11 +422,12 @@ def _results(url: str, response: PeerResponse, count: int) -> list[dict[str, Any
                 out.append(_checked(url, result["answer"], "tab"))
             except PeerRefused:
                 out.append(_lost(url, "it answered a call without a run and a tab"))
-        elif type(status) is int and 400 <= status < 500 and isinstance(result.get("problem"), dict):
+        elif type(status) is int and (400 <= status < 500 or status == PeerUnavailable.status) \
+                and isinstance(result.get("problem"), dict):
             problem = result["problem"]
             code, detail = str(problem.get("code", "http-error"))[:1000], str(problem.get("detail", ""))[:10_000]
-            out.append(PeerRefused(f"peer {url} refused POST {INVOKE_PATH}: {shown(detail)}", url=url,
-                                   peer_status=status, peer_code=shown(code, MAX_CODE)))
+            out.append(_refused(url, PeerRefused(f"peer {url} refused POST {INVOKE_PATH}: {shown(detail)}", url=url,
+                                                 peer_status=status, peer_code=shown(code, MAX_CODE))))
         else:  # a server error, or nothing sensible: it may have run
             out.append(_lost(url, f"it answered a call of a batch with status {status!r}"))
     return out

@@ -57,7 +57,7 @@ STATUS = {
 
 
 def status_of(error: e.XscError) -> int:
-    if isinstance(error, e.S3Error):  # carries the status S3 answers it with (a bad continuation token: 400)
+    if isinstance(error, (e.S3Error, e.PeerUnavailable)):  # its own: S3's (a bad continuation token: 400), a peer's
         return error.status
     for cls in type(error).__mro__:
         if cls in STATUS:
