@@ -45,6 +45,28 @@ def test_a_late_wake_up_adds_every_tick_that_passed():
     assert engine.epoch == 200  # never ahead of the clock: a call is never cut short
 
 
+def test_a_stop_that_comes_as_the_ticker_falls_asleep_ends_it():
+    """A stop between the ticker's wake-up and its going to sleep is not slept through: the node's close would wait
+    on the ticker for ever."""
+    now = [0.0]
+    engine = CountingEngine()
+    ticker = EpochTicker(engine, tick=0.01, clock=lambda: now[0])
+    stopper = threading.Thread(target=ticker.stop)
+
+    def clock() -> float:
+        if threading.current_thread().name == "xsc-epoch" and not stopper.is_alive() and stopper.ident is None:
+            stopper.start()  # as the ticker finds itself idle, the stop comes ...
+            ticker._stop.wait(0.5)  # ... and sets its flags, if it can before the ticker goes on
+        return now[0]
+
+    now[0] = IDLE_AFTER + 1.0  # idle since its start: its first wake-up puts it to sleep
+    ticker._clock = clock
+    ticker.start()
+    eventually(lambda: stopper.ident is not None, "the stop begun")
+    stopper.join(30)
+    assert not stopper.is_alive() and not ticker.alive
+
+
 def test_an_idle_ticker_sleeps_and_the_call_that_wakes_it_owes_nothing():
     """An idle node is not woken a hundred times a second; the epoch stands still while no call runs, and the
     next call's ticks count from when it started, not from before the sleep."""

@@ -138,8 +138,8 @@ class EpochTicker:
 
     def _run(self) -> None:
         while not self._stop.wait(self._tick):
-            with self._lock:
-                if not self._calls and self._clock() - self._last_end >= IDLE_AFTER:
+            with self._lock:  # (a stop sets its flags under it: one that came meanwhile is not slept through)
+                if not self._calls and self._clock() - self._last_end >= IDLE_AFTER and not self._stop.is_set():
                     self._awake.clear()
                     self.sleeping.set()
             if not self._awake.is_set():
@@ -164,7 +164,8 @@ class EpochTicker:
     def stop(self) -> None:
         if _TICKERS.get(id(self._engine)) is self:
             del _TICKERS[id(self._engine)]
-        self._stop.set()
-        self._awake.set()
+        with self._lock:
+            self._stop.set()
+            self._awake.set()
         if self._thread.is_alive():
             self._thread.join()
