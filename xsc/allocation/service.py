@@ -222,11 +222,9 @@ class AllocationService:
             return False
         held = self.receipts.get(self.me)
         expected = set() if held is None else {p for e in held.needs.values() for p in (*e.by_provider, *e.wanting)}
-        if not expected:  # the first round: every provider that may answer (one whose slots serve none of our
-            # needs, as a compute offer for a storage need, never does)
-            needs = network[self.me].need_slots
-            expected = {p for p, c in network.items() if p != self.me and c.recognition.get(self.me, 0) > 0
-                        and any(compatible(cap, n) for cap in c.capacity_slots for n in needs)}
+        if not expected:  # the first round: every provider that may answer
+            expected = {p for p, c in network.items() if p != self.me and c.capacity_slots
+                        and c.recognition.get(self.me, 0) > 0}
         expected = {p for p in expected if p in network}
         if all(p in self._heard if held is None else self._done_with(p, held) for p in expected):
             return False
