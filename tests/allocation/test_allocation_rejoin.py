@@ -45,7 +45,8 @@ def _whole(stamps: list[Stamp]) -> bool:
 async def test_a_restarted_node_rejoins_by_fork_gives_its_old_id_back_and_the_allocation_converges(make_config) -> None:
     # b is c's only provider (a offers nothing): what is checked is the rejoin, not how two providers share.
     configs = {name: make_config(name, **QUIET) for name in "bc"}
-    configs["a"] = make_config("a", **{**QUIET, "market": {**QUIET["market"], "offer_storage": False}})
+    configs["a"] = make_config("a", **{**QUIET, "market": {**QUIET["market"], "offer_storage": False,
+                                                           "offer_compute": False}})
     nodes = {name: await serve(configs[name]) for name in "abc"}
     try:
         a, b, c = nodes["a"], nodes["b"], nodes["c"]

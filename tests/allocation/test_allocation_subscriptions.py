@@ -286,7 +286,7 @@ async def test_a_need_published_before_its_provider_subscribes_reaches_it(node_f
     # so the provider's round allocates to it
     # an ITC id, forked from the recipient (or seeded after FORK_WAIT)
     await eventually_async(p_service.ensure_id, "the provider's ITC id", 30, poll=0.1)
-    p_service.round()
+    await p_service.gossip.push(p_service.round())  # as its loop would: the recipient answers what it published
     assert (r_id, need["id"]) in p_service.states.get(p_id).wanted  # it asks the recipient for a grant of it
     provider.app[NODE].supervisor.resume("allocation")  # and with its loop running again the need is served
 
@@ -356,7 +356,7 @@ async def test_converged_waits_until_a_need_has_reached_and_been_answered_by_its
                 "the second need to reach the provider")
     status = p_service.status()
     assert status["provider_converged"] is False and status["converged"] is False
-    r_service.round()
+    await r_service.gossip.push(r_service.round())  # as its loop would: the provider gets the receipt it answers
     assert second["id"] in r_service.receipts.get(r_id).needs
     assert r_service.status()["unanswered"] == [second["id"]] and r_service.status()["converged"] is False
     provider.app[NODE].supervisor.resume("allocation")
