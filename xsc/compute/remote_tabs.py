@@ -34,8 +34,9 @@ the calls in flight when the gateway stopped count as lost ones (they may have r
 never shown to anyone and is dropped (`start`; a placed function's left by a node that kept them no tally
 was shown, and is held to its cap: `_tally_untracked`).  From the start on, the tab
 holds what its tally says it may still be paid, not the cap the ledger holds for any pending authorization
-(`_restored`).  It is written unsynced, once per loop turn in which it changed and before any call it counts is sent
-(`write_tallies`, the batcher's `before_send`): one small write per batch of calls, never an fsync.  A kill -9 loses
+(`_restored`).  It is written unsynced before any call it counts is sent (`write_tallies`, the batcher's
+`before_send`: a call reserved waits for that write, made once for its whole batch), and once per loop turn in which
+answers changed it: one small write per batch of calls and one per turn of answers, never an fsync.  A kill -9 loses
 none of it (each write is in the kernel's hands before it returns); a crash of the machine may lose the writes
 since the database's last synced write (the tally is then as it was then).
 
@@ -176,7 +177,9 @@ class GatewayTabs:
         self.ledger.hold_for(tab.auth, budget, promised=promised)  # or InsufficientCredit: nothing reserved
         tab.reserved += budget
         tab.in_flight += 1
-        self._tally_changed(tab)  # written before the call is sent (`write_tallies`)
+        # Written just before the call is sent (`write_tallies`, the batcher's `before_send`), with the calls of its
+        # batch: a call queued for a batch is on no provider's side before that, so no write of its own is due.
+        self._tally_changed(tab, soon=False)
         return tab
 
     async def reserve_alone(self, provider: str, price: int, budget: int, job: str) -> OpenTab:
@@ -365,9 +368,10 @@ class GatewayTabs:
         close, would show it to its provider, who could countersign up to its cap)."""
         await in_pool(None, functools.partial(self.db.put, keys.tab_tally(tab.auth.id), _tally(tab), sync=True))
 
-    def _tally_changed(self, tab: OpenTab) -> None:
+    def _tally_changed(self, tab: OpenTab, soon: bool = True) -> None:
+        """`tab`'s tally is to be written: before the next call is sent, and (`soon`) at the end of this loop turn."""
         self._changed[tab.auth.id] = tab
-        if self._writing is None:
+        if soon and self._writing is None:
             self._writing = asyncio.get_running_loop().call_soon(self._write_soon)
 
     def _write_soon(self) -> None:
@@ -379,7 +383,7 @@ class GatewayTabs:
 
     def write_tallies(self) -> None:
         """Write the tallies changed since they were last written, in one unsynced write: once per loop turn in
-        which they changed, and before any call is sent (`InvokeBatcher.before_send`), so what a provider may
+        which answers changed them, and before any call is sent (`InvokeBatcher.before_send`), so what a provider may
         have run is on disk before it can run it.  Raises if the write fails (the call is then not sent)."""
         if not self._changed:
             return
