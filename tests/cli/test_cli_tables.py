@@ -570,3 +570,32 @@ def test_ledger_history_wraps_its_usage_between_items_never_inside_one() -> None
     used = [item for cell in cells for item in cell.rstrip(",").split(", ")]
     assert used == ["fuel 2,400,392", "invokes 1", "memory_pages 17"], shown.stdout
     assert len(cells) > 1, shown.stdout  # wrapped, between items
+
+
+class _Recognition(_History):
+    """A node that recognises one peer with a weight its user set, derives another, and is recognised back."""
+
+    def do_GET(self) -> None:
+        rows = [{"peer": "p" * 52, "weight": "2", "set_by_user": True, "derived": "1.0", "earned": 0, "recent": 0,
+                 "theirs": "1.50"},
+                {"peer": "q" * 52, "weight": "0.3", "set_by_user": False, "derived": "0.3", "earned": 10,
+                 "recent": 0, "theirs": "0"}]
+        body = json.dumps({"recognition": rows}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_market_recognition_gives_every_weight_in_one_form() -> None:
+    node = ThreadingHTTPServer(("127.0.0.1", 0), _Recognition)
+    threading.Thread(target=node.serve_forever, daemon=True).start()
+    try:
+        shown = xsc("market", "recognition", "--wide", "--node", f"http://127.0.0.1:{node.server_address[1]}",
+                    env={"XSC_TOKEN": "t"})
+    finally:
+        node.shutdown()
+    assert shown.exit_code == 0, shown.output
+    rows = [line.split() for line in shown.stdout.splitlines()[1:]]
+    assert [(r[1], r[3], r[-1]) for r in rows] == [("2", "1", "1.5"), ("0.3", "0.3", "0")], shown.stdout
