@@ -121,7 +121,8 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
     item = max((len(used) + 1 for row in rows if isinstance(row[5], list) for used in row[5]), default=12)
     _table([Col("seq", right=True), Col("settled (UTC)", drop=2), Col("kind"),
             Col("counterparty", keep=True, under=True),
-            Col("credits", right=True, keep=True), Col("usage", wrap=max(12, item), drop=1), Col("job", keep=True, drop=3),
+            Col("credits", right=True, keep=True), Col("usage", wrap=max(12, item), drop=1),
+            Col("job", keep=True, drop=3),
             *for_jobs, Col("root", keep=True, under=True), Col("entry", keep=True, under=True)],
            [row if for_jobs else row[:7] + row[8:] for row in rows],
            title=f"account {info['account']['account']} — balance {format_credits(info['account']['balance'])} credits",

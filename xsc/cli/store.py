@@ -269,8 +269,9 @@ def _shares_table(report: dict, presence_only: bool = False, wide: bool = False)
 @json_option
 @click.pass_obj
 def check(obj, cap: str, wide: bool, as_json: bool) -> None:
-    """Which of the 6 shares are present, and on which node (a quick look at metadata: blocks are not read; see
-    verify).  Works for any capability: shares of a file another node stored are found on the network."""
+    """Show which of the 6 shares of the file CAP are present, and on which node (a quick look at metadata: blocks
+    are not read; see verify).  Works for any capability: shares of a file another node stored are found on the
+    network."""
     report = obj.client().request("GET", _cap_path(cap, "/check"))
     _report(report, as_json, cap, presence_only=True, wide=wide)
 
