@@ -158,17 +158,3 @@ def test_ledger_balance_shows_what_the_leases_of_puts_promise_and_keeps_it_out_o
     assert f"{format_credits(info['available'])} credits" in out and all(len(line) <= 80 for line in out.splitlines())
     [listed] = [a for a in json.loads(_ok(proc.xsc("ledger", "accounts", "--json"))) if a["role"] == "client"]
     assert (listed["promised"], listed["available"]) == (info["promised"], info["available"]), (listed, info)
-
-
-def test_a_prepayment_to_a_node_that_owes_nothing_is_refused_in_one_short_line_with_the_command(cli_node):
-    quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
-    bob, alice = cli_node("bob", **quiet), cli_node("alice", **quiet)
-    alice_id = Identity.load_or_create(alice.data_dir / NODE_KEY_FILE).id
-    bob_id = Identity.load_or_create(bob.data_dir / NODE_KEY_FILE).id
-    _ok(alice.xsc("peers", "add", bob.url))
-    refused = alice.xsc("ledger", "prepay", bob_id, "5")
-    assert refused.returncode == 1, refused
-    (line,) = refused.stderr.decode().splitlines()
-    assert line.startswith("xsc: error: prepayment refused: "), line
-    assert line.endswith(f"(its user can give credit: xsc market recognize {alice_id} 1 --credit CREDITS)"), line
-    assert len(line.replace(alice_id, "ID")) <= 160, line  # short, but for the id its user must type whole
