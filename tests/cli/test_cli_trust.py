@@ -38,6 +38,9 @@ def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> N
         done = a.xsc("ledger", "prepay", b_id, bad)
         assert done.exit_code != 0 and len(done.stderr.strip().splitlines()) == 1, done.output
         assert done.stderr.startswith("xsc: error: CREDITS: not an amount of credits") and "e.g. 10" in done.stderr
+    done = a.xsc("ledger", "prepay", b_id, "2000000")  # the user's figure, in credits, beside the bound
+    assert done.exit_code == 1 and done.stderr.endswith(
+        "(at most 1000000.000000 credits), not 2000000000000 (2000000.000000 credits)\n"), done.output
 
     done = b.xsc("market", "recognize", a_id, "1", "--credit", "1e999999")
     assert done.exit_code != 0 and done.stderr.startswith("xsc: error: --credit: not an amount"), done.output

@@ -153,7 +153,10 @@ class Payments:
         if payee_node_id == self.node.id:
             raise InvalidArgument("this is this node's own id: prepay the node that will do the work")
         if type(amount) is not int or not 1 <= amount <= MAX_PREPAY:
-            raise InvalidArgument(f"a prepayment is 1 to {MAX_PREPAY} micro-credits, not {amount!r}")
+            # Said in credits too: the CLI's user typed credits, the API's caller sent micro-credits.
+            given = f"{amount} ({format_credits(amount)} credits)" if type(amount) is int else repr(amount)
+            raise InvalidArgument(f"a prepayment is 1 to {MAX_PREPAY} micro-credits (at most "
+                                  f"{format_credits(MAX_PREPAY)} credits), not {given}")
         try:
             entry = await self.pay(payee_node_id, amount, {}, f"prepay:{os.urandom(8).hex()}")
         except PeerRefused as exc:
