@@ -114,3 +114,16 @@ def test_the_shares_rm_could_not_delete_are_deleted_once_their_holder_is_back(th
     eventually(lambda: held.shares_held == 0, "the shares deleted on the holder back up", timeout=20)
     assert b.app[NODE].trust.line(a_id)["used"] < used
     eventually(lambda: a.app[NODE].store.strays() == [], "the note of the copies to delete dropped")
+
+
+def test_check_of_a_file_kept_whole_here_names_this_node_as_where_each_share_is(thread_node) -> None:
+    node = thread_node()
+    me = node.app[NODE].peers.identity.id
+    cap = node.xsc("store", "put", "-", input=b"kept at home\n").stdout.strip()
+    check = node.xsc("store", "check", cap, "--wide")
+    assert check.exit_code == 0, check.output
+    lines = check.stdout.splitlines()
+    assert lines[0].split() == ["share", "status", "node", "node", "state"], check.stdout
+    assert [line.split() for line in lines[1:7]] == [[str(s), "present", me, "this", "node"] for s in range(6)], \
+        check.stdout
+    assert {s["node"] for s in json.loads(node.xsc("store", "check", cap, "--json").stdout)["shares"]} == {me}

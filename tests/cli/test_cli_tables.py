@@ -535,3 +535,67 @@ def test_ledger_history_fits_80_columns_when_piped_and_wide_shows_every_column()
     header = wide.stdout.splitlines()[1].split()
     assert header[:4] == ["seq", "settled", "(UTC)", "kind"] and "counterparty" in header and "entry" in header, wide
     assert any(len(line) > 80 for line in wide.stdout.splitlines()), wide.stdout  # in columns, however wide
+
+
+class _Used(_History):
+    """A node whose client account paid once for a call that used fuel, an invoke and memory."""
+
+    def do_GET(self) -> None:
+        entry = {"seq": 1, "settled_at": 1_700_000_000, "kind": "payment", "payee": "p" * 52, "payer": "a" * 52,
+                 "delta": -2_400, "usage": {"fuel": 2_400_392, "invokes": 1, "memory_pages": 17},
+                 "job": "invoke", "id": "e" * 64}
+        body = json.dumps({"entries": [entry], "account": {"account": "a" * 52, "balance": -2_400, "seq": 1}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_ledger_history_wraps_its_usage_between_items_never_inside_one() -> None:
+    node = ThreadingHTTPServer(("127.0.0.1", 0), _Used)
+    threading.Thread(target=node.serve_forever, daemon=True).start()
+    try:
+        shown = xsc("ledger", "history", "--node", f"http://127.0.0.1:{node.server_address[1]}",
+                    env={"XSC_TOKEN": "t", "COLUMNS": "60"})
+    finally:
+        node.shutdown()
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    header = next(n for n, line in enumerate(lines) if line.startswith("seq "))
+    start = lines[header].index("usage")
+    cells = [line[start:].split("  ")[0].strip() for line in lines[header + 1:]
+             if line[4:5] == " "]  # not a line under the row (indented 4)
+    # each line of the cell holds whole items: one or more, with the comma that ends all but the last
+    used = [item for cell in cells for item in cell.rstrip(",").split(", ")]
+    assert used == ["fuel 2,400,392", "invokes 1", "memory_pages 17"], shown.stdout
+    assert len(cells) > 1, shown.stdout  # wrapped, between items
+
+
+class _Recognition(_History):
+    """A node that recognises one peer with a weight its user set, derives another, and is recognised back."""
+
+    def do_GET(self) -> None:
+        rows = [{"peer": "p" * 52, "weight": "2", "set_by_user": True, "derived": "1.0", "earned": 0, "recent": 0,
+                 "theirs": "1.50"},
+                {"peer": "q" * 52, "weight": "0.3", "set_by_user": False, "derived": "0.3", "earned": 10,
+                 "recent": 0, "theirs": "0"}]
+        body = json.dumps({"recognition": rows}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_market_recognition_gives_every_weight_in_one_form() -> None:
+    node = ThreadingHTTPServer(("127.0.0.1", 0), _Recognition)
+    threading.Thread(target=node.serve_forever, daemon=True).start()
+    try:
+        shown = xsc("market", "recognition", "--wide", "--node", f"http://127.0.0.1:{node.server_address[1]}",
+                    env={"XSC_TOKEN": "t"})
+    finally:
+        node.shutdown()
+    assert shown.exit_code == 0, shown.output
+    rows = [line.split() for line in shown.stdout.splitlines()[1:]]
+    assert [(r[1], r[3], r[-1]) for r in rows] == [("2", "1", "1.5"), ("0.3", "0.3", "0")], shown.stdout

@@ -28,15 +28,19 @@ def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> N
     done = a.xsc("ledger", "prepay", b_id, "0.5")  # `b` owes it nothing: nothing to prepay out of
     assert done.exit_code != 0 and len(done.stderr.strip().splitlines()) == 1, done.output
     line = done.stderr.strip()
-    assert line.startswith(f"xsc: error: node {b_id} takes no prepayment of 0.500000 credits from this node"), line
-    assert line.endswith(f"(ask its user for a credit line instead, on their node: xsc market recognize {a_id} 1 "
-                         "--credit CREDITS; or prepay less)"), line
+    assert line.startswith("xsc: error: prepayment refused: that node takes one only out of what it owes this "
+                           "node"), line
+    assert line.endswith(f"(its user can give credit: xsc market recognize {a_id} 1 --credit CREDITS)"), line
+    assert len(line.replace(a_id, "ID")) <= 160, line  # short, but for the id its user must type whole
     done = b.xsc("ledger", "trust")
     assert done.exit_code == 0 and "no peer has a trust line here yet" in done.stdout, done.output
     for bad in ("lots", "1e999999", "NaN", "0.0000001"):  # 1e999999: past what a Decimal holds
         done = a.xsc("ledger", "prepay", b_id, bad)
         assert done.exit_code != 0 and len(done.stderr.strip().splitlines()) == 1, done.output
         assert done.stderr.startswith("xsc: error: CREDITS: not an amount of credits") and "e.g. 10" in done.stderr
+    done = a.xsc("ledger", "prepay", b_id, "2000000")  # the user's figure, in credits, beside the bound
+    assert done.exit_code == 1 and done.stderr.endswith(
+        "(at most 1000000.000000 credits), not 2000000000000 (2000000.000000 credits)\n"), done.output
 
     done = b.xsc("market", "recognize", a_id, "1", "--credit", "1e999999")
     assert done.exit_code != 0 and done.stderr.startswith("xsc: error: --credit: not an amount"), done.output
@@ -76,7 +80,7 @@ def test_a_prepayment_past_what_the_payee_can_collect_is_refused_without_a_strik
     assert b.xsc("market", "recognize", a_id, "1", "--credit", "3").exit_code == 0
     for _ in range(3):  # the user tries, as docs/peers.md shows, and again: `a` cannot know what `b` can collect
         done = a.xsc("ledger", "prepay", b_id, "0.5")
-        assert done.exit_code == 1 and "takes no prepayment" in done.stderr, done.output
+        assert done.exit_code == 1 and "prepayment refused" in done.stderr, done.output
     assert "no peer is quarantined" in b.xsc("peers", "quarantine", "ls").stdout
     assert a.xsc("peers", "add", b.url).exit_code == 0  # still served
 

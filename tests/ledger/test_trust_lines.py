@@ -70,7 +70,7 @@ async def _prepay_refused(a, b_id: str, amount: int) -> None:
     """`b` refuses to countersign a prepayment it cannot collect (relayed to the user of `a` as 502)."""
     response = await a.post("/v1/ledger/prepay", json={"node": b_id, "amount": amount})
     answer = await response.json()
-    assert response.status == 502 and answer["peer_code"] == "claim-refused" and "takes no prepayment" in answer["detail"], answer
+    assert response.status == 502 and answer["peer_code"] == "claim-refused" and "prepayment refused" in answer["detail"], answer
 
 
 async def _verified(*nodes) -> None:

@@ -61,7 +61,7 @@ def _signatures(info: dict[str, Any]) -> str:
 @click.pass_obj
 def deploy(obj, file: str, wasi: bool, name: str | None, version_: str | None, description: str | None,
            as_json: bool) -> None:
-    """Validate, compile and cache a module on the node; prints its id (SHA-256)."""
+    """Validate, compile and cache the module FILE.wasm on the node; prints its id (SHA-256)."""
     facts = {k: v for k, v in (("name", name), ("version", version_), ("description", description)) if v is not None}
     info = _deploy(obj.client(), _read_module(file), wasi, facts)
     if as_json:
@@ -191,7 +191,7 @@ def modules(obj, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def module(obj, module_id: str, as_json: bool) -> None:
-    """Show one deployed module."""
+    """Show the deployed module ID."""
     info = obj.client().request("GET", f"/v1/modules/{quote(module_id, safe='')}")
     if as_json:
         emit_json(info)
@@ -212,7 +212,8 @@ def module(obj, module_id: str, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def provenance(obj, provenance_id: str | None, list_recent: bool, limit: int, wide: bool, as_json: bool) -> None:
-    """Show a run's signed provenance record and check its signature (or --list recent ones)."""
+    """Show the signed provenance record ID of a run and check its signature (or --list recent
+    ones)."""
     from ..compute import check_provenance, provenance_rule, provenance_validity
 
     client = obj.client()
@@ -285,7 +286,7 @@ def _lifecycle(obj, module_id: str, method: str, path: str, body: dict | None, a
 @json_option
 @click.pass_obj
 def disable(obj, module_id: str, as_json: bool) -> None:
-    """Refuse every call of a module (module-disabled) until it is enabled; its records are kept."""
+    """Refuse every call of the module ID (module-disabled) until it is enabled; its records are kept."""
     _lifecycle(obj, module_id, "PUT", "/v1/modules/{id}/status", {"status": "disabled"}, as_json, "disabled")
 
 
@@ -294,7 +295,7 @@ def disable(obj, module_id: str, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def enable(obj, module_id: str, as_json: bool) -> None:
-    """Let a disabled module run again."""
+    """Let the disabled module ID run again."""
     _lifecycle(obj, module_id, "PUT", "/v1/modules/{id}/status", {"status": "active"}, as_json, "enabled")
 
 
@@ -303,7 +304,7 @@ def enable(obj, module_id: str, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def rm(obj, module_id: str, as_json: bool) -> None:
-    """Remove a module from this node (its wasm and compiled code); the provenance of its runs is kept."""
+    """Remove the module ID from this node (its wasm and compiled code); the provenance of its runs is kept."""
     _lifecycle(obj, module_id, "DELETE", "/v1/modules/{id}", None, as_json, "removed (its provenance records are kept)")
 
 
@@ -312,7 +313,7 @@ def rm(obj, module_id: str, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def replay(obj, provenance_id: str, as_json: bool) -> None:
-    """Re-run a recorded call from its provenance record (a paid invoke) and check the results are identical.
+    """Re-run the call of provenance record ID (a paid invoke) and check the results are identical.
 
     Exits 1 when the replay differs (outcome, results bit for bit, or fuel)."""
     answer = obj.client().request("POST", f"/v1/compute/provenance/{quote(provenance_id, safe='')}/replay")

@@ -200,7 +200,7 @@ def _network(root: Path, count: int, netns: bool, delay: str, loss: str) -> Netn
 @click.option("--ready", type=click.Path(dir_okay=False), help="A file written once every queue is bound.")
 @click.argument("namespaces", nargs=-1, required=True)
 def delay_line(delay: float, ready: str | None, namespaces: tuple[str, ...]) -> None:
-    """Hold every packet the namespaces' NFQUEUE rules queue for DELAY seconds (run by `devnet up --netns`)."""
+    """Hold every packet the NFQUEUE rules of NAMESPACES queue for DELAY seconds (run by `devnet up --netns`)."""
     from ..netem.delayline import serve
 
     serve(list(namespaces), delay, ready)

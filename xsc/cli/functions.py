@@ -33,7 +33,8 @@ from .output import Col, emit_json, json_option, prose, table
 def serve(obj, name: str, module: str, inputs: tuple[str, ...], env: tuple[str, ...], entrypoint: str | None,
           fuel: int | None, memory: str | None, timeout: float | None, max_body: int | None, concurrency: int | None,
           spend_cap: int | None, on_market: bool, as_json: bool) -> None:
-    """Serve a WASI program at /fn/NAME/ on the node's web listener (node.web_listen), to anyone, WAGI style:
+    """Serve the WASI program MODULE (a .wasm file or a module ID) at /fn/NAME/ on the node's web listener
+    (node.web_listen), to anyone, WAGI style:
     the request's CGI variables in its environment, its body on stdin, a CGI response on stdout.  Every request
     is charged to this node's user.  Serving NAME again replaces it.  With --on-market it is served by a provider
     instead (this node needs no web listener nor compute): `xsc compute functions` shows its URL."""
@@ -129,7 +130,7 @@ def _served_at(function: dict[str, Any]) -> str:
 @click.argument("name")
 @click.pass_obj
 def unserve(obj, name: str) -> None:
-    """Stop serving a web function."""
+    """Stop serving the web function NAME."""
     obj.client().request("DELETE", f"/v1/compute/functions/{quote(name, safe='')}")  # 'a?b' is not 'a' unserved
     click.echo(f"stopped serving {name}")
 

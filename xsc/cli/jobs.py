@@ -123,11 +123,12 @@ def run(obj, target: str, argv: tuple[str, ...], stdin: str | None, no_stdin: bo
         fuel: int | None, memory: str | None, timeout: float | None, bytes_in: str | None, bytes_out: str | None,
         stdout_cap: str | None, stderr_cap: str | None, max_price: int | None, replicas: int | None, agree: int | None,
         as_json: bool) -> None:
-    """Run a WASI program as a job: stdin, stored files under /in, outputs left in /out stored as files.
+    """Run a WASI program as a job, with the arguments ARGV: stdin, stored files under /in, outputs left in /out
+    stored as files.
 
-    TARGET is a .wasm file (deployed first if the node lacks it), a module id, or a job spec (.toml) whose
-    fields (module, entrypoint, argv, env, stdin, inputs, outputs, stdout_to_store, deterministic, limits,
-    max_price, replicas, agree) the options override.  Prints the program's stdout; the job id, charge and
+    MODULE.wasm|ID|SPEC.toml is a .wasm file (deployed first if the node lacks it), a module id, or a job spec
+    (.toml) whose fields (module, entrypoint, argv, env, stdin, inputs, outputs, stdout_to_store, deterministic,
+    limits, max_price, replicas, agree) the options override.  Prints the program's stdout; the job id, charge and
     every stored output (name, size, SHA-256, capability) go to stderr."""
     client = obj.client()
     spec: dict[str, Any] = _load_spec(Path(target)) if target.endswith(".toml") else {"module": target}
@@ -174,8 +175,8 @@ def run(obj, target: str, argv: tuple[str, ...], stdin: str | None, no_stdin: bo
 @json_option
 @click.pass_obj
 def rerun(obj, job_id: str, replicas: int | None, agree: int | None, as_json: bool) -> None:
-    """Run a job again from the spec its record keeps (an interrupted or failed one, say): a new run of the same job,
-    which replaces its run before.  Prints as `run` does."""
+    """Run the job ID again from the spec its record keeps (an interrupted or failed one, say): a new run of the
+    same job, which replaces its run before.  Prints as `run` does."""
     guarantee = {k: v for k, v in (("replicas", replicas), ("agree", agree)) if v is not None}
     _answered(lambda: obj.client().request("POST", f"/v1/compute/jobs/{quote(job_id, safe='')}/rerun",
                                            json_body=guarantee or None), as_json)
@@ -242,7 +243,7 @@ def _file_line(pad: str, name: str, size: int, sha256: str, capability: str | No
 @json_option
 @click.pass_obj
 def job(obj, job_id: str, as_json: bool) -> None:
-    """Show a job: its state, executions, charge, the node that ran it, its stdin (a stored one by its capability),
+    """Show the job ID: its state, executions, charge, the node that ran it, its stdin (a stored one by its capability),
     inputs, outputs and provenance record."""
     found = obj.client().request("GET", f"/v1/compute/jobs/{quote(job_id, safe='')}")
     if as_json:
@@ -356,7 +357,7 @@ def _payment_line(payment: dict[str, Any]) -> None:
 @json_option
 @click.pass_obj
 def lineage(obj, cap: str, as_json: bool) -> None:
-    """Walk from a stored file back through the jobs that made it to the files they read, every level; each
+    """Walk from the stored file CAP back through the jobs that made it to the files they read, every level; each
     job's signed provenance record is checked."""
     found = obj.client().request("GET", f"/v1/compute/lineage/{quote(cap, safe='')}")
     if as_json:
@@ -408,9 +409,9 @@ MAX_MAP = 10_000  # inputs one map runs over at most
 @json_option
 @click.pass_obj
 def map_(obj, target: str, over: tuple[str, ...], mount: str, parallel: int, as_json: bool) -> None:
-    """Run one job per input (the same program and spec over each), --parallel at once, each where the market
-    places it (spread over the providers it offers); a progress bar, each failure named, and one manifest at the
-    end: input, state, job id, outputs (--json: also the provider and the charge of each)."""
+    """Run one job of MODULE (a .wasm file, a module ID or a job SPEC.toml) per input, --parallel at once, each
+    where the market places it (spread over the providers it offers); a progress bar, each failure named, and one
+    manifest at the end: input, state, job id, outputs (--json: also the provider and the charge of each)."""
     from concurrent.futures import ThreadPoolExecutor
 
     _check_map_inputs(over, mount)
@@ -520,7 +521,8 @@ def _expand(client, source: str) -> list[str]:
 @json_option
 @click.pass_obj
 def watch(obj, name: str, target: str, on: str, to: str, mount: str, as_json: bool) -> None:
-    """Run a job over every object under --on, and again whenever one changes; write its outputs under --to.
+    """Run MODULE (a .wasm file, a module ID or a job SPEC.toml) as a job over every object under --on, and again
+    whenever one changes; write its outputs under --to.
 
     Each object is a datum, named by the module, the spec and the object's content: one already done is
     skipped, a changed one runs again, and watching NAME again with another module or spec runs them all.
@@ -582,7 +584,7 @@ def _watch_detail(watch: dict[str, Any]) -> str | None:
 @click.argument("name")
 @click.pass_obj
 def unwatch(obj, name: str) -> None:
-    """Stop a watch (the objects it wrote stay)."""
+    """Stop the watch NAME (the objects it wrote stay)."""
     obj.client().request("DELETE", f"/v1/compute/watches/{quote(name, safe='')}")  # 'a?b' is not 'a' stopped
     click.echo(f"stopped watch {name}")
 

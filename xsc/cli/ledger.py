@@ -27,8 +27,9 @@ def _table(columns: list, rows: list[tuple], title: str | None, wide: bool = Fal
     table(columns, rows, title=title, wide=wide, piped=piped)
 
 
-def _usage(usage: dict) -> str:
-    return ", ".join(f"{k} {v:,}" if type(v) is int else f"{k} {v}" for k, v in sorted(usage.items())) or "-"
+def _usage(usage: dict) -> list[str] | str:
+    """Each resource used as an item of its own ("fuel 2,400,392"): a table wraps the column between them."""
+    return [f"{k} {v:,}" if type(v) is int else f"{k} {v}" for k, v in sorted(usage.items())] or "-"
 
 
 @click.group()
@@ -116,9 +117,12 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
     # A job's id, as every id, whole: in a column of its own (on a line under its row on a narrow terminal), not in
     # the job column, which is the first left out.
     for_jobs = [Col("job id", keep=True, under=True)] if any("for_job" in e for e in entries) else []
+    # Wrapped between items, never narrower than the longest (with its comma): an item is never broken.
+    item = max((len(used) + 1 for row in rows if isinstance(row[5], list) for used in row[5]), default=12)
     _table([Col("seq", right=True), Col("settled (UTC)", drop=2), Col("kind"),
             Col("counterparty", keep=True, under=True),
-            Col("credits", right=True, keep=True), Col("usage", wrap=12, drop=1), Col("job", keep=True, drop=3),
+            Col("credits", right=True, keep=True), Col("usage", wrap=max(12, item), drop=1),
+            Col("job", keep=True, drop=3),
             *for_jobs, Col("root", keep=True, under=True), Col("entry", keep=True, under=True)],
            [row if for_jobs else row[:7] + row[8:] for row in rows],
            title=f"account {info['account']['account']} — balance {format_credits(info['account']['balance'])} credits",

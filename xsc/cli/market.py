@@ -325,9 +325,9 @@ def recognize(obj, peer: str, weight: str, credit: str | None, as_json: bool) ->
         emit_json(row)
         return
     if body["weight"] is None:
-        click.echo(f"{row['peer']}: weight back to the derived one ({row['weight']})")
+        click.echo(f"{row['peer']}: weight back to the derived one ({_weight(row['weight'])})")
     else:
-        click.echo(f"{row['peer']}: weight {row['weight']}")
+        click.echo(f"{row['peer']}: weight {_weight(row['weight'])}")
     line = row.get("credit_line")
     if line is not None:
         click.echo(f"credit line {format_credits(line['credit'])} credits, available "
@@ -366,8 +366,21 @@ def recognition(obj, wide: bool, as_json: bool) -> None:
     if not info["recognition"]:
         click.echo("no peers known (join a network with: xsc peers add URL)")
         return
-    wide_table([Col("peer", keep=True, under=True), "weight", "set by", Col("derived", keep=True, drop=1),
-                Col("earned (credits)", drop=2), "theirs for this node"],
-               [(r["peer"], r["weight"], "user" if r["set_by_user"] else "derived", r["derived"],
-                 format_credits(r["earned"]), "-" if r["theirs"] is None else r["theirs"])
+    wide_table([Col("peer", keep=True, under=True), Col("weight", right=True), "set by",
+                Col("derived", keep=True, drop=1, right=True), Col("earned (credits)", drop=2, right=True),
+                Col("theirs for this node", right=True)],
+               [(r["peer"], _weight(r["weight"]), "user" if r["set_by_user"] else "derived", _weight(r["derived"]),
+                 format_credits(r["earned"]), "-" if r["theirs"] is None else _weight(r["theirs"]))
                 for r in info["recognition"]], wide=wide, piped=PIPE_WIDTH)
+
+
+def _weight(text: str) -> str:
+    """A weight as the node keeps it ("2", "1.0", "0.25": as the user typed it, a derived one to a tenth) in one
+    form: its digits without trailing zeros, so that the same figure reads the same in every column."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        value = Decimal(text)
+    except (InvalidOperation, TypeError):
+        return str(text)
+    return f"{value.normalize():f}" if value.is_finite() else str(text)

@@ -222,11 +222,11 @@ def _fit(cols: list[Col], natural: list[int], width: int) -> list[int] | None:
     return widths
 
 
-def _cell_lines(text: str, width: int, col: Col) -> list[str]:
+def _cell_lines(text: str, width: int, col: Col, items: list[str] | None = None) -> list[str]:
     if len(text) <= width or col.keep:
         return [text]
     if col.wrap:
-        return _wrap(text, width) or [""]
+        return (_pack(items, width) if items is not None else _wrap(text, width)) or [""]
     head = max(1, width - 1) // 2
     return [text[:head] + "…" + text[len(text) - (max(1, width - 1) - head):]]
 
@@ -238,9 +238,13 @@ def table(columns: Sequence[Col | str], rows: Iterable[Iterable[Any]], title: st
     droppable ones are dropped, then the `under` ones put under their rows (`wide` shows every column whole);
     `keep` columns are never broken, so an id or a capability is always on one line.  `details` are lines printed
     under each row: a string wrapped between words, a list of items packed between items, a tuple one line each.
-    Not on a terminal, it fits `piped` columns (None: every column whole)."""
+    A cell is a value, or a list of items ("fuel 2,400,392", "invokes 1"): shown joined by ", ", wrapped between
+    items only.  Not on a terminal, it fits `piped` columns (None: every column whole)."""
     cols = [c if isinstance(c, Col) else Col(c) for c in columns]
-    data = [["" if v is None else _one_line(str(v)) for v in row] for row in rows]
+    rows = [list(row) for row in rows]
+    items = [[[_one_line(str(x)) for x in v] if isinstance(v, list) else None for v in row] for row in rows]
+    data = [[", ".join(listed) if listed is not None else "" if v is None else _one_line(str(v))
+             for v, listed in zip(row, cells)] for row, cells in zip(rows, items)]
     width = None if wide else terminal_width() or piped
     shown = list(range(len(cols)))
     natural = [max([len(c.name)] + [len(r[i]) for r in data]) for i, c in enumerate(cols)]
@@ -270,7 +274,8 @@ def table(columns: Sequence[Col | str], rows: Iterable[Iterable[Any]], title: st
 
     out.append(line([c.name for c in cols]))
     for k, row in enumerate(data):
-        cells = [_cell_lines(row[i], widths[i], cols[i]) if i in shown else [""] for i in range(len(cols))]
+        cells = [_cell_lines(row[i], widths[i], cols[i], items[k][i]) if i in shown else [""]
+                 for i in range(len(cols))]
         for n in range(max(len(c) for c in cells)):
             out.append(line([c[n] if n < len(c) else "" for c in cells]))
         detail = details[k] if details else None

@@ -117,7 +117,7 @@ def keys_ls(obj, as_json: bool) -> None:
 @click.argument("access_key")
 @click.pass_obj
 def keys_rm(obj, access_key: str) -> None:
-    """Remove an access key: requests signed with it are refused from now on."""
+    """Remove the access key ACCESS_KEY: requests signed with it are refused from now on."""
     from ..s3.access import KeyRing, key_file
 
     KeyRing(key_file(obj.data_dir)).remove(access_key)
@@ -317,8 +317,9 @@ def export_index(obj, output: str, force: bool) -> None:
 @json_option
 @click.pass_obj
 def import_index(obj, path: str, as_json: bool) -> None:
-    """Write an export (`xsc s3 export-index`) into this node's bucket index: each bucket, object, upload, completed
-    upload and funded user it holds none of; what it holds is kept as it is, so running it again changes nothing."""
+    """Write the export FILE (`xsc s3 export-index`) into this node's bucket index: each bucket, object, upload,
+    completed upload and funded user it holds none of; what it holds is kept as it is, so running it again changes
+    nothing."""
     import sys
     from collections import Counter
     from pathlib import Path

@@ -248,7 +248,7 @@ def _shares_table(report: dict, presence_only: bool = False, wide: bool = False)
     shares = report["shares"]
     details = [_detail(s) for s in shares]
     said = 1 if any(details) else 0  # a detail column only when a share has something to say
-    if any("node" in s for s in shares):  # a file spread over nodes: where each share is, and how that node is
+    if any("node" in s for s in shares):  # where each share is (this node too), and how that node is
         def state(s: dict) -> str:
             up = s.get("node_up")
             return "this node" if "node_up" not in s else "up" if up else "DOWN" if up is False else "not probed yet"
@@ -269,8 +269,9 @@ def _shares_table(report: dict, presence_only: bool = False, wide: bool = False)
 @json_option
 @click.pass_obj
 def check(obj, cap: str, wide: bool, as_json: bool) -> None:
-    """Which of the 6 shares are present, and on which node (a quick look at metadata: blocks are not read; see
-    verify).  Works for any capability: shares of a file another node stored are found on the network."""
+    """Show which of the 6 shares of the file CAP are present, and on which node (a quick look at metadata: blocks
+    are not read; see verify).  Works for any capability: shares of a file another node stored are found on the
+    network."""
     report = obj.client().request("GET", _cap_path(cap, "/check"))
     _report(report, as_json, cap, presence_only=True, wide=wide)
 

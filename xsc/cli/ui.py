@@ -27,8 +27,9 @@ def ui(obj, print_url: bool, as_json: bool) -> None:
         return
     import webbrowser
 
-    if not webbrowser.open(url):
+    if not webbrowser.open(url):  # a headless machine: the printed link is the dashboard, no error
         click.echo(url)
-        click.echo("xsc: no browser found here: open the link above (it works once, for two minutes)", err=True)
+        click.echo("open this link in a browser (none was found on this machine); it works once, for two minutes",
+                   err=True)
         return
     click.echo("opened the dashboard in your browser (the link works once, for two minutes)")

@@ -153,19 +153,21 @@ class Payments:
         if payee_node_id == self.node.id:
             raise InvalidArgument("this is this node's own id: prepay the node that will do the work")
         if type(amount) is not int or not 1 <= amount <= MAX_PREPAY:
-            raise InvalidArgument(f"a prepayment is 1 to {MAX_PREPAY} micro-credits, not {amount!r}")
+            # Said in credits too: the CLI's user typed credits, the API's caller sent micro-credits.
+            given = f"{amount} ({format_credits(amount)} credits)" if type(amount) is int else repr(amount)
+            raise InvalidArgument(f"a prepayment is 1 to {MAX_PREPAY} micro-credits (at most "
+                                  f"{format_credits(MAX_PREPAY)} credits), not {given}")
         try:
             entry = await self.pay(payee_node_id, amount, {}, f"prepay:{os.urandom(8).hex()}")
         except PeerRefused as exc:
             if not _refused_claim(exc):
                 raise
             # The payee's words are its own ("this node", a command for its user): said again from here.
-            raise PeerRefused(
-                f"node {payee_node_id} takes no prepayment of {format_credits(amount)} credits from this node: it "
-                "counts one only out of what it owes this node (and, if its user recognises this node, the work it "
-                "did for this node), and that is less",
-                hint=f"ask its user for a credit line instead, on their node: xsc market recognize {self.node.id} 1 "
-                     "--credit CREDITS; or prepay less", **exc.details) from None
+            # One line: the rule (what it owes this node, and for a node that recognises this one the work it did
+            # for it) is in docs/ledger.md; the line names the refusal and what its user runs instead.
+            raise PeerRefused("prepayment refused: that node takes one only out of what it owes this node",
+                              hint=f"its user can give credit: xsc market recognize {self.node.id} 1 --credit CREDITS",
+                              **exc.details) from None
         return {"node": payee_node_id, "amount": amount, "entry": entry}
 
     async def authorize(self, payee_node_id: str, cap: int, job_ref: str, *, ttl: int,

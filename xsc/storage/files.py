@@ -231,16 +231,17 @@ class StorageService:
                 for s, node in enumerate(names)}
 
     def summary(self, reports, names: list[str] | None = None) -> dict:
-        """Share reports; for a file spread over nodes, with each share's node and that node's health."""
+        """Share reports, each with its share's node (this node's id for a share here: a file kept whole on this
+        node has a place too) and, for another node, that node's health."""
         shares = [asdict(r) for r in reports]
-        if names and any(node != self.me for node in names):
-            for share in shares:
-                share["node"] = names[share["share"]]
-                if share["node"] != self.me and self.peers is not None and self.peers.known(share["node"]):
-                    availability = self.peers.availability(share["node"])
-                    share["node_up"], share["node_ratio_1h"] = availability.up, availability.ratio_1h
-                    if "unreachable" in share["detail"]:
-                        share["node_up"] = False  # this check found it down, whatever its last probe said
+        for share in shares:
+            node = names[share["share"]] if names else self.me
+            share["node"] = self.me if node == LOCAL else node
+            if share["node"] != self.me and self.peers is not None and self.peers.known(share["node"]):
+                availability = self.peers.availability(share["node"])
+                share["node_up"], share["node_ratio_1h"] = availability.up, availability.ratio_1h
+                if "unreachable" in share["detail"]:
+                    share["node_up"] = False  # this check found it down, whatever its last probe said
         intact = sum(r.status == "ok" for r in reports)
         return {"shares": shares, "intact": intact, "recoverable": intact >= 4, "healthy": intact == len(reports)}
 
