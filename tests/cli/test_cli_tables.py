@@ -152,7 +152,7 @@ def test_market_status_gives_what_was_paid_in_credits_and_prices_in_the_market_s
 
 
 def test_ledger_history_says_how_many_entries_it_left_out(thread_node) -> None:
-    node = thread_node()
+    node = thread_node(ledger={"tab_interval": 0.2})
     for n in range(1, 4):  # calls are paid by a tab, one transfer per interval: wait for each to settle
         assert node.xsc("compute", "invoke", str(WASM / "add.wasm"), "add", "1", "2").exit_code == 0
         eventually(lambda: len(json.loads(node.xsc("ledger", "history", "--json").stdout)) >= n,

@@ -20,6 +20,7 @@ from xsc.compute import remote_tabs
 from xsc.compute.placed_functions import function_job
 from xsc.compute.remote_tabs import JOB, TAB_CALLS
 from xsc.errors import Conflict, DealRefused, InvalidArgument, PeerUnreachable
+from xsc.market import dealing, lookup
 from xsc.ledger.core.model import encode_authorization, parse_job_tab
 from xsc.net.compute import close_tab
 from xsc.compute.service import InvokeCall
@@ -667,3 +668,24 @@ async def test_a_call_that_honestly_costs_more_than_the_gateways_budget_is_refus
     assert node.paid.gateway_tabs.refused_receipts == 1 and struck == []
     runs = provider.app[NODE].compute.recent_provenance(10)
     assert [r["record"]["fuel_consumed"] > 1_000_000 for r in runs if r["record"]["function"] == "fib"] == [True]
+
+
+async def test_a_call_whose_only_provider_is_gone_is_refused_without_waiting_on_a_lookup(node_factory,
+                                                                                          monkeypatch) -> None:
+    """The provider gone as a call is sent to it (killed: still in the book, not yet probed down): the gateway looks
+    for another, and with no up peer its book lacks but that one, answers no-deal at once, not once a hash-table
+    lookup has waited out its timeout on nodes that cannot answer."""
+    monkeypatch.setattr(dealing, "LOOKUP_TIMEOUT", 600.0)  # such a lookup outlasts the deadline below
+    monkeypatch.setattr(lookup, "CHECK_EVERY", 0.0)  # the book counted at the call, as a second after the last
+    gateway, provider, module, _ = await _pair(node_factory, 100)
+
+    async def unanswered(kind: str, wanted: int) -> list:  # datagrams to nodes that cannot answer
+        await asyncio.Event().wait()
+
+    async def refused(*args, **kwargs):  # its port closed: nothing was sent
+        raise PeerUnreachable("connection refused", sent=False)
+
+    monkeypatch.setattr(gateway.app[NODE].dht, "find_providers", unanswered)
+    monkeypatch.setattr(gateway.app[NODE].paid, "invoke_remote", refused)
+    status, body = await asyncio.wait_for(invoke(gateway, module, "add", 1, 2, fuel=FUEL), 30)
+    assert status == 409 and body["code"] == "no-deal", body

@@ -19,8 +19,8 @@ from tests.support.peers import FAST, api, http, known_ids, node_id, peer_health
 from tests.support.waiting import eventually
 from xsc.devnet import Devnet, free_ports
 
-# Checks every half second: a tab is renewed (and paid) after 6 s, a silent provider left after 2 s.
-PLACING = {"XSC_NODE_PLACEMENT_INTERVAL": "0.5", "XSC_LEDGER_SETTLE_RETRY_INTERVAL": "0.3"}
+# Checks four times a second: a tab is renewed (and paid) after 3 s, a silent provider left after 1 s.
+PLACING = {"XSC_NODE_PLACEMENT_INTERVAL": "0.25", "XSC_LEDGER_SETTLE_RETRY_INTERVAL": "0.3"}
 # The owner leaves a silent provider only after 4 checks: 40 s, longer than the provider's restart takes.
 PATIENT = {"XSC_NODE_PLACEMENT_INTERVAL": "10", "XSC_LEDGER_SETTLE_RETRY_INTERVAL": "0.3"}
 

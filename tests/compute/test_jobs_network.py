@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.compute import WASM
 from tests.support.nodes import kill_all, start_xsc
-from tests.support.peers import FAST, api, http, known_ids, node_id, start_star
+from tests.support.peers import FAST, api, http, joined_at_once, known_ids, node_id, start_star
 from tests.support.waiting import eventually
 from xsc.compute.jobspec import job_id, parse_job
 
@@ -23,7 +23,7 @@ from xsc.compute.jobspec import job_id, parse_job
 @pytest.mark.slow
 def test_three_outputs_read_back_byte_exact_with_two_nodes_killed(node_process, tmp_path: Path) -> None:
     gateway = node_process("n0", env=FAST)
-    others = [node_process(f"n{i}", extra_args=["--peer", gateway.url], env=FAST) for i in range(1, 6)]
+    others = joined_at_once(node_process, gateway, [f"n{i}" for i in range(1, 6)], FAST)
     ids = [node_id(n) for n in others]
     eventually(lambda: known_ids(gateway) >= set(ids), "the gateway to know the other five nodes")
     data = os.urandom(300_000)

@@ -80,8 +80,8 @@ def _consistent(data_dir: Path, storage_indexes: list[bytes]) -> tuple[int, int]
 
 @pytest.mark.slow
 async def test_a_kill_9_during_garbage_collection_leaves_the_store_exact(node_process, node_factory) -> None:
-    # A slow collection (20 blocks/s, about two shares a second) so the kill lands in the middle of it.
-    env = {"XSC_STORAGE_GC_INTERVAL": "0.1", "XSC_STORAGE_GC_GRACE": "0", "XSC_STORAGE_GC_RATE": "20",
+    # A slow collection (36 blocks/s, four shares of 9 blocks a second) so the kill lands in the middle of it.
+    env = {"XSC_STORAGE_GC_INTERVAL": "0.1", "XSC_STORAGE_GC_GRACE": "0", "XSC_STORAGE_GC_RATE": "36",
            "XSC_HEALTH_PROBE_INTERVAL": "3600", "XSC_PEERS_GOSSIP_INTERVAL": "3600"}
     holder = await asyncio.to_thread(node_process, "holder", None, env)
     uploader = await node_factory("uploader", health={"probe_interval": 3600}, peers={"gossip_interval": 3600})
@@ -107,5 +107,5 @@ async def test_a_kill_9_during_garbage_collection_leaves_the_store_exact(node_pr
     holder.start()  # the collection goes on after the restart, from a consistent store
     await asyncio.to_thread(eventually, lambda: api(holder, "GET", "/v1/node/status")[1]["storage"]["used"] == 0,
                             "the holder to collect the rest")
-    holder.stop()
+    await asyncio.to_thread(holder.stop)  # the uploader, on this loop, answers the holder as it stops
     assert _consistent(holder.data_dir, [f.si for f in files]) == (0, 0)

@@ -16,7 +16,7 @@ from xsc.errors import IntegrityError, InvalidArgument
 from xsc.storage import quotes
 from xsc.storage.placing import SharePlacing
 
-from tests.support.peers import FAST, api, known_ids, node_id, peer_health, wait_for_storage_offers
+from tests.support.peers import FAST, api, joined_at_once, known_ids, node_id, peer_health, wait_for_storage_offers
 from tests.support.waiting import eventually
 
 
@@ -104,7 +104,7 @@ def test_repairs_place_the_shares_they_rebuild_within_the_put_s_avoid_or_fail_sa
     so), rather than rebuild the shares on the gateway or the avoided node; once a node that may take them joins,
     the repair places them there, still on neither."""
     gateway = node_process("g", env=FAST)
-    holders = [node_process(name, extra_args=["--peer", gateway.url], env=dict(FAST)) for name in "abcx"]
+    holders = joined_at_once(node_process, gateway, list("abcx"), FAST)
     ids = [node_id(n) for n in holders]
     me, avoided = node_id(gateway), ids[3]
     eventually(lambda: known_ids(gateway) >= set(ids), "the gateway to know the others")

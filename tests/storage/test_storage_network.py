@@ -21,7 +21,8 @@ from xsc.storage.core import layout
 
 from tests.support.blocks import change_block, corrupt_block
 from tests.support.nodes import kill_all
-from tests.support.peers import FAST, api, known_ids, node_id, peer_health, start_star, wait_for_storage_offers
+from tests.support.peers import (FAST, api, joined_at_once, known_ids, node_id, peer_health, start_star,
+                                 wait_for_storage_offers)
 from tests.support.waiting import eventually
 
 
@@ -29,7 +30,7 @@ def _joined(node_process, count: int, gateway_env: dict = FAST, env: dict = FAST
     """A gateway (n0) and `count` nodes that joined it (n1...), once the gateway knows them and its market holds all
     their storage offers: (gateway, the others)."""
     gateway = node_process("n0", env=gateway_env)
-    others = [node_process(f"n{i}", extra_args=["--peer", gateway.url], env=env) for i in range(1, count + 1)]
+    others = joined_at_once(node_process, gateway, [f"n{i}" for i in range(1, count + 1)], env)
     eventually(lambda: known_ids(gateway) >= {node_id(n) for n in others}, f"the gateway to know the {count} others")
     wait_for_storage_offers(gateway, count + 1)
     return gateway, others

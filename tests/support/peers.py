@@ -7,10 +7,13 @@ from __future__ import annotations
 import http.client as httplib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
+
+from xsc.devnet import free_ports
 
 from .nodes import Devnet
 from .waiting import eventually
@@ -78,6 +81,15 @@ def start_star(tmp_path: Path, n: int, gateway_env: dict, others_env: dict, star
                and all((peer_health(gateway, i) or {}).get("up") for i in ids[1:]),
                "the gateway to know the other nodes and see them up", timeout=90)
     return nodes, ids
+
+
+def joined_at_once(node_process, gateway, names: list[str], env: dict) -> list:
+    """Nodes `names` started at once by the node_process fixture, each with `--peer` the gateway (listening
+    already: each joins it as it starts); in the order of `names`."""
+    ports = free_ports(len(names))  # chosen here: threads choosing their own might choose one twice
+    with ThreadPoolExecutor(len(names)) as pool:
+        return list(pool.map(lambda name, port: node_process(name, ["--peer", gateway.url], dict(env), port),
+                             names, ports))
 
 
 def wait_for_storage_offers(gateway, count: int) -> None:

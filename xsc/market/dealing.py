@@ -530,7 +530,7 @@ class Dealing:
             return
         if exclude:  # one the book no longer holds (gone down, its offer stale) takes no place in it
             wanted += len(lookup.providers("compute") & exclude)
-        await lookup.fill("compute", wanted, LOOKUP_TIMEOUT)
+        await lookup.fill("compute", wanted, LOOKUP_TIMEOUT, exclude)
 
     async def compute_deal(self, fuel: int, max_price: int, exclude: frozenset[str] = frozenset(),
                            providers: int = 1):

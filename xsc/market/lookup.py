@@ -6,8 +6,9 @@ more distinct providers of a kind than the book holds, the providers the hash ta
 signed provider records, `xsc.dht`) are asked for their commitments, each from itself, and those join the book
 for the matching: a commitment is checked as any peer's (signed, of a known peer, within the sender's quota).  A
 lookup is a few datagrams to a few nodes; it runs at most every LOOKUP_EVERY seconds per kind (sooner only for more
-providers than the last one wanted: a failover wants one more than the invoke before it), and only when the peers
-this node knows could offer more than the book holds (in a small network the book already holds every provider).
+providers than the last one wanted: a failover wants one more than the invoke before it), and only when a peer
+this node knows is up, missing from the book and not among the providers that just failed the caller (in a small
+network the book already holds every provider, and one that failed cannot be the more a failover wants).
 """
 
 from __future__ import annotations
@@ -48,15 +49,19 @@ class ProviderLookup:
     def providers(self, kind: str) -> set[str]:
         return providers_in(self.replication.book, self.active, kind)
 
-    async def fill(self, kind: str, wanted: int, timeout: float) -> None:
+    async def fill(self, kind: str, wanted: int, timeout: float, exclude: frozenset[str] = frozenset()) -> None:
         """If the book holds fewer than `wanted` providers of `kind` and the known peers could offer more: the
-        commitments of the providers the hash table knows, pulled within `timeout` seconds."""
+        commitments of the providers the hash table knows, pulled within `timeout` seconds.  `exclude`: providers
+        that just failed the caller, which cannot be the more it wants."""
         now = time.monotonic()
         if _lately(self._checked.get(kind), now, CHECK_EVERY, wanted):
             return
         self._checked[kind] = (now, wanted)
         held = self.providers(kind)
-        if len(held) >= wanted or len(self.peers.peers()) + 1 <= len(held) or \
+        # Only an up peer the book lacks can be brought in: with none (a small network whose every other provider
+        # is held, down or just failed), a lookup would only wait out its timeout on datagrams to nodes that cannot
+        # answer.
+        if len(held) >= wanted or not {d.id for d in self.peers.up_peers()} - held - exclude or \
                 _lately(self._looked_up.get(kind), now, LOOKUP_EVERY, wanted):
             return
         self._looked_up[kind] = (now, wanted)
@@ -69,7 +74,7 @@ class ProviderLookup:
             log.warning("looking up providers of %s in the hash table failed", kind, exc_info=True)
             return
         ids = {r.node for r in records} - held
-        new = [d for d in self.peers.up_peers() if d.id in ids]
+        new = [d for d in self.peers.up_peers() if d.id in ids - exclude]
         if not new:
             return
         await self.replication.pull_own(new, timeout)
