@@ -74,7 +74,7 @@ async def collect_providers(look_up: Callable[[bytes], Awaitable[list[records.Re
 class DhtService:
     def __init__(self, *, identity: Identity, peers: PeerView, bind: tuple[str, int], quota: Any,
                  min_difficulty: int, interval: float, ttl: float, offers: tuple[str, ...] = (),
-                 on_this_machine: bool = True) -> None:
+                 on_this_machine: bool = True, wait_timeout: float = table.WAIT_TIMEOUT) -> None:
         self.identity = identity
         self.offers = offers  # the kinds of capacity this node offers: a provider record for each
         self.peers = peers
@@ -85,7 +85,7 @@ class DhtService:
         self._wake = asyncio.Event()
         self.protocol = table.Protocol(self.me, self.store, table.K, admit=self._admit, quota=quota,
                                        min_difficulty=min_difficulty, now_ms=now_ms, wake=self._wake.set,
-                                       on_this_machine=on_this_machine)
+                                       on_this_machine=on_this_machine, wait_timeout=wait_timeout)
         self.transport: asyncio.DatagramTransport | None = None
         self._admitted: tuple[Any, dict[bytes, tuple[tuple[str, int], str]]] | None = None  # (directory state,
         # table id -> ((IP, port), node id)) and node id -> (URL, table id, (IP, port)), made once per URL

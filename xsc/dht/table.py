@@ -43,6 +43,7 @@ MAX_KEYS = 100_000  # records' keys one node keeps for the table (oldest forgott
 MAX_BYTES = 64 * 1024 * 1024
 K = 20  # contacts per bucket, and nodes a value is stored on (the paper's k)
 ALPHA = 3  # lookups in flight per round
+WAIT_TIMEOUT = 5.0  # seconds a call waits for its answer (a lookup, a proving ping) before the peer counts as silent
 # Rounds one lookup makes at most.  An honest lookup takes log2(N)/log2(K)-ish rounds (5 at most over 10,000
 # simulated nodes, bench/bench_dht.py); a contact that answers each call with 20 fresh ids ever closer to the key,
 # all at its own address, would keep a lookup going (each round a recursion of the library's) until Python's
@@ -173,7 +174,7 @@ class Protocol(KademliaProtocol):
     """The library's protocol with the checks of a node that takes every datagram as hostile."""
 
     def __init__(self, source_node: Node, storage: Store, ksize: int, *, admit: Admit, quota: Any,
-                 min_difficulty: int, now_ms: Callable[[], int], wait_timeout: float = 5.0,
+                 min_difficulty: int, now_ms: Callable[[], int], wait_timeout: float = WAIT_TIMEOUT,
                  wake: Callable[[], Any] = lambda: None, on_this_machine: bool = True) -> None:
         super().__init__(source_node, storage, ksize)
         # Whether this node is on this machine only (a devnet on loopback): only then may a lookup's answer name
