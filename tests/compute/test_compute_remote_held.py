@@ -679,7 +679,7 @@ async def test_a_call_whose_only_provider_is_gone_is_refused_without_waiting_on_
     monkeypatch.setattr(lookup, "CHECK_EVERY", 0.0)  # the book counted at the call, as a second after the last
     gateway, provider, module, _ = await _pair(node_factory, 100)
 
-    async def unanswered(kind: str, wanted: int) -> list:  # datagrams to nodes that cannot answer
+    async def unanswered(kind: str, wanted: int, found: dict) -> None:  # datagrams to nodes that cannot answer
         await asyncio.Event().wait()
 
     async def refused(*args, **kwargs):  # its port closed: nothing was sent

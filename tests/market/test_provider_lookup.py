@@ -56,9 +56,9 @@ class _World:
         self.asked += [d.id for d in peers]
         self.held |= {d.id for d in peers}  # each answered with its commitment
 
-    async def find(self, kind: str, wanted: int) -> list[_Record]:
+    async def find(self, kind: str, wanted: int, found: dict[str, _Record]) -> None:
         self.lookups += 1
-        return [_Record(i) for i in self.table]
+        found.update((i, _Record(i)) for i in self.table)
 
 
 def _lookup(world: _World) -> lookup.ProviderLookup:
@@ -103,19 +103,39 @@ def test_more_providers_than_the_last_lookup_wanted_are_looked_up_at_once(monkey
     assert world.lookups == 2  # the first for 2, the first for 3; the same or fewer again wait
 
 
-def test_a_lookup_that_fails_or_takes_too_long_leaves_the_book_as_it_was() -> None:
-    """A lookup only adds to the book: the put it runs for goes on with the providers the book holds."""
+def test_a_lookup_that_fails_asks_the_up_peers_the_book_lacks_and_does_not_hold_off_the_next(monkeypatch) -> None:
+    """A lookup only adds to the book: the caller goes on with the providers the book holds, and those a few of the
+    up peers it lacks, asked directly, bring."""
+    monkeypatch.setattr(lookup, "CHECK_EVERY", 0.0)  # every fill counts the book again
+
     class Failing(_World):
-        async def find(self, kind: str, wanted: int) -> list[_Record]:
+        async def find(self, kind: str, wanted: int, found: dict[str, _Record]) -> None:
             self.lookups += 1
             raise OSError("the table's socket is gone")
 
-    class Slow(_World):
-        async def find(self, kind: str, wanted: int) -> list[_Record]:
-            self.lookups += 1
-            await asyncio.sleep(60)
-            return [_Record("b")]
+        async def pull_own(self, peers: list[_Peer], timeout: float) -> None:
+            self.asked += [d.id for d in peers]  # none offers storage: the book stays as it was
 
-    for world in (Failing(held={"me"}, known=["a", "b"], table=[]), Slow(held={"me"}, known=["a", "b"], table=[])):
-        asyncio.run(_lookup(world).fill("storage", 6, 0.05))
-        assert world.lookups == 1 and world.asked == [] and world.held == {"me"}
+    world = Failing(held={"me"}, known=["a", "b"], table=[])
+    failing = _lookup(world)
+    for _ in range(2):
+        asyncio.run(failing.fill("storage", 6, 0.05))
+    assert world.lookups == 2 and sorted(world.asked) == ["a", "a", "b", "b"] and world.held == {"me"}
+
+
+def test_a_lookup_cut_short_asks_what_it_found_and_more_of_the_up_peers_the_book_lacks(monkeypatch) -> None:
+    """A busy node's lookup may outlast its caller's wait: a put would otherwise deal its shares round the few
+    providers its book holds."""
+    monkeypatch.setattr(lookup, "CHECK_EVERY", 0.0)
+
+    class Slow(_World):
+        async def find(self, kind: str, wanted: int, found: dict[str, _Record]) -> None:
+            self.lookups += 1
+            found["b"] = _Record("b")  # the first answers came in time ...
+            await asyncio.sleep(60)  # ... the rest do not
+
+    world = Slow(held={"me", "a"}, known=[*"abcdefghijklmnop"], table=[])
+    slow = _lookup(world)
+    asyncio.run(slow.fill("storage", 6, 0.05))
+    assert world.asked[0] == "b" and len(world.asked) == 2 * (6 - 2) and "a" not in world.asked
+    assert len(world.held) >= 6 and slow.found == len(world.asked)

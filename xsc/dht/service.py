@@ -56,11 +56,12 @@ def udp_address(url: str) -> tuple[str, int] | None:
 
 
 async def collect_providers(look_up: Callable[[bytes], Awaitable[list[records.Record]]], kind: str, wanted: int,
-                            exclude: str) -> list[records.Provider]:
+                            exclude: str, found: dict[str, records.Provider] | None = None) -> list[records.Provider]:
     """Providers of `kind` (not `exclude`) from random slots of the table, ALPHA slots looked up at a time, until
-    `wanted` distinct ones are found or every slot was read."""
+    `wanted` distinct ones are found or every slot was read.  Each goes into `found` (by node id) as it comes: a
+    caller that cuts the lookup short keeps those found by then."""
     slots = random.sample(range(records.PROVIDER_SLOTS), records.PROVIDER_SLOTS)
-    found: dict[str, records.Provider] = {}
+    found = {} if found is None else found
     while slots and len(found) < wanted:
         batch, slots = slots[:table.ALPHA], slots[table.ALPHA:]
         for bundle in await asyncio.gather(*(look_up(records.providers_key(kind, s)) for s in batch)):
@@ -267,9 +268,11 @@ class DhtService:
         """A node's signed descriptor, found by its id."""
         return records.newest(await self._lookup(records.node_key(node_id)), lambda r: isinstance(r, NodeDescriptor))
 
-    async def find_providers(self, kind: str, wanted: int) -> list[records.Provider]:
-        """At least `wanted` providers of `kind` other than this node, if the table knows as many."""
-        return await collect_providers(self._lookup, kind, wanted, exclude=self.identity.id)
+    async def find_providers(self, kind: str, wanted: int,
+                             found: dict[str, records.Provider] | None = None) -> list[records.Provider]:
+        """At least `wanted` providers of `kind` other than this node, if the table knows as many (each also put
+        into `found` as it comes: see `collect_providers`)."""
+        return await collect_providers(self._lookup, kind, wanted, exclude=self.identity.id, found=found)
 
     def contacts(self) -> int:
         return sum(len(b) for b in self.protocol.router.buckets)

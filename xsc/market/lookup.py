@@ -5,16 +5,20 @@ A node's book holds the commitments of its neighbourhood (those it recognises an
 more distinct providers of a kind than the book holds, the providers the hash table knows of that kind (their
 signed provider records, `xsc.dht`) are asked for their commitments, each from itself, and those join the book
 for the matching: a commitment is checked as any peer's (signed, of a known peer, within the sender's quota).  A
-lookup is a few datagrams to a few nodes; it runs at most every LOOKUP_EVERY seconds per kind (sooner only for more
-providers than the last one wanted: a failover wants one more than the invoke before it), and only when a peer
-this node knows is up, missing from the book and not among the providers that just failed the caller (in a small
-network the book already holds every provider, and one that failed cannot be the more a failover wants).
+lookup is a few datagrams to a few nodes; it runs at most every LOOKUP_EVERY seconds per kind (sooner for more
+providers than the last one wanted: a failover wants one more than the invoke before it; and after one that failed
+or ran out of time), and only when a peer this node knows is up, missing from the book and not among the providers
+that just failed the caller (in a small network the book already holds every provider, and one that failed cannot
+be the more a failover wants).  A busy node's lookup may outlast its caller's wait (or fail): the providers it found
+by then are asked all the same, and so are a few of the up peers the book lacks, at random (else a put would deal
+its shares round the few providers its book holds); the next caller (a CHECK_EVERY later) may look again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -41,7 +45,7 @@ class ProviderLookup:
         self.replication = replication  # the book, and pulls a peer's commitment from it (BookReplication)
         self.peers = peers  # the peers this node knows (PeerView)
         self.active = active  # participant -> whether it may be matched now (its offer current, it not down)
-        self.find = find  # (kind, wanted) -> provider records (with .node) the hash table knows
+        self.find = find  # (kind, wanted, found) puts the provider records (with .node) the hash table knows in found
         self._checked: dict[str, tuple[float, int]] = {}  # kind -> (when, providers wanted) of its last count
         self._looked_up: dict[str, tuple[float, int]] = {}  # kind -> the same of its last lookup
         self.found = 0  # providers whose commitments a lookup brought into the book (status)
@@ -65,19 +69,28 @@ class ProviderLookup:
                 _lately(self._looked_up.get(kind), now, LOOKUP_EVERY, wanted):
             return
         self._looked_up[kind] = (now, wanted)
+        found: dict[str, Any] = {}  # node id -> its provider record, as the lookup finds them
+        cut_short = False
         try:
-            records = await asyncio.wait_for(self.find(kind, wanted), timeout)
-        except asyncio.TimeoutError:
-            log.info("looking up providers of %s in the hash table took over %.1f s", kind, timeout)
+            await asyncio.wait_for(self.find(kind, wanted, found), timeout)
+        except Exception as exc:  # noqa: BLE001 -- a lookup only adds to the book: its caller goes on with the book
+            cut_short = True
+            del self._looked_up[kind]  # (the next caller may look again, a CHECK_EVERY later)
+            if isinstance(exc, asyncio.TimeoutError):
+                log.info("looking up providers of %s in the hash table took over %.1f s (%d found by then)", kind,
+                         timeout, len(found))
+            else:
+                log.warning("looking up providers of %s in the hash table failed", kind, exc_info=True)
+        lacking = {d.id: d for d in self.peers.up_peers() if d.id not in held and d.id not in exclude}
+        asked = [lacking[i] for i in found if i in lacking]
+        if cut_short:
+            # The table left the caller short: up peers the book lacks are asked directly, twice as many as it
+            # lacks at most (one that offers no `kind` answers with a commitment that brings none).
+            rest = [d for i, d in lacking.items() if i not in found]
+            asked += random.sample(rest, min(len(rest), max(0, 2 * (wanted - len(held)) - len(asked))))
+        if not asked:
             return
-        except Exception:  # noqa: BLE001 -- a lookup only adds to the book: the put goes on with what it holds
-            log.warning("looking up providers of %s in the hash table failed", kind, exc_info=True)
-            return
-        ids = {r.node for r in records} - held
-        new = [d for d in self.peers.up_peers() if d.id in ids - exclude]
-        if not new:
-            return
-        await self.replication.pull_own(new, timeout)
+        await self.replication.pull_own(asked, timeout)
         brought = len(self.providers(kind) - held)
         self.found += brought
         log.info("found %d providers of %s through the hash table (the book held %d)", brought, kind, len(held))

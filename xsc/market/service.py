@@ -84,7 +84,7 @@ class MarketService:
                  needs: NeedRegistry, weights: Recognition, subscribers: Subscribers | None, compute_threads: int,
                  storage_usage: Callable[[], tuple[int, int]], gossip_interval: float,
                  pool: Executor | None = None, limiter: Quota | None = None, credit_lines: Any = None,
-                 find_providers: Callable[[str, int], Awaitable[list[Any]]] | None = None) -> None:
+                 find_providers: Callable[[str, int, dict], Awaitable[Any]] | None = None) -> None:
         self.config = config
         self.pool = pool  # where matchings run (None: asyncio's default executor)
         self.identity = identity

@@ -229,7 +229,7 @@ class Node:
             storage_usage=lambda: (store.capacity - store.free, store.capacity), compute_threads=config.compute.threads,
             gossip_interval=config.peers.gossip_interval, pool=self.pool, credit_lines=self.trust,
             limiter=RateLimiter(config.market.commitment_rate, 2 * MAX_COMMITMENTS, "commitments to check"),
-            find_providers=lambda kind, wanted: self.dht.find_providers(kind, wanted))  # the table starts later
+            find_providers=lambda *asked: self.dht.find_providers(*asked))  # the table starts later
         self.allocation = allocation = AllocationService(
             config=config.market, identity=self.identity, db=db, market=market, needs=self.needs,
             subscribers=self.subscribers, peers=self.peers, gossip_interval=config.peers.gossip_interval,
