@@ -18,6 +18,7 @@ from xsc.units import format_credits
 
 from tests.support.attacks import fake_descriptors
 from tests.support.cli import xsc
+from tests.support.http_stub import json_answer, serving
 from tests.support.nodes import free_port
 from xsc.identity import public_id
 from xsc.node.appkeys import NODE
@@ -393,33 +394,35 @@ def test_a_key_value_view_shows_what_a_peer_wrote_as_one_line_without_control_ch
     assert "go away state: done" in lines[1] and lines[2].endswith("a[31m, b c"), lines
 
 
-class _Functions(BaseHTTPRequestHandler):
-    """A node whose functions answered in a fraction of a millisecond, in a dozen and in exactly three."""
+FUNCTION_ROW = {"module": "ab" * 32, "requests": 9, "errors": 0, "spend": 0, "spent_this_hour": 0, "spend_cap": None,
+                "on_market": False, "url": "http://127.0.0.1:1/fn/x/"}
+# A node's functions that answered in a fraction of a millisecond, in a dozen and in exactly three.
+FUNCTIONS = {"functions": [{**FUNCTION_ROW, "name": name, "p50_ms": p50, "requests": requests} for name, p50, requests
+                           in (("fast", 0.734, 1234), ("slow", 12.5, 9), ("round", 3.0, 9), ("idle", None, 0))]}
 
-    def do_GET(self) -> None:
-        row = {"module": "ab" * 32, "requests": 9, "errors": 0, "spend": 0, "spent_this_hour": 0, "spend_cap": None,
-               "on_market": False, "url": "http://127.0.0.1:1/fn/x/"}
-        found = [{**row, "name": name, "p50_ms": p50, "requests": requests} for name, p50, requests in
-                 (("fast", 0.734, 1234), ("slow", 12.5, 9), ("round", 3.0, 9), ("idle", None, 0))]
-        body = json.dumps({"functions": found}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
-    def log_message(self, *args) -> None:
-        pass
+def _history(delta: int, **entry) -> dict:
+    """A node whose client account paid one transfer (`entry`: what differs from a plain invoke's)."""
+    paid = {"seq": 1, "settled_at": 1_700_000_000, "kind": "payment", "payee": "p" * 52, "payer": "a" * 52,
+            "delta": delta, "job": "invoke", "id": "e" * 64, **entry}
+    return {"entries": [paid], "account": {"account": "a" * 52, "balance": -delta, "seq": 1}}
+
+
+HISTORY = _history(-251_231, usage={"fuel": 47_529_798})  # a call that used tens of millions of fuel
+EXPANDED = _history(-1, usage={"fuel": 10, "invokes": 1}, job="compute:tab:1:" + "r" * 64, covers="r" * 64,
+                    invokes=1, covered=["c" * 32])  # one transfer covering one call, its provenance id listed
+USED = _history(-2_400, usage={"fuel": 2_400_392, "invokes": 1, "memory_pages": 17})
+# A node that recognises one peer with a weight its user set, derives another, and is recognised back.
+RECOGNITION = {"recognition": [
+    {"peer": "p" * 52, "weight": "2", "set_by_user": True, "derived": "1.0", "earned": 0, "recent": 0,
+     "theirs": "1.50"},
+    {"peer": "q" * 52, "weight": "0.3", "set_by_user": False, "derived": "0.3", "earned": 10, "recent": 0,
+     "theirs": "0"}]}
 
 
 def test_compute_functions_gives_every_p50_to_the_same_decimals_and_its_counts_right_aligned() -> None:
-    node = ThreadingHTTPServer(("127.0.0.1", 0), _Functions)
-    threading.Thread(target=node.serve_forever, daemon=True).start()
-    try:
-        shown = xsc("compute", "functions", "--node", f"http://127.0.0.1:{node.server_address[1]}",
-                    env={"XSC_TOKEN": "t", "COLUMNS": "200"})
-    finally:
-        node.shutdown()
+    with serving(json_answer(FUNCTIONS)) as url:
+        shown = xsc("compute", "functions", "--node", url, env={"XSC_TOKEN": "t", "COLUMNS": "200"})
     assert shown.exit_code == 0, shown.output
     p50 = {line.split()[0]: line.split()[4] for line in shown.stdout.splitlines()[1:]}
     assert p50 == {"fast": "0.73", "slow": "12.50", "round": "3.00", "idle": "-"}, shown.stdout
@@ -459,60 +462,19 @@ def test_node_status_gives_the_web_functions_and_s3_listeners_urls_when_set(thre
     assert not {"web", "S3:"} & {line.split()[0] for line in plain.xsc("node", "status").stdout.splitlines()}
 
 
-class _History(BaseHTTPRequestHandler):
-    """A node whose client account paid once for a call that used tens of millions of fuel."""
-
-    def do_GET(self) -> None:
-        entry = {"seq": 1, "settled_at": 1_700_000_000, "kind": "payment", "payee": "p" * 52, "payer": "a" * 52,
-                 "delta": -251_231, "usage": {"fuel": 47_529_798}, "job": "invoke", "id": "e" * 64}
-        body = json.dumps({"entries": [entry], "account": {"account": "a" * 52, "balance": 251_231, "seq": 1}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 def test_ledger_history_gives_its_balance_in_credits_and_its_fuel_with_thousands_separators() -> None:
-    node = ThreadingHTTPServer(("127.0.0.1", 0), _History)
-    threading.Thread(target=node.serve_forever, daemon=True).start()
-    try:
-        shown = xsc("ledger", "history", "--node", f"http://127.0.0.1:{node.server_address[1]}",
-                    env={"XSC_TOKEN": "t", **NARROW})
-    finally:
-        node.shutdown()
+    with serving(json_answer(HISTORY)) as url:
+        shown = xsc("ledger", "history", "--node", url, env={"XSC_TOKEN": "t", **NARROW})
     assert shown.exit_code == 0, shown.output
     _fits(shown.stdout)
     assert " ".join(shown.stdout.split()).startswith(f"account {'a' * 52} — balance 0.251231 credits seq "), shown.stdout
     assert "fuel 47,529,798" in " ".join(shown.stdout.split()), shown.stdout
 
 
-class _Expanded(_History):
-    """A node whose client account paid one transfer covering one call, its provenance id listed (--expand)."""
-
-    def do_GET(self) -> None:
-        entry = {"seq": 1, "settled_at": 1_700_000_000, "kind": "payment", "payee": "p" * 52, "payer": "a" * 52,
-                 "delta": -1, "usage": {"fuel": 10, "invokes": 1}, "job": "compute:tab:1:" + "r" * 64,
-                 "covers": "r" * 64, "invokes": 1, "covered": ["c" * 32], "id": "e" * 64}
-        body = json.dumps({"entries": [entry], "account": {"account": "a" * 52, "balance": -1, "seq": 1}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 def test_ledger_history_expanded_fits_80_columns_with_its_ids_whole() -> None:
-    node = ThreadingHTTPServer(("127.0.0.1", 0), _Expanded)
-    threading.Thread(target=node.serve_forever, daemon=True).start()
-    args = ("ledger", "history", "--expand", "--node", f"http://127.0.0.1:{node.server_address[1]}")
-    try:
+    with serving(json_answer(EXPANDED)) as url:
+        args = ("ledger", "history", "--expand", "--node", url)
         shown = [xsc(*args, env={"XSC_TOKEN": "t", **env}) for env in (NARROW, {})]  # a terminal, and piped
-    finally:
-        node.shutdown()
     for out in shown:
         assert out.exit_code == 0, out.output
         _fits(out.stdout)
@@ -521,13 +483,9 @@ def test_ledger_history_expanded_fits_80_columns_with_its_ids_whole() -> None:
 
 
 def test_ledger_history_fits_80_columns_when_piped_and_wide_shows_every_column() -> None:
-    node = ThreadingHTTPServer(("127.0.0.1", 0), _History)
-    threading.Thread(target=node.serve_forever, daemon=True).start()
-    args = ("ledger", "history", "--node", f"http://127.0.0.1:{node.server_address[1]}")
-    try:
+    with serving(json_answer(HISTORY)) as url:
+        args = ("ledger", "history", "--node", url)
         piped, wide = xsc(*args, env={"XSC_TOKEN": "t"}), xsc(*args, "--wide", env={"XSC_TOKEN": "t"})
-    finally:
-        node.shutdown()
     assert piped.exit_code == 0, piped.output
     _fits(piped.stdout)  # not a terminal: 80 columns, as market book and ledger trust
     under = [line.strip().rstrip(",") for line in piped.stdout.splitlines()]
@@ -537,29 +495,9 @@ def test_ledger_history_fits_80_columns_when_piped_and_wide_shows_every_column()
     assert any(len(line) > 80 for line in wide.stdout.splitlines()), wide.stdout  # in columns, however wide
 
 
-class _Used(_History):
-    """A node whose client account paid once for a call that used fuel, an invoke and memory."""
-
-    def do_GET(self) -> None:
-        entry = {"seq": 1, "settled_at": 1_700_000_000, "kind": "payment", "payee": "p" * 52, "payer": "a" * 52,
-                 "delta": -2_400, "usage": {"fuel": 2_400_392, "invokes": 1, "memory_pages": 17},
-                 "job": "invoke", "id": "e" * 64}
-        body = json.dumps({"entries": [entry], "account": {"account": "a" * 52, "balance": -2_400, "seq": 1}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 def test_ledger_history_wraps_its_usage_between_items_never_inside_one() -> None:
-    node = ThreadingHTTPServer(("127.0.0.1", 0), _Used)
-    threading.Thread(target=node.serve_forever, daemon=True).start()
-    try:
-        shown = xsc("ledger", "history", "--node", f"http://127.0.0.1:{node.server_address[1]}",
-                    env={"XSC_TOKEN": "t", "COLUMNS": "60"})
-    finally:
-        node.shutdown()
+    with serving(json_answer(USED)) as url:
+        shown = xsc("ledger", "history", "--node", url, env={"XSC_TOKEN": "t", "COLUMNS": "60"})
     assert shown.exit_code == 0, shown.output
     lines = shown.stdout.splitlines()
     header = next(n for n, line in enumerate(lines) if line.startswith("seq "))
@@ -572,30 +510,9 @@ def test_ledger_history_wraps_its_usage_between_items_never_inside_one() -> None
     assert len(cells) > 1, shown.stdout  # wrapped, between items
 
 
-class _Recognition(_History):
-    """A node that recognises one peer with a weight its user set, derives another, and is recognised back."""
-
-    def do_GET(self) -> None:
-        rows = [{"peer": "p" * 52, "weight": "2", "set_by_user": True, "derived": "1.0", "earned": 0, "recent": 0,
-                 "theirs": "1.50"},
-                {"peer": "q" * 52, "weight": "0.3", "set_by_user": False, "derived": "0.3", "earned": 10,
-                 "recent": 0, "theirs": "0"}]
-        body = json.dumps({"recognition": rows}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 def test_market_recognition_gives_every_weight_in_one_form() -> None:
-    node = ThreadingHTTPServer(("127.0.0.1", 0), _Recognition)
-    threading.Thread(target=node.serve_forever, daemon=True).start()
-    try:
-        shown = xsc("market", "recognition", "--wide", "--node", f"http://127.0.0.1:{node.server_address[1]}",
-                    env={"XSC_TOKEN": "t"})
-    finally:
-        node.shutdown()
+    with serving(json_answer(RECOGNITION)) as url:
+        shown = xsc("market", "recognition", "--wide", "--node", url, env={"XSC_TOKEN": "t"})
     assert shown.exit_code == 0, shown.output
     rows = [line.split() for line in shown.stdout.splitlines()[1:]]
     assert [(r[1], r[3], r[-1]) for r in rows] == [("2", "1", "1.5"), ("0.3", "0.3", "0")], shown.stdout

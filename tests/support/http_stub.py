@@ -4,9 +4,10 @@ node gives (chunked streams of unknown length, cut lines of progress, answers pa
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
+from typing import Any, Iterator
 
 
 class QuietHandler(BaseHTTPRequestHandler):
@@ -28,3 +29,18 @@ def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def json_answer(body: Any) -> type[BaseHTTPRequestHandler]:
+    """A handler answering every GET with `body` as JSON: a node's answer to a table command, say."""
+    encoded = json.dumps(body).encode()
+
+    class Answer(QuietHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(encoded)))
+            self.end_headers()
+            self.wfile.write(encoded)
+
+    return Answer
