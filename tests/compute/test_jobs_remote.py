@@ -1134,3 +1134,28 @@ async def _stopped_once_the_provider_took_it(gateway, module: str, monkeypatch) 
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
+
+
+async def test_a_job_after_a_provider_left_looks_up_no_providers_for_the_one_that_left(node_factory,
+                                                                                   monkeypatch) -> None:
+    """A provider stops (its offer of nothing reaches the gateway as it goes; its probes still say up): the next
+    job, placed on the provider left and its outputs stored, never waits on a hash-table lookup that could only
+    find the one that left."""
+    gateway, (leaving, staying) = await network(node_factory, providers=2)
+    module = await deploy(gateway, "outputs", wasi=True)
+    node = gateway.app[NODE]
+    left = leaving.app[IDENTITY].id
+    await close_node(leaving)
+    await eventually_async(lambda: node.market.book.get(left) is not None and not node.market.book.get(left).asks,
+                           "the leaving provider's offer of nothing in the gateway's book")
+    assert left in {d.id for d in node.peers.up_peers()}  # not probed down yet
+    looked_up: list[str] = []
+
+    async def unanswered(kind: str, wanted: int, found: dict) -> None:  # datagrams to nodes that cannot answer
+        looked_up.append(kind)
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(node.dht, "find_providers", unanswered)
+    status, job = await run_job(gateway, {"module": module})
+    assert status == 201 and job["provider"] == staying.app[IDENTITY].id, job
+    assert looked_up == []
