@@ -461,8 +461,8 @@ async def _asked_again(ask: Callable[[], Awaitable[T]], provider: str, job: str,
     is the provider gone or too slow, which its own timeout already waited for.
 
     `placing`: a job's begin or a piece of its data, which the provider takes once however often it is asked
-    (hosted_jobs.py: a begin under an authorization that staged a job answers that job, a piece taken already
-    answers what was taken): asked again after a connection that reset or closed, and after a 503 of a moment (every
+    (hosted_jobs.py: a begin on the job's own tab answers the job it staged, a piece taken already answers what was
+    taken): asked again after a connection that reset or closed, and after a 503 of a moment (every
     connection busy, its replay cache full; not its stop nor its being busy, which another provider answers
     sooner), but never after a connection refused: a provider gone falls through at once, to the next one."""
     for delay in ASK_AGAIN:
