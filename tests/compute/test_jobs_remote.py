@@ -23,7 +23,7 @@ from xsc import codec, keys
 from xsc.compute import hosted_jobs, provenance, remote_tabs, sent_jobs
 from xsc.compute import jobs as jobs_module
 from xsc.compute.jobspec import parse_job
-from xsc.errors import Conflict, PeerRefused, PeerUnreachable
+from xsc.errors import Conflict, PeerRefused, PeerUnreachable, ReplayCacheFull
 from xsc.node import CLIENT_IDENTITY, IDENTITY, TOKEN
 from xsc.node.appkeys import NODE
 from xsc.units import format_credits
@@ -1134,3 +1134,76 @@ async def _stopped_once_the_provider_took_it(gateway, module: str, monkeypatch) 
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
+
+
+async def test_a_job_after_a_provider_left_looks_up_no_providers_for_the_one_that_left(node_factory,
+                                                                                   monkeypatch) -> None:
+    """A provider stops (its offer of nothing reaches the gateway as it goes; its probes still say up): the next
+    job, placed on the provider left and its outputs stored, never waits on a hash-table lookup that could only
+    find the one that left."""
+    gateway, (leaving, staying) = await network(node_factory, providers=2)
+    module = await deploy(gateway, "outputs", wasi=True)
+    node = gateway.app[NODE]
+    left = leaving.app[IDENTITY].id
+    await close_node(leaving)
+    await eventually_async(lambda: node.market.book.get(left) is not None and not node.market.book.get(left).asks,
+                           "the leaving provider's offer of nothing in the gateway's book")
+    assert left in {d.id for d in node.peers.up_peers()}  # not probed down yet
+    looked_up: list[str] = []
+
+    async def unanswered(kind: str, wanted: int, found: dict) -> None:  # datagrams to nodes that cannot answer
+        looked_up.append(kind)
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(node.dht, "find_providers", unanswered)
+    status, job = await run_job(gateway, {"module": module})
+    assert status == 201 and job["provider"] == staying.app[IDENTITY].id, job
+    assert looked_up == []
+
+
+async def test_a_jobs_begin_and_data_are_asked_again_after_a_503_of_a_moment_or_a_lost_answer(node_factory,
+                                                                                             monkeypatch) -> None:
+    """The provider answers the job's begin 503 once (its replay cache full for a moment), and the answers to the
+    begin and to its data are lost to a connection that closed after the provider took them: each is asked again
+    and taken once, and the job runs there (it has no other provider to go to), over its bytes once.  A begin
+    refused a connection (the provider gone) is not asked again."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    hosted, client = provider.app[NODE].hosted_jobs, gateway.app[NODE].paid.client
+    begin, request = hosted.begin, client.request
+    said: list[str] = []
+
+    async def full_once(sender, body):
+        if "503" not in said:
+            said.append("503")
+            raise ReplayCacheFull("the replay cache is full for a moment")
+        return await begin(sender, body)
+
+    async def answer_lost_once(url, method, path, **kwargs):
+        answer = await request(url, method, path, **kwargs)
+        step = "begin" if path == sent_jobs.wire.JOBS_PATH else "data" if "/data/" in path else None
+        if step is not None and step not in said:
+            said.append(step)
+            raise PeerUnreachable(f"peer {url} is unreachable: connection closed", url=url,
+                                  reason="connection closed", sent=True)
+        return answer
+
+    monkeypatch.setattr(hosted, "begin", full_once)
+    monkeypatch.setattr(client, "request", answer_lost_once)
+    status, job = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"hello there")
+    assert status == 201 and job["provider"] == provider.app[IDENTITY].id, job
+    assert said == ["503", "begin", "data"]
+    outputs = {o["name"]: o for o in job["outputs"]}
+    assert await read_file(gateway, outputs["out/c.txt"]["capability"]) == b"hello there"
+    assert hosted.status() == {"hosted": 0}  # no second job staged by the begin asked again
+    assert provider.app[NODE].trust.line(gateway.app[IDENTITY].id)["reserved"] == 0
+
+    async def refused(url, method, path, **kwargs):  # the provider gone: its port closed
+        said.append(path)
+        raise PeerUnreachable(f"peer {url} is unreachable: connection refused", url=url,
+                              reason="connection refused", sent=False)
+
+    monkeypatch.setattr(client, "request", refused)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"hello again")
+    assert status == 502 and "connection refused" in problem["detail"], problem
+    assert said[3:] == [sent_jobs.wire.JOBS_PATH]  # never asked again: the next provider (none here) at once

@@ -46,6 +46,9 @@ class _World:
     def asks(self) -> list[_Ask]:
         return [_Ask(_Slot("storage", p)) for p in self.held]
 
+    def get(self, participant: str) -> None:  # (a peer's offer, when the book holds one: none here)
+        return None
+
     def peers(self) -> list[_Peer]:
         return [_Peer(i) for i in self.known]
 

@@ -1,19 +1,22 @@
 """Jobs other nodes place here: their bytes taken in, their program run and paid on the sender's tab, their
 outputs kept until the sender has fetched them (the provider's side of net/jobs.py).
 
-A sender is a stranger until its money checks: the job's terms (price, memory price, a tab authorization that
-pays this node) are checked as an invoke's are (PaidCompute.terms), and its whole budget is reserved on the
-sender's trust line and on its tab before a byte of its data is taken.  The data is bounded by the job's
-`bytes_in` and by this node's free disk, comes in order, in requests of at most net/jobs.CHUNK bytes (each
-priced by the peer route table), and is hashed as it comes: the job runs only over exactly the bytes the
-sender named.  A sender has at most PER_SENDER jobs here at once, the node at most MAX_HOSTED; a job not run
-within IDLE seconds of its last request is dropped and its reservation released at that moment (so is one whose
-sender closes its tab before asking for its run, as the close is answered: it gave the job up, or asks for it once
-the tab's authorization has expired: nothing run under it could be paid), and a job's files go when
-the sender forgets it (or IDLE after its run).  A run goes on when its sender goes away, and its answer is kept
-with its outputs: the sender asking for the run again (its node restarted) is answered that, not run nor charged
-again.  A run still going STOP_GRACE into this node's stop is stopped: it answers 503 `node-stopping` (the sender
-places the job elsewhere, as when a provider goes away), with nothing of it recorded or charged.
+A sender is a stranger until its money checks: the job's terms (price, memory price, a tab authorization that pays
+this node) are checked as an invoke's are (PaidCompute.terms), and its whole budget is reserved on the sender's
+trust line and on its tab before a byte of its data is taken.  The data is bounded by the job's `bytes_in` and by
+this node's free disk, comes in order, in requests of at most net/jobs.CHUNK bytes (each priced by the peer route
+table), and is hashed as it comes: the job runs only over exactly the bytes the sender named.  A begin or a piece
+of data whose answer the sender lost (a connection that reset) is answered again as it was, taken once: a begin
+under the authorization of a job's tab of its own whose job is staged and sent nothing yet names that job, the
+piece taken last asked again answers what was taken.  A sender has at most PER_SENDER jobs here at once, the node
+at most MAX_HOSTED; a job not run within IDLE seconds of its last request is dropped and its reservation released
+at that moment (so is one whose sender closes its tab before asking for its run, as the close is answered: it gave
+the job up, or asks for it once the tab's authorization has expired: nothing run under it could be paid), and a
+job's files go when the sender forgets it (or IDLE after its run).  A run goes on when its sender goes away, and
+its answer is kept with its outputs: the sender asking for the run again (its node restarted) is answered that, not
+run nor charged again.  A run still going STOP_GRACE into this node's stop is stopped: it answers 503
+`node-stopping` (the sender places the job elsewhere, as when a provider goes away), with nothing of it recorded or
+charged.
 
 The run is recorded as every run here is: a signed provenance record naming each input's hash (and the
 verify-hash the sender gave for it) and each output's name, size and SHA-256, written with its amount on the
@@ -45,6 +48,7 @@ from ..tasks import STOP_GRACE, in_pool, to_its_end, woken_loop
 from .job_sandbox import file_sha256, remove_tree, run_program
 from .jobspec import job_id, parse_sent_job
 from .paid import PaidCompute, not_here
+from .remote_tabs import JOB_TABS
 from .service import ComputeService, InvokeCall
 from .wasi_io import io_fuel
 
@@ -149,6 +153,9 @@ class HostedJobs:
             raise InvalidArgument('send {"spec", "price", "memory_price", "authorization", "deal", "data"}')
         spec = parse_sent_job(body["spec"])
         price, deal, auth = self.paid.terms(body)
+        staged = self._staged_alone(sender, auth, spec)
+        if staged is not None:
+            return {"job": staged.id, "chunk": CHUNK}  # asked again, its first answer lost: the job it staged
         work = self.work_dir / secrets.token_hex(16)
         items = _items(body["data"], spec, work)
         total = sum(i.size for i in items)
@@ -201,6 +208,8 @@ class HostedJobs:
         job = self._mine(sender, job_id_)
         if job.outputs is not None:
             raise Conflict("the job has run: it takes no more data")
+        if offset < job.received and offset + len(data) == job.received:
+            return {"received": job.received}  # the piece taken last, asked again: its first answer was lost
         if offset != job.received:
             raise Conflict(f"the job's data goes on at byte {job.received}, not {offset}",
                            hint="send its bytes in order", received=job.received)
@@ -321,6 +330,14 @@ class HostedJobs:
         self._drop(job)
 
     # --- bookkeeping ---------------------------------------------------------------------------
+    def _staged_alone(self, sender: str, auth: Any, spec: Any) -> Hosted | None:
+        """The job of `sender` staged under `auth` and sent nothing yet, if `auth` is a job's tab of its own (it pays
+        one job, so a second begin under it is the first asked again); a shared tab's begins are each a job."""
+        if not auth.job.startswith(JOB_TABS):
+            return None
+        return next((j for j in self._jobs.values() if j.auth.id == auth.id and j.sender == sender
+                     and j.received == 0 and j.running is None and j.spec.canonical() == spec.canonical()), None)
+
     def _mine(self, sender: str, job_id_: str) -> Hosted:
         self._expire()
         job = self._jobs.get(job_id_)

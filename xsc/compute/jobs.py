@@ -342,7 +342,7 @@ class JobService:
                 self.provider_terms.wanted_prepayment(assignment.provider, err)
                 elsewhere = _next_provider(err)
                 if isinstance(err, PeerRefused):
-                    err = relayed(assignment.provider, err, self.compute.budget(call, assignment.price))  # as a call's
+                    err = relayed(assignment.provider, err, self.compute.budget(call, assignment.price), "job")
                 if not elsewhere or len(failed) >= MAX_FAILOVERS + (not here):
                     raise err from None
                 log.warning("job %s: provider %s failed it (%s): trying another", jid,

@@ -625,10 +625,10 @@ def worst_case_refused(compute: ComputeService, err: InsufficientCredit, call: I
         **{**d, "needed": budget, "short": max(0, budget - d["available"])})
 
 
-def relayed(provider: str, err: PeerRefused, budget: int) -> XscError:
-    """A provider's refusal of a call or a job as this node's user should read it: what to do about it, not a
-    peer's fault.  `budget`: the most the work may cost, which bounds the prepayment its command names (what the
-    provider says is missing is a stranger's figure)."""
+def relayed(provider: str, err: PeerRefused, budget: int, what: str = "call") -> XscError:
+    """A provider's refusal of a call or a job (`what`) as this node's user should read it: what to do about it,
+    not a peer's fault.  `budget`: the most the work may cost, which bounds the prepayment its command names (what
+    the provider says is missing is a stranger's figure)."""
     detail = str(err).split(": ", 1)[-1]
     if err.details.get("peer_code") == "deal-refused":
         return DealRefused(f"provider {provider} refused the deal: {detail}",
@@ -636,7 +636,9 @@ def relayed(provider: str, err: PeerRefused, budget: int) -> XscError:
     if err.details.get("peer_code") == "prepayment-required":
         missing = min(err.details.get("peer_missing") or 0, budget)  # checked as it was read (net/peer_client.py)
         amount = credits_argument(missing) if missing else "CREDITS"
-        return PrepaymentRequired(f"provider {provider} does not extend this node credit: {detail}",
+        # One line, as a put's (market/core/terms.refusal): the provider's id whole once, in the command that pays it.
+        return PrepaymentRequired(f"the provider wants prepayment for this {what}"
+                                  + (f" ({amount} credits)" if missing else ""),
                                   hint=f"ask its user for credit, or if it owes you: xsc ledger prepay {provider} "
                                        f"{amount}", provider=provider, **({"missing": missing} if missing else {}))
     if err.details.get("peer_status") == PeerUnavailable.status and not isinstance(err, PeerUnavailable):

@@ -38,6 +38,7 @@ T = TypeVar("T")
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 ASK_AGAIN = (0.5, 2.0)  # seconds before each new try of a question that never reached the provider (`_asked_again`)
+ELSEWHERE = frozenset({"node-stopping", "compute-busy"})  # a provider's 503s another provider answers sooner
 INPUT_FACTS = ("path", "sha256", "size", "verify_hash")  # what a provider's record says of each input it read
 
 
@@ -95,7 +96,7 @@ class SentJobs:
         data = _data(staged)
         body = {"spec": spec.canonical(), "price": price, "memory_price": paid.compute.memory_price,
                 "authorization": tab.hex, "deal": deal, "data": [d for d, _ in data]}
-        job = await self._begin(url, provider, body, call, tab, budget)
+        job = await self._begin(url, provider, body, call, tab, budget, asked or jid)
         sent = {"provider": provider, "job": job, "authorization": tab.auth.id.hex(), "price": price,
                 "budget": budget, "stdin": staged.stdin_sha256}
         try:
@@ -199,16 +200,19 @@ class SentJobs:
             await paid.gateway_tabs.abandon(tab, budget)
             raise
 
-    async def _begin(self, url: str, provider: str, body: dict, call: InvokeCall, tab, budget: int) -> str:
+    async def _begin(self, url: str, provider: str, body: dict, call: InvokeCall, tab, budget: int,
+                     jid: str) -> str:
         try:
-            return await self._begun(url, provider, body, call)
+            return await self._begun(url, provider, body, call, jid)
         except BaseException:  # a job runs nothing until it is asked to: nothing is owed for it
             self.paid.gateway_tabs.answered(tab, budget, None)
             raise
 
-    async def _begun(self, url: str, provider: str, body: dict, call: InvokeCall) -> str:
+    async def _begun(self, url: str, provider: str, body: dict, call: InvokeCall, jid: str) -> str:
+        begin = functools.partial(_asked_again, functools.partial(wire.begin, self.paid.client, url, provider, body),
+                                  provider, jid, "begin", placing=True)
         try:
-            return await wire.begin(self.paid.client, url, provider, body)
+            return await begin()
         except PeerRefused as err:
             if err.details.get("peer_code") != "module-not-found":
                 raise
@@ -216,19 +220,20 @@ class SentJobs:
         # push it once, one after the other asking again first.
         async with self._pushing.one((provider, call.module)):
             try:
-                return await wire.begin(self.paid.client, url, provider, body)
+                return await begin()
             except PeerRefused as err:
                 if err.details.get("peer_code") != "module-not-found":
                     raise
             await self.paid.push(url, provider, call)
-        return await wire.begin(self.paid.client, url, provider, body)
+        return await begin()
 
     async def _send(self, url: str, provider: str, job: str, path: Path, offset: int, size: int) -> int:
         """The file at `path` (`size` bytes) sent as the job's data from `offset`; the offset after it."""
         end = offset + size
         with open(path, "rb") as f:
             while offset < end and (chunk := await in_pool(None, f.read, min(wire.CHUNK, end - offset))):
-                await wire.send(self.paid.client, url, provider, job, offset, chunk)
+                await _asked_again(functools.partial(wire.send, self.paid.client, url, provider, job, offset, chunk),
+                                   provider, job, f"data at byte {offset}", placing=True)
                 offset += len(chunk)
         return offset
 
@@ -445,7 +450,7 @@ def _data(staged) -> list[tuple[dict[str, Any], Path]]:
 
 
 async def _asked_again(ask: Callable[[], Awaitable[T]], provider: str, job: str, what: str, *,
-                       read: bool = False) -> T:
+                       read: bool = False, placing: bool = False) -> T:
     """A question to `provider` about job `job` (`ask`), asked again while it never reached the provider (no
     connection, or a handshake that failed: a busy machine, just after a start or not), ASK_AGAIN times at most,
     2.5 s in all (a provider gone falls through as soon): one failed dial must not lose a run that was done (not paid,
@@ -453,22 +458,39 @@ async def _asked_again(ask: Callable[[], Awaitable[T]], provider: str, job: str,
     fault of the provider's that reading again may not meet).  Only for questions that asking twice cannot change:
     a run's answer (the provider answers the run it kept, never running it twice) and a piece of an output it keeps
     (a read).  A question that reached the provider is not asked again (but a read a 5xx answered): no answer to it
-    is the provider gone or too slow, which its own timeout already waited for."""
+    is the provider gone or too slow, which its own timeout already waited for.
+
+    `placing`: a job's begin or a piece of its data, which the provider takes once however often it is asked
+    (hosted_jobs.py: a begin on the job's own tab answers the job it staged, a piece taken already answers what was
+    taken): asked again after a connection that reset or closed, and after a 503 of a moment (every
+    connection busy, its replay cache full; not its stop nor its being busy, which another provider answers
+    sooner), but never after a connection refused: a provider gone falls through at once, to the next one."""
     for delay in ASK_AGAIN:
         try:
             return await ask()
         except PeerUnreachable as err:
-            if err.details.get("sent", True):
-                raise  # it was asked, and no answer came
+            if not _unreached_again(err, placing):
+                raise
             why = err.message
         except PeerRefused as err:
             status = err.details.get("peer_status")
-            if not read or not isinstance(status, int) or status < 500:
+            if not isinstance(status, int) or status < 500 or not read and not (
+                    placing and status == 503 and err.details.get("peer_code") not in ELSEWHERE):
                 raise  # refused as asked: asked again, so would it be
             why = err.message
         log.info("asking provider %s again for job %s's %s in %g s: %s", provider, job, what, delay, why)
         await asyncio.sleep(delay)
     return await ask()
+
+
+def _unreached_again(err: PeerUnreachable, placing: bool) -> bool:
+    """Whether a question `err` left unanswered is asked again (`_asked_again`)."""
+    reason = err.details.get("reason")
+    if placing and reason == "connection refused":
+        return False
+    if err.details.get("sent", True) is False:
+        return True
+    return placing and reason != "timed out"  # reset or closed under it; a timeout waited for the provider already
 
 
 __all__ = ["Returned", "SentJobs"]

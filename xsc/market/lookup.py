@@ -7,9 +7,10 @@ signed provider records, `xsc.dht`) are asked for their commitments, each from i
 for the matching: a commitment is checked as any peer's (signed, of a known peer, within the sender's quota).  A
 lookup is a few datagrams to a few nodes; it runs at most every LOOKUP_EVERY seconds per kind (sooner for more
 providers than the last one wanted: a failover wants one more than the invoke before it; and after one that failed
-or ran out of time), and only when a peer this node knows is up, missing from the book and not among the providers
-that just failed the caller (in a small network the book already holds every provider, and one that failed cannot
-be the more a failover wants).  A busy node's lookup may outlast its caller's wait (or fail): the providers it found
+or ran out of time), and only when a peer this node knows is up, missing from the book, not among the providers
+that just failed the caller and not offering nothing (in a small network the book already holds every provider, one
+that failed cannot be the more a failover wants, and one that said it leaves, its offer of nothing in the book, may
+still be up to its probes).  A busy node's lookup may outlast its caller's wait (or fail): the providers it found
 by then are asked all the same, and so are a few of the up peers the book lacks, at random (else a put would deal
 its shares round the few providers its book holds); the next caller (a CHECK_EVERY later) may look again.
 """
@@ -53,18 +54,26 @@ class ProviderLookup:
     def providers(self, kind: str) -> set[str]:
         return providers_in(self.replication.book, self.active, kind)
 
+    def _offering_nothing(self) -> set[str]:
+        """The up peers whose offer in the book is of nothing: one that leaves publishes so as it stops (its probes
+        may say up a while longer), a full one until it has room.  Their newest offer is the book's already: a
+        lookup cannot bring them in."""
+        book = self.replication.book
+        return {d.id for d in self.peers.up_peers() if (offer := book.get(d.id)) is not None and not offer.asks}
+
     async def fill(self, kind: str, wanted: int, timeout: float, exclude: frozenset[str] = frozenset()) -> None:
         """If the book holds fewer than `wanted` providers of `kind` and the known peers could offer more: the
         commitments of the providers the hash table knows, pulled within `timeout` seconds.  `exclude`: providers
-        that just failed the caller, which cannot be the more it wants."""
+        that just failed the caller, which cannot be the more it wants (nor can a peer that offers nothing now)."""
         now = time.monotonic()
         if _lately(self._checked.get(kind), now, CHECK_EVERY, wanted):
             return
         self._checked[kind] = (now, wanted)
         held = self.providers(kind)
+        exclude = exclude | self._offering_nothing()
         # Only an up peer the book lacks can be brought in: with none (a small network whose every other provider
-        # is held, down or just failed), a lookup would only wait out its timeout on datagrams to nodes that cannot
-        # answer.
+        # is held, down, leaving or just failed), a lookup would only wait out its timeout on datagrams to nodes
+        # that cannot answer.
         if len(held) >= wanted or not {d.id for d in self.peers.up_peers()} - held - exclude or \
                 _lately(self._looked_up.get(kind), now, LOOKUP_EVERY, wanted):
             return
