@@ -135,3 +135,31 @@ async def test_a_job_its_provider_stops_while_it_runs_ends_stopped_unrecorded_an
     assert status == 503 and problem["peer_code"] == "node-stopping", problem
     assert "stopped while the job was with it" in problem["detail"], problem
     assert gateway.app[NODE].ledger.holding() == {}
+
+
+async def test_a_sender_asking_for_the_run_of_bytes_that_did_not_match_their_hash_gets_nothing_run_or_signed(
+        node_factory) -> None:
+    """The sender names a stdin's SHA-256, sends other bytes, then asks for the run anyway: the provider would sign a
+    record that its program read bytes of that hash.  The job is dropped as the bytes fail, its reservations back."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(provider, "outputs", wasi=True)
+    node, sender = gateway.app[NODE], gateway.app[IDENTITY].id
+    provider_id, url = provider.app[IDENTITY].id, provider.app[NODE].peers.url
+    price = provider.app[NODE].market.honoured_ask("compute")
+    tab = await node.paid.gateway_tabs.reserve(provider_id, price, 10**6)
+    named = hashlib.sha256(b"the named bytes").hexdigest()
+    body = {"spec": parse_job({"module": module, "stdin": "-"}).canonical(), "price": price,
+            "authorization": tab.hex, "deal": {}, "memory_price": node.compute.memory_price,
+            "data": [{"path": "stdin", "size": 15, "sha256": named, "verify_hash": ""}]}
+    job = await sent_jobs.wire.begin(node.client, url, provider_id, body)
+    with pytest.raises(PeerRefused) as mismatched:
+        await sent_jobs.wire.send(node.client, url, provider_id, job, 0, b"the other bytes")
+    assert mismatched.value.details["peer_status"] == 400, mismatched.value.details
+    with pytest.raises(PeerRefused) as refused:
+        await sent_jobs.wire.run(node.client, url, provider_id, job, timeout=60, most=1 << 20)
+    assert refused.value.details["peer_status"] == 404, refused.value.details
+    records = (await (await provider.get("/v1/compute/provenance?limit=100")).json())["records"]
+    assert not [r for r in records if "job" in r["record"]]  # nothing ran, nothing signed
+    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}
+    assert provider.app[NODE].trust.line(sender)["reserved"] == 0
+    node.paid.gateway_tabs.answered(tab, 10**6, None)

@@ -206,8 +206,12 @@ class HostedJobs:
                            hint="send its bytes in order", received=job.received)
         if len(data) > job.total - job.received:
             raise PayloadTooLarge(f"the job's data is {job.total:,} bytes; {job.total - job.received:,} are left")
-        with self._serving(job):
-            await in_pool(None, _write, job, data)
+        try:
+            with self._serving(job):
+                await in_pool(None, _write, job, data)
+        except InvalidArgument:  # bytes not the ones it named: nothing may run over them, nor sign their hash
+            self._drop(job)
+            raise
         return {"received": job.received}
 
     async def run(self, sender: str, job_id_: str) -> dict[str, Any]:
@@ -421,7 +425,7 @@ def _is_verify_hash(text: Any) -> bool:
 
 def _write(job: Hosted, data: bytes) -> None:
     """On a worker: `data` at the job's next byte, split over the streams it falls in; a stream whose last byte
-    came is checked against its hash (a mismatch drops nothing: the sender may start the job again)."""
+    came is checked against its hash (a mismatch drops the job, `take`: the sender may send it again)."""
     view = memoryview(data)
     while view:
         start = 0
