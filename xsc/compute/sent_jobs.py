@@ -349,25 +349,29 @@ class SentJobs:
             path = into / str(index)
             size, digest = await self._fetch(url, provider, job, index, path, output["size"])
             if size != output["size"] or digest != output["sha256"]:
-                raise ForgedResult(f"provider {provider}'s output {output['name']!r} does not match the hash "
-                                   "it signed: not paid, and struck", hint="run the job again (another provider)")
+                raise ForgedResult(f"provider {provider}'s output {output['name']!r} is not the size and hash "
+                                   "it signed: not paid, and struck",
+                                   hint="run the job again (another provider)")
             files.append((output["name"], path, size))
         return files
 
     async def _fetch(self, url: str, provider: str, job: str, index: int, path: Path, size: int
                      ) -> tuple[int, str]:
-        """Output `index` to `path`, never more than its signed size; its size and SHA-256."""
+        """Output `index` to `path`, never more than its signed size; its size and SHA-256.  A piece shorter than
+        an honest provider answers (a whole chunk, or what is left) ends it short: a byte a request would keep the
+        job fetching for days."""
         digest, got = hashlib.sha256(), 0
         with open(path, "wb") as out:
             while got < size:
                 ask = functools.partial(wire.fetch, self.paid.client, url, provider, job, index, got)
                 chunk = await _asked_again(ask, provider, job, f"output {index}", read=True)
-                if not chunk:
-                    break
-                chunk = chunk[:size - got]
+                whole = min(wire.CHUNK, size - got)
+                chunk = chunk[:whole]
                 digest.update(chunk)
                 await in_pool(None, out.write, chunk)
                 got += len(chunk)
+                if len(chunk) < whole:
+                    break
         return got, digest.hexdigest()
 
 
