@@ -54,15 +54,22 @@ class Returned:
     tab: Any = None  # its own tab (remote_tabs.OpenTab), paid or abandoned once it is judged; None after a restart
     budget: int = 0
     authorization: str = ""  # its tab's authorization id (hex): what a restart finds it by
+    streams: str = ""  # streams_sha256 of its run, kept when a restart's record of it drops its streams
 
     @property
     def agreement(self) -> tuple:
         """What replicas of a deterministic job must agree on: every output's name and hash, the fuel (the bill),
-        the exit code and trap, and the engine that ran it."""
+        the exit code and trap, the engine that ran it, and the stdout and stderr its user reads."""
         record = self.signed["record"]
         return (tuple((o["name"], o["sha256"]) for o in record["job"]["outputs"]), record["fuel_consumed"],
                 record.get("wasi", {}).get("exit_code"), record.get("outcome"),
-                codec.canonical(record.get("engine")))
+                codec.canonical(record.get("engine")), self.streams or streams_sha256(self.run))
+
+
+def streams_sha256(run: dict[str, Any]) -> str:
+    """What replicas' stdout and stderr are compared by: a provider's record signs their lengths, not their bytes,
+    so only replicas that print the same can vouch for what the user is shown."""
+    return hashlib.sha256(codec.dumps([run.get("stdout", ""), run.get("stderr", "")])).hexdigest()
 
 
 class SentJobs:
@@ -475,4 +482,4 @@ async def _asked_again(ask: Callable[[], Awaitable[T]], provider: str, job: str,
     return await ask()
 
 
-__all__ = ["Returned", "SentJobs"]
+__all__ = ["Returned", "SentJobs", "streams_sha256"]
