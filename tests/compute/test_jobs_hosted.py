@@ -163,3 +163,32 @@ async def test_a_sender_asking_for_the_run_of_bytes_that_did_not_match_their_has
     assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}
     assert provider.app[NODE].trust.line(sender)["reserved"] == 0
     node.paid.gateway_tabs.answered(tab, 10**6, None)
+
+
+async def test_jobs_taken_at_once_are_promised_no_more_disk_than_there_is_between_them(node_factory,
+                                                                                       monkeypatch) -> None:
+    """Each job's data and outputs fit the free disk, both together do not: the second is refused (507), not taken
+    to fill the disk under the node's own database as its bytes come."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(provider, "outputs", wasi=True)
+    monkeypatch.setattr(hosted_jobs, "DISK_MARGIN", 1 << 20)
+    node, provider_id, url = gateway.app[NODE], provider.app[IDENTITY].id, provider.app[NODE].peers.url
+    price = provider.app[NODE].market.honoured_ask("compute")
+    hosted = provider.app[NODE].hosted_jobs
+    size = 24 << 20
+    spec = parse_job({"module": module, "stdin": "-", "limits": {"bytes_in": size, "bytes_out": 1 << 20}})
+    tab = await node.paid.gateway_tabs.reserve(provider_id, price, 10**6)
+    body = {"spec": spec.canonical(), "price": price, "authorization": tab.hex, "deal": {},
+            "memory_price": node.compute.memory_price,
+            "data": [{"path": "stdin", "size": size, "sha256": "ab" * 32, "verify_hash": ""}]}
+    shutil.rmtree(hosted.work_dir, ignore_errors=True)
+    try:
+        with tmpfs(hosted.work_dir, "40m"):
+            job = await sent_jobs.wire.begin(node.client, url, provider_id, body)
+            with pytest.raises(PeerRefused) as refused:
+                await sent_jobs.wire.begin(node.client, url, provider_id, body)
+            assert refused.value.details["peer_status"] == 507, refused.value.details
+            assert hosted.status() == {"hosted": 1}
+            await sent_jobs.wire.forget(node.client, url, provider_id, job)
+    finally:
+        node.paid.gateway_tabs.answered(tab, 10**6, None)

@@ -4,9 +4,9 @@ outputs kept until the sender has fetched them (the provider's side of net/jobs.
 A sender is a stranger until its money checks: the job's terms (price, memory price, a tab authorization that
 pays this node) are checked as an invoke's are (PaidCompute.terms), and its whole budget is reserved on the
 sender's trust line and on its tab before a byte of its data is taken.  The data is bounded by the job's
-`bytes_in` and by this node's free disk, comes in order, in requests of at most net/jobs.CHUNK bytes (each
-priced by the peer route table), and is hashed as it comes: the job runs only over exactly the bytes the
-sender named.  A sender has at most PER_SENDER jobs here at once, the node at most MAX_HOSTED; a job not run
+`bytes_in` and by this node's free disk (less what the jobs it took may still write), comes in order, in
+requests of at most net/jobs.CHUNK bytes (each priced by the peer route table), and is hashed as it comes: the
+job runs only over exactly the bytes the sender named.  A sender has at most PER_SENDER jobs here at once, the node at most MAX_HOSTED; a job not run
 within IDLE seconds of its last request is dropped and its reservation released at that moment (so is one whose
 sender closes its tab before asking for its run, as the close is answered: it gave the job up, or asks for it once
 the tab's authorization has expired: nothing run under it could be paid), and a job's files go when
@@ -136,6 +136,10 @@ class HostedJobs:
     async def _expired(self) -> None:
         self._expire()
 
+    def _promised(self) -> int:
+        """Bytes of disk the jobs taken may still write: the data still to come, and outputs of jobs not run yet."""
+        return sum(j.total - j.received + (j.spec.bytes_out if j.outputs is None else 0) for j in self._jobs.values())
+
     def status(self) -> dict[str, int]:
         return {"hosted": len(self._jobs)}
 
@@ -167,7 +171,7 @@ class HostedJobs:
             free = shutil.disk_usage(self.work_dir).free
         except OSError as err:
             raise _unstaged(err) from err
-        if free < total + spec.bytes_out + DISK_MARGIN:
+        if free < total + spec.bytes_out + DISK_MARGIN + self._promised():
             raise StorageFull("this node has no room for the job's data and outputs now",
                               hint="place it on another provider")
         budget = self.compute.budget(call, price)
