@@ -192,3 +192,28 @@ async def test_jobs_taken_at_once_are_promised_no_more_disk_than_there_is_betwee
             await sent_jobs.wire.forget(node.client, url, provider_id, job)
     finally:
         node.paid.gateway_tabs.answered(tab, 10**6, None)
+
+
+@pytest.mark.parametrize("path", ["/in/..", "/in/.", "/in/../../etc/passwd", "/in/a/b", "/in/", "/out/x", "in/x"])
+async def test_a_sent_job_naming_an_input_outside_its_own_file_under_in_is_refused_before_anything_is_taken(
+        node_factory, path) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(provider, "outputs", wasi=True)
+    node, sender = gateway.app[NODE], gateway.app[IDENTITY].id
+    provider_id, url = provider.app[IDENTITY].id, provider.app[NODE].peers.url
+    price = provider.app[NODE].market.honoured_ask("compute")
+    tab = await node.paid.gateway_tabs.reserve(provider_id, price, 10**6)
+    spec = {**parse_job({"module": module}).canonical(), "inputs": [path]}
+    body = {"spec": spec, "price": price, "authorization": tab.hex, "deal": {},
+            "memory_price": node.compute.memory_price,
+            "data": [{"path": path, "size": 0, "sha256": EMPTY, "verify_hash": ""}]}
+    try:
+        with pytest.raises(PeerRefused) as refused:
+            await sent_jobs.wire.begin(node.client, url, provider_id, body)
+    finally:
+        node.paid.gateway_tabs.answered(tab, 10**6, None)
+    assert refused.value.details["peer_status"] == 400, refused.value.details
+    assert "/in/NAME" in refused.value.message, refused.value.message
+    hosted = provider.app[NODE].hosted_jobs
+    assert hosted.status() == {"hosted": 0} and provider.app[NODE].trust.line(sender)["reserved"] == 0
+    assert not hosted.work_dir.exists() or not any(hosted.work_dir.iterdir())
