@@ -10,7 +10,8 @@ job runs only over exactly the bytes the sender named.  A sender has at most PER
 within IDLE seconds of its last request is dropped and its reservation released at that moment (so is one whose
 sender closes its tab before asking for its run, as the close is answered: it gave the job up, or asks for it once
 the tab's authorization has expired: nothing run under it could be paid), and a job's files go when
-the sender forgets it (or IDLE after its run).  A run goes on when its sender goes away, and its answer is kept
+the sender forgets it (or IDLE after its last request, and at most IDLE and the time to fetch its outputs at
+FETCH_RATE after its run, however often it asks).  A run goes on when its sender goes away, and its answer is kept
 with its outputs: the sender asking for the run again (its node restarted) is answered that, not run nor charged
 again.  A run still going STOP_GRACE into this node's stop is stopped: it answers 503 `node-stopping` (the sender
 places the job elsewhere, as when a provider goes away), with nothing of it recorded or charged.
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 PER_SENDER = 2  # jobs one sender may have here at once (staged, running or waiting to be fetched)
 MAX_HOSTED = 8  # jobs all senders together may have here
 IDLE = 300.0  # seconds a job may wait for its sender's next request before it is dropped
+FETCH_RATE = 256 * 1024  # bytes a second a run job's sender is given to fetch its outputs at, at least
 DISK_MARGIN = 256 * 1024 * 1024  # free bytes the node keeps whatever jobs send it
 BEGIN_NEEDS = frozenset({"spec", "price", "authorization", "deal", "data"})  # a job's first request, and memory_price
 _HEX = frozenset("0123456789abcdef")
@@ -88,6 +90,11 @@ class Hosted:
     busy: bool = False  # a request of its sender is being served
     stop: threading.Event = field(default_factory=threading.Event)  # set as the node stops: its run is cut short
     touched: float = field(default_factory=time.monotonic)
+    kept_until: float = float("inf")  # once run: when its outputs go, whatever its sender asks meanwhile (`_run`)
+
+    @property
+    def due(self) -> float:
+        return min(self.touched + IDLE, self.kept_until)
 
     @property
     def total(self) -> int:
@@ -131,7 +138,7 @@ class HostedJobs:
     def _until_due(self) -> float:
         """Seconds until the next job left idle is due to be dropped (one taken meanwhile wakes the loop)."""
         now = time.monotonic()
-        return max(0.0, min((j.touched + IDLE - now for j in self._jobs.values() if not j.busy), default=IDLE))
+        return max(0.0, min((j.due - now for j in self._jobs.values() if not j.busy), default=IDLE))
 
     async def _expired(self) -> None:
         self._expire()
@@ -297,6 +304,9 @@ class HostedJobs:
             job.budget = 0
         self.paid.market.note_fuel(run.fuel_consumed)
         job.outputs = outputs
+        # Time enough for its sender to fetch them at FETCH_RATE, and no more: a request now and then would
+        # otherwise hold its place (of MAX_HOSTED) and its files for good after one paid run.
+        job.kept_until = time.monotonic() + IDLE + sum(size for _, _, size in outputs) / FETCH_RATE
         outcome = run.outcome
         answer: dict[str, Any] = {
             "run": run.to_json(), "provenance": self.compute.provenance(run.provenance_id), "outputs": signed_outputs,
@@ -363,9 +373,10 @@ class HostedJobs:
 
     def _expire(self) -> None:
         now = time.monotonic()
-        for job in [j for j in self._jobs.values() if not j.busy and now - j.touched >= IDLE]:
-            log.info("dropped job %s of %s: no request from its sender for %d s", job.id, job.sender,
-                     IDLE)
+        for job in [j for j in self._jobs.values() if not j.busy and now >= j.due]:
+            why = "its outputs were kept their time" if now >= job.kept_until else \
+                f"no request from its sender for {IDLE:g} s"
+            log.info("dropped job %s of %s: %s", job.id, job.sender, why)
             self._drop(job)
 
     def _drop(self, job: Hosted) -> None:
