@@ -219,28 +219,35 @@ async def test_a_sent_job_naming_an_input_outside_its_own_file_under_in_is_refus
     assert not hosted.work_dir.exists() or not any(hosted.work_dir.iterdir())
 
 
-async def test_a_run_jobs_outputs_go_in_their_time_however_often_its_sender_asks_for_them(node_factory,
-                                                                                         monkeypatch) -> None:
-    """One paid run, then a request now and then, would hold the job's place (of MAX_HOSTED, all senders') and its
-    files for good: a run job is kept IDLE and the time to fetch its outputs at FETCH_RATE, no longer."""
+@pytest.mark.parametrize("ran", [False, True], ids=["taken", "run"])
+async def test_a_job_goes_in_its_time_however_often_its_sender_asks_about_it(node_factory, monkeypatch, ran) -> None:
+    """A request now and then (a piece of data of no bytes, an output asked for before the run, or after it) would
+    hold the job's place (of MAX_HOSTED, all senders'), what it reserved and its files for good: a job is kept IDLE
+    and the time to send its data, unless it runs, and IDLE and the time to fetch its outputs from its run."""
     gateway, (provider,) = await network(node_factory)
     module = await deploy(provider, "outputs", wasi=True)
     monkeypatch.setattr(hosted_jobs, "IDLE", 0.5)
-    node, provider_id, url = gateway.app[NODE], provider.app[IDENTITY].id, provider.app[NODE].peers.url
+    node, sender = gateway.app[NODE], gateway.app[IDENTITY].id
+    provider_id, url = provider.app[IDENTITY].id, provider.app[NODE].peers.url
     job, _ = await _begin(gateway, provider, module)
-    answer = await sent_jobs.wire.run(node.client, url, provider_id, job, timeout=60, most=1 << 20)
-    assert [o["name"] for o in answer["outputs"]] == ["out/a.txt", "out/b.txt", "out/c.txt"]
+    if ran:
+        answer = await sent_jobs.wire.run(node.client, url, provider_id, job, timeout=60, most=1 << 20)
+        assert [o["name"] for o in answer["outputs"]] == ["out/a.txt", "out/b.txt", "out/c.txt"]
 
     async def asking() -> int:
         asked = 0
         while True:  # each answered at once: the job is never idle
             try:
-                await sent_jobs.wire.fetch(node.client, url, provider_id, job, 0, 0)
+                if ran:
+                    await sent_jobs.wire.fetch(node.client, url, provider_id, job, 0, 0)
+                else:
+                    await sent_jobs.wire.send(node.client, url, provider_id, job, 0, b"")
             except PeerRefused as gone:
                 assert gone.details["peer_status"] == 404, gone.details
                 return asked
             asked += 1
 
     assert await asyncio.wait_for(asking(), 30) > 0
-    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}
-    assert not any(provider.app[NODE].hosted_jobs.work_dir.iterdir())
+    hosted = provider.app[NODE].hosted_jobs
+    assert hosted.status() == {"hosted": 0} and not any(hosted.work_dir.iterdir())
+    assert provider.app[NODE].trust.line(sender)["reserved"] == 0

@@ -10,8 +10,9 @@ job runs only over exactly the bytes the sender named.  A sender has at most PER
 within IDLE seconds of its last request is dropped and its reservation released at that moment (so is one whose
 sender closes its tab before asking for its run, as the close is answered: it gave the job up, or asks for it once
 the tab's authorization has expired: nothing run under it could be paid), and a job's files go when
-the sender forgets it (or IDLE after its last request, and at most IDLE and the time to fetch its outputs at
-FETCH_RATE after its run, however often it asks).  A run goes on when its sender goes away, and its answer is kept
+the sender forgets it (or IDLE after its last request).  However often its sender asks, a job is kept at most IDLE
+and the time to send its data at SLOWEST_LINK from its begin unless it runs, and IDLE and the time to fetch its
+outputs at SLOWEST_LINK from the end of its run.  A run goes on when its sender goes away, and its answer is kept
 with its outputs: the sender asking for the run again (its node restarted) is answered that, not run nor charged
 again.  A run still going STOP_GRACE into this node's stop is stopped: it answers 503 `node-stopping` (the sender
 places the job elsewhere, as when a provider goes away), with nothing of it recorded or charged.
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 PER_SENDER = 2  # jobs one sender may have here at once (staged, running or waiting to be fetched)
 MAX_HOSTED = 8  # jobs all senders together may have here
 IDLE = 300.0  # seconds a job may wait for its sender's next request before it is dropped
-FETCH_RATE = 256 * 1024  # bytes a second a run job's sender is given to fetch its outputs at, at least
+SLOWEST_LINK = 64 * 1024  # bytes a second a sender is given the time to send a job's data, and fetch its outputs, at
 DISK_MARGIN = 256 * 1024 * 1024  # free bytes the node keeps whatever jobs send it
 BEGIN_NEEDS = frozenset({"spec", "price", "authorization", "deal", "data"})  # a job's first request, and memory_price
 _HEX = frozenset("0123456789abcdef")
@@ -90,7 +91,8 @@ class Hosted:
     busy: bool = False  # a request of its sender is being served
     stop: threading.Event = field(default_factory=threading.Event)  # set as the node stops: its run is cut short
     touched: float = field(default_factory=time.monotonic)
-    kept_until: float = float("inf")  # once run: when its outputs go, whatever its sender asks meanwhile (`_run`)
+    kept_until: float = float("inf")  # when it goes unless it runs (or, once run, its outputs go), whatever its sender
+    # asks meanwhile: a request now and then would otherwise hold its place (of MAX_HOSTED) and its files for good
 
     @property
     def due(self) -> float:
@@ -202,7 +204,8 @@ class HostedJobs:
             if isinstance(err, OSError):
                 raise _unstaged(err) from err
             raise
-        job = Hosted(work.name, sender, spec, call, price, deal, auth, budget, tab, work, items)
+        job = Hosted(work.name, sender, spec, call, price, deal, auth, budget, tab, work, items,
+                     kept_until=time.monotonic() + IDLE + total / SLOWEST_LINK)
         self._jobs[job.id] = job
         self._wake.set()
         return {"job": job.id, "chunk": CHUNK}
@@ -304,9 +307,7 @@ class HostedJobs:
             job.budget = 0
         self.paid.market.note_fuel(run.fuel_consumed)
         job.outputs = outputs
-        # Time enough for its sender to fetch them at FETCH_RATE, and no more: a request now and then would
-        # otherwise hold its place (of MAX_HOSTED) and its files for good after one paid run.
-        job.kept_until = time.monotonic() + IDLE + sum(size for _, _, size in outputs) / FETCH_RATE
+        job.kept_until = time.monotonic() + IDLE + sum(size for _, _, size in outputs) / SLOWEST_LINK
         outcome = run.outcome
         answer: dict[str, Any] = {
             "run": run.to_json(), "provenance": self.compute.provenance(run.provenance_id), "outputs": signed_outputs,
@@ -374,7 +375,7 @@ class HostedJobs:
     def _expire(self) -> None:
         now = time.monotonic()
         for job in [j for j in self._jobs.values() if not j.busy and now >= j.due]:
-            why = "its outputs were kept their time" if now >= job.kept_until else \
+            why = "it was kept its time" if now >= job.kept_until else \
                 f"no request from its sender for {IDLE:g} s"
             log.info("dropped job %s of %s: %s", job.id, job.sender, why)
             self._drop(job)
