@@ -1,21 +1,21 @@
 """Jobs other nodes place here: their bytes taken in, their program run and paid on the sender's tab, their
 outputs kept until the sender has fetched them (the provider's side of net/jobs.py).
 
-A sender is a stranger until its money checks: the job's terms (price, memory price, a tab authorization that
-pays this node) are checked as an invoke's are (PaidCompute.terms), and its whole budget is reserved on the
-sender's trust line and on its tab before a byte of its data is taken.  The data is bounded by the job's
-`bytes_in` and by this node's free disk (less what the jobs it took may still write), comes in order, in
-requests of at most net/jobs.CHUNK bytes (each priced by the peer route table), and is hashed as it comes: the
-job runs only over exactly the bytes the sender named.  A sender has at most PER_SENDER jobs here at once, the node at most MAX_HOSTED; a job not run
-within IDLE seconds of its last request is dropped and its reservation released at that moment (so is one whose
-sender closes its tab before asking for its run, as the close is answered: it gave the job up, or asks for it once
-the tab's authorization has expired: nothing run under it could be paid), and a job's files go when
-the sender forgets it (or IDLE after its last request).  However often its sender asks, a job is kept at most IDLE
-and the time to send its data at SLOWEST_LINK from its begin unless it runs, and IDLE and the time to fetch its
-outputs at SLOWEST_LINK from the end of its run.  A run goes on when its sender goes away, and its answer is kept
-with its outputs: the sender asking for the run again (its node restarted) is answered that, not run nor charged
-again.  A run still going STOP_GRACE into this node's stop is stopped: it answers 503 `node-stopping` (the sender
-places the job elsewhere, as when a provider goes away), with nothing of it recorded or charged.
+A sender is a stranger until its money checks: the job's terms (price, memory price, a tab authorization that pays
+this node) are checked as an invoke's are (PaidCompute.terms), and its whole budget is reserved on the sender's
+trust line and on its tab before a byte of its data is taken.  The data is bounded by the job's `bytes_in` and by
+this node's free disk (less what the jobs it took may still write), comes in order, in requests of at most
+net/jobs.CHUNK bytes (each priced by the peer route table), and is hashed as it comes: the job runs only over
+exactly the bytes the sender named.  A sender has at most PER_SENDER jobs here at once, the node at most MAX_HOSTED;
+a job not run within IDLE seconds of its last request is dropped and its reservation released at that moment (so is
+one whose sender closes its tab before asking for its run, as the close is answered: it gave the job up, or asks for
+it once the tab's authorization has expired: nothing run under it could be paid), and a job's files go when the
+sender forgets it (or IDLE after its last request).  However often its sender asks, a job is kept at most IDLE and
+the time to send its data at SLOWEST_LINK from its begin unless it runs, and IDLE and the time to fetch its outputs
+at SLOWEST_LINK from the end of its run.  A run goes on when its sender goes away, and its answer is kept with its
+outputs: the sender asking for the run again (its node restarted) is answered that, not run nor charged again.  A run
+still going STOP_GRACE into this node's stop is stopped: it answers 503 `node-stopping` (the sender places the job
+elsewhere, as when a provider goes away), with nothing of it recorded or charged.
 
 The run is recorded as every run here is: a signed provenance record naming each input's hash (and the
 verify-hash the sender gave for it) and each output's name, size and SHA-256, written with its amount on the
