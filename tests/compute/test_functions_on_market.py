@@ -5,19 +5,23 @@ provider goes away.  And what a provider refuses of a stranger's placement."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import logging
+import shutil
 import time
 
 import aiohttp
 import pytest
 
 from tests.support.compute import call_at_once, deploy, peer_with_provider
+from tests.support.disks import tmpfs
 from tests.support.jobs import QUIET, balances, verified
 from tests.support.nodes import close_node, free_port
 from tests.support.waiting import eventually_async
 from xsc import keys
-from xsc.compute import placements
+from xsc.compute import placed_functions, placements
 from xsc.compute.placed_functions import PER_OWNER, function_job, mount_price
 from xsc.compute.remote_tabs import TAB_METERS
 from xsc.errors import Conflict, FunctionUnavailable, PeerRefused, PeerUnreachable
@@ -853,3 +857,43 @@ async def test_a_placed_functions_tab_left_open_by_a_stop_of_its_owner_is_paid_n
     assert node.paid.gateway_tabs.refused_receipts == (1 if inflated else 0)
     for each in (owner, provider):
         await verified(each)
+
+
+async def test_placements_mounting_files_at_once_are_promised_no_more_disk_than_there_is_between_them(
+        node_factory, monkeypatch):
+    """Each placement's files fit the free disk, both together do not: the one that comes while the other's files
+    are read is refused (507), not let fill the disk under the provider's own database."""
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    owner_id, node = owner.app[IDENTITY].id, owner.app[NODE]
+    monkeypatch.setattr(placed_functions, "DISK_MARGIN", 1 << 20)
+    functions = provider.app[NODE].functions
+    stage, reading, go_on = functions._stage, asyncio.Event(), asyncio.Event()
+
+    async def held(item, path):  # the first placement's file is being read while the second comes
+        if not reading.is_set():
+            reading.set()
+            await go_on.wait()
+        return await stage(item, path)
+
+    monkeypatch.setattr(functions, "_stage", held)
+    key = base64.b32encode(bytes(32)).decode().lower().rstrip("=")
+    cap = f"xsc:chk:{key}:{key}:4:2:{5 << 20}"  # read only as far as its size: never stored
+
+    async def place(name: str) -> tuple[int, dict]:
+        authorization = await node.payments.authorize(provider.app[IDENTITY].id, 10**6, function_job(owner_id, name),
+                                                      ttl=3600)
+        return await _place(owner, provider, {"function": {"name": name, "module": module,
+                                                           "inputs": [f"{cap}:/in/data"]},
+                                              **_terms(provider, price, authorization)})
+
+    shutil.rmtree(functions.work_dir, ignore_errors=True)
+    with tmpfs(functions.work_dir, "8m"):
+        first = asyncio.ensure_future(place("first"))
+        try:
+            await asyncio.wait_for(reading.wait(), 30)
+            status, answer = await place("second")
+        finally:
+            go_on.set()
+        assert (status, answer["code"]) == (507, "storage-full"), answer
+        status, answer = await first
+        assert status >= 400 and answer["code"] != "storage-full", answer  # its file is nowhere: not read

@@ -145,6 +145,10 @@ def test_a_missing_input_is_refused_with_one_line(xsc_node, tmp_path):
                     f"(e.g. --input {cap}:/in/data)"), line
     line = error_line(xsc_node.xsc("compute", "run", WC, "--input", f"{cap}:/data", "--no-stdin"))
     assert f"not {cap + ':/data'!r}" in line, line
+    for path in ("/in/..", "/in/../../etc/passwd", "/in/a/b"):  # one file of its own under /in, no further
+        line = error_line(xsc_node.xsc("compute", "run", WC, "--input", f"{cap}:{path}", "--no-stdin"))
+        assert "an input is mounted at /in/NAME" in line and f"not {path!r}" in line, line
+    assert stored_files(xsc_node) == before
 
 
 CLOCK_RANDOM = str(WASM / "clock_random.wasm")

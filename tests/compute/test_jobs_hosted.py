@@ -135,3 +135,119 @@ async def test_a_job_its_provider_stops_while_it_runs_ends_stopped_unrecorded_an
     assert status == 503 and problem["peer_code"] == "node-stopping", problem
     assert "stopped while the job was with it" in problem["detail"], problem
     assert gateway.app[NODE].ledger.holding() == {}
+
+
+async def test_a_sender_asking_for_the_run_of_bytes_that_did_not_match_their_hash_gets_nothing_run_or_signed(
+        node_factory) -> None:
+    """The sender names a stdin's SHA-256, sends other bytes, then asks for the run anyway: the provider would sign a
+    record that its program read bytes of that hash.  The job is dropped as the bytes fail, its reservations back."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(provider, "outputs", wasi=True)
+    node, sender = gateway.app[NODE], gateway.app[IDENTITY].id
+    provider_id, url = provider.app[IDENTITY].id, provider.app[NODE].peers.url
+    price = provider.app[NODE].market.honoured_ask("compute")
+    tab = await node.paid.gateway_tabs.reserve(provider_id, price, 10**6)
+    named = hashlib.sha256(b"the named bytes").hexdigest()
+    body = {"spec": parse_job({"module": module, "stdin": "-"}).canonical(), "price": price,
+            "authorization": tab.hex, "deal": {}, "memory_price": node.compute.memory_price,
+            "data": [{"path": "stdin", "size": 15, "sha256": named, "verify_hash": ""}]}
+    job = await sent_jobs.wire.begin(node.client, url, provider_id, body)
+    with pytest.raises(PeerRefused) as mismatched:
+        await sent_jobs.wire.send(node.client, url, provider_id, job, 0, b"the other bytes")
+    assert mismatched.value.details["peer_status"] == 400, mismatched.value.details
+    with pytest.raises(PeerRefused) as refused:
+        await sent_jobs.wire.run(node.client, url, provider_id, job, timeout=60, most=1 << 20)
+    assert refused.value.details["peer_status"] == 404, refused.value.details
+    records = (await (await provider.get("/v1/compute/provenance?limit=100")).json())["records"]
+    assert not [r for r in records if "job" in r["record"]]  # nothing ran, nothing signed
+    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}
+    assert provider.app[NODE].trust.line(sender)["reserved"] == 0
+    node.paid.gateway_tabs.answered(tab, 10**6, None)
+
+
+async def test_jobs_taken_at_once_are_promised_no_more_disk_than_there_is_between_them(node_factory,
+                                                                                       monkeypatch) -> None:
+    """Each job's data and outputs fit the free disk, both together do not: the second is refused (507), not taken
+    to fill the disk under the node's own database as its bytes come."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(provider, "outputs", wasi=True)
+    monkeypatch.setattr(hosted_jobs, "DISK_MARGIN", 1 << 20)
+    node, provider_id, url = gateway.app[NODE], provider.app[IDENTITY].id, provider.app[NODE].peers.url
+    price = provider.app[NODE].market.honoured_ask("compute")
+    hosted = provider.app[NODE].hosted_jobs
+    size = 24 << 20
+    spec = parse_job({"module": module, "stdin": "-", "limits": {"bytes_in": size, "bytes_out": 1 << 20}})
+    tab = await node.paid.gateway_tabs.reserve(provider_id, price, 10**6)
+    body = {"spec": spec.canonical(), "price": price, "authorization": tab.hex, "deal": {},
+            "memory_price": node.compute.memory_price,
+            "data": [{"path": "stdin", "size": size, "sha256": "ab" * 32, "verify_hash": ""}]}
+    shutil.rmtree(hosted.work_dir, ignore_errors=True)
+    try:
+        with tmpfs(hosted.work_dir, "40m"):
+            job = await sent_jobs.wire.begin(node.client, url, provider_id, body)
+            with pytest.raises(PeerRefused) as refused:
+                await sent_jobs.wire.begin(node.client, url, provider_id, body)
+            assert refused.value.details["peer_status"] == 507, refused.value.details
+            assert hosted.status() == {"hosted": 1}
+            await sent_jobs.wire.forget(node.client, url, provider_id, job)
+    finally:
+        node.paid.gateway_tabs.answered(tab, 10**6, None)
+
+
+@pytest.mark.parametrize("path", ["/in/..", "/in/.", "/in/../../etc/passwd", "/in/a/b", "/in/", "/out/x", "in/x"])
+async def test_a_sent_job_naming_an_input_outside_its_own_file_under_in_is_refused_before_anything_is_taken(
+        node_factory, path) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(provider, "outputs", wasi=True)
+    node, sender = gateway.app[NODE], gateway.app[IDENTITY].id
+    provider_id, url = provider.app[IDENTITY].id, provider.app[NODE].peers.url
+    price = provider.app[NODE].market.honoured_ask("compute")
+    tab = await node.paid.gateway_tabs.reserve(provider_id, price, 10**6)
+    spec = {**parse_job({"module": module}).canonical(), "inputs": [path]}
+    body = {"spec": spec, "price": price, "authorization": tab.hex, "deal": {},
+            "memory_price": node.compute.memory_price,
+            "data": [{"path": path, "size": 0, "sha256": EMPTY, "verify_hash": ""}]}
+    try:
+        with pytest.raises(PeerRefused) as refused:
+            await sent_jobs.wire.begin(node.client, url, provider_id, body)
+    finally:
+        node.paid.gateway_tabs.answered(tab, 10**6, None)
+    assert refused.value.details["peer_status"] == 400, refused.value.details
+    assert "/in/NAME" in refused.value.message, refused.value.message
+    hosted = provider.app[NODE].hosted_jobs
+    assert hosted.status() == {"hosted": 0} and provider.app[NODE].trust.line(sender)["reserved"] == 0
+    assert not hosted.work_dir.exists() or not any(hosted.work_dir.iterdir())
+
+
+@pytest.mark.parametrize("ran", [False, True], ids=["taken", "run"])
+async def test_a_job_goes_in_its_time_however_often_its_sender_asks_about_it(node_factory, monkeypatch, ran) -> None:
+    """A request now and then (a piece of data of no bytes, an output asked for before the run, or after it) would
+    hold the job's place (of MAX_HOSTED, all senders'), what it reserved and its files for good: a job is kept IDLE
+    and the time to send its data, unless it runs, and IDLE and the time to fetch its outputs from its run."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(provider, "outputs", wasi=True)
+    monkeypatch.setattr(hosted_jobs, "IDLE", 0.5)
+    node, sender = gateway.app[NODE], gateway.app[IDENTITY].id
+    provider_id, url = provider.app[IDENTITY].id, provider.app[NODE].peers.url
+    job, _ = await _begin(gateway, provider, module)
+    if ran:
+        answer = await sent_jobs.wire.run(node.client, url, provider_id, job, timeout=60, most=1 << 20)
+        assert [o["name"] for o in answer["outputs"]] == ["out/a.txt", "out/b.txt", "out/c.txt"]
+
+    async def asking() -> int:
+        asked = 0
+        while True:  # each answered at once: the job is never idle
+            try:
+                if ran:
+                    await sent_jobs.wire.fetch(node.client, url, provider_id, job, 0, 0)
+                else:
+                    await sent_jobs.wire.send(node.client, url, provider_id, job, 0, b"")
+            except PeerRefused as gone:
+                assert gone.details["peer_status"] == 404, gone.details
+                return asked
+            asked += 1
+
+    assert await asyncio.wait_for(asking(), 30) > 0
+    hosted = provider.app[NODE].hosted_jobs
+    assert hosted.status() == {"hosted": 0} and not any(hosted.work_dir.iterdir())
+    assert provider.app[NODE].trust.line(sender)["reserved"] == 0

@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+import wasmtime
 
 from tests.support.cli import error_line, ok
 from tests.support.compute import WASM, deploy
@@ -112,3 +113,40 @@ def test_a_work_directory_deeper_than_python_recurses_is_removed(tmp_path):
     os.close(fd)
     remove_tree(work)
     assert not work.exists()
+
+
+# Leaves in /out a regular file `kept` ("x") and two links the host could follow out of it: to `../../../etc/passwd`
+# (relative: WASI makes it, never follows it) and to `kept` itself.  Exits with the first failed call's errno, or
+# returns (no exit code) once all are made.
+LINKS = r'''
+(module
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_symlink" (func $symlink (param i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "kept") (data (i32.const 120) "x")
+  (data (i32.const 200) "../../../etc/passwd") (data (i32.const 240) "passwd")
+  (data (i32.const 260) "alias")
+  (func $check (param $errno i32) (if (local.get $errno) (then (call $exit (local.get $errno)))))
+  (func (export "_start")
+    (call $check (call $path_open (i32.const 3) (i32.const 0) (i32.const 100) (i32.const 4) (i32.const 9)
+                                  (i64.const 64) (i64.const 0) (i32.const 0) (i32.const 16)))
+    (i32.store (i32.const 0) (i32.const 120)) (i32.store (i32.const 4) (i32.const 1))
+    (call $check (call $fd_write (i32.load (i32.const 16)) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (call $check (call $symlink (i32.const 200) (i32.const 19) (i32.const 3) (i32.const 240) (i32.const 6)))
+    (call $check (call $symlink (i32.const 100) (i32.const 4) (i32.const 3) (i32.const 260) (i32.const 5)))))
+'''
+
+
+async def test_links_a_job_leaves_in_out_are_not_outputs_on_its_node_nor_on_a_provider(node_factory) -> None:
+    gateway, (provider,) = await network(node_factory)
+    for runs_it in (provider, gateway):  # the gateway offers no compute: its jobs run on the provider
+        response = await runs_it.post("/v1/modules", data=wasmtime.wat2wasm(LINKS), params={"wasi": "true"})
+        assert response.status in (200, 201), await response.text()
+    module = (await response.json())["id"]
+    for node in (provider, gateway):
+        status, job = await run_job(node, {"module": module})
+        assert status == 201 and job["state"] == "done" and job["exit_code"] is None, job  # the links were made
+        assert [(o["name"], o["size"]) for o in job["outputs"]] == [("out/kept", 1)], job

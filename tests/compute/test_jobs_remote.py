@@ -125,6 +125,28 @@ async def test_a_provider_whose_output_does_not_match_what_it_signed_is_not_paid
         await verified(node)
 
 
+async def test_a_provider_answering_its_outputs_a_byte_a_request_is_not_paid_and_is_asked_once_an_output(
+        node_factory, monkeypatch) -> None:
+    """An honest provider answers each piece of an output whole (a chunk, or what is left): one that answers a byte
+    at a time would keep the user's job fetching for days (a request a byte of a 256 MiB bytes_out), then be paid."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    hosted = provider.app[NODE].hosted_jobs
+    honest, asked = hosted.output, []
+
+    async def dripping(sender, job, index, offset):
+        asked.append(index)
+        return (await honest(sender, job, index, offset))[:1]
+
+    monkeypatch.setattr(hosted, "output", dripping)
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"a few bytes to drip " * 20)
+    assert status == 502 and problem["code"] == "forged-result", problem
+    assert asked == [0]  # the first short piece ends it
+    await settle(gateway)
+    assert balances(gateway, provider)[0] == before[0]
+
+
 async def test_a_job_goes_to_another_provider_when_one_forges_its_outputs(node_factory, monkeypatch) -> None:
     gateway, providers = await network(node_factory, providers=2)
     module = await deploy(gateway, "outputs", wasi=True)

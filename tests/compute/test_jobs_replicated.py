@@ -81,6 +81,20 @@ def _add_fuel_on(monkeypatch, liar) -> None:
     monkeypatch.setattr(compute, "job_run", job_run)
 
 
+def _other_stdout_on(monkeypatch, liar) -> None:
+    """`liar` answers its runs with a stdout of its own making (its record signs the stream's length, not its bytes):
+    what the user reads of a job that prints its result."""
+    hosted = liar.app[NODE].hosted_jobs
+    real = hosted._run
+
+    async def run(job):
+        answer = await real(job)
+        answer["run"]["stdout"] = answer["stdout"] = "forged\n"
+        return answer
+
+    monkeypatch.setattr(hosted, "_run", run)
+
+
 async def test_100_deterministic_jobs_on_three_replicas_agree_and_each_provider_is_paid_once_per_job(
         node_factory) -> None:
     gateway, providers = await network(node_factory, providers=3)
@@ -112,7 +126,8 @@ async def test_100_deterministic_jobs_on_three_replicas_agree_and_each_provider_
         await verified(node)
 
 
-@pytest.mark.parametrize("lie", [_flip_outputs_of, _add_fuel_on], ids=["flipped-byte", "one-more-fuel"])
+@pytest.mark.parametrize("lie", [_flip_outputs_of, _add_fuel_on, _other_stdout_on],
+                         ids=["flipped-byte", "one-more-fuel", "other-stdout"])
 async def test_a_replica_that_disagrees_is_not_paid_and_is_struck_and_the_honest_two_are(
         node_factory, monkeypatch, lie) -> None:
     gateway, providers = await network(node_factory, providers=3)
@@ -128,6 +143,7 @@ async def test_a_replica_that_disagrees_is_not_paid_and_is_struck_and_the_honest
     paid = {r["provider"]: r["paid"] for r in job["replicas"]}
     assert paid == {p.app[IDENTITY].id: p is not liar for p in providers}
     assert struck == [liar_id]
+    assert job["stdout"] == ""  # the program prints nothing
     c_txt = next(o for o in job["outputs"] if o["name"] == "out/c.txt")
     assert await read_file(gateway, c_txt["capability"]) == b"the honest bytes"  # the outputs are the honest ones
     await settle(gateway)

@@ -4,19 +4,21 @@ outputs kept until the sender has fetched them (the provider's side of net/jobs.
 A sender is a stranger until its money checks: the job's terms (price, memory price, a tab authorization that pays
 this node) are checked as an invoke's are (PaidCompute.terms), and its whole budget is reserved on the sender's
 trust line and on its tab before a byte of its data is taken.  The data is bounded by the job's `bytes_in` and by
-this node's free disk, comes in order, in requests of at most net/jobs.CHUNK bytes (each priced by the peer route
-table), and is hashed as it comes: the job runs only over exactly the bytes the sender named.  A begin or a piece
-of data whose answer the sender lost (a connection that reset) is answered again as it was, taken once: a begin
-under the authorization of a job's tab of its own whose job is staged and sent nothing yet names that job, the
-piece taken last asked again answers what was taken.  A sender has at most PER_SENDER jobs here at once, the node
-at most MAX_HOSTED; a job not run within IDLE seconds of its last request is dropped and its reservation released
-at that moment (so is one whose sender closes its tab before asking for its run, as the close is answered: it gave
-the job up, or asks for it once the tab's authorization has expired: nothing run under it could be paid), and a
-job's files go when the sender forgets it (or IDLE after its run).  A run goes on when its sender goes away, and
-its answer is kept with its outputs: the sender asking for the run again (its node restarted) is answered that, not
-run nor charged again.  A run still going STOP_GRACE into this node's stop is stopped: it answers 503
-`node-stopping` (the sender places the job elsewhere, as when a provider goes away), with nothing of it recorded or
-charged.
+this node's free disk (less what the jobs it took may still write), comes in order, in requests of at most
+net/jobs.CHUNK bytes (each priced by the peer route table), and is hashed as it comes: the job runs only over
+exactly the bytes the sender named.  A begin or a piece of data whose answer the sender lost (a connection that
+reset) is answered again as it was, taken once: a begin under the authorization of a job's tab of its own whose job
+is staged and sent nothing yet names that job, the piece taken last asked again answers what was taken.  A sender
+has at most PER_SENDER jobs here at once, the node at most MAX_HOSTED; a job not run within IDLE seconds of its last
+request is dropped and its reservation released at that moment (so is one whose sender closes its tab before asking
+for its run, as the close is answered: it gave the job up, or asks for it once the tab's authorization has expired:
+nothing run under it could be paid), and a job's files go when the sender forgets it (or IDLE after its last
+request).  However often its sender asks, a job is kept at most IDLE and the time to send its data at SLOWEST_LINK
+from its begin unless it runs, and IDLE and the time to fetch its outputs at SLOWEST_LINK from the end of its run.
+A run goes on when its sender goes away, and its answer is kept with its outputs: the sender asking for the run
+again (its node restarted) is answered that, not run nor charged again.  A run still going STOP_GRACE into this
+node's stop is stopped: it answers 503 `node-stopping` (the sender places the job elsewhere, as when a provider goes
+away), with nothing of it recorded or charged.
 
 The run is recorded as every run here is: a signed provenance record naming each input's hash (and the
 verify-hash the sender gave for it) and each output's name, size and SHA-256, written with its amount on the
@@ -57,6 +59,7 @@ log = logging.getLogger(__name__)
 PER_SENDER = 2  # jobs one sender may have here at once (staged, running or waiting to be fetched)
 MAX_HOSTED = 8  # jobs all senders together may have here
 IDLE = 300.0  # seconds a job may wait for its sender's next request before it is dropped
+SLOWEST_LINK = 64 * 1024  # bytes a second a sender is given the time to send a job's data, and fetch its outputs, at
 DISK_MARGIN = 256 * 1024 * 1024  # free bytes the node keeps whatever jobs send it
 BEGIN_NEEDS = frozenset({"spec", "price", "authorization", "deal", "data"})  # a job's first request, and memory_price
 _HEX = frozenset("0123456789abcdef")
@@ -92,6 +95,12 @@ class Hosted:
     busy: bool = False  # a request of its sender is being served
     stop: threading.Event = field(default_factory=threading.Event)  # set as the node stops: its run is cut short
     touched: float = field(default_factory=time.monotonic)
+    kept_until: float = float("inf")  # when it goes unless it runs (or, once run, its outputs go), whatever its sender
+    # asks meanwhile: a request now and then would otherwise hold its place (of MAX_HOSTED) and its files for good
+
+    @property
+    def due(self) -> float:
+        return min(self.touched + IDLE, self.kept_until)
 
     @property
     def total(self) -> int:
@@ -135,10 +144,14 @@ class HostedJobs:
     def _until_due(self) -> float:
         """Seconds until the next job left idle is due to be dropped (one taken meanwhile wakes the loop)."""
         now = time.monotonic()
-        return max(0.0, min((j.touched + IDLE - now for j in self._jobs.values() if not j.busy), default=IDLE))
+        return max(0.0, min((j.due - now for j in self._jobs.values() if not j.busy), default=IDLE))
 
     async def _expired(self) -> None:
         self._expire()
+
+    def _promised(self) -> int:
+        """Bytes of disk the jobs taken may still write: the data still to come, and outputs of jobs not run yet."""
+        return sum(j.total - j.received + (j.spec.bytes_out if j.outputs is None else 0) for j in self._jobs.values())
 
     def status(self) -> dict[str, int]:
         return {"hosted": len(self._jobs)}
@@ -174,7 +187,7 @@ class HostedJobs:
             free = shutil.disk_usage(self.work_dir).free
         except OSError as err:
             raise _unstaged(err) from err
-        if free < total + spec.bytes_out + DISK_MARGIN:
+        if free < total + spec.bytes_out + DISK_MARGIN + self._promised():
             raise StorageFull("this node has no room for the job's data and outputs now",
                               hint="place it on another provider")
         budget = self.compute.budget(call, price)
@@ -198,7 +211,8 @@ class HostedJobs:
             if isinstance(err, OSError):
                 raise _unstaged(err) from err
             raise
-        job = Hosted(work.name, sender, spec, call, price, deal, auth, budget, tab, work, items)
+        job = Hosted(work.name, sender, spec, call, price, deal, auth, budget, tab, work, items,
+                     kept_until=time.monotonic() + IDLE + total / SLOWEST_LINK)
         self._jobs[job.id] = job
         self._wake.set()
         return {"job": job.id, "chunk": CHUNK}
@@ -215,8 +229,12 @@ class HostedJobs:
                            hint="send its bytes in order", received=job.received)
         if len(data) > job.total - job.received:
             raise PayloadTooLarge(f"the job's data is {job.total:,} bytes; {job.total - job.received:,} are left")
-        with self._serving(job):
-            await in_pool(None, _write, job, data)
+        try:
+            with self._serving(job):
+                await in_pool(None, _write, job, data)
+        except InvalidArgument:  # bytes not the ones it named: nothing may run over them, nor sign their hash
+            self._drop(job)
+            raise
         return {"received": job.received}
 
     async def run(self, sender: str, job_id_: str) -> dict[str, Any]:
@@ -298,6 +316,7 @@ class HostedJobs:
             job.budget = 0
         self.paid.market.note_fuel(run.fuel_consumed)
         job.outputs = outputs
+        job.kept_until = time.monotonic() + IDLE + sum(size for _, _, size in outputs) / SLOWEST_LINK
         outcome = run.outcome
         answer: dict[str, Any] = {
             "run": run.to_json(), "provenance": self.compute.provenance(run.provenance_id), "outputs": signed_outputs,
@@ -372,9 +391,10 @@ class HostedJobs:
 
     def _expire(self) -> None:
         now = time.monotonic()
-        for job in [j for j in self._jobs.values() if not j.busy and now - j.touched >= IDLE]:
-            log.info("dropped job %s of %s: no request from its sender for %d s", job.id, job.sender,
-                     IDLE)
+        for job in [j for j in self._jobs.values() if not j.busy and now >= j.due]:
+            why = "it was kept its time" if now >= job.kept_until else \
+                f"no request from its sender for {IDLE:g} s"
+            log.info("dropped job %s of %s: %s", job.id, job.sender, why)
             self._drop(job)
 
     def _drop(self, job: Hosted) -> None:
@@ -438,7 +458,7 @@ def _is_verify_hash(text: Any) -> bool:
 
 def _write(job: Hosted, data: bytes) -> None:
     """On a worker: `data` at the job's next byte, split over the streams it falls in; a stream whose last byte
-    came is checked against its hash (a mismatch drops nothing: the sender may start the job again)."""
+    came is checked against its hash (a mismatch drops the job, `take`: the sender may send it again)."""
     view = memoryview(data)
     while view:
         start = 0

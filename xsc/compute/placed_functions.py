@@ -8,8 +8,9 @@ tab must have room for one request and the owner's trust line here must cover on
 function is taken.  An owner places at most PER_OWNER functions here, all owners at most MAX_PLACED; a module
 this node lacks is refused (404 module-not-found) and the owner may push it (once, within the pushed-module
 bounds: PaidCompute.receive_module); the files it mounts, at most MAX_MOUNTED bytes in all, are read from the
-network by their capabilities as any node reads them, only while this node keeps DISK_MARGIN free, and only once
-their reading (`mount_price`) is reserved on the owner's line here, where it is used whatever comes of it.
+network by their capabilities as any node reads them, only while this node keeps DISK_MARGIN free (counting the
+files of placements being read at that moment), and only once their reading (`mount_price`) is reserved on the
+owner's line here, where it is used whatever comes of it.
 
 Each request then holds its budget on the owner's trust line and on its tab (ProviderTabs), and its run's amount
 is written with its provenance record (one group commit); its caller is answered before that write, so from the
@@ -161,6 +162,7 @@ class PlacedFunctions:
         self.paid = paid  # a placement's terms are checked, and its requests held, as an invoke's are
         self.store = store  # the placements, kept across restarts
         self.web_url = web_url  # where this node's web listener is reached (None: it serves no functions)
+        self._mounting = 0  # bytes of files placements being made may still write: each checks the disk with them
         self._kept: dict[tuple[str, str], tuple[int, int, int]] = {}  # counters as last written
 
     def start(self) -> None:
@@ -272,7 +274,7 @@ class PlacedFunctions:
         mounted = sum(Capability.parse(item.cap).size for item in _inputs(function))
         if mounted > MAX_MOUNTED:
             raise OverCap(f"the function mounts {mounted:,} bytes; a placed function mounts at most {MAX_MOUNTED:,}")
-        if mounted and await in_pool(None, _free, self.functions.work_dir) < mounted + DISK_MARGIN:
+        if mounted and await in_pool(None, _free, self.functions.work_dir) < mounted + DISK_MARGIN + self._mounting:
             raise StorageFull("this node has no room for the files the function mounts now",
                               hint="place it on another provider")
         bill = self._tab_bill(owner, name, auth, price, deal)
@@ -288,9 +290,11 @@ class PlacedFunctions:
             self.store.save_placement(owner, name, {"function": record, "price": price, "deal": deal,
                                                     "authorization": encode_authorization(auth).hex()})
 
+        self._mounting += mounted
         try:
             record = await self.functions.host(owner, function, bill, mounting, keep)
         finally:
+            self._mounting -= mounted
             if reserved and self.paid.trust is not None:  # read (or begun) whatever came of it: used
                 self.paid.trust.use(owner, reserved, reserved=reserved)
         return {"url": f"{web}/fn/{owner}/{record['name']}/", "authorization": auth.id.hex()}

@@ -32,7 +32,7 @@ from .job_records import (KEPT_STREAMS, UNFINISHED, JobOutputs, JobRecords, answ
                           run_id)
 from .job_sandbox import file_sha256, remove_tree
 from .jobspec import parse_sent_job
-from .sent_jobs import Returned, SentJobs
+from .sent_jobs import Returned, SentJobs, streams_sha256
 
 log = logging.getLogger(__name__)
 
@@ -424,11 +424,13 @@ class RemoteAnswers:
 
 
 def _short(fetching: dict[str, Any]) -> dict[str, Any]:
-    """A believed answer as its job's record keeps it: its streams dropped if they are longer than a record keeps."""
+    """A believed answer as its job's record keeps it: its streams dropped if they are longer than a record keeps
+    (their hash kept: what replicas compared at a start agree on)."""
     answer = fetching["answer"]
     if len(answer.get("stdout", "")) + len(answer.get("stderr", "")) > KEPT_STREAMS:
         answer = {**answer, "stdout": "", "stderr": "", "run": {**answer["run"], "stdout": "", "stderr": ""}}
-    return {**fetching, "answer": answer}
+    streams = fetching.get("streams") or streams_sha256(fetching["answer"]["run"])
+    return {**fetching, "answer": answer, "streams": streams}
 
 
 def _restored(fetching: dict[str, Any], files: list) -> Returned:
@@ -436,7 +438,8 @@ def _restored(fetching: dict[str, Any], files: list) -> Returned:
     a restart left pending, paid what it answered (sent_jobs.SentJobs.pay)."""
     answer = fetching["answer"]
     return Returned(fetching["provider"], answer["run"], answer["provenance"], files,
-                    [o["sha256"] for o in answer["outputs"]], answer, authorization=fetching["authorization"])
+                    [o["sha256"] for o in answer["outputs"]], answer, authorization=fetching["authorization"],
+                    streams=fetching.get("streams", ""))
 
 
 def lost_why(err: BaseException) -> str:

@@ -55,15 +55,22 @@ class Returned:
     tab: Any = None  # its own tab (remote_tabs.OpenTab), paid or abandoned once it is judged; None after a restart
     budget: int = 0
     authorization: str = ""  # its tab's authorization id (hex): what a restart finds it by
+    streams: str = ""  # streams_sha256 of its run, kept when a restart's record of it drops its streams
 
     @property
     def agreement(self) -> tuple:
         """What replicas of a deterministic job must agree on: every output's name and hash, the fuel (the bill),
-        the exit code and trap, and the engine that ran it."""
+        the exit code and trap, the engine that ran it, and the stdout and stderr its user reads."""
         record = self.signed["record"]
         return (tuple((o["name"], o["sha256"]) for o in record["job"]["outputs"]), record["fuel_consumed"],
                 record.get("wasi", {}).get("exit_code"), record.get("outcome"),
-                codec.canonical(record.get("engine")))
+                codec.canonical(record.get("engine")), self.streams or streams_sha256(self.run))
+
+
+def streams_sha256(run: dict[str, Any]) -> str:
+    """What replicas' stdout and stderr are compared by: a provider's record signs their lengths, not their bytes,
+    so only replicas that print the same can vouch for what the user is shown."""
+    return hashlib.sha256(codec.dumps([run.get("stdout", ""), run.get("stderr", "")])).hexdigest()
 
 
 class SentJobs:
@@ -354,25 +361,29 @@ class SentJobs:
             path = into / str(index)
             size, digest = await self._fetch(url, provider, job, index, path, output["size"])
             if size != output["size"] or digest != output["sha256"]:
-                raise ForgedResult(f"provider {provider}'s output {output['name']!r} does not match the hash "
-                                   "it signed: not paid, and struck", hint="run the job again (another provider)")
+                raise ForgedResult(f"provider {provider}'s output {output['name']!r} is not the size and hash "
+                                   "it signed: not paid, and struck",
+                                   hint="run the job again (another provider)")
             files.append((output["name"], path, size))
         return files
 
     async def _fetch(self, url: str, provider: str, job: str, index: int, path: Path, size: int
                      ) -> tuple[int, str]:
-        """Output `index` to `path`, never more than its signed size; its size and SHA-256."""
+        """Output `index` to `path`, never more than its signed size; its size and SHA-256.  A piece shorter than
+        an honest provider answers (a whole chunk, or what is left) ends it short: a byte a request would keep the
+        job fetching for days."""
         digest, got = hashlib.sha256(), 0
         with open(path, "wb") as out:
             while got < size:
                 ask = functools.partial(wire.fetch, self.paid.client, url, provider, job, index, got)
                 chunk = await _asked_again(ask, provider, job, f"output {index}", read=True)
-                if not chunk:
-                    break
-                chunk = chunk[:size - got]
+                whole = min(wire.CHUNK, size - got)
+                chunk = chunk[:whole]
                 digest.update(chunk)
                 await in_pool(None, out.write, chunk)
                 got += len(chunk)
+                if len(chunk) < whole:
+                    break
         return got, digest.hexdigest()
 
 
@@ -493,4 +504,4 @@ def _unreached_again(err: PeerUnreachable, placing: bool) -> bool:
     return placing and reason != "timed out"  # reset or closed under it; a timeout waited for the provider already
 
 
-__all__ = ["Returned", "SentJobs"]
+__all__ = ["Returned", "SentJobs", "streams_sha256"]
