@@ -40,7 +40,9 @@ SUBRESOURCES = [
     "location", "versions", "uploads&max-uploads=-3", "uploadId=x&partNumber=1", "restore", "select&select-type=2",
     "encoding-type=url", "encoding-type=bogus", "response-content-type=%00", "versionId=1", "x-id=GetObject",
     "list-type=1", "list-type=3", "fetch-owner=true&list-type=2", "max-parts=-1&uploadId=x",
-    "part-number-marker=z&uploadId=y"]
+    "part-number-marker=z&uploadId=y", "uploads&key-marker=k&upload-id-marker=%C3%A9", "uploads&upload-id-marker=x",
+    "uploads&key-marker=dir/&delimiter=/&max-uploads=1", "uploads&key-marker=%FF&prefix=dir/&max-uploads=0",
+    "uploads&key-marker=k&upload-id-marker=..%2F&encoding-type=url"]
 HEADERS = [
     ("Range", ["bytes=0-0", "bytes=-1", "bytes=5-1", "bytes=abc", "bytes=0-0,2-3", "items=0-1",
                "bytes=99999999999999999999-"]),

@@ -582,6 +582,11 @@ OBJECTS = b"o/"
 OBJECT_BUCKETS = b"o/b/"  # + bucket name (UTF-8) -> bucket record (JSON: created)
 OBJECT_KEYS = b"o/o/"  # + bucket + 0x00 + key (UTF-8) -> object record (JSON: parts' capabilities, size, ETag, ...)
 OBJECT_UPLOADS = b"o/u/"  # + upload id (ASCII) -> multipart upload in progress (JSON: bucket, key, created, ...)
+# + bucket + 0x00 + key + 0x00 + created (8: a double, big endian) + upload id -> b"": a bucket's uploads in progress in
+# key order, a key's in the order they began (keys hold no NUL), written with the o/u/ record: a page of
+# ListMultipartUploads reads its range, not every upload
+OBJECT_UPLOADS_BY_KEY = b"o/k/"
+OBJECT_UPLOADS_BY_KEY_INDEXED = b"o/ki"  # -> b"": the uploads recorded before o/k/ was kept were given their entries
 OBJECT_PARTS = b"o/p/"  # + upload id + 0x00 + part number (4, big endian) -> an uploaded part (JSON: capability, ...)
 OBJECT_COMPLETED = b"o/c/"  # + upload id (ASCII) -> an upload completed (JSON: bucket, key, etag, modified)
 OBJECT_GARBAGE = b"o/g/"  # + capability (ASCII) -> a file no object refers to any more, to remove from the store
@@ -608,6 +613,21 @@ def objects_of(bucket: str) -> bytes:
 
 def object_upload(upload_id: str) -> bytes:
     return OBJECT_UPLOADS + upload_id.encode()
+
+
+def object_upload_by_key(bucket: str, key: str, created: float, upload_id: str) -> bytes:
+    return object_uploads_of(bucket) + key.encode() + b"\x00" + struct.pack(">d", created) + upload_id.encode()
+
+
+def object_uploads_of(bucket: str) -> bytes:
+    """Prefix of a bucket's o/k/ entries, in key order."""
+    return OBJECT_UPLOADS_BY_KEY + bucket.encode() + b"\x00"
+
+
+def split_upload_by_key(entry: bytes, base: bytes) -> tuple[str, str]:
+    """The key and the upload id of an o/k/ entry under `base` (`object_uploads_of`)."""
+    key, _, rest = entry[len(base):].partition(b"\x00")
+    return key.decode(), rest[8:].decode()
 
 
 def object_part(upload_id: str, number: int) -> bytes:

@@ -43,9 +43,12 @@ def test_keys_create_ls_rm(tmp_path) -> None:
     assert unset.returncode == 1 and unset.stderr == b"xsc: error: '' is not a user name " \
         b"(1 to 32 characters: a-z, 0-9, '.', '_', '-')\n", unset.stderr
     assert len(json.loads(run_xsc("--data-dir", data_dir, "s3", "keys", "ls", "--json").stdout)) == 3  # no operator key
-    assert run_xsc("--data-dir", data_dir, "s3", "keys", "rm", created["access_key"]).returncode == 0
-    result = run_xsc("--data-dir", data_dir, "s3", "keys", "rm", created["access_key"])
-    assert result.returncode == 1 and result.stderr.count(b"\n") == 1 and b"no access key" in result.stderr
+    removed = run_xsc("--data-dir", data_dir, "s3", "keys", "rm", ana["access_key"])
+    assert removed.returncode == 0 and removed.stderr.decode() == f"removed the access key {ana['access_key']} of user " \
+        "ana: requests signed with it are refused from now on\n", removed.stderr
+    result = run_xsc("--data-dir", data_dir, "s3", "keys", "rm", ana["access_key"])
+    assert result.returncode == 1 and result.stderr.decode() == f"xsc: error: no access key {ana['access_key']!r} " \
+        "(`xsc s3 keys ls` lists them)\n", result.stderr
 
 
 def test_no_keys_and_no_users_yet_say_so_and_how_to_make_one(cli_node) -> None:

@@ -344,6 +344,30 @@ def test_list_multipart_uploads_rolls_keys_up_by_delimiter_and_pages_through_com
             s3.abort_multipart_upload(Bucket=bucket, Key=k, UploadId=upload)
 
 
+def test_list_multipart_uploads_pages_through_more_uploads_than_a_page_holds_each_once(s3, bucket) -> None:
+    """More uploads than MaxUploads, several of one key: boto3's paginator lists each once, in key order and a key's in
+    the order they began, each page at most MaxUploads long and truncated until the last; a page goes on after the
+    marker's own place among its key's uploads, and past every upload of a key marker named without an id."""
+    keys = ["m", "k", "m", "l/1", "k", "m", "n", "k"]
+    ids = [s3.create_multipart_upload(Bucket=bucket, Key=k)["UploadId"] for k in keys]
+    try:
+        expected = [upload for _, upload in sorted(zip(keys, ids), key=lambda item: item[0])]
+        pages = list(s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket,
+                                                                          PaginationConfig={"PageSize": 3}))
+        assert [len(page.get("Uploads", [])) for page in pages] == [3, 3, 2]
+        assert [page["IsTruncated"] for page in pages] == [True, True, False]
+        assert [u["UploadId"] for page in pages for u in page.get("Uploads", [])] == expected
+        assert (pages[0]["NextKeyMarker"], pages[0]["NextUploadIdMarker"]) == ("k", expected[2])
+        assert (pages[1]["NextKeyMarker"], pages[1]["NextUploadIdMarker"]) == ("m", expected[5])
+        middle = s3.list_multipart_uploads(Bucket=bucket, KeyMarker="m", UploadIdMarker=expected[4], MaxUploads=1)
+        assert [u["UploadId"] for u in middle["Uploads"]] == [expected[5]] and middle["IsTruncated"] is True
+        past = s3.list_multipart_uploads(Bucket=bucket, KeyMarker="m")
+        assert [u["Key"] for u in past["Uploads"]] == ["n"] and past["IsTruncated"] is False
+    finally:
+        for k, upload in zip(keys, ids):
+            s3.abort_multipart_upload(Bucket=bucket, Key=k, UploadId=upload)
+
+
 def test_recreating_ones_own_bucket_answers_200(s3) -> None:
     s3.create_bucket(Bucket="c-again")
     assert s3.create_bucket(Bucket="c-again")["ResponseMetadata"]["HTTPStatusCode"] == 200

@@ -11,7 +11,7 @@ from xsc.errors import (BadRequest, BucketNotEmpty, BucketTaken, ConditionalConf
 from xsc import codec, keys
 from xsc.buckets import backup
 from xsc.buckets.core import names, records
-from xsc.buckets.index import S3Index, funded, funded_note, index_holders, users
+from xsc.buckets.index import S3Index, funded, funded_note, index_holders, upload_page, users
 from xsc.s3.core import xml
 from xsc.storage.core.capability import Capability
 from xsc.node.appkeys import DB, NODE
@@ -667,6 +667,108 @@ def test_uploads_left_unfinished_past_their_expiry_are_aborted_with_their_parts_
     assert "cap-4" in index.garbage()
     index.create_upload("bkt", "next", by="ana")  # the expired upload no longer counts
     assert index.reconcile(["cap-3"]) == []
+
+
+class _CountingDb:
+    """The index's LevelDB, counting the upload records (o/u/) read through it: by key, or by a scan."""
+
+    def __init__(self, db) -> None:
+        self.db, self.read = db, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.db, name)
+
+    def get(self, key: bytes, *args, **kwargs):
+        self.read += key.startswith(keys.OBJECT_UPLOADS)
+        return self.db.get(key, *args, **kwargs)
+
+    def iterator(self, **kwargs):
+        counting = self
+
+        class Scan:
+            def __init__(self, inner) -> None:
+                self.inner = inner
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc) -> None:
+                self.inner.close()
+
+            def __iter__(self):
+                return self
+
+            def __next__(self):
+                item = next(self.inner)
+                counting.read += (item if isinstance(item, bytes) else item[0]).startswith(keys.OBJECT_UPLOADS)
+                return item
+
+        return Scan(self.db.iterator(**kwargs))
+
+
+def test_a_page_of_uploads_reads_the_uploads_it_holds_not_every_upload_of_the_node(db) -> None:
+    """ListMultipartUploads reads the bucket's uploads in key order from the markers on and stops once its page is full
+    (and a common prefix's uploads are skipped by a seek): a page costs what it holds, however many uploads the node
+    has in progress.  Paged through, every upload is listed once, a key's in the order they began; a marker whose
+    upload was completed or aborted meanwhile goes on with the key's uploads whose ids sort after it."""
+    counting = _CountingDb(db)
+    index = S3Index(counting, min_part_size=100)
+    index.create_bucket("bkt")
+    index.create_bucket("busy")
+    for n in range(200):
+        index.create_upload("busy", f"k{n:03}")
+    began = [(key, index.create_upload("bkt", key)) for key in ["c", "a", "b/1", "a", "b/2", "d", "a", "c", "e"]]
+    expected = sorted(began, key=lambda item: item[0])  # stable: a key's uploads in the order they began
+
+    def paged(delimiter: str = "", most: int = 2) -> tuple[list[tuple[str, str]], list[str]]:
+        uploads, prefixes, key_marker, id_marker = [], [], "", ""
+        while True:
+            counting.read = 0
+            page = upload_page(index, "bkt", delimiter=delimiter, max_uploads=most, key_marker=key_marker,
+                               id_marker=id_marker)
+            assert counting.read <= most + 2, counting.read  # the page, the one past it, the marker's record
+            uploads += [(key, u["id"]) for key, u in page["contents"]]
+            prefixes += page["prefixes"]
+            if not page["truncated"]:
+                return uploads, prefixes
+            if page["prefixes"] and page["prefixes"][-1] == page["last"]:
+                key_marker, id_marker = page["last"], ""
+            else:
+                key_marker, id_marker = page["contents"][-1][0], page["contents"][-1][1]["id"]
+
+    assert paged() == (expected, [])
+    assert paged("/", 1) == ([item for item in expected if "/" not in item[0]], ["b/"])
+    counting.read = 0
+    page = upload_page(index, "bkt", prefix="b/", max_uploads=1)
+    assert [key for key, _ in page["contents"]] == ["b/1"] and page["truncated"] and counting.read <= 3
+    # The marker's upload gone: the key's uploads whose ids sort after its id, then the keys after it.
+    a_ids = [upload_id for key, upload_id in began if key == "a"]
+    index.abort(a_ids[1])
+    after = upload_page(index, "bkt", key_marker="a", id_marker=a_ids[1])["contents"]
+    assert [u["id"] for key, u in after if key == "a"] == [i for i in a_ids if i > a_ids[1]]
+    assert [key for key, _ in after if key != "a"] == ["b/1", "b/2", "c", "c", "d", "e"]
+    assert [key for key, _ in upload_page(index, "bkt", key_marker="c")["contents"]] == ["d", "e"]
+    index.put_part(began[-1][1], 1, "cap-e", 10, "e" * 32)
+    index.complete(began[-1][1], [(1, "e" * 32)])  # ("e": completed, so no longer listed)
+    assert [key for key, _ in upload_page(index, "bkt", key_marker="c")["contents"]] == ["d"]
+
+
+def test_uploads_recorded_before_their_key_order_was_kept_are_listed_once_it_is(db) -> None:
+    """A store whose uploads have no o/k/ entry (recorded before they were kept) is given them as the index opens, once,
+    so ListMultipartUploads and DeleteBucket see every upload in progress."""
+    index = S3Index(db, min_part_size=100)
+    index.create_bucket("bkt")
+    ids = [index.create_upload("bkt", key) for key in ("b", "a")]
+    for key in [k for k, _ in db.iterator(prefix=keys.OBJECT_UPLOADS_BY_KEY)] + [keys.OBJECT_UPLOADS_BY_KEY_INDEXED]:
+        db.delete(key)
+    reopened = S3Index(db, min_part_size=100)
+    assert [u["id"] for u in reopened.uploads("bkt")] == ids[::-1]
+    with pytest.raises(BucketNotEmpty):
+        reopened.delete_bucket("bkt")
+    for upload_id in ids:
+        reopened.abort(upload_id)
+    assert list(db.iterator(prefix=keys.OBJECT_UPLOADS_BY_KEY)) == []
+    reopened.delete_bucket("bkt")
 
 
 def test_revoking_a_grant_aborts_the_uploads_its_user_began_in_the_bucket(db) -> None:

@@ -92,6 +92,7 @@ class S3Index:
         self.on_change: list[Callable[[str], None]] = []  # (bucket): an object was written or deleted there
         index_holders(self)  # once, over a store written before o/h/ was kept: before any write or import reads it
         index_shared(self)  # once, after it: the files records share (imported by a node that did not leave them out)
+        index_uploads(self)  # once, over a store written before o/k/ was kept
         # o/s/ entries are written by index_shared, and by a write that makes a second record refer to a file.
         self._shared = any(True for _ in db.iterator(prefix=keys.OBJECT_SHARED, include_value=False))
 
@@ -194,7 +195,7 @@ class S3Index:
             for _ in self.db.iterator(prefix=keys.objects_of(name), include_value=False):
                 raise BucketNotEmpty(f"the bucket {name!r} is not empty", hint="delete its objects first",
                                      bucket=name)
-            if any(codec.loads(v)["bucket"] == name for _, v in self.db.iterator(prefix=keys.OBJECT_UPLOADS)):
+            for _ in self.db.iterator(prefix=keys.object_uploads_of(name), include_value=False):
                 raise BucketNotEmpty(f"the bucket {name!r} has multipart uploads in progress",
                                      hint="complete or abort them first", bucket=name)
             self.db.delete(keys.object_bucket(name), sync=True)
@@ -345,7 +346,9 @@ class S3Index:
                                      f"unfinished ones are aborted after {_duration(self.upload_expiry)}",
                                      bucket=bucket)
             upload_id = secrets.token_hex(16)
-            self.db.put(keys.object_upload(upload_id), _dump(record), sync=True)
+            with self.db.write_batch(sync=True) as batch:
+                batch.put(keys.object_upload(upload_id), _dump(record))
+                batch.put(keys.object_upload_by_key(bucket, key, record["created"], upload_id), b"")
             uploads[user] += 1
         return upload_id
 
@@ -437,7 +440,7 @@ class S3Index:
                                          bucket=bucket, key=key)
             name, kept = keys.object_key(bucket, key), {p["cap"] for p in used}
             written: dict[bytes, bytes | None] = {
-                name: _dump(record), keys.object_upload(upload_id): None,
+                name: _dump(record), keys.object_upload(upload_id): None, _by_key(upload): None,
                 keys.object_completed(upload_id): _dump({"bucket": bucket, "key": key, "etag": record["etag"],
                                                          "modified": record["modified"], "headers": whole}),
                 **{keys.object_part(upload_id, n): None for n in have},
@@ -497,7 +500,7 @@ class S3Index:
 
     def _drop_upload(self, written: dict[bytes, bytes | None], upload: dict) -> list[str]:
         """Into `written`: the upload and its parts' records gone, its parts' files marked garbage (returned)."""
-        written[keys.object_upload(upload["id"])] = None
+        written[keys.object_upload(upload["id"])] = written[_by_key(upload)] = None
         garbage = []
         for p in self.parts(upload["id"]):
             name = keys.object_part(upload["id"], p["number"])
@@ -527,11 +530,9 @@ class S3Index:
         return self._counted
 
     def uploads(self, bucket: str, prefix: str = "") -> list[dict]:
+        """Every upload in progress of the bucket under `prefix`, in key order, a key's in the order they began."""
         self.bucket(bucket)
-        found = [{"id": k[len(keys.OBJECT_UPLOADS):].decode(), **codec.loads(v)}
-                 for k, v in self.db.iterator(prefix=keys.OBJECT_UPLOADS)]
-        return sorted((u for u in found if u["bucket"] == bucket and u["key"].startswith(prefix)),
-                      key=lambda u: (u["key"], u["created"], u["id"]))
+        return [u for _, u in upload_page(self, bucket, prefix, max_uploads=2**63)["contents"]]
 
     # --- garbage and reconciliation ----------------------------------------------
     def _mark_garbage(self, caps: Iterable[str]) -> None:
@@ -707,8 +708,8 @@ def restored(index: S3Index, data: dict, *, account: str | None = None,
             if upload_key not in written and index.db.get(upload_key) is None:
                 _within(uploads_of, upload.get("user") or owners.get(upload["bucket"]) or index._initiator(upload),
                         index.max_uploads, TooManyUploads, "multipart uploads in progress", "node.s3_max_uploads")
-            put("uploads", upload_key,
-                codec.dumps({k: v for k, v in upload.items() if k not in ("id", "parts")}))
+            if put("uploads", upload_key, codec.dumps({k: v for k, v in upload.items() if k not in ("id", "parts")})):
+                batch.put(_by_key(upload), b"")
             for part in upload["parts"]:
                 put("parts", keys.object_part(upload["id"], part["number"]),
                     codec.dumps({k: v for k, v in part.items() if k != "number"}), [part["cap"]],
@@ -901,6 +902,68 @@ def _share(index: S3Index, written: dict[bytes, bytes | None], read: Callable[[b
 def _shared_keys(raw: bytes) -> list[bytes]:
     """The record keys an o/s/ entry names."""
     return [bytes.fromhex(k) for k in codec.loads(raw)]
+
+
+def index_uploads(index: S3Index) -> int:
+    """Give the uploads recorded before o/k/ was kept their entries, once: in batches of HOLDERS_AT_ONCE, the mark
+    that this was done in the last (a crash before it: done again, to the same entries).  How many were given one."""
+    if index.db.get(keys.OBJECT_UPLOADS_BY_KEY_INDEXED) is not None:
+        return 0
+    given = 0
+    with index._lock:
+        entries: dict[bytes, bytes] = {}
+        for key, value in index.db.iterator(prefix=keys.OBJECT_UPLOADS):
+            entries[_by_key({"id": key[len(keys.OBJECT_UPLOADS):].decode(), **codec.loads(value)})] = b""
+            if len(entries) >= HOLDERS_AT_ONCE:
+                given += _write(index.db, entries)
+        entries[keys.OBJECT_UPLOADS_BY_KEY_INDEXED] = b""
+        given += _write(index.db, entries, sync=True) - 1
+    if given:
+        log.info("gave the %d multipart upload(s) in progress their o/k/ entries", given)
+    return given
+
+
+def _by_key(upload: dict) -> bytes:
+    """The upload's o/k/ entry."""
+    return keys.object_upload_by_key(upload["bucket"], upload["key"], upload["created"], upload["id"])
+
+
+def upload_page(index: S3Index, bucket: str, prefix: str = "", delimiter: str = "",
+                max_uploads: int = listing.MAX_KEYS, key_marker: str = "", id_marker: str = "") -> dict:
+    """A page of the bucket's uploads in progress as ListMultipartUploads answers it (`listing.list_page`: `contents`
+    [(key, upload)], the keys under `prefix` rolled up by `delimiter` into common prefixes, each counting as one
+    against `max_uploads`), read in key order from the bucket's o/k/ range: from the upload after the markers on, and
+    no further than the page holds.  A key's uploads come in the order they began, and a page goes on after the
+    marker's own place among them; an id that is none of the key's uploads now (completed or aborted since) goes on
+    with those of the key whose ids sort after it; a key marker without an id, after every upload of that key; a key
+    marker that is a common prefix of the listing, past every key under it."""
+    db, base = index.db, keys.object_uploads_of(bucket)
+    resume, skip = base, None
+    if listing.is_common_prefix(key_marker, prefix, delimiter):
+        resume = base + listing.past_prefix(key_marker)
+    elif key_marker and not id_marker:
+        resume = base + key_marker.encode() + b"\x01"  # past the key's entries (key + 0x00 + ...)
+    elif key_marker:
+        raw = db.get(keys.object_upload(id_marker)) if id_marker.isalnum() else None
+        marker = codec.loads(raw) if raw is not None else {}
+        if (marker.get("bucket"), marker.get("key")) == (bucket, key_marker):
+            resume = keys.object_upload_by_key(bucket, key_marker, marker["created"], id_marker) + b"\x00"
+        else:
+            resume, skip = base + key_marker.encode() + b"\x00", (key_marker, id_marker)
+
+    def scan(position: bytes) -> Iterator[tuple[str, tuple[str, bytes]]]:
+        with db.iterator(start=max(base + position, resume), stop=base[:-1] + b"\x01", include_value=False) as it:
+            for entry in it:
+                key, upload_id = keys.split_upload_by_key(entry, base)
+                if skip is not None and key == skip[0] and upload_id <= skip[1]:
+                    continue
+                raw = db.get(keys.object_upload(upload_id))
+                if raw is not None:  # (else completed or aborted as the page is read)
+                    yield key, (upload_id, raw)
+
+    page = listing.list_page(scan, prefix=prefix, delimiter=delimiter, max_keys=max_uploads)
+    page["contents"] = [(key, {"id": upload_id, **codec.loads(raw)}) for key, (upload_id, raw) in page["contents"]]
+    return page
 
 
 def _write(db: Database, entries: dict[bytes, bytes], sync: bool = False) -> int:

@@ -120,8 +120,9 @@ def keys_rm(obj, access_key: str) -> None:
     """Remove the access key ACCESS_KEY: requests signed with it are refused from now on."""
     from ..s3.access import KeyRing, key_file
 
-    KeyRing(key_file(obj.data_dir)).remove(access_key)
-    click.echo(f"removed {access_key}", err=True)
+    user = KeyRing(key_file(obj.data_dir)).remove(access_key)
+    click.echo(f"removed the access key {access_key} of user {user}: requests signed with it are refused from now on",
+               err=True)
 
 
 @s3.command()

@@ -85,9 +85,11 @@ class KeyRing:
         self._write(keys)
         return {"access_key": access_key, "secret_key": secret_key, "user": user}
 
-    def remove(self, access_key: str) -> None:
+    def remove(self, access_key: str) -> str:
+        """Remove the key; the user it belonged to."""
         keys = dict(self._load())
         if access_key not in keys:
             raise NotFound(f"no access key {access_key!r}", hint="`xsc s3 keys ls` lists them")
-        del keys[access_key]
+        removed = keys.pop(access_key)
         self._write(keys)
+        return removed.get("user", DEFAULT_USER)

@@ -83,7 +83,10 @@ class NodeLink(Protocol):
         or initiator (to list its parts: the bucket's owner, or the user who began it)."""
         ...
 
-    async def uploads(self, bucket: str, user: str, prefix: str) -> list[dict]: ...
+    async def uploads(self, bucket: str, user: str, *, prefix: str, delimiter: str, max_uploads: int,
+                      key_marker: str, id_marker: str) -> dict:
+        """A page of ListMultipartUploads (`buckets.index.upload_page`), read no further than it holds."""
+        ...
 
     async def put_part(self, upload_id: str, number: int, user: str, cap: str, size: int, etag: str,
                        checksums: dict | None = None) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any, AsyncIterator, Callable
 
 from ..buckets.accounts import UserAccounts
 from ..buckets.core import listing
-from ..buckets.index import INITIATOR, S3Index
+from ..buckets.index import INITIATOR, S3Index, upload_page
 from ..buckets.objects import ObjectWriter, SmallPut
 from ..errors import NotFound, XscError
 from ..storage import Capability
@@ -91,8 +91,10 @@ class LocalNode:
         record = await self._upload_as(upload_id, user, need, self.index.upload, upload_id)
         return {**record, "parts": await self._pool(self.index.parts, upload_id)}
 
-    async def uploads(self, bucket: str, user: str, prefix: str) -> list[dict]:
-        return await self._as(bucket, user, "read", self.index.uploads, bucket, prefix)
+    async def uploads(self, bucket: str, user: str, *, prefix: str, delimiter: str, max_uploads: int,
+                      key_marker: str, id_marker: str) -> dict:
+        return await self._as(bucket, user, "read", upload_page, self.index, bucket, prefix, delimiter,
+                              min(max_uploads, listing.MAX_KEYS), key_marker, id_marker)
 
     async def put_part(self, upload_id: str, number: int, user: str, cap: str, size: int, etag: str,
                        checksums: dict | None = None) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Awaitable, Callable, TypeVar
 
 from aiohttp import web
 
-from ..buckets.core import listing, names
+from ..buckets.core import names
 from ..errors import Forbidden, NoSuchBucket, NoSuchUpload, S3Error, XscError
 from .calls import Call, checksum_headers, declared_size, encoding_of, integer, xml_answer
 from .core import checksums, xml
@@ -114,19 +114,18 @@ class Multipart:
 
     async def list_uploads(self, call: Call) -> web.Response:
         """A page of the bucket's uploads in progress, their keys rolled up by `delimiter` into common prefixes as
-        ListObjects rolls up keys (listing.list_page: a common prefix counts as one upload against `max-uploads`)."""
+        ListObjects rolls up keys (listing.list_page: a common prefix counts as one upload against `max-uploads`); the
+        node reads it from the markers on, no further than the page holds."""
         prefix, delimiter = call.query.get("prefix", ""), call.query.get("delimiter", "")
-        uploads = await self.node.uploads(call.bucket, call.user, prefix)  # the bucket's access judged first
-        encoding = encoding_of(call)
-        max_uploads = min(integer(call.query.get("max-uploads"), 1000, "max-uploads"), 1000)
-        key_marker = call.query.get("key-marker", "")
-        id_marker = call.query.get("upload-id-marker", "")
-        if key_marker:
-            uploads = _after_marker(uploads, key_marker, id_marker)
-        # A page that ended at a common prefix goes on past every key under it, as ListObjects V1 after its marker.
-        start = listing.past_prefix(key_marker) if listing.is_common_prefix(key_marker, prefix, delimiter) else b""
-        page = listing.list_page(listing.scan_of([(u["key"], u) for u in uploads]), prefix=prefix,
-                                 delimiter=delimiter, max_keys=max_uploads, start=start)
+        key_marker, id_marker = call.query.get("key-marker", ""), call.query.get("upload-id-marker", "")
+        try:
+            encoding = encoding_of(call)
+            max_uploads = min(integer(call.query.get("max-uploads"), 1000, "max-uploads"), 1000)
+        except S3Error:
+            await self.node.bucket(call.bucket, call.user)  # the bucket's access is judged before the arguments
+            raise
+        page = await self.node.uploads(call.bucket, call.user, prefix=prefix, delimiter=delimiter,
+                                       max_uploads=max_uploads, key_marker=key_marker, id_marker=id_marker)
         return xml_answer(xml.list_uploads(call.bucket, page, prefix=prefix, delimiter=delimiter,
                                            max_uploads=max_uploads, owner=call.user, key_marker=key_marker,
                                            id_marker=id_marker, encoding=encoding))
@@ -205,17 +204,6 @@ def _check_size(headers, upload: dict, parts: list[tuple[int, str]]) -> None:
     if sent.strip() != str(size):
         raise S3Error(f"x-amz-mp-object-size is {sent!r}, but the parts listed hold {size} bytes",
                       s3_code="InvalidRequest", status=400)
-
-
-def _after_marker(uploads: list[dict], key_marker: str, id_marker: str) -> list[dict]:
-    """The uploads listed after a page that ended at (key_marker, id_marker).  A key's uploads come in the order they
-    began (as S3 lists them), not in their ids' order: the page goes on after the marker's own place in the list;
-    an upload gone since (completed, aborted) is placed by its id among its key's others."""
-    if id_marker:
-        for i, upload in enumerate(uploads):
-            if upload["key"] == key_marker and upload["id"] == id_marker:
-                return uploads[i + 1:]
-    return [u for u in uploads if u["key"] > key_marker or (u["key"] == key_marker and id_marker and u["id"] > id_marker)]
 
 
 def part_number_of(call: Call) -> int:

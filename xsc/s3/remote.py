@@ -90,8 +90,11 @@ class RemoteNode:
     async def upload(self, upload_id: str, user: str, need: str = "write") -> dict:
         return await self._for(user, "GET", _upload(upload_id), params={"need": need})
 
-    async def uploads(self, bucket: str, user: str, prefix: str) -> list[dict]:
-        return (await self._for(user, "GET", f"{_bucket(bucket)}/uploads", params={"prefix": prefix}))["uploads"]
+    async def uploads(self, bucket: str, user: str, *, prefix: str, delimiter: str, max_uploads: int,
+                      key_marker: str, id_marker: str) -> dict:
+        return await self._for(user, "GET", f"{_bucket(bucket)}/uploads", params={
+            "prefix": prefix, "delimiter": delimiter, "max_uploads": str(min(max_uploads, listing.MAX_KEYS)),
+            "key_marker": key_marker, "id_marker": id_marker})
 
     async def put_part(self, upload_id: str, number: int, user: str, cap: str, size: int, etag: str,
                        checksums: dict | None = None) -> list[str]:

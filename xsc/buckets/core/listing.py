@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import bisect
 from typing import Any, Callable, Iterator
 
 from ...errors import S3Error
@@ -78,16 +77,6 @@ def list_page(scan: Scan, *, prefix: str = "", delimiter: str = "", max_keys: in
         last, resume = key, after(key)
     return {"contents": contents, "prefixes": prefixes, "truncated": truncated,
             "next": encode_token(resume) if truncated else "", "last": last}
-
-
-def scan_of(items: list[tuple[str, Any]]) -> Scan:
-    """A scan over (key, value) pairs sorted by key, several of which may share a key (a key's multipart uploads)."""
-    ordered = [key.encode() for key, _ in items]
-
-    def scan(position: bytes) -> Iterator[tuple[str, Any]]:
-        return iter(items[bisect.bisect_left(ordered, position):])
-
-    return scan
 
 
 def is_common_prefix(marker: str, prefix: str, delimiter: str) -> bool:
