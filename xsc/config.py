@@ -442,6 +442,9 @@ class MarketSection(_Section):
     freshness: Annotated[float, _within(3, DAY, "must be between 3 seconds and a day")] = 60.0
     # seconds an allocation round waits after a change, gathering others (debounce)
     allocation_delay: Annotated[float, _DELAY] = 0.5
+    # seconds a node without an allocation ITC id waits for a peer to fork one from before it seeds one (or, restarted,
+    # goes on with its stored one): nodes started together learn of each other meanwhile, so that one seeds
+    allocation_fork_wait: Annotated[float, _within(0.1, 600, "must be from 0.1 to 600 seconds")] = 3.0
     # Commitments one peer may have this node check (parse and verify) per second, in bursts of two full messages
     # (2,002); a message past it gets 429 with Retry-After, unread.  A network of 1,000 nodes re-signing every
     # freshness/3 needs ~50/s from the peers it pulls from.

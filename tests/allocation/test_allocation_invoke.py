@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from tests.support.allocation import FORK_WAIT
 from tests.support.waiting import eventually_async
 from tests.support.compute import deploy, invoke
 from xsc.node.appkeys import NODE
@@ -22,8 +23,9 @@ def _left(node, need: str) -> int | None:
 
 
 async def test_invokes_are_served_from_the_allocation_and_shrink_the_standing_need(node_factory) -> None:
-    a = await node_factory("a", **QUIET, market={"allocation_delay": 0.05, "offer_compute": False})
-    b = await node_factory("b", **QUIET, market={"allocation_delay": 0.05})
+    market = {"allocation_delay": 0.05, "allocation_fork_wait": FORK_WAIT}
+    a = await node_factory("a", **QUIET, market={**market, "offer_compute": False})
+    b = await node_factory("b", **QUIET, market=market)
     await a.app[NODE].peers.add(b.app[NODE].peers.url)
     await a.app[NODE].market.fill_book()
     await b.app[NODE].market.fill_book()

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.support.allocation import pair
+from tests.support.allocation import FORK_WAIT, pair
 from tests.support.waiting import eventually_async
 from xsc.allocation import AllocationState, SlotAllocation, Stamp
 from xsc.allocation.core.records import MAX_ALLOCATIONS, parse_receipt, parse_state, sign_receipt, sign_state
@@ -23,7 +23,7 @@ from xsc.node.limits import RateLimiter
 from xsc.node.problems import status_of
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600},
-         "market": {"allocation_delay": 0.05}}
+         "market": {"allocation_delay": 0.05, "allocation_fork_wait": FORK_WAIT}}
 
 
 def _now() -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from decimal import Decimal
 from fractions import Fraction
 
+from tests.support.allocation import FORK_WAIT
 from tests.support.waiting import eventually_async
 from tests.support.nodes import close_node, serve
 from xsc import keys
@@ -16,7 +17,7 @@ from xsc.node.appkeys import NODE
 from xsc.node.datadir import open_db
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600},
-         "market": {"allocation_delay": 0.05}}
+         "market": {"allocation_delay": 0.05, "allocation_fork_wait": FORK_WAIT}}
 NEED = 1_000_000
 
 

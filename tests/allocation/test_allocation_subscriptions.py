@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.support.allocation import pair
+from tests.support.allocation import FORK_WAIT, pair
 from tests.support.waiting import eventually_async
 from tests.support.peers import answering_megabytes
 from xsc.allocation import AllocationState, Stamp
@@ -244,10 +244,9 @@ async def test_a_node_that_missed_records_catches_up_through_a_digest_exchange_a
 async def _storage_provider_and_recipient(node_factory):
     """A node offering storage and one offering nothing, peered (fast allocation rounds): both, and their ids."""
     quiet = {k: v for k, v in QUIET.items() if k != "market"}
-    provider = await node_factory("provider", **quiet, storage={"capacity": 1_000_000},
-                                  market={"allocation_delay": 0.05, "offer_compute": False})
-    recipient = await node_factory("recipient", **quiet,
-                                   market={"allocation_delay": 0.05, "offer_compute": False, "offer_storage": False})
+    market = {"allocation_delay": 0.05, "allocation_fork_wait": FORK_WAIT, "offer_compute": False}
+    provider = await node_factory("provider", **quiet, storage={"capacity": 1_000_000}, market=market)
+    recipient = await node_factory("recipient", **quiet, market={**market, "offer_storage": False})
     await provider.app[NODE].peers.add(recipient.app[NODE].peers.url)
     return provider, recipient, provider.app[NODE].peers.identity.id, recipient.app[NODE].peers.identity.id
 
@@ -284,7 +283,7 @@ async def test_a_need_published_before_its_provider_subscribes_reaches_it(node_f
     # ... and the answer carried the recipient's current commitment: the need is there
     assert [b.slot.id for b in provider.app[NODE].market.book.get(r_id).bids] == [need["id"]]
     # so the provider's round allocates to it
-    # an ITC id, forked from the recipient (or seeded after FORK_WAIT)
+    # an ITC id, forked from the recipient (or seeded after FORK_WAIT s)
     await eventually_async(p_service.ensure_id, "the provider's ITC id", 30, poll=0.1)
     await p_service.gossip.push(p_service.round())  # as its loop would: the recipient answers what it published
     assert (r_id, need["id"]) in p_service.states.get(p_id).wanted  # it asks the recipient for a grant of it

@@ -86,8 +86,16 @@ def networks(draw, simple: bool = False, max_caps: int = 3, max_needs: int = 3):
     return provider, peers
 
 
+# Seconds a test's few in-process nodes wait for a peer to fork an allocation ITC id from before one seeds it
+# (`market.allocation_fork_wait`): they know each other a moment after they start (the test peers them at once), where
+# the default (3 s) leaves a network started together time to learn of itself.
+FORK_WAIT = 1.0
+
+
 async def pair(node_factory, **settings):
-    """Two in-process nodes that know each other, each holding the other's market commitment."""
+    """Two in-process nodes that know each other, each holding the other's market commitment (one seeds the ITC id
+    FORK_WAIT s after it started, the other forks from it)."""
+    settings = {**settings, "market": {"allocation_fork_wait": FORK_WAIT, **settings.get("market", {})}}
     a = await node_factory("a", **settings)
     b = await node_factory("b", **settings)
     await a.app[appkeys.NODE].peers.add(b.app[appkeys.NODE].peers.url)

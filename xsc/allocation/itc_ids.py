@@ -1,13 +1,13 @@
 """This node's ITC id for its allocation records: forked from a peer, given to peers, stored, rejoined after a restart.
 
 A node without an id asks a peer to fork its own (`ensure`, `POST /v1/peer/allocation/fork`): the peer keeps one
-half, answers the other, and stores its half before answering (`fork`).  A node that got no fork after `FORK_WAIT`
-seconds seeds the whole id when it knows no peer and was given none to join (the first node of a network), or has
-the smallest node id of the peers it knows (none of which has an id yet: they all started at once); the others fork
-from it on their next try.  A node given peers to join waits for one of them, however long it takes.  A restarted
-node *rejoins*: it forks a fresh id from a live peer and gives its stored one back in the same request
-(`"retire"`: the peer joins it into its own before forking, so the id space does not fragment); with no peer to
-rejoin through within `FORK_WAIT` seconds it goes on with its stored id (nobody else owns it).
+half, answers the other, and stores its half before answering (`fork`).  A node that got no fork within its fork wait
+(`market.allocation_fork_wait`, 3 s) seeds the whole id when it knows no peer and was given none to join (the first
+node of a network), or has the smallest node id of the peers it knows (none of which has an id yet: they all started
+at once); the others fork from it on their next try.  A node given peers to join waits for one of them, however long
+it takes.  A restarted node *rejoins*: it forks a fresh id from a live peer and gives its stored one back in the
+same request (`"retire"`: the peer joins it into its own before forking, so the id space does not fragment); with no
+peer to rejoin through within its fork wait it goes on with its stored id (nobody else owns it).
 """
 
 from __future__ import annotations
@@ -39,14 +39,13 @@ FOLD_HEIGHT = 1 << 62
 # events (which grow the tree only along its id) never take it past what a peer accepts.
 FOLD_HEX = MAX_STAMP_HEX // 2
 FORK_ANSWER = FOLD_HEX + 1024  # bytes of a fork's answer read at most: a stamp of FOLD_HEX hex digits, and "retired"
-FORK_WAIT = 3.0  # seconds a node without an ITC id waits for a peer to fork one from before it seeds one
 
 
 class ItcIds:
     """The owner of this node's allocation ITC stamp (`keys.MARKET_ALLOCATION`)."""
 
     def __init__(self, *, me: str, db: Database, peers: Any, held: tuple[Held, ...], targets: Callable[[], list],
-                 joins: bool, forks: Quota | None) -> None:
+                 joins: bool, forks: Quota | None, fork_wait: float = 3.0) -> None:
         self.me = me
         self.held = held  # the allocation records held (states, receipts): a new event and a fork are after them
         self.db = db
@@ -54,6 +53,7 @@ class ItcIds:
         self.targets = targets  # the peers that are up, to fork from
         self.joins = joins  # started with peers to join (peers.urls): it forks its id, never seeds one alone
         self.forks = forks  # per peer, the forks it may take (FORK_BURST, FORK_RATE); None: no bound
+        self.fork_wait = fork_wait  # seconds without a fork before it seeds an id, or keeps its stored one
         raw = db.get(keys.MARKET_ALLOCATION)
         # A restarted node's id, until it rejoins through a peer (`ensure`): it publishes nothing before.
         self.retiring: Stamp | None = Stamp.decode(bytes.fromhex(raw.decode())) if raw else None
@@ -115,8 +115,8 @@ class ItcIds:
         return {"stamp": give.encode().hex(), "retired": retired}
 
     async def ensure(self) -> bool:
-        """Fork an id from a peer (or seed one when no peer was known for FORK_WAIT s); a restarted node forks a
-        fresh one and gives its stored id back (or keeps it when no peer answered for FORK_WAIT s)."""
+        """Fork an id from a peer (or seed one when no peer was known for `fork_wait` s); a restarted node forks a
+        fresh one and gives its stored id back (or keeps it when no peer answered for `fork_wait` s)."""
         if self.stamp is not None:
             return True
         old = self.retiring
@@ -139,7 +139,7 @@ class ItcIds:
             self.forked_from = d.id
             self._keep(stamp, sync=True)
             return True
-        waited = time.monotonic() - self._started >= FORK_WAIT
+        waited = time.monotonic() - self._started >= self.fork_wait
         targets = self.targets()
         if old is not None and (waited or not targets):
             self.stamp, self.retiring = old, None  # no peer to rejoin through: the stored id is still ours alone

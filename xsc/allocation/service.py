@@ -104,7 +104,7 @@ class AllocationService:
         self.traffic: list[tuple[int, int]] = []  # (round, bytes this node sent for it)
         self._changed = asyncio.Event()
         self.ids = ItcIds(me=self.me, db=db, peers=peers, held=(self.states, self.receipts), targets=self._targets,
-                          joins=joins, forks=forks)
+                          joins=joins, forks=forks, fork_wait=config.allocation_fork_wait)
         self.gossip = AllocationGossip(identity=identity, peers=peers, market=market, subscribers=subscribers,
                                        states=self.states, receipts=self.receipts, receive=self.receive,
                                        refuse=self._refuse, wake=self._changed.set)

@@ -29,7 +29,7 @@ def load(path: Path = DOCUMENT) -> dict:
     except FileNotFoundError:
         raise NotFound(f"this installation has no API document ({path})",
                        hint="it is docs/openapi.yaml in the XSC source tree") from None
-    return yaml.safe_load(text)
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml's where built: 15x faster
 
 
 @lru_cache(maxsize=1)
