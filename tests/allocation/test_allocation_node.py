@@ -191,6 +191,7 @@ async def test_each_hostile_record_is_refused_and_counted(node_factory) -> None:
 async def test_a_joining_node_forks_its_itc_id_from_a_peer(node_factory) -> None:
     a, b = await pair(node_factory, **QUIET)
     ids = [n.app[NODE].allocation for n in (a, b)]
+    assert all(s.ids.fork_wait == FORK_WAIT for s in ids)  # the setting (`market.allocation_fork_wait`) reaches them
     await eventually_async(lambda: all(s.stamp is not None for s in ids), "both nodes' ITC ids", 30)
     first, second = sorted(ids, key=lambda s: s.ids.forked_from is not None)
     assert first.ids.forked_from is None and second.ids.forked_from == first.me
