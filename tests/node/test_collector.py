@@ -139,6 +139,7 @@ async def _strangers_bodies(node, bodies: int) -> None:
         await holder.abort(upload)
 
 
+@pytest.mark.slow
 async def test_a_strangers_large_bodies_are_given_back_to_the_system_once_read(node_process) -> None:
     """glibc keeps freed buffers as large as the largest freed so far in the process (its mmap threshold rises
     with them): four 16 MiB bodies of a stranger's left a holder 65 MiB larger for good.  The node fixes the
