@@ -187,8 +187,8 @@ class ComputeBusy(ComputeError):
 
 
 class NodeStopping(ComputeBusy):
-    """A job cut short because the node running it stops: nothing of its run is recorded or charged (503), and it
-    may run elsewhere, or here once the node is back."""
+    """Work refused, or a job cut short, because the node stops: nothing of it is taken, recorded or charged (503),
+    and it may go elsewhere, or here once the node is back."""
 
     code = "node-stopping"
 

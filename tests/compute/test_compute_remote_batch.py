@@ -178,7 +178,7 @@ async def test_a_batchs_records_are_durable_before_its_answer_and_a_large_group_
 async def test_each_call_of_a_batch_is_held_to_the_nodes_ask_and_none_runs_when_it_offers_none(node_factory) -> None:
     """The calls of a batch are held to this node's compute ask when the batch came (found once for the batch):
     those priced under it are refused before they run (0: compute for nothing), the others run; with the node
-    offering no compute (leaving), every call of a batch is refused."""
+    leaving (its stop began), every call of a batch is refused 503 `node-stopping` (its gateway goes elsewhere)."""
     node = await node_factory(market={"compute_ask_floor": 500, "compute_ask_ceiling": 500})
     module = await deploy(node, "add")
     gateway = Identity.generate()
@@ -192,10 +192,10 @@ async def test_each_call_of_a_batch_is_held_to_the_nodes_ask_and_none_runs_when_
         problem = answer["results"][i]["problem"]
         assert problem["code"] == "deal-refused" and "under this node's ask of 500" in problem["detail"], problem
     assert _runs(node) == 3
-    node.app[NODE].market.leaving = True  # it offers nothing more
+    await node.app[NODE].market.leave()  # it offers nothing more
     status, answer = await _peer(node, gateway, _batch(*[_call(module, tab)] * 3))
-    assert status == 200 and {r["problem"]["code"] for r in answer["results"]} == {"deal-refused"}, answer
-    assert all("offers no compute" in r["problem"]["detail"] for r in answer["results"])
+    assert status == 200 and {(r["status"], r["problem"]["code"]) for r in answer["results"]} == {
+        (503, "node-stopping")}, answer
     assert _runs(node) == 3
 
 

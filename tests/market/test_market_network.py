@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from xsc.ledger import price_storage
 from xsc.storage import Capability
 
 from tests.support.nodes import NodeProcess, kill_all
-from tests.support.peers import api, start_star
+from tests.support.peers import api, http, start_star
 from tests.support.waiting import eventually
 from tests.support.blocks import corrupt_block
 
@@ -168,3 +170,33 @@ def test_an_underfunded_put_is_refused_and_nothing_is_stored_anywhere(network, t
         assert body["storage"]["used"] == 0 and body["storage"]["shares"] == 0
     assert _market(nodes[0])["deals"] == []
     _verify_all(nodes)
+
+
+@pytest.mark.slow
+def test_a_stopping_node_says_it_leaves_first_so_a_put_while_it_drains_places_no_share_on_it(network) -> None:
+    """A node stopped (SIGTERM) while an upload of its own user is in flight publishes its offer of nothing before
+    it stops listening and waits for that upload: a put spread over the market meanwhile places its shares on the
+    other two nodes, none on the one stopping, and the upload in flight still finishes before it stops."""
+    # The gateway probes its peers seldom: it learns of the stop from the stopping node, not from a failed probe.
+    (gateway, stopping, staying), ids = network(3, {"XSC_HEALTH_PROBE_INTERVAL": "5"})
+    data = os.urandom(200_000)
+    held = socket.create_connection(("127.0.0.1", stopping.port), timeout=60)
+    try:
+        held.sendall(f"POST /v1/store/files HTTP/1.1\r\nHost: node\r\nAuthorization: Bearer {stopping.token}\r\n"
+                     f"Content-Length: {len(data)}\r\nExpect: 100-continue\r\n\r\n".encode())
+        assert held.recv(4096).startswith(b"HTTP/1.1 100 Continue")  # its handler runs: a request in flight
+        stopping.proc.send_signal(signal.SIGTERM)
+        eventually(lambda: b"shutting down: waiting for 1 request(s) in flight" in stopping.log.read_bytes(),
+                   "the stopping node to wait for the upload")
+        status, put = http(gateway.url, "POST", "/v1/store/files?spread=1", os.urandom(100_000),
+                           {"Authorization": f"Bearer {gateway.token}"})
+        assert status == 201, put
+        status, check = api(gateway, "GET", f"/v1/store/files/{put['capability']}/check")
+        assert status == 200, check
+        holders = {s["node"] for s in check["shares"]}
+        assert ids[1] not in holders and holders == {ids[0], ids[2]}, check
+        held.sendall(data)
+        assert held.recv(4096).startswith(b"HTTP/1.1 201"), "the upload in flight as the stop began"
+    finally:
+        held.close()
+    assert stopping.proc.wait(60) == 0

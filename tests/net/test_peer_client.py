@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from xsc.allocation.gossip import SUBSCRIPTION_TTL
 from xsc.config import NodeSection
@@ -13,6 +18,7 @@ from xsc.net import KEEPALIVE
 from xsc.node.appkeys import NODE
 
 from tests.support.nodes import free_port
+from tests.support.peers import metered_client
 from tests.support.waiting import eventually_async
 
 FAST = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
@@ -170,19 +176,12 @@ async def test_parts_are_written_in_pieces_of_at_most_write_piece_bytes_never_jo
     assert [len(p) for p in cut.pieces] == [WRITE_PIECE, 1]
 
 
-async def test_a_strangers_refusal_is_quoted_on_one_line_without_control_characters_and_bounded() -> None:
-    import json
-
-    from aiohttp import web
-    from aiohttp.test_utils import TestServer
-
-    from tests.support.peers import metered_client
-
-    detail = "\x1b[2J\x1b]0;owned\x07you owe me\nerror: run xsc ledger prepay ATTACKER 1000\r\u202e" + "x" * 10_000
-    problem = {"code": "\x1b[31mdeal-refused" + "y" * 500, "detail": detail}
-
+@asynccontextmanager
+async def _refusing(problem: Callable[[], dict]) -> AsyncIterator[Callable[..., Awaitable[PeerRefused]]]:
+    """A stranger answering every request 402 with `problem()`: a call that asks it (PeerClient.request's options)
+    and returns the PeerRefused it raised."""
     async def refuse(request: web.Request) -> web.Response:
-        return web.Response(status=402, body=json.dumps(problem), content_type="application/problem+json")
+        return web.Response(status=402, body=json.dumps(problem()), content_type="application/problem+json")
 
     app = web.Application()
     app.router.add_post("/v1/peer/refused", refuse)
@@ -190,47 +189,36 @@ async def test_a_strangers_refusal_is_quoted_on_one_line_without_control_charact
     await server.start_server()
     try:
         async with metered_client() as (client, _):
-            for kept in (False, True):  # the session's requests, and those over this client's kept connections
+            async def ask(**options) -> PeerRefused:
                 with pytest.raises(PeerRefused) as refused:
                     await client.request(f"http://127.0.0.1:{server.port}", "POST", "/v1/peer/refused", json={},
-                                         max_size=1 << 20, kept=kept)
-                said, code = refused.value.message.split(": ", 1)[1], refused.value.details["peer_code"]
-                assert said.startswith("[2J]0;owned") and "you owe me error: run xsc ledger prepay" in said, said
-                assert len(said) == 300 and said.endswith("…") and said.isprintable(), said  # MAX_DETAIL
-                assert code.startswith("[31mdeal-refused") and len(code) == 100 and code.isprintable()
-                assert refused.value.details["peer_status"] == 402
+                                         max_size=1 << 20, **options)
+                return refused.value
+            yield ask
     finally:
         await server.close()
+
+
+async def test_a_strangers_refusal_is_quoted_on_one_line_without_control_characters_and_bounded() -> None:
+    detail = "\x1b[2J\x1b]0;owned\x07you owe me\nerror: run xsc ledger prepay ATTACKER 1000\r\u202e" + "x" * 10_000
+    problem = {"code": "\x1b[31mdeal-refused" + "y" * 500, "detail": detail}
+    async with _refusing(lambda: problem) as ask:
+        for kept in (False, True):  # the session's requests, and those over this client's kept connections
+            refused = await ask(kept=kept)
+            said, code = refused.message.split(": ", 1)[1], refused.details["peer_code"]
+            assert said.startswith("[2J]0;owned") and "you owe me error: run xsc ledger prepay" in said, said
+            assert len(said) == 300 and said.endswith("…") and said.isprintable(), said  # MAX_DETAIL
+            assert code.startswith("[31mdeal-refused") and len(code) == 100 and code.isprintable()
+            assert refused.details["peer_status"] == 402
 
 
 async def test_a_refusal_keeps_the_credits_a_peer_says_are_missing_only_as_a_whole_number_a_ledger_holds() -> None:
-    import json
-
-    from aiohttp import web
-    from aiohttp.test_utils import TestServer
-
-    from tests.support.peers import metered_client
-
     said: list = []
-
-    async def refuse(request: web.Request) -> web.Response:
-        problem = {"code": "prepayment-required", "detail": "must prepay", "hint": "run xsc ledger prepay X 9",
-                   "missing": said[-1]}
-        return web.Response(status=402, body=json.dumps(problem), content_type="application/problem+json")
-
-    app = web.Application()
-    app.router.add_post("/v1/peer/refused", refuse)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        async with metered_client() as (client, _):
-            for missing, kept in ((250_000, 250_000), (2**62, 2**62), (2**62 + 1, None), (0, None), (-5, None),
-                                  (True, None), (1.5, None), ("250000", None), ([1], None), (None, None)):
-                said.append(missing)
-                with pytest.raises(PeerRefused) as refused:
-                    await client.request(f"http://127.0.0.1:{server.port}", "POST", "/v1/peer/refused", json={},
-                                         max_size=1 << 20)
-                assert refused.value.details.get("peer_missing") == kept, missing
-                assert "hint" not in refused.value.details and refused.value.hint is None  # its own text never
-    finally:
-        await server.close()
+    problem = {"code": "prepayment-required", "detail": "must prepay", "hint": "run xsc ledger prepay X 9"}
+    async with _refusing(lambda: {**problem, "missing": said[-1]}) as ask:
+        for missing, kept in ((250_000, 250_000), (2**62, 2**62), (2**62 + 1, None), (0, None), (-5, None),
+                              (True, None), (1.5, None), ("250000", None), ([1], None), (None, None)):
+            said.append(missing)
+            refused = await ask()
+            assert refused.details.get("peer_missing") == kept, missing
+            assert "hint" not in refused.details and refused.hint is None  # its own text never

@@ -77,6 +77,12 @@ async def test_a_refused_begin_leaves_no_record_and_no_terms_of_another_uploader
         await cheap.begin(f.si, 2, f.size, f.segment_size, lease())
     refused(err, 403, "deal-refused")
     assert terms.get(f.si, 2) is None and list(store.db.iterator(prefix=keys.UPLOADS)) == []
+    # Nor does one that comes once the holder said it leaves (its stop began): 503, its sender goes elsewhere.
+    await holder_node.app[NODE].market.leave()
+    with pytest.raises(PeerRefused) as err:
+        await from_honest.begin(f.si, 2, f.size, f.segment_size, lease())
+    refused(err, 503, "node-stopping")
+    assert terms.get(f.si, 2) is None and list(store.db.iterator(prefix=keys.UPLOADS)) == []
 
 
 async def test_one_sender_cannot_reserve_the_whole_node(holder_node, stranger) -> None:

@@ -38,7 +38,7 @@ from ..db import Database
 from ..itc import Stamp
 from ..allocation.core.models import MAX_QUANTITY
 from ..allocation.core.subscriptions import Subscribers, interests
-from ..errors import InvalidArgument, PeerError
+from ..errors import InvalidArgument, NodeStopping, PeerError
 from ..config import MarketSection
 from ..identity import Identity, parse_public_id
 from ..net.peer_client import dumps
@@ -188,7 +188,10 @@ class MarketService:
 
     def honoured_ask(self, kind: str) -> int | None:
         """The lowest price this node takes a deal at: its ask now, or a lower one it published within the
-        last HONOUR_SECONDS (a gateway matched on that offer before our newer one reached it)."""
+        last HONOUR_SECONDS (a gateway matched on that offer before our newer one reached it).  Leaving, it
+        refuses the work peers offer (503 `node-stopping`, nothing taken: its sender places it elsewhere at once)."""
+        if self.leaving:
+            raise NodeStopping("this node is stopping: it takes no new work", hint="place it on another provider")
         now = self.ask(kind)
         if now is None:
             return None
@@ -232,7 +235,7 @@ class MarketService:
         except BaseException:
             self._not_stored()
             raise
-        self._show_own(signed[0])
+        self.replication.show(signed[0])
         return True
 
     async def republish(self, *, force: bool = False) -> bool:
@@ -246,7 +249,7 @@ class MarketService:
         except BaseException:
             self._not_stored()
             raise
-        self._show_own(signed[0])
+        self.replication.show(signed[0])
         return True
 
     def _not_stored(self) -> None:
@@ -279,9 +282,6 @@ class MarketService:
                 return
             self.store.keep_own(self.me, dumps(commitment.to_json()), self_state)
             self._own_stored = number
-
-    def _show_own(self, commitment: MarketCommitment) -> None:
-        self.replication.show(commitment)
 
     def _self_state(self) -> bytes:
         return codec.dumps({"stamp": self.stamp.encode().hex(), **self.weights.counters()})
@@ -401,7 +401,7 @@ class MarketService:
         await self.leave()
 
     async def leave(self, timeout: float = 2.0) -> None:
-        """Say we leave: publish an offer of nothing and tell the peers (best effort, briefly)."""
+        """Say we leave: publish an offer of nothing, tell the peers (briefly); the stop does it first (node/app.py)."""
         self.leaving = True
         if self.publish():
             try:

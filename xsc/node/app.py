@@ -201,8 +201,7 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None,
             except OSError as exc:
                 raise ConfigError(f"cannot listen on {site.name.split('://')[1]}: {exc.strerror or exc}",
                                   hint=f"pick another address with {flag} HOST:PORT") from exc
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
+        stop, loop = asyncio.Event(), asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         collector.install()
@@ -220,6 +219,7 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None,
         if ready:
             ready.set()
         await stop.wait()
+        await app[NODE].market.leave()  # first: its peers stop placing work here, what they still send is refused
         # Stop listening, then give requests in flight (an upload, say) time to finish before
         # aiohttp's own shutdown, which stops reading request bodies, and before the database closes.
         for site in sites:
