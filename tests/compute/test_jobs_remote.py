@@ -147,6 +147,33 @@ async def test_a_provider_answering_its_outputs_a_byte_a_request_is_not_paid_and
     assert balances(gateway, provider)[0] == before[0]
 
 
+async def test_a_provider_that_dropped_a_job_by_its_keep_limit_while_it_was_fetched_is_not_struck(
+        node_factory, monkeypatch) -> None:
+    """A provider keeps a run's outputs for IDLE and the time to fetch them at SLOWEST_LINK: a sender slower than that
+    meets a 404 part way through.  The provider dropped the job by its own rule, sent nothing unlike what it signed:
+    the job fails, unpaid, and the provider is not struck as a forger is."""
+    monkeypatch.setattr(hosted_jobs, "IDLE", 2.0)  # the keep limit lowered, so the test need not fetch for minutes
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    hosted, fetch, asked = provider.app[NODE].hosted_jobs, sent_jobs.wire.fetch, []
+
+    async def slow(client, url, provider_id, job, output, offset):  # past the keep limit after the first output
+        if output == 1 and not asked:
+            asked.append(output)
+            await eventually_async(lambda: hosted.status()["hosted"] == 0, "the provider to drop the job", 30)
+        return await fetch(client, url, provider_id, job, output, offset)
+
+    monkeypatch.setattr(sent_jobs.wire, "fetch", slow)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike", lambda node, why, **kw: struck.append(node) or False)
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"fetched too slowly")
+    assert status >= 400 and problem["code"] != "forged-result" and asked == [1], problem
+    assert struck == []
+    await settle(gateway)
+    assert balances(gateway, provider)[0] == before[0]  # nothing the gateway stored, nothing paid
+
+
 async def test_a_job_goes_to_another_provider_when_one_forges_its_outputs(node_factory, monkeypatch) -> None:
     gateway, providers = await network(node_factory, providers=2)
     module = await deploy(gateway, "outputs", wasi=True)
