@@ -125,6 +125,30 @@ async def test_a_provider_whose_output_does_not_match_what_it_signed_is_not_paid
         await verified(node)
 
 
+async def test_a_provider_answering_streams_other_than_it_signed_is_not_paid_and_is_struck(
+        node_factory, monkeypatch) -> None:
+    """A provider's record signs the hash of each stream it answers: one that answers another stdout (a result the
+    user reads, made up) is held to the record as one that answers other outputs."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    hosted = provider.app[NODE].hosted_jobs
+    honest = hosted.run
+
+    async def made_up(sender, job):
+        answer = await honest(sender, job)
+        return {**answer, "run": {**answer["run"], "stdout": "the answer is 42\n"}}
+
+    monkeypatch.setattr(hosted, "run", made_up)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike", lambda node, why, **kw: struck.append(node) or False)
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
+    assert status == 502 and problem["code"] == "forged-result" and "stdout" in problem["detail"], problem
+    assert struck == [provider.app[IDENTITY].id]
+    await settle(gateway)
+    assert balances(gateway, provider)[0] == before[0]
+
+
 async def test_a_provider_answering_its_outputs_a_byte_a_request_is_not_paid_and_is_asked_once_an_output(
         node_factory, monkeypatch) -> None:
     """An honest provider answers each piece of an output whole (a chunk, or what is left): one that answers a byte
