@@ -132,7 +132,20 @@ async def test_a_provider_answering_streams_other_than_it_signed_is_not_paid_and
     gateway, (provider,) = await network(node_factory)
     module = await deploy(gateway, "outputs", wasi=True)
     hosted = provider.app[NODE].hosted_jobs
-    honest = hosted.run
+    honest, compute = hosted.run, provider.app[NODE].compute
+    signing = compute._record
+
+    def unhashed(*args, **kwargs):  # a provider whose records do not sign their streams yet: its runs still hold
+        record = signing(*args, **kwargs)
+        for key in ("stdout_sha256", "stderr_sha256"):
+            record["wasi"].pop(key)
+        return record
+
+    monkeypatch.setattr(compute, "_record", unhashed)
+    status, job = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"older")
+    assert status == 201, job
+    monkeypatch.setattr(compute, "_record", signing)
+    await settle(gateway)
 
     async def made_up(sender, job):
         answer = await honest(sender, job)
