@@ -376,12 +376,16 @@ LEDGER_SENDERS = b"l/n/"
 # + authorization id -> id of this node's payment under it (32), written with the payment, deleted in the batch in
 # which the payee's trust line counts it as owed: as l/n/ for receipts.
 LEDGER_UNCOUNTED = b"l/w/"
+# + authorization id -> the node that asked for its receipt (its id, ASCII): the one peer besides the payer's own
+# key the receipt is shown to (GET /v1/peer/ledger/receipts/{id}); written with the receipt, retired with its
+# settled mark.
+LEDGER_ASKED = b"l/k/"
 # Aggregated settlement (ledger/tabs.py): what a payer owes a payee for acknowledged work not settled yet, and
 # the refs (provenance ids) each aggregated transfer covers, under the Merkle root its job reference names.
 LEDGER_OWED = b"l/o/"  # + ref (16: a provenance id) -> payer (32) + payee (32) + amount (8) + fuel (8)
 LEDGER_COVERS = b"l/b/"  # + Merkle root (32) -> the refs it covers, 16 bytes each, in order
-# + when (8: unix seconds, big endian) + the key of a record that is not kept for good (l/u/, l/c/, l/b/, l/tp/,
-# l/to/) -> b"", or for a replay guard (l/u/, l/tp/, l/to/) its authorization's expiry (8, big endian: the sweep
+# + when (8: unix seconds, big endian) + the key of a record that is not kept for good (l/u/, l/k/, l/c/, l/b/, l/tp/,
+# l/to/) -> b"", or for a replay guard (l/u/, l/k/, l/tp/, l/to/) its authorization's expiry (8, big endian: the sweep
 # moves the row when ledger.record_retention was raised, without finding the entry): written with that record,
 # deleted with it once `when` has passed (ledger/store.py `retire`)
 LEDGER_RETIRE = b"l/r/"
@@ -439,6 +443,10 @@ def ledger_completed(authorization_id: bytes) -> bytes:
 
 def ledger_sender(authorization_id: bytes) -> bytes:
     return LEDGER_SENDERS + authorization_id
+
+
+def ledger_asked(authorization_id: bytes) -> bytes:
+    return LEDGER_ASKED + authorization_id
 
 
 def ledger_uncounted(authorization_id: bytes) -> bytes:

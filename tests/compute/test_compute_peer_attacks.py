@@ -17,6 +17,7 @@ from tests.support.waiting import eventually_async
 from xsc.identity import Identity, sign_request
 from xsc.ledger.core.model import authorize, encode_authorization
 from xsc.net.compute import INVOKE_PATH, MODULES_PATH, TAB_CLOSE_PATH
+from xsc.net.functions import FUNCTION_PATH
 from xsc.node import IDENTITY
 from xsc.compute.paid import MAX_PUSHED_FUNCTIONS, compile_price
 from xsc.compute.remote_tabs import MAX_TAB_TTL
@@ -282,6 +283,22 @@ async def test_a_tab_nothing_ran_under_gets_no_receipt_and_leaves_nothing_behind
     status, answer = await _peer(node, attacker, "POST", TAB_CLOSE_PATH, closing(ran))
     assert status == 200 and answer["receipt"], answer
     assert chain.state(me).seq == seq + 1 and tabs.kept == 0
+
+
+async def test_withdrawing_a_function_never_placed_is_refused_before_anything_is_written(node_factory,
+                                                                                          monkeypatch) -> None:
+    """Withdrawing a placed function is a synced write: a name never placed, sent again and again, was one fsync a
+    request at the sender's rate.  It is refused (404) and writes nothing."""
+    node = await node_factory()
+    placed = node.app[NODE].placed_functions
+    writes: list[tuple[str, str]] = []
+    remove = placed.store.remove_placement
+    monkeypatch.setattr(placed.store, "remove_placement", lambda *key: (writes.append(key), remove(*key))[1])
+    attacker = Identity.generate()
+    for name in ("never", "placed", "here"):
+        status, problem = await _peer(node, attacker, "DELETE", FUNCTION_PATH.format(name=name), b"")
+        assert status == 404 and problem["code"] == "not-found", problem
+    assert writes == []
 
 
 async def test_a_tab_its_gateway_lets_expire_unclosed_is_forgotten_with_its_run_records(node_factory) -> None:

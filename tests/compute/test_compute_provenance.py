@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from tests.support.compute import deploy, invoke, placed, signed_under_the_first_rule
@@ -72,7 +74,8 @@ async def test_wasi_record(node):
     status, body = await invoke(node, module, "args", "a", "b", wasi=True)
     r = (await record(node, body["provenance"]))["record"]
     assert r["wasi"] == {"argv": [module, "a", "b"], "exit_code": None, "stdout_bytes": len(body["stdout"]),
-                         "stderr_bytes": 0}
+                         "stderr_bytes": 0, "stdout_sha256": hashlib.sha256(body["stdout"].encode()).hexdigest(),
+                         "stderr_sha256": hashlib.sha256(b"").hexdigest()}
 
 
 async def test_rejected_calls_leave_no_record(node):

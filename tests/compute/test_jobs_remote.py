@@ -125,6 +125,43 @@ async def test_a_provider_whose_output_does_not_match_what_it_signed_is_not_paid
         await verified(node)
 
 
+async def test_a_provider_answering_streams_other_than_it_signed_is_not_paid_and_is_struck(
+        node_factory, monkeypatch) -> None:
+    """A provider's record signs the hash of each stream it answers: one that answers another stdout (a result the
+    user reads, made up) is held to the record as one that answers other outputs."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    hosted = provider.app[NODE].hosted_jobs
+    honest, compute = hosted.run, provider.app[NODE].compute
+    signing = compute._record
+
+    def unhashed(*args, **kwargs):  # a provider whose records do not sign their streams yet: its runs still hold
+        record = signing(*args, **kwargs)
+        for key in ("stdout_sha256", "stderr_sha256"):
+            record["wasi"].pop(key)
+        return record
+
+    monkeypatch.setattr(compute, "_record", unhashed)
+    status, job = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"older")
+    assert status == 201, job
+    monkeypatch.setattr(compute, "_record", signing)
+    await settle(gateway)
+
+    async def made_up(sender, job):
+        answer = await honest(sender, job)
+        return {**answer, "run": {**answer["run"], "stdout": "the answer is 42\n"}}
+
+    monkeypatch.setattr(hosted, "run", made_up)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike", lambda node, why, **kw: struck.append(node) or False)
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
+    assert status == 502 and problem["code"] == "forged-result" and "stdout" in problem["detail"], problem
+    assert struck == [provider.app[IDENTITY].id]
+    await settle(gateway)
+    assert balances(gateway, provider)[0] == before[0]
+
+
 async def test_a_provider_answering_its_outputs_a_byte_a_request_is_not_paid_and_is_asked_once_an_output(
         node_factory, monkeypatch) -> None:
     """An honest provider answers each piece of an output whole (a chunk, or what is left): one that answers a byte
@@ -145,6 +182,33 @@ async def test_a_provider_answering_its_outputs_a_byte_a_request_is_not_paid_and
     assert asked == [0]  # the first short piece ends it
     await settle(gateway)
     assert balances(gateway, provider)[0] == before[0]
+
+
+async def test_a_provider_that_dropped_a_job_by_its_keep_limit_while_it_was_fetched_is_not_struck(
+        node_factory, monkeypatch) -> None:
+    """A provider keeps a run's outputs for IDLE and the time to fetch them at SLOWEST_LINK: a sender slower than that
+    meets a 404 part way through.  The provider dropped the job by its own rule, sent nothing unlike what it signed:
+    the job fails, unpaid, and the provider is not struck as a forger is."""
+    monkeypatch.setattr(hosted_jobs, "IDLE", 2.0)  # the keep limit lowered, so the test need not fetch for minutes
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    hosted, fetch, asked = provider.app[NODE].hosted_jobs, sent_jobs.wire.fetch, []
+
+    async def slow(client, url, provider_id, job, output, offset):  # past the keep limit after the first output
+        if output == 1 and not asked:
+            asked.append(output)
+            await eventually_async(lambda: hosted.status()["hosted"] == 0, "the provider to drop the job", 30)
+        return await fetch(client, url, provider_id, job, output, offset)
+
+    monkeypatch.setattr(sent_jobs.wire, "fetch", slow)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike", lambda node, why, **kw: struck.append(node) or False)
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"fetched too slowly")
+    assert status >= 400 and problem["code"] != "forged-result" and asked == [1], problem
+    assert struck == []
+    await settle(gateway)
+    assert balances(gateway, provider)[0] == before[0]  # nothing the gateway stored, nothing paid
 
 
 async def test_a_job_goes_to_another_provider_when_one_forges_its_outputs(node_factory, monkeypatch) -> None:

@@ -15,7 +15,7 @@ from xsc.ledger import decode_authorization, decode_entry, encode_authorization
 from xsc.ledger.core.model import Receipt, authorize
 from xsc.node import CLIENT_IDENTITY, IDENTITY
 from xsc.node.appkeys import NODE
-from xsc.ledger.receipts import RECEIPT_ANSWER, RECEIPTS_PATH, ask_receipt
+from xsc.ledger.receipts import RECEIPT_ANSWER, RECEIPTS_PATH, ask_receipt, fetch_receipt
 
 from tests.support.nodes import free_port
 from tests.support.waiting import eventually_async
@@ -135,6 +135,34 @@ async def test_a_replayed_receipt_request_raises_the_senders_recognition_once(no
     assert len(receipts) == 1 and len(checks.calls) == 1
     assert counters()["paid_by"] == {a_id: 800}
     assert c.app[IDENTITY].id not in counters()["paid_by"]
+
+
+async def test_a_receipt_is_shown_to_its_parties_alone(node_factory) -> None:
+    # A receipt names its payer, its amount, its usage and its job: a third node that learns the authorization's id
+    # (a log, a relay) is answered as for an id never signed, and learns not even that it exists.
+    a, b, _ = await _peered(node_factory)
+    c = await node_factory("c", **QUIET)
+    await c.app[NODE].peers.add(b.app[NODE].peers.url)
+    b_node = b.app[IDENTITY]
+    auth = await a.app[NODE].ledger.authorize(a.app[CLIENT_IDENTITY], b_node.public_key, 900, "test:private")
+    made = await ask_receipt(a.app[NODE].peers.client, a.app[NODE].peers.peer(b_node.id).url, b_node.id, auth, 800,
+                             {"fuel": 5})
+
+    async def get(node, auth_id: str):
+        with pytest.raises(PeerRefused) as refused:
+            await node.app[NODE].peers.request(b.app[NODE].peers.url, "GET", f"{RECEIPTS_PATH}/{auth_id}",
+                                               to=b_node.id, max_size=RECEIPT_ANSWER)
+        details = refused.value.details
+        return details["peer_status"], details["peer_code"], refused.value.message.replace(auth_id, "<id>")
+
+    assert await get(c, auth.id.hex()) == await get(c, "ab" * 32) == await get(a, "ab" * 32)
+    assert (await get(c, auth.id.hex()))[0] == 404
+    fetched = await fetch_receipt(a.app[NODE].peers.client, b.app[NODE].peers.url, b_node.id, auth)
+    assert fetched is not None and fetched.encode() == made.encode()  # the payer's node, which asked for it
+    own = authorize(c.app[IDENTITY], b_node.public_key, 700, "test:own", int(time.time()) + 600, os.urandom(16))
+    await b.app[NODE].ledger.countersign(b_node, own, 600, {"fuel": 1})  # asked by no node: its payer's key sees it
+    assert (await fetch_receipt(c.app[NODE].peers.client, b.app[NODE].peers.url, b_node.id, own)).amount == 600
+    assert (await get(a, own.id.hex()))[0] == 404
 
 
 async def test_bad_claims_are_refused_with_clear_problems(node_factory) -> None:

@@ -320,6 +320,8 @@ class PlacedFunctions:
                         "expired")
 
     async def withdraw(self, owner: str, name: str) -> dict[str, Any]:
+        if self.functions.placed(owner, name) is None:  # refused before the synced write: a name costs no fsync
+            raise NotFound(f"no function {name[:64]!r} of yours is served here", hint="place it first")
         self.store.remove_placement(owner, name)  # first: a kill -9 from here on leaves it withdrawn
         await self.functions.drop(owner, name)
         return {"withdrawn": name}

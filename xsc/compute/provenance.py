@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import calendar
 import functools
+import hashlib
 import re
 import struct
 import time
@@ -49,6 +50,12 @@ _ID_RE = re.compile(r"[0-9a-f]{32}")
 def new_id() -> bytes:
     """16 bytes: nanoseconds since the epoch (so ids sort by time), then 8 random bytes."""
     return struct.pack(">QQ", time.time_ns(), unique_bits(64))
+
+
+def stream_sha256(text: str) -> str:
+    """The hash a WASI run's record signs of a stream (`wasi.stdout_sha256`, `wasi.stderr_sha256`): of its text as
+    the run answers it (UTF-8, an invalid byte replaced), so whoever holds the answer checks it against the record."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def parse_id(text: str) -> bytes:

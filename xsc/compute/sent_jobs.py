@@ -396,6 +396,11 @@ def _unlike_a_run(run: dict[str, Any], answer: dict[str, Any], record: dict[str,
             or trap is not None and (not isinstance(trap, dict) or not isinstance(trap.get("message"), str)
                                      or not isinstance(signed_trap, dict) or trap.get("kind") != signed_trap.get("kind")):
         return "comes with an answer in a shape no run has (its streams, trap or refusal)"
+    wasi = record.get("wasi") if isinstance(record.get("wasi"), dict) else {}
+    for stream in ("stdout", "stderr"):  # a record made before its streams were signed has no hash of them
+        signed = wasi.get(f"{stream}_sha256")
+        if signed is not None and signed != provenance.stream_sha256(run.get(stream, "")):
+            return f"signs another {stream} than the run answered"
     return None
 
 

@@ -619,7 +619,9 @@ class ComputeService:
             record["trap"] = {"kind": o.trap_kind, "message": o.message}
         if argv is not None:
             record["wasi"] = {"argv": argv, "exit_code": o.exit_code, "stdout_bytes": len(o.stdout) + o.stdout_dropped,
-                              "stderr_bytes": len(o.stderr) + o.stderr_dropped}
+                              "stderr_bytes": len(o.stderr) + o.stderr_dropped,
+                              "stdout_sha256": provenance.stream_sha256(o.stdout.decode("utf-8", "replace")),
+                              "stderr_sha256": provenance.stream_sha256(o.stderr.decode("utf-8", "replace"))}
         return record
 
     # --- provenance ------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from ..ids import one_starting_with
 from .core import rules
 from .core.model import (Authorization, Payment, Receipt, authorize, decode_entry, entry_json, format_credits,
                          normalize_usage)
-from .store import RETENTION, RETIRE_BATCH, LedgerStore, Settlement, ThreadedMap, new_settlement
+from .store import RETENTION, RETIRE_BATCH, LedgerStore, Settlement, ThreadedMap, asked_by, new_settlement
 
 MAX_GROUP = 512  # settlements per write batch
 MIN_ACCOUNT_PREFIX = 4  # characters of an account id that name it, when no other known account's id starts so
@@ -355,6 +355,10 @@ class LedgerService:
     async def receipt_for(self, authorization_id: bytes) -> Receipt | None:
         """The receipt on a chain here that settled this authorization (payee side), if any."""
         return await self._read(self.store.receipt_for, authorization_id)
+
+    async def asked_by(self, authorization_id: bytes) -> str | None:
+        """The node that asked for the receipt under this authorization (`LedgerStore.countersign`), if kept."""
+        return await self._read(asked_by, self.store.db, authorization_id)
 
     async def payment_for(self, authorization_id: bytes) -> Payment | None:
         return await self._read(self.store.payment_for, authorization_id)

@@ -250,6 +250,14 @@ class Payments:
         return max(((p, c) for p, c in table.items() if auth.job.startswith(p)), default=(None, None),
                    key=lambda found: len(found[0]))[1]
 
+    async def receipt_for(self, sender: str, authorization_id: bytes) -> Receipt | None:
+        """This node's receipt under the authorization, if `sender` is a party to it: the node that asked for it, or
+        the node whose key is its payer.  Any other learns nothing of it, not even that it exists."""
+        receipt = await self.ledger.receipt_for(authorization_id)
+        if receipt is None or sender == public_id(receipt.authorization.payer):
+            return receipt
+        return receipt if await self.ledger.asked_by(authorization_id) == sender else None
+
     async def countersign(self, sender: str, auth: Authorization, amount: int, usage: dict[str, int],
                           job: str | None = None) -> Receipt:
         """This node's receipt for work it did for `sender`, once the claim is checked; idempotent."""

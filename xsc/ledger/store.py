@@ -309,7 +309,7 @@ class LedgerStore:
         """The payee's half: append its signed receipt for `amount` under `auth` (or return the one it made).
 
         `verified`: the caller has already checked the payer's signature on `auth` (it is not checked twice).
-        `sender`: the node that asked for it, written with the receipt until its trust line counts it (`senders`)."""
+        `sender`: the node that asked for it, written with the receipt (`senders`, `asked_by`)."""
         if auth.payee != payee.public_key:
             raise WrongPayee(f"authorization {auth.id.hex()} pays account {public_id(auth.payee)}, "
                              f"not this node's account {public_id(payee.public_key)}",
@@ -337,7 +337,7 @@ class LedgerStore:
         receipt = receipt.signed(payee.sign(receipt.body))
         self._self_check([receipt.signatures()[0]])
         self._write([receipt], {payee.public_key: new_state}, {auth.id: receipt.id},
-                    {keys.ledger_sender(auth.id): receipt.id + sender.encode()} if sender is not None else None)
+                    None if sender is None else _sender_rows(auth, receipt.id, sender, self.retention))
         return receipt
 
     def sender_counted(self, authorization_id: bytes) -> None:
@@ -590,6 +590,20 @@ class LedgerStore:
         finally:
             snapshot.close()
         return audit.finish(failed)
+
+
+def _sender_rows(auth: Authorization, receipt_id: bytes, sender: str, retention: int) -> dict[bytes, bytes]:
+    """The node that asked for a receipt: until its trust line counts it (`l/n/`), and as the one node besides its
+    payer's the receipt is shown to, as long as its settled mark (`l/k/`)."""
+    return dict((guard_row(keys.ledger_asked(auth.id), auth.expires_at, retention),
+                 (keys.ledger_asked(auth.id), sender.encode()),
+                 (keys.ledger_sender(auth.id), receipt_id + sender.encode())))
+
+
+def asked_by(db: Database, authorization_id: bytes) -> str | None:
+    """The node that asked for the receipt under this authorization, if one did and it is still kept."""
+    value = db.get(keys.ledger_asked(authorization_id))
+    return None if value is None else value.decode("ascii", "replace")
 
 
 def guard_row(record: bytes, expires_at: int, retention: int) -> tuple[bytes, bytes]:

@@ -3,7 +3,7 @@
 Peer API (signed; `peer_auth.peer_id(request)` is the sending node):
     POST /v1/peer/ledger/receipts  {"authorization": hex, "amount": int, "usage": {...}, "job": str?}
                                    -> {"receipt": hex}: this node's receipt, appended to its chain
-    GET  /v1/peer/ledger/receipts/{authorization id hex} -> {"receipt": hex}, or 404 if it made none
+    GET  /v1/peer/ledger/receipts/{authorization id hex} -> {"receipt": hex} to its parties alone, else 404
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ async def receipt(request: web.Request) -> web.Response:
         auth_id = b""
     if len(auth_id) != 32:
         raise InvalidArgument("give the authorization id as 64 hex digits")
-    found = await request.app[NODE].ledger.receipt_for(auth_id)
+    found = await request.app[NODE].payments.receipt_for(peer_auth.peer_id(request), auth_id)
     if found is None:
         raise EntryNotFound(f"this node made no receipt for authorization {text.lower()}")
     return json_response({"receipt": found.encode().hex()})
