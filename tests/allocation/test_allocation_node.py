@@ -312,6 +312,7 @@ async def test_a_recipient_answers_only_when_no_provider_is_left_to_compute_from
     # p2's state computed from R: the next receipt answers both
     await a_round_on({"states": [state(1, 120, after="R")]})
     await eventually_async(lambda: parts() == (150, 120), "a receipt answering both")
+    assert service.idle  # the wake-up r set to stop waiting was for this round: none is left pending
     receipts["R2"] = service.receipts.get(r_id).stamp
     # p2 answers R2 unchanged; p1's state crossed R2 and R2 does not answer it: p1 computes only once r answers it,
     # so r does at once (waiting for p1 would hold both sides until the bound)

@@ -250,6 +250,9 @@ class AllocationService:
         if self.ids.stamp is None:
             return []  # no ITC id yet: nothing may be published (see `ensure_id`)
         self._dirty = False
+        if self._wake is not None:  # this round is the one it was for; a side that still waits sets it again
+            self._wake.cancel()
+            self._wake = None
         self.rounds += 1
         network = self.network()
         me = network.get(self.me)
