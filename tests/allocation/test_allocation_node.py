@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 import re
 import time
 from decimal import Decimal
@@ -232,6 +233,35 @@ async def test_a_put_is_served_from_the_allocation_and_a_removed_provider_leaves
     assert response.status == 201 and b_id not in answer["placement"], answer
 
 
+async def test_a_put_on_fewer_providers_than_shares_is_dealt_round_them_evenly_whatever_the_allocation_gives(
+        node_factory) -> None:
+    """Two or three of a gateway's three providers allocate to its standing need: the put's six shares still go two to
+    each provider, not one to each of two and four to the third (a file no node's loss may cost), nor nowhere (the
+    needs the allocation did not place kept off every provider it used)."""
+    a = await node_factory("a", storage={"capacity": 0}, **QUIET)
+    providers = [await node_factory(name, **QUIET) for name in "bcd"]
+    ids = [p.app[NODE].peers.identity.id for p in providers]
+    a_id = a.app[NODE].peers.identity.id
+    for p in providers:
+        await a.app[NODE].peers.add(p.app[NODE].peers.url)
+    for node in (a, *providers):
+        await node.app[NODE].market.fill_book()
+    await a.app[NODE].health.probe_round()  # the providers are seen up: they may be matched
+    for p, pid in zip(providers[:2], ids[:2]):
+        a.app[NODE].market.set_recognition(pid, Decimal(1))
+        p.app[NODE].market.set_recognition(a_id, Decimal(1))
+    status = await a.post("/v1/allocation/needs", json={"kind": "storage", "quantity": 1_000_000, "seconds": 600})
+    assert status.status == 201
+    await eventually_async(lambda: len(a.app[NODE].allocation.allocated("storage")) >= 2,
+                           "two providers or three to allocate to a's need")
+
+    response = await a.post("/v1/store/files", data=b"s" * 20_000)
+    answer = await response.json()
+    assert response.status == 201, answer
+    assert sorted(Counter(answer["placement"]).values()) == [2, 2, 2], answer["placement"]
+    assert answer["node_failures_survived"] == 1
+
+
 async def test_a_provider_that_fails_the_work_its_allocation_promised_no_longer_counts_as_serving_the_need(
         node_factory, monkeypatch) -> None:
     """A state is the provider's word: while this node's receipt counts a provider's units, the providers that do
@@ -313,6 +343,7 @@ async def test_a_recipient_answers_only_when_no_provider_is_left_to_compute_from
     # p2's state computed from R: the next receipt answers both
     await a_round_on({"states": [state(1, 120, after="R")]})
     await eventually_async(lambda: parts() == (150, 120), "a receipt answering both")
+    assert service.idle  # the wake-up r set to stop waiting was for this round: none is left pending
     receipts["R2"] = service.receipts.get(r_id).stamp
     # p2 answers R2 unchanged; p1's state crossed R2 and R2 does not answer it: p1 computes only once r answers it,
     # so r does at once (waiting for p1 would hold both sides until the bound)

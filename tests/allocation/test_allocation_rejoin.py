@@ -44,10 +44,9 @@ def _whole(stamps: list[Stamp]) -> bool:
 
 
 async def test_a_restarted_node_rejoins_by_fork_gives_its_old_id_back_and_the_allocation_converges(make_config) -> None:
-    # b is c's only provider (a offers nothing): what is checked is the rejoin, not how two providers share.
+    # b is c's only provider (a offers no storage): what is checked is the rejoin, not how two providers share.
     configs = {name: make_config(name, **QUIET) for name in "bc"}
-    configs["a"] = make_config("a", **{**QUIET, "market": {**QUIET["market"], "offer_storage": False,
-                                                           "offer_compute": False}})
+    configs["a"] = make_config("a", **{**QUIET, "market": {**QUIET["market"], "offer_storage": False}})
     nodes = {name: await serve(configs[name]) for name in "abc"}
     try:
         a, b, c = nodes["a"], nodes["b"], nodes["c"]
@@ -70,6 +69,8 @@ async def test_a_restarted_node_rejoins_by_fork_gives_its_old_id_back_and_the_al
         await eventually_async(lambda: all(n.app[NODE].allocation.states.get(ids["b"]) is not None for n in (a, c)),
                      "b's state at a and c")
         held_before = {name: nodes[name].app[NODE].allocation.states.seen(ids["b"]) for name in "ac"}
+        # a's compute slots serve no storage need: c never waited for an answer from it (nor b for c's)
+        assert all(n.app[NODE].allocation.status()["out_of_step"] == 0 for n in (b, c))
 
         # b stops; its stored stamp loses its events (a write lost in a crash: same id, nothing counted).
         old = b.app[NODE].allocation.stamp

@@ -65,7 +65,7 @@ class _World:
 
 
 def _lookup(world: _World) -> lookup.ProviderLookup:
-    return lookup.ProviderLookup(replication=world, peers=world, active=lambda p: True, find=world.find)
+    return lookup.ProviderLookup(replication=world, peers=world, active=lambda p, within: True, find=world.find)
 
 
 def test_a_short_book_asks_the_providers_the_table_knows_and_only_known_peers() -> None:
@@ -142,3 +142,35 @@ def test_a_lookup_cut_short_asks_what_it_found_and_more_of_the_up_peers_the_book
     asyncio.run(slow.fill("storage", 6, 0.05))
     assert world.asked[0] == "b" and len(world.asked) == 2 * (6 - 2) and "a" not in world.asked
     assert len(world.held) >= 6 and slow.found == len(world.asked)
+
+
+def test_offers_that_lapse_while_the_table_answers_are_asked_again_with_those_the_book_lacks(monkeypatch) -> None:
+    """The offers a node announced at start reach every peer once and then only its neighbourhood: a book may hold
+    some that lapse while a busy node's lookup runs, or before its caller matches.  Counted as held, they are not asked
+    again, and a spread put deals its six shares round the four providers left (six needs on four nodes)."""
+    monkeypatch.setattr(lookup, "CHECK_EVERY", 0.0)
+    announced, lasting = {"a", "f", "j"}, {"me", "t"}  # a, f and j announced at start: their offers are lapsing
+
+    class Lapsing(_World):
+        lapsed: set[str] = set()
+
+        def active(self, participant: str, within: float = 0.0) -> bool:
+            if participant in self.lapsed:
+                return False
+            return participant in lasting or participant in self.asked or not within
+
+        async def find(self, kind: str, wanted: int, found: dict[str, _Record]) -> None:
+            self.lookups += 1
+            found.update((i, _Record(i)) for i in "knt")  # the first answers came in time ...
+            self.lapsed = {"f", "j"}  # ... and two of the offers held as it began lapsed meanwhile
+            await asyncio.sleep(60)  # ... the rest of the answers do not
+
+        async def pull_own(self, peers: list[_Peer], timeout: float) -> None:
+            await super().pull_own(peers, timeout)
+            self.lapsed -= {d.id for d in peers}  # each answered with its commitment as signed now
+
+    world = Lapsing(held={"me", "t", *announced}, known=[*"tafjknd"], table=[])
+    slow = lookup.ProviderLookup(replication=world, peers=world, active=world.active, find=world.find)
+    asyncio.run(slow.fill("storage", 6, 0.05))
+    assert announced <= set(world.asked) and {"k", "n"} <= set(world.asked) and "t" not in world.asked
+    assert len(slow.providers("storage")) >= 6 and all(world.active(p, 0.05) for p in slow.providers("storage"))

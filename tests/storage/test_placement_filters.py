@@ -84,6 +84,30 @@ async def test_a_share_placed_again_during_the_put_is_placed_within_the_put_s_fi
     assert asked["prefer"] == (preferred,) and asked["min_availability"] == Decimal("0.9")
 
 
+class _Ranked(_Dealing):
+    """A market that places a share on the first of `ranked` a need does not avoid."""
+
+    def __init__(self, ranked: list[str]) -> None:
+        super().__init__(ranked[0])
+        self.ranked = ranked
+
+    async def deal(self, needs, failed):
+        avoid = set(self.asked[-1]["avoid"])
+        return {n.slot.id: SimpleNamespace(provider=next(p for p in self.ranked if p not in avoid), price=7)
+                for n in needs}
+
+
+async def test_a_share_placed_again_during_the_put_goes_to_a_provider_holding_none_while_there_is_one() -> None:
+    """This node, cheapest, is never a replacement (its room was counted as the put began): the share goes to the
+    provider the put does not use yet, not to one holding a share already (six shares then on five nodes)."""
+    used, failed, spare = _node_ids(5), _node_ids(1)[0], _node_ids(1)[0]
+    placing = SharePlacing(gateway=None, deals=None, dealing=_Ranked(["me", *used, spare]), terms=None, peers=None,
+                           holder=lambda node, price: (node, price), pool=None, me="me", lease_duration=60)
+    quote = quotes.PutQuote(100, 60, [*used, failed], {s: 7 for s in range(6)}, filters={"spread": True})
+    assert await placing.replacer(quote, 1000)(5, {failed: RuntimeError("down")}) == (spare, (spare, 7))
+    assert len(set(quote.nodes)) == 6
+
+
 def _placement(gateway, cap: str) -> list[str]:
     return next(f for f in api(gateway, "GET", "/v1/store/files")[1]["files"] if f["capability"] == cap)["placement"]
 

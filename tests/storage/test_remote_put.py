@@ -334,6 +334,21 @@ async def test_a_share_lost_by_a_put_that_keeps_none_here_is_rebuilt_on_another_
     assert list(gateway.store.damaged(si)) == [] and gateway.store.file_record(si)["placement"] == repaired["placement"]
 
 
+async def test_a_put_that_lost_a_share_says_how_many_node_losses_the_shares_it_placed_survive(gateway,
+                                                                                             monkeypatch) -> None:
+    """A spread put on six nodes whose holder of share 5 is lost: until the repair rebuilds it, five shares on five
+    nodes survive the loss of one node, not two (the placement names this node for the missing share, which holds
+    none of it)."""
+    monkeypatch.setattr(remote, "SEND_BATCH", 2 * layout.segment_block_length(SEGMENT))
+    holders = {**{n: Holding() for n in "abcde"}, "f": Failing(CUT)}
+    result = await gateway_put.put(gateway, reader(DATA), len(DATA), me="me", rebuild_away=True,
+                                   place=lambda si, n: ([*holders], dict(enumerate(holders.values()))))
+    assert result.placement == [*"abcde", "me"] and "share 5" in result.lost
+    answer = result.to_json()
+    assert (answer["nodes"], answer["node_failures_survived"]) == (5, 1), answer
+    assert answer["placement_note"] == "the 5 shares are on 5 nodes: the file survives the loss of any 1 of them"
+
+
 async def test_a_put_whose_holders_fail_too_many_shares_fails_and_gives_everything_back(gateway, monkeypatch) -> None:
     """Two shares lost of six leave the file no loss to spare: the put fails saying so, with nothing kept; and so
     does one whose holder refuses a batch as wrong."""

@@ -109,18 +109,17 @@ class AllocationService:
                                        states=self.states, receipts=self.receipts, receive=self.receive,
                                        refuse=self._refuse, wake=self._changed.set)
         self._dirty = True
-        # Rounds in step (`_provider_waits`, `_recipient_waits`): when this node last computed as a provider
-        # and published a receipt, the receipts its provider side last read (recipient -> signature), when each
-        # provider's state last arrived (even unchanged: an answer), the recipients to answer with our unchanged
-        # state, and the pending wake-up of a side that waits.
+        # Rounds in step (`_provider_waits`, `_recipient_waits`): when this node last computed as a provider and
+        # published a receipt, the receipts its provider side last read (recipient -> signature), when each provider's
+        # state last arrived (even unchanged: an answer), the recipients to answer with our unchanged state.
         self._computed_at = 0.0
         self._receipt_at = 0.0
         self._read: dict[str, str] = {}
         self._heard: dict[str, float] = {}
         self.acks: set[str] = set()
-        # Needs reached and answered (`unanswered`, `needs_moved`): when our first receipt listing each of our
-        # need slots was published, when each provider's state last arrived (even unchanged), and the needs
-        # this node's provider side last computed on.
+        # Needs reached and answered (`unanswered`, `needs_moved`): when our first receipt listing each of our need
+        # slots was published, when each provider's state last arrived (even unchanged), the needs our provider side
+        # last computed on, and the pending wake-up of a side that waits.
         self._listed_at: dict[str, float] = {}
         self._arrived: dict[str, float] = {}
         self._computed_needs: frozenset = frozenset()
@@ -222,9 +221,10 @@ class AllocationService:
             return False
         held = self.receipts.get(self.me)
         expected = set() if held is None else {p for e in held.needs.values() for p in (*e.by_provider, *e.wanting)}
-        if not expected:  # the first round: every provider that may answer
-            expected = {p for p, c in network.items() if p != self.me and c.capacity_slots
-                        and c.recognition.get(self.me, 0) > 0}
+        if not expected:  # the first round: every provider that may answer (not one whose slots serve no need of ours)
+            needs = network[self.me].need_slots
+            expected = {p for p, c in network.items() if p != self.me and c.recognition.get(self.me, 0) > 0
+                        and any(compatible(cap, n) for cap in c.capacity_slots for n in needs)}
         expected = {p for p in expected if p in network}
         if all(p in self._heard if held is None else self._done_with(p, held) for p in expected):
             return False
@@ -250,6 +250,9 @@ class AllocationService:
         if self.ids.stamp is None:
             return []  # no ITC id yet: nothing may be published (see `ensure_id`)
         self._dirty = False
+        if self._wake is not None:  # this round is the one it was for; a side that still waits sets it again
+            self._wake.cancel()
+            self._wake = None
         self.rounds += 1
         network = self.network()
         me = network.get(self.me)
@@ -549,9 +552,7 @@ class AllocationService:
         received = self.receipts.get(self.me)
         return {
             "stamp": None if self.ids.stamp is None else self.ids.stamp.encode().hex(),
-            "forked_from": self.ids.forked_from,
-            "rejoined": self.ids.rejoined,
-            "rounds": self.rounds,
+            "forked_from": self.ids.forked_from, "rejoined": self.ids.rejoined, "rounds": self.rounds,
             "converged": provider_converged is not False and share >= float(NETWORK_QUORUM) and not unanswered
             and not moved,
             "provider_converged": provider_converged,

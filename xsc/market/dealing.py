@@ -25,7 +25,7 @@ from ..tasks import in_pool, now_ms
 from .core.matching import Assignment, match_needs
 from .core.models import Ask, Bid, need_key, renamed, units_cost
 from .needs import NeedRegistry
-from .core.supply import cap_supply, spread_groups
+from .core.supply import cap_supply, crowded_groups, spread_groups
 
 EXPLAINED = 1000  # needs whose explanation is kept (in memory) for `xsc market explain`
 COMPUTE_DEALS = 64  # invokes' deals kept until the book or the allocation changes
@@ -302,7 +302,8 @@ class Dealing:
 
         The call market is cleared first (price discovery); needs the converged allocation covers are placed
         on the providers that allocated to this node (`_from_allocation`), the rest by the call market,
-        away from the providers the placed needs of their group took.
+        away from the providers the placed needs of their group took (a group with fewer providers than needs is
+        placed by the call market alone: see `_deal`).
 
         Each matching runs in the CPU pool on a copy of the book made on the event loop (over a book of 1,000
         participants one took 60-230 ms of CPU, and held the loop that long); deals run one at a time, as they
@@ -450,8 +451,17 @@ class Dealing:
     def _deal(self, bids: list[Bid], exclude: frozenset[str]) -> Steps:
         """`deal` as steps: it yields each matching it needs, as (function, arguments), and is sent its result."""
         availability = self.market.availability_map()
-        result = yield _matched, self._match_inputs(bids, exclude, availability)
-        served = yield from self._from_allocation(bids, exclude, result.clearings, availability)
+        inputs = self._match_inputs(bids, exclude, availability)
+        result = yield _matched, inputs
+        # A group with fewer providers than needs is dealt round them evenly by the market alone: placed in part from
+        # the allocation, its other needs would be kept off the providers the allocation used and pile onto the
+        # others (a put's shares 1, 1 and 4 on three nodes, surviving no node's loss), or find none at all.  Counted
+        # only when the allocation gives something: over a big book the count holds the loop for milliseconds.
+        grouped = [b for b in bids if b.group is not None]
+        crowded = crowded_groups(inputs["asks"], grouped) if any(
+            self._allocation_room(kind) for kind in {b.slot.kind for b in grouped}) else set()
+        served = yield from self._from_allocation([b for b in bids if (b.slot.owner, b.group) not in crowded], exclude,
+                                                  result.clearings, availability)
         if served:
             taken: dict[str | None, set[str]] = {}
             for b in bids:

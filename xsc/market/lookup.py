@@ -12,7 +12,10 @@ that just failed the caller and not offering nothing (in a small network the boo
 that failed cannot be the more a failover wants, and one that said it leaves, its offer of nothing in the book, may
 still be up to its probes).  A busy node's lookup may outlast its caller's wait (or fail): the providers it found
 by then are asked all the same, and so are a few of the up peers the book lacks, at random (else a put would deal
-its shares round the few providers its book holds); the next caller (a CHECK_EVERY later) may look again.
+its shares round the few providers its book holds); the next caller (a CHECK_EVERY later) may look again.  Once the
+table has answered, the book is counted again: an offer it held as the lookup began (one a node announced at start
+reaches every peer, then only its neighbourhood) may have lapsed meanwhile, or lapse while the found are asked, and
+such a provider is asked again with those the book lacks rather than counted as held and missing from the matching.
 """
 
 from __future__ import annotations
@@ -41,18 +44,21 @@ def _lately(last: tuple[float, int] | None, now: float, seconds: float, wanted: 
 
 
 class ProviderLookup:
-    def __init__(self, *, replication: Any, peers: Any, active: Callable[[str], bool],
+    def __init__(self, *, replication: Any, peers: Any, active: Callable[[str, float], bool],
                  find: Callable[[str, int], Awaitable[list[Any]]]) -> None:
         self.replication = replication  # the book, and pulls a peer's commitment from it (BookReplication)
         self.peers = peers  # the peers this node knows (PeerView)
-        self.active = active  # participant -> whether it may be matched now (its offer current, it not down)
+        # (participant, seconds) -> whether it may be matched now (its offer current, it not down), its offer still
+        # current that many seconds from now
+        self.active = active
         self.find = find  # (kind, wanted, found) puts the provider records (with .node) the hash table knows in found
         self._checked: dict[str, tuple[float, int]] = {}  # kind -> (when, providers wanted) of its last count
         self._looked_up: dict[str, tuple[float, int]] = {}  # kind -> the same of its last lookup
         self.found = 0  # providers whose commitments a lookup brought into the book (status)
 
-    def providers(self, kind: str) -> set[str]:
-        return providers_in(self.replication.book, self.active, kind)
+    def providers(self, kind: str, within: float = 0.0) -> set[str]:
+        """The providers of `kind` the book holds whose offers are current, and still `within` seconds from now."""
+        return providers_in(self.replication.book, lambda p: self.active(p, within), kind)
 
     def _offering_nothing(self) -> set[str]:
         """The up peers whose offer in the book is of nothing: one that leaves publishes so as it stops (its probes
@@ -90,16 +96,19 @@ class ProviderLookup:
                          timeout, len(found))
             else:
                 log.warning("looking up providers of %s in the hash table failed", kind, exc_info=True)
-        lacking = {d.id: d for d in self.peers.up_peers() if d.id not in held and d.id not in exclude}
+        # Held are the offers that outlast the asking (the caller matches as it ends), not those held as it began.
+        lasting = self.providers(kind, timeout)
+        lacking = {d.id: d for d in self.peers.up_peers() if d.id not in lasting and d.id not in exclude}
         asked = [lacking[i] for i in found if i in lacking]
         if cut_short:
             # The table left the caller short: up peers the book lacks are asked directly, twice as many as it
             # lacks at most (one that offers no `kind` answers with a commitment that brings none).
             rest = [d for i, d in lacking.items() if i not in found]
-            asked += random.sample(rest, min(len(rest), max(0, 2 * (wanted - len(held)) - len(asked))))
+            asked += random.sample(rest, min(len(rest), max(0, 2 * (wanted - len(lasting)) - len(asked))))
         if not asked:
             return
         await self.replication.pull_own(asked, timeout)
-        brought = len(self.providers(kind) - held)
+        brought = len(self.providers(kind) - lasting)
         self.found += brought
-        log.info("found %d providers of %s through the hash table (the book held %d)", brought, kind, len(held))
+        log.info("found %d providers of %s through the hash table (the book held %d as it began, %d lasting once the "
+                 "table answered)", brought, kind, len(held), len(lasting))

@@ -457,13 +457,13 @@ class MarketService:
         out[self.me] = self.recognition()
         return out
 
-    def active(self, participant: str) -> bool:
-        """May `participant` be matched: this node, or a peer still known, not known to be down, whose newest
-        offer is current (signed within `market.freshness`: a node that stopped re-signing has left)."""
+    def active(self, participant: str, within: float = 0.0) -> bool:
+        """May `participant` be matched: this node, or a peer known, not known down, whose newest offer is current
+        (signed within `market.freshness`: a node that stopped re-signing has left) and still `within` s from now."""
         if participant == self.me:
             return True
         held = self.book.get(participant)
-        if held is None or held.timestamp < now_ms() - self.config.freshness * 1000:
+        if held is None or held.timestamp < now_ms() - (self.config.freshness - within) * 1000:
             return False
         return self.peers is None or (self.peers.known(participant) and self.peers.up(participant))
 

@@ -63,38 +63,47 @@ class PutResult:
     me: str = "this node"  # how `placement` names this node
     kept_home: str = ""  # why shares meant for other nodes stay on this one (their holders refused them)
     lost: str = ""  # which shares' holders failed them during the put (rebuilt by the repair loop), and where
+    # Those shares: `placement` names this node for them, where none of them is until the repair rebuilds it, so the
+    # answer counts the nodes and losses survived over the shares placed.
+    missing: tuple[int, ...] = ()
+
+    @property
+    def held(self) -> list[str]:
+        """The node holding each share placed (those missing left out)."""
+        return [node for share, node in enumerate(self.placement) if share not in self.missing]
 
     @property
     def nodes(self) -> int:
-        return len(set(self.placement))
+        return len(set(self.held))
 
     @property
     def node_failures_survived(self) -> int:
-        return node_failures_survived(self.placement)
+        return node_failures_survived(self.held)
 
     @property
     def peer_failures_survived(self) -> int:
         """Losses of other nodes holding shares the file survives while this node is up."""
-        return peer_failures_survived(self.placement, self.me)
+        return peer_failures_survived(self.held, self.me)
 
     @property
     def placement_note(self) -> str:
+        held = self.held
         if self.nodes == 1:
-            return ("all 6 shares are on this one node: the file survives the loss of any 2 shares, "
-                    "but not the loss of the node")
-        here = self.placement.count(self.me)
+            return (f"all {len(held)} shares are on this one node: the file survives the loss of any "
+                    f"{len(held) - erasure.K} shares, but not the loss of the node")
+        here = held.count(self.me)
         others = self.nodes - (1 if here else 0)
         survived, peers = self.node_failures_survived, self.peer_failures_survived
         if here and peers == others:
-            note = (f"{here} of the 6 shares are on this node and {6 - here} on {others} other node"
+            note = (f"{here} of the {len(held)} shares are on this node and {len(held) - here} on {others} other node"
                     f"{'s' if others > 1 else ''}: the file survives the loss of "
                     f"{'any of them' if others > 1 else 'the other node'}")
             return note + (f" or of any {survived} node{'s' if survived > 1 else ''}" if survived else
                            " (not the loss of this node)")
         if survived == 0:
-            return (f"the 6 shares are on {self.nodes} nodes (warning: the loss of any one of them loses the file; "
-                    "add nodes and `xsc store repair` it)")
-        return f"the 6 shares are on {self.nodes} nodes: the file survives the loss of any {survived} of them"
+            return (f"the {len(held)} shares are on {self.nodes} nodes (warning: the loss of any one of them loses the "
+                    "file; add nodes and `xsc store repair` it)")
+        return f"the {len(held)} shares are on {self.nodes} nodes: the file survives the loss of any {survived} of them"
 
     def to_json(self) -> dict[str, Any]:
         found = {"capability": str(self.capability), "size": self.size, "segments": self.segments,
@@ -328,7 +337,8 @@ class _OnePut:
         rider = riding(record["capability"]) if riding is not None else None
         await self.gateway.publisher.publish(self.upload, metas, encoded, record, also, rider)
         return PutResult(capability=cap, size=self.total, segments=count, stored_bytes=share_bytes * erasure.N,
-                         placement=self.placement, lease_expiry=lease, me=me, lost=self.lost_note)
+                         placement=self.placement, lease_expiry=lease, me=me, lost=self.lost_note,
+                         missing=tuple(sorted(self.lost)))
 
     async def undo(self) -> None:
         """Take back what was sent to holders and what was written here."""

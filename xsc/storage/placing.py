@@ -53,17 +53,17 @@ class SharePlacing:
         the market offers at the put's bid, one the file does not use yet if there is one."""
 
         async def replace(share: int, failed: Mapping[str, BaseException]):
-            out = self.left_out(failed)
-            for avoid in (set(quote.nodes) | out, out | {self.me}):
+            out = self.left_out(failed) | {self.me}  # its room was counted as the put began: it takes no more now
+            # A provider the file does not use yet, else one it does (several shares on one node rather than none).
+            for avoid in (set(quote.nodes) | out, out):
                 try:
                     node, price = await quotes.relocation(self.dealing, quote.share_bytes, quote.seconds, avoid=avoid,
                                                           bid=bid, failed=frozenset(failed), wanted=quote.filters)
                 except MarketNoDeal as err:
                     log.info("share %d: no provider avoiding %s: %s", share, sorted(avoid), err)
                     continue
-                if node != self.me:  # this node's room was counted when the put began: it takes no more now
-                    quote.nodes[share], quote.prices[share] = node, price
-                    return node, self.holder(node, price)
+                quote.nodes[share], quote.prices[share] = node, price
+                return node, self.holder(node, price)
             log.warning("no other provider for share %d of this put", share)
             return None
 

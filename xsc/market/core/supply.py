@@ -58,6 +58,12 @@ def spread_groups(asks: Sequence[Ask], bids: Sequence[Bid]) -> list[Bid]:
     return out
 
 
+def crowded_groups(asks: Sequence[Ask], bids: Sequence[Bid]) -> set[tuple[str, str]]:
+    """The groups (owner, group) of `bids` that fewer providers can serve than they hold needs: those
+    `spread_groups` deals round the providers there are."""
+    return {key for key, members in _groups(bids).items() if _providers(asks, members) < len(members)}
+
+
 def cap_supply(asks: Sequence[Ask], bids: Sequence[Bid]) -> list[Ask]:
     """`asks` with each slot's quantity capped at what it can sell to `bids` (see the module docstring)."""
     groups = _groups(bids)
