@@ -285,6 +285,40 @@ async def test_a_tab_nothing_ran_under_gets_no_receipt_and_leaves_nothing_behind
     assert chain.state(me).seq == seq + 1 and tabs.kept == 0
 
 
+async def test_closing_tabs_made_up_or_another_gateways_flushes_no_journal(node_factory, monkeypatch) -> None:
+    """A tab's close waits for the journal to write the runs answered under it (a web function's are answered
+    before their records are written): a flush is a synced write at once.  Closes of tabs made up (any key signs
+    one) or another gateway's, sent again and again, were one flush a request: they flush nothing."""
+    node = await node_factory()
+    module = await deploy(node, "add")
+    journal = node.app[NODE].compute.journal
+    flushes: list[None] = []
+    flush = journal.flush
+    monkeypatch.setattr(journal, "flush", lambda: (flushes.append(None), flush())[1])
+    gateway, attacker = Identity.generate(), Identity.generate()
+
+    def tab(payer: Identity) -> str:
+        return encode_authorization(authorize(payer, node.app[IDENTITY].public_key, 10**12, "compute:rtab:1",
+                                              int(time.time()) + 600, os.urandom(16))).hex()
+
+    def closing(authorization: str) -> bytes:
+        return json.dumps({"authorization": authorization}).encode()
+
+    for _ in range(10):
+        status, problem = await _peer(node, attacker, "POST", TAB_CLOSE_PATH, closing(tab(attacker)))
+        assert status == 404 and problem["code"] == "nothing-owed", problem
+    theirs = tab(gateway)
+    status, answer = await _peer(node, gateway, "POST", INVOKE_PATH, json.dumps(
+        {"call": {"module": module, "function": "add", "args": [1, 2], "fuel": 1_000_000}, "price": INVOKE_PRICE,
+         "authorization": theirs, "deal": {}, "tab": True}).encode())
+    assert status == 200 and answer["tab"]["count"] == 1, answer
+    status, problem = await _peer(node, attacker, "POST", TAB_CLOSE_PATH, closing(theirs))
+    assert status == 403 and problem["code"] == "forbidden", problem
+    assert flushes == []
+    status, answer = await _peer(node, gateway, "POST", TAB_CLOSE_PATH, closing(theirs))
+    assert status == 200 and answer["receipt"], answer
+
+
 async def test_withdrawing_a_function_never_placed_is_refused_before_anything_is_written(node_factory,
                                                                                           monkeypatch) -> None:
     """Withdrawing a placed function is a synced write: a name never placed, sent again and again, was one fsync a

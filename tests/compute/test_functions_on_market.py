@@ -21,7 +21,7 @@ from tests.support.jobs import QUIET, balances, verified
 from tests.support.nodes import close_node, free_port
 from tests.support.waiting import eventually_async
 from xsc import keys
-from xsc.compute import placed_functions, placements
+from xsc.compute import journal as journal_module, placed_functions, placements
 from xsc.compute.placed_functions import PER_OWNER, function_job, mount_price
 from xsc.compute.remote_tabs import TAB_METERS
 from xsc.errors import Conflict, FunctionUnavailable, PeerRefused, PeerUnreachable
@@ -29,10 +29,11 @@ from xsc.compute.service import InvokeCall
 from xsc.ledger import price_budget
 from xsc.ledger.receipts import check_receipt
 from xsc.ledger.core.model import encode_authorization
-from xsc.net.compute import close_tab, push_module
+from xsc.net.compute import TAB_CLOSE_PATH, close_tab, push_module
 from xsc.net import functions as wire
 from xsc.net.functions import FUNCTION_ANSWER, FUNCTION_PATH, FUNCTIONS_PATH
 from xsc.db import open_database
+from xsc.identity import Identity, sign_request
 from xsc.node import IDENTITY
 from xsc.node.datadir import DB_DIR
 from xsc.node.appkeys import METRICS, NODE
@@ -513,6 +514,35 @@ async def test_a_placed_function_whose_owner_closed_its_tab_without_placing_the_
     assert status == 404 and b"expired" in problem, problem
     assert provider.app[NODE].functions.placed(owner_id, "gone") is None
     assert [key for key, _ in provider.app[NODE].compute.store.placements()] == [(owner_id, "moving")]
+
+
+async def test_a_placed_functions_tab_closed_before_its_answered_runs_are_written_counts_them(node_factory,
+                                                                                              monkeypatch):
+    """A request is answered before its record is written: the tab's close has the journal write it first, so the
+    receipt covers it.  Only its owner's close does: another node's close of the tab is refused before that."""
+    monkeypatch.setattr(journal_module, "LAZY_AFTER", 60.0)  # an answered run's record waits for more runs
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    node, pid, owner_id = owner.app[NODE], provider.app[IDENTITY].id, owner.app[IDENTITY].id
+    peer_url, journal = provider.app[NODE].peers.url, provider.app[NODE].compute.journal
+    flushes: list[None] = []
+    flush = journal.flush
+    monkeypatch.setattr(journal, "flush", lambda: (flushes.append(None), flush())[1])
+    authorization = await node.payments.authorize(pid, 4 * _budget(provider, module, price),
+                                                  function_job(owner_id, "lazy"), ttl=3600)
+    status, answer = await _place(owner, provider, {"function": {"name": "lazy", "module": module},
+                                                    **_terms(provider, price, authorization)})
+    assert status == 201, answer
+    assert (await _get(answer["url"]))[0] == 200
+    assert (await wire.status(node.client, peer_url, pid, "lazy"))["tab"]["count"] == 0  # not written yet
+    closing = json.dumps({"authorization": encode_authorization(authorization).hex()}).encode()
+    stranger = Identity.generate()
+    headers = sign_request(stranger, "POST", TAB_CLOSE_PATH, closing, receiver=pid)
+    response = await provider.request("POST", TAB_CLOSE_PATH, data=closing, headers={**headers, "Authorization": ""})
+    assert response.status == 403 and flushes == [], await response.text()
+    receipt = check_receipt(pid, await close_tab(node.client, peer_url, pid, encode_authorization(authorization).hex()),
+                            authorization, meters=TAB_METERS)
+    (run,) = _runs(provider, owner_id)
+    assert (receipt.amount, dict(receipt.usage)["invokes"]) == (run["charge"], 1) and flushes == [None]
 
 
 async def test_a_placed_function_whose_tab_ended_with_no_request_is_withdrawn_by_the_sweep(node_factory):

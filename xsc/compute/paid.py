@@ -395,7 +395,10 @@ class PaidCompute:
         check_publishable(auth)
         if auth.payee != self.node.public_key or not verify(auth.payer, auth.signature, auth.body):
             raise Forbidden("the authorization does not pay this node, or its payer did not sign it")
-        await self.compute.journal.flush()  # the runs answered under it are on it (web functions': see append)
+        # The runs answered under it are on it (web functions': see append).  Only a tab its closer runs work under
+        # waits for the journal: any key signs an authorization, and a flush is a synced write at once.
+        if self.provider_tabs.running(auth, gateway):
+            await self.compute.journal.flush()
         receipt, first = await self.provider_tabs.close_once(auth, sender=gateway if self.trust is not None else None,
                                                              closer=gateway)
         if self.trust is not None:

@@ -697,6 +697,13 @@ class ProviderTabs:
     def _keep(self, tab: PeerTab) -> PeerTab:
         return self._tabs.setdefault(tab.auth_id, tab)
 
+    def running(self, auth: Authorization, closer: str | None) -> bool:
+        """Whether work of `closer`'s runs under the tab of `auth` now (a web function's run is answered before its
+        record is written: closing its tab waits for that write).  A tab no work runs under is not kept in memory
+        with any in flight: one made up, closed, or read back from disk after a restart."""
+        tab = self._tabs.get(auth.id)
+        return tab is not None and tab.in_flight > tab.staged and (closer is None or tab.gateway in (None, closer))
+
     async def standing(self, auth: Authorization) -> PeerTab:
         """The tab of `auth` as it stands: what it ran (summed from its run records after a restart), closed or not."""
         return await self._tab(auth)
