@@ -349,6 +349,26 @@ async def test_an_upload_that_trickles_past_its_deadline_is_aborted(holder_node,
     assert await shares.reap(incoming.deadline + 1) == 1
 
 
+async def test_bodies_kept_in_flight_do_not_keep_an_upload_past_its_deadline(holder_node, stranger) -> None:
+    """A body waiting its turn (or being read) kept the reaper off its upload: a stranger keeping one such body in
+    flight after another held the upload's reservation for ever without staging a block.  Past its deadline the
+    upload is aborted all the same, and the body waiting is told it is gone."""
+    shares, store = holder_node.app[NODE].share_holder, holder_node.app[NODE].gateway.store
+    f = EncodedFile(3 * 4096)
+    upload = await stranger.begin(f.si, 0, f.size, f.segment_size, lease())
+    incoming = shares.get(upload, stranger.client.identity.public_key)
+    waiting = asyncio.ensure_future(stranger.put_segments(upload, 1, f.blocks[0][1:2]))  # segment 0 never comes
+    try:
+        await eventually_async(lambda: incoming.receiving == 1 and not incoming.lock.locked(), "the body waiting")
+        assert await shares.reap(incoming.deadline + 1) == 1
+        with pytest.raises(PeerRefused) as err:
+            await waiting
+        refused(err, 404, "upload-not-found")
+    finally:
+        waiting.cancel()
+    assert (len(shares), store.reserved) == (0, 0)
+
+
 async def test_a_slow_body_is_cut_off_and_memory_stays_bounded(holder_node, stranger, monkeypatch) -> None:
     from xsc.node.http import shares as share_routes
 

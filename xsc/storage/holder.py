@@ -458,13 +458,16 @@ class ShareHolder:
         self._receiving.discard((incoming.upload.storage_index, incoming.share))
 
     async def reap(self, now: float | None = None) -> int:
-        """Abort uploads idle for IDLE_TIMEOUT (not those with a request being handled); returns how many."""
+        """Abort uploads idle for IDLE_TIMEOUT (not those with a request being handled) and those past their
+        deadline (whatever is under way for them); returns how many."""
         now = self.clock() if now is None else now
-        # Idle: no block staged for IDLE_TIMEOUT (a refused request is no activity), or past its deadline;
-        # never while a body is being read for it (reads have their own timeout) or a request holds it.
+        # Idle: no block staged for IDLE_TIMEOUT (a refused request is no activity), never while a body is being
+        # read for it (reads have their own timeout) or a request holds it.  Past its deadline, even then: bodies
+        # kept in flight one after another (each cut off at its own deadline, or refused once its turn never came)
+        # would otherwise hold the upload's reservation for ever without staging a block.
         idle = [i for i in list(self._incoming.values())
-                if (now - i.last_activity >= IDLE_TIMEOUT or now >= i.deadline)
-                and not i.receiving and not i.lock.locked()]
+                if now >= i.deadline or (now - i.last_activity >= IDLE_TIMEOUT
+                                         and not i.receiving and not i.lock.locked())]
         for incoming in idle:
             log.info("aborting upload %s of share %d: idle for %.0f s", incoming.id, incoming.share,
                      now - incoming.last_activity)
