@@ -26,6 +26,7 @@ from xsc.storage.core.leases import MAX_DURATION
 from tests.support.attacks import receipt_claim, signed
 from tests.support.shares import DEAL_PRICE, EncodedFile, gateway_core, lease, place, refused
 from tests.support.waiting import eventually_async
+from tests.support.writes import record_synced_writes
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
@@ -461,6 +462,27 @@ async def test_a_share_nobody_pays_for_is_not_kept_for_free(holder_node, strange
     await gc.collect(now=time.time() + 3700)  # a payment interval's grace later, never paid: gone
     assert (store.shares_held, store.used, terms.get(f.si, 0)) == (0, 0, None)
     assert gc.counts["unpaid"] == 1
+
+
+async def test_a_renewal_that_adds_no_time_writes_nothing(holder_node, stranger, monkeypatch) -> None:
+    """Each renewal is a synced write, paid for by the time it adds: one asking for a lease no longer than the share
+    has (a stranger's own share, renewed again and again) was an fsync a request for nothing.  It is answered with the
+    lease as it is and writes nothing; a renewal that adds time still does, and another node's is refused."""
+    f = EncodedFile(5000)
+    await place(stranger, f, 0)
+    held = holder_node.app[NODE].gateway.store.share_meta(f.si, 0).lease_expiry
+    synced = record_synced_writes(monkeypatch)
+    for shorter in (held, held - 3600, 0):
+        assert await stranger.renew(f.si, 0, shorter) == {"lease_expiry": held, "previous": held}
+    assert synced == []
+    other = RemoteHolder(PeerClient(Identity.generate(), stranger.client.session, 10.0), stranger.node_id,
+                         stranger.url, DEAL_PRICE)
+    with pytest.raises(PeerRefused) as err:
+        await other.renew(f.si, 0, held + 3600)
+    refused(err, 403, "forbidden")
+    assert synced == []
+    assert (await stranger.renew(f.si, 0, held + 3600))["lease_expiry"] == held + 3600
+    assert [keys.share(f.si, 0) in written for written in synced] == [True]
 
 
 async def test_a_period_of_a_share_is_paid_once(holder_node, stranger) -> None:

@@ -628,6 +628,10 @@ class ShareHolder:
         meta = await self.held_for(si, share, sender, "renew its lease")
         # Up to the longest lease from now, with a day for the clocks of two nodes to differ.
         lease_expiry = json_int(body, "lease_expiry", maximum=int(time.time()) + leases.MAX_DURATION + 86400)
+        if leases.renewed(meta.lease_expiry, lease_expiry) == meta.lease_expiry:
+            # Nothing to extend, so nothing written: each renewal is a synced write, and one that adds no time is
+            # paid for by nothing.
+            return {"share": share, "lease_expiry": meta.lease_expiry, "previous": meta.lease_expiry}
         # The extension is taken on like an upload: within the uploader's trust line, for the time it adds from now
         # on (the time a share spent expired is not sold again: what its uploader pays, `leases.extension_seconds`).
         terms = self.terms.get(si, share) if self.trust is not None else None
