@@ -610,3 +610,31 @@ async def test_reading_a_shares_metadata_costs_its_size(node_factory) -> None:
         else:
             pytest.fail("40 reads of a 2,048-segment share's metadata were never refused")
     assert answers and len(answers[0]["block_hashes"]) == 2048
+
+
+async def test_an_audit_costs_the_size_of_its_block(node_factory) -> None:
+    """Any key may audit a share, and the answer is its block in hex: a request of a few bytes made the holder read a
+    block and write twice its length (~100 ms of the event loop and ~80 MiB for a 64 MiB segment's block) for the
+    price of its headers.  The reader's work quota pays for the block's length before it is read."""
+    rate = 20  # work units a second per sender: an audit of the 64 KiB blocks below costs 1 + 16
+    node = await node_factory("audited", health=QUIET["health"], peers={**QUIET["peers"], "work_rate": rate},
+                              storage={"capacity": 64 * 1024**2, "unpaid_grace": 3600})
+    peers = node.app[NODE].peers
+    f = EncodedFile(2 * 256 * 1024, segment_size=256 * 1024)
+    async with aiohttp.ClientSession() as session:
+        def holder() -> RemoteHolder:
+            return RemoteHolder(PeerClient(Identity.generate(), session, 30.0), peers.identity.id, peers.url,
+                                DEAL_PRICE)
+
+        await place(holder(), f, 1)
+        auditor = holder()
+        answers = []
+        while len(answers) < 40:  # 40 audits at the price of their headers alone would cost 40 of the burst's 160
+            try:
+                answers.append(await auditor.audit(f.si, 1, 1, f.manifest))
+            except PeerRefused as err:
+                refused(err, 429, "quota-exceeded")
+                break
+        else:
+            pytest.fail("40 audits of a share of 64 KiB blocks were never refused")
+    assert answers and answers[0][0] == f.blocks[1][1]

@@ -196,7 +196,9 @@ async def renew_share(request: web.Request) -> web.Response:
 async def audit_share(request: web.Request) -> web.Response:
     si, share = _target(request)
     body = await json_body(request, 'send {"segment": <block index>}')
-    return json_response(await request.app[NODE].share_holder.audit(si, share, body))
+    answer = await request.app[NODE].share_holder.audit(si, share, body,
+                                                        pay=lambda size: peer_auth.charge_answer(request, size))
+    return web.Response(body=answer, content_type="application/json")
 
 
 @routes.post(DAMAGE_PATH)
@@ -205,8 +207,6 @@ async def report_damage(request: web.Request) -> web.Response:
     si, share, segments = parse_damage_report(body)
     await request.app[NODE].audits.damage_reported(si, share, segments, peer_auth.peer_id(request))
     return json_response({"marked": True, "repair": "queued"}, status=202)
-
-
 
 
 @routes.post(LOCATE_PATH)
