@@ -120,21 +120,21 @@ async def put_segments(request: web.Request) -> web.Response:
 async def commit_upload(request: web.Request) -> web.Response:
     holder = request.app[NODE].share_holder
     incoming = holder.get(request.match_info["upload"], _sender(request))
-    try:
-        raw = b"".join(await _read_signed(request, holder.commit_limit(incoming)))
-        body = json_object(raw, 'send {"block_hashes": [...], "manifest": hex}')
-    except BadRequestSignature:
-        raise  # not provably from the uploader: its upload stays as it was
-    except XscError:
-        await holder.abort(incoming)
-        raise
+    async with holder.body_room(incoming, min(holder.commit_limit(incoming), request.content_length or 0)):
+        try:  # (the room is taken outside: a commit refused for want of it aborts nothing)
+            raw = b"".join(await _read_signed(request, holder.commit_limit(incoming)))
+            body = json_object(raw, 'send {"block_hashes": [...], "manifest": hex}')
+        except BadRequestSignature:
+            raise  # not provably from the uploader: its upload stays as it was
+        except XscError:
+            await holder.abort(incoming)
+            raise
     meta = await holder.commit(incoming, body.get("block_hashes"), body.get("manifest"))
     return json_response(_placed(meta))
 
 
 def _placed(meta) -> dict:
-    return {"share": meta.share, "segment_count": meta.segment_count, "stored_bytes": meta.stored_bytes,
-            "lease_expiry": meta.lease_expiry}
+    return {name: getattr(meta, name) for name in ("share", "segment_count", "stored_bytes", "lease_expiry")}
 
 
 @routes.post("/v1/peer/uploads/{upload}/touch")
