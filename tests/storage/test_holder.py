@@ -494,6 +494,26 @@ async def test_the_last_blocks_and_the_commit_in_one_request_and_each_bad_one_re
     assert (store.used, store.reserved) == (f.share_bytes, 0)
 
 
+async def test_a_commit_sent_twice_publishes_once_and_one_before_any_block_publishes_nothing(net) -> None:
+    """Two commits of one upload at once: one publishes the share, the other finds the upload gone (404), and the
+    share's bytes are counted once.  A commit before any block is refused and aborts the upload."""
+    store, from_a = net["store"], net["from_a"]
+    f = EncodedFile(3 * SEGMENT)
+    blocks, hashes, manifest = f.blocks[SHARE], f.hashes[SHARE], f.manifest.encode()
+    upload = await from_a.begin(f.si, SHARE, f.size, f.segment_size, lease())
+    with pytest.raises(PeerRefused) as err:
+        await from_a.commit(upload, hashes, manifest)
+    refused(err, 409, "upload-incomplete")
+    assert nothing_staged(store, f.si) and (store.used, store.reserved) == (0, 0)
+    upload = await from_a.begin(f.si, SHARE, f.size, f.segment_size, lease())
+    await from_a.put_segments(upload, 0, blocks)
+    answers = await asyncio.gather(from_a.commit(upload, hashes, manifest), from_a.commit(upload, hashes, manifest),
+                                   return_exceptions=True)
+    assert sorted(map(type, answers), key=str) == sorted([type(None), PeerRefused], key=str), answers
+    refused(next(a for a in answers if a is not None), 404, "upload-not-found")
+    assert (store.used, store.reserved, store.shares_held) == (f.share_bytes, 0, 1)
+
+
 @given(st.binary(min_size=1, max_size=64), st.binary(min_size=1, max_size=16), st.data())
 def test_a_last_body_is_cut_into_its_blocks_and_its_commit_however_it_arrived(blocks, tail, data) -> None:
     body = blocks + tail

@@ -26,6 +26,7 @@ from xsc.storage.core.leases import MAX_DURATION
 from tests.support.attacks import receipt_claim, signed
 from tests.support.shares import DEAL_PRICE, EncodedFile, gateway_core, lease, place, refused
 from tests.support.waiting import eventually_async
+from tests.support.writes import record_synced_writes
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
@@ -349,6 +350,26 @@ async def test_an_upload_that_trickles_past_its_deadline_is_aborted(holder_node,
     assert await shares.reap(incoming.deadline + 1) == 1
 
 
+async def test_bodies_kept_in_flight_do_not_keep_an_upload_past_its_deadline(holder_node, stranger) -> None:
+    """A body waiting its turn (or being read) kept the reaper off its upload: a stranger keeping one such body in
+    flight after another held the upload's reservation for ever without staging a block.  Past its deadline the
+    upload is aborted all the same, and the body waiting is told it is gone."""
+    shares, store = holder_node.app[NODE].share_holder, holder_node.app[NODE].gateway.store
+    f = EncodedFile(3 * 4096)
+    upload = await stranger.begin(f.si, 0, f.size, f.segment_size, lease())
+    incoming = shares.get(upload, stranger.client.identity.public_key)
+    waiting = asyncio.ensure_future(stranger.put_segments(upload, 1, f.blocks[0][1:2]))  # segment 0 never comes
+    try:
+        await eventually_async(lambda: incoming.receiving == 1 and not incoming.lock.locked(), "the body waiting")
+        assert await shares.reap(incoming.deadline + 1) == 1
+        with pytest.raises(PeerRefused) as err:
+            await waiting
+        refused(err, 404, "upload-not-found")
+    finally:
+        waiting.cancel()
+    assert (len(shares), store.reserved) == (0, 0)
+
+
 async def test_a_slow_body_is_cut_off_and_memory_stays_bounded(holder_node, stranger, monkeypatch) -> None:
     from xsc.node.http import shares as share_routes
 
@@ -428,6 +449,36 @@ async def test_a_segments_body_cut_short_leaves_the_upload_as_it_was(holder_node
     assert incoming.next_segment == 3
 
 
+async def test_a_commit_body_counts_as_a_body_in_memory(holder_node, stranger) -> None:
+    """A commit's body (up to 4.5 MiB of block hashes for a share of 65,536 segments) was read outside the bodies a
+    holder holds in memory, MAX_BUFFERED in all and MAX_BODIES_PER_SENDER from one sender: a stranger's commits sent
+    at once were bounded by nothing but its work quota.  It is counted as a segments body is, and let go once read."""
+    from xsc.identity import sign_request
+    from yarl import URL
+
+    shares = holder_node.app[NODE].share_holder
+    f = EncodedFile(3 * 4096)
+    upload = await stranger.begin(f.si, 0, f.size, f.segment_size, lease())
+    await stranger.put_segments(upload, 0, f.blocks[0])
+    incoming = shares.get(upload, stranger.client.identity.public_key)
+    peers = holder_node.app[NODE].peers
+    body = json.dumps({"block_hashes": [h.hex() for h in f.hashes[0]], "manifest": f.manifest.encode().hex()}).encode()
+    path = f"/v1/peer/uploads/{upload}/commit"
+    headers = sign_request(stranger.client.identity, "POST", path, body, receiver=peers.identity.id)
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    url = URL(peers.url)
+    reader, writer = await asyncio.open_connection(url.host, url.port)  # plaintext on loopback: signed
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode()
+                 + body[:len(body) // 2])
+    await writer.drain()
+    await eventually_async(lambda: shares._buffered == len(body) and incoming.receiving == 1, "the commit counted",
+                           timeout=5)
+    writer.close()
+    await eventually_async(lambda: shares._buffered == 0 and not shares._bodies, "the cut commit let go")
+    await stranger.commit(upload, f.hashes[0], f.manifest.encode())
+    assert holder_node.app[NODE].gateway.store.shares_held == 1
+
+
 async def test_a_share_nobody_pays_for_is_not_kept_for_free(holder_node, stranger) -> None:
     store, terms, gc = holder_node.app[NODE].gateway.store, holder_node.app[NODE].terms, holder_node.app[NODE].lease_gc
     f = EncodedFile(5000)
@@ -441,6 +492,27 @@ async def test_a_share_nobody_pays_for_is_not_kept_for_free(holder_node, strange
     await gc.collect(now=time.time() + 3700)  # a payment interval's grace later, never paid: gone
     assert (store.shares_held, store.used, terms.get(f.si, 0)) == (0, 0, None)
     assert gc.counts["unpaid"] == 1
+
+
+async def test_a_renewal_that_adds_no_time_writes_nothing(holder_node, stranger, monkeypatch) -> None:
+    """Each renewal is a synced write, paid for by the time it adds: one asking for a lease no longer than the share
+    has (a stranger's own share, renewed again and again) was an fsync a request for nothing.  It is answered with the
+    lease as it is and writes nothing; a renewal that adds time still does, and another node's is refused."""
+    f = EncodedFile(5000)
+    await place(stranger, f, 0)
+    held = holder_node.app[NODE].gateway.store.share_meta(f.si, 0).lease_expiry
+    synced = record_synced_writes(monkeypatch)
+    for shorter in (held, held - 3600, 0):
+        assert await stranger.renew(f.si, 0, shorter) == {"lease_expiry": held, "previous": held}
+    assert synced == []
+    other = RemoteHolder(PeerClient(Identity.generate(), stranger.client.session, 10.0), stranger.node_id,
+                         stranger.url, DEAL_PRICE)
+    with pytest.raises(PeerRefused) as err:
+        await other.renew(f.si, 0, held + 3600)
+    refused(err, 403, "forbidden")
+    assert synced == []
+    assert (await stranger.renew(f.si, 0, held + 3600))["lease_expiry"] == held + 3600
+    assert [keys.share(f.si, 0) in written for written in synced] == [True]
 
 
 async def test_a_period_of_a_share_is_paid_once(holder_node, stranger) -> None:
@@ -568,3 +640,31 @@ async def test_reading_a_shares_metadata_costs_its_size(node_factory) -> None:
         else:
             pytest.fail("40 reads of a 2,048-segment share's metadata were never refused")
     assert answers and len(answers[0]["block_hashes"]) == 2048
+
+
+async def test_an_audit_costs_the_size_of_its_block(node_factory) -> None:
+    """Any key may audit a share, and the answer is its block in hex: a request of a few bytes made the holder read a
+    block and write twice its length (~100 ms of the event loop and ~80 MiB for a 64 MiB segment's block) for the
+    price of its headers.  The reader's work quota pays for the block's length before it is read."""
+    rate = 20  # work units a second per sender: an audit of the 64 KiB blocks below costs 1 + 16
+    node = await node_factory("audited", health=QUIET["health"], peers={**QUIET["peers"], "work_rate": rate},
+                              storage={"capacity": 64 * 1024**2, "unpaid_grace": 3600})
+    peers = node.app[NODE].peers
+    f = EncodedFile(2 * 256 * 1024, segment_size=256 * 1024)
+    async with aiohttp.ClientSession() as session:
+        def holder() -> RemoteHolder:
+            return RemoteHolder(PeerClient(Identity.generate(), session, 30.0), peers.identity.id, peers.url,
+                                DEAL_PRICE)
+
+        await place(holder(), f, 1)
+        auditor = holder()
+        answers = []
+        while len(answers) < 40:  # 40 audits at the price of their headers alone would cost 40 of the burst's 160
+            try:
+                answers.append(await auditor.audit(f.si, 1, 1, f.manifest))
+            except PeerRefused as err:
+                refused(err, 429, "quota-exceeded")
+                break
+        else:
+            pytest.fail("40 audits of a share of 64 KiB blocks were never refused")
+    assert answers and answers[0][0] == f.blocks[1][1]

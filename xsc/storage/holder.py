@@ -458,13 +458,16 @@ class ShareHolder:
         self._receiving.discard((incoming.upload.storage_index, incoming.share))
 
     async def reap(self, now: float | None = None) -> int:
-        """Abort uploads idle for IDLE_TIMEOUT (not those with a request being handled); returns how many."""
+        """Abort uploads idle for IDLE_TIMEOUT (not those with a request being handled) and those past their
+        deadline (whatever is under way for them); returns how many."""
         now = self.clock() if now is None else now
-        # Idle: no block staged for IDLE_TIMEOUT (a refused request is no activity), or past its deadline;
-        # never while a body is being read for it (reads have their own timeout) or a request holds it.
+        # Idle: no block staged for IDLE_TIMEOUT (a refused request is no activity), never while a body is being
+        # read for it (reads have their own timeout) or a request holds it.  Past its deadline, even then: bodies
+        # kept in flight one after another (each cut off at its own deadline, or refused once its turn never came)
+        # would otherwise hold the upload's reservation for ever without staging a block.
         idle = [i for i in list(self._incoming.values())
-                if (now - i.last_activity >= IDLE_TIMEOUT or now >= i.deadline)
-                and not i.receiving and not i.lock.locked()]
+                if now >= i.deadline or (now - i.last_activity >= IDLE_TIMEOUT
+                                         and not i.receiving and not i.lock.locked())]
         for incoming in idle:
             log.info("aborting upload %s of share %d: idle for %.0f s", incoming.id, incoming.share,
                      now - incoming.last_activity)
@@ -570,7 +573,7 @@ class ShareHolder:
             raise RangeNotSatisfiable(f"blocks {first} to {first + count - 1} asked, share {share} has "
                                       f"{meta.segment_count} (0 to {meta.segment_count - 1})",
                                       segment_count=meta.segment_count)
-        run = await self._run(self._read_run, si, share, first, first + count)
+        run = await self._run(_read_run, self.store, si, share, first, first + count)
         if run[0] is None:
             raise ShareNotFound(f"block {first} of share {share} is missing on this node", segment=first)
         last = meta.segment_count - 1
@@ -591,19 +594,7 @@ class ShareHolder:
                 segment += 1
             if segment >= end:
                 return
-            run = await self._run(self._read_run, si, share, segment, end)
-
-    def _read_run(self, si: bytes, share: int, segment: int, end: int) -> list[bytes | None]:
-        """Blocks segment.. (before `end`): as many as make READ_RUN bytes (at least one), up to a missing one."""
-        run: list[bytes | None] = []
-        size = 0
-        for index in range(segment, end):
-            block = self.store.get_block(si, share, index)
-            run.append(block)
-            if block is None or size + len(block) >= READ_RUN:
-                break
-            size += len(block)
-        return run
+            run = await self._run(_read_run, self.store, si, share, segment, end)
 
     async def delete(self, si: bytes, share: int, sender: bytes) -> None:
         meta = await self.held_for(si, share, sender, "delete it")
@@ -625,6 +616,10 @@ class ShareHolder:
         meta = await self.held_for(si, share, sender, "renew its lease")
         # Up to the longest lease from now, with a day for the clocks of two nodes to differ.
         lease_expiry = json_int(body, "lease_expiry", maximum=int(time.time()) + leases.MAX_DURATION + 86400)
+        if leases.renewed(meta.lease_expiry, lease_expiry) == meta.lease_expiry:
+            # Nothing to extend, so nothing written: each renewal is a synced write, and one that adds no time is
+            # paid for by nothing.
+            return {"share": share, "lease_expiry": meta.lease_expiry, "previous": meta.lease_expiry}
         # The extension is taken on like an upload: within the uploader's trust line, for the time it adds from now
         # on (the time a share spent expired is not sold again: what its uploader pays, `leases.extension_seconds`).
         terms = self.terms.get(si, share) if self.trust is not None else None
@@ -651,18 +646,20 @@ class ShareHolder:
             log.info("lease of share %d of %s renewed to %d (was %d)", share, si.hex(), new, previous)
         return {"share": share, "lease_expiry": new, "previous": previous}
 
-    async def audit(self, si: bytes, share: int, body: dict) -> dict:
-        """A random block the uploader asks for, with its Merkle path: proof that the share is still here."""
+    async def audit(self, si: bytes, share: int, body: dict, pay: Callable[[int], None]) -> bytes:
+        """A random block the uploader asks for, with its Merkle path: proof that the share is still here.  The
+        answer's JSON (the block in hex: up to 32 MiB of a 64 MiB segment's share) is made in the pool, and `pay(size)`
+        is charged the block's length before it is read, so a small request costs what its answer does."""
         meta = await self.held(si, share)
         segment = json_int(body, "segment")
         if segment >= meta.segment_count:
             raise RangeNotSatisfiable(f"share {share} has {meta.segment_count} blocks, not a block {segment}",
                                       segment_count=meta.segment_count)
-        block = await self._run(self.store.get_block, si, share, segment)
-        if block is None:
+        pay(await self._run(_block_length, self.store, si, meta, segment))
+        raw = await self._run(_audit_answer, self.store, si, meta, segment)
+        if raw is None:
             raise ShareNotFound(f"block {segment} of share {share} is missing on this node", segment=segment)
-        path = proof(list(meta.block_hashes), segment)
-        return {"block": block.hex(), "proof": [[left, h.hex()] for left, h in path]}
+        return raw
 
     def start(self) -> None:
         pass
@@ -677,6 +674,37 @@ class ShareHolder:
             except Exception:
                 log.exception("could not abort upload %s at shutdown (it is cleaned up on the next start)",
                               incoming.id)
+
+
+def _read_run(store: ShareStore, si: bytes, share: int, segment: int, end: int) -> list[bytes | None]:
+    """Blocks segment.. (before `end`): as many as make READ_RUN bytes (at least one), up to a missing one."""
+    run: list[bytes | None] = []
+    size = 0
+    for index in range(segment, end):
+        block = store.get_block(si, share, index)
+        run.append(block)
+        if block is None or size + len(block) >= READ_RUN:
+            break
+        size += len(block)
+    return run
+
+
+def _block_length(store: ShareStore, si: bytes, meta: ShareMeta, segment: int) -> int:
+    """The length of a share's block of `segment`, from its file's manifest (at most its stored bytes)."""
+    raw = store.manifest(si)
+    if raw is None:
+        return meta.stored_bytes
+    manifest = parse_manifest(raw)
+    return min(meta.stored_bytes, block_lengths(manifest.size, manifest.segment_size, segment, 1)[0])
+
+
+def _audit_answer(store: ShareStore, si: bytes, meta: ShareMeta, segment: int) -> bytes | None:
+    """An audit's answer, JSON: the block of `segment` in hex and its Merkle path (None: the block is missing)."""
+    block = store.get_block(si, meta.share, segment)
+    if block is None:
+        return None
+    path = proof(list(meta.block_hashes), segment)
+    return codec.dumps({"block": block.hex(), "proof": [[left, h.hex()] for left, h in path]})
 
 
 __all__ = ["IDLE_TIMEOUT", "Incoming", "ShareHolder"]

@@ -193,8 +193,9 @@ class RemoteHolder:
         commit costs no round trip of its own; those past one request's MAX_PUT_BYTES go first, on their own."""
         commit = dumps({"block_hashes": [h.hex() for h in block_hashes], "manifest": manifest.hex()})
         if not blocks:
-            await self._call("POST", f"/v1/peer/uploads/{upload}/commit", json=EncodedJson(commit),
-                             max_size=HOLDER_ANSWER)
+            async with self._lanes.to(self.node_id):  # a commit's body counts among the bodies in flight there
+                await self._call("POST", f"/v1/peer/uploads/{upload}/commit", json=EncodedJson(commit),
+                                 max_size=HOLDER_ANSWER)
             return
         start, size = len(blocks) - 1, len(blocks[-1])  # the last request: as many blocks as fit, at least one
         while start > 0 and size + len(blocks[start - 1]) <= MAX_PUT_BYTES:

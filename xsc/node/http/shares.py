@@ -120,21 +120,21 @@ async def put_segments(request: web.Request) -> web.Response:
 async def commit_upload(request: web.Request) -> web.Response:
     holder = request.app[NODE].share_holder
     incoming = holder.get(request.match_info["upload"], _sender(request))
-    try:
-        raw = b"".join(await _read_signed(request, holder.commit_limit(incoming)))
-        body = json_object(raw, 'send {"block_hashes": [...], "manifest": hex}')
-    except BadRequestSignature:
-        raise  # not provably from the uploader: its upload stays as it was
-    except XscError:
-        await holder.abort(incoming)
-        raise
+    async with holder.body_room(incoming, min(holder.commit_limit(incoming), request.content_length or 0)):
+        try:  # (the room is taken outside: a commit refused for want of it aborts nothing)
+            raw = b"".join(await _read_signed(request, holder.commit_limit(incoming)))
+            body = json_object(raw, 'send {"block_hashes": [...], "manifest": hex}')
+        except BadRequestSignature:
+            raise  # not provably from the uploader: its upload stays as it was
+        except XscError:
+            await holder.abort(incoming)
+            raise
     meta = await holder.commit(incoming, body.get("block_hashes"), body.get("manifest"))
     return json_response(_placed(meta))
 
 
 def _placed(meta) -> dict:
-    return {"share": meta.share, "segment_count": meta.segment_count, "stored_bytes": meta.stored_bytes,
-            "lease_expiry": meta.lease_expiry}
+    return {name: getattr(meta, name) for name in ("share", "segment_count", "stored_bytes", "lease_expiry")}
 
 
 @routes.post("/v1/peer/uploads/{upload}/touch")
@@ -196,7 +196,9 @@ async def renew_share(request: web.Request) -> web.Response:
 async def audit_share(request: web.Request) -> web.Response:
     si, share = _target(request)
     body = await json_body(request, 'send {"segment": <block index>}')
-    return json_response(await request.app[NODE].share_holder.audit(si, share, body))
+    answer = await request.app[NODE].share_holder.audit(si, share, body,
+                                                        pay=lambda size: peer_auth.charge_answer(request, size))
+    return web.Response(body=answer, content_type="application/json")
 
 
 @routes.post(DAMAGE_PATH)
@@ -205,8 +207,6 @@ async def report_damage(request: web.Request) -> web.Response:
     si, share, segments = parse_damage_report(body)
     await request.app[NODE].audits.damage_reported(si, share, segments, peer_auth.peer_id(request))
     return json_response({"marked": True, "repair": "queued"}, status=202)
-
-
 
 
 @routes.post(LOCATE_PATH)
