@@ -827,23 +827,15 @@ def _caps(key: bytes, record: dict) -> list[str]:
 
 
 def index_holders(index: S3Index) -> int:
-    """Give each file the records written before o/h/ was kept refer to its o/h/ entry, once: in batches of
-    HOLDERS_AT_ONCE, the mark that this was done in the last (a crash before it: done again, to the same entries).
-    How many were given one."""
-    if index.db.get(keys.OBJECT_HOLDERS_INDEXED) is not None:
-        return 0
-    given = 0
-    with index._lock:
-        if index.db.get(keys.OBJECT_HOLDERS_INDEXED) is not None:
-            return 0
-        entries: dict[bytes, bytes] = {}
+    """Give each file the records written before o/h/ was kept refer to its o/h/ entry, once (`_given_once`).  How
+    many were given one."""
+
+    def entries() -> Iterator[tuple[bytes, bytes]]:
         for prefix in (keys.OBJECT_KEYS, keys.OBJECT_PARTS):
             for key, value in index.db.iterator(prefix=prefix):
-                entries.update((keys.object_holder(cap), key) for cap in _caps(key, codec.loads(value)))
-                if len(entries) >= HOLDERS_AT_ONCE:
-                    given += _write(index.db, entries)
-        entries[keys.OBJECT_HOLDERS_INDEXED] = b""
-        given += _write(index.db, entries, sync=True) - 1
+                yield from ((keys.object_holder(cap), key) for cap in _caps(key, codec.loads(value)))
+
+    given = _given_once(index, keys.OBJECT_HOLDERS_INDEXED, entries())
     if given:
         log.info("gave the %d file(s) the S3 index refers to their o/h/ entries", given)
     return given
@@ -905,22 +897,32 @@ def _shared_keys(raw: bytes) -> list[bytes]:
 
 
 def index_uploads(index: S3Index) -> int:
-    """Give the uploads recorded before o/k/ was kept their entries, once: in batches of HOLDERS_AT_ONCE, the mark
-    that this was done in the last (a crash before it: done again, to the same entries).  How many were given one."""
-    if index.db.get(keys.OBJECT_UPLOADS_BY_KEY_INDEXED) is not None:
-        return 0
-    given = 0
-    with index._lock:
-        entries: dict[bytes, bytes] = {}
+    """Give the uploads recorded before o/k/ was kept their entries, once (`_given_once`).  How many were given one."""
+
+    def entries() -> Iterator[tuple[bytes, bytes]]:
         for key, value in index.db.iterator(prefix=keys.OBJECT_UPLOADS):
-            entries[_by_key({"id": key[len(keys.OBJECT_UPLOADS):].decode(), **codec.loads(value)})] = b""
-            if len(entries) >= HOLDERS_AT_ONCE:
-                given += _write(index.db, entries)
-        entries[keys.OBJECT_UPLOADS_BY_KEY_INDEXED] = b""
-        given += _write(index.db, entries, sync=True) - 1
+            yield _by_key({"id": key[len(keys.OBJECT_UPLOADS):].decode(), **codec.loads(value)}), b""
+
+    given = _given_once(index, keys.OBJECT_UPLOADS_BY_KEY_INDEXED, entries())
     if given:
         log.info("gave the %d multipart upload(s) in progress their o/k/ entries", given)
     return given
+
+
+def _given_once(index: S3Index, mark: bytes, entries: Iterator[tuple[bytes, bytes]]) -> int:
+    """`entries` written once, under the index's lock: in batches of HOLDERS_AT_ONCE, with `mark` (that this was
+    done) in the last, synced (a crash before it: done again, to the same entries).  How many were written."""
+    with index._lock:
+        if index.db.get(mark) is not None:
+            return 0
+        batch: dict[bytes, bytes] = {}
+        given = 0
+        for key, value in entries:
+            batch[key] = value
+            if len(batch) >= HOLDERS_AT_ONCE:
+                given += _write(index.db, batch)
+        batch[mark] = b""
+        return given + _write(index.db, batch, sync=True) - 1
 
 
 def _by_key(upload: dict) -> bytes:
