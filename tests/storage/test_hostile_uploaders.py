@@ -614,57 +614,43 @@ async def test_a_share_number_of_more_digits_than_int_reads_is_a_400(holder_node
         assert answer.status == 400 and (await answer.json())["code"] == "invalid-argument", (method, tail)
 
 
-async def test_reading_a_shares_metadata_costs_its_size(node_factory) -> None:
-    """Any key may read a share's metadata (a capability is read from any node), but the answer of a share of
-    many segments is its block hashes, ~67 bytes a segment: the reader's work quota pays for its size, so a
-    stranger cannot ask for a megabyte of hashes many times a second for the price of a header."""
-    rate = 20  # work units a second per sender: a read of the share below costs 1 + 33
-    node = await node_factory("read", health=QUIET["health"], peers={**QUIET["peers"], "work_rate": rate},
+async def _refused_within_40(node_factory, name: str, f: EncodedFile, ask) -> list:
+    """A stranger's asks of the share `f` (placed at a work rate of 20 units a second, a burst of 160) until one is
+    refused for its quota: 40 at the price of their headers alone would cost 40 of the burst.  The answers before."""
+    node = await node_factory(name, health=QUIET["health"], peers={**QUIET["peers"], "work_rate": 20},
                               storage={"capacity": 64 * 1024**2, "unpaid_grace": 3600})
     peers = node.app[NODE].peers
-    f = EncodedFile(2048 * 4096, segment_size=4096)
     async with aiohttp.ClientSession() as session:
         def holder() -> RemoteHolder:
             return RemoteHolder(PeerClient(Identity.generate(), session, 30.0), peers.identity.id, peers.url,
                                 DEAL_PRICE)
 
         await place(holder(), f, 1)
-        reader = holder()
-        answers = []
-        while len(answers) < 40:  # 40 reads at the price of their headers alone would cost 40 of the burst's 160
+        reader, answers = holder(), []
+        while len(answers) < 40:
             try:
-                answers.append(await reader.meta(f.si, 1))
+                answers.append(await ask(reader))
             except PeerRefused as err:
                 refused(err, 429, "quota-exceeded")
-                break
-        else:
-            pytest.fail("40 reads of a 2,048-segment share's metadata were never refused")
+                return answers
+    pytest.fail(f"40 asks of {name}'s share were never refused")
+
+
+async def test_reading_a_shares_metadata_costs_its_size(node_factory) -> None:
+    """Any key may read a share's metadata (a capability is read from any node), but the answer of a share of
+    many segments is its block hashes, ~67 bytes a segment: the reader's work quota pays for its size, so a
+    stranger cannot ask for a megabyte of hashes many times a second for the price of a header (a read of the share
+    below costs 1 + 33)."""
+    f = EncodedFile(2048 * 4096, segment_size=4096)
+    answers = await _refused_within_40(node_factory, "read", f, lambda reader: reader.meta(f.si, 1))
     assert answers and len(answers[0]["block_hashes"]) == 2048
 
 
 async def test_an_audit_costs_the_size_of_its_block(node_factory) -> None:
     """Any key may audit a share, and the answer is its block in hex: a request of a few bytes made the holder read a
     block and write twice its length (~100 ms of the event loop and ~80 MiB for a 64 MiB segment's block) for the
-    price of its headers.  The reader's work quota pays for the block's length before it is read."""
-    rate = 20  # work units a second per sender: an audit of the 64 KiB blocks below costs 1 + 16
-    node = await node_factory("audited", health=QUIET["health"], peers={**QUIET["peers"], "work_rate": rate},
-                              storage={"capacity": 64 * 1024**2, "unpaid_grace": 3600})
-    peers = node.app[NODE].peers
+    price of its headers.  The reader's work quota pays for the block's length before it is read (an audit of the
+    64 KiB blocks below costs 1 + 16)."""
     f = EncodedFile(2 * 256 * 1024, segment_size=256 * 1024)
-    async with aiohttp.ClientSession() as session:
-        def holder() -> RemoteHolder:
-            return RemoteHolder(PeerClient(Identity.generate(), session, 30.0), peers.identity.id, peers.url,
-                                DEAL_PRICE)
-
-        await place(holder(), f, 1)
-        auditor = holder()
-        answers = []
-        while len(answers) < 40:  # 40 audits at the price of their headers alone would cost 40 of the burst's 160
-            try:
-                answers.append(await auditor.audit(f.si, 1, 1, f.manifest))
-            except PeerRefused as err:
-                refused(err, 429, "quota-exceeded")
-                break
-        else:
-            pytest.fail("40 audits of a share of 64 KiB blocks were never refused")
+    answers = await _refused_within_40(node_factory, "audited", f, lambda reader: reader.audit(f.si, 1, 1, f.manifest))
     assert answers and answers[0][0] == f.blocks[1][1]
