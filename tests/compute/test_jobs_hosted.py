@@ -24,16 +24,27 @@ from xsc.node.appkeys import NODE
 EMPTY = hashlib.sha256(b"").hexdigest()
 
 
-async def _begin(gateway, provider, module: str) -> tuple[str, str]:
-    """Send the provider a job reading an empty stdin, on a tab of the gateway's; its id there, and the tab's
-    authorization (hex)."""
+async def _tab(gateway, provider):
+    """A tab of the gateway's with the provider, reserved for one job: the gateway's node, the provider's id and
+    url, its price, the tab (give it back with `node.paid.gateway_tabs.answered(tab, 10**6, None)`)."""
     node = gateway.app[NODE]
     provider_id, url = provider.app[IDENTITY].id, provider.app[NODE].peers.url
     price = provider.app[NODE].market.honoured_ask("compute")
-    tab = await node.paid.gateway_tabs.reserve(provider_id, price, 10**6)
-    body = {"spec": parse_job({"module": module, "stdin": "-"}).canonical(), "price": price,
-            "authorization": tab.hex, "deal": {}, "memory_price": node.compute.memory_price,
-            "data": [{"path": "stdin", "size": 0, "sha256": EMPTY, "verify_hash": ""}]}
+    return node, provider_id, url, price, await node.paid.gateway_tabs.reserve(provider_id, price, 10**6)
+
+
+def _body(node, price: int, tab, spec: dict, data: list[dict]) -> dict:
+    """A job's begin as the gateway sends it, on `tab`."""
+    return {"spec": spec, "price": price, "authorization": tab.hex, "deal": {},
+            "memory_price": node.compute.memory_price, "data": data}
+
+
+async def _begin(gateway, provider, module: str) -> tuple[str, str]:
+    """Send the provider a job reading an empty stdin, on a tab of the gateway's; its id there, and the tab's
+    authorization (hex)."""
+    node, provider_id, url, price, tab = await _tab(gateway, provider)
+    body = _body(node, price, tab, parse_job({"module": module, "stdin": "-"}).canonical(),
+                 [{"path": "stdin", "size": 0, "sha256": EMPTY, "verify_hash": ""}])
     try:
         return await sent_jobs.wire.begin(node.client, url, provider_id, body), tab.hex
     finally:
@@ -143,14 +154,11 @@ async def test_a_sender_asking_for_the_run_of_bytes_that_did_not_match_their_has
     record that its program read bytes of that hash.  The job is dropped as the bytes fail, its reservations back."""
     gateway, (provider,) = await network(node_factory)
     module = await deploy(provider, "outputs", wasi=True)
-    node, sender = gateway.app[NODE], gateway.app[IDENTITY].id
-    provider_id, url = provider.app[IDENTITY].id, provider.app[NODE].peers.url
-    price = provider.app[NODE].market.honoured_ask("compute")
-    tab = await node.paid.gateway_tabs.reserve(provider_id, price, 10**6)
+    sender = gateway.app[IDENTITY].id
+    node, provider_id, url, price, tab = await _tab(gateway, provider)
     named = hashlib.sha256(b"the named bytes").hexdigest()
-    body = {"spec": parse_job({"module": module, "stdin": "-"}).canonical(), "price": price,
-            "authorization": tab.hex, "deal": {}, "memory_price": node.compute.memory_price,
-            "data": [{"path": "stdin", "size": 15, "sha256": named, "verify_hash": ""}]}
+    body = _body(node, price, tab, parse_job({"module": module, "stdin": "-"}).canonical(),
+                 [{"path": "stdin", "size": 15, "sha256": named, "verify_hash": ""}])
     job = await sent_jobs.wire.begin(node.client, url, provider_id, body)
     with pytest.raises(PeerRefused) as mismatched:
         await sent_jobs.wire.send(node.client, url, provider_id, job, 0, b"the other bytes")
@@ -172,15 +180,12 @@ async def test_jobs_taken_at_once_are_promised_no_more_disk_than_there_is_betwee
     gateway, (provider,) = await network(node_factory)
     module = await deploy(provider, "outputs", wasi=True)
     monkeypatch.setattr(hosted_jobs, "DISK_MARGIN", 1 << 20)
-    node, provider_id, url = gateway.app[NODE], provider.app[IDENTITY].id, provider.app[NODE].peers.url
-    price = provider.app[NODE].market.honoured_ask("compute")
     hosted = provider.app[NODE].hosted_jobs
     size = 24 << 20
     spec = parse_job({"module": module, "stdin": "-", "limits": {"bytes_in": size, "bytes_out": 1 << 20}})
-    tab = await node.paid.gateway_tabs.reserve(provider_id, price, 10**6)
-    body = {"spec": spec.canonical(), "price": price, "authorization": tab.hex, "deal": {},
-            "memory_price": node.compute.memory_price,
-            "data": [{"path": "stdin", "size": size, "sha256": "ab" * 32, "verify_hash": ""}]}
+    node, provider_id, url, price, tab = await _tab(gateway, provider)
+    body = _body(node, price, tab, spec.canonical(),
+                 [{"path": "stdin", "size": size, "sha256": "ab" * 32, "verify_hash": ""}])
     shutil.rmtree(hosted.work_dir, ignore_errors=True)
     try:
         with tmpfs(hosted.work_dir, "40m"):
@@ -199,14 +204,10 @@ async def test_a_sent_job_naming_an_input_outside_its_own_file_under_in_is_refus
         node_factory, path) -> None:
     gateway, (provider,) = await network(node_factory)
     module = await deploy(provider, "outputs", wasi=True)
-    node, sender = gateway.app[NODE], gateway.app[IDENTITY].id
-    provider_id, url = provider.app[IDENTITY].id, provider.app[NODE].peers.url
-    price = provider.app[NODE].market.honoured_ask("compute")
-    tab = await node.paid.gateway_tabs.reserve(provider_id, price, 10**6)
+    sender = gateway.app[IDENTITY].id
+    node, provider_id, url, price, tab = await _tab(gateway, provider)
     spec = {**parse_job({"module": module}).canonical(), "inputs": [path]}
-    body = {"spec": spec, "price": price, "authorization": tab.hex, "deal": {},
-            "memory_price": node.compute.memory_price,
-            "data": [{"path": path, "size": 0, "sha256": EMPTY, "verify_hash": ""}]}
+    body = _body(node, price, tab, spec, [{"path": path, "size": 0, "sha256": EMPTY, "verify_hash": ""}])
     try:
         with pytest.raises(PeerRefused) as refused:
             await sent_jobs.wire.begin(node.client, url, provider_id, body)
