@@ -103,7 +103,7 @@ class MarketService:
         self.book = self.replication.book
         # Providers the book lacks, found through the hash table (None: no table, or a node on its own).
         self.lookup = None if find_providers is None or peers is None else ProviderLookup(
-            replication=self.replication, peers=peers, active=self.active, find=find_providers)
+            replication=self.replication, peers=peers, active=self.active, find=find_providers, freshness=config.freshness)
         self.on_change = self.replication.on_change  # called whenever the book changed (allocation rounds)
         self.on_change.append(self._book_changed)
         raw = self.store.own_state()
