@@ -184,37 +184,43 @@ class _Offer:
     asks: tuple = ("storage",)
 
 
+@dataclass
+class _Pulled(_World):
+    """A book whose providers' offers were signed when the table brought them (`signed`, ms) and are pushed no newer
+    (outside this node's neighbourhood), on a clock of `clock` seconds."""
+    freshness: float = 60.0
+    clock: list[float] = field(default_factory=lambda: [1000.0])
+    signed: dict[str, int] = field(default_factory=dict)
+
+    def get(self, participant: str) -> _Offer | None:
+        return _Offer(self.signed[participant]) if participant in self.signed else None
+
+    def active(self, participant: str, within: float = 0.0) -> bool:
+        return participant == "me" or self.clock[0] * 1000 - self.signed.get(participant, -10**12) < \
+            (self.freshness - within) * 1000
+
+    def asks(self) -> list[_Ask]:
+        return [_Ask(_Slot("storage", p)) for p in self.held if self.active(p)]
+
+    async def pull_own(self, peers: list[_Peer], timeout: float) -> None:
+        await super().pull_own(peers, timeout)
+        self.signed.update((d.id, int(self.clock[0] * 1000)) for d in peers)
+
+    def lookup(self, monkeypatch) -> lookup.ProviderLookup:
+        monkeypatch.setattr(lookup.time, "monotonic", lambda: self.clock[0])
+        monkeypatch.setattr(lookup, "now_ms", lambda: int(self.clock[0] * 1000))
+        return lookup.ProviderLookup(replication=self, peers=self, active=self.active, find=self.find,
+                                     freshness=self.freshness)
+
+
 def _lookups_after(freshness: float, seconds: list[float], monkeypatch) -> int:
-    """Lookups of puts at `seconds` (after the first) in a book whose providers the table brought, their offers
-    signed as they were pulled and not pushed again (outside this node's neighbourhood): three of the five up peers,
-    the book short of six all along."""
-    clock = [1000.0]
-    monkeypatch.setattr(lookup.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(lookup, "now_ms", lambda: int(clock[0] * 1000))
-
-    class Pulled(_World):
-        signed: dict[str, int] = {}
-
-        def get(self, participant: str) -> _Offer | None:
-            return _Offer(self.signed[participant]) if participant in self.signed else None
-
-        def active(self, participant: str, within: float = 0.0) -> bool:
-            return participant == "me" or clock[0] * 1000 - self.signed.get(participant, -10**12) < \
-                (freshness - within) * 1000
-
-        def asks(self) -> list[_Ask]:
-            return [_Ask(_Slot("storage", p)) for p in self.held if self.active(p)]
-
-        async def pull_own(self, peers: list[_Peer], timeout: float) -> None:
-            await super().pull_own(peers, timeout)
-            self.signed.update((d.id, int(clock[0] * 1000)) for d in peers)
-
-    world = Pulled(held={"me"}, known=[*"bcdef"], table=[*"bcd"])
-    found = lookup.ProviderLookup(replication=world, peers=world, active=world.active, find=world.find,
-                                  freshness=freshness)
+    """Lookups of puts at `seconds` (after the first) in a book whose providers the table brought: three of the five
+    up peers, the book short of six all along."""
+    world = _Pulled(held={"me"}, known=[*"bcdef"], table=[*"bcd"], freshness=freshness)
+    found = world.lookup(monkeypatch)
     asyncio.run(found.fill("storage", 6, 1.0))
     for at in seconds:
-        clock[0] = 1000.0 + at
+        world.clock[0] = 1000.0 + at
         asyncio.run(found.fill("storage", 6, 1.0))
     return world.lookups
 
@@ -224,3 +230,13 @@ def test_a_lookup_holds_off_the_next_no_longer_than_the_offers_it_pulled_last(mo
     then would deal its shares round the neighbourhood only.  At the default freshness nothing looks up sooner."""
     assert _lookups_after(12.0, [5.0, 15.0], monkeypatch) == 2  # held off while they last, not after
     assert _lookups_after(60.0, [5.0, 15.0, lookup.LOOKUP_EVERY - 1], monkeypatch) == 1
+
+
+def test_offers_that_lapse_before_the_deal_matches_again_are_pulled_again(monkeypatch) -> None:
+    """A put matches again after asking strangers their terms, up to TERMS_TIMEOUT later: a provider whose offer lapses
+    by then is lost to that matching, and its shares doubled up on the others."""
+    world = _Pulled(held={"me", *"bcdef"}, known=[*"bcdef"], table=[*"bcdef"], freshness=6.0)
+    world.signed = {p: int((world.clock[0] - 5.5) * 1000) for p in "bcdef"}  # current for half a second more
+    found = world.lookup(monkeypatch)
+    asyncio.run(found.fill("storage", 6, 1.0, needed=3.0))
+    assert sorted(world.asked) == [*"bcdef"] and all(world.active(p, 3.0) for p in "bcdef")

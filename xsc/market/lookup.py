@@ -79,15 +79,20 @@ class ProviderLookup:
         book = self.replication.book
         return {d.id for d in self.peers.up_peers() if (offer := book.get(d.id)) is not None and not offer.asks}
 
-    async def fill(self, kind: str, wanted: int, timeout: float, exclude: frozenset[str] = frozenset()) -> None:
+    async def fill(self, kind: str, wanted: int, timeout: float, exclude: frozenset[str] = frozenset(),
+                   needed: float = 0.0) -> None:
         """If the book holds fewer than `wanted` providers of `kind` and the known peers could offer more: the
         commitments of the providers the hash table knows, pulled within `timeout` seconds.  `exclude`: providers
-        that just failed the caller, which cannot be the more it wants (nor can a peer that offers nothing now)."""
+        that just failed the caller, which cannot be the more it wants (nor can a peer that offers nothing now).
+        `needed`: seconds the caller's deal goes on once this returns (a put matches again after asking strangers
+        their terms): an offer that lapses within them counts as lacking.  At most half of `market.freshness`: an
+        offer pushed as its provider re-signs it (every third) stays current longer, and one just pulled too."""
+        needed = min(needed, self.freshness / 2)
         now = time.monotonic()
         if _lately(self._checked.get(kind), now, wanted):
             return
         self._checked[kind] = (now + CHECK_EVERY, wanted)
-        held = self.providers(kind)
+        held = self.providers(kind, needed)
         exclude = exclude | self._offering_nothing()
         # Only an up peer the book lacks can be brought in: with none (a small network whose every other provider
         # is held, down, leaving or just failed), a lookup would only wait out its timeout on datagrams to nodes
@@ -109,7 +114,7 @@ class ProviderLookup:
             else:
                 log.warning("looking up providers of %s in the hash table failed", kind, exc_info=True)
         # Held are the offers that outlast the asking (the caller matches as it ends), not those held as it began.
-        lasting = self.providers(kind, timeout)
+        lasting = self.providers(kind, timeout + needed)
         lacking = {d.id: d for d in self.peers.up_peers() if d.id not in lasting and d.id not in exclude}
         asked = [lacking[i] for i in found if i in lacking]
         if cut_short:
@@ -119,11 +124,11 @@ class ProviderLookup:
             asked += random.sample(rest, min(len(rest), max(0, 2 * (wanted - len(lasting)) - len(asked))))
         if asked:
             await self.replication.pull_own(asked, timeout)
-        counted = self.providers(kind)
+        counted = self.providers(kind, needed)
         if not cut_short:
             # Held off no longer than the book counts what the lookup left it: past the first of those offers to
             # lapse (one it pulled is pushed no newer), the book is short again and only a lookup brings it back.
-            until = min(now + LOOKUP_EVERY, time.monotonic() + self._current_for(counted))
+            until = min(now + LOOKUP_EVERY, time.monotonic() + self._current_for(counted) - needed)
             self._looked_up[kind] = (until, wanted)
         if not asked:
             return
