@@ -64,7 +64,7 @@ def test_six_shares_on_three_providers_go_two_by_two() -> None:
 
 def _spread_match(asks, bids):
     return match_spread(asks, bids, recognition={}, availability={a.slot.owner: Decimal(1) for a in asks},
-                        bucket_seconds=HOUR, now_ms=0)
+                        bucket_seconds=HOUR, now_ms=0, first="me")
 
 
 @settings(max_examples=150, deadline=None)

@@ -22,7 +22,8 @@ margin sets it while one provider's supply covers both that bid and the group's 
 group's needs from that one provider, which the matching cannot give them all (a group of three at 2 over asks 1, 1
 and 2, beside another's bid at 1, clears at 1: three needs, two providers).  `match_spread` then clears that market
 again at a floor, the ask of the P_g-th cheapest of those providers (at most the group's bid): the bids under it
-take no part, and the group is matched on its P_g providers.
+take no part, and the group is matched on its P_g providers.  Only the matching node's own groups raise a floor:
+the others' bids compete in its matching, and their own nodes match them.
 """
 
 from __future__ import annotations
@@ -117,12 +118,15 @@ def _floor(asks: Sequence[Ask], members: list[Bid], wanted: int) -> int:
 
 def match_spread(asks: Sequence[Ask], bids: Sequence[Bid], **kwargs: Any) -> MarketResult:
     """`match_needs` of `bids` spread over the providers of `asks` (`spread_groups`, `cap_supply`), each market where
-    a group is left short because it cleared under the asks of providers the group was counted on cleared again at
-    the floor that prices them in (see the module docstring); `kwargs` are `match_needs`'.  Floors only rise, each
-    at most to a group's bid: the rounds end."""
+    a group (of `first`, when given) is left short because it cleared under the asks of providers the group was
+    counted on cleared again at the floor that prices them in (see the module docstring); `kwargs` are
+    `match_needs`'.  Floors only rise, each at most to a group's bid: the rounds end."""
     needs = spread_groups(asks, bids)
     result = match_needs(cap_supply(asks, needs), needs, **kwargs)
-    groups = _groups(bids)
+    # The groups of the node matching its own needs (`first`): the others' bids only compete here, and their own
+    # nodes match them.
+    first = kwargs.get("first")
+    groups = {key: members for key, members in _groups(bids).items() if first is None or key[0] == first}
     seconds = kwargs["bucket_seconds"]
     floors: dict[tuple[str, int], int] = {}
     for _ in range(SPREAD_ROUNDS):
