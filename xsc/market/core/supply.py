@@ -17,13 +17,12 @@ needs that must go to six nodes.  So, before clearing:
   only the needs' own filters keep it out (it stays, and the explanation says they filtered it out).
   The cap changes no slot's room for any single need, only what the auction counts.
 
-The clearing price may fall below the ask of a provider counted in P_g: another participant's lower bid at the
-margin sets it while one provider's supply covers both that bid and the group's share, and the auction fills the
-group's needs from that one provider, which the matching cannot give them all (a group of three at 2 over asks 1, 1
-and 2, beside another's bid at 1, clears at 1: three needs, two providers).  `match_spread` then clears that market
-again at a floor, the ask of the P_g-th cheapest of those providers (at most the group's bid): the bids under it
-take no part, and the group is matched on its P_g providers.  Only the matching node's own groups raise a floor:
-the others' bids compete in its matching, and their own nodes match them.
+The clearing price may fall below the ask of a provider counted in P_g: the auction counts units, not who sells
+them, and one provider's supply may stand for the group's share and for other needs beside it (a group of three at
+2 over asks 1, 1 and 2, beside another's bid at 1, clears at 1: three needs, two providers).  `match_spread` then
+prices that market at a floor, the ask of the P_g-th cheapest of those providers (at most the group's bid): the
+bids under it are not served, and the group is matched on its P_g providers.  Only the matching node's own groups
+raise a floor: the others' bids compete in its matching, and their own nodes match them.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ from .auction import bucket_of
 from .matching import MarketResult, match_needs
 from .models import Ask, Bid, need_key
 
-SPREAD_ROUNDS = 3  # matchings again, each at the floors the groups left short by the last one's prices need
+SPREAD_ROUNDS = 3  # matchings again, each at the floors the groups the last one left short need
 
 
 def _servable(ask: Ask, bid: Bid) -> bool:
@@ -119,10 +118,11 @@ def _floor(asks: Sequence[Ask], members: list[Bid], wanted: int) -> int:
 def match_spread(asks: Sequence[Ask], bids: Sequence[Bid], **kwargs: Any) -> MarketResult:
     """`match_needs` of `bids` spread over the providers of `asks` (`spread_groups`, `cap_supply`), each market where
     a group (of `first`, when given) is left short because it cleared under the asks of providers the group was
-    counted on cleared again at the floor that prices them in (see the module docstring); `kwargs` are
-    `match_needs`'.  Floors only rise, each at most to a group's bid: the rounds end."""
+    counted on priced at the floor that brings them in (see the module docstring); `kwargs` are `match_needs`'.
+    Floors only rise, each at most to a group's bid: the rounds end."""
     needs = spread_groups(asks, bids)
-    result = match_needs(cap_supply(asks, needs), needs, **kwargs)
+    capped = cap_supply(asks, needs)
+    result = match_needs(capped, needs, **kwargs)
     # The groups of the node matching its own needs (`first`): the others' bids only compete here, and their own
     # nodes match them.
     first = kwargs.get("first")
@@ -145,8 +145,5 @@ def match_spread(asks: Sequence[Ask], bids: Sequence[Bid], **kwargs: Any) -> Mar
         if raised == floors:
             break
         floors = raised
-        # A slot's supply counts only the needs that take part: the group's share no longer hides behind the supply
-        # of a bid under the floor.
-        cleared = [b for b in needs if b.price >= floors.get((b.slot.kind, bucket_of(b.slot.start, seconds)), 0)]
-        result = match_needs(cap_supply(asks, cleared), needs, floors=floors, **kwargs)
+        result = match_needs(capped, needs, floors=floors, **kwargs)
     return result
