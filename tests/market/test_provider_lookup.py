@@ -65,7 +65,8 @@ class _World:
 
 
 def _lookup(world: _World) -> lookup.ProviderLookup:
-    return lookup.ProviderLookup(replication=world, peers=world, active=lambda p, within: True, find=world.find)
+    return lookup.ProviderLookup(replication=world, peers=world, active=lambda p, within: True, find=world.find,
+                                 freshness=60.0)
 
 
 def test_a_short_book_asks_the_providers_the_table_knows_and_only_known_peers() -> None:
@@ -170,7 +171,72 @@ def test_offers_that_lapse_while_the_table_answers_are_asked_again_with_those_th
             self.lapsed -= {d.id for d in peers}  # each answered with its commitment as signed now
 
     world = Lapsing(held={"me", "t", *announced}, known=[*"tafjknd"], table=[])
-    slow = lookup.ProviderLookup(replication=world, peers=world, active=world.active, find=world.find)
+    slow = lookup.ProviderLookup(replication=world, peers=world, active=world.active, find=world.find,
+                                  freshness=60.0)
     asyncio.run(slow.fill("storage", 6, 0.05))
     assert announced <= set(world.asked) and {"k", "n"} <= set(world.asked) and "t" not in world.asked
     assert len(slow.providers("storage")) >= 6 and all(world.active(p, 0.05) for p in slow.providers("storage"))
+
+
+@dataclass
+class _Offer:
+    timestamp: int  # ms when its provider signed it
+    asks: tuple = ("storage",)
+
+
+@dataclass
+class _Pulled(_World):
+    """A book whose providers' offers were signed when the table brought them (`signed`, ms) and are pushed no newer
+    (outside this node's neighbourhood), on a clock of `clock` seconds."""
+    freshness: float = 60.0
+    clock: list[float] = field(default_factory=lambda: [1000.0])
+    signed: dict[str, int] = field(default_factory=dict)
+
+    def get(self, participant: str) -> _Offer | None:
+        return _Offer(self.signed[participant]) if participant in self.signed else None
+
+    def active(self, participant: str, within: float = 0.0) -> bool:
+        return participant == "me" or self.clock[0] * 1000 - self.signed.get(participant, -10**12) < \
+            (self.freshness - within) * 1000
+
+    def asks(self) -> list[_Ask]:
+        return [_Ask(_Slot("storage", p)) for p in self.held if self.active(p)]
+
+    async def pull_own(self, peers: list[_Peer], timeout: float) -> None:
+        await super().pull_own(peers, timeout)
+        self.signed.update((d.id, int(self.clock[0] * 1000)) for d in peers)
+
+    def lookup(self, monkeypatch) -> lookup.ProviderLookup:
+        monkeypatch.setattr(lookup.time, "monotonic", lambda: self.clock[0])
+        monkeypatch.setattr(lookup, "now_ms", lambda: int(self.clock[0] * 1000))
+        return lookup.ProviderLookup(replication=self, peers=self, active=self.active, find=self.find,
+                                     freshness=self.freshness)
+
+
+def _lookups_after(freshness: float, seconds: list[float], monkeypatch) -> int:
+    """Lookups of puts at `seconds` (after the first) in a book whose providers the table brought: three of the five
+    up peers, the book short of six all along."""
+    world = _Pulled(held={"me"}, known=[*"bcdef"], table=[*"bcd"], freshness=freshness)
+    found = world.lookup(monkeypatch)
+    asyncio.run(found.fill("storage", 6, 1.0))
+    for at in seconds:
+        world.clock[0] = 1000.0 + at
+        asyncio.run(found.fill("storage", 6, 1.0))
+    return world.lookups
+
+
+def test_a_lookup_holds_off_the_next_no_longer_than_the_offers_it_pulled_last(monkeypatch) -> None:
+    """With `market.freshness` under LOOKUP_EVERY, the offers a lookup pulled lapse before the next may run: a put
+    then would deal its shares round the neighbourhood only.  At the default freshness nothing looks up sooner."""
+    assert _lookups_after(12.0, [5.0, 15.0], monkeypatch) == 2  # held off while they last, not after
+    assert _lookups_after(60.0, [5.0, 15.0, lookup.LOOKUP_EVERY - 1], monkeypatch) == 1
+
+
+def test_offers_that_lapse_before_the_deal_matches_again_are_pulled_again(monkeypatch) -> None:
+    """A put matches again after asking strangers their terms, up to TERMS_TIMEOUT later: a provider whose offer lapses
+    by then is lost to that matching, and its shares doubled up on the others."""
+    world = _Pulled(held={"me", *"bcdef"}, known=[*"bcdef"], table=[*"bcdef"], freshness=6.0)
+    world.signed = {p: int((world.clock[0] - 5.5) * 1000) for p in "bcdef"}  # current for half a second more
+    found = world.lookup(monkeypatch)
+    asyncio.run(found.fill("storage", 6, 1.0, needed=3.0))
+    assert sorted(world.asked) == [*"bcdef"] and all(world.active(p, 3.0) for p in "bcdef")

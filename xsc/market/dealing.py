@@ -25,7 +25,7 @@ from ..tasks import in_pool, now_ms
 from .core.matching import Assignment, match_needs
 from .core.models import Ask, Bid, need_key, renamed, units_cost
 from .needs import NeedRegistry
-from .core.supply import cap_supply, crowded_groups, spread_groups
+from .core.supply import crowded_groups, match_spread
 
 EXPLAINED = 1000  # needs whose explanation is kept (in memory) for `xsc market explain`
 COMPUTE_DEALS = 64  # invokes' deals kept until the book or the allocation changes
@@ -40,9 +40,8 @@ ON_THE_LOOP = 64
 
 
 def _matched(asks: list[Ask], bids: list[Bid], **kwargs: Any):
-    """The pure matching of `Dealing.match`: supply capped and groups spread, then `match_needs`."""
-    needs = spread_groups(asks, bids)
-    return match_needs(cap_supply(asks, needs), needs, **kwargs)
+    """The pure matching of `Dealing.match`: supply capped and groups spread, then `match_needs` (`match_spread`)."""
+    return match_spread(asks, bids, **kwargs)
 
 
 Steps = Generator[tuple[Callable[..., Any], dict], Any, Any]  # see Dealing._deal

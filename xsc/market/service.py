@@ -103,7 +103,7 @@ class MarketService:
         self.book = self.replication.book
         # Providers the book lacks, found through the hash table (None: no table, or a node on its own).
         self.lookup = None if find_providers is None or peers is None else ProviderLookup(
-            replication=self.replication, peers=peers, active=self.active, find=find_providers)
+            replication=self.replication, peers=peers, active=self.active, find=find_providers, freshness=config.freshness)
         self.on_change = self.replication.on_change  # called whenever the book changed (allocation rounds)
         self.on_change.append(self._book_changed)
         raw = self.store.own_state()
@@ -313,12 +313,12 @@ class MarketService:
     def digest_answer(self, sender: str, body: Any) -> dict[str, Any]:
         return self.replication.digest_answer(sender, body)
 
-    async def fill_book(self, timeout: float = 2.0, kind: str | None = None, wanted: int = 0) -> None:
+    async def fill_book(self, timeout: float = 2.0, kind: str | None = None, wanted: int = 0, needed: float = 0.0) -> None:
         """Before a matching: the commitments of the peers we want and lack, and when the book holds fewer than
-        `wanted` providers of `kind`, those the hash table knows (`ProviderLookup`)."""
+        `wanted` providers of `kind` whose offers last `needed` s more, those the hash table knows (ProviderLookup)."""
         await self.replication.fill_book(timeout)
         if kind is not None and self.lookup is not None:
-            await self.lookup.fill(kind, wanted, timeout)
+            await self.lookup.fill(kind, wanted, timeout, needed=needed)
 
     def _book_changed(self) -> None:
         self._clearings = None

@@ -41,7 +41,7 @@ order places them alike).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Literal, Mapping, Sequence
 
@@ -295,17 +295,23 @@ def _assign(book: _OrderedBook, served: list[Bid], hints: dict) -> dict[str, Ass
 
 def match_needs(asks: Sequence[Ask], bids: Sequence[Bid], *, recognition: Mapping[str, Mapping[str, Decimal]],
                 availability: Mapping[str, Decimal], bucket_seconds: int, now_ms: int,
-                allow_self: bool = True, first: str | None = None) -> MarketResult:
+                allow_self: bool = True, first: str | None = None,
+                floors: Mapping[tuple[str, int], int] | None = None) -> MarketResult:
     """Clear the markets and give needs whole capacity slots (see the module docstring).
 
     `recognition`: participant -> its raw weights of others; `availability`: provider -> its
     availability in [0, 1] (from health); `allow_self`: may a need be served by its owner's own
     capacity (open tier only: the allocator never gives to oneself)?  `first`: the participant whose needs go
     first among needs of equal tier and bid (the node matching its own: a bidder can grind a slot id until its order
-    digest sorts first, never its way past this)."""
+    digest sorts first, never its way past this).  `floors`: (kind, bucket) -> the lowest price its market may clear
+    at, one that cleared under it being priced at it (`supply.match_spread`: the price a group needs to reach the
+    distinct providers it is spread over; a bid under it is explained as below the clearing price)."""
     _unique(asks, "ask")
     _unique(bids, "bid")
     clearings = clear_book(market_orders(_wanted(asks, bids, availability, allow_self), bids, bucket_seconds))
+    for market, floor in (floors or {}).items():
+        if (c := clearings.get(market)) is not None and c.price is not None and c.price < floor:
+            clearings[market] = replace(c, price=floor)
     book = _OrderedBook(asks, bids, clearings, availability=availability, bucket_seconds=bucket_seconds,
                         allow_self=allow_self)
     priced_bids = book.priced_bids()

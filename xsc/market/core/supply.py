@@ -16,16 +16,27 @@ needs that must go to six nodes.  So, before clearing:
   asks more than every bid (then it stays, trades nothing, and the explanation is about price) or
   only the needs' own filters keep it out (it stays, and the explanation says they filtered it out).
   The cap changes no slot's room for any single need, only what the auction counts.
+
+The clearing price may fall below the ask of a provider counted in P_g: the auction counts units, not who sells
+them, and one provider's supply may stand for the group's share and for other needs beside it (a group of three at
+2 over asks 1, 1 and 2, beside another's bid at 1, clears at 1: three needs, two providers).  `match_spread` then
+prices that market at a floor, the ask of the P_g-th cheapest of those providers (at most the group's bid): the
+bids under it are not served, and the group is matched on its P_g providers.  Only the matching node's own groups
+raise a floor: the others' bids compete in its matching, and their own nodes match them.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from typing import Any, Sequence
 
 from ...allocation.core.matching import compatible
 from ...allocation.core.models import SlotFilter
-from .models import Ask, Bid
+from .auction import bucket_of
+from .matching import MarketResult, match_needs
+from .models import Ask, Bid, need_key
+
+SPREAD_ROUNDS = 3  # matchings again, each at the floors the groups the last one left short need
 
 
 def _servable(ask: Ask, bid: Bid) -> bool:
@@ -93,3 +104,46 @@ def _supply(a: Ask, bids: Sequence[Bid], groups: dict, sizes: dict) -> int:
             n, providers = sizes[key]
             supply += -(-n // max(providers, 1)) * max(served)
     return supply
+
+
+def _floor(asks: Sequence[Ask], members: list[Bid], wanted: int) -> int:
+    """The lowest price at which `wanted` distinct providers can serve some need of `members`."""
+    cheapest: dict[str, int] = {}
+    for a in asks:
+        if any(_servable(a, b) for b in members):
+            cheapest[a.slot.owner] = min(cheapest.get(a.slot.owner, a.price), a.price)
+    return sorted(cheapest.values())[wanted - 1]
+
+
+def match_spread(asks: Sequence[Ask], bids: Sequence[Bid], **kwargs: Any) -> MarketResult:
+    """`match_needs` of `bids` spread over the providers of `asks` (`spread_groups`, `cap_supply`), each market where
+    a group (of `first`, when given) is left short because it cleared under the asks of providers the group was
+    counted on priced at the floor that brings them in (see the module docstring); `kwargs` are `match_needs`'.
+    Floors only rise, each at most to a group's bid: the rounds end."""
+    needs = spread_groups(asks, bids)
+    capped = cap_supply(asks, needs)
+    result = match_needs(capped, needs, **kwargs)
+    # The groups of the node matching its own needs (`first`): the others' bids only compete here, and their own
+    # nodes match them.
+    first = kwargs.get("first")
+    groups = {key: members for key, members in _groups(bids).items() if first is None or key[0] == first}
+    seconds = kwargs["bucket_seconds"]
+    floors: dict[tuple[str, int], int] = {}
+    for _ in range(SPREAD_ROUNDS):
+        raised = dict(floors)
+        for members in groups.values():
+            if all(need_key(b.slot.owner, b.slot.id) in result.assignments for b in members):
+                continue
+            market = (members[0].slot.kind, bucket_of(members[0].slot.start, seconds))
+            clearing = result.clearings.get(market)
+            counted = min(_providers(asks, members), len(members))
+            if clearing is None or clearing.price is None or counted == 0:
+                continue
+            floor = _floor(asks, members, counted)
+            if clearing.price < floor <= min(b.price for b in members) and floor > raised.get(market, 0):
+                raised[market] = floor
+        if raised == floors:
+            break
+        floors = raised
+        result = match_needs(capped, needs, floors=floors, **kwargs)
+    return result
