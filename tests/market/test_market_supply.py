@@ -91,6 +91,7 @@ def test_a_group_the_spread_count_accepts_is_matched_onto_as_many_distinct_provi
         return
     placed = [a.provider for key, a in result.assignments.items() if key.startswith("me/")]
     assert len(placed) == len(set(placed)) == size
+    assert all(c.low <= c.price <= c.high for c in result.clearings.values() if c.price is not None)
 
 
 @pytest.mark.parametrize("others", [[("o", "m", 1, 1, None)],
@@ -188,3 +189,12 @@ def _spread_match_at(asks, bids, availability):
     return match_spread(asks, bids, recognition={}, availability=availability, bucket_seconds=HOUR, now_ms=0,
                         first="me")
 
+
+def test_a_market_priced_at_a_floor_shows_the_floor_within_its_range() -> None:
+    """`xsc market prices` shows each clearing's price and range: a market priced at a group's floor above what the
+    auction cleared at must not show a price outside its own range."""
+    asks = [ask("p0", "s0", 10**6, 1), ask("p1", "s1", 10**6, 1), ask("p2", "s2", 10**6, 2)]
+    bids = [bid("me", f"n{i}", 1, 2, group="put") for i in range(3)] + \
+        [bid("o", "m0", 2, 2, group="h"), bid("o", "m2", 1, 2, group="h"), bid("p", "m1", 1, 1)]
+    clearing = _spread_match(asks, bids).clearings[("storage", 0)]  # the auction alone: 1, within [1, 1]
+    assert (clearing.price, clearing.low, clearing.high) == (2, 2, 2)
