@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from xsc.allocation import SlotFilter
 from xsc.market import cap_supply, need_key, spread_groups
-from xsc.market.core.supply import match_spread
+from xsc.market.core.matching import match_needs
+from xsc.market.core.supply import crowded_groups, match_spread, providers_of
 
 from tests.support.market import HOUR, ask, bid
 
@@ -89,6 +91,7 @@ def test_a_group_the_spread_count_accepts_is_matched_onto_as_many_distinct_provi
         return
     placed = [a.provider for key, a in result.assignments.items() if key.startswith("me/")]
     assert len(placed) == len(set(placed)) == size
+    assert all(c.low <= c.price <= c.high for c in result.clearings.values() if c.price is not None)
 
 
 @pytest.mark.parametrize("others", [[("o", "m", 1, 1, None)],
@@ -102,3 +105,96 @@ def test_the_needs_beside_a_group_do_not_price_it_out_of_its_providers(others) -
     assert sorted(a.provider for key, a in result.assignments.items() if key.startswith("me/")) == ["p0", "p1", "p2"]
     assert all(result.explanations[need_key(b.slot.owner, b.slot.id)].code == "below_clearing_price"
                for b in bids if b.price < 2)
+
+
+def _deal(asks, bids, availability, given):
+    """What `Dealing._deal` gives "me"'s needs, over the pure core: the call market cleared first; the groups
+    `crowded_groups` counts crowded left to it alone, the other needs placed where the allocation (`given`: provider
+    -> units it gives) has room at that clearing's price, and the rest matched again away from the providers the
+    placed needs of their group took.  Need id -> provider (None: none found)."""
+    kw = {"recognition": {}, "availability": availability, "bucket_seconds": HOUR, "now_ms": 0}
+    result = match_spread(asks, bids, first="me", **kw)
+    mine = [b for b in bids if b.slot.owner == "me"]
+    crowded = crowded_groups(asks, [b for b in mine if b.group is not None], availability)
+    room = {p: u for p, u in given.items() if availability.get(p, 0) > 0}
+    from_allocation = [a.model_copy(update={"slot": a.slot.model_copy(update={"quantity": min(a.slot.quantity,
+                                                                                              room[a.slot.owner])})})
+                       for a in asks if room.get(a.slot.owner, 0) > 0]
+    wanted = [b for b in mine if (b.slot.owner, b.group) not in crowded]
+    served: dict[str, str] = {}
+    if from_allocation and wanted:
+        placed = match_needs(from_allocation, wanted, allow_self=False, **kw)
+        for b in wanted:
+            a = placed.assignments.get(need_key("me", b.slot.id))
+            clearing = result.clearings.get((b.slot.kind, 0))
+            ask_of = {(x.slot.owner, x.slot.id): x.price for x in from_allocation}
+            if a is None or room[a.provider] < b.slot.quantity or clearing is None or clearing.price is None or \
+                    b.price < clearing.price or ask_of[(a.provider, a.capacity_slot)] > clearing.price:
+                continue
+            room[a.provider] -= b.slot.quantity
+            served[b.slot.id] = a.provider
+    rest = [b for b in mine if b.slot.id not in served]
+    if served and rest:
+        taken = tuple(sorted(set(served.values())))
+        rest = [b.model_copy(update={"slot": b.slot.model_copy(update={"filters": SlotFilter(deny=taken)})})
+                for b in rest]
+        result = match_spread(asks, rest + [b for b in bids if b.slot.owner != "me"], first="me", **kw)
+    return {**{b.slot.id: getattr(result.assignments.get(need_key("me", b.slot.id)), "provider", None) for b in rest},
+            **served}
+
+
+@settings(max_examples=150, deadline=None)
+@given(offers=st.lists(st.tuples(st.integers(1, 5), st.sampled_from(["1", "0.5"]), st.integers(0, 3)),
+                       min_size=1, max_size=7),
+       size=st.integers(2, 6), group_bid=st.integers(1, 5), wants_available=st.booleans(),
+       others=st.lists(st.tuples(st.integers(1, 3), st.integers(1, 5), st.sampled_from([None, "h"])), max_size=3))
+def test_a_deal_puts_a_group_on_as_many_distinct_providers_as_can_serve_it_evenly(offers, size, group_bid,
+                                                                                 wants_available, others) -> None:
+    """Whether a group is crowded (placed by the call market alone) and how the market spreads it rest on one count
+    of the providers that can serve it (`providers_of`): counted one way and matched another, a group counted as
+    not crowded is placed in part from the allocation and its rest finds too few providers (refused as no deal), or
+    one counted crowded is dealt unevenly."""
+    asks = [ask(f"p{i}", f"s{i}", 10**6, price) for i, (price, _, _) in enumerate(offers)]
+    availability = {f"p{i}": Decimal(up) for i, (_, up, _) in enumerate(offers)}
+    given_units = {f"p{i}": units for i, (_, _, units) in enumerate(offers)}
+    group = [bid("me", f"n{i}", 1, group_bid, group="put", min_availability="0.9" if wants_available else None)
+             for i in range(size)]
+    # Others bid no more than the group: they compete, and cannot price it out of its providers.
+    bids = group + [bid(f"o{i % 2}", f"m{i}", quantity, min(price, group_bid), group=g)
+                    for i, (quantity, price, g) in enumerate(others)]
+    can_serve = providers_of(asks, group, availability)
+    placed = _deal(asks, bids, availability, given_units)
+    if can_serve == 0:
+        assert set(placed.values()) == {None}
+        return
+    assert None not in placed.values(), placed
+    counts = Counter(placed.values())
+    assert len(counts) == min(size, can_serve), placed
+    assert max(counts.values()) - min(counts.values()) <= 1, placed
+
+
+def test_a_provider_under_a_groups_min_availability_is_not_counted_for_it() -> None:
+    """A put asking for providers at least 0.9 available, over three of which one is at 0.5: counted on three, its
+    three shares were kept on three distinct providers the matching could give only two of, and the put refused."""
+    asks = [ask(f"p{i}", f"s{i}", 10**6, 1) for i in range(3)]
+    bids = [bid("me", f"n{i}", 1, 5, group="put", min_availability="0.9") for i in range(3)]
+    availability = {"p0": Decimal(1), "p1": Decimal(1), "p2": Decimal("0.5")}
+    result = _spread_match_at(asks, bids, availability)
+    assert sorted(a.provider for a in result.assignments.values()) == ["p0", "p0", "p1"]
+    assert crowded_groups(asks, bids, availability) == {("me", "put")}
+    assert crowded_groups(asks, bids, {p: Decimal(1) for p in availability}) == set()
+
+
+def _spread_match_at(asks, bids, availability):
+    return match_spread(asks, bids, recognition={}, availability=availability, bucket_seconds=HOUR, now_ms=0,
+                        first="me")
+
+
+def test_a_market_priced_at_a_floor_shows_the_floor_within_its_range() -> None:
+    """`xsc market prices` shows each clearing's price and range: a market priced at a group's floor above what the
+    auction cleared at must not show a price outside its own range."""
+    asks = [ask("p0", "s0", 10**6, 1), ask("p1", "s1", 10**6, 1), ask("p2", "s2", 10**6, 2)]
+    bids = [bid("me", f"n{i}", 1, 2, group="put") for i in range(3)] + \
+        [bid("o", "m0", 2, 2, group="h"), bid("o", "m2", 1, 2, group="h"), bid("p", "m1", 1, 1)]
+    clearing = _spread_match(asks, bids).clearings[("storage", 0)]  # the auction alone: 1, within [1, 1]
+    assert (clearing.price, clearing.low, clearing.high) == (2, 2, 2)

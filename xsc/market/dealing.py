@@ -455,9 +455,10 @@ class Dealing:
         # A group with fewer providers than needs is dealt round them evenly by the market alone: placed in part from
         # the allocation, its other needs would be kept off the providers the allocation used and pile onto the
         # others (a put's shares 1, 1 and 4 on three nodes, surviving no node's loss), or find none at all.  Counted
-        # only when the allocation gives something: over a big book the count holds the loop for milliseconds.
+        # as the market spreads the group (`supply.providers_of`, availability included), and only when the
+        # allocation gives something: over a big book the count holds the loop for milliseconds.
         grouped = [b for b in bids if b.group is not None]
-        crowded = crowded_groups(inputs["asks"], grouped) if any(
+        crowded = crowded_groups(inputs["asks"], grouped, availability) if any(
             self._allocation_room(kind) for kind in {b.slot.kind for b in grouped}) else set()
         served = yield from self._from_allocation([b for b in bids if (b.slot.owner, b.group) not in crowded], exclude,
                                                   result.clearings, availability)

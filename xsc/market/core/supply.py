@@ -7,9 +7,10 @@ price would fall to the cheapest ask, and only the cheapest provider would be le
 needs that must go to six nodes.  So, before clearing:
 
 - a group g of n_g needs whose bids P_g distinct providers can serve (a compatible slot with room
-  for the need, at an ask <= the bid) takes at most ceil(n_g / P_g) needs from any one provider:
-  `spread_groups` splits it into sub-groups of at most P_g needs, each placed on distinct
-  providers (so with fewer providers than needs, the needs spread as evenly as possible);
+  for the need, at an ask <= the bid, of a provider as available as the need asks: `providers_of`)
+  takes at most ceil(n_g / P_g) needs from any one provider: `spread_groups` splits it into
+  sub-groups of at most P_g needs, each placed on distinct providers (so with fewer providers
+  than needs, the needs spread as evenly as possible);
 - a slot's quantity is capped at its *effective supply*: for each group it can serve,
   ceil(n_g / P_g) x the group's largest need, plus every ungrouped need it can serve
   (`cap_supply`); a slot that can serve none of the needs present does not take part, unless it
@@ -28,7 +29,8 @@ raise a floor: the others' bids compete in its matching, and their own nodes mat
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Sequence
+from decimal import Decimal
+from typing import Any, Mapping, Sequence
 
 from ...allocation.core.matching import compatible
 from ...allocation.core.models import SlotFilter
@@ -36,11 +38,16 @@ from .auction import bucket_of
 from .matching import MarketResult, match_needs
 from .models import Ask, Bid, need_key
 
+_UNKNOWN: Mapping[str, Decimal] = {}  # no provider's availability known: a need asking for one is served by none
 SPREAD_ROUNDS = 3  # matchings again, each at the floors the groups the last one left short need
 
 
-def _servable(ask: Ask, bid: Bid) -> bool:
-    return ask.price <= bid.price and ask.slot.quantity >= bid.slot.quantity and compatible(ask.slot, bid.slot)
+def _servable(ask: Ask, bid: Bid, availability: Mapping[str, Decimal] | None = None) -> bool:
+    """Can `ask` serve `bid` at a price within its bid?  With `availability`, only if its provider is as available as
+    the bid asks (unknown counts as 0), as `match_needs` requires: a provider it would refuse must not be counted."""
+    return ask.price <= bid.price and ask.slot.quantity >= bid.slot.quantity and compatible(ask.slot, bid.slot) and (
+        availability is None or bid.min_availability is None
+        or availability.get(ask.slot.owner, Decimal(0)) >= bid.min_availability)
 
 
 def _groups(bids: Sequence[Bid]) -> dict[tuple[str, str], list[Bid]]:
@@ -51,16 +58,20 @@ def _groups(bids: Sequence[Bid]) -> dict[tuple[str, str], list[Bid]]:
     return groups
 
 
-def _providers(asks: Sequence[Ask], members: list[Bid]) -> int:
-    return len({a.slot.owner for a in asks for b in members if _servable(a, b)})
+def providers_of(asks: Sequence[Ask], members: Sequence[Bid], availability: Mapping[str, Decimal]) -> int:
+    """How many distinct providers of `asks` can serve some need of the group `members`: the one count that decides
+    whether a group is split (`spread_groups`), what its market's floor is (`match_spread`) and whether a deal
+    places it by the call market alone (`crowded_groups`)."""
+    return len({a.slot.owner for a in asks for b in members if _servable(a, b, availability)})
 
 
-def spread_groups(asks: Sequence[Ask], bids: Sequence[Bid]) -> list[Bid]:
+def spread_groups(asks: Sequence[Ask], bids: Sequence[Bid],
+                  availability: Mapping[str, Decimal] = _UNKNOWN) -> list[Bid]:
     """`bids` with each group too large for the providers that can serve it split into sub-groups
-    (`group#0`, `group#1`, ...) of at most as many needs as there are such providers."""
+    (`group#0`, `group#1`, ...) of at most as many needs as there are such providers (`providers_of`)."""
     out: list[Bid] = [b for b in bids if b.group is None]
     for (_, group), members in sorted(_groups(bids).items()):
-        providers = _providers(asks, members)
+        providers = providers_of(asks, members, availability)
         if providers == 0 or providers >= len(members):
             out.extend(members)
             continue
@@ -69,16 +80,18 @@ def spread_groups(asks: Sequence[Ask], bids: Sequence[Bid]) -> list[Bid]:
     return out
 
 
-def crowded_groups(asks: Sequence[Ask], bids: Sequence[Bid]) -> set[tuple[str, str]]:
+def crowded_groups(asks: Sequence[Ask], bids: Sequence[Bid],
+                   availability: Mapping[str, Decimal] = _UNKNOWN) -> set[tuple[str, str]]:
     """The groups (owner, group) of `bids` that fewer providers can serve than they hold needs: those
     `spread_groups` deals round the providers there are."""
-    return {key for key, members in _groups(bids).items() if _providers(asks, members) < len(members)}
+    return {key for key, members in _groups(bids).items() if providers_of(asks, members, availability) < len(members)}
 
 
-def cap_supply(asks: Sequence[Ask], bids: Sequence[Bid]) -> list[Ask]:
+def cap_supply(asks: Sequence[Ask], bids: Sequence[Bid],
+               availability: Mapping[str, Decimal] = _UNKNOWN) -> list[Ask]:
     """`asks` with each slot's quantity capped at what it can sell to `bids` (see the module docstring)."""
     groups = _groups(bids)
-    sizes = {key: (len(m), _providers(asks, m)) for key, m in groups.items()}
+    sizes = {key: (len(m), providers_of(asks, m, availability)) for key, m in groups.items()}
     # The same needs without their own filters: a slot a need's filters exclude still takes part, so that
     # the need is explained as filtered out rather than as finding no slot.
     unfiltered = [b.model_copy(update={"slot": b.slot.model_copy(update={"filters": SlotFilter()})})
@@ -106,11 +119,11 @@ def _supply(a: Ask, bids: Sequence[Bid], groups: dict, sizes: dict) -> int:
     return supply
 
 
-def _floor(asks: Sequence[Ask], members: list[Bid], wanted: int) -> int:
+def _floor(asks: Sequence[Ask], members: list[Bid], wanted: int, availability: Mapping[str, Decimal]) -> int:
     """The lowest price at which `wanted` distinct providers can serve some need of `members`."""
     cheapest: dict[str, int] = {}
     for a in asks:
-        if any(_servable(a, b) for b in members):
+        if any(_servable(a, b, availability) for b in members):
             cheapest[a.slot.owner] = min(cheapest.get(a.slot.owner, a.price), a.price)
     return sorted(cheapest.values())[wanted - 1]
 
@@ -120,8 +133,9 @@ def match_spread(asks: Sequence[Ask], bids: Sequence[Bid], **kwargs: Any) -> Mar
     a group (of `first`, when given) is left short because it cleared under the asks of providers the group was
     counted on priced at the floor that brings them in (see the module docstring); `kwargs` are `match_needs`'.
     Floors only rise, each at most to a group's bid: the rounds end."""
-    needs = spread_groups(asks, bids)
-    capped = cap_supply(asks, needs)
+    availability = kwargs["availability"]
+    needs = spread_groups(asks, bids, availability)
+    capped = cap_supply(asks, needs, availability)
     result = match_needs(capped, needs, **kwargs)
     # The groups of the node matching its own needs (`first`): the others' bids only compete here, and their own
     # nodes match them.
@@ -136,10 +150,10 @@ def match_spread(asks: Sequence[Ask], bids: Sequence[Bid], **kwargs: Any) -> Mar
                 continue
             market = (members[0].slot.kind, bucket_of(members[0].slot.start, seconds))
             clearing = result.clearings.get(market)
-            counted = min(_providers(asks, members), len(members))
+            counted = min(providers_of(asks, members, availability), len(members))
             if clearing is None or clearing.price is None or counted == 0:
                 continue
-            floor = _floor(asks, members, counted)
+            floor = _floor(asks, members, counted, availability)
             if clearing.price < floor <= min(b.price for b in members) and floor > raised.get(market, 0):
                 raised[market] = floor
         if raised == floors:
