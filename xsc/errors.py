@@ -113,6 +113,13 @@ class StorageFull(XscError):
     code = "storage-full"
 
 
+class StorageBusy(XscError):
+    """A holder had no room in memory for another body within its wait (503, with Retry-After): nothing of the upload
+    is lost, the body may be sent again, or the share placed on another node."""
+
+    code = "storage-busy"
+
+
 class DiskFull(StorageFull):
     """The data dir's disk is full: nothing was published; reads go on."""
 

@@ -20,7 +20,8 @@ from xsc.ledger.core.pricing import price_storage
 from xsc.net import PeerClient
 from xsc.storage.holder_client import RemoteHolder
 from xsc.node.appkeys import NODE
-from xsc.storage import gateway_put, holder as holder_module, remote
+from xsc.storage import bodies, gateway_put, holder as holder_module, remote
+from xsc.storage.core import wire
 from xsc.storage.core.leases import MAX_DURATION
 
 from tests.support.attacks import receipt_claim, signed
@@ -395,7 +396,7 @@ async def test_a_slow_body_is_cut_off_and_memory_stays_bounded(holder_node, stra
                                            ssl=False) as response:  # TLS pinning is not the subject here
         answer = await response.json(content_type=None)
     assert response.status == 408 and answer["code"] == "body-timeout"
-    assert shares._buffered == 0 and not shares._bodies
+    assert _bodies(shares) == (0, 0)
 
 
 async def test_a_segments_body_of_unsaid_length_is_refused_before_it_is_read(holder_node, stranger) -> None:
@@ -417,7 +418,7 @@ async def test_a_segments_body_of_unsaid_length_is_refused_before_it_is_read(hol
                                            ssl=False) as response:  # TLS pinning is not the subject here
         answer = await response.json(content_type=None)
     assert response.status == 400 and "Content-Length" in answer["detail"]
-    assert shares._buffered == 0 and not shares._bodies
+    assert _bodies(shares) == (0, 0)
     await stranger.put_segments(upload, 0, [f.blocks[0][0]])  # the upload goes on
     assert shares.get(upload, stranger.client.identity.public_key).next_segment == 1
 
@@ -443,8 +444,8 @@ async def test_a_segments_body_cut_short_leaves_the_upload_as_it_was(holder_node
     incoming = shares.get(upload, stranger.client.identity.public_key)
     await eventually_async(lambda: incoming.receiving == 1, "the body being read")
     writer.close()
-    await eventually_async(lambda: incoming.receiving == 0 and shares._buffered == 0, "the cut body let go")
-    assert incoming.next_segment == 0 and not shares._bodies
+    await eventually_async(lambda: incoming.receiving == 0 and _bodies(shares) == (0, 0), "the cut body let go")
+    assert incoming.next_segment == 0
     await stranger.put_segments(upload, 0, [f.blocks[i][0] for i in range(3)])
     assert incoming.next_segment == 3
 
@@ -471,12 +472,128 @@ async def test_a_commit_body_counts_as_a_body_in_memory(holder_node, stranger) -
     writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode()
                  + body[:len(body) // 2])
     await writer.drain()
-    await eventually_async(lambda: shares._buffered == len(body) and incoming.receiving == 1, "the commit counted",
+    await eventually_async(lambda: _bodies(shares) == (1, len(body)) and incoming.receiving == 1, "the commit counted",
                            timeout=5)
     writer.close()
-    await eventually_async(lambda: shares._buffered == 0 and not shares._bodies, "the cut commit let go")
+    await eventually_async(lambda: _bodies(shares) == (0, 0), "the cut commit let go")
     await stranger.commit(upload, f.hashes[0], f.manifest.encode())
     assert holder_node.app[NODE].gateway.store.shares_held == 1
+
+
+def _bodies(shares) -> tuple[int, int]:
+    """The holder's bodies in flight and the bytes of those with room in memory, as its room for them says."""
+    status = shares.bodies.status()
+    return status["bodies"], status["body_bytes"]
+
+
+async def _stalled_bodies(holder_node, address: str, size: int, ids: int = 1) -> list:
+    """`ids` fresh strangers at `address` (a loopback address: a network of its own) each begin an upload, then send
+    as many segments bodies at once as a holder takes from one sender, each saying `size` bytes and sending none of
+    them; answers once the holder has them all in hand: their connections (reader, writer)."""
+    from xsc.identity import sign_request
+    from yarl import URL
+
+    shares, peers = holder_node.app[NODE].share_holder, holder_node.app[NODE].peers
+    url, connections, uploads = URL(peers.url), [], []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0))) as session:
+        for _ in range(ids):
+            identity = Identity.generate()
+            holder = RemoteHolder(PeerClient(identity, session, 10.0), peers.identity.id, peers.url, DEAL_PRICE)
+            upload = await holder.begin(os.urandom(32), 0, 16 * size, 4 * size, lease())  # a share of 4 bodies
+            uploads.append(shares.get(upload, identity.public_key))
+            path = f"/v1/peer/uploads/{upload}/segments/0"
+            for _ in range(wire.MAX_BODIES_PER_SENDER):
+                headers = sign_request(identity, "PUT", path, b"", receiver=peers.identity.id)
+                head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+                reader, writer = await asyncio.open_connection(url.host, url.port, local_addr=(address, 0))
+                writer.write(f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n{head}\r\n".encode())
+                connections.append((reader, writer))
+    await eventually_async(lambda: all(i.receiving == wire.MAX_BODIES_PER_SENDER for i in uploads),
+                           "the strangers' bodies in hand")
+    return connections
+
+
+async def _let_go(connections: list, shares) -> None:
+    for _, writer in connections:
+        writer.close()
+    await eventually_async(lambda: _bodies(shares) == (0, 0), "the strangers' bodies let go")
+
+
+async def test_the_ids_of_one_network_hold_no_more_than_its_share_of_the_bodies_in_memory(holder_node, stranger,
+                                                                                         monkeypatch) -> None:
+    """Two stranger ids of one network, each with four bodies that say their length and send nothing, would take all
+    the room a holder gives bodies in memory to their deadlines, an honest sender's body waiting for it without end.
+    The senders of one network hold MAX_BUFFERED_PER_NETWORK of it at most together, and a body from another network
+    is taken while theirs are held."""
+    from xsc.node.http import shares as share_routes
+
+    size = 256 * 1024  # the bounds scaled down: 8 such bodies fill the room, 4 fill a network's share
+    monkeypatch.setattr(bodies, "MAX_BUFFERED", 8 * size)
+    monkeypatch.setattr(bodies, "MAX_BUFFERED_PER_NETWORK", 4 * size)
+    monkeypatch.setattr(share_routes, "BODY_STALL", 60.0)  # the strangers' bodies are held throughout
+    shares, honest = holder_node.app[NODE].share_holder, stranger
+    strangers = await _stalled_bodies(holder_node, "127.0.0.2", size, ids=2)
+    try:
+        f = EncodedFile(3 * 4096)
+        upload = await honest.begin(f.si, 0, f.size, f.segment_size, lease())
+        await asyncio.wait_for(honest.put_segments(upload, 0, f.blocks[0]), 10)  # a bound against the hang
+        assert shares.get(upload, honest.client.identity.public_key).next_segment == f.count
+        assert _bodies(shares) == (8, 4 * size)  # the strangers' bodies still in flight, half of them with room
+    finally:
+        await _let_go(strangers, shares)
+
+
+async def test_a_body_that_stalls_is_cut_off_and_its_room_goes_to_a_body_waiting(holder_node, stranger,
+                                                                              monkeypatch) -> None:
+    """Strangers of two networks fill the room with bodies that send nothing: each is cut off (408) once less than
+    MIN_BODY_RATE of it came for BODY_STALL, not at its deadline, and an honest body waiting for its room is taken."""
+    from xsc.node.http import shares as share_routes
+
+    size = 256 * 1024
+    monkeypatch.setattr(bodies, "MAX_BUFFERED", 8 * size)
+    monkeypatch.setattr(bodies, "MAX_BUFFERED_PER_NETWORK", 4 * size)
+    monkeypatch.setattr(share_routes, "BODY_STALL", 1.0)
+    shares, honest = holder_node.app[NODE].share_holder, stranger
+    strangers = [*await _stalled_bodies(holder_node, "127.0.0.2", size),
+                 *await _stalled_bodies(holder_node, "127.0.0.3", size)]
+    try:
+        f = EncodedFile(3 * 4096)
+        upload = await honest.begin(f.si, 0, f.size, f.segment_size, lease())
+        await asyncio.wait_for(honest.put_segments(upload, 0, f.blocks[0]), 10)  # a bound against the hang
+        assert shares.get(upload, honest.client.identity.public_key).next_segment == f.count
+        for reader, _ in strangers:
+            answer = await asyncio.wait_for(reader.read(4096), 10)
+            assert answer.startswith(b"HTTP/1.1 408") and b"body-timeout" in answer and b"less than" in answer
+    finally:
+        await _let_go(strangers, shares)
+
+
+async def test_a_body_that_finds_no_room_in_time_is_refused_with_a_503_and_its_upload_goes_on(
+        holder_node, stranger, monkeypatch) -> None:
+    """A body waits for room ROOM_WAIT at most, not as long as the bodies holding it last, then is 503 storage-busy
+    (a gateway drops the share from that holder and its put goes on), and the upload is as it was: the same body
+    sent again once there is room is taken."""
+    from xsc.node.http import shares as share_routes
+
+    size = 256 * 1024
+    monkeypatch.setattr(bodies, "MAX_BUFFERED", 8 * size)
+    monkeypatch.setattr(bodies, "MAX_BUFFERED_PER_NETWORK", 4 * size)
+    monkeypatch.setattr(bodies, "ROOM_WAIT", 0.5)
+    monkeypatch.setattr(share_routes, "BODY_STALL", 60.0)  # the strangers' bodies are held throughout
+    shares, honest = holder_node.app[NODE].share_holder, stranger
+    strangers = [*await _stalled_bodies(holder_node, "127.0.0.2", size),
+                 *await _stalled_bodies(holder_node, "127.0.0.3", size)]
+    f = EncodedFile(3 * 4096)
+    upload = await honest.begin(f.si, 0, f.size, f.segment_size, lease())
+    try:
+        with pytest.raises(PeerRefused) as err:
+            await asyncio.wait_for(honest.put_segments(upload, 0, f.blocks[0]), 10)  # a bound against the hang
+        refused(err, 503, "storage-busy")
+        assert "had no room" in str(err.value)
+    finally:
+        await _let_go(strangers, shares)
+    await honest.put_segments(upload, 0, f.blocks[0])
+    assert shares.get(upload, honest.client.identity.public_key).next_segment == f.count
 
 
 async def test_a_share_nobody_pays_for_is_not_kept_for_free(holder_node, stranger) -> None:

@@ -52,6 +52,7 @@ STATUS = {
     e.TooFewProviders: 503,
     e.IntegrityError: 500,
     e.StorageFull: 507,
+    e.StorageBusy: 503,
     e.ConfigError: 500,
 }
 

@@ -14,7 +14,9 @@ handed out is at most what the body has left.
 
 `read_into(request, lengths, seconds)` answers a bytearray per length, in order; the request's Content-Length must be
 their sum (the caller checks it against its bound before, so nothing is allocated for bytes a peer only announces).  It
-raises `BodyCut` when the connection ends within the body, `BodyLate` when the body is not in within `seconds`.  A
+raises `BodyCut` when the connection ends within the body, `BodyLate` when the body is not in within `seconds`, or,
+given `min_rate`, when less than `min_rate` bytes a second of it came in a `window` of seconds (counted from when its
+reading began): a body that stalls gives back what it holds then, not at its deadline.  A
 read that does not finish (its deadline, a cancelled handler) gives the connection back to aiohttp as it is and has it closed once the answer is sent: the body's bytes
 are not all read, so the next request on it cannot be told from them.
 """
@@ -67,11 +69,12 @@ class BodyCut(ConnectionError):
 
 
 class BodyLate(TimeoutError):
-    """The body did not come within its deadline; `received`: the bytes of it that did."""
+    """The body did not come within its deadline, or came too slowly; `received`: the bytes of it that did; `why`:
+    which, in words (`the body ...`)."""
 
-    def __init__(self, received: int) -> None:
+    def __init__(self, received: int, why: str) -> None:
         super().__init__(f"{received} bytes of the body came in time")
-        self.received = received
+        self.received, self.why = received, why
 
 
 class _Parts(asyncio.BufferedProtocol):
@@ -135,9 +138,11 @@ class _Parts(asyncio.BufferedProtocol):
         self._handler.resume_writing()
 
 
-async def read_into(request: web.BaseRequest, lengths: list[int], seconds: float) -> list[bytearray]:
+async def read_into(request: web.BaseRequest, lengths: list[int], seconds: float, *, min_rate: int = 0,
+                    window: float = 0.0) -> list[bytearray]:
     """The request's body as a bytearray per length (each at least 1; Content-Length, checked by the caller, is
-    their sum), within `seconds` (else BodyLate)."""
+    their sum), within `seconds` and, given `min_rate`, at least `min_rate * window` bytes each `window` (else
+    BodyLate)."""
     assert request.content_length == sum(lengths) and all(lengths), "the parts make the body"
     parts: list[bytearray] = []
     at = filled = 0
@@ -162,9 +167,21 @@ async def read_into(request: web.BaseRequest, lengths: list[int], seconds: float
         transport.resume_reading()
     try:
         async with asyncio.timeout(seconds):
+            while min_rate:
+                before = protocol.received
+                await asyncio.wait([protocol.done], timeout=window)
+                if protocol.done.done():
+                    break
+                if protocol.received - before < min_rate * window:
+                    protocol.done.cancel()  # as the deadline leaves it (below)
+                    raise BodyLate(protocol.received, f"came at less than {min_rate:,} bytes a second for "
+                                                      f"{window:g} s: cut off")
             return await protocol.done
+    except BodyLate:
+        raise
     except TimeoutError:
-        raise BodyLate(protocol.received) from None
+        protocol.done.cancel()  # as a deadline met in `await protocol.done` leaves it: the answer goes out
+        raise BodyLate(protocol.received, f"did not arrive within {seconds:.0f} s") from None
     finally:
         if not protocol.done.done():
             protocol.abandon()

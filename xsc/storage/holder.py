@@ -30,6 +30,7 @@ from ..tasks import in_pool, periodic
 from .core import erasure, layout, leases
 from .deals import HolderTerms
 from .core.merkle import block_hash, proof, root
+from .bodies import BodyRoom
 from .publisher import Publisher
 from .share_store import ShareMeta, ShareStore, Upload
 from .core.wire import (HEX_HASH, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
@@ -66,7 +67,12 @@ MAX_RESERVED_FRACTION = 0.5
 MAX_SEGMENTS_PER_SHARE = 65_536  # bounds the metadata one share makes every read of it load
 TURN_WAIT = 60.0  # seconds a body sent ahead of its turn waits for those before it
 MIN_UPLOAD_RATE = 64 * 1024  # bytes/s: an upload slower than this on the whole is aborted
-MAX_BUFFERED = 128 * 1024**2  # bytes of segment bodies held in memory at once, all senders together
+# A body read at less than MIN_BODY_RATE over any BODY_STALL seconds is cut off (node/http/shares.py), its room in
+# memory given back at once (bodies.py): an honest gateway sends a batch it holds whole, at the speed of its path, and
+# its uploads must average MIN_UPLOAD_RATE, two bodies in flight each; a body that stalls would hold its room to its
+# deadline.
+MIN_BODY_RATE = MIN_UPLOAD_RATE // 4
+BODY_STALL = 10.0
 # Bytes of blocks a read of a range takes from the store per trip to the pool (one trip per block cost the holder
 # more than the reading), and holds until they are sent.
 READ_RUN = 2 * 1024 * 1024
@@ -192,9 +198,7 @@ class ShareHolder:
         self.clock = clock
         self._incoming: dict[str, Incoming] = {}
         self._receiving: set[tuple[bytes, int]] = set()  # (si, share) being uploaded: one upload per share
-        self._buffered = 0  # bytes of segment bodies being read, all uploads together
-        self._room = asyncio.Condition()
-        self._bodies: dict[bytes, int] = {}  # sender -> segment bodies being read for it
+        self.bodies = BodyRoom()
         self._held = UploadsHeld()
 
     def __len__(self) -> int:
@@ -252,36 +256,14 @@ class ShareHolder:
 
     @contextlib.asynccontextmanager
     async def body_room(self, incoming: Incoming, size: int):
-        """Room for one segment body of `incoming` (`sender_room`); the upload is not reaped while it is read."""
+        """Room for one body of `incoming` (`BodyRoom.room`, counted in the network it was begun from); the upload is
+        not reaped while it is read."""
         incoming.receiving += 1
         try:
-            async with self.sender_room(incoming.uploader, size):
+            async with self.bodies.room(incoming.uploader, incoming.network, size):
                 yield
         finally:
             incoming.receiving -= 1
-
-    @contextlib.asynccontextmanager
-    async def sender_room(self, sender: bytes, size: int):
-        """Room to hold one body of `size` bytes from `sender` in memory: waits while the node holds MAX_BUFFERED
-        bytes of bodies, refuses a sender with MAX_BODIES_PER_SENDER in flight already."""
-        if self._bodies.get(sender, 0) >= MAX_BODIES_PER_SENDER:
-            raise QuotaExceeded(f"already {MAX_BODIES_PER_SENDER} segment bodies of yours in flight",
-                                hint="send one batch after the other", retry_after=1)
-        self._bodies[sender] = self._bodies.get(sender, 0) + 1
-        try:
-            async with self._room:
-                await self._room.wait_for(lambda: self._buffered == 0 or self._buffered + size <= MAX_BUFFERED)
-                self._buffered += size
-            try:
-                yield
-            finally:
-                async with self._room:
-                    self._buffered -= size
-                    self._room.notify_all()
-        finally:
-            self._bodies[sender] -= 1
-            if not self._bodies[sender]:
-                del self._bodies[sender]
 
     def get(self, upload_id: str, sender: bytes) -> Incoming:
         incoming = self._incoming.get(upload_id)

@@ -338,6 +338,7 @@ async def gather_or_raise(calls: list[Awaitable], places: list[tuple[str, int]])
 REMEDIES = {
     "prepayment-required": "ask for credit, or if it owes you: xsc ledger prepay {node} CREDITS",
     "quota-exceeded": "it is busy with this node's uploads: retry in a moment",
+    "storage-busy": "it is busy with other senders' uploads: retry in a moment, or place the file elsewhere",
     "deal-refused": "its ask changed: put the file again",
     "storage-full": "it has no room: free space or add nodes",
     "quarantined": "it quarantined this node; its operator can lift that (xsc peers quarantine rm)",

@@ -14,7 +14,7 @@ from ...errors import BadRequest, BadRequestSignature, BodyTimeout, PayloadTooLa
 from ...identity import body_digest
 from ...net.addresses import network_key
 from ...serve.body import BodyLate, read_into
-from ...storage.holder import MIN_UPLOAD_RATE
+from ...storage.holder import BODY_STALL, MIN_BODY_RATE, MIN_UPLOAD_RATE
 from ...storage.locate import LOCATE_PATH, parse_locate
 from ...storage.core.wire import (DAMAGE_PATH, WHOLE_MAX_BODY, WHOLE_PATH, body_parts, parse_count,
                                   parse_damage_report, parse_share, parse_storage_index, parse_whole_shares)
@@ -42,9 +42,9 @@ def _target(request: web.Request) -> tuple[bytes, int]:
 async def _read_signed(request: web.Request, limit: int, parts: Callable[[int], list[int]] = lambda n: [n] if n else []
                        ) -> list[bytearray]:
     """The body of a @streams_body handler, at most limit bytes, read straight into the parts `parts(its length)`
-    cuts it into (xsc/serve/body.py), checked against its signed digest (if signed), within a deadline (a body that
-    trickles in is cut off, not waited for).  Its length must be said first: nothing is allocated for a body before
-    its length is checked against the bound."""
+    cuts it into (xsc/serve/body.py), checked against its signed digest (if signed), within a deadline and above a
+    rate (a body that trickles in or stalls is cut off, not waited for: holder.MIN_BODY_RATE).  Its length must be
+    said first: nothing is allocated for a body before its length is checked against the bound."""
     length = request.content_length
     if length is None:
         raise BadRequest("a peer request's body must have a Content-Length", hint="send it whole, not chunked")
@@ -52,10 +52,9 @@ async def _read_signed(request: web.Request, limit: int, parts: Callable[[int], 
         raise PayloadTooLarge(f"the body is {length} bytes; at most {limit} are accepted here", limit=limit)
     seconds = BODY_SECONDS + limit / MIN_UPLOAD_RATE
     try:
-        body = await read_into(request, parts(length), seconds)
+        body = await read_into(request, parts(length), seconds, min_rate=MIN_BODY_RATE, window=BODY_STALL)
     except BodyLate as late:
-        raise BodyTimeout(f"the body did not arrive within {seconds:.0f} s", hint="send faster, or less at once",
-                          received=late.received) from None
+        raise BodyTimeout(f"the body {late.why}", hint="send faster, or less at once", received=late.received) from None
     if peer_auth.signed(request).channel:
         return body  # proven by its connection (node/peer_auth.py): no digest to check
     digest = await in_pool(request.app[CPU_POOL], body_digest, body)
@@ -80,9 +79,9 @@ async def place_whole_shares(request: web.Request) -> web.Response:
     """Each share is placed as if it came alone, with every check: the answer says, share by share in the order sent,
     what was placed and what was refused (and why), so one refusal costs the others nothing."""
     holder, sender, sender_id = request.app[NODE].share_holder, _sender(request), peer_auth.peer_id(request)
-    async with holder.sender_room(sender, min(WHOLE_MAX_BODY, request.content_length or WHOLE_MAX_BODY)):
+    network = network_key(request.remote)
+    async with holder.bodies.room(sender, network, min(WHOLE_MAX_BODY, request.content_length or WHOLE_MAX_BODY)):
         shares = parse_whole_shares(b"".join(await _read_signed(request, WHOLE_MAX_BODY)))
-        network = network_key(request.remote)
         placed = await asyncio.gather(*(holder.place_whole(sender, sender_id, w.si, w.share, w.terms, w.block,
                                                            network) for w in shares), return_exceptions=True)
     answers, metrics = [], request.app[METRICS]
