@@ -425,22 +425,11 @@ async def test_a_segments_body_of_unsaid_length_is_refused_before_it_is_read(hol
 
 async def test_a_segments_body_cut_short_leaves_the_upload_as_it_was(holder_node, stranger) -> None:
     """A body whose connection ends within it stages nothing and frees its room; the same segment then comes whole."""
-    from xsc.identity import sign_request
-    from yarl import URL
-
     shares = holder_node.app[NODE].share_holder
     f = EncodedFile(3 * 4096)
     upload = await stranger.begin(f.si, 0, f.size, f.segment_size, lease())
-    peers = holder_node.app[NODE].peers
     body = b"".join(f.blocks[i][0] for i in range(3))
-    path = f"/v1/peer/uploads/{upload}/segments/0"
-    headers = sign_request(stranger.client.identity, "PUT", path, body, receiver=peers.identity.id)
-    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    url = URL(peers.url)
-    reader, writer = await asyncio.open_connection(url.host, url.port)  # plaintext on loopback: signed
-    writer.write(f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode()
-                 + body[:len(body) // 2])
-    await writer.drain()
+    writer = await _half_sent(holder_node, stranger, "PUT", f"/v1/peer/uploads/{upload}/segments/0", body)
     incoming = shares.get(upload, stranger.client.identity.public_key)
     await eventually_async(lambda: incoming.receiving == 1, "the body being read")
     writer.close()
@@ -454,30 +443,36 @@ async def test_a_commit_body_counts_as_a_body_in_memory(holder_node, stranger) -
     """A commit's body (up to 4.5 MiB of block hashes for a share of 65,536 segments) was read outside the bodies a
     holder holds in memory, MAX_BUFFERED in all and MAX_BODIES_PER_SENDER from one sender: a stranger's commits sent
     at once were bounded by nothing but its work quota.  It is counted as a segments body is, and let go once read."""
-    from xsc.identity import sign_request
-    from yarl import URL
-
     shares = holder_node.app[NODE].share_holder
     f = EncodedFile(3 * 4096)
     upload = await stranger.begin(f.si, 0, f.size, f.segment_size, lease())
     await stranger.put_segments(upload, 0, f.blocks[0])
     incoming = shares.get(upload, stranger.client.identity.public_key)
-    peers = holder_node.app[NODE].peers
     body = json.dumps({"block_hashes": [h.hex() for h in f.hashes[0]], "manifest": f.manifest.encode().hex()}).encode()
-    path = f"/v1/peer/uploads/{upload}/commit"
-    headers = sign_request(stranger.client.identity, "POST", path, body, receiver=peers.identity.id)
-    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    url = URL(peers.url)
-    reader, writer = await asyncio.open_connection(url.host, url.port)  # plaintext on loopback: signed
-    writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode()
-                 + body[:len(body) // 2])
-    await writer.drain()
+    writer = await _half_sent(holder_node, stranger, "POST", f"/v1/peer/uploads/{upload}/commit", body)
     await eventually_async(lambda: _bodies(shares) == (1, len(body)) and incoming.receiving == 1, "the commit counted",
                            timeout=5)
     writer.close()
     await eventually_async(lambda: _bodies(shares) == (0, 0), "the cut commit let go")
     await stranger.commit(upload, f.hashes[0], f.manifest.encode())
     assert holder_node.app[NODE].gateway.store.shares_held == 1
+
+
+async def _half_sent(holder_node, stranger, method: str, path: str, body: bytes) -> asyncio.StreamWriter:
+    """The first half of a signed request's body sent to the holder over a connection of its own (plaintext on
+    loopback: signed), the rest never: the connection, to close."""
+    from xsc.identity import sign_request
+    from yarl import URL
+
+    peers = holder_node.app[NODE].peers
+    headers = sign_request(stranger.client.identity, method, path, body, receiver=peers.identity.id)
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    url = URL(peers.url)
+    _, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode()
+                 + body[:len(body) // 2])
+    await writer.drain()
+    return writer
 
 
 def _bodies(shares) -> tuple[int, int]:
