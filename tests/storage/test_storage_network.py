@@ -199,7 +199,7 @@ def test_a_removal_cut_short_by_kill_9_is_never_listed_and_finishes_after_the_re
     assert not listed()  # never listed again, though one holder still had its shares at the crash
     eventually(lambda: _shares_held(stuck) == 0, "the restarted gateway to delete the hung holder's shares")
     assert _shares_held(holders[1]) == 0
-    assert "finished removing file" in first.tail(200)
+    eventually(lambda: "finished removing file" in first.tail(200), "the gateway to end the removal after the deletes")
     got = first.xsc("store", "get", cap)
     assert got.returncode != 0
 
