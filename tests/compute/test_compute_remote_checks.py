@@ -67,6 +67,16 @@ async def test_an_honest_remote_run_is_checked_kept_and_shown_on_the_gateway(nod
     assert signed["record"]["results"] == body["results"]
 
 
+async def test_a_remote_wasi_run_and_a_trap_are_checked(node_factory) -> None:
+    gateway, _, _ = await _pair(node_factory, check_rate=0)
+    hello, traps = await deploy(gateway, "wasi_hello", wasi=True), await deploy(gateway, "traps")
+    status, body = await invoke(gateway, hello, "args", "a", "b", wasi=True, fuel=FUEL, verify=True)
+    assert status == 200 and body["stdout"] == f"{hello}\na\nb\n" and body["verified"] is True, body
+    status, problem = await invoke(gateway, traps, "unreachable", fuel=FUEL, verify=True)
+    assert status == 422 and problem["kind"] == "unreachable" and problem["verified"] is True, problem
+    assert _checks(gateway) | {"checked": 2, "held": 2, "struck": 0} == _checks(gateway)
+
+
 async def test_a_provider_answering_other_results_than_its_record_signs_is_struck(node_factory, monkeypatch) -> None:
     gateway, provider, module = await _pair(node_factory, check_rate=1)
     paid = provider.app[NODE].paid
