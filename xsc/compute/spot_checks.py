@@ -178,8 +178,9 @@ class SpotChecks:
         provider = provider or next((p for r, p in reversed(self._recent) if r == pid), None)
         if provider is None:
             raise ProvenanceNotFound(f"no provenance record {provenance_id} on this node, nor of a run it sent "
-                                     "elsewhere lately", hint="a call another node ran is recorded there: xsc compute "
-                                     "provenance ID --provider NODE (its answer's provider)")
+                                     "elsewhere lately", hint="a call another node ran is recorded and signed there, "
+                                     "kept compute.record_retention: xsc compute provenance ID --provider NODE (the "
+                                     "node its answer names as provider)")
         try:
             signed = await fetch_record(self.client, self.url_of(provider), provider, pid)
         except PeerRefused as err:
