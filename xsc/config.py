@@ -173,6 +173,9 @@ class ComputeSection(_Section):
     # provenance records) are deleted once nothing needs them: a job's files stored or read by a job kept, a tab
     # not settled (docs/compute.md, Retention)
     record_retention: Annotated[int, _DURATION, _UP_TO_10_YEARS] = 30 * DAY
+    # the share of the answers of calls run on other nodes whose provider's signed record is fetched and held to the
+    # answer (docs/compute.md, "Calls run on another node"); 0: only the calls invoked with --verify
+    check_rate: float = Field(default=1 / 32, ge=0, le=1)
 
 
 class LedgerSection(_Section):

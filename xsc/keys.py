@@ -188,7 +188,9 @@ _WATCH = b"c/x/"  # + watch name (UTF-8) -> the watch (JSON: spec, on, to, count
 _WATCH_DATUM = b"c/d/"  # + watch name + 0x00 + input key (UTF-8) -> its datum done (JSON: datum hash, outputs, job)
 _JOB_OUTPUT = b"c/o/"  # + storage index (32) -> {"job", "user", "provenance", "name", "sha256"}: the run that wrote
 #   that file (JSON)
-_JOB_RUN = b"c/r/"  # + provenance id (16) -> a job's run on a provider: the record it signed (JSON; compute/jobs.py)
+# + provenance id (16) -> a run on a provider, a job's or a checked invoke's: the record it signed (JSON; compute/jobs.py,
+#   compute/spot_checks.py)
+_JOB_RUN = b"c/r/"
 _PLACED = b"c/g/"  # + owner node id (ASCII) + 0x00 + function name (UTF-8) -> a function that node placed here (JSON:
 #   its spec, price and deal, the owner's authorization of its current tab; compute/placed_functions.py)
 _PLACED_COUNTS = b"c/u/"  # + owner node id (ASCII) + 0x00 + function name (UTF-8) -> its counters here (JSON:

@@ -97,7 +97,8 @@ ERRORS = [
     (["invoke", ADD, "add", "1", "2", "--fuel", "99999999999"], "more than this node allows"),
     (["deploy", str(WASM / "add.wat")], "not a WebAssembly module"),
     (["provenance", "f" * 32], "no provenance record"),
-    (["provenance", "f" * 32], "a call another node ran (its `provider`) is recorded and signed there"),
+    (["provenance", "f" * 32], "a call another node ran is recorded and signed there, kept compute.record_retention: "
+                               "xsc compute provenance ID --provider NODE"),
 ]
 
 

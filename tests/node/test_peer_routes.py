@@ -22,7 +22,7 @@ from xsc.storage.core.wire import MAX_PUT_BYTES
 
 WORK_RATE = 5.0  # units a second: a burst of 40, less than any route's largest request but the smallest ones'
 FILLERS = {"si": "ab" * 32, "share": "1", "upload": "u" * 16, "first": "0", "authorization": "cd" * 32, "job": "ef" * 16,
-           "offset": "0", "output": "0", "name": "hello"}
+           "offset": "0", "output": "0", "name": "hello", "id": "01" * 16}
 
 
 def _served(app) -> set[tuple[str, str]]:

@@ -22,8 +22,9 @@ __all__ = ["Devnet", "NodeProcess", "free_port", "run_xsc", "start_xsc", "xsc_co
 
 
 # Test nodes are one operator's loopback network, like a devnet (xsc.devnet.DEVNET_ENV): ids without proof of
-# work, and credit for each other without recognition.  Tests of admission and trust set these themselves.
-TEST_DEFAULTS = {"peers": {"min_difficulty": 0}, "ledger": {"stranger_credit": 10**15}}
+# work, and credit for each other without recognition.  Tests of admission and trust set these themselves.  Which
+# remote answers are checked is drawn at random (compute/spot_checks.py): the tests of the checks ask for them.
+TEST_DEFAULTS = {"peers": {"min_difficulty": 0}, "ledger": {"stranger_credit": 10**15}, "compute": {"check_rate": 0}}
 
 
 def start_xsc(*args: str, **popen_args) -> subprocess.Popen:

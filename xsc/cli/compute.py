@@ -84,10 +84,14 @@ def deploy(obj, file: str, wasi: bool, name: str | None, version_: str | None, d
               help="The most you pay, in micro-credits per million fuel (default: the node's market.compute_bid).")
 @click.option("--cost", "show_cost", is_flag=True,
               help="Also print (on stderr) what the call was charged: fuel, and peak memory pages times time.")
+@click.option("--verify", is_flag=True,
+              help="If it runs on another node, answer once its provider's signed record of the run holds to the "
+                   "answer.")
 @json_option
 @click.pass_obj
 def invoke(obj, module: str, function: str, args: tuple[str, ...], fuel: int | None, memory: str | None,
-           timeout: float | None, wasi: bool, max_price: int | None, show_cost: bool, as_json: bool) -> None:
+           timeout: float | None, wasi: bool, max_price: int | None, show_cost: bool, verify: bool,
+           as_json: bool) -> None:
     """Call FUNCTION of a module with ARGS; prints the results separated by spaces.
 
     MODULE is a .wasm file (deployed first if the node does not have it) or a module id.
@@ -108,7 +112,7 @@ def invoke(obj, module: str, function: str, args: tuple[str, ...], fuel: int | N
         raise InvalidArgument(f"no such file, and not a module id: {module}",
                               hint="give a .wasm file or the 64-hex-digit id that deploy printed")
     body = {"module": module_id, "function": function, "args": list(args), "fuel": fuel, "memory": memory,
-            "timeout": timeout, "wasi": wasi, "max_price": max_price}
+            "timeout": timeout, "wasi": wasi, "max_price": max_price, "verify": verify or None}
     body = {k: v for k, v in body.items() if v is not None}
     try:
         try:
@@ -208,12 +212,14 @@ def module(obj, module_id: str, as_json: bool) -> None:
 @click.argument("provenance_id", metavar="[ID]", required=False)
 @click.option("--list", "list_recent", is_flag=True, help="List recent records, newest first.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="How many to list.")
+@click.option("--provider", metavar="NODE", help="The node that ran it (an invoke's `provider`), if not this one.")
 @wide_option
 @json_option
 @click.pass_obj
-def provenance(obj, provenance_id: str | None, list_recent: bool, limit: int, wide: bool, as_json: bool) -> None:
+def provenance(obj, provenance_id: str | None, list_recent: bool, limit: int, provider: str | None, wide: bool,
+               as_json: bool) -> None:
     """Show the signed provenance record ID of a run and check its signature (or --list recent
-    ones)."""
+    ones).  A run on another node shows the record its provider signed, fetched from it."""
     from ..compute import check_provenance, provenance_rule, provenance_validity
 
     client = obj.client()
@@ -233,7 +239,8 @@ def provenance(obj, provenance_id: str | None, list_recent: bool, limit: int, wi
         table([Col("id", keep=True), Col("time", drop=2), Col("module", keep=True, under=True), "function", "outcome",
                Col("fuel", right=True, drop=3), Col("wall time", drop=1), "signature"], rows, wide=wide)
         return
-    signed = client.request("GET", f"/v1/compute/provenance/{quote(provenance_id, safe='')}")
+    signed = client.request("GET", f"/v1/compute/provenance/{quote(provenance_id, safe='')}",
+                            query={"provider": provider} if provider else None)
     rule = provenance_rule(signed, stored=True)  # the node's own record, as it stores it
     if as_json:
         emit_json({**signed, "signature_valid": rule is not None, "signature_rule": rule})

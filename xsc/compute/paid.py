@@ -43,6 +43,7 @@ from ..units import credits_argument, format_size
 from . import modules as mods
 from .remote_tabs import GatewayTabs, ProviderTabs
 from .shape import defined_functions
+from .spot_checks import Answered, SpotChecks, parse_verify
 from .service import ComputeService, InvokeCall, parse_invoke
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,8 @@ class PaidCompute:
     def __init__(self, *, compute: ComputeService, market: MarketService, dealing: Dealing, ledger: LedgerService,
                  payments: Payments,
                  tabs: Tabs, gateway_tabs: GatewayTabs, provider_tabs: ProviderTabs, payer: Identity, node: Identity, peers: Any, client: PeerClient, default_bid: int,
-                 terms: ProviderTerms, on_invoked: Callable[[str], None] = lambda label: None, trust: Any = None) -> None:
+                 terms: ProviderTerms, on_invoked: Callable[[str], None] = lambda label: None, trust: Any = None,
+                 check_rate: float = 0.0, on_strike: Callable[[str, str], None] = lambda peer, why: None) -> None:
         self.compute = compute
         self.provider_terms = terms  # those that want prepayment are passed over a while
         self.trust = trust  # xsc.ledger.trust.TrustLines: a gateway's runs here stay within its line (None: no limit)
@@ -108,6 +110,8 @@ class PaidCompute:
         self._verified: dict[str, Authorization] = {}  # authorizations (their hex) checked to pay this node
         # Tab calls to one provider go in self-clocked batches; what they may cost is on disk before each is sent.
         self.batcher = InvokeBatcher(client, gather=GATHER, before_send=gateway_tabs.write_tallies)
+        self.checks = SpotChecks(compute=compute, client=client, me=node.id, payer=payer.id, rate=check_rate,
+                                 url_of=lambda provider: peers.peer(provider).url, on_strike=on_strike)
 
     def loops(self) -> dict[str, Any]:
         return {"pushed-modules-sweep": self._sweep_loop}
@@ -118,6 +122,7 @@ class PaidCompute:
 
     async def close(self) -> None:
         await self.batcher.close()
+        await self.checks.close()
         await self.gateway_tabs.close()
 
     async def _sweep_loop(self) -> None:
@@ -147,10 +152,10 @@ class PaidCompute:
     # --- the user's invoke -------------------------------------------------------------------
     async def invoke(self, body: Any) -> dict[str, Any]:
         """Run a call for the local user where the market says, paid; the run's JSON (a trap is raised)."""
-        bid = self.default_bid
+        bid, verify = self.default_bid, False
         if isinstance(body, dict):
             body = dict(body)
-            bid = parse_max_price(body.pop("max_price", None), bid)
+            bid, verify = parse_max_price(body.pop("max_price", None), bid), parse_verify(body.pop("verify", False))
         call = parse_invoke(body)
         # The market says who runs it and at what price (remote when this node offers no compute).  A provider
         # that cannot be reached at all (nothing was sent), or that wants this node to prepay (a stranger to it),
@@ -176,7 +181,7 @@ class PaidCompute:
             if await over.passes(assignment.provider):
                 continue
             try:
-                result = await self.invoke_remote(assignment.provider, assignment.price, call, deal)
+                result = await self.invoke_remote(assignment.provider, assignment.price, call, deal, verify)
             except Trap as err:  # it ran: the fuel it used was served (from the allocation, if placed there)
                 self.dealing.invoked(assignment, _fuel_of(err.details.get("fuel_consumed"), call_fuel))
                 raise
@@ -261,10 +266,12 @@ class PaidCompute:
         return (owed_entry(bytes.fromhex(run.provenance_id), self.payer.public_key, self.node.public_key, run.charge,
                            run.fuel_consumed),)
 
-    async def invoke_remote(self, provider: str, price: int, call: InvokeCall, deal: dict[str, Any]) -> dict[str, Any]:
+    async def invoke_remote(self, provider: str, price: int, call: InvokeCall, deal: dict[str, Any],
+                            verify: bool = False) -> dict[str, Any]:
         """Run `call` on `provider` at `price` (micro-credits per million fuel), paid on this node's open tab with
         it (remote_tabs.py: one authorization and one ledger transfer per interval); returns the run's JSON with
-        the deal and the tab's authorization.  A trap is raised after it is accounted."""
+        the deal and the tab's authorization.  A trap is raised after it is accounted.  Its answer is held to the
+        provider's signed record if `verify`, else maybe later (spot_checks.py)."""
         self.compute.check(call)  # bad arguments are refused here, before anything is authorized or sent
         url = self.peers.peer(provider).url
         budget = self.compute.budget(call, price)  # at this node's memory price: the provider may charge less
@@ -298,7 +305,13 @@ class PaidCompute:
             raise PeerRefused(f"provider {provider} answered a run charging {amount!r}, not 0 to {budget}")
         self.gateway_tabs.answered(tab, budget, amount)
         self.market.note_paid(provider, amount, by_them=False)
-        run.update(provider=provider, deal={**deal, "authorization": tab.auth.id.hex()}, tab=tab.auth.id.hex())
+        tab_id = tab.auth.id.hex()
+        run.update(provider=provider, deal={**deal, "authorization": tab_id}, tab=tab_id)
+        if verify:
+            await self.checks.check(Answered(provider, url, call, price, tab_id, run, answer.get("trap")))
+            run["verified"] = True
+        else:
+            self.checks.answered(provider, url, call, price, tab_id, run, answer.get("trap"))
         if "trap" in answer:
             trap = answer["trap"] if isinstance(answer["trap"], dict) else {}
             facts = {k: v for k, v in run.items() if k not in ("kind", "hint", "message")}

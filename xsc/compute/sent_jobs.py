@@ -25,13 +25,13 @@ from typing import Any, TypeVar
 
 from .. import codec
 from ..errors import ForgedResult, InsufficientCredit, PeerNotFound, PeerRefused, PeerUnreachable
-from ..ledger.core.pricing import price_compute
 from ..net import jobs as wire
 from ..tasks import Locks, in_pool
 from . import provenance
 from .job_sandbox import MAX_OUTPUTS, OutputFile
 from .paid import PaidCompute, worst_case_refused
 from .service import InvokeCall
+from .spot_checks import unpriced
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -418,17 +418,7 @@ def _unlike_the_deal(record: dict[str, Any], spec, price: int, authorization: st
         return "was not made for this job's authorization (a replay of another run)"
     if record.get("outcome") != ("trap" if trapped else "ok"):
         return "says the run ended otherwise than its answer does"
-    figures = [record.get(k) for k in ("fuel_consumed", "fuel_limit", "fuel_price", "memory_pages", "wall_time_us",
-                                       "timeout_us", "memory_price")]
-    if not all(type(f) is int and f >= 0 for f in figures):
-        return "lacks the figures its charge is made from"
-    fuel, fuel_limit, fuel_price, pages, wall_us, timeout_us, its_memory_price = figures
-    if fuel_price != price or its_memory_price > memory_price or fuel > fuel_limit:
-        return f"charges at {fuel_price} a million fuel and {its_memory_price} a page-second, not the deal's " \
-               f"{price} and at most {memory_price}"
-    if record.get("charge") != price_compute(fuel, fuel_price, pages, min(wall_us, timeout_us), its_memory_price):
-        return "charges other than its own fuel, memory and time make"
-    return None
+    return unpriced(record, price, memory_price)
 
 
 def _check_outputs(provider: str, outputs: Any, bytes_out: int) -> None:

@@ -436,6 +436,11 @@ class ComputeService:
         """Refuse a call that could not run here (no such module or export, bad arguments) without running it."""
         self._arguments(call)
 
+    def recorded_args(self, call: InvokeCall) -> tuple[list[dict[str, Any]], list[str] | None]:
+        """What a run's record names of `call`'s arguments: the typed values, and a WASI run's argv (else None)."""
+        _, signature, values, argv = self._arguments(call)
+        return typed(signature.params, values), argv
+
     def _arguments(self, call: InvokeCall, prepared: sandbox.Prepared | None = None
                    ) -> tuple[sandbox.Prepared, Signature, list, list[str] | None]:
         if prepared is None:

@@ -94,6 +94,14 @@ class ComputeStore:
     def provenance(self, provenance_id: bytes) -> bytes | None:
         return self._db.get(keys.provenance(provenance_id))
 
+    def kept_run(self, provenance_id: bytes) -> dict[str, Any] | None:
+        """A provider's signed record of a run it made for this node, as this node checked and kept it."""
+        raw = self._db.get(keys.job_run(provenance_id))
+        return None if raw is None else codec.loads(raw)
+
+    def keep_run(self, provenance_id: bytes, signed: dict[str, Any]) -> None:
+        self._db.put(keys.job_run(provenance_id), codec.dumps(signed))
+
     def provenance_counts(self, since_ns: int, bucket_ns: int, buckets: int, cap: int) -> tuple[list[int], bool]:
         """How many provenance records fall in each of `buckets` intervals of `bucket_ns` from `since_ns` (their ids
         start with their time), counting keys only and at most `cap` of them; and whether all were counted."""

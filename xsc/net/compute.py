@@ -5,6 +5,7 @@
     POST /v1/peer/compute/invokes {"calls": [{..., "tab": true}, ...]} -> {"results": [{"status": 200, "answer": {...}}
                                   | {"status": 4xx, "problem": {"code", "detail", ...}}, ...]}: one per call, in order
     POST /v1/peer/compute/tabs/close  {"authorization"} -> {"receipt"}: the provider's receipt for the tab's total
+    GET  /v1/peer/compute/provenance/{id} -> the provider's signed record of a run, to the node that paid for it
     PUT  /v1/peer/modules[?wasi=true]   the wasm bytes (content-addressed: its id is its hash)
 
 `InvokeBatcher` sends a gateway's tab calls to one provider **self-clocked**: a call to a provider with no
@@ -45,6 +46,7 @@ INVOKE_PATH = "/v1/peer/compute/invoke"
 INVOKES_PATH = "/v1/peer/compute/invokes"
 MODULES_PATH = "/v1/peer/modules"
 TAB_CLOSE_PATH = "/v1/peer/compute/tabs/close"
+PROVENANCE_PATH = "/v1/peer/compute/provenance/{id}"
 MAX_BATCH_CALLS = 32  # calls in one batch (a provider refuses more: 400)
 MAX_BATCH_BYTES = 256 * 1024  # bytes of one batch's body (a provider refuses more: 413); a larger call goes alone
 STALL = 0.025  # seconds queued calls wait for a request in flight to return, at most (a long call is in flight)
@@ -66,6 +68,9 @@ MODULE_ANSWER = 4 * 1024  # a module pushed: its id and whether it was new
 # CPU budget (10 s by default).  A push waits that long, not the request timeout.
 PUSH_TIMEOUT = 100.0
 TAB_CLOSE_ANSWER = 16 * 1024  # a tab closed: its receipt in hex (ledger/receipts.py: RECEIPT_ANSWER)
+# A run's signed record: what its call sent (its arguments, at most a request's bytes), its results and a trap's words
+# (RUN_FIELDS) and its batch's inclusion proof.
+RECORD_ANSWER = 1024**2 + RUN_FIELDS
 
 
 def invoke_answer_bound(sent: int, calls: int = 1) -> int:
@@ -133,6 +138,13 @@ async def close_tab(client: PeerClient, url: str, provider: str, authorization_h
     if not isinstance(answer, dict) or not isinstance(answer.get("receipt"), str):
         raise PeerRefused(f"provider {url} closed a tab without a receipt", url=url)
     return answer
+
+
+async def fetch_record(client: PeerClient, url: str, provider: str, provenance_id: str) -> Any:
+    """`provider`'s signed record of the run `provenance_id` it made for this node (checked by the caller)."""
+    response = await client.request(url, "GET", PROVENANCE_PATH.format(id=provenance_id), to=provider, kept=True,
+                                    max_size=RECORD_ANSWER)
+    return response.json()
 
 
 # --- self-clocked batches of tab calls ------------------------------------------------------------
@@ -434,4 +446,5 @@ def _results(url: str, response: PeerResponse, count: int) -> list[dict[str, Any
 
 
 __all__ = ["GATHER", "INVOKES_PATH", "INVOKE_PATH", "InvokeBatcher", "MAX_BATCH_BYTES", "MAX_BATCH_CALLS",
-           "MODULES_PATH", "TAB_CLOSE_PATH", "close_tab", "invoke_answer_bound", "post_invoke", "push_module"]
+           "MODULES_PATH", "PROVENANCE_PATH", "TAB_CLOSE_PATH", "close_tab", "fetch_record", "invoke_answer_bound",
+           "post_invoke", "push_module"]

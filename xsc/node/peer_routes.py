@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..compute.paid import MAX_PUSHED_BYTES
 from ..ledger.receipts import RECEIPTS_PATH
 from ..net.functions import FUNCTION_PATH, FUNCTIONS_PATH
-from ..net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MODULES_PATH, TAB_CLOSE_PATH
+from ..net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MODULES_PATH, PROVENANCE_PATH, TAB_CLOSE_PATH
 from ..net.jobs import CHUNK, DATA_PATH, JOB_PATH, JOBS_PATH, OUTPUT_PATH, RUN_PATH
 from ..storage.locate import LOCATE_PATH
 from ..storage.strangers import TERMS_PATH
@@ -57,6 +57,7 @@ PEER_ROUTES: dict[tuple[str, str], Price] = {
     ("POST", INVOKE_PATH): JSON,
     ("POST", INVOKES_PATH): Price(MAX_BATCH_BYTES, JSON_BYTES),
     ("POST", TAB_CLOSE_PATH): FEW_FIELDS,
+    ("GET", PROVENANCE_PATH): NO_BODY,  # a run's signed record, to the node that paid for it
     # A job's terms are checked and its budget reserved before its data is taken (compute/hosted_jobs.py); its
     # outputs are read only by the node that paid for its run, at most CHUNK a request.
     ("POST", JOBS_PATH): JSON,

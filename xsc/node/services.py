@@ -309,7 +309,7 @@ class Node:
             tabs=self.tabs, gateway_tabs=self.gateway_tabs, provider_tabs=self.provider_tabs, payer=payer,
             node=identity, peers=self.peers, client=self.client, default_bid=config.market.compute_bid,
             terms=self.provider_terms, on_invoked=lambda label: metrics.child(metrics.invocations, label).inc(),
-            trust=self.trust)
+            trust=self.trust, check_rate=config.compute.check_rate, on_strike=self.strike)
         self.s3_index = s3_index = S3Index(self.db, max_buckets=config.node.s3_max_buckets,
                                            max_uploads=config.node.s3_max_uploads,
                                            upload_expiry=config.node.s3_upload_expiry)
@@ -352,7 +352,7 @@ class Node:
             "peers": self.peers.status,
             "dht": self.dht.status,
             "payments": self.payments.status,
-            "remote_compute": self.paid.batcher.status,
+            "remote_compute": lambda: {**self.paid.batcher.status(), "checks": self.paid.checks.status()},
             "hosted_jobs": self.hosted_jobs.status,
             "web_tries": self.functions.on_loop.status,
             "tabs": self.tabs.open,

@@ -12,7 +12,7 @@ from ...compute import module_too_large
 from ...compute.jobs import MAX_LISTED
 from ...compute.paid import MAX_PUSHED_BYTES
 from ...errors import BodyTimeout, Forbidden, InvalidArgument, PayloadTooLarge
-from ...net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MAX_BATCH_CALLS, MODULES_PATH
+from ...net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MAX_BATCH_CALLS, MODULES_PATH, PROVENANCE_PATH
 from ...storage.holder import MIN_UPLOAD_RATE
 from ...tasks import in_pool
 from .. import peer_auth
@@ -81,9 +81,10 @@ async def recent_provenance(request: web.Request) -> web.Response:
     return json_response(answer)
 
 
-@routes.get("/v1/compute/provenance/{id}")
+@routes.get("/v1/compute/provenance/{id}")  # a run here, or elsewhere (its provider's record: compute/spot_checks.py)
 async def get_provenance(request: web.Request) -> web.Response:
-    return json_response(request.app[NODE].compute.provenance(request.match_info["id"]))
+    checks, provider = request.app[NODE].paid.checks, request.query.get("provider")
+    return json_response(await checks.provenance(request.match_info["id"], provider))
 
 
 # --- peer API: a provider runs a call a gateway matched here ------------------------------------
@@ -107,6 +108,11 @@ async def receive_module(request: web.Request) -> web.Response:
 async def run_for_peer(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"call", "price", "authorization", "deal"}')
     return json_response(await request.app[NODE].paid.run_for_peer(peer_auth.peer_id(request), body))
+
+
+@routes.get(PROVENANCE_PATH)
+async def record_for_peer(request: web.Request) -> web.Response:
+    return json_response(request.app[NODE].paid.checks.served(peer_auth.peer_id(request), request.match_info["id"]))
 
 
 @routes.post(INVOKES_PATH)

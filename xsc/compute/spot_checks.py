@@ -1,0 +1,246 @@
+"""Remote invokes held to the records their providers sign (docs/compute.md, "Calls run on another node").
+
+An invoke's answer names its run's provenance record; the record, which signs the results, the fuel, the charge and
+a WASI run's exit code and stream hashes, stays on the provider, which shows it to the node that paid for the run
+alone (`served`: GET /v1/peer/compute/provenance/{id}).  The gateway fetches it, after the answer, for a share of
+the answers the provider cannot foresee (a countdown drawn at random at `rate`: one counter on a call's path) and
+for every call whose user asks (`verify`), and holds it to the call (module, entrypoint, arguments, the tab's
+authorization, the price, this node's payer) and to the answer (results or trap, fuel, charge, exit code and
+streams).  A record that does not hold, or that its provider does not serve for a call it answered, is a strike
+against it.  Sampled checks run as CHECKING tasks at most: a sampled answer past them is not checked (`skipped`).
+A checked record is kept (`c/r/`, swept as a job's provider's records are: compute.record_retention after its run
+began) so that `xsc compute provenance ID` shows it; one not checked is fetched from its provider when asked for
+(`provenance`), which this node finds among its RECENT latest remote runs, or is told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import Forbidden, ForgedResult, InvalidArgument, PeerRefused, PeerUnreachable, ProvenanceNotFound, XscError
+from ..ledger.core.pricing import price_compute
+from ..net.compute import fetch_record
+from ..net.peer_client import PeerClient
+from ..tasks import stop
+from . import provenance
+from .service import ComputeService, InvokeCall
+
+log = logging.getLogger(__name__)
+
+CHECKING = 8  # sampled checks under way at once, at most
+RECENT = 4096  # the latest remote runs whose provider is remembered (for `provenance`)
+_ID_CHARS = 32  # a provenance id's hex
+
+
+@dataclass
+class Answered:
+    """What a gateway sent and was answered of one remote call: what the provider's record must say."""
+
+    provider: str
+    url: str
+    call: InvokeCall
+    price: int
+    authorization: str  # the tab's, hex
+    run: dict[str, Any]
+    trap: Any  # the answer's trap, None if the call returned
+
+
+class SpotChecks:
+    def __init__(self, *, compute: ComputeService, client: PeerClient, me: str, payer: str, rate: float,
+                 url_of: Callable[[str], str], on_strike: Callable[[str, str], None]) -> None:
+        self.compute, self.client, self.me, self.payer = compute, client, me, payer
+        self.url_of = url_of  # a peer's URL (PeerNotFound for one this node does not know)
+        self.rate = rate  # the share of remote answers checked (compute.check_rate)
+        self.on_strike = on_strike
+        self._random = random.SystemRandom()  # which answer is checked next: not a sequence a provider can learn
+        self._countdown = self._draw()
+        self._recent: deque[tuple[str, str]] = deque(maxlen=RECENT)  # (provenance id, provider)
+        self._tasks: set[asyncio.Task] = set()
+        self.counts = {"checked": 0, "held": 0, "struck": 0, "unserved": 0, "unreached": 0, "skipped": 0}
+
+    def status(self) -> dict[str, int]:
+        return {**self.counts, "checking": len(self._tasks)}
+
+    def _draw(self) -> int:
+        """Calls until the next one checked: geometric at `rate` (each call checked with that chance)."""
+        if self.rate <= 0:
+            return 2**62
+        if self.rate >= 1:
+            return 1
+        return 1 + int(math.log(1.0 - self._random.random()) / math.log(1.0 - self.rate))
+
+    # --- the gateway's side ---------------------------------------------------------------------------
+    def answered(self, provider: str, url: str, call: InvokeCall, price: int, authorization: str,
+                 run: dict[str, Any], trap: Any) -> None:
+        """On a remote call's path, once answered: its provider noted, and a check started if its turn came."""
+        pid = run.get("provenance")
+        if type(pid) is str and len(pid) == _ID_CHARS:
+            self._recent.append((pid, provider))
+        self._countdown -= 1
+        if self._countdown > 0:
+            return
+        self._countdown = self._draw()
+        if len(self._tasks) >= CHECKING:
+            self.counts["skipped"] += 1
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._sampled(Answered(provider, url, call, price, authorization, run, trap)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        await stop(*self._tasks)
+
+    async def _sampled(self, answered: Answered) -> None:
+        try:
+            await self.check(answered)
+        except PeerUnreachable:
+            pass  # counted and logged by `check`
+        except XscError:
+            pass  # a strike, logged by `check`
+        except Exception:
+            log.exception("checking %s's record of a call failed", answered.provider)
+
+    async def check(self, answered: Answered) -> dict[str, Any]:
+        """The provider's signed record of the call, held to it and to its answer, then kept: ForgedResult (and a
+        strike) if it does not hold or the provider does not serve it; PeerUnreachable if it cannot be asked."""
+        provider, pid = answered.provider, answered.run.get("provenance")
+        try:
+            if type(pid) is not str or len(pid) != _ID_CHARS:
+                raise PeerRefused(f"it named no run ({str(pid)[:40]!r})")
+            signed = await fetch_record(self.client, answered.url, provider, pid)
+        except PeerUnreachable as err:
+            self.counts["unreached"] += 1
+            log.warning("provider %s's record %s of a call it answered could not be fetched: %s", provider, pid, err)
+            raise
+        except PeerRefused as err:
+            self.counts["unserved"] += 1
+            raise self._struck(provider, f"provider {provider} does not serve its record of a call it answered "
+                                         f"({err})") from None
+        self.counts["checked"] += 1
+        why = _unsigned(signed, provider, self.me) or self._unlike(signed["record"], answered)
+        if why is not None:
+            raise self._struck(provider, f"provider {provider}'s signed record {pid} {why}")
+        self.counts["held"] += 1
+        self.compute.store.keep_run(bytes.fromhex(pid), signed)
+        return signed
+
+    def _struck(self, provider: str, why: str) -> ForgedResult:
+        self.counts["struck"] += 1
+        log.error("%s: struck", why)
+        self.on_strike(provider, why)
+        return ForgedResult(f"{why}: the provider is struck", hint="invoke again (another provider)")
+
+    def _unlike(self, record: dict[str, Any], answered: Answered) -> str | None:
+        """How the record differs from the call sent and the answer given, if it does."""
+        call, run, trap = answered.call, answered.run, answered.trap
+        args, argv = self.compute.recorded_args(call)
+        deal = record.get("deal") if isinstance(record.get("deal"), dict) else {}
+        wasi = record.get("wasi") if isinstance(record.get("wasi"), dict) else {}
+        if record.get("id") != run.get("provenance") or record.get("module") != call.module \
+                or record.get("function") != call.function or record.get("args") != args \
+                or (argv is not None and wasi.get("argv") != argv) or (argv is None) != ("wasi" not in record):
+            return "is of another call (module, entrypoint or arguments)"
+        if deal.get("authorization") != answered.authorization or deal.get("gateway") != self.me \
+                or record.get("requester") != self.payer:
+            return "was not made for this call's tab (another authorization or payer)"
+        if record.get("outcome") != ("trap" if trap is not None else "ok") \
+                or (trap is None and record.get("results") != run.get("results")) \
+                or (trap is not None and (not isinstance(trap, dict) or not isinstance(record.get("trap"), dict)
+                                          or trap.get("kind") != record["trap"].get("kind"))):
+            return "signs other results than the call was answered"
+        if record.get("fuel_consumed") != run.get("fuel_consumed") or record.get("charge") != run.get("charge"):
+            return "signs other fuel or another charge than the call was answered"
+        if argv is not None and (wasi.get("exit_code") != run.get("exit_code") or any(
+                wasi.get(f"{s}_sha256") != provenance.stream_sha256(run.get(s, "")) for s in ("stdout", "stderr"))):
+            return "signs another exit code or other streams than the call was answered"
+        return unpriced(record, answered.price, self.compute.memory_price)
+
+    # --- a record asked for -----------------------------------------------------------------------------
+    async def provenance(self, provenance_id: str, provider: str | None = None) -> dict[str, Any]:
+        """The signed record `provenance_id`: this node's, one it checked of a run elsewhere, or one fetched from the
+        provider that ran it (`provider`, or the one that answered it among the latest remote runs)."""
+        try:
+            return self.compute.provenance(provenance_id)
+        except ProvenanceNotFound:
+            pass
+        pid = provenance.parse_id(provenance_id).hex()
+        kept = self.compute.store.kept_run(bytes.fromhex(pid))
+        if kept is not None:
+            return kept
+        provider = provider or next((p for r, p in reversed(self._recent) if r == pid), None)
+        if provider is None:
+            raise ProvenanceNotFound(f"no provenance record {provenance_id} on this node, nor of a run it sent "
+                                     "elsewhere lately", hint="a call another node ran is recorded and signed there, "
+                                     "kept compute.record_retention: xsc compute provenance ID --provider NODE (the "
+                                     "node its answer names as provider)")
+        try:
+            signed = await fetch_record(self.client, self.url_of(provider), provider, pid)
+        except PeerRefused as err:
+            raise ProvenanceNotFound(f"provider {provider} shows no provenance record {pid} to this node ({err})",
+                                     hint="it is kept compute.record_retention after its run; only the node that "
+                                          "paid for a run is shown it") from None
+        why = _unsigned(signed, provider, self.me)
+        if why is not None:
+            raise self._struck(provider, f"provider {provider}'s signed record {pid} {why}")
+        self.compute.store.keep_run(bytes.fromhex(pid), signed)
+        return signed
+
+    # --- the provider's side ---------------------------------------------------------------------------
+    def served(self, peer: str, provenance_id: str) -> dict[str, Any]:
+        """This node's signed record of a run, to the node that paid for it (the gateway whose tab it ran on, or
+        its payer): 404 for a record this node does not have (or no longer: compute.record_retention), 403 to
+        any other node."""
+        signed = self.compute.provenance(provenance_id)
+        record = signed["record"]
+        deal = record.get("deal") if isinstance(record.get("deal"), dict) else {}
+        if peer not in (deal.get("gateway"), record.get("requester")):
+            raise Forbidden(f"provenance record {provenance_id} is of a run another node paid for",
+                            hint="only the node that paid for a run is shown its record")
+        return signed
+
+
+def parse_verify(value: Any) -> bool:
+    """An invoke's `verify`: whether its answer waits for its provider's record to be checked."""
+    if type(value) is not bool:
+        raise InvalidArgument(f"verify must be true or false, not {value!r}", hint="e.g. xsc compute invoke --verify")
+    return value
+
+
+def _unsigned(signed: Any, provider: str, me: str) -> str | None:
+    """Why `signed` is not `provider`'s signed record of a run made for this node (`me`), if it is not."""
+    record = signed.get("record") if isinstance(signed, dict) else None
+    if not isinstance(record, dict) or provenance.respelled(signed) is not None:
+        return "is not in the one form its signature covers"
+    if record.get("node") != provider or not provenance.is_valid(signed):
+        return "is not signed by it"
+    deal = record.get("deal") if isinstance(record.get("deal"), dict) else {}
+    if deal.get("gateway") != me:
+        return "is of a run made for another node"
+    return None
+
+
+def unpriced(record: dict[str, Any], price: int, memory_price: int) -> str | None:
+    """How a provider's signed record charges otherwise than the deal (`price` a million fuel, memory at most
+    `memory_price` a page-second) or than its own figures make (ledger/pricing.price_compute), if it does."""
+    figures = [record.get(k) for k in ("fuel_consumed", "fuel_limit", "fuel_price", "memory_pages", "wall_time_us",
+                                       "timeout_us", "memory_price")]
+    if not all(type(f) is int and f >= 0 for f in figures):
+        return "lacks the figures its charge is made from"
+    fuel, fuel_limit, fuel_price, pages, wall_us, timeout_us, its_memory_price = figures
+    if fuel_price != price or its_memory_price > memory_price or fuel > fuel_limit:
+        return f"charges at {fuel_price} a million fuel and {its_memory_price} a page-second, not the deal's " \
+               f"{price} and at most {memory_price}"
+    if record.get("charge") != price_compute(fuel, fuel_price, pages, min(wall_us, timeout_us), its_memory_price):
+        return "charges other than its own fuel, memory and time make"
+    return None
+
+
+__all__ = ["Answered", "CHECKING", "RECENT", "SpotChecks", "parse_verify", "unpriced"]
