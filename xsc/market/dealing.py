@@ -256,11 +256,12 @@ class Dealing:
         """A need slot of this node (`NeedRegistry.make`), to match with `deal`."""
         return self.needs.make(need_id, kind, quantity, seconds, max_price, **wanted)
 
-    def _from_allocation(self, bids: list[Bid], exclude: frozenset[str], clearings: dict,
+    def _from_allocation(self, bids: list[Bid], offered: list[Ask], exclude: frozenset[str], clearings: dict,
                          availability: dict[str, Decimal]) -> Steps:
         """Needs placed on the providers whose allocation states give this node's standing needs of their kind
-        units (each provider's slots capped at what it still gives), priced at the call market's clearing
-        price of their (kind, bucket): need id -> assignment.  Needs it cannot place are left to the market."""
+        units (each provider's slots of `offered`, the asks the call market matched, capped at what it still gives),
+        priced at the call market's clearing price of their (kind, bucket): need id -> assignment.  Needs it cannot
+        place are left to the market."""
         if self.allocated is None:
             return {}
         down = {p for p, a in availability.items() if a == 0} | exclude
@@ -274,7 +275,7 @@ class Dealing:
             room = {p: u - spent.get(p, 0) for p, u in given.items() if p not in down and self.market.active(p)}
             asks = [a.model_copy(update={"slot": a.slot.model_copy(update={"quantity": min(a.slot.quantity,
                                                                                            room[a.slot.owner])})})
-                    for a in self.market.book.asks() if a.slot.kind == kind and room.get(a.slot.owner, 0) > 0]
+                    for a in offered if a.slot.kind == kind and room.get(a.slot.owner, 0) > 0]
             wanted = [b for b in bids if b.slot.kind == kind]
             if not asks or not wanted:
                 continue
@@ -460,8 +461,9 @@ class Dealing:
         grouped = [b for b in bids if b.group is not None]
         crowded = crowded_groups(inputs["asks"], grouped, availability) if any(
             self._allocation_room(kind) for kind in {b.slot.kind for b in grouped}) else set()
-        served = yield from self._from_allocation([b for b in bids if (b.slot.owner, b.group) not in crowded], exclude,
-                                                  result.clearings, availability)
+        # On the asks the call market matched: the slots less what this node's puts in flight hold there.
+        served = yield from self._from_allocation([b for b in bids if (b.slot.owner, b.group) not in crowded],
+                                                  inputs["asks"], exclude, result.clearings, availability)
         if served:
             taken: dict[str | None, set[str]] = {}
             for b in bids:
