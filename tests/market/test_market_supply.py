@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xsc.allocation import SlotFilter
 from xsc.market import cap_supply, need_key, spread_groups
-from xsc.market.core.matching import match_needs
+from xsc.market.core.allocated import apart, from_allocation, placeable, within_room
 from xsc.market.core.supply import crowded_groups, match_spread, providers_of
 
 from tests.support.market import HOUR, ask, bid
@@ -107,40 +106,33 @@ def test_the_needs_beside_a_group_do_not_price_it_out_of_its_providers(others) -
                for b in bids if b.price < 2)
 
 
+def _run(steps):
+    """Drive a decision in steps (`xsc.market.core.allocated.Steps`), each matching run in place: its answer."""
+    result = None
+    try:
+        while True:
+            fn, kwargs = steps.send(result)
+            result = fn(**kwargs)
+    except StopIteration as done:
+        return done.value
+
+
 def _deal(asks, bids, availability, given):
-    """What `Dealing._deal` gives "me"'s needs, over the pure core: the call market cleared first; the groups
-    `crowded_groups` counts crowded left to it alone, the other needs placed where the allocation (`given`: provider
-    -> units it gives) has room at that clearing's price, and the rest matched again away from the providers the
-    placed needs of their group took.  Need id -> provider (None: none found)."""
+    """What `Dealing._deal` gives "me"'s needs, over the pure core it decides by (`xsc.market.core.allocated`): the
+    call market cleared first; the needs `placeable` leaves to the allocation placed where it (`given`: provider ->
+    units it gives) has room at that clearing's price, and the rest matched again away from the providers the placed
+    needs of their group took.  Need id -> provider (None: none found)."""
     kw = {"recognition": {}, "availability": availability, "bucket_seconds": HOUR, "now_ms": 0}
     result = match_spread(asks, bids, first="me", **kw)
     mine = [b for b in bids if b.slot.owner == "me"]
-    crowded = crowded_groups(asks, [b for b in mine if b.group is not None], availability)
     room = {p: u for p, u in given.items() if availability.get(p, 0) > 0}
-    from_allocation = [a.model_copy(update={"slot": a.slot.model_copy(update={"quantity": min(a.slot.quantity,
-                                                                                              room[a.slot.owner])})})
-                       for a in asks if room.get(a.slot.owner, 0) > 0]
-    wanted = [b for b in mine if (b.slot.owner, b.group) not in crowded]
-    served: dict[str, str] = {}
-    if from_allocation and wanted:
-        placed = match_needs(from_allocation, wanted, allow_self=False, **kw)
-        for b in wanted:
-            a = placed.assignments.get(need_key("me", b.slot.id))
-            clearing = result.clearings.get((b.slot.kind, 0))
-            ask_of = {(x.slot.owner, x.slot.id): x.price for x in from_allocation}
-            if a is None or room[a.provider] < b.slot.quantity or clearing is None or clearing.price is None or \
-                    b.price < clearing.price or ask_of[(a.provider, a.capacity_slot)] > clearing.price:
-                continue
-            room[a.provider] -= b.slot.quantity
-            served[b.slot.id] = a.provider
-    rest = [b for b in mine if b.slot.id not in served]
+    served = _run(from_allocation(placeable(mine, asks, availability), within_room(asks, room, "storage"), room,
+                                  result.clearings, "me", **kw))
+    rest = apart(mine, served)
     if served and rest:
-        taken = tuple(sorted(set(served.values())))
-        rest = [b.model_copy(update={"slot": b.slot.model_copy(update={"filters": SlotFilter(deny=taken)})})
-                for b in rest]
         result = match_spread(asks, rest + [b for b in bids if b.slot.owner != "me"], first="me", **kw)
     return {**{b.slot.id: getattr(result.assignments.get(need_key("me", b.slot.id)), "provider", None) for b in rest},
-            **served}
+            **{n: a.provider for n, a in served.items()}}
 
 
 @settings(max_examples=150, deadline=None)
