@@ -270,11 +270,23 @@ class Dealing:
                 self._allocation_seen[kind] = dict(given)  # a new allocation: nothing of it is spent yet
                 self._allocation_spent[kind] = {}
             spent = self._allocation_spent[kind]
-            room = {p: u - spent.get(p, 0) for p, u in given.items() if p not in down and self.market.active(p)}
+            # What this node's puts in flight were placed from the allocation is spent once they stored: till then
+            # it holds that part, or two puts at once would each be placed from the whole.
+            held = self._held_of_allocation(kind)
+            room = {p: u - spent.get(p, 0) - held.get(p, 0) for p, u in given.items()
+                    if p not in down and self.market.active(p)}
             out.update((yield from from_allocation(
                 [b for b in bids if b.slot.kind == kind], within_room(offered, room, kind), room, clearings, self.me,
                 recognition=self.market.recognition_map(), availability=availability,
                 bucket_seconds=self.market.config.bucket_seconds, now_ms=now_ms())))
+        return out
+
+    def _held_of_allocation(self, kind: str) -> dict[str, int]:
+        """provider -> the units of `kind` this node's open needs placed from the allocation hold there."""
+        out: dict[str, int] = {}
+        for a in self._placed.values():
+            if a.allocated and a.kind == kind:
+                out[a.provider] = out.get(a.provider, 0) + a.quantity
         return out
 
     async def deal(self, bids: list[Bid], exclude: frozenset[str] = frozenset(), *,
