@@ -275,10 +275,11 @@ class Dealing:
             held = self._held_of_allocation(kind)
             room = {p: u - spent.get(p, 0) - held.get(p, 0) for p, u in given.items()
                     if p not in down and self.market.active(p)}
-            out.update((yield from from_allocation(
-                [b for b in bids if b.slot.kind == kind], within_room(offered, room, kind), room, clearings, self.me,
-                recognition=self.market.recognition_map(), availability=availability,
-                bucket_seconds=self.market.config.bucket_seconds, now_ms=now_ms())))
+            asks, wanted = within_room(offered, room, kind), [b for b in bids if b.slot.kind == kind]
+            if asks and wanted:  # (the recognition map is made of the whole book)
+                out.update((yield from from_allocation(
+                    wanted, asks, room, clearings, self.me, recognition=self.market.recognition_map(),
+                    availability=availability, bucket_seconds=self.market.config.bucket_seconds, now_ms=now_ms())))
         return out
 
     def _held_of_allocation(self, kind: str) -> dict[str, int]:
