@@ -233,6 +233,78 @@ async def test_a_put_is_served_from_the_allocation_and_a_removed_provider_leaves
     assert response.status == 201 and b_id not in answer["placement"], answer
 
 
+async def test_the_allocation_places_no_need_on_room_this_nodes_puts_in_flight_hold(node_factory) -> None:
+    """A put still storing holds what it was given of a provider's slot: a deal placed from the allocation while it
+    is in flight sees the rest of the slot only, as the call market does (placed on the book's whole slot, the second
+    need went to b, with no room for it, rather than to c, which has)."""
+    a = await node_factory("a", storage={"capacity": 0}, **QUIET)
+    b = await node_factory("b", storage={"capacity": 1_000_000}, **QUIET)
+    c = await node_factory("c", **{**QUIET, "market": {**QUIET["market"], "storage_ask_floor": 2000}})
+    a_id, b_id, c_id = (n.app[NODE].peers.identity.id for n in (a, b, c))
+    for provider in (b, c):
+        await a.app[NODE].peers.add(provider.app[NODE].peers.url)
+    for node in (a, b, c):
+        await node.app[NODE].market.fill_book()
+    await a.app[NODE].health.probe_round()  # b is seen up: it may be matched
+    a.app[NODE].market.set_recognition(b_id, Decimal(1))
+    b.app[NODE].market.set_recognition(a_id, Decimal(1))
+    slot = max((x.slot for x in a.app[NODE].market.book.get(b_id).asks if x.slot.kind == "storage"),
+               key=lambda s: s.quantity)
+    size = slot.quantity * 6 // 10
+    status = await a.post("/v1/allocation/needs", json={"kind": "storage", "quantity": 10 * slot.quantity,
+                                                        "seconds": 600})
+    assert status.status == 201
+    await eventually_async(lambda: a.app[NODE].allocation.allocated("storage").get(b_id, 0) >= size,
+                           "b to allocate to a's need")
+    dealing, needs = a.app[NODE].dealing, a.app[NODE].needs
+    first = [dealing.need("first", "storage", size, 3600, 10**9)]
+    needs.open(first)
+    placed = (await dealing.deal(first))["first"]
+    assert placed.provider == b_id and placed.allocated
+
+    second = [dealing.need("second", "storage", size, 3600, 10**9)]
+    needs.open(second)
+    assert (await dealing.deal(second))["second"].provider == c_id  # 40% of b's slot left while the first is stored
+    needs.withdraw(["first", "second"])  # their puts ended, storing nothing
+    third = [dealing.need("third", "storage", size - 1, 3600, 10**9)]  # (a shape of its own: matched, not reused)
+    needs.open(third)
+    assert (await dealing.deal(third))["third"].provider == b_id
+
+
+async def test_two_puts_in_flight_never_spend_one_allocations_room_twice(node_factory) -> None:
+    """What a put still storing was placed from the allocation is not yet spent (it is once the put stored), but it
+    holds that part of the allocation: a second put meanwhile is placed from what is left of it, else by the market
+    (placed from the whole, the two used more of the provider's allocation than it gives)."""
+    a = await node_factory("a", storage={"capacity": 0}, **QUIET)
+    b = await node_factory("b", **QUIET)
+    a_id, b_id = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    for node in (a, b):
+        await node.app[NODE].market.fill_book()
+    await a.app[NODE].health.probe_round()  # b is seen up: it may be matched
+    a.app[NODE].market.set_recognition(b_id, Decimal(1))
+    b.app[NODE].market.set_recognition(a_id, Decimal(1))
+    standing, size = 1_000_000, 600_000
+    status = await a.post("/v1/allocation/needs", json={"kind": "storage", "quantity": standing, "seconds": 600})
+    assert status.status == 201
+    await eventually_async(lambda: a.app[NODE].allocation.allocated("storage").get(b_id, 0) >= size,
+                           "b to allocate to a's need")
+    dealing, needs = a.app[NODE].dealing, a.app[NODE].needs
+    first = [dealing.need("first", "storage", size, 3600, 10**9)]
+    needs.open(first)
+    placed = (await dealing.deal(first))["first"]
+    assert placed.provider == b_id and placed.allocated
+
+    second = [dealing.need("second", "storage", size, 3600, 10**9)]
+    needs.open(second)
+    placed = (await dealing.deal(second))["second"]
+    assert placed.provider == b_id and not placed.allocated  # at most 400,000 of b's allocation left to it
+    needs.withdraw(["first", "second"])  # their puts ended, storing nothing
+    third = [dealing.need("third", "storage", size - 1, 3600, 10**9)]  # (a shape of its own: matched, not reused)
+    needs.open(third)
+    assert (await dealing.deal(third))["third"].allocated
+
+
 async def test_a_put_on_fewer_providers_than_shares_is_dealt_round_them_evenly_whatever_the_allocation_gives(
         node_factory) -> None:
     """Two or three of a gateway's three providers allocate to its standing need: the put's six shares still go two to

@@ -15,6 +15,7 @@ from xsc.identity import Identity
 from xsc.market import service as market_service
 from xsc.node.appkeys import NODE
 from xsc.peers.service import MAX_NEW_PER_MESSAGE
+from xsc.storage import quotes, strangers
 
 from tests.support.allocation import pair
 from tests.support.attacks import fake_descriptors
@@ -249,3 +250,23 @@ async def test_an_offer_larger_than_a_json_reader_holds_exactly_is_offered_up_to
     assert quantities == {"storage": 2**53 - 1, "compute": 2**53 - 1}
     market.publish(force=True)
     assert {a.slot.quantity for a in market.book.get(market.me).asks} == {2**53 - 1}
+
+
+async def test_a_put_asks_the_book_for_offers_that_outlast_every_terms_round_its_matchings_wait(node_factory,
+                                                                                               monkeypatch) -> None:
+    """A put matches again after each round of asking providers their terms, up to TERMS_ROUNDS matchings, each round
+    up to TERMS_TIMEOUT: an offer the book counted at the first matching but which lapses before the last is lost to
+    it (its shares doubled up on the providers left), so the book counts as held only offers that last that long."""
+    node = await node_factory(storage={"capacity": 2_000_000})
+    market = node.app[NODE].market
+    asked: list[float] = []
+    fill_book = market.fill_book
+
+    async def recorded(*args, **kwargs) -> None:
+        asked.append(kwargs.get("needed", 0.0))
+        await fill_book(*args, **kwargs)
+
+    monkeypatch.setattr(market, "fill_book", recorded)
+    response = await node.post("/v1/store/files", data=b"q" * 10_000)
+    assert response.status == 201, await response.text()
+    assert asked and min(asked) >= (quotes.TERMS_ROUNDS - 1) * strangers.TERMS_TIMEOUT

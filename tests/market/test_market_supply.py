@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xsc.allocation import SlotFilter
 from xsc.market import cap_supply, need_key, spread_groups
-from xsc.market.core.matching import match_needs
+from xsc.market.core.allocated import apart, from_allocation, placeable, within_room
 from xsc.market.core.supply import crowded_groups, match_spread, providers_of
 
 from tests.support.market import HOUR, ask, bid
@@ -107,40 +106,33 @@ def test_the_needs_beside_a_group_do_not_price_it_out_of_its_providers(others) -
                for b in bids if b.price < 2)
 
 
+def _run(steps):
+    """Drive a decision in steps (`xsc.market.core.allocated.Steps`), each matching run in place: its answer."""
+    result = None
+    try:
+        while True:
+            fn, kwargs = steps.send(result)
+            result = fn(**kwargs)
+    except StopIteration as done:
+        return done.value
+
+
 def _deal(asks, bids, availability, given):
-    """What `Dealing._deal` gives "me"'s needs, over the pure core: the call market cleared first; the groups
-    `crowded_groups` counts crowded left to it alone, the other needs placed where the allocation (`given`: provider
-    -> units it gives) has room at that clearing's price, and the rest matched again away from the providers the
-    placed needs of their group took.  Need id -> provider (None: none found)."""
+    """What `Dealing._deal` gives "me"'s needs, over the pure core it decides by (`xsc.market.core.allocated`): the
+    call market cleared first; the needs `placeable` leaves to the allocation placed where it (`given`: provider ->
+    units it gives) has room at that clearing's price, and the rest matched again away from the providers the placed
+    needs of their group took.  Need id -> provider (None: none found)."""
     kw = {"recognition": {}, "availability": availability, "bucket_seconds": HOUR, "now_ms": 0}
     result = match_spread(asks, bids, first="me", **kw)
     mine = [b for b in bids if b.slot.owner == "me"]
-    crowded = crowded_groups(asks, [b for b in mine if b.group is not None], availability)
     room = {p: u for p, u in given.items() if availability.get(p, 0) > 0}
-    from_allocation = [a.model_copy(update={"slot": a.slot.model_copy(update={"quantity": min(a.slot.quantity,
-                                                                                              room[a.slot.owner])})})
-                       for a in asks if room.get(a.slot.owner, 0) > 0]
-    wanted = [b for b in mine if (b.slot.owner, b.group) not in crowded]
-    served: dict[str, str] = {}
-    if from_allocation and wanted:
-        placed = match_needs(from_allocation, wanted, allow_self=False, **kw)
-        for b in wanted:
-            a = placed.assignments.get(need_key("me", b.slot.id))
-            clearing = result.clearings.get((b.slot.kind, 0))
-            ask_of = {(x.slot.owner, x.slot.id): x.price for x in from_allocation}
-            if a is None or room[a.provider] < b.slot.quantity or clearing is None or clearing.price is None or \
-                    b.price < clearing.price or ask_of[(a.provider, a.capacity_slot)] > clearing.price:
-                continue
-            room[a.provider] -= b.slot.quantity
-            served[b.slot.id] = a.provider
-    rest = [b for b in mine if b.slot.id not in served]
+    served = _run(from_allocation(placeable(mine, asks, availability), within_room(asks, room, "storage"), room,
+                                  result.clearings, "me", **kw))
+    rest = apart(mine, served)
     if served and rest:
-        taken = tuple(sorted(set(served.values())))
-        rest = [b.model_copy(update={"slot": b.slot.model_copy(update={"filters": SlotFilter(deny=taken)})})
-                for b in rest]
         result = match_spread(asks, rest + [b for b in bids if b.slot.owner != "me"], first="me", **kw)
     return {**{b.slot.id: getattr(result.assignments.get(need_key("me", b.slot.id)), "provider", None) for b in rest},
-            **served}
+            **{n: a.provider for n, a in served.items()}}
 
 
 @settings(max_examples=150, deadline=None)
@@ -198,3 +190,44 @@ def test_a_market_priced_at_a_floor_shows_the_floor_within_its_range() -> None:
         [bid("o", "m0", 2, 2, group="h"), bid("o", "m2", 1, 2, group="h"), bid("p", "m1", 1, 1)]
     clearing = _spread_match(asks, bids).clearings[("storage", 0)]  # the auction alone: 1, within [1, 1]
     assert (clearing.price, clearing.low, clearing.high) == (2, 2, 2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(offers=st.lists(st.tuples(st.integers(1, 3_000), st.integers(1, 5_000), st.sampled_from(["1", "0.5", None])),
+                       min_size=1, max_size=8),
+       wanted=st.lists(st.tuples(st.integers(1, 3_000), st.integers(1, 5_000), st.sampled_from([None, "g1", "g2"]),
+                                 st.sampled_from([None, "0.9"])), min_size=1, max_size=12))
+def test_a_slot_counts_only_the_needs_its_provider_is_available_enough_for(offers, wanted) -> None:
+    """In a book of needs asking different availabilities, a slot's supply counts only the needs `providers_of`
+    counts it for: counted for a need its provider is not available enough for, a cheap slot of a provider below
+    it sells the auction units only other needs can take, and clears the market under the asks of the providers the
+    need could use."""
+    asks = [ask(f"p{i}", f"s{i}", quantity, price) for i, (quantity, price, _) in enumerate(offers)]
+    availability = {f"p{i}": Decimal(up) for i, (_, _, up) in enumerate(offers) if up is not None}
+    bids = [bid(f"o{i % 3}", f"n{i}", quantity, price, group=group, min_availability=floor)
+            for i, (quantity, price, group, floor) in enumerate(wanted)]
+    capped = {a.slot.id: a.slot.quantity for a in cap_supply(asks, bids, availability)}
+    groups: dict = {}
+    for b in bids:
+        if b.group is not None:
+            groups.setdefault((b.slot.owner, b.group), []).append(b)
+    for a in asks:
+        can = [b for b in bids if providers_of([a], [b], availability)]
+        if not can:
+            continue  # only a need's own filters keep it out: it may take part for the explanation's sake
+        most = sum(b.slot.quantity for b in can if b.group is None) + sum(
+            len(members) * max(b.slot.quantity for b in members if b in can)
+            for members in groups.values() if any(b in can for b in members))
+        assert 0 < capped[a.slot.id] <= most
+        assert all(capped[a.slot.id] >= b.slot.quantity for b in can)  # room for every need it can serve
+
+
+def test_a_need_asking_for_availability_is_served_beside_needs_that_do_not() -> None:
+    """A need asking for 0.9 availability beside another's that asks for none: the cheap provider at 0.5 sold the
+    auction both needs' units, the market cleared at 25 under the 50 of the one provider available enough, and the
+    need was refused as finding no slot."""
+    asks = [ask("p", "s0", 10**6, 1), ask("q", "s1", 10**6, 50)]
+    bids = [bid("me", "a", 1, 100, min_availability="0.9"), bid("o", "b", 1, 100)]
+    result = _spread_match_at(asks, bids, {"p": Decimal("0.5"), "q": Decimal(1)})
+    assert {key: a.provider for key, a in result.assignments.items()} == {"me/a": "q", "o/b": "p"}
+    assert all(a.price >= 50 for a in result.assignments.values())

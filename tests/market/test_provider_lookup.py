@@ -233,8 +233,8 @@ def test_a_lookup_holds_off_the_next_no_longer_than_the_offers_it_pulled_last(mo
 
 
 def test_offers_that_lapse_before_the_deal_matches_again_are_pulled_again(monkeypatch) -> None:
-    """A put matches again after asking strangers their terms, up to TERMS_TIMEOUT later: a provider whose offer lapses
-    by then is lost to that matching, and its shares doubled up on the others."""
+    """A put matches again after each round of asking strangers their terms, up to TERMS_SECONDS later: a provider
+    whose offer lapses by then is lost to that matching, and its shares doubled up on the others."""
     world = _Pulled(held={"me", *"bcdef"}, known=[*"bcdef"], table=[*"bcdef"], freshness=6.0)
     world.signed = {p: int((world.clock[0] - 5.5) * 1000) for p in "bcdef"}  # current for half a second more
     found = world.lookup(monkeypatch)

@@ -14,7 +14,7 @@ import asyncio
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -22,10 +22,11 @@ from typing import Any
 
 from ..errors import MarketNoDeal, NeedNotFound
 from ..tasks import in_pool, now_ms
-from .core.matching import Assignment, match_needs
+from .core.matching import Assignment
 from .core.models import Ask, Bid, need_key, renamed, units_cost
 from .needs import NeedRegistry
-from .core.supply import crowded_groups, match_spread
+from .core.allocated import Steps, apart, from_allocation, placeable, within_room
+from .core.supply import match_spread
 
 EXPLAINED = 1000  # needs whose explanation is kept (in memory) for `xsc market explain`
 COMPUTE_DEALS = 64  # invokes' deals kept until the book or the allocation changes
@@ -42,9 +43,6 @@ ON_THE_LOOP = 64
 def _matched(asks: list[Ask], bids: list[Bid], **kwargs: Any):
     """The pure matching of `Dealing.match`: supply capped and groups spread, then `match_needs` (`match_spread`)."""
     return match_spread(asks, bids, **kwargs)
-
-
-Steps = Generator[tuple[Callable[..., Any], dict], Any, Any]  # see Dealing._deal
 
 
 def _call(fn: Callable[..., Any], kwargs: dict) -> Any:
@@ -256,11 +254,12 @@ class Dealing:
         """A need slot of this node (`NeedRegistry.make`), to match with `deal`."""
         return self.needs.make(need_id, kind, quantity, seconds, max_price, **wanted)
 
-    def _from_allocation(self, bids: list[Bid], exclude: frozenset[str], clearings: dict,
+    def _from_allocation(self, bids: list[Bid], offered: list[Ask], exclude: frozenset[str], clearings: dict,
                          availability: dict[str, Decimal]) -> Steps:
         """Needs placed on the providers whose allocation states give this node's standing needs of their kind
-        units (each provider's slots capped at what it still gives), priced at the call market's clearing
-        price of their (kind, bucket): need id -> assignment.  Needs it cannot place are left to the market."""
+        units (each provider's slots of `offered`, the asks the call market matched, capped at what it still gives),
+        priced at the call market's clearing price of their (kind, bucket): need id -> assignment
+        (`core.allocated.from_allocation`).  Needs it cannot place are left to the market."""
         if self.allocated is None:
             return {}
         down = {p for p, a in availability.items() if a == 0} | exclude
@@ -271,28 +270,24 @@ class Dealing:
                 self._allocation_seen[kind] = dict(given)  # a new allocation: nothing of it is spent yet
                 self._allocation_spent[kind] = {}
             spent = self._allocation_spent[kind]
-            room = {p: u - spent.get(p, 0) for p, u in given.items() if p not in down and self.market.active(p)}
-            asks = [a.model_copy(update={"slot": a.slot.model_copy(update={"quantity": min(a.slot.quantity,
-                                                                                           room[a.slot.owner])})})
-                    for a in self.market.book.asks() if a.slot.kind == kind and room.get(a.slot.owner, 0) > 0]
-            wanted = [b for b in bids if b.slot.kind == kind]
-            if not asks or not wanted:
-                continue
-            result = yield match_needs, {"asks": asks, "bids": wanted, "recognition": self.market.recognition_map(),
-                                         "availability": availability, "bucket_seconds": self.market.config.bucket_seconds,
-                                         "now_ms": now_ms(), "allow_self": False}
-            for b in wanted:
-                a = result.assignments.get(need_key(self.me, b.slot.id))
-                if a is None or room.get(a.provider, 0) < b.slot.quantity:
-                    continue
-                clearing = clearings.get((kind, a.bucket))
-                price = None if clearing is None else clearing.price
-                ask = next((x.price for x in asks if x.slot.owner == a.provider and x.slot.id == a.capacity_slot), None)
-                if price is None or b.price < price or ask is None or ask > price:
-                    continue
-                room[a.provider] -= b.slot.quantity
-                out[b.slot.id] = replace(a, price=price, allocated=True,
-                                         cost=units_cost(kind, b.slot.quantity, b.slot.end - b.slot.start, price))
+            # What this node's puts in flight were placed from the allocation is spent once they stored: till then
+            # it holds that part, or two puts at once would each be placed from the whole.
+            held = self._held_of_allocation(kind)
+            room = {p: u - spent.get(p, 0) - held.get(p, 0) for p, u in given.items()
+                    if p not in down and self.market.active(p)}
+            asks, wanted = within_room(offered, room, kind), [b for b in bids if b.slot.kind == kind]
+            if asks and wanted:  # (the recognition map is made of the whole book)
+                out.update((yield from from_allocation(
+                    wanted, asks, room, clearings, self.me, recognition=self.market.recognition_map(),
+                    availability=availability, bucket_seconds=self.market.config.bucket_seconds, now_ms=now_ms())))
+        return out
+
+    def _held_of_allocation(self, kind: str) -> dict[str, int]:
+        """provider -> the units of `kind` this node's open needs placed from the allocation hold there."""
+        out: dict[str, int] = {}
+        for a in self._placed.values():
+            if a.allocated and a.kind == kind:
+                out[a.provider] = out.get(a.provider, 0) + a.quantity
         return out
 
     async def deal(self, bids: list[Bid], exclude: frozenset[str] = frozenset(), *,
@@ -457,20 +452,12 @@ class Dealing:
         # others (a put's shares 1, 1 and 4 on three nodes, surviving no node's loss), or find none at all.  Counted
         # as the market spreads the group (`supply.providers_of`, availability included), and only when the
         # allocation gives something: over a big book the count holds the loop for milliseconds.
-        grouped = [b for b in bids if b.group is not None]
-        crowded = crowded_groups(inputs["asks"], grouped, availability) if any(
-            self._allocation_room(kind) for kind in {b.slot.kind for b in grouped}) else set()
-        served = yield from self._from_allocation([b for b in bids if (b.slot.owner, b.group) not in crowded], exclude,
-                                                  result.clearings, availability)
+        wanted = placeable(bids, inputs["asks"], availability) if any(
+            self._allocation_room(kind) for kind in {b.slot.kind for b in bids if b.group is not None}) else bids
+        # On the asks the call market matched: the slots less what this node's puts in flight hold there.
+        served = yield from self._from_allocation(wanted, inputs["asks"], exclude, result.clearings, availability)
         if served:
-            taken: dict[str | None, set[str]] = {}
-            for b in bids:
-                if b.slot.id in served and b.group is not None:
-                    taken.setdefault(b.group, set()).add(served[b.slot.id].provider)
-            rest = [b if not taken.get(b.group) else b.model_copy(update={"slot": b.slot.model_copy(update={
-                        "filters": b.slot.filters.model_copy(update={
-                            "deny": tuple(sorted(set(b.slot.filters.deny) | taken[b.group]))})})})
-                    for b in bids if b.slot.id not in served]
+            rest = apart(bids, served)
             if not rest:
                 return served
             discovered = result.clearings

@@ -84,9 +84,10 @@ class ProviderLookup:
         """If the book holds fewer than `wanted` providers of `kind` and the known peers could offer more: the
         commitments of the providers the hash table knows, pulled within `timeout` seconds.  `exclude`: providers
         that just failed the caller, which cannot be the more it wants (nor can a peer that offers nothing now).
-        `needed`: seconds the caller's deal goes on once this returns (a put matches again after asking strangers
-        their terms): an offer that lapses within them counts as lacking.  At most half of `market.freshness`: an
-        offer pushed as its provider re-signs it (every third) stays current longer, and one just pulled too."""
+        `needed`: seconds the caller's deal goes on once this returns (a put matches again after each round of
+        asking strangers their terms, `storage.quotes.TERMS_SECONDS`): an offer that lapses within them counts as
+        lacking.  At most half of `market.freshness`: an offer pushed as its provider re-signs it (every third) stays
+        current longer, and one just pulled too."""
         needed = min(needed, self.freshness / 2)
         now = time.monotonic()
         if _lately(self._checked.get(kind), now, wanted):

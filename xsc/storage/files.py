@@ -42,7 +42,7 @@ from .core.placement import single_points
 from .locate import Locator
 from .placing import SharePlacing
 from .remote import KEEP_ALIVE
-from .strangers import TERMS_TIMEOUT, ProviderTerms
+from .strangers import ProviderTerms
 
 log = logging.getLogger(__name__)
 
@@ -255,8 +255,9 @@ class StorageService:
         """The put's market quote, once the user's credit is known to cover the whole lease (else
         InsufficientCredit).  Its needs stay published until `withdraw`.  `shares`: the share sizes of a group of
         files quoted together (`put_many`), whose needs hold them all and whose credit covers each one's cost."""
-        # A provider for each share, for as long as a matching again after strangers were asked their terms may come.
-        await self.market.fill_book(kind="storage", wanted=K + M, needed=TERMS_TIMEOUT)
+        # A provider for each share, for as long as the last matching again after strangers were asked their terms
+        # may come.
+        await self.market.fill_book(kind="storage", wanted=K + M, needed=quotes.TERMS_SECONDS)
         result = await quotes.quote(self.dealing, self.segment_size, size, seconds, bid, terms=self.terms, dry=dry,
                                     share_bytes=None if shares is None else sum(shares), **wanted)
         try:

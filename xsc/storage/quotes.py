@@ -33,12 +33,14 @@ from .core import erasure, layout
 from .deals import MAX_PRICE
 from .core.placement import home_shares
 from .remote import REMEDIES
-from .strangers import ProviderTerms
+from .strangers import TERMS_TIMEOUT, ProviderTerms
 from ..units import is_whole_number
 
 log = logging.getLogger(__name__)
 
 TERMS_ROUNDS = 4  # matchings of one put, each without the providers the last one found wanting prepayment
+# The longest a put's last matching may come after its first: a round of asking the providers their terms between each.
+TERMS_SECONDS = (TERMS_ROUNDS - 1) * TERMS_TIMEOUT
 MAX_FILTER_NODES = 64  # node ids a put names in --avoid, and in --prefer: its file record keeps them
 
 

@@ -12,8 +12,8 @@ needs that must go to six nodes.  So, before clearing:
   sub-groups of at most P_g needs, each placed on distinct providers (so with fewer providers
   than needs, the needs spread as evenly as possible);
 - a slot's quantity is capped at its *effective supply*: for each group it can serve,
-  ceil(n_g / P_g) x the group's largest need, plus every ungrouped need it can serve
-  (`cap_supply`); a slot that can serve none of the needs present does not take part, unless it
+  ceil(n_g / P_g) x the group's largest need, plus every ungrouped need it can serve, "serve" as
+  `providers_of` counts it (`cap_supply`); a slot that can serve none of the needs present does not take part, unless it
   asks more than every bid (then it stays, trades nothing, and the explanation is about price) or
   only the needs' own filters keep it out (it stays, and the explanation says they filtered it out).
   The cap changes no slot's room for any single need, only what the auction counts.
@@ -92,13 +92,15 @@ def cap_supply(asks: Sequence[Ask], bids: Sequence[Bid],
     """`asks` with each slot's quantity capped at what it can sell to `bids` (see the module docstring)."""
     groups = _groups(bids)
     sizes = {key: (len(m), providers_of(asks, m, availability)) for key, m in groups.items()}
-    # The same needs without their own filters: a slot a need's filters exclude still takes part, so that
-    # the need is explained as filtered out rather than as finding no slot.
-    unfiltered = [b.model_copy(update={"slot": b.slot.model_copy(update={"filters": SlotFilter()})})
-                  if not b.slot.filters.is_empty() else b for b in bids]
+    # The same needs without their own filters (their minimum availability among them): a slot a need's filters
+    # exclude still takes part, so that the need is explained as filtered out rather than as finding no slot.
+    unfiltered = [b.model_copy(update={"slot": b.slot.model_copy(update={"filters": SlotFilter()}),
+                                       "min_availability": None})
+                  if not b.slot.filters.is_empty() or b.min_availability is not None else b for b in bids]
     out = []
     for a in asks:
-        supply = _supply(a, bids, groups, sizes) or _supply(a, unfiltered, _groups(unfiltered), sizes)
+        supply = _supply(a, bids, groups, sizes, availability) or \
+            _supply(a, unfiltered, _groups(unfiltered), sizes, availability)
         if supply == 0:
             if bids and all(a.price > b.price for b in bids):
                 out.append(a)  # too dear for every bid: it takes part, trades nothing, and explains why
@@ -109,10 +111,12 @@ def cap_supply(asks: Sequence[Ask], bids: Sequence[Bid],
     return out
 
 
-def _supply(a: Ask, bids: Sequence[Bid], groups: dict, sizes: dict) -> int:
-    supply = sum(b.slot.quantity for b in bids if b.group is None and _servable(a, b))
+def _supply(a: Ask, bids: Sequence[Bid], groups: dict, sizes: dict, availability: Mapping[str, Decimal]) -> int:
+    """What `a` can sell to `bids`, served as `providers_of` counts them (availability included): a need its provider
+    is not available enough for would count units the auction can clear but no matching can place there."""
+    supply = sum(b.slot.quantity for b in bids if b.group is None and _servable(a, b, availability))
     for key, members in groups.items():
-        served = [b.slot.quantity for b in members if _servable(a, b)]
+        served = [b.slot.quantity for b in members if _servable(a, b, availability)]
         if served:
             n, providers = sizes[key]
             supply += -(-n // max(providers, 1)) * max(served)
