@@ -6,6 +6,7 @@ freshly generated key, and checks the attack fails and the node keeps its accoun
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -14,7 +15,7 @@ import aiohttp
 import pytest
 
 from xsc import keys
-from xsc.errors import PeerRefused, QuotaExceeded
+from xsc.errors import PeerRefused, QuotaExceeded, ShareExists
 from xsc.identity import Identity, public_id, parse_public_id
 from xsc.ledger.core.pricing import price_storage
 from xsc.net import PeerClient
@@ -85,6 +86,86 @@ async def test_a_refused_begin_leaves_no_record_and_no_terms_of_another_uploader
         await from_honest.begin(f.si, 2, f.size, f.segment_size, lease())
     refused(err, 503, "node-stopping")
     assert terms.get(f.si, 2) is None and list(store.db.iterator(prefix=keys.UPLOADS)) == []
+
+
+async def test_a_share_a_stranger_begins_and_never_commits_does_not_keep_its_uploader_out(holder_node,
+                                                                                            node_factory) -> None:
+    """A stranger that learnt a storage index (a co-holder of the file) begins a share of it here first, from another
+    network, stages a block of it and never commits: the honest uploader's begin is not refused, its commit keeps the
+    share, and the stranger's upload is dropped with its blocks and its room."""
+    store = holder_node.app[NODE].gateway.store
+    from_honest = await _honest(holder_node, node_factory)
+    f = EncodedFile(600_000, 65536)  # a share of 150 KiB: staged in the store, not held in memory
+    async with _from_address(holder_node, "127.0.0.2") as squatter:
+        upload = await squatter.begin(f.si, 1, f.size, f.segment_size, lease())
+        await squatter.put_segments(upload, 0, f.blocks[1][:1])
+        await place(from_honest, f, 1)
+        with pytest.raises(PeerRefused) as err:
+            await squatter.put_segments(upload, 1, f.blocks[1][1:])
+        refused(err, 404, "upload-not-found")
+        # A committed share is still its uploader's alone.
+        with pytest.raises(PeerRefused) as err:
+            await squatter.begin(f.si, 1, f.size, f.segment_size, lease())
+        refused(err, 409, "share-exists")
+    meta = store.share_meta(f.si, 1)
+    assert meta.uploader == parse_public_id(from_honest.client.identity.id) and list(meta.block_hashes) == f.hashes[1]
+    assert [store.get_block(f.si, 1, i) for i in range(f.count)] == f.blocks[1]
+    assert _blocks_held(store) == f.count  # the stranger's staged block went with its upload
+    assert store.reserved == 0 and holder_node.app[NODE].share_holder.status()["in_progress"] == 0
+
+
+async def test_a_share_begun_beside_an_upload_of_it_is_dropped_when_that_one_commits(holder_node,
+                                                                                     node_factory) -> None:
+    store = holder_node.app[NODE].gateway.store
+    from_honest = await _honest(holder_node, node_factory)
+    f = EncodedFile(9000)
+    upload = await from_honest.begin(f.si, 1, f.size, f.segment_size, lease())
+    await from_honest.put_segments(upload, 0, f.blocks[1][:1])
+    async with _from_address(holder_node, "127.0.0.2") as squatter:
+        theirs = await squatter.begin(f.si, 1, f.size, f.segment_size, lease())
+        await squatter.put_segments(theirs, 0, f.blocks[1][:2])
+        await from_honest.put_segments(upload, 1, f.blocks[1][1:])
+        await from_honest.commit(upload, f.hashes[1], f.manifest.encode())
+        with pytest.raises(PeerRefused) as err:
+            await squatter.commit(theirs, f.hashes[1], f.manifest.encode())
+        refused(err, 404, "upload-not-found")
+    assert [store.get_block(f.si, 1, i) for i in range(f.count)] == f.blocks[1]
+    assert _blocks_held(store) == f.count and store.reserved == 0
+
+
+async def test_uploads_of_one_share_at_once_are_one_per_network_and_bounded(holder_node) -> None:
+    shares = holder_node.app[NODE].share_holder
+    f = EncodedFile(100)
+    for n in range(holder_module.MAX_RIVALS):
+        await shares.begin(os.urandom(32), f.si, 0, f.size, f.segment_size, lease(), network=f"198.51.{n}.0/24")
+    for network in ("198.51.0.0/24", "203.0.113.0/24"):  # another id of a network that has one; one past the bound
+        with pytest.raises(ShareExists):
+            await shares.begin(os.urandom(32), f.si, 0, f.size, f.segment_size, lease(), network=network)
+    assert shares.status()["in_progress"] == holder_module.MAX_RIVALS
+
+
+def _blocks_held(store) -> int:
+    count = 0
+    for db in {id(store.db): store.db, id(store.blocks): store.blocks}.values():
+        with db.iterator(prefix=keys.blocks_of(b""), include_value=False) as blocks:
+            count += sum(1 for _ in blocks)
+    return count
+
+
+async def _honest(holder_node, node_factory) -> RemoteHolder:
+    honest = await node_factory("honest", **QUIET)
+    await honest.app[NODE].peers.add(holder_node.app[NODE].peers.url)
+    peers = holder_node.app[NODE].peers
+    return RemoteHolder(honest.app[NODE].peers.client, peers.identity.id, peers.url, DEAL_PRICE)
+
+
+@contextlib.asynccontextmanager
+async def _from_address(holder_node, address: str):
+    """A stranger's RemoteHolder view of the holder, its requests sent from `address` (another network than the
+    other nodes' 127.0.0.1)."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0))) as session:
+        peers = holder_node.app[NODE].peers
+        yield RemoteHolder(PeerClient(Identity.generate(), session, 10.0), peers.identity.id, peers.url, DEAL_PRICE)
 
 
 async def test_one_sender_cannot_reserve_the_whole_node(holder_node, stranger) -> None:
@@ -766,3 +847,4 @@ async def test_an_audit_costs_the_size_of_its_block(node_factory) -> None:
     f = EncodedFile(2 * 256 * 1024, segment_size=256 * 1024)
     answers = await _refused_within_40(node_factory, "audited", f, lambda reader: reader.audit(f.si, 1, 1, f.manifest))
     assert answers and answers[0][0] == f.blocks[1][1]
+
