@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from xsc import keys
-from xsc.errors import PeerRefused, QuotaExceeded, ShareExists
+from xsc.errors import PeerRefused, QuotaExceeded, ShareExists, StorageBusy
 from xsc.identity import Identity, public_id, parse_public_id
 from xsc.ledger.core.pricing import price_storage
 from xsc.net import PeerClient
@@ -23,6 +23,7 @@ from xsc.storage.holder_client import RemoteHolder
 from xsc.node.appkeys import NODE
 from xsc.storage import bodies, gateway_put, holder as holder_module, remote
 from xsc.storage.core import wire
+from xsc.storage.core.capability import Capability
 from xsc.storage.core.leases import MAX_DURATION
 
 from tests.support.attacks import receipt_claim, signed
@@ -247,7 +248,7 @@ async def test_begins_sent_at_once_count_against_their_senders_cap(holder_node, 
     outcomes = await asyncio.gather(*(_begin(shares, "203.0.113.0/24", sender) for _ in range(10)),
                                     return_exceptions=True)
     assert [type(o).__name__ for o in outcomes].count("QuotaExceeded") == 6
-    assert shares.status() == {"in_progress": 4, "senders": 1, "networks": 1}
+    assert shares.status() == {"in_progress": 4, "senders": 1, "networks": 1, "bodies": 0, "body_bytes": 0}
 
 
 async def test_many_ids_of_one_network_are_bounded_together_and_another_network_still_begins(
@@ -267,7 +268,7 @@ async def test_many_ids_of_one_network_are_bounded_together_and_another_network_
     refused(err, 429, "quota-exceeded")
     assert "from your network 127.0.0.1" in str(err.value)
     await _begin(shares, "198.51.100.0/24")
-    assert shares.status() == {"in_progress": 4, "senders": 4, "networks": 2}
+    assert shares.status() == {"in_progress": 4, "senders": 4, "networks": 2, "bodies": 0, "body_bytes": 0}
 
 
 class Clock:
@@ -293,7 +294,8 @@ async def test_a_full_holder_makes_room_for_a_newcomer_from_the_network_that_hol
     honest = await _begin(shares, honest_net)  # the oldest of all
     flood = [await _begin(shares, flood_net) for _ in range(8)]  # fresh ids, within their network's cap
     other = await _begin(shares, "192.0.2.0/24")
-    assert shares.status() == {"in_progress": 10, "senders": 10, "networks": 3}
+    assert shares.status() == {"in_progress": 10, "senders": 10, "networks": 3, "bodies": 0,
+                               "body_bytes": 0}
     clock.now += holder_module.ROOM_IDLE
     with pytest.raises(QuotaExceeded, match="as many as any"):  # the flood's network holds the most already
         await _begin(shares, flood_net)
@@ -307,7 +309,7 @@ async def test_a_full_holder_makes_room_for_a_newcomer_from_the_network_that_hol
         await _begin(shares, "100.64.1.0/24")
     assert not flood[2].closed and flood[3].closed
     assert await shares.reap(shares.clock() + holder_module.IDLE_TIMEOUT + 1) == 10
-    assert shares.status() == {"in_progress": 0, "senders": 0, "networks": 0}
+    assert shares.status() == {"in_progress": 0, "senders": 0, "networks": 0, "bodies": 0, "body_bytes": 0}
 
 
 async def test_a_full_holder_aborts_no_upload_active_within_the_grace_to_make_room(holder_node, stranger,
@@ -670,6 +672,52 @@ async def test_a_body_that_finds_no_room_in_time_is_refused_with_a_503_and_its_u
         await _let_go(strangers, shares)
     await honest.put_segments(upload, 0, f.blocks[0])
     assert shares.get(upload, honest.client.identity.public_key).next_segment == f.count
+
+
+async def test_a_put_sends_a_body_a_busy_holder_refused_again_after_the_time_it_names(holder_node, node_factory,
+                                                                                       monkeypatch) -> None:
+    """Strangers' bodies hold all the room a holder gives bodies in memory: a put's body to it is 503 storage-busy with
+    Retry-After.  The put sends it again after that wait (capped), rather than drop its shares there."""
+    from xsc.node.http import shares as share_routes
+
+    size = 256 * 1024
+    monkeypatch.setattr(bodies, "MAX_BUFFERED", 8 * size)
+    monkeypatch.setattr(bodies, "MAX_BUFFERED_PER_NETWORK", 4 * size)
+    monkeypatch.setattr(bodies, "ROOM_WAIT", 0.5)
+    monkeypatch.setattr(share_routes, "BODY_STALL", 60.0)  # the strangers' bodies are held until let go
+    monkeypatch.setattr(remote, "BUSY_WAIT_MOST", 2.0, raising=False)
+    shares = holder_node.app[NODE].share_holder
+    refused_busy, real_room = asyncio.Event(), shares.bodies.room
+
+    @contextlib.asynccontextmanager
+    async def room(*args):
+        try:
+            async with real_room(*args):
+                yield
+        except StorageBusy:
+            refused_busy.set()
+            raise
+
+    monkeypatch.setattr(shares.bodies, "room", room)
+    gateway = await node_factory("gateway", storage={"segment_size": 4096}, **QUIET)
+    await gateway.app[NODE].peers.add(holder_node.app[NODE].peers.url)
+    strangers = [*await _stalled_bodies(holder_node, "127.0.0.2", size),
+                 *await _stalled_bodies(holder_node, "127.0.0.3", size)]
+    status = await (await holder_node.get("/v1/node/status")).json()
+    assert status["share_uploads"] == {"in_progress": 2, "senders": 2, "networks": 2, "bodies": 8,
+                                       "body_bytes": 8 * size}
+    try:
+        putting = asyncio.ensure_future(gateway.post("/v1/store/files", params={"name": "f"}, data=os.urandom(40_000)))
+        await asyncio.wait_for(refused_busy.wait(), 10)
+    finally:
+        await _let_go(strangers, shares)
+    response = await putting
+    put = await response.json()
+    assert response.status == 201 and not put.get("lost"), put
+    holder_id = holder_node.app[NODE].peers.identity.id
+    on_holder = {s for s, node in enumerate(put["placement"]) if node == holder_id}
+    si = Capability.parse(put["capability"]).storage_index
+    assert on_holder and {m.share for m in holder_node.app[NODE].gateway.store.share_metas(si)} == on_holder
 
 
 async def test_a_share_nobody_pays_for_is_not_kept_for_free(holder_node, stranger) -> None:

@@ -267,8 +267,8 @@ class ShareHolder:
         return len(self._incoming)
 
     def status(self) -> dict[str, int]:
-        """Uploads in progress, and the senders and networks they are from."""
-        return {"in_progress": len(self._incoming), **self._held.status()}
+        """Uploads in progress, the senders and networks they are from, and their bodies in memory (BodyRoom)."""
+        return {"in_progress": len(self._incoming), **self._held.status(), **self.bodies.status()}
 
     async def _run(self, fn, *args):
         return await in_pool(self.pool, fn, *args)
