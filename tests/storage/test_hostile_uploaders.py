@@ -896,3 +896,13 @@ async def test_an_audit_costs_the_size_of_its_block(node_factory) -> None:
     answers = await _refused_within_40(node_factory, "audited", f, lambda reader: reader.audit(f.si, 1, 1, f.manifest))
     assert answers and answers[0][0] == f.blocks[1][1]
 
+
+async def test_reading_a_shares_blocks_costs_their_length(node_factory) -> None:
+    """Any key may read a share's blocks (they are ciphertext, checked by the reader against its capability), but a
+    request of a few bytes asks for up to 64 blocks: the reader's work quota pays for the answer's length before a
+    block is read, a unit per 64 KiB as a body sent to the holder pays (a read of the 16 blocks of 64 KiB below
+    costs 1 + 16)."""
+    f = EncodedFile(16 * 256 * 1024, segment_size=256 * 1024)
+    answers = await _refused_within_40(node_factory, "blocks", f, lambda reader: reader.blocks(
+        f.si, 1, 0, f.count, f.lengths(0, f.count)))
+    assert answers and answers[0] == f.blocks[1]

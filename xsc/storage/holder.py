@@ -597,19 +597,23 @@ class ShareHolder:
                 "block_hashes": [h.hex() for h in meta.block_hashes],
                 "manifest": manifest.hex() if manifest is not None else None}
 
-    async def first_blocks(self, si: bytes, share: int, first: int, count: int
+    async def first_blocks(self, si: bytes, share: int, first: int, count: int, pay: Callable[[int], None]
                            ) -> tuple[int, AsyncIterator[tuple[int, bytes | None]]]:
-        """Check a read of blocks first..first+count-1 and read the first run of them; returns the answer's length
-        and the blocks with their segments, the rest read as they are taken, READ_RUN bytes per trip to the pool
-        (None: a block found missing or not of its length, the last).  The length is known before the blocks are
-        read: all of a share's blocks but the last are as long as each other, and they make its stored bytes."""
-        meta = await self.held(si, share)
+        """Check a read of blocks first..first+count-1, have `pay(size)` charged what its answer may be, and read the
+        first run of them; returns the answer's length and the blocks with their segments, the rest read as they are
+        taken, READ_RUN bytes per trip to the pool (None: a block found missing or not of its length, the last).  The
+        length is known before the blocks are read: all of a share's blocks but the last are as long as each other,
+        and they make its stored bytes."""
         if count > MAX_BLOCKS_PER_GET:
             raise InvalidArgument(f"count must be at most {MAX_BLOCKS_PER_GET}", hint="ask for the blocks in several ranges")
+        meta = await self.held(si, share)
         if first + count > meta.segment_count:
             raise RangeNotSatisfiable(f"blocks {first} to {first + count - 1} asked, share {share} has "
                                       f"{meta.segment_count} (0 to {meta.segment_count - 1})",
                                       segment_count=meta.segment_count)
+        # A block is at most this long (the last may be shorter, and is at least a byte).
+        most = (meta.stored_bytes - 1) // (meta.segment_count - 1) if meta.segment_count > 1 else meta.stored_bytes
+        pay(min(meta.stored_bytes, count * most))
         run = await self._run(_read_run, self.store, si, share, first, first + count)
         if run[0] is None:
             raise ShareNotFound(f"block {first} of share {share} is missing on this node", segment=first)

@@ -163,7 +163,8 @@ async def share_blocks(request: web.Request) -> web.StreamResponse:
     first = parse_count(request.query.get("from"), "from")
     count = parse_count(request.query.get("count"), "count", minimum=1)
     holder = request.app[NODE].share_holder
-    length, blocks = await holder.first_blocks(si, share, first, count)  # checked: refusals come before the answer
+    length, blocks = await holder.first_blocks(  # checked and paid for: refusals come before the answer
+        si, share, first, count, pay=lambda size: peer_auth.charge_answer(request, size, bulk=True))
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     response.content_length = length  # not chunked: each block is written as it is, without framing
     await response.prepare(request)
