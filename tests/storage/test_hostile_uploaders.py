@@ -134,6 +134,26 @@ async def test_a_share_begun_beside_an_upload_of_it_is_dropped_when_that_one_com
     assert _blocks_held(store) == f.count and store.reserved == 0
 
 
+async def test_a_stranger_cannot_begin_a_share_this_node_is_writing_itself(holder_node) -> None:
+    """This node's own put stages its shares here as a holder's upload does, under the same keys: a stranger that
+    learnt the storage index (a holder of another share of it) and began one of those shares here overwrote the put's
+    blocks, and its abort deleted them before the put published.  Its begin is refused while the put writes them."""
+    store = holder_node.app[NODE].gateway.store
+    f = EncodedFile(600_000, 65536)
+    put = store.begin_upload(f.si, (0, 1), 2 * f.share_bytes)  # as gateway_put begins this node's shares
+    for i in range(f.count):
+        put.put_blocks(i, {0: f.blocks[0][i], 1: f.blocks[1][i]})
+    async with _from_address(holder_node, "127.0.0.2") as stranger:
+        try:
+            upload = await stranger.begin(f.si, 1, f.size, f.segment_size, lease())
+            await stranger.put_segments(upload, 0, [bytes(len(f.blocks[1][0]))])
+            await stranger.abort(upload)
+        except PeerRefused as err:
+            refused(err, 409, "share-exists")
+    assert [store.get_block(f.si, 1, i) for i in range(f.count)] == f.blocks[1]
+    store.abort(put)
+
+
 async def test_uploads_of_one_share_at_once_are_one_per_network_and_bounded(holder_node) -> None:
     shares = holder_node.app[NODE].share_holder
     f = EncodedFile(100)

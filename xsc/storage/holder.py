@@ -33,7 +33,7 @@ from .deals import HolderTerms
 from .core.merkle import block_hash, proof, root
 from .bodies import BodyRoom
 from .publisher import Publisher
-from .share_store import ShareMeta, ShareStore, Upload, restaged
+from .share_store import ShareMeta, ShareStore, Upload, restaged, writing
 from .core.wire import (HEX_HASH, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
                         block_lengths, commit_limit, cut_commit, json_int, parse_manifest, put_limit, split_blocks)
 
@@ -317,6 +317,9 @@ class ShareHolder:
                 raise ShareExists(f"this node already holds share {meta.share} of {si.hex()} ({whose})",
                                   hint="delete it first to replace it" if meta.uploader == uploader else
                                   "only the node that placed a file's shares may place more of them here")
+        if own_keys and writing(self.store, si, share):  # this node's own put or repair writes the share's keys
+            raise ShareExists(f"this node is writing share {share} of {si.hex()} itself",
+                              hint="only the node that placed a file's shares may place more of them here")
         return self.store.begin_upload(si if own_keys else unique_bytes(len(si)), (share,), share_bytes)
 
     @contextlib.asynccontextmanager
@@ -458,7 +461,8 @@ class ShareHolder:
         incoming.claim.own_keys = True  # begins from now on stage beside it
         for other in owners:
             await self.abort(other)
-        if await self._run(self.store.share_meta, incoming.si, incoming.share) is not None:
+        if await self._run(self.store.share_meta, incoming.si, incoming.share) is not None or \
+                await self._run(writing, self.store, incoming.si, incoming.share):
             raise ShareExists(f"share {incoming.share} of {incoming.si.hex()} was placed on this node by another "
                               "upload first", hint="place this share on another node")
         incoming.upload = await self._run(restaged, self.store, incoming.upload, incoming.si)

@@ -738,6 +738,13 @@ def placing(store: ShareStore, si: bytes, capability: str | None) -> Iterator[No
         yield
 
 
+def writing(store: ShareStore, si: bytes, share: int) -> bool:
+    """Whether an upload in progress here stages blocks under the keys of share `share` of `si` (this node's own put or
+    repair writing its shares here, or a holder's upload of it)."""
+    with store._lock:
+        return any(u.storage_index == si and share in u.shares for u in store._uploads.values())
+
+
 def restaged(store: ShareStore, upload: Upload, si: bytes) -> Upload:
     """What `upload` staged under a storage index of its own (holder.py: a share's upload begun beside another
     one) staged again under `si`'s keys, by an upload that takes over its reservation; `upload` is aborted."""
