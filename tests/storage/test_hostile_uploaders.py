@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import time
 
 import aiohttp
@@ -926,3 +927,39 @@ async def test_reading_a_shares_blocks_costs_their_length(node_factory) -> None:
     answers = await _refused_within_40(node_factory, "blocks", f, lambda reader: reader.blocks(
         f.si, 1, 0, f.count, f.lengths(0, f.count)))
     assert answers and answers[0] == f.blocks[1]
+
+
+async def test_a_reader_that_takes_no_blocks_is_cut_off(node_factory, monkeypatch) -> None:
+    """A reader of a share's blocks that takes none of the answer held its handler, its connection and the blocks
+    read for it for as long as it stayed connected.  One that takes nothing for the holder's BODY_STALL is cut."""
+    from xsc.identity import sign_request
+    from xsc.node.http import shares as share_routes
+    from xsc.serve import direct
+    from yarl import URL
+
+    monkeypatch.setattr(share_routes, "BODY_STALL", 0.5)
+    cut, real_reset = asyncio.Event(), direct._reset
+
+    def reset(transport) -> None:
+        cut.set()
+        real_reset(transport)
+
+    monkeypatch.setattr(direct, "_reset", reset)
+    node = await node_factory("read", **QUIET, storage={"capacity": 64 * 1024**2, "unpaid_grace": 3600})
+    peers = node.app[NODE].peers
+    f = EncodedFile(32 * 1024**2, segment_size=4 * 1024**2)  # a share of 8 blocks of 1 MiB: more than sockets buffer
+    async with aiohttp.ClientSession() as session:
+        reader = RemoteHolder(PeerClient(Identity.generate(), session, 30.0), peers.identity.id, peers.url, DEAL_PRICE)
+        await place(reader, f, 1)
+        path = f"/v1/peer/shares/{f.si.hex()}/1/blocks?from=0&count={f.count}"
+        head = "".join(f"{k}: {v}\r\n" for k, v in sign_request(reader.client.identity, "GET", path, b"",
+                                                                 receiver=peers.identity.id).items())
+        url = URL(peers.url)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a reader that takes nothing: a small window
+        sock.connect((url.host, url.port))
+        try:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode())
+            await asyncio.wait_for(cut.wait(), 20)  # a bound against the hang
+        finally:
+            sock.close()

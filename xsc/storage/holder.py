@@ -602,12 +602,12 @@ class ShareHolder:
                 "manifest": manifest.hex() if manifest is not None else None}
 
     async def first_blocks(self, si: bytes, share: int, first: int, count: int, pay: Callable[[int], None]
-                           ) -> tuple[int, AsyncIterator[tuple[int, bytes | None]]]:
+                           ) -> tuple[int, AsyncIterator[bytes]]:
         """Check a read of blocks first..first+count-1, have `pay(size)` charged what its answer may be, and read the
-        first run of them; returns the answer's length and the blocks with their segments, the rest read as they are
-        taken, READ_RUN bytes per trip to the pool (None: a block found missing or not of its length, the last).  The
-        length is known before the blocks are read: all of a share's blocks but the last are as long as each other,
-        and they make its stored bytes."""
+        first run of them; returns the answer's length and the blocks, the rest read as they are taken, READ_RUN bytes
+        per trip to the pool (ShareNotFound at a block found missing or not of its length).  The length is known
+        before the blocks are read: all of a share's blocks but the last are as long as each other, and they make its
+        stored bytes."""
         if count > MAX_BLOCKS_PER_GET:
             raise InvalidArgument(f"count must be at most {MAX_BLOCKS_PER_GET}", hint="ask for the blocks in several ranges")
         meta = await self.held(si, share)
@@ -628,14 +628,14 @@ class ShareHolder:
         return sum(lengths), self._following(si, share, first, first + count, run, lengths)
 
     async def _following(self, si: bytes, share: int, segment: int, end: int, run: list[bytes | None],
-                         lengths: list[int]) -> AsyncIterator[tuple[int, bytes | None]]:
+                         lengths: list[int]) -> AsyncIterator[bytes]:
         first = segment
         while True:
             for block in run:
                 if block is None or len(block) != lengths[segment - first]:
-                    yield segment, None
-                    return
-                yield segment, block
+                    log.error("block %d of share %d of %s is missing or cut: answer cut", segment, share, si.hex())
+                    raise ShareNotFound(f"block {segment} of share {share} is missing on this node", segment=segment)
+                yield block
                 segment += 1
             if segment >= end:
                 return
