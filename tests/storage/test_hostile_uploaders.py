@@ -695,8 +695,9 @@ async def test_a_body_that_finds_no_room_in_time_is_refused_with_a_503_and_its_u
     assert shares.get(upload, honest.client.identity.public_key).next_segment == f.count
 
 
+@pytest.mark.parametrize("file_size", [40_000, 3_000])  # shares sent in segments bodies; whole, in one request
 async def test_a_put_sends_a_body_a_busy_holder_refused_again_after_the_time_it_names(holder_node, node_factory,
-                                                                                       monkeypatch) -> None:
+                                                                                       monkeypatch, file_size) -> None:
     """Strangers' bodies hold all the room a holder gives bodies in memory: a put's body to it is 503 storage-busy with
     Retry-After.  The put sends it again after that wait (capped), rather than drop its shares there."""
     from xsc.node.http import shares as share_routes
@@ -728,7 +729,7 @@ async def test_a_put_sends_a_body_a_busy_holder_refused_again_after_the_time_it_
     assert status["share_uploads"] == {"in_progress": 2, "senders": 2, "networks": 2, "bodies": 8,
                                        "body_bytes": 8 * size}
     try:
-        putting = asyncio.ensure_future(gateway.post("/v1/store/files", params={"name": "f"}, data=os.urandom(40_000)))
+        putting = asyncio.ensure_future(gateway.post("/v1/store/files", params={"name": "f"}, data=os.urandom(file_size)))
         await asyncio.wait_for(refused_busy.wait(), 10)
     finally:
         await _let_go(strangers, shares)
