@@ -60,6 +60,10 @@ def block_share(key: bytes) -> int:
     return key[-1]
 
 
+def block_segment(key: bytes) -> int:
+    return struct.unpack(">I", key[-5:-1])[0]
+
+
 def share(storage_index: bytes, share_number: int) -> bytes:
     return _SHARE + storage_index + struct.pack(">B", share_number)
 

@@ -264,6 +264,10 @@ async def test_bad_requests_are_refused_with_problems(net) -> None:
                                 ("from=0&count=0", 400, "invalid-argument"), ("from=0&count=65", 400,
                                                                                "invalid-argument"),
                                 ("from=0&count=1.5", 400, "invalid-argument"),
+                                ("from=-1&count=1", 400, "invalid-argument"), ("from=0&count=-1", 400,
+                                                                                "invalid-argument"),
+                                (f"from={'9' * 20}&count=1", 400, "invalid-argument"),
+                                (f"from={2**63 - 1}&count=64", 416, "range-not-satisfiable"),
                                 ("from=2&count=2", 416, "range-not-satisfiable"),
                                 ("from=3&count=1", 416, "range-not-satisfiable")):
         await ask("GET", f"/v1/peer/shares/{si}/{SHARE}/blocks?{query}", status, code)

@@ -6,15 +6,17 @@ freshly generated key, and checks the attack fails and the node keeps its accoun
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import socket
 import time
 
 import aiohttp
 import pytest
 
 from xsc import keys
-from xsc.errors import PeerRefused, QuotaExceeded
+from xsc.errors import PeerRefused, QuotaExceeded, ShareExists, StorageBusy
 from xsc.identity import Identity, public_id, parse_public_id
 from xsc.ledger.core.pricing import price_storage
 from xsc.net import PeerClient
@@ -22,6 +24,7 @@ from xsc.storage.holder_client import RemoteHolder
 from xsc.node.appkeys import NODE
 from xsc.storage import bodies, gateway_put, holder as holder_module, remote
 from xsc.storage.core import wire
+from xsc.storage.core.capability import Capability
 from xsc.storage.core.leases import MAX_DURATION
 
 from tests.support.attacks import receipt_claim, signed
@@ -85,6 +88,106 @@ async def test_a_refused_begin_leaves_no_record_and_no_terms_of_another_uploader
         await from_honest.begin(f.si, 2, f.size, f.segment_size, lease())
     refused(err, 503, "node-stopping")
     assert terms.get(f.si, 2) is None and list(store.db.iterator(prefix=keys.UPLOADS)) == []
+
+
+async def test_a_share_a_stranger_begins_and_never_commits_does_not_keep_its_uploader_out(holder_node,
+                                                                                            node_factory) -> None:
+    """A stranger that learnt a storage index (a co-holder of the file) begins a share of it here first, from another
+    network, stages a block of it and never commits: the honest uploader's begin is not refused, its commit keeps the
+    share, and the stranger's upload is dropped with its blocks and its room."""
+    store = holder_node.app[NODE].gateway.store
+    from_honest = await _honest(holder_node, node_factory)
+    f = EncodedFile(600_000, 65536)  # a share of 150 KiB: staged in the store, not held in memory
+    async with _from_address(holder_node, "127.0.0.2") as squatter:
+        upload = await squatter.begin(f.si, 1, f.size, f.segment_size, lease())
+        await squatter.put_segments(upload, 0, f.blocks[1][:1])
+        await place(from_honest, f, 1)
+        with pytest.raises(PeerRefused) as err:
+            await squatter.put_segments(upload, 1, f.blocks[1][1:])
+        refused(err, 404, "upload-not-found")
+        # A committed share is still its uploader's alone.
+        with pytest.raises(PeerRefused) as err:
+            await squatter.begin(f.si, 1, f.size, f.segment_size, lease())
+        refused(err, 409, "share-exists")
+    meta = store.share_meta(f.si, 1)
+    assert meta.uploader == parse_public_id(from_honest.client.identity.id) and list(meta.block_hashes) == f.hashes[1]
+    assert [store.get_block(f.si, 1, i) for i in range(f.count)] == f.blocks[1]
+    assert _blocks_held(store) == f.count  # the stranger's staged block went with its upload
+    assert store.reserved == 0 and holder_node.app[NODE].share_holder.status()["in_progress"] == 0
+
+
+async def test_a_share_begun_beside_an_upload_of_it_is_dropped_when_that_one_commits(holder_node,
+                                                                                     node_factory) -> None:
+    store = holder_node.app[NODE].gateway.store
+    from_honest = await _honest(holder_node, node_factory)
+    f = EncodedFile(9000)
+    upload = await from_honest.begin(f.si, 1, f.size, f.segment_size, lease())
+    await from_honest.put_segments(upload, 0, f.blocks[1][:1])
+    async with _from_address(holder_node, "127.0.0.2") as squatter:
+        theirs = await squatter.begin(f.si, 1, f.size, f.segment_size, lease())
+        await squatter.put_segments(theirs, 0, f.blocks[1][:2])
+        await from_honest.put_segments(upload, 1, f.blocks[1][1:])
+        await from_honest.commit(upload, f.hashes[1], f.manifest.encode())
+        with pytest.raises(PeerRefused) as err:
+            await squatter.commit(theirs, f.hashes[1], f.manifest.encode())
+        refused(err, 404, "upload-not-found")
+    assert [store.get_block(f.si, 1, i) for i in range(f.count)] == f.blocks[1]
+    assert _blocks_held(store) == f.count and store.reserved == 0
+
+
+async def test_a_stranger_cannot_begin_a_share_this_node_is_writing_itself(holder_node) -> None:
+    """This node's own put stages its shares here as a holder's upload does, under the same keys: a stranger that
+    learnt the storage index (a holder of another share of it) and began one of those shares here overwrote the put's
+    blocks, and its abort deleted them before the put published.  Its begin is refused while the put writes them."""
+    store = holder_node.app[NODE].gateway.store
+    f = EncodedFile(600_000, 65536)
+    put = store.begin_upload(f.si, (0, 1), 2 * f.share_bytes)  # as gateway_put begins this node's shares
+    for i in range(f.count):
+        put.put_blocks(i, {0: f.blocks[0][i], 1: f.blocks[1][i]})
+    async with _from_address(holder_node, "127.0.0.2") as stranger:
+        try:
+            upload = await stranger.begin(f.si, 1, f.size, f.segment_size, lease())
+            await stranger.put_segments(upload, 0, [bytes(len(f.blocks[1][0]))])
+            await stranger.abort(upload)
+        except PeerRefused as err:
+            refused(err, 409, "share-exists")
+    assert [store.get_block(f.si, 1, i) for i in range(f.count)] == f.blocks[1]
+    store.abort(put)
+
+
+async def test_uploads_of_one_share_at_once_are_one_per_network_and_bounded(holder_node) -> None:
+    shares = holder_node.app[NODE].share_holder
+    f = EncodedFile(100)
+    for n in range(holder_module.MAX_RIVALS):
+        await shares.begin(os.urandom(32), f.si, 0, f.size, f.segment_size, lease(), network=f"198.51.{n}.0/24")
+    for network in ("198.51.0.0/24", "203.0.113.0/24"):  # another id of a network that has one; one past the bound
+        with pytest.raises(ShareExists):
+            await shares.begin(os.urandom(32), f.si, 0, f.size, f.segment_size, lease(), network=network)
+    assert shares.status()["in_progress"] == holder_module.MAX_RIVALS
+
+
+def _blocks_held(store) -> int:
+    count = 0
+    for db in {id(store.db): store.db, id(store.blocks): store.blocks}.values():
+        with db.iterator(prefix=keys.blocks_of(b""), include_value=False) as blocks:
+            count += sum(1 for _ in blocks)
+    return count
+
+
+async def _honest(holder_node, node_factory) -> RemoteHolder:
+    honest = await node_factory("honest", **QUIET)
+    await honest.app[NODE].peers.add(holder_node.app[NODE].peers.url)
+    peers = holder_node.app[NODE].peers
+    return RemoteHolder(honest.app[NODE].peers.client, peers.identity.id, peers.url, DEAL_PRICE)
+
+
+@contextlib.asynccontextmanager
+async def _from_address(holder_node, address: str):
+    """A stranger's RemoteHolder view of the holder, its requests sent from `address` (another network than the
+    other nodes' 127.0.0.1)."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0))) as session:
+        peers = holder_node.app[NODE].peers
+        yield RemoteHolder(PeerClient(Identity.generate(), session, 10.0), peers.identity.id, peers.url, DEAL_PRICE)
 
 
 async def test_one_sender_cannot_reserve_the_whole_node(holder_node, stranger) -> None:
@@ -166,7 +269,7 @@ async def test_begins_sent_at_once_count_against_their_senders_cap(holder_node, 
     outcomes = await asyncio.gather(*(_begin(shares, "203.0.113.0/24", sender) for _ in range(10)),
                                     return_exceptions=True)
     assert [type(o).__name__ for o in outcomes].count("QuotaExceeded") == 6
-    assert shares.status() == {"in_progress": 4, "senders": 1, "networks": 1}
+    assert shares.status() == {"in_progress": 4, "senders": 1, "networks": 1, "bodies": 0, "body_bytes": 0}
 
 
 async def test_many_ids_of_one_network_are_bounded_together_and_another_network_still_begins(
@@ -186,7 +289,7 @@ async def test_many_ids_of_one_network_are_bounded_together_and_another_network_
     refused(err, 429, "quota-exceeded")
     assert "from your network 127.0.0.1" in str(err.value)
     await _begin(shares, "198.51.100.0/24")
-    assert shares.status() == {"in_progress": 4, "senders": 4, "networks": 2}
+    assert shares.status() == {"in_progress": 4, "senders": 4, "networks": 2, "bodies": 0, "body_bytes": 0}
 
 
 class Clock:
@@ -212,7 +315,8 @@ async def test_a_full_holder_makes_room_for_a_newcomer_from_the_network_that_hol
     honest = await _begin(shares, honest_net)  # the oldest of all
     flood = [await _begin(shares, flood_net) for _ in range(8)]  # fresh ids, within their network's cap
     other = await _begin(shares, "192.0.2.0/24")
-    assert shares.status() == {"in_progress": 10, "senders": 10, "networks": 3}
+    assert shares.status() == {"in_progress": 10, "senders": 10, "networks": 3, "bodies": 0,
+                               "body_bytes": 0}
     clock.now += holder_module.ROOM_IDLE
     with pytest.raises(QuotaExceeded, match="as many as any"):  # the flood's network holds the most already
         await _begin(shares, flood_net)
@@ -226,7 +330,7 @@ async def test_a_full_holder_makes_room_for_a_newcomer_from_the_network_that_hol
         await _begin(shares, "100.64.1.0/24")
     assert not flood[2].closed and flood[3].closed
     assert await shares.reap(shares.clock() + holder_module.IDLE_TIMEOUT + 1) == 10
-    assert shares.status() == {"in_progress": 0, "senders": 0, "networks": 0}
+    assert shares.status() == {"in_progress": 0, "senders": 0, "networks": 0, "bodies": 0, "body_bytes": 0}
 
 
 async def test_a_full_holder_aborts_no_upload_active_within_the_grace_to_make_room(holder_node, stranger,
@@ -591,6 +695,53 @@ async def test_a_body_that_finds_no_room_in_time_is_refused_with_a_503_and_its_u
     assert shares.get(upload, honest.client.identity.public_key).next_segment == f.count
 
 
+@pytest.mark.parametrize("file_size", [40_000, 3_000])  # shares sent in segments bodies; whole, in one request
+async def test_a_put_sends_a_body_a_busy_holder_refused_again_after_the_time_it_names(holder_node, node_factory,
+                                                                                       monkeypatch, file_size) -> None:
+    """Strangers' bodies hold all the room a holder gives bodies in memory: a put's body to it is 503 storage-busy with
+    Retry-After.  The put sends it again after that wait (capped), rather than drop its shares there."""
+    from xsc.node.http import shares as share_routes
+
+    size = 256 * 1024
+    monkeypatch.setattr(bodies, "MAX_BUFFERED", 8 * size)
+    monkeypatch.setattr(bodies, "MAX_BUFFERED_PER_NETWORK", 4 * size)
+    monkeypatch.setattr(bodies, "ROOM_WAIT", 0.5)
+    monkeypatch.setattr(share_routes, "BODY_STALL", 60.0)  # the strangers' bodies are held until let go
+    monkeypatch.setattr(remote, "BUSY_WAIT_MOST", 2.0, raising=False)
+    shares = holder_node.app[NODE].share_holder
+    refused_busy, real_room = asyncio.Event(), shares.bodies.room
+
+    @contextlib.asynccontextmanager
+    async def room(*args):
+        try:
+            async with real_room(*args):
+                yield
+        except StorageBusy:
+            refused_busy.set()
+            raise
+
+    monkeypatch.setattr(shares.bodies, "room", room)
+    gateway = await node_factory("gateway", storage={"segment_size": 4096}, **QUIET)
+    await gateway.app[NODE].peers.add(holder_node.app[NODE].peers.url)
+    strangers = [*await _stalled_bodies(holder_node, "127.0.0.2", size),
+                 *await _stalled_bodies(holder_node, "127.0.0.3", size)]
+    status = await (await holder_node.get("/v1/node/status")).json()
+    assert status["share_uploads"] == {"in_progress": 2, "senders": 2, "networks": 2, "bodies": 8,
+                                       "body_bytes": 8 * size}
+    try:
+        putting = asyncio.ensure_future(gateway.post("/v1/store/files", params={"name": "f"}, data=os.urandom(file_size)))
+        await asyncio.wait_for(refused_busy.wait(), 10)
+    finally:
+        await _let_go(strangers, shares)
+    response = await putting
+    put = await response.json()
+    assert response.status == 201 and not put.get("lost"), put
+    holder_id = holder_node.app[NODE].peers.identity.id
+    on_holder = {s for s, node in enumerate(put["placement"]) if node == holder_id}
+    si = Capability.parse(put["capability"]).storage_index
+    assert on_holder and {m.share for m in holder_node.app[NODE].gateway.store.share_metas(si)} == on_holder
+
+
 async def test_a_share_nobody_pays_for_is_not_kept_for_free(holder_node, stranger) -> None:
     store, terms, gc = holder_node.app[NODE].gateway.store, holder_node.app[NODE].terms, holder_node.app[NODE].lease_gc
     f = EncodedFile(5000)
@@ -766,3 +917,50 @@ async def test_an_audit_costs_the_size_of_its_block(node_factory) -> None:
     f = EncodedFile(2 * 256 * 1024, segment_size=256 * 1024)
     answers = await _refused_within_40(node_factory, "audited", f, lambda reader: reader.audit(f.si, 1, 1, f.manifest))
     assert answers and answers[0][0] == f.blocks[1][1]
+
+
+async def test_reading_a_shares_blocks_costs_their_length(node_factory) -> None:
+    """Any key may read a share's blocks (they are ciphertext, checked by the reader against its capability), but a
+    request of a few bytes asks for up to 64 blocks: the reader's work quota pays for the answer's length before a
+    block is read, a unit per 64 KiB as a body sent to the holder pays (a read of the 16 blocks of 64 KiB below
+    costs 1 + 16)."""
+    f = EncodedFile(16 * 256 * 1024, segment_size=256 * 1024)
+    answers = await _refused_within_40(node_factory, "blocks", f, lambda reader: reader.blocks(
+        f.si, 1, 0, f.count, f.lengths(0, f.count)))
+    assert answers and answers[0] == f.blocks[1]
+
+
+async def test_a_reader_that_takes_no_blocks_is_cut_off(node_factory, monkeypatch) -> None:
+    """A reader of a share's blocks that takes none of the answer held its handler, its connection and the blocks
+    read for it for as long as it stayed connected.  One that takes nothing for the holder's BODY_STALL is cut."""
+    from xsc.identity import sign_request
+    from xsc.node.http import shares as share_routes
+    from xsc.serve import direct
+    from yarl import URL
+
+    monkeypatch.setattr(share_routes, "BODY_STALL", 0.5)
+    cut, real_reset = asyncio.Event(), direct._reset
+
+    def reset(transport) -> None:
+        cut.set()
+        real_reset(transport)
+
+    monkeypatch.setattr(direct, "_reset", reset)
+    node = await node_factory("read", **QUIET, storage={"capacity": 64 * 1024**2, "unpaid_grace": 3600})
+    peers = node.app[NODE].peers
+    f = EncodedFile(32 * 1024**2, segment_size=4 * 1024**2)  # a share of 8 blocks of 1 MiB: more than sockets buffer
+    async with aiohttp.ClientSession() as session:
+        reader = RemoteHolder(PeerClient(Identity.generate(), session, 30.0), peers.identity.id, peers.url, DEAL_PRICE)
+        await place(reader, f, 1)
+        path = f"/v1/peer/shares/{f.si.hex()}/1/blocks?from=0&count={f.count}"
+        head = "".join(f"{k}: {v}\r\n" for k, v in sign_request(reader.client.identity, "GET", path, b"",
+                                                                 receiver=peers.identity.id).items())
+        url = URL(peers.url)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a reader that takes nothing: a small window
+        sock.connect((url.host, url.port))
+        try:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode())
+            await asyncio.wait_for(cut.wait(), 20)  # a bound against the hang
+        finally:
+            sock.close()

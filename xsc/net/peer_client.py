@@ -21,7 +21,7 @@ import re
 import ssl
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Sequence
+from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 import aiohttp
 from aiohttp import payload
@@ -42,6 +42,7 @@ from .kept import Cut, Kept, TooLarge, Unreached
 from .traffic import RECEIVED, SENT, Meter, answer_head_bytes
 
 _SPACE = re.compile(r"\s")  # what str.isspace() calls a space
+MAX_RETRY_AFTER = 3600  # seconds of a peer's Retry-After kept at most
 
 
 # Seconds a connection to a peer is kept open unused (the session's keep-alive).  Longer than the allocation's
@@ -107,10 +108,12 @@ class PeerResponse:
             raise PeerRefused("a peer answered with a body that is not JSON") from None
 
 
-def _refusal(url: str, method: str, path: str, status: int, body: bytes) -> PeerRefused:
+def _refusal(url: str, method: str, path: str, status: int, body: bytes,
+             headers: Mapping[str, str] | None = None) -> PeerRefused:
     """The peer's problem body: its status and code kept so callers can tell a 401 from a 404, its detail as `shown`,
-    and the micro-credits it says are missing (`peer_missing`, for a hint this node writes) when they are a whole
-    number a ledger can hold; its own hint is never kept."""
+    the micro-credits it says are missing (`peer_missing`, for a hint this node writes) when they are a whole
+    number a ledger can hold, and the seconds its `Retry-After` says to wait (`peer_retry_after`, at most
+    MAX_RETRY_AFTER: a peer's word is bounded as any of its numbers); its own hint is never kept."""
     try:
         problem = loads(body)
         code, detail = str(problem["code"]), str(problem["detail"])
@@ -118,6 +121,9 @@ def _refusal(url: str, method: str, path: str, status: int, body: bytes) -> Peer
         code, detail, problem = "http-error", body[:200].decode(errors="replace"), {}
     missing = problem.get("missing")
     counted = {"peer_missing": missing} if type(missing) is int and 0 < missing <= MAX_MICRO_CREDITS else {}
+    wait = (headers or {}).get("Retry-After", "")
+    if 0 < len(wait) <= 6 and wait.isascii() and wait.isdigit():  # seconds; an HTTP date is not kept
+        counted["peer_retry_after"] = min(int(wait), MAX_RETRY_AFTER)
     return PeerRefused(f"peer {url} refused {method} {path}: {shown(detail) or f'HTTP {status}'}", url=url,
                        peer_status=status, peer_code=shown(code, MAX_CODE), **counted)
 
@@ -232,7 +238,8 @@ class PeerClient:
                                             timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as response:
                 try:
                     if response.status >= 400:
-                        raise _refusal(peer_url, method, path, response.status, await _read(response, 64 * 1024))
+                        raise _refusal(peer_url, method, path, response.status, await _read(response, 64 * 1024),
+                                       response.headers)
                     in_caller = True
                     yield response
                 finally:
@@ -294,7 +301,7 @@ class PeerClient:
             raise _unreached(peer_url, failed.cause, sent=isinstance(failed, Cut)) from None
         self._count_kept(url, len(head) + len(body), answer_head_bytes("", answer_headers.items()) + len(answer))
         if status >= 400:
-            raise _refusal(peer_url, method, path, status, answer[:64 * 1024])
+            raise _refusal(peer_url, method, path, status, answer[:64 * 1024], CIMultiDictProxy(answer_headers))
         return PeerResponse(status, CIMultiDictProxy(answer_headers), answer, node=to if context is not None else None)
 
     async def read_into(self, peer_url: str, path: str, lengths: list[int], *, to: str | None = None,

@@ -25,7 +25,7 @@ from ..net.tls import connection_node
 from .appkeys import CONFIG, IDENTITY, NODE, PEER_LIMITS, PEER_WORK, REPLAY_GUARD
 from .auth import PEER_PREFIX
 from .limits import read_body
-from .peer_routes import JSON_BYTES, Price, price_of
+from .peer_routes import BULK_BYTES, JSON_BYTES, Price, price_of
 
 SIGNED = web.RequestKey("xsc_signed_request", SignedRequest)
 
@@ -65,11 +65,10 @@ def peer_id(request: web.Request) -> str:
     return request[SIGNED].sender
 
 
-def charge_answer(request: web.Request, size: int) -> None:
+def charge_answer(request: web.Request, size: int, bulk: bool = False) -> None:
     """Charge an answer of `size` bytes to the sender's work quota (429 past it), beyond what its request paid:
-    a small request for a large answer pays as the answer (JSON_BYTES a unit).  Called before it is built."""
-    units = size // JSON_BYTES
-    if units:
+    a small request for a large answer pays as the answer (JSON_BYTES a unit; `bulk` bytes BULK_BYTES, as sent)."""
+    if units := size // (BULK_BYTES if bulk else JSON_BYTES):
         sender = request[SIGNED].sender
         request.app[PEER_WORK].check(sender, time.monotonic(), f"peer {sender}", units)
 

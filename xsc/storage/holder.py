@@ -25,6 +25,7 @@ from ..errors import (Forbidden, InvalidArgument, PayloadTooLarge, QuotaExceeded
                       SegmentOutOfOrder, ShareExists, ShareMismatch, ShareNotFound, StorageFull, UploadIncomplete,
                       UploadNotFound, XscError)
 from ..identity import public_id
+from ..ids import unique_bytes
 from ..ledger.core.pricing import price_storage, storage_given_back
 from ..tasks import in_pool, periodic
 from .core import erasure, layout, leases
@@ -32,7 +33,7 @@ from .deals import HolderTerms
 from .core.merkle import block_hash, proof, root
 from .bodies import BodyRoom
 from .publisher import Publisher
-from .share_store import ShareMeta, ShareStore, Upload
+from .share_store import ShareMeta, ShareStore, Upload, restaged, writing
 from .core.wire import (HEX_HASH, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
                         block_lengths, commit_limit, cut_commit, json_int, parse_manifest, put_limit, split_blocks)
 
@@ -76,6 +77,66 @@ BODY_STALL = 10.0
 # Bytes of blocks a read of a range takes from the store per trip to the pool (one trip per block cost the holder
 # more than the reading), and holds until they are sent.
 READ_RUN = 2 * 1024 * 1024
+# Uploads of one share at once, from other senders and networks: anyone who learnt a storage index (a co-holder of
+# the file) could otherwise begin its shares here and never commit them, and the honest uploader would be refused
+# until their deadline.  The first upload of a share stages under the share's keys, the others under keys of their
+# own; the first to commit a share that checks out keeps it and the others are dropped.
+MAX_RIVALS = 4
+
+
+@dataclass(eq=False)
+class Claim:
+    """One upload of a share, from its begin on."""
+
+    uploader: bytes
+    network: str
+    own_keys: bool  # stages under the share's keys (else under a storage index of its own, moved once it commits)
+    incoming: "Incoming | None" = None  # None while its begin is under way
+    lost: bool = False  # the share was published or taken by another upload while this one was being begun
+
+
+class Claims:
+    """The uploads of each share in progress here, begins under way included (one sender and one network each, at most
+    MAX_RIVALS), and which of them stages under the share's keys: one at a time, so no two write the same keys."""
+
+    def __init__(self) -> None:
+        self._claims: dict[tuple[bytes, int], list[Claim]] = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def check(self, si: bytes, share: int, uploader: bytes, network: str) -> None:
+        claims = self._claims.get((si, share), ())
+        whose = "by you" if any(c.uploader == uploader for c in claims) else \
+            f"from your network {network}" if any(c.network == network for c in claims) else \
+            f"by {len(claims)} other nodes, the most at once" if len(claims) >= MAX_RIVALS else None
+        if whose:
+            raise ShareExists(f"share {share} of {si.hex()} is already being uploaded to this node {whose}",
+                              hint="finish or abort that upload first, or place this share on another node")
+
+    def claim(self, si: bytes, share: int, uploader: bytes, network: str) -> Claim:
+        claims = self._claims.setdefault((si, share), [])
+        claim = Claim(uploader, network, own_keys=not any(c.own_keys for c in claims))
+        claims.append(claim)
+        self._count += 1
+        return claim
+
+    def losing(self, si: bytes, share: int, claim: Claim, owners: bool = False) -> list["Incoming"]:
+        """The other uploads of the share (`owners`: those staging under its keys) marked lost; answers those begun,
+        to abort (a begin under way aborts itself)."""
+        lost = [c for c in self._claims.get((si, share), ()) if c is not claim and (c.own_keys or not owners)]
+        for c in lost:
+            c.lost = True
+        return [c.incoming for c in lost if c.incoming is not None]
+
+    def release(self, si: bytes, share: int, claim: Claim) -> None:
+        claims = self._claims.get((si, share), [])
+        if claim in claims:
+            claims.remove(claim)
+            self._count -= 1
+            if not claims:
+                del self._claims[(si, share)]
 
 
 @dataclass(eq=False)
@@ -100,15 +161,16 @@ class Incoming:
     cost: int = 0  # the lease's price, set aside on the uploader's trust line until it publishes or is aborted
     line: str = ""  # the uploader's node id (whose trust line)
     network: str = ""  # where the uploader sent its begin from (MAX_UPLOADS_PER_NETWORK)
+    si: bytes = b""  # the share's storage index (its upload's, until one begun beside another commits: Claim)
+    claim: Claim | None = None
 
     @property
     def deadline(self) -> float:
         """When it is aborted, finished or not: an upload may not hold its reservation at a trickle."""
         return self.started + IDLE_TIMEOUT + self.share_bytes / MIN_UPLOAD_RATE
 
-    @property
-    def id(self) -> str:
-        return self.upload.id.hex()
+    def __post_init__(self) -> None:
+        self.id = self.upload.id.hex()  # kept when its blocks are staged again under another upload (Claim)
 
     @property
     def next_segment(self) -> int:
@@ -197,7 +259,7 @@ class ShareHolder:
         self.terms = terms
         self.clock = clock
         self._incoming: dict[str, Incoming] = {}
-        self._receiving: set[tuple[bytes, int]] = set()  # (si, share) being uploaded: one upload per share
+        self._claims = Claims()
         self.bodies = BodyRoom()
         self._held = UploadsHeld()
 
@@ -205,8 +267,8 @@ class ShareHolder:
         return len(self._incoming)
 
     def status(self) -> dict[str, int]:
-        """Uploads in progress, and the senders and networks they are from."""
-        return {"in_progress": len(self._incoming), **self._held.status()}
+        """Uploads in progress, the senders and networks they are from, and their bodies in memory (BodyRoom)."""
+        return {"in_progress": len(self._incoming), **self._held.status(), **self.bodies.status()}
 
     async def _run(self, fn, *args):
         return await in_pool(self.pool, fn, *args)
@@ -222,37 +284,43 @@ class ShareHolder:
                                   "holds", hint="use a larger segment size")
         while True:  # checked again after each upload aborted to make room: others may have begun meanwhile
             self._held.check(uploader, network, share_bytes, self.store.capacity)
-            if (si, share) in self._receiving:
-                raise ShareExists(f"share {share} of {si.hex()} is already being uploaded to this node",
-                                  hint="finish or abort that upload first")
-            if len(self._receiving) < MAX_UPLOADS:  # uploads in progress and begins under way
+            self._claims.check(si, share, uploader, network)
+            if len(self._claims) < MAX_UPLOADS:  # uploads in progress and begins under way
                 break
-            await self.abort(self._held.crowding(network, self._incoming.values(), len(self._receiving),
+            await self.abort(self._held.crowding(network, self._incoming.values(), len(self._claims),
                                                  self.clock()))
-        # Claimed before looking: an upload that publishes meanwhile is seen, and none starts alongside; counted
-        # before the first await, so that begins sent at once are bounded as uploads in progress are.
-        self._receiving.add((si, share))
+        # Claimed before looking: an upload that publishes meanwhile is seen; counted before the first await, so that
+        # begins sent at once are bounded as uploads in progress are.
+        claim = self._claims.claim(si, share, uploader, network)
         self._held.count(uploader, network, share_bytes, 1)
         try:
-            upload = await self._run(self._open, uploader, si, share, share_bytes)
+            upload = await self._run(self._open, uploader, si, share, share_bytes, claim.own_keys)
+            if claim.lost:  # it staged nothing, so its abort leaves the share's keys to the upload that took them
+                await self._run(self.store.abort, upload)
+                raise ShareExists(f"share {share} of {si.hex()} was placed on this node by another upload meanwhile",
+                                  hint="place this share on another node")
         except BaseException:
-            self._receiving.discard((si, share))
+            self._claims.release(si, share, claim)
             self._held.count(uploader, network, share_bytes, -1)
             raise
         now = self.clock()
         incoming = Incoming(upload, share, size, segment_size, count, share_bytes, lease_expiry, uploader, now,
-                            terms=terms, started=now, network=network)
+                            terms=terms, started=now, network=network, si=si, claim=claim)
+        claim.incoming = incoming
         self._incoming[incoming.id] = incoming
         return incoming
 
-    def _open(self, uploader: bytes, si: bytes, share: int, share_bytes: int) -> Upload:
+    def _open(self, uploader: bytes, si: bytes, share: int, share_bytes: int, own_keys: bool) -> Upload:
         for meta in self.store.share_metas(si):
             if meta.share == share or meta.uploader != uploader:
                 whose = "yours" if meta.uploader == uploader else f"placed by {public_id(meta.uploader)}"
                 raise ShareExists(f"this node already holds share {meta.share} of {si.hex()} ({whose})",
                                   hint="delete it first to replace it" if meta.uploader == uploader else
                                   "only the node that placed a file's shares may place more of them here")
-        return self.store.begin_upload(si, (share,), share_bytes)
+        if own_keys and writing(self.store, si, share):  # this node's own put or repair writes the share's keys
+            raise ShareExists(f"this node is writing share {share} of {si.hex()} itself",
+                              hint="only the node that placed a file's shares may place more of them here")
+        return self.store.begin_upload(si if own_keys else unique_bytes(len(si)), (share,), share_bytes)
 
     @contextlib.asynccontextmanager
     async def body_room(self, incoming: Incoming, size: int):
@@ -363,14 +431,17 @@ class ShareHolder:
         """Check everything, then publish the share; on any failure the upload is aborted."""
         async with incoming.lock:
             self._check_open(incoming)
-            return await self._publish(incoming, self._checked, incoming, block_hashes, manifest_hex)
+            meta = await self._publish(incoming, _checked, self.store, incoming, block_hashes, manifest_hex)
+        await self._drop_rivals(incoming)
+        return meta
 
     async def _publish(self, incoming: Incoming, check: Callable[..., tuple[ShareMeta, bytes]], *args) -> ShareMeta:
         """Publish `incoming` (its lock held) once check(*args) in the pool has passed; aborted if anything fails."""
         try:
             meta, manifest = await self._run(check, *args)
-            also = {} if incoming.terms is None else self.terms.entry(incoming.upload.storage_index,
-                                                                      incoming.share, incoming.terms)
+            if not incoming.claim.own_keys:
+                await self._take_keys(incoming)
+            also = {} if incoming.terms is None else self.terms.entry(incoming.si, incoming.share, incoming.terms)
             await self.publisher.publish(incoming.upload, [meta], manifest=manifest, also=also)
         except BaseException:
             await self._abort_locked(incoming)
@@ -381,39 +452,25 @@ class ShareHolder:
         self._forget(incoming)
         return meta
 
-    def _checked(self, incoming: Incoming, block_hashes: Any, manifest_hex: Any) -> tuple[ShareMeta, bytes]:
-        if incoming.next_segment != incoming.segment_count:
-            raise UploadIncomplete(f"only {incoming.next_segment} of {incoming.segment_count} segments arrived",
-                                   hint="send every segment before committing", received=incoming.next_segment,
-                                   segment_count=incoming.segment_count)
-        if not isinstance(block_hashes, list) or not all(isinstance(h, str) and HEX_HASH.fullmatch(h)
-                                                         for h in block_hashes):
-            raise InvalidArgument("block_hashes must be a list of SHA-256 hashes in lower-case hex")
-        if len(block_hashes) != incoming.segment_count:
-            raise ShareMismatch(f"{len(block_hashes)} block hashes given for {incoming.segment_count} segments")
-        for i, (given, computed) in enumerate(zip(block_hashes, incoming.hashes)):
-            if bytes.fromhex(given) != computed:
-                raise ShareMismatch(f"the block of segment {i} does not match its given hash", segment=i,
-                                    hint="the block was damaged on its way here, or the hash is wrong")
-        if not isinstance(manifest_hex, str) or len(manifest_hex) % 2 or not re.fullmatch(r"[0-9a-f]*",
-                                                                                           manifest_hex):
-            raise InvalidArgument("manifest must be the manifest's canonical encoding in lower-case hex")
-        raw = bytes.fromhex(manifest_hex)
-        manifest = parse_manifest(raw)
-        expected = {"size": incoming.size, "segment_size": incoming.segment_size, "k": erasure.K, "m": erasure.M,
-                    "segment_count": incoming.segment_count}
-        wrong = [f"{k} {getattr(manifest, k)} (expected {v})" for k, v in expected.items() if getattr(manifest, k) != v]
-        if wrong:
-            raise ShareMismatch("the manifest does not describe this upload: " + ", ".join(wrong))
-        if root(incoming.hashes) != manifest.share_root(incoming.share):
-            raise ShareMismatch(f"the Merkle root of the blocks is not the manifest's root of share {incoming.share}")
-        held = self.store.manifest(incoming.upload.storage_index)
-        if held is not None and held != raw:
-            raise ShareExists("this node holds another manifest for that storage index",
-                              hint="a storage index has one manifest: send the same one for every share")
-        meta = ShareMeta(incoming.share, incoming.segment_count, incoming.share_bytes, incoming.lease_expiry,
-                         incoming.uploader, tuple(incoming.hashes))
-        return meta, raw
+    async def _take_keys(self, incoming: Incoming) -> None:
+        """An upload begun beside another one of its share commits a share that checks out: the share's keys are its
+        now.  The upload staging under them is dropped (unless it published first), and its blocks moved there."""
+        # Those with the keys now, taken as it takes them (no await between): of two such commits at once, the later
+        # waits for the earlier and never the other way round.
+        owners = self._claims.losing(incoming.si, incoming.share, incoming.claim, owners=True)
+        incoming.claim.own_keys = True  # begins from now on stage beside it
+        for other in owners:
+            await self.abort(other)
+        if await self._run(self.store.share_meta, incoming.si, incoming.share) is not None or \
+                await self._run(writing, self.store, incoming.si, incoming.share):
+            raise ShareExists(f"share {incoming.share} of {incoming.si.hex()} was placed on this node by another "
+                              "upload first", hint="place this share on another node")
+        incoming.upload = await self._run(restaged, self.store, incoming.upload, incoming.si)
+
+    async def _drop_rivals(self, incoming: Incoming) -> None:
+        """The share is published: the other uploads of it are dropped, their room given back."""
+        for other in self._claims.losing(incoming.si, incoming.share, incoming.claim):
+            await self.abort(other)
 
     async def abort(self, incoming: Incoming) -> None:
         async with incoming.lock:
@@ -437,7 +494,7 @@ class ShareHolder:
         incoming.closed = True
         if self._incoming.pop(incoming.id, None) is not None:
             self._held.count(incoming.uploader, incoming.network, incoming.share_bytes, -1)
-        self._receiving.discard((incoming.upload.storage_index, incoming.share))
+        self._claims.release(incoming.si, incoming.share, incoming.claim)
 
     async def reap(self, now: float | None = None) -> int:
         """Abort uploads idle for IDLE_TIMEOUT (not those with a request being handled) and those past their
@@ -506,9 +563,11 @@ class ShareHolder:
 
             def staged_and_checked() -> tuple[ShareMeta, bytes]:  # one trip to the pool for a small share
                 self._stage(incoming, 0, split_blocks(block, incoming.size, incoming.segment_size, 0))
-                return self._checked(incoming, [terms.get("block_hash")], terms.get("manifest"))
+                return _checked(self.store, incoming, [terms.get("block_hash")], terms.get("manifest"))
 
-            return await self._publish(incoming, staged_and_checked)
+            meta = await self._publish(incoming, staged_and_checked)
+        await self._drop_rivals(incoming)
+        return meta
 
     @staticmethod
     def put_limit(incoming: Incoming) -> int:
@@ -542,19 +601,23 @@ class ShareHolder:
                 "block_hashes": [h.hex() for h in meta.block_hashes],
                 "manifest": manifest.hex() if manifest is not None else None}
 
-    async def first_blocks(self, si: bytes, share: int, first: int, count: int
-                           ) -> tuple[int, AsyncIterator[tuple[int, bytes | None]]]:
-        """Check a read of blocks first..first+count-1 and read the first run of them; returns the answer's length
-        and the blocks with their segments, the rest read as they are taken, READ_RUN bytes per trip to the pool
-        (None: a block found missing or not of its length, the last).  The length is known before the blocks are
-        read: all of a share's blocks but the last are as long as each other, and they make its stored bytes."""
-        meta = await self.held(si, share)
+    async def first_blocks(self, si: bytes, share: int, first: int, count: int, pay: Callable[[int], None]
+                           ) -> tuple[int, AsyncIterator[bytes]]:
+        """Check a read of blocks first..first+count-1, have `pay(size)` charged what its answer may be, and read the
+        first run of them; returns the answer's length and the blocks, the rest read as they are taken, READ_RUN bytes
+        per trip to the pool (ShareNotFound at a block found missing or not of its length).  The length is known
+        before the blocks are read: all of a share's blocks but the last are as long as each other, and they make its
+        stored bytes."""
         if count > MAX_BLOCKS_PER_GET:
             raise InvalidArgument(f"count must be at most {MAX_BLOCKS_PER_GET}", hint="ask for the blocks in several ranges")
+        meta = await self.held(si, share)
         if first + count > meta.segment_count:
             raise RangeNotSatisfiable(f"blocks {first} to {first + count - 1} asked, share {share} has "
                                       f"{meta.segment_count} (0 to {meta.segment_count - 1})",
                                       segment_count=meta.segment_count)
+        # A block is at most this long (the last may be shorter, and is at least a byte).
+        most = (meta.stored_bytes - 1) // (meta.segment_count - 1) if meta.segment_count > 1 else meta.stored_bytes
+        pay(min(meta.stored_bytes, count * most))
         run = await self._run(_read_run, self.store, si, share, first, first + count)
         if run[0] is None:
             raise ShareNotFound(f"block {first} of share {share} is missing on this node", segment=first)
@@ -565,14 +628,14 @@ class ShareHolder:
         return sum(lengths), self._following(si, share, first, first + count, run, lengths)
 
     async def _following(self, si: bytes, share: int, segment: int, end: int, run: list[bytes | None],
-                         lengths: list[int]) -> AsyncIterator[tuple[int, bytes | None]]:
+                         lengths: list[int]) -> AsyncIterator[bytes]:
         first = segment
         while True:
             for block in run:
                 if block is None or len(block) != lengths[segment - first]:
-                    yield segment, None
-                    return
-                yield segment, block
+                    log.error("block %d of share %d of %s is missing or cut: answer cut", segment, share, si.hex())
+                    raise ShareNotFound(f"block {segment} of share {share} is missing on this node", segment=segment)
+                yield block
                 segment += 1
             if segment >= end:
                 return
@@ -656,6 +719,42 @@ class ShareHolder:
             except Exception:
                 log.exception("could not abort upload %s at shutdown (it is cleaned up on the next start)",
                               incoming.id)
+
+
+def _checked(store: ShareStore, incoming: Incoming, block_hashes: Any, manifest_hex: Any) -> tuple[ShareMeta, bytes]:
+    """A commit of `incoming` checked: the share's metadata and the manifest to publish."""
+    if incoming.next_segment != incoming.segment_count:
+        raise UploadIncomplete(f"only {incoming.next_segment} of {incoming.segment_count} segments arrived",
+                               hint="send every segment before committing", received=incoming.next_segment,
+                               segment_count=incoming.segment_count)
+    if not isinstance(block_hashes, list) or not all(isinstance(h, str) and HEX_HASH.fullmatch(h)
+                                                     for h in block_hashes):
+        raise InvalidArgument("block_hashes must be a list of SHA-256 hashes in lower-case hex")
+    if len(block_hashes) != incoming.segment_count:
+        raise ShareMismatch(f"{len(block_hashes)} block hashes given for {incoming.segment_count} segments")
+    for i, (given, computed) in enumerate(zip(block_hashes, incoming.hashes)):
+        if bytes.fromhex(given) != computed:
+            raise ShareMismatch(f"the block of segment {i} does not match its given hash", segment=i,
+                                hint="the block was damaged on its way here, or the hash is wrong")
+    if not isinstance(manifest_hex, str) or len(manifest_hex) % 2 or not re.fullmatch(r"[0-9a-f]*",
+                                                                                       manifest_hex):
+        raise InvalidArgument("manifest must be the manifest's canonical encoding in lower-case hex")
+    raw = bytes.fromhex(manifest_hex)
+    manifest = parse_manifest(raw)
+    expected = {"size": incoming.size, "segment_size": incoming.segment_size, "k": erasure.K, "m": erasure.M,
+                "segment_count": incoming.segment_count}
+    wrong = [f"{k} {getattr(manifest, k)} (expected {v})" for k, v in expected.items() if getattr(manifest, k) != v]
+    if wrong:
+        raise ShareMismatch("the manifest does not describe this upload: " + ", ".join(wrong))
+    if root(incoming.hashes) != manifest.share_root(incoming.share):
+        raise ShareMismatch(f"the Merkle root of the blocks is not the manifest's root of share {incoming.share}")
+    held = store.manifest(incoming.si)
+    if held is not None and held != raw:
+        raise ShareExists("this node holds another manifest for that storage index",
+                          hint="a storage index has one manifest: send the same one for every share")
+    meta = ShareMeta(incoming.share, incoming.segment_count, incoming.share_bytes, incoming.lease_expiry,
+                     incoming.uploader, tuple(incoming.hashes))
+    return meta, raw
 
 
 def _read_run(store: ShareStore, si: bytes, share: int, segment: int, end: int) -> list[bytes | None]:

@@ -21,6 +21,7 @@ from .core.wire import (HOLDER_ANSWER, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER
                         meta_answer_bound, meta_answer_most, share_path, whole_shares_body)
 from ..net.peer_client import EncodedJson, PeerClient, dumps
 from ..tasks import GroupSend
+from .remote import busy_wait
 
 WHOLE_FLIGHTS = 1  # requests of whole shares under way to one holder at once
 MOST_HOLDERS = 1024  # holders whose lanes (SenderLanes) are kept at most
@@ -157,9 +158,19 @@ class RemoteHolder:
         await self.whole.send((self, WholeShare(si, share, terms, block)), len(block))
 
     async def place_shares(self, shares: list[WholeShare]) -> list[dict | PeerRefused]:
-        """Whole shares in one request: per share, in order, what the holder placed or its refusal."""
-        async with self._lanes.to(self.node_id):
-            response = await self._call("PUT", WHOLE_PATH, data=whole_shares_body(shares), max_size=WHOLE_ANSWER)
+        """Whole shares in one request: per share, in order, what the holder placed or its refusal.  A holder busy
+        with other senders' bodies is asked once more after the time it names (remote.busy_wait)."""
+        for again in (False, True):
+            try:
+                async with self._lanes.to(self.node_id):
+                    response = await self._call("PUT", WHOLE_PATH, data=whole_shares_body(shares),
+                                                max_size=WHOLE_ANSWER)
+                break
+            except PeerRefused as err:
+                wait = busy_wait(err)
+                if again or wait is None:
+                    raise
+            await asyncio.sleep(wait)
         answers = self._object(response, "whole shares", ("shares",))["shares"]
         if not isinstance(answers, list) or len(answers) != len(shares) or \
                 not all(isinstance(a, dict) and ("share" in a or "code" in a) for a in answers):

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from ..errors import PeerError, PeerUnreachable
@@ -41,6 +41,11 @@ LONG_PATH = 0.05
 # before the gateway touches its upload there: well within the holder's holder.ROOM_IDLE, past which an idle upload
 # may be aborted to make room for another network's, and its IDLE_TIMEOUT.
 KEEP_ALIVE = 20.0
+# A holder with no room in memory for a body within its wait answers 503 storage-busy and says when to send it again
+# (Retry-After; its upload is as it was): a share's bodies refused so are sent once more after that long, waiting at
+# most BUSY_WAIT_MOST, once per share (those refused before its wait ends are sent again as it ends), rather than the
+# share dropped from that holder at once.
+BUSY_WAIT_MOST = 5.0
 READ_BATCH = 16  # segments of one share fetched from its holder per request
 READ_AHEAD = 1  # requests asked ahead of the one being read
 # On a long path (the probes' average round trip to the holder over LONG_PATH seconds) a share's next
@@ -105,6 +110,7 @@ class RemoteShareWriter:
         self.ahead = SEND_AHEAD_LONG if (holder.round_trip or 0.0) > LONG_PATH else SEND_AHEAD
         self.last_sent = 0.0  # (monotonic) when the last request about the upload was sent
         self.lost: PeerError | None = None  # how its holder failed the share once begun (`holder_lost`)
+        self._busy_until: float | None = None  # (monotonic) the end of the share's one wait for a busy holder
 
     async def begin(self, size: int, segment_size: int, lease_expiry: int) -> None:
         self.upload = await self.holder.begin(self.si, self.share, size, segment_size, lease_expiry)
@@ -163,17 +169,32 @@ class RemoteShareWriter:
         if self._pending:
             batch, first, size = self._pending, self._next, self._pending_bytes
             self._pending, self._pending_bytes, self._next = [], 0, first + len(batch)
-            self._send(self.holder.put_segments(self.upload, first, batch), size)
+            self._send(lambda: self.holder.put_segments(self.upload, first, batch), size)
 
-    def _send(self, request: Awaitable[None], size: int) -> None:
+    def _send(self, request: Callable[[], Awaitable[None]], size: int) -> None:
         """One more request of this share under way, carrying `size` bytes of blocks (stopped by `undo` if the put
         fails)."""
-        sending = asyncio.ensure_future(request)
+        sending = asyncio.ensure_future(self._unless_busy(request))
         self.last_sent = time.monotonic()
         sending.add_done_callback(self._answered)
         if self.sending is not None and size:
             sending.add_done_callback(lambda _: self.sending.give(size))
         self._sending.append(sending)
+
+    async def _unless_busy(self, request: Callable[[], Awaitable[None]]) -> None:
+        """`request()`, sent once more if the holder was busy (BUSY_WAIT_MOST)."""
+        try:
+            return await request()
+        except PeerError as err:
+            wait = busy_wait(err)
+            now = time.monotonic()
+            if wait is None or self._busy_until is not None and now > self._busy_until:
+                raise
+            if self._busy_until is None:
+                self._busy_until = now + wait
+                log.info("share %d: node %s is busy (%s); sent again in %.0f s", self.share, self.node, err, wait)
+        await asyncio.sleep(self._busy_until - time.monotonic())
+        await request()
 
     def _answered(self, _: object) -> None:
         self.last_sent = time.monotonic()  # the holder's last activity was its answer's
@@ -217,7 +238,7 @@ class RemoteShareWriter:
         last, first, size = self._pending, self._next, self._pending_bytes
         self._pending, self._pending_bytes, self._next = [], 0, first + len(last)
         self._commit_sent = True
-        self._send(self.holder.commit(self.upload, block_hashes, manifest, first=first, blocks=last), size)
+        self._send(lambda: self.holder.commit(self.upload, block_hashes, manifest, first=first, blocks=last), size)
         while self._sending and self.lost is None:
             await self._oldest()
         self.committed = self.lost is None
@@ -360,6 +381,15 @@ def holder_lost(err: BaseException) -> bool:
     details = (err.details or {}) if isinstance(err, PeerError) else {}
     status = details.get("peer_status")
     return details.get("peer_code") == "upload-not-found" or (isinstance(status, int) and status >= 500)
+
+
+def busy_wait(err: BaseException) -> float | None:
+    """The seconds to wait before sending a body a busy holder refused again (503 storage-busy: its Retry-After, at most
+    BUSY_WAIT_MOST); None for any other failure."""
+    details = (err.details or {}) if isinstance(err, PeerError) else {}
+    if details.get("peer_code") != "storage-busy":
+        return None
+    return min(float(details.get("peer_retry_after", 1)), BUSY_WAIT_MOST)
 
 
 def answers_for(err: PeerError) -> bool:

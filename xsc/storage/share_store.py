@@ -366,9 +366,9 @@ class ShareStore:
         return out
 
     def abort(self, upload: Upload) -> None:
-        """Forget an upload that will not publish: delete what it staged, release its reservation."""
+        """Forget an upload that will not publish: delete what it staged (no more: see `restaged`), release its room."""
         if upload.held is None:
-            self._delete_staged(upload.storage_index, upload.shares, keys.upload(upload.id))
+            self._delete_staged(upload.storage_index, upload.shares if upload.written else (), keys.upload(upload.id))
         with self._lock:
             self._uploads.pop(upload.id, None)
 
@@ -736,6 +736,36 @@ def placing(store: ShareStore, si: bytes, capability: str | None) -> Iterator[No
             raise NotFound("the file was removed while it was being repaired: nothing the repair rebuilt was kept",
                            hint="`xsc store ls` lists the files this node uploaded")
         yield
+
+
+def writing(store: ShareStore, si: bytes, share: int) -> bool:
+    """Whether an upload in progress here stages blocks under the keys of share `share` of `si` (this node's own put or
+    repair writing its shares here, or a holder's upload of it)."""
+    with store._lock:
+        return any(u.storage_index == si and share in u.shares for u in store._uploads.values())
+
+
+def restaged(store: ShareStore, upload: Upload, si: bytes) -> Upload:
+    """What `upload` staged under a storage index of its own (holder.py: a share's upload begun beside another
+    one) staged again under `si`'s keys, by an upload that takes over its reservation; `upload` is aborted."""
+    with store._lock:
+        reserved, upload.reserved = upload.reserved, 0
+    try:
+        moved = store.begin_upload(si, upload.shares, reserved)
+    except BaseException:
+        with store._lock:
+            upload.reserved = reserved
+        raise
+    try:
+        with nullcontext(upload.held.items()) if upload.held is not None else \
+                store.blocks.iterator(prefix=keys.blocks_of(upload.storage_index), fill_cache=False) as staged:
+            for key, block in staged:
+                moved.put_blocks(keys.block_segment(key), {keys.block_share(key): block})
+    except BaseException:
+        store.abort(moved)
+        raise
+    store.abort(upload)
+    return moved
 
 
 def _damage_mark(raw: bytes) -> tuple[str, str | None]:

@@ -10,10 +10,11 @@ from typing import Callable
 
 from aiohttp import web
 
-from ...errors import BadRequest, BadRequestSignature, BodyTimeout, PayloadTooLarge, XscError
+from ...errors import BadRequest, BadRequestSignature, BodyTimeout, PayloadTooLarge, ShareNotFound, XscError
 from ...identity import body_digest
 from ...net.addresses import network_key
 from ...serve.body import BodyLate, read_into
+from ...serve.direct import Stalled, send_body
 from ...storage.holder import BODY_STALL, MIN_BODY_RATE, MIN_UPLOAD_RATE
 from ...storage.locate import LOCATE_PATH, parse_locate
 from ...storage.core.wire import (DAMAGE_PATH, WHOLE_MAX_BODY, WHOLE_PATH, body_parts, parse_count,
@@ -163,17 +164,16 @@ async def share_blocks(request: web.Request) -> web.StreamResponse:
     first = parse_count(request.query.get("from"), "from")
     count = parse_count(request.query.get("count"), "count", minimum=1)
     holder = request.app[NODE].share_holder
-    length, blocks = await holder.first_blocks(si, share, first, count)  # checked: refusals come before the answer
+    length, blocks = await holder.first_blocks(  # checked and paid for: refusals come before the answer
+        si, share, first, count, pay=lambda size: peer_auth.charge_answer(request, size, bulk=True))
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     response.content_length = length  # not chunked: each block is written as it is, without framing
     await response.prepare(request)
-    async for segment, block in blocks:
-        if block is None:
-            # Headers are gone: cut the connection, so the reader sees a short answer and asks another holder.
-            log.error("block %d of share %d of %s is missing or cut: answer cut", segment, share, si.hex())
-            request.transport.close()
-            return response
-        await response.write(block)
+    try:  # a reader that takes nothing for BODY_STALL is cut, or it would hold its blocks in memory for good
+        await send_body(request, response, blocks, stall=BODY_STALL)
+    except (Stalled, ShareNotFound):  # headers gone: cut, so the reader sees a short answer and asks another holder
+        request.transport.close()
+        return response
     await response.write_eof()
     return response
 
