@@ -135,7 +135,7 @@ async def test_a_provider_answering_other_results_than_its_record_signs_is_struc
     await _settled(gateway)
     assert _balances(gateway, provider)[0] == before[0]  # (each receipt stays on the provider's chain, unpaid)
     assert gateway.app[NODE].paid.gateway_tabs.refused_receipts == 2
-    assert [why for why in struck if "contradicted by its own records" in why] == [struck[1], struck[3]], struck
+    assert sorted("contradicted by its own records" in why for why in struck) == [False, False, True, True], struck
     assert gateway.app[NODE].ledger.holding() == {}
     for node in (gateway, provider):
         report = await (await node.get("/v1/ledger/verify")).json()
