@@ -99,6 +99,8 @@ ERRORS = [
     (["provenance", "f" * 32], "no provenance record"),
     (["provenance", "f" * 32], "a call another node ran is recorded and signed there, kept compute.record_retention: "
                                "xsc compute provenance ID --provider NODE"),
+    (["replay", "f" * 32], "a call another node ran is recorded and signed there, kept compute.record_retention: "
+                           "xsc compute provenance ID --provider NODE"),
 ]
 
 

@@ -1,22 +1,23 @@
 """Remote invokes held to their providers' signed records (compute/spot_checks.py), on two real nodes: an honest
-run checked, kept and shown on the gateway; a provider that answers other results than its record signs struck; a
-record shown to the node that paid for its run alone; the checks after the answers bounded in number."""
+run checked, kept and shown on the gateway; a provider that answers other results than its record signs struck and
+not paid; a record shown to the node that paid for its run alone; the checks after the answers bounded in number."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import time
 
 import pytest
 
 from tests.support.compute import deploy, invoke, peer_with_provider, values
 from tests.support.waiting import eventually_async
 
-from xsc.compute import spot_checks
-from xsc.errors import ProvenanceNotFound
+from xsc.compute import provenance, spot_checks
+from xsc.errors import ProvenanceNotFound, QuotaExceeded
 from xsc.identity import Identity, sign_request
 from xsc.net.compute import PROVENANCE_PATH
-from xsc.node import IDENTITY
+from xsc.node import CLIENT_IDENTITY, IDENTITY
 from xsc.node.appkeys import NODE
 
 PRICE = 1_000_000  # micro-credits per million fuel
@@ -39,6 +40,37 @@ async def _add(gateway, module: str, a: int, b: int, **options) -> tuple[int, di
 
 def _checks(node) -> dict[str, int]:
     return node.app[NODE].paid.checks.status()
+
+
+def _balances(gateway, provider) -> tuple[int, int]:
+    return (gateway.app[NODE].ledger.store.state(gateway.app[CLIENT_IDENTITY].public_key).balance,
+            provider.app[NODE].ledger.store.state(provider.app[IDENTITY].public_key).balance)
+
+
+async def _settled(gateway) -> None:
+    """Every tab of the gateway closed and its receipt paid or refused."""
+    await eventually_async(lambda: _checks(gateway)["checking"] == 0, "the checks done")
+    tabs = gateway.app[NODE].paid.gateway_tabs
+    await tabs.close()
+    await gateway.app[NODE].paid.payments.retry_all()
+    tabs.start()
+    await eventually_async(lambda: gateway.app[NODE].ledger.pending() == [], "every tab paid or refused")
+
+
+def _resigned(provider, signed: dict, **changes) -> dict:
+    """`signed`'s record with `changes`, signed by the provider on its own (a hostile one signs what it likes)."""
+    return provenance.decode(provenance.sign(provider.app[IDENTITY], {**signed["record"], **changes}))
+
+
+def _answering(provider, monkeypatch, change) -> None:
+    """The provider answers each call on a tab as `change` makes its honest answer."""
+    paid = provider.app[NODE].paid
+    run_on_tab = paid._run_on_tab
+
+    async def lying(*args, **kwargs):
+        return change(await run_on_tab(*args, **kwargs))
+
+    monkeypatch.setattr(paid, "_run_on_tab", lying)
 
 
 async def _peer_get(node, sender: Identity, path: str) -> tuple[int, dict]:
@@ -77,29 +109,69 @@ async def test_a_remote_wasi_run_and_a_trap_are_checked(node_factory) -> None:
     assert _checks(gateway) | {"checked": 2, "held": 2, "struck": 0} == _checks(gateway)
 
 
-async def test_a_provider_answering_other_results_than_its_record_signs_is_struck(node_factory, monkeypatch) -> None:
+async def test_a_provider_answering_other_results_than_its_record_signs_is_struck_and_not_paid(
+        node_factory, monkeypatch) -> None:
     gateway, provider, module = await _pair(node_factory, check_rate=1)
-    paid = provider.app[NODE].paid
-    run_on_tab = paid._run_on_tab
+    before = _balances(gateway, provider)
 
-    async def lying(*args, **kwargs):
-        answer = await run_on_tab(*args, **kwargs)
+    def other_results(answer: dict) -> dict:
         answer["run"]["results"] = [{"type": "i32", "value": 4}]  # its record signs 3
         return answer
 
-    monkeypatch.setattr(paid, "_run_on_tab", lying)
+    _answering(provider, monkeypatch, other_results)
     struck: list[str] = []
     monkeypatch.setattr(gateway.app[NODE].quarantine, "strike", lambda node, why, **kw: struck.append(why) or False)
     provider_id = provider.app[NODE].peers.identity.id
     status, body = await _add(gateway, module, 1, 2)  # sampled: answered, checked after
     assert status == 200 and values(body) == [4], body
     await eventually_async(lambda: _checks(gateway)["struck"] == 1, "the provider struck")
-    assert len(struck) == 1 and provider_id in struck[0] and "other results" in struck[0], struck
+    assert provider_id in struck[0] and "other results" in struck[0], struck
     status, problem = await _add(gateway, module, 1, 2, verify=True)  # asked for: checked before the answer
     assert status == 502 and problem["code"] == "forged-result" and "other results" in problem["detail"], problem
-    assert len(struck) == 2
     health = await (await gateway.get("/v1/node/status")).json()
     assert health["remote_compute"]["checks"]["struck"] == 2
+    # The calls its records contradict are not paid: each tab's receipt counts one, above the tally, so neither
+    # receipt is paid (and each is a claim for money not owed: struck again).
+    await _settled(gateway)
+    assert _balances(gateway, provider)[0] == before[0]  # (each receipt stays on the provider's chain, unpaid)
+    assert gateway.app[NODE].paid.gateway_tabs.refused_receipts == 2
+    assert sorted("contradicted by its own records" in why for why in struck) == [False, False, True, True], struck
+    assert gateway.app[NODE].ledger.holding() == {}
+    for node in (gateway, provider):
+        report = await (await node.get("/v1/ledger/verify")).json()
+        assert report["ok"], report
+
+
+async def test_a_tab_is_not_paid_before_the_check_of_a_call_on_it_ends(node_factory, monkeypatch) -> None:
+    # The check of a sampled answer is held back past the tab's interval and its close: the tab waits for it, and
+    # the call it catches is not paid.
+    gateway, provider, module = await _pair(node_factory, check_rate=1)
+    before = _balances(gateway, provider)
+    release = asyncio.Event()
+    fetch = spot_checks.fetch_record
+
+    async def held_back(*args):
+        await release.wait()
+        return await fetch(*args)
+
+    monkeypatch.setattr(spot_checks, "fetch_record", held_back)
+
+    def more_fuel(answer: dict) -> dict:
+        answer["run"]["fuel_consumed"] += 1
+        return answer
+
+    _answering(provider, monkeypatch, more_fuel)
+    status, body = await _add(gateway, module, 1, 2)
+    assert status == 200, body
+    tabs = gateway.app[NODE].paid.gateway_tabs
+    await tabs.close()  # the tab's close is due: it waits for the check
+    await gateway.app[NODE].paid.payments.retry_all()
+    tabs.start()
+    assert len(gateway.app[NODE].ledger.pending()) == 1 and _balances(gateway, provider) == before
+    release.set()
+    await _settled(gateway)
+    assert _checks(gateway)["struck"] == 1 and _balances(gateway, provider)[0] == before[0]
+    assert tabs.refused_receipts == 1
 
 
 @pytest.mark.parametrize("lie", ["altered", "withheld"])
@@ -129,10 +201,101 @@ async def test_a_record_is_shown_to_the_node_that_paid_for_its_run_alone(node_fa
     path = PROVENANCE_PATH.format(id=body["provenance"])
     status, signed = await _peer_get(provider, gateway.app[IDENTITY], path)
     assert status == 200 and signed["record"]["id"] == body["provenance"], signed
-    status, problem = await _peer_get(provider, Identity.generate(), path)
-    assert status == 403 and problem["code"] == "forbidden", problem
-    status, problem = await _peer_get(provider, gateway.app[IDENTITY], PROVENANCE_PATH.format(id="ab" * 16))
+    # Any other node is answered as for a run that never was: it learns not which ids there are.
+    stranger = Identity.generate()
+    status, problem = await _peer_get(provider, stranger, path)
+    missing = "ab" * 16
+    status_missing, problem_missing = await _peer_get(provider, stranger, PROVENANCE_PATH.format(id=missing))
+    assert status == status_missing == 404 and problem["code"] == "provenance-not-found", problem
+    assert {**problem, "detail": problem["detail"].replace(body["provenance"], missing)} == problem_missing
+    status, problem = await _peer_get(provider, gateway.app[IDENTITY], PROVENANCE_PATH.format(id=missing))
     assert status == 404 and problem["code"] == "provenance-not-found", problem
+
+
+async def test_a_provider_asked_for_a_record_answering_another_runs_is_struck_not_kept(node_factory,
+                                                                                   monkeypatch) -> None:
+    gateway, provider, module = await _pair(node_factory, check_rate=0)
+    answers = [await _add(gateway, module, n, 1) for n in (1, 2)]
+    assert [status for status, _ in answers] == [200, 200], answers
+    first, second = (body["provenance"] for _, body in answers)
+    checks = provider.app[NODE].paid.checks
+    served = checks.served
+    monkeypatch.setattr(checks, "served", lambda peer, pid: served(peer, first))
+    shown = await gateway.get(f"/v1/compute/provenance/{second}")
+    problem = await shown.json()
+    assert shown.status == 502 and problem["code"] == "forged-result" and "another run" in problem["detail"], problem
+    assert gateway.app[NODE].compute.store.kept_run(bytes.fromhex(second)) is None
+
+
+async def test_a_provider_answering_two_calls_with_one_run_is_struck(node_factory, monkeypatch) -> None:
+    gateway, provider, module = await _pair(node_factory, check_rate=0)
+    first: list[dict] = []
+
+    def the_first_again(answer: dict) -> dict:  # the same call again: answered with the first run, running nothing
+        first.append(answer)
+        return copy.deepcopy(first[0])
+
+    _answering(provider, monkeypatch, the_first_again)
+    status, body = await _add(gateway, module, 1, 2, verify=True)
+    assert status == 200 and body["verified"] is True, body
+    status, problem = await _add(gateway, module, 1, 2, verify=True)  # the same tab: its record's deal is this one's
+    assert status == 502 and problem["code"] == "forged-result" and "another call with" in problem["detail"], problem
+
+
+async def test_a_provider_naming_its_run_otherwise_than_in_hex_is_struck(node_factory, monkeypatch) -> None:
+    gateway, provider, module = await _pair(node_factory, check_rate=0)
+    named = "z" * 32
+    checks = provider.app[NODE].paid.checks
+    served = checks.served
+    last: list[str] = []
+
+    def renamed(answer: dict) -> dict:
+        last.append(answer["run"]["provenance"])
+        answer["run"]["provenance"] = named
+        return answer
+
+    _answering(provider, monkeypatch, renamed)
+    monkeypatch.setattr(checks, "served", lambda peer, pid: _resigned(provider, served(peer, last[-1]), id=named))
+    status, problem = await _add(gateway, module, 1, 2, verify=True)
+    assert status == 502 and problem["code"] == "forged-result" and "named no run" in problem["detail"], problem
+
+
+async def test_a_record_dated_far_ahead_is_not_kept_past_the_sweep(node_factory, monkeypatch) -> None:
+    # The sweep of kept records goes by the date in their ids, which the provider chose: one dated in a century is
+    # not kept (its provider still shows it).
+    gateway, provider, module = await _pair(node_factory, check_rate=0)
+    ahead = ((time.time_ns() + 100 * 365 * 86400 * 10**9).to_bytes(8, "big") + bytes(8)).hex()
+    checks = provider.app[NODE].paid.checks
+    served = checks.served
+    last: list[str] = []
+
+    def dated_ahead(answer: dict) -> dict:
+        last.append(answer["run"]["provenance"])
+        answer["run"]["provenance"] = ahead
+        return answer
+
+    _answering(provider, monkeypatch, dated_ahead)
+    monkeypatch.setattr(checks, "served", lambda peer, pid: _resigned(provider, served(peer, last[-1]), id=ahead))
+    status, body = await _add(gateway, module, 1, 2, verify=True)
+    assert status == 200 and body["verified"] is True and body["provenance"] == ahead, body
+    assert gateway.app[NODE].compute.store.kept_run(bytes.fromhex(ahead)) is None
+    shown = await gateway.get(f"/v1/compute/provenance/{ahead}")
+    assert shown.status == 200 and (await shown.json())["record"]["id"] == ahead
+
+
+async def test_a_provider_too_busy_to_show_a_record_is_not_struck(node_factory, monkeypatch) -> None:
+    gateway, provider, module = await _pair(node_factory, check_rate=0)
+    before = _balances(gateway, provider)
+
+    def busy(peer: str, provenance_id: str) -> dict:
+        raise QuotaExceeded("over the sender's work quota")
+
+    monkeypatch.setattr(provider.app[NODE].paid.checks, "served", busy)
+    status, problem = await _add(gateway, module, 1, 2, verify=True)
+    assert status == 502 and problem["code"] == "peer-unreachable", problem
+    assert _checks(gateway) | {"unreached": 1, "struck": 0} == _checks(gateway)
+    await _settled(gateway)  # the call ran: paid
+    assert _balances(gateway, provider)[1] > before[1]
 
 
 async def test_checks_after_the_answers_are_bounded_in_number(node_factory, monkeypatch) -> None:

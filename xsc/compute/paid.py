@@ -110,8 +110,8 @@ class PaidCompute:
         self._verified: dict[str, Authorization] = {}  # authorizations (their hex) checked to pay this node
         # Tab calls to one provider go in self-clocked batches; what they may cost is on disk before each is sent.
         self.batcher = InvokeBatcher(client, gather=GATHER, before_send=gateway_tabs.write_tallies)
-        self.checks = SpotChecks(compute=compute, client=client, me=node.id, payer=payer.id, rate=check_rate,
-                                 url_of=lambda provider: peers.peer(provider).url, on_strike=on_strike)
+        self.checks = SpotChecks(compute=compute, client=client, tabs=gateway_tabs, me=node.id, payer=payer.id,
+                                 rate=check_rate, url_of=lambda provider: peers.peer(provider).url, on_strike=on_strike)
 
     def loops(self) -> dict[str, Any]:
         return {"pushed-modules-sweep": self._sweep_loop}
@@ -303,15 +303,16 @@ class PaidCompute:
         if type(amount) is not int or not 0 <= amount <= budget:
             self.gateway_tabs.lost(tab, budget)
             raise PeerRefused(f"provider {provider} answered a run charging {amount!r}, not 0 to {budget}")
+        checked = self.checks.due(provider, tab, run, verify)  # (first: then its tab waits for the check)
         self.gateway_tabs.answered(tab, budget, amount)
         self.market.note_paid(provider, amount, by_them=False)
         tab_id = tab.auth.id.hex()
         run.update(provider=provider, deal={**deal, "authorization": tab_id}, tab=tab_id)
         if verify:
-            await self.checks.check(Answered(provider, url, call, price, tab_id, run, answer.get("trap")))
+            await self.checks.check(Answered(provider, url, call, price, tab, run, answer.get("trap")))
             run["verified"] = True
-        else:
-            self.checks.answered(provider, url, call, price, tab_id, run, answer.get("trap"))
+        elif checked:
+            self.checks.start(Answered(provider, url, call, price, tab, run, answer.get("trap")))
         if "trap" in answer:
             trap = answer["trap"] if isinstance(answer["trap"], dict) else {}
             facts = {k: v for k, v in run.items() if k not in ("kind", "hint", "message")}

@@ -47,6 +47,16 @@ METERING_TIME_BOUNDED = "time-bounded"  # a trap whose count wasmtime may under-
 _ID_RE = re.compile(r"[0-9a-f]{32}")
 
 
+def is_id(text: Any) -> bool:
+    """Whether `text` is a provenance id as records and answers spell it: 32 lowercase hex digits."""
+    return type(text) is str and _ID_RE.fullmatch(text) is not None
+
+
+def id_time_ns(provenance_id: bytes) -> int:
+    """When a record says its run began (its id's first 8 bytes): the provider's word, for a run elsewhere."""
+    return int.from_bytes(provenance_id[:8], "big")
+
+
 def new_id() -> bytes:
     """16 bytes: nanoseconds since the epoch (so ids sort by time), then 8 random bytes."""
     return struct.pack(">QQ", time.time_ns(), unique_bits(64))

@@ -122,6 +122,10 @@ class OpenTab:
     # Whether the work reserved on it may have run.  A job's tab (`reserve_alone`) is shown to its provider before
     # its run is asked for (`run_asked`): until then nothing can have run under it, and its tally owes nothing.
     asked: bool = True
+    # Answers whose provider's record is being checked (compute/spot_checks.py): the tab is not closed before they
+    # are, since an answer its record contradicts is taken out of the tally (`checked`).
+    checking: int = 0
+    forged: int = 0  # answers taken out so: what they charged is not owed
 
     @functools.cached_property
     def hex(self) -> str:
@@ -314,18 +318,38 @@ class GatewayTabs:
         tab.lost_budget += budget
         self._ended(tab, budget, None)
 
+    def checking(self, tab: OpenTab) -> None:
+        """An answer on `tab` is to be held to its provider's record: the tab is not closed until it is (`checked`)."""
+        tab.checking += 1
+
+    def checked(self, tab: OpenTab, forged: int | None) -> None:
+        """An answer on `tab` was held to its provider's record.  One the record contradicts (`forged`: what it
+        charged) is not paid: its charge leaves the tally, so a receipt that counts it is above the tally, and is not
+        paid at all (`_payable`), as a forged job output's tab is not."""
+        tab.checking -= 1
+        if forged is not None:
+            tab.forged += 1
+            tab.metered -= forged
+            self._tally_changed(tab)
+            self.ledger.unhold_for(tab.auth, forged)
+            if self._open.get(tab.provider) is tab:  # no more calls on a tab its provider will not be paid
+                del self._open[tab.provider]
+                tab.closing = True
+        if tab.closing and tab.in_flight == 0 and tab.checking == 0:
+            self._spawn_close(tab)
+
     def _ended(self, tab: OpenTab, budget: int, amount: int | None) -> None:
         tab.reserved -= budget
         tab.in_flight -= 1
         if amount is not None:
             tab.metered += amount
             tab.count += 1
-        if tab.closing and tab.in_flight == 0:
+        if tab.closing and tab.in_flight == 0 and tab.checking == 0:
             self._spawn_close(tab)
 
     def _retire(self, tab: OpenTab) -> None:
         tab.closing = True
-        if tab.in_flight == 0:
+        if tab.in_flight == 0 and tab.checking == 0:
             self._spawn_close(tab)
 
     def _spawn_close(self, tab: OpenTab) -> None:
@@ -467,8 +491,9 @@ class GatewayTabs:
         counted = dict(receipt.usage).get("invokes", 0)
         past = (f"; its receipt counts {counted}, each past those at most {format_credits(tab.per_request)}"
                 if tab.per_request else "")
+        forged = f", {tab.forged} contradicted by its own records" if tab.forged else ""
         why = (f"countersigned {format_credits(receipt.amount)} credits for a tab of {tab.count} calls whose answers "
-               f"owed {format_credits(tab.metered)} ({tab.unknown} answers lost{past})")
+               f"owed {format_credits(tab.metered)} ({tab.unknown} answers lost{forged}{past})")
         log.error("provider %s %s: refusing to pay it", tab.provider, why)
         if _claims_what_it_did_not_do(tab, counted):
             self.payments.on_strike(tab.provider, f"{why}: not paid")

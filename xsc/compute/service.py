@@ -66,6 +66,16 @@ class InvokeCall:
 
 
 INVOKE_FIELDS = frozenset({"module", "function", "args", "fuel", "memory", "timeout", "wasi"})
+# What `provenance-not-found` tells its user: where a run's record is when it is not on the node asked.
+NOT_HERE_HINT = ("a call another node ran is recorded and signed there, kept compute.record_retention: xsc compute "
+                 "provenance ID --provider NODE (the node its answer names as provider); this node's: xsc compute "
+                 "provenance --list")
+
+
+def provenance_not_found(provenance_id: str) -> ProvenanceNotFound:
+    """No record `provenance_id` here, or none shown to the node that asks: the same words, so a node shown none
+    cannot tell which."""
+    return ProvenanceNotFound(f"no provenance record {provenance_id} on this node", hint=NOT_HERE_HINT)
 
 
 def parse_invoke(body: Any) -> InvokeCall:
@@ -637,10 +647,7 @@ class ComputeService:
             self.journal.sign_pending()
             data = self.store.provenance(record_id)
         if data is None:
-            raise ProvenanceNotFound(f"no provenance record {provenance_id} on this node",
-                                     hint="a call another node ran (its `provider`) is recorded and signed there, "
-                                          "and one settled is kept for compute.record_retention; "
-                                          "list this node's with: xsc compute provenance --list")
+            raise provenance_not_found(provenance_id)
         return provenance.decode(data)
 
     def runs_per_minute(self, minutes: int, cap: int = 200_000) -> dict[str, Any]:

@@ -6,11 +6,15 @@ alone (`served`: GET /v1/peer/compute/provenance/{id}).  The gateway fetches it,
 the answers the provider cannot foresee (a countdown drawn at random at `rate`: one counter on a call's path) and
 for every call whose user asks (`verify`), and holds it to the call (module, entrypoint, arguments, the tab's
 authorization, the price, this node's payer) and to the answer (results or trap, fuel, charge, exit code and
-streams).  A record that does not hold, or that its provider does not serve for a call it answered, is a strike
-against it.  Sampled checks run as CHECKING tasks at most: a sampled answer past them is not checked (`skipped`).
+streams), and to the other answers: a run named by two answers is a strike too.  A record that does not hold, or
+that its provider does not serve for a call it answered, is a strike against it, and the call is not paid: its tab
+is not closed while a check of one of its answers runs, and an answer caught drops its charge from the tab's tally
+(remote_tabs.py: `GatewayTabs.checked`), so its provider's receipt, which counts it, is above the tally and not paid.
+Sampled checks run as CHECKING tasks at most: a sampled answer past them is not checked (`skipped`).
 A checked record is kept (`c/r/`, swept as a job's provider's records are: compute.record_retention after its run
-began) so that `xsc compute provenance ID` shows it; one not checked is fetched from its provider when asked for
-(`provenance`), which this node finds among its RECENT latest remote runs, or is told.
+began, by its id, which its provider chose: one dated past KEEP_AHEAD from now is not kept) so that `xsc compute
+provenance ID` shows it; one not checked is fetched from its provider when asked for (`provenance`), which this node
+finds among its RECENT latest remote runs, or is told.
 """
 
 from __future__ import annotations
@@ -19,24 +23,29 @@ import asyncio
 import logging
 import math
 import random
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import Forbidden, ForgedResult, InvalidArgument, PeerRefused, PeerUnreachable, ProvenanceNotFound, XscError
+from ..errors import ForgedResult, InvalidArgument, PeerRefused, PeerUnreachable, ProvenanceNotFound, XscError
 from ..ledger.core.pricing import price_compute
 from ..net.compute import fetch_record
 from ..net.peer_client import PeerClient
 from ..tasks import stop
 from . import provenance
-from .service import ComputeService, InvokeCall
+from .remote_tabs import GatewayTabs, OpenTab
+from .service import NOT_HERE_HINT, ComputeService, InvokeCall, provenance_not_found
 
 log = logging.getLogger(__name__)
 
 CHECKING = 8  # sampled checks under way at once, at most
 RECENT = 4096  # the latest remote runs whose provider is remembered (for `provenance`)
 _ID_CHARS = 32  # a provenance id's hex
+# How far ahead of this node's clock a kept record's id may be dated: the sweep goes by that date, which the provider
+# chose, so a record dated further is not kept (it stays shown by its provider).  Clocks of honest nodes agree better.
+KEEP_AHEAD = 3600 * 10**9
 
 
 @dataclass
@@ -47,15 +56,16 @@ class Answered:
     url: str
     call: InvokeCall
     price: int
-    authorization: str  # the tab's, hex
+    tab: OpenTab  # the call's: not closed until its check says whether the call is paid
     run: dict[str, Any]
     trap: Any  # the answer's trap, None if the call returned
+    settled: bool = False  # its tab told the outcome of its check
 
 
 class SpotChecks:
-    def __init__(self, *, compute: ComputeService, client: PeerClient, me: str, payer: str, rate: float,
-                 url_of: Callable[[str], str], on_strike: Callable[[str, str], None]) -> None:
-        self.compute, self.client, self.me, self.payer = compute, client, me, payer
+    def __init__(self, *, compute: ComputeService, client: PeerClient, tabs: GatewayTabs, me: str, payer: str,
+                 rate: float, url_of: Callable[[str], str], on_strike: Callable[[str, str], None]) -> None:
+        self.compute, self.client, self.tabs, self.me, self.payer = compute, client, tabs, me, payer
         self.url_of = url_of  # a peer's URL (PeerNotFound for one this node does not know)
         self.rate = rate  # the share of remote answers checked (compute.check_rate)
         self.on_strike = on_strike
@@ -63,6 +73,7 @@ class SpotChecks:
         self._countdown = self._draw()
         self._recent: deque[tuple[str, str]] = deque(maxlen=RECENT)  # (provenance id, provider)
         self._tasks: set[asyncio.Task] = set()
+        self._closed = False
         self.counts = {"checked": 0, "held": 0, "struck": 0, "unserved": 0, "unreached": 0, "skipped": 0}
 
     def status(self) -> dict[str, int]:
@@ -77,25 +88,35 @@ class SpotChecks:
         return 1 + int(math.log(1.0 - self._random.random()) / math.log(1.0 - self.rate))
 
     # --- the gateway's side ---------------------------------------------------------------------------
-    def answered(self, provider: str, url: str, call: InvokeCall, price: int, authorization: str,
-                 run: dict[str, Any], trap: Any) -> None:
-        """On a remote call's path, once answered: its provider noted, and a check started if its turn came."""
+    def due(self, provider: str, tab: OpenTab, run: dict[str, Any], verify: bool) -> bool:
+        """On a remote call's path, once answered and before its answer is taken into its tab: its provider noted,
+        and whether its answer is checked (`verify`, or its turn came and a check can start).  If it is, its tab is
+        not closed until the check (`check`, or `start`) says whether the call is paid."""
         pid = run.get("provenance")
         if type(pid) is str and len(pid) == _ID_CHARS:
             self._recent.append((pid, provider))
-        self._countdown -= 1
-        if self._countdown > 0:
+        if not verify:
+            self._countdown -= 1
+            if self._countdown > 0:
+                return False
+            self._countdown = self._draw()
+            if len(self._tasks) >= CHECKING or self._closed:
+                self.counts["skipped"] += 1
+                return False
+        self.tabs.checking(tab)
+        return True
+
+    def start(self, answered: Answered) -> None:
+        """Check `answered` after its answer, in the background (one `due` said is)."""
+        if self._closed:
+            self._settle(answered, None)
             return
-        self._countdown = self._draw()
-        if len(self._tasks) >= CHECKING:
-            self.counts["skipped"] += 1
-            return
-        task = asyncio.get_running_loop().create_task(
-            self._sampled(Answered(provider, url, call, price, authorization, run, trap)))
+        task = asyncio.get_running_loop().create_task(self._sampled(answered))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda done: (self._tasks.discard(done), self._settle(answered, None)))
 
     async def close(self) -> None:
+        self._closed = True
         await stop(*self._tasks)
 
     async def _sampled(self, answered: Answered) -> None:
@@ -110,10 +131,26 @@ class SpotChecks:
 
     async def check(self, answered: Answered) -> dict[str, Any]:
         """The provider's signed record of the call, held to it and to its answer, then kept: ForgedResult (and a
-        strike) if it does not hold or the provider does not serve it; PeerUnreachable if it cannot be asked."""
+        strike, and the call not paid) if it does not hold or the provider does not serve it; PeerUnreachable if
+        it cannot be asked (the call is paid)."""
+        try:
+            signed = await self._check(answered)
+        except ForgedResult:
+            self._settle(answered, answered.run.get("charge"))
+            raise
+        finally:
+            self._settle(answered, None)
+        return signed
+
+    def _settle(self, answered: Answered, forged: Any) -> None:
+        if not answered.settled:
+            answered.settled = True
+            self.tabs.checked(answered.tab, forged if type(forged) is int else None)
+
+    async def _check(self, answered: Answered) -> dict[str, Any]:
         provider, pid = answered.provider, answered.run.get("provenance")
         try:
-            if type(pid) is not str or len(pid) != _ID_CHARS:
+            if not provenance.is_id(pid):
                 raise PeerRefused(f"it named no run ({str(pid)[:40]!r})")
             signed = await fetch_record(self.client, answered.url, provider, pid)
         except PeerUnreachable as err:
@@ -121,16 +158,31 @@ class SpotChecks:
             log.warning("provider %s's record %s of a call it answered could not be fetched: %s", provider, pid, err)
             raise
         except PeerRefused as err:
+            status = err.details.get("peer_status")
+            if type(status) is int and (status == 429 or status >= 500):  # busy, or failing: it said nothing of the run
+                self.counts["unreached"] += 1
+                log.warning("provider %s could not show its record %s of a call it answered: %s", provider, pid, err)
+                raise PeerUnreachable(f"provider {provider} could not show its record {pid} of the call now ({err})",
+                                      hint="the call ran and is paid; xsc compute provenance ID --provider NODE "
+                                           "asks for its record again") from None
             self.counts["unserved"] += 1
             raise self._struck(provider, f"provider {provider} does not serve its record of a call it answered "
                                          f"({err})") from None
         self.counts["checked"] += 1
         why = _unsigned(signed, provider, self.me) or self._unlike(signed["record"], answered)
+        if why is None and sum(1 for r, p in self._recent if r == pid and p == provider) > 1:
+            why = "is of a run it answered another call with as well"
         if why is not None:
             raise self._struck(provider, f"provider {provider}'s signed record {pid} {why}")
         self.counts["held"] += 1
-        self.compute.store.keep_run(bytes.fromhex(pid), signed)
+        self._keep(pid, signed)
         return signed
+
+    def _keep(self, pid: str, signed: dict[str, Any]) -> None:
+        """Keep a provider's record this node checked, unless dated too far ahead for the sweep to reach it."""
+        key = bytes.fromhex(pid)
+        if provenance.id_time_ns(key) <= time.time_ns() + KEEP_AHEAD:
+            self.compute.store.keep_run(key, signed)
 
     def _struck(self, provider: str, why: str) -> ForgedResult:
         self.counts["struck"] += 1
@@ -148,7 +200,7 @@ class SpotChecks:
                 or record.get("function") != call.function or record.get("args") != args \
                 or (argv is not None and wasi.get("argv") != argv) or (argv is None) != ("wasi" not in record):
             return "is of another call (module, entrypoint or arguments)"
-        if deal.get("authorization") != answered.authorization or deal.get("gateway") != self.me \
+        if deal.get("authorization") != answered.tab.auth.id.hex() or deal.get("gateway") != self.me \
                 or record.get("requester") != self.payer:
             return "was not made for this call's tab (another authorization or payer)"
         if record.get("outcome") != ("trap" if trap is not None else "ok") \
@@ -178,9 +230,7 @@ class SpotChecks:
         provider = provider or next((p for r, p in reversed(self._recent) if r == pid), None)
         if provider is None:
             raise ProvenanceNotFound(f"no provenance record {provenance_id} on this node, nor of a run it sent "
-                                     "elsewhere lately", hint="a call another node ran is recorded and signed there, "
-                                     "kept compute.record_retention: xsc compute provenance ID --provider NODE (the "
-                                     "node its answer names as provider)")
+                                     "elsewhere lately", hint=NOT_HERE_HINT)
         try:
             signed = await fetch_record(self.client, self.url_of(provider), provider, pid)
         except PeerRefused as err:
@@ -188,22 +238,23 @@ class SpotChecks:
                                      hint="it is kept compute.record_retention after its run; only the node that "
                                           "paid for a run is shown it") from None
         why = _unsigned(signed, provider, self.me)
+        if why is None and signed["record"].get("id") != pid:
+            why = "is of another run"
         if why is not None:
             raise self._struck(provider, f"provider {provider}'s signed record {pid} {why}")
-        self.compute.store.keep_run(bytes.fromhex(pid), signed)
+        self._keep(pid, signed)
         return signed
 
     # --- the provider's side ---------------------------------------------------------------------------
     def served(self, peer: str, provenance_id: str) -> dict[str, Any]:
         """This node's signed record of a run, to the node that paid for it (the gateway whose tab it ran on, or
-        its payer): 404 for a record this node does not have (or no longer: compute.record_retention), 403 to
-        any other node."""
+        its payer); 404 for any other, as for a record this node does not have (or no longer:
+        compute.record_retention), so that no other node learns which runs there were."""
         signed = self.compute.provenance(provenance_id)
         record = signed["record"]
         deal = record.get("deal") if isinstance(record.get("deal"), dict) else {}
         if peer not in (deal.get("gateway"), record.get("requester")):
-            raise Forbidden(f"provenance record {provenance_id} is of a run another node paid for",
-                            hint="only the node that paid for a run is shown its record")
+            raise provenance_not_found(provenance_id)
         return signed
 
 
@@ -243,4 +294,4 @@ def unpriced(record: dict[str, Any], price: int, memory_price: int) -> str | Non
     return None
 
 
-__all__ = ["Answered", "CHECKING", "RECENT", "SpotChecks", "parse_verify", "unpriced"]
+__all__ = ["Answered", "CHECKING", "KEEP_AHEAD", "RECENT", "SpotChecks", "parse_verify", "unpriced"]
