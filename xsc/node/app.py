@@ -171,8 +171,7 @@ def create_app(config: NodeConfig) -> web.Application:
     return app
 
 
-async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None,
-                listening: Callable[[], None] | None = None) -> None:
+async def serve(config: NodeConfig, *, listening: Callable[[], None] | None = None) -> None:
     """Run a node until SIGINT or SIGTERM, then shut down gracefully; `listening` is called once it listens."""
     host, port = parse_listen(config.node.listen)
     app = create_app(config)
@@ -216,8 +215,6 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None,
         # whoever waits for the "listening on" line (a script, the docs' examples) finds the URL recorded.
         datadir.record_url(config.data_dir, f"http://{host}:{port}")
         print(f"xsc node {app[IDENTITY].id} listening on http://{host}:{port} (data dir {config.data_dir})", flush=True)
-        if ready:
-            ready.set()
         await stop.wait()
         await app[NODE].market.leave()  # first: its peers stop placing work here, what they still send is refused
         # Stop listening, then give requests in flight (an upload, say) time to finish before
