@@ -631,8 +631,8 @@ class Supervisor:
     `add(name, service)` starts a service (its `start()`), then each loop it names (`loops()`) as a task; the
     supervisor watches them: a loop that ends by an exception is logged and started again after RESTART_FIRST
     seconds (doubling while it keeps crashing, at most RESTART_MOST); one that returns is done.  `close()` stops
-    the services in the reverse order they were added, each one's loops first, then its `close()`.  `status()`
-    says what runs, how often each loop was restarted and its last error."""
+    the services in the reverse order they were added, each one's loops first, then its `close()` (one that fails
+    stops none of the others).  `status()` says what runs, how often each loop was restarted and its last error."""
 
     def __init__(self, *, restart_first: float = RESTART_FIRST) -> None:
         self._services: list[tuple[str, Any, list[_Loop]]] = []
@@ -671,17 +671,22 @@ class Supervisor:
         loop.delay = min(RESTART_MOST, loop.delay * 2)
 
     async def close(self) -> None:
-        """Stop every service in the reverse order they were added: its loops, then its `close()`."""
+        """Stop every service in the reverse order they were added: its loops, then its `close()`.  A close that
+        fails (a full disk refusing its last write) is logged, and the services added before it close all the
+        same: each has its own to write and end."""
         self._closing = True
         while self._services:
-            _, service, loops = self._services.pop()
+            name, service, loops = self._services.pop()
             for loop in loops:
                 if loop.pending is not None:
                     loop.pending.cancel()
             await stop(*(loop.task for loop in loops))
-            result = service.close()
-            if asyncio.iscoroutine(result):
-                await result
+            try:
+                result = service.close()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("closing %s failed: closing the services before it all the same", name)
 
     def _loops_of(self, owner: str) -> list[_Loop]:
         return [loop for name, _, loops in self._services if name == owner for loop in loops]
