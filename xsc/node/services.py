@@ -158,6 +158,10 @@ class Node:
             self.supervisor.add(name, getattr(self, name))
         self.supervisor.add("heap", HeapTrim())
 
+    async def leave(self) -> None:
+        """The stop's first step (serve/stop.py): tell the peers the node leaves, and take no new work."""
+        await self.market.leave()
+
     async def close(self) -> None:
         """Stop the services in reverse, then close what they used."""
         await self.supervisor.close()
