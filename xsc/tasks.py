@@ -419,15 +419,18 @@ def every(name: str, period: Callable[[], float] | float, step: Callable[[], Awa
     return asyncio.create_task(periodic(name, period, step, jitter=jitter, first=first)(), name=f"xsc-{name}")
 
 
-async def woken(event: asyncio.Event, seconds: float) -> bool:
-    """Wait until `event` is set or `seconds` have passed; whether it is set.  A loop that sleeps until it is woken
-    uses this, never `wait_for(event.wait(), seconds)`: on Python 3.11 a cancellation that arrives just as the event
-    is set is lost there (wait_for returns normally), the loop never ends and the node's close waits for it forever."""
-    waiter = asyncio.ensure_future(event.wait())  # a task even when the event is set: the caller always yields
+async def woken(event: asyncio.Event, seconds: float, *also: asyncio.Event) -> bool:
+    """Wait until `event` (or one of `also`) is set or `seconds` have passed; whether `event` is set.  A loop that
+    sleeps until it is woken uses this, never `wait_for(event.wait(), seconds)`: on Python 3.11 a cancellation that
+    arrives just as the event is set is lost there (wait_for returns normally), the loop never ends and the node's
+    close waits for it forever."""
+    # tasks even when an event is set: the caller always yields
+    waiters = [asyncio.ensure_future(e.wait()) for e in (event, *also)]
     try:
-        await asyncio.wait((waiter,), timeout=seconds)
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        waiter.cancel()
+        for waiter in waiters:
+            waiter.cancel()
     return event.is_set()
 
 

@@ -23,8 +23,8 @@ from ..net.tls import server_context, share_read_buffers
 from ..ui.core.session import Sessions
 from ..serve import connections
 from . import auth, datadir, peer_auth, problems
-from .appkeys import (CLIENT_IDENTITY, CONFIG, CPU_POOL, DB, HANDOFF, HEALTH_CHECKS, IDENTITY, IN_FLIGHT, LEAVE,
-                      METRICS, NODE, PEER_LIMITS, PEER_WORK, REPLAY_GUARD, STARTED, STATUS_PARTS, TLS_CONTEXT,
+from .appkeys import (CLIENT_IDENTITY, CONFIG, CPU_POOL, CUT_SHORT, DB, HANDOFF, HEALTH_CHECKS, IDENTITY, IN_FLIGHT,
+                      LEAVE, METRICS, NODE, PEER_LIMITS, PEER_WORK, REPLAY_GUARD, STARTED, STATUS_PARTS, TLS_CONTEXT,
                       TLS_SERVED, TOKEN, UI_SESSIONS, USER_LIMITS)
 from .http import ROUTES
 from .http.node import node_checks
@@ -83,7 +83,7 @@ async def _services(app: web.Application):
     in reverse)."""
     node = await Node.open(peer_url=peer_url(app), config=app[CONFIG], db=app[DB], pool=app[CPU_POOL],
                            metrics=app[METRICS], identity=app[IDENTITY], payer=app[CLIENT_IDENTITY])
-    app[NODE], app[LEAVE] = node, node.leave  # (serve/stop.py)
+    app[NODE], app[LEAVE], app[CUT_SHORT] = node, node.leave, node.cut_short  # (serve/stop.py)
     app[STATUS_PARTS].update(node.status_parts())
     app[HEALTH_CHECKS].update(node.health_checks())
     listeners = []
@@ -171,8 +171,8 @@ def create_app(config: NodeConfig) -> web.Application:
 
 
 async def serve(config: NodeConfig, *, listening: Callable[[], None] | None = None) -> None:
-    """Run a node until SIGINT or SIGTERM, then stop gracefully (serve/stop.py); `listening` is called once it
-    listens."""
+    """Run a node until SIGINT or SIGTERM, then stop gracefully (a second one: at once; serve/stop.py);
+    `listening` is called once it listens."""
     host, port = parse_listen(config.node.listen)
     app = create_app(config)
     fd_limit = connections.raise_fd_limit()
@@ -216,6 +216,8 @@ async def serve(config: NodeConfig, *, listening: Callable[[], None] | None = No
         datadir.record_url(config.data_dir, f"http://{host}:{port}")
         print(f"xsc node {app[IDENTITY].id} listening on http://{host}:{port} (data dir {config.data_dir})", flush=True)
         await stop.wait()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, runner.force)
     finally:
         collector.uninstall()
         sys.setswitchinterval(switch_interval)

@@ -162,6 +162,10 @@ class Node:
         """The stop's first step (serve/stop.py): tell the peers the node leaves, and take no new work."""
         await self.market.leave()
 
+    def cut_short(self) -> None:
+        """A stop forced: what the services' close would still wait for (a job's run) stops now."""
+        self.hosted_jobs.cut_short()
+
     async def close(self) -> None:
         """Stop the services in reverse, then close what they used."""
         await self.supervisor.close()

@@ -7,6 +7,11 @@ shutdown and the app's cleanup (its services closed, its database last).
 saying what it waits for every PROGRESS_SECONDS; those still going then are cancelled and waited for, so that none
 runs on while the services close.  Whatever saying it leaves meets (a full disk refusing the offer's write), the rest
 of the stop goes on: the node stops as it would have, only its peers learn of it later (from their probes).
+
+A stop forced (`force`: a second SIGINT or SIGTERM) waits for nothing more: the requests in flight are cancelled at
+once, and what the services' close would still wait for is cut short (CUT_SHORT: a hosted job's run is stopped as
+at the end of its grace).  What it leaves is what a stop leaves once SHUTDOWN_TIMEOUT has run out: the services
+still close in order, after every request has ended.
 """
 
 from __future__ import annotations
@@ -65,14 +70,24 @@ class InFlight:
 
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 LEAVE = web.AppKey("leave", Callable[[], Awaitable[None]])  # the node says it leaves (set once its services run)
+CUT_SHORT = web.AppKey("cut_short", Callable[[], None])  # stops now what the services' close would wait for
 
 
-async def drain(runner: web.BaseRunner) -> None:
+def force(app: web.Application, forced: asyncio.Event) -> None:
+    """The stop waits for nothing more (a second SIGINT or SIGTERM)."""
+    if not forced.is_set():
+        forced.set()
+        log.warning("stopping at once: what is still under way is cut short")
+        if CUT_SHORT in app:
+            app[CUT_SHORT]()
+
+
+async def drain(runner: web.BaseRunner, forced: asyncio.Event) -> None:
     """The node's part of its stop, before aiohttp's: leave, stop listening, let the requests in flight end."""
     app = runner.app
     if LEAVE in app:
         try:
-            await app[LEAVE]()  # (within its own few seconds)
+            await app[LEAVE]()  # (within its own few seconds, forced or not)
         except Exception:
             log.exception("stopping: could not tell the peers this node leaves (they will find it gone); "
                           "stopping all the same")
@@ -85,12 +100,14 @@ async def drain(runner: web.BaseRunner) -> None:
         return
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SHUTDOWN_TIMEOUT
-    while in_flight.count and (left := deadline - loop.time()) > 0:
-        log.info("stopping: waiting for %s, %.0f s at most", in_flight.describe(), left)
-        await woken(in_flight.idle, min(PROGRESS_SECONDS, left))
+    while in_flight.count and not forced.is_set() and (left := deadline - loop.time()) > 0:
+        log.info("stopping: waiting for %s, %.0f s at most (a second SIGINT or SIGTERM stops at once)",
+                 in_flight.describe(), left)
+        await woken(in_flight.idle, min(PROGRESS_SECONDS, left), forced)
     if in_flight.count:
-        log.warning("stopping: cutting short %s, still going after %.0f s", in_flight.describe(), SHUTDOWN_TIMEOUT)
+        log.warning("stopping: cutting short %s%s", in_flight.describe(),
+                    "" if forced.is_set() else f", still going after {SHUTDOWN_TIMEOUT:.0f} s")
         await stop_tasks(*in_flight.requests)
 
 
-__all__ = ["IN_FLIGHT", "LEAVE", "PROGRESS_SECONDS", "SHUTDOWN_TIMEOUT", "InFlight", "drain"]
+__all__ = ["CUT_SHORT", "IN_FLIGHT", "LEAVE", "PROGRESS_SECONDS", "SHUTDOWN_TIMEOUT", "InFlight", "drain", "force"]
