@@ -263,6 +263,23 @@ async def test_the_supervisor_starts_in_order_restarts_a_crashed_loop_and_stops_
     assert supervisor.status() == {}
 
 
+async def test_a_service_whose_close_fails_leaves_the_services_before_it_to_close_all_the_same(caplog) -> None:
+    """A full disk refusing the market's last write at its close: the ledger, added before it, still closes."""
+    journal: list[str] = []
+    first, second = _Service("first", journal), _Service("second", journal)
+
+    async def full() -> None:
+        raise OSError(28, "No space left on device")
+
+    second.close = full  # type: ignore[method-assign]
+    supervisor = Supervisor(restart_first=0.01)
+    supervisor.add("first", first)
+    supervisor.add("second", second)
+    await supervisor.close()
+    assert journal[-1] == "close first" and supervisor.status() == {}
+    assert "closing second failed" in caplog.text
+
+
 async def test_a_group_commit_writes_what_came_during_a_write_together_and_answers_each_item() -> None:
     groups: list[list[int]] = []
     gate = threading.Event()

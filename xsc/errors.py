@@ -101,6 +101,13 @@ class NodeNotRunning(XscError):
     code = "node-not-running"
 
 
+class NodeStopping(XscError):
+    """Work refused, or a job cut short, because the node stops (its storage, its compute): nothing of it is taken,
+    recorded or charged (503), and it may go elsewhere, or here once the node is back."""
+
+    code = "node-stopping"
+
+
 class NotANode(XscError):
     """An answer no node gives (unreadable, past its bounds, not JSON, of another media type): something else
     answers at the node's address."""
@@ -191,13 +198,6 @@ class ComputeBusy(ComputeError):
     """Too many calls are running or waiting: refused at once rather than queued without bound."""
 
     code = "compute-busy"
-
-
-class NodeStopping(ComputeBusy):
-    """Work refused, or a job cut short, because the node stops: nothing of it is taken, recorded or charged (503),
-    and it may go elsewhere, or here once the node is back."""
-
-    code = "node-stopping"
 
 
 class FunctionUnavailable(ComputeError):

@@ -419,15 +419,18 @@ def every(name: str, period: Callable[[], float] | float, step: Callable[[], Awa
     return asyncio.create_task(periodic(name, period, step, jitter=jitter, first=first)(), name=f"xsc-{name}")
 
 
-async def woken(event: asyncio.Event, seconds: float) -> bool:
-    """Wait until `event` is set or `seconds` have passed; whether it is set.  A loop that sleeps until it is woken
-    uses this, never `wait_for(event.wait(), seconds)`: on Python 3.11 a cancellation that arrives just as the event
-    is set is lost there (wait_for returns normally), the loop never ends and the node's close waits for it forever."""
-    waiter = asyncio.ensure_future(event.wait())  # a task even when the event is set: the caller always yields
+async def woken(event: asyncio.Event, seconds: float, *also: asyncio.Event) -> bool:
+    """Wait until `event` (or one of `also`) is set or `seconds` have passed; whether `event` is set.  A loop that
+    sleeps until it is woken uses this, never `wait_for(event.wait(), seconds)`: on Python 3.11 a cancellation that
+    arrives just as the event is set is lost there (wait_for returns normally), the loop never ends and the node's
+    close waits for it forever."""
+    # tasks even when an event is set: the caller always yields
+    waiters = [asyncio.ensure_future(e.wait()) for e in (event, *also)]
     try:
-        await asyncio.wait((waiter,), timeout=seconds)
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        waiter.cancel()
+        for waiter in waiters:
+            waiter.cancel()
     return event.is_set()
 
 
@@ -631,8 +634,8 @@ class Supervisor:
     `add(name, service)` starts a service (its `start()`), then each loop it names (`loops()`) as a task; the
     supervisor watches them: a loop that ends by an exception is logged and started again after RESTART_FIRST
     seconds (doubling while it keeps crashing, at most RESTART_MOST); one that returns is done.  `close()` stops
-    the services in the reverse order they were added, each one's loops first, then its `close()`.  `status()`
-    says what runs, how often each loop was restarted and its last error."""
+    the services in the reverse order they were added, each one's loops first, then its `close()` (one that fails
+    stops none of the others).  `status()` says what runs, how often each loop was restarted and its last error."""
 
     def __init__(self, *, restart_first: float = RESTART_FIRST) -> None:
         self._services: list[tuple[str, Any, list[_Loop]]] = []
@@ -671,17 +674,22 @@ class Supervisor:
         loop.delay = min(RESTART_MOST, loop.delay * 2)
 
     async def close(self) -> None:
-        """Stop every service in the reverse order they were added: its loops, then its `close()`."""
+        """Stop every service in the reverse order they were added: its loops, then its `close()`.  A close that
+        fails (a full disk refusing its last write) is logged, and the services added before it close all the
+        same: each has its own to write and end."""
         self._closing = True
         while self._services:
-            _, service, loops = self._services.pop()
+            name, service, loops = self._services.pop()
             for loop in loops:
                 if loop.pending is not None:
                     loop.pending.cancel()
             await stop(*(loop.task for loop in loops))
-            result = service.close()
-            if asyncio.iscoroutine(result):
-                await result
+            try:
+                result = service.close()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("closing %s failed: closing the services before it all the same", name)
 
     def _loops_of(self, owner: str) -> list[_Loop]:
         return [loop for name, _, loops in self._services if name == owner for loop in loops]

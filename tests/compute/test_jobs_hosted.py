@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import shutil
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from tests.support.compute import deploy
 from tests.support.disks import tmpfs
 from tests.support.jobs import network, run_job
+from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc.compute import hosted_jobs, sent_jobs
 from xsc.compute.jobspec import parse_job
@@ -22,6 +24,7 @@ from xsc.node import IDENTITY
 from xsc.node.appkeys import NODE
 
 EMPTY = hashlib.sha256(b"").hexdigest()
+HANG = 20.0  # a deadline against a hang, never a timing assertion
 
 
 async def _tab(gateway, provider):
@@ -146,6 +149,42 @@ async def test_a_job_its_provider_stops_while_it_runs_ends_stopped_unrecorded_an
     assert status == 503 and problem["peer_code"] == "node-stopping", problem
     assert "stopped while the job was with it" in problem["detail"], problem
     assert gateway.app[NODE].ledger.holding() == {}
+
+
+async def test_a_run_holds_its_providers_stop_saying_so_and_a_forced_stop_cuts_it_short_at_once(
+        node_factory, caplog, monkeypatch) -> None:
+    """A provider's stop waits for a job's run (its sender's request for it), and says so; forced (a second SIGINT
+    or SIGTERM), it waits no more, neither for the request nor for the run's grace: the run is stopped at once and
+    ends as a run the stop cuts short ends (nothing of it charged, its reservation given back once)."""
+    caplog.set_level(logging.INFO, logger="xsc.serve.stop")
+    gateway, (provider,) = await network(node_factory, compute={"timeout": 600})
+    module = await deploy(gateway, "spin", wasi=True)
+    sender, node = gateway.app[IDENTITY].id, provider.app[NODE]
+    ends: list[tuple] = []
+
+    def counted_ran(tab, budget, run, staged=False, ran=node.paid.provider_tabs.ran) -> None:
+        ends.append((budget, run))
+        ran(tab, budget, run, staged)
+
+    monkeypatch.setattr(node.paid.provider_tabs, "ran", counted_ran)
+    running = asyncio.ensure_future(run_job(gateway, {"module": module, "limits": {"timeout": 600}}))
+    await eventually_async(lambda: running.done() or node.compute.status()["running"] >= 1, "the job running")
+    assert not running.done(), running.result()
+    closing = asyncio.ensure_future(close_node(provider))
+    try:
+        await eventually_async(lambda: "stopping: waiting for 1 request in flight (POST /v1/peer/compute/jobs/{job}/run)"
+                               in caplog.text, "the stop to say it waits for the run")
+        assert not closing.done()
+        provider.server.runner.force()
+        await asyncio.wait_for(closing, HANG)  # (unforced: 30 s for the request, then the run's grace)
+    finally:
+        closing.cancel()
+    assert [run for _, run in ends] == [None]  # its tab given back once, charged nothing
+    assert node.trust.line(sender)["reserved"] == 0 and node.hosted_jobs.status() == {"hosted": 0}
+    assert node.paid.provider_tabs.kept == 0
+    assert "cutting short 1 request in flight (POST /v1/peer/compute/jobs/{job}/run)" in caplog.text
+    status, problem = await asyncio.wait_for(running, HANG)  # its sender saw the provider go away mid-run
+    assert status == 502 and "was cut short" in problem["detail"], problem
 
 
 async def test_a_sender_asking_for_the_run_of_bytes_that_did_not_match_their_hash_gets_nothing_run_or_signed(

@@ -186,7 +186,7 @@ def test_a_stopping_node_says_it_leaves_first_so_a_put_while_it_drains_places_no
                      f"Content-Length: {len(data)}\r\nExpect: 100-continue\r\n\r\n".encode())
         assert held.recv(4096).startswith(b"HTTP/1.1 100 Continue")  # its handler runs: a request in flight
         stopping.proc.send_signal(signal.SIGTERM)
-        eventually(lambda: b"shutting down: waiting for 1 request(s) in flight" in stopping.log.read_bytes(),
+        eventually(lambda: b"stopping: waiting for 1 request in flight" in stopping.log.read_bytes(),
                    "the stopping node to wait for the upload")
         status, put = http(gateway.url, "POST", "/v1/store/files?spread=1", os.urandom(100_000),
                            {"Authorization": f"Bearer {gateway.token}"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import stat
 import subprocess
 import tomllib
@@ -77,6 +78,32 @@ def test_sigterm_and_sigint_shut_down_gracefully_and_keep_identity(node_process,
     assert json.loads(node.xsc("node", "status", "--json").stdout)["id"] == node_id
     assert node.xsc("store", "get", cap).stdout == b"kept"
     assert node.stop(signal.SIGINT) == 0
+
+
+def test_a_stop_says_what_it_waits_for_and_a_second_signal_stops_it_at_once_its_data_kept(node_process) -> None:
+    """Ctrl-C (or SIGTERM) lets the requests in flight end, 30 s at most, and says which it waits for; a second
+    one stops the node at once, as a stop that waited in vain would: the request cut short, nothing of it kept,
+    and what was stored before read back whole at the next start."""
+    node = node_process()
+    cap = node.xsc("store", "put", "-", input=b"kept").stdout.decode().strip()
+    held = socket.create_connection(("127.0.0.1", node.port), timeout=30)
+    try:
+        held.sendall(f"POST /v1/store/files HTTP/1.1\r\nHost: node\r\nAuthorization: Bearer {node.token}\r\n"
+                     "Content-Length: 100000\r\nExpect: 100-continue\r\n\r\n".encode())
+        assert held.recv(4096).startswith(b"HTTP/1.1 100 Continue")  # its handler runs: a request in flight
+        node.send(signal.SIGINT)
+        eventually(lambda: b"stopping: waiting for 1 request in flight (POST /v1/store/files), 30 s at most "
+                           b"(a second SIGINT or SIGTERM stops at once)" in node.log.read_bytes(),
+                   "the stop to say what it waits for")
+        assert node.stop(signal.SIGINT, timeout=20) == 0  # (a deadline against a hang: unforced, it would wait 30 s)
+        assert held.recv(4096) == b""  # cut short, unanswered
+    finally:
+        held.close()
+    assert b"stopping at once" in node.log.read_bytes() and b"Traceback" not in node.log.read_bytes()
+    node.start()
+    assert node.xsc("store", "get", cap).stdout == b"kept"
+    listed = json.loads(node.xsc("store", "ls", "--json").stdout)
+    assert [f["capability"] for f in listed] == [cap], listed
 
 
 def test_node_not_running_says_how_to_start_it(tmp_path: Path) -> None:

@@ -4,13 +4,24 @@ token was a 500 instead of the 400 its error names)."""
 from __future__ import annotations
 
 from xsc import errors
-from xsc.node.problems import status_of
+from xsc.client.sync import error_from_problem
+from xsc.node.problems import problem_from_error, status_of
 from xsc.node.appkeys import NODE
 
 
 def test_an_s3_error_answers_with_its_own_status():
     assert status_of(errors.S3Error("bad token", s3_code="InvalidArgument", status=400)) == 400
     assert status_of(errors.S3Error("no", s3_code="AccessDenied")) == 403
+
+
+def test_a_node_stopping_is_an_error_of_its_own_503_node_stopping_on_the_wire_and_back():
+    """Storage refuses work with it as compute does: it is no compute error, nor a compute-busy."""
+    stopping = errors.NodeStopping("this node is stopping: it takes no new work", hint="place it on another provider")
+    assert type(stopping).__mro__[1:] == (errors.XscError, Exception, BaseException, object)
+    answer = problem_from_error(stopping)
+    assert (status_of(stopping), answer.status) == (503, 503)
+    back = error_from_problem(answer.status, answer.body)
+    assert type(back) is errors.NodeStopping and back.code == "node-stopping" and back.hint == stopping.hint
 
 
 async def test_a_bad_continuation_token_is_a_400_problem(node):

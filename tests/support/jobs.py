@@ -13,10 +13,11 @@ from xsc.node.appkeys import NODE
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
 
-async def network(node_factory, providers: int = 1):
-    """A gateway that offers no compute, and `providers` nodes that do, each known to the gateway's market."""
-    nodes = [await node_factory(f"provider{i}", **QUIET) for i in range(providers)]
-    gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
+async def network(node_factory, providers: int = 1, **sections):
+    """A gateway that offers no compute, and `providers` nodes that do, each known to the gateway's market; `sections`
+    over every node's config (its market section but the gateway's)."""
+    nodes = [await node_factory(f"provider{i}", **QUIET, **sections) for i in range(providers)]
+    gateway = await node_factory("gateway", **QUIET, **{**sections, "market": {"offer_compute": False}})
     for provider in nodes:
         await peer_with_provider(gateway, provider)
     return gateway, nodes

@@ -137,6 +137,14 @@ class HostedJobs:
         for job in list(self._jobs.values()):
             self._drop(job)
 
+    def cut_short(self) -> None:
+        """The node's stop is forced: no run begins any more, and each under way is stopped now (its program at
+        its next tick), as it would be STOP_GRACE into the close."""
+        self._closing = True
+        for job in self._jobs.values():
+            if job.running is not None and not job.running.done():
+                job.stop.set()
+
     def loops(self) -> dict[str, Any]:
         # A sender that went away leaves no files behind for long, nor its reservations a moment past IDLE.
         return {"hosted-jobs-expiry": woken_loop("hosted jobs' expiry", self._wake, self._until_due, self._expired)}

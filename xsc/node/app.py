@@ -21,12 +21,11 @@ from ..errors import ConfigError
 from ..identity import ReplayGuard
 from ..net.tls import server_context, share_read_buffers
 from ..ui.core.session import Sessions
-from ..tasks import woken
 from ..serve import connections
 from . import auth, datadir, peer_auth, problems
-from .appkeys import (CLIENT_IDENTITY, CONFIG, CPU_POOL, DB, HANDOFF, HEALTH_CHECKS, IDENTITY, IN_FLIGHT, METRICS, NODE,
-                      PEER_LIMITS, PEER_WORK, REPLAY_GUARD, STARTED, STATUS_PARTS, TLS_CONTEXT, TLS_SERVED, TOKEN,
-                      UI_SESSIONS, USER_LIMITS)
+from .appkeys import (CLIENT_IDENTITY, CONFIG, CPU_POOL, CUT_SHORT, DB, HANDOFF, HEALTH_CHECKS, IDENTITY, IN_FLIGHT,
+                      LEAVE, METRICS, NODE, PEER_LIMITS, PEER_WORK, REPLAY_GUARD, STARTED, STATUS_PARTS, TLS_CONTEXT,
+                      TLS_SERVED, TOKEN, UI_SESSIONS, USER_LIMITS)
 from .http import ROUTES
 from .http.node import node_checks
 from .limits import RateLimiter
@@ -35,8 +34,9 @@ from .collector import Collector
 from ..paths import SOCKET_FILE
 from ..serve.handoff import HandOff
 from ..serve.listener import GuardedNodeRunner, NodeSite, TlsOnlySite
+from ..serve.stop import SHUTDOWN_TIMEOUT, InFlight
 from .metrics import Metrics
-from .middlewares import InFlight, request_counter
+from .middlewares import request_counter
 from .peer_routes import WORK_BURST
 from .http.functions import web_app
 from ..s3.access import KeyRing, key_file
@@ -46,7 +46,6 @@ from .services import Node
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_TIMEOUT = 30.0
 # How long a thread may keep the GIL once another thread asks for it (CPython's default: 5 ms).  The event loop gives
 # the GIL up at every socket and epoll call; a CPU-pool thread running Python (a deal's matching, a market clearing,
 # a large body's parse) then kept it a whole interval each time, so one request needing a dozen such calls waited
@@ -84,7 +83,7 @@ async def _services(app: web.Application):
     in reverse)."""
     node = await Node.open(peer_url=peer_url(app), config=app[CONFIG], db=app[DB], pool=app[CPU_POOL],
                            metrics=app[METRICS], identity=app[IDENTITY], payer=app[CLIENT_IDENTITY])
-    app[NODE] = node
+    app[NODE], app[LEAVE], app[CUT_SHORT] = node, node.leave, node.cut_short  # (serve/stop.py)
     app[STATUS_PARTS].update(node.status_parts())
     app[HEALTH_CHECKS].update(node.health_checks())
     listeners = []
@@ -171,9 +170,9 @@ def create_app(config: NodeConfig) -> web.Application:
     return app
 
 
-async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None,
-                listening: Callable[[], None] | None = None) -> None:
-    """Run a node until SIGINT or SIGTERM, then shut down gracefully; `listening` is called once it listens."""
+async def serve(config: NodeConfig, *, listening: Callable[[], None] | None = None) -> None:
+    """Run a node until SIGINT or SIGTERM, then stop gracefully (a second one: at once; serve/stop.py);
+    `listening` is called once it listens."""
     host, port = parse_listen(config.node.listen)
     app = create_app(config)
     fd_limit = connections.raise_fd_limit()
@@ -216,17 +215,9 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None,
         # whoever waits for the "listening on" line (a script, the docs' examples) finds the URL recorded.
         datadir.record_url(config.data_dir, f"http://{host}:{port}")
         print(f"xsc node {app[IDENTITY].id} listening on http://{host}:{port} (data dir {config.data_dir})", flush=True)
-        if ready:
-            ready.set()
         await stop.wait()
-        await app[NODE].market.leave()  # first: its peers stop placing work here, what they still send is refused
-        # Stop listening, then give requests in flight (an upload, say) time to finish before
-        # aiohttp's own shutdown, which stops reading request bodies, and before the database closes.
-        for site in sites:
-            await site.stop()
-        log.info("shutting down: waiting for %d request(s) in flight", app[IN_FLIGHT].count)
-        if not await woken(app[IN_FLIGHT].idle, SHUTDOWN_TIMEOUT):
-            log.warning("requests still in flight after %.0f s: cancelling them", SHUTDOWN_TIMEOUT)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, runner.force)
     finally:
         collector.uninstall()
         sys.setswitchinterval(switch_interval)

@@ -13,10 +13,10 @@ from ..db import Database
 from ..identity import Identity, ReplayGuard
 from ..serve.handoff import HandOff
 from ..serve.listener import TLS_CONTEXT, TLS_SERVED  # noqa: F401 (the node's app keys, defined with their runner)
+from ..serve.stop import CUT_SHORT, IN_FLIGHT, LEAVE  # noqa: F401 (... and with the stop)
 from ..ui.core.session import Sessions
 from .limits import RateLimiter
 from .metrics import Metrics
-from .middlewares import InFlight
 from .services import Node
 
 # --- resources (opened first, closed last) ----------------------------------------------------
@@ -28,7 +28,6 @@ TOKEN = web.AppKey("token", str)
 METRICS = web.AppKey("metrics", Metrics)
 CPU_POOL = web.AppKey("cpu_pool", ThreadPoolExecutor)  # hashing, crypto, erasure coding, LevelDB I/O
 STARTED = web.AppKey("started", float)
-IN_FLIGHT = web.AppKey("in_flight", InFlight)
 REPLAY_GUARD = web.AppKey("replay_guard", ReplayGuard)
 PEER_LIMITS = web.AppKey("peer_limits", RateLimiter)  # signed requests per peer key
 PEER_WORK = web.AppKey("peer_work", RateLimiter)  # work units per peer key, charged before a body is read

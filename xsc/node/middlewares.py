@@ -1,34 +1,12 @@
-"""Middlewares of the node app that are not about who may call what (auth.py, peer_auth.py) or errors
-(problems.py): requests in flight, for a graceful shutdown, and request counting for /metrics."""
+"""Middlewares of the node app that are not about who may call what (auth.py, peer_auth.py), errors (problems.py)
+or its stop (the requests in flight: serve/stop.py): request counting for /metrics."""
 
 from __future__ import annotations
-
-import asyncio
 
 from aiohttp import web
 
 from .metrics import Metrics
 from .problems import ENDED_WITH, PROBLEM_CODE
-
-
-class InFlight:
-    """Counts requests being handled, so shutdown can wait for them to finish."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.idle = asyncio.Event()
-        self.idle.set()
-
-    @web.middleware
-    async def middleware(self, request: web.Request, handler):
-        self.count += 1
-        self.idle.clear()
-        try:
-            return await handler(request)
-        finally:
-            self.count -= 1
-            if self.count == 0:
-                self.idle.set()
 
 
 def request_counter(metrics: Metrics, peer_prefix: str):

@@ -53,6 +53,7 @@ STATUS = {
     e.IntegrityError: 500,
     e.StorageFull: 507,
     e.StorageBusy: 503,
+    e.NodeStopping: 503,
     e.ConfigError: 500,
 }
 

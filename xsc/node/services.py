@@ -158,6 +158,14 @@ class Node:
             self.supervisor.add(name, getattr(self, name))
         self.supervisor.add("heap", HeapTrim())
 
+    async def leave(self) -> None:
+        """The stop's first step (serve/stop.py): tell the peers the node leaves, and take no new work."""
+        await self.market.leave()
+
+    def cut_short(self) -> None:
+        """A stop forced: what the services' close would still wait for (a job's run) stops now."""
+        self.hosted_jobs.cut_short()
+
     async def close(self) -> None:
         """Stop the services in reverse, then close what they used."""
         await self.supervisor.close()

@@ -4,6 +4,8 @@
                  with net/sniff.py); TLS_CONTEXT, TLS_SERVED (the app keys they read and set)
     connections: GuardedRunner, connection_cap, raise_fd_limit (per-address and total caps, idle timeouts);
                  ProblemRunner (a request aiohttp cannot parse answered with a problem body)
+    stop:        the node's one way to stop, its runners' cleanup (leave, stop listening, let the requests in
+                 flight end; forced, cut them short); InFlight, IN_FLIGHT, LEAVE, CUT_SHORT
 
 Below the node's routes and services: nothing here knows a route or a service; xsc/node/app.py puts the app
 under these runners.
