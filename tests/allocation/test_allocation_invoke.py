@@ -72,3 +72,50 @@ async def test_invokes_are_served_from_the_allocation_and_shrink_the_standing_ne
     assert status == 200 and body["deal"]["allocated"] is False and body["provider"] == b_id, body["deal"]
     assert _left(a, need) == left
     assert a.app[NODE].dealing.status()["served_from_allocation"] == {"needs": 2, "units": 2 * used}
+
+
+async def test_invokes_in_flight_at_once_are_not_each_placed_from_the_whole_allocation(node_factory) -> None:
+    """A call placed from the allocation holds its reserved fuel of the provider's part until it ends: calls in flight
+    at once are placed from what is left of it, else by the call market (each placed from the whole, three calls took
+    three budgets of a part that holds one), and a call that ends without running gives its part back."""
+    market = {"allocation_delay": 0.05, "allocation_fork_wait": FORK_WAIT}
+    a = await node_factory("a", **QUIET, market={**market, "offer_compute": False})
+    b = await node_factory("b", **QUIET, market=market)
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    await a.app[NODE].market.fill_book()
+    await b.app[NODE].market.fill_book()
+    a_id, b_id = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
+    a.app[NODE].market.set_recognition(b_id, Decimal(1))
+    b.app[NODE].market.set_recognition(a_id, Decimal(1))
+    module = await deploy(a, "fibonacci")
+    reserved = 1 << FUEL.bit_length()
+    quantity = reserved + reserved // 2  # one call's budget, not two
+    response = await a.post("/v1/allocation/needs", json={"kind": "compute", "quantity": quantity, "seconds": 600})
+    assert response.status == 201
+    need = (await response.json())["id"]
+    allocation, dealing = a.app[NODE].allocation, a.app[NODE].dealing
+    await eventually_async(lambda: allocation.allocated("compute").get(b_id) == quantity, "b to allocate a's whole need")
+
+    # Three calls placed, none of them ended yet (their provider still running them).
+    bid = a.app[NODE].market.config.compute_bid
+    in_flight = [await dealing.compute_deal(FUEL, bid) for _ in range(3)]
+    assert [d.provider for d in in_flight] == [b_id] * 3
+    assert [d.allocated for d in in_flight] == [True, False, False], in_flight
+    # A call run meanwhile is placed by the call market, and shrinks no standing need.
+    status, body = await invoke(a, module, "fib", N, fuel=FUEL)
+    assert status == 200 and body["provider"] == b_id and body["deal"]["allocated"] is False, body["deal"]
+    assert _left(a, need) == quantity
+
+    # The call placed from the allocation ends unrun (refused, or failed before it ran): the next call runs on its part.
+    for placed in in_flight:
+        dealing.ended(placed)
+    status, body = await invoke(a, module, "fib", N, fuel=FUEL)
+    assert status == 200 and body["provider"] == b_id and body["deal"]["allocated"] is True, body["deal"]
+    assert _left(a, need) == quantity - body["fuel_consumed"]
+    # ... and, ended, no longer holds it; nor does a call its provider refuses: what is left of the part still holds
+    # a call's budget.
+    status, refused = await invoke(a, module, "no_such_export", N, fuel=FUEL)
+    assert status == 404 and refused["code"] == "export-not-found", refused
+    after = await dealing.compute_deal(FUEL, bid)
+    assert after.allocated and after.provider == b_id
+    dealing.ended(after)

@@ -4,7 +4,8 @@ Three kinds of need, one registry:
 
 - **a put's or a repair's needs** (`storage/quotes.py`): `open` while the put is matched and stores its
   shares, `withdraw` once it is over (stored or not);
-- **an invoke's need** (`MarketService.compute_deal`): made with `make` and matched at once, never published;
+- **an invoke's need** (`Dealing.compute_deal`): made with `make` and matched at once, never opened nor published
+  (what it was placed from the allocation, `Dealing` holds until the call ends);
 - **standing needs** (`xsc allocation need add`, `AllocationService.add_need`): `add_standing` keeps one in
   LevelDB (`keys.MARKET_STANDING`) until its window ends (`expire`) or it is removed; `spend` shrinks them by
   what the allocation served (the largest first).
