@@ -183,6 +183,7 @@ class Dealing:
         # every invoke reads it
         self._held: dict[str, dict[str, int]] = {}
         self._invokes: dict[str, Assignment] = {}  # invokes in flight placed from the allocation, by need id
+        self._pruned = -1  # `needs.withdrawals` when `_placed` last dropped the needs no longer open
         self.last_results = None  # the newest MarketResult of a match this node ran
         self._remembered = None  # the last of them whose explanations were kept
         self.last_bids: dict[str, Bid] = {}  # its needs, by need key
@@ -237,13 +238,19 @@ class Dealing:
     def _in_flight(self) -> dict[tuple[str, str], int]:
         """(provider, capacity slot) -> the units this node's needs placed there hold while they are still open
         (a put withdraws its needs when it ends, stored or not)."""
-        open_ids = self.needs.open_ids()
-        for need_id in [n for n in self._placed if n not in open_ids]:
-            self._unhold(self._placed.pop(need_id))
+        self._prune()
         out: dict[tuple[str, str], int] = {}
         for a in self._placed.values():
             out[(a.provider, a.capacity_slot)] = out.get((a.provider, a.capacity_slot), 0) + a.quantity
         return out
+
+    def _prune(self) -> None:
+        """The needs placed whose put ended (withdrawn since it last looked) hold nothing any more."""
+        if self._pruned != self.needs.withdrawals:
+            self._pruned = self.needs.withdrawals
+            open_ids = self.needs.open_ids()
+            for need_id in [n for n in self._placed if n not in open_ids]:
+                self._unhold(self._placed.pop(need_id))
 
     def remember(self) -> None:
         """Keep the explanations of the newest matching, with their figures, for `xsc market explain` (once:
@@ -367,16 +374,18 @@ class Dealing:
     def _place(self, placed: dict[str, Assignment]) -> None:
         """This node's needs were placed: they hold their units while open (`_in_flight`), and take them from the
         room of every kept deal that uses the same slots.  What they were placed from the allocation is held
-        (`_held`): a put's share while its needs are open, an invoke (never opened) until its call ends."""
+        (`_held`): a put's share while its needs are open, an invoke (never opened) until its call ends.  A need
+        not opened (a repair's, an invoke's) holds no slot: nothing would say when it is over."""
         for need_id, a in placed.items():
             if a.allocated and a.kind == "compute":
                 self._invokes[need_id] = a
-            else:
+                self._hold(a)
+            elif self.needs.is_open(need_id):
                 old = self._placed.get(need_id)
                 if old is not None:
                     self._unhold(old)
                 self._placed[need_id] = a
-            self._hold(a)
+                self._hold(a)
         for kept in self._reusable.values():
             for a in placed.values():
                 slot = (a.provider, a.capacity_slot)
@@ -540,7 +549,10 @@ class Dealing:
 
     def _allocation_room(self, kind: str) -> dict[str, int]:
         """provider -> units its allocation still gives this node's needs of `kind` (`_room`)."""
-        return {} if self.allocated is None else self._room(kind, self.allocated(kind))
+        if self.allocated is None:
+            return {}
+        self._prune()  # (a put that ended holds nothing: a kept deal's shape sees it)
+        return self._room(kind, self.allocated(kind))
 
     def _room(self, kind: str, given: dict[str, int]) -> dict[str, int]:
         """provider -> units of `given` (what the allocation gives) neither spent nor held by this node's needs in

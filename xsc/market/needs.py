@@ -77,6 +77,7 @@ class NeedRegistry:
         self._needs: dict[str, Bid] = {}
         self._opened: dict[str, float] = {}  # a put's needs not yet published -> when they were opened (monotonic)
         self._watchers: list[tuple[Callable[[], None], bool]] = []  # (called on a change, standing ones only)
+        self.withdrawals = 0  # calls of `withdraw` so far: what placed needs hold is looked at again once it moves
         for key, value in self.store.load():
             try:
                 bid = Bid.model_validate(codec.loads(value))
@@ -107,6 +108,9 @@ class NeedRegistry:
     def bids(self) -> tuple[Bid, ...]:
         """Every open need (`published` says which the node's commitment carries)."""
         return tuple(self._bid(n, b) for n, b in list(self._needs.items()))
+
+    def is_open(self, need_id: str) -> bool:
+        return need_id in self._needs
 
     def open_ids(self) -> set[str]:
         """The ids of the open needs (without making the needs opened alike)."""
@@ -157,6 +161,7 @@ class NeedRegistry:
     def withdraw(self, need_ids: Iterable[str]) -> None:
         """The put is over (stored or not): its needs leave the book (those published: a change to publish)."""
         published = False
+        self.withdrawals += 1
         for need in need_ids:
             published |= self._needs.pop(need, None) is not None and self._opened.pop(need, None) is None
         if published:
