@@ -6,6 +6,7 @@ market places the next call."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 from tests.support.allocation import FORK_WAIT
@@ -72,3 +73,58 @@ async def test_invokes_are_served_from_the_allocation_and_shrink_the_standing_ne
     assert status == 200 and body["deal"]["allocated"] is False and body["provider"] == b_id, body["deal"]
     assert _left(a, need) == left
     assert a.app[NODE].dealing.status()["served_from_allocation"] == {"needs": 2, "units": 2 * used}
+
+
+async def test_invokes_in_flight_at_once_are_not_each_placed_from_the_whole_allocation(node_factory,
+                                                                                        monkeypatch) -> None:
+    """A call placed from the allocation holds its reserved fuel of the provider's part until it ends: calls in flight
+    at once are placed from what is left of it, else by the call market (each placed from the whole, three calls took
+    three budgets of a part that holds one), and a call that ends without running gives its part back."""
+    market = {"allocation_delay": 0.05, "allocation_fork_wait": FORK_WAIT}
+    a = await node_factory("a", **QUIET, market={**market, "offer_compute": False})
+    b = await node_factory("b", **QUIET, market=market)
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    await a.app[NODE].market.fill_book()
+    await b.app[NODE].market.fill_book()
+    a_id, b_id = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
+    a.app[NODE].market.set_recognition(b_id, Decimal(1))
+    b.app[NODE].market.set_recognition(a_id, Decimal(1))
+    module = await deploy(a, "fibonacci")
+    status, body = await invoke(a, module, "fib", N, fuel=FUEL)  # b gets the module
+    assert status == 200 and body["provider"] == b_id, body
+    reserved = 1 << FUEL.bit_length()
+    quantity = reserved + reserved // 2  # one call's budget, not two
+    response = await a.post("/v1/allocation/needs", json={"kind": "compute", "quantity": quantity, "seconds": 600})
+    assert response.status == 201
+    need = (await response.json())["id"]
+    allocation, dealing = a.app[NODE].allocation, a.app[NODE].dealing
+    await eventually_async(lambda: allocation.allocated("compute").get(b_id) == quantity, "b to allocate a's whole need")
+
+    # Three calls, each placed while those before it are still in flight (held before they are sent to b).
+    paid, sent, gate = a.app[NODE].paid, [], asyncio.Event()
+    send = paid.invoke_remote
+
+    async def held(provider, price, call, deal, verify):
+        sent.append(deal)
+        await gate.wait()
+        return await send(provider, price, call, deal, verify)
+
+    monkeypatch.setattr(paid, "invoke_remote", held)
+    calls = []
+    for n in range(1, 4):
+        calls.append(asyncio.create_task(invoke(a, module, "fib", N, fuel=FUEL)))
+        await eventually_async(lambda: len(sent) == n, f"call {n} to be placed")
+    gate.set()
+    answers = await asyncio.gather(*calls)
+    assert [status for status, _ in answers] == [200] * 3, answers
+    assert [body["deal"]["allocated"] for _, body in answers] == [True, False, False], [d for _, d in answers]
+    used = answers[0][1]["fuel_consumed"]
+    assert _left(a, need) == quantity - used
+
+    # A call placed from the allocation that its provider refuses gives its part back: the next call runs on it.
+    left = _left(a, need)
+    status, refused = await invoke(a, module, "no_such_export", N, fuel=FUEL)
+    assert status == 404 and refused["code"] == "export-not-found", refused
+    assert sent[-1]["allocated"] is True and _left(a, need) == left
+    status, body = await invoke(a, module, "fib", N, fuel=FUEL)
+    assert status == 200 and body["provider"] == b_id and body["deal"]["allocated"] is True, body["deal"]

@@ -305,6 +305,37 @@ async def test_two_puts_in_flight_never_spend_one_allocations_room_twice(node_fa
     assert (await dealing.deal(third))["third"].allocated
 
 
+async def test_a_put_after_the_puts_holding_the_allocation_ended_is_placed_from_it_not_as_a_kept_deal(
+        node_factory) -> None:
+    """A deal's answer is kept for needs of its shape while what the allocation gives, less what puts in flight hold
+    of it, is the same: once the put holding the allocation ended, a put of the shape the market placed meanwhile is
+    placed from the allocation again, not as the kept deal was."""
+    a = await node_factory("a", storage={"capacity": 0}, **QUIET)
+    b = await node_factory("b", **QUIET)
+    a_id, b_id = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    for node in (a, b):
+        await node.app[NODE].market.fill_book()
+    await a.app[NODE].health.probe_round()  # b is seen up: it may be matched
+    a.app[NODE].market.set_recognition(b_id, Decimal(1))
+    b.app[NODE].market.set_recognition(a_id, Decimal(1))
+    standing, size = 1_000_000, 600_000
+    status = await a.post("/v1/allocation/needs", json={"kind": "storage", "quantity": standing, "seconds": 600})
+    assert status.status == 201
+    await eventually_async(lambda: a.app[NODE].allocation.allocated("storage").get(b_id, 0) >= size,
+                           "b to allocate to a's need")
+    dealing, needs = a.app[NODE].dealing, a.app[NODE].needs
+    placed = {}
+    for name in ("first", "second"):
+        needs.open([dealing.need(name, "storage", size, 3600, 10**9)])
+        placed.update(await dealing.deal_alike(dealing.need(name, "storage", size, 3600, 10**9), [name]))
+    assert placed["first"].allocated and not placed["second"].allocated  # the first holds b's allocation
+    needs.withdraw(["first"])  # its put ended, storing nothing
+    third = dealing.need("third", "storage", size, 3600, 10**9)
+    needs.open([third])
+    assert (await dealing.deal_alike(third, ["third"]))["third"].allocated
+
+
 async def test_a_put_on_fewer_providers_than_shares_is_dealt_round_them_evenly_whatever_the_allocation_gives(
         node_factory) -> None:
     """Two or three of a gateway's three providers allocate to its standing need: the put's six shares still go two to

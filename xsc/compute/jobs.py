@@ -327,9 +327,9 @@ class JobService:
                 raise last from None  # no other provider: what the last one did is the job's failure
             if assignment.provider == self.node.id:
                 return assignment
-            if self._placed_on[assignment.provider] >= PER_SENDER:
-                continue  # other jobs filled it while this one was being placed: it is left out now
-            if await over.passes(assignment.provider):
+            if self._placed_on[assignment.provider] >= PER_SENDER or await over.passes(assignment.provider):
+                # (others filled it while this one was being placed, or it wanted prepayment lately): left out now
+                self.dealing.ended(assignment)
                 continue
             deal = {"need": assignment.need_id, "provider": assignment.provider, "price": assignment.price,
                     "allocated": assignment.allocated, "job": jid}
@@ -353,6 +353,7 @@ class JobService:
                 last = err
                 continue
             finally:
+                self.dealing.ended(assignment)  # what the job held of the allocation (`invoked` spends the fuel)
                 self._placed_on[assignment.provider] -= 1
                 async with self._finished:
                     self._finished.notify_all()
@@ -371,8 +372,10 @@ class JobService:
         down before it is taken: a start finishes the job from its replicas' kept answers
         (RemoteAnswers.replicas_again)."""
         over = self.provider_terms.passing_over()  # as one job's provider is chosen (`_on_provider`)
-        chosen = await self._providers(limits, bid, spec.replicas, frozenset(), over)
+        chosen = await _providers(self.dealing, self.node.id, limits, bid, spec.replicas, frozenset(), over)
         if len(chosen) < spec.replicas:
+            for a in chosen:
+                self.dealing.ended(a)
             raise _too_few(len(chosen), spec, job)
         job["agree"] = spec.agree  # a job's spec names what runs, not how: a start compares its replicas by this
         runs: list[tuple[str, Returned | BaseException]] = []
@@ -391,27 +394,12 @@ class JobService:
             again = min(lost, MAX_FAILOVERS - tries)
             placing = []
             if again and spec.agree <= most + again:  # the job gets the replicas asked, unless none could help
-                placing = await self._providers(limits, bid, again, frozenset(p for p, _ in runs), over)
+                placing = await _providers(self.dealing, self.node.id, limits, bid, again,
+                                            frozenset(p for p, _ in runs), over)
                 tries += len(placing)
                 for a in placing:
                     log.warning("job %s: a replica was lost: placed again on provider %s", job["id"], a.provider)
         return await self.answers.judged(job, spec.agree, runs)
-
-    async def _providers(self, limits, bid: int, n: int, tried: frozenset[str], over: Any) -> list[Any]:
-        """Up to `n` assignments of a replica each, on distinct providers the market offers other than this node
-        and those `tried` (which held a replica of the job), passing over those that wanted prepayment lately."""
-        chosen: list[Any] = []
-        while len(chosen) < n:
-            taken = tried | frozenset(a.provider for a in chosen) | {self.node.id} | over.left_out()
-            try:
-                a = await self.dealing.compute_deal(limits.fuel, bid, taken, providers=n - len(chosen))
-            except XscError:
-                if over.exhausted():
-                    continue
-                break
-            if not await over.passes(a.provider):
-                chosen.append(a)
-        return chosen
 
     async def _replica(self, spec: JobSpec, call: InvokeCall, staged: Staged, job: dict[str, Any], a: Any
                        ) -> Returned:
@@ -428,6 +416,8 @@ class JobService:
             self.provider_terms.wanted_prepayment(a.provider, err)
             self.answers.replica_lost(job, a.provider, err)
             raise
+        finally:
+            self.dealing.ended(a)  # what the replica held of the allocation (`invoked` spends the fuel)
         return returned
 
     async def _execute(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, rate: int,
@@ -716,6 +706,25 @@ def _affordable(nbytes: int, fuel: int) -> int:
         raise InvalidArgument(f"reading its {nbytes:,} bytes of input costs {prepaid:,} fuel, more than its fuel "
                               f"limit ({fuel:,})", hint="ask for more --fuel")
     return prepaid
+
+
+async def _providers(dealing: Any, me: str, limits, bid: int, n: int, tried: frozenset[str], over: Any) -> list[Any]:
+    """Up to `n` assignments of a replica each, on distinct providers the market offers other than this node (`me`)
+    and those `tried` (which held a replica of the job), passing over those that wanted prepayment lately."""
+    chosen: list[Any] = []
+    while len(chosen) < n:
+        taken = tried | frozenset(a.provider for a in chosen) | {me} | over.left_out()
+        try:
+            a = await dealing.compute_deal(limits.fuel, bid, taken, providers=n - len(chosen))
+        except XscError:
+            if over.exhausted():
+                continue
+            break
+        if await over.passes(a.provider):
+            dealing.ended(a)  # what it held of the allocation is free for the next one
+        else:
+            chosen.append(a)
+    return chosen
 
 
 def _too_few(offered: int, spec: JobSpec, job: dict[str, Any]) -> TooFewProviders:

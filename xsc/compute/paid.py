@@ -179,6 +179,7 @@ class PaidCompute:
             if assignment.provider == self.node.id:
                 break
             if await over.passes(assignment.provider):
+                self.dealing.ended(assignment)  # what it held of the allocation is free for the next one
                 continue
             try:
                 result = await self.invoke_remote(assignment.provider, assignment.price, call, deal, verify)
@@ -201,6 +202,8 @@ class PaidCompute:
                 failed.add(assignment.provider)
                 refused = err
                 continue
+            finally:  # ran, failed or refused: the call no longer holds its part of the allocation
+                self.dealing.ended(assignment)
             self.dealing.invoked(assignment, _fuel_of(result.get("fuel_consumed"), call_fuel))
             self.on_invoked("remote")
             return result
@@ -210,7 +213,7 @@ class PaidCompute:
         try:
             await self.ledger.hold(self.payer, budget)
         except InsufficientCredit as err:
-            raise self._worst_case_refused(err, call, budget) from None
+            raise worst_case_refused(self.compute, err, call, budget) from None
         try:
             run = await self.compute.invoke(call, requester=self.payer.id, rate=assignment.price, deal=deal,
                                             owed=self._owed)
@@ -227,9 +230,6 @@ class PaidCompute:
         if error is not None:
             raise error
         return {**run.to_json(), "provider": self.node.id, "deal": deal}
-
-    def _worst_case_refused(self, err: InsufficientCredit, call: InvokeCall, budget: int) -> InsufficientCredit:
-        return worst_case_refused(self.compute, err, call, budget)
 
     async def replay(self, provenance_id: str) -> dict[str, Any]:
         """Re-run a call recorded here, from its provenance record, as a paid invoke on this node; compare.
@@ -278,7 +278,7 @@ class PaidCompute:
         try:
             tab = await self.gateway_tabs.reserve(provider, price, budget)
         except InsufficientCredit as err:
-            raise self._worst_case_refused(err, call, budget) from None
+            raise worst_case_refused(self.compute, err, call, budget) from None
         body = {"call": _call_json(call), "price": price, "authorization": tab.hex, "deal": deal, "tab": True,
                 "memory_price": self.compute.memory_price}
         try:

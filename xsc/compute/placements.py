@@ -195,6 +195,9 @@ class Placements:
                 # a provider's refusal says more than that no other one is left after it
                 self._unplaced[name] = refusal or err.message
                 return
+            # A placed function's requests are paid on its tab, never served from the allocation: its deal holds
+            # nothing of it.
+            self.paid.dealing.ended(assignment)
             provider = assignment.provider
             if await over.passes(provider):
                 continue

@@ -178,6 +178,12 @@ class Dealing:
         self._dealing = asyncio.Lock()
         self._waiting: list[_Waiting] = []  # deals asked for while another ran: dealt together next
         self._placed: dict[str, Assignment] = {}  # this node's open needs already placed: need id -> assignment
+        # kind -> provider -> units this node's needs in flight placed from the allocation hold there: a put's while
+        # its needs are open (`_in_flight`), an invoke's until its call ends (`ended`); a tally, not a scan, as
+        # every invoke reads it
+        self._held: dict[str, dict[str, int]] = {}
+        self._invokes: dict[str, Assignment] = {}  # invokes in flight placed from the allocation, by need id
+        self._pruned = -1  # `needs.withdrawals` when `_placed` last dropped the needs no longer open
         self.last_results = None  # the newest MarketResult of a match this node ran
         self._remembered = None  # the last of them whose explanations were kept
         self.last_bids: dict[str, Bid] = {}  # its needs, by need key
@@ -232,12 +238,19 @@ class Dealing:
     def _in_flight(self) -> dict[tuple[str, str], int]:
         """(provider, capacity slot) -> the units this node's needs placed there hold while they are still open
         (a put withdraws its needs when it ends, stored or not)."""
-        open_ids = self.needs.open_ids()
-        self._placed = {n: a for n, a in self._placed.items() if n in open_ids}
+        self._prune()
         out: dict[tuple[str, str], int] = {}
         for a in self._placed.values():
             out[(a.provider, a.capacity_slot)] = out.get((a.provider, a.capacity_slot), 0) + a.quantity
         return out
+
+    def _prune(self) -> None:
+        """The needs placed whose put ended (withdrawn since it last looked) hold nothing any more."""
+        if self._pruned != self.needs.withdrawals:
+            self._pruned = self.needs.withdrawals
+            open_ids = self.needs.open_ids()
+            for need_id in [n for n in self._placed if n not in open_ids]:
+                self._unhold(self._placed.pop(need_id))
 
     def remember(self) -> None:
         """Keep the explanations of the newest matching, with their figures, for `xsc market explain` (once:
@@ -269,25 +282,12 @@ class Dealing:
             if given != self._allocation_seen.get(kind):
                 self._allocation_seen[kind] = dict(given)  # a new allocation: nothing of it is spent yet
                 self._allocation_spent[kind] = {}
-            spent = self._allocation_spent[kind]
-            # What this node's puts in flight were placed from the allocation is spent once they stored: till then
-            # it holds that part, or two puts at once would each be placed from the whole.
-            held = self._held_of_allocation(kind)
-            room = {p: u - spent.get(p, 0) - held.get(p, 0) for p, u in given.items()
-                    if p not in down and self.market.active(p)}
+            room = {p: u for p, u in self._room(kind, given).items() if p not in down and self.market.active(p)}
             asks, wanted = within_room(offered, room, kind), [b for b in bids if b.slot.kind == kind]
             if asks and wanted:  # (the recognition map is made of the whole book)
                 out.update((yield from from_allocation(
                     wanted, asks, room, clearings, self.me, recognition=self.market.recognition_map(),
                     availability=availability, bucket_seconds=self.market.config.bucket_seconds, now_ms=now_ms())))
-        return out
-
-    def _held_of_allocation(self, kind: str) -> dict[str, int]:
-        """provider -> the units of `kind` this node's open needs placed from the allocation hold there."""
-        out: dict[str, int] = {}
-        for a in self._placed.values():
-            if a.allocated and a.kind == kind:
-                out[a.provider] = out.get(a.provider, 0) + a.quantity
         return out
 
     async def deal(self, bids: list[Bid], exclude: frozenset[str] = frozenset(), *,
@@ -373,8 +373,19 @@ class Dealing:
 
     def _place(self, placed: dict[str, Assignment]) -> None:
         """This node's needs were placed: they hold their units while open (`_in_flight`), and take them from the
-        room of every kept deal that uses the same slots."""
-        self._placed.update(placed)
+        room of every kept deal that uses the same slots.  What they were placed from the allocation is held
+        (`_held`): a put's share while its needs are open, an invoke (never opened) until its call ends.  A need
+        not opened (a repair's, an invoke's) holds no slot: nothing would say when it is over."""
+        for need_id, a in placed.items():
+            if a.allocated and a.kind == "compute":
+                self._invokes[need_id] = a
+                self._hold(a)
+            elif self.needs.is_open(need_id):
+                old = self._placed.get(need_id)
+                if old is not None:
+                    self._unhold(old)
+                self._placed[need_id] = a
+                self._hold(a)
         for kept in self._reusable.values():
             for a in placed.values():
                 slot = (a.provider, a.capacity_slot)
@@ -504,19 +515,52 @@ class Dealing:
             self.defaulted(provider)
 
     def invoked(self, assignment: Assignment, fuel: int) -> None:
-        """An invoke placed by `compute_deal` ran (returned or trapped) and used `fuel`: if it was placed from the
-        allocation, that fuel counts against the provider's part and this node's standing compute needs shrink
-        by exactly as much (the rest of the call's reserved budget was not used: it stays allocated)."""
+        """An invoke placed by `compute_deal` ran (returned or trapped) and used `fuel`: it ends (`ended`), and if it
+        was placed from the allocation, that fuel counts against the provider's part and this node's standing
+        compute needs shrink by exactly as much (the rest of the call's reserved budget was not used: it stays
+        allocated)."""
+        self.ended(assignment)
         if assignment.allocated and fuel > 0:
             self.spent("compute", [replace(assignment, quantity=fuel)])
 
+    def ended(self, assignment: Assignment) -> None:
+        """A call placed by `compute_deal` is over, whether it ran, failed or was refused (its caller says so once
+        the call is no longer in flight; again is harmless): what it held of the allocation is free again."""
+        self._end(assignment.need_id)
+
+    def _end(self, need_id: str) -> None:
+        a = self._invokes.pop(need_id, None)
+        if a is not None:
+            self._unhold(a)
+
+    def _hold(self, a: Assignment) -> None:
+        """`a` (placed) holds its units of the allocation, if it was placed from it."""
+        if a.allocated:
+            held = self._held.setdefault(a.kind, {})
+            held[a.provider] = held.get(a.provider, 0) + a.quantity
+
+    def _unhold(self, a: Assignment) -> None:
+        """`a` (placed) no longer holds its units of the allocation."""
+        held = self._held.get(a.kind)
+        if a.allocated and held is not None and a.provider in held:
+            held[a.provider] -= a.quantity
+            if held[a.provider] <= 0:
+                del held[a.provider]
+
     def _allocation_room(self, kind: str) -> dict[str, int]:
-        """provider -> units its allocation still gives this node's needs of `kind` (given less spent)."""
+        """provider -> units its allocation still gives this node's needs of `kind` (`_room`)."""
         if self.allocated is None:
             return {}
-        given = self.allocated(kind)
+        self._prune()  # (a put that ended holds nothing: a kept deal's shape sees it)
+        return self._room(kind, self.allocated(kind))
+
+    def _room(self, kind: str, given: dict[str, int]) -> dict[str, int]:
+        """provider -> units of `given` (what the allocation gives) neither spent nor held by this node's needs in
+        flight: what they were placed from the allocation is spent once they ran or stored, and till then holds that
+        part, or two at once would each be placed from the whole."""
         spent = self._allocation_spent.get(kind, {}) if given == self._allocation_seen.get(kind) else {}
-        return {p: u - spent.get(p, 0) for p, u in given.items()}
+        held = self._held.get(kind, {})
+        return {p: u - spent.get(p, 0) - held.get(p, 0) for p, u in given.items()}
 
     async def _look_up_compute(self, wanted: int, exclude: frozenset[str] = frozenset()) -> None:
         """The compute providers the hash table knows, brought into the book if it holds fewer than `wanted` other
@@ -535,35 +579,43 @@ class Dealing:
         allocation to this node's standing compute needs still holds the call's reserved fuel (`deal`), else
         matched on the market; the answer is kept until the book or the allocation changes (an invoke must
         not pay a matching of the whole book each time), and one placed from the allocation only while the
-        provider's part still holds it.  `exclude`: providers that just failed this call, or that run it already
-        (left out of the clearing too; such an answer is not kept).  `providers`: how many distinct compute
-        providers outside `exclude` the caller will want in all (a replicated job's replicas still to place); a
-        book holding fewer than that beside those of `exclude` it holds first gets those the hash table knows
-        (`_look_up_compute`).  A provider of `exclude` gone from the book is not counted: the one left out after
-        it went down is replaced at once by another the book holds."""
+        provider's part still holds it.  One placed from the allocation holds the call's reserved fuel of that
+        part, each call under a need of its own, until its caller says the call ended (`ended`, `invoked`): calls
+        in flight at once are not each placed from the whole part.  `exclude`: providers that just failed this
+        call, or that run it already (left out of the clearing too; such an answer is not kept).  `providers`: how
+        many distinct compute providers outside `exclude` the caller will want in all (a replicated job's replicas
+        still to place); a book holding fewer than that beside those of `exclude` it holds first gets those the
+        hash table knows (`_look_up_compute`).  A provider of `exclude` gone from the book is not counted: the one
+        left out after it went down is replaced at once by another the book holds."""
         if exclude:
             await self._look_up_compute(max(providers, 1), exclude)
-            need = self.need(f"invoke-{random.getrandbits(48):012x}", "compute", 1 << fuel.bit_length(), 60,
-                             max_price)
-            try:
-                return (await self.deal([need], exclude))[need.slot.id]
-            finally:
-                self.remember()
+            return await self._invoke_deal(fuel, max_price, exclude)
         room = self._allocation_room("compute")
         key = (self.market.version, fuel.bit_length(), max_price, tuple(sorted(p for p, u in room.items()
                                                                       if u >= 1 << fuel.bit_length())))
         found = self._compute_deals.get(key)
-        if found is not None and found.allocated and room.get(found.provider, 0) < found.quantity:
-            found = None  # its part of the allocation was used up since
+        if found is not None and found.allocated:
+            if room.get(found.provider, 0) < found.quantity:
+                found = None  # its part of the allocation is used up or held by calls in flight since
+            else:
+                found = found.renamed(f"invoke-{random.getrandbits(48):012x}")
+                self._invokes[found.need_id] = found
+                self._hold(found)
         if found is None:
             await self._look_up_compute(providers)
-            need = self.need(f"invoke-{random.getrandbits(48):012x}", "compute", 1 << fuel.bit_length(),
-                             60, max_price)
-            try:
-                found = (await self.deal([need]))[need.slot.id]
-            finally:
-                self.remember()
+            found = await self._invoke_deal(fuel, max_price, frozenset())
             if len(self._compute_deals) > COMPUTE_DEALS:
                 self._compute_deals.clear()
             self._compute_deals[key] = found
         return found
+
+    async def _invoke_deal(self, fuel: int, max_price: int, exclude: frozenset[str]) -> Assignment:
+        """An invoke's need of `fuel` rounded up to a power of two, for 60 s at `max_price`, dealt."""
+        need = self.need(f"invoke-{random.getrandbits(48):012x}", "compute", 1 << fuel.bit_length(), 60, max_price)
+        try:
+            return (await self.deal([need], exclude))[need.slot.id]
+        except BaseException:  # (a caller cancelled once its need was placed is not there to end it)
+            self._end(need.slot.id)
+            raise
+        finally:
+            self.remember()

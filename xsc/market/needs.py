@@ -4,7 +4,8 @@ Three kinds of need, one registry:
 
 - **a put's or a repair's needs** (`storage/quotes.py`): `open` while the put is matched and stores its
   shares, `withdraw` once it is over (stored or not);
-- **an invoke's need** (`MarketService.compute_deal`): made with `make` and matched at once, never published;
+- **an invoke's need** (`Dealing.compute_deal`): made with `make` and matched at once, never opened nor published
+  (what it was placed from the allocation, `Dealing` holds until the call ends);
 - **standing needs** (`xsc allocation need add`, `AllocationService.add_need`): `add_standing` keeps one in
   LevelDB (`keys.MARKET_STANDING`) until its window ends (`expire`) or it is removed; `spend` shrinks them by
   what the allocation served (the largest first).
@@ -76,6 +77,7 @@ class NeedRegistry:
         self._needs: dict[str, Bid] = {}
         self._opened: dict[str, float] = {}  # a put's needs not yet published -> when they were opened (monotonic)
         self._watchers: list[tuple[Callable[[], None], bool]] = []  # (called on a change, standing ones only)
+        self.withdrawals = 0  # calls of `withdraw` so far: what placed needs hold is looked at again once it moves
         for key, value in self.store.load():
             try:
                 bid = Bid.model_validate(codec.loads(value))
@@ -106,6 +108,9 @@ class NeedRegistry:
     def bids(self) -> tuple[Bid, ...]:
         """Every open need (`published` says which the node's commitment carries)."""
         return tuple(self._bid(n, b) for n, b in list(self._needs.items()))
+
+    def is_open(self, need_id: str) -> bool:
+        return need_id in self._needs
 
     def open_ids(self) -> set[str]:
         """The ids of the open needs (without making the needs opened alike)."""
@@ -156,6 +161,7 @@ class NeedRegistry:
     def withdraw(self, need_ids: Iterable[str]) -> None:
         """The put is over (stored or not): its needs leave the book (those published: a change to publish)."""
         published = False
+        self.withdrawals += 1
         for need in need_ids:
             published |= self._needs.pop(need, None) is not None and self._opened.pop(need, None) is None
         if published:
