@@ -14,6 +14,7 @@ import time
 
 import aiohttp
 import pytest
+import yarl
 
 from tests.support.compute import call_at_once, deploy, peer_with_provider
 from tests.support.disks import tmpfs
@@ -341,6 +342,48 @@ async def test_a_provider_refuses_a_malformed_placement_with_a_problem(node_fact
                                                     "extra": 1})
     assert status == 400, answer
     assert provider.app[NODE].functions.placed(owner_id, "a") is None
+
+
+async def test_two_owners_placing_one_name_on_a_provider_each_reach_only_their_own(node_factory):
+    """Two owners' functions of one name on one provider are two functions: each served with its own environment,
+    withdrawn by its own owner only, and no path under one owner's reaches the other's.  A function of the
+    provider's own user may not be named as a node is: /fn/NODE_ID/ is where that node's placed functions are."""
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    other = await node_factory("other", **QUIET, market={"offer_compute": False})
+    await peer_with_provider(other, provider)
+    pid, web = provider.app[IDENTITY].id, f"http://{provider.app[NODE].config.node.web_listen}"
+    ids = [node.app[IDENTITY].id for node in (owner, other)]
+    for node, node_id in zip((owner, other), ids):
+        auth = await node.app[NODE].payments.authorize(pid, 10 * _budget(provider, module, price),
+                                                       function_job(node_id, "site"), ttl=3600)
+        status, answer = await _place(node, provider, {"function": {"name": "site", "module": module,
+                                                                    "env": {"WHO": node_id}},
+                                                       **_terms(provider, price, auth)})
+        assert status == 201 and answer["url"] == f"{web}/fn/{node_id}/site/", answer
+    for node_id in ids:
+        status, _, answer = await _get(f"{web}/fn/{node_id}/site/x")
+        assert status == 200 and f"WHO={node_id}".encode() in answer.splitlines(), answer[:300]
+        assert f"SCRIPT_NAME=/fn/{node_id}/site".encode() in answer.splitlines()
+    mine, theirs = ids
+    for trick in (f"/fn/{mine}/site/../../{theirs}/site/", f"/fn/{mine}/site/%2e%2e/%2e%2e/{theirs}/site/",
+                  f"/fn/{mine}/site%2f..%2f..%2f{theirs}%2fsite/", f"/fn/{mine}/..%2f{theirs}/site/"):
+        status, _, answer = await _get(yarl.URL(web + trick, encoded=True))
+        assert status in (400, 404) and b"WHO=" not in answer, (trick, status, answer[:300])
+    # The other owner's withdrawal takes its own function only, and a name it has none under is refused.
+    path = FUNCTION_PATH.format(name="site")
+    await other.app[NODE].client.request(provider.app[NODE].peers.url, "DELETE", path, to=pid,
+                                         max_size=FUNCTION_ANSWER)
+    with pytest.raises(PeerRefused) as refused:
+        await other.app[NODE].client.request(provider.app[NODE].peers.url, "DELETE", path, to=pid,
+                                             max_size=FUNCTION_ANSWER)
+    assert refused.value.details["peer_status"] == 404
+    assert (await _get(f"{web}/fn/{theirs}/site/x"))[0] == 404
+    assert (await _get(f"{web}/fn/{mine}/site/x"))[0] == 200
+    # The provider's user cannot take the owner's URLs with a function of its own named as the owner's node.
+    response = await provider.post("/v1/compute/functions", json={"name": mine, "module": module})
+    assert response.status == 400 and "node" in (await response.json())["detail"], await response.text()
+    status, _, answer = await _get(f"{web}/fn/{mine}/site/x")
+    assert status == 200 and f"WHO={mine}".encode() in answer.splitlines()
 
 
 async def test_callers_of_a_placed_function_answered_before_their_records_are_written_hold_only_what_runs_cost(
