@@ -237,6 +237,29 @@ async def test_a_provider_refuses_placements_it_is_not_paid_for_or_cannot_serve(
     assert status == 429 and answer["code"] == "quota-exceeded"
 
 
+async def test_placements_sent_at_once_are_held_to_the_per_owner_quota(node_factory):
+    """An owner sending its placements at once, each with an authorization of its own: every one was checked against
+    the quota before any was served (its files staged meanwhile), and all were served, past PER_OWNER and MAX_PLACED.
+    Those being placed count: the quota holds, the rest are 429."""
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    pid, owner_id, node = provider.app[IDENTITY].id, owner.app[IDENTITY].id, owner.app[NODE]
+    budget = _budget(provider, module, price)
+    names = [f"f{i}" for i in range(PER_OWNER + 4)]
+    auths = [await node.payments.authorize(pid, 2 * budget, function_job(owner_id, name), ttl=3600) for name in names]
+    answers = await asyncio.gather(*(_place(owner, provider, {"function": {"name": name, "module": module},
+                                                              **_terms(provider, price, auth)})
+                                     for name, auth in zip(names, auths)))
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [201] * PER_OWNER + [429] * 4, answers
+    assert provider.app[NODE].functions.placed_by(owner_id) == PER_OWNER
+    # Placed again (its next tab) while the quota is full: still the owner's own, not one more.
+    placed = next(name for name, (status, _) in zip(names, answers) if status == 201)
+    renewed = await node.payments.authorize(pid, 2 * budget, function_job(owner_id, placed), ttl=3600)
+    status, answer = await _place(owner, provider, {"function": {"name": placed, "module": module},
+                                                    **_terms(provider, price, renewed)})
+    assert status == 201, answer
+
+
 async def test_a_placed_function_past_its_authorized_cap_answers_402(node_factory):
     owner, provider, module, price = await _owner_and_provider(node_factory)
     authorization = await owner.app[NODE].payments.authorize(
