@@ -264,9 +264,10 @@ class PlacedFunctions:
             raise DealRefused("the authorization does not pay for this function of yours",
                               hint=f"its job must be {function_job(owner, '<name>')}")
         key = (owner, name)
+        placing = [o for o, n in self._placing if self.functions.placed(o, n) is None]  # (once served: counted so)
         if self.functions.placed(owner, name) is None and key not in self._placing and (
-                self.functions.placed_by(owner) + sum(1 for o, _ in self._placing if o == owner) >= PER_OWNER
-                or self.functions.placed_count + len(self._placing) >= MAX_PLACED):
+                self.functions.placed_by(owner) + placing.count(owner) >= PER_OWNER
+                or self.functions.placed_count + len(placing) >= MAX_PLACED):
             raise QuotaExceeded(f"this node serves at most {PER_OWNER} functions of one owner and {MAX_PLACED} in "
                                 "all", hint="place it on another provider", retry_after=60)
         self._placing[key] += 1
