@@ -291,6 +291,35 @@ async def test_a_provider_refuses_a_placement_from_a_node_it_extends_no_credit(n
     assert provider.app[NODE].paid.provider_tabs.kept == 0
 
 
+async def test_a_provider_answering_a_url_that_would_split_the_owners_redirect_is_not_used(node_factory, monkeypatch):
+    """The URL a provider answers a placement with is the Location of the owner's redirects: with a CR LF in it, the
+    owner's listener could not write the redirect (500 and a traceback to every caller) or, written, it would set
+    what the provider liked on the owner's origin.  The placement is refused as one without a URL."""
+    provider = await _provider(node_factory, "provider")
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False},
+                               node={"web_listen": f"127.0.0.1:{free_port()}", **FAST})
+    await peer_with_provider(owner, provider)
+    hosted = provider.app[NODE].placed_functions
+    place = hosted.place
+
+    async def hostile(owner_id: str, body) -> dict:
+        return {**await place(owner_id, body), "url": f"http://{provider.app[NODE].config.node.web_listen}/fn/x/"
+                                                      "\r\nSet-Cookie: xsc_session=theirs\r\n"}
+
+    monkeypatch.setattr(hosted, "place", hostile)
+    module = await deploy(owner, "cgi", wasi=True)
+    await _json(owner, "POST", "/v1/compute/functions", json={"name": "hello", "module": module, "on_market": True})
+
+    async def refused():
+        found = (await _json(owner, "GET", "/v1/compute/functions"))["functions"][0]
+        return found if "without the URL" in found.get("not_placed", "") else None
+
+    listed = await eventually_async(refused, "the placement refused for its URL", 30)
+    assert "url" not in listed or listed["url"] is None, listed
+    status, headers, answer = await _get(f"http://{owner.app[NODE].config.node.web_listen}/fn/hello/")
+    assert status == 503 and "Set-Cookie" not in headers, (status, headers, answer)
+
+
 async def test_a_function_on_the_market_with_no_provider_is_unavailable_on_the_owner(node_factory):
     owner = await node_factory("owner", **QUIET, market={"offer_compute": False},
                                node={"web_listen": f"127.0.0.1:{free_port()}", **FAST})
