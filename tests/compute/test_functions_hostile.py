@@ -254,6 +254,58 @@ async def test_ranges_of_an_answer_follow_rfc_9110(web) -> None:
         assert status == 206 and body == data[50:], current
 
 
+SMUGGLED = b"GET /fn/hello/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+AMBIGUOUS = {  # bodies a proxy in front and the node could frame two ways, each hiding SMUGGLED
+    "Content-Length and chunked": b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    "chunked and Content-Length": b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    "two lengths": b"Content-Length: 0\r\nContent-Length: %d\r\n\r\n" % len(SMUGGLED) + SMUGGLED,
+    "chunked, then another coding": b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    "an unknown coding": b"Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    "a space before the colon": b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    "a folded coding": b"Transfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    "a chunk size past 64 bits": b"Transfer-Encoding: chunked\r\n\r\n1" + b"0" * 16 + b"5\r\nx\r\n0\r\n\r\n" + SMUGGLED,
+    "chunks ended by bare LFs": b"Transfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n" + SMUGGLED,
+    "a signed length": b"Content-Length: +%d\r\n\r\n" % len(SMUGGLED) + SMUGGLED,
+}
+
+
+async def test_a_request_framed_two_ways_is_a_400_problem_and_smuggles_no_request(web) -> None:
+    """Request smuggling: a body whose length a proxy in front and the node could read two ways would let a caller
+    hide a request inside it (run by the node, answered to the next caller behind the proxy).  The node's parser
+    refuses each such head, 400 with a problem body, and closes the connection: the hidden request never runs."""
+    node, base = web
+    for what, rest in AMBIGUOUS.items():
+        data = await _exchange(base, b"POST /fn/raw/ HTTP/1.1\r\nHost: x\r\n" + rest, LAST)
+        assert b" 400 Bad Request\r\n" in data and b"malformed-request" in data, (what, data[:300])
+        assert b"smuggled" not in data and b"X-Hello" not in data, (what, data[:600])
+    requests = [r["record"].get("job", {}).get("request", "") for r in node.app[NODE].compute.recent_provenance(200)]
+    assert not [r for r in requests if "smuggled" in r], requests
+
+
+async def test_a_head_trickled_a_byte_at_a_time_is_cut_at_the_idle_timeout(node_factory) -> None:
+    """Slowloris: a caller sending its head a byte at a time, each well within the idle timeout, is cut once the
+    connection has been open that long without a whole request, however many bytes it trickled."""
+    port = free_port()
+    node = await node_factory("web", **QUIET, node={"web_listen": f"127.0.0.1:{port}", "idle_timeout": 1})
+    await node.post("/v1/compute/functions", json={"name": "hello", "module": await deploy(node, "cgi", wasi=True)})
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = b"GET /fn/hello/ HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: y\r\n" * 20
+    closed = asyncio.ensure_future(reader.read())
+    try:
+        for byte in range(len(head)):  # (its pace, not a wait for the node: what is awaited is the close)
+            if closed.done():
+                break
+            writer.write(head[byte:byte + 1])
+            await asyncio.wait([closed], timeout=0.05)
+        assert closed.done() and closed.result() == b"", "the node still reads a head that drips"
+    finally:
+        closed.cancel()
+        writer.close()
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}/fn/hello/") as response:
+            assert response.status == 200
+
+
 async def test_idle_connections_to_the_web_listener_are_capped_per_address_and_closed(node_factory) -> None:
     """Anyone may connect to the web listener: sockets that send nothing are capped per address (503 past it) and
     closed after node.idle_timeout, as on the node's own listener, not kept for an hour each until the node's

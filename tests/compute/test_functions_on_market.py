@@ -14,6 +14,7 @@ import time
 
 import aiohttp
 import pytest
+import yarl
 
 from tests.support.compute import call_at_once, deploy, peer_with_provider
 from tests.support.disks import tmpfs
@@ -236,6 +237,29 @@ async def test_a_provider_refuses_placements_it_is_not_paid_for_or_cannot_serve(
     assert status == 429 and answer["code"] == "quota-exceeded"
 
 
+async def test_placements_sent_at_once_are_held_to_the_per_owner_quota(node_factory):
+    """An owner sending its placements at once, each with an authorization of its own: every one was checked against
+    the quota before any was served (its files staged meanwhile), and all were served, past PER_OWNER and MAX_PLACED.
+    Those being placed count: the quota holds, the rest are 429."""
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    pid, owner_id, node = provider.app[IDENTITY].id, owner.app[IDENTITY].id, owner.app[NODE]
+    budget = _budget(provider, module, price)
+    names = [f"f{i}" for i in range(PER_OWNER + 4)]
+    auths = [await node.payments.authorize(pid, 2 * budget, function_job(owner_id, name), ttl=3600) for name in names]
+    answers = await asyncio.gather(*(_place(owner, provider, {"function": {"name": name, "module": module},
+                                                              **_terms(provider, price, auth)})
+                                     for name, auth in zip(names, auths)))
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [201] * PER_OWNER + [429] * 4, answers
+    assert provider.app[NODE].functions.placed_by(owner_id) == PER_OWNER
+    # Placed again (its next tab) while the quota is full: still the owner's own, not one more.
+    placed = next(name for name, (status, _) in zip(names, answers) if status == 201)
+    renewed = await node.payments.authorize(pid, 2 * budget, function_job(owner_id, placed), ttl=3600)
+    status, answer = await _place(owner, provider, {"function": {"name": placed, "module": module},
+                                                    **_terms(provider, price, renewed)})
+    assert status == 201, answer
+
+
 async def test_a_placed_function_past_its_authorized_cap_answers_402(node_factory):
     owner, provider, module, price = await _owner_and_provider(node_factory)
     authorization = await owner.app[NODE].payments.authorize(
@@ -265,6 +289,35 @@ async def test_a_provider_refuses_a_placement_from_a_node_it_extends_no_credit(n
                                                            **_terms(provider, price, authorization)})
         assert status == 402 and answer["code"] == "prepayment-required", answer
     assert provider.app[NODE].paid.provider_tabs.kept == 0
+
+
+async def test_a_provider_answering_a_url_that_would_split_the_owners_redirect_is_not_used(node_factory, monkeypatch):
+    """The URL a provider answers a placement with is the Location of the owner's redirects: with a CR LF in it, the
+    owner's listener could not write the redirect (500 and a traceback to every caller) or, written, it would set
+    what the provider liked on the owner's origin.  The placement is refused as one without a URL."""
+    provider = await _provider(node_factory, "provider")
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False},
+                               node={"web_listen": f"127.0.0.1:{free_port()}", **FAST})
+    await peer_with_provider(owner, provider)
+    hosted = provider.app[NODE].placed_functions
+    place = hosted.place
+
+    async def hostile(owner_id: str, body) -> dict:
+        return {**await place(owner_id, body), "url": f"http://{provider.app[NODE].config.node.web_listen}/fn/x/"
+                                                      "\r\nSet-Cookie: xsc_session=theirs\r\n"}
+
+    monkeypatch.setattr(hosted, "place", hostile)
+    module = await deploy(owner, "cgi", wasi=True)
+    await _json(owner, "POST", "/v1/compute/functions", json={"name": "hello", "module": module, "on_market": True})
+
+    async def refused():
+        found = (await _json(owner, "GET", "/v1/compute/functions"))["functions"][0]
+        return found if "without the URL" in found.get("not_placed", "") else None
+
+    listed = await eventually_async(refused, "the placement refused for its URL", 30)
+    assert "url" not in listed or listed["url"] is None, listed
+    status, headers, answer = await _get(f"http://{owner.app[NODE].config.node.web_listen}/fn/hello/")
+    assert status == 503 and "Set-Cookie" not in headers, (status, headers, answer)
 
 
 async def test_a_function_on_the_market_with_no_provider_is_unavailable_on_the_owner(node_factory):
@@ -341,6 +394,48 @@ async def test_a_provider_refuses_a_malformed_placement_with_a_problem(node_fact
                                                     "extra": 1})
     assert status == 400, answer
     assert provider.app[NODE].functions.placed(owner_id, "a") is None
+
+
+async def test_two_owners_placing_one_name_on_a_provider_each_reach_only_their_own(node_factory):
+    """Two owners' functions of one name on one provider are two functions: each served with its own environment,
+    withdrawn by its own owner only, and no path under one owner's reaches the other's.  A function of the
+    provider's own user may not be named as a node is: /fn/NODE_ID/ is where that node's placed functions are."""
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    other = await node_factory("other", **QUIET, market={"offer_compute": False})
+    await peer_with_provider(other, provider)
+    pid, web = provider.app[IDENTITY].id, f"http://{provider.app[NODE].config.node.web_listen}"
+    ids = [node.app[IDENTITY].id for node in (owner, other)]
+    for node, node_id in zip((owner, other), ids):
+        auth = await node.app[NODE].payments.authorize(pid, 10 * _budget(provider, module, price),
+                                                       function_job(node_id, "site"), ttl=3600)
+        status, answer = await _place(node, provider, {"function": {"name": "site", "module": module,
+                                                                    "env": {"WHO": node_id}},
+                                                       **_terms(provider, price, auth)})
+        assert status == 201 and answer["url"] == f"{web}/fn/{node_id}/site/", answer
+    for node_id in ids:
+        status, _, answer = await _get(f"{web}/fn/{node_id}/site/x")
+        assert status == 200 and f"WHO={node_id}".encode() in answer.splitlines(), answer[:300]
+        assert f"SCRIPT_NAME=/fn/{node_id}/site".encode() in answer.splitlines()
+    mine, theirs = ids
+    for trick in (f"/fn/{mine}/site/../../{theirs}/site/", f"/fn/{mine}/site/%2e%2e/%2e%2e/{theirs}/site/",
+                  f"/fn/{mine}/site%2f..%2f..%2f{theirs}%2fsite/", f"/fn/{mine}/..%2f{theirs}/site/"):
+        status, _, answer = await _get(yarl.URL(web + trick, encoded=True))
+        assert status == 400 and b"WHO=" not in answer, (trick, status, answer[:300])
+    # The other owner's withdrawal takes its own function only, and a name it has none under is refused.
+    path = FUNCTION_PATH.format(name="site")
+    await other.app[NODE].client.request(provider.app[NODE].peers.url, "DELETE", path, to=pid,
+                                         max_size=FUNCTION_ANSWER)
+    with pytest.raises(PeerRefused) as refused:
+        await other.app[NODE].client.request(provider.app[NODE].peers.url, "DELETE", path, to=pid,
+                                             max_size=FUNCTION_ANSWER)
+    assert refused.value.details["peer_status"] == 404
+    assert (await _get(f"{web}/fn/{theirs}/site/x"))[0] == 404
+    assert (await _get(f"{web}/fn/{mine}/site/x"))[0] == 200
+    # The provider's user cannot take the owner's URLs with a function of its own named as the owner's node.
+    response = await provider.post("/v1/compute/functions", json={"name": mine, "module": module})
+    assert response.status == 400 and "node" in (await response.json())["detail"], await response.text()
+    status, _, answer = await _get(f"{web}/fn/{mine}/site/x")
+    assert status == 200 and f"WHO={mine}".encode() in answer.splitlines()
 
 
 async def test_callers_of_a_placed_function_answered_before_their_records_are_written_hold_only_what_runs_cost(

@@ -601,6 +601,11 @@ class WebFunctions:
         """Serve a function (or replace the one of that name): its spec checked, its files staged (on the
         market: placed on a provider, which stages them)."""
         record = self._checked(body)
+        if _NODE_ID.fullmatch(record["name"]):
+            # /fn/NODE_ID/ is where that node's placed functions answer: a function of this name would take them
+            raise InvalidArgument(f"a function's name may not be a node's id ({record['name']!r}): /fn/NODE_ID/NAME/ "
+                                  "is where the functions that node places here answer",
+                                  hint="name it otherwise, e.g. with a '-' in it")
         if not record["on_market"]:
             await self._mount(record, self.work_dir / record["name"] / "in")
         self.store.save_function(record)

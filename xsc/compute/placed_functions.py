@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
@@ -164,6 +165,8 @@ class PlacedFunctions:
         self.web_url = web_url  # where this node's web listener is reached (None: it serves no functions)
         self._mounting = 0  # bytes of files placements being made may still write: each checks the disk with them
         self._kept: dict[tuple[str, str], tuple[int, int, int]] = {}  # counters as last written
+        # functions being placed, not served yet: counted in the quotas (else placements sent at once all pass them)
+        self._placing: Counter[tuple[str, str]] = Counter()
 
     def start(self) -> None:
         """The placements kept on disk served again, each checked again (dropped if it no longer checks), with the
@@ -260,10 +263,25 @@ class PlacedFunctions:
         if auth.job != function_job(owner, name):
             raise DealRefused("the authorization does not pay for this function of yours",
                               hint=f"its job must be {function_job(owner, '<name>')}")
-        if self.functions.placed(owner, name) is None and (self.functions.placed_by(owner) >= PER_OWNER
-                                                            or self.functions.placed_count >= MAX_PLACED):
+        key = (owner, name)
+        placing = [o for o, n in self._placing if self.functions.placed(o, n) is None]  # (once served: counted so)
+        if self.functions.placed(owner, name) is None and key not in self._placing and (
+                self.functions.placed_by(owner) + placing.count(owner) >= PER_OWNER
+                or self.functions.placed_count + len(placing) >= MAX_PLACED):
             raise QuotaExceeded(f"this node serves at most {PER_OWNER} functions of one owner and {MAX_PLACED} in "
                                 "all", hint="place it on another provider", retry_after=60)
+        self._placing[key] += 1
+        try:
+            return await self._place(owner, name, function, price, deal, auth, web)
+        finally:
+            self._placing[key] -= 1
+            if not self._placing[key]:
+                del self._placing[key]
+
+    async def _place(self, owner: str, name: str, function: dict[str, Any], price: int, deal: dict[str, Any], auth,
+                     web: str) -> dict[str, Any]:
+        """A placement whose terms are checked and which the quotas leave room for: its tab and the owner's line
+        checked, its module and files looked at, and it served."""
         budget = self._budget(function, price)
         await self.paid.provider_tabs.check(auth, budget)  # closed (a replay), or too small for one request
         self.paid.reserve(owner, budget, "a request's budget")  # its line here covers one request ...

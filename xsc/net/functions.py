@@ -13,6 +13,7 @@ Only the node that placed a function may touch it; callers reach it at the provi
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..errors import PeerRefused
@@ -24,6 +25,7 @@ PLACE_TIMEOUT = 120.0  # seconds a placement may take (the provider reads the fu
 # Bytes of a provider's answer read at most: a URL (the caller takes none past 2,048 characters), an authorization's
 # id, a name and a few counters.
 FUNCTION_ANSWER = 16 * 1024
+_URL_TEXT = re.compile(r"[!-~]+")  # printable ASCII, no space
 
 
 async def place(client: PeerClient, url: str, provider: str, body: dict[str, Any]) -> str:
@@ -45,8 +47,11 @@ async def withdraw(client: PeerClient, url: str, provider: str, name: str) -> No
 
 
 def _url(url: str, answer: Any) -> str:
+    """The URL a provider says it serves a function at.  It goes into the `Location` of the owner's redirects: a
+    CR or LF there would split them, and any space, control or non-ASCII character is no URL's (RFC 3986)."""
     served = answer.get("url") if isinstance(answer, dict) else None
-    if not isinstance(served, str) or not served.startswith(("http://", "https://")) or len(served) > 2048:
+    if not isinstance(served, str) or not served.startswith(("http://", "https://")) or len(served) > 2048 \
+            or not _URL_TEXT.fullmatch(served):
         raise PeerRefused(f"provider {url} answered a placement without the URL it serves it at", url=url)
     return served
 
