@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
 import plyvel
 import pytest
 
@@ -11,7 +17,8 @@ from xsc.errors import (BadRequest, BucketNotEmpty, BucketTaken, ConditionalConf
 from xsc import codec, keys
 from xsc.buckets import backup
 from xsc.buckets.core import names, records
-from xsc.buckets.index import S3Index, funded, funded_note, index_holders, upload_page, users
+from xsc.buckets.index import S3Index, funded, funded_note, index_holders, users
+from xsc.buckets.uploads import COMPLETED_KEEP, upload_page
 from xsc.s3.core import xml
 from xsc.storage.core.capability import Capability
 from xsc.node.appkeys import DB, NODE
@@ -634,9 +641,10 @@ def test_each_user_has_at_most_max_uploads_in_progress_and_ending_one_makes_room
     with pytest.raises(TooManyUploads):
         index.create_upload("shared", "e", by="ana")
     index.abort(third)
-    # An upload recorded without its user counts against its bucket's owner.
+    # An upload recorded without its user (by a node that kept no counts either) counts against its bucket's owner.
     db.put(keys.object_upload("0" * 32), codec.dumps({"bucket": "shared", "key": "old", "created": 0.0,
                                                       "headers": {}, "content_type": "", "metadata": {}}))
+    db.delete(keys.OBJECT_AGES_INDEXED)
     again = S3Index(db, max_uploads=2)
     with pytest.raises(TooManyUploads):
         again.create_upload("shared", "f", by="ana")
@@ -670,16 +678,18 @@ def test_uploads_left_unfinished_past_their_expiry_are_aborted_with_their_parts_
 
 
 class _CountingDb:
-    """The index's LevelDB, counting the upload records (o/u/) read through it: by key, or by a scan."""
+    """The index's LevelDB, counting the upload records (o/u/) read through it, by key or by a scan (`read`), and every
+    key read by the first four bytes of its prefix (`seen`)."""
 
     def __init__(self, db) -> None:
-        self.db, self.read = db, 0
+        self.db, self.read, self.seen = db, 0, Counter()
 
     def __getattr__(self, name: str):
         return getattr(self.db, name)
 
     def get(self, key: bytes, *args, **kwargs):
         self.read += key.startswith(keys.OBJECT_UPLOADS)
+        self.seen[key[:4]] += 1
         return self.db.get(key, *args, **kwargs)
 
     def iterator(self, **kwargs):
@@ -700,7 +710,9 @@ class _CountingDb:
 
             def __next__(self):
                 item = next(self.inner)
-                counting.read += (item if isinstance(item, bytes) else item[0]).startswith(keys.OBJECT_UPLOADS)
+                key = item if isinstance(item, bytes) else item[0]
+                counting.read += key.startswith(keys.OBJECT_UPLOADS)
+                counting.seen[key[:4]] += 1
                 return item
 
         return Scan(self.db.iterator(**kwargs))
@@ -751,6 +763,115 @@ def test_a_page_of_uploads_reads_the_uploads_it_holds_not_every_upload_of_the_no
     index.put_part(began[-1][1], 1, "cap-e", 10, "e" * 32)
     index.complete(began[-1][1], [(1, "e" * 32)])  # ("e": completed, so no longer listed)
     assert [key for key, _ in upload_page(index, "bkt", key_marker="c")["contents"]] == ["d"]
+
+
+def test_an_expiry_reads_the_uploads_it_aborts_and_a_users_count_reads_none(db) -> None:
+    """2,000 uploads in progress, 10 of them past the expiry: the expiry reads those 10 (their records, and their
+    places in the order uploads began), not the others.  Each user's count of uploads in progress (its bound, `xsc s3
+    users`) is read from the counts written with them, not from the uploads, as the index opens again too; an import's
+    uploads are counted in its own write."""
+    now = [10_000.0]
+    index = S3Index(db, max_uploads=5_000, upload_expiry=100, clock=lambda: now[0])
+    index.create_bucket("bkt", "ana")
+    old = [index.create_upload("bkt", f"old/{n}", by="ana") for n in range(10)]
+    for upload_id in old[:3]:
+        index.put_part(upload_id, 1, f"cap-{upload_id}", 5, "e")
+    begun = {**index.upload(old[0]), "parts": []}
+    many = [{**begun, "id": f"{n:032x}", "key": f"k/{n}", "created": now[0] + 50 + n / 1000,
+             "user": ("bob", "cid")[n % 2]} for n in range(1_990)]
+    backup.restore(index, {**backup.export(index), "uploads": many})  # (one write: 1,990 synced ones take seconds)
+    now[0] += 101  # past the expiry of the first 10, 51 s short of the others'
+    counting = _CountingDb(db)
+    reopened = S3Index(counting, max_uploads=995, upload_expiry=100, clock=lambda: now[0])
+    assert sorted(reopened.expire_uploads()) == sorted(f"cap-{upload_id}" for upload_id in old[:3])
+    assert counting.read == 10 and counting.seen[keys.OBJECT_UPLOADS_BY_AGE] == 10, (counting.read, counting.seen)
+    assert len(reopened.uploads("bkt")) == 1_990
+    counting.read = 0
+    assert users(reopened) == ["ana", "bob", "cid"]
+    with pytest.raises(TooManyUploads):  # 995 each
+        reopened.create_upload("bkt", "more", by="bob")
+    reopened.create_upload("bkt", "more", by="ana")  # its 10 expired
+    assert counting.read == 0
+
+
+def _uploads_agree(db) -> None:
+    """Each upload in progress has its place in its bucket's key order and in the order uploads began, and is counted
+    against its user; each completed upload has its place in the order they completed; no entry is left of one gone."""
+    uploads = {k[len(keys.OBJECT_UPLOADS):].decode(): codec.loads(v)
+               for k, v in db.iterator(prefix=keys.OBJECT_UPLOADS)}
+    assert {k for k, _ in db.iterator(prefix=keys.OBJECT_UPLOADS_BY_AGE)} == {
+        keys.object_upload_by_age(u["created"], upload_id) for upload_id, u in uploads.items()}
+    assert {k for k, _ in db.iterator(prefix=keys.OBJECT_UPLOADS_BY_KEY)} == {
+        keys.object_upload_by_key(u["bucket"], u["key"], u["created"], upload_id) for upload_id, u in uploads.items()}
+    assert {k[len(keys.OBJECT_UPLOAD_COUNTS):].decode(): int(v) for k, v in db.iterator(
+        prefix=keys.OBJECT_UPLOAD_COUNTS)} == dict(Counter(u["user"] for u in uploads.values()))
+    completed = {k[len(keys.OBJECT_COMPLETED):].decode(): codec.loads(v) for k, v in db.iterator(
+        prefix=keys.OBJECT_COMPLETED)}
+    assert {k for k, _ in db.iterator(prefix=keys.OBJECT_COMPLETED_BY_AGE)} == {
+        keys.object_completed_by_age(r["modified"], upload_id) for upload_id, r in completed.items()}
+    assert {k[len(keys.OBJECT_PARTS):].split(b"\x00")[0].decode() for k, _ in db.iterator(prefix=keys.OBJECT_PARTS)} \
+        <= set(uploads)
+
+
+@pytest.mark.slow
+def test_kill_9_while_uploads_begin_and_end_leaves_each_with_its_entries_and_its_users_count(tmp_path) -> None:
+    """Uploads begun, filled, completed, aborted, expired and taken back by a revoke, three users' at once, killed -9 at
+    two moments: each upload record and its entries (key order, age, its user's count; a completed one's age) are
+    there together or not at all, and the index opened again goes on from there."""
+    path = tmp_path / "db"
+    script = Path(__file__).parents[1] / "support" / "s3_index_burst.py"
+    for seed, wait_for in enumerate((150, 400)):
+        proc = subprocess.Popen([sys.executable, str(script), str(path), str(seed)], stdout=subprocess.PIPE, text=True)
+        acknowledged = 0
+        try:
+            while acknowledged < wait_for and (line := proc.stdout.readline()):
+                acknowledged = int(line)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        assert acknowledged >= wait_for, "the burst did not get going"
+        db = plyvel.DB(str(path))
+        try:
+            _uploads_agree(db)
+            assert db.get(keys.OBJECT_AGES_INDEXED) is not None
+        finally:
+            db.close()
+
+
+def test_uploads_recorded_before_their_ages_and_counts_were_kept_are_given_them_once(db) -> None:
+    """A store whose uploads have no place in the order they began and whose users no count (recorded before they were
+    kept), nor its completed uploads a place in the order they completed, is given them as the index opens, once: its
+    users are listed and bounded, its old uploads expire, its old completed uploads are forgotten."""
+    now = [1000.0]
+    index = S3Index(db, min_part_size=1, upload_expiry=100, clock=lambda: now[0])
+    index.create_bucket("bkt", "ana")
+    old = index.create_upload("bkt", "a", by="bob")
+    index.put_part(old, 1, "cap-1", 5, "e1")
+    done = index.create_upload("bkt", "b", by="ana")
+    index.put_part(done, 1, "cap-2", 5, "e2")
+    record, _ = index.complete(done, [(1, "e2")])
+    now[0] += 50
+    index.create_upload("bkt", "c", by="bob")
+    for prefix in (keys.OBJECT_UPLOADS_BY_AGE, keys.OBJECT_UPLOAD_COUNTS, keys.OBJECT_COMPLETED_BY_AGE):
+        for key, _ in db.iterator(prefix=prefix):
+            db.delete(key)
+    db.delete(keys.OBJECT_AGES_INDEXED)
+    reopened = S3Index(db, min_part_size=1, max_uploads=2, upload_expiry=100, clock=lambda: now[0])
+    _uploads_agree(db)
+    assert users(reopened) == ["ana", "bob"]
+    with pytest.raises(TooManyUploads):
+        reopened.create_upload("bkt", "d", by="bob")
+    now[0] += 51
+    assert reopened.expire_uploads() == ["cap-1"]
+    reopened.create_upload("bkt", "d", by="bob")
+    assert reopened.complete(done, [(1, "e2")])[0]["etag"] == record["etag"]  # a retried Complete, as the first
+    now[0] += COMPLETED_KEEP
+    other = reopened.create_upload("bkt", "e", by="ana")
+    reopened.put_part(other, 1, "cap-3", 5, "e3")
+    reopened.complete(other, [(1, "e3")])  # forgets the completed uploads older than COMPLETED_KEEP
+    with pytest.raises(NoSuchUpload):
+        reopened.complete(done, [(1, "e2")])
+    _uploads_agree(db)
 
 
 def test_uploads_recorded_before_their_key_order_was_kept_are_listed_once_it_is(db) -> None:
