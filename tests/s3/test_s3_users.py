@@ -11,13 +11,16 @@ pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e 
 
 import contextlib  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import time  # noqa: E402
 
 from botocore.exceptions import ClientError  # noqa: E402
 
-from tests.support.s3 import Gateway, boto3_client, code_of, create_key, export_index  # noqa: E402
+from tests.support.s3 import (Gateway, boto3_client, code_of, create_key, export_index, half_sent_put,  # noqa: E402
+                              index_and_files)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +181,40 @@ def test_another_users_uploads_parts_and_presigned_urls_are_refused(gateway) -> 
     assert [u["UploadId"] for u in ana.list_multipart_uploads(Bucket="iso-ana")["Uploads"]] == [uid]
     ana.abort_multipart_upload(Bucket="iso-ana", Key="m", UploadId=uid)
     bob.abort_multipart_upload(Bucket="iso-bob", Key="m", UploadId=own)
+
+
+def test_a_write_whose_grant_is_revoked_while_its_body_is_on_its_way_is_refused_and_leaves_no_file(gateway) -> None:
+    """A user granted write sends a part of the owner's upload, a large PutObject, and a part of an upload it began
+    there; its grant is revoked while each body is on its way: each is refused (AccessDenied; NoSuchUpload for its own
+    upload, which the revoke aborted), none is recorded, and its file is removed from the store as it is refused, not
+    left to the next reconciliation."""
+    ana = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "ana"))
+    bob_key = create_key(gateway.node.data_dir, "bob")
+    bob = boto3_client(gateway.front.url, bob_key)
+    for user in ("ana", "bob"):
+        assert gateway.node.xsc("s3", "fund", user, "5").returncode == 0
+    ana.create_bucket(Bucket="fly-ana")
+    anas = ana.create_multipart_upload(Bucket="fly-ana", Key="a")["UploadId"]
+    referenced, files, _ = index_and_files(gateway.node)
+    left_before = files - referenced  # (other tests' files, marked for the front's next reconciliation)
+    for target, status, code in ((f"a?partNumber=1&uploadId={anas}", 403, "AccessDenied"),
+                                 ("large", 403, "AccessDenied"), (None, 404, "NoSuchUpload")):
+        assert gateway.node.xsc("s3", "grant", "fly-ana", "bob", "write").returncode == 0
+        if target is None:
+            bobs = bob.create_multipart_upload(Bucket="fly-ana", Key="b")["UploadId"]
+            target = f"b?partNumber=1&uploadId={bobs}"
+        conn = half_sent_put(gateway, f"/fly-ana/{target}", 2 * MiB, bob_key)
+        assert gateway.node.xsc("s3", "revoke", "fly-ana", "bob").returncode == 0
+        conn.send(os.urandom(MiB))
+        answer = conn.getresponse()
+        assert (answer.status, f"<Code>{code}</Code>".encode() in answer.read()) == (status, True), target
+        conn.close()
+        referenced, files, _ = index_and_files(gateway.node)
+        assert files - referenced <= left_before, f"files no record refers to: {files - referenced - left_before}"
+    assert ana.list_parts(Bucket="fly-ana", Key="a", UploadId=anas).get("Parts", []) == []
+    assert "Contents" not in ana.list_objects_v2(Bucket="fly-ana")
+    assert [u["UploadId"] for u in ana.list_multipart_uploads(Bucket="fly-ana")["Uploads"]] == [anas]
+    ana.abort_multipart_upload(Bucket="fly-ana", Key="a", UploadId=anas)
 
 
 def test_a_user_that_may_not_write_a_bucket_is_denied_before_its_copy_or_its_condition_is_judged(gateway) -> None:
