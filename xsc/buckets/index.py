@@ -6,9 +6,11 @@ COMPOSITE, made of theirs), `size`, `etag`,
 `content_type`, `metadata` (x-amz-meta-*), `headers` (Cache-Control, Content-Disposition, ... as stored),
 `modified` (unix seconds).  A record to be written may carry a `condition` (If-None-Match: *, If-Match: ETAG),
 checked under the index's lock as it is written and never stored: a write whose condition no longer holds is
-ConditionalConflict, its files garbage.  A refused record's files (that, its bucket gone, a part's upload ended
-meanwhile) are marked in the refusal's own write and named in it (`garbage`), for the front to remove at once; a
-front that dies first leaves the marks to its next reconciliation.  A bucket record is `created`, its `owner` (an
+ConditionalConflict, its files garbage.  It may carry its `writer` too, the user it is written for, whose access to
+the bucket is judged the same way (a grant revoked while its file was stored: Forbidden, its files garbage).  A
+refused record's files (that, its bucket gone, a part's upload ended meanwhile) are marked in the refusal's own
+write and named in it (`garbage`), for the front to remove at once; a front that dies first leaves the marks to its
+next reconciliation.  A bucket record is `created`, its `owner` (an
 S3 user of the front) and the `grants` its owner gave other users ({user: "read" | "write"}); `checked` runs an
 operation once the user the front acts for may do it (None: the node's owner, who may do anything).  Every change
 is one synced write batch, so a crash leaves either the old state or the new, never a mix:
@@ -107,12 +109,7 @@ class S3Index(Uploads):
     def allow(self, name: str, user: str | None, need: str) -> dict:
         """The bucket, if `user` may `need` it (read, write, owner); else AccessDenied (Forbidden)."""
         record = self.bucket(name)
-        if user is not None and user != record["owner"] and LEVELS.get(record["grants"].get(user), 0) < LEVELS[need]:
-            if need == "owner":  # no grant reaches it: a hint to ask for one would send the user the wrong way
-                raise Forbidden(f"only the owner of the bucket {name!r} may delete it, not user {user!r}",
-                                hint="a user deletes the buckets it created", bucket=name)
-            raise Forbidden(f"user {user!r} may not {need} the bucket {name!r}",
-                            hint=f"the node's operator grants it: xsc s3 grant {name} {user} {need}", bucket=name)
+        _judge(name, record, user, need)
         return record
 
     def checked(self, bucket: str, user: str | None, need: str, fn, *args, **kwargs):
@@ -250,9 +247,16 @@ class S3Index(Uploads):
             except InvalidArgument as err:
                 return err
         caps = [p["cap"] for p in record["parts"]]
-        if read(keys.object_bucket(bucket)) is None:
+        if (raw := read(keys.object_bucket(bucket))) is None:
             written.update((keys.object_garbage(cap), b"") for cap in caps)
             return NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket, garbage=caps)
+        try:  # (its grant revoked while its file was stored: refused here, in the record's own write)
+            bucket_record = {"owner": names.DEFAULT_USER, "grants": {}, **codec.loads(raw)}
+            _judge(bucket, bucket_record, record.get("writer"), "write")
+        except Forbidden as err:
+            written.update((keys.object_garbage(cap), b"") for cap in caps)
+            err.details["garbage"] = caps
+            return err
         name = keys.object_key(bucket, key)
         old = written[name] if name in written else read(name)
         condition = record.get("condition")
@@ -261,7 +265,7 @@ class S3Index(Uploads):
             return ConditionalConflict(f"another write of {key!r} came first: the condition {condition} no longer "
                                        "holds (retry the request)", bucket=bucket, key=key, garbage=caps)
         garbage = [p["cap"] for p in codec.loads(old)["parts"]] if old else []
-        written[name] = _dump({k: v for k, v in record.items() if k != "condition"})
+        written[name] = _dump({k: v for k, v in record.items() if k not in ("condition", "writer")})
         written.update((keys.object_garbage(cap), None) for cap in caps)  # referred to: not garbage
         for cap in caps:
             share(self, written, read, cap, name)
@@ -376,6 +380,17 @@ class S3Index(Uploads):
                 self._counted = None
         for bucket in changed:
             self._changed(bucket)
+
+
+def _judge(name: str, record: dict, user: str | None, need: str) -> None:
+    """AccessDenied (Forbidden) unless `user` may `need` the bucket `name` whose record is `record` (None: the node's
+    owner, who may do anything)."""
+    if user is not None and user != record["owner"] and LEVELS.get(record["grants"].get(user), 0) < LEVELS[need]:
+        if need == "owner":  # no grant reaches it: a hint to ask for one would send the user the wrong way
+            raise Forbidden(f"only the owner of the bucket {name!r} may delete it, not user {user!r}",
+                            hint="a user deletes the buckets it created", bucket=name)
+        raise Forbidden(f"user {user!r} may not {need} the bucket {name!r}",
+                        hint=f"the node's operator grants it: xsc s3 grant {name} {user} {need}", bucket=name)
 
 
 def funded_note(user: str) -> tuple[bytes, bytes]:
