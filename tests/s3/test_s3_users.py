@@ -217,6 +217,44 @@ def test_a_write_whose_grant_is_revoked_while_its_body_is_on_its_way_is_refused_
     ana.abort_multipart_upload(Bucket="fly-ana", Key="a", UploadId=anas)
 
 
+def test_presigned_urls_stop_working_as_their_grant_is_revoked_or_their_key_removed(gateway) -> None:
+    """A presigned URL is judged as it is used, not as it was signed: another user's URLs into a bucket it was granted
+    are refused once the grant is revoked (a GET, a PUT, a part of the upload it began there), and the owner's own
+    once its access key is removed; the owner's object stays as it was."""
+    import urllib.error
+    import urllib.request
+
+    ana_key = create_key(gateway.node.data_dir, "ana")
+    ana = boto3_client(gateway.front.url, ana_key)
+    bob = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "bob"))
+    for user in ("ana", "bob"):
+        assert gateway.node.xsc("s3", "fund", user, "5").returncode == 0
+    ana.create_bucket(Bucket="signed-ana")
+    ana.put_object(Bucket="signed-ana", Key="k", Body=b"ana's")
+    assert gateway.node.xsc("s3", "grant", "signed-ana", "bob", "write").returncode == 0
+    uid = bob.create_multipart_upload(Bucket="signed-ana", Key="m")["UploadId"]
+    urls = [("GET", bob.generate_presigned_url("get_object", Params={"Bucket": "signed-ana", "Key": "k"}), None),
+            ("PUT", bob.generate_presigned_url("put_object", Params={"Bucket": "signed-ana", "Key": "k"}), b"bob's"),
+            ("PUT", bob.generate_presigned_url("upload_part", Params={
+                "Bucket": "signed-ana", "Key": "m", "UploadId": uid, "PartNumber": 1}), b"bob's part")]
+    assert urllib.request.urlopen(urls[0][1]).read() == b"ana's"
+    assert gateway.node.xsc("s3", "revoke", "signed-ana", "bob").returncode == 0
+    for method, url, body in urls:
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(urllib.request.Request(url, data=body, method=method))
+        assert (info.value.code, b"<Code>AccessDenied</Code>" in info.value.read()) == (403, True), url
+    own = ana.generate_presigned_url("get_object", Params={"Bucket": "signed-ana", "Key": "k"})
+    assert urllib.request.urlopen(own).read() == b"ana's"
+    assert gateway.node.xsc("s3", "keys", "rm", ana_key["access_key"]).returncode == 0
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(own)
+    assert (info.value.code, b"<Code>InvalidAccessKeyId</Code>" in info.value.read()) == (403, True)
+    exported = export_index(gateway.node)
+    (bucket,) = [b for b in exported["buckets"] if b["name"] == "signed-ana"]
+    assert list(bucket["objects"]) == ["k"] and bucket["objects"]["k"]["size"] == len(b"ana's")
+    assert uid not in {u["id"] for u in exported["uploads"]}  # the revoke aborted what bob began there
+
+
 def test_a_user_that_may_not_write_a_bucket_is_denied_before_its_copy_or_its_condition_is_judged(gateway) -> None:
     """A copy of an object onto itself, a copy or a put with a condition, by a user with no grant or only a read one:
     AccessDenied, as S3 judges access first, not InvalidRequest or PreconditionFailed; a request signed with the
