@@ -588,6 +588,10 @@ def split_market_price(key: bytes) -> tuple[str, int, int]:
 # --- objects: the S3 bucket index (o/) ----------------------------------------------
 OBJECTS = b"o/"
 OBJECT_BUCKETS = b"o/b/"  # + bucket name (UTF-8) -> bucket record (JSON: created)
+# + S3 user name + 0x00 + bucket -> b"": a bucket the user owns or was granted, written with the bucket's record: a
+# user's ListBuckets reads its own buckets, not every user's
+OBJECT_BUCKETS_BY_USER = b"o/y/"
+OBJECT_BUCKETS_BY_USER_INDEXED = b"o/yi"  # -> b"": the buckets recorded before o/y/ was kept were given their entries
 OBJECT_KEYS = b"o/o/"  # + bucket + 0x00 + key (UTF-8) -> object record (JSON: parts' capabilities, size, ETag, ...)
 OBJECT_UPLOADS = b"o/u/"  # + upload id (ASCII) -> multipart upload in progress (JSON: bucket, key, created, ...)
 # + bucket + 0x00 + key + 0x00 + created (8: a double, big endian) + upload id -> b"": a bucket's uploads in progress in
@@ -618,6 +622,15 @@ OBJECT_SHARED_INDEXED = b"o/si"  # -> b"": the files records share (an import le
 
 def object_bucket(bucket: str) -> bytes:
     return OBJECT_BUCKETS + bucket.encode()
+
+
+def object_bucket_of_user(user: str, bucket: str) -> bytes:
+    return object_buckets_of_user(user) + bucket.encode()
+
+
+def object_buckets_of_user(user: str) -> bytes:
+    """Prefix of a user's o/y/ entries, in bucket order."""
+    return OBJECT_BUCKETS_BY_USER + user.encode() + b"\x00"
 
 
 def object_key(bucket: str, key: str | bytes) -> bytes:

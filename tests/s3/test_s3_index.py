@@ -794,9 +794,10 @@ def test_an_expiry_reads_the_uploads_it_aborts_and_a_users_count_reads_none(db) 
     assert counting.read == 0
 
 
-def _uploads_agree(db) -> None:
+def _entries_agree(db) -> None:
     """Each upload in progress has its place in its bucket's key order and in the order uploads began, and is counted
-    against its user; each completed upload has its place in the order they completed; no entry is left of one gone."""
+    against its user; each completed upload has its place in the order they completed; each bucket is listed under its
+    owner and each user it was granted to; no entry is left of one gone."""
     uploads = {k[len(keys.OBJECT_UPLOADS):].decode(): codec.loads(v)
                for k, v in db.iterator(prefix=keys.OBJECT_UPLOADS)}
     assert {k for k, _ in db.iterator(prefix=keys.OBJECT_UPLOADS_BY_AGE)} == {
@@ -811,6 +812,39 @@ def _uploads_agree(db) -> None:
         keys.object_completed_by_age(r["modified"], upload_id) for upload_id, r in completed.items()}
     assert {k[len(keys.OBJECT_PARTS):].split(b"\x00")[0].decode() for k, _ in db.iterator(prefix=keys.OBJECT_PARTS)} \
         <= set(uploads)
+    buckets = {k[len(keys.OBJECT_BUCKETS):].decode(): codec.loads(v)
+               for k, v in db.iterator(prefix=keys.OBJECT_BUCKETS)}
+    assert {k for k, _ in db.iterator(prefix=keys.OBJECT_BUCKETS_BY_USER)} == {
+        keys.object_bucket_of_user(user, name) for name, b in buckets.items() for user in (b["owner"], *b["grants"])}
+
+
+def test_a_users_list_of_buckets_reads_its_own_buckets_not_every_users(db) -> None:
+    """300 buckets of one user's, 3 of another's (2 its own, 1 granted): the other's ListBuckets reads those 3 records.
+    A grant, a revoke and a deleted bucket change its list in their own writes, and a store written before the
+    buckets were kept by user is given them once as the index opens."""
+    index = S3Index(db)
+    many = [{"name": f"ana-{n:03}", "owner": "ana", "grants": {}, "created": 1.0, "objects": {}} for n in range(300)]
+    backup.restore(index, {**backup.export(index), "buckets": many})  # (one write: 300 synced ones take seconds)
+    index.create_bucket("bob-1", "bob")
+    index.create_bucket("bob-2", "bob")
+    index.grant("ana-007", "bob", "read")
+    counting = _CountingDb(db)
+    reopened = S3Index(counting)
+    counting.seen.clear()
+    assert [b["name"] for b in reopened.buckets("bob")] == ["ana-007", "bob-1", "bob-2"]
+    assert counting.seen[keys.OBJECT_BUCKETS] == 3, counting.seen
+    reopened.grant("ana-007", "bob", None)
+    reopened.delete_bucket("bob-2")
+    assert [b["name"] for b in reopened.buckets("bob")] == ["bob-1"] and len(reopened.buckets("ana")) == 300
+    reopened.grant("ana-001", "cid", "write")
+    _entries_agree(db)
+    for key, _ in db.iterator(prefix=keys.OBJECT_BUCKETS_BY_USER):
+        db.delete(key)
+    db.delete(keys.OBJECT_BUCKETS_BY_USER_INDEXED)
+    again = S3Index(db)
+    assert [b["name"] for b in again.buckets("bob")] == ["bob-1"] and [b["name"] for b in again.buckets("cid")] == [
+        "ana-001"]
+    _entries_agree(db)
 
 
 @pytest.mark.slow
@@ -832,7 +866,7 @@ def test_kill_9_while_uploads_begin_and_end_leaves_each_with_its_entries_and_its
         assert acknowledged >= wait_for, "the burst did not get going"
         db = plyvel.DB(str(path))
         try:
-            _uploads_agree(db)
+            _entries_agree(db)
             assert db.get(keys.OBJECT_AGES_INDEXED) is not None
         finally:
             db.close()
@@ -857,7 +891,7 @@ def test_uploads_recorded_before_their_ages_and_counts_were_kept_are_given_them_
             db.delete(key)
     db.delete(keys.OBJECT_AGES_INDEXED)
     reopened = S3Index(db, min_part_size=1, max_uploads=2, upload_expiry=100, clock=lambda: now[0])
-    _uploads_agree(db)
+    _entries_agree(db)
     assert users(reopened) == ["ana", "bob"]
     with pytest.raises(TooManyUploads):
         reopened.create_upload("bkt", "d", by="bob")
@@ -871,7 +905,7 @@ def test_uploads_recorded_before_their_ages_and_counts_were_kept_are_given_them_
     reopened.complete(other, [(1, "e3")])  # forgets the completed uploads older than COMPLETED_KEEP
     with pytest.raises(NoSuchUpload):
         reopened.complete(done, [(1, "e2")])
-    _uploads_agree(db)
+    _entries_agree(db)
 
 
 def test_uploads_recorded_before_their_key_order_was_kept_are_listed_once_it_is(db) -> None:

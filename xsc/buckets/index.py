@@ -92,13 +92,20 @@ class S3Index(Uploads):
         index_shared(self)  # once, after it: the files records share (imported by a node that did not leave them out)
         index_uploads(self)  # once, over a store written before o/k/ was kept
         index_ages(self)  # once, over a store written before o/t/, o/n/ and o/d/ were kept
+        index_bucket_users(self)  # once, over a store written before o/y/ was kept
         # o/s/ entries are written by index_shared, and by a write that makes a second record refer to a file.
         self._shared = any(True for _ in db.iterator(prefix=keys.OBJECT_SHARED, include_value=False))
 
     # --- buckets -----------------------------------------------------------------
     def buckets(self, user: str | None = None) -> list[dict]:
-        """Every bucket (for a user: those it owns or was granted), with its owner."""
-        return [b for b in _buckets(self.db) if user is None or b["owner"] == user or user in b["grants"]]
+        """Every bucket (for a user: those it owns or was granted, read from its o/y/ entries), with its owner."""
+        if user is None:
+            return _buckets(self.db)
+        prefix, found = keys.object_buckets_of_user(user), []
+        for entry in self.db.iterator(prefix=prefix, include_value=False):
+            with contextlib.suppress(NoSuchBucket):  # (deleted as this is read)
+                found.append(self.bucket(entry[len(prefix):].decode()))
+        return found
 
     def bucket(self, name: str) -> dict:
         raw = self.db.get(keys.object_bucket(name))
@@ -152,7 +159,8 @@ class S3Index(Uploads):
                 raise TooManyBuckets(f"user {owner!r} owns {buckets[owner]:,} buckets, the most one user may",
                                      hint="delete one first (DeleteBucket)", bucket=name)
             record = {"created": self.clock(), "owner": owner, "grants": {}}
-            self.db.put(keys.object_bucket(name), _dump(record), sync=True)
+            with self.db.write_batch(sync=True) as batch:
+                apply(batch, {keys.object_bucket(name): _dump(record), keys.object_bucket_of_user(owner, name): b""})
             buckets[owner] += 1
         return {"name": name, **record, "new": True}
 
@@ -174,7 +182,8 @@ class S3Index(Uploads):
                 names.check_grants(name, grants)
             stored = {k: v for k, v in record.items() if k != "name"} | {"grants": grants}
             dropped = [] if level else [u for u in self.uploads(name) if u.get("user") == user]
-            written: dict[bytes, bytes | None] = {keys.object_bucket(name): _dump(stored)}
+            written: dict[bytes, bytes | None] = {keys.object_bucket(name): _dump(stored),
+                                                  keys.object_bucket_of_user(user, name): b"" if level else None}
             garbage = [cap for upload in dropped for cap in self._drop_upload(written, upload)]
             with self.db.write_batch(sync=True) as batch:
                 apply(batch, written)
@@ -185,15 +194,16 @@ class S3Index(Uploads):
 
     def delete_bucket(self, name: str) -> None:
         with self._lock:
-            owner = self.bucket(name)["owner"]
+            record = self.bucket(name)
             for _ in self.db.iterator(prefix=keys.objects_of(name), include_value=False):
                 raise BucketNotEmpty(f"the bucket {name!r} is not empty", hint="delete its objects first",
                                      bucket=name)
             for _ in self.db.iterator(prefix=keys.object_uploads_of(name), include_value=False):
                 raise BucketNotEmpty(f"the bucket {name!r} has multipart uploads in progress",
                                      hint="complete or abort them first", bucket=name)
-            self.db.delete(keys.object_bucket(name), sync=True)
-            self._counts()[0][owner] -= 1
+            with self.db.write_batch(sync=True) as batch:
+                apply(batch, dict.fromkeys([keys.object_bucket(name), *_users_entries(name, record)]))
+            self._counts()[0][record["owner"]] -= 1
 
     # --- objects -----------------------------------------------------------------
     def get(self, bucket: str, key: str) -> dict:
@@ -496,8 +506,8 @@ def restored(index: S3Index, data: dict, *, account: str | None = None,
                                   hint="import into a node that holds no bucket of that name", bucket=bucket["name"])
             if here is None and first:
                 _within(buckets_of, owner, index.max_buckets, TooManyBuckets, "buckets", "node.s3_max_buckets")
-            put("buckets", keys.object_bucket(bucket["name"]), codec.dumps(
-                {k: bucket[k] for k in ("created", "owner", "grants")}))
+            put("buckets", keys.object_bucket(bucket["name"]), codec.dumps({k: bucket[k] for k in (
+                "created", "owner", "grants")}), entries_too=_users_entries(bucket["name"], bucket))
             for key, record in bucket["objects"].items():
                 if put("objects", keys.object_key(bucket["name"], key), codec.dumps(record),
                        [part["cap"] for part in record["parts"]], {"bucket": bucket["name"], "key": key}):
@@ -584,6 +594,25 @@ def _ours(data: dict, account: str | None, funded_here: Callable[[], Iterable[st
     ours = [user for user in data["funded"] if user in known]
     return ours + ([user for user in here if user not in named] if data.get("funded_in_ledger") else []), \
         len(data["funded"]) - len(ours)
+
+
+def _users_entries(name: str, record: dict) -> dict[bytes, bytes]:
+    """The o/y/ entries of the bucket `name`: its owner's and each grantee's."""
+    return {keys.object_bucket_of_user(user, name): b"" for user in (record["owner"], *record["grants"])}
+
+
+def index_bucket_users(index: S3Index) -> int:
+    """Give the buckets recorded before o/y/ was kept their owners' and grantees' entries, once (`given_once`).  How
+    many were given."""
+
+    def entries() -> Iterator[tuple[bytes, bytes]]:
+        for bucket in _buckets(index.db):
+            yield from _users_entries(bucket["name"], bucket).items()
+
+    given = given_once(index, keys.OBJECT_BUCKETS_BY_USER_INDEXED, entries())
+    if given:
+        log.info("gave the S3 buckets their %d entries by user", given)
+    return given
 
 
 def index_holders(index: S3Index) -> int:
