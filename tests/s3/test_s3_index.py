@@ -819,9 +819,9 @@ def _entries_agree(db) -> None:
 
 
 def test_a_users_list_of_buckets_reads_its_own_buckets_not_every_users(db) -> None:
-    """300 buckets of one user's, 3 of another's (2 its own, 1 granted): the other's ListBuckets reads those 3 records.
-    A grant, a revoke and a deleted bucket change its list in their own writes, and a store written before the
-    buckets were kept by user is given them once as the index opens."""
+    """300 buckets of one user's, 3 of another's (2 its own, 1 granted): the other's ListBuckets reads those 3 records,
+    and the list of users (`xsc s3 users`) none.  A grant, a revoke and a deleted bucket change its list in their own
+    writes, and a store written before the buckets were kept by user is given them once as the index opens."""
     index = S3Index(db)
     many = [{"name": f"ana-{n:03}", "owner": "ana", "grants": {}, "created": 1.0, "objects": {}} for n in range(300)]
     backup.restore(index, {**backup.export(index), "buckets": many})  # (one write: 300 synced ones take seconds)
@@ -833,6 +833,9 @@ def test_a_users_list_of_buckets_reads_its_own_buckets_not_every_users(db) -> No
     counting.seen.clear()
     assert [b["name"] for b in reopened.buckets("bob")] == ["ana-007", "bob-1", "bob-2"]
     assert counting.seen[keys.OBJECT_BUCKETS] == 3, counting.seen
+    counting.seen.clear()
+    assert users(reopened) == ["ana", "bob"]  # (`xsc s3 users`): one entry of each, no bucket's record
+    assert counting.seen[keys.OBJECT_BUCKETS] == 0 and counting.seen[keys.OBJECT_BUCKETS_BY_USER] == 2, counting.seen
     reopened.grant("ana-007", "bob", None)
     reopened.delete_bucket("bob-2")
     assert [b["name"] for b in reopened.buckets("bob")] == ["bob-1"] and len(reopened.buckets("ana")) == 300

@@ -677,12 +677,18 @@ def funded(index: S3Index) -> list[str]:
 
 def users(index: S3Index) -> list[str]:
     """The S3 users the index knows of: those that own a bucket, were granted one, began an upload in progress, or
-    were funded."""
-    found = set(funded(index))
-    for bucket in index.buckets():
-        found |= {bucket["owner"], *bucket["grants"]}
-    found |= set(index._upload_counts())
-    return sorted(found)
+    were funded.  Read from their entries, not from the buckets' and uploads' records: one o/y/ entry a user (a seek
+    past the rest of its own), its o/n/ count, its o/f/ note."""
+    found = set(funded(index)) | set(index._upload_counts())
+    prefix, position = keys.OBJECT_BUCKETS_BY_USER, keys.OBJECT_BUCKETS_BY_USER
+    while True:
+        with index.db.iterator(start=position, stop=prefix[:-1] + b"0", include_value=False) as it:  # ("0": past "/")
+            entry = next(it, None)
+        if entry is None:
+            return sorted(found)
+        user = entry[len(prefix):].partition(b"\x00")[0]
+        found.add(user.decode())
+        position = prefix + user + b"\x01"
 
 
 class Recording:
