@@ -61,7 +61,7 @@ from ..db import Database
 from ..errors import (BucketNotEmpty, BucketTaken, ConditionalConflict, Forbidden, InvalidArgument, NoSuchBucket,
                       NoSuchKey, TooManyBuckets, TooManyUploads, XscError)
 from .core import listing, names, records
-from .entries import apply, caps_of, given_once, holds, release, share, shared_keys, write_entries
+from .entries import apply, caps_of, given_once, holds, release, share, write_entries
 from .uploads import MAX_UPLOADS, UPLOAD_EXPIRY, Uploads, by_age, by_key, index_ages, index_uploads, parts_of
 
 FILE_PREFIX = "s3:"  # the names of the store's files the S3 front put (see reconcile)
