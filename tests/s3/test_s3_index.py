@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -952,6 +953,40 @@ def test_revoking_a_grant_aborts_the_uploads_its_user_began_in_the_bucket(db) ->
     index.create_upload("bobs", "x", by="bob")  # the aborted upload no longer counts against it
     assert (revoked["aborted"], revoked["garbage"], revoked["grants"]) == ([began], ["cap-1"], {})
     assert index.grant("shared", "bob", None)["aborted"] == []
+
+
+def test_a_revoke_lands_before_a_writes_access_check_or_after_its_write_never_between(db, monkeypatch) -> None:
+    """A user's write is judged and made under the index's lock: a revoke that comes as the write has passed its
+    check waits for the write, and then aborts the upload it began, rather than landing in between and leaving the
+    user an upload in the other's bucket it can neither use nor end (counted against it, holding the bucket)."""
+    index = S3Index(db)
+    index.create_bucket("shared", "ana")
+    index.grant("shared", "bob", "write")
+    passed, go, outcome = threading.Event(), threading.Event(), []
+    allow = index.allow
+
+    def paused(bucket: str, user: str | None, need: str) -> dict:
+        record = allow(bucket, user, need)
+        passed.set()
+        go.wait()
+        return record
+
+    monkeypatch.setattr(index, "allow", paused)
+    writer = threading.Thread(target=lambda: outcome.append(
+        index.checked("shared", "bob", "write", index.create_upload, "shared", "k", by="bob")))
+    writer.start()
+    passed.wait()
+    held = not index._lock.acquire(blocking=False)  # by the writer, as it checks: the revoke waits for its write
+    if not held:
+        index._lock.release()
+    revoker = threading.Thread(target=index.grant, args=("shared", "bob", None))
+    revoker.start()
+    if not held:
+        revoker.join()  # (the revoke done between the check and the write)
+    go.set()
+    writer.join()
+    revoker.join()
+    assert [u["user"] for u in index.uploads("shared")] == [], outcome
 
 
 async def test_users_funded_before_they_were_noted_are_listed_from_the_ledgers_fundings(make_config) -> None:

@@ -85,7 +85,7 @@ class S3Index(Uploads):
         self.min_part_size = min_part_size
         self.max_buckets, self.max_uploads, self.upload_expiry = max_buckets, max_uploads, upload_expiry
         self.clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # (reentrant: `checked` holds it across a change that takes it)
         self._counted: tuple[Counter, Counter] | None = None  # each user's buckets and uploads (`_counts`)
         self.on_change: list[Callable[[str], None]] = []  # (bucket): an object was written or deleted there
         index_holders(self)  # once, over a store written before o/h/ was kept: before any write or import reads it
@@ -120,14 +120,21 @@ class S3Index(Uploads):
         return record
 
     def checked(self, bucket: str, user: str | None, need: str, fn, *args, **kwargs):
-        """fn(*args, **kwargs), once `user` may `need` the bucket."""
-        self.allow(bucket, user, need)
-        return fn(*args, **kwargs)
+        """fn(*args, **kwargs), once `user` may `need` the bucket.  Anything but a read is judged and made under the
+        index's lock (which fn takes again), so that a grant revoked meanwhile lands before the check or after fn."""
+        with self._lock if need != "read" else contextlib.nullcontext():
+            self.allow(bucket, user, need)
+            return fn(*args, **kwargs)
 
     def checked_upload(self, upload_id: str, user: str | None, need: str, fn, *args, **kwargs):
         """fn(*args, **kwargs), once `user` may `need` the bucket of the upload (or of the object it completed).
         `need` INITIATOR, what S3 lets list an upload's parts and abort it by default: the bucket's owner, or the user
-        who began the upload while it may still read the bucket; not another user the bucket's owner let write."""
+        who began the upload while it may still read the bucket; not another user the bucket's owner let write.  Under
+        the index's lock, as `checked`'s changes."""
+        with self._lock:
+            return self._checked_upload(upload_id, user, need, fn, *args, **kwargs)
+
+    def _checked_upload(self, upload_id: str, user: str | None, need: str, fn, *args, **kwargs):
         raw = self.db.get(keys.object_upload(upload_id)) if upload_id.isalnum() else None
         done = self.db.get(keys.object_completed(upload_id)) if raw is None and upload_id.isalnum() else None
         if raw is None and done is None:
