@@ -594,6 +594,10 @@ def split_market_price(key: bytes) -> tuple[str, int, int]:
 # --- objects: the S3 bucket index (o/) ----------------------------------------------
 OBJECTS = b"o/"
 OBJECT_BUCKETS = b"o/b/"  # + bucket name (UTF-8) -> bucket record (JSON: created)
+# + S3 user name + 0x00 + bucket -> b"": a bucket the user owns or was granted, written with the bucket's record: a
+# user's ListBuckets reads its own buckets, not every user's
+OBJECT_BUCKETS_BY_USER = b"o/y/"
+OBJECT_BUCKETS_BY_USER_INDEXED = b"o/yi"  # -> b"": the buckets recorded before o/y/ was kept were given their entries
 OBJECT_KEYS = b"o/o/"  # + bucket + 0x00 + key (UTF-8) -> object record (JSON: parts' capabilities, size, ETag, ...)
 OBJECT_UPLOADS = b"o/u/"  # + upload id (ASCII) -> multipart upload in progress (JSON: bucket, key, created, ...)
 # + bucket + 0x00 + key + 0x00 + created (8: a double, big endian) + upload id -> b"": a bucket's uploads in progress in
@@ -601,6 +605,16 @@ OBJECT_UPLOADS = b"o/u/"  # + upload id (ASCII) -> multipart upload in progress 
 # ListMultipartUploads reads its range, not every upload
 OBJECT_UPLOADS_BY_KEY = b"o/k/"
 OBJECT_UPLOADS_BY_KEY_INDEXED = b"o/ki"  # -> b"": the uploads recorded before o/k/ was kept were given their entries
+# + created (8: a double, big endian, as o/k/) + upload id -> b"": the uploads in progress in the order they began,
+# written with the o/u/ record: the expiry reads those past its horizon, not every upload
+OBJECT_UPLOADS_BY_AGE = b"o/t/"
+# + S3 user name (UTF-8) -> how many uploads in progress it began (decimal ASCII), written in each batch that begins or
+# ends one: a user's bound and `xsc s3 users` read these, not every upload
+OBJECT_UPLOAD_COUNTS = b"o/n/"
+# + modified (8: a double, big endian) + upload id -> b"": the completed uploads in the order they completed, written
+# with the o/c/ record: a Complete forgets those past COMPLETED_KEEP by reading them alone
+OBJECT_COMPLETED_BY_AGE = b"o/d/"
+OBJECT_AGES_INDEXED = b"o/ti"  # -> b"": the uploads recorded before o/t/, o/n/ and o/d/ were kept were given theirs
 OBJECT_PARTS = b"o/p/"  # + upload id + 0x00 + part number (4, big endian) -> an uploaded part (JSON: capability, ...)
 OBJECT_COMPLETED = b"o/c/"  # + upload id (ASCII) -> an upload completed (JSON: bucket, key, etag, modified)
 OBJECT_GARBAGE = b"o/g/"  # + capability (ASCII) -> a file no object refers to any more, to remove from the store
@@ -614,6 +628,15 @@ OBJECT_SHARED_INDEXED = b"o/si"  # -> b"": the files records share (an import le
 
 def object_bucket(bucket: str) -> bytes:
     return OBJECT_BUCKETS + bucket.encode()
+
+
+def object_bucket_of_user(user: str, bucket: str) -> bytes:
+    return object_buckets_of_user(user) + bucket.encode()
+
+
+def object_buckets_of_user(user: str) -> bytes:
+    """Prefix of a user's o/y/ entries, in bucket order."""
+    return OBJECT_BUCKETS_BY_USER + user.encode() + b"\x00"
 
 
 def object_key(bucket: str, key: str | bytes) -> bytes:
@@ -631,6 +654,38 @@ def object_upload(upload_id: str) -> bytes:
 
 def object_upload_by_key(bucket: str, key: str, created: float, upload_id: str) -> bytes:
     return object_uploads_of(bucket) + key.encode() + b"\x00" + struct.pack(">d", created) + upload_id.encode()
+
+
+def object_upload_by_age(created: float, upload_id: str) -> bytes:
+    return OBJECT_UPLOADS_BY_AGE + _age(created) + upload_id.encode()
+
+
+def uploads_begun_before(horizon: float) -> bytes:
+    """Where the o/t/ entries of uploads begun at `horizon` or later start."""
+    return OBJECT_UPLOADS_BY_AGE + _age(horizon)
+
+
+def object_completed_by_age(modified: float, upload_id: str) -> bytes:
+    return OBJECT_COMPLETED_BY_AGE + _age(modified) + upload_id.encode()
+
+
+def completed_before(horizon: float) -> bytes:
+    """Where the o/d/ entries of uploads completed at `horizon` or later start."""
+    return OBJECT_COMPLETED_BY_AGE + _age(horizon)
+
+
+def split_by_age(entry: bytes, prefix: bytes) -> str:
+    """The upload id of an o/t/ or o/d/ entry."""
+    return entry[len(prefix) + 8:].decode()
+
+
+def _age(seconds: float) -> bytes:
+    # A non-negative double's big-endian bytes sort as the number does; a clock before 1970 counts as 1970.
+    return struct.pack(">d", max(0.0, seconds))
+
+
+def object_upload_count(user: str) -> bytes:
+    return OBJECT_UPLOAD_COUNTS + user.encode()
 
 
 def object_uploads_of(bucket: str) -> bytes:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
 import json
 import os
 import time
@@ -16,31 +15,14 @@ import pytest
 
 pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
 
-from tests.support.s3 import FrontProcess, Gateway, InNodeFront, index_and_files, sign_headers, store_files  # noqa: E402
+from tests.support.s3 import (FrontProcess, Gateway, InNodeFront, half_sent_put, index_and_files,  # noqa: E402
+                              store_files)
 from tests.support.waiting import eventually
 from xsc.s3.core import checksums
 from xsc.s3.marks import FileMarks
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # real processes and tools: slow on a loaded machine
 MiB = 1024 * 1024
-
-
-def _reserved(node) -> int:
-    return json.loads(node.xsc("node", "status", "--json").stdout)["storage"]["reserved"]
-
-
-def _half_sent_put(gateway: Gateway, path: str, size: int) -> http.client.HTTPConnection:
-    """A signed PUT whose body is half sent, once the node has begun storing it."""
-    url = gateway.front.url + path
-    headers = sign_headers("PUT", url, gateway.key, {"Content-Length": str(size)})
-    conn = http.client.HTTPConnection("127.0.0.1", gateway.front.port, timeout=60)
-    conn.putrequest("PUT", path, skip_host=True, skip_accept_encoding=True)
-    for name, value in headers.items():
-        conn.putheader(name, value)
-    conn.endheaders()
-    conn.send(os.urandom(size // 2))
-    eventually(lambda: _reserved(gateway.node) > 0, "the node to begin storing the upload", 120)
-    return conn
 
 
 def _restart(gateway: Gateway) -> None:
@@ -98,7 +80,7 @@ def test_kill_9_during_a_multipart_upload(gateway) -> None:
     uid = s3.create_multipart_upload(Bucket="crash", Key="interrupted")["UploadId"]
     first = os.urandom(5 * MiB)
     etag1 = s3.upload_part(Bucket="crash", Key="interrupted", UploadId=uid, PartNumber=1, Body=first)["ETag"]
-    conn = _half_sent_put(gateway, f"/crash/interrupted?partNumber=2&uploadId={uid}", 8 * MiB)
+    conn = half_sent_put(gateway, f"/crash/interrupted?partNumber=2&uploadId={uid}", 8 * MiB)
     gateway.node.kill()
     try:
         conn.send(os.urandom(4 * MiB))
@@ -130,7 +112,7 @@ def test_kill_9_during_an_overwrite(gateway) -> None:
     old = os.urandom(2 * MiB)
     s3.put_object(Bucket="crash", Key="k", Body=old)
     # Killed while the new version streams in: the old one stays, whole.
-    conn = _half_sent_put(gateway, "/crash/k", 6 * MiB)
+    conn = half_sent_put(gateway, "/crash/k", 6 * MiB)
     gateway.node.kill()
     conn.close()
     _restart(gateway)

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
 import plyvel
 import pytest
 
@@ -11,7 +18,8 @@ from xsc.errors import (BadRequest, BucketNotEmpty, BucketTaken, ConditionalConf
 from xsc import codec, keys
 from xsc.buckets import backup
 from xsc.buckets.core import names, records
-from xsc.buckets.index import S3Index, funded, funded_note, index_holders, upload_page, users
+from xsc.buckets.index import S3Index, funded, funded_note, index_holders, users
+from xsc.buckets.uploads import COMPLETED_KEEP, upload_page
 from xsc.s3.core import xml
 from xsc.storage.core.capability import Capability
 from xsc.node.appkeys import DB, NODE
@@ -634,9 +642,10 @@ def test_each_user_has_at_most_max_uploads_in_progress_and_ending_one_makes_room
     with pytest.raises(TooManyUploads):
         index.create_upload("shared", "e", by="ana")
     index.abort(third)
-    # An upload recorded without its user counts against its bucket's owner.
+    # An upload recorded without its user (by a node that kept no counts either) counts against its bucket's owner.
     db.put(keys.object_upload("0" * 32), codec.dumps({"bucket": "shared", "key": "old", "created": 0.0,
                                                       "headers": {}, "content_type": "", "metadata": {}}))
+    db.delete(keys.OBJECT_AGES_INDEXED)
     again = S3Index(db, max_uploads=2)
     with pytest.raises(TooManyUploads):
         again.create_upload("shared", "f", by="ana")
@@ -670,16 +679,18 @@ def test_uploads_left_unfinished_past_their_expiry_are_aborted_with_their_parts_
 
 
 class _CountingDb:
-    """The index's LevelDB, counting the upload records (o/u/) read through it: by key, or by a scan."""
+    """The index's LevelDB, counting the upload records (o/u/) read through it, by key or by a scan (`read`), and every
+    key read by the first four bytes of its prefix (`seen`)."""
 
     def __init__(self, db) -> None:
-        self.db, self.read = db, 0
+        self.db, self.read, self.seen = db, 0, Counter()
 
     def __getattr__(self, name: str):
         return getattr(self.db, name)
 
     def get(self, key: bytes, *args, **kwargs):
         self.read += key.startswith(keys.OBJECT_UPLOADS)
+        self.seen[key[:4]] += 1
         return self.db.get(key, *args, **kwargs)
 
     def iterator(self, **kwargs):
@@ -700,7 +711,9 @@ class _CountingDb:
 
             def __next__(self):
                 item = next(self.inner)
-                counting.read += (item if isinstance(item, bytes) else item[0]).startswith(keys.OBJECT_UPLOADS)
+                key = item if isinstance(item, bytes) else item[0]
+                counting.read += key.startswith(keys.OBJECT_UPLOADS)
+                counting.seen[key[:4]] += 1
                 return item
 
         return Scan(self.db.iterator(**kwargs))
@@ -753,6 +766,152 @@ def test_a_page_of_uploads_reads_the_uploads_it_holds_not_every_upload_of_the_no
     assert [key for key, _ in upload_page(index, "bkt", key_marker="c")["contents"]] == ["d"]
 
 
+def test_an_expiry_reads_the_uploads_it_aborts_and_a_users_count_reads_none(db) -> None:
+    """2,000 uploads in progress, 10 of them past the expiry: the expiry reads those 10 (their records, and their
+    places in the order uploads began), not the others.  Each user's count of uploads in progress (its bound, `xsc s3
+    users`) is read from the counts written with them, not from the uploads, as the index opens again too; an import's
+    uploads are counted in its own write."""
+    now = [10_000.0]
+    index = S3Index(db, max_uploads=5_000, upload_expiry=100, clock=lambda: now[0])
+    index.create_bucket("bkt", "ana")
+    old = [index.create_upload("bkt", f"old/{n}", by="ana") for n in range(10)]
+    for upload_id in old[:3]:
+        index.put_part(upload_id, 1, f"cap-{upload_id}", 5, "e")
+    begun = {**index.upload(old[0]), "parts": []}
+    many = [{**begun, "id": f"{n:032x}", "key": f"k/{n}", "created": now[0] + 50 + n / 1000,
+             "user": ("bob", "cid")[n % 2]} for n in range(1_990)]
+    backup.restore(index, {**backup.export(index), "uploads": many})  # (one write: 1,990 synced ones take seconds)
+    now[0] += 101  # past the expiry of the first 10, 51 s short of the others'
+    counting = _CountingDb(db)
+    reopened = S3Index(counting, max_uploads=995, upload_expiry=100, clock=lambda: now[0])
+    assert sorted(reopened.expire_uploads()) == sorted(f"cap-{upload_id}" for upload_id in old[:3])
+    assert counting.read == 10 and counting.seen[keys.OBJECT_UPLOADS_BY_AGE] == 10, (counting.read, counting.seen)
+    assert len(reopened.uploads("bkt")) == 1_990
+    counting.read = 0
+    assert users(reopened) == ["ana", "bob", "cid"]
+    with pytest.raises(TooManyUploads):  # 995 each
+        reopened.create_upload("bkt", "more", by="bob")
+    reopened.create_upload("bkt", "more", by="ana")  # its 10 expired
+    assert counting.read == 0
+
+
+def _entries_agree(db) -> None:
+    """Each upload in progress has its place in its bucket's key order and in the order uploads began, and is counted
+    against its user; each completed upload has its place in the order they completed; each bucket is listed under its
+    owner and each user it was granted to; no entry is left of one gone."""
+    uploads = {k[len(keys.OBJECT_UPLOADS):].decode(): codec.loads(v)
+               for k, v in db.iterator(prefix=keys.OBJECT_UPLOADS)}
+    assert {k for k, _ in db.iterator(prefix=keys.OBJECT_UPLOADS_BY_AGE)} == {
+        keys.object_upload_by_age(u["created"], upload_id) for upload_id, u in uploads.items()}
+    assert {k for k, _ in db.iterator(prefix=keys.OBJECT_UPLOADS_BY_KEY)} == {
+        keys.object_upload_by_key(u["bucket"], u["key"], u["created"], upload_id) for upload_id, u in uploads.items()}
+    assert {k[len(keys.OBJECT_UPLOAD_COUNTS):].decode(): int(v) for k, v in db.iterator(
+        prefix=keys.OBJECT_UPLOAD_COUNTS)} == dict(Counter(u["user"] for u in uploads.values()))
+    completed = {k[len(keys.OBJECT_COMPLETED):].decode(): codec.loads(v) for k, v in db.iterator(
+        prefix=keys.OBJECT_COMPLETED)}
+    assert {k for k, _ in db.iterator(prefix=keys.OBJECT_COMPLETED_BY_AGE)} == {
+        keys.object_completed_by_age(r["modified"], upload_id) for upload_id, r in completed.items()}
+    assert {k[len(keys.OBJECT_PARTS):].split(b"\x00")[0].decode() for k, _ in db.iterator(prefix=keys.OBJECT_PARTS)} \
+        <= set(uploads)
+    buckets = {k[len(keys.OBJECT_BUCKETS):].decode(): codec.loads(v)
+               for k, v in db.iterator(prefix=keys.OBJECT_BUCKETS)}
+    assert {k for k, _ in db.iterator(prefix=keys.OBJECT_BUCKETS_BY_USER)} == {
+        keys.object_bucket_of_user(user, name) for name, b in buckets.items() for user in (b["owner"], *b["grants"])}
+
+
+def test_a_users_list_of_buckets_reads_its_own_buckets_not_every_users(db) -> None:
+    """300 buckets of one user's, 3 of another's (2 its own, 1 granted): the other's ListBuckets reads those 3 records,
+    and the list of users (`xsc s3 users`) none.  A grant, a revoke and a deleted bucket change its list in their own
+    writes, and a store written before the buckets were kept by user is given them once as the index opens."""
+    index = S3Index(db)
+    many = [{"name": f"ana-{n:03}", "owner": "ana", "grants": {}, "created": 1.0, "objects": {}} for n in range(300)]
+    backup.restore(index, {**backup.export(index), "buckets": many})  # (one write: 300 synced ones take seconds)
+    index.create_bucket("bob-1", "bob")
+    index.create_bucket("bob-2", "bob")
+    index.grant("ana-007", "bob", "read")
+    counting = _CountingDb(db)
+    reopened = S3Index(counting)
+    counting.seen.clear()
+    assert [b["name"] for b in reopened.buckets("bob")] == ["ana-007", "bob-1", "bob-2"]
+    assert counting.seen[keys.OBJECT_BUCKETS] == 3, counting.seen
+    counting.seen.clear()
+    assert users(reopened) == ["ana", "bob"]  # (`xsc s3 users`): one entry of each, no bucket's record
+    assert counting.seen[keys.OBJECT_BUCKETS] == 0 and counting.seen[keys.OBJECT_BUCKETS_BY_USER] == 2, counting.seen
+    reopened.grant("ana-007", "bob", None)
+    reopened.delete_bucket("bob-2")
+    assert [b["name"] for b in reopened.buckets("bob")] == ["bob-1"] and len(reopened.buckets("ana")) == 300
+    reopened.grant("ana-001", "cid", "write")
+    _entries_agree(db)
+    for key, _ in db.iterator(prefix=keys.OBJECT_BUCKETS_BY_USER):
+        db.delete(key)
+    db.delete(keys.OBJECT_BUCKETS_BY_USER_INDEXED)
+    again = S3Index(db)
+    assert [b["name"] for b in again.buckets("bob")] == ["bob-1"] and [b["name"] for b in again.buckets("cid")] == [
+        "ana-001"]
+    _entries_agree(db)
+
+
+@pytest.mark.slow
+def test_kill_9_while_uploads_begin_and_end_leaves_each_with_its_entries_and_its_users_count(tmp_path) -> None:
+    """Uploads begun, filled, completed, aborted, expired and taken back by a revoke, three users' at once, killed -9 at
+    two moments: each upload record and its entries (key order, age, its user's count; a completed one's age) are
+    there together or not at all, and the index opened again goes on from there."""
+    path = tmp_path / "db"
+    script = Path(__file__).parents[1] / "support" / "s3_index_burst.py"
+    for seed, wait_for in enumerate((150, 400)):
+        proc = subprocess.Popen([sys.executable, str(script), str(path), str(seed)], stdout=subprocess.PIPE, text=True)
+        acknowledged = 0
+        try:
+            while acknowledged < wait_for and (line := proc.stdout.readline()):
+                acknowledged = int(line)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        assert acknowledged >= wait_for, "the burst did not get going"
+        db = plyvel.DB(str(path))
+        try:
+            _entries_agree(db)
+            assert db.get(keys.OBJECT_AGES_INDEXED) is not None
+        finally:
+            db.close()
+
+
+def test_uploads_recorded_before_their_ages_and_counts_were_kept_are_given_them_once(db) -> None:
+    """A store whose uploads have no place in the order they began and whose users no count (recorded before they were
+    kept), nor its completed uploads a place in the order they completed, is given them as the index opens, once: its
+    users are listed and bounded, its old uploads expire, its old completed uploads are forgotten."""
+    now = [1000.0]
+    index = S3Index(db, min_part_size=1, upload_expiry=100, clock=lambda: now[0])
+    index.create_bucket("bkt", "ana")
+    old = index.create_upload("bkt", "a", by="bob")
+    index.put_part(old, 1, "cap-1", 5, "e1")
+    done = index.create_upload("bkt", "b", by="ana")
+    index.put_part(done, 1, "cap-2", 5, "e2")
+    record, _ = index.complete(done, [(1, "e2")])
+    now[0] += 50
+    index.create_upload("bkt", "c", by="bob")
+    for prefix in (keys.OBJECT_UPLOADS_BY_AGE, keys.OBJECT_UPLOAD_COUNTS, keys.OBJECT_COMPLETED_BY_AGE):
+        for key, _ in db.iterator(prefix=prefix):
+            db.delete(key)
+    db.delete(keys.OBJECT_AGES_INDEXED)
+    reopened = S3Index(db, min_part_size=1, max_uploads=2, upload_expiry=100, clock=lambda: now[0])
+    _entries_agree(db)
+    assert users(reopened) == ["ana", "bob"]
+    with pytest.raises(TooManyUploads):
+        reopened.create_upload("bkt", "d", by="bob")
+    now[0] += 51
+    assert reopened.expire_uploads() == ["cap-1"]
+    reopened.create_upload("bkt", "d", by="bob")
+    assert reopened.complete(done, [(1, "e2")])[0]["etag"] == record["etag"]  # a retried Complete, as the first
+    now[0] += COMPLETED_KEEP
+    other = reopened.create_upload("bkt", "e", by="ana")
+    reopened.put_part(other, 1, "cap-3", 5, "e3")
+    reopened.complete(other, [(1, "e3")])  # forgets the completed uploads older than COMPLETED_KEEP
+    with pytest.raises(NoSuchUpload):
+        reopened.complete(done, [(1, "e2")])
+    _entries_agree(db)
+
+
 def test_uploads_recorded_before_their_key_order_was_kept_are_listed_once_it_is(db) -> None:
     """A store whose uploads have no o/k/ entry (recorded before they were kept) is given them as the index opens, once,
     so ListMultipartUploads and DeleteBucket see every upload in progress."""
@@ -794,6 +953,40 @@ def test_revoking_a_grant_aborts_the_uploads_its_user_began_in_the_bucket(db) ->
     index.create_upload("bobs", "x", by="bob")  # the aborted upload no longer counts against it
     assert (revoked["aborted"], revoked["garbage"], revoked["grants"]) == ([began], ["cap-1"], {})
     assert index.grant("shared", "bob", None)["aborted"] == []
+
+
+def test_a_revoke_lands_before_a_writes_access_check_or_after_its_write_never_between(db, monkeypatch) -> None:
+    """A user's write is judged and made under the index's lock: a revoke that comes as the write has passed its
+    check waits for the write, and then aborts the upload it began, rather than landing in between and leaving the
+    user an upload in the other's bucket it can neither use nor end (counted against it, holding the bucket)."""
+    index = S3Index(db)
+    index.create_bucket("shared", "ana")
+    index.grant("shared", "bob", "write")
+    passed, go, outcome = threading.Event(), threading.Event(), []
+    allow = index.allow
+
+    def paused(bucket: str, user: str | None, need: str) -> dict:
+        record = allow(bucket, user, need)
+        passed.set()
+        go.wait()
+        return record
+
+    monkeypatch.setattr(index, "allow", paused)
+    writer = threading.Thread(target=lambda: outcome.append(
+        index.checked("shared", "bob", "write", index.create_upload, "shared", "k", by="bob")))
+    writer.start()
+    passed.wait()
+    held = not index._lock.acquire(blocking=False)  # by the writer, as it checks: the revoke waits for its write
+    if not held:
+        index._lock.release()
+    revoker = threading.Thread(target=index.grant, args=("shared", "bob", None))
+    revoker.start()
+    if not held:
+        revoker.join()  # (the revoke done between the check and the write)
+    go.set()
+    writer.join()
+    revoker.join()
+    assert [u["user"] for u in index.uploads("shared")] == [], outcome
 
 
 async def test_users_funded_before_they_were_noted_are_listed_from_the_ledgers_fundings(make_config) -> None:

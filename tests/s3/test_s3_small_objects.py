@@ -291,6 +291,30 @@ async def test_a_fault_of_the_node_fails_only_its_object_of_a_group(node, monkey
     assert [f["name"] for f in await _files(node)] == ["mark-good"]
 
 
+async def test_a_users_small_object_whose_grant_is_revoked_as_its_file_is_stored_is_refused_and_not_recorded(
+        node, monkeypatch) -> None:
+    """The node judges a user's access to the bucket before it stores a small object, and again in the write that
+    records it: a grant revoked while the file was being stored refuses the object (403), its file marked garbage
+    in the refusal's own write and named for the front to remove, and no object is there."""
+    await _bucket(node, "race-ana", user="ana")
+    assert (await node.put("/v1/s3/buckets/race-ana/grants/bob", json={"access": "write"})).status == 200
+    assert (await node.post("/v1/s3/accounts/bob/fund", json={"amount": 10_000_000})).status == 200
+    index = node.app[NODE].s3_objects.index
+    gateway = node.app[NODE].s3_objects.files.gateway
+    put = gateway.put
+
+    async def revoked_meanwhile(read, size, name, *args, **kwargs):
+        index.grant("race-ana", "bob", None)  # as the operator's `xsc s3 revoke race-ana bob` lands
+        return await put(read, size, name, *args, **kwargs)
+
+    monkeypatch.setattr(gateway, "put", revoked_meanwhile)
+    status, problem = await _put(node, "race-ana", "late", codec.framed(RECORD, b"bob's"), user="bob")
+    assert status == 403 and "may not write the bucket 'race-ana'" in problem["detail"], problem
+    (cap,) = problem["garbage"]
+    assert (await node.get("/v1/s3/buckets/race-ana/object", params={"key": "late"})).status == 404
+    assert cap in index.garbage()
+
+
 def _framed_head(head) -> bytes:
     return codec.framed(head, b"")
 

@@ -11,13 +11,16 @@ pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e 
 
 import contextlib  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import time  # noqa: E402
 
 from botocore.exceptions import ClientError  # noqa: E402
 
-from tests.support.s3 import Gateway, boto3_client, code_of, create_key, export_index  # noqa: E402
+from tests.support.s3 import (Gateway, boto3_client, code_of, create_key, export_index, half_sent_put,  # noqa: E402
+                              index_and_files)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +181,78 @@ def test_another_users_uploads_parts_and_presigned_urls_are_refused(gateway) -> 
     assert [u["UploadId"] for u in ana.list_multipart_uploads(Bucket="iso-ana")["Uploads"]] == [uid]
     ana.abort_multipart_upload(Bucket="iso-ana", Key="m", UploadId=uid)
     bob.abort_multipart_upload(Bucket="iso-bob", Key="m", UploadId=own)
+
+
+def test_a_write_whose_grant_is_revoked_while_its_body_is_on_its_way_is_refused_and_leaves_no_file(gateway) -> None:
+    """A user granted write sends a part of the owner's upload, a large PutObject, and a part of an upload it began
+    there; its grant is revoked while each body is on its way: each is refused (AccessDenied; NoSuchUpload for its own
+    upload, which the revoke aborted), none is recorded, and its file is removed from the store as it is refused, not
+    left to the next reconciliation."""
+    ana = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "ana"))
+    bob_key = create_key(gateway.node.data_dir, "bob")
+    bob = boto3_client(gateway.front.url, bob_key)
+    for user in ("ana", "bob"):
+        assert gateway.node.xsc("s3", "fund", user, "5").returncode == 0
+    ana.create_bucket(Bucket="fly-ana")
+    anas = ana.create_multipart_upload(Bucket="fly-ana", Key="a")["UploadId"]
+    referenced, files, _ = index_and_files(gateway.node)
+    left_before = files - referenced  # (other tests' files, marked for the front's next reconciliation)
+    for target, status, code in ((f"a?partNumber=1&uploadId={anas}", 403, "AccessDenied"),
+                                 ("large", 403, "AccessDenied"), (None, 404, "NoSuchUpload")):
+        assert gateway.node.xsc("s3", "grant", "fly-ana", "bob", "write").returncode == 0
+        if target is None:
+            bobs = bob.create_multipart_upload(Bucket="fly-ana", Key="b")["UploadId"]
+            target = f"b?partNumber=1&uploadId={bobs}"
+        conn = half_sent_put(gateway, f"/fly-ana/{target}", 2 * MiB, bob_key)
+        assert gateway.node.xsc("s3", "revoke", "fly-ana", "bob").returncode == 0
+        conn.send(os.urandom(MiB))
+        answer = conn.getresponse()
+        assert (answer.status, f"<Code>{code}</Code>".encode() in answer.read()) == (status, True), target
+        conn.close()
+        referenced, files, _ = index_and_files(gateway.node)
+        assert files - referenced <= left_before, f"files no record refers to: {files - referenced - left_before}"
+    assert ana.list_parts(Bucket="fly-ana", Key="a", UploadId=anas).get("Parts", []) == []
+    assert "Contents" not in ana.list_objects_v2(Bucket="fly-ana")
+    assert [u["UploadId"] for u in ana.list_multipart_uploads(Bucket="fly-ana")["Uploads"]] == [anas]
+    ana.abort_multipart_upload(Bucket="fly-ana", Key="a", UploadId=anas)
+
+
+def test_presigned_urls_stop_working_as_their_grant_is_revoked_or_their_key_removed(gateway) -> None:
+    """A presigned URL is judged as it is used, not as it was signed: another user's URLs into a bucket it was granted
+    are refused once the grant is revoked (a GET, a PUT, a part of the upload it began there), and the owner's own
+    once its access key is removed; the owner's object stays as it was."""
+    import urllib.error
+    import urllib.request
+
+    ana_key = create_key(gateway.node.data_dir, "ana")
+    ana = boto3_client(gateway.front.url, ana_key)
+    bob = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "bob"))
+    for user in ("ana", "bob"):
+        assert gateway.node.xsc("s3", "fund", user, "5").returncode == 0
+    ana.create_bucket(Bucket="signed-ana")
+    ana.put_object(Bucket="signed-ana", Key="k", Body=b"ana's")
+    assert gateway.node.xsc("s3", "grant", "signed-ana", "bob", "write").returncode == 0
+    uid = bob.create_multipart_upload(Bucket="signed-ana", Key="m")["UploadId"]
+    urls = [("GET", bob.generate_presigned_url("get_object", Params={"Bucket": "signed-ana", "Key": "k"}), None),
+            ("PUT", bob.generate_presigned_url("put_object", Params={"Bucket": "signed-ana", "Key": "k"}), b"bob's"),
+            ("PUT", bob.generate_presigned_url("upload_part", Params={
+                "Bucket": "signed-ana", "Key": "m", "UploadId": uid, "PartNumber": 1}), b"bob's part")]
+    assert urllib.request.urlopen(urls[0][1]).read() == b"ana's"
+    assert gateway.node.xsc("s3", "revoke", "signed-ana", "bob").returncode == 0
+    for method, url, body in urls:
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(urllib.request.Request(url, data=body, method=method))
+        assert (info.value.code, b"<Code>AccessDenied</Code>" in info.value.read()) == (403, True), url
+    own = ana.generate_presigned_url("get_object", Params={"Bucket": "signed-ana", "Key": "k"})
+    assert urllib.request.urlopen(own).read() == b"ana's"
+    assert gateway.node.xsc("s3", "keys", "rm", ana_key["access_key"]).returncode == 0
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(own)
+    assert (info.value.code, b"<Code>InvalidAccessKeyId</Code>" in info.value.read()) == (403, True)
+    exported = export_index(gateway.node)
+    (bucket,) = [b for b in exported["buckets"] if b["name"] == "signed-ana"]
+    assert list(bucket["objects"]) == ["k"] and bucket["objects"]["k"]["size"] == len(b"ana's")
+    assert uid not in {u["id"] for u in exported["uploads"]}  # the revoke aborted what bob began there
 
 
 def test_a_user_that_may_not_write_a_bucket_is_denied_before_its_copy_or_its_condition_is_judged(gateway) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 from tests.support.nodes import NodeProcess, free_port, run_xsc, xsc_command
+from tests.support.waiting import eventually
 from xsc import devnet
 from xsc.s3.marks import FileMarks
 
@@ -154,3 +156,22 @@ def index_and_files(node: NodeProcess) -> tuple[set[str], set[str], dict]:
     marks = FileMarks.load(node.data_dir)
     files = set(marks.files(store_files(node)))
     return referenced, files, index
+
+
+def reserved(node: NodeProcess) -> int:
+    """What the node's store holds room for, puts under way among it."""
+    return json.loads(node.xsc("node", "status", "--json").stdout)["storage"]["reserved"]
+
+
+def half_sent_put(gateway: Gateway, path: str, size: int, key: dict | None = None) -> http.client.HTTPConnection:
+    """A PUT signed with `key` (the gateway's own if none) whose body is half sent, once the node has begun storing it."""
+    url = gateway.front.url + path
+    headers = sign_headers("PUT", url, key or gateway.key, {"Content-Length": str(size)})
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.front.port, timeout=60)
+    conn.putrequest("PUT", path, skip_host=True, skip_accept_encoding=True)
+    for name, value in headers.items():
+        conn.putheader(name, value)
+    conn.endheaders()
+    conn.send(os.urandom(size // 2))
+    eventually(lambda: reserved(gateway.node) > 0, "the node to begin storing the upload", 120)
+    return conn

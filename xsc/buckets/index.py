@@ -6,9 +6,11 @@ COMPOSITE, made of theirs), `size`, `etag`,
 `content_type`, `metadata` (x-amz-meta-*), `headers` (Cache-Control, Content-Disposition, ... as stored),
 `modified` (unix seconds).  A record to be written may carry a `condition` (If-None-Match: *, If-Match: ETAG),
 checked under the index's lock as it is written and never stored: a write whose condition no longer holds is
-ConditionalConflict, its files garbage.  A refused record's files (that, its bucket gone, a part's upload ended
-meanwhile) are marked in the refusal's own write and named in it (`garbage`), for the front to remove at once; a
-front that dies first leaves the marks to its next reconciliation.  A bucket record is `created`, its `owner` (an
+ConditionalConflict, its files garbage.  It may carry its `writer` too, the user it is written for, whose access to
+the bucket is judged the same way (a grant revoked while its file was stored: Forbidden, its files garbage).  A
+refused record's files (that, its bucket gone, a part's upload ended meanwhile) are marked in the refusal's own
+write and named in it (`garbage`), for the front to remove at once; a front that dies first leaves the marks to its
+next reconciliation.  A bucket record is `created`, its `owner` (an
 S3 user of the front) and the `grants` its owner gave other users ({user: "read" | "write"}); `checked` runs an
 operation once the user the front acts for may do it (None: the node's owner, who may do anything).  Every change
 is one synced write batch, so a crash leaves either the old state or the new, never a mix:
@@ -28,14 +30,15 @@ is one synced write batch, so a crash leaves either the old state or the new, ne
   records of a store written before the entries were kept theirs, once.  A store whose imports did not leave such
   records out may hold files two records share, the entry naming one: `index_shared` finds them once and notes
   every record that shared each (o/s/), so that a file is marked garbage only once none of them refers to it
-  (`_release`, on every path that lets a record's file go).
+  (`release`, on every path that lets a record's file go).
 - an upload left unfinished for `upload_expiry` seconds is aborted by `expire_uploads` (a batch per
   EXPIRED_AT_ONCE uploads: their records go and their parts are marked garbage), which the front asks for as it
-  reconciles.
+  reconciles.  The multipart uploads are uploads.py's (`Uploads`, a mixin of `S3Index`).
 
 What one user may make the node keep is bounded: the buckets it owns (`max_buckets`, TooManyBuckets) and its
-multipart uploads in progress (`max_uploads`, TooManyUploads).  Each user's count is read from the records once,
-then kept up by the changes here, which are the only writes of bucket and upload records.
+multipart uploads in progress (`max_uploads`, TooManyUploads).  Each user's buckets are counted from their records
+once; its uploads are counted in o/n/ entries written with them (uploads.py).  Both are kept up by the changes here,
+which are the only writes of bucket and upload records.
 
 Synchronous (LevelDB); the node's routes run it in the CPU pool.  One lock serialises the
 read-modify-write changes.  Nothing here speaks HTTP.
@@ -46,7 +49,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import secrets
 import threading
 import time
 from collections import Counter
@@ -56,10 +58,11 @@ from typing import Any, Callable, Iterable, Iterator
 from .. import codec
 from .. import keys
 from ..db import Database
-from ..errors import (BucketNotEmpty, BucketTaken, ConditionalConflict, PreconditionFailed, EntityTooSmall, Forbidden, InvalidArgument, InvalidPart,
-                      InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload, TooManyBuckets, TooManyUploads,
-                      XscError)
-from .core import etag, listing, names, records
+from ..errors import (BucketNotEmpty, BucketTaken, ConditionalConflict, Forbidden, InvalidArgument, NoSuchBucket,
+                      NoSuchKey, TooManyBuckets, TooManyUploads, XscError)
+from .core import listing, names, records
+from .entries import apply, caps_of, given_once, holds, release, share, write_entries
+from .uploads import MAX_UPLOADS, UPLOAD_EXPIRY, Uploads, by_age, by_key, index_ages, index_uploads, parts_of
 
 FILE_PREFIX = "s3:"  # the names of the store's files the S3 front put (see reconcile)
 NONCE_HEX = 16  # a front's file name ends with `#`, a nonce of 64 random bits and ...
@@ -68,38 +71,41 @@ FRONT_NAME = re.compile(rf"{FILE_PREFIX}.*#[0-9a-f]{{{NONCE_HEX}}}[0-9a-f]{{{TAG
 LEVELS = {"read": 1, "write": 2, "owner": 3}  # what a user may do with a bucket: each level includes those below
 INITIATOR = names.INITIATOR
 log = logging.getLogger(__name__)
-COMPLETED_KEEP = 7 * 24 * 3600  # seconds a completed upload answers a repeated CompleteMultipartUpload
 MAX_BUCKETS = 10_000  # buckets one user may own, as an AWS account (node.s3_max_buckets)
-MAX_UPLOADS = 1_000  # multipart uploads one user may have in progress (node.s3_max_uploads)
-UPLOAD_EXPIRY = 7 * 24 * 3600  # seconds an unfinished upload is kept (node.s3_upload_expiry)
-EXPIRED_AT_ONCE = 100  # uploads expired in one synced batch (the lock is let go between batches)
-HOLDERS_AT_ONCE = 10_000  # o/h/ entries given in one batch as a store written before they were kept is read
 
 
 def _dump(value: Any) -> bytes:
     return codec.dumps(value)
 
 
-class S3Index:
+class S3Index(Uploads):
     def __init__(self, db: Database, *, min_part_size: int = names.MIN_PART_SIZE, max_buckets: int = MAX_BUCKETS,
                  max_uploads: int = MAX_UPLOADS, upload_expiry: float = UPLOAD_EXPIRY, clock=time.time) -> None:
         self.db = db
         self.min_part_size = min_part_size
         self.max_buckets, self.max_uploads, self.upload_expiry = max_buckets, max_uploads, upload_expiry
         self.clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # (reentrant: `checked` holds it across a change that takes it)
         self._counted: tuple[Counter, Counter] | None = None  # each user's buckets and uploads (`_counts`)
         self.on_change: list[Callable[[str], None]] = []  # (bucket): an object was written or deleted there
         index_holders(self)  # once, over a store written before o/h/ was kept: before any write or import reads it
         index_shared(self)  # once, after it: the files records share (imported by a node that did not leave them out)
         index_uploads(self)  # once, over a store written before o/k/ was kept
+        index_ages(self)  # once, over a store written before o/t/, o/n/ and o/d/ were kept
+        index_bucket_users(self)  # once, over a store written before o/y/ was kept
         # o/s/ entries are written by index_shared, and by a write that makes a second record refer to a file.
         self._shared = any(True for _ in db.iterator(prefix=keys.OBJECT_SHARED, include_value=False))
 
     # --- buckets -----------------------------------------------------------------
     def buckets(self, user: str | None = None) -> list[dict]:
-        """Every bucket (for a user: those it owns or was granted), with its owner."""
-        return [b for b in _buckets(self.db) if user is None or b["owner"] == user or user in b["grants"]]
+        """Every bucket (for a user: those it owns or was granted, read from its o/y/ entries), with its owner."""
+        if user is None:
+            return _buckets(self.db)
+        prefix, found = keys.object_buckets_of_user(user), []
+        for entry in self.db.iterator(prefix=prefix, include_value=False):
+            with contextlib.suppress(NoSuchBucket):  # (deleted as this is read)
+                found.append(self.bucket(entry[len(prefix):].decode()))
+        return found
 
     def bucket(self, name: str) -> dict:
         raw = self.db.get(keys.object_bucket(name))
@@ -110,23 +116,25 @@ class S3Index:
     def allow(self, name: str, user: str | None, need: str) -> dict:
         """The bucket, if `user` may `need` it (read, write, owner); else AccessDenied (Forbidden)."""
         record = self.bucket(name)
-        if user is not None and user != record["owner"] and LEVELS.get(record["grants"].get(user), 0) < LEVELS[need]:
-            if need == "owner":  # no grant reaches it: a hint to ask for one would send the user the wrong way
-                raise Forbidden(f"only the owner of the bucket {name!r} may delete it, not user {user!r}",
-                                hint="a user deletes the buckets it created", bucket=name)
-            raise Forbidden(f"user {user!r} may not {need} the bucket {name!r}",
-                            hint=f"the node's operator grants it: xsc s3 grant {name} {user} {need}", bucket=name)
+        _judge(name, record, user, need)
         return record
 
     def checked(self, bucket: str, user: str | None, need: str, fn, *args, **kwargs):
-        """fn(*args, **kwargs), once `user` may `need` the bucket."""
-        self.allow(bucket, user, need)
-        return fn(*args, **kwargs)
+        """fn(*args, **kwargs), once `user` may `need` the bucket.  Anything but a read is judged and made under the
+        index's lock (which fn takes again), so that a grant revoked meanwhile lands before the check or after fn."""
+        with self._lock if need != "read" else contextlib.nullcontext():
+            self.allow(bucket, user, need)
+            return fn(*args, **kwargs)
 
     def checked_upload(self, upload_id: str, user: str | None, need: str, fn, *args, **kwargs):
         """fn(*args, **kwargs), once `user` may `need` the bucket of the upload (or of the object it completed).
         `need` INITIATOR, what S3 lets list an upload's parts and abort it by default: the bucket's owner, or the user
-        who began the upload while it may still read the bucket; not another user the bucket's owner let write."""
+        who began the upload while it may still read the bucket; not another user the bucket's owner let write.  Under
+        the index's lock, as `checked`'s changes."""
+        with self._lock:
+            return self._checked_upload(upload_id, user, need, fn, *args, **kwargs)
+
+    def _checked_upload(self, upload_id: str, user: str | None, need: str, fn, *args, **kwargs):
         raw = self.db.get(keys.object_upload(upload_id)) if upload_id.isalnum() else None
         done = self.db.get(keys.object_completed(upload_id)) if raw is None and upload_id.isalnum() else None
         if raw is None and done is None:
@@ -158,7 +166,8 @@ class S3Index:
                 raise TooManyBuckets(f"user {owner!r} owns {buckets[owner]:,} buckets, the most one user may",
                                      hint="delete one first (DeleteBucket)", bucket=name)
             record = {"created": self.clock(), "owner": owner, "grants": {}}
-            self.db.put(keys.object_bucket(name), _dump(record), sync=True)
+            with self.db.write_batch(sync=True) as batch:
+                apply(batch, {keys.object_bucket(name): _dump(record), keys.object_bucket_of_user(owner, name): b""})
             buckets[owner] += 1
         return {"name": name, **record, "new": True}
 
@@ -180,10 +189,11 @@ class S3Index:
                 names.check_grants(name, grants)
             stored = {k: v for k, v in record.items() if k != "name"} | {"grants": grants}
             dropped = [] if level else [u for u in self.uploads(name) if u.get("user") == user]
-            written: dict[bytes, bytes | None] = {keys.object_bucket(name): _dump(stored)}
+            written: dict[bytes, bytes | None] = {keys.object_bucket(name): _dump(stored),
+                                                  keys.object_bucket_of_user(user, name): b"" if level else None}
             garbage = [cap for upload in dropped for cap in self._drop_upload(written, upload)]
             with self.db.write_batch(sync=True) as batch:
-                _apply(batch, written)
+                apply(batch, written)
             for upload in dropped:
                 self._uploaded(upload)
         gone = {} if level else {"aborted": [u["id"] for u in dropped], "garbage": garbage}
@@ -191,15 +201,16 @@ class S3Index:
 
     def delete_bucket(self, name: str) -> None:
         with self._lock:
-            owner = self.bucket(name)["owner"]
+            record = self.bucket(name)
             for _ in self.db.iterator(prefix=keys.objects_of(name), include_value=False):
                 raise BucketNotEmpty(f"the bucket {name!r} is not empty", hint="delete its objects first",
                                      bucket=name)
             for _ in self.db.iterator(prefix=keys.object_uploads_of(name), include_value=False):
                 raise BucketNotEmpty(f"the bucket {name!r} has multipart uploads in progress",
                                      hint="complete or abort them first", bucket=name)
-            self.db.delete(keys.object_bucket(name), sync=True)
-            self._counts()[0][owner] -= 1
+            with self.db.write_batch(sync=True) as batch:
+                apply(batch, dict.fromkeys([keys.object_bucket(name), *_users_entries(name, record)]))
+            self._counts()[0][record["owner"]] -= 1
 
     # --- objects -----------------------------------------------------------------
     def get(self, bucket: str, key: str) -> dict:
@@ -253,9 +264,16 @@ class S3Index:
             except InvalidArgument as err:
                 return err
         caps = [p["cap"] for p in record["parts"]]
-        if read(keys.object_bucket(bucket)) is None:
+        if (raw := read(keys.object_bucket(bucket))) is None:
             written.update((keys.object_garbage(cap), b"") for cap in caps)
             return NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket, garbage=caps)
+        try:  # (its grant revoked while its file was stored: refused here, in the record's own write)
+            bucket_record = {"owner": names.DEFAULT_USER, "grants": {}, **codec.loads(raw)}
+            _judge(bucket, bucket_record, record.get("writer"), "write")
+        except Forbidden as err:
+            written.update((keys.object_garbage(cap), b"") for cap in caps)
+            err.details["garbage"] = caps
+            return err
         name = keys.object_key(bucket, key)
         old = written[name] if name in written else read(name)
         condition = record.get("condition")
@@ -264,12 +282,12 @@ class S3Index:
             return ConditionalConflict(f"another write of {key!r} came first: the condition {condition} no longer "
                                        "holds (retry the request)", bucket=bucket, key=key, garbage=caps)
         garbage = [p["cap"] for p in codec.loads(old)["parts"]] if old else []
-        written[name] = _dump({k: v for k, v in record.items() if k != "condition"})
+        written[name] = _dump({k: v for k, v in record.items() if k not in ("condition", "writer")})
         written.update((keys.object_garbage(cap), None) for cap in caps)  # referred to: not garbage
         for cap in caps:
-            _share(self, written, read, cap, name)
+            share(self, written, read, cap, name)
         written.update((keys.object_holder(cap), name) for cap in caps)
-        return [c for c in garbage if c not in caps and _release(self, written, read, c, name)]
+        return [c for c in garbage if c not in caps and release(self, written, read, c, name)]
 
     def _changed(self, bucket: str) -> None:
         for callback in self.on_change:
@@ -291,9 +309,9 @@ class S3Index:
                     continue
                 written[name] = None
                 garbage += [p["cap"] for p in codec.loads(old)["parts"]
-                            if _release(self, written, self.db.get, p["cap"], name)]
+                            if release(self, written, self.db.get, p["cap"], name)]
             with self.db.write_batch(sync=True) as batch:
-                _apply(batch, written)
+                apply(batch, written)
         self._changed(bucket)
         return garbage
 
@@ -325,214 +343,15 @@ class S3Index:
         page["contents"] = [(k, records.summary(codec.loads(v))) for k, v in page["contents"]]
         return {**page, "owner": owner}
 
-    # --- multipart ---------------------------------------------------------------
-    def create_upload(self, bucket: str, key: str, content_type: str = "", metadata: dict | None = None,
-                      headers: dict | None = None, by: str | None = None, checksum: dict | None = None) -> str:
-        """Begin an upload for the user `by` (None: the node's owner), within its `max_uploads`; `checksum`: the one
-        its object is to get ({"algorithm", "type", "default"}), which its parts keep theirs in."""
-        names.check_key(key)
-        names.check_metadata(metadata or {})
-        user = by or names.DEFAULT_USER
-        record = {"bucket": bucket, "key": key, "created": self.clock(), "headers": records.headers(headers),
-                  "content_type": content_type or "binary/octet-stream", "metadata": metadata or {}, "user": user}
-        if checksum is not None:
-            record["checksum"] = records.upload_checksum(checksum)
-        with self._lock:
-            self.bucket(bucket)
-            _, uploads = self._counts()
-            if uploads[user] >= self.max_uploads:
-                raise TooManyUploads(f"user {user!r} has {uploads[user]:,} multipart uploads in progress, the most "
-                                     "one user may", hint="complete or abort some (ListMultipartUploads lists them); "
-                                     f"unfinished ones are aborted after {_duration(self.upload_expiry)}",
-                                     bucket=bucket)
-            upload_id = secrets.token_hex(16)
-            with self.db.write_batch(sync=True) as batch:
-                batch.put(keys.object_upload(upload_id), _dump(record))
-                batch.put(keys.object_upload_by_key(bucket, key, record["created"], upload_id), b"")
-            uploads[user] += 1
-        return upload_id
-
-    def upload(self, upload_id: str) -> dict:
-        raw = self.db.get(keys.object_upload(upload_id)) if upload_id.isalnum() else None
-        if raw is None:
-            raise NoSuchUpload("no multipart upload with that id: it was completed, aborted, or never begun",
-                               upload_id=upload_id)
-        return {"id": upload_id, **codec.loads(raw)}
-
-    def parts(self, upload_id: str) -> list[dict]:
-        return _parts(self.db, upload_id)
-
-    def put_part(self, upload_id: str, number: int, cap: str, size: int, part_etag: str,
-                 checksums: dict | None = None) -> list[str]:
-        """Record an uploaded part (replacing one of that number) with its `checksums` ({algorithm: base64}, its
-        upload's and one it was sent with); returns the capabilities now garbage.  A part of an upload that is gone
-        (aborted meanwhile) is garbage itself: NoSuchUpload."""
-        names.check_part_number(number)
-        extra = {"checksums": records.part_checksums(checksums)} if checksums else {}
-        with self._lock:
-            if self.db.get(keys.object_upload(upload_id)) is None:
-                self._mark_garbage([cap])
-                raise NoSuchUpload("no multipart upload with that id: it was completed or aborted",
-                                   upload_id=upload_id, garbage=[cap])
-            name = keys.object_part(upload_id, number)
-            old = self.db.get(name)
-            written: dict[bytes, bytes | None] = {
-                name: _dump({"cap": cap, "size": size, "etag": part_etag, "modified": self.clock(), **extra}),
-                keys.object_holder(cap): name}
-            garbage = [c for c in ([codec.loads(old)["cap"]] if old else [])  # (not its own: its record retried)
-                       if c != cap and _release(self, written, self.db.get, c, name)]
-            with self.db.write_batch(sync=True) as batch:
-                _apply(batch, written)
-        return garbage
-
-    def complete(self, upload_id: str, chosen: list[tuple[int, str]], bucket: str | None = None,
-                 key: str | None = None, condition: dict | None = None,
-                 checksum: dict | None = None) -> tuple[dict, list[str]]:
-        """Make the upload's chosen parts, in order, the object; returns (its record, capabilities now garbage).
-        An upload completed already answers what it answered then (an SDK retries a Complete it did not hear).
-        `condition` (as a record's: If-None-Match: *, If-Match: ETAG) must hold of the object there, else
-        PreconditionFailed (NoSuchKey for If-Match with no object) and the upload stays as it was.  `checksum`: the
-        object's, as the front made it of the parts' ({"value", "parts": the part checksums it used, in order}): it is
-        kept only if those are still the chosen parts' (InvalidPart if one was uploaded again meanwhile)."""
-        condition = records.condition(condition) if condition is not None else None
-        checksum = records.whole_checksum(checksum, len(chosen)) if checksum is not None else None
-        with self._lock:
-            done = self.db.get(keys.object_completed(upload_id)) if upload_id.isalnum() else None
-            if done is not None and self.db.get(keys.object_upload(upload_id)) is None:
-                record = codec.loads(done)
-                if (bucket, key) not in ((None, None), (record["bucket"], record["key"])):
-                    raise NoSuchUpload("that upload id is for another object", upload_id=upload_id)
-                return record, []
-            upload = self.upload(upload_id)
-            if (bucket, key) not in ((None, None), (upload["bucket"], upload["key"])):
-                raise NoSuchUpload("that upload id is for another object", upload_id=upload_id)
-            have = {p["number"]: p for p in self.parts(upload_id)}
-            numbers = [n for n, _ in chosen]
-            if numbers != sorted(set(numbers)):
-                raise InvalidPartOrder("the parts must be listed in ascending order of part number, each once")
-            used = []
-            for number, given_etag in chosen:
-                part = have.get(number)
-                if part is None or part["etag"] != given_etag:
-                    raise InvalidPart(f"part {number} was not uploaded, or its ETag is not {given_etag!r}",
-                                      hint="list the parts with ListParts", part=number)
-                used.append(part)
-            for part in used[:-1]:
-                if part["size"] < self.min_part_size:
-                    raise EntityTooSmall(f"part {part['number']} is {part['size']} bytes: every part but the last "
-                                         f"must be at least {self.min_part_size} bytes", part=part["number"])
-            bucket, key = upload["bucket"], upload["key"]
-            if self.db.get(keys.object_bucket(bucket)) is None:
-                raise NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket)
-            whole = records.checksum_headers(upload.get("checksum"), checksum, used)
-            # A COMPOSITE checksum is made of the parts' own, which a read of one part is answered with.
-            sums = checksum["parts"] if whole.get("x-amz-checksum-type") == "COMPOSITE" else [None] * len(used)
-            record = {"parts": [{"cap": p["cap"], "size": p["size"], "etag": p["etag"],
-                                 **({"checksum": c} if c else {})} for p, c in zip(used, sums)],
-                      "size": sum(p["size"] for p in used), "etag": etag.multipart([p["etag"] for p in used]),
-                      "content_type": upload["content_type"], "metadata": upload["metadata"],
-                      "headers": {**upload.get("headers", {}), **whole}, "modified": self.clock()}
-            old = self.db.get(keys.object_key(bucket, key))
-            if condition is not None and not records.holds(condition, codec.loads(old) if old else None):
-                if "if_match" in condition and old is None:
-                    raise NoSuchKey(f"no object {key!r} in bucket {bucket!r} for If-Match", bucket=bucket, key=key)
-                raise PreconditionFailed(f"the object at {key!r} does not meet the condition {condition}",
-                                         bucket=bucket, key=key)
-            name, kept = keys.object_key(bucket, key), {p["cap"] for p in used}
-            written: dict[bytes, bytes | None] = {
-                name: _dump(record), keys.object_upload(upload_id): None, _by_key(upload): None,
-                keys.object_completed(upload_id): _dump({"bucket": bucket, "key": key, "etag": record["etag"],
-                                                         "modified": record["modified"], "headers": whole}),
-                **{keys.object_part(upload_id, n): None for n in have},
-                # the object refers to them now, not their parts' records
-                **{keys.object_holder(c): name for c in kept}}
-            garbage = [p["cap"] for n, p in have.items() if n not in set(numbers)
-                       and _release(self, written, self.db.get, p["cap"], keys.object_part(upload_id, n))]
-            garbage += [p["cap"] for p in (codec.loads(old)["parts"] if old else [])
-                        if p["cap"] not in kept and _release(self, written, self.db.get, p["cap"], name)]
-            with self.db.write_batch(sync=True) as batch:
-                _apply(batch, written)
-                self._forget_completed(batch)
-            self._uploaded(upload)
-        self._changed(upload["bucket"])
-        return record, garbage
-
-    def _forget_completed(self, batch) -> None:
-        """Drop the completed uploads older than COMPLETED_KEEP (a repeated Complete comes within seconds)."""
-        horizon = self.clock() - COMPLETED_KEEP
-        for k, v in self.db.iterator(prefix=keys.OBJECT_COMPLETED):
-            if codec.loads(v)["modified"] < horizon:
-                batch.delete(k)
-
-    def abort(self, upload_id: str) -> list[str]:
-        with self._lock:
-            upload = self.upload(upload_id)
-            written: dict[bytes, bytes | None] = {}
-            garbage = self._drop_upload(written, upload)
-            with self.db.write_batch(sync=True) as batch:
-                _apply(batch, written)
-            self._uploaded(upload)
-        return garbage
-
-    def expire_uploads(self) -> list[str]:
-        """Abort every upload begun more than `upload_expiry` seconds ago (S3's lifecycle rule
-        AbortIncompleteMultipartUpload, for every bucket): the capabilities of their parts, now garbage.  Each
-        batch of EXPIRED_AT_ONCE uploads is one synced write: a crash leaves an upload whole or gone with its
-        parts marked, never a part its upload lost."""
-        horizon = self.clock() - self.upload_expiry
-        expired = [k[len(keys.OBJECT_UPLOADS):].decode() for k, v in self.db.iterator(prefix=keys.OBJECT_UPLOADS)
-                   if codec.loads(v)["created"] < horizon]
-        garbage: list[str] = []
-        for i in range(0, len(expired), EXPIRED_AT_ONCE):
-            with self._lock:
-                uploads = []
-                for upload_id in expired[i:i + EXPIRED_AT_ONCE]:
-                    with contextlib.suppress(NoSuchUpload):  # completed or aborted meanwhile
-                        uploads.append(self.upload(upload_id))
-                written: dict[bytes, bytes | None] = {}
-                for upload in uploads:
-                    garbage += self._drop_upload(written, upload)
-                with self.db.write_batch(sync=True) as batch:
-                    _apply(batch, written)
-                for upload in uploads:
-                    self._uploaded(upload)
-        return garbage
-
-    def _drop_upload(self, written: dict[bytes, bytes | None], upload: dict) -> list[str]:
-        """Into `written`: the upload and its parts' records gone, its parts' files marked garbage (returned)."""
-        written[keys.object_upload(upload["id"])] = written[_by_key(upload)] = None
-        garbage = []
-        for p in self.parts(upload["id"]):
-            name = keys.object_part(upload["id"], p["number"])
-            written[name] = None
-            if _release(self, written, self.db.get, p["cap"], name):
-                garbage.append(p["cap"])
-        return garbage
-
-    def _uploaded(self, upload: dict) -> None:
-        """Under the lock, once its record is gone: the upload no longer counts against its user."""
-        self._counts()[1][self._initiator(upload)] -= 1
-
-    def _initiator(self, upload: dict) -> str:
-        """The user an upload counts against: who began it, or (an upload recorded without one) its bucket's owner."""
-        if upload.get("user"):
-            return upload["user"]
-        raw = self.db.get(keys.object_bucket(upload["bucket"]))
-        return codec.loads(raw).get("owner", names.DEFAULT_USER) if raw else names.DEFAULT_USER
 
     def _counts(self) -> tuple[Counter, Counter]:
         """Under the lock: each user's buckets and uploads in progress, read from the records the first time."""
         if self._counted is None:
             buckets = Counter(codec.loads(v).get("owner", names.DEFAULT_USER)
                               for _, v in self.db.iterator(prefix=keys.OBJECT_BUCKETS))
-            uploads = Counter(self._initiator(codec.loads(v)) for _, v in self.db.iterator(prefix=keys.OBJECT_UPLOADS))
-            self._counted = (buckets, uploads)
+            self._counted = (buckets, self._upload_counts())
         return self._counted
 
-    def uploads(self, bucket: str, prefix: str = "") -> list[dict]:
-        """Every upload in progress of the bucket under `prefix`, in key order, a key's in the order they began."""
-        self.bucket(bucket)
-        return [u for _, u in upload_page(self, bucket, prefix, max_uploads=2**63)["contents"]]
 
     # --- garbage and reconciliation ----------------------------------------------
     def _mark_garbage(self, caps: Iterable[str]) -> None:
@@ -580,6 +399,17 @@ class S3Index:
             self._changed(bucket)
 
 
+def _judge(name: str, record: dict, user: str | None, need: str) -> None:
+    """AccessDenied (Forbidden) unless `user` may `need` the bucket `name` whose record is `record` (None: the node's
+    owner, who may do anything)."""
+    if user is not None and user != record["owner"] and LEVELS.get(record["grants"].get(user), 0) < LEVELS[need]:
+        if need == "owner":  # no grant reaches it: a hint to ask for one would send the user the wrong way
+            raise Forbidden(f"only the owner of the bucket {name!r} may delete it, not user {user!r}",
+                            hint="a user deletes the buckets it created", bucket=name)
+        raise Forbidden(f"user {user!r} may not {need} the bucket {name!r}",
+                        hint=f"the node's operator grants it: xsc s3 grant {name} {user} {need}", bucket=name)
+
+
 def funded_note(user: str) -> tuple[bytes, bytes]:
     """The record that notes the node's account funds `user`, so that `users` lists it whatever keys and grants it has:
     written by the funding's transfer, in its own synced write (`UserAccounts.fund`)."""
@@ -614,7 +444,7 @@ def exported(index: S3Index) -> dict:
             objects = {k[len(base):].decode(): codec.loads(v) for k, v in view.iterator(prefix=base)}
             buckets.append({**b, "objects": objects})
         uploads = [{"id": k[len(keys.OBJECT_UPLOADS):].decode(), **codec.loads(v),
-                    "parts": _parts(view, k[len(keys.OBJECT_UPLOADS):].decode())}
+                    "parts": parts_of(view, k[len(keys.OBJECT_UPLOADS):].decode())}
                    for k, v in view.iterator(prefix=keys.OBJECT_UPLOADS)]
         completed = {k[len(keys.OBJECT_COMPLETED):].decode(): codec.loads(v)
                      for k, v in view.iterator(prefix=keys.OBJECT_COMPLETED)}
@@ -628,11 +458,6 @@ def _buckets(view) -> list[dict]:
     """Every bucket, with its owner and grants."""
     return [{"name": k[len(keys.OBJECT_BUCKETS):].decode(), "owner": names.DEFAULT_USER, "grants": {},
              **codec.loads(v)} for k, v in view.iterator(prefix=keys.OBJECT_BUCKETS)]
-
-
-def _parts(view, upload_id: str) -> list[dict]:
-    prefix = keys.object_parts_of(upload_id)
-    return [{"number": int.from_bytes(k[-4:], "big"), **codec.loads(v)} for k, v in view.iterator(prefix=prefix)]
 
 
 def _garbage(view) -> list[str]:
@@ -653,15 +478,14 @@ def restored(index: S3Index, data: dict, *, account: str | None = None,
     An object or part is left out (`left_out`) if another record refers to its file, here or earlier in the import
     (`taken`: deleting either would remove the other's file), or `_refusal` refuses it (`refused`), and with it the
     completed upload naming it (`_refused_completed`).  Funded users: `_ours`.  How many of each kind were written."""
-    count: Counter = Counter()
-    left_out: list[dict] = []
+    count, left_out = Counter(), []
     with index.changing() as changed, index.db.write_batch(transaction=True, sync=True) as batch:
         buckets_of, uploads_of = index._counts()  # read again once written (`changing`)
         written: set[bytes] = set()
         held: dict[bytes, bytes] = {}  # the o/h/ entries this piece wrote
 
         def put(kind: str, key: bytes, value: bytes, caps: Iterable[str] = (), what: dict | None = None,
-                refused: str | None = None) -> bool:
+                refused: str | None = None, entries_too: dict[bytes, bytes] | None = None) -> bool:
             if key in written or index.db.get(key) is not None:  # (a record named twice: the first is written)
                 count["kept"] += 1
                 return False
@@ -673,10 +497,8 @@ def restored(index: S3Index, data: dict, *, account: str | None = None,
                 left_out.append({**(what or {}), "reason": reason})
                 return False
             written.add(key)
-            batch.put(key, value)
-            for entry, cap in entries.items():
-                held[entry] = key
-                batch.put(entry, key)
+            held.update(dict.fromkeys(entries, key))
+            apply(batch, {key: value, **dict.fromkeys(entries, key), **(entries_too or {})})
             count[kind] += 1
             return True
 
@@ -691,8 +513,8 @@ def restored(index: S3Index, data: dict, *, account: str | None = None,
                                   hint="import into a node that holds no bucket of that name", bucket=bucket["name"])
             if here is None and first:
                 _within(buckets_of, owner, index.max_buckets, TooManyBuckets, "buckets", "node.s3_max_buckets")
-            put("buckets", keys.object_bucket(bucket["name"]), codec.dumps(
-                {k: bucket[k] for k in ("created", "owner", "grants")}))
+            put("buckets", keys.object_bucket(bucket["name"]), codec.dumps({k: bucket[k] for k in (
+                "created", "owner", "grants")}), entries_too=_users_entries(bucket["name"], bucket))
             for key, record in bucket["objects"].items():
                 if put("objects", keys.object_key(bucket["name"], key), codec.dumps(record),
                        [part["cap"] for part in record["parts"]], {"bucket": bucket["name"], "key": key}):
@@ -708,8 +530,8 @@ def restored(index: S3Index, data: dict, *, account: str | None = None,
             if upload_key not in written and index.db.get(upload_key) is None:
                 _within(uploads_of, upload.get("user") or owners.get(upload["bucket"]) or index._initiator(upload),
                         index.max_uploads, TooManyUploads, "multipart uploads in progress", "node.s3_max_uploads")
-            if put("uploads", upload_key, codec.dumps({k: v for k, v in upload.items() if k not in ("id", "parts")})):
-                batch.put(_by_key(upload), b"")
+            put("uploads", upload_key, codec.dumps({k: v for k, v in upload.items() if k not in ("id", "parts")}),
+                entries_too={by_key(upload): b"", by_age(upload): b""})
             for part in upload["parts"]:
                 put("parts", keys.object_part(upload["id"], part["number"]),
                     codec.dumps({k: v for k, v in part.items() if k != "number"}), [part["cap"]],
@@ -717,7 +539,10 @@ def restored(index: S3Index, data: dict, *, account: str | None = None,
         dropped = _refused_completed(data, left_out)
         for upload_id, record in data["completed"].items():
             if index.db.get(keys.object_upload(upload_id)) is None:
-                put("completed", keys.object_completed(upload_id), codec.dumps(record), (), *dropped.get(upload_id, ()))
+                put("completed", keys.object_completed(upload_id), codec.dumps(record), (), *dropped.get(upload_id, ()),
+                    entries_too={keys.object_completed_by_age(record["modified"], upload_id): b""})
+        # Each user's count, its uploads this piece gave it among them (the others' as they were), in the same write.
+        apply(batch, {keys.object_upload_count(user): str(n).encode() for user, n in uploads_of.items() if n > 0})
         ours, count["foreign"] = _ours(data, account, funded_here)
         for user in ours:
             put("funded", keys.object_funded(user), b"")
@@ -729,7 +554,7 @@ def _left_out_why(index: S3Index, entries: dict[bytes, str], held: dict[bytes, b
                   refusal: Callable[[str], str | None]) -> str | None:
     """Why the record at `key`, naming the files of `entries` (their o/h/ entries), is left out, if it is: another
     record refers to one of them, here or earlier in the import (`held`: taken), or `refusal` refuses one."""
-    if any(entry in held or _holds(index, index.db.get(entry), cap, key) for entry, cap in entries.items()):
+    if any(entry in held or holds(index, index.db.get(entry), cap, key) for entry, cap in entries.items()):
         return "taken"
     return next(filter(None, (refusal(cap) for cap in entries.values())), None)
 
@@ -743,41 +568,6 @@ def _refused_completed(data: dict, left_out: list[dict]) -> dict[str, tuple[dict
             if item["reason"] != "taken" and (item.get("bucket"), item.get("key")) in etags}
     return {upload_id: ({"upload": upload_id, "bucket": r["bucket"], "key": r["key"]}, gone[named])
             for upload_id, r in data["completed"].items() if (named := (r["bucket"], r["key"], r["etag"])) in gone}
-
-
-def _release(index: S3Index, written: dict[bytes, bytes | None], read: Callable[[bytes], bytes | None], cap: str,
-             holder: bytes) -> bool:
-    """The record at `holder` (gone, or rewritten, in `written`) no longer refers to the file `cap`: into
-    `written`, the file marked garbage and its o/h/ entry dropped, unless another record still refers to it (one its
-    o/s/ entry names, `index_shared`: the o/h/ entry then names that one).  Whether it is garbage."""
-    def get(key: bytes) -> bytes | None:
-        return written[key] if key in written else read(key)
-
-    def refers(key: bytes) -> bool:
-        raw = get(key)
-        return key != holder and raw is not None and cap in _caps(key, codec.loads(raw))
-
-    entry = keys.object_holder(cap)
-    named = get(entry)
-    if named is not None and refers(named):
-        return False
-    if index._shared and (raw := get(keys.object_shared(cap))) is not None:
-        other = next((key for key in _shared_keys(raw) if refers(key)), None)
-        if other is not None:
-            written[entry] = other
-            return False
-        written[keys.object_shared(cap)] = None
-    written[entry] = None
-    written[keys.object_garbage(cap)] = b""
-    return True
-
-
-def _apply(batch, written: dict[bytes, bytes | None]) -> None:
-    for name, value in written.items():
-        if value is None:
-            batch.delete(name)
-        else:
-            batch.put(name, value)
 
 
 def _refusal(index: S3Index, cap: str, stored_name: Callable[[str], str | None] | None, own: bool) -> str | None:
@@ -813,29 +603,35 @@ def _ours(data: dict, account: str | None, funded_here: Callable[[], Iterable[st
         len(data["funded"]) - len(ours)
 
 
-def _holds(index: S3Index, holder: bytes | None, cap: str, other_than: bytes) -> bool:
-    """Does the record `holder` names (an o/h/ entry's value), other than `other_than`, refer to the file `cap`?"""
-    if holder is None or holder == other_than:
-        return False
-    raw = index.db.get(holder)
-    return raw is not None and cap in _caps(holder, codec.loads(raw))
+def _users_entries(name: str, record: dict) -> dict[bytes, bytes]:
+    """The o/y/ entries of the bucket `name`: its owner's and each grantee's."""
+    return {keys.object_bucket_of_user(user, name): b"" for user in (record["owner"], *record["grants"])}
 
 
-def _caps(key: bytes, record: dict) -> list[str]:
-    """The files an object's or a part's record (`key`: where it is) refers to."""
-    return [p["cap"] for p in record["parts"]] if key.startswith(keys.OBJECT_KEYS) else [record["cap"]]
+def index_bucket_users(index: S3Index) -> int:
+    """Give the buckets recorded before o/y/ was kept their owners' and grantees' entries, once (`given_once`).  How
+    many were given."""
+
+    def entries() -> Iterator[tuple[bytes, bytes]]:
+        for bucket in _buckets(index.db):
+            yield from _users_entries(bucket["name"], bucket).items()
+
+    given = given_once(index, keys.OBJECT_BUCKETS_BY_USER_INDEXED, entries())
+    if given:
+        log.info("gave the S3 buckets their %d entries by user", given)
+    return given
 
 
 def index_holders(index: S3Index) -> int:
-    """Give each file the records written before o/h/ was kept refer to its o/h/ entry, once (`_given_once`).  How
+    """Give each file the records written before o/h/ was kept refer to its o/h/ entry, once (`given_once`).  How
     many were given one."""
 
     def entries() -> Iterator[tuple[bytes, bytes]]:
         for prefix in (keys.OBJECT_KEYS, keys.OBJECT_PARTS):
             for key, value in index.db.iterator(prefix=prefix):
-                yield from ((keys.object_holder(cap), key) for cap in _caps(key, codec.loads(value)))
+                yield from ((keys.object_holder(cap), key) for cap in caps_of(key, codec.loads(value)))
 
-    given = _given_once(index, keys.OBJECT_HOLDERS_INDEXED, entries())
+    given = given_once(index, keys.OBJECT_HOLDERS_INDEXED, entries())
     if given:
         log.info("gave the %d file(s) the S3 index refers to their o/h/ entries", given)
     return given
@@ -843,7 +639,7 @@ def index_holders(index: S3Index) -> int:
 
 def index_shared(index: S3Index) -> int:
     """Find, once, the files two records or more refer to (written by an import that did not leave such records out;
-    the file's o/h/ entry names one of them) and give each an o/s/ entry naming every one, so that `_release` marks the
+    the file's o/h/ entry names one of them) and give each an o/s/ entry naming every one, so that `release` marks the
     file garbage only once none of them refers to it.  Every record is read, with its files' entries: an entry
     missing or naming a record that no longer refers to the file is given to this one.  The entries and the mark
     that this was done in one synced write.  How many shared files were found."""
@@ -854,129 +650,23 @@ def index_shared(index: S3Index) -> int:
         shared: dict[str, list[bytes]] = {}
         for prefix in (keys.OBJECT_KEYS, keys.OBJECT_PARTS):
             for key, value in index.db.iterator(prefix=prefix):
-                for cap in _caps(key, codec.loads(value)):
+                for cap in caps_of(key, codec.loads(value)):
                     entry = keys.object_holder(cap)
                     named = given.get(entry) or index.db.get(entry)
                     if named == key:
                         continue
                     other = index.db.get(named) if named is not None else None
-                    if other is None or cap not in _caps(named, codec.loads(other)):
+                    if other is None or cap not in caps_of(named, codec.loads(other)):
                         given[entry] = key
                     elif key not in (found := shared.setdefault(cap, [named])):
                         found.append(key)
         for cap, holders in shared.items():
             given[keys.object_shared(cap)] = codec.dumps([k.hex() for k in holders])
-        _write(index.db, given, sync=True)
+        write_entries(index.db, given, sync=True)
     if shared:
         log.warning("found %d file(s) two or more of the S3 index's records share: each is removed only once none of "
                     "them refers to it", len(shared))
     return len(shared)
-
-
-def _share(index: S3Index, written: dict[bytes, bytes | None], read: Callable[[bytes], bytes | None], cap: str,
-           holder: bytes) -> None:
-    """The record at `holder` is about to refer to the file `cap`: if another record still refers to it (a watch
-    writes the outputs of one job as the objects of every datum that job answered), both are noted as sharing it
-    (o/s/), so that `_release` marks it garbage only once neither does."""
-    def get(key: bytes) -> bytes | None:
-        return written[key] if key in written else read(key)
-
-    named = get(keys.object_holder(cap))
-    if named is None or named == holder or (raw := get(named)) is None or cap not in _caps(named, codec.loads(raw)):
-        return
-    shared = get(keys.object_shared(cap))
-    holders = _shared_keys(shared) if shared is not None else []
-    holders += [k for k in (named, holder) if k not in holders]
-    written[keys.object_shared(cap)] = codec.dumps([k.hex() for k in holders])
-    index._shared = True
-
-
-def _shared_keys(raw: bytes) -> list[bytes]:
-    """The record keys an o/s/ entry names."""
-    return [bytes.fromhex(k) for k in codec.loads(raw)]
-
-
-def index_uploads(index: S3Index) -> int:
-    """Give the uploads recorded before o/k/ was kept their entries, once (`_given_once`).  How many were given one."""
-
-    def entries() -> Iterator[tuple[bytes, bytes]]:
-        for key, value in index.db.iterator(prefix=keys.OBJECT_UPLOADS):
-            yield _by_key({"id": key[len(keys.OBJECT_UPLOADS):].decode(), **codec.loads(value)}), b""
-
-    given = _given_once(index, keys.OBJECT_UPLOADS_BY_KEY_INDEXED, entries())
-    if given:
-        log.info("gave the %d multipart upload(s) in progress their o/k/ entries", given)
-    return given
-
-
-def _given_once(index: S3Index, mark: bytes, entries: Iterator[tuple[bytes, bytes]]) -> int:
-    """`entries` written once, under the index's lock: in batches of HOLDERS_AT_ONCE, with `mark` (that this was
-    done) in the last, synced (a crash before it: done again, to the same entries).  How many were written."""
-    with index._lock:
-        if index.db.get(mark) is not None:
-            return 0
-        batch: dict[bytes, bytes] = {}
-        given = 0
-        for key, value in entries:
-            batch[key] = value
-            if len(batch) >= HOLDERS_AT_ONCE:
-                given += _write(index.db, batch)
-        batch[mark] = b""
-        return given + _write(index.db, batch, sync=True) - 1
-
-
-def _by_key(upload: dict) -> bytes:
-    """The upload's o/k/ entry."""
-    return keys.object_upload_by_key(upload["bucket"], upload["key"], upload["created"], upload["id"])
-
-
-def upload_page(index: S3Index, bucket: str, prefix: str = "", delimiter: str = "",
-                max_uploads: int = listing.MAX_KEYS, key_marker: str = "", id_marker: str = "") -> dict:
-    """A page of the bucket's uploads in progress as ListMultipartUploads answers it (`listing.list_page`: `contents`
-    [(key, upload)], the keys under `prefix` rolled up by `delimiter` into common prefixes, each counting as one
-    against `max_uploads`), read in key order from the bucket's o/k/ range: from the upload after the markers on, and
-    no further than the page holds.  A key's uploads come in the order they began, and a page goes on after the
-    marker's own place among them; an id that is none of the key's uploads now (completed or aborted since) goes on
-    with those of the key whose ids sort after it; a key marker without an id, after every upload of that key; a key
-    marker that is a common prefix of the listing, past every key under it."""
-    db, base = index.db, keys.object_uploads_of(bucket)
-    resume, skip = base, None
-    if listing.is_common_prefix(key_marker, prefix, delimiter):
-        resume = base + listing.past_prefix(key_marker)
-    elif key_marker and not id_marker:
-        resume = base + key_marker.encode() + b"\x01"  # past the key's entries (key + 0x00 + ...)
-    elif key_marker:
-        raw = db.get(keys.object_upload(id_marker)) if id_marker.isalnum() else None
-        marker = codec.loads(raw) if raw is not None else {}
-        if (marker.get("bucket"), marker.get("key")) == (bucket, key_marker):
-            resume = keys.object_upload_by_key(bucket, key_marker, marker["created"], id_marker) + b"\x00"
-        else:
-            resume, skip = base + key_marker.encode() + b"\x00", (key_marker, id_marker)
-
-    def scan(position: bytes) -> Iterator[tuple[str, tuple[str, bytes]]]:
-        with db.iterator(start=max(base + position, resume), stop=base[:-1] + b"\x01", include_value=False) as it:
-            for entry in it:
-                key, upload_id = keys.split_upload_by_key(entry, base)
-                if skip is not None and key == skip[0] and upload_id <= skip[1]:
-                    continue
-                raw = db.get(keys.object_upload(upload_id))
-                if raw is not None:  # (else completed or aborted as the page is read)
-                    yield key, (upload_id, raw)
-
-    page = listing.list_page(scan, prefix=prefix, delimiter=delimiter, max_keys=max_uploads)
-    page["contents"] = [(key, {"id": upload_id, **codec.loads(raw)}) for key, (upload_id, raw) in page["contents"]]
-    return page
-
-
-def _write(db: Database, entries: dict[bytes, bytes], sync: bool = False) -> int:
-    """`entries` written in one batch, and cleared; how many there were.  (Unsynced: the last batch's sync makes the
-    log up to it durable.)"""
-    with db.write_batch(sync=sync) as batch:
-        for key, value in entries.items():
-            batch.put(key, value)
-    written = len(entries)
-    entries.clear()
-    return written
 
 
 def _within(held: Counter, user: str, most: int, error: type[XscError], what: str, setting: str) -> None:
@@ -994,16 +684,18 @@ def funded(index: S3Index) -> list[str]:
 
 def users(index: S3Index) -> list[str]:
     """The S3 users the index knows of: those that own a bucket, were granted one, began an upload in progress, or
-    were funded."""
-    found = set(funded(index))
-    for bucket in index.buckets():
-        found |= {bucket["owner"], *bucket["grants"]}
-    found |= {codec.loads(v).get("user") for _, v in index.db.iterator(prefix=keys.OBJECT_UPLOADS)} - {None}
-    return sorted(found)
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds / 86400:g} day(s)" if seconds >= 86400 else f"{seconds:g} second(s)"
+    were funded.  Read from their entries, not from the buckets' and uploads' records: one o/y/ entry a user (a seek
+    past the rest of its own), its o/n/ count, its o/f/ note."""
+    found = set(funded(index)) | set(index._upload_counts())
+    prefix, position = keys.OBJECT_BUCKETS_BY_USER, keys.OBJECT_BUCKETS_BY_USER
+    while True:
+        with index.db.iterator(start=position, stop=prefix[:-1] + b"0", include_value=False) as it:  # ("0": past "/")
+            entry = next(it, None)
+        if entry is None:
+            return sorted(found)
+        user = entry[len(prefix):].partition(b"\x00")[0]
+        found.add(user.decode())
+        position = prefix + user + b"\x01"
 
 
 class Recording:

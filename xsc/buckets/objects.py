@@ -212,7 +212,9 @@ class ObjectWriter:
                     with contextlib.suppress(XscError):  # else the front's reconciliation removes it: no record names it
                         await self.files.remove(Capability.parse(cap))
                     raise charged
-                answers[n] = {"capability": cap, "garbage": await self.records.add((p.bucket, p.key, stored(cap)))}
+                # Its access judged again as it is recorded: a grant revoked while its file was stored refuses it.
+                record = {**stored(cap), "writer": p.user}
+                answers[n] = {"capability": cap, "garbage": await self.records.add((p.bucket, p.key, record))}
             except Exception as err:  # noqa: BLE001 - this object's own outcome
                 answers[n] = err
 

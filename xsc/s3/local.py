@@ -10,7 +10,8 @@ from typing import Any, AsyncIterator, Callable
 
 from ..buckets.accounts import UserAccounts
 from ..buckets.core import listing
-from ..buckets.index import INITIATOR, S3Index, upload_page
+from ..buckets.index import INITIATOR, S3Index
+from ..buckets.uploads import upload_page
 from ..buckets.objects import ObjectWriter, SmallPut
 from ..errors import NotFound, XscError
 from ..storage import Capability

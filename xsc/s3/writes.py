@@ -11,7 +11,7 @@ import logging
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 from ..buckets.core import names
-from ..errors import InsufficientCredit, NodeCreditExhausted, S3Error, XscError
+from ..errors import Forbidden, InsufficientCredit, NodeCreditExhausted, S3Error, XscError
 from ..tasks import Workers, to_its_end
 from . import payload
 from .calls import Call, declared_size
@@ -139,7 +139,15 @@ class Writes:
             raise NodeCreditExhausted.of(err) from err
 
         async def paid_and_recorded() -> T:
-            return await recorded(await _paid_by(self.node, call.user, put))
+            cap = await _paid_by(self.node, call.user, put)
+            try:
+                return await recorded(cap)
+            except Forbidden:
+                # The user's grant was taken back while its body was on its way: the node refused the record before
+                # writing anything, so no record will ever name the file.  (Else the next reconciliation removes it.)
+                with contextlib.suppress(XscError):
+                    await self.node.delete_file(cap)
+                raise
 
         return await write.finish(paid_and_recorded())
 

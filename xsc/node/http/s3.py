@@ -15,9 +15,9 @@ from aiohttp import web
 
 from ... import codec
 from ...errors import BadRequest, InvalidArgument, PayloadTooLarge, S3ServedByNode
-from ...buckets import backup
+from ...buckets import backup, uploads
 from ...buckets.core import listing
-from ...buckets.index import INITIATOR, S3Index, upload_page, users
+from ...buckets.index import INITIATOR, S3Index, users
 from ...buckets.objects import MAX_GROUP_BYTES, parse_group
 from ...buckets.core.names import MAX_RECORD, SMALL_OBJECT
 from ...tasks import in_pool
@@ -192,7 +192,7 @@ async def create_upload(request: web.Request) -> web.Response:
 @routes.get("/v1/s3/buckets/{bucket}/uploads")
 async def list_uploads(request: web.Request) -> web.Response:
     marks = {name: request.query.get(name, "") for name in ("prefix", "delimiter", "key_marker", "id_marker")}
-    return json_response(await _as(request, "read", upload_page, _index(request), request.match_info["bucket"],
+    return json_response(await _as(request, "read", uploads.upload_page, _index(request), request.match_info["bucket"],
                                    max_uploads=query_int(request.query, "max_uploads", 1000, 0, 1000), **marks))
 
 

@@ -1,0 +1,114 @@
+"""The bucket index's entries kept beside its records: which record refers to each file (o/h/) and which records share
+one (o/s/), by which a file is marked garbage only once no record refers to it; and entries given once to a store
+written before they were kept (`given_once`).  Used by the index's writes (index.py, uploads.py), under its lock:
+`index` is the S3Index they write (its `db`, `_lock`, and whether any file is shared, `_shared`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+from .. import codec
+from .. import keys
+from ..db import Database
+
+HOLDERS_AT_ONCE = 10_000  # entries given in one batch as a store written before they were kept is read
+
+
+def release(index: Any, written: dict[bytes, bytes | None], read: Callable[[bytes], bytes | None], cap: str,
+            holder: bytes) -> bool:
+    """The record at `holder` (gone, or rewritten, in `written`) no longer refers to the file `cap`: into
+    `written`, the file marked garbage and its o/h/ entry dropped, unless another record still refers to it (one its
+    o/s/ entry names, `index_shared`: the o/h/ entry then names that one).  Whether it is garbage."""
+    def get(key: bytes) -> bytes | None:
+        return written[key] if key in written else read(key)
+
+    def refers(key: bytes) -> bool:
+        raw = get(key)
+        return key != holder and raw is not None and cap in caps_of(key, codec.loads(raw))
+
+    entry = keys.object_holder(cap)
+    named = get(entry)
+    if named is not None and refers(named):
+        return False
+    if index._shared and (raw := get(keys.object_shared(cap))) is not None:
+        other = next((key for key in shared_keys(raw) if refers(key)), None)
+        if other is not None:
+            written[entry] = other
+            return False
+        written[keys.object_shared(cap)] = None
+    written[entry] = None
+    written[keys.object_garbage(cap)] = b""
+    return True
+
+
+def apply(batch, written: dict[bytes, bytes | None]) -> None:
+    for name, value in written.items():
+        if value is None:
+            batch.delete(name)
+        else:
+            batch.put(name, value)
+
+
+def holds(index: Any, holder: bytes | None, cap: str, other_than: bytes) -> bool:
+    """Does the record `holder` names (an o/h/ entry's value), other than `other_than`, refer to the file `cap`?"""
+    if holder is None or holder == other_than:
+        return False
+    raw = index.db.get(holder)
+    return raw is not None and cap in caps_of(holder, codec.loads(raw))
+
+
+def caps_of(key: bytes, record: dict) -> list[str]:
+    """The files an object's or a part's record (`key`: where it is) refers to."""
+    return [p["cap"] for p in record["parts"]] if key.startswith(keys.OBJECT_KEYS) else [record["cap"]]
+
+
+def share(index: Any, written: dict[bytes, bytes | None], read: Callable[[bytes], bytes | None], cap: str,
+          holder: bytes) -> None:
+    """The record at `holder` is about to refer to the file `cap`: if another record still refers to it (a watch
+    writes the outputs of one job as the objects of every datum that job answered), both are noted as sharing it
+    (o/s/), so that `release` marks it garbage only once neither does."""
+    def get(key: bytes) -> bytes | None:
+        return written[key] if key in written else read(key)
+
+    named = get(keys.object_holder(cap))
+    if named is None or named == holder or (raw := get(named)) is None or cap not in caps_of(named, codec.loads(raw)):
+        return
+    shared = get(keys.object_shared(cap))
+    holders = shared_keys(shared) if shared is not None else []
+    holders += [k for k in (named, holder) if k not in holders]
+    written[keys.object_shared(cap)] = codec.dumps([k.hex() for k in holders])
+    index._shared = True
+
+
+def shared_keys(raw: bytes) -> list[bytes]:
+    """The record keys an o/s/ entry names."""
+    return [bytes.fromhex(k) for k in codec.loads(raw)]
+
+
+def given_once(index: Any, mark: bytes, entries: Iterator[tuple[bytes, bytes]]) -> int:
+    """`entries` written once, under the index's lock: in batches of HOLDERS_AT_ONCE, with `mark` (that this was
+    done) in the last, synced (a crash before it: done again, to the same entries).  How many were written."""
+    with index._lock:
+        if index.db.get(mark) is not None:
+            return 0
+        batch: dict[bytes, bytes] = {}
+        given = 0
+        for key, value in entries:
+            batch[key] = value
+            if len(batch) >= HOLDERS_AT_ONCE:
+                given += write_entries(index.db, batch)
+        batch[mark] = b""
+        return given + write_entries(index.db, batch, sync=True) - 1
+
+
+def write_entries(db: Database, entries: dict[bytes, bytes], sync: bool = False) -> int:
+    """`entries` written in one batch, and cleared; how many there were.  (Unsynced: the last batch's sync makes the
+    log up to it durable.)"""
+    with db.write_batch(sync=sync) as batch:
+        for key, value in entries.items():
+            batch.put(key, value)
+    written = len(entries)
+    entries.clear()
+    return written
+
