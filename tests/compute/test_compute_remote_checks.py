@@ -12,10 +12,11 @@ import time
 import pytest
 
 from tests.support.compute import deploy, invoke, peer_with_provider, values
+from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 
-from xsc.compute import provenance, spot_checks
-from xsc.errors import ProvenanceNotFound, QuotaExceeded
+from xsc.compute import provenance, remote_tabs, spot_checks
+from xsc.errors import PeerUnreachable, ProvenanceNotFound, QuotaExceeded
 from xsc.identity import Identity, sign_request
 from xsc.net.compute import PROVENANCE_PATH
 from xsc.node import CLIENT_IDENTITY, IDENTITY
@@ -309,6 +310,33 @@ async def test_a_call_whose_record_is_never_shown_is_not_paid_nor_struck(node_fa
     assert _checks(gateway) | {"unshown": 1, "unreached": spot_checks.TRIES, "struck": 0} == _checks(gateway)
     assert gateway.app[NODE].paid.gateway_tabs.refused_receipts == 1
     assert _delivered_by(gateway, provider) == 0 and gateway.app[NODE].ledger.holding() == {}
+
+
+async def test_a_tab_a_check_left_unpaid_is_not_paid_after_a_restart(node_factory, monkeypatch) -> None:
+    # The tab is not closed before the gateway stops (its provider unreachable then): the start's payment retry finds
+    # on disk that it owes nothing.
+    monkeypatch.setattr(spot_checks, "BACKOFF", 0.01)
+    gateway, provider, module = await _pair(node_factory, check_rate=1)
+    before = _balances(gateway, provider)
+
+    def busy(peer: str, provenance_id: str) -> dict:
+        raise QuotaExceeded("over the sender's work quota")
+
+    async def unreachable(*args):
+        raise PeerUnreachable("peer is unreachable: connection refused")
+
+    monkeypatch.setattr(provider.app[NODE].paid.checks, "served", busy)
+    monkeypatch.setattr(remote_tabs, "close_tab", unreachable)
+    status, body = await _add(gateway, module, 1, 2)
+    assert status == 200, body
+    await eventually_async(lambda: _checks(gateway)["unshown"] == 1, "the record given up on")
+    await close_node(gateway)
+    monkeypatch.undo()
+    gateway = await node_factory("gateway", **QUIET, market={**MARKET_TERMS, "offer_compute": False},
+                                 compute={"check_rate": 1})
+    await gateway.app[NODE].paid.payments.retry_all()
+    await eventually_async(lambda: gateway.app[NODE].ledger.pending() == [], "the tab refused")
+    assert _balances(gateway, provider)[0] == before[0] and gateway.app[NODE].paid.gateway_tabs.refused_receipts == 1
 
 
 async def test_a_record_shown_when_asked_again_pays_its_call_once(node_factory, monkeypatch) -> None:
