@@ -64,6 +64,7 @@ async def test_a_job_runs_on_a_provider_over_the_bytes_sent_and_its_outputs_are_
     await settle(gateway)
     after = balances(gateway, provider)
     assert (after[0] - before[0], after[1] - before[1]) == (-job["charge"], job["charge"]) and job["charge"] > 0
+    assert gateway.app[NODE].market.weights.counters()["delivered_by"][provider_id] == job["charge"]  # counted once
     for node in (gateway, provider):
         await verified(node)
     # Each side's `xsc ledger history` names the job the payment was for (its tab's job reference).

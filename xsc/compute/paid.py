@@ -304,15 +304,13 @@ class PaidCompute:
             self.gateway_tabs.lost(tab, budget)
             raise PeerRefused(f"provider {provider} answered a run charging {amount!r}, not 0 to {budget}")
         checked = self.checks.due(provider, tab, run, verify)  # (first: then its tab waits for the check)
+        # (What it paid counts for the provider's recognition once the tab's receipt is paid: Payments.complete.)
         self.gateway_tabs.answered(tab, budget, amount)
-        self.market.note_paid(provider, amount, by_them=False)
         tab_id = tab.auth.id.hex()
         run.update(provider=provider, deal={**deal, "authorization": tab_id}, tab=tab_id)
-        if verify:
-            await self.checks.check(Answered(provider, url, call, price, tab, run, answer.get("trap")))
+        if checked and await self.checks.begin(Answered(provider, url, call, price, tab, run, answer.get("trap")),
+                                               verify):
             run["verified"] = True
-        elif checked:
-            self.checks.start(Answered(provider, url, call, price, tab, run, answer.get("trap")))
         if "trap" in answer:
             trap = answer["trap"] if isinstance(answer["trap"], dict) else {}
             facts = {k: v for k, v in run.items() if k not in ("kind", "hint", "message")}

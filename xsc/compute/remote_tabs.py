@@ -95,6 +95,9 @@ _TALLY = struct.Struct(">QQII")
 # A placed function's tab's: what its provider's reports said its requests cost, 0, how many requests they counted,
 # 0, and the budget of one request (what each request its receipt counts past the reports may have cost).
 _REPORTED = struct.Struct(">QQIIQ")
+# A tab a check of one of its answers made unpayable (GatewayTabs.checked): it owes nothing; how many calls it counted
+# and lost, and how many answers were caught and how many records never shown.
+_UNPAYABLE = struct.Struct(">IIII")
 CLOSED_EMPTY = 4096  # tabs closed with nothing run under them, remembered (the newest) until they expire
 # The longest a tab's authorization may run from its first call here (a gateway's are TAB_TTL): a tab its gateway
 # lets expire can never be closed (no receipt is signed under an expired authorization), so its run records are
@@ -123,9 +126,15 @@ class OpenTab:
     # its run is asked for (`run_asked`): until then nothing can have run under it, and its tally owes nothing.
     asked: bool = True
     # Answers whose provider's record is being checked (compute/spot_checks.py): the tab is not closed before they
-    # are, since an answer its record contradicts is taken out of the tally (`checked`).
+    # are, since nothing of a tab is paid once the record of one of its answers does not hold (`checked`).
     checking: int = 0
-    forged: int = 0  # answers taken out so: what they charged is not owed
+    forged: int = 0  # answers its provider's records contradict
+    unshown: int = 0  # answers whose record its provider never showed
+
+    @property
+    def unpayable(self) -> bool:
+        """Whether a check of one of its answers found its pay not owed: its tally owes nothing."""
+        return bool(self.forged or self.unshown)
 
     @functools.cached_property
     def hex(self) -> str:
@@ -322,16 +331,16 @@ class GatewayTabs:
         """An answer on `tab` is to be held to its provider's record: the tab is not closed until it is (`checked`)."""
         tab.checking += 1
 
-    def checked(self, tab: OpenTab, forged: int | None) -> None:
-        """An answer on `tab` was held to its provider's record.  One the record contradicts (`forged`: what it
-        charged) is not paid: its charge leaves the tally, so a receipt that counts it is above the tally, and is not
-        paid at all (`_payable`), as a forged job output's tab is not."""
+    def checked(self, tab: OpenTab, unpaid: bool = False, struck: bool = False) -> None:
+        """An answer on `tab` was held to its provider's record.  If that found it `unpaid` (its record contradicts
+        it or was refused, `struck`; or was never shown), nothing of the tab is paid, whatever its calls charged, as
+        a forged job output's tab is not: its tally owes nothing from now on (on disk too, for a restart's retry),
+        and its receipt is refused (`_payable`)."""
         tab.checking -= 1
-        if forged is not None:
-            tab.forged += 1
-            tab.metered -= forged
+        if unpaid:
+            tab.forged += struck
+            tab.unshown += not struck
             self._tally_changed(tab)
-            self.ledger.unhold_for(tab.auth, forged)
             if self._open.get(tab.provider) is tab:  # no more calls on a tab its provider will not be paid
                 del self._open[tab.provider]
                 tab.closing = True
@@ -436,7 +445,7 @@ class GatewayTabs:
             return None
         # A start must not fail on an unreadable one: the tab is then held to its cap, written as its tally (gone, the
         # next start would take the tab for one never shown and drop it, its provider unpaid for what ran).
-        if len(value) not in (_TALLY.size, _REPORTED.size):
+        if len(value) not in (_TALLY.size, _REPORTED.size, _UNPAYABLE.size):
             log.error("the tally of tab %s is unreadable (%d bytes): it is paid up to its cap", auth.id.hex(),
                       len(value))
             value = _REPORTED.pack(auth.cap, 0, 0, 0, 1)
@@ -450,6 +459,12 @@ class GatewayTabs:
             self._unpaid[auth.id] = OpenTab(public_id(auth.payee), auth, 0, metered=metered, count=count,
                                             closing=True, per_request=per_request)
             return self._unpaid[auth.id]
+        if len(value) == _UNPAYABLE.size:
+            count, unknown, forged, unshown = _UNPAYABLE.unpack(value)
+            tab = self._unpaid[auth.id] = OpenTab(public_id(auth.payee), auth, 0, count=count, unknown=unknown,
+                                                  closing=True, forged=forged, unshown=unshown)
+            self.ledger.unhold_for(auth, self.ledger.held_for(auth.id))
+            return tab
         metered, at_risk, count, unknown = _TALLY.unpack(value)
         tab = self._unpaid[auth.id] = OpenTab(public_id(auth.payee), auth, 0, metered=metered, count=count,
                                               unknown=unknown, lost_budget=at_risk, closing=True)
@@ -481,7 +496,7 @@ class GatewayTabs:
         tab = self._unpaid.get(auth.id) or self._restored(auth)
         if tab is None:
             return True
-        tally = tab.metered + tab.lost_budget
+        tally = 0 if tab.unpayable else tab.metered + tab.lost_budget
         if tab.per_request:
             tally += max(0, dict(receipt.usage).get("invokes", 0) - tab.count) * tab.per_request
         if receipt.amount <= tally:
@@ -491,11 +506,14 @@ class GatewayTabs:
         counted = dict(receipt.usage).get("invokes", 0)
         past = (f"; its receipt counts {counted}, each past those at most {format_credits(tab.per_request)}"
                 if tab.per_request else "")
-        forged = f", {tab.forged} contradicted by its own records" if tab.forged else ""
+        checks = (f", {tab.forged} contradicted by its own records and {tab.unshown} whose record it never showed: "
+                  "nothing of it is owed" if tab.unpayable else "")
         why = (f"countersigned {format_credits(receipt.amount)} credits for a tab of {tab.count} calls whose answers "
-               f"owed {format_credits(tab.metered)} ({tab.unknown} answers lost{forged}{past})")
+               f"owed {format_credits(tab.metered)} ({tab.unknown} answers lost{checks}{past})")
         log.error("provider %s %s: refusing to pay it", tab.provider, why)
-        if _claims_what_it_did_not_do(tab, counted):
+        # A tab its checks made unpayable: a caught provider was struck then, and one that never showed a record is
+        # not struck; its receipt may count just what it ran.
+        if not tab.unpayable and _claims_what_it_did_not_do(tab, counted):
             self.payments.on_strike(tab.provider, f"{why}: not paid")
         await self._drop(tab)
         return False
@@ -583,6 +601,8 @@ def _tally(tab: OpenTab) -> bytes:
     """A tab's tally as written: the calls in flight count as lost ones (if this node stops, they may have run)."""
     if tab.per_request:
         return _REPORTED.pack(tab.metered, 0, tab.count, 0, tab.per_request)
+    if tab.unpayable:
+        return _UNPAYABLE.pack(tab.count, tab.unknown + tab.in_flight, tab.forged, tab.unshown)
     if not tab.asked:
         return _TALLY.pack(tab.metered, tab.lost_budget, tab.count, tab.unknown)
     return _TALLY.pack(tab.metered, tab.lost_budget + tab.reserved, tab.count, tab.unknown + tab.in_flight)

@@ -140,14 +140,14 @@ class SentJobs:
         return returned
 
     def pay(self, returned: Returned) -> None:
-        """Pay a checked run its charge (its tab closes and its receipt is paid); a run whose tab a restart left
-        pending, that charge and no more (`owed_after_restart`)."""
+        """Pay a checked run its charge (its tab closes and its receipt is paid, which counts toward the provider's
+        recognition: Payments.complete); a run whose tab a restart left pending, that charge and no more
+        (`owed_after_restart`)."""
         charge = returned.run["charge"]
         if returned.tab is None:
             self.owed_after_restart(returned.provider, returned.authorization, charge)
             return
         self.paid.gateway_tabs.answered(returned.tab, returned.budget, charge)
-        self.paid.market.note_paid(returned.provider, charge, by_them=False)
 
     def hold_off(self, authorization: str) -> bool:
         """After a restart: the job tab `authorization` (hex) left pending, kept from the payment retry until
@@ -156,8 +156,7 @@ class SentJobs:
 
     def owed_after_restart(self, provider: str, authorization: str, charge: int) -> None:
         """After a restart: pay the job tab `authorization` the `charge` its checked run was recorded owing."""
-        if self.paid.gateway_tabs.owed_after_restart(bytes.fromhex(authorization), charge):
-            self.paid.market.note_paid(provider, charge, by_them=False)
+        self.paid.gateway_tabs.owed_after_restart(bytes.fromhex(authorization), charge)
 
     def payable_after_restart(self, authorization: str) -> bool:
         """After a restart: whether the job tab `authorization` (hex) is still pending, so can be paid."""

@@ -6,11 +6,14 @@ alone (`served`: GET /v1/peer/compute/provenance/{id}).  The gateway fetches it,
 the answers the provider cannot foresee (a countdown drawn at random at `rate`: one counter on a call's path) and
 for every call whose user asks (`verify`), and holds it to the call (module, entrypoint, arguments, the tab's
 authorization, the price, this node's payer) and to the answer (results or trap, fuel, charge, exit code and
-streams), and to the other answers: a run named by two answers is a strike too.  A record that does not hold, or
-that its provider does not serve for a call it answered, is a strike against it, and the call is not paid: its tab
-is not closed while a check of one of its answers runs, and an answer caught drops its charge from the tab's tally
-(remote_tabs.py: `GatewayTabs.checked`), so its provider's receipt, which counts it, is above the tally and not paid.
-Sampled checks run as CHECKING tasks at most: a sampled answer past them is not checked (`skipped`).
+streams), and to the other answers: a run named by two answers is a strike too.  A checked call's record is a
+condition of its pay: its tab is not closed while the check runs, and nothing of the tab is paid if the record does
+not hold, or is refused (both strikes), or is never shown (asked TRIES times, backing off, within the tab's life: a
+provider that closes the connection or stalls is not paid for a call it could forge unseen; not a strike)
+(remote_tabs.py: `GatewayTabs.checked`).  Sampled checks run as CHECKING tasks at most, PER_PROVIDER of them for one
+provider: a sampled answer past them is not checked (`skipped`, or `saturated` when its provider's are all taken).
+A check under way when the gateway stops is dropped, its call paid as answered: pending checks are not on disk (a
+provider cannot choose when its gateway stops).
 A checked record is kept (`c/r/`, swept as a job's provider's records are: compute.record_retention after its run
 began, by its id, which its provider chose: one dated past KEEP_AHEAD from now is not kept) so that `xsc compute
 provenance ID` shows it; one not checked is fetched from its provider when asked for (`provenance`), which this node
@@ -35,12 +38,15 @@ from ..net.compute import fetch_record
 from ..net.peer_client import PeerClient
 from ..tasks import stop
 from . import provenance
-from .remote_tabs import GatewayTabs, OpenTab
+from .remote_tabs import TAB_TTL, GatewayTabs, OpenTab
 from .service import NOT_HERE_HINT, ComputeService, InvokeCall, provenance_not_found
 
 log = logging.getLogger(__name__)
 
 CHECKING = 8  # sampled checks under way at once, at most
+PER_PROVIDER = 2  # of them, for one provider: one that stalls its records holds no more, nor keeps others' unchecked
+TRIES = 5  # times a record is asked for before its call is not paid
+BACKOFF = 5.0  # seconds before it is asked again, doubling each time
 RECENT = 4096  # the latest remote runs whose provider is remembered (for `provenance`)
 _ID_CHARS = 32  # a provenance id's hex
 # How far ahead of this node's clock a kept record's id may be dated: the sweep goes by that date, which the provider
@@ -73,8 +79,10 @@ class SpotChecks:
         self._countdown = self._draw()
         self._recent: deque[tuple[str, str]] = deque(maxlen=RECENT)  # (provenance id, provider)
         self._tasks: set[asyncio.Task] = set()
+        self._of: dict[str, int] = {}  # provider -> its checks among `_tasks`
         self._closed = False
-        self.counts = {"checked": 0, "held": 0, "struck": 0, "unserved": 0, "unreached": 0, "skipped": 0}
+        self.counts = {"checked": 0, "held": 0, "struck": 0, "unserved": 0, "unreached": 0, "unshown": 0,
+                       "skipped": 0, "saturated": 0}
 
     def status(self) -> dict[str, int]:
         return {**self.counts, "checking": len(self._tasks)}
@@ -90,8 +98,8 @@ class SpotChecks:
     # --- the gateway's side ---------------------------------------------------------------------------
     def due(self, provider: str, tab: OpenTab, run: dict[str, Any], verify: bool) -> bool:
         """On a remote call's path, once answered and before its answer is taken into its tab: its provider noted,
-        and whether its answer is checked (`verify`, or its turn came and a check can start).  If it is, its tab is
-        not closed until the check (`check`, or `start`) says whether the call is paid."""
+        and whether its answer is checked (`verify`, or its turn came and a check of its provider can start).  If it
+        is, its tab is not closed until the check (`begin`) says whether the call is paid."""
         pid = run.get("provenance")
         if type(pid) is str and len(pid) == _ID_CHARS:
             self._recent.append((pid, provider))
@@ -103,49 +111,90 @@ class SpotChecks:
             if len(self._tasks) >= CHECKING or self._closed:
                 self.counts["skipped"] += 1
                 return False
+            if self._of.get(provider, 0) >= PER_PROVIDER:
+                self.counts["saturated"] += 1
+                return False
         self.tabs.checking(tab)
         return True
 
-    def start(self, answered: Answered) -> None:
-        """Check `answered` after its answer, in the background (one `due` said is)."""
+    async def begin(self, answered: Answered, verify: bool) -> bool:
+        """Check a call `due` said is checked: now if `verify` (True once its record held; ForgedResult, or
+        PeerUnreachable while it is asked again in the background), else in the background (False)."""
+        if not verify:
+            self.start(answered)
+            return False
+        try:
+            await self._once(answered)
+        except PeerUnreachable:
+            self.start(answered, tried=1)  # the call is paid only once its record is shown and holds
+            raise
+        return True
+
+    def start(self, answered: Answered, tried: int = 0) -> None:
+        """Check `answered` in the background, asking for its record `TRIES - tried` times at most."""
         if self._closed:
-            self._settle(answered, None)
+            self._settle(answered)
             return
-        task = asyncio.get_running_loop().create_task(self._sampled(answered))
+        task = asyncio.get_running_loop().create_task(self._sampled(answered, tried))
         self._tasks.add(task)
-        task.add_done_callback(lambda done: (self._tasks.discard(done), self._settle(answered, None)))
+        self._of[answered.provider] = self._of.get(answered.provider, 0) + 1
+        task.add_done_callback(lambda done: self._done(done, answered))
+
+    def _done(self, task: asyncio.Task, answered: Answered) -> None:
+        self._tasks.discard(task)
+        left = self._of.pop(answered.provider) - 1
+        if left:
+            self._of[answered.provider] = left
+        self._settle(answered)  # a check dropped (the gateway stopping) leaves its call paid as answered
 
     async def close(self) -> None:
         self._closed = True
         await stop(*self._tasks)
 
-    async def _sampled(self, answered: Answered) -> None:
+    async def _sampled(self, answered: Answered, tried: int) -> None:
+        wait = BACKOFF * 2 ** max(0, tried - 1)
+        # The tab must be closed while its authorization is valid: the checks of its calls end well before.
+        deadline = answered.tab.auth.expires_at - TAB_TTL / 2
         try:
-            await self.check(answered)
-        except PeerUnreachable:
-            pass  # counted and logged by `check`
+            while tried == 0 or (tried < TRIES and time.time() + wait < deadline):
+                if tried:
+                    await asyncio.sleep(wait)
+                    wait *= 2
+                try:
+                    await self._once(answered)
+                    return
+                except PeerUnreachable:
+                    tried += 1  # counted and logged by `_check`
+            self.counts["unshown"] += 1
+            log.warning("provider %s never showed its record %s of a call it answered (asked %d times): the call's "
+                        "tab is not paid", answered.provider, answered.run.get("provenance"), tried)
+            self._settle(answered, unpaid=True)
         except XscError:
-            pass  # a strike, logged by `check`
+            pass  # a strike, logged by `_check`
         except Exception:
             log.exception("checking %s's record of a call failed", answered.provider)
 
-    async def check(self, answered: Answered) -> dict[str, Any]:
+    async def _once(self, answered: Answered) -> dict[str, Any]:
         """The provider's signed record of the call, held to it and to its answer, then kept: ForgedResult (and a
-        strike, and the call not paid) if it does not hold or the provider does not serve it; PeerUnreachable if
-        it cannot be asked (the call is paid)."""
+        strike, and the call's tab not paid) if it does not hold or the provider does not serve it;
+        PeerUnreachable if it cannot be had now (the check is still pending: asked again, `_sampled`)."""
         try:
             signed = await self._check(answered)
         except ForgedResult:
-            self._settle(answered, answered.run.get("charge"))
+            self._settle(answered, unpaid=True, struck=True)
             raise
-        finally:
-            self._settle(answered, None)
+        except PeerUnreachable:
+            raise
+        except BaseException:
+            self._settle(answered)  # a check that failed here says nothing against the provider
+            raise
+        self._settle(answered)
         return signed
 
-    def _settle(self, answered: Answered, forged: Any) -> None:
+    def _settle(self, answered: Answered, unpaid: bool = False, struck: bool = False) -> None:
         if not answered.settled:
             answered.settled = True
-            self.tabs.checked(answered.tab, forged if type(forged) is int else None)
+            self.tabs.checked(answered.tab, unpaid=unpaid, struck=struck)
 
     async def _check(self, answered: Answered) -> dict[str, Any]:
         provider, pid = answered.provider, answered.run.get("provenance")
@@ -163,8 +212,8 @@ class SpotChecks:
                 self.counts["unreached"] += 1
                 log.warning("provider %s could not show its record %s of a call it answered: %s", provider, pid, err)
                 raise PeerUnreachable(f"provider {provider} could not show its record {pid} of the call now ({err})",
-                                      hint="the call ran and is paid; xsc compute provenance ID --provider NODE "
-                                           "asks for its record again") from None
+                                      hint="it is asked again; the call is paid only once its record is shown "
+                                           "(/v1/node/status: remote_compute.checks)") from None
             self.counts["unserved"] += 1
             raise self._struck(provider, f"provider {provider} does not serve its record of a call it answered "
                                          f"({err})") from None
