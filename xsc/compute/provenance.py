@@ -54,7 +54,7 @@ def is_id(text: Any) -> bool:
 
 def id_time_ns(provenance_id: bytes) -> int:
     """When a record says its run began (its id's first 8 bytes): the provider's word, for a run elsewhere."""
-    return int.from_bytes(provenance_id[:8], "big")
+    return struct.unpack_from(">Q", provenance_id)[0]
 
 
 def new_id() -> bytes:
