@@ -128,6 +128,46 @@ def test_copy_object(s3, bucket) -> None:
     assert code_of(info) == ("NoSuchKey", 404)
 
 
+def _copied_raw(gateway, bucket: str, source: str) -> tuple[int, bytes]:
+    """A CopyObject to BUCKET/raw whose x-amz-copy-source is `source` as it is (signed, as an SDK would sign it)."""
+    from tests.support.s3 import sign_headers
+
+    url = f"{gateway.front.url}/{bucket}/raw"
+    headers = sign_headers("PUT", url, gateway.key, {"x-amz-copy-source": source, "Content-Length": "0"})
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="PUT", headers=headers)) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def test_a_copy_source_is_its_url_encoded_bucket_and_key_then_its_version(s3, bucket, gateway) -> None:
+    """x-amz-copy-source is BUCKET/KEY URL-encoded, then ?versionId=ID, as S3 reads it: a key's own ? (the SDKs send
+    %3F) stays in the key, for a copy and for a part; the separator encoded or not, after a / or not, names the same
+    object; a version is not copied (501); a ? sent bare in a key, or no key, is refused (400); a .. is a key's."""
+    for key in ("what?.txt", "k?versionId=x", "a b+c#d%e"):
+        s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
+        s3.copy_object(Bucket=bucket, Key="copied", CopySource={"Bucket": bucket, "Key": key})
+        assert s3.get_object(Bucket=bucket, Key="copied")["Body"].read() == key.encode(), key
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="parts")["UploadId"]
+    part = s3.upload_part_copy(Bucket=bucket, Key="parts", UploadId=uid, PartNumber=1,
+                               CopySource={"Bucket": bucket, "Key": "what?.txt"})["CopyPartResult"]
+    s3.complete_multipart_upload(Bucket=bucket, Key="parts", UploadId=uid,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    assert s3.get_object(Bucket=bucket, Key="parts")["Body"].read() == b"what?.txt"
+    for source in (f"{bucket}%2Fwhat%3F.txt", f"/{bucket}%2Fwhat%3F.txt", f"%2F{bucket}%2Fwhat%3F.txt",
+                   f"{bucket}/k%3FversionId%3Dx"):
+        s3.delete_object(Bucket=bucket, Key="raw")
+        assert _copied_raw(gateway, bucket, source)[0] == 200, source
+        assert s3.get_object(Bucket=bucket, Key="raw")["Body"].read() in (b"what?.txt", b"k?versionId=x"), source
+    for source, status, code in ((f"{bucket}%2Fwhat%3F.txt?versionId=null", 501, b"NotImplemented"),
+                                 (f"{bucket}/what?.txt", 400, b"InvalidArgument"),
+                                 (bucket, 400, b"InvalidArgument"), (f"{bucket}%2F", 400, b"InvalidArgument"),
+                                 (f"{bucket}/..%2F{bucket}%2Fwhat%3F.txt", 404, b"NoSuchKey")):
+        answer = _copied_raw(gateway, bucket, source)
+        assert (answer[0], b"<Code>" + code + b"</Code>" in answer[1]) == (status, True), (source, answer)
+
+
 # --- ranges ----------------------------------------------------------------------
 RANGE_SIZE = 5 * SEGMENT + 17
 

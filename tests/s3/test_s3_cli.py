@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from xsc.errors import S3Error
 from xsc.s3.access import SETTLED_NS, KeyRing, key_file
 
 from tests.support.nodes import free_port, run_xsc
@@ -105,6 +106,20 @@ def test_a_request_s_user_is_the_one_the_key_file_named_as_its_secret_was_read(t
     bob = other.create("bobby")  # a file of another size: its (mtime, size) stamp changes within a clock tick too
     assert ring.secret(ana["access_key"]) is None  # a removed key stops working at once
     assert ring.secret(bob["access_key"]) == bob["secret_key"] and ring.user_as_read(bob["access_key"]) == "bobby"
+
+
+def test_a_key_the_file_no_longer_holds_is_refused_not_taken_for_the_operators(tmp_path) -> None:
+    """The key file read again between a request's secret and its user (a removal landing in between) leaves the key
+    without a user: it is refused as S3 refuses an unknown key, not served as the node's operator."""
+    ring, other = KeyRing(key_file(tmp_path)), KeyRing(key_file(tmp_path))  # the front's, and the CLI's
+    ana = other.create("ana")
+    assert ring.secret(ana["access_key"]) == ana["secret_key"]
+    other.remove(ana["access_key"])
+    ring.list()  # the front reads the file again, as a later step of the same request might
+    for access_key in (ana["access_key"], "XSCNEVERMADEANYWHERE"):
+        with pytest.raises(S3Error) as info:
+            ring.user_as_read(access_key)
+        assert (info.value.s3_code, info.value.status) == ("InvalidAccessKeyId", 403)
 
 
 def test_a_key_file_replaced_by_one_of_its_size_and_time_is_read_again(tmp_path) -> None:

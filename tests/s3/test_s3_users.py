@@ -165,6 +165,14 @@ def test_another_users_uploads_parts_and_presigned_urls_are_refused(gateway) -> 
                                                 CopySource={"Bucket": "iso-ana", "Key": "no-such-key"})) \
         == ("AccessDenied", 403)  # what is in another's bucket is not told, nor whether it is
     assert bob.list_parts(Bucket="iso-bob", Key="m", UploadId=own).get("Parts", []) == []
+    for source, status, code in (("iso-ana%2Fsecret.txt", 403, b"AccessDenied"),  # encoded, the same source
+                                 ("%2Fiso-ana%2Fsecret.txt", 403, b"AccessDenied"),
+                                 ("iso-bob/..%2Fiso-ana%2Fsecret.txt", 404, b"NoSuchKey")):  # a key of bob's bucket
+        url = f"{gateway.front.url}/iso-bob/stolen"
+        headers = sign_headers("PUT", url, bob_key, {"x-amz-copy-source": source, "Content-Length": "0"})
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(urllib.request.Request(url, data=b"", method="PUT", headers=headers))
+        assert (info.value.code, b"<Code>" + code + b"</Code>" in info.value.read()) == (status, True), source
     for method, operation, params, body in (
             ("GET", "get_object", {"Key": "secret.txt"}, None),
             ("PUT", "put_object", {"Key": "secret.txt"}, b"bob's"),

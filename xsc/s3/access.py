@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .. import codec
 from ..buckets.core.names import DEFAULT_USER, check_user
-from ..errors import NotFound
+from ..errors import NotFound, S3Error
 
 FILE_NAME = "s3-keys.json"
 # A file changed less than this long ago is read again at each use: a write within the same tick of the kernel's
@@ -55,9 +55,13 @@ class KeyRing:
 
     def user_as_read(self, access_key: str) -> str:
         """The key's user in the file as it was last read (by `secret`, checking the same request's signature:
-        the file is not looked at again)."""
+        the file is not looked at again).  A key that file no longer holds is refused, never taken for the
+        operator's (DEFAULT_USER may do anything): a removal read between the two must not widen a request."""
         key = self._keys.get(access_key)
-        return key.get("user", DEFAULT_USER) if key else DEFAULT_USER
+        if key is None:
+            raise S3Error("the access key does not exist here", s3_code="InvalidAccessKeyId", status=403,
+                          hint="create one with `xsc s3 keys create`")
+        return key.get("user", DEFAULT_USER)
 
     def list(self) -> list[dict]:
         return [{"access_key": k["access_key"], "user": k.get("user", DEFAULT_USER), "created": k["created"]}

@@ -108,14 +108,19 @@ class Copies:
 
 
 def _copy_source(headers) -> tuple[str, str]:
-    """The bucket and key `x-amz-copy-source` names."""
-    source, _, version = unquote(headers["x-amz-copy-source"]).partition("?")
-    src_bucket, _, src_key = source.lstrip("/").partition("/")
+    """The bucket and key `x-amz-copy-source` names: BUCKET/KEY URL-encoded (its `/` encoded or not, after a `/` or
+    not), then a version as `?versionId=ID`.  The value is split at its first `?` before it is decoded, as S3 reads
+    it: a `?` of the key's own comes encoded (%3F, as every SDK sends it) and stays in the key."""
+    encoded, question, query = headers["x-amz-copy-source"].partition("?")
+    src_bucket, _, src_key = unquote(encoded).lstrip("/").partition("/")
     if not src_bucket or not src_key:
-        raise S3Error("x-amz-copy-source must be BUCKET/KEY", s3_code="InvalidArgument", status=400)
-    if version:
+        raise S3Error("x-amz-copy-source must be BUCKET/KEY, URL-encoded", s3_code="InvalidArgument", status=400)
+    if question and query.startswith("versionId="):
         raise S3Error("copying a version (x-amz-copy-source with ?versionId) is not implemented by this gateway",
                       s3_code="NotImplemented", status=501)
+    if question:
+        raise S3Error("x-amz-copy-source is BUCKET/KEY, URL-encoded (a ? in the key as %3F), then ?versionId=ID or "
+                      "nothing", s3_code="InvalidArgument", status=400)
     return src_bucket, src_key
 
 
