@@ -80,6 +80,21 @@ def _answering(provider, monkeypatch, change) -> None:
     monkeypatch.setattr(paid, "_run_on_tab", lying)
 
 
+def _naming_runs(provider, monkeypatch, named: str) -> None:
+    """The provider answers each run under the id `named` and shows its record under it, signed again."""
+    checks = provider.app[NODE].paid.checks
+    served = checks.served
+    last: list[str] = []
+
+    def renamed(answer: dict) -> dict:
+        last.append(answer["run"]["provenance"])
+        answer["run"]["provenance"] = named
+        return answer
+
+    _answering(provider, monkeypatch, renamed)
+    monkeypatch.setattr(checks, "served", lambda peer, pid: _resigned(provider, served(peer, last[-1]), id=named))
+
+
 async def _peer_get(node, sender: Identity, path: str) -> tuple[int, dict]:
     headers = sign_request(sender, "GET", path, b"", receiver=node.app[IDENTITY].id)
     response = await node.request("GET", path, headers={**headers, "Authorization": ""})
@@ -251,18 +266,7 @@ async def test_a_provider_answering_two_calls_with_one_run_is_struck(node_factor
 
 async def test_a_provider_naming_its_run_otherwise_than_in_hex_is_struck(node_factory, monkeypatch) -> None:
     gateway, provider, module = await _pair(node_factory, check_rate=0)
-    named = "z" * 32
-    checks = provider.app[NODE].paid.checks
-    served = checks.served
-    last: list[str] = []
-
-    def renamed(answer: dict) -> dict:
-        last.append(answer["run"]["provenance"])
-        answer["run"]["provenance"] = named
-        return answer
-
-    _answering(provider, monkeypatch, renamed)
-    monkeypatch.setattr(checks, "served", lambda peer, pid: _resigned(provider, served(peer, last[-1]), id=named))
+    _naming_runs(provider, monkeypatch, "z" * 32)
     status, problem = await _add(gateway, module, 1, 2, verify=True)
     assert status == 502 and problem["code"] == "forged-result" and "named no run" in problem["detail"], problem
 
@@ -272,17 +276,7 @@ async def test_a_record_dated_far_ahead_is_not_kept_past_the_sweep(node_factory,
     # not kept (its provider still shows it).
     gateway, provider, module = await _pair(node_factory, check_rate=0)
     ahead = ((time.time_ns() + 100 * 365 * 86400 * 10**9).to_bytes(8, "big") + bytes(8)).hex()
-    checks = provider.app[NODE].paid.checks
-    served = checks.served
-    last: list[str] = []
-
-    def dated_ahead(answer: dict) -> dict:
-        last.append(answer["run"]["provenance"])
-        answer["run"]["provenance"] = ahead
-        return answer
-
-    _answering(provider, monkeypatch, dated_ahead)
-    monkeypatch.setattr(checks, "served", lambda peer, pid: _resigned(provider, served(peer, last[-1]), id=ahead))
+    _naming_runs(provider, monkeypatch, ahead)
     status, body = await _add(gateway, module, 1, 2, verify=True)
     assert status == 200 and body["verified"] is True and body["provenance"] == ahead, body
     assert gateway.app[NODE].compute.store.kept_run(bytes.fromhex(ahead)) is None
