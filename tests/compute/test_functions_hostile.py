@@ -84,6 +84,16 @@ HOSTILE_HEADS = [
 ]
 
 
+async def _dripped(writer: asyncio.StreamWriter, pieces: list[bytes], until: asyncio.Future, pace: float) -> None:
+    """Write `pieces` one at a time, `pace` seconds apart (the caller's pace, not a wait for the node: what is
+    awaited is `until`), until `until` is done."""
+    for piece in pieces:
+        if until.done():
+            return
+        writer.write(piece)
+        await asyncio.wait([until], timeout=pace)
+
+
 async def test_a_hostile_cgi_head_is_a_502_problem_and_the_connection_serves_the_next_request(web) -> None:
     node, base = web
     for head in HOSTILE_HEADS:
@@ -292,11 +302,7 @@ async def test_a_head_trickled_a_byte_at_a_time_is_cut_at_the_idle_timeout(node_
     head = b"GET /fn/hello/ HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: y\r\n" * 20
     closed = asyncio.ensure_future(reader.read())
     try:
-        for byte in range(len(head)):  # (its pace, not a wait for the node: what is awaited is the close)
-            if closed.done():
-                break
-            writer.write(head[byte:byte + 1])
-            await asyncio.wait([closed], timeout=0.05)
+        await _dripped(writer, [head[i:i + 1] for i in range(len(head))], closed, pace=0.05)
         assert closed.done() and closed.result() == b"", "the node still reads a head that drips"
     finally:
         closed.cancel()
@@ -369,11 +375,7 @@ async def test_a_caller_whose_body_stops_is_answered_408_and_frees_its_run(node_
     writer.write(b"POST /fn/hello/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
     answered = asyncio.ensure_future(reader.readuntil(b"\r\n\r\n"))
     try:
-        for _ in range(40):  # (its pace, not a wait for the node: what is awaited is the answer)
-            if answered.done():
-                break
-            writer.write(b"x")
-            await asyncio.wait([answered], timeout=0.5)
+        await _dripped(writer, [b"x"] * 40, answered, pace=0.5)
         assert answered.done(), "the node still waits for a body that drips"
         assert _responses(answered.result())[0][0] == b"HTTP/1.1 408 Request Timeout"
     finally:
