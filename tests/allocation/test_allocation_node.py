@@ -271,10 +271,9 @@ async def test_the_allocation_places_no_need_on_room_this_nodes_puts_in_flight_h
     assert (await dealing.deal(third))["third"].provider == b_id
 
 
-async def test_two_puts_in_flight_never_spend_one_allocations_room_twice(node_factory) -> None:
-    """What a put still storing was placed from the allocation is not yet spent (it is once the put stored), but it
-    holds that part of the allocation: a second put meanwhile is placed from what is left of it, else by the market
-    (placed from the whole, the two used more of the provider's allocation than it gives)."""
+async def _allocated_to(node_factory, standing: int, size: int):
+    """Node a with a standing storage need of `standing` bytes, and b allocating at least `size` of it to a, each
+    recognising the other; (a, b's id)."""
     a = await node_factory("a", storage={"capacity": 0}, **QUIET)
     b = await node_factory("b", **QUIET)
     a_id, b_id = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
@@ -284,11 +283,19 @@ async def test_two_puts_in_flight_never_spend_one_allocations_room_twice(node_fa
     await a.app[NODE].health.probe_round()  # b is seen up: it may be matched
     a.app[NODE].market.set_recognition(b_id, Decimal(1))
     b.app[NODE].market.set_recognition(a_id, Decimal(1))
-    standing, size = 1_000_000, 600_000
     status = await a.post("/v1/allocation/needs", json={"kind": "storage", "quantity": standing, "seconds": 600})
     assert status.status == 201
     await eventually_async(lambda: a.app[NODE].allocation.allocated("storage").get(b_id, 0) >= size,
                            "b to allocate to a's need")
+    return a, b_id
+
+
+async def test_two_puts_in_flight_never_spend_one_allocations_room_twice(node_factory) -> None:
+    """What a put still storing was placed from the allocation is not yet spent (it is once the put stored), but it
+    holds that part of the allocation: a second put meanwhile is placed from what is left of it, else by the market
+    (placed from the whole, the two used more of the provider's allocation than it gives)."""
+    size = 600_000
+    a, b_id = await _allocated_to(node_factory, standing=1_000_000, size=size)
     dealing, needs = a.app[NODE].dealing, a.app[NODE].needs
     first = [dealing.need("first", "storage", size, 3600, 10**9)]
     needs.open(first)
@@ -310,20 +317,8 @@ async def test_a_put_after_the_puts_holding_the_allocation_ended_is_placed_from_
     """A deal's answer is kept for needs of its shape while what the allocation gives, less what puts in flight hold
     of it, is the same: once the put holding the allocation ended, a put of the shape the market placed meanwhile is
     placed from the allocation again, not as the kept deal was."""
-    a = await node_factory("a", storage={"capacity": 0}, **QUIET)
-    b = await node_factory("b", **QUIET)
-    a_id, b_id = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
-    await a.app[NODE].peers.add(b.app[NODE].peers.url)
-    for node in (a, b):
-        await node.app[NODE].market.fill_book()
-    await a.app[NODE].health.probe_round()  # b is seen up: it may be matched
-    a.app[NODE].market.set_recognition(b_id, Decimal(1))
-    b.app[NODE].market.set_recognition(a_id, Decimal(1))
-    standing, size = 1_000_000, 600_000
-    status = await a.post("/v1/allocation/needs", json={"kind": "storage", "quantity": standing, "seconds": 600})
-    assert status.status == 201
-    await eventually_async(lambda: a.app[NODE].allocation.allocated("storage").get(b_id, 0) >= size,
-                           "b to allocate to a's need")
+    size = 600_000
+    a, b_id = await _allocated_to(node_factory, standing=1_000_000, size=size)
     dealing, needs = a.app[NODE].dealing, a.app[NODE].needs
     placed = {}
     for name in ("first", "second"):
