@@ -114,6 +114,7 @@ async def test_invokes_in_flight_at_once_are_not_each_placed_from_the_whole_allo
     for n in range(1, 4):
         calls.append(asyncio.create_task(invoke(a, module, "fib", N, fuel=FUEL)))
         await eventually_async(lambda: len(sent) == n, f"call {n} to be placed")
+    assert dealing.status()["held_from_allocation"] == {"compute": {b_id: reserved}}  # the first call's budget
     gate.set()
     answers = await asyncio.gather(*calls)
     assert [status for status, _ in answers] == [200] * 3, answers
@@ -126,5 +127,6 @@ async def test_invokes_in_flight_at_once_are_not_each_placed_from_the_whole_allo
     status, refused = await invoke(a, module, "no_such_export", N, fuel=FUEL)
     assert status == 404 and refused["code"] == "export-not-found", refused
     assert sent[-1]["allocated"] is True and _left(a, need) == left
+    assert dealing.status()["held_from_allocation"] == {}
     status, body = await invoke(a, module, "fib", N, fuel=FUEL)
     assert status == 200 and body["provider"] == b_id and body["deal"]["allocated"] is True, body["deal"]

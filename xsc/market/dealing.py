@@ -198,7 +198,11 @@ class Dealing:
         market.on_change.append(self._reusable.clear)
 
     def status(self) -> dict[str, Any]:
-        return {"served_from_allocation": dict(self.allocation_served), "reused_deals": self.reused}
+        """`held_from_allocation`: kind -> provider -> units this node's needs in flight hold of the allocation (puts
+        storing, calls running): what the allocation does not serve until they end."""
+        return {"served_from_allocation": dict(self.allocation_served), "reused_deals": self.reused,
+                "held_from_allocation": {kind: dict(held) for kind, held in self._held.items() if held},
+                "deals_waiting": len(self._waiting)}
 
     def match(self, bids: list[Bid], exclude: frozenset[str] = frozenset()):
         """Match `bids` (this node's new needs) against the book: the MarketResult of the pure core."""
