@@ -114,6 +114,7 @@ async def test_invokes_in_flight_at_once_are_not_each_placed_from_the_whole_allo
     for n in range(1, 4):
         calls.append(asyncio.create_task(invoke(a, module, "fib", N, fuel=FUEL)))
         await eventually_async(lambda: len(sent) == n, f"call {n} to be placed")
+    assert dealing.status()["held_from_allocation"] == {"compute": {b_id: reserved}}  # the first call's budget
     gate.set()
     answers = await asyncio.gather(*calls)
     assert [status for status, _ in answers] == [200] * 3, answers
@@ -126,5 +127,87 @@ async def test_invokes_in_flight_at_once_are_not_each_placed_from_the_whole_allo
     status, refused = await invoke(a, module, "no_such_export", N, fuel=FUEL)
     assert status == 404 and refused["code"] == "export-not-found", refused
     assert sent[-1]["allocated"] is True and _left(a, need) == left
+    assert dealing.status()["held_from_allocation"] == {}
     status, body = await invoke(a, module, "fib", N, fuel=FUEL)
     assert status == 200 and body["provider"] == b_id and body["deal"]["allocated"] is True, body["deal"]
+
+
+async def _gated_deals(node_factory, monkeypatch, calls: int, deals: int):
+    """A gateway whose standing compute need b allocates whole, holding `calls` calls' budgets, and whose deals each
+    wait, once they hold the dealing's turn, for the test to set their gate: (dealing, b's id, a call's budget,
+    the sizes of the deals run so far, their gates, a's default bid)."""
+    market = {"allocation_delay": 0.05, "allocation_fork_wait": FORK_WAIT}
+    a = await node_factory("a", **QUIET, market={**market, "offer_compute": False})
+    b = await node_factory("b", **QUIET, market=market)
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    await a.app[NODE].market.fill_book()
+    await b.app[NODE].market.fill_book()
+    a_id, b_id = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
+    a.app[NODE].market.set_recognition(b_id, Decimal(1))
+    b.app[NODE].market.set_recognition(a_id, Decimal(1))
+    reserved = 1 << FUEL.bit_length()
+    quantity = calls * reserved + reserved // 2
+    response = await a.post("/v1/allocation/needs", json={"kind": "compute", "quantity": quantity, "seconds": 600})
+    assert response.status == 201
+    allocation, dealing = a.app[NODE].allocation, a.app[NODE].dealing
+    await eventually_async(lambda: allocation.allocated("compute").get(b_id) == quantity, "b to allocate a's whole need")
+    dealt, gates = [], [asyncio.Event() for _ in range(deals)]
+    run_deal = dealing._run_deal
+
+    async def gated(bids, exclude, here):
+        dealt.append(len(bids))
+        await gates[len(dealt) - 1].wait()
+        return await run_deal(bids, exclude, here)
+
+    monkeypatch.setattr(dealing, "_run_deal", gated)
+    return dealing, b_id, reserved, dealt, gates, a.app[NODE].paid.default_bid
+
+
+async def test_a_caller_cancelled_while_its_deal_waits_holds_nothing_of_the_allocation(node_factory,
+                                                                                      monkeypatch) -> None:
+    """Calls whose callers are cancelled while their deal waits for another's hold nothing once that is over: one
+    still waiting is left out of the next batch, one a batch is dealing has what it was placed from freed at once,
+    so the provider's part serves only the calls that run."""
+    # (each call its own price below: none is answered from another's kept deal)
+    dealing, b_id, reserved, dealt, gates, bid = await _gated_deals(node_factory, monkeypatch, 4, 2)
+    first = asyncio.create_task(dealing.compute_deal(FUEL, bid))
+    await eventually_async(lambda: dealt == [1], "the first deal to hold the turn")
+    kept, batched, gone = (asyncio.create_task(dealing.compute_deal(FUEL, bid + n)) for n in (1, 2, 3))
+    await eventually_async(lambda: dealing.status()["deals_waiting"] == 3, "three deals to wait for their turn")
+    gone.cancel()  # still waiting: left out of the batch dealt next
+    await asyncio.wait([gone])
+    gates[0].set()
+    await eventually_async(lambda: len(dealt) == 2, "the two deals still waiting to be dealt as one batch")
+    assert dealt == [1, 2]
+    batched.cancel()  # its caller is gone while its batch is dealt
+    await asyncio.wait([batched])
+    gates[1].set()
+    placed = [await first, await kept]
+    assert all(a.provider == b_id and a.allocated for a in placed), placed
+    assert dealing.status()["held_from_allocation"] == {"compute": {b_id: 2 * reserved}}
+    for a in placed:
+        dealing.ended(a)
+    assert dealing.status()["held_from_allocation"] == {}
+    assert batched.cancelled() and gone.cancelled() and dealing.status()["deals_waiting"] == 0
+
+
+async def test_deals_batched_with_a_dealer_cancelled_mid_deal_are_dealt_in_the_next_turn(node_factory,
+                                                                                         monkeypatch) -> None:
+    """The caller dealing a batch is cancelled mid-deal: the others of its batch are dealt in the next turn, as if
+    they had waited for it, not cancelled with it; nothing is held once the calls placed end."""
+    dealing, b_id, reserved, dealt, gates, bid = await _gated_deals(node_factory, monkeypatch, 3, 3)
+    first = asyncio.create_task(dealing.compute_deal(FUEL, bid))
+    await eventually_async(lambda: dealt == [1], "the first deal to hold the turn")
+    dealer, other = (asyncio.create_task(dealing.compute_deal(FUEL, bid + n)) for n in (1, 2))
+    await eventually_async(lambda: dealing.status()["deals_waiting"] == 2, "two deals to wait for their turn")
+    gates[0].set()
+    await eventually_async(lambda: len(dealt) == 2, "the two waiting deals to be dealt as one batch")
+    dealer.cancel()
+    await asyncio.wait([dealer])
+    gates[2].set()
+    placed = [await first, await other]
+    assert dealt == [1, 2, 1] and all(a.provider == b_id and a.allocated for a in placed), (dealt, placed)
+    assert dealer.cancelled()
+    for a in placed:
+        dealing.ended(a)
+    assert dealing.status()["held_from_allocation"] == {} and dealing.status()["deals_waiting"] == 0

@@ -198,7 +198,11 @@ class Dealing:
         market.on_change.append(self._reusable.clear)
 
     def status(self) -> dict[str, Any]:
-        return {"served_from_allocation": dict(self.allocation_served), "reused_deals": self.reused}
+        """`held_from_allocation`: kind -> provider -> units this node's needs in flight hold of the allocation (puts
+        storing, calls running): what the allocation does not serve until they end."""
+        return {"served_from_allocation": dict(self.allocation_served), "reused_deals": self.reused,
+                "held_from_allocation": {kind: dict(held) for kind, held in self._held.items() if held},
+                "deals_waiting": len(self._waiting)}
 
     def match(self, bids: list[Bid], exclude: frozenset[str] = frozenset()):
         """Match `bids` (this node's new needs) against the book: the MarketResult of the pure core."""
@@ -318,12 +322,32 @@ class Dealing:
     async def _deal_in_turn(self, bids: list[Bid], exclude: frozenset[str]) -> dict[str, Any]:
         waiting = _Waiting(bids, exclude, asyncio.get_running_loop().create_future())
         self._waiting.append(waiting)
-        async with self._dealing:
-            if not waiting.answer.done():  # not answered with an earlier batch: this one's batch is dealt now
-                batch = [w for w in self._waiting if w.exclude == exclude]
-                self._waiting = [w for w in self._waiting if w.exclude != exclude]
-                await self._deal_batch(batch)
+        try:
+            async with self._dealing:
+                if not waiting.answer.done():  # not answered with an earlier batch: this one's batch is dealt now
+                    batch = [w for w in self._waiting if w.exclude == exclude]
+                    self._waiting = [w for w in self._waiting if w.exclude != exclude]
+                    await self._deal_batch(batch)
+        except BaseException:
+            # Its caller is gone (cancelled): a later batch leaves it out, and one dealing it now ends what it would
+            # hold at once (`_answer`); what it was answered already its caller ends as it goes (`_invoke_deal`).
+            if waiting in self._waiting:
+                self._waiting.remove(waiting)
+            waiting.answer.cancel()
+            raise
         return waiting.answer.result()
+
+    def _answer(self, waiting: _Waiting, answer: dict[str, Any] | None = None,
+                error: BaseException | None = None) -> None:
+        """Tell `waiting` its deal's `answer` (or `error`); if its caller is gone, the calls it was placed for
+        never run: what they hold of the allocation is free again."""
+        if waiting.answer.cancelled():
+            for need_id in answer or ():
+                self._end(need_id)
+        elif error is not None:
+            waiting.answer.set_exception(error)
+        else:
+            waiting.answer.set_result(answer)
 
     async def deal_alike(self, bid: Bid, need_ids: list[str], exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
         """`deal` of the needs `need_ids`, each `bid` under its own id (a put's shares, opened with
@@ -421,25 +445,39 @@ class Dealing:
     async def _deal_batch(self, batch: list[_Waiting]) -> None:
         """The deals that waited while another ran, dealt as one matching (the needs of several puts cleared
         together: one clearing, not one each); if any of them gets nothing, each is dealt alone again, so that
-        every caller hears about its own needs only."""
+        every caller hears about its own needs only.  Its dealer cancelled, those it had not answered wait for the
+        next turn: the cancellation is its caller's, not theirs."""
+        try:
+            await self._deal_each(batch)
+        except asyncio.CancelledError:
+            self._waiting[:0] = [w for w in batch if not w.answer.done()]
+            raise
+
+    async def _deal_each(self, batch: list[_Waiting]) -> None:
         if len(batch) > 1:
             try:
                 together = await self._run_deal([b for w in batch for b in w.bids], batch[0].exclude, False)
             except MarketNoDeal:
                 pass
+            except asyncio.CancelledError:
+                raise
             except BaseException as err:
                 for w in batch:
-                    w.answer.set_exception(err)
+                    self._answer(w, error=err)
                 return
             else:
                 for w in batch:
-                    w.answer.set_result({b.slot.id: together[b.slot.id] for b in w.bids})
+                    self._answer(w, {b.slot.id: together[b.slot.id] for b in w.bids})
                 return
         for w in batch:
             try:
-                w.answer.set_result(await self._run_deal(w.bids, w.exclude, False))
+                answer = await self._run_deal(w.bids, w.exclude, False)
+            except asyncio.CancelledError:
+                raise
             except BaseException as err:  # its caller raises it
-                w.answer.set_exception(err)
+                self._answer(w, error=err)
+            else:
+                self._answer(w, answer)
 
     async def _run_deal(self, bids: list[Bid], exclude: frozenset[str], here: bool) -> dict[str, Any]:
         steps = self._deal(bids, exclude)

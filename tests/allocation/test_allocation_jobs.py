@@ -1,0 +1,99 @@
+"""Jobs placed from the converged allocation, on in-process nodes with real HTTP between them: a gateway that
+offers no compute, whose standing compute need three providers allocate to.  A job or replica placed from a
+provider's part holds its fuel budget of it until it ends; one whose provider fails it, or that is passed over,
+gives it back, so the part serves the next job."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+from tests.support.allocation import FORK_WAIT
+from tests.support.compute import deploy, peer_with_provider
+from tests.support.jobs import QUIET, run_job
+from tests.support.waiting import eventually_async
+from xsc.compute import sent_jobs
+from xsc.errors import PeerUnreachable
+from xsc.node import IDENTITY
+from xsc.node.appkeys import NODE
+
+FUEL = 10_000_000  # each job's fuel limit: it holds 2^24 of a provider's part while it is placed there
+BUDGET = 1 << FUEL.bit_length()
+
+
+async def _allocated(node_factory):
+    """The gateway of three providers, once each provider's part of its standing compute need holds a few
+    jobs' budgets."""
+    market = {"allocation_delay": 0.05, "allocation_fork_wait": FORK_WAIT}
+    providers = [await node_factory(f"provider{i}", **QUIET, market=market) for i in range(3)]
+    gateway = await node_factory("gateway", **QUIET, market={**market, "offer_compute": False})
+    for provider in providers:
+        await peer_with_provider(gateway, provider)
+        gateway.app[NODE].market.set_recognition(provider.app[IDENTITY].id, Decimal(1))
+        provider.app[NODE].market.set_recognition(gateway.app[IDENTITY].id, Decimal(1))
+    response = await gateway.post("/v1/allocation/needs",
+                                  json={"kind": "compute", "quantity": 12 * BUDGET, "seconds": 600})
+    assert response.status == 201
+    allocation = gateway.app[NODE].allocation
+
+    def parts() -> bool:
+        given = allocation.allocated("compute")
+        return len(given) == 3 and all(units >= 2 * BUDGET for units in given.values())
+
+    await eventually_async(parts, "the three providers to allocate the gateway's need")
+    return gateway
+
+
+def _held(gateway) -> dict:
+    return gateway.app[NODE].dealing.status()["held_from_allocation"]
+
+
+async def test_a_job_or_replica_whose_provider_fails_or_is_passed_over_gives_back_what_it_held(node_factory,
+                                                                                               monkeypatch) -> None:
+    """Each placed from a provider's part (it held the budget there when it failed or was passed over), each done
+    on another provider, and nothing held once it is done."""
+    gateway = await _allocated(node_factory)
+    module = await deploy(gateway, "sha256", wasi=True)
+    spec = {"module": module, "stdin": "-", "limits": {"fuel": FUEL}}
+    run, failing, held_then = sent_jobs.wire.run, [], []
+
+    async def first_fails(client, url, provider, *args, **kwargs):
+        failing[:] = failing or [provider]
+        if provider == failing[0]:  # the first provider asked fails its work, holding the work's budget
+            held_then.append(_held(gateway).get("compute", {}).get(provider, 0))
+            raise PeerUnreachable(f"provider {url}: connection refused", url=url, reason="connection refused",
+                                  sent=True)
+        return await run(client, url, provider, *args, **kwargs)
+
+    monkeypatch.setattr(sent_jobs.wire, "run", first_fails)
+    # A job whose provider fails it goes to another; the budget it held of the first's part is given back.
+    status, job = await run_job(gateway, spec, stdin=b"bytes")
+    assert status == 201 and job["state"] == "done" and job["provider"] != failing[0], job
+    assert held_then == [BUDGET] and _held(gateway) == {}, (held_then, _held(gateway))
+
+    # A replica lost with its provider is placed again on the third; the lost one's budget is given back.
+    failing.clear()
+    status, job = await run_job(gateway, {**spec, "deterministic": True, "replicas": 2}, stdin=b"bytes")
+    assert status == 201 and job["state"] == "done", job
+    assert held_then[1:] == [BUDGET] and _held(gateway) == {}, (held_then, _held(gateway))
+
+    # A replica's provider passed over (it said lately it takes nothing from the gateway): its budget is given back.
+    monkeypatch.setattr(sent_jobs.wire, "run", run)
+    terms, passed = gateway.app[NODE].jobs.provider_terms, []
+
+    async def refuses(provider: str) -> bool:
+        if not passed:
+            passed.append((provider, _held(gateway).get("compute", {}).get(provider, 0)))
+        return provider == passed[0][0]
+
+    monkeypatch.setattr(terms, "refuses", refuses)
+    status, job = await run_job(gateway, {**spec, "deterministic": True, "replicas": 2}, stdin=b"other bytes")
+    assert status == 201 and job["state"] == "done", job
+    assert passed[0][0] not in {r["provider"] for r in job["replicas"]}, (passed, job["replicas"])
+    assert passed[0][1] == BUDGET and _held(gateway) == {}, (passed, _held(gateway))
+
+    # As does a job's provider passed over.
+    passed.clear()
+    status, job = await run_job(gateway, spec, stdin=b"still other bytes")
+    assert status == 201 and job["state"] == "done" and job["provider"] != passed[0][0], (passed, job)
+    assert passed[0][1] == BUDGET and _held(gateway) == {}, (passed, _held(gateway))
