@@ -291,28 +291,37 @@ async def test_a_provider_refuses_a_placement_from_a_node_it_extends_no_credit(n
     assert provider.app[NODE].paid.provider_tabs.kept == 0
 
 
-async def test_a_provider_answering_a_url_that_would_split_the_owners_redirect_is_not_used(node_factory, monkeypatch):
+@pytest.mark.parametrize("hostile, said", [
+    ("http://{web}/fn/{owner}/hello/\r\nSet-Cookie: xsc_session=theirs\r\n", "without the URL"),
+    ("https://elsewhere.example/phish/", "not its /fn/"),
+    ("http://{web}/fn/{provider}/hello/", "not its /fn/"),
+    ("http://elsewhere.example/?/fn/{owner}/hello/", "not its /fn/"),
+], ids=["header splitter", "another site", "another owner's", "in its query"])
+async def test_a_provider_answering_a_url_that_would_split_the_owners_redirect_is_not_used(
+        node_factory, monkeypatch, hostile, said):
     """The URL a provider answers a placement with is the Location of the owner's redirects: with a CR LF in it, the
     owner's listener could not write the redirect (500 and a traceback to every caller) or, written, it would set
-    what the provider liked on the owner's origin.  The placement is refused as one without a URL."""
+    what the provider liked on the owner's origin; with a path other than /fn/OWNER_ID/NAME/, the owner's callers
+    would be sent to whatever page the provider chose.  The placement is refused as one without a URL."""
     provider = await _provider(node_factory, "provider")
     owner = await node_factory("owner", **QUIET, market={"offer_compute": False},
                                node={"web_listen": f"127.0.0.1:{free_port()}", **FAST})
     await peer_with_provider(owner, provider)
     hosted = provider.app[NODE].placed_functions
     place = hosted.place
+    url = hostile.format(web=provider.app[NODE].config.node.web_listen, owner=owner.app[IDENTITY].id,
+                         provider=provider.app[IDENTITY].id)
 
-    async def hostile(owner_id: str, body) -> dict:
-        return {**await place(owner_id, body), "url": f"http://{provider.app[NODE].config.node.web_listen}/fn/x/"
-                                                      "\r\nSet-Cookie: xsc_session=theirs\r\n"}
+    async def answered(owner_id: str, body) -> dict:
+        return {**await place(owner_id, body), "url": url}
 
-    monkeypatch.setattr(hosted, "place", hostile)
+    monkeypatch.setattr(hosted, "place", answered)
     module = await deploy(owner, "cgi", wasi=True)
     await _json(owner, "POST", "/v1/compute/functions", json={"name": "hello", "module": module, "on_market": True})
 
     async def refused():
         found = (await _json(owner, "GET", "/v1/compute/functions"))["functions"][0]
-        return found if "without the URL" in found.get("not_placed", "") else None
+        return found if said in found.get("not_placed", "") else None
 
     listed = await eventually_async(refused, "the placement refused for its URL", 30)
     assert "url" not in listed or listed["url"] is None, listed
@@ -468,7 +477,7 @@ async def test_callers_of_a_placed_function_answered_before_their_records_are_wr
     worst = max(held - flying * budget for held, flying in samples)
     assert worst <= metered, f"held credit exceeded the budgets in flight by {worst} (all metered: {metered})"
     # Each run is owed on the tab and used on the owner's line once written, and nothing stays held.
-    tab = (await wire.status(node.client, provider.app[NODE].peers.url, pid, "hello"))["tab"]
+    tab = (await wire.status(node.client, provider.app[NODE].peers.url, pid, owner_id, "hello"))["tab"]
     assert (tab["total"], tab["count"]) == (metered, 320), tab
     line = trust.line(owner_id)
     assert (line["used"] - used, line["reserved"]) == (metered, 0), line
@@ -516,7 +525,7 @@ async def test_placements_are_served_again_after_a_restart_unless_expired_withdr
                            "the brief placement's authorization to expire while its provider is down", 10)
 
     again = await node_factory("provider", **QUIET, node={"web_listen": web_listen, "web_rate_limit": 1000})
-    tab = (await wire.status(node.client, again.app[NODE].peers.url, pid, "kept"))["tab"]
+    tab = (await wire.status(node.client, again.app[NODE].peers.url, pid, owner_id, "kept"))["tab"]
     assert (tab["authorization"], tab["count"]) == (authorization.id.hex(), 1), tab  # its run before the stop
     assert counted(again) == before  # `xsc compute functions --hosted` goes on from what it counted before the stop
     assert set(again.app[NODE].compute.store.placed_counts()) == {(owner_id, "kept")}  # none of those dropped
@@ -532,7 +541,7 @@ async def test_placements_are_served_again_after_a_restart_unless_expired_withdr
                                                     if x["deal"]["function"] == "kept"]) == 2 and r,
                                   "the run after the restart recorded")
     assert {r["deal"]["authorization"] for r in runs} == {authorization.id.hex()}
-    tab = (await wire.status(node.client, again.app[NODE].peers.url, pid, "kept"))["tab"]
+    tab = (await wire.status(node.client, again.app[NODE].peers.url, pid, owner_id, "kept"))["tab"]
     assert (tab["authorization"], tab["count"]) == (authorization.id.hex(), 2), tab
     answer = await close_tab(node.client, again.app[NODE].peers.url, pid, encode_authorization(authorization).hex())
     receipt = check_receipt(pid, answer, authorization, meters=TAB_METERS)
@@ -628,7 +637,7 @@ async def test_a_placed_functions_tab_closed_before_its_answered_runs_are_writte
                                                     **_terms(provider, price, authorization)})
     assert status == 201, answer
     assert (await _get(answer["url"]))[0] == 200
-    assert (await wire.status(node.client, peer_url, pid, "lazy"))["tab"]["count"] == 0  # not written yet
+    assert (await wire.status(node.client, peer_url, pid, owner_id, "lazy"))["tab"]["count"] == 0  # not written yet
     closing = json.dumps({"authorization": encode_authorization(authorization).hex()}).encode()
     stranger = Identity.generate()
     headers = sign_request(stranger, "POST", TAB_CLOSE_PATH, closing, receiver=pid)
