@@ -22,7 +22,7 @@ from tests.support.jobs import QUIET, balances, verified
 from tests.support.nodes import close_node, free_port
 from tests.support.waiting import eventually_async
 from xsc import keys
-from xsc.compute import journal as journal_module, placed_functions, placements
+from xsc.compute import journal as journal_module, placed_functions, placements, provenance
 from xsc.compute.placed_functions import PER_OWNER, function_job, mount_price
 from xsc.compute.remote_tabs import TAB_METERS
 from xsc.errors import Conflict, FunctionUnavailable, PeerRefused, PeerUnreachable
@@ -445,6 +445,36 @@ async def test_two_owners_placing_one_name_on_a_provider_each_reach_only_their_o
     assert response.status == 400 and "node" in (await response.json())["detail"], await response.text()
     status, _, answer = await _get(f"{web}/fn/{mine}/site/x")
     assert status == 200 and f"WHO={mine}".encode() in answer.splitlines()
+
+
+async def test_a_providers_own_function_kept_under_a_node_id_never_takes_that_nodes_urls(node_factory, caplog):
+    """A function the provider's user served under a node's id before such names were refused is still on disk: at
+    start it is not served (a log line says so and how to serve it again), /fn/NODE_ID/... reaches that node's placed
+    functions only, and the user may remove it."""
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    owner_id, pid = owner.app[IDENTITY].id, provider.app[IDENTITY].id
+    provider.app[NODE].compute.store.save_function({
+        "name": owner_id, "module": module, "entrypoint": "_start", "inputs": [], "env": {"WHO": "provider"},
+        "limits": {}, "max_body": 1 << 20, "concurrency": 8, "spend_cap": None, "on_market": False,
+        "created": provenance.timestamp(time.time_ns())})
+    web_listen = provider.app[NODE].config.node.web_listen
+    await provider.close()
+    with caplog.at_level(logging.WARNING, logger="xsc.compute.functions"):
+        provider = await node_factory("provider", **QUIET, node={"web_listen": web_listen, "web_rate_limit": 1000})
+    status, _, answer = await _get(f"http://{web_listen}/fn/{owner_id}/site/x")
+    assert status == 404 and b"WHO=" not in answer, answer[:300]
+    auth = await owner.app[NODE].payments.authorize(pid, 10 * _budget(provider, module, price),
+                                                    function_job(owner_id, "site"), ttl=3600)
+    status, answer = await _place(owner, provider, {"function": {"name": "site", "module": module,
+                                                                "env": {"WHO": owner_id}},
+                                                   **_terms(provider, price, auth)})
+    assert status == 201, answer
+    status, _, answer = await _get(f"http://{web_listen}/fn/{owner_id}/site/x")
+    assert status == 200 and f"WHO={owner_id}".encode() in answer.splitlines(), answer[:300]
+    assert any(f"function {owner_id} is not served" in r.getMessage() for r in caplog.records), caplog.text
+    assert owner_id not in {f["name"] for f in (await _json(provider, "GET", "/v1/compute/functions"))["functions"]}
+    await _json(provider, "DELETE", f"/v1/compute/functions/{owner_id}")
+    assert [r["name"] for r in provider.app[NODE].compute.store.functions()] == []
 
 
 async def test_callers_of_a_placed_function_answered_before_their_records_are_written_hold_only_what_runs_cost(

@@ -35,6 +35,7 @@ import collections
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -97,6 +98,7 @@ PIPE_READ = 64 * 1024  # bytes read from it at once (a MiB buffer would be mappe
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 ReadFn = Callable[[int], Awaitable[bytes]]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -589,7 +591,14 @@ class WebFunctions:
             stale.unlink(missing_ok=True)
         for staged in self.work_dir.glob("in-*"):  # files being staged when a crash came
             shutil.rmtree(staged, ignore_errors=True)
-        self._served = {r["name"]: self._served_from(r) for r in self.store.functions()}
+        records = self.store.functions()
+        for record in records:
+            if _NODE_ID.fullmatch(record["name"]):  # kept from before `serve` refused such names
+                log.warning("function %s is not served: a function's name may not be a node's id (/fn/NODE_ID/NAME/ "
+                            "is where that node's placed functions answer); serve it again under another name "
+                            "(xsc compute serve NAME %s ...) and remove it: xsc compute unserve %s", record["name"],
+                            record["module"], record["name"])
+        self._served = {r["name"]: self._served_from(r) for r in records if not _NODE_ID.fullmatch(r["name"])}
 
     def close(self) -> None:
         self._served = {}
@@ -641,6 +650,8 @@ class WebFunctions:
 
     async def unserve(self, name: str) -> dict[str, Any]:
         served = self._served.pop(name, None)
+        if served is None and _NODE_ID.fullmatch(name):  # kept, not served (`start`): its record may go
+            served = next((Served(r, self.bill) for r in self.store.functions() if r["name"] == name), None)
         if served is None:
             raise NotFound(f"no function named {name!r}", hint="list them: xsc compute functions")
         self.store.remove_function(name)
@@ -810,7 +821,8 @@ class WebFunctions:
         """The function a request is for (`name`: this node's own, or an owner's id then the name of a function
         it placed here, at the start of the request's path), and refusals that need nothing of the body: no such
         function, a body over its cap, too many at once, its hour's spend reached."""
-        served = self._served.get(name)
+        # /fn/NODE_ID/ is only ever that node's placed functions: never a function of this node's own
+        served = None if _NODE_ID.fullmatch(name) else self._served.get(name)
         if served is None and self._placed:
             placed, _, rest = request.path_info[1:].partition("/")
             served = self._placed.get((name, placed))
