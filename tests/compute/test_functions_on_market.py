@@ -395,6 +395,9 @@ async def test_a_provider_refuses_a_malformed_placement_with_a_problem(node_fact
                            ({"name": "a", "module": module, "spend_cap": 5}, "a placed function is"),
                            ({"name": "a", "module": module, "limits": {"fuel": "lots"}}, "fuel"),
                            ({"name": "A!", "module": module}, "does not pay for this function"),
+                           # past what this provider takes of a placed function (compute.placed_max_body, ...)
+                           ({"name": "a", "module": module, "max_body": 1 << 30}, "max_body"),
+                           ({"name": "a", "module": module, "concurrency": 256}, "concurrency"),
                            # looked up as hex: a 500 once
                            *(({"name": "a", "module": text}, "module") for text in ("x", "\u0663", module.upper()))):
         status, answer = await _place(owner, provider, {**terms, "function": function})
@@ -1061,3 +1064,42 @@ async def test_placements_mounting_files_at_once_are_promised_no_more_disk_than_
         assert (status, answer["code"]) == (507, "storage-full"), answer
         status, answer = await first
         assert status >= 400 and answer["code"] != "storage-full", answer  # its file is nowhere: not read
+
+
+async def test_a_placed_functions_bodies_and_answers_are_written_only_while_the_providers_disk_has_room(
+        node_factory, monkeypatch):
+    """A stranger's placed function may take bodies and answers of up to its max_body and 1 GiB, as many at once as
+    its concurrency: each is written to the provider's disk only while it keeps its margin free (507 else), so no
+    placement fills the disk under the provider's own database."""
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    owner_id, node, functions = owner.app[IDENTITY].id, owner.app[NODE], provider.app[NODE].functions
+    monkeypatch.setattr(functions.room, "margin", 1 << 20)
+    authorization = await node.payments.authorize(provider.app[IDENTITY].id, 10 * _budget(provider, module, price),
+                                                  function_job(owner_id, "raw"), ttl=3600)
+    web_listen = provider.app[NODE].config.node.web_listen
+    shutil.rmtree(functions.work_dir, ignore_errors=True)
+    with tmpfs(functions.work_dir, "8m"):
+        status, answer = await _place(owner, provider, {"function": {"name": "raw", "module": module,
+                                                                     "entrypoint": "raw"},
+                                                        **_terms(provider, price, authorization)})
+        assert status == 201, answer
+        # A body declared larger than the room: refused before a byte of it is read.
+        host, port = web_listen.split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(f"POST /fn/{owner_id}/raw/ HTTP/1.1\r\nHost: x\r\nContent-Length: {10 << 20}\r\n\r\n"
+                         .encode())
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        finally:
+            writer.close()
+        assert head.startswith(b"HTTP/1.1 507 ") and b"application/problem+json" in head, head
+        # A body that fits (5 MiB), answered as it is: its answer has room for a MiB or two, then none (a range
+        # waits for the whole answer, so it is refused whole).
+        body = b"Content-Type: application/octet-stream\n\n" + b"x" * (5 << 20)
+        status, headers, problem = await _get(answer["url"], "POST", data=body, headers={"Range": "bytes=0-"})
+        assert status == 507 and headers["Content-Type"].startswith("application/problem+json"), problem[:300]
+        assert json.loads(problem)["code"] == "storage-full" and "answer" in json.loads(problem)["detail"], problem
+        assert shutil.disk_usage(functions.work_dir).free > 7 << 20  # its files removed
+        small = b"Content-Type: text/plain\n\nfits"
+        assert (await _get(answer["url"], "POST", data=small))[::2] == (200, b"fits")
