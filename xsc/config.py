@@ -167,6 +167,10 @@ class ComputeSection(_Section):
     # 0: tried on the event loop's thread
     web_runners: int = Field(default_factory=lambda: 1 if (os.cpu_count() or 1) >= 2 else 0, ge=0, le=64,
                              json_schema_extra={"default_said": "1 with two cores or more, else 0"})
+    # the most a function another node places here may ask: bytes of a request's body, and requests at once; a
+    # placement asking more is refused (docs/compute.md, Web services)
+    placed_max_body: Annotated[int, _SIZE, _check(lambda v: v <= 1 << 30, "must be at most 1 GiB")] = 64 * MiB
+    placed_concurrency: int = Field(default=16, ge=1, le=256)
     # micro-credits per 64 KiB page of peak linear memory per second of a call (docs/compute.md, Metering)
     memory_price: int = Field(default=10, ge=0, le=10**9)
     # seconds after a job or a call began that its records (the job, its outputs' links, its providers' signed runs;

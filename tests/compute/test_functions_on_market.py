@@ -22,7 +22,7 @@ from tests.support.jobs import QUIET, balances, verified
 from tests.support.nodes import close_node, free_port
 from tests.support.waiting import eventually_async
 from xsc import keys
-from xsc.compute import journal as journal_module, placed_functions, placements
+from xsc.compute import journal as journal_module, placed_functions, placements, provenance
 from xsc.compute.placed_functions import PER_OWNER, function_job, mount_price
 from xsc.compute.remote_tabs import TAB_METERS
 from xsc.errors import Conflict, FunctionUnavailable, PeerRefused, PeerUnreachable
@@ -291,28 +291,37 @@ async def test_a_provider_refuses_a_placement_from_a_node_it_extends_no_credit(n
     assert provider.app[NODE].paid.provider_tabs.kept == 0
 
 
-async def test_a_provider_answering_a_url_that_would_split_the_owners_redirect_is_not_used(node_factory, monkeypatch):
+@pytest.mark.parametrize("hostile, said", [
+    ("http://{web}/fn/{owner}/hello/\r\nSet-Cookie: xsc_session=theirs\r\n", "without the URL"),
+    ("https://elsewhere.example/phish/", "not its /fn/"),
+    ("http://{web}/fn/{provider}/hello/", "not its /fn/"),
+    ("http://elsewhere.example/?/fn/{owner}/hello/", "not its /fn/"),
+], ids=["header splitter", "another site", "another owner's", "in its query"])
+async def test_a_provider_answering_a_url_that_would_split_the_owners_redirect_is_not_used(
+        node_factory, monkeypatch, hostile, said):
     """The URL a provider answers a placement with is the Location of the owner's redirects: with a CR LF in it, the
     owner's listener could not write the redirect (500 and a traceback to every caller) or, written, it would set
-    what the provider liked on the owner's origin.  The placement is refused as one without a URL."""
+    what the provider liked on the owner's origin; with a path other than /fn/OWNER_ID/NAME/, the owner's callers
+    would be sent to whatever page the provider chose.  The placement is refused as one without a URL."""
     provider = await _provider(node_factory, "provider")
     owner = await node_factory("owner", **QUIET, market={"offer_compute": False},
                                node={"web_listen": f"127.0.0.1:{free_port()}", **FAST})
     await peer_with_provider(owner, provider)
     hosted = provider.app[NODE].placed_functions
     place = hosted.place
+    url = hostile.format(web=provider.app[NODE].config.node.web_listen, owner=owner.app[IDENTITY].id,
+                         provider=provider.app[IDENTITY].id)
 
-    async def hostile(owner_id: str, body) -> dict:
-        return {**await place(owner_id, body), "url": f"http://{provider.app[NODE].config.node.web_listen}/fn/x/"
-                                                      "\r\nSet-Cookie: xsc_session=theirs\r\n"}
+    async def answered(owner_id: str, body) -> dict:
+        return {**await place(owner_id, body), "url": url}
 
-    monkeypatch.setattr(hosted, "place", hostile)
+    monkeypatch.setattr(hosted, "place", answered)
     module = await deploy(owner, "cgi", wasi=True)
     await _json(owner, "POST", "/v1/compute/functions", json={"name": "hello", "module": module, "on_market": True})
 
     async def refused():
         found = (await _json(owner, "GET", "/v1/compute/functions"))["functions"][0]
-        return found if "without the URL" in found.get("not_placed", "") else None
+        return found if said in found.get("not_placed", "") else None
 
     listed = await eventually_async(refused, "the placement refused for its URL", 30)
     assert "url" not in listed or listed["url"] is None, listed
@@ -386,6 +395,9 @@ async def test_a_provider_refuses_a_malformed_placement_with_a_problem(node_fact
                            ({"name": "a", "module": module, "spend_cap": 5}, "a placed function is"),
                            ({"name": "a", "module": module, "limits": {"fuel": "lots"}}, "fuel"),
                            ({"name": "A!", "module": module}, "does not pay for this function"),
+                           # past what this provider takes of a placed function (compute.placed_max_body, ...)
+                           ({"name": "a", "module": module, "max_body": 1 << 30}, "max_body"),
+                           ({"name": "a", "module": module, "concurrency": 256}, "concurrency"),
                            # looked up as hex: a 500 once
                            *(({"name": "a", "module": text}, "module") for text in ("x", "\u0663", module.upper()))):
         status, answer = await _place(owner, provider, {**terms, "function": function})
@@ -438,6 +450,36 @@ async def test_two_owners_placing_one_name_on_a_provider_each_reach_only_their_o
     assert status == 200 and f"WHO={mine}".encode() in answer.splitlines()
 
 
+async def test_a_providers_own_function_kept_under_a_node_id_never_takes_that_nodes_urls(node_factory, caplog):
+    """A function the provider's user served under a node's id before such names were refused is still on disk: at
+    start it is not served (a log line says so and how to serve it again), /fn/NODE_ID/... reaches that node's placed
+    functions only, and the user may remove it."""
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    owner_id, pid = owner.app[IDENTITY].id, provider.app[IDENTITY].id
+    provider.app[NODE].compute.store.save_function({
+        "name": owner_id, "module": module, "entrypoint": "_start", "inputs": [], "env": {"WHO": "provider"},
+        "limits": {}, "max_body": 1 << 20, "concurrency": 8, "spend_cap": None, "on_market": False,
+        "created": provenance.timestamp(time.time_ns())})
+    web_listen = provider.app[NODE].config.node.web_listen
+    await provider.close()
+    with caplog.at_level(logging.WARNING, logger="xsc.compute.functions"):
+        provider = await node_factory("provider", **QUIET, node={"web_listen": web_listen, "web_rate_limit": 1000})
+    status, _, answer = await _get(f"http://{web_listen}/fn/{owner_id}/site/x")
+    assert status == 404 and b"WHO=" not in answer, answer[:300]
+    auth = await owner.app[NODE].payments.authorize(pid, 10 * _budget(provider, module, price),
+                                                    function_job(owner_id, "site"), ttl=3600)
+    status, answer = await _place(owner, provider, {"function": {"name": "site", "module": module,
+                                                                "env": {"WHO": owner_id}},
+                                                   **_terms(provider, price, auth)})
+    assert status == 201, answer
+    status, _, answer = await _get(f"http://{web_listen}/fn/{owner_id}/site/x")
+    assert status == 200 and f"WHO={owner_id}".encode() in answer.splitlines(), answer[:300]
+    assert any(f"function {owner_id} is not served" in r.getMessage() for r in caplog.records), caplog.text
+    assert owner_id not in {f["name"] for f in (await _json(provider, "GET", "/v1/compute/functions"))["functions"]}
+    await _json(provider, "DELETE", f"/v1/compute/functions/{owner_id}")
+    assert [r["name"] for r in provider.app[NODE].compute.store.functions()] == []
+
+
 async def test_callers_of_a_placed_function_answered_before_their_records_are_written_hold_only_what_runs_cost(
         node_factory):
     # Ten budgets on the owner's line and on the tab, eight callers at a time: were each answered run's whole budget
@@ -468,7 +510,7 @@ async def test_callers_of_a_placed_function_answered_before_their_records_are_wr
     worst = max(held - flying * budget for held, flying in samples)
     assert worst <= metered, f"held credit exceeded the budgets in flight by {worst} (all metered: {metered})"
     # Each run is owed on the tab and used on the owner's line once written, and nothing stays held.
-    tab = (await wire.status(node.client, provider.app[NODE].peers.url, pid, "hello"))["tab"]
+    tab = (await wire.status(node.client, provider.app[NODE].peers.url, pid, owner_id, "hello"))["tab"]
     assert (tab["total"], tab["count"]) == (metered, 320), tab
     line = trust.line(owner_id)
     assert (line["used"] - used, line["reserved"]) == (metered, 0), line
@@ -516,7 +558,7 @@ async def test_placements_are_served_again_after_a_restart_unless_expired_withdr
                            "the brief placement's authorization to expire while its provider is down", 10)
 
     again = await node_factory("provider", **QUIET, node={"web_listen": web_listen, "web_rate_limit": 1000})
-    tab = (await wire.status(node.client, again.app[NODE].peers.url, pid, "kept"))["tab"]
+    tab = (await wire.status(node.client, again.app[NODE].peers.url, pid, owner_id, "kept"))["tab"]
     assert (tab["authorization"], tab["count"]) == (authorization.id.hex(), 1), tab  # its run before the stop
     assert counted(again) == before  # `xsc compute functions --hosted` goes on from what it counted before the stop
     assert set(again.app[NODE].compute.store.placed_counts()) == {(owner_id, "kept")}  # none of those dropped
@@ -532,7 +574,7 @@ async def test_placements_are_served_again_after_a_restart_unless_expired_withdr
                                                     if x["deal"]["function"] == "kept"]) == 2 and r,
                                   "the run after the restart recorded")
     assert {r["deal"]["authorization"] for r in runs} == {authorization.id.hex()}
-    tab = (await wire.status(node.client, again.app[NODE].peers.url, pid, "kept"))["tab"]
+    tab = (await wire.status(node.client, again.app[NODE].peers.url, pid, owner_id, "kept"))["tab"]
     assert (tab["authorization"], tab["count"]) == (authorization.id.hex(), 2), tab
     answer = await close_tab(node.client, again.app[NODE].peers.url, pid, encode_authorization(authorization).hex())
     receipt = check_receipt(pid, answer, authorization, meters=TAB_METERS)
@@ -628,7 +670,7 @@ async def test_a_placed_functions_tab_closed_before_its_answered_runs_are_writte
                                                     **_terms(provider, price, authorization)})
     assert status == 201, answer
     assert (await _get(answer["url"]))[0] == 200
-    assert (await wire.status(node.client, peer_url, pid, "lazy"))["tab"]["count"] == 0  # not written yet
+    assert (await wire.status(node.client, peer_url, pid, owner_id, "lazy"))["tab"]["count"] == 0  # not written yet
     closing = json.dumps({"authorization": encode_authorization(authorization).hex()}).encode()
     stranger = Identity.generate()
     headers = sign_request(stranger, "POST", TAB_CLOSE_PATH, closing, receiver=pid)
@@ -1022,3 +1064,42 @@ async def test_placements_mounting_files_at_once_are_promised_no_more_disk_than_
         assert (status, answer["code"]) == (507, "storage-full"), answer
         status, answer = await first
         assert status >= 400 and answer["code"] != "storage-full", answer  # its file is nowhere: not read
+
+
+async def test_a_placed_functions_bodies_and_answers_are_written_only_while_the_providers_disk_has_room(
+        node_factory, monkeypatch):
+    """A stranger's placed function may take bodies and answers of up to its max_body and 1 GiB, as many at once as
+    its concurrency: each is written to the provider's disk only while it keeps its margin free (507 else), so no
+    placement fills the disk under the provider's own database."""
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    owner_id, node, functions = owner.app[IDENTITY].id, owner.app[NODE], provider.app[NODE].functions
+    monkeypatch.setattr(functions.room, "margin", 1 << 20)
+    authorization = await node.payments.authorize(provider.app[IDENTITY].id, 10 * _budget(provider, module, price),
+                                                  function_job(owner_id, "raw"), ttl=3600)
+    web_listen = provider.app[NODE].config.node.web_listen
+    shutil.rmtree(functions.work_dir, ignore_errors=True)
+    with tmpfs(functions.work_dir, "8m"):
+        status, answer = await _place(owner, provider, {"function": {"name": "raw", "module": module,
+                                                                     "entrypoint": "raw"},
+                                                        **_terms(provider, price, authorization)})
+        assert status == 201, answer
+        # A body declared larger than the room: refused before a byte of it is read.
+        host, port = web_listen.split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(f"POST /fn/{owner_id}/raw/ HTTP/1.1\r\nHost: x\r\nContent-Length: {10 << 20}\r\n\r\n"
+                         .encode())
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        finally:
+            writer.close()
+        assert head.startswith(b"HTTP/1.1 507 ") and b"application/problem+json" in head, head
+        # A body that fits (5 MiB), answered as it is: its answer has room for a MiB or two, then none (a range
+        # waits for the whole answer, so it is refused whole).
+        body = b"Content-Type: application/octet-stream\n\n" + b"x" * (5 << 20)
+        status, headers, problem = await _get(answer["url"], "POST", data=body, headers={"Range": "bytes=0-"})
+        assert status == 507 and headers["Content-Type"].startswith("application/problem+json"), problem[:300]
+        assert json.loads(problem)["code"] == "storage-full" and "answer" in json.loads(problem)["detail"], problem
+        assert shutil.disk_usage(functions.work_dir).free > 7 << 20  # its files removed
+        small = b"Content-Type: text/plain\n\nfits"
+        assert (await _get(answer["url"], "POST", data=small))[::2] == (200, b"fits")

@@ -127,9 +127,9 @@ async def test_a_function_placed_with_megabytes_for_an_answer_is_refused_after_w
                           ("DELETE", functions.FUNCTION_PATH)) as url, metered_client() as (peer_client, counted):
         provider = Identity.generate().id
         with pytest.raises(PeerRefused):
-            await functions.place(peer_client, url, provider, {"function": {"name": "f"}})
+            await functions.place(peer_client, url, provider, provider, {"function": {"name": "f"}})
         with pytest.raises(PeerRefused):
-            await functions.status(peer_client, url, provider, "f")
+            await functions.status(peer_client, url, provider, provider, "f")
         with pytest.raises(PeerRefused):
             await functions.withdraw(peer_client, url, provider, "f")
     assert counted.received < 3 * (functions.FUNCTION_ANSWER + READ_AHEAD)

@@ -35,6 +35,7 @@ import collections
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -48,7 +49,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 from .. import codec
 from ..errors import (BadRequest, ComputeBusy, FunctionFailed, FunctionTimedOut, FunctionUnavailable,
-                      InvalidArgument, NotFound, PayloadTooLarge, SpendCapReached, XscError)
+                      InvalidArgument, NotFound, PayloadTooLarge, SpendCapReached, StorageFull, XscError)
 from ..identity import Identity
 from ..storage.core.capability import Capability
 from ..storage.core.ranges import content_range, parse_range
@@ -58,6 +59,7 @@ from .job_sandbox import Sandboxed, admit, record_and_owe, sandboxed
 from .jobspec import Input, JobSpec, parse_input, parse_job
 from .service import ComputeService, InvokeCall
 from .store import ComputeStore
+from .hosted_jobs import DISK_MARGIN
 from .fastcall import close_held, fcntl_held, pipe_held, read_held
 from .wasi_io import OUTPUT_CAP, Streams, io_fuel
 from .web_on_loop import ON_LOOP_BODY, LoopRuns
@@ -97,6 +99,7 @@ PIPE_READ = 64 * 1024  # bytes read from it at once (a MiB buffer would be mappe
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 ReadFn = Callable[[int], Awaitable[bytes]]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -119,6 +122,26 @@ class Request:
     version: str = "HTTP/1.1"
 
 
+class DiskRoom:
+    """The free disk a placed function's request body or answer is written to only while it keeps `margin` bytes
+    free beside it and the bytes other such writes are about to make (`writing`): strangers' placements, at any
+    max_body and concurrency, cannot fill the disk under the node's own database."""
+
+    def __init__(self, directory: Path, margin: int) -> None:
+        self.directory, self.margin = directory, margin
+        self.writing = 0
+
+    def check(self, size: int, what: str) -> None:
+        """Raise StorageFull (507) unless `size` more bytes of `what` fit now."""
+        try:
+            free = shutil.disk_usage(self.directory).free
+        except OSError:
+            free = 0
+        if free < size + self.margin + self.writing:
+            raise StorageFull(f"this node has no room on disk for {what} now ({size:,} bytes)",
+                              hint="retry later, or with a smaller body")
+
+
 class Spill:
     """A run's stdout: a pipe its program writes (wasmtime's own writes, on the thread running it), kept in memory
     up to SPILL bytes, then in a file in `directory` (so an answer of up to MAX_RESPONSE bytes is never held
@@ -126,10 +149,14 @@ class Spill:
     the loop, the pipe is closed and the program's next write fails (EPIPE); either way the run is refused for
     its cap."""
 
-    def __init__(self, directory: Path, loop: asyncio.AbstractEventLoop, cap: int) -> None:
+    def __init__(self, directory: Path, loop: asyncio.AbstractEventLoop, cap: int, room: DiskRoom | None = None
+                 ) -> None:
         self.directory = directory
         self.loop = loop
         self.cap = cap
+        self.room = room  # a placed function's: its file grows only while the disk has room, checked each CHUNK
+        self.full: StorageFull | None = None  # it had no room: nothing more read
+        self._roomy = SPILL  # bytes it may reach before the disk is checked again
         self.memory = bytearray()
         self.path: Path | None = None
         self._file: BinaryIO | None = None
@@ -220,11 +247,19 @@ class Spill:
             self._kept(chunk)
 
     def _kept(self, chunk: bytes) -> bool:
-        """`chunk` kept, or (past the cap) nothing more read; whether it was kept."""
+        """`chunk` kept, or (past the cap, or the disk's room) nothing more read; whether it was kept."""
         if self.size + len(chunk) > self.cap:
             self.over = True
             self.close()
             return False
+        if self.room is not None and self.size + len(chunk) > self._roomy:
+            try:
+                self.room.check(CHUNK, "the function's answer")
+            except StorageFull as err:
+                self.full = err
+                self.close()
+                return False
+            self._roomy = self.size + CHUNK
         self._keep(chunk)
         return True
 
@@ -472,8 +507,12 @@ class Finish:
         outcome.stderr = stderr.read(0, stderr.size)  # counted in its record; a function's log is not kept
         outcome.over_cap = "stdout" if stdout.over else "stderr" if stderr.over else None
         refusal = _sent_fuel(outcome, stdout.size, limits.fuel)
+        if stdout.full is not None and refusal is None:
+            refusal = "this node had no room on disk for its answer"
         functions._record(served, request, spec, prepared, signature, limits,
                           Sandboxed(outcome, started, argv, [], refusal), budget, bill)
+        if stdout.full is not None:
+            return stdout.full
         if outcome.trap_kind == "deadline":
             return FunctionTimedOut(f"the function ran past its deadline of {limits.timeout:g} s and was stopped",
                                     hint="its owner may give it more time: xsc compute serve --timeout")
@@ -576,6 +615,7 @@ class WebFunctions:
         self.payer = payer  # the owner: every request of its own functions is charged to it
         self.store = store
         self.work_dir = work_dir
+        self.room = DiskRoom(work_dir, DISK_MARGIN)  # what placed functions' requests write on disk
         self.bill = LedgerBill(ledger, tabs, payer, node, bid)
         self._served: dict[str, Served] = {}
         self._placed: dict[tuple[str, str], Served] = {}  # (owner, name): functions other nodes placed here
@@ -589,7 +629,14 @@ class WebFunctions:
             stale.unlink(missing_ok=True)
         for staged in self.work_dir.glob("in-*"):  # files being staged when a crash came
             shutil.rmtree(staged, ignore_errors=True)
-        self._served = {r["name"]: self._served_from(r) for r in self.store.functions()}
+        records = self.store.functions()
+        for record in records:
+            if _NODE_ID.fullmatch(record["name"]):  # kept from before `serve` refused such names
+                log.warning("function %s is not served: a function's name may not be a node's id (/fn/NODE_ID/NAME/ "
+                            "is where that node's placed functions answer); serve it again under another name "
+                            "(xsc compute serve NAME %s ...) and remove it: xsc compute unserve %s", record["name"],
+                            record["module"], record["name"])
+        self._served = {r["name"]: self._served_from(r) for r in records if not _NODE_ID.fullmatch(r["name"])}
 
     def close(self) -> None:
         self._served = {}
@@ -641,6 +688,8 @@ class WebFunctions:
 
     async def unserve(self, name: str) -> dict[str, Any]:
         served = self._served.pop(name, None)
+        if served is None and _NODE_ID.fullmatch(name):  # kept, not served (`start`): its record may go
+            served = next((Served(r, self.bill) for r in self.store.functions() if r["name"] == name), None)
         if served is None:
             raise NotFound(f"no function named {name!r}", hint="list them: xsc compute functions")
         self.store.remove_function(name)
@@ -810,7 +859,8 @@ class WebFunctions:
         """The function a request is for (`name`: this node's own, or an owner's id then the name of a function
         it placed here, at the start of the request's path), and refusals that need nothing of the body: no such
         function, a body over its cap, too many at once, its hour's spend reached."""
-        served = self._served.get(name)
+        # /fn/NODE_ID/ is only ever that node's placed functions: never a function of this node's own
+        served = None if _NODE_ID.fullmatch(name) else self._served.get(name)
         if served is None and self._placed:
             placed, _, rest = request.path_info[1:].partition("/")
             served = self._placed.get((name, placed))
@@ -892,7 +942,8 @@ class WebFunctions:
         budget = self.compute.budget(call, bill.rate)
         await bill.hold(budget)
         loop = asyncio.get_running_loop()
-        stdout, stderr, stdin = Spill(self._dir(), loop, MAX_RESPONSE), Spill(self._dir(), loop, OUTPUT_CAP), None
+        room = None if served.owner is None else self.room  # (the user's own functions: the user's own disk)
+        stdout, stderr, stdin = Spill(self._dir(), loop, MAX_RESPONSE, room), Spill(self._dir(), loop, OUTPUT_CAP), None
         streams = Streams(refuse_over_cap=True, env=dict(sorted({**record["env"], **_cgi_env(request)}.items())),
                           inputs_dir=self._mounted(served) if record["inputs"] else None)
         try:
@@ -902,7 +953,9 @@ class WebFunctions:
                     ran, read = await self._on_loop(served, request, prepared, spec.entrypoint, signature, argv,
                                                     limits, streams, (stdout, stderr))
                 if ran is None:
-                    stdin, size = await _body_to(read, self.work_dir, record["max_body"])
+                    if room is not None and request.content_length:  # refused before a byte of it is read
+                        room.check(request.content_length, "the request's body")
+                    stdin, size = await _body_to(read, self.work_dir, record["max_body"], room)
                     streams.env["CONTENT_LENGTH"] = str(size)  # a chunked body's too, once it is read
                     admit(self.compute)
                     streams.stdin, streams.prepaid_fuel = None if stdin is None else str(stdin), io_fuel(size)
@@ -1288,8 +1341,10 @@ def _replay(first: bytes, rest: ReadFn | None) -> ReadFn:
     return read
 
 
-async def _body_to(read: ReadFn, directory: Path, cap: int) -> tuple[Path | None, int]:
-    """The request's body in a file in `directory` (its path and size), or None with no body."""
+async def _body_to(read: ReadFn, directory: Path, cap: int, room: DiskRoom | None = None
+                   ) -> tuple[Path | None, int]:
+    """The request's body in a file in `directory` (its path and size), or None with no body; with `room`, each
+    chunk written only if the disk has room for it."""
     chunk = await read(CHUNK)
     if not chunk:
         return None, 0
@@ -1301,7 +1356,15 @@ async def _body_to(read: ReadFn, directory: Path, cap: int) -> tuple[Path | None
                 size += len(chunk)
                 if size > cap:
                     raise PayloadTooLarge(f"the body is over this function's {cap:,} bytes")
-                await in_pool(None, out.write, chunk)
+                if room is None:
+                    await in_pool(None, out.write, chunk)
+                else:
+                    room.check(len(chunk), "the request's body")
+                    room.writing += len(chunk)
+                    try:
+                        await in_pool(None, out.write, chunk)
+                    finally:
+                        room.writing -= len(chunk)
                 chunk = await read(CHUNK)
     except BaseException:
         await in_pool(None, _remove, Path(name))

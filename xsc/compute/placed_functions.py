@@ -10,7 +10,9 @@ this node lacks is refused (404 module-not-found) and the owner may push it (onc
 bounds: PaidCompute.receive_module); the files it mounts, at most MAX_MOUNTED bytes in all, are read from the
 network by their capabilities as any node reads them, only while this node keeps DISK_MARGIN free (counting the
 files of placements being read at that moment), and only once their reading (`mount_price`) is reserved on the
-owner's line here, where it is used whatever comes of it.
+owner's line here, where it is used whatever comes of it.  A function asking a max_body or concurrency past this
+node's (compute.placed_max_body, compute.placed_concurrency) is refused; its requests' bodies and answers are
+written only while the disk keeps DISK_MARGIN free (WebFunctions.room).
 
 Each request then holds its budget on the owner's trust line and on its tab (ProviderTabs), and its run's amount
 is written with its provenance record (one group commit); its caller is answered before that write, so from the
@@ -49,7 +51,7 @@ from ..storage.core.capability import Capability
 from ..ledger.core.model import encode_authorization
 from ..ledger.core.pricing import price_compute
 from ..tasks import in_pool, periodic
-from .functions import WebFunctions, median_ms
+from .functions import CONCURRENCY, MAX_BODY, WebFunctions, median_ms
 from .hosted_jobs import DISK_MARGIN
 from .jobspec import MAX_INPUTS, Input, parse_input
 from .modules import parse_module_id
@@ -158,8 +160,11 @@ class TabBill:
 
 class PlacedFunctions:
     def __init__(self, *, functions: WebFunctions, paid: PaidCompute, store: ComputeStore,
-                 web_url: Callable[[], str | None]) -> None:
+                 web_url: Callable[[], str | None], max_body: int = MAX_BODY, concurrency: int = CONCURRENCY) -> None:
         self.functions = functions  # serves them, with the node's own
+        # the most a placed function may ask (compute.placed_max_body, compute.placed_concurrency): with the room
+        # its requests find on disk (WebFunctions.room), what bounds the disk strangers' callers write
+        self.max_body, self.concurrency = max_body, concurrency
         self.paid = paid  # a placement's terms are checked, and its requests held, as an invoke's are
         self.store = store  # the placements, kept across restarts
         self.web_url = web_url  # where this node's web listener is reached (None: it serves no functions)
@@ -177,6 +182,7 @@ class PlacedFunctions:
                 record = placement["function"]
                 if (record["owner"], record["name"]) != (owner, name):
                     raise InvalidArgument("its record names another function")
+                self._within(record)  # (this node's caps may have been lowered since)
                 self.functions.restore(record, self._bill(owner, name, placement), counts.get((owner, name)))
             except (XscError, KeyError, TypeError, ValueError) as err:  # what no longer checks, or does not read
                 log.info("function %s of %s is not served again: %s", name, owner,
@@ -258,6 +264,7 @@ class PlacedFunctions:
             raise InvalidArgument(f"a placed function is {{{', '.join(sorted(PLACED_FIELDS))}}}")
         if parse_module_id(function["module"]).hex() != function["module"]:  # looked up as it is written
             raise InvalidArgument("a placed function's module is its id, 64 lower-case hex digits")
+        self._within(function)
         price, deal, auth = self.paid.terms(body)
         name = function["name"]
         if auth.job != function_job(owner, name):
@@ -367,6 +374,16 @@ class PlacedFunctions:
                  "errors": served.errors, "in_flight": served.in_flight, "p50_ms": median_ms(served.latencies),
                  "earned": served.spend}
                 for owner, name, served in sorted(self.functions.placed_all(), key=lambda item: item[:2])]
+
+    def _within(self, function: dict[str, Any]) -> None:
+        """Refused (413) if it asks for bodies or requests at once past what this node takes of a placed function."""
+        max_body, concurrency = function.get("max_body", MAX_BODY), function.get("concurrency", CONCURRENCY)
+        if type(max_body) is int and max_body > self.max_body:
+            raise OverCap(f"the function's max_body is {max_body:,} bytes; this node takes placed functions of at most "
+                          f"{self.max_body:,}", hint="place it on another provider, or with a lower --max-body")
+        if type(concurrency) is int and concurrency > self.concurrency:
+            raise OverCap(f"the function's concurrency is {concurrency}; this node takes placed functions of at most "
+                          f"{self.concurrency}", hint="place it on another provider, or with a lower --concurrency")
 
     def _budget(self, function: dict[str, Any], price: int) -> int:
         limits = function.get("limits") or {}

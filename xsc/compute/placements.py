@@ -139,7 +139,8 @@ class Placements:
             await self._place(record, set())
             return
         try:
-            answer = await wire.status(self.paid.client, self._peer_url(placement.provider), placement.provider, name)
+            answer = await wire.status(self.paid.client, self._peer_url(placement.provider), placement.provider,
+                                       self.me, name)
         except (PeerUnreachable, PeerRefused, XscError) as err:
             now = time.monotonic()
             placement.failing_since = placement.failing_since or now
@@ -342,13 +343,13 @@ class Placements:
                 "price": price, "memory_price": self.paid.compute.memory_price,
                 "authorization": encode_authorization(auth).hex(), "deal": deal}
         try:
-            return await wire.place(self.paid.client, url, provider, body)
+            return await wire.place(self.paid.client, url, provider, self.me, body)
         except PeerRefused as err:
             if err.details.get("peer_code") != ModuleNotFound.code:
                 raise
         await push_module(self.paid.client, url, provider,
                           lambda: self.paid.compute.store.wasm(bytes.fromhex(record["module"])), True)
-        return await wire.place(self.paid.client, url, provider, body)
+        return await wire.place(self.paid.client, url, provider, self.me, body)
 
     async def _pay(self, name: str, provider: str, auth: Authorization) -> None:
         """Close a tab for the provider's receipt and pay by it (the payment retry does it if this fails)."""

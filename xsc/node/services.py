@@ -348,7 +348,8 @@ class Node:
                                       work_dir=config.data_dir / "functions", bid=config.market.compute_bid,
                                       placements=self.placements, web_runners=config.compute.web_runners)
         self.placed_functions = PlacedFunctions(functions=self.functions, paid=self.paid, store=self.compute.store,
-                                                web_url=this_web_url)
+                                                web_url=this_web_url, max_body=config.compute.placed_max_body,
+                                                concurrency=config.compute.placed_concurrency)
 
     # --- what /v1/node/status and /health show of the services ------------------------------------------
     def status_parts(self) -> dict[str, Callable[[], object]]:
