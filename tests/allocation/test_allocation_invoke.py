@@ -19,11 +19,8 @@ FUEL = 100_000  # the calls' fuel limit: each reserves 2^17 = 131,072 units of t
 N = 15  # fib(15): a few tens of thousands of fuel, the same every time
 
 
-def _left(node, need: str) -> int | None:
-    return next((n["quantity"] for n in node.app[NODE].allocation.status()["needs"] if n["id"] == need), None)
-
-
-async def test_invokes_are_served_from_the_allocation_and_shrink_the_standing_need(node_factory) -> None:
+async def _gateway_and_provider(node_factory):
+    """A gateway a that offers no compute and a provider b, peers that recognise each other: (a, b's id)."""
     market = {"allocation_delay": 0.05, "allocation_fork_wait": FORK_WAIT}
     a = await node_factory("a", **QUIET, market={**market, "offer_compute": False})
     b = await node_factory("b", **QUIET, market=market)
@@ -33,6 +30,15 @@ async def test_invokes_are_served_from_the_allocation_and_shrink_the_standing_ne
     a_id, b_id = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
     a.app[NODE].market.set_recognition(b_id, Decimal(1))
     b.app[NODE].market.set_recognition(a_id, Decimal(1))
+    return a, b_id
+
+
+def _left(node, need: str) -> int | None:
+    return next((n["quantity"] for n in node.app[NODE].allocation.status()["needs"] if n["id"] == need), None)
+
+
+async def test_invokes_are_served_from_the_allocation_and_shrink_the_standing_need(node_factory) -> None:
+    a, b_id = await _gateway_and_provider(node_factory)
     module = await deploy(a, "fibonacci")
 
     # No standing need yet: the call market places the call (on b, the only provider); b gets the module.
@@ -80,15 +86,7 @@ async def test_invokes_in_flight_at_once_are_not_each_placed_from_the_whole_allo
     """A call placed from the allocation holds its reserved fuel of the provider's part until it ends: calls in flight
     at once are placed from what is left of it, else by the call market (each placed from the whole, three calls took
     three budgets of a part that holds one), and a call that ends without running gives its part back."""
-    market = {"allocation_delay": 0.05, "allocation_fork_wait": FORK_WAIT}
-    a = await node_factory("a", **QUIET, market={**market, "offer_compute": False})
-    b = await node_factory("b", **QUIET, market=market)
-    await a.app[NODE].peers.add(b.app[NODE].peers.url)
-    await a.app[NODE].market.fill_book()
-    await b.app[NODE].market.fill_book()
-    a_id, b_id = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
-    a.app[NODE].market.set_recognition(b_id, Decimal(1))
-    b.app[NODE].market.set_recognition(a_id, Decimal(1))
+    a, b_id = await _gateway_and_provider(node_factory)
     module = await deploy(a, "fibonacci")
     status, body = await invoke(a, module, "fib", N, fuel=FUEL)  # b gets the module
     assert status == 200 and body["provider"] == b_id, body
@@ -136,15 +134,7 @@ async def _gated_deals(node_factory, monkeypatch, calls: int, deals: int):
     """A gateway whose standing compute need b allocates whole, holding `calls` calls' budgets, and whose deals each
     wait, once they hold the dealing's turn, for the test to set their gate: (dealing, b's id, a call's budget,
     the sizes of the deals run so far, their gates, a's default bid)."""
-    market = {"allocation_delay": 0.05, "allocation_fork_wait": FORK_WAIT}
-    a = await node_factory("a", **QUIET, market={**market, "offer_compute": False})
-    b = await node_factory("b", **QUIET, market=market)
-    await a.app[NODE].peers.add(b.app[NODE].peers.url)
-    await a.app[NODE].market.fill_book()
-    await b.app[NODE].market.fill_book()
-    a_id, b_id = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
-    a.app[NODE].market.set_recognition(b_id, Decimal(1))
-    b.app[NODE].market.set_recognition(a_id, Decimal(1))
+    a, b_id = await _gateway_and_provider(node_factory)
     reserved = 1 << FUEL.bit_length()
     quantity = calls * reserved + reserved // 2
     response = await a.post("/v1/allocation/needs", json={"kind": "compute", "quantity": quantity, "seconds": 600})

@@ -257,18 +257,21 @@ async def test_the_allocation_places_no_need_on_room_this_nodes_puts_in_flight_h
     await eventually_async(lambda: a.app[NODE].allocation.allocated("storage").get(b_id, 0) >= size,
                            "b to allocate to a's need")
     dealing, needs = a.app[NODE].dealing, a.app[NODE].needs
-    first = [dealing.need("first", "storage", size, 3600, 10**9)]
-    needs.open(first)
-    placed = (await dealing.deal(first))["first"]
+    placed = await _dealt(dealing, needs, "first", size)
     assert placed.provider == b_id and placed.allocated
 
-    second = [dealing.need("second", "storage", size, 3600, 10**9)]
-    needs.open(second)
-    assert (await dealing.deal(second))["second"].provider == c_id  # 40% of b's slot left while the first is stored
+    # 40% of b's slot left while the first is stored
+    assert (await _dealt(dealing, needs, "second", size)).provider == c_id
     needs.withdraw(["first", "second"])  # their puts ended, storing nothing
-    third = [dealing.need("third", "storage", size - 1, 3600, 10**9)]  # (a shape of its own: matched, not reused)
-    needs.open(third)
-    assert (await dealing.deal(third))["third"].provider == b_id
+    # (a shape of its own: matched, not reused)
+    assert (await _dealt(dealing, needs, "third", size - 1)).provider == b_id
+
+
+async def _dealt(dealing, needs, name: str, size: int):
+    """The assignment of a put's need of `size` bytes, opened (as a put in flight holds it) and dealt."""
+    need = [dealing.need(name, "storage", size, 3600, 10**9)]
+    needs.open(need)
+    return (await dealing.deal(need))[name]
 
 
 async def _allocated_to(node_factory, standing: int, size: int):
@@ -297,19 +300,13 @@ async def test_two_puts_in_flight_never_spend_one_allocations_room_twice(node_fa
     size = 600_000
     a, b_id = await _allocated_to(node_factory, standing=1_000_000, size=size)
     dealing, needs = a.app[NODE].dealing, a.app[NODE].needs
-    first = [dealing.need("first", "storage", size, 3600, 10**9)]
-    needs.open(first)
-    placed = (await dealing.deal(first))["first"]
+    placed = await _dealt(dealing, needs, "first", size)
     assert placed.provider == b_id and placed.allocated
 
-    second = [dealing.need("second", "storage", size, 3600, 10**9)]
-    needs.open(second)
-    placed = (await dealing.deal(second))["second"]
+    placed = await _dealt(dealing, needs, "second", size)
     assert placed.provider == b_id and not placed.allocated  # at most 400,000 of b's allocation left to it
     needs.withdraw(["first", "second"])  # their puts ended, storing nothing
-    third = [dealing.need("third", "storage", size - 1, 3600, 10**9)]  # (a shape of its own: matched, not reused)
-    needs.open(third)
-    assert (await dealing.deal(third))["third"].allocated
+    assert (await _dealt(dealing, needs, "third", size - 1)).allocated  # a shape of its own: matched, not reused
 
 
 async def test_a_put_after_the_puts_holding_the_allocation_ended_is_placed_from_it_not_as_a_kept_deal(

@@ -95,6 +95,19 @@ def _naming_runs(provider, monkeypatch, named: str) -> None:
     monkeypatch.setattr(checks, "served", lambda peer, pid: _resigned(provider, served(peer, last[-1]), id=named))
 
 
+def _records_held_back(monkeypatch) -> asyncio.Event:
+    """The gateway's fetches of records wait until the event answered is set."""
+    release = asyncio.Event()
+    fetch = spot_checks.fetch_record
+
+    async def held_back(*args):
+        await release.wait()
+        return await fetch(*args)
+
+    monkeypatch.setattr(spot_checks, "fetch_record", held_back)
+    return release
+
+
 async def _peer_get(node, sender: Identity, path: str) -> tuple[int, dict]:
     headers = sign_request(sender, "GET", path, b"", receiver=node.app[IDENTITY].id)
     response = await node.request("GET", path, headers={**headers, "Authorization": ""})
@@ -169,14 +182,7 @@ async def test_a_tab_is_not_paid_before_the_check_of_a_call_on_it_ends(node_fact
     # the call it catches is not paid.
     gateway, provider, module = await _pair(node_factory, check_rate=1)
     before = _balances(gateway, provider)
-    release = asyncio.Event()
-    fetch = spot_checks.fetch_record
-
-    async def held_back(*args):
-        await release.wait()
-        return await fetch(*args)
-
-    monkeypatch.setattr(spot_checks, "fetch_record", held_back)
+    release = _records_held_back(monkeypatch)
 
     def more_fuel(answer: dict) -> dict:
         answer["run"]["fuel_consumed"] += 1
@@ -363,14 +369,7 @@ async def test_checks_after_the_answers_are_bounded_in_number(node_factory, monk
         monkeypatch.setattr(spot_checks, "CHECKING", 1)
     most = min(spot_checks.CHECKING, spot_checks.PER_PROVIDER)
     gateway, provider, module = await _pair(node_factory, check_rate=1)
-    release = asyncio.Event()
-    fetch = spot_checks.fetch_record
-
-    async def held_back(*args):
-        await release.wait()
-        return await fetch(*args)
-
-    monkeypatch.setattr(spot_checks, "fetch_record", held_back)
+    release = _records_held_back(monkeypatch)
     calls = most + 4
     answers = await asyncio.gather(*(_add(gateway, module, n, 1) for n in range(calls)))
     assert [status for status, _ in answers] == [200] * calls, answers  # none waited for its check

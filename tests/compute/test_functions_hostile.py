@@ -84,6 +84,13 @@ HOSTILE_HEADS = [
 ]
 
 
+async def _hello_served(port: int) -> None:
+    """The web listener on `port` still serves the `hello` function."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}/fn/hello/") as response:
+            assert response.status == 200
+
+
 async def _dripped(writer: asyncio.StreamWriter, pieces: list[bytes], until: asyncio.Future, pace: float) -> None:
     """Write `pieces` one at a time, `pace` seconds apart (the caller's pace, not a wait for the node: what is
     awaited is `until`), until `until` is done."""
@@ -307,9 +314,7 @@ async def test_a_head_trickled_a_byte_at_a_time_is_cut_at_the_idle_timeout(node_
     finally:
         closed.cancel()
         writer.close()
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{port}/fn/hello/") as response:
-            assert response.status == 200
+    await _hello_served(port)
 
 
 async def test_idle_connections_to_the_web_listener_are_capped_per_address_and_closed(node_factory) -> None:
@@ -324,9 +329,7 @@ async def test_idle_connections_to_the_web_listener_are_capped_per_address_and_c
     refused = [a for a in answers if a.startswith(b"HTTP/1.1 503")]
     assert len(refused) >= 48 - 16 and all(b"too-many-connections" in a for a in refused)
     assert set(answers) - set(refused) <= {b""}  # the rest closed once idle
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{port}/fn/hello/") as response:
-            assert response.status == 200
+    await _hello_served(port)
 
 
 async def test_a_caller_that_stops_reading_a_long_answer_is_cut_and_the_answer_removed(node_factory) -> None:
@@ -381,9 +384,7 @@ async def test_a_caller_whose_body_stops_is_answered_408_and_frees_its_run(node_
     finally:
         answered.cancel()
         writer.close()
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{port}/fn/hello/") as response:
-                assert response.status == 200
+        await _hello_served(port)
 
 
 async def test_callers_at_once_cannot_take_a_function_past_its_spend_cap_by_more_than_one_run(node_factory) -> None:
