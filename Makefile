@@ -27,15 +27,9 @@ run: $(STAMP)
 	$(COMPILE)
 	$(BIN)/xsc node start
 
-# The tests' temporary folders (each test node's data dir) on /dev/shm where it is a tmpfs that allows programs and
-# has 8 GiB free: a test's synced writes there wait for no disk, and what its kill -9s check is the same (a killed
-# process loses no page it wrote; only a power cut would).
-TEST_TMPDIR := $(shell findmnt -no FSTYPE,OPTIONS /dev/shm 2>/dev/null | grep -v noexec | grep -q '^tmpfs' && \
-	[ "$$(df -k --output=avail /dev/shm | tail -n 1)" -ge 8388608 ] && echo /dev/shm)
-
 test: $(STAMP)
 	$(COMPILE)
-	$(if $(TEST_TMPDIR),TMPDIR=$(TEST_TMPDIR)) $(BIN)/python -m pytest -n 2 --dist worksteal -q -rs
+	$(BIN)/python -m pytest -n 2 --dist worksteal -q -rs
 
 bench: $(STAMP)
 	$(COMPILE)
