@@ -13,6 +13,7 @@ from tests.support.allocation import FORK_WAIT
 from tests.support.waiting import eventually_async
 from tests.support.compute import deploy, invoke
 from xsc.node.appkeys import NODE
+from xsc.storage.strangers import PassingOver
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 FUEL = 100_000  # the calls' fuel limit: each reserves 2^17 = 131,072 units of the allocation
@@ -201,3 +202,34 @@ async def test_deals_batched_with_a_dealer_cancelled_mid_deal_are_dealt_in_the_n
     for a in placed:
         dealing.ended(a)
     assert dealing.status()["held_from_allocation"] == {} and dealing.status()["deals_waiting"] == 0
+
+
+async def test_a_call_cancelled_while_its_providers_terms_are_asked_holds_nothing_of_the_allocation(
+        node_factory, monkeypatch) -> None:
+    """A call placed from the allocation whose caller is cancelled while the provider's terms are asked (a provider
+    that wanted prepayment lately is asked again before it is passed over) gives back what it held of the provider's
+    part: held until a restart, it would shrink what the allocation serves for good."""
+    a, b_id = await _gateway_and_provider(node_factory)
+    reserved = 1 << FUEL.bit_length()
+    quantity = 2 * reserved + reserved // 2
+    response = await a.post("/v1/allocation/needs", json={"kind": "compute", "quantity": quantity, "seconds": 600})
+    assert response.status == 201
+    dealing = a.app[NODE].dealing
+    await eventually_async(lambda: a.app[NODE].allocation.allocated("compute").get(b_id) == quantity,
+                           "b to allocate a's whole need")
+    module = await deploy(a, "fibonacci")
+    asked = asyncio.Event()
+
+    async def never_answered(self, provider: str) -> bool:
+        asked.set()
+        await asyncio.Event().wait()  # the provider's terms never come: the caller is cancelled meanwhile
+        return False
+
+    monkeypatch.setattr(PassingOver, "passes", never_answered)
+    call = asyncio.create_task(a.app[NODE].paid.invoke({"module": module, "function": "fib", "args": [N],
+                                                        "fuel": FUEL}))
+    await asyncio.wait_for(asked.wait(), 30)
+    assert dealing.status()["held_from_allocation"] == {"compute": {b_id: reserved}}
+    call.cancel()
+    await asyncio.wait([call])
+    assert dealing.status()["held_from_allocation"] == {}

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
+from types import SimpleNamespace
 
 from tests.support.allocation import FORK_WAIT
 from tests.support.compute import deploy, peer_with_provider
 from tests.support.jobs import QUIET, run_job
 from tests.support.waiting import eventually_async
-from xsc.compute import sent_jobs
+from xsc.compute import jobs, sent_jobs
 from xsc.errors import PeerUnreachable
 from xsc.node import IDENTITY
 from xsc.node.appkeys import NODE
+from xsc.storage.strangers import PassingOver
 
 FUEL = 10_000_000  # each job's fuel limit: it holds 2^24 of a provider's part while it is placed there
 BUDGET = 1 << FUEL.bit_length()
@@ -97,3 +99,28 @@ async def test_a_job_or_replica_whose_provider_fails_or_is_passed_over_gives_bac
     status, job = await run_job(gateway, spec, stdin=b"still other bytes")
     assert status == 201 and job["state"] == "done" and job["provider"] != passed[0][0], (passed, job)
     assert passed[0][1] == BUDGET and _held(gateway) == {}, (passed, _held(gateway))
+
+
+async def test_replicas_being_chosen_when_their_job_is_cancelled_hold_nothing_of_the_allocation(node_factory,
+                                                                                                monkeypatch) -> None:
+    """A replicated job cancelled while its replicas' providers are chosen (the second one's terms being asked): the
+    replica already chosen and the one being asked give back what they held of the providers' parts."""
+    gateway = await _allocated(node_factory)
+    node, asked, blocked = gateway.app[NODE], [], asyncio.Event()
+
+    async def second_never_answered(self, provider: str) -> bool:
+        asked.append(provider)
+        if len(asked) == 2:
+            blocked.set()
+            await asyncio.Event().wait()  # its terms never come: the job is cancelled meanwhile
+        return False
+
+    monkeypatch.setattr(PassingOver, "passes", second_never_answered)
+    choosing = asyncio.create_task(jobs._providers(node.dealing, gateway.app[IDENTITY].id, SimpleNamespace(fuel=FUEL),
+                                                   node.paid.default_bid, 2, frozenset(),
+                                                   node.provider_terms.passing_over()))
+    await asyncio.wait_for(blocked.wait(), 30)
+    assert sum(_held(gateway)["compute"].values()) == 2 * BUDGET  # one chosen, one being asked
+    choosing.cancel()
+    await asyncio.wait([choosing])
+    assert _held(gateway) == {}

@@ -327,7 +327,7 @@ class JobService:
                 raise last from None  # no other provider: what the last one did is the job's failure
             if assignment.provider == self.node.id:
                 return assignment
-            if self._placed_on[assignment.provider] >= PER_SENDER or await over.passes(assignment.provider):
+            if self._placed_on[assignment.provider] >= PER_SENDER or await _passes(over, self.dealing, assignment):
                 # (others filled it while this one was being placed, or it wanted prepayment lately): left out now
                 self.dealing.ended(assignment)
                 continue
@@ -712,19 +712,34 @@ async def _providers(dealing: Any, me: str, limits, bid: int, n: int, tried: fro
     """Up to `n` assignments of a replica each, on distinct providers the market offers other than this node (`me`)
     and those `tried` (which held a replica of the job), passing over those that wanted prepayment lately."""
     chosen: list[Any] = []
-    while len(chosen) < n:
-        taken = tried | frozenset(a.provider for a in chosen) | {me} | over.left_out()
-        try:
-            a = await dealing.compute_deal(limits.fuel, bid, taken, providers=n - len(chosen))
-        except XscError:
-            if over.exhausted():
-                continue
-            break
-        if await over.passes(a.provider):
-            dealing.ended(a)  # what it held of the allocation is free for the next one
-        else:
-            chosen.append(a)
+    try:
+        while len(chosen) < n:
+            taken = tried | frozenset(a.provider for a in chosen) | {me} | over.left_out()
+            try:
+                a = await dealing.compute_deal(limits.fuel, bid, taken, providers=n - len(chosen))
+            except XscError:
+                if over.exhausted():
+                    continue
+                break
+            if await _passes(over, dealing, a):
+                dealing.ended(a)  # what it held of the allocation is free for the next one
+            else:
+                chosen.append(a)
+    except BaseException:  # cancelled while choosing: those chosen hold nothing of the allocation
+        for a in chosen:
+            dealing.ended(a)
+        raise
     return chosen
+
+
+async def _passes(over: Any, dealing: Any, assignment: Any) -> bool:
+    """Whether the work passes `assignment`'s provider over (it wants prepayment lately); cancelled while that is
+    asked, the assignment holds nothing of the allocation."""
+    try:
+        return await over.passes(assignment.provider)
+    except BaseException:
+        dealing.ended(assignment)
+        raise
 
 
 def _too_few(offered: int, spec: JobSpec, job: dict[str, Any]) -> TooFewProviders:

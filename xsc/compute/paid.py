@@ -178,10 +178,9 @@ class PaidCompute:
                     "allocated": assignment.allocated}
             if assignment.provider == self.node.id:
                 break
-            if await over.passes(assignment.provider):
-                self.dealing.ended(assignment)  # what it held of the allocation is free for the next one
-                continue
             try:
+                if await over.passes(assignment.provider):
+                    continue  # (what it held of the allocation is free for the next one: below)
                 result = await self.invoke_remote(assignment.provider, assignment.price, call, deal, verify)
             except Trap as err:  # it ran: the fuel it used was served (from the allocation, if placed there)
                 self.dealing.invoked(assignment, _fuel_of(err.details.get("fuel_consumed"), call_fuel))
@@ -202,7 +201,7 @@ class PaidCompute:
                 failed.add(assignment.provider)
                 refused = err
                 continue
-            finally:  # ran, failed or refused: the call no longer holds its part of the allocation
+            finally:  # ran, failed, refused, passed over or cancelled: it no longer holds its part of the allocation
                 self.dealing.ended(assignment)
             self.dealing.invoked(assignment, _fuel_of(result.get("fuel_consumed"), call_fuel))
             self.on_invoked("remote")
