@@ -120,7 +120,8 @@ async def test_a_spinning_try_comes_back_from_the_runner_and_runs_to_its_deadlin
         assert served == [200] * 20 and not spinning.done()  # answered while the spinning request still runs
         status, body = await spinning
         assert status == 504 and b"deadline" in body
-        assert on_loop.retried == 1 and on_loop.failed_over == 0 and link.ended is None
+        # (not `retried == 1`: on a busy machine a hello try kept from the CPU is tried again too)
+        assert on_loop.failed_over == 0 and link.ended is None
 
 
 def _port(base: str) -> int:
