@@ -471,7 +471,7 @@ class JobService:
         for job in records:  # done, its providers' receipts not paid yet: paid what the record says they are owed
             if job.get("state") not in UNFINISHED:
                 for pay in job.get("paid_on", []):
-                    self.sent.owed_after_restart(pay["provider"], pay["authorization"], pay["charge"])
+                    self.sent.owed_after_restart(pay["authorization"], pay["charge"])
         # Asked of their providers several at once (a node with many jobs in flight is back soon), at most
         # RECOVER_AT_ONCE: each holds a connection, a work directory and its outputs.  The jobs to finish last:
         # storing may have to wait for the market, and the others' tabs are held meanwhile.

@@ -304,7 +304,7 @@ class RemoteAnswers:
                                      "its provider signed", hint="run the job again")
         done = await self._store_answered(job, answered["run"])
         for pay in answered["pays"]:
-            self.sent.owed_after_restart(pay["provider"], pay["authorization"], pay["charge"])
+            self.sent.owed_after_restart(pay["authorization"], pay["charge"])
         return answered_with(job, *done)
 
     async def _refused_unpaid(self, job: dict[str, Any]) -> None:
@@ -363,7 +363,7 @@ class RemoteAnswers:
         await self.outputs.remove([o["capability"] for o in job.get("outputs", [])])
         await self._refused_unpaid(job)
         for pay in job.get("answered", {}).get("pays", []):
-            self.sent.owed_after_restart(pay["provider"], pay["authorization"], pay["charge"])
+            self.sent.owed_after_restart(pay["authorization"], pay["charge"])
         cut = [job[step] for step in ("sent", "fetching") if step in job]  # its answer, or its outputs, never came
         for step in cut + [r for r in job.get("replicating", {}).values() if "authorization" in r]:
             await self.sent.unanswered_after_restart(step["authorization"])  # (a replica not compared: not paid)

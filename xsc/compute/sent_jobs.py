@@ -145,7 +145,7 @@ class SentJobs:
         (`owed_after_restart`)."""
         charge = returned.run["charge"]
         if returned.tab is None:
-            self.owed_after_restart(returned.provider, returned.authorization, charge)
+            self.owed_after_restart(returned.authorization, charge)
             return
         self.paid.gateway_tabs.answered(returned.tab, returned.budget, charge)
 
@@ -154,7 +154,7 @@ class SentJobs:
         `owed_after_restart` or `unanswered_after_restart` (remote_tabs.GatewayTabs.hold_off)."""
         return self.paid.gateway_tabs.hold_off(bytes.fromhex(authorization))
 
-    def owed_after_restart(self, provider: str, authorization: str, charge: int) -> None:
+    def owed_after_restart(self, authorization: str, charge: int) -> None:
         """After a restart: pay the job tab `authorization` the `charge` its checked run was recorded owing."""
         self.paid.gateway_tabs.owed_after_restart(bytes.fromhex(authorization), charge)
 
