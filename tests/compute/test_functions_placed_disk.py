@@ -1,0 +1,161 @@
+"""A provider's disk and caps against the functions other nodes place on it (compute/placed_functions.py,
+compute/functions.py): an answer or body with no room on disk, two placements of one name at once, a placement kept
+from before the caps were lowered."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+
+import aiohttp
+
+from tests.support.compute import deploy, peer_with_provider
+from tests.support.disks import tmpfs
+from tests.support.jobs import QUIET
+from tests.support.nodes import free_port
+from tests.support.waiting import eventually_async
+from xsc.compute import functions as functions_module
+from xsc.compute.placed_functions import function_job
+from xsc.compute.remote_tabs import TAB_METERS
+from xsc.compute.service import InvokeCall
+from xsc.errors import PeerRefused
+from xsc.identity import Identity
+from xsc.ledger.core.model import encode_authorization
+from xsc.ledger.receipts import check_receipt
+from xsc.net.compute import close_tab
+from xsc.net.functions import FUNCTION_ANSWER, FUNCTIONS_PATH
+from xsc.node import IDENTITY
+from xsc.node.appkeys import NODE
+
+ANSWER = b"Content-Type: application/octet-stream\n\n" + b"x" * (5 << 20)  # `raw` answers it as it is
+
+
+async def _get(url: str, method: str = "GET", **kwargs) -> tuple[int, dict, bytes]:
+    async with aiohttp.ClientSession() as session:
+        async with session.request(method, url, allow_redirects=False, **kwargs) as response:
+            try:
+                return response.status, dict(response.headers), await response.read()
+            except aiohttp.ClientPayloadError:  # a streamed answer cut short
+                return response.status, dict(response.headers), b""
+
+
+async def _owner_and_provider(node_factory, **compute):
+    provider = await node_factory("provider", **QUIET, compute=compute,
+                                  node={"web_listen": f"127.0.0.1:{free_port()}", "web_rate_limit": 1000})
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
+    await peer_with_provider(owner, provider)
+    module = await deploy(owner, "cgi", wasi=True)
+    await provider.app[NODE].compute.deploy(owner.app[NODE].compute.store.wasm(bytes.fromhex(module)), wasi=True)
+    return owner, provider, module, provider.app[NODE].market.honoured_ask("compute")
+
+
+def _budget(provider, module: str, price: int) -> int:
+    return provider.app[NODE].compute.budget(InvokeCall(module, "_start", [], None, None, None, True), price)
+
+
+async def _place(owner, provider, function: dict, price: int, authorization) -> tuple[int, dict]:
+    """A placement sent as the owner's node (signed); (status, answer)."""
+    body = {"function": function, "price": price, "deal": {}, "memory_price": provider.app[NODE].compute.memory_price,
+            "authorization": encode_authorization(authorization).hex()}
+    try:
+        answer = await owner.app[NODE].client.request(provider.app[NODE].peers.url, "POST", FUNCTIONS_PATH, json=body,
+                                                      to=provider.app[IDENTITY].id, max_size=FUNCTION_ANSWER)
+        return answer.status, answer.json()
+    except PeerRefused as err:
+        return err.details["peer_status"], {"code": err.details["peer_code"], "detail": err.message}
+
+
+def _runs(provider, owner_id: str) -> list[dict]:
+    return [r["record"] for r in provider.app[NODE].compute.recent_provenance(1000)
+            if r["record"].get("deal", {}).get("gateway") == owner_id]
+
+
+async def test_a_placed_functions_answer_with_no_room_on_disk_is_charged_as_an_answer_over_its_cap(
+        node_factory, monkeypatch):
+    """The provider ran the function, whether its answer found no room on disk or went over its cap: each run is
+    charged what it ran, every time, on its record, the tab's total, what the provider lists as earned and the
+    receipt the owner pays."""
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    owner_id, node, pid = owner.app[IDENTITY].id, owner.app[NODE], provider.app[IDENTITY].id
+    functions = provider.app[NODE].functions
+    monkeypatch.setattr(functions.room, "margin", 1 << 20)
+    authorization = await node.payments.authorize(pid, 12 * _budget(provider, module, price),
+                                                  function_job(owner_id, "raw"), ttl=3600)
+    shutil.rmtree(functions.work_dir, ignore_errors=True)
+    with tmpfs(functions.work_dir, "8m"):
+        status, answer = await _place(owner, provider, {"name": "raw", "module": module, "entrypoint": "raw"}, price,
+                                      authorization)
+        assert status == 201, answer
+        for _ in range(3):  # refused whole (a range waits for the whole answer), then streamed and cut short
+            status, _, problem = await _get(answer["url"], "POST", data=ANSWER, headers={"Range": "bytes=0-"})
+            assert status == 507 and json.loads(problem)["code"] == "storage-full", problem[:300]
+            status, _, body = await _get(answer["url"], "POST", data=ANSWER)
+            assert (status, len(body)) != (200, len(ANSWER) - 40), status  # never a whole-looking answer
+        monkeypatch.setattr(functions_module, "MAX_RESPONSE", 2 << 20)  # room on disk, but past its cap
+        status, _, problem = await _get(answer["url"], "POST", data=ANSWER, headers={"Range": "bytes=0-"})
+        assert status == 502 and "cap" in json.loads(problem)["detail"], problem[:300]
+    tabs = provider.app[NODE].paid.provider_tabs
+
+    async def written():
+        tab = await tabs.standing(authorization)
+        return tab.count == 7 and not tab.in_flight and tab
+
+    tab = await eventually_async(written, "every run's record written, with what it owes on the tab")
+    runs = _runs(provider, owner_id)
+    assert len(runs) == 7 and all(run["charge"] > 0 and run["fuel_consumed"] > 0 for run in runs), runs
+    charged = sum(run["charge"] for run in runs)
+    assert tab.total == charged
+    (hosted,) = provider.app[NODE].placed_functions.hosted()
+    assert (hosted["requests"], hosted["errors"], hosted["earned"]) == (7, 7, charged), hosted
+    receipt = check_receipt(pid, await close_tab(node.client, provider.app[NODE].peers.url, pid,
+                                                 encode_authorization(authorization).hex()),
+                            authorization, meters=TAB_METERS)
+    assert (receipt.amount, dict(receipt.usage)["invokes"]) == (charged, 7)
+
+
+async def test_a_chunked_body_that_finds_no_room_on_the_providers_disk_is_refused_and_nothing_of_it_is_kept(
+        node_factory, monkeypatch):
+    """A body of no declared length cannot be refused before it is read: it is written a MiB at a time while the
+    provider's disk keeps its margin free, then refused (507, a problem body), its part written removed, and nothing
+    charged: the function never ran."""
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    owner_id, node, pid = owner.app[IDENTITY].id, owner.app[NODE], provider.app[IDENTITY].id
+    functions, paid = provider.app[NODE].functions, provider.app[NODE].paid
+    monkeypatch.setattr(functions.room, "margin", 1 << 20)
+    authorization = await node.payments.authorize(pid, 4 * _budget(provider, module, price),
+                                                  function_job(owner_id, "raw"), ttl=3600)
+    shutil.rmtree(functions.work_dir, ignore_errors=True)
+    with tmpfs(functions.work_dir, "8m"):
+        status, answer = await _place(owner, provider, {"name": "raw", "module": module, "entrypoint": "raw"}, price,
+                                      authorization)
+        assert status == 201, answer
+        free = shutil.disk_usage(functions.work_dir).free
+        host, port = provider.app[NODE].config.node.web_listen.split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(f"POST /fn/{owner_id}/raw/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         .encode())
+            chunk = b"%x\r\n" % (256 << 10) + b"y" * (256 << 10) + b"\r\n"
+            answered = asyncio.ensure_future(reader.readuntil(b"\r\n\r\n"))
+            sent = 0
+            while not answered.done() and sent < 64 << 20:  # far past the disk: it is answered first
+                writer.write(chunk)
+                await writer.drain()
+                sent += 256 << 10
+            head = await asyncio.wait_for(answered, 10)
+            length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+                         .split(b":")[1])
+            problem = json.loads(await reader.readexactly(length))
+        finally:
+            writer.close()
+        assert head.startswith(b"HTTP/1.1 507 ") and b"application/problem+json" in head, head
+        assert problem["code"] == "storage-full" and "body" in problem["detail"], problem
+        assert shutil.disk_usage(functions.work_dir).free == free  # its part written removed
+        assert not list(functions.work_dir.glob("std*-*"))
+    assert _runs(provider, owner_id) == []  # it never ran: nothing recorded, nothing owed
+    tab = await paid.provider_tabs.standing(authorization)
+    assert (tab.count, tab.total, tab.reserved, tab.in_flight) == (0, 0, 0, 0)
+    assert paid.trust.line(owner_id)["reserved"] == 0
+    (hosted,) = provider.app[NODE].placed_functions.hosted()
+    assert (hosted["requests"], hosted["errors"], hosted["earned"]) == (1, 1, 0), hosted
