@@ -159,3 +159,51 @@ async def test_a_chunked_body_that_finds_no_room_on_the_providers_disk_is_refuse
     assert paid.trust.line(owner_id)["reserved"] == 0
     (hosted,) = provider.app[NODE].placed_functions.hosted()
     assert (hosted["requests"], hosted["errors"], hosted["earned"]) == (1, 1, 0), hosted
+
+
+async def test_a_name_placed_again_while_its_placement_is_being_made_is_refused_and_loses_no_files(
+        node_factory, monkeypatch):
+    """Two placements of one function at once, with other files: the second is refused (409, a problem body) while
+    the first's files are read, so neither removes the files the other staged; placed again once the first is
+    answered, it takes the first's place and its files are served."""
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    owner_id, node, pid = owner.app[IDENTITY].id, owner.app[NODE], provider.app[IDENTITY].id
+    functions = provider.app[NODE].functions
+    caps = []
+    for text in (b"the first's page\n", b"the second's page\n"):
+        response = await owner.post("/v1/store/files", data=text)
+        caps.append((await response.json())["capability"])
+    stage, reading, go_on = functions._stage, asyncio.Event(), asyncio.Event()
+
+    async def held(item, path):  # the first placement's file is being read while the second comes
+        if item.cap == caps[0]:
+            reading.set()
+            await go_on.wait()
+        return await stage(item, path)
+
+    monkeypatch.setattr(functions, "_stage", held)
+
+    async def place(cap: str) -> tuple[int, dict]:
+        authorization = await node.payments.authorize(pid, 4 * _budget(provider, module, price),
+                                                      function_job(owner_id, "site"), ttl=3600)
+        return await _place(owner, provider, {"name": "site", "module": module, "entrypoint": "files",
+                                              "limits": {"fuel": 10_000_000}, "inputs": [f"{cap}:/in/page"]},
+                            price, authorization)
+
+    first = asyncio.ensure_future(place(caps[0]))
+    try:
+        await asyncio.wait_for(reading.wait(), 30)
+        status, answer = await place(caps[1])
+    finally:
+        go_on.set()
+    assert (status, answer["code"]) == (409, "conflict") and "being placed" in answer["detail"], answer
+    status, answer = await first
+    assert status == 201, answer
+    assert (await _get(answer["url"] + "page"))[::2] == (200, b"the first's page\n")
+    status, again = await place(caps[1])
+    assert status == 201 and again["url"] == answer["url"], again
+    assert (await _get(answer["url"] + "page"))[::2] == (200, b"the second's page\n")
+    placed = functions.work_dir / functions_module.PLACED_DIR / owner_id / "site"
+    assert len(list(placed.iterdir())) == 1  # the first's files removed
+    kept = functions.store.placements()
+    assert [p["function"]["inputs"] for _, p in kept] == [[f"{caps[1]}:/in/page"]]

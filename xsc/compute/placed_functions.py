@@ -5,8 +5,9 @@ An owner is a stranger until its money checks: the placement's terms (price at o
 at its price, an authorization its owner's payer signed to pay this node, not expired, for this very function:
 its job reference names the owner and the function) are checked as an invoke's are (PaidCompute.terms), and its
 tab must have room for one request and the owner's trust line here must cover one, before anything of the
-function is taken.  An owner places at most PER_OWNER functions here, all owners at most MAX_PLACED; a module
-this node lacks is refused (404 module-not-found) and the owner may push it (once, within the pushed-module
+function is taken.  An owner places at most PER_OWNER functions here, all owners at most MAX_PLACED, and a
+function in one placement at a time (one sent while another of it is being made is refused, 409); a module this
+node lacks is refused (404 module-not-found) and the owner may push it (once, within the pushed-module
 bounds: PaidCompute.receive_module); the files it mounts, at most MAX_MOUNTED bytes in all, are read from the
 network by their capabilities as any node reads them, only while this node keeps DISK_MARGIN free (counting the
 files of placements being read at that moment), and only once their reading (`mount_price`) is reserved on the
@@ -44,8 +45,8 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
-from ..errors import (AuthorizationExpired, AuthorizationReplayed, DealRefused, FunctionUnavailable, InvalidArgument,
-                      NotFound, OverCap, QuotaExceeded, SpendCapReached, StorageFull, XscError)
+from ..errors import (AuthorizationExpired, AuthorizationReplayed, Conflict, DealRefused, FunctionUnavailable,
+                      InvalidArgument, NotFound, OverCap, QuotaExceeded, SpendCapReached, StorageFull, XscError)
 from ..identity import public_id
 from ..storage.core.capability import Capability
 from ..ledger.core.model import encode_authorization
@@ -271,8 +272,11 @@ class PlacedFunctions:
             raise DealRefused("the authorization does not pay for this function of yours",
                               hint=f"its job must be {function_job(owner, '<name>')}")
         key = (owner, name)
+        if key in self._placing:  # its files and record are being made: two at once would each remove the other's
+            raise Conflict(f"your function {name[:64]!r} is being placed here already",
+                           hint="place it again once that placement is answered")
         placing = [o for o, n in self._placing if self.functions.placed(o, n) is None]  # (once served: counted so)
-        if self.functions.placed(owner, name) is None and key not in self._placing and (
+        if self.functions.placed(owner, name) is None and (
                 self.functions.placed_by(owner) + placing.count(owner) >= PER_OWNER
                 or self.functions.placed_count + len(placing) >= MAX_PLACED):
             raise QuotaExceeded(f"this node serves at most {PER_OWNER} functions of one owner and {MAX_PLACED} in "
