@@ -207,3 +207,54 @@ async def test_a_name_placed_again_while_its_placement_is_being_made_is_refused_
     assert len(list(placed.iterdir())) == 1  # the first's files removed
     kept = functions.store.placements()
     assert [p["function"]["inputs"] for _, p in kept] == [[f"{caps[1]}:/in/page"]]
+
+
+async def test_placements_past_caps_lowered_since_are_dropped_at_start_and_their_owner_is_told(node_factory):
+    """A provider started again with lower compute.placed_max_body and placed_concurrency drops each placement
+    kept from before that asks for more (its files with it) and serves the others again at the same URL; the owner's
+    next check finds the dropped ones gone, and its list says why the provider no longer takes them."""
+    web_listen = f"127.0.0.1:{free_port()}"
+    web = {"web_listen": web_listen, "web_rate_limit": 1000}
+    provider = await node_factory("provider", **QUIET, node=web)
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False},
+                               node={"placement_interval": 0.25})
+    await peer_with_provider(owner, provider)
+    module = await deploy(owner, "cgi", wasi=True)
+    asked = {"big": {"max_body": 2 << 20}, "many": {"concurrency": 12, "max_body": 1 << 20}, "fits": {"max_body": 1 << 20}}
+    for name, caps in asked.items():
+        response = await owner.post("/v1/compute/functions", json={"name": name, "module": module, "on_market": True,
+                                                                   **caps})
+        assert response.status < 300, await response.text()
+
+    async def listed() -> dict[str, dict]:
+        response = await owner.get("/v1/compute/functions")
+        return {f["name"]: f for f in (await response.json())["functions"]}
+
+    urls = await eventually_async(lambda: _all_served(listed), "the three functions placed", 30)
+    owner_id = owner.app[IDENTITY].id
+    placed = provider.app[NODE].functions.work_dir / functions_module.PLACED_DIR / owner_id
+    assert sorted(p.name for p in placed.iterdir()) == ["big", "fits", "many"]
+    await provider.close()
+    again = await node_factory("provider", **QUIET, node=web,
+                               compute={"placed_max_body": 1 << 20, "placed_concurrency": 8})
+    assert [name for (_, name), _ in again.app[NODE].functions.store.placements()] == ["fits"]
+    assert sorted(p.name for p in placed.iterdir()) == ["fits"]  # the dropped ones' files removed
+    assert (await _get(urls["fits"] + "after"))[0] == 200  # the same URL, not placed again
+    for name in ("big", "many"):
+        status, headers, problem = await _get(urls[name] + "after")
+        assert status == 404 and headers["Content-Type"].startswith("application/problem+json"), problem
+    await peer_with_provider(owner, again)  # at its new peer address
+
+    async def told():
+        found = await listed()
+        said = {name: found[name].get("not_placed") or "" for name in ("big", "many")}
+        return "max_body" in said["big"] and "concurrency" in said["many"] and said
+    said = await eventually_async(told, "the owner told why the provider no longer takes them", 30)
+    assert all("over-cap" in text or "takes placed functions of at most" in text for text in said.values()), said
+    assert (await listed())["fits"]["url"] == urls["fits"]
+
+
+async def _all_served(listed) -> dict[str, str] | None:
+    found = await listed()
+    urls = {name: f.get("url") for name, f in found.items()}
+    return urls if all(urls.values()) else None
