@@ -16,7 +16,7 @@ from tests.support.compute import call_at_once, deploy
 from tests.support.nodes import close_node, free_port, serve
 from tests.support.waiting import eventually_async
 from xsc import keys
-from xsc.compute import functions
+from xsc.compute import functions, provenance
 from xsc.compute.web_on_loop import ON_LOOP_BODY
 from xsc.ledger import price_budget
 from xsc.node import CLIENT_IDENTITY
@@ -211,6 +211,36 @@ async def test_an_answer_past_its_cap_is_refused_until_its_head_is_sent_and_cut_
 
     await eventually_async(lambda: len(runs()) == 4, "the four runs to be recorded")
     assert all(r["charge"] > 0 for r in runs())  # the refused runs are recorded and paid too
+
+
+async def test_a_run_whose_answer_is_refused_is_signed_as_the_trap_its_caller_was_told(web, monkeypatch) -> None:
+    """An answer refused for the fuel its bytes cost, or for its cap, by a run that had not trapped: its signed record
+    says so (`"outcome": "trap"`, the kind and the message its caller's 502 gave), never "ok", and still verifies;
+    `compute provenance` (its HTTP route) shows it."""
+    node, base = web
+    module = await deploy(node, "cgi", wasi=True)
+    # Its stdin (paid before it runs) and its run fit its fuel; the bytes of its answer, as many again, do not.
+    await _serve(node, name="thrifty", module=module, entrypoint="raw", limits={"fuel": 600_000})
+    await _serve(node, name="wordy", module=module, entrypoint="raw")
+    body = b"Content-Type: text/plain\n\n" + b"x" * 100_000
+    status, _, problem = await _get(f"{base}/fn/thrifty/", "POST", data=body, headers={"Range": "bytes=0-"})
+    assert status == 502 and b"more than its fuel limit has left" in problem, problem[:300]
+    monkeypatch.setattr(functions, "MAX_RESPONSE", 64 * 1024)
+    status, _, problem = await _get(f"{base}/fn/wordy/", "POST", data=body, headers={"Range": "bytes=0-"})
+    assert status == 502 and b"its stdout went over its cap" in problem, problem[:300]
+
+    def runs() -> dict[str, str]:
+        return {r["record"]["job"]["function"]: r["record"]["id"] for r in node.app[NODE].compute.recent_provenance(10)
+                if "job" in r["record"]}
+
+    found = await eventually_async(lambda: len(runs()) == 2 and runs(), "both runs to be recorded")
+    for name, kind, said in (("thrifty", "out-of-fuel", "more than its fuel limit has left"),
+                             ("wordy", "output-limit", "its stdout went over its cap")):
+        signed = await (await node.get(f"/v1/compute/provenance/{found[name]}")).json()
+        record = provenance.check(signed, stored=True)
+        assert record["outcome"] == "trap" and "results" not in record, record
+        assert record["trap"]["kind"] == kind and said in record["trap"]["message"], record["trap"]
+        assert record["charge"] > 0, record
 
 
 async def test_an_answer_over_its_cap_before_its_head_is_sent_is_never_streamed(monkeypatch, tmp_path) -> None:

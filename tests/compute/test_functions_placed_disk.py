@@ -16,6 +16,7 @@ from tests.support.jobs import QUIET
 from tests.support.nodes import free_port
 from tests.support.waiting import eventually_async
 from xsc.compute import functions as functions_module
+from xsc.compute import provenance
 from xsc.compute.placed_functions import function_job
 from xsc.compute.remote_tabs import TAB_METERS
 from xsc.compute.service import InvokeCall
@@ -104,6 +105,13 @@ async def test_a_placed_functions_answer_with_no_room_on_disk_is_charged_as_an_a
     tab = await eventually_async(written, "every run's record written, with what it owes on the tab")
     runs = _runs(provider, owner_id)
     assert len(runs) == 7 and all(run["charge"] > 0 and run["fuel_consumed"] > 0 for run in runs), runs
+    # each run's signed record says how its answer ended, as its caller was told: never "ok"
+    assert sorted((run["outcome"], run["trap"]["kind"]) for run in runs) == \
+        [("trap", "output-limit")] + [("trap", "storage-full")] * 6, runs
+    # the owner is shown the provider's signed record of such a run (`compute provenance ID --provider`), checked
+    full = next(run for run in runs if run["trap"]["kind"] == "storage-full")
+    response = await owner.get(f"/v1/compute/provenance/{full['id']}", params={"provider": pid})
+    assert response.status == 200 and provenance.check(await response.json()) == full
     charged = sum(run["charge"] for run in runs)
     assert tab.total == charged
     (hosted,) = provider.app[NODE].placed_functions.hosted()

@@ -506,9 +506,7 @@ class Finish:
             raise
         outcome.stderr = stderr.read(0, stderr.size)  # counted in its record; a function's log is not kept
         outcome.over_cap = "stdout" if stdout.over else "stderr" if stderr.over else None
-        refusal = _sent_fuel(outcome, stdout.size, limits.fuel)
-        if stdout.full is not None and refusal is None:
-            refusal = "this node had no room on disk for its answer"
+        refusal = _refused(outcome, stdout, limits.fuel)
         functions._record(served, request, spec, prepared, signature, limits,
                           Sandboxed(outcome, started, argv, [], refusal), budget, bill)
         if stdout.full is not None:
@@ -1146,15 +1144,22 @@ def _validates(headers: list[tuple[str, str]], if_range: str) -> bool:
     return _header(headers, "last-modified") == if_range
 
 
-def _sent_fuel(outcome, size: int, fuel: int) -> str | None:
-    """Charge the bytes of the answer as a job's stored stdout is charged; why the run is refused, if it is."""
-    sent = io_fuel(size)
-    refusal = None
+def _refused(outcome, stdout: Spill, fuel: int) -> str | None:
+    """Charge the bytes of the answer as a job's stored stdout is charged; why the answer is refused, if it is.  A run
+    refused so that had not trapped is given the refusal as its trap (kind `storage-full`, `output-limit` or
+    `out-of-fuel`, as the caller is answered): its signed record says its answer was refused, not "ok"."""
+    sent = io_fuel(stdout.size)
+    kind = refusal = None
     if outcome.trap_kind is None and outcome.fuel_consumed + sent > fuel:
-        refusal = f"sending its {size:,}-byte answer costs {sent:,} fuel, more than its fuel limit has left"
+        kind = "out-of-fuel"
+        refusal = f"sending its {stdout.size:,}-byte answer costs {sent:,} fuel, more than its fuel limit has left"
     outcome.fuel_consumed = min(fuel, outcome.fuel_consumed + sent)
     if outcome.over_cap is not None:
-        refusal = f"its {outcome.over_cap} went over its cap"
+        kind, refusal = "output-limit", f"its {outcome.over_cap} went over its cap"
+    if stdout.full is not None:  # the caller is answered 507 (Finish)
+        kind, refusal = "storage-full", "this node had no room on disk for its answer"
+    if refusal is not None and outcome.trap_kind is None:
+        outcome.trap_kind, outcome.message = kind, refusal
     return refusal
 
 
