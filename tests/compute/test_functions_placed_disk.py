@@ -1,12 +1,13 @@
 """A provider's disk and caps against the functions other nodes place on it (compute/placed_functions.py,
-compute/functions.py): an answer or body with no room on disk, two placements of one name at once, a placement kept
-from before the caps were lowered."""
+compute/functions.py): an answer or body with no room on disk, two placements of one name at once, a withdrawal while
+a placement is being made, a placement kept from before the caps were lowered."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import shutil
+import time
 
 import aiohttp
 
@@ -25,6 +26,7 @@ from xsc.identity import Identity
 from xsc.ledger.core.model import encode_authorization
 from xsc.ledger.receipts import check_receipt
 from xsc.net.compute import close_tab
+from xsc.net import functions as wire
 from xsc.net.functions import FUNCTION_ANSWER, FUNCTIONS_PATH
 from xsc.node import IDENTITY
 from xsc.node.appkeys import NODE
@@ -215,6 +217,62 @@ async def test_a_name_placed_again_while_its_placement_is_being_made_is_refused_
     assert len(list(placed.iterdir())) == 1  # the first's files removed
     kept = functions.store.placements()
     assert [p["function"]["inputs"] for _, p in kept] == [[f"{caps[1]}:/in/page"]]
+
+
+async def test_a_function_withdrawn_while_it_is_placed_again_is_withdrawn_once_that_placement_is_answered(
+        node_factory, monkeypatch):
+    """The owner's withdrawal of a function that comes while the function is being placed again (with other files)
+    waits for that placement's answer, then withdraws what it placed too: once it is answered "withdrawn", nothing of
+    the function is served, kept or on disk.  Meanwhile another placement of it is refused (409), and the sweep of a
+    function whose tab ended leaves it to the placement (on its next tab) under way."""
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    owner_id, node, pid = owner.app[IDENTITY].id, owner.app[NODE], provider.app[IDENTITY].id
+    functions, placed_functions = provider.app[NODE].functions, provider.app[NODE].placed_functions
+    caps = []
+    for text in (b"the first's page\n", b"the second's page\n"):
+        response = await owner.post("/v1/store/files", data=text)
+        caps.append((await response.json())["capability"])
+    stage, reading, go_on = functions._stage, asyncio.Event(), asyncio.Event()
+    withdraw, withdrawing = placed_functions.withdraw, asyncio.Event()
+
+    async def held(item, path):  # the second placement's file is being read while the withdrawal comes
+        if item.cap == caps[1]:
+            reading.set()
+            await go_on.wait()
+        return await stage(item, path)
+
+    async def seen(owner: str, name: str) -> dict:
+        withdrawing.set()
+        return await withdraw(owner, name)
+
+    monkeypatch.setattr(functions, "_stage", held)
+    monkeypatch.setattr(placed_functions, "withdraw", seen)
+
+    async def place(cap: str) -> tuple[int, dict]:
+        authorization = await node.payments.authorize(pid, 4 * _budget(provider, module, price),
+                                                      function_job(owner_id, "site"), ttl=3600)
+        return await _place(owner, provider, {"name": "site", "module": module, "entrypoint": "files",
+                                              "limits": {"fuel": 10_000_000}, "inputs": [f"{cap}:/in/page"]},
+                            price, authorization)
+
+    status, answer = await place(caps[0])
+    assert status == 201, answer
+    second = asyncio.ensure_future(place(caps[1]))
+    try:
+        await asyncio.wait_for(reading.wait(), 30)
+        assert await placed_functions.sweep(time.time() + 7200) == []  # the first tab has expired by then
+        withdrawn = asyncio.ensure_future(wire.withdraw(node.client, provider.app[NODE].peers.url, pid, "site"))
+        await asyncio.wait_for(withdrawing.wait(), 30)
+        status, refused = await place(caps[0])
+        assert (status, refused["code"]) == (409, "conflict") and "withdrawn" in refused["detail"], refused
+    finally:
+        go_on.set()
+    status, again = await second
+    assert status == 201 and again["url"] == answer["url"], again
+    await withdrawn
+    assert (await _get(answer["url"] + "page"))[0] == 404
+    assert placed_functions.hosted() == [] and functions.store.placements() == []
+    assert not (functions.work_dir / functions_module.PLACED_DIR / owner_id / "site").exists()
 
 
 async def test_placements_past_caps_lowered_since_are_dropped_at_start_and_their_owner_is_told(node_factory):

@@ -6,7 +6,8 @@ at its price, an authorization its owner's payer signed to pay this node, not ex
 its job reference names the owner and the function) are checked as an invoke's are (PaidCompute.terms), and its
 tab must have room for one request and the owner's trust line here must cover one, before anything of the
 function is taken.  An owner places at most PER_OWNER functions here, all owners at most MAX_PLACED, and a
-function in one placement at a time (one sent while another of it is being made is refused, 409); a module this
+function in one placement or withdrawal at a time (a placement sent while another of it, or its withdrawal, is
+being made is refused, 409; a withdrawal waits for the placement under way and withdraws it too); a module this
 node lacks is refused (404 module-not-found) and the owner may push it (once, within the pushed-module
 bounds: PaidCompute.receive_module); the files it mounts, at most MAX_MOUNTED bytes in all, are read from the
 network by their capabilities as any node reads them, only while this node keeps DISK_MARGIN free (counting the
@@ -37,6 +38,7 @@ every COUNTS_INTERVAL seconds and at a stop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import time
@@ -173,6 +175,9 @@ class PlacedFunctions:
         self._kept: dict[tuple[str, str], tuple[int, int, int]] = {}  # counters as last written
         # functions being placed, not served yet: counted in the quotas (else placements sent at once all pass them)
         self._placing: Counter[tuple[str, str]] = Counter()
+        # (owner, name) being placed or withdrawn -> done once it is: one at a time, as each moves or removes the
+        # files under the function's folder that the other may be moving into place
+        self._moving: dict[tuple[str, str], asyncio.Future] = {}
 
     def start(self) -> None:
         """The placements kept on disk served again, each checked again (dropped if it no longer checks), with the
@@ -272,9 +277,9 @@ class PlacedFunctions:
             raise DealRefused("the authorization does not pay for this function of yours",
                               hint=f"its job must be {function_job(owner, '<name>')}")
         key = (owner, name)
-        if key in self._placing:  # its files and record are being made: two at once would each remove the other's
-            raise Conflict(f"your function {name[:64]!r} is being placed here already",
-                           hint="place it again once that placement is answered")
+        if key in self._moving:  # its files and record are being made or removed: two at once would take the other's
+            raise Conflict(f"your function {name[:64]!r} is being placed or withdrawn here already",
+                           hint="place it again once that is answered")
         placing = [o for o, n in self._placing if self.functions.placed(o, n) is None]  # (once served: counted so)
         if self.functions.placed(owner, name) is None and (
                 self.functions.placed_by(owner) + placing.count(owner) >= PER_OWNER
@@ -282,12 +287,14 @@ class PlacedFunctions:
             raise QuotaExceeded(f"this node serves at most {PER_OWNER} functions of one owner and {MAX_PLACED} in "
                                 "all", hint="place it on another provider", retry_after=60)
         self._placing[key] += 1
+        moved = self._moving[key] = asyncio.get_running_loop().create_future()
         try:
             return await self._place(owner, name, function, price, deal, auth, web)
         finally:
             self._placing[key] -= 1
             if not self._placing[key]:
                 del self._placing[key]
+            self._moved(key, moved)
 
     async def _place(self, owner: str, name: str, function: dict[str, Any], price: int, deal: dict[str, Any], auth,
                      web: str) -> dict[str, Any]:
@@ -336,6 +343,9 @@ class PlacedFunctions:
         closed it or let it expire without placing the next (it placed the function elsewhere while this node was
         down, or gave it up, or went away), so the function is withdrawn: its files go, and nothing more is run
         that no receipt could pay.  Else it has just been placed with its next tab: the caller may retry."""
+        if (owner, name) in self._moving:  # left to what is under way (the function placed on its next tab, maybe)
+            return FunctionUnavailable("this function is being placed here again, or withdrawn",
+                                       hint="retry in a moment")
         served = self.functions.placed(owner, name)
         if served is None or served.bill is not bill:
             return FunctionUnavailable("this function has just moved to its owner's next tab here",
@@ -349,11 +359,30 @@ class PlacedFunctions:
                         "expired")
 
     async def withdraw(self, owner: str, name: str) -> dict[str, Any]:
-        if self.functions.placed(owner, name) is None:  # refused before the synced write: a name costs no fsync
-            raise NotFound(f"no function {name[:64]!r} of yours is served here", hint="place it first")
-        self.store.remove_placement(owner, name)  # first: a kill -9 from here on leaves it withdrawn
-        await self.functions.drop(owner, name)
+        """A function withdrawn (its owner's DELETE, or `_closed`).  One that comes while a placement of it is being
+        made waits for that placement's answer and withdraws what it placed too: the owner's latest word is that it
+        be served no more, so a withdrawal answered is never followed by that placement being served (nor does it
+        remove the function's folder while that placement moves its files into it).  A placement that comes
+        meanwhile is refused (409, `place`)."""
+        key = (owner, name)
+        before, moved = self._moving.get(key), asyncio.get_running_loop().create_future()
+        self._moving[key] = moved
+        try:
+            if before is not None:
+                await asyncio.wait([before])
+            if self.functions.placed(owner, name) is None:  # refused before the synced write: a name costs no fsync
+                raise NotFound(f"no function {name[:64]!r} of yours is served here", hint="place it first")
+            self.store.remove_placement(owner, name)  # first: a kill -9 from here on leaves it withdrawn
+            await self.functions.drop(owner, name)
+        finally:
+            self._moved(key, moved)
         return {"withdrawn": name}
+
+    def _moved(self, key: tuple[str, str], moved: asyncio.Future) -> None:
+        """A placement or withdrawal of `key` is over: what waits for it goes on."""
+        if self._moving.get(key) is moved:
+            del self._moving[key]
+        moved.set_result(None)
 
     async def status(self, owner: str, name: str) -> dict[str, Any]:
         """A placed function's URL, its counters here and what its current tab has run (the owner's check that it
