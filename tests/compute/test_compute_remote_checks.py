@@ -2,7 +2,8 @@
 run checked, kept and shown on the gateway; a provider that answers other results than its record signs struck and
 not paid; one that never shows a record not paid; a record shown to the node that paid for its run alone; the checks
 after the answers bounded in number, and for one provider; a check under way at a stop or a kill -9 of the gateway
-made at its next start, and the latest remote runs known after it."""
+made at its next start (within the same bounds; one of a provider gone for good not paid), and the latest remote runs
+known after it."""
 
 from __future__ import annotations
 
@@ -450,6 +451,36 @@ async def test_a_check_under_way_at_a_stop_is_made_at_the_next_start(node_factor
     await eventually_async(lambda: gateway.app[NODE].ledger.pending() == [], "the tab refused")
     assert _balances(gateway, provider)[0] == before[0] and gateway.app[NODE].paid.gateway_tabs.refused_receipts == 1
     assert _checks(gateway) | {"struck": 1, "checking": 0, "owed": 0} == _checks(gateway)
+
+
+async def test_checks_a_stop_left_owed_are_taken_up_within_the_bounds(node_factory, monkeypatch) -> None:
+    gateway, provider, module = await _pair(node_factory, check_rate=0)
+    _, shown = _records_kept_back(provider, monkeypatch)
+    calls = spot_checks.PER_PROVIDER + 2
+    for n in range(calls):  # each one's record asked for again in the background: more than the bound
+        status, problem = await _add(gateway, module, n, 1, verify=True)
+        assert status == 502 and problem["code"] == "peer-unreachable", problem
+    release = _records_held_back(monkeypatch)
+    gateway = await _restarted(gateway, node_factory, check_rate=0)
+    assert _checks(gateway) | {"checking": spot_checks.PER_PROVIDER, "owed": 2} == _checks(gateway)
+    shown.set()
+    release.set()
+    await eventually_async(lambda: _checks(gateway)["held"] == calls, "every check made")
+    assert _checks(gateway) | {"checking": 0, "owed": 0, "struck": 0, "unshown": 0} == _checks(gateway)
+
+
+async def test_a_check_owed_of_a_provider_gone_for_good_leaves_its_tab_unpaid(node_factory, monkeypatch) -> None:
+    gateway, provider, module = await _pair(node_factory, check_rate=1)
+    asked, _ = _records_kept_back(provider, monkeypatch)
+    status, body = await _add(gateway, module, 1, 2)
+    assert status == 200, body
+    await eventually_async(asked.is_set, "the record asked for")
+    await close_node(provider)
+    monkeypatch.setattr(spot_checks, "BACKOFF", 0.01)
+    gateway = await _restarted(gateway, node_factory, check_rate=1)
+    # Asked for as often as any record (its provider is unreachable): never shown, its tab owes nothing.
+    await eventually_async(lambda: _checks(gateway)["unshown"] == 1, "the record given up on")
+    assert _checks(gateway) | {"unreached": spot_checks.TRIES, "checking": 0, "owed": 0} == _checks(gateway)
 
 
 async def test_a_run_not_checked_is_found_on_its_provider_after_a_restart(node_factory) -> None:
