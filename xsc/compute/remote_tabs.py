@@ -438,9 +438,10 @@ class GatewayTabs:
             log.exception("writing the tallies of %d tab(s) and %d row(s) failed", len(self._changed), len(self._rows))
 
     def write_tallies(self) -> None:
-        """Write the tallies changed since they were last written, in one unsynced write: once per loop turn in
-        which answers changed them, and before any call is sent (`InvokeBatcher.before_send`), so what a provider may
-        have run is on disk before it can run it.  Raises if the write fails (the call is then not sent)."""
+        """Write the tallies changed since they were last written, and the rows handed to `with_tallies`, in one
+        unsynced write: once per loop turn in which answers changed them, and before any call is sent
+        (`InvokeBatcher.before_send`), so what a provider may have run is on disk before it can run it.  Raises if the
+        write fails (the call is then not sent)."""
         if not self._changed and not self._rows:
             return
         changed, rows = list(self._changed.values()), self._rows

@@ -123,7 +123,7 @@ class ComputeStore:
 
     @staticmethod
     def remote_run_row(count: int, slots: int, provenance_id: bytes, provider: str) -> dict[bytes, bytes]:
-        """The row of the `count`th remote run, in the slot of the run `slots` before it (the latest `slots` are kept)."""
+        """The row of the `count`th remote run: in the place of the run `slots` before it (the latest `slots` are kept)."""
         return {keys.remote_run(count % slots): count.to_bytes(8, "big") + provenance_id + provider.encode()}
 
     def remote_runs(self) -> list[tuple[int, bytes, str]]:
