@@ -195,6 +195,13 @@ _JOB_OUTPUT = b"c/o/"  # + storage index (32) -> {"job", "user", "provenance", "
 # + provenance id (16) -> a run on a provider, a job's or a checked invoke's: the record it signed (JSON; compute/jobs.py,
 #   compute/spot_checks.py)
 _JOB_RUN = b"c/r/"
+# + authorization id (32) + check id (16: time ns, then random) -> the check a remote answer on that tab is owed (JSON:
+#   provider, call, price, what the answer said), written with the tally that counts the answer and deleted with the
+#   one that says what the check found (compute/spot_checks.py)
+_OWED_CHECK = b"c/c/"
+# + slot (2, big endian: its count modulo the runs kept) -> count (8) + provenance id (16) + provider id (ASCII): one of
+#   the latest remote runs, written with the tally that counts its answer (compute/spot_checks.py)
+_REMOTE_RUN = b"c/e/"
 _PLACED = b"c/g/"  # + owner node id (ASCII) + 0x00 + function name (UTF-8) -> a function that node placed here (JSON:
 #   its spec, price and deal, the owner's authorization of its current tab; compute/placed_functions.py)
 _PLACED_COUNTS = b"c/u/"  # + owner node id (ASCII) + 0x00 + function name (UTF-8) -> its counters here (JSON:
@@ -336,6 +343,20 @@ def job_run(provenance_id: bytes) -> bytes:
 
 
 JOB_RUNS = _JOB_RUN  # in provenance id order, which is time order
+
+
+def owed_check(authorization_id: bytes, check_id: bytes) -> bytes:
+    return _OWED_CHECK + authorization_id + check_id
+
+
+OWED_CHECKS = _OWED_CHECK
+
+
+def remote_run(slot: int) -> bytes:
+    return _REMOTE_RUN + slot.to_bytes(2, "big")
+
+
+REMOTE_RUNS = _REMOTE_RUN
 
 
 PLACED = _PLACED

@@ -1,19 +1,23 @@
 """Remote invokes held to their providers' signed records (compute/spot_checks.py), on two real nodes: an honest
 run checked, kept and shown on the gateway; a provider that answers other results than its record signs struck and
 not paid; one that never shows a record not paid; a record shown to the node that paid for its run alone; the checks
-after the answers bounded in number, and for one provider."""
+after the answers bounded in number, and for one provider; a check under way at a stop or a kill -9 of the gateway
+made at its next start (within the same bounds; one of a provider gone for good not paid), and the latest remote runs
+known after it."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import threading
 import time
 
 import pytest
 
-from tests.support.compute import deploy, invoke, peer_with_provider, values
+from tests.support.compute import deploy, invoke, module_id, peer_with_provider, values, wasm
 from tests.support.nodes import close_node
-from tests.support.waiting import eventually_async
+from tests.support.peers import api, http
+from tests.support.waiting import eventually, eventually_async
 
 from xsc.compute import provenance, remote_tabs, spot_checks
 from xsc.errors import PeerUnreachable, ProvenanceNotFound, QuotaExceeded
@@ -21,6 +25,7 @@ from xsc.identity import Identity, sign_request
 from xsc.net.compute import PROVENANCE_PATH
 from xsc.node import CLIENT_IDENTITY, IDENTITY
 from xsc.node.appkeys import NODE
+from xsc.peers.admission import Quarantine
 
 PRICE = 1_000_000  # micro-credits per million fuel
 MARKET_TERMS = {"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE, "compute_bid": PRICE}
@@ -402,3 +407,143 @@ async def test_a_caught_answer_that_charged_nothing_leaves_its_whole_tab_unpaid(
     assert _checks(gateway) | {"held": 1, "struck": 1} == _checks(gateway)
     assert _balances(gateway, provider)[0] == before[0] and gateway.app[NODE].paid.gateway_tabs.refused_receipts == 1
     assert _delivered_by(gateway, provider) == 0
+
+
+async def _restarted(gateway, node_factory, check_rate: float):
+    """The gateway stopped and started again on its data dir."""
+    await close_node(gateway)
+    return await node_factory("gateway", **QUIET, market={**MARKET_TERMS, "offer_compute": False},
+                              compute={"check_rate": check_rate})
+
+
+def _other_results(answer: dict) -> dict:
+    answer["run"]["results"] = [{"type": "i32", "value": 4}]  # its record signs 3
+    return answer
+
+
+def _records_kept_back(provider, monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """The provider answers its records' requests busy (429) until the second event is set; the first is set once
+    it has been asked for one."""
+    asked, shown = threading.Event(), threading.Event()
+    checks = provider.app[NODE].paid.checks
+    served = checks.served
+
+    def kept_back(peer: str, provenance_id: str) -> dict:
+        if not shown.is_set():
+            asked.set()
+            raise QuotaExceeded("over the sender's work quota")
+        return served(peer, provenance_id)
+
+    monkeypatch.setattr(checks, "served", kept_back)
+    return asked, shown
+
+
+async def test_a_check_under_way_at_a_stop_is_made_at_the_next_start(node_factory, monkeypatch) -> None:
+    gateway, provider, module = await _pair(node_factory, check_rate=1)
+    before = _balances(gateway, provider)
+    _answering(provider, monkeypatch, _other_results)
+    asked, shown = _records_kept_back(provider, monkeypatch)
+    status, body = await _add(gateway, module, 1, 2)
+    assert status == 200 and values(body) == [4], body
+    await eventually_async(asked.is_set, "the record asked for")
+    gateway = await _restarted(gateway, node_factory, check_rate=1)
+    shown.set()
+    await eventually_async(lambda: gateway.app[NODE].ledger.pending() == [], "the tab refused")
+    assert _balances(gateway, provider)[0] == before[0] and gateway.app[NODE].paid.gateway_tabs.refused_receipts == 1
+    assert _checks(gateway) | {"struck": 1, "checking": 0, "owed": 0} == _checks(gateway)
+
+
+async def test_checks_a_stop_left_owed_are_taken_up_within_the_bounds(node_factory, monkeypatch) -> None:
+    gateway, provider, module = await _pair(node_factory, check_rate=0)
+    _, shown = _records_kept_back(provider, monkeypatch)
+    calls = spot_checks.PER_PROVIDER + 2
+    for n in range(calls):  # each one's record asked for again in the background: more than the bound
+        status, problem = await _add(gateway, module, n, 1, verify=True)
+        assert status == 502 and problem["code"] == "peer-unreachable", problem
+    release = _records_held_back(monkeypatch)
+    gateway = await _restarted(gateway, node_factory, check_rate=0)
+    assert _checks(gateway) | {"checking": spot_checks.PER_PROVIDER, "owed": 2} == _checks(gateway)
+    shown.set()
+    release.set()
+    await eventually_async(lambda: _checks(gateway)["held"] == calls, "every check made")
+    assert _checks(gateway) | {"checking": 0, "owed": 0, "struck": 0, "unshown": 0} == _checks(gateway)
+
+
+async def test_a_check_owed_of_a_provider_gone_for_good_leaves_its_tab_unpaid(node_factory, monkeypatch) -> None:
+    gateway, provider, module = await _pair(node_factory, check_rate=1)
+    asked, _ = _records_kept_back(provider, monkeypatch)
+    status, body = await _add(gateway, module, 1, 2)
+    assert status == 200, body
+    await eventually_async(asked.is_set, "the record asked for")
+    await close_node(provider)
+    monkeypatch.setattr(spot_checks, "BACKOFF", 0.01)
+    gateway = await _restarted(gateway, node_factory, check_rate=1)
+    # Asked for as often as any record (its provider is unreachable): never shown, its tab owes nothing.
+    await eventually_async(lambda: _checks(gateway)["unshown"] == 1, "the record given up on")
+    assert _checks(gateway) | {"unreached": spot_checks.TRIES, "checking": 0, "owed": 0} == _checks(gateway)
+
+
+async def test_a_run_not_checked_is_found_on_its_provider_after_a_restart(node_factory) -> None:
+    gateway, provider, module = await _pair(node_factory, check_rate=0)
+    status, body = await _add(gateway, module, 2, 3)
+    assert status == 200, body
+    gateway = await _restarted(gateway, node_factory, check_rate=0)
+    shown = await gateway.get(f"/v1/compute/provenance/{body['provenance']}")  # no ?provider=
+    signed = await shown.json()
+    assert shown.status == 200 and signed["record"]["results"] == body["results"], signed
+
+
+async def test_a_second_answer_with_one_run_is_struck_by_its_check_taken_up_after_a_restart(node_factory,
+                                                                                          monkeypatch) -> None:
+    # The latest remote runs are on disk with the answers: the check a stop left owed still sees the first answer.
+    gateway, provider, module = await _pair(node_factory, check_rate=0)
+    first: list[dict] = []
+
+    def the_first_again(answer: dict) -> dict:
+        first.append(answer)
+        return copy.deepcopy(first[0])
+
+    _answering(provider, monkeypatch, the_first_again)
+    asked, shown = _records_kept_back(provider, monkeypatch)
+    shown.set()
+    status, body = await _add(gateway, module, 1, 2, verify=True)
+    assert status == 200 and body["verified"] is True, body
+    shown.clear()
+    status, problem = await _add(gateway, module, 1, 2, verify=True)  # the same tab; its record asked again later
+    assert status == 502 and problem["code"] == "peer-unreachable", problem
+    struck: list[str] = []
+    monkeypatch.setattr(Quarantine, "strike", lambda self, node, why, **kw: struck.append(why) or False)
+    gateway = await _restarted(gateway, node_factory, check_rate=0)
+    shown.set()
+    await eventually_async(lambda: _checks(gateway)["struck"] == 1, "the second answer struck")
+    assert "another call with" in struck[0], struck
+
+
+@pytest.mark.slow
+def test_a_check_under_way_at_a_kill_9_of_the_gateway_is_made_at_its_restart(cli_node, node_process,
+                                                                          monkeypatch) -> None:
+    # The provider (in this process) answers other results than its record signs, and keeps the record back until
+    # the gateway (a process) was killed while it waited to ask again.
+    provider = cli_node("provider", **QUIET, market=MARKET_TERMS)
+    _answering(provider, monkeypatch, _other_results)
+    asked, shown = _records_kept_back(provider, monkeypatch)
+    env = {"XSC_HEALTH_PROBE_INTERVAL": "3600", "XSC_PEERS_GOSSIP_INTERVAL": "3600", "XSC_COMPUTE_CHECK_RATE": "1",
+           "XSC_MARKET_OFFER_COMPUTE": "false", "XSC_LEDGER_SETTLE_RETRY_INTERVAL": "0.3",
+           **{f"XSC_MARKET_{k.upper()}": str(v) for k, v in MARKET_TERMS.items()}}
+    gateway = node_process("gateway", ["--peer", provider.url], env)
+    status, body = http(gateway.url, "POST", "/v1/modules", wasm("add"), {"Authorization": f"Bearer {gateway.token}"})
+    assert status in (200, 201), body
+    spent = api(gateway, "GET", "/v1/ledger/accounts/client")[1]["balance"]
+    call = {"module": module_id("add"), "function": "add", "args": [1, 2], "fuel": FUEL}
+    status, body = eventually(lambda: (answer := api(gateway, "POST", "/v1/compute/invoke", call))[0] == 200
+                              and answer, "the call run on the provider", timeout=60)
+    assert values(body) == [4], body
+    eventually(asked.is_set, "the record asked for")
+    gateway.kill()
+    shown.set()
+    gateway.start()
+    eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0, "the tab refused")
+    # (The provider's receipt stays on its chain, unpaid.)
+    assert api(gateway, "GET", "/v1/ledger/accounts/client")[1]["balance"] == spent
+    checks = api(gateway, "GET", "/v1/node/status")[1]["remote_compute"]["checks"]
+    assert checks | {"struck": 1, "checking": 0, "owed": 0} == checks

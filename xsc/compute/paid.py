@@ -43,7 +43,7 @@ from ..units import credits_argument, format_size
 from . import modules as mods
 from .remote_tabs import GatewayTabs, ProviderTabs
 from .shape import defined_functions
-from .spot_checks import Answered, SpotChecks, parse_verify
+from .spot_checks import SpotChecks, parse_verify
 from .service import ComputeService, InvokeCall, parse_invoke
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,7 @@ class PaidCompute:
     def start(self) -> None:
         self.provider_tabs.sweep()  # run records of tabs settled just before a crash
         self.gateway_tabs.start()
+        self.checks.resume()  # (once the tabs are: those of checks a stop left owed wait for them)
 
     async def close(self) -> None:
         await self.batcher.close()
@@ -302,13 +303,13 @@ class PaidCompute:
         if type(amount) is not int or not 0 <= amount <= budget:
             self.gateway_tabs.lost(tab, budget)
             raise PeerRefused(f"provider {provider} answered a run charging {amount!r}, not 0 to {budget}")
-        checked = self.checks.due(provider, tab, run, verify)  # (first: then its tab waits for the check)
+        # First: a check owed is written with the tally that counts the answer, and its tab waits for it.
+        checked = self.checks.due(provider, url, call, price, tab, run, answer.get("trap"), verify)
         # (What it paid counts for the provider's recognition once the tab's receipt is paid: Payments.complete.)
         self.gateway_tabs.answered(tab, budget, amount)
         tab_id = tab.auth.id.hex()
         run.update(provider=provider, deal={**deal, "authorization": tab_id}, tab=tab_id)
-        if checked and await self.checks.begin(Answered(provider, url, call, price, tab, run, answer.get("trap")),
-                                               verify):
+        if checked is not None and await self.checks.begin(checked, verify):
             run["verified"] = True
         if "trap" in answer:
             trap = answer["trap"] if isinstance(answer["trap"], dict) else {}

@@ -156,6 +156,7 @@ class GatewayTabs:
         self._closing: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
         self._changed: dict[bytes, OpenTab] = {}  # tabs whose tally changed since it was written, by authorization id
+        self._rows: dict[bytes, bytes | None] = {}  # written with the next tallies (None: deleted): `with_tallies`
         self._writing: asyncio.Handle | None = None
         payments.add_closer(JOB, self._close_for_retry, payable=self._payable, paid=self._paid_by_retry)
 
@@ -327,16 +328,30 @@ class GatewayTabs:
         tab.lost_budget += budget
         self._ended(tab, budget, None)
 
-    def checking(self, tab: OpenTab) -> None:
-        """An answer on `tab` is to be held to its provider's record: the tab is not closed until it is (`checked`)."""
+    def checking(self, tab: OpenTab, rows: dict[bytes, bytes | None]) -> None:
+        """An answer on `tab` is to be held to its provider's record: the tab is not closed until it is (`checked`).
+        `rows` keep the check owed across a stop: written with the tally that counts the answer (`answered` follows)."""
         tab.checking += 1
+        self.with_tallies(rows)
 
-    def checked(self, tab: OpenTab, unpaid: bool = False, struck: bool = False) -> None:
+    def owed_check(self, authorization_id: bytes) -> OpenTab | None:
+        """At a start: the tab, left pending, of an answer whose check a stop left owed, kept off the payment retry
+        and not closed until the check says whether it is paid (`checked`); None if it is paid or dropped."""
+        tab = self._unpaid.get(authorization_id)
+        if tab is None or tab.per_request:
+            return None
+        tab.checking += 1
+        self.payments.keep_off(authorization_id)
+        return tab
+
+    def checked(self, tab: OpenTab, unpaid: bool = False, struck: bool = False,
+                rows: dict[bytes, bytes | None] | None = None) -> None:
         """An answer on `tab` was held to its provider's record.  If that found it `unpaid` (its record contradicts
         it or was refused, `struck`; or was never shown), nothing of the tab is paid, whatever its calls charged, as
         a forged job output's tab is not: its tally owes nothing from now on (on disk too, for a restart's retry),
-        and its receipt is refused (`_payable`)."""
+        and its receipt is refused (`_payable`).  `rows` (the check no longer owed) are written with that tally."""
         tab.checking -= 1
+        self.with_tallies(rows or {})
         if unpaid:
             tab.forged += struck
             tab.unshown += not struck
@@ -407,23 +422,38 @@ class GatewayTabs:
         if soon and self._writing is None:
             self._writing = asyncio.get_running_loop().call_soon(self._write_soon)
 
+    def with_tallies(self, rows: dict[bytes, bytes | None]) -> None:
+        """`rows` written (None: deleted) in the next write of the tallies, at the end of this loop turn at the latest:
+        with the tally of the answers of this turn, and before any call is sent."""
+        if rows:
+            self._rows.update(rows)
+            if self._writing is None:
+                self._writing = asyncio.get_running_loop().call_soon(self._write_soon)
+
     def _write_soon(self) -> None:
         self._writing = None
         try:
             self.write_tallies()
         except Exception:  # kept to write with the next change, or before the next call is sent
-            log.exception("writing the tallies of %d tab(s) failed", len(self._changed))
+            log.exception("writing the tallies of %d tab(s) and %d row(s) failed", len(self._changed), len(self._rows))
 
     def write_tallies(self) -> None:
-        """Write the tallies changed since they were last written, in one unsynced write: once per loop turn in
-        which answers changed them, and before any call is sent (`InvokeBatcher.before_send`), so what a provider may
-        have run is on disk before it can run it.  Raises if the write fails (the call is then not sent)."""
-        if not self._changed:
+        """Write the tallies changed since they were last written, and the rows handed to `with_tallies`, in one
+        unsynced write: once per loop turn in which answers changed them, and before any call is sent
+        (`InvokeBatcher.before_send`), so what a provider may have run is on disk before it can run it.  Raises if the
+        write fails (the call is then not sent)."""
+        if not self._changed and not self._rows:
             return
-        changed = list(self._changed.values())
+        changed, rows = list(self._changed.values()), self._rows
         with self.db.write_batch() as batch:
             for tab in changed:
                 batch.put(keys.tab_tally(tab.auth.id), _tally(tab))
+            for key, value in rows.items():
+                if value is None:
+                    batch.delete(key)
+                else:
+                    batch.put(key, value)
+        self._rows = {}
         for tab in changed:
             if self._changed.get(tab.auth.id) is tab:
                 del self._changed[tab.auth.id]

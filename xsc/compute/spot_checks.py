@@ -12,8 +12,12 @@ not hold, or is refused (both strikes), or is never shown (asked TRIES times, ba
 provider that closes the connection or stalls is not paid for a call it could forge unseen; not a strike)
 (remote_tabs.py: `GatewayTabs.checked`).  Sampled checks run as CHECKING tasks at most, PER_PROVIDER of them for one
 provider: a sampled answer past them is not checked (`skipped`, or `saturated` when its provider's are all taken).
-A check under way when the gateway stops is dropped, its call paid as answered: pending checks are not on disk (a
-provider cannot choose when its gateway stops).
+A check is owed on disk (`c/c/`: the call and what its answer said, hashed where the provider chose its size) from
+the write of the tally that counts its answer, in that write, until the write that says what it found: a check under
+way when the gateway stops, or is killed, is taken up at its next start (`resume`, within the same bounds), its tab
+kept off the payment retry until it ends; asked TRIES times again, a record whose provider is gone for good is
+never shown, and its tab is not paid.  The RECENT latest remote runs (`c/e/`, a ring of that many rows) are written
+with those tallies too, so a restart forgets none of them.
 A checked record is kept (`c/r/`, swept as a job's provider's records are: compute.record_retention after its run
 began, by its id, which its provider chose: one dated past KEEP_AHEAD from now is not kept) so that `xsc compute
 provenance ID` shows it; one not checked is fetched from its provider when asked for (`provenance`), which this node
@@ -23,6 +27,7 @@ finds among its RECENT latest remote runs, or is told.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import random
@@ -32,14 +37,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ForgedResult, InvalidArgument, PeerRefused, PeerUnreachable, ProvenanceNotFound, XscError
+from .. import codec
+from ..errors import (ForgedResult, InvalidArgument, PeerNotFound, PeerRefused, PeerUnreachable, ProvenanceNotFound,
+                      XscError)
 from ..ledger.core.pricing import price_compute
 from ..net.compute import fetch_record
 from ..net.peer_client import PeerClient
 from ..tasks import stop
 from . import provenance
 from .remote_tabs import TAB_TTL, GatewayTabs, OpenTab
-from .service import NOT_HERE_HINT, ComputeService, InvokeCall, provenance_not_found
+from .service import NOT_HERE_HINT, ComputeService, InvokeCall, parse_invoke, provenance_not_found
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +55,7 @@ PER_PROVIDER = 2  # of them, for one provider: one that stalls its records holds
 TRIES = 5  # times a record is asked for before its call is not paid
 BACKOFF = 5.0  # seconds before it is asked again, doubling each time
 RECENT = 4096  # the latest remote runs whose provider is remembered (for `provenance`)
-_ID_CHARS = 32  # a provenance id's hex
+_UNLIKE = "?"  # what an answer's value past any honest record's form is kept as: the same as no record's (`_same`)
 # How far ahead of this node's clock a kept record's id may be dated: the sweep goes by that date, which the provider
 # chose, so a record dated further is not kept (it stays shown by its provider).  Clocks of honest nodes agree better.
 KEEP_AHEAD = 3600 * 10**9
@@ -59,13 +66,19 @@ class Answered:
     """What a gateway sent and was answered of one remote call: what the provider's record must say."""
 
     provider: str
-    url: str
+    url: str | None  # None: looked up when the record is asked for (a check a stop left owed)
     call: InvokeCall
     price: int
     tab: OpenTab  # the call's: not closed until its check says whether the call is paid
-    run: dict[str, Any]
-    trap: Any  # the answer's trap, None if the call returned
+    facts: dict[str, Any]  # what the answer said (`_facts`)
+    check_id: bytes  # its row's, owed on disk until its tab is told the outcome
     settled: bool = False  # its tab told the outcome of its check
+
+    def to_json(self) -> dict[str, Any]:
+        call = self.call
+        return {"provider": self.provider, "price": self.price, "facts": self.facts,
+                "call": {"module": call.module, "function": call.function, "args": call.args, "fuel": call.fuel,
+                         "memory": call.memory, "timeout": call.timeout, "wasi": call.wasi}}
 
 
 class SpotChecks:
@@ -78,14 +91,16 @@ class SpotChecks:
         self._random = random.SystemRandom()  # which answer is checked next: not a sequence a provider can learn
         self._countdown = self._draw()
         self._recent: deque[tuple[str, str]] = deque(maxlen=RECENT)  # (provenance id, provider)
+        self._runs = 0  # remote runs counted (on disk too: the ring's rows)
         self._tasks: set[asyncio.Task] = set()
         self._of: dict[str, int] = {}  # provider -> its checks among `_tasks`
+        self._owed: list[Answered] = []  # checks a stop left owed, waiting for room among `_tasks`
         self._closed = False
         self.counts = {"checked": 0, "held": 0, "struck": 0, "unserved": 0, "unreached": 0, "unshown": 0,
                        "skipped": 0, "saturated": 0}
 
     def status(self) -> dict[str, int]:
-        return {**self.counts, "checking": len(self._tasks)}
+        return {**self.counts, "checking": len(self._tasks), "owed": len(self._owed)}
 
     def _draw(self) -> int:
         """Calls until the next one checked: geometric at `rate` (each call checked with that chance)."""
@@ -96,26 +111,38 @@ class SpotChecks:
         return 1 + int(math.log(1.0 - self._random.random()) / math.log(1.0 - self.rate))
 
     # --- the gateway's side ---------------------------------------------------------------------------
-    def due(self, provider: str, tab: OpenTab, run: dict[str, Any], verify: bool) -> bool:
-        """On a remote call's path, once answered and before its answer is taken into its tab: its provider noted,
-        and whether its answer is checked (`verify`, or its turn came and a check of its provider can start).  If it
-        is, its tab is not closed until the check (`begin`) says whether the call is paid."""
-        pid = run.get("provenance")
-        if type(pid) is str and len(pid) == _ID_CHARS:
+    def due(self, provider: str, url: str, call: InvokeCall, price: int, tab: OpenTab, run: dict[str, Any],
+            trap: Any, verify: bool) -> Answered | None:
+        """On a remote call's path, once answered and before its answer is taken into its tab: its run noted, and
+        whether its answer is checked (`verify`, or its turn came and a check of its provider can start): then what
+        its provider's record must say, owed on disk with the tally that counts the answer, and its tab not closed
+        until the check (`begin`) says whether the call is paid.  `trap`: the answer's, None if the call returned."""
+        pid, rows = run.get("provenance"), {}
+        if provenance.is_id(pid):
             self._recent.append((pid, provider))
-        if not verify:
-            self._countdown -= 1
-            if self._countdown > 0:
-                return False
-            self._countdown = self._draw()
-            if len(self._tasks) >= CHECKING or self._closed:
-                self.counts["skipped"] += 1
-                return False
-            if self._of.get(provider, 0) >= PER_PROVIDER:
-                self.counts["saturated"] += 1
-                return False
-        self.tabs.checking(tab)
-        return True
+            rows = self.compute.store.remote_run_row(self._runs, RECENT, bytes.fromhex(pid), provider)
+            self._runs += 1
+        if not verify and not self._turn(provider):
+            self.tabs.with_tallies(rows)
+            return None
+        answered = Answered(provider, url, call, price, tab, _facts(run, trap), provenance.new_id())
+        self.tabs.checking(tab, {**rows, **self._owed_row(answered, answered.to_json())})
+        return answered
+
+    def _turn(self, provider: str) -> bool:
+        """Whether the answer of a call not asked to be verified is checked: its turn came, and there is room."""
+        self._countdown -= 1
+        if self._countdown > 0:
+            return False
+        self._countdown = self._draw()
+        passed = "skipped" if len(self._tasks) >= CHECKING or self._closed else \
+            "saturated" if self._of.get(provider, 0) >= PER_PROVIDER else None
+        if passed is not None:
+            self.counts[passed] += 1
+        return passed is None
+
+    def _owed_row(self, answered: Answered, check: dict[str, Any] | None) -> dict[bytes, bytes | None]:
+        return self.compute.store.owed_check_row(answered.tab.auth.id, answered.check_id, check)
 
     async def begin(self, answered: Answered, verify: bool) -> bool:
         """Check a call `due` said is checked: now if `verify` (True once its record held; ForgedResult, or
@@ -128,12 +155,15 @@ class SpotChecks:
         except PeerUnreachable:
             self.start(answered, tried=1)  # the call is paid only once its record is shown and holds
             raise
+        except asyncio.CancelledError:
+            self.start(answered)  # its caller gone, the check is still owed
+            raise
         return True
 
     def start(self, answered: Answered, tried: int = 0) -> None:
-        """Check `answered` in the background, asking for its record `TRIES - tried` times at most."""
+        """Check `answered` in the background, asking for its record `TRIES - tried` times at most.  Once the gateway
+        stops, a check is left owed: on disk, taken up at the next start (`resume`), its tab not closed meanwhile."""
         if self._closed:
-            self._settle(answered)
             return
         task = asyncio.get_running_loop().create_task(self._sampled(answered, tried))
         self._tasks.add(task)
@@ -145,11 +175,46 @@ class SpotChecks:
         left = self._of.pop(answered.provider) - 1
         if left:
             self._of[answered.provider] = left
-        self._settle(answered)  # a check dropped (the gateway stopping) leaves its call paid as answered
+        if not task.cancelled():  # (cancelled: the gateway stops, and the check stays owed)
+            self._settle(answered)  # a check that failed unforeseen says nothing against the provider
+        self._next_owed()
 
     async def close(self) -> None:
         self._closed = True
         await stop(*self._tasks)
+
+    def resume(self) -> None:
+        """At a start, once the tabs are: the latest remote runs as the last run left them, and the checks it left
+        owed taken up, CHECKING at most at once and PER_PROVIDER of them for one provider (the others as those end),
+        each tab kept off the payment retry until its checks end.  One whose tab was paid or dropped is forgotten."""
+        runs = self.compute.store.remote_runs()[-RECENT:]
+        self._recent.extend((pid.hex(), provider) for _, pid, provider in runs)
+        self._runs = runs[-1][0] + 1 if runs else 0
+        gone: dict[bytes, bytes | None] = {}
+        for auth_id, check_id, check in self.compute.store.owed_checks():
+            owed = _owed(check)
+            tab = None if owed is None else self.tabs.owed_check(auth_id)
+            if tab is None:
+                if owed is None:
+                    log.error("a check owed of an answer on tab %s cannot be read: the tab is paid as answered",
+                              auth_id.hex())
+                gone.update(self.compute.store.owed_check_row(auth_id, check_id, None))
+                continue
+            provider, call, price, facts = owed
+            self._owed.append(Answered(provider, None, call, price, tab, facts, check_id))
+        self.tabs.with_tallies(gone)
+        if self._owed:
+            log.info("taking up %d check(s) of remote answers the last stop left owed", len(self._owed))
+        self._next_owed()
+
+    def _next_owed(self) -> None:
+        """Start the checks a stop left owed that the bounds leave room for."""
+        for answered in list(self._owed):
+            if len(self._tasks) >= CHECKING or self._closed:
+                return
+            if self._of.get(answered.provider, 0) < PER_PROVIDER:
+                self._owed.remove(answered)
+                self.start(answered)
 
     async def _sampled(self, answered: Answered, tried: int) -> None:
         wait = BACKOFF * 2 ** max(0, tried - 1)
@@ -167,7 +232,7 @@ class SpotChecks:
                     tried += 1  # counted and logged by `_check`
             self.counts["unshown"] += 1
             log.warning("provider %s never showed its record %s of a call it answered (asked %d times): the call's "
-                        "tab is not paid", answered.provider, answered.run.get("provenance"), tried)
+                        "tab is not paid", answered.provider, answered.facts["provenance"], tried)
             self._settle(answered, unpaid=True)
         except XscError:
             pass  # a strike, logged by `_check`
@@ -183,8 +248,8 @@ class SpotChecks:
         except ForgedResult:
             self._settle(answered, unpaid=True, struck=True)
             raise
-        except PeerUnreachable:
-            raise
+        except (PeerUnreachable, asyncio.CancelledError):
+            raise  # still owed
         except BaseException:
             self._settle(answered)  # a check that failed here says nothing against the provider
             raise
@@ -194,14 +259,14 @@ class SpotChecks:
     def _settle(self, answered: Answered, unpaid: bool = False, struck: bool = False) -> None:
         if not answered.settled:
             answered.settled = True
-            self.tabs.checked(answered.tab, unpaid=unpaid, struck=struck)
+            self.tabs.checked(answered.tab, unpaid=unpaid, struck=struck, rows=self._owed_row(answered, None))
 
     async def _check(self, answered: Answered) -> dict[str, Any]:
-        provider, pid = answered.provider, answered.run.get("provenance")
+        provider, pid = answered.provider, answered.facts["provenance"]
         try:
-            if not provenance.is_id(pid):
-                raise PeerRefused(f"it named no run ({str(pid)[:40]!r})")
-            signed = await fetch_record(self.client, answered.url, provider, pid)
+            if pid is None:
+                raise PeerRefused(f"it named no run ({answered.facts.get('named')})")
+            signed = await fetch_record(self.client, answered.url or self._url(provider), provider, pid)
         except PeerUnreachable as err:
             self.counts["unreached"] += 1
             log.warning("provider %s's record %s of a call it answered could not be fetched: %s", provider, pid, err)
@@ -227,6 +292,13 @@ class SpotChecks:
         self._keep(pid, signed)
         return signed
 
+    def _url(self, provider: str) -> str:
+        try:
+            return self.url_of(provider)
+        except PeerNotFound:
+            raise PeerUnreachable(f"provider {provider} is not among the known peers now",
+                                  hint="it is asked again; the call is paid only once its record is shown") from None
+
     def _keep(self, pid: str, signed: dict[str, Any]) -> None:
         """Keep a provider's record this node checked, unless dated too far ahead for the sweep to reach it."""
         key = bytes.fromhex(pid)
@@ -241,26 +313,28 @@ class SpotChecks:
 
     def _unlike(self, record: dict[str, Any], answered: Answered) -> str | None:
         """How the record differs from the call sent and the answer given, if it does."""
-        call, run, trap = answered.call, answered.run, answered.trap
+        call, facts = answered.call, answered.facts
         args, argv = self.compute.recorded_args(call)
         deal = record.get("deal") if isinstance(record.get("deal"), dict) else {}
         wasi = record.get("wasi") if isinstance(record.get("wasi"), dict) else {}
-        if record.get("id") != run.get("provenance") or record.get("module") != call.module \
+        if record.get("id") != facts["provenance"] or record.get("module") != call.module \
                 or record.get("function") != call.function or record.get("args") != args \
                 or (argv is not None and wasi.get("argv") != argv) or (argv is None) != ("wasi" not in record):
             return "is of another call (module, entrypoint or arguments)"
         if deal.get("authorization") != answered.tab.auth.id.hex() or deal.get("gateway") != self.me \
                 or record.get("requester") != self.payer:
             return "was not made for this call's tab (another authorization or payer)"
+        trap = facts["trap"]
         if record.get("outcome") != ("trap" if trap is not None else "ok") \
-                or (trap is None and record.get("results") != run.get("results")) \
-                or (trap is not None and (not isinstance(trap, dict) or not isinstance(record.get("trap"), dict)
-                                          or trap.get("kind") != record["trap"].get("kind"))):
+                or (trap is None and not _same(_digest(record.get("results")), facts["results"])) \
+                or (trap is not None and (not isinstance(record.get("trap"), dict)
+                                          or not _same(_digest(record["trap"].get("kind")), trap))):
             return "signs other results than the call was answered"
-        if record.get("fuel_consumed") != run.get("fuel_consumed") or record.get("charge") != run.get("charge"):
+        if not _same(record.get("fuel_consumed"), facts["fuel_consumed"]) \
+                or not _same(record.get("charge"), facts["charge"]):
             return "signs other fuel or another charge than the call was answered"
-        if argv is not None and (wasi.get("exit_code") != run.get("exit_code") or any(
-                wasi.get(f"{s}_sha256") != provenance.stream_sha256(run.get(s, "")) for s in ("stdout", "stderr"))):
+        if argv is not None and (not _same(wasi.get("exit_code"), facts["exit_code"]) or not all(
+                _same(wasi.get(f"{s}_sha256"), facts[f"{s}_sha256"]) for s in ("stdout", "stderr"))):
             return "signs another exit code or other streams than the call was answered"
         return unpriced(record, answered.price, self.compute.memory_price)
 
@@ -312,6 +386,55 @@ def parse_verify(value: Any) -> bool:
     if type(value) is not bool:
         raise InvalidArgument(f"verify must be true or false, not {value!r}", hint="e.g. xsc compute invoke --verify")
     return value
+
+
+def _facts(run: dict[str, Any], trap: Any) -> dict[str, Any]:
+    """What an answer said that its provider's record must sign, in a bounded size whatever the provider sent: its
+    run's id, its results (hashed) or its trap's kind (hashed), its fuel and charge, a WASI run's exit code and the
+    hashes of its streams."""
+    pid, facts = run.get("provenance"), {}
+    if not provenance.is_id(pid):
+        pid, facts["named"] = None, repr(pid)[:40]
+    streams = {s: run.get(s, "") for s in ("stdout", "stderr")}
+    return {**facts, "provenance": pid, "results": _digest(run.get("results")),
+            "trap": None if trap is None else _digest(trap.get("kind")) if isinstance(trap, dict) else _UNLIKE,
+            "fuel_consumed": _count(run.get("fuel_consumed")), "charge": _count(run.get("charge")),
+            "exit_code": _count(run.get("exit_code")),
+            **{f"{s}_sha256": provenance.stream_sha256(v) if type(v) is str else _UNLIKE for s, v in streams.items()}}
+
+
+def _same(signed: Any, fact: Any) -> bool:
+    """Whether a record's value (or its `_digest`) is what the answer said (`_facts`)."""
+    return fact != _UNLIKE and signed == fact
+
+
+def _digest(value: Any) -> str:
+    """The hash of a value's canonical form (what a record signs is in it: an answer's value that is not, is _UNLIKE)."""
+    try:
+        return hashlib.sha256(codec.canonical(value)).hexdigest()
+    except (TypeError, ValueError, RecursionError):
+        return _UNLIKE
+
+
+def _count(value: Any) -> Any:
+    """A figure of an answer as kept: a record's figures are whole numbers of at most 64 bits, or absent."""
+    return value if value is None or (type(value) is int and -2**63 <= value < 2**64) else _UNLIKE
+
+
+_FACTS = frozenset(_facts({"provenance": "0" * 32}, None))  # (and "named", of a run named otherwise)
+
+
+def _owed(check: dict | None) -> tuple[str, InvokeCall, int, dict[str, Any]] | None:
+    """A check owed as it was written (Answered.to_json), read back: (provider, call, price, facts); None if it
+    cannot be read."""
+    if check is None or type(check.get("provider")) is not str or type(check.get("price")) is not int \
+            or not isinstance(check.get("facts"), dict) or not _FACTS <= set(check["facts"]):
+        return None
+    try:
+        call = parse_invoke(check.get("call"))
+    except XscError:
+        return None
+    return check["provider"], call, check["price"], check["facts"]
 
 
 def _unsigned(signed: Any, provider: str, me: str) -> str | None:

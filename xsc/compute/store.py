@@ -102,6 +102,43 @@ class ComputeStore:
     def keep_run(self, provenance_id: bytes, signed: dict[str, Any]) -> None:
         self._db.put(keys.job_run(provenance_id), codec.dumps(signed))
 
+    # --- remote answers' spot checks (compute/spot_checks.py) ---------------------
+    @staticmethod
+    def owed_check_row(authorization_id: bytes, check_id: bytes, check: dict | None) -> dict[bytes, bytes | None]:
+        """The row of a check an answer on a tab is owed (None: deleted, the check done), written with the tab's tally."""
+        return {keys.owed_check(authorization_id, check_id): None if check is None else codec.dumps(check)}
+
+    def owed_checks(self) -> list[tuple[bytes, bytes, dict | None]]:
+        """Every check a stop left owed: (authorization id, check id, the check; None if it cannot be read)."""
+        out = []
+        with self._db.iterator(prefix=keys.OWED_CHECKS) as it:
+            for key, value in it:
+                rest = key[len(keys.OWED_CHECKS):]
+                try:
+                    check = codec.loads(value)
+                except ValueError:
+                    check = None
+                out.append((rest[:32], rest[32:], check if isinstance(check, dict) else None))
+        return out
+
+    @staticmethod
+    def remote_run_row(count: int, slots: int, provenance_id: bytes, provider: str) -> dict[bytes, bytes]:
+        """The row of the `count`th remote run: in the place of the run `slots` before it (the latest `slots` are kept)."""
+        return {keys.remote_run(count % slots): count.to_bytes(8, "big") + provenance_id + provider.encode()}
+
+    def remote_runs(self) -> list[tuple[int, bytes, str]]:
+        """The latest remote runs, oldest first: (count, provenance id, provider)."""
+        out = []
+        with self._db.iterator(prefix=keys.REMOTE_RUNS, include_key=False) as it:
+            for value in it:
+                try:
+                    provider = value[24:].decode("ascii")
+                except UnicodeDecodeError:
+                    continue
+                if len(value) > 24 and provider.isalnum():
+                    out.append((int.from_bytes(value[:8], "big"), value[8:24], provider))
+        return sorted(out)
+
     def provenance_counts(self, since_ns: int, bucket_ns: int, buckets: int, cap: int) -> tuple[list[int], bool]:
         """How many provenance records fall in each of `buckets` intervals of `bucket_ns` from `since_ns` (their ids
         start with their time), counting keys only and at most `cap` of them; and whether all were counted."""
