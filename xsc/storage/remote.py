@@ -44,7 +44,8 @@ KEEP_ALIVE = 20.0
 # A holder with no room in memory for a body within its wait answers 503 storage-busy and says when to send it again
 # (Retry-After; its upload is as it was): a share's bodies refused so are sent once more after that long, waiting at
 # most BUSY_WAIT_MOST, once per share (those refused before its wait ends are sent again as it ends), rather than the
-# share dropped from that holder at once.
+# share dropped from that holder at once.  A begin refused so, or 429 by a holder rate limiting this node's requests
+# for less than BUSY_WAIT_MOST, is sent once more the same way, rather than the share placed on another holder.
 BUSY_WAIT_MOST = 5.0
 READ_BATCH = 16  # segments of one share fetched from its holder per request
 READ_AHEAD = 1  # requests asked ahead of the one being read
@@ -113,7 +114,19 @@ class RemoteShareWriter:
         self._busy_until: float | None = None  # (monotonic) the end of the share's one wait for a busy holder
 
     async def begin(self, size: int, segment_size: int, lease_expiry: int) -> None:
-        self.upload = await self.holder.begin(self.si, self.share, size, segment_size, lease_expiry)
+        """Begin the share's upload; a holder busy or rate limiting this node is asked once more after its Retry-After
+        (`busy_wait`)."""
+        for again in (False, True):
+            try:
+                self.upload = await self.holder.begin(self.si, self.share, size, segment_size, lease_expiry)
+                break
+            except PeerError as err:
+                wait = busy_wait(err)
+                if again or wait is None:
+                    raise
+                log.info("share %d: node %s is busy (%s); its begin sent again in %.0f s", self.share, self.node,
+                         err, wait)
+            await asyncio.sleep(wait)
         self._segments = layout.segment_count(size, segment_size)
         self.last_sent = time.monotonic()
 
@@ -384,12 +397,17 @@ def holder_lost(err: BaseException) -> bool:
 
 
 def busy_wait(err: BaseException) -> float | None:
-    """The seconds to wait before sending a body a busy holder refused again (503 storage-busy: its Retry-After, at most
-    BUSY_WAIT_MOST); None for any other failure."""
+    """The seconds to wait before sending a request a busy holder refused again: 503 storage-busy (its Retry-After, at
+    most BUSY_WAIT_MOST), or 429 with a Retry-After of at most BUSY_WAIT_MOST (a holder rate limiting this node's
+    requests); None for any other failure, and for a 429 that names a longer wait (a holder holding all the uploads it
+    takes from this node: 30 s and more), which a put does not spend waiting: the share goes to another holder."""
     details = (err.details or {}) if isinstance(err, PeerError) else {}
-    if details.get("peer_code") != "storage-busy":
-        return None
-    return min(float(details.get("peer_retry_after", 1)), BUSY_WAIT_MOST)
+    if details.get("peer_code") == "storage-busy":
+        return min(float(details.get("peer_retry_after", 1)), BUSY_WAIT_MOST)
+    wait = details.get("peer_retry_after")
+    if details.get("peer_status") == 429 and wait is not None and wait <= BUSY_WAIT_MOST:
+        return float(wait)
+    return None
 
 
 def answers_for(err: PeerError) -> bool:
