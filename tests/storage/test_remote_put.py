@@ -22,6 +22,7 @@ from xsc.storage.files import reader
 from xsc.storage.gateway_core import GatewayCore
 from xsc.storage.holder_client import RemoteHolder
 from xsc.storage.put_budget import PutBudget
+from xsc.storage.share_store import writing
 
 SEGMENT = 4096
 DATA = os.urandom(12 * SEGMENT)
@@ -443,3 +444,28 @@ async def test_a_begin_a_holder_rate_limits_is_sent_again_after_its_retry_after(
                                                  me="me")
     assert result.placement == ["me"] * 5 + [b_id] and not result.lost
     assert [m.share for m in holder.app[NODE].gateway.store.share_metas(result.capability.storage_index)] == [5]
+
+
+async def test_a_put_of_one_large_segment_begins_its_shares_here_before_another_node_learns_its_storage_index(
+        tmp_path) -> None:
+    """A file of one segment whose blocks are too large to go whole begins its remote shares as it is read: the
+    upload of the shares kept here is begun before, so that a holder told the storage index cannot begin one of
+    them here first (its upload would stage under the same keys, and its abort delete what the put wrote)."""
+    segment = 8 * 1024 * 1024
+    data = os.urandom(5 * 1024 * 1024)  # blocks of 1.25 MiB: past a whole share's
+    seen = []
+    with gateway_core(tmp_path, segment) as core:
+
+        class Telling(Holding):
+            async def begin(self, si, share, size, segment_size, lease_expiry) -> str:
+                seen.append(writing(core.store, si, 0))
+                return await super().begin(si, share, size, segment_size, lease_expiry)
+
+        stream = io.BytesIO(data)
+
+        async def read(n: int) -> bytes:
+            return stream.read(n)
+
+        result = await gateway_put.put(core, read, len(data), place=lambda si, _: (["me"] * 5 + ["b"], {5: Telling()}),
+                                       me="me")
+        assert result.placement == ["me"] * 5 + ["b"] and seen == [True]

@@ -257,8 +257,8 @@ class _OneRepair:
         rebuilt: dict[int, list[bytes]] = {s: [] for s in (*self.rebuild_here, *self.moved)}
         try:
             if self.rebuild_here:
-                self.upload = await gateway.run(gateway.store.begin_upload, si, tuple(self.rebuild_here),
-                                                share_bytes * len(self.rebuild_here))
+                self.upload = await gateway.begin_here(si, tuple(self.rebuild_here),
+                                                       share_bytes * len(self.rebuild_here))
             # A destination that cannot take its share (down, or refusing) is swapped for another one.
             new_names = self.new_names
             replace = (lambda share, failed: self.destination(relocate, share, set(new_names) | set(failed), failed)) \
