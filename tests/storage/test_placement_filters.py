@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from xsc.errors import IntegrityError, InvalidArgument
+from xsc.errors import IntegrityError, InvalidArgument, PeerRefused
 from xsc.storage import quotes
 from xsc.storage.placing import SharePlacing
 
@@ -106,6 +106,23 @@ async def test_a_share_placed_again_during_the_put_goes_to_a_provider_holding_no
     quote = quotes.PutQuote(100, 60, [*used, failed], {s: 7 for s in range(6)}, filters={"spread": True})
     assert await placing.replacer(quote, 1000)(5, {failed: RuntimeError("down")}) == (spare, (spare, 7))
     assert len(set(quote.nodes)) == 6
+
+
+async def test_a_provider_that_refused_a_share_a_stranger_squatted_on_is_not_counted_as_failing() -> None:
+    """A share refused as its holder holds another node's share of the file's storage index (share-exists: a stranger
+    that learnt the index squatted on it) goes to another provider, and the allocation goes on counting the holder,
+    which did no wrong; one that was down is counted as failing work placed on it."""
+    squatted, down, spare = _node_ids(3)
+    failing = []
+    dealing = _Dealing(spare)
+    dealing.failed = failing.append
+    placing = SharePlacing(gateway=None, deals=None, dealing=dealing, terms=None, peers=None,
+                           holder=lambda node, price: (node, price), pool=None, me="me", lease_duration=60)
+    quote = quotes.PutQuote(100, 60, [squatted] * 3 + [down] * 3, {s: 7 for s in range(6)})
+    exists = PeerRefused("share-exists", url="b", peer_status=409, peer_code="share-exists")
+    assert await placing.replacer(quote, 1000)(2, {squatted: exists}) == (spare, (spare, 7))
+    assert await placing.replacer(quote, 1000)(5, {down: RuntimeError("down")}) == (spare, (spare, 7))
+    assert failing == [down]
 
 
 def _placement(gateway, cap: str) -> list[str]:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.support.shares import gateway_core, holder_net, in_flight
+from tests.support.shares import DEAL_PRICE, gateway_core, holder_net, in_flight
 from tests.support.waiting import eventually_async
 from xsc.errors import MarketNoDeal, PeerError, PeerRefused, PeerUnreachable
 from xsc.node.appkeys import NODE
@@ -20,7 +20,9 @@ from xsc.storage.core import layout
 from xsc.storage.core.merkle import block_hash
 from xsc.storage.files import reader
 from xsc.storage.gateway_core import GatewayCore
+from xsc.storage.holder_client import RemoteHolder
 from xsc.storage.put_budget import PutBudget
+from xsc.storage.share_store import writing
 
 SEGMENT = 4096
 DATA = os.urandom(12 * SEGMENT)
@@ -414,3 +416,56 @@ async def test_a_writer_touches_its_upload_only_once_nothing_was_sent_for_a_whil
     await writer.commit([block_hash(b"x" * remote.SEND_BATCH)], b"manifest")
     await writer.keep_alive(time.monotonic() + 3 * remote.KEEP_ALIVE)
     assert holder.asked == ["begin", "touch", "commit"]
+
+
+async def test_a_begin_a_holder_rate_limits_is_sent_again_after_its_retry_after(node_factory) -> None:
+    """A holder that rate limits this node's requests answers a begin 429 with Retry-After: the put sends the begin
+    once more after that wait, as it does a body a busy holder refused, rather than fail the share there."""
+    quiet = {"health": {"probe_interval": 3600}}
+    holder = await node_factory("holder", **quiet, peers={"gossip_interval": 3600, "rate_limit": 1.0})
+    gateway = await node_factory("gateway", **quiet, peers={"gossip_interval": 3600}, storage={"segment_size": SEGMENT})
+    b_url, b_id = holder.app[NODE].peers.url, holder.app[NODE].peers.identity.id
+    await gateway.app[NODE].peers.add(b_url)
+    b = RemoteHolder(gateway.app[NODE].peers.client, b_id, b_url, DEAL_PRICE)
+    for _ in range(10):  # its burst spent: the next request within a second is refused
+        try:
+            await b.meta(os.urandom(32), 0)
+        except PeerRefused as err:
+            if err.details["peer_status"] == 429:
+                break
+    else:
+        pytest.fail("the holder never rate limited this node")
+    stream = io.BytesIO(DATA)
+
+    async def read(n: int) -> bytes:
+        return stream.read(n)
+
+    result = await gateway.app[NODE].gateway.put(read, len(DATA), place=lambda si, _: (["me"] * 5 + [b_id], {5: b}),
+                                                 me="me")
+    assert result.placement == ["me"] * 5 + [b_id] and not result.lost
+    assert [m.share for m in holder.app[NODE].gateway.store.share_metas(result.capability.storage_index)] == [5]
+
+
+async def test_a_put_of_one_large_segment_begins_its_shares_here_before_another_node_learns_its_storage_index(
+        tmp_path) -> None:
+    """A file of one segment whose blocks are too large to go whole begins its remote shares as it is read: the
+    upload of the shares kept here is begun before, so that a holder told the storage index cannot begin one of
+    them here first (its upload would stage under the same keys, and its abort delete what the put wrote)."""
+    segment = 8 * 1024 * 1024
+    data = os.urandom(5 * 1024 * 1024)  # blocks of 1.25 MiB: past a whole share's
+    seen = []
+    with gateway_core(tmp_path, segment) as core:
+
+        class Telling(Holding):
+            async def begin(self, si, share, size, segment_size, lease_expiry) -> str:
+                seen.append(writing(core.store, si, 0))
+                return await super().begin(si, share, size, segment_size, lease_expiry)
+
+        stream = io.BytesIO(data)
+
+        async def read(n: int) -> bytes:
+            return stream.read(n)
+
+        result = await gateway_put.put(core, read, len(data), place=lambda si, _: (["me"] * 5 + ["b"], {5: Telling()}),
+                                       me="me")
+        assert result.placement == ["me"] * 5 + ["b"] and seen == [True]

@@ -190,7 +190,8 @@ class Node:
         self.gateway = Gateway(store, pool, segment_size=config.storage.segment_size,
                                lease_duration=config.storage.lease_duration, node_key=identity.public_key,
                                depth=2 * max(2, config.compute.threads) + 2,
-                               remote_timeout=config.storage.remote_timeout, writer=self.block_writer)
+                               remote_timeout=config.storage.remote_timeout, writer=self.block_writer,
+                               take_over=lambda si, shares: self.share_holder.take_over(si, shares))  # built later
         self.metrics.bytes_stored.set_function(lambda: store.used)
         self.metrics.shares_held.set_function(lambda: store.shares_held)
         self.compute = ComputeService(db=db, identity=identity, data_dir=config.data_dir, config=config.compute)

@@ -26,7 +26,7 @@ from .remote import (SEND_AHEAD_LONG, SEND_BATCH, Holder, RemoteShareReader, Rem
                      summarise_refusals)
 from .publisher import Publisher
 from .put_budget import PutBudget
-from .share_store import BlockReader, ShareMeta, ShareStore
+from .share_store import BlockReader, ShareMeta, ShareStore, Upload
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 Replacer = Callable[[int, dict], "Awaitable[tuple[str, Holder] | None]"]
 # (share) -> (this node's name, a holder here) for a share no other node took for a standing reason
 Keeper = Callable[[int], "tuple[str, Holder]"]
+# (storage index, shares) -> the peers' uploads of those shares here aborted (holder.ShareHolder.take_over)
+TakeOver = Callable[[bytes, tuple[int, ...]], Awaitable[None]]
 REPLACEMENTS = 3  # other holders tried for a share whose chosen holder cannot take it
 
 _VERIFIED_ROOTS: "OrderedDict[bytes, None]" = OrderedDict()  # digests of (block hashes, root) pairs that matched
@@ -62,12 +64,15 @@ def _roots_to(block_hashes: tuple[bytes, ...], expected: bytes) -> bool:
 class GatewayCore:
     def __init__(self, store: ShareStore, pool: Executor, *, segment_size: int, lease_duration: int,
                  node_key: bytes, depth: int = 6, remote_timeout: float = 5.0,
-                 publisher: Publisher | None = None, writer: Workers | None = None) -> None:
+                 publisher: Publisher | None = None, writer: Workers | None = None,
+                 take_over: TakeOver | None = None) -> None:
         """`writer`: the thread a large put's block writes run on (gateway_put's docstring says why), else
-        the pool."""
+        the pool.  `take_over`: the node's holder's, by which an upload of this node's own shares takes them from
+        peers uploading them here (`begin_here`)."""
         self.store = store
         self.pool = pool
         self.writer = writer
+        self.take_over = take_over
         self.publisher = publisher or Publisher(store, pool)  # publishes of this node's uploads: group commits
         self.segment_size = segment_size
         self.lease_duration = lease_duration
@@ -102,6 +107,20 @@ class GatewayCore:
 
     async def run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    async def begin_here(self, si: bytes, shares: tuple[int, ...], expected_bytes: int | None) -> Upload:
+        """An upload of this node's own shares of `si` here, once other nodes may know `si` (a repair's, a share kept
+        home): begun, then the peers' uploads of those shares here taken back (`take_over`) before it writes a block.
+        Begun first, so that a peer's begin from then on is refused (holder.py `_open`); the peers' uploads begun
+        before would write under the same keys, and their aborts delete what it wrote."""
+        upload = await self.run(self.store.begin_upload, si, shares, expected_bytes)
+        if self.take_over is not None:
+            try:
+                await self.take_over(si, shares)
+            except BaseException:
+                await self.run(self.store.abort, upload)
+                raise
+        return upload
 
     def write(self, fn, *args) -> asyncio.Future:
         """fn(*args) on the writer (else in the pool): a put's block writes."""

@@ -221,7 +221,10 @@ class _OnePut:
         return self.size is not None and layout.segment_count(self.size, self.seg_size) == 1
 
     async def begin(self) -> None:
-        if not self.one_segment:
+        """The upload of the shares kept here begun, before any other node is told the storage index (its
+        begins; a file of one segment in whole shares tells it once encoded): a peer's begin of one of them is
+        refused from then on (holder.py `_open`), where one begun first would stage under the same keys."""
+        if not self.one_segment or self.remote and not self.whole:
             self.upload = await self.gateway.run(self._begin_upload)
 
     def _begin_upload(self):
@@ -233,8 +236,9 @@ class _OnePut:
 
     def encode_segment(self, index: int, plaintext: list[bytes]) -> tuple[list[bytes], list[bytes]]:
         blocks = erasure.encode(self.cipher.encrypt_pieces(index, plaintext))
-        if self.upload is None:  # one segment (`one_segment`): begun and written here
-            self.upload = self._begin_upload()
+        if self.one_segment:  # written here, and begun here unless `begin` began it
+            if self.upload is None:
+                self.upload = self._begin_upload()
             if self.local:
                 self.upload.put_blocks(index, {s: blocks[s] for s in self.local})
         return blocks, [block_hash(b) for b in blocks]
@@ -363,7 +367,7 @@ class _KeptHome:
 
     async def begin(self, si: bytes, share: int, size: int, segment_size: int, lease_expiry: int) -> str:
         share_bytes = layout.share_bytes(size, segment_size)
-        self.upload = await self.gateway.run(self.gateway.store.begin_upload, si, (share,), share_bytes)
+        self.upload = await self.gateway.begin_here(si, (share,), share_bytes)
         self.meta = (share, share_bytes, lease_expiry)
         return self.upload.id.hex()
 

@@ -8,8 +8,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
-from ..errors import IntegrityError, MarketNoDeal, NotEnoughShares, ShareNotFound, XscError
+from ..errors import IntegrityError, MarketNoDeal, NotEnoughShares, PeerError, ShareNotFound, XscError
+from ..identity import public_id
 from .core import erasure, layout
 from .core.capability import Capability
 from .gateway_core import GatewayCore
@@ -257,14 +259,13 @@ class _OneRepair:
         rebuilt: dict[int, list[bytes]] = {s: [] for s in (*self.rebuild_here, *self.moved)}
         try:
             if self.rebuild_here:
-                self.upload = await gateway.run(gateway.store.begin_upload, si, tuple(self.rebuild_here),
-                                                share_bytes * len(self.rebuild_here))
+                self.upload = await gateway.begin_here(si, tuple(self.rebuild_here),
+                                                       share_bytes * len(self.rebuild_here))
             # A destination that cannot take its share (down, or refusing) is swapped for another one.
             new_names = self.new_names
             replace = (lambda share, failed: self.destination(relocate, share, set(new_names) | set(failed), failed)) \
                 if relocate else None
-            await gateway.start_remote(self.moved, new_names, replace,
-                                       lambda writer: writer.begin(manifest.size, manifest.segment_size, lease))
+            await gateway.start_remote(self.moved, new_names, replace, partial(self.begin, lease=lease))
             await self._write_segments(read, rebuilt)
             for s, hashes in rebuilt.items():
                 if root(hashes) != manifest.share_root(s):
@@ -295,6 +296,35 @@ class _OneRepair:
                 await gateway.run(gateway.record_damage, si, self.bad_sources,
                                   {s: self.names[s] for s in self.holders})
         return lease
+
+    async def begin(self, writer: RemoteShareWriter, lease: int) -> None:
+        """Begin a moved share's upload on its holder; one that holds that very share already counts as placed there
+        (`_held_there`), nothing sent."""
+        try:
+            await writer.begin(self.manifest.size, self.manifest.segment_size, lease)
+        except PeerError as err:
+            if not await self._held_there(writer, err, lease):
+                raise
+            writer.held()
+
+    async def _held_there(self, writer: RemoteShareWriter, err: PeerError, lease: int) -> bool:
+        """Whether a holder that refused a share's begin as `share-exists` holds that very share, read back: placed by
+        this node, its hashes the manifest's (a copy an earlier repair committed and never recorded); its lease is
+        renewed then.  Else (another node's share of this storage index, placed first: a stranger's squat, which the
+        holder cannot tell from the file's) the refusal stands, and the share goes to another holder."""
+        if (err.details or {}).get("peer_code") != "share-exists":
+            return False
+        try:
+            held = await writer.holder.meta(self.si, writer.share, self.manifest.segment_count)
+            if held["uploader"] != public_id(self.gateway.node_key) or \
+                    root(list(held["block_hashes"])) != self.manifest.share_root(writer.share):
+                return False
+            await writer.holder.renew(self.si, writer.share, lease)
+        except PeerError:
+            return False
+        log.info("share %d of %s: node %s holds it already; counted as placed there", writer.share, self.si.hex(),
+                 writer.node)
+        return True
 
     async def _write_segments(self, read: Callable[[int], Awaitable[bytes]], rebuilt: dict[int, list[bytes]]) -> None:
         gateway = self.gateway

@@ -122,9 +122,9 @@ class Claims:
         self._count += 1
         return claim
 
-    def losing(self, si: bytes, share: int, claim: Claim, owners: bool = False) -> list["Incoming"]:
-        """The other uploads of the share (`owners`: those staging under its keys) marked lost; answers those begun,
-        to abort (a begin under way aborts itself)."""
+    def losing(self, si: bytes, share: int, claim: Claim | None, owners: bool = False) -> list["Incoming"]:
+        """The other uploads of the share than `claim` (None: all of them; `owners`: those staging under its keys)
+        marked lost; answers those begun, to abort (a begin under way aborts itself)."""
         lost = [c for c in self._claims.get((si, share), ()) if c is not claim and (c.own_keys or not owners)]
         for c in lost:
             c.lost = True
@@ -471,6 +471,17 @@ class ShareHolder:
         """The share is published: the other uploads of it are dropped, their room given back."""
         for other in self._claims.losing(incoming.si, incoming.share, incoming.claim):
             await self.abort(other)
+
+    async def take_over(self, si: bytes, shares: Iterable[int]) -> None:
+        """This node's own put or repair has begun writing these shares of `si` here (its upload is begun: a peer's
+        begin of one is refused from now on, `_open`): the peers' uploads of them begun before are aborted, their
+        blocks deleted, before the put or repair writes any, so that no peer's body lands under the keys of a share it
+        publishes and no peer's abort deletes what it wrote."""
+        for share in shares:
+            for incoming in self._claims.losing(si, share, None):
+                log.info("aborting upload %s of share %d of %s: this node writes that share itself", incoming.id,
+                         share, si.hex())
+                await self.abort(incoming)
 
     async def abort(self, incoming: Incoming) -> None:
         async with incoming.lock:

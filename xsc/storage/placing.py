@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
-from ..errors import MarketNoDeal
+from ..errors import MarketNoDeal, PeerError
 from ..market.dealing import Dealing
 from ..tasks import in_pool
 from . import quotes
@@ -40,12 +40,15 @@ class SharePlacing:
 
     def left_out(self, failed: Mapping[str, BaseException]) -> set[str]:
         """The providers a share placed again is not offered to: those that failed it (`failed`: node -> how), and
-        those refusing this node outright, found as their terms were asked or as they refused a share now."""
+        those refusing this node outright, found as their terms were asked or as they refused a share now.  A
+        provider that refused the share because it holds another node's share of the file's storage index (a
+        stranger's squat: `share-exists`) did no wrong: the allocation goes on counting it (`Dealing.failed`)."""
         for node, err in failed.items():
             if self.terms is not None:
                 self.terms.forget(node)  # its terms are asked again before the next put
                 self.terms.refused(node, err)
-            self.dealing.failed(node)
+            if not isinstance(err, PeerError) or (err.details or {}).get("peer_code") != "share-exists":
+                self.dealing.failed(node)
         return set(failed) | (set(self.terms.shut_out()) if self.terms is not None else set())
 
     def replacer(self, quote: quotes.PutQuote, bid: int):

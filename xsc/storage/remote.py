@@ -44,7 +44,8 @@ KEEP_ALIVE = 20.0
 # A holder with no room in memory for a body within its wait answers 503 storage-busy and says when to send it again
 # (Retry-After; its upload is as it was): a share's bodies refused so are sent once more after that long, waiting at
 # most BUSY_WAIT_MOST, once per share (those refused before its wait ends are sent again as it ends), rather than the
-# share dropped from that holder at once.
+# share dropped from that holder at once.  A begin refused so, or 429 by a holder rate limiting this node's requests
+# for less than BUSY_WAIT_MOST, is sent once more the same way, rather than the share placed on another holder.
 BUSY_WAIT_MOST = 5.0
 READ_BATCH = 16  # segments of one share fetched from its holder per request
 READ_AHEAD = 1  # requests asked ahead of the one being read
@@ -110,12 +111,31 @@ class RemoteShareWriter:
         self.ahead = SEND_AHEAD_LONG if (holder.round_trip or 0.0) > LONG_PATH else SEND_AHEAD
         self.last_sent = 0.0  # (monotonic) when the last request about the upload was sent
         self.lost: PeerError | None = None  # how its holder failed the share once begun (`holder_lost`)
+        self.held_before = False  # its holder held this very share already (`held`): nothing is sent
         self._busy_until: float | None = None  # (monotonic) the end of the share's one wait for a busy holder
 
     async def begin(self, size: int, segment_size: int, lease_expiry: int) -> None:
-        self.upload = await self.holder.begin(self.si, self.share, size, segment_size, lease_expiry)
+        """Begin the share's upload; a holder busy or rate limiting this node is asked once more after its Retry-After
+        (`busy_wait`)."""
+        for again in (False, True):
+            try:
+                self.upload = await self.holder.begin(self.si, self.share, size, segment_size, lease_expiry)
+                break
+            except PeerError as err:
+                wait = busy_wait(err)
+                if again or wait is None:
+                    raise
+                log.info("share %d: node %s is busy (%s); its begin sent again in %.0f s", self.share, self.node,
+                         err, wait)
+            await asyncio.sleep(wait)
         self._segments = layout.segment_count(size, segment_size)
         self.last_sent = time.monotonic()
+
+    def held(self) -> None:
+        """Its holder holds this very share already (placed by this node: a copy an earlier repair committed and never
+        recorded), found by its caller as the begin was refused: it counts as placed, nothing is sent, committed or
+        taken back."""
+        self.held_before = self.committed = True
 
     async def keep_alive(self, now: float) -> None:
         """Touch the upload if no request about it was sent for KEEP_ALIVE seconds and none is under way."""
@@ -141,7 +161,7 @@ class RemoteShareWriter:
         self.committed = True
 
     async def add(self, block: bytes) -> None:
-        if self.lost is not None:  # its holder is gone: nothing more goes there
+        if self.lost is not None or self.held_before:  # its holder is gone, or has it: nothing more goes there
             if self.sending is not None:
                 self.sending.give(len(block))
             return
@@ -231,6 +251,8 @@ class RemoteShareWriter:
     async def commit(self, block_hashes: list[bytes], manifest: bytes) -> None:
         """Send the last batch with the commit, while the batches before it may still be on their way (the holder
         stages them in order, then commits)."""
+        if self.held_before:
+            return
         await self._answered_so_far()
         if self.lost is not None:
             self._drop_pending()
@@ -245,14 +267,15 @@ class RemoteShareWriter:
 
     async def undo(self) -> None:
         """Leave nothing behind on the holder, whatever state the share is in (best effort).  A holder that lost the
-        share as no answer or no upload is not asked again (`answers_for`)."""
+        share as no answer or no upload is not asked again (`answers_for`), and a share it held before (`held`) is
+        left there."""
         await stop(*self._sending)  # a batch still on its way would wait its turn on the holder for nothing
         self._drop_pending()
         for sending in self._sending:
             if not sending.cancelled():
                 sending.exception()  # seen: the put's own error says what failed
         self._sending.clear()
-        if self.lost is not None and not answers_for(self.lost):
+        if self.lost is not None and not answers_for(self.lost) or self.held_before:
             return
         try:
             if self.committed:
@@ -364,39 +387,54 @@ REMEDIES = {
     "storage-full": "it has no room: free space or add nodes",
     "quarantined": "it quarantined this node; its operator can lift that (xsc peers quarantine rm)",
     "not-admitted": "it does not admit this node (its proof of work or grid secret)",
+    "share-exists": "it holds another node's share of this file's storage index, placed there first by a node that "
+                    "learnt the index",
 }
-# Refusals that are the peer's own standing decision about this node (its terms, its room, its quarantine), which
-# no retry of the same request changes and the user cannot act on now: a put keeps such a share at home rather than
-# fail (gateway_core.start_remote).  Any other refusal (a request the holder found wrong, a busy holder) fails it.
-STANDING = frozenset({"prepayment-required", "storage-full", "quarantined", "not-admitted"})
+# Refusals that are the peer's own standing decision about this node (its terms, its room, its quarantine), or its
+# standing state (share-exists: it holds a share of the file's storage index that another node placed first: a
+# stranger's squat, as a holder cannot tell a share of the file from one of its own making), which no retry of the
+# same request changes and the user cannot act on now: a put keeps such a share at home rather than fail
+# (gateway_core.start_remote).  Any other refusal (a request the holder found wrong, a busy holder) fails it.
+STANDING = frozenset({"prepayment-required", "storage-full", "quarantined", "not-admitted", "share-exists"})
 
 
 def holder_lost(err: BaseException) -> bool:
     """Whether a holder failed a share after its upload began in a way that loses it the share, not the put: no
     answer, a cut one or none in time (PeerUnreachable: it was killed, restarted or stopped answering), its upload
-    gone (404 upload-not-found: aborted to make room for another's, past its deadline, dropped as it restarted), or a
-    fault of its own (5xx).  Any other refusal (a request it found wrong) still fails the put."""
+    gone (404 upload-not-found: aborted to make room for another's, past its deadline, dropped as it restarted), a
+    share of the file's storage index another node committed there first (409 share-exists at the commit: a
+    stranger's squat, LOST_TO), or a fault of its own (5xx).  Any other refusal (a request it found wrong) still fails
+    the put."""
     if isinstance(err, PeerUnreachable):
         return True
     details = (err.details or {}) if isinstance(err, PeerError) else {}
     status = details.get("peer_status")
-    return details.get("peer_code") == "upload-not-found" or (isinstance(status, int) and status >= 500)
+    return details.get("peer_code") in LOST_TO or (isinstance(status, int) and status >= 500)
+
+
+# A holder's refusals of a request about an upload it took that leave it without the upload (it aborted it).
+LOST_TO = frozenset({"upload-not-found", "share-exists"})
 
 
 def busy_wait(err: BaseException) -> float | None:
-    """The seconds to wait before sending a body a busy holder refused again (503 storage-busy: its Retry-After, at most
-    BUSY_WAIT_MOST); None for any other failure."""
+    """The seconds to wait before sending a request a busy holder refused again: 503 storage-busy (its Retry-After, at
+    most BUSY_WAIT_MOST), or 429 with a Retry-After of at most BUSY_WAIT_MOST (a holder rate limiting this node's
+    requests); None for any other failure, and for a 429 that names a longer wait (a holder holding all the uploads it
+    takes from this node: 30 s and more), which a put does not spend waiting: the share goes to another holder."""
     details = (err.details or {}) if isinstance(err, PeerError) else {}
-    if details.get("peer_code") != "storage-busy":
-        return None
-    return min(float(details.get("peer_retry_after", 1)), BUSY_WAIT_MOST)
+    if details.get("peer_code") == "storage-busy":
+        return min(float(details.get("peer_retry_after", 1)), BUSY_WAIT_MOST)
+    wait = details.get("peer_retry_after")
+    if details.get("peer_status") == 429 and wait is not None and wait <= BUSY_WAIT_MOST:
+        return float(wait)
+    return None
 
 
 def answers_for(err: PeerError) -> bool:
     """Whether a holder that lost a share so (`holder_lost`) is worth asking to take back its upload: not one that
     did not answer (asked again, it would keep a put waiting as long; it drops its staged uploads as it restarts, or
-    at their deadline, and a copy it may have committed is noted to delete), nor one that holds no upload."""
-    return not isinstance(err, PeerUnreachable) and (err.details or {}).get("peer_code") != "upload-not-found"
+    at their deadline, and a copy it may have committed is noted to delete), nor one that holds no upload (LOST_TO)."""
+    return not isinstance(err, PeerUnreachable) and (err.details or {}).get("peer_code") not in LOST_TO
 
 
 def standing(err: BaseException) -> bool:
