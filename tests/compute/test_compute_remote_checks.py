@@ -269,6 +269,7 @@ async def test_a_provider_answering_two_calls_with_one_run_is_struck(node_factor
         return copy.deepcopy(first[0])
 
     _answering(provider, monkeypatch, the_first_again)
+    monkeypatch.setattr(gateway.app[NODE].paid.gateway_tabs, "interval", 3600)  # one tab, however slow the machine
     status, body = await _add(gateway, module, 1, 2, verify=True)
     assert status == 200 and body["verified"] is True, body
     status, problem = await _add(gateway, module, 1, 2, verify=True)  # the same tab: its record's deal is this one's
