@@ -40,7 +40,7 @@ def malformed(version: str) -> S3Error:
 
 
 def absent(key: str, version: str) -> S3Error:
-    """The refusal of a version other than null of `key`: NoSuchVersion (404) or, for a malformed id, InvalidArgument."""
+    """The refusal of a version of `key` other than null: NoSuchVersion (404), or InvalidArgument for a malformed id."""
     if not well_formed(version):
         return malformed(version)
     return S3Error("The specified version does not exist. (no bucket here is versioned: an object's one version is "
