@@ -7,8 +7,9 @@ Each request is drawn from what S3 clients send and what a hostile one may: ever
 keys with spaces, non-ASCII, dots, newlines, a percent or 1,100 bytes, the subresources and list parameters the
 front knows and those it does not (with bad values), conditional, copy, range, checksum, encryption and metadata
 headers with good and bad values, and bodies from empty to XML documents (multipart completions, multi-object
-deletes, one with an entity, one with 1,200 keys, one naming versions) to 70,000 bytes.  One request in twenty goes unsigned.  Each
-answer must be a success, a 501, or an error with its S3 XML document; the front and its node must stay up.
+deletes, one with an entity, one with 1,200 keys, one naming versions) to 70,000 bytes.  One request in twenty goes
+unsigned.  Each answer must be a success, a 501, or an error with its S3 XML document; the front and its node must
+stay up.
 A failing case prints the request; the seed replays the run.
 """
 
