@@ -7,8 +7,9 @@ Each request is drawn from what S3 clients send and what a hostile one may: ever
 keys with spaces, non-ASCII, dots, newlines, a percent or 1,100 bytes, the subresources and list parameters the
 front knows and those it does not (with bad values), conditional, copy, range, checksum, encryption and metadata
 headers with good and bad values, and bodies from empty to XML documents (multipart completions, multi-object
-deletes, one with an entity, one with 1,200 keys) to 70,000 bytes.  One request in twenty goes unsigned.  Each
-answer must be a success, a 501, or an error with its S3 XML document; the front and its node must stay up.
+deletes, one with an entity, one with 1,200 keys, one naming versions) to 70,000 bytes.  One request in twenty goes
+unsigned.  Each answer must be a success, a 501, or an error with its S3 XML document; the front and its node must
+stay up.
 A failing case prints the request; the seed replays the run.
 """
 
@@ -38,7 +39,8 @@ SUBRESOURCES = [
     "list-type=2&max-keys=-1", "list-type=2&max-keys=abc", "list-type=2&continuation-token=%00zz",
     "list-type=2&start-after=zz&prefix=%0A&delimiter=/", "max-keys=1000000", "marker=zz", "prefix=&delimiter=",
     "location", "versions", "uploads&max-uploads=-3", "uploadId=x&partNumber=1", "restore", "select&select-type=2",
-    "encoding-type=url", "encoding-type=bogus", "response-content-type=%00", "versionId=1", "x-id=GetObject",
+    "encoding-type=url", "encoding-type=bogus", "response-content-type=%00", "versionId=1", "versionId=null",
+    "versionId=", "versionId=3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrH", "versionId=null&partNumber=1", "x-id=GetObject",
     "list-type=1", "list-type=3", "fetch-owner=true&list-type=2", "max-parts=-1&uploadId=x",
     "part-number-marker=z&uploadId=y", "uploads&key-marker=k&upload-id-marker=%C3%A9", "uploads&upload-id-marker=x",
     "uploads&key-marker=dir/&delimiter=/&max-uploads=1", "uploads&key-marker=%FF&prefix=dir/&max-uploads=0",
@@ -50,7 +52,8 @@ HEADERS = [
     ("If-Modified-Since", ["Wed, 21 Oct 2015 07:28:00 GMT", "garbage", ""]),
     ("If-Unmodified-Since", ["Wed, 21 Oct 2035 07:28:00 GMT", "x"]),
     ("Content-MD5", ["", "xx", "1B2M2Y8AsgTpgAmY7PhCfg=="]),
-    ("x-amz-copy-source", ["fuzz-a/k", "/fuzz-a/k", "nobucket/x", "fuzz-a", "%", "fuzz-a/k?versionId=1", "fuzz-a/%00"]),
+    ("x-amz-copy-source", ["fuzz-a/k", "/fuzz-a/k", "nobucket/x", "fuzz-a", "%", "fuzz-a/k?versionId=1",
+                           "fuzz-a/k?versionId=null", "fuzz-a/k?versionId=", "fuzz-a/%00"]),
     ("x-amz-copy-source-range", ["bytes=0-0", "bytes=x", "bytes=10-0"]),
     ("x-amz-metadata-directive", ["COPY", "REPLACE", "bogus"]),
     ("x-amz-meta-a", ["ü", "x" * 3000, ""]), ("Content-Type", ["", "text/plain", "multipart/form-data; boundary=x"]),
@@ -68,6 +71,8 @@ BODIES = [
     b"", b"hello", b"<x/>",
     b'<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>"x"</ETag></Part></CompleteMultipartUpload>',
     b"<Delete><Object><Key>k</Key></Object></Delete>",
+    b"<Delete><Object><Key>k</Key><VersionId>null</VersionId></Object><Object><Key>k</Key><VersionId>%00</VersionId>"
+    b"</Object><Object><Key>dir/k</Key><VersionId/></Object></Delete>",
     b"<Delete>" + b"<Object><Key>k</Key></Object>" * 1200 + b"</Delete>",
     b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'aaaa'>]><Delete><Object><Key>&a;</Key></Object></Delete>",
     b"<CreateBucketConfiguration><LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>",

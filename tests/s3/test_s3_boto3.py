@@ -144,7 +144,8 @@ def _copied_raw(gateway, bucket: str, source: str) -> tuple[int, bytes]:
 def test_a_copy_source_is_its_url_encoded_bucket_and_key_then_its_version(s3, bucket, gateway) -> None:
     """x-amz-copy-source is BUCKET/KEY URL-encoded, then ?versionId=ID, as S3 reads it: a key's own ? (the SDKs send
     %3F) stays in the key, for a copy and for a part; the separator encoded or not, after a / or not, names the same
-    object; a version is not copied (501); a ? sent bare in a key, or no key, is refused (400); a .. is a key's."""
+    object, and so does its version null (of a version there is none of: NoSuchVersion); a ? sent bare in a key, or no
+    key, is refused (400); a .. is a key's."""
     for key in ("what?.txt", "k?versionId=x", "a b+c#d%e"):
         s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
         s3.copy_object(Bucket=bucket, Key="copied", CopySource={"Bucket": bucket, "Key": key})
@@ -156,11 +157,12 @@ def test_a_copy_source_is_its_url_encoded_bucket_and_key_then_its_version(s3, bu
                                  MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
     assert s3.get_object(Bucket=bucket, Key="parts")["Body"].read() == b"what?.txt"
     for source in (f"{bucket}%2Fwhat%3F.txt", f"/{bucket}%2Fwhat%3F.txt", f"%2F{bucket}%2Fwhat%3F.txt",
-                   f"{bucket}/k%3FversionId%3Dx"):
+                   f"{bucket}/k%3FversionId%3Dx", f"{bucket}%2Fwhat%3F.txt?versionId=null"):
         s3.delete_object(Bucket=bucket, Key="raw")
         assert _copied_raw(gateway, bucket, source)[0] == 200, source
         assert s3.get_object(Bucket=bucket, Key="raw")["Body"].read() in (b"what?.txt", b"k?versionId=x"), source
-    for source, status, code in ((f"{bucket}%2Fwhat%3F.txt?versionId=null", 501, b"NotImplemented"),
+    for source, status, code in ((f"{bucket}%2Fwhat%3F.txt?versionId=3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrH", 404,
+                                  b"NoSuchVersion"),
                                  (f"{bucket}/what?.txt", 400, b"InvalidArgument"),
                                  (bucket, 400, b"InvalidArgument"), (f"{bucket}%2F", 400, b"InvalidArgument"),
                                  (f"{bucket}/..%2F{bucket}%2Fwhat%3F.txt", 404, b"NoSuchKey")):

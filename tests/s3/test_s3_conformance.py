@@ -299,6 +299,60 @@ def test_copy_onto_itself_needs_replace(s3, bucket) -> None:
     assert got["Metadata"] == {"a": "2"} and got["Body"].read() == b"me"
 
 
+def test_version_null_is_the_object_and_other_versions_are_refused_as_s3_refuses_them(gateway, s3, bucket) -> None:
+    """A bucket never versioned holds one version of each object, null: GetObject, HeadObject, DeleteObject, a copy's
+    source and DeleteObjects' VersionId take `versionId=null` as the object.  Another id is a version there is none
+    of: an id of S3's shape is 404 NoSuchVersion (its Key and VersionId in the error), another 400 InvalidArgument
+    (ArgumentName versionId); a delete of a version there is none of deletes nothing and succeeds, as S3's does."""
+    issued = "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrH"
+    for key in ("k", "gone"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"the object")
+    assert s3.get_object(Bucket=bucket, Key="k", VersionId="null")["Body"].read() == b"the object"
+    assert s3.head_object(Bucket=bucket, Key="k", VersionId="null")["ContentLength"] == 10
+    s3.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "k", "VersionId": "null"})
+    assert s3.get_object(Bucket=bucket, Key="copy")["Body"].read() == b"the object"
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="parts")["UploadId"]
+    part = s3.upload_part_copy(Bucket=bucket, Key="parts", UploadId=uid, PartNumber=1,
+                               CopySource={"Bucket": bucket, "Key": "k", "VersionId": "null"})["CopyPartResult"]
+    s3.complete_multipart_upload(Bucket=bucket, Key="parts", UploadId=uid,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    assert s3.get_object(Bucket=bucket, Key="parts")["Body"].read() == b"the object"
+    status, _, body = signed(gateway, "GET", f"/{bucket}/k?versionId={issued}")
+    assert status == 404 and b"<Code>NoSuchVersion</Code>" in body
+    assert b"<Key>k</Key>" in body and f"<VersionId>{issued}</VersionId>".encode() in body
+    for version in ("1", "", "a%2Fb"):
+        status, _, body = signed(gateway, "GET", f"/{bucket}/k?versionId={version}")
+        assert (status, b"<Code>InvalidArgument</Code>" in body, b"<ArgumentName>versionId</ArgumentName>" in body) \
+            == (400, True, True), version
+    assert signed(gateway, "HEAD", f"/{bucket}/k?versionId={issued}")[0] == 404
+    for version, code in ((issued, ("NoSuchVersion", 404)), ("1", ("InvalidArgument", 400))):
+        with pytest.raises(ClientError) as info:
+            s3.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "k", "VersionId": version})
+        assert code_of(info) == code
+    with pytest.raises(ClientError) as info:
+        s3.delete_object(Bucket=bucket, Key="k", VersionId="1")
+    assert code_of(info) == ("InvalidArgument", 400)
+    assert s3.delete_object(Bucket=bucket, Key="k", VersionId=issued)["VersionId"] == issued
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"the object"  # no version of it was deleted
+    assert s3.delete_object(Bucket=bucket, Key="gone", VersionId="null")["ResponseMetadata"]["HTTPStatusCode"] == 204
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == ["copy", "k", "parts"]
+
+
+def test_delete_objects_deletes_an_object_named_with_version_null_and_no_version_there_is_none_of(s3, bucket) -> None:
+    """DeleteObjects' `VersionId`: null deletes the object; an id of S3's shape names a version there is none of, so
+    nothing is deleted and the key is answered Deleted with its VersionId, as S3 answers it; a malformed id is that
+    key's InvalidArgument <Error>.  The object itself stays unless null, or no version, names it."""
+    issued = "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrH"
+    for key in ("k", "gone"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"the object")
+    answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": [
+        {"Key": "k", "VersionId": issued}, {"Key": "k", "VersionId": "1"}, {"Key": "gone", "VersionId": "null"}]})
+    assert [(d["Key"], d.get("VersionId")) for d in answer["Deleted"]] == [("k", issued), ("gone", "null")]
+    assert [(e["Key"], e["VersionId"], e["Code"]) for e in answer["Errors"]] == [("k", "1", "InvalidArgument")]
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["k"]
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"the object"
+
+
 def test_part_number_past_the_last_part_is_invalid_part_number(s3, bucket) -> None:
     s3.put_object(Bucket=bucket, Key="one", Body=b"single part")
     assert s3.get_object(Bucket=bucket, Key="one", PartNumber=1)["Body"].read() == b"single part"

@@ -163,6 +163,27 @@ def test_reconcile_finds_files_no_record_refers_to(index) -> None:
     assert "orphan" in index.garbage()
 
 
+def test_a_reconciliation_reads_the_records_of_the_files_it_is_asked_of_not_every_record(db) -> None:
+    """2,000 objects, a multipart one and a part: a reconciliation asked of a few files reads the records their o/h/
+    entries name (a multipart object's once), not the others, and still finds the orphans: a file no record refers
+    to, one an overwrite let go, and one whose o/h/ entry names a record that does not refer to it."""
+    index = S3Index(db)
+    index.create_bucket("bkt")
+    index.put_all([("bkt", f"obj-{n}", obj(f"cap-{n}")) for n in range(2_000)])
+    index.put("bkt", "mp", obj("mp-1", "mp-2", "mp-3"))
+    upload = index.create_upload("bkt", "m")
+    index.put_part(upload, 1, "part-1", 100, "e")
+    index.put("bkt", "obj-6", obj("cap-new"))
+    db.put(keys.object_holder("stale"), keys.object_key("bkt", "obj-5"))
+    counting = _CountingDb(db)
+    reopened = S3Index(counting)
+    counting.seen.clear()
+    asked = ["cap-7", "cap-1999", "mp-1", "mp-2", "mp-3", "part-1", "cap-6", "cap-new", "stale", "orphan"]
+    assert reopened.reconcile(asked) == ["cap-6", "orphan", "stale"]
+    assert counting.seen[keys.OBJECT_KEYS] + counting.seen[keys.OBJECT_PARTS] <= 6, counting.seen
+    assert {"cap-6", "orphan", "stale"} <= set(reopened.garbage())
+
+
 def test_export_and_reopen(db, tmp_path) -> None:
     index = S3Index(db)
     index.create_bucket("bkt")

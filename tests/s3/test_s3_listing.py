@@ -100,8 +100,9 @@ def test_request_bodies_parse_and_refuse() -> None:
     body = (b'<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Part><PartNumber>1</PartNumber>'
             b'<ETag>"abc"</ETag></Part><Part><ETag>def</ETag><PartNumber>3</PartNumber></Part></CompleteMultipartUpload>')
     assert xml.parse_complete(body) == [(1, "abc"), (3, "def")]
-    keys, quiet = xml.parse_delete(b"<Delete><Quiet>true</Quiet><Object><Key>a &amp; b</Key></Object></Delete>")
-    assert keys == ["a & b"] and quiet
+    keys, quiet = xml.parse_delete(b"<Delete><Quiet>true</Quiet><Object><Key>a &amp; b</Key></Object>"
+                                   b"<Object><Key>c</Key><VersionId>null</VersionId></Object></Delete>")
+    assert keys == [("a & b", None), ("c", "null")] and quiet
     for bad in (b"<nope", b"<Delete></Delete>", b'<!DOCTYPE x [<!ENTITY a "b">]><Delete/>', b"<Other/>"):
         with pytest.raises(S3Error) as info:
             xml.parse_delete(bad)

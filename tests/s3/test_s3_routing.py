@@ -27,6 +27,9 @@ def test_the_table_names_an_operation_for_each_shape_and_refuses_every_other() -
         "upload_part_copy"
     assert status_of("PUT", "b", "k", {}, {"x-amz-copy-source": "/b/j", "x-amz-copy-source-range": "bytes=0-1"}) == 501
     assert status_of("PATCH", "b", "k", {}) == 501
+    for method, found in (("GET", "get_object"), ("HEAD", "get_object"), ("DELETE", "delete_object")):
+        assert status_of(method, "b", "k", {"versionId": "null"}) == found  # its version judged once its access is
+    assert status_of("GET", "b", "k", {"versionId": "null", "tagging": ""}) == 501
     assert status_of("PUT", "", "", {}) == 501
     for sub in routing.SUBRESOURCES:
         for method in ("GET", "HEAD", "PUT", "POST", "DELETE"):

@@ -297,6 +297,52 @@ def test_a_user_that_may_not_write_a_bucket_is_denied_before_its_copy_or_its_con
     assert (kept["Body"].read(), kept["ETag"]) == (b"ana's", etag)
 
 
+def test_a_user_that_may_not_read_a_bucket_is_denied_whatever_version_it_names(gateway) -> None:
+    """GetObject, HeadObject and DeleteObject with `?versionId=`, and a copy's or a part's `x-amz-copy-source` with
+    one, by a user with no grant on the bucket: AccessDenied, whatever the version (null, an id of S3's shape, a
+    malformed one) and whether the key is there or not, as S3 judges access first; once granted read, the version is
+    judged (null is the object, another id NoSuchVersion or InvalidArgument), and a delete still needs write."""
+    ana = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "ana"))
+    bob = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "bob"))
+    for user in ("ana", "bob"):
+        assert gateway.node.xsc("s3", "fund", user, "5").returncode == 0
+    ana.create_bucket(Bucket="ver-ana")
+    ana.put_object(Bucket="ver-ana", Key="k", Body=b"ana's")
+    bob.create_bucket(Bucket="ver-bob")
+    upload = bob.create_multipart_upload(Bucket="ver-bob", Key="m")["UploadId"]
+    issued = "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrH"  # the shape of S3's ids, no version's here
+
+    def calls(key: str, version: str):
+        source = {"Bucket": "ver-ana", "Key": key, "VersionId": version}
+        return (lambda: bob.get_object(Bucket="ver-ana", Key=key, VersionId=version),
+                lambda: bob.head_object(Bucket="ver-ana", Key=key, VersionId=version),
+                lambda: bob.copy_object(Bucket="ver-bob", Key="c", CopySource=source),
+                lambda: bob.upload_part_copy(Bucket="ver-bob", Key="m", UploadId=upload, PartNumber=1,
+                                             CopySource=source),
+                lambda: bob.delete_object(Bucket="ver-ana", Key=key, VersionId=version))
+
+    for key in ("k", "absent"):
+        for version in ("null", issued, "1"):
+            for i, call in enumerate(calls(key, version)):
+                assert refused(call) == ("403" if i == 1 else "AccessDenied", 403), (key, version, i)
+            answer = bob.delete_objects(Bucket="ver-ana", Delete={"Objects": [{"Key": key, "VersionId": version}]})
+            assert [(e["Key"], e["Code"]) for e in answer["Errors"]] == [(key, "AccessDenied")], version
+    assert gateway.node.xsc("s3", "grant", "ver-ana", "bob", "read").returncode == 0
+    get, head, copy, part, delete = calls("k", "null")
+    assert get()["Body"].read() == b"ana's" and head()["ContentLength"] == 5
+    copy()
+    part()
+    assert bob.get_object(Bucket="ver-bob", Key="c")["Body"].read() == b"ana's"
+    assert refused(delete) == ("AccessDenied", 403)
+    for version, code in ((issued, ("NoSuchVersion", 404)), ("1", ("InvalidArgument", 400))):
+        get, head, copy, part, delete = calls("k", version)
+        for call in (get, copy, part):
+            assert refused(call) == code, version
+        assert refused(head) == (str(code[1]), code[1])
+        assert refused(delete) == ("AccessDenied", 403)
+    assert ana.get_object(Bucket="ver-ana", Key="k")["Body"].read() == b"ana's"
+
+
 def test_delete_objects_a_user_may_not_write_answers_access_denied_for_each_key_and_deletes_nothing(gateway) -> None:
     """S3 judges DeleteObjects key by key: a user without write to the bucket (a reader, or one with no grant) gets 200
     with an AccessDenied <Error> for each key, quiet or not, and every object stays."""

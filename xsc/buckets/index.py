@@ -21,7 +21,7 @@ is one synced write batch, so a crash leaves either the old state or the new, ne
 - a part is recorded when its file is complete; Complete turns the upload's parts into one object record
   and marks the parts it did not use as garbage; Abort marks them all.
 - a file the front stored but could not record (the node died in between) is found by `reconcile`: the
-  front names its files `s3:...` and asks which of them no record refers to.
+  front names its files `s3:...` and asks which of them no record refers to, each judged by its o/h/ entry (below).
 - each file a record refers to has an entry (o/h/) naming that record, written in the record's own batch; no two
   records refer to one file (each write stores a file of its own), save the objects a watch writes from the outputs
   of one job (datums whose objects hold the same bytes: compute/watches.py), which the write notes as sharing them
@@ -61,7 +61,7 @@ from ..db import Database
 from ..errors import (BucketNotEmpty, BucketTaken, ConditionalConflict, Forbidden, InvalidArgument, NoSuchBucket,
                       NoSuchKey, TooManyBuckets, TooManyUploads, XscError)
 from .core import listing, names, records
-from .entries import apply, caps_of, given_once, holds, release, share, write_entries
+from .entries import apply, caps_of, given_once, holds, release, share, shared_keys, write_entries
 from .uploads import MAX_UPLOADS, UPLOAD_EXPIRY, Uploads, by_age, by_key, index_ages, index_uploads, parts_of
 
 FILE_PREFIX = "s3:"  # the names of the store's files the S3 front put (see reconcile)
@@ -370,20 +370,30 @@ class S3Index(Uploads):
                 for cap in caps:
                     batch.delete(keys.object_garbage(cap))
 
-    def referenced(self) -> set[str]:
-        """Every capability an object or an uploaded part refers to."""
-        caps = {p["cap"] for _, v in self.db.iterator(prefix=keys.OBJECT_KEYS) for p in codec.loads(v)["parts"]}
-        caps.update(codec.loads(v)["cap"] for _, v in self.db.iterator(prefix=keys.OBJECT_PARTS))
-        return caps
-
     def reconcile(self, stored: Iterable[str]) -> list[str]:
         """Of the capabilities of files the front stored (`stored`), those no record refers to: they are
-        marked garbage (and returned) so the front removes them."""
+        marked garbage (and returned) so the front removes them.  Each file is judged by the record its o/h/ entry
+        names (or, for a file records share, those its o/s/ entry names), which must still refer to it: a
+        reconciliation reads the records of the files it is asked of, not every record of the index."""
         with self._lock:
-            referenced = self.referenced()
-            orphans = sorted(set(stored) - referenced)
+            read: dict[bytes, set[str]] = {}  # the files of each record read: a multipart object's read once
+            orphans = sorted(cap for cap in set(stored) if not self._referred(cap, read))
             self._mark_garbage(orphans)
         return orphans
+
+    def _referred(self, cap: str, read: dict[bytes, set[str]]) -> bool:
+        """Under the lock: does a record refer to the file `cap`?  (`read`: the records read so far, by key.)"""
+        def refers(key: bytes) -> bool:
+            if key not in read:
+                raw = self.db.get(key)
+                read[key] = set() if raw is None else set(caps_of(key, codec.loads(raw)))
+            return cap in read[key]
+
+        holder = self.db.get(keys.object_holder(cap))
+        if holder is not None and refers(holder):
+            return True
+        shared = self.db.get(keys.object_shared(cap)) if self._shared else None
+        return shared is not None and any(refers(key) for key in shared_keys(shared))
 
     @contextlib.contextmanager
     def changing(self) -> Iterator[set[str]]:

@@ -8,7 +8,8 @@ from aiohttp import web
 
 from ..buckets.core import names
 from ..errors import S3Error
-from .core import checksums, sigv4
+from .core import checksums, sigv4, versions
+from .link import NodeLink
 
 
 @dataclass
@@ -23,6 +24,15 @@ class Call:
     request_id: str
     user: str = names.DEFAULT_USER  # the user the access key belongs to
     operation: str = ""  # its name in routing.TABLE
+
+
+async def object_version(node: NodeLink, bucket: str, key: str, version: str | None, user: str) -> dict:
+    """The record of the object a read names (`version`: its `versionId`, None if it names none), the user's access to
+    the bucket judged first: a caller who may not read the bucket is denied whatever version it names."""
+    if versions.is_object(version):
+        return await node.object(bucket, key, user)
+    await node.bucket(bucket, user)
+    raise versions.absent(key, version)
 
 
 def declared_size(call: Call) -> int | None:

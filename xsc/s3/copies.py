@@ -13,8 +13,8 @@ from ..buckets.core import names
 from ..errors import S3Error, XscError
 from ..units import is_whole_number
 from .bodies import ObjectBodies
-from .calls import Call, checksum_headers, keep_checksum, xml_answer
-from .core import checksums, xml
+from .calls import Call, checksum_headers, keep_checksum, object_version, xml_answer
+from .core import checksums, versions, xml
 from .core import headers as stored_headers
 from .link import NodeLink
 from .multipart import part_number_of, upload_of
@@ -35,16 +35,16 @@ class Copies:
     async def copy_object(self, call: Call) -> web.Response:
         names.check_key(call.key)
         headers = call.request.headers
-        src_bucket, src_key = _copy_source(headers)
+        src_bucket, src_key, version = _copy_source(headers)
         directive = headers.get("x-amz-metadata-directive", "COPY").upper()
         # NoSuchBucket, AccessDenied before the copy is judged: a user that may not write the bucket hears nothing of
         # what is in it (a condition met or not), nor of its copy's other faults
         await self.node.bucket(call.bucket, call.user, "write")
-        if (src_bucket, src_key) == (call.bucket, call.key) and directive != "REPLACE":
+        if (src_bucket, src_key) == (call.bucket, call.key) and directive != "REPLACE" and versions.is_object(version):
             raise S3Error("This copy request is illegal because it is trying to copy an object to itself without "
                           "changing the object's metadata (x-amz-metadata-directive: REPLACE)",
                           s3_code="InvalidRequest", status=400)
-        record = await self.node.object(src_bucket, src_key, call.user)
+        record = await object_version(self.node, src_bucket, src_key, version, call.user)
         stored_headers.copy_condition(headers, record["etag"], record["modified"])
         await self.writes.small_body(call)
         if directive == "REPLACE":
@@ -79,12 +79,12 @@ class Copies:
         checksum in its upload's algorithm is taken of the bytes copied, as an UploadPart's is of its body."""
         number = part_number_of(call)
         headers = call.request.headers
-        src_bucket, src_key = _copy_source(headers)
+        src_bucket, src_key, version = _copy_source(headers)
         upload = await upload_of(self.node, call)
         upload_id = upload["id"]
         kind = upload.get("checksum")
         checksum = None if kind is None else checksums.Checksum(kind["algorithm"], None, taken=True)
-        record = await self.node.object(src_bucket, src_key, call.user)
+        record = await object_version(self.node, src_bucket, src_key, version, call.user)
         stored_headers.copy_condition(headers, record["etag"], record["modified"])
         first, last = _copy_range(headers.get("x-amz-copy-source-range"), record["size"])
         await self.writes.small_body(call)
@@ -107,21 +107,19 @@ class Copies:
                                           checksum=checksum_headers(shown)))
 
 
-def _copy_source(headers) -> tuple[str, str]:
-    """The bucket and key `x-amz-copy-source` names: BUCKET/KEY URL-encoded (its `/` encoded or not, after a `/` or
-    not), then a version as `?versionId=ID`.  The value is split at its first `?` before it is decoded, as S3 reads
-    it: a `?` of the key's own comes encoded (%3F, as every SDK sends it) and stays in the key."""
+def _copy_source(headers) -> tuple[str, str, str | None]:
+    """The bucket, key and version (None if it names none) `x-amz-copy-source` names: BUCKET/KEY URL-encoded (its `/`
+    encoded or not, after a `/` or not), then a version as `?versionId=ID`.  The value is split at its first `?`
+    before it is decoded, as S3 reads it: a `?` of the key's own comes encoded (%3F, as every SDK sends it) and stays
+    in the key.  The version is judged once the source's access is (`object_version`)."""
     encoded, question, query = headers["x-amz-copy-source"].partition("?")
     src_bucket, _, src_key = unquote(encoded).lstrip("/").partition("/")
     if not src_bucket or not src_key:
         raise S3Error("x-amz-copy-source must be BUCKET/KEY, URL-encoded", s3_code="InvalidArgument", status=400)
-    if question and query.startswith("versionId="):
-        raise S3Error("copying a version (x-amz-copy-source with ?versionId) is not implemented by this gateway",
-                      s3_code="NotImplemented", status=501)
-    if question:
+    if question and not query.startswith("versionId="):
         raise S3Error("x-amz-copy-source is BUCKET/KEY, URL-encoded (a ? in the key as %3F), then ?versionId=ID or "
                       "nothing", s3_code="InvalidArgument", status=400)
-    return src_bucket, src_key
+    return src_bucket, src_key, unquote(query.removeprefix("versionId=")) if question else None
 
 
 def _copy_range(text: str | None, size: int) -> tuple[int, int]:

@@ -11,6 +11,10 @@ from typing import Any, AsyncIterator, Protocol
 from ..buckets.objects import SmallPut
 from ..errors import XscError
 
+# Files one call of `reconcile` judges: the index's lock is held for one call's (over the user API, a body of about
+# 240 KB of JSON), so writes go on between them however many files the front stored
+RECONCILE_AT_ONCE = 2000
+
 
 class Body(Protocol):
     """A file's bytes on a connection of their own, passed on by splice(2) (xsc.client.sync.NodeBody)."""

@@ -18,6 +18,7 @@ from ..storage import Capability
 from ..storage.files import StorageService
 from ..storage.gateway_get import Plaintext
 from ..tasks import in_pool
+from .link import RECONCILE_AT_ONCE
 
 
 class LocalNode:
@@ -137,7 +138,10 @@ class LocalNode:
         await self._pool(self.index.forget_garbage, caps)
 
     async def reconcile(self, caps: list[str]) -> list[str]:
-        return await self._pool(self.index.reconcile, caps)
+        orphans: list[str] = []
+        for i in range(0, len(caps), RECONCILE_AT_ONCE):
+            orphans += await self._pool(self.index.reconcile, caps[i:i + RECONCILE_AT_ONCE])
+        return orphans
 
     async def expire_uploads(self) -> list[str]:
         return await self._pool(self.index.expire_uploads)

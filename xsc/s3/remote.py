@@ -14,8 +14,8 @@ from ..buckets.objects import SmallPut, group_body
 from ..client.aio import FileStream, NodeApi
 from ..client.sync import SPLICE, NodeBody, error_from_problem
 from ..errors import XscError
+from .link import RECONCILE_AT_ONCE
 
-RECONCILE_AT_ONCE = 2000  # capabilities a request to reconcile names (about 240 KB of JSON)
 JOINED = 1024 * 1024  # a body goes on to the node in writes of at least this much, not one per socket read
 
 

@@ -29,10 +29,11 @@ from ..tasks import Quota, Workers, woken
 from ..buckets.core import listing, names
 from ..buckets.objects import SmallPut
 from .core import headers as stored_headers
-from .core import checksums, routing, sigv4, xml
+from .core import checksums, routing, sigv4, versions, xml
 from .access import KeyRing
 from .bodies import ObjectBodies
-from .calls import Call, checksum_headers, declared_size, encoding_of, integer, keep_checksum, xml_answer
+from .calls import (Call, checksum_headers, declared_size, encoding_of, integer, keep_checksum, object_version,
+                    xml_answer)
 from .copies import Copies
 from .link import NodeLink
 from .marks import FileMarks
@@ -285,16 +286,27 @@ class S3Front:
         return xml_answer(body)
 
     async def delete_objects(self, call: Call) -> web.Response:
-        keys, quiet = xml.parse_delete(await self.writes.small_body(call, checksums.wanted(call.request.headers)))
+        named, quiet = xml.parse_delete(await self.writes.small_body(call, checksums.wanted(call.request.headers)))
+        # Only the objects themselves (no version named, or null) are deleted: a version there is none of is deleted
+        # as S3 deletes one, by doing nothing, and a malformed one is that key's error
+        objects = [key for key, version in named if versions.is_object(version)]
         try:
-            garbage = await self.node.delete_objects(call.bucket, keys, call.user)
+            if objects:
+                garbage = await self.node.delete_objects(call.bucket, objects, call.user)
+            else:  # nothing to delete, but the user's access to the bucket is judged all the same
+                await self.node.bucket(call.bucket, call.user, "write")
+                garbage = []
         except Forbidden as err:
             # S3 judges s3:DeleteObject key by key: a user that may not delete them hears so of each, in a 200, and
             # SDKs (boto3's Errors, minio-py's DeleteError) read it there, not as the request's failure
             said = _told(err)
-            return xml_answer(xml.delete_result([], [(key, "AccessDenied", said) for key in keys], quiet))
+            return xml_answer(xml.delete_result([], [(key, version, "AccessDenied", said) for key, version in named],
+                                                quiet))
         await self.writes.collect(garbage)
-        return xml_answer(xml.delete_result(keys, [], quiet))
+        errors = [(key, version, "InvalidArgument", versions.malformed(version).message) for key, version in named
+                  if version is not None and not versions.is_object(version) and not versions.well_formed(version)]
+        refused = {(key, version) for key, version, _, _ in errors}
+        return xml_answer(xml.delete_result([n for n in named if n not in refused], errors, quiet))
 
     # --- objects -----------------------------------------------------------------
     async def put_object(self, call: Call) -> web.Response:
@@ -358,7 +370,7 @@ class S3Front:
 
     async def get_object(self, call: Call) -> web.StreamResponse:
         request = call.request
-        record = await self.node.object(call.bucket, call.key, call.user)
+        record = await object_version(self.node, call.bucket, call.key, call.query.get("versionId"), call.user)
         size = record["size"]
         headers = {"ETag": xml.quoted(record["etag"]), "Last-Modified": xml.http_date(record["modified"]),
                    "Content-Type": record.get("content_type") or "binary/octet-stream", "Accept-Ranges": "bytes",
@@ -407,8 +419,15 @@ class S3Front:
         return await self.bodies.send(request, response, record, first, last, f"{call.bucket}/{call.key}")
 
     async def delete_object(self, call: Call) -> web.Response:
-        await self.writes.collect(await self.node.delete_object(call.bucket, call.key, call.user))
-        return web.Response(status=204)
+        version = call.query.get("versionId")
+        named = {} if version is None else {"x-amz-version-id": version}
+        if versions.is_object(version):
+            await self.writes.collect(await self.node.delete_object(call.bucket, call.key, call.user))
+            return web.Response(status=204, headers=named)
+        await self.node.bucket(call.bucket, call.user, "write")  # AccessDenied before the version is judged
+        if not versions.well_formed(version):
+            raise versions.malformed(version)
+        return web.Response(status=204, headers=named)  # S3 deletes a version there is none of as done: nothing to do
 
 
 async def _current(node: NodeLink, call: Call) -> dict | None:

@@ -45,6 +45,10 @@ TABLE: dict[tuple[str, str, frozenset[str], bool], str] = {
     ("GET", "object", _NONE, False): "get_object",
     ("HEAD", "object", _NONE, False): "get_object",
     ("DELETE", "object", _NONE, False): "delete_object",
+    # a version of the object: its access judged before the version (core/versions.py)
+    ("GET", "object", frozenset({"versionId"}), False): "get_object",
+    ("HEAD", "object", frozenset({"versionId"}), False): "get_object",
+    ("DELETE", "object", frozenset({"versionId"}), False): "delete_object",
     ("POST", "object", frozenset({"uploads"}), False): "create_upload",
     ("PUT", "object", frozenset({"uploadId"}), False): "upload_part",
     ("PUT", "object", frozenset({"uploadId"}), True): "upload_part_copy",

@@ -255,11 +255,17 @@ def list_uploads(bucket: str, page: dict, *, prefix: str, delimiter: str, max_up
             ).encode()
 
 
-def delete_result(deleted: list[str], errors: list[tuple[str, str, str]], quiet: bool) -> bytes:
-    items = "" if quiet else "".join(f"<Deleted><Key>{e(k)}</Key></Deleted>" for k in deleted)
-    items += "".join(f"<Error><Key>{e(k)}</Key><Code>{e(c)}</Code><Message>{e(m)}</Message></Error>"
-                     for k, c, m in errors)
+def delete_result(deleted: list[tuple[str, str | None]], errors: list[tuple[str, str | None, str, str]],
+                  quiet: bool) -> bytes:
+    """A DeleteObjects answer: the (key, version named) deleted, and the (key, version, code, message) refused."""
+    items = "" if quiet else "".join(f"<Deleted><Key>{e(k)}</Key>{_version(v)}</Deleted>" for k, v in deleted)
+    items += "".join(f"<Error><Key>{e(k)}</Key>{_version(v)}<Code>{e(c)}</Code><Message>{e(m)}</Message></Error>"
+                     for k, v, c, m in errors)
     return f'{HEADER}<DeleteResult xmlns="{NS}">{items}</DeleteResult>'.encode()
+
+
+def _version(version: str | None) -> str:
+    return "" if version is None else f"<VersionId>{e(version)}</VersionId>"
 
 
 def location(region: str) -> bytes:
@@ -336,8 +342,9 @@ def parse_location(body: bytes) -> str:
     return (_text(root, "LocationConstraint") or "").strip()
 
 
-def parse_delete(body: bytes) -> tuple[list[str], bool]:
-    """The keys of a Delete (DeleteObjects) body, and whether it asked for a quiet answer."""
+def parse_delete(body: bytes) -> tuple[list[tuple[str, str | None]], bool]:
+    """The objects a Delete (DeleteObjects) body names, each (key, its VersionId or None), and whether it asked for a
+    quiet answer."""
     root = _parse(body)
     if _local(root.tag) != "Delete":
         raise S3Error("expected a Delete document", s3_code="MalformedXML", status=400)
@@ -346,7 +353,7 @@ def parse_delete(body: bytes) -> tuple[list[str], bool]:
         key = _text(obj, "Key")
         if not key:
             raise S3Error("each Object needs a Key", s3_code="MalformedXML", status=400)
-        keys.append(key)
+        keys.append((key, _text(obj, "VersionId")))
     if not keys or len(keys) > 1000:
         raise S3Error("a Delete names 1 to 1000 objects", s3_code="MalformedXML", status=400)
     quiet = (_text(root, "Quiet") or "").strip().lower() == "true"
