@@ -57,6 +57,18 @@ def test_a_spec_with_an_unknown_field_is_refused(xsc_node, tmp_path):
     assert "names no module" in line and 'module = "PROGRAM.wasm"' in line, line
 
 
+def test_a_misspelt_option_is_a_usage_error_not_the_programs_argument(xsc_node, tmp_path):
+    text = tmp_path / "words.txt"
+    text.write_bytes(b"a b\nc\n")
+    typo = xsc_node.xsc("compute", "run", WC, "--stdn", str(text))
+    assert typo.returncode == 2, typo
+    assert typo.stderr.decode().splitlines()[0] == "xsc: usage error: no such option '--stdn' (did you mean --stdin? " \
+        "an argument that begins with -- goes after a --: xsc compute run ... -- --stdn)"
+    assert json.loads(ok(xsc_node.xsc("compute", "jobs", "--json")))["jobs"] == []  # nothing ran, nothing charged
+    ran = json.loads(ok(xsc_node.xsc("compute", "run", WC, "-1", "--stdin", str(text), "--json", "--", "--stdn")))
+    assert ran["spec"]["argv"] == ["-1", "--stdn"] and ran["stdout"] == "2 3 6\n"  # one dash, or after --: arguments
+
+
 def test_a_job_is_shown_by_its_id(xsc_node):
     run = json.loads(ok(xsc_node.xsc("compute", "run", WC, "--json", input=b"a b\nc\n")))
     assert run["stdout"] == "2 3 6\n" and len(run["id"]) == 64
