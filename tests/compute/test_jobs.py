@@ -69,6 +69,15 @@ def test_a_misspelt_option_is_a_usage_error_not_the_programs_argument(xsc_node, 
     assert ran["spec"]["argv"] == ["-1", "--stdn"] and ran["stdout"] == "2 3 6\n"  # one dash, or after --: arguments
 
 
+def test_a_jobs_run_is_not_replayed_without_its_stdin_but_named_as_the_jobs_to_rerun(xsc_node):
+    ran = json.loads(ok(xsc_node.xsc("compute", "run", WC, "--json", input=b"a b\nc\n")))
+    records = ok(xsc_node.xsc("compute", "provenance", "--list", "--json"))
+    line = error_line(xsc_node.xsc("compute", "replay", ran["provenance"]))
+    assert line == f"xsc: error: record {ran['provenance']} is a run of job {ran['id']}, whose stdin and inputs its " \
+        f"record does not keep: a replay cannot run it again (run the job again: xsc compute rerun {ran['id']})"
+    assert ok(xsc_node.xsc("compute", "provenance", "--list", "--json")) == records  # nothing ran, nothing charged
+
+
 def test_a_job_is_shown_by_its_id(xsc_node):
     run = json.loads(ok(xsc_node.xsc("compute", "run", WC, "--json", input=b"a b\nc\n")))
     assert run["stdout"] == "2 3 6\n" and len(run["id"]) == 64
