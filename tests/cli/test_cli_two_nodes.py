@@ -4,6 +4,8 @@ from the CLI where it ran and what was paid for it."""
 from __future__ import annotations
 
 import json
+import logging
+import threading
 
 from xsc.node.appkeys import NODE
 
@@ -99,3 +101,26 @@ def test_a_get_whose_holder_went_down_since_its_last_probe_names_that_node(threa
             "xsc: error: this node holds no file with that capability, and no node it could ask holds a share of it; "
             f"node {alice_id}, which it knows, is not up (get it again once that node is up (`xsc health status` "
             "shows it), or check the capability)\n"), got.output
+
+
+def test_a_get_whose_holder_hangs_asks_that_node_once_not_once_a_share(thread_node, caplog) -> None:
+    alice = thread_node("alice", **QUIET)
+    bob = thread_node("bob", health=QUIET["health"], peers={**QUIET["peers"], "request_timeout": 1.0})
+    alice_id = alice.app[NODE].peers.identity.id
+    assert bob.xsc("peers", "add", alice.url).exit_code == 0
+    cap = alice.xsc("store", "put", "-", input=b"six shares on Alice's node\n").stdout.strip()
+    assert bob.xsc("store", "get", cap).stdout == "six shares on Alice's node\n"
+    released = threading.Event()
+
+    async def hang() -> None:  # Alice's node stops answering, as a process stopped (SIGSTOP) or cut off would
+        released.wait()
+
+    alice.submit(hang())
+    try:
+        with caplog.at_level(logging.INFO, logger="xsc.storage.files"):
+            got = bob.xsc("store", "get", cap)
+    finally:
+        released.set()
+    assert got.exit_code == 1 and f"node {alice_id}, which it knows, is not up" in got.stderr, got.output
+    asked = [r for r in caplog.records if f"not read from node {alice_id}" in r.getMessage()]
+    assert len(asked) == 1, [r.getMessage() for r in asked]  # one request's timeout, not one for each of its 6 shares

@@ -28,7 +28,7 @@ from ..identity import Identity
 from ..ledger.service import LedgerService
 from ..market.dealing import Dealing
 from ..market.service import MarketService
-from ..tasks import Locks, in_pool, periodic
+from ..tasks import Locks, at_most, in_pool, periodic
 from . import quotes
 from .core import layout, leases
 from .core.capability import Capability
@@ -128,16 +128,36 @@ def _share_gone(result: object) -> bool:
     return isinstance(result, XscError) and (result.details or {}).get("peer_code") == ShareNotFound.code
 
 
+class _Found(Exception):
+    def __init__(self, manifest: bytes) -> None:
+        self.manifest = manifest
+
+
 async def _manifest_from(holders: dict[int, Any], names: list[str], cap: Capability, silent: list[str]) -> bytes | None:
-    """A file's manifest as the first holder that answers sends it; the nodes that could not be reached to `silent`."""
+    """A file's manifest as the first holder that answers sends it; the nodes that could not be reached to `silent`.
+    Each node is asked at once, its shares one after another until one answers or the node cannot be reached: a
+    node that hangs costs one request's timeout, not one for each share it holds (the first answer ends the rest)."""
     si = cap.storage_index
-    for s, holder in holders.items():
-        try:
-            return (await holder.meta(si, s, size=cap.size))["manifest"]
-        except XscError as err:
-            log.info("share %d of %s not read from node %s: %s", s, si.hex(), names[s], err)
-            if isinstance(err, PeerUnreachable) and not isinstance(holder, UnknownNode):
-                silent.append(names[s])
+    by_node: dict[str, list[int]] = {}
+    for s in holders:
+        by_node.setdefault(names[s] or f"share {s}", []).append(s)
+
+    async def ask(node: str, shares: list[int]) -> None:
+        for s in shares:
+            try:
+                manifest = (await holders[s].meta(si, s, size=cap.size))["manifest"]
+            except XscError as err:
+                log.info("share %d of %s not read from node %s: %s", s, si.hex(), names[s], err)
+                if isinstance(err, PeerUnreachable) and not isinstance(holders[s], UnknownNode):
+                    silent.append(node)
+                    return
+                continue
+            raise _Found(manifest)
+
+    try:
+        await at_most(len(by_node), [ask(node, shares) for node, shares in by_node.items()])
+    except _Found as found:
+        return found.manifest
     return None
 
 
