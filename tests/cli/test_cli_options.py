@@ -163,3 +163,13 @@ def test_every_command_that_prints_a_files_shares_takes_wide() -> None:
                 if "_shares_table(" in inspect.getsource(c.callback) or "_report(" in inspect.getsource(c.callback)]
     assert {c.name for c in printing} >= {"check", "verify", "repair"}
     assert [c.name for c in printing if "wide" not in {p.name for p in c.params}] == []
+
+
+def test_a_node_named_by_its_address_without_a_token_is_told_where_its_token_comes_from(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "XSC_HOME": None, "XSC_TOKEN": None, "XSC_NODE_LISTEN": None}
+    for named in (("--node", "http://127.0.0.1:9"), ()):
+        result = xsc(*named, "store", "ls", env={**env, "XSC_NODE_LISTEN": "127.0.0.1:9"} if not named else env)
+        assert result.exit_code == 1 and result.stderr == (
+            f"xsc: error: no API token for the node at http://127.0.0.1:9: $XSC_TOKEN is not set, and "
+            f"{tmp_path / '.xsc'} holds none (set XSC_TOKEN to that node's <data dir>/api-token, or give "
+            "--data-dir DIR of that node)\n"), result.output

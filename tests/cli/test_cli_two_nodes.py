@@ -4,6 +4,8 @@ from the CLI where it ran and what was paid for it."""
 from __future__ import annotations
 
 import json
+import logging
+import threading
 
 from xsc.node.appkeys import NODE
 
@@ -82,3 +84,43 @@ def test_a_get_of_a_file_whose_holder_is_down_names_that_node_not_a_wrong_capabi
     assert got.exit_code == 1 and f"node {alice_id}, which it knows, is not up" in line, got.output
     assert line.endswith("(get it again once that node is up (`xsc health status` shows it), or check the "
                          "capability)"), line
+
+
+def test_a_get_whose_holder_went_down_since_its_last_probe_names_that_node(thread_node) -> None:
+    alice = thread_node("alice", **QUIET)  # no probe says Alice is down: the get's own tries do
+    bob = thread_node("bob", **QUIET)
+    alice_id = alice.app[NODE].peers.identity.id
+    assert bob.xsc("peers", "add", alice.url).exit_code == 0
+    read = alice.xsc("store", "put", "-", input=b"read once before\n").stdout.strip()
+    never = alice.xsc("store", "put", "-", input=b"never read by Bob\n").stdout.strip()
+    assert bob.xsc("store", "get", read).stdout == "read once before\n"  # Bob's node knows where its shares are
+    alice.stop()
+    for cap in (read, never):
+        got = bob.xsc("store", "get", cap)
+        assert got.exit_code == 1 and got.stderr == (
+            "xsc: error: this node holds no file with that capability, and no node it could ask holds a share of it; "
+            f"node {alice_id}, which it knows, is not up (get it again once that node is up (`xsc health status` "
+            "shows it), or check the capability)\n"), got.output
+
+
+def test_a_get_whose_holder_hangs_asks_that_node_once_not_once_a_share(thread_node, caplog) -> None:
+    alice = thread_node("alice", **QUIET)
+    bob = thread_node("bob", health=QUIET["health"], peers={**QUIET["peers"], "request_timeout": 1.0})
+    alice_id = alice.app[NODE].peers.identity.id
+    assert bob.xsc("peers", "add", alice.url).exit_code == 0
+    cap = alice.xsc("store", "put", "-", input=b"six shares on Alice's node\n").stdout.strip()
+    assert bob.xsc("store", "get", cap).stdout == "six shares on Alice's node\n"
+    released = threading.Event()
+
+    async def hang() -> None:  # Alice's node stops answering, as a process stopped (SIGSTOP) or cut off would
+        released.wait()
+
+    alice.submit(hang())
+    try:
+        with caplog.at_level(logging.INFO, logger="xsc.storage.files"):
+            got = bob.xsc("store", "get", cap)
+    finally:
+        released.set()
+    assert got.exit_code == 1 and f"node {alice_id}, which it knows, is not up" in got.stderr, got.output
+    asked = [r for r in caplog.records if f"not read from node {alice_id}" in r.getMessage()]
+    assert len(asked) == 1, [r.getMessage() for r in asked]  # one request's timeout, not one for each of its 6 shares

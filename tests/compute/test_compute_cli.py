@@ -25,6 +25,12 @@ def test_invoke_a_file_deploys_it_and_prints_results(xsc_node):
     assert ok(xsc_node.xsc("compute", "invoke", multi, "triple", "-3")) == "-3 -3 -3.0\n"
 
 
+def test_invoke_refuses_an_option_it_does_not_know_rather_than_pass_it_as_an_argument(xsc_node):
+    typo = xsc_node.xsc("compute", "invoke", str(WASM / "wasi_hello.wasm"), "_start", "--wasi", "--fule", "100")
+    assert typo.returncode == 2 and b"no such option '--fule' (did you mean --fuel?" in typo.stderr, typo
+    assert ok(xsc_node.xsc("compute", "invoke", ADD, "sub", "-5", "--fuel=100", "3")) == "-8\n"
+
+
 def test_invoke_json(xsc_node):
     run = json.loads(ok(xsc_node.xsc("compute", "invoke", str(WASM / "arith.wasm"), "add_f64", "-inf", "1",
                                      "--json")))

@@ -57,6 +57,27 @@ def test_a_spec_with_an_unknown_field_is_refused(xsc_node, tmp_path):
     assert "names no module" in line and 'module = "PROGRAM.wasm"' in line, line
 
 
+def test_a_misspelt_option_is_a_usage_error_not_the_programs_argument(xsc_node, tmp_path):
+    text = tmp_path / "words.txt"
+    text.write_bytes(b"a b\nc\n")
+    typo = xsc_node.xsc("compute", "run", WC, "--stdn", str(text))
+    assert typo.returncode == 2, typo
+    assert typo.stderr.decode().splitlines()[0] == "xsc: usage error: no such option '--stdn' (did you mean --stdin? " \
+        "an argument that begins with -- goes after a --: xsc compute run ... -- --stdn)"
+    assert json.loads(ok(xsc_node.xsc("compute", "jobs", "--json")))["jobs"] == []  # nothing ran, nothing charged
+    ran = json.loads(ok(xsc_node.xsc("compute", "run", WC, "-1", "--stdin", str(text), "--json", "--", "--stdn")))
+    assert ran["spec"]["argv"] == ["-1", "--stdn"] and ran["stdout"] == "2 3 6\n"  # one dash, or after --: arguments
+
+
+def test_a_jobs_run_is_not_replayed_without_its_stdin_but_named_as_the_jobs_to_rerun(xsc_node):
+    ran = json.loads(ok(xsc_node.xsc("compute", "run", WC, "--json", input=b"a b\nc\n")))
+    records = ok(xsc_node.xsc("compute", "provenance", "--list", "--json"))
+    line = error_line(xsc_node.xsc("compute", "replay", ran["provenance"]))
+    assert line == f"xsc: error: record {ran['provenance']} is a run of job {ran['id']}, whose stdin and inputs its " \
+        f"record does not keep: a replay cannot run it again (run the job again: xsc compute rerun {ran['id']})"
+    assert ok(xsc_node.xsc("compute", "provenance", "--list", "--json")) == records  # nothing ran, nothing charged
+
+
 def test_a_job_is_shown_by_its_id(xsc_node):
     run = json.loads(ok(xsc_node.xsc("compute", "run", WC, "--json", input=b"a b\nc\n")))
     assert run["stdout"] == "2 3 6\n" and len(run["id"]) == 64

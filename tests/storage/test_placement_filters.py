@@ -41,6 +41,14 @@ def test_a_put_s_filters_are_kept_as_its_record_holds_them_and_read_back_checked
             quotes.filters_of({"filters": bad})
 
 
+def test_a_filter_naming_no_node_id_says_where_the_ids_are() -> None:
+    for name in ("avoid", "prefer"):
+        with pytest.raises(InvalidArgument) as refused:
+            quotes.parse_filters({name: f"{_node_ids(1)[0]},nobody"})
+        assert refused.value.with_hint == f"--{name} takes a node's whole id, not 'nobody' (the ids of the nodes " \
+            "this one knows: xsc peers ls)"
+
+
 def test_a_put_names_at_most_64_nodes_in_avoid_and_in_prefer() -> None:
     many = ",".join(_node_ids(65))
     for name in ("avoid", "prefer"):

@@ -13,7 +13,7 @@ import click
 
 from ..errors import InvalidArgument, ModuleNotFound, Trap
 from . import GroupWithLazyModules
-from .output import Col, emit_json, json_option, key_values, table, wide_option
+from .output import Col, PassesArgs, emit_json, json_option, key_values, table, wide_option
 
 _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -70,7 +70,7 @@ def deploy(obj, file: str, wasi: bool, name: str | None, version_: str | None, d
         click.echo(info["id"])
 
 
-@compute.command(context_settings={"ignore_unknown_options": True})
+@compute.command(cls=PassesArgs, context_settings={"ignore_unknown_options": True})
 @click.argument("module", metavar="MODULE.wasm|ID")
 @click.argument("function")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)

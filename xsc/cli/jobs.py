@@ -16,7 +16,7 @@ import click
 from .. import codec
 from ..errors import InvalidArgument, ModuleNotFound, NodeNotRunning, NotANode, OverCap, Trap, Unauthorized, XscError
 from ..units import format_credits
-from .output import Col, emit_json, json_option, key_values, prose, table, terminal_width, wide_option
+from .output import Col, PassesArgs, emit_json, json_option, key_values, prose, table, terminal_width, wide_option
 from .progress import progress_bar
 
 _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
@@ -91,7 +91,7 @@ def _stream(spec: dict[str, Any], source: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-@click.command("run", context_settings={"ignore_unknown_options": True})
+@click.command("run", cls=PassesArgs, context_settings={"ignore_unknown_options": True})
 @click.argument("target", metavar="MODULE.wasm|ID|SPEC.toml")
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 @click.option("--stdin", "stdin", metavar="FILE|-|CAP", help="What the program reads as stdin "

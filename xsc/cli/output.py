@@ -350,3 +350,37 @@ def _json_flag(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
 
 json_option = click.option("--json", "as_json", is_flag=True, callback=_json_flag, help="Print JSON for scripts.")
 wide_option = click.option("--wide", is_flag=True, help="Show every column whole, however wide the table.")
+
+
+class PassesArgs(click.Command):
+    """A command whose trailing arguments go to a wasm function or program (`invoke`, `run`): a long option it does
+    not know, before a `--`, is a usage error rather than an argument, so a misspelt `--stdn FILE` is not run as the
+    program's argv; everything after `--`, and words with one dash (`-5`, `-inf`, a program's `-x`), are arguments."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value: dict[str, bool] = {name: False for name in self.get_help_option_names(ctx)}
+        for param in self.get_params(ctx):
+            if isinstance(param, click.Option):
+                takes_value.update((name, not (param.is_flag or param.count))
+                                   for name in (*param.opts, *param.secondary_opts))
+        at = 0
+        while at < len(args) and args[at] != "--":
+            name, given, _ = args[at].partition("=")
+            if name in takes_value:
+                at += 2 if takes_value[name] and not given else 1
+                continue
+            if name.startswith("--") and name != "--":
+                raise _no_such_option(ctx, name, args[at], [n for n in takes_value if n.startswith("--")])
+            at += 1
+        return super().parse_args(ctx, args)
+
+
+def _no_such_option(ctx: click.Context, name: str, given: str, options: list[str]) -> click.NoSuchOption:
+    if name == "--verbose":  # usage_message says where the global option goes
+        return click.NoSuchOption(name, ctx=ctx)
+    import difflib
+
+    close = difflib.get_close_matches(name, options, n=1)
+    meant = f"did you mean {close[0]}? " if close else ""
+    return click.NoSuchOption(name, message=f"no such option '{name}' ({meant}an argument that begins with -- "
+                                            f"goes after a --: {ctx.command_path} ... -- {given})", ctx=ctx)

@@ -237,6 +237,7 @@ class PaidCompute:
         Identical means the same outcome, the same results bit for bit (floats by their exact text, NaN
         payloads included) and the same fuel, on an engine with the same fingerprint."""
         record = self.compute.provenance(provenance_id)["record"]
+        _replayable(record, self.payer.id)
         wasi = record.get("wasi")
         args = wasi["argv"][1:] if wasi and not record["args"] else [a["value"] for a in record["args"]]
         call = InvokeCall(record["module"], record["function"], args, record["fuel_limit"], record["memory_limit"],
@@ -608,6 +609,22 @@ def _fuel_of(value: Any, limit: int) -> int:
     """The fuel a provider's answer says a run used, at most the call's limit (0 if it says nothing sensible)."""
     return min(value, limit) if type(value) is int and value > 0 else 0
 
+
+def _replayable(record: dict[str, Any], payer: str) -> None:
+    """A run of a job or of a web function's request read bytes its record keeps only the hashes of (stdin, stored
+    inputs, the request): run from the record alone it would differ, and be taken for a provider that lied."""
+    job = record.get("job")
+    if not isinstance(job, dict):
+        return
+    if "function" in job:
+        raise InvalidArgument(f"record {record['id']} is web function {job['function']}'s answer to a request, "
+                              f"which its record does not keep: a replay cannot run it again",
+                              hint="send the request again: a replay runs calls (xsc compute invoke) again")
+    ours = record.get("requester") == payer
+    raise InvalidArgument(f"record {record['id']} is a run of job {job.get('id')}, whose stdin and inputs its record "
+                          f"does not keep: a replay cannot run it again",
+                          hint=f"run the job again: xsc compute rerun {job.get('id')}" if ours else
+                          "the job is another node's user's: it runs again there (xsc compute rerun)")
 
 def _comparable(value: Any) -> Any:
     """A trap compares by its kind (its message may name the run)."""

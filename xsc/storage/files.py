@@ -28,7 +28,7 @@ from ..identity import Identity
 from ..ledger.service import LedgerService
 from ..market.dealing import Dealing
 from ..market.service import MarketService
-from ..tasks import Locks, in_pool, periodic
+from ..tasks import Locks, at_most, in_pool, periodic
 from . import quotes
 from .core import layout, leases
 from .core.capability import Capability
@@ -128,10 +128,44 @@ def _share_gone(result: object) -> bool:
     return isinstance(result, XscError) and (result.details or {}).get("peer_code") == ShareNotFound.code
 
 
-def _not_located(peers: Any) -> NotFound:
+class _Found(Exception):
+    def __init__(self, manifest: bytes) -> None:
+        self.manifest = manifest
+
+
+async def _manifest_from(holders: dict[int, Any], names: list[str], cap: Capability, silent: list[str]) -> bytes | None:
+    """A file's manifest as the first holder that answers sends it; the nodes that could not be reached to `silent`.
+    Each node is asked at once, its shares one after another until one answers or the node cannot be reached: a
+    node that hangs costs one request's timeout, not one for each share it holds (the first answer ends the rest)."""
+    si = cap.storage_index
+    by_node: dict[str, list[int]] = {}
+    for s in holders:
+        by_node.setdefault(names[s] or f"share {s}", []).append(s)
+
+    async def ask(node: str, shares: list[int]) -> None:
+        for s in shares:
+            try:
+                manifest = (await holders[s].meta(si, s, size=cap.size))["manifest"]
+            except XscError as err:
+                log.info("share %d of %s not read from node %s: %s", s, si.hex(), names[s], err)
+                if isinstance(err, PeerUnreachable) and not isinstance(holders[s], UnknownNode):
+                    silent.append(node)
+                    return
+                continue
+            raise _Found(manifest)
+
+    try:
+        await at_most(len(by_node), [ask(node, shares) for node, shares in by_node.items()])
+    except _Found as found:
+        return found.manifest
+    return None
+
+
+def _not_located(peers: Any, unreached: list[str]) -> NotFound:
     """No node this one could ask holds a share of a file: said with the known nodes that are not up, if any (the
-    shares may well be on one: a node not up is not asked)."""
-    down = [d.id for d in peers.peers() if not peers.up(d.id)] if peers is not None else []
+    shares may well be on one: a node not up is not asked), those this search could not reach first."""
+    down = list(dict.fromkeys([*unreached, *(d.id for d in peers.peers() if not peers.up(d.id))]
+                              if peers is not None else unreached))
     if not down:
         return NotFound("this node holds no file with that capability, and no node it knows holds a share of it",
                         hint="check the capability; `xsc peers ls` shows the nodes this one knows")
@@ -208,16 +242,11 @@ class StorageService:
         holders = {s: self.holder(node) if node else UnknownNode(None) for s, node in enumerate(names)
                    if node != self.me}
         manifest = await in_pool(self.pool, self.store.manifest, si)
-        for s, holder in holders.items():
-            if manifest is not None:
-                break
-            try:
-                manifest = (await holder.meta(si, s, size=cap.size))["manifest"]
-            except XscError as err:
-                log.info("share %d of %s not read from node %s: %s", s, si.hex(), names[s], err)
+        silent: list[str] = []
         if manifest is None:
-            self.locator.forget(si)
-            raise _not_located(self.peers)
+            manifest = await _manifest_from(holders, names, cap, silent)
+        if manifest is None:
+            raise _not_located(self.peers, [*self.locator.forget(si), *silent])
         return holders, [node or "(none found)" for node in names], manifest
 
     def has_peers(self) -> bool:

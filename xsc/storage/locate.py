@@ -19,7 +19,7 @@ from collections import OrderedDict
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
-from ..errors import InvalidArgument, XscError
+from ..errors import InvalidArgument, PeerUnreachable, XscError
 from ..identity import parse_public_id, public_id
 from ..tasks import in_pool
 from .core import erasure
@@ -88,6 +88,8 @@ class Locator:
         self.pool = pool
         self.peers = peers
         self.hints: OrderedDict[bytes, dict[int, str]] = OrderedDict()
+        # the nodes a file's last search could not reach: up by their last probe, maybe down since
+        self.unreached: OrderedDict[bytes, list[str]] = OrderedDict()
 
     # --- the answering side -------------------------------------------------------------------
     def answer(self, si: bytes) -> dict[str, Any]:
@@ -120,6 +122,7 @@ class Locator:
         if len(found) >= erasure.N or not search:
             return found
         asked: set[str] = {self.me}
+        silent: list[str] = []
         named_by_table = await self._from_table(si, found)
         wave = [*named_by_table, *(d.id for d in self.peers.up_peers() if d.id not in named_by_table)]
         wave = [n for n in wave if n != self.me][:FANOUT]
@@ -127,7 +130,7 @@ class Locator:
             if not wave:
                 break
             asked.update(wave)
-            answers = await asyncio.gather(*(self._ask(node, si) for node in wave))
+            answers = await asyncio.gather(*(self._ask(node, si, silent) for node in wave))
             named: list[str] = []
             for node, (held, _) in zip(wave, answers):
                 for s in held:
@@ -145,6 +148,7 @@ class Locator:
                 break
             wave = named[:FANOUT]
         self.remember(si, found)
+        self.note_unreached(si, silent)
         return found
 
     async def _from_table(self, si: bytes, found: dict[int, str]) -> list[str]:
@@ -160,7 +164,7 @@ class Locator:
         if self.table is not None and any(node != self.me for node in placement):
             self.table.announce(si, placement)
 
-    async def _ask(self, node: str, si: bytes) -> tuple[list[int], dict[str, list[int]]]:
+    async def _ask(self, node: str, si: bytes, silent: list[str]) -> tuple[list[int], dict[str, list[int]]]:
         try:
             answer = await asyncio.wait_for(self.peers.request(self.peers.peer(node).url, "POST", LOCATE_PATH,
                                                                json={"si": si.hex()}, to=node,
@@ -168,7 +172,17 @@ class Locator:
             return read_answer(answer.json())
         except (XscError, TimeoutError, OSError) as err:
             log.info("node %s did not say where the shares of %s are: %s", node, si.hex(), err)
+            if isinstance(err, (PeerUnreachable, TimeoutError, OSError)):
+                silent.append(node)
             return [], {}
+
+    def note_unreached(self, si: bytes, nodes: list[str]) -> None:
+        """Keep the nodes a file's search (or the read of its manifest) could not reach, said if nothing is found."""
+        self.unreached.pop(si, None)
+        if nodes:
+            self.unreached[si] = list(dict.fromkeys(nodes))
+            while len(self.unreached) > HINTS:
+                self.unreached.popitem(last=False)
 
     def remember(self, si: bytes, found: dict[int, str]) -> None:
         """Keep where a file's shares were found (a hint, checked again at each read)."""
@@ -180,8 +194,10 @@ class Locator:
         while len(self.hints) > HINTS:
             self.hints.popitem(last=False)
 
-    def forget(self, si: bytes) -> None:
+    def forget(self, si: bytes) -> list[str]:
+        """Forget where a file's shares were thought to be; the nodes its last search could not reach."""
         self.hints.pop(si, None)
+        return self.unreached.pop(si, [])
 
 
 __all__ = ["FANOUT", "LOCATE_ANSWER", "LOCATE_PATH", "Locator", "ROUNDS", "parse_locate", "read_answer"]

@@ -112,7 +112,11 @@ def parse_filters(query: Mapping[str, str]) -> dict:
             raise InvalidArgument(f"{name} names {len(ids)} nodes, and a put takes at most {MAX_FILTER_NODES}",
                                   hint=f"name at most {MAX_FILTER_NODES} nodes with --{name}")
         for node in ids:
-            parse_public_id(node)  # a clear 400 for anything that is not a node id
+            try:
+                parse_public_id(node)
+            except BadRequest:
+                raise InvalidArgument(f"--{name} takes a node's whole id, not {node!r}",
+                                      hint="the ids of the nodes this one knows: xsc peers ls") from None
         out[name] = ids
     text = query.get("min_availability")
     if text is not None:
