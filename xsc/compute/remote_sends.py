@@ -1,9 +1,9 @@
 """A call run on another node, from its send to its end, whether its caller waits for it or not.
 
 A call is its provider's from the moment it goes into a request (`InvokeBatcher.invoke`'s `sent`): it may run from
-then on, and a caller that goes away after that (its client hung up, its task was cancelled) does not take it back,
-as a request a Cloudflare Worker was handed, or a job Bacalhau started, runs and is billed whatever its client does
-next.  So the gateway accounts for it the same way in every book:
+then on, and a caller that goes away after that (its client hung up, its task was cancelled) cannot take it back:
+its provider is not told, and runs it to its end.  It is paid for what it ran, as a Cloudflare Worker's request or a
+Bacalhau job is billed for what ran before its client went away.  So the gateway accounts for it alike in every book:
 
 - cancelled before it was sent (queued for a batch, or waiting for its module's push): it never runs.  Its budget is
   given back on its tab at once, the tab counts nothing for it, and what it held of the allocation is free;
