@@ -12,6 +12,7 @@ from decimal import Decimal
 from tests.support.allocation import FORK_WAIT
 from tests.support.waiting import eventually_async
 from tests.support.compute import deploy, invoke
+from xsc.errors import MarketNoDeal
 from xsc.node.appkeys import NODE
 from xsc.storage.strangers import PassingOver
 
@@ -205,6 +206,39 @@ async def test_deals_batched_with_a_dealer_cancelled_mid_deal_are_dealt_in_the_n
     placed = [await first, await other]
     assert dealt == [1, 2, 1] and all(a.provider == b_id and a.allocated for a in placed), (dealt, placed)
     assert dealer.cancelled()
+    for a in placed:
+        dealing.ended(a)
+    assert dealing.status()["held_from_allocation"] == {} and dealing.status()["deals_waiting"] == 0
+
+
+async def test_a_caller_gone_while_its_batch_is_dealt_is_left_out_when_the_batch_is_dealt_again_need_by_need(
+        node_factory, monkeypatch) -> None:
+    """A batch whose needs find no deal together is dealt again, each caller's alone: one cancelled while the batch was
+    dealt is not matched again (nobody would take its answer; over a big book a matching holds a CPU for a tenth of a
+    second), and the one still waiting is placed."""
+    dealing, b_id, reserved, dealt, gates, bid = await _gated_deals(node_factory, monkeypatch, 4, 4)
+    gated = dealing._run_deal
+
+    async def none_together(bids, exclude, here):
+        if len(bids) > 1:  # as a matching that finds no deal for the batch as a whole
+            dealt.append(len(bids))
+            await gates[len(dealt) - 1].wait()
+            raise MarketNoDeal("the market found no provider for the batch together")
+        return await gated(bids, exclude, here)
+
+    monkeypatch.setattr(dealing, "_run_deal", none_together)
+    first = asyncio.create_task(dealing.compute_deal(FUEL, bid))
+    await eventually_async(lambda: dealt == [1], "the first deal to hold the turn")
+    kept, gone = (asyncio.create_task(dealing.compute_deal(FUEL, bid + n)) for n in (1, 2))
+    await eventually_async(lambda: dealing.status()["deals_waiting"] == 2, "two deals to wait for their turn")
+    gates[0].set()
+    await eventually_async(lambda: len(dealt) == 2, "the two waiting deals to be dealt as one batch")
+    gone.cancel()  # its caller is gone while its batch is dealt
+    await asyncio.wait([gone])
+    for gate in gates[1:]:
+        gate.set()
+    placed = [await first, await kept]
+    assert dealt == [1, 2, 1] and all(a.provider == b_id and a.allocated for a in placed), (dealt, placed)
     for a in placed:
         dealing.ended(a)
     assert dealing.status()["held_from_allocation"] == {} and dealing.status()["deals_waiting"] == 0

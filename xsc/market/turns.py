@@ -69,8 +69,9 @@ class DealTurns:
 
     async def _deal_batch(self, batch: list[_Waiting]) -> None:
         """The deals that waited while another ran, dealt as one matching; if any of them gets nothing, each is dealt
-        alone again, so that every caller hears about its own needs only.  Its dealer cancelled, those it had not
-        answered wait for the next turn: the cancellation is its caller's, not theirs."""
+        alone again, so that every caller hears about its own needs only (those whose callers went away meanwhile are
+        left out).  Its dealer cancelled, those it had not answered wait for the next turn: the cancellation is its
+        caller's, not theirs."""
         try:
             await self._deal_each(batch)
         except asyncio.CancelledError:
@@ -94,6 +95,8 @@ class DealTurns:
                     self._answer(w, {b.slot.id: together[b.slot.id] for b in w.bids})
                 return
         for w in batch:
+            if w.answer.done():  # its caller went away while the batch was dealt: nobody would take its answer
+                continue
             try:
                 answer = await self.run(w.bids, w.exclude)
             except asyncio.CancelledError:
