@@ -62,13 +62,13 @@ class CallSends:
         """`provider`'s answer to the call `body`, reserved on `tab` for `budget`.  What it raises is accounted on the
         tab already (refused, or unreachable before it was sent: nothing owed; lost: its budget held until the tab is
         paid); an answer is the caller's to account (`answered`).  Cancelled: see the module docstring."""
-        sent = [False]
+        sent = asyncio.Event()  # set while the call is in a request, or was (it may have run)
         sending = asyncio.ensure_future(self.batcher.invoke(url, provider, body, wasm, wasi,
-                                                            sent=lambda was: sent.__setitem__(0, was)))
+                                                            sent=lambda was: sent.set() if was else sent.clear()))
         try:
             return await asyncio.shield(sending)
         except asyncio.CancelledError:
-            if not sending.done() and not sent[0]:
+            if not sending.done() and not sent.is_set():
                 sending.cancel()  # (a queued call is left out of its batch at once)
                 self.tabs.answered(tab, budget, None)
                 raise
