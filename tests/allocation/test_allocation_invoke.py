@@ -12,6 +12,7 @@ from decimal import Decimal
 from tests.support.allocation import FORK_WAIT
 from tests.support.waiting import eventually_async
 from tests.support.compute import deploy, invoke
+from xsc.errors import MarketNoDeal
 from xsc.node.appkeys import NODE
 from xsc.storage.strangers import PassingOver
 
@@ -22,6 +23,12 @@ N = 15  # fib(15): a few tens of thousands of fuel, the same every time
 
 async def _gateway_and_provider(node_factory):
     """A gateway a that offers no compute and a provider b, peers that recognise each other: (a, b's id)."""
+    a, b = await _gateway_and_provider_node(node_factory)
+    return a, b.app[NODE].peers.identity.id
+
+
+async def _gateway_and_provider_node(node_factory):
+    """`_gateway_and_provider`, with b itself: (a, b)."""
     market = {"allocation_delay": 0.05, "allocation_fork_wait": FORK_WAIT}
     a = await node_factory("a", **QUIET, market={**market, "offer_compute": False})
     b = await node_factory("b", **QUIET, market=market)
@@ -31,7 +38,7 @@ async def _gateway_and_provider(node_factory):
     a_id, b_id = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
     a.app[NODE].market.set_recognition(b_id, Decimal(1))
     b.app[NODE].market.set_recognition(a_id, Decimal(1))
-    return a, b_id
+    return a, b
 
 
 def _left(node, need: str) -> int | None:
@@ -103,10 +110,10 @@ async def test_invokes_in_flight_at_once_are_not_each_placed_from_the_whole_allo
     paid, sent, gate = a.app[NODE].paid, [], asyncio.Event()
     send = paid.invoke_remote
 
-    async def held(provider, price, call, deal, verify):
+    async def held(provider, price, call, deal, verify, end=None):
         sent.append(deal)
         await gate.wait()
-        return await send(provider, price, call, deal, verify)
+        return await send(provider, price, call, deal, verify, end)
 
     monkeypatch.setattr(paid, "invoke_remote", held)
     calls = []
@@ -204,6 +211,39 @@ async def test_deals_batched_with_a_dealer_cancelled_mid_deal_are_dealt_in_the_n
     assert dealing.status()["held_from_allocation"] == {} and dealing.status()["deals_waiting"] == 0
 
 
+async def test_a_caller_gone_while_its_batch_is_dealt_is_left_out_when_the_batch_is_dealt_again_need_by_need(
+        node_factory, monkeypatch) -> None:
+    """A batch whose needs find no deal together is dealt again, each caller's alone: one cancelled while the batch was
+    dealt is not matched again (nobody would take its answer; over a big book a matching holds a CPU for a tenth of a
+    second), and the one still waiting is placed."""
+    dealing, b_id, reserved, dealt, gates, bid = await _gated_deals(node_factory, monkeypatch, 4, 4)
+    gated = dealing._run_deal
+
+    async def none_together(bids, exclude, here):
+        if len(bids) > 1:  # as a matching that finds no deal for the batch as a whole
+            dealt.append(len(bids))
+            await gates[len(dealt) - 1].wait()
+            raise MarketNoDeal("the market found no provider for the batch together")
+        return await gated(bids, exclude, here)
+
+    monkeypatch.setattr(dealing, "_run_deal", none_together)
+    first = asyncio.create_task(dealing.compute_deal(FUEL, bid))
+    await eventually_async(lambda: dealt == [1], "the first deal to hold the turn")
+    kept, gone = (asyncio.create_task(dealing.compute_deal(FUEL, bid + n)) for n in (1, 2))
+    await eventually_async(lambda: dealing.status()["deals_waiting"] == 2, "two deals to wait for their turn")
+    gates[0].set()
+    await eventually_async(lambda: len(dealt) == 2, "the two waiting deals to be dealt as one batch")
+    gone.cancel()  # its caller is gone while its batch is dealt
+    await asyncio.wait([gone])
+    for gate in gates[1:]:
+        gate.set()
+    placed = [await first, await kept]
+    assert dealt == [1, 2, 1] and all(a.provider == b_id and a.allocated for a in placed), (dealt, placed)
+    for a in placed:
+        dealing.ended(a)
+    assert dealing.status()["held_from_allocation"] == {} and dealing.status()["deals_waiting"] == 0
+
+
 async def test_a_call_cancelled_while_its_providers_terms_are_asked_holds_nothing_of_the_allocation(
         node_factory, monkeypatch) -> None:
     """A call placed from the allocation whose caller is cancelled while the provider's terms are asked (a provider
@@ -233,3 +273,42 @@ async def test_a_call_cancelled_while_its_providers_terms_are_asked_holds_nothin
     call.cancel()
     await asyncio.wait([call])
     assert dealing.status()["held_from_allocation"] == {}
+
+
+async def test_a_call_whose_caller_goes_away_once_sent_holds_its_part_until_it_ran_and_spends_what_it_ran(
+        node_factory, monkeypatch) -> None:
+    """A call placed from the allocation whose caller is cancelled once the call was sent runs on at the provider:
+    it holds its budget of the provider's part until its answer comes, and then the fuel it ran is spent of the part
+    and of the standing need, as for a call whose caller waited."""
+    a, b = await _gateway_and_provider_node(node_factory)
+    b_id = b.app[NODE].peers.identity.id
+    module = await deploy(a, "fibonacci")
+    status, first = await invoke(a, module, "fib", N, fuel=FUEL)  # (b gets the module; the fuel a call of it runs)
+    assert status == 200, first
+    used, reserved = first["fuel_consumed"], 1 << FUEL.bit_length()
+    quantity = 2 * reserved
+    response = await a.post("/v1/allocation/needs", json={"kind": "compute", "quantity": quantity, "seconds": 600})
+    assert response.status == 201
+    need, dealing = (await response.json())["id"], a.app[NODE].dealing
+    await eventually_async(lambda: a.app[NODE].allocation.allocated("compute").get(b_id) == quantity,
+                           "b to allocate a's whole need")
+    running, go = asyncio.Event(), asyncio.Event()
+    provider = b.app[NODE]
+    run_for_peer = provider.paid.run_for_peer
+
+    async def held_up(*args, **kwargs):
+        running.set()
+        await go.wait()
+        return await run_for_peer(*args, **kwargs)
+
+    monkeypatch.setattr(provider.paid, "run_for_peer", held_up)
+    call = asyncio.create_task(a.app[NODE].paid.invoke({"module": module, "function": "fib", "args": [N],
+                                                        "fuel": FUEL}))
+    await asyncio.wait_for(running.wait(), 30)
+    call.cancel()
+    await asyncio.wait([call])
+    assert call.cancelled() and dealing.status()["held_from_allocation"] == {"compute": {b_id: reserved}}
+    go.set()
+    await eventually_async(lambda: dealing.status()["held_from_allocation"] == {}, "the answer of the call to come")
+    assert dealing.status()["served_from_allocation"] == {"needs": 1, "units": used}
+    assert _left(a, need) == quantity - used

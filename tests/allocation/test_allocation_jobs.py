@@ -124,3 +124,26 @@ async def test_replicas_being_chosen_when_their_job_is_cancelled_hold_nothing_of
     choosing.cancel()
     await asyncio.wait([choosing])
     assert _held(gateway) == {}
+
+
+async def test_a_job_cancelled_while_its_providers_terms_are_asked_holds_nothing_of_the_allocation(node_factory,
+                                                                                                   monkeypatch) -> None:
+    """A single job cancelled while the terms of the provider it was placed on are asked (before its bytes are sent)
+    gives back the budget it held of that provider's part."""
+    gateway = await _allocated(node_factory)
+    node, asked = gateway.app[NODE], asyncio.Event()
+
+    async def never_answered(self, provider: str) -> bool:
+        asked.set()
+        await asyncio.Event().wait()  # its terms never come: the job is cancelled meanwhile
+        return False
+
+    monkeypatch.setattr(PassingOver, "passes", never_answered)
+    placing = asyncio.create_task(node.jobs._on_provider(SimpleNamespace(), None, SimpleNamespace(fuel=FUEL),
+                                                         node.paid.default_bid, None, {"id": "job-cancelled"},
+                                                         here=False))
+    await asyncio.wait_for(asked.wait(), 30)
+    assert sum(_held(gateway)["compute"].values()) == BUDGET  # placed, its provider's terms being asked
+    placing.cancel()
+    await asyncio.wait([placing])
+    assert placing.cancelled() and _held(gateway) == {}

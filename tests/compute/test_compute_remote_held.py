@@ -689,3 +689,41 @@ async def test_a_call_whose_only_provider_is_gone_is_refused_without_waiting_on_
     monkeypatch.setattr(gateway.app[NODE].paid, "invoke_remote", refused)
     status, body = await asyncio.wait_for(invoke(gateway, module, "add", 1, 2, fuel=FUEL), 30)
     assert status == 409 and body["code"] == "no-deal", body
+
+
+async def test_a_call_whose_caller_goes_away_is_paid_once_sent_and_holds_nothing_if_it_was_not(node_factory,
+                                                                                              monkeypatch) -> None:
+    """A remote call whose caller is cancelled (its client hung up) once it was sent runs on, and its tab owes what
+    its answer charged, as if it had been waited for: once the answer comes the credit held for it is its charge, not
+    its budget till the tab is paid.  One cancelled while it waited to be sent (queued behind a call in flight) is
+    never sent: it holds nothing from then on, and nothing of it is paid."""
+    gateway, provider, module, budget = await _pair(node_factory, 100)
+    ledger, payer, paid = gateway.app[NODE].ledger, gateway.app[CLIENT_IDENTITY].public_key, gateway.app[NODE].paid
+    paid.batcher.stall = 3600  # a call queued behind one in flight waits for it to return
+    before = _balances(gateway, provider)
+    running, go = asyncio.Event(), asyncio.Event()
+    run_for_peer = provider.app[NODE].paid.run_for_peer
+
+    async def held_up(*args, **kwargs):
+        running.set()
+        await go.wait()
+        return await run_for_peer(*args, **kwargs)
+
+    monkeypatch.setattr(provider.app[NODE].paid, "run_for_peer", held_up)
+    body = {"module": module, "function": "add", "args": [1, 2], "fuel": FUEL}
+    sent = asyncio.create_task(paid.invoke(dict(body)))
+    await asyncio.wait_for(running.wait(), 30)
+    queued = asyncio.create_task(paid.invoke(dict(body)))
+    await eventually_async(lambda: ledger.held(payer) == 2 * budget, "the second call to reserve its budget")
+    queued.cancel()
+    await asyncio.wait([queued])
+    assert ledger.held(payer) == budget
+    sent.cancel()
+    await asyncio.wait([sent])
+    assert sent.cancelled() and ledger.held(payer) == budget  # it runs on
+    go.set()
+    await eventually_async(lambda: ledger.held(payer) < budget, "the answer of the call sent to be taken")
+    charge = ledger.held(payer)
+    assert charge > 0
+    assert await _paid(gateway, provider, before) == (-charge, charge)
+    assert ledger.held(payer) == 0

@@ -41,6 +41,7 @@ from ..storage.strangers import ProviderTerms
 from ..tasks import in_pool
 from ..units import credits_argument, format_size
 from . import modules as mods
+from .remote_sends import CallEnd, CallSends
 from .remote_tabs import GatewayTabs, ProviderTabs
 from .shape import defined_functions
 from .spot_checks import SpotChecks, parse_verify
@@ -110,6 +111,7 @@ class PaidCompute:
         self._verified: dict[str, Authorization] = {}  # authorizations (their hex) checked to pay this node
         # Tab calls to one provider go in self-clocked batches; what they may cost is on disk before each is sent.
         self.batcher = InvokeBatcher(client, gather=GATHER, before_send=gateway_tabs.write_tallies)
+        self.sends = CallSends(self.batcher, gateway_tabs)  # each seen to its end, its caller gone or not
         self.checks = SpotChecks(compute=compute, client=client, tabs=gateway_tabs, me=node.id, payer=payer.id,
                                  rate=check_rate, url_of=lambda provider: peers.peer(provider).url, on_strike=on_strike)
 
@@ -123,6 +125,7 @@ class PaidCompute:
 
     async def close(self) -> None:
         await self.batcher.close()
+        await self.sends.close()
         await self.checks.close()
         await self.gateway_tabs.close()
 
@@ -179,12 +182,14 @@ class PaidCompute:
                     "allocated": assignment.allocated}
             if assignment.provider == self.node.id:
                 break
+            end = CallEnd(self.dealing, assignment, call_fuel)  # once the call is over (remote_sends.py)
             try:
                 if await over.passes(assignment.provider):
                     continue  # (what it held of the allocation is free for the next one: below)
-                result = await self.invoke_remote(assignment.provider, assignment.price, call, deal, verify)
-            except Trap as err:  # it ran: the fuel it used was served (from the allocation, if placed there)
-                self.dealing.invoked(assignment, _fuel_of(err.details.get("fuel_consumed"), call_fuel))
+                result = await self.invoke_remote(assignment.provider, assignment.price, call, deal, verify, end)
+                end(result.get("fuel_consumed"))  # it ran: the fuel it used was served (from the allocation, if there)
+            except Trap as err:  # as was a trapped call's
+                end(err.details.get("fuel_consumed"))
                 raise
             except PeerUnreachable as err:
                 if err.details.get("sent") is not False or len(failed) >= MAX_FAILOVERS:
@@ -202,9 +207,8 @@ class PaidCompute:
                 failed.add(assignment.provider)
                 refused = err
                 continue
-            finally:  # ran, failed, refused, passed over or cancelled: it no longer holds its part of the allocation
-                self.dealing.ended(assignment)
-            self.dealing.invoked(assignment, _fuel_of(result.get("fuel_consumed"), call_fuel))
+            finally:  # failed, refused, passed over or cancelled: it holds its part of the allocation no more
+                end()  # (unless sent: then until its answer comes, whether its caller waits or not: `CallEnd.later`)
             self.on_invoked("remote")
             return result
         # The most the call may cost (its whole fuel budget, its memory limit for its whole timeout: what a
@@ -268,11 +272,12 @@ class PaidCompute:
                            run.fuel_consumed),)
 
     async def invoke_remote(self, provider: str, price: int, call: InvokeCall, deal: dict[str, Any],
-                            verify: bool = False) -> dict[str, Any]:
+                            verify: bool = False, end: CallEnd | None = None) -> dict[str, Any]:
         """Run `call` on `provider` at `price` (micro-credits per million fuel), paid on this node's open tab with
         it (remote_tabs.py: one authorization and one ledger transfer per interval); returns the run's JSON with
         the deal and the tab's authorization.  A trap is raised after it is accounted.  Its answer is held to the
-        provider's signed record if `verify`, else maybe later (spot_checks.py)."""
+        provider's signed record if `verify`, else maybe later (spot_checks.py).  Its caller cancelled once it was
+        sent, its answer is accounted as it comes, and `end` told then (remote_sends.py)."""
         self.compute.check(call)  # bad arguments are refused here, before anything is authorized or sent
         url = self.peers.peer(provider).url
         budget = self.compute.budget(call, price)  # at this node's memory price: the provider may charge less
@@ -282,23 +287,11 @@ class PaidCompute:
             raise worst_case_refused(self.compute, err, call, budget) from None
         body = {"call": _call_json(call), "price": price, "authorization": tab.hex, "deal": deal, "tab": True,
                 "memory_price": self.compute.memory_price}
-        try:
-            answer = await self.batcher.invoke(url, provider, body,
-                                               lambda: self.compute.store.wasm(bytes.fromhex(call.module)), call.wasi)
+        try:  # (what it raises is accounted on the tab already)
+            answer = await self.sends.send(url, provider, body, lambda: self.compute.store.wasm(
+                bytes.fromhex(call.module)), call.wasi, tab, budget, end)
         except PeerRefused as err:  # refused before it ran: nothing is owed for it
-            self.gateway_tabs.answered(tab, budget, None)
             raise relayed(provider, err, budget) from None
-        except PeerUnreachable as err:
-            if err.details.get("sent") is False:  # no connection was made: it cannot have run
-                self.gateway_tabs.answered(tab, budget, None)
-            else:
-                self.gateway_tabs.lost(tab, budget)
-                log.warning("invoke on %s: no answer; if it ran, the tab's receipt covers it", provider)
-            raise
-        except BaseException:
-            self.gateway_tabs.lost(tab, budget)
-            log.warning("invoke on %s: no answer; if it ran, the tab's receipt covers it", provider)
-            raise
         run = answer["run"]
         amount = run.get("charge")
         if type(amount) is not int or not 0 <= amount <= budget:
@@ -605,11 +598,6 @@ def _encoded_size(value: Any) -> int:
     return len(dumps(value))
 
 
-def _fuel_of(value: Any, limit: int) -> int:
-    """The fuel a provider's answer says a run used, at most the call's limit (0 if it says nothing sensible)."""
-    return min(value, limit) if type(value) is int and value > 0 else 0
-
-
 def _replayable(record: dict[str, Any], payer: str) -> None:
     """A run of a job or of a web function's request read bytes its record keeps only the hashes of (stdin, stored
     inputs, the request): run from the record alone it would differ, and be taken for a provider that lied."""
@@ -625,6 +613,7 @@ def _replayable(record: dict[str, Any], payer: str) -> None:
                           f"does not keep: a replay cannot run it again",
                           hint=f"run the job again: xsc compute rerun {job.get('id')}" if ours else
                           "the job is another node's user's: it runs again there (xsc compute rerun)")
+
 
 def _comparable(value: Any) -> Any:
     """A trap compares by its kind (its message may name the run)."""

@@ -4,13 +4,13 @@ Built after the allocation (`allocated`: what the converged allocation gives thi
 `MarketService` replicates.  Needs covered by the allocation are placed on the providers that allocated to this
 node; the rest are matched on the call market (docs/market.md, docs/allocation.md).  Each matching runs in the CPU
 pool on a copy of the book made on the event loop; a deal's answer serves later needs of the same shape for a
-moment (`REUSE_SECONDS`), while nothing it rests on has changed and its slots have room.  `explanations` keeps
-why each recent need matched or did not (`xsc market explain`).
+moment (`REUSE_SECONDS`), while nothing it rests on has changed and its slots have room; deals take turns, those
+asked for meanwhile dealt together (`turns.py`).  `explanations` keeps why each recent need matched or did not
+(`xsc market explain`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections import OrderedDict
@@ -27,6 +27,7 @@ from .core.models import Ask, Bid, need_key, renamed, units_cost
 from .needs import NeedRegistry
 from .core.allocated import Steps, apart, from_allocation, placeable, within_room
 from .core.supply import match_spread
+from .turns import DealTurns
 
 EXPLAINED = 1000  # needs whose explanation is kept (in memory) for `xsc market explain`
 COMPUTE_DEALS = 64  # invokes' deals kept until the book or the allocation changes
@@ -157,15 +158,6 @@ class _Reusable:
     explained: list[dict | None]  # each need's explanation (`xsc market explain`)
 
 
-@dataclass
-class _Waiting:
-    """A deal asked for while another ran: its needs, the providers it leaves out, and its answer."""
-
-    bids: list[Bid]
-    exclude: frozenset[str]
-    answer: asyncio.Future
-
-
 class Dealing:
     def __init__(self, *, market: Any, needs: NeedRegistry, allocated: Callable[[str], dict[str, int]] | None,
                  defaulted: Callable[[str], None] | None = None, pool: Executor | None = None) -> None:
@@ -175,8 +167,8 @@ class Dealing:
         self.allocated = allocated  # kind -> provider -> units the converged allocation gives this node's needs
         self.defaulted = defaulted  # told of a provider that failed work placed on it (`failed`)
         self.pool = pool  # where matchings run (None: asyncio's default executor)
-        self._dealing = asyncio.Lock()
-        self._waiting: list[_Waiting] = []  # deals asked for while another ran: dealt together next
+        # deals one at a time, those asked for meanwhile together (`_run_deal` looked up at each: tests gate it)
+        self._turns = DealTurns(lambda bids, exclude: self._run_deal(bids, exclude, False), self._end)
         self._placed: dict[str, Assignment] = {}  # this node's open needs already placed: need id -> assignment
         # kind -> provider -> units this node's needs in flight placed from the allocation hold there: a put's while
         # its needs are open (`_in_flight`), an invoke's until its call ends (`ended`); a tally, not a scan, as
@@ -202,7 +194,7 @@ class Dealing:
         storing, calls running): what the allocation does not serve until they end."""
         return {"served_from_allocation": dict(self.allocation_served), "reused_deals": self.reused,
                 "held_from_allocation": {kind: dict(held) for kind, held in self._held.items() if held},
-                "deals_waiting": len(self._waiting)}
+                "deals_waiting": self._turns.waiting()}
 
     def match(self, bids: list[Bid], exclude: frozenset[str] = frozenset()):
         """Match `bids` (this node's new needs) against the book: the MarketResult of the pure core."""
@@ -308,46 +300,16 @@ class Dealing:
         did when they ran on the loop, so that two never spend one allocation's room.  `here`: every matching run on
         the loop instead (the same answer; tests compare the two)."""
         if here:
-            async with self._dealing:
+            async with self._turns.lock:
                 return await self._run_deal(bids, exclude, here)
         shape = self._shape(bids, exclude)
         reused = self._reuse(shape, [b.slot.id for b in bids])
         if reused is not None:
             return reused
-        answer = await self._deal_in_turn(bids, exclude)
+        answer = await self._turns.deal(bids, exclude)
         if self._shape(bids, exclude) == shape:  # nothing it rests on changed while it was dealt
             self._keep(shape, bids, answer)
         return answer
-
-    async def _deal_in_turn(self, bids: list[Bid], exclude: frozenset[str]) -> dict[str, Any]:
-        waiting = _Waiting(bids, exclude, asyncio.get_running_loop().create_future())
-        self._waiting.append(waiting)
-        try:
-            async with self._dealing:
-                if not waiting.answer.done():  # not answered with an earlier batch: this one's batch is dealt now
-                    batch = [w for w in self._waiting if w.exclude == exclude]
-                    self._waiting = [w for w in self._waiting if w.exclude != exclude]
-                    await self._deal_batch(batch)
-        except BaseException:
-            # Its caller is gone (cancelled): a later batch leaves it out, and one dealing it now ends what it would
-            # hold at once (`_answer`); what it was answered already its caller ends as it goes (`_invoke_deal`).
-            if waiting in self._waiting:
-                self._waiting.remove(waiting)
-            waiting.answer.cancel()
-            raise
-        return waiting.answer.result()
-
-    def _answer(self, waiting: _Waiting, answer: dict[str, Any] | None = None,
-                error: BaseException | None = None) -> None:
-        """Tell `waiting` its deal's `answer` (or `error`); if its caller is gone, the calls it was placed for
-        never run: what they hold of the allocation is free again."""
-        if waiting.answer.cancelled():
-            for need_id in answer or ():
-                self._end(need_id)
-        elif error is not None:
-            waiting.answer.set_exception(error)
-        else:
-            waiting.answer.set_result(answer)
 
     async def deal_alike(self, bid: Bid, need_ids: list[str], exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
         """`deal` of the needs `need_ids`, each `bid` under its own id (a put's shares, opened with
@@ -441,43 +403,6 @@ class Dealing:
             held = self.market.book.get(provider)
             asks = held.asks if held is not None else []
         return next((a.slot.quantity for a in asks if a.slot.id == slot), 0)
-
-    async def _deal_batch(self, batch: list[_Waiting]) -> None:
-        """The deals that waited while another ran, dealt as one matching (the needs of several puts cleared
-        together: one clearing, not one each); if any of them gets nothing, each is dealt alone again, so that
-        every caller hears about its own needs only.  Its dealer cancelled, those it had not answered wait for the
-        next turn: the cancellation is its caller's, not theirs."""
-        try:
-            await self._deal_each(batch)
-        except asyncio.CancelledError:
-            self._waiting[:0] = [w for w in batch if not w.answer.done()]
-            raise
-
-    async def _deal_each(self, batch: list[_Waiting]) -> None:
-        if len(batch) > 1:
-            try:
-                together = await self._run_deal([b for w in batch for b in w.bids], batch[0].exclude, False)
-            except MarketNoDeal:
-                pass
-            except asyncio.CancelledError:
-                raise
-            except BaseException as err:
-                for w in batch:
-                    self._answer(w, error=err)
-                return
-            else:
-                for w in batch:
-                    self._answer(w, {b.slot.id: together[b.slot.id] for b in w.bids})
-                return
-        for w in batch:
-            try:
-                answer = await self._run_deal(w.bids, w.exclude, False)
-            except asyncio.CancelledError:
-                raise
-            except BaseException as err:  # its caller raises it
-                self._answer(w, error=err)
-            else:
-                self._answer(w, answer)
 
     async def _run_deal(self, bids: list[Bid], exclude: frozenset[str], here: bool) -> dict[str, Any]:
         steps = self._deal(bids, exclude)

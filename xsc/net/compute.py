@@ -148,10 +148,15 @@ async def fetch_record(client: PeerClient, url: str, provider: str, provenance_i
 
 
 # --- self-clocked batches of tab calls ------------------------------------------------------------
+def _unheeded(sent: bool) -> None:
+    pass
+
+
 @dataclass
 class _Queued:
     entry: bytes  # the call's body, encoded
     future: asyncio.Future
+    sent: Callable[[bool], None]  # told when the call goes into a request (`InvokeBatcher.invoke`)
 
 
 @dataclass
@@ -213,17 +218,20 @@ class InvokeBatcher:
         await stop(*self._batches)
 
     async def invoke(self, url: str, provider: str, body: dict, wasm: Callable[[], bytes],
-                     wasi: bool) -> dict[str, Any]:
+                     wasi: bool, sent: Callable[[bool], None] = _unheeded) -> dict[str, Any]:
         """Ask `provider` to run one tab call (`body`, with "tab": true); its answer, checked to hold a run and
-        a tab.  A provider that lacks the module is sent it once (one push per module at a time) and asked again."""
+        a tab.  A provider that lacks the module is sent it once (one push per module at a time) and asked again.
+        `sent(True)`: the call went into a request (it may run from then on, whatever its caller does); `sent(False)`:
+        the provider answered that it ran nothing (it lacked the module), and the call waits for the push."""
         entry = codec.dumps(body)
         try:
-            return await self._send(url, provider, entry)
+            return await self._send(url, provider, entry, sent)
         except PeerRefused as err:
             if err.details.get("peer_code") != "module-not-found":
                 raise
+        sent(False)
         await self._push(url, provider, str(body["call"]["module"]), wasm, wasi)
-        return await self._send(url, provider, entry)
+        return await self._send(url, provider, entry, sent)
 
     async def _push(self, url: str, provider: str, module: str, wasm: Callable[[], bytes], wasi: bool) -> None:
         key = (provider, module)
@@ -233,7 +241,7 @@ class InvokeBatcher:
             pushing.add_done_callback(lambda _: self._pushes.pop(key, None))
         await asyncio.shield(pushing)
 
-    async def _send(self, url: str, provider: str, entry: bytes) -> dict[str, Any]:
+    async def _send(self, url: str, provider: str, entry: bytes, sent: Callable[[bool], None]) -> dict[str, Any]:
         lane = self._lanes.get(provider)
         if lane is None or lane.url != url:
             self._lanes.pop(provider, None)
@@ -242,35 +250,35 @@ class InvokeBatcher:
         else:
             self._lanes.move_to_end(provider)
         if lane.single_only or len(entry) > self.max_bytes // 2:
-            return await self._one(url, provider, entry)
+            return await self._one(url, provider, entry, sent)
         if not self._closed:
             loop = asyncio.get_running_loop()
             if lane.gather is not None:  # the queue waits for the expected callers: this is one of them
-                future = self._queued(lane, entry)
+                future = self._queued(lane, entry, sent)
                 if len(lane.queue) >= min(lane.expect, self.max_calls):  # all came back, or a full batch
                     self._flush(provider, lane)
                 return await future
             if lane.flying:  # goes with the next batch, when a request in flight returns
-                future = self._queued(lane, entry)
+                future = self._queued(lane, entry, sent)
                 if lane.stall is None:
                     lane.stall = loop.call_later(self.stall, self._stalled, provider, lane)
                 return await future
             waited = loop.time() - lane.returned
             if lane.expect > 1 and waited < self.gather:  # the callers of the request that returned may follow
-                future = self._queued(lane, entry)
+                future = self._queued(lane, entry, sent)
                 self.gathered += 1
                 lane.gather = loop.call_later(self.gather - waited, self._gathered, provider, lane)
                 return await future
         lane.flying += 1  # a lone call goes at once
         try:
-            return await self._one(url, provider, entry)
+            return await self._one(url, provider, entry, sent)
         finally:
             self._returned(provider, lane, 1)
 
     @staticmethod
-    def _queued(lane: _Lane, entry: bytes) -> asyncio.Future:
+    def _queued(lane: _Lane, entry: bytes, sent: Callable[[bool], None]) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
-        lane.queue.append(_Queued(entry, future))
+        lane.queue.append(_Queued(entry, future, sent))
         return future
 
     def lanes(self) -> int:
@@ -361,6 +369,7 @@ class InvokeBatcher:
                 continue
             size += len(item.entry) + 1
             taken.append(item)
+            item.sent(True)
         return taken
 
     async def _batch(self, lane: _Lane, provider: str, taken: list[_Queued]) -> None:
@@ -384,8 +393,10 @@ class InvokeBatcher:
         except PeerError as err:
             return err
 
-    async def _one(self, url: str, provider: str, entry: bytes) -> dict[str, Any]:
+    async def _one(self, url: str, provider: str, entry: bytes,
+                   sent: Callable[[bool], None] = _unheeded) -> dict[str, Any]:
         self.before_send()
+        sent(True)
         response = await _invoke(self.client, url, provider, EncodedJson(entry))
         try:
             return _checked(url, response.json(), "tab")

@@ -18,6 +18,7 @@ standing reason as they begin (gateway_put.put, `keep_home`).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -33,13 +34,14 @@ from .core import erasure, layout
 from .deals import MAX_PRICE
 from .core.placement import home_shares
 from .remote import REMEDIES
-from .strangers import TERMS_TIMEOUT, ProviderTerms
+from .strangers import TERMS_TIMEOUT, Drawn, ProviderTerms
 from ..units import is_whole_number
 
 log = logging.getLogger(__name__)
 
 TERMS_ROUNDS = 4  # matchings of one put, each without the providers the last one found wanting prepayment
-# The longest a put's last matching may come after its first: a round of asking the providers their terms between each.
+# The longest a put's last matching may come after its first while each round of asking the providers their terms
+# between them takes at most TERMS_TIMEOUT (rounds that take longer fill the book again: `_deal_on_terms`).
 TERMS_SECONDS = (TERMS_ROUNDS - 1) * TERMS_TIMEOUT
 MAX_FILTER_NODES = 64  # node ids a put names in --avoid, and in --prefer: its file record keeps them
 
@@ -299,37 +301,57 @@ async def _deal_on_terms(dealing: Dealing, need, needs: list[str], share_bytes: 
     """The market's assignments of the needs `needs` (each `need` under its own id), on providers whose terms take
     their part: a provider that wants a prepayment beyond the user's budget is left out and the needs matched again
     (at most TERMS_ROUNDS times), and so is one that refuses this node outright (`ProviderTerms.shut_out`);
-    (assignments, providers prepaid now).  PrepaymentRequired, in one line, when only providers wanting prepayment
-    are left; MarketNoDeal naming one that refuses this node when only those are."""
+    (assignments, providers prepaid in all its rounds).  Only the last matching's parts are drawn from the
+    providers' terms: those an earlier one drew are given back as the needs are matched again.  PrepaymentRequired,
+    in one line, when only providers wanting prepayment are left; MarketNoDeal naming one that refuses this node
+    when only those are."""
     shut_out = terms.shut_out() if terms is not None else {}
     exclude: set[str] = set(shut_out)
     wanting: dict[str, int] = {}
-    for _ in range(TERMS_ROUNDS):
-        try:
-            assignments = await dealing.deal_alike(need, needs, frozenset(exclude))
-        except MarketNoDeal as err:
-            if wanting:
-                message, hint = refusal(wanting)
-                raise PrepaymentRequired(message, hint=hint, providers=wanting) from None
-            if shut_out:
-                raise _shut_out_refusal(shut_out, err) from None
-            raise
-        if terms is None:
-            return assignments, {}
-        costs: dict[str, int] = {}
-        for n in needs:
-            a = assignments[n]
-            if a.provider != dealing.me:
-                costs[a.provider] = costs.get(a.provider, 0) + price_storage(share_bytes, seconds, a.price)
-        if not costs:  # every share stays here: no provider's terms to draw down
-            return assignments, {}
-        refused, prepaid = await terms.settle(costs, dry)
-        refusing = {p: code for p, code in terms.shut_out().items() if p in costs}  # found as their terms were asked
-        if not refused and not refusing:
-            return assignments, prepaid
-        wanting.update(refused)
-        shut_out.update(refusing)
-        exclude |= set(refused) | set(refusing)
+    prepaid: dict[str, int] = {}
+    drawn: Drawn = {}
+    # The book was filled with offers that last TERMS_SECONDS, a round of asking terms between each matching: rounds
+    # that took longer (a prepayment sent within one, another put's settling waited for) fill it again before the
+    # next matching, with offers that last the rounds still to come.
+    lasting = time.monotonic() + TERMS_SECONDS
+    try:
+        for left in range(TERMS_ROUNDS - 1, -1, -1):
+            if time.monotonic() > lasting:
+                await dealing.market.fill_book(kind="storage", wanted=erasure.N, needed=left * TERMS_TIMEOUT)
+                lasting = time.monotonic() + left * TERMS_TIMEOUT
+            try:
+                assignments = await dealing.deal_alike(need, needs, frozenset(exclude))
+            except MarketNoDeal as err:
+                if wanting:
+                    message, hint = refusal(wanting)
+                    raise PrepaymentRequired(message, hint=hint, providers=wanting) from None
+                if shut_out:
+                    raise _shut_out_refusal(shut_out, err) from None
+                raise
+            if terms is None:
+                return assignments, {}
+            costs: dict[str, int] = {}
+            for n in needs:
+                a = assignments[n]
+                if a.provider != dealing.me:
+                    costs[a.provider] = costs.get(a.provider, 0) + price_storage(share_bytes, seconds, a.price)
+            if not costs:  # every share stays here: no provider's terms to draw down
+                terms.give_back(drawn)
+                return assignments, prepaid
+            refused, now_prepaid = await terms.settle(costs, dry, drawn)
+            for provider, amount in now_prepaid.items():
+                prepaid[provider] = prepaid.get(provider, 0) + amount
+            refusing = {p: code for p, code in terms.shut_out().items() if p in costs}  # found as their terms were asked
+            if not refused and not refusing:
+                return assignments, prepaid
+            wanting.update(refused)
+            shut_out.update(refusing)
+            exclude |= set(refused) | set(refusing)
+    except BaseException:
+        if terms is not None:
+            terms.give_back(drawn)  # nothing of the put is sent
+        raise
+    terms.give_back(drawn)
     if not wanting:
         raise _shut_out_refusal(shut_out, MarketNoDeal(f"no provider took the shares in {TERMS_ROUNDS} matchings"))
     message, hint = refusal(wanting)

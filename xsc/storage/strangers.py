@@ -54,6 +54,7 @@ class Peers(Protocol):
 
 
 Prepay = Callable[[str, int], Awaitable[Any]]  # (provider, micro-credits) -> the prepayment made
+Drawn = dict[str, tuple[Terms, int]]  # provider -> (its terms, micro-credits of work drawn from them)
 
 
 class ProviderTerms:
@@ -146,11 +147,16 @@ class ProviderTerms:
         """A provider refused work: its terms are asked again before the next put."""
         self._terms.pop(provider, None)
 
-    async def settle(self, costs: dict[str, int], dry: bool = False) -> tuple[dict[str, int], dict[str, int]]:
+    async def settle(self, costs: dict[str, int], dry: bool = False,
+                     drawn: Drawn | None = None) -> tuple[dict[str, int], dict[str, int]]:
         """(providers that will not take their part -> micro-credits missing, providers prepaid now -> amount).
-        The others' terms are drawn down by their part.  `dry`: only say which would refuse (nothing is prepaid)."""
+        The others' terms are drawn down by their part.  `dry`: only say which would refuse (nothing is prepaid).
+        `drawn`: what an earlier settlement of the same work drew, work matched again since (without the providers
+        that refused it) and never sent as it was then: given back first (`give_back`), then this one's draws."""
         costs = dict(list(costs.items())[:MAX_PROVIDERS])
         async with self._lock:
+            if drawn is not None:
+                self.give_back(drawn)
             found = await asyncio.gather(*(self.terms(p) for p in costs))
             wanting: dict[str, int] = {}
             prepaid: dict[str, int] = {}
@@ -169,7 +175,17 @@ class ProviderTerms:
                     terms.available += amount
                 if not dry:
                     terms.available -= cost
+                    if drawn is not None:
+                        drawn[provider] = (terms, cost)
             return wanting, prepaid
+
+    @staticmethod
+    def give_back(drawn: Drawn) -> None:
+        """Work `settle` drew from providers' terms is not sent after all: what it drew is theirs again (in terms asked
+        again since, it was never drawn: they are not the ones given back to)."""
+        for terms, cost in drawn.values():
+            terms.available += cost
+        drawn.clear()
 
     def _count(self, provider: str, amount: int) -> None:
         self.prepaid_total += amount

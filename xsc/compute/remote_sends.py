@@ -1,0 +1,115 @@
+"""A call run on another node, from its send to its end, whether its caller waits for it or not.
+
+A call is its provider's from the moment it goes into a request (`InvokeBatcher.invoke`'s `sent`): it may run from
+then on, and a caller that goes away after that (its client hung up, its task was cancelled) cannot take it back:
+its provider is not told, and runs it to its end.  It is paid for what it ran, as a Cloudflare Worker's request or a
+Bacalhau job is billed for what ran before its client went away.  So the gateway accounts for it alike in every book:
+
+- cancelled before it was sent (queued for a batch, or waiting for its module's push): it never runs.  Its budget is
+  given back on its tab at once, the tab counts nothing for it, and what it held of the allocation is free;
+- cancelled once sent: its answer is still awaited here and taken as its caller would have taken it: the tab owes
+  what the answer charged (or, the answer lost, holds its budget until the tab is paid), and the call holds its part
+  of the allocation until then, when the fuel it ran is spent of it (`CallEnd`).  Such an answer is not held to its
+  provider's record (a spot check is for an answer a caller is given).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import PeerRefused, PeerUnreachable
+from ..tasks import stop
+from .remote_tabs import GatewayTabs, OpenTab
+
+log = logging.getLogger(__name__)
+
+
+class CallEnd:
+    """What a call placed by the market gives back once it is over (`Dealing.invoked`, once): what it held of the
+    allocation, and the fuel it ran counted against the provider's part.  `later`: its caller went away once it was
+    sent, so it is over when its answer comes (`over`), not when its caller is."""
+
+    def __init__(self, dealing: Any, assignment: Any, limit: int) -> None:
+        self.dealing, self.assignment, self.limit = dealing, assignment, limit
+        self.later = False
+        self._over = False
+
+    def __call__(self, fuel: Any = None) -> None:
+        """Its caller is done with the call, which ran `fuel` by its provider's answer (None: not known to have run)."""
+        if not self.later:
+            self.over(fuel)
+
+    def over(self, fuel: Any = None) -> None:
+        """The call is over, having run `fuel` (at most its limit)."""
+        if not self._over:
+            self._over = True
+            used = min(fuel, self.limit) if type(fuel) is int and fuel > 0 else 0
+            self.dealing.invoked(self.assignment, used)
+
+
+class CallSends:
+    """Calls sent through `batcher` on tabs of `tabs`, each accounted on its tab as it ends (module docstring)."""
+
+    def __init__(self, batcher: Any, tabs: GatewayTabs) -> None:
+        self.batcher, self.tabs = batcher, tabs
+        self._going_on: set[asyncio.Task] = set()  # calls sent whose callers went away, awaited for their answers
+
+    async def send(self, url: str, provider: str, body: dict, wasm: Callable[[], bytes], wasi: bool, tab: OpenTab,
+                   budget: int, end: CallEnd | None = None) -> dict[str, Any]:
+        """`provider`'s answer to the call `body`, reserved on `tab` for `budget`.  What it raises is accounted on the
+        tab already (refused, or unreachable before it was sent: nothing owed; lost: its budget held until the tab is
+        paid); an answer is the caller's to account (`answered`).  Cancelled: see the module docstring."""
+        sent = asyncio.Event()  # set while the call is in a request, or was (it may have run)
+        sending = asyncio.ensure_future(self.batcher.invoke(url, provider, body, wasm, wasi,
+                                                            sent=lambda was: sent.set() if was else sent.clear()))
+        try:
+            return await asyncio.shield(sending)
+        except asyncio.CancelledError:
+            if not sending.done() and not sent.is_set():
+                sending.cancel()  # (a queued call is left out of its batch at once)
+                self.tabs.answered(tab, budget, None)
+                raise
+            if end is not None:
+                end.later = True
+            self._going_on.add(sending)
+            sending.add_done_callback(lambda done: self._answered_late(done, provider, tab, budget, end))
+            raise
+        except BaseException as err:
+            self.failed(provider, tab, budget, err)
+            raise
+
+    def failed(self, provider: str, tab: OpenTab, budget: int, err: BaseException) -> None:
+        """A call on `tab` got no answer but `err`: refused before it ran, or never sent, it owes nothing; else it may
+        have run, and its budget stays held until the tab is paid."""
+        if isinstance(err, PeerRefused) or (isinstance(err, PeerUnreachable) and err.details.get("sent") is False):
+            self.tabs.answered(tab, budget, None)
+        else:
+            self.tabs.lost(tab, budget)
+            log.warning("invoke on %s: no answer; if it ran, the tab's receipt covers it", provider)
+
+    def _answered_late(self, sending: asyncio.Task, provider: str, tab: OpenTab, budget: int,
+                       end: CallEnd | None) -> None:
+        """The answer of a call whose caller went away once it was sent, taken as the caller would have taken it."""
+        self._going_on.discard(sending)
+        fuel = None
+        if sending.cancelled():  # the node stops: it may have run
+            self.tabs.lost(tab, budget)
+        elif sending.exception() is not None:
+            self.failed(provider, tab, budget, sending.exception())
+        else:
+            run = sending.result()["run"]
+            amount = run.get("charge")
+            if type(amount) is int and 0 <= amount <= budget:
+                self.tabs.answered(tab, budget, amount)
+                fuel = run.get("fuel_consumed")
+            else:
+                self.tabs.lost(tab, budget)
+        if end is not None:
+            end.over(fuel)
+
+    async def close(self) -> None:
+        """The node stops: calls still awaited for a caller that went away count as lost (they may have run)."""
+        await stop(*self._going_on)
