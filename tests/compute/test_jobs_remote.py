@@ -24,7 +24,7 @@ from xsc.compute import hosted_jobs, provenance, remote_tabs, sent_jobs
 from xsc.compute import jobs as jobs_module
 from xsc.compute.jobspec import parse_job
 from xsc.compute.wasi_io import io_fuel
-from xsc.errors import Conflict, PeerRefused, PeerUnreachable, ReplayCacheFull
+from xsc.errors import Conflict, PeerRefused, PeerUnreachable, ReplayCacheFull, StorageFull
 from xsc.node import CLIENT_IDENTITY, IDENTITY, TOKEN
 from xsc.node.appkeys import NODE
 from xsc.units import format_credits
@@ -672,6 +672,31 @@ async def test_a_job_whose_outputs_are_refused_is_signed_as_the_trap_its_caller_
     assert (after[0] - before[0], after[1] - before[1]) == (-owed, owed)
     for node in (gateway, provider):
         await verified(node)
+
+
+async def test_a_job_whose_outputs_its_own_node_cannot_store_is_recorded_charged_and_failed(node_factory,
+                                                                                           monkeypatch) -> None:
+    """A job run on its own node, whose outputs that node cannot store (no room on the market): it ran, so it is
+    recorded, its record the trap its caller is told (`storage-full`) naming no output, and charged; its budget is
+    held no longer; the job `failed` saying why, not `refused` as one turned down before it ran."""
+    node = await node_factory("alone", **QUIET)
+    module = await deploy(node, "outputs", wasi=True)
+    storage = node.app[NODE].jobs.storage
+
+    async def no_room(*args, **kwargs):
+        raise StorageFull("the market offers no room for the file", hint="add storage nodes")
+
+    monkeypatch.setattr(storage, "put", no_room)
+    status, problem = await run_job(node, {"module": module, "stdin": "-"}, stdin=b"abc")
+    assert status == 507 and problem["code"] == "storage-full", problem
+    (job,) = (await (await node.get("/v1/compute/jobs")).json())["jobs"]
+    job = await (await node.get(f"/v1/compute/jobs/{job['id']}")).json()
+    assert job["state"] == "failed" and job["executions"] == 1 and job["outputs"] == [], job
+    assert job["error"] == "its outputs could not be stored: the market offers no room for the file", job
+    record = provenance.check(await (await node.get(f"/v1/compute/provenance/{job['provenance']}")).json())
+    assert record["outcome"] == "trap" and record["trap"] == {"kind": "storage-full", "message": job["error"]}, record
+    assert record["job"]["outputs"] == [] and record["charge"] == job["charge"] > 0, record
+    assert node.app[NODE].ledger.held(node.app[CLIENT_IDENTITY].public_key) == job["charge"]  # its budget's rest back
 
 
 async def test_a_provider_whose_record_of_a_refused_job_says_ok_is_not_paid_and_is_struck(node_factory,
