@@ -652,13 +652,14 @@ async def test_a_job_whose_outputs_are_refused_is_signed_as_the_trap_its_caller_
     monkeypatch.setattr(gateway.app[NODE].quarantine, "strike",
                         lambda node, why, **kw: struck.append(node) or False)
     stdin = b"x" * 100_000  # copied to out/c.txt: its bytes' fuel (paid before it runs) is as much again stored
-    cases = (({"bytes_out": 100}, "output-limit", "over its bytes_out (100)"),
-             ({"fuel": io_fuel(len(stdin)) * 3 // 2}, "out-of-fuel", "its fuel limit has left"))
+    cases = (({"bytes_out": 100}, "output-limit", "over its bytes_out (100)", "--bytes-out"),
+             ({"fuel": io_fuel(len(stdin)) * 3 // 2}, "out-of-fuel", "its fuel limit has left", "--fuel"))
     before, owed = balances(gateway, provider), 0
     for runs_it in (provider, gateway):  # the gateway offers no compute: its jobs run on the provider
-        for limits, kind, said in cases:
+        for limits, kind, said, asks in cases:
             status, problem = await run_job(runs_it, {"module": module, "stdin": "-", "limits": limits}, stdin=stdin)
             assert status == 413 and problem["code"] == "over-cap" and said in problem["detail"], problem
+            assert asks in problem["hint"], problem  # the limit to raise
             assert problem["provider"] == pid and problem["outputs"] == [], problem
             response = await runs_it.get(f"/v1/compute/provenance/{problem['provenance']}", params={"provider": pid})
             record = provenance.check(await response.json())
