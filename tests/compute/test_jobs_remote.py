@@ -23,7 +23,8 @@ from xsc import codec, keys
 from xsc.compute import hosted_jobs, provenance, remote_tabs, sent_jobs
 from xsc.compute import jobs as jobs_module
 from xsc.compute.jobspec import parse_job
-from xsc.errors import Conflict, PeerRefused, PeerUnreachable, ReplayCacheFull
+from xsc.compute.wasi_io import io_fuel
+from xsc.errors import Conflict, PeerRefused, PeerUnreachable, ReplayCacheFull, StorageFull
 from xsc.node import CLIENT_IDENTITY, IDENTITY, TOKEN
 from xsc.node.appkeys import NODE
 from xsc.units import format_credits
@@ -468,7 +469,13 @@ def _no_text(args: list) -> None:
     """The record as it ran; only the answer's stdout is changed (a list, not text: see the test)."""
 
 
-@pytest.mark.parametrize("tamper", [_another_module, _another_price, _another_input, _another_argv, _no_text])
+def _outputs_of_a_trap(args: list) -> None:
+    """A run signed (and answered) as a trap, with the outputs of a run that ended well: none is stored of a trap."""
+    args[5].trap_kind, args[5].message = "unreachable", "the module trapped"
+
+
+@pytest.mark.parametrize("tamper", [_another_module, _another_price, _another_input, _another_argv, _no_text,
+                                    _outputs_of_a_trap])
 async def test_a_provider_whose_signed_record_is_not_the_run_asked_for_is_not_paid_and_is_struck(
         node_factory, monkeypatch, tamper) -> None:
     gateway, (provider,) = await network(node_factory)
@@ -629,6 +636,95 @@ async def test_a_provider_whose_program_names_an_output_unprintably_is_paid_not_
     assert (after[0] - before[0], after[1] - before[1]) == (-problem["charge"], problem["charge"])
     for node in (gateway, provider):
         await verified(node)
+
+
+async def test_a_job_whose_outputs_are_refused_is_signed_as_the_trap_its_caller_was_told(node_factory,
+                                                                                         monkeypatch) -> None:
+    """A job whose outputs are refused (over its bytes_out; their writes' fuel past its limit) by a program that did
+    not trap, run on its own node or sent to a provider: its signed record says how they ended (`"outcome": "trap"`,
+    the kind and the words its caller's 413 gave), never "ok", names no output, and verifies (`compute provenance`,
+    its route); the gateway takes the provider's answer as the run it signed: paid, and nothing struck."""
+    gateway, (provider,) = await network(node_factory)
+    pid = provider.app[IDENTITY].id
+    module = await deploy(gateway, "outputs", wasi=True)
+    await deploy(provider, "outputs", wasi=True)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike",
+                        lambda node, why, **kw: struck.append(node) or False)
+    stdin = b"x" * 100_000  # copied to out/c.txt: its bytes' fuel (paid before it runs) is as much again stored
+    cases = (({"bytes_out": 100}, "output-limit", "over its bytes_out (100)", "--bytes-out"),
+             ({"fuel": io_fuel(len(stdin)) * 3 // 2}, "out-of-fuel", "its fuel limit has left", "--fuel"))
+    before, owed = balances(gateway, provider), 0
+    for runs_it in (provider, gateway):  # the gateway offers no compute: its jobs run on the provider
+        for limits, kind, said, asks in cases:
+            status, problem = await run_job(runs_it, {"module": module, "stdin": "-", "limits": limits}, stdin=stdin)
+            assert status == 413 and problem["code"] == "over-cap" and said in problem["detail"], problem
+            assert asks in problem["hint"], problem  # the limit to raise
+            assert problem["provider"] == pid and problem["outputs"] == [], problem
+            response = await runs_it.get(f"/v1/compute/provenance/{problem['provenance']}", params={"provider": pid})
+            record = provenance.check(await response.json())
+            assert record["node"] == pid and record["outcome"] == "trap" and "results" not in record, record
+            assert record["trap"]["kind"] == kind and said in record["trap"]["message"], record["trap"]
+            assert record["job"]["outputs"] == [] and record["charge"] == problem["charge"] > 0, record
+            owed += problem["charge"] if runs_it is gateway else 0
+    assert struck == []
+    await settle(gateway)
+    after = balances(gateway, provider)
+    assert (after[0] - before[0], after[1] - before[1]) == (-owed, owed)
+    for node in (gateway, provider):
+        await verified(node)
+
+
+async def test_a_job_whose_outputs_its_own_node_cannot_store_is_recorded_charged_and_failed(node_factory,
+                                                                                           monkeypatch) -> None:
+    """A job run on its own node, whose outputs that node cannot store (no room on the market): it ran, so it is
+    recorded, its record the trap its caller is told (`storage-full`) naming no output, and charged; its budget is
+    held no longer; the job `failed` saying why, not `refused` as one turned down before it ran."""
+    node = await node_factory("alone", **QUIET)
+    module = await deploy(node, "outputs", wasi=True)
+    storage = node.app[NODE].jobs.storage
+
+    async def no_room(*args, **kwargs):
+        raise StorageFull("the market offers no room for the file", hint="add storage nodes")
+
+    monkeypatch.setattr(storage, "put", no_room)
+    status, problem = await run_job(node, {"module": module, "stdin": "-"}, stdin=b"abc")
+    assert status == 507 and problem["code"] == "storage-full", problem
+    (job,) = (await (await node.get("/v1/compute/jobs")).json())["jobs"]
+    job = await (await node.get(f"/v1/compute/jobs/{job['id']}")).json()
+    assert job["state"] == "failed" and job["executions"] == 1 and job["outputs"] == [], job
+    assert job["error"] == "its outputs could not be stored: the market offers no room for the file", job
+    record = provenance.check(await (await node.get(f"/v1/compute/provenance/{job['provenance']}")).json())
+    assert record["outcome"] == "trap" and record["trap"] == {"kind": "storage-full", "message": job["error"]}, record
+    assert record["job"]["outputs"] == [] and record["charge"] == job["charge"] > 0, record
+    assert node.app[NODE].ledger.held(node.app[CLIENT_IDENTITY].public_key) == job["charge"]  # its budget's rest back
+
+
+async def test_a_provider_whose_record_of_a_refused_job_says_ok_is_not_paid_and_is_struck(node_factory,
+                                                                                        monkeypatch) -> None:
+    """A provider that answers a job's outputs refused but signs its run "ok" has signed another run than it
+    answered: not paid, and struck."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    honest = hosted_jobs.run_program
+
+    async def signed_ok(*args, **kwargs):
+        ran = await honest(*args, **kwargs)
+        if ran.refusal is not None:  # (its program did not trap: it left too much in /out)
+            ran.outcome.trap_kind, ran.outcome.message = None, ""
+        return ran
+
+    monkeypatch.setattr(hosted_jobs, "run_program", signed_ok)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike",
+                        lambda node, why, **kw: struck.append(node) or False)
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-", "limits": {"bytes_out": 10}},
+                                    stdin=b"abc")
+    assert status == 502 and problem["code"] == "forged-result" and "ended otherwise" in problem["detail"], problem
+    assert struck == [provider.app[IDENTITY].id]
+    await settle(gateway)
+    assert balances(gateway, provider)[0] == before[0]
 
 
 async def test_a_job_that_traps_on_a_provider_is_answered_as_its_trap_and_the_provider_paid(node_factory,

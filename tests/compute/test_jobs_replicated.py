@@ -126,6 +126,28 @@ async def test_100_deterministic_jobs_on_three_replicas_agree_and_each_provider_
         await verified(node)
 
 
+async def test_replicas_whose_outputs_are_refused_agree_on_the_trap_they_signed_and_are_paid(node_factory,
+                                                                                            monkeypatch) -> None:
+    """Replicas of a job whose outputs are over its bytes_out each sign the run as the trap its caller is told
+    (`output-limit`): they agree, each is paid, none is struck, and nothing is stored."""
+    gateway, providers = await network(node_factory, providers=2)
+    module = await deploy(gateway, "outputs", wasi=True)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike",
+                        lambda node, why, **kw: struck.append(node) or False)
+    files_before = (await (await gateway.get("/v1/store/files")).json())["files"]
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 2,
+                                              "limits": {"bytes_out": 10}}, stdin=b"abc")
+    assert status == 413 and problem["code"] == "over-cap" and "over its bytes_out (10)" in problem["detail"], problem
+    assert struck == [] and all(r["paid"] for r in problem["replicas"]) and len(problem["replicas"]) == 2, problem
+    for provider in providers:
+        (signed,) = [r for r in provider.app[NODE].compute.recent_provenance(10) if "job" in r["record"]]
+        record = signed["record"]
+        assert record["outcome"] == "trap" and record["trap"]["kind"] == "output-limit", record
+        assert record["job"]["outputs"] == [] and record["job"]["id"] == problem["run"], record
+    assert (await (await gateway.get("/v1/store/files")).json())["files"] == files_before
+
+
 @pytest.mark.parametrize("lie", [_flip_outputs_of, _add_fuel_on, _other_stdout_on],
                          ids=["flipped-byte", "one-more-fuel", "other-stdout"])
 async def test_a_replica_that_disagrees_is_not_paid_and_is_struck_and_the_honest_two_are(

@@ -305,7 +305,7 @@ class HostedJobs:
                                     prepaid=io_fuel(job.total), stop=job.stop)
             # Cut short by this node's stop (unless it ended by itself first): not the run it was asked for, so
             # neither recorded nor charged.
-            if job.stop.is_set() and ran.outcome.trap_kind is not None:
+            if job.stop.is_set() and ran.trapped:
                 raise _stopping()
             outputs = ran.files if ran.succeeded else []
             hashes = [await in_pool(None, file_sha256, path) for _, path, _ in outputs]

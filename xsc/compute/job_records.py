@@ -468,6 +468,8 @@ def _run_key(provenance_id: str) -> bytes:
 def _refusal_hint(refusal: str) -> str:
     if refusal.startswith(UNPRINTABLE):
         return "name the files it leaves in /out with printable characters"
+    if refusal.startswith("storing its"):  # the fuel its outputs' bytes cost (job_sandbox.run_program)
+        return "ask for more with --fuel, up to the node's compute.fuel, or write less"
     if refusal.startswith(("it made", "it left more than")):  # out_bound.py's bounds on /out's tree, MAX_OUTPUTS
         return (f"make at most {MAX_ENTRIES:,} files and directories in /out, {MAX_DEPTH} deep, and leave at most "
                 f"{MAX_OUTPUTS} (many files in one archive are one)")

@@ -24,6 +24,7 @@ from ..ledger.tabs import owed_entry
 from ..tasks import in_pool
 from .jobspec import JobSpec
 from .limits import Limits
+from .out_bound import OUTPUT_LIMIT
 from .sandbox import Outcome
 from .service import ComputeService
 from .wasi_io import Streams, io_fuel
@@ -45,6 +46,7 @@ class Sandboxed:
     argv: list[str]
     files: list[OutputFile]
     refusal: str | None
+    trapped: bool = False  # its program trapped (or exited non-zero) by itself, whatever became of its outputs
 
     @property
     def succeeded(self) -> bool:
@@ -78,16 +80,22 @@ async def run_program(compute: ComputeService, spec: JobSpec, prepared, signatur
     if refusal is None:
         files, refusal = await in_pool(None, _outputs, out_dir, stdout_path if spec.stdout_to_store else None,
                                        spec.bytes_out)
+    kind = OUTPUT_LIMIT
     out_fuel = io_fuel(sum(size for _, _, size in files))
     if refusal is None and outcome.trap_kind is None and outcome.fuel_consumed + out_fuel > limits.fuel:
-        refusal = (f"storing its {len(files)} output(s) costs {out_fuel:,} fuel, more than the "
-                   f"{limits.fuel - outcome.fuel_consumed:,} its fuel limit has left")
+        kind, refusal = "out-of-fuel", (f"storing its {len(files)} output(s) costs {out_fuel:,} fuel, more than the "
+                                        f"{limits.fuel - outcome.fuel_consumed:,} its fuel limit has left")
     outcome.fuel_consumed = min(limits.fuel, outcome.fuel_consumed + out_fuel)
     if outcome.over_cap is not None:
-        refusal = f"its {outcome.over_cap} went over its cap"
+        kind, refusal = OUTPUT_LIMIT, f"its {outcome.over_cap} went over its cap"
     if outcome.stopped is not None:
-        refusal = outcome.stopped
-    return Sandboxed(outcome, started, argv, files, refusal)
+        kind, refusal = OUTPUT_LIMIT, outcome.stopped
+    trapped = outcome.trap_kind is not None
+    if refusal is not None and not trapped:
+        # Its signed record says how its outputs ended, as its caller is told (`out-of-fuel` for the fuel their
+        # writes cost, else `output-limit`), never "ok": a run whose outputs are refused is a trap.
+        outcome.trap_kind, outcome.message = kind, refusal
+    return Sandboxed(outcome, started, argv, files, refusal, trapped)
 
 
 def admit(compute: ComputeService) -> None:

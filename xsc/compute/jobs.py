@@ -435,8 +435,15 @@ class JobService:
             raise
         outcome, started, argv, refusal = ran.outcome, ran.started, ran.argv, ran.refusal
         stored: list[dict[str, Any]] = []
+        unstored: XscError | None = None
         if ran.succeeded:
-            stored = await self.outputs.store(ran.files, job)
+            try:
+                stored = await self.outputs.store(ran.files, job)
+            except XscError as err:  # storing is this node's part (no room on the market, too little credit for
+                # the puts): the run happened, so it is recorded and charged, its record the trap its caller is told
+                unstored = err
+                outcome.trap_kind, outcome.message = err.code, f"its outputs could not be stored: {err.message}"
+                outcome.hint = err.hint
         run, record = self.compute.job_run(spec.module, spec.entrypoint, signature, argv, limits, outcome, started,
                                            self.payer.id, rate, {"job": run_id(job)},
                                            {"id": run_id(job), "inputs": staged.inputs, "stdin": staged.stdin_sha256,
@@ -452,6 +459,8 @@ class JobService:
                              prepared.module_hash, budget,
                              (*self.records.entries(job["id"], job),
                               *made(self.payer.public_key.hex(), job["id"], stored, run.provenance_id)))
+        if unstored is not None:
+            raise unstored
         return answer(job, streams, run.charge, refusal, trap)
 
     # --- after a restart ------------------------------------------------------------------------

@@ -284,8 +284,9 @@ class SentJobs:
             raise ForgedResult(f"provider {provider} answered a run its signed record does not match (another "
                                "job, inputs, outputs, charge or fuel): not paid, and struck",
                                hint="run the job again (another provider)")
+        # A run whose outputs were refused is signed as a trap (job_sandbox.run_program), so is answered as one
         why = _unlike_a_run(run, answer, record) or _unlike_the_deal(
-            record, spec, price, authorization, self.paid.compute.memory_price, "trap" in answer)
+            record, spec, price, authorization, self.paid.compute.memory_price, "trap" in answer or "refusal" in answer)
         if why is not None:
             raise ForgedResult(f"provider {provider}'s signed record {why}: not paid, and struck",
                                hint="run the job again (another provider)")
@@ -395,6 +396,8 @@ def _unlike_a_run(run: dict[str, Any], answer: dict[str, Any], record: dict[str,
             or trap is not None and (not isinstance(trap, dict) or not isinstance(trap.get("message"), str)
                                      or not isinstance(signed_trap, dict) or trap.get("kind") != signed_trap.get("kind")):
         return "comes with an answer in a shape no run has (its streams, trap or refusal)"
+    if record.get("outcome") != "ok" and answer.get("outputs"):  # a run here stores nothing of a trapped run
+        return "signs outputs of a run that trapped or whose outputs were refused"
     wasi = record.get("wasi") if isinstance(record.get("wasi"), dict) else {}
     for stream in ("stdout", "stderr"):  # a record made before its streams were signed has no hash of them
         signed = wasi.get(f"{stream}_sha256")
