@@ -15,7 +15,7 @@ import threading
 import pytest
 
 from xsc.tasks import (GroupCommit, GroupSend, Locks, Pacer, Supervisor, Workers, at_most, in_threads, refill, stop,
-                       to_its_end, woken, woken_loop)
+                       to_its_end, unless_set, woken, woken_loop)
 
 
 async def test_results_and_errors_come_back_on_the_loop() -> None:
@@ -189,6 +189,30 @@ async def test_stop_takes_the_outcome_of_a_task_that_failed() -> None:
     await asyncio.sleep(0)
     await stop(task)  # no raise, and no "exception was never retrieved" later
     assert isinstance(task.exception(), RuntimeError)
+
+
+async def test_a_step_unless_an_event_is_set_ends_its_way_or_is_cut_short_and_waited_for_once_it_is() -> None:
+    done, ended, event = asyncio.Event(), [], asyncio.Event()
+
+    async def step() -> None:
+        try:
+            await done.wait()
+        finally:
+            ended.append(True)
+
+    async def fails() -> None:
+        raise RuntimeError("boom")
+
+    done.set()
+    assert await unless_set(step(), event) is True
+    with pytest.raises(RuntimeError):
+        await unless_set(fails(), event)
+    done.clear()
+    cut = asyncio.ensure_future(unless_set(step(), event))
+    await asyncio.sleep(0)
+    assert not cut.done()
+    event.set()
+    assert await cut is False and ended == [True, True]  # the step ended before unless_set did
 
 
 async def test_woken_lets_other_tasks_run_even_when_the_event_is_already_set() -> None:

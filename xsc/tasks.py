@@ -19,6 +19,8 @@ loop runs, and how many calls run at once.
     await to_its_end(step, ended)           await step, which runs on to its end if the caller is cancelled,
                                             then ended() (a write the other end goes on with: its record)
     await stop(*tasks)                      cancel background tasks and wait for them to end
+    await unless_set(step, event)           await step, cut short (cancelled and waited for) once event is set;
+                                            whether it ran to its end
     await at_most(n, calls)                 await calls (an iterable of awaitables) n at a time at most
     async with locks.one(key):              one holder per key at a time (`Locks`), a key kept only while it is
                                             held or awaited
@@ -472,6 +474,23 @@ async def stop(*tasks: asyncio.Task | None, grace: float = STOP_GRACE) -> None:
             log.warning("task %s did not end when cancelled: cancelling it again", task.get_name())
             task.cancel()
     await asyncio.gather(*given, return_exceptions=True)  # their outcomes are taken: none is reported as lost
+
+
+async def unless_set(step: Awaitable[Any], event: asyncio.Event) -> bool:
+    """Await `step`, cut short if `event` is set first (cancelled and waited for, as `stop` does); whether it ran to
+    its end (an exception it raised goes on).  For a wait that something else may make pointless: a stop forced
+    while the node still tells its peers it leaves."""
+    task, waiter = asyncio.ensure_future(step), asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            await stop(task)
+    if task.cancelled():
+        return False
+    task.result()
+    return True
 
 
 async def at_most(limit: int, calls: Iterable[Awaitable[T]]) -> list[T]:

@@ -3,15 +3,26 @@ listening, lets its requests in flight end (saying what it waits for), whatever 
 
 A stopping node closes a connection whose request it answered before reading the body (a put that does not
 fit, 507), rather than waiting for aiohttp's linger on that body to run out, and one set up as the stop began,
-rather than waiting for its first request: on each of the node's runners."""
+rather than waiting for its first request: on each of the node's runners.
+
+On every listener of a real node process, stopped as a user's Ctrl-C stops it: its web functions' and its S3
+front's requests under way end as the user API's do, new ones on the connections already open are refused 503
+`node-stopping` in each listener's own form, and a second Ctrl-C stops it at once, even while it still tells its
+peers it leaves."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
+import http.client
+import json
 import logging
 import os
+import signal
 import socket
+import sys
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -21,8 +32,10 @@ from xsc.node.appkeys import IN_FLIGHT, NODE, TOKEN
 from xsc.serve.connections import ProblemRunner
 from xsc.serve.listener import GuardedNodeRunner, NodeRunner, NodeSite
 
-from tests.support.nodes import close_node
-from tests.support.waiting import eventually_async
+from tests.support.compute import WASM
+from tests.support.nodes import NodeProcess, close_node
+from tests.support.s3 import NODE_ENV, create_key, reserved, sign_headers
+from tests.support.waiting import eventually, eventually_async
 
 BODY = 3 * 1024 * 1024
 HANG = 30.0  # a deadline against a hang, never a timing assertion: the linger below is an hour
@@ -149,3 +162,137 @@ async def test_a_stop_whose_leave_meets_a_full_disk_still_lets_its_requests_in_f
     monkeypatch.setattr(node.app[NODE].market.store, "keep_own", full)
     await _stop_while_a_put_is_in_flight(node, caplog)
     assert "could not tell the peers this node leaves" in caplog.text
+
+
+# --- every listener of a real node process -----------------------------------------------------------------
+
+UNHEARD = [sys.executable, str(Path(__file__).parents[1] / "support" / "unheard_node.py")]
+BOTH = (b"S3 PUT /{tail}", b"web POST /fn/{name}/{path}")  # the requests under way, as the stop names them
+
+
+def _listening_node(tmp_path: Path) -> tuple[NodeProcess, int, int, dict]:
+    """A node with a web listener serving `echo` (cgi.wasm: its body answered back) and an S3 listener with a bucket
+    `bkt`: (the node, the web port, the S3 port, an S3 key)."""
+    web_port, s3_port = free_port(), free_port()
+    node = NodeProcess(tmp_path / "node", free_port(), env={**NODE_ENV, "XSC_NODE_WEB_LISTEN": f"127.0.0.1:{web_port}",
+                                                             "XSC_NODE_S3_LISTEN": f"127.0.0.1:{s3_port}"}).start()
+    assert node.xsc("compute", "serve", "echo", str(WASM / "cgi.wasm")).returncode == 0
+    key = create_key(node.data_dir)
+    assert _s3(http.client.HTTPConnection("127.0.0.1", s3_port, timeout=60), s3_port, key, "PUT", "/bkt")[0] == 200
+    return node, web_port, s3_port, key
+
+
+def _begun(port: int, method: str, path: str, headers: dict[str, str], first: bytes) -> http.client.HTTPConnection:
+    """A request whose head and the first part of its body are sent, the rest not yet."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.putrequest(method, path, skip_host="Host" in headers, skip_accept_encoding=True)
+    for name, value in headers.items():
+        conn.putheader(name, value)
+    conn.endheaders()
+    conn.send(first)
+    return conn
+
+
+def _s3_put(node: NodeProcess, port: int, key: dict, body: bytes) -> http.client.HTTPConnection:
+    """A PutObject of `body` half sent, once the node has begun storing it (its room reserved: the stop withdraws the
+    node's offer, and a put that has not found room by then finds none)."""
+    headers = sign_headers("PUT", f"http://127.0.0.1:{port}/bkt/o", key, {"Content-Length": str(len(body))})
+    conn = _begun(port, "PUT", "/bkt/o", headers, body[:len(body) // 2])
+    eventually(lambda: reserved(node) > 0, "the node to begin storing the upload", 60)
+    return conn
+
+
+def _s3(conn: http.client.HTTPConnection, port: int, key: dict, method: str, path: str,
+        body: bytes = b"") -> tuple[int, bytes]:
+    """A signed S3 request sent whole on `conn`: its answer's status and body."""
+    headers = sign_headers(method, f"http://127.0.0.1:{port}{path}", key, {"Content-Length": str(len(body))})
+    conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+    for header, value in headers.items():
+        conn.putheader(header, value)
+    conn.endheaders(body)
+    answer = conn.getresponse()
+    return answer.status, answer.read()
+
+
+def _web_post(port: int, body: bytes) -> http.client.HTTPConnection:
+    """A request to `echo` whose body is half sent."""
+    return _begun(port, "POST", "/fn/echo/up", {"Content-Length": str(len(body))}, body[:len(body) // 2])
+
+
+def _waiting_for_both(node: NodeProcess) -> bool:
+    """The stop says it waits for the web function's request and the S3 put."""
+    return any(b"stopping: waiting for 2 requests in flight (" in line and all(kind in line for kind in BOTH)
+               for line in node.log.read_bytes().splitlines())
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+
+
+@pytest.mark.timeout(180)
+def test_a_stop_lets_web_and_s3_requests_under_way_end_and_refuses_new_ones_on_open_connections(tmp_path) -> None:
+    node, web_port, s3_port, key = _listening_node(tmp_path)
+    # a connection of each listener kept open after a first request
+    web_kept = http.client.HTTPConnection("127.0.0.1", web_port, timeout=60)
+    web_kept.request("GET", "/fn/echo/first")
+    first = web_kept.getresponse()
+    assert first.status == 200 and first.read()
+    s3_kept = http.client.HTTPConnection("127.0.0.1", s3_port, timeout=60)
+    assert _s3(s3_kept, s3_port, key, "PUT", "/bkt/before", b"before") == (200, b"")
+    posted, put = os.urandom(256 * 1024), os.urandom(1024 * 1024)
+    web_call, s3_call = _web_post(web_port, posted), _s3_put(node, s3_port, key, put)
+
+    node.send(signal.SIGINT)
+    eventually(lambda: _waiting_for_both(node), "the stop to wait for both requests under way")
+    assert _refused(web_port) and _refused(s3_port)  # they listen no more
+    web_kept.request("GET", "/fn/echo/again")
+    refused = web_kept.getresponse()
+    problem = json.loads(refused.read())
+    assert refused.status == 503 and refused.getheader("Content-Type").startswith("application/problem+json")
+    assert problem["code"] == "node-stopping", problem
+    status, error = _s3(s3_kept, s3_port, key, "PUT", "/bkt/during", b"during")
+    assert status == 503 and b"<Code>ServiceUnavailable</Code>" in error, error
+    web_call.send(posted[len(posted) // 2:])  # the rest of their bodies: both are answered whole
+    answered = web_call.getresponse()
+    assert answered.status == 200 and answered.read().endswith(posted)
+    s3_call.send(put[len(put) // 2:])
+    stored = s3_call.getresponse()
+    assert stored.status == 200, stored.read()
+    assert stored.getheader("ETag") == f'"{hashlib.md5(put).hexdigest()}"'
+    assert node.proc.wait(60) == 0
+    assert b"Traceback" not in node.log.read_bytes()
+
+    node.start()
+    s3 = http.client.HTTPConnection("127.0.0.1", s3_port, timeout=60)
+    assert _s3(s3, s3_port, key, "GET", "/bkt/o") == (200, put)
+    assert _s3(s3, s3_port, key, "GET", "/bkt/before") == (200, b"before")
+    assert _s3(s3, s3_port, key, "GET", "/bkt/during")[0] == 404  # refused, not stored
+    node.stop()
+
+
+@pytest.mark.timeout(180)
+def test_a_second_signal_cuts_short_the_web_and_s3_requests_under_way(tmp_path) -> None:
+    node, web_port, s3_port, key = _listening_node(tmp_path)
+    posted, put = os.urandom(256 * 1024), os.urandom(1024 * 1024)
+    web_call, s3_call = _web_post(web_port, posted), _s3_put(node, s3_port, key, put)
+    node.send(signal.SIGINT)
+    eventually(lambda: _waiting_for_both(node), "the stop to wait for both requests under way")
+    assert node.stop(signal.SIGINT, timeout=20) == 0  # (a deadline against a hang: unforced, it would wait 30 s)
+    for cut in (web_call, s3_call):
+        with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):
+            cut.getresponse()  # cut short, unanswered
+    log = node.log.read_bytes()
+    assert b"stopping: cutting short 2 requests in flight" in log and b"Traceback" not in log
+
+
+def test_a_second_signal_cuts_short_the_wait_for_the_peers_to_hear_the_node_leaves(tmp_path) -> None:
+    node = NodeProcess(tmp_path / "node", free_port(), launcher=UNHEARD).start()
+    node.send(signal.SIGINT)
+    eventually(lambda: b"leaving: the peers do not answer" in node.log.read_bytes(), "the stop to tell the peers")
+    assert node.stop(signal.SIGINT, timeout=30) == 0  # (a deadline against a hang: unforced, it would wait an hour)
+    log = node.log.read_bytes()
+    assert b"stopping: no longer waiting for the peers to hear this node leaves" in log and b"Traceback" not in log

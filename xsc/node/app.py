@@ -24,8 +24,8 @@ from ..ui.core.session import Sessions
 from ..serve import connections
 from . import auth, datadir, peer_auth, problems
 from .appkeys import (CLIENT_IDENTITY, CONFIG, CPU_POOL, CUT_SHORT, DB, HANDOFF, HEALTH_CHECKS, IDENTITY, IN_FLIGHT,
-                      LEAVE, METRICS, NODE, PEER_LIMITS, PEER_WORK, REPLAY_GUARD, STARTED, STATUS_PARTS, TLS_CONTEXT,
-                      TLS_SERVED, TOKEN, UI_SESSIONS, USER_LIMITS)
+                      LEAVE, LISTENERS, METRICS, NODE, PEER_LIMITS, PEER_WORK, REPLAY_GUARD, STARTED, STATUS_PARTS,
+                      TLS_CONTEXT, TLS_SERVED, TOKEN, UI_SESSIONS, USER_LIMITS)
 from .http import ROUTES
 from .http.node import node_checks
 from .limits import RateLimiter
@@ -93,6 +93,7 @@ async def _services(app: web.Application):
         node.supervisor.add("handoff", app[HANDOFF])
         app[STATUS_PARTS]["handoff"] = app[HANDOFF].status
         listeners = [r for r in (await _web_listener(app[CONFIG], node), await _s3_listener(app[CONFIG], node)) if r]
+        app[LISTENERS] = listeners  # drained by the node's stop with its own port (serve/stop.py)
         yield
     finally:
         for runner in listeners:

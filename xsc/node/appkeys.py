@@ -13,7 +13,7 @@ from ..db import Database
 from ..identity import Identity, ReplayGuard
 from ..serve.handoff import HandOff
 from ..serve.listener import TLS_CONTEXT, TLS_SERVED  # noqa: F401 (the node's app keys, defined with their runner)
-from ..serve.stop import CUT_SHORT, IN_FLIGHT, LEAVE  # noqa: F401 (... and with the stop)
+from ..serve.stop import CUT_SHORT, IN_FLIGHT, LEAVE, LISTENERS  # noqa: F401 (... and with the stop)
 from ..ui.core.session import Sessions
 from .limits import RateLimiter
 from .metrics import Metrics

@@ -25,6 +25,7 @@ from ..errors import Forbidden, NoSuchKey, S3Error, S3ServedByNode, XscError
 from ..ids import unique_bytes
 from ..storage.core.ranges import content_range, parse_range
 from ..serve.connections import ConnectionLimits, open_runner
+from ..serve.stop import IN_FLIGHT, InFlight
 from ..tasks import Quota, Workers, woken
 from ..buckets.core import listing, names
 from ..buckets.objects import SmallPut
@@ -117,7 +118,10 @@ class S3Front:
 
     # --- the app -----------------------------------------------------------------
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=xml.MAX_BODY)
+        # In the node's process (node.s3_listen), drained by its stop, which refuses new requests as S3 errors
+        in_flight = InFlight("S3", lambda request, err: _error(request, err, unique_bytes(8).hex().upper()))
+        app = web.Application(client_max_size=xml.MAX_BODY, middlewares=[in_flight.middleware])
+        app[IN_FLIGHT] = in_flight
         app.router.add_route("*", r"/{tail:[\s\S]*}", self.handle, expect_handler=self.expect)  # keys may hold \n
         return app
 

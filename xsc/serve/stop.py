@@ -1,17 +1,21 @@
 """A node's stop, one way wherever the node runs (`xsc node start` on SIGINT or SIGTERM, a node in a test's process
 as its server closes): the node's runners (listener.py) run `drain` first as they clean up, then aiohttp's own
-shutdown and the app's cleanup (its services closed, its database last).
+shutdown and the app's cleanup (its other listeners closed, then its services, its database last).
 
 `drain` says the node leaves (LEAVE: its peers stop placing work on it, and work they still send is refused 503
-`node-stopping`), stops listening, then lets the requests in flight (IN_FLIGHT) end, SHUTDOWN_TIMEOUT at most,
+`node-stopping`), stops listening, on its own port and on its other listeners (LISTENERS: the web functions', the S3
+front's), then lets the requests in flight on all of them (each app's IN_FLIGHT) end, SHUTDOWN_TIMEOUT at most,
 saying what it waits for every PROGRESS_SECONDS; those still going then are cancelled and waited for, so that none
-runs on while the services close.  Whatever saying it leaves meets (a full disk refusing the offer's write), the rest
-of the stop goes on: the node stops as it would have, only its peers learn of it later (from their probes).
+runs on while the services close.  Meanwhile a connection already open may bring a new request: the node's own port
+serves it (its peers' work is refused by the market, as above; a share asked for is sent), the other listeners
+refuse it 503 `node-stopping`, each in its own form (their InFlight's `refuse`).  Whatever saying it leaves meets
+(a full disk refusing the offer's write), the rest of the stop goes on: the node stops as it would have, only its
+peers learn of it later (from their probes).
 
-A stop forced (`force`: a second SIGINT or SIGTERM) waits for nothing more: the requests in flight are cancelled at
-once, and what the services' close would still wait for is cut short (CUT_SHORT: a hosted job's run is stopped as
-at the end of its grace).  What it leaves is what a stop leaves once SHUTDOWN_TIMEOUT has run out: the services
-still close in order, after every request has ended.
+A stop forced (`force`: a second SIGINT or SIGTERM) waits for nothing more: saying it leaves is cut short where it
+waits for the peers, the requests in flight are cancelled at once, and what the services' close would still wait for
+is cut short (CUT_SHORT: a hosted job's run is stopped as at the end of its grace).  What it leaves is what a stop
+leaves once SHUTDOWN_TIMEOUT has run out: the services still close in order, after every request has ended.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ..tasks import stop as stop_tasks, woken
+from ..errors import NodeStopping, XscError
+from ..tasks import stop as stop_tasks, unless_set, woken
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +37,21 @@ PROGRESS_SECONDS = 5.0  # how often a stop that waits says what for
 NAMED_AT_MOST = 4  # kinds of request a progress line names
 
 
+Refuse = Callable[[web.Request, XscError], web.StreamResponse]  # a listener's answer to an error, in its own form
+
+
 class InFlight:
     """The middleware that counts the requests being handled, and knows what each is, so a stop can wait for them,
-    say what it waits for, and cut them short."""
+    say what it waits for, and cut them short.  Once `stopping`, a new request is answered by `refuse` (if given)
+    with NodeStopping, its connection closed; without it, it is served and waited for as the others."""
 
-    def __init__(self) -> None:
-        self.requests: dict[asyncio.Task, str] = {}  # each request's task -> its method and route
+    def __init__(self, listener: str = "", refuse: Refuse | None = None) -> None:
+        self.requests: dict[asyncio.Task, str] = {}  # each request's task -> its listener, method and route
         self.idle = asyncio.Event()
         self.idle.set()
+        self.stopping = False
+        self._listener = f"{listener} " if listener else ""  # names its requests in what the stop says
+        self._refuse = refuse
 
     @property
     def count(self) -> int:
@@ -47,11 +59,17 @@ class InFlight:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler):
+        if self.stopping and self._refuse is not None:
+            response = self._refuse(request, NodeStopping("this node is stopping: it takes no new requests",
+                                                          hint="send it again once the node is back"))
+            response.force_close()  # its body, if one follows, is not read; and no next request comes on it
+            return response
         task = asyncio.current_task()
         assert task is not None
         resource = request.match_info.route.resource
         # The route's pattern, never the path itself: a peer's path is its own text, and this goes to the console.
-        self.requests[task] = f"{request.method} {resource.canonical if resource is not None else '(no route)'}"
+        route = resource.canonical if resource is not None else "(no route)"
+        self.requests[task] = f"{self._listener}{request.method} {route}"
         self.idle.clear()
         try:
             return await handler(request)
@@ -62,15 +80,22 @@ class InFlight:
 
     def describe(self) -> str:
         """`2 requests in flight (POST /v1/store/files, GET /v1/peer/shares/{index})`."""
-        kinds = Counter(self.requests.values()).most_common()
-        named = ", ".join(what if n == 1 else f"{n} x {what}" for what, n in kinds[:NAMED_AT_MOST])
-        more = f" and {len(kinds) - NAMED_AT_MOST} more kinds" if len(kinds) > NAMED_AT_MOST else ""
-        return f"{self.count} request{'s' if self.count != 1 else ''} in flight ({named}{more})"
+        return describe([self])
+
+
+def describe(flights: list[InFlight]) -> str:
+    """What the requests in flight of every listener are (web functions' and S3's named by their listener)."""
+    kinds = Counter(what for flight in flights for what in flight.requests.values()).most_common()
+    count = sum(flight.count for flight in flights)
+    named = ", ".join(what if n == 1 else f"{n} x {what}" for what, n in kinds[:NAMED_AT_MOST])
+    more = f" and {len(kinds) - NAMED_AT_MOST} more kinds" if len(kinds) > NAMED_AT_MOST else ""
+    return f"{count} request{'s' if count != 1 else ''} in flight ({named}{more})"
 
 
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 LEAVE = web.AppKey("leave", Callable[[], Awaitable[None]])  # the node says it leaves (set once its services run)
 CUT_SHORT = web.AppKey("cut_short", Callable[[], None])  # stops now what the services' close would wait for
+LISTENERS = web.AppKey("listeners", list)  # the runners of the node's other listeners (web functions, S3 front)
 
 
 def force(app: web.Application, forced: asyncio.Event) -> None:
@@ -85,29 +110,40 @@ def force(app: web.Application, forced: asyncio.Event) -> None:
 async def drain(runner: web.BaseRunner, forced: asyncio.Event) -> None:
     """The node's part of its stop, before aiohttp's: leave, stop listening, let the requests in flight end."""
     app = runner.app
-    if LEAVE in app:
-        try:
-            await app[LEAVE]()  # (within its own few seconds, forced or not)
-        except Exception:
-            log.exception("stopping: could not tell the peers this node leaves (they will find it gone); "
-                          "stopping all the same")
-    # Then it listens no more; its open connections stay as they are until aiohttp's own shutdown, which stops
-    # reading request bodies (an upload in flight could not end).
-    for site in list(runner.sites):
-        await site.stop()
-    in_flight = app.get(IN_FLIGHT)
-    if in_flight is None:
-        return
+    await _leave(app, forced)
+    # Then it listens no more, anywhere; its open connections stay as they are until aiohttp's own shutdown (the
+    # other listeners': their runners' cleanup, in the app's), which stops reading request bodies (an upload in
+    # flight could not end).
+    runners = [runner, *app.get(LISTENERS, ())]
+    flights = [flight for r in runners if (flight := r.app.get(IN_FLIGHT)) is not None]
+    for flight in flights:
+        flight.stopping = True
+    for r in runners:
+        for site in list(r.sites):
+            await site.stop()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SHUTDOWN_TIMEOUT
-    while in_flight.count and not forced.is_set() and (left := deadline - loop.time()) > 0:
+    while (busy := [f for f in flights if f.count]) and not forced.is_set() and (left := deadline - loop.time()) > 0:
         log.info("stopping: waiting for %s, %.0f s at most (a second SIGINT or SIGTERM stops at once)",
-                 in_flight.describe(), left)
-        await woken(in_flight.idle, min(PROGRESS_SECONDS, left), forced)
-    if in_flight.count:
-        log.warning("stopping: cutting short %s%s", in_flight.describe(),
+                 describe(flights), left)
+        await woken(busy[0].idle, min(PROGRESS_SECONDS, left), forced)
+    if busy:
+        log.warning("stopping: cutting short %s%s", describe(flights),
                     "" if forced.is_set() else f", still going after {SHUTDOWN_TIMEOUT:.0f} s")
-        await stop_tasks(*in_flight.requests)
+        await stop_tasks(*(task for flight in busy for task in flight.requests))
 
 
-__all__ = ["CUT_SHORT", "IN_FLIGHT", "LEAVE", "PROGRESS_SECONDS", "SHUTDOWN_TIMEOUT", "InFlight", "drain", "force"]
+async def _leave(app: web.Application, forced: asyncio.Event) -> None:
+    """The node says it leaves (within its own few seconds), cut short when the stop is forced."""
+    if LEAVE not in app:
+        return
+    try:
+        if not await unless_set(app[LEAVE](), forced):
+            log.warning("stopping: no longer waiting for the peers to hear this node leaves")
+    except Exception:
+        log.exception("stopping: could not tell the peers this node leaves (they will find it gone); "
+                      "stopping all the same")
+
+
+__all__ = ["CUT_SHORT", "IN_FLIGHT", "LEAVE", "LISTENERS", "PROGRESS_SECONDS", "SHUTDOWN_TIMEOUT", "InFlight", "Refuse",
+           "describe", "drain", "force"]

@@ -18,6 +18,7 @@ from ..limits import RateLimiter
 from ..problems import problem_from_error, problem_middleware
 from ...serve.body import paced_reader
 from ...serve.direct import send_body
+from ...serve.stop import IN_FLIGHT, InFlight
 from ...errors import NotFound, XscError
 from .common import json_body, json_response
 
@@ -122,7 +123,9 @@ def web_app(node, rate: float, stall: float) -> web.Application:
         finally:
             await answer.release()
 
-    app = web.Application(client_max_size=1024**2, middlewares=[problem_middleware])
+    in_flight = InFlight("web", lambda request, err: problem_from_error(err))  # drained by the node's stop
+    app = web.Application(client_max_size=1024**2, middlewares=[in_flight.middleware, problem_middleware])
+    app[IN_FLIGHT] = in_flight
     app.router.add_route("*", "/fn/{name}", call)
     # [\s\S]: a path that decodes to a line break is the function's to refuse (400), not aiohttp's 404
     app.router.add_route("*", r"/fn/{name}/{path:[\s\S]*}", call)

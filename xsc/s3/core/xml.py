@@ -46,6 +46,7 @@ S3_CODES: dict[str, tuple[str, int]] = {
     "no-deal": ("ServiceUnavailable", 503),
     "not-enough-shares": ("ServiceUnavailable", 503),
     "node-not-running": ("ServiceUnavailable", 503),
+    "node-stopping": ("ServiceUnavailable", 503),  # SDKs retry it: the node is back, or another answers
     "payload-too-large": ("EntityTooLarge", 400),
     "quota-exceeded": ("SlowDown", 503),  # past a rate limit: SDKs back off and retry on SlowDown
     "not-found": ("NoSuchKey", 404),
