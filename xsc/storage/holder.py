@@ -476,12 +476,19 @@ class ShareHolder:
         """This node's own put or repair has begun writing these shares of `si` here (its upload is begun: a peer's
         begin of one is refused from now on, `_open`): the peers' uploads of them begun before are aborted, their
         blocks deleted, before the put or repair writes any, so that no peer's body lands under the keys of a share it
-        publishes and no peer's abort deletes what it wrote."""
+        publishes and no peer's abort deletes what it wrote.  A share a peer published here first is ended as its
+        uploader's delete ends it (`_taken_back`): the node's blocks would overwrite its first ones and leave the rest,
+        uncounted, and its deal would outlive it, for the unpaid collector to end by deleting the node's own share."""
         for share in shares:
             for incoming in self._claims.losing(si, share, None):
                 log.info("aborting upload %s of share %d of %s: this node writes that share itself", incoming.id,
                          share, si.hex())
                 await self.abort(incoming)
+            taken = await self._run(_taken_back, self.store, self.terms, si, share)
+            if taken is not None:
+                log.info("ended share %d of %s placed here by %s: this node writes that share itself", share, si.hex(),
+                         taken[0]["uploader"])
+                self._give_back(*taken)
 
     async def abort(self, incoming: Incoming) -> None:
         async with incoming.lock:
@@ -661,10 +668,14 @@ class ShareHolder:
             return deleted
 
         terms = await self._run(self.terms.get, si, share) if self.trust is not None else None
-        if await self._run(delete) and terms is not None and meta.lease_expiry > time.time():
-            # The whole lease was used on the uploader's line when the share was placed, and its uploader stops
-            # paying once it deletes it: the rest is given back, or each file put and removed would eat its line
-            # for good until its puts here were refused.
+        if await self._run(delete) and terms is not None:
+            self._give_back(terms, meta)
+
+    def _give_back(self, terms: dict, meta: ShareMeta) -> None:
+        """The whole lease was used on the uploader's line when the share was placed, and its uploader stops paying
+        once the share is gone: the rest is given back, or each file put and removed would eat its line for good
+        until its puts here were refused."""
+        if self.trust is not None and meta.lease_expiry > time.time():
             self.trust.give_back(terms["uploader"], storage_given_back(
                 terms["bytes"], meta.lease_expiry - int(time.time()), terms["price"]))
 
@@ -766,6 +777,17 @@ def _checked(store: ShareStore, incoming: Incoming, block_hashes: Any, manifest_
     meta = ShareMeta(incoming.share, incoming.segment_count, incoming.share_bytes, incoming.lease_expiry,
                      incoming.uploader, tuple(incoming.hashes))
     return meta, raw
+
+
+def _taken_back(store: ShareStore, terms: HolderTerms, si: bytes, share: int) -> tuple[dict, ShareMeta] | None:
+    """A share of `si` a peer placed here under a deal, deleted (its blocks, its bytes in `used`) with its deal: the
+    deal and the share's metadata, to give the rest of its lease back (None: no peer's share is here)."""
+    deal, meta = terms.get(si, share), store.share_meta(si, share)
+    if deal is None or meta is None or public_id(meta.uploader) != deal.get("uploader"):
+        return None
+    store.delete_share(si, share)
+    terms.forget(si, share)
+    return deal, meta
 
 
 def _read_run(store: ShareStore, si: bytes, share: int, segment: int, end: int) -> list[bytes | None]:
