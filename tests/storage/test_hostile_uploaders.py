@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import socket
@@ -331,6 +332,38 @@ async def test_a_full_holder_makes_room_for_a_newcomer_from_the_network_that_hol
     assert not flood[2].closed and flood[3].closed
     assert await shares.reap(shares.clock() + holder_module.IDLE_TIMEOUT + 1) == 10
     assert shares.status() == {"in_progress": 0, "senders": 0, "networks": 0, "bodies": 0, "body_bytes": 0}
+
+
+async def test_a_whole_share_a_full_holder_refuses_for_seconds_is_sent_again_after_the_time_it_names(
+        holder_node, node_factory, monkeypatch) -> None:
+    """The holder has all the uploads it takes at once, the first it may abort for a newcomer idle enough within 2 s:
+    a put's whole share is refused on its own in its request (429, with the Retry-After the holder means, as if it
+    came alone), sent again after that wait, and placed there, rather than the put failed."""
+    monkeypatch.setattr(holder_module, "MAX_UPLOADS", 3)
+    shares, peers = holder_node.app[NODE].share_holder, holder_node.app[NODE].peers
+    crowd = [await _begin(shares, "203.0.113.0/24") for _ in range(2)]
+    await _begin(shares, "198.51.100.0/24")
+    ahead = holder_module.ROOM_IDLE - 2
+    monkeypatch.setattr(shares, "clock", lambda: time.monotonic() + ahead)
+    gateway = await node_factory("gateway", **QUIET)
+    await gateway.app[NODE].peers.add(peers.url)
+    b = RemoteHolder(gateway.app[NODE].peers.client, peers.identity.id, peers.url, DEAL_PRICE)
+    f = EncodedFile(1000)
+    with pytest.raises(PeerRefused) as err:  # as the put's first try finds it
+        await b.place_whole(f.si, 0, f.size, f.segment_size, lease(), f.blocks[0][0], f.hashes[0][0],
+                            f.manifest.encode())
+    refused(err, 429, "quota-exceeded")
+    assert 1 <= err.value.details["peer_retry_after"] <= 2
+    stream = io.BytesIO(os.urandom(1000))
+
+    async def read(n: int) -> bytes:
+        return stream.read(n)
+
+    result = await gateway.app[NODE].gateway.put(read, 1000, place=lambda si, _: (
+        ["me"] * 5 + [peers.identity.id], {5: b}), me="me")
+    assert result.placement == ["me"] * 5 + [peers.identity.id] and not result.lost
+    placed = holder_node.app[NODE].gateway.store.share_metas(result.capability.storage_index)
+    assert [m.share for m in placed] == [5] and crowd[0].closed
 
 
 async def test_a_full_holder_aborts_no_upload_active_within_the_grace_to_make_room(holder_node, stranger,

@@ -88,7 +88,9 @@ async def place_whole_shares(request: web.Request) -> web.Response:
     answers, metrics = [], request.app[METRICS]
     for outcome in placed:
         if isinstance(outcome, XscError):
-            answers.append({"status": status_of(outcome), "code": outcome.code, "detail": outcome.message})
+            answers.append({"status": status_of(outcome), "code": outcome.code, "detail": outcome.message,
+                            **({"retry_after": max(1, int(outcome.details["retry_after"]))}
+                               if "retry_after" in outcome.details else {})})  # its Retry-After, as if alone
             metrics.child(metrics.peer_refusals, outcome.code).inc()  # counted as a refused request of its own is
         elif isinstance(outcome, BaseException):
             raise outcome  # not a refusal (the database, a bug): the whole request fails as any other would
