@@ -997,3 +997,62 @@ async def test_a_reader_that_takes_no_blocks_is_cut_off(node_factory, monkeypatc
             await asyncio.wait_for(cut.wait(), 20)  # a bound against the hang
         finally:
             sock.close()
+
+
+async def _stalled_readers(holder_node, address: str, f: EncodedFile, share: int, readers: int) -> list:
+    """`readers` fresh strangers at `address` each ask for every block of a share and take none of the answer (their
+    receive buffers kept small): their connections (reader, writer)."""
+    from xsc.identity import sign_request
+    from yarl import URL
+
+    peers = holder_node.app[NODE].peers
+    url, connections = URL(peers.url), []
+    path = f"{wire.share_path(f.si, share)}/blocks?from=0&count={f.count}"
+    for _ in range(readers):
+        headers = sign_request(Identity.generate(), "GET", path, b"", receiver=peers.identity.id)
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.bind((address, 0))
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (url.host, url.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode())
+        connections.append((reader, writer))
+    return connections
+
+
+async def test_readers_that_take_their_blocks_at_a_trickle_hold_no_more_than_their_networks_share_of_memory(
+        node_factory, monkeypatch) -> None:
+    """Eight readers of one network ask for a share's blocks and take none of them: once the kernel's buffers are
+    full, each answer's run of blocks, read from the store, would be held in memory until its reader is cut off, one
+    each and as many more readers as they send.  The runs all answers hold are bounded (node-wide, and half of it per
+    network): past it their runs wait for room (503 once they waited too long), a reader from another network is
+    served meanwhile, and the room is given back as the readers go."""
+    from xsc.node.http import shares as share_routes
+    from xsc.storage import block_answers
+
+    holder_node = await node_factory("holder", **QUIET, storage={"capacity": 64 * 1024**2})
+    f = EncodedFile(16 * 1024**2, 1024**2)  # a share of 4 MiB in 16 blocks: more than the kernel buffers take
+    block = len(f.blocks[0][0])  # the bounds scaled down: a run is a block, 4 of them a network's share
+    monkeypatch.setattr(block_answers, "READ_RUN", 64 * 1024)
+    monkeypatch.setattr(block_answers, "MAX_READ_AHEAD", 8 * block)
+    monkeypatch.setattr(block_answers, "MAX_READ_AHEAD_PER_NETWORK", 4 * block)
+    monkeypatch.setattr(block_answers, "READ_WAIT", 1.0)
+    monkeypatch.setattr(share_routes, "BODY_STALL", 60.0)  # the readers' answers are held throughout
+    room = holder_node.app[NODE].share_holder.answers.room
+    async with _from_address(holder_node, "127.0.0.1") as honest:
+        await place(honest, f, 0)
+        readers = await _stalled_readers(holder_node, "127.0.0.2", f, 0, 8)
+        try:
+            heads = [await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10) for reader, _ in readers]
+            assert any(h.startswith(b"HTTP/1.1 503") and b"Retry-After: 5" in h for h in heads), heads
+            assert room.status()["answer_bytes"] <= 4 * block
+            blocks = await asyncio.wait_for(honest.blocks(f.si, 0, 0, f.count, f.lengths(0, f.count)), 10)
+            assert blocks == f.blocks[0]  # from 127.0.0.1, another network
+            assert room.status()["answer_bytes"] <= 4 * block
+        finally:
+            for _, writer in readers:
+                writer.close()
+        await eventually_async(lambda: room.status() == {"answer_bytes": 0, "answers_waiting": 0},
+                               "the room given back")
