@@ -21,7 +21,7 @@ from xsc.node.appkeys import IDENTITY, NODE
 from xsc.node.datadir import open_db
 from xsc.storage.holder_client import RemoteHolder
 from xsc.storage.core.wire import check_audit, proof_sides
-from xsc.storage import holder as holder_module
+from xsc.storage import block_answers, holder as holder_module
 from xsc.storage.holder import IDLE_TIMEOUT
 from xsc.storage.core.wire import block_lengths, body_parts, split_blocks
 from xsc.storage.core import layout
@@ -354,20 +354,20 @@ async def test_blocks_bigger_than_a_buffered_request_stream_both_ways(net, monke
 
 async def test_a_range_is_read_in_runs_of_blocks_and_a_block_missing_in_it_cuts_the_answer(net, monkeypatch) -> None:
     # Each run of one block here (the store is read one trip per READ_RUN bytes): the answer is the same.
-    monkeypatch.setattr(holder_module, "READ_RUN", 1)
+    monkeypatch.setattr(block_answers, "READ_RUN", 1)
     store, from_a, from_c = net["store"], net["from_a"], net["from_c"]
     f = EncodedFile(4 * SEGMENT + 100)  # the last block shorter
     await place(from_a, f, SHARE)
     assert await from_c.blocks(f.si, SHARE, 0, 5, f.lengths(0, 5)) == f.blocks[SHARE]
     assert await from_c.blocks(f.si, SHARE, 4, 1, f.lengths(4, 1)) == f.blocks[SHARE][4:]
-    monkeypatch.setattr(holder_module, "READ_RUN", 2 * len(f.blocks[SHARE][0]) + 1)  # runs of three blocks
+    monkeypatch.setattr(block_answers, "READ_RUN", 2 * len(f.blocks[SHARE][0]) + 1)  # runs of three blocks
     assert await from_c.blocks(f.si, SHARE, 1, 4, f.lengths(1, 4)) == f.blocks[SHARE][1:]
     # A block missing, or not of its length, after the answer began (in the first run, or a later one): the answer
     # (its length said before the blocks were read) is cut short.
     for damage in (lambda key: store.db.put(key, b"x"), store.db.delete):
         damage(keys.block(f.si, SHARE, 3))
         for run in (1, 10 * len(f.blocks[SHARE][0])):
-            monkeypatch.setattr(holder_module, "READ_RUN", run)
+            monkeypatch.setattr(block_answers, "READ_RUN", run)
             with pytest.raises((PeerRefused, PeerUnreachable)):  # cut: as a short body, or a closed connection
                 await from_c.blocks(f.si, SHARE, 0, 5, f.lengths(0, 5))
     # Missing as the first block asked: a 404 before any answer.

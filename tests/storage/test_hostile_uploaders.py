@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import socket
@@ -331,6 +332,38 @@ async def test_a_full_holder_makes_room_for_a_newcomer_from_the_network_that_hol
     assert not flood[2].closed and flood[3].closed
     assert await shares.reap(shares.clock() + holder_module.IDLE_TIMEOUT + 1) == 10
     assert shares.status() == {"in_progress": 0, "senders": 0, "networks": 0, "bodies": 0, "body_bytes": 0}
+
+
+async def test_a_whole_share_a_full_holder_refuses_for_seconds_is_sent_again_after_the_time_it_names(
+        holder_node, node_factory, monkeypatch) -> None:
+    """The holder has all the uploads it takes at once, the first it may abort for a newcomer idle enough within 2 s:
+    a put's whole share is refused on its own in its request (429, with the Retry-After the holder means, as if it
+    came alone), sent again after that wait, and placed there, rather than the put failed."""
+    monkeypatch.setattr(holder_module, "MAX_UPLOADS", 3)
+    shares, peers = holder_node.app[NODE].share_holder, holder_node.app[NODE].peers
+    crowd = [await _begin(shares, "203.0.113.0/24") for _ in range(2)]
+    await _begin(shares, "198.51.100.0/24")
+    ahead = holder_module.ROOM_IDLE - 2
+    monkeypatch.setattr(shares, "clock", lambda: time.monotonic() + ahead)
+    gateway = await node_factory("gateway", **QUIET)
+    await gateway.app[NODE].peers.add(peers.url)
+    b = RemoteHolder(gateway.app[NODE].peers.client, peers.identity.id, peers.url, DEAL_PRICE)
+    f = EncodedFile(1000)
+    with pytest.raises(PeerRefused) as err:  # as the put's first try finds it
+        await b.place_whole(f.si, 0, f.size, f.segment_size, lease(), f.blocks[0][0], f.hashes[0][0],
+                            f.manifest.encode())
+    refused(err, 429, "quota-exceeded")
+    assert 1 <= err.value.details["peer_retry_after"] <= 2
+    stream = io.BytesIO(os.urandom(1000))
+
+    async def read(n: int) -> bytes:
+        return stream.read(n)
+
+    result = await gateway.app[NODE].gateway.put(read, 1000, place=lambda si, _: (
+        ["me"] * 5 + [peers.identity.id], {5: b}), me="me")
+    assert result.placement == ["me"] * 5 + [peers.identity.id] and not result.lost
+    placed = holder_node.app[NODE].gateway.store.share_metas(result.capability.storage_index)
+    assert [m.share for m in placed] == [5] and crowd[0].closed
 
 
 async def test_a_full_holder_aborts_no_upload_active_within_the_grace_to_make_room(holder_node, stranger,
@@ -964,3 +997,62 @@ async def test_a_reader_that_takes_no_blocks_is_cut_off(node_factory, monkeypatc
             await asyncio.wait_for(cut.wait(), 20)  # a bound against the hang
         finally:
             sock.close()
+
+
+async def _stalled_readers(holder_node, address: str, f: EncodedFile, share: int, readers: int) -> list:
+    """`readers` fresh strangers at `address` each ask for every block of a share and take none of the answer (their
+    receive buffers kept small): their connections (reader, writer)."""
+    from xsc.identity import sign_request
+    from yarl import URL
+
+    peers = holder_node.app[NODE].peers
+    url, connections = URL(peers.url), []
+    path = f"{wire.share_path(f.si, share)}/blocks?from=0&count={f.count}"
+    for _ in range(readers):
+        headers = sign_request(Identity.generate(), "GET", path, b"", receiver=peers.identity.id)
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.bind((address, 0))
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (url.host, url.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode())
+        connections.append((reader, writer))
+    return connections
+
+
+async def test_readers_that_take_their_blocks_at_a_trickle_hold_no_more_than_their_networks_share_of_memory(
+        node_factory, monkeypatch) -> None:
+    """Eight readers of one network ask for a share's blocks and take none of them: once the kernel's buffers are
+    full, each answer's run of blocks, read from the store, would be held in memory until its reader is cut off, one
+    each and as many more readers as they send.  The runs all answers hold are bounded (node-wide, and half of it per
+    network): past it their runs wait for room (503 once they waited too long), a reader from another network is
+    served meanwhile, and the room is given back as the readers go."""
+    from xsc.node.http import shares as share_routes
+    from xsc.storage import block_answers
+
+    holder_node = await node_factory("holder", **QUIET, storage={"capacity": 64 * 1024**2})
+    f = EncodedFile(16 * 1024**2, 1024**2)  # a share of 4 MiB in 16 blocks: more than the kernel buffers take
+    block = len(f.blocks[0][0])  # the bounds scaled down: a run is a block, 4 of them a network's share
+    monkeypatch.setattr(block_answers, "READ_RUN", 64 * 1024)
+    monkeypatch.setattr(block_answers, "MAX_READ_AHEAD", 8 * block)
+    monkeypatch.setattr(block_answers, "MAX_READ_AHEAD_PER_NETWORK", 4 * block)
+    monkeypatch.setattr(block_answers, "READ_WAIT", 1.0)
+    monkeypatch.setattr(share_routes, "BODY_STALL", 60.0)  # the readers' answers are held throughout
+    room = holder_node.app[NODE].share_holder.answers.room
+    async with _from_address(holder_node, "127.0.0.1") as honest:
+        await place(honest, f, 0)
+        readers = await _stalled_readers(holder_node, "127.0.0.2", f, 0, 8)
+        try:
+            heads = [await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10) for reader, _ in readers]
+            assert any(h.startswith(b"HTTP/1.1 503") and b"Retry-After: 5" in h for h in heads), heads
+            assert room.status()["answer_bytes"] <= 4 * block
+            blocks = await asyncio.wait_for(honest.blocks(f.si, 0, 0, f.count, f.lengths(0, f.count)), 10)
+            assert blocks == f.blocks[0]  # from 127.0.0.1, another network
+            assert room.status()["answer_bytes"] <= 4 * block
+        finally:
+            for _, writer in readers:
+                writer.close()
+        await eventually_async(lambda: room.status() == {"answer_bytes": 0, "answers_waiting": 0},
+                               "the room given back")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 
 import aiohttp
 import pytest
@@ -14,8 +15,10 @@ import pytest
 from xsc.errors import PeerRefused
 from xsc.identity import Identity
 from xsc.net import PeerClient
+from xsc import keys
 from xsc.node.appkeys import NODE
 from xsc.storage.core import layout
+from xsc.storage.core.wire import MIN_SEGMENT_SIZE
 from xsc.storage.core.merkle import block_hash
 from xsc.storage.holder_client import RemoteHolder
 
@@ -164,3 +167,54 @@ async def test_a_repair_counts_a_share_its_holder_holds_already_as_placed(net) -
     assert repaired["repaired"] == [5] and repaired["placement"][5] == b_id
     now = net["b"].app[NODE].gateway.store.share_meta(si, 5)
     assert now.block_hashes == held.block_hashes and now.lease_expiry >= held.lease_expiry
+
+
+class SquatsHere:
+    """A holder as a put sees it whose first begin has a stranger commit share 5 of the put's storage index on the
+    put's own node first: a share of the stranger's making, of more segments than the put's (that node holds no
+    share of the file nor, the put not yet published, its manifest)."""
+
+    round_trip = None
+
+    def __init__(self, holder: RemoteHolder, squatter: RemoteHolder) -> None:
+        self.holder, self.squatter, self.squatted = holder, squatter, False
+
+    async def begin(self, si, share, size, segment_size, lease_expiry) -> str:
+        if not self.squatted:
+            self.squatted = True
+            squat = EncodedFile(8 * MIN_SEGMENT_SIZE, MIN_SEGMENT_SIZE)
+            squat.si = si
+            await place(self.squatter, squat, 5)
+        return await self.holder.begin(si, share, size, segment_size, lease_expiry)
+
+    def __getattr__(self, name: str):
+        return getattr(self.holder, name)
+
+
+async def test_a_repair_here_ends_a_share_a_stranger_committed_here_first(net) -> None:
+    """This node's repair rebuilds share 5 of its file here, where a stranger committed a share 5 of its own making
+    (8 segments, the file's 5) under a deal: the stranger's share is ended as its own delete ends it, its blocks past
+    the repaired share's gone, `used` the shares held, and its deal ended (else the unpaid collector, finding the deal
+    unpaid, would delete the share the repair published)."""
+    a, from_a, b_id = net["a"], net["from_a"], net["b_id"]
+    squatting = SquatsHere(from_a, net["stranger"](a))
+    result = await _put(a, lambda si, _: ([b_id] * 6, {s: squatting for s in range(6)}))
+    cap, si = result.capability, result.capability.storage_index
+    node = a.app[NODE]
+    store, terms = node.gateway.store, node.share_holder.terms
+    assert store.share_meta(si, 5).segment_count == 8 and terms.get(si, 5) is not None
+    await from_a.delete(si, 5)
+
+    repaired = await node.gateway.repair(cap, {s: from_a for s in range(5)}, [b_id] * 6, me=net["a_id"])
+    assert repaired["repaired"] == [5]
+    meta = store.share_meta(si, 5)
+    assert meta.segment_count == 5 and meta.uploader == node.gateway.node_key
+    blocks = set()
+    for db in {id(store.db): store.db, id(store.blocks): store.blocks}.values():
+        with db.iterator(prefix=keys.blocks_of(si), include_value=False) as it:
+            blocks |= {(keys.block_share(k), keys.block_segment(k)) for k in it}
+    assert blocks == {(5, i) for i in range(5)}
+    assert store.used == sum(store.share_meta(*held).stored_bytes for held in store.held_shares())
+    assert terms.get(si, 5) is None
+    await node.lease_gc.collect(now=time.time() + node.lease_gc.config.unpaid_grace + 60)
+    assert store.share_meta(si, 5) == meta

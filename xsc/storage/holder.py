@@ -15,7 +15,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -31,10 +31,11 @@ from ..tasks import in_pool, periodic
 from .core import erasure, layout, leases
 from .deals import HolderTerms
 from .core.merkle import block_hash, proof, root
+from .block_answers import BlockAnswers, BlocksAnswer
 from .bodies import BodyRoom
 from .publisher import Publisher
 from .share_store import ShareMeta, ShareStore, Upload, restaged, writing
-from .core.wire import (HEX_HASH, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
+from .core.wire import (HEX_HASH, MAX_BODIES_PER_SENDER, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
                         block_lengths, commit_limit, cut_commit, json_int, parse_manifest, put_limit, split_blocks)
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,6 @@ MIN_UPLOAD_RATE = 64 * 1024  # bytes/s: an upload slower than this on the whole 
 # deadline.
 MIN_BODY_RATE = MIN_UPLOAD_RATE // 4
 BODY_STALL = 10.0
-# Bytes of blocks a read of a range takes from the store per trip to the pool (one trip per block cost the holder
-# more than the reading), and holds until they are sent.
-READ_RUN = 2 * 1024 * 1024
 # Uploads of one share at once, from other senders and networks: anyone who learnt a storage index (a co-holder of
 # the file) could otherwise begin its shares here and never commit them, and the honest uploader would be refused
 # until their deadline.  The first upload of a share stages under the share's keys, the others under keys of their
@@ -261,6 +259,7 @@ class ShareHolder:
         self._incoming: dict[str, Incoming] = {}
         self._claims = Claims()
         self.bodies = BodyRoom()
+        self.answers = BlockAnswers(store, pool)  # reads of the shares held here
         self._held = UploadsHeld()
 
     def __len__(self) -> int:
@@ -476,12 +475,19 @@ class ShareHolder:
         """This node's own put or repair has begun writing these shares of `si` here (its upload is begun: a peer's
         begin of one is refused from now on, `_open`): the peers' uploads of them begun before are aborted, their
         blocks deleted, before the put or repair writes any, so that no peer's body lands under the keys of a share it
-        publishes and no peer's abort deletes what it wrote."""
+        publishes and no peer's abort deletes what it wrote.  A share a peer published here first is ended as its
+        uploader's delete ends it (`_taken_back`): the node's blocks would overwrite its first ones and leave the rest,
+        uncounted, and its deal would outlive it, for the unpaid collector to end by deleting the node's own share."""
         for share in shares:
             for incoming in self._claims.losing(si, share, None):
                 log.info("aborting upload %s of share %d of %s: this node writes that share itself", incoming.id,
                          share, si.hex())
                 await self.abort(incoming)
+            taken = await self._run(_taken_back, self.store, self.terms, si, share)
+            if taken is not None:
+                log.info("ended share %d of %s placed here by %s: this node writes that share itself", share, si.hex(),
+                         taken[0]["uploader"])
+                self._give_back(*taken)
 
     async def abort(self, incoming: Incoming) -> None:
         async with incoming.lock:
@@ -612,45 +618,10 @@ class ShareHolder:
                 "block_hashes": [h.hex() for h in meta.block_hashes],
                 "manifest": manifest.hex() if manifest is not None else None}
 
-    async def first_blocks(self, si: bytes, share: int, first: int, count: int, pay: Callable[[int], None]
-                           ) -> tuple[int, AsyncIterator[bytes]]:
-        """Check a read of blocks first..first+count-1, have `pay(size)` charged what its answer may be, and read the
-        first run of them; returns the answer's length and the blocks, the rest read as they are taken, READ_RUN bytes
-        per trip to the pool (ShareNotFound at a block found missing or not of its length).  The length is known
-        before the blocks are read: all of a share's blocks but the last are as long as each other, and they make its
-        stored bytes."""
-        if count > MAX_BLOCKS_PER_GET:
-            raise InvalidArgument(f"count must be at most {MAX_BLOCKS_PER_GET}", hint="ask for the blocks in several ranges")
-        meta = await self.held(si, share)
-        if first + count > meta.segment_count:
-            raise RangeNotSatisfiable(f"blocks {first} to {first + count - 1} asked, share {share} has "
-                                      f"{meta.segment_count} (0 to {meta.segment_count - 1})",
-                                      segment_count=meta.segment_count)
-        # A block is at most this long (the last may be shorter, and is at least a byte).
-        most = (meta.stored_bytes - 1) // (meta.segment_count - 1) if meta.segment_count > 1 else meta.stored_bytes
-        pay(min(meta.stored_bytes, count * most))
-        run = await self._run(_read_run, self.store, si, share, first, first + count)
-        if run[0] is None:
-            raise ShareNotFound(f"block {first} of share {share} is missing on this node", segment=first)
-        last = meta.segment_count - 1
-        block = len(run[0])  # of any segment but the last (or of the last, if the range is only that one)
-        last_block = meta.stored_bytes - last * block if first < last else block
-        lengths = [block] * (min(first + count, last) - first) + ([last_block] if first + count > last else [])
-        return sum(lengths), self._following(si, share, first, first + count, run, lengths)
-
-    async def _following(self, si: bytes, share: int, segment: int, end: int, run: list[bytes | None],
-                         lengths: list[int]) -> AsyncIterator[bytes]:
-        first = segment
-        while True:
-            for block in run:
-                if block is None or len(block) != lengths[segment - first]:
-                    log.error("block %d of share %d of %s is missing or cut: answer cut", segment, share, si.hex())
-                    raise ShareNotFound(f"block {segment} of share {share} is missing on this node", segment=segment)
-                yield block
-                segment += 1
-            if segment >= end:
-                return
-            run = await self._run(_read_run, self.store, si, share, segment, end)
+    async def first_blocks(self, si: bytes, share: int, first: int, count: int, pay: Callable[[int], None],
+                           network: str = "") -> tuple[int, BlocksAnswer]:
+        """A read of blocks of a share held here, for a reader at `network` (`BlockAnswers.first`)."""
+        return await self.answers.first(await self.held(si, share), si, first, count, pay, network)
 
     async def delete(self, si: bytes, share: int, sender: bytes) -> None:
         meta = await self.held_for(si, share, sender, "delete it")
@@ -661,10 +632,14 @@ class ShareHolder:
             return deleted
 
         terms = await self._run(self.terms.get, si, share) if self.trust is not None else None
-        if await self._run(delete) and terms is not None and meta.lease_expiry > time.time():
-            # The whole lease was used on the uploader's line when the share was placed, and its uploader stops
-            # paying once it deletes it: the rest is given back, or each file put and removed would eat its line
-            # for good until its puts here were refused.
+        if await self._run(delete) and terms is not None:
+            self._give_back(terms, meta)
+
+    def _give_back(self, terms: dict, meta: ShareMeta) -> None:
+        """The whole lease was used on the uploader's line when the share was placed, and its uploader stops paying
+        once the share is gone: the rest is given back, or each file put and removed would eat its line for good
+        until its puts here were refused."""
+        if self.trust is not None and meta.lease_expiry > time.time():
             self.trust.give_back(terms["uploader"], storage_given_back(
                 terms["bytes"], meta.lease_expiry - int(time.time()), terms["price"]))
 
@@ -768,17 +743,15 @@ def _checked(store: ShareStore, incoming: Incoming, block_hashes: Any, manifest_
     return meta, raw
 
 
-def _read_run(store: ShareStore, si: bytes, share: int, segment: int, end: int) -> list[bytes | None]:
-    """Blocks segment.. (before `end`): as many as make READ_RUN bytes (at least one), up to a missing one."""
-    run: list[bytes | None] = []
-    size = 0
-    for index in range(segment, end):
-        block = store.get_block(si, share, index)
-        run.append(block)
-        if block is None or size + len(block) >= READ_RUN:
-            break
-        size += len(block)
-    return run
+def _taken_back(store: ShareStore, terms: HolderTerms, si: bytes, share: int) -> tuple[dict, ShareMeta] | None:
+    """A share of `si` a peer placed here under a deal, deleted (its blocks, its bytes in `used`) with its deal: the
+    deal and the share's metadata, to give the rest of its lease back (None: no peer's share is here)."""
+    deal, meta = terms.get(si, share), store.share_meta(si, share)
+    if deal is None or meta is None or public_id(meta.uploader) != deal.get("uploader"):
+        return None
+    store.delete_share(si, share)
+    terms.forget(si, share)
+    return deal, meta
 
 
 def _block_length(store: ShareStore, si: bytes, meta: ShareMeta, segment: int) -> int:

@@ -19,9 +19,9 @@ from .core.manifest import Manifest
 from .core.wire import (HOLDER_ANSWER, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES, META_ANSWER_MOST,
                         WHOLE_ANSWER, WHOLE_MAX_BLOCK, WHOLE_MAX_SHARES, WHOLE_PATH, WholeShare, audit_answer_bound,
                         meta_answer_bound, meta_answer_most, share_path, whole_shares_body)
-from ..net.peer_client import EncodedJson, PeerClient, dumps
+from ..net.peer_client import MAX_RETRY_AFTER, EncodedJson, PeerClient, dumps
 from ..tasks import GroupSend
-from .remote import busy_wait
+
 
 WHOLE_FLIGHTS = 1  # requests of whole shares under way to one holder at once
 MOST_HOLDERS = 1024  # holders whose lanes (SenderLanes) are kept at most
@@ -104,6 +104,13 @@ def whole_shares() -> GroupSend[tuple[RemoteHolder, WholeShare]]:
     return GroupSend(send_all, max_items=WHOLE_MAX_SHARES, max_bytes=WHOLE_MAX_BLOCK, flights=WHOLE_FLIGHTS)
 
 
+def _retry_after(answer: dict) -> dict[str, int]:
+    """A whole share's refusal's `retry_after` as a refused request's Retry-After is kept (`peer_retry_after`: seconds,
+    a whole number, at most MAX_RETRY_AFTER), for remote.busy_wait."""
+    wait = answer.get("retry_after")
+    return {"peer_retry_after": min(wait, MAX_RETRY_AFTER)} if type(wait) is int and wait > 0 else {}
+
+
 class RemoteHolder:
     def __init__(self, client: PeerClient, node_id: str, url: str, price: int | None = None,
                  payer: str | None = None, lanes: SenderLanes | None = None, round_trip: float | None = None) -> None:
@@ -158,19 +165,11 @@ class RemoteHolder:
         await self.whole.send((self, WholeShare(si, share, terms, block)), len(block))
 
     async def place_shares(self, shares: list[WholeShare]) -> list[dict | PeerRefused]:
-        """Whole shares in one request: per share, in order, what the holder placed or its refusal.  A holder busy
-        with other senders' bodies is asked once more after the time it names (remote.busy_wait)."""
-        for again in (False, True):
-            try:
-                async with self._lanes.to(self.node_id):
-                    response = await self._call("PUT", WHOLE_PATH, data=whole_shares_body(shares),
-                                                max_size=WHOLE_ANSWER)
-                break
-            except PeerRefused as err:
-                wait = busy_wait(err)
-                if again or wait is None:
-                    raise
-            await asyncio.sleep(wait)
+        """Whole shares in one request: per share, in order, what the holder placed or its refusal, with the
+        Retry-After the holder gave it (`peer_retry_after`).  A holder busy or rate limiting, for the request or for a
+        share, has each share sent once more by its writer (remote.RemoteShareWriter.place_whole)."""
+        async with self._lanes.to(self.node_id):
+            response = await self._call("PUT", WHOLE_PATH, data=whole_shares_body(shares), max_size=WHOLE_ANSWER)
         answers = self._object(response, "whole shares", ("shares",))["shares"]
         if not isinstance(answers, list) or len(answers) != len(shares) or \
                 not all(isinstance(a, dict) and ("share" in a or "code" in a) for a in answers):
@@ -179,7 +178,7 @@ class RemoteHolder:
         return [answer if "share" in answer else
                 PeerRefused(f"peer {self.url} refused share {share.share} of {share.si.hex()}: "
                             f"{shown(str(answer.get('detail')))}", url=self.url, peer_status=answer.get("status"),
-                            peer_code=shown(str(answer["code"]), MAX_CODE))
+                            peer_code=shown(str(answer["code"]), MAX_CODE), **_retry_after(answer))
                 for share, answer in zip(shares, answers)]
 
     async def put_segments(self, upload: str, first: int, blocks: list[bytes], *,

@@ -44,8 +44,9 @@ KEEP_ALIVE = 20.0
 # A holder with no room in memory for a body within its wait answers 503 storage-busy and says when to send it again
 # (Retry-After; its upload is as it was): a share's bodies refused so are sent once more after that long, waiting at
 # most BUSY_WAIT_MOST, once per share (those refused before its wait ends are sent again as it ends), rather than the
-# share dropped from that holder at once.  A begin refused so, or 429 by a holder rate limiting this node's requests
-# for less than BUSY_WAIT_MOST, is sent once more the same way, rather than the share placed on another holder.
+# share dropped from that holder at once.  A begin or a whole share refused so, or 429 for less than BUSY_WAIT_MOST (a
+# holder rate limiting this node's requests, or holding all the uploads it takes: a whole share's own refusal in its
+# request says so too), is sent once more the same way, rather than the share placed on another holder.
 BUSY_WAIT_MOST = 5.0
 READ_BATCH = 16  # segments of one share fetched from its holder per request
 READ_AHEAD = 1  # requests asked ahead of the one being read
@@ -156,8 +157,17 @@ class RemoteShareWriter:
                           manifest: bytes) -> None:
         """The share of one segment, its block added and never sent, placed in one request."""
         block, = self._pending
-        await self.holder.place_whole(self.si, self.share, size, segment_size, lease_expiry, block,
-                                      block_hashes[0], manifest)
+        for again in (False, True):  # a holder busy or rate limiting, for this share alone: as a begin (`begin`)
+            try:
+                await self.holder.place_whole(self.si, self.share, size, segment_size, lease_expiry, block,
+                                              block_hashes[0], manifest)
+                break
+            except PeerError as err:
+                wait = busy_wait(err)
+                if again or wait is None:
+                    raise
+                log.info("share %d: node %s is busy (%s); sent again in %.0f s", self.share, self.node, err, wait)
+            await asyncio.sleep(wait)
         self.committed = True
 
     async def add(self, block: bytes) -> None:

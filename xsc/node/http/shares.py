@@ -10,7 +10,8 @@ from typing import Callable
 
 from aiohttp import web
 
-from ...errors import BadRequest, BadRequestSignature, BodyTimeout, PayloadTooLarge, ShareNotFound, XscError
+from ...errors import (BadRequest, BadRequestSignature, BodyTimeout, PayloadTooLarge, ShareNotFound, StorageBusy,
+                       XscError)
 from ...identity import body_digest
 from ...net.addresses import network_key
 from ...serve.body import BodyLate, read_into
@@ -88,7 +89,9 @@ async def place_whole_shares(request: web.Request) -> web.Response:
     answers, metrics = [], request.app[METRICS]
     for outcome in placed:
         if isinstance(outcome, XscError):
-            answers.append({"status": status_of(outcome), "code": outcome.code, "detail": outcome.message})
+            answers.append({"status": status_of(outcome), "code": outcome.code, "detail": outcome.message,
+                            **({"retry_after": max(1, int(outcome.details["retry_after"]))}
+                               if "retry_after" in outcome.details else {})})  # its Retry-After, as if alone
             metrics.child(metrics.peer_refusals, outcome.code).inc()  # counted as a refused request of its own is
         elif isinstance(outcome, BaseException):
             raise outcome  # not a refusal (the database, a bug): the whole request fails as any other would
@@ -165,15 +168,18 @@ async def share_blocks(request: web.Request) -> web.StreamResponse:
     count = parse_count(request.query.get("count"), "count", minimum=1)
     holder = request.app[NODE].share_holder
     length, blocks = await holder.first_blocks(  # checked and paid for: refusals come before the answer
-        si, share, first, count, pay=lambda size: peer_auth.charge_answer(request, size, bulk=True))
+        si, share, first, count, pay=lambda size: peer_auth.charge_answer(request, size, bulk=True),
+        network=network_key(request.remote))
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     response.content_length = length  # not chunked: each block is written as it is, without framing
-    await response.prepare(request)
     try:  # a reader that takes nothing for BODY_STALL is cut, or it would hold its blocks in memory for good
+        await response.prepare(request)
         await send_body(request, response, blocks, stall=BODY_STALL)
-    except (Stalled, ShareNotFound):  # headers gone: cut, so the reader sees a short answer and asks another holder
+    except (Stalled, ShareNotFound, StorageBusy):  # headers gone: cut, the reader sees a short answer and goes elsewhere
         request.transport.close()
         return response
+    finally:
+        blocks.close()  # the room its blocks held in memory, however it ended
     await response.write_eof()
     return response
 
