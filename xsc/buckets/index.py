@@ -10,7 +10,7 @@ ConditionalConflict, its files garbage.  It may carry its `writer` too, the user
 the bucket is judged the same way (a grant revoked while its file was stored: Forbidden, its files garbage).  A
 refused record's files (that, its bucket gone, a part's upload ended meanwhile) are marked in the refusal's own
 write and named in it (`garbage`), for the front to remove at once; a front that dies first leaves the marks to its
-next reconciliation.  A bucket record is `created`, its `owner` (an
+next reconciliation.  What the user paid for them is owed back in that write (`refused`; refunds.py pays it).  A bucket record is `created`, its `owner` (an
 S3 user of the front) and the `grants` its owner gave other users ({user: "read" | "write"}); `checked` runs an
 operation once the user the front acts for may do it (None: the node's owner, who may do anything).  Every change
 is one synced write batch, so a crash leaves either the old state or the new, never a mix:

@@ -166,8 +166,8 @@ class Writes:
 
     async def collect_refused(self, err: XscError) -> None:
         """The files of a write refused as its record was to be written (a conditional write that lost its race, a
-        bucket deleted meanwhile), which the refusal names (`garbage`) and marked garbage in its own synced write:
-        removed now, not at the next reconciliation."""
+        grant revoked or a bucket deleted meanwhile), which the refusal names (`garbage`) and marked garbage in its own
+        synced write (owing back what the user paid for them): removed now, not at the next reconciliation."""
         garbage = err.details.get("garbage")
         if isinstance(garbage, list) and all(isinstance(cap, str) for cap in garbage):
             await self.collect(garbage)
