@@ -645,6 +645,13 @@ OBJECT_HOLDERS = b"o/h/"  # + capability (ASCII) -> the key of the object or par
 OBJECT_HOLDERS_INDEXED = b"o/hi"  # -> b"": the records written before o/h/ was kept were given their entries
 OBJECT_SHARED = b"o/s/"  # + capability (ASCII) -> JSON list of record keys (hex): every record that shared the file
 OBJECT_SHARED_INDEXED = b"o/si"  # -> b"": the files records share (an import let them) were found and given o/s/
+# + capability (ASCII) -> JSON {"user", "amount"}: what an S3 user's account paid for a file whose record is not written
+# yet, written by the charge's own ledger batch; the record's batch deletes it, a refusal's (or a reconciliation that
+# finds the file an orphan) turns it into an o/r/ row
+OBJECT_CHARGED = b"o/a/"
+# + capability (ASCII) -> JSON {"user", "amount"}: a refund owed for a write refused after its charge; the refund's
+# own ledger batch deletes it, and only a transfer that finds it there is settled (buckets/refunds.py)
+OBJECT_REFUNDS = b"o/r/"
 
 
 def object_bucket(bucket: str) -> bytes:
@@ -746,3 +753,11 @@ def object_shared(capability: str) -> bytes:
 
 def object_funded(user: str) -> bytes:
     return OBJECT_FUNDED + user.encode()
+
+
+def object_charged(capability: str) -> bytes:
+    return OBJECT_CHARGED + capability.encode()
+
+
+def object_refund(capability: str) -> bytes:
+    return OBJECT_REFUNDS + capability.encode()

@@ -9,7 +9,7 @@ import pytest
 from tests.support.ledger import now, open_store, transfer
 from xsc import keys
 from xsc.errors import (AuthorizationExpired, AuthorizationReplayed, ChainConflict, ForkDetected,
-                        InsufficientCredit, InvalidEntry)
+                        InsufficientCredit, InvalidEntry, NothingOwed)
 from xsc.identity import Identity, public_id
 from xsc.ledger import Settlement, decode_entry, new_settlement
 from xsc.ledger.core.model import authorize
@@ -192,3 +192,22 @@ def test_verify_checks_the_authorization_where_no_payment_covers_it(store):
     assert [v["message"] for v in report["violations"]] == ["invalid authorization signature"]
     assert report["violations"][0]["entry"] == receipt.id.hex() and report["open_transfers"] == 1
 
+
+
+def test_a_settlement_that_consumes_a_record_of_what_it_pays_is_settled_once(store):
+    """A transfer made from a record of what is owed (an S3 refund's row) deletes it in its batch and is settled only
+    while it is there: asked twice in one group, or again later, it is paid once."""
+    owed = b"o/r/test-row"
+    store.db.put(owed, b"{}")
+
+    def paying() -> Settlement:
+        request = new_settlement(A, B, 5, {"files": 1}, "s3:refund:x", now())
+        request.consumes = (owed,)
+        return request
+
+    first, twice = store.settle([paying(), paying()], now())
+    assert first.receipt.amount == 5 and isinstance(twice, NothingOwed)
+    assert store.db.get(owed) is None
+    [again] = store.settle([paying()], now())
+    assert isinstance(again, NothingOwed)
+    assert store.state(B.public_key).balance == 5 and len(store.chain(B.public_key)) == 1

@@ -163,10 +163,12 @@ def reserved(node: NodeProcess) -> int:
     return json.loads(node.xsc("node", "status", "--json").stdout)["storage"]["reserved"]
 
 
-def half_sent_put(gateway: Gateway, path: str, size: int, key: dict | None = None) -> http.client.HTTPConnection:
-    """A PUT signed with `key` (the gateway's own if none) whose body is half sent, once the node has begun storing it."""
+def half_sent_put(gateway: Gateway, path: str, size: int, key: dict | None = None,
+                  headers: dict[str, str] | None = None) -> http.client.HTTPConnection:
+    """A PUT signed with `key` (the gateway's own if none), with `headers`, whose body is half sent, once the node has
+    begun storing it."""
     url = gateway.front.url + path
-    headers = sign_headers("PUT", url, key or gateway.key, {"Content-Length": str(size)})
+    headers = sign_headers("PUT", url, key or gateway.key, {"Content-Length": str(size), **(headers or {})})
     conn = http.client.HTTPConnection("127.0.0.1", gateway.front.port, timeout=60)
     conn.putrequest("PUT", path, skip_host=True, skip_accept_encoding=True)
     for name, value in headers.items():

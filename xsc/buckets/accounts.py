@@ -26,10 +26,13 @@ from ..identity import Identity
 from ..ledger import LedgerService, format_credits
 from ..storage.core.capability import Capability
 from .core import names
+from .entries import charged_row
 from .index import funded_note
 
 DERIVE = b"xsc s3 user account\x00"
 FUND_JOB = "s3:fund:"  # + the user's name: the job of `fund`'s transfers
+PUT_JOB = "s3:put:"  # + the file's storage index (hex): the job of a charge's transfer
+REFUND_JOB = "s3:refund:"  # + the same: the job of the transfer that gives a refused write's charge back
 MAX_AMOUNT = 10**15  # micro-credits one transfer moves at most (a billion credits)
 
 
@@ -175,8 +178,11 @@ class UserAccounts:
                         hint=f"xsc s3 fund {user} CREDITS"))
                     continue
                 left -= amount
+                # What it paid noted in the transfer's own batch, until the file's record is written or refused
+                # (entries.py): a refused one is refunded (refunds.py).
                 outcomes.append(self.ledger.settle(account, self.owner, amount, {"files": 1},
-                                                   f"s3:put:{stored.storage_index.hex()}"))
+                                                   f"{PUT_JOB}{stored.storage_index.hex()}",
+                                                   puts=(charged_row(user, capability, amount),) if amount else ()))
             entries = await asyncio.gather(*(o for o in outcomes if not isinstance(o, XscError)),
                                            return_exceptions=True)
         settled = iter(entries)

@@ -240,6 +240,7 @@ def _object(record: dict) -> dict:
         _bad(f"an object has at most {names.MAX_PARTS:,} parts, not {len(record['parts']):,}")
     clean = records.clean(record)
     clean.pop("condition", None)
+    clean.pop("writer", None)
     for given, part in zip(record["parts"], clean["parts"]):
         part["cap"] = _cap(part["cap"], part["size"])
         if "checksum" in given:  # a COMPOSITE object's part keeps its own

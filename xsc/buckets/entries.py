@@ -1,7 +1,8 @@
 """The bucket index's entries kept beside its records: which record refers to each file (o/h/) and which records share
 one (o/s/), by which a file is marked garbage only once no record refers to it; and entries given once to a store
 written before they were kept (`given_once`).  Used by the index's writes (index.py, uploads.py), under its lock:
-`index` is the S3Index they write (its `db`, `_lock`, and whether any file is shared, `_shared`).
+`index` is the S3Index they write (its `db`, `_lock`, and whether any file is shared, `_shared`).  And what an S3
+user's account paid for a file until its record is written or refused, then a refund owed (`charged_row`, `owe`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from .. import keys
 from ..db import Database
 
 HOLDERS_AT_ONCE = 10_000  # entries given in one batch as a store written before they were kept is read
+MAX_OWED_AT_ONCE = 256  # refunds one pass of the refunder settles (the rest wait for its next)
 
 
 def release(index: Any, written: dict[bytes, bytes | None], read: Callable[[bytes], bytes | None], cap: str,
@@ -112,3 +114,46 @@ def write_entries(db: Database, entries: dict[bytes, bytes], sync: bool = False)
     entries.clear()
     return written
 
+
+# --- what a user paid for a file, until its record is written or refused (refunds.py) -----------------
+def charged_row(user: str, capability: str, amount: int) -> tuple[bytes, bytes]:
+    """The row a charge writes in its own batch: what `user`'s account paid for the file `capability`."""
+    return keys.object_charged(capability), codec.dumps({"user": user, "amount": amount})
+
+
+def settled(written: dict[bytes, bytes | None], caps: Iterable[str]) -> None:
+    """The files' records are written (`written`: the record's batch): their charges stand."""
+    written.update((keys.object_charged(cap), None) for cap in caps)
+
+
+def owe(written: dict[bytes, bytes | None], read: Callable[[bytes], bytes | None], caps: Iterable[str]) -> int:
+    """The files' records are refused (or never came): each charge of theirs becomes a refund owed, in the same batch
+    (`written`, read first, then through `read`).  How many refunds are owed."""
+    owed = 0
+    for cap in caps:
+        key = keys.object_charged(cap)
+        row = written[key] if key in written else read(key)
+        if row is None:
+            continue
+        written[key] = None
+        written[keys.object_refund(cap)] = row
+        owed += 1
+    return owed
+
+
+def owed(view, limit: int = MAX_OWED_AT_ONCE) -> list[tuple[bytes, str, str, int]]:
+    """The refunds owed, at most `limit`: (the row's key, the file's capability, the user, the amount).  A row that is
+    not one (written by hand) is left out."""
+    found = []
+    with view.iterator(prefix=keys.OBJECT_REFUNDS) as it:
+        for key, value in it:
+            if len(found) >= limit:
+                break
+            try:
+                row, cap = codec.loads(value), key[len(keys.OBJECT_REFUNDS):].decode()
+                user, amount = row["user"], row["amount"]
+            except (ValueError, TypeError, KeyError):
+                continue
+            if isinstance(user, str) and type(amount) is int and amount > 0:
+                found.append((key, cap, user, amount))
+    return found

@@ -10,7 +10,7 @@ ConditionalConflict, its files garbage.  It may carry its `writer` too, the user
 the bucket is judged the same way (a grant revoked while its file was stored: Forbidden, its files garbage).  A
 refused record's files (that, its bucket gone, a part's upload ended meanwhile) are marked in the refusal's own
 write and named in it (`garbage`), for the front to remove at once; a front that dies first leaves the marks to its
-next reconciliation.  A bucket record is `created`, its `owner` (an
+next reconciliation.  What the user paid for them is owed back in that write (`refused`; refunds.py pays it).  A bucket record is `created`, its `owner` (an
 S3 user of the front) and the `grants` its owner gave other users ({user: "read" | "write"}); `checked` runs an
 operation once the user the front acts for may do it (None: the node's owner, who may do anything).  Every change
 is one synced write batch, so a crash leaves either the old state or the new, never a mix:
@@ -61,7 +61,7 @@ from ..db import Database
 from ..errors import (BucketNotEmpty, BucketTaken, ConditionalConflict, Forbidden, InvalidArgument, NoSuchBucket,
                       NoSuchKey, TooManyBuckets, TooManyUploads, XscError)
 from .core import listing, names, records
-from .entries import apply, caps_of, given_once, holds, release, share, shared_keys, write_entries
+from .entries import apply, caps_of, given_once, holds, owe, release, settled, share, shared_keys, write_entries
 from .uploads import MAX_UPLOADS, UPLOAD_EXPIRY, Uploads, by_age, by_key, index_ages, index_uploads, parts_of
 
 FILE_PREFIX = "s3:"  # the names of the store's files the S3 front put (see reconcile)
@@ -88,6 +88,7 @@ class S3Index(Uploads):
         self._lock = threading.RLock()  # (reentrant: `checked` holds it across a change that takes it)
         self._counted: tuple[Counter, Counter] | None = None  # each user's buckets and uploads (`_counts`)
         self.on_change: list[Callable[[str], None]] = []  # (bucket): an object was written or deleted there
+        self.on_owed: list[Callable[[], None]] = []  # a write refused after its charge: a refund may be owed
         index_holders(self)  # once, over a store written before o/h/ was kept: before any write or import reads it
         index_shared(self)  # once, after it: the files records share (imported by a node that did not leave them out)
         index_uploads(self)  # once, over a store written before o/k/ was kept
@@ -246,6 +247,8 @@ class S3Index(Uploads):
                         batch.put(name, value)
         for bucket in {bucket for (bucket, _, _), outcome in zip(objects, outcomes) if not isinstance(outcome, Exception)}:
             self._changed(bucket)
+        if any(isinstance(outcome, Exception) for outcome in outcomes):
+            self._owed()  # (a refusal's charges, if it had any, are owed back)
         return outcomes
 
     def riding(self, bucket: str, key: str, record: dict, cleaned: bool = False) -> Recording:
@@ -265,24 +268,26 @@ class S3Index(Uploads):
                 return err
         caps = [p["cap"] for p in record["parts"]]
         if (raw := read(keys.object_bucket(bucket))) is None:
-            written.update((keys.object_garbage(cap), b"") for cap in caps)
+            refused(written, read, caps)
             return NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket, garbage=caps)
         try:  # (its grant revoked while its file was stored: refused here, in the record's own write)
             bucket_record = {"owner": names.DEFAULT_USER, "grants": {}, **codec.loads(raw)}
             _judge(bucket, bucket_record, record.get("writer"), "write")
         except Forbidden as err:
-            written.update((keys.object_garbage(cap), b"") for cap in caps)
+            refused(written, read, caps)
             err.details["garbage"] = caps
             return err
         name = keys.object_key(bucket, key)
         old = written[name] if name in written else read(name)
         condition = record.get("condition")
         if condition is not None and not records.holds(condition, codec.loads(old) if old else None):
-            written.update((keys.object_garbage(cap), b"") for cap in caps)
+            refused(written, read, caps)
             return ConditionalConflict(f"another write of {key!r} came first: the condition {condition} no longer "
                                        "holds (retry the request)", bucket=bucket, key=key, garbage=caps)
         garbage = [p["cap"] for p in codec.loads(old)["parts"]] if old else []
         written[name] = _dump({k: v for k, v in record.items() if k not in ("condition", "writer")})
+        if record.get("writer") not in (None, names.DEFAULT_USER):  # a user's files: their charges stand
+            settled(written, caps)
         written.update((keys.object_garbage(cap), None) for cap in caps)  # referred to: not garbage
         for cap in caps:
             share(self, written, read, cap, name)
@@ -292,6 +297,10 @@ class S3Index(Uploads):
     def _changed(self, bucket: str) -> None:
         for callback in self.on_change:
             callback(bucket)
+
+    def _owed(self) -> None:
+        for callback in self.on_owed:
+            callback()
 
     def delete(self, bucket: str, key: str) -> list[str]:
         """Remove the object if there is one (S3 deletes are idempotent); returns the capabilities now garbage."""
@@ -355,9 +364,14 @@ class S3Index(Uploads):
 
     # --- garbage and reconciliation ----------------------------------------------
     def _mark_garbage(self, caps: Iterable[str]) -> None:
+        """Under the lock: the files of a write whose record will never be written (refused, or an orphan) marked
+        garbage, and what the user paid for them owed back, in one synced write."""
+        written: dict[bytes, bytes | None] = {}
+        owed = refused(written, self.db.get, caps)
         with self.db.write_batch(sync=True) as batch:
-            for cap in caps:
-                batch.put(keys.object_garbage(cap), b"")
+            apply(batch, written)
+        if owed:
+            self._owed()
 
     def garbage(self) -> list[str]:
         return _garbage(self.db)
@@ -407,6 +421,14 @@ class S3Index(Uploads):
                 self._counted = None
         for bucket in changed:
             self._changed(bucket)
+
+
+def refused(written: dict[bytes, bytes | None], read: Callable[[bytes], bytes | None], caps: Iterable[str]) -> int:
+    """The files of a write whose record will never be written marked garbage in `written` (the refusal's batch), and
+    what their user paid for them turned into refunds owed (entries.owe): how many."""
+    caps = list(caps)
+    written.update((keys.object_garbage(cap), b"") for cap in caps)
+    return owe(written, read, caps)
 
 
 def _judge(name: str, record: dict, user: str | None, need: str) -> None:

@@ -22,10 +22,10 @@ from typing import Iterator
 
 from .. import codec
 from .. import keys
-from ..errors import (EntityTooSmall, InvalidPart, InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload,
+from ..errors import (EntityTooSmall, Forbidden, InvalidPart, InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload,
                       PreconditionFailed, TooManyUploads)
 from .core import etag, listing, names, records
-from .entries import apply, given_once, release
+from .entries import apply, given_once, release, settled
 
 log = logging.getLogger(__name__)
 COMPLETED_KEEP = 7 * 24 * 3600  # seconds a completed upload answers a repeated CompleteMultipartUpload
@@ -36,7 +36,7 @@ EXPIRED_AT_ONCE = 100  # uploads expired in one synced batch (the lock is let go
 
 class Uploads:
     """The multipart uploads of `S3Index`, which gives them `db`, `_lock`, `clock`, `min_part_size`, `max_uploads`,
-    `upload_expiry`, `bucket`, `_counts`, `_mark_garbage` and `_changed`."""
+    `upload_expiry`, `bucket`, `allow`, `_counts`, `_mark_garbage` and `_changed`."""
 
     def create_upload(self, bucket: str, key: str, content_type: str = "", metadata: dict | None = None,
                       headers: dict | None = None, by: str | None = None, checksum: dict | None = None) -> str:
@@ -79,17 +79,25 @@ class Uploads:
         return parts_of(self.db, upload_id)
 
     def put_part(self, upload_id: str, number: int, cap: str, size: int, part_etag: str,
-                 checksums: dict | None = None) -> list[str]:
+                 checksums: dict | None = None, writer: str | None = None) -> list[str]:
         """Record an uploaded part (replacing one of that number) with its `checksums` ({algorithm: base64}, its
         upload's and one it was sent with); returns the capabilities now garbage.  A part of an upload that is gone
-        (aborted meanwhile) is garbage itself: NoSuchUpload."""
+        (aborted meanwhile) is garbage itself: NoSuchUpload.  `writer`: the user it is written for (None: the node's
+        owner), whose access to the upload's bucket is judged as the part is written: a grant revoked while its file
+        was stored refuses it (Forbidden), the part garbage too."""
         names.check_part_number(number)
         extra = {"checksums": records.part_checksums(checksums)} if checksums else {}
         with self._lock:
-            if self.db.get(keys.object_upload(upload_id)) is None:
+            if (raw := self.db.get(keys.object_upload(upload_id))) is None:
                 self._mark_garbage([cap])
                 raise NoSuchUpload("no multipart upload with that id: it was completed or aborted",
                                    upload_id=upload_id, garbage=[cap])
+            try:
+                self.allow(codec.loads(raw)["bucket"], writer, "write")
+            except Forbidden as err:
+                self._mark_garbage([cap])
+                err.details["garbage"] = [cap]
+                raise
             name = keys.object_part(upload_id, number)
             old = self.db.get(name)
             written: dict[bytes, bytes | None] = {
@@ -97,6 +105,8 @@ class Uploads:
                 keys.object_holder(cap): name}
             garbage = [c for c in ([codec.loads(old)["cap"]] if old else [])  # (not its own: its record retried)
                        if c != cap and release(self, written, self.db.get, c, name)]
+            if writer not in (None, names.DEFAULT_USER):  # a user's part: its charge stands
+                settled(written, [cap])
             with self.db.write_batch(sync=True) as batch:
                 apply(batch, written)
         return garbage

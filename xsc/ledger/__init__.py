@@ -22,7 +22,8 @@ services that pay or are paid)::
     ledger.release(payer_identity, amount)         # give back a hold for work that was refused
     entry_id = await ledger.settle(payer_identity, payee_identity, amount, usage, job_ref)
         # usage e.g. {"fuel": 1234} or {"byte_hours": 5678}; job_ref a short text (<= 256 bytes);
-        # returns the id (hex) of the payer's new entry; both chains are written in one synced batch
+        # returns the id (hex) of the payer's new entry; both chains are written in one synced batch;
+        # consumes=(key, ...): records of what it pays, deleted with it, NothingOwed if one is gone already
 
 Identities are `xsc.identity.Identity` (the payer is the local user's client key, the payee the
 node's key for work this node did).  Amounts are int micro-credits (1 credit =

@@ -163,12 +163,14 @@ class LedgerService:
             self._drainer = asyncio.create_task(self._drain())
 
     async def settle(self, payer: Identity, payee: Identity, amount: int, usage: dict[str, int], job_ref: str, *,
-                     puts: tuple[tuple[bytes, bytes], ...] = (), deletes: tuple[bytes, ...] = ()) -> str:
+                     puts: tuple[tuple[bytes, bytes], ...] = (), deletes: tuple[bytes, ...] = (),
+                     consumes: tuple[bytes, ...] = ()) -> str:
         """Settle a transfer for work `payee` did for `payer`; returns the id (hex) of the payer's entry.
 
-        `puts` and `deletes` are written in the same synced batch, only if the transfer is settled."""
+        `puts` and `deletes` are written in the same synced batch, only if the transfer is settled.  `consumes`:
+        records of what the transfer pays, deleted with it; NothingOwed, nothing settled, if one is gone already."""
         request = new_settlement(payer, payee, amount, usage, job_ref, int(time.time()))
-        request.puts, request.deletes = puts, deletes
+        request.puts, request.deletes, request.consumes = puts, deletes, consumes
         future = asyncio.get_running_loop().create_future()
         self._enqueue(request, future)
         payment = await asyncio.shield(future)

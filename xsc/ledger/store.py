@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 from .. import keys
 from ..db import Database
 from ..errors import (AuthorizationNotPending, AuthorizationReplayed, EntryNotFound, ForkDetected, InvalidArgument,
-                      InvalidEntry, LedgerError, ReceiptMismatch, WrongPayee, XscError)
+                      InvalidEntry, LedgerError, NothingOwed, ReceiptMismatch, WrongPayee, XscError)
 from ..identity import Identity, public_id
 from ..ids import one_starting_with
 from .core import rules
@@ -76,6 +76,16 @@ class Settlement:
     # settlement: the refs it covers, and the records of what was owed that it pays).
     puts: tuple[tuple[bytes, bytes], ...] = ()
     deletes: tuple[bytes, ...] = ()
+    # Records of what is owed that the transfer pays: it is settled only if each is still there (not deleted by an
+    # earlier transfer, in this group or before), and deletes them in its batch.  So a transfer made from such a
+    # record is settled once, however often it is asked for (a refund retried after a crash).
+    consumes: tuple[bytes, ...] = ()
+
+
+def _still_owed(db: Database, req: Settlement, consumed: set[bytes]) -> None:
+    """NothingOwed unless every record `req` consumes is still there (and not consumed earlier in its group)."""
+    if any(key in consumed or db.get(key) is None for key in req.consumes):
+        raise NothingOwed(f"{req.authorization.job}: what it pays was paid already")
 
 
 def _sign(job: tuple[Identity, bytes]) -> bytes:
@@ -158,10 +168,8 @@ class LedgerStore:
 
     # --- settlement ------------------------------------------------------------------
     def settle(self, requests: Sequence[Settlement], now: int) -> list[Payment | XscError]:
-        """Settle a group of transfers in one synced write batch; each gets its payment entry or its error.
-
-        Each settlement is judged against the state left by the ones before it in the group, so the
-        group is exactly as if they had been settled one by one."""
+        """Settle a group of transfers in one synced write batch, each judged against the state the ones before it
+        left, exactly as if they had been settled one by one: each one's payment entry, or its error."""
         results: list[Payment | XscError | None] = [None] * len(requests)
         unsigned = [i for i, r in enumerate(requests) if not r.authorization.signature]
         for i, sig in zip(unsigned, self.map(_sign, [(requests[i].payer, requests[i].authorization.body)
@@ -177,12 +185,15 @@ class LedgerStore:
         work: dict[bytes, AccountState] = {}
         settled: dict[bytes, bytes] = {}
         planned: list[tuple[int, Receipt, Payment]] = []
+        consumed: set[bytes] = set()
         for i, req in enumerate(requests):
             try:
+                _still_owed(self.db, req, consumed)
                 receipt, payment = self._plan(req, auth_ok[i], work, settled, now)
             except XscError as exc:
                 results[i] = exc
                 continue
+            consumed.update(req.consumes)
             planned.append((i, receipt, payment))
         jobs = [job for i, r, p in planned for job in ((requests[i].payee, r.body), (requests[i].payer, p.body))]
         sigs = self.map(_sign, jobs)
@@ -195,7 +206,7 @@ class LedgerStore:
         self._self_check([entry.signatures()[0] for entry in entries])
         if entries:
             puts = {k: v for i, _, _ in planned for k, v in requests[i].puts}
-            deletes = [k for i, _, _ in planned for k in requests[i].deletes]
+            deletes = [k for i, _, _ in planned for k in (*requests[i].deletes, *requests[i].consumes)]
             self._write(entries, work, settled, puts, deletes)
         return results  # type: ignore[return-value]
 

@@ -51,6 +51,7 @@ from ..peers.service import NEW_NODE_BURST, PeerDirectory, challenge
 from ..buckets.accounts import UserAccounts
 from ..buckets.index import S3Index, funded, index_funded
 from ..buckets.objects import ObjectWriter
+from ..buckets.refunds import Refunds
 from ..s3.local import LocalNode
 from ..storage import Gateway, ShareStore
 from ..storage.audits import AuditService
@@ -131,6 +132,7 @@ class Node:
     s3_index: S3Index  # the user's bucket index: the S3 front (its own process) records objects there
     s3_accounts: UserAccounts  # each S3 user's ledger account, which pays for its puts
     s3_objects: ObjectWriter  # small objects stored and recorded in one request of the S3 front
+    s3_refunds: Refunds  # what S3 users paid for writes refused after their charge, paid back
     s3_link: LocalNode  # the S3 front's node when it answers S3 itself (node.s3_listen)
 
     def __init__(self, *, config: NodeConfig, db: Database, pool: ThreadPoolExecutor, metrics: Metrics,
@@ -154,7 +156,7 @@ class Node:
         """Start every service in the order built, each one's loops under the supervisor."""
         for name in ("tabs", "compute", "paid", "peers", "health", "market", "allocation", "payments", "deals",
                      "dht", "storage", "share_holder", "audits", "scrubber", "lease_gc", "hosted_jobs", "jobs",
-                     "watches", "functions", "placed_functions", "placements"):
+                     "watches", "functions", "placed_functions", "placements", "s3_refunds"):
             self.supervisor.add(name, getattr(self, name))
         self.supervisor.add("heap", HeapTrim())
 
@@ -324,6 +326,7 @@ class Node:
                                            upload_expiry=config.node.s3_upload_expiry)
         self.s3_accounts = UserAccounts(self.ledger, payer, funded=lambda: funded(s3_index))
         index_funded(s3_index, self.s3_accounts.funded_in_ledger)  # once: the users funded before they were noted
+        self.s3_refunds = Refunds(accounts=self.s3_accounts, index=s3_index)
         self.s3_objects = ObjectWriter(files=self.storage, index=s3_index, accounts=self.s3_accounts, pool=self.pool)
         self.s3_link = LocalNode(index=s3_index, objects=self.s3_objects, accounts=self.s3_accounts,
                                  storage=self.storage, pool=self.pool,

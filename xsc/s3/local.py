@@ -67,7 +67,8 @@ class LocalNode:
         return await self._as(bucket, user, "read", self.index.get, bucket, key)
 
     async def record(self, bucket: str, key: str, user: str, record: dict) -> list[str]:
-        return await self._as(bucket, user, "write", self.index.put, bucket, key, record)
+        # The user's access judged in the record's own write, as the route's: a refusal marks the file and owes its charge.
+        return await self._pool(self.index.put, bucket, key, {**record, "writer": user})
 
     async def delete_object(self, bucket: str, key: str, user: str) -> list[str]:
         return await self._as(bucket, user, "write", self.index.delete, bucket, key)
@@ -100,8 +101,7 @@ class LocalNode:
 
     async def put_part(self, upload_id: str, number: int, user: str, cap: str, size: int, etag: str,
                        checksums: dict | None = None) -> list[str]:
-        return await self._upload_as(upload_id, user, "write", self.index.put_part, upload_id, number, cap, size,
-                                     etag, checksums)
+        return await self._pool(self.index.put_part, upload_id, number, cap, size, etag, checksums, writer=user)
 
     async def complete(self, upload_id: str, user: str, parts: list[tuple[int, str]], bucket: str,
                        key: str, condition: dict | None = None, checksum: dict | None = None) -> tuple[dict, list[str]]:

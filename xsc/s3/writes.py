@@ -11,7 +11,7 @@ import logging
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 from ..buckets.core import names
-from ..errors import Forbidden, InsufficientCredit, NodeCreditExhausted, S3Error, XscError
+from ..errors import InsufficientCredit, NodeCreditExhausted, S3Error, XscError
 from ..tasks import Workers, to_its_end
 from . import payload
 from .calls import Call, declared_size
@@ -139,15 +139,9 @@ class Writes:
             raise NodeCreditExhausted.of(err) from err
 
         async def paid_and_recorded() -> T:
-            cap = await _paid_by(self.node, call.user, put)
-            try:
-                return await recorded(cap)
-            except Forbidden:
-                # The user's grant was taken back while its body was on its way: the node refused the record before
-                # writing anything, so no record will ever name the file.  (Else the next reconciliation removes it.)
-                with contextlib.suppress(XscError):
-                    await self.node.delete_file(cap)
-                raise
+            # A record refused (its grant taken back, its condition lost, its bucket or upload gone while the body was
+            # on its way) names its file, marked garbage, and owes back what the user paid: the caller removes it.
+            return await recorded(await _paid_by(self.node, call.user, put))
 
         return await write.finish(paid_and_recorded())
 
@@ -172,8 +166,8 @@ class Writes:
 
     async def collect_refused(self, err: XscError) -> None:
         """The files of a write refused as its record was to be written (a conditional write that lost its race, a
-        bucket deleted meanwhile), which the refusal names (`garbage`) and marked garbage in its own synced write:
-        removed now, not at the next reconciliation."""
+        grant revoked or a bucket deleted meanwhile), which the refusal names (`garbage`) and marked garbage in its own
+        synced write (owing back what the user paid for them): removed now, not at the next reconciliation."""
         garbage = err.details.get("garbage")
         if isinstance(garbage, list) and all(isinstance(cap, str) for cap in garbage):
             await self.collect(garbage)

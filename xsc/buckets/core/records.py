@@ -35,6 +35,10 @@ def clean(record: dict) -> dict:
              "modified": names.check_time(record.get("modified") or 0, "an object's modified") or time.time()}
     if record.get("condition") is not None:
         stored["condition"] = condition(record["condition"])
+    if record.get("writer") is not None:  # the user it is written for, judged as it is written (never stored)
+        if not isinstance(record["writer"], str):
+            raise InvalidArgument("a record's writer is the name of the S3 user it is written for")
+        stored["writer"] = record["writer"]
     return stored
 
 

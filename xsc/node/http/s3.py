@@ -123,8 +123,9 @@ async def get_object(request: web.Request) -> web.Response:
 
 @routes.put("/v1/s3/buckets/{bucket}/object")
 async def put_object(request: web.Request) -> web.Response:
-    record = await _json(request)
-    garbage = await _as(request, "write", _index(request).put, request.match_info["bucket"], _key(request), record)
+    _front_writes(request)
+    record = {**await _json(request), "writer": request.query.get("user")}  # its access judged as it is written
+    garbage = await _call(request, _index(request).put, request.match_info["bucket"], _key(request), record)
     return json_response({"garbage": garbage})
 
 
@@ -212,8 +213,9 @@ async def put_part(request: web.Request) -> web.Response:
         raise BadRequest("the part number must be an integer") from None
     if not isinstance(body.get("cap"), str) or type(body.get("size")) is not int or not isinstance(body.get("etag"), str):
         raise BadRequest('send {"cap": CAPABILITY, "size": BYTES, "etag": MD5}')
-    garbage = await _as(request, "write", _index(request).put_part, request.match_info["upload"], number, body["cap"],
-                        body["size"], body["etag"], body.get("checksums"))
+    _front_writes(request)
+    garbage = await _call(request, _index(request).put_part, request.match_info["upload"], number, body["cap"],
+                          body["size"], body["etag"], body.get("checksums"), writer=request.query.get("user"))
     return json_response({"garbage": garbage})
 
 
