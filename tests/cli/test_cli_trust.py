@@ -34,13 +34,25 @@ def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> N
     assert len(line.replace(a_id, "ID")) <= 160, line  # short, but for the id its user must type whole
     done = b.xsc("ledger", "trust")
     assert done.exit_code == 0 and "no peer has a trust line here yet" in done.stdout, done.output
-    for bad in ("lots", "1e999999", "NaN", "0.0000001"):  # 1e999999: past what a Decimal holds
+    for bad, hint in (("lots", "e.g. 10"), ("NaN", "e.g. 10"), ("+1", "e.g. 10"),
+                      ("0.0000001", "6 decimals at most"),
+                      # written out as sizes are: an exponent is refused, not read as the figure it spells
+                      ("1e3", "write it in digits, e.g. 1000, not 1e3"), ("1e999999", "not 1e3")):
         done = a.xsc("ledger", "prepay", b_id, bad)
-        assert done.exit_code != 0 and len(done.stderr.strip().splitlines()) == 1, done.output
-        assert done.stderr.startswith("xsc: error: CREDITS: not an amount of credits") and "e.g. 10" in done.stderr
-    done = a.xsc("ledger", "prepay", b_id, "2000000")  # the user's figure, in credits, beside the bound
-    assert done.exit_code == 1 and done.stderr.endswith(
-        "(at most 1000000.000000 credits), not 2000000000000 (2000000.000000 credits)\n"), done.output
+        assert done.exit_code == 1 and len(done.stderr.strip().splitlines()) == 1, done.output
+        assert done.stderr.startswith("xsc: error: CREDITS: not an amount of credits") and hint in done.stderr, bad
+    # Too large is said as the bound, the user's figure beside it (a figure of 100,000 digits counted, not read).
+    for big, shown in (("2000000", "2000000"), ("99999999999999", "99999999999999"),
+                       ("9" * 100_000, "a figure of 100,000 digits")):
+        done = a.xsc("ledger", "prepay", b_id, big)
+        assert done.exit_code == 1 and done.stderr == (
+            f"xsc: error: CREDITS: a prepayment is at most 1000000 credits, not {shown}\n"), done.output[:300]
+    done = a.xsc("ledger", "prepay", b_id, "500")  # more than `a` may spend: the line names the command that helps
+    (line,) = done.stderr.splitlines()
+    assert done.exit_code == 1 and line.startswith("xsc: error: insufficient credit: "), done.output
+    assert "xsc config set ledger.credit_limit MICRO_CREDITS" in line and "operator" not in line, line
+    with pytest.raises(InvalidArgument, match=r"at most 1000000\.000000 credits\), not 2000000000000"):
+        NodeClient(a.url, a.token).request("POST", "/v1/ledger/prepay", json_body={"node": b_id, "amount": 2 * 10**12})
 
     done = b.xsc("market", "recognize", a_id, "1", "--credit", "1e999999")
     assert done.exit_code != 0 and done.stderr.startswith("xsc: error: --credit: not an amount"), done.output

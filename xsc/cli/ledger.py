@@ -241,10 +241,11 @@ def prepay(obj, node_id: str, amount: str, as_json: bool) -> None:
     """Pay node NODE (a node id or a unique prefix of a known peer's) CREDITS ahead of work.  A node that does not
     recognise this one takes on its uploads and invokes only within what it prepaid (it answers 402
     prepayment-required saying how much)."""
+    from ..ledger.settlement import MAX_PREPAY
     from .market import _micro_credits
     from .peers import resolve_peer
 
-    micro = _micro_credits(amount, "CREDITS")
+    micro = _micro_credits(amount, "CREDITS", MAX_PREPAY, "a prepayment")
     client = obj.client()
     info = client.request("POST", "/v1/ledger/prepay", json_body={"node": resolve_peer(client, node_id),
                                                                    "amount": micro})

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import click
 
-from ..units import format_credits
+from ..units import credits_argument, format_credits
 from .output import PIPE_WIDTH, Col, emit_json, json_option, key_values, prose, table, wide_option
 from .peers import resolve_peer, wide_table
 
@@ -334,19 +334,33 @@ def recognize(obj, peer: str, weight: str, credit: str | None, as_json: bool) ->
                    f"{format_credits(line['available'])}")
 
 
-def _micro_credits(text: str, option: str) -> int:
-    """Credits as typed (a decimal with at most 6 places) in micro-credits, or a one-line error."""
-    from decimal import Decimal
+def _micro_credits(text: str, option: str, most: int | None = None, what: str = "an amount") -> int:
+    """Credits as typed (digits, with at most 6 decimals) in micro-credits, or a one-line error.  Written out as sizes
+    are: an exponent (1e3) is refused, not read as the figure it spells.  `most`: the largest `what` may be, said in
+    the refusal of one past it (by default what any ledger total may be)."""
+    import re
 
     from ..errors import InvalidArgument
+    from ..units import MAX_MICRO_CREDITS
 
-    try:
-        value = Decimal(text) * 1_000_000
-    except ArithmeticError:  # InvalidOperation, or an exponent past what Decimal holds (1e999999): Overflow
-        value = None
-    if value is None or not value.is_finite() or value < 0 or value != value.to_integral_value() or value > 2**62:
-        raise InvalidArgument(f"{option}: not an amount of credits: {text!r}", hint="e.g. 10 or 0.5 (6 decimals at most)")
-    return int(value)
+    most = MAX_MICRO_CREDITS if most is None else most
+    found = re.fullmatch(r"\s*([0-9]*)(?:\.([0-9]*))?\s*", text)
+    whole, decimals = (found.group(1), found.group(2) or "") if found else ("", "")
+    if not found or not (whole or decimals):
+        spelled = re.fullmatch(r"\s*[0-9.]+[eE][+-]?[0-9]+\s*", text)
+        raise InvalidArgument(f"{option}: not an amount of credits: {text[:40]!r}",
+                              hint="write it in digits, e.g. 1000, not 1e3: an amount takes no exponent" if spelled else
+                              "e.g. 10 or 0.5 (6 decimals at most)")
+    if len(decimals.rstrip("0")) > 6:
+        raise InvalidArgument(f"{option}: not an amount of credits: {text[:40]!r}",
+                              hint="6 decimals at most, e.g. 0.000001: a micro-credit is the smallest amount")
+    # The digits are counted before int() reads them: a figure of thousands of digits is refused as one too large.
+    whole = whole.lstrip("0")
+    micro = int(whole or 0) * 1_000_000 + int(decimals[:6].ljust(6, "0")) if len(whole) <= 19 else most + 1
+    if micro > most:
+        shown = text.strip() if len(text.strip()) <= 24 else f"a figure of {len(whole):,} digits"
+        raise InvalidArgument(f"{option}: {what} is at most {credits_argument(most)} credits, not {shown}")
+    return micro
 
 
 @market.command()
