@@ -141,6 +141,19 @@ def test_a_capability_mangled_in_its_size_is_one_line_saying_to_copy_it_whole(th
                                               "as `xsc store put` printed it)"], result.stderr
 
 
+def test_a_capability_whose_size_has_thousands_of_digits_is_said_too_large_in_one_line(thread_node) -> None:
+    node = thread_node()
+    cap = node.xsc("store", "put", "-", input=b"x").stdout.strip()
+    huge = cap.rsplit(":", 1)[0] + ":" + "9" * 100_000
+    for args in (["store", "get", huge], ["store", "check", huge]):
+        result = node.xsc(*args)
+        assert result.exit_code == 1, result.output[:300]
+        assert result.stderr.splitlines() == ["xsc: error: the capability's size has 100,000 digits: too large for any "
+                                              "file, so this is not a capability a node made (a capability looks like "
+                                              "xsc:chk:<key>:<manifest hash>:4:2:<size>, as printed by `xsc store "
+                                              "put`)"], result.stderr[:300]
+
+
 def test_a_module_id_with_more_after_it_is_refused_and_that_module_left_as_it_was(thread_node) -> None:
     node = thread_node()
     module = node.xsc("compute", "deploy", str(WASM / "add.wasm")).stdout.strip()
