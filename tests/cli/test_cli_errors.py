@@ -48,12 +48,15 @@ def test_a_typo_in_the_node_url_is_one_line_naming_it(url) -> None:
     ["nosuch"],                                    # an unknown command
     ["market", "book", "--kind", "foo"],           # a bad value, found by the option's own check
     ["store", "ls", "--data-dir"],                 # an option without its value
+    ["--data-dir"],                                # a global option without its value
+    ["--node"],
 ])
 def test_usage_errors_exit_2_in_two_short_lines(args) -> None:
     result = xsc(*args)
     assert result.exit_code == 2, result.output
     lines = result.stderr.splitlines()
-    assert 1 <= len(lines) <= 2 and lines[0].startswith("xsc: usage error: "), result.stderr
+    assert len(lines) == 2 and lines[0].startswith("xsc: usage error: "), result.stderr
+    assert lines[1].startswith("usage: xsc ") and lines[1].endswith(" --help)"), lines  # the usage, where help is
     assert all(len(line) <= 100 for line in lines), lines
     assert result.stdout == ""
 
