@@ -266,8 +266,9 @@ def test_no_function_over_80_lines_and_no_class_over_500() -> None:
 
 # Each subsystem reads and writes its keys through a store of its own; these still spell keys themselves, each with
 # what it writes: this list only shrinks.
-STORES = {"xsc.storage.share_store", "xsc.ledger.store", "xsc.ledger.trust_store", "xsc.compute.store", "xsc.peers.store",
-          "xsc.buckets.index", "xsc.buckets.uploads", "xsc.buckets.entries", "xsc.market.store", "xsc.allocation.itc_ids"}
+STORES = {"xsc.storage.share_store", "xsc.ledger.store", "xsc.ledger.trust_store", "xsc.ledger.dropped",
+          "xsc.compute.store", "xsc.peers.store", "xsc.buckets.index", "xsc.buckets.uploads", "xsc.buckets.entries",
+          "xsc.market.store", "xsc.allocation.itc_ids"}
 KEYS_ELSEWHERE = {
     "xsc.storage.deals": "storage deals, holder terms and audit marks",
     "xsc.storage.strangers": "providers' terms for this node",

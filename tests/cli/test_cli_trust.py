@@ -111,6 +111,33 @@ def test_a_payment_the_payee_refuses_on_a_retry_is_dropped_and_its_hold_given_ba
     assert json.loads(a.xsc("ledger", "verify", "--json").stdout)["ok"]
 
 
+def test_a_prepayment_to_a_node_that_was_down_and_refuses_it_is_told_dropped_where_its_user_looks(thread_node) -> None:
+    a = thread_node("a", **QUIET, ledger={"settle_retry_interval": 0.2})
+    b = thread_node("b", **QUIET, ledger={"stranger_credit": 0})  # it will take no prepayment from `a`
+    a_id, b_id = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
+    assert a.xsc("peers", "add", b.url).exit_code == 0
+    b.stop()
+    done = a.xsc("ledger", "prepay", b_id, "0.5")
+    (line,) = done.stderr.splitlines()
+    assert done.exit_code == 1 and "is pending" in line and line.endswith("xsc ledger payments shows how it ends)"), line
+    listed = a.xsc("ledger", "payments")
+    assert listed.exit_code == 0 and "pending" in listed.stdout and b_id in listed.stdout, listed.output
+    assert "1 pending (0.500000 credits held): xsc ledger payments" in a.xsc("node", "status").stdout
+
+    b.start()  # its node is back, checks the claim and refuses it: `a`'s retry drops it
+    eventually(lambda: json.loads(a.xsc("ledger", "payments", "--json").stdout)["dropped"], "the payment dropped", 20)
+    info = json.loads(a.xsc("ledger", "payments", "--json").stdout)
+    assert info["pending"] == [] and [(d["node"], d["amount"]) for d in info["dropped"]] == [(b_id, 500_000)], info
+    listed = a.xsc("ledger", "payments", "--wide")
+    said = " ".join(listed.stdout.split())
+    assert "no payment to another node is pending" in said and f"0.500000 credits to node {b_id}" in said, said
+    assert f"node {b_id} refused it: that node takes a prepayment only out of what it owes this node" in said, said
+    assert f"(nothing was paid; its user can give credit: xsc market recognize {a_id} 1 --credit CREDITS)" in said
+    status = a.xsc("node", "status").stdout
+    assert "payments" in status and "1 dropped unpaid: xsc ledger payments" in status, status
+    assert json.loads(a.xsc("ledger", "balance", "--json").stdout)["held"] == 0
+
+
 def test_a_provider_that_wants_prepayment_is_passed_over_and_the_call_and_the_job_run_elsewhere(thread_node) -> None:
     a = thread_node("a", **QUIET, market={"compute_ask_floor": 30, "compute_ask_ceiling": 40})
     b = thread_node("b", **QUIET, ledger={"stranger_credit": 0})  # cheaper than `a`, and `a` is a stranger to it
