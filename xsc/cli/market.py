@@ -62,7 +62,7 @@ def _deals_table(deals: list[dict], me: str, wide: bool, format_size) -> None:
     holders = ["this node" if d["node"] == me else d["node"] for d in deals]
     ids = [Col("file", keep=True), Col("share", right=True), Col("holder", keep=True)]
     # The price is the market's quote, in its unit; what was paid is money, in credits as everywhere else.
-    terms = [Col("bytes", right=True), Col("price (micro-credits/GiB-h)", right=True),
+    terms = [Col("bytes", right=True), Col("price (micro-credits/GiB-h)", right=True, drop=0),  # the last to go
              Col("paid of total (credits)", right=True), Col("paid until", drop=1),
              Col("forfeited", drop=2, right=True), Col("ended")]
     rows = [(format_size(d["bytes"]), d["price"], f"{format_credits(d['paid'])} of {format_credits(d['total'])}",
@@ -144,7 +144,8 @@ def prices(obj, kind: str | None, limit: int, as_json: bool) -> None:
     if not info["prices"]:
         click.echo("no clearing price yet (nothing has traded while this node watched the book)")
         return
-    wide_table(["time", "kind", Col("bucket start", drop=2), "price", Col("low-high", drop=1), "traded"],
+    # The time wraps between its date and its hour on a narrow terminal (the only column that can give way).
+    wide_table([Col("time", wrap=12), "kind", Col("bucket start", drop=2), "price", Col("low-high", drop=1), "traded"],
                [(_utc(p["time_ms"] / 1000), p["kind"], _utc(p["bucket_start"]), _short_price(p["price"], p["kind"]),
                  f"{p['low']}-{p['high']}", _quantity(p["traded"], p["kind"])) for p in info["prices"]])
 
@@ -230,15 +231,16 @@ def status(obj, wide: bool, as_json: bool) -> None:
         from ..units import format_size
 
         _deals_table(deals, info["node"], wide, format_size)
+    # Sentences under the table, wrapped between words as it fits the terminal.
     if info.get("deals_settled"):
-        click.echo(f"{info['deals_settled']} settled deal(s) not shown (paid or forfeited to their end)")
+        prose(f"{info['deals_settled']} settled deal(s) not shown (paid or forfeited to their end)")
     run = info["payments"]
     if run is None:
-        click.echo("last payment run: none since the node started (market.payment_interval)")
+        prose("last payment run: none since the node started (market.payment_interval)")
     else:
-        click.echo(f"last payment run: {_utc(run['at'])}: paid {format_credits(run['paid'])} credits in "
-                   f"{run['payments']} payment(s); {run['forfeited']} forfeited (failed audit), {run['waiting']} "
-                   f"waiting for an audit, {run['failed']} failed (retried)")
+        prose(f"last payment run: {_utc(run['at'])}: paid {format_credits(run['paid'])} credits in "
+              f"{run['payments']} payment(s); {run['forfeited']} forfeited (failed audit), {run['waiting']} "
+              f"waiting for an audit, {run['failed']} failed (retried)")
 
 
 def _clip(text: str, width: int) -> str:
