@@ -134,7 +134,7 @@ def test_a_prepayment_to_a_node_that_was_down_and_refuses_it_is_told_dropped_whe
     assert f"node {b_id} refused it: that node takes a prepayment only out of what it owes this node" in said, said
     assert f"(nothing was paid; its user can give credit: xsc market recognize {a_id} 1 --credit CREDITS)" in said
     status = a.xsc("node", "status").stdout
-    assert "payments" in status and "1 dropped unpaid: xsc ledger payments" in status, status
+    assert "payments" in status and "1 dropped unpaid this week: xsc ledger payments" in status, status
     assert json.loads(a.xsc("ledger", "balance", "--json").stdout)["held"] == 0
 
 

@@ -149,7 +149,7 @@ def _payments(payments: dict) -> str | None:
 
     said = [f"{payments['pending']} pending ({format_credits(payments.get('pending_amount', 0))} credits held)"
             ] if payments.get("pending") else []
-    said += [f"{payments['dropped']} dropped unpaid"] if payments.get("dropped") else []
+    said += [f"{payments['dropped_recent']} dropped unpaid this week"] if payments.get("dropped_recent") else []
     return f"{', '.join(said)}: xsc ledger payments" if said else None
 
 

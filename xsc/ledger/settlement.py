@@ -55,6 +55,8 @@ GIVE_UP_AFTER = 86_400
 # Statuses with which a payee says it will not countersign this claim, whatever the retries.
 DEFINITIVE_REFUSALS = frozenset({400, 402, 403, 404, 409, 422})
 
+RECENT = 7 * 86_400  # seconds a payment dropped unpaid is counted in the node's status
+
 MAX_PREPAY = 10**12  # micro-credits one prepayment may carry (a million credits)
 
 ReceiptCheck = Callable[[str, Authorization, int, dict[str, int]], Awaitable[None]]
@@ -512,8 +514,9 @@ class Payments:
 
     def status(self) -> dict:
         pending = self.ledger.pending()
+        # `dropped_recent`: those of the last week, which `xsc node status` tells (all of them: `xsc ledger payments`).
         return {"pending": len(pending), "pending_amount": sum(a.cap for a in pending),
-                "dropped": self.dropped.count()}
+                "dropped": self.dropped.count(), "dropped_recent": self.dropped.count(int(time.time()) - RECENT)}
 
 
 __all__ = ["DEFINITIVE_REFUSALS", "MAX_PREPAY", "PAY_TTL", "Payments", "PeerView", "ReceiptCheck", "job_kind",
