@@ -219,8 +219,11 @@ def test_the_node_package_stays_the_composition_root_and_http() -> None:
     # 1 MiB bound, ~27; the list of a user's jobs, its route, ~7, and the S3 users' accounts named among the
     # ledger's, ~1; the functions other nodes placed here, its route, ~5; a job run again by its id, its route, ~5; a
     # run's signed record served to the node that paid for it, and a remote run's record shown, their routes, ~7;
-    # the web and S3 listeners drained by the node's stop with its own port, ~4).
-    assert sum(lines.values()) < 3530, lines
+    # the web and S3 listeners drained by the node's stop with its own port, ~4; the S3 refunds of writes refused
+    # after their charge, their service and a record's writer handed to the index, ~4; the payments dropped unpaid,
+    # their route, ~6; the Retry-After of a whole share refused alone, and the room a blocks answer holds given back
+    # however it ends, ~5; a node's own repair taking a share from the peers uploading it here, ~1).
+    assert sum(lines.values()) < 3545, lines
     too_long = {n: count for n, count in lines.items() if n.startswith("xsc.node.http.") and count > 350}
     assert too_long == {}
 
@@ -267,8 +270,9 @@ def test_no_function_over_80_lines_and_no_class_over_500() -> None:
 
 # Each subsystem reads and writes its keys through a store of its own; these still spell keys themselves, each with
 # what it writes: this list only shrinks.
-STORES = {"xsc.storage.share_store", "xsc.ledger.store", "xsc.ledger.trust_store", "xsc.compute.store", "xsc.peers.store",
-          "xsc.buckets.index", "xsc.buckets.uploads", "xsc.buckets.entries", "xsc.market.store", "xsc.allocation.itc_ids"}
+STORES = {"xsc.storage.share_store", "xsc.ledger.store", "xsc.ledger.trust_store", "xsc.ledger.dropped",
+          "xsc.compute.store", "xsc.peers.store", "xsc.buckets.index", "xsc.buckets.uploads", "xsc.buckets.entries",
+          "xsc.market.store", "xsc.allocation.itc_ids"}
 KEYS_ELSEWHERE = {
     "xsc.storage.deals": "storage deals, holder terms and audit marks",
     "xsc.storage.strangers": "providers' terms for this node",

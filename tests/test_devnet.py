@@ -155,6 +155,14 @@ def test_devnet_up_works_from_a_folder_that_holds_an_xsc_directory(tmp_path: Pat
     assert down.returncode == 0 and json.loads(down.stdout)["stopped"] == 2
 
 
+def test_up_counts_the_nodes_it_started_again_and_those_up_already_in_words() -> None:
+    from xsc.cli.devnet import restarted_line
+
+    assert restarted_line(1, 2) == "1 node started again, 1 node was up already; all 2 up"
+    assert restarted_line(2, 5) == "2 nodes started again, 3 nodes were up already; all 5 up"
+    assert restarted_line(3, 3) == "3 nodes started again, 0 nodes were up already; all 3 up"
+
+
 @pytest.mark.slow
 def test_devnet_up_starts_again_the_nodes_of_a_devnet_that_are_down(tmp_path: Path) -> None:
     try:
@@ -207,7 +215,7 @@ def test_devnet_up_shows_its_nodes_coming_up_on_a_terminal(tmp_path: Path) -> No
         run_xsc("devnet", "down", "--dir", "net", cwd=tmp_path)
         os.close(terminal)
     assert up.returncode == 0, shown
-    assert b"nodes up" in shown and b"1 nodes up; use one with" in up.stdout
+    assert b"nodes up" in shown and b"1 node up; use one with" in up.stdout
 
 
 def _read_some(fd: int) -> bytes:

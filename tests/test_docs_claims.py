@@ -150,6 +150,36 @@ def test_every_alternative_of_a_command_line_exists() -> None:
                           if flag not in flags | global_flags]
     assert checked > 30 and wrong == [], "\n".join(wrong)
 
+def test_every_command_is_in_readme_s_table_of_commands() -> None:
+    """Each command a user can run (not hidden) is on a row of README's table, as its own line or as an alternative
+    (`xsc s3 serve ... \\| buckets [--user U]`): where error hints point, the table leads."""
+    from xsc.cli import cli
+
+    def names(words: list[str]) -> tuple[str, ...]:
+        return tuple(itertools.takewhile(lambda word: re.fullmatch(r"[a-z][a-z0-9-]*", word), words))
+
+    named: set[tuple[str, ...]] = set()
+    for line in README.read_text().splitlines():
+        for span in re.findall(r"^\| `(xsc [^`]*)`", line):
+            first, *alternatives = span.split(" \\| ")
+            words = names(first.split()[1:])
+            named |= {words[:n] for n in range(1, len(words) + 1)}
+            named |= {words[:n] + names(alternative.split()) for alternative in alternatives for n in range(len(words))}
+
+    def leaves(command: click.Command, path: tuple[str, ...], context: click.Context):
+        if not isinstance(command, click.Group):
+            yield path
+            return
+        for name in command.list_commands(context):
+            sub = command.get_command(context, name)
+            if sub is not None and not sub.hidden:
+                yield from leaves(sub, (*path, name), click.Context(sub, parent=context, info_name=name))
+
+    commands = list(leaves(cli, (), click.Context(cli, info_name="xsc")))
+    assert len(commands) > 50
+    assert [" ".join(c) for c in commands if c not in named] == []
+
+
 def test_every_route_the_docs_name_is_served(make_config) -> None:
     from xsc.node import create_app
 

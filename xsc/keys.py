@@ -395,6 +395,9 @@ LEDGER_FORKS = b"l/f/"  # + account + seq (8) + entry id -> a conflicting entry 
 LEDGER_PENDING = b"l/p/"  # + authorization id -> encoded signed authorization (its cap is held)
 LEDGER_CLAIMS = b"l/q/"  # + authorization id -> what to ask the payee to countersign (JSON: amount, usage)
 LEDGER_COMPLETED = b"l/c/"  # + authorization id -> id of the payment that completed it (idempotent complete)
+# + when (8: unix seconds, big endian) + authorization id -> a payment to another node dropped unpaid (JSON: its node,
+# amount, job, why and what to do), kept for its payer to read (ledger/dropped.py; the newest few hundred)
+LEDGER_DROPPED = b"l/d/"
 # + authorization id -> the receipt's id (32) + the node that asked for it (its id, ASCII), or that id alone (the
 # receipt is then found by its settled mark): written with the receipt, deleted in the batch in which that node's
 # trust line counts it (ledger/trust.py), so a receipt a kill -9 left uncounted is counted at the next start,
@@ -462,6 +465,10 @@ def ledger_pending(authorization_id: bytes) -> bytes:
 
 def ledger_claim(authorization_id: bytes) -> bytes:
     return LEDGER_CLAIMS + authorization_id
+
+
+def ledger_dropped(when: int, authorization_id: bytes) -> bytes:
+    return LEDGER_DROPPED + struct.pack(">Q", max(0, when)) + authorization_id
 
 
 def ledger_completed(authorization_id: bytes) -> bytes:

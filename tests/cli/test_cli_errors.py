@@ -48,12 +48,15 @@ def test_a_typo_in_the_node_url_is_one_line_naming_it(url) -> None:
     ["nosuch"],                                    # an unknown command
     ["market", "book", "--kind", "foo"],           # a bad value, found by the option's own check
     ["store", "ls", "--data-dir"],                 # an option without its value
+    ["--data-dir"],                                # a global option without its value
+    ["--node"],
 ])
 def test_usage_errors_exit_2_in_two_short_lines(args) -> None:
     result = xsc(*args)
     assert result.exit_code == 2, result.output
     lines = result.stderr.splitlines()
-    assert 1 <= len(lines) <= 2 and lines[0].startswith("xsc: usage error: "), result.stderr
+    assert len(lines) == 2 and lines[0].startswith("xsc: usage error: "), result.stderr
+    assert lines[1].startswith("usage: xsc ") and lines[1].endswith(" --help)"), lines  # the usage, where help is
     assert all(len(line) <= 100 for line in lines), lines
     assert result.stdout == ""
 
@@ -139,6 +142,19 @@ def test_a_capability_mangled_in_its_size_is_one_line_saying_to_copy_it_whole(th
         assert result.stderr.splitlines() == [f"xsc: error: the file is 5000 bytes, the capability says "
                                               f"{args[2].rsplit(':', 1)[1]} (check the capability: copy it whole, "
                                               "as `xsc store put` printed it)"], result.stderr
+
+
+def test_a_capability_whose_size_has_thousands_of_digits_is_said_too_large_in_one_line(thread_node) -> None:
+    node = thread_node()
+    cap = node.xsc("store", "put", "-", input=b"x").stdout.strip()
+    huge = cap.rsplit(":", 1)[0] + ":" + "9" * 100_000
+    for args in (["store", "get", huge], ["store", "check", huge]):
+        result = node.xsc(*args)
+        assert result.exit_code == 1, result.output[:300]
+        assert result.stderr.splitlines() == ["xsc: error: the capability's size has 100,000 digits: too large for any "
+                                              "file, so this is not a capability a node made (a capability looks like "
+                                              "xsc:chk:<key>:<manifest hash>:4:2:<size>, as printed by `xsc store "
+                                              "put`)"], result.stderr[:300]
 
 
 def test_a_module_id_with_more_after_it_is_refused_and_that_module_left_as_it_was(thread_node) -> None:

@@ -29,10 +29,18 @@ WASM = Path(__file__).resolve().parents[2] / "fixtures" / "wasm"
 NARROW = {"COLUMNS": "80"}
 
 
-def _fits(text: str, *whole: str) -> None:
-    """Every line is at most 80 columns, except a line that is exactly one of `whole` (a capability)."""
+def _fits(text: str, *whole: str, width: int = 80) -> None:
+    """Every line is at most `width` columns, except a line that is exactly one of `whole` (a capability)."""
     for line in text.splitlines():
-        assert len(line) <= 80 or line.strip() in whole, line
+        assert len(line) <= width or line.strip() in whole, line
+
+
+def _table_fits(text: str, ids: list[str], width: int) -> None:
+    """Every line of a table is at most `width` columns, but a line under a row that holds one id whole (`ids`, named
+    or not: an id is never cut, and one of 64 hex digits, indented, is wider than 60 columns)."""
+    for line in text.splitlines():
+        words = [w.rstrip(",") for w in line.split()]
+        assert len(line) <= width or (len(words) <= 2 and words[-1] in ids), f"{len(line)}: {line}\n{text}"
 
 
 def test_store_ls_keeps_capabilities_whole_and_fits(thread_node) -> None:
@@ -134,6 +142,28 @@ def test_market_status_fits(thread_node) -> None:
     allocation = json.loads(node.xsc("market", "status", "--json").stdout)["allocation"]
     assert allocation["providers"] == 0, allocation
     assert "allocation:    converged: yes (no state yet; no provider yet)" in wide, wide
+
+
+def test_the_tours_tables_fit_60_columns_with_their_ids_whole(thread_node) -> None:
+    node = thread_node()
+    put = node.xsc("store", "put", "-", input=os.urandom(5000))
+    assert node.xsc("compute", "invoke", str(WASM / "add.wasm"), "add", "1", "2").exit_code == 0
+    record = json.loads(node.xsc("compute", "provenance", "--list", "--json").stdout)[0]["record"]
+    si = json.loads(node.xsc("market", "status", "--json").stdout)["deals"][0]["si"]
+    shown = {}
+    for args, ids in ((["market", "status"], [si]), (["market", "prices"], []),
+                      (["compute", "provenance", "--list"], [record["id"], record["module"]])):
+        done = node.xsc(*args, env={"COLUMNS": "60"})
+        assert done.exit_code == 0, done.output
+        # market status's deals: its key-value lines above them name the node's id and digest whole
+        shown[args[1]] = (done.stdout.split("storage deals")[-1], ids)
+    with serving(json_answer(FUNCTIONS)) as url:
+        done = xsc("compute", "functions", "--node", url, env={"XSC_TOKEN": "t", "COLUMNS": "60"})
+    assert done.exit_code == 0, done.output
+    shown["functions"] = (done.stdout, [FUNCTION_ROW["module"], FUNCTION_ROW["url"]])
+    for text, ids in shown.values():
+        _table_fits(text, ids, 60)
+        assert all(i in [w.rstrip(",") for w in text.split()] for i in ids), text  # whole, as words of their own
 
 
 def test_market_status_gives_what_was_paid_in_credits_and_prices_in_the_market_s_unit(thread_node) -> None:

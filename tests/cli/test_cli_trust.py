@@ -34,13 +34,25 @@ def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> N
     assert len(line.replace(a_id, "ID")) <= 160, line  # short, but for the id its user must type whole
     done = b.xsc("ledger", "trust")
     assert done.exit_code == 0 and "no peer has a trust line here yet" in done.stdout, done.output
-    for bad in ("lots", "1e999999", "NaN", "0.0000001"):  # 1e999999: past what a Decimal holds
+    for bad, hint in (("lots", "e.g. 10"), ("NaN", "e.g. 10"), ("+1", "e.g. 10"),
+                      ("0.0000001", "6 decimals at most"),
+                      # written out as sizes are: an exponent is refused, not read as the figure it spells
+                      ("1e3", "write it in digits, e.g. 1000, not 1e3"), ("1e999999", "not 1e3")):
         done = a.xsc("ledger", "prepay", b_id, bad)
-        assert done.exit_code != 0 and len(done.stderr.strip().splitlines()) == 1, done.output
-        assert done.stderr.startswith("xsc: error: CREDITS: not an amount of credits") and "e.g. 10" in done.stderr
-    done = a.xsc("ledger", "prepay", b_id, "2000000")  # the user's figure, in credits, beside the bound
-    assert done.exit_code == 1 and done.stderr.endswith(
-        "(at most 1000000.000000 credits), not 2000000000000 (2000000.000000 credits)\n"), done.output
+        assert done.exit_code == 1 and len(done.stderr.strip().splitlines()) == 1, done.output
+        assert done.stderr.startswith("xsc: error: CREDITS: not an amount of credits") and hint in done.stderr, bad
+    # Too large is said as the bound, the user's figure beside it (a figure of 100,000 digits counted, not read).
+    for big, shown in (("2000000", "2000000"), ("99999999999999", "99999999999999"),
+                       ("9" * 100_000, "a figure of 100,000 digits")):
+        done = a.xsc("ledger", "prepay", b_id, big)
+        assert done.exit_code == 1 and done.stderr == (
+            f"xsc: error: CREDITS: a prepayment is at most 1000000 credits, not {shown}\n"), done.output[:300]
+    done = a.xsc("ledger", "prepay", b_id, "500")  # more than `a` may spend: the line names the command that helps
+    (line,) = done.stderr.splitlines()
+    assert done.exit_code == 1 and line.startswith("xsc: error: insufficient credit: "), done.output
+    assert "xsc config set ledger.credit_limit MICRO_CREDITS" in line and "operator" not in line, line
+    with pytest.raises(InvalidArgument, match=r"at most 1000000\.000000 credits\), not 2000000000000"):
+        NodeClient(a.url, a.token).request("POST", "/v1/ledger/prepay", json_body={"node": b_id, "amount": 2 * 10**12})
 
     done = b.xsc("market", "recognize", a_id, "1", "--credit", "1e999999")
     assert done.exit_code != 0 and done.stderr.startswith("xsc: error: --credit: not an amount"), done.output
@@ -97,6 +109,33 @@ def test_a_payment_the_payee_refuses_on_a_retry_is_dropped_and_its_hold_given_ba
     eventually(lambda: json.loads(a.xsc("ledger", "balance", "--json").stdout)["held"] == 0,
                "the refused payment's hold to be given back", 20)
     assert json.loads(a.xsc("ledger", "verify", "--json").stdout)["ok"]
+
+
+def test_a_prepayment_to_a_node_that_was_down_and_refuses_it_is_told_dropped_where_its_user_looks(thread_node) -> None:
+    a = thread_node("a", **QUIET, ledger={"settle_retry_interval": 0.2})
+    b = thread_node("b", **QUIET, ledger={"stranger_credit": 0})  # it will take no prepayment from `a`
+    a_id, b_id = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
+    assert a.xsc("peers", "add", b.url).exit_code == 0
+    b.stop()
+    done = a.xsc("ledger", "prepay", b_id, "0.5")
+    (line,) = done.stderr.splitlines()
+    assert done.exit_code == 1 and "is pending" in line and line.endswith("xsc ledger payments shows how it ends)"), line
+    listed = a.xsc("ledger", "payments")
+    assert listed.exit_code == 0 and "pending" in listed.stdout and b_id in listed.stdout, listed.output
+    assert "1 pending (0.500000 credits held): xsc ledger payments" in a.xsc("node", "status").stdout
+
+    b.start()  # its node is back, checks the claim and refuses it: `a`'s retry drops it
+    eventually(lambda: json.loads(a.xsc("ledger", "payments", "--json").stdout)["dropped"], "the payment dropped", 20)
+    info = json.loads(a.xsc("ledger", "payments", "--json").stdout)
+    assert info["pending"] == [] and [(d["node"], d["amount"]) for d in info["dropped"]] == [(b_id, 500_000)], info
+    listed = a.xsc("ledger", "payments", "--wide")
+    said = " ".join(listed.stdout.split())
+    assert "no payment to another node is pending" in said and f"0.500000 credits to node {b_id}" in said, said
+    assert f"node {b_id} refused it: that node takes a prepayment only out of what it owes this node" in said, said
+    assert f"(nothing was paid; its user can give credit: xsc market recognize {a_id} 1 --credit CREDITS)" in said
+    status = a.xsc("node", "status").stdout
+    assert "payments" in status and "1 dropped unpaid this week: xsc ledger payments" in status, status
+    assert json.loads(a.xsc("ledger", "balance", "--json").stdout)["held"] == 0
 
 
 def test_a_provider_that_wants_prepayment_is_passed_over_and_the_call_and_the_job_run_elsewhere(thread_node) -> None:

@@ -84,6 +84,12 @@ def test_a_get_of_a_file_whose_holder_is_down_names_that_node_not_a_wrong_capabi
     assert got.exit_code == 1 and f"node {alice_id}, which it knows, is not up" in line, got.output
     assert line.endswith("(get it again once that node is up (`xsc health status` shows it), or check the "
                          "capability)"), line
+    for action in ("check", "verify", "repair"):  # each names its own command to run again
+        done = bob.xsc("store", action, cap)
+        (line,) = done.stderr.splitlines()
+        assert done.exit_code == 1 and f"node {alice_id}, which it knows, is not up" in line, done.output
+        assert line.endswith(f"(run xsc store {action} again once that node is up (`xsc health status` shows it), "
+                             "or check the capability)"), line
 
 
 def test_a_get_whose_holder_went_down_since_its_last_probe_names_that_node(thread_node) -> None:

@@ -193,7 +193,6 @@ def test_verify_checks_the_authorization_where_no_payment_covers_it(store):
     assert report["violations"][0]["entry"] == receipt.id.hex() and report["open_transfers"] == 1
 
 
-
 def test_a_settlement_that_consumes_a_record_of_what_it_pays_is_settled_once(store):
     """A transfer made from a record of what is owed (an S3 refund's row) deletes it in its batch and is settled only
     while it is there: asked twice in one group, or again later, it is paid once."""
@@ -211,3 +210,19 @@ def test_a_settlement_that_consumes_a_record_of_what_it_pays_is_settled_once(sto
     [again] = store.settle([paying()], now())
     assert isinstance(again, NothingOwed)
     assert store.state(B.public_key).balance == 5 and len(store.chain(B.public_key)) == 1
+
+
+def test_payments_dropped_unpaid_keep_the_newest_and_count_from_a_time(tmp_path, monkeypatch) -> None:
+    from xsc.ledger import dropped
+
+    monkeypatch.setattr(dropped, "KEEP", 3)
+    db, _ = open_store(tmp_path / "db", credit_limit=1_000)
+    try:
+        kept = dropped.DroppedPayments(db)
+        for n in range(5):
+            kept.add(bytes([n]) * 32, {"n": n}, 1_000 + n)
+        assert [r["n"] for r in kept.newest()] == [4, 3, 2] and kept.count() == 3 and kept.count(1_004) == 1
+        again = dropped.DroppedPayments(db)  # as a start reads them
+        assert again.count() == 3 and again.count(1_003) == 2
+    finally:
+        db.close()

@@ -286,3 +286,22 @@ def test_users_lists_every_user_with_keys_a_grant_or_credits(node_process) -> No
     assert (listed["ana"]["balance"], listed["ana"]["keys"]) == (5_000_000, 0), listed
     assert listed["gus"]["keys"] == 0 and "xsc" in listed, listed  # granted; the bucket's owner
     assert b"ana" in node.xsc("s3", "users").stdout
+
+
+def test_serve_tells_a_client_whose_node_stopped_the_command_that_starts_that_node(tmp_path) -> None:
+    from botocore.exceptions import ClientError
+
+    from tests.support.s3 import Gateway, code_of
+
+    gateway = Gateway(tmp_path).start()  # `xsc --data-dir DIR s3 serve`: a node of its own data dir
+    try:
+        s3 = gateway.client()
+        s3.list_buckets()
+        gateway.node.stop()
+        with pytest.raises(ClientError) as refused:
+            s3.list_buckets()
+        assert code_of(refused) == ("ServiceUnavailable", 503)
+        said = refused.value.response["Error"]["Message"]
+        assert said.endswith(f"(start it with: xsc node start --data-dir {gateway.node.data_dir})"), said
+    finally:
+        gateway.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -109,13 +110,25 @@ def _usage_errors_from_parsing(command: click.Command) -> None:
 
     def parse(ctx: click.Context, args: list[str]) -> list[str]:
         try:
-            rest = parse_args(ctx, args)
+            rest = _in_context(parse_args, ctx, args)
         except XscError as err:
             raise click.UsageError(err.with_hint, ctx) from None
         _values_requests_carry(ctx)
         return rest
 
     command.parse_args = parse  # type: ignore[method-assign]
+
+
+def _in_context(parse_args: Callable[[click.Context, list[str]], list[str]], ctx: click.Context,
+                args: list[str]) -> list[str]:
+    """click's parser raises an option given without its value with no context: given this one, the error is said
+    with the command's usage line, as every other usage error is."""
+    try:
+        return parse_args(ctx, args)
+    except click.UsageError as err:
+        if err.ctx is None:
+            err.ctx = ctx
+        raise
 
 
 def _values_requests_carry(ctx: click.Context) -> None:
@@ -167,6 +180,9 @@ class GroupWithLazyModules(click.Group):
 
 
 class LazyGroup(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return _in_context(super().parse_args, ctx, args)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(SUBCOMMANDS)
 

@@ -236,8 +236,11 @@ def provenance(obj, provenance_id: str | None, list_recent: bool, limit: int, pr
             rows.append((r["id"], r["timestamp"], r["module"], r["function"],
                          r.get("trap", {}).get("kind", "ok"), r["fuel_consumed"], f"{r['wall_time_us'] / 1000:.3f} ms",
                          provenance_validity(rule)))
+        # On a terminal too narrow for it the signature column goes last; a signature not plainly valid is said under
+        # its row all the same, so that no width hides it.
         table([Col("id", keep=True), Col("time", drop=2), Col("module", keep=True, under=True), "function", "outcome",
-               Col("fuel", right=True, drop=3), Col("wall time", drop=1), "signature"], rows, wide=wide)
+               Col("fuel", right=True, drop=3), Col("wall time", drop=1), Col("signature", drop=0)], rows, wide=wide,
+              details=[None if row[-1] == "valid" else f"signature {row[-1]}" for row in rows])
         return
     signed = client.request("GET", f"/v1/compute/provenance/{quote(provenance_id, safe='')}",
                             query={"provider": provider} if provider else None)

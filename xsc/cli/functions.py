@@ -85,9 +85,10 @@ def functions(obj, hosted: bool, as_json: bool) -> None:
         return
     from ..units import format_credits
 
-    # Amounts in credits, as the ledger's tables show them (--json: micro-credits, as --spend-cap takes them).
+    # Amounts in credits, as the ledger's tables show them (--json: micro-credits, as --spend-cap takes them).  On a
+    # narrow terminal what was spent this hour is left out first (the cap it counts against stays).
     table([Col("name", keep=True), Col("module", keep=True, under=True), *COUNTS,
-           Col("p50 ms", right=True), Col("credits spent", right=True), Col("this hour", right=True),
+           Col("p50 ms", right=True), Col("credits spent", right=True), Col("this hour", right=True, drop=0),
            Col("cap/hour", right=True), Col("served at", keep=True, under=True)],
           [(f["name"], f["module"], f["requests"], f["errors"], _ms(f["p50_ms"]), format_credits(f["spend"]),
             format_credits(f["spent_this_hour"]), format_credits(f["spend_cap"]) if f["spend_cap"] is not None else "-",

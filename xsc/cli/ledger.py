@@ -1,4 +1,4 @@
-"""`xsc ledger balance|history|show|verify|export|accounts|prepay|trust`."""
+"""`xsc ledger balance|history|show|verify|export|accounts|prepay|payments|trust`."""
 
 from __future__ import annotations
 
@@ -241,10 +241,11 @@ def prepay(obj, node_id: str, amount: str, as_json: bool) -> None:
     """Pay node NODE (a node id or a unique prefix of a known peer's) CREDITS ahead of work.  A node that does not
     recognise this one takes on its uploads and invokes only within what it prepaid (it answers 402
     prepayment-required saying how much)."""
+    from ..ledger.settlement import MAX_PREPAY
     from .market import _micro_credits
     from .peers import resolve_peer
 
-    micro = _micro_credits(amount, "CREDITS")
+    micro = _micro_credits(amount, "CREDITS", MAX_PREPAY, "a prepayment")
     client = obj.client()
     info = client.request("POST", "/v1/ledger/prepay", json_body={"node": resolve_peer(client, node_id),
                                                                    "amount": micro})
@@ -252,6 +253,33 @@ def prepay(obj, node_id: str, amount: str, as_json: bool) -> None:
         emit_json(info)
         return
     click.echo(f"prepaid {format_credits(info['amount'])} credits to {info['node']} (entry {info['entry']})")
+
+
+@ledger.command()
+@wide_option
+@json_option
+@click.pass_obj
+def payments(obj, wide: bool, as_json: bool) -> None:
+    """List your payments to other nodes not settled yet (a prepayment to a node that was down: retried until it
+    answers), and those dropped unpaid, each with why and what to do.
+
+    A pending payment's credits are held; a dropped one paid nothing and its credits are free again."""
+    info = obj.client().request("GET", "/v1/ledger/payments")
+    if as_json:
+        emit_json(info)
+        return
+    from .output import PIPE_WIDTH, Col
+
+    if info["pending"]:
+        _table([Col("node", keep=True, under=True), Col("credits", right=True, keep=True), Col("job", wrap=12),
+                Col("expires (UTC)", drop=1)],
+               [(p["node"], format_credits(p["amount"]), p["job"], _time(p["expires_at"])) for p in info["pending"]],
+               title="pending (retried until the node answers)", wide=wide, piped=PIPE_WIDTH)
+    else:
+        click.echo("no payment to another node is pending")
+    for d in info["dropped"]:
+        prose(f"dropped {_time(d['dropped_at'])} UTC: {format_credits(d['amount'])} credits to node {d['node']} "
+              f"({d['job']}): {d['why']} ({d['hint']})", piped=None if wide else PIPE_WIDTH)
 
 
 @ledger.command()

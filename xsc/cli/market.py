@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import click
 
-from ..units import format_credits
+from ..units import credits_argument, format_credits
 from .output import PIPE_WIDTH, Col, emit_json, json_option, key_values, prose, table, wide_option
 from .peers import resolve_peer, wide_table
 
@@ -62,7 +62,7 @@ def _deals_table(deals: list[dict], me: str, wide: bool, format_size) -> None:
     holders = ["this node" if d["node"] == me else d["node"] for d in deals]
     ids = [Col("file", keep=True), Col("share", right=True), Col("holder", keep=True)]
     # The price is the market's quote, in its unit; what was paid is money, in credits as everywhere else.
-    terms = [Col("bytes", right=True), Col("price (micro-credits/GiB-h)", right=True),
+    terms = [Col("bytes", right=True), Col("price (micro-credits/GiB-h)", right=True, drop=0),  # the last to go
              Col("paid of total (credits)", right=True), Col("paid until", drop=1),
              Col("forfeited", drop=2, right=True), Col("ended")]
     rows = [(format_size(d["bytes"]), d["price"], f"{format_credits(d['paid'])} of {format_credits(d['total'])}",
@@ -144,7 +144,8 @@ def prices(obj, kind: str | None, limit: int, as_json: bool) -> None:
     if not info["prices"]:
         click.echo("no clearing price yet (nothing has traded while this node watched the book)")
         return
-    wide_table(["time", "kind", Col("bucket start", drop=2), "price", Col("low-high", drop=1), "traded"],
+    # The time wraps between its date and its hour on a narrow terminal (the only column that can give way).
+    wide_table([Col("time", wrap=12), "kind", Col("bucket start", drop=2), "price", Col("low-high", drop=1), "traded"],
                [(_utc(p["time_ms"] / 1000), p["kind"], _utc(p["bucket_start"]), _short_price(p["price"], p["kind"]),
                  f"{p['low']}-{p['high']}", _quantity(p["traded"], p["kind"])) for p in info["prices"]])
 
@@ -230,15 +231,16 @@ def status(obj, wide: bool, as_json: bool) -> None:
         from ..units import format_size
 
         _deals_table(deals, info["node"], wide, format_size)
+    # Sentences under the table, wrapped between words as it fits the terminal.
     if info.get("deals_settled"):
-        click.echo(f"{info['deals_settled']} settled deal(s) not shown (paid or forfeited to their end)")
+        prose(f"{info['deals_settled']} settled deal(s) not shown (paid or forfeited to their end)")
     run = info["payments"]
     if run is None:
-        click.echo("last payment run: none since the node started (market.payment_interval)")
+        prose("last payment run: none since the node started (market.payment_interval)")
     else:
-        click.echo(f"last payment run: {_utc(run['at'])}: paid {format_credits(run['paid'])} credits in "
-                   f"{run['payments']} payment(s); {run['forfeited']} forfeited (failed audit), {run['waiting']} "
-                   f"waiting for an audit, {run['failed']} failed (retried)")
+        prose(f"last payment run: {_utc(run['at'])}: paid {format_credits(run['paid'])} credits in "
+              f"{run['payments']} payment(s); {run['forfeited']} forfeited (failed audit), {run['waiting']} "
+              f"waiting for an audit, {run['failed']} failed (retried)")
 
 
 def _clip(text: str, width: int) -> str:
@@ -334,19 +336,33 @@ def recognize(obj, peer: str, weight: str, credit: str | None, as_json: bool) ->
                    f"{format_credits(line['available'])}")
 
 
-def _micro_credits(text: str, option: str) -> int:
-    """Credits as typed (a decimal with at most 6 places) in micro-credits, or a one-line error."""
-    from decimal import Decimal
+def _micro_credits(text: str, option: str, most: int | None = None, what: str = "an amount") -> int:
+    """Credits as typed (digits, with at most 6 decimals) in micro-credits, or a one-line error.  Written out as sizes
+    are: an exponent (1e3) is refused, not read as the figure it spells.  `most`: the largest `what` may be, said in
+    the refusal of one past it (by default what any ledger total may be)."""
+    import re
 
     from ..errors import InvalidArgument
+    from ..units import MAX_MICRO_CREDITS
 
-    try:
-        value = Decimal(text) * 1_000_000
-    except ArithmeticError:  # InvalidOperation, or an exponent past what Decimal holds (1e999999): Overflow
-        value = None
-    if value is None or not value.is_finite() or value < 0 or value != value.to_integral_value() or value > 2**62:
-        raise InvalidArgument(f"{option}: not an amount of credits: {text!r}", hint="e.g. 10 or 0.5 (6 decimals at most)")
-    return int(value)
+    most = MAX_MICRO_CREDITS if most is None else most
+    found = re.fullmatch(r"\s*([0-9]*)(?:\.([0-9]*))?\s*", text)
+    whole, decimals = (found.group(1), found.group(2) or "") if found else ("", "")
+    if not found or not (whole or decimals):
+        spelled = re.fullmatch(r"\s*[0-9.]+[eE][+-]?[0-9]+\s*", text)
+        raise InvalidArgument(f"{option}: not an amount of credits: {text[:40]!r}",
+                              hint="write it in digits, e.g. 1000, not 1e3: an amount takes no exponent" if spelled else
+                              "e.g. 10 or 0.5 (6 decimals at most)")
+    if len(decimals.rstrip("0")) > 6:
+        raise InvalidArgument(f"{option}: not an amount of credits: {text[:40]!r}",
+                              hint="6 decimals at most, e.g. 0.000001: a micro-credit is the smallest amount")
+    # The digits are counted before int() reads them: a figure of thousands of digits is refused as one too large.
+    whole = whole.lstrip("0")
+    micro = int(whole or 0) * 1_000_000 + int(decimals[:6].ljust(6, "0")) if len(whole) <= 19 else most + 1
+    if micro > most:
+        shown = text.strip() if len(text.strip()) <= 24 else f"a figure of {len(whole):,} digits"
+        raise InvalidArgument(f"{option}: {what} is at most {credits_argument(most)} credits, not {shown}")
+    return micro
 
 
 @market.command()

@@ -139,7 +139,18 @@ def status(obj, as_json: bool) -> None:
         ("used", format_size(storage.get("used", 0))),
         ("free", format_size(storage.get("free", 0))),
         ("memory", _memory(info.get("memory"), format_size)),
+        *([("payments", said)] if (said := _payments(info.get("payments") or {})) else []),
     ])
+
+
+def _payments(payments: dict) -> str | None:
+    """The local user's payments to other nodes pending or dropped unpaid, if any, and where they are listed."""
+    from ..units import format_credits
+
+    said = [f"{payments['pending']} pending ({format_credits(payments.get('pending_amount', 0))} credits held)"
+            ] if payments.get("pending") else []
+    said += [f"{payments['dropped_recent']} dropped unpaid this week"] if payments.get("dropped_recent") else []
+    return f"{', '.join(said)}: xsc ledger payments" if said else None
 
 
 def _memory(memory: dict | None, format_size) -> str:

@@ -51,7 +51,9 @@ def serve(obj, listen: str, region: str | None, reconcile_interval: float) -> No
         click.echo("xsc s3: no access keys yet: create one with `xsc s3 keys create`", err=True)
     set_malloc_thresholds()
     limits = load_config(obj.data_dir).node  # the node's connection caps, idle timeout and region hold here too
-    front = S3Front(RemoteNode(NodeApi(obj.node_url(), obj.token())), keyring, FileMarks.load(obj.data_dir),
+    # A node that stops answering is told to the client (ServiceUnavailable) with the command that starts this one.
+    api = NodeApi(obj.node_url(), obj.token(), start_hint=obj.start_hint().replace("start one", "start it"))
+    front = S3Front(RemoteNode(api), keyring, FileMarks.load(obj.data_dir),
                     region=region or limits.s3_region, reconcile_interval=reconcile_interval, idle_timeout=limits.idle_timeout)
 
     async def main() -> None:

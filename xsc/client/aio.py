@@ -32,8 +32,9 @@ CHUNK = 1024 * 1024
 
 
 class NodeApi:
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, *, start_hint: str = "start it: xsc node start") -> None:
         self.url = url.rstrip("/")
+        self._start_hint = start_hint  # the command that starts this node (with the --data-dir it was given)
         self._headers = {"Authorization": f"Bearer {token}"}
         self._session: aiohttp.ClientSession | None = None
         try:
@@ -80,7 +81,7 @@ class NodeApi:
         return json_answer(data, what) if data.strip() else None
 
     def _down(self, exc: Exception) -> NodeNotRunning:
-        return NodeNotRunning(f"the node at {self.url} is not answering: {exc}", hint="start it: xsc node start")
+        return NodeNotRunning(f"the node at {self.url} is not answering: {exc}", hint=self._start_hint)
 
     async def call(self, method: str, path: str, *, params: dict | None = None, body: Any = None) -> Any:
         """A request to the node's API with a JSON body; its JSON answer."""

@@ -39,6 +39,7 @@ from ..errors import (ClaimRefused, Forbidden, InvalidArgument, InvalidEntry, No
                       PeerRefused, PeerUnreachable, PeriodPaidAlready, PrepaymentNotCollectable, WrongPayee, XscError)
 from ..identity import Identity, parse_public_id, public_id, verify
 from ..net.peer_client import PeerClient
+from .dropped import DroppedPayments
 from .receipts import ask_receipt, check_receipt, fetch_receipt
 from ..tasks import periodic, woken_loop
 from .core.model import Authorization, Payment, Receipt, format_credits
@@ -53,6 +54,8 @@ PAY_TTL = 86_400  # seconds a payment for work already done may take to reach a 
 GIVE_UP_AFTER = 86_400
 # Statuses with which a payee says it will not countersign this claim, whatever the retries.
 DEFINITIVE_REFUSALS = frozenset({400, 402, 403, 404, 409, 422})
+
+RECENT = 7 * 86_400  # seconds a payment dropped unpaid is counted in the node's status
 
 MAX_PREPAY = 10**12  # micro-credits one prepayment may carry (a million credits)
 
@@ -112,6 +115,8 @@ class Payments:
         self.paid_by_retry: dict[str, Callable[[Authorization, Receipt], Awaitable[None]]] = {}
         # job prefix -> the rows a payment of it writes in its own batch, however it is paid (a function's spend).
         self.rows: dict[str, Callable[[Authorization, Receipt], dict[bytes, bytes]]] = {}
+        # Payments to other nodes given up on after their payer was told they were pending: told again where it looks.
+        self.dropped = DroppedPayments(ledger.store.db)
         self._busy: set[bytes] = set()
         self._countersigning: set[bytes] = set()  # authorizations a request is countersigning now (payee side)
         self._wake = asyncio.Event()
@@ -133,7 +138,8 @@ class Payments:
             except PeerUnreachable as exc:
                 raise PeerUnreachable(
                     f"payment of {format_credits(amount)} credits to node {payee_node_id} is pending: {exc.message}",
-                    hint="it is retried in the background until the payee answers", authorization=auth.id.hex(),
+                    hint="it is retried in the background until the payee answers: xsc ledger payments shows how it "
+                         "ends", authorization=auth.id.hex(),
                     **exc.details) from None
             except PeerRefused as exc:
                 if exc.details.get("peer_status") in DEFINITIVE_REFUSALS:  # else (busy, a clock problem...): retried
@@ -422,7 +428,10 @@ class Payments:
             if now > auth.expires_at + CLOCK_SKEW + GIVE_UP_AFTER:
                 log.warning("giving up on authorization %s: payee %s unreachable since it expired (%s)",
                             auth.id.hex(), node_id, exc)
+                claimed = self.ledger.claim(auth.id)
                 await self.ledger.abandon(auth.id)
+                self._dropped(auth, claimed, f"node {node_id} could not be reached until a day after the payment "
+                                             "expired", "nothing was paid; once that node is up, pay it again")
                 return "abandoned"
             log.info("payment %s to %s still pending: %s", auth.id.hex(), node_id, exc)
             return "pending"
@@ -431,9 +440,12 @@ class Payments:
                 # It will never countersign it: nothing was done under it, or it checked the claim and refuses it
                 # (it holds no receipt for it, or it would have answered with that).  Kept pending, its amount
                 # would stay held until it expires (PAY_TTL), spending the user's credit on nothing.
+                claimed = self.ledger.claim(auth.id)
                 await self.ledger.abandon(auth.id, force=True)
                 log.warning("dropped payment %s to %s: the payee will not countersign it (%s)", auth.id.hex(),
                             node_id, exc)
+                if _refused_claim(exc):
+                    self._dropped(auth, claimed, *self._refusal(auth, node_id, exc))
                 return "abandoned"
             log.warning("payment %s to %s still pending: %s", auth.id.hex(), node_id, exc)
             return "pending"
@@ -453,7 +465,10 @@ class Payments:
             return "completed"
         if now > auth.expires_at + CLOCK_SKEW:
             # The payee has no receipt and can no longer make one: nothing is owed.
+            claimed = self.ledger.claim(auth.id)
             await self.ledger.abandon(auth.id)
+            self._dropped(auth, claimed, f"it expired before node {node_id} countersigned it",
+                          "nothing was paid; pay it again if it is still owed")
             log.info("abandoned authorization %s to %s: it expired without a receipt", auth.id.hex(),
                      node_id)
             return "abandoned"
@@ -471,9 +486,37 @@ class Payments:
                              f"{self.ledger.low_balance}% of the {format_credits(view['credit_limit'])} credit limit")
         return out
 
+    def _dropped(self, auth: Authorization, claimed: tuple[int, dict[str, int]] | None, why: str, hint: str) -> None:
+        """Keep for its payer a payment it was told is pending (one with a claim: work done, a prepayment) and that
+        this node dropped unpaid: why, and what to do (its hold is released)."""
+        if claimed is None:
+            return  # a tab's or a job's authorization: its own work tells its owner
+        self.dropped.add(auth.id, {"authorization": auth.id.hex(), "node": public_id(auth.payee), "amount": claimed[0],
+                                   "job": auth.job, "dropped_at": int(time.time()), "why": why, "hint": hint},
+                         int(time.time()))
+
+    def _refusal(self, auth: Authorization, node_id: str, exc: PeerError) -> tuple[str, str]:
+        """Why a payee refused a claim, and what to do: a prepayment's said as `prepay` says it when refused at once
+        (the payee's words are its own: "this node" is the payee)."""
+        if job_kind(auth.job) == "prepay":
+            return (f"node {node_id} refused it: that node takes a prepayment only out of what it owes this node",
+                    f"nothing was paid; its user can give credit: xsc market recognize {self.node.id} 1 --credit CREDITS")
+        return f"node {node_id} refused it: {exc.message}", "nothing was paid: the credits it held are free again"
+
+    def view(self) -> dict[str, list[dict]]:
+        """The payments to other nodes not settled yet, and those dropped unpaid (`GET /v1/ledger/payments`)."""
+        pending = []
+        for auth in self.ledger.pending():
+            claimed = self.ledger.claim(auth.id)
+            pending.append({"authorization": auth.id.hex(), "node": public_id(auth.payee), "job": auth.job,
+                            "amount": auth.cap if claimed is None else claimed[0], "expires_at": auth.expires_at})
+        return {"pending": pending, "dropped": self.dropped.newest()}
+
     def status(self) -> dict:
         pending = self.ledger.pending()
-        return {"pending": len(pending), "pending_amount": sum(a.cap for a in pending)}
+        # `dropped_recent`: those of the last week, which `xsc node status` tells (all of them: `xsc ledger payments`).
+        return {"pending": len(pending), "pending_amount": sum(a.cap for a in pending),
+                "dropped": self.dropped.count(), "dropped_recent": self.dropped.count(int(time.time()) - RECENT)}
 
 
 __all__ = ["DEFINITIVE_REFUSALS", "MAX_PREPAY", "PAY_TTL", "Payments", "PeerView", "ReceiptCheck", "job_kind",

@@ -161,9 +161,10 @@ async def _manifest_from(holders: dict[int, Any], names: list[str], cap: Capabil
     return None
 
 
-def _not_located(peers: Any, unreached: list[str]) -> NotFound:
+def _not_located(peers: Any, unreached: list[str], action: str) -> NotFound:
     """No node this one could ask holds a share of a file: said with the known nodes that are not up, if any (the
-    shares may well be on one: a node not up is not asked), those this search could not reach first."""
+    shares may well be on one: a node not up is not asked), those this search could not reach first, and the command
+    (`action`: get, check, verify or repair) to run again once it is up."""
     down = list(dict.fromkeys([*unreached, *(d.id for d in peers.peers() if not peers.up(d.id))]
                               if peers is not None else unreached))
     if not down:
@@ -172,7 +173,8 @@ def _not_located(peers: Any, unreached: list[str]) -> NotFound:
     more = f" and {len(down) - 1} more" if len(down) > 1 else ""
     return NotFound(f"this node holds no file with that capability, and no node it could ask holds a share of it; "
                     f"node {down[0]}{more}, which it knows, is not up",
-                    hint="get it again once that node is up (`xsc health status` shows it), or check the capability")
+                    hint=f"{'get it' if action == 'get' else f'run xsc store {action}'} again once that node is up "
+                         "(`xsc health status` shows it), or check the capability")
 
 
 class StorageService:
@@ -229,10 +231,12 @@ class StorageService:
         """The holders (on other nodes) and node names of a file's shares, from this gateway's record of it."""
         return self.holders_of(await in_pool(self.pool, self.store.file_record, cap.storage_index))
 
-    async def located(self, cap: Capability, search: bool = True) -> tuple[dict, list[str] | None, bytes | None]:
+    async def located(self, cap: Capability, search: bool = True, action: str = "get"
+                      ) -> tuple[dict, list[str] | None, bytes | None]:
         """(holders, names, manifest) of a file's shares: from this node's record if it placed the file, else as
         the locator finds them (shares nobody was found holding count as missing), with the manifest as a holder
-        sent it when this node has none (checked against the capability by the gateway)."""
+        sent it when this node has none (checked against the capability by the gateway).  `action`: what the user
+        asked for, named in the refusal of a file found nowhere."""
         si = cap.storage_index
         record = await in_pool(self.pool, self.store.file_record, si)
         if record is not None and record.get("capability") == str(cap) or self.locator is None:
@@ -246,7 +250,7 @@ class StorageService:
         if manifest is None:
             manifest = await _manifest_from(holders, names, cap, silent)
         if manifest is None:
-            raise _not_located(self.peers, [*self.locator.forget(si), *silent])
+            raise _not_located(self.peers, [*self.locator.forget(si), *silent], action)
         return holders, [node or "(none found)" for node in names], manifest
 
     def has_peers(self) -> bool:
@@ -553,11 +557,11 @@ class StorageService:
 
     # --- check, verify, repair, renew ------------------------------------------------------------
     async def check(self, cap: Capability) -> dict:
-        holders, names, manifest = await self.located(cap)
+        holders, names, manifest = await self.located(cap, action="check")
         return self._told(cap, self.summary(await self.gateway.check(cap, holders, names, manifest), names))
 
     async def verify(self, cap: Capability, progress: gateway_repair.Progress | None = None) -> dict:
-        holders, names, manifest = await self.located(cap)
+        holders, names, manifest = await self.located(cap, action="verify")
         return self._told(cap, self.summary(await self.gateway.verify(cap, holders, names, manifest, progress), names))
 
     def _told(self, cap: Capability, summary: dict) -> dict:
@@ -610,7 +614,7 @@ class StorageService:
                                hint="`xsc store ls` lists the files this node uploaded")
             # Copies an earlier repair of this file committed and never placed (it failed, or a crash cut it short).
             await gateway_repair.release_strays(self.gateway, self.holder, cap.storage_index)
-            holders, names, fetched = await self.located(cap)
+            holders, names, fetched = await self.located(cap, action="repair")
             record = await in_pool(self.pool, self.store.file_record, cap.storage_index) if fetched is None else None
             wanted = quotes.filters_of(record)  # the put's own: the shares rebuilt go where it would have put them
             moved: dict[int, tuple[str, int]] = {}

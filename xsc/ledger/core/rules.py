@@ -163,7 +163,8 @@ def credit_error(account: bytes, balance: int, amount: int, credit_limit: int,
     return InsufficientCredit(
         f"insufficient credit: this costs {format_credits(amount)} credits but account {public_id(account)} "
         f"can spend {format_credits(available)} more (short by {format_credits(short)}{kept})",
-        hint="earn credit by providing storage or compute, or ask the node operator for a higher credit_limit",
+        hint="earn credit by providing storage or compute, or raise the limit: xsc config set ledger.credit_limit "
+             "MICRO_CREDITS (a running node uses it from its next start)",
         account=public_id(account), needed=amount, available=available, short=short,
         **({"promised": promised} if promised else {}))
 

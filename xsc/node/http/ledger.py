@@ -17,6 +17,7 @@
     POST /v1/ledger/prepay                       {"node", "amount"}: pay a node ahead of work (it does not
                                                  recognise this one: it takes on work only within what was prepaid)
     GET  /v1/ledger/trust                        each peer's trust line here: paid, used, credit, available
+    GET  /v1/ledger/payments                     payments to other nodes pending, and those dropped unpaid (why)
 
     GET  /v1/peer/terms                          (signed) the sender's own terms: {"available", "credit", "recognised"}
 """
@@ -51,6 +52,11 @@ async def prepay(request: web.Request) -> web.Response:
 @routes.get("/v1/ledger/trust")
 async def trust_lines(request: web.Request) -> web.Response:
     return json_response({"lines": request.app[NODE].trust.lines()})
+
+
+@routes.get("/v1/ledger/payments")
+async def payments(request: web.Request) -> web.Response:
+    return json_response(request.app[NODE].payments.view())
 
 
 @routes.get(TERMS_PATH)

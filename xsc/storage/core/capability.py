@@ -16,6 +16,7 @@ from .erasure import K, M
 from ...units import is_whole_number
 
 PREFIX = "xsc:chk:"
+MAX_DIGITS = 20  # of k, m and size: 2**64 has 20
 _HINT = "a capability looks like xsc:chk:<key>:<manifest hash>:4:2:<size>, as printed by `xsc store put`"
 
 
@@ -67,6 +68,11 @@ class Capability:
         key_text, hash_text, k_text, m_text, size_text = fields
         key = _unb32(key_text, "key")
         digest = _unb32(hash_text, "manifest hash")
+        for name, digits in (("k", k_text), ("m", m_text), ("size", size_text)):
+            # Counted before int() reads them: no file, nor k or m, has more digits than a 64-bit count.
+            if digits.isascii() and digits.isdigit() and len(digits) > MAX_DIGITS:
+                raise InvalidCapability(f"the capability's {name} has {len(digits):,} digits: too large for any "
+                                        "file, so this is not a capability a node made", hint=_HINT)
         if not (is_whole_number(k_text) and is_whole_number(m_text) and is_whole_number(size_text)):
             raise InvalidCapability("the capability's k, m and size must be whole numbers", hint=_HINT)
         k, m, size = int(k_text), int(m_text), int(size_text)
