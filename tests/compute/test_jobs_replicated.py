@@ -700,3 +700,43 @@ async def _stopped_with_one_replica_held(gateway, held: str, where: str, patched
     with contextlib.suppress(asyncio.CancelledError):
         await running
     return reached
+
+
+async def test_a_job_on_one_replica_whose_only_other_provider_went_away_is_not_placed_on_the_users_own_node(
+        node_factory, monkeypatch) -> None:
+    """Bob's node offers compute (dearer than Alice's), and he asks a job of one replica: it runs on a node other than
+    his, so with Alice's node gone (the connection refused) and no other provider, the job fails saying its replica
+    was lost, rather than running on his own node; nothing is paid.  With Alice's node gone from the market too, it
+    is refused before it runs.  The same job asked without a replica still runs on his node."""
+    bob = await node_factory("bob", **QUIET, market={"compute_ask_floor": 39, "compute_ask_ceiling": 40})
+    alice = await node_factory("alice", **QUIET)
+    await peer_with_provider(bob, alice)
+    alice_id, bob_id = alice.app[IDENTITY].id, bob.app[IDENTITY].id
+    run, asked = sent_jobs.wire.run, []
+
+    async def refused(client, url, provider, *args, **kwargs):
+        asked.append(provider)
+        if provider == alice_id:
+            raise PeerUnreachable(f"provider {url}: connection refused", url=url, reason="connection refused")
+        return await run(client, url, provider, *args, **kwargs)
+
+    monkeypatch.setattr(sent_jobs.wire, "run", refused)
+    module = await deploy(bob, "sha256", wasi=True)
+    spec = {"module": module, "stdin": "-", "deterministic": True, "replicas": 1}
+    status, problem = await run_job(bob, spec, b"bytes")
+    assert status == 502 and problem["code"] == "replicas-lost", problem
+    assert problem["detail"] == "its replica, which runs on a node other than this one, was lost (1 unreachable) " \
+        "and no other provider took its place: nothing is paid or stored", problem
+    assert problem["hint"].startswith(f"run it again with its stdin: ... | xsc compute run {module} --stdin - "
+                                      "--deterministic --replicas 1 once another provider is offered"), problem
+    assert problem["hint"].endswith("or ask it without --replicas to let this node run it"), problem
+    assert asked == [alice_id] and _jobs_paid_on(bob) == [], asked  # never run on Bob's own node
+    (job,) = bob.app[NODE].jobs.records.all_jobs()
+    assert job["state"] == "refused" and [(r["provider"], r["paid"]) for r in job["replicas"]] == [
+        (alice_id, False)], job
+    assert (await bob.delete(f"/v1/peers/{alice_id}")).status < 300  # gone from the market too: only Bob's offered
+    status, problem = await run_job(bob, spec, b"other bytes")
+    assert status == 503 and problem["code"] == "too-few-providers" and problem["offered"] == 0, problem
+    assert problem["hint"].endswith("or ask it without --replicas to let this node run it"), problem
+    status, done = await run_job(bob, {k: v for k, v in spec.items() if k != "replicas"}, b"bytes")
+    assert status == 201 and done["provider"] == bob_id, done  # asked of no other node, it may run on his

@@ -139,3 +139,16 @@ def test_large_book_matches_the_reference_totals():
     c = clear_auction(bids, asks)
     assert c.traded > 0 and c.low <= c.price <= c.high
     assert sum(f.quantity for f in c.fills_of("bid")) == sum(f.quantity for f in c.fills_of("ask")) == c.traded
+
+
+def test_a_market_the_clearing_node_alone_trades_in_is_priced_at_the_low_end_of_its_range():
+    """A node's needs bought from the node itself share no surplus with anyone: priced at its ask (its range's low
+    end), not the midpoint its own bid would pull up; a market another participant trades in is cleared as ever."""
+    alone = [order("bid", 4000, 6, "b", owner="me"), order("ask", 1000, 6, "a", owner="me")]  # no ask past Q
+    assert (clear_book(alone, "me")[("storage", 0)].price, clear_book(alone)[("storage", 0)].price) == (1000, 2500)
+    shared = [*alone[:1], order("ask", 1000, 3, "a1", owner="me"), order("ask", 1200, 3, "a2", owner="peer")]
+    c = clear_book(shared, "me")[("storage", 0)]
+    assert (c.low, c.high, c.price) == (1200, 4000, 2600)
+    mine_left_out = [*alone, order("bid", 1500, 10, "b2", owner="me")]  # a bid of its own above its ask, not filled
+    c = clear_book(mine_left_out, "me")[("storage", 0)]
+    assert (c.traded, c.low, c.price) == (6, 1500, 1500)

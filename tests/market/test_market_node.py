@@ -19,6 +19,8 @@ from xsc.storage import quotes, strangers
 
 from tests.support.allocation import pair
 from tests.support.attacks import fake_descriptors
+from tests.support.compute import peer_with_provider
+from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 
 
@@ -270,3 +272,26 @@ async def test_a_put_asks_the_book_for_offers_that_outlast_every_terms_round_its
     response = await node.post("/v1/store/files", data=b"q" * 10_000)
     assert response.status == 201, await response.text()
     assert asked and min(asked) >= (quotes.TERMS_ROUNDS - 1) * strangers.TERMS_TIMEOUT
+
+
+async def test_a_put_whose_only_other_seller_went_away_pays_its_own_nodes_ask_as_the_prices_show(node_factory) -> None:
+    """Alice's offer bounds what Bob's puts pay while she is there; once she is gone Bob's node is the only seller
+    of its own puts' shares: they pay its ask, not the midpoint of its ask and its own bid, and `market prices`
+    shows the price they paid."""
+    alice = await node_factory("alice", storage={"segment_size": 4096})
+    bob = await node_factory("bob", storage={"segment_size": 4096})
+    await peer_with_provider(bob, alice)
+    alice_id = alice.app[NODE].market.me
+    await close_node(alice)  # she tells Bob's node she leaves: her offer is of nothing
+
+    async def gone() -> bool:
+        return not [a for a in bob.app[NODE].market.book.asks() if a.slot.owner == alice_id]
+
+    await eventually_async(gone, "Alice's offer gone from Bob's book", 10)
+    ask = (await _offer(bob))["storage"]["ask"]
+    response = await bob.post("/v1/store/files", data=os.urandom(10_000), params={"duration": "3600"})
+    assert response.status == 201, await response.text()
+    put = await response.json()
+    assert put["prices"] == [ask] * 6, put
+    shown = await (await bob.get("/v1/market/prices", params={"kind": "storage", "limit": "1"})).json()
+    assert [p["price"] for p in shown["prices"]] == [ask], shown

@@ -17,10 +17,10 @@ async def test_a_put_is_matched_and_its_holder_paid_for_what_it_held(node_factor
     assert resp.status == 201
     result = await resp.json()
     share_bytes = result["stored_bytes"] // 6
-    # One node offering storage at its floor (1,000), bids at the default 4,000: every share is placed there
-    # at the midpoint of the clearing range.
-    assert result["prices"] == [2_500] * 6
-    assert result["cost"] == 6 * price_storage(share_bytes, 3600, 2_500)
+    # One node offering storage at its floor (1,000), bids at the default 4,000: every share is placed there at
+    # its own ask (a node that alone buys and sells in its market shares no surplus with anyone).
+    assert result["prices"] == [1_000] * 6
+    assert result["cost"] == 6 * price_storage(share_bytes, 3600, 1_000)
     assert [d["node"] for d in result["deals"]] == [node.app[IDENTITY].id] * 6
     ledger = node.app[NODE].ledger
     client = node.app[CLIENT_IDENTITY].public_key
@@ -31,7 +31,7 @@ async def test_a_put_is_matched_and_its_holder_paid_for_what_it_held(node_factor
     later = min(starts) + 600
     paid = await node.app[NODE].deals.pay_due(later)
     assert paid["payments"] == 6
-    one = price_storage(share_bytes, 600, 2_500)
+    one = price_storage(share_bytes, 600, 1_000)
     assert ledger.store.state(client).balance <= -6 * one + 6  # each period rounds up at most once
     assert ledger.store.state(node.app[IDENTITY].public_key).balance == -ledger.store.state(client).balance
     history = await ledger.history(client, 10)

@@ -427,7 +427,9 @@ def rerun_hint(job: dict[str, Any], **guarantee: int) -> str:
         asked = {**job.get("guarantee", {}), **guarantee}
         if "agree" not in guarantee and "replicas" in guarantee:
             asked.pop("agree", None)  # as `rerun` takes other replicas alone: agreeing by their majority
-        if asked.get("replicas", 1) == 1:
+        if "run" in job and asked.get("replicas") == 1 and "replicas" not in guarantee:
+            asked = {"replicas": 1}  # asked of one other node: never run on the user's own
+        elif asked.get("replicas", 1) == 1:
             asked = {}
         flags = " --deterministic" * bool(again.get("deterministic")) \
             + "".join(f" --{name} {asked[name]}" for name in ("replicas", "agree") if name in asked)

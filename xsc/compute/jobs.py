@@ -160,6 +160,8 @@ class JobService:
         if again.get("stdin") == "-":
             raise Conflict(f"job {job['id']} read its stdin from its request, which the node does not keep",
                            hint=rerun_hint(job, **(guarantee or {})))
+        if "run" not in job:  # asked without a guarantee (a record may keep `replicas` 1 all the same)
+            again = {k: v for k, v in again.items() if k not in ("replicas", "agree")}
         if not guarantee:
             return await self.run(again, fresh=True, same=job["id"])
         again = {**{k: v for k, v in again.items() if k != "agree" or "replicas" not in guarantee}, **guarantee}
@@ -294,7 +296,7 @@ class JobService:
         while it does, so many jobs at once spread over the providers the market offers, and wait when all are
         full.  A provider that fails a job before its result came back (unreachable, busy, full, or outputs it
         did not sign) is left out and the next one is asked, MAX_FAILOVERS times at most."""
-        if spec.replicas > 1:
+        if spec.replicated:  # (one replica too: it runs on another node, as many do)
             return await self._replicated(spec, call, limits, bid, staged, job)
         placed = await self._on_provider(spec, call, limits, bid, staged, job, here=True)
         if isinstance(placed, Returned):
@@ -763,6 +765,8 @@ def _too_few(offered: int, spec: JobSpec, job: dict[str, Any]) -> TooFewProvider
         hint = f"{one}, or again once more are offered {later}"
     else:
         hint = f"run it again once compute providers are offered {later}"
+        if spec.replicas == 1:  # (asked of another node: this one may run it, asked without --replicas)
+            hint += ", or ask it without --replicas to let this node run it"
     return TooFewProviders(f"the market offers {offered} other provider(s) for this job at its price, and its "
                            f"{spec.replicas} replicas need one each: none ran, nothing is paid", hint=hint,
                            offered=offered, replicas=spec.replicas)

@@ -71,6 +71,8 @@ class JobSpec:
     max_price: int | None = None
     replicas: int = 1  # providers that run it (a deterministic job): their outputs and fuel must agree
     agree: int = 1  # how many of them must agree (a majority unless asked)
+    # asked with `replicas` (1 included): run on other nodes only, never the user's own, and its own job (`asked_id`)
+    replicated: bool = False
     asked: dict = field(default_factory=dict, compare=False)  # the limits as asked (for the id)
 
     def canonical(self) -> dict[str, Any]:
@@ -89,8 +91,8 @@ class JobSpec:
         job's record keeps so that `xsc compute rerun` can ask for the job again."""
         return {**{k: v for k, v in self.canonical().items() if k != "limits"}, "stdin": self.stdin,
                 "inputs": [f"{'s3://' + '/'.join(i.s3) if i.s3 else i.cap}:{i.path}" for i in self.inputs],
-                "limits": dict(self.asked), "max_price": self.max_price, "replicas": self.replicas,
-                "agree": self.agree}
+                "limits": dict(self.asked), "max_price": self.max_price,
+                **({"replicas": self.replicas, "agree": self.agree} if self.replicated else {})}
 
 
 def job_id(spec: JobSpec, stdin_sha256: str | None, input_sha256: list[str]) -> str:
@@ -102,8 +104,10 @@ def job_id(spec: JobSpec, stdin_sha256: str | None, input_sha256: list[str]) -> 
 def asked_id(run_id: str, spec: JobSpec) -> str:
     """The id of a job as it was asked: its run's id (`job_id`) on one provider; on several, that with the
     guarantee asked (replicas and agreement).  The same job asked with another guarantee is another job, with a
-    record and replays of its own; its runs are the same runs (the same id on each provider, so the same seed)."""
-    if spec.replicas == 1:
+    record and replays of its own; its runs are the same runs (the same id on each provider, so the same seed).  One
+    asked with a single replica is another job than the one asked without: it never runs on the user's own node, so
+    it is never answered from a run there."""
+    if not spec.replicated:
         return run_id
     asked = {"run": run_id, "replicas": spec.replicas, "agree": spec.agree}
     return hashlib.sha256(b"xsc/job/asked/1\n" + codec.canonical(asked)).hexdigest()
@@ -133,7 +137,7 @@ def parse_job(body: Any) -> JobSpec:
         raise InvalidArgument(f"max_price must be a whole number of micro-credits per million fuel, not {max_price!r}")
     replicas, agree = _replicas(body)
     deterministic = _flag(body, "deterministic", False)
-    if replicas > 1 and not deterministic:
+    if "replicas" in body and not deterministic:
         raise InvalidArgument("only a deterministic job can be replicated: replicas agree only if clocks and random "
                               "are fixed", hint="add --deterministic (or deterministic = true)")
     return JobSpec(
@@ -142,7 +146,7 @@ def parse_job(body: Any) -> JobSpec:
         deterministic, limits.get("fuel"), limits.get("memory"), limits.get("timeout"),
         _size(limits, "bytes_in", BYTES_IN, MAX_BYTES_IN), _size(limits, "bytes_out", BYTES_OUT, MAX_BYTES_OUT),
         _size(limits, "stdout", STDOUT, MAX_STREAM), _size(limits, "stderr", STDERR, MAX_STREAM), max_price,
-        replicas, agree, asked=dict(limits))
+        replicas, agree, "replicas" in body, asked=dict(limits))
 
 
 def _replicas(body: dict) -> tuple[int, int]:

@@ -468,11 +468,16 @@ def _no_agreement(job: dict[str, Any], agree: int, replicas: list[tuple[str, Any
     unlike = len(replicas) - len(agreed) - len(lost)
     said = f"{len(agreed)} of the {asked} replicas asked agree{_placed_again(asked, len(replicas))}, fewer than the " \
            f"{agree} it asks; {unlike} answered otherwise, {len(lost)} {'was' if len(lost) == 1 else 'were'} lost"
-    if lost:
-        said += " (" + ", ".join(f"{n} {why}" for why, n in sorted(Counter(lost).items())) + ")"
-    message = said + ": nothing is paid or stored"
+    whys_said = " (" + ", ".join(f"{n} {why}" for why, n in sorted(Counter(lost).items())) + ")" if lost else ""
+    message = said + whys_said + ": nothing is paid or stored"
     fewer = rerun_hint(job, agree=len(agreed)).replace("run it again", "ask fewer to agree", 1) if agreed else ""
     hint = rerun_hint(job) + (f", or {fewer}" if fewer else "")
+    if asked == 1 and lost and not agreed and not unlike:  # the one replica asked never answered, none took its place
+        message = (f"its replica, which runs on a node other than this one, was lost{whys_said}"
+                   f"{_placed_again(asked, len(replicas))} and no other provider took its place: nothing is paid or "
+                   "stored")
+        hint = (f"{rerun_hint(job)} once another provider is offered (`xsc market book --kind compute` lists them), "
+                "or ask it without --replicas to let this node run it")
     return (ReplicasLost if missing > 0 and len(agreed) + missing >= agree else ReplicasDisagree), message, hint
 
 

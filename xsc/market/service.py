@@ -61,9 +61,9 @@ log = logging.getLogger(__name__)
 HONOUR_SECONDS = 60  # a published ask is honoured this long after a newer, higher one replaced it
 
 
-def _clear_book(asks: list[Ask], bids: list[Bid], bucket_seconds: int) -> dict:
-    """What `Book.orders` and `clear_book` make of the book's asks and bids (pure)."""
-    return clear_book(market_orders(asks, bids, bucket_seconds))
+def _clear_book(asks: list[Ask], bids: list[Bid], bucket_seconds: int, me: str) -> dict:
+    """What `Book.orders` and `clear_book` make of the book's asks and bids, cleared by node `me` (pure)."""
+    return clear_book(market_orders(asks, bids, bucket_seconds), me)
 
 
 class PeerView(Protocol):
@@ -412,17 +412,17 @@ class MarketService:
     # --- clearing and matching -------------------------------------------------------------
     def clearings(self) -> dict:
         if self._clearings is None:
-            self._clearings = _clear_book(self.book.asks(), self.credible_bids(), self.book.bucket_seconds)
+            self._clearings = _clear_book(self.book.asks(), self.credible_bids(), self.book.bucket_seconds, self.me)
             self.prices.record(self._clearings, now_ms())
         return self._clearings
 
     async def _clear(self) -> None:
-        """`clearings()`, the call markets cleared in the CPU pool over the book's orders as they are now (over a
-        book of 1,000 participants, 40-60 ms of CPU that held the event loop after every change)."""
+        """`clearings()` made in the CPU pool (over 1,000 participants, 40-60 ms of CPU held the loop at each change)."""
         if self._clearings is not None:
             return
         version = self.version
-        clearings = await in_pool(self.pool, _clear_book, self.book.asks(), self.credible_bids(), self.book.bucket_seconds)
+        clearings = await in_pool(self.pool, _clear_book, self.book.asks(), self.credible_bids(),
+                                  self.book.bucket_seconds, self.me)
         if self._clearings is None and self.version == version:  # else the book changed meanwhile: next round
             self._clearings = clearings
             self.prices.record(clearings, now_ms())

@@ -17,13 +17,18 @@ the fills.  Orders with a price strictly better than `price` trade in full; at t
 equal) the tie-break order decides, and one order may be filled in part.  Bid fills and ask fills
 both sum to Q, and everyone pays or receives the one price: the market is budget-balanced.
 
+A market in which one participant alone trades, on both sides (a node's puts placed on the node itself once the
+other sellers are gone), is priced at the low end of its range instead (`clear_book`'s `me`): there is no other
+party to share a surplus with, and the midpoint of the node's own ask and its own bid would move what its puts pay
+with whether a peer's ask happens to bound the range.
+
 Known weakness: a k-double auction is not truthful.  A marginal trader sets the price (its own
 price is one end of [low, high]) and can gain by shading it; traders away from the margin cannot.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Literal, Sequence
 
 from ...errors import MarketError
@@ -145,9 +150,10 @@ def clear_auction(bids: Sequence[Order], asks: Sequence[Order], *, kind: str = "
     return Clearing(kind, bucket, price, low, high, traded, tuple(_fills(bids, traded) + _fills(asks, traded)))
 
 
-def clear_book(orders: Iterable[Order]) -> dict[tuple[str, int], Clearing]:
+def clear_book(orders: Iterable[Order], me: str | None = None) -> dict[tuple[str, int], Clearing]:
     """One clearing per (kind, bucket) that has at least one order (one-sided ones trade nothing),
-    in order of (kind, bucket)."""
+    in order of (kind, bucket).  `me`: the node clearing the book; a market it alone trades in is priced at its
+    range's low end (`by_itself`)."""
     sides: dict[tuple[str, int], tuple[list[Order], list[Order]]] = {}
     for o in orders:
         key = (o.kind, o.bucket)
@@ -160,4 +166,13 @@ def clear_book(orders: Iterable[Order]) -> dict[tuple[str, int], Clearing]:
             pair[1].append(o)
         else:
             raise MarketError(f"order {o.id!r} has side {o.side!r}: it must be 'bid' or 'ask'")
-    return {key: clear_auction(b, a, kind=key[0], bucket=key[1]) for key, (b, a) in sorted(sides.items())}
+    return {key: by_itself(clear_auction(b, a, kind=key[0], bucket=key[1]), me)
+            for key, (b, a) in sorted(sides.items())}
+
+
+def by_itself(c: Clearing, me: str | None) -> Clearing:
+    """`c`, priced at the low end of its range when `me` is the only trader on both sides (see the module docstring):
+    still at least every filled ask and at most every filled bid, as low is."""
+    if me is None or c.price is None or any(f.owner != me for f in c.fills):
+        return c
+    return replace(c, price=c.low)

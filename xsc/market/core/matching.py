@@ -303,13 +303,14 @@ def match_needs(asks: Sequence[Ask], bids: Sequence[Bid], *, recognition: Mappin
     availability in [0, 1] (from health); `allow_self`: may a need be served by its owner's own
     capacity (open tier only: the allocator never gives to oneself)?  `first`: the participant whose needs go
     first among needs of equal tier and bid (the node matching its own: a bidder can grind a slot id until its order
-    digest sorts first, never its way past this).  `floors`: (kind, bucket) -> the lowest price its market may clear
+    digest sorts first, never its way past this); a market it alone trades in is priced at its own ask (`clear_book`).
+    `floors`: (kind, bucket) -> the lowest price its market may clear
     at, one that cleared under it being priced at it (`supply.match_spread`: the price a group needs to reach the
     distinct providers it is spread over; a bid under it is explained as below the clearing price, and the clearing's
     range [low, high] is raised to hold it)."""
     _unique(asks, "ask")
     _unique(bids, "bid")
-    clearings = clear_book(market_orders(_wanted(asks, bids, availability, allow_self), bids, bucket_seconds))
+    clearings = clear_book(market_orders(_wanted(asks, bids, availability, allow_self), bids, bucket_seconds), first)
     for market, floor in (floors or {}).items():
         if (c := clearings.get(market)) is not None and c.price is not None and c.price < floor:
             # The range is what the market could clear at, the floor included: the price shown (`xsc market prices`)
