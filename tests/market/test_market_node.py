@@ -295,3 +295,39 @@ async def test_a_put_whose_only_other_seller_went_away_pays_its_own_nodes_ask_as
     assert put["prices"] == [ask] * 6, put
     shown = await (await bob.get("/v1/market/prices", params={"kind": "storage", "limit": "1"})).json()
     assert [p["price"] for p in shown["prices"]] == [ask], shown
+
+
+async def test_the_clearing_the_book_shows_leaves_out_a_seller_that_is_down_as_a_put_does(node_factory) -> None:
+    """Alice asks less than Bob and dies without a word: her offer stays in Bob's book, current, but she is probed
+    down.  `market book` clears Bob's standing need among those a put would be matched with, so it shows the price
+    Bob's next put pays (his own ask), not the one Alice's ask would make (between hers and his)."""
+    quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+    alice = await node_factory("alice", **quiet, market={"storage_ask_floor": 500})
+    bob = await node_factory("bob", **quiet, storage={"segment_size": 4096})
+    await peer_with_provider(bob, alice)
+    alice_id, market = alice.app[NODE].market.me, bob.app[NODE].market
+    response = await bob.post("/v1/allocation/needs", json={"kind": "storage", "quantity": 1_000_000, "seconds": 600})
+    assert response.status in (200, 201), await response.text()
+    market.publish()  # the standing need's bid in the book at once, not after the publish delay
+
+    async def hang() -> None:  # she dies without a word, as a kill -9 would: her offer stays current
+        return None
+
+    alice.app[NODE].market.leave = hang
+    await close_node(alice)
+
+    async def down() -> bool:
+        await bob.app[NODE].health.probe_round()
+        return not bob.app[NODE].peers.up(alice_id)
+
+    await eventually_async(down, "Bob's node to probe Alice down", 20)
+    assert [a for a in market.book.asks() if a.slot.owner == alice_id]
+    book = await (await bob.get("/v1/market/book", params={"kind": "storage"})).json()
+    shown = [row["clearing"]["price"] for row in book["books"] if row["clearing"]["price"] is not None]
+    ask = (await _offer(bob))["storage"]["ask"]
+    assert shown == [ask], book
+    listed = await (await bob.get("/v1/market/prices", params={"kind": "storage", "limit": "1"})).json()
+    assert [p["price"] for p in listed["prices"]] == [ask], listed
+    response = await bob.post("/v1/store/files", data=os.urandom(10_000), params={"duration": "3600"})
+    assert response.status == 201, await response.text()
+    assert (await response.json())["prices"] == shown * 6

@@ -25,6 +25,7 @@ from ..tasks import in_pool, now_ms
 from .core.matching import Assignment
 from .core.models import Ask, Bid, need_key, renamed, units_cost
 from .needs import NeedRegistry
+from .clearing import taking_part
 from .core.allocated import Steps, apart, from_allocation, placeable, within_room
 from .core.supply import match_spread
 from .turns import DealTurns
@@ -204,29 +205,21 @@ class Dealing:
         """What `_matched` takes to match `bids` against the book, as it is now (made on the event loop: the pool
         matches a copy while the book goes on changing).
 
-        Providers that are down (or in `exclude`: they just failed this node) are left out of the clearing
-        itself; other active nodes' open needs compete for the same slots as far as the ledger backs them
-        (`MarketService.credible_bids`: a bid costs its bidder nothing unless it is served), and this node's needs
-        go first among needs of equal tier and bid (an order digest is a bidder's to grind).  An inactive
-        participant is left out of every match, its needs too.  This node's other open needs do not compete with
+        Only the orders of those taking part (`clearing.taking_part`, the rule the clearing `market book` shows is
+        made by: active, not down, not in `exclude`, providers that just failed this node) are matched; other
+        nodes' open needs compete for the same slots as far as the ledger backs them (`MarketService.credible_bids`:
+        a bid costs its bidder nothing unless it is served), and this node's needs go first among needs of equal
+        tier and bid (an order digest is a bidder's to grind).  This node's other open needs do not compete with
         its own: those already placed (puts still storing) take what they were given off their providers' asks
         (`_in_flight`), the rest (standing needs, deals still waiting) take nothing, so a matching costs the same
         however many of this node's puts are in flight."""
-        down = {p for p, a in availability.items() if a == 0} | exclude
-        live: dict[str, bool] = {}
-
-        def active(owner: str) -> bool:
-            if owner not in live:
-                live[owner] = self.market.active(owner)
-            return live[owner]
-
+        takes_part = taking_part(self.market, exclude, availability)
         taken = self._in_flight()
         # This node's own offer as it is now: the one in the book was signed at the last re-publish, and a put's
         # needs do not re-publish it (its price has moved with every put stored since).
         book = [a for a in self.market.book.asks() if a.slot.owner != self.me] + self.market.own_asks()
-        asks = [_less(a, taken.get((a.slot.owner, a.slot.id), 0)) for a in book
-                if a.slot.owner not in down and active(a.slot.owner)]
-        others = [b for b in self.market.credible_bids() if b.slot.owner != self.me and active(b.slot.owner)]
+        asks = [_less(a, taken.get((a.slot.owner, a.slot.id), 0)) for a in book if takes_part(a.slot.owner)]
+        others = [b for b in self.market.credible_bids() if b.slot.owner != self.me and takes_part(b.slot.owner)]
         return {"asks": [a for a in asks if a.slot.quantity > 0], "bids": others + bids,
                 "recognition": self.market.recognition_map(), "availability": availability,
                 "bucket_seconds": self.market.config.bucket_seconds, "now_ms": now_ms(), "first": self.me}
@@ -271,14 +264,14 @@ class Dealing:
         (`core.allocated.from_allocation`).  Needs it cannot place are left to the market."""
         if self.allocated is None:
             return {}
-        down = {p for p, a in availability.items() if a == 0} | exclude
+        takes_part = taking_part(self.market, exclude, availability)
         out: dict[str, Assignment] = {}
         for kind in sorted({b.slot.kind for b in bids}):
             given = self.allocated(kind)
             if given != self._allocation_seen.get(kind):
                 self._allocation_seen[kind] = dict(given)  # a new allocation: nothing of it is spent yet
                 self._allocation_spent[kind] = {}
-            room = {p: u for p, u in self._room(kind, given).items() if p not in down and self.market.active(p)}
+            room = {p: u for p, u in self._room(kind, given).items() if takes_part(p)}
             asks, wanted = within_room(offered, room, kind), [b for b in bids if b.slot.kind == kind]
             if asks and wanted:  # (the recognition map is made of the whole book)
                 out.update((yield from from_allocation(

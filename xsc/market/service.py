@@ -12,8 +12,9 @@ LevelDB shell around the pure core of this package).  Routes: node/http/market.p
   we want every third of the freshness window.  Stale ones are ignored, concurrent ones merged
   (xsc.market.Book); `digest` says which book a node holds.  The replication is `BookReplication`
   (xsc.market.replication), its records `MarketStore` (xsc.market.store).
-- **Clearing.** The call market is cleared per kind and bucket whenever the book changed (lazily, on
-  the next read), and each new clearing price is kept in LevelDB for `xsc market prices`.
+- **Clearing.** The call market is cleared per kind and bucket over the orders of those taking part, by the rule
+  every deal matches by (xsc.market.clearing), whenever the book or who takes part changed (lazily, on the next read
+  or round), and each new clearing price is kept in LevelDB for `xsc market prices`.
 - **Recognition.** The weights this node publishes: what the user set (`xsc market recognize`),
   else derived: earned by the money exchanged with a peer (what it paid us, what we paid it for work
   it delivered), a peer that is up a precondition (xsc.market.recognition).
@@ -42,8 +43,8 @@ from ..errors import InvalidArgument, NodeStopping, PeerError
 from ..config import MarketSection
 from ..identity import Identity, parse_public_id
 from ..net.peer_client import dumps
-from .core.auction import clear_book
 from .core.backing import backed
+from .clearing import ShownClearing
 from .core.book import MarketCommitment, sign_commitment
 from .core.models import Ask, Bid, offer_asks
 from .lookup import ProviderLookup, providers_in
@@ -52,18 +53,12 @@ from .prices import Prices
 from .recognition import Recognition, check_weight
 from .replication import BookReplication
 from .store import MarketStore
-from .core.orders import market_orders
 from .core.pricing import PricingPolicy, ask_price
 from ..tasks import Quota, in_pool, now_ms, woken
 
 log = logging.getLogger(__name__)
 
 HONOUR_SECONDS = 60  # a published ask is honoured this long after a newer, higher one replaced it
-
-
-def _clear_book(asks: list[Ask], bids: list[Bid], bucket_seconds: int, me: str) -> dict:
-    """What `Book.orders` and `clear_book` make of the book's asks and bids, cleared by node `me` (pure)."""
-    return clear_book(market_orders(asks, bids, bucket_seconds), me)
 
 
 class PeerView(Protocol):
@@ -105,7 +100,6 @@ class MarketService:
         self.lookup = None if find_providers is None or peers is None else ProviderLookup(
             replication=self.replication, peers=peers, active=self.active, find=find_providers, freshness=config.freshness)
         self.on_change = self.replication.on_change  # called whenever the book changed (allocation rounds)
-        self.on_change.append(self._book_changed)
         raw = self.store.own_state()
         state = codec.loads(raw) if raw else {}
         self.stamp = Stamp.decode(bytes.fromhex(state["stamp"])) if "stamp" in state else Stamp.seed()
@@ -123,7 +117,7 @@ class MarketService:
         self.leaving = False  # shutting down: it offers nothing more
         self._asks: tuple[tuple, list[Ask]] | None = None  # (what own_asks were made of, the asks)
         self.prices = Prices(db, config.bucket_seconds)  # the clearing prices seen, for `xsc market prices`
-        self._clearings: dict | None = None
+        self.shown = ShownClearing(self)  # the clearing `xsc market book` and `xsc market prices` show
         self._interests: tuple | None = None  # (what they were made of, what `interests` made of it)
         self._changed = asyncio.Event()
         self._announce = False  # the offer published at start differs from the one the peers hold
@@ -320,9 +314,6 @@ class MarketService:
         if kind is not None and self.lookup is not None:
             await self.lookup.fill(kind, wanted, timeout, needed=needed)
 
-    def _book_changed(self) -> None:
-        self._clearings = None
-
     def interests(self) -> dict[str, frozenset[str]]:
         """peer -> the topics this node subscribes to at it (`xsc.allocation.core.subscriptions.interests`), from the
         recognition it publishes, the peers' commitments and who subscribed to its receipts or needs."""
@@ -378,7 +369,7 @@ class MarketService:
                         await self.replication.pull_quietly(random.choice(targets), wanted)
                 else:
                     await self.replication.fill_book()
-                await self._clear()  # the call market clears again once the book has changed (and keeps its price)
+                await self.shown.refresh()  # cleared again once the book or who takes part changed (its price kept)
                 self.save_counters()
             except Exception:  # a round must never end the market
                 log.exception("market round failed")
@@ -411,21 +402,8 @@ class MarketService:
 
     # --- clearing and matching -------------------------------------------------------------
     def clearings(self) -> dict:
-        if self._clearings is None:
-            self._clearings = _clear_book(self.book.asks(), self.credible_bids(), self.book.bucket_seconds, self.me)
-            self.prices.record(self._clearings, now_ms())
-        return self._clearings
-
-    async def _clear(self) -> None:
-        """`clearings()` made in the CPU pool (over 1,000 participants, 40-60 ms of CPU held the loop at each change)."""
-        if self._clearings is not None:
-            return
-        version = self.version
-        clearings = await in_pool(self.pool, _clear_book, self.book.asks(), self.credible_bids(),
-                                  self.book.bucket_seconds, self.me)
-        if self._clearings is None and self.version == version:  # else the book changed meanwhile: next round
-            self._clearings = clearings
-            self.prices.record(clearings, now_ms())
+        """The call market of those taking part now (`clearing.taking_part`), as `market book` shows it."""
+        return self.shown.now()
 
     def credible_bids(self) -> list[Bid]:
         """The book's bids, other participants' only as far as their trust lines here back them (core/backing.py)."""

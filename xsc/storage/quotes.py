@@ -27,6 +27,7 @@ from ..errors import BadRequest, IntegrityError, InvalidArgument, MarketNoDeal, 
 from ..identity import parse_public_id
 from ..ids import unique_bytes
 from ..ledger.core.pricing import price_storage
+from ..market.clearing import taking_part
 from ..market.dealing import Dealing
 from ..market.service import MarketService
 from ..market.core.terms import refusal
@@ -185,9 +186,8 @@ def describe_filters(wanted: Mapping, me: str | None = None) -> str:
 
 def providers(market: MarketService) -> set[str]:
     """The nodes a put could place shares on now: active storage providers in the book that are not down."""
-    availability = market.availability_map()
-    return {a.slot.owner for a in market.book.asks()
-            if a.slot.kind == "storage" and availability.get(a.slot.owner) != 0 and market.active(a.slot.owner)}
+    takes_part = taking_part(market)  # the rule a deal matches by
+    return {a.slot.owner for a in market.book.asks() if a.slot.kind == "storage" and takes_part(a.slot.owner)}
 
 
 async def quote(dealing: Dealing, segment_size: int, size: int | None, seconds: int, bid: int,

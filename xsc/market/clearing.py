@@ -1,0 +1,83 @@
+"""Who takes part in a clearing, and the clearing `xsc market book` and `xsc market prices` show.
+
+One rule (`taking_part`) says whose orders a clearing takes, for the clearing shown and for every deal's matching
+(`Dealing`, a put's quote): were the shown one to take an ask of a seller that is down or whose offer went stale,
+which no deal takes, it would show a price no put pays (its ask bounding the range, or its fills making the market
+one of several sellers, priced at the midpoint, where the deal's, this node's alone, is priced at its own ask).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from ..tasks import in_pool, now_ms
+from .core.auction import clear_book
+from .core.models import Ask, Bid
+from .core.orders import market_orders
+
+
+def taking_part(market: Any, exclude: frozenset[str] = frozenset(),
+                availability: dict[str, Decimal] | None = None) -> Callable[[str], bool]:
+    """Does a participant's orders take part in a clearing of `market` (a MarketService) now: this node, and every
+    participant `active` (known, up, its offer current) that is not probed down (availability 0, `availability` as
+    `market.availability_map()` gives it) nor in `exclude` (providers that just failed a deal).  Each participant is
+    looked at once per predicate: a deal asks for every order of a big book."""
+    if availability is None:
+        availability = market.availability_map()
+    out = {p for p, a in availability.items() if a == 0} | exclude
+    seen: dict[str, bool] = {}
+
+    def takes_part(participant: str) -> bool:
+        if participant not in seen:
+            seen[participant] = participant not in out and market.active(participant)
+        return seen[participant]
+
+    return takes_part
+
+
+def clear_orders(asks: list[Ask], bids: list[Bid], bucket_seconds: int, me: str) -> dict:
+    """What `Book.orders` and `clear_book` make of these asks and bids, cleared by node `me` (pure)."""
+    return clear_book(market_orders(asks, bids, bucket_seconds), me)
+
+
+class ShownClearing:
+    """The call market over the book's orders of those `taking_part`, cleared again when the book or who takes part
+    changed (lazily, on the next read or market round), each new price kept for `xsc market prices`."""
+
+    def __init__(self, market: Any) -> None:
+        self.market = market  # xsc.market.service.MarketService: the book, who is active, the prices, the pool
+        self._kept: tuple[tuple, dict] | None = None  # (what it was made of, the clearings)
+
+    def _inputs(self) -> tuple[tuple, Callable[[str], bool]]:
+        """What a clearing is made of (the book's version, those left out of it), and the rule it was made by."""
+        market = self.market
+        takes_part = taking_part(market)
+        left_out = frozenset(c.participant for c in market.book.commitments() if not takes_part(c.participant))
+        return (market.version, left_out), takes_part
+
+    def _orders(self, takes_part: Callable[[str], bool]) -> tuple:
+        market = self.market
+        return ([a for a in market.book.asks() if takes_part(a.slot.owner)],
+                [b for b in market.credible_bids() if takes_part(b.slot.owner)],
+                market.book.bucket_seconds, market.me)
+
+    def _keep(self, made_of: tuple, clearings: dict) -> None:
+        self._kept = (made_of, clearings)
+        self.market.prices.record(clearings, now_ms())
+
+    def now(self) -> dict:
+        made_of, takes_part = self._inputs()
+        if self._kept is None or self._kept[0] != made_of:
+            self._keep(made_of, clear_orders(*self._orders(takes_part)))
+        return self._kept[1]
+
+    async def refresh(self) -> None:
+        """`now()` made in the CPU pool (over 1,000 participants, 40-60 ms of CPU held the loop at each change)."""
+        made_of, takes_part = self._inputs()
+        if self._kept is not None and self._kept[0] == made_of:
+            return
+        clearings = await in_pool(self.market.pool, clear_orders, *self._orders(takes_part))
+        if self._inputs()[0] == made_of:  # else the book, or who takes part, changed meanwhile: next round
+            self._keep(made_of, clearings)
