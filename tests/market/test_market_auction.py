@@ -152,3 +152,36 @@ def test_a_market_the_clearing_node_alone_trades_in_is_priced_at_the_low_end_of_
     mine_left_out = [*alone, order("bid", 1500, 10, "b2", owner="me")]  # a bid of its own above its ask, not filled
     c = clear_book(mine_left_out, "me")[("storage", 0)]
     assert (c.traded, c.low, c.price) == (6, 1500, 1500)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 20), st.integers(1, 6), st.booleans()), min_size=1, max_size=8),
+       st.integers(0, 40))
+def test_a_bid_taking_every_ask_sets_the_price_with_the_dearest_ask_once_another_seller_trades(specs, over):
+    """The node's bid for every unit the asks offer leaves no further ask to bound the range: it is [the dearest
+    ask, the bid].  With another seller filled the market is priced at the midpoint, so the bid moves the price by
+    half as much as it moves; one the node alone sells in is priced at the dearest ask (its own), whatever the bid."""
+    asks = [order("ask", p, q, f"a{i}", owner="me" if mine else f"peer{i}") for i, (p, q, mine) in enumerate(specs)]
+    dearest, units = max(p for p, _, _ in specs), sum(q for _, q, _ in specs)
+    bid = order("bid", dearest + over, units, "b", owner="me")
+    c = clear_book([bid, *asks], "me")[("storage", 0)]
+    assert (c.traded, c.low, c.high) == (units, dearest, dearest + over)
+    if all(mine for _, _, mine in specs):
+        assert c.price == dearest
+    else:
+        assert c.price == (2 * dearest + over) // 2 == clear_book([bid, *asks])[("storage", 0)].price
+
+
+@settings(max_examples=300, deadline=None)
+@given(sides, sides, st.lists(st.booleans(), min_size=24, max_size=24))
+def test_the_clearing_node_changes_a_price_only_where_it_alone_trades(bid_specs, ask_specs, mine):
+    """`clear_book(orders, me)` is the call market's clearing, but for a market whose every fill is `me`'s: that one
+    is priced at its range's low end."""
+    orders = [order("bid", p, q, f"b{i}", owner="me" if mine[i] else "peer") for i, (p, q, _) in enumerate(bid_specs)]
+    orders += [order("ask", p, q, f"a{i}", owner="me" if mine[12 + i] else "peer")
+               for i, (p, q, _) in enumerate(ask_specs)]
+    plain, own = clear_book(orders).get(("storage", 0)), clear_book(orders, "me").get(("storage", 0))
+    if plain is None or plain.price is None or any(f.owner != "me" for f in plain.fills):
+        assert own == plain
+    else:
+        assert own.price == own.low == plain.low and (own.traded, own.fills) == (plain.traded, plain.fills)
