@@ -580,6 +580,16 @@ async def test_replicas_pass_over_a_provider_that_wanted_prepayment_as_a_single_
     assert _prepayment_refusals(stingy) == 1  # never asked again
 
 
+async def test_the_cli_counts_a_job_of_one_replica_as_one(node_factory) -> None:
+    gateway, _ = await network(node_factory, providers=1)
+    module = await deploy(gateway, "sha256", wasi=True)
+    ran = await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), "compute", "run", module,
+                                  "--no-stdin", "--deterministic", "--replicas", "1",
+                                  env={"XSC_TOKEN": gateway.app[TOKEN]})
+    said = ran.stderr.decode()
+    assert ran.returncode == 0 and "on the 1 replica asked, paid (`xsc compute job ID` lists it)" in said, said
+
+
 async def test_a_replicated_job_lost_to_a_refusal_for_want_of_prepayment_names_the_command_that_pays(
         node_factory) -> None:
     """A replica refused for want of prepayment is lost as "refused"; the job's hint names the prepayment a single
