@@ -7,6 +7,7 @@ the data dirs stay after `down`, so the next `up` brings back the same nodes."""
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
@@ -70,8 +71,8 @@ def up(count: int, base_port: int | None, timeout: float, netns: bool, delay: st
         running = [n for n in old if n.alive()]
         if running and (len(running) == len(old) or len(old) != count or old.network is not None):
             raise Conflict(f"a devnet of {counted(len(running), 'node')} running is already in {root}",
-                           hint=f"see them with `xsc devnet status --dir {devnet_dir}`, or stop them first: "
-                                f"xsc devnet down --dir {devnet_dir}")
+                           hint=f"see them with `xsc devnet status --dir {shlex.quote(devnet_dir)}`, or stop them "
+                                f"first: xsc devnet down --dir {shlex.quote(devnet_dir)}")
         if running:
             _restart(old, records, timeout, as_json)
             return
@@ -101,7 +102,8 @@ def up(count: int, base_port: int | None, timeout: float, netns: bool, delay: st
             emit_json([{**n, "up": True} for n in nodes])
         else:
             wide_table(_COLUMNS, [(n["name"], "up", n["pid"], n["url"], n["id"], n["data_dir"]) for n in nodes])
-            click.echo(f"{counted(count, 'node')} up; use one with: xsc --data-dir {nodes[0]['data_dir']} ...")
+            click.echo(f"{counted(count, 'node')} up; use one with: xsc --data-dir "
+                       f"{shlex.quote(str(nodes[0]['data_dir']))} ...")
     except BaseException:
         net.stop(10.0)
         net.forget()
