@@ -108,6 +108,8 @@ def test_an_attached_pid_is_only_alive_while_it_runs_that_data_dir(tmp_path: Pat
 
 
 def test_a_state_file_that_is_missing_or_broken_says_so(tmp_path: Path) -> None:
+    tmp_path = tmp_path / "a devnet"  # a space: the hint's command pastes only if the path is quoted
+    tmp_path.mkdir()
     with pytest.raises(NodeNotRunning, match="no devnet in"):
         Devnet.load(tmp_path)
     for name in ("node-0", "node-1"):  # as `xsc devnet down` leaves them
@@ -115,7 +117,7 @@ def test_a_state_file_that_is_missing_or_broken_says_so(tmp_path: Path) -> None:
     stopped = xsc("devnet", "status", "--dir", str(tmp_path))
     assert stopped.exit_code == 1 and stopped.stderr.splitlines() == [
         f"xsc: error: the devnet in {tmp_path.resolve()} is stopped (the data dirs of 2 nodes are kept) "
-        f"(start it again with: xsc devnet up -n 2 --dir {tmp_path.resolve()})"], stopped.stderr
+        f"(start it again with: xsc devnet up -n 2 --dir '{tmp_path.resolve()}')"], stopped.stderr
     (tmp_path / "devnet.json").write_text(json.dumps({"nodes": [{"name": "node-0"}]}))
     with pytest.raises(DevnetError, match="not a devnet state file"):
         Devnet.load(tmp_path)

@@ -24,6 +24,7 @@ import collections
 import contextlib
 import os
 import random
+import shlex
 import shutil
 import signal
 import socket
@@ -551,7 +552,8 @@ class Devnet:
             kept = [p for p in root.glob("node-*") if p.is_dir()] if root.is_dir() else []
             if kept:
                 raise NodeNotRunning(f"the devnet in {root} is stopped (the data dirs of {len(kept)} nodes are kept)",
-                                     hint=f"start it again with: xsc devnet up -n {len(kept)} --dir {root}") from None
+                                     hint=f"start it again with: xsc devnet up -n {len(kept)} "
+                                          f"--dir {shlex.quote(str(root))}") from None
             raise NodeNotRunning(f"no devnet in {root}", hint="start one with: xsc devnet up -n 6") from None
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise DevnetError(f"{path} is not a devnet state file: {err}",

@@ -48,7 +48,7 @@ def test_verify_all_names_each_files_state_and_repair_all_mends_what_it_can(thre
         assert lines[1].strip() == caps[name], lines
     assert all(len(line) <= 80 for line in checked.stdout.splitlines() if line.strip() not in caps.values())
     assert " ".join(checked.stdout.split()).endswith(
-        "3 file(s): 1 healthy, 1 damaged, 1 not recoverable; `xsc store repair --all` repairs the damaged ones")
+        "3 files: 1 healthy, 1 damaged, 1 not recoverable; `xsc store repair --all` repairs the damaged ones")
 
     repaired = node.xsc("store", "repair", "--all", env=NARROW)
     assert repaired.exit_code == 1, repaired.output  # one file could not be repaired: the others were

@@ -162,11 +162,11 @@ def test_a_device_or_a_pipe_at_o_is_refused_not_replaced_by_a_file(thread_node, 
     """`-o /dev/null --force` run as root would replace the device: the output is written beside and renamed over."""
     node = thread_node()
     cap = node.xsc("store", "put", "-", input=b"some bytes").stdout.strip()
-    pipe = tmp_path / "pipe"
+    pipe = tmp_path / "a pipe"
     os.mkfifo(pipe)
     for args in (("store", "get", cap), ("s3", "export-index")):
         done = node.xsc(*args, "-o", str(pipe), *force)
         assert done.exit_code == 1 and done.stdout == "", done.output
         assert done.stderr.splitlines() == [f"xsc: error: cannot write {pipe}: it is not a regular file "
-                                            f"(write to stdout and redirect it: -o - > {pipe})"]
-        assert pipe.is_fifo() and _leftovers(tmp_path) == ["node", "pipe"]
+                                            f"(write to stdout and redirect it: -o - > '{pipe}')"]
+        assert pipe.is_fifo() and _leftovers(tmp_path) == ["a pipe", "node"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -50,12 +51,13 @@ def test_verbose_after_the_command_says_it_goes_before_it() -> None:
 
 
 def test_the_hints_the_cli_prints_are_commands_that_parse(tmp_path: Path) -> None:
-    data_dir = tmp_path / "never-started"
+    data_dir = tmp_path / "never started"  # a space: the hint's command pastes only if the path is quoted
     result = xsc("store", "ls", "--data-dir", str(data_dir))
     assert result.exit_code == 1
     hint = re.search(r"start one with: (xsc node start[^)]*)\)", result.stderr).group(1)
-    assert f"--data-dir {data_dir}" in hint
-    parsed = xsc(*hint.split()[1:], "--help")
+    words = shlex.split(hint)
+    assert words[words.index("--data-dir") + 1] == str(data_dir), hint
+    parsed = xsc(*words[1:], "--help")
     assert parsed.exit_code == 0 and "--data-dir" in parsed.stdout, parsed.output
 
 

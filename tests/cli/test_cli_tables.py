@@ -174,6 +174,7 @@ def test_market_status_gives_what_was_paid_in_credits_and_prices_in_the_market_s
     out = node.xsc("market", "status", "--wide").stdout
     run = found["payments"]
     assert f"paid {format_credits(run['paid'])} credits in" in out, out
+    assert re.search(r"credits in [0-9]+ payments?;", " ".join(out.split())) and "(s)" not in out, out
     header = next(line for line in out.splitlines() if line.lstrip().startswith("file"))
     assert "price (micro-credits/GiB-h)" in header and "paid of total (credits)" in header, header
     deal = found["deals"][0]
@@ -546,3 +547,11 @@ def test_market_recognition_gives_every_weight_in_one_form() -> None:
     assert shown.exit_code == 0, shown.output
     rows = [line.split() for line in shown.stdout.splitlines()[1:]]
     assert [(r[1], r[3], r[-1]) for r in rows] == [("2", "1", "1.5"), ("0.3", "0.3", "0")], shown.stdout
+
+
+def test_counts_are_said_in_the_singular_for_one_and_the_plural_otherwise() -> None:
+    from xsc.cli.output import counted
+
+    assert [counted(n, "replica") for n in (0, 1, 2)] == ["0 replicas", "1 replica", "2 replicas"]
+    assert counted(1, "object or part", "objects or parts") == "1 object or part"
+    assert counted(3, "object or part", "objects or parts") == "3 objects or parts"

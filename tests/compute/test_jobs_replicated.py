@@ -580,6 +580,37 @@ async def test_replicas_pass_over_a_provider_that_wanted_prepayment_as_a_single_
     assert _prepayment_refusals(stingy) == 1  # never asked again
 
 
+async def test_the_cli_counts_a_job_of_one_replica_as_one(node_factory) -> None:
+    gateway, _ = await network(node_factory, providers=1)
+    module = await deploy(gateway, "sha256", wasi=True)
+    ran = await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), "compute", "run", module,
+                                  "--no-stdin", "--deterministic", "--replicas", "1",
+                                  env={"XSC_TOKEN": gateway.app[TOKEN]})
+    said = ran.stderr.decode()
+    assert ran.returncode == 0 and "on the 1 replica asked, paid (`xsc compute job ID` lists it)" in said, said
+
+
+async def test_a_replicated_job_lost_to_a_refusal_for_want_of_prepayment_names_the_command_that_pays(
+        node_factory) -> None:
+    """A replica refused for want of prepayment is lost as "refused"; the job's hint names the prepayment a single
+    job's refusal names, with the refusing provider's id whole, and not the provider that ran its replica."""
+    stingy = await node_factory("stingy", **QUIET, ledger={"stranger_credit": 0},
+                                market={"compute_ask_floor": 1, "compute_ask_ceiling": 2})
+    honest = await node_factory("honest", **QUIET, market={"compute_ask_floor": 20, "compute_ask_ceiling": 30})
+    gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
+    for provider in (stingy, honest):
+        await peer_with_provider(gateway, provider)
+    module = await deploy(gateway, "sha256", wasi=True)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 2},
+                                    b"bytes")
+    assert status == 502 and problem["code"] == "replicas-lost", problem
+    assert "1 was lost (1 refused)" in problem["detail"], problem
+    stingy_id = stingy.app[IDENTITY].id
+    assert problem["hint"].startswith("ask its user for credit, or if it owes you: "
+                                      f"xsc ledger prepay {stingy_id} CREDITS; then run it again"), problem
+    assert honest.app[IDENTITY].id not in problem["hint"], problem
+
+
 async def test_a_job_asked_again_with_other_replicas_or_agreement_is_another_job_whose_runs_are_the_same(
         node_factory) -> None:
     """The guarantee is part of what was asked: the same job with other --replicas or --agree is another job (its

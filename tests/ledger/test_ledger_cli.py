@@ -69,8 +69,11 @@ def test_ledger_commands(cli_node):
     assert client.id in out and me.id in out and "-3.250005" in out
     assert {a["role"] for a in json.loads(_ok(proc.xsc("ledger", "accounts", "--json")))} == {"client", "node"}
 
-    assert "ledger ok" in _ok(proc.xsc("ledger", "verify"))
-    assert json.loads(_ok(proc.xsc("ledger", "verify", "--json")))["ok"] is True
+    said = " ".join(_ok(proc.xsc("ledger", "verify")).split())
+    report = json.loads(_ok(proc.xsc("ledger", "verify", "--json")))
+    assert report["ok"] is True and "ledger ok" in said, said
+    n = report["open_transfers"]
+    assert f" {n} transfer{'' if n == 1 else 's'} with the other half held elsewhere" in said, said
 
     bad = proc.xsc("ledger", "show", "0000000000")
     assert bad.returncode == 1 and bad.stderr.decode().startswith("xsc: error: no ledger entry")

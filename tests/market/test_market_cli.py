@@ -52,6 +52,7 @@ def test_market_cli_on_one_node(cli_node, tmp_path):
     assert all(len(a) == 1 and a[0]["owner"] == me for a in asks.values())
     text = ok(node, "market", "book", "--kind", "storage")
     assert "this node" in text and "micro-credits per GiB-hour" in text and "compute" not in text
+    assert text.startswith("book of 1 participant\n"), text
     assert {b["kind"] for b in ok_json(node, "market", "book", "--kind", "compute")["books"]} == {"compute"}
 
     offer = ok_json(node, "market", "offer")
@@ -63,7 +64,8 @@ def test_market_cli_on_one_node(cli_node, tmp_path):
     # A put: six shares, six deals at the clearing price, all held here (the only node).
     data = tmp_path / "file.bin"
     data.write_bytes(bytes(range(256)) * 4000)
-    ok(node, "store", "put", str(data))
+    put = node.xsc("store", "put", str(data))
+    assert put.returncode == 0 and b" bytes in 1 segment; " in put.stderr, put.stderr
     status = ok_json(node, "market", "status")
     assert len(status["deals"]) == 6 and {d["share"] for d in status["deals"]} == set(range(6))
     assert all(d["node"] == me and s["ask"] <= d["price"] <= 4000 and not d["ended"] for d in status["deals"])

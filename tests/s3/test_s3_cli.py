@@ -155,7 +155,7 @@ def test_export_index_writes_a_private_file_and_overwrites_one_only_with_force(n
     (tmp_path / "backup").mkdir()
     out = tmp_path / "backup" / "index.json"
     result = node.xsc("s3", "export-index", "-o", str(out))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0 and b"wrote 0 buckets, 0 objects to " in result.stderr, result.stderr
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert json.loads(out.read_text())["buckets"] == []
     out.write_text("an older backup")
@@ -191,14 +191,14 @@ def test_import_index_brings_an_export_back_and_a_retried_complete_answers_as_be
         assert first.node.xsc("s3", "export-index", "-o", str(out)).returncode == 0
         result = second.node.xsc("s3", "import-index", str(out))
         assert result.returncode == 0, result.stderr
-        assert b"imported 1 bucket(s), 1 object(s)" in result.stderr and b"1 completed upload(s)" in result.stderr
+        assert b"imported 1 bucket, 1 object" in result.stderr and b"1 completed upload," in result.stderr
         again = second.client().complete_multipart_upload(Bucket="kept", Key="big", UploadId=uid,
                                                           MultipartUpload=parts)
         fields = ("ETag", "ChecksumSHA256", "ChecksumType")
         assert {k: again.get(k) for k in fields} == {k: answer.get(k) for k in fields} and answer["ChecksumSHA256"]
         assert second.client().head_object(Bucket="kept", Key="big")["ETag"] == answer["ETag"]
         rerun = second.node.xsc("s3", "import-index", str(out))
-        assert rerun.returncode == 0 and b"imported 0 bucket(s), 0 object(s)" in rerun.stderr, rerun.stderr
+        assert rerun.returncode == 0 and b"imported 0 buckets, 0 objects" in rerun.stderr, rerun.stderr
         counted = json.loads(second.node.xsc("s3", "import-index", str(out), "--json").stdout)  # for scripts
         assert counted["buckets"] == counted["objects"] == counted["completed"] == 0 and counted["kept"] > 0, counted
         missing = second.node.xsc("s3", "import-index", str(tmp_path / "none.json"))

@@ -5,6 +5,7 @@ Kept light (no pydantic, no aiohttp) so that short commands start fast."""
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 from ..errors import ConfigError, NodeNotRunning
@@ -102,7 +103,9 @@ class CliContext:
         return table.get(key) if isinstance(table, dict) else None
 
     def start_hint(self) -> str:
-        return "start one with: xsc node start" + (f" --data-dir {self._data_dir}" if self._data_dir else "")
+        """The command that starts the node this CLI talks to, pasted as it is: its data dir shell-quoted."""
+        return "start one with: xsc node start" + (f" --data-dir {shlex.quote(str(self._data_dir))}"
+                                                   if self._data_dir else "")
 
 
 def _listen_url(listen: object, where: str, fix: str) -> str:

@@ -7,6 +7,7 @@ the data dirs stay after `down`, so the next `up` brings back the same nodes."""
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import click
 from ..devnet import STATE_FILE, Devnet, ports_from
 from ..errors import Conflict, InvalidArgument
 from ..netem.namespaces import NetnsNetwork, check
-from .output import Col, emit_json, json_option
+from .output import Col, counted, emit_json, json_option
 from .peers import wide_table
 from .progress import progress_bar
 
@@ -69,9 +70,9 @@ def up(count: int, base_port: int | None, timeout: float, netns: bool, delay: st
         old, records = Devnet.load(root)
         running = [n for n in old if n.alive()]
         if running and (len(running) == len(old) or len(old) != count or old.network is not None):
-            raise Conflict(f"a devnet of {_nodes(len(running))} running is already in {root}",
-                           hint=f"see them with `xsc devnet status --dir {devnet_dir}`, or stop them first: "
-                                f"xsc devnet down --dir {devnet_dir}")
+            raise Conflict(f"a devnet of {counted(len(running), 'node')} running is already in {root}",
+                           hint=f"see them with `xsc devnet status --dir {shlex.quote(devnet_dir)}`, or stop them "
+                                f"first: xsc devnet down --dir {shlex.quote(devnet_dir)}")
         if running:
             _restart(old, records, timeout, as_json)
             return
@@ -101,7 +102,8 @@ def up(count: int, base_port: int | None, timeout: float, netns: bool, delay: st
             emit_json([{**n, "up": True} for n in nodes])
         else:
             wide_table(_COLUMNS, [(n["name"], "up", n["pid"], n["url"], n["id"], n["data_dir"]) for n in nodes])
-            click.echo(f"{_nodes(count)} up; use one with: xsc --data-dir {nodes[0]['data_dir']} ...")
+            click.echo(f"{counted(count, 'node')} up; use one with: xsc --data-dir "
+                       f"{shlex.quote(str(nodes[0]['data_dir']))} ...")
     except BaseException:
         net.stop(10.0)
         net.forget()
@@ -133,11 +135,8 @@ def _restart(net: Devnet, records: list[dict], timeout: float, as_json: bool) ->
 def restarted_line(again: int, total: int) -> str:
     """What `up` says once it started again the `again` nodes of a devnet of `total` that were down."""
     up = total - again
-    return f"{_nodes(again)} started again, {_nodes(up)} {'was' if up == 1 else 'were'} up already; all {total} up"
-
-
-def _nodes(n: int) -> str:
-    return f"{n} node{'s' if n != 1 else ''}"
+    return (f"{counted(again, 'node')} started again, {counted(up, 'node')} {'was' if up == 1 else 'were'} up already; "
+            f"all {total} up")
 
 
 @devnet.command()
@@ -170,7 +169,7 @@ def down(timeout: float, devnet_dir: str, as_json: bool) -> None:
     if as_json:
         emit_json({"stopped": stopped, "killed": killed, "dir": str(root)})
         return
-    click.echo(f"stopped {_nodes(stopped)}" + (f", {killed} of them with SIGKILL" if killed else "")
+    click.echo(f"stopped {counted(stopped, 'node')}" + (f", {killed} of them with SIGKILL" if killed else "")
                + f"; data dirs kept in {root}")
 
 

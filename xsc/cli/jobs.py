@@ -16,7 +16,7 @@ import click
 from .. import codec
 from ..errors import InvalidArgument, ModuleNotFound, NodeNotRunning, NotANode, OverCap, Trap, Unauthorized, XscError
 from ..units import format_credits
-from .output import Col, PassesArgs, emit_json, json_option, key_values, prose, table, terminal_width, wide_option
+from .output import Col, PassesArgs, counted, emit_json, json_option, key_values, prose, table, terminal_width, wide_option
 from .progress import progress_bar
 
 _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
@@ -219,7 +219,9 @@ def _summary(job: dict[str, Any]) -> None:
         paid = sum(1 for r in job["replicas"] if r.get("paid"))
         asked = job.get("guarantee", {}).get("replicas", len(job["replicas"]))
         again = f" ({len(job['replicas']) - asked} placed again)" if len(job["replicas"]) > asked else ""
-        how += f" on the {asked} replicas asked{again}, {paid} of them paid (`xsc compute job ID` lists them)"
+        paid_said = f"{paid} of them paid" if len(job["replicas"]) > 1 else "paid" if paid else "not paid"
+        how += f" on the {counted(asked, 'replica')} asked{again}, {paid_said} (`xsc compute job ID` lists " \
+               f"{'them' if len(job['replicas']) > 1 else 'it'})"
     prose(f"job {job['id']} {how}, charged {format_credits(job.get('charged', 0))} credits", err=True)
     for output in job.get("outputs", []):
         _file_line("  ", output["name"], output["size"], output["sha256"], output["capability"], err=True)

@@ -9,7 +9,7 @@ import click
 
 from .. import codec
 from ..units import format_credits
-from .output import emit_json, json_option, key_values, prose, wide_option
+from .output import counted, emit_json, json_option, key_values, prose, wide_option
 
 
 def _signed(micro: int) -> str:
@@ -184,8 +184,8 @@ def verify(obj, as_json: bool) -> None:
         rate = report["entries"] / report["seconds"] if report["seconds"] else 0
         prose(f"checked {report['entries']} entries in {report['accounts']} chains, "
               f"{report['signatures']} signatures, in {report['seconds']:.2f} s ({rate:,.0f} entries/s); "
-              f"balances sum to {format_credits(report['balance_sum'])}, {report['open_transfers']} transfer(s) "
-              f"with the other half held elsewhere")
+              f"balances sum to {format_credits(report['balance_sum'])}, "
+              f"{counted(report['open_transfers'], 'transfer')} with the other half held elsewhere")
         for violation in report["violations"]:
             click.echo(f"violation: {violation['text']}")
     if not report["ok"]:

@@ -8,7 +8,7 @@ from urllib.parse import quote
 import click
 
 from ..units import credits_argument, format_credits
-from .output import PIPE_WIDTH, Col, emit_json, json_option, key_values, prose, table, wide_option
+from .output import PIPE_WIDTH, Col, counted, emit_json, json_option, key_values, prose, table, wide_option
 from .peers import resolve_peer, wide_table
 
 UNITS = {"storage": "GiB-hour", "compute": "million fuel"}
@@ -110,7 +110,7 @@ def book(obj, kind: str | None, wide: bool, as_json: bool) -> None:
         return
     me = client.request("GET", "/v1/market/status")["node"]
     # a prefix tells books apart at a glance; `market status` and --json give the whole digest
-    click.echo(f"book of {info['participants']} participant(s)\ndigest {info['digest']}")
+    click.echo(f"book of {counted(info['participants'], 'participant')}\ndigest {info['digest']}")
     if not info["books"]:
         click.echo("the book is empty (no node offers or needs anything yet)")
         return
@@ -233,13 +233,13 @@ def status(obj, wide: bool, as_json: bool) -> None:
         _deals_table(deals, info["node"], wide, format_size)
     # Sentences under the table, wrapped between words as it fits the terminal.
     if info.get("deals_settled"):
-        prose(f"{info['deals_settled']} settled deal(s) not shown (paid or forfeited to their end)")
+        prose(f"{counted(info['deals_settled'], 'settled deal')} not shown (paid or forfeited to their end)")
     run = info["payments"]
     if run is None:
         prose("last payment run: none since the node started (market.payment_interval)")
     else:
         prose(f"last payment run: {_utc(run['at'])}: paid {format_credits(run['paid'])} credits in "
-              f"{run['payments']} payment(s); {run['forfeited']} forfeited (failed audit), {run['waiting']} "
+              f"{counted(run['payments'], 'payment')}; {run['forfeited']} forfeited (failed audit), {run['waiting']} "
               f"waiting for an audit, {run['failed']} failed (retried)")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import unicodedata
 from dataclasses import dataclass
@@ -130,7 +131,7 @@ def output_file(output: str, force: bool) -> Path:
     # The file is written beside FILE and renamed over it: a device or a pipe (/dev/null) would be replaced.
     if target.exists() and not target.is_file():
         raise InvalidArgument(f"cannot write {output}: it is not a regular file",
-                              hint=f"write to stdout and redirect it: -o - > {output}")
+                              hint=f"write to stdout and redirect it: -o - > {shlex.quote(str(output))}")
     if target.exists() and not force:
         raise InvalidArgument(f"{output} already exists", hint="add --force to overwrite it, or pick another -o")
     if not os.access(folder, os.W_OK):
@@ -167,6 +168,11 @@ class Col:
 
 
 GAP = "  "
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`n` things said as a user reads them: "1 replica", "2 replicas" (`plural` when it is not `noun` + "s")."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def terminal_width(err: bool = False) -> int | None:

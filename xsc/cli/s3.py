@@ -9,7 +9,7 @@ import click
 
 from .. import codec
 from ..units import format_credits
-from .output import Col, emit_json, json_option, prose, table
+from .output import Col, counted, emit_json, json_option, prose, table
 
 @click.group()
 def s3() -> None:
@@ -154,8 +154,8 @@ def revoke(obj, bucket: str, user: str) -> None:
         granted = ", ".join(f"{u} {level}" for u, level in sorted(done.get("grants", {}).items())) or "no one"
         click.echo(f"{user} had no grant on {bucket}: nothing to take back (granted there: {granted})", err=True)
         return
-    click.echo(f"{user} has no grant on {bucket} now"
-               + (f"; its {len(aborted)} multipart upload(s) in progress there aborted" if aborted else ""), err=True)
+    aborted_said = f"; its {counted(len(aborted), 'multipart upload')} in progress there aborted" if aborted else ""
+    click.echo(f"{user} has no grant on {bucket} now{aborted_said}", err=True)
 
 
 @s3.command()
@@ -312,7 +312,7 @@ def export_index(obj, output: str, force: bool) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     n = sum(len(b["objects"]) for b in index["buckets"])
-    click.echo(f"wrote {len(index['buckets'])} bucket(s), {n} object(s) to {output}", err=True)
+    click.echo(f"wrote {counted(len(index['buckets']), 'bucket')}, {counted(n, 'object')} to {output}", err=True)
 
 
 @s3.command("import-index")
@@ -349,12 +349,13 @@ def import_index(obj, path: str, as_json: bool) -> None:
         emit_json({**{key: done[key] for key in ("buckets", "objects", "uploads", "parts", "completed", "funded",
                                                  "kept", "taken", "refused", "foreign")}, "left_out": left_out})
         return
-    click.echo(f"imported {done['buckets']} bucket(s), {done['objects']} object(s), {done['uploads']} upload(s) "
-               f"with {done['parts']} part(s), {done['completed']} completed upload(s), {done['funded']} funded "
-               f"user(s); {done['kept']} record(s) this node held already kept as they were", err=True)
+    click.echo(f"imported {counted(done['buckets'], 'bucket')}, {counted(done['objects'], 'object')}, "
+               f"{counted(done['uploads'], 'upload')} with {counted(done['parts'], 'part')}, "
+               f"{counted(done['completed'], 'completed upload')}, {counted(done['funded'], 'funded user')}; "
+               f"{counted(done['kept'], 'record')} this node held already kept as they were", err=True)
     if done["taken"]:
-        click.echo(f"left out {done['taken']} object(s) or part(s) naming a file another record here refers to: "
-                   "deleting one would remove the other's file", err=True)
+        click.echo(f"left out {counted(done['taken'], 'object or part', 'objects or parts')} naming a file another "
+                   "record here refers to: deleting one would remove the other's file", err=True)
     named: Counter = Counter()  # each reason's first few named: an import into a fresh node may leave out every one
     for item in (i for i in left_out if i.get("reason") in _REFUSED):
         named[item["reason"]] += 1
@@ -364,11 +365,11 @@ def import_index(obj, path: str, as_json: bool) -> None:
                     if "upload" in item else f"object {item.get('bucket')}/{item.get('key')}")
             click.echo(f"left out {what}: {_REFUSED[item['reason']]}", err=True)
     for reason, n in ((r, n - 10) for r, n in named.items() if n > 10):
-        click.echo(f"left out {n} more record(s) so ({reason}): `xsc s3 import-index FILE --json` names "
+        click.echo(f"left out {counted(n, 'more record')} so ({reason}): `xsc s3 import-index FILE --json` names "
                    "them all", err=True)
     if done["foreign"]:
-        click.echo(f"did not note {done['foreign']} user(s) as funded by this node: the export's node funded them, "
-                   "not this one (fund them here with: xsc s3 fund USER CREDITS)", err=True)
+        click.echo(f"did not note {counted(done['foreign'], 'user')} as funded by this node: the export's node funded "
+                   "them, not this one (fund them here with: xsc s3 fund USER CREDITS)", err=True)
 
 
 _REFUSED = {"removing": "its file is marked for removal here (it may be gone already)",

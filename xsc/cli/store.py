@@ -11,7 +11,7 @@ import click
 
 from ..errors import BadRequest, InvalidArgument, XscError
 from ..units import format_credits, parse_duration
-from .output import Col, emit_json, json_option, output_file, prose, table, terminal_width, wide_option
+from .output import Col, counted, emit_json, json_option, output_file, prose, table, terminal_width, wide_option
 from .progress import progress_bar
 
 
@@ -97,7 +97,7 @@ def put(obj, file: str, name: str | None, duration: str | None, max_price: int |
     if as_json:
         emit_json(result)
         return
-    prose(f"stored {result['size']} bytes in {result['segments']} segment(s); {result['placement_note']}; "
+    prose(f"stored {result['size']} bytes in {counted(result['segments'], 'segment')}; {result['placement_note']}; "
           f"the lease costs {format_credits(result['cost'])} credits at "
           f"{'/'.join(sorted({str(p) for p in result['prices']}))} micro-credits per GiB-hour, "
           f"paid to the holders as they hold it", err=True)
@@ -421,7 +421,7 @@ def _every_file(obj, action: str, wide: bool, as_json: bool) -> None:
         for f in files:
             counts[f["state"]] = counts.get(f["state"], 0) + 1
         said = ", ".join(f"{n} {state}" for state, n in sorted(counts.items(), key=lambda c: _STATES.get(c[0], 9)))
-        prose(f"{len(files)} file(s): {said}" + ("" if result["healthy"] or action == "repair"
+        prose(f"{counted(len(files), 'file')}: {said}" + ("" if result["healthy"] or action == "repair"
                                                  else "; `xsc store repair --all` repairs the damaged ones"))
     if not result["healthy"]:
         sys.exit(1)

@@ -101,7 +101,8 @@ class RemoteAnswers:
         pending and drops it (`_replica_again`): never a replica compared and counted after its tab was dropped."""
         step = job.setdefault("replicating", {}).get(provider, {})
         job["replicating"][provider] = {"step": "lost", "provider": provider, "error": str(err)[:300],
-                                        "lost": lost_why(err), **{k: step[k] for k in ("authorization",) if k in step}}
+                                        "lost": lost_why(err), **{k: step[k] for k in ("authorization",) if k in step},
+                                        **({"prepayment": True} if _wants_prepayment(err) else {})}
         self.records.save(job["id"], job)
 
     async def judged(self, job: dict[str, Any], agree: int, replicas: list[tuple[str, Returned | BaseException]]
@@ -258,7 +259,8 @@ class RemoteAnswers:
         if step["step"] == "lost":
             if "authorization" in step:  # a kill -9 may have come before its tab was dropped
                 await self.sent.unanswered_after_restart(step["authorization"])
-            raise XscError(step["error"], lost=step.get("lost", "failed"))
+            raise XscError(step["error"], lost=step.get("lost", "failed"),
+                           **({"prepayment": True} if step.get("prepayment") else {}))
         try:
             if not self.sent.payable_after_restart(step["authorization"]):  # its tab settled unpaid before the stop
                 raise XscError(f"replica {provider}'s tab was settled unpaid before the stop: not counted")
@@ -478,7 +480,19 @@ def _no_agreement(job: dict[str, Any], agree: int, replicas: list[tuple[str, Any
                    "stored")
         hint = (f"{rerun_hint(job)} once another provider is offered (`xsc market book --kind compute` lists them), "
                 "or ask it without --replicas to let this node run it")
+    stingy = [provider for provider, r in replicas if _wants_prepayment(r)]
+    if stingy:  # as a single job's refusal (paid.relayed): each provider's id whole, in the command that pays it
+        commands = "; ".join(f"xsc ledger prepay {provider} CREDITS" for provider in stingy)
+        hint = (f"ask its user for credit, or if it owes you: {commands}; then {hint}" if len(stingy) == 1 else
+                f"ask their users for credit, or if they owe you: {commands}; then {hint}")
     return (ReplicasLost if missing > 0 and len(agreed) + missing >= agree else ReplicasDisagree), message, hint
+
+
+def _wants_prepayment(err: Any) -> bool:
+    """Whether a replica was lost to its provider's refusal for want of prepayment (as it came, or as a replica's
+    record wrote it down)."""
+    return isinstance(err, XscError) and (err.details.get("peer_code") == "prepayment-required"
+                                          or err.details.get("prepayment") is True)
 
 
 def _placed_again(asked: int, replicas: int) -> str:
