@@ -168,7 +168,7 @@ async def test_recognition_counters_are_written_once_a_round_not_by_every_paid_c
 async def test_the_compute_ask_is_the_one_in_the_offer_whatever_the_use_the_config_or_the_state(node_factory) -> None:
     """MarketService.ask("compute") prices the compute offer alone (a provider asks it for every paid call): it is
     the price of the current bucket's compute slot in own_asks, through fuel used, a changed pricing config,
-    a node that offers no compute, and one that is leaving."""
+    a node that offers no compute, and one that is leaving (which publishes no offer and refuses its peers' work)."""
     node = await node_factory(compute={"threads": 2}, market={"fuel_per_second": 1000, "compute_ask_floor": 10,
                                                               "compute_ask_ceiling": 5000})
     market = node.app[NODE].market
@@ -192,10 +192,11 @@ async def test_the_compute_ask_is_the_one_in_the_offer_whatever_the_use_the_conf
     market.config.offer_compute = False
     assert market.ask("compute") is None and offered() is None
     market.config.offer_compute = True
-    market.leaving = True
-    assert market.ask("compute") is None and offered() is None
+    market.leaving = True  # it publishes no offer, but its own work under way keeps it
+    assert market.ask("compute") == offered() == 800
     with pytest.raises(NodeStopping):  # work a peer still offers is refused (503): it goes elsewhere
         market.honoured_ask("compute")
+    assert market.publish(force=True) and not market.book.get(market.me).asks
 
 
 async def test_the_offer_is_made_again_only_when_what_it_is_made_of_changed(node_factory) -> None:

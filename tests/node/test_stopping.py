@@ -8,7 +8,10 @@ rather than waiting for its first request: on each of the node's runners.
 On every listener of a real node process, stopped as a user's Ctrl-C stops it: its web functions' and its S3
 front's requests under way end as the user API's do, new ones on the connections already open are refused 503
 `node-stopping` in each listener's own form, and a second Ctrl-C stops it at once, even while it still tells its
-peers it leaves."""
+peers it leaves.
+
+A put admitted before the stop (on the user API, or an S3 PutObject) keeps the node's own offer, which the stop
+withdraws from its peers only: one whose quote comes after the leave is stored."""
 
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ import pytest
 from aiohttp import web
 
 from xsc.devnet import free_port
-from xsc.node.appkeys import IN_FLIGHT, NODE, TOKEN
+from xsc.errors import NodeStopping
+from xsc.node.appkeys import CONFIG, IN_FLIGHT, NODE, TOKEN
 from xsc.serve.connections import ProblemRunner
 from xsc.serve.listener import GuardedNodeRunner, NodeRunner, NodeSite
 
@@ -134,7 +138,8 @@ async def _stop_while_a_put_is_in_flight(node, caplog) -> None:
     try:
         await eventually_async(lambda: "stopping: waiting for 1 request in flight (POST /v1/store/files)" in caplog.text,
                                "the stop to say it waits for the put")
-        assert market.ask("storage") is None  # it offers nothing: it left before it waits
+        with pytest.raises(NodeStopping):
+            market.honoured_ask("storage")  # it takes no more work from its peers: it left before it waits
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", port)  # and it listens no more
         writer.write(data)
@@ -194,8 +199,7 @@ def _begun(port: int, method: str, path: str, headers: dict[str, str], first: by
 
 
 def _s3_put(node: NodeProcess, port: int, key: dict, body: bytes) -> http.client.HTTPConnection:
-    """A PutObject of `body` half sent, once the node has begun storing it (its room reserved: the stop withdraws the
-    node's offer, and a put that has not found room by then finds none)."""
+    """A PutObject of `body` half sent, once the node has begun storing it (its room reserved)."""
     headers = sign_headers("PUT", f"http://127.0.0.1:{port}/bkt/o", key, {"Content-Length": str(len(body))})
     conn = _begun(port, "PUT", "/bkt/o", headers, body[:len(body) // 2])
     eventually(lambda: reserved(node) > 0, "the node to begin storing the upload", 60)
@@ -296,3 +300,57 @@ def test_a_second_signal_cuts_short_the_wait_for_the_peers_to_hear_the_node_leav
     assert node.stop(signal.SIGINT, timeout=30) == 0  # (a deadline against a hang: unforced, it would wait an hour)
     log = node.log.read_bytes()
     assert b"stopping: no longer waiting for the peers to hear this node leaves" in log and b"Traceback" not in log
+
+
+def _quoting_after_the_leave(node) -> asyncio.Event:
+    """Each put's quote on `node` waits for its stop to have begun (its market left); the event is set as one
+    waits."""
+    storage, market, quoting = node.app[NODE].storage, node.app[NODE].market, asyncio.Event()
+    quote = storage.quote
+
+    async def after_the_leave(*args, **kwargs):
+        quoting.set()
+        await eventually_async(lambda: market.leaving, "the stop to begin")
+        return await quote(*args, **kwargs)
+
+    storage.quote = after_the_leave
+    return quoting
+
+
+async def test_a_put_admitted_before_the_stop_is_stored_though_its_quote_comes_after_the_leave(node_factory) -> None:
+    """The node's own offer, withdrawn from its peers as the stop begins, is still there for the put."""
+    node = await node_factory()
+    quoting = _quoting_after_the_leave(node)
+    data = os.urandom(100_000)
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.server.port)
+    writer.write(f"POST /v1/store/files HTTP/1.1\r\nHost: n\r\nAuthorization: Bearer {node.app[TOKEN]}\r\n"
+                 f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    await asyncio.wait_for(quoting.wait(), HANG)
+    closing = asyncio.ensure_future(close_node(node))
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HANG)
+        assert head.startswith(b"HTTP/1.1 201"), head + await reader.read(2000)
+        await closing
+    finally:
+        writer.close()
+        closing.cancel()
+
+
+async def test_an_s3_put_admitted_before_the_stop_is_stored_though_its_quote_comes_after_the_leave(
+        node_factory) -> None:
+    port = free_port()
+    node = await node_factory(node={"s3_listen": f"127.0.0.1:{port}"})
+    key = await asyncio.to_thread(create_key, node.app[CONFIG].data_dir)
+    assert (await asyncio.to_thread(_s3, http.client.HTTPConnection("127.0.0.1", port, timeout=60), port, key, "PUT",
+                                    "/bkt"))[0] == 200
+    quoting = _quoting_after_the_leave(node)
+    data = os.urandom(100_000)
+    put = asyncio.ensure_future(asyncio.to_thread(
+        _s3, http.client.HTTPConnection("127.0.0.1", port, timeout=60), port, key, "PUT", "/bkt/o", data))
+    await asyncio.wait_for(quoting.wait(), HANG)
+    closing = asyncio.ensure_future(close_node(node))
+    try:
+        assert await asyncio.wait_for(put, HANG) == (200, b"")
+        await closing
+    finally:
+        closing.cancel()

@@ -29,7 +29,6 @@ def serve(obj, listen: str, region: str | None, reconcile_interval: float) -> No
     """Serve S3 for the node of the data dir, in this process, until Ctrl-C or SIGTERM."""
     import asyncio
     import logging
-    import signal
 
     from ..config import REGION, load_config, parse_listen
     from ..errors import ConfigError
@@ -57,12 +56,8 @@ def serve(obj, listen: str, region: str | None, reconcile_interval: float) -> No
                     region=region or limits.s3_region, reconcile_interval=reconcile_interval, idle_timeout=limits.idle_timeout)
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         try:
-            await run(front, host, port, limits, stop=stop,
+            await run(front, host, port, limits,
                       ready=lambda url: click.echo(f"xsc s3 serving {url} for the node at {obj.node_url()}"))
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",

@@ -114,7 +114,8 @@ class MarketService:
         self.fuel_used: dict[int, int] = {}  # bucket -> fuel this node ran in it
         self._published: tuple | None = None
         self._asks_published: deque[tuple[int, str, int]] = deque(maxlen=256)  # (ms, kind, ask) as published
-        self.leaving = False  # shutting down: it offers nothing more
+        # Shutting down: it publishes no offer and refuses its peers' work; its own puts under way keep its offer.
+        self.leaving = False
         self._asks: tuple[tuple, list[Ask]] | None = None  # (what own_asks were made of, the asks)
         self.prices = Prices(db, config.bucket_seconds)  # the clearing prices seen, for `xsc market prices`
         self.shown = ShownClearing(self)  # the clearing `xsc market book` and `xsc market prices` show
@@ -144,9 +145,8 @@ class MarketService:
     def own_asks(self) -> list[Ask]:
         """Capacity slots for the current bucket and the next, priced by the pricing policy; made again only when
         what they are made of changed (every market round and every quote asks for them, and four validated models
-        made each time cost an idle node about 0.3 ms of CPU a second)."""
-        if self.leaving:
-            return []
+        made each time cost an idle node about 0.3 ms of CPU a second).  Leaving, they are no longer published, but
+        this node's own puts still match them (a put admitted before the stop ends with the offers it had)."""
         now_bucket = self.bucket()
         used, capacity = self.storage_usage()
         storage = (min(capacity - used, MAX_QUANTITY), ask_price(self.policy("storage"), used, capacity)) \
@@ -170,8 +170,6 @@ class MarketService:
     def ask(self, kind: str) -> int | None:
         """This node's ask now for `kind`, None if it does not offer it."""
         # Without building every offer: a provider asks it for every paid call, a gateway for every put.
-        if self.leaving:
-            return None
         if kind == "compute":
             offered = self._compute_offer(self.bucket())
             return None if offered is None else offered[1]
@@ -254,7 +252,8 @@ class MarketService:
         self.weights.unsaved = True
 
     def _sign_own(self, force: bool) -> tuple[MarketCommitment, int, bytes] | None:
-        asks, bids, recognition = self.own_asks(), self.needs.published(), self.recognition()
+        asks = [] if self.leaving else self.own_asks()
+        bids, recognition = self.needs.published(), self.recognition()
         content = (tuple(asks), bids, tuple(recognition.items()))
         if content == self._published and not force:
             return None

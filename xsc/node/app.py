@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +33,7 @@ from .collector import Collector
 from ..paths import SOCKET_FILE
 from ..serve.handoff import HandOff
 from ..serve.listener import GuardedNodeRunner, NodeSite, TlsOnlySite
-from ..serve.stop import SHUTDOWN_TIMEOUT, InFlight
+from ..serve.stop import SHUTDOWN_TIMEOUT, InFlight, on_signals
 from .metrics import Metrics
 from .middlewares import request_counter
 from .peer_routes import WORK_BURST
@@ -201,9 +200,8 @@ async def serve(config: NodeConfig, *, listening: Callable[[], None] | None = No
             except OSError as exc:
                 raise ConfigError(f"cannot listen on {site.name.split('://')[1]}: {exc.strerror or exc}",
                                   hint=f"pick another address with {flag} HOST:PORT") from exc
-        stop, loop = asyncio.Event(), asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = asyncio.Event()
+        on_signals(stop, lambda: runner)
         collector.install()
         print(f"peers reach it at {app[NODE].peers.url}", flush=True)
         if config.node.s3_listen:
@@ -217,8 +215,6 @@ async def serve(config: NodeConfig, *, listening: Callable[[], None] | None = No
         datadir.record_url(config.data_dir, f"http://{host}:{port}")
         print(f"xsc node {app[IDENTITY].id} listening on http://{host}:{port} (data dir {config.data_dir})", flush=True)
         await stop.wait()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, runner.force)
     finally:
         collector.uninstall()
         sys.setswitchinterval(switch_interval)

@@ -25,7 +25,7 @@ from ..errors import Forbidden, NoSuchKey, S3Error, S3ServedByNode, XscError
 from ..ids import unique_bytes
 from ..storage.core.ranges import content_range, parse_range
 from ..serve.connections import ConnectionLimits, open_runner
-from ..serve.stop import IN_FLIGHT, InFlight
+from ..serve.stop import IN_FLIGHT, InFlight, on_signals
 from ..tasks import Quota, Workers, woken
 from ..buckets.core import listing, names
 from ..buckets.objects import SmallPut
@@ -118,7 +118,7 @@ class S3Front:
 
     # --- the app -----------------------------------------------------------------
     def app(self) -> web.Application:
-        # In the node's process (node.s3_listen), drained by its stop, which refuses new requests as S3 errors
+        # Drained by the stop (the node's, or its own on its own), which refuses new requests as S3 errors
         in_flight = InFlight("S3", lambda request, err: _error(request, err, unique_bytes(8).hex().upper()))
         app = web.Application(client_max_size=xml.MAX_BODY, middlewares=[in_flight.middleware])
         app[IN_FLIGHT] = in_flight
@@ -533,9 +533,12 @@ async def listen(front: S3Front, host: str, port: int, limits: ConnectionLimits,
 
 
 async def serve(front: S3Front, host: str, port: int, limits: ConnectionLimits, *,
-                ready: Callable[[str], None] | None = None, stop: asyncio.Event | None = None) -> None:
-    """Run the front until `stop` is set (or forever): reconcile first, then listen (`limits`: as `listen`), then
-    reconcile when idle."""
+                ready: Callable[[str], None] | None = None) -> None:
+    """Run the front until SIGINT or SIGTERM (`xsc s3 serve`): reconcile first, then listen (`limits`: as `listen`),
+    then reconcile when idle; then stop as a node does (serve/stop.py: new requests refused 503, those under way
+    let end; another signal cuts them short)."""
+    stop, runner = asyncio.Event(), None
+    on_signals(stop, lambda: runner)
     await front.node.start()
     try:
         try:
@@ -546,6 +549,8 @@ async def serve(front: S3Front, host: str, port: int, limits: ConnectionLimits, 
             raise
         except XscError as err:
             log.warning("could not reconcile with the node yet: %s", err)
+        if stop.is_set():  # stopped while it reconciled: it never listens
+            return
         runner = await listen(front, host, port, limits)
         try:
             if ready:

@@ -38,6 +38,7 @@ from aiohttp.web_server import Server
 
 from .. import codec
 from ..net.addresses import address_key
+from .stop import Draining
 
 log = logging.getLogger(__name__)
 
@@ -309,6 +310,10 @@ class GuardedRunner(ProblemRunner):
         self.server_options.update(max_connections=max_connections, max_per_ip=max_per_ip)
 
 
+class DrainingRunner(Draining, GuardedRunner):
+    """A GuardedRunner whose cleanup is the stop (stop.py): a listener that is its process's own."""
+
+
 class ConnectionLimits(Protocol):
     """What caps a listener's connections (config's NodeSection has them)."""
 
@@ -322,10 +327,11 @@ def open_runner(app: web.Application, *, max_connections: int, max_per_ip: int, 
     """The runner of a listener anyone may connect to (web functions, S3): its connections capped in all and per
     address and closed when idle, as the node's own listener's are; else idle sockets, held for aiohttp's hour
     each, would take the descriptors the process needs.  `beside_node`: in the node's process, whose own listener
-    keeps its cap of them, this one takes what that leaves."""
+    keeps its cap of them, this one takes what that leaves, and whose stop drains it; else the listener is its
+    process's own (`xsc s3 serve`), its cleanup the stop as a node's is (stop.py)."""
     fd_limit = raise_fd_limit()
     if beside_node:
         fd_limit -= connection_cap(max_connections, fd_limit)
     cap = connection_cap(max_connections, fd_limit)
-    return GuardedRunner(app, max_connections=cap, max_per_ip=min(cap, max_per_ip), keepalive_timeout=idle_timeout,
-                         **kwargs)
+    runner = GuardedRunner if beside_node else DrainingRunner
+    return runner(app, max_connections=cap, max_per_ip=min(cap, max_per_ip), keepalive_timeout=idle_timeout, **kwargs)

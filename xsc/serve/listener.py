@@ -23,7 +23,7 @@ from ..net.addresses import address_key
 from ..net.congestion import choose as choose_congestion
 from ..net.sniff import SniffingServer
 from .connections import ACCEPT_QUEUE, LISTEN_BACKLOG, GuardedRunner, ProblemRunner
-from .stop import drain, force
+from .stop import Draining
 
 TLS_CONTEXT = web.AppKey("tls_context", ssl.SSLContext)  # the peer listener's TLS: the node key's certificate
 TLS_SERVED = web.AppKey("tls_served", bool)  # set by NodeRunner: its port answers TLS, so peers get https://
@@ -35,28 +35,17 @@ SILENT_BATCH = 16  # silent connections set up per loop turn
 SILENT_BURST = 16  # connections accepted in one loop turn, or silent ones waiting, that make a burst
 
 
-class _Sniffing:
+class _Sniffing(Draining):
     """Makes an AppRunner's sites answer TLS (peers) and plain HTTP (the user) on one port, and its cleanup the
     node's stop (stop.py) before aiohttp's own."""
 
-    app: web.Application
-
     def __init__(self, app: web.Application, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)  # type: ignore[call-arg]
+        super().__init__(app, **kwargs)
         app[TLS_SERVED] = True  # before startup: the node advertises https:// to its peers
-        self._forced = asyncio.Event()
 
     async def _make_server(self) -> Any:
         server = await super()._make_server()  # type: ignore[misc]
         return SniffingServer(server, self.app.get(TLS_CONTEXT))
-
-    def force(self) -> None:
-        """Stop at once (a second SIGINT or SIGTERM): the stop under way, or the next, waits for nothing more."""
-        force(self.app, self._forced)
-
-    async def cleanup(self) -> None:
-        await drain(self, self._forced)  # type: ignore[arg-type]
-        await super().cleanup()  # type: ignore[misc]
 
 
 class NodeRunner(_Sniffing, ProblemRunner):

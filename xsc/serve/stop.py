@@ -1,6 +1,7 @@
 """A node's stop, one way wherever the node runs (`xsc node start` on SIGINT or SIGTERM, a node in a test's process
-as its server closes): the node's runners (listener.py) run `drain` first as they clean up, then aiohttp's own
-shutdown and the app's cleanup (its other listeners closed, then its services, its database last).
+as its server closes): the node's runners (listener.py) run `drain` first as they clean up (`Draining`), then
+aiohttp's own shutdown and the app's cleanup (its other listeners closed, then its services, its database last).
+The S3 front on its own (`xsc s3 serve`) stops the same way, its runner the only one and with nothing to leave.
 
 `drain` says the node leaves (LEAVE: its peers stop placing work on it, and work they still send is refused 503
 `node-stopping`), stops listening, on its own port and on its other listeners (LISTENERS: the web functions', the S3
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
@@ -107,6 +109,40 @@ def force(app: web.Application, forced: asyncio.Event) -> None:
             app[CUT_SHORT]()
 
 
+class Draining:
+    """Makes an AppRunner's cleanup the stop: `drain` first, then aiohttp's own (the node's runners, and the S3
+    front's on its own, `xsc s3 serve`)."""
+
+    app: web.Application
+
+    def __init__(self, app: web.Application, **kwargs) -> None:
+        super().__init__(app, **kwargs)  # type: ignore[call-arg]
+        self._forced = asyncio.Event()
+
+    def force(self) -> None:
+        """Stop at once (a second SIGINT or SIGTERM): the stop under way, or the next, waits for nothing more."""
+        force(self.app, self._forced)
+
+    async def cleanup(self) -> None:
+        await drain(self, self._forced)  # type: ignore[arg-type]
+        await super().cleanup()  # type: ignore[misc]
+
+
+def on_signals(stop: asyncio.Event, runner: Callable[[], Draining | None]) -> None:
+    """SIGINT or SIGTERM (a user's Ctrl-C, systemd's stop) sets `stop`; another one then forces the stop of
+    `runner()` (None: nothing listens yet, nothing to cut short)."""
+    loop = asyncio.get_running_loop()
+
+    def signalled() -> None:
+        if not stop.is_set():
+            stop.set()
+        elif (stopping := runner()) is not None:
+            stopping.force()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, signalled)
+
+
 async def drain(runner: web.BaseRunner, forced: asyncio.Event) -> None:
     """The node's part of its stop, before aiohttp's: leave, stop listening, let the requests in flight end."""
     app = runner.app
@@ -145,5 +181,5 @@ async def _leave(app: web.Application, forced: asyncio.Event) -> None:
                       "stopping all the same")
 
 
-__all__ = ["CUT_SHORT", "IN_FLIGHT", "LEAVE", "LISTENERS", "PROGRESS_SECONDS", "SHUTDOWN_TIMEOUT", "InFlight", "Refuse",
-           "describe", "drain", "force"]
+__all__ = ["CUT_SHORT", "IN_FLIGHT", "LEAVE", "LISTENERS", "PROGRESS_SECONDS", "SHUTDOWN_TIMEOUT", "Draining",
+           "InFlight", "Refuse", "describe", "drain", "force", "on_signals"]

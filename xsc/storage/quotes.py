@@ -190,6 +190,13 @@ def providers(market: MarketService) -> set[str]:
     return {a.slot.owner for a in market.book.asks() if a.slot.kind == "storage" and takes_part(a.slot.owner)}
 
 
+def most_room(market: MarketService) -> int:
+    """The most room one provider offers a put: the book's, and this node's own offer as it is now (a node that
+    leaves withdraws it from its peers and its book, not from its own puts under way)."""
+    own = max((a.slot.quantity for a in market.own_asks() if a.slot.kind == "storage"), default=0)
+    return max(market.book.most_offered("storage"), own)
+
+
 async def quote(dealing: Dealing, segment_size: int, size: int | None, seconds: int, bid: int,
                 spread: bool = False, terms: ProviderTerms | None = None, dry: bool = False,
                 share_bytes: int | None = None, **wanted) -> PutQuote:
@@ -218,7 +225,7 @@ async def quote(dealing: Dealing, segment_size: int, size: int | None, seconds: 
                         filters={**wanted, "spread": spread})
     if share_bytes is None:
         share_bytes = layout.share_bytes(size, segment_size)
-    room = market.book.most_offered("storage")
+    room = most_room(market)
     if room < share_bytes:
         raise StorageFull(f"no node offers room for a share of this file ({share_bytes} bytes; the most any "
                           f"offers is {room})", hint="free space, or add nodes with `xsc peers add`")
