@@ -2,9 +2,9 @@
 run checked, kept and shown on the gateway; a provider that answers other results than its record signs struck and
 not paid; one that never shows a record not paid; a record shown to the node that paid for its run alone; the checks
 after the answers bounded in number, and for one provider, those of verified calls that could not be made at once
-included; a check under way at a stop or a kill -9 of the gateway made at its next start (within the same bounds; one
-of a provider gone for good not paid; its record asked for so many times in all, however many restarts), and the
-latest remote runs known after it."""
+included; a checked answer given once its check is owed on disk; a check under way at a stop or a kill -9 of the
+gateway made at its next start (within the same bounds; one of a provider gone for good not paid; its record asked
+for so many times in all, however many restarts), and the latest remote runs known after it."""
 
 from __future__ import annotations
 
@@ -518,6 +518,25 @@ async def test_a_check_owed_of_a_provider_gone_for_good_leaves_its_tab_unpaid(no
     # its tab owes nothing.
     await eventually_async(lambda: _checks(gateway)["unshown"] == 1, "the record given up on")
     assert _checks(gateway) | {"unreached": spot_checks.TRIES - 1, "checking": 0, "owed": 0} == _checks(gateway)
+
+
+async def test_a_sampled_answer_reaches_its_user_once_its_owed_check_is_on_disk(node_factory, monkeypatch) -> None:
+    # A kill -9 of the gateway just after the answer leaves the check owed: the user was answered by a call checked.
+    gateway, _, module = await _pair(node_factory, check_rate=1)
+    release = _records_held_back(monkeypatch)
+    paid = gateway.app[NODE].paid
+    invoke_remote, on_disk = paid.invoke_remote, []
+
+    async def answered(*args, **kwargs):
+        run = await invoke_remote(*args, **kwargs)
+        on_disk.append([check["facts"]["provenance"] for _, _, check in paid.compute.store.owed_checks()])
+        return run
+
+    monkeypatch.setattr(paid, "invoke_remote", answered)
+    status, body = await _add(gateway, module, 1, 2)
+    assert status == 200 and on_disk == [[body["provenance"]]], (body, on_disk)
+    release.set()
+    await eventually_async(lambda: paid.compute.store.owed_checks() == [], "the check done")
 
 
 async def test_a_record_is_asked_for_so_many_times_in_all_across_restarts(node_factory, monkeypatch) -> None:

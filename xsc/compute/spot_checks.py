@@ -14,12 +14,12 @@ life: a provider that closes the connection or stalls is not paid for a call it 
 for one provider: a sampled answer past them is not checked (`skipped`, or `saturated` when its provider's are all
 taken); a `verify` call's check that could not be made at once waits for room (`owed`).
 A check is owed on disk (`c/c/`: the call, what its answer said, hashed where the provider chose its size, and the
-asks for its record that went unanswered) from the write of the tally that counts its answer, in that write, until
-the write that says what it found: a check under way when the gateway stops, or is killed, is taken up at its next
-start (`resume`, within the same bounds), its tab kept off the payment retry until it ends; asked for its record
-until TRIES asks in all went unanswered, however many restarts there were, a record whose provider is gone for good
-is never shown, and its tab is not paid.  The RECENT latest remote runs (`c/e/`, a ring of that many rows) are written
-with those tallies too, so a restart forgets none of them.
+asks for its record that went unanswered) from the write of the tally that counts its answer, in that write (made
+before the call's answer: `begin`), until the write that says what it found: a check under way when the gateway
+stops, or is killed, is taken up at its next start (`resume`, within the same bounds), its tab kept off the payment
+retry until it ends; asked for its record until TRIES asks in all went unanswered, however many restarts there
+were, a record whose provider is gone for good is never shown, and its tab is not paid.  The RECENT latest remote
+runs (`c/e/`, a ring of that many rows) are written with those tallies too, so a restart forgets none of them.
 A checked record is kept (`c/r/`, swept as a job's provider's records are: compute.record_retention after its run
 began, by its id, which its provider chose: one dated past KEEP_AHEAD from now is not kept) so that `xsc compute
 provenance ID` shows it; one not checked is fetched from its provider when asked for (`provenance`), which this node
@@ -153,16 +153,19 @@ class SpotChecks:
     async def begin(self, answered: Answered, verify: bool) -> bool:
         """Check a call `due` said is checked: now if `verify` (True once its record held; ForgedResult, or
         PeerUnreachable while it is asked again in the background, within the bounds), else in the background
-        (False)."""
-        if not verify:
-            self.start(answered)
-            return False
+        (False).  The check owed, or what it found, is on disk when it returns, before the call is answered: a kill -9
+        once its user has the answer leaves the check owed, not forgotten with the tally that counts the answer."""
         try:
+            if not verify:
+                self.start(answered)
+                return False
             await self._once(answered)
         except (PeerUnreachable, asyncio.CancelledError):  # (cancelled: its caller gone, the check still owed)
             self._owed.append((answered, False))  # the call is paid only once its record is shown and holds
             self._next_owed()
             raise
+        finally:
+            self.tabs.write_now()
         return True
 
     def start(self, answered: Answered, now: bool = False) -> None:
