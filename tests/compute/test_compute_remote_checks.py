@@ -1,9 +1,10 @@
 """Remote invokes held to their providers' signed records (compute/spot_checks.py), on two real nodes: an honest
 run checked, kept and shown on the gateway; a provider that answers other results than its record signs struck and
 not paid; one that never shows a record not paid; a record shown to the node that paid for its run alone; the checks
-after the answers bounded in number, and for one provider; a check under way at a stop or a kill -9 of the gateway
-made at its next start (within the same bounds; one of a provider gone for good not paid), and the latest remote runs
-known after it."""
+after the answers bounded in number, and for one provider, those of verified calls that could not be made at once
+included; a checked answer given once its check is owed on disk; a check under way at a stop or a kill -9 of the
+gateway made at its next start (within the same bounds; one of a provider gone for good not paid; its record asked
+for so many times in all, however many restarts), and the latest remote runs known after it."""
 
 from __future__ import annotations
 
@@ -386,6 +387,40 @@ async def test_checks_after_the_answers_are_bounded_in_number(node_factory, monk
     assert _checks(gateway) | {"held": most, "struck": 0} == _checks(gateway)
 
 
+def _unreachable_at_first_ask(monkeypatch) -> asyncio.Event:
+    """The gateway's first ask for each record finds its provider unreachable; its later asks wait until the event
+    answered is set, then are made."""
+    release, asked = asyncio.Event(), set()
+    fetch = spot_checks.fetch_record
+
+    async def unreachable_at_first(client, url, provider, pid):
+        if pid not in asked:
+            asked.add(pid)
+            raise PeerUnreachable("peer is unreachable: connection refused")
+        await release.wait()
+        return await fetch(client, url, provider, pid)
+
+    monkeypatch.setattr(spot_checks, "fetch_record", unreachable_at_first)
+    return release
+
+
+async def test_checks_of_verified_calls_made_later_are_bounded_in_number(node_factory, monkeypatch) -> None:
+    # Each verified call whose record could not be had at once leaves a check to make later: past the bounds, those
+    # wait their turn, however many calls a user makes.
+    monkeypatch.setattr(spot_checks, "BACKOFF", 0.01)
+    gateway, _, module = await _pair(node_factory, check_rate=0)
+    release = _unreachable_at_first_ask(monkeypatch)
+    calls = spot_checks.CHECKING + 2
+    for n in range(calls):
+        status, problem = await _add(gateway, module, n, 1, verify=True)
+        assert status == 502 and problem["code"] == "peer-unreachable", problem
+    checks = (await (await gateway.get("/v1/node/status")).json())["remote_compute"]["checks"]
+    assert checks | {"checking": spot_checks.PER_PROVIDER, "owed": calls - spot_checks.PER_PROVIDER} == checks
+    release.set()
+    await eventually_async(lambda: _checks(gateway)["held"] == calls, "every check made")
+    assert _checks(gateway) | {"checking": 0, "owed": 0, "unreached": calls, "unshown": 0} == _checks(gateway)
+
+
 async def test_a_caught_answer_that_charged_nothing_leaves_its_whole_tab_unpaid(node_factory, monkeypatch) -> None:
     # A provider charges nothing for the answer it forges (run at a price of 0, memory free: its record signs another
     # price than the deal's), so the tally less that answer is what its receipt says: the tab is not paid all the same.
@@ -472,16 +507,61 @@ async def test_checks_a_stop_left_owed_are_taken_up_within_the_bounds(node_facto
 
 async def test_a_check_owed_of_a_provider_gone_for_good_leaves_its_tab_unpaid(node_factory, monkeypatch) -> None:
     gateway, provider, module = await _pair(node_factory, check_rate=1)
-    asked, _ = _records_kept_back(provider, monkeypatch)
+    _records_kept_back(provider, monkeypatch)
     status, body = await _add(gateway, module, 1, 2)
     assert status == 200, body
-    await eventually_async(asked.is_set, "the record asked for")
+    await eventually_async(lambda: _checks(gateway)["unreached"] == 1, "the record asked for, unanswered")
     await close_node(provider)
     monkeypatch.setattr(spot_checks, "BACKOFF", 0.01)
     gateway = await _restarted(gateway, node_factory, check_rate=1)
-    # Asked for as often as any record (its provider is unreachable): never shown, its tab owes nothing.
+    # Asked for as often as any record, the ask before the stop counted (its provider is unreachable): never shown,
+    # its tab owes nothing.
     await eventually_async(lambda: _checks(gateway)["unshown"] == 1, "the record given up on")
-    assert _checks(gateway) | {"unreached": spot_checks.TRIES, "checking": 0, "owed": 0} == _checks(gateway)
+    assert _checks(gateway) | {"unreached": spot_checks.TRIES - 1, "checking": 0, "owed": 0} == _checks(gateway)
+
+
+async def test_a_sampled_answer_reaches_its_user_once_its_owed_check_is_on_disk(node_factory, monkeypatch) -> None:
+    # A kill -9 of the gateway just after the answer leaves the check owed: the user was answered by a call checked.
+    gateway, _, module = await _pair(node_factory, check_rate=1)
+    release = _records_held_back(monkeypatch)
+    paid = gateway.app[NODE].paid
+    invoke_remote, on_disk = paid.invoke_remote, []
+
+    async def answered(*args, **kwargs):
+        run = await invoke_remote(*args, **kwargs)
+        on_disk.append([check["facts"]["provenance"] for _, _, check in paid.compute.store.owed_checks()])
+        return run
+
+    monkeypatch.setattr(paid, "invoke_remote", answered)
+    status, body = await _add(gateway, module, 1, 2)
+    assert status == 200 and on_disk == [[body["provenance"]]], (body, on_disk)
+    release.set()
+    await eventually_async(lambda: paid.compute.store.owed_checks() == [], "the check done")
+
+
+async def test_a_record_is_asked_for_so_many_times_in_all_across_restarts(node_factory, monkeypatch) -> None:
+    # The provider never answers: the gateway is stopped twice while it asks (an ask cut short counts for nothing), and
+    # the asks that went unanswered before each stop count toward TRIES after it.
+    monkeypatch.setattr(spot_checks, "BACKOFF", 0.01)
+    gateway, _, module = await _pair(node_factory, check_rate=1)
+    asks: list[str] = []
+    stops = (3, 5)  # the asks the gateway is stopped during
+
+    async def unreachable(client, url, provider, pid):
+        asks.append(pid)
+        if len(asks) in stops:
+            await asyncio.Event().wait()  # until the stop cuts it short
+        raise PeerUnreachable("peer is unreachable: connection refused")
+
+    monkeypatch.setattr(spot_checks, "fetch_record", unreachable)
+    status, body = await _add(gateway, module, 1, 2)
+    assert status == 200, body
+    for ask in stops:
+        await eventually_async(lambda ask=ask: len(asks) == ask, f"ask {ask} made")
+        gateway = await _restarted(gateway, node_factory, check_rate=1)
+    await eventually_async(lambda: _checks(gateway)["unshown"] == 1, "the record given up on")
+    assert len(asks) == spot_checks.TRIES + len(stops) and set(asks) == {body["provenance"]}, asks
+    assert _checks(gateway) | {"unreached": 2, "checking": 0, "owed": 0} == _checks(gateway)
 
 
 async def test_a_run_not_checked_is_found_on_its_provider_after_a_restart(node_factory) -> None:

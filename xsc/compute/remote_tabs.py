@@ -36,9 +36,10 @@ was shown, and is held to its cap: `_tally_untracked`).  From the start on, the 
 holds what its tally says it may still be paid, not the cap the ledger holds for any pending authorization
 (`_restored`).  It is written unsynced before any call it counts is sent (`write_tallies`, the batcher's
 `before_send`: a call reserved waits for that write, made once for its whole batch), and once per loop turn in which
-answers changed it: one small write per batch of calls and one per turn of answers, never an fsync.  A kill -9 loses
-none of it (each write is in the kernel's hands before it returns); a crash of the machine may lose the writes
-since the database's last synced write (the tally is then as it was then).
+answers changed it: one small write per batch of calls and one per turn of answers, never an fsync; the answer of a
+call whose provider's record is checked is given only once that write is made (`write_now`: the check it owes is in
+it, compute/spot_checks.py).  A kill -9 loses none of it (each write is in the kernel's hands before it returns); a
+crash of the machine may lose the writes since the database's last synced write (the tally is then as it was then).
 
 A job's tab (`reserve_alone`) is its alone, and its authorization's job reference names it (`job_tab`:
 compute:rtab:job:JOB_ID), so both nodes' ledgers say which job each such payment was for.  It is shown to its
@@ -429,6 +430,13 @@ class GatewayTabs:
             self._rows.update(rows)
             if self._writing is None:
                 self._writing = asyncio.get_running_loop().call_soon(self._write_soon)
+
+    def write_now(self) -> None:
+        """What the end of this loop turn would write, written now: before an answer that must not reach its user
+        unless its rows are on disk (a failed write is logged, and what it held written with the next)."""
+        if self._writing is not None:
+            self._writing.cancel()
+        self._write_soon()
 
     def _write_soon(self) -> None:
         self._writing = None

@@ -8,16 +8,18 @@ for every call whose user asks (`verify`), and holds it to the call (module, ent
 authorization, the price, this node's payer) and to the answer (results or trap, fuel, charge, exit code and
 streams), and to the other answers: a run named by two answers is a strike too.  A checked call's record is a
 condition of its pay: its tab is not closed while the check runs, and nothing of the tab is paid if the record does
-not hold, or is refused (both strikes), or is never shown (asked TRIES times, backing off, within the tab's life: a
-provider that closes the connection or stalls is not paid for a call it could forge unseen; not a strike)
-(remote_tabs.py: `GatewayTabs.checked`).  Sampled checks run as CHECKING tasks at most, PER_PROVIDER of them for one
-provider: a sampled answer past them is not checked (`skipped`, or `saturated` when its provider's are all taken).
-A check is owed on disk (`c/c/`: the call and what its answer said, hashed where the provider chose its size) from
-the write of the tally that counts its answer, in that write, until the write that says what it found: a check under
-way when the gateway stops, or is killed, is taken up at its next start (`resume`, within the same bounds), its tab
-kept off the payment retry until it ends; asked TRIES times again, a record whose provider is gone for good is
-never shown, and its tab is not paid.  The RECENT latest remote runs (`c/e/`, a ring of that many rows) are written
-with those tallies too, so a restart forgets none of them.
+not hold, or is refused (both strikes), or is never shown (asked TRIES times in all, backing off, within the tab's
+life: a provider that closes the connection or stalls is not paid for a call it could forge unseen; not a strike)
+(remote_tabs.py: `GatewayTabs.checked`).  Checks in the background run as CHECKING tasks at most, PER_PROVIDER of them
+for one provider: a sampled answer past them is not checked (`skipped`, or `saturated` when its provider's are all
+taken); a `verify` call's check that could not be made at once waits for room (`owed`).
+A check is owed on disk (`c/c/`: the call, what its answer said, hashed where the provider chose its size, and the
+asks for its record that went unanswered) from the write of the tally that counts its answer, in that write (made
+before the call's answer: `begin`), until the write that says what it found: a check under way when the gateway
+stops, or is killed, is taken up at its next start (`resume`, within the same bounds), its tab kept off the payment
+retry until it ends; asked for its record until TRIES asks in all went unanswered, however many restarts there
+were, a record whose provider is gone for good is never shown, and its tab is not paid.  The RECENT latest remote
+runs (`c/e/`, a ring of that many rows) are written with those tallies too, so a restart forgets none of them.
 A checked record is kept (`c/r/`, swept as a job's provider's records are: compute.record_retention after its run
 began, by its id, which its provider chose: one dated past KEEP_AHEAD from now is not kept) so that `xsc compute
 provenance ID` shows it; one not checked is fetched from its provider when asked for (`provenance`), which this node
@@ -72,11 +74,12 @@ class Answered:
     tab: OpenTab  # the call's: not closed until its check says whether the call is paid
     facts: dict[str, Any]  # what the answer said (`_facts`)
     check_id: bytes  # its row's, owed on disk until its tab is told the outcome
+    tried: int = 0  # times its record was asked for and not shown (in its row too: TRIES in all, across restarts)
     settled: bool = False  # its tab told the outcome of its check
 
     def to_json(self) -> dict[str, Any]:
         call = self.call
-        return {"provider": self.provider, "price": self.price, "facts": self.facts,
+        return {"provider": self.provider, "price": self.price, "facts": self.facts, "tried": self.tried,
                 "call": {"module": call.module, "function": call.function, "args": call.args, "fuel": call.fuel,
                          "memory": call.memory, "timeout": call.timeout, "wasi": call.wasi}}
 
@@ -94,7 +97,10 @@ class SpotChecks:
         self._runs = 0  # remote runs counted (on disk too: the ring's rows)
         self._tasks: set[asyncio.Task] = set()
         self._of: dict[str, int] = {}  # provider -> its checks among `_tasks`
-        self._owed: list[Answered] = []  # checks a stop left owed, waiting for room among `_tasks`
+        # Checks waiting for room among `_tasks`, and whether each asks for its record at once when it starts: those a
+        # stop left owed do (the stop was their pause); those of `verify` calls whose record could not be had back off
+        # first (each such call would otherwise add a task, however many calls a user makes).
+        self._owed: list[tuple[Answered, bool]] = []
         self._closed = False
         self.counts = {"checked": 0, "held": 0, "struck": 0, "unserved": 0, "unreached": 0, "unshown": 0,
                        "skipped": 0, "saturated": 0}
@@ -146,26 +152,29 @@ class SpotChecks:
 
     async def begin(self, answered: Answered, verify: bool) -> bool:
         """Check a call `due` said is checked: now if `verify` (True once its record held; ForgedResult, or
-        PeerUnreachable while it is asked again in the background), else in the background (False)."""
-        if not verify:
-            self.start(answered)
-            return False
+        PeerUnreachable while it is asked again in the background, within the bounds), else in the background
+        (False).  The check owed, or what it found, is on disk when it returns, before the call is answered: a kill -9
+        once its user has the answer leaves the check owed, not forgotten with the tally that counts the answer."""
         try:
+            if not verify:
+                self.start(answered)
+                return False
             await self._once(answered)
-        except PeerUnreachable:
-            self.start(answered, tried=1)  # the call is paid only once its record is shown and holds
+        except (PeerUnreachable, asyncio.CancelledError):  # (cancelled: its caller gone, the check still owed)
+            self._owed.append((answered, False))  # the call is paid only once its record is shown and holds
+            self._next_owed()
             raise
-        except asyncio.CancelledError:
-            self.start(answered)  # its caller gone, the check is still owed
-            raise
+        finally:
+            self.tabs.write_now()
         return True
 
-    def start(self, answered: Answered, tried: int = 0) -> None:
-        """Check `answered` in the background, asking for its record `TRIES - tried` times at most.  Once the gateway
-        stops, a check is left owed: on disk, taken up at the next start (`resume`), its tab not closed meanwhile."""
+    def start(self, answered: Answered, now: bool = False) -> None:
+        """Check `answered` in the background, asking for its record until TRIES asks in all went unanswered: `now`,
+        or after backing off from its last.  Once the gateway stops, a check is left owed: on disk, taken up at the
+        next start (`resume`), its tab not closed meanwhile."""
         if self._closed:
             return
-        task = asyncio.get_running_loop().create_task(self._sampled(answered, tried))
+        task = asyncio.get_running_loop().create_task(self._sampled(answered, now))
         self._tasks.add(task)
         self._of[answered.provider] = self._of.get(answered.provider, 0) + 1
         task.add_done_callback(lambda done: self._done(done, answered))
@@ -200,39 +209,41 @@ class SpotChecks:
                               auth_id.hex())
                 gone.update(self.compute.store.owed_check_row(auth_id, check_id, None))
                 continue
-            provider, call, price, facts = owed
-            self._owed.append(Answered(provider, None, call, price, tab, facts, check_id))
+            provider, call, price, facts, tried = owed
+            self._owed.append((Answered(provider, None, call, price, tab, facts, check_id, tried), True))
         self.tabs.with_tallies(gone)
         if self._owed:
             log.info("taking up %d check(s) of remote answers the last stop left owed", len(self._owed))
         self._next_owed()
 
     def _next_owed(self) -> None:
-        """Start the checks a stop left owed that the bounds leave room for."""
-        for answered in list(self._owed):
+        """Start the waiting checks that the bounds leave room for."""
+        for waiting in list(self._owed):
             if len(self._tasks) >= CHECKING or self._closed:
                 return
-            if self._of.get(answered.provider, 0) < PER_PROVIDER:
-                self._owed.remove(answered)
-                self.start(answered)
+            if self._of.get(waiting[0].provider, 0) < PER_PROVIDER:
+                self._owed.remove(waiting)
+                self.start(*waiting)
 
-    async def _sampled(self, answered: Answered, tried: int) -> None:
-        wait = BACKOFF * 2 ** max(0, tried - 1)
+    async def _sampled(self, answered: Answered, now: bool) -> None:
         # The tab must be closed while its authorization is valid: the checks of its calls end well before.
         deadline = answered.tab.auth.expires_at - TAB_TTL / 2
         try:
-            while tried == 0 or (tried < TRIES and time.time() + wait < deadline):
-                if tried:
+            while answered.tried < TRIES:
+                wait = 0.0 if now or not answered.tried else BACKOFF * 2 ** (answered.tried - 1)
+                if answered.tried and time.time() + wait >= deadline:
+                    break
+                if wait:
                     await asyncio.sleep(wait)
-                    wait *= 2
+                now = False
                 try:
                     await self._once(answered)
                     return
                 except PeerUnreachable:
-                    tried += 1  # counted and logged by `_check`
+                    pass  # counted, on disk too, by `_once`
             self.counts["unshown"] += 1
             log.warning("provider %s never showed its record %s of a call it answered (asked %d times): the call's "
-                        "tab is not paid", answered.provider, answered.facts["provenance"], tried)
+                        "tab is not paid", answered.provider, answered.facts["provenance"], answered.tried)
             self._settle(answered, unpaid=True)
         except XscError:
             pass  # a strike, logged by `_check`
@@ -242,13 +253,18 @@ class SpotChecks:
     async def _once(self, answered: Answered) -> dict[str, Any]:
         """The provider's signed record of the call, held to it and to its answer, then kept: ForgedResult (and a
         strike, and the call's tab not paid) if it does not hold or the provider does not serve it;
-        PeerUnreachable if it cannot be had now (the check is still pending: asked again, `_sampled`)."""
+        PeerUnreachable if it cannot be had now (the check is still pending: asked again, `_sampled`; the ask counted
+        in its row, so that TRIES asks in all are made, however many times the gateway restarts)."""
         try:
             signed = await self._check(answered)
         except ForgedResult:
             self._settle(answered, unpaid=True, struck=True)
             raise
-        except (PeerUnreachable, asyncio.CancelledError):
+        except PeerUnreachable:
+            answered.tried += 1
+            self.tabs.with_tallies(self._owed_row(answered, answered.to_json()))
+            raise
+        except asyncio.CancelledError:
             raise  # still owed
         except BaseException:
             self._settle(answered)  # a check that failed here says nothing against the provider
@@ -424,17 +440,19 @@ def _count(value: Any) -> Any:
 _FACTS = frozenset(_facts({"provenance": "0" * 32}, None))  # (and "named", of a run named otherwise)
 
 
-def _owed(check: dict | None) -> tuple[str, InvokeCall, int, dict[str, Any]] | None:
-    """A check owed as it was written (Answered.to_json), read back: (provider, call, price, facts); None if it
-    cannot be read."""
+def _owed(check: dict | None) -> tuple[str, InvokeCall, int, dict[str, Any], int] | None:
+    """A check owed as it was written (Answered.to_json), read back: (provider, call, price, facts, asks that went
+    unanswered); None if it cannot be read."""
+    tried = check.get("tried", 0) if isinstance(check, dict) else None
     if check is None or type(check.get("provider")) is not str or type(check.get("price")) is not int \
-            or not isinstance(check.get("facts"), dict) or not _FACTS <= set(check["facts"]):
+            or not isinstance(check.get("facts"), dict) or not _FACTS <= set(check["facts"]) \
+            or type(tried) is not int or tried < 0:
         return None
     try:
         call = parse_invoke(check.get("call"))
     except XscError:
         return None
-    return check["provider"], call, check["price"], check["facts"]
+    return check["provider"], call, check["price"], check["facts"], tried
 
 
 def _unsigned(signed: Any, provider: str, me: str) -> str | None:
