@@ -219,7 +219,8 @@ def test_the_node_package_stays_the_composition_root_and_http() -> None:
     # 1 MiB bound, ~27; the list of a user's jobs, its route, ~7, and the S3 users' accounts named among the
     # ledger's, ~1; the functions other nodes placed here, its route, ~5; a job run again by its id, its route, ~5; a
     # run's signed record served to the node that paid for it, and a remote run's record shown, their routes, ~7;
-    # the web and S3 listeners drained by the node's stop with its own port, ~4).
+    # the web and S3 listeners drained by the node's stop with its own port, ~4; the blocks' compactor built and
+    # supervised, ~4).
     assert sum(lines.values()) < 3530, lines
     too_long = {n: count for n, count in lines.items() if n.startswith("xsc.node.http.") and count > 350}
     assert too_long == {}
