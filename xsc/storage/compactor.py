@@ -3,7 +3,7 @@
 LevelDB gives back the room of deleted keys only when a compaction rewrites the tables that hold them, and it compacts
 a level only once that level outgrows its size: a node that writes little after it removed an interrupted upload's
 staged blocks, a deleted file's or the shares whose lease ended keeps them on disk for as long.  The share store tells
-the compactor each removal of blocks (`note`: the storage index's range of keys and the bytes removed); one of at
+the compactor each removal of blocks (`removing`: the storage index's range of keys and the bytes removed); one of at
 least COMPACT_AT_LEAST, or any on a nearly full disk, is compacted (`compact_range`) on the compactor's own thread,
 never the event loop's nor the pool's, one range at a time, each range once however many removals named it while it
 waited, at most AT_MOST_WAITING ranges waiting (a removal past them is left to LevelDB).  A compaction of a range of
@@ -34,8 +34,8 @@ _NOTHING = b"\xff\xff"  # above every key: a compaction of it alone only flushes
 
 
 class Compactor:
-    """`note(prefix, size)` from any thread; `start()` starts the thread, `close()` ends it once the compaction under
-    way ends (the ranges still waiting are left to LevelDB)."""
+    """`with removing(prefix, size):` around a removal, on any thread but the event loop's; `start()` starts the
+    thread, `close()` ends it once the compaction under way ends (the ranges still waiting are left to LevelDB)."""
 
     def __init__(self, db: Database, at_least: int = COMPACT_AT_LEAST) -> None:
         self.db, self.at_least = db, at_least
