@@ -222,7 +222,8 @@ def test_the_node_package_stays_the_composition_root_and_http() -> None:
     # the web and S3 listeners drained by the node's stop with its own port, ~4; the S3 refunds of writes refused
     # after their charge, their service and a record's writer handed to the index, ~4; the payments dropped unpaid,
     # their route, ~6; the Retry-After of a whole share refused alone, and the room a blocks answer holds given back
-    # however it ends, ~5; a node's own repair taking a share from the peers uploading it here, ~1).
+    # however it ends, ~5; a node's own repair taking a share from the peers uploading it here, ~1; the blocks'
+    # compactor built and supervised, ~4).
     assert sum(lines.values()) < 3545, lines
     too_long = {n: count for n, count in lines.items() if n.startswith("xsc.node.http.") and count > 350}
     assert too_long == {}

@@ -123,7 +123,7 @@ def test_a_full_disk_stops_writes_lets_deletes_free_space_and_writes_resume_when
         batch.put(b"used", (123).to_bytes(8, "big"))
     assert not (root / RESERVE_NAME).exists() and db.reopens == 1
     before = _free(small_disk)
-    db.compact_range(start=b"k", stop=b"l")  # as lease GC does on a nearly full disk (ShareStore.reclaim)
+    db.compact_range(start=b"k", stop=b"l")  # as lease GC does on a nearly full disk (share_store.reclaim)
     assert _free(small_disk) > before + 10 * MiB  # the deleted blocks' space is back
     # Space returns (the filler goes): the next put works, without a restart.
     filler.unlink()

@@ -150,6 +150,10 @@ class Database:
     def compact_range(self, **kwargs) -> None:
         self._read("compact_range", **kwargs)
 
+    def approximate_size(self, start: bytes, stop: bytes) -> int:
+        """Bytes the tables on disk hold of the keys from `start` to `stop` (not what the memtable holds)."""
+        return self._read("approximate_size", start, stop)
+
     def sync(self) -> None:
         """Make every write before it durable: an empty synced write (LevelDB syncs its log)."""
         self._write(lambda db: db.write_batch(sync=True).write())

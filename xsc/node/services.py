@@ -55,6 +55,7 @@ from ..buckets.refunds import Refunds
 from ..s3.local import LocalNode
 from ..storage import Gateway, ShareStore
 from ..storage.audits import AuditService
+from ..storage.compactor import Compactor
 from ..storage.deals import HolderTerms, StorageDeals
 from ..storage.files import StorageService
 from ..storage.holder import ShareHolder
@@ -87,6 +88,7 @@ class Node:
     # storage and the ledger
     ledger: LedgerService
     store: ShareStore
+    compactor: Compactor  # the blocks' database compacted where large runs of blocks were removed
     gateway: Gateway
     compute: ComputeService
     # the peers
@@ -156,7 +158,7 @@ class Node:
         """Start every service in the order built, each one's loops under the supervisor."""
         for name in ("tabs", "compute", "paid", "peers", "health", "market", "allocation", "payments", "deals",
                      "dht", "storage", "share_holder", "audits", "scrubber", "lease_gc", "hosted_jobs", "jobs",
-                     "watches", "functions", "placed_functions", "placements", "s3_refunds"):
+                     "watches", "functions", "placed_functions", "placements", "s3_refunds", "compactor"):
             self.supervisor.add(name, getattr(self, name))
         self.supervisor.add("heap", HeapTrim())
 
@@ -184,7 +186,8 @@ class Node:
                                     threads=config.compute.threads, low_balance=config.ledger.low_balance,
                                     retention=config.ledger.record_retention,
                                     promised=lambda: self.storage.promised())  # the storage service is built later
-        self.store = store = ShareStore(db, config.storage.capacity, blocks=open_blocks(config.data_dir))
+        self.compactor = Compactor(blocks := open_blocks(config.data_dir))
+        self.store = store = ShareStore(db, config.storage.capacity, blocks=blocks, compactor=self.compactor)
         interrupted = await in_pool(pool, store.recover)
         if interrupted:
             log.warning("removed what %d interrupted upload(s) had staged", interrupted)

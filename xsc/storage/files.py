@@ -671,7 +671,7 @@ class StorageService:
     def status(self) -> dict:
         store = self.store
         return {"capacity": store.capacity, "used": store.used, "reserved": store.reserved, "free": store.free,
-                "shares": store.shares_held,
+                "shares": store.shares_held, "compaction": store.compactor.status() if store.compactor else None,
                 "gets": {"open": self.gateway.gets_open, "passed_on": self.gateway.passing_on,
                          "tag_failures": self.gateway.tag_failures}}
 

@@ -27,7 +27,7 @@ from ..ledger.core.pricing import storage_given_back
 from ..ledger.trust import TrustLines
 from ..tasks import Pacer, in_pool, periodic
 from .deals import HolderTerms
-from .share_store import ShareStore
+from .share_store import ShareStore, reclaim
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class LeaseCollector:
             self.counts["files"] += 1
             self.files_counter.inc()
             log.info("every lease of %s (%s) ended: the file is forgotten", si.hex(), record.get("name") or "")
-        if await self._run(store.reclaim, collected):  # a full disk: give the space back now
+        if await self._run(reclaim, store, collected):  # a full disk: give the space back now
             log.warning("the disk is nearly full: compacted the blocks of %d collected share(s)", len(collected))
         self.counts["rounds"] += 1
         self.last_round = {"seconds": round(time.perf_counter() - started, 3), "before": before,

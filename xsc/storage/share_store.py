@@ -29,7 +29,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -40,6 +40,7 @@ from ..db import Database
 from ..errors import NotFound, StorageFull, UploadNotFound
 from ..ids import unique_bytes
 from ..units import format_size
+from .compactor import Compactor
 from .core import leases
 from .core.merkle import HASH_BYTES
 
@@ -208,8 +209,10 @@ class BlockReader:
 
 
 class ShareStore:
-    def __init__(self, db: Database, capacity: int, blocks: Database | None = None) -> None:
+    def __init__(self, db: Database, capacity: int, blocks: Database | None = None,
+                 compactor: Compactor | None = None) -> None:
         self.db = db
+        self.compactor = compactor  # told of the blocks removed from `blocks`, to compact them away
         self.blocks = blocks if blocks is not None else db  # the blocks of staged uploads (see the module's doc)
         self._apart = blocks is not None  # blocks in a database of their own
         self._homes = (self.blocks, db) if self._apart else (db,)  # where a block may be, looked at in order
@@ -368,7 +371,9 @@ class ShareStore:
     def abort(self, upload: Upload) -> None:
         """Forget an upload that will not publish: delete what it staged (no more: see `restaged`), release its room."""
         if upload.held is None:
-            self._delete_staged(upload.storage_index, upload.shares if upload.written else (), keys.upload(upload.id))
+            with self._removing(upload.storage_index, upload.written):
+                self._delete_staged(upload.storage_index, upload.shares if upload.written else (),
+                                    keys.upload(upload.id))
         with self._lock:
             self._uploads.pop(upload.id, None)
 
@@ -390,8 +395,12 @@ class ShareStore:
         stale = [(k, codec.loads(v)) for prefix in (keys.UPLOADS, keys.UPLOADS_ABOVE_BLOCKS)
                  for k, v in self.db.iterator(prefix=prefix)]
         for key, record in stale:
-            self._delete_staged(bytes.fromhex(record["storage_index"]), record["shares"], key)
+            with self._removing(si := bytes.fromhex(record["storage_index"]), None):  # what it staged: not counted
+                self._delete_staged(si, record["shares"], key)
         return len(stale)
+
+    def _removing(self, si: bytes, size: int | None) -> AbstractContextManager:
+        return self.compactor.removing(keys.blocks_of(si), size) if self.compactor is not None else nullcontext()
 
     # --- reading -------------------------------------------------------------------
     def manifest(self, si: bytes) -> bytes | None:
@@ -625,25 +634,13 @@ class ShareStore:
                 batch.put(record, _staging_record(si, [m.share for m in metas]))
             yield batch
         if record is not None:
-            with self.blocks.write_batch(sync=True) as blocks:
+            with self._removing(si, sum(m.stored_bytes for m in metas)), self.blocks.write_batch(sync=True) as blocks:
                 for meta in metas:
                     for segment in range(meta.segment_count):
                         blocks.delete(keys.block(si, meta.share, segment))
             self.db.delete(record)
 
     # --- deleting ------------------------------------------------------------------
-    def reclaim(self, storage_indexes: list[bytes]) -> bool:
-        """On a nearly full disk, compact the blocks of these storage indexes away now (LevelDB frees the space
-        of deleted keys only when it compacts them).  True if it did."""
-        low = getattr(self.db, "low_on_space", None)  # xsc.db.Database; a bare Database in some tests
-        if low is None or not storage_indexes or not low():
-            return False
-        for si in sorted(set(storage_indexes)):
-            prefix = keys.blocks_of(si)
-            for db in self._homes:
-                db.compact_range(start=prefix, stop=prefix + b"\xff" * 8)
-        return True
-
     def delete_share(self, si: bytes, share: int) -> bool:
         """Remove one share (blocks and metadata) and give its space back."""
         return self._delete(si, (share,), forget_file=False) > 0
@@ -710,6 +707,21 @@ class ShareStore:
 
 
 _NO_KEY = b"\xff\xff"  # above every key: a compaction of it alone has nothing to compact
+
+
+def reclaim(store: ShareStore, storage_indexes: list[bytes]) -> bool:
+    """On a nearly full disk, compact the blocks of these storage indexes away now, in both databases (LevelDB frees
+    the space of deleted keys only when it compacts them).  True if it did."""
+    low = getattr(store.db, "low_on_space", None)  # xsc.db.Database; a bare Database in some tests
+    if low is None or not storage_indexes or not low():
+        return False
+    for db in store._homes:  # flushed first: see compactor.py
+        db.compact_range(start=_NO_KEY, stop=_NO_KEY)
+    for si in sorted(set(storage_indexes)):
+        prefix = keys.blocks_of(si)
+        for db in store._homes:
+            db.compact_range(start=prefix, stop=prefix + b"\xff" * 8)
+    return True
 
 
 def removal_entries(read: Callable[[bytes], bytes | None], si: bytes, at: int) -> dict[bytes, bytes | None]:
