@@ -57,47 +57,47 @@ def _jobs(gateway, user: str) -> Counter:
 
 
 def test_a_conditional_write_that_loses_its_race_is_refunded(gateway) -> None:
-    """bob's If-None-Match: * PutObject passes its check, then ana writes the key while bob's body is on its way: bob's
-    write is refused as its record is written, and what its file cost bob's account comes back, once."""
-    ana = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "ana"))
-    bob_key = create_key(gateway.node.data_dir, "bob")
-    for user in ("ana", "bob"):
-        assert gateway.node.xsc("s3", "fund", user, "5").returncode == 0
-    ana.create_bucket(Bucket="race-refund")
-    assert gateway.node.xsc("s3", "grant", "race-refund", "bob", "write").returncode == 0
-    before, jobs = _balance(gateway, "bob"), _jobs(gateway, "bob")
-    conn = half_sent_put(gateway, "/race-refund/k", 2 * MiB, bob_key, {"If-None-Match": "*"})
-    ana.put_object(Bucket="race-refund", Key="k", Body=b"ana came first")
+    """ross's If-None-Match: * PutObject passes its check, then rita writes the key while ross's body is on its way:
+    ross's write is refused as its record is written, and what its file cost ross's account comes back, once."""
+    rita = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "rita"))
+    ross_key = create_key(gateway.node.data_dir, "ross")
+    for user in ("rita", "ross"):
+        assert gateway.node.xsc("s3", "fund", user, "1").returncode == 0  # (the package's gateway: one fund for all)
+    rita.create_bucket(Bucket="race-refund")
+    assert gateway.node.xsc("s3", "grant", "race-refund", "ross", "write").returncode == 0
+    before, jobs = _balance(gateway, "ross"), _jobs(gateway, "ross")
+    conn = half_sent_put(gateway, "/race-refund/k", 2 * MiB, ross_key, {"If-None-Match": "*"})
+    rita.put_object(Bucket="race-refund", Key="k", Body=b"rita came first")
     conn.send(os.urandom(MiB))
     answer = conn.getresponse()
     assert answer.status in (409, 412), answer.read()
     conn.close()
-    eventually(lambda: _balance(gateway, "bob") == before, "bob's charge to be refunded", 30)
-    assert _jobs(gateway, "bob") - jobs == Counter({"s3:put": 1, "s3:refund": 1})
-    assert ana.get_object(Bucket="race-refund", Key="k")["Body"].read() == b"ana came first"
+    eventually(lambda: _balance(gateway, "ross") == before, "ross's charge to be refunded", 30)
+    assert _jobs(gateway, "ross") - jobs == Counter({"s3:put": 1, "s3:refund": 1})
+    assert rita.get_object(Bucket="race-refund", Key="k")["Body"].read() == b"rita came first"
 
 
 def test_a_write_whose_grant_is_revoked_while_its_body_is_on_its_way_is_refunded(gateway) -> None:
-    """bob's large PutObject and a part of ana's upload, each refused as its grant is revoked mid-body: both charges
-    come back to bob's account, once each."""
-    ana = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "ana"))
-    bob_key = create_key(gateway.node.data_dir, "bob")
-    for user in ("ana", "bob"):
-        assert gateway.node.xsc("s3", "fund", user, "5").returncode == 0
-    ana.create_bucket(Bucket="revoke-refund")
-    upload = ana.create_multipart_upload(Bucket="revoke-refund", Key="a")["UploadId"]
-    before, jobs = _balance(gateway, "bob"), _jobs(gateway, "bob")
+    """ross's large PutObject and a part of rita's upload, each refused as its grant is revoked mid-body: both charges
+    come back to ross's account, once each."""
+    rita = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "rita"))
+    ross_key = create_key(gateway.node.data_dir, "ross")
+    for user in ("rita", "ross"):
+        assert gateway.node.xsc("s3", "fund", user, "1").returncode == 0  # (the package's gateway: one fund for all)
+    rita.create_bucket(Bucket="revoke-refund")
+    upload = rita.create_multipart_upload(Bucket="revoke-refund", Key="a")["UploadId"]
+    before, jobs = _balance(gateway, "ross"), _jobs(gateway, "ross")
     for target in ("large", f"a?partNumber=1&uploadId={upload}"):
-        assert gateway.node.xsc("s3", "grant", "revoke-refund", "bob", "write").returncode == 0
-        conn = half_sent_put(gateway, f"/revoke-refund/{target}", 2 * MiB, bob_key)
-        assert gateway.node.xsc("s3", "revoke", "revoke-refund", "bob").returncode == 0
+        assert gateway.node.xsc("s3", "grant", "revoke-refund", "ross", "write").returncode == 0
+        conn = half_sent_put(gateway, f"/revoke-refund/{target}", 2 * MiB, ross_key)
+        assert gateway.node.xsc("s3", "revoke", "revoke-refund", "ross").returncode == 0
         conn.send(os.urandom(MiB))
         answer = conn.getresponse()
         assert (answer.status, b"<Code>AccessDenied</Code>" in answer.read()) == (403, True), target
         conn.close()
-    eventually(lambda: _balance(gateway, "bob") == before, "bob's charges to be refunded", 30)
-    assert _jobs(gateway, "bob") - jobs == Counter({"s3:put": 2, "s3:refund": 2})
-    ana.abort_multipart_upload(Bucket="revoke-refund", Key="a", UploadId=upload)
+    eventually(lambda: _balance(gateway, "ross") == before, "ross's charges to be refunded", 30)
+    assert _jobs(gateway, "ross") - jobs == Counter({"s3:put": 2, "s3:refund": 2})
+    rita.abort_multipart_upload(Bucket="revoke-refund", Key="a", UploadId=upload)
 
 
 def _run(path: Path, until: str, *args: str) -> None:
