@@ -29,7 +29,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(COMPILE)
-	$(BIN)/python -m pytest -n 2 --dist worksteal -q -rs
+	$(BIN)/python -m pytest -n 3 --dist worksteal -q -rs
 
 bench: $(STAMP)
 	$(COMPILE)
