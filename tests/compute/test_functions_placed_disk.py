@@ -5,6 +5,7 @@ a placement is being made, a placement kept from before the caps were lowered.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import time
@@ -69,6 +70,23 @@ async def _place(owner, provider, function: dict, price: int, authorization) -> 
         return err.details["peer_status"], {"code": err.details["peer_code"], "detail": err.message}
 
 
+@contextlib.asynccontextmanager
+async def _raw_on_a_small_disk(owner, provider, module: str, price: int, runs: int, monkeypatch):
+    """`raw` placed on `provider` on an authorization for `runs` runs, the provider's work dir an 8 MiB tmpfs of which
+    it keeps a MiB free: (the authorization, the placement's answer)."""
+    functions = provider.app[NODE].functions
+    monkeypatch.setattr(functions.room, "margin", 1 << 20)
+    authorization = await owner.app[NODE].payments.authorize(
+        provider.app[IDENTITY].id, runs * _budget(provider, module, price), function_job(owner.app[IDENTITY].id, "raw"),
+        ttl=3600)
+    shutil.rmtree(functions.work_dir, ignore_errors=True)
+    with tmpfs(functions.work_dir, "8m"):
+        status, answer = await _place(owner, provider, {"name": "raw", "module": module, "entrypoint": "raw"}, price,
+                                      authorization)
+        assert status == 201, answer
+        yield authorization, answer
+
+
 def _runs(provider, owner_id: str) -> list[dict]:
     return [r["record"] for r in provider.app[NODE].compute.recent_provenance(1000)
             if r["record"].get("deal", {}).get("gateway") == owner_id]
@@ -81,15 +99,7 @@ async def test_a_placed_functions_answer_with_no_room_on_disk_is_charged_as_an_a
     receipt the owner pays."""
     owner, provider, module, price = await _owner_and_provider(node_factory)
     owner_id, node, pid = owner.app[IDENTITY].id, owner.app[NODE], provider.app[IDENTITY].id
-    functions = provider.app[NODE].functions
-    monkeypatch.setattr(functions.room, "margin", 1 << 20)
-    authorization = await node.payments.authorize(pid, 12 * _budget(provider, module, price),
-                                                  function_job(owner_id, "raw"), ttl=3600)
-    shutil.rmtree(functions.work_dir, ignore_errors=True)
-    with tmpfs(functions.work_dir, "8m"):
-        status, answer = await _place(owner, provider, {"name": "raw", "module": module, "entrypoint": "raw"}, price,
-                                      authorization)
-        assert status == 201, answer
+    async with _raw_on_a_small_disk(owner, provider, module, price, 12, monkeypatch) as (authorization, answer):
         for _ in range(3):  # refused whole (a range waits for the whole answer), then streamed and cut short
             status, _, problem = await _get(answer["url"], "POST", data=ANSWER, headers={"Range": "bytes=0-"})
             assert status == 507 and json.loads(problem)["code"] == "storage-full", problem[:300]
@@ -130,16 +140,8 @@ async def test_a_chunked_body_that_finds_no_room_on_the_providers_disk_is_refuse
     provider's disk keeps its margin free, then refused (507, a problem body), its part written removed, and nothing
     charged: the function never ran."""
     owner, provider, module, price = await _owner_and_provider(node_factory)
-    owner_id, node, pid = owner.app[IDENTITY].id, owner.app[NODE], provider.app[IDENTITY].id
-    functions, paid = provider.app[NODE].functions, provider.app[NODE].paid
-    monkeypatch.setattr(functions.room, "margin", 1 << 20)
-    authorization = await node.payments.authorize(pid, 4 * _budget(provider, module, price),
-                                                  function_job(owner_id, "raw"), ttl=3600)
-    shutil.rmtree(functions.work_dir, ignore_errors=True)
-    with tmpfs(functions.work_dir, "8m"):
-        status, answer = await _place(owner, provider, {"name": "raw", "module": module, "entrypoint": "raw"}, price,
-                                      authorization)
-        assert status == 201, answer
+    owner_id, functions, paid = owner.app[IDENTITY].id, provider.app[NODE].functions, provider.app[NODE].paid
+    async with _raw_on_a_small_disk(owner, provider, module, price, 4, monkeypatch) as (authorization, _):
         free = shutil.disk_usage(functions.work_dir).free
         host, port = provider.app[NODE].config.node.web_listen.split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
@@ -286,7 +288,8 @@ async def test_placements_past_caps_lowered_since_are_dropped_at_start_and_their
                                node={"placement_interval": 0.25})
     await peer_with_provider(owner, provider)
     module = await deploy(owner, "cgi", wasi=True)
-    asked = {"big": {"max_body": 2 << 20}, "many": {"concurrency": 12, "max_body": 1 << 20}, "fits": {"max_body": 1 << 20}}
+    asked = {"big": {"max_body": 2 << 20}, "many": {"concurrency": 12, "max_body": 1 << 20},
+             "fits": {"max_body": 1 << 20}}
     for name, caps in asked.items():
         response = await owner.post("/v1/compute/functions", json={"name": name, "module": module, "on_market": True,
                                                                    **caps})
