@@ -38,7 +38,7 @@ from xsc.serve.listener import GuardedNodeRunner, NodeRunner, NodeSite
 
 from tests.support.compute import WASM
 from tests.support.nodes import NodeProcess, close_node
-from tests.support.s3 import NODE_ENV, create_key, reserved, sign_headers
+from tests.support.s3 import NODE_ENV, create_key, reserved, sign_headers, signed_exchange
 from tests.support.waiting import eventually, eventually_async
 
 BODY = 3 * 1024 * 1024
@@ -208,14 +208,7 @@ def _s3_put(node: NodeProcess, port: int, key: dict, body: bytes) -> http.client
 
 def _s3(conn: http.client.HTTPConnection, port: int, key: dict, method: str, path: str,
         body: bytes = b"") -> tuple[int, bytes]:
-    """A signed S3 request sent whole on `conn`: its answer's status and body."""
-    headers = sign_headers(method, f"http://127.0.0.1:{port}{path}", key, {"Content-Length": str(len(body))})
-    conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-    for header, value in headers.items():
-        conn.putheader(header, value)
-    conn.endheaders(body)
-    answer = conn.getresponse()
-    return answer.status, answer.read()
+    return signed_exchange(conn, f"http://127.0.0.1:{port}", key, method, path, body)
 
 
 def _web_post(port: int, body: bytes) -> http.client.HTTPConnection:

@@ -12,7 +12,7 @@ import socket
 
 import pytest
 
-from tests.support.s3 import Gateway, half_sent_put, sign_headers
+from tests.support.s3 import Gateway, half_sent_put, signed_exchange
 from tests.support.waiting import eventually
 
 PUT = 4 * 1024 * 1024  # half of it is more than the front joins into one write to its node (remote.JOINED)
@@ -21,14 +21,7 @@ WAITING = b"stopping: waiting for 1 request in flight (S3 PUT /{tail})"
 
 def _s3(gateway: Gateway, conn: http.client.HTTPConnection, method: str, path: str,
         body: bytes = b"") -> tuple[int, bytes]:
-    """A signed S3 request sent whole on `conn`: its answer's status and body."""
-    headers = sign_headers(method, gateway.front.url + path, gateway.key, {"Content-Length": str(len(body))})
-    conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-    for header, value in headers.items():
-        conn.putheader(header, value)
-    conn.endheaders(body)
-    answer = conn.getresponse()
-    return answer.status, answer.read()
+    return signed_exchange(conn, gateway.front.url, gateway.key, method, path, body)
 
 
 def _connection(gateway: Gateway) -> http.client.HTTPConnection:

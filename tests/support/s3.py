@@ -148,6 +148,19 @@ def sign_headers(method: str, url: str, key: dict, headers: dict[str, str],
                               key["secret_key"], time.time(), payload_hash=payload_hash)
 
 
+def signed_exchange(conn: http.client.HTTPConnection, base: str, key: dict, method: str, path: str,
+                    body: bytes = b"") -> tuple[int, bytes]:
+    """A request signed with `key` for the S3 endpoint at `base`, sent whole on `conn`: its answer's status and
+    body (for requests a client library would not send as they are: on a connection kept open, say)."""
+    headers = sign_headers(method, base + path, key, {"Content-Length": str(len(body))})
+    conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+    for header, value in headers.items():
+        conn.putheader(header, value)
+    conn.endheaders(body)
+    answer = conn.getresponse()
+    return answer.status, answer.read()
+
+
 def index_and_files(node: NodeProcess) -> tuple[set[str], set[str], dict]:
     """The capabilities the bucket index refers to, those of the store's S3 files, and the export itself."""
     index = export_index(node)
