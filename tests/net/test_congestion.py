@@ -61,8 +61,9 @@ def test_a_socket_gets_the_algorithm_asked_where_the_kernel_allows_it() -> None:
         assert congestion.in_use(sock) == name
 
 
-def test_an_algorithm_refused_leaves_the_host_default_and_says_so_once(caplog) -> None:
+def test_an_algorithm_refused_leaves_the_host_default_and_says_so_once(caplog, monkeypatch) -> None:
     caplog.set_level(logging.WARNING, logger="xsc.net.congestion")
+    monkeypatch.setattr(congestion, "_warned", set())  # as in a fresh process: a test before may have met these names
     for make, name in ((socket.socket, "xsc_no_such_cc"), (_Refusing, "xsc_refused_cc")):
         for _ in range(2):
             with make() as sock:
