@@ -87,6 +87,16 @@ async def _raw_on_a_small_disk(owner, provider, module: str, price: int, runs: i
         yield authorization, answer
 
 
+async def _place_site(owner, provider, module: str, price: int, cap: str) -> tuple[int, dict]:
+    """`files` placed as "site" on `provider`, the stored file `cap` at /in/page, on an authorization of its own."""
+    authorization = await owner.app[NODE].payments.authorize(
+        provider.app[IDENTITY].id, 4 * _budget(provider, module, price), function_job(owner.app[IDENTITY].id, "site"),
+        ttl=3600)
+    return await _place(owner, provider, {"name": "site", "module": module, "entrypoint": "files",
+                                          "limits": {"fuel": 10_000_000}, "inputs": [f"{cap}:/in/page"]},
+                        price, authorization)
+
+
 def _runs(provider, owner_id: str) -> list[dict]:
     return [r["record"] for r in provider.app[NODE].compute.recent_provenance(1000)
             if r["record"].get("deal", {}).get("gateway") == owner_id]
@@ -179,7 +189,7 @@ async def test_a_name_placed_again_while_its_placement_is_being_made_is_refused_
     the first's files are read, so neither removes the files the other staged; placed again once the first is
     answered, it takes the first's place and its files are served."""
     owner, provider, module, price = await _owner_and_provider(node_factory)
-    owner_id, node, pid = owner.app[IDENTITY].id, owner.app[NODE], provider.app[IDENTITY].id
+    owner_id = owner.app[IDENTITY].id
     functions = provider.app[NODE].functions
     caps = []
     for text in (b"the first's page\n", b"the second's page\n"):
@@ -195,12 +205,8 @@ async def test_a_name_placed_again_while_its_placement_is_being_made_is_refused_
 
     monkeypatch.setattr(functions, "_stage", held)
 
-    async def place(cap: str) -> tuple[int, dict]:
-        authorization = await node.payments.authorize(pid, 4 * _budget(provider, module, price),
-                                                      function_job(owner_id, "site"), ttl=3600)
-        return await _place(owner, provider, {"name": "site", "module": module, "entrypoint": "files",
-                                              "limits": {"fuel": 10_000_000}, "inputs": [f"{cap}:/in/page"]},
-                            price, authorization)
+    def place(cap: str):
+        return _place_site(owner, provider, module, price, cap)
 
     first = asyncio.ensure_future(place(caps[0]))
     try:
@@ -250,12 +256,8 @@ async def test_a_function_withdrawn_while_it_is_placed_again_is_withdrawn_once_t
     monkeypatch.setattr(functions, "_stage", held)
     monkeypatch.setattr(placed_functions, "withdraw", seen)
 
-    async def place(cap: str) -> tuple[int, dict]:
-        authorization = await node.payments.authorize(pid, 4 * _budget(provider, module, price),
-                                                      function_job(owner_id, "site"), ttl=3600)
-        return await _place(owner, provider, {"name": "site", "module": module, "entrypoint": "files",
-                                              "limits": {"fuel": 10_000_000}, "inputs": [f"{cap}:/in/page"]},
-                            price, authorization)
+    def place(cap: str):
+        return _place_site(owner, provider, module, price, cap)
 
     status, answer = await place(caps[0])
     assert status == 201, answer
