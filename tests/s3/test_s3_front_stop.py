@@ -1,6 +1,7 @@
 """`xsc s3 serve` stops as a node does (serve/stop.py), signalled as a user's Ctrl-C or systemd's SIGTERM signals it:
 a PutObject under way ends and is stored, a new request on a connection already open is refused 503
-ServiceUnavailable, it listens no more, and it exits 0; a second signal cuts what is under way short."""
+ServiceUnavailable (naming the front, which stops, not its node), it listens no more, and it exits 0; a second signal
+cuts what is under way short."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import socket
 
 import pytest
 
-from tests.support.s3 import Gateway, half_sent_put, signed_exchange
+from tests.support.s3 import Gateway, half_sent_put, signed_answer, signed_exchange
 from tests.support.waiting import eventually
 
 PUT = 4 * 1024 * 1024  # half of it is more than the front joins into one write to its node (remote.JOINED)
@@ -52,8 +53,10 @@ def test_a_stop_lets_a_put_under_way_end_and_refuses_new_requests(gateway, sig) 
     _stopping(gateway, sig)
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", gateway.front.port), timeout=5).close()  # it listens no more
-    status, error = _s3(gateway, kept, "PUT", "/bkt/during", b"during")
-    assert status == 503 and b"<Code>ServiceUnavailable</Code>" in error, error
+    refused, error = signed_answer(kept, gateway.front.url, gateway.key, "PUT", "/bkt/during", b"during")
+    assert refused.status == 503 and b"<Code>ServiceUnavailable</Code>" in error, error
+    assert b"this S3 front is stopping" in error and b"node" not in error, error  # the node is not
+    assert int(refused.getheader("Retry-After", "0")) > 0 and refused.getheader("Connection") == "close"
     put.send(body[PUT // 2:])  # half_sent_put sent other bytes first: the object is what it sent, checked below
     stored = put.getresponse()
     assert stored.status == 200, stored.read()

@@ -152,13 +152,20 @@ def signed_exchange(conn: http.client.HTTPConnection, base: str, key: dict, meth
                     body: bytes = b"") -> tuple[int, bytes]:
     """A request signed with `key` for the S3 endpoint at `base`, sent whole on `conn`: its answer's status and
     body (for requests a client library would not send as they are: on a connection kept open, say)."""
+    answer, read = signed_answer(conn, base, key, method, path, body)
+    return answer.status, read
+
+
+def signed_answer(conn: http.client.HTTPConnection, base: str, key: dict, method: str, path: str,
+                  body: bytes = b"") -> tuple[http.client.HTTPResponse, bytes]:
+    """As `signed_exchange`, the answer itself (its headers) with its body."""
     headers = sign_headers(method, base + path, key, {"Content-Length": str(len(body))})
     conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
     for header, value in headers.items():
         conn.putheader(header, value)
     conn.endheaders(body)
     answer = conn.getresponse()
-    return answer.status, answer.read()
+    return answer, answer.read()
 
 
 def index_and_files(node: NodeProcess) -> tuple[set[str], set[str], dict]:

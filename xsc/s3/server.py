@@ -117,9 +117,11 @@ class S3Front:
         self.digests.shutdown(wait=False)
 
     # --- the app -----------------------------------------------------------------
-    def app(self) -> web.Application:
+    def app(self, server: str = "this node") -> web.Application:
+        """`server`: what a request refused as it stops is told stops (the node, or the front on its own)."""
         # Drained by the stop (the node's, or its own on its own), which refuses new requests as S3 errors
-        in_flight = InFlight("S3", lambda request, err: _error(request, err, unique_bytes(8).hex().upper()))
+        in_flight = InFlight("S3", lambda request, err: _error(request, err, unique_bytes(8).hex().upper()),
+                             server=server)
         app = web.Application(client_max_size=xml.MAX_BODY, middlewares=[in_flight.middleware])
         app[IN_FLIGHT] = in_flight
         app.router.add_route("*", r"/{tail:[\s\S]*}", self.handle, expect_handler=self.expect)  # keys may hold \n
@@ -519,10 +521,10 @@ async def listen(front: S3Front, host: str, port: int, limits: ConnectionLimits,
     """The front's app listening on host:port, its connections held to `limits` (`max_connections`,
     `max_connections_per_ip`, `idle_timeout`: the node's settings): its runner (`cleanup()` stops it)."""
     # A body's Content-Encoding (gzip, ...) is what the object is, stored as sent: aiohttp must not decode it.
-    runner = open_runner(front.app(), max_connections=limits.max_connections,
-                         max_per_ip=limits.max_connections_per_ip, idle_timeout=limits.idle_timeout,
-                         beside_node=beside_node, answer=_unparsed, access_log=None, handle_signals=False,
-                         auto_decompress=False, read_bufsize=READ_BUFFER)
+    runner = open_runner(front.app("this node" if beside_node else "this S3 front"),
+                         max_connections=limits.max_connections, max_per_ip=limits.max_connections_per_ip,
+                         idle_timeout=limits.idle_timeout, beside_node=beside_node, answer=_unparsed, access_log=None,
+                         handle_signals=False, auto_decompress=False, read_bufsize=READ_BUFFER)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_address=True).start()
