@@ -32,12 +32,17 @@ class FrontProcess:
         self.proc: subprocess.Popen | None = None
         self.log = data_dir.parent / f"{data_dir.name}-s3.log"
 
-    def start(self, timeout: float = 120.0) -> "FrontProcess":
+    def spawn(self) -> int:
+        """Start the process, not waiting for it to serve: the offset in its log its lines begin at."""
         offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as out:
             self.proc = devnet.popen(
                 [*xsc_command(), "--data-dir", str(self.data_dir), "s3", "serve", "--listen",
                  f"127.0.0.1:{self.port}", *self.extra], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        return offset
+
+    def start(self, timeout: float = 120.0) -> "FrontProcess":
+        offset = self.spawn()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -203,7 +203,7 @@ async def serve(config: NodeConfig, *, listening: Callable[[], None] | None = No
                 raise ConfigError(f"cannot listen on {site.name.split('://')[1]}: {exc.strerror or exc}",
                                   hint=f"pick another address with {flag} HOST:PORT") from exc
         stop = asyncio.Event()
-        on_signals(stop, lambda: runner)
+        on_signals(stop, runner.force)
         collector.install()
         print(f"peers reach it at {app[NODE].peers.url}", flush=True)
         if config.node.s3_listen:

@@ -26,7 +26,7 @@ from ..ids import unique_bytes
 from ..storage.core.ranges import content_range, parse_range
 from ..serve.connections import ConnectionLimits, open_runner
 from ..serve.stop import IN_FLIGHT, InFlight, on_signals
-from ..tasks import Quota, Workers, woken
+from ..tasks import Quota, Workers, unless_set, woken
 from ..buckets.core import listing, names
 from ..buckets.objects import SmallPut
 from .core import headers as stored_headers
@@ -538,27 +538,49 @@ async def serve(front: S3Front, host: str, port: int, limits: ConnectionLimits, 
                 ready: Callable[[str], None] | None = None) -> None:
     """Run the front until SIGINT or SIGTERM (`xsc s3 serve`): reconcile first, then listen (`limits`: as `listen`),
     then reconcile when idle; then stop as a node does (serve/stop.py: new requests refused 503, those under way
-    let end; another signal cuts them short)."""
-    stop, runner = asyncio.Event(), None
-    on_signals(stop, lambda: runner)
+    let end; another signal cuts them short).  Stopped while it first reconciles, it ends that reconcile and never
+    listens; another signal cuts the reconcile short (the next one finishes it: it only removes what no record
+    refers to, and what it removed is gone from what the next lists).  A later reconcile under way is cut short as
+    the stop begins."""
+    stop, forced, runner = asyncio.Event(), asyncio.Event(), None
+
+    def stopping() -> None:
+        if runner is None and not forced.is_set():
+            log.info("stopping once the reconcile under way ends (a second SIGINT or SIGTERM stops at once)")
+
+    def force() -> None:
+        if runner is not None:
+            runner.force()
+        elif not forced.is_set():
+            forced.set()
+            log.warning("stopping at once: the reconcile is cut short (the next start finishes it)")
+
+    on_signals(stop, force, stopping)
     await front.node.start()
     try:
-        try:
-            orphans = await front.reconcile()
-            if orphans:
-                print(f"removed {len(orphans)} file(s) left by an interrupted write", flush=True)
-        except S3ServedByNode:
-            raise
-        except XscError as err:
-            log.warning("could not reconcile with the node yet: %s", err)
-        if stop.is_set():  # stopped while it reconciled: it never listens
-            return
+        if not await unless_set(_reconcile_first(front), forced) or stop.is_set():
+            return  # stopped while it reconciled: it never listens
         runner = await listen(front, host, port, limits)
         try:
             if ready:
                 ready(f"http://{host}:{port}")
-            await front.reconciling(stop, at_once=False)
+            # A reconcile under way as the stop begins is cut short, not waited for (a node that does not answer
+            # would hold the stop forever): the next one finishes it.
+            await unless_set(front.reconciling(stop, at_once=False), stop)
         finally:
             await runner.cleanup()
     finally:
         await front.close()
+
+
+async def _reconcile_first(front: S3Front) -> None:
+    """The reconcile before the front listens (skipped, said so, while the node does not answer)."""
+    log.info("reconciling the node's store with its bucket index before listening")
+    try:
+        orphans = await front.reconcile()
+        if orphans:
+            print(f"removed {len(orphans)} file(s) left by an interrupted write", flush=True)
+    except S3ServedByNode:
+        raise
+    except XscError as err:
+        log.warning("could not reconcile with the node yet: %s", err)

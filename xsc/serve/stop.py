@@ -137,16 +137,18 @@ class Draining:
         await super().cleanup()  # type: ignore[misc]
 
 
-def on_signals(stop: asyncio.Event, runner: Callable[[], Draining | None]) -> None:
-    """SIGINT or SIGTERM (a user's Ctrl-C, systemd's stop) sets `stop`; another one then forces the stop of
-    `runner()` (None: nothing listens yet, nothing to cut short)."""
+def on_signals(stop: asyncio.Event, force: Callable[[], None], stopping: Callable[[], None] = lambda: None) -> None:
+    """SIGINT or SIGTERM (a user's Ctrl-C, systemd's stop) sets `stop` and calls `stopping` (to say what the stop
+    waits for where nothing else does); another one then calls `force`, which stops at once what is under way (a
+    runner's `force`; `xsc s3 serve`'s first reconcile, before it listens)."""
     loop = asyncio.get_running_loop()
 
     def signalled() -> None:
         if not stop.is_set():
             stop.set()
-        elif (stopping := runner()) is not None:
-            stopping.force()
+            stopping()
+        else:
+            force()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, signalled)
