@@ -6,9 +6,9 @@ fit, 507), rather than waiting for aiohttp's linger on that body to run out, and
 rather than waiting for its first request: on each of the node's runners.
 
 On every listener of a real node process, stopped as a user's Ctrl-C stops it: its web functions' and its S3
-front's requests under way end as the user API's do, new ones on the connections already open are refused 503
-`node-stopping` in each listener's own form, and a second Ctrl-C stops it at once, even while it still tells its
-peers it leaves.
+front's requests under way end as the user API's do, new ones on the connections already open (the user API's among
+them) are refused 503 `node-stopping` in each listener's own form, told to come back (Retry-After) on a connection of
+their own, and a second Ctrl-C stops it at once, even while it still tells its peers it leaves.
 
 A put admitted before the stop (on the user API, or an S3 PutObject) keeps the node's own offer, which the stop
 withdraws from its peers only: one whose quote comes after the leave is stored."""
@@ -33,12 +33,13 @@ from aiohttp import web
 from xsc.devnet import free_port
 from xsc.errors import NodeStopping
 from xsc.node.appkeys import CONFIG, IN_FLIGHT, NODE, TOKEN
+from xsc.node.datadir import TOKEN_FILE
 from xsc.serve.connections import ProblemRunner
 from xsc.serve.listener import GuardedNodeRunner, NodeRunner, NodeSite
 
 from tests.support.compute import WASM
 from tests.support.nodes import NodeProcess, close_node
-from tests.support.s3 import NODE_ENV, create_key, reserved, sign_headers, signed_exchange
+from tests.support.s3 import NODE_ENV, create_key, reserved, sign_headers, signed_answer, signed_exchange
 from tests.support.waiting import eventually, eventually_async
 
 BODY = 3 * 1024 * 1024
@@ -234,6 +235,9 @@ def _refused(port: int) -> bool:
 def test_a_stop_lets_web_and_s3_requests_under_way_end_and_refuses_new_ones_on_open_connections(tmp_path) -> None:
     node, web_port, s3_port, key = _listening_node(tmp_path)
     # a connection of each listener kept open after a first request
+    user_kept, user = http.client.HTTPConnection("127.0.0.1", node.port, timeout=60), _user(node)
+    user_kept.request("GET", "/v1/node/status", headers=user)
+    assert user_kept.getresponse().read() and user_kept.sock is not None
     web_kept = http.client.HTTPConnection("127.0.0.1", web_port, timeout=60)
     web_kept.request("GET", "/fn/echo/first")
     first = web_kept.getresponse()
@@ -246,13 +250,13 @@ def test_a_stop_lets_web_and_s3_requests_under_way_end_and_refuses_new_ones_on_o
     node.send(signal.SIGINT)
     eventually(lambda: _waiting_for_both(node), "the stop to wait for both requests under way")
     assert _refused(web_port) and _refused(s3_port)  # they listen no more
+    user_kept.request("POST", "/v1/store/files?name=during", body=b"during", headers=user)
+    _refused_as_stopping(user_kept.getresponse())
     web_kept.request("GET", "/fn/echo/again")
-    refused = web_kept.getresponse()
-    problem = json.loads(refused.read())
-    assert refused.status == 503 and refused.getheader("Content-Type").startswith("application/problem+json")
-    assert problem["code"] == "node-stopping", problem
-    status, error = _s3(s3_kept, s3_port, key, "PUT", "/bkt/during", b"during")
-    assert status == 503 and b"<Code>ServiceUnavailable</Code>" in error, error
+    _refused_as_stopping(web_kept.getresponse())
+    refused, error = signed_answer(s3_kept, f"http://127.0.0.1:{s3_port}", key, "PUT", "/bkt/during", b"during")
+    assert refused.status == 503 and b"<Code>ServiceUnavailable</Code>" in error, error
+    assert b"this node is stopping" in error and _told_to_come_back(refused)
     web_call.send(posted[len(posted) // 2:])  # the rest of their bodies: both are answered whole
     answered = web_call.getresponse()
     assert answered.status == 200 and answered.read().endswith(posted)
@@ -268,7 +272,25 @@ def test_a_stop_lets_web_and_s3_requests_under_way_end_and_refuses_new_ones_on_o
     assert _s3(s3, s3_port, key, "GET", "/bkt/o") == (200, put)
     assert _s3(s3, s3_port, key, "GET", "/bkt/before") == (200, b"before")
     assert _s3(s3, s3_port, key, "GET", "/bkt/during")[0] == 404  # refused, not stored
+    assert b"during" not in node.xsc("store", "ls").stdout
     node.stop()
+
+
+def _user(node: NodeProcess) -> dict[str, str]:
+    """The headers of a request of the node's user (its API token)."""
+    return {"Authorization": f"Bearer {(node.data_dir / TOKEN_FILE).read_text().strip()}"}
+
+
+def _told_to_come_back(refused: http.client.HTTPResponse) -> bool:
+    """A stopping server's refusal: try again later, on a connection of its own."""
+    return int(refused.getheader("Retry-After", "0")) > 0 and refused.getheader("Connection") == "close"
+
+
+def _refused_as_stopping(refused: http.client.HTTPResponse) -> None:
+    problem = json.loads(refused.read())
+    assert refused.status == 503 and refused.getheader("Content-Type").startswith("application/problem+json")
+    assert problem["code"] == "node-stopping" and problem["detail"].startswith("this node is stopping"), problem
+    assert _told_to_come_back(refused), refused.headers
 
 
 @pytest.mark.timeout(180)

@@ -1,6 +1,8 @@
 """`xsc s3 serve` stops as a node does (serve/stop.py), signalled as a user's Ctrl-C or systemd's SIGTERM signals it:
 a PutObject under way ends and is stored, a new request on a connection already open is refused 503
-ServiceUnavailable, it listens no more, and it exits 0; a second signal cuts what is under way short."""
+ServiceUnavailable (naming the front, which stops, not its node), it listens no more, and it exits 0; a second signal
+cuts what is under way short, the reconcile before it listens among it (the next start finishes that); a reconcile
+under way once it listens is cut short as the stop begins, not waited for."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ import socket
 
 import pytest
 
-from tests.support.s3 import Gateway, half_sent_put, signed_exchange
+from xsc.s3.marks import FileMarks
+
+from tests.support.s3 import Gateway, half_sent_put, signed_answer, signed_exchange, store_files
 from tests.support.waiting import eventually
 
 PUT = 4 * 1024 * 1024  # half of it is more than the front joins into one write to its node (remote.JOINED)
@@ -52,8 +56,10 @@ def test_a_stop_lets_a_put_under_way_end_and_refuses_new_requests(gateway, sig) 
     _stopping(gateway, sig)
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", gateway.front.port), timeout=5).close()  # it listens no more
-    status, error = _s3(gateway, kept, "PUT", "/bkt/during", b"during")
-    assert status == 503 and b"<Code>ServiceUnavailable</Code>" in error, error
+    refused, error = signed_answer(kept, gateway.front.url, gateway.key, "PUT", "/bkt/during", b"during")
+    assert refused.status == 503 and b"<Code>ServiceUnavailable</Code>" in error, error
+    assert b"this S3 front is stopping" in error and b"node" not in error, error  # the node is not
+    assert int(refused.getheader("Retry-After", "0")) > 0 and refused.getheader("Connection") == "close"
     put.send(body[PUT // 2:])  # half_sent_put sent other bytes first: the object is what it sent, checked below
     stored = put.getresponse()
     assert stored.status == 200, stored.read()
@@ -80,3 +86,64 @@ def test_a_second_signal_cuts_a_put_under_way_short(gateway) -> None:
         put.getresponse()  # cut short, unanswered
     log = gateway.front.log.read_bytes()
     assert b"stopping: cutting short 1 request in flight" in log and b"Traceback" not in log
+
+
+@pytest.mark.timeout(180)
+def test_a_second_signal_cuts_the_first_reconcile_short_and_the_next_start_finishes_it(gateway) -> None:
+    gateway.front.stop()
+    lost = gateway.node.data_dir.parent / "lost"
+    lost.write_bytes(b"left by a write whose record never came")
+    name = FileMarks.load(gateway.node.data_dir).name("bkt/lost")  # the front's file, no object refers to it
+    assert gateway.node.xsc("store", "put", str(lost), "--name", name).returncode == 0
+    gateway.node.send(signal.SIGSTOP)  # the node answers nothing: the front's first reconcile waits for it
+    try:
+        offset = gateway.front.spawn()
+
+        def said(line: bytes) -> bool:
+            return line in gateway.front.log.read_bytes()[offset:]
+
+        eventually(lambda: said(b"reconciling the node's store"), "the front to reconcile", 60)
+        gateway.front.proc.send_signal(signal.SIGINT)
+        eventually(lambda: said(b"stopping once the reconcile under way ends"), "the front to say it waits", 60)
+        gateway.front.proc.send_signal(signal.SIGTERM)
+        assert gateway.front.proc.wait(30) == 0  # (a deadline against a hang: unforced, it waits for the node)
+    finally:
+        gateway.node.send(signal.SIGCONT)
+    log = gateway.front.log.read_bytes()[offset:]
+    assert b"the reconcile is cut short" in log and b"Traceback" not in log and b"xsc s3 serving" not in log
+    assert name in {f["name"] for f in store_files(gateway.node)}
+
+    offset = gateway.front.log.stat().st_size
+    gateway.front.start()
+    assert b"removed 1 file(s) left by an interrupted write" in gateway.front.log.read_bytes()[offset:]
+    assert name not in {f["name"] for f in store_files(gateway.node)}
+
+
+def _unread_at(port: int) -> bool:
+    """Whether bytes sent to `port` on this machine wait there unread (a request its stopped process does not read).
+    (Linux: /proc's tables of TCP sockets, their receive queues.)"""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            next(rows)
+            for row in rows:
+                fields = row.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01" \
+                        and int(fields[4].split(":")[1], 16) > 0:
+                    return True
+    return False
+
+
+@pytest.mark.timeout(180)
+def test_a_stop_cuts_a_reconcile_under_way_short_rather_than_wait_for_the_node(tmp_path) -> None:
+    gateway = Gateway(tmp_path, front_args=["--reconcile-interval", "1"]).start()
+    try:
+        gateway.node.send(signal.SIGSTOP)  # the node answers nothing: the front's next reconcile waits for it
+        try:
+            eventually(lambda: _unread_at(gateway.node.port), "the front's reconcile to wait for the node", 60)
+            gateway.front.proc.send_signal(signal.SIGTERM)
+            assert gateway.front.proc.wait(30) == 0  # (a deadline against a hang: unforced, it waits for the node)
+        finally:
+            gateway.node.send(signal.SIGCONT)
+        assert b"Traceback" not in gateway.front.log.read_bytes()
+    finally:
+        gateway.stop()

@@ -32,12 +32,17 @@ class FrontProcess:
         self.proc: subprocess.Popen | None = None
         self.log = data_dir.parent / f"{data_dir.name}-s3.log"
 
-    def start(self, timeout: float = 120.0) -> "FrontProcess":
+    def spawn(self) -> int:
+        """Start the process, not waiting for it to serve: the offset in its log its lines begin at."""
         offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as out:
             self.proc = devnet.popen(
                 [*xsc_command(), "--data-dir", str(self.data_dir), "s3", "serve", "--listen",
                  f"127.0.0.1:{self.port}", *self.extra], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        return offset
+
+    def start(self, timeout: float = 120.0) -> "FrontProcess":
+        offset = self.spawn()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -152,13 +157,20 @@ def signed_exchange(conn: http.client.HTTPConnection, base: str, key: dict, meth
                     body: bytes = b"") -> tuple[int, bytes]:
     """A request signed with `key` for the S3 endpoint at `base`, sent whole on `conn`: its answer's status and
     body (for requests a client library would not send as they are: on a connection kept open, say)."""
+    answer, read = signed_answer(conn, base, key, method, path, body)
+    return answer.status, read
+
+
+def signed_answer(conn: http.client.HTTPConnection, base: str, key: dict, method: str, path: str,
+                  body: bytes = b"") -> tuple[http.client.HTTPResponse, bytes]:
+    """As `signed_exchange`, the answer itself (its headers) with its body."""
     headers = sign_headers(method, base + path, key, {"Content-Length": str(len(body))})
     conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
     for header, value in headers.items():
         conn.putheader(header, value)
     conn.endheaders(body)
     answer = conn.getresponse()
-    return answer.status, answer.read()
+    return answer, answer.read()
 
 
 def index_and_files(node: NodeProcess) -> tuple[set[str], set[str], dict]:

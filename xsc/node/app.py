@@ -150,7 +150,9 @@ def peer_url(app: web.Application) -> str:
 
 def create_app(config: NodeConfig) -> web.Application:
     """Build a node's aiohttp app; its resources and services open on startup and close on cleanup."""
-    in_flight, metrics = InFlight(), Metrics()
+    # Stopping, its user's new requests are refused, its peers' served (the market refuses their work; a share is sent)
+    in_flight, metrics = InFlight(refuse=lambda request, err: problems.problem_from_error(err),
+                                  spared=lambda request: request.path.startswith(auth.PEER_PREFIX)), Metrics()
     app = web.Application(
         middlewares=[in_flight.middleware, request_counter(metrics, auth.PEER_PREFIX), problems.problem_middleware,
                      auth.token_middleware, peer_auth.signature_middleware], client_max_size=1024**2)
@@ -201,7 +203,7 @@ async def serve(config: NodeConfig, *, listening: Callable[[], None] | None = No
                 raise ConfigError(f"cannot listen on {site.name.split('://')[1]}: {exc.strerror or exc}",
                                   hint=f"pick another address with {flag} HOST:PORT") from exc
         stop = asyncio.Event()
-        on_signals(stop, lambda: runner)
+        on_signals(stop, runner.force)
         collector.install()
         print(f"peers reach it at {app[NODE].peers.url}", flush=True)
         if config.node.s3_listen:

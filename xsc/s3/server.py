@@ -26,7 +26,7 @@ from ..ids import unique_bytes
 from ..storage.core.ranges import content_range, parse_range
 from ..serve.connections import ConnectionLimits, open_runner
 from ..serve.stop import IN_FLIGHT, InFlight, on_signals
-from ..tasks import Quota, Workers, woken
+from ..tasks import Quota, Workers, unless_set, woken
 from ..buckets.core import listing, names
 from ..buckets.objects import SmallPut
 from .core import headers as stored_headers
@@ -117,9 +117,11 @@ class S3Front:
         self.digests.shutdown(wait=False)
 
     # --- the app -----------------------------------------------------------------
-    def app(self) -> web.Application:
+    def app(self, server: str = "this node") -> web.Application:
+        """`server`: what a request refused as it stops is told stops (the node, or the front on its own)."""
         # Drained by the stop (the node's, or its own on its own), which refuses new requests as S3 errors
-        in_flight = InFlight("S3", lambda request, err: _error(request, err, unique_bytes(8).hex().upper()))
+        in_flight = InFlight("S3", lambda request, err: _error(request, err, unique_bytes(8).hex().upper()),
+                             server=server)
         app = web.Application(client_max_size=xml.MAX_BODY, middlewares=[in_flight.middleware])
         app[IN_FLIGHT] = in_flight
         app.router.add_route("*", r"/{tail:[\s\S]*}", self.handle, expect_handler=self.expect)  # keys may hold \n
@@ -519,10 +521,10 @@ async def listen(front: S3Front, host: str, port: int, limits: ConnectionLimits,
     """The front's app listening on host:port, its connections held to `limits` (`max_connections`,
     `max_connections_per_ip`, `idle_timeout`: the node's settings): its runner (`cleanup()` stops it)."""
     # A body's Content-Encoding (gzip, ...) is what the object is, stored as sent: aiohttp must not decode it.
-    runner = open_runner(front.app(), max_connections=limits.max_connections,
-                         max_per_ip=limits.max_connections_per_ip, idle_timeout=limits.idle_timeout,
-                         beside_node=beside_node, answer=_unparsed, access_log=None, handle_signals=False,
-                         auto_decompress=False, read_bufsize=READ_BUFFER)
+    runner = open_runner(front.app("this node" if beside_node else "this S3 front"),
+                         max_connections=limits.max_connections, max_per_ip=limits.max_connections_per_ip,
+                         idle_timeout=limits.idle_timeout, beside_node=beside_node, answer=_unparsed, access_log=None,
+                         handle_signals=False, auto_decompress=False, read_bufsize=READ_BUFFER)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_address=True).start()
@@ -536,27 +538,49 @@ async def serve(front: S3Front, host: str, port: int, limits: ConnectionLimits, 
                 ready: Callable[[str], None] | None = None) -> None:
     """Run the front until SIGINT or SIGTERM (`xsc s3 serve`): reconcile first, then listen (`limits`: as `listen`),
     then reconcile when idle; then stop as a node does (serve/stop.py: new requests refused 503, those under way
-    let end; another signal cuts them short)."""
-    stop, runner = asyncio.Event(), None
-    on_signals(stop, lambda: runner)
+    let end; another signal cuts them short).  Stopped while it first reconciles, it ends that reconcile and never
+    listens; another signal cuts the reconcile short (the next one finishes it: it only removes what no record
+    refers to, and what it removed is gone from what the next lists).  A later reconcile under way is cut short as
+    the stop begins."""
+    stop, forced, runner = asyncio.Event(), asyncio.Event(), None
+
+    def stopping() -> None:
+        if runner is None and not forced.is_set():
+            log.info("stopping once the reconcile under way ends (a second SIGINT or SIGTERM stops at once)")
+
+    def force() -> None:
+        if runner is not None:
+            runner.force()
+        elif not forced.is_set():
+            forced.set()
+            log.warning("stopping at once: the reconcile is cut short (the next start finishes it)")
+
+    on_signals(stop, force, stopping)
     await front.node.start()
     try:
-        try:
-            orphans = await front.reconcile()
-            if orphans:
-                print(f"removed {len(orphans)} file(s) left by an interrupted write", flush=True)
-        except S3ServedByNode:
-            raise
-        except XscError as err:
-            log.warning("could not reconcile with the node yet: %s", err)
-        if stop.is_set():  # stopped while it reconciled: it never listens
-            return
+        if not await unless_set(_reconcile_first(front), forced) or stop.is_set():
+            return  # stopped while it reconciled: it never listens
         runner = await listen(front, host, port, limits)
         try:
             if ready:
                 ready(f"http://{host}:{port}")
-            await front.reconciling(stop, at_once=False)
+            # A reconcile under way as the stop begins is cut short, not waited for (a node that does not answer
+            # would hold the stop forever): the next one finishes it.
+            await unless_set(front.reconciling(stop, at_once=False), stop)
         finally:
             await runner.cleanup()
     finally:
         await front.close()
+
+
+async def _reconcile_first(front: S3Front) -> None:
+    """The reconcile before the front listens (skipped, said so, while the node does not answer)."""
+    log.info("reconciling the node's store with its bucket index before listening")
+    try:
+        orphans = await front.reconcile()
+        if orphans:
+            print(f"removed {len(orphans)} file(s) left by an interrupted write", flush=True)
+    except S3ServedByNode:
+        raise
+    except XscError as err:
+        log.warning("could not reconcile with the node yet: %s", err)

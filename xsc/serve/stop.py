@@ -1,17 +1,19 @@
 """A node's stop, one way wherever the node runs (`xsc node start` on SIGINT or SIGTERM, a node in a test's process
 as its server closes): the node's runners (listener.py) run `drain` first as they clean up (`Draining`), then
 aiohttp's own shutdown and the app's cleanup (its other listeners closed, then its services, its database last).
-The S3 front on its own (`xsc s3 serve`) stops the same way, its runner the only one and with nothing to leave.
+The S3 front on its own (`xsc s3 serve`) stops the same way, its runner the only one and with nothing to leave; its
+refusals name it, not the node.
 
 `drain` says the node leaves (LEAVE: its peers stop placing work on it, and work they still send is refused 503
 `node-stopping`), stops listening, on its own port and on its other listeners (LISTENERS: the web functions', the S3
 front's), then lets the requests in flight on all of them (each app's IN_FLIGHT) end, SHUTDOWN_TIMEOUT at most,
 saying what it waits for every PROGRESS_SECONDS; those still going then are cancelled and waited for, so that none
-runs on while the services close.  Meanwhile a connection already open may bring a new request: the node's own port
-serves it (its peers' work is refused by the market, as above; a share asked for is sent), the other listeners
-refuse it 503 `node-stopping`, each in its own form (their InFlight's `refuse`).  Whatever saying it leaves meets
-(a full disk refusing the offer's write), the rest of the stop goes on: the node stops as it would have, only its
-peers learn of it later (from their probes).
+runs on while the services close.  From its first moment, a new request on a connection already open (or on one
+accepted while the node leaves) is refused 503 `node-stopping`, each listener's in its own form (their InFlight's
+`refuse`), with Retry-After and its connection closed: served, a user's put would stretch the stop, up to its bound.
+The node's peers' requests are served still (their work is refused by the market, as above; a share asked for is
+sent).  Whatever saying it leaves meets (a full disk refusing the offer's write), the rest of the stop goes on: the
+node stops as it would have, only its peers learn of it later (from their probes).
 
 A stop forced (`force`: a second SIGINT or SIGTERM) waits for nothing more: saying it leaves is cut short where it
 waits for the peers, the requests in flight are cancelled at once, and what the services' close would still wait for
@@ -35,6 +37,7 @@ from ..tasks import stop as stop_tasks, unless_set, woken
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT = 30.0  # seconds a stop waits for the requests in flight
+RETRY_AFTER = 5  # seconds a request refused by a stopping server is told to wait: a restart's few (Retry-After)
 PROGRESS_SECONDS = 5.0  # how often a stop that waits says what for
 NAMED_AT_MOST = 4  # kinds of request a progress line names
 
@@ -45,15 +48,20 @@ Refuse = Callable[[web.Request, XscError], web.StreamResponse]  # a listener's a
 class InFlight:
     """The middleware that counts the requests being handled, and knows what each is, so a stop can wait for them,
     say what it waits for, and cut them short.  Once `stopping`, a new request is answered by `refuse` (if given)
-    with NodeStopping, its connection closed; without it, it is served and waited for as the others."""
+    with NodeStopping naming `server` (what stops: this node, or the S3 front on its own), RETRY_AFTER, its connection
+    closed; those `spared` (the node's peers': a share asked for as the node leaves) and all of them without `refuse`
+    are served and waited for as the others."""
 
-    def __init__(self, listener: str = "", refuse: Refuse | None = None) -> None:
+    def __init__(self, listener: str = "", refuse: Refuse | None = None, *, server: str = "this node",
+                 spared: Callable[[web.Request], bool] | None = None) -> None:
         self.requests: dict[asyncio.Task, str] = {}  # each request's task -> its listener, method and route
         self.idle = asyncio.Event()
         self.idle.set()
         self.stopping = False
         self._listener = f"{listener} " if listener else ""  # names its requests in what the stop says
         self._refuse = refuse
+        self._server = server
+        self._spared = spared
 
     @property
     def count(self) -> int:
@@ -61,9 +69,10 @@ class InFlight:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler):
-        if self.stopping and self._refuse is not None:
-            response = self._refuse(request, NodeStopping("this node is stopping: it takes no new requests",
-                                                          hint="send it again once the node is back"))
+        if self.stopping and self._refuse is not None and not (self._spared and self._spared(request)):
+            response = self._refuse(request, NodeStopping(
+                f"{self._server} is stopping: it takes no new requests", retry_after=RETRY_AFTER,
+                hint=f"send it again once {self._server.replace('this ', 'the ', 1)} is back"))
             response.force_close()  # its body, if one follows, is not read; and no next request comes on it
             return response
         task = asyncio.current_task()
@@ -128,16 +137,18 @@ class Draining:
         await super().cleanup()  # type: ignore[misc]
 
 
-def on_signals(stop: asyncio.Event, runner: Callable[[], Draining | None]) -> None:
-    """SIGINT or SIGTERM (a user's Ctrl-C, systemd's stop) sets `stop`; another one then forces the stop of
-    `runner()` (None: nothing listens yet, nothing to cut short)."""
+def on_signals(stop: asyncio.Event, force: Callable[[], None], stopping: Callable[[], None] = lambda: None) -> None:
+    """SIGINT or SIGTERM (a user's Ctrl-C, systemd's stop) sets `stop` and calls `stopping` (to say what the stop
+    waits for where nothing else does); another one then calls `force`, which stops at once what is under way (a
+    runner's `force`; `xsc s3 serve`'s first reconcile, before it listens)."""
     loop = asyncio.get_running_loop()
 
     def signalled() -> None:
         if not stop.is_set():
             stop.set()
-        elif (stopping := runner()) is not None:
-            stopping.force()
+            stopping()
+        else:
+            force()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, signalled)
@@ -146,14 +157,14 @@ def on_signals(stop: asyncio.Event, runner: Callable[[], Draining | None]) -> No
 async def drain(runner: web.BaseRunner, forced: asyncio.Event) -> None:
     """The node's part of its stop, before aiohttp's: leave, stop listening, let the requests in flight end."""
     app = runner.app
+    runners = [runner, *app.get(LISTENERS, ())]
+    flights = [flight for r in runners if (flight := r.app.get(IN_FLIGHT)) is not None]
+    for flight in flights:  # from the first moment: a user's next request on a connection kept open is refused
+        flight.stopping = True
     await _leave(app, forced)
     # Then it listens no more, anywhere; its open connections stay as they are until aiohttp's own shutdown (the
     # other listeners': their runners' cleanup, in the app's), which stops reading request bodies (an upload in
     # flight could not end).
-    runners = [runner, *app.get(LISTENERS, ())]
-    flights = [flight for r in runners if (flight := r.app.get(IN_FLIGHT)) is not None]
-    for flight in flights:
-        flight.stopping = True
     for r in runners:
         for site in list(r.sites):
             await site.stop()
@@ -181,5 +192,5 @@ async def _leave(app: web.Application, forced: asyncio.Event) -> None:
                       "stopping all the same")
 
 
-__all__ = ["CUT_SHORT", "IN_FLIGHT", "LEAVE", "LISTENERS", "PROGRESS_SECONDS", "SHUTDOWN_TIMEOUT", "Draining",
-           "InFlight", "Refuse", "describe", "drain", "force", "on_signals"]
+__all__ = ["CUT_SHORT", "IN_FLIGHT", "LEAVE", "LISTENERS", "PROGRESS_SECONDS", "RETRY_AFTER", "SHUTDOWN_TIMEOUT",
+           "Draining", "InFlight", "Refuse", "describe", "drain", "force", "on_signals"]
