@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -34,13 +35,16 @@ FUND_JOB = "s3:fund:"  # + the user's name: the job of `fund`'s transfers
 PUT_JOB = "s3:put:"  # + the file's storage index (hex): the job of a charge's transfer
 REFUND_JOB = "s3:refund:"  # + the same: the job of the transfer that gives a refused write's charge back
 MAX_AMOUNT = 10**15  # micro-credits one transfer moves at most (a billion credits)
+log = logging.getLogger(__name__)
 
 
 class UserAccounts:
-    def __init__(self, ledger: LedgerService, owner: Identity, funded: Callable[[], list[str]] = lambda: []) -> None:
+    def __init__(self, ledger: LedgerService, owner: Identity, funded: Callable[[], list[str]] = lambda: [],
+                 charged: Callable[[list[str]], Awaitable[object]] | None = None) -> None:
         self.ledger = ledger
         self.owner = owner  # the node's client account: funds the users, and pays the providers
         self.funded = funded  # the users the node's account funded, by name (index.funded; noted by `fund`)
+        self.charged = charged  # (the files charged): each judged once its charge's row is written (S3Index.charged)
         self._accounts: dict[str, Identity] = {}
         self._charging = asyncio.Lock()
 
@@ -188,9 +192,17 @@ class UserAccounts:
         settled = iter(entries)
         view = self.view(user)
         answers: list[dict | BaseException] = []
-        for (_, amount), outcome in zip(charges, outcomes):
+        paid: list[str] = []
+        for (capability, amount), outcome in zip(charges, outcomes):
             entry = outcome if isinstance(outcome, XscError) else next(settled)
             answers.append(entry if isinstance(entry, BaseException) else {**view, "charged": amount, "entry": entry})
+            if amount and not isinstance(entry, BaseException):
+                paid.append(capability)
+        if paid and self.charged is not None:
+            try:
+                await self.charged(paid)
+            except Exception:  # noqa: BLE001 - the charges stand; the index judges their rows as it next opens
+                log.exception("could not judge the rows of %d S3 charge(s) yet", len(paid))
         return answers
 
 

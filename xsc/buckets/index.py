@@ -96,6 +96,7 @@ class S3Index(Uploads):
         index_bucket_users(self)  # once, over a store written before o/y/ was kept
         # o/s/ entries are written by index_shared, and by a write that makes a second record refer to a file.
         self._shared = any(True for _ in db.iterator(prefix=keys.OBJECT_SHARED, include_value=False))
+        index_charges(self)  # the charges a crash left between their transfer and `charged`
 
     # --- buckets -----------------------------------------------------------------
     def buckets(self, user: str | None = None) -> list[dict]:
@@ -248,7 +249,7 @@ class S3Index(Uploads):
         for bucket in {bucket for (bucket, _, _), outcome in zip(objects, outcomes) if not isinstance(outcome, Exception)}:
             self._changed(bucket)
         if any(isinstance(outcome, Exception) for outcome in outcomes):
-            self._owed()  # (a refusal's charges, if it had any, are owed back)
+            self.on_refunds_owed()  # (a refusal's charges, if it had any, are owed back)
         return outcomes
 
     def riding(self, bucket: str, key: str, record: dict, cleaned: bool = False) -> Recording:
@@ -268,26 +269,26 @@ class S3Index(Uploads):
                 return err
         caps = [p["cap"] for p in record["parts"]]
         if (raw := read(keys.object_bucket(bucket))) is None:
-            refused(written, read, caps)
+            refused(written, self.db, caps)
             return NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket, garbage=caps)
         try:  # (its grant revoked while its file was stored: refused here, in the record's own write)
             bucket_record = {"owner": names.DEFAULT_USER, "grants": {}, **codec.loads(raw)}
             _judge(bucket, bucket_record, record.get("writer"), "write")
         except Forbidden as err:
-            refused(written, read, caps)
+            refused(written, self.db, caps)
             err.details["garbage"] = caps
             return err
         name = keys.object_key(bucket, key)
         old = written[name] if name in written else read(name)
         condition = record.get("condition")
         if condition is not None and not records.holds(condition, codec.loads(old) if old else None):
-            refused(written, read, caps)
+            refused(written, self.db, caps)
             return ConditionalConflict(f"another write of {key!r} came first: the condition {condition} no longer "
                                        "holds (retry the request)", bucket=bucket, key=key, garbage=caps)
         garbage = [p["cap"] for p in codec.loads(old)["parts"]] if old else []
         written[name] = _dump({k: v for k, v in record.items() if k not in ("condition", "writer")})
         if record.get("writer") not in (None, names.DEFAULT_USER):  # a user's files: their charges stand
-            settled(written, caps)
+            settled(written, self.db, caps)
         written.update((keys.object_garbage(cap), None) for cap in caps)  # referred to: not garbage
         for cap in caps:
             share(self, written, read, cap, name)
@@ -298,7 +299,8 @@ class S3Index(Uploads):
         for callback in self.on_change:
             callback(bucket)
 
-    def _owed(self) -> None:
+    def on_refunds_owed(self) -> None:
+        """A refund may be owed (a write refused after its charge, an import's): the refunder pays it now."""
         for callback in self.on_owed:
             callback()
 
@@ -367,11 +369,11 @@ class S3Index(Uploads):
         """Under the lock: the files of a write whose record will never be written (refused, or an orphan) marked
         garbage, and what the user paid for them owed back, in one synced write."""
         written: dict[bytes, bytes | None] = {}
-        owed = refused(written, self.db.get, caps)
+        owed = refused(written, self.db, caps)
         with self.db.write_batch(sync=True) as batch:
             apply(batch, written)
         if owed:
-            self._owed()
+            self.on_refunds_owed()
 
     def garbage(self) -> list[str]:
         return _garbage(self.db)
@@ -409,6 +411,26 @@ class S3Index(Uploads):
         shared = self.db.get(keys.object_shared(cap)) if self._shared else None
         return shared is not None and any(refers(key) for key in shared_keys(shared))
 
+    def charged(self, caps: Iterable[str]) -> int:
+        """The files of charges just written (`UserAccounts.charge_many`, once their transfers are): a charge of a file
+        whose record is written already stands, its rows dropped (no record's write is to come and drop them: a charge
+        retried, or a client's charge of a file recorded), and one of a file refused already (marked garbage) is owed
+        back; a file neither recorded nor refused is left to its record's write or its refusal.  How many are owed."""
+        with self._lock:
+            read: dict[bytes, set[str]] = {}
+            caps = set(caps)
+            recorded = {cap for cap in caps if self._referred(cap, read)}
+            written: dict[bytes, bytes | None] = {}
+            settled(written, self.db, recorded)
+            owed = owe(written, self.db, [cap for cap in caps - recorded
+                                          if self.db.get(keys.object_garbage(cap)) is not None])
+            if written:
+                with self.db.write_batch(sync=True) as batch:
+                    apply(batch, written)
+        if owed:
+            self.on_refunds_owed()
+        return owed
+
     @contextlib.contextmanager
     def changing(self) -> Iterator[set[str]]:
         """Under the index's lock, for records written outside its methods (`backup.restore`): each user's counts are
@@ -423,12 +445,32 @@ class S3Index(Uploads):
             self._changed(bucket)
 
 
-def refused(written: dict[bytes, bytes | None], read: Callable[[bytes], bytes | None], caps: Iterable[str]) -> int:
+def refused(written: dict[bytes, bytes | None], view, caps: Iterable[str]) -> int:
     """The files of a write whose record will never be written marked garbage in `written` (the refusal's batch), and
-    what their user paid for them turned into refunds owed (entries.owe): how many."""
+    what their user paid for them (its rows read from `view`) turned into refunds owed (entries.owe): how many."""
     caps = list(caps)
     written.update((keys.object_garbage(cap), b"") for cap in caps)
-    return owe(written, read, caps)
+    return owe(written, view, caps)
+
+
+def index_charges(index: S3Index) -> int:
+    """As the index opens, no write under way: each file a charge's row is left of judged by `charged` (a crash
+    between a charge's transfer and its judging leaves the row of a file recorded, which nothing else drops), a row
+    written before charges had ids of their own given one first.  The rows are those of writes a crash stopped: a
+    few.  How many refunds are owed."""
+    renamed: dict[bytes, bytes | None] = {}
+    caps = set()
+    for prefix in (keys.OBJECT_CHARGED, keys.OBJECT_REFUNDS):
+        for key, value in index.db.iterator(prefix=prefix):
+            cap, nul, charge = key[len(prefix):].partition(b"\x00")
+            if not nul:  # (its own id: what no charge of the file's written since has)
+                renamed.update({key: None, prefix + cap + b"\x00" + b"0" * 16: value})
+            if prefix == keys.OBJECT_CHARGED:
+                caps.add(cap.decode(errors="replace"))
+    if renamed:
+        with index.db.write_batch(sync=True) as batch:
+            apply(batch, renamed)
+    return index.charged(caps) if caps else 0
 
 
 def _judge(name: str, record: dict, user: str | None, need: str) -> None:
