@@ -1,6 +1,7 @@
 """What an S3 user's account paid for its files, against a real LevelDB with the node's own index, accounts, ledger
 and refunder: each charge a row of its own until its file's record is written (it stands) or refused (it is paid back,
-once), whatever the order of charges, records, refusals, refunds and restarts."""
+once), whatever the order of charges, records, refusals, refunds and restarts; and the rows in the index's export and
+back."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.s3_refund_burst import COST, FUNDED, parts, record
-from xsc import keys
+from xsc import codec, keys
+from xsc.buckets import backup
 from xsc.buckets.entries import charged_row
+from xsc.buckets.index import S3Index
 from xsc.ledger import decode_entry
 from xsc.storage.core.capability import Capability
 
@@ -162,3 +165,50 @@ def test_every_charge_stands_or_is_paid_back_once_whatever_the_order(steps) -> N
 
     with tempfile.TemporaryDirectory() as path:
         asyncio.run(run(os.path.join(path, "db")))
+
+
+def test_charges_and_refunds_owed_are_exported_and_come_back_into_the_node_whose_they_are(tmp_path) -> None:
+    """An export holds each charge's row and each refund owed.  Imported into the node whose export it is, on a fresh
+    data dir (its ledger holds no charge or refund of those files), each comes back a refund owed (no write is under
+    way for it there), and is paid; one whose file a record there refers to stands.  Imported again, there or into
+    the node that exported it, nothing comes back: a row gone was settled or refunded, and bringing it back would pay
+    it twice.  Another node's export brings none back."""
+    async def run() -> None:
+        node = await _node(tmp_path / "a")
+        for cap in CAPS:
+            await node.accounts.charge("bob", cap, COST)
+        node.index.put("bkt", "k", record(CAPS[0]))  # its charge stands
+        node.index.reconcile([CAPS[1]])  # a refund owed, CAPS[2] a charge whose record has not come yet
+        account = node.accounts.owner.id
+        exported = codec.loads(codec.dumps(backup.export(node.index, funded_by=account)))
+        assert [(row["cap"], row["user"], row["amount"]) for row in exported["charged"]] == [(CAPS[2], "bob", COST)]
+        assert [(row["cap"], row["user"], row["amount"]) for row in exported["owed"]] == [(CAPS[1], "bob", COST)]
+        exported["charged"].append({**exported["charged"][0], "cap": CAPS[0]})  # (as if its record came after)
+
+        def imported(index: S3Index, export: dict, **kwargs) -> Counter:
+            done = Counter()
+            for piece in backup.pieces(export):
+                done.update({k: v for k, v in backup.restore(index, piece, **kwargs).items() if k != "left_out"})
+            return done
+
+        fresh = await _node(tmp_path / "b")
+        assert imported(fresh.index, exported, account=account, charged_here=fresh.accounts.charged_here())[
+            "charges"] == 2
+        assert fresh.rows(keys.OBJECT_REFUNDS) == {CAPS[1]: 1, CAPS[2]: 1}
+        assert {(row["cap"], row["charge"]) for row in backup.export(fresh.index)["owed"]} == {
+            (row["cap"], row["charge"]) for row in exported["owed"] + exported["charged"][:1]}
+        await fresh.refunds.refund_owed()
+        assert fresh.balance() == FUNDED + 2 * COST and fresh.rows(keys.OBJECT_REFUNDS) == {}
+        assert imported(fresh.index, exported, account=account, charged_here=fresh.accounts.charged_here())[
+            "charges"] == 0
+        assert fresh.balance() == FUNDED + 2 * COST and fresh.rows(keys.OBJECT_REFUNDS) == {}
+        assert imported(fresh.index, exported, account="another node's")["charges"] == 0
+        await fresh.close()
+
+        await node.refunds.refund_owed()  # CAPS[1]'s refund paid here
+        again = imported(node.index, exported, account=account, charged_here=node.accounts.charged_here())
+        assert (again["charges"], again["kept"] >= 1) == (0, True)  # CAPS[2]'s row is here still
+        await node.refunds.refund_owed()
+        assert node.balance() == FUNDED - 2 * COST and node.rows(keys.OBJECT_CHARGED) == {CAPS[2]: 1}
+        await node.close()
+    asyncio.run(run())

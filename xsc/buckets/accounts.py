@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..errors import InsufficientCredit, InvalidArgument, XscError
 from ..identity import Identity
-from ..ledger import LedgerService, format_credits
+from ..ledger import LedgerService, Payment, decode_entry, format_credits
 from ..storage.core.capability import Capability
 from .core import names
 from .entries import charged_row
@@ -34,7 +34,7 @@ DERIVE = b"xsc s3 user account\x00"
 FUND_JOB = "s3:fund:"  # + the user's name: the job of `fund`'s transfers
 PUT_JOB = "s3:put:"  # + the file's storage index (hex): the job of a charge's transfer
 REFUND_JOB = "s3:refund:"  # + the same: the job of the transfer that gives a refused write's charge back
-MAX_AMOUNT = 10**15  # micro-credits one transfer moves at most (a billion credits)
+MAX_AMOUNT = names.MAX_AMOUNT  # micro-credits one transfer moves at most (a billion credits)
 log = logging.getLogger(__name__)
 
 
@@ -55,6 +55,19 @@ class UserAccounts:
             seed = hashlib.sha256(self.owner.sign(DERIVE + user.encode())).digest()
             found = self._accounts[user] = Identity(Ed25519PrivateKey.from_private_bytes(seed))
         return found
+
+    def charged_here(self) -> Callable[[str, str], bool]:
+        """(user, capability) -> whether this node's ledger holds a charge or a refund of the file for the user (its
+        job `s3:put:` or `s3:refund:` and the file's storage index): each user's chain read once, as it is first
+        asked of."""
+        jobs: dict[str, set[str]] = {}
+
+        def held(user: str, capability: str) -> bool:
+            if user not in jobs:
+                jobs[user] = _jobs(self.ledger, self.account(user).public_key)
+            index = Capability.parse(capability).storage_index.hex()
+            return bool({PUT_JOB + index, REFUND_JOB + index} & jobs[user])
+        return held
 
     def view(self, user: str) -> dict:
         account = self.account(user)
@@ -204,6 +217,15 @@ class UserAccounts:
             except Exception:  # noqa: BLE001 - the charges stand; the index judges their rows as it next opens
                 log.exception("could not judge the rows of %d S3 charge(s) yet", len(paid))
         return answers
+
+
+def _jobs(ledger: LedgerService, account: bytes) -> set[str]:
+    """The job of each transfer in the account's chain, read whole (synchronous: an import's, in the node's pool)."""
+    found = set()
+    for data in ledger.store.chain(account):
+        entry = decode_entry(data)
+        found.add((entry.receipt if isinstance(entry, Payment) else entry).authorization.job)
+    return found
 
 
 def _named(view: dict, named: dict[str, str]) -> dict:

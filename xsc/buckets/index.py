@@ -523,8 +523,9 @@ def exported(index: S3Index) -> dict:
         completed = {k[len(keys.OBJECT_COMPLETED):].decode(): codec.loads(v)
                      for k, v in view.iterator(prefix=keys.OBJECT_COMPLETED)}
         garbage, funded_users = _garbage(view), _funded(view)
+        charged, owed = _charges(view, keys.OBJECT_CHARGED), _charges(view, keys.OBJECT_REFUNDS)
     return {"version": 1, "exported": index.clock(), "buckets": buckets, "uploads": uploads,
-            "completed": completed, "garbage": garbage, "funded": funded_users}
+            "completed": completed, "garbage": garbage, "funded": funded_users, "charged": charged, "owed": owed}
 
 
 # What the index holds, read from the database or from a snapshot of it (`exported`).
@@ -539,19 +540,30 @@ def _garbage(view) -> list[str]:
     return [k[len(keys.OBJECT_GARBAGE):].decode() for k in found]
 
 
+def _charges(view, prefix: bytes) -> list[dict]:
+    """The rows of charges (o/a/) or refunds owed (o/r/): each {cap, charge, user, amount}."""
+    found = []
+    for key, value in view.iterator(prefix=prefix):
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            (cap, charge), row = keys.split_charge_row(prefix, key), codec.loads(value)
+            found.append({"cap": cap, "charge": charge, "user": row["user"], "amount": row["amount"]})
+    return found
+
+
 def _funded(view) -> list[str]:
     return [k[len(keys.OBJECT_FUNDED):].decode() for k in view.iterator(prefix=keys.OBJECT_FUNDED, include_value=False)]
 
 
 def restored(index: S3Index, data: dict, *, account: str | None = None,
-             funded_here: Callable[[], Iterable[str]] = tuple,
+             funded_here: Callable[[], Iterable[str]] = tuple, charged_here: Callable[[str, str], bool],
              stored_name: Callable[[str], str | None] | None = None) -> dict:
     """Write `data` (a piece of an export, its records checked: xsc/buckets/backup.py) in one synced write: each record
     the index holds none of; one it holds is kept as it is (`kept`).  A bucket another owner holds here: BucketTaken; a
     user given more buckets or uploads than its requests could make: TooManyBuckets, TooManyUploads; nothing written.
     An object or part is left out (`left_out`) if another record refers to its file, here or earlier in the import
     (`taken`: deleting either would remove the other's file), or `_refusal` refuses it (`refused`), and with it the
-    completed upload naming it (`_refused_completed`).  Funded users: `_ours`.  How many of each kind were written."""
+    completed upload naming it (`_refused_completed`).  Funded users: `_ours`; charges: `_charges_back`.  How many of
+    each kind were written."""
     count, left_out = Counter(), []
     with index.changing() as changed, index.db.write_batch(transaction=True, sync=True) as batch:
         buckets_of, uploads_of = index._counts()  # read again once written (`changing`)
@@ -618,10 +630,40 @@ def restored(index: S3Index, data: dict, *, account: str | None = None,
         # Each user's count, its uploads this piece gave it among them (the others' as they were), in the same write.
         apply(batch, {keys.object_upload_count(user): str(n).encode() for user, n in uploads_of.items() if n > 0})
         ours, count["foreign"] = _ours(data, account, funded_here)
-        for user in ours:
-            put("funded", keys.object_funded(user), b"")
+        for kind, key, value, what, reason in _charges_back(index, data, ours, own and charged_here, held):
+            put(kind, key, value, (), what, reason)
     return {**{kind: count[kind] for kind in ("buckets", "objects", "uploads", "parts", "completed", "funded",
-                                              "kept", "taken", "refused", "foreign")}, "left_out": left_out}
+                                              "charges", "kept", "taken", "refused", "foreign")}, "left_out": left_out}
+
+
+def _charges_back(index: S3Index, data: dict, ours: list[str], charged_here: Callable[[str, str], bool] | bool,
+                  held: dict[bytes, bytes]) -> Iterator[tuple[str, bytes, bytes, dict | None, str | None]]:
+    """What `restored` puts (kind, key, value, what, why it is left out) of the funded users (`ours`) and of the rows
+    of charges and refunds owed.  A row names accounts of the node whose export it is, and amounts its ledger moved:
+    it comes back only into that node (`charged_here` False: another's export), and only if that node's ledger holds
+    no charge or refund of the file for the user (`charged_here(user, cap)`: else the row was made here, or paid
+    back here once already, and is gone because it was settled or refunded: bringing it back would pay it twice):
+    a node given its key again on a fresh data dir.  A row this node holds is kept.  A charge whose file a record
+    here refers to stands (`recorded`); any other comes back as a refund owed: no write of this node's is under way
+    for it."""
+    for user in ours:
+        yield "funded", keys.object_funded(user), b"", None, None
+    for kind, prefix in (("charged", keys.OBJECT_CHARGED), ("owed", keys.OBJECT_REFUNDS)):
+        for row in data[kind]:
+            cap, charge, user = row["cap"], row["charge"], row["user"]
+            what = {"charge": charge, "cap": cap, "user": user}
+            key, value = keys.object_refund(cap, charge), codec.dumps({"user": user, "amount": row["amount"]})
+            if index.db.get(keys.object_charged(cap, charge)) is not None:
+                key, why = keys.object_charged(cap, charge), None  # (kept)
+            elif charged_here is False:
+                why = "foreign"
+            elif charged_here(user, cap):
+                why = "settled"
+            elif kind == "charged" and (keys.object_holder(cap) in held or index._referred(cap, {})):
+                why = "recorded"
+            else:
+                why = None
+            yield "charges", key, value, what, why
 
 
 def _left_out_why(index: S3Index, entries: dict[bytes, str], held: dict[bytes, bytes], key: bytes,
