@@ -1,7 +1,7 @@
 """What an S3 user's account paid for its files, against a real LevelDB with the node's own index, accounts, ledger
 and refunder: each charge a row of its own until its file's record is written (it stands) or refused (it is paid back,
-once), whatever the order of charges, records, refusals, refunds and restarts; and the rows in the index's export and
-back."""
+once), whatever the order of charges, records, refusals, refunds and restarts; the rows in the index's export and back;
+and a user's count of buckets read from its own."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import tempfile
 from collections import Counter
 
 import plyvel
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +20,7 @@ from xsc import codec, keys
 from xsc.buckets import backup
 from xsc.buckets.entries import charged_row
 from xsc.buckets.index import S3Index
+from xsc.errors import TooManyBuckets
 from xsc.ledger import decode_entry
 from xsc.storage.core.capability import Capability
 
@@ -212,3 +214,45 @@ def test_charges_and_refunds_owed_are_exported_and_come_back_into_the_node_whose
         assert node.balance() == FUNDED - 2 * COST and node.rows(keys.OBJECT_CHARGED) == {CAPS[2]: 1}
         await node.close()
     asyncio.run(run())
+
+
+class _CountingDb:
+    """The database, counting the bucket records read."""
+
+    def __init__(self, db) -> None:
+        self.db, self.read = db, 0
+
+    def get(self, key: bytes):
+        self.read += key.startswith(keys.OBJECT_BUCKETS)
+        return self.db.get(key)
+
+    def iterator(self, *args, **kwargs):
+        if kwargs.get("prefix", b"").startswith(keys.OBJECT_BUCKETS) and kwargs.get("include_value", True):
+            self.read += 1_000_000  # every bucket's record
+        return self.db.iterator(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.db, name)
+
+
+def test_a_users_bucket_count_reads_its_own_buckets_not_every_buckets(tmp_path) -> None:
+    """500 buckets of ana's: bob's bound, judged as the index opens again, reads bob's bucket and the one ana granted
+    it, not ana's 500; ana's reads hers, and counts them."""
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    index = S3Index(db, max_buckets=501)
+    for n in range(500):
+        index.create_bucket(f"ana-{n:03}", "ana")
+    index.create_bucket("bob-0", "bob")
+    index.grant("ana-000", "bob", "read")
+    counting = _CountingDb(db)
+    reopened = S3Index(counting, max_buckets=501)
+    counting.read = 0
+    reopened.create_bucket("bob-1", "bob")
+    assert counting.read <= 4, counting.read
+    reopened.create_bucket("ana-500", "ana")
+    with pytest.raises(TooManyBuckets):
+        reopened.create_bucket("ana-501", "ana")
+    reopened.delete_bucket("bob-1")
+    reopened.create_bucket("bob-2", "bob")
+    assert S3Index(db, max_buckets=501)._counts()[0]["bob"] == 2
+    db.close()

@@ -36,9 +36,9 @@ is one synced write batch, so a crash leaves either the old state or the new, ne
   reconciles.  The multipart uploads are uploads.py's (`Uploads`, a mixin of `S3Index`).
 
 What one user may make the node keep is bounded: the buckets it owns (`max_buckets`, TooManyBuckets) and its
-multipart uploads in progress (`max_uploads`, TooManyUploads).  Each user's buckets are counted from their records
-once; its uploads are counted in o/n/ entries written with them (uploads.py).  Both are kept up by the changes here,
-which are the only writes of bucket and upload records.
+multipart uploads in progress (`max_uploads`, TooManyUploads).  Each user's buckets are counted from its own o/y/
+entries once, as its bound is first judged; its uploads are counted in o/n/ entries written with them (uploads.py).
+Both are kept up by the changes here, which are the only writes of bucket and upload records.
 
 Synchronous (LevelDB); the node's routes run it in the CPU pool.  One lock serialises the
 read-modify-write changes.  Nothing here speaks HTTP.
@@ -210,9 +210,11 @@ class S3Index(Uploads):
             for _ in self.db.iterator(prefix=keys.object_uploads_of(name), include_value=False):
                 raise BucketNotEmpty(f"the bucket {name!r} has multipart uploads in progress",
                                      hint="complete or abort them first", bucket=name)
+            owned = self._counts()[0]
+            owned[record["owner"]]  # (counted, if it is not yet, from the entries as they are before this write)
             with self.db.write_batch(sync=True) as batch:
                 apply(batch, dict.fromkeys([keys.object_bucket(name), *_users_entries(name, record)]))
-            self._counts()[0][record["owner"]] -= 1
+            owned[record["owner"]] -= 1
 
     # --- objects -----------------------------------------------------------------
     def get(self, bucket: str, key: str) -> dict:
@@ -356,11 +358,10 @@ class S3Index(Uploads):
 
 
     def _counts(self) -> tuple[Counter, Counter]:
-        """Under the lock: each user's buckets and uploads in progress, read from the records the first time."""
+        """Under the lock: each user's buckets (each user's counted as it is first asked of: `_Owned`) and uploads in
+        progress (read from their counts, o/n/, the first time)."""
         if self._counted is None:
-            buckets = Counter(codec.loads(v).get("owner", names.DEFAULT_USER)
-                              for _, v in self.db.iterator(prefix=keys.OBJECT_BUCKETS))
-            self._counted = (buckets, self._upload_counts())
+            self._counted = (_Owned(self.db), self._upload_counts())
         return self._counted
 
 
@@ -451,6 +452,24 @@ def refused(written: dict[bytes, bytes | None], view, caps: Iterable[str]) -> in
     caps = list(caps)
     written.update((keys.object_garbage(cap), b"") for cap in caps)
     return owe(written, view, caps)
+
+
+class _Owned(Counter):
+    """Each user's count of the buckets it owns, counted as it is first asked of from its own o/y/ entries (the buckets
+    it owns or was granted), each bucket's record read for its owner: a user's bound reads that user's buckets, not
+    every bucket of the index.  Kept up by the changes that create and delete buckets, under the index's lock."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__()
+        self.db = db
+
+    def __missing__(self, user: str) -> int:
+        prefix, owned = keys.object_buckets_of_user(user), 0
+        for entry in self.db.iterator(prefix=prefix, include_value=False):
+            raw = self.db.get(keys.object_bucket(entry[len(prefix):].decode()))
+            owned += raw is not None and codec.loads(raw).get("owner", names.DEFAULT_USER) == user
+        self[user] = owned
+        return owned
 
 
 def index_charges(index: S3Index) -> int:
