@@ -652,12 +652,14 @@ OBJECT_HOLDERS = b"o/h/"  # + capability (ASCII) -> the key of the object or par
 OBJECT_HOLDERS_INDEXED = b"o/hi"  # -> b"": the records written before o/h/ was kept were given their entries
 OBJECT_SHARED = b"o/s/"  # + capability (ASCII) -> JSON list of record keys (hex): every record that shared the file
 OBJECT_SHARED_INDEXED = b"o/si"  # -> b"": the files records share (an import let them) were found and given o/s/
-# + capability (ASCII) -> JSON {"user", "amount"}: what an S3 user's account paid for a file whose record is not written
-# yet, written by the charge's own ledger batch; the record's batch deletes it, a refusal's (or a reconciliation that
-# finds the file an orphan) turns it into an o/r/ row
+# + capability (ASCII) + 0x00 + charge id (16 hex digits) -> JSON {"user", "amount"}: what an S3 user's account paid
+# for a file whose record is not written yet, one row a charge (a file charged twice has two), written by the charge's
+# own ledger batch; the record's batch deletes the file's rows, a refusal's (or a reconciliation that finds the file an
+# orphan) turns each into an o/r/ row of the same charge id
 OBJECT_CHARGED = b"o/a/"
-# + capability (ASCII) -> JSON {"user", "amount"}: a refund owed for a write refused after its charge; the refund's
-# own ledger batch deletes it, and only a transfer that finds it there is settled (buckets/refunds.py)
+# + capability (ASCII) + 0x00 + charge id -> JSON {"user", "amount"}: a refund owed for a charge of a write refused
+# after it; the refund's own ledger batch deletes it, and only a transfer that finds it there is settled
+# (buckets/refunds.py)
 OBJECT_REFUNDS = b"o/r/"
 
 
@@ -762,9 +764,19 @@ def object_funded(user: str) -> bytes:
     return OBJECT_FUNDED + user.encode()
 
 
-def object_charged(capability: str) -> bytes:
-    return OBJECT_CHARGED + capability.encode()
+def object_charged(capability: str, charge: str = "") -> bytes:
+    """A charge's row (`charge` empty: the prefix of the file's rows)."""
+    return OBJECT_CHARGED + capability.encode() + b"\x00" + charge.encode()
 
 
-def object_refund(capability: str) -> bytes:
-    return OBJECT_REFUNDS + capability.encode()
+def object_refund(capability: str, charge: str = "") -> bytes:
+    """A refund's row (`charge` empty: the prefix of the file's rows)."""
+    return OBJECT_REFUNDS + capability.encode() + b"\x00" + charge.encode()
+
+
+def split_charge_row(prefix: bytes, key: bytes) -> tuple[str, str]:
+    """The (capability, charge id) of an o/a/ or o/r/ row's key (`prefix`: which); ValueError if it is not one."""
+    cap, nul, charge = key[len(prefix):].partition(b"\x00")
+    if not nul or not cap or not charge:
+        raise ValueError("not a charge's row")
+    return cap.decode(), charge.decode()

@@ -129,7 +129,7 @@ def test_kill_9_between_a_refusal_and_its_refund_refunds_it_once_after_the_resta
     async def check() -> None:
         db = plyvel.DB(str(path))
         ledger, index, accounts, refunds = parts(db)
-        charged = [k[len(keys.OBJECT_CHARGED):].decode() for k, _ in db.iterator(prefix=keys.OBJECT_CHARGED)]
+        charged = [keys.split_charge_row(keys.OBJECT_CHARGED, k)[0] for k, _ in db.iterator(prefix=keys.OBJECT_CHARGED)]
         index.reconcile(charged)  # killed before its record: the front's reconciliation finds it an orphan
         await refunds.refund_owed()
         assert await refunds.refund_owed() == 0

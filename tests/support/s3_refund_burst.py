@@ -29,7 +29,7 @@ def parts(db) -> tuple[LedgerService, S3Index, UserAccounts, Refunds]:
     owner, node = (Identity(Ed25519PrivateKey.from_private_bytes(bytes([n]) * 32)) for n in (1, 2))
     ledger = LedgerService(db, 10**12, node=node, client=owner)
     index = S3Index(db)
-    accounts = UserAccounts(ledger, owner)
+    accounts = UserAccounts(ledger, owner, charged=lambda caps: asyncio.to_thread(index.charged, caps))
     return ledger, index, accounts, Refunds(accounts=accounts, index=index)
 
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..errors import InsufficientCredit, InvalidArgument, XscError
 from ..identity import Identity
-from ..ledger import LedgerService, format_credits
+from ..ledger import LedgerService, Payment, decode_entry, format_credits
 from ..storage.core.capability import Capability
 from .core import names
 from .entries import charged_row
@@ -33,14 +34,17 @@ DERIVE = b"xsc s3 user account\x00"
 FUND_JOB = "s3:fund:"  # + the user's name: the job of `fund`'s transfers
 PUT_JOB = "s3:put:"  # + the file's storage index (hex): the job of a charge's transfer
 REFUND_JOB = "s3:refund:"  # + the same: the job of the transfer that gives a refused write's charge back
-MAX_AMOUNT = 10**15  # micro-credits one transfer moves at most (a billion credits)
+MAX_AMOUNT = names.MAX_AMOUNT  # micro-credits one transfer moves at most (a billion credits)
+log = logging.getLogger(__name__)
 
 
 class UserAccounts:
-    def __init__(self, ledger: LedgerService, owner: Identity, funded: Callable[[], list[str]] = lambda: []) -> None:
+    def __init__(self, ledger: LedgerService, owner: Identity, funded: Callable[[], list[str]] = lambda: [],
+                 charged: Callable[[list[str]], Awaitable[object]] | None = None) -> None:
         self.ledger = ledger
         self.owner = owner  # the node's client account: funds the users, and pays the providers
         self.funded = funded  # the users the node's account funded, by name (index.funded; noted by `fund`)
+        self.charged = charged  # (the files charged): each judged once its charge's row is written (S3Index.charged)
         self._accounts: dict[str, Identity] = {}
         self._charging = asyncio.Lock()
 
@@ -51,6 +55,19 @@ class UserAccounts:
             seed = hashlib.sha256(self.owner.sign(DERIVE + user.encode())).digest()
             found = self._accounts[user] = Identity(Ed25519PrivateKey.from_private_bytes(seed))
         return found
+
+    def charged_here(self) -> Callable[[str, str], bool]:
+        """(user, capability) -> whether this node's ledger holds a charge or a refund of the file for the user (its
+        job `s3:put:` or `s3:refund:` and the file's storage index): each user's chain read once, as it is first
+        asked of."""
+        jobs: dict[str, set[str]] = {}
+
+        def held(user: str, capability: str) -> bool:
+            if user not in jobs:
+                jobs[user] = _jobs(self.ledger, self.account(user).public_key)
+            index = Capability.parse(capability).storage_index.hex()
+            return bool({PUT_JOB + index, REFUND_JOB + index} & jobs[user])
+        return held
 
     def view(self, user: str) -> dict:
         account = self.account(user)
@@ -188,10 +205,27 @@ class UserAccounts:
         settled = iter(entries)
         view = self.view(user)
         answers: list[dict | BaseException] = []
-        for (_, amount), outcome in zip(charges, outcomes):
+        paid: list[str] = []
+        for (capability, amount), outcome in zip(charges, outcomes):
             entry = outcome if isinstance(outcome, XscError) else next(settled)
             answers.append(entry if isinstance(entry, BaseException) else {**view, "charged": amount, "entry": entry})
+            if amount and not isinstance(entry, BaseException):
+                paid.append(capability)
+        if paid and self.charged is not None:
+            try:
+                await self.charged(paid)
+            except Exception:  # noqa: BLE001 - the charges stand; the index judges their rows as it next opens
+                log.exception("could not judge the rows of %d S3 charge(s) yet", len(paid))
         return answers
+
+
+def _jobs(ledger: LedgerService, account: bytes) -> set[str]:
+    """The job of each transfer in the account's chain, read whole (synchronous: an import's, in the node's pool)."""
+    found = set()
+    for data in ledger.store.chain(account):
+        entry = decode_entry(data)
+        found.add((entry.receipt if isinstance(entry, Payment) else entry).authorization.job)
+    return found
 
 
 def _named(view: dict, named: dict[str, str]) -> dict:

@@ -13,12 +13,15 @@ or is one of this node's own files the front did not store; and so is the comple
 out (a retried Complete would answer the ETag of an object not there), which `pieces` sends in its object's piece.
 The funded users are this node's only if the export is (its `funded_by` this node's account) or this node's ledger
 shows it funded them; an export written before exports named them brings back those the ledger shows it funded.
+The rows of charges not settled yet and of refunds owed (`charged`, `owed`) come back only into the node whose export
+it is, while its ledger holds no charge or refund of the file for the user (`index._charges_back`).
 An export is capabilities: whoever holds it can read every object.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
@@ -43,6 +46,8 @@ MAX_OBJECT_RECORD = 4 * 1024 * 1024
 # 4 MiB sent none larger either).
 PIECE_BYTES = 1024 * 1024
 MAX_PIECE = MAX_OBJECT_RECORD + 1024 * 1024
+CHARGE_ID = re.compile(r"[0-9a-f]{16}")  # a charge's own id (entries.charged_row)
+MAX_CAPABILITY = 512  # characters of a capability a charge names (as `UserAccounts.move` takes it)
 LEDGER_FUNDED = "funded_in_ledger"  # a piece's: note the users this node's ledger shows it funded (`pieces`)
 PIECE_HINT = "import an export with xsc s3 import-index FILE: it sends it in pieces the node takes"
 
@@ -108,6 +113,9 @@ def _units(whole: Any) -> Iterator[tuple[str, Any, bool]]:
         yield "completed", {upload_id: record}, False
     for user in _list(whole, "funded"):
         yield "funded", user, False
+    for kind in ("charged", "owed"):
+        for row in _list(whole, kind):
+            yield kind, row, False
 
 
 def _named(kind: str, unit: Any) -> str:
@@ -151,6 +159,7 @@ def _list(whole: dict, name: str) -> list:
 
 def restore(index: S3Index, piece: Any, *, account: str | None = None,
             funded_here: Callable[[], Iterable[str]] = tuple,
+            charged_here: Callable[[str, str], bool] = lambda user, cap: True,
             stored_name: Callable[[str], str | None] | None = None) -> dict:
     """Write `piece` (an export, or a piece of one) into the index in one synced write (`index.restored`): each record
     the index holds none of; each one it holds is kept as it is (`kept`); an object or part that names a file another
@@ -161,8 +170,15 @@ def restore(index: S3Index, piece: Any, *, account: str | None = None,
     store to hold the files to), each named in `left_out`.  Its funded users are noted only if
     this node (its client account: `account`) funded them (`funded_here`: those its ledger shows it funded).  A
     bucket held by another owner here: BucketTaken, and nothing is written; a piece that is not an export's:
-    InvalidArgument (or the 400 of the name that is not one).  How many of each kind were written."""
-    written = restored(index, _checked(piece), account=account, funded_here=funded_here, stored_name=stored_name)
+    InvalidArgument (or the 400 of the name that is not one).  The rows of charges and refunds owed come back only into
+    the node whose export it is, and only while its ledger holds no charge or refund of the file for the user
+    (`charged_here`; not given: it holds every one), each a refund owed unless a record here refers to its file
+    (`index._charges_back`).
+    How many of each kind were written."""
+    written = restored(index, _checked(piece), account=account, funded_here=funded_here, charged_here=charged_here,
+                       stored_name=stored_name)
+    if written["charges"]:
+        index.on_refunds_owed()
     if written["left_out"]:
         log.warning("an S3 index import left out %d record(s): %s", len(written["left_out"]),
                     dict(Counter(item["reason"] for item in written["left_out"])))
@@ -173,7 +189,7 @@ def restore_here(index: S3Index, piece: Any, accounts: UserAccounts, store: Any)
     """`restore` into this node's index: its client account (`accounts.owner`), which funded its users, the users
     its ledger shows it funded, and the names its store (`ShareStore`) lists its files under."""
     return restore(index, piece, account=accounts.owner.id, funded_here=accounts.funded_in_ledger,
-                   stored_name=lambda cap: _stored_name(store, cap))
+                   charged_here=accounts.charged_here(), stored_name=lambda cap: _stored_name(store, cap))
 
 
 def _stored_name(store: Any, cap: str) -> str | None:
@@ -206,17 +222,31 @@ def _checked(piece: Any) -> dict:
             _bad("an export's funded_by is the account of the node that funded its users")
         if piece.get(LEDGER_FUNDED, False) not in (True, False):
             _bad(f"a piece's {LEDGER_FUNDED} is true or false")
+        charges = {kind: [_charge(row) for row in _list(piece, kind)] for kind in ("charged", "owed")}
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise InvalidArgument(f"the export holds a record that is not one: {err!r}"[:300],
                               hint="import a file `xsc s3 export-index` wrote") from None
     # A whole export with no funded users' section (`exported` says it is whole) is one written before it had one.
     from_ledger = piece.get(LEDGER_FUNDED) is True or ("exported" in piece and "funded" not in piece)
     return {"buckets": buckets, "uploads": uploads, "completed": done, "funded": users, "funded_by": funded_by,
-            "funded_in_ledger": from_ledger}
+            "funded_in_ledger": from_ledger, **charges}
 
 
 def _bad(message: str):
     raise InvalidArgument(message, hint="import a file `xsc s3 export-index` wrote")
+
+
+def _charge(row: dict) -> dict:
+    """A charge's row, or a refund's owed: {cap, charge (16 hex digits), user, amount (micro-credits, at least 1)}."""
+    cap, charge, amount = row["cap"], row["charge"], row["amount"]
+    if (not isinstance(cap, str) or not 0 < len(cap) <= MAX_CAPABILITY or "\x00" in cap or not isinstance(charge, str)
+            or not CHARGE_ID.fullmatch(charge) or type(amount) is not int or not 0 < amount <= names.MAX_AMOUNT):
+        _bad("a charge is {cap, charge: 16 hex digits, user, amount: micro-credits}")
+    try:  # (its refund's job names the file's storage index)
+        Capability.parse(cap)
+    except InvalidCapability:
+        _bad(f"a charge names a capability, not {cap!r}"[:200])
+    return {"cap": cap, "charge": charge, "user": names.check_user(row["user"]), "amount": amount}
 
 
 def _bucket(b: dict) -> dict:

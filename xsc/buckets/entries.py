@@ -7,7 +7,8 @@ user's account paid for a file until its record is written or refused, then a re
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+import os
+from typing import Any, Callable, Iterable, Iterator
 
 from .. import codec
 from .. import keys
@@ -117,28 +118,42 @@ def write_entries(db: Database, entries: dict[bytes, bytes], sync: bool = False)
 
 # --- what a user paid for a file, until its record is written or refused (refunds.py) -----------------
 def charged_row(user: str, capability: str, amount: int) -> tuple[bytes, bytes]:
-    """The row a charge writes in its own batch: what `user`'s account paid for the file `capability`."""
-    return keys.object_charged(capability), codec.dumps({"user": user, "amount": amount})
+    """The row a charge writes in its own batch: what `user`'s account paid for the file `capability`, under an id of
+    the charge's own, so that a second charge of the file (a request retried) is a row of its own, refunded on its
+    own."""
+    return keys.object_charged(capability, os.urandom(8).hex()), codec.dumps({"user": user, "amount": amount})
 
 
-def settled(written: dict[bytes, bytes | None], caps: Iterable[str]) -> None:
-    """The files' records are written (`written`: the record's batch): their charges stand."""
-    written.update((keys.object_charged(cap), None) for cap in caps)
+def settled(written: dict[bytes, bytes | None], view, caps: Iterable[str]) -> None:
+    """The files' records are written (`written`: the record's batch): each charge of theirs stands, its row dropped
+    (`view`: the database the rows are read from, before `written`)."""
+    for cap in caps:
+        written.update(dict.fromkeys(_rows(written, view, keys.object_charged(cap))))
 
 
-def owe(written: dict[bytes, bytes | None], read: Callable[[bytes], bytes | None], caps: Iterable[str]) -> int:
-    """The files' records are refused (or never came): each charge of theirs becomes a refund owed, in the same batch
-    (`written`, read first, then through `read`).  How many refunds are owed."""
+def owe(written: dict[bytes, bytes | None], view, caps: Iterable[str]) -> int:
+    """The files' records are refused (or never came): each charge of theirs becomes a refund owed of the same charge
+    id, in the same batch (`written`; the rows read from `view`, then as `written` leaves them).  How many are owed."""
     owed = 0
     for cap in caps:
-        key = keys.object_charged(cap)
-        row = written[key] if key in written else read(key)
-        if row is None:
-            continue
-        written[key] = None
-        written[keys.object_refund(cap)] = row
-        owed += 1
+        for key, row in _rows(written, view, keys.object_charged(cap)).items():
+            written[key] = None
+            written[keys.object_refund(*keys.split_charge_row(keys.OBJECT_CHARGED, key))] = row
+            owed += 1
     return owed
+
+
+def _rows(written: dict[bytes, bytes | None], view, prefix: bytes) -> dict[bytes, bytes]:
+    """The rows under `prefix` as `written` leaves them: the database's (`view`), less those it deletes, with those
+    it puts."""
+    found = dict(view.iterator(prefix=prefix))
+    for key, value in written.items():
+        if key.startswith(prefix):
+            if value is None:
+                found.pop(key, None)
+            else:
+                found[key] = value
+    return found
 
 
 def owed(view, limit: int = MAX_OWED_AT_ONCE) -> list[tuple[bytes, str, str, int]]:
@@ -150,7 +165,7 @@ def owed(view, limit: int = MAX_OWED_AT_ONCE) -> list[tuple[bytes, str, str, int
             if len(found) >= limit:
                 break
             try:
-                row, cap = codec.loads(value), key[len(keys.OBJECT_REFUNDS):].decode()
+                row, (cap, _) = codec.loads(value), keys.split_charge_row(keys.OBJECT_REFUNDS, key)
                 user, amount = row["user"], row["amount"]
             except (ValueError, TypeError, KeyError):
                 continue

@@ -36,9 +36,9 @@ is one synced write batch, so a crash leaves either the old state or the new, ne
   reconciles.  The multipart uploads are uploads.py's (`Uploads`, a mixin of `S3Index`).
 
 What one user may make the node keep is bounded: the buckets it owns (`max_buckets`, TooManyBuckets) and its
-multipart uploads in progress (`max_uploads`, TooManyUploads).  Each user's buckets are counted from their records
-once; its uploads are counted in o/n/ entries written with them (uploads.py).  Both are kept up by the changes here,
-which are the only writes of bucket and upload records.
+multipart uploads in progress (`max_uploads`, TooManyUploads).  Each user's buckets are counted from its own o/y/
+entries once, as its bound is first judged; its uploads are counted in o/n/ entries written with them (uploads.py).
+Both are kept up by the changes here, which are the only writes of bucket and upload records.
 
 Synchronous (LevelDB); the node's routes run it in the CPU pool.  One lock serialises the
 read-modify-write changes.  Nothing here speaks HTTP.
@@ -96,6 +96,7 @@ class S3Index(Uploads):
         index_bucket_users(self)  # once, over a store written before o/y/ was kept
         # o/s/ entries are written by index_shared, and by a write that makes a second record refer to a file.
         self._shared = any(True for _ in db.iterator(prefix=keys.OBJECT_SHARED, include_value=False))
+        index_charges(self)  # the charges a crash left between their transfer and `charged`
 
     # --- buckets -----------------------------------------------------------------
     def buckets(self, user: str | None = None) -> list[dict]:
@@ -209,9 +210,11 @@ class S3Index(Uploads):
             for _ in self.db.iterator(prefix=keys.object_uploads_of(name), include_value=False):
                 raise BucketNotEmpty(f"the bucket {name!r} has multipart uploads in progress",
                                      hint="complete or abort them first", bucket=name)
+            owned = self._counts()[0]
+            owned[record["owner"]]  # (counted, if it is not yet, from the entries as they are before this write)
             with self.db.write_batch(sync=True) as batch:
                 apply(batch, dict.fromkeys([keys.object_bucket(name), *_users_entries(name, record)]))
-            self._counts()[0][record["owner"]] -= 1
+            owned[record["owner"]] -= 1
 
     # --- objects -----------------------------------------------------------------
     def get(self, bucket: str, key: str) -> dict:
@@ -248,7 +251,7 @@ class S3Index(Uploads):
         for bucket in {bucket for (bucket, _, _), outcome in zip(objects, outcomes) if not isinstance(outcome, Exception)}:
             self._changed(bucket)
         if any(isinstance(outcome, Exception) for outcome in outcomes):
-            self._owed()  # (a refusal's charges, if it had any, are owed back)
+            self.on_refunds_owed()  # (a refusal's charges, if it had any, are owed back)
         return outcomes
 
     def riding(self, bucket: str, key: str, record: dict, cleaned: bool = False) -> Recording:
@@ -268,26 +271,26 @@ class S3Index(Uploads):
                 return err
         caps = [p["cap"] for p in record["parts"]]
         if (raw := read(keys.object_bucket(bucket))) is None:
-            refused(written, read, caps)
+            refused(written, self.db, caps)
             return NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket, garbage=caps)
         try:  # (its grant revoked while its file was stored: refused here, in the record's own write)
             bucket_record = {"owner": names.DEFAULT_USER, "grants": {}, **codec.loads(raw)}
             _judge(bucket, bucket_record, record.get("writer"), "write")
         except Forbidden as err:
-            refused(written, read, caps)
+            refused(written, self.db, caps)
             err.details["garbage"] = caps
             return err
         name = keys.object_key(bucket, key)
         old = written[name] if name in written else read(name)
         condition = record.get("condition")
         if condition is not None and not records.holds(condition, codec.loads(old) if old else None):
-            refused(written, read, caps)
+            refused(written, self.db, caps)
             return ConditionalConflict(f"another write of {key!r} came first: the condition {condition} no longer "
                                        "holds (retry the request)", bucket=bucket, key=key, garbage=caps)
         garbage = [p["cap"] for p in codec.loads(old)["parts"]] if old else []
         written[name] = _dump({k: v for k, v in record.items() if k not in ("condition", "writer")})
         if record.get("writer") not in (None, names.DEFAULT_USER):  # a user's files: their charges stand
-            settled(written, caps)
+            settled(written, self.db, caps)
         written.update((keys.object_garbage(cap), None) for cap in caps)  # referred to: not garbage
         for cap in caps:
             share(self, written, read, cap, name)
@@ -298,7 +301,8 @@ class S3Index(Uploads):
         for callback in self.on_change:
             callback(bucket)
 
-    def _owed(self) -> None:
+    def on_refunds_owed(self) -> None:
+        """A refund may be owed (a write refused after its charge, an import's): the refunder pays it now."""
         for callback in self.on_owed:
             callback()
 
@@ -354,11 +358,10 @@ class S3Index(Uploads):
 
 
     def _counts(self) -> tuple[Counter, Counter]:
-        """Under the lock: each user's buckets and uploads in progress, read from the records the first time."""
+        """Under the lock: each user's buckets (each user's counted as it is first asked of: `_Owned`) and uploads in
+        progress (read from their counts, o/n/, the first time)."""
         if self._counted is None:
-            buckets = Counter(codec.loads(v).get("owner", names.DEFAULT_USER)
-                              for _, v in self.db.iterator(prefix=keys.OBJECT_BUCKETS))
-            self._counted = (buckets, self._upload_counts())
+            self._counted = (_Owned(self.db), self._upload_counts())
         return self._counted
 
 
@@ -367,11 +370,11 @@ class S3Index(Uploads):
         """Under the lock: the files of a write whose record will never be written (refused, or an orphan) marked
         garbage, and what the user paid for them owed back, in one synced write."""
         written: dict[bytes, bytes | None] = {}
-        owed = refused(written, self.db.get, caps)
+        owed = refused(written, self.db, caps)
         with self.db.write_batch(sync=True) as batch:
             apply(batch, written)
         if owed:
-            self._owed()
+            self.on_refunds_owed()
 
     def garbage(self) -> list[str]:
         return _garbage(self.db)
@@ -409,6 +412,26 @@ class S3Index(Uploads):
         shared = self.db.get(keys.object_shared(cap)) if self._shared else None
         return shared is not None and any(refers(key) for key in shared_keys(shared))
 
+    def charged(self, caps: Iterable[str]) -> int:
+        """The files of charges just written (`UserAccounts.charge_many`, once their transfers are): a charge of a file
+        whose record is written already stands, its rows dropped (no record's write is to come and drop them: a charge
+        retried, or a client's charge of a file recorded), and one of a file refused already (marked garbage) is owed
+        back; a file neither recorded nor refused is left to its record's write or its refusal.  How many are owed."""
+        with self._lock:
+            read: dict[bytes, set[str]] = {}
+            caps = set(caps)
+            recorded = {cap for cap in caps if self._referred(cap, read)}
+            written: dict[bytes, bytes | None] = {}
+            settled(written, self.db, recorded)
+            owed = owe(written, self.db, [cap for cap in caps - recorded
+                                          if self.db.get(keys.object_garbage(cap)) is not None])
+            if written:
+                with self.db.write_batch(sync=True) as batch:
+                    apply(batch, written)
+        if owed:
+            self.on_refunds_owed()
+        return owed
+
     @contextlib.contextmanager
     def changing(self) -> Iterator[set[str]]:
         """Under the index's lock, for records written outside its methods (`backup.restore`): each user's counts are
@@ -423,12 +446,50 @@ class S3Index(Uploads):
             self._changed(bucket)
 
 
-def refused(written: dict[bytes, bytes | None], read: Callable[[bytes], bytes | None], caps: Iterable[str]) -> int:
+def refused(written: dict[bytes, bytes | None], view, caps: Iterable[str]) -> int:
     """The files of a write whose record will never be written marked garbage in `written` (the refusal's batch), and
-    what their user paid for them turned into refunds owed (entries.owe): how many."""
+    what their user paid for them (its rows read from `view`) turned into refunds owed (entries.owe): how many."""
     caps = list(caps)
     written.update((keys.object_garbage(cap), b"") for cap in caps)
-    return owe(written, read, caps)
+    return owe(written, view, caps)
+
+
+class _Owned(Counter):
+    """Each user's count of the buckets it owns, counted as it is first asked of from its own o/y/ entries (the buckets
+    it owns or was granted), each bucket's record read for its owner: a user's bound reads that user's buckets, not
+    every bucket of the index.  Kept up by the changes that create and delete buckets, under the index's lock."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__()
+        self.db = db
+
+    def __missing__(self, user: str) -> int:
+        prefix, owned = keys.object_buckets_of_user(user), 0
+        for entry in self.db.iterator(prefix=prefix, include_value=False):
+            raw = self.db.get(keys.object_bucket(entry[len(prefix):].decode()))
+            owned += raw is not None and codec.loads(raw).get("owner", names.DEFAULT_USER) == user
+        self[user] = owned
+        return owned
+
+
+def index_charges(index: S3Index) -> int:
+    """As the index opens, no write under way: each file a charge's row is left of judged by `charged` (a crash
+    between a charge's transfer and its judging leaves the row of a file recorded, which nothing else drops), a row
+    written before charges had ids of their own given one first.  The rows are those of writes a crash stopped: a
+    few.  How many refunds are owed."""
+    renamed: dict[bytes, bytes | None] = {}
+    caps = set()
+    for prefix in (keys.OBJECT_CHARGED, keys.OBJECT_REFUNDS):
+        for key, value in index.db.iterator(prefix=prefix):
+            cap, nul, charge = key[len(prefix):].partition(b"\x00")
+            if not nul:  # (its own id: what no charge of the file's written since has)
+                renamed.update({key: None, prefix + cap + b"\x00" + b"0" * 16: value})
+            if prefix == keys.OBJECT_CHARGED:
+                caps.add(cap.decode(errors="replace"))
+    if renamed:
+        with index.db.write_batch(sync=True) as batch:
+            apply(batch, renamed)
+    return index.charged(caps) if caps else 0
 
 
 def _judge(name: str, record: dict, user: str | None, need: str) -> None:
@@ -481,8 +542,9 @@ def exported(index: S3Index) -> dict:
         completed = {k[len(keys.OBJECT_COMPLETED):].decode(): codec.loads(v)
                      for k, v in view.iterator(prefix=keys.OBJECT_COMPLETED)}
         garbage, funded_users = _garbage(view), _funded(view)
+        charged, owed = _charges(view, keys.OBJECT_CHARGED), _charges(view, keys.OBJECT_REFUNDS)
     return {"version": 1, "exported": index.clock(), "buckets": buckets, "uploads": uploads,
-            "completed": completed, "garbage": garbage, "funded": funded_users}
+            "completed": completed, "garbage": garbage, "funded": funded_users, "charged": charged, "owed": owed}
 
 
 # What the index holds, read from the database or from a snapshot of it (`exported`).
@@ -497,19 +559,30 @@ def _garbage(view) -> list[str]:
     return [k[len(keys.OBJECT_GARBAGE):].decode() for k in found]
 
 
+def _charges(view, prefix: bytes) -> list[dict]:
+    """The rows of charges (o/a/) or refunds owed (o/r/): each {cap, charge, user, amount}."""
+    found = []
+    for key, value in view.iterator(prefix=prefix):
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            (cap, charge), row = keys.split_charge_row(prefix, key), codec.loads(value)
+            found.append({"cap": cap, "charge": charge, "user": row["user"], "amount": row["amount"]})
+    return found
+
+
 def _funded(view) -> list[str]:
     return [k[len(keys.OBJECT_FUNDED):].decode() for k in view.iterator(prefix=keys.OBJECT_FUNDED, include_value=False)]
 
 
 def restored(index: S3Index, data: dict, *, account: str | None = None,
-             funded_here: Callable[[], Iterable[str]] = tuple,
+             funded_here: Callable[[], Iterable[str]] = tuple, charged_here: Callable[[str, str], bool],
              stored_name: Callable[[str], str | None] | None = None) -> dict:
     """Write `data` (a piece of an export, its records checked: xsc/buckets/backup.py) in one synced write: each record
     the index holds none of; one it holds is kept as it is (`kept`).  A bucket another owner holds here: BucketTaken; a
     user given more buckets or uploads than its requests could make: TooManyBuckets, TooManyUploads; nothing written.
     An object or part is left out (`left_out`) if another record refers to its file, here or earlier in the import
     (`taken`: deleting either would remove the other's file), or `_refusal` refuses it (`refused`), and with it the
-    completed upload naming it (`_refused_completed`).  Funded users: `_ours`.  How many of each kind were written."""
+    completed upload naming it (`_refused_completed`).  Funded users: `_ours`; charges: `_charges_back`.  How many of
+    each kind were written."""
     count, left_out = Counter(), []
     with index.changing() as changed, index.db.write_batch(transaction=True, sync=True) as batch:
         buckets_of, uploads_of = index._counts()  # read again once written (`changing`)
@@ -576,10 +649,40 @@ def restored(index: S3Index, data: dict, *, account: str | None = None,
         # Each user's count, its uploads this piece gave it among them (the others' as they were), in the same write.
         apply(batch, {keys.object_upload_count(user): str(n).encode() for user, n in uploads_of.items() if n > 0})
         ours, count["foreign"] = _ours(data, account, funded_here)
-        for user in ours:
-            put("funded", keys.object_funded(user), b"")
+        for kind, key, value, what, reason in _charges_back(index, data, ours, own and charged_here, held):
+            put(kind, key, value, (), what, reason)
     return {**{kind: count[kind] for kind in ("buckets", "objects", "uploads", "parts", "completed", "funded",
-                                              "kept", "taken", "refused", "foreign")}, "left_out": left_out}
+                                              "charges", "kept", "taken", "refused", "foreign")}, "left_out": left_out}
+
+
+def _charges_back(index: S3Index, data: dict, ours: list[str], charged_here: Callable[[str, str], bool] | bool,
+                  held: dict[bytes, bytes]) -> Iterator[tuple[str, bytes, bytes, dict | None, str | None]]:
+    """What `restored` puts (kind, key, value, what, why it is left out) of the funded users (`ours`) and of the rows
+    of charges and refunds owed.  A row names accounts of the node whose export it is, and amounts its ledger moved:
+    it comes back only into that node (`charged_here` False: another's export), and only if that node's ledger holds
+    no charge or refund of the file for the user (`charged_here(user, cap)`: else the row was made here, or paid
+    back here once already, and is gone because it was settled or refunded: bringing it back would pay it twice):
+    a node given its key again on a fresh data dir.  A row this node holds is kept.  A charge whose file a record
+    here refers to stands (`recorded`); any other comes back as a refund owed: no write of this node's is under way
+    for it."""
+    for user in ours:
+        yield "funded", keys.object_funded(user), b"", None, None
+    for kind, prefix in (("charged", keys.OBJECT_CHARGED), ("owed", keys.OBJECT_REFUNDS)):
+        for row in data[kind]:
+            cap, charge, user = row["cap"], row["charge"], row["user"]
+            what = {"charge": charge, "cap": cap, "user": user}
+            key, value = keys.object_refund(cap, charge), codec.dumps({"user": user, "amount": row["amount"]})
+            if index.db.get(keys.object_charged(cap, charge)) is not None:
+                key, why = keys.object_charged(cap, charge), None  # (kept)
+            elif charged_here is False:
+                why = "foreign"
+            elif charged_here(user, cap):
+                why = "settled"
+            elif kind == "charged" and (keys.object_holder(cap) in held or index._referred(cap, {})):
+                why = "recorded"
+            else:
+                why = None
+            yield "charges", key, value, what, why
 
 
 def _left_out_why(index: S3Index, entries: dict[bytes, str], held: dict[bytes, bytes], key: bytes,

@@ -106,7 +106,7 @@ class Uploads:
             garbage = [c for c in ([codec.loads(old)["cap"]] if old else [])  # (not its own: its record retried)
                        if c != cap and release(self, written, self.db.get, c, name)]
             if writer not in (None, names.DEFAULT_USER):  # a user's part: its charge stands
-                settled(written, [cap])
+                settled(written, self.db, [cap])
             with self.db.write_batch(sync=True) as batch:
                 apply(batch, written)
         return garbage

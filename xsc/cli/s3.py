@@ -342,11 +342,13 @@ def import_index(obj, path: str, as_json: bool) -> None:
         done.update(answer)
     if as_json:
         emit_json({**{key: done[key] for key in ("buckets", "objects", "uploads", "parts", "completed", "funded",
-                                                 "kept", "taken", "refused", "foreign")}, "left_out": left_out})
+                                                 "charges", "kept", "taken", "refused", "foreign")},
+                   "left_out": left_out})
         return
     click.echo(f"imported {counted(done['buckets'], 'bucket')}, {counted(done['objects'], 'object')}, "
                f"{counted(done['uploads'], 'upload')} with {counted(done['parts'], 'part')}, "
-               f"{counted(done['completed'], 'completed upload')}, {counted(done['funded'], 'funded user')}; "
+               f"{counted(done['completed'], 'completed upload')}, {counted(done['funded'], 'funded user')}, "
+               f"{counted(done['charges'], 'refund')} owed; "
                f"{counted(done['kept'], 'record')} this node held already kept as they were", err=True)
     if done["taken"]:
         click.echo(f"left out {counted(done['taken'], 'object or part', 'objects or parts')} naming a file another "
@@ -355,7 +357,8 @@ def import_index(obj, path: str, as_json: bool) -> None:
     for item in (i for i in left_out if i.get("reason") in _REFUSED):
         named[item["reason"]] += 1
         if named[item["reason"]] <= 10:
-            what = (f"part {item.get('part')} of upload {item.get('upload')}" if "part" in item
+            what = (f"charge {item.get('charge')} of user {item.get('user')}" if "charge" in item
+                    else f"part {item.get('part')} of upload {item.get('upload')}" if "part" in item
                     else f"completed upload {item.get('upload')} of object {item.get('bucket')}/{item.get('key')}"
                     if "upload" in item else f"object {item.get('bucket')}/{item.get('key')}")
             click.echo(f"left out {what}: {_REFUSED[item['reason']]}", err=True)
@@ -370,4 +373,8 @@ def import_index(obj, path: str, as_json: bool) -> None:
 _REFUSED = {"removing": "its file is marked for removal here (it may be gone already)",
             "missing": "its file is not in this node's store (removed, or stored by another node; the export's "
                        "capabilities still read with: xsc store get CAPABILITY)",
-            "not-s3": "its file is one of this node's own files, not one the S3 front stored (xsc store ls names it)"}
+            "not-s3": "its file is one of this node's own files, not one the S3 front stored (xsc store ls names it)",
+            "foreign": "the export is another node's: its account, not this one's, was paid the charge",
+            "settled": "this node's ledger holds the user's transfers: the charge was settled or refunded here "
+                       "(xsc ledger history --account ACCOUNT shows which)",
+            "recorded": "a record here refers to its file: the charge stands"}

@@ -13,6 +13,7 @@ MAX_KEY_BYTES = 1024
 MAX_PARTS = 10000
 MIN_PART_SIZE = 5 * 1024 * 1024  # every part but the last of a multipart object (S3's rule)
 MAX_METADATA_BYTES = 2048
+MAX_AMOUNT = 10**15  # micro-credits one transfer of a user's account moves at most (a billion credits)
 MAX_TIME = 253_402_300_799  # 9999-12-31 23:59:59 UTC: the last second an HTTP or ISO date prints
 MAX_HEADERS_BYTES = 8192  # Cache-Control, Content-Disposition, ... of one object, all together
 # S3's checksums (xsc/s3/core/checksums.py) a multipart upload's parts keep, and how its object's is made of theirs.
