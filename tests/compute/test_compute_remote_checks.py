@@ -3,9 +3,9 @@ run checked, kept and shown on the gateway; a provider that answers other result
 not paid; one that never shows a record not paid; a record shown to the node that paid for its run alone; the checks
 after the answers bounded in number, and for one provider, those of verified calls that could not be made at once
 included (past a bound in memory they wait on disk, and hold up no other provider's); a checked answer given once its
-check is owed on disk; a check under way at a stop or a kill -9 of the gateway made at its next start (within the
-same bounds; one of a provider gone for good not paid; its record asked for so many times in all, however many
-restarts), and the latest remote runs known after it."""
+check is owed on disk, or given and counted when that write fails; a check under way at a stop or a kill -9 of the
+gateway made at its next start (within the same bounds; one of a provider gone for good not paid; its record asked
+for so many times in all, however many restarts), and the latest remote runs known after it."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from tests.support.nodes import close_node
 from tests.support.peers import api, http
 from tests.support.waiting import eventually, eventually_async
 
+from xsc import keys
 from xsc.compute import owed_checks, provenance, remote_tabs, spot_checks
 from xsc.compute.service import InvokeCall
 from xsc.errors import PeerUnreachable, ProvenanceNotFound, QuotaExceeded
@@ -577,6 +578,61 @@ async def test_a_sampled_answer_reaches_its_user_once_its_owed_check_is_on_disk(
     assert status == 200 and on_disk == [[body["provenance"]]], (body, on_disk)
     release.set()
     await eventually_async(lambda: paid.compute.store.owed_checks() == [], "the check done")
+
+
+class _FailingOwedRow:
+    """The gateway's database, but the first write of a check owed fails (a full disk)."""
+
+    def __init__(self, db) -> None:
+        self.db, self.failed = db, False
+
+    def write_batch(self, *args, **kwargs):
+        return _Batch(self, self.db.write_batch(*args, **kwargs))
+
+    def __getattr__(self, name: str):
+        return getattr(self.db, name)
+
+
+class _Batch:
+    def __init__(self, of: _FailingOwedRow, batch) -> None:
+        self.of, self.batch, self.puts = of, batch, []
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.puts.append(key)
+        self.batch.put(key, value)
+
+    def delete(self, key: bytes) -> None:
+        self.batch.delete(key)
+
+    def __enter__(self):
+        self.batch.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None and not self.of.failed and any(k.startswith(keys.OWED_CHECKS) for k in self.puts):
+            self.of.failed = True
+            self.batch.clear()
+            raise OSError(28, "No space left on device")
+        self.batch.__exit__(*exc)
+
+
+async def test_an_answer_whose_owed_check_could_not_be_written_is_given_and_counted(node_factory,
+                                                                                  monkeypatch) -> None:
+    # The answer is its caller's (its tab counts it): given, and the write that failed counted; the check goes on, its
+    # row written with the next write, and it is made.
+    gateway, provider, module = await _pair(node_factory, check_rate=1)
+    tabs = gateway.app[NODE].paid.gateway_tabs
+    monkeypatch.setattr(tabs, "db", _FailingOwedRow(tabs.db))
+    asked, shown = _records_kept_back(provider, monkeypatch)
+    status, body = await _add(gateway, module, 1, 2)
+    assert status == 200 and tabs.db.failed, body
+    checks = (await (await gateway.get("/v1/node/status")).json())["remote_compute"]["checks"]
+    assert checks["unwritten"] == 1, checks
+    store = gateway.app[NODE].paid.compute.store
+    await eventually_async(lambda: [c["tried"] for _, _, c in store.owed_checks()] == [1], "the check's row written")
+    shown.set()
+    await eventually_async(lambda: _checks(gateway)["held"] == 1, "the check made")
+    assert _checks(gateway) | {"unwritten": 1, "checking": 0, "owed": 0} == _checks(gateway)
 
 
 async def test_a_record_is_asked_for_so_many_times_in_all_across_restarts(node_factory, monkeypatch) -> None:

@@ -437,19 +437,22 @@ class GatewayTabs:
             if self._writing is None:
                 self._writing = asyncio.get_running_loop().call_soon(self._write_soon)
 
-    def write_now(self) -> None:
+    def write_now(self) -> bool:
         """What the end of this loop turn would write, written now: before an answer that must not reach its user
-        unless its rows are on disk (a failed write is logged, and what it held written with the next)."""
+        unless its rows are on disk.  Whether it was written (a failed write is logged, and what it held written with
+        the next: before any call is sent, or with the next answer or check's outcome)."""
         if self._writing is not None:
             self._writing.cancel()
-        self._write_soon()
+        return self._write_soon()
 
-    def _write_soon(self) -> None:
+    def _write_soon(self) -> bool:
         self._writing = None
         try:
             self.write_tallies()
         except Exception:  # kept to write with the next change, or before the next call is sent
             log.exception("writing the tallies of %d tab(s) and %d row(s) failed", len(self._changed), len(self._rows))
+            return False
+        return True
 
     def unwritten(self, rows: dict[bytes, bytes | None]) -> bool:
         """Whether one of `rows` was handed to `with_tallies` and is not written yet (what is on disk of it is not

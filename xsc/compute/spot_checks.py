@@ -81,8 +81,10 @@ class SpotChecks:
         # calls a user makes), bounded in memory.
         self.owed = OwedChecks(store=compute.store, tabs=tabs, read=self._read_owed)
         self._closed = False
+        # ("unwritten": checked answers given, or checks' outcomes reached, while the write of their rows failed; the
+        # rows are written with the next write of the tallies.)
         self.counts = {"checked": 0, "held": 0, "struck": 0, "unserved": 0, "unreached": 0, "unshown": 0,
-                       "skipped": 0, "saturated": 0}
+                       "skipped": 0, "saturated": 0, "unwritten": 0}
 
     def status(self) -> dict[str, int]:
         return {**self.counts, "checking": len(self._tasks), **self.owed.status()}
@@ -134,7 +136,9 @@ class SpotChecks:
         """Check a call `due` said is checked: now if `verify` (True once its record held; ForgedResult, or
         PeerUnreachable while it is asked again in the background, within the bounds), else in the background
         (False).  The check owed, or what it found, is on disk when it returns, before the call is answered: a kill -9
-        once its user has the answer leaves the check owed, not forgotten with the tally that counts the answer."""
+        once its user has the answer leaves the check owed, not forgotten with the tally that counts the answer.
+        A write that fails is counted (`unwritten`) and the answer given all the same: it is its caller's, and its
+        tab counts it; the check goes on, and its rows are written with the next write."""
         try:
             if verify:
                 await self._once(answered)
@@ -152,7 +156,8 @@ class SpotChecks:
         return verify
 
     def _write_now(self) -> None:
-        self.tabs.write_now()
+        if not self.tabs.write_now():
+            self.counts["unwritten"] += 1
 
     def start(self, answered: Answered, now: bool = False) -> None:
         """Check `answered` in the background, asking for its record until TRIES asks in all went unanswered: `now`,
