@@ -3,9 +3,10 @@ run checked, kept and shown on the gateway; a provider that answers other result
 not paid; one that never shows a record not paid; a record shown to the node that paid for its run alone; the checks
 after the answers bounded in number, and for one provider, those of verified calls that could not be made at once
 included (past a bound in memory they wait on disk, and hold up no other provider's); a checked answer given once its
-check is owed on disk, or given and counted when that write fails; a check under way at a stop or a kill -9 of the
-gateway made at its next start (within the same bounds; one of a provider gone for good not paid; its record asked
-for so many times in all, however many restarts), and the latest remote runs known after it."""
+check is owed on disk, or given and counted when that write fails; a late answer (its caller gone) checked as any; a
+check under way at a stop or a kill -9 of the gateway made at its next start (within the same bounds; one of a
+provider gone for good not paid; its record asked for so many times in all, however many restarts), and the latest
+remote runs known after it."""
 
 from __future__ import annotations
 
@@ -633,6 +634,36 @@ async def test_an_answer_whose_owed_check_could_not_be_written_is_given_and_coun
     shown.set()
     await eventually_async(lambda: _checks(gateway)["held"] == 1, "the check made")
     assert _checks(gateway) | {"unwritten": 1, "checking": 0, "owed": 0} == _checks(gateway)
+
+
+async def test_the_answer_of_a_call_whose_caller_went_away_is_checked_as_any(node_factory, monkeypatch) -> None:
+    # A provider cannot tell a call whose caller went away once it was sent: its answer is sampled as any other, and
+    # one that its record contradicts is caught (its tab not paid).
+    gateway, provider, module = await _pair(node_factory, check_rate=1)
+    status, body = await _add(gateway, module, 1, 2)  # (the provider gets the module)
+    assert status == 200, body
+    await _settled(gateway)
+    before = _balances(gateway, provider)
+    _answering(provider, monkeypatch, _other_results)
+    running, go = asyncio.Event(), asyncio.Event()
+    paid = provider.app[NODE].paid
+    run_for_peer = paid.run_for_peer
+
+    async def held_up(*args, **kwargs):
+        running.set()
+        await go.wait()
+        return await run_for_peer(*args, **kwargs)
+
+    monkeypatch.setattr(paid, "run_for_peer", held_up)
+    call = asyncio.create_task(gateway.app[NODE].paid.invoke({"module": module, "function": "add", "args": [1, 2],
+                                                              "fuel": FUEL}))
+    await asyncio.wait_for(running.wait(), 30)
+    call.cancel()
+    await asyncio.wait([call])
+    go.set()
+    await eventually_async(lambda: _checks(gateway)["struck"] == 1, "the late answer checked")
+    await _settled(gateway)
+    assert _balances(gateway, provider)[0] == before[0] and gateway.app[NODE].paid.gateway_tabs.refused_receipts == 1
 
 
 async def test_a_record_is_asked_for_so_many_times_in_all_across_restarts(node_factory, monkeypatch) -> None:

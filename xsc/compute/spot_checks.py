@@ -98,6 +98,33 @@ class SpotChecks:
         return 1 + int(math.log(1.0 - self._random.random()) / math.log(1.0 - self.rate))
 
     # --- the gateway's side ---------------------------------------------------------------------------
+    def taken(self, provider: str, url: str, call: InvokeCall, price: int, tab: OpenTab, budget: int,
+              answer: dict[str, Any], verify: bool) -> Answered | None:
+        """A remote call's answer taken into its tab, whether its caller waits for it or not: PeerRefused (counted
+        as a lost answer) if it charges past its budget; else what `due` says."""
+        amount = answer["run"].get("charge")
+        if type(amount) is not int or not 0 <= amount <= budget:
+            self.tabs.lost(tab, budget)
+            raise PeerRefused(f"provider {provider} answered a run charging {amount!r}, not 0 to {budget}")
+        # First: a check owed is written with the tally that counts the answer, and its tab waits for it.
+        checked = self.due(provider, url, call, price, tab, answer["run"], answer.get("trap"), verify)
+        # (What it paid counts for the provider's recognition once the tab's receipt is paid: Payments.complete.)
+        self.tabs.answered(tab, budget, amount)
+        return checked
+
+    def taken_late(self, provider: str, url: str, call: InvokeCall, price: int, tab: OpenTab, budget: int,
+                   verify: bool, answer: dict[str, Any]) -> Any:
+        """`taken` for the answer of a call whose caller went away once it was sent (remote_sends.py), checked as
+        any other in the background (a `verify` call's waiting for room, as one whose record could not be had):
+        the fuel it ran."""
+        checked = self.taken(provider, url, call, price, tab, budget, answer, verify)
+        if checked is not None and verify:
+            self.owed.add(checked, True)
+            self._next_owed()
+        elif checked is not None:
+            self.start(checked)
+        return answer["run"].get("fuel_consumed")
+
     def due(self, provider: str, url: str, call: InvokeCall, price: int, tab: OpenTab, run: dict[str, Any],
             trap: Any, verify: bool) -> Answered | None:
         """On a remote call's path, once answered and before its answer is taken into its tab: its run noted, and
