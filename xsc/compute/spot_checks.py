@@ -81,8 +81,8 @@ class SpotChecks:
         # calls a user makes), bounded in memory.
         self.owed = OwedChecks(store=compute.store, tabs=tabs, read=self._read_owed)
         self._closed = False
-        # ("unwritten": checked answers given, or checks' outcomes reached, while the write of their rows failed; the
-        # rows are written with the next write of the tallies.)
+        # ("unwritten": checked answers given while the write of their check's rows failed, the check owed or, for a
+        # `verify` call, what it found; the rows are written with the next write of the tallies.)
         self.counts = {"checked": 0, "held": 0, "struck": 0, "unserved": 0, "unreached": 0, "unshown": 0,
                        "skipped": 0, "saturated": 0, "unwritten": 0}
 
