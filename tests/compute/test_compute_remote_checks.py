@@ -2,9 +2,11 @@
 run checked, kept and shown on the gateway; a provider that answers other results than its record signs struck and
 not paid; one that never shows a record not paid; a record shown to the node that paid for its run alone; the checks
 after the answers bounded in number, and for one provider, those of verified calls that could not be made at once
-included; a checked answer given once its check is owed on disk; a check under way at a stop or a kill -9 of the
-gateway made at its next start (within the same bounds; one of a provider gone for good not paid; its record asked
-for so many times in all, however many restarts), and the latest remote runs known after it."""
+included (past a bound in memory they wait on disk, and hold up no other provider's); a checked answer given once its
+check is owed on disk, or given and counted when that write fails; a late answer (its caller gone) checked as any; a
+check under way at a stop or a kill -9 of the gateway made at its next start (within the same bounds; one of a
+provider gone for good not paid; its record asked for so many times in all, however many restarts), and the latest
+remote runs known after it."""
 
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ from tests.support.nodes import close_node
 from tests.support.peers import api, http
 from tests.support.waiting import eventually, eventually_async
 
-from xsc.compute import provenance, remote_tabs, spot_checks
+from xsc import keys
+from xsc.compute import owed_checks, provenance, remote_tabs, spot_checks
+from xsc.compute.service import InvokeCall
 from xsc.errors import PeerUnreachable, ProvenanceNotFound, QuotaExceeded
 from xsc.identity import Identity, sign_request
 from xsc.net.compute import PROVENANCE_PATH
@@ -387,9 +391,9 @@ async def test_checks_after_the_answers_are_bounded_in_number(node_factory, monk
     assert _checks(gateway) | {"held": most, "struck": 0} == _checks(gateway)
 
 
-def _unreachable_at_first_ask(monkeypatch) -> asyncio.Event:
-    """The gateway's first ask for each record finds its provider unreachable; its later asks wait until the event
-    answered is set, then are made."""
+def _unreachable_at_first_ask(monkeypatch, stalled: str | None = None) -> asyncio.Event:
+    """The gateway's first ask for each record finds its provider unreachable; its later asks (of the provider
+    `stalled` alone, if named) wait until the event answered is set, then are made."""
     release, asked = asyncio.Event(), set()
     fetch = spot_checks.fetch_record
 
@@ -397,7 +401,8 @@ def _unreachable_at_first_ask(monkeypatch) -> asyncio.Event:
         if pid not in asked:
             asked.add(pid)
             raise PeerUnreachable("peer is unreachable: connection refused")
-        await release.wait()
+        if stalled in (None, provider):
+            await release.wait()
         return await fetch(client, url, provider, pid)
 
     monkeypatch.setattr(spot_checks, "fetch_record", unreachable_at_first)
@@ -419,6 +424,40 @@ async def test_checks_of_verified_calls_made_later_are_bounded_in_number(node_fa
     release.set()
     await eventually_async(lambda: _checks(gateway)["held"] == calls, "every check made")
     assert _checks(gateway) | {"checking": 0, "owed": 0, "unreached": calls, "unshown": 0} == _checks(gateway)
+
+
+async def test_checks_waiting_past_the_bound_wait_on_disk_and_hold_up_no_other_providers(node_factory,
+                                                                                      monkeypatch) -> None:
+    # A provider that never shows its records: its checks past the bound wait on disk alone, read back as room comes,
+    # and another provider's check is made meanwhile, in the place of the stalling one's latest.
+    monkeypatch.setattr(owed_checks, "WAITING", 2)
+    monkeypatch.setattr(spot_checks, "BACKOFF", 0.01)
+    gateway, stalling, module = await _pair(node_factory, check_rate=0)
+    other = await node_factory("other", **QUIET, market=MARKET_TERMS)
+    await peer_with_provider(gateway, other)
+    stalling_id, other_id = (node.app[NODE].peers.identity.id for node in (stalling, other))
+    release = _unreachable_at_first_ask(monkeypatch, stalled=stalling_id)
+    paid = gateway.app[NODE].paid
+
+    async def verified(provider: str, n: int) -> None:
+        with pytest.raises(PeerUnreachable):  # (its record asked for again later)
+            await paid.invoke_remote(provider, PRICE, InvokeCall(module, "add", [n, 1], FUEL), {}, verify=True)
+
+    calls = spot_checks.PER_PROVIDER + owed_checks.WAITING + 3
+    for n in range(calls):
+        await verified(stalling_id, n)
+    checks = (await (await gateway.get("/v1/node/status")).json())["remote_compute"]["checks"]
+    on_disk = calls - spot_checks.PER_PROVIDER - owed_checks.WAITING
+    assert checks | {"checking": spot_checks.PER_PROVIDER, "owed": calls - spot_checks.PER_PROVIDER,
+                     "owed_on_disk": on_disk} == checks
+    await verified(other_id, 0)
+    await eventually_async(lambda: _checks(gateway)["held"] == 1, "the other provider's check made")
+    assert _checks(gateway) | {"checking": spot_checks.PER_PROVIDER, "owed": calls - spot_checks.PER_PROVIDER,
+                               "owed_on_disk": on_disk} == _checks(gateway)
+    release.set()
+    await eventually_async(lambda: _checks(gateway)["held"] == calls + 1, "every check made")
+    assert _checks(gateway) | {"checking": 0, "owed": 0, "owed_on_disk": 0, "unshown": 0} == _checks(gateway)
+    assert paid.compute.store.owed_checks() == []
 
 
 async def test_a_caught_answer_that_charged_nothing_leaves_its_whole_tab_unpaid(node_factory, monkeypatch) -> None:
@@ -490,6 +529,8 @@ async def test_a_check_under_way_at_a_stop_is_made_at_the_next_start(node_factor
 
 
 async def test_checks_a_stop_left_owed_are_taken_up_within_the_bounds(node_factory, monkeypatch) -> None:
+    # Those past the bound of the checks waiting in memory wait on disk alone, and are read back as room comes.
+    monkeypatch.setattr(owed_checks, "WAITING", 1)
     gateway, provider, module = await _pair(node_factory, check_rate=0)
     _, shown = _records_kept_back(provider, monkeypatch)
     calls = spot_checks.PER_PROVIDER + 2
@@ -498,7 +539,7 @@ async def test_checks_a_stop_left_owed_are_taken_up_within_the_bounds(node_facto
         assert status == 502 and problem["code"] == "peer-unreachable", problem
     release = _records_held_back(monkeypatch)
     gateway = await _restarted(gateway, node_factory, check_rate=0)
-    assert _checks(gateway) | {"checking": spot_checks.PER_PROVIDER, "owed": 2} == _checks(gateway)
+    assert _checks(gateway) | {"checking": spot_checks.PER_PROVIDER, "owed": 2, "owed_on_disk": 1} == _checks(gateway)
     shown.set()
     release.set()
     await eventually_async(lambda: _checks(gateway) | {"held": calls, "checking": 0, "owed": 0} == _checks(gateway),
@@ -538,6 +579,91 @@ async def test_a_sampled_answer_reaches_its_user_once_its_owed_check_is_on_disk(
     assert status == 200 and on_disk == [[body["provenance"]]], (body, on_disk)
     release.set()
     await eventually_async(lambda: paid.compute.store.owed_checks() == [], "the check done")
+
+
+class _FailingOwedRow:
+    """The gateway's database, but the first write of a check owed fails (a full disk)."""
+
+    def __init__(self, db) -> None:
+        self.db, self.failed = db, False
+
+    def write_batch(self, *args, **kwargs):
+        return _Batch(self, self.db.write_batch(*args, **kwargs))
+
+    def __getattr__(self, name: str):
+        return getattr(self.db, name)
+
+
+class _Batch:
+    def __init__(self, of: _FailingOwedRow, batch) -> None:
+        self.of, self.batch, self.puts = of, batch, []
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.puts.append(key)
+        self.batch.put(key, value)
+
+    def delete(self, key: bytes) -> None:
+        self.batch.delete(key)
+
+    def __enter__(self):
+        self.batch.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None and not self.of.failed and any(k.startswith(keys.OWED_CHECKS) for k in self.puts):
+            self.of.failed = True
+            self.batch.clear()
+            raise OSError(28, "No space left on device")
+        self.batch.__exit__(*exc)
+
+
+async def test_an_answer_whose_owed_check_could_not_be_written_is_given_and_counted(node_factory,
+                                                                                  monkeypatch) -> None:
+    # The answer is its caller's (its tab counts it): given, and the write that failed counted; the check goes on, its
+    # row written with the next write, and it is made.
+    gateway, provider, module = await _pair(node_factory, check_rate=1)
+    tabs = gateway.app[NODE].paid.gateway_tabs
+    monkeypatch.setattr(tabs, "db", _FailingOwedRow(tabs.db))
+    asked, shown = _records_kept_back(provider, monkeypatch)
+    status, body = await _add(gateway, module, 1, 2)
+    assert status == 200 and tabs.db.failed, body
+    checks = (await (await gateway.get("/v1/node/status")).json())["remote_compute"]["checks"]
+    assert checks["unwritten"] == 1, checks
+    store = gateway.app[NODE].paid.compute.store
+    await eventually_async(lambda: [c["tried"] for _, _, c in store.owed_checks()] == [1], "the check's row written")
+    shown.set()
+    await eventually_async(lambda: _checks(gateway)["held"] == 1, "the check made")
+    assert _checks(gateway) | {"unwritten": 1, "checking": 0, "owed": 0} == _checks(gateway)
+
+
+async def test_the_answer_of_a_call_whose_caller_went_away_is_checked_as_any(node_factory, monkeypatch) -> None:
+    # A provider cannot tell a call whose caller went away once it was sent: its answer is sampled as any other, and
+    # one that its record contradicts is caught (its tab not paid).
+    gateway, provider, module = await _pair(node_factory, check_rate=1)
+    status, body = await _add(gateway, module, 1, 2)  # (the provider gets the module)
+    assert status == 200, body
+    await _settled(gateway)
+    before = _balances(gateway, provider)
+    _answering(provider, monkeypatch, _other_results)
+    running, go = asyncio.Event(), asyncio.Event()
+    paid = provider.app[NODE].paid
+    run_for_peer = paid.run_for_peer
+
+    async def held_up(*args, **kwargs):
+        running.set()
+        await go.wait()
+        return await run_for_peer(*args, **kwargs)
+
+    monkeypatch.setattr(paid, "run_for_peer", held_up)
+    call = asyncio.create_task(gateway.app[NODE].paid.invoke({"module": module, "function": "add", "args": [1, 2],
+                                                              "fuel": FUEL}))
+    await asyncio.wait_for(running.wait(), 30)
+    call.cancel()
+    await asyncio.wait([call])
+    go.set()
+    await eventually_async(lambda: _checks(gateway)["struck"] == 1, "the late answer checked")
+    await _settled(gateway)
+    assert _balances(gateway, provider)[0] == before[0] and gateway.app[NODE].paid.gateway_tabs.refused_receipts == 1
 
 
 async def test_a_record_is_asked_for_so_many_times_in_all_across_restarts(node_factory, monkeypatch) -> None:

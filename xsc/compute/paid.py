@@ -15,6 +15,7 @@ node/http/modules.py.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -287,20 +288,14 @@ class PaidCompute:
             raise worst_case_refused(self.compute, err, call, budget) from None
         body = {"call": _call_json(call), "price": price, "authorization": tab.hex, "deal": deal, "tab": True,
                 "memory_price": self.compute.memory_price}
+        late = functools.partial(self.checks.taken_late, provider, url, call, price, tab, budget, verify)
         try:  # (what it raises is accounted on the tab already)
             answer = await self.sends.send(url, provider, body, lambda: self.compute.store.wasm(
-                bytes.fromhex(call.module)), call.wasi, tab, budget, end)
+                bytes.fromhex(call.module)), call.wasi, tab, budget, late, end)
         except PeerRefused as err:  # refused before it ran: nothing is owed for it
             raise relayed(provider, err, budget) from None
         run = answer["run"]
-        amount = run.get("charge")
-        if type(amount) is not int or not 0 <= amount <= budget:
-            self.gateway_tabs.lost(tab, budget)
-            raise PeerRefused(f"provider {provider} answered a run charging {amount!r}, not 0 to {budget}")
-        # First: a check owed is written with the tally that counts the answer, and its tab waits for it.
-        checked = self.checks.due(provider, url, call, price, tab, run, answer.get("trap"), verify)
-        # (What it paid counts for the provider's recognition once the tab's receipt is paid: Payments.complete.)
-        self.gateway_tabs.answered(tab, budget, amount)
+        checked = self.checks.taken(provider, url, call, price, tab, budget, answer, verify)
         tab_id = tab.auth.id.hex()
         run.update(provider=provider, deal={**deal, "authorization": tab_id}, tab=tab_id)
         if checked is not None and await self.checks.begin(checked, verify):

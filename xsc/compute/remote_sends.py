@@ -9,8 +9,9 @@ Bacalhau job is billed for what ran before its client went away.  So the gateway
   given back on its tab at once, the tab counts nothing for it, and what it held of the allocation is free;
 - cancelled once sent: its answer is still awaited here and taken as its caller would have taken it: the tab owes
   what the answer charged (or, the answer lost, holds its budget until the tab is paid), and the call holds its part
-  of the allocation until then, when the fuel it ran is spent of it (`CallEnd`).  Such an answer is not held to its
-  provider's record (a spot check is for an answer a caller is given).
+  of the allocation until then, when the fuel it ran is spent of it (`CallEnd`).  Its answer is sampled for a spot
+  check as any other (a `verify` call's is checked in the background): a provider cannot tell that its caller went
+  away, and must not learn that such answers go unchecked.
 """
 
 from __future__ import annotations
@@ -58,10 +59,12 @@ class CallSends:
         self._going_on: set[asyncio.Task] = set()  # calls sent whose callers went away, awaited for their answers
 
     async def send(self, url: str, provider: str, body: dict, wasm: Callable[[], bytes], wasi: bool, tab: OpenTab,
-                   budget: int, end: CallEnd | None = None) -> dict[str, Any]:
+                   budget: int, taken: Callable[[dict[str, Any]], Any], end: CallEnd | None = None) -> dict[str, Any]:
         """`provider`'s answer to the call `body`, reserved on `tab` for `budget`.  What it raises is accounted on the
         tab already (refused, or unreachable before it was sent: nothing owed; lost: its budget held until the tab is
-        paid); an answer is the caller's to account (`answered`).  Cancelled: see the module docstring."""
+        paid); an answer is the caller's to account, as `taken` does it: for a caller gone, `taken(answer)` then
+        accounts it (raising once it accounted it lost) and returns the fuel it ran.  Cancelled: see the module
+        docstring."""
         sent = asyncio.Event()  # set while the call is in a request, or was (it may have run)
         sending = asyncio.ensure_future(self.batcher.invoke(url, provider, body, wasm, wasi,
                                                             sent=lambda was: sent.set() if was else sent.clear()))
@@ -75,7 +78,7 @@ class CallSends:
             if end is not None:
                 end.later = True
             self._going_on.add(sending)
-            sending.add_done_callback(lambda done: self._answered_late(done, provider, tab, budget, end))
+            sending.add_done_callback(lambda done: self._answered_late(done, provider, tab, budget, taken, end))
             raise
         except BaseException as err:
             self.failed(provider, tab, budget, err)
@@ -91,7 +94,7 @@ class CallSends:
             log.warning("invoke on %s: no answer; if it ran, the tab's receipt covers it", provider)
 
     def _answered_late(self, sending: asyncio.Task, provider: str, tab: OpenTab, budget: int,
-                       end: CallEnd | None) -> None:
+                       taken: Callable[[dict[str, Any]], Any], end: CallEnd | None) -> None:
         """The answer of a call whose caller went away once it was sent, taken as the caller would have taken it."""
         self._going_on.discard(sending)
         fuel = None
@@ -100,13 +103,10 @@ class CallSends:
         elif sending.exception() is not None:
             self.failed(provider, tab, budget, sending.exception())
         else:
-            run = sending.result()["run"]
-            amount = run.get("charge")
-            if type(amount) is int and 0 <= amount <= budget:
-                self.tabs.answered(tab, budget, amount)
-                fuel = run.get("fuel_consumed")
-            else:
-                self.tabs.lost(tab, budget)
+            try:
+                fuel = taken(sending.result())
+            except PeerRefused as err:  # a charge past its budget: taken as a lost answer
+                log.warning("invoke on %s, its caller gone: %s", provider, err)
         if end is not None:
             end.over(fuel)
 

@@ -345,6 +345,12 @@ class GatewayTabs:
         self.payments.keep_off(authorization_id)
         return tab
 
+    def checked_tab(self, authorization_id: bytes) -> OpenTab | None:
+        """The tab, not paid nor dropped, of an answer whose check is owed and counted on it already (`checking`,
+        `owed_check`); None if it is paid or dropped."""
+        tab = self._unpaid.get(authorization_id)
+        return None if tab is None or tab.per_request else tab
+
     def checked(self, tab: OpenTab, unpaid: bool = False, struck: bool = False,
                 rows: dict[bytes, bytes | None] | None = None) -> None:
         """An answer on `tab` was held to its provider's record.  If that found it `unpaid` (its record contradicts
@@ -431,19 +437,27 @@ class GatewayTabs:
             if self._writing is None:
                 self._writing = asyncio.get_running_loop().call_soon(self._write_soon)
 
-    def write_now(self) -> None:
+    def write_now(self) -> bool:
         """What the end of this loop turn would write, written now: before an answer that must not reach its user
-        unless its rows are on disk (a failed write is logged, and what it held written with the next)."""
+        unless its rows are on disk.  Whether it was written (a failed write is logged, and what it held written with
+        the next: before any call is sent, or with the next answer or check's outcome)."""
         if self._writing is not None:
             self._writing.cancel()
-        self._write_soon()
+        return self._write_soon()
 
-    def _write_soon(self) -> None:
+    def _write_soon(self) -> bool:
         self._writing = None
         try:
             self.write_tallies()
         except Exception:  # kept to write with the next change, or before the next call is sent
             log.exception("writing the tallies of %d tab(s) and %d row(s) failed", len(self._changed), len(self._rows))
+            return False
+        return True
+
+    def unwritten(self, rows: dict[bytes, bytes | None]) -> bool:
+        """Whether one of `rows` was handed to `with_tallies` and is not written yet (what is on disk of it is not
+        its latest)."""
+        return any(key in self._rows for key in rows)
 
     def write_tallies(self) -> None:
         """Write the tallies changed since they were last written, and the rows handed to `with_tallies`, in one

@@ -12,7 +12,8 @@ not hold, or is refused (both strikes), or is never shown (asked TRIES times in 
 life: a provider that closes the connection or stalls is not paid for a call it could forge unseen; not a strike)
 (remote_tabs.py: `GatewayTabs.checked`).  Checks in the background run as CHECKING tasks at most, PER_PROVIDER of them
 for one provider: a sampled answer past them is not checked (`skipped`, or `saturated` when its provider's are all
-taken); a `verify` call's check that could not be made at once waits for room (`owed`).
+taken); a `verify` call's check that could not be made at once waits for room (`owed`: WAITING of them at most in
+memory, the others on disk alone, compute/owed_checks.py).
 A check is owed on disk (`c/c/`: the call, what its answer said, hashed where the provider chose its size, and the
 asks for its record that went unanswered) from the write of the tally that counts its answer, in that write (made
 before the call's answer: `begin`), until the write that says what it found: a check under way when the gateway
@@ -36,7 +37,6 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from .. import codec
@@ -47,6 +47,7 @@ from ..net.compute import fetch_record
 from ..net.peer_client import PeerClient
 from ..tasks import stop
 from . import provenance
+from .owed_checks import Answered, OwedChecks
 from .remote_tabs import TAB_TTL, GatewayTabs, OpenTab
 from .service import NOT_HERE_HINT, ComputeService, InvokeCall, parse_invoke, provenance_not_found
 
@@ -63,27 +64,6 @@ _UNLIKE = "?"  # what an answer's value past any honest record's form is kept as
 KEEP_AHEAD = 3600 * 10**9
 
 
-@dataclass
-class Answered:
-    """What a gateway sent and was answered of one remote call: what the provider's record must say."""
-
-    provider: str
-    url: str | None  # None: looked up when the record is asked for (a check a stop left owed)
-    call: InvokeCall
-    price: int
-    tab: OpenTab  # the call's: not closed until its check says whether the call is paid
-    facts: dict[str, Any]  # what the answer said (`_facts`)
-    check_id: bytes  # its row's, owed on disk until its tab is told the outcome
-    tried: int = 0  # times its record was asked for and not shown (in its row too: TRIES in all, across restarts)
-    settled: bool = False  # its tab told the outcome of its check
-
-    def to_json(self) -> dict[str, Any]:
-        call = self.call
-        return {"provider": self.provider, "price": self.price, "facts": self.facts, "tried": self.tried,
-                "call": {"module": call.module, "function": call.function, "args": call.args, "fuel": call.fuel,
-                         "memory": call.memory, "timeout": call.timeout, "wasi": call.wasi}}
-
-
 class SpotChecks:
     def __init__(self, *, compute: ComputeService, client: PeerClient, tabs: GatewayTabs, me: str, payer: str,
                  rate: float, url_of: Callable[[str], str], on_strike: Callable[[str, str], None]) -> None:
@@ -97,16 +77,17 @@ class SpotChecks:
         self._runs = 0  # remote runs counted (on disk too: the ring's rows)
         self._tasks: set[asyncio.Task] = set()
         self._of: dict[str, int] = {}  # provider -> its checks among `_tasks`
-        # Checks waiting for room among `_tasks`, and whether each asks for its record at once when it starts: those a
-        # stop left owed do (the stop was their pause); those of `verify` calls whose record could not be had back off
-        # first (each such call would otherwise add a task, however many calls a user makes).
-        self._owed: list[tuple[Answered, bool]] = []
+        # Checks waiting for room among `_tasks` (each such `verify` call would otherwise add a task, however many
+        # calls a user makes), bounded in memory.
+        self.owed = OwedChecks(store=compute.store, tabs=tabs, read=self._read_owed)
         self._closed = False
+        # ("unwritten": checked answers given while the write of their check's rows failed, the check owed or, for a
+        # `verify` call, what it found; the rows are written with the next write of the tallies.)
         self.counts = {"checked": 0, "held": 0, "struck": 0, "unserved": 0, "unreached": 0, "unshown": 0,
-                       "skipped": 0, "saturated": 0}
+                       "skipped": 0, "saturated": 0, "unwritten": 0}
 
     def status(self) -> dict[str, int]:
-        return {**self.counts, "checking": len(self._tasks), "owed": len(self._owed)}
+        return {**self.counts, "checking": len(self._tasks), **self.owed.status()}
 
     def _draw(self) -> int:
         """Calls until the next one checked: geometric at `rate` (each call checked with that chance)."""
@@ -117,6 +98,33 @@ class SpotChecks:
         return 1 + int(math.log(1.0 - self._random.random()) / math.log(1.0 - self.rate))
 
     # --- the gateway's side ---------------------------------------------------------------------------
+    def taken(self, provider: str, url: str, call: InvokeCall, price: int, tab: OpenTab, budget: int,
+              answer: dict[str, Any], verify: bool) -> Answered | None:
+        """A remote call's answer taken into its tab, whether its caller waits for it or not: PeerRefused (counted
+        as a lost answer) if it charges past its budget; else what `due` says."""
+        amount = answer["run"].get("charge")
+        if type(amount) is not int or not 0 <= amount <= budget:
+            self.tabs.lost(tab, budget)
+            raise PeerRefused(f"provider {provider} answered a run charging {amount!r}, not 0 to {budget}")
+        # First: a check owed is written with the tally that counts the answer, and its tab waits for it.
+        checked = self.due(provider, url, call, price, tab, answer["run"], answer.get("trap"), verify)
+        # (What it paid counts for the provider's recognition once the tab's receipt is paid: Payments.complete.)
+        self.tabs.answered(tab, budget, amount)
+        return checked
+
+    def taken_late(self, provider: str, url: str, call: InvokeCall, price: int, tab: OpenTab, budget: int,
+                   verify: bool, answer: dict[str, Any]) -> Any:
+        """`taken` for the answer of a call whose caller went away once it was sent (remote_sends.py), checked as
+        any other in the background (a `verify` call's waiting for room, as one whose record could not be had):
+        the fuel it ran."""
+        checked = self.taken(provider, url, call, price, tab, budget, answer, verify)
+        if checked is not None and verify:
+            self.owed.add(checked, True)
+            self._next_owed()
+        elif checked is not None:
+            self.start(checked)
+        return answer["run"].get("fuel_consumed")
+
     def due(self, provider: str, url: str, call: InvokeCall, price: int, tab: OpenTab, run: dict[str, Any],
             trap: Any, verify: bool) -> Answered | None:
         """On a remote call's path, once answered and before its answer is taken into its tab: its run noted, and
@@ -133,6 +141,7 @@ class SpotChecks:
             return None
         answered = Answered(provider, url, call, price, tab, _facts(run, trap), provenance.new_id())
         self.tabs.checking(tab, {**rows, **self._owed_row(answered, answered.to_json())})
+        self.owed.live(answered.check_id)
         return answered
 
     def _turn(self, provider: str) -> bool:
@@ -154,19 +163,28 @@ class SpotChecks:
         """Check a call `due` said is checked: now if `verify` (True once its record held; ForgedResult, or
         PeerUnreachable while it is asked again in the background, within the bounds), else in the background
         (False).  The check owed, or what it found, is on disk when it returns, before the call is answered: a kill -9
-        once its user has the answer leaves the check owed, not forgotten with the tally that counts the answer."""
+        once its user has the answer leaves the check owed, not forgotten with the tally that counts the answer.
+        A write that fails is counted (`unwritten`) and the answer given all the same: it is its caller's, and its
+        tab counts it; the check goes on, and its rows are written with the next write."""
         try:
-            if not verify:
+            if verify:
+                await self._once(answered)
+            else:
                 self.start(answered)
-                return False
-            await self._once(answered)
         except (PeerUnreachable, asyncio.CancelledError):  # (cancelled: its caller gone, the check still owed)
-            self._owed.append((answered, False))  # the call is paid only once its record is shown and holds
+            self._write_now()
+            self.owed.add(answered, False)  # the call is paid only once its record is shown and holds
             self._next_owed()
             raise
-        finally:
-            self.tabs.write_now()
-        return True
+        except BaseException:
+            self._write_now()
+            raise
+        self._write_now()
+        return verify
+
+    def _write_now(self) -> None:
+        if not self.tabs.write_now():
+            self.counts["unwritten"] += 1
 
     def start(self, answered: Answered, now: bool = False) -> None:
         """Check `answered` in the background, asking for its record until TRIES asks in all went unanswered: `now`,
@@ -199,31 +217,30 @@ class SpotChecks:
         runs = self.compute.store.remote_runs()[-RECENT:]
         self._recent.extend((pid.hex(), provider) for _, pid, provider in runs)
         self._runs = runs[-1][0] + 1 if runs else 0
-        gone: dict[bytes, bytes | None] = {}
-        for auth_id, check_id, check in self.compute.store.owed_checks():
-            owed = _owed(check)
-            tab = None if owed is None else self.tabs.owed_check(auth_id)
-            if tab is None:
-                if owed is None:
-                    log.error("a check owed of an answer on tab %s cannot be read: the tab is paid as answered",
-                              auth_id.hex())
-                gone.update(self.compute.store.owed_check_row(auth_id, check_id, None))
-                continue
-            provider, call, price, facts, tried = owed
-            self._owed.append((Answered(provider, None, call, price, tab, facts, check_id, tried), True))
-        self.tabs.with_tallies(gone)
-        if self._owed:
-            log.info("taking up %d check(s) of remote answers the last stop left owed", len(self._owed))
+        owed = self.owed.resume()
+        if owed:
+            log.info("taking up %d check(s) of remote answers the last stop left owed", owed)
         self._next_owed()
+
+    def _read_owed(self, tab: OpenTab, check_id: bytes, check: dict | None) -> Answered | None:
+        """A check owed read back from its row (OwedChecks); None if it cannot be: its tab is then paid as
+        answered."""
+        owed = _owed(check)
+        if owed is None:
+            log.error("a check owed of an answer on tab %s cannot be read: the tab is paid as answered",
+                      tab.auth.id.hex())
+            self.tabs.checked(tab, rows=self.compute.store.owed_check_row(tab.auth.id, check_id, None))
+            return None
+        provider, call, price, facts, tried = owed
+        return Answered(provider, None, call, price, tab, facts, check_id, tried)
 
     def _next_owed(self) -> None:
         """Start the waiting checks that the bounds leave room for."""
-        for waiting in list(self._owed):
-            if len(self._tasks) >= CHECKING or self._closed:
+        while not self._closed and len(self._tasks) < CHECKING:
+            waiting = self.owed.next(lambda provider: self._of.get(provider, 0) < PER_PROVIDER)
+            if waiting is None:
                 return
-            if self._of.get(waiting[0].provider, 0) < PER_PROVIDER:
-                self._owed.remove(waiting)
-                self.start(*waiting)
+            self.start(*waiting)
 
     async def _sampled(self, answered: Answered, now: bool) -> None:
         # The tab must be closed while its authorization is valid: the checks of its calls end well before.
@@ -275,6 +292,7 @@ class SpotChecks:
     def _settle(self, answered: Answered, unpaid: bool = False, struck: bool = False) -> None:
         if not answered.settled:
             answered.settled = True
+            self.owed.done(answered.check_id)
             self.tabs.checked(answered.tab, unpaid=unpaid, struck=struck, rows=self._owed_row(answered, None))
 
     async def _check(self, answered: Answered) -> dict[str, Any]:

@@ -121,6 +121,32 @@ class ComputeStore:
                 out.append((rest[:32], rest[32:], check if isinstance(check, dict) else None))
         return out
 
+    def owed_check_ids(self, after: tuple[bytes, bytes] | None = None,
+                       limit: int | None = None) -> list[tuple[bytes, bytes]]:
+        """The checks owed on disk, in the order of their rows, from the one after `after` on (None: the first),
+        `limit` at most: (authorization id, check id)."""
+        start = keys.OWED_CHECKS if after is None else keys.owed_check(*after)
+        stop = keys.OWED_CHECKS[:-1] + bytes([keys.OWED_CHECKS[-1] + 1])
+        out = []
+        with self._db.iterator(start=start, stop=stop, include_start=after is None, include_value=False) as it:
+            for key in it:
+                rest = key[len(keys.OWED_CHECKS):]
+                out.append((rest[:32], rest[32:]))
+                if len(out) == limit:
+                    break
+        return out
+
+    def owed_check(self, authorization_id: bytes, check_id: bytes) -> dict | None:
+        """A check owed on disk as it was written; {} if it cannot be read, None if there is no such row."""
+        raw = self._db.get(keys.owed_check(authorization_id, check_id))
+        if raw is None:
+            return None
+        try:
+            check = codec.loads(raw)
+        except ValueError:
+            return {}
+        return check if isinstance(check, dict) else {}
+
     @staticmethod
     def remote_run_row(count: int, slots: int, provenance_id: bytes, provider: str) -> dict[bytes, bytes]:
         """The row of the `count`th remote run: in the place of the run `slots` before it (the latest `slots` are kept)."""
