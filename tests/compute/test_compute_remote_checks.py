@@ -705,6 +705,7 @@ async def test_a_second_answer_with_one_run_is_struck_by_its_check_taken_up_afte
                                                                                           monkeypatch) -> None:
     # The latest remote runs are on disk with the answers: the check a stop left owed still sees the first answer.
     gateway, provider, module = await _pair(node_factory, check_rate=0)
+    monkeypatch.setattr(gateway.app[NODE].paid.gateway_tabs, "interval", 3600)  # one tab, however slow the machine
     first: list[dict] = []
 
     def the_first_again(answer: dict) -> dict:
