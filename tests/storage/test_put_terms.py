@@ -1,17 +1,26 @@
 """A put's shares matched on providers whose terms take them (storage/quotes.py `_deal_on_terms`): the gateway's own
 ProviderTerms over real LevelDB, the providers' terms answers and the market's matchings played by fakes, time by a
-clock the test moves."""
+clock the test moves; and what a put draws from a provider's terms, on two real nodes."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
+from tests.support.waiting import eventually_async
 from xsc.config import LedgerSection
 from xsc.db import open_database
+from xsc.errors import BadRequest
 from xsc.identity import Identity
 from xsc.ledger.core.pricing import price_storage
+from xsc.node.appkeys import NODE
 from xsc.storage import quotes
+from xsc.storage.core import layout
+from xsc.storage.files import reader
 from xsc.storage.strangers import ProviderTerms
 
 GIB_HOUR = (2**30, 3600)  # a share of a GiB for an hour: its price is its cost
@@ -79,3 +88,51 @@ async def test_a_put_matched_again_draws_and_prepays_once_and_a_slow_round_fills
         assert market.fills == [{"kind": "storage", "wanted": 6, "needed": 2 * quotes.TERMS_TIMEOUT}]
     finally:
         db.close()
+
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+SEGMENT = 4096
+
+
+async def test_a_put_that_fails_or_is_cancelled_after_its_quote_gives_back_what_it_drew_and_one_stored_keeps_it(
+        node_factory) -> None:
+    """A put drew its shares' cost from provider b's terms as it was quoted: if it then fails (its upload cut) or is
+    cancelled, the draw is b's again at once, once, so the puts that follow within the terms' 30 s do not see room
+    on b as taken that is not; a put that is stored keeps its draw."""
+    a = await node_factory("a", storage={"segment_size": SEGMENT}, **QUIET)
+    b = await node_factory("b", storage={"segment_size": SEGMENT}, ledger={"stranger_credit": 10**12}, **QUIET)
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    b_id = b.app[NODE].peers.identity.id
+    terms, storage, bid = a.app[NODE].provider_terms, a.app[NODE].storage, a.app[NODE].market.config.storage_bid
+    before = (await terms.terms(b_id)).available  # held from now on for TERMS_SECONDS
+    data = os.urandom(40_000)
+
+    async def stalled(cut: bool) -> None:
+        reading, go = asyncio.Event(), asyncio.Event()
+
+        async def read(n: int) -> bytes:  # the upload's body, once quoted: it stalls, then is cut (or the put cancelled)
+            reading.set()
+            await go.wait()
+            raise BadRequest("the upload was cut short")
+
+        put = asyncio.create_task(storage.put(read, len(data), "cut", 3600, bid))
+        await asyncio.wait_for(reading.wait(), 30)
+        assert (await terms.terms(b_id)).available < before  # its shares on b drawn
+        if cut:
+            go.set()
+            with pytest.raises(BadRequest):
+                await put
+        else:
+            put.cancel()
+            await asyncio.wait([put])
+            assert put.cancelled()
+        assert (await terms.terms(b_id)).available == before
+
+    await stalled(cut=True)
+    await stalled(cut=False)
+    answer = await storage.put(reader(data), len(data), "kept", 3600, bid)
+    share_bytes = layout.share_bytes(len(data), SEGMENT)
+    drawn = sum(price_storage(share_bytes, answer["lease_seconds"], price)
+                for node, price in zip(answer["placement"], answer["prices"]) if node == b_id)
+    assert drawn and (await terms.terms(b_id)).available == before - drawn
+    await eventually_async(lambda: not a.app[NODE].dealing.needs.open_ids(), "the puts' needs to be withdrawn")

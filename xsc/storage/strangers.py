@@ -180,12 +180,18 @@ class ProviderTerms:
             return wanting, prepaid
 
     @staticmethod
-    def give_back(drawn: Drawn) -> None:
+    def give_back(drawn: Drawn, part: dict[str, int] | None = None) -> None:
         """Work `settle` drew from providers' terms is not sent after all: what it drew is theirs again (in terms asked
-        again since, it was never drawn: they are not the ones given back to)."""
-        for terms, cost in drawn.values():
-            terms.available += cost
-        drawn.clear()
+        again since, it was never drawn: they are not the ones given back to), and no longer in `drawn`, so that it is
+        given back once.  `part`: provider -> the most of its draw given back (the work of it that was not sent);
+        the rest stays drawn."""
+        for provider, (terms, cost) in list(drawn.items()):
+            given = cost if part is None else min(cost, part.get(provider, 0))
+            terms.available += given
+            if given < cost:
+                drawn[provider] = (terms, cost - given)
+            else:
+                del drawn[provider]
 
     def _count(self, provider: str, amount: int) -> None:
         self.prepaid_total += amount
