@@ -110,7 +110,7 @@ async def test_a_put_that_fails_or_is_cancelled_after_its_quote_gives_back_what_
     async def stalled(cut: bool) -> None:
         reading, go = asyncio.Event(), asyncio.Event()
 
-        async def read(n: int) -> bytes:  # the upload's body, once quoted: it stalls, then is cut (or the put cancelled)
+        async def read(n: int) -> bytes:  # the body, read once quoted: it stalls, then is cut (or the put cancelled)
             reading.set()
             await go.wait()
             raise BadRequest("the upload was cut short")
@@ -136,3 +136,35 @@ async def test_a_put_that_fails_or_is_cancelled_after_its_quote_gives_back_what_
                 for node, price in zip(answer["placement"], answer["prices"]) if node == b_id)
     assert drawn and (await terms.terms(b_id)).available == before - drawn
     await eventually_async(lambda: not a.app[NODE].dealing.needs.open_ids(), "the puts' needs to be withdrawn")
+
+
+async def test_a_payee_that_never_answers_a_prepayment_holds_up_no_other_settlement_and_its_own_no_longer_than_the_wait(
+        node_factory) -> None:
+    """Gateway a prepays by itself (`ledger.auto_prepay`) the stranger b, which takes the prepayment's request and
+    never answers it, and a's requests to peers may take an hour: a settlement of provider c is not held up behind it,
+    and the one of b ends once `ledger.prepay_wait` has passed, with b wanting; the prepayment, cut short, stays
+    counted and pending for the payments' retry to finish."""
+    a = await node_factory("a", **{**QUIET, "peers": {**QUIET["peers"], "request_timeout": 3600}},
+                           ledger={"auto_prepay": True, "prepay_wait": 0.5})
+    b = await node_factory("b", **QUIET, ledger={"stranger_credit": 0})
+    c = await node_factory("c", **QUIET, ledger={"stranger_credit": 10**12})
+    for other in (b, c):
+        await a.app[NODE].peers.add(other.app[NODE].peers.url)
+    b_id, c_id = (n.app[NODE].peers.identity.id for n in (b, c))
+    asked, answer = asyncio.Event(), asyncio.Event()
+    countersign = b.app[NODE].payments.countersign
+
+    async def unanswered(*args, **kwargs):
+        asked.set()
+        await answer.wait()
+        return await countersign(*args, **kwargs)
+
+    b.app[NODE].payments.countersign = unanswered
+    terms, cost = a.app[NODE].provider_terms, 1000
+    stuck = asyncio.create_task(terms.settle({b_id: cost}))
+    await asyncio.wait_for(asked.wait(), 30)
+    assert await asyncio.wait_for(terms.settle({c_id: cost}), 30) == ({}, {})
+    assert await asyncio.wait_for(stuck, 30) == ({b_id: cost}, {})
+    assert not answer.is_set() and terms.prepaid(b_id) > 0
+    assert [auth.job.partition(":")[0] for auth in a.app[NODE].ledger.pending()] == ["prepay"]
+    answer.set()  # (b's request ends before the nodes stop)

@@ -3,9 +3,11 @@ user's budget (the rules: xsc/market/core/terms.py).
 
 `ProviderTerms.settle(costs)` is asked before a put's shares go to the providers the market chose: it answers the
 providers that will not take their part (and how much each is missing), after prepaying those it may within
-`ledger.auto_prepay`.  Terms are asked of each provider (`GET /v1/peer/terms`, one signed request answered from
-its trust line) at most every TERMS_SECONDS (REFUSED_SECONDS while it takes nothing), and drawn down here by what each put sends it; a provider that does
-not answer is assumed to take the work (it is then down, and the put's replacement of refusing holders copes).
+`ledger.auto_prepay` (each sent outside the lock that lets one settlement decide at a time, and cut short after
+`ledger.prepay_wait` seconds: a payee that does not answer holds up no other settlement, nor its own for longer).
+Terms are asked of each provider (`GET /v1/peer/terms`, one signed request answered from its trust line) at most every
+TERMS_SECONDS (REFUSED_SECONDS while it takes nothing), and drawn down here by what each put sends it; a provider that
+does not answer is assumed to take the work (it is then down, and the put's replacement of refusing holders copes).
 A call, a job, a replica of a job or a placed web function a provider refused for want of prepayment is remembered
 the same way (`wanted_prepayment`): the next ones pass over it (`PassingOver`) while another provider takes them.
 What this node prepaid by itself is counted in LevelDB (`keys.auto_prepaid`), so the caps hold across restarts.
@@ -65,9 +67,12 @@ class ProviderTerms:
         self.auto_prepay = budget.auto_prepay  # with its caps: ledger.auto_prepay_peer, ledger.auto_prepay_total
         self.peer_cap = budget.auto_prepay_peer if self.auto_prepay else 0
         self.total_cap = budget.auto_prepay_total if self.auto_prepay else 0
+        self.prepay_wait = budget.prepay_wait  # seconds a settlement waits for one prepayment's receipt
         self._terms: dict[str, Terms] = {}
         self._shut_out: dict[str, tuple[float, str]] = {}  # provider -> (until when, monotonic; its refusal's code)
-        self._lock = asyncio.Lock()  # one settlement at a time: two puts never spend one prepayment twice
+        # One settlement decides at a time: two puts never spend one prepayment twice.  Not held while prepayments are
+        # sent: a payee that does not answer would hold up every settlement of the node.
+        self._lock = asyncio.Lock()
         self.prepaid_total = sum(int(v) for _, v in db.iterator(prefix=keys.AUTO_PREPAID))
 
     def prepaid(self, provider: str) -> int:
@@ -154,30 +159,44 @@ class ProviderTerms:
         `drawn`: what an earlier settlement of the same work drew, work matched again since (without the providers
         that refused it) and never sent as it was then: given back first (`give_back`), then this one's draws."""
         costs = dict(list(costs.items())[:MAX_PROVIDERS])
+        wanting: dict[str, int] = {}
+        paying: dict[str, tuple[Terms, int]] = {}  # provider -> (its terms, the prepayment it is sent)
         async with self._lock:
             if drawn is not None:
                 self.give_back(drawn)
             found = await asyncio.gather(*(self.terms(p) for p in costs))
-            wanting: dict[str, int] = {}
-            prepaid: dict[str, int] = {}
             for (provider, cost), terms in zip(costs.items(), found):
                 if terms is None:
                     continue
                 if not terms.takes(cost):
                     amount = prepayment(cost - terms.available, self.prepaid(provider), self.prepaid_total,
                                         self.peer_cap, self.total_cap)
-                    if not amount or not (dry or await self._prepay(provider, amount)):
+                    if not amount:
                         wanting[provider] = cost - max(0, terms.available)
-                        continue
-                    if dry:
-                        continue
-                    prepaid[provider] = amount
-                    terms.available += amount
+                    elif not dry:
+                        # Counted before it is sent (a crash in between leaves the budget smaller, never overspent),
+                        # and before the lock is let go: a settlement meanwhile does not count on the same budget.
+                        self._count(provider, amount)
+                        paying[provider] = (terms, amount)
+                    continue
                 if not dry:
-                    terms.available -= cost
-                    if drawn is not None:
-                        drawn[provider] = (terms, cost)
-            return wanting, prepaid
+                    self._draw(terms, cost, drawn)
+        sent = await self._prepay_all({provider: amount for provider, (_, amount) in paying.items()})
+        prepaid: dict[str, int] = {}
+        for provider, (terms, amount) in paying.items():
+            if provider in sent:
+                prepaid[provider] = amount
+                terms.available += amount
+                self._draw(terms, costs[provider], drawn)
+            else:
+                wanting[provider] = costs[provider] - max(0, terms.available)
+        return wanting, prepaid
+
+    @staticmethod
+    def _draw(terms: Terms, cost: int, drawn: Drawn | None) -> None:
+        terms.available -= cost
+        if drawn is not None:
+            drawn[terms.provider] = (terms, cost)
 
     @staticmethod
     def give_back(drawn: Drawn, part: dict[str, int] | None = None) -> None:
@@ -198,11 +217,22 @@ class ProviderTerms:
         self.db.put(keys.auto_prepaid(parse_public_id(provider)), str(self.prepaid(provider) + amount).encode(),
                     sync=True)
 
+    async def _prepay_all(self, paying: dict[str, int]) -> set[str]:
+        """The providers of `paying` (provider -> micro-credits, counted already) whose prepayment was made."""
+        made = await asyncio.gather(*(self._prepay(provider, amount) for provider, amount in paying.items()))
+        return {provider for provider, ok in zip(paying, made) if ok}
+
     async def _prepay(self, provider: str, amount: int) -> bool:
-        # Counted before it is sent: a crash in between leaves the budget smaller, never overspent.
-        self._count(provider, amount)
+        """Send a prepayment `_count`ed already, waited for `prepay_wait` seconds at most.  Refused, it counts no more;
+        one whose payee has not answered by then is cut short as a crash would cut it: its authorization stays pending
+        and the payments' retry finishes it (ledger/settlement.py), counted meanwhile (the caps are never passed)."""
         try:
-            await self.prepay(provider, amount)
+            await asyncio.wait_for(self.prepay(provider, amount), self.prepay_wait)
+        except TimeoutError:
+            log.warning("node %s did not answer a prepayment of %s credits within %s s: the put goes on without it "
+                        "(the payment is retried in the background)", provider, format_credits(amount),
+                        self.prepay_wait)
+            return False
         except XscError as err:
             self._count(provider, -amount)
             log.warning("could not prepay node %s %s credits: %s", provider, format_credits(amount), err)
