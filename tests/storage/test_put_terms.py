@@ -18,10 +18,13 @@ from xsc.errors import BadRequest
 from xsc.identity import Identity
 from xsc.ledger.core.pricing import price_storage
 from xsc.node.appkeys import NODE
-from xsc.storage import quotes
+from xsc import __version__
+from xsc.peers.core.descriptors import make_descriptor
+from xsc.storage import quotes, strangers
 from xsc.storage.core import layout
 from xsc.storage.files import reader
 from xsc.storage.strangers import ProviderTerms
+from xsc.tasks import now_ms
 
 GIB_HOUR = (2**30, 3600)  # a share of a GiB for an hour: its price is its cost
 PRICE = 80  # micro-credits per GiB-hour
@@ -168,3 +171,37 @@ async def test_a_payee_that_never_answers_a_prepayment_holds_up_no_other_settlem
     assert not answer.is_set() and terms.prepaid(b_id) > 0
     assert [auth.job.partition(":")[0] for auth in a.app[NODE].ledger.pending()] == ["prepay"]
     answer.set()  # (b's request ends before the nodes stop)
+
+
+async def test_a_provider_that_never_answers_its_terms_holds_up_no_other_settlement(node_factory, monkeypatch) -> None:
+    """Gateway a knows a provider that takes the connection and never answers (a's requests, and its asking of
+    terms, may take an hour): while a waits for its terms, a settlement of provider b, which answers, is not held up
+    behind it."""
+    monkeypatch.setattr(strangers, "TERMS_TIMEOUT", 3600.0)
+    a = await node_factory("a", **{**QUIET, "peers": {**QUIET["peers"], "request_timeout": 3600}})
+    b = await node_factory("b", **QUIET, ledger={"stranger_credit": 10**12})
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    b_id = b.app[NODE].peers.identity.id
+    connected, done = asyncio.Event(), asyncio.Event()
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set()
+        await done.wait()
+        writer.close()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    silent = Identity.generate()
+    url = f"{b.app[NODE].peers.url.split(':')[0]}://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    a.app[NODE].peers.accept([make_descriptor(silent, url=url, capacity=2**30, free=2**30, version=__version__,
+                                              timestamp=now_ms()).to_json()])
+    terms = a.app[NODE].provider_terms
+    stuck = asyncio.create_task(terms.settle({silent.id: 1000}))
+    try:
+        await asyncio.wait_for(connected.wait(), 30)
+        assert await asyncio.wait_for(terms.settle({b_id: 1000}), 30) == ({}, {})
+        assert not stuck.done()
+    finally:
+        stuck.cancel()
+        done.set()
+        server.close()
+        await server.wait_closed()

@@ -343,7 +343,7 @@ async def _deal_on_terms(dealing: Dealing, need, needs: list[str], share_bytes: 
     prepaid: dict[str, int] = {}
     drawn = {} if drawn is None else drawn
     # The book was filled with offers that last TERMS_SECONDS, a round of asking terms between each matching: rounds
-    # that took longer (a prepayment sent within one, another put's settling waited for) fill it again before the
+    # that took longer (a prepayment sent within one, a provider slow to say its terms) fill it again before the
     # next matching, with offers that last the rounds still to come.
     lasting = time.monotonic() + TERMS_SECONDS
     try:

@@ -3,8 +3,8 @@ user's budget (the rules: xsc/market/core/terms.py).
 
 `ProviderTerms.settle(costs)` is asked before a put's shares go to the providers the market chose: it answers the
 providers that will not take their part (and how much each is missing), after prepaying those it may within
-`ledger.auto_prepay` (each sent outside the lock that lets one settlement decide at a time, and cut short after
-`ledger.prepay_wait` seconds: a payee that does not answer holds up no other settlement, nor its own for longer).
+`ledger.auto_prepay` (each cut short after `ledger.prepay_wait` seconds).  A provider that does not answer, its terms
+or a prepayment, holds up no settlement but those of work meant for it: nothing is held while a provider is waited on.
 Terms are asked of each provider (`GET /v1/peer/terms`, one signed request answered from its trust line) at most every
 TERMS_SECONDS (REFUSED_SECONDS while it takes nothing), and drawn down here by what each put sends it; a provider that
 does not answer is assumed to take the work (it is then down, and the put's replacement of refusing holders copes).
@@ -33,6 +33,7 @@ from ..errors import PeerError, PrepaymentRequired, XscError
 from ..identity import parse_public_id
 from ..ledger.core.model import format_credits
 from ..market.core.terms import Terms, parse_terms, prepayment
+from ..tasks import Locks
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +71,31 @@ class ProviderTerms:
         self.prepay_wait = budget.prepay_wait  # seconds a settlement waits for one prepayment's receipt
         self._terms: dict[str, Terms] = {}
         self._shut_out: dict[str, tuple[float, str]] = {}  # provider -> (until when, monotonic; its refusal's code)
-        # One settlement decides at a time: two puts never spend one prepayment twice.  Not held while prepayments are
-        # sent: a payee that does not answer would hold up every settlement of the node.
-        self._lock = asyncio.Lock()
+        self._asking: Locks[str] = Locks()  # provider -> the one request for its terms under way
         self.prepaid_total = sum(int(v) for _, v in db.iterator(prefix=keys.AUTO_PREPAID))
 
     def prepaid(self, provider: str) -> int:
         raw = self.db.get(keys.auto_prepaid(parse_public_id(provider)))
         return int(raw) if raw else 0
 
-    async def terms(self, provider: str) -> Terms | None:
+    def _fresh(self, provider: str) -> Terms | None:
         held = self._terms.get(provider)
-        now = time.monotonic()
-        if held is not None and now - held.fetched < (TERMS_SECONDS if held.available > 0 else REFUSED_SECONDS):
+        if held is not None and time.monotonic() - held.fetched < (TERMS_SECONDS if held.available > 0
+                                                                   else REFUSED_SECONDS):
             return held
+        return None
+
+    async def terms(self, provider: str) -> Terms | None:
+        """`provider`'s terms for this node, held, or asked (one request at a time: those asking meanwhile take its
+        answer, and all draw on one `Terms`), or None if it does not say them."""
+        held = self._fresh(provider)
+        if held is not None:
+            return held
+        async with self._asking.one(provider):
+            return self._fresh(provider) or await self._ask(provider)
+
+    async def _ask(self, provider: str) -> Terms | None:
+        now = time.monotonic()
         try:
             answer = (await asyncio.wait_for(self.peers.request(self.peers.peer(provider).url, "GET", TERMS_PATH,
                                                                 to=provider, max_size=TERMS_ANSWER),
@@ -161,26 +173,32 @@ class ProviderTerms:
         costs = dict(list(costs.items())[:MAX_PROVIDERS])
         wanting: dict[str, int] = {}
         paying: dict[str, tuple[Terms, int]] = {}  # provider -> (its terms, the prepayment it is sent)
-        async with self._lock:
-            if drawn is not None:
-                self.give_back(drawn)
-            found = await asyncio.gather(*(self.terms(p) for p in costs))
-            for (provider, cost), terms in zip(costs.items(), found):
-                if terms is None:
-                    continue
-                if not terms.takes(cost):
-                    amount = prepayment(cost - terms.available, self.prepaid(provider), self.prepaid_total,
-                                        self.peer_cap, self.total_cap)
-                    if not amount:
-                        wanting[provider] = cost - max(0, terms.available)
-                    elif not dry:
-                        # Counted before it is sent (a crash in between leaves the budget smaller, never overspent),
-                        # and before the lock is let go: a settlement meanwhile does not count on the same budget.
-                        self._count(provider, amount)
-                        paying[provider] = (terms, amount)
-                    continue
-                if not dry:
-                    self._draw(terms, cost, drawn)
+        if drawn is not None:
+            self.give_back(drawn)
+        # Each provider's terms are asked on their own: one that does not answer holds up no other settlement.
+        found = await asyncio.gather(*(self.terms(p) for p in costs))
+        # Then what each takes and what to prepay are decided and drawn with no wait in between, so that two puts
+        # never count on one room or one prepayment (on the newest terms held: asked again meanwhile, they replaced
+        # the ones this settlement was answered).
+        for (provider, cost), asked in zip(costs.items(), found):
+            terms = self._terms.get(provider, asked) if asked is not None else None
+            if terms is None:
+                continue
+            if not terms.takes(cost):
+                amount = prepayment(cost - terms.available, self.prepaid(provider), self.prepaid_total,
+                                    self.peer_cap, self.total_cap)
+                if not amount:
+                    wanting[provider] = cost - max(0, terms.available)
+                elif not dry:
+                    # Counted before it is sent (a crash in between leaves the budget smaller, never overspent),
+                    # and as it is decided: a settlement meanwhile does not count on the same budget.
+                    self._count(provider, amount)
+                    paying[provider] = (terms, amount)
+                continue
+            if not dry:
+                self._draw(terms, cost, drawn)
+        # Sent with no lock held, each cut short after `prepay_wait`: a payee that does not answer holds up no other
+        # settlement, nor this one for longer.
         sent = await self._prepay_all({provider: amount for provider, (_, amount) in paying.items()})
         prepaid: dict[str, int] = {}
         for provider, (terms, amount) in paying.items():
