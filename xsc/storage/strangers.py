@@ -197,8 +197,9 @@ class ProviderTerms:
                 continue
             if not dry:
                 self._draw(terms, cost, drawn)
-        # Sent with no lock held, each cut short after `prepay_wait`: a payee that does not answer holds up no other
-        # settlement, nor this one for longer.
+        # Sent once all is decided, each cut short after `prepay_wait`: a payee that does not answer holds up no other
+        # settlement, nor this one for longer.  (Two settlements may each prepay a provider the first one's prepayment
+        # would have covered: both within the caps.)
         sent = await self._prepay_all({provider: amount for provider, (_, amount) in paying.items()})
         prepaid: dict[str, int] = {}
         for provider, (terms, amount) in paying.items():
