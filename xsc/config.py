@@ -196,6 +196,9 @@ class LedgerSection(_Section):
     auto_prepay: bool = False
     auto_prepay_peer: int = Field(default=1_000_000, ge=0, le=2**62)
     auto_prepay_total: int = Field(default=10_000_000, ge=0, le=2**62)
+    # seconds a put waits for one such prepayment's receipt: one not answered by then is left to the payments' retry
+    # (as after a crash), and the put goes on without that provider
+    prepay_wait: float = Field(default=5.0, gt=0, le=3600)
     # Aggregated settlement of invokes (xsc/ledger/tabs.py): a (payer, payee) tab is settled as one transfer when
     # it is tab_interval seconds old, owes tab_threshold micro-credits or covers tab_max_refs invokes (1: every
     # invoke is its own transfer)

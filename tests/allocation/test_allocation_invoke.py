@@ -189,6 +189,30 @@ async def test_a_caller_cancelled_while_its_deal_waits_holds_nothing_of_the_allo
     assert batched.cancelled() and gone.cancelled() and dealing.status()["deals_waiting"] == 0
 
 
+async def test_a_caller_cancelled_before_its_batch_is_matched_takes_no_part_in_the_matching(node_factory,
+                                                                                           monkeypatch) -> None:
+    """A caller cancelled while its batch waits to be matched takes no part in that matching: the last call's budget
+    the allocation holds, which its higher bid would have taken first, goes to the call still wanted (not to the
+    call market), and nothing is held for the one gone."""
+    dealing, b_id, reserved, dealt, gates, bid = await _gated_deals(node_factory, monkeypatch, 2, 2)
+    first = asyncio.create_task(dealing.compute_deal(FUEL, bid))
+    await eventually_async(lambda: dealt == [1], "the first deal to hold the turn")
+    kept, gone = (asyncio.create_task(dealing.compute_deal(FUEL, bid + n)) for n in (1, 2))
+    await eventually_async(lambda: dealing.status()["deals_waiting"] == 2, "two deals to wait for their turn")
+    gates[0].set()
+    await eventually_async(lambda: len(dealt) == 2, "the two waiting deals to be dealt as one batch")
+    gone.cancel()  # before its batch is matched
+    await asyncio.wait([gone])
+    gates[1].set()
+    placed = [await first, await kept]
+    assert dealt == [1, 2] and all(a.provider == b_id and a.allocated for a in placed), (dealt, placed)
+    assert dealing.status()["held_from_allocation"] == {"compute": {b_id: 2 * reserved}}
+    for a in placed:
+        dealing.ended(a)
+    assert dealing.status()["held_from_allocation"] == {} and dealing.status()["deals_waiting"] == 0
+    assert gone.cancelled()
+
+
 async def test_deals_batched_with_a_dealer_cancelled_mid_deal_are_dealt_in_the_next_turn(node_factory,
                                                                                          monkeypatch) -> None:
     """The caller dealing a batch is cancelled mid-deal: the others of its batch are dealt in the next turn, as if

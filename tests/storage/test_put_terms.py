@@ -1,18 +1,30 @@
 """A put's shares matched on providers whose terms take them (storage/quotes.py `_deal_on_terms`): the gateway's own
 ProviderTerms over real LevelDB, the providers' terms answers and the market's matchings played by fakes, time by a
-clock the test moves."""
+clock the test moves; and what a put draws from a provider's terms, on two real nodes."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
+from tests.support.waiting import eventually_async
 from xsc.config import LedgerSection
 from xsc.db import open_database
+from xsc.errors import BadRequest
 from xsc.identity import Identity
 from xsc.ledger.core.pricing import price_storage
-from xsc.storage import quotes
+from xsc.node.appkeys import NODE
+from xsc import __version__
+from xsc.peers.core.descriptors import make_descriptor
+from xsc.storage import quotes, strangers
+from xsc.storage.core import layout
+from xsc.storage.files import reader
 from xsc.storage.strangers import ProviderTerms
+from xsc.tasks import now_ms
 
 GIB_HOUR = (2**30, 3600)  # a share of a GiB for an hour: its price is its cost
 PRICE = 80  # micro-credits per GiB-hour
@@ -79,3 +91,117 @@ async def test_a_put_matched_again_draws_and_prepays_once_and_a_slow_round_fills
         assert market.fills == [{"kind": "storage", "wanted": 6, "needed": 2 * quotes.TERMS_TIMEOUT}]
     finally:
         db.close()
+
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+SEGMENT = 4096
+
+
+async def test_a_put_that_fails_or_is_cancelled_after_its_quote_gives_back_what_it_drew_and_one_stored_keeps_it(
+        node_factory) -> None:
+    """A put drew its shares' cost from provider b's terms as it was quoted: if it then fails (its upload cut) or is
+    cancelled, the draw is b's again at once, once, so the puts that follow within the terms' 30 s do not see room
+    on b as taken that is not; a put that is stored keeps its draw."""
+    a = await node_factory("a", storage={"segment_size": SEGMENT}, **QUIET)
+    b = await node_factory("b", storage={"segment_size": SEGMENT}, ledger={"stranger_credit": 10**12}, **QUIET)
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    b_id = b.app[NODE].peers.identity.id
+    terms, storage, bid = a.app[NODE].provider_terms, a.app[NODE].storage, a.app[NODE].market.config.storage_bid
+    before = (await terms.terms(b_id)).available  # held from now on for TERMS_SECONDS
+    data = os.urandom(40_000)
+
+    async def stalled(cut: bool) -> None:
+        reading, go = asyncio.Event(), asyncio.Event()
+
+        async def read(n: int) -> bytes:  # the body, read once quoted: it stalls, then is cut (or the put cancelled)
+            reading.set()
+            await go.wait()
+            raise BadRequest("the upload was cut short")
+
+        put = asyncio.create_task(storage.put(read, len(data), "cut", 3600, bid))
+        await asyncio.wait_for(reading.wait(), 30)
+        assert (await terms.terms(b_id)).available < before  # its shares on b drawn
+        if cut:
+            go.set()
+            with pytest.raises(BadRequest):
+                await put
+        else:
+            put.cancel()
+            await asyncio.wait([put])
+            assert put.cancelled()
+        assert (await terms.terms(b_id)).available == before
+
+    await stalled(cut=True)
+    await stalled(cut=False)
+    answer = await storage.put(reader(data), len(data), "kept", 3600, bid)
+    share_bytes = layout.share_bytes(len(data), SEGMENT)
+    drawn = sum(price_storage(share_bytes, answer["lease_seconds"], price)
+                for node, price in zip(answer["placement"], answer["prices"]) if node == b_id)
+    assert drawn and (await terms.terms(b_id)).available == before - drawn
+    await eventually_async(lambda: not a.app[NODE].dealing.needs.open_ids(), "the puts' needs to be withdrawn")
+
+
+async def test_a_payee_that_never_answers_a_prepayment_holds_up_no_other_settlement_and_its_own_no_longer_than_the_wait(
+        node_factory) -> None:
+    """Gateway a prepays by itself (`ledger.auto_prepay`) the stranger b, which takes the prepayment's request and
+    never answers it, and a's requests to peers may take an hour: a settlement of provider c is not held up behind it,
+    and the one of b ends once `ledger.prepay_wait` has passed, with b wanting; the prepayment, cut short, stays
+    counted and pending for the payments' retry to finish."""
+    a = await node_factory("a", **{**QUIET, "peers": {**QUIET["peers"], "request_timeout": 3600}},
+                           ledger={"auto_prepay": True, "prepay_wait": 0.5})
+    b = await node_factory("b", **QUIET, ledger={"stranger_credit": 0})
+    c = await node_factory("c", **QUIET, ledger={"stranger_credit": 10**12})
+    for other in (b, c):
+        await a.app[NODE].peers.add(other.app[NODE].peers.url)
+    b_id, c_id = (n.app[NODE].peers.identity.id for n in (b, c))
+    asked, answer = asyncio.Event(), asyncio.Event()
+    countersign = b.app[NODE].payments.countersign
+
+    async def unanswered(*args, **kwargs):
+        asked.set()
+        await answer.wait()
+        return await countersign(*args, **kwargs)
+
+    b.app[NODE].payments.countersign = unanswered
+    terms, cost = a.app[NODE].provider_terms, 1000
+    stuck = asyncio.create_task(terms.settle({b_id: cost}))
+    await asyncio.wait_for(asked.wait(), 30)
+    assert await asyncio.wait_for(terms.settle({c_id: cost}), 30) == ({}, {})
+    assert await asyncio.wait_for(stuck, 30) == ({b_id: cost}, {})
+    assert not answer.is_set() and terms.prepaid(b_id) > 0
+    assert [auth.job.partition(":")[0] for auth in a.app[NODE].ledger.pending()] == ["prepay"]
+    answer.set()  # (b's request ends before the nodes stop)
+
+
+async def test_a_provider_that_never_answers_its_terms_holds_up_no_other_settlement(node_factory, monkeypatch) -> None:
+    """Gateway a knows a provider that takes the connection and never answers (a's requests, and its asking of
+    terms, may take an hour): while a waits for its terms, a settlement of provider b, which answers, is not held up
+    behind it."""
+    monkeypatch.setattr(strangers, "TERMS_TIMEOUT", 3600.0)
+    a = await node_factory("a", **{**QUIET, "peers": {**QUIET["peers"], "request_timeout": 3600}})
+    b = await node_factory("b", **QUIET, ledger={"stranger_credit": 10**12})
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    b_id = b.app[NODE].peers.identity.id
+    connected, done = asyncio.Event(), asyncio.Event()
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set()
+        await done.wait()
+        writer.close()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    silent = Identity.generate()
+    url = f"{b.app[NODE].peers.url.split(':')[0]}://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    a.app[NODE].peers.accept([make_descriptor(silent, url=url, capacity=2**30, free=2**30, version=__version__,
+                                              timestamp=now_ms()).to_json()])
+    terms = a.app[NODE].provider_terms
+    stuck = asyncio.create_task(terms.settle({silent.id: 1000}))
+    try:
+        await asyncio.wait_for(connected.wait(), 30)
+        assert await asyncio.wait_for(terms.settle({b_id: 1000}), 30) == ({}, {})
+        assert not stuck.done()
+    finally:
+        stuck.cancel()
+        done.set()
+        server.close()
+        await server.wait_closed()

@@ -409,8 +409,18 @@ class Dealing:
             self._place(done.value)
             return done.value
 
+    def _live(self, bids: list[Bid]) -> list[Bid]:
+        """`bids` but those whose callers went away while their batch is dealt (`DealTurns.gone`)."""
+        gone = self._turns.gone()
+        return [b for b in bids if b.slot.id not in gone] if gone else bids
+
     def _deal(self, bids: list[Bid], exclude: frozenset[str]) -> Steps:
-        """`deal` as steps: it yields each matching it needs, as (function, arguments), and is sent its result."""
+        """`deal` as steps: it yields each matching it needs, as (function, arguments), and is sent its result.  The
+        needs whose callers went away before a matching is made take no part in it (they would set its price and
+        take room the others need), nor in what the deal places (`_live`)."""
+        bids = self._live(bids)
+        if not bids:
+            return {}
         availability = self.market.availability_map()
         inputs = self._match_inputs(bids, exclude, availability)
         result = yield _matched, inputs
@@ -419,10 +429,13 @@ class Dealing:
         # others (a put's shares 1, 1 and 4 on three nodes, surviving no node's loss), or find none at all.  Counted
         # as the market spreads the group (`supply.providers_of`, availability included), and only when the
         # allocation gives something: over a big book the count holds the loop for milliseconds.
+        bids = self._live(bids)
         wanted = placeable(bids, inputs["asks"], availability) if any(
             self._allocation_room(kind) for kind in {b.slot.kind for b in bids if b.group is not None}) else bids
         # On the asks the call market matched: the slots less what this node's puts in flight hold there.
         served = yield from self._from_allocation(wanted, inputs["asks"], exclude, result.clearings, availability)
+        bids = self._live(bids)
+        served = {n: a for n, a in served.items() if n in {b.slot.id for b in bids}}
         if served:
             rest = apart(bids, served)
             if not rest:
@@ -435,7 +448,7 @@ class Dealing:
             result = replace(result, assignments={
                 key: _repriced(a, discovered.get((a.kind, a.bucket)), bid_of.get(a.need_id))
                 for key, a in result.assignments.items()}) if (bid_of := {b.slot.id: b for b in rest}) else result
-            bids = rest
+            bids = self._live(rest)
         self.last_results = result
         self.last_bids = {need_key(self.me, b.slot.id): b for b in bids}
         self.market.prices.record(result.clearings, now_ms())  # `xsc market prices`

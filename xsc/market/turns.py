@@ -1,6 +1,7 @@
 """The turns deals take (`DealTurns`): one at a time, so that two never spend one allocation's room, and those asked
 for while one ran dealt together when their turn comes (the needs of several puts cleared together: one clearing,
-not one each).  What a deal is, is `Dealing`'s (`xsc/market/dealing.py`)."""
+not one each).  A caller that goes away while its batch is dealt takes no part in the matchings still to be made
+(`gone`).  What a deal is, is `Dealing`'s (`xsc/market/dealing.py`)."""
 
 from __future__ import annotations
 
@@ -31,10 +32,16 @@ class DealTurns:
         self.run, self.ended = run, ended
         self.lock = asyncio.Lock()  # held by the deal under way
         self._waiting: list[_Waiting] = []  # deals asked for while another ran: dealt together next
+        self._dealt: list[_Waiting] = []  # the batch under way
 
     def waiting(self) -> int:
         """Deals waiting for their turn (status, tests)."""
         return len(self._waiting)
+
+    def gone(self) -> frozenset[str]:
+        """The needs of the batch under way whose callers went away (cancelled): `run` leaves them out of every
+        matching it has yet to make, so that they set no price, take no room and hold nothing of it."""
+        return frozenset(b.slot.id for w in self._dealt if w.answer.cancelled() for b in w.bids)
 
     async def deal(self, bids: list[Bid], exclude: frozenset[str]) -> dict[str, Any]:
         """`run` of `bids`, in its turn: with the others of the same `exclude` that waited for it, if any."""
@@ -72,11 +79,14 @@ class DealTurns:
         alone again, so that every caller hears about its own needs only (those whose callers went away meanwhile are
         left out).  Its dealer cancelled, those it had not answered wait for the next turn: the cancellation is its
         caller's, not theirs."""
+        self._dealt = batch
         try:
             await self._deal_each(batch)
         except asyncio.CancelledError:
             self._waiting[:0] = [w for w in batch if not w.answer.done()]
             raise
+        finally:
+            self._dealt = []
 
     async def _deal_each(self, batch: list[_Waiting]) -> None:
         if len(batch) > 1:
@@ -90,9 +100,9 @@ class DealTurns:
                 for w in batch:
                     self._answer(w, error=err)
                 return
-            else:
+            else:  # (those whose callers went away before it was matched have nothing in it)
                 for w in batch:
-                    self._answer(w, {b.slot.id: together[b.slot.id] for b in w.bids})
+                    self._answer(w, {b.slot.id: together[b.slot.id] for b in w.bids if b.slot.id in together})
                 return
         for w in batch:
             if w.answer.done():  # its caller went away while the batch was dealt: nobody would take its answer

@@ -309,8 +309,9 @@ class StorageService:
         promised = self.deals.recent_outstanding()
         return promised if promised is not None else await in_pool(self.pool, self.deals.outstanding)
 
-    def withdraw(self, quote: quotes.PutQuote) -> None:
+    def withdraw(self, quote: quotes.PutQuote, unsent: dict[str, int] | None = None) -> None:
         quotes.withdraw_needs(self.dealing, quote.needs)
+        quote.give_back(self.terms, unsent)
 
     async def precheck(self, size: int | None, seconds: int, bid: int, **wanted) -> None:
         """`Expect: 100-continue`: refuse a put that will fail before its body is sent."""
@@ -332,6 +333,7 @@ class StorageService:
         quote = await self.quote(size, seconds, bid, **wanted)
         try:
             result = await self._put(read, size, name, seconds, bid, quote, riding)
+            quote.drawn.clear()  # stored: its providers keep what it drew from their terms
         finally:
             self.withdraw(quote)
         self.dealing.spent("storage", quote.assignments)  # what the allocation gave is now used
@@ -352,16 +354,16 @@ class StorageService:
                 return [err]
             return list(await asyncio.gather(*(_outcome(self._alone(f, seconds, bid, wanted)) for f in files)))
 
-        async def one(f: Whole, share_bytes: int) -> dict[str, Any]:
-            own = quote.file(share_bytes)
+        async def one(f: Whole, own: quotes.PutQuote) -> dict[str, Any]:
             result = await self._put(reader(f.data), len(f.data), f.name, seconds, bid, own, f.riding)
             await self._settled(result, len(f.data), seconds, own)
             return {"capability": str(result.capability), "cost": own.cost}
 
+        owns = [quote.file(s) for s in shares]  # a file stored wrote its deals (`own.deals`): it keeps its part drawn
         try:
-            results = await asyncio.gather(*(_outcome(one(f, s)) for f, s in zip(files, shares)))
+            results = await asyncio.gather(*(_outcome(one(f, own)) for f, own in zip(files, owns)))
         finally:
-            self.withdraw(quote)
+            self.withdraw(quote, quote.costs(self.me, [s for s, own in zip(shares, owns) if not own.deals]))
         stored = sum(s for s, r in zip(shares, results) if not isinstance(r, BaseException))
         if stored:  # what the allocation gave is used by the files stored, and only by them
             self.dealing.spent("storage", [replace(a, quantity=stored) for a in quote.assignments])

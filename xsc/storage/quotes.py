@@ -64,6 +64,29 @@ class PutQuote:
     # (gateway_put `rebuild_away`).
     away: bool = False
     filters: dict = field(default_factory=dict)  # the put's own filters (`parse_filters`): its replacements follow them
+    # What the put's last matching drew from its providers' terms (storage/strangers.py): the put gives it back if it
+    # fails (`ProviderTerms.give_back`), so other puts do not see that room as taken until the terms are asked again.
+    drawn: Drawn = field(default_factory=dict)
+
+    def costs(self, me: str, files: list[int]) -> dict[str, int]:
+        """provider -> what its shares of the files of a group quoted together (`file`) whose shares are `files` bytes
+        each cost for the whole lease, for the providers other than `me` (as a matching draws them from their terms:
+        `_deal_on_terms`)."""
+        out: dict[str, int] = {}
+        for share_bytes in files:
+            for s, node in enumerate(self.nodes):
+                if node != me:
+                    out[node] = out.get(node, 0) + price_storage(share_bytes, self.seconds, self.prices[s])
+        return out
+
+    def give_back(self, terms: ProviderTerms | None, part: dict[str, int] | None = None) -> None:
+        """The put is over: what its quote drew from its providers' terms and is still `drawn` (a put that stored its
+        file cleared it: its providers keep it) is theirs again at once, not once their terms are asked again, and
+        only once; `part`: provider -> the most of its draw given back (what of a group quoted together was not
+        stored), the rest kept."""
+        if terms is not None:
+            terms.give_back(self.drawn, part)
+        self.drawn.clear()
 
     @property
     def cost(self) -> int:
@@ -272,7 +295,7 @@ async def _quote_from_home(dealing: Dealing, share_bytes: int, seconds: int, bid
     price = max(ask, *matched.prices.values())
     return PutQuote(share_bytes, seconds, [me] * home + matched.nodes,
                     {**{s: price for s in range(home)}, **{home + s: p for s, p in matched.prices.items()}},
-                    matched.needs, matched.assignments, matched.prepaid)
+                    matched.needs, matched.assignments, matched.prepaid, drawn=matched.drawn)
 
 
 async def _matched(dealing: Dealing, share_bytes: int, room: int, seconds: int, bid: int, count: int,
@@ -285,8 +308,9 @@ async def _matched(dealing: Dealing, share_bytes: int, room: int, seconds: int, 
     needs = [f"{group}-{s}" for s in range(count)]
     need = dealing.need(needs[0], "storage", share_bytes, seconds, bid, group=group if grouped else None, **wanted)
     dealing.needs.open_alike(need, needs)  # published while the put runs
+    drawn: Drawn = {}
     try:
-        assignments, prepaid = await _deal_on_terms(dealing, need, needs, share_bytes, seconds, terms, dry)
+        assignments, prepaid = await _deal_on_terms(dealing, need, needs, share_bytes, seconds, terms, dry, drawn)
     except BaseException as err:
         withdraw_needs(dealing, needs)
         affordable = any(a.slot.kind == "storage" and a.price <= bid for a in market.book.asks())
@@ -300,25 +324,26 @@ async def _matched(dealing: Dealing, share_bytes: int, room: int, seconds: int, 
         dealing.remember()
     placed = [assignments[n] for n in needs]
     return PutQuote(share_bytes, seconds, [a.provider for a in placed], {s: a.price for s, a in enumerate(placed)},
-                    needs, placed, prepaid)
+                    needs, placed, prepaid, drawn=drawn)
 
 
 async def _deal_on_terms(dealing: Dealing, need, needs: list[str], share_bytes: int, seconds: int,
-                         terms: ProviderTerms | None, dry: bool) -> tuple[dict, dict[str, int]]:
+                         terms: ProviderTerms | None, dry: bool,
+                         drawn: Drawn | None = None) -> tuple[dict, dict[str, int]]:
     """The market's assignments of the needs `needs` (each `need` under its own id), on providers whose terms take
     their part: a provider that wants a prepayment beyond the user's budget is left out and the needs matched again
     (at most TERMS_ROUNDS times), and so is one that refuses this node outright (`ProviderTerms.shut_out`);
     (assignments, providers prepaid in all its rounds).  Only the last matching's parts are drawn from the
     providers' terms: those an earlier one drew are given back as the needs are matched again.  PrepaymentRequired,
     in one line, when only providers wanting prepayment are left; MarketNoDeal naming one that refuses this node
-    when only those are."""
+    when only those are.  `drawn`: what the last matching drew, kept there for the put to give back if it fails."""
     shut_out = terms.shut_out() if terms is not None else {}
     exclude: set[str] = set(shut_out)
     wanting: dict[str, int] = {}
     prepaid: dict[str, int] = {}
-    drawn: Drawn = {}
+    drawn = {} if drawn is None else drawn
     # The book was filled with offers that last TERMS_SECONDS, a round of asking terms between each matching: rounds
-    # that took longer (a prepayment sent within one, another put's settling waited for) fill it again before the
+    # that took longer (a prepayment sent within one, a provider slow to say its terms) fill it again before the
     # next matching, with offers that last the rounds still to come.
     lasting = time.monotonic() + TERMS_SECONDS
     try:

@@ -3,9 +3,11 @@ user's budget (the rules: xsc/market/core/terms.py).
 
 `ProviderTerms.settle(costs)` is asked before a put's shares go to the providers the market chose: it answers the
 providers that will not take their part (and how much each is missing), after prepaying those it may within
-`ledger.auto_prepay`.  Terms are asked of each provider (`GET /v1/peer/terms`, one signed request answered from
-its trust line) at most every TERMS_SECONDS (REFUSED_SECONDS while it takes nothing), and drawn down here by what each put sends it; a provider that does
-not answer is assumed to take the work (it is then down, and the put's replacement of refusing holders copes).
+`ledger.auto_prepay` (each cut short after `ledger.prepay_wait` seconds).  A provider that does not answer, its terms
+or a prepayment, holds up no settlement but those of work meant for it: nothing is held while a provider is waited on.
+Terms are asked of each provider (`GET /v1/peer/terms`, one signed request answered from its trust line) at most every
+TERMS_SECONDS (REFUSED_SECONDS while it takes nothing), and drawn down here by what each put sends it; a provider that
+does not answer is assumed to take the work (it is then down, and the put's replacement of refusing holders copes).
 A call, a job, a replica of a job or a placed web function a provider refused for want of prepayment is remembered
 the same way (`wanted_prepayment`): the next ones pass over it (`PassingOver`) while another provider takes them.
 What this node prepaid by itself is counted in LevelDB (`keys.auto_prepaid`), so the caps hold across restarts.
@@ -31,6 +33,7 @@ from ..errors import PeerError, PrepaymentRequired, XscError
 from ..identity import parse_public_id
 from ..ledger.core.model import format_credits
 from ..market.core.terms import Terms, parse_terms, prepayment
+from ..tasks import Locks
 
 log = logging.getLogger(__name__)
 
@@ -65,20 +68,34 @@ class ProviderTerms:
         self.auto_prepay = budget.auto_prepay  # with its caps: ledger.auto_prepay_peer, ledger.auto_prepay_total
         self.peer_cap = budget.auto_prepay_peer if self.auto_prepay else 0
         self.total_cap = budget.auto_prepay_total if self.auto_prepay else 0
+        self.prepay_wait = budget.prepay_wait  # seconds a settlement waits for one prepayment's receipt
         self._terms: dict[str, Terms] = {}
         self._shut_out: dict[str, tuple[float, str]] = {}  # provider -> (until when, monotonic; its refusal's code)
-        self._lock = asyncio.Lock()  # one settlement at a time: two puts never spend one prepayment twice
+        self._asking: Locks[str] = Locks()  # provider -> the one request for its terms under way
         self.prepaid_total = sum(int(v) for _, v in db.iterator(prefix=keys.AUTO_PREPAID))
 
     def prepaid(self, provider: str) -> int:
         raw = self.db.get(keys.auto_prepaid(parse_public_id(provider)))
         return int(raw) if raw else 0
 
-    async def terms(self, provider: str) -> Terms | None:
+    def _fresh(self, provider: str) -> Terms | None:
         held = self._terms.get(provider)
-        now = time.monotonic()
-        if held is not None and now - held.fetched < (TERMS_SECONDS if held.available > 0 else REFUSED_SECONDS):
+        if held is not None and time.monotonic() - held.fetched < (TERMS_SECONDS if held.available > 0
+                                                                   else REFUSED_SECONDS):
             return held
+        return None
+
+    async def terms(self, provider: str) -> Terms | None:
+        """`provider`'s terms for this node, held, or asked (one request at a time: those asking meanwhile take its
+        answer, and all draw on one `Terms`), or None if it does not say them."""
+        held = self._fresh(provider)
+        if held is not None:
+            return held
+        async with self._asking.one(provider):
+            return self._fresh(provider) or await self._ask(provider)
+
+    async def _ask(self, provider: str) -> Terms | None:
+        now = time.monotonic()
         try:
             answer = (await asyncio.wait_for(self.peers.request(self.peers.peer(provider).url, "GET", TERMS_PATH,
                                                                 to=provider, max_size=TERMS_ANSWER),
@@ -154,49 +171,87 @@ class ProviderTerms:
         `drawn`: what an earlier settlement of the same work drew, work matched again since (without the providers
         that refused it) and never sent as it was then: given back first (`give_back`), then this one's draws."""
         costs = dict(list(costs.items())[:MAX_PROVIDERS])
-        async with self._lock:
-            if drawn is not None:
-                self.give_back(drawn)
-            found = await asyncio.gather(*(self.terms(p) for p in costs))
-            wanting: dict[str, int] = {}
-            prepaid: dict[str, int] = {}
-            for (provider, cost), terms in zip(costs.items(), found):
-                if terms is None:
-                    continue
-                if not terms.takes(cost):
-                    amount = prepayment(cost - terms.available, self.prepaid(provider), self.prepaid_total,
-                                        self.peer_cap, self.total_cap)
-                    if not amount or not (dry or await self._prepay(provider, amount)):
-                        wanting[provider] = cost - max(0, terms.available)
-                        continue
-                    if dry:
-                        continue
-                    prepaid[provider] = amount
-                    terms.available += amount
-                if not dry:
-                    terms.available -= cost
-                    if drawn is not None:
-                        drawn[provider] = (terms, cost)
-            return wanting, prepaid
+        wanting: dict[str, int] = {}
+        paying: dict[str, tuple[Terms, int]] = {}  # provider -> (its terms, the prepayment it is sent)
+        if drawn is not None:
+            self.give_back(drawn)
+        # Each provider's terms are asked on their own: one that does not answer holds up no other settlement.
+        found = await asyncio.gather(*(self.terms(p) for p in costs))
+        # Then what each takes and what to prepay are decided and drawn with no wait in between, so that two puts
+        # never count on one room or one prepayment (on the newest terms held: asked again meanwhile, they replaced
+        # the ones this settlement was answered).
+        for (provider, cost), asked in zip(costs.items(), found):
+            terms = self._terms.get(provider, asked) if asked is not None else None
+            if terms is None:
+                continue
+            if not terms.takes(cost):
+                amount = prepayment(cost - terms.available, self.prepaid(provider), self.prepaid_total,
+                                    self.peer_cap, self.total_cap)
+                if not amount:
+                    wanting[provider] = cost - max(0, terms.available)
+                elif not dry:
+                    # Counted before it is sent (a crash in between leaves the budget smaller, never overspent),
+                    # and as it is decided: a settlement meanwhile does not count on the same budget.
+                    self._count(provider, amount)
+                    paying[provider] = (terms, amount)
+                continue
+            if not dry:
+                self._draw(terms, cost, drawn)
+        # Sent once all is decided, each cut short after `prepay_wait`: a payee that does not answer holds up no other
+        # settlement, nor this one for longer.  (Two settlements may each prepay a provider the first one's prepayment
+        # would have covered: both within the caps.)
+        sent = await self._prepay_all({provider: amount for provider, (_, amount) in paying.items()})
+        prepaid: dict[str, int] = {}
+        for provider, (terms, amount) in paying.items():
+            if provider in sent:
+                prepaid[provider] = amount
+                terms.available += amount
+                self._draw(terms, costs[provider], drawn)
+            else:
+                wanting[provider] = costs[provider] - max(0, terms.available)
+        return wanting, prepaid
 
     @staticmethod
-    def give_back(drawn: Drawn) -> None:
+    def _draw(terms: Terms, cost: int, drawn: Drawn | None) -> None:
+        terms.available -= cost
+        if drawn is not None:
+            drawn[terms.provider] = (terms, cost)
+
+    @staticmethod
+    def give_back(drawn: Drawn, part: dict[str, int] | None = None) -> None:
         """Work `settle` drew from providers' terms is not sent after all: what it drew is theirs again (in terms asked
-        again since, it was never drawn: they are not the ones given back to)."""
-        for terms, cost in drawn.values():
-            terms.available += cost
-        drawn.clear()
+        again since, it was never drawn: they are not the ones given back to), and no longer in `drawn`, so that it is
+        given back once.  `part`: provider -> the most of its draw given back (the work of it that was not sent);
+        the rest stays drawn."""
+        for provider, (terms, cost) in list(drawn.items()):
+            given = cost if part is None else min(cost, part.get(provider, 0))
+            terms.available += given
+            if given < cost:
+                drawn[provider] = (terms, cost - given)
+            else:
+                del drawn[provider]
 
     def _count(self, provider: str, amount: int) -> None:
         self.prepaid_total += amount
         self.db.put(keys.auto_prepaid(parse_public_id(provider)), str(self.prepaid(provider) + amount).encode(),
                     sync=True)
 
+    async def _prepay_all(self, paying: dict[str, int]) -> set[str]:
+        """The providers of `paying` (provider -> micro-credits, counted already) whose prepayment was made."""
+        made = await asyncio.gather(*(self._prepay(provider, amount) for provider, amount in paying.items()))
+        return {provider for provider, ok in zip(paying, made) if ok}
+
     async def _prepay(self, provider: str, amount: int) -> bool:
-        # Counted before it is sent: a crash in between leaves the budget smaller, never overspent.
-        self._count(provider, amount)
+        """Send a prepayment `_count`ed already, waited for `prepay_wait` seconds at most.  Refused, it counts no more;
+        one whose payee has not answered by then is cut short as a crash would cut it: its authorization stays pending
+        and the payments' retry finishes it (ledger/settlement.py), counted meanwhile (the caps are never passed)."""
         try:
-            await self.prepay(provider, amount)
+            await asyncio.wait_for(self.prepay(provider, amount), self.prepay_wait)
+        except TimeoutError:
+            log.warning("node %s did not answer a prepayment of %s credits within %s s: the put goes on without it "
+                        "(the payment is retried in the background)", provider, format_credits(amount),
+                        self.prepay_wait)
+            return False
         except XscError as err:
             self._count(provider, -amount)
             log.warning("could not prepay node %s %s credits: %s", provider, format_credits(amount), err)
