@@ -555,3 +555,35 @@ def test_counts_are_said_in_the_singular_for_one_and_the_plural_otherwise() -> N
     assert [counted(n, "replica") for n in (0, 1, 2)] == ["0 replicas", "1 replica", "2 replicas"]
     assert counted(1, "object or part", "objects or parts") == "1 object or part"
     assert counted(3, "object or part", "objects or parts") == "3 objects or parts"
+
+
+def _lines_fit(text: str, width: int) -> None:
+    """Every line is at most `width` columns, but a line that is one word alone: an id, whole (an id is never cut:
+    one of 64 hex digits, indented under its label, is wider than 60 columns)."""
+    for line in text.splitlines():
+        assert len(line) <= width or len(line.split()) == 1, f"{len(line)}: {line}\n{text}"
+
+
+def test_status_views_fit_80_and_60_columns_with_each_id_whole_on_one_line(thread_node) -> None:
+    node = thread_node(ledger={"tab_interval": 0.2})
+    assert node.xsc("store", "put", "-", input=os.urandom(5000)).exit_code == 0
+    assert node.xsc("compute", "invoke", str(WASM / "add.wasm"), "add", "1", "2").exit_code == 0
+    entry = eventually(lambda: json.loads(node.xsc("ledger", "history", "--json").stdout), "a ledger entry", 60)[0]
+    record = json.loads(node.xsc("compute", "provenance", "--list", "--json").stdout)[0]["record"]
+    market = json.loads(node.xsc("market", "status", "--json").stdout)
+    ids = {market["node"], entry["id"], entry["payer"], entry["payee"], entry["authorization"], entry["job"],
+           record["id"], record["module"], record["requester"], str(node.data_dir),  # (a path is not cut either)
+           *(d["si"] for d in market["deals"])}
+    views = (["node", "status"], ["market", "status"], ["market", "offer"], ["peers", "ls"], ["ledger", "balance"],
+             ["ledger", "balance", "node"], ["ledger", "show", entry["id"]], ["ledger", "payments"],
+             ["ledger", "verify"], ["compute", "provenance", record["id"]], ["compute", "module", record["module"]])
+    for columns in (80, 60):
+        for args in views:
+            shown = node.xsc(*args, env={"COLUMNS": str(columns)})
+            assert shown.exit_code == 0, (args, shown.output)
+            _lines_fit(shown.stdout, columns)
+            words = [w.rstrip(",") for w in shown.stdout.split()]
+            assert all(i in words for i in ids if i[:12] in shown.stdout), (args, shown.stdout)  # each one whole
+    lines = node.xsc("market", "status", env={"COLUMNS": "60"}).stdout.splitlines()
+    at = lines.index("book digest:")  # the label alone, the id whole under it
+    assert re.fullmatch("  [0-9a-f]{64}", lines[at + 1]), lines

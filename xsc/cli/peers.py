@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import click
 
-from .output import Col, emit_json, json_option, table, wide_option
+from .output import Col, emit_json, json_option, key_values, table, wide_option
 
 
 def wide_table(columns: list, rows: list[tuple], **kw) -> None:
@@ -50,7 +50,7 @@ def list_peers(obj, wide: bool, as_json: bool) -> None:
         emit_json(info)
         return
     me = info["self"]
-    click.echo(f"this node: {me['id']}\n       at: {me['url']}")
+    key_values([("this node", me["id"]), ("at", me["url"])])
     if not info["peers"]:
         click.echo("no peers known (join a network with: xsc peers add URL)")
         return
