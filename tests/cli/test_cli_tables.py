@@ -549,14 +549,6 @@ def test_market_recognition_gives_every_weight_in_one_form() -> None:
     assert [(r[1], r[3], r[-1]) for r in rows] == [("2", "1", "1.5"), ("0.3", "0.3", "0")], shown.stdout
 
 
-def test_counts_are_said_in_the_singular_for_one_and_the_plural_otherwise() -> None:
-    from xsc.cli.output import counted
-
-    assert [counted(n, "replica") for n in (0, 1, 2)] == ["0 replicas", "1 replica", "2 replicas"]
-    assert counted(1, "object or part", "objects or parts") == "1 object or part"
-    assert counted(3, "object or part", "objects or parts") == "3 objects or parts"
-
-
 def _lines_fit(text: str, width: int) -> None:
     """Every line is at most `width` columns, but a line that is one word alone: an id, whole (an id is never cut:
     one of 64 hex digits, indented under its label, is wider than 60 columns)."""
@@ -587,3 +579,13 @@ def test_status_views_fit_80_and_60_columns_with_each_id_whole_on_one_line(threa
     lines = node.xsc("market", "status", env={"COLUMNS": "60"}).stdout.splitlines()
     at = lines.index("book digest:")  # the label alone, the id whole under it
     assert re.fullmatch("  [0-9a-f]{64}", lines[at + 1]), lines
+
+
+def test_ledger_verify_says_each_count_in_the_singular_for_one() -> None:
+    report = {"ok": True, "entries": 1, "accounts": 1, "signatures": 1, "seconds": 0.5, "balance_sum": 0,
+              "open_transfers": 1, "violations": []}
+    with serving(json_answer(report)) as url:
+        shown = xsc("ledger", "verify", "--node", url, env={"XSC_TOKEN": "t"})
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.startswith("checked 1 entry in 1 chain, 1 signature, in 0.50 s (2 entries/s); balances sum "
+                                   "to 0.000000, 1 transfer with the other half held elsewhere\n"), shown.stdout

@@ -170,11 +170,6 @@ class Col:
 GAP = "  "
 
 
-def counted(n: int, noun: str, plural: str | None = None) -> str:
-    """`n` things said as a user reads them: "1 replica", "2 replicas" (`plural` when it is not `noun` + "s")."""
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
-
-
 def terminal_width(err: bool = False) -> int | None:
     """The width output must fit: $COLUMNS, else the terminal's; None when stdout (stderr with `err`) is not
     a terminal."""

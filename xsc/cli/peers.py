@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 import click
 
+from ..units import counted
 from .output import Col, emit_json, json_option, key_values, table, wide_option
 
 
@@ -84,8 +85,7 @@ def add_peer(obj, url: str, as_json: bool) -> None:
         emit_json(info)
         return
     peer = info["peer"]
-    known = info["known"]
-    click.echo(f"added {peer['id']} at {peer['url']} ({known} peer{'' if known == 1 else 's'} known)")
+    click.echo(f"added {peer['id']} at {peer['url']} ({counted(info['known'], 'peer')} known)")
 
 
 @peers.command("rm")

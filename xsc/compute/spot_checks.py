@@ -42,6 +42,7 @@ from typing import Any
 from .. import codec
 from ..errors import (ForgedResult, InvalidArgument, PeerNotFound, PeerRefused, PeerUnreachable, ProvenanceNotFound,
                       XscError)
+from ..units import counted
 from ..ledger.core.pricing import price_compute
 from ..net.compute import fetch_record
 from ..net.peer_client import PeerClient
@@ -213,7 +214,7 @@ class SpotChecks:
             self._owed.append((Answered(provider, None, call, price, tab, facts, check_id, tried), True))
         self.tabs.with_tallies(gone)
         if self._owed:
-            log.info("taking up %d check(s) of remote answers the last stop left owed", len(self._owed))
+            log.info("taking up %s of remote answers the last stop left owed", counted(len(self._owed), "check"))
         self._next_owed()
 
     def _next_owed(self) -> None:

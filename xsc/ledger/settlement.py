@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator, Protocol
 
+from .. import units
 from ..errors import (ClaimRefused, Forbidden, InvalidArgument, InvalidEntry, NothingOwed, PeerError, PeerNotFound,
                       PeerRefused, PeerUnreachable, PeriodPaidAlready, PrepaymentNotCollectable, WrongPayee, XscError)
 from ..identity import Identity, parse_public_id, public_id, verify
@@ -382,7 +383,7 @@ class Payments:
             self.on_owed(public_id(auth.payee), auth, entry.receipt.amount)
             counted += 1
         if counted:
-            log.warning("counted %d settlement(s) a stop had left off the trust lines", counted)
+            log.warning("counted %s a stop had left off the trust lines", units.counted(counted, "settlement"))
         return counted
 
     def loops(self) -> dict[str, Any]:
