@@ -497,12 +497,17 @@ class Payments:
                          int(time.time()))
 
     def _refusal(self, auth: Authorization, node_id: str, exc: PeerError) -> tuple[str, str]:
-        """Why a payee refused a claim, and what to do: a prepayment's said as `prepay` says it when refused at once
-        (the payee's words are its own: "this node" is the payee)."""
+        """Why a payee refused a claim, and what to do: a prepayment's said as `prepay` says it when refused at once;
+        any other's in the payee's words, quoted as its own (its "this node" is the payee, not the node its payer
+        reads them on)."""
         if job_kind(auth.job) == "prepay":
             return (f"node {node_id} refused it: that node takes a prepayment only out of what it owes this node",
                     f"nothing was paid; its user can give credit: xsc market recognize {self.node.id} 1 --credit CREDITS")
-        return f"node {node_id} refused it: {exc.message}", "nothing was paid: the credits it held are free again"
+        said = exc.message  # "peer URL refused METHOD PATH: its words" (net/peer_client.py)
+        if said.startswith(f"peer {exc.details.get('url')} refused "):
+            said = said.partition(": ")[2] or said
+        return (f'node {node_id} refused it, saying: "{said}"',
+                "nothing was paid: the credits it held are free again")
 
     def view(self) -> dict[str, list[dict]]:
         """The payments to other nodes not settled yet, and those dropped unpaid (`GET /v1/ledger/payments`)."""
