@@ -510,18 +510,21 @@ class Payments:
                 "nothing was paid: the credits it held are free again")
 
     def view(self) -> dict[str, list[dict]]:
-        """The payments to other nodes not settled yet, and those dropped unpaid (`GET /v1/ledger/payments`)."""
+        """The payments to other nodes not settled yet, and those dropped unpaid (`GET /v1/ledger/payments`).  A
+        pending one's `amount` is what it holds of its payer's credit, as `held` counts it: what it claims (work done,
+        a prepayment), or a tab's spent and under way, not its `cap` (the most its payee may claim)."""
         pending = []
         for auth in self.ledger.pending():
             claimed = self.ledger.claim(auth.id)
             pending.append({"authorization": auth.id.hex(), "node": public_id(auth.payee), "job": auth.job,
-                            "amount": auth.cap if claimed is None else claimed[0], "expires_at": auth.expires_at})
+                            "amount": self.ledger.held_for(auth.id) if claimed is None else claimed[0],
+                            "cap": auth.cap, "expires_at": auth.expires_at})
         return {"pending": pending, "dropped": self.dropped.newest()}
 
     def status(self) -> dict:
         pending = self.ledger.pending()
         # `dropped_recent`: those of the last week, which `xsc node status` tells (all of them: `xsc ledger payments`).
-        return {"pending": len(pending), "pending_amount": sum(a.cap for a in pending),
+        return {"pending": len(pending), "pending_amount": sum(self.ledger.held_for(a.id) for a in pending),
                 "dropped": self.dropped.count(), "dropped_recent": self.dropped.count(int(time.time()) - RECENT)}
 
 
