@@ -1,13 +1,14 @@
-"""xsc/units.py: whole numbers as hostile text may spell them."""
+"""xsc/units.py: whole numbers as hostile text may spell them; counts said as a user reads them."""
 
 from __future__ import annotations
 
 import sys
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xsc.units import is_whole_number
+from xsc.units import counted, is_whole_number, plural_for
 
 
 @given(st.text(max_size=12))
@@ -22,3 +23,23 @@ def test_digits_int_does_not_read_are_not_whole_numbers() -> None:
         assert not is_whole_number(text), text
     # int() refuses more digits than this (ValueError), where a stranger's fuel or a capability's size is read
     assert is_whole_number("9" * sys.get_int_max_str_digits()) and not is_whole_number("0" * 5000)
+
+
+def test_counts_are_said_in_the_singular_for_one_and_the_plural_otherwise() -> None:
+    assert [counted(n, "replica") for n in (0, 1, 2)] == ["0 replicas", "1 replica", "2 replicas"]
+    assert counted(1, "object or part", "objects or parts") == "1 object or part"
+    assert counted(3, "object or part", "objects or parts") == "3 objects or parts"
+    assert [counted(n, "day") for n in (1.0, 2.5, 7.0)] == ["1 day", "2.5 days", "7 days"]  # a duration's figure
+    assert [plural_for(n, "command") for n in (1, 2)] == ["command", "commands"]  # named, not counted
+
+
+def test_texts_the_node_gives_users_say_their_counts_in_the_singular_for_one() -> None:
+    from xsc.buckets.uploads import _duration
+    from xsc.compute.service import check_facts
+    from xsc.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match=r"^unknown module fact: colour$"):
+        check_facts({"colour": "red"})
+    with pytest.raises(InvalidArgument, match=r"^unknown module facts: colour, size$"):
+        check_facts({"colour": "red", "size": "9"})
+    assert [_duration(s) for s in (1, 30, 86400, 7 * 86400)] == ["1 second", "30 seconds", "1 day", "7 days"]

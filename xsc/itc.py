@@ -72,6 +72,7 @@ from collections import deque
 from typing import Any, Union
 
 from .errors import BadRequest
+from .units import counted
 
 __all__ = [
     "MAX_DEPTH",
@@ -897,7 +898,7 @@ class Stamp:
         i, p = _dec_id(bits, 0, 0)
         e, p = _dec_ev(bits, p, 0)
         if total - p >= 8:
-            raise MalformedStamp(f"{(total - p) // 8} trailing byte(s) after the encoded stamp")
+            raise MalformedStamp(f"{counted((total - p) // 8, 'trailing byte')} after the encoded stamp")
         if "1" in bits[p:total]:
             raise MalformedStamp("nonzero padding bits after the encoded stamp")
         return _make(i, e)

@@ -1,4 +1,4 @@
-"""Parsing and formatting of sizes, durations and amounts of credits shown to users."""
+"""Parsing and formatting of sizes, durations, amounts of credits and counts of things shown to users."""
 
 from __future__ import annotations
 
@@ -23,6 +23,17 @@ def is_whole_number(text: str) -> bool:
     alone also takes digits such as '²', on which int() raises."""
     most = sys.get_int_max_str_digits()
     return text.isascii() and text.isdigit() and (not most or len(text) <= most)
+
+
+def counted(n: int | float, noun: str, plural: str | None = None) -> str:
+    """`n` things said as a user reads them: "1 replica", "2 replicas", "1.5 days" (`plural` when it is not `noun` +
+    "s").  Every text a user reads says its counts so, the node's errors and log lines as the CLI's."""
+    return f"{n:g} {plural_for(n, noun, plural)}" if isinstance(n, float) else f"{n} {plural_for(n, noun, plural)}"
+
+
+def plural_for(n: int | float, noun: str, plural: str | None = None) -> str:
+    """The noun for `n` things, without the number: "the ip command", "the ip and iptables commands"."""
+    return noun if n == 1 else plural or noun + "s"
 
 
 def parse_size(text: str | int) -> int:

@@ -525,7 +525,8 @@ def bits_to_bytes(bits: str) -> bytes:
         (bits_to_bytes("001" + "010" * (MAX_DEPTH + 1)), "deeper"),
         (bits_to_bytes("11" + "001"), "truncated"),
         (bits_to_bytes("001" + "1" + "1111"), "truncated"),
-        (bytes.fromhex("30") + b"\x00", "trailing"),
+        (bytes.fromhex("30") + b"\x00", "1 trailing byte after"),  # counted as a user reads a count
+        (bytes.fromhex("30") + b"\x00\x00", "2 trailing bytes after"),
         (bytes.fromhex("31"), "padding"),
         ("30", "bytes"),
     ],

@@ -549,9 +549,49 @@ def test_market_recognition_gives_every_weight_in_one_form() -> None:
     assert [(r[1], r[3], r[-1]) for r in rows] == [("2", "1", "1.5"), ("0.3", "0.3", "0")], shown.stdout
 
 
-def test_counts_are_said_in_the_singular_for_one_and_the_plural_otherwise() -> None:
-    from xsc.cli.output import counted
+def _lines_fit(text: str, width: int) -> None:
+    """Every line is at most `width` columns, but a line that holds an id whole, alone or named by one word under
+    its row (`    sha256 ID`, as a table puts one): an id is never cut, and one of 64 hex digits, indented under its
+    label, is wider than 60 columns."""
+    for line in text.splitlines():
+        words = line.split()
+        alone = len(words) == 1 or (line.startswith(" ") and len(words) == 2 and len(words[-1]) > 32)
+        assert len(line) <= width or alone, f"{len(line)}: {line}\n{text}"
 
-    assert [counted(n, "replica") for n in (0, 1, 2)] == ["0 replicas", "1 replica", "2 replicas"]
-    assert counted(1, "object or part", "objects or parts") == "1 object or part"
-    assert counted(3, "object or part", "objects or parts") == "3 objects or parts"
+
+def test_status_views_fit_80_and_60_columns_with_each_id_whole_on_one_line(thread_node) -> None:
+    node = thread_node(ledger={"tab_interval": 0.2})
+    assert node.xsc("store", "put", "-", input=os.urandom(5000)).exit_code == 0
+    assert node.xsc("compute", "invoke", str(WASM / "add.wasm"), "add", "1", "2").exit_code == 0
+    job = json.loads(node.xsc("compute", "run", str(WASM / "wc.wasm"), "--json", input=b"a b\n").stdout)
+    entry = eventually(lambda: next((e for e in json.loads(node.xsc("ledger", "history", "--json").stdout)
+                                     if e["job"].startswith("compute:tab:")), None), "the calls' entry", 60)
+    record = json.loads(node.xsc("compute", "provenance", "--list", "--json").stdout)[0]["record"]
+    market = json.loads(node.xsc("market", "status", "--json").stdout)
+    ids = {market["node"], entry["id"], entry["payer"], entry["payee"], entry["authorization"], entry["job"],
+           record["id"], record["module"], record["requester"], str(node.data_dir),  # (a path is not cut either)
+           job["id"], job["module"], *(d["si"] for d in market["deals"])}
+    views = (["node", "status"], ["market", "status"], ["market", "offer"], ["peers", "ls"], ["ledger", "balance"],
+             ["ledger", "balance", "node"], ["ledger", "show", entry["id"]], ["ledger", "payments"],
+             ["ledger", "verify"], ["compute", "provenance", record["id"]], ["compute", "module", record["module"]],
+             ["compute", "job", job["id"]])
+    for columns in (80, 60):
+        for args in views:
+            shown = node.xsc(*args, env={"COLUMNS": str(columns)})
+            assert shown.exit_code == 0, (args, shown.output)
+            _lines_fit(shown.stdout, columns)
+            words = [w.rstrip(",") for w in shown.stdout.split()]
+            assert all(i in words for i in ids if i[:12] in shown.stdout), (args, shown.stdout)  # each one whole
+    lines = node.xsc("market", "status", env={"COLUMNS": "60"}).stdout.splitlines()
+    at = lines.index("book digest:")  # the label alone, the id whole under it
+    assert re.fullmatch("  [0-9a-f]{64}", lines[at + 1]), lines
+
+
+def test_ledger_verify_says_each_count_in_the_singular_for_one() -> None:
+    report = {"ok": True, "entries": 1, "accounts": 1, "signatures": 1, "seconds": 0.5, "balance_sum": 0,
+              "open_transfers": 1, "violations": []}
+    with serving(json_answer(report)) as url:
+        shown = xsc("ledger", "verify", "--node", url, env={"XSC_TOKEN": "t"})
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.startswith("checked 1 entry in 1 chain, 1 signature, in 0.50 s (2 entries/s); balances sum "
+                                   "to 0.000000, 1 transfer with the other half held elsewhere\n"), shown.stdout

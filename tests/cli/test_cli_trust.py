@@ -10,7 +10,8 @@ from decimal import Decimal
 import pytest
 
 from xsc.client.sync import NodeClient
-from xsc.errors import InvalidArgument, PrepaymentRequired
+from xsc.errors import InvalidArgument, PeerUnreachable, PrepaymentRequired
+from xsc.node import CLIENT_IDENTITY, IDENTITY
 from xsc.node.appkeys import METRICS, NODE
 
 from tests.support.compute import WASM
@@ -136,6 +137,38 @@ def test_a_prepayment_to_a_node_that_was_down_and_refuses_it_is_told_dropped_whe
     status = a.xsc("node", "status").stdout
     assert "payments" in status and "1 dropped unpaid this week: xsc ledger payments" in status, status
     assert json.loads(a.xsc("ledger", "balance", "--json").stdout)["held"] == 0
+
+
+def test_a_payment_for_work_its_payee_refuses_on_a_retry_is_told_in_the_payees_words_as_its_own(thread_node) -> None:
+    a = thread_node("a", **QUIET, ledger={"settle_retry_interval": 0.2})
+    b = thread_node("b", **QUIET)
+    b_id = b.app[NODE].peers.identity.id
+    assert a.xsc("peers", "add", b.url).exit_code == 0
+    b.stop()
+    with pytest.raises(PeerUnreachable):  # pending: retried until `b` answers
+        a.submit(a.app[NODE].payments.pay(b_id, 700, {"fuel": 7}, "test:work")).result(30)
+    b.start()  # back, it settles no work of the kind "test": it refuses the claim, and `a`'s retry drops it
+    eventually(lambda: json.loads(a.xsc("ledger", "payments", "--json").stdout)["dropped"], "the payment dropped", 20)
+    said = " ".join(a.xsc("ledger", "payments", "--wide").stdout.split())
+    # who refused, and its words quoted as its own: its "this node" is `b`, not the node `a`'s user reads them on
+    assert f"0.000700 credits to node {b_id} (test:work): node {b_id} refused it, saying: \"this node settles no " \
+           "work of kind 'test' (job 'test:work')\" (nothing was paid: the credits it held are free again)" in said, said
+    assert "refused POST" not in said, said
+
+
+def test_a_pending_tab_is_listed_at_what_it_holds_not_at_its_cap(thread_node) -> None:
+    a, b = thread_node("a", **QUIET), thread_node("b", **QUIET)
+    assert a.xsc("peers", "add", b.url).exit_code == 0
+    # A tab of calls holds what they spent and what those under way may spend, in steps up to its cap
+    ledger = a.app[NODE].ledger
+    tab = a.submit(ledger.authorize(a.app[CLIENT_IDENTITY], b.app[IDENTITY].public_key, 10_000, "test:tab", ttl=3600,
+                                    hold=300)).result(30)
+    held = json.loads(a.xsc("ledger", "balance", "--json").stdout)["held"]
+    (pending,) = json.loads(a.xsc("ledger", "payments", "--json").stdout)["pending"]
+    assert (pending["authorization"], pending["amount"]) == (tab.id.hex(), held) == (tab.id.hex(), 300), pending
+    assert pending["cap"] == 10_000, pending  # the most its payee may claim, apart
+    assert "1 pending (0.000300 credits held): xsc ledger payments" in a.xsc("node", "status").stdout
+    assert "0.000300" in a.xsc("ledger", "payments", "--wide").stdout.split()
 
 
 def test_a_provider_that_wants_prepayment_is_passed_over_and_the_call_and_the_job_run_elsewhere(thread_node) -> None:

@@ -354,7 +354,7 @@ async def test_a_job_on_more_replicas_than_the_market_offers_providers_is_refuse
     module = await deploy(gateway, "outputs", wasi=True)
     status, problem = await run_job(gateway, {"module": module, "deterministic": True, "replicas": 3})
     assert status == 503 and problem["code"] == "too-few-providers", problem
-    assert problem["detail"] == "the market offers 2 other provider(s) for this job at its price, and its 3 " \
+    assert problem["detail"] == "the market offers 2 other providers for this job at its price, and its 3 " \
                                 "replicas need one each: none ran, nothing is paid", problem
     (first,) = gateway.app[NODE].jobs.records.all_jobs()
     assert problem["hint"].startswith(f"run it on fewer with: xsc compute rerun {first['id']} --replicas 2, or again "
@@ -363,7 +363,7 @@ async def test_a_job_on_more_replicas_than_the_market_offers_providers_is_refuse
                                      "--no-stdin", "--deterministic", "--replicas", "3", "--agree", "3",
                                      env={"XSC_TOKEN": gateway.app[TOKEN]})
     line = error_line(failed)
-    assert line.startswith("xsc: error: the market offers 2 other provider(s) for this job at its price") \
+    assert line.startswith("xsc: error: the market offers 2 other providers for this job at its price") \
         and "disagree" not in line, line
     assert {job["state"] for job in gateway.app[NODE].jobs.records.all_jobs()} == {"refused"}
     assert [_jobs_paid_on(p) for p in providers] == [[], []]  # none ran

@@ -179,7 +179,7 @@ async def test_flipped_bit_is_survived_verified_and_repaired(store_node) -> None
     verify = await (await store_node.post(f"/v1/store/files/{cap}/verify")).json()
     bad = [s for s in verify["shares"] if s["status"] != "ok"]
     me = store_node.app[NODE].peers.identity.id  # where the share is: here
-    assert bad == [{"share": 2, "status": "corrupt", "detail": "1 bad block(s)", "bad_blocks": [1], "node": me}]
+    assert bad == [{"share": 2, "status": "corrupt", "detail": "1 bad block", "bad_blocks": [1], "node": me}]
 
     repair = await (await store_node.post(f"/v1/store/files/{cap}/repair")).json()
     assert repair["repaired"] == [2]

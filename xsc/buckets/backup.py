@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from .. import codec
 from ..errors import InvalidArgument, InvalidCapability
+from ..units import counted
 from ..storage.core.capability import Capability
 from .core import names, records
 from .index import S3Index, exported, restored
@@ -180,7 +181,7 @@ def restore(index: S3Index, piece: Any, *, account: str | None = None,
     if written["charges"]:
         index.on_refunds_owed()
     if written["left_out"]:
-        log.warning("an S3 index import left out %d record(s): %s", len(written["left_out"]),
+        log.warning("an S3 index import left out %s: %s", counted(len(written["left_out"]), "record"),
                     dict(Counter(item["reason"] for item in written["left_out"])))
     return written
 

@@ -60,6 +60,7 @@ from .. import keys
 from ..db import Database
 from ..errors import (BucketNotEmpty, BucketTaken, ConditionalConflict, Forbidden, InvalidArgument, NoSuchBucket,
                       NoSuchKey, TooManyBuckets, TooManyUploads, XscError)
+from ..units import counted
 from .core import listing, names, records
 from .entries import apply, caps_of, given_once, holds, owe, release, settled, share, shared_keys, write_entries
 from .uploads import MAX_UPLOADS, UPLOAD_EXPIRY, Uploads, by_age, by_key, index_ages, index_uploads, parts_of
@@ -522,7 +523,8 @@ def index_funded(index: S3Index, funded_in_ledger: Callable[[], list[str]]) -> i
             batch.put(keys.object_funded(user), b"")
         batch.put(keys.OBJECT_FUNDED_INDEXED, b"")
     if found:
-        log.info("noted %d S3 user(s) the node's account funded before it noted them, from the ledger", len(found))
+        log.info("noted %s the node's account funded before it noted them, from the ledger",
+                 counted(len(found), "S3 user"))
     return len(found)
 
 
@@ -768,7 +770,7 @@ def index_holders(index: S3Index) -> int:
 
     given = given_once(index, keys.OBJECT_HOLDERS_INDEXED, entries())
     if given:
-        log.info("gave the %d file(s) the S3 index refers to their o/h/ entries", given)
+        log.info("gave the %s the S3 index refers to their o/h/ entries", counted(given, "file"))
     return given
 
 
@@ -799,8 +801,8 @@ def index_shared(index: S3Index) -> int:
             given[keys.object_shared(cap)] = codec.dumps([k.hex() for k in holders])
         write_entries(index.db, given, sync=True)
     if shared:
-        log.warning("found %d file(s) two or more of the S3 index's records share: each is removed only once none of "
-                    "them refers to it", len(shared))
+        log.warning("found %s two or more of the S3 index's records share: each is removed only once none of "
+                    "them refers to it", counted(len(shared), "file"))
     return len(shared)
 
 

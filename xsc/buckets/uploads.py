@@ -24,6 +24,7 @@ from .. import codec
 from .. import keys
 from ..errors import (EntityTooSmall, Forbidden, InvalidPart, InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload,
                       PreconditionFailed, TooManyUploads)
+from ..units import counted
 from .core import etag, listing, names, records
 from .entries import apply, given_once, release, settled
 
@@ -281,7 +282,7 @@ def index_uploads(index: Uploads) -> int:
 
     given = given_once(index, keys.OBJECT_UPLOADS_BY_KEY_INDEXED, entries())
     if given:
-        log.info("gave the %d multipart upload(s) in progress their o/k/ entries", given)
+        log.info("gave the %s in progress their o/k/ entries", counted(given, "multipart upload"))
     return given
 
 
@@ -363,4 +364,4 @@ def upload_page(index: Uploads, bucket: str, prefix: str = "", delimiter: str = 
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds / 86400:g} day(s)" if seconds >= 86400 else f"{seconds:g} second(s)"
+    return counted(seconds / 86400, "day") if seconds >= 86400 else counted(float(seconds), "second")

@@ -16,7 +16,8 @@ import click
 from ..devnet import STATE_FILE, Devnet, ports_from
 from ..errors import Conflict, InvalidArgument
 from ..netem.namespaces import NetnsNetwork, check
-from .output import Col, counted, emit_json, json_option
+from ..units import counted
+from .output import Col, emit_json, json_option
 from .peers import wide_table
 from .progress import progress_bar
 

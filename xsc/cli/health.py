@@ -6,12 +6,13 @@ import time
 
 import click
 
+from ..units import counted
 from .output import PIPE_WIDTH, Col, emit_json, json_option, wide_option
 from .peers import wide_table
 
 
 def _ratio(value: float | None, probes: int) -> str:
-    return "-" if value is None else f"{100 * value:.1f}% of {probes} probe{'' if probes == 1 else 's'}"
+    return "-" if value is None else f"{100 * value:.1f}% of {counted(probes, 'probe')}"
 
 
 def _ago(ms: int | None) -> str:

@@ -15,8 +15,8 @@ import click
 
 from .. import codec
 from ..errors import InvalidArgument, ModuleNotFound, NodeNotRunning, NotANode, OverCap, Trap, Unauthorized, XscError
-from ..units import format_credits
-from .output import Col, PassesArgs, counted, emit_json, json_option, key_values, prose, table, terminal_width, wide_option
+from ..units import counted, format_credits, plural_for
+from .output import Col, PassesArgs, emit_json, json_option, key_values, prose, table, terminal_width, wide_option
 from .progress import progress_bar
 
 _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
@@ -35,7 +35,7 @@ def _load_spec(path: Path) -> dict[str, Any]:
 
     unknown = sorted(set(spec) - set(FIELDS))  # a misspelt `module` is named as such, not read as a folder
     if unknown:
-        raise InvalidArgument(f"unknown field{'s' if len(unknown) > 1 else ''} in the job spec: {', '.join(unknown)}",
+        raise InvalidArgument(f"unknown {plural_for(len(unknown), 'field')} in the job spec: {', '.join(unknown)}",
                               hint=f"its fields: {', '.join(FIELDS)}")
     module = spec.get("module")
     if not isinstance(module, str) or not module:
@@ -573,7 +573,7 @@ def _watch_detail(watch: dict[str, Any]) -> str | None:
         what = f"last run {when} UTC: {run['input']} {run['state']}" + (f" by job {run['job']}" if run["job"] else "")
         if run["state"] != "failed":
             count = len(run["objects"])
-            what += (f", wrote {count} object{'s' if count != 1 else ''}" if count else
+            what += (f", wrote {counted(count, 'object')}" if count else
                      ", wrote nothing (its job left no file in /out and stored no stdout; stdout_to_store = true "
                      "stores it)")
         said.append(what)

@@ -8,8 +8,8 @@ from urllib.parse import quote
 import click
 
 from .. import codec
-from ..units import format_credits
-from .output import counted, emit_json, json_option, key_values, prose, wide_option
+from ..units import counted, format_credits
+from .output import emit_json, json_option, key_values, prose, wide_option
 
 
 def _signed(micro: int) -> str:
@@ -110,7 +110,7 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
     rows = []
     for e in entries:
         other = e["payee"] if e["kind"] == "payment" else e["payer"]
-        job = f"{e['invokes']} invoke{'s' if e['invokes'] != 1 else ''}" if "covers" in e else \
+        job = counted(e["invokes"], "invoke") if "covers" in e else \
             "job" if "for_job" in e else e["job"]
         rows.append((e["seq"], _time(e["settled_at"]), e["kind"], other, _signed(e["delta"]),
                      _usage(e["usage"]), job, e.get("for_job"), e.get("covers"), e["id"]))
@@ -129,11 +129,11 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
            wide=wide, piped=PIPE_WIDTH)
     hidden = max(0, info["account"]["seq"] - len(entries)) if info["account"].get("seq") else 0
     if hidden:
-        click.echo(f"{hidden} older entr{'y' if hidden == 1 else 'ies'} not shown (show more with --limit N)")
+        click.echo(f"{counted(hidden, 'older entry', 'older entries')} not shown (show more with --limit N)")
     for e in entries:
         if e.get("covered"):
             n = len(e["covered"])
-            prose(f"entry {e['id']} covers {n} invoke{'s' if n != 1 else ''} (provenance ids):",
+            prose(f"entry {e['id']} covers {counted(n, 'invoke')} (provenance ids):",
                   piped=None if wide else PIPE_WIDTH)
             for ref in e["covered"]:
                 click.echo(f"  {ref}")
@@ -182,15 +182,15 @@ def verify(obj, as_json: bool) -> None:
         emit_json(report)
     else:
         rate = report["entries"] / report["seconds"] if report["seconds"] else 0
-        prose(f"checked {report['entries']} entries in {report['accounts']} chains, "
-              f"{report['signatures']} signatures, in {report['seconds']:.2f} s ({rate:,.0f} entries/s); "
+        prose(f"checked {counted(report['entries'], 'entry', 'entries')} in {counted(report['accounts'], 'chain')}, "
+              f"{counted(report['signatures'], 'signature')}, in {report['seconds']:.2f} s ({rate:,.0f} entries/s); "
               f"balances sum to {format_credits(report['balance_sum'])}, "
               f"{counted(report['open_transfers'], 'transfer')} with the other half held elsewhere")
         for violation in report["violations"]:
             click.echo(f"violation: {violation['text']}")
     if not report["ok"]:
         n = len(report["violations"])
-        raise VerificationFailed(f"ledger verification failed: {n} violation{'s' if n != 1 else ''}",
+        raise VerificationFailed(f"ledger verification failed: {counted(n, 'violation')}",
                                  hint="the entries named above are corrupt, forged or forked")
     if not as_json:
         click.echo("ledger ok")

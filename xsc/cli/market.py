@@ -7,8 +7,8 @@ from urllib.parse import quote
 
 import click
 
-from ..units import credits_argument, format_credits
-from .output import PIPE_WIDTH, Col, counted, emit_json, json_option, key_values, prose, table, wide_option
+from ..units import counted, credits_argument, format_credits
+from .output import PIPE_WIDTH, Col, emit_json, json_option, key_values, prose, table, wide_option
 from .peers import resolve_peer, wide_table
 
 UNITS = {"storage": "GiB-hour", "compute": "million fuel"}

@@ -170,11 +170,6 @@ class Col:
 GAP = "  "
 
 
-def counted(n: int, noun: str, plural: str | None = None) -> str:
-    """`n` things said as a user reads them: "1 replica", "2 replicas" (`plural` when it is not `noun` + "s")."""
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
-
-
 def terminal_width(err: bool = False) -> int | None:
     """The width output must fit: $COLUMNS, else the terminal's; None when stdout (stderr with `err`) is not
     a terminal."""
@@ -333,8 +328,10 @@ def _pack(detail: str | Sequence[str], width: int) -> list[str]:
 
 def key_values(pairs: Iterable[tuple[str, Any]]) -> None:
     """`key: value` lines, the values in one column.  On a terminal a value too long for it is wrapped under
-    itself, as a detail line is: a string between words, a list (of imports, of peers) between items.  A value is
-    one line, as a table's cell is (`_one_line`): it may hold what a peer wrote (a job's error)."""
+    itself, as a detail line is: a string between words, a list (of imports, of peers) between items.  A value with
+    a word too long to go beside its label (an id) goes on lines of its own under the label, indented by two (a job
+    reference of 78 characters fits 80 columns): an id is never cut.  A value is one line, as a table's cell is
+    (`_one_line`): it may hold what a peer wrote (a job's error)."""
     pairs = list(pairs)
     width = max((len(k) for k, _ in pairs), default=0)
     columns = terminal_width()
@@ -344,6 +341,11 @@ def key_values(pairs: Iterable[tuple[str, Any]]) -> None:
         lines = [text]
         if columns is not None and width + 2 + len(text) > columns:
             lines = _pack(items if items is not None else text, max(20, columns - width - 2)) or [text]
+            if any(width + 2 + len(line) > columns for line in lines):
+                click.echo(f"{k}:")
+                for line in _pack(items if items is not None else text, max(1, columns - 2)) or [text]:
+                    click.echo("  " + line)
+                continue
         click.echo(f"{k + ':':<{width + 1}} {lines[0]}")
         for line in lines[1:]:
             click.echo(" " * (width + 2) + line)

@@ -7,7 +7,8 @@ from urllib.parse import quote
 
 import click
 
-from .output import Col, emit_json, json_option, table, wide_option
+from ..units import counted
+from .output import Col, emit_json, json_option, key_values, table, wide_option
 
 
 def wide_table(columns: list, rows: list[tuple], **kw) -> None:
@@ -50,7 +51,7 @@ def list_peers(obj, wide: bool, as_json: bool) -> None:
         emit_json(info)
         return
     me = info["self"]
-    click.echo(f"this node: {me['id']}\n       at: {me['url']}")
+    key_values([("this node", me["id"]), ("at", me["url"])])
     if not info["peers"]:
         click.echo("no peers known (join a network with: xsc peers add URL)")
         return
@@ -84,8 +85,7 @@ def add_peer(obj, url: str, as_json: bool) -> None:
         emit_json(info)
         return
     peer = info["peer"]
-    known = info["known"]
-    click.echo(f"added {peer['id']} at {peer['url']} ({known} peer{'' if known == 1 else 's'} known)")
+    click.echo(f"added {peer['id']} at {peer['url']} ({counted(info['known'], 'peer')} known)")
 
 
 @peers.command("rm")

@@ -8,8 +8,8 @@ import contextlib
 import click
 
 from .. import codec
-from ..units import format_credits
-from .output import Col, counted, emit_json, json_option, prose, table
+from ..units import counted, format_credits
+from .output import Col, emit_json, json_option, prose, table
 
 @click.group()
 def s3() -> None:

@@ -10,8 +10,8 @@ from urllib.parse import quote
 import click
 
 from ..errors import BadRequest, InvalidArgument, XscError
-from ..units import format_credits, parse_duration
-from .output import Col, counted, emit_json, json_option, output_file, prose, table, terminal_width, wide_option
+from ..units import counted, format_credits, parse_duration, plural_for
+from .output import Col, emit_json, json_option, output_file, prose, table, terminal_width, wide_option
 from .progress import progress_bar
 
 
@@ -240,7 +240,7 @@ def _detail(s: dict) -> str:
     if not bad:
         return "" if s["detail"] == s["status"] else s["detail"]  # "missing" twice says nothing more
     where = s["detail"].partition(" on node ")[2]
-    return (f"bad block{'s' if len(bad) > 1 else ''} in segment{'s' if len(bad) > 1 else ''} "
+    return (f"{plural_for(len(bad), 'bad block')} in {plural_for(len(bad), 'segment')} "
             f"{', '.join(map(str, bad[:20]))}{' …' if len(bad) > 20 else ''}" + (f" on node {where}" if where else ""))
 
 
@@ -441,7 +441,7 @@ def _files_table(files: list[dict], wide: bool) -> None:
 
     def detail(f: dict) -> str:
         shares = f.get("repaired") or []
-        rebuilt = f"share{'s' if len(shares) > 1 else ''} {', '.join(map(str, shares))} rebuilt" if shares else ""
+        rebuilt = f"{plural_for(len(shares), 'share')} {', '.join(map(str, shares))} rebuilt" if shares else ""
         return "; ".join(d for d in (rebuilt, f.get("detail")) if d)
 
     rows = [(f["state"], format_size(f["size"]), f.get("name") or "(unnamed)", f["capability"], detail(f))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from ..errors import ComputeBusy
+from ..units import counted
 from ..ledger.tabs import owed_entry
 from ..tasks import in_pool
 from .jobspec import JobSpec
@@ -83,8 +84,8 @@ async def run_program(compute: ComputeService, spec: JobSpec, prepared, signatur
     kind = OUTPUT_LIMIT
     out_fuel = io_fuel(sum(size for _, _, size in files))
     if refusal is None and outcome.trap_kind is None and outcome.fuel_consumed + out_fuel > limits.fuel:
-        kind, refusal = "out-of-fuel", (f"storing its {len(files)} output(s) costs {out_fuel:,} fuel, more than the "
-                                        f"{limits.fuel - outcome.fuel_consumed:,} its fuel limit has left")
+        kind, refusal = "out-of-fuel", (f"storing its {counted(len(files), 'output')} costs {out_fuel:,} fuel, more "
+                                        f"than the {limits.fuel - outcome.fuel_consumed:,} its fuel limit has left")
     outcome.fuel_consumed = min(limits.fuel, outcome.fuel_consumed + out_fuel)
     if outcome.over_cap is not None:
         kind, refusal = OUTPUT_LIMIT, f"its {outcome.over_cap} went over its cap"

@@ -41,6 +41,7 @@ from ..db import Database
 from ..errors import (BodyTimeout, Conflict, ForgedResult, InsufficientCredit, IntegrityError, InvalidArgument,
                       JobNotFound, JobRunning, NotFound, OverCap, PayloadTooLarge, PeerRefused, PeerUnreachable,
                       TooFewProviders, XscError)
+from ..units import counted
 from ..identity import Identity
 from ..storage.core.capability import Capability
 from ..storage.strangers import ProviderTerms
@@ -124,7 +125,7 @@ class JobService:
         for stale in self.work_dir.glob("job-*"):
             remove_tree(stale)
         if listed := self.records.list_unlisted():
-            log.info("listed %d job(s) recorded before jobs were listed by when they began", listed)
+            log.info("listed %s recorded before jobs were listed by when they began", counted(listed, "job"))
         for job in self.records.all_jobs():
             for authorization in self.answers.tabs_to_hold(job):
                 self.sent.hold_off(authorization)
@@ -767,8 +768,9 @@ def _too_few(offered: int, spec: JobSpec, job: dict[str, Any]) -> TooFewProvider
         hint = f"run it again once compute providers are offered {later}"
         if spec.replicas == 1:  # (asked of another node: this one may run it, asked without --replicas)
             hint += ", or ask it without --replicas to let this node run it"
-    return TooFewProviders(f"the market offers {offered} other provider(s) for this job at its price, and its "
-                           f"{spec.replicas} replicas need one each: none ran, nothing is paid", hint=hint,
+    need = "its replica needs one" if spec.replicas == 1 else f"its {spec.replicas} replicas need one each"
+    return TooFewProviders(f"the market offers {counted(offered, 'other provider')} for this job at its price, and "
+                           f"{need}: none ran, nothing is paid", hint=hint,
                            offered=offered, replicas=spec.replicas)
 
 

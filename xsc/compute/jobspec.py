@@ -18,7 +18,7 @@ from typing import Any
 from .. import codec
 from ..errors import InvalidArgument, InvalidCapability, LimitTooHigh
 from ..storage.core.capability import Capability
-from ..units import format_size, parse_size
+from ..units import format_size, parse_size, plural_for
 from .modules import parse_module_id
 
 FIELDS = ("module", "entrypoint", "argv", "env", "stdin", "inputs", "outputs", "stdout_to_store", "deterministic",
@@ -276,5 +276,5 @@ def _size(limits: dict, name: str, default: int, most: int) -> int:
 def _known(what: str, body: dict, fields: tuple[str, ...]) -> None:
     unknown = sorted(set(body) - set(fields))
     if unknown:
-        raise InvalidArgument(f"unknown field{'s' if len(unknown) > 1 else ''} in the {what}: {', '.join(unknown)}",
+        raise InvalidArgument(f"unknown {plural_for(len(unknown), 'field')} in the {what}: {', '.join(unknown)}",
                               hint=f"its fields: {', '.join(fields)}")

@@ -44,6 +44,7 @@ from .. import keys
 from ..db import Database
 from ..identity import Identity
 from ..tasks import Workers
+from ..units import counted
 from . import provenance
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ class Journal:
             self._write([entry[:3] for entry in group])
             error = None
         except Exception as exc:  # nothing of the group was stored: each of its callers gets the error
-            log.error("writing %d provenance record(s) failed: %s", len(group), exc)
+            log.error("writing %s failed: %s", counted(len(group), "provenance record"), exc)
             error = exc
         with self._queue:
             self._leading = hand_on = bool(self._pending)  # still leading: the next group is handed on below

@@ -11,7 +11,7 @@ from typing import Any
 import wasmtime
 
 from ..errors import ImportsNotAllowed, InvalidArgument, InvalidModule, ModuleTooLarge
-from ..units import format_size
+from ..units import counted, format_size
 from .shape import WASM_MAGIC, Item, read_shape
 from .values import Signature
 
@@ -158,7 +158,7 @@ def check_imports(imports: list[str], wasi: bool) -> None:
     listed = ", ".join(imports)
     if not wasi:
         raise ImportsNotAllowed(
-            f"the module imports {len(imports)} item{'s' if len(imports) != 1 else ''} from the host: {listed}; "
+            f"the module imports {counted(len(imports), 'item')} from the host: {listed}; "
             "this node gives modules no host imports",
             hint="remove the imports, or, for a WASI program, pass --wasi (wasi=true)", imports=imports)
     other = [i for i in imports if not (i.startswith(WASI_MODULE + ".") and i.endswith("(func)"))]

@@ -40,7 +40,7 @@ from ..net.compute import GATHER, MAX_BATCH_CALLS, InvokeBatcher, push_module
 from ..net.peer_client import PeerClient, dumps
 from ..storage.strangers import ProviderTerms
 from ..tasks import in_pool
-from ..units import credits_argument, format_size
+from ..units import counted, credits_argument, format_size
 from . import modules as mods
 from .remote_sends import CallEnd, CallSends
 from .remote_tabs import GatewayTabs, ProviderTabs
@@ -136,7 +136,8 @@ class PaidCompute:
             try:
                 removed = await self.sweep_pushed()
                 if removed:
-                    log.info("removed %d module(s) peers pushed that no call used for %d s", len(removed), PUSHED_TTL)
+                    log.info("removed %s peers pushed that no call used for %d s", counted(len(removed), "module"),
+                             PUSHED_TTL)
                 await self.expire_tabs()
             except Exception:
                 log.exception("sweeping pushed modules and expired tabs failed")
@@ -147,7 +148,7 @@ class PaidCompute:
         for auth_id in gone:
             await in_pool(None, self.provider_tabs.prune, auth_id)
         if gone:
-            log.info("forgot %d tab(s) whose gateway let them expire unclosed", len(gone))
+            log.info("forgot %s whose gateway let them expire unclosed", counted(len(gone), "tab"))
         return len(gone)
 
     async def _refuse_separate_receipt(self, sender, authorization, amount, usage) -> None:

@@ -70,6 +70,7 @@ from .. import keys
 from ..db import Database, Error as DatabaseError
 from ..errors import (AuthorizationExpired, AuthorizationReplayed, Conflict, DealRefused, Forbidden, InvalidArgument,
                       NothingOwed, PeerRefused, XscError)
+from ..units import counted
 from ..identity import Identity, parse_public_id, public_id
 from ..ledger.core.model import (JOB_TAB_PREFIX, MAX_JOB_BYTES, Authorization, Receipt, encode_authorization,
                                  format_credits)
@@ -450,7 +451,8 @@ class GatewayTabs:
         try:
             self.write_tallies()
         except Exception:  # kept to write with the next change, or before the next call is sent
-            log.exception("writing the tallies of %d tab(s) and %d row(s) failed", len(self._changed), len(self._rows))
+            log.exception("writing the tallies of %s and %s failed", counted(len(self._changed), "tab"),
+                          counted(len(self._rows), "row"))
             return False
         return True
 

@@ -26,6 +26,7 @@ from ..config import ComputeSection
 from ..db import Database
 from ..errors import ComputeBusy, ModuleDisabled, ExportNotFound, ImportsNotAllowed, InvalidArgument, InvalidModule, ModuleNotFound, NotAFunction, \
     ProvenanceNotFound, Trap, UnsupportedSignature
+from ..units import plural_for
 from ..identity import Identity
 from ..tasks import Workers
 from . import artifacts, compiler, provenance
@@ -85,8 +86,8 @@ def parse_invoke(body: Any) -> InvokeCall:
                               hint='send {"module": ID, "function": NAME, "args": [...]}')
     if not INVOKE_FIELDS.issuperset(body):
         unknown = set(body) - INVOKE_FIELDS
-        plural = "s" if len(unknown) > 1 else ""
-        raise InvalidArgument(f"unknown field{plural} in the request: {', '.join(sorted(unknown))}",
+        raise InvalidArgument(f"unknown {plural_for(len(unknown), 'field')} in the request: "
+                              f"{', '.join(sorted(unknown))}",
                               hint="fields: module, function, args, fuel, memory, timeout, wasi")
     module, function, args = body.get("module"), body.get("function"), body.get("args", [])
     if not isinstance(module, str):
@@ -695,7 +696,7 @@ def check_facts(facts: dict[str, Any]) -> dict[str, str]:
     """The registry facts given at deploy (name, version, description): short text, nothing else."""
     unknown = set(facts) - set(FACT_LIMITS)
     if unknown:
-        raise InvalidArgument(f"unknown module fact(s): {', '.join(sorted(unknown))}",
+        raise InvalidArgument(f"unknown module {plural_for(len(unknown), 'fact')}: {', '.join(sorted(unknown))}",
                               hint="give name, version, description")
     for key, value in facts.items():
         if not isinstance(value, str) or not 0 < len(value) <= FACT_LIMITS[key] or not value.isprintable():

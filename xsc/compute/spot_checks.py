@@ -42,6 +42,7 @@ from typing import Any
 from .. import codec
 from ..errors import (ForgedResult, InvalidArgument, PeerNotFound, PeerRefused, PeerUnreachable, ProvenanceNotFound,
                       XscError)
+from ..units import counted
 from ..ledger.core.pricing import price_compute
 from ..net.compute import fetch_record
 from ..net.peer_client import PeerClient
@@ -219,7 +220,7 @@ class SpotChecks:
         self._runs = runs[-1][0] + 1 if runs else 0
         owed = self.owed.resume()
         if owed:
-            log.info("taking up %d check(s) of remote answers the last stop left owed", owed)
+            log.info("taking up %s of remote answers the last stop left owed", counted(owed, "check"))
         self._next_owed()
 
     def _read_owed(self, tab: OpenTab, check_id: bytes, check: dict | None) -> Answered | None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from ..errors import ArgumentOutOfRange, BadArgument, UnsupportedSignature, WrongArgumentCount
+from ..units import counted
 
 NUMERIC = ("i32", "i64", "f32", "f64")
 _INT_BITS = {"i32": 32, "i64": 64}
@@ -132,7 +133,7 @@ def parse_args(function: str, signature: Signature, raw_args: Sequence[Any]) -> 
     """All arguments of a call, checked against the export's parameters."""
     params = signature.params
     if len(raw_args) != len(params):
-        wanted = f"{len(params)} argument{'s' if len(params) != 1 else ''}"
+        wanted = counted(len(params), "argument")
         types = f" ({', '.join(params)})" if params else ""
         usage = " ".join(t.upper() for t in params) or "(no arguments)"
         raise WrongArgumentCount(

@@ -24,6 +24,7 @@ from ..config import NodeConfig, parse_listen
 from ..identity import Identity, id_difficulty
 from ..peers.core.descriptors import NodeDescriptor
 from ..tasks import at_most, now_ms, woken_loop
+from ..units import counted
 from . import table
 from .core import records
 
@@ -238,7 +239,7 @@ class DhtService:
         record = records.make_holders(self.identity, si, placement, now_ms())
         stored = await self._publish(records.holders_key(si), [record])
         self.published += stored > 0
-        log.debug("published the holders of %s on %d node(s)", si.hex(), stored)
+        log.debug("published the holders of %s on %s", si.hex(), counted(stored, "node"))
 
     async def _lookup(self, key: bytes) -> list[records.Record]:
         if self.transport is None:
@@ -261,7 +262,7 @@ class DhtService:
                                lambda r: isinstance(r, records.Holders))
         if found is None:
             return None
-        log.info("found the holders of %s through the hash table (%d hop(s))", si.hex(), self.hops[-1])
+        log.info("found the holders of %s through the hash table (%s)", si.hex(), counted(self.hops[-1], "hop"))
         return list(found.placement)
 
     async def find_node(self, node_id: str) -> NodeDescriptor | None:

@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator, Protocol
 
+from .. import units
 from ..errors import (ClaimRefused, Forbidden, InvalidArgument, InvalidEntry, NothingOwed, PeerError, PeerNotFound,
                       PeerRefused, PeerUnreachable, PeriodPaidAlready, PrepaymentNotCollectable, WrongPayee, XscError)
 from ..identity import Identity, parse_public_id, public_id, verify
@@ -382,7 +383,7 @@ class Payments:
             self.on_owed(public_id(auth.payee), auth, entry.receipt.amount)
             counted += 1
         if counted:
-            log.warning("counted %d settlement(s) a stop had left off the trust lines", counted)
+            log.warning("counted %s a stop had left off the trust lines", units.counted(counted, "settlement"))
         return counted
 
     def loops(self) -> dict[str, Any]:
@@ -496,26 +497,34 @@ class Payments:
                          int(time.time()))
 
     def _refusal(self, auth: Authorization, node_id: str, exc: PeerError) -> tuple[str, str]:
-        """Why a payee refused a claim, and what to do: a prepayment's said as `prepay` says it when refused at once
-        (the payee's words are its own: "this node" is the payee)."""
+        """Why a payee refused a claim, and what to do: a prepayment's said as `prepay` says it when refused at once;
+        any other's in the payee's words, quoted as its own (its "this node" is the payee, not the node its payer
+        reads them on)."""
         if job_kind(auth.job) == "prepay":
             return (f"node {node_id} refused it: that node takes a prepayment only out of what it owes this node",
                     f"nothing was paid; its user can give credit: xsc market recognize {self.node.id} 1 --credit CREDITS")
-        return f"node {node_id} refused it: {exc.message}", "nothing was paid: the credits it held are free again"
+        said = exc.message  # "peer URL refused METHOD PATH: its words" (net/peer_client.py)
+        if said.startswith(f"peer {exc.details.get('url')} refused "):
+            said = said.partition(": ")[2] or said
+        return (f'node {node_id} refused it, saying: "{said}"',
+                "nothing was paid: the credits it held are free again")
 
     def view(self) -> dict[str, list[dict]]:
-        """The payments to other nodes not settled yet, and those dropped unpaid (`GET /v1/ledger/payments`)."""
+        """The payments to other nodes not settled yet, and those dropped unpaid (`GET /v1/ledger/payments`).  A
+        pending one's `amount` is what it holds of its payer's credit, as `held` counts it: what it claims (work done,
+        a prepayment), or a tab's spent and under way, not its `cap` (the most its payee may claim)."""
         pending = []
         for auth in self.ledger.pending():
             claimed = self.ledger.claim(auth.id)
             pending.append({"authorization": auth.id.hex(), "node": public_id(auth.payee), "job": auth.job,
-                            "amount": auth.cap if claimed is None else claimed[0], "expires_at": auth.expires_at})
+                            "amount": self.ledger.held_for(auth.id) if claimed is None else claimed[0],
+                            "cap": auth.cap, "expires_at": auth.expires_at})
         return {"pending": pending, "dropped": self.dropped.newest()}
 
     def status(self) -> dict:
         pending = self.ledger.pending()
         # `dropped_recent`: those of the last week, which `xsc node status` tells (all of them: `xsc ledger payments`).
-        return {"pending": len(pending), "pending_amount": sum(a.cap for a in pending),
+        return {"pending": len(pending), "pending_amount": sum(self.ledger.held_for(a.id) for a in pending),
                 "dropped": self.dropped.count(), "dropped_recent": self.dropped.count(int(time.time()) - RECENT)}
 
 

@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..errors import MarketNoDeal, NeedNotFound
+from ..units import counted
 from ..tasks import in_pool, now_ms
 from .core.matching import Assignment
 from .core.models import Ask, Bid, need_key, renamed, units_cost
@@ -457,7 +458,7 @@ class Dealing:
         if missing:
             reasons = [result.explanations[named[n]].message for n in missing if named[n] in result.explanations]
             # The need ids go in the message: the CLI prints only the message and hint of a problem.
-            raise MarketNoDeal(f"the market found no provider for {len(missing)} of {len(bids)} need(s) "
+            raise MarketNoDeal(f"the market found no provider for {len(missing)} of {counted(len(bids), 'need')} "
                                f"({', '.join(sorted(missing))}): " + "; ".join(sorted(set(reasons))[:3]),
                                hint=f"see why with `xsc market explain {sorted(missing)[0]}`; raise --max-price, "
                                     "or wait for providers (xsc market book)",

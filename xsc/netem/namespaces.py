@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import DevnetError, InvalidArgument
+from ..units import plural_for
 
 RANGE = ipaddress.ip_network("198.18.0.0/15")  # RFC 2544: set aside for benchmarking networks
 QUEUE = 0
@@ -33,7 +34,7 @@ def check() -> None:
                           hint="run it as root, or leave out --netns")
     missing = [tool for tool in ("ip", "iptables") if shutil.which(tool) is None]
     if missing:
-        raise DevnetError(f"--netns needs the {' and '.join(missing)} command(s)",
+        raise DevnetError(f"--netns needs the {' and '.join(missing)} {plural_for(len(missing), 'command')}",
                           hint="install them: apt-get install iproute2 iptables")
 
 

@@ -190,7 +190,7 @@ class Node:
         self.store = store = ShareStore(db, config.storage.capacity, blocks=blocks, compactor=self.compactor)
         interrupted = await in_pool(pool, store.recover)
         if interrupted:
-            log.warning("removed what %d interrupted upload(s) had staged", interrupted)
+            log.warning("removed what interrupted uploads had staged (uploads: %d)", interrupted)
         self.block_writer = Workers(1, "xsc-block-writer")
         self.gateway = Gateway(store, pool, segment_size=config.storage.segment_size,
                                lease_duration=config.storage.lease_duration, node_key=identity.public_key,

@@ -22,6 +22,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from ..errors import Forbidden, NoSuchKey, S3Error, S3ServedByNode, XscError
+from ..units import counted
 from ..ids import unique_bytes
 from ..storage.core.ranges import content_range, parse_range
 from ..serve.connections import ConnectionLimits, open_runner
@@ -105,7 +106,7 @@ class S3Front:
                     log.warning("reconciliation skipped: %s", err)
                 else:
                     if orphans:
-                        log.warning("removed %d file(s) left by an interrupted write", len(orphans))
+                        log.warning("removed %s left by an interrupted write", counted(len(orphans), "file"))
             if await woken(stop, self.reconcile_interval):
                 return
             at_once = True
@@ -212,9 +213,9 @@ class S3Front:
         expired = await self.node.expire_uploads()
         await self.writes.collect_all()
         if expired:
-            log.info("removed %d part(s) of multipart uploads left unfinished", len(expired))
+            log.info("removed %s of multipart uploads left unfinished", counted(len(expired), "part"))
         if orphans:
-            log.info("removed %d file(s) no object referred to", len(orphans))
+            log.info("removed %s no object referred to", counted(len(orphans), "file"))
         return orphans
 
     # --- service and buckets -----------------------------------------------------
@@ -456,7 +457,8 @@ def _part_range(record: dict, text: str) -> tuple[int, tuple[int, int]]:
     if not 1 <= number <= names.MAX_PARTS:
         raise S3Error(f"partNumber goes from 1 to {names.MAX_PARTS}", s3_code="InvalidArgument", status=400)
     if number > len(record["parts"]):
-        raise S3Error(f"The requested partnumber is not satisfiable: the object has {len(record['parts'])} part(s), "
+        raise S3Error(f"The requested partnumber is not satisfiable: the object has "
+                      f"{counted(len(record['parts']), 'part')}, "
                       f"not a part {number}", s3_code="InvalidPartNumber", status=416,
                       PartNumberRequested=str(number), ActualPartCount=str(len(record["parts"])))
     first = sum(p["size"] for p in record["parts"][:number - 1])

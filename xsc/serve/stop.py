@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from ..errors import NodeStopping, XscError
+from ..units import counted
 from ..tasks import stop as stop_tasks, unless_set, woken
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def describe(flights: list[InFlight]) -> str:
     count = sum(flight.count for flight in flights)
     named = ", ".join(what if n == 1 else f"{n} x {what}" for what, n in kinds[:NAMED_AT_MOST])
     more = f" and {len(kinds) - NAMED_AT_MOST} more kinds" if len(kinds) > NAMED_AT_MOST else ""
-    return f"{count} request{'s' if count != 1 else ''} in flight ({named}{more})"
+    return f"{counted(count, 'request')} in flight ({named}{more})"
 
 
 IN_FLIGHT = web.AppKey("in_flight", InFlight)

@@ -37,6 +37,7 @@ from typing import Any
 from ..config import AuditSection
 from ..errors import (Forbidden, InvalidArgument, NotFound, PeerError, PeerNotFound, PeerRefused, PeerUnreachable,
                       XscError)
+from ..units import counted
 from ..tasks import in_pool, periodic
 from .core import leases
 from .core.capability import Capability
@@ -360,7 +361,7 @@ class AuditService:
         for node, why in failing:
             files = files_on(records, node)
             if files:
-                log.warning("node %s: %s; repairing the %d file(s) with a share on it", node, why, len(files))
+                log.warning("node %s: %s; repairing the %s with a share on it", node, why, counted(len(files), "file"))
             for si in files:
                 self.queue(si, f"node {node}: {why}")
 

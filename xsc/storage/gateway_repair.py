@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from ..errors import IntegrityError, MarketNoDeal, NotEnoughShares, PeerError, ShareNotFound, XscError
+from ..units import counted
 from ..identity import public_id
 from .core import erasure, layout
 from .core.capability import Capability
@@ -115,7 +116,7 @@ def _verify_here(gateway: GatewayCore, cap: Capability, remote: frozenset[int] =
             add()
         if wrong:
             gateway.store.mark_damaged(si, s, f"bad or missing blocks in segments {wrong[:20]}")
-            reports.append(ShareReport(s, "corrupt", f"{len(wrong)} bad block(s)", wrong))
+            reports.append(ShareReport(s, "corrupt", counted(len(wrong), "bad block"), wrong))
         else:
             reports.append(ShareReport(s, "ok"))
         add(0, share=s, status=reports[-1].status)
@@ -154,7 +155,7 @@ async def verify(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Ho
             reports[s] = ShareReport(s, "missing", f"unreadable on node {names[s]}: {reader.failed}")
         elif wrong:
             await gateway.run(gateway.store.mark_damaged, si, s, f"bad blocks in segments {wrong[:20]}", names[s])
-            reports[s] = ShareReport(s, "corrupt", f"{len(wrong)} bad block(s) on node {names[s]}", wrong)
+            reports[s] = ShareReport(s, "corrupt", f"{counted(len(wrong), 'bad block')} on node {names[s]}", wrong)
         else:
             reports[s] = ShareReport(s, "ok")
         tally.add(0, share=s, status=reports[s].status)

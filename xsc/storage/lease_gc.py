@@ -26,6 +26,7 @@ from ..identity import public_id
 from ..ledger.core.pricing import storage_given_back
 from ..ledger.trust import TrustLines
 from ..tasks import Pacer, in_pool, periodic
+from ..units import counted
 from .deals import HolderTerms
 from .share_store import ShareStore, reclaim
 
@@ -112,7 +113,8 @@ class LeaseCollector:
             self.files_counter.inc()
             log.info("every lease of %s (%s) ended: the file is forgotten", si.hex(), record.get("name") or "")
         if await self._run(reclaim, store, collected):  # a full disk: give the space back now
-            log.warning("the disk is nearly full: compacted the blocks of %d collected share(s)", len(collected))
+            log.warning("the disk is nearly full: compacted the blocks of %s",
+                        counted(len(collected), "collected share"))
         self.counts["rounds"] += 1
         self.last_round = {"seconds": round(time.perf_counter() - started, 3), "before": before,
                            "shares": shares, "bytes": freed, "files": files}

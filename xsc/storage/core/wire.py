@@ -30,6 +30,7 @@ from typing import Any
 
 from ... import codec
 from ...errors import BadRequest, InvalidArgument
+from ...units import counted
 from . import erasure, layout
 from .manifest import MANIFEST_VERSION, Manifest
 from .merkle import HASH_BYTES, block_hash, verify_proof
@@ -203,12 +204,13 @@ def split_blocks(body: bytes | bytearray | memoryview | Sequence[bytes | bytearr
         raise BadRequest("the body holds no block", hint="send the blocks of at least one segment")
     while offset < length_of_body:
         if segment >= total:
-            raise BadRequest(f"the body holds more than the {total - first} segment(s) from {first} to the last",
+            raise BadRequest(f"the body holds more than the {counted(total - first, 'segment')} from {first} to the "
+                             "last",
                              hint="send at most the share's remaining blocks")
         length = block_lengths(size, segment_size, segment, 1)[0]
         if offset + length > length_of_body:
-            raise BadRequest(f"the body does not split into whole blocks: {length_of_body - offset} byte(s) left "
-                             f"for segment {segment}, whose block is {length} bytes",
+            raise BadRequest(f"the body does not split into whole blocks: {counted(length_of_body - offset, 'byte')} "
+                             f"left for segment {segment}, whose block is {length} bytes",
                              hint="send whole blocks, each of the length layout.segment_block_length gives")
         pieces, want = [], length
         while want:
