@@ -720,9 +720,12 @@ def _deals_follow(service: StorageService, cap: Capability, moved: dict[int, tup
             if before[share] != node:
                 chosen, price = moved.get(share, (node, None))
                 moves[share] = (node, price if chosen == node else None)
+        # A holder a share moved off may still hold its copy (it was down, or its copy corrupt): noted to delete there
+        # in the write that moves it, so the next strays round, repair or removal deletes it once the holder answers.
+        left_behind = {s: before[s] for s in moves if before[s] not in (service.me, LOCAL, "")}
         with share_store.placing(service.store, si, str(cap)):
-            service.deals.moved(si, moves, int(time.time()),
-                                also=lambda batch: service.gateway.store.set_placement(si, after, batch))
+            service.deals.moved(si, moves, int(time.time()), also=lambda batch: service.gateway.store.set_placement(
+                si, after, batch, left_behind, lease_expiry))
 
     return placed
 
