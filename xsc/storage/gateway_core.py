@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 
-from ..errors import IntegrityError, NotEnoughShares, NotFound, PeerError
+from ..errors import IntegrityError, InvalidCapability, NotEnoughShares, NotFound, PeerError
 from ..tasks import Workers
 from .core import erasure, layout
 from .core.capability import Capability
@@ -203,8 +203,9 @@ class GatewayCore:
                            hint="check the capability; `xsc store ls` lists the files this node uploaded")
         manifest = decode_manifest(raw, cap.manifest_hash)
         if manifest.size != cap.size:
-            # The manifest is the capability's own (its hash checked): it is the capability that was mangled.
-            raise IntegrityError(f"the file is {manifest.size} bytes, the capability says {cap.size}",
+            # The manifest is the capability's own (its hash checked): it is the capability that was mangled, the
+            # caller's error (400), not the node's.
+            raise InvalidCapability(f"the file is {manifest.size} bytes, the capability says {cap.size}",
                                  hint="check the capability: copy it whole, as `xsc store put` printed it")
         good: dict[int, ShareMeta] = {}
         bad: dict[int, str] = {}
