@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 
-from ..errors import IntegrityError, InvalidCapability, NotEnoughShares, NotFound, PeerError
+from ..errors import IntegrityError, InvalidCapability, NotEnoughShares, NotFound, PeerError, PeerUnreachable
 from ..tasks import Workers
 from .core import erasure, layout
 from .core.capability import Capability
@@ -137,9 +137,10 @@ class GatewayCore:
                            keep: Keeper | None = None) -> list[tuple[str, int, BaseException]]:
         """Start every remote share (`start(writer)`: begin its upload, or place it whole); a holder that fails is
         replaced (at most REPLACEMENTS tries per share).  With `keep`, shares that no holder took only because of
-        their holders' standing decisions about this node (`remote.standing`: a quarantine, terms, no room) are
-        kept here instead, started on `keep(share)`'s holder; those shares' refusals are answered (the put says
-        why).  Any other refusal fails every share."""
+        their holders' standing decisions about this node (`remote.standing`: a quarantine, terms, no room) or
+        because they did not answer (gone before the probes tell: once they do, the market offers this node only
+        and the shares stay here all the same) are kept here instead, started on `keep(share)`'s holder; those
+        shares' refusals are answered (the put says why).  Any other refusal fails every share."""
         shares = list(remote)
         results = await asyncio.gather(*(start(remote[s]) for s in shares), return_exceptions=True)
         failed = {s: r for s, r in zip(shares, results) if isinstance(r, BaseException)}
@@ -163,7 +164,8 @@ class GatewayCore:
                 break
             if err is not None:
                 given_up.append((placement[share], share, err))
-        if given_up and keep is not None and all(standing(err) for _, _, err in given_up):
+        if given_up and keep is not None and all(standing(err) or isinstance(err, PeerUnreachable)
+                                                 for _, _, err in given_up):
             return await self._keep_here(remote, placement, start, keep, given_up)
         if given_up:
             if any(not isinstance(err, PeerError) for _, _, err in given_up):
