@@ -323,6 +323,28 @@ async def test_a_request_framed_two_ways_is_a_400_problem_and_smuggles_no_reques
     assert not [r for r in requests if "smuggled" in r], requests
 
 
+async def test_a_body_sent_with_expect_100_continue_is_asked_for_only_if_the_function_would_take_it(web) -> None:
+    """`Expect: 100-continue`: a caller waits to be told to send its body.  A request its function refuses whatever
+    the body holds (none such, over its cap) is answered before the body is sent, with no 100 that would have the
+    caller send it into a closed connection; one the function takes is told to go on, and answered."""
+    _, base = web
+    host, port = base.removeprefix("http://").split(":")
+    for path, length, status in (("/fn/hello/x", 20_000_000, b"413"), ("/fn/nosuch/x", 20_000_000, b"404"),
+                                 ("/fn/raw/", 15, b"100")):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(b"POST %s HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n"
+                         % (path.encode(), length))
+            first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+            assert first.startswith(b"HTTP/1.1 " + status + b" "), (path, first)
+            if status == b"100":
+                writer.write(b"Status: 200\n\nok")
+                answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+                assert answer.startswith(b"HTTP/1.1 200 "), answer
+        finally:
+            writer.close()
+
+
 async def test_a_head_trickled_a_byte_at_a_time_is_cut_at_the_idle_timeout(node_factory) -> None:
     """Slowloris: a caller sending its head a byte at a time, each well within the idle timeout, is cut once the
     connection has been open that long without a whole request, however many bytes it trickled."""

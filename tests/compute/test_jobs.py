@@ -224,7 +224,17 @@ def test_lineage_walks_back_through_every_job_to_the_files_they_read(xsc_node, t
     assert first["sha256"] == __import__("hashlib").sha256(b"the first words\n").hexdigest()
     assert "made_by" not in first  # put by the user
     text = ok(xsc_node.xsc("compute", "lineage", last["capability"]))
-    assert text.count("made by job") == 2 and "stored by a user" in text and "signature ok" in text
+    assert text.count("made by job") == 2 and "no job here made it" in text and "signature ok" in text
+
+
+def test_the_lineage_of_a_file_this_node_has_no_record_of_does_not_say_a_user_stored_it(xsc_node):
+    """A stranger's output, or a capability no node holds: this node's records end the walk at once, and what it
+    says is that, not that a user put the file."""
+    from xsc.storage import Capability
+
+    stranger = str(Capability(key=os.urandom(32), manifest_hash=os.urandom(32), size=10))
+    text = ok(xsc_node.xsc("compute", "lineage", stranger))
+    assert text.splitlines() == [stranger, "  no job here made it (a user's put, or made elsewhere)"], text
 
 
 def test_a_job_names_the_stored_file_it_read_as_stdin_and_lineage_walks_to_it(xsc_node, tmp_path):

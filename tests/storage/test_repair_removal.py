@@ -1,7 +1,8 @@
 """A file's removal begun while a repair of it runs (in one write with another owner's records, as a job's new run
 replaces its last run's outputs, without the file's repair lock): the repair writes neither placement nor deals for
 it and gives back the copy it moved, and the removal finishes with nothing of the file left on any node.  A holder
-that no longer has its share has nothing left to delete: only the holders that did not answer are named and noted."""
+that no longer has its share has nothing left to delete: only the holders that did not answer are named and noted.
+A share a repair moved off a holder that did not answer is noted, and deleted there once it answers."""
 
 from __future__ import annotations
 
@@ -114,3 +115,31 @@ async def test_a_removal_counts_a_share_its_holder_no_longer_has_as_deleted(spre
     removed = await a.storage.remove(cap)
     assert set(removed["not_deleted_on"]) == {c}, removed  # b has nothing of the file left; c may still
     assert [set(shares.values()) for _, shares, _ in a.store.strays()] == [{c}]
+
+
+async def test_a_share_moved_off_a_holder_that_did_not_answer_is_deleted_there_once_it_answers(spread,
+                                                                                              monkeypatch) -> None:
+    nodes, cap, placement = spread
+    si = cap.storage_index
+    a = nodes["a"].app[NODE]
+    b = _id(nodes["b"])
+    lost = placement.index(b)
+    call = holder_client.RemoteHolder._call
+    down = {b}
+
+    async def b_down(holder, *args, **kwargs):
+        if holder.node_id in down:
+            raise PeerUnreachable(f"peer {holder.url} is unreachable: connection refused")
+        return await call(holder, *args, **kwargs)
+
+    monkeypatch.setattr(holder_client.RemoteHolder, "_call", b_down)
+    repaired = await a.storage.repair(cap)
+    assert repaired["repaired"] == [lost] and repaired["placement"][lost] != b, repaired
+    assert nodes["b"].app[NODE].gateway.store.share_meta(si, lost) is not None  # b, down, kept its copy
+
+    down.clear()  # b answers again: the removal deletes the copy the repair left there with the file's shares
+    removed = await a.storage.remove(cap)
+    assert removed["not_deleted_on"] == {}, removed
+    for name, node in nodes.items():
+        assert node.app[NODE].gateway.store.share_metas(si) == [], f"node {name} still holds a share of the file"
+    assert a.store.strays() == []

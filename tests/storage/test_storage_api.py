@@ -127,6 +127,18 @@ async def test_malformed_and_unknown_capabilities(store_node) -> None:
     assert resp.status == 500 and (await resp.json())["code"] == "integrity-error"
 
 
+async def test_a_capability_mangled_in_its_size_is_the_callers_error_on_every_route_that_reads_it(store_node) -> None:
+    """The manifest checked against the capability's hash says the file's size: a capability that says another was
+    mangled on its way to the caller, a 400 naming both, not a fault of the node's."""
+    good = (await put(store_node, b"hello"))["capability"]
+    mangled = good.rsplit(":", 1)[0] + ":50"
+    for method, path in [("GET", ""), ("GET", "/check"), ("POST", "/verify"), ("POST", "/repair")]:
+        resp = await store_node.request(method, f"/v1/store/files/{mangled}{path}")
+        problem = await resp.json()
+        assert resp.status == 400 and problem["code"] == "invalid-capability", (path, problem)
+        assert problem["detail"] == "the file is 5 bytes, the capability says 50", problem
+
+
 async def test_a_put_whose_max_price_int_cannot_read_is_refused(store_node) -> None:
     # Found by the API fuzzer (bench/api_fuzz.py): ?max_price=\u00b2, a digit to str.isdigit(), was a 500.
     for price in ("\u00b2", "1\u00b2"):

@@ -401,3 +401,37 @@ def test_a_share_lost_by_a_gateway_that_offers_no_storage_is_rebuilt_on_a_provid
     assert a.node.xsc("store", "get", result["capability"]).stdout == data
     assert all(deal["node"] != id_a for deal in a.app[NODE].deals.of_file_view(
         Capability.parse(result["capability"]).storage_index)["deals"] if not deal.get("ended")), lost
+
+
+async def test_a_put_as_its_peer_dies_keeps_the_peers_shares_at_home_rather_than_fail(node_factory,
+                                                                                      monkeypatch) -> None:
+    """The peer is gone and this node's probes have not told it yet (the market still offers the peer's room): the
+    shares meant for the peer cannot be begun there, and stay here, as they would once the probes tell, a moment
+    later, rather than fail the put."""
+    from xsc.errors import PeerUnreachable
+    from xsc.storage import holder_client
+    from tests.support.waiting import eventually_async
+
+    quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+    a, b = await node_factory("a", **quiet), await node_factory("b", **quiet)
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    id_a, id_b = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
+
+    async def offered() -> bool:
+        await a.app[NODE].market.fill_book(kind="storage", wanted=2)
+        return a.app[NODE].market.book.get(id_b) is not None
+    await eventually_async(offered, "b's storage offer in a's book", 30)
+    call = holder_client.RemoteHolder._call
+
+    async def b_gone(holder, *args, **kwargs):
+        if holder.node_id == id_b:
+            raise PeerUnreachable(f"peer {holder.url} is unreachable: connection refused")
+        return await call(holder, *args, **kwargs)
+
+    monkeypatch.setattr(holder_client.RemoteHolder, "_call", b_gone)
+    for size in (20_000, 300_000):  # placed whole, and begun then streamed
+        response = await a.post("/v1/store/files", data=os.urandom(size))
+        assert response.status == 201, await response.text()
+        put = await response.json()
+        assert put["placement"] == [id_a] * 6, put
+        assert put["kept_home"].startswith(f"node {id_b} refused shares 4, 5 (peer-unreachable)"), put

@@ -373,7 +373,8 @@ def _show_lineage(node: dict[str, Any], level: int) -> None:
     pad = "  " * level
     made = node.get("made_by")
     if made is None:
-        click.echo(f"{pad}stored by a user (no job made it)")
+        # The walk reads this node's records only: a file another node's job made, or one no node holds, ends it too.
+        click.echo(f"{pad}no job here made it (a user's put, or made elsewhere)")
         return
     signed = "SIGNATURE INVALID" if not made["signature_valid"] else \
         "signature ok (first batch rule)" if made.get("signature_rule") == "batch/1" else "signature ok"

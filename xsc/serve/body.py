@@ -30,9 +30,32 @@ from collections.abc import Awaitable, Callable
 from aiohttp import StreamReader, web
 from aiohttp.web_protocol import MAX_MSG_QUEUE_SIZE, HttpRequestParser, RequestHandler, RequestPayloadError
 
-from ..errors import BodyTimeout
+from ..errors import BodyTimeout, XscError
 
 AUTO_DECOMPRESS = True  # what the node's server gives aiohttp's parsers (aiohttp's default), given to the fresh one
+
+
+def expect_continue(check: Callable[[web.Request], object], refuse: Callable[[XscError], web.StreamResponse]
+                    ) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
+    """An expect handler for aiohttp's routes: a request whose `check` raises (its refusals that need nothing of the
+    body) is answered `refuse(err)` before the caller sends its body, else the caller is told to send it (100
+    Continue, which aiohttp's own handler sends whatever the route will answer)."""
+
+    async def expect(request: web.Request) -> web.StreamResponse | None:
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            raise web.HTTPExpectationFailed(text=f"Unknown Expect: {request.headers['Expect']}")
+        try:
+            check(request)
+        except XscError as err:
+            response = refuse(err)
+            response.force_close()  # the body is not read
+            return response
+        if request.version >= (1, 1):
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # as aiohttp's own handler: the answer has not begun
+        return None
+
+    return expect
 
 
 def paced_reader(content: StreamReader, stall: float, *, min_rate: int = 0, what: str = "the body",

@@ -22,8 +22,8 @@ from typing import Any
 
 
 from .. import db
-from ..errors import (BadRequest, DeepCheckRunning, DiskFull, MarketNoDeal, NotEnoughShares, NotFound,
-                      PeerNotFound, PeerUnreachable, ShareNotFound, XscError)
+from ..errors import (BadRequest, DeepCheckRunning, DiskFull, InvalidCapability, MarketNoDeal, NotEnoughShares,
+                      NotFound, PeerNotFound, PeerUnreachable, ShareNotFound, XscError)
 from ..identity import Identity
 from ..ledger.service import LedgerService
 from ..market.dealing import Dealing
@@ -607,6 +607,8 @@ class StorageService:
         repaired at this node's expense: the shares it rebuilds are placed under deals of its own.
         One repair of a file at a time (an on-demand one and an automatic one must not both move a share):
         a second waits for the first, then finds what is left to do.  `progress`: told how it goes (gateway_repair)."""
+        if (mangled := _mangled(cap, await in_pool(self.pool, self.store.file_record, cap.storage_index))) is not None:
+            raise mangled  # not "removed while its repair waited": the file is here, under its own capability
         mine = await self.stored(cap)
         async with self.repair_locks.one(cap.storage_index):
             # A removal may have begun without this lock (`begin_removals`): its file is not repaired, as another's.
@@ -689,6 +691,17 @@ def _within(err: MarketNoDeal, filters: str) -> MarketNoDeal:
                         **err.details)
 
 
+def _mangled(cap: Capability, record: dict | None) -> InvalidCapability | None:
+    """The caller's error, when `cap` has the storage index of a file this node placed (`record`) and is not its
+    capability: mangled on its way here (the storage index comes from the key, which is the file's)."""
+    if record is None or record.get("capability") == str(cap):
+        return None
+    size = Capability.parse(record["capability"]).size
+    said = f"the file is {size} bytes, the capability says {cap.size}" if size != cap.size else \
+        "the capability's manifest hash is not this file's"
+    return InvalidCapability(said, hint="check the capability: copy it whole, as `xsc store put` printed it")
+
+
 def _adopting(service: StorageService, cap: Capability, fetched: bytes, moved: dict[int, tuple[str, int]]):
     """How a repair of another node's file writes where its shares are now: with deals of this node's for the
     shares it placed on providers (`moved`: share -> (node, price) the relocator chose), in one synced write.  A
@@ -722,9 +735,12 @@ def _deals_follow(service: StorageService, cap: Capability, moved: dict[int, tup
             if before[share] != node:
                 chosen, price = moved.get(share, (node, None))
                 moves[share] = (node, price if chosen == node else None)
+        # A holder a share moved off may still hold its copy (it was down, or its copy corrupt): noted to delete there
+        # in the write that moves it, so the next strays round, repair or removal deletes it once the holder answers.
+        left_behind = {s: before[s] for s in moves if before[s] not in (service.me, LOCAL, "")}
         with share_store.placing(service.store, si, str(cap)):
-            service.deals.moved(si, moves, int(time.time()),
-                                also=lambda batch: service.gateway.store.set_placement(si, after, batch))
+            service.deals.moved(si, moves, int(time.time()), also=lambda batch: service.gateway.store.set_placement(
+                si, after, batch, left_behind, lease_expiry))
 
     return placed
 

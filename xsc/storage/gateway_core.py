@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 
-from ..errors import IntegrityError, NotEnoughShares, NotFound, PeerError
+from ..errors import IntegrityError, InvalidCapability, NotEnoughShares, NotFound, PeerError, PeerUnreachable
 from ..tasks import Workers
 from .core import erasure, layout
 from .core.capability import Capability
@@ -137,9 +137,10 @@ class GatewayCore:
                            keep: Keeper | None = None) -> list[tuple[str, int, BaseException]]:
         """Start every remote share (`start(writer)`: begin its upload, or place it whole); a holder that fails is
         replaced (at most REPLACEMENTS tries per share).  With `keep`, shares that no holder took only because of
-        their holders' standing decisions about this node (`remote.standing`: a quarantine, terms, no room) are
-        kept here instead, started on `keep(share)`'s holder; those shares' refusals are answered (the put says
-        why).  Any other refusal fails every share."""
+        their holders' standing decisions about this node (`remote.standing`: a quarantine, terms, no room) or
+        because they did not answer (gone before the probes tell: once they do, the market offers this node only
+        and the shares stay here all the same) are kept here instead, started on `keep(share)`'s holder; those
+        shares' refusals are answered (the put says why).  Any other refusal fails every share."""
         shares = list(remote)
         results = await asyncio.gather(*(start(remote[s]) for s in shares), return_exceptions=True)
         failed = {s: r for s, r in zip(shares, results) if isinstance(r, BaseException)}
@@ -163,7 +164,8 @@ class GatewayCore:
                 break
             if err is not None:
                 given_up.append((placement[share], share, err))
-        if given_up and keep is not None and all(standing(err) for _, _, err in given_up):
+        if given_up and keep is not None and all(standing(err) or isinstance(err, PeerUnreachable)
+                                                 for _, _, err in given_up):
             return await self._keep_here(remote, placement, start, keep, given_up)
         if given_up:
             if any(not isinstance(err, PeerError) for _, _, err in given_up):
@@ -203,8 +205,9 @@ class GatewayCore:
                            hint="check the capability; `xsc store ls` lists the files this node uploaded")
         manifest = decode_manifest(raw, cap.manifest_hash)
         if manifest.size != cap.size:
-            # The manifest is the capability's own (its hash checked): it is the capability that was mangled.
-            raise IntegrityError(f"the file is {manifest.size} bytes, the capability says {cap.size}",
+            # The manifest is the capability's own (its hash checked): it is the capability that was mangled, the
+            # caller's error (400), not the node's.
+            raise InvalidCapability(f"the file is {manifest.size} bytes, the capability says {cap.size}",
                                  hint="check the capability: copy it whole, as `xsc store put` printed it")
         good: dict[int, ShareMeta] = {}
         bad: dict[int, str] = {}

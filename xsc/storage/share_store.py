@@ -436,25 +436,29 @@ class ShareStore:
         raw = self.db.get(keys.file(si))
         return codec.loads(raw) if raw else None
 
-    def set_placement(self, si: bytes, placement: list[str], batch: Any = None) -> None:
-        """Record where a file's shares are now (after a repair moved some); in `batch`, if given (its writer's).
-        The copies noted to delete (`note_strays`) that it holds are noted no more, with it."""
+    def set_placement(self, si: bytes, placement: list[str], batch: Any = None,
+                      left_behind: dict[int, str] | None = None, lease_expiry: int = 0) -> None:
+        """Record where a file's shares are now (after a repair moved some); in `batch`, if given (its writer's).  The
+        copies noted to delete (`note_strays`) it holds are noted no more, and those `left_behind` (share -> the node
+        it moved off, leased until `lease_expiry`) are noted, unless their share's is already."""
         record = self.file_record(si)
         if record is not None:
             record["placement"] = placement
             self.file_writes += 1
         raw = self.db.get(keys.strays(si))
-        note = codec.loads(raw) if raw else None
+        note = codec.loads(raw) if raw else {"shares": {}, "lease_expiry": 0}
+        left = {s: node for s, node in note["shares"].items()
+                if not (int(s) < len(placement) and placement[int(s)] == node)}
+        for share, node in (left_behind or {}).items():
+            left.setdefault(str(share), node)
         with self.db.write_batch(sync=True) if batch is None else nullcontext(batch) as writing:
             if record is not None:
                 writing.put(keys.file(si), codec.dumps(record))
-            if note is not None:
-                left = {s: node for s, node in note["shares"].items()
-                        if not (int(s) < len(placement) and placement[int(s)] == node)}
-                if left:
-                    writing.put(keys.strays(si), codec.dumps({**note, "shares": left}))
-                else:
-                    writing.delete(keys.strays(si))
+            if left:
+                lease = max(note["lease_expiry"], lease_expiry if left_behind else 0)
+                writing.put(keys.strays(si), codec.dumps({**note, "shares": left, "lease_expiry": lease}))
+            elif raw:
+                writing.delete(keys.strays(si))
 
     # --- copies on other nodes to delete -------------------------------------------------
     def note_strays(self, si: bytes, shares: dict[int, str], lease_expiry: int, sync: bool = True) -> None:

@@ -16,7 +16,7 @@ from .. import peer_auth
 from ..appkeys import NODE
 from ..limits import RateLimiter
 from ..problems import problem_from_error, problem_middleware
-from ...serve.body import paced_reader
+from ...serve.body import expect_continue, paced_reader
 from ...serve.direct import send_body
 from ...serve.stop import IN_FLIGHT, InFlight
 from ...errors import NotFound, XscError
@@ -86,19 +86,23 @@ def web_app(node, rate: float, stall: float) -> web.Application:
     hold its answer (up to MAX_RESPONSE bytes on disk) and its connection for good."""
     limits = RateLimiter(rate, 2 * rate)
 
+    def asked(request: web.Request) -> tuple[str, Request]:
+        """The function's name and the request as it sees it."""
+        name = request.match_info["name"]
+        decoded, raw = path_info(_raw_rest(request.rel_url.raw_path))
+        return name, Request(
+            request.method, decoded, request.rel_url.raw_query_string,
+            list(request.headers.items()), request.remote or "", request.host, request.content_length,
+            paced_reader(request.content, stall, min_rate=MIN_BODY_RATE, hint="send it again, faster"),
+            script_name=f"/fn/{name}", raw_path_info=raw, port=_port(request), scheme=request.scheme,
+            target=request.rel_url.raw_path_qs, version="HTTP/%d.%d" % request.version)
+
     async def call(request: web.Request) -> web.StreamResponse:
         try:
             limits.check(address_key(request.remote), time.monotonic(), f"address {request.remote}")
             if "name" not in request.match_info:
                 raise NotFound(f"nothing is served at {request.path[:200]!r} here", hint="functions answer at /fn/NAME/")
-            name = request.match_info["name"]
-            decoded, raw = path_info(_raw_rest(request.rel_url.raw_path))
-            answer = await node.functions.call(name, Request(
-                request.method, decoded, request.rel_url.raw_query_string,
-                list(request.headers.items()), request.remote or "", request.host, request.content_length,
-                paced_reader(request.content, stall, min_rate=MIN_BODY_RATE, hint="send it again, faster"),
-                script_name=f"/fn/{name}", raw_path_info=raw, port=_port(request), scheme=request.scheme,
-                target=request.rel_url.raw_path_qs, version="HTTP/%d.%d" % request.version))
+            answer = await node.functions.call(*asked(request))
         except XscError as err:
             response = problem_from_error(err)
             if request.can_read_body and not request.content.at_eof():
@@ -126,9 +130,11 @@ def web_app(node, rate: float, stall: float) -> web.Application:
     in_flight = InFlight("web", lambda request, err: problem_from_error(err))  # drained by the node's stop
     app = web.Application(client_max_size=1024**2, middlewares=[in_flight.middleware, problem_middleware])
     app[IN_FLIGHT] = in_flight
-    app.router.add_route("*", "/fn/{name}", call)
+    # a body the function refuses whatever it holds (none such, over its cap, too many at once) is not asked for
+    expect = expect_continue(lambda request: node.functions.admit(*asked(request)), problem_from_error)
+    app.router.add_route("*", "/fn/{name}", call, expect_handler=expect)
     # [\s\S]: a path that decodes to a line break is the function's to refuse (400), not aiohttp's 404
-    app.router.add_route("*", r"/fn/{name}/{path:[\s\S]*}", call)
+    app.router.add_route("*", r"/fn/{name}/{path:[\s\S]*}", call, expect_handler=expect)
     app.router.add_route("*", r"/{elsewhere:[\s\S]*}", call)  # no function's: a 404 problem body
     return app
 
