@@ -2,19 +2,21 @@
 replaces its last run's outputs, without the file's repair lock): the repair writes neither placement nor deals for
 it and gives back the copy it moved, and the removal finishes with nothing of the file left on any node.  A holder
 that no longer has its share has nothing left to delete: only the holders that did not answer are named and noted.
-A share a repair moved off a holder that did not answer is noted, and deleted there once it answers."""
+A share a repair moved off a holder that did not answer is noted, and deleted there once it answers; a holder its
+probes find down is not asked meanwhile."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import time
+from dataclasses import replace
 
 import pytest
 
 from xsc.errors import NotFound, PeerUnreachable
 from xsc.node.appkeys import NODE
-from xsc.storage import Capability, holder_client, remote
+from xsc.storage import Capability, files, holder_client, remote
 
 from tests.support.waiting import eventually_async
 
@@ -143,3 +145,41 @@ async def test_a_share_moved_off_a_holder_that_did_not_answer_is_deleted_there_o
     for name, node in nodes.items():
         assert node.app[NODE].gateway.store.share_metas(si) == [], f"node {name} still holds a share of the file"
     assert a.store.strays() == []
+
+
+async def test_the_copy_left_on_a_holder_probed_down_waits_for_a_probe_to_find_it_up(spread, monkeypatch) -> None:
+    nodes, cap, placement = spread
+    si = cap.storage_index
+    a = nodes["a"].app[NODE]
+    b = _id(nodes["b"])
+    lost = placement.index(b)
+    call = holder_client.RemoteHolder._call
+    down, asked = {b}, []
+
+    async def b_down(holder, *args, **kwargs):
+        if holder.node_id in down:
+            asked.append(args)
+            raise PeerUnreachable(f"peer {holder.url} is unreachable: connection refused")
+        return await call(holder, *args, **kwargs)
+
+    monkeypatch.setattr(holder_client.RemoteHolder, "_call", b_down)
+    repaired = await a.storage.repair(cap)
+    assert repaired["placement"][lost] != b, repaired
+    assert [set(shares.values()) for _, shares, _ in a.store.strays()] == [{b}]
+    availability = type(a.peers).availability
+    probed = {b: False}
+
+    def as_probed(peers, node):
+        found = availability(peers, node)
+        return replace(found, up=probed[node]) if node in probed else found
+
+    monkeypatch.setattr(type(a.peers), "availability", as_probed)
+    asked.clear()
+    await files._release_strays(a.storage)  # a round of the node's storage-strays loop
+    assert asked == [] and [set(shares.values()) for _, shares, _ in a.store.strays()] == [{b}]
+
+    probed[b] = True  # a probe finds b up, and it answers: the copy goes
+    down.clear()
+    await files._release_strays(a.storage)
+    assert a.store.strays() == []
+    assert nodes["b"].app[NODE].gateway.store.share_meta(si, lost) is None

@@ -747,8 +747,13 @@ def _deals_follow(service: StorageService, cap: Capability, moved: dict[int, tup
 
 async def _release_strays(service: StorageService) -> None:
     """The copies of shares on other nodes noted to delete (gateway_repair.release_strays), each file's under its
-    repair lock (a repair of it may be under way: what it notes is its own)."""
-    for si, _, _ in await in_pool(service.pool, service.store.strays):
+    repair lock (a repair of it may be under way: what it notes is its own).  A note whose holders were all found
+    down by their last probe waits for a probe to find one up: a node gone for good would otherwise be asked again
+    each round for every file moved off it, a request timeout each where its address drops what it is sent."""
+    peers = service.peers
+    for si, shares, _ in await in_pool(service.pool, service.store.strays):
+        if peers is not None and shares and all(peers.availability(node).up is False for node in shares.values()):
+            continue
         try:
             async with service.repair_locks.one(si):
                 released = await gateway_repair.release_strays(service.gateway, service.holder, si)
