@@ -607,8 +607,7 @@ class StorageService:
         repaired at this node's expense: the shares it rebuilds are placed under deals of its own.
         One repair of a file at a time (an on-demand one and an automatic one must not both move a share):
         a second waits for the first, then finds what is left to do.  `progress`: told how it goes (gateway_repair)."""
-        if (mangled := _mangled(cap, await in_pool(self.pool, self.store.file_record, cap.storage_index))) is not None:
-            raise mangled  # not "removed while its repair waited": the file is here, under its own capability
+        _not_mangled(cap, await in_pool(self.pool, self.store.file_record, cap.storage_index))
         mine = await self.stored(cap)
         async with self.repair_locks.one(cap.storage_index):
             # A removal may have begun without this lock (`begin_removals`): its file is not repaired, as another's.
@@ -691,15 +690,15 @@ def _within(err: MarketNoDeal, filters: str) -> MarketNoDeal:
                         **err.details)
 
 
-def _mangled(cap: Capability, record: dict | None) -> InvalidCapability | None:
-    """The caller's error, when `cap` has the storage index of a file this node placed (`record`) and is not its
-    capability: mangled on its way here (the storage index comes from the key, which is the file's)."""
+def _not_mangled(cap: Capability, record: dict | None) -> None:
+    """InvalidCapability, the caller's error, when `cap` has the storage index of a file this node placed (`record`)
+    and is not its capability: mangled on its way here (the storage index comes from the key, which is the file's)."""
     if record is None or record.get("capability") == str(cap):
-        return None
+        return
     size = Capability.parse(record["capability"]).size
     said = f"the file is {size} bytes, the capability says {cap.size}" if size != cap.size else \
         "the capability's manifest hash is not this file's"
-    return InvalidCapability(said, hint="check the capability: copy it whole, as `xsc store put` printed it")
+    raise InvalidCapability(said, hint="check the capability: copy it whole, as `xsc store put` printed it")
 
 
 def _adopting(service: StorageService, cap: Capability, fetched: bytes, moved: dict[int, tuple[str, int]]):
