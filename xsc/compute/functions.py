@@ -123,9 +123,9 @@ class Request:
 
 
 class DiskRoom:
-    """The free disk a placed function's request body or answer is written to only while it keeps `margin` bytes
-    free beside it and the bytes other such writes are about to make (`writing`): strangers' placements, at any
-    max_body and concurrency, cannot fill the disk under the node's own database."""
+    """The free disk a function's request body or answer is written to only while it keeps `margin` bytes free
+    beside it and the bytes other such writes are about to make (`writing`): no function, the node's own or a
+    stranger's placed here, at any max_body and concurrency, fills the disk under the node's own database."""
 
     def __init__(self, directory: Path, margin: int) -> None:
         self.directory, self.margin = directory, margin
@@ -154,7 +154,7 @@ class Spill:
         self.directory = directory
         self.loop = loop
         self.cap = cap
-        self.room = room  # a placed function's: its file grows only while the disk has room, checked each CHUNK
+        self.room = room  # an answer's: its file grows only while the disk has room, checked each CHUNK
         self.full: StorageFull | None = None  # it had no room: nothing more read
         self._roomy = SPILL  # bytes it may reach before the disk is checked again
         self.memory = bytearray()
@@ -613,7 +613,7 @@ class WebFunctions:
         self.payer = payer  # the owner: every request of its own functions is charged to it
         self.store = store
         self.work_dir = work_dir
-        self.room = DiskRoom(work_dir, DISK_MARGIN)  # what placed functions' requests write on disk
+        self.room = DiskRoom(work_dir, DISK_MARGIN)  # what functions' requests write on disk
         self.bill = LedgerBill(ledger, tabs, payer, node, bid)
         self._served: dict[str, Served] = {}
         self._placed: dict[tuple[str, str], Served] = {}  # (owner, name): functions other nodes placed here
@@ -940,7 +940,7 @@ class WebFunctions:
         budget = self.compute.budget(call, bill.rate)
         await bill.hold(budget)
         loop = asyncio.get_running_loop()
-        room = None if served.owner is None else self.room  # (the user's own functions: the user's own disk)
+        room = self.room  # the node's own functions' callers are strangers too: the same rule as placed ones'
         stdout, stderr, stdin = Spill(self._dir(), loop, MAX_RESPONSE, room), Spill(self._dir(), loop, OUTPUT_CAP), None
         streams = Streams(refuse_over_cap=True, env=dict(sorted({**record["env"], **_cgi_env(request)}.items())),
                           inputs_dir=self._mounted(served) if record["inputs"] else None)
@@ -951,7 +951,7 @@ class WebFunctions:
                     ran, read = await self._on_loop(served, request, prepared, spec.entrypoint, signature, argv,
                                                     limits, streams, (stdout, stderr))
                 if ran is None:
-                    if room is not None and request.content_length:  # refused before a byte of it is read
+                    if request.content_length:  # refused before a byte of it is read
                         room.check(request.content_length, "the request's body")
                     stdin, size = await _body_to(read, self.work_dir, record["max_body"], room)
                     streams.env["CONTENT_LENGTH"] = str(size)  # a chunked body's too, once it is read
@@ -1346,10 +1346,9 @@ def _replay(first: bytes, rest: ReadFn | None) -> ReadFn:
     return read
 
 
-async def _body_to(read: ReadFn, directory: Path, cap: int, room: DiskRoom | None = None
-                   ) -> tuple[Path | None, int]:
-    """The request's body in a file in `directory` (its path and size), or None with no body; with `room`, each
-    chunk written only if the disk has room for it."""
+async def _body_to(read: ReadFn, directory: Path, cap: int, room: DiskRoom) -> tuple[Path | None, int]:
+    """The request's body in a file in `directory` (its path and size), or None with no body; each chunk written
+    only if the disk has `room` for it."""
     chunk = await read(CHUNK)
     if not chunk:
         return None, 0
@@ -1361,15 +1360,12 @@ async def _body_to(read: ReadFn, directory: Path, cap: int, room: DiskRoom | Non
                 size += len(chunk)
                 if size > cap:
                     raise PayloadTooLarge(f"the body is over this function's {cap:,} bytes")
-                if room is None:
+                room.check(len(chunk), "the request's body")
+                room.writing += len(chunk)
+                try:
                     await in_pool(None, out.write, chunk)
-                else:
-                    room.check(len(chunk), "the request's body")
-                    room.writing += len(chunk)
-                    try:
-                        await in_pool(None, out.write, chunk)
-                    finally:
-                        room.writing -= len(chunk)
+                finally:
+                    room.writing -= len(chunk)
                 chunk = await read(CHUNK)
     except BaseException:
         await in_pool(None, _remove, Path(name))
