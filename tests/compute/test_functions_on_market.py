@@ -1036,11 +1036,11 @@ async def test_placements_mounting_files_at_once_are_promised_no_more_disk_than_
     functions = provider.app[NODE].functions
     stage, reading, go_on = functions._stage, asyncio.Event(), asyncio.Event()
 
-    async def held(item, path):  # the first placement's file is being read while the second comes
+    async def held(item, path, *counted):  # the first placement's file is being read while the second comes
         if not reading.is_set():
             reading.set()
             await go_on.wait()
-        return await stage(item, path)
+        return await stage(item, path, *counted)
 
     monkeypatch.setattr(functions, "_stage", held)
     key = base64.b32encode(bytes(32)).decode().lower().rstrip("=")

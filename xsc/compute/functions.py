@@ -665,12 +665,12 @@ class WebFunctions:
         base = self.web_url()
         return None if base is None else f"{base}/fn/{name}/"
 
-    async def _mount(self, record: dict[str, Any], mounted: Path) -> None:
+    async def _mount(self, record: dict[str, Any], mounted: Path, staged: Callable[[int], None] | None = None) -> None:
         staging = Path(tempfile.mkdtemp(prefix="in-", dir=self._dir()))
         try:
             for text in record["inputs"]:
                 item = parse_input(text)
-                await self._stage(item, staging / item.name)
+                await self._stage(item, staging / item.name, staged)
             await in_pool(None, _swap, staging, mounted)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -740,11 +740,12 @@ class WebFunctions:
 
     # --- functions other nodes placed here ----------------------------------------------------
     async def host(self, owner: str, body: Any, bill: Bill, mounting: Callable[[], None],
-                   keep: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+                   keep: Callable[[dict[str, Any]], None], staged: Callable[[int], None] | None = None
+                   ) -> dict[str, Any]:
         """Serve a function `owner` placed here, billed to `bill`; placed again with the same spec, only its bill
         changes (its owner's next tab), and with the same files they are not read again.  `mounting` is called
-        before its files are read (it may refuse); `keep` is given its record once its files are in place, before
-        it is served (what was placed is then on disk)."""
+        before its files are read (it may refuse), `staged` with the bytes of each part of them written; `keep` is
+        given its record once its files are in place, before it is served (what was placed is then on disk)."""
         record = self._checked({**body, "on_market": False})
         record["owner"], record["mounted"] = owner, _digest(record["inputs"])
         key = (owner, record["name"])
@@ -756,7 +757,7 @@ class WebFunctions:
         mounted = self._placed_dir(record)
         if served is None or served.record["mounted"] != record["mounted"] or not mounted.exists():
             mounting()
-            await self._mount(record, mounted / "in")
+            await self._mount(record, mounted / "in", staged)
         keep(record)
         self._placed[key] = Served(record, bill, owner=owner)
         await in_pool(None, _remove_siblings, mounted)  # the files of its spec before, if they were others
@@ -839,12 +840,15 @@ class WebFunctions:
                 "env": dict(spec.env), "limits": spec.asked, "max_body": max_body, "concurrency": concurrency,
                 "spend_cap": spend_cap, "on_market": on_market, "created": provenance.timestamp(time.time_ns())}
 
-    async def _stage(self, item: Input, path: Path) -> None:
+    async def _stage(self, item: Input, path: Path, staged: Callable[[int], None] | None = None) -> None:
+        """A stored file read to `path`, `staged` told the bytes of each chunk written."""
         _, chunks = await self.storage.open(Capability.parse(item.cap))
         async with contextlib.aclosing(chunks):
             with open(path, "wb") as out:
                 async for chunk in chunks:
                     await in_pool(None, out.write, chunk)
+                    if staged is not None:
+                        staged(len(chunk))
 
     def _dir(self) -> Path:
         if not self._made:  # once: a request's run makes no system call it does not need
