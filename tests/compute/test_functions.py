@@ -4,6 +4,7 @@ callers refused one by one while others are served; every request charged to the
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
 import json
 import logging
@@ -247,14 +248,21 @@ async def test_a_run_whose_answer_is_refused_is_signed_as_the_trap_its_caller_wa
 
 async def test_the_nodes_own_functions_bodies_and_answers_are_written_only_while_its_disk_has_room(
         web, monkeypatch) -> None:
-    """A function the node serves itself answers strangers too: its bodies and answers are written only while the
-    disk keeps its margin free, as a placed function's are (507, a problem body; what was written removed)."""
+    """A function the node serves itself answers strangers too: its files, bodies and answers are written only while
+    the disk keeps its margin free, as a placed function's are (507, a problem body; what was written removed)."""
     node, base = web
     served_here = node.app[NODE].functions
     monkeypatch.setattr(served_here.room, "margin", 1 << 20)
     module = await deploy(node, "cgi", wasi=True)
     shutil.rmtree(served_here.work_dir, ignore_errors=True)
     with tmpfs(served_here.work_dir, "8m"):
+        key = base64.b32encode(bytes(32)).decode().lower().rstrip("=")
+        too_big = f"xsc:chk:{key}:{key}:4:2:{10 << 20}:/in/page"  # refused by its size: never read, never stored
+        response = await node.post("/v1/compute/functions", json={"name": "site", "module": module,
+                                                                   "entrypoint": "files", "inputs": [too_big]})
+        problem = await response.json()
+        assert (response.status, problem["code"]) == (507, "storage-full") and "mounts" in problem["detail"], problem
+        assert not list(served_here.work_dir.glob("in-*"))
         await _serve(node, name="raw", module=module, entrypoint="raw")
         host, port = node.app[NODE].config.node.web_listen.split(":")
         reader, writer = await asyncio.open_connection(host, int(port))

@@ -123,23 +123,23 @@ class Request:
 
 
 class DiskRoom:
-    """The free disk a function's request body or answer is written to only while it keeps `margin` bytes free
-    beside it and the bytes other such writes are about to make (`writing`): no function, the node's own or a
-    stranger's placed here, at any max_body and concurrency, fills the disk under the node's own database."""
+    """The free disk a function's files, request bodies and answers are written to only while it keeps `margin`
+    bytes free beside them and the bytes other such writes are about to make (`writing`): no function, the node's
+    own or a stranger's placed here, at any max_body and concurrency, fills the disk under the node's own
+    database."""
 
     def __init__(self, directory: Path, margin: int) -> None:
         self.directory, self.margin = directory, margin
         self.writing = 0
 
-    def check(self, size: int, what: str) -> None:
+    def check(self, size: int, what: str, hint: str = "retry later, or with a smaller body") -> None:
         """Raise StorageFull (507) unless `size` more bytes of `what` fit now."""
         try:
             free = shutil.disk_usage(self.directory).free
         except OSError:
             free = 0
         if free < size + self.margin + self.writing:
-            raise StorageFull(f"this node has no room on disk for {what} now ({size:,} bytes)",
-                              hint="retry later, or with a smaller body")
+            raise StorageFull(f"this node has no room on disk for {what} now ({size:,} bytes)", hint=hint)
 
 
 class Spill:
@@ -652,7 +652,8 @@ class WebFunctions:
                                   "is where the functions that node places here answer",
                                   hint="name it otherwise, e.g. with a '-' in it")
         if not record["on_market"]:
-            await self._mount(record, self.work_dir / record["name"] / "in")
+            await self._mount(record, self.work_dir / record["name"] / "in",
+                              "free space on this node's disk, or mount smaller files")
         self.store.save_function(record)
         self._served[record["name"]] = self._served_from(record)  # what it spent this hour still counts
         if record["on_market"]:
@@ -665,12 +666,24 @@ class WebFunctions:
         base = self.web_url()
         return None if base is None else f"{base}/fn/{name}/"
 
-    async def _mount(self, record: dict[str, Any], mounted: Path, staged: Callable[[int], None] | None = None) -> None:
+    async def _mount(self, record: dict[str, Any], mounted: Path, hint: str, mounting: Callable[[], None] | None = None,
+                     staged: Callable[[int], None] | None = None) -> None:
+        """The files `record` mounts staged, then moved to `mounted`, only if the disk has room for them (`hint`
+        says what to do if not) beside the files, bodies and answers being written; `mounting` is called once they
+        fit, before they are read, `staged` with the bytes of each part written."""
+        items = [parse_input(text) for text in record["inputs"]]
+        size = sum(Capability.parse(item.cap).size for item in items)
         staging = Path(tempfile.mkdtemp(prefix="in-", dir=self._dir()))
         try:
-            for text in record["inputs"]:
-                item = parse_input(text)
-                await self._stage(item, staging / item.name, staged)
+            self.room.check(size, "the files the function mounts", hint)
+            if mounting is not None:
+                mounting()
+            self.room.writing += size
+            try:
+                for item in items:
+                    await self._stage(item, staging / item.name, staged)
+            finally:
+                self.room.writing -= size
             await in_pool(None, _swap, staging, mounted)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -744,8 +757,9 @@ class WebFunctions:
                    ) -> dict[str, Any]:
         """Serve a function `owner` placed here, billed to `bill`; placed again with the same spec, only its bill
         changes (its owner's next tab), and with the same files they are not read again.  `mounting` is called
-        before its files are read (it may refuse), `staged` with the bytes of each part of them written; `keep` is
-        given its record once its files are in place, before it is served (what was placed is then on disk)."""
+        before its files are read, once the disk has room for them (it may refuse), `staged` with the bytes of each
+        part of them written; `keep` is given its record once its files are in place, before it is served (what was
+        placed is then on disk)."""
         record = self._checked({**body, "on_market": False})
         record["owner"], record["mounted"] = owner, _digest(record["inputs"])
         key = (owner, record["name"])
@@ -756,8 +770,7 @@ class WebFunctions:
             return served.record
         mounted = self._placed_dir(record)
         if served is None or served.record["mounted"] != record["mounted"] or not mounted.exists():
-            mounting()
-            await self._mount(record, mounted / "in", staged)
+            await self._mount(record, mounted / "in", "place it on another provider", mounting, staged)
         keep(record)
         self._placed[key] = Served(record, bill, owner=owner)
         await in_pool(None, _remove_siblings, mounted)  # the files of its spec before, if they were others

@@ -12,11 +12,11 @@ it read charged, and withdraws what was placed before it); a placement takes at 
 owner waits for its answer (503 past it, charged as one cut short); a module this
 node lacks is refused (404 module-not-found) and the owner may push it (once, within the pushed-module
 bounds: PaidCompute.receive_module); the files it mounts, at most MAX_MOUNTED bytes in all, are read from the
-network by their capabilities as any node reads them, only while this node keeps DISK_MARGIN free (counting the
-files of placements being read at that moment), and only once their reading (`mount_price`) is reserved on the
-owner's line here, where it is used whatever comes of it.  A function asking a max_body or concurrency past this
-node's (compute.placed_max_body, compute.placed_concurrency) is refused; its requests' bodies and answers are
-written only while the disk keeps DISK_MARGIN free (WebFunctions.room).
+network by their capabilities as any node reads them, only while this node keeps DISK_MARGIN free (WebFunctions.room,
+counting the files, bodies and answers being written at that moment), and only once their reading (`mount_price`)
+is reserved on the owner's line here, where it is used whatever comes of it.  A function asking a max_body or
+concurrency past this node's (compute.placed_max_body, compute.placed_concurrency) is refused; its requests' bodies
+and answers are written only while the disk keeps DISK_MARGIN free (WebFunctions.room).
 
 Each request then holds its budget on the owner's trust line and on its tab (ProviderTabs), and its run's amount
 is written with its provenance record (one group commit); its caller is answered before that write, so from the
@@ -42,15 +42,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
 from ..errors import (AuthorizationExpired, AuthorizationReplayed, Conflict, DealRefused, FunctionUnavailable,
-                      InvalidArgument, NotFound, OverCap, QuotaExceeded, SpendCapReached, StorageFull, XscError)
+                      InvalidArgument, NotFound, OverCap, QuotaExceeded, SpendCapReached, XscError)
 from ..identity import public_id
 from ..storage.core.capability import Capability
 from ..ledger.core.model import encode_authorization
@@ -58,7 +56,6 @@ from ..ledger.core.pricing import price_compute
 from ..net.functions import PLACE_TIMEOUT
 from ..tasks import in_pool, periodic
 from .functions import CONCURRENCY, MAX_BODY, WebFunctions, median_ms
-from .hosted_jobs import DISK_MARGIN
 from .jobspec import MAX_INPUTS, Input, parse_input
 from .modules import parse_module_id
 from .paid import SWEEP_INTERVAL, PaidCompute, not_here
@@ -174,7 +171,6 @@ class PlacedFunctions:
         self.paid = paid  # a placement's terms are checked, and its requests held, as an invoke's are
         self.store = store  # the placements, kept across restarts
         self.web_url = web_url  # where this node's web listener is reached (None: it serves no functions)
-        self._mounting = 0  # bytes of files placements being made may still write: each checks the disk with them
         self._kept: dict[tuple[str, str], tuple[int, int, int]] = {}  # counters as last written
         # functions being placed, not served yet: counted in the quotas (else placements sent at once all pass them)
         self._placing: Counter[tuple[str, str]] = Counter()
@@ -322,9 +318,6 @@ class PlacedFunctions:
         mounted = sum(Capability.parse(item.cap).size for item in _inputs(function))
         if mounted > MAX_MOUNTED:
             raise OverCap(f"the function mounts {mounted:,} bytes; a placed function mounts at most {MAX_MOUNTED:,}")
-        if mounted and await in_pool(None, _free, self.functions.work_dir) < mounted + DISK_MARGIN + self._mounting:
-            raise StorageFull("this node has no room for the files the function mounts now",
-                              hint="place it on another provider")
         bill = self._tab_bill(owner, name, auth, price, deal)
         reading = mount_price(mounted, price)
         reserved = read = 0
@@ -342,7 +335,6 @@ class PlacedFunctions:
             nonlocal read
             read += size
 
-        self._mounting += mounted
         deadline, cut = asyncio.timeout(PLACE_TIMEOUT), False  # past it its owner has stopped waiting for the answer
         try:
             async with deadline:
@@ -357,7 +349,6 @@ class PlacedFunctions:
             raise FunctionUnavailable(f"the files the function mounts were not read within {PLACE_TIMEOUT:g} s",
                                       hint="place it again, or on another provider") from None
         finally:
-            self._mounting -= mounted
             if reserved and self.paid.trust is not None:  # read (or begun) whatever came of it: used; cut short, the
                 # part read (a withdrawal's or the deadline's doing, not the owner's files')
                 used = min(reserved, mount_price(read, price)) if cut else reserved
@@ -470,11 +461,6 @@ def mount_price(size: int, price: int) -> int:
     """What reading `size` bytes of a placed function's stored files costs its owner here, at `price` per million
     fuel: as much as a run reading them through a WASI stream."""
     return price_compute(io_fuel(size), price)
-
-
-def _free(directory: Path) -> int:
-    directory.mkdir(parents=True, exist_ok=True)
-    return shutil.disk_usage(directory).free
 
 
 def _inputs(function: dict[str, Any]) -> list[Input]:
