@@ -305,6 +305,8 @@ TASKS_STARTED_ELSEWHERE = {
     # a remote call's send: awaited by its caller, or (its caller gone once it was sent) kept until its answer, and
     # stopped on close
     "xsc.compute.remote_sends": 1,
+    # a placement, its own task so that a withdrawal cuts it short: awaited by the request that made it on every path
+    "xsc.compute.placed_functions": 1,
     "xsc.compute.spot_checks": 1,  # a remote answer's check, CHECKING at most at once, each ends (stopped on close)
     "xsc.ledger.service": 1,
     "xsc.market.replication": 1,

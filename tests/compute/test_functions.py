@@ -4,15 +4,18 @@ callers refused one by one while others are served; every request charged to the
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
 import json
 import logging
 import os
+import shutil
 
 import aiohttp
 import pytest
 
 from tests.support.compute import call_at_once, deploy
+from tests.support.disks import tmpfs
 from tests.support.nodes import close_node, free_port, serve
 from tests.support.waiting import eventually_async
 from xsc import keys
@@ -241,6 +244,42 @@ async def test_a_run_whose_answer_is_refused_is_signed_as_the_trap_its_caller_wa
         assert record["outcome"] == "trap" and "results" not in record, record
         assert record["trap"]["kind"] == kind and said in record["trap"]["message"], record["trap"]
         assert record["charge"] > 0, record
+
+
+async def test_the_nodes_own_functions_bodies_and_answers_are_written_only_while_its_disk_has_room(
+        web, monkeypatch) -> None:
+    """A function the node serves itself answers strangers too: its files, bodies and answers are written only while
+    the disk keeps its margin free, as a placed function's are (507, a problem body; what was written removed)."""
+    node, base = web
+    served_here = node.app[NODE].functions
+    monkeypatch.setattr(served_here.room, "margin", 1 << 20)
+    module = await deploy(node, "cgi", wasi=True)
+    shutil.rmtree(served_here.work_dir, ignore_errors=True)
+    with tmpfs(served_here.work_dir, "8m"):
+        key = base64.b32encode(bytes(32)).decode().lower().rstrip("=")
+        too_big = f"xsc:chk:{key}:{key}:4:2:{10 << 20}:/in/page"  # refused by its size: never read, never stored
+        response = await node.post("/v1/compute/functions", json={"name": "site", "module": module,
+                                                                   "entrypoint": "files", "inputs": [too_big]})
+        problem = await response.json()
+        assert (response.status, problem["code"]) == (507, "storage-full") and "mounts" in problem["detail"], problem
+        assert not list(served_here.work_dir.glob("in-*"))
+        await _serve(node, name="raw", module=module, entrypoint="raw")
+        host, port = node.app[NODE].config.node.web_listen.split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:  # a body declared larger than the room: refused before a byte of it is read
+            writer.write(f"POST /fn/raw/ HTTP/1.1\r\nHost: x\r\nContent-Length: {10 << 20}\r\n\r\n".encode())
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        finally:
+            writer.close()
+        assert head.startswith(b"HTTP/1.1 507 ") and b"application/problem+json" in head, head
+        # A body that fits (5 MiB), answered as it is: its answer finds room for a MiB or two, then none.
+        body = b"Content-Type: application/octet-stream\n\n" + b"x" * (5 << 20)
+        status, _, problem = await _get(f"{base}/fn/raw/", "POST", data=body, headers={"Range": "bytes=0-"})
+        assert status == 507 and json.loads(problem)["code"] == "storage-full", problem[:300]
+        assert "answer" in json.loads(problem)["detail"], problem
+        assert shutil.disk_usage(served_here.work_dir).free > 7 << 20  # its files removed
+        assert (await _get(f"{base}/fn/raw/", "POST", data=b"Content-Type: text/plain\n\nfits"))[::2] == (200, b"fits")
 
 
 async def test_an_answer_over_its_cap_before_its_head_is_sent_is_never_streamed(monkeypatch, tmp_path) -> None:

@@ -22,7 +22,7 @@ from tests.support.jobs import QUIET, balances, verified
 from tests.support.nodes import close_node, free_port
 from tests.support.waiting import eventually_async
 from xsc import keys
-from xsc.compute import journal as journal_module, placed_functions, placements, provenance
+from xsc.compute import journal as journal_module, placements, provenance
 from xsc.compute.placed_functions import PER_OWNER, function_job, mount_price
 from xsc.compute.remote_tabs import TAB_METERS
 from xsc.errors import Conflict, FunctionUnavailable, PeerRefused, PeerUnreachable
@@ -1032,15 +1032,15 @@ async def test_placements_mounting_files_at_once_are_promised_no_more_disk_than_
     are read is refused (507), not let fill the disk under the provider's own database."""
     owner, provider, module, price = await _owner_and_provider(node_factory)
     owner_id, node = owner.app[IDENTITY].id, owner.app[NODE]
-    monkeypatch.setattr(placed_functions, "DISK_MARGIN", 1 << 20)
     functions = provider.app[NODE].functions
+    monkeypatch.setattr(functions.room, "margin", 1 << 20)
     stage, reading, go_on = functions._stage, asyncio.Event(), asyncio.Event()
 
-    async def held(item, path):  # the first placement's file is being read while the second comes
+    async def held(item, path, *counted):  # the first placement's file is being read while the second comes
         if not reading.is_set():
             reading.set()
             await go_on.wait()
-        return await stage(item, path)
+        return await stage(item, path, *counted)
 
     monkeypatch.setattr(functions, "_stage", held)
     key = base64.b32encode(bytes(32)).decode().lower().rstrip("=")

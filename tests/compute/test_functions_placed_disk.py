@@ -1,6 +1,6 @@
 """A provider's disk and caps against the functions other nodes place on it (compute/placed_functions.py,
 compute/functions.py): an answer or body with no room on disk, two placements of one name at once, a withdrawal while
-a placement is being made, a placement kept from before the caps were lowered."""
+a placement is being made, a placement that hangs, a placement kept from before the caps were lowered."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from tests.support.jobs import QUIET
 from tests.support.nodes import free_port
 from tests.support.waiting import eventually_async
 from xsc.compute import functions as functions_module
+from xsc.compute import placed_functions as placed_functions_module
 from xsc.compute import provenance
-from xsc.compute.placed_functions import function_job
+from xsc.compute.placed_functions import function_job, mount_price
 from xsc.compute.remote_tabs import TAB_METERS
 from xsc.compute.service import InvokeCall
 from xsc.errors import PeerRefused
@@ -197,11 +198,11 @@ async def test_a_name_placed_again_while_its_placement_is_being_made_is_refused_
         caps.append((await response.json())["capability"])
     stage, reading, go_on = functions._stage, asyncio.Event(), asyncio.Event()
 
-    async def held(item, path):  # the first placement's file is being read while the second comes
+    async def held(item, path, *counted):  # the first placement's file is being read while the second comes
         if item.cap == caps[0]:
             reading.set()
             await go_on.wait()
-        return await stage(item, path)
+        return await stage(item, path, *counted)
 
     monkeypatch.setattr(functions, "_stage", held)
 
@@ -227,56 +228,93 @@ async def test_a_name_placed_again_while_its_placement_is_being_made_is_refused_
     assert [p["function"]["inputs"] for _, p in kept] == [[f"{caps[1]}:/in/page"]]
 
 
-async def test_a_function_withdrawn_while_it_is_placed_again_is_withdrawn_once_that_placement_is_answered(
+def _held_mid_read(monkeypatch, functions, size: int) -> asyncio.Event:
+    """The provider's reads of a stored file of `size` bytes give the first half of its first chunk, then hang: the
+    event is set once that half is read."""
+    open_file, reading = functions.storage.open, asyncio.Event()
+
+    async def opened(cap, *args, **kwargs):
+        length, chunks = await open_file(cap, *args, **kwargs)
+        if cap.size != size:
+            return length, chunks
+
+        async def half():
+            async with contextlib.aclosing(chunks):
+                first = await anext(aiter(chunks))
+                yield first[:len(first) // 2]
+                reading.set()
+                await asyncio.Event().wait()
+
+        return length, half()
+
+    monkeypatch.setattr(functions.storage, "open", opened)
+    return reading
+
+
+async def _two_pages(owner) -> list[str]:
+    """Two stored pages: a short one, and one of a MiB (`_held_mid_read` holds its reads)."""
+    caps = []
+    for text in (b"the first's page\n", b"x" * (1 << 20)):
+        response = await owner.post("/v1/store/files", data=text)
+        caps.append((await response.json())["capability"])
+    return caps
+
+
+async def test_a_function_withdrawn_while_it_is_placed_again_is_answered_at_once_and_that_placement_cut_short(
         node_factory, monkeypatch):
-    """The owner's withdrawal of a function that comes while the function is being placed again (with other files)
-    waits for that placement's answer, then withdraws what it placed too: once it is answered "withdrawn", nothing of
-    the function is served, kept or on disk.  Meanwhile another placement of it is refused (409), and the sweep of a
-    function whose tab ended leaves it to the placement (on its next tab) under way."""
+    """The owner's withdrawal of a function that comes while the function is being placed again (with other files,
+    their reading held mid-way) cuts that placement short and is answered without waiting for its reading: once it
+    is answered "withdrawn", nothing of the function is served, kept or on disk, its staged files among them, and the
+    owner's line is charged for the part of the files read, not the rest.  The sweep of a function whose tab ended
+    leaves it to the placement (on its next tab) under way."""
     owner, provider, module, price = await _owner_and_provider(node_factory)
     owner_id, node, pid = owner.app[IDENTITY].id, owner.app[NODE], provider.app[IDENTITY].id
     functions, placed_functions = provider.app[NODE].functions, provider.app[NODE].placed_functions
-    caps = []
-    for text in (b"the first's page\n", b"the second's page\n"):
-        response = await owner.post("/v1/store/files", data=text)
-        caps.append((await response.json())["capability"])
-    stage, reading, go_on = functions._stage, asyncio.Event(), asyncio.Event()
-    withdraw, withdrawing = placed_functions.withdraw, asyncio.Event()
-
-    async def held(item, path):  # the second placement's file is being read while the withdrawal comes
-        if item.cap == caps[1]:
-            reading.set()
-            await go_on.wait()
-        return await stage(item, path)
-
-    async def seen(owner: str, name: str) -> dict:
-        withdrawing.set()
-        return await withdraw(owner, name)
-
-    monkeypatch.setattr(functions, "_stage", held)
-    monkeypatch.setattr(placed_functions, "withdraw", seen)
+    caps = await _two_pages(owner)
+    reading = _held_mid_read(monkeypatch, functions, 1 << 20)
 
     def place(cap: str):
         return _place_site(owner, provider, module, price, cap)
 
     status, answer = await place(caps[0])
     assert status == 201, answer
+    used = provider.app[NODE].paid.trust.line(owner_id)["used"]
     second = asyncio.ensure_future(place(caps[1]))
-    try:
-        await asyncio.wait_for(reading.wait(), 30)
-        assert await placed_functions.sweep(time.time() + 7200) == []  # the first tab has expired by then
-        withdrawn = asyncio.ensure_future(wire.withdraw(node.client, provider.app[NODE].peers.url, pid, "site"))
-        await asyncio.wait_for(withdrawing.wait(), 30)
-        status, refused = await place(caps[0])
-        assert (status, refused["code"]) == (409, "conflict") and "withdrawn" in refused["detail"], refused
-    finally:
-        go_on.set()
-    status, again = await second
-    assert status == 201 and again["url"] == answer["url"], again
-    await withdrawn
+    await asyncio.wait_for(reading.wait(), 30)
+    assert await placed_functions.sweep(time.time() + 7200) == []  # the first tab has expired by then
+    # its reading still held: not waited for
+    await asyncio.wait_for(wire.withdraw(node.client, provider.app[NODE].peers.url, pid, "site"), 30)
+    status, cut = await second
+    assert (status, cut["code"]) == (409, "conflict") and "withdrawn while" in cut["detail"], cut
     assert (await _get(answer["url"] + "page"))[0] == 404
     assert placed_functions.hosted() == [] and functions.store.placements() == []
     assert not (functions.work_dir / functions_module.PLACED_DIR / owner_id / "site").exists()
+    assert not list(functions.work_dir.glob("in-*"))  # its staged part removed
+    line = provider.app[NODE].paid.trust.line(owner_id)
+    half = mount_price((1 << 20) // 2, price)  # (the first chunk is the whole MiB or less: at most half read)
+    assert 0 < line["used"] - used <= half < mount_price(1 << 20, price) and line["reserved"] == 0, line
+
+
+async def test_a_function_whose_placement_hangs_is_swept_once_that_placement_times_out(node_factory, monkeypatch):
+    """The sweep leaves a function whose tab ended to the placement of it under way, which may bring its next tab
+    (`::test_a_function_withdrawn_while_it_is_placed_again_is_answered_at_once_and_that_placement_cut_short`); a
+    placement whose files' reading hangs is bounded by what its owner waits for its answer (503, nothing of it kept),
+    and the next sweep withdraws the function."""
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    owner_id = owner.app[IDENTITY].id
+    functions, placed_functions = provider.app[NODE].functions, provider.app[NODE].placed_functions
+    caps = await _two_pages(owner)
+    status, answer = await _place_site(owner, provider, module, price, caps[0])
+    assert status == 201, answer
+    _held_mid_read(monkeypatch, functions, 1 << 20)
+    monkeypatch.setattr(placed_functions_module, "PLACE_TIMEOUT", 1.0)  # (the owner's wait: 120 s)
+    status, refused = await asyncio.wait_for(_place_site(owner, provider, module, price, caps[1]), 30)
+    assert (status, refused["code"]) == (503, "function-unavailable") and "not read within" in refused["detail"], \
+        refused
+    assert not list(functions.work_dir.glob("in-*"))  # its staged part removed
+    assert await placed_functions.sweep(time.time() + 7200) == [(owner_id, "site")]  # its first tab expired by then
+    assert placed_functions.hosted() == [] and functions.store.placements() == []
+    assert (await _get(answer["url"] + "page"))[0] == 404
 
 
 async def test_placements_past_caps_lowered_since_are_dropped_at_start_and_their_owner_is_told(node_factory):

@@ -123,23 +123,23 @@ class Request:
 
 
 class DiskRoom:
-    """The free disk a placed function's request body or answer is written to only while it keeps `margin` bytes
-    free beside it and the bytes other such writes are about to make (`writing`): strangers' placements, at any
-    max_body and concurrency, cannot fill the disk under the node's own database."""
+    """The free disk a function's files, request bodies and answers are written to only while it keeps `margin`
+    bytes free beside them and the bytes other such writes are about to make (`writing`): no function, the node's
+    own or a stranger's placed here, at any max_body and concurrency, fills the disk under the node's own
+    database."""
 
     def __init__(self, directory: Path, margin: int) -> None:
         self.directory, self.margin = directory, margin
         self.writing = 0
 
-    def check(self, size: int, what: str) -> None:
+    def check(self, size: int, what: str, hint: str = "retry later, or with a smaller body") -> None:
         """Raise StorageFull (507) unless `size` more bytes of `what` fit now."""
         try:
             free = shutil.disk_usage(self.directory).free
         except OSError:
             free = 0
         if free < size + self.margin + self.writing:
-            raise StorageFull(f"this node has no room on disk for {what} now ({size:,} bytes)",
-                              hint="retry later, or with a smaller body")
+            raise StorageFull(f"this node has no room on disk for {what} now ({size:,} bytes)", hint=hint)
 
 
 class Spill:
@@ -154,7 +154,7 @@ class Spill:
         self.directory = directory
         self.loop = loop
         self.cap = cap
-        self.room = room  # a placed function's: its file grows only while the disk has room, checked each CHUNK
+        self.room = room  # an answer's: its file grows only while the disk has room, checked each CHUNK
         self.full: StorageFull | None = None  # it had no room: nothing more read
         self._roomy = SPILL  # bytes it may reach before the disk is checked again
         self.memory = bytearray()
@@ -613,7 +613,7 @@ class WebFunctions:
         self.payer = payer  # the owner: every request of its own functions is charged to it
         self.store = store
         self.work_dir = work_dir
-        self.room = DiskRoom(work_dir, DISK_MARGIN)  # what placed functions' requests write on disk
+        self.room = DiskRoom(work_dir, DISK_MARGIN)  # what functions' requests write on disk
         self.bill = LedgerBill(ledger, tabs, payer, node, bid)
         self._served: dict[str, Served] = {}
         self._placed: dict[tuple[str, str], Served] = {}  # (owner, name): functions other nodes placed here
@@ -652,7 +652,8 @@ class WebFunctions:
                                   "is where the functions that node places here answer",
                                   hint="name it otherwise, e.g. with a '-' in it")
         if not record["on_market"]:
-            await self._mount(record, self.work_dir / record["name"] / "in")
+            await self._mount(record, self.work_dir / record["name"] / "in",
+                              "free space on this node's disk, or mount smaller files")
         self.store.save_function(record)
         self._served[record["name"]] = self._served_from(record)  # what it spent this hour still counts
         if record["on_market"]:
@@ -665,12 +666,24 @@ class WebFunctions:
         base = self.web_url()
         return None if base is None else f"{base}/fn/{name}/"
 
-    async def _mount(self, record: dict[str, Any], mounted: Path) -> None:
+    async def _mount(self, record: dict[str, Any], mounted: Path, hint: str, mounting: Callable[[], None] | None = None,
+                     staged: Callable[[int], None] | None = None) -> None:
+        """The files `record` mounts staged, then moved to `mounted`, only if the disk has room for them (`hint`
+        says what to do if not) beside the files, bodies and answers being written; `mounting` is called once they
+        fit, before they are read, `staged` with the bytes of each part written."""
+        items = [parse_input(text) for text in record["inputs"]]
+        size = sum(Capability.parse(item.cap).size for item in items)
         staging = Path(tempfile.mkdtemp(prefix="in-", dir=self._dir()))
         try:
-            for text in record["inputs"]:
-                item = parse_input(text)
-                await self._stage(item, staging / item.name)
+            self.room.check(size, "the files the function mounts", hint)
+            if mounting is not None:
+                mounting()
+            self.room.writing += size
+            try:
+                for item in items:
+                    await self._stage(item, staging / item.name, staged)
+            finally:
+                self.room.writing -= size
             await in_pool(None, _swap, staging, mounted)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -740,11 +753,13 @@ class WebFunctions:
 
     # --- functions other nodes placed here ----------------------------------------------------
     async def host(self, owner: str, body: Any, bill: Bill, mounting: Callable[[], None],
-                   keep: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+                   keep: Callable[[dict[str, Any]], None], staged: Callable[[int], None] | None = None
+                   ) -> dict[str, Any]:
         """Serve a function `owner` placed here, billed to `bill`; placed again with the same spec, only its bill
         changes (its owner's next tab), and with the same files they are not read again.  `mounting` is called
-        before its files are read (it may refuse); `keep` is given its record once its files are in place, before
-        it is served (what was placed is then on disk)."""
+        before its files are read, once the disk has room for them (it may refuse), `staged` with the bytes of each
+        part of them written; `keep` is given its record once its files are in place, before it is served (what was
+        placed is then on disk)."""
         record = self._checked({**body, "on_market": False})
         record["owner"], record["mounted"] = owner, _digest(record["inputs"])
         key = (owner, record["name"])
@@ -755,8 +770,7 @@ class WebFunctions:
             return served.record
         mounted = self._placed_dir(record)
         if served is None or served.record["mounted"] != record["mounted"] or not mounted.exists():
-            mounting()
-            await self._mount(record, mounted / "in")
+            await self._mount(record, mounted / "in", "place it on another provider", mounting, staged)
         keep(record)
         self._placed[key] = Served(record, bill, owner=owner)
         await in_pool(None, _remove_siblings, mounted)  # the files of its spec before, if they were others
@@ -839,12 +853,15 @@ class WebFunctions:
                 "env": dict(spec.env), "limits": spec.asked, "max_body": max_body, "concurrency": concurrency,
                 "spend_cap": spend_cap, "on_market": on_market, "created": provenance.timestamp(time.time_ns())}
 
-    async def _stage(self, item: Input, path: Path) -> None:
+    async def _stage(self, item: Input, path: Path, staged: Callable[[int], None] | None = None) -> None:
+        """A stored file read to `path`, `staged` told the bytes of each chunk written."""
         _, chunks = await self.storage.open(Capability.parse(item.cap))
         async with contextlib.aclosing(chunks):
             with open(path, "wb") as out:
                 async for chunk in chunks:
                     await in_pool(None, out.write, chunk)
+                    if staged is not None:
+                        staged(len(chunk))
 
     def _dir(self) -> Path:
         if not self._made:  # once: a request's run makes no system call it does not need
@@ -940,7 +957,7 @@ class WebFunctions:
         budget = self.compute.budget(call, bill.rate)
         await bill.hold(budget)
         loop = asyncio.get_running_loop()
-        room = None if served.owner is None else self.room  # (the user's own functions: the user's own disk)
+        room = self.room  # the node's own functions' callers are strangers too: the same rule as placed ones'
         stdout, stderr, stdin = Spill(self._dir(), loop, MAX_RESPONSE, room), Spill(self._dir(), loop, OUTPUT_CAP), None
         streams = Streams(refuse_over_cap=True, env=dict(sorted({**record["env"], **_cgi_env(request)}.items())),
                           inputs_dir=self._mounted(served) if record["inputs"] else None)
@@ -951,7 +968,7 @@ class WebFunctions:
                     ran, read = await self._on_loop(served, request, prepared, spec.entrypoint, signature, argv,
                                                     limits, streams, (stdout, stderr))
                 if ran is None:
-                    if room is not None and request.content_length:  # refused before a byte of it is read
+                    if request.content_length:  # refused before a byte of it is read
                         room.check(request.content_length, "the request's body")
                     stdin, size = await _body_to(read, self.work_dir, record["max_body"], room)
                     streams.env["CONTENT_LENGTH"] = str(size)  # a chunked body's too, once it is read
@@ -1346,10 +1363,9 @@ def _replay(first: bytes, rest: ReadFn | None) -> ReadFn:
     return read
 
 
-async def _body_to(read: ReadFn, directory: Path, cap: int, room: DiskRoom | None = None
-                   ) -> tuple[Path | None, int]:
-    """The request's body in a file in `directory` (its path and size), or None with no body; with `room`, each
-    chunk written only if the disk has room for it."""
+async def _body_to(read: ReadFn, directory: Path, cap: int, room: DiskRoom) -> tuple[Path | None, int]:
+    """The request's body in a file in `directory` (its path and size), or None with no body; each chunk written
+    only if the disk has `room` for it."""
     chunk = await read(CHUNK)
     if not chunk:
         return None, 0
@@ -1361,15 +1377,12 @@ async def _body_to(read: ReadFn, directory: Path, cap: int, room: DiskRoom | Non
                 size += len(chunk)
                 if size > cap:
                     raise PayloadTooLarge(f"the body is over this function's {cap:,} bytes")
-                if room is None:
+                room.check(len(chunk), "the request's body")
+                room.writing += len(chunk)
+                try:
                     await in_pool(None, out.write, chunk)
-                else:
-                    room.check(len(chunk), "the request's body")
-                    room.writing += len(chunk)
-                    try:
-                        await in_pool(None, out.write, chunk)
-                    finally:
-                        room.writing -= len(chunk)
+                finally:
+                    room.writing -= len(chunk)
                 chunk = await read(CHUNK)
     except BaseException:
         await in_pool(None, _remove, Path(name))

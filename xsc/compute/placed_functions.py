@@ -7,14 +7,16 @@ its job reference names the owner and the function) are checked as an invoke's a
 tab must have room for one request and the owner's trust line here must cover one, before anything of the
 function is taken.  An owner places at most PER_OWNER functions here, all owners at most MAX_PLACED, and a
 function in one placement or withdrawal at a time (a placement sent while another of it, or its withdrawal, is
-being made is refused, 409; a withdrawal waits for the placement under way and withdraws it too); a module this
+being made is refused, 409; a withdrawal cuts the placement under way short, its staged files removed and only what
+it read charged, and withdraws what was placed before it); a placement takes at most PLACE_TIMEOUT seconds, what its
+owner waits for its answer (503 past it, charged as one cut short); a module this
 node lacks is refused (404 module-not-found) and the owner may push it (once, within the pushed-module
 bounds: PaidCompute.receive_module); the files it mounts, at most MAX_MOUNTED bytes in all, are read from the
-network by their capabilities as any node reads them, only while this node keeps DISK_MARGIN free (counting the
-files of placements being read at that moment), and only once their reading (`mount_price`) is reserved on the
-owner's line here, where it is used whatever comes of it.  A function asking a max_body or concurrency past this
-node's (compute.placed_max_body, compute.placed_concurrency) is refused; its requests' bodies and answers are
-written only while the disk keeps DISK_MARGIN free (WebFunctions.room).
+network by their capabilities as any node reads them, only while this node keeps DISK_MARGIN free (WebFunctions.room,
+counting the files, bodies and answers being written at that moment), and only once their reading (`mount_price`)
+is reserved on the owner's line here, where it is used whatever comes of it.  A function asking a max_body or
+concurrency past this node's (compute.placed_max_body, compute.placed_concurrency) is refused; its requests' bodies
+and answers are written only while the disk keeps DISK_MARGIN free (WebFunctions.room).
 
 Each request then holds its budget on the owner's trust line and on its tab (ProviderTabs), and its run's amount
 is written with its provenance record (one group commit); its caller is answered before that write, so from the
@@ -40,22 +42,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
 from ..errors import (AuthorizationExpired, AuthorizationReplayed, Conflict, DealRefused, FunctionUnavailable,
-                      InvalidArgument, NotFound, OverCap, QuotaExceeded, SpendCapReached, StorageFull, XscError)
+                      InvalidArgument, NotFound, OverCap, QuotaExceeded, SpendCapReached, XscError)
 from ..identity import public_id
 from ..storage.core.capability import Capability
 from ..ledger.core.model import encode_authorization
 from ..ledger.core.pricing import price_compute
+from ..net.functions import PLACE_TIMEOUT
 from ..tasks import in_pool, periodic
 from .functions import CONCURRENCY, MAX_BODY, WebFunctions, median_ms
-from .hosted_jobs import DISK_MARGIN
 from .jobspec import MAX_INPUTS, Input, parse_input
 from .modules import parse_module_id
 from .paid import SWEEP_INTERVAL, PaidCompute, not_here
@@ -171,13 +171,13 @@ class PlacedFunctions:
         self.paid = paid  # a placement's terms are checked, and its requests held, as an invoke's are
         self.store = store  # the placements, kept across restarts
         self.web_url = web_url  # where this node's web listener is reached (None: it serves no functions)
-        self._mounting = 0  # bytes of files placements being made may still write: each checks the disk with them
         self._kept: dict[tuple[str, str], tuple[int, int, int]] = {}  # counters as last written
         # functions being placed, not served yet: counted in the quotas (else placements sent at once all pass them)
         self._placing: Counter[tuple[str, str]] = Counter()
         # (owner, name) being placed or withdrawn -> done once it is: one at a time, as each moves or removes the
         # files under the function's folder that the other may be moving into place
         self._moving: dict[tuple[str, str], asyncio.Future] = {}
+        self._under_way: dict[tuple[str, str], asyncio.Task] = {}  # placements being made: a withdrawal cuts them
 
     def start(self) -> None:
         """The placements kept on disk served again, each checked again (dropped if it no longer checks), with the
@@ -288,9 +288,17 @@ class PlacedFunctions:
                                 "all", hint="place it on another provider", retry_after=60)
         self._placing[key] += 1
         moved = self._moving[key] = asyncio.get_running_loop().create_future()
+        placing = self._under_way[key] = asyncio.ensure_future(self._place(owner, name, function, price, deal, auth,
+                                                                           web))
         try:
-            return await self._place(owner, name, function, price, deal, auth, web)
+            return await placing
+        except asyncio.CancelledError:
+            if not placing.cancelled() or asyncio.current_task().cancelling():
+                raise  # (this request is being cancelled: not a withdrawal)
+            raise Conflict(f"your function {name[:64]!r} was withdrawn while it was being placed",
+                           hint="place it again if it is to be served") from None
         finally:
+            del self._under_way[key]
             self._placing[key] -= 1
             if not self._placing[key]:
                 del self._placing[key]
@@ -310,12 +318,9 @@ class PlacedFunctions:
         mounted = sum(Capability.parse(item.cap).size for item in _inputs(function))
         if mounted > MAX_MOUNTED:
             raise OverCap(f"the function mounts {mounted:,} bytes; a placed function mounts at most {MAX_MOUNTED:,}")
-        if mounted and await in_pool(None, _free, self.functions.work_dir) < mounted + DISK_MARGIN + self._mounting:
-            raise StorageFull("this node has no room for the files the function mounts now",
-                              hint="place it on another provider")
         bill = self._tab_bill(owner, name, auth, price, deal)
         reading = mount_price(mounted, price)
-        reserved = 0
+        reserved = read = 0
 
         def mounting() -> None:  # only a new or changed function's files are read
             nonlocal reserved
@@ -326,13 +331,28 @@ class PlacedFunctions:
             self.store.save_placement(owner, name, {"function": record, "price": price, "deal": deal,
                                                     "authorization": encode_authorization(auth).hex()})
 
-        self._mounting += mounted
+        def staged(size: int) -> None:
+            nonlocal read
+            read += size
+
+        deadline, cut = asyncio.timeout(PLACE_TIMEOUT), False  # past it its owner has stopped waiting for the answer
         try:
-            record = await self.functions.host(owner, function, bill, mounting, keep)
+            async with deadline:
+                record = await self.functions.host(owner, function, bill, mounting, keep, staged)
+        except asyncio.CancelledError:  # a withdrawal's
+            cut = True
+            raise
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            cut = True
+            raise FunctionUnavailable(f"the files the function mounts were not read within {PLACE_TIMEOUT:g} s",
+                                      hint="place it again, or on another provider") from None
         finally:
-            self._mounting -= mounted
-            if reserved and self.paid.trust is not None:  # read (or begun) whatever came of it: used
-                self.paid.trust.use(owner, reserved, reserved=reserved)
+            if reserved and self.paid.trust is not None:  # read (or begun) whatever came of it: used; cut short, the
+                # part read (a withdrawal's or the deadline's doing, not the owner's files')
+                used = min(reserved, mount_price(read, price)) if cut else reserved
+                self.paid.trust.use(owner, used, reserved=reserved)
         return {"url": f"{web}/fn/{owner}/{record['name']}/", "authorization": auth.id.hex()}
 
     def _tab_bill(self, owner: str, name: str, auth, price: int, deal: dict[str, Any]) -> TabBill:
@@ -360,17 +380,23 @@ class PlacedFunctions:
 
     async def withdraw(self, owner: str, name: str) -> dict[str, Any]:
         """A function withdrawn (its owner's DELETE, or `_closed`).  One that comes while a placement of it is being
-        made waits for that placement's answer and withdraws what it placed too: the owner's latest word is that it
-        be served no more, so a withdrawal answered is never followed by that placement being served (nor does it
+        made cuts that placement short (its files may take PLACE_TIMEOUT to read: the owner is answered at once),
+        waits for it to be over and withdraws what was placed before it: the owner's latest word is that it be
+        served no more, so a withdrawal answered is never followed by that placement being served (nor does it
         remove the function's folder while that placement moves its files into it).  A placement that comes
         meanwhile is refused (409, `place`)."""
         key = (owner, name)
         before, moved = self._moving.get(key), asyncio.get_running_loop().create_future()
         self._moving[key] = moved
         try:
+            cut = False
             if before is not None:
+                placing = self._under_way.get(key)
+                cut = placing is not None and placing.cancel()
                 await asyncio.wait([before])
             if self.functions.placed(owner, name) is None:  # refused before the synced write: a name costs no fsync
+                if cut:  # what was being placed is not, and will not be, served
+                    return {"withdrawn": name}
                 raise NotFound(f"no function {name[:64]!r} of yours is served here", hint="place it first")
             self.store.remove_placement(owner, name)  # first: a kill -9 from here on leaves it withdrawn
             await self.functions.drop(owner, name)
@@ -435,11 +461,6 @@ def mount_price(size: int, price: int) -> int:
     """What reading `size` bytes of a placed function's stored files costs its owner here, at `price` per million
     fuel: as much as a run reading them through a WASI stream."""
     return price_compute(io_fuel(size), price)
-
-
-def _free(directory: Path) -> int:
-    directory.mkdir(parents=True, exist_ok=True)
-    return shutil.disk_usage(directory).free
 
 
 def _inputs(function: dict[str, Any]) -> list[Input]:

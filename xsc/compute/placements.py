@@ -197,7 +197,8 @@ class Placements:
                 self._unplaced[name] = refusal or err.message
                 return
             # A placed function's requests are paid on its tab, never served from the allocation: its deal holds
-            # nothing of it.
+            # nothing of it (its callers are strangers, what they ran is its provider's word, and a placement lives
+            # for hours: docs/allocation.md, "Serving").
             self.paid.dealing.ended(assignment)
             provider = assignment.provider
             if await over.passes(provider):
