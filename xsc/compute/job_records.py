@@ -21,7 +21,7 @@ from ..tasks import Locks, in_pool
 from .job_sandbox import MAX_OUTPUTS, UNPRINTABLE
 from . import lineage as lineage_, provenance
 from .lineage import verify_hash as _verify_hash
-from .out_bound import MAX_DEPTH, MAX_ENTRIES
+from .out_bound import MAX_DEPTH, MAX_ENTRIES, UNREADABLE, UNREADABLE_HINT
 
 log = logging.getLogger(__name__)
 
@@ -472,6 +472,8 @@ def _refusal_hint(refusal: str) -> str:
         return "name the files it leaves in /out with printable characters"
     if refusal.startswith("storing its"):  # the fuel its outputs' bytes cost (job_sandbox.run_program)
         return "ask for more with --fuel, up to the node's compute.fuel, or write less"
+    if refusal.startswith(UNREADABLE):  # out_bound.py: a path under /out the node cannot read
+        return UNREADABLE_HINT
     if refusal.startswith(("it made", "it left more than")):  # out_bound.py's bounds on /out's tree, MAX_OUTPUTS
         return (f"make at most {MAX_ENTRIES:,} files and directories in /out, {MAX_DEPTH} deep, and leave at most "
                 f"{MAX_OUTPUTS} (many files in one archive are one)")
