@@ -52,7 +52,7 @@ from .paid import relayed, worst_case_refused
 from .service import ComputeService, InvokeCall
 from .hosted_jobs import PER_SENDER
 from .job_records import (CURSOR_BYTES, FORGET_AT_ONCE, REPLACING, UNFINISHED, JobOutputs, JobRecords, answer, ended,
-                          made, replacing, rerun_hint, run_id)
+                          made, replacing, rerun_hint, run_id, unstored_answer)
 from .job_sandbox import record_and_owe, remove_tree, run_program
 from .remote_answers import RemoteAnswers
 from .sent_jobs import Returned
@@ -445,7 +445,7 @@ class JobService:
                 # the puts): the run happened, so it is recorded and charged, its record the trap its caller is told
                 unstored = err
                 outcome.trap_kind, outcome.message = err.code, f"its outputs could not be stored: {err.message}"
-                outcome.hint = err.hint
+                outcome.hint = f"{err.hint}, then {rerun_hint(job)}" if err.hint else rerun_hint(job)
         run, record = self.compute.job_run(spec.module, spec.entrypoint, signature, argv, limits, outcome, started,
                                            self.payer.id, rate, {"job": run_id(job)},
                                            {"id": run_id(job), "inputs": staged.inputs, "stdin": staged.stdin_sha256,
@@ -462,7 +462,7 @@ class JobService:
                              (*self.records.entries(job["id"], job),
                               *made(self.payer.public_key.hex(), job["id"], stored, run.provenance_id)))
         if unstored is not None:
-            raise unstored
+            raise unstored_answer(job, streams, run.charge, unstored)
         return answer(job, streams, run.charge, refusal, trap)
 
     # --- after a restart ------------------------------------------------------------------------
