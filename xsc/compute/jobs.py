@@ -39,7 +39,8 @@ from typing import Any, Awaitable, Callable
 from .. import codec
 from ..db import Database
 from ..errors import (BodyTimeout, Conflict, ForgedResult, InsufficientCredit, IntegrityError, InvalidArgument,
-                      JobNotFound, JobRunning, NotFound, OverCap, PayloadTooLarge, PeerRefused, PeerUnreachable,
+                      JobNotFound, JobRunning, NotFound, OverCap, PayloadTooLarge, PeerRefused, PeerUnavailable,
+                      PeerUnreachable,
                       TooFewProviders, XscError)
 from ..identity import Identity
 from ..storage.core.capability import Capability
@@ -243,16 +244,11 @@ class JobService:
         except XscError as err:
             for step in ("sent", "fetching", "replicating"):  # its answers or outputs never came: not paid
                 job.pop(step, None)
-            if job["state"] == "running" and isinstance(err, PeerUnreachable):
-                # its provider went away (stopped, the network cut) and no other took it: cut short, as by a stop
-                job.update(state="interrupted", error=f"its provider could not be reached: {err.message}",
-                           error_hint=rerun_hint(job))
+            if job["state"] == "running":  # it never ended: refused before it ran, or its provider gone
+                told = _not_ended(job, err)
                 self.records.save(jid, job)
-                raise PeerUnreachable(f"the job {jid} was cut short: {err.message}", hint=job["error_hint"],
-                                      **err.details) from err
-            if job["state"] == "running":  # refused before it ran (the node busy, too little credit)
-                job.update(state="refused", error=err.message, **({"error_hint": err.hint} if err.hint else {}))
-                self.records.save(jid, job)
+                if told is not None:
+                    raise told from err
             raise
         finally:
             job.pop("replacing", None)
@@ -770,6 +766,26 @@ def _too_few(offered: int, spec: JobSpec, job: dict[str, Any]) -> TooFewProvider
     return TooFewProviders(f"the market offers {offered} other provider(s) for this job at its price, and its "
                            f"{spec.replicas} replicas need one each: none ran, nothing is paid", hint=hint,
                            offered=offered, replicas=spec.replicas)
+
+
+def _not_ended(job: dict[str, Any], err: XscError) -> XscError | None:
+    """The record of a job whose run never ended, updated from `err` (what placing or running it raised), and what its
+    user is told instead of `err` (None: `err` itself, a refusal before it ran: the node busy, too little credit)."""
+    jid = job["id"]
+    if isinstance(err, PeerUnreachable):
+        # its provider went away (stopped, the network cut) and no other took it: cut short, as by a stop
+        job.update(state="interrupted", error=f"its provider could not be reached: {err.message}",
+                   error_hint=rerun_hint(job))
+        return PeerUnreachable(f"the job {jid} was cut short: {err.message}", hint=job["error_hint"], **err.details)
+    if err.details.get("peer_code") == "node-stopping":
+        # its provider stopped before the run could end (the run refused, or cut short and not charged) and no other
+        # took it: the provider's words are its own ("this node stopped ..."), not its user's
+        job.update(state="refused", error="its provider stopped before its run could end, and no other provider "
+                   "took it: nothing is paid", error_hint=rerun_hint(job))
+        return PeerUnavailable(f"the job {jid} did not run: {job['error']}", hint=job["error_hint"],
+                               **{**err.details, "job": jid})
+    job.update(state="refused", error=err.message, **({"error_hint": err.hint} if err.hint else {}))
+    return None
 
 
 def _next_provider(err: XscError) -> bool:
