@@ -1401,3 +1401,47 @@ async def test_a_jobs_begin_and_data_are_asked_again_after_a_503_of_a_moment_or_
     status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"hello again")
     assert status == 502 and "connection refused" in problem["detail"], problem
     assert said[3:] == [sent_jobs.wire.JOBS_PATH]  # never asked again: the next provider (none here) at once
+
+
+async def test_a_job_whose_caller_hangs_up_once_it_was_sent_to_a_provider_ends_paid_once_its_outputs_found(
+        node_factory, monkeypatch) -> None:
+    """The user's request for a job goes away (its client closed the connection, a Ctrl-C of `xsc compute run`) once
+    the job was sent to a provider: the job goes on to its end on the user's node, as if it were still asked: done,
+    its provider paid its charge once, its record kept and its outputs stored, found by `xsc compute jobs` and read
+    back."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    before = balances(gateway, provider)
+    run, asked, hung_up = sent_jobs.wire.run, asyncio.Event(), asyncio.Event()
+
+    async def held(*args, **kwargs):  # the run is asked for once the caller has gone
+        asked.set()
+        await hung_up.wait()
+        return await run(*args, **kwargs)
+
+    monkeypatch.setattr(sent_jobs.wire, "run", held)
+    calling = asyncio.ensure_future(run_job(gateway, {"module": module, "stdin": "-"}, stdin=DATA))
+    await asyncio.wait_for(asked.wait(), 20)
+    calling.cancel()  # the client hangs up: its connection closes while the job is with its provider
+    with contextlib.suppress(asyncio.CancelledError):
+        await calling
+    hung_up.set()
+    shown = await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), "compute", "jobs", "--json",
+                                    env={"XSC_TOKEN": gateway.app[TOKEN]})
+    (listed,) = json.loads(ok(shown))["jobs"]
+
+    async def ended() -> dict | None:
+        job = await (await gateway.get(f"/v1/compute/jobs/{listed['id']}")).json()
+        return job if job["state"] not in ("running", "storing") else None
+
+    job = await eventually_async(ended, "the job to end without its caller", 30)
+    assert job["state"] == "done" and job["executions"] == 1 and job["provider"] == provider.app[IDENTITY].id, job
+    (copy,) = [o for o in job["outputs"] if o["name"] == "out/c.txt"]
+    assert await read_file(gateway, copy["capability"]) == DATA
+    await owed_paid(gateway, job)
+    await settle(gateway)
+    after = balances(gateway, provider)
+    assert (after[0] - before[0], after[1] - before[1]) == (-job["charge"], job["charge"]) and job["charge"] > 0
+    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}  # told to forget it once its outputs came
+    for node in (gateway, provider):
+        await verified(node)
