@@ -710,6 +710,28 @@ async def test_a_job_whose_outputs_its_own_node_cannot_store_is_recorded_charged
                     f"{module} --stdin -)"), line
 
 
+async def test_a_job_whose_checked_answer_its_node_cannot_store_names_the_job_and_its_provider_is_paid(
+        node_factory) -> None:
+    """A job run on a provider whose checked answer the user's node cannot store (no room for its outputs' shares
+    anywhere): its provider is paid (storing is this node's part), and the user reads the put's error naming the job,
+    with what its record says to do: the put's fix, then the command that runs it again."""
+    gateway, (provider,) = await network(node_factory, storage={"capacity": 4096})
+    module = await deploy(gateway, "outputs", wasi=True)
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc" * 10_000)
+    assert status == 507 and problem["code"] == "storage-full", problem
+    job = await (await gateway.get(f"/v1/compute/jobs/{problem['id']}")).json()
+    assert job["state"] == "failed" and job["outputs"] == [], job
+    assert job["error"].startswith("its outputs could not be stored: no node offers room for a share"), job
+    assert job["error_hint"] == ("free space, or add nodes with `xsc peers add`, then run it again with its stdin: "
+                                 f"... | xsc compute run {module} --stdin -"), job
+    assert problem["detail"] == f"the job {job['id']} ran, but {job['error']}" and problem["hint"] == job["error_hint"]
+    await settle(gateway)
+    after = balances(gateway, provider)
+    assert (after[0] - before[0], after[1] - before[1]) == (-problem["charged"], problem["charged"]), problem
+    assert problem["charged"] > 0
+
+
 async def test_a_provider_whose_record_of_a_refused_job_says_ok_is_not_paid_and_is_struck(node_factory,
                                                                                         monkeypatch) -> None:
     """A provider that answers a job's outputs refused but signs its run "ok" has signed another run than it
