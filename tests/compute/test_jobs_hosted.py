@@ -147,7 +147,7 @@ async def test_a_job_its_provider_stops_while_it_runs_ends_stopped_unrecorded_an
         assert not [r for r in records if "job" in r["record"]], records  # nothing of it recorded
     status, problem = await running
     assert status == 503 and problem["peer_code"] == "node-stopping", problem
-    assert "stopped while the job was with it" in problem["detail"], problem
+    assert "its provider stopped before its run could end" in problem["detail"], problem
     assert gateway.app[NODE].ledger.holding() == {}
 
 
@@ -291,3 +291,43 @@ async def test_a_job_goes_in_its_time_however_often_its_sender_asks_about_it(nod
     hosted = provider.app[NODE].hosted_jobs
     assert hosted.status() == {"hosted": 0} and not any(hosted.work_dir.iterdir())
     assert provider.app[NODE].trust.line(sender)["reserved"] == 0
+
+
+async def test_a_run_asked_of_a_provider_whose_stop_is_forced_is_refused_and_the_job_recorded_refused(
+        node_factory, monkeypatch) -> None:
+    """The run of a job whose bytes are all sent, asked for once its provider's stop is forced (no run begins any
+    more): the provider refuses it 503 `node-stopping`, runs and records nothing, and gives back what it reserved
+    once the sender forgets the job; the sender's tab pays nothing.  With no other provider, the user reads the stop
+    and the job's record is `refused` with the same words, nothing stored."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    node, sender = provider.app[NODE], gateway.app[IDENTITY].id
+    run, asking, stopped = sent_jobs.wire.run, asyncio.Event(), asyncio.Event()
+
+    async def held(*args, **kwargs):  # the gateway asks for the run only once the provider's stop is forced
+        asking.set()
+        await stopped.wait()
+        return await run(*args, **kwargs)
+
+    monkeypatch.setattr(sent_jobs.wire, "run", held)
+    files_before = (await (await gateway.get("/v1/store/files")).json())["files"]
+    running = asyncio.ensure_future(run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc"))
+    await asyncio.wait_for(asking.wait(), HANG)
+    assert node.hosted_jobs.status() == {"hosted": 1}
+    provider.server.runner.force()  # a second SIGTERM: what runs is cut short, no run begins
+    stopped.set()
+    status, problem = await asyncio.wait_for(running, HANG)
+    assert status == 503 and problem["peer_code"] == "node-stopping", problem
+    jid = problem["job"]
+    assert problem["detail"] == (f"the job {jid} did not run: its provider stopped before its run could end, and no "
+                                 "other provider took it: nothing is paid"), problem
+    assert problem["hint"] == f"run it again with its stdin: ... | xsc compute run {module} --stdin -", problem
+    job = await (await gateway.get(f"/v1/compute/jobs/{jid}")).json()
+    assert job["state"] == "refused" and job["executions"] == 0 and job["outputs"] == [], job
+    assert problem["detail"] == f"the job {jid} did not run: {job['error']}" and job["error_hint"] == problem["hint"]
+    assert (await (await gateway.get("/v1/store/files")).json())["files"] == files_before
+    assert gateway.app[NODE].ledger.holding() == {} and gateway.app[NODE].ledger.pending() == []
+    await eventually_async(lambda: node.hosted_jobs.status() == {"hosted": 0}, "the provider to forget the job")
+    assert node.trust.line(sender)["reserved"] == 0 and node.paid.provider_tabs.kept == 0
+    records = (await (await provider.get("/v1/compute/provenance?limit=100")).json())["records"]
+    assert not [r for r in records if "job" in r["record"]], records  # nothing of it run or recorded

@@ -11,7 +11,8 @@ import wasmtime
 
 from tests.support.cli import error_line, ok
 from tests.support.compute import WASM, deploy
-from tests.support.jobs import balances, network, run_job, settle, verified
+from tests.support.jobs import QUIET, balances, network, run_job, settle, verified
+from xsc.compute import provenance
 from xsc.node import IDENTITY
 from xsc.node.appkeys import NODE
 
@@ -150,3 +151,28 @@ async def test_links_a_job_leaves_in_out_are_not_outputs_on_its_node_nor_on_a_pr
         status, job = await run_job(node, {"module": module})
         assert status == 201 and job["state"] == "done" and job["exit_code"] is None, job  # the links were made
         assert [(o["name"], o["size"]) for o in job["outputs"]] == [("out/kept", 1)], job
+
+
+async def test_outputs_refused_for_a_name_not_printable_or_a_path_the_node_cannot_read_are_signed_as_such(
+        node_factory) -> None:
+    """A file left in /out under a name that is not printable, and a path in /out too long for the node to read, each
+    refuse the job's outputs as a limit does (413, nothing stored), and its signed record names what happened by its
+    own trap kind, `output-name` or `output-unreadable`, with the words its caller's 413 gave; the hint says what to
+    change; the work directory, deep as it is, goes."""
+    node = await node_factory("alone", **QUIET)
+    odd_name, hoard = await deploy(node, "odd_name", wasi=True), await deploy(node, "hoard", wasi=True)
+    files_before = (await (await node.get("/v1/store/files")).json())["files"]
+    cases = (({"module": odd_name}, "output-name", "whose name is not printable text", "printable characters"),
+             ({"module": hoard, "entrypoint": "long"}, "output-unreadable",
+              "it made in /out what the node cannot read (File name too long)", "leave shorter paths in /out"))
+    for spec, kind, said, asks in cases:
+        status, problem = await run_job(node, spec)
+        assert status == 413 and problem["code"] == "over-cap" and said in problem["detail"], problem
+        assert asks in problem["hint"] and problem["outputs"] == [], problem
+        job = await (await node.get(f"/v1/compute/jobs/{problem['id']}")).json()
+        assert job["state"] == "failed" and said in job["error"] and asks in job["error_hint"], job
+        record = provenance.check(await (await node.get(f"/v1/compute/provenance/{problem['provenance']}")).json())
+        assert record["outcome"] == "trap" and record["trap"]["kind"] == kind, record
+        assert said in record["trap"]["message"] and record["job"]["outputs"] == [], record
+    assert (await (await node.get("/v1/store/files")).json())["files"] == files_before
+    assert not list((node.app[NODE].jobs.work_dir).glob("job-*"))

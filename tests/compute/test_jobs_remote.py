@@ -675,29 +675,61 @@ async def test_a_job_whose_outputs_are_refused_is_signed_as_the_trap_its_caller_
         await verified(node)
 
 
-async def test_a_job_whose_outputs_its_own_node_cannot_store_is_recorded_charged_and_failed(node_factory,
-                                                                                           monkeypatch) -> None:
-    """A job run on its own node, whose outputs that node cannot store (no room on the market): it ran, so it is
+async def test_a_job_whose_outputs_its_own_node_cannot_store_is_recorded_charged_and_failed(node_factory) -> None:
+    """A job run on its own node, whose outputs that node cannot store (no room for their shares): it ran, so it is
     recorded, its record the trap its caller is told (`storage-full`) naming no output, and charged; its budget is
-    held no longer; the job `failed` saying why, not `refused` as one turned down before it ran."""
-    node = await node_factory("alone", **QUIET)
+    held no longer; the job `failed` saying why, not `refused` as one turned down before it ran.  Its answer is the
+    put's error naming the job, and says what to do, as its record does: one line in the CLI, the put's fix and the
+    command that runs the job again."""
+    node = await node_factory("alone", **QUIET, storage={"capacity": 4096})  # no room for a share of 30,000 bytes
     module = await deploy(node, "outputs", wasi=True)
-    storage = node.app[NODE].jobs.storage
-
-    async def no_room(*args, **kwargs):
-        raise StorageFull("the market offers no room for the file", hint="add storage nodes")
-
-    monkeypatch.setattr(storage, "put", no_room)
-    status, problem = await run_job(node, {"module": module, "stdin": "-"}, stdin=b"abc")
+    status, problem = await run_job(node, {"module": module, "stdin": "-"}, stdin=b"abc" * 10_000)
     assert status == 507 and problem["code"] == "storage-full", problem
-    (job,) = (await (await node.get("/v1/compute/jobs")).json())["jobs"]
-    job = await (await node.get(f"/v1/compute/jobs/{job['id']}")).json()
+    jid = problem["id"]
+    job = await (await node.get(f"/v1/compute/jobs/{jid}")).json()
     assert job["state"] == "failed" and job["executions"] == 1 and job["outputs"] == [], job
-    assert job["error"] == "its outputs could not be stored: the market offers no room for the file", job
+    assert job["error"].startswith("its outputs could not be stored: no node offers room for a share"), job
+    assert job["error_hint"] == ("free space, or add nodes with `xsc peers add`, then run it again with its stdin: "
+                                 f"... | xsc compute run {module} --stdin -"), job
+    assert problem["detail"] == f"the job {jid} ran, but {job['error']}" and problem["hint"] == job["error_hint"]
+    assert problem["state"] == "failed" and problem["charged"] == job["charge"] > 0, problem
     record = provenance.check(await (await node.get(f"/v1/compute/provenance/{job['provenance']}")).json())
     assert record["outcome"] == "trap" and record["trap"] == {"kind": "storage-full", "message": job["error"]}, record
     assert record["job"]["outputs"] == [] and record["charge"] == job["charge"] > 0, record
     assert node.app[NODE].ledger.held(node.app[CLIENT_IDENTITY].public_key) == job["charge"]  # its budget's rest back
+    shown = await asyncio.to_thread(xsc_in_process, "--node", str(node.make_url("")), "compute", "run", module,
+                                    input=b"abc" * 10_001, env={"XSC_TOKEN": node.app[TOKEN]})  # (other bytes)
+    line = shown.stderr.decode().strip()
+    assert shown.returncode == 1 and "\n" not in line, line  # one line, saying what failed, with its fix
+    others = [j for j in (await (await node.get("/v1/compute/jobs")).json())["jobs"] if j["id"] != jid]
+    assert len(others) == 1, line
+    again = others[0]
+    assert line == (f"xsc: error: the job {again['id']} ran, but its outputs could not be stored: no node offers "
+                    "room for a share of this file (7505 bytes; the most any offers is 4096) (free space, or add "
+                    "nodes with `xsc peers add`, then run it again with its stdin: ... | xsc compute run "
+                    f"{module} --stdin -)"), line
+
+
+async def test_a_job_whose_checked_answer_its_node_cannot_store_names_the_job_and_its_provider_is_paid(
+        node_factory) -> None:
+    """A job run on a provider whose checked answer the user's node cannot store (no room for its outputs' shares
+    anywhere): its provider is paid (storing is this node's part), and the user reads the put's error naming the job,
+    with what its record says to do: the put's fix, then the command that runs it again."""
+    gateway, (provider,) = await network(node_factory, storage={"capacity": 4096})
+    module = await deploy(gateway, "outputs", wasi=True)
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc" * 10_000)
+    assert status == 507 and problem["code"] == "storage-full", problem
+    job = await (await gateway.get(f"/v1/compute/jobs/{problem['id']}")).json()
+    assert job["state"] == "failed" and job["outputs"] == [], job
+    assert job["error"].startswith("its outputs could not be stored: no node offers room for a share"), job
+    assert job["error_hint"] == ("free space, or add nodes with `xsc peers add`, then run it again with its stdin: "
+                                 f"... | xsc compute run {module} --stdin -"), job
+    assert problem["detail"] == f"the job {job['id']} ran, but {job['error']}" and problem["hint"] == job["error_hint"]
+    await settle(gateway)
+    after = balances(gateway, provider)
+    assert (after[0] - before[0], after[1] - before[1]) == (-problem["charged"], problem["charged"]), problem
+    assert problem["charged"] > 0
 
 
 async def test_a_provider_whose_record_of_a_refused_job_says_ok_is_not_paid_and_is_struck(node_factory,
@@ -1391,3 +1423,47 @@ async def test_a_jobs_begin_and_data_are_asked_again_after_a_503_of_a_moment_or_
     status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"hello again")
     assert status == 502 and "connection refused" in problem["detail"], problem
     assert said[3:] == [sent_jobs.wire.JOBS_PATH]  # never asked again: the next provider (none here) at once
+
+
+async def test_a_job_whose_caller_hangs_up_once_it_was_sent_to_a_provider_ends_paid_once_its_outputs_found(
+        node_factory, monkeypatch) -> None:
+    """The user's request for a job goes away (its client closed the connection, a Ctrl-C of `xsc compute run`) once
+    the job was sent to a provider: the job goes on to its end on the user's node, as if it were still asked: done,
+    its provider paid its charge once, its record kept and its outputs stored, found by `xsc compute jobs` and read
+    back."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    before = balances(gateway, provider)
+    run, asked, hung_up = sent_jobs.wire.run, asyncio.Event(), asyncio.Event()
+
+    async def held(*args, **kwargs):  # the run is asked for once the caller has gone
+        asked.set()
+        await hung_up.wait()
+        return await run(*args, **kwargs)
+
+    monkeypatch.setattr(sent_jobs.wire, "run", held)
+    calling = asyncio.ensure_future(run_job(gateway, {"module": module, "stdin": "-"}, stdin=DATA))
+    await asyncio.wait_for(asked.wait(), 20)
+    calling.cancel()  # the client hangs up: its connection closes while the job is with its provider
+    with contextlib.suppress(asyncio.CancelledError):
+        await calling
+    hung_up.set()
+    shown = await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), "compute", "jobs", "--json",
+                                    env={"XSC_TOKEN": gateway.app[TOKEN]})
+    (listed,) = json.loads(ok(shown))["jobs"]
+
+    async def ended() -> dict | None:
+        job = await (await gateway.get(f"/v1/compute/jobs/{listed['id']}")).json()
+        return job if job["state"] not in ("running", "storing") else None
+
+    job = await eventually_async(ended, "the job to end without its caller", 30)
+    assert job["state"] == "done" and job["executions"] == 1 and job["provider"] == provider.app[IDENTITY].id, job
+    (copy,) = [o for o in job["outputs"] if o["name"] == "out/c.txt"]
+    assert await read_file(gateway, copy["capability"]) == DATA
+    await owed_paid(gateway, job)
+    await settle(gateway)
+    after = balances(gateway, provider)
+    assert (after[0] - before[0], after[1] - before[1]) == (-job["charge"], job["charge"]) and job["charge"] > 0
+    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}  # told to forget it once its outputs came
+    for node in (gateway, provider):
+        await verified(node)

@@ -14,7 +14,7 @@ from urllib.parse import quote
 import click
 
 from .. import codec
-from ..errors import InvalidArgument, ModuleNotFound, NodeNotRunning, NotANode, OverCap, Trap, Unauthorized, XscError
+from ..errors import InvalidArgument, ModuleNotFound, NodeNotRunning, NotANode, Unauthorized, XscError
 from ..units import counted, format_credits, plural_for
 from .output import Col, PassesArgs, emit_json, json_option, key_values, prose, table, terminal_width, wide_option
 from .progress import progress_bar
@@ -186,7 +186,7 @@ def _answered(run: Callable[[], dict], as_json: bool) -> None:
     """A job's run as `run` and `rerun` print it: the program's output, then the job's summary (or its JSON)."""
     try:
         answer = run()
-    except (Trap, OverCap) as err:
+    except XscError as err:  # a run that failed (a trap, outputs refused or not stored) answers what it printed
         if not as_json:
             _program_output(err.details)
         raise

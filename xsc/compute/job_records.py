@@ -21,7 +21,7 @@ from ..tasks import Locks, in_pool
 from .job_sandbox import MAX_OUTPUTS, UNPRINTABLE
 from . import lineage as lineage_, provenance
 from .lineage import verify_hash as _verify_hash
-from .out_bound import MAX_DEPTH, MAX_ENTRIES
+from .out_bound import MAX_DEPTH, MAX_ENTRIES, UNREADABLE, UNREADABLE_HINT
 
 log = logging.getLogger(__name__)
 
@@ -419,6 +419,18 @@ def answer(job: dict[str, Any], streams: dict[str, str], charge: int, refusal: s
     return answered
 
 
+def unstored_answer(job: dict[str, Any], streams: dict[str, str], charge: int, err: XscError) -> XscError:
+    """What a run of the job answers when its own node could not store its outputs (no room on the market, too
+    little credit for the puts): the put's error, of its kind (its status, its code), naming the job, with what its
+    record says to do (the put's fix, then the job run again) and the run's answer as its details."""
+    answered = {**err.details, **job, **streams, "replayed": False, "charged": charge}
+    answered.pop("signed", None)
+    failed = type(err).__new__(type(err))
+    XscError.__init__(failed, f"the job {job['id']} ran, but {job['error']}",
+                      hint=job.get("error_hint"), **answered)
+    return failed
+
+
 def rerun_hint(job: dict[str, Any], **guarantee: int) -> str:
     """The command that runs a job a stop cut short (or a failure with no fix of its own) again; `guarantee`: with
     other `replicas` or `agree`, as `xsc compute rerun` and `xsc compute run` both take them."""
@@ -472,6 +484,8 @@ def _refusal_hint(refusal: str) -> str:
         return "name the files it leaves in /out with printable characters"
     if refusal.startswith("storing its"):  # the fuel its outputs' bytes cost (job_sandbox.run_program)
         return "ask for more with --fuel, up to the node's compute.fuel, or write less"
+    if refusal.startswith(UNREADABLE):  # out_bound.py: a path under /out the node cannot read
+        return UNREADABLE_HINT
     if refusal.startswith(("it made", "it left more than")):  # out_bound.py's bounds on /out's tree, MAX_OUTPUTS
         return (f"make at most {MAX_ENTRIES:,} files and directories in /out, {MAX_DEPTH} deep, and leave at most "
                 f"{MAX_OUTPUTS} (many files in one archive are one)")
@@ -479,4 +493,5 @@ def _refusal_hint(refusal: str) -> str:
 
 
 __all__ = ["CURSOR_BYTES", "FORGET_AT_ONCE", "Forgettable", "JobOutputs", "JobRecords", "KEPT_STREAMS", "REPLACING",
-           "UNFINISHED", "answer", "ended", "made", "record_entries", "replacing", "rerun_hint", "run_id", "summary"]
+           "UNFINISHED", "answer", "ended", "made", "record_entries", "replacing", "rerun_hint", "run_id", "summary",
+           "unstored_answer"]

@@ -25,7 +25,7 @@ from ..ledger.tabs import owed_entry
 from ..tasks import in_pool
 from .jobspec import JobSpec
 from .limits import Limits
-from .out_bound import OUTPUT_LIMIT
+from .out_bound import OUTPUT_LIMIT, OUTPUT_NAME
 from .sandbox import Outcome
 from .service import ComputeService
 from .wasi_io import Streams, io_fuel
@@ -77,11 +77,11 @@ async def run_program(compute: ComputeService, spec: JobSpec, prepared, signatur
         started = time.time_ns()
         outcome = await sandboxed(compute, prepared, spec.entrypoint, signature, argv, limits, streams)
     files: list[OutputFile] = []
-    refusal = outcome.stopped  # what it left is not listed: more files, or deeper, than listing may meet
-    if refusal is None:
+    refusal = None  # what it left is not listed when it was stopped for it: more files, or deeper, than listing may meet
+    if outcome.stopped is None:
         files, refusal = await in_pool(None, _outputs, out_dir, stdout_path if spec.stdout_to_store else None,
                                        spec.bytes_out)
-    kind = OUTPUT_LIMIT
+    kind = OUTPUT_NAME if refusal is not None and refusal.startswith(UNPRINTABLE) else OUTPUT_LIMIT
     out_fuel = io_fuel(sum(size for _, _, size in files))
     if refusal is None and outcome.trap_kind is None and outcome.fuel_consumed + out_fuel > limits.fuel:
         kind, refusal = "out-of-fuel", (f"storing its {counted(len(files), 'output')} costs {out_fuel:,} fuel, more "
@@ -90,11 +90,12 @@ async def run_program(compute: ComputeService, spec: JobSpec, prepared, signatur
     if outcome.over_cap is not None:
         kind, refusal = OUTPUT_LIMIT, f"its {outcome.over_cap} went over its cap"
     if outcome.stopped is not None:
-        kind, refusal = OUTPUT_LIMIT, outcome.stopped
+        kind, refusal = outcome.stopped.kind, outcome.stopped.why
     trapped = outcome.trap_kind is not None
     if refusal is not None and not trapped:
         # Its signed record says how its outputs ended, as its caller is told (`out-of-fuel` for the fuel their
-        # writes cost, else `output-limit`), never "ok": a run whose outputs are refused is a trap.
+        # writes cost, `output-name` for a name not printable, `output-unreadable` for what the node cannot read
+        # in /out, else `output-limit`), never "ok": a run whose outputs are refused is a trap.
         outcome.trap_kind, outcome.message = kind, refusal
     return Sandboxed(outcome, started, argv, files, refusal, trapped)
 

@@ -39,7 +39,8 @@ from typing import Any, Awaitable, Callable
 from .. import codec
 from ..db import Database
 from ..errors import (BodyTimeout, Conflict, ForgedResult, InsufficientCredit, IntegrityError, InvalidArgument,
-                      JobNotFound, JobRunning, NotFound, OverCap, PayloadTooLarge, PeerRefused, PeerUnreachable,
+                      JobNotFound, JobRunning, NotFound, OverCap, PayloadTooLarge, PeerRefused, PeerUnavailable,
+                      PeerUnreachable,
                       TooFewProviders, XscError)
 from ..units import counted
 from ..identity import Identity
@@ -53,7 +54,7 @@ from .paid import relayed, worst_case_refused
 from .service import ComputeService, InvokeCall
 from .hosted_jobs import PER_SENDER
 from .job_records import (CURSOR_BYTES, FORGET_AT_ONCE, REPLACING, UNFINISHED, JobOutputs, JobRecords, answer, ended,
-                          made, replacing, rerun_hint, run_id)
+                          made, replacing, rerun_hint, run_id, unstored_answer)
 from .job_sandbox import record_and_owe, remove_tree, run_program
 from .remote_answers import RemoteAnswers
 from .sent_jobs import Returned
@@ -244,16 +245,11 @@ class JobService:
         except XscError as err:
             for step in ("sent", "fetching", "replicating"):  # its answers or outputs never came: not paid
                 job.pop(step, None)
-            if job["state"] == "running" and isinstance(err, PeerUnreachable):
-                # its provider went away (stopped, the network cut) and no other took it: cut short, as by a stop
-                job.update(state="interrupted", error=f"its provider could not be reached: {err.message}",
-                           error_hint=rerun_hint(job))
+            if job["state"] == "running":  # it never ended: refused before it ran, or its provider gone
+                told = _not_ended(job, err)
                 self.records.save(jid, job)
-                raise PeerUnreachable(f"the job {jid} was cut short: {err.message}", hint=job["error_hint"],
-                                      **err.details) from err
-            if job["state"] == "running":  # refused before it ran (the node busy, too little credit)
-                job.update(state="refused", error=err.message, **({"error_hint": err.hint} if err.hint else {}))
-                self.records.save(jid, job)
+                if told is not None:
+                    raise told from err
             raise
         finally:
             job.pop("replacing", None)
@@ -446,7 +442,7 @@ class JobService:
                 # the puts): the run happened, so it is recorded and charged, its record the trap its caller is told
                 unstored = err
                 outcome.trap_kind, outcome.message = err.code, f"its outputs could not be stored: {err.message}"
-                outcome.hint = err.hint
+                outcome.hint = f"{err.hint}, then {rerun_hint(job)}" if err.hint else rerun_hint(job)
         run, record = self.compute.job_run(spec.module, spec.entrypoint, signature, argv, limits, outcome, started,
                                            self.payer.id, rate, {"job": run_id(job)},
                                            {"id": run_id(job), "inputs": staged.inputs, "stdin": staged.stdin_sha256,
@@ -463,7 +459,7 @@ class JobService:
                              (*self.records.entries(job["id"], job),
                               *made(self.payer.public_key.hex(), job["id"], stored, run.provenance_id)))
         if unstored is not None:
-            raise unstored
+            raise unstored_answer(job, streams, run.charge, unstored)
         return answer(job, streams, run.charge, refusal, trap)
 
     # --- after a restart ------------------------------------------------------------------------
@@ -772,6 +768,26 @@ def _too_few(offered: int, spec: JobSpec, job: dict[str, Any]) -> TooFewProvider
     return TooFewProviders(f"the market offers {counted(offered, 'other provider')} for this job at its price, and "
                            f"{need}: none ran, nothing is paid", hint=hint,
                            offered=offered, replicas=spec.replicas)
+
+
+def _not_ended(job: dict[str, Any], err: XscError) -> XscError | None:
+    """The record of a job whose run never ended, updated from `err` (what placing or running it raised), and what its
+    user is told instead of `err` (None: `err` itself, a refusal before it ran: the node busy, too little credit)."""
+    jid = job["id"]
+    if isinstance(err, PeerUnreachable):
+        # its provider went away (stopped, the network cut) and no other took it: cut short, as by a stop
+        job.update(state="interrupted", error=f"its provider could not be reached: {err.message}",
+                   error_hint=rerun_hint(job))
+        return PeerUnreachable(f"the job {jid} was cut short: {err.message}", hint=job["error_hint"], **err.details)
+    if err.details.get("peer_code") == "node-stopping":
+        # its provider stopped before the run could end (the run refused, or cut short and not charged) and no other
+        # took it: the provider's words are its own ("this node stopped ..."), not its user's
+        job.update(state="refused", error="its provider stopped before its run could end, and no other provider "
+                   "took it: nothing is paid", error_hint=rerun_hint(job))
+        return PeerUnavailable(f"the job {jid} did not run: {job['error']}", hint=job["error_hint"],
+                               **{**err.details, "job": jid})
+    job.update(state="refused", error=err.message, **({"error_hint": err.hint} if err.hint else {}))
+    return None
 
 
 def _next_provider(err: XscError) -> bool:

@@ -31,7 +31,13 @@ from dataclasses import dataclass
 
 MAX_ENTRIES = 1024  # files, directories and links a job may have in /out at once (it may leave MAX_OUTPUTS)
 MAX_DEPTH = 64  # directories within directories in /out: removing and listing a tree recurses as deep
-OUTPUT_LIMIT = "output-limit"  # the trap kind of a job stopped for its outputs
+OUTPUT_LIMIT = "output-limit"  # the trap kind of a job stopped for its outputs' bytes or files
+OUTPUT_UNREADABLE = "output-unreadable"  # ... for what it made in /out that the node cannot read (or name)
+OUTPUT_NAME = "output-name"  # ... for a file it left in /out whose name is not printable (job_sandbox.py)
+REFUSED_OUTPUTS = (OUTPUT_LIMIT, OUTPUT_UNREADABLE)  # the kinds of a stop for what is in /out
+# What the node cannot read in /out is, for a program that sees nothing of the host, a path too long to name whole
+UNREADABLE = "it made in /out what the node cannot read"  # a refusal, with the system's word for why
+UNREADABLE_HINT = "leave shorter paths in /out: the node names each whole, within 4,096 bytes"
 DEADLINE = "deadline"
 NODE_STOPPING = "node-stopping"  # the trap kind of a job stopped because its node stops
 _DELETED = " (deleted)"
@@ -39,8 +45,8 @@ _DELETED = " (deleted)"
 
 @dataclass(frozen=True)
 class Stopped:
-    kind: str  # DEADLINE, OUTPUT_LIMIT or NODE_STOPPING
-    why: str  # for OUTPUT_LIMIT: why its outputs cannot be stored, a clause ("its outputs were ...")
+    kind: str  # DEADLINE, NODE_STOPPING, or one of REFUSED_OUTPUTS
+    why: str  # for REFUSED_OUTPUTS: why its outputs cannot be stored, a clause ("its outputs were ...")
 
 
 class OutBound:
@@ -78,18 +84,20 @@ class OutBound:
             self._measured_at = written
         return self.stopped
 
-    def ended(self) -> str | None:
+    def ended(self) -> Stopped | None:
         """Once the program has ended, by itself or not: why what it left cannot even be listed (it may have made,
-        since the last check, more entries or a deeper tree than listing it may meet), or None.  Its bytes are
-        held to its bytes_out by the listing (job_sandbox._outputs), as they always were."""
-        if self.stopped is not None and self.stopped.kind == OUTPUT_LIMIT:
-            return self.stopped.why
-        return _Tree(self.out_dir, False).why if self.out_dir is not None else None
+        since the last check, more entries or a deeper tree than listing it may meet, or what the node cannot
+        read), or None.  Its bytes are held to its bytes_out by the listing (job_sandbox._outputs), as they always
+        were."""
+        if self.stopped is not None and self.stopped.kind in REFUSED_OUTPUTS:
+            return self.stopped
+        tree = _Tree(self.out_dir, False)
+        return None if tree.why is None else Stopped(tree.kind, tree.why)
 
     def _over(self, measure: bool) -> Stopped | None:
         tree = _Tree(self.out_dir, measure) if self.out_dir is not None else _Tree(None, False)
         if tree.why is not None:
-            return Stopped(OUTPUT_LIMIT, tree.why)
+            return Stopped(tree.kind, tree.why)
         if measure:
             used = tree.size + (self.stdout.kept if self.stdout is not None else 0)
             if self.out_dir is not None:
@@ -108,6 +116,7 @@ class _Tree:
     def __init__(self, root: str | None, sizes: bool) -> None:
         self.entries = self.size = 0
         self.why: str | None = None
+        self.kind = OUTPUT_LIMIT  # of the stop `why` calls for
         pending = [(root, 0)] if root is not None else []
         while pending and self.why is None:
             path, depth = pending.pop()
@@ -126,7 +135,8 @@ class _Tree:
                         elif sizes and entry.is_file(follow_symlinks=False):
                             self.size += entry.stat(follow_symlinks=False).st_size
             except OSError as exc:  # nothing else runs in the job's directory while its program is paused
-                self.why = f"it made in /out what the node cannot read ({exc.strerror})"
+                self.why = f"{UNREADABLE} ({exc.strerror})"
+                self.kind = OUTPUT_UNREADABLE
 
 
 def _written() -> int | None:

@@ -29,7 +29,7 @@ from ..errors import (ForgedResult, IntegrityError, OverCap, PeerRefused, PeerUn
                       ReplicasLost, Trap, XscError)
 from ..tasks import in_pool
 from .job_records import (KEPT_STREAMS, UNFINISHED, JobOutputs, JobRecords, answer as answered_with, ended, rerun_hint,
-                          run_id)
+                          run_id, unstored_answer)
 from .job_sandbox import file_sha256, remove_tree
 from .jobspec import parse_sent_job
 from .sent_jobs import Returned, SentJobs, streams_sha256
@@ -162,9 +162,10 @@ class RemoteAnswers:
             await in_pool(None, remove_tree, kept)
             job.pop("answered", None)
             job.update(state="failed", outputs=[], error=f"its outputs could not be stored: {err.message}",
-                       **({"error_hint": err.hint} if err.hint else {}))
+                       error_hint=f"{err.hint}, then {rerun_hint(job)}" if err.hint else rerun_hint(job))
             self.records.save(job["id"], job)
-            raise
+            raise unstored_answer(job, {"stdout": run.get("stdout", ""), "stderr": run.get("stderr", "")},
+                                  run["charge"], err) from err
         for r in paying:
             self.sent.pay(r)
         return answered_with(job, *done)

@@ -21,7 +21,7 @@ from . import limits as lim
 from .fastcall import Callable, Store, instance_object
 from .limits import Limits
 from .modules import PAGE, ModuleInfo
-from .out_bound import NODE_STOPPING, OUTPUT_LIMIT, OutBound, Stopped
+from .out_bound import NODE_STOPPING, OUTPUT_LIMIT, OUTPUT_UNREADABLE, UNREADABLE_HINT, OutBound, Stopped
 from .provenance import METERING_EXACT, METERING_TIME_BOUNDED
 from .values import Signature
 from .wasi_io import Capture, Streams, fixed_by, fixed_instance_pre
@@ -104,7 +104,7 @@ class Outcome:
     stderr_dropped: int = 0
     stdout_bytes: int = 0  # bytes of stdout kept (in `stdout`, or in the job's stdout file)
     over_cap: str | None = None  # "stdout" or "stderr": a job's stream refused a write for its cap
-    stopped: str | None = None  # why a job was stopped for its outputs while it ran (out_bound.py), a clause
+    stopped: Stopped | None = None  # why a job's outputs cannot be listed, once it ended (out_bound.py): its kind, a clause
 
 
 def new_store(engine: wasmtime.Engine, limits: Limits, deadline_ticks: int) -> Store:
@@ -258,6 +258,8 @@ def _trapped(exc: wasmtime.Trap | wasmtime.WasmtimeError, store: Store, instance
         outcome.message = f"stopped while it ran: {stopped.why}"
         outcome.hint = "ask for more with --bytes-out, or write less" if stopped.why.startswith("its outputs") \
             else "make fewer files and directories in /out"
+    elif kind == OUTPUT_UNREADABLE:
+        outcome.message, outcome.hint = f"stopped while it ran: {stopped.why}", UNREADABLE_HINT
     elif kind == "stack-overflow":
         outcome.message = (f"stack overflow: the calls nested deeper than the "
                            f"{format_size(eng.SETTINGS['max_wasm_stack'])} wasm stack allows")
