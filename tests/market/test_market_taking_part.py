@@ -126,22 +126,24 @@ def test_those_kept_as_taking_part_are_those_the_rule_says_take_part_now(events)
     """After every event, the clearing shown (and those it leaves out) is the one made from scratch now."""
     clock = [START]
     peers = _Peers(directory={i.id for i in PEERS})
-    with tempfile.TemporaryDirectory() as tmp:
-        real_now = clearing.now_ms, market_service.now_ms
-        clearing.now_ms = market_service.now_ms = lambda: clock[0]
-        try:
+    real_now = clearing.now_ms, market_service.now_ms
+    clearing.now_ms = market_service.now_ms = lambda: clock[0]  # (hypothesis runs many examples per fixture)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
             market = _market(Path(tmp) / "db", peers, clock)
-            stamps: dict = {}
-            start = [(what, i, 0, 1_000 + 500 * i)[:4 if what == "sign" else 2] for i in range(len(PEERS))
-                     for what in ("up", "sign")]
-            for event in start + events:
-                _apply(market, peers, clock, stamps, event)
-                left_out, clearings = _fresh(market)
-                assert market.shown.taking_part.left_out() == left_out, event
-                assert market.clearings() == clearings, event
-        finally:
-            clearing.now_ms, market_service.now_ms = real_now
-            market.db.close()
+            try:
+                stamps: dict = {}
+                start = [(what, i, 0, 1_000 + 500 * i)[:4 if what == "sign" else 2] for i in range(len(PEERS))
+                         for what in ("up", "sign")]
+                for event in start + events:
+                    _apply(market, peers, clock, stamps, event)
+                    left_out, clearings = _fresh(market)
+                    assert market.shown.taking_part.left_out() == left_out, event
+                    assert market.clearings() == clearings, event
+            finally:
+                market.db.close()
+    finally:
+        clearing.now_ms, market_service.now_ms = real_now
 
 
 def test_a_round_in_which_nothing_changed_looks_at_no_participant(tmp_path, monkeypatch) -> None:
