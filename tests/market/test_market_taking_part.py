@@ -1,0 +1,174 @@
+"""Who takes part in the clearing `market book` shows (market/clearing.py: `TakingPart`), kept between market rounds:
+always what `taking_part` says of the book now, whatever the book, the probes, the quarantines and the clock did."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tests.support.market import ask, bid
+
+from xsc.allocation import Stamp
+from xsc.config import MarketSection
+from xsc.db import open_database
+from xsc.identity import Identity
+from xsc.market import clearing, sign_commitment
+from xsc.market import service as market_service
+from xsc.market.clearing import clear_orders, taking_part
+from xsc.market.needs import NeedRegistry
+from xsc.market.recognition import Recognition
+
+HOUR = 3600
+PEERS = [Identity.generate() for _ in range(5)]
+START = 10**12  # ms: the clock the market reads (offers are dated by it, never ahead of the real one)
+
+
+@dataclass
+class _Peers:
+    """The peers as the market sees them: the directory, quarantines, probes, and a version of what they say."""
+    directory: set[str]
+    quarantined: set[str] = field(default_factory=set)
+    probed: dict[str, tuple[bool | None, float | None]] = field(default_factory=dict)  # id -> (up, ratio_1h)
+    version: int = 0
+
+    def peers(self) -> list:
+        return [SimpleNamespace(id=p) for p in sorted(self.directory)]
+
+    def state_version(self) -> tuple:
+        return (self.version,)
+
+    def known(self, node_id: str) -> bool:
+        return node_id in self.directory and node_id not in self.quarantined
+
+    def availability(self, node_id: str) -> SimpleNamespace:
+        up, ratio = self.probed.get(node_id, (None, None))
+        return SimpleNamespace(up=up, ratio_1h=ratio)
+
+    def up(self, node_id: str) -> bool:
+        return self.availability(node_id).up is True
+
+    def up_peers(self) -> list:
+        return [d for d in self.peers() if self.up(d.id)]
+
+
+def _market(path: Path, peers: _Peers, clock: list[int]) -> market_service.MarketService:
+    db = open_database(path)
+    me = Identity.generate()
+    config = MarketSection(freshness=60.0, offer_storage=False, offer_compute=False)
+    market = market_service.MarketService(
+        config=config, identity=me, db=db, peers=peers, needs=NeedRegistry(db=db, me=me.id, config=config),
+        weights=Recognition(db=db, me=me.id, peers=peers), subscribers=None, compute_threads=1,
+        storage_usage=lambda: (0, 0), gossip_interval=1.0)
+    market.replication.show(sign_commitment(me, asks=(), bids=(bid(me.id, "need", 10**6, 3_000, end=HOUR),),
+                                            recognition={}, stamp=Stamp.seed().event(), timestamp=clock[0]))
+    return market
+
+
+def _fresh(market: market_service.MarketService) -> tuple[frozenset[str], dict]:
+    """Those left out, and the clearing, made now from nothing kept."""
+    takes_part = taking_part(market)
+    left_out = frozenset(c.participant for c in market.book.commitments() if not takes_part(c.participant))
+    asks = [a for a in market.book.asks() if takes_part(a.slot.owner)]
+    bids = [b for b in market.credible_bids() if takes_part(b.slot.owner)]
+    return left_out, clear_orders(asks, bids, market.book.bucket_seconds, market.me)
+
+
+MS = st.one_of(st.integers(0, 70).map(lambda s: s * 1000), st.integers(1, 3))  # seconds, or a step over an edge
+EVENTS = st.one_of(
+    st.tuples(st.just("sign"), st.integers(0, len(PEERS) - 1), MS.map(lambda ms: -ms), st.integers(1_000, 4_000)),
+    st.tuples(st.sampled_from(["down", "up", "unprobed", "never-up", "remove", "add", "quarantine", "lift"]),
+              st.integers(0, len(PEERS) - 1)),
+    st.tuples(st.just("tick"), MS),
+    st.tuples(st.just("set-back"), MS),
+    st.tuples(st.just("freshness"), st.sampled_from([10.0, 60.0, 120.0])),
+)
+
+
+def _apply(market: market_service.MarketService, peers: _Peers, clock: list[int], stamps: dict, event: tuple) -> None:
+    what, *args = event
+    if what in ("tick", "set-back"):
+        clock[0] += args[0] if what == "tick" else -args[0]
+        return
+    if what == "freshness":
+        market.config.freshness = args[0]
+        return
+    identity = PEERS[args[0]]
+    p = identity.id
+    if what == "sign":
+        stamps[p] = stamps.get(p, Stamp.seed()).event()
+        market.receive([sign_commitment(identity, asks=(ask(p, f"s-{p[:8]}", 10**7, args[2], end=HOUR),), bids=(),
+                                        recognition={}, stamp=stamps[p], timestamp=clock[0] + args[1]).to_json()])
+    elif what in ("quarantine", "lift"):  # no new state version: a quarantine's start forgets the peer's offer
+        if what == "quarantine":
+            peers.quarantined.add(p)
+            market.forget(p)
+        else:  # ended, by the clock or the operator
+            peers.quarantined.discard(p)
+    else:
+        if what == "remove":
+            peers.directory.discard(p)
+            market.forget(p)
+        elif what == "add":
+            peers.directory.add(p)
+        else:
+            peers.probed[p] = {"down": (False, 0.5), "up": (True, 1.0), "unprobed": (None, None),
+                               "never-up": (True, 0.0)}[what]
+        peers.version += 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(events=st.lists(EVENTS, max_size=30))
+def test_those_kept_as_taking_part_are_those_the_rule_says_take_part_now(events) -> None:
+    """After every event, the clearing shown (and those it leaves out) is the one made from scratch now."""
+    clock = [START]
+    peers = _Peers(directory={i.id for i in PEERS})
+    real_now = clearing.now_ms, market_service.now_ms
+    clearing.now_ms = market_service.now_ms = lambda: clock[0]  # (hypothesis runs many examples per fixture)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            market = _market(Path(tmp) / "db", peers, clock)
+            try:
+                stamps: dict = {}
+                start = [(what, i, 0, 1_000 + 500 * i)[:4 if what == "sign" else 2] for i in range(len(PEERS))
+                         for what in ("up", "sign")]
+                for event in start + events:
+                    _apply(market, peers, clock, stamps, event)
+                    left_out, clearings = _fresh(market)
+                    assert market.shown.taking_part.left_out() == left_out, event
+                    assert market.clearings() == clearings, event
+            finally:
+                market.db.close()
+    finally:
+        clearing.now_ms, market_service.now_ms = real_now
+
+
+def test_a_round_in_which_nothing_changed_looks_at_no_participant(tmp_path, monkeypatch) -> None:
+    """The market round asks who takes part every second: with nothing changed it looks at the one offer that goes
+    stale first, not at every participant's (10,000 a second in a book of 10,000)."""
+    clock = [START]
+    peers = _Peers(directory={i.id for i in PEERS})
+    monkeypatch.setattr(clearing, "now_ms", lambda: clock[0])
+    monkeypatch.setattr(market_service, "now_ms", lambda: clock[0])
+    market = _market(tmp_path / "db", peers, clock)
+    for n in range(len(PEERS)):
+        _apply(market, peers, clock, {}, ("up", n))
+        _apply(market, peers, clock, {}, ("sign", n, -1_000 * n, 2_000))
+    shown = market.clearings()
+    looked_at: list[str] = []
+    active = market.active
+
+    def counted(participant: str, within: float = 0.0) -> bool:
+        looked_at.append(participant)
+        return active(participant, within)
+
+    monkeypatch.setattr(market, "active", counted)
+    clock[0] += 1_000
+    assert market.clearings() == shown
+    assert len(looked_at) <= 1, looked_at  # the offer that goes stale first, still current
+    clock[0] += 60_000 - 3_000  # the two oldest offers lapse
+    assert market.shown.taking_part.left_out() == {PEERS[-1].id, PEERS[-2].id}
+    market.db.close()
