@@ -301,9 +301,6 @@ TASK_STARTERS = {"create_task", "ensure_future", "every"}
 # awaits on every path (said beside it).
 TASKS_STARTED_ELSEWHERE = {
     "xsc.compute.remote_tabs": 2,
-    # a remote call's send: awaited by its caller, or (its caller gone once it was sent) kept until its answer, and
-    # stopped on close
-    "xsc.compute.remote_sends": 1,
     "xsc.compute.spot_checks": 1,  # a remote answer's check, CHECKING at most at once, each ends (stopped on close)
     "xsc.ledger.service": 1,
     "xsc.market.replication": 1,

@@ -1,6 +1,6 @@
 """A call run on another node, from its send to its end, whether its caller waits for it or not.
 
-A call is its provider's from the moment it goes into a request (`InvokeBatcher.invoke`'s `sent`): it may run from
+A call is its provider's from the moment it goes into a request (`net.compute.Sending.sent`): it may run from
 then on, and a caller that goes away after that (its client hung up, its task was cancelled) cannot take it back:
 its provider is not told, and runs it to its end.  It is paid for what it ran, as a Cloudflare Worker's request or a
 Bacalhau job is billed for what ran before its client went away.  So the gateway accounts for it alike in every book:
@@ -21,7 +21,6 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import PeerRefused, PeerUnreachable
-from ..tasks import stop
 from .remote_tabs import GatewayTabs, OpenTab
 
 log = logging.getLogger(__name__)
@@ -51,31 +50,32 @@ class CallEnd:
 
 
 class CallSends:
-    """Calls sent through `batcher` on tabs of `tabs`, each accounted on its tab as it ends (module docstring)."""
+    """Calls sent through `batcher` on tabs of `tabs`, each accounted on its tab as it ends (module docstring).  A
+    call is the batcher's future, resolved by its request: none starts a task of its own, nor does a call whose caller
+    goes away (its answer is taken by a callback on that future)."""
 
     def __init__(self, batcher: Any, tabs: GatewayTabs) -> None:
         self.batcher, self.tabs = batcher, tabs
-        self._going_on: set[asyncio.Task] = set()  # calls sent whose callers went away, awaited for their answers
+        # calls sent whose callers went away, awaited for their answers: what to account each with
+        self._going_on: dict[asyncio.Future, tuple[str, OpenTab, int, CallEnd | None]] = {}
 
     async def send(self, url: str, provider: str, body: dict, wasm: Callable[[], bytes], wasi: bool, tab: OpenTab,
                    budget: int, end: CallEnd | None = None) -> dict[str, Any]:
         """`provider`'s answer to the call `body`, reserved on `tab` for `budget`.  What it raises is accounted on the
         tab already (refused, or unreachable before it was sent: nothing owed; lost: its budget held until the tab is
         paid); an answer is the caller's to account (`answered`).  Cancelled: see the module docstring."""
-        sent = asyncio.Event()  # set while the call is in a request, or was (it may have run)
-        sending = asyncio.ensure_future(self.batcher.invoke(url, provider, body, wasm, wasi,
-                                                            sent=lambda was: sent.set() if was else sent.clear()))
+        sending = self.batcher.send(url, provider, body, wasm, wasi)
         try:
-            return await asyncio.shield(sending)
+            return await asyncio.shield(sending.future)  # (a future's shield starts no task)
         except asyncio.CancelledError:
-            if not sending.done() and not sent.is_set():
-                sending.cancel()  # (a queued call is left out of its batch at once)
+            if not sending.sent:  # queued, or waiting for its module's push
+                sending.future.cancel()  # (a queued call is left out of its batch at once)
                 self.tabs.answered(tab, budget, None)
                 raise
             if end is not None:
                 end.later = True
-            self._going_on.add(sending)
-            sending.add_done_callback(lambda done: self._answered_late(done, provider, tab, budget, end))
+            self._going_on[sending.future] = (provider, tab, budget, end)
+            sending.future.add_done_callback(self._answered_late)
             raise
         except BaseException as err:
             self.failed(provider, tab, budget, err)
@@ -90,17 +90,19 @@ class CallSends:
             self.tabs.lost(tab, budget)
             log.warning("invoke on %s: no answer; if it ran, the tab's receipt covers it", provider)
 
-    def _answered_late(self, sending: asyncio.Task, provider: str, tab: OpenTab, budget: int,
-                       end: CallEnd | None) -> None:
+    def _answered_late(self, answer: asyncio.Future) -> None:
         """The answer of a call whose caller went away once it was sent, taken as the caller would have taken it."""
-        self._going_on.discard(sending)
+        going_on = self._going_on.pop(answer, None)
+        if going_on is None:  # taken already (`close`)
+            return
+        provider, tab, budget, end = going_on
         fuel = None
-        if sending.cancelled():  # the node stops: it may have run
+        if answer.cancelled():  # the node stops: it may have run
             self.tabs.lost(tab, budget)
-        elif sending.exception() is not None:
-            self.failed(provider, tab, budget, sending.exception())
+        elif answer.exception() is not None:
+            self.failed(provider, tab, budget, answer.exception())
         else:
-            run = sending.result()["run"]
+            run = answer.result()["run"]
             amount = run.get("charge")
             if type(amount) is int and 0 <= amount <= budget:
                 self.tabs.answered(tab, budget, amount)
@@ -111,5 +113,8 @@ class CallSends:
             end.over(fuel)
 
     async def close(self) -> None:
-        """The node stops: calls still awaited for a caller that went away count as lost (they may have run)."""
-        await stop(*self._going_on)
+        """The node stops: calls still awaited for a caller that went away count as lost (they may have run).  (The
+        batcher, closed first, has answered those in flight as lost already.)"""
+        for answer in list(self._going_on):
+            answer.cancel()  # (nothing once answered)
+            self._answered_late(answer)
