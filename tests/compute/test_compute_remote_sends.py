@@ -132,6 +132,21 @@ async def test_a_call_cancelled_once_sent_is_accounted_when_its_answer_comes() -
     assert dealing.used == [FUEL]
 
 
+async def test_a_call_answered_just_as_its_caller_is_cancelled_is_accounted_at_once() -> None:
+    provider = Provider()
+    sends, batcher, tabs = _sends(provider)
+    sent, send = [], batcher.send
+    batcher.send = lambda *args: sent.append(send(*args)) or sent[-1]
+    call = _send(sends, 0)
+    await _sent(provider, (INVOKE_PATH, 1))
+    sent[0].future.set_result(_ran())  # the batcher answers it in the loop turn its caller is cancelled in
+    await _cancelled(call)
+    assert tabs.told == [("answered", "tab0", BUDGET, CHARGE)]
+    provider.release.set()
+    await batcher.close()
+    assert tabs.told == [("answered", "tab0", BUDGET, CHARGE)]
+
+
 async def test_a_call_cancelled_while_its_module_is_pushed_is_given_back_at_once_and_not_sent_again() -> None:
     provider = Provider(has_module=False)
     provider.held = {MODULES_PATH}

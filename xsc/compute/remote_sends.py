@@ -52,12 +52,11 @@ class CallEnd:
 class CallSends:
     """Calls sent through `batcher` on tabs of `tabs`, each accounted on its tab as it ends (module docstring).  A
     call is the batcher's future, resolved by its request: none starts a task of its own, nor does a call whose caller
-    goes away (its answer is taken by a callback on that future)."""
+    goes away (the batcher tells its answer to `Sending.late`)."""
 
     def __init__(self, batcher: Any, tabs: GatewayTabs) -> None:
         self.batcher, self.tabs = batcher, tabs
-        # calls sent whose callers went away, awaited for their answers: what to account each with
-        self._going_on: dict[asyncio.Future, tuple[str, OpenTab, int, CallEnd | None]] = {}
+        self._going_on: dict[Any, Callable[[Any], None]] = {}  # calls sent whose callers went away: each one's `late`
 
     async def send(self, url: str, provider: str, body: dict, wasm: Callable[[], bytes], wasi: bool, tab: OpenTab,
                    budget: int, end: CallEnd | None = None) -> dict[str, Any]:
@@ -66,16 +65,24 @@ class CallSends:
         paid); an answer is the caller's to account (`answered`).  Cancelled: see the module docstring."""
         sending = self.batcher.send(url, provider, body, wasm, wasi)
         try:
-            return await asyncio.shield(sending.future)  # (a future's shield starts no task)
+            return await sending.future  # (cancelled with its caller: the batcher takes back a call not sent)
         except asyncio.CancelledError:
             if not sending.sent:  # queued, or waiting for its module's push
-                sending.future.cancel()  # (a queued call is left out of its batch at once)
+                sending.future.cancel()
                 self.tabs.answered(tab, budget, None)
                 raise
             if end is not None:
                 end.later = True
-            self._going_on[sending.future] = (provider, tab, budget, end)
-            sending.future.add_done_callback(self._answered_late)
+
+            def late(answer: Any) -> None:
+                if self._going_on.pop(sending, None) is not None:
+                    self._answered_late(answer, provider, tab, budget, end)
+
+            self._going_on[sending] = late
+            if sending.future.cancelled():
+                sending.late = late
+            else:  # answered as its caller went away
+                late(sending.future.exception() or sending.future.result())
             raise
         except BaseException as err:
             self.failed(provider, tab, budget, err)
@@ -90,19 +97,16 @@ class CallSends:
             self.tabs.lost(tab, budget)
             log.warning("invoke on %s: no answer; if it ran, the tab's receipt covers it", provider)
 
-    def _answered_late(self, answer: asyncio.Future) -> None:
-        """The answer of a call whose caller went away once it was sent, taken as the caller would have taken it."""
-        going_on = self._going_on.pop(answer, None)
-        if going_on is None:  # taken already (`close`)
-            return
-        provider, tab, budget, end = going_on
+    def _answered_late(self, answer: Any, provider: str, tab: OpenTab, budget: int, end: CallEnd | None) -> None:
+        """The `answer` of a call whose caller went away once it was sent (what its request raised; None: the node
+        stops, and it may have run), taken as the caller would have taken it."""
         fuel = None
-        if answer.cancelled():  # the node stops: it may have run
+        if answer is None:
             self.tabs.lost(tab, budget)
-        elif answer.exception() is not None:
-            self.failed(provider, tab, budget, answer.exception())
+        elif isinstance(answer, BaseException):
+            self.failed(provider, tab, budget, answer)
         else:
-            run = answer.result()["run"]
+            run = answer["run"]
             amount = run.get("charge")
             if type(amount) is int and 0 <= amount <= budget:
                 self.tabs.answered(tab, budget, amount)
@@ -114,7 +118,7 @@ class CallSends:
 
     async def close(self) -> None:
         """The node stops: calls still awaited for a caller that went away count as lost (they may have run).  (The
-        batcher, closed first, has answered those in flight as lost already.)"""
-        for answer in list(self._going_on):
-            answer.cancel()  # (nothing once answered)
-            self._answered_late(answer)
+        batcher, closed first, has told those in flight or waiting for a push already.)"""
+        for sending, late in list(self._going_on.items()):
+            sending.late = None
+            late(None)

@@ -153,7 +153,9 @@ class Sending:
     """A tab call given to `InvokeBatcher.send`: `future` its answer (or what it raised), resolved by the batcher;
     `sent` whether it is in a request, or was and may run (a provider that answered it lacks the module ran nothing:
     the call waits for the module's push, not sent, until it goes again).  Cancelling `future` while the call is not
-    sent takes it back: it is left out of its batch, or not sent again once the module is pushed."""
+    sent takes it back: it is left out of its batch, or not sent again once the module is pushed.  Once it is sent,
+    its caller may go away and still have its answer: `late`, set as `future` is cancelled, is then told what the
+    call was answered (or what its request raised) in its stead."""
 
     entry: bytes  # the call's body, encoded
     module: str
@@ -162,6 +164,11 @@ class Sending:
     future: asyncio.Future
     sent: bool = False
     pushed: bool = False  # its module was pushed once: a second module-not-found is the answer
+    late: Callable[[Any], None] | None = None
+
+    def unwanted(self) -> bool:
+        """Taken back by its caller, or its answer told already."""
+        return self.future.done() and self.late is None
 
 
 @dataclass
@@ -238,7 +245,7 @@ class InvokeBatcher:
 
     def _go(self, url: str, provider: str, sending: Sending) -> None:
         if self._closed:
-            sending.future.set_exception(_unsent(url))
+            self._settle(sending, _unsent(url))
             return
         lane = self._lanes.get(provider)
         if lane is None or lane.url != url:
@@ -266,12 +273,20 @@ class InvokeBatcher:
 
     def _answered(self, url: str, provider: str, sending: Sending, result: dict[str, Any] | BaseException) -> None:
         """`result` is what the provider answered `sending` (or what its request raised)."""
-        if sending.future.done():  # its caller went away, and took its answer with it
+        if sending.unwanted():  # its caller went away, and took its answer with it
             return
         if isinstance(result, PeerRefused) and result.details.get("peer_code") == "module-not-found" and \
                 not sending.pushed:
             sending.sent, sending.pushed = False, True  # it ran nothing: it waits for the push
             self._push(url, provider, sending)
+        else:
+            self._settle(sending, result)
+
+    @staticmethod
+    def _settle(sending: Sending, result: dict[str, Any] | BaseException) -> None:
+        if sending.late is not None:
+            late, sending.late = sending.late, None
+            late(result)
         elif isinstance(result, BaseException):
             sending.future.set_exception(result)
         else:
@@ -287,12 +302,12 @@ class InvokeBatcher:
         pushing.add_done_callback(lambda done: self._pushed(url, provider, sending, done))
 
     def _pushed(self, url: str, provider: str, sending: Sending, pushing: asyncio.Future) -> None:
-        if sending.future.done():  # its caller went away while it waited: it is not sent again
+        if sending.unwanted():  # its caller went away while it waited: it is not sent again
             return
         if pushing.cancelled():  # the node stops
-            sending.future.set_exception(_unsent(url))
+            self._settle(sending, _unsent(url))
         elif pushing.exception() is not None:
-            sending.future.set_exception(pushing.exception())
+            self._settle(sending, pushing.exception())
         else:
             self._go(url, provider, sending)
 
@@ -383,8 +398,8 @@ class InvokeBatcher:
     def _fail_queue(self, lane: _Lane) -> None:
         self._stop_timers(lane)
         for item in lane.queue:
-            if not item.future.done():
-                item.future.set_exception(_unsent(lane.url))
+            if not item.unwanted():
+                self._settle(item, _unsent(lane.url))
         lane.queue.clear()
 
     def _take(self, lane: _Lane) -> list[Sending]:
@@ -392,7 +407,7 @@ class InvokeBatcher:
         size = len(b'{"calls":[]}')
         while lane.queue and len(taken) < self.max_calls and size + len(lane.queue[0].entry) + 1 <= self.max_bytes:
             item = lane.queue.popleft()
-            if item.future.done():  # its caller went away before it was sent: nothing of it is sent
+            if item.unwanted():  # its caller went away before it was sent: nothing of it is sent
                 continue
             size += len(item.entry) + 1
             taken.append(item)
