@@ -68,7 +68,8 @@ class CallSends:
             return await sending.future  # (cancelled with its caller: the batcher takes back a call not sent)
         except asyncio.CancelledError:
             if not sending.sent:  # queued, or waiting for its module's push
-                sending.future.cancel()
+                if not sending.future.cancel() and not sending.future.cancelled():
+                    sending.future.exception()  # (failed unsent as its caller went away: read, never raised)
                 self.tabs.answered(tab, budget, None)
                 raise
             if end is not None:
