@@ -302,9 +302,6 @@ TASK_STARTERS = {"create_task", "ensure_future", "every"}
 # awaits on every path (said beside it).
 TASKS_STARTED_ELSEWHERE = {
     "xsc.compute.remote_tabs": 2,
-    # a remote call's send: awaited by its caller, or (its caller gone once it was sent) kept until its answer, and
-    # stopped on close
-    "xsc.compute.remote_sends": 1,
     # a placement, its own task so that a withdrawal cuts it short: awaited by the request that made it on every path
     "xsc.compute.placed_functions": 1,
     "xsc.compute.spot_checks": 1,  # a remote answer's check, CHECKING at most at once, each ends (stopped on close)

@@ -22,7 +22,7 @@ from xsc.compute.remote_tabs import JOB, TAB_CALLS
 from xsc.errors import Conflict, DealRefused, InvalidArgument, PeerUnreachable
 from xsc.market import dealing, lookup
 from xsc.ledger.core.model import encode_authorization, parse_job_tab
-from xsc.net.compute import close_tab
+from xsc.net.compute import INVOKE_PATH, close_tab
 from xsc.compute.service import InvokeCall
 from xsc.db import open_database
 from xsc.node import CLIENT_IDENTITY, CONFIG, IDENTITY
@@ -61,14 +61,16 @@ async def _gateway(node_factory, credit_limit: int, strikes: int = 5):
 
 async def _call_answer_lost(gateway, module: str, monkeypatch) -> None:
     """One more call that the provider runs and whose answer the gateway never hears (as one in flight at a kill)."""
-    batcher = gateway.app[NODE].paid.batcher
-    send = batcher.invoke
+    client = gateway.app[NODE].paid.batcher.client
+    request = client.request
 
-    async def ran_unheard(*args, **kwargs):
-        await send(*args, **kwargs)
-        raise PeerUnreachable("connection reset by peer")
+    async def ran_unheard(url, method, path, **kwargs):
+        response = await request(url, method, path, **kwargs)
+        if path == INVOKE_PATH:
+            raise PeerUnreachable("connection reset by peer")
+        return response
 
-    monkeypatch.setattr(batcher, "invoke", ran_unheard)
+    monkeypatch.setattr(client, "request", ran_unheard)
     status, _ = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)
     assert status >= 500
 
@@ -546,16 +548,18 @@ async def test_a_tab_its_provider_restarted_under_is_closed_at_once_and_pays_eve
     before = _balances(gateway, provider)
     answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(3)]
     assert all(status == 200 for status, _ in answers), answers
-    batcher = gateway.app[NODE].paid.batcher
-    send, ran, restarted = batcher.invoke, asyncio.Event(), asyncio.Event()
+    client = gateway.app[NODE].paid.batcher.client
+    request, ran, restarted = client.request, asyncio.Event(), asyncio.Event()
 
-    async def answer_lost_at_the_restart(*args, **kwargs):
-        await send(*args, **kwargs)
+    async def answer_lost_at_the_restart(url, method, path, **kwargs):
+        response = await request(url, method, path, **kwargs)
+        if path != INVOKE_PATH:
+            return response
         ran.set()
         await restarted.wait()
         raise PeerUnreachable("connection reset by peer")
 
-    monkeypatch.setattr(batcher, "invoke", answer_lost_at_the_restart)
+    monkeypatch.setattr(client, "request", answer_lost_at_the_restart)
     call = asyncio.ensure_future(invoke(gateway, module, "add", 1, 2, fuel=FUEL))
     await asyncio.wait_for(ran.wait(), 60)
     listen = provider.app[CONFIG].node.listen

@@ -1,6 +1,6 @@
 """A call run on another node, from its send to its end, whether its caller waits for it or not.
 
-A call is its provider's from the moment it goes into a request (`InvokeBatcher.invoke`'s `sent`): it may run from
+A call is its provider's from the moment it goes into a request (`net.compute.Sending.sent`): it may run from
 then on, and a caller that goes away after that (its client hung up, its task was cancelled) cannot take it back:
 its provider is not told, and runs it to its end.  It is paid for what it ran, as a Cloudflare Worker's request or a
 Bacalhau job is billed for what ran before its client went away.  So the gateway accounts for it alike in every book:
@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import PeerRefused, PeerUnreachable
-from ..tasks import stop
 from .remote_tabs import GatewayTabs, OpenTab
 
 log = logging.getLogger(__name__)
@@ -52,11 +51,13 @@ class CallEnd:
 
 
 class CallSends:
-    """Calls sent through `batcher` on tabs of `tabs`, each accounted on its tab as it ends (module docstring)."""
+    """Calls sent through `batcher` on tabs of `tabs`, each accounted on its tab as it ends (module docstring).  A
+    call is the batcher's future, resolved by its request: none starts a task of its own, nor does a call whose caller
+    goes away (the batcher tells its answer to `Sending.late`)."""
 
     def __init__(self, batcher: Any, tabs: GatewayTabs) -> None:
         self.batcher, self.tabs = batcher, tabs
-        self._going_on: set[asyncio.Task] = set()  # calls sent whose callers went away, awaited for their answers
+        self._going_on: dict[Any, Callable[[Any], None]] = {}  # calls sent whose callers went away: each one's `late`
 
     async def send(self, url: str, provider: str, body: dict, wasm: Callable[[], bytes], wasi: bool, tab: OpenTab,
                    budget: int, taken: Callable[[dict[str, Any]], Any], end: CallEnd | None = None) -> dict[str, Any]:
@@ -65,20 +66,27 @@ class CallSends:
         paid); an answer is the caller's to account, as `taken` does it: for a caller gone, `taken(answer)` then
         accounts it (raising once it accounted it lost) and returns the fuel it ran.  Cancelled: see the module
         docstring."""
-        sent = asyncio.Event()  # set while the call is in a request, or was (it may have run)
-        sending = asyncio.ensure_future(self.batcher.invoke(url, provider, body, wasm, wasi,
-                                                            sent=lambda was: sent.set() if was else sent.clear()))
+        sending = self.batcher.send(url, provider, body, wasm, wasi)
         try:
-            return await asyncio.shield(sending)
+            return await sending.future  # (cancelled with its caller: the batcher takes back a call not sent)
         except asyncio.CancelledError:
-            if not sending.done() and not sent.is_set():
-                sending.cancel()  # (a queued call is left out of its batch at once)
+            if not sending.sent:  # queued, or waiting for its module's push
+                if not sending.future.cancel() and not sending.future.cancelled():
+                    sending.future.exception()  # (failed unsent as its caller went away: read, never raised)
                 self.tabs.answered(tab, budget, None)
                 raise
             if end is not None:
                 end.later = True
-            self._going_on.add(sending)
-            sending.add_done_callback(lambda done: self._answered_late(done, provider, tab, budget, taken, end))
+
+            def late(answer: Any) -> None:
+                if self._going_on.pop(sending, None) is not None:
+                    self._answered_late(answer, provider, tab, budget, taken, end)
+
+            self._going_on[sending] = late
+            if sending.future.cancelled():
+                sending.late = late
+            else:  # answered as its caller went away
+                late(sending.future.exception() or sending.future.result())
             raise
         except BaseException as err:
             self.failed(provider, tab, budget, err)
@@ -93,23 +101,26 @@ class CallSends:
             self.tabs.lost(tab, budget)
             log.warning("invoke on %s: no answer; if it ran, the tab's receipt covers it", provider)
 
-    def _answered_late(self, sending: asyncio.Task, provider: str, tab: OpenTab, budget: int,
+    def _answered_late(self, answer: Any, provider: str, tab: OpenTab, budget: int,
                        taken: Callable[[dict[str, Any]], Any], end: CallEnd | None) -> None:
-        """The answer of a call whose caller went away once it was sent, taken as the caller would have taken it."""
-        self._going_on.discard(sending)
+        """The `answer` of a call whose caller went away once it was sent (what its request raised; None: the node
+        stops, and it may have run), taken as the caller would have taken it (`taken`)."""
         fuel = None
-        if sending.cancelled():  # the node stops: it may have run
+        if answer is None:
             self.tabs.lost(tab, budget)
-        elif sending.exception() is not None:
-            self.failed(provider, tab, budget, sending.exception())
+        elif isinstance(answer, BaseException):
+            self.failed(provider, tab, budget, answer)
         else:
             try:
-                fuel = taken(sending.result())
+                fuel = taken(answer)
             except PeerRefused as err:  # a charge past its budget: taken as a lost answer
                 log.warning("invoke on %s, its caller gone: %s", provider, err)
         if end is not None:
             end.over(fuel)
 
     async def close(self) -> None:
-        """The node stops: calls still awaited for a caller that went away count as lost (they may have run)."""
-        await stop(*self._going_on)
+        """The node stops: calls still awaited for a caller that went away count as lost (they may have run).  (The
+        batcher, closed first, has told those in flight or waiting for a push already.)"""
+        for sending, late in list(self._going_on.items()):
+            sending.late = None
+            late(None)

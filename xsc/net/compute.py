@@ -148,15 +148,27 @@ async def fetch_record(client: PeerClient, url: str, provider: str, provenance_i
 
 
 # --- self-clocked batches of tab calls ------------------------------------------------------------
-def _unheeded(sent: bool) -> None:
-    pass
+@dataclass(slots=True, eq=False)
+class Sending:
+    """A tab call given to `InvokeBatcher.send`: `future` its answer (or what it raised), resolved by the batcher;
+    `sent` whether it is in a request, or was and may run (a provider that answered it lacks the module ran nothing:
+    the call waits for the module's push, not sent, until it goes again).  Cancelling `future` while the call is not
+    sent takes it back: it is left out of its batch, or not sent again once the module is pushed.  Once it is sent,
+    its caller may go away and still have its answer: `late`, set as `future` is cancelled, is then told what the
+    call was answered (or what its request raised) in its stead."""
 
-
-@dataclass
-class _Queued:
     entry: bytes  # the call's body, encoded
+    module: str
+    wasm: Callable[[], bytes]
+    wasi: bool
     future: asyncio.Future
-    sent: Callable[[bool], None]  # told when the call goes into a request (`InvokeBatcher.invoke`)
+    sent: bool = False
+    pushed: bool = False  # its module was pushed once: a second module-not-found is the answer
+    late: Callable[[Any], None] | None = None
+
+    def unwanted(self) -> bool:
+        """Taken back by its caller, or its answer told already."""
+        return self.future.done() and self.late is None
 
 
 @dataclass
@@ -166,7 +178,7 @@ class _Lane:
     url: str
     flying: int = 0  # requests in flight
     single_only: bool = False  # the provider does not know the batch route (an older peer)
-    queue: deque[_Queued] = field(default_factory=deque)
+    queue: deque[Sending] = field(default_factory=deque)
     stall: asyncio.TimerHandle | None = None  # sends the queue if no request returns in time
     expect: int = 0  # calls expected: the last request's calls plus those queued when it returned
     returned: float = float("-inf")  # when it returned (loop time)
@@ -215,33 +227,26 @@ class InvokeBatcher:
         self._closed = True
         for lane in self._lanes.values():
             self._fail_queue(lane)
-        await stop(*self._batches)
+        await stop(*self._batches, *self._pushes.values())  # (a call waiting for a push: not sent)
+
+    def send(self, url: str, provider: str, body: dict, wasm: Callable[[], bytes], wasi: bool) -> Sending:
+        """Ask `provider` to run one tab call (`body`, with "tab": true): its answer, checked to hold a run and a
+        tab, comes on the `Sending`'s future.  A provider that lacks the module is sent it (`wasm()`, one push per
+        module at a time) and asked again, once.  No task is started for the call: it goes with a request's."""
+        future = asyncio.get_running_loop().create_future()
+        sending = Sending(codec.dumps(body), str(body["call"]["module"]), wasm, wasi, future)
+        self._go(url, provider, sending)
+        return sending
 
     async def invoke(self, url: str, provider: str, body: dict, wasm: Callable[[], bytes],
-                     wasi: bool, sent: Callable[[bool], None] = _unheeded) -> dict[str, Any]:
-        """Ask `provider` to run one tab call (`body`, with "tab": true); its answer, checked to hold a run and
-        a tab.  A provider that lacks the module is sent it once (one push per module at a time) and asked again.
-        `sent(True)`: the call went into a request (it may run from then on, whatever its caller does); `sent(False)`:
-        the provider answered that it ran nothing (it lacked the module), and the call waits for the push."""
-        entry = codec.dumps(body)
-        try:
-            return await self._send(url, provider, entry, sent)
-        except PeerRefused as err:
-            if err.details.get("peer_code") != "module-not-found":
-                raise
-        sent(False)
-        await self._push(url, provider, str(body["call"]["module"]), wasm, wasi)
-        return await self._send(url, provider, entry, sent)
+                     wasi: bool) -> dict[str, Any]:
+        """`send`'s answer, awaited (cancelled: the call is taken back unless it was sent, and its answer dropped)."""
+        return await self.send(url, provider, body, wasm, wasi).future
 
-    async def _push(self, url: str, provider: str, module: str, wasm: Callable[[], bytes], wasi: bool) -> None:
-        key = (provider, module)
-        pushing = self._pushes.get(key)
-        if pushing is None:  # calls of one batch that all lacked the module push it once
-            pushing = self._pushes[key] = asyncio.ensure_future(push_module(self.client, url, provider, wasm, wasi))
-            pushing.add_done_callback(lambda _: self._pushes.pop(key, None))
-        await asyncio.shield(pushing)
-
-    async def _send(self, url: str, provider: str, entry: bytes, sent: Callable[[bool], None]) -> dict[str, Any]:
+    def _go(self, url: str, provider: str, sending: Sending) -> None:
+        if self._closed:
+            self._settle(sending, _unsent(url))
+            return
         lane = self._lanes.get(provider)
         if lane is None or lane.url != url:
             self._lanes.pop(provider, None)
@@ -249,37 +254,62 @@ class InvokeBatcher:
             lane = self._lanes[provider] = _Lane(url)
         else:
             self._lanes.move_to_end(provider)
-        if lane.single_only or len(entry) > self.max_bytes // 2:
-            return await self._one(url, provider, entry, sent)
-        if not self._closed:
-            loop = asyncio.get_running_loop()
-            if lane.gather is not None:  # the queue waits for the expected callers: this is one of them
-                future = self._queued(lane, entry, sent)
-                if len(lane.queue) >= min(lane.expect, self.max_calls):  # all came back, or a full batch
-                    self._flush(provider, lane)
-                return await future
-            if lane.flying:  # goes with the next batch, when a request in flight returns
-                future = self._queued(lane, entry, sent)
-                if lane.stall is None:
-                    lane.stall = loop.call_later(self.stall, self._stalled, provider, lane)
-                return await future
-            waited = loop.time() - lane.returned
-            if lane.expect > 1 and waited < self.gather:  # the callers of the request that returned may follow
-                future = self._queued(lane, entry, sent)
-                self.gathered += 1
-                lane.gather = loop.call_later(self.gather - waited, self._gathered, provider, lane)
-                return await future
-        lane.flying += 1  # a lone call goes at once
-        try:
-            return await self._one(url, provider, entry, sent)
-        finally:
-            self._returned(provider, lane, 1)
+        if lane.single_only or len(sending.entry) > self.max_bytes // 2:
+            self._start(provider, lane, [sending], counted=False)
+        elif lane.gather is not None:  # the queue waits for the expected callers: this is one of them
+            lane.queue.append(sending)
+            if len(lane.queue) >= min(lane.expect, self.max_calls):  # all came back, or a full batch
+                self._flush(provider, lane)
+        elif lane.flying:  # goes with the next batch, when a request in flight returns
+            lane.queue.append(sending)
+            if lane.stall is None:
+                lane.stall = asyncio.get_running_loop().call_later(self.stall, self._stalled, provider, lane)
+        elif lane.expect > 1 and (waited := asyncio.get_running_loop().time() - lane.returned) < self.gather:
+            lane.queue.append(sending)  # the callers of the request that returned may follow
+            self.gathered += 1
+            lane.gather = asyncio.get_running_loop().call_later(self.gather - waited, self._gathered, provider, lane)
+        else:
+            self._start(provider, lane, [sending])  # a lone call goes at once
+
+    def _answered(self, url: str, provider: str, sending: Sending, result: dict[str, Any] | BaseException) -> None:
+        """`result` is what the provider answered `sending` (or what its request raised)."""
+        if sending.unwanted():  # its caller went away, and took its answer with it
+            return
+        if isinstance(result, PeerRefused) and result.details.get("peer_code") == "module-not-found" and \
+                not sending.pushed:
+            sending.sent, sending.pushed = False, True  # it ran nothing: it waits for the push
+            self._push(url, provider, sending)
+        else:
+            self._settle(sending, result)
 
     @staticmethod
-    def _queued(lane: _Lane, entry: bytes, sent: Callable[[bool], None]) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
-        lane.queue.append(_Queued(entry, future, sent))
-        return future
+    def _settle(sending: Sending, result: dict[str, Any] | BaseException) -> None:
+        if sending.late is not None:
+            late, sending.late = sending.late, None
+            late(result)
+        elif isinstance(result, BaseException):
+            sending.future.set_exception(result)
+        else:
+            sending.future.set_result(result)
+
+    def _push(self, url: str, provider: str, sending: Sending) -> None:
+        key = (provider, sending.module)
+        pushing = self._pushes.get(key)
+        if pushing is None:  # calls of one batch that all lacked the module push it once
+            pushing = self._pushes[key] = asyncio.ensure_future(push_module(self.client, url, provider,
+                                                                            sending.wasm, sending.wasi))
+            pushing.add_done_callback(lambda _: self._pushes.pop(key, None))
+        pushing.add_done_callback(lambda done: self._pushed(url, provider, sending, done))
+
+    def _pushed(self, url: str, provider: str, sending: Sending, pushing: asyncio.Future) -> None:
+        if sending.unwanted():  # its caller went away while it waited: it is not sent again
+            return
+        if pushing.cancelled():  # the node stops
+            self._settle(sending, _unsent(url))
+        elif pushing.exception() is not None:
+            self._settle(sending, pushing.exception())
+        else:
+            self._go(url, provider, sending)
 
     def lanes(self) -> int:
         """Providers whose lanes are kept (status, tests)."""
@@ -332,19 +362,31 @@ class InvokeBatcher:
         if lane.queue:  # more than one batch holds: the rest waits for the next return (or the stall)
             lane.stall = asyncio.get_running_loop().call_later(self.stall, self._stalled, provider, lane)
         if taken:
-            lane.flying += 1
-            task = asyncio.create_task(self._send_batch(provider, lane, taken))
-            self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
+            self._start(provider, lane, taken)
 
-    async def _send_batch(self, provider: str, lane: _Lane, taken: list[_Queued]) -> None:
+    def _start(self, provider: str, lane: _Lane, taken: list[Sending], counted: bool = True) -> None:
+        """Send `taken` in one request (a lone call on the single-call route), `counted` in flight on its lane."""
+        for sending in taken:
+            sending.sent = True
+        if counted:
+            lane.flying += 1
+        task = asyncio.create_task(self._send_batch(provider, lane, taken, counted))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    async def _send_batch(self, provider: str, lane: _Lane, taken: list[Sending], counted: bool) -> None:
+        url, results = lane.url, None
         try:
-            await self._batch(lane, provider, taken)
+            results = await self._batch(lane, provider, taken)
+        except Exception as err:  # (the tallies' write before it failed): each caller is told
+            results = [err] * len(taken)
         finally:
-            for item in taken:  # cancelled (the node stops): what was sent may have run
-                if not item.future.done():
-                    item.future.set_exception(_lost(lane.url, "the node stopped before the answer came"))
-            self._returned(provider, lane, len(taken))
+            if results is None:  # cancelled (the node stops): what was sent may have run
+                results = [_lost(url, "the node stopped before the answer came") for _ in taken]
+            for sending, result in zip(taken, results):
+                self._answered(url, provider, sending, result)
+            if counted:
+                self._returned(provider, lane, len(taken))
 
     @staticmethod
     def _stop_timers(lane: _Lane) -> None:
@@ -356,35 +398,25 @@ class InvokeBatcher:
     def _fail_queue(self, lane: _Lane) -> None:
         self._stop_timers(lane)
         for item in lane.queue:
-            if not item.future.done():
-                item.future.set_exception(_unsent(lane.url))
+            if not item.unwanted():
+                self._settle(item, _unsent(lane.url))
         lane.queue.clear()
 
-    def _take(self, lane: _Lane) -> list[_Queued]:
-        taken: list[_Queued] = []
+    def _take(self, lane: _Lane) -> list[Sending]:
+        taken: list[Sending] = []
         size = len(b'{"calls":[]}')
         while lane.queue and len(taken) < self.max_calls and size + len(lane.queue[0].entry) + 1 <= self.max_bytes:
             item = lane.queue.popleft()
-            if item.future.done():  # its caller went away before it was sent: nothing of it is sent
+            if item.unwanted():  # its caller went away before it was sent: nothing of it is sent
                 continue
             size += len(item.entry) + 1
             taken.append(item)
-            item.sent(True)
         return taken
 
-    async def _batch(self, lane: _Lane, provider: str, taken: list[_Queued]) -> None:
+    async def _batch(self, lane: _Lane, provider: str, taken: list[Sending]) -> list[dict[str, Any] | PeerError]:
         if len(taken) == 1:
-            results: list[dict[str, Any] | PeerError] = [await self._settled(self._one(lane.url, provider,
-                                                                                       taken[0].entry))]
-        else:
-            results = await self._post_batch(lane, provider, [item.entry for item in taken])
-        for item, result in zip(taken, results):
-            if item.future.done():
-                continue
-            if isinstance(result, BaseException):
-                item.future.set_exception(result)
-            else:
-                item.future.set_result(result)
+            return [await self._settled(self._one(lane.url, provider, taken[0].entry))]
+        return await self._post_batch(lane, provider, [sending.entry for sending in taken])
 
     @staticmethod
     async def _settled(coroutine) -> dict[str, Any] | PeerError:
@@ -393,10 +425,8 @@ class InvokeBatcher:
         except PeerError as err:
             return err
 
-    async def _one(self, url: str, provider: str, entry: bytes,
-                   sent: Callable[[bool], None] = _unheeded) -> dict[str, Any]:
+    async def _one(self, url: str, provider: str, entry: bytes) -> dict[str, Any]:
         self.before_send()
-        sent(True)
         response = await _invoke(self.client, url, provider, EncodedJson(entry))
         try:
             return _checked(url, response.json(), "tab")
@@ -457,5 +487,5 @@ def _results(url: str, response: PeerResponse, count: int) -> list[dict[str, Any
 
 
 __all__ = ["GATHER", "INVOKES_PATH", "INVOKE_PATH", "InvokeBatcher", "MAX_BATCH_BYTES", "MAX_BATCH_CALLS",
-           "MODULES_PATH", "PROVENANCE_PATH", "TAB_CLOSE_PATH", "close_tab", "fetch_record", "invoke_answer_bound",
-           "post_invoke", "push_module"]
+           "MODULES_PATH", "PROVENANCE_PATH", "Sending", "TAB_CLOSE_PATH", "close_tab", "fetch_record",
+           "invoke_answer_bound", "post_invoke", "push_module"]
