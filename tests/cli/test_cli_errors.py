@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import http.client
 import logging
 import os
+import signal
 import socket
+import subprocess
 import threading
 from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +19,7 @@ import aiohttp
 import click
 import pytest
 
+from xsc.devnet import xsc_command
 from xsc.errors import PeerUnreachable
 from xsc.identity import Identity
 from xsc.net.peer_client import PeerClient
@@ -394,6 +398,48 @@ def test_a_ctrl_c_that_lands_in_an_import_and_comes_out_wrapped_is_an_interrupti
     assert exited.value.code == 130 and capsys.readouterr().err == "\nxsc: interrupted\n"
     with pytest.raises(RuntimeError, match="a fault of the program"):  # any other error is kept whole
         run_cli(group, ["broken"])
+
+
+def test_a_ctrl_c_of_a_job_run_whose_request_reached_the_node_says_the_job_goes_on(thread_node, monkeypatch) -> None:
+    """The real `xsc compute run` interrupted while its job runs on the node: one line says it goes on there, with
+    the command that finds it; interrupted while its stdin is still being sent, the plain line."""
+    from xsc.compute import jobs
+
+    node = thread_node()
+    reached, release, real = threading.Event(), threading.Event(), jobs.run_program
+
+    async def held(*args, **kwargs):
+        reached.set()
+        await asyncio.to_thread(release.wait, 60)
+        return await real(*args, **kwargs)
+
+    async def streamed(self, read):
+        streaming.set()
+        return await real_streamed(self, read)
+
+    streaming, real_streamed = threading.Event(), jobs.JobService.run_streamed
+    monkeypatch.setattr(jobs, "run_program", held)
+    monkeypatch.setattr(jobs.JobService, "run_streamed", streamed)
+    command = [*xsc_command(), "--data-dir", str(node.data_dir), "compute", "run", str(WASM / "wasi_hello.wasm")]
+    try:
+        running = subprocess.Popen([*command, "--no-stdin"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert reached.wait(60), "the job to reach the node"
+        running.send_signal(signal.SIGINT)
+        _, err = running.communicate(timeout=60)
+        assert running.returncode == 130 and err.decode().strip().splitlines() == [
+            "xsc: interrupted: the job goes on at the node, which has its whole request (follow it with: xsc compute "
+            "jobs)"], err
+        streaming.clear()  # (the first job's request was read by it too)
+        sending = subprocess.Popen([*command, "--stdin", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+        sending.stdin.write(b"some of its stdin")
+        sending.stdin.flush()
+        assert streaming.wait(60), "the job's request to reach the node"  # its stdin not ended: not sent whole
+        sending.send_signal(signal.SIGINT)
+        _, err = sending.communicate(timeout=60)
+        assert sending.returncode == 130 and err.decode().strip() == "xsc: interrupted", err
+    finally:
+        release.set()
 
 
 def test_a_watch_mounted_where_none_can_be_is_one_line_naming_as(thread_node) -> None:

@@ -325,12 +325,13 @@ async def test_a_request_framed_two_ways_is_a_400_problem_and_smuggles_no_reques
 
 async def test_a_body_sent_with_expect_100_continue_is_asked_for_only_if_the_function_would_take_it(web) -> None:
     """`Expect: 100-continue`: a caller waits to be told to send its body.  A request its function refuses whatever
-    the body holds (none such, over its cap) is answered before the body is sent, with no 100 that would have the
-    caller send it into a closed connection; one the function takes is told to go on, and answered."""
+    the body holds (none such, over its cap, a path that is no function's) is answered before the body is sent, with
+    no 100 that would have the caller send it into a closed connection; one the function takes is told to go on, and
+    answered."""
     _, base = web
     host, port = base.removeprefix("http://").split(":")
     for path, length, status in (("/fn/hello/x", 20_000_000, b"413"), ("/fn/nosuch/x", 20_000_000, b"404"),
-                                 ("/fn/raw/", 15, b"100")):
+                                 ("/elsewhere", 20_000_000, b"404"), ("/fn/raw/", 15, b"100")):
         reader, writer = await asyncio.open_connection(host, int(port))
         try:
             writer.write(b"POST %s HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n"

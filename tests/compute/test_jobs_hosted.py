@@ -318,7 +318,7 @@ async def test_a_run_asked_of_a_provider_whose_stop_is_forced_is_refused_and_the
     stopped.set()
     status, problem = await asyncio.wait_for(running, HANG)
     assert status == 503 and problem["peer_code"] == "node-stopping", problem
-    jid = problem["job"]
+    jid = problem["id"]
     assert problem["detail"] == (f"the job {jid} did not run: its provider stopped before its run could end, and no "
                                  "other provider took it: nothing is paid"), problem
     assert problem["hint"] == f"run it again with its stdin: ... | xsc compute run {module} --stdin -", problem

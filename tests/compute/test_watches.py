@@ -280,6 +280,26 @@ async def test_a_watch_whose_job_stores_nothing_says_it_ran_and_wrote_nothing(no
     assert narrow.splitlines()[1].split()[:3] == ["w", "s3://raw/in/", "s3://out/what-w-writes/"], narrow
 
 
+async def test_a_watch_whose_job_traps_names_the_failed_job(node_factory) -> None:
+    """spin runs out of its fuel: the datum fails, and its last run names the job whose record says so."""
+    node = await node_factory("trapped")
+    spin = await deploy(node, "spin", wasi=True)
+    for bucket in ("raw", "out"):
+        await _call(node, "PUT", f"/v1/s3/buckets/{bucket}")
+    await _put_object(node, "raw", "in/x", b"x")
+    await _call(node, "POST", "/v1/compute/watches", {"name": "w", "spec": {"module": spin, "limits": {"fuel": 100_000}},
+                                                     "on": "s3://raw/in/", "to": "s3://out/w/"})
+
+    async def failed():
+        watch = (await _watches(node))["w"]
+        return watch if watch["failures"] else None
+
+    run = (await eventually_async(failed, "the datum to fail", 60))["last_run"]
+    assert (run["input"], run["state"], run["objects"]) == ("in/x", "failed", []), run
+    job = await _call(node, "GET", f"/v1/compute/jobs/{run['job']}")
+    assert job["state"] == "failed" and "fuel" in job["error"], job
+
+
 async def _ran(node) -> dict | None:
     watch = (await _watches(node))["w"]
     return watch if watch["runs"] else None

@@ -172,3 +172,29 @@ def test_a_round_in_which_nothing_changed_looks_at_no_participant(tmp_path, monk
     clock[0] += 60_000 - 3_000  # the two oldest offers lapse
     assert market.shown.taking_part.left_out() == {PEERS[-1].id, PEERS[-2].id}
     market.db.close()
+
+
+def test_a_changed_credit_line_shows_in_the_clearing_with_no_change_of_the_book(tmp_path, monkeypatch) -> None:
+    """A peer's bids count as far as its trust line here backs them: the user giving it a credit line (no order of
+    the book changed) moves the clearing `market book` and `market prices` show at once."""
+    from xsc.ledger.trust import TrustLines
+
+    clock = [START]
+    peers = _Peers(directory={i.id for i in PEERS})
+    monkeypatch.setattr(clearing, "now_ms", lambda: clock[0])
+    monkeypatch.setattr(market_service, "now_ms", lambda: clock[0])
+    market = _market(tmp_path / "db", peers, clock)
+    market.credit_lines = TrustLines(market.db, stranger_credit=0, peer_credit=0, recognised=lambda peer: True)
+    seller, buyer = PEERS[0], PEERS[1]
+    for n in (0, 1):
+        _apply(market, peers, clock, {}, ("up", n))
+    _apply(market, peers, clock, {}, ("sign", 0, 0, 2_000))  # 10**7 units at 2,000
+    market.receive([sign_commitment(buyer, asks=(), bids=(bid(buyer.id, "b-buyer", 10**7, 4_000, end=HOUR),),
+                                    recognition={}, stamp=Stamp.seed().event(), timestamp=clock[0]).to_json()])
+    before = market.clearings()
+    assert before == _fresh(market)[1]  # the buyer's bid, backed by nothing, left out
+    version = market.version
+    market.credit_lines.set_credit(buyer.id, 10**15)
+    assert market.version == version and _fresh(market)[1] != before  # its bid counts now
+    assert market.clearings() == _fresh(market)[1]
+    market.db.close()

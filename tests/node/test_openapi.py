@@ -56,6 +56,10 @@ def test_document_is_openapi_3_1_with_unique_operation_ids_and_problem_answers()
             else:
                 assert "security" not in op, (method, path)  # the document's default: the token
                 assert op["responses"]["default"] == {"$ref": "#/components/responses/Problem"}, (method, path)
+                # every user request may meet the node's stop (serve/stop.py): 503 node-stopping, with Retry-After
+                assert op["responses"]["503"] == {"$ref": "#/components/responses/NodeStopping"}, (method, path)
+    stopping = document["components"]["responses"]["NodeStopping"]
+    assert "node-stopping" in stopping["description"] and "Retry-After" in stopping["headers"], stopping
 
 
 def test_the_document_loads_in_schemathesis():

@@ -10,6 +10,15 @@ import _signal  # not `signal`: it imports enum, and enum is milliseconds
 INTERRUPTED = "xsc: interrupted"  # what every Ctrl-C of a command prints, and it exits 130
 
 
+class GoesOn(KeyboardInterrupt):
+    """A Ctrl-C of a command whose request reached the node whole: the node goes on with it, and the one line says
+    so, with the command that finds it."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.said = f"{INTERRUPTED}: {what}"
+
+
 def _while_starting(signum: int, frame: object) -> None:
     # Nothing is written yet, nor open to clean up: the process can end where it stands.
     os.write(2, (INTERRUPTED + "\n").encode())

@@ -16,6 +16,7 @@ import click
 from .. import codec
 from ..errors import InvalidArgument, ModuleNotFound, NodeNotRunning, NotANode, Unauthorized, XscError
 from ..units import counted, format_credits, plural_for
+from .interrupts import GoesOn
 from .output import Col, PassesArgs, emit_json, json_option, key_values, prose, table, terminal_width, wide_option
 from .progress import progress_bar
 
@@ -161,9 +162,9 @@ def run(obj, target: str, argv: tuple[str, ...], stdin: str | None, no_stdin: bo
         spec["stdin"], source = _stdin_source(stdin, no_stdin)
     spec = {k: v for k, v in spec.items() if v is not None}
     if source is not None:
-        _answered(lambda: client.post_stream("/v1/compute/jobs", _stream(spec, source), JOB_STREAM), as_json)
+        _answered(lambda sent: client.post_stream("/v1/compute/jobs", _stream(spec, source), JOB_STREAM, sent), as_json)
     else:
-        _answered(lambda: client.request("POST", "/v1/compute/jobs", json_body=spec), as_json)
+        _answered(lambda sent: client.request("POST", "/v1/compute/jobs", json_body=spec, sent=sent), as_json)
 
 
 @click.command("rerun")
@@ -178,18 +179,26 @@ def rerun(obj, job_id: str, replicas: int | None, agree: int | None, as_json: bo
     """Run the job ID again from the spec its record keeps (an interrupted or failed one, say): a new run of the
     same job, which replaces its run before.  Prints as `run` does."""
     guarantee = {k: v for k, v in (("replicas", replicas), ("agree", agree)) if v is not None}
-    _answered(lambda: obj.client().request("POST", f"/v1/compute/jobs/{quote(job_id, safe='')}/rerun",
-                                           json_body=guarantee or None), as_json)
+    _answered(lambda sent: obj.client().request("POST", f"/v1/compute/jobs/{quote(job_id, safe='')}/rerun",
+                                                json_body=guarantee or None, sent=sent), as_json)
 
 
-def _answered(run: Callable[[], dict], as_json: bool) -> None:
-    """A job's run as `run` and `rerun` print it: the program's output, then the job's summary (or its JSON)."""
+def _answered(run: Callable[[Callable[[], None]], dict], as_json: bool) -> None:
+    """A job's run as `run` and `rerun` print it: the program's output, then the job's summary (or its JSON).
+    `run(sent)` asks for it, calling `sent()` once its request is sent whole: from then on the node runs it
+    whatever becomes of this command, and a Ctrl-C says so."""
+    whole: list[bool] = []
     try:
-        answer = run()
+        answer = run(lambda: whole.append(True))
     except XscError as err:  # a run that failed (a trap, outputs refused or not stored) answers what it printed
         if not as_json:
             _program_output(err.details)
         raise
+    except KeyboardInterrupt:
+        if not whole:
+            raise
+        raise GoesOn("the job goes on at the node, which has its whole request (follow it with: xsc compute "
+                     "jobs)") from None
     if as_json:
         emit_json(answer)
         return

@@ -54,8 +54,8 @@ def usage_message(exc: click.UsageError) -> str:
 def run_cli(group: click.Group, args: Sequence[str] | None = None) -> None:
     try:
         group.main(args=args, standalone_mode=False, prog_name="xsc")
-    except click.exceptions.Abort:  # click's form of a Ctrl-C in a command (a KeyboardInterrupt)
-        click.echo(INTERRUPTED, err=True)
+    except click.exceptions.Abort as exc:  # click's form of a Ctrl-C in a command (a KeyboardInterrupt)
+        click.echo(getattr(exc.__cause__, "said", INTERRUPTED), err=True)
         sys.exit(130)
     except click.exceptions.NoArgsIsHelpError as exc:  # a group without its command: its help, as click shows it
         click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message(), err=True)
@@ -80,8 +80,8 @@ def run_cli(group: click.Group, args: Sequence[str] | None = None) -> None:
             raise
         click.echo(f"xsc: error: {file_error(exc)}", err=True)
         sys.exit(EXIT_ERROR)
-    except KeyboardInterrupt:
-        click.echo(INTERRUPTED, err=True)
+    except KeyboardInterrupt as exc:
+        click.echo(getattr(exc, "said", INTERRUPTED), err=True)
         sys.exit(130)
     except Exception as exc:
         if not _interrupted(exc):

@@ -173,14 +173,16 @@ class NodeClient:
         return self._exchange(path, query, send)
 
     def request(self, method: str, path: str, *, json_body: Any = None, query: dict[str, Any] | None = None,
-                body: bytes | None = None, content_type: str | None = None) -> Any:
+                body: bytes | None = None, content_type: str | None = None,
+                sent: Callable[[], None] | None = None) -> Any:
         """`method path` with a body of known length (`json_body` encoded, or `body` of `content_type`), and the
-        answer: its JSON (an empty answer: b"")."""
+        answer: its JSON (an empty answer: b"").  `sent()` is called once the request is sent whole."""
         if json_body is not None:
             from .. import codec
 
             body, content_type = codec.dumps(json_body), "application/json"
-        headers, data = self._call(method, path, query, body or b"", content_type)
+        wait = None if sent is None else lambda sock: sent()
+        headers, data = self._call(method, path, query, body or b"", content_type, wait)
         if not data:
             return data
         answered = _media_type(headers.get("content-type"))
@@ -275,9 +277,18 @@ class NodeClient:
 
         return json_answer(self._call("POST", path, query, wait=wait)[1], f"POST {path}")
 
-    def post_stream(self, path: str, chunks: Iterator[bytes], content_type: str) -> Any:
-        """POST a body of unknown length (chunked), as it is produced; the JSON answer."""
-        conn, response = self._send("POST", path, chunks, {"Content-Type": content_type}, None, encode_chunked=True)
+    def post_stream(self, path: str, chunks: Iterator[bytes], content_type: str,
+                    sent: Callable[[], None] | None = None) -> Any:
+        """POST a body of unknown length (chunked), as it is produced; the JSON answer.  `sent()` is called once
+        the request is sent whole (its last chunk too)."""
+        headers = {"Authorization": f"Bearer {self._token}", "Content-Type": content_type}
+
+        def send(conn: http.client.HTTPConnection, target: str) -> None:
+            conn.request("POST", target, body=chunks, headers=headers, encode_chunked=True)
+            if sent is not None:
+                sent()
+
+        conn, response = self._exchange(path, None, send)
         return _read_json(conn, response, f"POST {path}")
 
     def request_with_progress(self, method: str, path: str, progress: Callable[[dict], None]) -> Any:

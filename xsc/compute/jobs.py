@@ -250,6 +250,7 @@ class JobService:
                 self.records.save(jid, job)
                 if told is not None:
                     raise told from err
+            err.details["id"] = jid  # every problem of a job names it as its answer does: `id`
             raise
         finally:
             job.pop("replacing", None)
@@ -778,14 +779,15 @@ def _not_ended(job: dict[str, Any], err: XscError) -> XscError | None:
         # its provider went away (stopped, the network cut) and no other took it: cut short, as by a stop
         job.update(state="interrupted", error=f"its provider could not be reached: {err.message}",
                    error_hint=rerun_hint(job))
-        return PeerUnreachable(f"the job {jid} was cut short: {err.message}", hint=job["error_hint"], **err.details)
+        return PeerUnreachable(f"the job {jid} was cut short: {err.message}", hint=job["error_hint"],
+                               **{**err.details, "id": jid})
     if err.details.get("peer_code") == "node-stopping":
         # its provider stopped before the run could end (the run refused, or cut short and not charged) and no other
         # took it: the provider's words are its own ("this node stopped ..."), not its user's
         job.update(state="refused", error="its provider stopped before its run could end, and no other provider "
                    "took it: nothing is paid", error_hint=rerun_hint(job))
         return PeerUnavailable(f"the job {jid} did not run: {job['error']}", hint=job["error_hint"],
-                               **{**err.details, "job": jid})
+                               **{**err.details, "id": jid})
     job.update(state="refused", error=err.message, **({"error_hint": err.hint} if err.hint else {}))
     return None
 

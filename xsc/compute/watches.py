@@ -207,7 +207,7 @@ class Watches:
         except XscError as err:
             self._count(watch["name"], failures=1, last_error=f"{key}: {err.message}"[:300],
                         spend=err.details.get("charged", 0) or 0,
-                        last_run=_last_run(key, err.details.get("job"), "failed", []))
+                        last_run=_last_run(key, err.details.get("id"), "failed", []))
             log.warning("watch %s: %s failed: %s", watch["name"], key, err.message)
             return
         async with self._writing:  # datums run at once: which objects are taken is checked and changed by one

@@ -67,6 +67,9 @@ class TrustLines:
         # of them be read from disk again.
         self._lines: dict[str, dict[str, int]] = {}
         self._credits: dict[str, int | None] = {}
+        # Grows whenever a line may have changed (what `backing` says of a peer): the market's shown clearing, whose
+        # bids count as far as the lines back them, is made again when it does.
+        self.version = 0
 
     # --- reading ----------------------------------------------------------------------------
     def _totals(self, peer: str) -> dict[str, int]:
@@ -133,6 +136,7 @@ class TrustLines:
             paid = counted(totals, self.recognised(peer))
             if price <= paid + self.credit(peer) - totals["used"] - self._reserved.get(peer, 0):
                 self._reserved[peer] = self._reserved.get(peer, 0) + price  # what `line` says is available covers it
+                self.version += 1
                 return
             line = self.line(peer)
             if price > line["available"]:
@@ -148,11 +152,13 @@ class TrustLines:
                          f"(or this node's user: xsc market recognize {peer} WEIGHT --credit AMOUNT)",
                     peer=peer, price=price, available=line["available"], missing=short)
             self._reserved[peer] = self._reserved.get(peer, 0) + price
+            self.version += 1
 
     def release(self, peer: str, price: int) -> None:
         """Give back a reservation for work that was not done."""
         with self._lock:
             left = self._reserved.get(peer, 0) - price
+            self.version += 1
             if left > 0:
                 self._reserved[peer] = left
             else:
@@ -210,6 +216,7 @@ class TrustLines:
             # (retired once no count can come: `_countable`)
             self._store.put_counted(peer, totals, total, authorization.id, authorization.expires_at, self.retention)
             self._lines[peer] = totals  # written
+            self.version += 1
 
     def collectable(self, peer: str) -> int:
         """What a prepayment from `peer` may still carry: what this node can collect from it, less what it paid."""
@@ -219,6 +226,7 @@ class TrustLines:
 
     def _put(self, peer: str, totals: dict[str, int], batch: Any) -> None:
         self._store.put_totals(peer, totals, batch)
+        self.version += 1
         if batch is None:
             self._lines[peer] = totals
         else:  # on disk only if the caller's batch is written: read again next time
@@ -231,6 +239,7 @@ class TrustLines:
         with self._lock:
             self._credits.pop(peer, None)
             self._store.set_credit(peer, amount)
+            self.version += 1
 
 
 __all__ = ["MAX_LINE", "TrustLines"]

@@ -82,8 +82,9 @@ class TakingPart:
 
 
 class ShownClearing:
-    """The call market over the book's orders of those `taking_part`, cleared again when the book or who takes part
-    changed (lazily, on the next read or market round), each new price kept for `xsc market prices`."""
+    """The call market over the book's orders of those `taking_part`, cleared again when the book, who takes part or
+    a trust line backing the bids changed (lazily, on the next read or market round), each new price kept for
+    `xsc market prices`."""
 
     def __init__(self, market: Any) -> None:
         self.market = market  # xsc.market.service.MarketService: the book, who is active, the prices, the pool
@@ -91,10 +92,12 @@ class ShownClearing:
         self._kept: tuple[tuple, dict] | None = None  # (what it was made of, the clearings)
 
     def _inputs(self) -> tuple[tuple, Callable[[str], bool]]:
-        """What a clearing is made of (the book's version, the version of those left out of it), and the rule it is
-        made by: every order's owner holds a commitment in the book, so those left out say who takes part."""
+        """What a clearing is made of (the book's version, the version of those left out of it, the version of the
+        trust lines that back the bids), and the rule it is made by: every order's owner holds a commitment in the
+        book, so those left out say who takes part."""
         left_out = self.taking_part.left_out()
-        return (self.market.version, self.taking_part.version), lambda participant: participant not in left_out
+        made_of = (self.market.version, self.taking_part.version, self.market.backing_version())
+        return made_of, lambda participant: participant not in left_out
 
     def _orders(self, takes_part: Callable[[str], bool]) -> tuple:
         market = self.market
@@ -114,10 +117,11 @@ class ShownClearing:
 
     async def refresh(self) -> None:
         """`now()` made in the CPU pool (over 1,000 participants, 40-60 ms of CPU held the loop at each change); a
-        round in which neither the book nor who takes part changed costs the same whatever the book holds."""
+        round in which neither the book, who takes part nor a trust line changed costs the same whatever the book
+        holds."""
         made_of, takes_part = self._inputs()
         if self._kept is not None and self._kept[0] == made_of:
             return
         clearings = await in_pool(self.market.pool, clear_orders, *self._orders(takes_part))
-        if self._inputs()[0] == made_of:  # else the book, or who takes part, changed meanwhile: next round
+        if self._inputs()[0] == made_of:  # else what it is made of changed meanwhile: next round
             self._keep(made_of, clearings)

@@ -408,6 +408,10 @@ class MarketService:
         """The book's bids, other participants' only as far as their trust lines here back them (core/backing.py)."""
         return backed(self.book.bids(), self.credit_lines.backing if self.credit_lines else None, self.me)
 
+    def backing_version(self) -> int | None:
+        """Changes whenever what `credible_bids` weighs the bids by may have: a trust line here."""
+        return self.credit_lines.version if self.credit_lines is not None else None
+
     def peers_version(self) -> tuple | None:
         """Changes whenever a peer's availability may have (peers/service.py: `state_version`)."""
         return self.peers.state_version() if self.peers is not None else None

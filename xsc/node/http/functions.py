@@ -87,7 +87,9 @@ def web_app(node, rate: float, stall: float) -> web.Application:
     limits = RateLimiter(rate, 2 * rate)
 
     def asked(request: web.Request) -> tuple[str, Request]:
-        """The function's name and the request as it sees it."""
+        """The function's name and the request as it sees it (NotFound for a path that is no function's)."""
+        if "name" not in request.match_info:
+            raise NotFound(f"nothing is served at {request.path[:200]!r} here", hint="functions answer at /fn/NAME/")
         name = request.match_info["name"]
         decoded, raw = path_info(_raw_rest(request.rel_url.raw_path))
         return name, Request(
@@ -100,8 +102,6 @@ def web_app(node, rate: float, stall: float) -> web.Application:
     async def call(request: web.Request) -> web.StreamResponse:
         try:
             limits.check(address_key(request.remote), time.monotonic(), f"address {request.remote}")
-            if "name" not in request.match_info:
-                raise NotFound(f"nothing is served at {request.path[:200]!r} here", hint="functions answer at /fn/NAME/")
             answer = await node.functions.call(*asked(request))
         except XscError as err:
             response = problem_from_error(err)
@@ -130,12 +130,12 @@ def web_app(node, rate: float, stall: float) -> web.Application:
     in_flight = InFlight("web", lambda request, err: problem_from_error(err))  # drained by the node's stop
     app = web.Application(client_max_size=1024**2, middlewares=[in_flight.middleware, problem_middleware])
     app[IN_FLIGHT] = in_flight
-    # a body the function refuses whatever it holds (none such, over its cap, too many at once) is not asked for
+    # a body refused whatever it holds (no function's, over its cap, too many at once) is not asked for
     expect = expect_continue(lambda request: node.functions.admit(*asked(request)), problem_from_error)
     app.router.add_route("*", "/fn/{name}", call, expect_handler=expect)
     # [\s\S]: a path that decodes to a line break is the function's to refuse (400), not aiohttp's 404
     app.router.add_route("*", r"/fn/{name}/{path:[\s\S]*}", call, expect_handler=expect)
-    app.router.add_route("*", r"/{elsewhere:[\s\S]*}", call)  # no function's: a 404 problem body
+    app.router.add_route("*", r"/{elsewhere:[\s\S]*}", call, expect_handler=expect)  # no function's: a 404 at once
     return app
 
 
