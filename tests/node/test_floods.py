@@ -34,6 +34,7 @@ CAP, PER_IP = 64, 48
 ENV = {"XSC_NODE_MAX_CONNECTIONS": str(CAP), "XSC_NODE_MAX_CONNECTIONS_PER_IP": str(PER_IP),
        "XSC_NODE_IDLE_TIMEOUT": "2", "XSC_NODE_USER_RATE_LIMIT": "25", "XSC_PEERS_RATE_LIMIT": "25"}
 RSS_BOUND = 200 * 2**20  # anonymous memory of the node at any moment (about 45 MiB idle)
+pytestmark = pytest.mark.both_loops
 
 
 @pytest.mark.slow
@@ -46,12 +47,12 @@ def test_idle_sockets_slow_bodies_and_floods_leave_the_node_bounded_and_answerin
     assert figures.counts["after"]["node_alive"], text
     assert all(s.health_status == 200 for s in figures.samples), text  # /health answered throughout
     assert max(s.anonymous for s in figures.samples) < RSS_BOUND, text
-    # The node's descriptors: its own handful (LevelDB, logs, the listening socket), at most CAP connections, two
-    # per connection watched for its first byte, one per connection pushed out of those and reading it, and a
-    # burst's connections accepted but not yet refused or evicted (one loop turn accepts at most the listen
-    # backlog: RESERVED_FDS leaves room for them, so the node never meets EMFILE).
-    assert summary["idle"]["fds_max"] <= CAP + 2 * MAX_PENDING + MAX_READING + LISTEN_BACKLOG + 40, text
-    assert LISTEN_BACKLOG + 2 * MAX_PENDING + MAX_READING + MAX_HANDSHAKES < RESERVED_FDS
+    # The node's descriptors: its own handful (LevelDB, logs, the listening socket), at most CAP connections, one
+    # per connection waiting for its first byte, and a burst's connections accepted but not yet refused or evicted
+    # (one loop turn accepts at most the listen backlog: RESERVED_FDS leaves room for them, so the node never meets
+    # EMFILE).
+    assert summary["idle"]["fds_max"] <= CAP + MAX_PENDING + MAX_READING + LISTEN_BACKLOG + 40, text
+    assert LISTEN_BACKLOG + MAX_PENDING + MAX_READING + MAX_HANDSHAKES < RESERVED_FDS
     idle = figures.counts["idle"]
     assert idle["opened"] == 350 and idle["connect_failed"] == 0, text
     # Every idle and slowloris socket was closed by the node: evicted to make room, or after the idle timeout.
@@ -337,10 +338,10 @@ async def test_ipv6_connections_are_capped_per_64_as_the_rate_limits_key_them():
 
 
 def _count_protocols(monkeypatch) -> list:
-    """The transports of every connection the node set up (Sniffer.connection_made), as they come."""
+    """aiohttp's protocols of every connection the node set up (SniffingServer.handler), as they come."""
     made: list = []
-    connection_made = sniff.Sniffer.connection_made
-    monkeypatch.setattr(sniff.Sniffer, "connection_made", lambda self, t: (made.append(t), connection_made(self, t)))
+    handler = sniff.SniffingServer.handler
+    monkeypatch.setattr(sniff.SniffingServer, "handler", lambda self: made.append(handler(self)) or made[-1])
     return made
 
 
