@@ -163,8 +163,8 @@ class _Adopting(asyncio.Protocol):
     returned, and not on a transport closed by then), and the transport dropped: the connection is sniffed as one
     the node accepts itself."""
 
-    def __init__(self, server: "SniffingServer", tls_only: bool) -> None:
-        self._server, self._tls_only = server, tls_only
+    def __init__(self, server: "SniffingServer") -> None:
+        self._server = server
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         try:
@@ -174,7 +174,7 @@ class _Adopting(asyncio.Protocol):
         transport.abort()
         if sock is not None:
             sock.setblocking(False)
-            self._server.accepted(sock, self._tls_only)
+            self._server.accepted(sock)
 
 
 class SniffingServer:
@@ -192,7 +192,7 @@ class SniffingServer:
 
     def __call__(self) -> asyncio.Protocol:
         """The protocol factory of a site that lets the loop accept (aiohttp's own sites: TestServer, TCPSite)."""
-        return _Adopting(self, tls_only=False)
+        return _Adopting(self)
 
     def handler(self) -> Any:
         """aiohttp's protocol for a connection handed on (through TLS or not)."""
