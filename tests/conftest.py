@@ -33,12 +33,17 @@ if "PYTEST_XDIST_WORKER" in os.environ:  # workers start nodes side by side: eac
                        int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
 
 
+LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict:
-    """The loops an async test runs on: asyncio's; a test marked `both_loops` (the node's listener, driven in this
-    process) on uvloop too, the loop `xsc node start` runs on by default (node.event_loop)."""
+    """The loops an async test runs on: asyncio's (XSC_TEST_EVENT_LOOP=uvloop: uvloop's); a test marked `both_loops`
+    (the node's listener, driven in this process) on both, uvloop being the one `xsc node start` runs on by default
+    (node.event_loop)."""
     if item.get_closest_marker("both_loops"):
-        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
-    return {"asyncio": asyncio.new_event_loop}
+        return LOOPS
+    name = os.environ.get("XSC_TEST_EVENT_LOOP", "asyncio")
+    return {name: LOOPS[name]}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
