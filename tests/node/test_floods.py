@@ -257,6 +257,23 @@ async def test_a_connection_that_speaks_is_set_up_before_those_still_silent_whic
         await runner.cleanup()
 
 
+async def test_a_connection_being_handed_on_counts_against_its_address_s_cap():
+    """A connection that spoke is handed to aiohttp over a loop turn or two, and aiohttp counts it only then: a
+    connection accepted with it, in the same loop turn, finds it counted all the same."""
+    runner, site, port = await _site("GET", "/hello", _hello, max_per_ip=1)
+    speaking = socket.create_connection(("127.0.0.1", port))
+    speaking.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")  # (kept alive: it holds the address's one place)
+    silent = socket.create_connection(("127.0.0.1", port))  # both accepted in the node's next loop turn
+    try:
+        head, _, body = (await _read_all(silent)).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503") and json.loads(body)["code"] == "too-many-connections", head
+    finally:
+        speaking.close()
+        silent.close()
+        await site.stop()
+        await runner.cleanup()
+
+
 async def test_tls_handshakes_under_way_count_against_the_caps_and_the_oldest_past_the_bound_is_cut(
         tmp_path, monkeypatch):
     """A connection that sends a ClientHello's first byte and no more holds a descriptor through its handshake, before

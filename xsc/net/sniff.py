@@ -55,6 +55,7 @@ class Sniffer:
         self._watched = False
         self._timer: asyncio.TimerHandle | None = None
         self._connecting: asyncio.Task | None = None  # its hand-over, held: the loop keeps only weak references
+        self._counted = False  # against its address's cap while it is handed over (`SniffingServer.hand_over_begins`)
 
     def start(self) -> None:
         first = self._peek()
@@ -105,7 +106,6 @@ class Sniffer:
         if not first:  # closed before saying anything
             self._close()
         elif first[0] == TLS_RECORD_HANDSHAKE and self._server.context is not None:
-            self._server.handshake_begins(self)
             self._hand_over(self._server.context)
         elif self._tls_only:
             self._close()  # a TLS-only port says nothing in plaintext
@@ -130,6 +130,21 @@ class Sniffer:
 
     def _hand_over(self, context: ssl.SSLContext | None) -> None:
         self._connecting = asyncio.ensure_future(self._connect(context))
+        self._server.hand_over_begins(self, tls=context is not None)
+
+    def _handler(self) -> Any:
+        """aiohttp's protocol for this connection, which counts it from its connection_made on: the hand-over's
+        count against the caps ends there, neither before (a burst's next connection would find room that is not
+        there) nor after (it would be counted twice)."""
+        handler = self._server.handler()
+        made = handler.connection_made
+
+        def connection_made(transport: asyncio.BaseTransport) -> None:
+            self._server.hand_over_ended(self)
+            made(transport)
+
+        handler.connection_made = connection_made
+        return handler
 
     def _cut(self) -> None:
         """Its handshake took too long among too many: the connection is cut."""
@@ -143,16 +158,16 @@ class Sniffer:
         """The connection handed to the loop, and through it to aiohttp (after its TLS handshake, under `context`)."""
         sock, self._sock = self._sock, None
         if sock is None:  # cut before its hand-over began
-            self._server.handshake_ended(self)
+            self._server.hand_over_ended(self)
             return
         try:
             transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
-                self._server.handler, sock, ssl=context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT if context else None)
+                self._handler, sock, ssl=context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT if context else None)
         except (OSError, asyncio.TimeoutError) as exc:  # (ssl.SSLError and ConnectionError are OSErrors)
             log.debug("connection lost before it was handed on: %s", exc)
             return
         finally:
-            self._server.handshake_ended(self)
+            self._server.hand_over_ended(self)
         if self._server.closing:  # accepted before the listener closed, settled after: aiohttp's shutdown is past
             transport.abort()
 
@@ -188,7 +203,7 @@ class SniffingServer:
         self.sniffing: dict[Sniffer, None] = {}  # connections waiting for their first byte, the newest, oldest first
         self.reading: dict[Sniffer, None] = {}  # older ones pushed out of `sniffing`, waiting all the same (`admit`)
         self.handshaking: dict[Sniffer, str] = {}  # connections in their TLS handshake, oldest first: their addresses
-        self._handshakes_from: Counter[str] = Counter()  # of them, per address (`address_key`)
+        self._handing_from: Counter[str] = Counter()  # connections being handed to aiohttp (TLS or not), per address
 
     def __call__(self) -> asyncio.Protocol:
         """The protocol factory of a site that lets the loop accept (aiohttp's own sites: TestServer, TCPSite)."""
@@ -220,7 +235,7 @@ class SniffingServer:
         """The answer that refuses a new connection from ip at once, unsniffed (the node's GuardedServer: its
         caps, counting `waiting_from_ip` connections from ip accepted but not set up yet); None: it may be served."""
         refusal = getattr(self.inner, "refusal", None)
-        return refusal(ip, waiting_from_ip + self._handshakes_from[address_key(ip)]) if refusal else None
+        return refusal(ip, waiting_from_ip + self._handing_from[address_key(ip)]) if refusal else None
 
     def admit(self, sniffer: Sniffer) -> bool:
         """Room for one more connection before its first byte: past MAX_PENDING the oldest waiting one is pushed out
@@ -240,21 +255,26 @@ class SniffingServer:
         while len(self.reading) > MAX_READING:
             next(iter(self.reading))._give_up()
 
-    def handshake_begins(self, sniffer: Sniffer) -> None:
-        """One more connection in its TLS handshake: the oldest past MAX_HANDSHAKES is cut."""
-        self.handshaking[sniffer] = sniffer._ip
-        self._handshakes_from[sniffer._ip] += 1
-        while len(self.handshaking) > MAX_HANDSHAKES:
-            oldest = next(iter(self.handshaking))
-            self.handshake_ended(oldest)
-            oldest._cut()
+    def hand_over_begins(self, sniffer: Sniffer, tls: bool) -> None:
+        """One more connection being handed to aiohttp, which counts it only once it is set up (after its TLS
+        handshake, up to HANDSHAKE_TIMEOUT): it counts against its address's cap meanwhile.  Past MAX_HANDSHAKES
+        TLS handshakes under way, the oldest is cut."""
+        self._handing_from[sniffer._ip] += 1
+        sniffer._counted = True
+        if tls:
+            self.handshaking[sniffer] = sniffer._ip
+            while len(self.handshaking) > MAX_HANDSHAKES:
+                oldest = next(iter(self.handshaking))
+                self.hand_over_ended(oldest)
+                oldest._cut()
 
-    def handshake_ended(self, sniffer: Sniffer) -> None:
-        ip = self.handshaking.pop(sniffer, None)
-        if ip is not None:
-            self._handshakes_from[ip] -= 1
-            if not self._handshakes_from[ip]:
-                del self._handshakes_from[ip]
+    def hand_over_ended(self, sniffer: Sniffer) -> None:
+        self.handshaking.pop(sniffer, None)
+        if sniffer._counted:
+            sniffer._counted = False
+            self._handing_from[sniffer._ip] -= 1
+            if not self._handing_from[sniffer._ip]:
+                del self._handing_from[sniffer._ip]
 
     def release(self, sniffer: Sniffer) -> None:
         self.sniffing.pop(sniffer, None)
