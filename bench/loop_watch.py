@@ -3,7 +3,8 @@ event loop: a watchdog thread reads the loop thread's own CPU clock every 5 ms, 
 more than XSC_LOOP_WATCH_MS (default 30) ms of CPU it prints that callback's stack once, with its CPU and wall
 times so far.  CPU time, not wall time: on a loaded machine a callback of 5 ms of work can take 200 ms of wall
 time while the loop waits for a core, and that is the machine, not the node.  Used by
-`python -m bench.bench_attacks --watch` (the log lines start with `loop-watch[MONOTONIC]:`)."""
+`python -m bench.bench_attacks --watch` (the log lines start with `loop-watch[MONOTONIC]:`).  The node runs on
+asyncio's loop under the watch, whatever node.event_loop says."""
 
 from __future__ import annotations
 
@@ -94,6 +95,7 @@ def _gc(phase: str, info: dict) -> None:
 
 gc.callbacks.append(_gc)
 asyncio.events.Handle._run = _timed
+os.environ["XSC_NODE_EVENT_LOOP"] = "asyncio"  # the watch times asyncio's callbacks: uvloop runs its own
 
 if __name__ == "__main__":
     from xsc.cli import main

@@ -4,11 +4,13 @@ The building blocks are in tests/support (nodes.py); node processes come from xs
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
+import uvloop
 from aiohttp.test_utils import TestClient
 from hypothesis import settings
 
@@ -29,6 +31,19 @@ for _name, _value in DEVNET_ENV.items():  # every node a test starts is of a dev
 if "PYTEST_XDIST_WORKER" in os.environ:  # workers start nodes side by side: each picks ports from a slice of its own
     share_listen_ports(int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw")),
                        int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+
+
+LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict:
+    """The loops an async test runs on: asyncio's (XSC_TEST_EVENT_LOOP=uvloop: uvloop's); a test marked `both_loops`
+    (the node's listener, driven in this process) on both, uvloop being the one `xsc node start` runs on by default
+    (node.event_loop)."""
+    if item.get_closest_marker("both_loops"):
+        return LOOPS
+    name = os.environ.get("XSC_TEST_EVENT_LOOP", "asyncio")
+    return {name: LOOPS[name]}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -2,7 +2,7 @@
 run in order when every thread is busy, and a shutdown that runs what is queued.  xsc.tasks.Pacer: starts a
 second, in order.  xsc.tasks.in_threads: long blocking work on threads of its own, stopped together.
 xsc.tasks.Supervisor: services started in order, a crashed loop started again, all stopped in
-reverse."""
+reverse.  xsc.tasks.run: the event loop node.event_loop names."""
 
 from __future__ import annotations
 
@@ -13,9 +13,12 @@ import sys
 import threading
 
 import pytest
+import uvloop
 
-from xsc.tasks import (GroupCommit, GroupSend, Locks, Pacer, Supervisor, Workers, at_most, in_threads, refill, stop,
-                       to_its_end, unless_set, woken, woken_loop)
+from xsc.config import load_config
+from xsc.errors import ConfigError
+from xsc.tasks import (GroupCommit, GroupSend, Locks, Pacer, Supervisor, Workers, at_most, in_threads, refill, run,
+                       stop, to_its_end, unless_set, woken, woken_loop)
 
 
 async def test_results_and_errors_come_back_on_the_loop() -> None:
@@ -722,3 +725,16 @@ async def test_a_key_handed_to_its_waiter_is_not_taken_afresh_by_a_newcomer() ->
     c = asyncio.create_task(work("c"))  # a let go; b is woken, not yet in
     await asyncio.gather(b, c)
     assert most == 1 and len(locks) == 0
+
+
+def test_the_node_runs_on_the_event_loop_its_config_names(tmp_path) -> None:
+    """node.event_loop: uvloop unless the config or XSC_NODE_EVENT_LOOP says asyncio; any other name is refused."""
+    async def loop_kind() -> type:
+        return type(asyncio.get_running_loop())
+
+    assert load_config(tmp_path / "a", environ={}).node.event_loop == "uvloop"
+    assert run(loop_kind(), load_config(tmp_path / "a", environ={}).node.event_loop) is uvloop.Loop
+    chosen = load_config(tmp_path / "b", environ={"XSC_NODE_EVENT_LOOP": "asyncio"}).node.event_loop
+    assert not issubclass(run(loop_kind(), chosen), uvloop.Loop)
+    with pytest.raises(ConfigError, match="must be uvloop or asyncio"):
+        load_config(tmp_path / "c", environ={"XSC_NODE_EVENT_LOOP": "trio"})

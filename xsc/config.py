@@ -39,6 +39,7 @@ parse_size = _refused_as_value_error(units.parse_size)
 parse_duration = _refused_as_value_error(units.parse_duration)
 
 DEFAULT_LISTEN = "127.0.0.1:7070"
+EVENT_LOOPS = ("uvloop", "asyncio")  # node.event_loop (xsc/tasks.py: run)
 CONFIG_FILE = "config.toml"
 MiB = 1024 * 1024
 MAX_CAPACITY = 4 * 1024**6  # bytes (4 EiB): under 2**63, with room for what is summed with it
@@ -125,6 +126,8 @@ class NodeSection(_Section):
     s3_max_uploads: int = Field(default=1_000, ge=1, le=1_000_000)  # multipart uploads one S3 user may have going
     # seconds an unfinished multipart upload is kept; then it and its parts go
     s3_upload_expiry: Annotated[int, _DURATION, _within(1, 3650 * DAY, "must be from 1 second to 10 years")] = 7 * DAY
+    # the event loop the node and `xsc s3 serve` run on: uvloop (libuv's, less CPU a request) or asyncio (Python's own)
+    event_loop: Annotated[str, _check(lambda v: v in EVENT_LOOPS, "must be uvloop or asyncio")] = "uvloop"
     # seconds between checks that each function on the market is served and paid
     placement_interval: Annotated[float, _within(0.1, 600, "must be from 0.1 to 600 seconds")] = 5.0
 

@@ -28,6 +28,7 @@ loop runs, and how many calls run at once.
     refill(tokens, since, now, rate, burst) a token bucket's tokens now (the pacer's, the node's rate limits)
     Quota                                   per-key quotas a service is handed (node/limits.py: RateLimiter)
     now_ms()                                the wall clock in milliseconds, as signed records carry it
+    run(main, event_loop)                   main run to its end on a new loop: uvloop's or asyncio's own
     Supervisor                              the node's services started in order, their loops run and watched (a
                                             crashed loop logged and started again), all stopped in reverse
 """
@@ -44,7 +45,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sized
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sized
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -737,3 +738,19 @@ class Supervisor:
         return {loop.name: {"service": loop.owner, "running": loop.task is not None and not loop.task.done(),
                             "restarts": loop.restarts, "last_error": loop.last_error}
                 for _, _, loops in self._services for loop in loops}
+
+
+def run(main: Coroutine[Any, Any, T], event_loop: str = "uvloop") -> T:
+    """`main` run to its end on a new event loop (asyncio.run's): uvloop's, or asyncio's own (`node.event_loop`).
+    Without uvloop (a platform it does not build on) it runs on asyncio's, and says so."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("uvloop is not installed: running on asyncio's event loop (install it, or set "
+                        "node.event_loop = \"asyncio\")")
+        else:
+            factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)

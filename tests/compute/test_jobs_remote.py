@@ -1030,6 +1030,7 @@ async def test_a_start_asks_after_several_cut_short_jobs_at_once_and_never_more_
         node_factory, monkeypatch) -> None:
     gateway = await node_factory("gateway", **QUIET)
     jobs = gateway.app[NODE].jobs
+    await jobs.recovered.wait()  # the start's own recovery is over: the one below alone finds the records
     count = jobs_module.RECOVER_AT_ONCE * 2 + 3
     for n in range(count):  # each left running on a provider by a stop
         jid = hashlib.sha256(b"%d" % n).hexdigest()

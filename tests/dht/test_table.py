@@ -42,8 +42,18 @@ async def _datagram_from(sock: socket.socket, sender: tuple[str, int]) -> bytes:
     """The next datagram the non-blocking `sock` receives from `sender`.  In a full suite a port the system hands out
     may be one another test's node knew a contact at, and that node may still be calling it: its datagrams are not
     the test's."""
+    loop = asyncio.get_running_loop()  # (add_reader, not sock_recvfrom: uvloop has none)
     while True:
-        datagram, source = await asyncio.get_running_loop().sock_recvfrom(sock, 65536)
+        readable = loop.create_future()
+        loop.add_reader(sock.fileno(), lambda: readable.done() or readable.set_result(None))
+        try:
+            await readable
+        finally:
+            loop.remove_reader(sock.fileno())
+        try:
+            datagram, source = sock.recvfrom(65536)
+        except BlockingIOError:
+            continue
         if source == sender:
             return datagram
 

@@ -172,6 +172,7 @@ async def _up(_: web.Request) -> web.Response:
     return web.Response(text="up")
 
 
+@pytest.mark.both_loops
 @pytest.mark.parametrize("chosen", ["other", "xsc_no_such_cc"])
 async def test_the_node_s_port_gives_its_connections_its_choice_or_the_host_s(chosen: str) -> None:
     name = _other_than_default() if chosen == "other" else chosen

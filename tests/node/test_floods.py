@@ -34,6 +34,7 @@ CAP, PER_IP = 64, 48
 ENV = {"XSC_NODE_MAX_CONNECTIONS": str(CAP), "XSC_NODE_MAX_CONNECTIONS_PER_IP": str(PER_IP),
        "XSC_NODE_IDLE_TIMEOUT": "2", "XSC_NODE_USER_RATE_LIMIT": "25", "XSC_PEERS_RATE_LIMIT": "25"}
 RSS_BOUND = 200 * 2**20  # anonymous memory of the node at any moment (about 45 MiB idle)
+pytestmark = pytest.mark.both_loops
 
 
 @pytest.mark.slow
@@ -46,12 +47,12 @@ def test_idle_sockets_slow_bodies_and_floods_leave_the_node_bounded_and_answerin
     assert figures.counts["after"]["node_alive"], text
     assert all(s.health_status == 200 for s in figures.samples), text  # /health answered throughout
     assert max(s.anonymous for s in figures.samples) < RSS_BOUND, text
-    # The node's descriptors: its own handful (LevelDB, logs, the listening socket), at most CAP connections, two
-    # per connection watched for its first byte, one per connection pushed out of those and reading it, and a
-    # burst's connections accepted but not yet refused or evicted (one loop turn accepts at most the listen
-    # backlog: RESERVED_FDS leaves room for them, so the node never meets EMFILE).
-    assert summary["idle"]["fds_max"] <= CAP + 2 * MAX_PENDING + MAX_READING + LISTEN_BACKLOG + 40, text
-    assert LISTEN_BACKLOG + 2 * MAX_PENDING + MAX_READING + MAX_HANDSHAKES < RESERVED_FDS
+    # The node's descriptors: its own handful (LevelDB, logs, the listening socket), at most CAP connections, one
+    # per connection waiting for its first byte, and a burst's connections accepted but not yet refused or evicted
+    # (one loop turn accepts at most the listen backlog: RESERVED_FDS leaves room for them, so the node never meets
+    # EMFILE).
+    assert summary["idle"]["fds_max"] <= CAP + MAX_PENDING + MAX_READING + LISTEN_BACKLOG + 40, text
+    assert LISTEN_BACKLOG + MAX_PENDING + MAX_READING + MAX_HANDSHAKES < RESERVED_FDS
     idle = figures.counts["idle"]
     assert idle["opened"] == 350 and idle["connect_failed"] == 0, text
     # Every idle and slowloris socket was closed by the node: evicted to make room, or after the idle timeout.
@@ -256,6 +257,23 @@ async def test_a_connection_that_speaks_is_set_up_before_those_still_silent_whic
         await runner.cleanup()
 
 
+async def test_a_connection_being_handed_on_counts_against_its_address_s_cap():
+    """A connection that spoke is handed to aiohttp over a loop turn or two, and aiohttp counts it only then: a
+    connection accepted with it, in the same loop turn, finds it counted all the same."""
+    runner, site, port = await _site("GET", "/hello", _hello, max_per_ip=1)
+    speaking = socket.create_connection(("127.0.0.1", port))
+    speaking.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")  # (kept alive: it holds the address's one place)
+    silent = socket.create_connection(("127.0.0.1", port))  # both accepted in the node's next loop turn
+    try:
+        head, _, body = (await _read_all(silent)).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503") and json.loads(body)["code"] == "too-many-connections", head
+    finally:
+        speaking.close()
+        silent.close()
+        await site.stop()
+        await runner.cleanup()
+
+
 async def test_tls_handshakes_under_way_count_against_the_caps_and_the_oldest_past_the_bound_is_cut(
         tmp_path, monkeypatch):
     """A connection that sends a ClientHello's first byte and no more holds a descriptor through its handshake, before
@@ -337,10 +355,10 @@ async def test_ipv6_connections_are_capped_per_64_as_the_rate_limits_key_them():
 
 
 def _count_protocols(monkeypatch) -> list:
-    """The transports of every connection the node set up (Sniffer.connection_made), as they come."""
+    """aiohttp's protocols of every connection the node set up (SniffingServer.handler), as they come."""
     made: list = []
-    connection_made = sniff.Sniffer.connection_made
-    monkeypatch.setattr(sniff.Sniffer, "connection_made", lambda self, t: (made.append(t), connection_made(self, t)))
+    handler = sniff.SniffingServer.handler
+    monkeypatch.setattr(sniff.SniffingServer, "handler", lambda self: made.append(handler(self)) or made[-1])
     return made
 
 

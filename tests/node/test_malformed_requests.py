@@ -61,6 +61,7 @@ async def _exchange(port: int, request: bytes) -> tuple[int, dict[str, str], byt
     return int(lines[0].split()[1]), headers, body
 
 
+@pytest.mark.both_loops
 @pytest.mark.parametrize("kind", ["node", "in-process", "web"])
 async def test_a_request_aiohttp_cannot_parse_gets_a_problem_and_the_next_connection_is_served(kind):
     runner, port = await _serve(kind)
@@ -78,6 +79,7 @@ async def test_a_request_aiohttp_cannot_parse_gets_a_problem_and_the_next_connec
         await runner.cleanup()
 
 
+@pytest.mark.both_loops
 @pytest.mark.parametrize("kind", ["node", "in-process", "web"])
 async def test_an_expectation_aiohttp_refuses_gets_a_problem_on_a_route_and_off_every_route(kind):
     runner, port = await _serve(kind)

@@ -68,6 +68,7 @@ async def _serve(kind: str) -> tuple[web.AppRunner, int]:
     return runner, port
 
 
+@pytest.mark.both_loops
 @pytest.mark.parametrize("kind", ["node", "in-process", "web"])
 async def test_a_stop_closes_a_connection_lingering_on_a_body_answered_unread(kind):
     runner, port = await _serve(kind)
@@ -89,6 +90,7 @@ async def test_a_stop_closes_a_connection_lingering_on_a_body_answered_unread(ki
         writer.close()
 
 
+@pytest.mark.both_loops
 @pytest.mark.parametrize("kind", ["node", "in-process", "web"])
 async def test_a_stop_begun_as_a_connection_is_set_up_does_not_wait_for_its_first_request(kind):
     runner, _ = await _serve(kind)

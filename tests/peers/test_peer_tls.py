@@ -65,6 +65,7 @@ def _signed_plaintext(sender: Identity, receiver: str, port: int) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+@pytest.mark.both_loops
 async def test_two_nodes_talk_over_tls_that_proves_each_node_id(node_factory) -> None:
     a, b = await node_factory("a", **FAST), await node_factory("b", **FAST)
     b_id = b.app[IDENTITY].id
@@ -85,6 +86,7 @@ async def test_two_nodes_talk_over_tls_that_proves_each_node_id(node_factory) ->
     assert (await b.get("/health")).status == 200
 
 
+@pytest.mark.both_loops
 async def test_the_peer_port_refuses_plaintext_peer_requests(node_factory) -> None:
     node = await node_factory("strict", **STRICT)
     me, sender = node.app[IDENTITY].id, Identity.generate()
@@ -114,6 +116,7 @@ def _tls_request(port: int, sender: Identity, receiver: str) -> bytes:
             return answer
 
 
+@pytest.mark.both_loops
 async def test_a_node_whose_key_is_not_the_expected_id_gets_nothing(node_factory) -> None:
     a, b, c = [await node_factory(name, **FAST) for name in "abc"]
     b_id, c_id = b.app[IDENTITY].id, c.app[IDENTITY].id
@@ -353,6 +356,7 @@ async def test_with_tls_off_plaintext_goes_to_loopback_only(node_factory) -> Non
     assert a.app[NODE].peers.client.tls is False and b.app[NODE].peers.client.target("https://[::1]:1") == "https://[::1]:1"
 
 
+@pytest.mark.both_loops
 async def test_a_stopped_node_takes_no_request_on_a_kept_alive_tls_connection(node_factory) -> None:
     """Closing a TLS connection only starts a close that waits for the peer: the node cuts them when it stops."""
     a, b = await node_factory("a", **FAST), await node_factory("b", **FAST)
@@ -366,6 +370,7 @@ async def test_a_stopped_node_takes_no_request_on_a_kept_alive_tls_connection(no
                                         max_size=1 << 20)
 
 
+@pytest.mark.both_loops
 async def test_a_silent_connection_is_plain_http_after_a_moment(node_factory, monkeypatch) -> None:
     """A TLS client speaks first: a connection silent for PEEK_TIMEOUT goes to aiohttp as plain HTTP (its idle
     timeout and connection caps apply), those pushed out of the MAX_PENDING watched ones too."""
@@ -386,6 +391,7 @@ async def test_a_silent_connection_is_plain_http_after_a_moment(node_factory, mo
         writer.close()
 
 
+@pytest.mark.both_loops
 async def test_a_clienthello_a_busy_client_sends_seconds_after_its_connect_is_answered_in_tls(node_factory) -> None:
     """A client's loop on a busy machine can be held up for seconds between its connect and its ClientHello: the
     connection is still settled by its first byte, not called plain HTTP for its silence (a ClientHello answered
@@ -403,6 +409,7 @@ async def test_a_clienthello_a_busy_client_sends_seconds_after_its_connect_is_an
         sock.close()
 
 
+@pytest.mark.both_loops
 async def test_a_silent_connection_pushed_out_by_newer_ones_is_settled_by_its_first_byte(node_factory,
                                                                                          monkeypatch) -> None:
     """Past MAX_PENDING connections waiting for their first byte, the oldest stops being watched, but is not called
@@ -435,6 +442,7 @@ async def test_a_silent_connection_pushed_out_by_newer_ones_is_settled_by_its_fi
             sock.close()
 
 
+@pytest.mark.both_loops
 async def test_past_the_connections_reading_their_first_byte_the_oldest_is_plain_http(node_factory, monkeypatch):
     """Connections pushed out of the watched ones hold a descriptor each: past MAX_READING of them the oldest is
     plain HTTP at once, under aiohttp's idle timeout and connection caps (a flood of silent connects)."""

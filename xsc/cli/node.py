@@ -55,11 +55,11 @@ def start(obj, listen: str | None, storage_capacity: str | None, log_level: str 
     address (its peers know it there), so --listen is saved in config.toml as node.listen once the node listens
     there.  The first start
     writes config.toml with the defaults, and `xsc config set` changes it."""
-    import asyncio
     import logging
 
     from ..config import parse_listen
     from ..node import serve
+    from ..tasks import run
 
     if listen is not None:
         parse_listen(listen)
@@ -70,7 +70,7 @@ def start(obj, listen: str | None, storage_capacity: str | None, log_level: str 
     # --listen is kept once the node listens there: a start refused (another node on the data dir, the address
     # taken) leaves config.toml as it was
     keep = None if listen is None else lambda: _keep_listen(config.data_dir, listen)
-    asyncio.run(serve(config, listening=keep))
+    run(serve(config, listening=keep), config.node.event_loop)
 
 
 def _keep_listen(data_dir, listen: str) -> None:

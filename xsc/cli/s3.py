@@ -27,7 +27,6 @@ def s3() -> None:
 @click.pass_obj
 def serve(obj, listen: str, region: str | None, reconcile_interval: float) -> None:
     """Serve S3 for the node of the data dir, in this process, until Ctrl-C or SIGTERM."""
-    import asyncio
     import logging
 
     from ..config import REGION, load_config, parse_listen
@@ -38,6 +37,7 @@ def serve(obj, listen: str, region: str | None, reconcile_interval: float) -> No
     from ..heap import set_malloc_thresholds
     from ..s3.remote import RemoteNode
     from ..s3.server import S3Front, serve as run
+    from ..tasks import run as run_loop
 
     # a name no client can sign for: every client would be refused, told to sign for it
     if region is not None and not REGION.fullmatch(region):
@@ -63,7 +63,7 @@ def serve(obj, listen: str, region: str | None, reconcile_interval: float) -> No
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
                               hint="pick another address with --listen HOST:PORT") from exc
 
-    asyncio.run(main())
+    run_loop(main(), limits.event_loop)
 
 
 @s3.group()

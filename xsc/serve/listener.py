@@ -1,8 +1,8 @@
 """The node's runner: its one port answers TLS (peers) and plain HTTP (the user: the CLI, the S3 front, the browser).
 
 The connection sniffing is xsc/net/sniff.py; here it is put under aiohttp's runner (every site of the
-runner then sniffs: TCPSite, the tests' TestServer), and `TlsOnlySite` is a listener that speaks TLS
-only (`node.peer_listen`).  Whether a plaintext connection may carry peer requests is the signature
+runner then sniffs: NodeSite, which accepts itself, and aiohttp's own, the tests' TestServer), and `TlsOnlySite`
+is a listener that speaks TLS only (`node.peer_listen`).  Whether a plaintext connection may carry peer requests is the signature
 middleware's decision (`peer_auth.require_tls`), by path and remote address."""
 
 from __future__ import annotations
@@ -70,28 +70,33 @@ class NodeSite(web.TCPSite):
     open connections do; against the node's cap they do not (they cannot be closed to make room for another
     address's connection), and at most LISTEN_BACKLOG wait, within RESERVED_FDS."""
 
+    tls_only = False  # (TlsOnlySite)
+
     def __init__(self, runner: web.BaseRunner, host: str, port: int, congestion: str = "") -> None:
         """`congestion`: the TCP congestion control its connections use (peers.congestion; empty: the host's)."""
         super().__init__(runner, host, port, reuse_address=True, backlog=LISTEN_BACKLOG)
         self.congestion = congestion
         self.congestion_in_use: str | None = None  # what the kernel gave its listening socket (None: not TCP)
-        self._listening: dict[int, socket.socket] = {}  # asyncio's listening sockets' fds -> duplicates to accept on
-        self._opening: set[asyncio.Task] = set()  # held: the loop keeps only weak references to tasks
+        self._listening: dict[int, socket.socket] = {}  # the sockets it accepts on (duplicates of the loop's), by fd
         self._silent: deque[tuple[socket.socket, str]] = deque()  # admitted, no byte yet, not set up yet
         self._waiting: Counter[str] = Counter()  # of them, per client address
         self._draining = False
 
     async def start(self) -> None:
-        await super().start()
-        assert self._server is not None
+        await web.BaseSite.start(self)
         loop = asyncio.get_running_loop()
+        # The loop's server only binds (it never serves): the site accepts from a socket of its own, the same on
+        # asyncio's loop and on uvloop, whose listening sockets cannot be read by anyone else.
+        self._server = await loop.create_server(self._runner.server, self._host, self._port, reuse_address=True,
+                                                backlog=LISTEN_BACKLOG, start_serving=False)
+        self._bound_port = self._server.sockets[0].getsockname()[1]
         for sock in self._server.sockets:
-            self.congestion_in_use = choose_congestion(sock, self.congestion)  # accepted sockets keep it
             listening = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
-            listening.listen(ACCEPT_QUEUE)  # the same socket: listen() again only sets its queue's length
-            self._listening[sock.fileno()] = listening
-            loop.remove_reader(sock.fileno())  # asyncio's own accepting; its close of the server removes ours
-            loop.add_reader(sock.fileno(), self._accept, sock.fileno())
+            listening.setblocking(False)
+            listening.listen(ACCEPT_QUEUE)
+            self.congestion_in_use = choose_congestion(listening, self.congestion)  # accepted sockets keep it
+            self._listening[listening.fileno()] = listening
+            loop.add_reader(listening.fileno(), self._accept, listening.fileno())
 
     @property
     def silent(self) -> int:
@@ -102,7 +107,7 @@ class NodeSite(web.TCPSite):
         loop = asyncio.get_running_loop()
         for fd, listening in self._listening.items():
             loop.remove_reader(fd)
-            listening.close()
+            listening.close()  # (the loop's own socket is closed by aiohttp's stop, below)
         self._listening.clear()
         while self._silent:
             self._silent.popleft()[0].close()
@@ -145,7 +150,7 @@ class NodeSite(web.TCPSite):
                     conn.recv(1, socket.MSG_PEEK)
                 except BlockingIOError:  # silent so far: set up after those that spoke (at most LISTEN_BACKLOG wait)
                     if len(self._silent) >= LISTEN_BACKLOG:
-                        self._open_soon(conn)
+                        server.accepted(conn, self.tls_only)
                         continue
                     self._silent.append((conn, ip))
                     self._waiting[ip] += 1
@@ -153,7 +158,7 @@ class NodeSite(web.TCPSite):
                 except OSError:  # reset already
                     conn.close()
                     continue
-                self._open_soon(conn)
+                server.accepted(conn, self.tls_only)
         finally:
             if self._silent and not self._draining:
                 self._draining = True
@@ -163,56 +168,33 @@ class NodeSite(web.TCPSite):
                     self._drain()  # no burst: a client whose request is on its way waits for nothing
 
     def _drain(self) -> None:
-        """Set up SILENT_BATCH of the silent connections waiting; the rest on the next loop turn."""
+        """Hand on SILENT_BATCH of the silent connections waiting; the rest on the next loop turn."""
         for _ in range(min(SILENT_BATCH, len(self._silent))):
             conn, ip = self._silent.popleft()
             self._waiting[ip] -= 1
             if not self._waiting[ip]:
                 del self._waiting[ip]
-            self._open_soon(conn)
+            server = self._runner.server
+            assert isinstance(server, SniffingServer)
+            server.accepted(conn, self.tls_only)
         if self._silent:
             asyncio.get_running_loop().call_soon(self._drain)
         else:
             self._draining = False
 
-    def _open_soon(self, conn: socket.socket) -> None:
-        task = asyncio.get_running_loop().create_task(self._open(conn))
-        self._opening.add(task)
-        task.add_done_callback(self._opening.discard)
-
     def _resume(self, fd: int) -> None:
         if fd in self._listening:
             asyncio.get_running_loop().add_reader(fd, self._accept, fd)
 
-    async def _open(self, conn: socket.socket) -> None:
-        try:
-            await asyncio.get_running_loop().connect_accepted_socket(self._runner.server, conn)
-        except OSError as exc:  # reset before it was set up
-            log.debug("accepted connection lost at once: %s", exc)
-            conn.close()
 
-
-class TlsOnlySite(web.BaseSite):
+class TlsOnlySite(NodeSite):
     """A listener that speaks TLS only (`node.peer_listen`): a plaintext client is cut off unanswered."""
 
-    def __init__(self, runner: NodeRunner, host: str, port: int, congestion: str = "") -> None:
-        super().__init__(runner)
-        self._host, self._port = host, port
-        self.congestion = congestion
-        self.congestion_in_use: str | None = None
+    tls_only = True
 
     @property
     def name(self) -> str:
         return f"https://{self._host}:{self._port}"
-
-    async def start(self) -> None:
-        await super().start()
-        server = self._runner.server
-        assert isinstance(server, SniffingServer)
-        self._server = await asyncio.get_running_loop().create_server(server.tls_only, self._host, self._port,
-                                                                      reuse_address=True)
-        for sock in self._server.sockets:
-            self.congestion_in_use = choose_congestion(sock, self.congestion)
 
 
 __all__ = ["GuardedNodeRunner", "NodeRunner", "TlsOnlySite"]
