@@ -400,6 +400,10 @@ def test_a_ctrl_c_that_lands_in_an_import_and_comes_out_wrapped_is_an_interrupti
         run_cli(group, ["broken"])
 
 
+def _sigint_as_from_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_a_ctrl_c_of_a_job_run_whose_request_reached_the_node_says_the_job_goes_on(thread_node, monkeypatch) -> None:
     """The real `xsc compute run` interrupted while its job runs on the node: one line says it goes on there, with
     the command that finds it; interrupted while its stdin is still being sent, the plain line."""
@@ -422,7 +426,9 @@ def test_a_ctrl_c_of_a_job_run_whose_request_reached_the_node_says_the_job_goes_
     monkeypatch.setattr(jobs.JobService, "run_streamed", streamed)
     command = [*xsc_command(), "--data-dir", str(node.data_dir), "compute", "run", str(WASM / "wasi_hello.wasm")]
     try:
-        running = subprocess.Popen([*command, "--no-stdin"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # As from a terminal: SIGINT not ignored, even where this test runs with it ignored (an xdist worker's child)
+        running = subprocess.Popen([*command, "--no-stdin"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   preexec_fn=_sigint_as_from_a_terminal)
         assert reached.wait(60), "the job to reach the node"
         running.send_signal(signal.SIGINT)
         _, err = running.communicate(timeout=60)
@@ -431,7 +437,7 @@ def test_a_ctrl_c_of_a_job_run_whose_request_reached_the_node_says_the_job_goes_
             "jobs)"], err
         streaming.clear()  # (the first job's request was read by it too)
         sending = subprocess.Popen([*command, "--stdin", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE)
+                                   stderr=subprocess.PIPE, preexec_fn=_sigint_as_from_a_terminal)
         sending.stdin.write(b"some of its stdin")
         sending.stdin.flush()
         assert streaming.wait(60), "the job's request to reach the node"  # its stdin not ended: not sent whole
