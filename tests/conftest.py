@@ -38,8 +38,7 @@ LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict:
     """The loops an async test runs on: asyncio's (XSC_TEST_EVENT_LOOP=uvloop: uvloop's); a test marked `both_loops`
-    (the node's listener, driven in this process) on both, uvloop being the one `xsc node start` runs on by default
-    (node.event_loop)."""
+    (the node's listener, driven in this process) on both, as `xsc node start` runs on either (node.event_loop)."""
     if item.get_closest_marker("both_loops"):
         return LOOPS
     name = os.environ.get("XSC_TEST_EVENT_LOOP", "asyncio")

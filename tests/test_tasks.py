@@ -728,13 +728,13 @@ async def test_a_key_handed_to_its_waiter_is_not_taken_afresh_by_a_newcomer() ->
 
 
 def test_the_node_runs_on_the_event_loop_its_config_names(tmp_path) -> None:
-    """node.event_loop: uvloop unless the config or XSC_NODE_EVENT_LOOP says asyncio; any other name is refused."""
+    """node.event_loop: asyncio's unless the config or XSC_NODE_EVENT_LOOP says uvloop; any other name is refused."""
     async def loop_kind() -> type:
         return type(asyncio.get_running_loop())
 
-    assert load_config(tmp_path / "a", environ={}).node.event_loop == "uvloop"
-    assert run(loop_kind(), load_config(tmp_path / "a", environ={}).node.event_loop) is uvloop.Loop
-    chosen = load_config(tmp_path / "b", environ={"XSC_NODE_EVENT_LOOP": "asyncio"}).node.event_loop
-    assert not issubclass(run(loop_kind(), chosen), uvloop.Loop)
+    assert load_config(tmp_path / "a", environ={}).node.event_loop == "asyncio"
+    assert not issubclass(run(loop_kind(), load_config(tmp_path / "a", environ={}).node.event_loop), uvloop.Loop)
+    chosen = load_config(tmp_path / "b", environ={"XSC_NODE_EVENT_LOOP": "uvloop"}).node.event_loop
+    assert run(loop_kind(), chosen) is uvloop.Loop
     with pytest.raises(ConfigError, match="must be uvloop or asyncio"):
         load_config(tmp_path / "c", environ={"XSC_NODE_EVENT_LOOP": "trio"})

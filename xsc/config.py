@@ -127,7 +127,7 @@ class NodeSection(_Section):
     # seconds an unfinished multipart upload is kept; then it and its parts go
     s3_upload_expiry: Annotated[int, _DURATION, _within(1, 3650 * DAY, "must be from 1 second to 10 years")] = 7 * DAY
     # the event loop the node and `xsc s3 serve` run on: uvloop (libuv's, less CPU a request) or asyncio (Python's own)
-    event_loop: Annotated[str, _check(lambda v: v in EVENT_LOOPS, "must be uvloop or asyncio")] = "uvloop"
+    event_loop: Annotated[str, _check(lambda v: v in EVENT_LOOPS, "must be uvloop or asyncio")] = "asyncio"
     # seconds between checks that each function on the market is served and paid
     placement_interval: Annotated[float, _within(0.1, 600, "must be from 0.1 to 600 seconds")] = 5.0
 

@@ -740,7 +740,7 @@ class Supervisor:
                 for _, _, loops in self._services for loop in loops}
 
 
-def run(main: Coroutine[Any, Any, T], event_loop: str = "uvloop") -> T:
+def run(main: Coroutine[Any, Any, T], event_loop: str = "asyncio") -> T:
     """`main` run to its end on a new event loop (asyncio.run's): uvloop's, or asyncio's own (`node.event_loop`).
     Without uvloop (a platform it does not build on) it runs on asyncio's, and says so."""
     factory: Callable[[], asyncio.AbstractEventLoop] | None = None
