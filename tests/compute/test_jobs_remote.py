@@ -655,7 +655,13 @@ async def test_a_job_whose_outputs_are_refused_is_signed_as_the_trap_its_caller_
     cases = (({"bytes_out": 100}, "output-limit", "over its bytes_out (100)", "--bytes-out"),
              ({"fuel": io_fuel(len(stdin)) * 3 // 2}, "out-of-fuel", "its fuel limit has left", "--fuel"))
     before, owed = balances(gateway, provider), 0
-    for runs_it in (provider, gateway):  # the gateway offers no compute: its jobs run on the provider
+    # The gateway's first (it offers no compute: its jobs run on the provider), its tab paid before the provider runs
+    # its own, whose charges its node's balance takes as they are settled
+    for runs_it in (gateway, provider):
+        if runs_it is provider:
+            await settle(gateway)
+            after = balances(gateway, provider)
+            assert (after[0] - before[0], after[1] - before[1]) == (-owed, owed)
         for limits, kind, said, asks in cases:
             status, problem = await run_job(runs_it, {"module": module, "stdin": "-", "limits": limits}, stdin=stdin)
             assert status == 413 and problem["code"] == "over-cap" and said in problem["detail"], problem
@@ -668,9 +674,6 @@ async def test_a_job_whose_outputs_are_refused_is_signed_as_the_trap_its_caller_
             assert record["job"]["outputs"] == [] and record["charge"] == problem["charge"] > 0, record
             owed += problem["charge"] if runs_it is gateway else 0
     assert struck == []
-    await settle(gateway)
-    after = balances(gateway, provider)
-    assert (after[0] - before[0], after[1] - before[1]) == (-owed, owed)
     for node in (gateway, provider):
         await verified(node)
 
