@@ -189,18 +189,25 @@ async def test_a_caller_cancelled_while_its_deal_waits_holds_nothing_of_the_allo
     assert batched.cancelled() and gone.cancelled() and dealing.status()["deals_waiting"] == 0
 
 
+async def _two_dealt_as_one_batch(dealing, dealt: list, gates: list, bid: int) -> tuple[asyncio.Task, ...]:
+    """A first deal holding the turn, then two deals that waited for it, dealt as one batch (held at its gate): the
+    three calls' tasks."""
+    first = asyncio.create_task(dealing.compute_deal(FUEL, bid))
+    await eventually_async(lambda: dealt == [1], "the first deal to hold the turn")
+    second, third = (asyncio.create_task(dealing.compute_deal(FUEL, bid + n)) for n in (1, 2))
+    await eventually_async(lambda: dealing.status()["deals_waiting"] == 2, "two deals to wait for their turn")
+    gates[0].set()
+    await eventually_async(lambda: len(dealt) == 2, "the two waiting deals to be dealt as one batch")
+    return first, second, third
+
+
 async def test_a_caller_cancelled_before_its_batch_is_matched_takes_no_part_in_the_matching(node_factory,
                                                                                            monkeypatch) -> None:
     """A caller cancelled while its batch waits to be matched takes no part in that matching: the last call's budget
     the allocation holds, which its higher bid would have taken first, goes to the call still wanted (not to the
     call market), and nothing is held for the one gone."""
     dealing, b_id, reserved, dealt, gates, bid = await _gated_deals(node_factory, monkeypatch, 2, 2)
-    first = asyncio.create_task(dealing.compute_deal(FUEL, bid))
-    await eventually_async(lambda: dealt == [1], "the first deal to hold the turn")
-    kept, gone = (asyncio.create_task(dealing.compute_deal(FUEL, bid + n)) for n in (1, 2))
-    await eventually_async(lambda: dealing.status()["deals_waiting"] == 2, "two deals to wait for their turn")
-    gates[0].set()
-    await eventually_async(lambda: len(dealt) == 2, "the two waiting deals to be dealt as one batch")
+    first, kept, gone = await _two_dealt_as_one_batch(dealing, dealt, gates, bid)
     gone.cancel()  # before its batch is matched
     await asyncio.wait([gone])
     gates[1].set()
@@ -218,12 +225,7 @@ async def test_deals_batched_with_a_dealer_cancelled_mid_deal_are_dealt_in_the_n
     """The caller dealing a batch is cancelled mid-deal: the others of its batch are dealt in the next turn, as if
     they had waited for it, not cancelled with it; nothing is held once the calls placed end."""
     dealing, b_id, reserved, dealt, gates, bid = await _gated_deals(node_factory, monkeypatch, 3, 3)
-    first = asyncio.create_task(dealing.compute_deal(FUEL, bid))
-    await eventually_async(lambda: dealt == [1], "the first deal to hold the turn")
-    dealer, other = (asyncio.create_task(dealing.compute_deal(FUEL, bid + n)) for n in (1, 2))
-    await eventually_async(lambda: dealing.status()["deals_waiting"] == 2, "two deals to wait for their turn")
-    gates[0].set()
-    await eventually_async(lambda: len(dealt) == 2, "the two waiting deals to be dealt as one batch")
+    first, dealer, other = await _two_dealt_as_one_batch(dealing, dealt, gates, bid)
     dealer.cancel()
     await asyncio.wait([dealer])
     gates[2].set()
@@ -251,12 +253,7 @@ async def test_a_caller_gone_while_its_batch_is_dealt_is_left_out_when_the_batch
         return await gated(bids, exclude, here)
 
     monkeypatch.setattr(dealing, "_run_deal", none_together)
-    first = asyncio.create_task(dealing.compute_deal(FUEL, bid))
-    await eventually_async(lambda: dealt == [1], "the first deal to hold the turn")
-    kept, gone = (asyncio.create_task(dealing.compute_deal(FUEL, bid + n)) for n in (1, 2))
-    await eventually_async(lambda: dealing.status()["deals_waiting"] == 2, "two deals to wait for their turn")
-    gates[0].set()
-    await eventually_async(lambda: len(dealt) == 2, "the two waiting deals to be dealt as one batch")
+    first, kept, gone = await _two_dealt_as_one_batch(dealing, dealt, gates, bid)
     gone.cancel()  # its caller is gone while its batch is dealt
     await asyncio.wait([gone])
     for gate in gates[1:]:
