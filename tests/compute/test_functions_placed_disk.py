@@ -110,12 +110,20 @@ async def test_a_placed_functions_answer_with_no_room_on_disk_is_charged_as_an_a
     receipt the owner pays."""
     owner, provider, module, price = await _owner_and_provider(node_factory)
     owner_id, node, pid = owner.app[IDENTITY].id, owner.app[NODE], provider.app[IDENTITY].id
+    work_dir = provider.app[NODE].functions.work_dir
+
+    async def emptied() -> None:  # each request's body takes 5 of the 7 MiB: the last one's files removed first
+        await eventually_async(lambda: shutil.disk_usage(work_dir).used < 1 << 20, "the last request's files removed")
+
     async with _raw_on_a_small_disk(owner, provider, module, price, 12, monkeypatch) as (authorization, answer):
         for _ in range(3):  # refused whole (a range waits for the whole answer), then streamed and cut short
+            await emptied()
             status, _, problem = await _get(answer["url"], "POST", data=ANSWER, headers={"Range": "bytes=0-"})
             assert status == 507 and json.loads(problem)["code"] == "storage-full", problem[:300]
+            await emptied()
             status, _, body = await _get(answer["url"], "POST", data=ANSWER)
             assert (status, len(body)) != (200, len(ANSWER) - 40), status  # never a whole-looking answer
+        await emptied()
         monkeypatch.setattr(functions_module, "MAX_RESPONSE", 2 << 20)  # room on disk, but past its cap
         status, _, problem = await _get(answer["url"], "POST", data=ANSWER, headers={"Range": "bytes=0-"})
         assert status == 502 and "cap" in json.loads(problem)["detail"], problem[:300]
