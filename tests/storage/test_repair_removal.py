@@ -118,25 +118,31 @@ async def test_a_removal_counts_a_share_its_holder_no_longer_has_as_deleted(spre
     assert set(removed["not_deleted_on"]) == {c}, removed  # b has nothing of the file left; c may still
     assert [set(shares.values()) for _, shares, _ in a.store.strays()] == [{c}]
 
-
-async def test_a_share_moved_off_a_holder_that_did_not_answer_is_deleted_there_once_it_answers(spread,
-                                                                                              monkeypatch) -> None:
-    nodes, cap, placement = spread
-    si = cap.storage_index
-    a = nodes["a"].app[NODE]
-    b = _id(nodes["b"])
-    lost = placement.index(b)
-    call = holder_client.RemoteHolder._call
-    down = {b}
+async def _repaired_while_b_is_down(nodes, cap, placement, monkeypatch) -> tuple[int, set[str], list]:
+    """The file repaired by a while b answers nothing (its requests refused, each one noted): the share moved off b,
+    the set of nodes down (clear it to bring b back), and b's requests asked meanwhile."""
+    a, b = nodes["a"].app[NODE], _id(nodes["b"])
+    lost, call = placement.index(b), holder_client.RemoteHolder._call
+    down, asked = {b}, []
 
     async def b_down(holder, *args, **kwargs):
         if holder.node_id in down:
+            asked.append(args)
             raise PeerUnreachable(f"peer {holder.url} is unreachable: connection refused")
         return await call(holder, *args, **kwargs)
 
     monkeypatch.setattr(holder_client.RemoteHolder, "_call", b_down)
     repaired = await a.storage.repair(cap)
     assert repaired["repaired"] == [lost] and repaired["placement"][lost] != b, repaired
+    return lost, down, asked
+
+
+async def test_a_share_moved_off_a_holder_that_did_not_answer_is_deleted_there_once_it_answers(spread,
+                                                                                              monkeypatch) -> None:
+    nodes, cap, placement = spread
+    si = cap.storage_index
+    a = nodes["a"].app[NODE]
+    lost, down, _ = await _repaired_while_b_is_down(nodes, cap, placement, monkeypatch)
     assert nodes["b"].app[NODE].gateway.store.share_meta(si, lost) is not None  # b, down, kept its copy
 
     down.clear()  # b answers again: the removal deletes the copy the repair left there with the file's shares
@@ -152,19 +158,7 @@ async def test_the_copy_left_on_a_holder_probed_down_waits_for_a_probe_to_find_i
     si = cap.storage_index
     a = nodes["a"].app[NODE]
     b = _id(nodes["b"])
-    lost = placement.index(b)
-    call = holder_client.RemoteHolder._call
-    down, asked = {b}, []
-
-    async def b_down(holder, *args, **kwargs):
-        if holder.node_id in down:
-            asked.append(args)
-            raise PeerUnreachable(f"peer {holder.url} is unreachable: connection refused")
-        return await call(holder, *args, **kwargs)
-
-    monkeypatch.setattr(holder_client.RemoteHolder, "_call", b_down)
-    repaired = await a.storage.repair(cap)
-    assert repaired["placement"][lost] != b, repaired
+    lost, down, asked = await _repaired_while_b_is_down(nodes, cap, placement, monkeypatch)
     assert [set(shares.values()) for _, shares, _ in a.store.strays()] == [{b}]
     availability = type(a.peers).availability
     probed = {b: False}
