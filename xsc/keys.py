@@ -653,8 +653,8 @@ OBJECT_HOLDERS_INDEXED = b"o/hi"  # -> b"": the records written before o/h/ was 
 OBJECT_SHARED = b"o/s/"  # + capability (ASCII) -> JSON list of record keys (hex): every record that shared the file
 OBJECT_SHARED_INDEXED = b"o/si"  # -> b"": the files records share (an import let them) were found and given o/s/
 # + capability (ASCII) + 0x00 + charge id (16 hex digits) -> JSON {"user", "amount"}: what an S3 user's account paid
-# for a file whose record is not written yet, one row a charge (a file charged twice has two), written by the charge's
-# own ledger batch; the record's batch deletes the file's rows, a refusal's (or a reconciliation that finds the file an
+# for a file whose record is not written yet, one row a charge (a charge retried is answered as the one whose row is
+# there: S3Index.chargeable), written by the charge's own ledger batch; the record's batch deletes the file's rows, a refusal's (or a reconciliation that finds the file an
 # orphan) turns each into an o/r/ row of the same charge id
 OBJECT_CHARGED = b"o/a/"
 # + capability (ASCII) + 0x00 + charge id -> JSON {"user", "amount"}: a refund owed for a charge of a write refused

@@ -15,12 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.s3_refund_burst import COST, FUNDED, parts, record
+from tests.support.s3_refund_burst import COST, FUNDED, HeldFiles, parts, record
 from xsc import codec, keys
 from xsc.buckets import backup
+from xsc.buckets.accounts import UserAccounts
 from xsc.buckets.entries import charged_row
 from xsc.buckets.index import S3Index
-from xsc.errors import TooManyBuckets
+from xsc.errors import Conflict, NotFound, TooManyBuckets
 from xsc.ledger import decode_entry
 from xsc.storage.core.capability import Capability
 
@@ -28,15 +29,16 @@ CAPS = [Capability(bytes([n]) * 32, bytes([n + 10]) * 32, 10).text for n in rang
 
 
 class Node:
-    """The node's S3 accounting parts on a LevelDB at `path`, opened again by `restart` as a node's start opens them."""
+    """The node's S3 accounting parts on a LevelDB at `path`, opened again by `restart` as a node's start opens them;
+    `store`, the files its store holds (not given: no store to hold charges to)."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, path: str, store: HeldFiles | None = None) -> None:
+        self.path, self.store = path, store
         self._open()
 
     def _open(self) -> None:
         self.db = plyvel.DB(self.path, create_if_missing=True)
-        self.ledger, self.index, self.accounts, self.refunds = parts(self.db)
+        self.ledger, self.index, self.accounts, self.refunds = parts(self.db, self.store)
 
     async def setup(self) -> None:
         self.index.create_bucket("bkt", "ana")
@@ -76,45 +78,82 @@ async def _node(path) -> Node:
     return node
 
 
-def test_two_charges_of_one_file_refused_are_each_paid_back_once(tmp_path) -> None:
-    """A charge retried (its answer lost on the way back to the front) is a second transfer for one file: refused, the
-    file's record never written, both come back, each once, however many passes the refunder makes."""
+def test_a_charge_retried_is_answered_as_the_first_and_paid_back_once_if_its_file_is_refused(tmp_path) -> None:
+    """A charge retried (its answer lost on the way back to the front) is answered as the first: one transfer, one
+    row.  Refused, the file's record never written, it comes back once, however many passes the refunder makes; a
+    file charged twice and then recorded is paid once."""
     async def run() -> None:
         node = await _node(tmp_path / "db")
-        await node.accounts.charge("bob", CAPS[0], COST)
-        await node.accounts.charge("bob", CAPS[0], COST)
-        assert node.rows(keys.OBJECT_CHARGED) == {CAPS[0]: 2}
+        first = await node.accounts.charge("bob", CAPS[0], COST)
+        again = await node.accounts.charge("bob", CAPS[0], COST)
+        assert (first["charged"], again["charged"], again.get("again")) == (COST, COST, True)
+        assert node.rows(keys.OBJECT_CHARGED) == {CAPS[0]: 1} and node.balance() == FUNDED - COST
         node.index.reconcile([CAPS[0]])  # its record never came: an orphan
-        assert node.rows(keys.OBJECT_REFUNDS) == {CAPS[0]: 2}
+        assert node.rows(keys.OBJECT_REFUNDS) == {CAPS[0]: 1}
         await node.refunds.refund_owed()
         await node.restart()
         assert node.balance() == FUNDED
-        assert node.refunds_paid() == {Capability.parse(CAPS[0]).storage_index.hex(): 2}
+        assert node.refunds_paid() == {Capability.parse(CAPS[0]).storage_index.hex(): 1}
         assert node.rows(keys.OBJECT_REFUNDS) == {} and node.rows(keys.OBJECT_CHARGED) == {}
+        for _ in range(2):
+            await node.accounts.charge("bob", CAPS[1], COST)
+        node.index.put("bkt", "k", record(CAPS[1]))
+        assert node.balance() == FUNDED - COST and node.rows(keys.OBJECT_CHARGED) == {}
         await node.close()
     asyncio.run(run())
 
 
-def test_a_charge_of_a_file_recorded_already_stands_and_leaves_no_row(tmp_path) -> None:
-    """A charge that comes once its file's record is written (a charge retried after the record, a client's charge of
-    a file it recorded) stands, its row dropped as it is written; one whose judging a crash stopped is dropped as the
-    index opens again.  A charge of a file refused already is paid back."""
+def test_a_charge_of_a_file_recorded_or_refused_already_is_refused_and_one_a_crash_left_stands(tmp_path) -> None:
+    """A charge that comes once its file's record is written is refused (Conflict: the file was paid for before it
+    was recorded), and one of a file refused already (marked garbage) too (NotFound): neither pays.  A charge whose
+    check passed before the record and whose judging a crash stopped stands, its row dropped as the index opens."""
     async def run() -> None:
         node = await _node(tmp_path / "db")
         await node.accounts.charge("bob", CAPS[0], COST)
         node.index.put("bkt", "k", record(CAPS[0]))
-        await node.accounts.charge("bob", CAPS[0], COST)
-        assert node.rows(keys.OBJECT_CHARGED) == {}
-        # Killed between the charge's transfer (its row in the same write) and its judging.
+        with pytest.raises(Conflict):
+            await node.accounts.charge("bob", CAPS[0], COST)
+        assert node.rows(keys.OBJECT_CHARGED) == {} and node.balance() == FUNDED - COST
+        # Its check passed, then its file's record was written, then its transfer (its row in the same write): killed
+        # before its judging.
+        node.index.put("bkt", "k2", record(CAPS[2]))
         await node.ledger.settle(node.accounts.account("bob"), node.accounts.owner, COST, {"files": 1},
-                                 "s3:put:" + Capability.parse(CAPS[0]).storage_index.hex(),
-                                 puts=(charged_row("bob", CAPS[0], COST),))
+                                 "s3:put:" + Capability.parse(CAPS[2]).storage_index.hex(),
+                                 puts=(charged_row("bob", CAPS[2], COST),))
         await node.restart()
         assert node.rows(keys.OBJECT_CHARGED) == {}
         node.index.reconcile([CAPS[1]])
-        await node.accounts.charge("bob", CAPS[1], COST)
+        with pytest.raises(NotFound):
+            await node.accounts.charge("bob", CAPS[1], COST)
         await node.refunds.refund_owed()
-        assert node.balance() == FUNDED - 3 * COST and node.rows(keys.OBJECT_REFUNDS) == {}
+        assert node.balance() == FUNDED - 2 * COST and node.rows(keys.OBJECT_REFUNDS) == {}
+        await node.close()
+    asyncio.run(run())
+
+
+def test_a_charge_whose_file_is_refused_and_removed_between_its_check_and_its_transfer_is_paid_back(tmp_path) -> None:
+    """The race with a refused file's garbage mark: the charge's check finds the file stored, then its record is
+    refused (here: found an orphan), the file removed and its mark cleared, all before the charge's transfer writes its
+    row.  Nothing would ever judge that row again: the charge is paid back as it is judged, and leaves no row."""
+    async def run() -> None:
+        held = HeldFiles({CAPS[0]: "s3:bkt/k#" + "0" * 48})
+        node = Node(str(tmp_path / "db"), held)
+        await node.setup()
+
+        async def checked_then_refused(user: str, caps: list[str]) -> list:
+            verdicts = await asyncio.to_thread(node.index.chargeable, user, caps)
+            assert verdicts == [None]
+            node.index.reconcile(caps)  # marked garbage, owing back the charges it finds (none yet) ...
+            del held[CAPS[0]]  # ... removed by the front ...
+            node.index.forget_garbage(caps)  # ... and its mark cleared
+            return verdicts
+
+        accounts = UserAccounts(node.ledger, node.accounts.owner, chargeable=checked_then_refused,
+                                charged=lambda caps: asyncio.to_thread(node.index.charged, caps))
+        assert (await accounts.charge("bob", CAPS[0], COST))["charged"] == COST
+        await node.refunds.refund_owed()
+        assert node.balance() == FUNDED and node.rows(keys.OBJECT_CHARGED) == {}
+        assert node.refunds_paid() == {Capability.parse(CAPS[0]).storage_index.hex(): 1}
         await node.close()
     asyncio.run(run())
 
@@ -128,19 +167,26 @@ STEP = st.one_of(st.tuples(st.sampled_from(["charge", "record", "refuse", "crash
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=st.lists(STEP, max_size=14))
 def test_every_charge_stands_or_is_paid_back_once_whatever_the_order(steps) -> None:
-    """Whatever the order of charges, records, refusals, refunds and restarts: each charge of a recorded file stands,
-    each of a refused file is paid back exactly once, each of a file neither recorded nor refused stays a charge's row;
-    no row is left of a recorded or refused file, and the user's balance says the same."""
+    """Whatever the order of charges, records, refusals, refunds and restarts: a file is charged once (a charge
+    retried is answered as the first; one of a file recorded or refused already is refused and pays nothing), the
+    charge of a recorded file stands, that of a refused file is paid back exactly once, that of a file neither
+    recorded nor refused stays a charge's row; no row is left of a recorded or refused file, and the user's balance
+    says the same."""
     async def run(path: str) -> None:
         node = await _node(path)
-        charges, outcome = Counter(), {}
+        charged, outcome = set(), {}
         for what, n in steps:
             cap = CAPS[n]
-            if what in ("charge", "crash"):
-                charges[cap] += 1
             if what == "charge":
-                await node.accounts.charge("bob", cap, COST)
-            elif what == "crash":
+                try:
+                    await node.accounts.charge("bob", cap, COST)
+                    assert cap not in outcome
+                except (Conflict, NotFound):
+                    assert cap in outcome
+                else:
+                    charged.add(cap)
+            elif what == "crash" and cap not in outcome and cap not in charged:  # (a charge its check lets through)
+                charged.add(cap)
                 await node.ledger.settle(node.accounts.account("bob"), node.accounts.owner, COST, {"files": 1},
                                          "s3:put:" + Capability.parse(cap).storage_index.hex(),
                                          puts=(charged_row("bob", cap, COST),))
@@ -156,13 +202,11 @@ def test_every_charge_stands_or_is_paid_back_once_whatever_the_order(steps) -> N
             elif what == "restart":
                 await node.restart()
         await node.restart()
-        refunded = {Capability.parse(c).storage_index.hex(): n for c, n in charges.items() if outcome.get(c) == "refuse"}
-        pending = {c: n for c, n in charges.items() if c not in outcome}
+        refunded = {Capability.parse(c).storage_index.hex(): 1 for c in charged if outcome.get(c) == "refuse"}
         assert node.refunds_paid() == Counter(refunded)
         assert node.rows(keys.OBJECT_REFUNDS) == {}
-        assert node.rows(keys.OBJECT_CHARGED) == pending
-        standing = sum(n for c, n in charges.items() if outcome.get(c) != "refuse")
-        assert node.balance() == FUNDED - COST * standing
+        assert node.rows(keys.OBJECT_CHARGED) == {c: 1 for c in charged if c not in outcome}
+        assert node.balance() == FUNDED - COST * sum(outcome.get(c) != "refuse" for c in charged)
         await node.close()
 
     with tempfile.TemporaryDirectory() as path:

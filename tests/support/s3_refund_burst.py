@@ -25,11 +25,21 @@ COST = 7  # micro-credits each write is charged
 FUNDED = 10**9
 
 
-def parts(db) -> tuple[LedgerService, S3Index, UserAccounts, Refunds]:
+class HeldFiles(dict):
+    """The files a node's store holds, as the index reads them (`ShareStore.file_record`): capability -> name."""
+
+    def file_record(self, si: bytes) -> dict | None:
+        cap = next((cap for cap in self if Capability.parse(cap).storage_index == si), None)
+        return None if cap is None else {"capability": cap, "name": self[cap]}
+
+
+def parts(db, store: HeldFiles | None = None) -> tuple[LedgerService, S3Index, UserAccounts, Refunds]:
+    """The node's S3 accounting parts on `db`, holding charges to `store` (not given: no store to hold them to)."""
     owner, node = (Identity(Ed25519PrivateKey.from_private_bytes(bytes([n]) * 32)) for n in (1, 2))
     ledger = LedgerService(db, 10**12, node=node, client=owner)
-    index = S3Index(db)
-    accounts = UserAccounts(ledger, owner, charged=lambda caps: asyncio.to_thread(index.charged, caps))
+    index = S3Index(db, store=store)
+    accounts = UserAccounts(ledger, owner, charged=lambda caps: asyncio.to_thread(index.charged, caps),
+                            chargeable=lambda user, caps: asyncio.to_thread(index.chargeable, user, caps))
     return ledger, index, accounts, Refunds(accounts=accounts, index=index)
 
 

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..errors import InsufficientCredit, InvalidArgument, XscError
+from ..errors import Conflict, InsufficientCredit, InvalidArgument, XscError
 from ..identity import Identity
 from ..ledger import LedgerService, Payment, decode_entry, format_credits
 from ..storage.core.capability import Capability
@@ -40,11 +40,14 @@ log = logging.getLogger(__name__)
 
 class UserAccounts:
     def __init__(self, ledger: LedgerService, owner: Identity, funded: Callable[[], list[str]] = lambda: [],
-                 charged: Callable[[list[str]], Awaitable[object]] | None = None) -> None:
+                 charged: Callable[[list[str]], Awaitable[object]] | None = None,
+                 chargeable: Callable[[str, list[str]], Awaitable[list[XscError | int | None]]] | None = None) -> None:
         self.ledger = ledger
         self.owner = owner  # the node's client account: funds the users, and pays the providers
         self.funded = funded  # the users the node's account funded, by name (index.funded; noted by `fund`)
         self.charged = charged  # (the files charged): each judged once its charge's row is written (S3Index.charged)
+        # (user, the files to charge): whether each may be, before its transfer (S3Index.chargeable)
+        self.chargeable = chargeable
         self._accounts: dict[str, Identity] = {}
         self._charging = asyncio.Lock()
 
@@ -170,23 +173,24 @@ class UserAccounts:
             raise charged
         return charged
 
-    async def charge_many(self, user: str, charges: list[tuple[str, int]]) -> list[dict | BaseException]:
+    async def charge_many(self, user: str, charges: list[tuple[str, int]],
+                          fresh: bool = False) -> list[dict | BaseException]:
         """`charge` of each (capability, amount) of `user`'s, in order: each one's answer, or its own refusal when
-        what the account holds after those before it does not cover it.  Each is a transfer of its own, all
-        settled at once (the ledger writes transfers settled together in one synced batch); a fault of the
-        node's is that charge's outcome."""
+        what the account holds after those before it does not cover it, or `chargeable` refuses it (`fresh`: files
+        the node stored itself just now, a group of small objects, which nothing else names yet: not asked).  A file
+        the user was charged for already (a charge retried) is answered as that charge, paid once.  Each is a
+        transfer of its own, all settled at once (the ledger writes transfers settled together in one synced batch);
+        a fault of the node's is that charge's outcome."""
         if user == names.DEFAULT_USER:
             return [{**self.view(user), "charged": 0} for _ in charges]
         account = self.account(user)
-        async with self._charging:
+        async with self._charging:  # (the check and the rows of one user's charges are never interleaved)
+            judged = await self._judged(user, charges, fresh)
             left = self.ledger.account_view(account.public_key)["balance"]
-            outcomes: list[Awaitable[str] | XscError] = []
-            for capability, amount in charges:
-                try:
-                    _check_amount(amount)
-                    stored = Capability.parse(capability)
-                except XscError as err:
-                    outcomes.append(err)
+            outcomes: list[Awaitable[str] | XscError | int] = []
+            for (capability, amount), verdict in zip(charges, judged):
+                if not isinstance(verdict, str):  # a refusal, or the amount of its charge noted already
+                    outcomes.append(verdict)
                     continue
                 if left < amount:
                     outcomes.append(InsufficientCredit(
@@ -197,26 +201,54 @@ class UserAccounts:
                 left -= amount
                 # What it paid noted in the transfer's own batch, until the file's record is written or refused
                 # (entries.py): a refused one is refunded (refunds.py).
-                outcomes.append(self.ledger.settle(account, self.owner, amount, {"files": 1},
-                                                   f"{PUT_JOB}{stored.storage_index.hex()}",
-                                                   puts=(charged_row(user, capability, amount),) if amount else ()))
-            entries = await asyncio.gather(*(o for o in outcomes if not isinstance(o, XscError)),
+                index = Capability.parse(verdict).storage_index.hex()
+                outcomes.append(self.ledger.settle(account, self.owner, amount, {"files": 1}, f"{PUT_JOB}{index}",
+                                                   puts=(charged_row(user, verdict, amount),) if amount else ()))
+            entries = await asyncio.gather(*(o for o in outcomes if not isinstance(o, (XscError, int))),
                                            return_exceptions=True)
         settled = iter(entries)
         view = self.view(user)
         answers: list[dict | BaseException] = []
         paid: list[str] = []
-        for (capability, amount), outcome in zip(charges, outcomes):
+        for verdict, (capability, amount), outcome in zip(judged, charges, outcomes):
+            if isinstance(outcome, int):  # charged already: that charge's answer, paid once
+                answers.append({**view, "charged": outcome, "again": True})
+                continue
             entry = outcome if isinstance(outcome, XscError) else next(settled)
             answers.append(entry if isinstance(entry, BaseException) else {**view, "charged": amount, "entry": entry})
             if amount and not isinstance(entry, BaseException):
-                paid.append(capability)
+                paid.append(verdict)
         if paid and self.charged is not None:
             try:
                 await self.charged(paid)
             except Exception:  # noqa: BLE001 - the charges stand; the index judges their rows as it next opens
                 log.exception("could not judge the rows of %d S3 charge(s) yet", len(paid))
         return answers
+
+    async def _judged(self, user: str, charges: list[tuple[str, int]], fresh: bool) -> list[str | XscError | int]:
+        """Each charge's file as its rows spell it (its capability's canonical text), to be charged; or its refusal (an
+        amount or a capability that is not one, or what `chargeable` says), or the amount of the user's charge of it
+        noted already (a charge retried)."""
+        judged: list[str | XscError | int] = []
+        for capability, amount in charges:
+            try:
+                _check_amount(amount)
+                judged.append(Capability.parse(capability).text)
+            except XscError as err:
+                judged.append(err)
+        files = sorted({cap for cap in judged if isinstance(cap, str)})
+        asked = self.chargeable is not None and bool(files) and not fresh
+        verdicts = dict(zip(files, await self.chargeable(user, files))) if asked else {}
+        seen: set[str] = set()
+        for n, cap in enumerate(judged):
+            if not isinstance(cap, str):
+                continue
+            if cap in seen:  # (one file is one object's: the node's own groups never name one twice)
+                judged[n] = Conflict(f"the file {cap[:24]}… is named twice in one group of charges", capability=cap)
+            elif verdicts.get(cap) is not None:
+                judged[n] = verdicts[cap]
+            seen.add(cap)
+        return judged
 
 
 def _jobs(ledger: LedgerService, account: bytes) -> set[str]:

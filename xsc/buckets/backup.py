@@ -30,6 +30,7 @@ from ..errors import InvalidArgument, InvalidCapability
 from ..units import counted
 from ..storage.core.capability import Capability
 from .core import names, records
+from .entries import stored_name
 from .index import S3Index, exported, restored
 
 if TYPE_CHECKING:  # the CLI splits exports with this module, without the ledger the accounts bring
@@ -190,19 +191,7 @@ def restore_here(index: S3Index, piece: Any, accounts: UserAccounts, store: Any)
     """`restore` into this node's index: its client account (`accounts.owner`), which funded its users, the users
     its ledger shows it funded, and the names its store (`ShareStore`) lists its files under."""
     return restore(index, piece, account=accounts.owner.id, funded_here=accounts.funded_in_ledger,
-                   charged_here=accounts.charged_here(), stored_name=lambda cap: _stored_name(store, cap))
-
-
-def _stored_name(store: Any, cap: str) -> str | None:
-    """The name the store lists the file `cap` under ("" for one put without a name); None: it lists no such file."""
-    try:
-        parsed = Capability.parse(cap)
-    except InvalidCapability:
-        return None
-    record = store.file_record(parsed.storage_index)
-    if record is None or record["capability"] != parsed.text:
-        return None
-    return record.get("name") or ""
+                   charged_here=accounts.charged_here(), stored_name=lambda cap: stored_name(store, cap))
 
 
 def _checked(piece: Any) -> dict:

@@ -13,6 +13,8 @@ from typing import Any, Callable, Iterable, Iterator
 from .. import codec
 from .. import keys
 from ..db import Database
+from ..errors import InvalidCapability
+from ..storage.core.capability import Capability
 
 HOLDERS_AT_ONCE = 10_000  # entries given in one batch as a store written before they were kept is read
 MAX_OWED_AT_ONCE = 256  # refunds one pass of the refunder settles (the rest wait for its next)
@@ -119,9 +121,46 @@ def write_entries(db: Database, entries: dict[bytes, bytes], sync: bool = False)
 # --- what a user paid for a file, until its record is written or refused (refunds.py) -----------------
 def charged_row(user: str, capability: str, amount: int) -> tuple[bytes, bytes]:
     """The row a charge writes in its own batch: what `user`'s account paid for the file `capability`, under an id of
-    the charge's own, so that a second charge of the file (a request retried) is a row of its own, refunded on its
-    own."""
+    the charge's own (by which its refund owed, and an export's row brought back, are told apart from any other)."""
     return keys.object_charged(capability, os.urandom(8).hex()), codec.dumps({"user": user, "amount": amount})
+
+
+def charges_of(view, cap: str) -> dict[bytes, dict]:
+    """The file's charges' rows (o/a/), by key: each {user, amount}; one that is not a charge's (written by hand) is
+    left out."""
+    found = {}
+    for key, value in view.iterator(prefix=keys.object_charged(cap)):
+        try:
+            row = codec.loads(value)
+            if isinstance(row.get("user"), str) and type(row.get("amount")) is int:
+                found[key] = row
+        except (ValueError, AttributeError):
+            continue
+    return found
+
+
+def charged_files(view) -> list[str]:
+    """The files some charge's row (o/a/) is of, in order: those of writes under way, and any a crash left."""
+    found: set[str] = set()
+    for key in view.iterator(prefix=keys.OBJECT_CHARGED, include_value=False):
+        try:
+            found.add(keys.split_charge_row(keys.OBJECT_CHARGED, key)[0])
+        except (ValueError, UnicodeDecodeError):  # not a charge's row (written by hand)
+            continue
+    return sorted(found)
+
+
+def stored_name(store: Any, cap: str) -> str | None:
+    """The name the store (`ShareStore`) lists the file `cap` under ("" for one put without a name); None: it lists
+    no such file.  One read of the store's record of it."""
+    try:
+        parsed = Capability.parse(cap)
+    except InvalidCapability:
+        return None
+    record = store.file_record(parsed.storage_index)
+    if record is None or record["capability"] != parsed.text:
+        return None
+    return record.get("name") or ""
 
 
 def settled(written: dict[bytes, bytes | None], view, caps: Iterable[str]) -> None:

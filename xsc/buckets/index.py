@@ -58,11 +58,12 @@ from typing import Any, Callable, Iterable, Iterator
 from .. import codec
 from .. import keys
 from ..db import Database
-from ..errors import (BucketNotEmpty, BucketTaken, ConditionalConflict, Forbidden, InvalidArgument, NoSuchBucket,
-                      NoSuchKey, TooManyBuckets, TooManyUploads, XscError)
+from ..errors import (BucketNotEmpty, BucketTaken, ConditionalConflict, Conflict, Forbidden, InvalidArgument,
+                      NoSuchBucket, NoSuchKey, NotFound, TooManyBuckets, TooManyUploads, XscError)
 from ..units import counted
 from .core import listing, names, records
-from .entries import apply, caps_of, given_once, holds, owe, release, settled, share, shared_keys, write_entries
+from .entries import (apply, caps_of, charged_files, charges_of, given_once, holds, owe, release, settled, share,
+                      shared_keys, stored_name, write_entries)
 from .uploads import MAX_UPLOADS, UPLOAD_EXPIRY, Uploads, by_age, by_key, index_ages, index_uploads, parts_of
 
 FILE_PREFIX = "s3:"  # the names of the store's files the S3 front put (see reconcile)
@@ -81,8 +82,10 @@ def _dump(value: Any) -> bytes:
 
 class S3Index(Uploads):
     def __init__(self, db: Database, *, min_part_size: int = names.MIN_PART_SIZE, max_buckets: int = MAX_BUCKETS,
-                 max_uploads: int = MAX_UPLOADS, upload_expiry: float = UPLOAD_EXPIRY, clock=time.time) -> None:
+                 max_uploads: int = MAX_UPLOADS, upload_expiry: float = UPLOAD_EXPIRY, clock=time.time,
+                 store: Any = None) -> None:
         self.db = db
+        self.store = store  # the node's ShareStore, to which charges are held (its file_record); None: none to hold to
         self.min_part_size = min_part_size
         self.max_buckets, self.max_uploads, self.upload_expiry = max_buckets, max_uploads, upload_expiry
         self.clock = clock
@@ -392,11 +395,19 @@ class S3Index(Uploads):
         """Of the capabilities of files the front stored (`stored`), those no record refers to: they are
         marked garbage (and returned) so the front removes them.  Each file is judged by the record its o/h/ entry
         names (or, for a file records share, those its o/s/ entry names), which must still refer to it: a
-        reconciliation reads the records of the files it is asked of, not every record of the index."""
+        reconciliation reads the records of the files it is asked of, not every record of the index.  And the charges
+        of files the store no longer holds, which no record refers to (a file removed after its charge whose answer was
+        lost, or by hand), are owed back: nothing else would ever judge them."""
         with self._lock:
             read: dict[bytes, set[str]] = {}  # the files of each record read: a multipart object's read once
             orphans = sorted(cap for cap in set(stored) if not self._referred(cap, read))
             self._mark_garbage(orphans)
+            gone = [cap for cap in charged_files(self.db) if not self._referred(cap, read) and self._gone(cap)]
+            written: dict[bytes, bytes | None] = {}
+            if owe(written, self.db, gone):
+                with self.db.write_batch(sync=True) as batch:
+                    apply(batch, written)
+                self.on_refunds_owed()
         return orphans
 
     def _referred(self, cap: str, read: dict[bytes, set[str]]) -> bool:
@@ -413,19 +424,51 @@ class S3Index(Uploads):
         shared = self.db.get(keys.object_shared(cap)) if self._shared else None
         return shared is not None and any(refers(key) for key in shared_keys(shared))
 
+    def chargeable(self, user: str, caps: list[str]) -> list[XscError | int | None]:
+        """Whether `user`'s account may pay for each file (`UserAccounts.charge_many`, before its transfers): None, or
+        the amount of the user's charge of it noted already (a charge retried, its answer lost on its way back: it is
+        answered as that one, not paid twice), or why not: a file a record refers to (paid for before it was recorded,
+        or never a user's to pay for: Conflict), one charged to another user (Conflict), one marked garbage or that
+        the store does not hold as one the front stored (NotFound: nothing would ever record it, or pay it back)."""
+        with self._lock:
+            read: dict[bytes, set[str]] = {}
+            return [self._chargeable(user, cap, read) for cap in caps]
+
+    def _chargeable(self, user: str, cap: str, read: dict[bytes, set[str]]) -> XscError | int | None:
+        short = cap[:24] + "…"
+        if self._referred(cap, read):
+            return Conflict(f"the file {short} is an object's or a part's already: a file is paid for once, before "
+                            "its record is written", capability=cap)
+        if self.db.get(keys.object_garbage(cap)) is not None or (
+                self.store is not None and not FRONT_NAME.fullmatch(stored_name(self.store, cap) or "")):
+            return NotFound(f"no file the S3 front stored has the capability {short} (never stored here, or removed): "
+                            "a charge pays for a file the front has just stored", capability=cap)
+        rows = charges_of(self.db, cap).values()
+        if any(row["user"] != user for row in rows):
+            return Conflict(f"the file {short} was charged to another user already", capability=cap)
+        return next((row["amount"] for row in rows), None)
+
+    def _gone(self, cap: str) -> bool:
+        """Under the lock: is the file marked garbage, or (a store given) not in the store?  A charge of it would never
+        be recorded nor found an orphan: it is owed back (or refused, before its transfer)."""
+        if self.db.get(keys.object_garbage(cap)) is not None:
+            return True
+        return self.store is not None and stored_name(self.store, cap) is None
+
     def charged(self, caps: Iterable[str]) -> int:
         """The files of charges just written (`UserAccounts.charge_many`, once their transfers are): a charge of a file
-        whose record is written already stands, its rows dropped (no record's write is to come and drop them: a charge
-        retried, or a client's charge of a file recorded), and one of a file refused already (marked garbage) is owed
-        back; a file neither recorded nor refused is left to its record's write or its refusal.  How many are owed."""
+        whose record is written already stands, its rows dropped (no record's write is to come and drop them: a record
+        written between the charge's check and its transfer, or before a crash stopped its judging), and one of a file
+        refused already (marked garbage) or gone from the store (removed, its mark cleared, between the charge's check
+        and its transfer) is owed back; a file neither recorded nor refused is left to its record's write or its
+        refusal.  How many are owed."""
         with self._lock:
             read: dict[bytes, set[str]] = {}
             caps = set(caps)
             recorded = {cap for cap in caps if self._referred(cap, read)}
             written: dict[bytes, bytes | None] = {}
             settled(written, self.db, recorded)
-            owed = owe(written, self.db, [cap for cap in caps - recorded
-                                          if self.db.get(keys.object_garbage(cap)) is not None])
+            owed = owe(written, self.db, [cap for cap in caps - recorded if self._gone(cap)])
             if written:
                 with self.db.write_batch(sync=True) as batch:
                     apply(batch, written)

@@ -203,7 +203,8 @@ class ObjectWriter:
                                  puts: list[dict[str, Any]], answers: list[dict[str, Any] | BaseException]) -> None:
         """One user's objects, their files stored: its account pays for each (`UserAccounts.charge_many`, each
         refused alone) before it is recorded; a file not paid for is removed."""
-        charges = await self.accounts.charge_many(going[0][1].user, [(put["capability"], put["cost"]) for put in puts])
+        charges = await self.accounts.charge_many(going[0][1].user, [(put["capability"], put["cost"]) for put in puts],
+                                                  fresh=True)
 
         async def one(n: int, p: SmallPut, stored: Callable[[str], dict], cap: str,
                       charged: dict | BaseException) -> None:

@@ -326,9 +326,10 @@ class Node:
             trust=self.trust, check_rate=config.compute.check_rate, on_strike=self.strike)
         self.s3_index = s3_index = S3Index(self.db, max_buckets=config.node.s3_max_buckets,
                                            max_uploads=config.node.s3_max_uploads,
-                                           upload_expiry=config.node.s3_upload_expiry)
+                                           upload_expiry=config.node.s3_upload_expiry, store=self.store)
         self.s3_accounts = UserAccounts(self.ledger, payer, funded=lambda: funded(s3_index),
-                                        charged=lambda caps: in_pool(self.pool, s3_index.charged, caps))
+                                        charged=lambda caps: in_pool(self.pool, s3_index.charged, caps),
+                                        chargeable=lambda *asked: in_pool(self.pool, s3_index.chargeable, *asked))
         index_funded(s3_index, self.s3_accounts.funded_in_ledger)  # once: the users funded before they were noted
         self.s3_refunds = Refunds(accounts=self.s3_accounts, index=s3_index)
         self.s3_objects = ObjectWriter(files=self.storage, index=s3_index, accounts=self.s3_accounts, pool=self.pool)
