@@ -260,6 +260,71 @@ def test_charges_and_refunds_owed_are_exported_and_come_back_into_the_node_whose
     asyncio.run(run())
 
 
+class _CountingChains:
+    """The database, counting the entries read from the ledger's chains."""
+
+    def __init__(self, db) -> None:
+        self.db, self.read = db, 0
+
+    def iterator(self, *args, **kwargs):
+        found = self.db.iterator(*args, **kwargs)
+        return _Counted(found, self) if (kwargs.get("start") or b"").startswith(keys.LEDGER_ENTRIES) else found
+
+    def __getattr__(self, name: str):
+        return getattr(self.db, name)
+
+
+class _Counted:
+    def __init__(self, found, counting: _CountingChains) -> None:
+        self.found, self.counting = found, counting
+
+    def __enter__(self) -> "_Counted":
+        self.found.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.found.__exit__(*exc)
+
+    def __iter__(self) -> "_Counted":
+        return self
+
+    def __next__(self):
+        value = next(self.found)
+        self.counting.read += 1
+        return value
+
+
+def test_an_imports_charges_read_each_users_chain_once_however_many_pieces_they_take(tmp_path) -> None:
+    """An export's charges of two users, more than one piece carries: imported piece by piece as the node takes them
+    (`restore_here`, a request each), each entry of each user's chain is read once for the whole import, not once a
+    piece; a charge made between two pieces is read then, and holds its file's row back."""
+    async def run() -> None:
+        db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+        counting = _CountingChains(db)
+        ledger, index, accounts, _ = parts(counting)
+        for user in ("bob", "cleo"):
+            await accounts.fund(user, FUNDED)
+        for cap in CAPS[:2]:
+            await accounts.charge("bob", cap, COST)  # bob's chain: its funding and two charges; cleo's: its funding
+        rows = [{"cap": Capability(os.urandom(32), os.urandom(32), 10).text, "charge": os.urandom(8).hex(),
+                 "user": user, "amount": COST} for _ in range(500) for user in ("bob", "cleo")]
+        export = {"version": backup.VERSION, "funded_by": accounts.owner.id, "funded": [],
+                  "charged": [*rows, {**rows[0], "cap": CAPS[2], "charge": "0" * 16}]}
+        pieces = [codec.loads(codec.dumps(piece)) for piece in backup.pieces(export, 64 * 1024)]
+        assert len(pieces) >= 3 and all({row["user"] for row in p["charged"]} == {"bob", "cleo"} for p in pieces[:-1])
+        read = brought = 0
+        for n, piece in enumerate(pieces):
+            if n == 1:
+                await accounts.charge("bob", CAPS[2], COST)  # (so the export's row of it is not brought back)
+            counting.read = 0
+            brought += backup.restore_here(index, piece, accounts, HeldFiles())["charges"]
+            read += counting.read
+        assert (read, brought) == (3 + 1 + 1, len(rows))
+        await ledger.close()
+        db.close()
+    asyncio.run(run())
+
+
 class _CountingDb:
     """The database, counting the bucket records read."""
 

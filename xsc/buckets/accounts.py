@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -50,6 +51,9 @@ class UserAccounts:
         self.chargeable = chargeable
         self._accounts: dict[str, Identity] = {}
         self._charging = asyncio.Lock()
+        # account -> (the seq of its chain's last entry read, the jobs of its charges and refunds): `charged_here`'s
+        self._chains: dict[bytes, tuple[int, set[str]]] = {}
+        self._chains_lock = threading.Lock()  # (imports run in the node's pool)
 
     def account(self, user: str) -> Identity:
         names.check_user(user)
@@ -61,16 +65,34 @@ class UserAccounts:
 
     def charged_here(self) -> Callable[[str, str], bool]:
         """(user, capability) -> whether this node's ledger holds a charge or a refund of the file for the user (its
-        job `s3:put:` or `s3:refund:` and the file's storage index): each user's chain read once, as it is first
-        asked of."""
+        job `s3:put:` or `s3:refund:` and the file's storage index), for one import request (synchronous: in the
+        node's pool).  Each user's chain is read as it is first asked of: the entries written since it was last read
+        (`_chains`, kept across an import's requests until `forget_chains`), not the whole chain again."""
         jobs: dict[str, set[str]] = {}
 
         def held(user: str, capability: str) -> bool:
             if user not in jobs:
-                jobs[user] = _jobs(self.ledger, self.account(user).public_key)
+                jobs[user] = self._s3_jobs(self.account(user).public_key)
             index = Capability.parse(capability).storage_index.hex()
             return bool({PUT_JOB + index, REFUND_JOB + index} & jobs[user])
         return held
+
+    def _s3_jobs(self, account: bytes) -> set[str]:
+        """The jobs of the account's charges and refunds: its chain's entries read once, those written since added."""
+        with self._chains_lock:
+            seq, jobs = self._chains.get(account, (0, set()))
+            for data in self.ledger.store.chain(account, seq + 1):
+                entry = decode_entry(data)
+                seq, job = entry.seq, (entry.receipt if isinstance(entry, Payment) else entry).authorization.job
+                if job.startswith((PUT_JOB, REFUND_JOB)):
+                    jobs.add(job)
+            self._chains[account] = (seq, jobs)
+            return jobs
+
+    def forget_chains(self) -> None:
+        """An import's charges are judged: the chains read for them let go (they hold a job a charge or refund)."""
+        with self._chains_lock:
+            self._chains.clear()
 
     def view(self, user: str) -> dict:
         account = self.account(user)
@@ -249,15 +271,6 @@ class UserAccounts:
                 judged[n] = verdicts[cap]
             seen.add(cap)
         return judged
-
-
-def _jobs(ledger: LedgerService, account: bytes) -> set[str]:
-    """The job of each transfer in the account's chain, read whole (synchronous: an import's, in the node's pool)."""
-    found = set()
-    for data in ledger.store.chain(account):
-        entry = decode_entry(data)
-        found.add((entry.receipt if isinstance(entry, Payment) else entry).authorization.job)
-    return found
 
 
 def _named(view: dict, named: dict[str, str]) -> dict:

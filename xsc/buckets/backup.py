@@ -51,6 +51,7 @@ MAX_PIECE = MAX_OBJECT_RECORD + 1024 * 1024
 CHARGE_ID = re.compile(r"[0-9a-f]{16}")  # a charge's own id (entries.charged_row)
 MAX_CAPABILITY = 512  # characters of a capability a charge names (as `UserAccounts.move` takes it)
 LEDGER_FUNDED = "funded_in_ledger"  # a piece's: note the users this node's ledger shows it funded (`pieces`)
+LAST = "last"  # a piece's: the last of its export (`pieces`), after which the users' chains read for it are let go
 PIECE_HINT = "import an export with xsc s3 import-index FILE: it sends it in pieces the node takes"
 
 
@@ -62,8 +63,9 @@ def export(index: S3Index, funded_by: str | None = None) -> dict:
 
 def pieces(whole: dict, size: int = PIECE_BYTES) -> Iterator[dict]:
     """`whole` (an export) in pieces of about `size` bytes of JSON, each an export of its own for `restore`: a
-    bucket's objects and an upload's parts may be spread over several, each with its bucket's or upload's record.
-    A record that would make a piece larger than a request may carry (MAX_PIECE): InvalidArgument naming it."""
+    bucket's objects and an upload's parts may be spread over several, each with its bucket's or upload's record;
+    the last says so (LAST).  A record that would make a piece larger than a request may carry (MAX_PIECE):
+    InvalidArgument naming it."""
     piece: dict = {}
     held = 0
     head = {"version": VERSION, **({"funded_by": whole["funded_by"]} if "funded_by" in whole else {})}
@@ -78,7 +80,7 @@ def pieces(whole: dict, size: int = PIECE_BYTES) -> Iterator[dict]:
         _add(piece, kind, unit)
         held += grown
     # An export written before exports named the users the node funded: the ledger tells which this node funded.
-    yield {**head, **piece, **({LEDGER_FUNDED: True} if "funded" not in whole else {})}
+    yield {**head, **piece, **({LEDGER_FUNDED: True} if "funded" not in whole else {}), LAST: True}
 
 
 def _units(whole: Any) -> Iterator[tuple[str, Any, bool]]:
@@ -189,9 +191,15 @@ def restore(index: S3Index, piece: Any, *, account: str | None = None,
 
 def restore_here(index: S3Index, piece: Any, accounts: UserAccounts, store: Any) -> dict:
     """`restore` into this node's index: its client account (`accounts.owner`), which funded its users, the users
-    its ledger shows it funded, and the names its store (`ShareStore`) lists its files under."""
-    return restore(index, piece, account=accounts.owner.id, funded_here=accounts.funded_in_ledger,
-                   charged_here=accounts.charged_here(), stored_name=lambda cap: stored_name(store, cap))
+    its ledger shows it funded, and the names its store (`ShareStore`) lists its files under.  The charges of an
+    export come in its last pieces, one after another: the users' chains read for them are kept from one to the next
+    (each entry read once an import, `UserAccounts.charged_here`), and let go after a piece with none, or its last."""
+    try:
+        return restore(index, piece, account=accounts.owner.id, funded_here=accounts.funded_in_ledger,
+                       charged_here=accounts.charged_here(), stored_name=lambda cap: stored_name(store, cap))
+    finally:
+        if not isinstance(piece, dict) or piece.get(LAST) is True or not (piece.get("charged") or piece.get("owed")):
+            accounts.forget_chains()
 
 
 def _checked(piece: Any) -> dict:
