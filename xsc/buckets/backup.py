@@ -80,6 +80,16 @@ def pieces(whole: dict, size: int = PIECE_BYTES) -> Iterator[dict]:
     yield {**head, **piece, **({LEDGER_FUNDED: True} if "funded" not in whole else {})}
 
 
+def checked_pieces(whole: Any, size: int = PIECE_BYTES) -> list[dict]:
+    """`pieces` of `whole`, each checked as `restore` checks it, before the first is sent: a file holding a record
+    that is not an export's (a hand-edited or truncated one) is refused whole, rather than once the pieces before
+    that record's are imported.  InvalidArgument naming the record."""
+    found = list(pieces(whole, size))
+    for piece in found:
+        _checked(piece)
+    return found
+
+
 def _units(whole: Any) -> Iterator[tuple[str, Any, bool]]:
     """The export's records one by one: a bucket with one of its objects (or none), an upload with one of its parts
     (or none), a completed upload, a funded user; each with whether it goes in the piece of the one before it.  A

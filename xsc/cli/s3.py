@@ -336,7 +336,7 @@ def import_index(obj, path: str, as_json: bool) -> None:
     except ValueError:
         raise InvalidArgument(f"{path!r} is not JSON", hint="import a file xsc s3 export-index wrote") from None
     client, done, left_out = obj.client(), Counter(), []
-    for piece in backup.pieces(exported):
+    for piece in backup.checked_pieces(exported):
         answer = client.request("POST", "/v1/s3/import", json_body=piece)
         left_out += answer.pop("left_out", [])
         done.update(answer)
