@@ -229,8 +229,10 @@ class GuardedServer(ProblemServer):
         detail = self._no_room(ip, make_room=True)
         if detail is not None:
             transport.write(self._refusal(detail))
-            transport.close()
-            handler.force_close()
+            # Closed on the next loop turn, not now: aiohttp starts the connection's task once this returns, and
+            # a connection lost before that task first runs fails it (an AssertionError logged, with its
+            # traceback, for every connection refused past the caps on a listener the loop accepts for).
+            self._loop.call_soon(handler.force_close)
             return
         self._by_ip[ip].add(handler)
         self._ip_of[handler] = ip
