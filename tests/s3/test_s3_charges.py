@@ -216,6 +216,32 @@ def test_charges_and_refunds_owed_are_exported_and_come_back_into_the_node_whose
     asyncio.run(run())
 
 
+def test_an_import_brings_back_only_the_rows_of_charges_this_nodes_account_signed(tmp_path) -> None:
+    """A row of charges comes back as a refund the node's account pays, so an export of this node's carries each row
+    signed by that account: into the node on a fresh data dir, a signed row comes back and is paid; a row that an
+    export someone gave the node's owner says is this node's, but that its account did not sign (one for another
+    user, one whose amount was raised), is left out (`unsigned`), and nothing of it is paid."""
+    async def run() -> None:
+        node = await _node(tmp_path / "a")
+        await node.accounts.charge("bob", CAPS[0], COST)
+        node.index.reconcile([CAPS[0]])  # a refund owed
+        exported = codec.loads(codec.dumps(backup.export_here(node.index, node.accounts)))
+        await node.close()
+        (owed,) = exported["owed"]
+        exported["owed"] += [{**owed, "cap": CAPS[1], "user": "mallory", "amount": FUNDED},
+                             {**owed, "cap": CAPS[2], "amount": 10 * COST}]
+        fresh = await _node(tmp_path / "b")  # (the same client key: the node on a fresh data dir)
+        written = backup.restore_here(fresh.index, exported, fresh.accounts, store=None)
+        assert (written["charges"], written["refused"]) == (1, 2), written
+        assert [(row["cap"], row["user"], row["reason"]) for row in written["left_out"]] == [
+            (CAPS[1], "mallory", "unsigned"), (CAPS[2], "bob", "unsigned")]
+        await fresh.refunds.refund_owed()
+        assert fresh.balance() == FUNDED + COST and fresh.rows(keys.OBJECT_REFUNDS) == {}
+        assert fresh.ledger.account_view(fresh.accounts.account("mallory").public_key)["balance"] == 0
+        await fresh.close()
+    asyncio.run(run())
+
+
 class _CountingDb:
     """The database, counting the bucket records read."""
 

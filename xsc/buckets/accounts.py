@@ -22,8 +22,9 @@ from collections.abc import Awaitable, Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from .. import codec
 from ..errors import InsufficientCredit, InvalidArgument, XscError
-from ..identity import Identity
+from ..identity import Identity, verify
 from ..ledger import LedgerService, Payment, decode_entry, format_credits
 from ..storage.core.capability import Capability
 from .core import names
@@ -35,6 +36,7 @@ FUND_JOB = "s3:fund:"  # + the user's name: the job of `fund`'s transfers
 PUT_JOB = "s3:put:"  # + the file's storage index (hex): the job of a charge's transfer
 REFUND_JOB = "s3:refund:"  # + the same: the job of the transfer that gives a refused write's charge back
 MAX_AMOUNT = names.MAX_AMOUNT  # micro-credits one transfer moves at most (a billion credits)
+ROW_SIGNED = b"xsc s3 charge row\x00"  # what the node's account signs of each row of charges and refunds owed it exports
 log = logging.getLogger(__name__)
 
 
@@ -68,6 +70,20 @@ class UserAccounts:
             index = Capability.parse(capability).storage_index.hex()
             return bool({PUT_JOB + index, REFUND_JOB + index} & jobs[user])
         return held
+
+    def row_signature(self, row: dict) -> str:
+        """The node's account's signature of a row of its charges or refunds owed ({cap, charge, user, amount}), which
+        its export carries: an import brings back only the rows this node signed (`row_signed`), whose amounts it
+        pays back from its account, not the rows a file someone else wrote says are this node's."""
+        return self.owner.sign(_row_message(row)).hex()
+
+    def row_signed(self, row: dict) -> bool:
+        signature = row.get("signature")
+        try:
+            return isinstance(signature, str) and verify(self.owner.public_key, bytes.fromhex(signature),
+                                                         _row_message(row))
+        except ValueError:
+            return False
 
     def view(self, user: str) -> dict:
         account = self.account(user)
@@ -217,6 +233,10 @@ class UserAccounts:
             except Exception:  # noqa: BLE001 - the charges stand; the index judges their rows as it next opens
                 log.exception("could not judge the rows of %d S3 charge(s) yet", len(paid))
         return answers
+
+
+def _row_message(row: dict) -> bytes:
+    return ROW_SIGNED + codec.canonical({key: row[key] for key in ("cap", "charge", "user", "amount")})
 
 
 def _jobs(ledger: LedgerService, account: bytes) -> set[str]:
