@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from xsc.node import limits
 from xsc.node.appkeys import TOKEN
 from xsc.serve import listener
 from xsc.serve.listener import GuardedNodeRunner, NodeSite
-from xsc.serve.connections import ACCEPT_QUEUE, LISTEN_BACKLOG, RESERVED_FDS, connection_cap
+from xsc.serve.connections import ACCEPT_QUEUE, LISTEN_BACKLOG, RESERVED_FDS, GuardedRunner, connection_cap
 
 from tests.support.waiting import eventually_async
 
@@ -311,6 +312,38 @@ async def test_tls_handshakes_under_way_count_against_the_caps_and_the_oldest_pa
         for sock in stalled:
             sock.close()
         await runner.cleanup()
+
+
+async def test_a_connection_refused_past_the_caps_where_the_loop_accepts_is_answered_503_with_nothing_logged(
+        caplog):
+    """The web functions' and S3 listeners let the loop accept, and refuse a connection past their caps once
+    aiohttp has it: it is answered 503, and its handler's task ends without an error logged."""
+    app = web.Application()
+    app.router.add_route("GET", "/hello", _hello)
+    runner = GuardedRunner(app, max_connections=64, max_per_ip=1)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    kept = socket.create_connection(("127.0.0.1", port))
+    refused = socket.create_connection(("127.0.0.1", port))
+    try:
+        kept.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")  # (kept alive: it holds the address's one place)
+        head, _, body = (await _read_all(refused)).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503") and json.loads(body)["code"] == "too-many-connections", head
+        await eventually_async(lambda: len(_handler_tasks()) == 1, "the refused connection's handler to end", 10,
+                               poll=0.01)
+        gc.collect()  # (a task that failed logs it as it is collected)
+        assert "Task exception was never retrieved" not in caplog.text, caplog.text
+    finally:
+        kept.close()
+        refused.close()
+        await site.stop()
+        await runner.cleanup()
+
+
+def _handler_tasks() -> list[asyncio.Task]:
+    return [task for task in asyncio.all_tasks() if task.get_coro().__qualname__ == "RequestHandler.start"]
 
 
 def _ipv6_loopback() -> bool:

@@ -172,6 +172,44 @@ async def test_a_stop_whose_leave_meets_a_full_disk_still_lets_its_requests_in_f
     assert "could not tell the peers this node leaves" in caplog.text
 
 
+async def test_a_request_expecting_100_continue_as_the_node_stops_is_refused_before_its_body_is_asked_for(
+        node_factory, caplog) -> None:
+    """A route's expect handler runs before the app's middlewares: on a connection kept open, a put that says
+    `Expect: 100-continue` once the stop began is answered 503 `node-stopping` at once, never told to send a body
+    that would not be read."""
+    caplog.set_level(logging.INFO, logger="xsc.serve.stop")
+    node = await node_factory()
+    token, port = node.app[TOKEN], node.server.port
+    kept_reader, kept = await asyncio.open_connection("127.0.0.1", port)
+    kept.write(f"GET /v1/node/status HTTP/1.1\r\nHost: n\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
+    await _answer(kept_reader)
+    reader, writer = await _put_held(node, 1000)
+    closing = asyncio.ensure_future(close_node(node))
+    try:
+        await eventually_async(lambda: "stopping: waiting for 1 request in flight" in caplog.text,
+                               "the stop to wait for the put in flight")
+        kept.write(f"POST /v1/store/files HTTP/1.1\r\nHost: n\r\nAuthorization: Bearer {token}\r\n"
+                   "Content-Length: 5000000\r\nExpect: 100-continue\r\n\r\n".encode())
+        refused, problem = await _answer(kept_reader)
+        assert refused.startswith(b"HTTP/1.1 503"), refused
+        assert b"Retry-After: 5" in refused and b"Connection: close" in refused, refused
+        assert json.loads(problem)["code"] == "node-stopping", problem
+        writer.write(b"x" * 1000)
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HANG)).startswith(b"HTTP/1.1 201")
+        await closing
+    finally:
+        kept.close()
+        writer.close()
+        closing.cancel()
+
+
+async def _answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """An answer's head and its body (of the length it says)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HANG)
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    return head, await asyncio.wait_for(reader.readexactly(length), HANG)
+
+
 # --- every listener of a real node process -----------------------------------------------------------------
 
 UNHEARD = [sys.executable, str(Path(__file__).parents[1] / "support" / "unheard_node.py")]

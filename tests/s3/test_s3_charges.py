@@ -308,8 +308,9 @@ def test_an_imports_charges_read_each_users_chain_once_however_many_pieces_they_
             await accounts.charge("bob", cap, COST)  # bob's chain: its funding and two charges; cleo's: its funding
         rows = [{"cap": Capability(os.urandom(32), os.urandom(32), 10).text, "charge": os.urandom(8).hex(),
                  "user": user, "amount": COST} for _ in range(500) for user in ("bob", "cleo")]
+        charged = [*rows, {**rows[0], "cap": CAPS[2], "charge": "0" * 16}]
         export = {"version": backup.VERSION, "funded_by": accounts.owner.id, "funded": [],
-                  "charged": [*rows, {**rows[0], "cap": CAPS[2], "charge": "0" * 16}]}
+                  "charged": [{**row, "signature": accounts.row_signature(row)} for row in charged]}
         pieces = [codec.loads(codec.dumps(piece)) for piece in backup.pieces(export, 64 * 1024)]
         assert len(pieces) >= 3 and all({row["user"] for row in p["charged"]} == {"bob", "cleo"} for p in pieces[:-1])
         read = brought = 0
@@ -322,6 +323,32 @@ def test_an_imports_charges_read_each_users_chain_once_however_many_pieces_they_
         assert (read, brought) == (3 + 1 + 1, len(rows))
         await ledger.close()
         db.close()
+    asyncio.run(run())
+
+
+def test_an_import_brings_back_only_the_rows_of_charges_this_nodes_account_signed(tmp_path) -> None:
+    """A row of charges comes back as a refund the node's account pays, so an export of this node's carries each row
+    signed by that account: into the node on a fresh data dir, a signed row comes back and is paid; a row that an
+    export someone gave the node's owner says is this node's, but that its account did not sign (one for another
+    user, one whose amount was raised), is left out (`unsigned`), and nothing of it is paid."""
+    async def run() -> None:
+        node = await _node(tmp_path / "a")
+        await node.accounts.charge("bob", CAPS[0], COST)
+        node.index.reconcile([CAPS[0]])  # a refund owed
+        exported = codec.loads(codec.dumps(backup.export_here(node.index, node.accounts)))
+        await node.close()
+        (owed,) = exported["owed"]
+        exported["owed"] += [{**owed, "cap": CAPS[1], "user": "mallory", "amount": FUNDED},
+                             {**owed, "cap": CAPS[2], "amount": 10 * COST}]
+        fresh = await _node(tmp_path / "b")  # (the same client key: the node on a fresh data dir)
+        written = backup.restore_here(fresh.index, exported, fresh.accounts, store=None)
+        assert (written["charges"], written["refused"]) == (1, 2), written
+        assert [(row["cap"], row["user"], row["reason"]) for row in written["left_out"]] == [
+            (CAPS[1], "mallory", "unsigned"), (CAPS[2], "bob", "unsigned")]
+        await fresh.refunds.refund_owed()
+        assert fresh.balance() == FUNDED + COST and fresh.rows(keys.OBJECT_REFUNDS) == {}
+        assert fresh.ledger.account_view(fresh.accounts.account("mallory").public_key)["balance"] == 0
+        await fresh.close()
     asyncio.run(run())
 
 

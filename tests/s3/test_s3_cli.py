@@ -305,3 +305,19 @@ def test_serve_tells_a_client_whose_node_stopped_the_command_that_starts_that_no
         assert said.endswith(f"(start it with: xsc node start --data-dir {gateway.node.data_dir})"), said
     finally:
         gateway.stop()
+
+
+def test_import_index_refuses_a_file_with_a_bad_record_whole_before_any_piece_is_imported(cli_node, tmp_path) -> None:
+    """The command sends an export in pieces: a hand-edited or truncated file whose bad record (here a charge's row)
+    comes in a later piece is refused, naming it, before the first piece is sent, so nothing of it is imported."""
+    node = cli_node()
+    padding = ["u" + str(n).zfill(30) for n in range(40_000)]  # more than one piece of funded users
+    bad = {"version": 1, "buckets": [{"name": "early", "created": 0, "owner": "xsc"}], "funded": padding,
+           "charged": [{"cap": "URI:CHK:x", "charge": "not hex", "user": "bob", "amount": "5"}]}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    result = node.xsc("s3", "import-index", str(path))
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert b"a charge is {cap, charge: 16 hex digits" in result.stderr, result.stderr
+    listed = node.xsc("s3", "buckets")
+    assert listed.returncode == 0 and b"early" not in listed.stdout + listed.stderr, listed.stdout

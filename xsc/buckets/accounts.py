@@ -23,8 +23,9 @@ from collections.abc import Awaitable, Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from .. import codec
 from ..errors import Conflict, InsufficientCredit, InvalidArgument, XscError
-from ..identity import Identity
+from ..identity import Identity, verify
 from ..ledger import LedgerService, Payment, decode_entry, format_credits
 from ..storage.core.capability import Capability
 from .core import names
@@ -36,6 +37,7 @@ FUND_JOB = "s3:fund:"  # + the user's name: the job of `fund`'s transfers
 PUT_JOB = "s3:put:"  # + the file's storage index (hex): the job of a charge's transfer
 REFUND_JOB = "s3:refund:"  # + the same: the job of the transfer that gives a refused write's charge back
 MAX_AMOUNT = names.MAX_AMOUNT  # micro-credits one transfer moves at most (a billion credits)
+ROW_SIGNED = b"xsc s3 charge row\x00"  # what the node's account signs of each row of charges and refunds owed it exports
 log = logging.getLogger(__name__)
 
 
@@ -93,6 +95,20 @@ class UserAccounts:
         """An import's charges are judged: the chains read for them let go (they hold a job a charge or refund)."""
         with self._chains_lock:
             self._chains.clear()
+
+    def row_signature(self, row: dict) -> str:
+        """The node's account's signature of a row of its charges or refunds owed ({cap, charge, user, amount}), which
+        its export carries: an import brings back only the rows this node signed (`row_signed`), whose amounts it
+        pays back from its account, not the rows a file someone else wrote says are this node's."""
+        return self.owner.sign(_row_message(row)).hex()
+
+    def row_signed(self, row: dict) -> bool:
+        signature = row.get("signature")
+        try:
+            return isinstance(signature, str) and verify(self.owner.public_key, bytes.fromhex(signature),
+                                                         _row_message(row))
+        except ValueError:
+            return False
 
     def view(self, user: str) -> dict:
         account = self.account(user)
@@ -271,6 +287,10 @@ class UserAccounts:
                 judged[n] = verdicts[cap]
             seen.add(cap)
         return judged
+
+
+def _row_message(row: dict) -> bytes:
+    return ROW_SIGNED + codec.canonical({key: row[key] for key in ("cap", "charge", "user", "amount")})
 
 
 def _named(view: dict, named: dict[str, str]) -> dict:

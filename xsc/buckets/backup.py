@@ -14,7 +14,8 @@ out (a retried Complete would answer the ETag of an object not there), which `pi
 The funded users are this node's only if the export is (its `funded_by` this node's account) or this node's ledger
 shows it funded them; an export written before exports named them brings back those the ledger shows it funded.
 The rows of charges not settled yet and of refunds owed (`charged`, `owed`) come back only into the node whose export
-it is, while its ledger holds no charge or refund of the file for the user (`index._charges_back`).
+it is, only those its account signed (`export_here`), while its ledger holds no charge or refund of the file for the
+user (`index._charges_back`).
 An export is capabilities: whoever holds it can read every object.
 """
 
@@ -61,6 +62,16 @@ def export(index: S3Index, funded_by: str | None = None) -> dict:
     return {**exported(index), **({"funded_by": funded_by} if funded_by is not None else {})}
 
 
+def export_here(index: S3Index, accounts: UserAccounts) -> dict:
+    """`export` of this node's index: funded by its client account, and each row of its charges and refunds owed
+    signed by that account (`UserAccounts.row_signature`), which an import into this node asks of a row before it
+    pays it back (`restore_here`)."""
+    whole = export(index, accounts.owner.id)
+    for kind in ("charged", "owed"):
+        whole[kind] = [{**row, "signature": accounts.row_signature(row)} for row in whole[kind]]
+    return whole
+
+
 def pieces(whole: dict, size: int = PIECE_BYTES) -> Iterator[dict]:
     """`whole` (an export) in pieces of about `size` bytes of JSON, each an export of its own for `restore`: a
     bucket's objects and an upload's parts may be spread over several, each with its bucket's or upload's record;
@@ -81,6 +92,16 @@ def pieces(whole: dict, size: int = PIECE_BYTES) -> Iterator[dict]:
         held += grown
     # An export written before exports named the users the node funded: the ledger tells which this node funded.
     yield {**head, **piece, **({LEDGER_FUNDED: True} if "funded" not in whole else {}), LAST: True}
+
+
+def checked_pieces(whole: Any, size: int = PIECE_BYTES) -> list[dict]:
+    """`pieces` of `whole`, each checked as `restore` checks it, before the first is sent: a file holding a record
+    that is not an export's (a hand-edited or truncated one) is refused whole, rather than once the pieces before
+    that record's are imported.  InvalidArgument naming the record."""
+    found = list(pieces(whole, size))
+    for piece in found:
+        _checked(piece)
+    return found
 
 
 def _units(whole: Any) -> Iterator[tuple[str, Any, bool]]:
@@ -164,7 +185,8 @@ def _list(whole: dict, name: str) -> list:
 def restore(index: S3Index, piece: Any, *, account: str | None = None,
             funded_here: Callable[[], Iterable[str]] = tuple,
             charged_here: Callable[[str, str], bool] = lambda user, cap: True,
-            stored_name: Callable[[str], str | None] | None = None) -> dict:
+            stored_name: Callable[[str], str | None] | None = None,
+            signed: Callable[[dict], bool] | None = None) -> dict:
     """Write `piece` (an export, or a piece of one) into the index in one synced write (`index.restored`): each record
     the index holds none of; each one it holds is kept as it is (`kept`); an object or part that names a file another
     record refers to is left out (`taken`: deleting it would remove that record's file), as is one naming a file
@@ -177,10 +199,15 @@ def restore(index: S3Index, piece: Any, *, account: str | None = None,
     InvalidArgument (or the 400 of the name that is not one).  The rows of charges and refunds owed come back only into
     the node whose export it is, and only while its ledger holds no charge or refund of the file for the user
     (`charged_here`; not given: it holds every one), each a refund owed unless a record here refers to its file
-    (`index._charges_back`).
+    (`index._charges_back`); of an export that says it is this node's, only those this node signed (`signed`: not
+    given, every one), the others left out (`unsigned`: their amounts would be paid from this node's account).
     How many of each kind were written."""
-    written = restored(index, _checked(piece), account=account, funded_here=funded_here, charged_here=charged_here,
+    data = _checked(piece)
+    unsigned = _unsigned(data, account, signed)
+    written = restored(index, data, account=account, funded_here=funded_here, charged_here=charged_here,
                        stored_name=stored_name)
+    written["refused"] += len(unsigned)
+    written["left_out"] += unsigned
     if written["charges"]:
         index.on_refunds_owed()
     if written["left_out"]:
@@ -189,14 +216,30 @@ def restore(index: S3Index, piece: Any, *, account: str | None = None,
     return written
 
 
+def _unsigned(data: dict, account: str | None, signed: Callable[[dict], bool] | None) -> list[dict]:
+    """The rows of charges and refunds owed of an export that says it is this node's (its `funded_by` is `account`)
+    that this node's account did not sign, taken out of `data`, each named as left out."""
+    if signed is None or account is None or data["funded_by"] != account:
+        return []
+    left_out = []
+    for kind in ("charged", "owed"):
+        ok = [signed(row) for row in data[kind]]
+        left_out += [{"charge": row["charge"], "cap": row["cap"], "user": row["user"], "reason": "unsigned"}
+                     for row, good in zip(data[kind], ok) if not good]
+        data[kind] = [row for row, good in zip(data[kind], ok) if good]
+    return left_out
+
+
 def restore_here(index: S3Index, piece: Any, accounts: UserAccounts, store: Any) -> dict:
-    """`restore` into this node's index: its client account (`accounts.owner`), which funded its users, the users
-    its ledger shows it funded, and the names its store (`ShareStore`) lists its files under.  The charges of an
-    export come in its last pieces, one after another: the users' chains read for them are kept from one to the next
-    (each entry read once an import, `UserAccounts.charged_here`), and let go after a piece with none, or its last."""
+    """`restore` into this node's index: its client account (`accounts.owner`), which funded its users and signed
+    the rows of charges its exports hold, the users its ledger shows it funded, and the names its store
+    (`ShareStore`) lists its files under.  The charges of an export come in its last pieces, one after another: the
+    users' chains read for them are kept from one to the next (each entry read once an import,
+    `UserAccounts.charged_here`), and let go after a piece with none, or its last."""
     try:
         return restore(index, piece, account=accounts.owner.id, funded_here=accounts.funded_in_ledger,
-                       charged_here=accounts.charged_here(), stored_name=lambda cap: stored_name(store, cap))
+                       charged_here=accounts.charged_here(), stored_name=lambda cap: stored_name(store, cap),
+                       signed=accounts.row_signed)
     finally:
         if not isinstance(piece, dict) or piece.get(LAST) is True or not (piece.get("charged") or piece.get("owed")):
             accounts.forget_chains()
@@ -244,7 +287,11 @@ def _charge(row: dict) -> dict:
         Capability.parse(cap)
     except InvalidCapability:
         _bad(f"a charge names a capability, not {cap!r}"[:200])
-    return {"cap": cap, "charge": charge, "user": names.check_user(row["user"]), "amount": amount}
+    signature = row.get("signature")
+    if signature is not None and (not isinstance(signature, str) or len(signature) > 128):
+        _bad("a charge's signature is 128 hex digits (its node's account's: `xsc s3 export-index` writes it)")
+    return {"cap": cap, "charge": charge, "user": names.check_user(row["user"]), "amount": amount,
+            **({"signature": signature} if signature is not None else {})}
 
 
 def _bucket(b: dict) -> dict:

@@ -336,7 +336,7 @@ def import_index(obj, path: str, as_json: bool) -> None:
     except ValueError:
         raise InvalidArgument(f"{path!r} is not JSON", hint="import a file xsc s3 export-index wrote") from None
     client, done, left_out = obj.client(), Counter(), []
-    for piece in backup.pieces(exported):
+    for piece in backup.checked_pieces(exported):
         answer = client.request("POST", "/v1/s3/import", json_body=piece)
         left_out += answer.pop("left_out", [])
         done.update(answer)
@@ -375,6 +375,8 @@ _REFUSED = {"removing": "its file is marked for removal here (it may be gone alr
                        "capabilities still read with: xsc store get CAPABILITY)",
             "not-s3": "its file is one of this node's own files, not one the S3 front stored (xsc store ls names it)",
             "foreign": "the export is another node's: its account, not this one's, was paid the charge",
+            "unsigned": "the export says it is this node's, but this node's account did not sign the row (a file "
+                        "written elsewhere, or edited since): its amount would be paid from this node's account",
             "settled": "this node's ledger holds the user's transfers: the charge was settled or refunded here "
                        "(xsc ledger history --account ACCOUNT shows which)",
             "recorded": "a record here refers to its file: the charge stands"}

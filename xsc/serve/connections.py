@@ -38,7 +38,7 @@ from aiohttp.web_server import Server
 
 from .. import codec
 from ..net.addresses import address_key
-from .stop import Draining
+from .stop import IN_FLIGHT, Draining
 
 log = logging.getLogger(__name__)
 
@@ -156,18 +156,26 @@ class ProblemRunner(web.AppRunner):
 
     async def _make_server(self) -> Server:
         server = await super()._make_server()
-        return self.server_class(_answering(server.request_handler, self.server_options["answer"]),
+        return self.server_class(_answering(server.request_handler, self.server_options["answer"], self.app),
                                  request_factory=server.request_factory,
                                  handler_cancellation=server.handler_cancellation, loop=server._loop,
                                  **server._kwargs, **self.server_options)
 
 
-def _answering(handle: Callable[[web.BaseRequest], Any], answer: Answer) -> Callable[[web.BaseRequest], Any]:
+def _answering(handle: Callable[[web.BaseRequest], Any], answer: Answer,
+               app: web.Application) -> Callable[[web.BaseRequest], Any]:
     """The app's request handler, an error aiohttp raises before the app's middlewares run answered by `answer`:
     its check of an `Expect` header (417 to anything but 100-continue) on a route without an expect handler
-    of its own."""
+    of its own.  A request with an `Expect` header that comes while the server stops is refused here, as its
+    InFlight refuses any other (stop.py): its route's expect handler, which runs before the middlewares, would
+    answer 100 Continue, and the client would send a body never read, to find its connection cut."""
 
     async def handled(request: web.BaseRequest) -> web.StreamResponse:
+        flight = app.get(IN_FLIGHT)
+        if flight is not None and "Expect" in request.headers and isinstance(request, web.Request):
+            refused = flight.refusal(request)
+            if refused is not None:
+                return refused
         try:
             return await handle(request)
         except web.HTTPExpectationFailed as exc:  # an app's middlewares answer every other error as they see fit
@@ -221,8 +229,10 @@ class GuardedServer(ProblemServer):
         detail = self._no_room(ip, make_room=True)
         if detail is not None:
             transport.write(self._refusal(detail))
-            transport.close()
-            handler.force_close()
+            # Closed on the next loop turn, not now: aiohttp starts the connection's task once this returns, and
+            # a connection lost before that task first runs fails it (an AssertionError logged, with its
+            # traceback, for every connection refused past the caps on a listener the loop accepts for).
+            self._loop.call_soon(handler.force_close)
             return
         self._by_ip[ip].add(handler)
         self._ip_of[handler] = ip

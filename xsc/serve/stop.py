@@ -68,14 +68,23 @@ class InFlight:
     def count(self) -> int:
         return len(self.requests)
 
+    def refusal(self, request: web.Request) -> web.StreamResponse | None:
+        """The answer to a request that comes once the server is stopping (None: it is served).  Also asked before
+        the request is routed (connections.py) when it says `Expect: 100-continue`: its route's expect handler runs
+        before any middleware, and would tell the client to send a body that is never read."""
+        if not self.stopping or self._refuse is None or (self._spared and self._spared(request)):
+            return None
+        response = self._refuse(request, NodeStopping(
+            f"{self._server} is stopping: it takes no new requests", retry_after=RETRY_AFTER,
+            hint=f"send it again once {self._server.replace('this ', 'the ', 1)} is back"))
+        response.force_close()  # its body, if one follows, is not read; and no next request comes on it
+        return response
+
     @web.middleware
     async def middleware(self, request: web.Request, handler):
-        if self.stopping and self._refuse is not None and not (self._spared and self._spared(request)):
-            response = self._refuse(request, NodeStopping(
-                f"{self._server} is stopping: it takes no new requests", retry_after=RETRY_AFTER,
-                hint=f"send it again once {self._server.replace('this ', 'the ', 1)} is back"))
-            response.force_close()  # its body, if one follows, is not read; and no next request comes on it
-            return response
+        refused = self.refusal(request)
+        if refused is not None:
+            return refused
         task = asyncio.current_task()
         assert task is not None
         resource = request.match_info.route.resource

@@ -269,7 +269,7 @@ async def expire_uploads(request: web.Request) -> web.Response:
 
 @routes.get("/v1/s3/export")
 async def export(request: web.Request) -> web.Response:
-    return json_response(await _call(request, backup.export, _index(request), request.app[NODE].s3_accounts.owner.id))
+    return json_response(await _call(request, backup.export_here, _index(request), request.app[NODE].s3_accounts))
 
 
 @routes.post("/v1/s3/import")
