@@ -5,6 +5,7 @@ clock the test moves; and what a put draws from a provider's terms, on two real 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -173,6 +174,29 @@ async def test_a_payee_that_never_answers_a_prepayment_holds_up_no_other_settlem
     answer.set()  # (b's request ends before the nodes stop)
 
 
+@contextlib.asynccontextmanager
+async def _silent_provider(gateway, url_of):
+    """A provider `gateway` knows that takes the connection and never answers: (its id, an event set once one
+    connected)."""
+    connected = asyncio.Event()
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set()
+        while await reader.read(4096):  # (until its client gives up on it)
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    silent = Identity.generate()
+    url = f"{url_of.split(':')[0]}://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    gateway.app[NODE].peers.accept([make_descriptor(silent, url=url, capacity=2**30, free=2**30, version=__version__,
+                                                    timestamp=now_ms()).to_json()])
+    try:
+        yield silent.id, connected
+    finally:
+        server.close()
+
+
 async def test_a_provider_that_never_answers_its_terms_holds_up_no_other_settlement(node_factory, monkeypatch) -> None:
     """Gateway a knows a provider that takes the connection and never answers (a's requests, and its asking of
     terms, may take an hour): while a waits for its terms, a settlement of provider b, which answers, is not held up
@@ -182,26 +206,40 @@ async def test_a_provider_that_never_answers_its_terms_holds_up_no_other_settlem
     b = await node_factory("b", **QUIET, ledger={"stranger_credit": 10**12})
     await a.app[NODE].peers.add(b.app[NODE].peers.url)
     b_id = b.app[NODE].peers.identity.id
-    connected, done = asyncio.Event(), asyncio.Event()
-
-    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connected.set()
-        await done.wait()
-        writer.close()
-
-    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
-    silent = Identity.generate()
-    url = f"{b.app[NODE].peers.url.split(':')[0]}://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    a.app[NODE].peers.accept([make_descriptor(silent, url=url, capacity=2**30, free=2**30, version=__version__,
-                                              timestamp=now_ms()).to_json()])
     terms = a.app[NODE].provider_terms
-    stuck = asyncio.create_task(terms.settle({silent.id: 1000}))
-    try:
-        await asyncio.wait_for(connected.wait(), 30)
-        assert await asyncio.wait_for(terms.settle({b_id: 1000}), 30) == ({}, {})
-        assert not stuck.done()
-    finally:
-        stuck.cancel()
-        done.set()
-        server.close()
-        await server.wait_closed()
+    async with _silent_provider(a, b.app[NODE].peers.url) as (silent, connected):
+        stuck = asyncio.create_task(terms.settle({silent: 1000}))
+        try:
+            await asyncio.wait_for(connected.wait(), 30)
+            assert await asyncio.wait_for(terms.settle({b_id: 1000}), 30) == ({}, {})
+            assert not stuck.done()
+        finally:
+            stuck.cancel()
+            await asyncio.wait([stuck])
+
+
+async def test_a_provider_that_did_not_say_its_terms_is_not_waited_for_again_by_the_settlements_that_follow(
+        node_factory, monkeypatch) -> None:
+    """Gateway a asks a provider that never answers for its terms once: two settlements at once and one after them
+    each take it as saying nothing (it takes the work) and go on, the later ones without asking it again (each would
+    wait `TERMS_TIMEOUT` for it, a put on a network with one silent provider that much slower every time), until
+    `SILENT_SECONDS` passed."""
+    monkeypatch.setattr(strangers, "TERMS_TIMEOUT", 0.2)
+    a = await node_factory("a", **QUIET)
+    terms, peers = a.app[NODE].provider_terms, a.app[NODE].peers
+    asked: list[str] = []
+    request = peers.request
+
+    async def counted(url: str, method: str, path: str, **kwargs):
+        if path == strangers.TERMS_PATH:
+            asked.append(kwargs["to"])
+        return await request(url, method, path, **kwargs)
+
+    monkeypatch.setattr(peers, "request", counted)
+    async with _silent_provider(a, peers.url) as (silent, _):
+        assert await asyncio.gather(terms.settle({silent: 1000}), terms.settle({silent: 1000})) == [({}, {})] * 2
+        assert await terms.settle({silent: 1000}) == ({}, {})
+        assert asked == [silent]
+        monkeypatch.setattr(strangers, "SILENT_SECONDS", 0.0)  # its silence is as old as it is kept
+        assert await terms.settle({silent: 1000}) == ({}, {})
+        assert asked == [silent] * 2

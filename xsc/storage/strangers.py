@@ -7,7 +7,8 @@ providers that will not take their part (and how much each is missing), after pr
 or a prepayment, holds up no settlement but those of work meant for it: nothing is held while a provider is waited on.
 Terms are asked of each provider (`GET /v1/peer/terms`, one signed request answered from its trust line) at most every
 TERMS_SECONDS (REFUSED_SECONDS while it takes nothing), and drawn down here by what each put sends it; a provider that
-does not answer is assumed to take the work (it is then down, and the put's replacement of refusing holders copes).
+does not answer is assumed to take the work (it is then down, and the put's replacement of refusing holders copes), and
+is not asked again for SILENT_SECONDS: the puts meanwhile do not each wait TERMS_TIMEOUT for it.
 A call, a job, a replica of a job or a placed web function a provider refused for want of prepayment is remembered
 the same way (`wanted_prepayment`): the next ones pass over it (`PassingOver`) while another provider takes them.
 What this node prepaid by itself is counted in LevelDB (`keys.auto_prepaid`), so the caps hold across restarts.
@@ -38,6 +39,9 @@ from ..tasks import Locks
 log = logging.getLogger(__name__)
 
 TERMS_SECONDS = 30.0  # a provider's terms are asked again after this long
+# ... and those of a provider that did not say them (it timed out, failed or answered no terms) after this long: till
+# then puts take it as one that says nothing (it takes the work), without waiting for it again each time.
+SILENT_SECONDS = TERMS_SECONDS
 REFUSED_SECONDS = 2.0  # ... and those of a provider that wanted prepayment after this long (its user may recognise us)
 TERMS_TIMEOUT = 3.0  # seconds a provider has to say its terms
 MAX_PROVIDERS = 64  # providers asked for their terms per put (a put has at most 6)
@@ -71,6 +75,7 @@ class ProviderTerms:
         self.prepay_wait = budget.prepay_wait  # seconds a settlement waits for one prepayment's receipt
         self._terms: dict[str, Terms] = {}
         self._shut_out: dict[str, tuple[float, str]] = {}  # provider -> (until when, monotonic; its refusal's code)
+        self._silent: dict[str, float] = {}  # provider that did not say its terms -> when (monotonic) it did not
         self._asking: Locks[str] = Locks()  # provider -> the one request for its terms under way
         self.prepaid_total = sum(int(v) for _, v in db.iterator(prefix=keys.AUTO_PREPAID))
 
@@ -89,10 +94,29 @@ class ProviderTerms:
         """`provider`'s terms for this node, held, or asked (one request at a time: those asking meanwhile take its
         answer, and all draw on one `Terms`), or None if it does not say them."""
         held = self._fresh(provider)
-        if held is not None:
+        if held is not None or self._quiet(provider):
             return held
         async with self._asking.one(provider):
-            return self._fresh(provider) or await self._ask(provider)
+            held = self._fresh(provider)
+            if held is not None or self._quiet(provider):  # (answered, or not, to the one asking meanwhile)
+                return held
+            return await self._ask(provider)
+
+    def _quiet(self, provider: str) -> bool:
+        """Whether `provider` did not say its terms within the last SILENT_SECONDS: it is not asked again till then,
+        or every put would wait TERMS_TIMEOUT for it."""
+        since = self._silent.get(provider)
+        if since is None:
+            return False
+        if time.monotonic() - since < SILENT_SECONDS:
+            return True
+        del self._silent[provider]
+        return False
+
+    def _unanswered(self, provider: str) -> None:
+        if len(self._silent) >= 4 * MAX_PROVIDERS:
+            self._silent.clear()
+        self._silent[provider] = time.monotonic()
 
     async def _ask(self, provider: str) -> Terms | None:
         now = time.monotonic()
@@ -101,11 +125,14 @@ class ProviderTerms:
                                                                 to=provider, max_size=TERMS_ANSWER),
                                              TERMS_TIMEOUT)).json()
         except (XscError, TimeoutError, OSError) as err:
-            log.info("node %s did not say its terms: %s", provider, err)
+            log.info("node %s did not say its terms: %s (not asked again for %d s)", provider, err, SILENT_SECONDS)
             self.refused(provider, err)
+            self._unanswered(provider)
             return None
         found = parse_terms(provider, answer, now)
-        if found is not None:
+        if found is None:
+            self._unanswered(provider)
+        else:
             self._hold(found)
         return found
 
@@ -113,6 +140,8 @@ class ProviderTerms:
         """A request to `provider` failed with `err`: one of its SHUT_OUT refusals leaves it out of puts and repairs a
         while."""
         code = (err.details or {}).get("peer_code") if isinstance(err, PeerError) else None
+        if code is not None:  # it answered: it is no longer taken to be silent (`_quiet`)
+            self._silent.pop(provider, None)
         if code in SHUT_OUT:
             if len(self._shut_out) >= 4 * MAX_PROVIDERS:
                 self._shut_out.clear()
@@ -161,7 +190,8 @@ class ProviderTerms:
         return PassingOver(self)
 
     def forget(self, provider: str) -> None:
-        """A provider refused work: its terms are asked again before the next put."""
+        """A provider refused work: its terms are asked again before the next put (once SILENT_SECONDS passed if it
+        did not say them: a holder that did not answer a share either is asked no sooner for having failed it)."""
         self._terms.pop(provider, None)
 
     async def settle(self, costs: dict[str, int], dry: bool = False,
