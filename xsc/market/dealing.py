@@ -26,7 +26,7 @@ from ..tasks import in_pool, now_ms
 from .core.matching import Assignment
 from .core.models import Ask, Bid, need_key, renamed, units_cost
 from .needs import NeedRegistry
-from .clearing import taking_part
+from .clearing import CountedBids, taking_part
 from .core.allocated import Steps, apart, from_allocation, placeable, within_room
 from .core.supply import match_spread
 from .turns import DealTurns
@@ -182,7 +182,8 @@ class Dealing:
         self._remembered = None  # the last of them whose explanations were kept
         self.last_bids: dict[str, Bid] = {}  # its needs, by need key
         self.explanations = Explanations(self.me)  # for `xsc market explain`
-        self._compute_deals: dict[tuple, Any] = {}  # (version, fuel bucket, max price, room) -> assignment
+        self._compute_deals: dict[tuple, Any] = {}  # (versions, fuel bucket, max price, room) -> assignment
+        self._counted = CountedBids(market)  # which of the book's bids count: trust lines back them
         self._reusable: dict[tuple, _Reusable] = {}  # the shape of a deal's needs and what it rests on -> its answer
         self.reused = 0  # deals answered from an earlier one (status, tests)
         self._allocation_seen: dict[str, dict[str, int]] = {}
@@ -318,8 +319,8 @@ class Dealing:
         return await self.deal([bid if n == bid.slot.id else renamed(bid, n) for n in need_ids], exclude)
 
     def _shape(self, bids: list[Bid], exclude: frozenset[str]) -> tuple:
-        """What a deal of `bids` rests on besides the book's free room: the book, the time bucket, the peers'
-        availability, this node's asks and what the allocation still gives, the providers left out, and each need
+        """What a deal of `bids` rests on besides the book's free room: the book, which of its bids count (as far as
+        trust lines back them: `clearing.CountedBids`), the time bucket, the peers' availability, this node's asks and what the allocation still gives, the providers left out, and each need
         but its id (its kind, size, length, bid, filters, and which of them share a group)."""
         groups: dict[str, int] = {}
         needs = tuple((b.slot.kind, b.slot.quantity, b.slot.end - b.slot.start, b.price, b.slot.filters, b.prefer,
@@ -331,7 +332,8 @@ class Dealing:
         """`_shape` of needs given as their shapes (`needs`) and kinds."""
         mine = tuple((kind, self.market.ask(kind), tuple(sorted(self._allocation_room(kind).items())))
                      for kind in kinds)
-        return self.market.version, self.market.bucket(), self.market.peers_version(), exclude, needs, mine
+        return (self.market.version, self._counted.version(), self.market.bucket(), self.market.peers_version(),
+                exclude, needs, mine)
 
     def _reuse(self, shape: tuple, need_ids: list[str]) -> dict[str, Any] | None:
         """The kept answer of a deal of this `shape`, for the needs `need_ids`, if it is still fresh and the slots
@@ -547,7 +549,8 @@ class Dealing:
                            providers: int = 1):
         """The provider and price of an invoke of at most `fuel`: placed from the allocation where a provider's
         allocation to this node's standing compute needs still holds the call's reserved fuel (`deal`), else
-        matched on the market; the answer is kept until the book or the allocation changes (an invoke must
+        matched on the market; the answer is kept until the book, which of its bids count (`CountedBids`) or the
+        allocation changes (an invoke must
         not pay a matching of the whole book each time), and one placed from the allocation only while the
         provider's part still holds it.  One placed from the allocation holds the call's reserved fuel of that
         part, each call under a need of its own, until its caller says the call ended (`ended`, `invoked`): calls
@@ -561,8 +564,8 @@ class Dealing:
             await self._look_up_compute(max(providers, 1), exclude)
             return await self._invoke_deal(fuel, max_price, exclude)
         room = self._allocation_room("compute")
-        key = (self.market.version, fuel.bit_length(), max_price, tuple(sorted(p for p, u in room.items()
-                                                                      if u >= 1 << fuel.bit_length())))
+        key = (self.market.version, self._counted.version(), fuel.bit_length(), max_price,
+               tuple(sorted(p for p, u in room.items() if u >= 1 << fuel.bit_length())))
         found = self._compute_deals.get(key)
         if found is not None and found.allocated:
             if room.get(found.provider, 0) < found.quantity:
