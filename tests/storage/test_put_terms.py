@@ -94,6 +94,39 @@ async def test_a_put_matched_again_draws_and_prepays_once_and_a_slow_round_fills
         db.close()
 
 
+async def test_two_settlements_at_once_prepay_a_provider_once_and_the_second_draws_on_the_first(tmp_path: Path) -> None:
+    """Provider p takes nothing from the gateway without prepayment.  While one settlement's prepayment to p is under
+    way, a second settlement of work for p waits for it and then draws on it, so p is prepaid once, a quarter of the
+    cap, for the two shares it covers (decided at once, the second prepaid p as much again); a third, sent once that
+    prepayment is drawn down, prepays p again."""
+    cost = PEER_CAP // 10  # two shares fit in a quarter of the cap
+    p = Identity.generate().id
+    sent: list[tuple[str, int]] = []
+    answer = asyncio.Event()
+
+    async def prepay(provider: str, amount: int) -> None:
+        sent.append((provider, amount))
+        await answer.wait()
+
+    db = open_database(tmp_path / "db")
+    try:
+        terms = ProviderTerms(db=db, peers=_Providers({p: 0}), prepay=prepay,
+                              budget=LedgerSection(auto_prepay=True, auto_prepay_peer=PEER_CAP))
+        first = asyncio.create_task(terms.settle({p: cost}))
+        await eventually_async(lambda: sent, "the first settlement's prepayment to be sent")
+        second = asyncio.create_task(terms.settle({p: cost}))
+        await eventually_async(lambda: terms.status()["waiting_for_prepayments"] or len(sent) > 1,
+                               "the second settlement to wait for it, or to prepay p itself")
+        answer.set()
+        assert await first == ({}, {p: PEER_CAP // 4}) and await second == ({}, {})
+        assert sent == [(p, PEER_CAP // 4)] and terms.prepaid(p) == PEER_CAP // 4
+        assert (await terms.terms(p)).available == PEER_CAP // 4 - 2 * cost
+        assert await terms.settle({p: PEER_CAP // 4}) == ({}, {p: PEER_CAP // 4})  # beyond what is left of it
+        assert terms.status()["prepaying"] == [] and terms.prepaid(p) == PEER_CAP // 2
+    finally:
+        db.close()
+
+
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 SEGMENT = 4096
 

@@ -5,6 +5,8 @@ user's budget (the rules: xsc/market/core/terms.py).
 providers that will not take their part (and how much each is missing), after prepaying those it may within
 `ledger.auto_prepay` (each cut short after `ledger.prepay_wait` seconds).  A provider that does not answer, its terms
 or a prepayment, holds up no settlement but those of work meant for it: nothing is held while a provider is waited on.
+A settlement of work for a provider that a prepayment under way may cover waits for it, then draws on it (or, if it was
+not made, decides again): one provider is not prepaid twice for work one prepayment covers.
 Terms are asked of each provider (`GET /v1/peer/terms`, one signed request answered from its trust line) at most every
 TERMS_SECONDS (REFUSED_SECONDS while it takes nothing), and drawn down here by what each put sends it; a provider that
 does not answer is assumed to take the work (it is then down, and the put's replacement of refusing holders copes), and
@@ -77,6 +79,8 @@ class ProviderTerms:
         self._shut_out: dict[str, tuple[float, str]] = {}  # provider -> (until when, monotonic; its refusal's code)
         self._silent: dict[str, float] = {}  # provider that did not say its terms -> when (monotonic) it did not
         self._asking: Locks[str] = Locks()  # provider -> the one request for its terms under way
+        self._prepaying: dict[str, asyncio.Future] = {}  # provider -> done when the prepayment under way to it is over
+        self._waiting = 0  # settlements waiting for a prepayment under way (`_after_prepayments`)
         self.prepaid_total = sum(int(v) for _, v in db.iterator(prefix=keys.AUTO_PREPAID))
 
     def prepaid(self, provider: str) -> int:
@@ -207,6 +211,7 @@ class ProviderTerms:
             self.give_back(drawn)
         # Each provider's terms are asked on their own: one that does not answer holds up no other settlement.
         found = await asyncio.gather(*(self.terms(p) for p in costs))
+        await self._after_prepayments(costs, found)
         # Then what each takes and what to prepay are decided and drawn with no wait in between, so that two puts
         # never count on one room or one prepayment (on the newest terms held: asked again meanwhile, they replaced
         # the ones this settlement was answered).
@@ -224,22 +229,40 @@ class ProviderTerms:
                     # and as it is decided: a settlement meanwhile does not count on the same budget.
                     self._count(provider, amount)
                     paying[provider] = (terms, amount)
+                    self._prepaying[provider] = asyncio.get_running_loop().create_future()
                 continue
             if not dry:
                 self._draw(terms, cost, drawn)
         # Sent once all is decided, each cut short after `prepay_wait`: a payee that does not answer holds up no other
-        # settlement, nor this one for longer.  (Two settlements may each prepay a provider the first one's prepayment
-        # would have covered: both within the caps.)
-        sent = await self._prepay_all({provider: amount for provider, (_, amount) in paying.items()})
+        # settlement, nor this one for longer.  A settlement meanwhile that the prepayment may cover waits for it.
         prepaid: dict[str, int] = {}
-        for provider, (terms, amount) in paying.items():
-            if provider in sent:
-                prepaid[provider] = amount
-                terms.available += amount
-                self._draw(terms, costs[provider], drawn)
-            else:
-                wanting[provider] = costs[provider] - max(0, terms.available)
+        try:
+            sent = await self._prepay_all({provider: amount for provider, (_, amount) in paying.items()})
+            for provider, (terms, amount) in paying.items():
+                if provider in sent:
+                    prepaid[provider] = amount
+                    terms.available += amount
+                    self._draw(terms, costs[provider], drawn)
+                else:
+                    wanting[provider] = costs[provider] - max(0, terms.available)
+        finally:  # (cancelled too: those waiting decide again, on the terms as they are then)
+            for provider in paying:
+                self._prepaying.pop(provider).set_result(None)
         return wanting, prepaid
+
+    async def _after_prepayments(self, costs: dict[str, int], found: list[Terms | None]) -> None:
+        """Once no prepayment is under way to a provider of `costs` whose terms do not take its part: were it decided
+        now, it would prepay the provider again what the one under way may cover (each within the caps, but twice)."""
+        while True:
+            under_way = {self._prepaying[p] for (p, cost), asked in zip(costs.items(), found)
+                         if p in self._prepaying and asked is not None and not self._terms.get(p, asked).takes(cost)}
+            if not under_way:
+                return
+            self._waiting += 1
+            try:
+                await asyncio.wait(under_way)  # (each is bounded by `prepay_wait`)
+            finally:
+                self._waiting -= 1
 
     @staticmethod
     def _draw(terms: Terms, cost: int, drawn: Drawn | None) -> None:
@@ -293,7 +316,8 @@ class ProviderTerms:
 
     def status(self) -> dict[str, Any]:
         return {"auto_prepay": self.auto_prepay, "peer_cap": self.peer_cap, "total_cap": self.total_cap,
-                "prepaid_in_all": self.prepaid_total}
+                "prepaid_in_all": self.prepaid_total, "prepaying": sorted(self._prepaying),
+                "waiting_for_prepayments": self._waiting}
 
 
 class PassingOver:
