@@ -420,38 +420,50 @@ class Dealing:
     def _deal(self, bids: list[Bid], exclude: frozenset[str]) -> Steps:
         """`deal` as steps: it yields each matching it needs, as (function, arguments), and is sent its result.  The
         needs whose callers went away before a matching is made take no part in it (they would set its price and
-        take room the others need), nor in what the deal places (`_live`)."""
-        bids = self._live(bids)
-        if not bids:
-            return {}
+        take room the others need), nor in what the deal places (`_live`); a caller that goes away while one runs
+        (in the pool) set that matching's price and took room in it all the same, so the deal is made again without
+        its needs: what a deal places and charges is a matching of the needs whose callers still wait for it."""
+        while True:
+            bids = self._live(bids)
+            if not bids:
+                return {}
+            made = yield from self._deal_live(bids, exclude)
+            if made is not None:
+                return made
+
+    def _deal_live(self, bids: list[Bid], exclude: frozenset[str]) -> Steps:
+        """`_deal` of `bids`, or None as soon as a caller of one of them went away (`_went`) while it matched."""
         availability = self.market.availability_map()
         inputs = self._match_inputs(bids, exclude, availability)
         result = yield _matched, inputs
+        if self._went(bids):
+            return None
         # A group with fewer providers than needs is dealt round them evenly by the market alone: placed in part from
         # the allocation, its other needs would be kept off the providers the allocation used and pile onto the
         # others (a put's shares 1, 1 and 4 on three nodes, surviving no node's loss), or find none at all.  Counted
         # as the market spreads the group (`supply.providers_of`, availability included), and only when the
         # allocation gives something: over a big book the count holds the loop for milliseconds.
-        bids = self._live(bids)
         wanted = placeable(bids, inputs["asks"], availability) if any(
             self._allocation_room(kind) for kind in {b.slot.kind for b in bids if b.group is not None}) else bids
         # On the asks the call market matched: the slots less what this node's puts in flight hold there.
         served = yield from self._from_allocation(wanted, inputs["asks"], exclude, result.clearings, availability)
-        bids = self._live(bids)
-        served = {n: a for n, a in served.items() if n in {b.slot.id for b in bids}}
+        if self._went(bids):
+            return None
         if served:
             rest = apart(bids, served)
             if not rest:
                 return served
             discovered = result.clearings
             result = yield _matched, self._match_inputs(rest, exclude, self.market.availability_map())
+            if self._went(bids):
+                return None
             # One price for the whole deal: the rest is matched without the needs already placed, so its own
             # clearing may be lower; each of its assignments costs the first clearing's price when that is at
             # least what the rest cleared at (so still at least the provider's ask and at most the bid).
             result = replace(result, assignments={
                 key: _repriced(a, discovered.get((a.kind, a.bucket)), bid_of.get(a.need_id))
                 for key, a in result.assignments.items()}) if (bid_of := {b.slot.id: b for b in rest}) else result
-            bids = self._live(rest)
+            bids = rest
         self.last_results = result
         self.last_bids = {need_key(self.me, b.slot.id): b for b in bids}
         self.market.prices.record(result.clearings, now_ms())  # `xsc market prices`
@@ -467,6 +479,11 @@ class Dealing:
                                needs={n: result.explanations[named[n]].code for n in missing
                                       if named[n] in result.explanations})
         return {**served, **{n: result.assignments[key] for n, key in named.items()}}
+
+    def _went(self, bids: list[Bid]) -> bool:
+        """Whether the caller of one of `bids` went away (`DealTurns.gone`) since they were taken for a matching."""
+        gone = self._turns.gone()
+        return bool(gone) and any(b.slot.id in gone for b in bids)
 
     def spent(self, kind: str, assignments: list[Assignment]) -> None:
         """Deals of `assignments` placed from the allocation were carried out (a put stored its shares): count
