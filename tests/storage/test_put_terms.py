@@ -15,7 +15,7 @@ import pytest
 from tests.support.waiting import eventually_async
 from xsc.config import LedgerSection
 from xsc.db import open_database
-from xsc.errors import BadRequest
+from xsc.errors import BadRequest, PrepaymentRequired
 from xsc.identity import Identity
 from xsc.ledger.core.pricing import price_storage
 from xsc.node.appkeys import NODE
@@ -123,6 +123,35 @@ async def test_two_settlements_at_once_prepay_a_provider_once_and_the_second_dra
         assert (await terms.terms(p)).available == PEER_CAP // 4 - 2 * cost
         assert await terms.settle({p: PEER_CAP // 4}) == ({}, {p: PEER_CAP // 4})  # beyond what is left of it
         assert terms.status()["prepaying"] == [] and terms.prepaid(p) == PEER_CAP // 2
+    finally:
+        db.close()
+
+
+async def test_a_settlement_that_waited_for_a_prepayment_that_was_refused_prepays_the_provider_itself(
+        tmp_path: Path) -> None:
+    """The prepayment a second settlement waited for is refused (p would not countersign it): the second decides
+    again once it is over, on the budget the refusal gave back, and prepays p itself."""
+    p = Identity.generate().id
+    sent: list[tuple[str, int]] = []
+    answer = asyncio.Event()
+
+    async def prepay(provider: str, amount: int) -> None:
+        sent.append((provider, amount))
+        if len(sent) == 1:
+            await answer.wait()
+            raise PrepaymentRequired("no: this node owes you nothing")
+
+    db = open_database(tmp_path / "db")
+    try:
+        terms = ProviderTerms(db=db, peers=_Providers({p: 0}), prepay=prepay,
+                              budget=LedgerSection(auto_prepay=True, auto_prepay_peer=PEER_CAP))
+        first = asyncio.create_task(terms.settle({p: 40}))
+        await eventually_async(lambda: sent, "the first settlement's prepayment to be sent")
+        second = asyncio.create_task(terms.settle({p: 40}))
+        await eventually_async(lambda: terms.status()["waiting_for_prepayments"], "the second settlement to wait")
+        answer.set()
+        assert await first == ({p: 40}, {}) and await second == ({}, {p: PEER_CAP // 4})
+        assert sent == [(p, PEER_CAP // 4)] * 2 and terms.prepaid(p) == PEER_CAP // 4
     finally:
         db.close()
 

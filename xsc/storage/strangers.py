@@ -206,15 +206,36 @@ class ProviderTerms:
         that refused it) and never sent as it was then: given back first (`give_back`), then this one's draws."""
         costs = dict(list(costs.items())[:MAX_PROVIDERS])
         wanting: dict[str, int] = {}
-        paying: dict[str, tuple[Terms, int]] = {}  # provider -> (its terms, the prepayment it is sent)
         if drawn is not None:
             self.give_back(drawn)
         # Each provider's terms are asked on their own: one that does not answer holds up no other settlement.
         found = await asyncio.gather(*(self.terms(p) for p in costs))
         await self._after_prepayments(costs, found)
-        # Then what each takes and what to prepay are decided and drawn with no wait in between, so that two puts
-        # never count on one room or one prepayment (on the newest terms held: asked again meanwhile, they replaced
-        # the ones this settlement was answered).
+        paying: dict[str, tuple[Terms, int]] = {}  # provider -> (its terms, the prepayment it is sent)
+        prepaid: dict[str, int] = {}
+        try:
+            self._decide(costs, found, dry, drawn, wanting, paying)
+            # Sent once all is decided, each cut short after `prepay_wait`: a payee that does not answer holds up no
+            # other settlement, nor this one for longer.  A settlement meanwhile that the prepayment may cover waits
+            # for it (`_after_prepayments`).
+            sent = await self._prepay_all({provider: amount for provider, (_, amount) in paying.items()})
+            for provider, (terms, amount) in paying.items():
+                if provider in sent:
+                    prepaid[provider] = amount
+                    terms.available += amount
+                    self._draw(terms, costs[provider], drawn)
+                else:
+                    wanting[provider] = costs[provider] - max(0, terms.available)
+        finally:  # (cancelled or failed too: those waiting decide again, on the terms as they are then)
+            for provider in paying:
+                self._prepaying.pop(provider).set_result(None)
+        return wanting, prepaid
+
+    def _decide(self, costs: dict[str, int], found: list[Terms | None], dry: bool, drawn: Drawn | None,
+                wanting: dict[str, int], paying: dict[str, tuple[Terms, int]]) -> None:
+        """What each provider of `costs` takes (drawn), is missing (`wanting`) or is to be prepaid (`paying`, each
+        a prepayment under way from now on), all with no wait in between, so that two puts never count on one room
+        or one prepayment (on the newest terms held: asked again meanwhile, they replaced the ones `found`)."""
         for (provider, cost), asked in zip(costs.items(), found):
             terms = self._terms.get(provider, asked) if asked is not None else None
             if terms is None:
@@ -228,27 +249,11 @@ class ProviderTerms:
                     # Counted before it is sent (a crash in between leaves the budget smaller, never overspent),
                     # and as it is decided: a settlement meanwhile does not count on the same budget.
                     self._count(provider, amount)
-                    paying[provider] = (terms, amount)
                     self._prepaying[provider] = asyncio.get_running_loop().create_future()
+                    paying[provider] = (terms, amount)
                 continue
             if not dry:
                 self._draw(terms, cost, drawn)
-        # Sent once all is decided, each cut short after `prepay_wait`: a payee that does not answer holds up no other
-        # settlement, nor this one for longer.  A settlement meanwhile that the prepayment may cover waits for it.
-        prepaid: dict[str, int] = {}
-        try:
-            sent = await self._prepay_all({provider: amount for provider, (_, amount) in paying.items()})
-            for provider, (terms, amount) in paying.items():
-                if provider in sent:
-                    prepaid[provider] = amount
-                    terms.available += amount
-                    self._draw(terms, costs[provider], drawn)
-                else:
-                    wanting[provider] = costs[provider] - max(0, terms.available)
-        finally:  # (cancelled too: those waiting decide again, on the terms as they are then)
-            for provider in paying:
-                self._prepaying.pop(provider).set_result(None)
-        return wanting, prepaid
 
     async def _after_prepayments(self, costs: dict[str, int], found: list[Terms | None]) -> None:
         """Once no prepayment is under way to a provider of `costs` whose terms do not take its part: were it decided
