@@ -320,8 +320,9 @@ class Dealing:
 
     def _shape(self, bids: list[Bid], exclude: frozenset[str]) -> tuple:
         """What a deal of `bids` rests on besides the book's free room: the book, which of its bids count (as far as
-        trust lines back them: `clearing.CountedBids`), the time bucket, the peers' availability, this node's asks and what the allocation still gives, the providers left out, and each need
-        but its id (its kind, size, length, bid, filters, and which of them share a group)."""
+        trust lines back them: `clearing.CountedBids`), the time bucket, the peers' availability, this node's asks and
+        what the allocation still gives, the providers left out, and each need but its id (its kind, size, length,
+        bid, filters, and which of them share a group)."""
         groups: dict[str, int] = {}
         needs = tuple((b.slot.kind, b.slot.quantity, b.slot.end - b.slot.start, b.price, b.slot.filters, b.prefer,
                        b.min_availability, None if b.group is None else groups.setdefault(b.group, len(groups)))
@@ -567,16 +568,15 @@ class Dealing:
         """The provider and price of an invoke of at most `fuel`: placed from the allocation where a provider's
         allocation to this node's standing compute needs still holds the call's reserved fuel (`deal`), else
         matched on the market; the answer is kept until the book, which of its bids count (`CountedBids`) or the
-        allocation changes (an invoke must
-        not pay a matching of the whole book each time), and one placed from the allocation only while the
-        provider's part still holds it.  One placed from the allocation holds the call's reserved fuel of that
-        part, each call under a need of its own, until its caller says the call ended (`ended`, `invoked`): calls
-        in flight at once are not each placed from the whole part.  `exclude`: providers that just failed this
-        call, or that run it already (left out of the clearing too; such an answer is not kept).  `providers`: how
-        many distinct compute providers outside `exclude` the caller will want in all (a replicated job's replicas
-        still to place); a book holding fewer than that beside those of `exclude` it holds first gets those the
-        hash table knows (`_look_up_compute`).  A provider of `exclude` gone from the book is not counted: the one
-        left out after it went down is replaced at once by another the book holds."""
+        allocation changes (an invoke must not pay a matching of the whole book each time), and one placed from the
+        allocation only while the provider's part still holds it.  One placed from the allocation holds the call's
+        reserved fuel of that part, each call under a need of its own, until its caller says the call ended (`ended`,
+        `invoked`): calls in flight at once are not each placed from the whole part.  `exclude`: providers that just
+        failed this call, or that run it already (left out of the clearing too; such an answer is not kept).
+        `providers`: how many distinct compute providers outside `exclude` the caller will want in all (a replicated
+        job's replicas still to place); a book holding fewer than that beside those of `exclude` it holds first gets
+        those the hash table knows (`_look_up_compute`).  A provider of `exclude` gone from the book is not counted:
+        the one left out after it went down is replaced at once by another the book holds."""
         if exclude:
             await self._look_up_compute(max(providers, 1), exclude)
             return await self._invoke_deal(fuel, max_price, exclude)
