@@ -13,10 +13,12 @@ from xsc.allocation import Stamp
 from xsc.errors import MarketNoDeal
 from xsc.identity import Identity
 from xsc.market import sign_commitment
+from xsc.market import dealing as dealing_module
 from xsc.node.appkeys import NODE
 
 from tests.support.attacks import fake_descriptors, now_ms
 from tests.support.market import HOUR, ask, bid
+from tests.support.waiting import eventually_async
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
@@ -122,3 +124,42 @@ async def test_needs_in_flight_hold_their_units_and_are_not_matched_again(node_f
     assert set(dealing.last_results.explanations) == {f"{market.me}/second"}  # the open first was not matched
     needs.withdraw(["first"])  # its put ended
     assert (await dealing.deal(second))["second"].provider == provider
+
+
+async def test_a_caller_gone_while_its_batch_is_matched_in_the_pool_sets_no_price_of_the_others(
+        node_factory, monkeypatch) -> None:
+    """Needs x (bid 4,000) and y (bid 3,000) are dealt as one batch on provider b (ask 1,000); y's caller goes away
+    while that matching runs in the pool.  y's bid, marginal, set that matching's price at 2,000: x is placed at the
+    price a matching without y gives (2,500), as a deal made after y's caller went is, not at one a need nobody holds
+    any more set."""
+    a = await node_factory("a", storage={"capacity": 0}, **QUIET)
+    b = await node_factory("b", **QUIET)
+    dealing = a.app[NODE].dealing
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    await a.app[NODE].market.fill_book()
+    await a.app[NODE].health.probe_round()  # b is seen up: it may be matched
+    monkeypatch.setattr("xsc.market.dealing.ON_THE_LOOP", 0)  # every matching in the pool, as over a large book
+    gates: list[asyncio.Event] = []
+    real = dealing_module.in_pool
+
+    async def gated(pool, fn, *args):  # the first two matchings wait to be let go; later ones run at once
+        if len(gates) < 2:
+            gates.append(asyncio.Event())
+            await gates[-1].wait()
+        return await real(pool, fn, *args)
+
+    monkeypatch.setattr(dealing_module, "in_pool", gated)
+    ahead = asyncio.create_task(dealing.deal([dealing.need("ahead", "storage", 500, 3600, 4000)]))
+    await eventually_async(lambda: len(gates) == 1, "the deal ahead to be matching")
+    x = asyncio.create_task(dealing.deal([dealing.need("x", "storage", 1000, 3600, 4000)]))
+    y = asyncio.create_task(dealing.deal([dealing.need("y", "storage", 1000, 3600, 3000)]))
+    await eventually_async(lambda: dealing.status()["deals_waiting"] == 2, "x and y to wait their turn")
+    gates[0].set()
+    await ahead
+    await eventually_async(lambda: len(gates) == 2, "x and y to be matched together")
+    y.cancel()
+    await asyncio.wait([y])
+    gates[1].set()
+    placed = (await x)["x"]
+    alone = (await dealing.deal([dealing.need("alone", "storage", 1000, 3600, 4000)], here=True))["alone"]
+    assert (placed.provider, placed.price) == (alone.provider, alone.price) == (b.app[NODE].peers.identity.id, 2500)

@@ -14,6 +14,7 @@ from xsc.node.appkeys import NODE
 
 from tests.support.attacks import fake_descriptors, now_ms
 from tests.support.market import HOUR, ask
+from tests.support.waiting import eventually_async
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
@@ -105,3 +106,37 @@ async def test_a_deal_is_not_reused_once_the_book_changed_or_it_grew_old(node_fa
     for n in range(3):
         await _deal_open(node, f"put{n}", 1000, price=10**9 - 1)
     assert dealing.reused == 0
+
+
+async def test_a_deal_is_not_reused_once_a_trust_line_changed_which_bids_count(node_factory) -> None:
+    """Buyer c's standing need is in a's book, but counts in a's matchings only as far as c's trust line at a backs
+    it: once a's user gives c credit (no order of the book changed), a's next deal of the same shape is matched
+    again, at the price a matching of the book now gives, not reused at the price of a market c's bid took no part
+    in.  A change of a line that moves no bid (a reservation on one whose peer bids nothing) keeps the answer."""
+    node, provider, slot = await _buyer_and_provider(node_factory)
+    c = await node_factory("c", storage={"capacity": 0}, **QUIET)
+    buyer = c.app[NODE].peers.identity.id
+    await c.app[NODE].peers.add(node.peers.url)
+    node.market.recognize(buyer, "1", 0)  # recognised, on a line of no credit: its bid counts for nothing yet
+    c.app[NODE].needs.add_standing("storage", 1000, 3600, 3000)
+
+    async def in_the_book() -> bool:
+        await node.market.fill_book()
+        await node.health.probe_round()
+        mine = node.market.book.get(node.peers.identity.id)
+        return any(b.slot.owner == buyer for b in node.market.book.bids()) and node.peers.up(buyer) and \
+            mine is not None and buyer in mine.recognition
+    await eventually_async(in_the_book, "c's need and a's recognition of c in a's book")
+    dealing = node.dealing
+    first = await _deal_open(node, "first", 1000, price=4000)
+    node.market.recognize(buyer, "1", 10**15)
+    second = await _deal_open(node, "second", 1000, price=4000)
+    fresh = dealing.need("fresh", "storage", 1000, 3600, 4000)
+    matched = (await dealing.deal([fresh], here=True))["fresh"]  # a matching of the book as it is now
+    assert (first.price, matched.price) == (2500, 2000)  # c's bid of 3,000 at the margin once it counts
+    assert (second.provider, second.capacity_slot, second.price) == (matched.provider, matched.capacity_slot,
+                                                                     matched.price)
+    assert dealing.reused == 0
+    node.trust.reserve(provider, 0, "a share")  # a line whose peer bids nothing here: no bid counts otherwise
+    await _deal_open(node, "third", 1000, price=4000)
+    assert dealing.reused == 1

@@ -5,6 +5,7 @@ clock the test moves; and what a put draws from a provider's terms, on two real 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,7 +15,7 @@ import pytest
 from tests.support.waiting import eventually_async
 from xsc.config import LedgerSection
 from xsc.db import open_database
-from xsc.errors import BadRequest
+from xsc.errors import BadRequest, PrepaymentRequired
 from xsc.identity import Identity
 from xsc.ledger.core.pricing import price_storage
 from xsc.node.appkeys import NODE
@@ -89,6 +90,68 @@ async def test_a_put_matched_again_draws_and_prepays_once_and_a_slow_round_fills
         assert (await terms.terms(p)).available == PEER_CAP // 4 - cost  # drawn once, by the share it takes
         assert (await terms.terms(r)).available == 10**6 - cost
         assert market.fills == [{"kind": "storage", "wanted": 6, "needed": 2 * quotes.TERMS_TIMEOUT}]
+    finally:
+        db.close()
+
+
+async def test_two_settlements_at_once_prepay_a_provider_once_and_the_second_draws_on_the_first(tmp_path: Path) -> None:
+    """Provider p takes nothing from the gateway without prepayment.  While one settlement's prepayment to p is under
+    way, a second settlement of work for p waits for it and then draws on it, so p is prepaid once, a quarter of the
+    cap, for the two shares it covers (decided at once, the second prepaid p as much again); a third, sent once that
+    prepayment is drawn down, prepays p again."""
+    cost = PEER_CAP // 10  # two shares fit in a quarter of the cap
+    p = Identity.generate().id
+    sent: list[tuple[str, int]] = []
+    answer = asyncio.Event()
+
+    async def prepay(provider: str, amount: int) -> None:
+        sent.append((provider, amount))
+        await answer.wait()
+
+    db = open_database(tmp_path / "db")
+    try:
+        terms = ProviderTerms(db=db, peers=_Providers({p: 0}), prepay=prepay,
+                              budget=LedgerSection(auto_prepay=True, auto_prepay_peer=PEER_CAP))
+        first = asyncio.create_task(terms.settle({p: cost}))
+        await eventually_async(lambda: sent, "the first settlement's prepayment to be sent")
+        second = asyncio.create_task(terms.settle({p: cost}))
+        await eventually_async(lambda: terms.status()["waiting_for_prepayments"] or len(sent) > 1,
+                               "the second settlement to wait for it, or to prepay p itself")
+        answer.set()
+        assert await first == ({}, {p: PEER_CAP // 4}) and await second == ({}, {})
+        assert sent == [(p, PEER_CAP // 4)] and terms.prepaid(p) == PEER_CAP // 4
+        assert (await terms.terms(p)).available == PEER_CAP // 4 - 2 * cost
+        assert await terms.settle({p: PEER_CAP // 4}) == ({}, {p: PEER_CAP // 4})  # beyond what is left of it
+        assert terms.status()["prepaying"] == [] and terms.prepaid(p) == PEER_CAP // 2
+    finally:
+        db.close()
+
+
+async def test_a_settlement_that_waited_for_a_prepayment_that_was_refused_prepays_the_provider_itself(
+        tmp_path: Path) -> None:
+    """The prepayment a second settlement waited for is refused (p would not countersign it): the second decides
+    again once it is over, on the budget the refusal gave back, and prepays p itself."""
+    p = Identity.generate().id
+    sent: list[tuple[str, int]] = []
+    answer = asyncio.Event()
+
+    async def prepay(provider: str, amount: int) -> None:
+        sent.append((provider, amount))
+        if len(sent) == 1:
+            await answer.wait()
+            raise PrepaymentRequired("no: this node owes you nothing")
+
+    db = open_database(tmp_path / "db")
+    try:
+        terms = ProviderTerms(db=db, peers=_Providers({p: 0}), prepay=prepay,
+                              budget=LedgerSection(auto_prepay=True, auto_prepay_peer=PEER_CAP))
+        first = asyncio.create_task(terms.settle({p: 40}))
+        await eventually_async(lambda: sent, "the first settlement's prepayment to be sent")
+        second = asyncio.create_task(terms.settle({p: 40}))
+        await eventually_async(lambda: terms.status()["waiting_for_prepayments"], "the second settlement to wait")
+        answer.set()
+        assert await first == ({p: 40}, {}) and await second == ({}, {p: PEER_CAP // 4})
+        assert sent == [(p, PEER_CAP // 4)] * 2 and terms.prepaid(p) == PEER_CAP // 4
     finally:
         db.close()
 
@@ -173,6 +236,29 @@ async def test_a_payee_that_never_answers_a_prepayment_holds_up_no_other_settlem
     answer.set()  # (b's request ends before the nodes stop)
 
 
+@contextlib.asynccontextmanager
+async def _silent_provider(gateway, url_of):
+    """A provider `gateway` knows that takes the connection and never answers: (its id, an event set once one
+    connected)."""
+    connected = asyncio.Event()
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set()
+        while await reader.read(4096):  # (until its client gives up on it)
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    silent = Identity.generate()
+    url = f"{url_of.split(':')[0]}://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    gateway.app[NODE].peers.accept([make_descriptor(silent, url=url, capacity=2**30, free=2**30, version=__version__,
+                                                    timestamp=now_ms()).to_json()])
+    try:
+        yield silent.id, connected
+    finally:
+        server.close()
+
+
 async def test_a_provider_that_never_answers_its_terms_holds_up_no_other_settlement(node_factory, monkeypatch) -> None:
     """Gateway a knows a provider that takes the connection and never answers (a's requests, and its asking of
     terms, may take an hour): while a waits for its terms, a settlement of provider b, which answers, is not held up
@@ -182,26 +268,40 @@ async def test_a_provider_that_never_answers_its_terms_holds_up_no_other_settlem
     b = await node_factory("b", **QUIET, ledger={"stranger_credit": 10**12})
     await a.app[NODE].peers.add(b.app[NODE].peers.url)
     b_id = b.app[NODE].peers.identity.id
-    connected, done = asyncio.Event(), asyncio.Event()
-
-    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connected.set()
-        await done.wait()
-        writer.close()
-
-    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
-    silent = Identity.generate()
-    url = f"{b.app[NODE].peers.url.split(':')[0]}://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    a.app[NODE].peers.accept([make_descriptor(silent, url=url, capacity=2**30, free=2**30, version=__version__,
-                                              timestamp=now_ms()).to_json()])
     terms = a.app[NODE].provider_terms
-    stuck = asyncio.create_task(terms.settle({silent.id: 1000}))
-    try:
-        await asyncio.wait_for(connected.wait(), 30)
-        assert await asyncio.wait_for(terms.settle({b_id: 1000}), 30) == ({}, {})
-        assert not stuck.done()
-    finally:
-        stuck.cancel()
-        done.set()
-        server.close()
-        await server.wait_closed()
+    async with _silent_provider(a, b.app[NODE].peers.url) as (silent, connected):
+        stuck = asyncio.create_task(terms.settle({silent: 1000}))
+        try:
+            await asyncio.wait_for(connected.wait(), 30)
+            assert await asyncio.wait_for(terms.settle({b_id: 1000}), 30) == ({}, {})
+            assert not stuck.done()
+        finally:
+            stuck.cancel()
+            await asyncio.wait([stuck])
+
+
+async def test_a_provider_that_did_not_say_its_terms_is_not_waited_for_again_by_the_settlements_that_follow(
+        node_factory, monkeypatch) -> None:
+    """Gateway a asks a provider that never answers for its terms once: two settlements at once and one after them
+    each take it as saying nothing (it takes the work) and go on, the later ones without asking it again (each would
+    wait `TERMS_TIMEOUT` for it, a put on a network with one silent provider that much slower every time), until
+    `SILENT_SECONDS` passed."""
+    monkeypatch.setattr(strangers, "TERMS_TIMEOUT", 0.2)
+    a = await node_factory("a", **QUIET)
+    terms, peers = a.app[NODE].provider_terms, a.app[NODE].peers
+    asked: list[str] = []
+    request = peers.request
+
+    async def counted(url: str, method: str, path: str, **kwargs):
+        if path == strangers.TERMS_PATH:
+            asked.append(kwargs["to"])
+        return await request(url, method, path, **kwargs)
+
+    monkeypatch.setattr(peers, "request", counted)
+    async with _silent_provider(a, peers.url) as (silent, _):
+        assert await asyncio.gather(terms.settle({silent: 1000}), terms.settle({silent: 1000})) == [({}, {})] * 2
+        assert await terms.settle({silent: 1000}) == ({}, {})
+        assert asked == [silent]
+        monkeypatch.setattr(strangers, "SILENT_SECONDS", 0.0)  # its silence is as old as it is kept
+        assert await terms.settle({silent: 1000}) == ({}, {})
+        assert asked == [silent] * 2

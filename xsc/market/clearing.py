@@ -42,6 +42,31 @@ def clear_orders(asks: list[Ask], bids: list[Bid], bucket_seconds: int, me: str)
     return clear_book(market_orders(asks, bids, bucket_seconds), me)
 
 
+class CountedBids:
+    """Which of the book's bids count (`MarketService.credible_bids`: other participants' as far as their trust lines
+    here back them), and a version that grows whenever they changed with no change of the book: a deal's answer kept
+    for reuse rests on them (`Dealing._shape_of`).  Looked at again only when the book or a trust line changed, and
+    its version moves only when that changed which bids count: a reservation on a line, made for every share a peer
+    stores here, moves no bid in a book that holds none of that peer's."""
+
+    def __init__(self, market: Any) -> None:
+        self.market = market  # xsc.market.service.MarketService
+        self._version = 0
+        self._made_of: tuple | None = None  # (the book's version, the trust lines') they were looked at in
+        self._counted: frozenset[tuple[str, str]] = frozenset()  # (owner, need id) of the bids that count
+
+    def version(self) -> int:
+        market = self.market
+        made_of = (market.version, market.backing_version())
+        if made_of != self._made_of:
+            counted = frozenset((b.slot.owner, b.slot.id) for b in market.credible_bids())
+            if counted != self._counted:
+                self._counted = counted
+                self._version += 1
+            self._made_of = made_of
+        return self._version
+
+
 class TakingPart:
     """Those of the book `taking_part` leaves out of the shown clearing, and a version that grows whenever they change.
 

@@ -26,7 +26,7 @@ from ..tasks import in_pool, now_ms
 from .core.matching import Assignment
 from .core.models import Ask, Bid, need_key, renamed, units_cost
 from .needs import NeedRegistry
-from .clearing import taking_part
+from .clearing import CountedBids, taking_part
 from .core.allocated import Steps, apart, from_allocation, placeable, within_room
 from .core.supply import match_spread
 from .turns import DealTurns
@@ -182,7 +182,8 @@ class Dealing:
         self._remembered = None  # the last of them whose explanations were kept
         self.last_bids: dict[str, Bid] = {}  # its needs, by need key
         self.explanations = Explanations(self.me)  # for `xsc market explain`
-        self._compute_deals: dict[tuple, Any] = {}  # (version, fuel bucket, max price, room) -> assignment
+        self._compute_deals: dict[tuple, Any] = {}  # (versions, fuel bucket, max price, room) -> assignment
+        self._counted = CountedBids(market)  # which of the book's bids count: trust lines back them
         self._reusable: dict[tuple, _Reusable] = {}  # the shape of a deal's needs and what it rests on -> its answer
         self.reused = 0  # deals answered from an earlier one (status, tests)
         self._allocation_seen: dict[str, dict[str, int]] = {}
@@ -318,9 +319,10 @@ class Dealing:
         return await self.deal([bid if n == bid.slot.id else renamed(bid, n) for n in need_ids], exclude)
 
     def _shape(self, bids: list[Bid], exclude: frozenset[str]) -> tuple:
-        """What a deal of `bids` rests on besides the book's free room: the book, the time bucket, the peers'
-        availability, this node's asks and what the allocation still gives, the providers left out, and each need
-        but its id (its kind, size, length, bid, filters, and which of them share a group)."""
+        """What a deal of `bids` rests on besides the book's free room: the book, which of its bids count (as far as
+        trust lines back them: `clearing.CountedBids`), the time bucket, the peers' availability, this node's asks and
+        what the allocation still gives, the providers left out, and each need but its id (its kind, size, length,
+        bid, filters, and which of them share a group)."""
         groups: dict[str, int] = {}
         needs = tuple((b.slot.kind, b.slot.quantity, b.slot.end - b.slot.start, b.price, b.slot.filters, b.prefer,
                        b.min_availability, None if b.group is None else groups.setdefault(b.group, len(groups)))
@@ -331,7 +333,8 @@ class Dealing:
         """`_shape` of needs given as their shapes (`needs`) and kinds."""
         mine = tuple((kind, self.market.ask(kind), tuple(sorted(self._allocation_room(kind).items())))
                      for kind in kinds)
-        return self.market.version, self.market.bucket(), self.market.peers_version(), exclude, needs, mine
+        return (self.market.version, self._counted.version(), self.market.bucket(), self.market.peers_version(),
+                exclude, needs, mine)
 
     def _reuse(self, shape: tuple, need_ids: list[str]) -> dict[str, Any] | None:
         """The kept answer of a deal of this `shape`, for the needs `need_ids`, if it is still fresh and the slots
@@ -418,38 +421,50 @@ class Dealing:
     def _deal(self, bids: list[Bid], exclude: frozenset[str]) -> Steps:
         """`deal` as steps: it yields each matching it needs, as (function, arguments), and is sent its result.  The
         needs whose callers went away before a matching is made take no part in it (they would set its price and
-        take room the others need), nor in what the deal places (`_live`)."""
-        bids = self._live(bids)
-        if not bids:
-            return {}
+        take room the others need), nor in what the deal places (`_live`); a caller that goes away while one runs
+        (in the pool) set that matching's price and took room in it all the same, so the deal is made again without
+        its needs: what a deal places and charges is a matching of the needs whose callers still wait for it."""
+        while True:
+            bids = self._live(bids)
+            if not bids:
+                return {}
+            made = yield from self._deal_live(bids, exclude)
+            if made is not None:
+                return made
+
+    def _deal_live(self, bids: list[Bid], exclude: frozenset[str]) -> Steps:
+        """`_deal` of `bids`, or None as soon as a caller of one of them went away (`_went`) while it matched."""
         availability = self.market.availability_map()
         inputs = self._match_inputs(bids, exclude, availability)
         result = yield _matched, inputs
+        if self._went(bids):
+            return None
         # A group with fewer providers than needs is dealt round them evenly by the market alone: placed in part from
         # the allocation, its other needs would be kept off the providers the allocation used and pile onto the
         # others (a put's shares 1, 1 and 4 on three nodes, surviving no node's loss), or find none at all.  Counted
         # as the market spreads the group (`supply.providers_of`, availability included), and only when the
         # allocation gives something: over a big book the count holds the loop for milliseconds.
-        bids = self._live(bids)
         wanted = placeable(bids, inputs["asks"], availability) if any(
             self._allocation_room(kind) for kind in {b.slot.kind for b in bids if b.group is not None}) else bids
         # On the asks the call market matched: the slots less what this node's puts in flight hold there.
         served = yield from self._from_allocation(wanted, inputs["asks"], exclude, result.clearings, availability)
-        bids = self._live(bids)
-        served = {n: a for n, a in served.items() if n in {b.slot.id for b in bids}}
+        if self._went(bids):
+            return None
         if served:
             rest = apart(bids, served)
             if not rest:
                 return served
             discovered = result.clearings
             result = yield _matched, self._match_inputs(rest, exclude, self.market.availability_map())
+            if self._went(bids):
+                return None
             # One price for the whole deal: the rest is matched without the needs already placed, so its own
             # clearing may be lower; each of its assignments costs the first clearing's price when that is at
             # least what the rest cleared at (so still at least the provider's ask and at most the bid).
             result = replace(result, assignments={
                 key: _repriced(a, discovered.get((a.kind, a.bucket)), bid_of.get(a.need_id))
                 for key, a in result.assignments.items()}) if (bid_of := {b.slot.id: b for b in rest}) else result
-            bids = self._live(rest)
+            bids = rest
         self.last_results = result
         self.last_bids = {need_key(self.me, b.slot.id): b for b in bids}
         self.market.prices.record(result.clearings, now_ms())  # `xsc market prices`
@@ -465,6 +480,11 @@ class Dealing:
                                needs={n: result.explanations[named[n]].code for n in missing
                                       if named[n] in result.explanations})
         return {**served, **{n: result.assignments[key] for n, key in named.items()}}
+
+    def _went(self, bids: list[Bid]) -> bool:
+        """Whether the caller of one of `bids` went away (`DealTurns.gone`) since they were taken for a matching."""
+        gone = self._turns.gone()
+        return bool(gone) and any(b.slot.id in gone for b in bids)
 
     def spent(self, kind: str, assignments: list[Assignment]) -> None:
         """Deals of `assignments` placed from the allocation were carried out (a put stored its shares): count
@@ -547,22 +567,22 @@ class Dealing:
                            providers: int = 1):
         """The provider and price of an invoke of at most `fuel`: placed from the allocation where a provider's
         allocation to this node's standing compute needs still holds the call's reserved fuel (`deal`), else
-        matched on the market; the answer is kept until the book or the allocation changes (an invoke must
-        not pay a matching of the whole book each time), and one placed from the allocation only while the
-        provider's part still holds it.  One placed from the allocation holds the call's reserved fuel of that
-        part, each call under a need of its own, until its caller says the call ended (`ended`, `invoked`): calls
-        in flight at once are not each placed from the whole part.  `exclude`: providers that just failed this
-        call, or that run it already (left out of the clearing too; such an answer is not kept).  `providers`: how
-        many distinct compute providers outside `exclude` the caller will want in all (a replicated job's replicas
-        still to place); a book holding fewer than that beside those of `exclude` it holds first gets those the
-        hash table knows (`_look_up_compute`).  A provider of `exclude` gone from the book is not counted: the one
-        left out after it went down is replaced at once by another the book holds."""
+        matched on the market; the answer is kept until the book, which of its bids count (`CountedBids`) or the
+        allocation changes (an invoke must not pay a matching of the whole book each time), and one placed from the
+        allocation only while the provider's part still holds it.  One placed from the allocation holds the call's
+        reserved fuel of that part, each call under a need of its own, until its caller says the call ended (`ended`,
+        `invoked`): calls in flight at once are not each placed from the whole part.  `exclude`: providers that just
+        failed this call, or that run it already (left out of the clearing too; such an answer is not kept).
+        `providers`: how many distinct compute providers outside `exclude` the caller will want in all (a replicated
+        job's replicas still to place); a book holding fewer than that beside those of `exclude` it holds first gets
+        those the hash table knows (`_look_up_compute`).  A provider of `exclude` gone from the book is not counted:
+        the one left out after it went down is replaced at once by another the book holds."""
         if exclude:
             await self._look_up_compute(max(providers, 1), exclude)
             return await self._invoke_deal(fuel, max_price, exclude)
         room = self._allocation_room("compute")
-        key = (self.market.version, fuel.bit_length(), max_price, tuple(sorted(p for p, u in room.items()
-                                                                      if u >= 1 << fuel.bit_length())))
+        key = (self.market.version, self._counted.version(), fuel.bit_length(), max_price,
+               tuple(sorted(p for p, u in room.items() if u >= 1 << fuel.bit_length())))
         found = self._compute_deals.get(key)
         if found is not None and found.allocated:
             if room.get(found.provider, 0) < found.quantity:

@@ -1,7 +1,8 @@
 """The turns deals take (`DealTurns`): one at a time, so that two never spend one allocation's room, and those asked
 for while one ran dealt together when their turn comes (the needs of several puts cleared together: one clearing,
 not one each).  A caller that goes away while its batch is dealt takes no part in the matchings still to be made
-(`gone`).  What a deal is, is `Dealing`'s (`xsc/market/dealing.py`)."""
+(`gone`), and one under way as it went is made again without it (`Dealing._deal`).  What a deal is, is `Dealing`'s
+(`xsc/market/dealing.py`)."""
 
 from __future__ import annotations
 

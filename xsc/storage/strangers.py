@@ -5,9 +5,12 @@ user's budget (the rules: xsc/market/core/terms.py).
 providers that will not take their part (and how much each is missing), after prepaying those it may within
 `ledger.auto_prepay` (each cut short after `ledger.prepay_wait` seconds).  A provider that does not answer, its terms
 or a prepayment, holds up no settlement but those of work meant for it: nothing is held while a provider is waited on.
+A settlement of work for a provider that a prepayment under way may cover waits for it, then draws on it (or, if it was
+not made, decides again): one provider is not prepaid twice for work one prepayment covers.
 Terms are asked of each provider (`GET /v1/peer/terms`, one signed request answered from its trust line) at most every
 TERMS_SECONDS (REFUSED_SECONDS while it takes nothing), and drawn down here by what each put sends it; a provider that
-does not answer is assumed to take the work (it is then down, and the put's replacement of refusing holders copes).
+does not answer is assumed to take the work (it is then down, and the put's replacement of refusing holders copes), and
+is not asked again for SILENT_SECONDS: the puts meanwhile do not each wait TERMS_TIMEOUT for it.
 A call, a job, a replica of a job or a placed web function a provider refused for want of prepayment is remembered
 the same way (`wanted_prepayment`): the next ones pass over it (`PassingOver`) while another provider takes them.
 What this node prepaid by itself is counted in LevelDB (`keys.auto_prepaid`), so the caps hold across restarts.
@@ -38,6 +41,9 @@ from ..tasks import Locks
 log = logging.getLogger(__name__)
 
 TERMS_SECONDS = 30.0  # a provider's terms are asked again after this long
+# ... and those of a provider that did not say them (it timed out, failed or answered no terms) after this long: till
+# then puts take it as one that says nothing (it takes the work), without waiting for it again each time.
+SILENT_SECONDS = TERMS_SECONDS
 REFUSED_SECONDS = 2.0  # ... and those of a provider that wanted prepayment after this long (its user may recognise us)
 TERMS_TIMEOUT = 3.0  # seconds a provider has to say its terms
 MAX_PROVIDERS = 64  # providers asked for their terms per put (a put has at most 6)
@@ -71,7 +77,10 @@ class ProviderTerms:
         self.prepay_wait = budget.prepay_wait  # seconds a settlement waits for one prepayment's receipt
         self._terms: dict[str, Terms] = {}
         self._shut_out: dict[str, tuple[float, str]] = {}  # provider -> (until when, monotonic; its refusal's code)
+        self._silent: dict[str, float] = {}  # provider that did not say its terms -> when (monotonic) it did not
         self._asking: Locks[str] = Locks()  # provider -> the one request for its terms under way
+        self._prepaying: dict[str, asyncio.Future] = {}  # provider -> done when the prepayment under way to it is over
+        self._waiting = 0  # settlements waiting for a prepayment under way (`_after_prepayments`)
         self.prepaid_total = sum(int(v) for _, v in db.iterator(prefix=keys.AUTO_PREPAID))
 
     def prepaid(self, provider: str) -> int:
@@ -89,10 +98,29 @@ class ProviderTerms:
         """`provider`'s terms for this node, held, or asked (one request at a time: those asking meanwhile take its
         answer, and all draw on one `Terms`), or None if it does not say them."""
         held = self._fresh(provider)
-        if held is not None:
+        if held is not None or self._quiet(provider):
             return held
         async with self._asking.one(provider):
-            return self._fresh(provider) or await self._ask(provider)
+            held = self._fresh(provider)
+            if held is not None or self._quiet(provider):  # (answered, or not, to the one asking meanwhile)
+                return held
+            return await self._ask(provider)
+
+    def _quiet(self, provider: str) -> bool:
+        """Whether `provider` did not say its terms within the last SILENT_SECONDS: it is not asked again till then,
+        or every put would wait TERMS_TIMEOUT for it."""
+        since = self._silent.get(provider)
+        if since is None:
+            return False
+        if time.monotonic() - since < SILENT_SECONDS:
+            return True
+        del self._silent[provider]
+        return False
+
+    def _unanswered(self, provider: str) -> None:
+        if len(self._silent) >= 4 * MAX_PROVIDERS:
+            self._silent.clear()
+        self._silent[provider] = time.monotonic()
 
     async def _ask(self, provider: str) -> Terms | None:
         now = time.monotonic()
@@ -101,11 +129,14 @@ class ProviderTerms:
                                                                 to=provider, max_size=TERMS_ANSWER),
                                              TERMS_TIMEOUT)).json()
         except (XscError, TimeoutError, OSError) as err:
-            log.info("node %s did not say its terms: %s", provider, err)
+            log.info("node %s did not say its terms: %s (not asked again for %d s)", provider, err, SILENT_SECONDS)
             self.refused(provider, err)
+            self._unanswered(provider)
             return None
         found = parse_terms(provider, answer, now)
-        if found is not None:
+        if found is None:
+            self._unanswered(provider)
+        else:
             self._hold(found)
         return found
 
@@ -113,6 +144,8 @@ class ProviderTerms:
         """A request to `provider` failed with `err`: one of its SHUT_OUT refusals leaves it out of puts and repairs a
         while."""
         code = (err.details or {}).get("peer_code") if isinstance(err, PeerError) else None
+        if code is not None:  # it answered: it is no longer taken to be silent (`_quiet`)
+            self._silent.pop(provider, None)
         if code in SHUT_OUT:
             if len(self._shut_out) >= 4 * MAX_PROVIDERS:
                 self._shut_out.clear()
@@ -161,7 +194,8 @@ class ProviderTerms:
         return PassingOver(self)
 
     def forget(self, provider: str) -> None:
-        """A provider refused work: its terms are asked again before the next put."""
+        """A provider refused work: its terms are asked again before the next put (once SILENT_SECONDS passed if it
+        did not say them: a holder that did not answer a share either is asked no sooner for having failed it)."""
         self._terms.pop(provider, None)
 
     async def settle(self, costs: dict[str, int], dry: bool = False,
@@ -172,14 +206,36 @@ class ProviderTerms:
         that refused it) and never sent as it was then: given back first (`give_back`), then this one's draws."""
         costs = dict(list(costs.items())[:MAX_PROVIDERS])
         wanting: dict[str, int] = {}
-        paying: dict[str, tuple[Terms, int]] = {}  # provider -> (its terms, the prepayment it is sent)
         if drawn is not None:
             self.give_back(drawn)
         # Each provider's terms are asked on their own: one that does not answer holds up no other settlement.
         found = await asyncio.gather(*(self.terms(p) for p in costs))
-        # Then what each takes and what to prepay are decided and drawn with no wait in between, so that two puts
-        # never count on one room or one prepayment (on the newest terms held: asked again meanwhile, they replaced
-        # the ones this settlement was answered).
+        await self._after_prepayments(costs, found)
+        paying: dict[str, tuple[Terms, int]] = {}  # provider -> (its terms, the prepayment it is sent)
+        prepaid: dict[str, int] = {}
+        try:
+            self._decide(costs, found, dry, drawn, wanting, paying)
+            # Sent once all is decided, each cut short after `prepay_wait`: a payee that does not answer holds up no
+            # other settlement, nor this one for longer.  A settlement meanwhile that the prepayment may cover waits
+            # for it (`_after_prepayments`).
+            sent = await self._prepay_all({provider: amount for provider, (_, amount) in paying.items()})
+            for provider, (terms, amount) in paying.items():
+                if provider in sent:
+                    prepaid[provider] = amount
+                    terms.available += amount
+                    self._draw(terms, costs[provider], drawn)
+                else:
+                    wanting[provider] = costs[provider] - max(0, terms.available)
+        finally:  # (cancelled or failed too: those waiting decide again, on the terms as they are then)
+            for provider in paying:
+                self._prepaying.pop(provider).set_result(None)
+        return wanting, prepaid
+
+    def _decide(self, costs: dict[str, int], found: list[Terms | None], dry: bool, drawn: Drawn | None,
+                wanting: dict[str, int], paying: dict[str, tuple[Terms, int]]) -> None:
+        """What each provider of `costs` takes (drawn), is missing (`wanting`) or is to be prepaid (`paying`, each
+        a prepayment under way from now on), all with no wait in between, so that two puts never count on one room
+        or one prepayment (on the newest terms held: asked again meanwhile, they replaced the ones `found`)."""
         for (provider, cost), asked in zip(costs.items(), found):
             terms = self._terms.get(provider, asked) if asked is not None else None
             if terms is None:
@@ -193,23 +249,25 @@ class ProviderTerms:
                     # Counted before it is sent (a crash in between leaves the budget smaller, never overspent),
                     # and as it is decided: a settlement meanwhile does not count on the same budget.
                     self._count(provider, amount)
+                    self._prepaying[provider] = asyncio.get_running_loop().create_future()
                     paying[provider] = (terms, amount)
                 continue
             if not dry:
                 self._draw(terms, cost, drawn)
-        # Sent once all is decided, each cut short after `prepay_wait`: a payee that does not answer holds up no other
-        # settlement, nor this one for longer.  (Two settlements may each prepay a provider the first one's prepayment
-        # would have covered: both within the caps.)
-        sent = await self._prepay_all({provider: amount for provider, (_, amount) in paying.items()})
-        prepaid: dict[str, int] = {}
-        for provider, (terms, amount) in paying.items():
-            if provider in sent:
-                prepaid[provider] = amount
-                terms.available += amount
-                self._draw(terms, costs[provider], drawn)
-            else:
-                wanting[provider] = costs[provider] - max(0, terms.available)
-        return wanting, prepaid
+
+    async def _after_prepayments(self, costs: dict[str, int], found: list[Terms | None]) -> None:
+        """Once no prepayment is under way to a provider of `costs` whose terms do not take its part: were it decided
+        now, it would prepay the provider again what the one under way may cover (each within the caps, but twice)."""
+        while True:
+            under_way = {self._prepaying[p] for (p, cost), asked in zip(costs.items(), found)
+                         if p in self._prepaying and asked is not None and not self._terms.get(p, asked).takes(cost)}
+            if not under_way:
+                return
+            self._waiting += 1
+            try:
+                await asyncio.wait(under_way)  # (each is bounded by `prepay_wait`)
+            finally:
+                self._waiting -= 1
 
     @staticmethod
     def _draw(terms: Terms, cost: int, drawn: Drawn | None) -> None:
@@ -263,7 +321,8 @@ class ProviderTerms:
 
     def status(self) -> dict[str, Any]:
         return {"auto_prepay": self.auto_prepay, "peer_cap": self.peer_cap, "total_cap": self.total_cap,
-                "prepaid_in_all": self.prepaid_total}
+                "prepaid_in_all": self.prepaid_total, "prepaying": sorted(self._prepaying),
+                "waiting_for_prepayments": self._waiting}
 
 
 class PassingOver:
