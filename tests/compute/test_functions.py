@@ -154,6 +154,14 @@ async def test_hostile_callers_are_refused_while_others_are_served(web) -> None:
             assert response.status == 200
 
 
+async def test_a_function_served_without_a_module_is_told_a_function_needs_one(web) -> None:
+    node, _ = web
+    response = await node.post("/v1/compute/functions", json={"name": "site"})
+    problem = await response.json()
+    assert (response.status, problem["code"]) == (400, "invalid-argument"), problem
+    assert problem["detail"] == "a web function needs a module id (field 'module')", problem
+
+
 async def test_a_caller_hanging_up_mid_body_is_one_info_line_and_the_next_is_served(web, caplog) -> None:
     node, base = web
     await _serve(node, name="hello", module=await deploy(node, "cgi", wasi=True))

@@ -833,6 +833,9 @@ class WebFunctions:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise InvalidArgument(f"a function's name is 1 to 63 lower-case letters, digits and '-', not "
                                   f"{str(name)[:80]!r}", hint="name it so, e.g.: xsc compute serve my-site MODULE")
+        if not isinstance(body.get("module"), str):  # (parse_job would ask a job spec for it)
+            raise InvalidArgument("a web function needs a module id (field 'module')",
+                                  hint="deploy it first: xsc compute deploy FILE.wasm --wasi")
         inputs = body.get("inputs", [])
         spec = parse_job({"module": body.get("module"), "entrypoint": body.get("entrypoint", "_start"),
                           "env": body.get("env", {}), "inputs": inputs, "limits": body.get("limits") or {},
