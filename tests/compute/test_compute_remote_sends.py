@@ -114,6 +114,18 @@ async def _cancelled(task: asyncio.Task) -> None:
     assert task.cancelled()
 
 
+async def _sent_then_cancelled(provider: Provider):
+    """A call sent to `provider` (its answer held there), then cancelled by its caller: the sends, the batcher, the
+    tabs, the dealing and the call's end."""
+    dealing = Dealing()
+    sends, batcher, tabs = _sends(provider)
+    end = CallEnd(dealing, "assignment", 10 * FUEL)
+    call = _send(sends, 0, end)
+    await _sent(provider, (INVOKE_PATH, 1))
+    await _cancelled(call)
+    return sends, batcher, tabs, dealing, end
+
+
 async def test_a_call_cancelled_while_queued_is_given_back_at_once_and_never_sent() -> None:
     provider = Provider()
     sends, _, tabs = _sends(provider)
@@ -129,12 +141,8 @@ async def test_a_call_cancelled_while_queued_is_given_back_at_once_and_never_sen
 
 
 async def test_a_call_cancelled_once_sent_is_accounted_when_its_answer_comes() -> None:
-    provider, dealing = Provider(), Dealing()
-    sends, _, tabs = _sends(provider)
-    end = CallEnd(dealing, "assignment", 10 * FUEL)
-    call = _send(sends, 0, end)
-    await _sent(provider, (INVOKE_PATH, 1))
-    await _cancelled(call)
+    provider = Provider()
+    _, _, tabs, dealing, end = await _sent_then_cancelled(provider)
     end()  # its caller is done with it: it holds its part of the allocation until its answer comes
     assert tabs.told == [] and dealing.used == []
     provider.release.set()
@@ -186,12 +194,7 @@ async def test_a_call_cancelled_once_sent_to_a_provider_lacking_its_module_is_pu
 
 
 async def test_a_node_stop_counts_a_call_sent_for_a_caller_gone_as_lost() -> None:
-    provider, dealing = Provider(), Dealing()
-    sends, batcher, tabs = _sends(provider)
-    end = CallEnd(dealing, "assignment", 10 * FUEL)
-    call = _send(sends, 0, end)
-    await _sent(provider, (INVOKE_PATH, 1))
-    await _cancelled(call)
+    sends, batcher, tabs, dealing, _ = await _sent_then_cancelled(Provider())
     await batcher.close()
     await sends.close()
     assert tabs.told == [("lost", "tab0", BUDGET)] and dealing.used == [0]

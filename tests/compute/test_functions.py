@@ -14,7 +14,7 @@ import shutil
 import aiohttp
 import pytest
 
-from tests.support.compute import call_at_once, deploy
+from tests.support.compute import call_at_once, deploy, head_before_its_body
 from tests.support.disks import tmpfs
 from tests.support.nodes import close_node, free_port, serve
 from tests.support.waiting import eventually_async
@@ -154,6 +154,14 @@ async def test_hostile_callers_are_refused_while_others_are_served(web) -> None:
             assert response.status == 200
 
 
+async def test_a_function_served_without_a_module_is_told_a_function_needs_one(web) -> None:
+    node, _ = web
+    response = await node.post("/v1/compute/functions", json={"name": "site"})
+    problem = await response.json()
+    assert (response.status, problem["code"]) == (400, "invalid-argument"), problem
+    assert problem["detail"] == "a web function needs a module id (field 'module')", problem
+
+
 async def test_a_caller_hanging_up_mid_body_is_one_info_line_and_the_next_is_served(web, caplog) -> None:
     node, base = web
     await _serve(node, name="hello", module=await deploy(node, "cgi", wasi=True))
@@ -264,14 +272,8 @@ async def test_the_nodes_own_functions_bodies_and_answers_are_written_only_while
         assert (response.status, problem["code"]) == (507, "storage-full") and "mounts" in problem["detail"], problem
         assert not list(served_here.work_dir.glob("in-*"))
         await _serve(node, name="raw", module=module, entrypoint="raw")
-        host, port = node.app[NODE].config.node.web_listen.split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
-        try:  # a body declared larger than the room: refused before a byte of it is read
-            writer.write(f"POST /fn/raw/ HTTP/1.1\r\nHost: x\r\nContent-Length: {10 << 20}\r\n\r\n".encode())
-            await writer.drain()
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        finally:
-            writer.close()
+        # a body declared larger than the room: refused before a byte of it is read
+        head = await head_before_its_body(node.app[NODE].config.node.web_listen, "/fn/raw/", 10 << 20)
         assert head.startswith(b"HTTP/1.1 507 ") and b"application/problem+json" in head, head
         # A body that fits (5 MiB), answered as it is: its answer finds room for a MiB or two, then none.
         body = b"Content-Type: application/octet-stream\n\n" + b"x" * (5 << 20)

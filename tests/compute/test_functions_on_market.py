@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 import yarl
 
-from tests.support.compute import call_at_once, deploy, peer_with_provider
+from tests.support.compute import call_at_once, deploy, head_before_its_body, peer_with_provider
 from tests.support.disks import tmpfs
 from tests.support.jobs import QUIET, balances, verified
 from tests.support.nodes import close_node, free_port
@@ -1084,15 +1084,7 @@ async def test_a_placed_functions_bodies_and_answers_are_written_only_while_the_
                                                         **_terms(provider, price, authorization)})
         assert status == 201, answer
         # A body declared larger than the room: refused before a byte of it is read.
-        host, port = web_listen.split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
-        try:
-            writer.write(f"POST /fn/{owner_id}/raw/ HTTP/1.1\r\nHost: x\r\nContent-Length: {10 << 20}\r\n\r\n"
-                         .encode())
-            await writer.drain()
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        finally:
-            writer.close()
+        head = await head_before_its_body(web_listen, f"/fn/{owner_id}/raw/", 10 << 20)
         assert head.startswith(b"HTTP/1.1 507 ") and b"application/problem+json" in head, head
         # A body that fits (5 MiB), answered as it is: its answer has room for a MiB or two, then none (a range
         # waits for the whole answer, so it is refused whole).

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import shutil
+import threading
 import time
 
 import aiohttp
@@ -301,6 +302,78 @@ async def test_a_function_withdrawn_while_it_is_placed_again_is_answered_at_once
     line = provider.app[NODE].paid.trust.line(owner_id)
     half = mount_price((1 << 20) // 2, price)  # (the first chunk is the whole MiB or less: at most half read)
     assert 0 < line["used"] - used <= half < mount_price(1 << 20, price) and line["reserved"] == 0, line
+
+
+async def test_a_function_withdrawn_while_its_files_are_moved_into_place_leaves_none_of_them(
+        node_factory, monkeypatch):
+    """A withdrawal that cuts a placement short while its staged files are renamed into place (on a worker thread,
+    which a cancellation does not stop) waits for that rename, and the files moved are removed: once answered,
+    nothing of the function is on disk, neither where it would be served from nor where it was staged."""
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    owner_id, pid = owner.app[IDENTITY].id, provider.app[IDENTITY].id
+    functions, placed_functions = provider.app[NODE].functions, provider.app[NODE].placed_functions
+    cap = (await _two_pages(owner))[0]
+    swap, moved, go_on = functions_module._swap, threading.Event(), threading.Event()
+
+    def held(staged, mounted) -> None:  # the rename made, its worker held before it returns
+        swap(staged, mounted)
+        moved.set()
+        go_on.wait(30)
+
+    withdraw, withdrawing = placed_functions.withdraw, asyncio.Event()
+
+    async def cutting(*args):  # (the placement is cut before the withdrawal's first wait)
+        withdrawing.set()
+        return await withdraw(*args)
+
+    monkeypatch.setattr(functions_module, "_swap", held)
+    monkeypatch.setattr(placed_functions, "withdraw", cutting)
+    placing = asyncio.ensure_future(_place_site(owner, provider, module, price, cap))
+    try:
+        assert await asyncio.to_thread(moved.wait, 30)
+        withdrawn = asyncio.ensure_future(wire.withdraw(owner.app[NODE].client, provider.app[NODE].peers.url, pid,
+                                                        "site"))
+        await asyncio.wait_for(withdrawing.wait(), 30)
+    finally:
+        go_on.set()
+    await asyncio.wait_for(withdrawn, 30)
+    status, cut = await placing
+    assert (status, cut["code"]) == (409, "conflict") and "withdrawn while" in cut["detail"], cut
+    assert placed_functions.hosted() == [] and functions.store.placements() == []
+    assert not (functions.work_dir / functions_module.PLACED_DIR / owner_id / "site").exists()
+    assert not list(functions.work_dir.glob("in-*"))
+
+
+async def test_a_placement_sent_while_its_function_is_withdrawn_is_refused_and_placed_once_that_is_answered(
+        node_factory, monkeypatch):
+    """A placement of a function whose withdrawal is under way (held here as it removes the function's files) is
+    refused, 409, a problem body: the two would each remove the files the other moves.  Sent again once the
+    withdrawal is answered, it is placed and served."""
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    pid, functions = provider.app[IDENTITY].id, provider.app[NODE].functions
+    caps = await _two_pages(owner)
+    status, answer = await _place_site(owner, provider, module, price, caps[0])
+    assert status == 201, answer
+    drop, dropping, go_on = functions.drop, asyncio.Event(), asyncio.Event()
+
+    async def held(*args):
+        dropping.set()
+        await go_on.wait()
+        return await drop(*args)
+
+    monkeypatch.setattr(functions, "drop", held)
+    withdrawn = asyncio.ensure_future(wire.withdraw(owner.app[NODE].client, provider.app[NODE].peers.url, pid, "site"))
+    try:
+        await asyncio.wait_for(dropping.wait(), 30)
+        status, refused = await _place_site(owner, provider, module, price, caps[0])
+    finally:
+        go_on.set()
+    assert (status, refused["code"]) == (409, "conflict") and "being placed or withdrawn" in refused["detail"], refused
+    await asyncio.wait_for(withdrawn, 30)
+    assert (await _get(answer["url"] + "page"))[0] == 404
+    status, again = await _place_site(owner, provider, module, price, caps[0])
+    assert status == 201 and again["url"] == answer["url"], again
+    assert (await _get(again["url"] + "page"))[::2] == (200, b"the first's page\n")
 
 
 async def test_a_function_whose_placement_hangs_is_swept_once_that_placement_times_out(node_factory, monkeypatch):

@@ -103,8 +103,10 @@ async def test_a_job_its_provider_stops_while_it_runs_ends_stopped_unrecorded_an
         node_factory, monkeypatch) -> None:
     """A run still going STOP_GRACE into its provider's stop is stopped, and has ended before the stop goes on to
     close the stores it writes: nothing of it recorded or charged, its reservation (the sender's trust line, its
-    tab) given back once.  Its sender is answered 503 `node-stopping` and takes it as the provider going away: the
-    job goes to another provider (which stops too here: the user reads the stop, not a cap its outputs were over)."""
+    tab) given back once.  Its sender is answered 503 `node-stopping`, marked cut short, and takes it as the provider
+    going away: the job goes to another provider (which stops too here: the user reads the stop, not a cap its outputs
+    were over), and the job is `interrupted`, as one cut short by its own node's stop, not `refused` as one no
+    provider began."""
     gateway, providers = await network(node_factory, providers=2)
     module = await deploy(gateway, "spin", wasi=True)
     sender = gateway.app[IDENTITY].id
@@ -146,8 +148,14 @@ async def test_a_job_its_provider_stops_while_it_runs_ends_stopped_unrecorded_an
         records = (await (await provider.get("/v1/compute/provenance?limit=100")).json())["records"]
         assert not [r for r in records if "job" in r["record"]], records  # nothing of it recorded
     status, problem = await running
-    assert status == 503 and problem["peer_code"] == "node-stopping", problem
-    assert "its provider stopped before its run could end" in problem["detail"], problem
+    assert status == 503 and problem["peer_code"] == "node-stopping" and problem["peer_cut_short"], problem
+    assert problem["detail"] == ("the job was cut short: its provider stopped while it ran, and no other provider "
+                                 "took it: nothing is paid"), problem
+    assert problem["hint"] == f"run it again with: xsc compute rerun {problem['id']}", problem  # its id once
+    job = await (await gateway.get(f"/v1/compute/jobs/{problem['id']}")).json()
+    assert job["state"] == "interrupted" and job["outputs"] == [], job
+    assert job["error"] == ("its provider stopped while it ran, and no other provider took it: nothing is paid"
+                            ) and job["error_hint"] == problem["hint"], job
     assert gateway.app[NODE].ledger.holding() == {}
 
 
@@ -319,8 +327,9 @@ async def test_a_run_asked_of_a_provider_whose_stop_is_forced_is_refused_and_the
     status, problem = await asyncio.wait_for(running, HANG)
     assert status == 503 and problem["peer_code"] == "node-stopping", problem
     jid = problem["id"]
-    assert problem["detail"] == (f"the job {jid} did not run: its provider stopped before its run could end, and no "
+    assert problem["detail"] == (f"the job {jid} did not run: its provider stopped before its run began, and no "
                                  "other provider took it: nothing is paid"), problem
+    assert "peer_cut_short" not in problem, problem
     assert problem["hint"] == f"run it again with its stdin: ... | xsc compute run {module} --stdin -", problem
     job = await (await gateway.get(f"/v1/compute/jobs/{jid}")).json()
     assert job["state"] == "refused" and job["executions"] == 0 and job["outputs"] == [], job

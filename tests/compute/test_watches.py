@@ -257,13 +257,8 @@ async def test_the_objects_a_watch_writes_from_one_job_keep_its_file_while_one_o
 
 async def test_a_watch_whose_job_stores_nothing_says_it_ran_and_wrote_nothing(node_factory) -> None:
     """sha256 prints its answer: without stdout_to_store its job stores no file, and its datum writes no object."""
-    node = await node_factory("silent")
-    sha = await deploy(node, "sha256", wasi=True)
-    for bucket in ("raw", "out"):
-        await _call(node, "PUT", f"/v1/s3/buckets/{bucket}")
-    await _put_object(node, "raw", "in/x", b"x")
-    await _call(node, "POST", "/v1/compute/watches", {"name": "w", "spec": {"module": sha, "argv": ["/in/data"]},
-                                                     "on": "s3://raw/in/", "to": "s3://out/what-w-writes/"})
+    node = await _watching_one_object(node_factory, "silent", "sha256", {"argv": ["/in/data"]},
+                                      "s3://out/what-w-writes/")
     watch = await eventually_async(lambda: _ran(node), "the datum run", 60)
     run = watch["last_run"]
     assert (run["input"], run["state"], run["objects"]) == ("in/x", "done", []), watch
@@ -282,13 +277,7 @@ async def test_a_watch_whose_job_stores_nothing_says_it_ran_and_wrote_nothing(no
 
 async def test_a_watch_whose_job_traps_names_the_failed_job(node_factory) -> None:
     """spin runs out of its fuel: the datum fails, and its last run names the job whose record says so."""
-    node = await node_factory("trapped")
-    spin = await deploy(node, "spin", wasi=True)
-    for bucket in ("raw", "out"):
-        await _call(node, "PUT", f"/v1/s3/buckets/{bucket}")
-    await _put_object(node, "raw", "in/x", b"x")
-    await _call(node, "POST", "/v1/compute/watches", {"name": "w", "spec": {"module": spin, "limits": {"fuel": 100_000}},
-                                                     "on": "s3://raw/in/", "to": "s3://out/w/"})
+    node = await _watching_one_object(node_factory, "trapped", "spin", {"limits": {"fuel": 100_000}}, "s3://out/w/")
 
     async def failed():
         watch = (await _watches(node))["w"]
@@ -298,6 +287,19 @@ async def test_a_watch_whose_job_traps_names_the_failed_job(node_factory) -> Non
     assert (run["input"], run["state"], run["objects"]) == ("in/x", "failed", []), run
     job = await _call(node, "GET", f"/v1/compute/jobs/{run['job']}")
     assert job["state"] == "failed" and "fuel" in job["error"], job
+
+
+async def _watching_one_object(node_factory, name: str, fixture: str, spec: dict, to: str):
+    """A node named `name` whose watch `w` runs the WASI fixture (its spec's other fields `spec`) over s3://raw/in/,
+    which holds one object, in/x, and writes under `to`."""
+    node = await node_factory(name)
+    module = await deploy(node, fixture, wasi=True)
+    for bucket in ("raw", "out"):
+        await _call(node, "PUT", f"/v1/s3/buckets/{bucket}")
+    await _put_object(node, "raw", "in/x", b"x")
+    await _call(node, "POST", "/v1/compute/watches", {"name": "w", "spec": {"module": module, **spec},
+                                                     "on": "s3://raw/in/", "to": to})
+    return node
 
 
 async def _ran(node) -> dict | None:

@@ -144,6 +144,19 @@ async def invoke_at_once(client, module: str, held: Callable[[], int], *, caller
     return statuses, charges, samples
 
 
+async def head_before_its_body(web_listen: str, path: str, length: int) -> bytes:
+    """The head a web listener (HOST:PORT) answers a POST to `path` declaring a body of `length` bytes, before a byte
+    of that body is sent (a body refused for its length is refused unread)."""
+    host, port = web_listen.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode())
+        await writer.drain()
+        return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    finally:
+        writer.close()
+
+
 @contextlib.asynccontextmanager
 async def request_in_flight(node, host: str, port: int):
     """A request to a web function kept in flight meanwhile (its head sent, its body once the block ends): a node's

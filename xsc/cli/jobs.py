@@ -448,7 +448,8 @@ def map_(obj, target: str, over: tuple[str, ...], mount: str, parallel: int, as_
         except XscError as err:
             if isinstance(err, (NodeNotRunning, Unauthorized, NotANode)):
                 raise  # the node (unreachable, the token, not a node), not this input: the map ends with it
-            return {"input": item, "job": err.details.get("id"), "state": "failed", "error": err.message}
+            return {"input": item, "job": err.details.get("id"), "state": "failed", "error": err.message,
+                    **({"hint": err.hint} if err.hint else {})}
 
     results: list[dict[str, Any]] = []
     pool = ThreadPoolExecutor(parallel)
@@ -465,8 +466,9 @@ def map_(obj, target: str, over: tuple[str, ...], mount: str, parallel: int, as_
     else:
         for r in results:
             _manifest_line(r)
-    for r in failed:
-        click.echo(f"xsc: {r['input']}: {r.get('error', r['state'])}", err=True)
+    for r in failed:  # with the command that fixes it, as a job run alone says it (it names the job, when it can)
+        said = r.get("error", r["state"]) + (f" ({r['hint']})" if r.get("hint") else "")
+        click.echo(f"xsc: {r['input']}: {said}", err=True)
     if failed:
         raise SystemExit(1)
 

@@ -684,7 +684,7 @@ class WebFunctions:
                     await self._stage(item, staging / item.name, staged)
             finally:
                 self.room.writing -= size
-            await in_pool(None, _swap, staging, mounted)
+            await _to_its_end(_swap, staging, mounted)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -770,7 +770,12 @@ class WebFunctions:
             return served.record
         mounted = self._placed_dir(record)
         if served is None or served.record["mounted"] != record["mounted"] or not mounted.exists():
-            await self._mount(record, mounted / "in", "place it on another provider", mounting, staged)
+            try:
+                await self._mount(record, mounted / "in", "place it on another provider", mounting, staged)
+            except asyncio.CancelledError:  # cut short (a withdrawal, its deadline), its files maybe moved into
+                # place already: they are no one's (with none served before, neither is the function's folder)
+                await _to_its_end(shutil.rmtree, mounted if served is not None else mounted.parent, True)
+                raise
         keep(record)
         self._placed[key] = Served(record, bill, owner=owner)
         await in_pool(None, _remove_siblings, mounted)  # the files of its spec before, if they were others
@@ -833,6 +838,9 @@ class WebFunctions:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise InvalidArgument(f"a function's name is 1 to 63 lower-case letters, digits and '-', not "
                                   f"{str(name)[:80]!r}", hint="name it so, e.g.: xsc compute serve my-site MODULE")
+        if not isinstance(body.get("module"), str):  # (parse_job would ask a job spec for it)
+            raise InvalidArgument("a web function needs a module id (field 'module')",
+                                  hint="deploy it first: xsc compute deploy FILE.wasm --wasi")
         inputs = body.get("inputs", [])
         spec = parse_job({"module": body.get("module"), "entrypoint": body.get("entrypoint", "_start"),
                           "env": body.get("env", {}), "inputs": inputs, "limits": body.get("limits") or {},
@@ -1404,6 +1412,19 @@ def _remove_siblings(directory: Path) -> None:
     for other in directory.parent.iterdir():
         if other != directory:
             shutil.rmtree(other, ignore_errors=True)
+
+
+async def _to_its_end(fn: Callable[..., Any], *args: Any) -> None:
+    """fn(*args) on a worker, waited for to its end even if the caller is cancelled meanwhile (then cancelled once
+    it has ended): a rename cut short on the loop goes on on its thread, and would leave what the caller removes."""
+    work = asyncio.get_running_loop().run_in_executor(None, fn, *args)  # (in_pool's, as a future to wait for again)
+    try:
+        await asyncio.shield(work)
+    except asyncio.CancelledError:
+        while not work.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([work])
+        raise
 
 
 def _swap(staged: Path, mounted: Path) -> None:

@@ -17,8 +17,8 @@ request).  However often its sender asks, a job is kept at most IDLE and the tim
 from its begin unless it runs, and IDLE and the time to fetch its outputs at SLOWEST_LINK from the end of its run.
 A run goes on when its sender goes away, and its answer is kept with its outputs: the sender asking for the run
 again (its node restarted) is answered that, not run nor charged again.  A run still going STOP_GRACE into this
-node's stop is stopped: it answers 503 `node-stopping` (the sender places the job elsewhere, as when a provider goes
-away), with nothing of it recorded or charged.
+node's stop is stopped: it answers 503 `node-stopping` marked `cut_short` (the sender places the job elsewhere, as
+when a provider goes away), with nothing of it recorded or charged.
 
 The run is recorded as every run here is: a signed provenance record naming each input's hash (and the
 verify-hash the sender gave for it) and each output's name, size and SHA-256, written with its amount on the
@@ -306,7 +306,7 @@ class HostedJobs:
             # Cut short by this node's stop (unless it ended by itself first): not the run it was asked for, so
             # neither recorded nor charged.
             if job.stop.is_set() and ran.trapped:
-                raise _stopping()
+                raise _stopping(cut_short=True)
             outputs = ran.files if ran.succeeded else []
             hashes = [await in_pool(None, file_sha256, path) for _, path, _ in outputs]
             signed_outputs = [{"name": name, "size": size, "sha256": digest}
@@ -442,9 +442,14 @@ def _stage(work: Path, items: list[Item]) -> None:
         item.file.touch()
 
 
-def _stopping() -> NodeStopping:
-    return NodeStopping("this node stopped while the job was with it: nothing of its run is recorded or charged",
-                        hint="place it on another provider")
+def _stopping(cut_short: bool = False) -> NodeStopping:
+    """This node's stop, as a job's sender is told it: before its run began, or once it had run part of it
+    (`cut_short`, a field of its own: its sender's record says which, `interrupted` or `refused`)."""
+    if cut_short:
+        return NodeStopping("this node stopped while the job ran: its run was cut short, and nothing of it is "
+                            "recorded or charged", hint="place it on another provider", cut_short=True)
+    return NodeStopping("this node stopped while the job was with it, before its run began: nothing of it is "
+                        "recorded or charged", hint="place it on another provider")
 
 
 def _unstaged(err: OSError) -> XscError:

@@ -411,10 +411,11 @@ def answer(job: dict[str, Any], streams: dict[str, str], charge: int, refusal: s
     answered = {**job, **streams, "replayed": False, "charged": charge}
     answered.pop("signed", None)
     if refusal is not None:
-        raise OverCap(f"the job {job['id']} ran, but {refusal}: nothing of its outputs is stored",
-                      hint=_refusal_hint(refusal), **answered)
+        hint = _refusal_hint(refusal)
+        raise OverCap(f"{the_job(job, hint)} ran, but {refusal}: nothing of its outputs is stored", hint=hint,
+                      **answered)
     if trap is not None:
-        raise Trap(f"the job {job['id']} failed: {trap['message']}", kind=trap.get("kind"),
+        raise Trap(f"{the_job(job, trap.get('hint'))} failed: {trap['message']}", kind=trap.get("kind"),
                    hint=trap.get("hint"), **answered)
     return answered
 
@@ -426,9 +427,15 @@ def unstored_answer(job: dict[str, Any], streams: dict[str, str], charge: int, e
     answered = {**err.details, **job, **streams, "replayed": False, "charged": charge}
     answered.pop("signed", None)
     failed = type(err).__new__(type(err))
-    XscError.__init__(failed, f"the job {job['id']} ran, but {job['error']}",
+    XscError.__init__(failed, f"{the_job(job, job.get('error_hint'))} ran, but {job['error']}",
                       hint=job.get("error_hint"), **answered)
     return failed
+
+
+def the_job(job: dict[str, Any], hint: str | None) -> str:
+    """How a job's error names it: by its id only if its hint's command does not (an id of 64 hex digits twice in a
+    line of the CLI is three hundred characters saying one thing)."""
+    return "the job" if hint and job["id"] in hint else f"the job {job['id']}"
 
 
 def rerun_hint(job: dict[str, Any], **guarantee: int) -> str:
@@ -494,4 +501,4 @@ def _refusal_hint(refusal: str) -> str:
 
 __all__ = ["CURSOR_BYTES", "FORGET_AT_ONCE", "Forgettable", "JobOutputs", "JobRecords", "KEPT_STREAMS", "REPLACING",
            "UNFINISHED", "answer", "ended", "made", "record_entries", "replacing", "rerun_hint", "run_id", "summary",
-           "unstored_answer"]
+           "the_job", "unstored_answer"]

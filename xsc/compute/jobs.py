@@ -54,7 +54,7 @@ from .paid import relayed, worst_case_refused
 from .service import ComputeService, InvokeCall
 from .hosted_jobs import PER_SENDER
 from .job_records import (CURSOR_BYTES, FORGET_AT_ONCE, REPLACING, UNFINISHED, JobOutputs, JobRecords, answer, ended,
-                          made, replacing, rerun_hint, run_id, unstored_answer)
+                          made, replacing, rerun_hint, run_id, the_job, unstored_answer)
 from .job_sandbox import record_and_owe, remove_tree, run_program
 from .remote_answers import RemoteAnswers
 from .sent_jobs import Returned
@@ -157,10 +157,10 @@ class JobService:
         self._not_under_way(job["id"])
         again = job.get("again")
         if not isinstance(again, dict):
-            raise Conflict(f"the record of job {job['id']} keeps no spec to run again",
+            raise Conflict("the job's record keeps no spec to run again",
                            hint="run it again with: xsc compute run MODULE ...")
         if again.get("stdin") == "-":
-            raise Conflict(f"job {job['id']} read its stdin from its request, which the node does not keep",
+            raise Conflict("the job read its stdin from its request, which the node does not keep",
                            hint=rerun_hint(job, **(guarantee or {})))
         if "run" not in job:  # asked without a guarantee (a record may keep `replicas` 1 all the same)
             again = {k: v for k, v in again.items() if k not in ("replicas", "agree")}
@@ -189,7 +189,7 @@ class JobService:
             run = job_id(spec, staged.stdin_sha256, [i["sha256"] for i in staged.inputs])
             jid = asked_id(run, spec)
             if same is not None and jid != same:
-                raise Conflict(f"what job {same} reads changed since it ran: run again, it would be job {jid}",
+                raise Conflict("what the job reads changed since it ran: run again, it would be another job",
                                hint="run the new job with: xsc compute run SPEC.toml (or MODULE ...)")
             if same is not None:  # (a run of it may have begun while its inputs were read)
                 self._not_under_way(jid)
@@ -202,7 +202,7 @@ class JobService:
 
     def _not_under_way(self, jid: str) -> None:
         if self.records.under_way(jid):
-            raise JobRunning(f"job {jid} is running: it can be run again once that run has ended",
+            raise JobRunning("the job is running: it can be run again once that run has ended",
                              hint=f"follow it with: xsc compute job {jid}")
 
     async def _run_staged(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, rate: int,
@@ -774,19 +774,24 @@ def _too_few(offered: int, spec: JobSpec, job: dict[str, Any]) -> TooFewProvider
 def _not_ended(job: dict[str, Any], err: XscError) -> XscError | None:
     """The record of a job whose run never ended, updated from `err` (what placing or running it raised), and what its
     user is told instead of `err` (None: `err` itself, a refusal before it ran: the node busy, too little credit)."""
-    jid = job["id"]
+    jid, hint = job["id"], rerun_hint(job)
     if isinstance(err, PeerUnreachable):
         # its provider went away (stopped, the network cut) and no other took it: cut short, as by a stop
-        job.update(state="interrupted", error=f"its provider could not be reached: {err.message}",
-                   error_hint=rerun_hint(job))
-        return PeerUnreachable(f"the job {jid} was cut short: {err.message}", hint=job["error_hint"],
+        job.update(state="interrupted", error=f"its provider could not be reached: {err.message}", error_hint=hint)
+        return PeerUnreachable(f"{the_job(job, hint)} was cut short: {err.message}", hint=hint,
                                **{**err.details, "id": jid})
     if err.details.get("peer_code") == "node-stopping":
-        # its provider stopped before the run could end (the run refused, or cut short and not charged) and no other
-        # took it: the provider's words are its own ("this node stopped ..."), not its user's
-        job.update(state="refused", error="its provider stopped before its run could end, and no other provider "
-                   "took it: nothing is paid", error_hint=rerun_hint(job))
-        return PeerUnavailable(f"the job {jid} did not run: {job['error']}", hint=job["error_hint"],
+        # its provider stopped and no other took it: the provider's words are its own ("this node stopped ..."), not
+        # its user's.  A run it cut short (part of the work done, none of it charged) is interrupted, as by this
+        # node's stop; one it refused to begin is refused.
+        if err.details.get("peer_cut_short"):
+            job.update(state="interrupted", error="its provider stopped while it ran, and no other provider took it: "
+                       "nothing is paid", error_hint=hint)
+            return PeerUnavailable(f"{the_job(job, hint)} was cut short: {job['error']}", hint=hint,
+                                   **{**err.details, "id": jid})
+        job.update(state="refused", error="its provider stopped before its run began, and no other provider took it: "
+                   "nothing is paid", error_hint=hint)
+        return PeerUnavailable(f"{the_job(job, hint)} did not run: {job['error']}", hint=hint,
                                **{**err.details, "id": jid})
     job.update(state="refused", error=err.message, **({"error_hint": err.hint} if err.hint else {}))
     return None

@@ -605,8 +605,8 @@ def _replayable(record: dict[str, Any], payer: str) -> None:
                               f"which its record does not keep: a replay cannot run it again",
                               hint="send the request again: a replay runs calls (xsc compute invoke) again")
     ours = record.get("requester") == payer
-    raise InvalidArgument(f"record {record['id']} is a run of job {job.get('id')}, whose stdin and inputs its record "
-                          f"does not keep: a replay cannot run it again",
+    raise InvalidArgument("the record is a run of a job whose stdin and inputs it does not keep: a replay cannot run "
+                          "it again",
                           hint=f"run the job again: xsc compute rerun {job.get('id')}" if ours else
                           "the job is another node's user's: it runs again there (xsc compute rerun)")
 

@@ -303,8 +303,8 @@ class RemoteAnswers:
         await self._refused_unpaid(job)
         for i, output in enumerate(answered["outputs"]):
             if await in_pool(None, file_sha256, kept / str(i)) != output["sha256"]:
-                raise IntegrityError(f"the job {job['id']}'s kept output {output['name']!r} is not the one "
-                                     "its provider signed", hint="run the job again")
+                raise IntegrityError(f"the job's kept output {output['name']!r} is not the one its provider signed",
+                                     hint=rerun_hint(job))
         done = await self._store_answered(job, answered["run"])
         for pay in answered["pays"]:
             self.sent.owed_after_restart(pay["authorization"], pay["charge"])
@@ -473,8 +473,8 @@ def _no_agreement(job: dict[str, Any], agree: int, replicas: list[tuple[str, Any
            f"{agree} it asks; {unlike} answered otherwise, {len(lost)} {'was' if len(lost) == 1 else 'were'} lost"
     whys_said = " (" + ", ".join(f"{n} {why}" for why, n in sorted(Counter(lost).items())) + ")" if lost else ""
     message = said + whys_said + ": nothing is paid or stored"
-    fewer = rerun_hint(job, agree=len(agreed)).replace("run it again", "ask fewer to agree", 1) if agreed else ""
-    hint = rerun_hint(job) + (f", or {fewer}" if fewer else "")
+    # (the job's id once: the command asking fewer to agree is the same with another --agree)
+    hint = rerun_hint(job) + (f", or with --agree {len(agreed)} to ask fewer to agree" if agreed else "")
     if asked == 1 and lost and not agreed and not unlike:  # the one replica asked never answered, none took its place
         message = (f"its replica, which runs on a node other than this one, was lost{whys_said}"
                    f"{_placed_again(asked, len(replicas))} and no other provider took its place: nothing is paid or "

@@ -112,8 +112,9 @@ def _refusal(url: str, method: str, path: str, status: int, body: bytes,
              headers: Mapping[str, str] | None = None) -> PeerRefused:
     """The peer's problem body: its status and code kept so callers can tell a 401 from a 404, its detail as `shown`,
     the micro-credits it says are missing (`peer_missing`, for a hint this node writes) when they are a whole
-    number a ledger can hold, and the seconds its `Retry-After` says to wait (`peer_retry_after`, at most
-    MAX_RETRY_AFTER: a peer's word is bounded as any of its numbers); its own hint is never kept."""
+    number a ledger can hold, the seconds its `Retry-After` says to wait (`peer_retry_after`, at most
+    MAX_RETRY_AFTER: a peer's word is bounded as any of its numbers), and whether it says it cut the work short once
+    begun (`peer_cut_short`: a job's run its stop ended); its own hint is never kept."""
     try:
         problem = loads(body)
         code, detail = str(problem["code"]), str(problem["detail"])
@@ -121,6 +122,8 @@ def _refusal(url: str, method: str, path: str, status: int, body: bytes,
         code, detail, problem = "http-error", body[:200].decode(errors="replace"), {}
     missing = problem.get("missing")
     counted = {"peer_missing": missing} if type(missing) is int and 0 < missing <= MAX_MICRO_CREDITS else {}
+    if problem.get("cut_short") is True:
+        counted["peer_cut_short"] = True
     wait = (headers or {}).get("Retry-After", "")
     if 0 < len(wait) <= 6 and wait.isascii() and wait.isdigit():  # seconds; an HTTP date is not kept
         counted["peer_retry_after"] = min(int(wait), MAX_RETRY_AFTER)
