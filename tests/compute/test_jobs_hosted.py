@@ -335,7 +335,8 @@ async def test_a_run_asked_of_a_provider_whose_stop_is_forced_is_refused_and_the
     assert job["state"] == "refused" and job["executions"] == 0 and job["outputs"] == [], job
     assert problem["detail"] == f"the job {jid} did not run: {job['error']}" and job["error_hint"] == problem["hint"]
     assert (await (await gateway.get("/v1/store/files")).json())["files"] == files_before
-    assert gateway.app[NODE].ledger.holding() == {} and gateway.app[NODE].ledger.pending() == []
+    ledger = gateway.app[NODE].ledger  # (the tab is closed once the answer is in: nothing held, nothing pending)
+    await eventually_async(lambda: ledger.holding() == {} and ledger.pending() == [], "the sender's tab to pay nothing")
     await eventually_async(lambda: node.hosted_jobs.status() == {"hosted": 0}, "the provider to forget the job")
     assert node.trust.line(sender)["reserved"] == 0 and node.paid.provider_tabs.kept == 0
     records = (await (await provider.get("/v1/compute/provenance?limit=100")).json())["records"]
