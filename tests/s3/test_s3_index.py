@@ -314,6 +314,19 @@ def test_an_import_refuses_what_is_not_an_export_and_a_bucket_another_user_owns(
     assert users(index) == ["ana", "xsc"] and index.objects("hers") == []  # nothing of it written
 
 
+def test_an_import_refuses_true_where_a_number_is_asked_and_a_number_where_true_or_false_is(index) -> None:
+    """JSON's true equals 1 to Python: a piece of `"version": true` is no export of version 1."""
+    upload = {"id": "u1", "bucket": "bkt", "key": "k", "created": 0}
+    part = {"number": 1, "cap": "c", "size": 1, "etag": "e", "modified": 0}
+    for wrong in ({"version": True}, {"version": 1.0}, {backup.LEDGER_FUNDED: 1},
+                  {"uploads": [{**upload, "parts": [{**part, "number": True}]}]},
+                  {"uploads": [{**upload, "parts": [{**part, "number": 1.0}]}]}):
+        with pytest.raises(InvalidArgument):
+            backup.restore(index, codec.loads(codec.text(wrong)))
+    assert index.uploads("bkt") == []
+    assert backup.restore(index, {"version": 1, backup.LEDGER_FUNDED: False})["buckets"] == 0
+
+
 def test_an_import_refuses_times_and_sizes_no_record_holds_and_nothing_of_the_piece_is_written(index) -> None:
     """A time JSON reads as infinite or not a number would be written as null, which no listing or GET can print;
     a negative size makes an object shorter than nothing."""

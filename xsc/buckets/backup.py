@@ -247,7 +247,8 @@ def restore_here(index: S3Index, piece: Any, accounts: UserAccounts, store: Any)
 
 def _checked(piece: Any) -> dict:
     """The piece's records as the index writes them; InvalidArgument (saying which) if one is not."""
-    if not isinstance(piece, dict) or piece.get("version", VERSION) != VERSION:
+    version = piece.get("version", VERSION) if isinstance(piece, dict) else None
+    if type(version) is not int or version != VERSION:  # type(): JSON's true is no version, though True == 1
         raise InvalidArgument(f"an export is a JSON object of version {VERSION} (what `xsc s3 export-index` wrote)")
     try:
         buckets = [_bucket(b) for b in _list(piece, "buckets")]
@@ -261,7 +262,7 @@ def _checked(piece: Any) -> dict:
         funded_by = piece.get("funded_by")
         if funded_by is not None and (not isinstance(funded_by, str) or len(funded_by) > 256):
             _bad("an export's funded_by is the account of the node that funded its users")
-        if piece.get(LEDGER_FUNDED, False) not in (True, False):
+        if type(piece.get(LEDGER_FUNDED, False)) is not bool:
             _bad(f"a piece's {LEDGER_FUNDED} is true or false")
         charges = {kind: [_charge(row) for row in _list(piece, kind)] for kind in ("charged", "owed")}
     except (KeyError, TypeError, ValueError, AttributeError) as err:
@@ -359,6 +360,8 @@ def _upload(u: dict) -> dict:
 
 
 def _part(p: dict) -> dict:
+    if type(p["number"]) is not int:
+        _bad(f"a part's number is a whole number from 1 to {names.MAX_PARTS:,}")
     names.check_part_number(p["number"])
     if not isinstance(p["cap"], str) or type(p["size"]) is not int or p["size"] < 0 or not isinstance(p["etag"], str):
         _bad("an uploaded part is {number, cap, size, etag, modified}")
