@@ -61,7 +61,7 @@ def test_no_keys_and_no_users_yet_say_so_and_how_to_make_one(cli_node) -> None:
         assert json.loads(node.xsc("s3", *args, "--json").stdout) == []
 
 
-def test_buckets_lists_each_bucket_its_owner_and_grants_in_80_columns_with_names_whole(cli_node) -> None:
+def test_buckets_lists_each_bucket_its_owner_and_grants_in_80_columns_with_names_whole(cli_node, tmp_path) -> None:
     """`xsc s3 buckets`: what `xsc s3 grant` and `revoke` take, and what they point to for a bucket there is none of."""
     import urllib.request
 
@@ -96,6 +96,15 @@ def test_buckets_lists_each_bucket_its_owner_and_grants_in_80_columns_with_names
         assert refused.returncode == 1 and refused.stderr == said, refused.stderr
     bad = node.xsc("s3", "buckets", "--user", "Not A User")
     assert bad.returncode == 1 and bad.stderr.count(b"\n") == 1 and b"not a user name" in bad.stderr
+    made = {line.split()[0]: line.split()[-1] for line in node.xsc(
+        "s3", "buckets", env={"COLUMNS": "200"}).stdout.decode().splitlines()[1:] if line.split()}
+    assert made["notes"].startswith(time.strftime("%Y-", time.gmtime())), made
+    export = tmp_path / "old.json"  # a bucket whose record says it was made at 0: when is not known
+    export.write_text(json.dumps({"version": 1, "buckets": [{"name": "old", "created": 0, "objects": {}}]}))
+    assert node.xsc("s3", "import-index", str(export)).returncode == 0
+    made = {line.split()[0]: line.split()[-1] for line in node.xsc(
+        "s3", "buckets", env={"COLUMNS": "200"}).stdout.decode().splitlines()[1:] if line.split()}
+    assert made["old"] == "unknown", made
 
 
 def test_a_request_s_user_is_the_one_the_key_file_named_as_its_secret_was_read(tmp_path) -> None:
