@@ -46,7 +46,7 @@ class _Peers:
 
     def availability(self, node_id: str) -> SimpleNamespace:
         up, ratio = self.probed.get(node_id, (None, None))
-        return SimpleNamespace(up=up, ratio_1h=ratio)
+        return SimpleNamespace(up=up, ratio_1h=ratio, ratio_24h=None)  # (none for a day: a weight derived from money)
 
     def up(self, node_id: str) -> bool:
         return self.availability(node_id).up is True
@@ -197,4 +197,36 @@ def test_a_changed_credit_line_shows_in_the_clearing_with_no_change_of_the_book(
     market.credit_lines.set_credit(buyer.id, 10**15)
     assert market.version == version and _fresh(market)[1] != before  # its bid counts now
     assert market.clearings() == _fresh(market)[1]
+    market.db.close()
+
+
+def test_recognising_a_peer_shows_in_the_clearing_and_the_counted_bids_with_no_change_of_the_book(
+        tmp_path, monkeypatch) -> None:
+    """`xsc market recognize PEER W` with no --credit gives PEER the line of a recognised peer, and so backs its bids:
+    the clearing shown and the bids that count move at once, as for a credit line set."""
+    from xsc.ledger.trust import TrustLines
+
+    clock = [START]
+    peers = _Peers(directory={i.id for i in PEERS})
+    monkeypatch.setattr(clearing, "now_ms", lambda: clock[0])
+    monkeypatch.setattr(market_service, "now_ms", lambda: clock[0])
+    market = _market(tmp_path / "db", peers, clock)
+    market.credit_lines = TrustLines(market.db, stranger_credit=0, peer_credit=10**15,
+                                     recognised=market.weights.recognised)
+    counted = clearing.CountedBids(market)
+    buyer = PEERS[1]
+    for n in (0, 1):
+        _apply(market, peers, clock, {}, ("up", n))
+    _apply(market, peers, clock, {}, ("sign", 0, 0, 2_000))
+    market.receive([sign_commitment(buyer, asks=(), bids=(bid(buyer.id, "b-buyer", 10**7, 4_000, end=HOUR),),
+                                    recognition={}, stamp=Stamp.seed().event(), timestamp=clock[0]).to_json()])
+    before, counted_before = market.clearings(), counted.version()
+    assert before == _fresh(market)[1]  # the stranger's bid, backed by nothing, left out
+    for weight, backed in (("1", True), (None, False)):  # recognised, then back to the derived weight
+        version = market.version
+        market.recognize(buyer.id, weight)
+        assert market.version == version and (_fresh(market)[1] != before) == backed
+        assert market.clearings() == _fresh(market)[1]
+        assert counted.version() != counted_before
+        counted_before = counted.version()
     market.db.close()

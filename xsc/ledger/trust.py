@@ -232,6 +232,11 @@ class TrustLines:
         else:  # on disk only if the caller's batch is written: read again next time
             self._lines.pop(peer, None)
 
+    def recognition_changed(self) -> None:
+        """The user set a peer's recognition: its credit (`credit`), and so its backing, may have changed with it."""
+        with self._lock:
+            self.version += 1
+
     def set_credit(self, peer: str, amount: int | None) -> None:
         """The credit line the user gives a peer it recognises (None: back to ledger.peer_credit)."""
         if amount is not None and (type(amount) is not int or not 0 <= amount <= MAX_LINE):

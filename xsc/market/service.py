@@ -204,6 +204,8 @@ class MarketService:
 
     def set_recognition(self, peer: str, weight: Decimal | None) -> None:
         self.weights.set_weight(peer, weight)
+        if self.credit_lines is not None:  # only a recognised peer gets a credit line
+            self.credit_lines.recognition_changed()
 
     def recognition(self) -> dict[str, Decimal]:
         return self.weights.weights()
