@@ -320,9 +320,9 @@ class Dealing:
 
     def _shape(self, bids: list[Bid], exclude: frozenset[str]) -> tuple:
         """What a deal of `bids` rests on besides the book's free room: the book, which of its bids count (as far as
-        trust lines back them: `clearing.CountedBids`), the time bucket, the peers' availability, this node's asks and
-        what the allocation still gives, the providers left out, and each need but its id (its kind, size, length,
-        bid, filters, and which of them share a group)."""
+        trust lines back them: `clearing.CountedBids`), the time bucket, the peers' availability, this node's own
+        recognition weights, this node's asks and what the allocation still gives, the providers left out, and each
+        need but its id (its kind, size, length, bid, filters, and which of them share a group)."""
         groups: dict[str, int] = {}
         needs = tuple((b.slot.kind, b.slot.quantity, b.slot.end - b.slot.start, b.price, b.slot.filters, b.prefer,
                        b.min_availability, None if b.group is None else groups.setdefault(b.group, len(groups)))
@@ -334,7 +334,7 @@ class Dealing:
         mine = tuple((kind, self.market.ask(kind), tuple(sorted(self._allocation_room(kind).items())))
                      for kind in kinds)
         return (self.market.version, self._counted.version(), self.market.bucket(), self.market.peers_version(),
-                exclude, needs, mine)
+                self.market.recognition_version(), exclude, needs, mine)
 
     def _reuse(self, shape: tuple, need_ids: list[str]) -> dict[str, Any] | None:
         """The kept answer of a deal of this `shape`, for the needs `need_ids`, if it is still fresh and the slots

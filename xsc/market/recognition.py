@@ -94,6 +94,7 @@ class Recognition:
             public_id(k[len(keys.MARKET_RECOGNITION):]): Decimal(v.decode())
             for k, v in db.iterator(prefix=keys.MARKET_RECOGNITION)}
         self._made: tuple[Any, dict[str, Decimal]] | None = None  # (peers' state_version, weights())
+        self._changes = 0  # grows with each payment noted and weight set: what `weights` is made of besides the peers
         self._secret = _tie_secret(db)
         self._watchers: list[Callable[[], None]] = []
 
@@ -125,6 +126,7 @@ class Recognition:
         self.recent[peer] = fold(self.recent.get(peer), amount, self._now_ms(), self.half_life)
         self.unsaved = True  # written by the next market round (within a second), not by every paid call
         self._made = None
+        self._changes += 1
 
     def set_weight(self, peer: str, weight: Decimal | None) -> None:
         key = parse_public_id(peer)
@@ -141,6 +143,7 @@ class Recognition:
             self.db.put(keys.market_recognition(key), str(weight).encode(), sync=True)
             self.user_weights[peer] = weight
         self._made = None
+        self._changes += 1
         for changed in self._watchers:
             changed()
 
@@ -195,6 +198,11 @@ class Recognition:
     def _bootstrapping(self, peers: list[str]) -> bool:
         """Whether no peer proven up has earned anything here: then the node recognises a sample of those up."""
         return not any(self.earned(p) and self.derived_weight(p) > 0 for p in peers if p != self.me)
+
+    def version(self) -> tuple:
+        """Changes whenever `weights` may: a payment noted, a weight the user set, a peer's state, the money's age."""
+        return (self._changes, self.peers.state_version() if self.peers is not None else None,
+                self._now_ms() // REMAKE_MS)
 
     def weights(self) -> dict[str, Decimal]:
         """This node's recognition of its peers, made again only when what it is made of changed (peers'

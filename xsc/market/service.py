@@ -435,6 +435,10 @@ class MarketService:
         self._availability = (state, out)
         return dict(out)
 
+    def recognition_version(self) -> tuple:
+        """Changes whenever this node's part of `recognition_map` may (the book's parts change with `version`)."""
+        return self.weights.version()
+
     def recognition_map(self) -> dict[str, dict[str, Decimal]]:
         out = {c.participant: dict(c.recognition) for c in self.book.commitments()}
         out[self.me] = self.recognition()
