@@ -19,6 +19,7 @@ from tests.support.peers import api, http
 from tests.support.waiting import eventually, eventually_async
 from xsc import codec, keys
 from xsc.compute import watches as watches_module
+from xsc.errors import MarketNoDeal
 from xsc.node import TOKEN
 from xsc.node.appkeys import NODE
 from xsc.node.datadir import DB_DIR
@@ -289,10 +290,40 @@ async def test_a_watch_whose_job_traps_names_the_failed_job(node_factory) -> Non
     assert job["state"] == "failed" and "fuel" in job["error"], job
 
 
-async def _watching_one_object(node_factory, name: str, fixture: str, spec: dict, to: str):
+async def test_a_watch_whose_jobs_outputs_could_not_be_stored_names_the_job_in_its_last_error(node_factory,
+                                                                                             monkeypatch) -> None:
+    """A job whose outputs found no room names itself only in the command its hint gives (`xsc compute rerun ID`):
+    the watch's last error keeps that hint, and `xsc compute watches` shows it."""
+    async def no_room(files, job):
+        raise MarketNoDeal("no provider has room for the job's outputs", hint="offer storage: xsc market offer")
+
+    def outputs_find_no_room(node) -> None:
+        monkeypatch.setattr(node.app[NODE].jobs.outputs, "store", no_room)
+
+    node = await _watching_one_object(node_factory, "unstored", "sha256", {"argv": ["/in/data"]}, "s3://out/w/",
+                                      outputs_find_no_room)
+
+    async def failed():
+        watch = (await _watches(node))["w"]
+        return watch if watch["failures"] else None
+
+    watch = await eventually_async(failed, "the datum to fail", 60)
+    job = watch["last_run"]["job"]
+    assert job is not None and job not in watch["last_error"].split(" (")[0], watch  # named in the hint alone
+    assert watch["last_error"].startswith("in/x: the job ran, but its outputs could not be stored"), watch
+    assert watch["last_error"].endswith(f"(offer storage: xsc market offer, then run it again with: xsc compute "
+                                        f"rerun {job})"), watch
+    text = ok(await asyncio.to_thread(xsc_in_process, "--node", str(node.make_url("")), "compute", "watches",
+                                      env={"XSC_TOKEN": node.app[TOKEN], "COLUMNS": "400"}))
+    assert f"xsc compute rerun {job}" in text, text
+
+
+async def _watching_one_object(node_factory, name: str, fixture: str, spec: dict, to: str, prepare=None):
     """A node named `name` whose watch `w` runs the WASI fixture (its spec's other fields `spec`) over s3://raw/in/,
-    which holds one object, in/x, and writes under `to`."""
+    which holds one object, in/x, and writes under `to` (`prepare`: done to the node before the watch is made)."""
     node = await node_factory(name)
+    if prepare is not None:
+        prepare(node)
     module = await deploy(node, fixture, wasi=True)
     for bucket in ("raw", "out"):
         await _call(node, "PUT", f"/v1/s3/buckets/{bucket}")

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 SCAN = 5.0  # seconds between passes when nothing wakes them
 MAX_WATCHES = 64
 PARALLEL = 4  # datums of one watch run at once (their jobs spread over the providers the market offers)
+LAST_ERROR = 300  # characters of a watch's last error
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # whole: fullmatch ($ would take a final newline)
 
 
@@ -205,7 +206,7 @@ class Watches:
             if job.get("replayed") and not await self._all_stored(job):
                 job = await self.jobs.run(spec, fresh=True)
         except XscError as err:
-            self._count(watch["name"], failures=1, last_error=f"{key}: {err.message}"[:300],
+            self._count(watch["name"], failures=1, last_error=_failed(key, err),
                         spend=err.details.get("charged", 0) or 0,
                         last_run=_last_run(key, err.details.get("id"), "failed", []))
             log.warning("watch %s: %s failed: %s", watch["name"], key, err.message)
@@ -295,6 +296,13 @@ class Watches:
         if last_run is not None:
             watch["last_run"] = last_run
         self.store.save_watch(watch)
+
+
+def _failed(key: str, err: XscError) -> str:
+    """A datum's failure as its watch shows it: its key, the job's message and its hint, kept whole within
+    LAST_ERROR (a job's message leaves its id to the hint's command: `xsc compute rerun ID`)."""
+    hint = f" ({err.hint[:LAST_ERROR // 2]})" if err.hint else ""
+    return f"{key}: {err.message}"[:LAST_ERROR - len(hint)] + hint
 
 
 def _last_run(key: str, job: Any, state: str, objects: list[str]) -> dict[str, Any]:
