@@ -772,3 +772,26 @@ async def test_a_job_on_one_replica_whose_only_other_provider_went_away_is_not_p
     assert problem["hint"].endswith("or ask it without --replicas to let this node run it"), problem
     status, done = await run_job(bob, {k: v for k, v in spec.items() if k != "replicas"}, b"bytes")
     assert status == 201 and done["provider"] == bob_id, done  # asked of no other node, it may run on his
+
+
+async def test_replicas_their_providers_stop_while_they_run_are_lost_interrupted_not_refused(
+        node_factory, monkeypatch) -> None:
+    """A replica whose provider's stop cut its run short is lost `interrupted`, as a job run alone is; `refused` is
+    left to one the provider never began."""
+    gateway, providers = await network(node_factory, providers=2)
+    module = await deploy(gateway, "spin", wasi=True)
+    monkeypatch.setattr(hosted_jobs, "STOP_GRACE", 0.01)  # the stop gives up waiting while the job spins
+    running = asyncio.ensure_future(run_job(gateway, {"module": module, "deterministic": True, "replicas": 2,
+                                                      "limits": {"timeout": 5}}))
+
+    async def spinning(provider) -> bool:
+        return (await (await provider.get("/v1/node/status")).json())["compute"]["running"] >= 1
+
+    for provider in providers:
+        await eventually_async(lambda: spinning(provider), "a replica running on each provider")
+    for provider in providers:
+        await provider.app[NODE].hosted_jobs.close()  # the stop's part of jobs
+    status, problem = await running
+    assert status == 502 and "2 were lost (2 interrupted)" in problem["detail"], problem
+    job = await (await gateway.get(f"/v1/compute/jobs/{problem['id']}")).json()
+    assert [r["lost"] for r in job["replicas"]] == ["interrupted", "interrupted"], job["replicas"]

@@ -447,7 +447,8 @@ def _restored(fetching: dict[str, Any], files: list) -> Returned:
 
 def lost_why(err: BaseException) -> str:
     """Why a replica's answer never came, in a word or two: its provider `unreachable`, `timed out`, `refused` it,
-    answered what it did not sign (`forged`), or it `failed` otherwise (the caller's own fault included)."""
+    cut its run short (`interrupted`: stopped while it ran, as a job run alone says it), answered what it did not
+    sign (`forged`), or it `failed` otherwise (the caller's own fault included)."""
     if isinstance(err, XscError) and isinstance(err.details.get("lost"), str):
         return err.details["lost"]  # as a replica's record wrote it down
     if isinstance(err, ForgedResult):
@@ -455,7 +456,7 @@ def lost_why(err: BaseException) -> str:
     if isinstance(err, PeerUnreachable):
         return "timed out" if err.details.get("reason") == "timed out" else "unreachable"
     if isinstance(err, PeerRefused):
-        return "refused"
+        return "interrupted" if err.details.get("peer_cut_short") else "refused"
     return "failed"
 
 
