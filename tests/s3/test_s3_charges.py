@@ -392,3 +392,22 @@ def test_a_users_bucket_count_reads_its_own_buckets_not_every_buckets(tmp_path) 
     reopened.create_bucket("bob-2", "bob")
     assert S3Index(db, max_buckets=501)._counts()[0]["bob"] == 2
     db.close()
+
+
+def test_the_accounts_of_users_asked_of_are_kept_up_to_a_bound_the_least_recently_asked_of_let_go_first() -> None:
+    """A request may name any user: the derived accounts kept in memory are bounded, and one let go is derived again
+    the same (a signature of the node's client key), not lost."""
+    from xsc.buckets import accounts as accounts_module
+    from xsc.identity import Identity
+
+    owner = Identity.generate()
+    derived: list[bytes] = []
+    sign = owner.sign
+    owner.sign = lambda message: derived.append(message) or sign(message)
+    accounts = UserAccounts(None, owner)
+    kept = accounts_module.ACCOUNTS_KEPT
+    first = [accounts.account(f"u{n}").id for n in range(kept)]
+    assert accounts.account("u0").id == first[0] and len(derived) == kept  # kept, and now the last asked of
+    accounts.account("new")  # one more: u1, the least recently asked of, is let go
+    assert accounts.account("u0").id == first[0] and len(derived) == kept + 1
+    assert accounts.account("u1").id == first[1] and len(derived) == kept + 2  # derived again, the same

@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -37,6 +38,9 @@ FUND_JOB = "s3:fund:"  # + the user's name: the job of `fund`'s transfers
 PUT_JOB = "s3:put:"  # + the file's storage index (hex): the job of a charge's transfer
 REFUND_JOB = "s3:refund:"  # + the same: the job of the transfer that gives a refused write's charge back
 MAX_AMOUNT = names.MAX_AMOUNT  # micro-credits one transfer moves at most (a billion credits)
+# Users whose derived accounts are kept (the least recently asked of let go first): a request can name any user, and
+# deriving one again is a signature.
+ACCOUNTS_KEPT = 4096
 ROW_SIGNED = b"xsc s3 charge row\x00"  # what the node's account signs of each row of charges and refunds owed it exports
 log = logging.getLogger(__name__)
 
@@ -51,7 +55,8 @@ class UserAccounts:
         self.charged = charged  # (the files charged): each judged once its charge's row is written (S3Index.charged)
         # (user, the files to charge): whether each may be, before its transfer (S3Index.chargeable)
         self.chargeable = chargeable
-        self._accounts: dict[str, Identity] = {}
+        self._accounts: OrderedDict[str, Identity] = OrderedDict()  # the ACCOUNTS_KEPT asked of last
+        self._accounts_lock = threading.Lock()  # (asked of on the loop and in the node's pool)
         self._charging = asyncio.Lock()
         # account -> (the seq of its chain's last entry read, the jobs of its charges and refunds): `charged_here`'s
         self._chains: dict[bytes, tuple[int, set[str]]] = {}
@@ -59,10 +64,17 @@ class UserAccounts:
 
     def account(self, user: str) -> Identity:
         names.check_user(user)
-        found = self._accounts.get(user)
-        if found is None:
-            seed = hashlib.sha256(self.owner.sign(DERIVE + user.encode())).digest()
-            found = self._accounts[user] = Identity(Ed25519PrivateKey.from_private_bytes(seed))
+        with self._accounts_lock:
+            found = self._accounts.get(user)
+            if found is not None:
+                self._accounts.move_to_end(user)
+                return found
+        seed = hashlib.sha256(self.owner.sign(DERIVE + user.encode())).digest()
+        found = Identity(Ed25519PrivateKey.from_private_bytes(seed))
+        with self._accounts_lock:
+            self._accounts[user] = found
+            while len(self._accounts) > ACCOUNTS_KEPT:
+                self._accounts.popitem(last=False)
         return found
 
     def charged_here(self) -> Callable[[str, str], bool]:
