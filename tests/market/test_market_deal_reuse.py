@@ -142,16 +142,18 @@ async def test_a_deal_is_not_reused_once_a_trust_line_changed_which_bids_count(n
     assert dealing.reused == 1
 
 
+
 async def test_a_deal_is_not_reused_once_this_nodes_recognition_weights_changed(node_factory) -> None:
-    """This node's recognition of its peers is matched by (a need's tier among equal bids): money exchanged with a
-    peer moves it with no order of the book changed, and the next deal of the same shape is matched again."""
+    """This node's recognition of its peers is matched by (a need's tier among equal bids): a weight its user sets
+    changes it with no order of the book changed (the node's offer naming it is published later), and the next deal
+    of the same shape is matched again."""
     node, provider, slot = await _buyer_and_provider(node_factory)
     dealing = node.dealing
     await _deal_open(node, "first", 1000)
+    await _deal_open(node, "second", 1000)
+    assert dealing.reused == 1
     before = node.market.recognition()
-    node.recognition.note_paid(provider, 10**9, by_them=True)  # a's user was paid by b's: b earned recognition
+    node.market.recognize(provider, "0.25")
     assert node.market.recognition() != before
-    await _deal_open(node, "after-a-payment", 1000)
-    assert dealing.reused == 0
-    await _deal_open(node, "again", 1000)
+    await _deal_open(node, "after-a-weight-was-set", 1000)
     assert dealing.reused == 1

@@ -94,7 +94,7 @@ class Recognition:
             public_id(k[len(keys.MARKET_RECOGNITION):]): Decimal(v.decode())
             for k, v in db.iterator(prefix=keys.MARKET_RECOGNITION)}
         self._made: tuple[Any, dict[str, Decimal]] | None = None  # (peers' state_version, weights())
-        self._changes = 0  # grows with each payment noted and weight set: what `weights` is made of besides the peers
+        self._weights_set = 0  # grows with each weight the user sets (`version`)
         self._secret = _tie_secret(db)
         self._watchers: list[Callable[[], None]] = []
 
@@ -126,7 +126,6 @@ class Recognition:
         self.recent[peer] = fold(self.recent.get(peer), amount, self._now_ms(), self.half_life)
         self.unsaved = True  # written by the next market round (within a second), not by every paid call
         self._made = None
-        self._changes += 1
 
     def set_weight(self, peer: str, weight: Decimal | None) -> None:
         key = parse_public_id(peer)
@@ -143,7 +142,7 @@ class Recognition:
             self.db.put(keys.market_recognition(key), str(weight).encode(), sync=True)
             self.user_weights[peer] = weight
         self._made = None
-        self._changes += 1
+        self._weights_set += 1
         for changed in self._watchers:
             changed()
 
@@ -200,8 +199,11 @@ class Recognition:
         return not any(self.earned(p) and self.derived_weight(p) > 0 for p in peers if p != self.me)
 
     def version(self) -> tuple:
-        """Changes whenever `weights` may: a payment noted, a weight the user set, a peer's state, the money's age."""
-        return (self._changes, self.peers.state_version() if self.peers is not None else None,
+        """Changes whenever `weights` may but by money: a weight the user set, a peer's state, and the money's age
+        (REMAKE_MS).  Each payment moves the derived weights a little, and is left out: payments come all the time (each
+        paid call this node serves, each tab settled), and a deal's answer kept for a second (market/dealing.py) would
+        then serve almost none of the puts it is kept for."""
+        return (self._weights_set, self.peers.state_version() if self.peers is not None else None,
                 self._now_ms() // REMAKE_MS)
 
     def weights(self) -> dict[str, Decimal]:
