@@ -89,6 +89,13 @@ async def test_a_stored_site_is_served_with_ranges(web) -> None:
     assert status == 206 and body == image[100:200] and headers["Content-Range"] == f"bytes 100-199/{len(image)}"
     status, _, _ = await _get(f"{base}/fn/site/missing.png")
     assert status == 404
+    # A HEAD is told the file's length (its answer waits for the run's end, as a range's does), with no body; a 200
+    # says ranges may be asked for, as a browser's media player and a download manager look for.
+    status, headers, body = await _get(f"{base}/fn/site/image.png", "HEAD")
+    assert status == 200 and body == b"" and headers["Content-Length"] == str(len(image)), headers
+    assert headers["Accept-Ranges"] == "bytes"
+    status, headers, _ = await _get(f"{base}/fn/site/index.html")
+    assert headers["Accept-Ranges"] == "bytes" and headers["Content-Length"] == str(len(page))
 
 
 async def test_an_answer_is_sent_while_its_function_runs_and_cut_short_if_the_run_then_fails(web) -> None:
