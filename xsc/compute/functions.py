@@ -424,6 +424,15 @@ class Answer:
         assert self.last is not None
         return self.last - self.first + 1
 
+    @property
+    def framed_length(self) -> int | None:
+        """The Content-Length it is sent with: its length once its run has ended; streamed, the length its function
+        declares (checked once it has written it: cut short if it falls short, what it writes past it not sent),
+        else None (chunked)."""
+        if self.last is not None:
+            return max(0, self.length)
+        return self.declared if self.status not in (204, 304) else None
+
     def whole(self) -> bytes | None:
         """The body at once, if the run has ended and it is in memory (sent in one write); else None."""
         if self.last is None or self.stdout.on_disk:
