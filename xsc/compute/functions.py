@@ -1172,7 +1172,8 @@ def _http(answer: Answer, request: Request) -> Answer:
     headers = not_modified(request.method, answer.status, answer.headers, request.headers)
     if headers is not None:
         return replace(answer, status=304, headers=headers, last=answer.first - 1, declared=None)
-    return replace(answer, headers=with_ranges(answer.status, answer.headers))
+    answer.headers = with_ranges(answer.status, answer.headers)
+    return answer
 
 
 def _ranged(answer: Answer, header: str | None, if_range: str | None) -> Answer:
