@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+from typing import Any
 
 import aiohttp
 import pytest
@@ -43,10 +44,10 @@ async def _serve(node, **function) -> dict:
     return answer
 
 
-async def _get(url: str, method: str = "GET", **kwargs) -> tuple[int, dict, bytes]:
+async def _get(url: str, method: str = "GET", **kwargs) -> tuple[int, Any, bytes]:
     async with aiohttp.ClientSession() as session:
         async with session.request(method, url, **kwargs) as response:
-            return response.status, dict(response.headers), await response.read()
+            return response.status, response.headers.copy(), await response.read()
 
 
 async def test_a_function_answers_a_request_wagi_style_with_its_headers_and_its_body(web) -> None:
@@ -84,11 +85,26 @@ async def test_a_stored_site_is_served_with_ranges(web) -> None:
     await _serve(node, name="site", module=module, entrypoint="files",
                  inputs=[f"{caps[0]}:/in/index.html", f"{caps[1]}:/in/image.png"])
     assert (await _get(f"{base}/fn/site/index.html"))[2] == page
-    assert (await _get(f"{base}/fn/site/image.png"))[2] == image
+    status, headers, body = await _get(f"{base}/fn/site/image.png")  # streamed as its function writes it
+    assert body == image and headers["Content-Length"] == str(len(image)) and "Transfer-Encoding" not in headers
     status, headers, body = await _get(f"{base}/fn/site/image.png", headers={"Range": "bytes=100-199"})
     assert status == 206 and body == image[100:200] and headers["Content-Range"] == f"bytes 100-199/{len(image)}"
     status, _, _ = await _get(f"{base}/fn/site/missing.png")
     assert status == 404
+    # A HEAD is told the file's length (its answer waits for the run's end, as a range's does), with no body; a 200
+    # says ranges may be asked for, as a browser's media player and a download manager look for.
+    status, headers, body = await _get(f"{base}/fn/site/image.png", "HEAD")
+    assert status == 200 and body == b"" and headers["Content-Length"] == str(len(image)), headers
+    assert headers["Accept-Ranges"] == "bytes"
+    status, headers, _ = await _get(f"{base}/fn/site/index.html")
+    assert headers["Accept-Ranges"] == "bytes" and headers["Content-Length"] == str(len(page))
+    # A file's answer carries a validator (fixtures/wasm/cgi.wat makes one of its size and time, as static servers
+    # do): a browser's revalidation is 304 with no body, a resumed download's If-Range its rest.
+    etag = headers["ETag"]
+    status, headers, body = await _get(f"{base}/fn/site/index.html", headers={"If-None-Match": etag})
+    assert status == 304 and body == b"" and headers["ETag"] == etag
+    status, _, body = await _get(f"{base}/fn/site/index.html", headers={"Range": "bytes=6-", "If-Range": etag})
+    assert status == 206 and body == page[6:]
 
 
 async def test_an_answer_is_sent_while_its_function_runs_and_cut_short_if_the_run_then_fails(web) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from typing import Any
 
 import aiohttp
 import pytest
@@ -97,6 +98,9 @@ HOSTILE_HEADS = [
     b"X-Latin: caf\xe9\n\nbody",  # not UTF-8
     b"X(Bad: a\n\nbody", b": no name\n\nbody", b" folded: a\n\nbody",
     b"Content-Type: text/plain\n" * 4000,  # a head of 100 KB, no blank line
+    # a length that is not what the function wrote: a cache in front would keep a cut answer as whole
+    b"Content-Length: 100\n\nshort", b"Content-Length: 1\n\nlonger", b"Content-Length: x\n\nbody",
+    b"Content-Length: 4\nContent-Length: 5\n\nbody",
 ]
 
 
@@ -148,6 +152,20 @@ async def test_a_hostile_cgi_head_is_a_502_problem_and_the_connection_serves_the
         b"Set-Cookie: XSC_session_1\nSet-Cookie: theirs=1; Path=/\nX-Kept: 1\n\n", extra=b"Connection: close\r\n")))[0]
     assert b"service-worker-allowed" not in headers and b"clear-site-data" not in headers
     assert headers[b"x-kept"] == b"1" and headers[b"set-cookie"] == b"theirs=1; Path=/"
+
+
+async def test_a_streamed_answer_is_sent_with_its_declared_length_and_cut_short_if_it_writes_less(web) -> None:
+    """An answer longer than the pipe's buffer waits for the loop to read it, so its head is sent before its run
+    ends, with the length its function declares (a download's progress, a cache's check); what it wrote is checked
+    at its end, and a caller told more than it wrote sees an incomplete body."""
+    node, base = web
+    written, declared = 4 << 20, 8 << 20
+    answer = b"Content-Length: %d\n\n" % declared + b"z" * written
+    data = await _exchange(base, _post("/fn/raw/", answer, extra=b"Connection: close\r\n"))
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"\r\ncontent-length: %d" % declared in head.lower(), head
+    assert len(body) == written  # and then the connection was cut
+    await _hello_served(int(base.rsplit(":", 1)[1]))
 
 
 @pytest.mark.parametrize("method, status", [(b"HEAD", b"200"), (b"POST", b"204"), (b"POST", b"304")])
@@ -293,6 +311,39 @@ async def test_ranges_of_an_answer_follow_rfc_9110(web) -> None:
     for current in ('"v2"', "Sat, 28 Nov 2026 12:00:00 GMT"):
         status, _, body = await ranged(Range="bytes=50-", **{"If-Range": current})
         assert status == 206 and body == data[50:], current
+
+
+async def test_a_conditional_get_of_an_answer_with_validators_is_304_without_a_body(web) -> None:
+    """What a browser or a CDN revalidating its copy sends: a 304 when the answer's validator is the one it holds
+    (RFC 9110 13.1), with the headers that refresh the copy and no body; the whole answer otherwise."""
+    node, base = web
+    answer = (b'ETag: "v1"\nLast-Modified: Sat, 28 Nov 2026 12:00:00 GMT\nCache-Control: max-age=60\n'
+              b"Content-Type: text/plain\n\nbody")
+
+    async def sent(method: str = "GET", data: bytes = answer, **headers) -> tuple[int, Any, bytes]:
+        async with aiohttp.ClientSession() as session:
+            async with session.request(method, f"{base}/fn/raw/", data=data, headers=headers) as response:
+                return response.status, response.headers.copy(), await response.read()
+
+    for condition in ({"If-None-Match": '"v1"'}, {"If-None-Match": 'W/"v0", W/"v1"'}, {"If-None-Match": "*"},
+                      {"If-Modified-Since": "Sat, 28 Nov 2026 12:00:00 GMT"},
+                      {"If-Modified-Since": "Sun, 29 Nov 2026 12:00:00 GMT"}):
+        for method in ("GET", "HEAD"):
+            status, headers, body = await sent(method, **condition)
+            assert status == 304 and body == b"", (method, condition, status)
+            assert headers["ETag"] == '"v1"' and headers["Cache-Control"] == "max-age=60", condition
+            assert "Content-Type" not in headers, condition
+    for condition in ({"If-None-Match": '"v0"'}, {"If-Modified-Since": "Sat, 28 Nov 2026 11:00:00 GMT"},
+                      {"If-Modified-Since": "not a date"},
+                      # If-None-Match decides when both are sent (RFC 9110 13.2.2)
+                      {"If-None-Match": '"v0"', "If-Modified-Since": "Sun, 29 Nov 2026 12:00:00 GMT"}):
+        status, _, body = await sent(**condition)
+        assert status == 200 and body == b"body", condition
+    assert (await sent("POST", **{"If-None-Match": '"v1"'}))[0] == 200  # a 304 answers only a GET or a HEAD
+    no_validator = b"Content-Type: text/plain\n\nbody"
+    assert (await sent(data=no_validator, **{"If-None-Match": '"v1"'}))[0] == 200
+    status, headers, body = await sent(data=b"Status: 404\nETag: \"v1\"\n\ngone", **{"If-None-Match": '"v1"'})
+    assert status == 404 and body == b"gone"
 
 
 SMUGGLED = b"GET /fn/hello/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"

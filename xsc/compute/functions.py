@@ -8,7 +8,8 @@ stdin (at most the function's `max_body`, else 413 before it is read), the store
 under /in (staged once, when it is served), no /out.  Its stdout is a CGI response: header lines (`Status:`,
 `Content-Type`, `Location`, ...), a blank line, the body.  Headers a function may not set are dropped: hop-by-hop
 ones, and any cookie named like the node's own (`xsc_...`: cookies do not keep to a port, and the dashboard is on
-the same host).  A `Range:` request on a 200 answer gets 206 and the bytes asked for.
+the same host).  A `Range:` request on a 200 answer gets 206 and the bytes asked for; a conditional GET that names
+the answer's validator, 304 (compute/web_answers.py); a function's own Content-Length is checked, not sent.
 
 A function served `on_market` is not run here: it is placed on a provider the market offers
 (compute/placements.py), which serves it at its own listener under /fn/OWNER_ID/NAME/ and runs each request
@@ -62,6 +63,7 @@ from .store import ComputeStore
 from .hosted_jobs import DISK_MARGIN
 from .fastcall import close_held, fcntl_held, pipe_held, read_held
 from .wasi_io import OUTPUT_CAP, Streams, io_fuel
+from .web_answers import check_length, declared_length, not_modified, with_ranges
 from .web_on_loop import ON_LOOP_BODY, LoopRuns
 
 FIELDS = ("name", "module", "entrypoint", "inputs", "env", "limits", "max_body", "concurrency", "spend_cap",
@@ -415,11 +417,21 @@ class Answer:
     last: int | None  # first > last: an empty body
     stdin: Path | None = None
     finish: Finish | None = None
+    declared: int | None = None  # the Content-Length its function's head declares, checked against what it writes
 
     @property
     def length(self) -> int:
         assert self.last is not None
         return self.last - self.first + 1
+
+    @property
+    def framed_length(self) -> int | None:
+        """The Content-Length it is sent with: its length once its run has ended; streamed, the length its function
+        declares (checked once it has written it: cut short if it falls short, what it writes past it not sent),
+        else None (chunked)."""
+        if self.last is not None:
+            return max(0, self.length)
+        return self.declared if self.status not in (204, 304) else None
 
     def whole(self) -> bytes | None:
         """The body at once, if the run has ended and it is in memory (sent in one write); else None."""
@@ -443,6 +455,7 @@ class Answer:
             elif self.finish.ran.done():
                 await self.finish()  # a run that failed raises its error: the caller's body is cut short
                 if offset >= self.stdout.size:
+                    check_length(self.declared, offset - self.first)  # or the body it sent is cut short
                     return
             else:  # a chunk's worth, the run's end, or what came within STREAM_AFTER
                 more = self.stdout.more(offset + CHUNK)
@@ -993,18 +1006,20 @@ class WebFunctions:
             finish = running.finish = Finish(self, served, request, spec, prepared, signature, limits, budget,
                                              (stdout, stderr), ran, started, argv, bill)
             ranged = _header(request.headers, "range")
-            if ranged is None:  # a range is cut from the whole answer: it waits for the run's end
+            # a range is cut from the whole answer, and a HEAD is told its whole length: they wait for the run's end
+            if ranged is None and request.method != "HEAD":
                 head = await _head_while_running(stdout, ran)
                 if head is not None:
                     try:
-                        status, headers, offset = parse_cgi(head)
-                        return Answer(status, headers, stdout, offset, None, stdin, finish)
+                        status, headers, offset, declared = parse_cgi(head)
+                        return _http(Answer(status, headers, stdout, offset, None, stdin, finish, declared), request)
                     except FunctionFailed:
                         pass  # answered once the run has ended
             await finish()
             head = await in_pool(None, stdout.read, 0, MAX_HEAD) if stdout.on_disk else stdout.read(0, MAX_HEAD)
-            status, headers, offset = parse_cgi(head)
-            answer = Answer(status, headers, stdout, offset, stdout.size - 1, stdin, finish)
+            status, headers, offset, declared = parse_cgi(head)
+            check_length(declared, stdout.size - offset)
+            answer = _http(Answer(status, headers, stdout, offset, stdout.size - 1, stdin, finish), request)
             return _ranged(answer, ranged, _header(request.headers, "if-range"))
         except BaseException:
             stderr.close()
@@ -1093,8 +1108,9 @@ class WebFunctions:
         recorded.add_done_callback(lambda _: uncount() if recorded.cancelled() or recorded.exception() else None)
 
 
-def parse_cgi(head: bytes) -> tuple[int, list[tuple[str, str]], int]:
-    """The start of a CGI response: (its status, the headers it may set, where its body starts).  Header lines,
+def parse_cgi(head: bytes) -> tuple[int, list[tuple[str, str]], int, int | None]:
+    """The start of a CGI response: (its status, the headers it may set, where its body starts, the length it
+    declares).  Header lines,
     then a blank line; `Status:` (200 if none, 302 with a Location and no Status).  Every header is checked
     before it reaches the caller: a name that is no HTTP token, a value with a control character (a CR or NUL
     would split or end the response) or not UTF-8, and a Status that is no final HTTP status (a 1xx would leave the
@@ -1115,7 +1131,7 @@ def parse_cgi(head: bytes) -> tuple[int, list[tuple[str, str]], int]:
         text = text.replace("\r\n", "\n")
     if (control := _CONTROL.search(text)) is not None:
         raise FunctionFailed(f"the function's answer has a control character ({control.group()!r}) in its headers")
-    status, explicit, headers = 200, False, []
+    status, explicit, headers, declared = 200, False, [], None
     for line in text.split("\n"):
         match = _HEADER_LINE.fullmatch(line)
         if match is None:
@@ -1129,9 +1145,13 @@ def parse_cgi(head: bytes) -> tuple[int, list[tuple[str, str]], int]:
             status, explicit = int(code.group(1)), True
         elif lower == "location" and not explicit:
             status = 302
+        elif lower == "content-length":
+            if declared is not None and declared_length(value) != declared:
+                raise FunctionFailed("the function's answer declares two Content-Lengths")
+            declared = declared_length(value)
         if _kept(lower, value):
             headers.append((name, value))
-    return status, headers, body
+    return status, headers, body, declared
 
 
 def _kept(lower: str, value: str) -> bool:
@@ -1144,6 +1164,16 @@ def _kept(lower: str, value: str) -> bool:
         name = pair.split("=", 1)[0].strip() or pair.partition("=")[2].split("=", 1)[0].strip()
         return not name.lower().startswith("xsc_")
     return True
+
+
+def _http(answer: Answer, request: Request) -> Answer:
+    """The answer as HTTP has it: a 200 says its ranges may be asked for; one whose validator a GET or HEAD's
+    condition names is 304, with no body (its run still recorded and charged)."""
+    headers = not_modified(request.method, answer.status, answer.headers, request.headers)
+    if headers is not None:
+        return replace(answer, status=304, headers=headers, last=answer.first - 1, declared=None)
+    answer.headers = with_ranges(answer.status, answer.headers)
+    return answer
 
 
 def _ranged(answer: Answer, header: str | None, if_range: str | None) -> Answer:

@@ -112,7 +112,7 @@ def web_app(node, rate: float, stall: float) -> web.Application:
             if (body := answer.whole()) is not None and len(body) <= WHOLE:
                 return web.Response(status=answer.status, headers=answer.headers, body=body)
             response = web.StreamResponse(status=answer.status, headers=answer.headers)
-            response.content_length = None if answer.last is None else max(0, answer.length)  # None: chunked
+            response.content_length = answer.framed_length  # None: chunked
             await response.prepare(request)
             # aiohttp writes what it is given even where no body may follow the head: unframed, the caller would read
             # the function's bytes as the next response on its connection
