@@ -76,6 +76,7 @@ ENV = {"XSC_STORAGE_SEGMENT_SIZE": str(SEGMENT), "XSC_HEALTH_PROBE_INTERVAL": "1
        "XSC_AUDIT_INTERVAL": "2", "XSC_MARKET_PAYMENT_INTERVAL": "2", "XSC_STORAGE_GC_INTERVAL": "2",
        "XSC_LEDGER_SETTLE_RETRY_INTERVAL": "1", "XSC_MARKET_FRESHNESS": "30", "XSC_STORAGE_CAPACITY": "256MiB"}
 CHECK_TIMEOUT = 180.0  # seconds an invariant check waits for an answer
+POLL_SECONDS = 0.1  # between looks while a check waits: most of its waits end within a second, each a few looks
 HISTORY = 10_000  # the most entries the ledger's history route gives (the newest)
 WATCH_TIMEOUT = 90.0  # seconds the watch has to catch up after a restart (it passes every 5 s; its jobs run then)
 BUCKET, TARGET = "trials", "trials-out"  # objects put through the gateway's S3 listener; the watch's outputs
@@ -412,7 +413,7 @@ def wait_for(what: str, test, timeout: float) -> bool:
     while time.monotonic() < deadline:
         if test():
             return True
-        time.sleep(0.25)
+        time.sleep(POLL_SECONDS)
     return False
 
 

@@ -45,6 +45,9 @@ from .paths import URL_FILE
 
 HOST = "127.0.0.1"
 STATE_FILE = "devnet.json"
+# Seconds between looks at a starting node: a node forked ready to run (the suite's) listens in about 0.1-0.2 s, so a
+# coarser poll would add a good part of that to every start.  A look reads a file; it connects only once that is there.
+LISTEN_POLL = 0.01
 # Variables that would point a node at another data dir or node.
 NODE_ENV = ("XSC_HOME", "XSC_NODE", "XSC_TOKEN", "XSC_NODE_LISTEN", "XSC_PEERS_URLS")
 # A devnet is one operator's loopback network: its node ids need no proof of work, and its nodes extend credit to
@@ -295,14 +298,15 @@ class NodeProcess:
     def wait_listening(self, timeout: float = 60.0) -> "NodeProcess":
         """Wait until the node accepts connections and has recorded its URL (the CLI finds it there)."""
         deadline = time.monotonic() + timeout
-        while not (self.listening() and self._url_recorded()):
+        # The URL is recorded once the node listens: until then no connection is tried
+        while not (self._url_recorded() and self.listening()):
             if not self.alive():
                 code = f" with {self.proc.returncode}" if self.proc is not None else ""
                 raise DevnetError(f"{self.name} exited{code}: {self.tail()}", hint=f"see {self.log}")
             if time.monotonic() > deadline:
                 raise DevnetError(f"{self.name} did not listen within {timeout:g} s: {self.tail()}",
                                   hint=f"see {self.log}")
-            time.sleep(0.05)
+            time.sleep(LISTEN_POLL)
         return self
 
     def tail(self, lines: int = 5) -> str:

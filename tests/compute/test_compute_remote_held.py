@@ -75,6 +75,14 @@ async def _call_answer_lost(gateway, module: str, monkeypatch) -> None:
     assert status >= 500
 
 
+def _never_closed(gateway, monkeypatch) -> None:
+    """The gateway's tab is never closed, nor retired for its age (INTERVAL): however long its calls take, they are
+    all on the one tab it opened."""
+    tabs = gateway.app[NODE].paid.gateway_tabs
+    monkeypatch.setattr(tabs, "_spawn_close", lambda tab: None)
+    monkeypatch.setattr(tabs, "interval", 3600.0)
+
+
 async def _settle(gateway) -> None:
     """Close every open tab now (and open new ones from then on)."""
     tabs = gateway.app[NODE].paid.gateway_tabs
@@ -410,7 +418,7 @@ async def test_a_tab_a_gateway_left_open_when_killed_is_paid_no_more_than_its_ta
     gateway, provider, module, budget = await _pair(node_factory, 100)
     credit_limit = gateway.app[NODE].config.ledger.credit_limit
     before = _balances(gateway, provider)
-    monkeypatch.setattr(gateway.app[NODE].paid.gateway_tabs, "_spawn_close", lambda tab: None)  # nothing closes it
+    _never_closed(gateway, monkeypatch)
     answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(3)]
     assert all(status == 200 for status, _ in answers), answers
     metered = sum(body["charge"] for _, body in answers)
@@ -450,7 +458,7 @@ async def test_a_tab_whose_tally_on_disk_is_unreadable_does_not_stop_the_start_a
     gateway, provider, module, budget = await _pair(node_factory, 100)
     credit_limit = gateway.app[NODE].config.ledger.credit_limit
     before = _balances(gateway, provider)
-    monkeypatch.setattr(gateway.app[NODE].paid.gateway_tabs, "_spawn_close", lambda tab: None)  # nothing closes it
+    _never_closed(gateway, monkeypatch)
     answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(2)]
     assert all(status == 200 for status, _ in answers), answers
     (tab,) = [a for a in gateway.app[NODE].ledger.pending() if a.job == JOB]
@@ -489,7 +497,7 @@ async def test_a_tab_left_open_by_a_stop_holds_only_its_tally_at_once_after_the_
     # (what the answers owe, and the lost call's budget), not its signed cap less.
     gateway, provider, module, budget = await _pair(node_factory, 100)
     credit_limit = gateway.app[NODE].config.ledger.credit_limit
-    monkeypatch.setattr(gateway.app[NODE].paid.gateway_tabs, "_spawn_close", lambda tab: None)
+    _never_closed(gateway, monkeypatch)
     answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(3)]
     assert all(status == 200 for status, _ in answers), answers
     await _call_answer_lost(gateway, module, monkeypatch)

@@ -198,6 +198,7 @@ def _terminal(stream) -> bool:
 # --- the forking process ----------------------------------------------------------------------------------------
 
 def _serve(control: socket.socket, statuses: Path) -> None:
+    import gc
     import importlib
     import pkgutil
 
@@ -208,6 +209,20 @@ def _serve(control: socket.socket, statuses: Path) -> None:
     for module in pkgutil.walk_packages(xsc.__path__, "xsc."):  # once, for every process forked from here
         if not module.name.endswith("__main__"):
             importlib.import_module(module.name)
+    # The node's routes made once, so that the patterns of their paths are compiled here (the re module keeps them):
+    # every node forked from here finds them compiled as it makes its app.
+    from aiohttp import web
+
+    from xsc.node.http import ROUTES
+
+    routed = web.Application()
+    for routes in ROUTES:
+        routed.add_routes(routes)
+    del routed
+    # What the imports made lives as long as every child: out of the collector's sight, a node's first full
+    # collection (its Collector's, before it listens) scans what the node made, not every module's objects again.
+    gc.collect()
+    gc.freeze()
 
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
