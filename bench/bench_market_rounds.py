@@ -12,6 +12,8 @@ known and up.  Times are CPU time of this process (best of a few runs; the machi
 to a raw step measured in the same run: `sorted()` of the book's orders by (price, digest).
 
   - round, nothing changed: `ShownClearing.now()` with the book as it was (what every idle second costs);
+  - round after one offer re-signed: one peer's commitment taken again with the same orders (a new stamp), then
+    `now()` (what an idle network's rounds cost: every offer is re-signed to stay current);
   - round after one offer changed: one peer's new commitment taken into the book, then `now()`;
   - full clearing from scratch: who takes part and the clearing made anew (a new `ShownClearing`).
 
@@ -144,6 +146,15 @@ def measure(n: int, repeat: int, profile: bool = False) -> dict[str, float]:
                 market.clearings()
 
             changed = _best(change, repeat)
+
+            def resign() -> None:  # the offer re-signed to stay current, its orders as they were
+                p = ids[next(changes) % n]
+                held = market.book.get(p)
+                stamps[p] = stamps[p].event()
+                market.replication.show(held.model_copy(update={"stamp": stamps[p]}))
+                market.clearings()
+
+            resigned = _best(resign, repeat)
             scratch = _best(lambda: ShownClearing(market).now(), repeat)
             if profile:
                 profiler = cProfile.Profile()
@@ -154,7 +165,8 @@ def measure(n: int, repeat: int, profile: bool = False) -> dict[str, float]:
                 pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
         finally:
             market.db.close()
-    return {"raw": raw, "idle": idle, "changed": changed, "scratch": scratch, "orders": len(orders)}
+    return {"raw": raw, "idle": idle, "resigned": resigned, "changed": changed, "scratch": scratch,
+            "orders": len(orders)}
 
 
 def main() -> None:
@@ -172,7 +184,8 @@ def main() -> None:
             raw = m["raw"]
             print(f"book of {n} participants, {m['orders']} orders (best of {repeat}, CPU time)")
             print(f"  raw: sorted() {m['orders']} orders    {raw * 1e3:8.2f} ms")
-            for key, what in (("idle", "round, nothing changed"), ("changed", "round after one offer changed"),
+            for key, what in (("idle", "round, nothing changed"), ("resigned", "round after one offer re-signed"),
+                              ("changed", "round after one offer changed"),
                               ("scratch", "full clearing from scratch")):
                 print(f"  {what:32s} {m[key] * 1e3:8.2f} ms   = {m[key] / raw:7.2f} x raw")
                 report.add(f"{what}, {n} participants", m[key] * 1e3, "ms")
