@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from tests.support.market import ask, bid
 
@@ -16,6 +16,7 @@ from xsc.allocation import Stamp
 from xsc.config import MarketSection
 from xsc.db import open_database
 from xsc.identity import Identity
+from xsc.ledger.trust import TrustLines
 from xsc.market import clearing, sign_commitment
 from xsc.market import service as market_service
 from xsc.market.clearing import clear_orders, taking_part
@@ -85,7 +86,19 @@ EVENTS = st.one_of(
     st.tuples(st.just("tick"), MS),
     st.tuples(st.just("set-back"), MS),
     st.tuples(st.just("freshness"), st.sampled_from([10.0, 60.0, 120.0])),
+    # The orders kept, re-signed (as every offer is, to stay current); a bid added or changed; every order withdrawn.
+    st.tuples(st.just("resign"), st.integers(0, len(PEERS) - 1), MS.map(lambda ms: -ms)),
+    st.tuples(st.just("bid"), st.integers(0, len(PEERS) - 1), st.integers(500, 5_000), st.booleans()),
+    st.tuples(st.just("withdraw"), st.integers(0, len(PEERS) - 1)),
+    st.tuples(st.just("credit"), st.integers(0, len(PEERS) - 1), st.sampled_from([0, 10**3, 10**15])),
 )
+
+
+def _resign(market, clock: list[int], stamps: dict, identity: Identity, asks: tuple, bids: tuple, ms: int) -> None:
+    p = identity.id
+    stamps[p] = stamps.get(p, Stamp.seed()).event()
+    market.receive([sign_commitment(identity, asks=asks, bids=bids, recognition={}, stamp=stamps[p],
+                                    timestamp=clock[0] + ms).to_json()])
 
 
 def _apply(market: market_service.MarketService, peers: _Peers, clock: list[int], stamps: dict, event: tuple) -> None:
@@ -98,7 +111,18 @@ def _apply(market: market_service.MarketService, peers: _Peers, clock: list[int]
         return
     identity = PEERS[args[0]]
     p = identity.id
-    if what == "sign":
+    held = market.book.get(p)
+    asks, bids = (held.asks, held.bids) if held is not None else ((), ())
+    if what == "resign":
+        _resign(market, clock, stamps, identity, asks, bids, args[1])
+    elif what == "bid":
+        _resign(market, clock, stamps, identity, asks, (bid(p, f"b-{p[:8]}", 10**6, args[1], end=HOUR,
+                                                             group="put" if args[2] else None),), 0)
+    elif what == "withdraw":
+        _resign(market, clock, stamps, identity, (), (), 0)
+    elif what == "credit":
+        market.credit_lines.set_credit(p, args[1])
+    elif what == "sign":
         stamps[p] = stamps.get(p, Stamp.seed()).event()
         market.receive([sign_commitment(identity, asks=(ask(p, f"s-{p[:8]}", 10**7, args[2], end=HOUR),), bids=(),
                                         recognition={}, stamp=stamps[p], timestamp=clock[0] + args[1]).to_json()])
@@ -122,8 +146,12 @@ def _apply(market: market_service.MarketService, peers: _Peers, clock: list[int]
 
 @settings(max_examples=40, deadline=None)
 @given(events=st.lists(EVENTS, max_size=30))
+# The one peer taking part re-signs its offer: the clock ends its part when its new offer goes stale.
+@example(events=[("down", 1), ("down", 2), ("down", 3), ("down", 4), ("tick", 1_000), ("resign", 0, 0),
+                 ("tick", 60_500)])
 def test_those_kept_as_taking_part_are_those_the_rule_says_take_part_now(events) -> None:
-    """After every event, the clearing shown (and those it leaves out) is the one made from scratch now."""
+    """After every event, the clearing shown (and those it leaves out), kept up with the commitments that changed, is
+    the one made from scratch now."""
     clock = [START]
     peers = _Peers(directory={i.id for i in PEERS})
     real_now = clearing.now_ms, market_service.now_ms
@@ -131,6 +159,7 @@ def test_those_kept_as_taking_part_are_those_the_rule_says_take_part_now(events)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             market = _market(Path(tmp) / "db", peers, clock)
+            market.credit_lines = TrustLines(market.db, stranger_credit=0, peer_credit=0, recognised=lambda peer: True)
             try:
                 stamps: dict = {}
                 start = [(what, i, 0, 1_000 + 500 * i)[:4 if what == "sign" else 2] for i in range(len(PEERS))
@@ -177,8 +206,6 @@ def test_a_round_in_which_nothing_changed_looks_at_no_participant(tmp_path, monk
 def test_a_changed_credit_line_shows_in_the_clearing_with_no_change_of_the_book(tmp_path, monkeypatch) -> None:
     """A peer's bids count as far as its trust line here backs them: the user giving it a credit line (no order of
     the book changed) moves the clearing `market book` and `market prices` show at once."""
-    from xsc.ledger.trust import TrustLines
-
     clock = [START]
     peers = _Peers(directory={i.id for i in PEERS})
     monkeypatch.setattr(clearing, "now_ms", lambda: clock[0])
@@ -229,4 +256,32 @@ def test_recognising_a_peer_shows_in_the_clearing_and_the_counted_bids_with_no_c
         assert market.clearings() == _fresh(market)[1]
         assert counted.version() != counted_before
         counted_before = counted.version()
+    market.db.close()
+
+
+def test_an_offer_re_signed_with_the_same_orders_keeps_the_clearing_and_looks_at_that_offer_alone(tmp_path,
+                                                                                                   monkeypatch) -> None:
+    """Every node re-signs its offer every third of `market.freshness`: in a book of N participants nearly every
+    round follows such a change.  The round looks at the commitments that changed, not at the book, and clears
+    nothing again while every order is as it was; a changed order clears it again."""
+    clock = [START]
+    peers = _Peers(directory={i.id for i in PEERS})
+    monkeypatch.setattr(clearing, "now_ms", lambda: clock[0])
+    monkeypatch.setattr(market_service, "now_ms", lambda: clock[0])
+    market = _market(tmp_path / "db", peers, clock)
+    stamps: dict = {}
+    for n in range(len(PEERS)):
+        _apply(market, peers, clock, stamps, ("up", n))
+        _apply(market, peers, clock, stamps, ("sign", n, -1_000 * n, 2_000))
+    shown = market.clearings()
+    cleared, looked_at = [], []
+    monkeypatch.setattr(clearing, "clear_orders", lambda *orders: cleared.append(orders) or clear_orders(*orders))
+    active = market.active
+    monkeypatch.setattr(market, "active", lambda p, within=0.0: looked_at.append(p) or active(p, within))
+    clock[0] += 1_000
+    _apply(market, peers, clock, stamps, ("resign", 1, 0))
+    assert market.clearings() is shown and cleared == []
+    assert len(looked_at) <= 2, looked_at  # the offer re-signed, and the one that goes stale first
+    _apply(market, peers, clock, stamps, ("sign", 1, 0, 2_500))
+    assert market.clearings() == _fresh(market)[1] and len(cleared) == 1
     market.db.close()

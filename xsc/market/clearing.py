@@ -8,6 +8,7 @@ one of several sellers, priced at the midpoint, where the deal's, this node's al
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -70,36 +71,78 @@ class CountedBids:
 class TakingPart:
     """Those of the book `taking_part` leaves out of the shown clearing, and a version that grows whenever they change.
 
-    Looked at every market round, they are made again (a look at every participant: with 10,000 in the book, ~35 ms
-    of CPU) only when what decides them may have changed: the book (a commitment taken or forgotten: a peer put in
-    quarantine is forgotten, and is back only with a commitment taken again), the peers' availability (the directory,
-    a probe, the 5-minute bucket: `peers_version`), `market.freshness`, or the time.  Time only ever makes an offer go
-    stale, so the participant taking part whose offer was signed first is the next whose part the clock can end:
-    while it is still `active`, and the clock was not set back, no one's was."""
+    Looked at every market round, they are made again whole (a look at every participant: with 10,000 in the book,
+    ~40 ms of CPU) only when what decides them for every participant may have changed: the peers' availability (the
+    directory, a probe, the 5-minute bucket: `peers_version`), `market.freshness`, or the time.  A change of the book
+    (a commitment taken or forgotten: a peer put in quarantine is forgotten, and is back only with a commitment taken
+    again) decides only for the participants it changed (`BookReplication.changed_since`), looked at again alone.
+    Time only ever makes an offer go stale, so the participant taking part whose offer was signed first is the next
+    whose part the clock can end: while it is still `active`, and the clock was not set back, no one's was."""
 
     def __init__(self, market: Any) -> None:
         self.market = market  # xsc.market.service.MarketService
         self.version = 0
         self._left_out: frozenset[str] = frozenset()
         self._made_of: tuple | None = None  # (the book's version, the peers', the freshness) they were made of
-        self._since = 0  # ms when they were made: a clock set back before it makes them again
-        self._oldest: str | None = None  # the peer taking part whose offer goes stale first (None: no peer takes part)
+        self._since = 0  # ms when they were last looked at: a clock set back before it makes them again
+        self._down: set[str] = set()  # those probed down (availability 0), as the peers' version says
+        self._signed: dict[str, int] = {}  # peer taking part -> when its offer was signed
+        self._by_age: list[tuple[int, str]] = []  # heap of (signed, peer), stale entries left until they surface
 
     def left_out(self) -> frozenset[str]:
         market = self.market
         made_of = (market.version, market.peers_version(), market.config.freshness)
-        if made_of != self._made_of or now_ms() < self._since or \
-                (self._oldest is not None and not market.active(self._oldest)):
+        changed = None if self._made_of is None or made_of[1:] != self._made_of[1:] or now_ms() < self._since \
+            else market.replication.changed_since(self._made_of[0])
+        if changed is None:
+            self._make(made_of)
+        elif changed:
+            self._update(changed, made_of)
+        oldest = self._oldest()
+        if oldest is not None and not market.active(oldest):
             self._make(made_of)
         return self._left_out
 
+    def _takes_part(self, participant: str) -> bool:
+        """`taking_part`'s rule for one participant, with those probed down as they were made."""
+        return participant not in self._down and self.market.active(participant)
+
+    def _oldest(self) -> str | None:
+        """The peer taking part whose offer was signed first (None: no peer takes part)."""
+        heap = self._by_age
+        while heap and self._signed.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][1] if heap else None
+
     def _make(self, made_of: tuple) -> None:
         market = self.market
-        takes_part = taking_part(market)
+        self._down = {p for p, a in market.availability_map().items() if a == 0}
         commitments = market.book.commitments()
-        left_out = frozenset(c.participant for c in commitments if not takes_part(c.participant))
-        taking = [c for c in commitments if c.participant != market.me and c.participant not in left_out]
-        self._oldest = min(taking, key=lambda c: c.timestamp).participant if taking else None
+        left_out = frozenset(c.participant for c in commitments if not self._takes_part(c.participant))
+        self._signed = {c.participant: c.timestamp for c in commitments
+                        if c.participant != market.me and c.participant not in left_out}
+        self._by_age = [(at, p) for p, at in self._signed.items()]
+        heapq.heapify(self._by_age)
+        self._done(made_of, left_out)
+
+    def _update(self, changed: set[str], made_of: tuple) -> None:
+        market = self.market
+        joined, left = set(), set()  # those no longer left out, and those left out now
+        for p in changed:
+            held = market.book.get(p)
+            self._signed.pop(p, None)
+            out = held is not None and not self._takes_part(p)
+            if out != (p in self._left_out):
+                (left if out else joined).add(p)
+            if held is not None and not out and p != market.me:
+                self._signed[p] = held.timestamp
+                heapq.heappush(self._by_age, (held.timestamp, p))
+        if len(self._by_age) > 2 * len(self._signed) + 64:  # mostly stale entries: a heap of those taking part again
+            self._by_age = [(at, p) for p, at in self._signed.items()]
+            heapq.heapify(self._by_age)
+        self._done(made_of, (self._left_out - joined) | left if joined or left else self._left_out)
+
+    def _done(self, made_of: tuple, left_out: frozenset[str]) -> None:
         self._since, self._made_of = now_ms(), made_of
         if left_out != self._left_out:
             self._left_out = left_out
@@ -107,46 +150,75 @@ class TakingPart:
 
 
 class ShownClearing:
-    """The call market over the book's orders of those `taking_part`, cleared again when the book, who takes part or
-    a trust line backing the bids changed (lazily, on the next read or market round), each new price kept for
-    `xsc market prices`."""
+    """The call market over the book's orders of those `taking_part`, cleared again when the orders of those taking
+    part, who takes part or a trust line backing the bids changed (lazily, on the next read or market round), each
+    new price kept for `xsc market prices`.  A change of the book that leaves every order as it was (a peer's offer
+    re-signed to stay current, every third of `market.freshness`; the offer of one left out) keeps the clearing: it
+    costs a look at the commitments that changed, not at the book."""
 
     def __init__(self, market: Any) -> None:
         self.market = market  # xsc.market.service.MarketService: the book, who is active, the prices, the pool
         self.taking_part = TakingPart(market)
         self._kept: tuple[tuple, dict] | None = None  # (what it was made of, the clearings)
+        self._sources: dict[str, tuple] = {}  # participant -> (its asks, its bids) in the book the kept one was made of
 
-    def _inputs(self) -> tuple[tuple, Callable[[str], bool]]:
+    def _inputs(self) -> tuple[tuple, frozenset[str]]:
         """What a clearing is made of (the book's version, the version of those left out of it, the version of the
-        trust lines that back the bids), and the rule it is made by: every order's owner holds a commitment in the
-        book, so those left out say who takes part."""
+        trust lines that back the bids), and those left out: every order's owner holds a commitment in the book, so
+        they say who takes part."""
         left_out = self.taking_part.left_out()
-        made_of = (self.market.version, self.taking_part.version, self.market.backing_version())
-        return made_of, lambda participant: participant not in left_out
+        return (self.market.version, self.taking_part.version, self.market.backing_version()), left_out
 
-    def _orders(self, takes_part: Callable[[str], bool]) -> tuple:
+    def _stands(self, made_of: tuple, left_out: frozenset[str]) -> bool:
+        """Is the kept clearing the one `made_of` makes: the same, or another version of the book in which each
+        participant that changed since, not left out (then and now: who is left out did not change), has the very
+        asks and bids it had (whose bids count weighs a participant's bids alone, by its trust line)."""
+        if self._kept is None:
+            return False
+        kept_of = self._kept[0]
+        if kept_of == made_of:
+            return True
+        if kept_of[1:] != made_of[1:]:
+            return False
+        changed = self.market.replication.changed_since(kept_of[0])
+        if changed is None:
+            return False
+        book = self.market.book
+        for p in changed:
+            if p in left_out:
+                continue
+            held = book.get(p)
+            if self._sources.get(p) != (None if held is None else (held.asks, held.bids)):
+                return False
+        self._kept = (made_of, self._kept[1])
+        return True
+
+    def _orders(self, left_out: frozenset[str]) -> tuple[dict, tuple]:
         market = self.market
-        return ([a for a in market.book.asks() if takes_part(a.slot.owner)],
-                [b for b in market.credible_bids() if takes_part(b.slot.owner)],
-                market.book.bucket_seconds, market.me)
+        sources = {c.participant: (c.asks, c.bids) for c in market.book.commitments()}
+        return sources, ([a for a in market.book.asks() if a.slot.owner not in left_out],
+                         [b for b in market.credible_bids() if b.slot.owner not in left_out],
+                         market.book.bucket_seconds, market.me)
 
-    def _keep(self, made_of: tuple, clearings: dict) -> None:
-        self._kept = (made_of, clearings)
+    def _keep(self, made_of: tuple, sources: dict, clearings: dict) -> None:
+        self._kept, self._sources = (made_of, clearings), sources
         self.market.prices.record(clearings, now_ms())
 
     def now(self) -> dict:
-        made_of, takes_part = self._inputs()
-        if self._kept is None or self._kept[0] != made_of:
-            self._keep(made_of, clear_orders(*self._orders(takes_part)))
+        made_of, left_out = self._inputs()
+        if not self._stands(made_of, left_out):
+            sources, orders = self._orders(left_out)
+            self._keep(made_of, sources, clear_orders(*orders))
         return self._kept[1]
 
     async def refresh(self) -> None:
         """`now()` made in the CPU pool (over 1,000 participants, 40-60 ms of CPU held the loop at each change); a
-        round in which neither the book, who takes part nor a trust line changed costs the same whatever the book
-        holds."""
-        made_of, takes_part = self._inputs()
-        if self._kept is not None and self._kept[0] == made_of:
+        round in which no order of those taking part, who takes part nor a trust line changed costs the same whatever
+        the book holds."""
+        made_of, left_out = self._inputs()
+        if self._stands(made_of, left_out):
             return
-        clearings = await in_pool(self.market.pool, clear_orders, *self._orders(takes_part))
+        sources, orders = self._orders(left_out)
+        clearings = await in_pool(self.market.pool, clear_orders, *orders)
         if self._inputs()[0] == made_of:  # else what it is made of changed meanwhile: next round
-            self._keep(made_of, clearings)
+            self._keep(made_of, sources, clearings)

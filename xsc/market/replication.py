@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import codec
@@ -35,6 +36,7 @@ DIGEST_BYTES = 1024**2  # commitments a digest is answered with, in bytes (then 
 # past them at most, and a digest.
 COMMITMENT_BYTES = 1024**2
 PUSH_ANSWER = 4 * 1024
+CHANGES_KEPT = 4096  # the newest changes of the book remembered (`changed_since`); more since: made again whole
 FRAMING = 4 * 1024
 
 
@@ -76,12 +78,13 @@ class BookReplication:
         self._jsons: dict[str, tuple[str, dict]] = {}  # participant -> (signature, JSON) of its held commitment
         self.peer_digests: dict[str, str] = {}  # peer -> the digest of its book at our last exchange
         self._kinds_pushed: set[str] = set()
+        self._changes: deque[tuple[int, str]] = deque(maxlen=CHANGES_KEPT)  # (version, participant) of each change
         self.bytes_sent = 0  # bodies of the commitment pushes, digests and answers this node sent
 
     def show(self, commitment: MarketCommitment) -> None:
         """This node's own commitment, newly signed and stored, into the book."""
         self.book.receive(commitment)
-        self.changed_book()
+        self.changed_book((commitment.participant,))
 
     def forget(self, participant: str) -> bool:
         """A node was removed: its commitment leaves the book and LevelDB; whether it was held."""
@@ -90,7 +93,7 @@ class BookReplication:
             return False
         self.store.forget(participant)
         self.peer_digests.pop(participant, None)
-        self.changed_book()
+        self.changed_book((participant,))
         return True
 
     def receive(self, items: Any) -> int:
@@ -174,13 +177,30 @@ class BookReplication:
                 taken.append((held.participant, dumps(self._json_of(held))))
         self.store.keep(taken)
         if taken:
-            self.changed_book()
+            self.changed_book([participant for participant, _ in taken])
         return len(taken)
 
-    def changed_book(self) -> None:
+    def changed_book(self, participants: Iterable[str]) -> None:
+        """The commitments of `participants` were taken, replaced or forgotten: a new version of the book."""
         self.version += 1
+        self._changes.extend((self.version, p) for p in participants)
         for hook in self.on_change:
             hook()
+
+    def changed_since(self, version: int) -> set[str] | None:
+        """The participants whose commitment changed after `version` of the book, or None when they are no longer all
+        remembered (CHANGES_KEPT): who takes part and the clearing are kept up with the changes alone, not the book."""
+        if version > self.version:
+            return None
+        complete = len(self._changes) < CHANGES_KEPT or self._changes[0][0] <= version
+        if not complete:
+            return None
+        changed = set()
+        for at, participant in reversed(self._changes):
+            if at <= version:
+                break
+            changed.add(participant)
+        return changed
 
     def payload(self) -> list[dict]:
         """Every held commitment as JSON, made once per version of the book (a gossip round sends it to every

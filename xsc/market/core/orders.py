@@ -67,12 +67,10 @@ class _Coverage:
             g[0] += 1
             g[1] = max(g[1], b.slot.quantity)
 
-    def potential(self) -> int:
-        """The most one provider could deliver here: each group's largest need, plus the loose needs."""
-        return self.loose_total + sum(g[1] for g in self.groups.values())
-
     def freeze(self) -> None:
-        self.loose_total = self.loose
+        """Every bid added: what one provider could deliver here (each group's largest need, plus the loose needs),
+        summed once, as every ask past those covering the needs offers it."""
+        self.potential = self.loose + sum(g[1] for g in self.groups.values())
         self.open_groups = sorted(self.groups)
 
     def take(self, owner: str, quantity: int) -> int:
@@ -95,7 +93,7 @@ class _Coverage:
         if took == 0 and not self.open_groups and not self.loose:
             # Everything is covered by cheaper asks: this one still competes with them (it could
             # replace any of them), so it offers what one provider could deliver.
-            return min(quantity, self.potential())
+            return min(quantity, self.potential)
         return took
 
 

@@ -1,0 +1,200 @@
+"""A market round's CPU on a node whose book holds many participants: with nothing changed, after one offer changed,
+and a clearing made from scratch.
+
+Run: .venv/bin/python -m bench.bench_market_rounds [--quick] [--profile]
+
+A node clears its book again in every market round in which the book changed (xsc/market/clearing.py:
+`ShownClearing`), at least every second; a network in which every node re-signs its offer every third of
+`market.freshness` changes the book of a node holding N participants some N / 20 times a second, so nearly every
+round is one after a change.  The book here: N participants, each offering storage for this bucket and the next (two
+asks), one in ten with a put's 6 needs open (bids, backed by a credit line), and this node's own put; every peer
+known and up.  Times are CPU time of this process (best of a few runs; the machine is shared), each with its ratio
+to a raw step measured in the same run: `sorted()` of the book's orders by (price, digest).
+
+  - round, nothing changed: `ShownClearing.now()` with the book as it was (what every idle second costs);
+  - round after one offer re-signed: one peer's commitment taken again with the same orders (a new stamp), then
+    `now()` (what an idle network's rounds cost: every offer is re-signed to stay current);
+  - round after one offer changed: one peer's new commitment taken into the book, then `now()`;
+  - full clearing from scratch: who takes part and the clearing made anew (a new `ShownClearing`).
+
+`--profile` prints where the round after one change spends its time at the largest size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+from xsc.allocation import CapacitySlot, NeedSlot, Stamp
+from xsc.config import MarketSection
+from xsc.db import open_database
+from xsc.identity import Identity
+from xsc.market import Ask, Bid, clearing
+from xsc.market import service as market_service
+from xsc.market.clearing import ShownClearing
+from xsc.market.core.book import MarketCommitment
+from xsc.market.needs import NeedRegistry
+from xsc.market.recognition import Recognition
+
+from .report import Report
+
+HOUR = 3600
+GIB = 2**30
+START = 10**12  # ms: the clock the market reads (held still: no offer goes stale during a run)
+
+
+class _Peers:
+    """Every participant a known peer, up."""
+
+    def __init__(self, ids: list[str]) -> None:
+        self.ids = set(ids)
+
+    def peers(self) -> list:
+        return [SimpleNamespace(id=p) for p in sorted(self.ids)]
+
+    def state_version(self) -> tuple:
+        return (0,)
+
+    def known(self, node_id: str) -> bool:
+        return node_id in self.ids
+
+    def availability(self, node_id: str) -> SimpleNamespace:
+        return SimpleNamespace(up=True, ratio_1h=1.0)
+
+    def up(self, node_id: str) -> bool:
+        return node_id in self.ids
+
+    def up_peers(self) -> list:
+        return self.peers()
+
+
+class _Backing:
+    """Every peer's bids backed (a credit line each), as a recognised neighbourhood's are."""
+
+    version = 0
+
+    @staticmethod
+    def backing(owner: str) -> int:
+        return 10**15
+
+
+def _participant(n: int) -> str:
+    """A node id (the book looks at ids; `replication.show` checks no signature)."""
+    return Identity.generate().id
+
+
+def _commitment(owner: str, n: int, price: int, timestamp: int, stamp: Stamp) -> MarketCommitment:
+    asks = tuple(Ask(slot=CapacitySlot(id=f"storage-{b}", owner=owner, kind="storage", quantity=(64 + n % 512) * GIB,
+                                       start=b * HOUR, end=(b + 1) * HOUR), price=price) for b in (0, 1))
+    bids = () if n % 10 else tuple(
+        Bid(slot=NeedSlot(id=f"put-{n}-{k}", owner=owner, kind="storage", quantity=(1 + n % 64) * 2**20, start=0,
+                          end=HOUR), price=2_000 + n % 3_000, group=f"put-{n}") for k in range(6))
+    # Built without a signature: the book and the clearing never look at it.
+    return MarketCommitment.model_construct(participant=owner, asks=asks, bids=bids, recognition={}, stamp=stamp,
+                                            timestamp=timestamp, signature="0" * 128)
+
+
+def _market(path: Path, ids: list[str]) -> market_service.MarketService:
+    db = open_database(path)
+    me = Identity.generate()
+    config = MarketSection(freshness=60.0, offer_storage=False, offer_compute=False)
+    peers = _Peers(ids)
+    market = market_service.MarketService(
+        config=config, identity=me, db=db, peers=peers, needs=NeedRegistry(db=db, me=me.id, config=config),
+        weights=Recognition(db=db, me=me.id, peers=peers), subscribers=None, compute_threads=1,
+        storage_usage=lambda: (0, 0), gossip_interval=1.0, credit_lines=_Backing())
+    market.replication.show(_commitment(me.id, 0, 1_500, START, Stamp.seed().event()))
+    for n, p in enumerate(ids, start=1):
+        market.replication.show(_commitment(p, n, 1_000 + (n * 7919) % 3_000, START, Stamp.seed().event()))
+    return market
+
+
+def _best(fn, repeat: int, before=None) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        if before is not None:
+            before()
+        t = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t)
+    return best
+
+
+def measure(n: int, repeat: int, profile: bool = False) -> dict[str, float]:
+    """The CPU seconds of each kind of round over a book of `n` participants (and the raw sort's)."""
+    ids = [_participant(i) for i in range(n)]
+    with tempfile.TemporaryDirectory() as tmp:
+        market = _market(Path(tmp) / "db", ids)
+        try:
+            market.clearings()
+            orders = market.book.orders()
+            raw = _best(lambda: sorted(orders, key=lambda o: (o.price, o.digest)), repeat)
+            idle = _best(market.clearings, repeat)
+            changes = iter(range(10**6))
+            stamps = {p: Stamp.seed().event() for p in ids}
+
+            def change() -> None:
+                k = next(changes)
+                p = ids[k % n]
+                stamps[p] = stamps[p].event()
+                market.replication.show(_commitment(p, k % n + 1, 1_000 + (k * 104729) % 3_000, START, stamps[p]))
+                market.clearings()
+
+            changed = _best(change, repeat)
+
+            def resign() -> None:  # the offer re-signed to stay current, its orders as they were
+                p = ids[next(changes) % n]
+                held = market.book.get(p)
+                stamps[p] = stamps[p].event()
+                market.replication.show(held.model_copy(update={"stamp": stamps[p]}))
+                market.clearings()
+
+            resigned = _best(resign, repeat)
+            scratch = _best(lambda: ShownClearing(market).now(), repeat)
+            if profile:
+                profiler = cProfile.Profile()
+                profiler.enable()
+                for _ in range(3):
+                    change()
+                profiler.disable()
+                pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+        finally:
+            market.db.close()
+    return {"raw": raw, "idle": idle, "resigned": resigned, "changed": changed, "scratch": scratch,
+            "orders": len(orders)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--profile", action="store_true", help="profile the round after one change at 10,000")
+    args = parser.parse_args()
+    repeat = 3 if args.quick else 7
+    real_now = clearing.now_ms, market_service.now_ms
+    clearing.now_ms = market_service.now_ms = lambda: START
+    report = Report("market_rounds")
+    try:
+        for n in (1_000, 10_000):
+            m = measure(n, repeat, profile=args.profile and n == 10_000)
+            raw = m["raw"]
+            print(f"book of {n} participants, {m['orders']} orders (best of {repeat}, CPU time)")
+            print(f"  raw: sorted() {m['orders']} orders    {raw * 1e3:8.2f} ms")
+            for key, what in (("idle", "round, nothing changed"), ("resigned", "round after one offer re-signed"),
+                              ("changed", "round after one offer changed"),
+                              ("scratch", "full clearing from scratch")):
+                print(f"  {what:32s} {m[key] * 1e3:8.2f} ms   = {m[key] / raw:7.2f} x raw")
+                report.add(f"{what}, {n} participants", m[key] * 1e3, "ms")
+                report.add(f"{what}, {n} participants x raw sorted()", m[key] / raw, "x")
+            report.add(f"raw: sorted() the orders of {n} participants", raw * 1e3, "ms")
+    finally:
+        clearing.now_ms, market_service.now_ms = real_now
+    report.write()
+
+
+if __name__ == "__main__":
+    main()
