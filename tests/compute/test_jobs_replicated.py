@@ -148,6 +148,23 @@ async def test_replicas_whose_outputs_are_refused_agree_on_the_trap_they_signed_
     assert (await (await gateway.get("/v1/store/files")).json())["files"] == files_before
 
 
+async def test_replicas_stopped_mid_run_for_their_outputs_agree_on_the_trap_and_are_each_paid_what_they_metered(
+        node_factory, monkeypatch) -> None:
+    """Replicas of a job that writes to /out without end are each stopped at a tick of their provider's clock, so
+    how far each ran (its fuel, its bill) is not the program's to fix: they agree on the trap (`output-limit`), none
+    is struck, and each is paid the charge it metered."""
+    gateway, providers = await network(node_factory, providers=2)
+    module = await deploy(gateway, "hoard", wasi=True)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike",
+                        lambda node, why, **kw: struck.append(node) or False)
+    status, problem = await run_job(gateway, {"module": module, "deterministic": True, "replicas": 2,
+                                              "limits": {"bytes_out": 1 << 20, "timeout": 5}})
+    assert status == 413 and problem["code"] == "over-cap", problem
+    assert struck == [] and len(problem["replicas"]) == 2 and all(r["paid"] for r in problem["replicas"]), problem
+    assert problem["charge"] == sum(r["charge"] for r in problem["replicas"]), problem
+
+
 @pytest.mark.parametrize("lie", [_flip_outputs_of, _add_fuel_on, _other_stdout_on],
                          ids=["flipped-byte", "one-more-fuel", "other-stdout"])
 async def test_a_replica_that_disagrees_is_not_paid_and_is_struck_and_the_honest_two_are(

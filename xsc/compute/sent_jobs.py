@@ -29,6 +29,7 @@ from ..net import jobs as wire
 from ..tasks import Locks, in_pool
 from . import provenance
 from .job_sandbox import MAX_OUTPUTS, OutputFile
+from .out_bound import OUTPUT_LIMIT
 from .paid import PaidCompute, worst_case_refused
 from .service import InvokeCall
 from .spot_checks import unpriced
@@ -60,8 +61,14 @@ class Returned:
     @property
     def agreement(self) -> tuple:
         """What replicas of a deterministic job must agree on: every output's name and hash, the fuel (the bill),
-        the exit code and trap, the engine that ran it, and the stdout and stderr its user reads."""
+        the exit code and trap, the engine that ran it, and the stdout and stderr its user reads.  A run stopped for
+        its outputs' bytes (`output-limit`) is stopped at a tick of its provider's clock (out_bound.py), so how far
+        it ran, and so its fuel and what it printed by then, are not the program's to fix: such replicas agree on
+        the trap and the engine, and each is paid what it metered within its budget, as a run of one replica is."""
         record = self.signed["record"]
+        trap = record.get("trap") or {}
+        if record.get("outcome") == "trap" and trap.get("kind") == OUTPUT_LIMIT:
+            return OUTPUT_LIMIT, codec.canonical(record.get("engine"))
         return (tuple((o["name"], o["sha256"]) for o in record["job"]["outputs"]), record["fuel_consumed"],
                 record.get("wasi", {}).get("exit_code"), record.get("outcome"),
                 codec.canonical(record.get("engine")), self.streams or streams_sha256(self.run))
