@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from tests.support.calls import python_calls
 from xsc.itc import (
     MAX_DEPTH,
     AnonymousStampEvent,
@@ -620,23 +621,12 @@ def test_join_and_leq_work_in_proportion_to_the_trees_a_peer_sends():
     """A peer's stamp may be any tree within MAX_DEPTH levels: a long path over a bushy bottom, joined with a
     bushy tree, meets a leaf at every level of the path; work per level proportional to what lies below would
     be quadratic.  Counted in Python calls, which do not depend on the machine's speed."""
-    import sys
-
     deep, wide = Stamp(0, _comb_over(MAX_DEPTH - 12, _bushy(9))), Stamp(0, _bushy(10))
     assert max(len(deep.encode()), len(wide.encode())) <= 4096  # what a record's stamp may be
     size = _nodes(deep.event_tree) + _nodes(wide.event_tree)
-    calls = 0
-
-    def count(frame, event, arg):
-        nonlocal calls
-        calls += event == "call"
-
-    sys.setprofile(count)
-    try:
-        joined = deep.join(wide)
-        deep.leq(wide), wide.leq(deep), deep.leq(joined), wide.leq(joined)
-    finally:
-        sys.setprofile(None)
+    joined = deep.join(wide)
+    calls = python_calls(lambda: (deep.join(wide), deep.leq(wide), wide.leq(deep), deep.leq(joined),
+                                  wide.leq(joined)))
     assert deep.leq(joined) and wide.leq(joined)
     assert calls <= 8 * size, (calls, size)
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from decimal import Decimal
 from itertools import permutations
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.support.calls import python_calls
 from tests.support.market import ask, bid
 
 from xsc.allocation import Outcome, Stamp
@@ -187,18 +187,7 @@ def _steps(asks: int, groups: int) -> int:
     """The Python calls `market_orders` makes (generator steps counted) over `asks` asks and `groups` puts of 2."""
     offers = [ask(f"p{i}", "s", 10**9, 1_000 + i) for i in range(asks)]
     needs = [bid(f"u{g}", f"n{g}-{k}", 10, 2_000, group=f"g{g}") for g in range(groups) for k in range(2)]
-    calls = [0]
-
-    def count(frame, event, arg) -> None:
-        if event == "call":
-            calls[0] += 1
-
-    sys.setprofile(count)
-    try:
-        market_orders(offers, needs, 3600)
-    finally:
-        sys.setprofile(None)
-    return calls[0]
+    return python_calls(lambda: market_orders(offers, needs, 3600))
 
 
 def test_the_orders_of_a_book_cost_in_proportion_to_its_asks_and_bids_not_their_product():

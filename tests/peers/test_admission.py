@@ -22,6 +22,7 @@ from xsc.node.appkeys import NODE, REPLAY_GUARD
 from xsc.peers import make_descriptor
 from xsc.peers.admission import Quarantine
 
+from tests.support.calls import python_calls
 from tests.support.nodes import serve
 from tests.support.peers import api, dialled_from_here, node_id
 
@@ -500,8 +501,6 @@ def test_a_restart_counts_no_more_flood_strikes_than_one_a_minute(tmp_path) -> N
 def test_a_full_quarantine_makes_room_without_a_look_at_each_quarantined_peer(tmp_path) -> None:
     """A put into a full quarantine makes as many Python calls at a capacity of 2,000 as at 200 (the quarantine
     that ends soonest is found in a heap), and the soonest to end still makes room."""
-    import sys
-
     import plyvel
 
     from xsc.identity import public_id
@@ -515,21 +514,11 @@ def test_a_full_quarantine_makes_room_without_a_look_at_each_quarantined_peer(tm
             clock[0] += 0.001
             q.put(peer, "flood", duration=600 + (n % 7))  # ends in another order than the puts'
         held = [e["node"] for e in q.list()]  # soonest to end first
-        calls = [0]
-
-        def count(frame, event, arg) -> None:
-            if event == "call":
-                calls[0] += 1
-        sys.setprofile(count)
-        try:
-            for peer in peers[capacity:]:
-                q.put(peer, "flood", duration=10_000)
-        finally:
-            sys.setprofile(None)
+        calls = python_calls(lambda: [q.put(peer, "flood", duration=10_000) for peer in peers[capacity:]])
         assert {e["node"] for e in q.list()} == {*held[20:], *peers[capacity:]}  # the 20 ending soonest made room
         assert len(q) == capacity
         db.close()
-        return calls[0] // 20
+        return calls // 20
 
     small, large = calls_per_put(200), calls_per_put(2000)
     assert large <= small + 10, (small, large)

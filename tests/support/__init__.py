@@ -14,4 +14,5 @@
 - `market`: order, ask and bid builders.
 - `allocation`: hypothesis strategies for slots and networks.
 - `http_stub`: a stand-in for a node on a free port, answering what a test's handler says (client tests).
+- `calls`: work counted in Python calls (a cost that grows with what it should, timed by nothing).
 """
