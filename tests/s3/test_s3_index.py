@@ -155,6 +155,20 @@ def test_multipart_rules(index) -> None:
     assert "late" in index.garbage()
 
 
+def test_a_part_number_that_is_a_bool_or_a_float_is_refused_and_nothing_is_recorded(index) -> None:
+    """`check_part_number` judges the type itself: a caller that did not (the import checks it first) cannot record
+    part `true` or `2.0`, which compare as 1 and 2 but would be written into the part's record and key as they are."""
+    upload = index.create_upload("bkt", "big")
+    for number in (True, 2.0, 1.5, 0, names.MAX_PARTS + 1):
+        with pytest.raises(InvalidArgument, match="whole numbers from 1"):
+            names.check_part_number(number)
+        with pytest.raises(InvalidArgument):
+            index.put_part(upload, number, "p", 150, "aa")
+    assert index.parts(upload) == [] and "p" not in index.garbage()
+    index.put_part(upload, 2, "p", 150, "aa")
+    assert [p["number"] for p in index.parts(upload)] == [2]
+
+
 def test_reconcile_finds_files_no_record_refers_to(index) -> None:
     index.put("bkt", "k", obj("a", "b"))
     upload = index.create_upload("bkt", "m")
