@@ -326,6 +326,34 @@ def test_an_imports_charges_read_each_users_chain_once_however_many_pieces_they_
     asyncio.run(run())
 
 
+def test_a_whole_export_sent_as_one_request_lets_the_chains_it_read_go(tmp_path) -> None:
+    """A whole export (`exported` in it, what `export-index` wrote) sent as one request, with charges and no `last`, is
+    its own last piece: the users' chains read for its charges are let go once it is imported, not kept for a later
+    import's pieces.  So the next import reads each of those chains again, whole (one kept would be read only from the
+    entry it was left at: none)."""
+    async def run() -> None:
+        db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+        counting = _CountingChains(db)
+        ledger, index, accounts, _ = parts(counting)
+        index.create_bucket("bkt", "ana")
+        index.grant("bkt", "bob", "write")
+        await accounts.fund("bob", FUNDED)
+        await accounts.charge("bob", CAPS[0], COST)  # bob's chain: its funding and the charge
+        whole = codec.loads(codec.dumps(backup.export_here(index, accounts)))
+        assert "exported" in whole and backup.LAST not in whole and len(whole["charged"]) == 1
+        index.put("bkt", "k", record(CAPS[0]))  # (its row gone: the import asks bob's chain whether it was paid)
+        read = []
+        for _ in range(2):
+            counting.read = 0
+            written = backup.restore_here(index, whole, accounts, None)
+            read.append(counting.read)
+            assert [row["reason"] for row in written["left_out"]] == ["settled"], written
+        assert read == [2, 2]
+        await ledger.close()
+        db.close()
+    asyncio.run(run())
+
+
 def test_an_import_brings_back_only_the_rows_of_charges_this_nodes_account_signed(tmp_path) -> None:
     """A row of charges comes back as a refund the node's account pays, so an export of this node's carries each row
     signed by that account: into the node on a fresh data dir, a signed row comes back and is paid; a row that an
