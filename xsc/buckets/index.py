@@ -104,14 +104,17 @@ class S3Index(Uploads):
 
     # --- buckets -----------------------------------------------------------------
     def buckets(self, user: str | None = None) -> list[dict]:
-        """Every bucket (for a user: those it owns or was granted, read from its o/y/ entries), with its owner."""
+        """Every bucket (for a user: those it owns or was granted, read from its o/y/ entries), with its owner.  One
+        whose record was made at 0 (only an import writes it: an export of a record that kept no time) is listed
+        `created` None: when it was made is not known, and 1970 would be read as a date."""
         if user is None:
-            return _buckets(self.db)
-        prefix, found = keys.object_buckets_of_user(user), []
-        for entry in self.db.iterator(prefix=prefix, include_value=False):
-            with contextlib.suppress(NoSuchBucket):  # (deleted as this is read)
-                found.append(self.bucket(entry[len(prefix):].decode()))
-        return found
+            found = _buckets(self.db)
+        else:
+            prefix, found = keys.object_buckets_of_user(user), []
+            for entry in self.db.iterator(prefix=prefix, include_value=False):
+                with contextlib.suppress(NoSuchBucket):  # (deleted as this is read)
+                    found.append(self.bucket(entry[len(prefix):].decode()))
+        return [{**b, "created": b.get("created") or None} for b in found]
 
     def bucket(self, name: str) -> dict:
         raw = self.db.get(keys.object_bucket(name))
