@@ -92,14 +92,16 @@ def test_a_charge_of_a_file_the_store_does_not_hold_as_the_fronts_is_refused_and
 
 
 def test_a_charge_retried_is_paid_once_and_one_after_the_files_record_is_refused(gateway) -> None:
-    """A charge asked twice (its answer lost on its way back to the front) is answered as the first, and paid once;
-    once the file's record is written, another charge of it is refused 409: the user pays once for one object."""
+    """A charge asked twice (its answer lost on its way back to the front) is answered as the first, its entry too,
+    and paid once; once the file's record is written, another charge of it is refused 409: the user pays once for one
+    object."""
     node = gateway.node
     before = _user(node, "dora")
     assert _call(node, "PUT", "/v1/s3/buckets/dora-charges?user=dora")[0] == 201
     cap = _fronts(node, "k")
     first, again = _charge(node, "dora", cap), _charge(node, "dora", cap)
     assert (first[0], first[1]["charged"], again[0], again[1]["charged"]) == (200, COST, 200, COST)
+    assert again[1] == {**first[1], "again": True} and first[1]["entry"], (first, again)
     assert len(_charged_rows(node, "dora")) == 1
     record = {"parts": [{"cap": cap, "size": 64}], "etag": "e"}
     assert _call(node, "PUT", "/v1/s3/buckets/dora-charges/object?key=k&user=dora", record)[0] == 200

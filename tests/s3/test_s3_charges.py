@@ -103,6 +103,24 @@ def test_a_charge_retried_is_answered_as_the_first_and_paid_back_once_if_its_fil
     asyncio.run(run())
 
 
+def test_a_charge_retried_is_answered_with_the_entry_the_first_made_however_many_came_between(tmp_path) -> None:
+    """A retried charge's answer has the shape of the first's, `entry` too (the id of the transfer the first charge
+    made; `again` besides), so a front that retried reads what one that did not reads: retried at once, and after
+    more of the user's entries than a page of its chain holds."""
+    async def run() -> None:
+        node = await _node(tmp_path / "db")
+        first = await node.accounts.charge("bob", CAPS[0], COST)
+        again = await node.accounts.charge("bob", CAPS[0], COST)
+        assert again == {**first, "again": True}, (first, again)
+        others = [Capability(os.urandom(32), os.urandom(32), 10).text for _ in range(70)]
+        assert all("entry" in charged for charged in await node.accounts.charge_many("bob", [(c, COST) for c in others]))
+        later = await node.accounts.charge("bob", CAPS[0], COST)
+        assert (later["entry"], later["again"], later["charged"]) == (first["entry"], True, COST)
+        assert node.ledger.store.entry(first["entry"]).authorization.job.startswith("s3:put:")
+        await node.close()
+    asyncio.run(run())
+
+
 def test_a_charge_of_a_file_recorded_or_refused_already_is_refused_and_one_a_crash_left_stands(tmp_path) -> None:
     """A charge that comes once its file's record is written is refused (Conflict: the file was paid for before it
     was recorded), and one of a file refused already (marked garbage) too (NotFound): neither pays.  A charge whose
