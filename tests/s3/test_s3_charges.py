@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.s3_refund_burst import COST, FUNDED, HeldFiles, parts, record
+from tests.support.s3_refund_burst import COST, FUNDED, MARKS, HeldFiles, parts, record
 from xsc import codec, keys
 from xsc.buckets import backup
 from xsc.buckets.accounts import UserAccounts
@@ -154,7 +154,7 @@ def test_a_charge_whose_file_is_refused_and_removed_between_its_check_and_its_tr
     refused (here: found an orphan), the file removed and its mark cleared, all before the charge's transfer writes its
     row.  Nothing would ever judge that row again: the charge is paid back as it is judged, and leaves no row."""
     async def run() -> None:
-        held = HeldFiles({CAPS[0]: "s3:bkt/k#" + "0" * 48})
+        held = HeldFiles({CAPS[0]: MARKS.name("bkt/k")})
         node = Node(str(tmp_path / "db"), held)
         await node.setup()
 

@@ -32,7 +32,7 @@ def serve(obj, listen: str, region: str | None, reconcile_interval: float) -> No
     from ..config import REGION, load_config, parse_listen
     from ..errors import ConfigError
     from ..s3.access import KeyRing, key_file
-    from ..s3.marks import FileMarks
+    from ..buckets.marks import FileMarks
     from ..client.aio import NodeApi
     from ..heap import set_malloc_thresholds
     from ..s3.remote import RemoteNode
