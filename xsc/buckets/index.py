@@ -431,7 +431,8 @@ class S3Index(Uploads):
         the amount of the user's charge of it noted already (a charge retried, its answer lost on its way back: it is
         answered as that one, not paid twice), or why not: a file a record refers to (paid for before it was recorded,
         or never a user's to pay for: Conflict), one charged to another user (Conflict), one marked garbage or that
-        the store does not hold as one the front stored (NotFound: nothing would ever record it, or pay it back)."""
+        the store does not hold under a name of the front's shape (NotFound: nothing would ever record it, or pay it
+        back), one whose name has that shape but a tag the node's key did not make (Forbidden: stored by hand)."""
         with self._lock:
             read: dict[bytes, set[str]] = {}
             return [self._chargeable(user, cap, read) for cap in caps]
@@ -442,7 +443,7 @@ class S3Index(Uploads):
             return Conflict(f"the file {short} is an object's or a part's already: a file is paid for once, before "
                             "its record is written", capability=cap)
         name = None if self.store is None else stored_name(self.store, cap) or ""
-        if self.db.get(keys.object_garbage(cap)) is not None or name is not None and not FileMarks.shaped(name):
+        if self.db.get(keys.object_garbage(cap)) is not None or (name is not None and not FileMarks.shaped(name)):
             return NotFound(f"no file the S3 front stored has the capability {short} (never stored here, or removed): "
                             "a charge pays for a file the front has just stored", capability=cap)
         if name is not None and not self.fronts(name):
