@@ -4,6 +4,7 @@ ranges, multipart, listing, presigned URLs and every auth failure."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import urllib.error
 import urllib.request
@@ -57,6 +58,19 @@ def test_buckets_create_list_head_delete(s3) -> None:
     assert code_of(info) == ("InvalidBucketName", 400)
     s3.create_bucket(Bucket="located")
     assert s3.get_bucket_location(Bucket="located")["LocationConstraint"] is None
+
+
+def test_list_buckets_gives_a_bucket_made_when_is_not_known_a_date_clients_parse(gateway, s3, tmp_path) -> None:
+    """A bucket imported with no time (made at 0: an export of a record that kept none) is listed `created` null by
+    the node, and ListBuckets still gives it a CreationDate boto3 parses: the epoch, as S3 gives every bucket one."""
+    export = tmp_path / "untimed.json"
+    export.write_text(json.dumps({"version": 1, "buckets": [{"name": "untimed", "created": 0, "objects": {}}]}))
+    assert gateway.node.xsc("s3", "import-index", str(export)).returncode == 0
+    listed = {b["Name"]: b["CreationDate"] for b in s3.list_buckets()["Buckets"]}
+    assert listed["untimed"] == datetime(1970, 1, 1, tzinfo=timezone.utc), listed
+    assert all(when > datetime(2000, 1, 1, tzinfo=timezone.utc) for name, when in listed.items() if name != "untimed")
+    found = {b["name"]: b for b in json.loads(gateway.node.xsc("s3", "buckets", "--json").stdout)}
+    assert found["untimed"]["created"] is None, found
 
 
 # --- objects ---------------------------------------------------------------------

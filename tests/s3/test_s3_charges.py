@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.s3_refund_burst import COST, FUNDED, HeldFiles, parts, record
+from tests.support.s3_refund_burst import COST, FUNDED, MARKS, HeldFiles, parts, record
 from xsc import codec, keys
 from xsc.buckets import backup
 from xsc.buckets.accounts import UserAccounts
@@ -103,6 +103,24 @@ def test_a_charge_retried_is_answered_as_the_first_and_paid_back_once_if_its_fil
     asyncio.run(run())
 
 
+def test_a_charge_retried_is_answered_with_the_entry_the_first_made_however_many_came_between(tmp_path) -> None:
+    """A retried charge's answer has the shape of the first's, `entry` too (the id of the transfer the first charge
+    made; `again` besides), so a front that retried reads what one that did not reads: retried at once, and after
+    more of the user's entries than a page of its chain holds."""
+    async def run() -> None:
+        node = await _node(tmp_path / "db")
+        first = await node.accounts.charge("bob", CAPS[0], COST)
+        again = await node.accounts.charge("bob", CAPS[0], COST)
+        assert again == {**first, "again": True}, (first, again)
+        others = [Capability(os.urandom(32), os.urandom(32), 10).text for _ in range(70)]
+        assert all("entry" in charged for charged in await node.accounts.charge_many("bob", [(c, COST) for c in others]))
+        later = await node.accounts.charge("bob", CAPS[0], COST)
+        assert (later["entry"], later["again"], later["charged"]) == (first["entry"], True, COST)
+        assert node.ledger.store.entry(first["entry"]).authorization.job.startswith("s3:put:")
+        await node.close()
+    asyncio.run(run())
+
+
 def test_a_charge_of_a_file_recorded_or_refused_already_is_refused_and_one_a_crash_left_stands(tmp_path) -> None:
     """A charge that comes once its file's record is written is refused (Conflict: the file was paid for before it
     was recorded), and one of a file refused already (marked garbage) too (NotFound): neither pays.  A charge whose
@@ -136,7 +154,7 @@ def test_a_charge_whose_file_is_refused_and_removed_between_its_check_and_its_tr
     refused (here: found an orphan), the file removed and its mark cleared, all before the charge's transfer writes its
     row.  Nothing would ever judge that row again: the charge is paid back as it is judged, and leaves no row."""
     async def run() -> None:
-        held = HeldFiles({CAPS[0]: "s3:bkt/k#" + "0" * 48})
+        held = HeldFiles({CAPS[0]: MARKS.name("bkt/k")})
         node = Node(str(tmp_path / "db"), held)
         await node.setup()
 
@@ -321,6 +339,34 @@ def test_an_imports_charges_read_each_users_chain_once_however_many_pieces_they_
             brought += backup.restore_here(index, piece, accounts, HeldFiles())["charges"]
             read += counting.read
         assert (read, brought) == (3 + 1 + 1, len(rows))
+        await ledger.close()
+        db.close()
+    asyncio.run(run())
+
+
+def test_a_whole_export_sent_as_one_request_lets_the_chains_it_read_go(tmp_path) -> None:
+    """A whole export (`exported` in it, what `export-index` wrote) sent as one request, with charges and no `last`, is
+    its own last piece: the users' chains read for its charges are let go once it is imported, not kept for a later
+    import's pieces.  So the next import reads each of those chains again, whole (one kept would be read only from the
+    entry it was left at: none)."""
+    async def run() -> None:
+        db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+        counting = _CountingChains(db)
+        ledger, index, accounts, _ = parts(counting)
+        index.create_bucket("bkt", "ana")
+        index.grant("bkt", "bob", "write")
+        await accounts.fund("bob", FUNDED)
+        await accounts.charge("bob", CAPS[0], COST)  # bob's chain: its funding and the charge
+        whole = codec.loads(codec.dumps(backup.export_here(index, accounts)))
+        assert "exported" in whole and backup.LAST not in whole and len(whole["charged"]) == 1
+        index.put("bkt", "k", record(CAPS[0]))  # (its row gone: the import asks bob's chain whether it was paid)
+        read = []
+        for _ in range(2):
+            counting.read = 0
+            written = backup.restore_here(index, whole, accounts, None)
+            read.append(counting.read)
+            assert [row["reason"] for row in written["left_out"]] == ["settled"], written
+        assert read == [2, 2]
         await ledger.close()
         db.close()
     asyncio.run(run())

@@ -19,7 +19,7 @@ from tests.support.s3 import (FrontProcess, Gateway, InNodeFront, half_sent_put,
                               store_files)
 from tests.support.waiting import eventually
 from xsc.s3.core import checksums
-from xsc.s3.marks import FileMarks
+from xsc.buckets.marks import FileMarks
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # real processes and tools: slow on a loaded machine
 MiB = 1024 * 1024

@@ -14,7 +14,7 @@ import socket
 
 import pytest
 
-from xsc.s3.marks import FileMarks
+from xsc.buckets.marks import FileMarks
 
 from tests.support.s3 import Gateway, half_sent_put, signed_answer, signed_exchange, store_files
 from tests.support.waiting import eventually

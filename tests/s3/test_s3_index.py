@@ -19,10 +19,11 @@ from xsc import codec, keys
 from xsc.buckets import backup
 from xsc.buckets.core import names, records
 from xsc.buckets.index import S3Index, funded, funded_note, index_holders, users
+from xsc.buckets.marks import FileMarks
 from xsc.buckets.uploads import COMPLETED_KEEP, upload_page
 from xsc.s3.core import xml
 from xsc.storage.core.capability import Capability
-from xsc.node.appkeys import DB, NODE
+from xsc.node.appkeys import CONFIG, DB, NODE
 
 from tests.support.nodes import close_node, serve
 
@@ -34,9 +35,12 @@ def db(tmp_path):
     db.close()
 
 
+MARKS = FileMarks(b"k" * 32)  # the front's, whose names an import brings back the records of
+
+
 @pytest.fixture
 def index(db):
-    index = S3Index(db, min_part_size=100)
+    index = S3Index(db, min_part_size=100, marks=MARKS)
     index.create_bucket("bkt")
     return index
 
@@ -153,6 +157,20 @@ def test_multipart_rules(index) -> None:
     with pytest.raises(NoSuchUpload):
         index.put_part(upload, 4, "late", 1, "ee")
     assert "late" in index.garbage()
+
+
+def test_a_part_number_that_is_a_bool_or_a_float_is_refused_and_nothing_is_recorded(index) -> None:
+    """`check_part_number` judges the type itself: a caller that did not (the import checks it first) cannot record
+    part `true` or `2.0`, which compare as 1 and 2 but would be written into the part's record and key as they are."""
+    upload = index.create_upload("bkt", "big")
+    for number in (True, 2.0, 1.5, 0, names.MAX_PARTS + 1):
+        with pytest.raises(InvalidArgument, match="whole numbers from 1"):
+            names.check_part_number(number)
+        with pytest.raises(InvalidArgument):
+            index.put_part(upload, number, "p", 150, "aa")
+    assert index.parts(upload) == [] and "p" not in index.garbage()
+    index.put_part(upload, 2, "p", 150, "aa")
+    assert [p["number"] for p in index.parts(upload)] == [2]
 
 
 def test_reconcile_finds_files_no_record_refers_to(index) -> None:
@@ -391,24 +409,26 @@ def test_an_import_naming_a_file_marked_for_removal_here_leaves_it_out_and_the_f
 
 def test_an_import_naming_a_file_of_this_nodes_own_the_front_did_not_store_leaves_it_out(index) -> None:
     """A file `xsc store put` stored is the user's: an object naming it would remove it as it is deleted.  A file the
-    store lists under a name the front gives is imported; one it does not list is not, in this node's export
-    (`missing`)."""
-    front = "s3:bkt/k#" + "0" * 16 + "f" * 32
-    listed = {"mine": "holiday.jpg", "unnamed": "", "fronts": front, "forged": "s3:bkt/k#not-a-tag"}
+    store lists under a name the front gives is imported; one under a name of the front's shape whose tag the front's
+    key did not make (stored by hand) is not, nor one the store does not list, in this node's export (`missing`)."""
+    listed = {"mine": "holiday.jpg", "unnamed": "", "fronts": MARKS.name("bkt/k"), "forged": "s3:bkt/k#not-a-tag",
+              "made-up-tag": "s3:bkt/k#" + "0" * 16 + "f" * 32, "other-key": FileMarks(b"x" * 32).name("bkt/k")}
     written = backup.restore(index, {"funded_by": "this-node", "buckets": [{"name": "bkt", "created": 0, "objects": {
         key: obj(key) for key in (*listed, "elsewhere")}}]}, account="this-node", stored_name=listed.get)
-    assert (written["objects"], written["refused"]) == (1, 4), written
+    assert (written["objects"], written["refused"]) == (1, 6), written
     assert {i["key"]: i["reason"] for i in written["left_out"]} == {
-        "mine": "not-s3", "unnamed": "not-s3", "forged": "not-s3", "elsewhere": "missing"}
+        "mine": "not-s3", "unnamed": "not-s3", "forged": "not-s3", "made-up-tag": "not-s3", "other-key": "not-s3",
+        "elsewhere": "missing"}
     assert [k for k, _ in index.objects("bkt")] == ["fronts"]
-    assert index.delete_many("bkt", ["mine", "unnamed", "forged"]) == [] and index.garbage() == []
+    left_out = ["mine", "unnamed", "forged", "made-up-tag", "other-key"]
+    assert index.delete_many("bkt", left_out) == [] and index.garbage() == []
 
 
 def test_an_import_naming_a_file_this_nodes_store_no_longer_holds_leaves_it_out(index) -> None:
     """A record of this node's export brought back for a file removed since (its marks cleared as the front removed
     it) would be listed with a body no GET can read: each object or part naming one is left out and named; one
     naming files all held comes back."""
-    front = lambda cap: "s3:bkt/k#" + "0" * 16 + "f" * 32
+    front = lambda cap: MARKS.name("bkt/k")
     upload = index.create_upload("bkt", "big")
     index.put_part(upload, 1, "part-1", 100, "e1")
     index.put_part(upload, 2, "part-2", 100, "e2")
@@ -432,7 +452,7 @@ def test_an_import_leaving_out_an_object_leaves_out_the_completed_upload_naming_
     """A retried Complete is answered from the completed upload's record: brought back without its object, it would
     answer the ETag of an object not there.  It is left out with its object, whole or sent in pieces; one whose object
     comes back, or is held here, comes back."""
-    front = "s3:bkt/k#" + "0" * 16 + "f" * 32
+    front = MARKS.name("bkt/k")
     done = {}
     for key in ("gone", "back", "here"):
         done[key] = index.create_upload("bkt", key)
@@ -1141,7 +1161,7 @@ async def test_an_import_of_this_nodes_export_leaves_out_an_object_whose_file_it
     back, to be read from the nodes that hold their shares."""
     node = await serve(make_config())
     try:
-        front = "s3:bkt/k#" + "0" * 16 + "f" * 32  # the shape of a name the front gives
+        front = FileMarks.load(node.app[CONFIG].data_dir).name("bkt/k")  # a name the front gives
 
         async def put(body: bytes) -> str:
             response = await node.post("/v1/store/files", params={"name": front}, data=body)

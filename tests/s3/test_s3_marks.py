@@ -1,10 +1,10 @@
-"""The front's file marks (s3/marks.py): every name it gives is its own; no other name is, whatever a user types."""
+"""The front's file marks (buckets/marks.py): every name it gives is its own; no other name is, whatever a user types."""
 
 from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from xsc.s3.marks import FileMarks
+from xsc.buckets.marks import FileMarks
 
 MARKS = FileMarks(b"k" * 32)
 

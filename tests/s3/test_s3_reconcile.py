@@ -17,7 +17,7 @@ from xsc.buckets.core.names import DEFAULT_USER, SMALL_OBJECT
 from xsc.errors import XscError
 from xsc.node.appkeys import NODE
 from xsc.s3.access import KeyRing
-from xsc.s3.marks import FileMarks
+from xsc.buckets.marks import FileMarks
 from xsc.s3.server import S3Front, WriteGate, listen
 
 from tests.support.nodes import free_port

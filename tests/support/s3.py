@@ -15,7 +15,7 @@ from pathlib import Path
 from tests.support.nodes import NodeProcess, free_port, run_xsc, xsc_command
 from tests.support.waiting import eventually
 from xsc import devnet
-from xsc.s3.marks import FileMarks
+from xsc.buckets.marks import FileMarks
 
 SEGMENT = 64 * 1024  # small segments: ranged reads at segment edges stay fast
 NODE_ENV = {"XSC_STORAGE_SEGMENT_SIZE": str(SEGMENT), "XSC_STORAGE_CAPACITY": "4GiB"}

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from xsc.buckets.accounts import UserAccounts
 from xsc.buckets.index import S3Index
+from xsc.buckets.marks import FileMarks
 from xsc.buckets.refunds import Refunds
 from xsc.errors import ConditionalConflict
 from xsc.identity import Identity
@@ -23,6 +24,7 @@ from xsc.storage.core.capability import Capability
 
 COST = 7  # micro-credits each write is charged
 FUNDED = 10**9
+MARKS = FileMarks(b"k" * 32)  # the front's: the names of the files it stores, which a charge is held to
 
 
 class HeldFiles(dict):
@@ -37,7 +39,7 @@ def parts(db, store: HeldFiles | None = None) -> tuple[LedgerService, S3Index, U
     """The node's S3 accounting parts on `db`, holding charges to `store` (not given: no store to hold them to)."""
     owner, node = (Identity(Ed25519PrivateKey.from_private_bytes(bytes([n]) * 32)) for n in (1, 2))
     ledger = LedgerService(db, 10**12, node=node, client=owner)
-    index = S3Index(db, store=store)
+    index = S3Index(db, store=store, marks=MARKS)
     accounts = UserAccounts(ledger, owner, charged=lambda caps: asyncio.to_thread(index.charged, caps),
                             chargeable=lambda user, caps: asyncio.to_thread(index.chargeable, user, caps))
     return ledger, index, accounts, Refunds(accounts=accounts, index=index)

@@ -41,6 +41,7 @@ MAX_AMOUNT = names.MAX_AMOUNT  # micro-credits one transfer moves at most (a bil
 # Users whose derived accounts are kept (the least recently asked of let go first): a request can name any user, and
 # deriving one again is a signature.
 ACCOUNTS_KEPT = 4096
+CHAIN_PAGE = 64  # entries of a user's chain read at once, back from its head, for a retried charge's first entry
 ROW_SIGNED = b"xsc s3 charge row\x00"  # what the node's account signs of each row of charges and refunds owed it exports
 log = logging.getLogger(__name__)
 
@@ -262,7 +263,9 @@ class UserAccounts:
         paid: list[str] = []
         for verdict, (capability, amount), outcome in zip(judged, charges, outcomes):
             if isinstance(outcome, int):  # charged already: that charge's answer, paid once
-                answers.append({**view, "charged": outcome, "again": True})
+                job = PUT_JOB + Capability.parse(capability).storage_index.hex()
+                first = await self._entry_of(account.public_key, job)
+                answers.append({**view, "charged": outcome, "entry": first, "again": True})
                 continue
             entry = outcome if isinstance(outcome, XscError) else next(settled)
             answers.append(entry if isinstance(entry, BaseException) else {**view, "charged": amount, "entry": entry})
@@ -274,6 +277,19 @@ class UserAccounts:
             except Exception:  # noqa: BLE001 - the charges stand; the index judges their rows as it next opens
                 log.exception("could not judge the rows of %d S3 charge(s) yet", len(paid))
         return answers
+
+    async def _entry_of(self, account: bytes, job: str) -> str | None:
+        """The id of the account's newest transfer of `job` (a charge's, whose retry is answered with the entry the
+        first made), read back from the chain's head a page at a time: a retry comes as its charge's answer is lost,
+        so its entry is among the newest.  None if the chain holds none."""
+        seq = self.ledger.account_view(account)["seq"]
+        while seq > 0:
+            first = max(seq - CHAIN_PAGE + 1, 1)
+            for entry in reversed(await self.ledger.chain(account, first, seq - first + 1)):
+                if entry["kind"] == "payment" and entry["job"] == job:
+                    return entry["id"]
+            seq = first - 1
+        return None
 
     async def _judged(self, user: str, charges: list[tuple[str, int]], fresh: bool) -> list[str | XscError | int]:
         """Each charge's file as its rows spell it (its capability's canonical text), to be charged; or its refusal (an

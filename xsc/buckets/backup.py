@@ -235,13 +235,15 @@ def restore_here(index: S3Index, piece: Any, accounts: UserAccounts, store: Any)
     the rows of charges its exports hold, the users its ledger shows it funded, and the names its store
     (`ShareStore`) lists its files under.  The charges of an export come in its last pieces, one after another: the
     users' chains read for them are kept from one to the next (each entry read once an import,
-    `UserAccounts.charged_here`), and let go after a piece with none, or its last."""
+    `UserAccounts.charged_here`), and let go after a piece with none, or its last: the piece that says so (LAST), or
+    a whole export sent as one request (`exported`, which no piece carries), after which no piece of it is to come."""
     try:
         return restore(index, piece, account=accounts.owner.id, funded_here=accounts.funded_in_ledger,
                        charged_here=accounts.charged_here(), stored_name=lambda cap: stored_name(store, cap),
                        signed=accounts.row_signed)
     finally:
-        if not isinstance(piece, dict) or piece.get(LAST) is True or not (piece.get("charged") or piece.get("owed")):
+        if not isinstance(piece, dict) or piece.get(LAST) is True or "exported" in piece or not (
+                piece.get("charged") or piece.get("owed")):
             accounts.forget_chains()
 
 

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import threading
 import time
 from collections import Counter
@@ -64,12 +63,9 @@ from ..units import counted
 from .core import listing, names, records
 from .entries import (apply, caps_of, charged_files, charges_of, given_once, holds, owe, release, settled, share,
                       shared_keys, stored_name, write_entries)
+from .marks import FileMarks
 from .uploads import MAX_UPLOADS, UPLOAD_EXPIRY, Uploads, by_age, by_key, index_ages, index_uploads, parts_of
 
-FILE_PREFIX = "s3:"  # the names of the store's files the S3 front put (see reconcile)
-NONCE_HEX = 16  # a front's file name ends with `#`, a nonce of 64 random bits and ...
-TAG_HEX = 32  # ... a 128-bit HMAC of the rest (xsc/s3/marks.py)
-FRONT_NAME = re.compile(rf"{FILE_PREFIX}.*#[0-9a-f]{{{NONCE_HEX}}}[0-9a-f]{{{TAG_HEX}}}", re.DOTALL)
 LEVELS = {"read": 1, "write": 2, "owner": 3}  # what a user may do with a bucket: each level includes those below
 INITIATOR = names.INITIATOR
 log = logging.getLogger(__name__)
@@ -83,9 +79,12 @@ def _dump(value: Any) -> bytes:
 class S3Index(Uploads):
     def __init__(self, db: Database, *, min_part_size: int = names.MIN_PART_SIZE, max_buckets: int = MAX_BUCKETS,
                  max_uploads: int = MAX_UPLOADS, upload_expiry: float = UPLOAD_EXPIRY, clock=time.time,
-                 store: Any = None) -> None:
+                 store: Any = None, marks: FileMarks | None = None) -> None:
         self.db = db
         self.store = store  # the node's ShareStore, to which charges are held (its file_record); None: none to hold to
+        # The front's marks (its data dir's key): a file a charge or an import names is the front's only if the tag of
+        # the name the store lists it under checks (None: no name is).
+        self.marks = marks
         self.min_part_size = min_part_size
         self.max_buckets, self.max_uploads, self.upload_expiry = max_buckets, max_uploads, upload_expiry
         self.clock = clock
@@ -104,14 +103,17 @@ class S3Index(Uploads):
 
     # --- buckets -----------------------------------------------------------------
     def buckets(self, user: str | None = None) -> list[dict]:
-        """Every bucket (for a user: those it owns or was granted, read from its o/y/ entries), with its owner."""
+        """Every bucket (for a user: those it owns or was granted, read from its o/y/ entries), with its owner.  One
+        whose record was made at 0 (only an import writes it: an export of a record that kept no time) is listed
+        `created` None: when it was made is not known, and 1970 would be read as a date."""
         if user is None:
-            return _buckets(self.db)
-        prefix, found = keys.object_buckets_of_user(user), []
-        for entry in self.db.iterator(prefix=prefix, include_value=False):
-            with contextlib.suppress(NoSuchBucket):  # (deleted as this is read)
-                found.append(self.bucket(entry[len(prefix):].decode()))
-        return found
+            found = _buckets(self.db)
+        else:
+            prefix, found = keys.object_buckets_of_user(user), []
+            for entry in self.db.iterator(prefix=prefix, include_value=False):
+                with contextlib.suppress(NoSuchBucket):  # (deleted as this is read)
+                    found.append(self.bucket(entry[len(prefix):].decode()))
+        return [{**b, "created": b.get("created") or None} for b in found]
 
     def bucket(self, name: str) -> dict:
         raw = self.db.get(keys.object_bucket(name))
@@ -429,7 +431,8 @@ class S3Index(Uploads):
         the amount of the user's charge of it noted already (a charge retried, its answer lost on its way back: it is
         answered as that one, not paid twice), or why not: a file a record refers to (paid for before it was recorded,
         or never a user's to pay for: Conflict), one charged to another user (Conflict), one marked garbage or that
-        the store does not hold as one the front stored (NotFound: nothing would ever record it, or pay it back)."""
+        the store does not hold under a name of the front's shape (NotFound: nothing would ever record it, or pay it
+        back), one whose name has that shape but a tag the node's key did not make (Forbidden: stored by hand)."""
         with self._lock:
             read: dict[bytes, set[str]] = {}
             return [self._chargeable(user, cap, read) for cap in caps]
@@ -439,14 +442,23 @@ class S3Index(Uploads):
         if self._referred(cap, read):
             return Conflict(f"the file {short} is an object's or a part's already: a file is paid for once, before "
                             "its record is written", capability=cap)
-        if self.db.get(keys.object_garbage(cap)) is not None or (
-                self.store is not None and not FRONT_NAME.fullmatch(stored_name(self.store, cap) or "")):
+        name = None if self.store is None else stored_name(self.store, cap) or ""
+        if self.db.get(keys.object_garbage(cap)) is not None or (name is not None and not FileMarks.shaped(name)):
             return NotFound(f"no file the S3 front stored has the capability {short} (never stored here, or removed): "
                             "a charge pays for a file the front has just stored", capability=cap)
+        if name is not None and not self.fronts(name):
+            return Forbidden(f"the file {short} is named as the S3 front names its files, but the tag that ends its "
+                             "name was not made with this node's key (<data dir>/s3-files.key): a name given by hand "
+                             "is not the front's, and no charge pays for its file", capability=cap,
+                             hint="an `xsc s3 serve` with a data dir of its own needs the node's s3-files.key in it")
         rows = charges_of(self.db, cap).values()
         if any(row["user"] != user for row in rows):
             return Conflict(f"the file {short} was charged to another user already", capability=cap)
         return next((row["amount"] for row in rows), None)
+
+    def fronts(self, name: str) -> bool:
+        """Whether a stored file's name is one the S3 front gave: its tag made with the node's key (`marks`)."""
+        return self.marks is not None and self.marks.ours(name)
 
     def _gone(self, cap: str) -> bool:
         """Under the lock: is the file marked garbage, or (a store given) not in the store?  A charge of it would never
@@ -765,7 +777,7 @@ def _refusal(index: S3Index, cap: str, stored_name: Callable[[str], str | None] 
     name = stored_name(cap)  # the file's record: one read, which tells both
     if name is None:
         return "missing" if own else None
-    return None if FRONT_NAME.fullmatch(name) else "not-s3"
+    return None if index.fronts(name) else "not-s3"
 
 
 def _ours(data: dict, account: str | None, funded_here: Callable[[], Iterable[str]]) -> tuple[list[str], int]:

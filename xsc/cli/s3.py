@@ -32,7 +32,7 @@ def serve(obj, listen: str, region: str | None, reconcile_interval: float) -> No
     from ..config import REGION, load_config, parse_listen
     from ..errors import ConfigError
     from ..s3.access import KeyRing, key_file
-    from ..s3.marks import FileMarks
+    from ..buckets.marks import FileMarks
     from ..client.aio import NodeApi
     from ..heap import set_malloc_thresholds
     from ..s3.remote import RemoteNode
@@ -175,9 +175,9 @@ def buckets(obj, user: str | None, as_json: bool) -> None:
     # Names are whole (they are typed back into `xsc s3 grant`): an owner that does not fit goes under its row.
     table([Col("bucket", keep=True), Col("owner", keep=True, under=True), Col("grants", right=True),
            Col("created", drop=1)],
-          # An imported bucket's created may be 0: an export written by hand, or of a record that kept none.
+          # An imported bucket's created may be unknown (None): an export written by hand, or of a record that kept none.
           [(b["name"], b["owner"], len(b["grants"]), datetime.fromtimestamp(b["created"], timezone.utc).isoformat(
-              timespec="seconds") if b.get("created") else "unknown") for b in found],
+              timespec="seconds") if b.get("created") else "-") for b in found],
           details=[[f"{u} may {level}" for u, level in sorted(b["grants"].items())] or None for b in found])
 
 

@@ -39,7 +39,6 @@ from .middlewares import request_counter
 from .peer_routes import WORK_BURST
 from .http.functions import web_app
 from ..s3.access import KeyRing, key_file
-from ..s3.marks import FileMarks
 from ..s3.server import S3Front, listen as s3_listen
 from .services import Node
 
@@ -123,7 +122,7 @@ async def _s3_listener(config, node: Node) -> web.AppRunner | None:
     reconciliation a loop of the node's."""
     if not config.node.s3_listen:
         return None
-    front = S3Front(node.s3_link, KeyRing(key_file(config.data_dir)), FileMarks.load(config.data_dir),
+    front = S3Front(node.s3_link, KeyRing(key_file(config.data_dir)), node.s3_index.marks,
                     quota=RateLimiter(config.node.user_rate_limit, 2 * config.node.user_rate_limit),
                     idle_timeout=config.node.idle_timeout, region=config.node.s3_region)
     try:

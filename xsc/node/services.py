@@ -50,6 +50,7 @@ from ..peers.admission import Admission, Quarantine
 from ..peers.service import NEW_NODE_BURST, PeerDirectory, challenge
 from ..buckets.accounts import UserAccounts
 from ..buckets.index import S3Index, funded, index_funded
+from ..buckets.marks import FileMarks
 from ..buckets.objects import ObjectWriter
 from ..buckets.refunds import Refunds
 from ..s3.local import LocalNode
@@ -326,7 +327,8 @@ class Node:
             trust=self.trust, check_rate=config.compute.check_rate, on_strike=self.strike)
         self.s3_index = s3_index = S3Index(self.db, max_buckets=config.node.s3_max_buckets,
                                            max_uploads=config.node.s3_max_uploads,
-                                           upload_expiry=config.node.s3_upload_expiry, store=self.store)
+                                           upload_expiry=config.node.s3_upload_expiry, store=self.store,
+                                           marks=FileMarks.load(config.data_dir))
         self.s3_accounts = UserAccounts(self.ledger, payer, funded=lambda: funded(s3_index),
                                         charged=lambda caps: in_pool(self.pool, s3_index.charged, caps),
                                         chargeable=lambda *asked: in_pool(self.pool, s3_index.chargeable, *asked))

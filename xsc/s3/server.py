@@ -38,7 +38,7 @@ from .calls import (Call, checksum_headers, declared_size, encoding_of, integer,
                     xml_answer)
 from .copies import Copies
 from .link import NodeLink
-from .marks import FileMarks
+from ..buckets.marks import FileMarks
 from .multipart import Multipart
 from .small import SmallObjects
 from .writes import Write, WriteGate, Writes

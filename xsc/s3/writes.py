@@ -17,7 +17,7 @@ from . import payload
 from .calls import Call, declared_size
 from .core import checksums, xml
 from .link import NodeLink
-from .marks import FileMarks
+from ..buckets.marks import FileMarks
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -74,9 +74,11 @@ def check_text(text: str, what: str) -> str:
     return text
 
 
-def check_part_number(number: int) -> int:
-    if not 1 <= number <= MAX_PARTS:
-        raise InvalidArgument(f"part numbers go from 1 to {MAX_PARTS}, not {number}")
+def check_part_number(number: object) -> int:
+    """A part's number: a whole number from 1 to MAX_PARTS (type(): a bool passes for 1 and a float compares as a
+    number, yet either would be written into the part's record and key as it is)."""
+    if type(number) is not int or not 1 <= number <= MAX_PARTS:
+        raise InvalidArgument(f"part numbers are whole numbers from 1 to {MAX_PARTS}, not {str(number)[:40]}")
     return number
 
 

@@ -100,8 +100,9 @@ def error(code: str, message: str, resource: str = "", request_id: str = "", **e
 
 
 def list_buckets(buckets: Iterable[dict], owner: str, *, continuation: str = "", prefix: str | None = None) -> bytes:
-    items = "".join(f"<Bucket><Name>{e(b['name'])}</Name><CreationDate>{iso_date(b['created'])}</CreationDate></Bucket>"
-                    for b in buckets)
+    # S3 gives every bucket a date, which clients parse (the AWS CLI prints it): one not known (None) is the epoch.
+    items = "".join(f"<Bucket><Name>{e(b['name'])}</Name><CreationDate>{iso_date(b['created'] or 0)}</CreationDate>"
+                    "</Bucket>" for b in buckets)
     more = f"<ContinuationToken>{e(continuation)}</ContinuationToken>" if continuation else ""
     more += f"<Prefix>{e(prefix)}</Prefix>" if prefix is not None else ""
     return (f'{HEADER}<ListAllMyBucketsResult xmlns="{NS}"><Owner><ID>{e(owner)}</ID>'

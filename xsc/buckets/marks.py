@@ -1,12 +1,16 @@
-"""The front's own files in the store, marked so that no file a user names can pass for one.
+"""The S3 front's own files in the store, marked so that no file a user names can pass for one.
 
 The front reconciles the store with the bucket index: a file it stored whose object record never came (the
 node died in between) is removed.  Which files are the front's is told by their names; a user can name a file
 anything (`xsc store put F --name s3:backup`), so a name prefix alone would let reconciliation delete a user's
 file.  Each name the front gives ends with `#NONCE TAG`: a fresh random nonce, and an HMAC of the rest under a
-secret only the front knows (`<data dir>/s3-files.key`, mode 0600, made on first use).  A name without a valid
-tag is never the front's; and since no two names the front gives are alike, a name two stored files share is
-one a user copied (from `xsc store ls`): neither file is counted as the front's.
+secret of the node's data dir (`<data dir>/s3-files.key`, mode 0600, made on first use), which the node's own front
+and an `xsc s3 serve` of that data dir read, and no request carries.  A name without a valid tag is never the front's;
+and since no two names the front gives are alike, a name two stored files share is one a user copied (from `xsc
+store ls`): neither file is counted as the front's.
+
+The node holds the files a user's charge or an import names to the same marks (`S3Index`): whoever holds its API token
+can store a file under a name of the front's shape, but not one whose tag checks.
 """
 
 from __future__ import annotations
@@ -14,15 +18,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from ..buckets.index import FILE_PREFIX, NONCE_HEX, TAG_HEX
 from ..ids import unique_bytes
 
 FILE_NAME = "s3-files.key"
+FILE_PREFIX = "s3:"  # the names of the store's files the S3 front put (see reconcile)
+NONCE_HEX = 16  # a front's file name ends with `#`, a nonce of 64 random bits and ...
+TAG_HEX = 32  # ... a 128-bit HMAC of the rest
+SHAPE = re.compile(rf"{FILE_PREFIX}.*#[0-9a-f]{{{NONCE_HEX}}}[0-9a-f]{{{TAG_HEX}}}", re.DOTALL)
 
 
 class FileMarks:
@@ -61,6 +69,11 @@ class FileMarks:
         marked, tag = name[len(FILE_PREFIX):-TAG_HEX], name[-TAG_HEX:]
         return marked[-NONCE_HEX - 1] == "#" and hmac.compare_digest(tag.encode("utf-8", "surrogatepass"),
                                                                      self._tag(marked).encode())
+
+    @staticmethod
+    def shaped(name: str) -> bool:
+        """Whether a name has the shape of one the front gives, whatever its tag (`ours` checks the tag)."""
+        return SHAPE.fullmatch(name) is not None
 
     def files(self, stored: Iterable[dict]) -> list[str]:
         """The capabilities of the front's files among the store's (`{"name", "capability"}` each): a name this
