@@ -73,6 +73,7 @@ MAX_BODY_CEILING = 1 << 30
 MAX_RESPONSE = 1 << 30  # bytes of stdout a function may answer (written to disk, streamed to the caller)
 MAX_HEAD = 64 * 1024  # bytes of CGI headers
 CONCURRENCY = 8
+MOUNT_TAG = "XSC_MOUNT_TAG_"  # then a mounted file's NAME: its tag, in each request's environment (_mount_tags)
 PLACED_DIR = ".placed"  # under work_dir: functions other nodes placed here (no function's name starts with '.')
 _NODE_ID = re.compile(r"[a-z2-7]{52}")  # a node id, as the first segment of a placed function's path
 HOUR_MINUTES = 60  # the spend cap's window: this minute and the 59 before it
@@ -594,11 +595,13 @@ class Served:
     spend: int = 0
     reserved: int = 0  # under a spend cap: the budgets of its runs in flight, the most they may still cost
     plan: tuple | None = None  # what its requests run (WebFunctions._plan)
+    env: dict[str, str] = field(init=False)  # its owner's, and its mounts' tags (made once: `_mount_tags`)
 
     def __post_init__(self) -> None:
         # Served again, or on a start: what it spent in all is counted from then on, but never as less than the hour
         # it kept (in all 0 beside an hour's 5 read as a fault)
         self.spend = self.spend or sum(self.spent.values()) + sum(self.paid.values())
+        self.env = {**self.record["env"], **_mount_tags(self.record["inputs"])}
 
     def spent_this_hour(self, minute: int) -> int:
         return sum(amount for spent in (self.spent, self.paid) for m, amount in spent.items()
@@ -980,7 +983,7 @@ class WebFunctions:
         loop = asyncio.get_running_loop()
         room = self.room  # the node's own functions' callers are strangers too: the same rule as placed ones'
         stdout, stderr, stdin = Spill(self._dir(), loop, MAX_RESPONSE, room), Spill(self._dir(), loop, OUTPUT_CAP), None
-        streams = Streams(refuse_over_cap=True, env=dict(sorted({**record["env"], **_cgi_env(request)}.items())),
+        streams = Streams(refuse_over_cap=True, env=dict(sorted({**served.env, **_cgi_env(request)}.items())),
                           inputs_dir=self._mounted(served) if record["inputs"] else None)
         try:
             try:
@@ -1431,6 +1434,19 @@ async def _body_to(read: ReadFn, directory: Path, cap: int, room: DiskRoom) -> t
 def _same(served: dict[str, Any], placed: dict[str, Any]) -> bool:
     """Whether a placement is the function served already (its tab aside)."""
     return {k: v for k, v in served.items() if k != "created"} == {k: v for k, v in placed.items() if k != "created"}
+
+
+def _mount_tags(inputs: list[str]) -> dict[str, str]:
+    """MOUNT_TAG + NAME for each stored file a function mounts at /in/NAME: a tag of that file (SHA-256 over a tag,
+    its capability's key and its manifest hash, in hex), the same wherever and however often it is staged, so a
+    function can give its answer a strong ETag without reading the file.  Not the manifest hash itself: a holder of
+    the file's shares knows that, and would learn from an ETag which public page its shares are."""
+    tags = {}
+    for text in inputs:
+        item = parse_input(text)
+        cap = Capability.parse(item.cap)
+        tags[MOUNT_TAG + item.name] = hashlib.sha256(b"xsc:mount-tag:v1:" + cap.key + cap.manifest_hash).hexdigest()
+    return tags
 
 
 def _digest(inputs: list[str]) -> str:
