@@ -346,6 +346,67 @@ async def test_a_conditional_get_of_an_answer_with_validators_is_304_without_a_b
     assert status == 404 and body == b"gone"
 
 
+async def test_if_match_and_if_unmodified_since_that_do_not_hold_of_a_gets_answer_are_412(web) -> None:
+    """What a client making sure it reads the version it holds sends (RFC 9110 13.1.1, 13.1.4): 412 when the answer's
+    ETag is none of `If-Match`'s tags (strong comparison: a weak tag never matches), or, with no `If-Match`, it was
+    modified after `If-Unmodified-Since`; judged before `If-None-Match` and `Range` (13.2.2), and only of a 2xx
+    answer to a GET or HEAD.  Another method's conditions are its function's to judge: they reach it as HTTP_*."""
+    node, base = web
+    answer = b'ETag: "v1"\nLast-Modified: Sat, 28 Nov 2026 12:00:00 GMT\nContent-Type: text/plain\n\nbody'
+
+    async def sent(method: str = "GET", data: bytes = answer, **headers) -> tuple[int, Any, bytes]:
+        async with aiohttp.ClientSession() as session:
+            async with session.request(method, f"{base}/fn/raw/", data=data, headers=headers) as response:
+                return response.status, response.headers.copy(), await response.read()
+
+    earlier, same, later = ("Sat, 28 Nov 2026 11:00:00 GMT", "Sat, 28 Nov 2026 12:00:00 GMT",
+                            "Sun, 29 Nov 2026 12:00:00 GMT")
+    for condition in ({"If-Match": '"v0"'}, {"If-Match": 'W/"v1"'}, {"If-Match": '"v0", W/"v1"'},
+                      {"If-Unmodified-Since": earlier},
+                      {"If-Match": '"v0"', "If-Unmodified-Since": later},
+                      {"If-Match": '"v0"', "If-None-Match": '"v1"'},  # 412 before 304 (RFC 9110 13.2.2)
+                      {"If-Match": '"v0"', "Range": "bytes=0-1"}, {"If-Unmodified-Since": earlier, "Range": "bytes=0-1"}):
+        for method in ("GET", "HEAD"):
+            status, headers, body = await sent(method, **condition)
+            assert status == 412, (method, condition, status, body)
+            assert headers["Content-Type"].startswith("application/problem+json"), condition
+            if method == "GET":
+                assert json.loads(body)["code"] == "precondition-failed", body
+    for condition in ({"If-Match": '"v1"'}, {"If-Match": '"v0", "v1"'}, {"If-Match": "*"},
+                      {"If-Unmodified-Since": same}, {"If-Unmodified-Since": later},
+                      {"If-Unmodified-Since": "not a date"},
+                      {"If-Match": '"v1"', "If-Unmodified-Since": earlier}):  # If-Unmodified-Since ignored then
+        status, _, body = await sent(**condition)
+        assert status == 200 and body == b"body", (condition, status, body)
+    assert (await sent(**{"If-Match": '"v1"', "If-None-Match": '"v1"'}))[0] == 304
+    status, _, body = await sent(**{"If-Match": '"v1"', "Range": "bytes=0-1"})
+    assert status == 206 and body == b"bo"
+    # A tag listed on two lines, or holding a ',', is matched whole.
+    two_lines = b'If-Match: "v0"\r\nIf-Match: "v1"\r\nConnection: close\r\n'
+    data = await _exchange(base, _post("/fn/raw/", answer, b"GET", two_lines))
+    assert _responses(data)[0][0] == b"HTTP/1.1 200 OK", data[:300]
+    comma = b'ETag: "a,b"\n\nbody'
+    assert (await sent(data=comma, **{"If-Match": '"a,b"'}))[0] == 200
+    assert (await sent(data=comma, **{"If-Match": '"a"'}))[0] == 412
+    # A weak ETag never matches If-Match; no ETag, only `*`; no Last-Modified, If-Unmodified-Since is ignored.
+    assert (await sent(data=b'ETag: W/"v1"\n\nbody', **{"If-Match": 'W/"v1"'}))[0] == 412
+    no_validator = b"Content-Type: text/plain\n\nbody"
+    assert (await sent(data=no_validator, **{"If-Match": '"v1"'}))[0] == 412
+    assert (await sent(data=no_validator, **{"If-Match": "*"}))[0] == 200
+    assert (await sent(data=no_validator, **{"If-Unmodified-Since": earlier}))[0] == 200
+    # Only a 2xx answer is judged; another method's conditions are its function's, which sees them.
+    status, _, body = await sent(data=b"Status: 404\nETag: \"v1\"\n\ngone", **{"If-Match": '"v0"'})
+    assert status == 404 and body == b"gone"
+    status, _, body = await sent("POST", **{"If-Match": '"v0"', "If-Unmodified-Since": earlier})
+    assert status == 200 and body == b"body"
+    async with aiohttp.ClientSession() as session:
+        async with session.put(f"{base}/fn/hello/doc", data=b"new",
+                               headers={"If-Match": '"v0"', "If-Unmodified-Since": earlier}) as response:
+            lines = (await response.text()).splitlines()
+            assert response.status == 200 and 'HTTP_IF_MATCH="v0"' in lines, lines
+            assert f"HTTP_IF_UNMODIFIED_SINCE={earlier}" in lines, lines
+
+
 SMUGGLED = b"GET /fn/hello/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 AMBIGUOUS = {  # bodies a proxy in front and the node could frame two ways, each hiding SMUGGLED
     "Content-Length and chunked": b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,

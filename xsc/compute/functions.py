@@ -9,7 +9,8 @@ under /in (staged once, when it is served), no /out.  Its stdout is a CGI respon
 `Content-Type`, `Location`, ...), a blank line, the body.  Headers a function may not set are dropped: hop-by-hop
 ones, and any cookie named like the node's own (`xsc_...`: cookies do not keep to a port, and the dashboard is on
 the same host).  A `Range:` request on a 200 answer gets 206 and the bytes asked for; a conditional GET that names
-the answer's validator, 304 (compute/web_answers.py); a function's own Content-Length is checked, not sent.
+the answer's validator, 304, and one whose If-Match or If-Unmodified-Since does not hold, 412
+(compute/web_answers.py); a function's own Content-Length is checked, not sent.
 
 A function served `on_market` is not run here: it is placed on a provider the market offers
 (compute/placements.py), which serves it at its own listener under /fn/OWNER_ID/NAME/ and runs each request
@@ -63,7 +64,7 @@ from .store import ComputeStore
 from .hosted_jobs import DISK_MARGIN
 from .fastcall import close_held, fcntl_held, pipe_held, read_held
 from .wasi_io import OUTPUT_CAP, Streams, io_fuel
-from .web_answers import check_length, declared_length, not_modified, with_ranges
+from .web_answers import check_length, conditional, declared_length, with_ranges
 from .web_on_loop import ON_LOOP_BODY, LoopRuns
 
 FIELDS = ("name", "module", "entrypoint", "inputs", "env", "limits", "max_body", "concurrency", "spend_cap",
@@ -1171,8 +1172,9 @@ def _kept(lower: str, value: str) -> bool:
 
 def _http(answer: Answer, request: Request) -> Answer:
     """The answer as HTTP has it: a 200 says its ranges may be asked for; one whose validator a GET or HEAD's
-    condition names is 304, with no body (its run still recorded and charged)."""
-    headers = not_modified(request.method, answer.status, answer.headers, request.headers)
+    condition names is 304, with no body, and one its `If-Match` or `If-Unmodified-Since` does not hold of is 412
+    (its run still recorded and charged)."""
+    headers = conditional(request.method, answer.status, answer.headers, request.headers)
     if headers is not None:
         return replace(answer, status=304, headers=headers, last=answer.first - 1, declared=None)
     answer.headers = with_ranges(answer.status, answer.headers)
