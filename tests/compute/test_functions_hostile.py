@@ -212,9 +212,9 @@ async def test_cgi_variables_name_the_route_the_server_and_the_decoded_path_as_r
     node, base = web
     port = base.rsplit(":", 1)[1].encode()
 
-    async def variables(target: bytes, host: bytes) -> dict[bytes, bytes]:
+    async def variables(target: bytes, host: bytes, method: bytes = b"GET") -> dict[bytes, bytes]:
         status, _, body = _responses(await _exchange(
-            base, b"GET " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"))[0]
+            base, method + b" " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"))[0]
         assert status == b"HTTP/1.1 200 OK", (target, body)
         return dict(line.partition(b"=")[::2] for line in body.split(b"\n") if b"=" in line)
 
@@ -225,7 +225,7 @@ async def test_cgi_variables_name_the_route_the_server_and_the_decoded_path_as_r
     assert (found[b"SERVER_NAME"], found[b"SERVER_PORT"]) == (b"example.test", b"8443")
     found = await variables(b"http://example.test/fn/hello/a%20b?x=1", b"example.test")  # an absolute-form target
     assert (found[b"SCRIPT_NAME"], found[b"PATH_INFO"], found[b"X_RAW_PATH_INFO"]) == (b"/fn/hello", b"/a b", b"/a%20b")
-    found = await variables(b"/fn/hello", b"x")
+    found = await variables(b"/fn/hello", b"x", b"POST")  # (a GET of it is sent to /fn/hello/)
     assert (found[b"SERVER_NAME"], found[b"SERVER_PORT"], found[b"PATH_INFO"]) == (b"x", port, b"/"), found
     found = await variables(b"/fn/hello/", b"[::1]:9")
     assert (found[b"SERVER_NAME"], found[b"SERVER_PORT"]) == (b"[::1]", b"9"), found
@@ -233,6 +233,45 @@ async def test_cgi_variables_name_the_route_the_server_and_the_decoded_path_as_r
         status, headers, body = _responses(await _exchange(
             base, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))[0]
         assert status == b"HTTP/1.1 400 Bad Request" and json.loads(body)["code"] == "bad-request", (path, body)
+
+
+async def test_a_get_or_head_of_a_function_without_its_slash_is_redirected_there_and_nowhere_else(web) -> None:
+    """A static site served at /fn/NAME would resolve its relative links against /fn/: a GET or HEAD is sent to
+    /fn/NAME/ (301, its query kept), as static hosts redirect a directory; the Location is a path of this function's,
+    whatever path, query or Host a caller sends.  Other methods are served there (a webhook is not bounced)."""
+    node, base = web
+
+    async def sent(target: bytes, method: bytes = b"GET", extra: bytes = b"") -> tuple[bytes, dict, bytes]:
+        return _responses(await _exchange(base, method + b" " + target + b" HTTP/1.1\r\nHost: evil.example\r\n"
+                                          + extra + b"Connection: close\r\n\r\n"), head_only=method == b"HEAD")[0]
+
+    for target, location in ((b"/fn/hello", b"/fn/hello/"), (b"/fn/hello?a=1&b=%2F", b"/fn/hello/?a=1&b=%2F"),
+                             (b"http://evil.example/fn/hello", b"/fn/hello/"),  # an absolute-form target
+                             (b"/fn/hello?%0d%0aSet-Cookie:%20x=1", b"/fn/hello/?%0d%0aSet-Cookie:%20x=1")):
+        for method in (b"GET", b"HEAD"):
+            status, headers, body = await sent(target, method)
+            assert status == b"HTTP/1.1 301 Moved Permanently", (target, method, status, body)
+            assert headers[b"location"] == location and body == b"" and b"set-cookie" not in headers, headers
+    # A path that would be another site's (//evil.example/...) is no function's: 404, never a redirect.
+    for target in (b"//evil.example/fn/hello", b"/fn//evil.example", b"//evil.example", b"/fn/%2Fevil.example",
+                   b"/fn/hello%2F"):
+        status, headers, body = await sent(target)
+        assert status == b"HTTP/1.1 404 Not Found" and b"location" not in headers, (target, status, headers)
+    # A CR, LF or byte past ASCII in the target splits no header: aiohttp refuses it (400) or ends the request line
+    # there (an LF), before any function's.
+    for target in (b"/fn/hello?a\rLocation: //evil.example", b"/fn/hello?a\nLocation: //evil.example",
+                   b"/fn/hello?caf\xc3\xa9"):
+        data = await _exchange(base, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = data.partition(b"\r\n\r\n")[0].lower().split(b"\r\n")
+        assert [line for line in head if line.startswith(b"location:") and b"evil" in line] == [], (target, data)
+    for method in (b"POST", b"PUT", b"DELETE", b"OPTIONS"):
+        status, _, body = await sent(b"/fn/hello", method, b"Content-Length: 0\r\n")
+        assert status == b"HTTP/1.1 200 OK" and b"\nPATH_INFO=/\n" in body, (method, status, body[:200])
+    # What a browser does: it follows the redirect to the page its links resolve against.
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/fn/hello?x=1") as response:
+            assert response.status == 200 and str(response.url) == f"{base}/fn/hello/?x=1"
+            assert "SCRIPT_NAME=/fn/hello" in (await response.text()).splitlines()
 
 
 def _variables(body: bytes) -> dict[bytes, bytes]:
@@ -266,7 +305,7 @@ async def test_cgi_variables_are_every_one_wagi_sets_and_no_header_or_env_passes
     assert found[b"HTTP_PATH_TRANSLATED"] == b"/etc/passwd" and found[b"HTTP_AUTH_TYPE"] == b"Basic"
     assert b"HTTP_PROXY" not in found and b"HTTP_CONNECTION" not in found and found[b"MODE"] == b"kept"
     # An HTTP/1.0 request is told as one; a path-less target's URL is the one sent.
-    data = await _exchange(base, b"GET /fn/hello HTTP/1.0\r\nHost: x\r\n\r\n")
+    data = await _exchange(base, b"POST /fn/hello HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
     assert data.startswith(b"HTTP/1.0 200 OK"), data[:200]
     found = _variables(data.partition(b"\r\n\r\n")[2])
     port = base.rsplit(":", 1)[1]

@@ -9,8 +9,8 @@ under /in (staged once, when it is served), no /out.  Its stdout is a CGI respon
 `Content-Type`, `Location`, ...), a blank line, the body.  Headers a function may not set are dropped: hop-by-hop
 ones, and any cookie named like the node's own (`xsc_...`: cookies do not keep to a port, and the dashboard is on
 the same host).  A `Range:` request on a 200 answer gets 206 and the bytes asked for; a conditional GET that names
-the answer's validator, 304, and one whose If-Match or If-Unmodified-Since does not hold, 412
-(compute/web_answers.py); a function's own Content-Length is checked, not sent.
+the answer's validator, 304, and one whose If-Match or If-Unmodified-Since does not hold, 412; a GET of /fn/NAME,
+301 to /fn/NAME/ (compute/web_answers.py); a function's own Content-Length is checked, not sent.
 
 A function served `on_market` is not run here: it is placed on a provider the market offers
 (compute/placements.py), which serves it at its own listener under /fn/OWNER_ID/NAME/ and runs each request
@@ -64,7 +64,7 @@ from .store import ComputeStore
 from .hosted_jobs import DISK_MARGIN
 from .fastcall import close_held, fcntl_held, pipe_held, read_held
 from .wasi_io import OUTPUT_CAP, Streams, io_fuel
-from .web_answers import check_length, conditional, declared_length, with_ranges
+from .web_answers import check_length, conditional, declared_length, slash_location, with_ranges
 from .web_on_loop import ON_LOOP_BODY, LoopRuns
 
 FIELDS = ("name", "module", "entrypoint", "inputs", "env", "limits", "max_body", "concurrency", "spend_cap",
@@ -944,6 +944,9 @@ class WebFunctions:
         served, request = self.admit(name, request)
         if served.record["on_market"]:
             return self._elsewhere(served, request)
+        if request.raw_path_info == "/" and not request.target.endswith("/") and (location := slash_location(
+                request.method, request.target, request.script_name, request.query)):
+            return Answer(301, [("Location", location)], Spill.written(None, asyncio.get_running_loop()), 0, -1)
         served.in_flight += 1
         self.in_flight += 1
         reserved = 0 if served.record["spend_cap"] is None else self._budget(served)

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import re
 from email.utils import parsedate_to_datetime
+from urllib.parse import quote
 
 from ..errors import FunctionFailed, PreconditionFailed
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
 # each entity tag of a list, weak or not (a tag may hold a ',': a list is not split on it)
 _ETAGS = re.compile(r'(W/)?("[^"]*")')
+_VISIBLE = "".join(map(chr, range(0x21, 0x7F)))  # what a query keeps in a Location; the rest is percent-encoded
 # what a 304 keeps of the answer it stands for (RFC 9110 15.4.5): a cache refreshes its copy with them
 NOT_MODIFIED_KEEPS = frozenset({"cache-control", "content-location", "date", "etag", "expires", "last-modified",
                                 "vary"})
@@ -40,6 +42,18 @@ def with_ranges(status: int, headers: list[tuple[str, str]]) -> list[tuple[str, 
     if status != 200 or any(k.lower() == "accept-ranges" for k, _ in headers):
         return headers
     return [*headers, ("Accept-Ranges", "bytes")]
+
+
+def slash_location(method: str, target: str, script_name: str, query: str) -> str | None:
+    """Where a GET or HEAD of a function's own path without its '/' (`/fn/NAME`) is redirected (301), its query
+    kept, as static hosts redirect a directory: served there, a page's relative links (`img/cat.jpg`) would
+    resolve against `/fn/`.  None for any other request (a webhook POSTing to `/fn/NAME` is served there).  The
+    Location is a path, never a URL: `script_name` is the function's own (its name, and a placed one's owner,
+    those of a function served here), so no path or Host a caller sends can send a browser to another site, and
+    the query's bytes that could end a header line are percent-encoded."""
+    if method not in ("GET", "HEAD") or not target or target.partition("?")[0].endswith("/"):
+        return None
+    return script_name + "/" + ("?" + quote(query.encode("utf-8", "surrogateescape"), safe=_VISIBLE) if query else "")
 
 
 def conditional(method: str, status: int, headers: list[tuple[str, str]],
