@@ -445,6 +445,14 @@ async def test_if_match_and_if_unmodified_since_that_do_not_hold_of_a_gets_answe
             assert response.status == 200 and 'HTTP_IF_MATCH="v0"' in lines, lines
             assert f"HTTP_IF_UNMODIFIED_SINCE={earlier}" in lines, lines
 
+    # A 412 (or a 416) answers what its caller asked: no error of the function's in its owner's list.
+    async def listed() -> dict | None:
+        found = {f["name"]: f for f in (await (await node.get("/v1/compute/functions")).json())["functions"]}["raw"]
+        return found if found["in_flight"] == 0 else None
+
+    assert (await sent(Range="bytes=500-"))[0] == 416
+    assert (await eventually_async(listed, "every request's run ended"))["errors"] == 0
+
 
 SMUGGLED = b"GET /fn/hello/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 AMBIGUOUS = {  # bodies a proxy in front and the node could frame two ways, each hiding SMUGGLED

@@ -51,7 +51,8 @@ from urllib.parse import quote, unquote_to_bytes
 
 from .. import codec
 from ..errors import (BadRequest, ComputeBusy, FunctionFailed, FunctionTimedOut, FunctionUnavailable,
-                      InvalidArgument, NotFound, PayloadTooLarge, SpendCapReached, StorageFull, XscError)
+                      InvalidArgument, NotFound, PayloadTooLarge, PreconditionFailed, RangeNotSatisfiable,
+                      SpendCapReached, StorageFull, XscError)
 from ..identity import Identity
 from ..storage.core.capability import Capability
 from ..storage.core.ranges import content_range, parse_range
@@ -954,8 +955,10 @@ class WebFunctions:
         started, running = time.monotonic(), _Running()
         try:
             answer = await self._call(served, request, running)
-        except BaseException:
-            self._count(served, started, running.finish, True, reserved)
+        except BaseException as exc:
+            # a 412 or 416 answers what its caller asked of a run that did not fail: not the function's error
+            self._count(served, started, running.finish, not isinstance(exc, (PreconditionFailed, RangeNotSatisfiable)),
+                        reserved)
             raise
         self._count(served, started, running.finish, answer.status >= 500, reserved)
         return answer
