@@ -725,8 +725,9 @@ class ConditionalConflict(Conflict):
 
 
 class PreconditionFailed(Conflict):
-    """A CompleteMultipartUpload's condition (If-None-Match: *, If-Match: ETAG) does not hold of the object there:
-    the upload stays as it was, to be completed without it or aborted."""
+    """A request's condition does not hold (412): a CompleteMultipartUpload's (If-None-Match: *, If-Match: ETAG) of
+    the object there, the upload staying as it was, to be completed without it or aborted; a GET's `If-Match` or
+    `If-Unmodified-Since` of a web function's answer (compute/web_answers.py)."""
     code = "precondition-failed"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -98,13 +99,27 @@ async def test_a_stored_site_is_served_with_ranges(web) -> None:
     assert headers["Accept-Ranges"] == "bytes"
     status, headers, _ = await _get(f"{base}/fn/site/index.html")
     assert headers["Accept-Ranges"] == "bytes" and headers["Content-Length"] == str(len(page))
-    # A file's answer carries a validator (fixtures/wasm/cgi.wat makes one of its size and time, as static servers
-    # do): a browser's revalidation is 304 with no body, a resumed download's If-Range its rest.
+    # A file's answer carries a validator (fixtures/wasm/cgi.wat makes it of the tag the node gives each mounted
+    # file): a browser's revalidation is 304 with no body, a resumed download's If-Range its rest.
     etag = headers["ETag"]
+    assert etag == f'"{_mount_tag(caps[0])}"', etag
     status, headers, body = await _get(f"{base}/fn/site/index.html", headers={"If-None-Match": etag})
     assert status == 304 and body == b"" and headers["ETag"] == etag
     status, _, body = await _get(f"{base}/fn/site/index.html", headers={"Range": "bytes=6-", "If-Range": etag})
     assert status == 206 and body == page[6:]
+    # Served again, its files staged again: the same tag, so a cache's copy is still good, and a strong one.
+    await _serve(node, name="site", module=module, entrypoint="files", env={"AGAIN": "1"},
+                 inputs=[f"{caps[0]}:/in/index.html", f"{caps[1]}:/in/image.png"])
+    status, headers, body = await _get(f"{base}/fn/site/index.html", headers={"If-None-Match": etag})
+    assert status == 304 and headers["ETag"] == etag
+    assert (await _get(f"{base}/fn/site/index.html", headers={"If-Match": etag}))[2] == page
+    assert (await _get(f"{base}/fn/site/image.png", "HEAD"))[1]["ETag"] == f'"{_mount_tag(caps[1])}"'
+
+
+def _mount_tag(cap: str) -> str:
+    """The tag a node gives a stored file a function mounts: SHA-256 over a tag, its key and its manifest hash."""
+    key, manifest_hash = (base64.b32decode(part.upper() + "=" * (-len(part) % 8)) for part in cap.split(":")[2:4])
+    return hashlib.sha256(b"xsc:mount-tag:v1:" + key + manifest_hash).hexdigest()
 
 
 async def test_an_answer_is_sent_while_its_function_runs_and_cut_short_if_the_run_then_fails(web) -> None:

@@ -212,9 +212,9 @@ async def test_cgi_variables_name_the_route_the_server_and_the_decoded_path_as_r
     node, base = web
     port = base.rsplit(":", 1)[1].encode()
 
-    async def variables(target: bytes, host: bytes) -> dict[bytes, bytes]:
+    async def variables(target: bytes, host: bytes, method: bytes = b"GET") -> dict[bytes, bytes]:
         status, _, body = _responses(await _exchange(
-            base, b"GET " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"))[0]
+            base, method + b" " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"))[0]
         assert status == b"HTTP/1.1 200 OK", (target, body)
         return dict(line.partition(b"=")[::2] for line in body.split(b"\n") if b"=" in line)
 
@@ -225,7 +225,7 @@ async def test_cgi_variables_name_the_route_the_server_and_the_decoded_path_as_r
     assert (found[b"SERVER_NAME"], found[b"SERVER_PORT"]) == (b"example.test", b"8443")
     found = await variables(b"http://example.test/fn/hello/a%20b?x=1", b"example.test")  # an absolute-form target
     assert (found[b"SCRIPT_NAME"], found[b"PATH_INFO"], found[b"X_RAW_PATH_INFO"]) == (b"/fn/hello", b"/a b", b"/a%20b")
-    found = await variables(b"/fn/hello", b"x")
+    found = await variables(b"/fn/hello", b"x", b"POST")  # (a GET of it is sent to /fn/hello/)
     assert (found[b"SERVER_NAME"], found[b"SERVER_PORT"], found[b"PATH_INFO"]) == (b"x", port, b"/"), found
     found = await variables(b"/fn/hello/", b"[::1]:9")
     assert (found[b"SERVER_NAME"], found[b"SERVER_PORT"]) == (b"[::1]", b"9"), found
@@ -233,6 +233,45 @@ async def test_cgi_variables_name_the_route_the_server_and_the_decoded_path_as_r
         status, headers, body = _responses(await _exchange(
             base, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))[0]
         assert status == b"HTTP/1.1 400 Bad Request" and json.loads(body)["code"] == "bad-request", (path, body)
+
+
+async def test_a_get_or_head_of_a_function_without_its_slash_is_redirected_there_and_nowhere_else(web) -> None:
+    """A static site served at /fn/NAME would resolve its relative links against /fn/: a GET or HEAD is sent to
+    /fn/NAME/ (301, its query kept), as static hosts redirect a directory; the Location is a path of this function's,
+    whatever path, query or Host a caller sends.  Other methods are served there (a webhook is not bounced)."""
+    node, base = web
+
+    async def sent(target: bytes, method: bytes = b"GET", extra: bytes = b"") -> tuple[bytes, dict, bytes]:
+        return _responses(await _exchange(base, method + b" " + target + b" HTTP/1.1\r\nHost: evil.example\r\n"
+                                          + extra + b"Connection: close\r\n\r\n"), head_only=method == b"HEAD")[0]
+
+    for target, location in ((b"/fn/hello", b"/fn/hello/"), (b"/fn/hello?a=1&b=%2F", b"/fn/hello/?a=1&b=%2F"),
+                             (b"http://evil.example/fn/hello", b"/fn/hello/"),  # an absolute-form target
+                             (b"/fn/hello?%0d%0aSet-Cookie:%20x=1", b"/fn/hello/?%0d%0aSet-Cookie:%20x=1")):
+        for method in (b"GET", b"HEAD"):
+            status, headers, body = await sent(target, method)
+            assert status == b"HTTP/1.1 301 Moved Permanently", (target, method, status, body)
+            assert headers[b"location"] == location and body == b"" and b"set-cookie" not in headers, headers
+    # A path that would be another site's (//evil.example/...) is no function's: 404, never a redirect.
+    for target in (b"//evil.example/fn/hello", b"/fn//evil.example", b"//evil.example", b"/fn/%2Fevil.example",
+                   b"/fn/hello%2F"):
+        status, headers, body = await sent(target)
+        assert status == b"HTTP/1.1 404 Not Found" and b"location" not in headers, (target, status, headers)
+    # A CR, LF or byte past ASCII in the target splits no header: aiohttp refuses it (400) or ends the request line
+    # there (an LF), before any function's.
+    for target in (b"/fn/hello?a\rLocation: //evil.example", b"/fn/hello?a\nLocation: //evil.example",
+                   b"/fn/hello?caf\xc3\xa9"):
+        data = await _exchange(base, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = data.partition(b"\r\n\r\n")[0].lower().split(b"\r\n")
+        assert [line for line in head if line.startswith(b"location:") and b"evil" in line] == [], (target, data)
+    for method in (b"POST", b"PUT", b"DELETE", b"OPTIONS"):
+        status, _, body = await sent(b"/fn/hello", method, b"Content-Length: 0\r\n")
+        assert status == b"HTTP/1.1 200 OK" and b"\nPATH_INFO=/\n" in body, (method, status, body[:200])
+    # What a browser does: it follows the redirect to the page its links resolve against.
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/fn/hello?x=1") as response:
+            assert response.status == 200 and str(response.url) == f"{base}/fn/hello/?x=1"
+            assert "SCRIPT_NAME=/fn/hello" in (await response.text()).splitlines()
 
 
 def _variables(body: bytes) -> dict[bytes, bytes]:
@@ -266,7 +305,7 @@ async def test_cgi_variables_are_every_one_wagi_sets_and_no_header_or_env_passes
     assert found[b"HTTP_PATH_TRANSLATED"] == b"/etc/passwd" and found[b"HTTP_AUTH_TYPE"] == b"Basic"
     assert b"HTTP_PROXY" not in found and b"HTTP_CONNECTION" not in found and found[b"MODE"] == b"kept"
     # An HTTP/1.0 request is told as one; a path-less target's URL is the one sent.
-    data = await _exchange(base, b"GET /fn/hello HTTP/1.0\r\nHost: x\r\n\r\n")
+    data = await _exchange(base, b"POST /fn/hello HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
     assert data.startswith(b"HTTP/1.0 200 OK"), data[:200]
     found = _variables(data.partition(b"\r\n\r\n")[2])
     port = base.rsplit(":", 1)[1]
@@ -344,6 +383,75 @@ async def test_a_conditional_get_of_an_answer_with_validators_is_304_without_a_b
     assert (await sent(data=no_validator, **{"If-None-Match": '"v1"'}))[0] == 200
     status, headers, body = await sent(data=b"Status: 404\nETag: \"v1\"\n\ngone", **{"If-None-Match": '"v1"'})
     assert status == 404 and body == b"gone"
+
+
+async def test_if_match_and_if_unmodified_since_that_do_not_hold_of_a_gets_answer_are_412(web) -> None:
+    """What a client making sure it reads the version it holds sends (RFC 9110 13.1.1, 13.1.4): 412 when the answer's
+    ETag is none of `If-Match`'s tags (strong comparison: a weak tag never matches), or, with no `If-Match`, it was
+    modified after `If-Unmodified-Since`; judged before `If-None-Match` and `Range` (13.2.2), and only of a 2xx
+    answer to a GET or HEAD.  Another method's conditions are its function's to judge: they reach it as HTTP_*."""
+    node, base = web
+    answer = b'ETag: "v1"\nLast-Modified: Sat, 28 Nov 2026 12:00:00 GMT\nContent-Type: text/plain\n\nbody'
+
+    async def sent(method: str = "GET", data: bytes = answer, **headers) -> tuple[int, Any, bytes]:
+        async with aiohttp.ClientSession() as session:
+            async with session.request(method, f"{base}/fn/raw/", data=data, headers=headers) as response:
+                return response.status, response.headers.copy(), await response.read()
+
+    earlier, same, later = ("Sat, 28 Nov 2026 11:00:00 GMT", "Sat, 28 Nov 2026 12:00:00 GMT",
+                            "Sun, 29 Nov 2026 12:00:00 GMT")
+    for condition in ({"If-Match": '"v0"'}, {"If-Match": 'W/"v1"'}, {"If-Match": '"v0", W/"v1"'},
+                      {"If-Unmodified-Since": earlier},
+                      {"If-Match": '"v0"', "If-Unmodified-Since": later},
+                      {"If-Match": '"v0"', "If-None-Match": '"v1"'},  # 412 before 304 (RFC 9110 13.2.2)
+                      {"If-Match": '"v0"', "Range": "bytes=0-1"}, {"If-Unmodified-Since": earlier, "Range": "bytes=0-1"}):
+        for method in ("GET", "HEAD"):
+            status, headers, body = await sent(method, **condition)
+            assert status == 412, (method, condition, status, body)
+            assert headers["Content-Type"].startswith("application/problem+json"), condition
+            if method == "GET":
+                assert json.loads(body)["code"] == "precondition-failed", body
+    for condition in ({"If-Match": '"v1"'}, {"If-Match": '"v0", "v1"'}, {"If-Match": "*"},
+                      {"If-Unmodified-Since": same}, {"If-Unmodified-Since": later},
+                      {"If-Unmodified-Since": "not a date"},
+                      {"If-Match": '"v1"', "If-Unmodified-Since": earlier}):  # If-Unmodified-Since ignored then
+        status, _, body = await sent(**condition)
+        assert status == 200 and body == b"body", (condition, status, body)
+    assert (await sent(**{"If-Match": '"v1"', "If-None-Match": '"v1"'}))[0] == 304
+    status, _, body = await sent(**{"If-Match": '"v1"', "Range": "bytes=0-1"})
+    assert status == 206 and body == b"bo"
+    # A tag listed on two lines, or holding a ',', is matched whole.
+    two_lines = b'If-Match: "v0"\r\nIf-Match: "v1"\r\nConnection: close\r\n'
+    data = await _exchange(base, _post("/fn/raw/", answer, b"GET", two_lines))
+    assert _responses(data)[0][0] == b"HTTP/1.1 200 OK", data[:300]
+    comma = b'ETag: "a,b"\n\nbody'
+    assert (await sent(data=comma, **{"If-Match": '"a,b"'}))[0] == 200
+    assert (await sent(data=comma, **{"If-Match": '"a"'}))[0] == 412
+    # A weak ETag never matches If-Match; no ETag, only `*`; no Last-Modified, If-Unmodified-Since is ignored.
+    assert (await sent(data=b'ETag: W/"v1"\n\nbody', **{"If-Match": 'W/"v1"'}))[0] == 412
+    no_validator = b"Content-Type: text/plain\n\nbody"
+    assert (await sent(data=no_validator, **{"If-Match": '"v1"'}))[0] == 412
+    assert (await sent(data=no_validator, **{"If-Match": "*"}))[0] == 200
+    assert (await sent(data=no_validator, **{"If-Unmodified-Since": earlier}))[0] == 200
+    # Only a 2xx answer is judged; another method's conditions are its function's, which sees them.
+    status, _, body = await sent(data=b"Status: 404\nETag: \"v1\"\n\ngone", **{"If-Match": '"v0"'})
+    assert status == 404 and body == b"gone"
+    status, _, body = await sent("POST", **{"If-Match": '"v0"', "If-Unmodified-Since": earlier})
+    assert status == 200 and body == b"body"
+    async with aiohttp.ClientSession() as session:
+        async with session.put(f"{base}/fn/hello/doc", data=b"new",
+                               headers={"If-Match": '"v0"', "If-Unmodified-Since": earlier}) as response:
+            lines = (await response.text()).splitlines()
+            assert response.status == 200 and 'HTTP_IF_MATCH="v0"' in lines, lines
+            assert f"HTTP_IF_UNMODIFIED_SINCE={earlier}" in lines, lines
+
+    # A 412 (or a 416) answers what its caller asked: no error of the function's in its owner's list.
+    async def listed() -> dict | None:
+        found = {f["name"]: f for f in (await (await node.get("/v1/compute/functions")).json())["functions"]}["raw"]
+        return found if found["in_flight"] == 0 else None
+
+    assert (await sent(Range="bytes=500-"))[0] == 416
+    assert (await eventually_async(listed, "every request's run ended"))["errors"] == 0
 
 
 SMUGGLED = b"GET /fn/hello/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -105,6 +105,12 @@ async def test_a_function_on_the_market_is_served_and_paid_by_a_provider_and_mov
     assert status == 307 and headers["Location"] == listed["url"] + "caf%C3%A9%20x?q=%26x%3D1"
     status, headers, _ = await _get(f"http://{owner_web}/fn/hello/a%FFb%25")  # as sent: no byte lost in decoding
     assert status == 307 and headers["Location"] == listed["url"] + "a%FFb%25"
+    # The provider sends a GET of the function's path without its '/' there, as a static host does (no run); the
+    # owner's node sends its own such path straight to the provider's.
+    status, headers, _ = await _get(listed["url"].rstrip("/") + "?x=1")
+    assert status == 301 and headers["Location"] == f"/fn/{owner_id}/hello/?x=1", headers
+    status, headers, _ = await _get(f"http://{owner_web}/fn/hello?x=1")
+    assert status == 307 and headers["Location"] == listed["url"] + "?x=1", headers
     assert not [r for r in owner.app[NODE].compute.recent_provenance(100) if r["record"].get("job")]
 
     # The owner closes the tab for the provider's receipt and pays it: exactly what the runs there cost.

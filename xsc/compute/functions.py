@@ -9,7 +9,8 @@ under /in (staged once, when it is served), no /out.  Its stdout is a CGI respon
 `Content-Type`, `Location`, ...), a blank line, the body.  Headers a function may not set are dropped: hop-by-hop
 ones, and any cookie named like the node's own (`xsc_...`: cookies do not keep to a port, and the dashboard is on
 the same host).  A `Range:` request on a 200 answer gets 206 and the bytes asked for; a conditional GET that names
-the answer's validator, 304 (compute/web_answers.py); a function's own Content-Length is checked, not sent.
+the answer's validator, 304, and one whose If-Match or If-Unmodified-Since does not hold, 412; a GET of /fn/NAME,
+301 to /fn/NAME/ (compute/web_answers.py); a function's own Content-Length is checked, not sent.
 
 A function served `on_market` is not run here: it is placed on a provider the market offers
 (compute/placements.py), which serves it at its own listener under /fn/OWNER_ID/NAME/ and runs each request
@@ -50,7 +51,8 @@ from urllib.parse import quote, unquote_to_bytes
 
 from .. import codec
 from ..errors import (BadRequest, ComputeBusy, FunctionFailed, FunctionTimedOut, FunctionUnavailable,
-                      InvalidArgument, NotFound, PayloadTooLarge, SpendCapReached, StorageFull, XscError)
+                      InvalidArgument, NotFound, PayloadTooLarge, PreconditionFailed, RangeNotSatisfiable,
+                      SpendCapReached, StorageFull, XscError)
 from ..identity import Identity
 from ..storage.core.capability import Capability
 from ..storage.core.ranges import content_range, parse_range
@@ -63,7 +65,7 @@ from .store import ComputeStore
 from .hosted_jobs import DISK_MARGIN
 from .fastcall import close_held, fcntl_held, pipe_held, read_held
 from .wasi_io import OUTPUT_CAP, Streams, io_fuel
-from .web_answers import check_length, declared_length, not_modified, with_ranges
+from .web_answers import check_length, conditional, declared_length, slash_location, with_ranges
 from .web_on_loop import ON_LOOP_BODY, LoopRuns
 
 FIELDS = ("name", "module", "entrypoint", "inputs", "env", "limits", "max_body", "concurrency", "spend_cap",
@@ -73,6 +75,7 @@ MAX_BODY_CEILING = 1 << 30
 MAX_RESPONSE = 1 << 30  # bytes of stdout a function may answer (written to disk, streamed to the caller)
 MAX_HEAD = 64 * 1024  # bytes of CGI headers
 CONCURRENCY = 8
+MOUNT_TAG = "XSC_MOUNT_TAG_"  # then a mounted file's NAME: its tag, in each request's environment (_mount_tags)
 PLACED_DIR = ".placed"  # under work_dir: functions other nodes placed here (no function's name starts with '.')
 _NODE_ID = re.compile(r"[a-z2-7]{52}")  # a node id, as the first segment of a placed function's path
 HOUR_MINUTES = 60  # the spend cap's window: this minute and the 59 before it
@@ -594,11 +597,13 @@ class Served:
     spend: int = 0
     reserved: int = 0  # under a spend cap: the budgets of its runs in flight, the most they may still cost
     plan: tuple | None = None  # what its requests run (WebFunctions._plan)
+    env: dict[str, str] = field(init=False)  # its owner's, and its mounts' tags (made once: `_mount_tags`)
 
     def __post_init__(self) -> None:
         # Served again, or on a start: what it spent in all is counted from then on, but never as less than the hour
         # it kept (in all 0 beside an hour's 5 read as a fault)
         self.spend = self.spend or sum(self.spent.values()) + sum(self.paid.values())
+        self.env = {**self.record["env"], **_mount_tags(self.record["inputs"])}
 
     def spent_this_hour(self, minute: int) -> int:
         return sum(amount for spent in (self.spent, self.paid) for m, amount in spent.items()
@@ -940,6 +945,9 @@ class WebFunctions:
         served, request = self.admit(name, request)
         if served.record["on_market"]:
             return self._elsewhere(served, request)
+        if request.raw_path_info == "/" and not request.target.endswith("/") and (location := slash_location(
+                request.method, request.target, request.script_name, request.query)):
+            return Answer(301, [("Location", location)], Spill.written(None, asyncio.get_running_loop()), 0, -1)
         served.in_flight += 1
         self.in_flight += 1
         reserved = 0 if served.record["spend_cap"] is None else self._budget(served)
@@ -947,8 +955,10 @@ class WebFunctions:
         started, running = time.monotonic(), _Running()
         try:
             answer = await self._call(served, request, running)
-        except BaseException:
-            self._count(served, started, running.finish, True, reserved)
+        except BaseException as exc:
+            # a 412 or 416 answers what its caller asked of a run that did not fail: not the function's error
+            self._count(served, started, running.finish, not isinstance(exc, (PreconditionFailed, RangeNotSatisfiable)),
+                        reserved)
             raise
         self._count(served, started, running.finish, answer.status >= 500, reserved)
         return answer
@@ -980,7 +990,7 @@ class WebFunctions:
         loop = asyncio.get_running_loop()
         room = self.room  # the node's own functions' callers are strangers too: the same rule as placed ones'
         stdout, stderr, stdin = Spill(self._dir(), loop, MAX_RESPONSE, room), Spill(self._dir(), loop, OUTPUT_CAP), None
-        streams = Streams(refuse_over_cap=True, env=dict(sorted({**record["env"], **_cgi_env(request)}.items())),
+        streams = Streams(refuse_over_cap=True, env=dict(sorted({**served.env, **_cgi_env(request)}.items())),
                           inputs_dir=self._mounted(served) if record["inputs"] else None)
         try:
             try:
@@ -1168,8 +1178,9 @@ def _kept(lower: str, value: str) -> bool:
 
 def _http(answer: Answer, request: Request) -> Answer:
     """The answer as HTTP has it: a 200 says its ranges may be asked for; one whose validator a GET or HEAD's
-    condition names is 304, with no body (its run still recorded and charged)."""
-    headers = not_modified(request.method, answer.status, answer.headers, request.headers)
+    condition names is 304, with no body, and one its `If-Match` or `If-Unmodified-Since` does not hold of is 412
+    (its run still recorded and charged)."""
+    headers = conditional(request.method, answer.status, answer.headers, request.headers)
     if headers is not None:
         return replace(answer, status=304, headers=headers, last=answer.first - 1, declared=None)
     answer.headers = with_ranges(answer.status, answer.headers)
@@ -1431,6 +1442,19 @@ async def _body_to(read: ReadFn, directory: Path, cap: int, room: DiskRoom) -> t
 def _same(served: dict[str, Any], placed: dict[str, Any]) -> bool:
     """Whether a placement is the function served already (its tab aside)."""
     return {k: v for k, v in served.items() if k != "created"} == {k: v for k, v in placed.items() if k != "created"}
+
+
+def _mount_tags(inputs: list[str]) -> dict[str, str]:
+    """MOUNT_TAG + NAME for each stored file a function mounts at /in/NAME: a tag of that file (SHA-256 over a tag,
+    its capability's key and its manifest hash, in hex), the same wherever and however often it is staged, so a
+    function can give its answer a strong ETag without reading the file.  Not the manifest hash itself: a holder of
+    the file's shares knows that, and would learn from an ETag which public page its shares are."""
+    tags = {}
+    for text in inputs:
+        item = parse_input(text)
+        cap = Capability.parse(item.cap)
+        tags[MOUNT_TAG + item.name] = hashlib.sha256(b"xsc:mount-tag:v1:" + cap.key + cap.manifest_hash).hexdigest()
+    return tags
 
 
 def _digest(inputs: list[str]) -> str:

@@ -20,6 +20,7 @@ STATUS = {
     e.PayloadTooLarge: 413,
     e.BodyTimeout: 408,
     e.RangeNotSatisfiable: 416,
+    e.PreconditionFailed: 412,
     e.BadRequest: 400,
     e.Unauthorized: 401,
     e.NodeCreditExhausted: 503,
@@ -123,8 +124,7 @@ def problem_for(request: web.Request, exc: Exception) -> web.Response:
         if isinstance(exc, Stalled):
             log.info("client cut during %s %s: %s", request.method, request.path, exc)
         else:
-            log.info("client disconnected during %s %s (%s)", request.method, request.path,
-                     e.connection_reason(exc))
+            log.info("client disconnected during %s %s (%s)", request.method, request.path, e.connection_reason(exc))
         return problem(499, "client-closed-request", "the client closed the connection")
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
