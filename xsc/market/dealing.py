@@ -567,9 +567,10 @@ class Dealing:
                            providers: int = 1):
         """The provider and price of an invoke of at most `fuel`: placed from the allocation where a provider's
         allocation to this node's standing compute needs still holds the call's reserved fuel (`deal`), else
-        matched on the market; the answer is kept until the book, which of its bids count (`CountedBids`), a peer's
-        being up or down (a provider a probe found down is not asked first for every call) or the allocation changes (an invoke must not pay a matching of the whole book each time), and one placed from the
-        allocation only while the provider's part still holds it.  One placed from the allocation holds the call's
+        matched on the market; the answer is kept until the book, which of its bids count (`CountedBids`), which
+        peers are up (a provider a probe found down is not asked first by every call) or the allocation changes (an
+        invoke must not pay a matching of the whole book each time), and one placed from the allocation only while
+        the provider's part still holds it.  One placed from the allocation holds the call's
         reserved fuel of that part, each call under a need of its own, until its caller says the call ended (`ended`,
         `invoked`): calls in flight at once are not each placed from the whole part.  `exclude`: providers that just
         failed this call, or that run it already (left out of the clearing too; such an answer is not kept).
