@@ -582,10 +582,10 @@ async def test_a_sampled_answer_reaches_its_user_once_its_owed_check_is_on_disk(
 
 
 class _FailingOwedRow:
-    """The gateway's database, but the first write of a check owed fails (a full disk)."""
+    """The gateway's database, but the first write of a check owed fails (a full disk); every one while `full`."""
 
     def __init__(self, db) -> None:
-        self.db, self.failed = db, False
+        self.db, self.failed, self.full = db, False, False
 
     def write_batch(self, *args, **kwargs):
         return _Batch(self, self.db.write_batch(*args, **kwargs))
@@ -610,7 +610,8 @@ class _Batch:
         return self
 
     def __exit__(self, *exc) -> None:
-        if exc[0] is None and not self.of.failed and any(k.startswith(keys.OWED_CHECKS) for k in self.puts):
+        if exc[0] is None and (self.of.full or not self.of.failed) and any(
+                k.startswith(keys.OWED_CHECKS) for k in self.puts):
             self.of.failed = True
             self.batch.clear()
             raise OSError(28, "No space left on device")
@@ -634,6 +635,50 @@ async def test_an_answer_whose_owed_check_could_not_be_written_is_given_and_coun
     shown.set()
     await eventually_async(lambda: _checks(gateway)["held"] == 1, "the check made")
     assert _checks(gateway) | {"unwritten": 1, "checking": 0, "owed": 0} == _checks(gateway)
+
+
+async def test_checks_owed_held_up_by_rows_a_full_disk_left_unwritten_are_not_read_again_until_a_write(
+        node_factory, monkeypatch) -> None:
+    # A check waiting on disk alone whose latest row could not be written is not taken until it is: a read of the
+    # rows that met it and took nothing is not made again at each check that ends, only once a write went through.
+    monkeypatch.setattr(owed_checks, "WAITING", 1)
+    monkeypatch.setattr(spot_checks, "BACKOFF", 0.01)
+    gateway, provider, module = await _pair(node_factory, check_rate=0)
+    paid = gateway.app[NODE].paid
+    tabs, store, owed = paid.gateway_tabs, paid.compute.store, paid.checks.owed
+    disk = _FailingOwedRow(tabs.db)
+    disk.failed = True  # (full only once told so)
+    monkeypatch.setattr(tabs, "db", disk)
+    calls = spot_checks.PER_PROVIDER + owed_checks.WAITING + 1
+    release, asked, fetch = asyncio.Event(), [], spot_checks.fetch_record
+
+    async def unreachable_at_first(client, url, peer, pid):
+        if pid not in asked:  # the connection tried a while: the check's row is written meanwhile
+            asked.append(pid)
+            await eventually_async(lambda: pid in {c["facts"]["provenance"] for _, _, c in store.owed_checks()},
+                                   "the check's row written")
+            disk.full = len(asked) == calls  # the last one's next row finds the disk full
+            raise PeerUnreachable("peer is unreachable: connection refused")
+        await release.wait()
+        return await fetch(client, url, peer, pid)
+
+    monkeypatch.setattr(spot_checks, "fetch_record", unreachable_at_first)
+    for n in range(calls):
+        with pytest.raises(PeerUnreachable):
+            await paid.invoke_remote(provider.app[NODE].peers.identity.id, PRICE,
+                                     InvokeCall(module, "add", [n, 1], FUEL), {}, verify=True)
+    assert _checks(gateway) | {"owed_on_disk": 1, "unwritten": 1} == _checks(gateway)
+    release.set()  # the checks under way and the one waiting in memory are made: the one on disk is held up
+    await eventually_async(lambda: _checks(gateway)["held"] == calls - 1, "the others made")
+    reads = []
+    read = store.owed_check_ids
+    monkeypatch.setattr(store, "owed_check_ids", lambda *a: reads.append(a) or read(*a))
+    for _ in range(4):
+        assert owed.next(lambda peer: True) is None
+    assert reads == [] and _checks(gateway)["owed_on_disk"] == 1
+    disk.full = False  # room again: the next write writes its row, and it is taken
+    assert tabs.write_now()
+    assert owed.next(lambda peer: False) is None and len(reads) == 1
 
 
 async def test_the_answer_of_a_call_whose_caller_went_away_is_checked_as_any(node_factory, monkeypatch) -> None:

@@ -231,6 +231,33 @@ async def test_a_job_goes_to_another_provider_when_one_forges_its_outputs(node_f
     assert await read_file(gateway, outputs["out/c.txt"]["capability"]) == b"hello there"
 
 
+async def test_a_job_every_provider_failed_keeps_each_ones_failure_in_its_record(node_factory, monkeypatch) -> None:
+    # Each provider the job went to failed it in turn: its record (and `xsc compute job`) says who failed it, when and
+    # how, not the last one's error alone.
+    gateway, providers = await network(node_factory, providers=2)
+    module = await deploy(gateway, "outputs", wasi=True)
+    for provider in providers:
+        hosted = provider.app[NODE].hosted_jobs
+        monkeypatch.setattr(hosted, "output", lambda *args, honest=hosted.output: _flipped(honest, *args))
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"hello there")
+    assert status == 502 and problem["code"] == "forged-result", problem
+    job = await (await gateway.get(f"/v1/compute/jobs/{problem['id']}")).json()
+    ids = {provider.app[IDENTITY].id for provider in providers}
+    assert {a["provider"] for a in job["attempts"]} == ids and len(job["attempts"]) == 2, job
+    assert all("not the size and hash it signed" in a["error"] and a["at"] for a in job["attempts"]), job
+    assert job["error"] == job["attempts"][-1]["error"] and "attempts_more" not in job
+    shown = ok(await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), "compute", "job",
+                                       problem["id"], env={"XSC_TOKEN": gateway.app[TOKEN], "COLUMNS": "80"}))
+    failed = [line.split()[-1] for line in shown.splitlines() if line.strip().startswith("failed")]
+    assert failed == [a["provider"] for a in job["attempts"]], shown
+    assert shown.count("not the size and hash it signed") == 3, shown  # (and the error)
+
+
+async def _flipped(honest, sender, job, index, offset) -> bytes:
+    data = await honest(sender, job, index, offset)
+    return data[::-1] if len(data) > 1 else data + b"!"
+
+
 async def test_a_provider_runs_nothing_over_bytes_that_are_not_the_ones_promised(node_factory, monkeypatch) -> None:
     gateway, (provider,) = await network(node_factory)
     module = await deploy(gateway, "outputs", wasi=True)

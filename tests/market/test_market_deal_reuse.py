@@ -13,6 +13,7 @@ from xsc.market import sign_commitment
 from xsc.node.appkeys import NODE
 
 from tests.support.attacks import fake_descriptors, now_ms
+from tests.support.compute import peer_with_provider
 from tests.support.market import HOUR, ask
 from tests.support.waiting import eventually_async
 
@@ -157,3 +158,25 @@ async def test_a_deal_is_not_reused_once_this_nodes_recognition_weights_changed(
     assert node.market.recognition() != before
     await _deal_open(node, "after-a-weight-was-set", 1000)
     assert dealing.reused == 1
+
+
+async def test_an_invoke_deal_is_not_kept_once_its_provider_is_seen_down(node_factory) -> None:
+    # An invoke's deal is kept while the book holds: a provider a probe finds down since is no longer asked first (a
+    # connection tried and failed for every call until the book changed), the next call goes to another at once.
+    terms = {"compute_ask_floor": 10**6, "compute_ask_ceiling": 10**6, "compute_bid": 10**6}
+    gateway = await node_factory("gateway", **QUIET, market={**terms, "offer_compute": False})
+    providers = [await node_factory(name, **QUIET, market=terms) for name in ("p1", "p2")]
+    for provider in providers:
+        await peer_with_provider(gateway, provider)
+    dealing, market = gateway.app[NODE].dealing, gateway.app[NODE].market
+    first = await dealing.compute_deal(250_000, 10**6)
+    dealing.ended(first)
+    assert (await dealing.compute_deal(250_000, 10**6)).provider == first.provider  # (kept)
+    book = market.version
+    down = next(p for p in providers if p.app[NODE].peers.identity.id == first.provider)
+    for site in list(down.server.runner.sites):  # gone without a word, as a crash or a cut link leaves it
+        await site.stop()
+    await down.server.runner.server.shutdown(0)  # (its connections too)
+    await gateway.app[NODE].health.probe_round()
+    assert gateway.app[NODE].peers.up(first.provider) is False and market.version == book
+    assert (await dealing.compute_deal(250_000, 10**6)).provider != first.provider

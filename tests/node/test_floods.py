@@ -23,7 +23,7 @@ from xsc.net.sniff import MAX_HANDSHAKES, MAX_PENDING, MAX_READING
 from xsc.net.addresses import address_key, network_key
 from xsc.node import limits
 from xsc.node.appkeys import TOKEN
-from xsc.serve import listener
+from xsc.serve import connections, listener
 from xsc.serve.listener import GuardedNodeRunner, NodeSite
 from xsc.serve.connections import ACCEPT_QUEUE, LISTEN_BACKLOG, RESERVED_FDS, GuardedRunner, connection_cap
 
@@ -387,6 +387,33 @@ async def test_ipv6_connections_are_capped_per_64_as_the_rate_limits_key_them():
         await runner.cleanup()
 
 
+async def test_a_flood_past_the_node_s_cap_does_not_lock_its_user_out(monkeypatch):
+    """Strangers from 12 addresses keep more connections open than the node's cap, each just answered (idle for
+    less than no connection of theirs may close another's: EVICTABLE_AFTER, made long here so that none is, however
+    slow the machine): the user's own, from the loopback address its API is reached at, closes the longest idle of
+    theirs and is served."""
+    monkeypatch.setattr(connections, "EVICTABLE_AFTER", 3600.0)
+    runner, site, port = await _site("GET", "/hello", _hello, max_per_ip=8, max_connections=64)
+    strangers, answers = [], []
+    try:
+        for n in range(12 * 8):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(f"127.0.0.{2 + n % 12}", 0))
+            strangers.append(writer)
+            writer.write(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")  # and kept open
+            answers.append((await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).split(b" ", 2)[1])
+        assert answers.count(b"200") == 64 and answers.count(b"503") == 32, answers
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.1", 0))
+        strangers.append(writer)
+        writer.write(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 30)
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello"), answer
+        assert runner.server.inner.evicted == 1
+    finally:
+        for writer in strangers:
+            writer.close()
+        await runner.cleanup()
+
+
 def _count_protocols(monkeypatch) -> list:
     """aiohttp's protocols of every connection the node set up (SniffingServer.handler), as they come."""
     made: list = []
@@ -396,14 +423,14 @@ def _count_protocols(monkeypatch) -> list:
 
 
 async def _site(method: str, path: str, handler, max_per_ip: int, host: str = "127.0.0.1",
-                tls_dir=None) -> tuple[web.AppRunner, NodeSite, int]:
+                tls_dir=None, max_connections: int = 64) -> tuple[web.AppRunner, NodeSite, int]:
     """A NodeSite on a free port for an app of one route, under the node's connection caps (answering TLS too with a
     node key's certificate, kept in `tls_dir`)."""
     app = web.Application()
     app.router.add_route(method, path, handler)
     if tls_dir is not None:
         app[listener.TLS_CONTEXT] = tls.server_context(Identity.generate(), tls_dir)
-    runner = GuardedNodeRunner(app, max_connections=64, max_per_ip=max_per_ip)
+    runner = GuardedNodeRunner(app, max_connections=max_connections, max_per_ip=max_per_ip)
     await runner.setup()
     port = free_port()
     site = NodeSite(runner, host, port)

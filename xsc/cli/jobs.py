@@ -284,6 +284,10 @@ def job(obj, job_id: str, as_json: bool) -> None:
         _file_line("  earlier ", output["name"], output["size"], output["sha256"], output["capability"])
     for replica in found.get("replicas", []):  # what the charge is made of: one line per provider
         _replica_line(replica)
+    for attempt in found.get("attempts", []):  # each provider that failed its latest run, in turn
+        _attempt_line(attempt)
+    if found.get("attempts_more"):
+        click.echo(f"  ({counted(found['attempts_more'], 'more failed attempt')} not kept)")
     for payment in found.get("payments", []):
         _payment_line(payment)
 
@@ -349,6 +353,12 @@ def _replica_line(replica: dict[str, Any]) -> None:
         click.echo(f"{said}  {replica['provider']}")
     else:
         click.echo(f"{said}\n      provider {replica['provider']}")
+
+
+def _attempt_line(attempt: dict[str, Any]) -> None:
+    """A provider's failure of the job's run: when, its id whole, then its error (and hint) whole under it."""
+    error = attempt["error"] + (f" ({attempt['hint']})" if attempt.get("hint") else "")
+    click.echo(f"  failed   {_started(attempt.get('at'))} UTC  {attempt['provider']}\n      {error}")
 
 
 def _payment_line(payment: dict[str, Any]) -> None:

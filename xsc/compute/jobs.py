@@ -73,6 +73,7 @@ RECOVER_AT_ONCE = 8  # jobs a start finishes from their providers' answers at on
 _CURSOR = re.compile(rf"[0-9a-f]{{{2 * CURSOR_BYTES}}}")  # a page's `next`: the place of its last job
 MAX_LISTED = 1000  # jobs a page of the list holds at most (a page reads their summaries, not their records)
 MAX_FAILOVERS = 3  # providers left out, one after the other, when they fail a job before it can run
+ATTEMPTS_KEPT = 8  # providers' failures of one run kept in its record, each whole (the rest counted: `attempts_more`)
 
 
 @dataclass
@@ -343,6 +344,7 @@ class JobService:
                 elsewhere = _next_provider(err)
                 if isinstance(err, PeerRefused):
                     err = relayed(assignment.provider, err, self.compute.budget(call, assignment.price), "job")
+                _attempted(job, assignment.provider, err)
                 if not elsewhere or len(failed) >= MAX_FAILOVERS + (not here):
                     raise err from None
                 log.warning("job %s: provider %s failed it (%s): trying another", jid,
@@ -769,6 +771,17 @@ def _too_few(offered: int, spec: JobSpec, job: dict[str, Any]) -> TooFewProvider
     return TooFewProviders(f"the market offers {counted(offered, 'other provider')} for this job at its price, and "
                            f"{need}: none ran, nothing is paid", hint=hint,
                            offered=offered, replicas=spec.replicas)
+
+
+def _attempted(job: dict[str, Any], provider: str, err: XscError) -> None:
+    """A provider failed the job's run (another is asked, or none is left): kept in its record with when, as the
+    failure of each provider it went to, not the last one's alone."""
+    attempts = job.setdefault("attempts", [])
+    if len(attempts) >= ATTEMPTS_KEPT:
+        job["attempts_more"] = job.get("attempts_more", 0) + 1
+        return
+    attempts.append({"provider": provider, "error": err.message, **({"hint": err.hint} if err.hint else {}),
+                     "at": provenance.timestamp(time.time_ns())})
 
 
 def _not_ended(job: dict[str, Any], err: XscError) -> XscError | None:

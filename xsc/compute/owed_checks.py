@@ -10,6 +10,7 @@ place of that one's latest, which waits on disk instead; so a provider long unre
 wait, keeps no other provider's from being made.  Rows on disk are read SCAN at most at a time, each read from where
 the last left off, so every row is reached in turn; one taken up past its tab's half life ends at once, its record
 not shown (spot_checks: `_sampled`), so no tab is kept open for ever, and none is closed with its check unmade.
+A pass over the rows that took none but met one not written yet (a full disk) is not made again until it is.
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ class OwedChecks:
         self._on_disk: dict[str, int] = {}  # provider -> its checks waiting on disk alone
         self._live: set[bytes] = set()  # ids of the checks in memory: waiting, under way, or awaited by their call
         self._cursor: tuple[bytes, bytes] | None = None  # the row the last read from disk stopped at
+        # A whole pass over the rows that took nothing into memory but met a row not written yet (a full disk) is not
+        # made again until that row is written: the next write writes every row held back (GatewayTabs.write_tallies).
+        self._took = False  # whether the pass under way took a check into memory, or found one gone
+        self._met: dict[bytes, bytes | None] = {}  # a row not written yet that the pass under way met
+        self._held: dict[bytes, bytes | None] = {}  # that of the last pass that took nothing: read again once written
 
     def status(self) -> dict[str, int]:
         on_disk = sum(self._on_disk.values())
@@ -139,6 +145,8 @@ class OwedChecks:
         if not self._wanted():
             return
         first, before = self._cursor is None, self._cursor
+        if first:
+            self._took, self._met, self._held = False, {}, {}
         ids = self.store.owed_check_ids(self._cursor, SCAN)
         self._cursor = ids[-1] if len(ids) == SCAN else None
         seen: set[str] = set()
@@ -153,6 +161,7 @@ class OwedChecks:
             if tab is not None:
                 seen.add(tab.provider)
             if self.tabs.unwritten(row):  # (what is on disk of it is not its latest: read once it is written)
+                self._met = row
                 continue
             if tab is None:  # paid or dropped since (its authorization expired): nothing left to check
                 provider = (self.store.owed_check(auth_id, check_id) or {}).get("provider")
@@ -168,12 +177,18 @@ class OwedChecks:
                 self._wait(answered, True)
         if first and self._cursor is None:  # every row read: a provider none of them is of waits on disk no more
             self._on_disk = {p: n for p, n in self._on_disk.items() if p in seen}
+        if self._cursor is None and not self._took:
+            self._held = self._met
 
     def _wanted(self) -> bool:
-        """Whether a check waiting on disk alone would be taken into memory now."""
+        """Whether a check waiting on disk alone would be taken into memory now: not while the rows read last are held
+        up by one not written yet (each call would read SCAN rows again, to take none)."""
+        if self._held and self.tabs.unwritten(self._held):
+            return False
         return any(n and self._room(p, evict=False) for p, n in self._on_disk.items())
 
     def _left_disk(self, provider: Any) -> None:
+        self._took = True
         left = self._on_disk.pop(provider, 0) - 1 if isinstance(provider, str) else 0
         if left > 0:
             self._on_disk[provider] = left

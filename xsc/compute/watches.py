@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 SCAN = 5.0  # seconds between passes when nothing wakes them
 MAX_WATCHES = 64
 PARALLEL = 4  # datums of one watch run at once (their jobs spread over the providers the market offers)
-LAST_ERROR = 300  # characters of a watch's last error
+LAST_ERROR = 300  # characters of a watch's last error, its hint aside (kept whole: the command that fixes it)
+LAST_HINT = 1000  # characters of that hint at most (this node's own words: a bound none of its hints comes near)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # whole: fullmatch ($ would take a final newline)
 
 
@@ -299,10 +300,10 @@ class Watches:
 
 
 def _failed(key: str, err: XscError) -> str:
-    """A datum's failure as its watch shows it: its key, the job's message and its hint, kept whole within
-    LAST_ERROR (a job's message leaves its id to the hint's command: `xsc compute rerun ID`)."""
-    hint = f" ({err.hint[:LAST_ERROR // 2]})" if err.hint else ""
-    return f"{key}: {err.message}"[:LAST_ERROR - len(hint)] + hint
+    """A datum's failure as its watch shows it: its key and the job's message within LAST_ERROR, and its hint whole
+    (a job's message leaves its id to the hint's command: `xsc compute rerun ID`, cut it would run another job)."""
+    hint = f" ({err.hint[:LAST_HINT]})" if err.hint else ""
+    return f"{key}: {err.message}"[:LAST_ERROR] + hint
 
 
 def _last_run(key: str, job: Any, state: str, objects: list[str]) -> dict[str, Any]:

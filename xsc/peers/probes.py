@@ -66,6 +66,7 @@ class HealthService:
                 log.warning("skipping the unreadable probe history of %s", node_key.hex())
         self.last_round: dict | None = None
         self.version = 0  # grows at every probe or audit recorded, and every history forgotten
+        self.ups = 0  # grows whenever a peer may have come up or gone down: what a kept invoke deal rests on
         self._reachable: tuple[tuple[int, int], list[bool | None]] | None = None  # check_reachable's, and its state
         # table()'s figures of a peer, kept while its history and now's 5-minute bucket are the same (they
         # depend on nothing else): id -> (history, bucket start, figures).  The dashboard polls the table.
@@ -172,6 +173,8 @@ class HealthService:
             for told in self._on_first_answer:
                 told(peer.id)
         self.version += 1
+        if last_probe_ok(history) != last_probe_ok(before):
+            self.ups += 1
         writes.history(peer.key, history.to_json())
 
     def watch(self, *, descriptor: Callable[[list], Any], first_answer: Callable[[str], Any]) -> None:
@@ -184,6 +187,7 @@ class HealthService:
         if first is not None:
             first.cancel()
         self.version += 1
+        self.ups += 1
         self._reprobed.pop(node_id, None)
         self._histories.pop(node_id, None)
         self._available.pop(node_id, None)
@@ -203,6 +207,7 @@ class HealthService:
             self._histories.pop(node_id, None)
             self._available.pop(node_id, None)
         self.version += 1
+        self.ups += 1
 
     def table(self) -> list[dict]:
         """Every peer's availability, with the last hour's and the last day's as sparkline points (oldest first:

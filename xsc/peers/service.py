@@ -268,6 +268,11 @@ class PeerService:
         health = self.health.version if self.health is not None else 0
         return self.directory.version, health, bucket_start(now_ms())
 
+    def ups_version(self) -> int:
+        """Changes whenever a peer may have come up or gone down (its last probe's outcome): not at every probe, as
+        `state_version` does."""
+        return self.health.ups if self.health is not None else 0
+
     def availability(self, node_id: str) -> Availability:
         if self.health is None:
             return availability(PeerHistory(), now_ms())

@@ -13,6 +13,10 @@ exhaust the node's descriptors nor lock out real callers:
   EVICTABLE_AFTER at least: idle sockets cannot keep a caller out for long, and a burst of new sockets
   cannot push out a caller whose request is on its way but not read yet.  When no connection can be
   closed, the new one is answered 503 with Retry-After and a problem body, and closed;
+- the node's user is not locked out of its node by strangers: on the node's own listener (`user_room`), past
+  `max_connections`, a connection from the loopback address the user's CLI reaches it from (USER_ADDRESSES)
+  closes the longest-idle connection of any age, so a flood of connections just opened (none idle for
+  EVICTABLE_AFTER yet) leaves it room; its own address's cap still holds;
 - the node raises its soft RLIMIT_NOFILE to the hard limit at start, and keeps its cap under what the
   limit leaves after the descriptors it needs for itself (LevelDB tables, peers, logs): past the cap it
   refuses, it never meets EMFILE.
@@ -43,6 +47,8 @@ from .stop import IN_FLIGHT, Draining
 log = logging.getLogger(__name__)
 
 EVICTABLE_AFTER = 1.0  # seconds idle before a connection may be closed to make room for a new one
+USER_ADDRESSES = frozenset({"127.0.0.1", "::/64"})  # where the user's CLI reaches the node from (`address_key`s)
+_USER = "user"  # the key of the idle connections the user's may close (`_longest_idle`)
 LISTEN_BACKLOG = 256  # connections one loop turn accepts at most (asyncio's `backlog`)
 ACCEPT_QUEUE = 4096  # connections the kernel queues for the node (capped by net.core.somaxconn); no descriptor each
 RESERVED_FDS = 512  # descriptors kept for the node's own files (LevelDB tables, logs) and its peer connections,
@@ -208,9 +214,11 @@ def _idle_since(handler: RequestHandler) -> float | None:
 class GuardedServer(ProblemServer):
     """aiohttp's Server (the protocol factory of the listening socket) with the caps above."""
 
-    def __init__(self, *args: Any, max_connections: int, max_per_ip: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_connections: int, max_per_ip: int, user_room: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_connections, self.max_per_ip = max_connections, max_per_ip
+        self.user_room = user_room  # the node's own listener: its user's connections close strangers' of any age
         self._by_ip: dict[str, set[RequestHandler]] = defaultdict(set)
         self._ip_of: dict[RequestHandler, str] = {}
         self.refused = 0  # connections answered 503 (every connection busy)
@@ -265,7 +273,8 @@ class GuardedServer(ProblemServer):
         if len(mine) + waiting_from_ip >= self.max_per_ip and not room(mine, ip):
             return f"{len(mine) + waiting_from_ip} connections from {ip} are all busy (at most {self.max_per_ip} " \
                    f"from one address{' (an IPv6 /64)' if ip.endswith('/64') else ''})"
-        if len(self._ip_of) >= self.max_connections and not room(self._ip_of, None):
+        if len(self._ip_of) >= self.max_connections and not room(self._ip_of, None) and not (
+                self.user_room and ip in USER_ADDRESSES and room(self._ip_of, _USER)):
             return f"this node's {len(self._ip_of)} connections are all busy (at most {self.max_connections})"
         return None
 
@@ -285,7 +294,8 @@ class GuardedServer(ProblemServer):
         scanning every connection each time made the burst quadratic (2,000 idle sockets held the loop for
         over a second), so one scan queues every evictable connection, longest-idle last, and later calls
         take from the queue, skipping what was closed or has been used since.  A scan that finds none says
-        when the first could be ready; until then none can, and nothing is scanned."""
+        when the first could be ready; until then none can, and nothing is scanned.  Key _USER: among all, idle
+        for any time (a scan that finds none is made again a tenth of EVICTABLE_AFTER later at the soonest)."""
         queue = self._queues.get(key)
         while queue:
             since, handler = queue[-1]
@@ -296,9 +306,11 @@ class GuardedServer(ProblemServer):
         if self._none_until.get(key, 0.0) > now:
             return None
         idle = [(since, h) for h in among if (since := _idle_since(h)) is not None]
-        ready = sorted((pair for pair in idle if pair[0] <= now - EVICTABLE_AFTER), key=lambda pair: -pair[0])
+        after = 0.0 if key == _USER else EVICTABLE_AFTER
+        ready = sorted((pair for pair in idle if pair[0] <= now - after), key=lambda pair: -pair[0])
         if not ready:  # a connection busy now, or opened later, is evictable a second after it goes idle
-            self._none_until[key] = min((since for since, _ in idle), default=now) + EVICTABLE_AFTER
+            self._none_until[key] = now + EVICTABLE_AFTER / 10 if key == _USER else \
+                min((since for since, _ in idle), default=now) + EVICTABLE_AFTER
             return None
         self._queues[key] = ready
         return ready[-1][1]
@@ -314,10 +326,11 @@ class GuardedRunner(ProblemRunner):
     """An AppRunner whose server is a GuardedServer."""
 
     server_class = GuardedServer
+    user_room = False  # (GuardedServer's: the node's own listener's runner says True)
 
     def __init__(self, app: web.Application, *, max_connections: int, max_per_ip: int, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
-        self.server_options.update(max_connections=max_connections, max_per_ip=max_per_ip)
+        self.server_options.update(max_connections=max_connections, max_per_ip=max_per_ip, user_room=self.user_room)
 
 
 class DrainingRunner(Draining, GuardedRunner):

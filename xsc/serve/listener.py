@@ -53,7 +53,10 @@ class NodeRunner(_Sniffing, ProblemRunner):
 
 
 class GuardedNodeRunner(_Sniffing, GuardedRunner):
-    """The node's runner (`xsc node start`): connection caps (connections.py), TLS and plain HTTP on one port."""
+    """The node's runner (`xsc node start`): connection caps (connections.py), TLS and plain HTTP on one port; its
+    user's connections are not locked out by strangers' (`user_room`)."""
+
+    user_room = True
 
 
 class NodeSite(web.TCPSite):
