@@ -568,8 +568,8 @@ class StorageService:
 
     # --- check, verify, repair, renew ------------------------------------------------------------
     async def check(self, cap: Capability) -> dict:
-        holders, names, manifest = await self.located(cap, action="check")
-        return self._told(cap, self.summary(await self.gateway.check(cap, holders, names, manifest), names))
+        _, names, _, reports = await _checked(self, cap, "check", reports=True)
+        return self._told(cap, self.summary(reports, names))
 
     async def verify(self, cap: Capability, progress: gateway_repair.Progress | None = None) -> dict:
         holders, names, manifest = await self.located(cap, action="verify")
@@ -626,7 +626,7 @@ class StorageService:
                                hint="`xsc store ls` lists the files this node uploaded")
             # Copies an earlier repair of this file committed and never placed (it failed, or a crash cut it short).
             await gateway_repair.release_strays(self.gateway, self.holder, cap.storage_index)
-            holders, names, fetched = await self.located(cap, action="repair")
+            holders, names, fetched, _ = await _checked(self, cap, "repair")
             record = await in_pool(self.pool, self.store.file_record, cap.storage_index) if fetched is None else None
             wanted = quotes.filters_of(record)  # the put's own: the shares rebuilt go where it would have put them
             moved: dict[int, tuple[str, int]] = {}
@@ -715,6 +715,28 @@ async def _open(service: StorageService, cap: Capability, byte_range: tuple[int,
             log.warning("node(s) %s did not give shares of %s they said they hold: searching again without their "
                         "word", ", ".join(sorted(failed)), cap.storage_index.hex())
             passed_over, failure = frozenset(failed), err
+
+
+async def _checked(service: StorageService, cap: Capability, action: str, reports: bool = False
+                   ) -> tuple[dict, list[str] | None, bytes | None, list]:
+    """(holders, names, manifest) as `located` finds them, and the check of their shares.  For a file found by a
+    search, when a node that said it holds shares does not have them intact, the search is made once more with its
+    word heard last (Locator.locate's `passed_over`), and taken if it names other nodes: a repair does not rebuild, at
+    this node's expense, shares another node holds intact.  A file this node placed is checked only if `reports`."""
+    holders, names, manifest = await service.located(cap, action=action)
+    if manifest is None and not reports:
+        return holders, names, manifest, []
+    checked = await service.gateway.check(cap, holders, names, manifest)
+    failed = {names[r.share] for r in checked if r.status != "ok"} - {service.me, "(none found)"} \
+        if manifest is not None and names else set()
+    if failed:
+        again = await service.located(cap, action=action, passed_over=frozenset(failed))
+        if again[1] != names:
+            log.warning("node(s) %s do not hold intact the shares of %s they said they hold: taken from others",
+                        ", ".join(sorted(failed)), cap.storage_index.hex())
+            holders, names, manifest = again
+            checked = await service.gateway.check(cap, holders, names, manifest)
+    return holders, names, manifest, checked
 
 
 def _within(err: MarketNoDeal, filters: str) -> MarketNoDeal:
