@@ -444,8 +444,8 @@ def test_a_peer_that_lies_where_the_shares_are_does_not_keep_a_handed_capability
         cli_node, tmp_path, monkeypatch, lie, a_holds) -> None:
     """B hands A a capability; a third node says it holds every share of the file (its answer asked first: its id
     sorts before B's) and has none, or sends another file's manifest for them: A reads the file from B (and its own
-    shares, if B placed two there) all the same, a job of A's over it runs, and A's check and repair find every share
-    intact (a repair rebuilds none of them at A's expense), each searching afresh."""
+    shares, if B placed two there) all the same, a job of A's over it runs, and A's check, verify and repair find every
+    share intact (a repair rebuilds none of them at A's expense), each searching afresh."""
     # No hash table: B's placement announced there would name B first, before the liar (it may sign a holders
     # record newer than B's naming itself; the search is then as here).
     quiet = {"storage": {"segment_size": 65536}, "peers": {"dht": False}}
@@ -475,13 +475,15 @@ def test_a_peer_that_lies_where_the_shares_are_does_not_keep_a_handed_capability
         holder = liar.app[NODE].share_holder
         describe = holder.describe
         monkeypatch.setattr(holder, "describe", lambda si, share, pay: describe(other, share, pay))
-    check = json.loads(a.xsc("store", "check", put["capability"], "--json").stdout)
-    assert check["intact"] == 6 and id_liar not in {s["node"] for s in check["shares"]}, check
-    a.app[NODE].storage.locator.forget(Capability.parse(put["capability"]).storage_index)  # each searches afresh
+    si = Capability.parse(put["capability"]).storage_index
+    for command in ("check", "verify"):
+        check = json.loads(a.xsc("store", command, put["capability"], "--json").stdout)
+        assert check["intact"] == 6 and id_liar not in {s["node"] for s in check["shares"]}, (command, check)
+        a.app[NODE].storage.locator.forget(si)  # each searches afresh
     done = a.xsc("store", "repair", put["capability"], "--json")  # nothing to rebuild, nothing placed at A's expense
     assert done.exit_code == 0 and json.loads(done.stdout)["repaired"] == [], done.output
     assert json.loads(done.stdout)["intact"] == 6, done.output
-    a.app[NODE].storage.locator.forget(Capability.parse(put["capability"]).storage_index)
+    a.app[NODE].storage.locator.forget(si)
     out = tmp_path / "out"
     got = a.xsc("store", "get", put["capability"], "-o", str(out))
     assert got.exit_code == 0 and out.read_bytes() == data, got.output

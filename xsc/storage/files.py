@@ -572,7 +572,7 @@ class StorageService:
         return self._told(cap, self.summary(reports, names))
 
     async def verify(self, cap: Capability, progress: gateway_repair.Progress | None = None) -> dict:
-        holders, names, manifest = await self.located(cap, action="verify")
+        holders, names, manifest, _ = await _checked(self, cap, "verify")
         return self._told(cap, self.summary(await self.gateway.verify(cap, holders, names, manifest, progress), names))
 
     def _told(self, cap: Capability, summary: dict) -> dict:
