@@ -149,6 +149,26 @@ def test_a_stored_file_is_mounted_read_only_and_nothing_else_is_visible(xsc_node
     assert run["inputs"][0]["sha256"] == __import__("hashlib").sha256(b"secret words here\n").hexdigest()
 
 
+def test_an_input_whose_capability_lies_is_refused_naming_that_input(xsc_node, tmp_path):
+    """Of a job's inputs and stdin, the one whose capability says another size or manifest is the one the refusal
+    names, before anything runs or is charged."""
+    (tmp_path / "a").write_bytes(b"first\n")
+    (tmp_path / "b").write_bytes(b"second\n")
+    good, other = put(xsc_node, tmp_path / "a"), put(xsc_node, tmp_path / "b")
+    key, digest, k, m, size = other.split(":")[2:]
+    wrong_size = ":".join(["xsc", "chk", key, digest, k, m, str(int(size) + 1)])
+    wrong_hash = ":".join(["xsc", "chk", key, good.split(":")[3], k, m, size])
+    before = json.loads(ok(xsc_node.xsc("compute", "jobs", "--json")))
+    for lie in (wrong_size, wrong_hash):
+        line = error_line(xsc_node.xsc("compute", "run", WC, "--input", f"{good}:/in/a", "--input", f"{lie}:/in/b",
+                                       "--no-stdin"))
+        assert line.startswith("xsc: error: input /in/b cannot be read: the ") and "/in/a" not in line, line
+        assert "check the capability" in line, line
+        line = error_line(xsc_node.xsc("compute", "run", WC, "--input", f"{good}:/in/a", "--stdin", lie))
+        assert line.startswith("xsc: error: stdin cannot be read: the "), line
+    assert json.loads(ok(xsc_node.xsc("compute", "jobs", "--json"))) == before  # nothing ran, nothing charged
+
+
 def test_a_missing_input_is_refused_with_one_line(xsc_node, tmp_path):
     source = tmp_path / "gone"
     source.write_bytes(b"soon removed\n")

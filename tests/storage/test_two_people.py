@@ -3,6 +3,7 @@ than keeping the file at home."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -435,3 +436,57 @@ async def test_a_put_as_its_peer_dies_keeps_the_peers_shares_at_home_rather_than
         put = await response.json()
         assert put["placement"] == [id_a] * 6, put
         assert put["kept_home"].startswith(f"node {id_b} refused shares 4, 5 (peer-unreachable)"), put
+
+
+@pytest.mark.parametrize("lie, a_holds", [("holds every share", 0), ("holds every share", 2),
+                                          ("sends another file's manifest", 0)])
+def test_a_peer_that_lies_where_the_shares_are_does_not_keep_a_handed_capability_from_reading(
+        cli_node, tmp_path, monkeypatch, lie, a_holds) -> None:
+    """B hands A a capability; a third node says it holds every share of the file (its answer asked first: its id
+    sorts before B's) and has none, or sends another file's manifest for them: A reads the file from B (and its own
+    shares, if B placed two there) all the same, a job of A's over it runs, and A's check, verify and repair find every
+    share intact (a repair rebuilds none of them at A's expense), each searching afresh."""
+    # No hash table: B's placement announced there would name B first, before the liar (it may sign a holders
+    # record newer than B's naming itself; the search is then as here).
+    quiet = {"storage": {"segment_size": 65536}, "peers": {"dht": False}}
+    a, first, second = (TextNode(cli_node(name, **quiet)) for name in "abc")
+    ids = [json.loads(n.xsc("node", "status", "--json").stdout)["id"] for n in (a, first, second)]
+    (liar, id_liar), (b, id_b) = sorted(zip((first, second), ids[1:]), key=lambda pair: pair[1])
+    for peer in (liar, b):
+        assert a.xsc("peers", "add", peer.url).exit_code == 0
+    peers = a.app[NODE].peers
+    eventually(lambda: peers.up(id_liar) and peers.up(id_b), "A to see B and the liar up", 30)
+    data = os.urandom(200_000)
+    (tmp_path / "f").write_bytes(data)
+    if a_holds:  # B places two shares on A: it waits for A's offer in its book
+        assert b.xsc("peers", "add", a.url).exit_code == 0
+        eventually(lambda: any(o["owner"] == ids[0] for k in json.loads(b.xsc("market", "book", "--json").stdout)
+                               ["books"] for o in k["asks"]), "A's offer in B's book", 30)
+    avoid = ["--avoid", id_liar] + ([] if a_holds else ["--avoid", ids[0]])
+    done = b.xsc("store", "put", str(tmp_path / "f"), "--json", *avoid)
+    assert done.exit_code == 0, done.output
+    put = json.loads(done.stdout)
+    assert put["placement"].count(ids[0]) == a_holds and id_liar not in put["placement"], put
+    monkeypatch.setattr(liar.app[NODE].storage.locator, "answer", lambda si: {"shares": list(range(6)), "holders": {}})
+    if lie == "sends another file's manifest":
+        (tmp_path / "g").write_bytes(os.urandom(100_000))
+        other = Capability.parse(json.loads(liar.xsc("store", "put", str(tmp_path / "g"), "--json").stdout)
+                                 ["capability"]).storage_index
+        holder = liar.app[NODE].share_holder
+        describe = holder.describe
+        monkeypatch.setattr(holder, "describe", lambda si, share, pay: describe(other, share, pay))
+    si = Capability.parse(put["capability"]).storage_index
+    for command in ("check", "verify"):
+        check = json.loads(a.xsc("store", command, put["capability"], "--json").stdout)
+        assert check["intact"] == 6 and id_liar not in {s["node"] for s in check["shares"]}, (command, check)
+        a.app[NODE].storage.locator.forget(si)  # each searches afresh
+    done = a.xsc("store", "repair", put["capability"], "--json")  # nothing to rebuild, nothing placed at A's expense
+    assert done.exit_code == 0 and json.loads(done.stdout)["repaired"] == [], done.output
+    assert json.loads(done.stdout)["intact"] == 6, done.output
+    a.app[NODE].storage.locator.forget(si)
+    out = tmp_path / "out"
+    got = a.xsc("store", "get", put["capability"], "-o", str(out))
+    assert got.exit_code == 0 and out.read_bytes() == data, got.output
+    ran = a.xsc("compute", "run", "fixtures/wasm/sha256.wasm", "/in/data", "--input",
+                f"{put['capability']}:/in/data", "--no-stdin")
+    assert ran.exit_code == 0 and hashlib.sha256(data).hexdigest() in ran.stdout, ran.output

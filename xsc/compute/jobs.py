@@ -39,8 +39,8 @@ from typing import Any, Awaitable, Callable
 from .. import codec
 from ..db import Database
 from ..errors import (BodyTimeout, Conflict, ForgedResult, InsufficientCredit, IntegrityError, InvalidArgument,
-                      JobNotFound, JobRunning, NotFound, OverCap, PayloadTooLarge, PeerRefused, PeerUnavailable,
-                      PeerUnreachable,
+                      InvalidCapability, JobNotFound, JobRunning, NotEnoughShares, NotFound, OverCap, PayloadTooLarge,
+                      PeerRefused, PeerUnavailable, PeerUnreachable,
                       TooFewProviders, XscError)
 from ..units import counted
 from ..identity import Identity
@@ -668,6 +668,9 @@ class _Inputs:
             _, chunks = await self.storage.open(cap)
         except NotFound as err:
             raise NotFound(f"{what} cannot be read: {err.message}", hint=err.hint) from None
+        except (InvalidCapability, IntegrityError, NotEnoughShares) as err:
+            # A job reads up to 64 inputs: which one's capability is wrong, or whose shares are lost, is said.
+            raise type(err)(f"{what} cannot be read: {err.message}", hint=err.hint, **err.details) from None
         opened.append(chunks)
         iterator = chunks.__aiter__()
 

@@ -32,6 +32,7 @@ from ..tasks import Locks, at_most, in_pool, periodic
 from . import quotes
 from .core import layout, leases
 from .core.capability import Capability
+from .core.manifest import manifest_hash
 from .core.erasure import K, M
 from .deals import StorageDeal, StorageDeals
 from . import deep_check, gateway_repair, share_store
@@ -136,11 +137,14 @@ class _Found(Exception):
 async def _manifest_from(holders: dict[int, Any], names: list[str], cap: Capability, silent: list[str]) -> bytes | None:
     """A file's manifest as the first holder that answers sends it; the nodes that could not be reached to `silent`.
     Each node is asked at once, its shares one after another until one answers or the node cannot be reached: a
-    node that hangs costs one request's timeout, not one for each share it holds (the first answer ends the rest)."""
+    node that hangs costs one request's timeout, not one for each share it holds (the first answer ends the rest).
+    A manifest whose hash is not the capability's (another file's, or made up) ends no search: it is the answer only
+    when no node sent the capability's own, so that a wrong capability is still said to be the caller's error."""
     si = cap.storage_index
     by_node: dict[str, list[int]] = {}
     for s in holders:
         by_node.setdefault(names[s] or f"share {s}", []).append(s)
+    strays: list[bytes] = []
 
     async def ask(node: str, shares: list[int]) -> None:
         for s in shares:
@@ -152,13 +156,18 @@ async def _manifest_from(holders: dict[int, Any], names: list[str], cap: Capabil
                     silent.append(node)
                     return
                 continue
-            raise _Found(manifest)
+            if manifest is not None and manifest_hash(manifest) == cap.manifest_hash:
+                raise _Found(manifest)
+            log.info("node %s sent a manifest of share %d of %s that is not the capability's", node, s, si.hex())
+            if manifest is not None:
+                strays.append(manifest)
+            return
 
     try:
         await at_most(len(by_node), [ask(node, shares) for node, shares in by_node.items()])
     except _Found as found:
         return found.manifest
-    return None
+    return strays[0] if strays else None
 
 
 def _not_located(peers: Any, unreached: list[str], action: str) -> NotFound:
@@ -231,17 +240,17 @@ class StorageService:
         """The holders (on other nodes) and node names of a file's shares, from this gateway's record of it."""
         return self.holders_of(await in_pool(self.pool, self.store.file_record, cap.storage_index))
 
-    async def located(self, cap: Capability, search: bool = True, action: str = "get"
-                      ) -> tuple[dict, list[str] | None, bytes | None]:
+    async def located(self, cap: Capability, search: bool = True, action: str = "get",
+                      passed_over: frozenset[str] = frozenset()) -> tuple[dict, list[str] | None, bytes | None]:
         """(holders, names, manifest) of a file's shares: from this node's record if it placed the file, else as
         the locator finds them (shares nobody was found holding count as missing), with the manifest as a holder
         sent it when this node has none (checked against the capability by the gateway).  `action`: what the user
-        asked for, named in the refusal of a file found nowhere."""
+        asked for, named in the refusal of a file found nowhere.  `passed_over`: as in Locator.locate."""
         si = cap.storage_index
         record = await in_pool(self.pool, self.store.file_record, si)
         if record is not None and record.get("capability") == str(cap) or self.locator is None:
             return (*self.holders_of(record), None)
-        found = await self.locator.locate(si, search)
+        found = await self.locator.locate(si, search, passed_over)
         names = [found.get(s, "") for s in range(6)]
         holders = {s: self.holder(node) if node else UnknownNode(None) for s, node in enumerate(names)
                    if node != self.me}
@@ -249,6 +258,14 @@ class StorageService:
         silent: list[str] = []
         if manifest is None:
             manifest = await _manifest_from(holders, names, cap, silent)
+            said = {node for node in names if node and node != self.me} - set(silent) - passed_over
+            if search and said and (manifest is None or manifest_hash(manifest) != cap.manifest_hash):
+                # No node that said it holds a share sent this file's manifest: one may have lied to shadow the
+                # holders, so the search is made again with their word heard last.
+                log.info("node(s) %s sent no manifest of %s: searching again without their word",
+                            ", ".join(sorted(said)), si.hex())
+                self.locator.forget(si)
+                return await self.located(cap, search, action, passed_over | said)
         if manifest is None:
             raise _not_located(self.peers, [*self.locator.forget(si), *silent], action)
         return holders, [node or "(none found)" for node in names], manifest
@@ -440,15 +457,7 @@ class StorageService:
                    ) -> tuple[int, Plaintext]:
         """The file's size and its plaintext (only bytes first..last of `byte_range`: only the segments
         covering them are read)."""
-        holders, names, manifest = await self.located(cap)
-        try:
-            return await self.gateway.open(cap, holders, names, self.latency_rank(names), byte_range=byte_range,
-                                           manifest=manifest)
-        except NotEnoughShares:
-            if manifest is None or self.locator is None:
-                raise
-            self.locator.forget(cap.storage_index)  # the hint fell short: search again next time
-            raise
+        return await _open(self, cap, byte_range)
 
     async def files(self) -> list[dict]:
         return await in_pool(self.pool, lambda: sorted(self.store.files(), key=lambda f: f["created"]))
@@ -559,11 +568,11 @@ class StorageService:
 
     # --- check, verify, repair, renew ------------------------------------------------------------
     async def check(self, cap: Capability) -> dict:
-        holders, names, manifest = await self.located(cap, action="check")
-        return self._told(cap, self.summary(await self.gateway.check(cap, holders, names, manifest), names))
+        _, names, _, reports = await _checked(self, cap, "check", reports=True)
+        return self._told(cap, self.summary(reports, names))
 
     async def verify(self, cap: Capability, progress: gateway_repair.Progress | None = None) -> dict:
-        holders, names, manifest = await self.located(cap, action="verify")
+        holders, names, manifest, _ = await _checked(self, cap, "verify")
         return self._told(cap, self.summary(await self.gateway.verify(cap, holders, names, manifest, progress), names))
 
     def _told(self, cap: Capability, summary: dict) -> dict:
@@ -617,7 +626,7 @@ class StorageService:
                                hint="`xsc store ls` lists the files this node uploaded")
             # Copies an earlier repair of this file committed and never placed (it failed, or a crash cut it short).
             await gateway_repair.release_strays(self.gateway, self.holder, cap.storage_index)
-            holders, names, fetched = await self.located(cap, action="repair")
+            holders, names, fetched, _ = await _checked(self, cap, "repair")
             record = await in_pool(self.pool, self.store.file_record, cap.storage_index) if fetched is None else None
             wanted = quotes.filters_of(record)  # the put's own: the shares rebuilt go where it would have put them
             moved: dict[int, tuple[str, int]] = {}
@@ -677,6 +686,57 @@ class StorageService:
                 "shares": store.shares_held, "compaction": store.compactor.status() if store.compactor else None,
                 "gets": {"open": self.gateway.gets_open, "passed_on": self.gateway.passing_on,
                          "tag_failures": self.gateway.tag_failures}}
+
+
+async def _open(service: StorageService, cap: Capability, byte_range: tuple[int, int] | None
+                ) -> tuple[int, Plaintext]:
+    """StorageService.open: a file found by a search whose nodes did not give the shares they said they hold (too
+    few intact) is searched for once more with their word heard last (Locator.locate's `passed_over`), and read
+    from the other nodes that say they hold those shares, if any."""
+    passed_over: frozenset[str] = frozenset()
+    failure: NotEnoughShares | None = None
+    names: list[str] | None = None
+    while True:
+        located = await service.located(cap, passed_over=passed_over)
+        if failure is not None and located[1] == names:
+            raise failure  # no other node says it holds what those did not give
+        holders, names, manifest = located
+        try:
+            return await service.gateway.open(cap, holders, names, service.latency_rank(names),
+                                              byte_range=byte_range, manifest=manifest)
+        except NotEnoughShares as err:
+            if manifest is None or service.locator is None:
+                raise
+            service.locator.forget(cap.storage_index)  # the hint fell short: search again next time
+            failed = {names[s] for s in err.details.get("missing_shares", ()) if s < len(names or ())}
+            failed -= {service.me, "(none found)", *passed_over}
+            if not failed or passed_over:
+                raise
+            log.warning("node(s) %s did not give shares of %s they said they hold: searching again without their "
+                        "word", ", ".join(sorted(failed)), cap.storage_index.hex())
+            passed_over, failure = frozenset(failed), err
+
+
+async def _checked(service: StorageService, cap: Capability, action: str, reports: bool = False
+                   ) -> tuple[dict, list[str] | None, bytes | None, list]:
+    """(holders, names, manifest) as `located` finds them, and the check of their shares.  For a file found by a
+    search, when a node that said it holds shares does not have them intact, the search is made once more with its
+    word heard last (Locator.locate's `passed_over`), and taken if it names other nodes: a repair does not rebuild, at
+    this node's expense, shares another node holds intact.  A file this node placed is checked only if `reports`."""
+    holders, names, manifest = await service.located(cap, action=action)
+    if manifest is None and not reports:
+        return holders, names, manifest, []
+    checked = await service.gateway.check(cap, holders, names, manifest)
+    failed = {names[r.share] for r in checked if r.status != "ok"} - {service.me, "(none found)"} \
+        if manifest is not None and names else set()
+    if failed:
+        again = await service.located(cap, action=action, passed_over=frozenset(failed))
+        if again[1] != names:
+            log.warning("node(s) %s do not hold intact the shares of %s they said they hold: taken from others",
+                        ", ".join(sorted(failed)), cap.storage_index.hex())
+            holders, names, manifest = again
+            checked = await service.gateway.check(cap, holders, names, manifest)
+    return holders, names, manifest, checked
 
 
 def _within(err: MarketNoDeal, filters: str) -> MarketNoDeal:

@@ -112,13 +112,17 @@ class Locator:
                 "holders": dict(list(holders.items())[:MAX_NAMED])}
 
     # --- the searching side -------------------------------------------------------------------
-    async def locate(self, si: bytes, search: bool = True) -> dict[int, str]:
+    async def locate(self, si: bytes, search: bool = True, passed_over: frozenset[str] = frozenset()
+                     ) -> dict[int, str]:
         """share -> the node holding it (this node's id for a share here), as far as it is known: the shares
-        here, the hint of an earlier search, then (`search`) what a bounded search of the network finds."""
+        here, the hint of an earlier search, then (`search`) what a bounded search of the network finds.
+        `passed_over`: nodes whose word failed a read of this file; a share one of them says it holds is taken
+        from another node that says so too, if any."""
         found: dict[int, str] = {m.share: self.me for m in await in_pool(self.pool, self.store.share_metas, si)}
         firsthand = set(found)
         for s, node in (self.hints.get(si) or {}).items():
-            found.setdefault(s, node)
+            if node not in passed_over:
+                found.setdefault(s, node)
         if len(found) >= erasure.N or not search:
             return found
         asked: set[str] = {self.me}
@@ -132,7 +136,8 @@ class Locator:
             asked.update(wave)
             answers = await asyncio.gather(*(self._ask(node, si, silent) for node in wave))
             named: list[str] = []
-            for node, (held, _) in zip(wave, answers):
+            # Two nodes may say they hold one share: the one whose word failed before is the one left out.
+            for node, (held, _) in sorted(zip(wave, answers), key=lambda answered: answered[0] in passed_over):
                 for s in held:
                     if s not in firsthand:  # a holder's own word beats another node's mention (a stale placement)
                         found[s] = node
