@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,10 @@ from xsc.devnet import DEVNET_ENV, share_listen_ports
 from xsc.ledger.store import SELF_CHECK_ENV
 from xsc.storage.gateway_get import Plaintext
 
+# pytest keeps each test module with its asserts rewritten (a pyc beside it) for the other workers and the next run,
+# unless no bytecode is to be written (PYTHONDONTWRITEBYTECODE): every worker would rewrite every module at every
+# run, ~16 s of CPU each.  Only the test processes write it: the nodes and commands they start keep the setting.
+sys.dont_write_bytecode = False
 # No property test fails for being slow: an example's time says how loaded the machine is, not whether the code is right.
 settings.register_profile("xsc", deadline=None)
 settings.load_profile("xsc")

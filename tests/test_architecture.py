@@ -74,7 +74,11 @@ def imports(name: str) -> frozenset[str]:
     return frozenset(m for m in found if m)
 
 
-GRAPH = {name: {m for m in imports(name) if m in MODULES and m != name} for name in MODULES}
+@functools.cache
+def graph() -> dict[str, set[str]]:
+    """Each module's imports of the tree's other modules: read by the first check that asks, not as the file is
+    collected (every worker of the suite collects it; one or two run these checks)."""
+    return {name: {m for m in imports(name) if m in MODULES and m != name} for name in MODULES}
 
 
 def layer(name: str) -> int:
@@ -100,8 +104,8 @@ def test_every_import_of_xsc_names_a_module_of_the_tree() -> None:
 
 
 def test_the_module_graph_was_read() -> None:
-    assert {"xsc.node.app", "xsc.storage.gateway", "xsc.ledger.settlement"} <= set(GRAPH)
-    assert "xsc.node.services" in GRAPH["xsc.node.app"] and "xsc.storage.files" in GRAPH["xsc.node.services"]
+    assert {"xsc.node.app", "xsc.storage.gateway", "xsc.ledger.settlement"} <= set(graph())
+    assert "xsc.node.services" in graph()["xsc.node.app"] and "xsc.storage.files" in graph()["xsc.node.services"]
 
 
 def test_no_import_cycles() -> None:
@@ -116,7 +120,7 @@ def test_no_import_cycles() -> None:
         index[v] = low[v] = len(index)
         stack.append(v)
         on_stack.add(v)
-        for w in sorted(GRAPH[v]):
+        for w in sorted(graph()[v]):
             if w not in index:
                 visit(w)
                 low[v] = min(low[v], low[w])
@@ -133,7 +137,7 @@ def test_no_import_cycles() -> None:
             if len(component) > 1:
                 cycles.append(sorted(component))
 
-    for v in sorted(GRAPH):
+    for v in sorted(graph()):
         if v not in index:
             visit(v)
     assert cycles == []
@@ -149,7 +153,7 @@ def package(name: str) -> str:
 
 def test_no_package_circles() -> None:
     units: dict[str, set[str]] = {}
-    for a, targets in GRAPH.items():
+    for a, targets in graph().items():
         units.setdefault(package(a), set()).update(package(b) for b in targets if package(b) != package(a))
     # A package reaches itself through others: the circles are the strongly connected sets, found by reachability.
     reach = {u: set(vs) for u, vs in units.items()}
@@ -168,7 +172,7 @@ def test_no_package_circles() -> None:
 
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_imports_go_down(name: str) -> None:
-    upward = sorted(m for m in GRAPH[name] if layer(m) > layer(name))
+    upward = sorted(m for m in graph()[name] if layer(m) > layer(name))
     assert upward == [], f"{name} (layer {layer(name)}) imports higher layers: {upward}"
 
 
@@ -182,14 +186,14 @@ def test_pure_cores_do_no_io(name: str) -> None:
 def test_domains_know_nothing_of_the_http_server(name: str) -> None:
     text = MODULES[name].read_text()
     assert "aiohttp.web" not in imports(name) and "from aiohttp import web" not in text, name
-    assert not any(m.startswith("xsc.node") for m in GRAPH[name]), name
+    assert not any(m.startswith("xsc.node") for m in graph()[name]), name
     assert "web.Application" not in text, f"{name} takes the aiohttp app"
 
 
 def test_route_modules_do_not_import_each_other() -> None:
     routes = {n for n in MODULES if n.startswith("xsc.node.http.") and n != "xsc.node.http.common"}
     for name in routes:
-        assert not GRAPH[name] & routes, f"{name} imports {sorted(GRAPH[name] & routes)}"
+        assert not graph()[name] & routes, f"{name} imports {sorted(graph()[name] & routes)}"
 
 
 def test_the_node_package_stays_the_composition_root_and_http() -> None:
@@ -291,7 +295,7 @@ KEYS_ELSEWHERE = {
 
 
 def test_keys_are_spelled_by_the_stores() -> None:
-    found = {n for n in MODULES if "xsc.keys" in GRAPH[n]} - STORES
+    found = {n for n in MODULES if "xsc.keys" in graph()[n]} - STORES
     assert found <= set(KEYS_ELSEWHERE), "read and write keys through the subsystem's store: " + \
         ", ".join(sorted(found - set(KEYS_ELSEWHERE)))
 

@@ -38,13 +38,13 @@ _values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.
                        max_leaves=20)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(_values)
 def test_canonical_is_each_old_spelling_byte_for_byte(value):
     assert codec.canonical(value) == _no_nan(value) == _sorted_compact(value)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_values)
 def test_dumps_and_loads_give_back_what_json_reads(value):
     assert codec.loads(codec.dumps(value)) == json.loads(json.dumps(value))
@@ -143,7 +143,7 @@ def test_base32_is_b32encodes_text_unpadded_in_lower_case(data) -> None:
     assert codec.base32(data) == base64.b32encode(data).decode().rstrip("=").lower()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_values)
 def test_a_value_is_its_own_canonical_form_and_another_spelling_is_named(value):
     assert codec.respelled(value, value) is None

@@ -14,6 +14,8 @@ import click
 
 from xsc.config import NodeConfig, config_keys, parse_value
 
+from tests.support.source import statements
+
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 DOCS = [README, *sorted((REPO / "docs").glob("*.md"))]
@@ -262,7 +264,7 @@ def _defined(path: Path) -> set[str]:
     import ast
 
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in statements(ast.parse(path.read_text()).body):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):

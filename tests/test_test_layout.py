@@ -6,13 +6,15 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from tests.support.source import statements
+
 TESTS = Path(__file__).resolve().parent
 FOLDERS = {p.name for p in TESTS.iterdir() if p.is_dir() and p.name not in ("support", "__pycache__")}
 
 
 def _imports(path: Path) -> list[str]:
     names = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in statements(ast.parse(path.read_text(), str(path)).body):
         if isinstance(node, ast.ImportFrom):
             names.append("." * node.level + (node.module or ""))
         elif isinstance(node, ast.Import):

@@ -61,7 +61,7 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st
                     max_leaves=20)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(JSON, st.booleans())
 def test_loads_and_dumps_agree_with_json_on_any_value(value, ascii_only: bool) -> None:
     text = json.dumps(value, ensure_ascii=ascii_only).encode()
@@ -69,7 +69,7 @@ def test_loads_and_dumps_agree_with_json_on_any_value(value, ascii_only: bool) -
     assert _same(json.loads(dumps(value)), json.loads(text)) or _has_nan(value)  # orjson writes NaN as null
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(JSON, st.sampled_from([(None, (",", ":")), (None, (", ", ": ")), ("\t", (",", ": ")), (1, (",", ":"))]))
 def test_loads_agrees_with_json_on_any_layout_of_any_value(value, layout) -> None:
     indent, separators = layout  # compact as peers send it, or with the spaces, tabs and newlines a number may follow

@@ -202,13 +202,20 @@ class _Stored(NamedTuple):
     pid: int  # the node's
 
 
+@pytest.fixture(scope="module")
+def large_file(tmp_path_factory) -> tuple[Path, str]:
+    """A 256 MiB file of random bytes and its SHA-256, read by the tests below, each with a node of its own: a node
+    that took another test's puts holds more memory than a fresh one's `store put` peak it is measured against."""
+    return _random_file(tmp_path_factory.mktemp("large") / "object.bin", 256 * MiB)
+
+
 @pytest.fixture
-def stored_natively(tmp_path):
+def stored_natively(tmp_path, large_file):
     gateway = Gateway(tmp_path, env={"XSC_STORAGE_SEGMENT_SIZE": str(MiB)}, in_node=True).start()
     try:
         s3 = gateway.client()
         s3.create_bucket(Bucket="big")
-        src, digest = _random_file(tmp_path / "object.bin", 256 * MiB)
+        src, digest = large_file
         with AnonSampler(gateway.node.pid, interval=0.005) as native:
             assert gateway.node.xsc("store", "put", str(src)).returncode == 0
         yield _Stored(s3, src, digest, native.peak_mib, gateway.node.pid)

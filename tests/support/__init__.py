@@ -15,4 +15,5 @@
 - `allocation`: hypothesis strategies for slots and networks.
 - `http_stub`: a stand-in for a node on a free port, answering what a test's handler says (client tests).
 - `calls`: work counted in Python calls (a cost that grows with what it should, timed by nothing).
+- `source`: the statements of a parsed module, for the tests that read the code.
 """
