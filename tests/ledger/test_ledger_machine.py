@@ -114,5 +114,5 @@ class LedgerMachine(RuleBasedStateMachine):
         assert report["balance_sum"] == 0 and report["open_transfers"] == 0
 
 
-LedgerMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=40, deadline=None)
+LedgerMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=40, deadline=None)
 test_ledger_state_machine = LedgerMachine.TestCase
