@@ -855,6 +855,26 @@ class TrialResult:
     seconds: float
 
 
+@dataclass
+class Faults:
+    """What a trial kills and when: `victims` (indexes of the devnet's nodes; 0 is the gateway), after `delay`
+    seconds from the trial's start, or from its first job sent (if one comes within 10 s) when `after_a_job`."""
+
+    victims: list[int]
+    delay: float
+    after_a_job: bool
+
+
+def fault_plan(rng: random.Random, nodes: int) -> Faults:
+    """The faults of a trial, the first draws of its seed's `rng` (the workload draws on from there)."""
+    victims = rng.sample(range(nodes), rng.choice([1, 1, 2]))
+    delay = rng.uniform(0.0, 2.0)
+    after_a_job = rng.random() < 1 / 3
+    if after_a_job:
+        delay = rng.uniform(0.0, 0.6)
+    return Faults(victims, delay, after_a_job)
+
+
 def trial(net: Devnet, history: History, seed: int, module: str | None, ops: int = 14,
           jobs: dict[str, str] | None = None, s3: S3 | None = None) -> TrialResult:
     """One trial; `history` is the whole run's (the devnet keeps every earlier trial's files)."""
@@ -862,12 +882,10 @@ def trial(net: Devnet, history: History, seed: int, module: str | None, ops: int
     started = time.monotonic()
     acked_before = history.acked
     history.violations.clear()
-    victims = rng.sample(list(net), rng.choice([1, 1, 2]))
+    plan = fault_plan(rng, len(net))
+    victims = [net[n] for n in plan.victims]
     victim_ids = {(node.health() or {}).get("serviceId", "") for node in victims}
-    delay = rng.uniform(0.0, 2.0)
-    after_a_job = rng.random() < 1 / 3  # the delay runs from the first job sent (if one comes within 10 s)
-    if after_a_job:
-        delay = rng.uniform(0.0, 0.6)
+    delay, after_a_job = plan.delay, plan.after_a_job
     history.job_sent.clear()
     gateway = Http(net.first)
 

@@ -21,7 +21,7 @@ from xsc.allocation.core.divide import divide, divide_capped
 from xsc.allocation.core.matching import CapacityIndex, need_rows
 from xsc.allocation.core.models import slot_allocations
 
-PROPS = settings(max_examples=150, deadline=None)
+PROPS = settings(max_examples=100, deadline=None)
 
 
 class _AlwaysBuckets(CapacityIndex):

@@ -17,7 +17,7 @@ from xsc.allocation import (
     water_fill,
 )
 
-PROPS = settings(max_examples=80, deadline=None)
+PROPS = settings(max_examples=50, deadline=None)
 
 
 def used_per_slot(state):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import pytest_asyncio
+
+from tests.support.nodes import close_node, node_config, serve
 
 
 @pytest.fixture
@@ -21,3 +24,34 @@ def compute_node(node_factory):
 def xsc_node(cli_node):
     """A node the CLI tests drive with `xsc_node.xsc(...)`."""
     return cli_node()
+
+
+# A file whose tests each send their own requests to a node of the default configuration, and assert nothing of what
+# another test left on it, shares one node: file_node.  A test that takes it (or file_compute_node) runs on the
+# file's event loop, where that node runs.
+def pytest_itemcollected(item: pytest.Item) -> None:
+    if {"file_node", "file_compute_node"} & set(getattr(item, "fixturenames", ())) and item.get_closest_marker(
+            "asyncio"):
+        item.add_marker(pytest.mark.asyncio(loop_scope="module"), append=False)  # before the one of asyncio_mode
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def file_node(tmp_path_factory):
+    """One in-process node with the default configuration for the whole test file (see above)."""
+    client = await serve(node_config(tmp_path_factory.mktemp("file-node")))
+    yield client
+    await close_node(client)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def file_compute_node(tmp_path):
+    """compute_node for a test of a file that shares `file_node`: a node of its own, on the file's event loop."""
+    started = []
+
+    async def start(name: str = "node", **compute):
+        client = await serve(node_config(tmp_path, name, **({"compute": compute} if compute else {})))
+        started.append(client)
+        return client
+
+    yield start
+    for client in started:
+        await close_node(client)

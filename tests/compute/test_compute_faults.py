@@ -1,14 +1,18 @@
-"""Bad input and faults: each has its own error kind and message, and the node keeps serving."""
+"""Bad input and faults: each has its own error kind and message, and the node keeps serving.
+
+The tests share one node (file_node): each checks, once it is done, that the node still serves."""
 
 from __future__ import annotations
 
 import pytest
+import pytest_asyncio
 
 from tests.support.compute import deploy, invoke, module_id, wasm
 
 
-@pytest.fixture
-async def client(node):
+@pytest_asyncio.fixture(loop_scope="module")
+async def client(file_node):
+    node = file_node
     yield node
     # Whatever the test did, the node still answers.
     health = await node.get("/health")
@@ -209,8 +213,8 @@ async def test_malformed_invoke_requests(client):
     assert (await problem(response))["detail"] == "args must be a list of numbers or strings"
 
 
-async def test_streamed_module_over_the_size_limit(compute_node):
-    node = await compute_node(max_module_size="1KiB")
+async def test_streamed_module_over_the_size_limit(file_compute_node):
+    node = await file_compute_node(max_module_size="1KiB")
 
     async def chunks():
         for _ in range(4):

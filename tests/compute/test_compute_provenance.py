@@ -1,4 +1,6 @@
-"""Every run, returned or trapped, leaves a provenance record signed by the node."""
+"""Every run, returned or trapped, leaves a provenance record signed by the node.
+
+Most tests share one node of the default configuration (file_node): each reads the records of its own runs."""
 
 from __future__ import annotations
 
@@ -13,6 +15,11 @@ from xsc.errors import BadProvenanceSignature
 from xsc.identity import Identity
 from xsc.node import CLIENT_IDENTITY, DB, IDENTITY
 from xsc.node.appkeys import NODE
+
+
+@pytest.fixture
+def node(file_node):
+    return file_node
 
 
 async def record(node, provenance_id: str) -> dict:
@@ -129,12 +136,12 @@ async def test_provenance_lookup_errors(node):
     assert response.status == 400
 
 
-async def test_records_survive_a_restart(compute_node):
-    node = await compute_node("n")
+async def test_records_survive_a_restart(file_compute_node):
+    node = await file_compute_node("n")
     add = await deploy(node, "add")
     status, body = await invoke(node, add, "add", "2", "2")
     await node.close()
-    node = await compute_node("n")
+    node = await file_compute_node("n")
     signed = await record(node, body["provenance"])
     assert provenance.is_valid(signed) and signed["record"]["results"][0]["value"] == 4
 
@@ -174,10 +181,11 @@ def test_records_are_durable_before_they_are_signed_and_signed_after_a_crash(tmp
     db.close()
 
 
-async def test_records_written_before_their_signature_are_signed_when_read(node, monkeypatch):
+async def test_records_written_before_their_signature_are_signed_when_read(file_compute_node, monkeypatch):
     from xsc.compute import journal as journal_module
 
     monkeypatch.setattr(journal_module, "SIGN_DELAY", 3600.0)  # nothing is signed unless a read asks
+    node = await file_compute_node()  # its own: no record of another test's is waiting for its signature
     add = await deploy(node, "add")
     journal = node.server.app[NODE].compute.journal
     journal.sign_pending()

@@ -1,4 +1,6 @@
-"""Real modules, real results: every value type, multi-value results, fuel-heavy calls, WASI programs."""
+"""Real modules, real results: every value type, multi-value results, fuel-heavy calls, WASI programs.
+
+The tests share one node of the default configuration (file_node): each deploys and calls what it checks."""
 
 from __future__ import annotations
 
@@ -9,6 +11,11 @@ import pytest
 
 from tests.support.compute import WASM, call, deploy, invoke, values, wasm
 from xsc.compute.modules import has_start_function
+
+
+@pytest.fixture
+def node(file_node):
+    return file_node
 
 
 async def test_add_and_negative_numbers(node):
@@ -132,8 +139,8 @@ async def test_wasi_profile_has_no_environment_and_no_preopens(node, function, e
     assert (status, body["results"][0]["value"]) == (200, expected)  # 8 = EBADF: no directory at fd 3
 
 
-async def test_node_config_sets_defaults_and_maxima(compute_node):
-    node = await compute_node(fuel=50_000, memory="2MiB", timeout=5.0)  # calls end by their fuel or memory first
+async def test_node_config_sets_defaults_and_maxima(file_compute_node):
+    node = await file_compute_node(fuel=50_000, memory="2MiB", timeout=5.0)  # calls end by their fuel or memory first
     fib = await deploy(node, "fibonacci")
     status, body = await invoke(node, fib, "fib", "25")
     assert (body["kind"], body["fuel_limit"]) == ("out-of-fuel", 50_000)

@@ -12,27 +12,37 @@ from typing import Any
 
 import aiohttp
 import pytest
+import pytest_asyncio
 
 from tests.support.compute import deploy
-from tests.support.nodes import free_port, silent_connections
+from tests.support.nodes import close_node, free_port, node_config, serve, silent_connections
 from tests.support.waiting import eventually_async
-from xsc.node import CLIENT_IDENTITY
+from xsc.node import CLIENT_IDENTITY, CONFIG
 from xsc.node.appkeys import NODE
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
 
-@pytest.fixture
-async def web(node_factory):
-    """A node serving `raw` (its answer: the request's body) and `hello` (its CGI variables): (node, base URL)."""
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def file_node(tmp_path_factory):
+    """The node the file's `web` tests share (each on connections of its own), in place of the default one: it serves
+    `raw` (its answer: the request's body) and `hello` (its CGI variables) on its web listener."""
     port = free_port()
-    node = await node_factory("web", **QUIET, node={"web_listen": f"127.0.0.1:{port}", "web_rate_limit": 1000})
+    node = await serve(node_config(tmp_path_factory.mktemp("web"), "web", **QUIET,
+                                   node={"web_listen": f"127.0.0.1:{port}", "web_rate_limit": 1000}))
     module = await deploy(node, "cgi", wasi=True)
     for name, entrypoint in (("raw", "raw"), ("hello", "_start")):
         response = await node.post("/v1/compute/functions", json={"name": name, "module": module,
                                                                    "entrypoint": entrypoint})
         assert response.status == 201, await response.text()
-    return node, f"http://127.0.0.1:{port}"
+    yield node
+    await close_node(node)
+
+
+@pytest.fixture
+def web(file_node):
+    """The node serving `raw` and `hello`, and its web listener's base URL."""
+    return file_node, f"http://{file_node.app[CONFIG].node.web_listen}"
 
 
 async def _exchange(base: str, *requests: bytes) -> bytes:
