@@ -681,6 +681,59 @@ async def test_checks_owed_held_up_by_rows_a_full_disk_left_unwritten_are_not_re
     assert owed.next(lambda peer: False) is None and len(reads) == 1
 
 
+async def test_a_check_sent_to_disk_whose_first_row_a_full_disk_refused_is_counted_and_taken_up_once_written(
+        node_factory, monkeypatch) -> None:
+    # A provider's check past the bound waits on disk alone, but the disk was full for its first row: no read lists it
+    # until a write goes through.  A pass over the rows meanwhile (another provider's check starting left room) keeps
+    # it counted; once its row is written it is taken up and made, and a restart finds nothing owed.
+    monkeypatch.setattr(owed_checks, "WAITING", 1)
+    monkeypatch.setattr(spot_checks, "BACKOFF", 0.01)
+    gateway, busy, module = await _pair(node_factory, check_rate=0)
+    other = await node_factory("other", **QUIET, market=MARKET_TERMS)
+    await peer_with_provider(gateway, other)
+    paid = gateway.app[NODE].paid
+    tabs, store = paid.gateway_tabs, paid.compute.store
+    disk = _FailingOwedRow(tabs.db)
+    disk.failed = True  # (full only once told so)
+    monkeypatch.setattr(tabs, "db", disk)
+    release, asked, fetch = asyncio.Event(), [], spot_checks.fetch_record
+
+    async def unreachable_at_first(client, url, peer, pid):
+        if pid not in asked:
+            asked.append(pid)
+            if not disk.full:  # the connection tried a while: the check's row is written meanwhile
+                await eventually_async(lambda: pid in {c["facts"]["provenance"] for _, _, c in store.owed_checks()},
+                                       "the check's row written")
+            raise PeerUnreachable("peer is unreachable: connection refused")
+        await release.wait()
+        return await fetch(client, url, peer, pid)
+
+    async def verified(provider, n: int) -> None:
+        with pytest.raises(PeerUnreachable):
+            await paid.invoke_remote(provider.app[NODE].peers.identity.id, PRICE,
+                                     InvokeCall(module, "add", [n, 1], FUEL), {}, verify=True)
+
+    monkeypatch.setattr(spot_checks, "fetch_record", unreachable_at_first)
+    for n in range(spot_checks.PER_PROVIDER + 1):  # under way as many as one provider may, and one waiting in memory
+        await verified(busy, n)
+    disk.full = True
+    await verified(other, 0)  # no room in memory: on disk alone, its row refused
+    assert len(store.owed_checks()) == spot_checks.PER_PROVIDER + 1, store.owed_checks()
+    assert _checks(gateway) | {"owed": 2, "owed_on_disk": 1} == _checks(gateway)
+    release.set()  # the busy provider's checks are made, the one in memory started: the rows read meanwhile
+    await eventually_async(lambda: _checks(gateway)["held"] == spot_checks.PER_PROVIDER + 1, "the busy one's made")
+    assert _checks(gateway) | {"checking": 0, "owed": 1, "owed_on_disk": 1} == _checks(gateway)
+    disk.full = False  # room again: the next write writes its row, and the next check that ends or waits takes it up
+    assert tabs.write_now()
+    await verified(busy, spot_checks.PER_PROVIDER + 1)
+    await eventually_async(lambda: _checks(gateway)["held"] == spot_checks.PER_PROVIDER + 3, "every check made")
+    assert _checks(gateway) | {"checking": 0, "owed": 0, "owed_on_disk": 0, "unshown": 0} == _checks(gateway)
+    assert store.owed_checks() == []
+    gateway = await _restarted(gateway, node_factory, check_rate=0)
+    assert _checks(gateway) | {"checking": 0, "owed": 0, "owed_on_disk": 0} == _checks(gateway)
+    assert gateway.app[NODE].paid.compute.store.owed_checks() == []
+
+
 async def test_the_answer_of_a_call_whose_caller_went_away_is_checked_as_any(node_factory, monkeypatch) -> None:
     # A provider cannot tell a call whose caller went away once it was sent: its answer is sampled as any other, and
     # one that its record contradicts is caught (its tab not paid).

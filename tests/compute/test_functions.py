@@ -148,6 +148,24 @@ async def test_an_answer_is_sent_while_its_function_runs_and_cut_short_if_the_ru
     assert again["in_flight"] == 0 and again["spend"] > counted["spend"]  # its run charged too
 
 
+async def test_a_function_at_its_caps_still_redirects_a_get_of_its_path_without_the_slash(web) -> None:
+    # A redirect runs nothing: a browser sent to /fn/NAME while the function runs its most at once, or has spent its
+    # hour, is sent on to /fn/NAME/, which is what is refused.
+    node, base = web
+    cgi, spin = await deploy(node, "cgi", wasi=True), await deploy(node, "spin", wasi=True)
+    await _serve(node, name="loop", module=spin, limits={"timeout": 1.0}, concurrency=1)
+    await _serve(node, name="spent", module=cgi, spend_cap=0)
+    looping = asyncio.ensure_future(_get(f"{base}/fn/loop/"))
+    await eventually_async(lambda: any(f["name"] == "loop" and f["in_flight"] == 1
+                                       for f in node.app[NODE].functions.functions()), "the loop to run")
+    for name, refused in (("loop", 503), ("spent", 402)):
+        for method in ("GET", "HEAD"):
+            status, headers, _ = await _get(f"{base}/fn/{name}?x=1", method, allow_redirects=False)
+            assert status == 301 and headers["Location"] == f"/fn/{name}/?x=1", (name, method, status, headers)
+        assert (await _get(f"{base}/fn/{name}/"))[0] == refused, name
+    assert (await looping)[0] == 504
+
+
 async def test_hostile_callers_are_refused_while_others_are_served(web) -> None:
     node, base = web
     cgi, spin = await deploy(node, "cgi", wasi=True), await deploy(node, "spin", wasi=True)

@@ -896,10 +896,12 @@ class WebFunctions:
         return self.work_dir
 
     # --- a request ---------------------------------------------------------------------------
-    def admit(self, name: str, request: Request) -> tuple[Served, Request]:
+    def admit(self, name: str, request: Request) -> tuple[Served, Request, str | None]:
         """The function a request is for (`name`: this node's own, or an owner's id then the name of a function
         it placed here, at the start of the request's path), and refusals that need nothing of the body: no such
-        function, a body over its cap, too many at once, its hour's spend reached."""
+        function, a body over its cap, too many at once, its hour's spend reached.  Last, where a GET or HEAD of the
+        function's own path without its '/' is redirected (`slash_location`), or None: decided before any refusal
+        but the first, as a redirect runs nothing and costs nothing."""
         # /fn/NODE_ID/ is only ever that node's placed functions: never a function of this node's own
         served = None if _NODE_ID.fullmatch(name) else self._served.get(name)
         if served is None and self._placed:
@@ -916,6 +918,9 @@ class WebFunctions:
                 raise NotFound(f"no function named {placed!r} placed here by node {name}")
             raise NotFound(f"no function named {name!r} here")
         record = served.record
+        if request.raw_path_info == "/" and not request.target.endswith("/") and not record["on_market"] and (
+                location := slash_location(request.method, request.target, request.script_name, request.query)):
+            return served, request, location
         content_length = request.content_length
         if content_length is not None and content_length > record["max_body"]:
             raise PayloadTooLarge(f"the body is {content_length:,} bytes; this function takes at most "
@@ -934,7 +939,7 @@ class WebFunctions:
             if served.in_flight and not record["on_market"] and spent + served.reserved + self._budget(served) > cap:
                 raise ComputeBusy(f"this function's hourly spend cap ({cap:,} micro-credits) leaves room for no more "
                                   f"than the {served.in_flight} requests it runs", hint="retry in a moment")
-        return served, request
+        return served, request, None
 
     def _budget(self, served: Served) -> int:
         """The most one of a function's runs may cost."""
@@ -942,12 +947,11 @@ class WebFunctions:
         return self.compute.budget(call, served.bill.rate)
 
     async def call(self, name: str, request: Request) -> Answer:
-        served, request = self.admit(name, request)
+        served, request, location = self.admit(name, request)
+        if location is not None:
+            return Answer(301, [("Location", location)], Spill.written(None, asyncio.get_running_loop()), 0, -1)
         if served.record["on_market"]:
             return self._elsewhere(served, request)
-        if request.raw_path_info == "/" and not request.target.endswith("/") and (location := slash_location(
-                request.method, request.target, request.script_name, request.query)):
-            return Answer(301, [("Location", location)], Spill.written(None, asyncio.get_running_loop()), 0, -1)
         served.in_flight += 1
         self.in_flight += 1
         reserved = 0 if served.record["spend_cap"] is None else self._budget(served)

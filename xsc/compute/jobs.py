@@ -582,9 +582,11 @@ class JobService:
         return {"jobs": [_listed(job, names) for job in jobs], "next": None if last is None else last.hex()}
 
     # --- lineage -----------------------------------------------------------------------------
-    def lineage(self, cap_text: str) -> dict[str, Any]:
-        """From a stored file back through the runs of the jobs that made it to the files they read (lineage.py)."""
-        return lineage.walk(self.records.lineage(self.compute.provenance), Capability.parse(cap_text))
+    async def lineage(self, cap_text: str) -> dict[str, Any]:
+        """From a stored file back through the runs of the jobs that made it to the files they read (lineage.py).
+        In the pool: a walk of MAX_DEPTH levels, each a few reads and a signature check, would hold the loop."""
+        cap = Capability.parse(cap_text)
+        return await in_pool(None, lineage.walk, self.records.lineage(self.compute.provenance), cap)
 
 
 class _Inputs:

@@ -10,7 +10,8 @@ place of that one's latest, which waits on disk instead; so a provider long unre
 wait, keeps no other provider's from being made.  Rows on disk are read SCAN at most at a time, each read from where
 the last left off, so every row is reached in turn; one taken up past its tab's half life ends at once, its record
 not shown (spot_checks: `_sampled`), so no tab is kept open for ever, and none is closed with its check unmade.
-A pass over the rows that took none but met one not written yet (a full disk) is not made again until it is.
+A pass over the rows that took none but met one not written yet (a full disk) is not made again until it is; a
+check whose first row is not written yet, listed by no read, is counted on disk all the same.
 """
 
 from __future__ import annotations
@@ -175,10 +176,22 @@ class OwedChecks:
             answered = self._read(tab, check_id, self.store.owed_check(auth_id, check_id))
             if answered is not None:
                 self._wait(answered, True)
-        if first and self._cursor is None:  # every row read: a provider none of them is of waits on disk no more
+        if first and self._cursor is None:  # every row read: a provider none of them is of waits on disk no more ...
+            self._unlisted(seen)  # ... unless one of its is not written yet
             self._on_disk = {p: n for p, n in self._on_disk.items() if p in seen}
         if self._cursor is None and not self._took:
             self._held = self._met
+
+    def _unlisted(self, seen: set[str]) -> None:
+        """The providers of checks waiting on disk alone whose rows are not on disk yet, added to `seen`: a full disk
+        refused a check's first row, and no read lists it until the next write.  Its provider's count stays (dropped,
+        the check would wait for the next start once written, its tab open till then), and the pass is held up
+        until it is written, as by a row met not written yet."""
+        for auth_id, check_id in self.store.owed_check_ids_in(self.tabs.unwritten_rows()):
+            tab = self.tabs.checked_tab(auth_id)
+            if tab is not None and check_id not in self._live:
+                seen.add(tab.provider)
+                self._met = self.store.owed_check_row(auth_id, check_id, None)
 
     def _wanted(self) -> bool:
         """Whether a check waiting on disk alone would be taken into memory now: not while the rows read last are held

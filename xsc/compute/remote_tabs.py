@@ -457,9 +457,12 @@ class GatewayTabs:
         return True
 
     def unwritten(self, rows: dict[bytes, bytes | None]) -> bool:
-        """Whether one of `rows` was handed to `with_tallies` and is not written yet (what is on disk of it is not
-        its latest)."""
+        """Whether one of `rows` was handed to `with_tallies` and is not written yet (the disk: none, or older)."""
         return any(key in self._rows for key in rows)
+
+    def unwritten_rows(self) -> dict[bytes, bytes | None]:
+        """Every row handed to `with_tallies` and not written yet (None: one to be deleted)."""
+        return dict(self._rows)
 
     def write_tallies(self) -> None:
         """Write the tallies changed since they were last written, and the rows handed to `with_tallies`, in one

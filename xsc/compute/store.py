@@ -136,6 +136,13 @@ class ComputeStore:
                     break
         return out
 
+    @staticmethod
+    def owed_check_ids_in(rows: dict[bytes, bytes | None]) -> list[tuple[bytes, bytes]]:
+        """The checks owed whose rows `rows` write (not those they delete): (authorization id, check id)."""
+        found = (key[len(keys.OWED_CHECKS):] for key, value in rows.items()
+                 if value is not None and key.startswith(keys.OWED_CHECKS))
+        return [(rest[:32], rest[32:]) for rest in found]
+
     def owed_check(self, authorization_id: bytes, check_id: bytes) -> dict | None:
         """A check owed on disk as it was written; {} if it cannot be read, None if there is no such row."""
         raw = self._db.get(keys.owed_check(authorization_id, check_id))

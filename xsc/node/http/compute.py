@@ -153,7 +153,7 @@ async def rerun_job(request: web.Request) -> web.Response:
 
 @routes.get("/v1/compute/lineage/{cap}")
 async def lineage(request: web.Request) -> web.Response:
-    return json_response(request.app[NODE].jobs.lineage(request.match_info["cap"]))
+    return json_response(await request.app[NODE].jobs.lineage(request.match_info["cap"]))
 
 
 # --- watches: jobs kept run over an S3 prefix (compute/watches.py) ----------------------------------------
