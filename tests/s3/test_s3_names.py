@@ -108,3 +108,28 @@ def test_a_name_that_is_not_utf8_once_decoded_is_invalid_uri_and_never_another_k
     status, body = _signed_as_sent(gateway, method, path, headers)
     assert status == 400 and b"<Code>InvalidURI</Code>" in body and b"not UTF-8" in body, (status, body)
     assert [o["Key"] for o in s3.list_objects_v2(Bucket="names-utf8")["Contents"]] == ["caf\ufffd"]
+
+
+@pytest.mark.parametrize("source", ["/./k1", "/../k1", "%2E%2E/k1", "/./k1?versionId=v", "/../k1?versionId=v"])
+def test_a_copy_source_whose_bucket_is_a_dot_segment_is_invalid_bucket_name_and_reaches_no_other_path(gateway,
+                                                                                                      source) -> None:
+    """Sent as it was, the node's API resolved it against the path before it: `.` asked of a bucket named `object`,
+    `..` of a path of the node's API that is no bucket's, whose 404 the client was told."""
+    s3 = gateway.client()
+    s3.create_bucket(Bucket="names-dots")
+    s3.put_object(Bucket="names-dots", Key="k1", Body=b"k1")
+    path = "/names-dots/copy"
+    headers = sign_headers("PUT", gateway.front.url + path, gateway.key, {"Content-Length": "0",
+                                                                          "x-amz-copy-source": source})
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.front.port, timeout=30)
+    try:
+        conn.putrequest("PUT", path, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        status, body = response.status, response.read()
+    finally:
+        conn.close()
+    assert status == 400 and b"<Code>InvalidBucketName</Code>" in body and b"/v1/" not in body, (status, body)
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="names-dots")["Contents"]] == ["k1"]

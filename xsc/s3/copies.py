@@ -115,6 +115,8 @@ def _copy_source(headers) -> tuple[str, str, str | None]:
     src_bucket, _, src_key = sigv4.decoded(encoded).lstrip("/").partition("/")
     if not src_bucket or not src_key:
         raise S3Error("x-amz-copy-source must be BUCKET/KEY, URL-encoded", s3_code="InvalidArgument", status=400)
+    names.check_bucket(src_bucket)  # it goes into the node's API paths, as the request's own bucket does
+    names.check_text(src_key, "the copy source's key")
     if question and not query.startswith("versionId="):
         raise S3Error("x-amz-copy-source is BUCKET/KEY, URL-encoded (a ? in the key as %3F), then ?versionId=ID or "
                       "nothing", s3_code="InvalidArgument", status=400)
