@@ -229,6 +229,10 @@ def verify(request: SignedRequest, secret_of: SecretOf, now: float) -> Verified:
     header = request.header("authorization")
     query = dict(parse_query(request.raw_query))
     if header is not None:
+        if "X-Amz-Algorithm" in query or "X-Amz-Signature" in query or "X-Amz-Credential" in query:
+            raise S3Error("Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query "
+                          "string parameter or the Authorization header should be specified",
+                          s3_code="InvalidArgument", status=400)
         return _verify_header(request, header, secret_of, now)
     if "X-Amz-Signature" in query or "X-Amz-Credential" in query:
         return _verify_presigned(request, query, secret_of, now)
