@@ -288,6 +288,20 @@ def test_a_second_complete_of_a_finished_upload_answers_the_same(s3, bucket) -> 
     assert code_of(info) == ("NoSuchUpload", 404)
 
 
+def test_a_complete_listing_more_parts_than_an_upload_may_have_is_malformed_xml(s3, bucket) -> None:
+    """Not the node's own refusal, which told an S3 client to send JSON; the upload stays, to be completed."""
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="many")["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key="many", UploadId=uid, PartNumber=1, Body=b"one")["ETag"]
+    listed = {"Parts": [{"PartNumber": n, "ETag": etag} for n in range(1, 10_002)]}
+    with pytest.raises(ClientError) as info:
+        s3.complete_multipart_upload(Bucket=bucket, Key="many", UploadId=uid, MultipartUpload=listed)
+    assert code_of(info) == ("MalformedXML", 400)
+    assert info.value.response["Error"]["Message"] == "a CompleteMultipartUpload lists 1 to 10000 parts, not 10001"
+    s3.complete_multipart_upload(Bucket=bucket, Key="many", UploadId=uid,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    assert s3.get_object(Bucket=bucket, Key="many")["Body"].read() == b"one"
+
+
 def test_copy_onto_itself_needs_replace(s3, bucket) -> None:
     s3.put_object(Bucket=bucket, Key="self", Body=b"me", Metadata={"a": "1"})
     with pytest.raises(ClientError) as info:

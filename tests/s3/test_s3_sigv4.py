@@ -117,6 +117,17 @@ def test_refusals_name_what_is_wrong() -> None:
     assert refused({}, "X-Amz-Credential=x") == "AuthorizationQueryParametersError"
 
 
+def test_a_request_signed_both_in_its_header_and_in_its_query_is_refused_as_s3_refuses_it() -> None:
+    """A presigned URL sent with another signature in its header is not judged by that header alone (which, covering
+    the query, let it through; not covering it, answered SignatureDoesNotMatch)."""
+    query = f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={AK}%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
+    headers = sigv4.sign_headers("GET", "/test.txt", query, "examplebucket.s3.amazonaws.com", {}, AK, SECRET, WHEN)
+    with pytest.raises(S3Error) as info:
+        sigv4.verify(sigv4.SignedRequest("GET", "/test.txt", query, headers), secret_of, WHEN)
+    assert (info.value.s3_code, info.value.status) == ("InvalidArgument", 400)
+    assert info.value.message.startswith("Only one auth mechanism allowed")
+
+
 def test_a_header_sent_twice_in_any_case_is_signed_as_its_values_joined_in_order() -> None:
     from multidict import CIMultiDict
 

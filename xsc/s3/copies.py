@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 from typing import AsyncIterator, Callable
-from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -14,7 +13,7 @@ from ..errors import S3Error, XscError
 from ..units import is_whole_number
 from .bodies import ObjectBodies
 from .calls import Call, checksum_headers, keep_checksum, object_version, xml_answer
-from .core import checksums, versions, xml
+from .core import checksums, sigv4, versions, xml
 from .core import headers as stored_headers
 from .link import NodeLink
 from .multipart import part_number_of, upload_of
@@ -113,13 +112,15 @@ def _copy_source(headers) -> tuple[str, str, str | None]:
     before it is decoded, as S3 reads it: a `?` of the key's own comes encoded (%3F, as every SDK sends it) and stays
     in the key.  The version is judged once the source's access is (`object_version`)."""
     encoded, question, query = headers["x-amz-copy-source"].partition("?")
-    src_bucket, _, src_key = unquote(encoded).lstrip("/").partition("/")
+    src_bucket, _, src_key = sigv4.decoded(encoded).lstrip("/").partition("/")
     if not src_bucket or not src_key:
         raise S3Error("x-amz-copy-source must be BUCKET/KEY, URL-encoded", s3_code="InvalidArgument", status=400)
+    names.check_bucket(src_bucket)  # it goes into the node's API paths, as the request's own bucket does
+    names.check_text(src_key, "the copy source's key")
     if question and not query.startswith("versionId="):
         raise S3Error("x-amz-copy-source is BUCKET/KEY, URL-encoded (a ? in the key as %3F), then ?versionId=ID or "
                       "nothing", s3_code="InvalidArgument", status=400)
-    return src_bucket, src_key, unquote(query.removeprefix("versionId=")) if question else None
+    return src_bucket, src_key, sigv4.decoded(query.removeprefix("versionId=")) if question else None
 
 
 def _copy_range(text: str | None, size: int) -> tuple[int, int]:

@@ -75,6 +75,9 @@ class Multipart:
     async def complete_upload(self, call: Call) -> web.Response:
         """Complete an upload; one completed already answers as it did (the node keeps what it answered)."""
         listed = xml.parse_complete_checksums(await self.writes.small_body(call))
+        if len(listed) > names.MAX_PARTS:  # more are not numbered 1 to MAX_PARTS in ascending order, each once
+            raise S3Error(f"a CompleteMultipartUpload lists 1 to {names.MAX_PARTS} parts, not {len(listed)}",
+                          s3_code="MalformedXML", status=400)
         parts = [(number, etag) for number, etag, _ in listed]
         try:
             upload: dict | None = await upload_of(self.node, call)

@@ -17,7 +17,6 @@ import logging
 import math
 import time
 from typing import Awaitable, Callable
-from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -151,7 +150,7 @@ class S3Front:
     def _authenticate(self, request: web.Request, request_id: str) -> Call:
         """The request's signature checked and its operation named (S3Error otherwise)."""
         raw_path, _, raw_query = request.raw_path.partition("?")
-        bucket, _, key = unquote(raw_path).lstrip("/").partition("/")
+        bucket, _, key = sigv4.decoded(raw_path).lstrip("/").partition("/")
         routing.refuse_form_upload(request.method, bucket, key, dict(sigv4.parse_query(raw_query)), request.headers)
         auth = sigv4.verify(sigv4.SignedRequest(request.method, raw_path, raw_query, request.headers),
                             self.keyring.secret, self.clock())

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Mapping
-from urllib.parse import quote, unquote, unquote_plus
+from urllib.parse import quote, unquote, unquote_plus, unquote_to_bytes
 
 from ...errors import S3Error
 from .headers import text_of
@@ -113,9 +113,20 @@ def signing_key(secret: str, date: str, region: str, service: str = "s3") -> byt
     return _hmac(k, "aws4_request")
 
 
-def uri_encode(text: str, *, keep_slash: bool = False) -> str:
+def uri_encode(text: str | bytes, *, keep_slash: bool = False) -> str:
     """RFC 3986 encoding as SigV4 spells it: unreserved characters kept, the rest %XX (upper case)."""
     return quote(text, safe="-_.~/" if keep_slash else "-_.~")
+
+
+def decoded(text: str, *, plus: bool = False) -> str:
+    """`text` percent-decoded ('+' a space too if `plus`), its bytes UTF-8 (InvalidURI otherwise, as S3 answers).
+    Read as U+FFFD, names that differ in such a byte (a Latin-1 file name's) would be one name."""
+    try:
+        return (unquote_plus if plus else unquote)(text, errors="strict")
+    except UnicodeDecodeError:
+        raise S3Error("Couldn't parse the specified URI: it names a key, bucket or value that is not UTF-8 once "
+                      "percent-decoded (encode names as UTF-8, then percent-encode them)",
+                      s3_code="InvalidURI", status=400) from None
 
 
 def parse_query(raw_query: str) -> list[tuple[str, str]]:
@@ -125,12 +136,13 @@ def parse_query(raw_query: str) -> list[tuple[str, str]]:
         if not part:
             continue
         name, _, value = part.partition("=")
-        pairs.append((unquote_plus(name), unquote_plus(value)))
+        pairs.append((decoded(name, plus=True), decoded(value, plus=True)))
     return pairs
 
 
-def canonical_query(pairs: Iterable[tuple[str, str]], *, drop: str | None = None) -> str:
-    encoded = sorted((uri_encode(n), uri_encode(v)) for n, v in pairs if n != drop)
+def canonical_query(pairs: Iterable[tuple[bytes, bytes]], *, drop: str | None = None) -> str:
+    dropped = drop.encode() if drop is not None else None
+    encoded = sorted((uri_encode(n), uri_encode(v)) for n, v in pairs if n != dropped)
     return "&".join(f"{n}={v}" for n, v in encoded)
 
 
@@ -146,8 +158,12 @@ def canonical_headers(request: SignedRequest, signed: list[str]) -> str:
 
 def canonical_request(request: SignedRequest, signed: list[str], payload_hash: str,
                       *, drop_query: str | None = None) -> str:
-    path = uri_encode(unquote(request.raw_path) or "/", keep_slash=True)
-    return "\n".join([request.method.upper(), path, canonical_query(parse_query(request.raw_query), drop=drop_query),
+    # Over the bytes sent, as a client signs them: a name that is not UTF-8 is refused as such (InvalidURI), not as a
+    # signature that does not match.
+    path = uri_encode(unquote_to_bytes(request.raw_path) or b"/", keep_slash=True)
+    pairs = [(unquote_to_bytes(n.replace("+", " ")), unquote_to_bytes(v.replace("+", " ")))
+             for n, _, v in (part.partition("=") for part in request.raw_query.split("&") if part)]
+    return "\n".join([request.method.upper(), path, canonical_query(pairs, drop=drop_query),
                       canonical_headers(request, signed), ";".join(signed), payload_hash])
 
 
@@ -213,6 +229,10 @@ def verify(request: SignedRequest, secret_of: SecretOf, now: float) -> Verified:
     header = request.header("authorization")
     query = dict(parse_query(request.raw_query))
     if header is not None:
+        if "X-Amz-Algorithm" in query or "X-Amz-Signature" in query or "X-Amz-Credential" in query:
+            raise S3Error("Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query "
+                          "string parameter or the Authorization header should be specified",
+                          s3_code="InvalidArgument", status=400)
         return _verify_header(request, header, secret_of, now)
     if "X-Amz-Signature" in query or "X-Amz-Credential" in query:
         return _verify_presigned(request, query, secret_of, now)
