@@ -13,7 +13,7 @@ from ..buckets.core import listing
 from ..buckets.objects import SmallPut, group_body
 from ..client.aio import FileStream, NodeApi
 from ..client.sync import SPLICE, NodeBody, error_from_problem
-from ..errors import XscError
+from ..errors import InvalidArgument, XscError
 from .link import RECONCILE_AT_ONCE
 
 JOINED = 1024 * 1024  # a body goes on to the node in writes of at least this much, not one per socket read
@@ -166,8 +166,13 @@ async def _joined(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 def _segment(value: object) -> str:
-    """A value put into a path of the node's API, percent-encoded whole: it stays one segment, whatever it holds."""
-    return quote(str(value), safe="")
+    """A value put into a path of the node's API, percent-encoded whole: it stays one segment, whatever it holds.
+    An empty or dot segment is refused: the HTTP client's URL would resolve it into another path (callers check
+    names before this; it is the last guard)."""
+    text = str(value)
+    if text in ("", ".", ".."):
+        raise InvalidArgument(f"{text!r} cannot be a segment of a path of the node's API")
+    return quote(text, safe="")
 
 
 def _bucket(bucket: str) -> str:
