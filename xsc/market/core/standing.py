@@ -35,7 +35,8 @@ class _Market:
     __slots__ = ("bids", "loose", "groups", "group_keys")
 
     def __init__(self) -> None:
-        self.bids: list[tuple[int, bytes, str, Order]] = []  # (-price, digest, id, order): (price, digest, id) unique
+        # (-price, digest, id, order, its fill in full), sorted: (price, digest, id) is unique
+        self.bids: list[tuple[int, bytes, str, Order, Fill]] = []
         self.loose = 0
         self.groups: dict[tuple[str, str], list[int]] = {}  # (owner, group) -> [needs, largest need]
         self.group_keys: list[tuple[str, str]] = []  # sorted, as `_Coverage.take` walks them
@@ -141,7 +142,7 @@ class StandingOrders:
             m = self._markets.get((o.kind, o.bucket))
             if m is None:
                 m = self._markets[(o.kind, o.bucket)] = _Market()
-            _insert(m.bids, (-o.price, o.digest, o.id, o), self._bulk)
+            _insert(m.bids, (-o.price, o.digest, o.id, o, Fill(o.id, o.owner, "bid", o.quantity)), self._bulk)
             if b.group is None:
                 m.loose += b.slot.quantity
                 continue
@@ -186,49 +187,52 @@ class StandingOrders:
                     yield Order(oid, owner, "ask", kind, bucket, offered, price, digest)
 
     def _clear(self, key: tuple[str, int], market: _Market) -> Clearing:
-        """`clear_auction` of one market with bids, walking each side only as far as the clearing reads it."""
+        """`clear_auction` of one market with bids, walking each side only as far as the clearing reads it: the
+        orders traded in full, in order, then the one each side traded part of (as `_fills` makes them)."""
         kind, bucket = key
-        bids: Iterator[Order] = (entry[3] for entry in market.bids if entry[3].quantity)
+        entries, i = market.bids, 0
         asks = self._asks_in(kind, bucket, market)
-        bid, ask = next(bids, None), next(asks, None)
-        if bid is None or ask is None:
+        i = _nonzero(entries, i)
+        ask = next(asks, None)
+        if i == len(entries) or ask is None:
             return Clearing(kind, bucket, None, None, None, 0, ())
+        bid = entries[i][3]
         rb, ra = bid.quantity, ask.quantity
         traded = last_bid = last_ask = 0
-        took: tuple[list[Any], list[Any]] = ([], [])  # the orders of each side some units were traded of
+        bid_fills: list[Fill] = []
+        ask_fills: list[Fill] = []
         while bid is not None and ask is not None and bid.price >= ask.price:
-            if not took[0] or took[0][-1] is not bid:
-                took[0].append(bid)
-            if not took[1] or took[1][-1] is not ask:
-                took[1].append(ask)
             t = rb if rb < ra else ra
             traded += t
             last_bid, last_ask = bid.price, ask.price
             rb -= t
             ra -= t
             if not rb:
-                bid = next(bids, None)
+                bid_fills.append(entries[i][4])
+                i = _nonzero(entries, i + 1)
+                bid = entries[i][3] if i < len(entries) else None
                 rb = bid.quantity if bid is not None else 0
             if not ra:
+                ask_fills.append(Fill(ask.id, ask.owner, "ask", ask.quantity))
                 ask = next(asks, None)
                 ra = ask.quantity if ask is not None else 0
         if not traded:
             return Clearing(kind, bucket, None, None, None, 0, ())
+        if bid is not None and rb < bid.quantity:
+            bid_fills.append(Fill(bid.id, bid.owner, "bid", bid.quantity - rb))
+        if ask is not None and ra < ask.quantity:
+            ask_fills.append(Fill(ask.id, ask.owner, "ask", ask.quantity - ra))
         low = last_ask if bid is None else max(last_ask, bid.price)
         high = last_bid if ask is None else min(last_bid, ask.price)
-        fills = tuple(Fill(o.id, o.owner, o.side, q) for side in took for o, q in _filled(side, traded))
-        return by_itself(Clearing(kind, bucket, (low + high) // 2, low, high, traded, fills), self.me)
+        return by_itself(Clearing(kind, bucket, (low + high) // 2, low, high, traded, (*bid_fills, *ask_fills)),
+                         self.me)
 
 
-def _filled(orders: list[Order], traded: int) -> Iterator[tuple[Order, int]]:
-    """The first `traded` units of one side's orders: each order and the units of it filled (as `_fills`)."""
-    left = traded
-    for o in orders:
-        if not left:
-            break
-        take = o.quantity if o.quantity < left else left
-        yield o, take
-        left -= take
+def _nonzero(entries: list[tuple], i: int) -> int:
+    """The index of the first bid from `i` on of some units (the auction leaves out orders of none)."""
+    while i < len(entries) and not entries[i][3].quantity:
+        i += 1
+    return i
 
 
 def _insert(into: list, item: Any, bulk: bool) -> None:
