@@ -168,9 +168,10 @@ class ShownClearing:
     new price kept for `xsc market prices`.
 
     The orders are kept between rounds (`StandingOrders`): a change of the book, or of who takes part, sets again the
-    orders of the participants it changed alone, and one that leaves every order as it was (a peer's offer re-signed
-    to stay current, every third of `market.freshness`; the offer of one left out) keeps the clearing.  They are made
-    again from the whole book only when a trust line changed or the changes are no longer all remembered."""
+    orders of the participants it changed alone, a change of a trust line the bids of each bidder, and one that leaves
+    every order as it was (a peer's offer re-signed to stay current, every third of `market.freshness`; the offer of
+    one left out) keeps the clearing.  They are made again from the whole book only when the changes are no longer
+    all remembered (`BookReplication.changed_since`)."""
 
     def __init__(self, market: Any) -> None:
         self.market = market  # xsc.market.service.MarketService: the book, who is active, the prices, the pool
@@ -178,6 +179,7 @@ class ShownClearing:
         self._kept: tuple[tuple, dict] | None = None  # (what it was made of, the clearings)
         self._standing: StandingOrders | None = None  # the orders the kept clearings are made of
         self._left_out: frozenset[str] = frozenset()  # those left out of them
+        self._bidders: set[str] = set()  # participants whose commitment holds bids: a trust line weighs theirs
 
     def _inputs(self) -> tuple[tuple, frozenset[str]]:
         """What a clearing is made of (the book's version, the version of those left out of it, the version of the
@@ -195,13 +197,20 @@ class ShownClearing:
         if kept_of == made_of:
             return True
         changed = self.market.replication.changed_since(kept_of[0])
-        if changed is None or kept_of[2] != made_of[2]:
+        if changed is None:
             return False
+        changed |= left_out ^ self._left_out
+        if kept_of[2] != made_of[2]:
+            changed |= self._bidders  # a trust line changed: whose bids count, weighed again bidder by bidder
         book, standing = self.market.book, self._standing
         moved = False
-        for p in changed | (left_out ^ self._left_out):
-            held = None if p in left_out else book.get(p)
-            if held is None:
+        for p in changed:
+            held = book.get(p)
+            if held is not None and held.bids:
+                self._bidders.add(p)
+            else:
+                self._bidders.discard(p)
+            if held is None or p in left_out:
                 moved |= standing.set(p, (), ())
             else:
                 moved |= standing.set(p, held.asks, self.market.credible_bids(held.bids))
@@ -214,6 +223,7 @@ class ShownClearing:
 
     def _orders(self, left_out: frozenset[str]) -> tuple:
         market = self.market
+        self._bidders = {b.slot.owner for b in market.book.bids()}
         return ([a for a in market.book.asks() if a.slot.owner not in left_out],
                 [b for b in market.credible_bids() if b.slot.owner not in left_out],
                 market.book.bucket_seconds, market.me)
