@@ -58,6 +58,7 @@ class _Coverage:
         self.loose = 0
         self.groups: dict[tuple[str, str], list[int]] = {}  # -> [providers still needed, largest need]
         self.counted: dict[str, set] = {}  # provider -> the groups it is already counted for
+        self.smallest = 0  # the largest need of the open group whose largest need is smallest
 
     def add(self, b: Bid) -> None:
         if b.group is None:
@@ -72,21 +73,27 @@ class _Coverage:
         summed once, as every ask past those covering the needs offers it."""
         self.potential = self.loose + sum(g[1] for g in self.groups.values())
         self.open_groups = sorted(self.groups)
+        self.smallest = min((g[1] for g in self.groups.values()), default=0)
 
     def take(self, owner: str, quantity: int) -> int:
         """Count `quantity` units of `owner` against what is still needed; return how many count."""
-        counted = self.counted.setdefault(owner, set())
         took = 0
-        still_open = []
-        for key in self.open_groups:
-            need = self.groups[key]
-            if key not in counted and need[1] <= quantity - took:
-                took += need[1]
-                need[0] -= 1
-                counted.add(key)
-            if need[0] > 0:
-                still_open.append(key)
-        self.open_groups = still_open
+        # An ask smaller than every open group's largest need counts for none: groups that never close (too few
+        # providers hold their needs) were walked again for every further ask.
+        if self.open_groups and quantity >= self.smallest:
+            counted = self.counted.setdefault(owner, set())
+            still_open = []
+            for key in self.open_groups:
+                need = self.groups[key]
+                if key not in counted and need[1] <= quantity - took:
+                    took += need[1]
+                    need[0] -= 1
+                    counted.add(key)
+                if need[0] > 0:
+                    still_open.append(key)
+            if len(still_open) < len(self.open_groups):
+                self.smallest = min((self.groups[key][1] for key in still_open), default=0)
+            self.open_groups = still_open
         loose = min(quantity - took, self.loose)
         self.loose -= loose
         took += loose

@@ -48,6 +48,7 @@ class _Market:
         c.groups = {k: list(v) for k, v in self.groups.items()}
         c.potential = self.loose + sum(v[1] for v in self.groups.values())
         c.open_groups = list(self.group_keys)
+        c.smallest = min((v[1] for v in self.groups.values()), default=0)
         return c
 
 
