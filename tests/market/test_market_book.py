@@ -199,7 +199,7 @@ def test_the_orders_of_a_book_cost_in_proportion_to_its_asks_and_bids_not_their_
 
 def test_groups_no_ask_can_hold_cost_each_ask_nothing_however_many_there_are():
     """A group whose needs no provider has room for stays open past every ask: each ask smaller than every open
-    group's largest need counts for none of them without walking them all (10,000 asks x 1,000 puts)."""
+    group's largest need counts for none of them without walking them all."""
     def steps(n: int) -> int:
         offers = [ask(f"p{i}", "s", 10**9, 1_000 + i) for i in range(n)]
         needs = [bid(f"u{g}", f"n{g}-{k}", 10**10, 2_000, group=f"g{g}") for g in range(n) for k in range(2)]
