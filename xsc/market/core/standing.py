@@ -20,7 +20,8 @@ never looked at.  The result is the full computation's (tested against it with r
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
+from itertools import accumulate
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -32,7 +33,7 @@ from .orders import _Coverage, bid_order
 class _Market:
     """One (kind, bucket)'s bids: sorted as the auction takes them, and what they need from providers."""
 
-    __slots__ = ("bids", "loose", "groups", "group_keys")
+    __slots__ = ("bids", "loose", "groups", "group_keys", "_sides")
 
     def __init__(self) -> None:
         # (-price, digest, id, order, its fill in full), sorted: (price, digest, id) is unique
@@ -40,6 +41,19 @@ class _Market:
         self.loose = 0
         self.groups: dict[tuple[str, str], list[int]] = {}  # (owner, group) -> [needs, largest need]
         self.group_keys: list[tuple[str, str]] = []  # sorted, as `_Coverage.take` walks them
+        self._sides: tuple | None = None  # `sides()`, until the bids change
+
+    def changed(self) -> None:
+        self._sides = None
+
+    def sides(self) -> tuple[list[int], list[int], list[Order], tuple[Fill, ...]]:
+        """The bids of some units in the auction's order: their prices negated (ascending), the units up to and with
+        each, the bids, and each one's fill in full; so the clearing finds the bids an ask trades with by bisection."""
+        if self._sides is None:
+            orders = [entry[3] for entry in self.bids if entry[3].quantity]
+            self._sides = ([-o.price for o in orders], list(accumulate(o.quantity for o in orders)), orders,
+                           tuple(entry[4] for entry in self.bids if entry[3].quantity))
+        return self._sides
 
     def coverage(self) -> _Coverage:
         """A fresh walk of what these bids need, as `market_orders` starts one."""
@@ -143,6 +157,7 @@ class StandingOrders:
             m = self._markets.get((o.kind, o.bucket))
             if m is None:
                 m = self._markets[(o.kind, o.bucket)] = _Market()
+            m.changed()
             _insert(m.bids, (-o.price, o.digest, o.id, o, Fill(o.id, o.owner, "bid", o.quantity)), self._bulk)
             if b.group is None:
                 m.loose += b.slot.quantity
@@ -161,6 +176,7 @@ class StandingOrders:
         for b, o in self._bid_orders.pop(participant, ()):
             key = (o.kind, o.bucket)
             m = self._markets[key]
+            m.changed()
             del m.bids[bisect_left(m.bids, (-o.price, o.digest, o.id))]
             if b.group is None:
                 m.loose -= b.slot.quantity
@@ -188,52 +204,44 @@ class StandingOrders:
                     yield Order(oid, owner, "ask", kind, bucket, offered, price, digest)
 
     def _clear(self, key: tuple[str, int], market: _Market) -> Clearing:
-        """`clear_auction` of one market with bids, walking each side only as far as the clearing reads it: the
-        orders traded in full, in order, then the one each side traded part of (as `_fills` makes them)."""
+        """`clear_auction` of one market with bids, walking the asks only as far as the clearing reads them, and
+        finding the bids each ask trades with by bisection: the units traded so far say which bid is next."""
         kind, bucket = key
-        entries, i = market.bids, 0
+        neg_prices, units, orders, full = market.sides()
         asks = self._asks_in(kind, bucket, market)
-        i = _nonzero(entries, i)
         ask = next(asks, None)
-        if i == len(entries) or ask is None:
+        if not orders or ask is None:
             return Clearing(kind, bucket, None, None, None, 0, ())
-        bid = entries[i][3]
-        rb, ra = bid.quantity, ask.quantity
+        ra = ask.quantity
         traded = last_bid = last_ask = 0
-        bid_fills: list[Fill] = []
         ask_fills: list[Fill] = []
-        while bid is not None and ask is not None and bid.price >= ask.price:
-            t = rb if rb < ra else ra
+        while ask is not None:
+            i = bisect_right(units, traded)  # the bid the next unit is of
+            if i == len(orders) or orders[i].price < ask.price:
+                break
+            # the units of the bids at or above this ask's price, less those traded: what it trades at most
+            t = min(ra, units[bisect_right(neg_prices, -ask.price) - 1] - traded)
             traded += t
-            last_bid, last_ask = bid.price, ask.price
-            rb -= t
             ra -= t
-            if not rb:
-                bid_fills.append(entries[i][4])
-                i = _nonzero(entries, i + 1)
-                bid = entries[i][3] if i < len(entries) else None
-                rb = bid.quantity if bid is not None else 0
-            if not ra:
-                ask_fills.append(Fill(ask.id, ask.owner, "ask", ask.quantity))
-                ask = next(asks, None)
-                ra = ask.quantity if ask is not None else 0
+            last_bid, last_ask = orders[bisect_left(units, traded)].price, ask.price
+            if ra:
+                break  # the bids left are below this ask's price
+            ask_fills.append(Fill(ask.id, ask.owner, "ask", ask.quantity))
+            ask = next(asks, None)
+            ra = ask.quantity if ask is not None else 0
         if not traded:
             return Clearing(kind, bucket, None, None, None, 0, ())
-        if bid is not None and rb < bid.quantity:
-            bid_fills.append(Fill(bid.id, bid.owner, "bid", bid.quantity - rb))
+        i = bisect_right(units, traded)  # bids before it traded in full
+        bid = orders[i] if i < len(orders) else None
+        bid_fills = full[:i]
+        if bid is not None and units[i] - traded < bid.quantity:
+            bid_fills += (Fill(bid.id, bid.owner, "bid", bid.quantity - (units[i] - traded)),)
         if ask is not None and ra < ask.quantity:
             ask_fills.append(Fill(ask.id, ask.owner, "ask", ask.quantity - ra))
         low = last_ask if bid is None else max(last_ask, bid.price)
         high = last_bid if ask is None else min(last_bid, ask.price)
         return by_itself(Clearing(kind, bucket, (low + high) // 2, low, high, traded, (*bid_fills, *ask_fills)),
                          self.me)
-
-
-def _nonzero(entries: list[tuple], i: int) -> int:
-    """The index of the first bid from `i` on of some units (the auction leaves out orders of none)."""
-    while i < len(entries) and not entries[i][3].quantity:
-        i += 1
-    return i
 
 
 def _insert(into: list, item: Any, bulk: bool) -> None:
