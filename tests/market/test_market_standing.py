@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.support.calls import python_lines
 from tests.support.market import HOUR, ask, bid
 
 from xsc.market.core.auction import clear_book
@@ -48,3 +49,19 @@ def test_a_participant_without_orders_leaves_no_market_behind():
     assert set(standing.clearings()) == {("storage", 0), ("storage", 2)}
     standing.set("p0", [], [])
     assert standing.clearings() == {} and standing.held("p0") == ((), ())
+
+
+def _one_change(participants: int) -> int:
+    """The Python lines one ask's change and the clearing after it take, in a book of `participants` offers and one
+    put of 6 shares."""
+    offers = [ask(f"p{i}", "s", 10**9, 1_000 + (i * 7919) % 3_000, end=2 * HOUR) for i in range(participants)]
+    put = [bid("u", f"n{k}", 10**6, 2_500, end=HOUR, group="g") for k in range(6)]
+    standing = StandingOrders.of(offers, put, HOUR, "u")
+    standing.clearings()
+    moved = ask("p1", "s", 10**9, 1_001, end=2 * HOUR)
+    return python_lines(lambda: (standing.set("p1", [moved], []), standing.clearings()))
+
+
+def test_a_round_after_one_order_changed_costs_the_same_whatever_the_book_holds():
+    small, large = _one_change(200), _one_change(2_000)
+    assert large < 2 * small, (small, large)  # the orders made again and sorted from scratch: 10 x
