@@ -49,7 +49,7 @@ def ask_buckets(ask: Ask, bucket_seconds: int, bid_buckets: dict[str, list[int]]
     return found if found and found[0] == first else [first, *found]
 
 
-class _Coverage:
+class Coverage:
     """What the bids of one market still need from providers not yet counted, walking asks from the
     lowest: the needs outside groups (bytes or fuel, split freely), and per group (recipient, group)
     how many more distinct providers it needs and the size of its largest need."""
@@ -108,9 +108,9 @@ def market_orders(asks: Iterable[Ask], bids: Iterable[Bid], bucket_seconds: int)
     """Every bid and ask as the Orders of the call markets it takes part in (see the module docstring)."""
     bids = list(bids)
     out = [bid_order(b, bucket_seconds) for b in bids]
-    coverage: dict[tuple[str, int], _Coverage] = {}
+    coverage: dict[tuple[str, int], Coverage] = {}
     for b, o in zip(bids, out):
-        coverage.setdefault((o.kind, o.bucket), _Coverage()).add(b)
+        coverage.setdefault((o.kind, o.bucket), Coverage()).add(b)
     for c in coverage.values():
         c.freeze()
     by_kind: dict[str, set[int]] = {}

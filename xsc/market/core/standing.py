@@ -8,12 +8,12 @@ the asks sorted, each market's sides sorted), some 400 ms of CPU.  Kept instead:
   - per kind, the asks sorted as `market_orders` walks them, (price, digest, owner, id): a change is a bisect and
     a list insert or delete per ask;
   - per market (kind, bucket) holding bids, its bids sorted as the auction takes them (price high to low, digest,
-    id), and what they need from providers (`_Coverage`'s loose needs and groups; a group is one owner's, so a
+    id), and what they need from providers (`Coverage`'s loose needs and groups; a group is one owner's, so a
     participant's change touches its own groups alone);
   - the markets asks start in, which every clearing lists even when nobody bids there.
 
 A clearing walks each market's two sides from the best order only as far as the auction does (the units traded
-and the next order of each side), counting what each ask offers (`_Coverage.take`, from the cheapest) on the way:
+and the next order of each side), counting what each ask offers (`Coverage.take`, from the cheapest) on the way:
 an ask past the margin offers nothing the clearing reads.  Asks and bids in any market that takes no part are
 never looked at.  The result is the full computation's (tested against it with random sequences of changes).
 """
@@ -27,7 +27,7 @@ from typing import Any
 
 from .auction import Clearing, Fill, Order, bucket_of, by_itself
 from .models import Ask, Bid, ask_digest
-from .orders import _Coverage, bid_order
+from .orders import Coverage, bid_order
 
 
 class _Market:
@@ -40,7 +40,7 @@ class _Market:
         self.bids: list[tuple[int, bytes, str, Order, Fill]] = []
         self.loose = 0
         self.groups: dict[tuple[str, str], list[int]] = {}  # (owner, group) -> [needs, largest need]
-        self.group_keys: list[tuple[str, str]] = []  # sorted, as `_Coverage.take` walks them
+        self.group_keys: list[tuple[str, str]] = []  # sorted, as `Coverage.take` walks them
         self._sides: tuple | None = None  # `sides()`, until the bids change
 
     def changed(self) -> None:
@@ -55,9 +55,9 @@ class _Market:
                            tuple(entry[4] for entry in self.bids if entry[3].quantity))
         return self._sides
 
-    def coverage(self) -> _Coverage:
+    def coverage(self) -> Coverage:
         """A fresh walk of what these bids need, as `market_orders` starts one."""
-        c = _Coverage()
+        c = Coverage()
         c.loose = self.loose
         c.groups = {k: list(v) for k, v in self.groups.items()}
         c.potential = self.loose + sum(v[1] for v in self.groups.values())
