@@ -9,7 +9,7 @@ from itertools import permutations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.support.calls import python_calls
+from tests.support.calls import python_calls, python_lines
 from tests.support.market import ask, bid
 
 from xsc.allocation import Outcome, Stamp
@@ -195,3 +195,15 @@ def test_the_orders_of_a_book_cost_in_proportion_to_its_asks_and_bids_not_their_
     market's groups made once, not again for every ask (10,000 participants with 1,000 puts open: 1 s a round)."""
     small, large = _steps(100, 100), _steps(400, 400)
     assert large < 6 * small, (small, large)  # linear: 4 x; a sum over the groups for every ask: 16 x
+
+
+def test_groups_no_ask_can_hold_cost_each_ask_nothing_however_many_there_are():
+    """A group whose needs no provider has room for stays open past every ask: each ask smaller than every open
+    group's largest need counts for none of them without walking them all."""
+    def steps(n: int) -> int:
+        offers = [ask(f"p{i}", "s", 10**9, 1_000 + i) for i in range(n)]
+        needs = [bid(f"u{g}", f"n{g}-{k}", 10**10, 2_000, group=f"g{g}") for g in range(n) for k in range(2)]
+        return python_lines(lambda: market_orders(offers, needs, 3600))
+
+    small, large = steps(100), steps(400)
+    assert large < 6 * small, (small, large)  # linear: 4 x; every open group walked for every ask: 16 x

@@ -22,3 +22,20 @@ def python_calls(work: Callable[[], Any]) -> int:
     finally:
         sys.setprofile(None)
     return calls
+
+
+def python_lines(work: Callable[[], Any]) -> int:
+    """The lines of Python `work()` runs (a loop's body counted at each turn): for costs a loop carries, not calls."""
+    lines = 0
+
+    def trace(frame, event, arg):
+        nonlocal lines
+        lines += event == "line"
+        return trace
+
+    sys.settrace(trace)
+    try:
+        work()
+    finally:
+        sys.settrace(None)
+    return lines

@@ -17,6 +17,7 @@ from ..tasks import in_pool, now_ms
 from .core.auction import clear_book
 from .core.models import Ask, Bid
 from .core.orders import market_orders
+from .core.standing import StandingOrders
 
 
 def taking_part(market: Any, exclude: frozenset[str] = frozenset(),
@@ -38,9 +39,21 @@ def taking_part(market: Any, exclude: frozenset[str] = frozenset(),
     return takes_part
 
 
-def clear_orders(asks: list[Ask], bids: list[Bid], bucket_seconds: int, me: str) -> dict:
-    """What `Book.orders` and `clear_book` make of these asks and bids, cleared by node `me` (pure)."""
+def clear_orders(*orders: Any) -> dict:
+    """The clearings `clear_book(Book.orders(), me)` makes: of standing orders (`StandingOrders`, kept between rounds),
+    or of (asks, bids, bucket width, the node `me`) from scratch (pure).  Every clearing the shown one is made of is
+    made here."""
+    if len(orders) == 1:
+        return orders[0].clearings()
+    asks, bids, bucket_seconds, me = orders
     return clear_book(market_orders(asks, bids, bucket_seconds), me)
+
+
+def standing_clearings(asks: list[Ask], bids: list[Bid], bucket_seconds: int, me: str
+                       ) -> tuple[StandingOrders, dict]:
+    """These asks and bids as standing orders, and their clearings (pure)."""
+    standing = StandingOrders.of(asks, bids, bucket_seconds, me)
+    return standing, clear_orders(standing)
 
 
 class CountedBids:
@@ -152,15 +165,21 @@ class TakingPart:
 class ShownClearing:
     """The call market over the book's orders of those `taking_part`, cleared again when the orders of those taking
     part, who takes part or a trust line backing the bids changed (lazily, on the next read or market round), each
-    new price kept for `xsc market prices`.  A change of the book that leaves every order as it was (a peer's offer
-    re-signed to stay current, every third of `market.freshness`; the offer of one left out) keeps the clearing: it
-    costs a look at the commitments that changed, not at the book."""
+    new price kept for `xsc market prices`.
+
+    The orders are kept between rounds (`StandingOrders`): a change of the book, or of who takes part, sets again the
+    orders of the participants it changed alone, a change of a trust line the bids of each bidder, and one that leaves
+    every order as it was (a peer's offer re-signed to stay current, every third of `market.freshness`; the offer of
+    one left out) keeps the clearing.  They are made again from the whole book only when the changes are no longer
+    all remembered (`BookReplication.changed_since`)."""
 
     def __init__(self, market: Any) -> None:
         self.market = market  # xsc.market.service.MarketService: the book, who is active, the prices, the pool
         self.taking_part = TakingPart(market)
         self._kept: tuple[tuple, dict] | None = None  # (what it was made of, the clearings)
-        self._sources: dict[str, tuple] = {}  # participant -> (its asks, its bids) in the book the kept one was made of
+        self._standing: StandingOrders | None = None  # the orders the kept clearings are made of
+        self._left_out: frozenset[str] = frozenset()  # those left out of them
+        self._bidders: set[str] = set()  # participants whose commitment holds bids: a trust line weighs theirs
 
     def _inputs(self) -> tuple[tuple, frozenset[str]]:
         """What a clearing is made of (the book's version, the version of those left out of it, the version of the
@@ -169,56 +188,66 @@ class ShownClearing:
         left_out = self.taking_part.left_out()
         return (self.market.version, self.taking_part.version, self.market.backing_version()), left_out
 
-    def _stands(self, made_of: tuple, left_out: frozenset[str]) -> bool:
-        """Is the kept clearing the one `made_of` makes: the same, or another version of the book in which each
-        participant that changed since, not left out (then and now: who is left out did not change), has the very
-        asks and bids it had (whose bids count weighs a participant's bids alone, by its trust line)."""
+    def _update(self, made_of: tuple, left_out: frozenset[str]) -> bool:
+        """Bring the kept clearing to `made_of` by the participants that changed since it was made (their orders set
+        again, the clearing made again only if one's changed); False when it must be made from the whole book."""
         if self._kept is None:
             return False
         kept_of = self._kept[0]
         if kept_of == made_of:
             return True
-        if kept_of[1:] != made_of[1:]:
-            return False
         changed = self.market.replication.changed_since(kept_of[0])
         if changed is None:
             return False
-        book = self.market.book
+        changed |= left_out ^ self._left_out
+        if kept_of[2] != made_of[2]:
+            changed |= self._bidders  # a trust line changed: whose bids count, weighed again bidder by bidder
+        book, standing = self.market.book, self._standing
+        moved = False
         for p in changed:
-            if p in left_out:
-                continue
             held = book.get(p)
-            if self._sources.get(p) != (None if held is None else (held.asks, held.bids)):
-                return False
-        self._kept = (made_of, self._kept[1])
+            if held is not None and held.bids:
+                self._bidders.add(p)
+            else:
+                self._bidders.discard(p)
+            if held is None or p in left_out:
+                moved |= standing.set(p, (), ())
+            else:
+                moved |= standing.set(p, held.asks, self.market.credible_bids(held.bids))
+        self._left_out = left_out
+        if moved:
+            self._keep(made_of, clear_orders(standing))
+        else:
+            self._kept = (made_of, self._kept[1])
         return True
 
-    def _orders(self, left_out: frozenset[str]) -> tuple[dict, tuple]:
+    def _orders(self, left_out: frozenset[str]) -> tuple:
         market = self.market
-        sources = {c.participant: (c.asks, c.bids) for c in market.book.commitments()}
-        return sources, ([a for a in market.book.asks() if a.slot.owner not in left_out],
-                         [b for b in market.credible_bids() if b.slot.owner not in left_out],
-                         market.book.bucket_seconds, market.me)
+        self._bidders = {b.slot.owner for b in market.book.bids()}
+        return ([a for a in market.book.asks() if a.slot.owner not in left_out],
+                [b for b in market.credible_bids() if b.slot.owner not in left_out],
+                market.book.bucket_seconds, market.me)
 
-    def _keep(self, made_of: tuple, sources: dict, clearings: dict) -> None:
-        self._kept, self._sources = (made_of, clearings), sources
+    def _keep(self, made_of: tuple, clearings: dict) -> None:
+        self._kept = (made_of, clearings)
         self.market.prices.record(clearings, now_ms())
 
     def now(self) -> dict:
         made_of, left_out = self._inputs()
-        if not self._stands(made_of, left_out):
-            sources, orders = self._orders(left_out)
-            self._keep(made_of, sources, clear_orders(*orders))
+        if not self._update(made_of, left_out):
+            standing, clearings = standing_clearings(*self._orders(left_out))
+            self._standing, self._left_out = standing, left_out
+            self._keep(made_of, clearings)
         return self._kept[1]
 
     async def refresh(self) -> None:
-        """`now()` made in the CPU pool (over 1,000 participants, 40-60 ms of CPU held the loop at each change); a
-        round in which no order of those taking part, who takes part nor a trust line changed costs the same whatever
-        the book holds."""
+        """`now()`, made from the whole book in the CPU pool (over 1,000 participants, 40-60 ms of CPU held the loop);
+        a round after the changes of a few participants costs what their orders and the clearing's walk cost,
+        whatever the book holds."""
         made_of, left_out = self._inputs()
-        if self._stands(made_of, left_out):
+        if self._update(made_of, left_out):
             return
-        sources, orders = self._orders(left_out)
-        clearings = await in_pool(self.market.pool, clear_orders, *orders)
+        standing, clearings = await in_pool(self.market.pool, standing_clearings, *self._orders(left_out))
         if self._inputs()[0] == made_of:  # else what it is made of changed meanwhile: next round
-            self._keep(made_of, sources, clearings)
+            self._standing, self._left_out = standing, left_out
+            self._keep(made_of, clearings)

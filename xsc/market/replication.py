@@ -282,8 +282,10 @@ class BookReplication:
         if peers is None or not peers.peers():  # a node on its own wants nobody's (a put asks each time)
             return []
         # From those wanted (the market keeps them): the book holds a neighbourhood's commitments, not every peer's.
-        lacking = (peers.get(p) for p in sorted(self.interested()) if self.book.get(p) is None and peers.up(p))
-        return [d for d in lacking if d is not None]
+        # Sorted once found: every round asks, and nearly always lacks nobody.
+        book = self.book
+        lacking = sorted(p for p in self.interested() if book.get(p) is None and peers.up(p))
+        return [d for d in map(peers.get, lacking) if d is not None]
 
     async def fill_book(self, timeout: float = 2.0) -> None:
         """Ask at once the peers we want but hold no commitment of (a node that just joined), before matching."""

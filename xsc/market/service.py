@@ -28,7 +28,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
@@ -407,9 +407,11 @@ class MarketService:
         """The call market of those taking part now (`clearing.taking_part`), as `market book` shows it."""
         return self.shown.now()
 
-    def credible_bids(self) -> list[Bid]:
-        """The book's bids, other participants' only as far as their trust lines here back them (core/backing.py)."""
-        return backed(self.book.bids(), self.credit_lines.backing if self.credit_lines else None, self.me)
+    def credible_bids(self, bids: Sequence[Bid] | None = None) -> list[Bid]:
+        """The book's bids (or `bids`: whole participants' bids), other participants' only as far as their trust lines
+        here back them (core/backing.py)."""
+        return backed(self.book.bids() if bids is None else bids,
+                      self.credit_lines.backing if self.credit_lines else None, self.me)
 
     def backing_version(self) -> int | None:
         """Changes whenever what `credible_bids` weighs the bids by may have: a trust line here."""

@@ -49,7 +49,7 @@ def ask_buckets(ask: Ask, bucket_seconds: int, bid_buckets: dict[str, list[int]]
     return found if found and found[0] == first else [first, *found]
 
 
-class _Coverage:
+class Coverage:
     """What the bids of one market still need from providers not yet counted, walking asks from the
     lowest: the needs outside groups (bytes or fuel, split freely), and per group (recipient, group)
     how many more distinct providers it needs and the size of its largest need."""
@@ -58,6 +58,7 @@ class _Coverage:
         self.loose = 0
         self.groups: dict[tuple[str, str], list[int]] = {}  # -> [providers still needed, largest need]
         self.counted: dict[str, set] = {}  # provider -> the groups it is already counted for
+        self.smallest = 0  # the largest need of the open group whose largest need is smallest
 
     def add(self, b: Bid) -> None:
         if b.group is None:
@@ -72,21 +73,27 @@ class _Coverage:
         summed once, as every ask past those covering the needs offers it."""
         self.potential = self.loose + sum(g[1] for g in self.groups.values())
         self.open_groups = sorted(self.groups)
+        self.smallest = min((g[1] for g in self.groups.values()), default=0)
 
     def take(self, owner: str, quantity: int) -> int:
         """Count `quantity` units of `owner` against what is still needed; return how many count."""
-        counted = self.counted.setdefault(owner, set())
         took = 0
-        still_open = []
-        for key in self.open_groups:
-            need = self.groups[key]
-            if key not in counted and need[1] <= quantity - took:
-                took += need[1]
-                need[0] -= 1
-                counted.add(key)
-            if need[0] > 0:
-                still_open.append(key)
-        self.open_groups = still_open
+        # An ask smaller than every open group's largest need counts for none: groups that never close (too few
+        # providers hold their needs) were walked again for every further ask.
+        if self.open_groups and quantity >= self.smallest:
+            counted = self.counted.setdefault(owner, set())
+            still_open = []
+            for key in self.open_groups:
+                need = self.groups[key]
+                if key not in counted and need[1] <= quantity - took:
+                    took += need[1]
+                    need[0] -= 1
+                    counted.add(key)
+                if need[0] > 0:
+                    still_open.append(key)
+            if len(still_open) < len(self.open_groups):
+                self.smallest = min((self.groups[key][1] for key in still_open), default=0)
+            self.open_groups = still_open
         loose = min(quantity - took, self.loose)
         self.loose -= loose
         took += loose
@@ -101,9 +108,9 @@ def market_orders(asks: Iterable[Ask], bids: Iterable[Bid], bucket_seconds: int)
     """Every bid and ask as the Orders of the call markets it takes part in (see the module docstring)."""
     bids = list(bids)
     out = [bid_order(b, bucket_seconds) for b in bids]
-    coverage: dict[tuple[str, int], _Coverage] = {}
+    coverage: dict[tuple[str, int], Coverage] = {}
     for b, o in zip(bids, out):
-        coverage.setdefault((o.kind, o.bucket), _Coverage()).add(b)
+        coverage.setdefault((o.kind, o.bucket), Coverage()).add(b)
     for c in coverage.values():
         c.freeze()
     by_kind: dict[str, set[int]] = {}
