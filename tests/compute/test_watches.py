@@ -167,6 +167,27 @@ async def test_a_watch_is_refused_with_one_line_when_it_cannot_work(node_factory
         assert 400 <= response.status < 500 and words in problem["detail"] and "\n" not in problem["detail"], problem
 
 
+async def test_watches_that_would_run_each_others_outputs_in_a_ring_are_refused(node_factory) -> None:
+    """a writes where b watches and b where a watches: each output a new datum of the other, paid, its key longer
+    each turn, for ever.  The watch closing the ring is refused, naming it; a chain that does not close is taken."""
+    node = await node_factory("ring")
+    sha = await deploy(node, "sha256", wasi=True)
+    for bucket in ("raw", "mid"):
+        await _call(node, "PUT", f"/v1/s3/buckets/{bucket}")
+    await _call(node, "POST", "/v1/compute/watches", {"name": "a", "spec": {"module": sha}, "on": "s3://raw/x/",
+                                                     "to": "s3://mid/y/"})
+    await _call(node, "POST", "/v1/compute/watches", {"name": "b", "spec": {"module": sha}, "on": "s3://mid/",
+                                                     "to": "s3://raw/z/"})  # a chain: z is nobody's
+    for name, on, to in (("c", "s3://raw/z/", "s3://raw/x/deeper/"), ("b", "s3://mid/", "s3://raw/"),
+                         ("a", "s3://raw/", "s3://mid/y/")):
+        response = await node.post("/v1/compute/watches", json={"name": name, "spec": {"module": sha}, "on": on,
+                                                               "to": to})
+        problem = await response.json()
+        assert response.status == 400 and "ring" in problem["detail"] and "\n" not in problem["detail"], problem
+    assert sorted(await _watches(node)) == ["a", "b"]
+    assert (await _watches(node))["b"]["to"] == ["raw", "z/"]  # the refused replacement left it as it was
+
+
 async def test_only_a_write_to_a_watched_bucket_wakes_the_watches(node_factory) -> None:
     node = await node_factory("wakes")
     sha = await deploy(node, "sha256", wasi=True)

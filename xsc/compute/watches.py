@@ -9,7 +9,7 @@ an ordinary deterministic job (compute/jobs.py), run where the market places it 
 object mounted read-only at `--as` (default /in/data); PARALLEL datums of a watch run at once.  Each file it stores becomes an object
 of the target: `PREFIX2 + REL` for its stored stdout, `PREFIX2 + REL + "/" + NAME` for /out/NAME (REL: the input
 key less the watched prefix).  An object deleted from the watched prefix deletes the objects its datum wrote.
-Watches chain: one may watch what another writes.
+Watches chain: one may watch what another writes, never in a ring (each output a new datum of the next, for ever).
 
 What is done is on disk (compute/store.py): the watch and each datum done (its hash, the objects it wrote, its
 job), written once the datum's outputs are recorded in the bucket index; the objects it is about to write are
@@ -110,8 +110,14 @@ class Watches:
         spec["deterministic"] = True  # a datum's job run again (after a crash) is answered from its record
         parse_job(_datum_spec(spec, mount, "s3://bucket/key"))  # each datum's job, checked now
         on, to = parse_target(body.get("on"), "--on"), parse_target(body.get("to"), "--to")
-        if on[0] == to[0] and (to[1].startswith(on[1]) or on[1].startswith(to[1])):
+        if _overlap(on, to):
             raise InvalidArgument("a watch cannot write where it watches", hint="give --to another prefix")
+        ring = _ring(name, on, to, self.store.watches())
+        if ring:  # each turn a new datum of the next, paid, its key longer: for ever
+            raise InvalidArgument(f"watch {name!r} would close a ring of watches, each writing where the next "
+                                  f"watches: {' -> '.join([*ring, ring[0]])}",
+                                  hint=f"give --to a prefix no watch of the ring watches, or remove one: "
+                                       f"xsc compute unwatch {ring[-1]}")
         for bucket in {on[0], to[0]}:
             self.index.bucket(bucket)  # NoSuchBucket: say so now
         existing = self.store.watch(name)
@@ -297,6 +303,28 @@ class Watches:
         if last_run is not None:
             watch["last_run"] = last_run
         self.store.save_watch(watch)
+
+
+def _overlap(one: tuple[str, str], other: tuple[str, str]) -> bool:
+    """Whether an object can be under both prefixes (one holds the other)."""
+    return one[0] == other[0] and (one[1].startswith(other[1]) or other[1].startswith(one[1]))
+
+
+def _ring(name: str, on: tuple[str, str], to: tuple[str, str], watches: list[dict[str, Any]]) -> list[str]:
+    """The watches from `name` (watching `on`, writing `to`) round to itself, each writing where the next watches,
+    if the others (its old self left out) close such a ring with it; else []."""
+    others = {w["name"]: (tuple(w["on"]), tuple(w["to"])) for w in watches if w["name"] != name}
+    paths, seen = [[name]], {name}
+    while paths:  # breadth first: the shortest ring, at most MAX_WATCHES long
+        path = paths.pop(0)
+        writes = to if len(path) == 1 else others[path[-1]][1]
+        if len(path) > 1 and _overlap(writes, on):
+            return path
+        for other, (watched, _) in others.items():
+            if other not in seen and _overlap(writes, watched):
+                seen.add(other)
+                paths.append([*path, other])
+    return []
 
 
 def _failed(key: str, err: XscError) -> str:
