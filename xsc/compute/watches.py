@@ -45,6 +45,7 @@ MAX_WATCHES = 64
 PARALLEL = 4  # datums of one watch run at once (their jobs spread over the providers the market offers)
 LAST_ERROR = 300  # characters of a watch's last error, its hint aside (kept whole: the command that fixes it)
 LAST_HINT = 1000  # characters of that hint at most (this node's own words: a bound none of its hints comes near)
+WRITE_HINT = "watch it again with a shorter --to prefix"  # for an object key over its 1,024 bytes
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # whole: fullmatch ($ would take a final newline)
 
 
@@ -240,12 +241,23 @@ class Watches:
         ours = (previous or {}).get("objects", [])
         self.store.save_datum(watch["name"], key, {**(previous or {}), "datum": None,
                                                     "objects": ours + [t for t in targets if t not in ours]})
-        written = []
+        written: list[str] = []
         for output, target in zip(job["outputs"], targets):
             record = {"parts": [{"cap": output["capability"], "size": output["size"]}], "etag": output["md5"],
                       "content_type": "binary/octet-stream", "metadata": {"xsc-job": job["id"]},
                       "modified": time.time()}
-            await self._collect(await in_pool(None, self.index.put, to_bucket, target, record))
+            try:
+                garbage = await in_pool(None, self.index.put, to_bucket, target, record)
+            except XscError as err:  # a key over S3's bound, the target's bucket gone: this datum fails, not the loop
+                shown = target if len(target) <= 80 else target[:60] + "…"
+                said = f"{key}: its output s3://{to_bucket}/{shown} cannot be written: {err.message}"
+                hint = WRITE_HINT if err.details.get("s3_code") == "KeyTooLongError" else err.hint
+                self._count(watch["name"], failures=1, spend=job["charged"],
+                            last_error=said[:LAST_ERROR] + (f" ({hint})" if hint else ""),
+                            last_run=_last_run(key, job["id"], "failed", written))
+                log.warning("watch %s: %s: %s", watch["name"], key, said)
+                return
+            await self._collect(garbage)
             written.append(target)
         stale = [k for k in (previous or {}).get("objects", []) if k not in written]
         if stale:
