@@ -161,7 +161,9 @@ async def test_a_watch_is_refused_with_one_line_when_it_cannot_work(node_factory
                         ({"name": "x", "spec": {"module": sha, "inputs": 5}, "on": "s3://raw/a/", "to": "s3://raw/b/"},
                          '"spec"'),
                         ({"name": "x", "spec": {"module": sha}, "as": 5, "on": "s3://raw/a/", "to": "s3://raw/b/"},
-                         '"as"')):
+                         '"as"'),
+                        ({"name": "x", "spec": {"module": sha}, "on": "s3://raw/a/", "to": "s3://raw/" + "b" * 1025},
+                         "--to's prefix is 1,025 bytes, more than an object key's 1,024")):
         response = await node.post("/v1/compute/watches", json=body)
         problem = await response.json()
         assert 400 <= response.status < 500 and words in problem["detail"] and "\n" not in problem["detail"], problem
