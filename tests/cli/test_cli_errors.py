@@ -366,6 +366,56 @@ def test_a_map_whose_node_fails_ends_in_that_one_line_not_one_per_input(request,
     assert result.stderr.splitlines() == [result.stderr.strip()] and result.stderr.startswith(f"xsc: error: {said}")
 
 
+class _NodeKilledAfterTwoJobs(BaseHTTPRequestHandler):
+    """A node that answers two jobs, then is killed in the middle of the third: its connection closes unanswered."""
+
+    protocol_version = "HTTP/1.1"
+    answered = 0
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if type(self).answered == 2:
+            self.close_connection = True
+            return
+        type(self).answered += 1
+        n = type(self).answered
+        out = f"xsc:chk:{'o' * 52}:{str(n) * 52}:4:2:6"
+        body = json.dumps({"id": str(n) * 64, "state": "done", "replayed": False, "charged": 7, "stdout": "",
+                           "outputs": [{"name": "out/x", "size": 1, "capability": out}]}).encode()
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_map_whose_node_dies_midway_lists_the_inputs_done_before_its_one_error_line() -> None:
+    """Each job of a map is paid: the node killed after two of five, the map's manifest still names those two and
+    their jobs, and its error says how many were done, so that mapping again runs only the rest."""
+    key = base64.b32encode(bytes(32)).decode().lower().rstrip("=")
+    caps = [f"xsc:chk:{key}:{base64.b32encode(bytes([i]) * 32).decode().lower().rstrip('=')}:4:2:6"
+            for i in range(5)]
+    over = [arg for cap in caps for arg in ("--over", cap)]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NodeKilledAfterTwoJobs)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = xsc("compute", "map", "a" * 64, *over, "--parallel", "1", "--node",
+                     f"http://127.0.0.1:{server.server_address[1]}", env={"XSC_TOKEN": "t", "COLUMNS": "400"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 1, result.output
+    assert [line.split()[:3] for line in result.stdout.splitlines()] == [[caps[0], "done", "1" * 64],
+                                                                         [caps[1], "done", "2" * 64]], result.stdout
+    assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr
+    assert result.stderr.startswith("xsc: error: the map stopped after 2 of 5 inputs (listed above): cannot reach "), \
+        result.stderr
+    assert "map the 3 others again" in result.stderr, result.stderr
+
+
 def test_a_ctrl_c_that_lands_in_an_import_and_comes_out_wrapped_is_an_interruption(capsys) -> None:
     """A class body interrupted while a command's modules are imported raises RuntimeError from the
     KeyboardInterrupt (it came in `__set_name__`): the user pressed Ctrl-C, and sees that, not a traceback."""

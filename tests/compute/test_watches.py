@@ -161,10 +161,57 @@ async def test_a_watch_is_refused_with_one_line_when_it_cannot_work(node_factory
                         ({"name": "x", "spec": {"module": sha, "inputs": 5}, "on": "s3://raw/a/", "to": "s3://raw/b/"},
                          '"spec"'),
                         ({"name": "x", "spec": {"module": sha}, "as": 5, "on": "s3://raw/a/", "to": "s3://raw/b/"},
-                         '"as"')):
+                         '"as"'),
+                        ({"name": "x", "spec": {"module": sha}, "on": "s3://raw/a/", "to": "s3://raw/" + "b" * 1025},
+                         "--to's prefix is 1,025 bytes, more than an object key's 1,024")):
         response = await node.post("/v1/compute/watches", json=body)
         problem = await response.json()
         assert 400 <= response.status < 500 and words in problem["detail"] and "\n" not in problem["detail"], problem
+
+
+async def test_watches_that_would_run_each_others_outputs_in_a_ring_are_refused(node_factory) -> None:
+    """a writes where b watches and b where a watches: each output a new datum of the other, paid, its key longer
+    each turn, for ever.  The watch closing the ring is refused, naming it; a chain that does not close is taken."""
+    node = await node_factory("ring")
+    sha = await deploy(node, "sha256", wasi=True)
+    for bucket in ("raw", "mid"):
+        await _call(node, "PUT", f"/v1/s3/buckets/{bucket}")
+    await _call(node, "POST", "/v1/compute/watches", {"name": "a", "spec": {"module": sha}, "on": "s3://raw/x/",
+                                                     "to": "s3://mid/y/"})
+    await _call(node, "POST", "/v1/compute/watches", {"name": "b", "spec": {"module": sha}, "on": "s3://mid/",
+                                                     "to": "s3://raw/z/"})  # a chain: z is nobody's
+    for name, on, to in (("c", "s3://raw/z/", "s3://raw/x/deeper/"), ("b", "s3://mid/", "s3://raw/"),
+                         ("a", "s3://raw/", "s3://mid/y/")):
+        response = await node.post("/v1/compute/watches", json={"name": name, "spec": {"module": sha}, "on": on,
+                                                               "to": to})
+        problem = await response.json()
+        assert response.status == 400 and "ring" in problem["detail"] and "\n" not in problem["detail"], problem
+    assert sorted(await _watches(node)) == ["a", "b"]
+    assert (await _watches(node))["b"]["to"] == ["raw", "z/"]  # the refused replacement left it as it was
+
+
+async def test_a_datum_whose_object_key_would_be_too_long_fails_and_the_watches_go_on(node_factory) -> None:
+    """The target's prefix with the input's key is over S3's 1,024 bytes: that datum fails, saying so, and the
+    watches' loop goes on (another watch's datum runs) instead of crashing at every pass."""
+    long = "p" * 1024
+    node = await _watching_one_object(node_factory, "longkey", "sha256",
+                                      {"argv": ["/in/data"], "stdout_to_store": True}, f"s3://out/{long}")
+
+    async def failed():
+        watch = (await _watches(node))["w"]
+        return watch if watch["failures"] else None
+
+    watch = await eventually_async(failed, "the datum to fail", 30)
+    assert watch["last_error"].startswith("in/x: its output s3://out/ppp") and "1024 bytes" in watch["last_error"] \
+        and watch["last_error"].endswith("(watch it again with a shorter --to prefix)"), watch
+    assert watch["last_run"]["state"] == "failed" and watch["last_run"]["objects"] == [], watch
+    assert await _keys(node, "out", "") == []
+    sha = watch["spec"]["module"]
+    await _call(node, "POST", "/v1/compute/watches", {"name": "x", "spec": {"module": sha, "stdout_to_store": True,
+                                                                            "argv": ["/in/data"]},
+                                                     "on": "s3://raw/in/", "to": "s3://out/short/"})
+    assert await eventually_async(lambda: _keys(node, "out", "short/"), "the other watch's datum written", 30) \
+        == ["short/x"]
 
 
 async def test_only_a_write_to_a_watched_bucket_wakes_the_watches(node_factory) -> None:

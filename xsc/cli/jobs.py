@@ -468,19 +468,33 @@ def map_(obj, target: str, over: tuple[str, ...], mount: str, parallel: int, as_
             for result in pool.map(one, inputs):
                 results.append(result)
                 bar.advance()
+    except (NodeNotRunning, Unauthorized, NotANode) as err:
+        if not results:
+            raise
+        # Each job done was paid: listed, so that mapping again asks only for the others (a job that is not
+        # deterministic would run, and be paid, again).
+        _manifest(results, as_json)
+        err.message = f"the map stopped after {len(results)} of {len(inputs)} inputs (listed above): {err.message}"
+        others = len(inputs) - len(results)
+        err.hint = f"{err.hint + ', then ' if err.hint else ''}map the {others} {plural_for(others, 'other')} again"
+        raise
     finally:
         pool.shutdown(cancel_futures=True)  # a map ended by its node's error starts no job after it
     failed = [r for r in results if r["state"] != "done"]
-    if as_json:
-        emit_json({"results": results, "failed": len(failed)})
-    else:
-        for r in results:
-            _manifest_line(r)
+    _manifest(results, as_json)
     for r in failed:  # with the command that fixes it, as a job run alone says it (it names the job, when it can)
         said = r.get("error", r["state"]) + (f" ({r['hint']})" if r.get("hint") else "")
         click.echo(f"xsc: {r['input']}: {said}", err=True)
     if failed:
         raise SystemExit(1)
+
+
+def _manifest(results: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        emit_json({"results": results, "failed": sum(r["state"] != "done" for r in results)})
+    else:
+        for r in results:
+            _manifest_line(r)
 
 
 def _manifest_line(r: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ an ordinary deterministic job (compute/jobs.py), run where the market places it 
 object mounted read-only at `--as` (default /in/data); PARALLEL datums of a watch run at once.  Each file it stores becomes an object
 of the target: `PREFIX2 + REL` for its stored stdout, `PREFIX2 + REL + "/" + NAME` for /out/NAME (REL: the input
 key less the watched prefix).  An object deleted from the watched prefix deletes the objects its datum wrote.
-Watches chain: one may watch what another writes.
+Watches chain: one may watch what another writes, never in a ring (each output a new datum of the next, for ever).
 
 What is done is on disk (compute/store.py): the watch and each datum done (its hash, the objects it wrote, its
 job), written once the datum's outputs are recorded in the bucket index; the objects it is about to write are
@@ -45,6 +45,8 @@ MAX_WATCHES = 64
 PARALLEL = 4  # datums of one watch run at once (their jobs spread over the providers the market offers)
 LAST_ERROR = 300  # characters of a watch's last error, its hint aside (kept whole: the command that fixes it)
 LAST_HINT = 1000  # characters of that hint at most (this node's own words: a bound none of its hints comes near)
+MAX_KEY_BYTES = 1024  # an object key's, as S3 bounds it
+WRITE_HINT = "watch it again with a shorter --to prefix"  # for an object key over its 1,024 bytes
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # whole: fullmatch ($ would take a final newline)
 
 
@@ -52,6 +54,9 @@ def parse_target(text: Any, what: str) -> tuple[str, str]:
     if not isinstance(text, str) or not text.startswith("s3://") or not text[5:].split("/", 1)[0]:
         raise InvalidArgument(f"{what} is s3://BUCKET/PREFIX, not {str(text)[:80]!r}")
     bucket, _, prefix = text[5:].partition("/")
+    if len(prefix.encode()) > MAX_KEY_BYTES:  # no object is under it: a --to there could write none
+        raise InvalidArgument(f"{what}'s prefix is {len(prefix.encode()):,} bytes, more than an object key's "
+                              f"{MAX_KEY_BYTES:,}", hint="give a shorter prefix")
     return bucket, prefix
 
 
@@ -110,8 +115,14 @@ class Watches:
         spec["deterministic"] = True  # a datum's job run again (after a crash) is answered from its record
         parse_job(_datum_spec(spec, mount, "s3://bucket/key"))  # each datum's job, checked now
         on, to = parse_target(body.get("on"), "--on"), parse_target(body.get("to"), "--to")
-        if on[0] == to[0] and (to[1].startswith(on[1]) or on[1].startswith(to[1])):
+        if _overlap(on, to):
             raise InvalidArgument("a watch cannot write where it watches", hint="give --to another prefix")
+        ring = _ring(name, on, to, self.store.watches())
+        if ring:  # each turn a new datum of the next, paid, its key longer: for ever
+            raise InvalidArgument(f"watch {name!r} would close a ring of watches, each writing where the next "
+                                  f"watches: {' -> '.join([*ring, ring[0]])}",
+                                  hint=f"give --to a prefix no watch of the ring watches, or remove one: "
+                                       f"xsc compute unwatch {ring[-1]}")
         for bucket in {on[0], to[0]}:
             self.index.bucket(bucket)  # NoSuchBucket: say so now
         existing = self.store.watch(name)
@@ -234,12 +245,23 @@ class Watches:
         ours = (previous or {}).get("objects", [])
         self.store.save_datum(watch["name"], key, {**(previous or {}), "datum": None,
                                                     "objects": ours + [t for t in targets if t not in ours]})
-        written = []
+        written: list[str] = []
         for output, target in zip(job["outputs"], targets):
             record = {"parts": [{"cap": output["capability"], "size": output["size"]}], "etag": output["md5"],
                       "content_type": "binary/octet-stream", "metadata": {"xsc-job": job["id"]},
                       "modified": time.time()}
-            await self._collect(await in_pool(None, self.index.put, to_bucket, target, record))
+            try:
+                garbage = await in_pool(None, self.index.put, to_bucket, target, record)
+            except XscError as err:  # a key over S3's bound, the target's bucket gone: this datum fails, not the loop
+                shown = target if len(target) <= 80 else target[:60] + "…"
+                said = f"{key}: its output s3://{to_bucket}/{shown} cannot be written: {err.message}"
+                hint = WRITE_HINT if err.details.get("s3_code") == "KeyTooLongError" else err.hint
+                self._count(watch["name"], failures=1, spend=job["charged"],
+                            last_error=said[:LAST_ERROR] + (f" ({hint})" if hint else ""),
+                            last_run=_last_run(key, job["id"], "failed", written))
+                log.warning("watch %s: %s: %s", watch["name"], key, said)
+                return
+            await self._collect(garbage)
             written.append(target)
         stale = [k for k in (previous or {}).get("objects", []) if k not in written]
         if stale:
@@ -297,6 +319,28 @@ class Watches:
         if last_run is not None:
             watch["last_run"] = last_run
         self.store.save_watch(watch)
+
+
+def _overlap(one: tuple[str, str], other: tuple[str, str]) -> bool:
+    """Whether an object can be under both prefixes (one holds the other)."""
+    return one[0] == other[0] and (one[1].startswith(other[1]) or other[1].startswith(one[1]))
+
+
+def _ring(name: str, on: tuple[str, str], to: tuple[str, str], watches: list[dict[str, Any]]) -> list[str]:
+    """The watches from `name` (watching `on`, writing `to`) round to itself, each writing where the next watches,
+    if the others (its old self left out) close such a ring with it; else []."""
+    others = {w["name"]: (tuple(w["on"]), tuple(w["to"])) for w in watches if w["name"] != name}
+    paths, seen = [[name]], {name}
+    while paths:  # breadth first: the shortest ring, at most MAX_WATCHES long
+        path = paths.pop(0)
+        writes = to if len(path) == 1 else others[path[-1]][1]
+        if len(path) > 1 and _overlap(writes, on):
+            return path
+        for other, (watched, _) in others.items():
+            if other not in seen and _overlap(writes, watched):
+                seen.add(other)
+                paths.append([*path, other])
+    return []
 
 
 def _failed(key: str, err: XscError) -> str:
