@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -186,6 +186,9 @@ def _not_located(peers: Any, unreached: list[str], action: str) -> NotFound:
                          "(`xsc health status` shows it), or check the capability")
 
 
+NONE_FOUND = "(none found)"  # the node of a share a search found no node holding
+
+
 class StorageService:
     def __init__(self, *, gateway: Gateway, deals: StorageDeals, market: MarketService, dealing: Dealing,
                  ledger: LedgerService, payer: Identity, me: str, peers: Any | None, holder_for: Callable[..., Any],
@@ -268,7 +271,7 @@ class StorageService:
                 return await self.located(cap, search, action, passed_over | said)
         if manifest is None:
             raise _not_located(self.peers, [*self.locator.forget(si), *silent], action)
-        return holders, [node or "(none found)" for node in names], manifest
+        return holders, [node or NONE_FOUND for node in names], manifest
 
     def has_peers(self) -> bool:
         return self.peers is not None and bool(self.peers.peers())
@@ -708,8 +711,7 @@ async def _open(service: StorageService, cap: Capability, byte_range: tuple[int,
             if manifest is None or service.locator is None:
                 raise
             service.locator.forget(cap.storage_index)  # the hint fell short: search again next time
-            failed = {names[s] for s in err.details.get("missing_shares", ()) if s < len(names or ())}
-            failed -= {service.me, "(none found)", *passed_over}
+            failed = _not_given(service, names, err.details.get("missing_shares", ())) - passed_over
             if not failed or passed_over:
                 raise
             log.warning("node(s) %s did not give shares of %s they said they hold: searching again without their "
@@ -727,8 +729,7 @@ async def _checked(service: StorageService, cap: Capability, action: str, report
     if manifest is None and not reports:
         return holders, names, manifest, []
     checked = await service.gateway.check(cap, holders, names, manifest)
-    failed = {names[r.share] for r in checked if r.status != "ok"} - {service.me, "(none found)"} \
-        if manifest is not None and names else set()
+    failed = set() if manifest is None else _not_given(service, names, [r.share for r in checked if r.status != "ok"])
     if failed:
         again = await service.located(cap, action=action, passed_over=frozenset(failed))
         if again[1] != names:
@@ -737,6 +738,11 @@ async def _checked(service: StorageService, cap: Capability, action: str, report
             holders, names, manifest = again
             checked = await service.gateway.check(cap, holders, names, manifest)
     return holders, names, manifest, checked
+
+
+def _not_given(service: StorageService, names: list[str] | None, shares: Iterable[int]) -> set[str]:
+    """The other nodes a search named (`names`) as holding `shares` of a file, which did not give them intact."""
+    return {names[s] for s in shares if s < len(names)} - {service.me, NONE_FOUND} if names else set()
 
 
 def _within(err: MarketNoDeal, filters: str) -> MarketNoDeal:
