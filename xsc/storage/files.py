@@ -186,7 +186,41 @@ def _not_located(peers: Any, unreached: list[str], action: str) -> NotFound:
                          "(`xsc health status` shows it), or check the capability")
 
 
+SEARCHES_AGAIN = 3  # searches made again past the nodes that named a file's shares and sent no manifest of it
 NONE_FOUND = "(none found)"  # the node of a share a search found no node holding
+
+
+async def _searched(service: StorageService, locator: Locator, cap: Capability, search: bool, action: str,
+                    passed_over: frozenset[str]) -> tuple[dict, list[str], bytes]:
+    """StorageService.located of a file this node did not place: its shares where the locator finds them (shares
+    nobody was found holding count as missing), with the manifest as a holder sent it when this node has none
+    (checked against the capability by the gateway).  When no node that said it holds a share sent this file's
+    manifest, one may have lied to shadow the holders: the search is made again with their word heard last, at most
+    SEARCHES_AGAIN times (many colluding liars could name a new batch each time), then refused as any search that
+    finds no manifest."""
+    si = cap.storage_index
+    own = await in_pool(service.pool, service.store.manifest, si)
+    for again in range(SEARCHES_AGAIN + 1):
+        found = await locator.locate(si, search, passed_over)
+        names = [found.get(s, "") for s in range(6)]
+        holders = {s: service.holder(node) if node else UnknownNode(None) for s, node in enumerate(names)
+                   if node != service.me}
+        silent: list[str] = []
+        manifest = own or await _manifest_from(holders, names, cap, silent)
+        said = {node for node in names if node and node != service.me} - set(silent) - passed_over
+        if own or not search or not said or manifest is not None and manifest_hash(manifest) == cap.manifest_hash:
+            break
+        if again == SEARCHES_AGAIN:
+            log.warning("node(s) %s sent no manifest of %s, nor did those passed over before them (%s): no more "
+                        "searches", ", ".join(sorted(said)), si.hex(), ", ".join(sorted(passed_over)))
+            break
+        log.info("node(s) %s sent no manifest of %s: searching again without their word", ", ".join(sorted(said)),
+                 si.hex())
+        locator.forget(si)
+        passed_over |= said
+    if manifest is None:
+        raise _not_located(service.peers, [*locator.forget(si), *silent], action)
+    return holders, [node or NONE_FOUND for node in names], manifest
 
 
 class StorageService:
@@ -246,32 +280,12 @@ class StorageService:
     async def located(self, cap: Capability, search: bool = True, action: str = "get",
                       passed_over: frozenset[str] = frozenset()) -> tuple[dict, list[str] | None, bytes | None]:
         """(holders, names, manifest) of a file's shares: from this node's record if it placed the file, else as
-        the locator finds them (shares nobody was found holding count as missing), with the manifest as a holder
-        sent it when this node has none (checked against the capability by the gateway).  `action`: what the user
-        asked for, named in the refusal of a file found nowhere.  `passed_over`: as in Locator.locate."""
-        si = cap.storage_index
-        record = await in_pool(self.pool, self.store.file_record, si)
+        the locator finds them (`_searched`).  `action`: what the user asked for, named in the refusal of a file
+        found nowhere.  `passed_over`: as in Locator.locate."""
+        record = await in_pool(self.pool, self.store.file_record, cap.storage_index)
         if record is not None and record.get("capability") == str(cap) or self.locator is None:
             return (*self.holders_of(record), None)
-        found = await self.locator.locate(si, search, passed_over)
-        names = [found.get(s, "") for s in range(6)]
-        holders = {s: self.holder(node) if node else UnknownNode(None) for s, node in enumerate(names)
-                   if node != self.me}
-        manifest = await in_pool(self.pool, self.store.manifest, si)
-        silent: list[str] = []
-        if manifest is None:
-            manifest = await _manifest_from(holders, names, cap, silent)
-            said = {node for node in names if node and node != self.me} - set(silent) - passed_over
-            if search and said and (manifest is None or manifest_hash(manifest) != cap.manifest_hash):
-                # No node that said it holds a share sent this file's manifest: one may have lied to shadow the
-                # holders, so the search is made again with their word heard last.
-                log.info("node(s) %s sent no manifest of %s: searching again without their word",
-                            ", ".join(sorted(said)), si.hex())
-                self.locator.forget(si)
-                return await self.located(cap, search, action, passed_over | said)
-        if manifest is None:
-            raise _not_located(self.peers, [*self.locator.forget(si), *silent], action)
-        return holders, [node or NONE_FOUND for node in names], manifest
+        return await _searched(self, self.locator, cap, search, action, passed_over)
 
     def has_peers(self) -> bool:
         return self.peers is not None and bool(self.peers.peers())
