@@ -49,7 +49,8 @@ class RemoteNode:
             async with asyncio.timeout(KEY_CHECK_SECONDS):
                 answer = await self.api.call("POST", "/v1/s3/marks/proof", body={"challenge": challenge})
         except (XscError, TimeoutError) as err:
-            log.warning("could not check this front's s3-files.key against the node's: %s", err or "no answer")
+            log.warning("could not check this front's s3-files.key against the node's: %s",
+                        str(err) or f"no answer in {KEY_CHECK_SECONDS:.0f} s")
             return
         proof = answer.get("proof") if isinstance(answer, dict) else None
         if isinstance(proof, str) and hmac.compare_digest(proof.encode(), marks.proof(challenge).encode()):
