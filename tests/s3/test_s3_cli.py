@@ -228,6 +228,39 @@ def test_serve_refuses_a_taken_port_and_a_missing_node(node_process, tmp_path) -
     assert result.returncode == 1 and b"xsc node start" in result.stderr
 
 
+def test_serve_from_a_data_dir_of_its_own_starts_with_a_copy_of_the_nodes_key_and_refuses_another(cli_node,
+                                                                                                  tmp_path) -> None:
+    """An `xsc s3 serve` on another host than its node, its data dir holding the node's API token and access keys:
+    with a key of its own it refuses to start, in one line naming its key file and the command that copies the node's
+    (the node would refuse every user's charge, 403); with a copy of the node's key it starts, the key checked."""
+    import shutil
+
+    from xsc.buckets.marks import FileMarks
+
+    from tests.support.cli import error_line, xsc_in_process
+    from tests.support.s3 import FrontProcess, create_key
+
+    node = cli_node()
+    create_key(node.data_dir)
+    front = tmp_path / "front"
+    front.mkdir()
+    for name in ("api-token", "s3-keys.json"):
+        shutil.copy(node.data_dir / name, front / name)
+    mine = FileMarks.load(front).path  # a key made in the front's own data dir
+    refused = xsc_in_process("--data-dir", str(front), "--node", node.url, "s3", "serve", "--listen",
+                             f"127.0.0.1:{free_port()}")
+    assert refused.stderr.decode().count("\n") == 1, refused.stderr
+    assert error_line(refused) == f"xsc: error: {mine} is not the key of the node at {node.url}: the node would " \
+        "refuse (403) to charge a user for any file this front stores (copy the node's key here: scp " \
+        f"127.0.0.1:NODE_DATA_DIR/s3-files.key {mine}, then start xsc s3 serve again)"
+    shutil.copy(node.data_dir / "s3-files.key", mine)
+    started = FrontProcess(front, node=node.url).start()
+    try:
+        assert b"s3-files.key" not in started.log.read_bytes()  # checked, not skipped
+    finally:
+        started.stop()
+
+
 @pytest.mark.slow
 def test_serve_with_a_region_takes_signatures_for_it_and_tells_clients_of_another_which_it_is(tmp_path) -> None:
     """`xsc s3 serve` in the region of the node's `node.s3_region` (eu-west-1; `--region` to serve another): boto3 set

@@ -17,10 +17,11 @@ from xsc.buckets.core.names import DEFAULT_USER
 from xsc.buckets.objects import SmallPut
 from xsc.client import aio
 from xsc.client.aio import NodeApi
-from xsc.errors import InvalidArgument, NodeNotRunning, XscError
+from xsc.buckets.marks import FileMarks
+from xsc.errors import ConfigError, InvalidArgument, NodeNotRunning, XscError
 from xsc.identity import Identity
 from xsc.net.tls import server_context
-from xsc.node.appkeys import IN_FLIGHT, TOKEN
+from xsc.node.appkeys import CONFIG, IN_FLIGHT, TOKEN
 from xsc.s3.remote import RemoteNode
 
 from tests.support.waiting import eventually_async
@@ -61,6 +62,32 @@ async def _link(node) -> RemoteNode:
     api = NodeApi(str(node.make_url("")), node.app[TOKEN])
     await api.start()
     return RemoteNode(api)
+
+
+async def test_a_front_starts_with_its_nodes_key_and_refuses_to_with_another(node, tmp_path) -> None:
+    """`xsc s3 serve`'s link, given the front's file marks, starts once the node has proven the same key on a challenge
+    of its own; with another key it refuses to start, in one line naming the front's key file and the command that
+    copies the node's; a link given no marks checks nothing, whatever key the front holds.  The node proves its key on
+    a challenge alone: a front's file name is refused as one."""
+    url, token = str(node.make_url("")), node.app[TOKEN]
+    other = FileMarks.load(tmp_path / "front")  # a data dir of the front's own, its key made there
+    for marks in (FileMarks.load(node.app[CONFIG].data_dir), None):
+        link = RemoteNode(NodeApi(url, token), marks)
+        await link.start()
+        try:
+            assert await link.files() == []
+        finally:
+            await link.close()
+    refused = RemoteNode(NodeApi(url, token), other)
+    with pytest.raises(ConfigError) as err:
+        await refused.start()
+    await refused.close()
+    said, here = err.value.with_hint, str(other.path)
+    assert "\n" not in said and said.startswith(f"{here} is not the key of the node at {url}"), said
+    assert f"scp 127.0.0.1:NODE_DATA_DIR/s3-files.key {here}, then start xsc s3 serve again" in said, said
+    for challenge in (other.name("b/k"), "ab" * 31, "AB" * 32, 7):
+        response = await node.post("/v1/s3/marks/proof", json={"challenge": challenge})
+        assert response.status == 400 and (await response.json())["code"] == "bad-request", challenge
 
 
 def _put(bucket: str, key: str, data: bytes) -> SmallPut:

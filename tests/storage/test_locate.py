@@ -40,3 +40,26 @@ async def test_the_locate_route_refuses_what_is_not_a_storage_index_and_answers_
         unknown = await stranger.request(url, "POST", LOCATE_PATH, json={"si": "ab" * 32}, to=me,
                                          max_size=LOCATE_ANSWER)
         assert unknown.json() == {"shares": [], "holders": {}}
+
+
+async def test_a_search_made_again_past_nodes_that_sent_no_manifest_is_made_three_times_at_most(
+        node, monkeypatch, caplog) -> None:
+    """Nodes that say they hold a handed capability's shares and send no manifest of it are passed over by a search
+    made again; colluding liars that name a new batch of themselves each time get three such searches, not one per
+    batch, then the refusal of a file found nowhere, the log naming the nodes passed over."""
+    liars: list[list[str]] = []
+
+    async def lying(si: bytes, search: bool = True, passed_over: frozenset[str] = frozenset()) -> dict[int, str]:
+        if len(liars) == 10:
+            return {}  # the network's liars all named
+        liars.append([Identity.generate().id for _ in range(6)])
+        return dict(enumerate(liars[-1]))
+
+    monkeypatch.setattr(node.app[NODE].storage.locator, "locate", lying)
+    cap = Capability(os.urandom(32), os.urandom(32), 9000)
+    with caplog.at_level("INFO", logger="xsc.storage.files"):
+        response = await node.get(f"/v1/store/files/{cap}")
+    assert response.status == 404 and (await response.json())["code"] == "not-found"
+    assert len(liars) == 4, len(liars)
+    last = next(r.getMessage() for r in caplog.records if "no more searches" in r.getMessage())
+    assert all(liar in last for batch in liars for liar in batch), last

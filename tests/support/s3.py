@@ -24,8 +24,10 @@ NODE_ENV = {"XSC_STORAGE_SEGMENT_SIZE": str(SEGMENT), "XSC_STORAGE_CAPACITY": "4
 class FrontProcess:
     """A real `xsc s3 serve` process for the node of a data dir."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, extra: list[str] | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, extra: list[str] | None = None,
+                 node: str | None = None) -> None:
         self.data_dir = data_dir
+        self.node = node  # the node's URL, for a front whose data dir is not the node's (--node)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra = extra or []
@@ -37,7 +39,8 @@ class FrontProcess:
         offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as out:
             self.proc = devnet.popen(
-                [*xsc_command(), "--data-dir", str(self.data_dir), "s3", "serve", "--listen",
+                [*xsc_command(), "--data-dir", str(self.data_dir), *(["--node", self.node] if self.node else []),
+                 "s3", "serve", "--listen",
                  f"127.0.0.1:{self.port}", *self.extra], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         return offset
 

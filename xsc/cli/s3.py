@@ -52,7 +52,8 @@ def serve(obj, listen: str, region: str | None, reconcile_interval: float) -> No
     limits = load_config(obj.data_dir).node  # the node's connection caps, idle timeout and region hold here too
     # A node that stops answering is told to the client (ServiceUnavailable) with the command that starts this one.
     api = NodeApi(obj.node_url(), obj.token(), start_hint=obj.start_hint().replace("start one", "start it"))
-    front = S3Front(RemoteNode(api), keyring, FileMarks.load(obj.data_dir),
+    marks = FileMarks.load(obj.data_dir)  # the node's key, copied into a data dir of the front's own (docs/s3.md)
+    front = S3Front(RemoteNode(api, marks), keyring, marks,
                     region=region or limits.s3_region, reconcile_interval=reconcile_interval, idle_timeout=limits.idle_timeout)
 
     async def main() -> None:

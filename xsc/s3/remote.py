@@ -1,32 +1,65 @@
 """The S3 front's node over its user API (`xsc s3 serve`, a process of its own): each call one request of the
 node's /v1/s3 or /v1/store routes, with the node's token (xsc/client/aio.py); the node's refusals come back as its
 own XscErrors.  A group of small objects is one `POST /v1/s3/objects`; a large body is relayed from the node's
-socket by splice(2) where the system has it."""
+socket by splice(2) where the system has it.  Given the front's marks, it starts only if their key is its node's."""
 
 from __future__ import annotations
 
+import asyncio
+import hmac
+import logging
+import secrets
+import shlex
 from typing import AsyncIterator
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from .. import codec
+from ..buckets.marks import CHALLENGE_HEX, FileMarks
 from ..buckets.core import listing
 from ..buckets.objects import SmallPut, group_body
 from ..client.aio import FileStream, NodeApi
 from ..client.sync import SPLICE, NodeBody, error_from_problem
-from ..errors import InvalidArgument, XscError
+from ..errors import ConfigError, InvalidArgument, XscError
 from .link import RECONCILE_AT_ONCE
 
+log = logging.getLogger(__name__)
 JOINED = 1024 * 1024  # a body goes on to the node in writes of at least this much, not one per socket read
+KEY_CHECK_SECONDS = 30.0  # a node that does not answer the key's check in this time is not checked: the front starts
 
 
 class RemoteNode:
     relays = SPLICE
 
-    def __init__(self, api: NodeApi) -> None:
+    def __init__(self, api: NodeApi, marks: FileMarks | None = None) -> None:
         self.api = api
+        self.marks = marks  # the front's: checked against the node's key as it starts (None: not checked)
 
     async def start(self) -> None:
         await self.api.start()
+        if self.marks is not None:
+            await self._check_key(self.marks)
+
+    async def _check_key(self, marks: FileMarks) -> None:
+        """Refuse to start with a key of the front's file names that is not the node's: the node would refuse
+        (403) every charge of a user's file the front stores.  The node proves its key on a fresh challenge
+        (`FileMarks.proof`).  A node that cannot answer the check (one that does not answer yet, or an xsc without
+        it) is not checked: the front starts, and says so."""
+        challenge = secrets.token_hex(CHALLENGE_HEX // 2)
+        try:
+            async with asyncio.timeout(KEY_CHECK_SECONDS):
+                answer = await self.api.call("POST", "/v1/s3/marks/proof", body={"challenge": challenge})
+        except (XscError, TimeoutError) as err:
+            log.warning("could not check this front's s3-files.key against the node's: %s",
+                        str(err) or f"no answer in {KEY_CHECK_SECONDS:.0f} s")
+            return
+        proof = answer.get("proof") if isinstance(answer, dict) else None
+        if isinstance(proof, str) and hmac.compare_digest(proof.encode(), marks.proof(challenge).encode()):
+            return
+        here = str(marks.path or "this front's s3-files.key")
+        raise ConfigError(f"{here} is not the key of the node at {self.api.url}: the node would refuse (403) to charge "
+                          "a user for any file this front stores",
+                          hint=f"copy the node's key here: scp {urlsplit(self.api.url).hostname}:NODE_DATA_DIR/"
+                               f"s3-files.key {shlex.quote(here)}, then start xsc s3 serve again")
 
     async def close(self) -> None:
         await self.api.close()

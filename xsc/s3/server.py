@@ -557,8 +557,8 @@ async def serve(front: S3Front, host: str, port: int, limits: ConnectionLimits, 
             log.warning("stopping at once: the reconcile is cut short (the next start finishes it)")
 
     on_signals(stop, force, stopping)
-    await front.node.start()
     try:
+        await front.node.start()  # its key checked against the node's (RemoteNode): refused, what it opened is closed
         if not await unless_set(_reconcile_first(front), forced) or stop.is_set():
             return  # stopped while it reconciled: it never listens
         runner = await listen(front, host, port, limits)

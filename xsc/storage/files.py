@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -186,6 +186,43 @@ def _not_located(peers: Any, unreached: list[str], action: str) -> NotFound:
                          "(`xsc health status` shows it), or check the capability")
 
 
+SEARCHES_AGAIN = 3  # searches made again past the nodes that named a file's shares and sent no manifest of it
+NONE_FOUND = "(none found)"  # the node of a share a search found no node holding
+
+
+async def _searched(service: StorageService, locator: Locator, cap: Capability, search: bool, action: str,
+                    passed_over: frozenset[str]) -> tuple[dict, list[str], bytes]:
+    """StorageService.located of a file this node did not place: its shares where the locator finds them (shares
+    nobody was found holding count as missing), with the manifest as a holder sent it when this node has none
+    (checked against the capability by the gateway).  When no node that said it holds a share sent this file's
+    manifest, one may have lied to shadow the holders: the search is made again with their word heard last, at most
+    SEARCHES_AGAIN times (many colluding liars could name a new batch each time), then refused as any search that
+    finds no manifest."""
+    si = cap.storage_index
+    own = await in_pool(service.pool, service.store.manifest, si)
+    for again in range(SEARCHES_AGAIN + 1):
+        found = await locator.locate(si, search, passed_over)
+        names = [found.get(s, "") for s in range(6)]
+        holders = {s: service.holder(node) if node else UnknownNode(None) for s, node in enumerate(names)
+                   if node != service.me}
+        silent: list[str] = []
+        manifest = own or await _manifest_from(holders, names, cap, silent)
+        said = {node for node in names if node and node != service.me} - set(silent) - passed_over
+        if own or not search or not said or manifest is not None and manifest_hash(manifest) == cap.manifest_hash:
+            break
+        if again == SEARCHES_AGAIN:
+            log.warning("node(s) %s sent no manifest of %s, nor did those passed over before them (%s): no more "
+                        "searches", ", ".join(sorted(said)), si.hex(), ", ".join(sorted(passed_over)))
+            break
+        log.info("node(s) %s sent no manifest of %s: searching again without their word", ", ".join(sorted(said)),
+                 si.hex())
+        locator.forget(si)
+        passed_over |= said
+    if manifest is None:
+        raise _not_located(service.peers, [*locator.forget(si), *silent], action)
+    return holders, [node or NONE_FOUND for node in names], manifest
+
+
 class StorageService:
     def __init__(self, *, gateway: Gateway, deals: StorageDeals, market: MarketService, dealing: Dealing,
                  ledger: LedgerService, payer: Identity, me: str, peers: Any | None, holder_for: Callable[..., Any],
@@ -243,32 +280,12 @@ class StorageService:
     async def located(self, cap: Capability, search: bool = True, action: str = "get",
                       passed_over: frozenset[str] = frozenset()) -> tuple[dict, list[str] | None, bytes | None]:
         """(holders, names, manifest) of a file's shares: from this node's record if it placed the file, else as
-        the locator finds them (shares nobody was found holding count as missing), with the manifest as a holder
-        sent it when this node has none (checked against the capability by the gateway).  `action`: what the user
-        asked for, named in the refusal of a file found nowhere.  `passed_over`: as in Locator.locate."""
-        si = cap.storage_index
-        record = await in_pool(self.pool, self.store.file_record, si)
+        the locator finds them (`_searched`).  `action`: what the user asked for, named in the refusal of a file
+        found nowhere.  `passed_over`: as in Locator.locate."""
+        record = await in_pool(self.pool, self.store.file_record, cap.storage_index)
         if record is not None and record.get("capability") == str(cap) or self.locator is None:
             return (*self.holders_of(record), None)
-        found = await self.locator.locate(si, search, passed_over)
-        names = [found.get(s, "") for s in range(6)]
-        holders = {s: self.holder(node) if node else UnknownNode(None) for s, node in enumerate(names)
-                   if node != self.me}
-        manifest = await in_pool(self.pool, self.store.manifest, si)
-        silent: list[str] = []
-        if manifest is None:
-            manifest = await _manifest_from(holders, names, cap, silent)
-            said = {node for node in names if node and node != self.me} - set(silent) - passed_over
-            if search and said and (manifest is None or manifest_hash(manifest) != cap.manifest_hash):
-                # No node that said it holds a share sent this file's manifest: one may have lied to shadow the
-                # holders, so the search is made again with their word heard last.
-                log.info("node(s) %s sent no manifest of %s: searching again without their word",
-                            ", ".join(sorted(said)), si.hex())
-                self.locator.forget(si)
-                return await self.located(cap, search, action, passed_over | said)
-        if manifest is None:
-            raise _not_located(self.peers, [*self.locator.forget(si), *silent], action)
-        return holders, [node or "(none found)" for node in names], manifest
+        return await _searched(self, self.locator, cap, search, action, passed_over)
 
     def has_peers(self) -> bool:
         return self.peers is not None and bool(self.peers.peers())
@@ -708,8 +725,7 @@ async def _open(service: StorageService, cap: Capability, byte_range: tuple[int,
             if manifest is None or service.locator is None:
                 raise
             service.locator.forget(cap.storage_index)  # the hint fell short: search again next time
-            failed = {names[s] for s in err.details.get("missing_shares", ()) if s < len(names or ())}
-            failed -= {service.me, "(none found)", *passed_over}
+            failed = _not_given(service, names, err.details.get("missing_shares", ())) - passed_over
             if not failed or passed_over:
                 raise
             log.warning("node(s) %s did not give shares of %s they said they hold: searching again without their "
@@ -727,8 +743,7 @@ async def _checked(service: StorageService, cap: Capability, action: str, report
     if manifest is None and not reports:
         return holders, names, manifest, []
     checked = await service.gateway.check(cap, holders, names, manifest)
-    failed = {names[r.share] for r in checked if r.status != "ok"} - {service.me, "(none found)"} \
-        if manifest is not None and names else set()
+    failed = set() if manifest is None else _not_given(service, names, [r.share for r in checked if r.status != "ok"])
     if failed:
         again = await service.located(cap, action=action, passed_over=frozenset(failed))
         if again[1] != names:
@@ -737,6 +752,11 @@ async def _checked(service: StorageService, cap: Capability, action: str, report
             holders, names, manifest = again
             checked = await service.gateway.check(cap, holders, names, manifest)
     return holders, names, manifest, checked
+
+
+def _not_given(service: StorageService, names: list[str] | None, shares: Iterable[int]) -> set[str]:
+    """The other nodes a search named (`names`) as holding `shares` of a file, which did not give them intact."""
+    return {names[s] for s in shares if s < len(names)} - {service.me, NONE_FOUND} if names else set()
 
 
 def _within(err: MarketNoDeal, filters: str) -> MarketNoDeal:

@@ -267,6 +267,12 @@ async def expire_uploads(request: web.Request) -> web.Response:
     return json_response({"garbage": await _call(request, _index(request).expire_uploads)})
 
 
+@routes.post("/v1/s3/marks/proof")
+async def marks_proof(request: web.Request) -> web.Response:
+    """The node's s3-files.key proven on a front's challenge (`FileMarks.proof`): `xsc s3 serve` checks its copy."""
+    return json_response({"proof": _index(request).marks.proof((await _json(request)).get("challenge"))})
+
+
 @routes.get("/v1/s3/export")
 async def export(request: web.Request) -> web.Response:
     return json_response(await _call(request, backup.export_here, _index(request), request.app[NODE].s3_accounts))
