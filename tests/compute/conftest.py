@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import pytest_asyncio
 
@@ -29,9 +31,19 @@ def xsc_node(cli_node):
 # A file whose tests each send their own requests to a node of the default configuration, and assert nothing of what
 # another test left on it, shares one node: file_node.  A test that takes it (or file_compute_node) runs on the
 # file's event loop, where that node runs.
+# The mark is put on the test's definition too, before pytest-asyncio parametrizes its loop by it: parametrized at
+# function scope, the loop (and every module fixture on it) would be set up again for each test.
+FILE_LOOP_FIXTURES = {"file_node", "file_compute_node"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if FILE_LOOP_FIXTURES & set(metafunc.fixturenames) and inspect.iscoroutinefunction(metafunc.function):
+        metafunc.definition.add_marker(pytest.mark.asyncio(loop_scope="module"), append=False)
+
+
 def pytest_itemcollected(item: pytest.Item) -> None:
-    if {"file_node", "file_compute_node"} & set(getattr(item, "fixturenames", ())) and item.get_closest_marker(
-            "asyncio"):
+    if FILE_LOOP_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("asyncio"):
         item.add_marker(pytest.mark.asyncio(loop_scope="module"), append=False)  # before the one of asyncio_mode
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
