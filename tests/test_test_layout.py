@@ -1,9 +1,11 @@
 """The tests' own house rule: shared helpers live in tests/support, and no test imports a conftest or another
-test folder's modules (so a folder can move with its package)."""
+test folder's modules (so a folder can move with its package); a node a file's tests share is started once for it."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.support.source import statements
@@ -48,3 +50,16 @@ def test_test_folders_hold_only_tests_and_conftests() -> None:
                if "support" not in p.relative_to(TESTS).parts
                and not (p.name.startswith("test_") or p.name in ("conftest.py", "__init__.py"))]
     assert helpers == [], f"move these helpers to tests/support: {helpers}"
+
+
+def test_a_node_the_tests_of_a_file_share_is_set_up_once_for_the_file() -> None:
+    """tests/compute/conftest.py puts the tests that take file_node on the file's event loop: pytest-asyncio must
+    parametrize their loop at module scope, or the loop and the node on it are set up again for each test."""
+    plan = subprocess.run([sys.executable, "-m", "pytest", "-q", "--setup-plan", "-p", "no:cacheprovider",
+                           "tests/compute/test_compute_provenance.py"], cwd=TESTS.parent, capture_output=True,
+                          text=True, timeout=120)
+    lines = plan.stdout.splitlines()
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert sum("(fixtures used:" in line and "file_node" in line for line in lines) > 1, plan.stdout
+    assert [line.split() for line in lines if line.split()[:3] == ["SETUP", "M", "file_node"]] == [
+        ["SETUP", "M", "file_node", "(fixtures", "used:", "tmp_path_factory)"]], plan.stdout

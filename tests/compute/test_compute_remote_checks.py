@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+import pytest_asyncio
 
 from tests.support.compute import deploy, invoke, module_id, peer_with_provider, values, wasm
 from tests.support.nodes import close_node
@@ -44,6 +45,18 @@ async def _pair(node_factory, check_rate: float):
                                  compute={"check_rate": check_rate})
     await peer_with_provider(gateway, provider)
     return gateway, provider, await deploy(gateway, "add")
+
+
+# The tests that change neither node and count the checks their own calls made share one pair, checking no call
+# unasked (tests/compute/conftest.py).
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def unchecked_pair(file_nodes):
+    return await _pair(file_nodes, check_rate=0)
+
+
+def _checks_since(gateway, before: dict[str, int]) -> dict[str, int]:
+    """How much each of the gateway's check counts grew since it counted `before`."""
+    return {name: count - before.get(name, 0) for name, count in _checks(gateway).items()}
 
 
 async def _add(gateway, module: str, a: int, b: int, **options) -> tuple[int, dict]:
@@ -124,12 +137,14 @@ async def _peer_get(node, sender: Identity, path: str) -> tuple[int, dict]:
     return response.status, await response.json()
 
 
-async def test_an_honest_remote_run_is_checked_kept_and_shown_on_the_gateway(node_factory) -> None:
-    gateway, provider, module = await _pair(node_factory, check_rate=0)
+async def test_an_honest_remote_run_is_checked_kept_and_shown_on_the_gateway(unchecked_pair) -> None:
+    gateway, provider, module = unchecked_pair
+    before = _checks(gateway)
     status, body = await _add(gateway, module, 1, 2, verify=True)
     provider_id = provider.app[NODE].peers.identity.id
     assert status == 200 and body["provider"] == provider_id and body["verified"] is True, body
-    assert _checks(gateway) | {"checked": 1, "held": 1, "struck": 0} == _checks(gateway)
+    grown = _checks_since(gateway, before)
+    assert grown | {"checked": 1, "held": 1, "struck": 0} == grown
     shown = await gateway.get(f"/v1/compute/provenance/{body['provenance']}")
     signed = await shown.json()
     assert shown.status == 200 and signed["record"]["node"] == provider_id, signed
@@ -137,21 +152,23 @@ async def test_an_honest_remote_run_is_checked_kept_and_shown_on_the_gateway(nod
     # A run not checked: its record fetched from its provider when asked for.
     status, body = await _add(gateway, module, 2, 3)
     assert status == 200 and values(body) == [5] and "verified" not in body, body
-    assert _checks(gateway)["checked"] == 1
+    assert _checks_since(gateway, before)["checked"] == 1
     shown = await gateway.get(f"/v1/compute/provenance/{body['provenance']}")
     signed = await shown.json()
     assert shown.status == 200 and signed["record"]["node"] == provider_id, signed
     assert signed["record"]["results"] == body["results"]
 
 
-async def test_a_remote_wasi_run_and_a_trap_are_checked(node_factory) -> None:
-    gateway, _, _ = await _pair(node_factory, check_rate=0)
+async def test_a_remote_wasi_run_and_a_trap_are_checked(unchecked_pair) -> None:
+    gateway, _, _ = unchecked_pair
+    before = _checks(gateway)
     hello, traps = await deploy(gateway, "wasi_hello", wasi=True), await deploy(gateway, "traps")
     status, body = await invoke(gateway, hello, "args", "a", "b", wasi=True, fuel=FUEL, verify=True)
     assert status == 200 and body["stdout"] == f"{hello}\na\nb\n" and body["verified"] is True, body
     status, problem = await invoke(gateway, traps, "unreachable", fuel=FUEL, verify=True)
     assert status == 422 and problem["kind"] == "unreachable" and problem["verified"] is True, problem
-    assert _checks(gateway) | {"checked": 2, "held": 2, "struck": 0} == _checks(gateway)
+    grown = _checks_since(gateway, before)
+    assert grown | {"checked": 2, "held": 2, "struck": 0} == grown
 
 
 async def test_a_provider_answering_other_results_than_its_record_signs_is_struck_and_not_paid(
@@ -232,9 +249,9 @@ async def test_a_provider_whose_record_is_altered_or_withheld_is_struck(node_fac
     assert _checks(gateway)["struck"] == 1
 
 
-async def test_a_record_is_shown_to_the_node_that_paid_for_its_run_alone(node_factory) -> None:
-    gateway, provider, module = await _pair(node_factory, check_rate=0)
-    status, body = await _add(gateway, module, 1, 2)
+async def test_a_record_is_shown_to_the_node_that_paid_for_its_run_alone(unchecked_pair) -> None:
+    gateway, provider, module = unchecked_pair
+    status, body = await _add(gateway, module, 3, 4)
     assert status == 200, body
     path = PROVENANCE_PATH.format(id=body["provenance"])
     status, signed = await _peer_get(provider, gateway.app[IDENTITY], path)

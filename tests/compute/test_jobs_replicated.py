@@ -8,15 +8,17 @@ import asyncio
 import contextlib
 import hashlib
 import re
+from collections import Counter
 from decimal import Decimal
 
 import click
 import pytest
+import pytest_asyncio
 
 from tests.support.cli import error_line, ok, xsc_in_process
 from tests.support.compute import deploy, peer_with_provider
 from tests.support.jobs import (QUIET, balances, countersigning_the_cap, network, owed_paid, read_file, reading,
-                                restarted, run_job, settle, verified)
+                                restarted, run_job, settle, settled, verified)
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc.compute import hosted_jobs, remote_tabs, sent_jobs
@@ -43,6 +45,26 @@ def _jobs_paid_on(provider) -> list[str]:
     """The job ids of the runs a provider recorded."""
     records = provider.app[NODE].compute.recent_provenance(10_000)
     return [r["record"]["job"]["id"] for r in records if "job" in r["record"]]
+
+
+def _runs_since(provider, before: list[str]) -> list[str]:
+    """The job ids of the runs `provider` recorded since it had recorded `before` (its _jobs_paid_on then), sorted."""
+    return sorted((Counter(_jobs_paid_on(provider)) - Counter(before)).elements())
+
+
+# The tests that change none of its nodes (no patch, stop or strike), ask their own jobs and count balances and runs
+# from what they started with share one network: a gateway and three providers (tests/compute/conftest.py).
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def three_providers(file_nodes):
+    return await network(file_nodes, providers=3)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def shared(three_providers):
+    """The file's network, with every tab a test before left open paid."""
+    gateway, providers = three_providers
+    await settled(gateway)
+    return gateway, providers
 
 
 def _hinted(said: str, after: str) -> list[str]:
@@ -96,10 +118,11 @@ def _other_stdout_on(monkeypatch, liar) -> None:
 
 
 async def test_100_deterministic_jobs_on_three_replicas_agree_and_each_provider_is_paid_once_per_job(
-        node_factory) -> None:
-    gateway, providers = await network(node_factory, providers=3)
+        shared) -> None:
+    gateway, providers = shared
     module = await deploy(gateway, "sha256", wasi=True)
     before = [balances(gateway, p) for p in providers]
+    ran_before = [_jobs_paid_on(p) for p in providers]
     charges = {p.app[IDENTITY].id: 0 for p in providers}
     ids = []
     for n in range(100):
@@ -115,8 +138,8 @@ async def test_100_deterministic_jobs_on_three_replicas_agree_and_each_provider_
             charges[r["provider"]] += r["charge"]
         assert job["charged"] == sum(r["charge"] for r in job["replicas"])
         ids.append(job["run"])  # what its providers know it as
-    for provider in providers:
-        assert sorted(_jobs_paid_on(provider)) == sorted(ids)  # each ran every job, once
+    for provider, earlier in zip(providers, ran_before):
+        assert _runs_since(provider, earlier) == sorted(ids)  # each ran every job, once
     await settle(gateway)
     paid = before[0][0] - balances(gateway, providers[0])[0]
     assert paid == sum(charges.values())
@@ -356,8 +379,8 @@ async def test_a_replica_the_start_fails_to_reach_once_is_asked_again_and_paid_o
     await _done_each_replica_run_and_paid_once(gateway, providers, before, job)
 
 
-async def test_a_job_that_is_not_deterministic_is_refused_for_replication_up_front(node_factory) -> None:
-    gateway, _ = await network(node_factory, providers=1)
+async def test_a_job_that_is_not_deterministic_is_refused_for_replication_up_front(shared) -> None:
+    gateway, _ = shared
     module = await deploy(gateway, "outputs", wasi=True)
     status, problem = await run_job(gateway, {"module": module, "replicas": 3})
     assert status == 400 and "only a deterministic job can be replicated" in problem["detail"], problem
@@ -598,8 +621,8 @@ async def test_replicas_pass_over_a_provider_that_wanted_prepayment_as_a_single_
     assert _prepayment_refusals(stingy) == 1  # never asked again
 
 
-async def test_the_cli_counts_a_job_of_one_replica_as_one(node_factory) -> None:
-    gateway, _ = await network(node_factory, providers=1)
+async def test_the_cli_counts_a_job_of_one_replica_as_one(shared) -> None:
+    gateway, _ = shared
     module = await deploy(gateway, "sha256", wasi=True)
     ran = await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), "compute", "run", module,
                                   "--no-stdin", "--deterministic", "--replicas", "1",
@@ -630,11 +653,12 @@ async def test_a_replicated_job_lost_to_a_refusal_for_want_of_prepayment_names_t
 
 
 async def test_a_job_asked_again_with_other_replicas_or_agreement_is_another_job_whose_runs_are_the_same(
-        node_factory) -> None:
+        shared) -> None:
     """The guarantee is part of what was asked: the same job with other --replicas or --agree is another job (its
     own id, record and replays), never refused nor answered from a record made with another guarantee.  What runs
     is the same: each provider is sent the same job id, so the same clocks and random."""
-    gateway, providers = await network(node_factory, providers=3)
+    gateway, providers = shared
+    ran_before = [_jobs_paid_on(p) for p in providers]
     module = await deploy(gateway, "clock_random", wasi=True)
     single = {"module": module, "deterministic": True}
     status, once = await run_job(gateway, single)
@@ -663,7 +687,7 @@ async def test_a_job_asked_again_with_other_replicas_or_agreement_is_another_job
     assert sum(Decimal(words[2]) for words in lines) == Decimal(format_credits(shown["charge"]))
     status, again = await run_job(gateway, single)
     assert status == 201 and again["replayed"] and again["id"] == once["id"] and "replicas" not in again, again
-    ran = [job for provider in providers for job in _jobs_paid_on(provider)]
+    ran = [job for provider, earlier in zip(providers, ran_before) for job in _runs_since(provider, earlier)]
     assert ran == [once["id"]] * (1 + 3 + 3 + 2)  # every run is the job's run, as its providers know it
 
 

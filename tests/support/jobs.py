@@ -75,6 +75,13 @@ async def settle(gateway) -> None:
     paid.gateway_tabs.start()
 
 
+async def settled(gateway) -> None:
+    """settle, and until no tab is left pending: a gateway a test shares with others, handed to it with nothing owed
+    from before, so that its balances move by that test's own jobs alone."""
+    await settle(gateway)
+    await eventually_async(lambda: gateway.app[NODE].ledger.pending() == [], "every tab paid or refused", 30)
+
+
 def balances(gateway, provider) -> tuple[int, int]:
     """The gateway's user's balance (it pays) and the provider's node's (it is paid)."""
     return (gateway.app[NODE].ledger.store.state(gateway.app[CLIENT_IDENTITY].public_key).balance,
