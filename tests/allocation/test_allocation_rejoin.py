@@ -45,10 +45,15 @@ def _whole(stamps: list[Stamp]) -> bool:
 
 async def test_a_restarted_node_rejoins_by_fork_gives_its_old_id_back_and_the_allocation_converges(make_config) -> None:
     # b is c's only provider (a offers no storage): what is checked is the rejoin, not how two providers share.
-    configs = {name: make_config(name, **QUIET) for name in "bc"}
+    # a alone seeds the id space: b and c, each alone until the test peers them, would seed their own too once
+    # their fork wait passed (one whole id each, never to add up), so theirs outlasts the test and they fork from a.
+    configs = {name: make_config(name, **{**QUIET, "market": {**QUIET["market"], "allocation_fork_wait": 600}})
+               for name in "bc"}
     configs["a"] = make_config("a", **{**QUIET, "market": {**QUIET["market"], "offer_storage": False}})
-    nodes = {name: await serve(configs[name]) for name in "abc"}
+    nodes = {"a": await serve(configs["a"])}
     try:
+        await eventually_async(lambda: nodes["a"].app[NODE].allocation.stamp is not None, "a to seed the ITC id")
+        nodes.update({name: await serve(configs[name]) for name in "bc"})
         a, b, c = nodes["a"], nodes["b"], nodes["c"]
         await a.app[NODE].peers.add(b.app[NODE].peers.url)
         await a.app[NODE].peers.add(c.app[NODE].peers.url)

@@ -6,6 +6,7 @@ hangs, not timing assertions)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -107,6 +108,9 @@ class _Peers:
     """The peer service as audits see it: every node known, at a URL, and up by its probes."""
 
     directory = {"b": object()}
+
+    def peers(self) -> list:
+        return []
 
     def availability(self, node: str):
         return SimpleNamespace(up=True, last_audit=None)
@@ -437,6 +441,36 @@ async def test_a_holder_of_one_share_among_thousands_is_audited_in_the_next_roun
         audits.audit_share = audit_share
         await audits.audit_round()
     assert sorted(set(audited)) == ["b", "c"] and len(audited) == 4
+
+
+async def test_a_file_under_repair_is_not_queued_again_by_the_marks_that_repair_clears(tmp_path: Path) -> None:
+    """The watch passes over the damage marks of a file whose repair is under way (or ended while they were read):
+    the repair clears them, and a second one right after it would find nothing to do but a holder restarting."""
+    async with _one_share_on_a_holder(tmp_path) as (gateway, audits, _, _, si):
+        gateway.store.mark_damaged(si, 0, "bad blocks in segments [1]", "b")  # as a get that found them marks it
+        release, repaired = asyncio.Event(), []
+
+        async def repair(cap):
+            await release.wait()
+            gateway.store.clear_damage(si, 0)
+            repaired.append(cap.storage_index)
+            return {"repaired": [0]}
+
+        audits.repair = repair
+        repairs = asyncio.ensure_future(audits.loops()["repairs"]())  # takes up the marked file at once
+        try:
+            await eventually_async(lambda: audits.status()["repairing"] == si.hex(), "the repair under way")
+            await audits.watch()  # the mark is still there: the repair has not cleared it yet
+            assert audits.status()["repair_queue"] == 0
+            release.set()
+            await eventually_async(lambda: repaired and audits.status()["repairing"] is None, "the repair ended")
+            await audits.watch()
+            assert audits.status()["repair_queue"] == 0 and repaired == [si]
+            gateway.store.mark_damaged(si, 0, "bad blocks in segments [2]", "b")  # found after that repair
+            await audits.watch()
+            assert audits.status()["repair_queue"] == 1
+        finally:
+            repairs.cancel()
 
 
 async def test_a_share_whose_lease_ended_is_neither_audited_nor_repaired(tmp_path: Path) -> None:

@@ -474,8 +474,9 @@ def test_holders_that_answer_wrong_blocks_leave_a_get_exact_and_are_reported(tmp
         shares = _check(gateway, cap)["shares"]
         assert [s["share"] for s in shares if s["status"] != "ok"] == [flipped]
         assert "segments [1]" in shares[flipped]["detail"], shares[flipped]
-        eventually(lambda: all(s["status"] == "ok" for s in _check(gateway, cap)["shares"]),
-                   "the reported share rebuilt by the repair it queued", 60)
+        eventually(lambda: _repairs_ended(gateway, si) == [[flipped]]
+                   and all(s["status"] == "ok" for s in _check(gateway, cap)["shares"]),
+                   "the reported share rebuilt by the repair it queued, and that repair ended", 60)
 
         bad = [s for s in range(6) if holder(cap, s) is not gateway][:3]  # three bad shares of segment 6
         for share in bad:
@@ -499,6 +500,17 @@ def test_holders_that_answer_wrong_blocks_leave_a_get_exact_and_are_reported(tmp
         assert all(s["status"] == "ok" for s in _check(gateway, cap)["shares"])
     finally:
         kill_all(started)
+
+
+def _repairs_ended(node, si: bytes) -> list[list[int]] | None:
+    """The shares each repair of the file rebuilt (its gateway's `recent_repairs`), once none of it is queued or
+    under way; None while one is."""
+    status, body = api(node, "GET", "/v1/node/status")
+    assert status == 200, body
+    audits = body["audits"]
+    if audits["repairing"] == si.hex() or audits["repair_queue"]:
+        return None
+    return [r["repaired"] for r in audits["recent_repairs"] if r["storage_index"] == si.hex() and r["ok"]]
 
 
 def _check(node, cap: str) -> dict:

@@ -1254,8 +1254,15 @@ def _idle_pipes() -> _IdlePipes:
 
 
 def _remove(*paths: Path | None) -> None:
+    """Each file emptied, then removed: a handle on it still open (wasmtime's on a run's stdin may be closed a moment
+    after the run has ended, on a busy machine) would hold its room on disk until then, where the next caller needs
+    it."""
     for path in paths:
         if path is not None:
+            try:
+                os.truncate(path, 0)
+            except OSError:
+                pass  # gone already, or not ours to empty: removed all the same
             try:
                 path.unlink(missing_ok=True)
             except OSError:

@@ -88,7 +88,10 @@ class SpotChecks:
                        "skipped": 0, "saturated": 0, "unwritten": 0}
 
     def status(self) -> dict[str, int]:
-        return {**self.counts, "checking": len(self._tasks), **self.owed.status()}
+        # A check that has ended is no longer under way, though its task leaves `_tasks` a turn of the loop later
+        # (its done callback): counted until then, the status would show it beside the counts it settled.
+        checking = sum(not task.done() for task in self._tasks)
+        return {**self.counts, "checking": checking, **self.owed.status()}
 
     def _draw(self) -> int:
         """Calls until the next one checked: geometric at `rate` (each call checked with that chance)."""

@@ -141,6 +141,7 @@ class AuditService:
                        "damage_reports": 0, "repairs": 0, "repairs_failed": 0}
         self.last_round: dict | None = None
         self.repairing: str | None = None
+        self._touched: set[bytes] = set()  # files whose repair began or ended since the watch began reading marks
         self.recent: deque[dict] = deque(maxlen=RECENT)
 
     def _record_audit(self, node: str, ok: bool, detail: str) -> None:
@@ -346,9 +347,14 @@ class AuditService:
         if failing:
             await self._queue_files_on(failing)
         # A get, a verify or this node's scrubber that found bad blocks marked the share damaged: nothing else queues
-        # its file (a marked share is audited no more).  One waiting to be retried keeps to its time.
-        for si in await self._run(self.gateway.store.damaged_files):
-            if si not in self._retry:
+        # its file (a marked share is audited no more).  One waiting to be retried keeps to its time.  One whose
+        # repair is under way, or began or ended while the marks were read, is passed over: its marks are that
+        # repair's to clear, and a repair again right after it finds nothing to do but a holder that happens to be
+        # restarting, whose share it would move.  A mark that repair leaves is seen by the next watch.
+        self._touched.clear()
+        marked = await self._run(self.gateway.store.damaged_files)
+        for si in marked:
+            if si not in self._retry and si not in self._touched and si.hex() != self.repairing:
                 self.queue(si, "a share of it is marked damaged")
         now = time.monotonic()
         for si, (due, _) in list(self._retry.items()):
@@ -366,12 +372,20 @@ class AuditService:
                 self.queue(si, f"node {node}: {why}")
 
     async def repair_one(self, si: bytes) -> dict | None:
+        self.repairing = si.hex()  # from the moment it leaves the queue (see `watch`)
+        self._touched.add(si)
+        try:
+            return await self._repair_one(si)
+        finally:
+            self.repairing = None
+            self._touched.add(si)
+
+    async def _repair_one(self, si: bytes) -> dict | None:
         record = await self._run(self.gateway.store.file_record, si)
         if record is None or leases.file_expired(record, int(time.time())):
             self._retry.pop(si, None)
             return None  # removed meanwhile, or every lease of it ended: nothing to keep whole
         entry: dict[str, Any] = {"time": _now_iso(), "storage_index": si.hex(), "name": record.get("name", "")}
-        self.repairing = si.hex()
         try:
             result = await self.repair(Capability.parse(record["capability"]))
         except Exception as err:
@@ -385,8 +399,6 @@ class AuditService:
                 log.exception("repair of %s failed (attempt %d, next in %.0f s)", si.hex(), attempts, wait)
             self.recent.append({**entry, "ok": False, "error": str(err)[:300]})
             return None
-        finally:
-            self.repairing = None
         self._retry.pop(si, None)
         repaired = result.get("repaired") or []
         before, after = record.get("placement") or [], result.get("placement") or []
