@@ -44,7 +44,7 @@ from ..config import MarketSection
 from ..identity import Identity, parse_public_id
 from ..net.peer_client import dumps
 from .core.backing import backed
-from .clearing import ShownClearing
+from .clearing import ShownClearing, weighed
 from .core.book import MarketCommitment, sign_commitment
 from .core.models import Ask, Bid, offer_asks
 from .lookup import ProviderLookup, providers_in
@@ -68,6 +68,8 @@ class PeerView(Protocol):
     def get(self, node_id: str) -> Any: ...
     def state_version(self) -> tuple: ...
     def ups_version(self) -> int: ...
+    def flips_version(self) -> tuple: ...  # (these two optional: a view without them is looked at whole)
+    def flipped_since(self, version: tuple) -> set[str] | None: ...
     def known(self, node_id: str) -> bool: ...
     def availability(self, node_id: str) -> Any: ...
     def up(self, node_id: str) -> bool: ...
@@ -434,11 +436,7 @@ class MarketService:
         out = {self.me: Decimal(1)}
         if self.peers is not None:
             for d in self.peers.peers():
-                a = self.peers.availability(d.id)
-                if a.up is False:
-                    out[d.id] = Decimal(0)
-                else:
-                    out[d.id] = Decimal(str(round(a.ratio_1h, 4))) if a.ratio_1h is not None else Decimal(1)
+                out[d.id] = weighed(self.peers.availability(d.id))
         self._availability = (state, out)
         return dict(out)
 
