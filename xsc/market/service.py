@@ -50,7 +50,7 @@ from .core.models import Ask, Bid, offer_asks
 from .lookup import ProviderLookup, providers_in
 from .needs import NeedRegistry
 from .prices import Prices
-from .recognition import Recognition, check_weight
+from .recognition import Recognition, RecognisingMe, check_weight
 from .replication import BookReplication
 from .store import MarketStore
 from .core.pricing import PricingPolicy, ask_price
@@ -123,6 +123,7 @@ class MarketService:
         self.prices = Prices(db, config.bucket_seconds)  # the clearing prices seen, for `xsc market prices`
         self.shown = ShownClearing(self)  # the clearing `xsc market book` and `xsc market prices` show
         self._interests: tuple | None = None  # (what they were made of, what `interests` made of it)
+        self._recognising = RecognisingMe(self.me, self.replication)
         self._changed = asyncio.Event()
         self._announce = False  # the offer published at start differs from the one the peers hold
         # Who subscribed to its commitment (the allocation service's): who gets ours, whose we want.  None: every peer.
@@ -325,10 +326,11 @@ class MarketService:
         mine = self.recognition()  # what it publishes next (the book's copy may lag a new peer)
         offered = frozenset(a.slot.kind for a in (mine_mc.asks if mine_mc is not None else self.own_asks()))
         recognisers = frozenset() if self.subscribers is None else self.subscribers.recognisers(now_ms())
-        # Made again only when what they are made of changed: asked three times a second, made of the whole book.
+        # Made again only when what they are made of changed (asked three times a second), of the commitments of
+        # those this node recognises and of those recognising it, kept with the book's changes.
         made_of = (self.version, tuple(mine.items()), offered, recognisers)
         if self._interests is None or self._interests[0] != made_of:
-            theirs = {p: weights for p, weights in self.book.recognition().items() if p != self.me}
+            theirs = self._recognising.theirs(mine)
             self._interests = (made_of, interests(self.me, mine, theirs, offered, recognisers))
         return {p: t for p, t in self._interests[1].items() if self.peers is None or self.peers.known(p)}
 
