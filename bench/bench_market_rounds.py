@@ -15,6 +15,9 @@ to a raw step measured in the same run: `sorted()` of the book's orders by (pric
   - round after one offer re-signed: one peer's commitment taken again with the same orders (a new stamp), then
     `now()` (what an idle network's rounds cost: every offer is re-signed to stay current);
   - round after one offer changed: one peer's new commitment taken into the book, then `now()`;
+  - round after a probe round, no flip: every peer's probe history moved, none came up or went down, then `now()`
+    (what every probe interval costs);
+  - round after one peer's probe flipped: a probe round in which one peer went down or came back up, then `now()`;
   - full clearing from scratch: who takes part and the clearing made anew (a new `ShownClearing`).
 
 `--profile` prints where the round after one change spends its time at the largest size.
@@ -49,28 +52,47 @@ START = 10**12  # ms: the clock the market reads (held still: no offer goes stal
 
 
 class _Peers:
-    """Every participant a known peer, up."""
+    """Every participant a known peer, up until a probe round finds it down; a probe round moves every peer's history
+    (the state version) and, as the node's peer service does, says which peers came up or went down."""
 
     def __init__(self, ids: list[str]) -> None:
         self.ids = set(ids)
+        self.down: set[str] = set()
+        self.probes = 0  # probe rounds so far
+        self.flips: list[str] = []  # the peers each flip was of, in order (its version: how many came before)
+
+    def probe_round(self, flipped: tuple[str, ...] = ()) -> None:
+        self.probes += 1
+        for p in flipped:
+            (self.down.discard if p in self.down else self.down.add)(p)
+            self.flips.append(p)
 
     def peers(self) -> list:
         return [SimpleNamespace(id=p) for p in sorted(self.ids)]
 
+    def get(self, node_id: str) -> SimpleNamespace | None:
+        return SimpleNamespace(id=node_id) if node_id in self.ids else None
+
     def state_version(self) -> tuple:
-        return (0,)
+        return (self.probes,)
+
+    def flips_version(self) -> tuple:
+        return (0, len(self.flips))
+
+    def flipped_since(self, version: tuple) -> set[str]:
+        return set(self.flips[version[1]:])
 
     def known(self, node_id: str) -> bool:
         return node_id in self.ids
 
     def availability(self, node_id: str) -> SimpleNamespace:
-        return SimpleNamespace(up=True, ratio_1h=1.0)
+        return SimpleNamespace(up=node_id not in self.down, ratio_1h=1.0)
 
     def up(self, node_id: str) -> bool:
-        return node_id in self.ids
+        return node_id in self.ids and node_id not in self.down
 
     def up_peers(self) -> list:
-        return self.peers()
+        return [d for d in self.peers() if self.up(d.id)]
 
 
 class _Backing:
@@ -155,6 +177,14 @@ def measure(n: int, repeat: int, profile: bool = False) -> dict[str, float]:
                 market.clearings()
 
             resigned = _best(resign, repeat)
+            flips = iter(range(10**6))
+
+            def probed(flipped: int) -> None:  # a probe round (every peer's history moved), then the market round
+                market.peers.probe_round(tuple(ids[(next(flips) * 7919) % n] for _ in range(flipped)))
+                market.clearings()
+
+            probed_none = _best(lambda: probed(0), repeat)
+            probed_one = _best(lambda: probed(1), repeat)
             scratch = _best(lambda: ShownClearing(market).now(), repeat)
             if profile:
                 profiler = cProfile.Profile()
@@ -165,8 +195,8 @@ def measure(n: int, repeat: int, profile: bool = False) -> dict[str, float]:
                 pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
         finally:
             market.db.close()
-    return {"raw": raw, "idle": idle, "resigned": resigned, "changed": changed, "scratch": scratch,
-            "orders": len(orders)}
+    return {"raw": raw, "idle": idle, "resigned": resigned, "changed": changed, "probed_none": probed_none,
+            "probed_one": probed_one, "scratch": scratch, "orders": len(orders)}
 
 
 def main() -> None:
@@ -186,8 +216,10 @@ def main() -> None:
             print(f"  raw: sorted() {m['orders']} orders    {raw * 1e3:8.2f} ms")
             for key, what in (("idle", "round, nothing changed"), ("resigned", "round after one offer re-signed"),
                               ("changed", "round after one offer changed"),
+                              ("probed_none", "round after a probe round, no flip"),
+                              ("probed_one", "round after one peer's probe flipped"),
                               ("scratch", "full clearing from scratch")):
-                print(f"  {what:32s} {m[key] * 1e3:8.2f} ms   = {m[key] / raw:7.2f} x raw")
+                print(f"  {what:38s} {m[key] * 1e3:8.2f} ms   = {m[key] / raw:7.2f} x raw")
                 report.add(f"{what}, {n} participants", m[key] * 1e3, "ms")
                 report.add(f"{what}, {n} participants x raw sorted()", m[key] / raw, "x")
             report.add(f"raw: sorted() the orders of {n} participants", raw * 1e3, "ms")

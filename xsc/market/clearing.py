@@ -39,6 +39,38 @@ def taking_part(market: Any, exclude: frozenset[str] = frozenset(),
     return takes_part
 
 
+def weighed(availability: Any) -> Decimal:
+    """A peer's availability (xsc.health.Availability) as matching weighs it: 0 when its last probe failed."""
+    if availability.up is False:
+        return Decimal(0)
+    return Decimal(str(round(availability.ratio_1h, 4))) if availability.ratio_1h is not None else Decimal(1)
+
+
+def _flips_version(peers: Any) -> Any:
+    """Changes whenever a peer's descriptor or its being up may have (`_flipped_since` says whose); a view of the
+    peers that keeps no such record (a test's) changes it with its whole state."""
+    if peers is None:
+        return None
+    flips = getattr(peers, "flips_version", None)
+    return flips() if flips is not None else ("all", peers.state_version())
+
+
+def _flipped_since(peers: Any, version: Any) -> set[str] | None:
+    """The peers whose descriptor or being up changed since `_flips_version(peers)` was `version` (None: unknown)."""
+    if version == _flips_version(peers):
+        return set()
+    return None if version is None or version[0] == "all" else peers.flipped_since(version)
+
+
+def _availability_of(market: Any, participant: str) -> Decimal | None:
+    """`market.availability_map()`'s entry of one participant (None: none, not a known node), made alone."""
+    if participant == market.me:
+        return Decimal(1)
+    if market.peers is None or market.peers.get(participant) is None:
+        return None
+    return weighed(market.peers.availability(participant))
+
+
 def clear_orders(*orders: Any) -> dict:
     """The clearings `clear_book(Book.orders(), me)` makes: of standing orders (`StandingOrders`, kept between rounds),
     or of (asks, bids, bucket width, the node `me`) from scratch (pure).  Every clearing the shown one is made of is
@@ -85,32 +117,43 @@ class TakingPart:
     """Those of the book `taking_part` leaves out of the shown clearing, and a version that grows whenever they change.
 
     Looked at every market round, they are made again whole (a look at every participant: with 10,000 in the book,
-    ~40 ms of CPU) only when what decides them for every participant may have changed: the peers' availability (the
-    directory, a probe, the 5-minute bucket: `peers_version`), `market.freshness`, or the time.  A change of the book
-    (a commitment taken or forgotten: a peer put in quarantine is forgotten, and is back only with a commitment taken
-    again) decides only for the participants it changed (`BookReplication.changed_since`), looked at again alone.
-    Time only ever makes an offer go stale, so the participant taking part whose offer was signed first is the next
-    whose part the clock can end: while it is still `active`, and the clock was not set back, no one's was."""
+    ~40 ms of CPU) only when the changes are not all remembered, `market.freshness` changed or the clock was set back.
+    A change of the book (a commitment taken or forgotten: a peer put in quarantine is forgotten, and is back only with
+    a commitment taken again) decides only for the participants it changed (`BookReplication.changed_since`), and one
+    of the peers only for those whose descriptor or being up changed (`PeerService.flipped_since`): a probe round
+    moves every peer's history, and changes none of this unless a peer came up or went down (a peer up at its last
+    probe has answered within the hour: its availability is not 0).  Time only ever makes an offer go stale, so the
+    participant taking part whose offer was signed first is the next whose part the clock can end: while it is still
+    `active`, and the clock was not set back, no one's was."""
 
     def __init__(self, market: Any) -> None:
         self.market = market  # xsc.market.service.MarketService
         self.version = 0
         self._left_out: frozenset[str] = frozenset()
-        self._made_of: tuple | None = None  # (the book's version, the peers', the freshness) they were made of
+        self._made_of: tuple | None = None  # (the book's version, the peers' flips', the freshness) they were made of
         self._since = 0  # ms when they were last looked at: a clock set back before it makes them again
-        self._down: set[str] = set()  # those probed down (availability 0), as the peers' version says
+        self._down: set[str] = set()  # those probed down (availability 0)
+        # Those of them whose last probe answered, down by the hour's ratio alone: only after the clock was set back
+        # behind that answer, and the clock can end it.  While there is one, so can any change of the peers' state.
+        self._odd: set[str] = set()
+        self._peers_of: tuple | None = None  # `market.peers_version()` when they were made, while there is one
         self._signed: dict[str, int] = {}  # peer taking part -> when its offer was signed
         self._by_age: list[tuple[int, str]] = []  # heap of (signed, peer), stale entries left until they surface
 
     def left_out(self) -> frozenset[str]:
         market = self.market
-        made_of = (market.version, market.peers_version(), market.config.freshness)
-        changed = None if self._made_of is None or made_of[1:] != self._made_of[1:] or now_ms() < self._since \
-            else market.replication.changed_since(self._made_of[0])
+        made_of = (market.version, _flips_version(market.peers), market.config.freshness)
+        changed = flipped = None
+        if self._made_of is not None and made_of[2] == self._made_of[2] and now_ms() >= self._since \
+                and not (self._odd and market.peers_version() != self._peers_of):
+            flipped = set() if made_of[1] == self._made_of[1] else _flipped_since(market.peers, self._made_of[1])
+            changed = None if flipped is None else market.replication.changed_since(self._made_of[0])
         if changed is None:
             self._make(made_of)
-        elif changed:
-            self._update(changed, made_of)
+        elif changed or flipped:
+            self._update(changed | flipped, flipped, made_of)
+        else:
+            self._made_of = made_of
         oldest = self._oldest()
         if oldest is not None and not market.active(oldest):
             self._make(made_of)
@@ -130,6 +173,7 @@ class TakingPart:
     def _make(self, made_of: tuple) -> None:
         market = self.market
         self._down = {p for p, a in market.availability_map().items() if a == 0}
+        self._odd = {p for p in self._down if market.peers.up(p)} if self._down else set()
         commitments = market.book.commitments()
         left_out = frozenset(c.participant for c in commitments if not self._takes_part(c.participant))
         self._signed = {c.participant: c.timestamp for c in commitments
@@ -138,8 +182,17 @@ class TakingPart:
         heapq.heapify(self._by_age)
         self._done(made_of, left_out)
 
-    def _update(self, changed: set[str], made_of: tuple) -> None:
+    def _update(self, changed: set[str], flipped: set[str], made_of: tuple) -> None:
         market = self.market
+        for p in flipped:
+            if _availability_of(market, p) == 0:
+                self._down.add(p)
+            else:
+                self._down.discard(p)
+            if p in self._down and market.peers.up(p):
+                self._odd.add(p)
+            else:
+                self._odd.discard(p)
         joined, left = set(), set()  # those no longer left out, and those left out now
         for p in changed:
             held = market.book.get(p)
@@ -157,6 +210,7 @@ class TakingPart:
 
     def _done(self, made_of: tuple, left_out: frozenset[str]) -> None:
         self._since, self._made_of = now_ms(), made_of
+        self._peers_of = self.market.peers_version() if self._odd else None
         if left_out != self._left_out:
             self._left_out = left_out
             self.version += 1

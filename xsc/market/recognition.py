@@ -255,3 +255,38 @@ class Recognition:
                          "recent": round(self.worth(peer, now)),
                          "theirs": str(theirs.recognition.get(self.me, 0)) if theirs else None})
         return rows
+
+
+class RecognisingMe:
+    """The book's participants whose commitment recognises this node (a weight above 0), kept up with the commitments
+    that changed (`BookReplication.changed_since`), the whole book looked at only when those are not all remembered:
+    the book of a large network changes at nearly every round, and who this node subscribes to where (`interests`)
+    is asked at each."""
+
+    def __init__(self, me: str, replication: Any) -> None:
+        self.me = me
+        self.replication = replication  # xsc.market.replication.BookReplication: the book and its changes
+        self._version: int | None = None  # the book's version they were kept at
+        self._them: set[str] = set()
+
+    def theirs(self, mine: Any) -> dict[str, dict[str, Decimal]]:
+        """participant -> its recognition weights, of those the book holds that `mine` (this node's weights) names or
+        that recognise this node: all of the book's that `xsc.allocation.core.subscriptions.interests` reads."""
+        replication, book = self.replication, self.replication.book
+        changed = None if self._version is None else replication.changed_since(self._version)
+        if changed is None:
+            self._them = {c.participant for c in book.commitments() if self._recognises(c)}
+        else:
+            for p in changed:
+                held = book.get(p)
+                (self._them.add if held is not None and self._recognises(held) else self._them.discard)(p)
+        self._version = replication.version
+        out = {}
+        for p in set(mine) | self._them:
+            held = book.get(p)
+            if held is not None and p != self.me:
+                out[p] = dict(held.recognition)
+        return out
+
+    def _recognises(self, commitment: Any) -> bool:
+        return commitment.participant != self.me and commitment.recognition.get(self.me, 0) > 0

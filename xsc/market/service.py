@@ -44,13 +44,13 @@ from ..config import MarketSection
 from ..identity import Identity, parse_public_id
 from ..net.peer_client import dumps
 from .core.backing import backed
-from .clearing import ShownClearing
+from .clearing import ShownClearing, weighed
 from .core.book import MarketCommitment, sign_commitment
 from .core.models import Ask, Bid, offer_asks
 from .lookup import ProviderLookup, providers_in
 from .needs import NeedRegistry
 from .prices import Prices
-from .recognition import Recognition, check_weight
+from .recognition import Recognition, RecognisingMe, check_weight
 from .replication import BookReplication
 from .store import MarketStore
 from .core.pricing import PricingPolicy, ask_price
@@ -68,6 +68,8 @@ class PeerView(Protocol):
     def get(self, node_id: str) -> Any: ...
     def state_version(self) -> tuple: ...
     def ups_version(self) -> int: ...
+    def flips_version(self) -> tuple: ...  # (these two optional: a view without them is looked at whole)
+    def flipped_since(self, version: tuple) -> set[str] | None: ...
     def known(self, node_id: str) -> bool: ...
     def availability(self, node_id: str) -> Any: ...
     def up(self, node_id: str) -> bool: ...
@@ -121,6 +123,7 @@ class MarketService:
         self.prices = Prices(db, config.bucket_seconds)  # the clearing prices seen, for `xsc market prices`
         self.shown = ShownClearing(self)  # the clearing `xsc market book` and `xsc market prices` show
         self._interests: tuple | None = None  # (what they were made of, what `interests` made of it)
+        self._recognising = RecognisingMe(self.me, self.replication)
         self._changed = asyncio.Event()
         self._announce = False  # the offer published at start differs from the one the peers hold
         # Who subscribed to its commitment (the allocation service's): who gets ours, whose we want.  None: every peer.
@@ -323,10 +326,11 @@ class MarketService:
         mine = self.recognition()  # what it publishes next (the book's copy may lag a new peer)
         offered = frozenset(a.slot.kind for a in (mine_mc.asks if mine_mc is not None else self.own_asks()))
         recognisers = frozenset() if self.subscribers is None else self.subscribers.recognisers(now_ms())
-        # Made again only when what they are made of changed: asked three times a second, made of the whole book.
+        # Made again only when what they are made of changed (asked three times a second), of the commitments of
+        # those this node recognises and of those recognising it, kept with the book's changes.
         made_of = (self.version, tuple(mine.items()), offered, recognisers)
         if self._interests is None or self._interests[0] != made_of:
-            theirs = {p: weights for p, weights in self.book.recognition().items() if p != self.me}
+            theirs = self._recognising.theirs(mine)
             self._interests = (made_of, interests(self.me, mine, theirs, offered, recognisers))
         return {p: t for p, t in self._interests[1].items() if self.peers is None or self.peers.known(p)}
 
@@ -434,11 +438,7 @@ class MarketService:
         out = {self.me: Decimal(1)}
         if self.peers is not None:
             for d in self.peers.peers():
-                a = self.peers.availability(d.id)
-                if a.up is False:
-                    out[d.id] = Decimal(0)
-                else:
-                    out[d.id] = Decimal(str(round(a.ratio_1h, 4))) if a.ratio_1h is not None else Decimal(1)
+                out[d.id] = weighed(self.peers.availability(d.id))
         self._availability = (state, out)
         return dict(out)
 

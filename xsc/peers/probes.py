@@ -23,6 +23,7 @@ from ..health.core.stats import (DAY_MS, HOUR_MS, MAX_ERROR, ask_again, bucket_s
                                  sparkline)
 from ..identity import parse_public_id, public_id
 from ..tasks import Pacer, at_most, every, now_ms, stop
+from .core.changes import ChangeFeed
 from .core.descriptors import NodeDescriptor
 from .service import PeerDirectory
 from .store import PeerStore, PeerWrites
@@ -66,7 +67,7 @@ class HealthService:
                 log.warning("skipping the unreadable probe history of %s", node_key.hex())
         self.last_round: dict | None = None
         self.version = 0  # grows at every probe or audit recorded, and every history forgotten
-        self.ups = 0  # grows whenever a peer may have come up or gone down: what a kept invoke deal rests on
+        self.flips = ChangeFeed()  # the peers that came up or went down (or were forgotten), each a step of `ups`
         self._reachable: tuple[tuple[int, int], list[bool | None]] | None = None  # check_reachable's, and its state
         # table()'s figures of a peer, kept while its history and now's 5-minute bucket are the same (they
         # depend on nothing else): id -> (history, bucket start, figures).  The dashboard polls the table.
@@ -87,6 +88,11 @@ class HealthService:
         self.last_asked_again: str | None = None  # the first attempt's error of the last of them
 
     # --- what the rest of the node uses ---------------------------------------------
+    @property
+    def ups(self) -> int:
+        """Grows whenever a peer may have come up or gone down: what a kept invoke deal rests on."""
+        return self.flips.version
+
     def availability(self, node_id: str) -> Availability:
         """A peer's availability, made once per history and 5-minute bucket (it depends on nothing else): the
         market, gossip and matching ask it of every peer, and a full directory's took ~0.2 s of CPU on the loop."""
@@ -174,7 +180,7 @@ class HealthService:
                 told(peer.id)
         self.version += 1
         if last_probe_ok(history) != last_probe_ok(before):
-            self.ups += 1
+            self.flips.step(peer.id)
         writes.history(peer.key, history.to_json())
 
     def watch(self, *, descriptor: Callable[[list], Any], first_answer: Callable[[str], Any]) -> None:
@@ -187,7 +193,7 @@ class HealthService:
         if first is not None:
             first.cancel()
         self.version += 1
-        self.ups += 1
+        self.flips.step(node_id)
         self._reprobed.pop(node_id, None)
         self._histories.pop(node_id, None)
         self._available.pop(node_id, None)
@@ -207,7 +213,7 @@ class HealthService:
             self._histories.pop(node_id, None)
             self._available.pop(node_id, None)
         self.version += 1
-        self.ups += 1
+        self.flips.step(*gone)
 
     def table(self) -> list[dict]:
         """Every peer's availability, with the last hour's and the last day's as sparkline points (oldest first:

@@ -25,6 +25,7 @@ from ..net.addresses import address_key
 from ..net.peer_client import PeerClient, PeerResponse
 from ..tasks import Quota, now_ms, stop, woken
 from .admission import Admission
+from .core.changes import ChangeFeed
 from .core.descriptors import NodeDescriptor, make_descriptor, newer, newsworthy, parse_descriptor
 from .store import PeerStore
 
@@ -77,6 +78,7 @@ class PeerDirectory:
         self._known: dict[str, NodeDescriptor] = {}
         self._sorted: list[NodeDescriptor] | None = None  # all()'s answer, made again after a change
         self.version = 0  # grows at every change
+        self.changes = ChangeFeed()  # the nodes each change was of: who takes part in the market is kept by them
         self._removed: set[str] = set()
         dropped: list[bytes] = []
         stored: dict[str, bytes] = {}  # id -> the key its record is under
@@ -107,9 +109,10 @@ class PeerDirectory:
     def __len__(self) -> int:
         return len(self._known)
 
-    def _changed(self) -> None:
+    def _changed(self, *node_ids: str) -> None:
         self._sorted = None
         self.version += 1
+        self.changes.step(*node_ids)
 
     def all(self) -> list[NodeDescriptor]:
         # Asked by /health, gossip, probes and matching alike: sorting a full directory each time was most of
@@ -134,7 +137,7 @@ class PeerDirectory:
                 log.info("node %s is not admitted under this node's configuration: not a peer", d.id)
                 del self._known[d.id]
                 batch.forget_descriptor(d.key)
-        self._changed()
+        self._changed(*(d.id for d in gone))
 
     def is_removed(self, node_id: str) -> bool:
         return node_id in self._removed
@@ -175,7 +178,7 @@ class PeerDirectory:
                 if newsworthy(d, known):
                     news.append(d)
                 self._known[d.id] = d
-                self._changed()
+                self._changed(d.id)
                 batch.descriptor(d.key, d.encode())
         return news
 
@@ -187,7 +190,7 @@ class PeerDirectory:
             if self._known.get(oldest.id) is oldest:  # (not one this message brought a newer descriptor of)
                 batch.forget_descriptor(oldest.key)
                 del self._known[oldest.id]
-                self._changed()
+                self._changed(oldest.id)
                 return oldest.id
         return None
 
@@ -197,7 +200,7 @@ class PeerDirectory:
             batch.forget_descriptor(key)
             batch.removed(key, at)
         self._known.pop(node_id, None)
-        self._changed()
+        self._changed(node_id)
         self._removed.add(node_id)
 
     def unblock(self, node_id: str) -> None:
@@ -272,6 +275,17 @@ class PeerService:
         """Changes whenever a peer may have come up or gone down (its last probe's outcome): not at every probe, as
         `state_version` does."""
         return self.health.ups if self.health is not None else 0
+
+    def flips_version(self) -> tuple[int, int]:
+        """Changes whenever a peer's descriptor or its being up did (`flipped_since` says whose)."""
+        return self.directory.version, self.ups_version()
+
+    def flipped_since(self, version: tuple[int, int]) -> set[str] | None:
+        """The peers whose descriptor, or whose last probe's outcome, changed after `flips_version()` was `version`;
+        None when they are no longer all remembered."""
+        known = self.directory.changes.since(version[0])
+        ups = self.health.flips.since(version[1]) if self.health is not None else set()
+        return None if known is None or ups is None else known | ups
 
     def availability(self, node_id: str) -> Availability:
         if self.health is None:
