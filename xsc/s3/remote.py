@@ -24,7 +24,9 @@ from .link import RECONCILE_AT_ONCE
 
 log = logging.getLogger(__name__)
 JOINED = 1024 * 1024  # a body goes on to the node in writes of at least this much, not one per socket read
-KEY_CHECK_SECONDS = 30.0  # a node that does not answer the key's check in this time is not checked: the front starts
+# A node that does not answer the key's check in this time is not checked: the front starts.  Short: the check is a
+# trivial request, and a front beside a node that is busy or stopped would otherwise wait that long to reconcile.
+KEY_CHECK_SECONDS = 5.0
 
 
 class RemoteNode:
