@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from tests.support.market import ask, bid
+from tests.support.market import ask, bid, fresh_clearing
 
 from xsc.allocation import Stamp
 from xsc.config import MarketSection
@@ -19,7 +19,7 @@ from xsc.identity import Identity
 from xsc.ledger.trust import TrustLines
 from xsc.market import clearing, sign_commitment
 from xsc.market import service as market_service
-from xsc.market.clearing import clear_orders, taking_part
+from xsc.market.clearing import clear_orders
 from xsc.market.needs import NeedRegistry
 from xsc.market.recognition import Recognition
 
@@ -69,13 +69,6 @@ def _market(path: Path, peers: _Peers, clock: list[int]) -> market_service.Marke
     return market
 
 
-def _fresh(market: market_service.MarketService) -> tuple[frozenset[str], dict]:
-    """Those left out, and the clearing, made now from nothing kept."""
-    takes_part = taking_part(market)
-    left_out = frozenset(c.participant for c in market.book.commitments() if not takes_part(c.participant))
-    asks = [a for a in market.book.asks() if takes_part(a.slot.owner)]
-    bids = [b for b in market.credible_bids() if takes_part(b.slot.owner)]
-    return left_out, clear_orders(asks, bids, market.book.bucket_seconds, market.me)
 
 
 MS = st.one_of(st.integers(0, 70).map(lambda s: s * 1000), st.integers(1, 3))  # seconds, or a step over an edge
@@ -166,7 +159,7 @@ def test_those_kept_as_taking_part_are_those_the_rule_says_take_part_now(events)
                          for what in ("up", "sign")]
                 for event in start + events:
                     _apply(market, peers, clock, stamps, event)
-                    left_out, clearings = _fresh(market)
+                    left_out, clearings = fresh_clearing(market)
                     assert market.shown.taking_part.left_out() == left_out, event
                     assert market.clearings() == clearings, event
             finally:
@@ -219,11 +212,11 @@ def test_a_changed_credit_line_shows_in_the_clearing_with_no_change_of_the_book(
     market.receive([sign_commitment(buyer, asks=(), bids=(bid(buyer.id, "b-buyer", 10**7, 4_000, end=HOUR),),
                                     recognition={}, stamp=Stamp.seed().event(), timestamp=clock[0]).to_json()])
     before = market.clearings()
-    assert before == _fresh(market)[1]  # the buyer's bid, backed by nothing, left out
+    assert before == fresh_clearing(market)[1]  # the buyer's bid, backed by nothing, left out
     version = market.version
     market.credit_lines.set_credit(buyer.id, 10**15)
-    assert market.version == version and _fresh(market)[1] != before  # its bid counts now
-    assert market.clearings() == _fresh(market)[1]
+    assert market.version == version and fresh_clearing(market)[1] != before  # its bid counts now
+    assert market.clearings() == fresh_clearing(market)[1]
     market.db.close()
 
 
@@ -248,12 +241,12 @@ def test_recognising_a_peer_shows_in_the_clearing_and_the_counted_bids_with_no_c
     market.receive([sign_commitment(buyer, asks=(), bids=(bid(buyer.id, "b-buyer", 10**7, 4_000, end=HOUR),),
                                     recognition={}, stamp=Stamp.seed().event(), timestamp=clock[0]).to_json()])
     before, counted_before = market.clearings(), counted.version()
-    assert before == _fresh(market)[1]  # the stranger's bid, backed by nothing, left out
+    assert before == fresh_clearing(market)[1]  # the stranger's bid, backed by nothing, left out
     for weight, backed in (("1", True), (None, False)):  # recognised, then back to the derived weight
         version = market.version
         market.recognize(buyer.id, weight)
-        assert market.version == version and (_fresh(market)[1] != before) == backed
-        assert market.clearings() == _fresh(market)[1]
+        assert market.version == version and (fresh_clearing(market)[1] != before) == backed
+        assert market.clearings() == fresh_clearing(market)[1]
         assert counted.version() != counted_before
         counted_before = counted.version()
     market.db.close()
@@ -283,5 +276,5 @@ def test_an_offer_re_signed_with_the_same_orders_keeps_the_clearing_and_looks_at
     assert market.clearings() is shown and cleared == []
     assert len(looked_at) <= 2, looked_at  # the offer re-signed, and the one that goes stale first
     _apply(market, peers, clock, stamps, ("sign", 1, 0, 2_500))
-    assert market.clearings() == _fresh(market)[1] and len(cleared) == 1
+    assert market.clearings() == fresh_clearing(market)[1] and len(cleared) == 1
     market.db.close()

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from tests.support.calls import python_lines
-from tests.support.market import ask
+from tests.support.market import ask, fresh_clearing
 from tests.support.nodes import node_config
 
 from xsc.allocation import Stamp
@@ -22,7 +22,6 @@ from xsc.errors import PeerUnreachable
 from xsc.identity import Identity
 from xsc.market import clearing, sign_commitment
 from xsc.market import service as market_service
-from xsc.market.clearing import clear_orders, taking_part
 from xsc.market.needs import NeedRegistry
 from xsc.market.recognition import Recognition
 from xsc.peers import PeerDirectory, make_descriptor
@@ -99,13 +98,6 @@ class _Network:
         self.db.close()
 
 
-def _fresh(market: market_service.MarketService) -> tuple[frozenset[str], dict]:
-    """Those left out, and the clearing, made now from nothing kept."""
-    takes_part = taking_part(market)
-    left_out = frozenset(c.participant for c in market.book.commitments() if not takes_part(c.participant))
-    asks = [a for a in market.book.asks() if takes_part(a.slot.owner)]
-    bids = [b for b in market.credible_bids() if takes_part(b.slot.owner)]
-    return left_out, clear_orders(asks, bids, market.book.bucket_seconds, market.me)
 
 
 def _apply(net: _Network, event: tuple) -> None:
@@ -168,7 +160,7 @@ def test_those_kept_as_taking_part_over_probe_rounds_are_those_the_rule_says_tak
                 net.sign(PEERS)
                 for event in events:
                     _apply(net, event)
-                    left_out, clearings = _fresh(net.market)
+                    left_out, clearings = fresh_clearing(net.market)
                     assert net.market.shown.taking_part.left_out() == left_out, event
                     assert net.market.clearings() == clearings, event
             finally:

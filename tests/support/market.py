@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from xsc.allocation import CapacitySlot, NeedSlot, SlotFilter
 from xsc.market import Ask, Bid
+from xsc.market.clearing import clear_orders, taking_part
 from xsc.market.core.auction import Order
 
 HOUR = 3600
@@ -31,3 +32,13 @@ def bid(owner: str, sid: str, quantity: int, price: int, start: int = 0, end: in
                              location=location, filters=filters, **kw),
                price=price, group=group, prefer=prefer,
                min_availability=None if min_availability is None else Decimal(min_availability))
+
+
+def fresh_clearing(market) -> tuple[frozenset[str], dict]:
+    """Those a MarketService leaves out of its shown clearing, and that clearing, made now from nothing kept: what
+    the ones it keeps between rounds must equal."""
+    takes_part = taking_part(market)
+    left_out = frozenset(c.participant for c in market.book.commitments() if not takes_part(c.participant))
+    asks = [a for a in market.book.asks() if takes_part(a.slot.owner)]
+    bids = [b for b in market.credible_bids() if takes_part(b.slot.owner)]
+    return left_out, clear_orders(asks, bids, market.book.bucket_seconds, market.me)
