@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from xsc import devnet
-from xsc.devnet import LISTEN_FLOOR, Devnet, NodeProcess, free_ports, port_free, ports_from, xsc_command
+from xsc.devnet import (LISTEN_FLOOR, Devnet, NodeProcess, free_ports, node_state, port_free, ports_from,
+                        xsc_command)
 from xsc.errors import DevnetError, InvalidArgument, NodeNotRunning
 
 from tests.support.cli import xsc
@@ -246,3 +247,18 @@ def test_a_ctrl_c_while_a_node_is_being_started_leaves_its_process_in_hand(tmp_p
     assert node.proc is not None and node.alive()  # so `devnet up` stops it on the way out
     node.stop(timeout=10)
     assert not node.alive()
+
+
+def test_a_node_killed_but_not_gone_is_dying_and_up_waits_for_it() -> None:
+    data = Path("/x/nodes/n1")
+    cmd = b"python\0-m\0xsc\0--data-dir\0/x/nodes/n1\0node\0start\0"
+    status = "Name:\tpython\nState:\tS (sleeping)\nPPid:\t1\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n"
+    assert node_state(cmd, status, data) == "running"
+    assert node_state(cmd, status.replace("ShdPnd:\t0000000000000000", "ShdPnd:\t0000000000000100"), data) == "dying"
+    assert node_state(cmd, status.replace("SigPnd:\t0000000000000000", "SigPnd:\t0000000000004100"), data) == "dying"
+    assert node_state(cmd, status.replace("ShdPnd:\t0000000000000000", "ShdPnd:\t0000000000004000"), data) == "running"
+    assert node_state(b"", status, data) == "dying"  # exiting: its memory, and so its command line, already gone
+    assert node_state(b"", status.replace("PPid:\t1", "PPid:\t2"), data) == "gone"  # a kernel thread got the pid
+    assert node_state(cmd, status.replace("S (sleeping)", "Z (zombie)"), data) == "gone"
+    assert node_state(cmd, status, Path("/x/nodes/n2")) == "gone"  # another node's, or another program's
+    assert node_state(cmd.replace(b"/x/nodes/n1", b"/x/nodes/n10"), status, data) == "gone"

@@ -205,6 +205,22 @@ def get_json(url: str, token: str | None = None, timeout: float = 2.0) -> tuple[
 
 # --- one node ---------------------------------------------------------------------------------------------------
 
+def node_state(cmdline: bytes, status: str, data_dir: Path) -> str:
+    """'gone', 'running' or 'dying' for the node on `data_dir`, from a process's /proc cmdline and status; 'gone'
+    too when the process is another program's (pids are reused)."""
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if fields.get("State", "").split()[:1] in (["Z"], ["X"]):
+        return "gone"
+    # A process that is exiting has no command line any more (its memory is gone) but still runs: it closes
+    # its files before it becomes a zombie.  Dying, so that stop() waits for it to be done.
+    if cmdline.strip(b"\0") == b"":
+        return "gone" if fields.get("PPid", "0").strip() in ("0", "2") else "dying"  # 2: kthreadd's threads
+    if str(data_dir).encode() not in cmdline.split(b"\0"):
+        return "gone"
+    pending = int(fields.get("SigPnd", "0"), 16) | int(fields.get("ShdPnd", "0"), 16)
+    return "dying" if pending & (1 << (signal.SIGKILL - 1)) else "running"
+
+
 class NodeProcess:
     """A real `xsc node start` process for one data dir, listening on 127.0.0.1:port.
 
@@ -264,23 +280,30 @@ class NodeProcess:
         """Is the process still running (and, for an attached pid, still this node: pids are reused)?"""
         if self.proc is not None:
             return self.proc.poll() is None
-        if self._pid is None:
-            return False
-        proc = Path(f"/proc/{self._pid}")
+        return self._attached_state() in ("running", "dying")
+
+    def dying(self) -> bool:
+        """Is the process killed but not gone yet: SIGKILL pending, or exiting with its memory already freed?"""
+        if self.proc is not None:
+            return self.proc.poll() is None and self._attached_state(self.proc.pid) == "dying"
+        return self._attached_state() == "dying"
+
+    def _attached_state(self, pid: int | None = None) -> str:
+        pid = pid or self._pid
+        if pid is None:
+            return "gone"
+        proc = Path(f"/proc/{pid}")
         try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-            status = (proc / "status").read_text().splitlines()
+            return node_state((proc / "cmdline").read_bytes(), (proc / "status").read_text(), self.data_dir)
         except (FileNotFoundError, ProcessLookupError):
-            return False
-        state = next((line for line in status if line.startswith("State:")), "")
-        if state.split()[1:2] in (["Z"], ["X"]):
-            return False
-        # A process that is exiting has no command line any more (its memory is gone) but still runs: it closes
-        # its files before it becomes a zombie.  Counted as alive, so that stop() waits for it to be done.
-        if cmdline == [b""]:
-            parent = next((line.split()[1] for line in status if line.startswith("PPid:")), "0")
-            return parent not in ("0", "2")  # 2 is kthreadd: a kernel thread that got the pid is not our node
-        return str(self.data_dir).encode() in cmdline
+            return "gone"
+
+    def wait_gone(self, timeout: float) -> bool:
+        """Wait until a dying process is gone; whether it is (False: still dying at the deadline)."""
+        deadline = time.monotonic() + timeout
+        while self.dying() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not self.dying()
 
     def listening(self) -> bool:
         try:

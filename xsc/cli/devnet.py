@@ -69,6 +69,8 @@ def up(count: int, base_port: int | None, timeout: float, netns: bool, delay: st
     root.mkdir(parents=True, exist_ok=True)
     if (root / STATE_FILE).exists():
         old, records = Devnet.load(root)
+        for node in old:  # one killed a moment ago is still closing its files: down once it is gone
+            node.wait_gone(10.0)
         running = [n for n in old if n.alive()]
         if running and (len(running) == len(old) or len(old) != count or old.network is not None):
             raise Conflict(f"a devnet of {counted(len(running), 'node')} running is already in {root}",
