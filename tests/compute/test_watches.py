@@ -6,6 +6,7 @@ chain loses no run and runs none twice."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 from collections import Counter
@@ -212,6 +213,42 @@ async def test_a_datum_whose_object_key_would_be_too_long_fails_and_the_watches_
                                                      "on": "s3://raw/in/", "to": "s3://out/short/"})
     assert await eventually_async(lambda: _keys(node, "out", "short/"), "the other watch's datum written", 30) \
         == ["short/x"]
+
+
+async def test_a_datum_whose_job_fails_unexpectedly_fails_alone_and_the_pass_goes_on(node_factory, monkeypatch,
+                                                                                     caplog) -> None:
+    """A job's run for one datum raises what no XscError says (a full disk): that datum fails, saying so in the
+    listing, its traceback logged once however many passes try it again; the other watch's datum runs."""
+    node = await node_factory("unexpected")
+    sha = await deploy(node, "sha256", wasi=True)
+    for bucket in ("raw", "out"):
+        await _call(node, "PUT", f"/v1/s3/buckets/{bucket}")
+    jobs = node.app[NODE].jobs
+    run = jobs.run
+
+    async def full_disk(body, *args, **kwargs):
+        if any(source.startswith("s3://raw/a/") for source in body.get("inputs", [])):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return await run(body, *args, **kwargs)
+
+    monkeypatch.setattr(jobs, "run", full_disk)
+    for name in ("a", "b"):  # a's pass comes first
+        await _put_object(node, "raw", f"{name}/x", name.encode())
+        await _call(node, "POST", "/v1/compute/watches", {"name": name, "spec": {"module": sha, "argv": ["/in/data"],
+                                                                                 "stdout_to_store": True},
+                                                         "on": f"s3://raw/{name}/", "to": f"s3://out/{name}/"})
+    assert await eventually_async(lambda: _keys(node, "out", "b/"), "the other watch's datum written", 30) == ["b/x"]
+    await _pass(node)
+    await _pass(node)
+    watch = (await _watches(node))["a"]
+    assert watch["failures"] >= 2 and watch["last_run"]["state"] == "failed", watch
+    assert watch["last_error"] == "a/x: the node failed: OSError: [Errno 28] No space left on device (the node's log " \
+        "has its traceback)", watch
+    text = ok(await asyncio.to_thread(xsc_in_process, "--node", str(node.make_url("")), "compute", "watches",
+                                      env={"XSC_TOKEN": node.app[TOKEN], "COLUMNS": "300"}))
+    assert "a/x failed; last error: a/x: the node failed: OSError: [Errno 28]" in text, text
+    traced = [r for r in caplog.records if r.exc_info and "No space left" in r.getMessage()]
+    assert len(traced) == 1 and "watch a" in traced[0].getMessage(), traced
 
 
 async def test_only_a_write_to_a_watched_bucket_wakes_the_watches(node_factory) -> None:

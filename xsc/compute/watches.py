@@ -45,6 +45,7 @@ MAX_WATCHES = 64
 PARALLEL = 4  # datums of one watch run at once (their jobs spread over the providers the market offers)
 LAST_ERROR = 300  # characters of a watch's last error, its hint aside (kept whole: the command that fixes it)
 LAST_HINT = 1000  # characters of that hint at most (this node's own words: a bound none of its hints comes near)
+MAX_TOLD = 1024  # failures whose traceback was logged, remembered so that a datum failing at each pass logs it once
 MAX_KEY_BYTES = 1024  # an object key's, as S3 bounds it
 WRITE_HINT = "watch it again with a shorter --to prefix"  # for an object key over its 1,024 bytes
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # whole: fullmatch ($ would take a final newline)
@@ -71,6 +72,7 @@ class Watches:
         self._backlog: dict[str, int] = {}  # watch -> datums its pass found due and not yet done
         self._watched: frozenset[str] = frozenset()  # the buckets watches are on: a change elsewhere wakes nothing
         self._writing = asyncio.Lock()  # held while a datum's outputs become objects
+        self._told: set[tuple[str, str, str]] = set()  # (watch, input, error) whose traceback the log has had
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -164,7 +166,10 @@ class Watches:
         while True:
             self._woken.clear()
             for watch in self.store.watches():
-                await self._pass(watch)
+                try:
+                    await self._pass(watch)
+                except Exception as err:  # (its prefix unreadable: a full disk) the next watch's pass goes on
+                    self._unexpected(watch["name"], "", err)
             self.passes += 1
             await woken(self._woken, SCAN)
 
@@ -184,8 +189,11 @@ class Watches:
 
         async def one(key: str, datum: str) -> None:
             async with limit:
-                if self.store.watch(name) is not None:  # not removed meanwhile
-                    await self._datum(watch, key, datum)
+                try:
+                    if self.store.watch(name) is not None:  # not removed meanwhile
+                        await self._datum(watch, key, datum)
+                except Exception as err:  # a full disk, a bug: this datum fails, the other datums and watches go on
+                    self._unexpected(name, key, err)
                 self._done_one(name)
 
         await asyncio.gather(*(one(key, datum) for key, datum, what in due if what == "run"))
@@ -305,6 +313,21 @@ class Watches:
                 log.debug("removing %s: %s", text[:40], err.message)
         if garbage:
             await in_pool(None, self.index.forget_garbage, garbage)
+
+    def _unexpected(self, name: str, key: str, err: Exception) -> None:
+        """A failure no XscError said (an OSError, a bug) on the watch's datum `key` ("": its pass): recorded as the
+        datum's failure, and logged with its traceback the first time it comes (each pass tries the datum again)."""
+        said = f"{key + ': ' if key else ''}the node failed: {type(err).__name__}: {err}"[:LAST_ERROR]
+        told = (name, key, said)
+        if told in self._told:
+            log.warning("watch %s: %s (again)", name, said)
+        else:
+            if len(self._told) >= MAX_TOLD:
+                self._told.clear()
+            self._told.add(told)
+            log.error("watch %s: %s", name, said, exc_info=err)
+        self._count(name, failures=1, last_error=f"{said} (the node's log has its traceback)",
+                    last_run=_last_run(key, None, "failed", []) if key else None)
 
     # --- records -----------------------------------------------------------------------------
     def _count(self, name: str, *, runs: int = 0, skips: int = 0, failures: int = 0, spend: int = 0,
