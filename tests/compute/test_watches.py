@@ -251,6 +251,39 @@ async def test_a_datum_whose_job_fails_unexpectedly_fails_alone_and_the_pass_goe
     assert len(traced) == 1 and "watch a" in traced[0].getMessage(), traced
 
 
+async def test_the_file_of_an_output_refused_as_an_object_goes_unless_another_object_holds_it(node_factory) -> None:
+    """Under a --to prefix of 1,000 bytes, in/x's object is written and the objects of two longer keys are refused:
+    the file of one (its bytes in/x's, one job) stays, in/x's object holds it; the other's goes, and its job is not
+    run again (paid) at each pass."""
+    node = await _watching_one_object(node_factory, "refusedfile", "sha256",
+                                      {"argv": ["/in/data"], "stdout_to_store": True}, "s3://out/" + "p" * 1000)
+    await _put_object(node, "raw", "in/" + "s" * 40, b"x")  # the bytes of in/x: its job
+    await _put_object(node, "raw", "in/" + "t" * 40, b"t")
+    index = node.app[NODE].s3_index
+
+    async def only_objects_files():
+        held = {p["cap"] for bucket in ("raw", "out") for key, _ in index.objects(bucket)
+                for p in index.get(bucket, key)["parts"]}
+        listed = {f["capability"] for f in (await _call(node, "GET", "/v1/store/files"))["files"]}
+        watch = (await _watches(node))["w"]
+        return watch if watch["failures"] >= 2 and listed == held and not index.garbage() else None
+
+    await eventually_async(only_objects_files, "the refused file removed", 60)
+    assert await _keys(node, "out", "") == ["p" * 1000 + "x"]
+    assert await _object(node, "out", "p" * 1000 + "x") == hashlib.sha256(b"x").hexdigest().encode() + b"\n"
+
+    def runs(records: list) -> int:
+        return sum("job" in r["record"] for r in records)
+
+    before = runs((await _call(node, "GET", "/v1/compute/provenance", params={"limit": "1000"}))["records"])
+    failures = (await _watches(node))["w"]["failures"]
+    await _pass(node)
+    await _pass(node)
+    assert (await _watches(node))["w"]["failures"] >= failures + 2
+    assert runs((await _call(node, "GET", "/v1/compute/provenance", params={"limit": "1000"}))["records"]) == before
+    assert await only_objects_files()
+
+
 async def test_only_a_write_to_a_watched_bucket_wakes_the_watches(node_factory) -> None:
     node = await node_factory("wakes")
     sha = await deploy(node, "sha256", wasi=True)

@@ -32,6 +32,7 @@ import time
 from typing import Any
 
 from .. import codec
+from ..buckets.core.names import check_key
 from ..errors import InvalidArgument, NotFound, XscError
 from ..storage.core.capability import Capability
 from ..tasks import in_pool, woken
@@ -224,6 +225,10 @@ class Watches:
         try:
             job = await self.jobs.run(spec)
             if job.get("replayed") and not await self._all_stored(job):
+                # Its files were removed since: once refused as objects, they were garbage, and a new run, paid, would
+                # be refused again.
+                if self._unwritable(watch, key, job, to_bucket, _targets(job, to_prefix + rel)):
+                    return
                 job = await self.jobs.run(spec, fresh=True)
         except XscError as err:
             self._count(watch["name"], failures=1, last_error=_failed(key, err),
@@ -239,7 +244,7 @@ class Watches:
         """The datum's outputs as objects under `base` (unless one would replace an object it did not write), and
         the datum recorded done."""
         previous = self.store.datum(watch["name"], key)
-        targets = [base + ("" if o["name"] == "stdout" else "/" + o["name"].removeprefix("out/")) for o in job["outputs"]]
+        targets = _targets(job, base)
         taken = await in_pool(None, self._taken, to_bucket, targets, (previous or {}).get("objects", []), job["id"])
         if taken is not None:  # another datum's output ("a" writes a/x, "a/x" its stdout) or the user's object
             self._count(watch["name"], failures=1,
@@ -261,13 +266,8 @@ class Watches:
             try:
                 garbage = await in_pool(None, self.index.put, to_bucket, target, record)
             except XscError as err:  # a key over S3's bound, the target's bucket gone: this datum fails, not the loop
-                shown = target if len(target) <= 80 else target[:60] + "…"
-                said = f"{key}: its output s3://{to_bucket}/{shown} cannot be written: {err.message}"
-                hint = WRITE_HINT if err.details.get("s3_code") == "KeyTooLongError" else err.hint
-                self._count(watch["name"], failures=1, spend=job["charged"],
-                            last_error=said[:LAST_ERROR] + (f" ({hint})" if hint else ""),
-                            last_run=_last_run(key, job["id"], "failed", written))
-                log.warning("watch %s: %s: %s", watch["name"], key, said)
+                self._not_written(watch, key, job, to_bucket, target, err, written)
+                await self._collect(err.details.get("garbage") or [])  # (those no other object refers to)
                 return
             await self._collect(garbage)
             written.append(target)
@@ -278,6 +278,27 @@ class Watches:
         replayed = job.get("replayed", False)
         self._count(watch["name"], runs=0 if replayed else 1, skips=1 if replayed else 0, spend=job["charged"],
                     last_run=_last_run(key, job["id"], "replayed" if replayed else "done", written))
+
+    def _unwritable(self, watch: dict[str, Any], key: str, job: dict[str, Any], to_bucket: str,
+                    targets: list[str]) -> bool:
+        """Whether one of the datum's targets is a key no object can have (the datum failed, saying so)."""
+        for target in targets:
+            try:
+                check_key(target)
+            except InvalidArgument as err:
+                self._not_written(watch, key, job, to_bucket, target, err, [])
+                return True
+        return False
+
+    def _not_written(self, watch: dict[str, Any], key: str, job: dict[str, Any], to_bucket: str, target: str,
+                     err: XscError, written: list[str]) -> None:
+        shown = target if len(target) <= 80 else target[:60] + "…"
+        said = f"{key}: its output s3://{to_bucket}/{shown} cannot be written: {err.message}"
+        hint = WRITE_HINT if err.details.get("s3_code") == "KeyTooLongError" else err.hint
+        self._count(watch["name"], failures=1, spend=job["charged"],
+                    last_error=said[:LAST_ERROR] + (f" ({hint})" if hint else ""),
+                    last_run=_last_run(key, job["id"], "failed", written))
+        log.warning("watch %s: %s: %s", watch["name"], key, said)
 
     def _taken(self, bucket: str, targets: list[str], ours: list[str], job_id: str) -> str | None:
         """The first of `targets` an object not written by this datum holds (this datum's: listed in its record, or
@@ -377,6 +398,11 @@ def _last_run(key: str, job: Any, state: str, objects: list[str]) -> dict[str, A
     """What the watch's latest datum came to: a job that stored nothing wrote no object, and says so here."""
     return {"at": time.time(), "input": key, "job": job if isinstance(job, str) else None, "state": state,
             "objects": objects}
+
+
+def _targets(job: dict[str, Any], base: str) -> list[str]:
+    """The keys of a datum's objects: its job's stored stdout at `base`, each file it left in /out under it."""
+    return [base + ("" if o["name"] == "stdout" else "/" + o["name"].removeprefix("out/")) for o in job["outputs"]]
 
 
 def _datum_spec(spec: dict[str, Any], mount: str, source: str) -> dict[str, Any]:
