@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.cli import ok, xsc_in_process
 from tests.support.compute import WASM, deploy
+from tests.support.nodes import close_node
 from tests.support.peers import api, http
 from tests.support.waiting import eventually, eventually_async
 from xsc import codec, keys
@@ -189,6 +190,41 @@ async def test_watches_that_would_run_each_others_outputs_in_a_ring_are_refused(
         assert response.status == 400 and "ring" in problem["detail"] and "\n" not in problem["detail"], problem
     assert sorted(await _watches(node)) == ["a", "b"]
     assert (await _watches(node))["b"]["to"] == ["raw", "z/"]  # the refused replacement left it as it was
+
+
+async def test_rings_of_watches_saved_before_they_were_refused_are_paused_at_start(node_factory, caplog) -> None:
+    """A store holding rings of watches (saved before `add` refused them): the start pauses each watch of a ring, the
+    listing and the log say why and how to open it; the others run; removing one of a ring resumes the rest."""
+    node = await node_factory("rings")
+    sha = await deploy(node, "sha256", wasi=True)
+    for bucket in ("raw", "mid", "out"):
+        await _call(node, "PUT", f"/v1/s3/buckets/{bucket}")
+    spec = {"module": sha, "argv": ["/in/data"], "stdout_to_store": True}
+    for name, on, to in (("a", "s3://raw/x/", "s3://mid/y/"), ("b", "s3://mid/", "s3://raw/z/"),
+                         ("c", "s3://raw/c/", "s3://out/c/"), ("d", "s3://out/d/", "s3://out/e/")):
+        await _call(node, "POST", "/v1/compute/watches", {"name": name, "spec": spec, "on": on, "to": to})
+    store = node.app[NODE].watches.store
+    for name, to in (("b", ["raw", "x/"]), ("d", ["out", "d/deeper/"])):  # a -> b -> a, and d -> d
+        store.save_watch({**store.watch(name), "to": to})
+    await close_node(node)
+    node = await node_factory("rings")
+    for key in ("x/1", "c/1"):
+        await _put_object(node, "raw", key, key.encode())
+    await eventually_async(lambda: _keys(node, "out", "c/"), "the watch outside the rings run", 30)
+    await _pass(node)
+    found = await _watches(node)
+    assert [found[name]["runs"] for name in "abcd"] == [0, 0, 1, 0], found
+    assert found["c"]["paused"] is None and "a -> b -> a;" in found["a"]["paused"], found
+    assert "b -> a -> b;" in found["b"]["paused"] and "d -> d;" in found["d"]["paused"], found
+    assert found["a"]["paused"].endswith("(xsc compute unwatch b, or watch a again with another --to)"), found
+    assert any(r.getMessage().startswith("watch d paused: it is in a ring") for r in caplog.records)
+    text = ok(await asyncio.to_thread(xsc_in_process, "--node", str(node.make_url("")), "compute", "watches",
+                                      env={"XSC_TOKEN": node.app[TOKEN], "COLUMNS": "400"}))
+    assert "paused: it is in a ring of watches, each writing where the next watches: d -> d;" in text, text
+
+    await _call(node, "DELETE", "/v1/compute/watches/b")
+    assert (await eventually_async(lambda: _ran(node, "a"), "the watch resumed to run", 30))["paused"] is None
+    assert await _keys(node, "mid", "") == ["y/1"] and (await _watches(node))["d"]["paused"]
 
 
 async def test_a_datum_whose_object_key_would_be_too_long_fails_and_the_watches_go_on(node_factory) -> None:
@@ -452,8 +488,8 @@ async def _watching_one_object(node_factory, name: str, fixture: str, spec: dict
     return node
 
 
-async def _ran(node) -> dict | None:
-    watch = (await _watches(node))["w"]
+async def _ran(node, name: str = "w") -> dict | None:
+    watch = (await _watches(node))[name]
     return watch if watch["runs"] else None
 
 

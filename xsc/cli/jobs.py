@@ -601,8 +601,9 @@ def watches(obj, as_json: bool) -> None:
 
 
 def _watch_detail(watch: dict[str, Any]) -> str | None:
-    """The watch's last run and last error: a job that stores nothing writes no object, and only this says it ran."""
-    said = []
+    """Why the watch is paused, its last run and last error: a job that stores nothing writes no object, and only this
+    says it ran."""
+    said = [f"paused: {watch['paused']}"] if watch.get("paused") else []
     run = watch.get("last_run")
     if run:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(run["at"]))

@@ -9,7 +9,8 @@ an ordinary deterministic job (compute/jobs.py), run where the market places it 
 object mounted read-only at `--as` (default /in/data); PARALLEL datums of a watch run at once.  Each file it stores becomes an object
 of the target: `PREFIX2 + REL` for its stored stdout, `PREFIX2 + REL + "/" + NAME` for /out/NAME (REL: the input
 key less the watched prefix).  An object deleted from the watched prefix deletes the objects its datum wrote.
-Watches chain: one may watch what another writes, never in a ring (each output a new datum of the next, for ever).
+Watches chain: one may watch what another writes, never in a ring (each output a new datum of the next, for ever):
+`add` refuses the watch that would close one, and a ring a store holds from before is paused as the node starts.
 
 What is done is on disk (compute/store.py): the watch and each datum done (its hash, the objects it wrote, its
 job), written once the datum's outputs are recorded in the bucket index; the objects it is about to write are
@@ -133,14 +134,15 @@ class Watches:
             raise InvalidArgument(f"this node keeps at most {MAX_WATCHES} watches", hint="remove one first")
         watch = {"name": name, "spec": spec, "on": list(on), "to": list(to), "as": mount,
                  "created": time.time(), "runs": 0, "skips": 0, "failures": 0, "spend": 0, "last_error": None,
-                 "last_run": None}
+                 "last_run": None, "paused": None}
         if existing is not None:  # its counters go on
             watch.update({k: existing[k] for k in ("created", "runs", "skips", "failures", "spend")},
                          last_run=existing.get("last_run"))
         self.store.save_watch(watch)
+        self._resume_opened()  # (its ring, if it was in one, opened by its new --to)
         self._rewatch()
         self._backlog.pop(name, None)  # read again from its prefix until its next pass
-        self._woken.set()
+        self.wake()  # (from the pool's thread: an asyncio.Event is the loop's to set)
         return watch
 
     def remove(self, name: str) -> dict[str, Any]:
@@ -148,25 +150,54 @@ class Watches:
         if watch is None:
             raise NotFound(f"no watch named {name!r}", hint="list them: xsc compute watches")
         self.store.remove_watch(name)
+        self._resume_opened()
         self._rewatch()
         self._backlog.pop(name, None)
+        self.wake()  # (a watch its ring's opening resumed)
         return watch
 
     def list(self) -> list[dict[str, Any]]:
         """Every watch with its counters and its backlog: objects under its prefix whose datum is not done (as the
         last pass found it, less what was done since; read from the prefix for a watch no pass has looked at)."""
-        return [{**w, "backlog": self._backlog[w["name"]] if w["name"] in self._backlog else len(self._due(w))}
+        return [{"paused": None, **w,
+                 "backlog": self._backlog[w["name"]] if w["name"] in self._backlog else len(self._due(w))}
                 for w in self.store.watches()]
+
+    # --- rings saved before `add` refused them -------------------------------------------------
+    def _pause_rings(self) -> None:
+        """Each watch of a ring paused (kept, not run): a ring runs for ever, each output a new datum of the next,
+        paid.  `add` refuses one; a store may hold one saved before it did."""
+        watches = self.store.watches()
+        for watch in watches:
+            ring = _ring_of(watch, watches)
+            if ring and not watch.get("paused"):
+                watch["paused"] = (f"it is in a ring of watches, each writing where the next watches: "
+                                   f"{' -> '.join([*ring, ring[0]])}; none of them runs until the ring is opened "
+                                   f"(xsc compute unwatch {ring[-1]}, or watch {ring[0]} again with another --to)")
+                self.store.save_watch(watch)
+                log.warning("watch %s paused: %s", watch["name"], watch["paused"])
+
+    def _resume_opened(self) -> None:
+        """The paused watches no ring holds any more resumed (a watch of their ring removed, or given another --to)."""
+        watches = self.store.watches()
+        for watch in watches:
+            if watch.get("paused") and not _ring_of(watch, watches):
+                watch["paused"] = None
+                self.store.save_watch(watch)
+                log.info("watch %s resumed: the ring of watches it was in is opened", watch["name"])
 
     # --- passes ------------------------------------------------------------------------------
     async def _run(self) -> None:
         # The first pass comes at start, once the jobs a stop cut short are settled (a datum's among them is answered
         # from its record, not run beside its recovery), or SCAN seconds on at the latest: what a kill -9 cut short,
         # or what changed while the node was down, waits for no scan.
+        await in_pool(None, self._pause_rings)
         await woken(self.jobs.recovered, SCAN)
         while True:
             self._woken.clear()
             for watch in self.store.watches():
+                if watch.get("paused"):
+                    continue
                 try:
                     await self._pass(watch)
                 except Exception as err:  # (its prefix unreadable: a full disk) the next watch's pass goes on
@@ -385,6 +416,12 @@ def _ring(name: str, on: tuple[str, str], to: tuple[str, str], watches: list[dic
                 seen.add(other)
                 paths.append([*path, other])
     return []
+
+
+def _ring_of(watch: dict[str, Any], watches: list[dict[str, Any]]) -> list[str]:
+    """The ring of watches `watch` is in, among `watches`: [its name] alone if it writes where it watches."""
+    on, to = tuple(watch["on"]), tuple(watch["to"])
+    return [watch["name"]] if _overlap(on, to) else _ring(watch["name"], on, to, watches)
 
 
 def _failed(key: str, err: XscError) -> str:
