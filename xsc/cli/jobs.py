@@ -582,7 +582,7 @@ def watch(obj, name: str, target: str, on: str, to: str, mount: str, as_json: bo
 @click.pass_obj
 def watches(obj, as_json: bool) -> None:
     """List the watches: what each watches and writes, its runs, skips, failures, spend and backlog, and its last run
-    (when, its input and job, how it ended, how many objects it wrote)."""
+    (when, its input and job, how it ended, how many objects it wrote); why one is paused (a ring of watches)."""
     found = obj.client().request("GET", "/v1/compute/watches")["watches"]
     if as_json:
         emit_json({"watches": found})

@@ -369,7 +369,8 @@ class Watches:
     def _unexpected(self, name: str, key: str, err: Exception) -> None:
         """A failure no XscError said (an OSError, a bug) on the watch's datum `key` ("": its pass): recorded as the
         datum's failure, and logged with its traceback the first time it comes (each pass tries the datum again)."""
-        said = f"{key + ': ' if key else ''}the node failed: {type(err).__name__}: {err}"[:LAST_ERROR]
+        text = " ".join(str(err).split())  # one line, as every last error is shown
+        said = f"{key + ': ' if key else ''}the node failed: {type(err).__name__}: {text}"[:LAST_ERROR]
         told = (name, key, said)
         if told in self._told:
             log.warning("watch %s: %s (again)", name, said)
