@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 
 import plyvel
 
 from tests.support.cli import error_line, ok
-from tests.support.compute import WASM
+from tests.support.compute import WASM, deploy
+from tests.support.jobs import run_job
 from xsc import codec, keys
 from xsc.compute import provenance
 from xsc.compute.job_records import JobRecords
@@ -182,3 +184,22 @@ def test_a_failed_job_shows_its_error_with_the_command_that_fixes_it_and_when_it
     started = ok(xsc_node.xsc("compute", "jobs")).splitlines()[1].split()[1:3]
     assert f"started: {' '.join(started)} UTC" in [" ".join(line.split()) for line in lines], lines
     assert not any(line.startswith("created") for line in lines) and record["created"] == listed["started"]
+
+
+async def test_a_job_is_read_off_the_event_loop(node_factory, monkeypatch) -> None:
+    """A job's record and its providers' payments are LevelDB reads, a record as large as its outputs: the node reads
+    them in its pool, the loop meanwhile serving other requests."""
+    node = await node_factory("reader")
+    status, ran = await run_job(node, {"module": await deploy(node, "wc", wasi=True)}, b"a b\n")
+    assert status == 201, ran
+    jobs, threads = node.app[NODE].jobs, []
+    read = jobs.job
+
+    def job(jid: str) -> dict:
+        threads.append(threading.current_thread())
+        return read(jid)
+
+    monkeypatch.setattr(jobs, "job", job)
+    shown = await (await node.get(f"/v1/compute/jobs/{ran['id']}")).json()
+    assert shown["id"] == ran["id"] and shown["state"] == "done", shown
+    assert threads and threading.main_thread() not in threads, threads

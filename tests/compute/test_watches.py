@@ -6,6 +6,7 @@ chain loses no run and runs none twice."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 from collections import Counter
@@ -15,6 +16,7 @@ import pytest
 
 from tests.support.cli import ok, xsc_in_process
 from tests.support.compute import WASM, deploy
+from tests.support.nodes import close_node
 from tests.support.peers import api, http
 from tests.support.waiting import eventually, eventually_async
 from xsc import codec, keys
@@ -190,6 +192,41 @@ async def test_watches_that_would_run_each_others_outputs_in_a_ring_are_refused(
     assert (await _watches(node))["b"]["to"] == ["raw", "z/"]  # the refused replacement left it as it was
 
 
+async def test_rings_of_watches_saved_before_they_were_refused_are_paused_at_start(node_factory, caplog) -> None:
+    """A store holding rings of watches (saved before `add` refused them): the start pauses each watch of a ring, the
+    listing and the log say why and how to open it; the others run; removing one of a ring resumes the rest."""
+    node = await node_factory("rings")
+    sha = await deploy(node, "sha256", wasi=True)
+    for bucket in ("raw", "mid", "out"):
+        await _call(node, "PUT", f"/v1/s3/buckets/{bucket}")
+    spec = {"module": sha, "argv": ["/in/data"], "stdout_to_store": True}
+    for name, on, to in (("a", "s3://raw/x/", "s3://mid/y/"), ("b", "s3://mid/", "s3://raw/z/"),
+                         ("c", "s3://raw/c/", "s3://out/c/"), ("d", "s3://out/d/", "s3://out/e/")):
+        await _call(node, "POST", "/v1/compute/watches", {"name": name, "spec": spec, "on": on, "to": to})
+    store = node.app[NODE].watches.store
+    for name, to in (("b", ["raw", "x/"]), ("d", ["out", "d/deeper/"])):  # a -> b -> a, and d -> d
+        store.save_watch({**store.watch(name), "to": to})
+    await close_node(node)
+    node = await node_factory("rings")
+    for key in ("x/1", "c/1"):
+        await _put_object(node, "raw", key, key.encode())
+    await eventually_async(lambda: _keys(node, "out", "c/"), "the watch outside the rings run", 30)
+    await _pass(node)
+    found = await _watches(node)
+    assert [found[name]["runs"] for name in "abcd"] == [0, 0, 1, 0], found
+    assert found["c"]["paused"] is None and "a -> b -> a;" in found["a"]["paused"], found
+    assert "b -> a -> b;" in found["b"]["paused"] and "d -> d;" in found["d"]["paused"], found
+    assert found["a"]["paused"].endswith("(xsc compute unwatch b, or watch a again with another --to)"), found
+    assert any(r.getMessage().startswith("watch d paused: it is in a ring") for r in caplog.records)
+    text = ok(await asyncio.to_thread(xsc_in_process, "--node", str(node.make_url("")), "compute", "watches",
+                                      env={"XSC_TOKEN": node.app[TOKEN], "COLUMNS": "400"}))
+    assert "paused: it is in a ring of watches, each writing where the next watches: d -> d;" in text, text
+
+    await _call(node, "DELETE", "/v1/compute/watches/b")
+    assert (await eventually_async(lambda: _ran(node, "a"), "the watch resumed to run", 30))["paused"] is None
+    assert await _keys(node, "mid", "") == ["y/1"] and (await _watches(node))["d"]["paused"]
+
+
 async def test_a_datum_whose_object_key_would_be_too_long_fails_and_the_watches_go_on(node_factory) -> None:
     """The target's prefix with the input's key is over S3's 1,024 bytes: that datum fails, saying so, and the
     watches' loop goes on (another watch's datum runs) instead of crashing at every pass."""
@@ -212,6 +249,75 @@ async def test_a_datum_whose_object_key_would_be_too_long_fails_and_the_watches_
                                                      "on": "s3://raw/in/", "to": "s3://out/short/"})
     assert await eventually_async(lambda: _keys(node, "out", "short/"), "the other watch's datum written", 30) \
         == ["short/x"]
+
+
+async def test_a_datum_whose_job_fails_unexpectedly_fails_alone_and_the_pass_goes_on(node_factory, monkeypatch,
+                                                                                     caplog) -> None:
+    """A job's run for one datum raises what no XscError says (a full disk): that datum fails, saying so in the
+    listing, its traceback logged once however many passes try it again; the other watch's datum runs."""
+    node = await node_factory("unexpected")
+    sha = await deploy(node, "sha256", wasi=True)
+    for bucket in ("raw", "out"):
+        await _call(node, "PUT", f"/v1/s3/buckets/{bucket}")
+    jobs = node.app[NODE].jobs
+    run = jobs.run
+
+    async def full_disk(body, *args, **kwargs):
+        if any(source.startswith("s3://raw/a/") for source in body.get("inputs", [])):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return await run(body, *args, **kwargs)
+
+    monkeypatch.setattr(jobs, "run", full_disk)
+    for name in ("a", "b"):  # a's pass comes first
+        await _put_object(node, "raw", f"{name}/x", name.encode())
+        await _call(node, "POST", "/v1/compute/watches", {"name": name, "spec": {"module": sha, "argv": ["/in/data"],
+                                                                                 "stdout_to_store": True},
+                                                         "on": f"s3://raw/{name}/", "to": f"s3://out/{name}/"})
+    assert await eventually_async(lambda: _keys(node, "out", "b/"), "the other watch's datum written", 30) == ["b/x"]
+    await _pass(node)
+    await _pass(node)
+    watch = (await _watches(node))["a"]
+    assert watch["failures"] >= 2 and watch["last_run"]["state"] == "failed", watch
+    assert watch["last_error"] == "a/x: the node failed: OSError: [Errno 28] No space left on device (the node's log " \
+        "has its traceback)", watch
+    text = ok(await asyncio.to_thread(xsc_in_process, "--node", str(node.make_url("")), "compute", "watches",
+                                      env={"XSC_TOKEN": node.app[TOKEN], "COLUMNS": "300"}))
+    assert "a/x failed; last error: a/x: the node failed: OSError: [Errno 28]" in text, text
+    traced = [r for r in caplog.records if r.exc_info and "No space left" in r.getMessage()]
+    assert len(traced) == 1 and "watch a" in traced[0].getMessage(), traced
+
+
+async def test_the_file_of_an_output_refused_as_an_object_goes_unless_another_object_holds_it(node_factory) -> None:
+    """Under a --to prefix of 1,000 bytes, in/x's object is written and the objects of two longer keys are refused:
+    the file of one (its bytes in/x's, one job) stays, in/x's object holds it; the other's goes, and its job is not
+    run again (paid) at each pass."""
+    node = await _watching_one_object(node_factory, "refusedfile", "sha256",
+                                      {"argv": ["/in/data"], "stdout_to_store": True}, "s3://out/" + "p" * 1000)
+    await _put_object(node, "raw", "in/" + "s" * 40, b"x")  # the bytes of in/x: its job
+    await _put_object(node, "raw", "in/" + "t" * 40, b"t")
+    index = node.app[NODE].s3_index
+
+    async def only_objects_files():
+        held = {p["cap"] for bucket in ("raw", "out") for key, _ in index.objects(bucket)
+                for p in index.get(bucket, key)["parts"]}
+        listed = {f["capability"] for f in (await _call(node, "GET", "/v1/store/files"))["files"]}
+        watch = (await _watches(node))["w"]
+        return watch if watch["failures"] >= 2 and listed == held and not index.garbage() else None
+
+    await eventually_async(only_objects_files, "the refused file removed", 60)
+    assert await _keys(node, "out", "") == ["p" * 1000 + "x"]
+    assert await _object(node, "out", "p" * 1000 + "x") == hashlib.sha256(b"x").hexdigest().encode() + b"\n"
+
+    def runs(records: list) -> int:
+        return sum("job" in r["record"] for r in records)
+
+    before = runs((await _call(node, "GET", "/v1/compute/provenance", params={"limit": "1000"}))["records"])
+    failures = (await _watches(node))["w"]["failures"]
+    await _pass(node)
+    await _pass(node)
+    assert (await _watches(node))["w"]["failures"] >= failures + 2
+    assert runs((await _call(node, "GET", "/v1/compute/provenance", params={"limit": "1000"}))["records"]) == before
+    assert await only_objects_files()
 
 
 async def test_only_a_write_to_a_watched_bucket_wakes_the_watches(node_factory) -> None:
@@ -382,8 +488,8 @@ async def _watching_one_object(node_factory, name: str, fixture: str, spec: dict
     return node
 
 
-async def _ran(node) -> dict | None:
-    watch = (await _watches(node))["w"]
+async def _ran(node, name: str = "w") -> dict | None:
+    watch = (await _watches(node))[name]
     return watch if watch["runs"] else None
 
 

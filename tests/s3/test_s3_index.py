@@ -73,10 +73,11 @@ def test_objects_put_in_one_group_are_written_as_if_one_after_another(index) -> 
     assert outcomes[0] == ["cap-0"] and outcomes[2] == ["cap-1"] and outcomes[4] == []
     assert isinstance(outcomes[1], NoSuchBucket) and isinstance(outcomes[3], InvalidArgument)
     assert index.get("bkt", "k")["parts"][0]["cap"] == "cap-3" and index.get("bkt", "other")["size"] == 10
-    # The replaced files and the one stored for a missing bucket are garbage; a refused record marks nothing.
-    assert sorted(index.garbage()) == ["cap-0", "cap-1", "cap-2"]
+    # The replaced files and those of the records refused, for a missing bucket or a key no object can have, are
+    # garbage: no record will refer to them.
+    assert sorted(index.garbage()) == ["cap-0", "cap-1", "cap-2", "cap-4"]
     index.put("bkt", "again", obj("cap-1"))  # a record that refers to a file again clears its mark
-    assert sorted(index.garbage()) == ["cap-0", "cap-2"]
+    assert sorted(index.garbage()) == ["cap-0", "cap-2", "cap-4"]
 
 
 def test_records_cleaned_by_their_writer_are_stored_as_the_index_would_clean_them(index) -> None:

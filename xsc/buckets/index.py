@@ -8,8 +8,8 @@ COMPOSITE, made of theirs), `size`, `etag`,
 checked under the index's lock as it is written and never stored: a write whose condition no longer holds is
 ConditionalConflict, its files garbage.  It may carry its `writer` too, the user it is written for, whose access to
 the bucket is judged the same way (a grant revoked while its file was stored: Forbidden, its files garbage).  A
-refused record's files (that, its bucket gone, a part's upload ended meanwhile) are marked in the refusal's own
-write and named in it (`garbage`), for the front to remove at once; a front that dies first leaves the marks to its
+refused record's files (that, its bucket gone, its key over S3's bound, a part's upload ended meanwhile), those no
+other record refers to, are marked in the refusal's own write and named in it (`garbage`), for the front to remove at once; a front that dies first leaves the marks to its
 next reconciliation.  What the user paid for them is owed back in that write (`refused`; refunds.py pays it).  A bucket record is `created`, its `owner` (an
 S3 user of the front) and the `grants` its owner gave other users ({user: "read" | "write"}); `checked` runs an
 operation once the user the front acts for may do it (None: the node's owner, who may do anything).  Every change
@@ -271,28 +271,31 @@ class S3Index(Uploads):
         was checked and the record made by `clean` already (the write, under its locks, does neither again)."""
         if not cleaned:
             try:
-                names.check_key(key)
                 record = records.clean(record)
-            except InvalidArgument as err:
+            except InvalidArgument as err:  # not a record: no file it names is taken for its own
+                return err
+            try:
+                names.check_key(key)
+            except InvalidArgument as err:  # (a watch's output under too long a key) never written: its files go
+                err.details["garbage"] = self._refuse(written, read, [p["cap"] for p in record["parts"]])
                 return err
         caps = [p["cap"] for p in record["parts"]]
         if (raw := read(keys.object_bucket(bucket))) is None:
-            refused(written, self.db, caps)
-            return NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket, garbage=caps)
+            return NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket,
+                                garbage=self._refuse(written, read, caps))
         try:  # (its grant revoked while its file was stored: refused here, in the record's own write)
             bucket_record = {"owner": names.DEFAULT_USER, "grants": {}, **codec.loads(raw)}
             _judge(bucket, bucket_record, record.get("writer"), "write")
         except Forbidden as err:
-            refused(written, self.db, caps)
-            err.details["garbage"] = caps
+            err.details["garbage"] = self._refuse(written, read, caps)
             return err
         name = keys.object_key(bucket, key)
         old = written[name] if name in written else read(name)
         condition = record.get("condition")
         if condition is not None and not records.holds(condition, codec.loads(old) if old else None):
-            refused(written, self.db, caps)
             return ConditionalConflict(f"another write of {key!r} came first: the condition {condition} no longer "
-                                       "holds (retry the request)", bucket=bucket, key=key, garbage=caps)
+                                       "holds (retry the request)", bucket=bucket, key=key,
+                                       garbage=self._refuse(written, read, caps))
         garbage = [p["cap"] for p in codec.loads(old)["parts"]] if old else []
         written[name] = _dump({k: v for k, v in record.items() if k not in ("condition", "writer")})
         if record.get("writer") not in (None, names.DEFAULT_USER):  # a user's files: their charges stand
@@ -302,6 +305,15 @@ class S3Index(Uploads):
             share(self, written, read, cap, name)
         written.update((keys.object_holder(cap), name) for cap in caps)
         return [c for c in garbage if c not in caps and release(self, written, read, c, name)]
+
+    def _refuse(self, written: dict[bytes, bytes | None], read: Callable[[bytes], bytes | None],
+                caps: list[str]) -> list[str]:
+        """A refused record's files that no other record refers to, marked garbage in `written` (the refusal's write)
+        and what their user paid for them owed back: those marked.  A watch writes the outputs of one job as the
+        objects of every datum it answered: the file of one refused may be another's."""
+        free = [cap for cap in dict.fromkeys(caps) if release(self, written, read, cap, b"")]
+        refused(written, self.db, free)
+        return free
 
     def _changed(self, bucket: str) -> None:
         for callback in self.on_change:

@@ -582,7 +582,7 @@ def watch(obj, name: str, target: str, on: str, to: str, mount: str, as_json: bo
 @click.pass_obj
 def watches(obj, as_json: bool) -> None:
     """List the watches: what each watches and writes, its runs, skips, failures, spend and backlog, and its last run
-    (when, its input and job, how it ended, how many objects it wrote)."""
+    (when, its input and job, how it ended, how many objects it wrote); why one is paused (a ring of watches)."""
     found = obj.client().request("GET", "/v1/compute/watches")["watches"]
     if as_json:
         emit_json({"watches": found})
@@ -601,8 +601,9 @@ def watches(obj, as_json: bool) -> None:
 
 
 def _watch_detail(watch: dict[str, Any]) -> str | None:
-    """The watch's last run and last error: a job that stores nothing writes no object, and only this says it ran."""
-    said = []
+    """Why the watch is paused, its last run and last error: a job that stores nothing writes no object, and only this
+    says it ran."""
+    said = [f"paused: {watch['paused']}"] if watch.get("paused") else []
     run = watch.get("last_run")
     if run:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(run["at"]))

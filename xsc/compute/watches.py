@@ -9,7 +9,8 @@ an ordinary deterministic job (compute/jobs.py), run where the market places it 
 object mounted read-only at `--as` (default /in/data); PARALLEL datums of a watch run at once.  Each file it stores becomes an object
 of the target: `PREFIX2 + REL` for its stored stdout, `PREFIX2 + REL + "/" + NAME` for /out/NAME (REL: the input
 key less the watched prefix).  An object deleted from the watched prefix deletes the objects its datum wrote.
-Watches chain: one may watch what another writes, never in a ring (each output a new datum of the next, for ever).
+Watches chain: one may watch what another writes, never in a ring (each output a new datum of the next, for ever):
+`add` refuses the watch that would close one, and a ring a store holds from before is paused as the node starts.
 
 What is done is on disk (compute/store.py): the watch and each datum done (its hash, the objects it wrote, its
 job), written once the datum's outputs are recorded in the bucket index; the objects it is about to write are
@@ -32,6 +33,7 @@ import time
 from typing import Any
 
 from .. import codec
+from ..buckets.core.names import check_key
 from ..errors import InvalidArgument, NotFound, XscError
 from ..storage.core.capability import Capability
 from ..tasks import in_pool, woken
@@ -45,6 +47,7 @@ MAX_WATCHES = 64
 PARALLEL = 4  # datums of one watch run at once (their jobs spread over the providers the market offers)
 LAST_ERROR = 300  # characters of a watch's last error, its hint aside (kept whole: the command that fixes it)
 LAST_HINT = 1000  # characters of that hint at most (this node's own words: a bound none of its hints comes near)
+MAX_TOLD = 1024  # failures whose traceback was logged, remembered so that a datum failing at each pass logs it once
 MAX_KEY_BYTES = 1024  # an object key's, as S3 bounds it
 WRITE_HINT = "watch it again with a shorter --to prefix"  # for an object key over its 1,024 bytes
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # whole: fullmatch ($ would take a final newline)
@@ -71,6 +74,7 @@ class Watches:
         self._backlog: dict[str, int] = {}  # watch -> datums its pass found due and not yet done
         self._watched: frozenset[str] = frozenset()  # the buckets watches are on: a change elsewhere wakes nothing
         self._writing = asyncio.Lock()  # held while a datum's outputs become objects
+        self._told: set[tuple[str, str, str]] = set()  # (watch, input, error) whose traceback the log has had
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -130,14 +134,15 @@ class Watches:
             raise InvalidArgument(f"this node keeps at most {MAX_WATCHES} watches", hint="remove one first")
         watch = {"name": name, "spec": spec, "on": list(on), "to": list(to), "as": mount,
                  "created": time.time(), "runs": 0, "skips": 0, "failures": 0, "spend": 0, "last_error": None,
-                 "last_run": None}
+                 "last_run": None, "paused": None}
         if existing is not None:  # its counters go on
             watch.update({k: existing[k] for k in ("created", "runs", "skips", "failures", "spend")},
                          last_run=existing.get("last_run"))
         self.store.save_watch(watch)
+        self._resume_opened()  # (its ring, if it was in one, opened by its new --to)
         self._rewatch()
         self._backlog.pop(name, None)  # read again from its prefix until its next pass
-        self._woken.set()
+        self.wake()  # (from the pool's thread: an asyncio.Event is the loop's to set)
         return watch
 
     def remove(self, name: str) -> dict[str, Any]:
@@ -145,26 +150,58 @@ class Watches:
         if watch is None:
             raise NotFound(f"no watch named {name!r}", hint="list them: xsc compute watches")
         self.store.remove_watch(name)
+        self._resume_opened()
         self._rewatch()
         self._backlog.pop(name, None)
+        self.wake()  # (a watch its ring's opening resumed)
         return watch
 
     def list(self) -> list[dict[str, Any]]:
         """Every watch with its counters and its backlog: objects under its prefix whose datum is not done (as the
         last pass found it, less what was done since; read from the prefix for a watch no pass has looked at)."""
-        return [{**w, "backlog": self._backlog[w["name"]] if w["name"] in self._backlog else len(self._due(w))}
+        return [{"paused": None, **w,
+                 "backlog": self._backlog[w["name"]] if w["name"] in self._backlog else len(self._due(w))}
                 for w in self.store.watches()]
+
+    # --- rings saved before `add` refused them -------------------------------------------------
+    def _pause_rings(self) -> None:
+        """Each watch of a ring paused (kept, not run): a ring runs for ever, each output a new datum of the next,
+        paid.  `add` refuses one; a store may hold one saved before it did."""
+        watches = self.store.watches()
+        for watch in watches:
+            ring = _ring_of(watch, watches)
+            if ring and not watch.get("paused"):
+                watch["paused"] = (f"it is in a ring of watches, each writing where the next watches: "
+                                   f"{' -> '.join([*ring, ring[0]])}; none of them runs until the ring is opened "
+                                   f"(xsc compute unwatch {ring[-1]}, or watch {ring[0]} again with another --to)")
+                self.store.save_watch(watch)
+                log.warning("watch %s paused: %s", watch["name"], watch["paused"])
+
+    def _resume_opened(self) -> None:
+        """The paused watches no ring holds any more resumed (a watch of their ring removed, or given another --to)."""
+        watches = self.store.watches()
+        for watch in watches:
+            if watch.get("paused") and not _ring_of(watch, watches):
+                watch["paused"] = None
+                self.store.save_watch(watch)
+                log.info("watch %s resumed: the ring of watches it was in is opened", watch["name"])
 
     # --- passes ------------------------------------------------------------------------------
     async def _run(self) -> None:
         # The first pass comes at start, once the jobs a stop cut short are settled (a datum's among them is answered
         # from its record, not run beside its recovery), or SCAN seconds on at the latest: what a kill -9 cut short,
         # or what changed while the node was down, waits for no scan.
+        await in_pool(None, self._pause_rings)
         await woken(self.jobs.recovered, SCAN)
         while True:
             self._woken.clear()
             for watch in self.store.watches():
-                await self._pass(watch)
+                if watch.get("paused"):
+                    continue
+                try:
+                    await self._pass(watch)
+                except Exception as err:  # (its prefix unreadable: a full disk) the next watch's pass goes on
+                    self._unexpected(watch["name"], "", err)
             self.passes += 1
             await woken(self._woken, SCAN)
 
@@ -184,8 +221,11 @@ class Watches:
 
         async def one(key: str, datum: str) -> None:
             async with limit:
-                if self.store.watch(name) is not None:  # not removed meanwhile
-                    await self._datum(watch, key, datum)
+                try:
+                    if self.store.watch(name) is not None:  # not removed meanwhile
+                        await self._datum(watch, key, datum)
+                except Exception as err:  # a full disk, a bug: this datum fails, the other datums and watches go on
+                    self._unexpected(name, key, err)
                 self._done_one(name)
 
         await asyncio.gather(*(one(key, datum) for key, datum, what in due if what == "run"))
@@ -216,6 +256,10 @@ class Watches:
         try:
             job = await self.jobs.run(spec)
             if job.get("replayed") and not await self._all_stored(job):
+                # Its files were removed since: once refused as objects, they were garbage, and a new run, paid, would
+                # be refused again.
+                if self._unwritable(watch, key, job, to_bucket, _targets(job, to_prefix + rel)):
+                    return
                 job = await self.jobs.run(spec, fresh=True)
         except XscError as err:
             self._count(watch["name"], failures=1, last_error=_failed(key, err),
@@ -231,7 +275,7 @@ class Watches:
         """The datum's outputs as objects under `base` (unless one would replace an object it did not write), and
         the datum recorded done."""
         previous = self.store.datum(watch["name"], key)
-        targets = [base + ("" if o["name"] == "stdout" else "/" + o["name"].removeprefix("out/")) for o in job["outputs"]]
+        targets = _targets(job, base)
         taken = await in_pool(None, self._taken, to_bucket, targets, (previous or {}).get("objects", []), job["id"])
         if taken is not None:  # another datum's output ("a" writes a/x, "a/x" its stdout) or the user's object
             self._count(watch["name"], failures=1,
@@ -253,13 +297,8 @@ class Watches:
             try:
                 garbage = await in_pool(None, self.index.put, to_bucket, target, record)
             except XscError as err:  # a key over S3's bound, the target's bucket gone: this datum fails, not the loop
-                shown = target if len(target) <= 80 else target[:60] + "…"
-                said = f"{key}: its output s3://{to_bucket}/{shown} cannot be written: {err.message}"
-                hint = WRITE_HINT if err.details.get("s3_code") == "KeyTooLongError" else err.hint
-                self._count(watch["name"], failures=1, spend=job["charged"],
-                            last_error=said[:LAST_ERROR] + (f" ({hint})" if hint else ""),
-                            last_run=_last_run(key, job["id"], "failed", written))
-                log.warning("watch %s: %s: %s", watch["name"], key, said)
+                self._not_written(watch, key, job, to_bucket, target, err, written)
+                await self._collect(err.details.get("garbage") or [])  # (those no other object refers to)
                 return
             await self._collect(garbage)
             written.append(target)
@@ -270,6 +309,27 @@ class Watches:
         replayed = job.get("replayed", False)
         self._count(watch["name"], runs=0 if replayed else 1, skips=1 if replayed else 0, spend=job["charged"],
                     last_run=_last_run(key, job["id"], "replayed" if replayed else "done", written))
+
+    def _unwritable(self, watch: dict[str, Any], key: str, job: dict[str, Any], to_bucket: str,
+                    targets: list[str]) -> bool:
+        """Whether one of the datum's targets is a key no object can have (the datum failed, saying so)."""
+        for target in targets:
+            try:
+                check_key(target)
+            except InvalidArgument as err:
+                self._not_written(watch, key, job, to_bucket, target, err, [])
+                return True
+        return False
+
+    def _not_written(self, watch: dict[str, Any], key: str, job: dict[str, Any], to_bucket: str, target: str,
+                     err: XscError, written: list[str]) -> None:
+        shown = target if len(target) <= 80 else target[:60] + "…"
+        said = f"{key}: its output s3://{to_bucket}/{shown} cannot be written: {err.message}"
+        hint = WRITE_HINT if err.details.get("s3_code") == "KeyTooLongError" else err.hint
+        self._count(watch["name"], failures=1, spend=job["charged"],
+                    last_error=said[:LAST_ERROR] + (f" ({hint})" if hint else ""),
+                    last_run=_last_run(key, job["id"], "failed", written))
+        log.warning("watch %s: %s: %s", watch["name"], key, said)
 
     def _taken(self, bucket: str, targets: list[str], ours: list[str], job_id: str) -> str | None:
         """The first of `targets` an object not written by this datum holds (this datum's: listed in its record, or
@@ -305,6 +365,22 @@ class Watches:
                 log.debug("removing %s: %s", text[:40], err.message)
         if garbage:
             await in_pool(None, self.index.forget_garbage, garbage)
+
+    def _unexpected(self, name: str, key: str, err: Exception) -> None:
+        """A failure no XscError said (an OSError, a bug) on the watch's datum `key` ("": its pass): recorded as the
+        datum's failure, and logged with its traceback the first time it comes (each pass tries the datum again)."""
+        text = " ".join(str(err).split())  # one line, as every last error is shown
+        said = f"{key + ': ' if key else ''}the node failed: {type(err).__name__}: {text}"[:LAST_ERROR]
+        told = (name, key, said)
+        if told in self._told:
+            log.warning("watch %s: %s (again)", name, said)
+        else:
+            if len(self._told) >= MAX_TOLD:
+                self._told.clear()
+            self._told.add(told)
+            log.error("watch %s: %s", name, said, exc_info=err)
+        self._count(name, failures=1, last_error=f"{said} (the node's log has its traceback)",
+                    last_run=_last_run(key, None, "failed", []) if key else None)
 
     # --- records -----------------------------------------------------------------------------
     def _count(self, name: str, *, runs: int = 0, skips: int = 0, failures: int = 0, spend: int = 0,
@@ -343,6 +419,12 @@ def _ring(name: str, on: tuple[str, str], to: tuple[str, str], watches: list[dic
     return []
 
 
+def _ring_of(watch: dict[str, Any], watches: list[dict[str, Any]]) -> list[str]:
+    """The ring of watches `watch` is in, among `watches`: [its name] alone if it writes where it watches."""
+    on, to = tuple(watch["on"]), tuple(watch["to"])
+    return [watch["name"]] if _overlap(on, to) else _ring(watch["name"], on, to, watches)
+
+
 def _failed(key: str, err: XscError) -> str:
     """A datum's failure as its watch shows it: its key and the job's message within LAST_ERROR, and its hint whole
     (a job's message leaves its id to the hint's command: `xsc compute rerun ID`, cut it would run another job)."""
@@ -354,6 +436,11 @@ def _last_run(key: str, job: Any, state: str, objects: list[str]) -> dict[str, A
     """What the watch's latest datum came to: a job that stored nothing wrote no object, and says so here."""
     return {"at": time.time(), "input": key, "job": job if isinstance(job, str) else None, "state": state,
             "objects": objects}
+
+
+def _targets(job: dict[str, Any], base: str) -> list[str]:
+    """The keys of a datum's objects: its job's stored stdout at `base`, each file it left in /out under it."""
+    return [base + ("" if o["name"] == "stdout" else "/" + o["name"].removeprefix("out/")) for o in job["outputs"]]
 
 
 def _datum_spec(spec: dict[str, Any], mount: str, source: str) -> dict[str, Any]:

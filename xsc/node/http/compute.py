@@ -142,7 +142,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 @routes.get("/v1/compute/jobs/{id}")
 async def get_job(request: web.Request) -> web.Response:
-    return json_response(request.app[NODE].jobs.job(request.match_info["id"]))
+    return json_response(await in_pool(request.app[CPU_POOL], request.app[NODE].jobs.job, request.match_info["id"]))
 
 
 @routes.post("/v1/compute/jobs/{id}/rerun")  # no body, or {"replicas"?, "agree"?}: the guarantee asked instead
