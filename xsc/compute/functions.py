@@ -65,7 +65,7 @@ from .store import ComputeStore
 from .hosted_jobs import DISK_MARGIN
 from .fastcall import close_held, fcntl_held, pipe_held, read_held
 from .wasi_io import OUTPUT_CAP, Streams, io_fuel
-from .web_answers import check_length, conditional, declared_length, slash_location, with_ranges
+from .web_answers import check_length, conditional, declared_length, entity_tag, slash_location, with_ranges
 from .web_on_loop import ON_LOOP_BODY, LoopRuns
 
 FIELDS = ("name", "module", "entrypoint", "inputs", "env", "limits", "max_body", "concurrency", "spend_cap",
@@ -1163,6 +1163,11 @@ def parse_cgi(head: bytes) -> tuple[int, list[tuple[str, str]], int, int | None]
             if declared is not None and declared_length(value) != declared:
                 raise FunctionFailed("the function's answer declares two Content-Lengths")
             declared = declared_length(value)
+        elif lower == "etag":
+            if (tag := entity_tag(value)) is None:  # a validator no caller could send back
+                log.info("a function's ETag that no quoting makes an entity tag is dropped: %r", line[:200])
+                continue
+            value = tag
         if _kept(lower, value):
             headers.append((name, value))
     return status, headers, body, declared
