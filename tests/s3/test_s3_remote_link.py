@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
 import os
 import time
 
@@ -91,9 +90,8 @@ async def test_a_front_starts_with_its_nodes_key_and_refuses_to_with_another(nod
         assert response.status == 400 and (await response.json())["code"] == "bad-request", challenge
 
 
-async def test_a_key_check_the_node_could_not_answer_at_start_is_made_before_a_file_is_stored(node, tmp_path,
-                                                                                             monkeypatch,
-                                                                                             caplog) -> None:
+async def test_a_key_check_the_node_could_not_answer_at_start_is_made_before_a_file_is_stored(
+        node, tmp_path, monkeypatch, caplog) -> None:
     """A front that started while its node could not answer the key's check (busy, or not up yet) checks before it
     stores a file: with another key than the node's it refuses every store, in one line naming its key file and the
     command that copies the node's, and stores nothing; with the node's key it stores."""

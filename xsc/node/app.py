@@ -22,9 +22,9 @@ from ..net.tls import server_context, share_read_buffers
 from ..ui.core.session import Sessions
 from ..serve import connections
 from . import auth, datadir, peer_auth, problems
-from .appkeys import (AUTH_FAILURES, CLIENT_IDENTITY, CONFIG, CPU_POOL, CUT_SHORT, DB, HANDOFF, HEALTH_CHECKS, IDENTITY, IN_FLIGHT,
-                      LEAVE, LISTENERS, METRICS, NODE, PEER_LIMITS, PEER_WORK, REPLAY_GUARD, STARTED, STATUS_PARTS,
-                      TLS_CONTEXT, TLS_SERVED, TOKEN, UI_SESSIONS, USER_LIMITS)
+from .appkeys import (AUTH_FAILURES, CLIENT_IDENTITY, CONFIG, CPU_POOL, CUT_SHORT, DB, HANDOFF, HEALTH_CHECKS,
+                      IDENTITY, IN_FLIGHT, LEAVE, LISTENERS, METRICS, NODE, PEER_LIMITS, PEER_WORK, REPLAY_GUARD,
+                      STARTED, STATUS_PARTS, TLS_CONTEXT, TLS_SERVED, TOKEN, UI_SESSIONS, USER_LIMITS)
 from .http import ROUTES
 from .http.node import node_checks
 from .limits import RateLimiter
