@@ -480,7 +480,8 @@ async def test_a_bare_etag_a_function_writes_is_quoted_and_matched_and_one_no_qu
     bare = b"ETag: v1\nContent-Type: text/plain\n\nbody"
     status, headers, body = await sent(bare)
     assert status == 200 and headers["ETag"] == '"v1"' and body == b"body", headers
-    assert (await sent(bare, **{"If-Match": headers["ETag"]}))[:3:2] == (200, b"body")
+    status, _, body = await sent(bare, **{"If-Match": headers["ETag"]})
+    assert status == 200 and body == b"body"
     assert (await sent(bare, **{"If-None-Match": headers["ETag"]}))[0] == 304
     status, headers, _ = await sent(bare, Range="bytes=1-2", **{"If-Range": '"v1"'})
     assert status == 206 and headers["ETag"] == '"v1"'
