@@ -148,6 +148,25 @@ async def test_an_answer_is_sent_while_its_function_runs_and_cut_short_if_the_ru
     assert again["in_flight"] == 0 and again["spend"] > counted["spend"]  # its run charged too
 
 
+async def test_a_304_or_412_decided_from_a_running_functions_head_is_answered_as_its_run_ends(web) -> None:
+    """An answer's head read while its run goes on decides a 304 (`If-None-Match: *`) or a 412 (an `If-Match` its
+    answer, with no ETag, cannot hold).  Neither has a body to send before the run ends: a run that then fails (here its
+    deadline) is answered its failure, 504, and its record says the same trap; none is answered 304 or 412."""
+    node, base = web
+    module = await deploy(node, "cgi", wasi=True)
+    await _serve(node, name="stale", module=module, entrypoint="trickle", limits={"timeout": 1.0})
+
+    def records() -> list[dict]:
+        return [r["record"] for r in node.app[NODE].compute.recent_provenance(10)
+                if r["record"].get("job", {}).get("function") == "stale"]
+
+    for condition in ({"If-None-Match": "*"}, {"If-Match": '"v1"'}):
+        status, headers, body = await _get(f"{base}/fn/stale/", headers=condition)
+        assert status == 504 and json.loads(body)["code"] == "function-timeout", (condition, status, body[:200])
+    found = await eventually_async(lambda: len(records()) == 2 and records(), "both runs to be recorded")
+    assert [r["trap"]["kind"] for r in found] == ["deadline", "deadline"], found
+
+
 async def test_a_function_at_its_caps_still_redirects_a_get_of_its_path_without_the_slash(web) -> None:
     # A redirect runs nothing: a browser sent to /fn/NAME while the function runs its most at once, or has spent its
     # hour, is sent on to /fn/NAME/, which is what is refused.

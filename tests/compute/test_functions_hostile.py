@@ -466,6 +466,34 @@ async def test_if_match_and_if_unmodified_since_that_do_not_hold_of_a_gets_answe
     assert (await eventually_async(listed, "every request's run ended"))["errors"] == errors_before
 
 
+async def test_a_bare_etag_a_function_writes_is_quoted_and_matched_and_one_no_quoting_mends_is_dropped(web) -> None:
+    """An entity tag is quoted (RFC 9110 8.8.3), and a caller sends back the tag it was given: a function's bare
+    `ETag: v1` is answered `"v1"` (and `W/v1`, `W/"v1"`), so that `If-Match` and `If-None-Match` with it hold; one that
+    no quoting makes a tag (a space or a '"' inside) is not sent, and matches nothing but `*`."""
+    node, base = web
+
+    async def sent(data: bytes, **headers) -> tuple[int, Any, bytes]:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base}/fn/raw/", data=data, headers=headers) as response:
+                return response.status, response.headers.copy(), await response.read()
+
+    bare = b"ETag: v1\nContent-Type: text/plain\n\nbody"
+    status, headers, body = await sent(bare)
+    assert status == 200 and headers["ETag"] == '"v1"' and body == b"body", headers
+    status, _, body = await sent(bare, **{"If-Match": headers["ETag"]})
+    assert status == 200 and body == b"body"
+    assert (await sent(bare, **{"If-None-Match": headers["ETag"]}))[0] == 304
+    status, headers, _ = await sent(bare, Range="bytes=1-2", **{"If-Range": '"v1"'})
+    assert status == 206 and headers["ETag"] == '"v1"'
+    weak = (await sent(b"ETag: W/v1\n\nbody"))[1]["ETag"]
+    assert weak == 'W/"v1"' and (await sent(b"ETag: W/v1\n\nbody", **{"If-None-Match": '"v1"'}))[0] == 304
+    for broken in (b"a b", b'a"b', b'"v1'):
+        status, headers, body = await sent(b"ETag: " + broken + b"\n\nbody")
+        assert status == 200 and "ETag" not in headers and body == b"body", (broken, headers)
+        assert (await sent(b"ETag: " + broken + b"\n\nbody", **{"If-Match": '"' + broken.decode() + '"'}))[0] == 412
+        assert (await sent(b"ETag: " + broken + b"\n\nbody", **{"If-Match": "*"}))[0] == 200
+
+
 SMUGGLED = b"GET /fn/hello/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 AMBIGUOUS = {  # bodies a proxy in front and the node could frame two ways, each hiding SMUGGLED
     "Content-Length and chunked": b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,

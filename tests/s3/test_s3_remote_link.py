@@ -18,10 +18,10 @@ from xsc.buckets.objects import SmallPut
 from xsc.client import aio
 from xsc.client.aio import NodeApi
 from xsc.buckets.marks import FileMarks
-from xsc.errors import ConfigError, InvalidArgument, NodeNotRunning, XscError
+from xsc.errors import ConfigError, InvalidArgument, NodeNotRunning, NodeStopping, XscError
 from xsc.identity import Identity
 from xsc.net.tls import server_context
-from xsc.node.appkeys import CONFIG, IN_FLIGHT, TOKEN
+from xsc.node.appkeys import CONFIG, IN_FLIGHT, NODE, TOKEN
 from xsc.s3.remote import RemoteNode
 
 from tests.support.waiting import eventually_async
@@ -88,6 +88,43 @@ async def test_a_front_starts_with_its_nodes_key_and_refuses_to_with_another(nod
     for challenge in (other.name("b/k"), "ab" * 31, "AB" * 32, 7):
         response = await node.post("/v1/s3/marks/proof", json={"challenge": challenge})
         assert response.status == 400 and (await response.json())["code"] == "bad-request", challenge
+
+
+async def test_a_key_check_the_node_could_not_answer_at_start_is_made_before_a_file_is_stored(
+        node, tmp_path, monkeypatch, caplog) -> None:
+    """A front that started while its node could not answer the key's check (busy, or not up yet) checks before it
+    stores a file: with another key than the node's it refuses every store, in one line naming its key file and the
+    command that copies the node's, and stores nothing; with the node's key it stores."""
+    url, token, index = str(node.make_url("")), node.app[TOKEN], node.app[NODE].s3_index
+
+    def busy(challenge: object) -> str:
+        raise NodeStopping("the node is stopping", hint="retry once it is back")
+
+    mine, other = FileMarks.load(node.app[CONFIG].data_dir), FileMarks.load(tmp_path / "front")
+    monkeypatch.setattr(index.marks, "proof", busy)
+    links = [RemoteNode(NodeApi(url, token), marks) for marks in (mine, other)]
+    for link in links:
+        await link.start()  # unchecked: it starts, and says so
+    monkeypatch.undo()
+    same, refused = links
+    try:
+        kept = mine.name("b/kept")
+        assert (await same.put_file(_body(b"kept"), 4, kept))["size"] == 4
+        for name in ("b/one", "b/two"):
+            with pytest.raises(ConfigError) as err:
+                await refused.put_file(_body(b"lost"), 4, other.name(name))
+            said, here = err.value.with_hint, str(other.path)
+            assert "\n" not in said and said.startswith(f"{here} is not the key of the node at {url}"), said
+            assert f"scp 127.0.0.1:NODE_DATA_DIR/s3-files.key {here}, then start xsc s3 serve again" in said, said
+        with pytest.raises(ConfigError):
+            await refused.put_small(_put("b", "small", b"lost"))
+        said_here = [r.getMessage() for r in caplog.records if r.name == "xsc.s3.remote"]
+        assert sum("checked before a file is stored" in line for line in said_here) == 2, said_here  # as they started
+        assert [line for line in said_here if "is not the key" in line] == [said]  # said once
+        assert [f["name"] for f in await same.files()] == [kept]  # nothing of the refused front's stored
+    finally:
+        for link in links:
+            await link.close()
 
 
 def _put(bucket: str, key: str, data: bytes) -> SmallPut:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from aiohttp import ClientSession, CookieJar
+from aiohttp import ClientSession, CookieJar, TCPConnector
 
-from xsc.node.appkeys import NODE, UI_SESSIONS
+from xsc.node.appkeys import NODE, TOKEN, UI_SESSIONS
+from xsc.node.auth import FAILURE_BURST
 from xsc.ui.core.session import CSRF_HEADER
 
 from tests.support.waiting import eventually_async
@@ -103,6 +104,40 @@ async def test_changes_need_the_sessions_key_and_this_nodes_origin(node) -> None
         assert good.status == 200, await good.text()
     finally:
         await browser.close()
+
+
+async def test_failed_authentications_are_limited_per_address_and_do_not_lock_out_another(node_factory) -> None:
+    """A stranger (at 127.0.0.2) guessing tokens, sessions and login links is answered 429 with a problem body and
+    Retry-After once past its failures, even for the right token (a right guess must not get in); /health shows it
+    no more than anyone.  The user at another address (127.0.0.1) is not locked out: its token, a login link and its
+    own mistakes are answered as ever."""
+    node = await node_factory(node={"auth_failure_limit": 0.001})  # no failure forgiven within the test
+    base, cookie = str(node.make_url("")).rstrip("/"), node.app[UI_SESSIONS].cookie
+    guesses = [("/v1/node/status", {"Authorization": "Bearer wrong"}, {}),
+               ("/v1/node/status", {}, {cookie: "abc.99999999999.def"}),
+               ("/ui/login?link=abc.99999999999.def", {}, {}),
+               ("/health", {"Authorization": "Bearer wrong"}, {})]
+    async with ClientSession(connector=TCPConnector(local_addr=("127.0.0.2", 0))) as stranger:
+        for i in range(FAILURE_BURST):
+            path, headers, cookies = guesses[i % len(guesses)]
+            answer = await stranger.get(base + path, headers=headers, cookies=cookies, allow_redirects=False)
+            assert answer.status == (200 if path == "/health" else 401), (i, path, answer.status)
+        for path, headers, cookies in [*guesses[:3], ("/v1/node/status", {"Authorization": f"Bearer {node.app[TOKEN]}"},
+                                                      {})]:
+            refused = await stranger.get(base + path, headers=headers, cookies=cookies, allow_redirects=False)
+            assert refused.status == 429 and int(refused.headers["Retry-After"]) >= 1, (path, refused.status)
+            problem = await refused.json()
+            assert problem["code"] == "quota-exceeded" and "failed authentications" in problem["detail"], problem
+        health = await (await stranger.get(base + "/health", headers={"Authorization": f"Bearer {node.app[TOKEN]}"}
+                                           )).json()
+        assert "observedValue" not in health["checks"]["disk:free"][0], health  # anyone's answer
+    assert (await node.get("/v1/node/status")).status == 200  # the user, at 127.0.0.1
+    browser, _, _, key = await _login(node)
+    try:
+        assert (await browser.get(base + "/v1/node/status", headers={CSRF_HEADER: key})).status == 200
+    finally:
+        await browser.close()
+    assert (await node.get("/v1/node/status", headers={"Authorization": "Bearer wrong"})).status == 401
 
 
 async def test_a_session_cannot_mint_login_links_and_logout_ends_it(node) -> None:

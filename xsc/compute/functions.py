@@ -65,7 +65,7 @@ from .store import ComputeStore
 from .hosted_jobs import DISK_MARGIN
 from .fastcall import close_held, fcntl_held, pipe_held, read_held
 from .wasi_io import OUTPUT_CAP, Streams, io_fuel
-from .web_answers import check_length, conditional, declared_length, slash_location, with_ranges
+from .web_answers import check_length, conditional, declared_length, entity_tag, slash_location, with_ranges
 from .web_on_loop import ON_LOOP_BODY, LoopRuns
 
 FIELDS = ("name", "module", "entrypoint", "inputs", "env", "limits", "max_body", "concurrency", "spend_cap",
@@ -1022,13 +1022,8 @@ class WebFunctions:
             ranged = _header(request.headers, "range")
             # a range is cut from the whole answer, and a HEAD is told its whole length: they wait for the run's end
             if ranged is None and request.method != "HEAD":
-                head = await _head_while_running(stdout, ran)
-                if head is not None:
-                    try:
-                        status, headers, offset, declared = parse_cgi(head)
-                        return _http(Answer(status, headers, stdout, offset, None, stdin, finish, declared), request)
-                    except FunctionFailed:
-                        pass  # answered once the run has ended
+                if (answer := await _while_running(request, stdout, ran, stdin, finish)) is not None:
+                    return answer
             await finish()
             head = await in_pool(None, stdout.read, 0, MAX_HEAD) if stdout.on_disk else stdout.read(0, MAX_HEAD)
             status, headers, offset, declared = parse_cgi(head)
@@ -1122,6 +1117,28 @@ class WebFunctions:
         recorded.add_done_callback(lambda _: uncount() if recorded.cancelled() or recorded.exception() else None)
 
 
+async def _while_running(request: Request, stdout: Spill, ran: asyncio.Future, stdin: Path | None,
+                         finish: Finish) -> Answer | None:
+    """The answer streamed while its run goes on, once its head is written (None: answered once the run has ended).
+    Its head is sent then, and commits it: a run that fails later cuts its body short.  A 304 or 412 has no body to
+    send before the run ends, so it waits for that end, as a whole answer does: a run that fails is answered its
+    failure, as its record says, not a 304 or 412."""
+    head = await _head_while_running(stdout, ran)
+    if head is None:
+        return None
+    try:
+        status, headers, offset, declared = parse_cgi(head)
+        answer = _http(Answer(status, headers, stdout, offset, None, stdin, finish, declared), request)
+    except FunctionFailed:
+        return None  # answered once the run has ended
+    except PreconditionFailed:
+        await finish()
+        raise
+    if answer.last is not None:  # no body: a 304
+        await finish()
+    return answer
+
+
 def parse_cgi(head: bytes) -> tuple[int, list[tuple[str, str]], int, int | None]:
     """The start of a CGI response: (its status, the headers it may set, where its body starts, the length it
     declares).  Header lines,
@@ -1163,6 +1180,11 @@ def parse_cgi(head: bytes) -> tuple[int, list[tuple[str, str]], int, int | None]
             if declared is not None and declared_length(value) != declared:
                 raise FunctionFailed("the function's answer declares two Content-Lengths")
             declared = declared_length(value)
+        elif lower == "etag":
+            if (tag := entity_tag(value)) is None:  # a validator no caller could send back
+                log.info("a function's ETag that no quoting makes an entity tag is dropped: %r", line[:200])
+                continue
+            value = tag
         if _kept(lower, value):
             headers.append((name, value))
     return status, headers, body, declared

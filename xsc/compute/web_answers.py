@@ -13,6 +13,7 @@ from ..errors import FunctionFailed, PreconditionFailed
 _DIGITS = re.compile(r"[0-9]{1,19}")
 # each entity tag of a list, weak or not (a tag may hold a ',': a list is not split on it)
 _ETAGS = re.compile(r'(W/)?("[^"]*")')
+_ETAGC = re.compile("[\x21\x23-\x7e\x80-\U0010ffff]*")  # what an entity tag holds between its quotes (RFC 9110 8.8.3)
 _VISIBLE = "".join(map(chr, range(0x21, 0x7F)))  # what a query keeps in a Location; the rest is percent-encoded
 # what a 304 keeps of the answer it stands for (RFC 9110 15.4.5): a cache refreshes its copy with them
 NOT_MODIFIED_KEEPS = frozenset({"cache-control", "content-location", "date", "etag", "expires", "last-modified",
@@ -27,6 +28,17 @@ def declared_length(value: str | None) -> int | None:
     if _DIGITS.fullmatch(value.strip()) is None:
         raise FunctionFailed(f"the function's Content-Length is not a length: {value[:40]!r}")
     return int(value)
+
+
+def entity_tag(value: str) -> str | None:
+    """A function's ETag as HTTP spells one (RFC 9110 8.8.3): as written when it is a quoted tag, weak or not; quoted
+    when it is written bare (`v1`, `W/v1`), as many servers and frameworks write them, so that a caller who sends it
+    back in quotes, as clients do, matches it; None when no quoting makes it a tag (a space, a '"' inside, nothing)."""
+    value = value.strip()
+    weak, tag = ("W/", value[2:]) if value.startswith("W/") else ("", value)
+    if len(tag) >= 2 and tag[0] == tag[-1] == '"' and _ETAGC.fullmatch(tag[1:-1]):
+        return value
+    return f'{weak}"{tag}"' if tag and _ETAGC.fullmatch(tag) else None
 
 
 def check_length(declared: int | None, written: int) -> None:

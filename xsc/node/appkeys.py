@@ -32,6 +32,7 @@ REPLAY_GUARD = web.AppKey("replay_guard", ReplayGuard)
 PEER_LIMITS = web.AppKey("peer_limits", RateLimiter)  # signed requests per peer key
 PEER_WORK = web.AppKey("peer_work", RateLimiter)  # work units per peer key, charged before a body is read
 USER_LIMITS = web.AppKey("user_limits", RateLimiter)  # user API requests with the token (or a dashboard session)
+AUTH_FAILURES = web.AppKey("auth_failures", RateLimiter)  # failed authentications per client address (auth.py)
 # name -> async () -> a /health check dict;  name -> () -> a JSON-able part of /v1/node/status
 HEALTH_CHECKS = web.AppKey("health_checks", dict)
 STATUS_PARTS = web.AppKey("status_parts", dict)

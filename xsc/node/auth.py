@@ -1,21 +1,27 @@
 """Who may call what: the user API needs the token, peers sign, anyone gets /health, /metrics and /openapi.json.
 
 Requests with the token (or a dashboard session) share one rate limit, `node.user_rate_limit` (429 with
-Retry-After past it): a leaked token or a runaway script cannot starve the node's peers."""
+Retry-After past it): a leaked token or a runaway script cannot starve the node's peers.  Failed authentications (a
+wrong or missing token, a forged or expired session, a login link that does not work) are limited per client address,
+`node.auth_failure_limit` (`guarded`): a stranger cannot guess freely, nor lock out a user at another address."""
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import time
+from collections.abc import Iterator
 
 from aiohttp import web
 
 from ..errors import Forbidden, Unauthorized
+from ..net.addresses import address_key
 from ..ui.core.session import CSRF_HEADER, origin_ok
-from .appkeys import TOKEN, UI_SESSIONS, USER_LIMITS
+from .appkeys import AUTH_FAILURES, TOKEN, UI_SESSIONS, USER_LIMITS
 
 PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
 PEER_PREFIX = "/v1/peer/"  # authenticated by request signatures, not the token
+FAILURE_BURST = 30  # failed authentications one address may make at once (a mistyped token, a script's stale one)
 
 
 @web.middleware
@@ -23,10 +29,25 @@ async def token_middleware(request: web.Request, handler):
     path = request.path
     if path in PUBLIC_PATHS or path.startswith(PEER_PREFIX) or not path.startswith("/v1/"):
         return await handler(request)
-    check_token(request)
+    with guarded(request):
+        check_token(request)
     # Only once the token checked out: nobody without it can use up the user's rate.
     request.app[USER_LIMITS].check("user", time.monotonic(), "the user's token")
     return await handler(request)
+
+
+@contextlib.contextmanager
+def guarded(request: web.Request) -> Iterator[None]:
+    """An authentication whose Unauthorized counts against its client's address (an IPv6 one's /64).  An address
+    past its failures is refused (429, Retry-After) before its credentials are looked at: a right guess among wrong
+    ones would otherwise still get in, so its own user at that address waits too; another address does not."""
+    failures, key, now = request.app[AUTH_FAILURES], address_key(request.remote), time.monotonic()
+    failures.require(key, now, f"address {request.remote}", 1)
+    try:
+        yield
+    except Unauthorized:
+        failures.take_up_to(key, now, 1)
+        raise
 
 
 def check_token(request: web.Request) -> None:

@@ -1,7 +1,8 @@
 """The S3 front's node over its user API (`xsc s3 serve`, a process of its own): each call one request of the
 node's /v1/s3 or /v1/store routes, with the node's token (xsc/client/aio.py); the node's refusals come back as its
 own XscErrors.  A group of small objects is one `POST /v1/s3/objects`; a large body is relayed from the node's
-socket by splice(2) where the system has it.  Given the front's marks, it starts only if their key is its node's."""
+socket by splice(2) where the system has it.  Given the front's marks, it starts only if their key is its node's, and
+a check the node could not answer as it started is made again before a file is stored."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from ..buckets.core import listing
 from ..buckets.objects import SmallPut, group_body
 from ..client.aio import FileStream, NodeApi
 from ..client.sync import SPLICE, NodeBody, error_from_problem
-from ..errors import ConfigError, InvalidArgument, XscError
+from ..errors import ConfigError, InvalidArgument, NotFound, XscError
 from .link import RECONCILE_AT_ONCE
 
 log = logging.getLogger(__name__)
@@ -35,25 +36,47 @@ class RemoteNode:
     def __init__(self, api: NodeApi, marks: FileMarks | None = None) -> None:
         self.api = api
         self.marks = marks  # the front's: checked against the node's key as it starts (None: not checked)
+        self._unchecked = marks is not None  # until the node has answered the check
+        self._refusal: ConfigError | None = None  # the key found not the node's after the start: every store refused
+        self._checking = asyncio.Lock()
 
     async def start(self) -> None:
         await self.api.start()
         if self.marks is not None:
             await self._check_key(self.marks)
 
+    async def _checked(self) -> None:
+        """Before a file is stored: the key's check, if the node could not answer it yet (a node that was not up as
+        the front started, or was busy), made now; a key that is not the node's refuses the store, in the front's
+        error line, as it would have refused the start."""
+        if self._unchecked and self.marks is not None:
+            async with self._checking:
+                if self._unchecked:
+                    try:
+                        await self._check_key(self.marks)
+                    except ConfigError as err:
+                        log.error("%s", err.with_hint)
+                        self._refusal = err
+        if self._refusal is not None:
+            raise self._refusal
+
     async def _check_key(self, marks: FileMarks) -> None:
         """Refuse to start with a key of the front's file names that is not the node's: the node would refuse
         (403) every charge of a user's file the front stores.  The node proves its key on a fresh challenge
-        (`FileMarks.proof`).  A node that cannot answer the check (one that does not answer yet, or an xsc without
-        it) is not checked: the front starts, and says so."""
+        (`FileMarks.proof`).  A node that cannot answer the check now (one that does not answer yet) is not checked:
+        the front starts, says so, and checks before it stores a file (`_checked`); one that never can (an xsc
+        without the check, 404) is not checked again."""
         challenge = secrets.token_hex(CHALLENGE_HEX // 2)
         try:
             async with asyncio.timeout(KEY_CHECK_SECONDS):
                 answer = await self.api.call("POST", "/v1/s3/marks/proof", body={"challenge": challenge})
         except (XscError, TimeoutError) as err:
-            log.warning("could not check this front's s3-files.key against the node's: %s",
+            self._unchecked = not isinstance(err, NotFound)
+            log.warning("could not check this front's s3-files.key against the node's%s: %s",
+                        ", it is checked before a file is stored" if self._unchecked else "",
                         str(err) or f"no answer in {KEY_CHECK_SECONDS:.0f} s")
             return
+        self._unchecked = False
         proof = answer.get("proof") if isinstance(answer, dict) else None
         if isinstance(proof, str) and hmac.compare_digest(proof.encode(), marks.proof(challenge).encode()):
             return
@@ -103,11 +126,13 @@ class RemoteNode:
 
     # --- small objects -------------------------------------------------------------------------
     async def put_small(self, put: SmallPut) -> dict:
+        await self._checked()
         return await self.api.post_bytes(f"{_bucket(put.bucket)}/objects", codec.framed(put.record, put.data),
                                          {k: v for k, v in (("key", put.key), ("name", put.name), ("user", put.user))
                                           if v is not None})
 
     async def put_small_group(self, puts: list[SmallPut]) -> list[dict | XscError]:
+        await self._checked()
         answer = await self.api.post_bytes("/v1/s3/objects", group_body(puts))
         results = answer.get("results") if isinstance(answer, dict) else None
         if not isinstance(results, list) or len(results) != len(puts) or not all(isinstance(r, dict) for r in results):
@@ -150,6 +175,7 @@ class RemoteNode:
 
     # --- files -------------------------------------------------------------------------------------
     async def put_file(self, chunks: AsyncIterator[bytes], size: int | None, name: str) -> dict:
+        await self._checked()
         return await self.api.put_file(_joined(chunks), size, name)
 
     async def open_file(self, cap: str, first: int | None = None, last: int | None = None) -> FileStream:

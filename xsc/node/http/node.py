@@ -10,9 +10,9 @@ from datetime import datetime, timezone
 from aiohttp import web
 
 from ... import __version__, keys
-from ...errors import Unauthorized
+from ...errors import QuotaExceeded, Unauthorized
 from ..appkeys import CONFIG, DB, HEALTH_CHECKS, IDENTITY, METRICS, STARTED, STATUS_PARTS
-from ..auth import check_token
+from ..auth import check_token, guarded, session_cookie
 from ..metrics import resident_memory
 from .common import json_response
 
@@ -52,9 +52,12 @@ PUBLIC_CHECK_FIELDS = frozenset({"componentType", "status", "time"})
 
 
 def _token_holder(request: web.Request) -> bool:
+    if not request.headers.get("Authorization") and session_cookie(request) is None:
+        return False  # anyone's poll: no guess to count
     try:
-        check_token(request)
-    except Unauthorized:
+        with guarded(request):  # a guess here counts as on the API: no free way to test tokens
+            check_token(request)
+    except (Unauthorized, QuotaExceeded):
         return False
     return True
 

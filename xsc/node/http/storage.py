@@ -13,7 +13,7 @@ from ...serve.direct import send_body
 from ...storage import Capability
 from ...storage.core import leases, ranges
 from ..appkeys import CONFIG, HANDOFF, METRICS, NODE
-from ..auth import check_token
+from ..auth import check_token, guarded
 from ..problems import problem_from_error
 from .common import json_response, optional_json_body, progress_answer, put_terms, query_int
 
@@ -31,7 +31,8 @@ async def _expect_put(request: web.Request) -> web.StreamResponse | None:
     try:
         if request.headers.get("Expect", "").lower() != "100-continue":
             raise BadRequest(f"unsupported Expect header: {request.headers['Expect']!r}")
-        check_token(request)
+        with guarded(request):  # refused here, before the middleware: a guess counts all the same
+            check_token(request)
         seconds, bid, wanted = put_terms(request)
         await request.app[NODE].storage.precheck(request.content_length, seconds, bid, **wanted)
     except XscError as err:

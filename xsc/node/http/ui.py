@@ -21,6 +21,7 @@ from aiohttp import web
 from ...errors import Forbidden, Unauthorized
 from ...ui.core.session import CSRF_HEADER, SESSION_SECONDS
 from ..appkeys import IDENTITY, UI_SESSIONS
+from ..auth import guarded
 from .common import json_response
 
 routes = web.RouteTableDef()
@@ -71,13 +72,15 @@ def _page(status: int, title: str, text: str) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     if request.method == "HEAD":  # a link preview or a checker: it must not use up the link
         return web.Response(status=200, content_type="text/html", headers=SECURITY_HEADERS)
-    sessions = request.app[UI_SESSIONS]
-    session = sessions.login(request.query.get("link", ""), time.time())
-    if session is None:
-        why = "It has expired, was used already, or is not from this node."
+    sessions, why = request.app[UI_SESSIONS], "It has expired, was used already, or is not from this node."
+    try:
+        with guarded(request):  # a link that does not work counts against its address, as a wrong token does
+            if (session := sessions.login(request.query.get("link", ""), time.time())) is None:
+                raise Unauthorized(f"this login link does not work: {why[0].lower()}{why[1:-1]}",
+                                   hint="run `xsc ui --print-url` for a new one")
+    except Unauthorized:
         if "text/html" not in request.headers.get("Accept", ""):  # a script: the API's problem body
-            raise Unauthorized(f"this login link does not work: {why[0].lower()}{why[1:-1]}",
-                               hint="run `xsc ui --print-url` for a new one")
+            raise
         return _page(401, "This login link does not work",
                      f"{why} Run `xsc ui` (or `xsc ui --print-url`) for a new one.")
     # The session's key goes to the page in the fragment (never sent to a server): the page keeps it in its
