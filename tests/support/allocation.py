@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 from hypothesis import strategies as st
 
 from xsc.allocation import CapacitySlot, Commitment, NeedSlot, SlotFilter, Stamp
+from xsc.allocation.itc_ids import FORK_PATH
+from xsc.errors import PeerUnreachable
 from xsc.identity import NODE_KEY_FILE, Identity, write_secret
 from xsc.node import appkeys
 
@@ -126,3 +129,36 @@ async def pair(node_factory, **settings):
     await a.app[appkeys.NODE].market.fill_book()
     await b.app[appkeys.NODE].market.fill_book()
     return a, b
+
+
+class LosingForks:
+    """A node's peers whose next `lose` answers to a fork it asked are lost on the way back: the peer forked and kept
+    its half, the node sees its request time out."""
+
+    def __init__(self, peers, lose: int = 1) -> None:
+        self.peers, self.lose, self.lost = peers, lose, 0
+
+    async def request(self, url: str, method: str, path: str, **kwargs):
+        response = await self.peers.request(url, method, path, **kwargs)
+        if path == FORK_PATH and self.lost < self.lose:
+            self.lost += 1
+            raise PeerUnreachable(f"peer {url} is unreachable: timed out", url=url, sent=True)
+        return response
+
+
+def measure(i) -> Fraction:
+    """The share of the interval an ITC id owns."""
+    return Fraction(i) if i in (0, 1) else (measure(i[0]) + measure(i[1])) / 2
+
+
+def disjoint(stamps: list[Stamp]) -> bool:
+    """No part of the interval is owned by two of the stamps' ids."""
+    union = Stamp(0, 0)
+    for s in stamps:
+        union = union.join(Stamp(s.id, 0))
+    return measure(union.id) == sum(measure(s.id) for s in stamps)
+
+
+def whole(stamps: list[Stamp]) -> bool:
+    """The ids together own the whole interval and no part twice (their shares add up to exactly 1)."""
+    return disjoint(stamps) and sum(measure(s.id) for s in stamps) == 1

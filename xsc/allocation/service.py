@@ -455,8 +455,8 @@ class AllocationService:
         pass
 
     def loops(self) -> dict[str, Any]:
-        """The allocation's rounds, run by the node's supervisor (xsc.tasks.Supervisor)."""
-        return {"allocation": self._run}
+        """The allocation's rounds and its forks asked again (`ItcIds.settle`), run by the node's supervisor."""
+        return {"allocation": self._run, "allocation-forks": self.ids.settling()}
 
     def close(self) -> None:
         pass
