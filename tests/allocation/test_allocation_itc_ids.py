@@ -147,7 +147,7 @@ async def test_a_fork_whose_answer_was_lost_is_given_again_and_the_ids_still_add
     await eventually_async(lambda: services[1].stamp is not None, "b's ITC id, forked from a")
     assert losing.lost == 1 and services[1].ids.forked_from == services[0].me
     assert whole([s.stamp for s in services]), [str(s.stamp) for s in services]
-    assert services[1].ids.asked == []  # nothing left to ask again
+    assert services[1].status()["forks_asked"] == []  # nothing left to ask again
 
 
 class _Network:

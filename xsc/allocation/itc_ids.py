@@ -237,6 +237,10 @@ class ItcIds:
         self.db.put(keys.MARKET_FORKS_ASKED, encode_asked(self.asked), sync=True)
         return asked
 
+    def asked_of(self) -> list[str]:
+        """The peers that may hold a fork whose answer this node never got (it asks them again)."""
+        return [a.peer for a in self.asked]
+
     def retire_asked(self) -> bool:
         """A fork asked and not answered gives the stored id back: the peer asked may have joined it into its own."""
         return self.retiring is not None and self.retiring.encode().hex() in {a.retire for a in self.asked}
