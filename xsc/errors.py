@@ -508,6 +508,13 @@ class UnknownPeer(Forbidden):
     code = "unknown-peer"
 
 
+class ForkNotGiven(InvalidArgument):
+    """A peer's fork request this node cannot give (400: it has no ITC id yet, or its id cannot be split further),
+    under a name it gave none to: the asker knows nothing was given under that name and asks another peer."""
+
+    code = "fork-not-given"
+
+
 class Quarantined(Forbidden):
     """A peer that misbehaved here is refused until its quarantine ends or the operator lifts it (403)."""
 

@@ -561,6 +561,10 @@ MARKET_SELF = b"m/s"  # this node's own market state: its ITC stamp (JSON), so s
 MARKET_RECOGNITION = b"m/r/"  # + peer public key -> the recognition weight the user set (decimal text)
 MARKET_TIE_SECRET = b"m/t"  # 32 random bytes, made once: orders peers that earned equal sums (never published)
 MARKET_ALLOCATION = b"m/a"  # this node's allocation ITC stamp (hex text): forked from a peer on join and on restart
+# Forks this node asked of peers and got no answer to yet (JSON list of {"peer", "name", "retire"}): written before
+# each is asked, so an answer a peer gave under that name and lost on the way is asked for again, after a restart too.
+MARKET_FORKS_ASKED = b"m/f"
+MARKET_FORKS_GIVEN = b"m/g/"  # + peer public key -> the fork this node gave that peer's latest named request (JSON)
 MARKET_STANDING = b"m/n/"  # + need id -> a standing need slot of this node (JSON bid), allocated in rounds
 MARKET_PRICES = b"m/p/"  # + kind + b"/" + bucket (8) + time ms (8) -> a clearing price and its volume (JSON)
 
@@ -575,6 +579,14 @@ def market_recognition(peer: bytes) -> bytes:
 
 def market_standing(need_id: str) -> bytes:
     return MARKET_STANDING + need_id.encode()
+
+
+def market_fork_given(peer: bytes) -> bytes:
+    return MARKET_FORKS_GIVEN + peer
+
+
+def split_market_fork_given(key: bytes) -> bytes:
+    return key[len(MARKET_FORKS_GIVEN):]
 
 
 # Trust lines (ledger/trust.py): what each peer paid this node and what its work cost, and its credit line.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
-from tests.support.allocation import FORK_WAIT
+from tests.support.allocation import FORK_WAIT, joining
 from tests.support.waiting import eventually_async
 from tests.support.compute import deploy, invoke
 from xsc.errors import MarketNoDeal
@@ -31,7 +31,7 @@ async def _gateway_and_provider_node(node_factory):
     """`_gateway_and_provider`, with b itself: (a, b)."""
     market = {"allocation_delay": 0.05, "allocation_fork_wait": FORK_WAIT}
     a = await node_factory("a", **QUIET, market={**market, "offer_compute": False})
-    b = await node_factory("b", **QUIET, market=market)
+    b = await joining(node_factory, a, "b", **QUIET, market=market)
     await a.app[NODE].peers.add(b.app[NODE].peers.url)
     await a.app[NODE].market.fill_book()
     await b.app[NODE].market.fill_book()

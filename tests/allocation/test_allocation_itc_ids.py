@@ -6,6 +6,11 @@ import random
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from xsc import keys
 from xsc.allocation import Stamp
 from xsc.allocation.core.records import MAX_STAMP_HEX, Held
 from xsc.allocation.itc_ids import ItcIds
@@ -122,3 +127,208 @@ async def test_a_fork_answered_with_megabytes_is_read_no_further_than_a_stamp_go
     finally:
         db.close()
         await liar.close()
+
+
+async def test_a_fork_whose_answer_was_lost_is_given_again_and_the_ids_still_add_up(node_factory) -> None:
+    """The peer forked its id and kept its half, and the answer never reached the joining node: asked again, it gives
+    the same half, not another (then the half given first was nobody's, and the two ids never added up to the whole)."""
+    from tests.support.allocation import FORK_WAIT, LosingForks, joining, whole
+    from tests.support.waiting import eventually_async
+    from xsc.node.appkeys import NODE
+
+    quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600},
+             "market": {"allocation_delay": 0.05, "allocation_fork_wait": FORK_WAIT}}
+    a = await node_factory("a", **quiet)
+    b = await joining(node_factory, a, "b", **quiet)
+    services = [n.app[NODE].allocation for n in (a, b)]
+    await eventually_async(lambda: services[0].stamp is not None, "a to seed the ITC id")
+    losing = services[1].ids.peers = LosingForks(services[1].ids.peers)  # b knows no peer yet: it has asked none
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    await eventually_async(lambda: services[1].stamp is not None, "b's ITC id, forked from a")
+    assert losing.lost == 1 and services[1].ids.forked_from == services[0].me
+    assert whole([s.stamp for s in services]), [str(s.stamp) for s in services]
+    assert services[1].status()["forks_asked"] == []  # nothing left to ask again
+
+
+class _Network:
+    """ItcIds of a few nodes on real databases, asking each other for forks through `request`, which loses what the
+    test says: a request before the peer reads it ("request"), the answer after the peer kept its half ("answer"),
+    or a connection never made ("unreached"); or the peer refuses the request before its fork is read ("refused").
+    Node 0 holds the seed; the others join, and never seed."""
+
+    def __init__(self, dbs: list, seeds: int | None = None) -> None:
+        from xsc.identity import Identity
+
+        self.dbs, self.faults, self.up = dbs, [], set(range(len(dbs)))
+        self.seeds = seeds  # a node without a stored id that seeds one alone (the first node of a network)
+        self.names = [Identity.generate().id for _ in dbs]
+        for db in dbs:  # (one database a node for all the examples: opening one is most of an example's time)
+            with db.iterator(include_value=False) as held:
+                for key in list(held):
+                    db.delete(key)
+        dbs[0].put(keys.MARKET_ALLOCATION, Stamp.seed().encode().hex().encode())
+        self.ids = [self._ids(k) for k in range(len(dbs))]
+
+    def _ids(self, k: int) -> ItcIds:
+        def targets() -> list:
+            return [SimpleNamespace(id=self.names[j], url=str(j)) for j in sorted(self.up) if j != k]
+
+        return ItcIds(me=self.names[k], db=self.dbs[k], peers=self._Peers(self, k), held=(Held(),), targets=targets,
+                      joins=k not in (0, self.seeds), forks=None, fork_wait=0 if k in (0, self.seeds) else 1e9)
+
+    class _Peers:
+        def __init__(self, net: "_Network", k: int) -> None:
+            self.net, self.k = net, k
+
+        async def request(self, url, method, path, *, json, **kwargs):
+            from xsc.errors import PeerRefused, PeerUnreachable, XscError
+
+            fault = self.net.faults.pop(0) if self.net.faults else None
+            if fault in ("request", "unreached"):
+                raise PeerUnreachable("lost", sent=fault == "request")
+            if fault == "refused":  # by the peer's routes, before the fork is read: past its rate, or a stranger
+                raise PeerRefused("rate", peer_status=429, peer_code="quota-exceeded")
+            try:
+                answer = self.net.ids[int(url)].fork(self.net.names[self.k], json)
+            except XscError as err:
+                raise PeerRefused(str(err), peer_status=400, peer_code=err.code) from None
+            if fault == "answer":
+                raise PeerUnreachable("lost", sent=True)
+            return SimpleNamespace(json=lambda: answer)
+
+    def restart(self, k: int) -> None:
+        self.ids[k] = self._ids(k)  # what it kept in memory is gone; what it wrote is read again
+
+    def held(self) -> list[Stamp]:
+        """The ids the nodes hold: each its own, or its stored one while no peer it gave it back to may have it."""
+        out = []
+        for ids in self.ids:
+            if ids.stamp is not None:
+                out.append(ids.stamp)
+            elif ids.retiring is not None and not ids.retire_asked():
+                out.append(ids.retiring)
+        return out
+
+
+
+_STEPS = st.lists(st.tuples(st.sampled_from(("ensure", "ensure", "ensure", "settle", "restart", "restart", "down",
+                                             "up")),
+                            st.integers(0, 2),
+                            st.lists(st.sampled_from((None, "request", "answer", "answer", "unreached", "refused")),
+                                     max_size=3)),
+                  max_size=16)
+
+
+def test_after_any_forks_lost_answers_retries_and_restarts_the_ids_held_add_up_to_the_seed(tmp_path: Path) -> None:
+    """The ids the nodes hold never overlap, whatever is lost and whoever restarts; once every node is up and nothing
+    is lost, each node's forks asked are answered and the ids add up to the seed's, the whole interval."""
+    dbs = [open_database(tmp_path / str(k)) for k in range(3)]
+    try:
+        _forks_lost_and_asked_again(dbs)
+    finally:
+        for db in dbs:
+            db.close()
+
+
+def _forks_lost_and_asked_again(dbs: list) -> None:
+    import asyncio
+
+    from tests.support.allocation import disjoint, whole
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(steps=_STEPS)
+    # node 0 gives its id back to node 1, whose answer is lost: node 0 must not go on with it (node 1 took it)
+    @example(steps=[("ensure", 0, []), ("ensure", 1, []), ("restart", 0, []), ("ensure", 0, ["answer"])])
+    # ... nor once node 1 refuses the request again, past its rate: that says nothing of the first
+    @example(steps=[("ensure", 0, []), ("ensure", 1, []), ("restart", 0, []), ("ensure", 0, ["answer"]),
+                    ("ensure", 0, ["refused"])])
+    # node 1's answer from node 0 is lost, node 2 gives it one; restarted, node 1 gets node 0's answer and keeps both
+    @example(steps=[("ensure", 0, []), ("ensure", 2, []), ("ensure", 1, ["answer"]), ("restart", 1, []),
+                    ("ensure", 1, [])])
+    def check(steps) -> None:
+        asyncio.run(run(_Network(dbs), steps))
+
+    async def run(net: _Network, steps) -> None:
+        for step, k, faults in steps:
+            net.faults = list(faults)
+            if step == "ensure":
+                await net.ids[k].ensure()
+            elif step == "settle":
+                await net.ids[k].settle()
+            elif step == "restart":
+                net.restart(k)
+            else:
+                (net.up.add if step == "up" else net.up.discard)(k)
+            assert disjoint(net.held()), (step, k, faults, [str(s) for s in net.held()])
+        net.faults, net.up = [], set(range(len(net.ids)))
+        for _ in range(6):
+            for ids in net.ids:
+                await ids.ensure()
+                await ids.settle()
+        assert all(ids.stamp is not None and ids.asked == [] for ids in net.ids)
+        assert whole([ids.stamp for ids in net.ids]), [str(ids.stamp) for ids in net.ids]
+
+    check()
+
+
+async def test_a_node_that_may_have_been_given_a_fork_seeds_no_id_of_its_own(tmp_path: Path) -> None:
+    """A first node of a network seeds an id once no peer gave it one within its fork wait: not when a peer may have
+    given it half of its own and the answer was lost (the seed would overlap that half), however long that peer is
+    away; once back, it gives the same half again."""
+    from tests.support.allocation import disjoint, whole
+
+    dbs = [open_database(tmp_path / str(k)) for k in range(2)]
+    try:
+        net = _Network(dbs, seeds=1)
+        assert await net.ids[0].ensure()
+        net.faults = ["answer"]
+        assert not await net.ids[1].ensure() and len(net.ids[1].asked) == 1
+        net.up.discard(0)  # node 1 knows no peer now, and waited long enough: alone, it would seed
+        assert not await net.ids[1].ensure() and net.ids[1].stamp is None
+        net.ids[1] = net._ids(1)  # nor after a restart
+        assert not await net.ids[1].ensure() and net.ids[1].stamp is None
+        assert disjoint(net.held())
+        net.up.add(0)
+        assert await net.ids[1].ensure() and net.ids[1].asked == []
+        assert whole([ids.stamp for ids in net.ids])
+    finally:
+        for db in dbs:
+            db.close()
+
+
+def test_a_request_named_again_gets_the_same_half_free_and_what_is_kept_of_forks_given_is_bounded(
+        tmp_path: Path) -> None:
+    """A peer naming its last request again gets what it was given, with no fork nor quota taken; a new name is a
+    new fork, within the peer's quota; one fork is kept a peer, MAX_GIVEN peers at most, across restarts."""
+    from xsc.allocation.itc_ids import FORK_BURST, FORK_RATE, MAX_GIVEN
+    from xsc.errors import InvalidArgument, QuotaExceeded
+    from xsc.identity import Identity
+    from xsc.node.limits import RateLimiter
+
+    db = open_database(tmp_path / "db")
+    ids = ItcIds(me="me", db=db, peers=None, held=(Held(),), targets=lambda: [], joins=False,
+                 forks=RateLimiter(FORK_RATE, FORK_BURST, "ITC forks"))
+    ids.stamp = Stamp.seed()
+    peer = Identity.generate().id
+    first = ids.fork(peer, {"name": "1" * 32})
+    kept = ids.stamp
+    for _ in range(3):
+        assert ids.fork(peer, {"name": "1" * 32}) == first and ids.stamp == kept
+    assert ids.fork(peer, {"name": "2" * 32}) != first  # the second of its burst
+    with pytest.raises(QuotaExceeded):
+        ids.fork(peer, {"name": "3" * 32})
+    assert ids.fork(peer, {"name": "2" * 32})["stamp"] != first["stamp"]  # only its latest is kept
+    with pytest.raises(InvalidArgument, match="32 lower-case hex digits"):
+        ids.fork(peer, {"name": "1" * 10_000})
+    peers = [Identity.generate().id for _ in range(MAX_GIVEN + 3)]
+    with db.write_batch() as batch:
+        for k, p in enumerate(peers):
+            ids.given.remember(batch, p, f"{k:032x}", first)
+    with db.iterator(prefix=keys.MARKET_FORKS_GIVEN, include_value=False) as given:
+        assert len(list(given)) == MAX_GIVEN
+    again = ItcIds(me="me", db=db, peers=None, held=(Held(),), targets=lambda: [], joins=False, forks=None)
+    assert again.fork(peers[-1], {"name": f"{len(peers) - 1:032x}"}) == first  # (this node has no id yet)
+    # the oldest forgotten: `peer`'s and the first three of these
+    assert again.given.answer(peer, "2" * 32) is None and again.given.answer(peers[2], f"{2:032x}") is None
+    assert again.given.answer(peers[3], f"{3:032x}") == first
+    db.close()

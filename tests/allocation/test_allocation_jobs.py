@@ -9,7 +9,7 @@ import asyncio
 from decimal import Decimal
 from types import SimpleNamespace
 
-from tests.support.allocation import FORK_WAIT
+from tests.support.allocation import FORK_WAIT, joining
 from tests.support.compute import deploy, peer_with_provider
 from tests.support.jobs import QUIET, run_job
 from tests.support.waiting import eventually_async
@@ -27,8 +27,9 @@ async def _allocated(node_factory):
     """The gateway of three providers, once each provider's part of its standing compute need holds a few
     jobs' budgets."""
     market = {"allocation_delay": 0.05, "allocation_fork_wait": FORK_WAIT}
-    providers = [await node_factory(f"provider{i}", **QUIET, market=market) for i in range(3)]
-    gateway = await node_factory("gateway", **QUIET, market={**market, "offer_compute": False})
+    providers = [await node_factory("provider0", **QUIET, market=market)]  # it seeds the ITC id; the others fork
+    providers += [await joining(node_factory, providers[0], f"provider{i}", **QUIET, market=market) for i in (1, 2)]
+    gateway = await joining(node_factory, providers[0], "gateway", **QUIET, market={**market, "offer_compute": False})
     for provider in providers:
         await peer_with_provider(gateway, provider)
         gateway.app[NODE].market.set_recognition(provider.app[IDENTITY].id, Decimal(1))

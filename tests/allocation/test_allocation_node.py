@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.support.allocation import FORK_WAIT, pair
+from tests.support.allocation import FORK_WAIT, NEVER, joining, pair
 from tests.support.waiting import eventually_async
 from xsc.allocation import AllocationState, SlotAllocation, Stamp
 from xsc.allocation.core.records import MAX_ALLOCATIONS, parse_receipt, parse_state, sign_receipt, sign_state
@@ -192,9 +192,10 @@ async def test_each_hostile_record_is_refused_and_counted(node_factory) -> None:
 async def test_a_joining_node_forks_its_itc_id_from_a_peer(node_factory) -> None:
     a, b = await pair(node_factory, **QUIET)
     ids = [n.app[NODE].allocation for n in (a, b)]
-    assert all(s.ids.fork_wait == FORK_WAIT for s in ids)  # the setting (`market.allocation_fork_wait`) reaches them
+    # the setting (`market.allocation_fork_wait`) reaches them: b, which joins a, never seeds
+    assert [s.ids.fork_wait for s in ids] == [FORK_WAIT, NEVER]
     await eventually_async(lambda: all(s.stamp is not None for s in ids), "both nodes' ITC ids", 30)
-    first, second = sorted(ids, key=lambda s: s.ids.forked_from is not None)
+    first, second = ids
     assert first.ids.forked_from is None and second.ids.forked_from == first.me
     # the two ids are disjoint halves: their events never collide
     assert first.stamp.id != 1 and second.stamp.id != 1
@@ -238,8 +239,8 @@ async def test_the_allocation_places_no_need_on_room_this_nodes_puts_in_flight_h
     is in flight sees the rest of the slot only, as the call market does (placed on the book's whole slot, the second
     need went to b, with no room for it, rather than to c, which has)."""
     a = await node_factory("a", storage={"capacity": 0}, **QUIET)
-    b = await node_factory("b", storage={"capacity": 1_000_000}, **QUIET)
-    c = await node_factory("c", **{**QUIET, "market": {**QUIET["market"], "storage_ask_floor": 2000}})
+    b = await joining(node_factory, a, "b", storage={"capacity": 1_000_000}, **QUIET)
+    c = await joining(node_factory, a, "c", **{**QUIET, "market": {**QUIET["market"], "storage_ask_floor": 2000}})
     a_id, b_id, c_id = (n.app[NODE].peers.identity.id for n in (a, b, c))
     for provider in (b, c):
         await a.app[NODE].peers.add(provider.app[NODE].peers.url)
@@ -278,7 +279,7 @@ async def _allocated_to(node_factory, standing: int, size: int):
     """Node a with a standing storage need of `standing` bytes, and b allocating at least `size` of it to a, each
     recognising the other; (a, b's id)."""
     a = await node_factory("a", storage={"capacity": 0}, **QUIET)
-    b = await node_factory("b", **QUIET)
+    b = await joining(node_factory, a, "b", **QUIET)
     a_id, b_id = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
     await a.app[NODE].peers.add(b.app[NODE].peers.url)
     for node in (a, b):
@@ -334,7 +335,7 @@ async def test_a_put_on_fewer_providers_than_shares_is_dealt_round_them_evenly_w
     each provider, not one to each of two and four to the third (a file no node's loss may cost), nor nowhere (the
     needs the allocation did not place kept off every provider it used)."""
     a = await node_factory("a", storage={"capacity": 0}, **QUIET)
-    providers = [await node_factory(name, **QUIET) for name in "bcd"]
+    providers = [await joining(node_factory, a, name, **QUIET) for name in "bcd"]
     ids = [p.app[NODE].peers.identity.id for p in providers]
     a_id = a.app[NODE].peers.identity.id
     for p in providers:
@@ -397,7 +398,7 @@ async def test_a_recipient_answers_only_when_no_provider_is_left_to_compute_from
     # arrives.  Each provider's grant is its share of the gap in the receipt it computes from, so a receipt that
     # came while one provider was still to compute from the one before could have the gap given twice.
     r = await node_factory("r", **QUIET)
-    providers = [await node_factory(name, **QUIET) for name in ("p1", "p2")]
+    providers = [await joining(node_factory, r, name, **QUIET) for name in ("p1", "p2")]
     service = r.app[NODE].allocation
     r_id = r.app[NODE].peers.identity.id
     for p in providers:

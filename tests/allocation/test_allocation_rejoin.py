@@ -6,9 +6,8 @@ allocation converges again.  Three in-process nodes; the restarted one runs agai
 from __future__ import annotations
 
 from decimal import Decimal
-from fractions import Fraction
 
-from tests.support.allocation import FORK_WAIT
+from tests.support.allocation import FORK_WAIT, whole
 from tests.support.waiting import eventually_async
 from tests.support.nodes import close_node, serve
 from xsc import keys
@@ -28,19 +27,6 @@ def _received(node) -> dict[str, int]:
         for p, units in entry["by_provider"].items():
             out[p] = out.get(p, 0) + units
     return out
-
-
-def _measure(i) -> Fraction:
-    """The share of the interval an ITC id owns."""
-    return Fraction(i) if i in (0, 1) else (_measure(i[0]) + _measure(i[1])) / 2
-
-
-def _whole(stamps: list[Stamp]) -> bool:
-    """The ids together own the whole interval and no part twice (their shares add up to exactly 1)."""
-    union = Stamp(0, 0)
-    for s in stamps:
-        union = union.join(Stamp(s.id, 0))
-    return union.id == 1 and sum(_measure(s.id) for s in stamps) == 1
 
 
 async def test_a_restarted_node_rejoins_by_fork_gives_its_old_id_back_and_the_allocation_converges(make_config) -> None:
@@ -65,7 +51,7 @@ async def test_a_restarted_node_rejoins_by_fork_gives_its_old_id_back_and_the_al
                 if other != name:
                     n.app[NODE].market.set_recognition(oid, Decimal(1))
         await eventually_async(lambda: all(n.app[NODE].allocation.stamp is not None for n in nodes.values()), "every ITC id")
-        assert _whole([n.app[NODE].allocation.stamp for n in nodes.values()])
+        assert whole([n.app[NODE].allocation.stamp for n in nodes.values()])
 
         # c needs storage; b allocates to it.
         response = await c.post("/v1/allocation/needs", json={"kind": "storage", "quantity": NEED, "seconds": 600})
@@ -95,7 +81,7 @@ async def test_a_restarted_node_rejoins_by_fork_gives_its_old_id_back_and_the_al
         # it forked from holds the other half of a pair, b gets the same half again): the ids still add up to the
         # whole interval, none twice.
         assert all(s.leq(service.stamp) for s in held_before.values())
-        assert _whole([n.app[NODE].allocation.stamp for n in nodes.values()])
+        assert whole([n.app[NODE].allocation.stamp for n in nodes.values()])
 
         # Its records are taken at once (never stale), and the allocation converges again with it.
         await eventually_async(lambda: service.states.get(ids["b"]) is not None, "b to publish its state")

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.support.allocation import FORK_WAIT, pair
+from tests.support.allocation import FORK_WAIT, joining, pair
 from tests.support.waiting import eventually_async
 from tests.support.peers import answering_megabytes
 from xsc.allocation import AllocationState, Stamp
@@ -170,8 +170,8 @@ async def test_hostile_subscriptions_and_digests_are_refused(node_factory) -> No
 
 async def test_a_record_reaches_only_the_parties_it_names_and_its_subscribers(node_factory) -> None:
     a = await node_factory("a", **QUIET)
-    b = await node_factory("b", **QUIET)
-    c = await node_factory("c", **QUIET)
+    b = await joining(node_factory, a, "b", **QUIET)
+    c = await joining(node_factory, a, "c", **QUIET)
     for other in (b, c):
         await a.app[NODE].peers.add(other.app[NODE].peers.url)
     await b.app[NODE].peers.add(c.app[NODE].peers.url)
@@ -246,7 +246,7 @@ async def _storage_provider_and_recipient(node_factory):
     quiet = {k: v for k, v in QUIET.items() if k != "market"}
     market = {"allocation_delay": 0.05, "allocation_fork_wait": FORK_WAIT, "offer_compute": False}
     provider = await node_factory("provider", **quiet, storage={"capacity": 1_000_000}, market=market)
-    recipient = await node_factory("recipient", **quiet, market={**market, "offer_storage": False})
+    recipient = await joining(node_factory, provider, "recipient", **quiet, market={**market, "offer_storage": False})
     await provider.app[NODE].peers.add(recipient.app[NODE].peers.url)
     return provider, recipient, provider.app[NODE].peers.identity.id, recipient.app[NODE].peers.identity.id
 

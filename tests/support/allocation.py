@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
 
 from hypothesis import strategies as st
 
 from xsc.allocation import CapacitySlot, Commitment, NeedSlot, SlotFilter, Stamp
+from xsc.allocation.itc_ids import FORK_PATH
+from xsc.errors import PeerUnreachable
+from xsc.identity import NODE_KEY_FILE, Identity, write_secret
 from xsc.node import appkeys
 
 PEERS = ("a", "b", "c", "d", "e")
@@ -90,15 +95,70 @@ def networks(draw, simple: bool = False, max_caps: int = 3, max_needs: int = 3):
 # (`market.allocation_fork_wait`): they know each other a moment after they start (the test peers them at once), where
 # the default (3 s) leaves a network started together time to learn of itself.
 FORK_WAIT = 1.0
+# The fork wait of the nodes that join a test's first one (`joining`): longer than any test, so they never seed.
+NEVER = 600.0
+
+
+async def joining(node_factory, first, name: str, **settings):
+    """A node that forks its ITC id from `first` once the test peers them, and can never seed one of its own: a node
+    started alone seeds once its fork wait passes, and one knowing only peers without an id seeds if its node id is
+    the smallest (on a slow machine, two nodes peered after their waits passed both seeded, their ids never to add
+    up).  Its fork wait is NEVER, and its node id sorts after first's: `first`, started with FORK_WAIT, seeds whether
+    it knows this node yet or not, and this one waits for it."""
+    config, me = first.app[appkeys.CONFIG], first.app[appkeys.NODE].peers.identity.id
+    key = Path(config.data_dir).parent / name / NODE_KEY_FILE
+    if key.exists():  # started before in this test: its id is what it is
+        assert Identity.load_or_create(key).id > me, f"{name}'s node id sorts before {me}: start it first"
+    else:
+        identity = Identity.mint(config.peers.min_difficulty)
+        while identity.id <= me:
+            identity = Identity.mint(config.peers.min_difficulty)
+        key.parent.mkdir(parents=True, exist_ok=True)
+        write_secret(key, identity.private_key().private_bytes_raw())
+    market = {**settings.get("market", {}), "allocation_fork_wait": NEVER}
+    return await node_factory(name, **{**settings, "market": market})
 
 
 async def pair(node_factory, **settings):
-    """Two in-process nodes that know each other, each holding the other's market commitment (one seeds the ITC id
-    FORK_WAIT s after it started, the other forks from it)."""
+    """Two in-process nodes that know each other, each holding the other's market commitment (the first seeds the ITC
+    id FORK_WAIT s after it started, the other forks from it: `joining`)."""
     settings = {**settings, "market": {"allocation_fork_wait": FORK_WAIT, **settings.get("market", {})}}
     a = await node_factory("a", **settings)
-    b = await node_factory("b", **settings)
+    b = await joining(node_factory, a, "b", **settings)
     await a.app[appkeys.NODE].peers.add(b.app[appkeys.NODE].peers.url)
     await a.app[appkeys.NODE].market.fill_book()
     await b.app[appkeys.NODE].market.fill_book()
     return a, b
+
+
+class LosingForks:
+    """A node's peers whose next `lose` answers to a fork it asked are lost on the way back: the peer forked and kept
+    its half, the node sees its request time out."""
+
+    def __init__(self, peers, lose: int = 1) -> None:
+        self.peers, self.lose, self.lost = peers, lose, 0
+
+    async def request(self, url: str, method: str, path: str, **kwargs):
+        response = await self.peers.request(url, method, path, **kwargs)
+        if path == FORK_PATH and self.lost < self.lose:
+            self.lost += 1
+            raise PeerUnreachable(f"peer {url} is unreachable: timed out", url=url, sent=True)
+        return response
+
+
+def measure(i) -> Fraction:
+    """The share of the interval an ITC id owns."""
+    return Fraction(i) if i in (0, 1) else (measure(i[0]) + measure(i[1])) / 2
+
+
+def disjoint(stamps: list[Stamp]) -> bool:
+    """No part of the interval is owned by two of the stamps' ids."""
+    union = Stamp(0, 0)
+    for s in stamps:
+        union = union.join(Stamp(s.id, 0))
+    return measure(union.id) == sum(measure(s.id) for s in stamps)
+
+
+def whole(stamps: list[Stamp]) -> bool:
+    """The ids together own the whole interval and no part twice (their shares add up to exactly 1)."""
+    return disjoint(stamps) and sum(measure(s.id) for s in stamps) == 1

@@ -455,8 +455,8 @@ class AllocationService:
         pass
 
     def loops(self) -> dict[str, Any]:
-        """The allocation's rounds, run by the node's supervisor (xsc.tasks.Supervisor)."""
-        return {"allocation": self._run}
+        """The allocation's rounds and its forks asked again (`ItcIds.settle`), run by the node's supervisor."""
+        return {"allocation": self._run, "allocation-forks": self.ids.settling()}
 
     def close(self) -> None:
         pass
@@ -552,9 +552,9 @@ class AllocationService:
         received = self.receipts.get(self.me)
         return {
             "stamp": None if self.ids.stamp is None else self.ids.stamp.encode().hex(),
-            "forked_from": self.ids.forked_from, "rejoined": self.ids.rejoined, "rounds": self.rounds,
-            "converged": provider_converged is not False and share >= float(NETWORK_QUORUM) and not unanswered
-            and not moved,
+            "forked_from": self.ids.forked_from, "rejoined": self.ids.rejoined, "forks_asked": self.ids.asked_of(),
+            "rounds": self.rounds, "converged": provider_converged is not False and share >= float(NETWORK_QUORUM)
+            and not unanswered and not moved,
             "provider_converged": provider_converged,
             "unanswered": unanswered,
             "delta": delta,

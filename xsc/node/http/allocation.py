@@ -70,7 +70,7 @@ async def exchange(request: web.Request) -> web.Response:
 
 @routes.post("/v1/peer/allocation/fork")
 async def fork(request: web.Request) -> web.Response:
-    body = await json_body(request, 'send {} (or {"retire": HEX}: the id this node had before it restarted)')
+    body = await json_body(request, 'send {"name": HEX} (and "retire": HEX, the id this node had before it restarted)')
     return json_response(request.app[NODE].allocation.fork(peer_auth.peer_id(request), body))
 
 
