@@ -229,8 +229,9 @@ def test_the_node_package_stays_the_composition_root_and_http() -> None:
     # however it ends, ~5; a node's own repair taking a share from the peers uploading it here, ~1; the blocks'
     # compactor built and supervised, ~4; a web function's body asked for by `Expect: 100-continue` only when the
     # function would take it, ~6; the S3 front's file marks handed to the index, which checks the tags of the files a
-    # charge or an import names, ~1; the node's s3-files.key proven to a front as it starts, its route, ~6).
-    assert sum(lines.values()) < 3552, lines
+    # charge or an import names, ~1; the node's s3-files.key proven to a front as it starts, its route, ~6; a map's
+    # record, which a map cut short goes on from, its four routes and its service, ~27).
+    assert sum(lines.values()) < 3579, lines
     too_long = {n: count for n, count in lines.items() if n.startswith("xsc.node.http.") and count > 350}
     assert too_long == {}
 
