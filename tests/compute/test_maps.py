@@ -15,6 +15,8 @@ from tests.support.cli import ThreadedNode, error_line, ok
 from tests.support.compute import WASM
 from tests.support.nodes import node_config, start_xsc
 from tests.support.waiting import eventually
+from xsc.compute.maps import MapInput
+from xsc.node.appkeys import NODE
 
 SHA256 = str(WASM / "sha256.wasm")
 SLOW = str(WASM / "slow.wasm")  # about a second a run, and not deterministic: a run again is paid again
@@ -95,6 +97,29 @@ def test_a_map_resumed_runs_only_the_inputs_not_done(shared) -> None:
         assert json.loads(ok(shared.xsc("compute", "job", r["job"], "--json")))["executions"] == 1
 
 
+def test_an_input_whose_job_ended_after_its_map_last_heard_of_it_is_answered_from_the_jobs_record(shared) -> None:
+    """A kill -9 between the job's record written done (and paid) and the map's record of it: the resume takes the
+    job's answer from its record, which names the map's input, and does not run (or pay) the job again."""
+    (cap,) = _caps(shared, b"ended unheard\n")
+    module = ok(shared.xsc("compute", "deploy", SHA256, "--wasi")).strip()
+    made = _posted(shared, "/v1/compute/maps", {"spec": {"module": module}, "as": "-", "over": [cap], "inputs": [cap]})
+    maps = shared.app[NODE].maps
+    ran = shared.submit(maps.jobs.run({"module": module, "stdin": cap}, tag=MapInput(maps, made["id"], 0))).result(60)
+    rows = json.loads(ok(shared.xsc("compute", "map", "--resume", made["id"], "--json")))["results"]
+    assert [(r["job"], r["state"], r["replayed"], r["charged"]) for r in rows] == [(ran["id"], "done", True, 0)], rows
+    assert json.loads(ok(shared.xsc("compute", "job", ran["id"], "--json")))["executions"] == 1
+    listed = json.loads(ok(shared.xsc("compute", "maps", "--json")))["maps"]
+    assert (listed[0]["id"], listed[0]["done"]) == (made["id"], 1), listed
+
+
+def _posted(node, path: str, body: dict) -> dict:
+    request = urllib.request.Request(f"{node.url}{path}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {node.token}",
+                                              "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
 def test_resuming_a_map_this_node_has_no_record_of_is_refused(shared) -> None:
     line = error_line(shared.xsc("compute", "map", "--resume", "0" * 32))
     assert line == f"xsc: error: no map {'0' * 32} (list them with: xsc compute maps)", line
@@ -135,11 +160,8 @@ def test_a_map_over_more_inputs_than_it_takes_is_refused_before_its_module_is_de
 ])
 def test_a_map_the_node_cannot_run_is_refused_before_it_is_recorded(shared, body, status, said) -> None:
     before = json.loads(ok(shared.xsc("compute", "maps", "--json")))["maps"]
-    request = urllib.request.Request(f"{shared.url}/v1/compute/maps", data=json.dumps(body).encode(), method="POST",
-                                     headers={"Authorization": f"Bearer {shared.token}",
-                                              "Content-Type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=30)
+        _posted(shared, "/v1/compute/maps", body)
     problem = json.loads(refused.value.read())
     assert refused.value.code == status and said in problem["detail"], problem
     assert json.loads(ok(shared.xsc("compute", "maps", "--json")))["maps"] == before
