@@ -127,6 +127,19 @@ def test_resuming_a_map_this_node_has_no_record_of_is_refused(shared) -> None:
     assert line == "xsc: error: no map not-a-map (list them with: xsc compute maps)", line
 
 
+def test_an_input_of_a_map_that_is_not_there_is_refused(shared) -> None:
+    (cap,) = _caps(shared, b"one input\n")
+    module = ok(shared.xsc("compute", "deploy", SHA256, "--wasi")).strip()
+    made = _posted(shared, "/v1/compute/maps", {"spec": {"module": module}, "as": "-", "inputs": [cap]})
+    for path, status, said in [(f"{'0' * 32}/inputs/0", 404, f"no map {'0' * 32}"),
+                               (f"{made['id']}/inputs/1", 400, f"the map {made['id']} has inputs 0 to 0, not '1'"),
+                               (f"{made['id']}/inputs/-1", 400, "not '-1'"), (f"{made['id']}/inputs/%C2%B2", 400, "not")]:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _posted(shared, f"/v1/compute/maps/{path}", {})
+        problem = json.loads(refused.value.read())
+        assert refused.value.code == status and said in problem["detail"], problem
+
+
 def test_a_resume_with_other_arguments_than_its_maps_is_refused_and_runs_nothing(shared) -> None:
     caps = _caps(shared, b"other arguments\n")
     ok(shared.xsc("compute", "map", SHA256, *_over(caps), "--as", "-"))

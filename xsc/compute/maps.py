@@ -5,9 +5,10 @@
 
 The CLI asks for the map (`create`: its module, spec, mount, sources and the inputs they named, every bound checked
 before anything is written), then for each input's job (`run_input`), --parallel at once.  The map's record is the
-node's (compute/store.py): its head (id, module, spec, counts of inputs done and failed) and, per input, its name,
-its state (pending, running, done, failed), the job's id once it is known (before the job runs) and its outputs
-once it is done, written with the head's counts in one synced write.
+node's (compute/store.py): its head (id, module, mount, counts of inputs done and failed), what it was asked (its
+spec, its sources as given: written once) and, per input, its name, its state (pending, running, done, failed), the
+job's id once it is known (before the job runs) and its outputs once it is done, written with the head's counts in
+one synced write.
 
 A map resumed asks again for every input not done.  An input done is answered from its record: not run, not paid
 again.  An input whose job was in flight when the node stopped is asked again as that job, whose record
@@ -38,7 +39,6 @@ MAX_INPUT_BYTES = 2048  # an input: a capability, or s3://BUCKET/KEY (a key is 1
 # A map's request: its inputs and sources, each at most MAX_INPUT_BYTES, and its spec.
 MAX_MAP_BODY = (MAX_MAP + MAX_SOURCES) * (MAX_INPUT_BYTES + 8) + MAX_SPEC_BYTES
 ID_HEX = 32
-LISTED = ("id", "module", "inputs", "done", "failed", "created", "as", "over")  # what the list shows of a map
 _INDEX = re.compile(r"[0-9]{1,5}")  # an input's number in a request's path (fullmatch: $ would take a newline)
 KEPT = ("job", "state", "replayed", "provider", "charged", "outputs", "error", "hint")  # of a job's answer
 
@@ -65,22 +65,24 @@ class Maps:
         """A new map of `body` ({"spec", "as", "over", "inputs"}), every field checked first; its head."""
         spec, mount, over, inputs = _checked(body)
         self.jobs.compute.module(spec["module"])  # a module not deployed: refused now, not once per input
-        head = {"id": unique_bytes(ID_HEX // 2).hex(), "module": spec["module"], "spec": spec, "as": mount,
-                "over": over, "inputs": len(inputs), "done": 0, "failed": 0, "created": time.time()}
+        # The head is written again as each input ends: what the map was asked (up to MiBs) is written once.
+        head = {"id": unique_bytes(ID_HEX // 2).hex(), "module": spec["module"], "as": mount,
+                "inputs": len(inputs), "done": 0, "failed": 0, "created": time.time()}
         kept = sorted(self.store.maps(), key=lambda m: m["created"])
         forget = [bytes.fromhex(m["id"]) for m in kept[:max(0, len(kept) + 1 - MAX_MAPS)]]
-        self.store.save_map(head, {n: {"input": item, "state": "pending"} for n, item in enumerate(inputs)}, forget)
+        self.store.save_map(head, {n: {"input": item, "state": "pending"} for n, item in enumerate(inputs)},
+                            {"spec": spec, "over": over}, forget)
         return head
 
     def list(self) -> list[dict[str, Any]]:
         """Every map, newest first: what it ran over and how far it got."""
-        found = sorted(self.store.maps(), key=lambda m: m["created"], reverse=True)
-        return [{k: m[k] for k in LISTED} for m in found]
+        return sorted(self.store.maps(), key=lambda m: m["created"], reverse=True)
 
     def map(self, map_id: str) -> dict[str, Any]:
-        """The map and each of its inputs, in order."""
+        """The map, what it was asked (its spec, its sources) and each of its inputs, in order."""
         head = self._head(map_id)
-        return {**head, "results": self.store.map_inputs(bytes.fromhex(head["id"]))}
+        key = bytes.fromhex(head["id"])
+        return {**head, **(self.store.map_asked(key) or {}), "results": self.store.map_inputs(key)}
 
     async def run_input(self, map_id: str, number: str) -> dict[str, Any]:
         """Input `number` (0, 1, ...) of the map run (see the module's docstring): its record once its job has
@@ -88,17 +90,20 @@ class Maps:
         head = self._head(map_id)
         index = int(number) if _INDEX.fullmatch(number) else -1
         if not 0 <= index < head["inputs"]:
-            raise InvalidArgument(f"the map {head['id']} has inputs 0 to {head['inputs'] - 1}, not {number[:20]!r}",
-                                  hint=f"see them with: xsc compute map --resume {head['id']} --json")
-        entry = self.store.map_input(bytes.fromhex(head["id"]), index) or {}
-        if entry.get("state") == "done":
+            raise InvalidArgument(f"the map {head['id']} has inputs 0 to {head['inputs'] - 1}, not {number[:20]!r}")
+        entry = self.store.map_input(bytes.fromhex(head["id"]), index)
+        asked = self.store.map_asked(bytes.fromhex(head["id"]))
+        if entry is None or asked is None:  # (forgotten as this request came)
+            raise MapNotFound(f"no map {head['id']}", hint="list them with: xsc compute maps")
+        if entry["state"] == "done":
             return {**entry, "replayed": True, "charged": 0}
         if (head["id"], index) in self._running:
             raise Conflict(f"input {index} of the map {head['id']} is running",
-                           hint=f"follow it with: xsc compute job {entry.get('job', '')}".rstrip())
+                           hint=f"follow it with: xsc compute job {entry['job']}" if entry.get("job") else None)
         self._running.add((head["id"], index))
         try:
-            answer = await self.jobs.run(_job(head, entry["input"]), tag=MapInput(self, head["id"], index))
+            answer = await self.jobs.run(_job(asked["spec"], head["as"], entry["input"]),
+                                         tag=MapInput(self, head["id"], index))
         except XscError as err:
             self.update(head["id"], index, {"state": "failed", "job": err.details.get("id") or entry.get("job"),
                                             "error": err.message, **({"hint": err.hint} if err.hint else {})})
@@ -132,13 +137,13 @@ class Maps:
         return head
 
 
-def _job(head: dict[str, Any], item: str) -> dict[str, Any]:
+def _job(spec: dict[str, Any], mount: str, item: str) -> dict[str, Any]:
     """The job of one input: the map's spec, its input mounted at the map's mount, or as its stdin."""
-    body = dict(head["spec"])
-    if head["as"] == "-":
+    body = dict(spec)
+    if mount == "-":
         body["stdin"] = item
     else:
-        body["inputs"] = [*head["spec"].get("inputs", []), f"{item}:{head['as']}"]
+        body["inputs"] = [*spec.get("inputs", []), f"{item}:{mount}"]
     return body
 
 
@@ -170,7 +175,7 @@ def _checked(body: dict[str, Any]) -> tuple[dict[str, Any], str, list[str], list
                                       hint="mount each object as a file instead, e.g. --as /in/data")
         else:
             Capability.parse(item)
-    parse_job(_job({"spec": spec, "as": mount}, inputs[0]))  # the spec as each input's job reads it
+    parse_job(_job(spec, mount, inputs[0]))  # the spec as each input's job reads it
     return spec, mount, list(over), list(inputs)
 
 
