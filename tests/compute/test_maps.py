@@ -125,6 +125,8 @@ def test_resuming_a_map_this_node_has_no_record_of_is_refused(shared) -> None:
     assert line == f"xsc: error: no map {'0' * 32} (list them with: xsc compute maps)", line
     line = error_line(shared.xsc("compute", "map", "--resume", "not-a-map"))
     assert line == "xsc: error: no map not-a-map (list them with: xsc compute maps)", line
+    given = shared.xsc("compute", "map", SHA256)  # neither a map to resume nor inputs to make one of
+    assert given.returncode == 2 and b"give the MODULE and at least one --over (or --resume MAP_ID)" in given.stderr
 
 
 def test_an_input_of_a_map_that_is_not_there_is_refused(shared) -> None:
