@@ -95,6 +95,8 @@ def test_a_map_resumed_runs_only_the_inputs_not_done(shared) -> None:
         (r["job"], "done", True, 0) for r in results]
     for r in results:
         assert json.loads(ok(shared.xsc("compute", "job", r["job"], "--json")))["executions"] == 1
+    by_prefix = json.loads(ok(shared.xsc("compute", "map", "--resume", mid[:8], "--json")))  # as a job is found
+    assert by_prefix["map"] == mid and [r["job"] for r in by_prefix["results"]] == [r["job"] for r in results]
 
 
 def test_an_input_whose_job_ended_after_its_map_last_heard_of_it_is_answered_from_the_jobs_record(shared) -> None:
@@ -123,6 +125,8 @@ def _posted(node, path: str, body: dict) -> dict:
 def test_resuming_a_map_this_node_has_no_record_of_is_refused(shared) -> None:
     line = error_line(shared.xsc("compute", "map", "--resume", "0" * 32))
     assert line == f"xsc: error: no map {'0' * 32} (list them with: xsc compute maps)", line
+    line = error_line(shared.xsc("compute", "map", "--resume", "0" * 8))
+    assert line == f"xsc: error: no map starts with {'0' * 8} (see them with: xsc compute maps)", line
     line = error_line(shared.xsc("compute", "map", "--resume", "not-a-map"))
     assert line == "xsc: error: no map not-a-map (list them with: xsc compute maps)", line
     given = shared.xsc("compute", "map", SHA256)  # neither a map to resume nor inputs to make one of

@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 from ..errors import Conflict, InvalidArgument, MapNotFound, XscError
-from ..ids import unique_bytes
+from ..ids import one_starting_with, unique_bytes
 from ..storage.core.capability import Capability
 from .jobspec import MAX_SPEC_BYTES, mount_name, parse_job
 from .store import ComputeStore
@@ -130,7 +130,11 @@ class Maps:
         self.store.save_map(head, {index: entry})
 
     def _head(self, map_id: str) -> dict[str, Any]:
+        """The map `map_id`, or the one map whose id starts with it (8 hex digits at least), as a job is found."""
         text = map_id.strip().lower()
+        if 8 <= len(text) < ID_HEX and _hex(text):
+            text = one_starting_with(text, (m["id"] for m in self.store.maps()), what="map",
+                                     listing="xsc compute maps", missing=MapNotFound)
         head = self.store.map(bytes.fromhex(text)) if len(text) == ID_HEX and _hex(text) else None
         if head is None:
             raise MapNotFound(f"no map {map_id[:80]}", hint="list them with: xsc compute maps")
