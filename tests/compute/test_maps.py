@@ -169,6 +169,19 @@ def test_a_map_over_more_inputs_than_it_takes_is_refused_before_its_module_is_de
     assert hashlib.sha256(module.read_bytes()).hexdigest() not in ids  # nothing deployed, nothing spent
 
 
+def test_a_map_whose_spec_the_node_would_refuse_is_refused_before_its_module_is_deployed(shared, tmp_path) -> None:
+    module = WASM / "factorial.wasm"
+    spec = tmp_path / "spec.toml"
+    for text, said in [(f'module = "{module}"\nreplicas = 9\n', "replicas must be a whole number from 1 to 7"),
+                       (f'module = "{module}"\nstdin = "-"\n', "a map's jobs cannot read this command's stdin")]:
+        spec.write_text(text)
+        line = error_line(shared.xsc("compute", "map", str(spec), *_over(_fake_caps(1))))
+        listed = json.loads(ok(shared.xsc("compute", "modules", "--json")))
+        ids = [m["id"] for m in (listed["modules"] if isinstance(listed, dict) else listed)]
+        assert hashlib.sha256(module.read_bytes()).hexdigest() not in ids, line  # nothing deployed
+        assert line.startswith(f"xsc: error: {said}"), line
+
+
 @pytest.mark.parametrize("body, status, said", [
     ({"spec": {}, "as": "-", "inputs": _fake_caps(10_001)}, 400, "a map runs over 1 to 10,000 inputs, not 10001"),
     ({"spec": {}, "as": "-", "inputs": []}, 400, "a map runs over 1 to 10,000 inputs, not 0"),

@@ -524,6 +524,7 @@ def _new_map(client, target: str | None, over: tuple[str, ...], mount: str | Non
     mount = mount or "/in/data"
     _check_map_inputs(over, mount)
     spec: dict[str, Any] = _load_spec(Path(target)) if target.endswith(".toml") else {"module": target}
+    _check_map_spec(spec)
     inputs = over if len(over) > MAX_MAP else [item for source in over for item in _expand(client, source)]
     if len(inputs) > MAX_MAP:  # (an S3 prefix is listed until it names more)
         raise InvalidArgument(f"more than {MAX_MAP:,} inputs: a map runs over at most {MAX_MAP:,}",
@@ -532,6 +533,16 @@ def _new_map(client, target: str | None, over: tuple[str, ...], mount: str | Non
     made = client.request("POST", "/v1/compute/maps",
                           json_body={"spec": spec, "as": mount, "over": list(over), "inputs": inputs})
     return {**made, "results": [{"input": item, "state": "pending"} for item in inputs]}
+
+
+def _check_map_spec(spec: dict[str, Any]) -> None:
+    """The spec checked as the node checks it, before its module is deployed (named meanwhile by an id of zeros)."""
+    from ..compute.jobspec import parse_job
+
+    if spec.get("stdin") == "-":  # each job's stdin is its input or nothing: this command's stdin is not sent
+        raise InvalidArgument("a map's jobs cannot read this command's stdin (stdin = \"-\" in the spec)",
+                              hint="give each job its input as stdin with --as -")
+    parse_job({**spec, "module": "0" * 64})
 
 
 def _resumed(client, mid: str, target: str | None, over: tuple[str, ...], mount: str | None) -> dict[str, Any]:
