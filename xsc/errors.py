@@ -284,6 +284,10 @@ class JobNotFound(NotFound):
     code = "job-not-found"
 
 
+class MapNotFound(NotFound):
+    code = "map-not-found"
+
+
 class OverCap(PayloadTooLarge):
     """A job's input, stdin, stdout or outputs over the cap it set: nothing of its outputs is stored."""
 

@@ -190,6 +190,9 @@ _FUNCTION_SPEND = b"c/s/"  # + function name + 0x00 + minute (8, big endian) -> 
 _FUNCTION_PAID = b"c/v/"
 _WATCH = b"c/x/"  # + watch name (UTF-8) -> the watch (JSON: spec, on, to, counters; compute/watches.py)
 _WATCH_DATUM = b"c/d/"  # + watch name + 0x00 + input key (UTF-8) -> its datum done (JSON: datum hash, outputs, job)
+_MAP = b"c/l/"  # + map id (16) -> the map's head (JSON: module, mount, counts of inputs; compute/maps.py)
+_MAP_ASKED = b"c/z/"  # + map id (16) -> what the map was asked (JSON: its spec, its sources as given), written once
+_MAP_INPUT = b"c/i/"  # + map id (16) + input index (4, big endian) -> that input: its name, state, job, outputs (JSON)
 _JOB_OUTPUT = b"c/o/"  # + storage index (32) -> {"job", "user", "provenance", "name", "sha256"}: the run that wrote
 #   that file (JSON)
 # + provenance id (16) -> a run on a provider, a job's or a checked invoke's: the record it signed (JSON; compute/jobs.py,
@@ -329,6 +332,25 @@ def watch_datums(name: str) -> bytes:
 
 def watch_datum(name: str, key: str) -> bytes:
     return watch_datums(name) + key.encode()
+
+
+MAPS = _MAP
+
+
+def map_(map_id: bytes) -> bytes:
+    return _MAP + map_id
+
+
+def map_asked(map_id: bytes) -> bytes:
+    return _MAP_ASKED + map_id
+
+
+def map_inputs(map_id: bytes) -> bytes:
+    return _MAP_INPUT + map_id
+
+
+def map_input(map_id: bytes, index: int) -> bytes:
+    return map_inputs(map_id) + index.to_bytes(4, "big")
 
 
 def job_output(storage_index: bytes) -> bytes:

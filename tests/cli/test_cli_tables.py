@@ -128,6 +128,13 @@ def test_a_maps_manifest_fits_with_its_job_ids_and_capabilities_whole(thread_nod
     assert whole[:2] == [cap, "done"] and len(whole) == 6, whole  # not a terminal: one line
     helped = " ".join(node.xsc("compute", "map", "--help").stdout.split())
     assert "one manifest at the end: input, state, job id, outputs" in helped, helped  # in the order it prints them
+    listed = node.xsc("compute", "maps", env=NARROW)  # the two maps: each id whole, its module under its row
+    assert listed.exit_code == 0, listed.output
+    ids = [line.split()[0] for line in listed.stdout.splitlines()[1:] if not line.startswith(" ")]
+    module = node.xsc("compute", "maps", "--json").stdout
+    assert len(ids) == 2 and all(len(i) == 32 and i in module for i in ids), listed.stdout
+    _table_fits(listed.stdout, [json.loads(module)["maps"][0]["module"]], 80)
+    assert listed.stdout.splitlines()[0].split() == ["map", "inputs", "done", "failed", "made", "(UTC)"], listed.stdout
 
 
 def test_market_status_fits(thread_node) -> None:

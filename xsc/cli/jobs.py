@@ -1,4 +1,4 @@
-"""`xsc compute run|rerun|job|jobs|lineage|map|watch`: WASI programs over bytes and stored files (compute/jobs.py)."""
+"""`xsc compute run|rerun|job|jobs|lineage|map|maps|watch`: WASI programs over bytes and stored files (compute/jobs.py)."""
 
 from __future__ import annotations
 
@@ -418,80 +418,168 @@ def _wrap_words(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, max(width - 2, 20), break_long_words=False, break_on_hyphens=False) or [text]
 
 
-MAX_MAP = 10_000  # inputs one map runs over at most
+MAX_MAP = 10_000  # inputs one map runs over at most (the node's bound too: compute/maps.py)
 
 
 @click.command("map")
-@click.argument("target", metavar="MODULE.wasm|ID|SPEC.toml")
-@click.option("--over", "over", multiple=True, required=True, metavar="CAP|s3://BUCKET/PREFIX",
+@click.argument("target", metavar="MODULE.wasm|ID|SPEC.toml", required=False)
+@click.option("--over", "over", multiple=True, metavar="CAP|s3://BUCKET/PREFIX",
               help="An input (repeatable): a capability, or every object under an S3 prefix of the node's buckets.")
-@click.option("--as", "mount", default="/in/data", show_default=True, metavar="/in/NAME|-",
-              help="Where each job reads its input: mounted at /in/NAME, or as its stdin (-).")
+@click.option("--as", "mount", metavar="/in/NAME|-",
+              help="Where each job reads its input: mounted at /in/NAME, or as its stdin (-).  [default: /in/data]")
 @click.option("--parallel", type=click.IntRange(1, 32), default=8, show_default=True, help="Jobs in flight at once.")
+@click.option("--resume", "resume", metavar="MAP_ID",
+              help="Go on with the map MAP_ID: its inputs not done yet, as it recorded them.")
 @json_option
 @click.pass_obj
-def map_(obj, target: str, over: tuple[str, ...], mount: str, parallel: int, as_json: bool) -> None:
+def map_(obj, target: str | None, over: tuple[str, ...], mount: str | None, parallel: int, resume: str | None,
+         as_json: bool) -> None:
     """Run one job of MODULE (a .wasm file, a module ID or a job SPEC.toml) per input, --parallel at once, each
     where the market places it (spread over the providers it offers); a progress bar, each failure named, and one
-    manifest at the end: input, state, job id, outputs (--json: also the provider and the charge of each)."""
+    manifest at the end: input, state, job id, outputs (--json: also the provider and the charge of each).
+
+    The node keeps the map's record: a map cut short (its node stopped, this command interrupted) goes on with
+    --resume MAP_ID, which runs only the inputs not done (an input done is not run or paid again); `xsc compute
+    maps` lists them."""
     from concurrent.futures import ThreadPoolExecutor
 
-    _check_map_inputs(over, mount)
     client = obj.client()
-    spec: dict[str, Any] = _load_spec(Path(target)) if target.endswith(".toml") else {"module": target}
-    spec["module"] = deployed_module(client, str(spec.get("module", "")))
-    inputs = [item for source in over for item in _expand(client, source)]
-    if len(inputs) > MAX_MAP:
-        raise InvalidArgument(f"{len(inputs)} inputs: a map runs over at most {MAX_MAP}", hint="map a narrower prefix")
+    made = _resumed(client, resume, target, over, mount) if resume else _new_map(client, target, over, mount)
+    mid, rows = made["id"], made["results"]
+    left = [n for n, row in enumerate(rows) if row["state"] != "done"]
+    # An input done before is not run again: answered from the map's record, as the node answers it, at no charge.
+    results = {n: _row({**row, "replayed": True, "charged": 0}) for n, row in enumerate(rows) if row["state"] == "done"}
 
-    def one(item: str) -> dict[str, Any]:
-        body = dict(spec)
-        if mount == "-":
-            body["stdin"] = item
-        else:
-            body["inputs"] = [*spec.get("inputs", []), f"{item}:{mount}"]
+    def one(n: int) -> dict[str, Any]:
         try:
-            job = client.request("POST", "/v1/compute/jobs", json_body=body)
-            return {"input": item, "job": job["id"], "state": job["state"], "replayed": job["replayed"],
-                    "provider": job.get("provider"), "charged": job["charged"], "outputs": job["outputs"],
-                    "stdout": job["stdout"]}
+            return _row({**client.request("POST", f"/v1/compute/maps/{mid}/inputs/{n}"), "input": rows[n]["input"]})
         except XscError as err:
             if isinstance(err, (NodeNotRunning, Unauthorized, NotANode)):
                 raise  # the node (unreachable, the token, not a node), not this input: the map ends with it
-            return {"input": item, "job": err.details.get("id"), "state": "failed", "error": err.message,
+            return {"input": rows[n]["input"], "job": err.details.get("id"), "state": "failed", "error": err.message,
                     **({"hint": err.hint} if err.hint else {})}
 
-    results: list[dict[str, Any]] = []
     pool = ThreadPoolExecutor(parallel)
     try:
-        with progress_bar("jobs", len(inputs), shown=not as_json) as bar:
-            for result in pool.map(one, inputs):
-                results.append(result)
+        with progress_bar("jobs", len(rows), shown=not as_json) as bar:
+            bar.advance(len(results))
+            for n, result in zip(left, pool.map(one, left)):
+                results[n] = result
                 bar.advance()
     except (NodeNotRunning, Unauthorized, NotANode) as err:
-        if not results:
-            raise
-        # Each job done was paid: listed, so that mapping again asks only for the others (a job that is not
-        # deterministic would run, and be paid, again).
-        _manifest(results, as_json)
-        err.message = f"the map stopped after {len(results)} of {len(inputs)} inputs (listed above): {err.message}"
-        others = len(inputs) - len(results)
-        err.hint = f"{err.hint + ', then ' if err.hint else ''}map the {others} {plural_for(others, 'other')} again"
+        done = [results[n] for n in sorted(results)]
+        if done:  # each job done was paid: listed, and the map's record keeps them, so that resuming runs the rest
+            _manifest(mid, done, as_json)
+        err.message = (f"the map {mid} stopped after {len(done)} of {len(rows)} inputs"
+                       f"{' (listed above)' if done else ''}: {err.message}")
+        err.hint = f"{err.hint + ', then ' if err.hint else ''}resume it with: xsc compute map --resume {mid}"
         raise
+    except KeyboardInterrupt:
+        raise GoesOn(f"the jobs in flight go on at the node, which records them in the map (resume it with: xsc "
+                     f"compute map --resume {mid})") from None
     finally:
         pool.shutdown(cancel_futures=True)  # a map ended by its node's error starts no job after it
-    failed = [r for r in results if r["state"] != "done"]
-    _manifest(results, as_json)
+    ordered = [results[n] for n in range(len(rows))]
+    failed = [r for r in ordered if r["state"] != "done"]
+    _manifest(mid, ordered, as_json)
     for r in failed:  # with the command that fixes it, as a job run alone says it (it names the job, when it can)
         said = r.get("error", r["state"]) + (f" ({r['hint']})" if r.get("hint") else "")
         click.echo(f"xsc: {r['input']}: {said}", err=True)
     if failed:
+        click.echo(f"xsc: run the failed inputs again with: xsc compute map --resume {mid}", err=True)
         raise SystemExit(1)
 
 
-def _manifest(results: list[dict[str, Any]], as_json: bool) -> None:
+@click.command("maps")
+@json_option
+@click.pass_obj
+def maps(obj, as_json: bool) -> None:
+    """List the maps, newest first: each one's id, inputs, how many are done and failed, when it was made and its
+    module (a map not done goes on with: xsc compute map --resume MAP_ID)."""
+    found = obj.client().request("GET", "/v1/compute/maps")["maps"]
     if as_json:
-        emit_json({"results": results, "failed": sum(r["state"] != "done" for r in results)})
+        emit_json({"maps": found})
+        return
+    if not found:
+        click.echo("no maps yet; run one with:\n  xsc compute map MODULE --over CAP --over s3://B/P")
+        return
+    # The ids whole (copied into --resume); on a narrow terminal the module goes under its row.
+    table([Col("map", keep=True), Col("inputs", right=True), Col("done", right=True), Col("failed", right=True),
+           Col("made (UTC)", drop=1), Col("module", keep=True, under=True)],
+          [(m["id"], m["inputs"], m["done"], m["failed"], time.strftime("%Y-%m-%d %H:%M", time.gmtime(m["created"])),
+            m["module"]) for m in found])
+
+
+def _row(said: dict[str, Any]) -> dict[str, Any]:
+    """One input's line of the manifest, from its job's answer or the map's record of it."""
+    return {"input": said["input"], "job": said.get("job", said.get("id")), "state": said["state"],
+            **{k: said[k] for k in ("replayed", "provider", "charged", "outputs", "stdout", "error", "hint")
+               if k in said}}
+
+
+def _new_map(client, target: str | None, over: tuple[str, ...], mount: str | None) -> dict[str, Any]:
+    """A new map recorded at the node: every bound checked before the module is deployed or the map made."""
+    if target is None or not over:
+        raise click.UsageError("give the MODULE and at least one --over (or --resume MAP_ID)")
+    mount = mount or "/in/data"
+    _check_map_inputs(over, mount)
+    spec: dict[str, Any] = _load_spec(Path(target)) if target.endswith(".toml") else {"module": target}
+    _check_map_spec(spec)
+    inputs = over if len(over) > MAX_MAP else [item for source in over for item in _expand(client, source)]
+    if len(inputs) > MAX_MAP:  # (an S3 prefix is listed until it names more)
+        raise InvalidArgument(f"more than {MAX_MAP:,} inputs: a map runs over at most {MAX_MAP:,}",
+                              hint="map a narrower prefix, or fewer capabilities at once")
+    spec["module"] = deployed_module(client, str(spec.get("module", "")))
+    made = client.request("POST", "/v1/compute/maps",
+                          json_body={"spec": spec, "as": mount, "over": list(over), "inputs": inputs})
+    return {**made, "results": [{"input": item, "state": "pending"} for item in inputs]}
+
+
+def _check_map_spec(spec: dict[str, Any]) -> None:
+    """The spec checked as the node checks it, before its module is deployed (named meanwhile by an id of zeros)."""
+    from ..compute.jobspec import parse_job
+
+    if spec.get("stdin") == "-":  # each job's stdin is its input or nothing: this command's stdin is not sent
+        raise InvalidArgument("a map's jobs cannot read this command's stdin (stdin = \"-\" in the spec)",
+                              hint="give each job its input as stdin with --as -")
+    parse_job({**spec, "module": "0" * 64})
+
+
+def _resumed(client, mid: str, target: str | None, over: tuple[str, ...], mount: str | None) -> dict[str, Any]:
+    """The map `mid` as the node recorded it; refused if the arguments given with --resume are not its own (they
+    would be another map)."""
+    found = client.request("GET", f"/v1/compute/maps/{quote(mid, safe='')}")
+    differ = []
+    if target is not None:
+        spec: dict[str, Any] = _load_spec(Path(target)) if target.endswith(".toml") else {"module": target}
+        text = str(spec.get("module", ""))
+        module = text.lower() if _MODULE_ID.fullmatch(text) else _module_id_of(text)
+        if {**spec, "module": module} != found["spec"]:
+            differ.append(f"MODULE {target}")
+    if over and list(over) != found["over"]:
+        differ.append("--over")
+    if mount is not None and mount != found["as"]:
+        differ.append(f"--as {mount}")
+    if differ:
+        raise InvalidArgument(f"the map {found['id']} ran over its own inputs, not these: {', '.join(differ)} "
+                              f"{'differs' if len(differ) == 1 else 'differ'}",
+                              hint=f"resume it without them: xsc compute map --resume {found['id']}; or map these "
+                                   "as a new map, without --resume")
+    return found
+
+
+def _module_id_of(path: str) -> str:
+    """A .wasm file's module id, read without deploying it."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {path}: {exc.strerror}",
+                              hint="give a .wasm file, a job spec .toml, or a module id") from None
+
+
+def _manifest(mid: str, results: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        emit_json({"map": mid, "results": results, "failed": sum(r["state"] != "done" for r in results)})
     else:
         for r in results:
             _manifest_line(r)
@@ -628,4 +716,4 @@ def unwatch(obj, name: str) -> None:
     click.echo(f"stopped watch {name}")
 
 
-COMMANDS = (run, rerun, job, jobs, lineage, map_, watch, watches, unwatch)
+COMMANDS = (run, rerun, job, jobs, lineage, map_, maps, watch, watches, unwatch)

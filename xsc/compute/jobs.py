@@ -101,10 +101,7 @@ class JobService:
         self.dealing = dealing  # xsc.market.dealing.Dealing: who runs a job, at what price
         self.sent = sent  # xsc.compute.sent_jobs.SentJobs: a job run on another node
         self.storage = storage  # xsc.storage.files.StorageService: open and put, as `xsc store` does (watches too)
-        self.ledger = ledger
-        self.tabs = tabs
-        self.payer = payer
-        self.node = node
+        self.ledger, self.tabs, self.payer, self.node = ledger, tabs, payer, node
         self.db = db
         self.work_dir = work_dir
         self.retention = retention
@@ -171,10 +168,11 @@ class JobService:
         return await self.run(again, fresh=True, same=asked_id(run_id(job), parse_job(again)))
 
     async def run(self, body: Any, stdin: ReadFn | None = None, *, fresh: bool = False,
-                  same: str | None = None) -> dict[str, Any]:
+                  same: str | None = None, tag: Any = None) -> dict[str, Any]:
         """Run a job for the local user; its answer (state, exit code, outputs, charge, provenance).  `fresh`: run
         a deterministic job even if its outputs are kept (they were removed since).  `same`: the job it must be
-        (`rerun`), refused before it runs if its bytes are not that job's."""
+        (`rerun`), refused before it runs if its bytes are not that job's.  `tag`: a map's input (compute/maps.py),
+        told the job's id and named in its record: a run done for it is answered again, not run or paid again."""
         spec = parse_job(body)
         if spec.stdin == "-" and stdin is None:
             raise InvalidArgument("the job reads stdin from the request, but none was sent",
@@ -194,10 +192,13 @@ class JobService:
                                hint="run the new job with: xsc compute run SPEC.toml (or MODULE ...)")
             if same is not None:  # (a run of it may have begun while its inputs were read)
                 self._not_under_way(jid)
+            if tag is not None:  # its map names the job before it runs: a start after a kill -9 finds it
+                tag.started(jid)
             # One run of a job at a time: a second waits, then replays it or runs after it (the job's record,
             # its executions and its outputs are one run's, never two runs' written over each other).
             async with self.records.alone(jid):
-                return await self._run_staged(spec, call, prepared, signature, limits, rate, staged, jid, run, fresh)
+                return await self._run_staged(spec, call, prepared, signature, limits, rate, staged, jid, run, fresh,
+                                              tag.mark if tag is not None else None)
         finally:
             await in_pool(None, remove_tree, work)
 
@@ -207,7 +208,7 @@ class JobService:
                              hint=f"follow it with: xsc compute job {jid}")
 
     async def _run_staged(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, rate: int,
-                          staged: Staged, jid: str, run: str, fresh: bool) -> dict[str, Any]:
+                          staged: Staged, jid: str, run: str, fresh: bool, mark: Any) -> dict[str, Any]:
         """The staged job run (or replayed) while no other run of it is under way.  `jid`: the job as asked (its
         record's); `run`: what its providers are sent (jobspec.asked_id)."""
         previous = self.records.load(jid)
@@ -221,8 +222,8 @@ class JobService:
             except IntegrityError:
                 await self.answers.interrupted(self.records.load(jid) or previous)
                 previous = self.records.load(jid)
-        if spec.deterministic and previous is not None and previous.get("state") == "done" \
-                and previous.get("replayable", True) and not fresh:
+        if previous is not None and previous.get("state") == "done" and not fresh and (spec.deterministic and
+                previous.get("replayable", True) or mark is not None and previous.get("map") == mark):
             previous["replays"] = previous.get("replays", 0) + 1  # not run: its executions stay as they were
             self.records.save(jid, previous)
             return {**previous, "replayed": True, "charged": 0}
@@ -239,7 +240,7 @@ class JobService:
                "charge_total": before,  # and this run's, once it is charged (job_records.ended)
                # the run before's outputs stay named (so never orphaned) until this run's replace them
                **({"replacing": old} if (old := replacing(previous)) else {}),
-               "created": provenance.timestamp(time.time_ns())}
+               "created": provenance.timestamp(time.time_ns()), **({"map": mark} if mark is not None else {})}
         self.records.begin(jid, job, previous)
         try:
             return await self._placed(spec, call, prepared, signature, limits, rate, staged, job, prepaid)

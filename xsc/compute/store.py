@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 
 from .. import codec
@@ -258,6 +258,45 @@ class ComputeStore:
 
     def remove_datum(self, name: str, key: str) -> None:
         self._db.delete(keys.watch_datum(name, key), sync=True)
+
+    # --- maps (compute/maps.py) ----------------------------------------------------
+    def maps(self) -> list[dict]:
+        with self._db.iterator(prefix=keys.MAPS) as it:
+            return [codec.loads(v) for _, v in it]
+
+    def map(self, map_id: bytes) -> dict | None:
+        raw = self._db.get(keys.map_(map_id))
+        return None if raw is None else codec.loads(raw)
+
+    def map_asked(self, map_id: bytes) -> dict | None:
+        raw = self._db.get(keys.map_asked(map_id))
+        return None if raw is None else codec.loads(raw)
+
+    def map_inputs(self, map_id: bytes) -> list[dict]:
+        with self._db.iterator(prefix=keys.map_inputs(map_id)) as it:
+            return [codec.loads(v) for _, v in it]
+
+    def map_input(self, map_id: bytes, index: int) -> dict | None:
+        raw = self._db.get(keys.map_input(map_id, index))
+        return None if raw is None else codec.loads(raw)
+
+    def save_map(self, head: dict, inputs: dict[int, dict], asked: dict | None = None,
+                 forget: Iterable[bytes] = ()) -> None:
+        """The map's head and these inputs in one write (an input's state and the head's counts never disagree);
+        with what it was `asked` (once, as it is made) and the maps `forget`, each with its inputs."""
+        map_id = bytes.fromhex(head["id"])
+        with self._db.write_batch(sync=True) as batch:
+            for old in forget:
+                batch.delete(keys.map_(old))
+                batch.delete(keys.map_asked(old))
+                with self._db.iterator(prefix=keys.map_inputs(old), include_value=False) as it:
+                    for key in it:
+                        batch.delete(key)
+            if asked is not None:
+                batch.put(keys.map_asked(map_id), codec.dumps(asked))
+            batch.put(keys.map_(map_id), codec.dumps(head))
+            for index, entry in inputs.items():
+                batch.put(keys.map_input(map_id, index), codec.dumps(entry))
 
     # --- web functions (compute/functions.py) ------------------------------------
     def functions(self) -> list[dict]:

@@ -25,6 +25,7 @@ from ..compute.placed_functions import PlacedFunctions, web_url
 from ..compute.placements import Placements
 from ..compute.hosted_jobs import HostedJobs
 from ..compute.jobs import JobService
+from ..compute.maps import Maps
 from ..compute.paid import PaidCompute
 from ..compute.remote_tabs import GatewayTabs, ProviderTabs
 from ..compute.sent_jobs import SentJobs
@@ -128,6 +129,7 @@ class Node:
     paid: PaidCompute
     hosted_jobs: HostedJobs  # jobs other nodes placed here
     jobs: JobService
+    maps: Maps  # one job per input, with a record that a map cut short goes on from
     watches: Watches  # jobs kept run over an S3 prefix
     functions: WebFunctions  # WASI programs answering HTTP (node.web_listen)
     placements: Placements  # where the user's functions on the market are served
@@ -345,6 +347,7 @@ class Node:
                                sent=SentJobs(paid=self.paid, on_strike=self.strike), terms=self.provider_terms,
                                retention=config.compute.record_retention,
                                objects=lambda bucket, key: [p["cap"] for p in s3_index.get(bucket, key)["parts"]])
+        self.maps = Maps(jobs=self.jobs, store=self.compute.store)
         self.watches = Watches(jobs=self.jobs, index=s3_index, store=self.compute.store)
         s3_index.on_change.append(self.watches.wake)
         self.placements = Placements(paid=self.paid, store=self.compute.store, me=identity.id,

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from ...compute import module_too_large
 from ...compute.jobs import MAX_LISTED
+from ...compute.maps import MAX_MAP_BODY
 from ...compute.paid import MAX_PUSHED_BYTES
 from ...errors import BodyTimeout, Forbidden, InvalidArgument, PayloadTooLarge
 from ...net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MAX_BATCH_CALLS, MODULES_PATH, PROVENANCE_PATH
@@ -17,8 +18,8 @@ from ...storage.holder import MIN_UPLOAD_RATE
 from ...tasks import in_pool
 from .. import peer_auth
 from ..appkeys import CPU_POOL, NODE, PEER_LIMITS
-from .common import (BODY_SECONDS, json_body, json_object, json_response, loads, optional_json_body, query_flag,
-                     query_int, read_body, results_response)
+from .common import (BODY_SECONDS, json_body, json_object, json_response, large_json_body, loads, optional_json_body,
+                     query_flag, query_int, read_body, results_response)
 
 routes = web.RouteTableDef()
 
@@ -154,6 +155,29 @@ async def rerun_job(request: web.Request) -> web.Response:
 @routes.get("/v1/compute/lineage/{cap}")
 async def lineage(request: web.Request) -> web.Response:
     return json_response(await request.app[NODE].jobs.lineage(request.match_info["cap"]))
+
+
+# --- maps: one job per input, with a record of their own (compute/maps.py) ----------------------------------
+@routes.post("/v1/compute/maps")
+async def make_map(request: web.Request) -> web.Response:
+    body = await large_json_body(request, MAX_MAP_BODY, MIN_UPLOAD_RATE, 'send {"spec", "as", "over", "inputs"}')
+    return json_response(await in_pool(request.app[CPU_POOL], request.app[NODE].maps.create, body), status=201)
+
+
+@routes.get("/v1/compute/maps")
+async def maps(request: web.Request) -> web.Response:
+    return json_response({"maps": await in_pool(request.app[CPU_POOL], request.app[NODE].maps.list)})
+
+
+@routes.get("/v1/compute/maps/{id}")
+async def get_map(request: web.Request) -> web.Response:
+    return json_response(await in_pool(request.app[CPU_POOL], request.app[NODE].maps.map, request.match_info["id"]))
+
+
+@routes.post("/v1/compute/maps/{id}/inputs/{n}")  # input n's job, unless it is done
+async def run_map_input(request: web.Request) -> web.Response:
+    return json_response(await request.app[NODE].maps.run_input(request.match_info["id"], request.match_info["n"]),
+                         status=201)
 
 
 # --- watches: jobs kept run over an S3 prefix (compute/watches.py) ----------------------------------------
