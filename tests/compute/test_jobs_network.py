@@ -44,7 +44,8 @@ def test_three_outputs_read_back_byte_exact_with_two_nodes_killed(node_process, 
         assert out.read_bytes() == expected[name]
 
 
-SETTLE = {"XSC_LEDGER_SETTLE_RETRY_INTERVAL": "0.3"}
+# A run of slow.wasm on a loaded machine may take longer than the default wall-clock limit.
+SETTLE = {"XSC_LEDGER_SETTLE_RETRY_INTERVAL": "0.3", "XSC_COMPUTE_TIMEOUT": "60"}
 
 
 def _stored(gateway, data: bytes) -> str:
