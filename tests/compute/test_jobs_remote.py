@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 
@@ -496,13 +497,28 @@ def _no_text(args: list) -> None:
     """The record as it ran; only the answer's stdout is changed (a list, not text: see the test)."""
 
 
+def _more_fuel_than_the_job_allows(args: list) -> None:
+    """A record that says the run was let burn more fuel than the job allows, and burnt it: its charge still within
+    the job's budget (its memory and time claimed less)."""
+    limits, outcome = args[4], args[5]
+    args[4] = dataclasses.replace(limits, fuel=limits.fuel * 2)
+    outcome.fuel_consumed, outcome.memory_pages = limits.fuel + 1, 1
+
+
+def _longer_than_the_job_allows(args: list) -> None:
+    """A record that says the run was let run past the job's timeout, in more memory than it allows."""
+    limits, outcome = args[4], args[5]
+    args[4] = dataclasses.replace(limits, timeout=limits.timeout * 4, memory=limits.memory * 2)
+    outcome.duration_ns, outcome.memory_pages = round(limits.timeout * 2e9), 1
+
+
 def _outputs_of_a_trap(args: list) -> None:
     """A run signed (and answered) as a trap, with the outputs of a run that ended well: none is stored of a trap."""
     args[5].trap_kind, args[5].message = "unreachable", "the module trapped"
 
 
 @pytest.mark.parametrize("tamper", [_another_module, _another_price, _another_input, _another_argv, _no_text,
-                                    _outputs_of_a_trap])
+                                    _outputs_of_a_trap, _more_fuel_than_the_job_allows, _longer_than_the_job_allows])
 async def test_a_provider_whose_signed_record_is_not_the_run_asked_for_is_not_paid_and_is_struck(
         node_factory, monkeypatch, tamper) -> None:
     gateway, (provider,) = await network(node_factory)
@@ -531,8 +547,8 @@ async def test_a_provider_whose_signed_record_is_not_the_run_asked_for_is_not_pa
                         lambda node, why, **kw: struck.append(node) or False)
     files_before = (await (await gateway.get("/v1/store/files")).json())["files"]
     before = balances(gateway, provider)
-    status, problem = await run_job(gateway, {"module": module, "stdin": "-", "inputs": [f"{cap}:/in/data"]},
-                                    stdin=b"abc")
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-", "inputs": [f"{cap}:/in/data"],
+                                              "limits": {"fuel": 10**9, "memory": "32MiB", "timeout": 4}}, stdin=b"abc")
     assert status == 502 and problem["code"] == "forged-result", problem
     assert "not paid" in problem["detail"] and "\n" not in problem["detail"]
     assert struck == [provider.app[IDENTITY].id]
@@ -1498,3 +1514,4 @@ async def test_a_job_whose_caller_hangs_up_once_it_was_sent_to_a_provider_ends_p
     assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}  # told to forget it once its outputs came
     for node in (gateway, provider):
         await verified(node)
+
