@@ -1515,3 +1515,83 @@ async def test_a_job_whose_caller_hangs_up_once_it_was_sent_to_a_provider_ends_p
     for node in (gateway, provider):
         await verified(node)
 
+
+async def test_a_run_answered_after_its_gateway_gave_up_on_it_is_not_paid_and_its_job_paid_once_elsewhere(
+        node_factory, monkeypatch) -> None:
+    """The first provider's run is held while the gateway gives up on it (its answer timed out) and places the job
+    on the second; the held run then ends and is recorded there: only the second is paid, once."""
+    gateway, providers = await network(node_factory, providers=2)
+    ids = {p.app[NODE].compute: p.app[IDENTITY].id for p in providers}
+    module = await deploy(gateway, "outputs", wasi=True)
+    asked: list[str] = []
+    entered, release = asyncio.Event(), asyncio.Event()
+    program = hosted_jobs.run_program
+
+    async def held(compute, *args, **kwargs):
+        if ids[compute] == asked[0]:
+            entered.set()
+            await release.wait()
+        return await program(compute, *args, **kwargs)
+
+    monkeypatch.setattr(hosted_jobs, "run_program", held)
+    run = sent_jobs.wire.run
+
+    async def given_up(client, url, provider, *args, **kwargs):
+        asked.append(provider)
+        if provider != asked[0]:
+            return await run(client, url, provider, *args, **kwargs)
+        running = asyncio.ensure_future(run(client, url, provider, *args, **kwargs))
+        await entered.wait()
+        running.cancel()  # its connection closed, as a timeout closes it
+        raise PeerUnreachable(f"provider {url}: timed out", url=url, reason="timed out", sent=True)
+
+    monkeypatch.setattr(sent_jobs.wire, "run", given_up)
+    before = {p.app[IDENTITY].id: balances(gateway, p) for p in providers}
+    status, job = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
+    assert status == 201 and job["provider"] == asked[1] != asked[0], (job, asked)
+    late = next(p for p in providers if p.app[IDENTITY].id == asked[0])
+    release.set()
+
+    async def recorded():  # the late run ends on its provider, and is written on its tab there
+        records = (await (await late.get("/v1/compute/provenance?limit=100")).json())["records"]
+        return any(r["record"].get("job", {}).get("id") == job["id"] for r in records)
+
+    await eventually_async(recorded, "the late run recorded on its provider")
+    await settle(gateway)
+    await eventually_async(lambda: gateway.app[NODE].ledger.pending() == [], "every tab paid or refused")
+    paid = {p: balances(gateway, node)[1] - before[p][1] for p, node in
+            ((n.app[IDENTITY].id, n) for n in providers)}
+    assert paid == {asked[0]: 0, asked[1]: job["charge"]} and job["charge"] > 0, paid
+    assert balances(gateway, late)[0] - before[asked[0]][0] == -job["charge"]  # the user paid the one run
+    for node in (gateway, *providers):
+        await verified(node)
+
+
+async def test_a_provider_answering_a_run_past_its_jobs_bound_is_read_no_further_and_not_paid(node_factory,
+                                                                                              monkeypatch) -> None:
+    """A job keeping 1 KiB of stdout and of stderr is answered by a run some megabytes long: the gateway reads no
+    more than an honest answer takes (sent_jobs: wire.run_answer_bound), takes it as a run whose answer was lost,
+    and pays nothing of it."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    hosted = provider.app[NODE].hosted_jobs
+    honest = hosted._run
+    bound = sent_jobs.wire.run_answer_bound(1024, 1024)
+
+    async def padded(job):
+        answer = await honest(job)
+        return {**answer, "run": {**answer["run"], "stdout": "x" * bound}}
+
+    monkeypatch.setattr(hosted, "_run", padded)
+    asked: list[int] = []
+    run = sent_jobs.wire.run
+    monkeypatch.setattr(sent_jobs.wire, "run", lambda *a, most, **kw: asked.append(most) or run(*a, most=most, **kw))
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-",
+                                              "limits": {"stdout": 1024, "stderr": 1024}}, stdin=b"abc")
+    assert asked == [bound], asked
+    assert status == 502 and problem["code"] == "peer-unreachable" and f"more than {bound} bytes" in \
+        problem["detail"], problem
+    assert (await (await gateway.get("/v1/store/files")).json())["files"] == []
+    await settle(gateway)
+    assert balances(gateway, provider) == before
