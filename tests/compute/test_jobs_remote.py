@@ -661,6 +661,34 @@ async def test_a_provider_that_answers_an_earlier_run_of_the_same_job_is_not_pai
     assert job["executions"] == 2  # the replayed run is not counted as one
 
 
+async def test_a_provider_answering_a_job_with_its_signed_answer_to_another_job_is_not_paid_and_is_struck(
+        node_factory, monkeypatch) -> None:
+    """The whole of a first job's answer (its run, signed record and outputs, all the provider's own) replayed as the
+    answer of a second job over other bytes: the record names the first job, so the second pays nothing."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    hosted = provider.app[NODE].hosted_jobs
+    honest, answers = hosted._run, []
+
+    async def replayed(job):
+        answers.append(await honest(job))
+        return answers[0]
+
+    monkeypatch.setattr(hosted, "_run", replayed)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike", lambda node, why, **kw: struck.append(node) or False)
+    status, first = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
+    assert status == 201 and struck == [], first
+    await settle(gateway)  # the first job paid: what follows is the second's alone
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"other bytes")
+    assert status == 502 and problem["code"] == "forged-result" and "another job" in problem["detail"], problem
+    assert struck == [provider.app[IDENTITY].id] and len(answers) == 2
+    await settle(gateway)
+    assert balances(gateway, provider) == before
+    assert (await (await gateway.get(f"/v1/compute/jobs/{first['id']}")).json())["executions"] == 1
+
+
 async def test_a_provider_whose_program_names_an_output_unprintably_is_paid_not_struck(node_factory,
                                                                                         monkeypatch) -> None:
     gateway, (provider,) = await network(node_factory)
