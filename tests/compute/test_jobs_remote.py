@@ -1623,3 +1623,29 @@ async def test_a_provider_answering_a_run_past_its_jobs_bound_is_read_no_further
     assert (await (await gateway.get("/v1/store/files")).json())["files"] == []
     await settle(gateway)
     assert balances(gateway, provider) == before
+
+
+@pytest.mark.parametrize("answer", [lambda honest: {**honest, "outputs": "none"}, lambda honest: ["not", "a", "run"]],
+                         ids=["outputs-not-a-list", "not-an-object"])
+async def test_a_run_answered_in_no_shape_of_a_run_is_not_paid_and_its_job_goes_to_another_provider(
+        node_factory, monkeypatch, answer) -> None:
+    """The first provider asked runs the job and answers what is no run's answer: nothing of it can be believed, as of
+    an answer that never came (it may have run), so it is not paid and the job goes to the other provider."""
+    gateway, providers = await network(node_factory, providers=2)
+    module = await deploy(gateway, "outputs", wasi=True)
+    answered: list[str] = []
+    for provider in providers:
+        hosted = provider.app[NODE].hosted_jobs
+
+        async def shapeless(job, honest=hosted._run, me=provider.app[IDENTITY].id):
+            answered.append(me)
+            return answer(await honest(job)) if len(answered) == 1 else await honest(job)
+
+        monkeypatch.setattr(hosted, "_run", shapeless)
+    before = {p.app[IDENTITY].id: balances(gateway, p) for p in providers}
+    status, job = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
+    assert status == 201 and job["provider"] == answered[1] != answered[0], (job, answered)
+    assert [a["provider"] for a in job["attempts"]] == [answered[0]], job["attempts"]
+    await settle(gateway)
+    paid = {i: balances(gateway, p)[1] - before[i][1] for i, p in ((p.app[IDENTITY].id, p) for p in providers)}
+    assert paid == {answered[0]: 0, answered[1]: job["charge"]} and job["charge"] > 0, paid

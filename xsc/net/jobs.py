@@ -62,10 +62,15 @@ async def run(client: PeerClient, url: str, provider: str, job: str, timeout: fl
         if "answer_limit" in err.details:  # not refused: it may have run, and its answer is not one to believe
             raise PeerUnreachable(f"provider {url}: {err.message}", url=url, reason=err.message, sent=True) from None
         raise
-    answer = response.json()
+    try:
+        answer = response.json()
+    except PeerRefused:  # not JSON
+        answer = None
     if not isinstance(answer, dict) or not isinstance(answer.get("run"), dict) \
             or not isinstance(answer.get("provenance"), dict) or not isinstance(answer.get("outputs"), list):
-        raise PeerRefused(f"provider {url} answered a job's run without its run, record and outputs", url=url)
+        # Not a refusal either: it may have run, and nothing of it can be believed (its job goes elsewhere, unpaid)
+        raise PeerUnreachable(f"provider {url} answered a job's run without its run, record and outputs", url=url,
+                              reason="an answer that is not a run", sent=True)
     return answer
 
 
