@@ -1625,12 +1625,17 @@ async def test_a_provider_answering_a_run_past_its_jobs_bound_is_read_no_further
     assert balances(gateway, provider) == before
 
 
-@pytest.mark.parametrize("answer", [lambda honest: {**honest, "outputs": "none"}, lambda honest: ["not", "a", "run"]],
-                         ids=["outputs-not-a-list", "not-an-object"])
-async def test_a_run_answered_in_no_shape_of_a_run_is_not_paid_and_its_job_goes_to_another_provider(
+def _fault(honest: dict) -> dict:
+    raise RuntimeError("a fault of the provider's once the job ran")
+
+
+@pytest.mark.parametrize("answer", [lambda honest: {**honest, "outputs": "none"}, lambda honest: ["not", "a", "run"],
+                                    _fault], ids=["outputs-not-a-list", "not-an-object", "a-fault-once-it-ran"])
+async def test_a_run_answered_in_no_shape_of_a_run_or_a_500_is_not_paid_and_its_job_goes_to_another_provider(
         node_factory, monkeypatch, answer) -> None:
-    """The first provider asked runs the job and answers what is no run's answer: nothing of it can be believed, as of
-    an answer that never came (it may have run), so it is not paid and the job goes to the other provider."""
+    """The first provider asked runs the job and answers what is no run's answer, or a 500: nothing of it can be
+    believed, as of an answer that never came (it may have run), so it is not paid and the job goes to the other
+    provider."""
     gateway, providers = await network(node_factory, providers=2)
     module = await deploy(gateway, "outputs", wasi=True)
     answered: list[str] = []

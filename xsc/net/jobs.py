@@ -59,7 +59,9 @@ async def run(client: PeerClient, url: str, provider: str, job: str, timeout: fl
         response = await client.request(url, "POST", RUN_PATH.format(job=job), json={}, to=provider, timeout=timeout,
                                         max_size=most)
     except PeerRefused as err:
-        if "answer_limit" in err.details:  # not refused: it may have run, and its answer is not one to believe
+        # Not refused: past an honest answer's bound, or a fault of the provider's (500), it may have run, and its
+        # answer is not one to believe
+        if "answer_limit" in err.details or err.details.get("peer_status") == 500:
             raise PeerUnreachable(f"provider {url}: {err.message}", url=url, reason=err.message, sent=True) from None
         raise
     try:
