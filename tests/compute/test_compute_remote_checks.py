@@ -28,6 +28,7 @@ from xsc.compute import owed_checks, provenance, remote_tabs, spot_checks
 from xsc.compute.service import InvokeCall
 from xsc.errors import PeerUnreachable, ProvenanceNotFound, QuotaExceeded
 from xsc.identity import Identity, sign_request
+from xsc.ledger.core.pricing import price_compute
 from xsc.net.compute import PROVENANCE_PATH
 from xsc.node import CLIENT_IDENTITY, IDENTITY
 from xsc.node.appkeys import NODE
@@ -246,6 +247,29 @@ async def test_a_provider_whose_record_is_altered_or_withheld_is_struck(node_fac
     status, problem = await _add(gateway, module, 1, 2, verify=True)
     assert status == 502 and problem["code"] == "forged-result", problem
     assert ("does not serve" if lie == "withheld" else "is not signed by it") in problem["detail"], problem
+    assert _checks(gateway)["struck"] == 1
+
+
+async def test_a_provider_whose_record_claims_more_fuel_than_the_call_let_it_burn_is_struck(node_factory,
+                                                                                           monkeypatch) -> None:
+    """Its charge within the call's budget (less memory claimed): only the limit it signs gives it away."""
+    gateway, provider, module = await _pair(node_factory, check_rate=0)
+    claimed: dict[str, int] = {}
+
+    def more_fuel(answer: dict) -> dict:
+        run, cost = answer["run"], answer["run"]["cost"]
+        claimed["charge"] = price_compute(FUEL + 1, PRICE, 1, cost["memory_us"], cost["memory_price"])
+        run["fuel_consumed"], run["charge"] = FUEL + 1, claimed["charge"]
+        return answer
+
+    _answering(provider, monkeypatch, more_fuel)
+    checks = provider.app[NODE].paid.checks
+    served = checks.served
+    monkeypatch.setattr(checks, "served", lambda peer, pid: _resigned(
+        provider, served(peer, pid), fuel_limit=2 * FUEL, fuel_consumed=FUEL + 1, memory_pages=1,
+        charge=claimed["charge"]))
+    status, problem = await _add(gateway, module, 1, 2, verify=True)
+    assert status == 502 and problem["code"] == "forged-result" and "fuel_limit" in problem["detail"], problem
     assert _checks(gateway)["struck"] == 1
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 
@@ -496,13 +497,28 @@ def _no_text(args: list) -> None:
     """The record as it ran; only the answer's stdout is changed (a list, not text: see the test)."""
 
 
+def _more_fuel_than_the_job_allows(args: list) -> None:
+    """A record that says the run was let burn more fuel than the job allows, and burnt it: its charge still within
+    the job's budget (its memory and time claimed less)."""
+    limits, outcome = args[4], args[5]
+    args[4] = dataclasses.replace(limits, fuel=limits.fuel * 2)
+    outcome.fuel_consumed, outcome.memory_pages = limits.fuel + 1, 1
+
+
+def _longer_than_the_job_allows(args: list) -> None:
+    """A record that says the run was let run past the job's timeout, in more memory than it allows."""
+    limits, outcome = args[4], args[5]
+    args[4] = dataclasses.replace(limits, timeout=limits.timeout * 4, memory=limits.memory * 2)
+    outcome.duration_ns, outcome.memory_pages = round(limits.timeout * 2e9), 1
+
+
 def _outputs_of_a_trap(args: list) -> None:
     """A run signed (and answered) as a trap, with the outputs of a run that ended well: none is stored of a trap."""
     args[5].trap_kind, args[5].message = "unreachable", "the module trapped"
 
 
 @pytest.mark.parametrize("tamper", [_another_module, _another_price, _another_input, _another_argv, _no_text,
-                                    _outputs_of_a_trap])
+                                    _outputs_of_a_trap, _more_fuel_than_the_job_allows, _longer_than_the_job_allows])
 async def test_a_provider_whose_signed_record_is_not_the_run_asked_for_is_not_paid_and_is_struck(
         node_factory, monkeypatch, tamper) -> None:
     gateway, (provider,) = await network(node_factory)
@@ -531,8 +547,8 @@ async def test_a_provider_whose_signed_record_is_not_the_run_asked_for_is_not_pa
                         lambda node, why, **kw: struck.append(node) or False)
     files_before = (await (await gateway.get("/v1/store/files")).json())["files"]
     before = balances(gateway, provider)
-    status, problem = await run_job(gateway, {"module": module, "stdin": "-", "inputs": [f"{cap}:/in/data"]},
-                                    stdin=b"abc")
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-", "inputs": [f"{cap}:/in/data"],
+                                              "limits": {"fuel": 10**9, "memory": "32MiB", "timeout": 4}}, stdin=b"abc")
     assert status == 502 and problem["code"] == "forged-result", problem
     assert "not paid" in problem["detail"] and "\n" not in problem["detail"]
     assert struck == [provider.app[IDENTITY].id]
@@ -643,6 +659,34 @@ async def test_a_provider_that_answers_an_earlier_run_of_the_same_job_is_not_pai
     assert balances(gateway, provider)[0] == before[0]
     job = await (await gateway.get(f"/v1/compute/jobs/{first['id']}")).json()
     assert job["executions"] == 2  # the replayed run is not counted as one
+
+
+async def test_a_provider_answering_a_job_with_its_signed_answer_to_another_job_is_not_paid_and_is_struck(
+        node_factory, monkeypatch) -> None:
+    """The whole of a first job's answer (its run, signed record and outputs, all the provider's own) replayed as the
+    answer of a second job over other bytes: the record names the first job, so the second pays nothing."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    hosted = provider.app[NODE].hosted_jobs
+    honest, answers = hosted._run, []
+
+    async def replayed(job):
+        answers.append(await honest(job))
+        return answers[0]
+
+    monkeypatch.setattr(hosted, "_run", replayed)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike", lambda node, why, **kw: struck.append(node) or False)
+    status, first = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
+    assert status == 201 and struck == [], first
+    await settle(gateway)  # the first job paid: what follows is the second's alone
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"other bytes")
+    assert status == 502 and problem["code"] == "forged-result" and "another job" in problem["detail"], problem
+    assert struck == [provider.app[IDENTITY].id] and len(answers) == 2
+    await settle(gateway)
+    assert balances(gateway, provider) == before
+    assert (await (await gateway.get(f"/v1/compute/jobs/{first['id']}")).json())["executions"] == 1
 
 
 async def test_a_provider_whose_program_names_an_output_unprintably_is_paid_not_struck(node_factory,
@@ -1498,3 +1542,115 @@ async def test_a_job_whose_caller_hangs_up_once_it_was_sent_to_a_provider_ends_p
     assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}  # told to forget it once its outputs came
     for node in (gateway, provider):
         await verified(node)
+
+
+async def test_a_run_answered_after_its_gateway_gave_up_on_it_is_not_paid_and_its_job_paid_once_elsewhere(
+        node_factory, monkeypatch) -> None:
+    """The first provider's run is held while the gateway gives up on it (its answer timed out) and places the job
+    on the second; the held run then ends and is recorded there: only the second is paid, once."""
+    gateway, providers = await network(node_factory, providers=2)
+    ids = {p.app[NODE].compute: p.app[IDENTITY].id for p in providers}
+    module = await deploy(gateway, "outputs", wasi=True)
+    asked: list[str] = []
+    entered, release = asyncio.Event(), asyncio.Event()
+    program = hosted_jobs.run_program
+
+    async def held(compute, *args, **kwargs):
+        if ids[compute] == asked[0]:
+            entered.set()
+            await release.wait()
+        return await program(compute, *args, **kwargs)
+
+    monkeypatch.setattr(hosted_jobs, "run_program", held)
+    run = sent_jobs.wire.run
+
+    async def given_up(client, url, provider, *args, **kwargs):
+        asked.append(provider)
+        if provider != asked[0]:
+            return await run(client, url, provider, *args, **kwargs)
+        running = asyncio.ensure_future(run(client, url, provider, *args, **kwargs))
+        await entered.wait()
+        running.cancel()  # its connection closed, as a timeout closes it
+        raise PeerUnreachable(f"provider {url}: timed out", url=url, reason="timed out", sent=True)
+
+    monkeypatch.setattr(sent_jobs.wire, "run", given_up)
+    before = {p.app[IDENTITY].id: balances(gateway, p) for p in providers}
+    status, job = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
+    assert status == 201 and job["provider"] == asked[1] != asked[0], (job, asked)
+    late = next(p for p in providers if p.app[IDENTITY].id == asked[0])
+    release.set()
+
+    async def recorded():  # the late run ends on its provider, and is written on its tab there
+        records = (await (await late.get("/v1/compute/provenance?limit=100")).json())["records"]
+        return any(r["record"].get("job", {}).get("id") == job["id"] for r in records)
+
+    await eventually_async(recorded, "the late run recorded on its provider")
+    await settle(gateway)
+    await eventually_async(lambda: gateway.app[NODE].ledger.pending() == [], "every tab paid or refused")
+    paid = {p: balances(gateway, node)[1] - before[p][1] for p, node in
+            ((n.app[IDENTITY].id, n) for n in providers)}
+    assert paid == {asked[0]: 0, asked[1]: job["charge"]} and job["charge"] > 0, paid
+    assert balances(gateway, late)[0] - before[asked[0]][0] == -job["charge"]  # the user paid the one run
+    for node in (gateway, *providers):
+        await verified(node)
+
+
+async def test_a_provider_answering_a_run_past_its_jobs_bound_is_read_no_further_and_not_paid(node_factory,
+                                                                                              monkeypatch) -> None:
+    """A job keeping 1 KiB of stdout and of stderr is answered by a run some megabytes long: the gateway reads no
+    more than an honest answer takes (sent_jobs: wire.run_answer_bound), takes it as a run whose answer was lost,
+    and pays nothing of it."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    hosted = provider.app[NODE].hosted_jobs
+    honest = hosted._run
+    bound = sent_jobs.wire.run_answer_bound(1024, 1024)
+
+    async def padded(job):
+        answer = await honest(job)
+        return {**answer, "run": {**answer["run"], "stdout": "x" * bound}}
+
+    monkeypatch.setattr(hosted, "_run", padded)
+    asked: list[int] = []
+    run = sent_jobs.wire.run
+    monkeypatch.setattr(sent_jobs.wire, "run", lambda *a, most, **kw: asked.append(most) or run(*a, most=most, **kw))
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-",
+                                              "limits": {"stdout": 1024, "stderr": 1024}}, stdin=b"abc")
+    assert asked == [bound], asked
+    assert status == 502 and problem["code"] == "peer-unreachable" and f"more than {bound} bytes" in \
+        problem["detail"], problem
+    assert (await (await gateway.get("/v1/store/files")).json())["files"] == []
+    await settle(gateway)
+    assert balances(gateway, provider) == before
+
+
+def _fault(honest: dict) -> dict:
+    raise RuntimeError("a fault of the provider's once the job ran")
+
+
+@pytest.mark.parametrize("answer", [lambda honest: {**honest, "outputs": "none"}, lambda honest: ["not", "a", "run"],
+                                    _fault], ids=["outputs-not-a-list", "not-an-object", "a-fault-once-it-ran"])
+async def test_a_run_answered_in_no_shape_of_a_run_or_a_500_is_not_paid_and_its_job_goes_to_another_provider(
+        node_factory, monkeypatch, answer) -> None:
+    """The first provider asked runs the job and answers what is no run's answer, or a 500: nothing of it can be
+    believed, as of an answer that never came (it may have run), so it is not paid and the job goes to the other
+    provider."""
+    gateway, providers = await network(node_factory, providers=2)
+    module = await deploy(gateway, "outputs", wasi=True)
+    answered: list[str] = []
+    for provider in providers:
+        hosted = provider.app[NODE].hosted_jobs
+
+        async def shapeless(job, honest=hosted._run, me=provider.app[IDENTITY].id):
+            answered.append(me)
+            return answer(await honest(job)) if len(answered) == 1 else await honest(job)
+
+        monkeypatch.setattr(hosted, "_run", shapeless)
+    before = {p.app[IDENTITY].id: balances(gateway, p) for p in providers}
+    status, job = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
+    assert status == 201 and job["provider"] == answered[1] != answered[0], (job, answered)
+    assert [a["provider"] for a in job["attempts"]] == [answered[0]], job["attempts"]
+    await settle(gateway)
+    paid = {i: balances(gateway, p)[1] - before[i][1] for i, p in ((p.app[IDENTITY].id, p) for p in providers)}
+    assert paid == {answered[0]: 0, answered[1]: job["charge"]} and job["charge"] > 0, paid

@@ -32,7 +32,7 @@ from .job_sandbox import MAX_OUTPUTS, OutputFile
 from .out_bound import OUTPUT_LIMIT
 from .paid import PaidCompute, worst_case_refused
 from .service import InvokeCall
-from .spot_checks import unpriced
+from .spot_checks import unlimited, unpriced
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -292,8 +292,10 @@ class SentJobs:
                                "job, inputs, outputs, charge or fuel): not paid, and struck",
                                hint="run the job again (another provider)")
         # A run whose outputs were refused is signed as a trap (job_sandbox.run_program), so is answered as one
+        call = InvokeCall(spec.module, spec.entrypoint, list(spec.argv), spec.fuel, spec.memory, spec.timeout, True)
+        trapped = "trap" in answer or "refusal" in answer
         why = _unlike_a_run(run, answer, record) or _unlike_the_deal(
-            record, spec, price, authorization, self.paid.compute.memory_price, "trap" in answer or "refusal" in answer)
+            record, spec, price, authorization, self.paid.compute.memory_price, trapped) or unlimited(record, call)
         if why is not None:
             raise ForgedResult(f"provider {provider}'s signed record {why}: not paid, and struck",
                                hint="run the job again (another provider)")

@@ -59,13 +59,20 @@ async def run(client: PeerClient, url: str, provider: str, job: str, timeout: fl
         response = await client.request(url, "POST", RUN_PATH.format(job=job), json={}, to=provider, timeout=timeout,
                                         max_size=most)
     except PeerRefused as err:
-        if "answer_limit" in err.details:  # not refused: it may have run, and its answer is not one to believe
+        # Not refused: past an honest answer's bound, or a fault of the provider's (500), it may have run, and its
+        # answer is not one to believe
+        if "answer_limit" in err.details or err.details.get("peer_status") == 500:
             raise PeerUnreachable(f"provider {url}: {err.message}", url=url, reason=err.message, sent=True) from None
         raise
-    answer = response.json()
+    try:
+        answer = response.json()
+    except PeerRefused:  # not JSON
+        answer = None
     if not isinstance(answer, dict) or not isinstance(answer.get("run"), dict) \
             or not isinstance(answer.get("provenance"), dict) or not isinstance(answer.get("outputs"), list):
-        raise PeerRefused(f"provider {url} answered a job's run without its run, record and outputs", url=url)
+        # Not a refusal either: it may have run, and nothing of it can be believed (its job goes elsewhere, unpaid)
+        raise PeerUnreachable(f"provider {url} answered a job's run without its run, record and outputs", url=url,
+                              reason="an answer that is not a run", sent=True)
     return answer
 
 
