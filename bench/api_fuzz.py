@@ -63,7 +63,9 @@ class Node:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {"XSC_PEERS_GOSSIP_INTERVAL": "3600", "XSC_HEALTH_PROBE_INTERVAL": "3600",
                "XSC_AUDIT_BLOCKS_PER_ROUND": "0", "XSC_AUDIT_SCRUB_RATE": "0", "XSC_STORAGE_CAPACITY": "256MiB",
-               "XSC_COMPUTE_FUEL": "100000000", "XSC_COMPUTE_TIMEOUT": "1.0", "XSC_STORAGE_SEGMENT_SIZE": "64KiB"}
+               "XSC_COMPUTE_FUEL": "100000000", "XSC_COMPUTE_TIMEOUT": "1.0", "XSC_STORAGE_SEGMENT_SIZE": "64KiB",
+               # its bad tokens are inputs like any other: not a stranger to lock out of every operation after them
+               "XSC_NODE_AUTH_FAILURE_LIMIT": "1000"}
         # One way to start a node (xsc/devnet.py): the installed `xsc` script, waited for until it listens.
         self.proc = NodeProcess(self.data_dir, self.port, env=env, log=self.log).start(timeout=60).proc
         self.token = (self.data_dir / "api-token").read_text().strip()
