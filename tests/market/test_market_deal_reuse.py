@@ -231,3 +231,24 @@ async def test_a_deal_with_a_minimum_availability_is_matched_again_once_a_probe_
     assert dealing.reused == 3
     await deal("floored-after", "0.5")
     assert dealing.reused == 3
+
+
+async def test_a_deal_is_not_reused_once_a_cheaper_provider_answered_its_first_probe(node_factory) -> None:
+    """A peer learned of through gossip takes part only once it answered a probe: its availability counts 1 before and
+    after, and yet the answer, which had to leave it out, is matched again: the put goes to the cheaper provider."""
+    node, provider, slot = await _buyer_and_provider(node_factory)
+    dealing, market = node.dealing, node.market
+    market.note_paid(provider, 10**6, by_them=True)  # (recognised for its trade: no newcomer moves the weights)
+    stranger = Identity.generate()
+    node.peers.accept(fake_descriptors([stranger]))
+    start = now_ms() // 1000
+    offer = sign_commitment(stranger, asks=[ask(stranger.id, "s0", 10**6, 1, start - 60, start + 10 * HOUR)],
+                            bids=[], recognition={}, stamp=Stamp.seed().event(), timestamp=now_ms())
+    assert market.receive([offer.to_json()]) == 1
+    assert (await _deal_open(node, "first", 1000)).provider == provider  # (never probed: it takes no part)
+    assert (await _deal_open(node, "second", 1000)).provider == provider
+    assert dealing.reused == 1
+    node.health.answered(node.peers.get(stranger.id), 1.0)
+    assert market.availability_map()[stranger.id] == 1
+    assert (await _deal_open(node, "after-its-first-answer", 1000)).provider == stranger.id
+    assert dealing.reused == 1

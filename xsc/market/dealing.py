@@ -333,17 +333,20 @@ class Dealing:
         return self._shape_of(needs, sorted({b.slot.kind for b in bids}), exclude)
 
     def _shape_of(self, needs: tuple, kinds: Iterable[str], exclude: frozenset[str]) -> tuple:
-        """`_shape` of needs given as their shapes (`needs`) and kinds.  Of the peers' availability, a matching reads
-        who is at 0 (they take no part), and the others' only against a need's minimum availability: a probe round
-        that moved some peer's ratio changes the answer only where one of this deal's needs or of the bids that
-        count asks for one (`CountedBids.floored`), and one that changed no peer's availability changes nothing."""
+        """`_shape` of needs given as their shapes (`needs`) and kinds.  Of the peers, a matching reads who takes part
+        (the rule the shown clearing keeps, `clearing.TakingPart`: known, up, not at availability 0, its offer current),
+        and the others' availability only against a need's minimum: a probe round changes the answer only where it
+        changed who takes part, or moved some peer's ratio while one of this deal's needs or of the bids that count
+        asks for a minimum (`CountedBids.floored`)."""
         mine = tuple((kind, self.market.ask(kind), tuple(sorted(self._allocation_room(kind).items())))
                      for kind in kinds)
         counted = self._counted.version()
-        down, any_change = self.market.availability.versions()
+        taking_part = self.market.shown.taking_part
+        taking_part.left_out()  # (brought up to now)
         floored = self._counted.floored or any(need[6] is not None for need in needs)
-        return (self.market.version, counted, self.market.bucket(), ("any", any_change) if floored else ("down", down),
-                self.market.recognition_version(), exclude, needs, mine)
+        return (self.market.version, counted, self.market.bucket(), taking_part.version,
+                self.market.availability.versions()[1] if floored else None, self.market.recognition_version(),
+                exclude, needs, mine)
 
     def _reuse(self, shape: tuple, need_ids: list[str]) -> dict[str, Any] | None:
         """The kept answer of a deal of this `shape`, for the needs `need_ids`, if it is still fresh and the slots
