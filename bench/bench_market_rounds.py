@@ -15,10 +15,13 @@ to a raw step measured in the same run: `sorted()` of the book's orders by (pric
   - round after one offer re-signed: one peer's commitment taken again with the same orders (a new stamp), then
     `now()` (what an idle network's rounds cost: every offer is re-signed to stay current);
   - round after one offer changed: one peer's new commitment taken into the book, then `now()`;
-  - round after a probe round, no flip: every peer's probe history moved, none came up or went down, then `now()`
-    (what every probe interval costs);
+  - round after a probe round, no flip: the peers' state moved, PROBED of them probed and answering as before, none
+    came up or went down, then `now()` (what every probe interval costs);
   - round after one peer's probe flipped: a probe round in which one peer went down or came back up, then `now()`;
-  - full clearing from scratch: who takes part and the clearing made anew (a new `ShownClearing`).
+  - full clearing from scratch: who takes part and the clearing made anew (a new `ShownClearing`);
+  - a deal matched after a probe round: a put's 6 needs dealt (`Dealing.deal`) after a probe round that flipped no
+    peer and the market round after it, a deal of the same shape matched just before (what every put after a probe
+    round costs: its deal is answered by the one kept, unless the probe round changed what it rests on).
 
 `--profile` prints where the round after one change spends its time at the largest size.
 """
@@ -26,6 +29,7 @@ to a raw step measured in the same run: `sorted()` of the book's orders by (pric
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import pstats
 import tempfile
@@ -37,10 +41,11 @@ from xsc.allocation import CapacitySlot, NeedSlot, Stamp
 from xsc.config import MarketSection
 from xsc.db import open_database
 from xsc.identity import Identity
-from xsc.market import Ask, Bid, clearing
+from xsc.market import Ask, Bid, clearing, dealing
 from xsc.market import service as market_service
 from xsc.market.clearing import ShownClearing
 from xsc.market.core.book import MarketCommitment
+from xsc.market.dealing import Dealing
 from xsc.market.needs import NeedRegistry
 from xsc.market.recognition import Recognition
 
@@ -51,27 +56,38 @@ GIB = 2**30
 START = 10**12  # ms: the clock the market reads (held still: no offer goes stale during a run)
 
 
+# A deal's first matching of a book of 10,000 (the deal kept after it) takes minutes: the deal is measured up to this.
+DEALT_UP_TO = 1_000
+EARNERS = 16  # peers this node exchanged money with (its derived recognition is of these)
+PROBED = 20  # peers a probe round probes: the neighbours and a sample of the others (xsc/peers/probes.py: `_due`)
+
+
 class _Peers:
-    """Every participant a known peer, up until a probe round finds it down; a probe round moves every peer's history
-    (the state version) and, as the node's peer service does, says which peers came up or went down."""
+    """Every participant a known peer, up until a probe round finds it down; a probe round moves the state version
+    and, as the node's peer service does, says which peers it probed (PROBED of them, each answering as before, and
+    those that came up or went down) and which of them flipped."""
 
     def __init__(self, ids: list[str]) -> None:
         self.ids = set(ids)
+        self.order = sorted(ids)
         self.down: set[str] = set()
         self.probes = 0  # probe rounds so far
         self.flips: list[str] = []  # the peers each flip was of, in order (its version: how many came before)
+        self.probed: list[str] = []  # the peers each probe was of, in order
 
     def probe_round(self, flipped: tuple[str, ...] = ()) -> None:
         self.probes += 1
         for p in flipped:
             (self.down.discard if p in self.down else self.down.add)(p)
             self.flips.append(p)
+        first = self.probes * PROBED
+        self.probed.extend([self.order[(first + k) % len(self.order)] for k in range(PROBED)] + list(flipped))
 
     def peers(self) -> list:
-        return [SimpleNamespace(id=p) for p in sorted(self.ids)]
+        return [SimpleNamespace(id=p, url=f"https://{p[:12]}.example:7000") for p in self.order]
 
     def get(self, node_id: str) -> SimpleNamespace | None:
-        return SimpleNamespace(id=node_id) if node_id in self.ids else None
+        return SimpleNamespace(id=node_id, url=f"https://{node_id[:12]}.example:7000") if node_id in self.ids else None
 
     def state_version(self) -> tuple:
         return (self.probes,)
@@ -82,11 +98,18 @@ class _Peers:
     def flipped_since(self, version: tuple) -> set[str]:
         return set(self.flips[version[1]:])
 
+    def availability_version(self) -> tuple:
+        return 0, len(self.probed), 0
+
+    def availability_changed_since(self, version: tuple) -> set[str]:
+        return set(self.probed[version[1]:])
+
     def known(self, node_id: str) -> bool:
         return node_id in self.ids
 
     def availability(self, node_id: str) -> SimpleNamespace:
-        return SimpleNamespace(up=node_id not in self.down, ratio_1h=1.0)
+        return SimpleNamespace(up=node_id not in self.down, ratio_1h=1.0, ratio_24h=1.0, last_probe=START,
+                               up_since=START - 86_400_000, last_audit=None)
 
     def up(self, node_id: str) -> bool:
         return node_id in self.ids and node_id not in self.down
@@ -130,6 +153,8 @@ def _market(path: Path, ids: list[str]) -> market_service.MarketService:
         config=config, identity=me, db=db, peers=peers, needs=NeedRegistry(db=db, me=me.id, config=config),
         weights=Recognition(db=db, me=me.id, peers=peers), subscribers=None, compute_threads=1,
         storage_usage=lambda: (0, 0), gossip_interval=1.0, credit_lines=_Backing())
+    for p in ids[:EARNERS]:  # an established node: it has traded with some of its peers
+        market.weights.note_paid(p, 10**6, by_them=True)
     market.replication.show(_commitment(me.id, 0, 1_500, START, Stamp.seed().event()))
     for n, p in enumerate(ids, start=1):
         market.replication.show(_commitment(p, n, 1_000 + (n * 7919) % 3_000, START, Stamp.seed().event()))
@@ -145,6 +170,26 @@ def _best(fn, repeat: int, before=None) -> float:
         fn()
         best = min(best, time.process_time() - t)
     return best
+
+
+def _dealt(market: market_service.MarketService, repeat: int, probe_round) -> float:
+    """The CPU seconds of a put's deal after `probe_round` (and the market round after it), one of the same shape
+    dealt just before."""
+    deals = Dealing(market=market, needs=market.needs, allocated=None)
+    puts = iter(range(10**6))
+
+    def put() -> None:
+        k = next(puts)
+        bids = [Bid(slot=NeedSlot(id=f"share-{k}-{i}", owner=market.me, kind="storage", quantity=2**20, start=0,
+                                  end=HOUR), price=10**6, group=f"put-{k}") for i in range(6)]
+        loop.run_until_complete(deals.deal(bids))
+
+    loop = asyncio.new_event_loop()
+    try:
+        put()
+        return _best(put, repeat, before=probe_round)
+    finally:
+        loop.close()
 
 
 def measure(n: int, repeat: int, profile: bool = False) -> dict[str, float]:
@@ -184,6 +229,7 @@ def measure(n: int, repeat: int, profile: bool = False) -> dict[str, float]:
                 market.clearings()
 
             probed_none = _best(lambda: probed(0), repeat)
+            dealt = _dealt(market, repeat, lambda: probed(0)) if n <= DEALT_UP_TO else float("nan")
             probed_one = _best(lambda: probed(1), repeat)
             scratch = _best(lambda: ShownClearing(market).now(), repeat)
             if profile:
@@ -196,7 +242,7 @@ def measure(n: int, repeat: int, profile: bool = False) -> dict[str, float]:
         finally:
             market.db.close()
     return {"raw": raw, "idle": idle, "resigned": resigned, "changed": changed, "probed_none": probed_none,
-            "probed_one": probed_one, "scratch": scratch, "orders": len(orders)}
+            "probed_one": probed_one, "scratch": scratch, "dealt": dealt, "orders": len(orders)}
 
 
 def main() -> None:
@@ -205,8 +251,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="profile the round after one change at 10,000")
     args = parser.parse_args()
     repeat = 3 if args.quick else 7
-    real_now = clearing.now_ms, market_service.now_ms
+    real_now = clearing.now_ms, market_service.now_ms, dealing.REUSE_SECONDS
     clearing.now_ms = market_service.now_ms = lambda: START
+    dealing.REUSE_SECONDS = 3600.0  # (a kept deal serves the next put however slow the machine is)
     report = Report("market_rounds")
     try:
         for n in (1_000, 10_000):
@@ -218,13 +265,14 @@ def main() -> None:
                               ("changed", "round after one offer changed"),
                               ("probed_none", "round after a probe round, no flip"),
                               ("probed_one", "round after one peer's probe flipped"),
-                              ("scratch", "full clearing from scratch")):
+                              ("scratch", "full clearing from scratch"),
+                              ("dealt", "a deal matched after a probe round")):
                 print(f"  {what:38s} {m[key] * 1e3:8.2f} ms   = {m[key] / raw:7.2f} x raw")
                 report.add(f"{what}, {n} participants", m[key] * 1e3, "ms")
                 report.add(f"{what}, {n} participants x raw sorted()", m[key] / raw, "x")
             report.add(f"raw: sorted() the orders of {n} participants", raw * 1e3, "ms")
     finally:
-        clearing.now_ms, market_service.now_ms = real_now
+        clearing.now_ms, market_service.now_ms, dealing.REUSE_SECONDS = real_now
     report.write()
 
 

@@ -293,7 +293,7 @@ async def test_the_needs_of_peers_known_down_do_not_compete_with_a_put(node_fact
     peers.accept(fake_descriptors(fakes))
     await health.probe_round()
     assert market.receive([honest_commitment(f, peers.identity.id) for f in fakes]) == len(fakes)
-    inputs = a.app[NODE].dealing._match_inputs([], frozenset(), market.availability_map())
+    inputs = a.app[NODE].dealing._match_inputs([], frozenset(), market.down())
     assert not {b.slot.owner for b in inputs["bids"]} & {f.id for f in fakes}
     assert not {a.slot.owner for a in inputs["asks"]} & {f.id for f in fakes}
     status, answer = await _put(a, b"v" * 5000)

@@ -3,6 +3,7 @@ was half of what the put cost): reused only while nothing it rests on changed, n
 
 from __future__ import annotations
 
+from decimal import Decimal
 
 import pytest
 
@@ -180,3 +181,74 @@ async def test_an_invoke_deal_is_not_kept_once_its_provider_is_seen_down(node_fa
     await gateway.app[NODE].health.probe_round()
     assert gateway.app[NODE].peers.up(first.provider) is False and market.version == book
     assert (await dealing.compute_deal(250_000, 10**6)).provider != first.provider
+
+
+async def test_a_deal_is_reused_after_a_probe_round_that_changed_no_peers_availability(node_factory) -> None:
+    """A probe round moves every probed peer's history: one in which every peer answered as before changes nothing a
+    deal rests on, and the next put of the same shape is answered by the kept deal, not by a matching of the book."""
+    node, provider, slot = await _buyer_and_provider(node_factory)
+    dealing = node.dealing
+    first = await _deal_open(node, "first", 1000)
+    await node.health.probe_round()
+    assert node.peers.up(provider)
+    second = await _deal_open(node, "after-a-probe-round", 1000)
+    assert dealing.reused == 1
+    assert (second.provider, second.capacity_slot, second.price) == (first.provider, first.capacity_slot, first.price)
+
+
+async def test_a_deal_with_a_minimum_availability_is_matched_again_once_a_probe_moved_a_providers_ratio(
+        node_factory) -> None:
+    """A need's minimum availability is matched against each provider's ratio of answered probes over the hour, which
+    a probe round moves with no peer coming up or going down (a provider that missed one probe): a deal of such needs
+    is matched again after it, one whose needs ask no minimum is still reused."""
+    node, provider, slot = await _buyer_and_provider(node_factory)
+    dealing, health = node.dealing, node.health
+    answer = health.probe
+
+    async def refused(peer):
+        return False, None, "refused"
+
+    health.probe = refused
+    await health.probe_round()
+    health.probe = answer
+    await health.probe_round()  # up again, a missed probe in its hour
+    assert node.peers.up(provider)
+
+    async def deal(need_id: str, floor: str | None) -> None:
+        need = dealing.need(need_id, "storage", 1000, 3600, 10**9,
+                            min_availability=None if floor is None else Decimal(floor))
+        node.needs.open([need])
+        assert (await dealing.deal([need]))[need_id].provider == provider
+
+    for n in range(2):
+        await deal(f"plain-{n}", None)
+        await deal(f"floored-{n}", "0.5")
+    assert dealing.reused == 2
+    ratio = node.market.availability_map()[provider]
+    await health.probe_round()  # answered: no flip, and its ratio moved
+    assert node.peers.up(provider) and node.market.availability_map()[provider] != ratio
+    await deal("plain-after", None)
+    assert dealing.reused == 3
+    await deal("floored-after", "0.5")
+    assert dealing.reused == 3
+
+
+async def test_a_deal_is_not_reused_once_a_cheaper_provider_answered_its_first_probe(node_factory) -> None:
+    """A peer learned of through gossip takes part only once it answered a probe: its availability counts 1 before and
+    after, and yet the answer, which had to leave it out, is matched again: the put goes to the cheaper provider."""
+    node, provider, slot = await _buyer_and_provider(node_factory)
+    dealing, market = node.dealing, node.market
+    market.note_paid(provider, 10**6, by_them=True)  # (recognised for its trade: no newcomer moves the weights)
+    stranger = Identity.generate()
+    node.peers.accept(fake_descriptors([stranger]))
+    start = now_ms() // 1000
+    offer = sign_commitment(stranger, asks=[ask(stranger.id, "s0", 10**6, 1, start - 60, start + 10 * HOUR)],
+                            bids=[], recognition={}, stamp=Stamp.seed().event(), timestamp=now_ms())
+    assert market.receive([offer.to_json()]) == 1
+    assert (await _deal_open(node, "first", 1000)).provider == provider  # (never probed: it takes no part)
+    assert (await _deal_open(node, "second", 1000)).provider == provider
+    assert dealing.reused == 1
+    node.health.answered(node.peers.get(stranger.id), 1.0)
+    assert market.availability_map()[stranger.id] == 1
+    assert (await _deal_open(node, "after-its-first-answer", 1000)).provider == stranger.id
+    assert dealing.reused == 1

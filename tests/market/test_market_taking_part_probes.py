@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,9 @@ from xsc.config import MarketSection
 from xsc.db import open_database
 from xsc.errors import PeerUnreachable
 from xsc.identity import Identity
-from xsc.market import clearing, sign_commitment
+from xsc.market import availability, clearing, sign_commitment
 from xsc.market import service as market_service
+from xsc.market.core.availability import weighed
 from xsc.market.needs import NeedRegistry
 from xsc.market.recognition import Recognition
 from xsc.peers import PeerDirectory, make_descriptor
@@ -33,7 +35,8 @@ from xsc.peers.service import MAX_NEW_PER_MESSAGE, PeerService
 HOUR = 3600
 START = 10**12  # ms: the clock the market and the probes read
 PEERS = [Identity.generate() for _ in range(5)]
-CLOCKS = (clearing, market_service, probes, peers_service)  # the modules whose `now_ms` the test's clock replaces
+# The modules whose `now_ms` the test's clock replaces.
+CLOCKS = (clearing, market_service, availability, probes, peers_service)
 
 
 class _Network:
@@ -204,3 +207,58 @@ def test_a_probe_round_costs_the_next_market_round_what_it_flipped_not_the_book(
     large = _round_lines(tmp_path / "large", 2_000, clock)
     for before, after in zip(small, large):
         assert after <= before + before // 4, (small, large)
+
+
+
+def _weighed_now(net: _Network) -> dict:
+    """Every participant's availability as matching weighs it, made now from nothing kept."""
+    return {net.market.me: Decimal(1), **{d.id: weighed(net.peers.availability(d.id)) for d in net.peers.peers()}}
+
+
+LOOKED_AT = st.one_of(EVENTS, st.just(("due-round",)), st.just(("look",)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(events=st.lists(LOOKED_AT, max_size=40))
+# A peer fails a probe, answers the next, and the hour that counted the failure passes with no probe of it.
+@example(events=[("answers", 0, False), ("round",), ("look",), ("answers", 0, True), ("round",), ("look",),
+                 *[("tick", 1_199_999)] * 3, ("look",), ("tick", 1_199_999), ("look",)])
+# The clock is set back behind a bucket that counted a failed probe of a peer up now, then catches up with it.
+@example(events=[("answers", 0, False), ("round",), ("answers", 0, True), ("round",), ("set-back", 299_999),
+                 ("look",), ("tick", 299_999), ("look",)])
+def test_the_availability_kept_from_the_peers_changes_is_the_one_made_from_scratch(events) -> None:
+    """After any probes (rounds of every peer, scheduled rounds of a sample, a challenge answered), directory changes
+    and steps of the clock, the availability the market keeps up with the peers whose probe history or descriptor
+    changed (and, as the 5-minute bucket moves, with those whose last hour held a failed probe) is the one made from
+    every peer now, and its versions moved whenever an entry or who is at 0 did."""
+    clock = [START]
+    real = [m.now_ms for m in CLOCKS]
+    for m in CLOCKS:
+        m.now_ms = lambda: clock[0]
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            net = _Network(Path(tmp), clock, PEERS)
+            try:
+                net.add(PEERS)
+                net.answering = {i.id for i in PEERS}
+                net.probe_round()
+                seen = (_weighed_now(net), net.market.availability.versions())
+                for event in [*events, ("look",)]:
+                    if event == ("due-round",):
+                        net.loop.run_until_complete(net.health.probe_round(due_only=True))
+                    elif event != ("look",):
+                        _apply(net, event)
+                        continue
+                    now = _weighed_now(net)
+                    assert net.market.availability_map() == now, events
+                    assert net.market.down() == {p for p, a in now.items() if a == 0}
+                    versions = net.market.availability.versions()
+                    down_before = {p for p, a in seen[0].items() if a == 0}
+                    assert (versions[0] != seen[1][0]) >= (down_before != net.market.down())
+                    assert (versions[1] != seen[1][1]) >= (seen[0] != now)
+                    seen = (now, versions)
+            finally:
+                net.close()
+    finally:
+        for m, now_ms in zip(CLOCKS, real):
+            m.now_ms = now_ms

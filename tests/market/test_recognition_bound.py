@@ -43,6 +43,9 @@ class _Peers:
     def peers(self) -> list[_Peer]:
         return [_Peer(i, self.urls.get(i, f"https://10.{n // 250}.{n % 250}.1:7000")) for n, i in enumerate(self.ids)]
 
+    def get(self, peer: str) -> _Peer | None:
+        return next((p for p in self.peers() if p.id == peer), None)
+
     def availability(self, peer: str) -> Availability:
         ratio = self.ratios.get(peer, 1.0)
         return Availability(ratio, ratio, 10, 100, 1.0, 0, True, 0, 0, None, up_since=self.up_since.get(peer))

@@ -10,40 +10,32 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 from ..tasks import in_pool, now_ms
 from .core.auction import clear_book
+from .core.availability import weighed
 from .core.models import Ask, Bid
 from .core.orders import market_orders
 from .core.standing import StandingOrders
 
 
 def taking_part(market: Any, exclude: frozenset[str] = frozenset(),
-                availability: dict[str, Decimal] | None = None) -> Callable[[str], bool]:
+                down: frozenset[str] | None = None) -> Callable[[str], bool]:
     """Does a participant's orders take part in a clearing of `market` (a MarketService) now: this node, and every
-    participant `active` (known, up, its offer current) that is not probed down (availability 0, `availability` as
-    `market.availability_map()` gives it) nor in `exclude` (providers that just failed a deal).  Each participant is
-    looked at once per predicate: a deal asks for every order of a big book."""
-    if availability is None:
-        availability = market.availability_map()
-    out = {p for p, a in availability.items() if a == 0} | exclude
+    participant `active` (known, up, its offer current) that is not probed down (availability 0: `down`, as
+    `market.down()` gives it) nor in `exclude` (providers that just failed a deal).  Each participant is looked at
+    once per predicate: a deal asks for every order of a big book."""
+    if down is None:
+        down = market.down()
     seen: dict[str, bool] = {}
 
     def takes_part(participant: str) -> bool:
         if participant not in seen:
-            seen[participant] = participant not in out and market.active(participant)
+            seen[participant] = participant not in down and participant not in exclude and market.active(participant)
         return seen[participant]
 
     return takes_part
-
-
-def weighed(availability: Any) -> Decimal:
-    """A peer's availability (xsc.health.Availability) as matching weighs it: 0 when its last probe failed."""
-    if availability.up is False:
-        return Decimal(0)
-    return Decimal(str(round(availability.ratio_1h, 4))) if availability.ratio_1h is not None else Decimal(1)
 
 
 def _flips_version(peers: Any) -> Any:
@@ -62,13 +54,12 @@ def _flipped_since(peers: Any, version: Any) -> set[str] | None:
     return None if version is None or version[0] == "all" else peers.flipped_since(version)
 
 
-def _availability_of(market: Any, participant: str) -> Decimal | None:
-    """`market.availability_map()`'s entry of one participant (None: none, not a known node), made alone."""
-    if participant == market.me:
-        return Decimal(1)
-    if market.peers is None or market.peers.get(participant) is None:
-        return None
-    return weighed(market.peers.availability(participant))
+def _probed_down(market: Any, participant: str) -> bool:
+    """Whether a known peer's availability is 0 (`market.down()`'s answer for one participant, looked at alone: a probe
+    round that probed every peer and flipped one costs the round after it that peer alone)."""
+    if participant == market.me or market.peers is None or market.peers.get(participant) is None:
+        return False
+    return weighed(market.peers.availability(participant)) == 0
 
 
 def clear_orders(*orders: Any) -> dict:
@@ -100,12 +91,15 @@ class CountedBids:
         self._version = 0
         self._made_of: tuple | None = None  # (the book's version, the trust lines') they were looked at in
         self._counted: frozenset[tuple[str, str]] = frozenset()  # (owner, need id) of the bids that count
+        self.floored = False  # whether one of them asks for a minimum availability (as of `version()`)
 
     def version(self) -> int:
         market = self.market
         made_of = (market.version, market.backing_version())
         if made_of != self._made_of:
-            counted = frozenset((b.slot.owner, b.slot.id) for b in market.credible_bids())
+            credible = market.credible_bids()
+            counted = frozenset((b.slot.owner, b.slot.id) for b in credible)
+            self.floored = any(b.min_availability is not None for b in credible)
             if counted != self._counted:
                 self._counted = counted
                 self._version += 1
@@ -172,7 +166,7 @@ class TakingPart:
 
     def _make(self, made_of: tuple) -> None:
         market = self.market
-        self._down = {p for p, a in market.availability_map().items() if a == 0}
+        self._down = set(market.down())
         self._odd = {p for p in self._down if market.peers.up(p)} if self._down else set()
         commitments = market.book.commitments()
         left_out = frozenset(c.participant for c in commitments if not self._takes_part(c.participant))
@@ -185,7 +179,7 @@ class TakingPart:
     def _update(self, changed: set[str], flipped: set[str], made_of: tuple) -> None:
         market = self.market
         for p in flipped:
-            if _availability_of(market, p) == 0:
+            if _probed_down(market, p):
                 self._down.add(p)
             else:
                 self._down.discard(p)

@@ -201,9 +201,9 @@ class Dealing:
 
     def match(self, bids: list[Bid], exclude: frozenset[str] = frozenset()):
         """Match `bids` (this node's new needs) against the book: the MarketResult of the pure core."""
-        return _matched(**self._match_inputs(bids, exclude, self.market.availability_map()))
+        return _matched(**self._match_inputs(bids, exclude, self.market.down()))
 
-    def _match_inputs(self, bids: list[Bid], exclude: frozenset[str], availability: dict[str, Decimal]) -> dict:
+    def _match_inputs(self, bids: list[Bid], exclude: frozenset[str], down: frozenset[str]) -> dict:
         """What `_matched` takes to match `bids` against the book, as it is now (made on the event loop: the pool
         matches a copy while the book goes on changing).
 
@@ -215,14 +215,17 @@ class Dealing:
         its own: those already placed (puts still storing) take what they were given off their providers' asks
         (`_in_flight`), the rest (standing needs, deals still waiting) take nothing, so a matching costs the same
         however many of this node's puts are in flight."""
-        takes_part = taking_part(self.market, exclude, availability)
+        takes_part = taking_part(self.market, exclude, down)
         taken = self._in_flight()
         # This node's own offer as it is now: the one in the book was signed at the last re-publish, and a put's
         # needs do not re-publish it (its price has moved with every put stored since).
         book = [a for a in self.market.book.asks() if a.slot.owner != self.me] + self.market.own_asks()
         asks = [_less(a, taken.get((a.slot.owner, a.slot.id), 0)) for a in book if takes_part(a.slot.owner)]
         others = [b for b in self.market.credible_bids() if b.slot.owner != self.me and takes_part(b.slot.owner)]
-        return {"asks": [a for a in asks if a.slot.quantity > 0], "bids": others + bids,
+        asks = [a for a in asks if a.slot.quantity > 0]
+        # The availability of the asks' providers: all a matching reads of it (a need's `min_availability`).
+        availability = self.market.availability.of({a.slot.owner for a in asks})
+        return {"asks": asks, "bids": others + bids,
                 "recognition": self.market.recognition_map(), "availability": availability,
                 "bucket_seconds": self.market.config.bucket_seconds, "now_ms": now_ms(), "first": self.me}
 
@@ -259,14 +262,14 @@ class Dealing:
         return self.needs.make(need_id, kind, quantity, seconds, max_price, **wanted)
 
     def _from_allocation(self, bids: list[Bid], offered: list[Ask], exclude: frozenset[str], clearings: dict,
-                         availability: dict[str, Decimal]) -> Steps:
+                         availability: dict[str, Decimal], down: frozenset[str]) -> Steps:
         """Needs placed on the providers whose allocation states give this node's standing needs of their kind
         units (each provider's slots of `offered`, the asks the call market matched, capped at what it still gives),
         priced at the call market's clearing price of their (kind, bucket): need id -> assignment
         (`core.allocated.from_allocation`).  Needs it cannot place are left to the market."""
         if self.allocated is None:
             return {}
-        takes_part = taking_part(self.market, exclude, availability)
+        takes_part = taking_part(self.market, exclude, down)
         out: dict[str, Assignment] = {}
         for kind in sorted({b.slot.kind for b in bids}):
             given = self.allocated(kind)
@@ -330,11 +333,20 @@ class Dealing:
         return self._shape_of(needs, sorted({b.slot.kind for b in bids}), exclude)
 
     def _shape_of(self, needs: tuple, kinds: Iterable[str], exclude: frozenset[str]) -> tuple:
-        """`_shape` of needs given as their shapes (`needs`) and kinds."""
+        """`_shape` of needs given as their shapes (`needs`) and kinds.  Of the peers, a matching reads who takes part
+        (the rule the shown clearing keeps, `clearing.TakingPart`: known, up, not at availability 0, its offer current),
+        and the others' availability only against a need's minimum: a probe round changes the answer only where it
+        changed who takes part, or moved some peer's ratio while one of this deal's needs or of the bids that count
+        asks for a minimum (`CountedBids.floored`)."""
         mine = tuple((kind, self.market.ask(kind), tuple(sorted(self._allocation_room(kind).items())))
                      for kind in kinds)
-        return (self.market.version, self._counted.version(), self.market.bucket(), self.market.peers_version(),
-                self.market.recognition_version(), exclude, needs, mine)
+        counted = self._counted.version()
+        taking_part = self.market.shown.taking_part
+        taking_part.left_out()  # (brought up to now)
+        floored = self._counted.floored or any(need[6] is not None for need in needs)
+        return (self.market.version, counted, self.market.bucket(), taking_part.version,
+                self.market.availability.versions()[1] if floored else None, self.market.recognition_version(),
+                exclude, needs, mine)
 
     def _reuse(self, shape: tuple, need_ids: list[str]) -> dict[str, Any] | None:
         """The kept answer of a deal of this `shape`, for the needs `need_ids`, if it is still fresh and the slots
@@ -434,8 +446,9 @@ class Dealing:
 
     def _deal_live(self, bids: list[Bid], exclude: frozenset[str]) -> Steps:
         """`_deal` of `bids`, or None as soon as a caller of one of them went away (`_went`) while it matched."""
-        availability = self.market.availability_map()
-        inputs = self._match_inputs(bids, exclude, availability)
+        down = self.market.down()
+        inputs = self._match_inputs(bids, exclude, down)
+        availability = inputs["availability"]
         result = yield _matched, inputs
         if self._went(bids):
             return None
@@ -447,7 +460,7 @@ class Dealing:
         wanted = placeable(bids, inputs["asks"], availability) if any(
             self._allocation_room(kind) for kind in {b.slot.kind for b in bids if b.group is not None}) else bids
         # On the asks the call market matched: the slots less what this node's puts in flight hold there.
-        served = yield from self._from_allocation(wanted, inputs["asks"], exclude, result.clearings, availability)
+        served = yield from self._from_allocation(wanted, inputs["asks"], exclude, result.clearings, availability, down)
         if self._went(bids):
             return None
         if served:
@@ -455,7 +468,7 @@ class Dealing:
             if not rest:
                 return served
             discovered = result.clearings
-            result = yield _matched, self._match_inputs(rest, exclude, self.market.availability_map())
+            result = yield _matched, self._match_inputs(rest, exclude, self.market.down())
             if self._went(bids):
                 return None
             # One price for the whole deal: the rest is matched without the needs already placed, so its own

@@ -95,6 +95,8 @@ class Recognition:
             for k, v in db.iterator(prefix=keys.MARKET_RECOGNITION)}
         self._made: tuple[Any, dict[str, Decimal]] | None = None  # (peers' state_version, weights())
         self._weights_set = 0  # grows with each weight the user sets (`version`)
+        self._remade = 0  # grows whenever the peers' state or the money's age gave other weights (`version`)
+        self._paid = False  # money was counted since the weights were made
         self._secret = _tie_secret(db)
         self._watchers: list[Callable[[], None]] = []
 
@@ -125,7 +127,7 @@ class Recognition:
         table[peer] = table.get(peer, 0) + amount
         self.recent[peer] = fold(self.recent.get(peer), amount, self._now_ms(), self.half_life)
         self.unsaved = True  # written by the next market round (within a second), not by every paid call
-        self._made = None
+        self._paid = True  # the weights are made again, and their version does not move for it (`version`)
 
     def set_weight(self, peer: str, weight: Decimal | None) -> None:
         key = parse_public_id(peer)
@@ -199,29 +201,42 @@ class Recognition:
         return not any(self.earned(p) and self.derived_weight(p) > 0 for p in peers if p != self.me)
 
     def version(self) -> tuple:
-        """Changes whenever `weights` may but by money: a weight the user set, a peer's state, and the money's age
-        (REMAKE_MS).  Each payment moves the derived weights a little, and is left out: payments come all the time (each
-        paid call this node serves, each tab settled), and a deal's answer kept for a second (market/dealing.py) would
-        then serve almost none of the puts it is kept for."""
-        return (self._weights_set, self.peers.state_version() if self.peers is not None else None,
-                self._now_ms() // REMAKE_MS)
+        """Changes whenever `weights` changed but by money: a weight the user set, or weights made again at a change
+        of a peer's state or of the money's age (REMAKE_MS) that came out other than they were (a probe round that
+        moved no weight changes nothing).  Each payment moves the derived weights a little, and is left out: payments
+        come all the time (each paid call this node serves, each tab settled), and a deal's answer kept for a second
+        (market/dealing.py) would then serve almost none of the puts it is kept for."""
+        self._weights()
+        return self._weights_set, self._remade
 
     def weights(self) -> dict[str, Decimal]:
         """This node's recognition of its peers, made again only when what it is made of changed (peers'
         availability, money exchanged, user weights): with 1,000 peers it was ~15 ms of loop CPU per put."""
+        return dict(self._weights())
+
+    def _earners(self) -> list[str]:
+        """The known peers money was exchanged with: while one of them is up, the only ones a weight is derived for."""
+        peers = self.peers
+        return sorted(p for p in set(self.paid_by) | set(self.delivered_by)
+                      if p != self.me and self.earned(p) and (peers is None or peers.get(p) is not None))
+
+    def _weights(self) -> dict[str, Decimal]:
         now = self._now_ms()
         # Money ages: made again at least every REMAKE_MS, even when nothing else changed.
         state = (self.peers.state_version() if self.peers is not None else None, now // REMAKE_MS)
-        if self._made is not None and self._made[0] == state:
-            return dict(self._made[1])
+        if self._made is not None and self._made[0] == state and not self._paid:
+            return self._made[1]
         total = self._exchanged_total(now)
-        urls = {d.id: d.url for d in self.peers.peers()} if self.peers is not None else {}
-        bootstrapping = self._bootstrapping(list(urls))
+        earners = self._earners() if self.peers is not None else []
+        # Looked at for the earners alone unless none of them is up: made again at every probe round, a look at every
+        # known peer would cost a node in proportion to its directory.
+        bootstrapping = not any(self.derived_weight(p, total) > 0 for p in earners)
+        urls = {d.id: d.url for d in self.peers.peers()} if bootstrapping and self.peers is not None else {}
         # The bound is for derived weights: a peer the user weighed is published besides, never in a derived place.
         up: dict[str, Decimal] = {}
         failed: set[str] = set()
         settled: set[str] = set()
-        for p in urls:
+        for p in (urls if bootstrapping else earners):
             if p == self.me or p in self.user_weights:
                 continue
             availability = self.peers.availability(p)  # once per peer (it reads the peer's probe history)
@@ -237,8 +252,10 @@ class Recognition:
         weights = {p: up[p] for p in kept}
         weights.update(self.user_weights)
         made = {p: w for p, w in sorted(weights.items()) if w > 0 and p != self.me}
-        self._made = (state, made)
-        return dict(made)
+        if self._made is not None and self._made[0] != state and made != self._made[1]:
+            self._remade += 1
+        self._made, self._paid = (state, made), False
+        return made
 
     def view(self, book: Any) -> list[dict]:
         """Each peer's weight, set by the user or derived, and the weight its commitment in `book` gives us."""

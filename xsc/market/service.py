@@ -44,7 +44,8 @@ from ..config import MarketSection
 from ..identity import Identity, parse_public_id
 from ..net.peer_client import dumps
 from .core.backing import backed
-from .clearing import ShownClearing, weighed
+from .clearing import ShownClearing
+from .availability import PeerAvailability
 from .core.book import MarketCommitment, sign_commitment
 from .core.models import Ask, Bid, offer_asks
 from .lookup import ProviderLookup, providers_in
@@ -68,8 +69,10 @@ class PeerView(Protocol):
     def get(self, node_id: str) -> Any: ...
     def state_version(self) -> tuple: ...
     def ups_version(self) -> int: ...
-    def flips_version(self) -> tuple: ...  # (these two optional: a view without them is looked at whole)
+    def flips_version(self) -> tuple: ...  # (these four optional: a view without them is looked at whole)
     def flipped_since(self, version: tuple) -> set[str] | None: ...
+    def availability_version(self) -> tuple: ...
+    def availability_changed_since(self, version: tuple) -> set[str] | None: ...
     def known(self, node_id: str) -> bool: ...
     def availability(self, node_id: str) -> Any: ...
     def up(self, node_id: str) -> bool: ...
@@ -108,7 +111,7 @@ class MarketService:
         self.stamp = Stamp.decode(bytes.fromhex(state["stamp"])) if "stamp" in state else Stamp.seed()
         self._own_lock = threading.Lock()  # our commitment's writes (`_store_own`), from the loop or the pool
         self._own_signed = self._own_stored = 0  # how many of our commitments were signed, and the last written
-        self._availability: tuple[Any, dict[str, Decimal]] | None = None  # the same for availability_map()
+        self.availability = PeerAvailability(self.me, peers)  # the peers' as matching weighs it
         self.weights = weights  # the recognition this node publishes (xsc.market.recognition)
         weights.watch(self.touch)
         self.needs = needs  # this node's open needs (puts in progress, standing needs): published with its offer
@@ -430,17 +433,12 @@ class MarketService:
         return self.peers.ups_version() if self.peers is not None else None
 
     def availability_map(self) -> dict[str, Decimal]:
-        """Every participant's availability as matching weighs it, made again only when a peer's may have changed
-        (with 1,000 peers, ~5 ms of loop CPU per put)."""
-        state = self.peers_version()
-        if self._availability is not None and self._availability[0] == state:
-            return dict(self._availability[1])
-        out = {self.me: Decimal(1)}
-        if self.peers is not None:
-            for d in self.peers.peers():
-                out[d.id] = weighed(self.peers.availability(d.id))
-        self._availability = (state, out)
-        return dict(out)
+        """Every participant's availability as matching weighs it (xsc.market.availability)."""
+        return self.availability.map()
+
+    def down(self) -> frozenset[str]:
+        """The participants at availability 0: they take part in no clearing (`clearing.taking_part`)."""
+        return self.availability.down()
 
     def recognition_version(self) -> tuple:
         """Changes whenever this node's part of `recognition_map` may (the book's parts change with `version`)."""

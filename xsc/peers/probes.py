@@ -68,6 +68,7 @@ class HealthService:
         self.last_round: dict | None = None
         self.version = 0  # grows at every probe or audit recorded, and every history forgotten
         self.flips = ChangeFeed()  # the peers that came up or went down (or were forgotten), each a step of `ups`
+        self.probed = ChangeFeed()  # the peers whose probe history changed: a probe recorded, a history forgotten
         self._reachable: tuple[tuple[int, int], list[bool | None]] | None = None  # check_reachable's, and its state
         # table()'s figures of a peer, kept while its history and now's 5-minute bucket are the same (they
         # depend on nothing else): id -> (history, bucket start, figures).  The dashboard polls the table.
@@ -179,6 +180,7 @@ class HealthService:
             for told in self._on_first_answer:
                 told(peer.id)
         self.version += 1
+        self.probed.step(peer.id)
         if last_probe_ok(history) != last_probe_ok(before):
             self.flips.step(peer.id)
         writes.history(peer.key, history.to_json())
@@ -194,6 +196,7 @@ class HealthService:
             first.cancel()
         self.version += 1
         self.flips.step(node_id)
+        self.probed.step(node_id)
         self._reprobed.pop(node_id, None)
         self._histories.pop(node_id, None)
         self._available.pop(node_id, None)
@@ -214,6 +217,7 @@ class HealthService:
             self._available.pop(node_id, None)
         self.version += 1
         self.flips.step(*gone)
+        self.probed.step(*gone)
 
     def table(self) -> list[dict]:
         """Every peer's availability, with the last hour's and the last day's as sparkline points (oldest first:

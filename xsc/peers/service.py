@@ -287,6 +287,19 @@ class PeerService:
         ups = self.health.flips.since(version[1]) if self.health is not None else set()
         return None if known is None or ups is None else known | ups
 
+    def availability_version(self) -> tuple[int, int, int]:
+        """Changes whenever a peer's availability may have: its descriptor or its probe history did
+        (`availability_changed_since` says whose), or the 5-minute bucket the ratios are counted in moved."""
+        return self.directory.version, self.health.probed.version if self.health is not None else 0, \
+            bucket_start(now_ms())
+
+    def availability_changed_since(self, version: tuple[int, int, int]) -> set[str] | None:
+        """The peers whose descriptor or probe history changed after `availability_version()` was `version`; None
+        when they are no longer all remembered."""
+        known = self.directory.changes.since(version[0])
+        probed = self.health.probed.since(version[1]) if self.health is not None else set()
+        return None if known is None or probed is None else known | probed
+
     def availability(self, node_id: str) -> Availability:
         if self.health is None:
             return availability(PeerHistory(), now_ms())
