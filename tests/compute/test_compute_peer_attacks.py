@@ -8,11 +8,15 @@ import asyncio
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from tests.support.attacks import INVOKE_PRICE, empty_functions, invoke_body
-from tests.support.compute import call, deploy, module_id, values, wasm
-from tests.support.waiting import eventually_async
+from tests.support.compute import call, compiler_processes, deploy, module_id, values, wasm
+from tests.support.waiting import eventually, eventually_async
 
 from xsc.identity import Identity, sign_request
 from xsc.ledger.core.model import authorize, encode_authorization
@@ -137,6 +141,38 @@ async def test_a_peers_compile_is_bounded_by_its_cpu_time_not_by_the_childs_star
     status, answer = await _push_asked(node, Identity.generate(), wasm("add"))
     assert status == 201, answer
     assert len(node.app[NODE].compute.modules()) == 1
+
+
+async def test_a_peers_compile_after_the_compiler_process_ended_starts_it_again(node_factory) -> None:
+    """Peers' modules compile in children of one compiler process, started with the first compile: one that has
+    ended (killed, or out of memory) is started again by the next compile, which is not refused for it."""
+    node = await node_factory()
+    status, answer = await _push_asked(node, Identity.generate(), wasm("add"))
+    assert status == 201, answer
+    (compiler,) = compiler_processes(os.getpid())
+    os.kill(compiler, signal.SIGKILL)
+    await eventually_async(lambda: compiler not in compiler_processes(os.getpid()), "the compiler process ended")
+    status, answer = await _push_asked(node, Identity.generate(), wasm("arith"))
+    assert status == 201, answer
+    assert len(node.app[NODE].compute.modules()) == 2 and len(compiler_processes(os.getpid())) == 1
+
+
+def test_the_compiler_process_ends_with_the_process_that_started_it() -> None:
+    """A node killed with kill -9 leaves no compiler process behind: it ends as its end of the pair closes."""
+    script = ("import os, signal, sys; from xsc.compute.compiler import compile_artifact; "
+              "from tests.support.compute import compiler_processes, wasm; compile_artifact(wasm('add'), 10); "
+              "print(*compiler_processes(os.getpid()), flush=True); os.kill(os.getpid(), signal.SIGKILL)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    (compiler,) = [int(pid) for pid in done.stdout.split()]
+    eventually(lambda: not _running(compiler), "the compiler process to end")
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 async def _push_asked(node, gateway: Identity, module: bytes) -> tuple[int, dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -186,3 +187,21 @@ async def request_in_flight(node, host: str, port: int):
     finally:
         writer.close()
     await eventually_async(ended, "the held request's end")
+
+
+def compiler_processes(parent: int) -> list[int]:
+    """The pids of the peer-module compiler processes (compute/compiler.py) that process `parent` started and that
+    have not ended (a zombie has)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:  # ended meanwhile
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == parent and state != "Z" and b"xsc.compute.compiler" in command:
+            found.append(int(entry))
+    return found
