@@ -5,7 +5,9 @@ went down, and the directory's changes only at the peers they were of."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -140,6 +142,29 @@ EVENTS = st.one_of(
 )
 
 
+@contextlib.contextmanager
+def _probed_network() -> Iterator[_Network]:
+    """A market over PEERS on a clock of the test's (hypothesis runs many examples per fixture), every peer answering
+    and probed once."""
+    clock = [START]
+    real = [m.now_ms for m in CLOCKS]
+    for m in CLOCKS:
+        m.now_ms = lambda: clock[0]
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            net = _Network(Path(tmp), clock, PEERS)
+            try:
+                net.add(PEERS)
+                net.answering = {i.id for i in PEERS}
+                net.probe_round()
+                yield net
+            finally:
+                net.close()
+    finally:
+        for m, now_ms in zip(CLOCKS, real):
+            m.now_ms = now_ms
+
+
 @settings(max_examples=40, deadline=None)
 @given(events=st.lists(EVENTS, max_size=30))
 # A peer that failed its probes answers one in a later 5-minute bucket, over an hour after it last answered, and the
@@ -149,28 +174,13 @@ EVENTS = st.one_of(
 def test_those_kept_as_taking_part_over_probe_rounds_are_those_the_rule_says_take_part_now(events) -> None:
     """After every probe round, directory change, offer and step of the clock, those left out of the clearing shown,
     kept up with what changed, and the clearing, are those made from scratch now."""
-    clock = [START]
-    real = [m.now_ms for m in CLOCKS]
-    for m in CLOCKS:
-        m.now_ms = lambda: clock[0]  # (hypothesis runs many examples per fixture)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            net = _Network(Path(tmp), clock, PEERS)
-            try:
-                net.add(PEERS)
-                net.answering = {i.id for i in PEERS}
-                net.probe_round()
-                net.sign(PEERS)
-                for event in events:
-                    _apply(net, event)
-                    left_out, clearings = fresh_clearing(net.market)
-                    assert net.market.shown.taking_part.left_out() == left_out, event
-                    assert net.market.clearings() == clearings, event
-            finally:
-                net.close()
-    finally:
-        for m, now_ms in zip(CLOCKS, real):
-            m.now_ms = now_ms
+    with _probed_network() as net:
+        net.sign(PEERS)
+        for event in events:
+            _apply(net, event)
+            left_out, clearings = fresh_clearing(net.market)
+            assert net.market.shown.taking_part.left_out() == left_out, event
+            assert net.market.clearings() == clearings, event
 
 
 def _round_lines(root: Path, n: int, clock: list[int]) -> tuple[int, int]:
@@ -231,34 +241,19 @@ def test_the_availability_kept_from_the_peers_changes_is_the_one_made_from_scrat
     and steps of the clock, the availability the market keeps up with the peers whose probe history or descriptor
     changed (and, as the 5-minute bucket moves, with those whose last hour held a failed probe) is the one made from
     every peer now, and its versions moved whenever an entry or who is at 0 did."""
-    clock = [START]
-    real = [m.now_ms for m in CLOCKS]
-    for m in CLOCKS:
-        m.now_ms = lambda: clock[0]
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            net = _Network(Path(tmp), clock, PEERS)
-            try:
-                net.add(PEERS)
-                net.answering = {i.id for i in PEERS}
-                net.probe_round()
-                seen = (_weighed_now(net), net.market.availability.versions())
-                for event in [*events, ("look",)]:
-                    if event == ("due-round",):
-                        net.loop.run_until_complete(net.health.probe_round(due_only=True))
-                    elif event != ("look",):
-                        _apply(net, event)
-                        continue
-                    now = _weighed_now(net)
-                    assert net.market.availability_map() == now, events
-                    assert net.market.down() == {p for p, a in now.items() if a == 0}
-                    versions = net.market.availability.versions()
-                    down_before = {p for p, a in seen[0].items() if a == 0}
-                    assert (versions[0] != seen[1][0]) >= (down_before != net.market.down())
-                    assert (versions[1] != seen[1][1]) >= (seen[0] != now)
-                    seen = (now, versions)
-            finally:
-                net.close()
-    finally:
-        for m, now_ms in zip(CLOCKS, real):
-            m.now_ms = now_ms
+    with _probed_network() as net:
+        seen = (_weighed_now(net), net.market.availability.versions())
+        for event in [*events, ("look",)]:
+            if event == ("due-round",):
+                net.loop.run_until_complete(net.health.probe_round(due_only=True))
+            elif event != ("look",):
+                _apply(net, event)
+                continue
+            now = _weighed_now(net)
+            assert net.market.availability_map() == now, events
+            assert net.market.down() == {p for p, a in now.items() if a == 0}
+            versions = net.market.availability.versions()
+            down_before = {p for p, a in seen[0].items() if a == 0}
+            assert (versions[0] != seen[1][0]) >= (down_before != net.market.down())
+            assert (versions[1] != seen[1][1]) >= (seen[0] != now)
+            seen = (now, versions)
