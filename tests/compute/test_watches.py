@@ -16,8 +16,8 @@ import pytest
 
 from tests.support.cli import ok, xsc_in_process
 from tests.support.compute import WASM, deploy
-from tests.support.nodes import close_node
-from tests.support.peers import api, http
+from tests.support.nodes import close_node, kill_all
+from tests.support.peers import api, http, start_star
 from tests.support.waiting import eventually, eventually_async
 from xsc import codec, keys
 from xsc.compute import watches as watches_module
@@ -622,3 +622,54 @@ def test_a_kill_9_while_a_datum_writes_its_objects_leaves_them_the_watchs_for_it
     _stored_object(node, "raw", "in/x", b"third")
     cut_short = _killed_while_written_over(node, _target(node, "w/x/f00000000"), b"second")
     assert _written_over(node, cut_short) == second
+
+
+@pytest.mark.slow
+def test_a_datums_job_a_kill_9_cut_short_after_its_input_changed_leaves_no_file_behind(tmp_path) -> None:
+    """The gateway killed while a provider runs a datum's job, its input changed just before: the start finishes the
+    job from the provider's answer, the pass runs the datum over the new input, and the file of the job cut short,
+    which no object will hold, is removed (not stored, and paid for, for good)."""
+    started: list = []
+    try:
+        (gateway, provider), _ = start_star(tmp_path, 2, {"XSC_MARKET_OFFER_COMPUTE": "false"},
+                                            {"XSC_MARKET_OFFER_STORAGE": "false"}, started)
+        eventually(lambda: api(gateway, "GET", "/v1/market/status")[1]["participants"] == 2, "the market")
+        status, module = http(gateway.url, "POST", "/v1/modules?wasi=true", (WASM / "sha256.wasm").read_bytes(),
+                              {"Authorization": f"Bearer {gateway.token}"})
+        assert status in (200, 201), module
+        for bucket in ("raw", "out"):
+            assert api(gateway, "PUT", f"/v1/s3/buckets/{bucket}")[0] == 201
+        first = os.urandom(48 << 20)  # hashed for a while on the provider
+        _stored_object(gateway, "raw", "in/x", first)
+        spec = {"module": module["id"], "argv": ["/in/data"], "stdout_to_store": True, "outputs": False}
+        status, made = api(gateway, "POST", "/v1/compute/watches",
+                           {"name": "w", "spec": spec, "on": "s3://raw/in/", "to": "s3://out/w/"})
+        assert status == 201, made
+        eventually(lambda: api(provider, "GET", "/v1/node/status")[1]["compute"]["running"] >= 1,
+                   "the provider running the datum's job", 120, poll=0.01)
+        _stored_object(gateway, "raw", "in/x", b"second")
+        gateway.kill()
+        db = plyvel.DB(str(gateway.data_dir / DB_DIR))
+        try:
+            states = [codec.loads(v).get("state") for _, v in db.iterator(prefix=keys.JOBS)]
+        finally:
+            db.close()
+        assert "running" in states, f"the kill came after the job ended: {states}"
+        gateway.start()
+        digest = hashlib.sha256(b"second").hexdigest().encode() + b"\n"
+
+        def written() -> bool:
+            record = _target(gateway, "w/x")
+            return bool(record) and http(gateway.url, "GET", f"/v1/store/files/{record['parts'][0]['cap']}", b"",
+                                         {"Authorization": f"Bearer {gateway.token}"})[1] == digest
+
+        eventually(written, "the datum run over its new input", 120)
+        jobs = [api(gateway, "GET", f"/v1/compute/jobs/{j['id']}")[1]
+                for j in api(gateway, "GET", "/v1/compute/jobs?limit=100")[1]["jobs"]]
+        (cut_short,) = [j for j in jobs if j["inputs"][0]["sha256"] == hashlib.sha256(first).hexdigest()]
+        assert cut_short["state"] == "done", cut_short  # finished from the provider's answer
+        cap = cut_short["outputs"][0]["capability"]
+        eventually(lambda: cap not in {f["capability"] for f in api(gateway, "GET", "/v1/store/files")[1]["files"]},
+                   "the file of the job cut short, which no object holds, to be removed", 30)
+    finally:
+        kill_all(started)

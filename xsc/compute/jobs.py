@@ -111,10 +111,10 @@ class JobService:
         self.records = JobRecords(db, payer.public_key)
         self.outputs = JobOutputs(storage, db, payer.public_key, storage_bid)
         self.answers = RemoteAnswers(records=self.records, outputs=self.outputs, sent=sent, work_dir=work_dir)
-
         self._placed_on: Counter[str] = Counter()  # provider -> this node's jobs running there now
         self._finished = asyncio.Condition()  # a job on a provider ended: a place there may be free
         self.recovered = asyncio.Event()  # `recover` has ended: what a stop cut short is settled (the watches wait)
+        self.cut_short: list[str] = []  # the jobs a stop cut short that `recover` settled (the watches reap theirs)
 
     def start(self) -> None:
         """The work directories of jobs a stop cut short (their stdin, their outputs not yet fetched): nothing reads
@@ -488,6 +488,7 @@ class JobService:
         # RECOVER_AT_ONCE: each holds a connection, a work directory and its outputs.  The jobs to finish last:
         # storing may have to wait for the market, and the others' tabs are held meanwhile.
         unfinished = [j for j in records if j.get("state") in UNFINISHED]
+        self.cut_short = [j["id"] for j in unfinished]
         for rank in (0, 1, 2):  # left interrupted, then finished from their providers' answers, then resumed
             await at_most(RECOVER_AT_ONCE, (self._recovered(j) for j in unfinished if self._rank(j) == rank))
         for job in records:  # ended, a stop before the write that replaced the run before's outputs (or a resumed

@@ -193,6 +193,7 @@ class Watches:
         # or what changed while the node was down, waits for no scan.
         await in_pool(None, self._pause_rings)
         await woken(self.jobs.recovered, SCAN)
+        reaped = False
         while True:
             self._woken.clear()
             for watch in self.store.watches():
@@ -202,6 +203,9 @@ class Watches:
                     await self._pass(watch)
                 except Exception as err:  # (its prefix unreadable: a full disk) the next watch's pass goes on
                     self._unexpected(watch["name"], "", err)
+            if not reaped and self.jobs.recovered.is_set():  # after a pass: it wrote those still due
+                reaped = True
+                await self._reap(self.jobs.cut_short)
             self.passes += 1
             await woken(self._woken, SCAN)
 
@@ -352,6 +356,34 @@ class Watches:
         except XscError as err:
             log.info("watch %s: could not delete the outputs of %s: %s", watch["name"], key, err.message)
         self.store.remove_datum(watch["name"], key)
+
+    async def _reap(self, cut_short: list[str]) -> None:
+        """The files of datums' jobs a stop cut short, finished at the start (from their providers' answers), that no
+        object holds: their datum's input changed before the stop, so no pass writes them, and nothing else would
+        remove them.  (A datum still due whose job's files went runs it afresh: `_datum`.)"""
+        caps: list[str] = []
+        for jid in cut_short:
+            job = await in_pool(None, self.jobs.records.load, jid)
+            if job is not None and job.get("state") == "done" and self._of_a_datum(job):
+                caps += [o["capability"] for o in job.get("outputs") or []]
+        try:
+            if caps:
+                await self._collect(await in_pool(None, self.index.reconcile, caps))
+        except Exception:  # a full disk: the files stay, as they would have
+            log.exception("the outputs of the watches' jobs a stop cut short could not be removed")
+
+    def _of_a_datum(self, job: dict[str, Any]) -> bool:
+        """Whether the job is one a watch ran for a datum: its spec the watch's with an object of its prefix mounted."""
+        asked = job.get("again") or {}
+        *given, last = asked.get("inputs") or [""]
+        source, _, mount = last.rpartition(":")
+        for watch in self.store.watches():
+            (bucket, prefix), spec = watch["on"], watch["spec"]
+            if asked.get("module") == spec["module"] and mount == watch["as"] and given == spec.get("inputs", []) \
+                    and all((asked.get(k) or None) == (spec.get(k) or None) for k in ("argv", "env", "stdin")) \
+                    and source.startswith(f"s3://{bucket}/{prefix}"):
+                return True
+        return False
 
     async def _all_stored(self, job: dict[str, Any]) -> bool:
         return all([await self.jobs.storage.stored(Capability.parse(o["capability"])) for o in job["outputs"]])
