@@ -99,7 +99,9 @@ class Coverage:
     def __init__(self, loose: int = 0, groups: dict | None = None, keys: list | None = None,
                  tally: GroupTally | None = None) -> None:
         self.loose = loose
-        self.groups: dict[tuple[str, str], list[int]] = groups or {}  # -> [providers needed, largest need]; read-only
+        # (owner, group) -> [providers needed, largest need]: the walk never writes these (a standing market shares
+        # them), it writes its own copy out
+        self.groups: dict[tuple[str, str], list[int]] = groups or {}
         self.keys = keys  # the groups' keys sorted, as the walk takes them (None: sorted when needed)
         self.tally = tally
         self.takes = 0  # full takes so far (while no group is written out)
