@@ -5,10 +5,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.support.calls import python_lines
-from tests.support.market import HOUR, ask, bid
+from tests.support.market import HOUR, ask, bid, covered
 
 from xsc.market.core.auction import clear_book
-from xsc.market.core.orders import market_orders
+from xsc.market.core.orders import Coverage, market_orders
 from xsc.market.core.standing import StandingOrders
 
 OWNERS = ("p0", "p1", "p2", "p3")
@@ -65,3 +65,36 @@ def _one_change(participants: int) -> int:
 def test_a_round_after_one_order_changed_costs_the_same_whatever_the_book_holds():
     small, large = _one_change(200), _one_change(2_000)
     assert large < 2 * small, (small, large)  # the orders made again and sorted from scratch: 10 x
+
+
+
+_needs = st.lists(st.tuples(st.sampled_from(OWNERS), st.sampled_from([None, "g0", "g1", "g2"]), st.integers(1, 12)),
+                  max_size=14)
+_takes = st.lists(st.tuples(st.sampled_from(OWNERS), st.integers(0, 60)), max_size=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(needs=_needs, takes=_takes)
+def test_an_ask_offers_what_a_plain_walk_over_every_group_counts(needs, takes):
+    bids = [bid(owner, f"n{i}", q, 5, end=HOUR, group=group) for i, (owner, group, q) in enumerate(needs)]
+    coverage = Coverage()
+    for b in bids:
+        coverage.add(b)
+    coverage.freeze()
+    assert [coverage.take(owner, q) for owner, q in takes] == covered(bids, takes)
+
+
+def _one_change_among(puts: int) -> int:
+    """The Python lines one ask's change and the clearing after it take, in a book of 50 offers and `puts` open puts
+    of 6 shares each, every offer large enough to hold a share of each."""
+    offers = [ask(f"p{i}", "s", 10**12, 1_000 + (i * 7919) % 3_000, end=2 * HOUR) for i in range(50)]
+    needs = [bid(f"u{n}", f"n{k}", 10**6 + n, 2_500, end=HOUR, group="g") for n in range(puts) for k in range(6)]
+    standing = StandingOrders.of(offers, needs, HOUR, "u0")
+    standing.clearings()
+    moved = ask("p1", "s", 10**12, 1_001, end=2 * HOUR)
+    return python_lines(lambda: (standing.set("p1", [moved], []), standing.clearings()))
+
+
+def test_a_round_after_one_order_changed_costs_the_same_whatever_the_puts_open():
+    small, large = _one_change_among(20), _one_change_among(400)
+    assert large < 2 * small, (small, large)  # each of the asks covering them counted for every put: 20 x

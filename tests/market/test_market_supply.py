@@ -13,6 +13,7 @@ from xsc.market import cap_supply, need_key, spread_groups
 from xsc.market.core.allocated import apart, from_allocation, placeable, within_room
 from xsc.market.core.supply import crowded_groups, match_spread, providers_of
 
+from tests.support.calls import python_calls
 from tests.support.market import HOUR, ask, bid
 
 providers = st.lists(st.tuples(st.integers(1, 10_000), st.integers(1, 5_000)), min_size=1, max_size=8)
@@ -231,3 +232,15 @@ def test_a_need_asking_for_availability_is_served_beside_needs_that_do_not() -> 
     result = _spread_match_at(asks, bids, {"p": Decimal("0.5"), "q": Decimal(1)})
     assert {key: a.provider for key, a in result.assignments.items()} == {"me/a": "q", "o/b": "p"}
     assert all(a.price >= 50 for a in result.assignments.values())
+
+
+def _spread_calls(offers: int) -> int:
+    """The Python calls spreading 20 puts of 6 shares over `offers` providers each able to hold any share take."""
+    asks = [ask(f"p{i}", "s", 10**9, 1_000 + i % 7) for i in range(offers)]
+    needs = [bid(f"u{n}", f"n{k}", 10**6, 2_000, group="put") for n in range(20) for k in range(6)]
+    return python_calls(lambda: spread_groups(asks, needs))
+
+
+def test_spreading_the_groups_costs_the_same_whatever_the_offers_count():
+    small, large = _spread_calls(100), _spread_calls(1_000)
+    assert large < 2 * small, (small, large)  # each group looked at every ask: 10 x

@@ -42,3 +42,32 @@ def fresh_clearing(market) -> tuple[frozenset[str], dict]:
     asks = [a for a in market.book.asks() if takes_part(a.slot.owner)]
     bids = [b for b in market.credible_bids() if takes_part(b.slot.owner)]
     return left_out, clear_orders(asks, bids, market.book.bucket_seconds, market.me)
+
+
+def covered(bids: list[Bid], takes: list[tuple[str, int]]) -> list[int]:
+    """What each (provider, quantity) offers walking the market of `bids` from the cheapest ask, counted plainly
+    (every open group looked at for every ask, as xsc.market.core.orders' docstring words it): what `Coverage.take`
+    must return."""
+    loose = sum(b.slot.quantity for b in bids if b.group is None)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for b in bids:
+        if b.group is not None:
+            g = groups.setdefault((b.slot.owner, b.group), [0, 0])
+            g[0], g[1] = g[0] + 1, max(g[1], b.slot.quantity)
+    potential = loose + sum(g[1] for g in groups.values())
+    counted: dict[str, set] = {}
+    out = []
+    for owner, quantity in takes:
+        took = 0
+        for key in sorted(groups):
+            need = groups[key]
+            if need[0] > 0 and key not in counted.setdefault(owner, set()) and need[1] <= quantity - took:
+                took += need[1]
+                need[0] -= 1
+                counted[owner].add(key)
+        part = min(quantity - took, loose)
+        loose -= part
+        took += part
+        out.append(min(quantity, potential) if not took and not loose and not any(g[0] for g in groups.values())
+                   else took)
+    return out

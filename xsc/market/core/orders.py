@@ -26,7 +26,7 @@ Order ids are `ask/OWNER/SLOT` and `bid/OWNER/SLOT` (slot ids are unique per own
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 from typing import Iterable
 
 from .auction import Order, bucket_of
@@ -49,16 +49,67 @@ def ask_buckets(ask: Ask, bucket_seconds: int, bid_buckets: dict[str, list[int]]
     return found if found and found[0] == first else [first, *found]
 
 
+class GroupTally:
+    """A market's groups by how many providers each needs: per count, the sum of their largest needs and those needs
+    sorted; so what the groups still open after `t` full takes need is a look at a few counts, not at every group."""
+
+    __slots__ = ("by_needed",)
+
+    def __init__(self) -> None:
+        self.by_needed: dict[int, list] = {}  # providers needed -> [sum of largest needs, largest needs sorted]
+
+    def add(self, needed: int, largest: int) -> None:
+        entry = self.by_needed.setdefault(needed, [0, []])
+        entry[0] += largest
+        insort(entry[1], largest)
+
+    def remove(self, needed: int, largest: int) -> None:
+        entry = self.by_needed[needed]
+        entry[0] -= largest
+        del entry[1][bisect_left(entry[1], largest)]
+        if not entry[1]:
+            del self.by_needed[needed]
+
+    def total(self) -> int:
+        return sum(entry[0] for entry in self.by_needed.values())
+
+    def open_after(self, takes: int) -> tuple[int, int, int]:
+        """The groups needing more than `takes` providers: how many, the sum and the smallest of their largest
+        needs."""
+        count = needs = 0
+        smallest = None
+        for needed, (summed, largest) in self.by_needed.items():
+            if needed > takes:
+                count += len(largest)
+                needs += summed
+                smallest = largest[0] if smallest is None else min(smallest, largest[0])
+        return count, needs, smallest or 0
+
+
 class Coverage:
     """What the bids of one market still need from providers not yet counted, walking asks from the
     lowest: the needs outside groups (bytes or fuel, split freely), and per group (recipient, group)
-    how many more distinct providers it needs and the size of its largest need."""
+    how many more distinct providers it needs and the size of its largest need.
 
-    def __init__(self) -> None:
-        self.loose = 0
-        self.groups: dict[tuple[str, str], list[int]] = {}  # -> [providers still needed, largest need]
-        self.counted: dict[str, set] = {}  # provider -> the groups it is already counted for
+    While every ask counted covers every open group it has not been counted for (the common case: a provider's free
+    bytes hold a put's share of every open put), each group has been counted for by the same asks; the walk then
+    keeps only how many such full takes there were, and a take costs a look at the `GroupTally`, not a walk over
+    the groups.  The first ask that fits some open groups but not all writes the groups out and walks them."""
+
+    def __init__(self, loose: int = 0, groups: dict | None = None, keys: list | None = None,
+                 tally: GroupTally | None = None) -> None:
+        self.loose = loose
+        # (owner, group) -> [providers needed, largest need]: the walk never writes these (a standing market shares
+        # them), it writes its own copy out
+        self.groups: dict[tuple[str, str], list[int]] = groups or {}
+        self.keys = keys  # the groups' keys sorted, as the walk takes them (None: sorted when needed)
+        self.tally = tally
+        self.takes = 0  # full takes so far (while no group is written out)
+        self.takers: set[str] = set()  # providers counted for every group open at their take
+        self.open_groups: list | None = None  # once written out: the open groups' keys, sorted
+        self.counted: dict[str, set] = {}  # provider -> the groups written out it is counted for
         self.smallest = 0  # the largest need of the open group whose largest need is smallest
+        self.potential = loose + (tally.total() if tally is not None else 0)
 
     def add(self, b: Bid) -> None:
         if b.group is None:
@@ -71,16 +122,53 @@ class Coverage:
     def freeze(self) -> None:
         """Every bid added: what one provider could deliver here (each group's largest need, plus the loose needs),
         summed once, as every ask past those covering the needs offers it."""
-        self.potential = self.loose + sum(g[1] for g in self.groups.values())
-        self.open_groups = sorted(self.groups)
-        self.smallest = min((g[1] for g in self.groups.values()), default=0)
+        self.tally = GroupTally()
+        for needed, largest in self.groups.values():
+            self.tally.add(needed, largest)
+        self.potential = self.loose + self.tally.total()
 
     def take(self, owner: str, quantity: int) -> int:
         """Count `quantity` units of `owner` against what is still needed; return how many count."""
+        if self.open_groups is None:
+            took, groups_open = self._take_all(owner, quantity)
+        if self.open_groups is not None:
+            took = self._take_some(owner, quantity)
+            groups_open = bool(self.open_groups)
+        loose = min(quantity - took, self.loose)
+        self.loose -= loose
+        took += loose
+        if took == 0 and not groups_open and not self.loose:
+            # Everything is covered by cheaper asks: this one still competes with them (it could
+            # replace any of them), so it offers what one provider could deliver.
+            return min(quantity, self.potential)
+        return took
+
+    def _take_all(self, owner: str, quantity: int) -> tuple[int, bool]:
+        """A take while every open group was counted for by the same providers: what it took from the groups and
+        whether any is open after it; writes the groups out when this ask fits some open groups but not all."""
+        count, needs, smallest = self.tally.open_after(self.takes) if self.tally is not None else (0, 0, 0)
+        if not count or owner in self.takers or quantity < smallest:
+            # (a provider counted before is counted for every group still open: groups only close)
+            return 0, bool(count)
+        if quantity >= needs:
+            self.takes += 1
+            self.takers.add(owner)
+            return needs, bool(self.tally.open_after(self.takes)[0])
+        self._write_out()
+        return 0, True
+
+    def _write_out(self) -> None:
+        keys = self.keys if self.keys is not None else sorted(self.groups)
+        self.groups = {key: [self.groups[key][0] - self.takes, self.groups[key][1]] for key in keys
+                       if self.groups[key][0] > self.takes}
+        self.open_groups = [key for key in keys if key in self.groups]
+        self.smallest = min((g[1] for g in self.groups.values()), default=0)
+
+    def _take_some(self, owner: str, quantity: int) -> int:
         took = 0
         # An ask smaller than every open group's largest need counts for none: groups that never close (too few
         # providers hold their needs) were walked again for every further ask.
-        if self.open_groups and quantity >= self.smallest:
+        if self.open_groups and quantity >= self.smallest and owner not in self.takers:
             counted = self.counted.setdefault(owner, set())
             still_open = []
             for key in self.open_groups:
@@ -94,13 +182,6 @@ class Coverage:
             if len(still_open) < len(self.open_groups):
                 self.smallest = min((self.groups[key][1] for key in still_open), default=0)
             self.open_groups = still_open
-        loose = min(quantity - took, self.loose)
-        self.loose -= loose
-        took += loose
-        if took == 0 and not self.open_groups and not self.loose:
-            # Everything is covered by cheaper asks: this one still competes with them (it could
-            # replace any of them), so it offers what one provider could deliver.
-            return min(quantity, self.potential)
         return took
 
 

@@ -27,13 +27,13 @@ from typing import Any
 
 from .auction import Clearing, Fill, Order, bucket_of, by_itself
 from .models import Ask, Bid, ask_digest
-from .orders import Coverage, bid_order
+from .orders import Coverage, GroupTally, bid_order
 
 
 class _Market:
     """One (kind, bucket)'s bids: sorted as the auction takes them, and what they need from providers."""
 
-    __slots__ = ("bids", "loose", "groups", "group_keys", "_sides")
+    __slots__ = ("bids", "loose", "groups", "group_keys", "tally", "_sides")
 
     def __init__(self) -> None:
         # (-price, digest, id, order, its fill in full), sorted: (price, digest, id) is unique
@@ -41,6 +41,7 @@ class _Market:
         self.loose = 0
         self.groups: dict[tuple[str, str], list[int]] = {}  # (owner, group) -> [needs, largest need]
         self.group_keys: list[tuple[str, str]] = []  # sorted, as `Coverage.take` walks them
+        self.tally = GroupTally()  # the groups by how many providers each needs
         self._sides: tuple | None = None  # `sides()`, until the bids change
 
     def changed(self) -> None:
@@ -56,14 +57,9 @@ class _Market:
         return self._sides
 
     def coverage(self) -> Coverage:
-        """A fresh walk of what these bids need, as `market_orders` starts one."""
-        c = Coverage()
-        c.loose = self.loose
-        c.groups = {k: list(v) for k, v in self.groups.items()}
-        c.potential = self.loose + sum(v[1] for v in self.groups.values())
-        c.open_groups = list(self.group_keys)
-        c.smallest = min((v[1] for v in self.groups.values()), default=0)
-        return c
+        """A fresh walk of what these bids need, as `market_orders` starts one (it reads the groups, never writes
+        them)."""
+        return Coverage(self.loose, self.groups, self.group_keys, self.tally)
 
 
 class StandingOrders:
@@ -153,6 +149,7 @@ class StandingOrders:
 
     def _add_bids(self, participant: str, bids: tuple[Bid, ...]) -> None:
         made = [(b, bid_order(b, self.bucket_seconds)) for b in bids]
+        grouped: set[tuple[_Market, tuple[str, str]]] = set()
         for b, o in made:
             m = self._markets.get((o.kind, o.bucket))
             if m is None:
@@ -169,6 +166,9 @@ class StandingOrders:
                 _insert(m.group_keys, key, self._bulk)
             g[0] += 1
             g[1] = max(g[1], b.slot.quantity)
+            grouped.add((m, key))
+        for m, key in grouped:  # a group's bids all come at once: it is tallied once they are in
+            m.tally.add(*m.groups[key])
         if made:
             self._bid_orders[participant] = made
 
@@ -181,7 +181,7 @@ class StandingOrders:
             if b.group is None:
                 m.loose -= b.slot.quantity
             elif (b.slot.owner, b.group) in m.groups:  # a group's bids all leave at once: the first one drops it
-                del m.groups[(b.slot.owner, b.group)]
+                m.tally.remove(*m.groups.pop((b.slot.owner, b.group)))
                 del m.group_keys[bisect_left(m.group_keys, (b.slot.owner, b.group))]
             if not m.bids:
                 del self._markets[key]

@@ -61,8 +61,15 @@ def _groups(bids: Sequence[Bid]) -> dict[tuple[str, str], list[Bid]]:
 def providers_of(asks: Sequence[Ask], members: Sequence[Bid], availability: Mapping[str, Decimal]) -> int:
     """How many distinct providers of `asks` can serve some need of the group `members`: the one count that decides
     whether a group is split (`spread_groups`), what its market's floor is (`match_spread`) and whether a deal
-    places it by the call market alone (`crowded_groups`)."""
-    return len({a.slot.owner for a in asks for b in members if _servable(a, b, availability)})
+    places it by the call market alone (`crowded_groups`).  Counted up to the group's size, as each of those reads
+    no more: a group costs the asks looked at until that many providers are found, not every ask of the book."""
+    found: set[str] = set()
+    for a in asks:
+        if a.slot.owner not in found and any(_servable(a, b, availability) for b in members):
+            found.add(a.slot.owner)
+            if len(found) >= len(members):
+                break
+    return len(found)
 
 
 def spread_groups(asks: Sequence[Ask], bids: Sequence[Bid],
