@@ -9,11 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xsc.market import cap_supply, need_key, spread_groups
+from xsc.allocation import NeedSlot, SlotFilter
+from xsc.market import Bid, cap_supply, need_key, spread_groups
 from xsc.market.core.allocated import apart, from_allocation, placeable, within_room
 from xsc.market.core.supply import crowded_groups, match_spread, providers_of
 
-from tests.support.calls import python_calls
+from tests.support.calls import python_calls, python_lines
 from tests.support.market import HOUR, ask, bid
 
 providers = st.lists(st.tuples(st.integers(1, 10_000), st.integers(1, 5_000)), min_size=1, max_size=8)
@@ -244,3 +245,83 @@ def _spread_calls(offers: int) -> int:
 def test_spreading_the_groups_costs_the_same_whatever_the_offers_count():
     small, large = _spread_calls(100), _spread_calls(1_000)
     assert large < 2 * small, (small, large)  # each group looked at every ask: 10 x
+
+
+def _plain_supply(a, bids, groups, sizes, availability) -> int:
+    """What `a` can sell to `bids`, each need looked at: what `cap_supply` must count without looking at them all."""
+    supply = sum(b.slot.quantity for b in bids if b.group is None and providers_of([a], [b], availability))
+    for key, members in groups.items():
+        served = [b.slot.quantity for b in members if providers_of([a], [b], availability)]
+        if served:
+            n, providers = sizes[key]
+            supply += -(-n // max(providers, 1)) * max(served)
+    return supply
+
+
+def _plain_cap_supply(asks, bids, availability):
+    groups: dict = {}
+    for b in bids:
+        if b.group is not None:
+            groups.setdefault((b.slot.owner, b.group), []).append(b)
+    sizes = {key: (len(m), providers_of(asks, m, availability)) for key, m in groups.items()}
+    unfiltered = [b.model_copy(update={"slot": b.slot.model_copy(update={"filters": SlotFilter()}),
+                                       "min_availability": None}) for b in bids]
+    loose: dict = {}
+    for b in unfiltered:
+        if b.group is not None:
+            loose.setdefault((b.slot.owner, b.group), []).append(b)
+    out = []
+    for a in asks:
+        supply = (_plain_supply(a, bids, groups, sizes, availability)
+                  or _plain_supply(a, unfiltered, loose, sizes, availability))
+        if supply == 0:
+            if bids and all(a.price > b.price for b in bids):
+                out.append(a)
+            continue
+        out.append(a.model_copy(update={"slot": a.slot.model_copy(update={"quantity": min(supply, a.slot.quantity)})}))
+    return out
+
+
+_OWNERS = ("o0", "o1", "o2")
+_ask_filters = st.sampled_from([SlotFilter(), SlotFilter(deny=("o1",)), SlotFilter(allow=("o0", "o2")),
+                                SlotFilter(require_tags=("ssd",))])
+_bid_filters = st.sampled_from([SlotFilter(), SlotFilter(deny=("p1",)), SlotFilter(require_tags=("ssd",))])
+_places = st.sampled_from(["any", "eu", ("eu", "us"), "us"])
+_tags = st.sampled_from([(), ("ssd",)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(offers=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 3), st.integers(1, 40), st.integers(1, 9),
+                                 st.sampled_from(["storage", "compute"]), _places, _tags, _ask_filters,
+                                 st.sampled_from(["1", "0.5", None])), min_size=1, max_size=8),
+       wanted=st.lists(st.tuples(st.sampled_from(_OWNERS), st.integers(0, 3), st.integers(1, 12), st.integers(1, 9),
+                                 st.sampled_from(["storage", "compute"]), _places, _tags, _bid_filters,
+                                 st.sampled_from([None, "g1", "g2"]), st.sampled_from([None, "0.9"])),
+                       min_size=0, max_size=14))
+def test_the_supply_cap_counts_what_a_plain_walk_over_every_need_counts(offers, wanted) -> None:
+    asks = [ask(f"p{i % 3}", f"s{i}", q, price, start=b * HOUR, end=(b + n) * HOUR, kind=kind, location=place,
+                tags=tags, filters=filters)
+            for i, (b, n, q, price, kind, place, tags, filters, _) in enumerate(offers)]
+    availability = {f"p{i % 3}": Decimal(up) for i, (*_, up) in enumerate(offers) if up is not None}
+    bids = [Bid(slot=NeedSlot(id=f"n{i}", owner=owner, kind=kind, quantity=q, start=b * HOUR, end=(b + 1) * HOUR,
+                              location=place, tags=tags, filters=filters),
+                price=price, group=group, min_availability=None if floor is None else Decimal(floor))
+            for i, (owner, b, q, price, kind, place, tags, filters, group, floor) in enumerate(wanted)]
+    assert cap_supply(asks, bids, availability) == _plain_cap_supply(asks, bids, availability)
+    assert cap_supply(asks, bids) == _plain_cap_supply(asks, bids, {})
+
+
+def _supply_lines(offers: int, puts: int) -> int:
+    """The Python lines capping `offers` slots at what they can sell to `puts` puts of 6 shares (of a few sizes)."""
+    asks = [ask(f"p{i}", "s", 10**9, 1_000 + (i * 7919) % 3_000) for i in range(offers)]
+    needs = [bid(f"u{n}", f"n{k}", (1 + n % 4) * 10**6, 2_000 + n % 3_000, group="put")
+             for n in range(puts) for k in range(6)]
+    return python_lines(lambda: cap_supply(asks, needs))
+
+
+def test_a_slot_more_costs_the_supply_cap_the_same_whatever_the_needs_count():
+    """What one more slot adds to the cap, with ten times the puts of the same few shapes: each slot looked at every
+    need, and the cost of the first matching of a large book was the slots times the needs."""
+    few = _supply_lines(100, 20) - _supply_lines(50, 20)
+    many = _supply_lines(100, 200) - _supply_lines(50, 200)
+    assert many < 2 * few, (few, many)

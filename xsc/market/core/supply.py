@@ -28,6 +28,7 @@ raise a floor: the others' bids compete in its matching, and their own nodes mat
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import defaultdict
 from decimal import Decimal
 from typing import Any, Mapping, Sequence
@@ -45,7 +46,12 @@ SPREAD_ROUNDS = 3  # matchings again, each at the floors the groups the last one
 def _servable(ask: Ask, bid: Bid, availability: Mapping[str, Decimal] | None = None) -> bool:
     """Can `ask` serve `bid` at a price within its bid?  With `availability`, only if its provider is as available as
     the bid asks (unknown counts as 0), as `match_needs` requires: a provider it would refuse must not be counted."""
-    return ask.price <= bid.price and ask.slot.quantity >= bid.slot.quantity and compatible(ask.slot, bid.slot) and (
+    return ask.price <= bid.price and _fits(ask, bid, availability)
+
+
+def _fits(ask: Ask, bid: Bid, availability: Mapping[str, Decimal] | None) -> bool:
+    """`_servable` but for the price."""
+    return ask.slot.quantity >= bid.slot.quantity and compatible(ask.slot, bid.slot) and (
         availability is None or bid.min_availability is None
         or availability.get(ask.slot.owner, Decimal(0)) >= bid.min_availability)
 
@@ -104,12 +110,19 @@ def cap_supply(asks: Sequence[Ask], bids: Sequence[Bid],
     unfiltered = [b.model_copy(update={"slot": b.slot.model_copy(update={"filters": SlotFilter()}),
                                        "min_availability": None})
                   if not b.slot.filters.is_empty() or b.min_availability is not None else b for b in bids]
+    owners = any(not a.slot.filters.is_empty() for a in asks)
+    filtered = _Supply(bids, groups, sizes, owners)
+    plain = filtered if all(u is b for u, b in zip(unfiltered, bids)) else None
+    dearest = max((b.price for b in bids), default=None)
     out = []
     for a in asks:
-        supply = _supply(a, bids, groups, sizes, availability) or \
-            _supply(a, unfiltered, _groups(unfiltered), sizes, availability)
+        supply = filtered.of(a, availability)
         if supply == 0:
-            if bids and all(a.price > b.price for b in bids):
+            if plain is None:
+                plain = _Supply(unfiltered, _groups(unfiltered), sizes, owners)
+            supply = plain.of(a, availability)
+        if supply == 0:
+            if dearest is not None and a.price > dearest:
                 out.append(a)  # too dear for every bid: it takes part, trades nothing, and explains why
             continue  # otherwise it could sell nothing here: it does not take part
         if supply < a.slot.quantity:
@@ -118,16 +131,60 @@ def cap_supply(asks: Sequence[Ask], bids: Sequence[Bid],
     return out
 
 
-def _supply(a: Ask, bids: Sequence[Bid], groups: dict, sizes: dict, availability: Mapping[str, Decimal]) -> int:
-    """What `a` can sell to `bids`, served as `providers_of` counts them (availability included): a need its provider
-    is not available enough for would count units the auction can clear but no matching can place there."""
-    supply = sum(b.slot.quantity for b in bids if b.group is None and _servable(a, b, availability))
-    for key, members in groups.items():
-        served = [b.slot.quantity for b in members if _servable(a, b, availability)]
-        if served:
+class _Supply:
+    """What each ask can sell to one set of bids, served as `providers_of` counts them (availability included: a need
+    its provider is not available enough for would count units the auction can clear but no matching can place
+    there), without walking the bids for each ask.
+
+    Whether an ask can serve a need depends on the need's price and on the rest of it (kind, window, place, tags,
+    filters, quantity, minimum availability, and its owner only where some ask filters on owners).  The needs are
+    classed by that rest, so an ask tests one need of each class, and within a class those bidding at least its ask
+    are a prefix of the class ordered by price, whose quantities are summed once.  A group counts once, its largest
+    servable need times its share of each provider: a group whose needs all fall in one class at one price is one
+    such entry; any other group is walked need by need."""
+
+    def __init__(self, bids: Sequence[Bid], groups: dict, sizes: dict, owners: bool) -> None:
+        classes: dict[tuple, tuple[Bid, list[tuple[int, int]]]] = {}
+        self.walked: list[tuple[int, list[Bid]]] = []
+
+        def enter(b: Bid, quantity: int) -> None:
+            classes.setdefault(_class_of(b, owners), (b, []))[1].append((-b.price, quantity))
+
+        for b in bids:
+            if b.group is None:
+                enter(b, b.slot.quantity)
+        for key, members in groups.items():
             n, providers = sizes[key]
-            supply += -(-n // max(providers, 1)) * max(served)
-    return supply
+            share = -(-n // max(providers, 1))
+            first = _class_of(members[0], owners)
+            if all(b.price == members[0].price and _class_of(b, owners) == first for b in members):
+                enter(members[0], share * members[0].slot.quantity)
+            else:
+                self.walked.append((share, members))
+        self.classes: list[tuple[Bid, list[int], list[int]]] = []
+        for one, entries in classes.values():
+            entries.sort()
+            sums = [0]
+            for _, quantity in entries:
+                sums.append(sums[-1] + quantity)
+            self.classes.append((one, [price for price, _ in entries], sums))
+
+    def of(self, a: Ask, availability: Mapping[str, Decimal]) -> int:
+        supply = 0
+        for one, prices, sums in self.classes:
+            if prices[0] <= -a.price and _fits(a, one, availability):
+                supply += sums[bisect_right(prices, -a.price)]
+        for share, members in self.walked:
+            served = [b.slot.quantity for b in members if _servable(a, b, availability)]
+            if served:
+                supply += share * max(served)
+        return supply
+
+
+def _class_of(b: Bid, owners: bool) -> tuple:
+    s = b.slot
+    return (s.kind, s.start, s.end, s.location, s.tags, s.filters, s.quantity, b.min_availability,
+            s.owner if owners else None)
 
 
 def _floor(asks: Sequence[Ask], members: list[Bid], wanted: int, availability: Mapping[str, Decimal]) -> int:
