@@ -51,19 +51,19 @@ def test_a_participant_without_orders_leaves_no_market_behind():
     assert standing.clearings() == {} and standing.held("p0") == ((), ())
 
 
-def _one_change(participants: int) -> int:
-    """The Python lines one ask's change and the clearing after it take, in a book of `participants` offers and one
-    put of 6 shares."""
-    offers = [ask(f"p{i}", "s", 10**9, 1_000 + (i * 7919) % 3_000, end=2 * HOUR) for i in range(participants)]
-    put = [bid("u", f"n{k}", 10**6, 2_500, end=HOUR, group="g") for k in range(6)]
-    standing = StandingOrders.of(offers, put, HOUR, "u")
+def _one_change(offers: int, puts: int) -> int:
+    """The Python lines one ask's change and the clearing after it take, in a book of `offers` offers and `puts` open
+    puts of 6 shares each, every offer large enough to hold a share of each."""
+    asks = [ask(f"p{i}", "s", 10**12, 1_000 + (i * 7919) % 3_000, end=2 * HOUR) for i in range(offers)]
+    needs = [bid(f"u{n}", f"n{k}", 10**6 + n, 2_500, end=HOUR, group="g") for n in range(puts) for k in range(6)]
+    standing = StandingOrders.of(asks, needs, HOUR, "u0")
     standing.clearings()
-    moved = ask("p1", "s", 10**9, 1_001, end=2 * HOUR)
+    moved = ask("p1", "s", 10**12, 1_001, end=2 * HOUR)
     return python_lines(lambda: (standing.set("p1", [moved], []), standing.clearings()))
 
 
 def test_a_round_after_one_order_changed_costs_the_same_whatever_the_book_holds():
-    small, large = _one_change(200), _one_change(2_000)
+    small, large = _one_change(200, 1), _one_change(2_000, 1)
     assert large < 2 * small, (small, large)  # the orders made again and sorted from scratch: 10 x
 
 
@@ -84,17 +84,6 @@ def test_an_ask_offers_what_a_plain_walk_over_every_group_counts(needs, takes):
     assert [coverage.take(owner, q) for owner, q in takes] == covered(bids, takes)
 
 
-def _one_change_among(puts: int) -> int:
-    """The Python lines one ask's change and the clearing after it take, in a book of 50 offers and `puts` open puts
-    of 6 shares each, every offer large enough to hold a share of each."""
-    offers = [ask(f"p{i}", "s", 10**12, 1_000 + (i * 7919) % 3_000, end=2 * HOUR) for i in range(50)]
-    needs = [bid(f"u{n}", f"n{k}", 10**6 + n, 2_500, end=HOUR, group="g") for n in range(puts) for k in range(6)]
-    standing = StandingOrders.of(offers, needs, HOUR, "u0")
-    standing.clearings()
-    moved = ask("p1", "s", 10**12, 1_001, end=2 * HOUR)
-    return python_lines(lambda: (standing.set("p1", [moved], []), standing.clearings()))
-
-
 def test_a_round_after_one_order_changed_costs_the_same_whatever_the_puts_open():
-    small, large = _one_change_among(20), _one_change_among(400)
+    small, large = _one_change(50, 20), _one_change(50, 400)
     assert large < 2 * small, (small, large)  # each of the asks covering them counted for every put: 20 x
