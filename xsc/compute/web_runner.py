@@ -4,7 +4,8 @@ of their own while the node's event loop does everything else about them (comput
 Run as `python -m xsc.compute.web_runner FD PARENT`: FD is its end of a socket pair with the node (runner_wire.py
 says what goes over it), PARENT the node's process id.  It dies with the node: the kernel kills it when its
 parent goes (PR_SET_PDEATHSIG, checked against PARENT in case the node went before it was set), and it ends at
-the end of its socket.  It has an engine of the node's settings (its READY frame names their fingerprint), loads
+the end of its socket.  It has an engine of the node's settings (its READY frame names their fingerprint; pooled:
+instances are made in slots kept mapped, engine.make_engine), loads
 the compiled artifacts the node sends it (a few, by module hash: one it dropped is answered UNKNOWN and sent
 again), and runs each try as the node would on its loop (compute/web_trial.py): a fresh Store, the trial's fuel
 and ticks, memfds for stdin, stdout and stderr.  It reads what is waiting on its socket at once, runs the tries
@@ -41,7 +42,7 @@ BROKEN = 3  # exit status: a frame it cannot take
 class Runner:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.engine = eng.make_engine(parallel=False)
+        self.engine = eng.make_engine(parallel=False, pooled=True)
         self.ticker = eng.EpochTicker(self.engine)
         self.modules: OrderedDict[bytes, sandbox.Prepared] = OrderedDict()
         self.memfds = Memfds()

@@ -49,6 +49,7 @@ class Memfds:
             os.pwrite(stdin, body, 0)
             streams.stdin = f"/proc/self/fd/{stdin}"
         streams.stdout_pipe, streams.stderr_pipe, streams.pipes_kept = stdout, stderr, True
+        written: list[int | None] = [None, None]  # unknown until the run has ended: emptied whatever it wrote
         try:
             outcome = execute(prepared, entrypoint, signature, argv, trial, streams, deadline_ticks=ticks)
             written = [os.fstat(fd).st_size for fd in (stdout, stderr)]
@@ -57,8 +58,9 @@ class Memfds:
             err_read = min(written[1], OUTPUT_CAP + 1)
             out, err = (os.pread(stdout, written[0], 0), os.pread(stderr, err_read, 0)) if kept else (b"", b"")
         finally:
-            for fd in (stdin, stdout, stderr):
-                os.ftruncate(fd, 0)
+            for fd, size in zip((stdin, stdout, stderr), (len(body), *written)):
+                if size != 0:  # an empty one is left as it is (a system call less each)
+                    os.ftruncate(fd, 0)
             streams.stdin = streams.stdout_pipe = streams.stderr_pipe = None
             streams.pipes_kept = False
         return Tried(outcome, kept, out, err)
