@@ -377,6 +377,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
           f"remote A {us['remote', 'A']:.0f} + B {us['remote', 'B']:.0f} = "
           f"{us['remote', 'A'] + us['remote', 'B']:.0f} us "
           f"({(us['remote', 'A'] + us['remote', 'B']) / us['direct', 'B']:.2f}x direct)")
+    # Cores the nodes kept busy (rate x CPU per call).  A remote pair keeping under one busy takes turns (each batch
+    # waits on the other node): its rate is then about the direct one times direct B's CPU per call over A's and B's.
+    print(f"node cores busy at concurrency 8 (of {os.cpu_count()}): direct B {rate_d * us['direct', 'B'] / 1e6:.2f}; "
+          f"remote A {rate_r * us['remote', 'A'] / 1e6:.2f} + B {rate_r * us['remote', 'B'] / 1e6:.2f}; direct B's CPU "
+          f"per call over A's and B's: {us['direct', 'B'] / (us['remote', 'A'] + us['remote', 'B']):.2f}")
     loop_us = {k: v / len(c8[k[0]][0]) * 1e6 for k, v in loop8.items()}
     print(f"of it, the event-loop threads' at concurrency 8 (the rest: the nodes' other threads, B's provenance "
           f"journal writer and wasm pool): direct B {loop_us['direct', 'B']:.0f} us "
@@ -427,6 +432,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
     report.add("old path (signed) added p50", added_old * ms, "ms")
     report.add("raw: unsigned peer round trip on a certified connection", channel_rt * ms, "ms")
     report.add("remote signed requests per call, c=8", requests_per_call, "")
+    report.add("remote node cores busy (A + B), c=8", rate_r * (us["remote", "A"] + us["remote", "B"]) / 1e6, "")
     for (name, side), value in sorted(loop_us.items()):
         if name != "direct" or side == "B":
             report.add(f"{name} node {side} event-loop thread CPU per call, c=8", value, "us")

@@ -322,6 +322,26 @@ async def test_a_provider_answering_two_calls_with_one_run_is_struck(node_factor
     assert status == 502 and problem["code"] == "forged-result" and "another call with" in problem["detail"], problem
 
 
+async def test_a_run_named_again_once_its_first_answer_left_the_latest_runs_is_not_held_against_it(node_factory,
+                                                                                                   monkeypatch) -> None:
+    # Two answers naming one run are seen among the RECENT latest remote runs only: one that left them is forgotten.
+    monkeypatch.setattr(spot_checks, "RECENT", 2)
+    gateway, provider, module = await _pair(node_factory, check_rate=0)
+    monkeypatch.setattr(gateway.app[NODE].paid.gateway_tabs, "interval", 3600)  # one tab, however slow the machine
+    answers: list[dict] = []
+
+    def the_first_again_as_the_fourth(answer: dict) -> dict:
+        answers.append(answer)
+        return copy.deepcopy(answers[0]) if len(answers) == 4 else answer
+
+    _answering(provider, monkeypatch, the_first_again_as_the_fourth)
+    for _ in range(3):
+        status, body = await _add(gateway, module, 1, 2)
+        assert status == 200, body
+    status, body = await _add(gateway, module, 1, 2, verify=True)
+    assert status == 200 and body["verified"] is True and body["provenance"] == answers[0]["run"]["provenance"], body
+
+
 async def test_a_provider_naming_its_run_otherwise_than_in_hex_is_struck(node_factory, monkeypatch) -> None:
     gateway, provider, module = await _pair(node_factory, check_rate=0)
     _naming_runs(provider, monkeypatch, "z" * 32)

@@ -36,7 +36,7 @@ import math
 import random
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -78,6 +78,9 @@ class SpotChecks:
         self._random = random.SystemRandom()  # which answer is checked next: not a sequence a provider can learn
         self._countdown = self._draw()
         self._recent: deque[tuple[str, str]] = deque(maxlen=RECENT)  # (provenance id, provider)
+        # How often each of them is in `_recent`: a check asks whether its run answered two calls without a walk
+        # over the RECENT of them (~160 us of the event loop's CPU at every check).
+        self._named: Counter[tuple[str, str]] = Counter()
         self._runs = 0  # remote runs counted (on disk too: the ring's rows)
         self._tasks: set[asyncio.Task] = set()
         self._of: dict[str, int] = {}  # provider -> its checks among `_tasks`
@@ -140,7 +143,7 @@ class SpotChecks:
         until the check (`begin`) says whether the call is paid.  `trap`: the answer's, None if the call returned."""
         pid, rows = run.get("provenance"), {}
         if provenance.is_id(pid):
-            self._recent.append((pid, provider))
+            self._note(pid, provider)
             rows = self.compute.store.remote_run_row(self._runs, RECENT, bytes.fromhex(pid), provider)
             self._runs += 1
         if not verify and not self._turn(provider):
@@ -222,7 +225,8 @@ class SpotChecks:
         owed taken up, CHECKING at most at once and PER_PROVIDER of them for one provider (the others as those end),
         each tab kept off the payment retry until its checks end.  One whose tab was paid or dropped is forgotten."""
         runs = self.compute.store.remote_runs()[-RECENT:]
-        self._recent.extend((pid.hex(), provider) for _, pid, provider in runs)
+        for _, pid, provider in runs:
+            self._note(pid.hex(), provider)
         self._runs = runs[-1][0] + 1 if runs else 0
         owed = self.owed.resume()
         if owed:
@@ -325,13 +329,24 @@ class SpotChecks:
                                          f"({err})") from None
         self.counts["checked"] += 1
         why = _unsigned(signed, provider, self.me) or self._unlike(signed["record"], answered)
-        if why is None and sum(1 for r, p in self._recent if r == pid and p == provider) > 1:
+        if why is None and self._named[pid, provider] > 1:
             why = "is of a run it answered another call with as well"
         if why is not None:
             raise self._struck(provider, f"provider {provider}'s signed record {pid} {why}")
         self.counts["held"] += 1
         self._keep(pid, signed)
         return signed
+
+    def _note(self, pid: str, provider: str) -> None:
+        """A remote run answered: among the RECENT latest, the oldest forgotten."""
+        if len(self._recent) == RECENT:
+            gone = self._recent[0]
+            if self._named[gone] > 1:
+                self._named[gone] -= 1
+            else:
+                del self._named[gone]
+        self._recent.append((pid, provider))
+        self._named[pid, provider] += 1
 
     def _url(self, provider: str) -> str:
         try:
