@@ -30,8 +30,10 @@ def unique_bits(bits: int) -> int:
 def one_starting_with(prefix: str, ids: Iterable[str], *, what: str, listing: str, whats: str | None = None,
                       missing: type[NotFound] = NotFound) -> str:
     """The one id of `ids` that starts with `prefix`: what every command taking an id or a prefix of one resolves
-    it with.  None (`missing`, hinting at `listing`, the command that lists them) or several (`whats`: their
-    plural; naming each, cut a few characters past the prefix) is an error of one line."""
+    it with.  An empty prefix, none (`missing`, hinting at `listing`, the command that lists them) or several
+    (`whats`: their plural; naming each, cut a few characters past the prefix) is an error of one line."""
+    if not prefix:  # every id starts with "": the one known would be named by nothing typed at all
+        raise InvalidArgument(f"no id given: an empty prefix names no {what}", hint=f"see them with: {listing}")
     found = sorted({i for i in ids if i.startswith(prefix)})
     if len(found) == 1:
         return found[0]
