@@ -10,7 +10,7 @@ import os
 import random
 from collections.abc import Iterable
 
-from .errors import InvalidArgument, NotFound
+from .errors import MAX_ID_SHOWN, InvalidArgument, NotFound, shown
 
 _RANDOM = random.Random(os.urandom(32))
 # A forked child starts with a copy of this state: it is seeded again there, or parent and child would draw alike.
@@ -38,8 +38,8 @@ def one_starting_with(prefix: str, ids: Iterable[str], *, what: str, listing: st
     if len(found) == 1:
         return found[0]
     if not found:
-        raise missing(f"no {what} starts with {prefix}", hint=f"see them with: {listing}")
-    shown = ", ".join(i[: len(prefix) + 6] + "…" for i in found[:4])
+        raise missing(f"no {what} starts with {shown(prefix, MAX_ID_SHOWN)}", hint=f"see them with: {listing}")
+    named = ", ".join(i[: len(prefix) + 6] + "…" for i in found[:4])
     more = f" and {len(found) - 4} more" if len(found) > 4 else ""
-    raise InvalidArgument(f"{len(found)} {whats or what + 's'} start with {prefix}: {shown}{more}",
+    raise InvalidArgument(f"{len(found)} {whats or what + 's'} start with {prefix}: {named}{more}",
                           hint="give more of the id")

@@ -555,3 +555,15 @@ def test_an_empty_prefix_names_no_peer_even_when_one_is_known(thread_node) -> No
         (line,) = done.stderr.splitlines()
         assert line.startswith("xsc: error: ") and "(see them with: xsc peers ls)" in line, (args, line)
     assert b_id in a.xsc("peers", "ls").stdout
+
+
+def test_an_id_of_thousands_of_characters_is_quoted_cut_short_in_one_line(thread_node) -> None:
+    node = thread_node()
+    typed = "a" * 3000
+    for args in (("compute", "module", typed), ("compute", "rm", typed), ("compute", "provenance", typed),
+                 ("compute", "replay", typed), ("compute", "unserve", typed), ("compute", "unwatch", typed),
+                 ("ledger", "history", typed), ("market", "recognize", typed, "1"), ("market", "explain", typed)):
+        done = node.xsc(*args)
+        assert done.exit_code == 1 and done.stdout == "", (args[:2], done.output[:300])
+        (line,) = done.stderr.splitlines()
+        assert line.startswith("xsc: error: ") and len(line) < 400, (args[:2], line[:300])
