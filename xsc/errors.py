@@ -636,6 +636,7 @@ class DealRefused(Forbidden):
 # --- a stranger's words, as this node quotes them -----------------------------------
 MAX_DETAIL = 300  # characters of a peer's refusal quoted in an error (its code: MAX_CODE)
 MAX_CODE = 100
+MAX_ID_SHOWN = 80  # characters of an id or a name the user gave that an error quotes back (one short line)
 
 
 def shown(text: str, most: int = MAX_DETAIL) -> str:

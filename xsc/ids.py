@@ -10,7 +10,7 @@ import os
 import random
 from collections.abc import Iterable
 
-from .errors import InvalidArgument, NotFound
+from .errors import MAX_ID_SHOWN, InvalidArgument, NotFound, shown
 
 _RANDOM = random.Random(os.urandom(32))
 # A forked child starts with a copy of this state: it is seeded again there, or parent and child would draw alike.
@@ -30,14 +30,16 @@ def unique_bits(bits: int) -> int:
 def one_starting_with(prefix: str, ids: Iterable[str], *, what: str, listing: str, whats: str | None = None,
                       missing: type[NotFound] = NotFound) -> str:
     """The one id of `ids` that starts with `prefix`: what every command taking an id or a prefix of one resolves
-    it with.  None (`missing`, hinting at `listing`, the command that lists them) or several (`whats`: their
-    plural; naming each, cut a few characters past the prefix) is an error of one line."""
+    it with.  An empty prefix, none (`missing`, hinting at `listing`, the command that lists them) or several
+    (`whats`: their plural; naming each, cut a few characters past the prefix) is an error of one line."""
+    if not prefix:  # every id starts with "": the one known would be named by nothing typed at all
+        raise InvalidArgument(f"no id given: an empty prefix names no {what}", hint=f"see them with: {listing}")
     found = sorted({i for i in ids if i.startswith(prefix)})
     if len(found) == 1:
         return found[0]
     if not found:
-        raise missing(f"no {what} starts with {prefix}", hint=f"see them with: {listing}")
-    shown = ", ".join(i[: len(prefix) + 6] + "…" for i in found[:4])
+        raise missing(f"no {what} starts with {shown(prefix, MAX_ID_SHOWN)}", hint=f"see them with: {listing}")
+    named = ", ".join(i[: len(prefix) + 6] + "…" for i in found[:4])
     more = f" and {len(found) - 4} more" if len(found) > 4 else ""
-    raise InvalidArgument(f"{len(found)} {whats or what + 's'} start with {prefix}: {shown}{more}",
+    raise InvalidArgument(f"{len(found)} {whats or what + 's'} start with {prefix}: {named}{more}",
                           hint="give more of the id")

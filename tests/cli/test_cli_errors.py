@@ -542,3 +542,28 @@ def test_a_capability_with_more_after_it_names_no_file_and_is_refused_in_one_lin
     for typed in (f"{cap}#x", f"{cap}?x"):  # as a path, either would name the file itself
         result = node.xsc("compute", "lineage", typed)
         assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+
+
+def test_an_empty_prefix_names_no_peer_even_when_one_is_known(thread_node) -> None:
+    """"" starts every id: taken as a prefix it named the only peer known, and `peers rm ""` removed it."""
+    a, b = thread_node("a"), thread_node("b")
+    b_id = json.loads(b.xsc("node", "status", "--json").stdout)["id"]
+    assert a.xsc("peers", "add", b.url).exit_code == 0
+    for args in (("peers", "rm", ""), ("market", "recognize", "", "5"), ("ledger", "prepay", "", "1")):
+        done = a.xsc(*args)
+        assert done.exit_code == 1 and done.stdout == "", (args, done.output)
+        (line,) = done.stderr.splitlines()
+        assert line.startswith("xsc: error: ") and "(see them with: xsc peers ls)" in line, (args, line)
+    assert b_id in a.xsc("peers", "ls").stdout
+
+
+def test_an_id_of_thousands_of_characters_is_quoted_cut_short_in_one_line(thread_node) -> None:
+    node = thread_node()
+    typed = "a" * 3000
+    for args in (("compute", "module", typed), ("compute", "rm", typed), ("compute", "provenance", typed),
+                 ("compute", "replay", typed), ("compute", "unserve", typed), ("compute", "unwatch", typed),
+                 ("ledger", "history", typed), ("market", "recognize", typed, "1"), ("market", "explain", typed)):
+        done = node.xsc(*args)
+        assert done.exit_code == 1 and done.stdout == "", (args[:2], done.output[:300])
+        (line,) = done.stderr.splitlines()
+        assert line.startswith("xsc: error: ") and len(line) < 400, (args[:2], line[:300])

@@ -2,11 +2,13 @@
 requests.  A runner killed with kill -9 loses no request and is replaced; a request alone on the node is tried on
 the loop, one beside another in the runner; a spinning function's try comes back from it and the request runs on
 a worker until its deadline while others are served; a runner that sends more than a runner may is dropped; a
-runner that is sent more than a node sends ends; and a kill -9 of the node takes its runner with it."""
+runner that is sent more than a node sends ends; a kill -9 of the node takes its runner with it; and a node whose
+address space is limited (ulimit -v) has runners with an unpooled engine, which serve its functions."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import select
 import signal
@@ -19,13 +21,14 @@ import pytest
 
 from tests.support.compute import deploy, request_in_flight, wasm
 from tests.support.peers import api, http
-from tests.support.nodes import free_port
+from tests.support.nodes import free_port, kill_all
 from tests.support.waiting import eventually, eventually_async
 from xsc.compute import engine as eng
 from xsc.compute import runner_wire as wire
 from xsc.compute import web_runners
 from xsc.compute.web_runners import RunnerLink
 from xsc.config import load_config
+from xsc.devnet import NodeProcess
 from xsc.errors import ConfigError
 from xsc.node.appkeys import NODE
 
@@ -281,6 +284,48 @@ def test_a_kill_9_of_the_node_takes_its_runner_with_it(node_process) -> None:
     finally:
         os.close(gone)
 
+
+# The command after it run with its address space limited (`ulimit -v`), as a host's limits may start a node.
+LIMITED = "import os, resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({0}, {0})); os.execvp(sys.argv[1], sys.argv[1:])"
+
+
+def test_a_node_whose_address_space_is_too_small_for_a_runners_pool_serves_from_unpooled_runners(tmp_path) -> None:
+    """Under a limit that leaves room for the node and for an instance or two, but not for the slots of a pooled
+    engine (eng.POOL_SLOTS of eng.POOL_MEMORY reserved up front), its runners make an unpooled engine, say so once
+    each, and serve."""
+    limit = eng.POOL_SLOTS * eng.POOL_MEMORY * 3 // 4
+    port = free_port()
+    node = NodeProcess(tmp_path / "n", env={"XSC_NODE_WEB_LISTEN": f"127.0.0.1:{port}", "XSC_COMPUTE_WEB_RUNNERS": "1"},
+                       prefix=[sys.executable, "-c", LIMITED.format(limit)])
+    try:
+        node.start()
+        status, body = http(node.url, "POST", "/v1/modules?wasi=true", wasm("cgi"),
+                            {"Authorization": f"Bearer {node.token}"})
+        assert status in (200, 201), body
+        status, body = api(node, "POST", "/v1/compute/functions", {"name": "hello", "module": body["id"]})
+        assert status == 201, body
+        base = f"http://127.0.0.1:{port}"
+
+        def ready_runner() -> dict | None:
+            assert http(base, "GET", "/fn/hello/")[0] == 200  # the first request starts the runner
+            assert "panicked" not in node.log.read_text()  # wasmtime aborts a process whose pool it cannot map
+            tries = api(node, "GET", "/v1/node/status")[1]["web_tries"]
+            return next((runner for runner in tries["live"] if runner["ready"]), None)
+
+        runner = eventually(ready_runner, "a ready runner")
+
+        def served_by_the_runner() -> bool:
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:  # beside one another: tried in the runner
+                assert set(pool.map(lambda _: http(base, "GET", "/fn/hello/")[0], range(8))) == {200}
+            return api(node, "GET", "/v1/node/status")[1]["web_tries"]["in_runner"] > 0
+
+        eventually(served_by_the_runner, "a request answered by the runner")
+        tries = api(node, "GET", "/v1/node/status")[1]["web_tries"]
+        assert tries["started"] == 1 and tries["ended"] == [] and tries["live"][0]["pid"] == runner["pid"]
+        log = node.log.read_text()
+        assert log.count("unpooled engine") == 1 and "panicked" not in log
+    finally:
+        kill_all([node])
 
 
 def test_web_runners_is_set_from_the_environment_and_bounded(tmp_path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import mmap
+import resource
 import threading
 import time
 from collections.abc import Iterator
@@ -50,6 +52,9 @@ IDLE_AFTER = 1.0  # seconds without a call after which the ticker sleeps until t
 POOL_SLOTS = 4
 POOL_MEMORY = 4 << 30  # the most a slot's memory may grow to: all a 32-bit memory can address
 POOL_KEEP_RESIDENT = 256 * 1024  # bytes of a slot's memory and tables zeroed in place, not given back, after a call
+# The address space a pooled engine is made only if it finds free: its slots' memories, each with its guard pages
+# (wasmtime reserves them all up front, and aborts the process if it cannot), and a GiB for everything else.
+POOL_ADDRESS_SPACE = POOL_SLOTS * (POOL_MEMORY + (64 << 20)) + (1 << 30)
 
 
 def make_engine(*, parallel: bool = True, pooled: bool = False) -> wasmtime.Engine:
@@ -67,6 +72,22 @@ def make_engine(*, parallel: bool = True, pooled: bool = False) -> wasmtime.Engi
     if pooled:
         _pool(config)
     return wasmtime.Engine(config)
+
+
+def pool_refused() -> str | None:
+    """Why a pooled engine would not fit in this process's address space (None: it would).  wasmtime's C API
+    panics, and so aborts the process, when it cannot reserve the pool's mapping (as under `ulimit -v`), so the
+    room is tried first: POOL_ADDRESS_SPACE reserved, inaccessible, and given back at once."""
+    try:
+        # PROT_NONE: an inaccessible private mapping is not counted against the memory the kernel may commit
+        room = mmap.mmap(-1, POOL_ADDRESS_SPACE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, prot=0)
+    except OSError as exc:
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        under = "" if limit == resource.RLIM_INFINITY else f" under its limit of {limit / (1 << 30):.1f} GiB (ulimit -v)"
+        return (f"the {POOL_ADDRESS_SPACE / (1 << 30):.1f} GiB of address space its slots reserve are not free in "
+                f"this process{under}: {exc.strerror or exc}")
+    room.close()
+    return None
 
 
 def _pool(config: wasmtime.Config) -> None:

@@ -5,7 +5,8 @@ Run as `python -m xsc.compute.web_runner FD PARENT`: FD is its end of a socket p
 says what goes over it), PARENT the node's process id.  It dies with the node: the kernel kills it when its
 parent goes (PR_SET_PDEATHSIG, checked against PARENT in case the node went before it was set), and it ends at
 the end of its socket.  It has an engine of the node's settings (its READY frame names their fingerprint; pooled:
-instances are made in slots kept mapped, engine.make_engine), loads
+instances are made in slots kept mapped, engine.make_engine; unpooled, with a line on stderr saying why, where the
+process's address space has no room for the slots, engine.pool_refused), loads
 the compiled artifacts the node sends it (a few, by module hash: one it dropped is answered UNKNOWN and sent
 again), and runs each try as the node would on its loop (compute/web_trial.py): a fresh Store, the trial's fuel
 and ticks, memfds for stdin, stdout and stderr.  It reads what is waiting on its socket at once, runs the tries
@@ -42,7 +43,10 @@ BROKEN = 3  # exit status: a frame it cannot take
 class Runner:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.engine = eng.make_engine(parallel=False, pooled=True)
+        refused = eng.pool_refused()
+        if refused is not None:  # each instance then maps its memory for its call: slower, but it serves
+            print(f"web runner: an unpooled engine: {refused}", file=sys.stderr)
+        self.engine = eng.make_engine(parallel=False, pooled=refused is None)
         self.ticker = eng.EpochTicker(self.engine)
         self.modules: OrderedDict[bytes, sandbox.Prepared] = OrderedDict()
         self.memfds = Memfds()

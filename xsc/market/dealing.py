@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
-from ..errors import MarketNoDeal, NeedNotFound
+from ..errors import MAX_ID_SHOWN, MarketNoDeal, NeedNotFound, shown
 from ..units import counted
 from ..tasks import in_pool, now_ms
 from .core.matching import Assignment
@@ -103,7 +103,7 @@ class Explanations(OrderedDict):
     def explain(self, need: str) -> dict:
         found = self.of(need)
         if found is None:
-            raise NeedNotFound(f"no recent need {need!r} on this node",
+            raise NeedNotFound(f"no recent need {shown(need, MAX_ID_SHOWN)!r} on this node",
                                hint="need ids are printed by a put or invoke the market refused, and by xsc market status")
         return found
 
