@@ -99,3 +99,22 @@ async def test_a_remote_job_whose_checked_outputs_the_node_cannot_store_pays_its
     after = balances(gateway, provider)
     assert problem["charged"] > 0 and (after[0] - before[0], after[1] - before[1]) == \
         (-problem["charged"], problem["charged"])  # paid what it answered, once
+
+
+async def test_a_maps_input_whose_job_the_node_failed_is_recorded_failed_naming_the_job(node_factory,
+                                                                                        monkeypatch) -> None:
+    node = await node_factory("node")
+    jobs = node.app[NODE].jobs
+    cap = (await (await node.post("/v1/store/files", data=b"mapped\n")).json())["capability"]
+    module = await deploy(node, "outputs", wasi=True)
+    made = await (await node.post("/v1/compute/maps", json={"spec": {"module": module}, "as": "-", "over": [cap],
+                                                           "inputs": [cap]})).json()
+    _failing_after(jobs.storage, monkeypatch, 0, OSError(errno.EIO, "Input/output error"))
+    answer = await node.post(f"/v1/compute/maps/{made['id']}/inputs/0")
+    problem = await answer.json()
+    assert (answer.status, problem["code"]) == (503, "node-failed"), problem
+    shown = await (await node.get(f"/v1/compute/maps/{made['id']}")).json()
+    (entry,) = shown["results"]
+    assert (shown["failed"], entry["state"], entry["job"]) == (1, "failed", problem["id"]), shown
+    assert "the node failed: OSError: [Errno 5] Input/output error" in entry["error"], entry
+    assert jobs.records.load(problem["id"])["state"] == "interrupted"
