@@ -554,7 +554,7 @@ __all__ = ["RESUME_FOR", "RemoteAnswers"]
 def node_failure(err: BaseException) -> XscError:
     """An error of the node's own (an OSError of its disk, a bug: not an XscError) as what its caller is told: the
     failure named (the node's log has the rest), DiskFull when the disk is full."""
-    message = f"the node failed: {type(err).__name__}: {err}"[:400]
+    message = f"the node failed: {type(err).__name__}: {' '.join(str(err).split())}"[:400]  # one line, as watches
     if db.disk_full(err):
         return DiskFull(message, hint="free disk space on the node, then run it again")
     return NodeFailed(message, hint="the node's log says more; run it again")
