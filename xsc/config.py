@@ -112,8 +112,9 @@ class NodeSection(_Section):
     idle_timeout: Annotated[float, _within(1, 3600, "must be from 1 to 3600 seconds")] = 45.0
     # user API requests per second with the token, and each S3 user's at s3_listen (bursts of twice that); 429 past it
     user_rate_limit: Annotated[float, _PER_SECOND] = 2000.0
-    # failed authentications (a wrong token, session or login link) per second from one address, in bursts of 30;
-    # past them the address is answered 429, whatever it sends, until its bucket refills
+    # failed authentications (a wrong token, session or login link; at node.s3_listen a wrong signature or an
+    # unknown access key) per second from one address, in bursts of 30; past them the address is answered 429 (S3:
+    # 503 SlowDown), whatever it sends, until its bucket refills
     auth_failure_limit: Annotated[float, _within(0.001, 1000, "must be between 0.001 and 1000 a second")] = 1.0
     # HOST:PORT where web functions answer anyone (/fn/NAME/...); empty: no functions served
     web_listen: Annotated[str, _LISTEN] = ""

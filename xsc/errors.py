@@ -108,6 +108,14 @@ class NodeStopping(XscError):
     code = "node-stopping"
 
 
+class NodeFailed(XscError):
+    """Work the node itself failed (an error of its disk, a fault of its own), not refused for anything the caller
+    did: what it had done of the work is settled (a job's record says so, nothing of its run charged), and it may be
+    asked again (503)."""
+
+    code = "node-failed"
+
+
 class NotANode(XscError):
     """An answer no node gives (unreadable, past its bounds, not JSON, of another media type): something else
     answers at the node's address."""

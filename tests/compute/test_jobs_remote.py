@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 
+import aiohttp
 import pytest
 
 from tests.support.cli import ok, xsc_in_process
@@ -1080,11 +1081,11 @@ async def test_a_remote_job_asked_for_again_while_its_checked_answer_waits_to_be
     store = outputs.store
 
     async def cut(*args):  # what a stop leaves: the checked answer kept, nothing stored, nothing paid
-        raise OSError("cut short")
+        raise asyncio.CancelledError()
 
     monkeypatch.setattr(outputs, "store", cut)
-    status, _ = await run_job(gateway, spec, stdin=DATA)
-    assert status == 500
+    with pytest.raises(aiohttp.ServerDisconnectedError):  # the request's task cancelled, as by the node's stop
+        await run_job(gateway, spec, stdin=DATA)
     (job,) = _jobs(gateway)
     assert job["state"] == "storing" and job["outputs"] == [] and job["answered"]["pays"], job
     monkeypatch.setattr(outputs, "store", store)
@@ -1141,10 +1142,14 @@ async def test_a_run_whose_tab_a_stop_left_settled_unpaid_is_not_counted_at_the_
     async def kept(*args):
         pass
 
+    async def stopped(*args):  # the node stops before the job's failure is written
+        raise asyncio.CancelledError()
+
     monkeypatch.setattr(answers, "answer_kept", cut)
     monkeypatch.setattr(answers.sent, "_forget", kept)
-    status, _ = await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True}, stdin=b"bytes")
-    assert status == 500
+    monkeypatch.setattr(answers, "node_failed", stopped)
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True}, stdin=b"bytes")
     (job,) = answers.records.all_jobs()
     assert job["state"] == "running" and "fetching" in job, job
     monkeypatch.undo()

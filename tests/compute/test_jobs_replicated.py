@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from decimal import Decimal
 
+import aiohttp
 import click
 import pytest
 import pytest_asyncio
@@ -257,6 +258,7 @@ async def test_a_replica_that_disagrees_is_judged_once_through_a_stop_as_its_ver
     module = await deploy(gateway, "outputs", wasi=True)
     before = [balances(gateway, p)[1] for p in providers]
     with monkeypatch.context() as patched:
+        patched.setattr(node.jobs.answers, "node_failed", ended)  # (what the node does of its failures, had it lived)
         if cut == "before-the-verdict":
             patched.setattr(node.jobs.answers, "answer_kept", ended)
         else:  # the first await after it: dropping the liar's tab
@@ -562,14 +564,14 @@ async def _stopped_before_comparing(gateway, monkeypatch, agree: int) -> dict:
     answers = gateway.app[NODE].jobs.answers
     judged = answers.judged
 
-    async def cut(*args):
-        raise OSError("cut short")
+    async def cut(*args):  # the request's task cancelled, as by the node's stop
+        raise asyncio.CancelledError()
 
     monkeypatch.setattr(answers, "judged", cut)
     module = await deploy(gateway, "outputs", wasi=True)
-    status, _ = await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 3,
-                                        "agree": agree}, stdin=b"bytes")
-    assert status == 500
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 3,
+                                "agree": agree}, stdin=b"bytes")
     monkeypatch.setattr(answers, "judged", judged)
     (job,) = answers.records.all_jobs()
     return job

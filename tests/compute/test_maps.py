@@ -197,3 +197,39 @@ def test_a_map_the_node_cannot_run_is_refused_before_it_is_recorded(shared, body
     problem = json.loads(refused.value.read())
     assert refused.value.code == status and said in problem["detail"], problem
     assert json.loads(ok(shared.xsc("compute", "maps", "--json")))["maps"] == before
+
+
+def test_a_new_map_forgets_the_oldest_ended_map_never_one_with_inputs_still_to_run(cli_node, monkeypatch) -> None:
+    from xsc.compute import maps as maps_module
+
+    node = cli_node()  # its own: the maps it keeps are this test's alone
+    (cap,) = _caps(node, b"kept while it runs\n")
+    module = ok(node.xsc("compute", "deploy", SHA256, "--wasi")).strip()
+    body = {"spec": {"module": module}, "as": "-", "over": [cap], "inputs": [cap]}
+    maps = node.app[NODE].maps
+    monkeypatch.setattr(maps_module, "MAX_MAPS", 3)
+    unfinished = _posted(node, "/v1/compute/maps", body)  # its input never run: it waits for --resume
+    made = []
+    for _ in range(4):  # past three, each forgets the oldest ended map, never the unfinished one
+        made.append(_posted(node, "/v1/compute/maps", body)["id"])
+        node.submit(maps.run_input(made[-1], "0")).result(60)
+    assert {m["id"] for m in maps.list()} == {unfinished["id"], *made[-2:]}
+    assert maps.map(unfinished["id"])["results"][0]["state"] == "pending"
+
+    monkeypatch.setattr(maps_module, "MAX_MAPS", 2)
+    second = _posted(node, "/v1/compute/maps", body)  # forgets the two oldest ended
+    kept = {m["id"] for m in maps.list()}
+    assert kept == {unfinished["id"], second["id"]}  # two maps with inputs still to run: neither can go
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        _posted(node, "/v1/compute/maps", body)
+    problem = json.loads(refused.value.read())
+    assert (refused.value.code, problem["code"]) == (409, "conflict"), problem
+    assert problem["detail"] == "this node keeps 2 maps, and 2 of them have inputs still to run: a new map would " \
+        "forget one whose work is in flight or waits to be resumed", problem
+    assert problem["hint"] == "list them with: xsc compute maps; end one by running what is left of it: " \
+        "xsc compute map --resume MAP_ID", problem
+    assert {m["id"] for m in maps.list()} == kept  # nothing forgotten, nothing made
+    rows = json.loads(ok(node.xsc("compute", "map", "--resume", unfinished["id"], "--json")))["results"]
+    assert [r["state"] for r in rows] == ["done"]  # ended: the next map forgets it
+    newest = _posted(node, "/v1/compute/maps", body)
+    assert {m["id"] for m in maps.list()} == {second["id"], newest["id"]}

@@ -56,7 +56,7 @@ from .hosted_jobs import PER_SENDER
 from .job_records import (CURSOR_BYTES, FORGET_AT_ONCE, REPLACING, UNFINISHED, JobOutputs, JobRecords, answer, ended,
                           made, replacing, rerun_hint, run_id, the_job, unstored_answer)
 from .job_sandbox import record_and_owe, remove_tree, run_program
-from .remote_answers import RemoteAnswers
+from .remote_answers import RemoteAnswers, node_failure
 from .sent_jobs import Returned
 from .wasi_io import io_fuel
 
@@ -254,6 +254,8 @@ class JobService:
                     raise told from err
             err.details["id"] = jid  # every problem of a job names it as its answer does: `id`
             raise
+        except Exception as err:  # the node's own failure (its disk's ENOSPC or EIO, a bug): settled now, not at start
+            raise await self.answers.node_failed(job, err) from err
         finally:
             job.pop("replacing", None)
             if job["state"] in REPLACING:  # it ran: if none of its outputs was published (which replaced those
@@ -447,6 +449,9 @@ class JobService:
                 unstored = err
                 outcome.trap_kind, outcome.message = err.code, f"its outputs could not be stored: {err.message}"
                 outcome.hint = f"{err.hint}, then {rerun_hint(job)}" if err.hint else rerun_hint(job)
+            except Exception:  # the node's own failure: its run is not charged (RemoteAnswers.node_failed)
+                self.ledger.release(self.payer, budget)
+                raise
         run, record = self.compute.job_run(spec.module, spec.entrypoint, signature, argv, limits, outcome, started,
                                            self.payer.id, rate, {"job": run_id(job)},
                                            {"id": run_id(job), "inputs": staged.inputs, "stdin": staged.stdin_sha256,
@@ -553,20 +558,10 @@ class JobService:
                                   "`xsc compute jobs` lists them")
         found = self.records.by_prefix(text)
         if found is not None:
-            return {**found, **self._payments(found)}
+            return {**found, **_payments(self.ledger, found)}
         # A provider's receipt names the job it ran for another node's user, whose node alone keeps its record.
         raise JobNotFound(f"no job {jid} of this node's user", hint="list yours with: xsc compute jobs; one this "
                           "node ran for another node is that node's, its receipt here: xsc ledger history node")
-
-    def _payments(self, job: dict[str, Any]) -> dict[str, Any]:
-        """The payments of its latest run's providers, each its ledger entry's id once made (None until then): what
-        `xsc ledger history` lists it by (its `job id` names this job too)."""
-        made = []
-        for pay in job.get("paid_on", []):
-            payment = self.ledger.store.payment_for(bytes.fromhex(pay["authorization"]))
-            made.append({"provider": pay["provider"], "amount": pay["charge"] if payment is None else
-                         payment.receipt.amount, "entry": None if payment is None else payment.id.hex()})
-        return {"payments": made} if made else {}
 
     async def listed(self, limit: int, before: str | None = None) -> dict[str, Any]:
         """The local user's jobs, newest first (by when their latest run began), `limit` at most (MAX_LISTED), after
@@ -598,9 +593,15 @@ class _Inputs:
         self.storage, self.objects = storage, objects
 
     async def stage(self, spec: JobSpec, stdin: ReadFn | None, work: Path, fuel: int) -> Staged:
+        """The job's bytes staged; an error of the node's own (its disk's, while nothing of the job is recorded or
+        charged yet) answered as its problem, not as the node's 500."""
         opened: list = []  # the stored files read, closed however staging ends: no range asked stays in flight
         try:
             return await self._staged(spec, stdin, work, opened, fuel)
+        except XscError:
+            raise
+        except Exception as err:
+            raise node_failure(err) from err
         finally:
             await asyncio.gather(*(plaintext.aclose() for plaintext in opened))
 
@@ -710,6 +711,17 @@ def _cursor(text: str | None) -> bytes | None:
                               hint="give the cursor the page before ended with, or list from the newest: "
                                    "xsc compute jobs")
     return bytes.fromhex(text)
+
+
+def _payments(ledger: Any, job: dict[str, Any]) -> dict[str, Any]:
+    """The payments of its latest run's providers, each its ledger entry's id once made (None until then): what
+    `xsc ledger history` lists it by (its `job id` names this job too)."""
+    made = []
+    for pay in job.get("paid_on", []):
+        payment = ledger.store.payment_for(bytes.fromhex(pay["authorization"]))
+        made.append({"provider": pay["provider"], "amount": pay["charge"] if payment is None else
+                     payment.receipt.amount, "entry": None if payment is None else payment.id.hex()})
+    return {"payments": made} if made else {}
 
 
 def _listed(summary: dict[str, Any], names: dict[str, str | None]) -> dict[str, Any]:

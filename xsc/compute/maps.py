@@ -16,8 +16,9 @@ again.  An input whose job was in flight when the node stopped is asked again as
 paid) runs again, and a run that ended done after the map last heard of it, which its job's record names as this
 input's (`map`), is answered from that record, not run again.  An input that failed runs again.
 
-Maps are kept MAX_MAPS at most: the newest map made past them forgets the oldest (its record only: its jobs and
-their outputs stay).
+Maps are kept MAX_MAPS at most: the newest map made past them forgets the oldest that has ended, every input done or
+failed (its record only: its jobs and their outputs stay).  A map with inputs still to run is never forgotten (its
+user would lose `--resume` for work in flight): with MAX_MAPS of them a new map is refused until one ends.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from .jobspec import MAX_SPEC_BYTES, mount_name, parse_job
 from .store import ComputeStore
 
 MAX_MAP = 10_000  # inputs one map runs over at most
-MAX_MAPS = 100  # maps kept: past them the oldest is forgotten
+MAX_MAPS = 100  # maps kept: past them the oldest ended one is forgotten
 MAX_SOURCES = 1000  # --over arguments a map records as given
 MAX_INPUT_BYTES = 2048  # an input: a capability, or s3://BUCKET/KEY (a key is 1,024 bytes at most)
 # A map's request: its inputs and sources, each at most MAX_INPUT_BYTES, and its spec.
@@ -69,7 +70,13 @@ class Maps:
         head = {"id": unique_bytes(ID_HEX // 2).hex(), "module": spec["module"], "as": mount,
                 "inputs": len(inputs), "done": 0, "failed": 0, "created": time.time()}
         kept = sorted(self.store.maps(), key=lambda m: m["created"])
-        forget = [bytes.fromhex(m["id"]) for m in kept[:max(0, len(kept) + 1 - MAX_MAPS)]]
+        past, ended = len(kept) + 1 - MAX_MAPS, [m for m in kept if m["done"] + m["failed"] >= m["inputs"]]
+        if past > len(ended):
+            raise Conflict(f"this node keeps {MAX_MAPS} maps, and {len(kept) - len(ended)} of them have inputs still "
+                           "to run: a new map would forget one whose work is in flight or waits to be resumed",
+                           hint="list them with: xsc compute maps; end one by running what is left of it: "
+                                "xsc compute map --resume MAP_ID")
+        forget = [bytes.fromhex(m["id"]) for m in ended[:max(0, past)]]
         self.store.save_map(head, {n: {"input": item, "state": "pending"} for n, item in enumerate(inputs)},
                             {"spec": spec, "over": over}, forget)
         return head

@@ -25,11 +25,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import (ForgedResult, IntegrityError, OverCap, PeerRefused, PeerUnreachable, ReplicasDisagree,
-                      ReplicasLost, Trap, XscError)
+from .. import db
+from ..errors import (DiskFull, ForgedResult, IntegrityError, NodeFailed, OverCap, PeerRefused, PeerUnreachable,
+                      ReplicasDisagree, ReplicasLost, Trap, XscError)
 from ..tasks import in_pool
 from .job_records import (KEPT_STREAMS, UNFINISHED, JobOutputs, JobRecords, answer as answered_with, ended, rerun_hint,
-                          run_id, unstored_answer)
+                          run_id, the_job, unstored_answer)
 from .job_sandbox import file_sha256, remove_tree
 from .jobspec import parse_sent_job
 from .sent_jobs import Returned, SentJobs, streams_sha256
@@ -154,9 +155,10 @@ class RemoteAnswers:
         await in_pool(None, remove_tree, self.replicas_kept(job["id"]))
         try:
             done = await self._store_answered(job, run)
-        except XscError as err:  # this node could not store what was answered: the provider is owed all the same
+        except Exception as error:  # this node could not store what was answered: the provider is owed all the same
             if returned.tab is None:
                 raise  # its tab left by a restart: stored later (`recover_one`)
+            err = error if isinstance(error, XscError) else node_failure(error)  # (its disk's error, say)
             for r in paying:
                 self.sent.pay(r)
             await in_pool(None, remove_tree, kept)
@@ -359,10 +361,10 @@ class RemoteAnswers:
         finally:
             await in_pool(None, remove_tree, into)
 
-    async def interrupted(self, job: dict[str, Any]) -> None:
-        """A job a stop cut short, not resumed: marked interrupted, the outputs it had stored removed, and its
-        provider paid if its answer was checked (it is owed it, stored or not), not if its answer or its outputs
-        never came."""
+    async def interrupted(self, job: dict[str, Any], error: str = "the node stopped while the job ran") -> None:
+        """A job a stop cut short, not resumed: marked interrupted (`error`: why), the outputs it had stored removed,
+        and its provider paid if its answer was checked (it is owed it, stored or not), not if its answer or its
+        outputs never came."""
         await self.outputs.remove([o["capability"] for o in job.get("outputs", [])])
         await self._refused_unpaid(job)
         for pay in job.get("answered", {}).get("pays", []):
@@ -372,11 +374,24 @@ class RemoteAnswers:
             await self.sent.unanswered_after_restart(step["authorization"])  # (a replica not compared: not paid)
         for k in ("answered", "sent", "fetching", "replicating"):
             job.pop(k, None)
-        job.update(state="interrupted", outputs=[], error="the node stopped while the job ran",
-                   error_hint=rerun_hint(job))
+        job.update(state="interrupted", outputs=[], error=error, error_hint=rerun_hint(job))
         self.records.save(job["id"], job)
         await in_pool(None, remove_tree, self.kept(job["id"]))
         await in_pool(None, remove_tree, self.replicas_kept(job["id"]))
+
+    async def node_failed(self, job: dict[str, Any], err: Exception) -> XscError:
+        """A job whose run this node itself failed (an OSError of its disk, a fault of its own: not an XscError),
+        settled now as the next start would settle its record, rather than left running until then: interrupted,
+        the outputs it stored removed, nothing of it charged here (a run here is charged with the write that ends
+        it, which never came), no provider paid whose answer never came (sent_jobs.unsettled dropped its tab as the
+        error passed) and one whose answer was checked paid what it answered.  What its user is told instead of the
+        node's 500: its id, the failure and how to run it again."""
+        failure = node_failure(err)
+        log.error("job %s: the node failed it", job["id"], exc_info=err)
+        if job.get("state") in UNFINISHED:
+            await self.interrupted(job, failure.message)
+        hint = rerun_hint(job)
+        return type(failure)(f"{the_job(job, hint)} was cut short: {failure.message}", hint=hint, id=job["id"])
 
     async def recover_one(self, job: dict[str, Any]) -> None:
         """At start, a job a stop left unfinished: finished from its provider's answer if it was run on one and
@@ -534,3 +549,12 @@ def _keep(paths: list[Path], kept: Path) -> None:
 
 
 __all__ = ["RESUME_FOR", "RemoteAnswers"]
+
+
+def node_failure(err: BaseException) -> XscError:
+    """An error of the node's own (an OSError of its disk, a bug: not an XscError) as what its caller is told: the
+    failure named (the node's log has the rest), DiskFull when the disk is full."""
+    message = f"the node failed: {type(err).__name__}: {' '.join(str(err).split())}"[:400]  # one line, as watches
+    if db.disk_full(err):
+        return DiskFull(message, hint="free disk space on the node, then run it again")
+    return NodeFailed(message, hint="the node's log says more; run it again")

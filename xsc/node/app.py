@@ -90,7 +90,7 @@ async def _services(app: web.Application):
         app[HANDOFF] = HandOff(app[CONFIG].data_dir / SOCKET_FILE)
         node.supervisor.add("handoff", app[HANDOFF])
         app[STATUS_PARTS]["handoff"] = app[HANDOFF].status
-        listeners = [r for r in (await _web_listener(app[CONFIG], node), await _s3_listener(app[CONFIG], node)) if r]
+        listeners = [r for r in (await _web_listener(app[CONFIG], node), await _s3_listener(app, node)) if r]
         app[LISTENERS] = listeners  # drained by the node's stop with its own port (serve/stop.py)
         yield
     finally:
@@ -117,14 +117,15 @@ async def _web_listener(config, node: Node) -> web.AppRunner | None:
     return runner
 
 
-async def _s3_listener(config, node: Node) -> web.AppRunner | None:
+async def _s3_listener(app: web.Application, node: Node) -> web.AppRunner | None:
     """S3 answered by the node itself (node.s3_listen), or None: the front's app over the node's services, its
-    reconciliation a loop of the node's."""
+    reconciliation a loop of the node's, its failed authentications counted with the user API's (AUTH_FAILURES)."""
+    config = app[CONFIG]
     if not config.node.s3_listen:
         return None
     front = S3Front(node.s3_link, KeyRing(key_file(config.data_dir)), node.s3_index.marks,
                     quota=RateLimiter(config.node.user_rate_limit, 2 * config.node.user_rate_limit),
-                    idle_timeout=config.node.idle_timeout, region=config.node.s3_region)
+                    idle_timeout=config.node.idle_timeout, region=config.node.s3_region, failures=app[AUTH_FAILURES])
     try:
         runner = await s3_listen(front, *parse_listen(config.node.s3_listen), config.node, beside_node=True)
     except OSError as exc:

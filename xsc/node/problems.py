@@ -55,6 +55,7 @@ STATUS = {
     e.StorageFull: 507,
     e.StorageBusy: 503,
     e.NodeStopping: 503,
+    e.NodeFailed: 503,
     e.ConfigError: 500,
 }
 

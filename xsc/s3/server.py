@@ -23,6 +23,7 @@ from aiohttp import web
 from ..errors import Forbidden, NoSuchKey, S3Error, S3ServedByNode, XscError
 from ..units import counted
 from ..ids import unique_bytes
+from ..net.addresses import address_key
 from ..storage.core.ranges import content_range, parse_range
 from ..serve.connections import ConnectionLimits, open_runner
 from ..serve.stop import IN_FLIGHT, InFlight, on_signals
@@ -46,6 +47,8 @@ __all__ = ["Call", "S3Front", "Write", "WriteGate", "listen", "serve"]
 log = logging.getLogger(__name__)
 
 COUNTED = web.RequestKey("s3_counted", bool)  # the request was counted against its user's rate
+# What a stranger guessing keys is refused: a signature that does not hold, or an access key that is not here
+GUESSED = frozenset({"SignatureDoesNotMatch", "InvalidAccessKeyId"})
 # What aiohttp buffers of a body before it stops reading the socket (it reads on to twice this): a part that waits for
 # the gateway's budget (storage/put_budget.py) holds this much of its body, and parts come ten at once.
 READ_BUFFER = 64 * 1024
@@ -62,8 +65,12 @@ RESPONSE_OVERRIDES = {"response-content-type": "Content-Type", "response-content
 class S3Front:
     def __init__(self, node: NodeLink, keyring: KeyRing, marks: FileMarks, *, region: str = "us-east-1",
                  owner: str = "xsc", clock: Callable[[], float] = time.time,
-                 reconcile_interval: float = 300.0, quota: Quota | None = None, idle_timeout: float = 45.0) -> None:
+                 reconcile_interval: float = 300.0, quota: Quota | None = None, idle_timeout: float = 45.0,
+                 failures: Quota | None = None) -> None:
         self.node = node
+        # Failed authentications per client address (an IPv6 one's /64), SlowDown past them; the node hands it its
+        # own (node.auth_failure_limit: one count an address for all of the node's credentials); None: not counted
+        self.failures = failures
         # Each user's requests, once authenticated, per second (SlowDown past them), so that one user cannot
         # starve the others; None where the node already limits what the front asks of it (`xsc s3 serve`).
         self.quota = quota
@@ -152,8 +159,7 @@ class S3Front:
         raw_path, _, raw_query = request.raw_path.partition("?")
         bucket, _, key = sigv4.decoded(raw_path).lstrip("/").partition("/")
         routing.refuse_form_upload(request.method, bucket, key, dict(sigv4.parse_query(raw_query)), request.headers)
-        auth = sigv4.verify(sigv4.SignedRequest(request.method, raw_path, raw_query, request.headers),
-                            self.keyring.secret, self.clock())
+        auth = self._verified(request, raw_path, raw_query)
         call = Call(request, bucket, key, dict(sigv4.parse_query(raw_query)), auth, request_id,
                     self.keyring.user_as_read(auth.access_key))
         call.operation = routing.operation(request.method, bucket, key, call.query, request.headers)
@@ -164,6 +170,23 @@ class S3Front:
             self.quota.check(f"s3 user {call.user}", time.monotonic(), f"S3 user {call.user!r}")
             request[COUNTED] = True
         return call
+
+    def _verified(self, request: web.Request, raw_path: str, raw_query: str) -> sigv4.Verified:
+        """The request's signature checked, a wrong one or an unknown key counted against its client's address.  An
+        address past its failures is refused (SlowDown, Retry-After) before its signature is looked at: a right
+        guess among wrong ones would otherwise still get in, so a client of its own at that address waits too;
+        another address does not."""
+        signed = sigv4.SignedRequest(request.method, raw_path, raw_query, request.headers)
+        if self.failures is None:
+            return sigv4.verify(signed, self.keyring.secret, self.clock())
+        where, now = address_key(request.remote), time.monotonic()
+        self.failures.require(where, now, f"address {request.remote}", 1)
+        try:
+            return sigv4.verify(signed, self.keyring.secret, self.clock())
+        except S3Error as err:
+            if err.s3_code in GUESSED:
+                self.failures.take_up_to(where, now, 1)
+            raise
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         request_id = unique_bytes(8).hex().upper()

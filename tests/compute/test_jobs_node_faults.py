@@ -1,0 +1,129 @@
+"""A job the node itself fails (an OSError of its disk while it stages the job's bytes or stores its outputs, not an
+XscError): its record says so at once, as the next start would have settled it, its caller is answered a problem of
+its own (not the node's 500), the money stays exact, and a start leaves the record as it was."""
+
+from __future__ import annotations
+
+import errno
+
+from tests.support.compute import deploy
+from tests.support.jobs import balances, network, run_job, settle
+from tests.support.nodes import close_node
+from xsc.node import CLIENT_IDENTITY
+from xsc.node.appkeys import NODE
+
+
+def _failing_after(storage, monkeypatch, puts: int, error: OSError) -> None:
+    """The node's put publishes `puts` files, then fails with `error` (as its disk would)."""
+    put = storage.put
+    done = []
+
+    async def failing(*args, **kwargs):
+        if len(done) >= puts:
+            raise error
+        done.append(await put(*args, **kwargs))
+        return done[-1]
+
+    monkeypatch.setattr(storage, "put", failing)
+
+
+async def _files(node) -> list[dict]:
+    return (await (await node.get("/v1/store/files")).json())["files"]
+
+
+async def test_a_job_whose_outputs_the_nodes_full_disk_cannot_store_is_interrupted_uncharged_and_stays_so(
+        node_factory, monkeypatch) -> None:
+    node = await node_factory("node")
+    jobs = node.app[NODE].jobs
+    user = node.app[CLIENT_IDENTITY].public_key
+    spec = {"module": await deploy(node, "outputs", wasi=True), "stdin": "-"}
+    balance = jobs.ledger.store.state(user).balance
+    _failing_after(jobs.storage, monkeypatch, 1, OSError(errno.ENOSPC, "No space left on device"))
+    status, problem = await run_job(node, spec, b"abc")
+    monkeypatch.undo()
+    assert (status, problem["code"]) == (507, "disk-full"), problem
+    jid = problem["id"]
+    assert problem["detail"] == f"the job {jid} was cut short: the node failed: OSError: [Errno 28] No space left " \
+        "on device"
+    assert problem["hint"] == f"run it again with its stdin: ... | xsc compute run {spec['module']} --stdin -"
+    record = jobs.records.load(jid)
+    assert record["state"] == "interrupted" and record["outputs"] == [], record
+    assert record["error"] == "the node failed: OSError: [Errno 28] No space left on device"
+    assert record["error_hint"] == problem["hint"]
+    assert not [f for f in await _files(node) if f["name"].startswith(f"job:{jid}")]  # the one it published: gone
+    assert (jobs.ledger.store.state(user).balance, jobs.ledger.held(user)) == (balance, 0)  # nothing charged or held
+    shown = await (await node.get(f"/v1/compute/jobs/{jid}")).json()
+    assert shown["state"] == "interrupted", shown
+
+    await close_node(node)
+    node = await node_factory("node")
+    await node.app[NODE].jobs.recovered.wait()
+    assert node.app[NODE].jobs.records.load(jid) == record  # the start found nothing left to settle
+    status, again = await run_job(node, spec, b"abc")  # and the job runs again, as its hint says
+    assert status == 201 and again["id"] == jid and again["state"] == "done", again
+
+
+async def test_a_job_whose_bytes_the_node_cannot_stage_is_answered_its_failure_and_leaves_no_record(
+        node_factory, monkeypatch) -> None:
+    node = await node_factory("node")
+    jobs = node.app[NODE].jobs
+    spec = {"module": await deploy(node, "outputs", wasi=True), "stdin": "-"}
+
+    async def failing(*args):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(jobs.inputs, "_copy", failing)
+    status, problem = await run_job(node, spec, b"abc")
+    assert (status, problem["code"]) == (503, "node-failed"), problem
+    assert problem["detail"] == "the node failed: OSError: [Errno 5] Input/output error", problem
+    assert (await (await node.get("/v1/compute/jobs")).json())["jobs"] == []  # nothing of it recorded
+    assert not any(jobs.work_dir.glob("job-*"))  # nor left on disk
+
+
+async def test_a_remote_job_whose_checked_outputs_the_node_cannot_store_pays_its_provider_and_fails(
+        node_factory, monkeypatch) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    jobs = gateway.app[NODE].jobs
+    before = balances(gateway, provider)
+    _failing_after(jobs.storage, monkeypatch, 0, OSError(errno.EIO, "Input/output error"))
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, b"abc")
+    monkeypatch.undo()
+    assert (status, problem["code"]) == (503, "node-failed"), problem
+    assert "its outputs could not be stored: the node failed: OSError: [Errno 5] Input/output error" \
+        in problem["detail"], problem
+    record = jobs.records.load(problem["id"])
+    assert record["state"] == "failed" and record["outputs"] == [], record  # it ran: its provider did the work
+    assert record["error"] == "its outputs could not be stored: the node failed: OSError: [Errno 5] Input/output error"
+    await settle(gateway)
+    after = balances(gateway, provider)
+    assert problem["charged"] > 0 and (after[0] - before[0], after[1] - before[1]) == \
+        (-problem["charged"], problem["charged"])  # paid what it answered, once
+
+
+async def test_a_maps_input_whose_job_the_node_failed_is_recorded_failed_naming_the_job(node_factory,
+                                                                                        monkeypatch) -> None:
+    node = await node_factory("node")
+    jobs = node.app[NODE].jobs
+    cap = (await (await node.post("/v1/store/files", data=b"mapped\n")).json())["capability"]
+    module = await deploy(node, "outputs", wasi=True)
+    made = await (await node.post("/v1/compute/maps", json={"spec": {"module": module}, "as": "-", "over": [cap],
+                                                           "inputs": [cap]})).json()
+    _failing_after(jobs.storage, monkeypatch, 0, OSError(errno.EIO, "Input/output error"))
+    answer = await node.post(f"/v1/compute/maps/{made['id']}/inputs/0")
+    problem = await answer.json()
+    assert (answer.status, problem["code"]) == (503, "node-failed"), problem
+    shown = await (await node.get(f"/v1/compute/maps/{made['id']}")).json()
+    (entry,) = shown["results"]
+    assert (shown["failed"], entry["state"], entry["job"]) == (1, "failed", problem["id"]), shown
+    assert "the node failed: OSError: [Errno 5] Input/output error" in entry["error"], entry
+    assert jobs.records.load(problem["id"])["state"] == "interrupted"
+
+
+def test_a_failure_of_the_nodes_own_is_told_on_one_line_and_a_full_disk_as_such() -> None:
+    from xsc.compute.remote_answers import node_failure
+
+    bug = node_failure(RuntimeError("a bug's words\nover lines\n" + "x" * 1000))
+    assert (bug.code, bug.message) == ("node-failed", ("the node failed: RuntimeError: a bug's words over lines " +
+                                                        "x" * 1000)[:400])
+    assert node_failure(OSError(errno.ENOSPC, "No space left on device")).code == "disk-full"
