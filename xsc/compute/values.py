@@ -22,7 +22,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from ..errors import ArgumentOutOfRange, BadArgument, UnsupportedSignature, WrongArgumentCount
+from ..errors import MAX_ID_SHOWN, ArgumentOutOfRange, BadArgument, UnsupportedSignature, WrongArgumentCount, shown
 from ..units import counted
 
 NUMERIC = ("i32", "i64", "f32", "f64")
@@ -84,18 +84,32 @@ def _parse_int(raw: str | int | float, vtype: str, where: str) -> int:
         if not _INT_RE.fullmatch(text):
             raise BadArgument(f"{where} is not an {vtype}: {raw!r}", hint=_HINTS[vtype])
         digits = text.lstrip("+-")
-        value = int(digits[2:], 16) if digits[:2].lower() == "0x" else int(digits, 10)
+        hexadecimal = digits[:2].lower() == "0x"
+        significant = (digits[2:] if hexadecimal else digits).lstrip("0") or "0"
+        # More digits than any 64-bit number has is out of range, and past what int() reads (4,300 digits).
+        if len(significant) > 20:
+            raise _out_of_range(raw, vtype, where)
+        value = int(significant, 16 if hexadecimal else 10)
         if text.startswith("-"):
             value = -value
     else:
         value = raw
     bits = _INT_BITS[vtype]
-    low, high = -(1 << (bits - 1)), (1 << bits) - 1
-    if not low <= value <= high:
-        raise ArgumentOutOfRange(
-            f"{where} is out of range for an {vtype}: {raw} (an {vtype} holds {low} .. {high})",
-            hint=f"use a number between {low} and {high}")
+    if not -(1 << (bits - 1)) <= value <= (1 << bits) - 1:
+        raise _out_of_range(raw, vtype, where)
     return value - (1 << bits) if value >= 1 << (bits - 1) else value
+
+
+def _out_of_range(raw: str | int, vtype: str, where: str) -> ArgumentOutOfRange:
+    """`raw` past what a `vtype` holds, said once, the number quoted cut short (it may have thousands of digits)."""
+    bits = _INT_BITS[vtype]
+    if isinstance(raw, str):
+        said = shown(raw, MAX_ID_SHOWN)
+    else:  # a JSON number: one past 4,300 digits has no str()
+        digits = int(abs(raw).bit_length() * 0.30103) + 1
+        said = str(raw) if digits < 40 else f"a number of about {digits:,} digits"
+    return ArgumentOutOfRange(f"{where} is out of range for an {vtype}: {said}",
+                              hint=f"use a number between {-(1 << (bits - 1))} and {(1 << bits) - 1}")
 
 
 def _parse_float(raw: str | int | float, vtype: str, where: str) -> float:
