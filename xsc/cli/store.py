@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from urllib.parse import quote
@@ -78,8 +79,11 @@ def put(obj, file: str, name: str | None, duration: str | None, max_price: int |
         path = Path(file)
         if not path.exists():
             raise InvalidArgument(f"no such file: {file}", hint="check the path")
-        if not path.is_file():
+        if path.is_dir():
             raise InvalidArgument(f"not a regular file: {file}", hint="put one file at a time")
+        if not path.is_file():  # a pipe, a device, a socket: what it gives is a stream, which stdin takes
+            raise InvalidArgument(f"not a regular file: {file}",
+                                  hint=f"put what it gives through stdin: xsc store put - < {shlex.quote(file)}")
         try:
             stream = path.open("rb")
         except PermissionError:
