@@ -37,6 +37,8 @@ def test_compute_inputs_are_refused_naming_the_fix(thread_node) -> None:
         assert line.startswith(f"xsc: error: argument 1 of add is out of range for an i32: {typed[:40]}"), line
         assert line.endswith(f"… {range_fix}") and len(line) < 200, line
     assert node.xsc("compute", "invoke", ADD, "add", "0" * 5000 + "2", "3").stdout == "5\n"  # leading zeros: a number
+    line = _line(node.xsc("compute", "invoke", ADD, "add", "x" * 5000, "1"))  # nor is a word of thousands quoted whole
+    assert line.startswith("xsc: error: argument 1 of add is not an i32: 'xxx") and len(line) < 200, line
     for given in ("=x", "1A=x"):
         name = given.partition("=")[0]
         assert _line(node.xsc("compute", "run", SHA256, "--env", given)) == (
