@@ -931,7 +931,7 @@ class Recording:
 
 
 def _bucket_or(name: str) -> str:
-    """`name` as a command may quote it back unquoted: a bucket name, else the placeholder NAME."""
+    """`name` as a command may quote it back unquoted: a bucket name, else NAME, for the user to put one in."""
     try:
         return names.check_bucket(name)
     except InvalidBucketName:
