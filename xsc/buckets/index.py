@@ -58,7 +58,7 @@ from .. import codec
 from .. import keys
 from ..db import Database
 from ..errors import (BucketNotEmpty, BucketTaken, ConditionalConflict, Conflict, Forbidden, InvalidArgument,
-                      NoSuchBucket, NoSuchKey, NotFound, TooManyBuckets, TooManyUploads, XscError)
+                      InvalidBucketName, NoSuchBucket, NoSuchKey, NotFound, TooManyBuckets, TooManyUploads, XscError)
 from ..units import counted
 from .core import listing, names, records
 from .entries import (apply, caps_of, charged_files, charges_of, given_once, holds, owe, release, settled, share,
@@ -118,7 +118,10 @@ class S3Index(Uploads):
     def bucket(self, name: str) -> dict:
         raw = self.db.get(keys.object_bucket(name))
         if raw is None:
-            raise NoSuchBucket(f"no bucket named {name!r}", hint="create it first (CreateBucket)", bucket=name)
+            # No xsc command makes a bucket: S3 clients do, through the front (`xsc s3 serve` or node.s3_listen).
+            made = f"aws s3 mb s3://{_bucket_or(name)}"
+            raise NoSuchBucket(f"no bucket named {name!r}", bucket=name,
+                               hint=f"an S3 client makes it: {made}; xsc s3 buckets lists them")
         return {"name": name, "owner": names.DEFAULT_USER, "grants": {}, **codec.loads(raw)}
 
     def allow(self, name: str, user: str | None, need: str) -> dict:
@@ -925,3 +928,11 @@ class Recording:
             raise self._outcome
         self.index._changed(self.bucket)
         return self._outcome
+
+
+def _bucket_or(name: str) -> str:
+    """`name` as a command may quote it back unquoted: a bucket name, else NAME, for the user to put one in."""
+    try:
+        return names.check_bucket(name)
+    except InvalidBucketName:
+        return "NAME"

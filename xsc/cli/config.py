@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .node import effective_config, start_options
-from .output import Col, emit_json, json_option, table
+from .output import Col, PassesArgs, emit_json, json_option, table
 
 
 @click.group()
@@ -57,7 +57,9 @@ def show(obj, listen: str | None, storage_capacity: str | None, log_level: str |
           title=f"configuration of {cfg.data_dir} (file: {path}{'' if path.exists() else ', not written yet'})")
 
 
-@config.command("set")
+# A value that begins with a dash (-5) is the value, for the key's own bound to judge; a long option it does not know
+# (a misspelt --json) is still a usage error.
+@config.command("set", cls=PassesArgs, context_settings={"ignore_unknown_options": True})
 @click.argument("key", metavar="SECTION.KEY")
 @click.argument("value")
 @json_option

@@ -115,8 +115,9 @@ def file_error(exc: OSError) -> str:
     return f"{where}: {reason} (check the path, and that it is yours to use)"
 
 
-def output_file(output: str, force: bool) -> Path:
-    """The -o file, checked before anything is fetched: its folder exists, and it does not (unless --force)."""
+def output_file(output: str, force: bool, *, devices: bool = False) -> Path:
+    """The -o file, checked before anything is fetched: its folder exists, and it does not (unless --force).  With
+    `devices`, a character device (/dev/null, to time or check a get) is taken as it is, to be written through."""
     from pathlib import Path
 
     from ..errors import InvalidArgument
@@ -128,6 +129,10 @@ def output_file(output: str, force: bool) -> Path:
                               hint="create it first, or give -o a path in an existing folder")
     if target.is_dir():
         raise InvalidArgument(f"cannot write {output}: it is a folder", hint="give -o a file name")
+    if devices and target.is_char_device():  # nothing is renamed over it, and it holds nothing to overwrite
+        if not os.access(target, os.W_OK):
+            raise InvalidArgument(f"cannot write {output}: permission denied")
+        return target
     # The file is written beside FILE and renamed over it: a device or a pipe (/dev/null) would be replaced.
     if target.exists() and not target.is_file():
         raise InvalidArgument(f"cannot write {output}: it is not a regular file",

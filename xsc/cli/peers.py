@@ -70,8 +70,16 @@ def resolve_peer(client, peer: str, quarantined: bool = False) -> str:
     if quarantined:
         ids = [q["node"] for q in client.request("GET", "/v1/peers/quarantine")["quarantined"]]
         return one_starting_with(peer.lower(), ids, what="quarantined peer", listing="xsc peers quarantine ls")
+    from ..errors import NotFound
+
     ids = [p["id"] for p in client.request("GET", "/v1/peers")["peers"]]
-    return one_starting_with(peer.lower(), ids, what="known peer", listing="xsc peers ls")
+    try:
+        return one_starting_with(peer.lower(), ids, what="known peer", listing="xsc peers ls")
+    except NotFound:
+        own = client.request("GET", "/v1/node/status")["id"]
+        if own.startswith(peer.lower()):  # the node says, for each command, why its own id names no peer of its
+            return own
+        raise
 
 
 @peers.command("add")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from urllib.parse import quote
@@ -78,8 +79,11 @@ def put(obj, file: str, name: str | None, duration: str | None, max_price: int |
         path = Path(file)
         if not path.exists():
             raise InvalidArgument(f"no such file: {file}", hint="check the path")
-        if not path.is_file():
+        if path.is_dir():
             raise InvalidArgument(f"not a regular file: {file}", hint="put one file at a time")
+        if not path.is_file():  # a pipe, a device, a socket: what it gives is a stream, which stdin takes
+            raise InvalidArgument(f"not a regular file: {file}",
+                                  hint=f"put what it gives through stdin: xsc store put - < {shlex.quote(file)}")
         try:
             stream = path.open("rb")
         except PermissionError:
@@ -137,8 +141,8 @@ def _looks_binary(chunk: bytes) -> bool:
 @store.command()
 @click.argument("cap")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE",
-              help="Write to FILE, which appears only once complete (default: stdout; - forces stdout "
-                   "even for binary data on a terminal).")
+              help="Write to FILE, which appears only once complete (a device such as /dev/null is written "
+                   "through; default: stdout; - forces stdout even for binary data on a terminal).")
 @click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
 @click.pass_obj
 def get(obj, cap: str, output: str | None, force: bool) -> None:
@@ -149,13 +153,17 @@ def get(obj, cap: str, output: str | None, force: bool) -> None:
 
     from ..errors import connection_reason
 
-    target = output_file(output, force) if output not in (None, "-") else None
+    target = output_file(output, force, devices=True) if output not in (None, "-") else None
     body = obj.client().open_body(_cap_path(cap))
     size = body.length
-    tmp = target.with_name(f".{target.name}.xsc-partial") if target is not None else None
+    # A device (/dev/null) is written through: no file of its own appears, so there is none to make whole first.
+    device = target is not None and target.is_char_device()
+    tmp = target.with_name(f".{target.name}.xsc-partial") if target is not None and not device else None
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up as Ctrl-C does
     try:
-        if tmp is None:
+        if device:
+            out = os.open(target, os.O_WRONLY)
+        elif tmp is None:
             if output is None and sys.stdout.isatty() and _looks_binary(body.peek(65536)):
                 raise InvalidArgument("not writing binary data to the terminal",
                                       hint="write it to a file with -o FILE, or give -o - to print it anyway")
@@ -166,7 +174,7 @@ def get(obj, cap: str, output: str | None, force: bool) -> None:
                 out = sys.stdout.buffer
         else:
             out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        with progress_bar("get", size, data=True, shown=tmp is not None) as bar:
+        with progress_bar("get", size, data=True, shown=target is not None) as bar:
             # The bytes go from the node's socket to the output by splice(2) where they can (xsc/client/sync.py).
             body.splice_to(out, progress=bar.advance, head=True)
         if tmp is not None:

@@ -246,8 +246,12 @@ def _env(value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, dict) or len(value) > MAX_ENV:
         raise InvalidArgument(f"env must be a table of at most {MAX_ENV} NAME = VALUE")
     for name, text in value.items():
-        if not _ENV_NAME.fullmatch(name) or not isinstance(text, str) or "\0" in text:
-            raise InvalidArgument(f"env: {str(name)[:40]!r} must be a NAME (letters, digits, _) with a text value")
+        if not _ENV_NAME.fullmatch(name):
+            raise InvalidArgument(f"env: {str(name)[:40]!r} is not a variable name (up to 128 letters, digits and _, "
+                                  f"not first a digit)", hint="give each as: --env NAME=VALUE")
+        if not isinstance(text, str) or "\0" in text:
+            raise InvalidArgument(f"env: {name}'s value must be text without NUL",
+                                  hint="give each as: --env NAME=VALUE")
     if sum(len(k) + len(v.encode()) + 2 for k, v in value.items()) > MAX_TEXT:
         raise InvalidArgument(f"env is over {format_size(MAX_TEXT)}")
     return tuple(sorted(value.items()))

@@ -158,11 +158,7 @@ class PaidCompute:
     # --- the user's invoke -------------------------------------------------------------------
     async def invoke(self, body: Any) -> dict[str, Any]:
         """Run a call for the local user where the market says, paid; the run's JSON (a trap is raised)."""
-        bid, verify = self.default_bid, False
-        if isinstance(body, dict):
-            body = dict(body)
-            bid, verify = parse_max_price(body.pop("max_price", None), bid), parse_verify(body.pop("verify", False))
-        call = parse_invoke(body)
+        call, bid, verify = self._parse(body)
         # The market says who runs it and at what price (remote when this node offers no compute).  A provider
         # that cannot be reached at all (nothing was sent), or that wants this node to prepay (a stranger to it),
         # is left out and the next one is asked: a stranger joining the network does not stop this node's calls.
@@ -272,6 +268,17 @@ class PaidCompute:
         """What a run here owes this node: on disk with the run's record, before the answer."""
         return (owed_entry(bytes.fromhex(run.provenance_id), self.payer.public_key, self.node.public_key, run.charge,
                            run.fuel_consumed),)
+
+    def _parse(self, body: Any) -> tuple[InvokeCall, int, bool]:
+        """The local user's call, the most it pays and whether its answer is verified."""
+        bid, verify = self.default_bid, False
+        if isinstance(body, dict):
+            body = dict(body)
+            bid, verify = parse_max_price(body.pop("max_price", None), bid), parse_verify(body.pop("verify", False))
+        call = parse_invoke(body)
+        if not call.function:  # refused naming the module's functions, before any deal is made for it
+            self.compute.check(call)
+        return call, bid, verify
 
     async def invoke_remote(self, provider: str, price: int, call: InvokeCall, deal: dict[str, Any],
                             verify: bool = False, end: CallEnd | None = None) -> dict[str, Any]:

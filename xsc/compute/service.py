@@ -94,7 +94,7 @@ def parse_invoke(body: Any) -> InvokeCall:
         raise InvalidArgument("the request needs a module id (field 'module')",
                               hint="deploy the module first: POST /v1/modules")
     mods.parse_module_id(module)
-    if not isinstance(function, str) or not function:
+    if not isinstance(function, str):  # (an empty one is refused naming the module's functions: `_signature`)
         raise InvalidArgument("the request needs a function name (field 'function')")
     if not isinstance(args, list):
         raise InvalidArgument("args must be a list of numbers or strings")
@@ -586,6 +586,8 @@ class ComputeService:
         if export is not None and export.callable:
             return export.signature
         functions = ", ".join(e.name for e in info.exports if e.kind == "func") or "none"
+        if not function:  # (an empty argument on a command line)
+            raise InvalidArgument("the function to call is empty", hint=f"name one of its functions: {functions}")
         if export is None:
             raise ExportNotFound(f"module {info.id} has no export named {function!r}",
                                  hint=f"its functions: {functions}", functions=functions.split(", "))

@@ -22,7 +22,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from ..errors import ArgumentOutOfRange, BadArgument, UnsupportedSignature, WrongArgumentCount
+from ..errors import MAX_ID_SHOWN, ArgumentOutOfRange, BadArgument, UnsupportedSignature, WrongArgumentCount, shown
 from ..units import counted
 
 NUMERIC = ("i32", "i64", "f32", "f64")
@@ -68,7 +68,7 @@ def _f32(value: float) -> float:
 def parse_value(raw: Any, vtype: str, *, where: str = "argument") -> int | float:
     """One argument, as text or a JSON number, to the Python value wasmtime takes for `vtype`."""
     if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
-        raise BadArgument(f"{where} is not an {vtype}: {raw!r}", hint=_HINTS.get(vtype))
+        raise BadArgument(f"{where} is not an {vtype}: {_said(raw)}", hint=_HINTS.get(vtype))
     if vtype in _INT_BITS:
         return _parse_int(raw, vtype, where)
     if vtype in ("f32", "f64"):
@@ -82,20 +82,39 @@ def _parse_int(raw: str | int | float, vtype: str, where: str) -> int:
     if isinstance(raw, str):
         text = raw.strip()
         if not _INT_RE.fullmatch(text):
-            raise BadArgument(f"{where} is not an {vtype}: {raw!r}", hint=_HINTS[vtype])
+            raise BadArgument(f"{where} is not an {vtype}: {_said(raw)}", hint=_HINTS[vtype])
         digits = text.lstrip("+-")
-        value = int(digits[2:], 16) if digits[:2].lower() == "0x" else int(digits, 10)
+        hexadecimal = digits[:2].lower() == "0x"
+        significant = (digits[2:] if hexadecimal else digits).lstrip("0") or "0"
+        # More digits than any 64-bit number has is out of range, and past what int() reads (4,300 digits).
+        if len(significant) > 20:
+            raise _out_of_range(raw, vtype, where)
+        value = int(significant, 16 if hexadecimal else 10)
         if text.startswith("-"):
             value = -value
     else:
         value = raw
     bits = _INT_BITS[vtype]
-    low, high = -(1 << (bits - 1)), (1 << bits) - 1
-    if not low <= value <= high:
-        raise ArgumentOutOfRange(
-            f"{where} is out of range for an {vtype}: {raw} (an {vtype} holds {low} .. {high})",
-            hint=f"use a number between {low} and {high}")
+    if not -(1 << (bits - 1)) <= value <= (1 << bits) - 1:
+        raise _out_of_range(raw, vtype, where)
     return value - (1 << bits) if value >= 1 << (bits - 1) else value
+
+
+def _out_of_range(raw: str | int, vtype: str, where: str) -> ArgumentOutOfRange:
+    """`raw` past what a `vtype` holds, said once, the number quoted cut short (it may have thousands of digits)."""
+    bits = _INT_BITS[vtype]
+    return ArgumentOutOfRange(f"{where} is out of range for an {vtype}: {_said(raw, quoted=False)}",
+                              hint=f"use a number between {-(1 << (bits - 1))} and {(1 << bits) - 1}")
+
+
+def _said(raw: Any, quoted: bool = True) -> str:
+    """An argument as an error quotes it back, on one short line: typed, it may have thousands of characters."""
+    if isinstance(raw, int) and not isinstance(raw, bool):  # a JSON number: one past 4,300 digits has no str()
+        digits = int(abs(raw).bit_length() * 0.30103) + 1
+        return str(raw) if digits < 40 else f"a number of about {digits:,} digits"
+    if isinstance(raw, str):
+        return repr(shown(raw, MAX_ID_SHOWN)) if quoted else shown(raw, MAX_ID_SHOWN)
+    return shown(repr(raw), MAX_ID_SHOWN)
 
 
 def _parse_float(raw: str | int | float, vtype: str, where: str) -> float:
@@ -108,7 +127,7 @@ def _parse_float(raw: str | int | float, vtype: str, where: str) -> float:
         elif _HEX_FLOAT_RE.fullmatch(text):
             value = float.fromhex(text)
         else:
-            raise BadArgument(f"{where} is not an {vtype}: {raw!r}", hint=_HINTS[vtype])
+            raise BadArgument(f"{where} is not an {vtype}: {_said(raw)}", hint=_HINTS[vtype])
         overflow = math.isinf(value) and text.lstrip("+-") not in ("inf", "infinity")
     else:
         try:
@@ -124,7 +143,7 @@ def _parse_float(raw: str | int | float, vtype: str, where: str) -> float:
             overflow = True
     if overflow:
         biggest = "3.4028234663852886e38" if vtype == "f32" else "1.7976931348623157e308"
-        raise ArgumentOutOfRange(f"{where} is out of range for an {vtype}: {raw}",
+        raise ArgumentOutOfRange(f"{where} is out of range for an {vtype}: {_said(raw, quoted=False)}",
                                  hint=f"finite {vtype} values are at most {biggest} in magnitude; inf is infinity")
     return value
 

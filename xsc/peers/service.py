@@ -534,6 +534,9 @@ class PeerService:
 
     def remove(self, node_id: str) -> None:
         parse_public_id(node_id)
+        if node_id == self.identity.id:
+            raise PeerNotFound("that is this node's own id: a node is no peer of its own",
+                               hint="see the ids of its peers with: xsc peers ls")
         if self.directory.get(node_id) is None and not self.directory.is_removed(node_id):
             raise PeerNotFound(f"no known peer has id {node_id}", hint="`xsc peers ls` lists the known peers")
         self.directory.remove(node_id, now_ms())
