@@ -548,9 +548,6 @@ def _keep(paths: list[Path], kept: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["RESUME_FOR", "RemoteAnswers"]
-
-
 def node_failure(err: BaseException) -> XscError:
     """An error of the node's own (an OSError of its disk, a bug: not an XscError) as what its caller is told: the
     failure named (the node's log has the rest), DiskFull when the disk is full."""
@@ -558,3 +555,6 @@ def node_failure(err: BaseException) -> XscError:
     if db.disk_full(err):
         return DiskFull(message, hint="free disk space on the node, then run it again")
     return NodeFailed(message, hint="the node's log says more; run it again")
+
+
+__all__ = ["RESUME_FOR", "RemoteAnswers", "node_failure"]
