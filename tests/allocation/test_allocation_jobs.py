@@ -43,8 +43,18 @@ async def _allocated(node_factory):
         given = allocation.allocated("compute")
         return len(given) == 3 and all(units >= 2 * BUDGET for units in given.values())
 
-    await eventually_async(parts, "the three providers to allocate the gateway's need")
+    try:
+        await eventually_async(parts, "the three providers to allocate the gateway's need")
+    except AssertionError as err:  # which link stalled: a node without its ITC id, rounds not run, parts too small
+        raise AssertionError(f"{err}; allocated {allocation.allocated('compute')}; "
+                             + "; ".join(_id_state(node) for node in (*providers, gateway))) from None
     return gateway
+
+
+def _id_state(node) -> str:
+    status = node.app[NODE].allocation.status()
+    return (f"{node.app[IDENTITY].id}: {'an id' if status['stamp'] else 'no id'}, forks asked of "
+            f"{status['forks_asked']}, {status['rounds']} rounds, converged {status['converged']}")
 
 
 def _held(gateway) -> dict:
