@@ -657,6 +657,12 @@ def shown(text: str, most: int = MAX_DETAIL) -> str:
     return text if len(text) <= most else text[:most - 1] + "…"
 
 
+def quoted_id(text: str) -> str:
+    """An id or a name the user gave, as an error quotes it back: in quotes, on one line, at most MAX_ID_SHOWN
+    characters of it."""
+    return repr(shown(text, MAX_ID_SHOWN))
+
+
 # --- connection failures, in the user's words ------------------------------------
 def connection_reason(exc: BaseException) -> str:
     """Why a connection failed, in a few plain words ("connection refused", "timed out"), whatever

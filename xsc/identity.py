@@ -17,8 +17,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .codec import base32
-from .errors import (MAX_ID_SHOWN, BadRequest, BadRequestSignature, MalformedHeader, MisaddressedRequest, QuotaExceeded,
-                     ReplayedRequest, StaleRequest, UnsignedRequest, shown)
+from .errors import (BadRequest, BadRequestSignature, MalformedHeader, MisaddressedRequest, QuotaExceeded,
+                     ReplayedRequest, StaleRequest, UnsignedRequest, quoted_id)
 
 NODE_KEY_FILE = "node.key"
 CLIENT_KEY_FILE = "client.key"  # the local user's account key, distinct from the node's
@@ -45,9 +45,9 @@ def _parse_public_id(text: str) -> bytes:
     try:
         raw = base64.b32decode(text.upper() + "=" * (-len(text) % 8))
     except (ValueError, base64.binascii.Error) as e:
-        raise BadRequest(f"not an account or node id: {shown(text, MAX_ID_SHOWN)!r}") from e
+        raise BadRequest(f"not an account or node id: {quoted_id(text)}") from e
     if len(raw) != 32:
-        raise BadRequest(f"not an account or node id: {shown(text, MAX_ID_SHOWN)!r} (must encode 32 bytes)")
+        raise BadRequest(f"not an account or node id: {quoted_id(text)} (must encode 32 bytes)")
     return raw
 
 

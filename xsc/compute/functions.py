@@ -50,9 +50,9 @@ from typing import Any, AsyncIterator, Awaitable, BinaryIO, Callable, Protocol
 from urllib.parse import quote, unquote_to_bytes
 
 from .. import codec
-from ..errors import (MAX_ID_SHOWN, BadRequest, ComputeBusy, FunctionFailed, FunctionTimedOut, FunctionUnavailable,
+from ..errors import (BadRequest, ComputeBusy, FunctionFailed, FunctionTimedOut, FunctionUnavailable,
                       InvalidArgument, NotFound, PayloadTooLarge, PreconditionFailed, RangeNotSatisfiable,
-                      SpendCapReached, StorageFull, XscError, shown)
+                      SpendCapReached, StorageFull, XscError, quoted_id)
 from ..identity import Identity
 from ..storage.core.capability import Capability
 from ..storage.core.ranges import content_range, parse_range
@@ -720,7 +720,7 @@ class WebFunctions:
         if served is None and _NODE_ID.fullmatch(name):  # kept, not served (`start`): its record may go
             served = next((Served(r, self.bill) for r in self.store.functions() if r["name"] == name), None)
         if served is None:
-            raise NotFound(f"no function named {shown(name, MAX_ID_SHOWN)!r}", hint="list them: xsc compute functions")
+            raise NotFound(f"no function named {quoted_id(name)}", hint="list them: xsc compute functions")
         self.store.remove_function(name)
         await in_pool(None, shutil.rmtree, self.work_dir / name, True)
         if served.record["on_market"]:
@@ -916,7 +916,7 @@ class WebFunctions:
             if placed and _NODE_ID.fullmatch(name):
                 # a caller of a placed function (/fn/OWNER_ID/NAME/) gone from here is told of that function
                 raise NotFound(f"no function named {placed!r} placed here by node {name}")
-            raise NotFound(f"no function named {shown(name, MAX_ID_SHOWN)!r} here")
+            raise NotFound(f"no function named {quoted_id(name)} here")
         record = served.record
         if request.raw_path_info == "/" and not request.target.endswith("/") and not record["on_market"] and (
                 location := slash_location(request.method, request.target, request.script_name, request.query)):

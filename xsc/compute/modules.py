@@ -10,7 +10,7 @@ from typing import Any
 
 import wasmtime
 
-from ..errors import MAX_ID_SHOWN, ImportsNotAllowed, InvalidArgument, InvalidModule, ModuleTooLarge, shown
+from ..errors import ImportsNotAllowed, InvalidArgument, InvalidModule, ModuleTooLarge, quoted_id
 from ..units import counted, format_size
 from .shape import WASM_MAGIC, Item, read_shape
 from .values import Signature
@@ -27,7 +27,7 @@ def module_id(wasm: bytes) -> str:
 def parse_module_id(text: str) -> bytes:
     text = text.strip().lower()
     if not _ID_RE.fullmatch(text):
-        raise InvalidArgument(f"not a module id: {shown(text, MAX_ID_SHOWN)!r}",
+        raise InvalidArgument(f"not a module id: {quoted_id(text)}",
                               hint="a module id is the 64-hex-digit SHA-256 deploy printed (see: xsc compute modules)")
     return bytes.fromhex(text)
 

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .. import codec
-from ..errors import MAX_ID_SHOWN, BadProvenanceSignature, InvalidArgument, XscError, shown
+from ..errors import BadProvenanceSignature, InvalidArgument, XscError, quoted_id
 from ..identity import Identity, parse_public_id, verify
 from ..ids import unique_bits
 from ..ledger.core import merkle
@@ -71,7 +71,7 @@ def stream_sha256(text: str) -> str:
 def parse_id(text: str) -> bytes:
     text = text.strip().lower()
     if not _ID_RE.fullmatch(text):
-        raise InvalidArgument(f"not a provenance id: {shown(text, MAX_ID_SHOWN)!r}",
+        raise InvalidArgument(f"not a provenance id: {quoted_id(text)}",
                               hint="a provenance id has 32 hex digits (see: xsc compute provenance --list)")
     return bytes.fromhex(text)
 

@@ -22,7 +22,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from ..errors import MAX_ID_SHOWN, ArgumentOutOfRange, BadArgument, UnsupportedSignature, WrongArgumentCount, shown
+from ..errors import (MAX_ID_SHOWN, ArgumentOutOfRange, BadArgument, UnsupportedSignature, WrongArgumentCount,
+                      quoted_id, shown)
 from ..units import counted
 
 NUMERIC = ("i32", "i64", "f32", "f64")
@@ -113,7 +114,7 @@ def _said(raw: Any, quoted: bool = True) -> str:
         digits = int(abs(raw).bit_length() * 0.30103) + 1
         return str(raw) if digits < 40 else f"a number of about {digits:,} digits"
     if isinstance(raw, str):
-        return repr(shown(raw, MAX_ID_SHOWN)) if quoted else shown(raw, MAX_ID_SHOWN)
+        return quoted_id(raw) if quoted else shown(raw, MAX_ID_SHOWN)
     return shown(repr(raw), MAX_ID_SHOWN)
 
 

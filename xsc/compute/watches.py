@@ -34,7 +34,7 @@ from typing import Any
 
 from .. import codec
 from ..buckets.core.names import check_key
-from ..errors import MAX_ID_SHOWN, InvalidArgument, NotFound, XscError, shown
+from ..errors import InvalidArgument, NotFound, XscError, quoted_id
 from ..storage.core.capability import Capability
 from ..tasks import in_pool, woken
 from .jobspec import mount_name, parse_job
@@ -148,7 +148,7 @@ class Watches:
     def remove(self, name: str) -> dict[str, Any]:
         watch = self.store.watch(name)
         if watch is None:
-            raise NotFound(f"no watch named {shown(name, MAX_ID_SHOWN)!r}", hint="list them: xsc compute watches")
+            raise NotFound(f"no watch named {quoted_id(name)}", hint="list them: xsc compute watches")
         self.store.remove_watch(name)
         self._resume_opened()
         self._rewatch()

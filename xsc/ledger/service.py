@@ -22,8 +22,7 @@ from typing import Any, Iterator
 
 from .. import codec
 from ..db import Database
-from ..errors import (MAX_ID_SHOWN, AuthorizationNotPending, EntryNotFound, InvalidArgument, InvalidEntry, XscError,
-                      shown)
+from ..errors import (AuthorizationNotPending, EntryNotFound, InvalidArgument, InvalidEntry, XscError, quoted_id)
 from ..identity import Identity, parse_public_id, public_id
 from ..ids import one_starting_with
 from .core import rules
@@ -393,9 +392,8 @@ class LedgerService:
             return parse_public_id(text)
         except XscError:
             if not (MIN_ACCOUNT_PREFIX <= len(text) < 52 and set(text) <= _ID_DIGITS):
-                raise InvalidArgument(f"not an account: {shown(text, MAX_ID_SHOWN)!r}",
-                                      hint="give an account id or a prefix of one (see: xsc ledger accounts), or client "
-                                      "or node") from None
+                raise InvalidArgument(f"not an account: {quoted_id(text)}", hint="give an account id or a prefix of "
+                                      "one (see: xsc ledger accounts), or client or node") from None
         known = {public_id(k): k for k in set(self.store.accounts) | set(self.roles)}
         return known[one_starting_with(text, known, what="known account", listing="xsc ledger accounts")]
 

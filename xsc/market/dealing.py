@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
-from ..errors import MAX_ID_SHOWN, MarketNoDeal, NeedNotFound, shown
+from ..errors import MarketNoDeal, NeedNotFound, quoted_id
 from ..units import counted
 from ..tasks import in_pool, now_ms
 from .core.matching import Assignment
@@ -103,7 +103,7 @@ class Explanations(OrderedDict):
     def explain(self, need: str) -> dict:
         found = self.of(need)
         if found is None:
-            raise NeedNotFound(f"no recent need {shown(need, MAX_ID_SHOWN)!r} on this node",
+            raise NeedNotFound(f"no recent need {quoted_id(need)} on this node",
                                hint="need ids are printed by a put or invoke the market refused, and by xsc market status")
         return found
 
