@@ -164,7 +164,8 @@ async def test_a_deal_is_not_reused_once_this_nodes_recognition_weights_changed(
 async def test_an_invoke_deal_is_not_kept_once_its_provider_is_seen_down(node_factory) -> None:
     # An invoke's deal is kept while the book holds: a provider a probe finds down since is no longer asked first (a
     # connection tried and failed for every call until the book changed), the next call goes to another at once.
-    terms = {"compute_ask_floor": 10**6, "compute_ask_ceiling": 10**6, "compute_bid": 10**6}
+    # freshness: no node re-signs its offer (every freshness/3 s) while the test holds the book's version still
+    terms = {"compute_ask_floor": 10**6, "compute_ask_ceiling": 10**6, "compute_bid": 10**6, "freshness": 3600}
     gateway = await node_factory("gateway", **QUIET, market={**terms, "offer_compute": False})
     providers = [await node_factory(name, **QUIET, market=terms) for name in ("p1", "p2")]
     for provider in providers:
