@@ -9,7 +9,7 @@ import asyncio
 from decimal import Decimal
 from types import SimpleNamespace
 
-from tests.support.allocation import FORK_WAIT, joining
+from tests.support.allocation import FORK_WAIT, following, in_step, joining
 from tests.support.compute import deploy, peer_with_provider
 from tests.support.jobs import QUIET, run_job
 from tests.support.waiting import eventually_async
@@ -23,9 +23,10 @@ FUEL = 10_000_000  # each job's fuel limit: it holds 2^24 of a provider's part w
 BUDGET = 1 << FUEL.bit_length()
 
 
-async def _allocated(node_factory):
+async def _allocated(node_factory, monkeypatch):
     """The gateway of three providers, once each provider's part of its standing compute need holds a few
     jobs' budgets."""
+    in_step(monkeypatch)  # each provider's part is its share of the gap the three asked for together
     market = {"allocation_delay": 0.05, "allocation_fork_wait": FORK_WAIT}
     providers = [await node_factory("provider0", **QUIET, market=market)]  # it seeds the ITC id; the others fork
     providers += [await joining(node_factory, providers[0], f"provider{i}", **QUIET, market=market) for i in (1, 2)]
@@ -34,6 +35,7 @@ async def _allocated(node_factory):
         await peer_with_provider(gateway, provider)
         gateway.app[NODE].market.set_recognition(provider.app[IDENTITY].id, Decimal(1))
         provider.app[NODE].market.set_recognition(gateway.app[IDENTITY].id, Decimal(1))
+    await eventually_async(lambda: following(gateway, providers, "compute"), "the providers to follow the gateway")
     response = await gateway.post("/v1/allocation/needs",
                                   json={"kind": "compute", "quantity": 12 * BUDGET, "seconds": 600})
     assert response.status == 201
@@ -65,7 +67,7 @@ async def test_a_job_or_replica_whose_provider_fails_or_is_passed_over_gives_bac
                                                                                                monkeypatch) -> None:
     """Each placed from a provider's part (it held the budget there when it failed or was passed over), each done
     on another provider, and nothing held once it is done."""
-    gateway = await _allocated(node_factory)
+    gateway = await _allocated(node_factory, monkeypatch)
     module = await deploy(gateway, "sha256", wasi=True)
     spec = {"module": module, "stdin": "-", "limits": {"fuel": FUEL}}
     run, failing, held_then = sent_jobs.wire.run, [], []
@@ -116,7 +118,7 @@ async def test_replicas_being_chosen_when_their_job_is_cancelled_hold_nothing_of
                                                                                                 monkeypatch) -> None:
     """A replicated job cancelled while its replicas' providers are chosen (the second one's terms being asked): the
     replica already chosen and the one being asked give back what they held of the providers' parts."""
-    gateway = await _allocated(node_factory)
+    gateway = await _allocated(node_factory, monkeypatch)
     node, asked, blocked = gateway.app[NODE], [], asyncio.Event()
 
     async def second_never_answered(self, provider: str) -> bool:
@@ -141,7 +143,7 @@ async def test_a_job_cancelled_while_its_providers_terms_are_asked_holds_nothing
                                                                                                    monkeypatch) -> None:
     """A single job cancelled while the terms of the provider it was placed on are asked (before its bytes are sent)
     gives back the budget it held of that provider's part."""
-    gateway = await _allocated(node_factory)
+    gateway = await _allocated(node_factory, monkeypatch)
     node, asked = gateway.app[NODE], asyncio.Event()
 
     async def never_answered(self, provider: str) -> bool:

@@ -9,6 +9,7 @@ from pathlib import Path
 from hypothesis import strategies as st
 
 from xsc.allocation import CapacitySlot, Commitment, NeedSlot, SlotFilter, Stamp
+from xsc.allocation import service as allocation_service
 from xsc.allocation.itc_ids import FORK_PATH
 from xsc.errors import PeerUnreachable
 from xsc.identity import NODE_KEY_FILE, Identity, write_secret
@@ -129,6 +130,30 @@ async def pair(node_factory, **settings):
     await a.app[appkeys.NODE].market.fill_book()
     await b.app[appkeys.NODE].market.fill_book()
     return a, b
+
+
+def following(recipient, providers, kind: str) -> bool:
+    """Whether `recipient` holds each of `providers`' offers recognising it, and each provider subscribed at it to its
+    needs of `kind`: a need it posts then reaches them all in one push, and its round waits for the asks of all of
+    them (it waits only for the providers whose offers, recognising it, it holds when a first ask comes in)."""
+    me, allocation = recipient.app[appkeys.IDENTITY].id, recipient.app[appkeys.NODE].allocation
+    network, subscribers = allocation.network(), allocation.status()["subscribers"]
+    for provider in providers:
+        them = provider.app[appkeys.IDENTITY].id
+        if them not in network or network[them].recognition.get(me, 0) <= 0:
+            return False
+        if not {"commitment", f"needs:{kind}"} & set(subscribers.get(them, ())):
+            return False
+    return True
+
+
+def in_step(monkeypatch) -> None:
+    """Rounds in step however slow the machine: a recipient's round waits for the asks of every provider it expects,
+    and a provider's for its recipients' answers, however long they take, so a need several providers ask for is split
+    among them all in the one receipt that answers them (docs/allocation.md, "Simulator and nodes").  The nodes bound
+    that wait (10 allocation delays, 5 s at least), which a loaded machine overruns: a provider whose ask comes after
+    it finds the need met by the others and gives it nothing."""
+    monkeypatch.setattr(allocation_service, "STEP_WAIT_MIN", 3600.0)
 
 
 class LosingForks:
