@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.support.allocation import FORK_WAIT, NEVER, joining, pair
+from tests.support.allocation import FORK_WAIT, NEVER, following, in_step, joining, pair
 from tests.support.waiting import eventually_async
 from xsc.allocation import AllocationState, SlotAllocation, Stamp
 from xsc.allocation.core.records import MAX_ALLOCATIONS, parse_receipt, parse_state, sign_receipt, sign_state
@@ -330,7 +330,7 @@ async def test_a_put_after_the_puts_holding_the_allocation_ended_is_placed_from_
 
 
 async def test_a_put_on_fewer_providers_than_shares_is_dealt_round_them_evenly_whatever_the_allocation_gives(
-        node_factory) -> None:
+        node_factory, monkeypatch) -> None:
     """Two or three of a gateway's three providers allocate to its standing need: the put's six shares still go two to
     each provider, not one to each of two and four to the third (a file no node's loss may cost), nor nowhere (the
     needs the allocation did not place kept off every provider it used)."""
@@ -343,9 +343,11 @@ async def test_a_put_on_fewer_providers_than_shares_is_dealt_round_them_evenly_w
     for node in (a, *providers):
         await node.app[NODE].market.fill_book()
     await a.app[NODE].health.probe_round()  # the providers are seen up: they may be matched
+    in_step(monkeypatch)  # b's and c's asks split the need between them, however late one comes
     for p, pid in zip(providers[:2], ids[:2]):
         a.app[NODE].market.set_recognition(pid, Decimal(1))
         p.app[NODE].market.set_recognition(a_id, Decimal(1))
+    await eventually_async(lambda: following(a, providers[:2], "storage"), "b and c to follow a's needs")
     status = await a.post("/v1/allocation/needs", json={"kind": "storage", "quantity": 1_000_000, "seconds": 600})
     assert status.status == 201
     await eventually_async(lambda: len(a.app[NODE].allocation.allocated("storage")) >= 2,
