@@ -59,11 +59,10 @@ async def test_an_address_guessing_s3_keys_is_slowed_down_and_another_address_is
         assert status.status == 200
 
 
-def test_xsc_s3_serve_slows_down_an_address_guessing_keys_and_serves_another(tmp_path, monkeypatch) -> None:
+def test_xsc_s3_serve_slows_down_an_address_guessing_keys_and_serves_another(tmp_path) -> None:
     from botocore.exceptions import ClientError
 
-    monkeypatch.setenv("XSC_NODE_AUTH_FAILURE_LIMIT", "0.001")  # none forgiven; the front reads the node's config
-    gateway = Gateway(tmp_path).start()
+    gateway = Gateway(tmp_path, {"XSC_NODE_AUTH_FAILURE_LIMIT": "0.001"}).start()  # none forgiven, at the front too
     try:
         base, key = gateway.front.url, gateway.key
         guesses = [boto3_client(base, {**key, "secret_key": "x" * 40}),
