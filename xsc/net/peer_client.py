@@ -119,11 +119,15 @@ class PeerResponse:
 
     def shapeless(self, why: str, **details: Any) -> PeerMisbehaved:
         """The error for this answer, not of the shape asked for (to raise), struck against the node that gave it."""
-        err = PeerMisbehaved(why, **details)
-        if self.node is not None and self.misbehaved is not None:
-            self.misbehaved(self.node, why)
-            err.struck = True
-        return err
+        return _struck(self.misbehaved, self.node, PeerMisbehaved(why, **details))
+
+
+def _struck(misbehaved: Misbehaved | None, node: str | None, err: PeerMisbehaved) -> PeerMisbehaved:
+    """`err`, told to `misbehaved` against `node` (the one the handshake proved answered; None: nobody proven)."""
+    if node is not None and misbehaved is not None:
+        misbehaved(node, err.message)
+        err.struck = True
+    return err
 
 
 def _refusal(url: str, method: str, path: str, status: int, body: bytes,
@@ -242,13 +246,6 @@ class PeerClient:
             headers.update(sign_request(self.identity, method, path, body, receiver=to, grid_secret=self.grid_secret))
         return url, headers, body
 
-    def _struck(self, node: str | None, err: PeerMisbehaved) -> PeerMisbehaved:
-        """`err`, struck against `node` (the one the handshake proved answered; None: nobody proven)."""
-        if node is not None and self.misbehaved is not None:
-            self.misbehaved(node, err.message)
-            err.struck = True
-        return err
-
     def _context(self, to: str | None) -> ssl.SSLContext:
         """The TLS context pinned to `to`, presenting this node's client certificate when requests go unsigned."""
         return peer_tls.client_context(to, self.identity if self.channel else None)
@@ -297,7 +294,7 @@ class PeerClient:
             declared = response.content_length
             body = b"" if declared is not None and declared > max_size else await _read(response, max_size + 1)
             if len(body) > max_size or declared is not None and declared > max_size:
-                raise self._struck(node, PeerMisbehaved(
+                raise _struck(self.misbehaved, node, PeerMisbehaved(
                     f"peer {peer_url} answered {method} {path} with more than {max_size} bytes", url=peer_url,
                     answer_limit=max_size))
             return PeerResponse(response.status, response.headers, body, node=node, misbehaved=self.misbehaved)
@@ -324,7 +321,7 @@ class PeerClient:
                 host, port, context, head, body, timeout=timeout or self.timeout, max_size=max_size)
         except TooLarge:
             self._count_kept(url, len(head) + len(body), max_size)
-            raise self._struck(to if context is not None else None, PeerMisbehaved(
+            raise _struck(self.misbehaved, to if context is not None else None, PeerMisbehaved(
                 f"peer {peer_url} answered {method} {path} with more than {max_size} bytes", url=peer_url,
                 answer_limit=max_size)) from None
         except (Unreached, Cut) as failed:
@@ -355,13 +352,13 @@ class PeerClient:
             raise _unreached(peer_url, failed.cause, sent=isinstance(failed, Cut)) from None
         except NotTheAnswer as wrong:
             self._count_kept(url, len(head), 0)
-            raise self._struck(node, PeerMisbehaved(f"peer {peer_url} answered GET {path} with {wrong}",
-                                                    url=peer_url)) from None
+            raise _struck(self.misbehaved, node, PeerMisbehaved(f"peer {peer_url} answered GET {path} with {wrong}",
+                                                                url=peer_url)) from None
         if status != 200:
             self._count_kept(url, len(head), len(answer))
             if status < 400:
-                raise self._struck(node, PeerMisbehaved(f"peer {peer_url} answered GET {path} with status {status}",
-                                                        url=peer_url))
+                raise _struck(self.misbehaved, node, PeerMisbehaved(
+                    f"peer {peer_url} answered GET {path} with status {status}", url=peer_url))
             raise _refusal(peer_url, "GET", path, status, answer[:MAX_REFUSAL])
         self._count_kept(url, len(head), sum(lengths))
         return answer
