@@ -455,6 +455,15 @@ class PeerRefused(PeerError):
     code = "peer-refused"
 
 
+class PeerMisbehaved(PeerRefused):
+    """A peer's answer that proves it misbehaved: a body that is not JSON or not of the shape asked for, more than the
+    bounds this node set for it.  Struck against the node the TLS handshake proved gave it (net/peer_client.py:
+    `PeerResponse.shapeless`); refused as any other refusal."""
+
+    code = "peer-refused"  # a refusal as any other, to this node's caller
+    struck = False  # whether it was struck (its node proven): a check it fails as well is not struck again
+
+
 class PeerUnavailable(PeerRefused):
     """A provider's 503 to work it refused before running any of it (busy, out of credit): nothing of it is owed,
     and it may be asked again in a moment (or of another provider); relayed to this node's caller as a 503."""

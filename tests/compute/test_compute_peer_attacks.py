@@ -168,6 +168,27 @@ def test_the_compiler_process_ends_with_the_process_that_started_it() -> None:
     eventually(lambda: not _running(compiler), "the compiler process to end")
 
 
+def test_what_the_compiler_process_writes_is_logged_attributed_to_it() -> None:
+    """A crash's message from the compiler process (Python's fatal error, as its faulthandler writes it on SIGSEGV)
+    is logged by the node's process as the compiler process's, never written to the node's own output as it came."""
+    script = ("import logging, os, signal, sys, threading; from xsc.compute.compiler import compile_artifact; "
+              "from tests.support.compute import compiler_processes, wasm; "
+              "logging.basicConfig(format='%(name)s %(levelname)s: %(message)s'); crashed = threading.Event(); "
+              "handler = logging.Handler(); handler.emit = lambda r: 'Segmentation fault' in r.getMessage() "
+              "and crashed.set(); logging.getLogger('xsc.compute.compiler').addHandler(handler); "
+              "os.environ['PYTHONFAULTHANDLER'] = '1'; compile_artifact(wasm('add'), 10); "
+              "(compiler,) = compiler_processes(os.getpid()); os.kill(compiler, signal.SIGSEGV); "
+              "print(compiler, crashed.wait(60), flush=True)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    compiler, crashed = done.stdout.split()
+    assert crashed == b"True", done.stderr
+    lines = done.stderr.decode().splitlines()
+    assert f"xsc.compute.compiler WARNING: compiler process {compiler.decode()}: Fatal Python error: Segmentation " \
+           "fault" in lines, lines
+    assert not any(line.startswith(("Fatal Python error", "Current thread")) for line in lines), lines
+
+
 def _running(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"

@@ -14,7 +14,7 @@ from tests.support.s3 import Gateway
 @pytest.fixture(scope="module")
 def own_gateway(tmp_path_factory):
     """A front of its own: the fuzz makes and removes buckets the package's other tests would see listed."""
-    gateway = Gateway(tmp_path_factory.mktemp("s3-fuzz")).start()
+    gateway = Gateway(tmp_path_factory.mktemp("s3-fuzz"), s3_fuzz.UNTHROTTLED).start()
     yield gateway
     gateway.stop()
 

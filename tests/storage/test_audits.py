@@ -146,7 +146,7 @@ async def _one_share_on_a_holder(tmp_path: Path, **config):
                                     me="me")
         audits = AuditService(config=AuditSection(blocks_per_round=1, **config), probe_interval=10.0, me="me",
                               gateway=gateway, pool=pool, peers=_Peers(), holder_for=lambda node, url: holder,
-                              on_audit=lambda node, ok, detail: verdicts.append(ok), repair=None)
+                              on_audit=lambda node, ok, detail, struck: verdicts.append(ok), repair=None)
         yield gateway, audits, holder, verdicts, put.capability.storage_index
 
 

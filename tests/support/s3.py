@@ -25,8 +25,9 @@ class FrontProcess:
     """A real `xsc s3 serve` process for the node of a data dir."""
 
     def __init__(self, data_dir: Path, port: int | None = None, extra: list[str] | None = None,
-                 node: str | None = None) -> None:
+                 node: str | None = None, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        self.env = env or {}  # XSC_* settings the front reads from the node's config (node.auth_failure_limit ...)
         self.node = node  # the node's URL, for a front whose data dir is not the node's (--node)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -41,7 +42,8 @@ class FrontProcess:
             self.proc = devnet.popen(
                 [*xsc_command(), "--data-dir", str(self.data_dir), *(["--node", self.node] if self.node else []),
                  "s3", "serve", "--listen",
-                 f"127.0.0.1:{self.port}", *self.extra], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+                 f"127.0.0.1:{self.port}", *self.extra], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env})
         return offset
 
     def start(self, timeout: float = 120.0) -> "FrontProcess":
@@ -108,6 +110,7 @@ class Gateway:
         self.front_args = front_args or []  # `xsc s3 serve`'s own options (--region ...)
         listen = {"XSC_NODE_S3_LISTEN": f"127.0.0.1:{s3_port}"} if in_node else {}
         self.node = NodeProcess(root / "node", free_port(), env={**NODE_ENV, **listen, **(env or {})})
+        self.env = env or {}  # the front reads the node's settings too
         self.front: FrontProcess | InNodeFront | None = InNodeFront(s3_port) if s3_port else None
         self.key: dict = {}
 
@@ -115,7 +118,7 @@ class Gateway:
         self.node.start()
         self.key = create_key(self.node.data_dir)
         if self.front is None:
-            self.front = FrontProcess(self.node.data_dir, extra=self.front_args).start()
+            self.front = FrontProcess(self.node.data_dir, extra=self.front_args, env=self.env).start()
         return self
 
     def client(self, **config):

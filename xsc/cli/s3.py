@@ -35,6 +35,8 @@ def serve(obj, listen: str, region: str | None, reconcile_interval: float) -> No
     from ..buckets.marks import FileMarks
     from ..client.aio import NodeApi
     from ..heap import set_malloc_thresholds
+    from ..node.auth import FAILURE_BURST
+    from ..node.limits import RateLimiter
     from ..s3.remote import RemoteNode
     from ..s3.server import S3Front, serve as run
     from ..tasks import run as run_loop
@@ -53,8 +55,11 @@ def serve(obj, listen: str, region: str | None, reconcile_interval: float) -> No
     # A node that stops answering is told to the client (ServiceUnavailable) with the command that starts this one.
     api = NodeApi(obj.node_url(), obj.token(), start_hint=obj.start_hint().replace("start one", "start it"))
     marks = FileMarks.load(obj.data_dir)  # the node's key, copied into a data dir of the front's own (docs/s3.md)
-    front = S3Front(RemoteNode(api, marks), keyring, marks,
-                    region=region or limits.s3_region, reconcile_interval=reconcile_interval, idle_timeout=limits.idle_timeout)
+    # Failed authentications per client address, with the node's own S3 listener's limit (node.auth_failure_limit),
+    # counted in this process: a stranger guesses keys here no faster than at the node.
+    failures = RateLimiter(limits.auth_failure_limit, FAILURE_BURST, "failed authentications")
+    front = S3Front(RemoteNode(api, marks), keyring, marks, region=region or limits.s3_region,
+                    reconcile_interval=reconcile_interval, idle_timeout=limits.idle_timeout, failures=failures)
 
     async def main() -> None:
         try:

@@ -16,10 +16,14 @@ wasm, forks the child that compiles it, says the child's pid (the node kills it 
 the child has ended answers how it ended (its exit status, or minus the signal that ended it) and its output:
 the serialized artifact, compiled with the node's own engine settings (engine.py), which the node loads like any
 artifact of its own, or wasmtime's message when the module is not valid (status 2).
+
+What the compiler process and its children write to their stdout or stderr (a crash's message: a wasmtime panic,
+Python's fatal error) is not the node's own output: it is logged line by line, attributed to the compiler process.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -30,8 +34,11 @@ import threading
 
 from ..errors import CompileTimeout, InvalidModule
 
+log = logging.getLogger(__name__)
+
 NICENESS = 10
 MAX_ERROR_BYTES = 4096  # of wasmtime's message, kept for the error
+MAX_LINE = 4096  # bytes of a line the compiler process writes, logged at once (a longer one goes on the next lines)
 WALL_FACTOR = 10  # the wall bounds a compile at this many times its CPU time, and at least WALL_FLOOR seconds
 WALL_FLOOR = 60.0
 BUDGET = struct.Struct(">d")  # a request to the compiler process: the compile's CPU budget in seconds
@@ -109,7 +116,9 @@ class _Compiler:
             mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             with theirs:
                 self._process = subprocess.Popen([sys.executable, "-m", __name__, str(theirs.fileno())],
-                                                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+                                                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            threading.Thread(target=_logged, args=(self._process,), name="xsc-compiler-output", daemon=True).start()
             self._control = mine
         assert self._control is not None
         return self._control
@@ -125,6 +134,14 @@ class _Compiler:
 
 
 _COMPILER = _Compiler()
+
+
+def _logged(process: subprocess.Popen) -> None:
+    """Log each line `process` (and each process it forks) writes, attributed to it, until all of them have ended."""
+    assert process.stdout is not None
+    with process.stdout as output:
+        for line in iter(lambda: output.readline(MAX_LINE), b""):
+            log.warning("compiler process %d: %s", process.pid, line.decode(errors="replace").rstrip())
 
 
 def _kill(pid: int) -> None:

@@ -41,8 +41,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import codec
-from ..errors import (ForgedResult, InvalidArgument, PeerNotFound, PeerRefused, PeerUnreachable, ProvenanceNotFound,
-                      XscError)
+from ..errors import (ForgedResult, InvalidArgument, PeerMisbehaved, PeerNotFound, PeerRefused, PeerUnreachable,
+                      ProvenanceNotFound, XscError)
 from ..units import counted
 from ..ledger.core.pricing import price_compute
 from ..net.compute import fetch_record
@@ -325,8 +325,9 @@ class SpotChecks:
                                       hint="it is asked again; the call is paid only once its record is shown "
                                            "(/v1/node/status: remote_compute.checks)") from None
             self.counts["unserved"] += 1
+            # an answer struck already (not of a record's shape, over its bound) is one misbehaviour, not two
             raise self._struck(provider, f"provider {provider} does not serve its record of a call it answered "
-                                         f"({err})") from None
+                                         f"({err})", counted=isinstance(err, PeerMisbehaved) and err.struck) from None
         self.counts["checked"] += 1
         why = _unsigned(signed, provider, self.me) or self._unlike(signed["record"], answered)
         if why is None and self._named[pid, provider] > 1:
@@ -361,10 +362,12 @@ class SpotChecks:
         if provenance.id_time_ns(key) <= time.time_ns() + KEEP_AHEAD:
             self.compute.store.keep_run(key, signed)
 
-    def _struck(self, provider: str, why: str) -> ForgedResult:
+    def _struck(self, provider: str, why: str, counted: bool = False) -> ForgedResult:
+        """`counted`: the strike was made already (net/peer_client.py), not made again."""
         self.counts["struck"] += 1
         log.error("%s: struck", why)
-        self.on_strike(provider, why)
+        if not counted:
+            self.on_strike(provider, why)
         return ForgedResult(f"{why}: the provider is struck", hint="invoke again (another provider)")
 
     def _unlike(self, record: dict[str, Any], answered: Answered) -> str | None:

@@ -263,6 +263,7 @@ class BookReplication:
                                             max_size=pull_answer_bound(len(digest)))
         body = response.json()
         if not isinstance(body, dict):
+            response.shapeless(f"peer {d.id} answered a digest of the book with something else")  # struck
             return 0
         answered = body.get("commitments", [])
         if isinstance(answered, list):  # only those asked for: a peer cannot fill the book through a pull

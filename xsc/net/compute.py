@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import codec
-from ..errors import MAX_CODE, PeerError, PeerRefused, PeerUnavailable, PeerUnreachable, shown
+from ..errors import MAX_CODE, PeerError, PeerMisbehaved, PeerRefused, PeerUnavailable, PeerUnreachable, shown
 from ..tasks import stop
 from .peer_client import EncodedJson, PeerClient, PeerResponse
 
@@ -90,7 +90,7 @@ async def post_invoke(client: PeerClient, url: str, provider: str, body: dict, w
             raise
         await push_module(client, url, provider, wasm, wasi)
         response = await _invoke(client, url, provider, entry)
-    return _checked(url, response.json(), "tab" if body.get("tab") else "receipt")
+    return _checked(url, response, "tab" if body.get("tab") else "receipt")
 
 
 async def _invoke(client: PeerClient, url: str, provider: str, entry: EncodedJson) -> PeerResponse:
@@ -123,10 +123,16 @@ async def push_module(client: PeerClient, url: str, provider: str, wasm: Callabl
                          max_size=MODULE_ANSWER, timeout=max(client.timeout, PUSH_TIMEOUT))
 
 
-def _checked(url: str, answer: Any, paid_by: str) -> dict[str, Any]:
-    if not isinstance(answer, dict) or not isinstance(answer.get(paid_by), (str, dict)) or \
-            not isinstance(answer.get("run"), dict):
-        raise PeerRefused(f"provider {url} answered an invoke without a run and a {paid_by}", url=url)
+def _shaped(answer: Any, paid_by: str) -> bool:
+    """Whether a call's answer holds a run and what pays for it (a tab's entry, or a receipt)."""
+    return isinstance(answer, dict) and isinstance(answer.get(paid_by), (str, dict)) and isinstance(answer.get("run"),
+                                                                                                     dict)
+
+
+def _checked(url: str, response: PeerResponse, paid_by: str) -> dict[str, Any]:
+    answer = response.json()
+    if not _shaped(answer, paid_by):
+        raise response.shapeless(f"provider {url} answered an invoke without a run and a {paid_by}", url=url)
     return answer
 
 
@@ -136,7 +142,7 @@ async def close_tab(client: PeerClient, url: str, provider: str, authorization_h
                                     kept=True, max_size=TAB_CLOSE_ANSWER)
     answer = response.json()
     if not isinstance(answer, dict) or not isinstance(answer.get("receipt"), str):
-        raise PeerRefused(f"provider {url} closed a tab without a receipt", url=url)
+        raise response.shapeless(f"provider {url} closed a tab without a receipt", url=url)
     return answer
 
 
@@ -429,8 +435,8 @@ class InvokeBatcher:
         self.before_send()
         response = await _invoke(self.client, url, provider, EncodedJson(entry))
         try:
-            return _checked(url, response.json(), "tab")
-        except PeerRefused:  # answered, but not with a run: it may have run, as a call of a batch answered so
+            return _checked(url, response, "tab")
+        except PeerMisbehaved:  # answered (struck), not with a run: it may have run, as a call of a batch answered so
             raise _lost(url, "it answered a call without a run and a tab") from None
 
     async def _post_batch(self, lane: _Lane, provider: str, entries: list[bytes]) -> list[dict[str, Any] | PeerError]:
@@ -460,20 +466,23 @@ class InvokeBatcher:
 
 def _results(url: str, response: PeerResponse, count: int) -> list[dict[str, Any] | PeerError]:
     """A provider's answer to a batch, call by call: a run, a refusal, or lost (anything else)."""
+    lost = f"it answered a batch of {count} calls without {count} results"
     try:
         answer = response.json()
-    except PeerRefused:
-        answer = None
-    results = answer.get("results") if isinstance(answer, dict) else None
-    if not isinstance(results, list) or len(results) != count:
-        return [_lost(url, f"it answered a batch of {count} calls without {count} results") for _ in range(count)]
+        results = answer.get("results") if isinstance(answer, dict) else None
+        if not isinstance(results, list) or len(results) != count:
+            raise response.shapeless(f"provider {url} {lost}")
+    except PeerMisbehaved:  # struck; any of its calls may have run
+        return [_lost(url, lost) for _ in range(count)]
     out: list[dict[str, Any] | PeerError] = []
+    unshaped = 0  # calls answered 200 without a run: lost, and the answer struck once for them all
     for result in results:
         status = result.get("status") if isinstance(result, dict) else None
-        if status == 200 and isinstance(result.get("answer"), dict):
-            try:
-                out.append(_checked(url, result["answer"], "tab"))
-            except PeerRefused:
+        if status == 200:
+            if _shaped(result.get("answer"), "tab"):
+                out.append(result["answer"])
+            else:  # it may have run
+                unshaped += 1
                 out.append(_lost(url, "it answered a call without a run and a tab"))
         elif type(status) is int and (400 <= status < 500 or status == PeerUnavailable.status) \
                 and isinstance(result.get("problem"), dict):
@@ -483,6 +492,8 @@ def _results(url: str, response: PeerResponse, count: int) -> list[dict[str, Any
                                                  peer_status=status, peer_code=shown(code, MAX_CODE))))
         else:  # a server error, or nothing sensible: it may have run
             out.append(_lost(url, f"it answered a call of a batch with status {status!r}"))
+    if unshaped:
+        response.shapeless(f"provider {url} answered {unshaped} of a batch's {count} calls without a run and a tab")
     return out
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import PeerRefused, PeerUnreachable
+from ..errors import PeerMisbehaved, PeerRefused, PeerUnreachable
 from .peer_client import PeerClient
 
 JOBS_PATH = "/v1/peer/compute/jobs"
@@ -41,10 +41,11 @@ def run_answer_bound(stdout_cap: int, stderr_cap: int) -> int:
 
 
 async def begin(client: PeerClient, url: str, provider: str, body: dict[str, Any]) -> str:
-    answer = (await client.request(url, "POST", JOBS_PATH, json=body, to=provider, max_size=JOB_ANSWER)).json()
+    response = await client.request(url, "POST", JOBS_PATH, json=body, to=provider, max_size=JOB_ANSWER)
+    answer = response.json()
     job = answer.get("job") if isinstance(answer, dict) else None
     if not isinstance(job, str) or not job.isalnum() or len(job) > 64:
-        raise PeerRefused(f"provider {url} answered a job without its id", url=url)
+        raise response.shapeless(f"provider {url} answered a job without its id", url=url)
     return job
 
 
@@ -66,13 +67,14 @@ async def run(client: PeerClient, url: str, provider: str, job: str, timeout: fl
         raise
     try:
         answer = response.json()
-    except PeerRefused:  # not JSON
-        answer = None
-    if not isinstance(answer, dict) or not isinstance(answer.get("run"), dict) \
-            or not isinstance(answer.get("provenance"), dict) or not isinstance(answer.get("outputs"), list):
-        # Not a refusal either: it may have run, and nothing of it can be believed (its job goes elsewhere, unpaid)
-        raise PeerUnreachable(f"provider {url} answered a job's run without its run, record and outputs", url=url,
-                              reason="an answer that is not a run", sent=True)
+        if not isinstance(answer, dict) or not isinstance(answer.get("run"), dict) \
+                or not isinstance(answer.get("provenance"), dict) or not isinstance(answer.get("outputs"), list):
+            raise response.shapeless(f"provider {url} answered a job's run without its run, record and outputs")
+    except PeerMisbehaved as err:
+        # Struck, and not a refusal either: it may have run, and nothing of it can be believed (its job goes
+        # elsewhere, unpaid)
+        raise PeerUnreachable(f"provider {url}: {err.message}", url=url, reason="an answer that is not a run",
+                              sent=True) from None
     return answer
 
 

@@ -12,7 +12,14 @@ Plaintext goes to loopback addresses only.
 
 Over TLS this node presents its client certificate (`channel`, `peers.channel_auth`, on by default): the
 handshake proves its key to the peer once per connection, and requests carry no signature, nonce or body
-digest (xsc/node/peer_auth.py).  In plaintext, or with `channel` off, every request is signed."""
+digest (xsc/node/peer_auth.py).  In plaintext, or with `channel` off, every request is signed.
+
+An answer that proves its peer misbehaved (PeerMisbehaved: over the bounds the request set, a body that is not JSON
+or not of the shape asked for) is told to `misbehaved(node, why)` (the node's quarantine strikes it), once the TLS
+handshake proved which node gave it: a plaintext answer, or one to a request addressed to no node, proves nothing of
+anyone.  Callers that find an answer not of its shape raise `response.shapeless(why)`.  An error status is not struck,
+a 5xx included: an honest node answers 500 for a fault of its own (its database), 502 for its peers', 503 busy, 507
+full; that is being unavailable, which availability counts, as a timeout or a cut answer is."""
 
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ import asyncio
 import re
 import ssl
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 import aiohttp
@@ -30,8 +37,8 @@ from yarl import URL
 
 from ..codec import dumps, loads  # noqa: F401 - the one JSON reader and writer, for callers that import them here
 from ..config import https_url, is_loopback_host
-from ..errors import (MAX_CODE, InvalidArgument, PeerError, PeerIdentityMismatch, PeerRefused, PeerUnreachable,
-                      connection_reason, shown)
+from ..errors import (MAX_CODE, InvalidArgument, PeerError, PeerIdentityMismatch, PeerMisbehaved, PeerRefused,
+                      PeerUnreachable, connection_reason, shown)
 from ..identity import Identity, channel_request, sign_request
 from ..units import MAX_MICRO_CREDITS
 from . import congestion
@@ -43,6 +50,8 @@ from .traffic import RECEIVED, SENT, Meter, answer_head_bytes
 
 _SPACE = re.compile(r"\s")  # what str.isspace() calls a space
 MAX_RETRY_AFTER = 3600  # seconds of a peer's Retry-After kept at most
+
+Misbehaved = Callable[[str, str], None]  # (node, why): an answer of `node` proved it misbehaved
 
 
 # Seconds a connection to a peer is kept open unused (the session's keep-alive).  Longer than the allocation's
@@ -100,12 +109,25 @@ class PeerResponse:
     headers: CIMultiDictProxy[str]
     body: bytes
     node: str | None = None  # the node id the TLS handshake proved answered (None: plaintext)
+    misbehaved: Misbehaved | None = field(default=None, repr=False)  # the client's (module docstring)
 
     def json(self) -> Any:
         try:
             return loads(self.body)
         except ValueError:
-            raise PeerRefused("a peer answered with a body that is not JSON") from None
+            raise self.shapeless("a peer answered with a body that is not JSON") from None
+
+    def shapeless(self, why: str, **details: Any) -> PeerMisbehaved:
+        """The error for this answer, not of the shape asked for (to raise), struck against the node that gave it."""
+        return _struck(self.misbehaved, self.node, PeerMisbehaved(why, **details))
+
+
+def _struck(misbehaved: Misbehaved | None, node: str | None, err: PeerMisbehaved) -> PeerMisbehaved:
+    """`err`, told to `misbehaved` against `node` (the one the handshake proved answered; None: nobody proven)."""
+    if node is not None and misbehaved is not None:
+        misbehaved(node, err.message)
+        err.struck = True
+    return err
 
 
 def _refusal(url: str, method: str, path: str, status: int, body: bytes,
@@ -144,8 +166,10 @@ def peer_session(congestion_control: str, meter: Meter,
 class PeerClient:
     def __init__(self, identity: Identity, session: aiohttp.ClientSession, timeout: float, *, tls: bool = True,
                  grid_secret: str = "", channel: bool = True, meter: Meter | None = None,
-                 congestion: str = "", dialable: Callable[[str], bool] | None = None) -> None:
+                 congestion: str = "", dialable: Callable[[str], bool] | None = None,
+                 misbehaved: Misbehaved | None = None) -> None:
         self.identity = identity
+        self.misbehaved = misbehaved  # told of answers that prove their peer misbehaved (module docstring)
         self.meter = meter  # counts what the session's trace does not see: answers' bodies, the kept requests
         self.channel = channel
         self.session = session
@@ -270,9 +294,10 @@ class PeerClient:
             declared = response.content_length
             body = b"" if declared is not None and declared > max_size else await _read(response, max_size + 1)
             if len(body) > max_size or declared is not None and declared > max_size:
-                raise PeerRefused(f"peer {peer_url} answered {method} {path} with more than {max_size} bytes",
-                                  url=peer_url, answer_limit=max_size)
-            return PeerResponse(response.status, response.headers, body, node=node)
+                raise _struck(self.misbehaved, node, PeerMisbehaved(
+                    f"peer {peer_url} answered {method} {path} with more than {max_size} bytes", url=peer_url,
+                    answer_limit=max_size))
+            return PeerResponse(response.status, response.headers, body, node=node, misbehaved=self.misbehaved)
 
     def _own_connection(self, url: URL, method: str, path: str, headers: dict[str, str], to: str | None,
                         length: int | None) -> tuple[str, int, ssl.SSLContext | None, bytes]:
@@ -296,16 +321,18 @@ class PeerClient:
                 host, port, context, head, body, timeout=timeout or self.timeout, max_size=max_size)
         except TooLarge:
             self._count_kept(url, len(head) + len(body), max_size)
-            raise PeerRefused(f"peer {peer_url} answered {method} {path} with more than {max_size} bytes",
-                              url=peer_url, answer_limit=max_size) from None
+            raise _struck(self.misbehaved, to if context is not None else None, PeerMisbehaved(
+                f"peer {peer_url} answered {method} {path} with more than {max_size} bytes", url=peer_url,
+                answer_limit=max_size)) from None
         except (Unreached, Cut) as failed:
             if isinstance(failed, Cut):
                 self._count_kept(url, len(head) + len(body), 0)
             raise _unreached(peer_url, failed.cause, sent=isinstance(failed, Cut)) from None
         self._count_kept(url, len(head) + len(body), answer_head_bytes("", answer_headers.items()) + len(answer))
+        node = to if context is not None else None  # the handshake proved it, or failed
         if status >= 400:
             raise _refusal(peer_url, method, path, status, answer[:64 * 1024], CIMultiDictProxy(answer_headers))
-        return PeerResponse(status, CIMultiDictProxy(answer_headers), answer, node=to if context is not None else None)
+        return PeerResponse(status, CIMultiDictProxy(answer_headers), answer, node=node, misbehaved=self.misbehaved)
 
     async def read_into(self, peer_url: str, path: str, lengths: list[int], *, to: str | None = None,
                         timeout: float | None = None) -> list[bytearray]:
@@ -315,6 +342,7 @@ class PeerClient:
         asked: not HTTP, unframed, of another length than they make)."""
         url, headers, _ = self._prepare(peer_url, "GET", path, None, None, to)
         host, port, context, head = self._own_connection(url, "GET", path, headers, to, None)
+        node = to if context is not None else None  # the handshake proved it, or failed
         try:
             status, answer = await self._into.request(host, port, context, head, lengths,
                                                       timeout=timeout or self.timeout)
@@ -324,11 +352,13 @@ class PeerClient:
             raise _unreached(peer_url, failed.cause, sent=isinstance(failed, Cut)) from None
         except NotTheAnswer as wrong:
             self._count_kept(url, len(head), 0)
-            raise PeerRefused(f"peer {peer_url} answered GET {path} with {wrong}", url=peer_url) from None
+            raise _struck(self.misbehaved, node, PeerMisbehaved(f"peer {peer_url} answered GET {path} with {wrong}",
+                                                                url=peer_url)) from None
         if status != 200:
             self._count_kept(url, len(head), len(answer))
             if status < 400:
-                raise PeerRefused(f"peer {peer_url} answered GET {path} with status {status}", url=peer_url)
+                raise _struck(self.misbehaved, node, PeerMisbehaved(
+                    f"peer {peer_url} answered GET {path} with status {status}", url=peer_url))
             raise _refusal(peer_url, "GET", path, status, answer[:MAX_REFUSAL])
         self._count_kept(url, len(head), sum(lengths))
         return answer

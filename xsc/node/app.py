@@ -23,8 +23,8 @@ from ..ui.core.session import Sessions
 from ..serve import connections
 from . import auth, datadir, peer_auth, problems
 from .appkeys import (AUTH_FAILURES, CLIENT_IDENTITY, CONFIG, CPU_POOL, CUT_SHORT, DB, HANDOFF, HEALTH_CHECKS,
-                      IDENTITY, IN_FLIGHT, LEAVE, LISTENERS, METRICS, NODE, PEER_LIMITS, PEER_WORK, REPLAY_GUARD,
-                      STARTED, STATUS_PARTS, TLS_CONTEXT, TLS_SERVED, TOKEN, UI_SESSIONS, USER_LIMITS)
+                      IDENTITY, IN_FLIGHT, LEAVE, LISTENERS, METRICS, NODE, PEER_AUTH_FAILURES, PEER_LIMITS, PEER_WORK,
+                      REPLAY_GUARD, STARTED, STATUS_PARTS, TLS_CONTEXT, TLS_SERVED, TOKEN, UI_SESSIONS, USER_LIMITS)
 from .http import ROUTES
 from .http.node import node_checks
 from .limits import RateLimiter
@@ -164,6 +164,7 @@ def create_app(config: NodeConfig) -> web.Application:
     app[PEER_WORK] = RateLimiter(config.peers.work_rate, WORK_BURST * config.peers.work_rate, "work units")
     app[USER_LIMITS] = RateLimiter(config.node.user_rate_limit, 2 * config.node.user_rate_limit)
     app[AUTH_FAILURES] = RateLimiter(config.node.auth_failure_limit, auth.FAILURE_BURST, "failed authentications")
+    app[PEER_AUTH_FAILURES] = RateLimiter(config.node.auth_failure_limit, auth.FAILURE_BURST, "failed authentications")
     app[STATUS_PARTS] = {}
     app[HEALTH_CHECKS] = node_checks(app)
     app.cleanup_ctx.append(_node_resources)

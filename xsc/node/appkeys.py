@@ -33,6 +33,7 @@ PEER_LIMITS = web.AppKey("peer_limits", RateLimiter)  # signed requests per peer
 PEER_WORK = web.AppKey("peer_work", RateLimiter)  # work units per peer key, charged before a body is read
 USER_LIMITS = web.AppKey("user_limits", RateLimiter)  # user API requests with the token (or a dashboard session)
 AUTH_FAILURES = web.AppKey("auth_failures", RateLimiter)  # failed authentications per client address (auth.py)
+PEER_AUTH_FAILURES = web.AppKey("peer_auth_failures", RateLimiter)  # the same, of peer requests (peer_auth.py)
 # name -> async () -> a /health check dict;  name -> () -> a JSON-able part of /v1/node/status
 HEALTH_CHECKS = web.AppKey("health_checks", dict)
 STATUS_PARTS = web.AppKey("status_parts", dict)

@@ -18,6 +18,7 @@ from ..errors import Forbidden, Unauthorized
 from ..net.addresses import address_key
 from ..ui.core.session import CSRF_HEADER, origin_ok
 from .appkeys import AUTH_FAILURES, TOKEN, UI_SESSIONS, USER_LIMITS
+from .limits import RateLimiter
 
 PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
 PEER_PREFIX = "/v1/peer/"  # authenticated by request signatures, not the token
@@ -37,16 +38,18 @@ async def token_middleware(request: web.Request, handler):
 
 
 @contextlib.contextmanager
-def guarded(request: web.Request) -> Iterator[None]:
-    """An authentication whose Unauthorized counts against its client's address (an IPv6 one's /64).  An address
-    past its failures is refused (429, Retry-After) before its credentials are looked at: a right guess among wrong
-    ones would otherwise still get in, so its own user at that address waits too; another address does not."""
-    failures, key, now = request.app[AUTH_FAILURES], address_key(request.remote), time.monotonic()
-    failures.require(key, now, f"address {request.remote}", 1)
+def guarded(request: web.Request, failures: web.AppKey[RateLimiter] = AUTH_FAILURES,
+            counted: tuple[type[Exception], ...] = (Unauthorized,)) -> Iterator[None]:
+    """An authentication whose failure (`counted`) counts against its client's address (an IPv6 one's /64) in
+    `failures`.  An address past its failures is refused (429, Retry-After) before its credentials are looked at: a
+    right guess among wrong ones would otherwise still get in, so its own user at that address waits too; another
+    address does not."""
+    limiter, key, now = request.app[failures], address_key(request.remote), time.monotonic()
+    limiter.require(key, now, f"address {request.remote}", 1)
     try:
         yield
-    except Unauthorized:
-        failures.take_up_to(key, now, 1)
+    except counted:
+        limiter.take_up_to(key, now, 1)
         raise
 
 

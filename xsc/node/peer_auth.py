@@ -9,7 +9,8 @@ The verified sender's id is put on the request (`peer_id(request)`); which sende
 each handler's business.  Before the body is read, the route's own refusal runs (`before_body`) and the
 route's price (node/peer_routes.py, from the declared length) is charged to the sender's work quota.  A handler
 that streams a large body marks itself with `@streams_body` and checks the body against `signed(request).digest`
-as it reads (unless `signed(request).channel`); any other handler gets a body already checked against it."""
+as it reads (unless `signed(request).channel`); any other handler gets a body already checked against it.  A request
+refused before its sender is proven and admitted counts against its address (auth.guarded, in a count of its own)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ import time
 from aiohttp import web
 
 from ..config import is_loopback_host
-from ..errors import BadRequestSignature, Forbidden, ForgedRecord, PayloadTooLarge, QuotaExceeded, TlsRequired
+from ..errors import (BadRequestSignature, Forbidden, ForgedRecord, NotAdmitted, PayloadTooLarge, QuotaExceeded,
+                      TlsRequired, Unauthorized)
 from ..identity import SignedRequest, body_digest, verify_peer_request
 from ..net.tls import connection_node
-from .appkeys import CONFIG, IDENTITY, NODE, PEER_LIMITS, PEER_WORK, REPLAY_GUARD
-from .auth import PEER_PREFIX
+from .appkeys import CONFIG, IDENTITY, NODE, PEER_AUTH_FAILURES, PEER_LIMITS, PEER_WORK, REPLAY_GUARD
+from .auth import PEER_PREFIX, guarded
 from .limits import read_body
 from .peer_routes import BULK_BYTES, JSON_BYTES, Price, price_of
 
@@ -87,14 +89,17 @@ def require_tls(request: web.Request) -> None:
 async def signature_middleware(request: web.Request, handler):
     if not request.path.startswith(PEER_PREFIX):
         return await handler(request)
-    require_tls(request)  # before anything is read or checked: a plaintext request is refused whole
-    now = int(time.time() * 1000)
-    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport is not None else None
-    verified = verify_peer_request(request.headers, request.method, request.raw_path, receiver=request.app[IDENTITY].id,
-                                   channel=connection_node(ssl_object), now_ms=now)
-    # Admission (proof of work, grid secret, quarantine) before anything of the sender's is read or remembered.
-    admission = request.app[NODE].admission
-    admission.check_request(verified, request.headers)
+    # Past its failures an address is refused before its signature is checked: nobody has signatures verified for
+    # free.  A quarantined peer is not counted: its key is proven, and refusing it costs what serving it would.
+    with guarded(request, PEER_AUTH_FAILURES, (Unauthorized, TlsRequired, NotAdmitted)):
+        require_tls(request)  # before anything is read or checked: a plaintext request is refused whole
+        now = int(time.time() * 1000)
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport is not None else None
+        verified = verify_peer_request(request.headers, request.method, request.raw_path,
+                                       receiver=request.app[IDENTITY].id, channel=connection_node(ssl_object), now_ms=now)
+        # Admission (proof of work, grid secret, quarantine) before anything of the sender's is read or remembered.
+        admission = request.app[NODE].admission
+        admission.check_request(verified, request.headers)
     if request.match_info.http_exception is not None:
         return await handler(request)  # no such route: 404 or 405, and nothing of the body is read
     price = _price(request)
@@ -110,8 +115,9 @@ async def signature_middleware(request: web.Request, handler):
     if not verified.channel and not getattr(request.match_info.handler, "streams_peer_body", False):
         body = await read_body(request)  # cached on the request: the handler reads the same bytes
         if not hmac.compare_digest(body_digest(body), verified.digest):
-            raise BadRequestSignature("the request body does not match its signed digest",
-                                      hint="sign the exact bytes sent")
+            with guarded(request, PEER_AUTH_FAILURES, (BadRequestSignature,)):  # a body its signer did not sign
+                raise BadRequestSignature("the request body does not match its signed digest",
+                                          hint="sign the exact bytes sent")
     # Only after the signature and body check out: nobody can use up another node's nonces or its rate.
     try:
         request.app[PEER_LIMITS].check(verified.sender, time.monotonic(), f"peer {verified.sender}")

@@ -214,7 +214,7 @@ class Node:
         self.session = peer_session(config.peers.congestion, meter, reach)
         self.client = PeerClient(self.identity, self.session, config.peers.request_timeout, tls=config.peers.tls,
                                  grid_secret=config.peers.grid_secret, channel=config.peers.channel_auth, meter=meter,
-                                 congestion=config.peers.congestion, dialable=reach)
+                                 congestion=config.peers.congestion, dialable=reach, misbehaved=self.strike)
         self.lanes, self.quarantine = SenderLanes(), Quarantine(self.db, strikes=config.peers.quarantine_strikes,
                                                                 duration=config.peers.quarantine_for)
         self.admission = Admission(min_difficulty=config.peers.min_difficulty, grid_secret=config.peers.grid_secret,
@@ -293,10 +293,10 @@ class Node:
             shares_lost=self.shares_lost)
         self.share_holder = ShareHolder(self.store, pool, self.terms, trust=trust, publisher=self.gateway.publisher)
 
-    def _on_audit(self, node: str, ok: bool, detail: str) -> None:
+    def _on_audit(self, node: str, ok: bool, detail: str, struck: bool) -> None:
         self.health.record_audit(node, ok, detail)
         self.deals.note_audit(node, ok)  # a holder is paid only for periods it passed its audits
-        if not ok:
+        if not ok and not struck:  # `struck`: its answer was, as not of an audit's shape or over its bound
             self.strike(node, f"failed an audit: {detail}")
 
     async def _report_damage(self, uploader: str, si: bytes, share: int, segments: list[int]) -> None:

@@ -13,7 +13,8 @@ The first three are checked on every signed request (node/peer_auth.py, before i
 rate is counted), and all four on every descriptor (PeerService.accept, before it is stored).
 
 `Quarantine` (Storj's containment): a peer that misbehaves `strikes` times within an hour (failed audits,
-receipts that fail their signature or were refused, quota floods) is refused (403 `quarantined`) for
+receipts that fail their signature or were refused, quota floods, answers that prove it misbehaved:
+net/peer_client.py) is refused (403 `quarantined`) for
 `duration` seconds, its commitments are dropped from the book and it is never matched.  Kept in LevelDB
 (`keys.peer_quarantine`), at most CAPACITY peers (the one whose quarantine ends soonest makes room: found in a heap
 of the quarantines' ends, not by a look at each of them).  The strikes of the last hour are kept there too

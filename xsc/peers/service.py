@@ -16,7 +16,7 @@ from typing import Any, Callable
 from .. import __version__, codec
 from ..config import NodeConfig, split_peer_address
 from ..db import Database
-from ..errors import InvalidArgument, InvalidDescriptor, PeerError, PeerNotFound, PeerRefused
+from ..errors import ChallengeFailed, InvalidArgument, InvalidDescriptor, PeerError, PeerNotFound, PeerRefused
 from ..health import Availability, PeerHistory, availability, check_answer, check_nonce, new_nonce
 from ..health.core.stats import bucket_start
 from ..health import answer as challenge_answer
@@ -216,7 +216,11 @@ async def challenge(client: PeerClient, identity: Identity, url: str, node_id: s
     response = await client.request(url, "POST", "/v1/peer/challenge", json={"nonce": nonce}, to=node_id,
                                     timeout=timeout, max_size=CHALLENGE_ANSWER)
     reply = response.json()
-    check_answer(reply, nonce=nonce, prober=identity.id, responder=node_id)
+    try:
+        check_answer(reply, nonce=nonce, prober=identity.id, responder=node_id)
+    except ChallengeFailed as err:  # a failed probe; and, from the node the handshake proved answered, a strike
+        response.shapeless(f"node {node_id} at {url} answered a challenge so: {err.message}")
+        raise
     return reply
 
 
@@ -451,8 +455,8 @@ class PeerService:
                                              max_size=EXCHANGE_ANSWER)
         body = response.json()
         if not isinstance(body, dict) or not isinstance(body.get("descriptors", []), list):
-            raise PeerRefused(f"peer {url} answered the descriptor exchange with something else", url=url,
-                              hint='a node answers {"self": descriptor, "descriptors": [descriptor, ...]}')
+            raise response.shapeless(f"peer {url} answered the descriptor exchange with something else", url=url,
+                                     hint='a node answers {"self": descriptor, "descriptors": [descriptor, ...]}')
         try:
             responder = parse_descriptor(body.get("self"), now_ms=now_ms())
             if response.node is not None and responder.id != response.node:  # TLS proved who answered

@@ -68,8 +68,9 @@ class S3Front:
                  reconcile_interval: float = 300.0, quota: Quota | None = None, idle_timeout: float = 45.0,
                  failures: Quota | None = None) -> None:
         self.node = node
-        # Failed authentications per client address (an IPv6 one's /64), SlowDown past them; the node hands it its
-        # own (node.auth_failure_limit: one count an address for all of the node's credentials); None: not counted
+        # Failed authentications per client address (an IPv6 one's /64), SlowDown past them, at node.auth_failure_limit:
+        # the node hands it its own (one count an address for all of the node's credentials), `xsc s3 serve` one of its
+        # process's; None: not counted
         self.failures = failures
         # Each user's requests, once authenticated, per second (SlowDown past them), so that one user cannot
         # starve the others; None where the node already limits what the front asks of it (`xsc s3 serve`).

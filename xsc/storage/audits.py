@@ -35,8 +35,8 @@ from concurrent.futures import Executor
 from typing import Any
 
 from ..config import AuditSection
-from ..errors import (Forbidden, InvalidArgument, NotFound, PeerError, PeerNotFound, PeerRefused, PeerUnreachable,
-                      XscError)
+from ..errors import (Forbidden, InvalidArgument, NotFound, PeerError, PeerMisbehaved, PeerNotFound, PeerRefused,
+                      PeerUnreachable, XscError)
 from ..units import counted
 from ..tasks import in_pool, periodic
 from .core import leases
@@ -114,7 +114,7 @@ def _now_iso() -> str:
 class AuditService:
     def __init__(self, *, config: AuditSection, probe_interval: float, me: str, gateway: Gateway, pool: Executor,
                  peers: Any | None, holder_for: Callable[[str, str], Any],
-                 on_audit: Callable[[str, bool, str], None], repair: Callable[[Capability], Awaitable[dict]],
+                 on_audit: Callable[[str, bool, str, bool], None], repair: Callable[[Capability], Awaitable[dict]],
                  shares_lost: asyncio.Event | None = None) -> None:
         self.config = config
         self.probe_interval = probe_interval
@@ -123,7 +123,9 @@ class AuditService:
         self.pool = pool
         self.peers = peers  # xsc.peers.PeerService (None: a node on its own has nothing to audit)
         self.holder_for = holder_for  # (node id, url) -> the RemoteHolder there
-        self.on_audit = on_audit  # (node, ok, detail): kept with its health, and deciding its storage payments
+        # (node, ok, detail, struck): kept with its health, deciding its storage payments, and a strike against the node
+        # unless `struck` (its answer was struck already, net/peer_client.py: one answer is one misbehaviour)
+        self.on_audit = on_audit
         self.repair = repair
         self.shares_lost = shares_lost  # set by the storage service when a put published a file with shares lost
         self._queue: asyncio.Queue[bytes] = asyncio.Queue()
@@ -144,8 +146,8 @@ class AuditService:
         self._touched: set[bytes] = set()  # files whose repair began or ended since the watch began reading marks
         self.recent: deque[dict] = deque(maxlen=RECENT)
 
-    def _record_audit(self, node: str, ok: bool, detail: str) -> None:
-        self.on_audit(node, ok, detail)
+    def _record_audit(self, node: str, ok: bool, detail: str, struck: bool = False) -> None:
+        self.on_audit(node, ok, detail, struck)
 
     async def _run(self, fn, *args):
         return await in_pool(self.pool, fn, *args)
@@ -214,7 +216,8 @@ class AuditService:
                 return await self._unanswered_audit(si, share, node, err)
             self._unanswered.pop((si.hex(), share), None)
             self._contained.pop((si.hex(), share), None)
-            return await self._failed(si, share, node, f"{what}: {err}")
+            struck = isinstance(err, PeerMisbehaved) and err.struck  # its answer was: one misbehaviour, not two
+            return await self._failed(si, share, node, f"{what}: {err}", struck=struck)
         self._unanswered.pop((si.hex(), share), None)
         self._contained.pop((si.hex(), share), None)
         ok = await self._run(check_audit, block, path, manifest.share_root(share), segment, manifest.segment_count)
@@ -226,12 +229,12 @@ class AuditService:
         self._record_audit(node, True, what)
         return True
 
-    async def _failed(self, si: bytes, share: int, node: str, detail: str) -> bool | None:
+    async def _failed(self, si: bytes, share: int, node: str, detail: str, *, struck: bool = False) -> bool | None:
         if not await self._still_there(si, share, node):
             return None  # a repair moved the share away while it was audited
         self.counts["audits_failed"] += 1
         log.warning("node %s failed an audit: %s", node, detail)
-        self._record_audit(node, False, detail)
+        self._record_audit(node, False, detail, struck)
         await self._run(self.gateway.store.mark_damaged, si, share, f"failed an audit on node {node}: {detail}", node)
         self.queue(si, f"share {share} failed an audit")
         # Acted on here, not when the watch sees it: an audit passed meanwhile would hide it from the watch.

@@ -19,7 +19,7 @@ from .core.manifest import Manifest
 from .core.wire import (HOLDER_ANSWER, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES, META_ANSWER_MOST,
                         WHOLE_ANSWER, WHOLE_MAX_BLOCK, WHOLE_MAX_SHARES, WHOLE_PATH, WholeShare, audit_answer_bound,
                         meta_answer_bound, meta_answer_most, share_path, whole_shares_body)
-from ..net.peer_client import MAX_RETRY_AFTER, EncodedJson, PeerClient, dumps
+from ..net.peer_client import MAX_RETRY_AFTER, EncodedJson, PeerClient, PeerResponse, dumps
 from ..tasks import GroupSend
 
 
@@ -27,13 +27,14 @@ WHOLE_FLIGHTS = 1  # requests of whole shares under way to one holder at once
 MOST_HOLDERS = 1024  # holders whose lanes (SenderLanes) are kept at most
 
 
-def _hex(value: Any, what: str, url: str, *, length: int | None = None) -> bytes:
+def _hex(response: PeerResponse, value: Any, what: str, url: str, *, length: int | None = None) -> bytes:
+    """`value` of `response`'s answer, hex of `length` bytes; else the answer is not of its shape (struck)."""
     try:
         raw = bytes.fromhex(value)
     except (TypeError, ValueError):
-        raise PeerRefused(f"peer {url} sent {what} that is not hex", url=url) from None
+        raise response.shapeless(f"peer {url} sent {what} that is not hex", url=url) from None
     if length is not None and len(raw) != length:
-        raise PeerRefused(f"peer {url} sent {what} of {len(raw)} bytes, not {length}", url=url)
+        raise response.shapeless(f"peer {url} sent {what} of {len(raw)} bytes, not {length}", url=url)
     return raw
 
 
@@ -135,10 +136,11 @@ class RemoteHolder:
         """A request whose answer is read no further than `max_size` bytes (wire.py: what an honest holder says)."""
         return await self.client.request(self.url, method, path, to=self.node_id, max_size=max_size, **kwargs)
 
-    def _object(self, response, what: str, fields: tuple[str, ...]) -> dict:
+    def _object(self, response: PeerResponse, what: str, fields: tuple[str, ...]) -> dict:
+        """The answer, an object with `fields`; else it is not of its shape (struck against the holder)."""
         body = response.json()
         if not isinstance(body, dict) or any(f not in body for f in fields):
-            raise PeerRefused(f"peer {self.url} answered {what} without {', '.join(fields)}", url=self.url)
+            raise response.shapeless(f"peer {self.url} answered {what} without {', '.join(fields)}", url=self.url)
         return body
 
     # --- uploading -----------------------------------------------------------------------
@@ -151,7 +153,7 @@ class RemoteHolder:
                                     max_size=HOLDER_ANSWER)
         upload = self._object(response, "an upload", ("upload",))["upload"]
         if not isinstance(upload, str) or not upload.isalnum():
-            raise PeerRefused(f"peer {self.url} answered with a malformed upload id", url=self.url)
+            raise response.shapeless(f"peer {self.url} answered with a malformed upload id", url=self.url)
         return upload
 
     async def place_whole(self, si: bytes, share: int, size: int, segment_size: int, lease_expiry: int,
@@ -173,8 +175,8 @@ class RemoteHolder:
         answers = self._object(response, "whole shares", ("shares",))["shares"]
         if not isinstance(answers, list) or len(answers) != len(shares) or \
                 not all(isinstance(a, dict) and ("share" in a or "code" in a) for a in answers):
-            raise PeerRefused(f"peer {self.url} answered {len(shares)} whole shares with something else than an "
-                              "answer for each", url=self.url)
+            raise response.shapeless(f"peer {self.url} answered {len(shares)} whole shares with something else than "
+                                     "an answer for each", url=self.url)
         return [answer if "share" in answer else
                 PeerRefused(f"peer {self.url} refused share {share.share} of {share.si.hex()}: "
                             f"{shown(str(answer.get('detail')))}", url=self.url, peer_status=answer.get("status"),
@@ -238,11 +240,11 @@ class RemoteHolder:
         hashes = body["block_hashes"]
         if not isinstance(hashes, list) or len(hashes) != body["segment_count"] \
                 or segment_count not in (None, len(hashes)):
-            raise PeerRefused(f"peer {self.url} sent a share's metadata whose hashes are not one per segment",
-                              url=self.url)
+            raise response.shapeless(f"peer {self.url} sent a share's metadata whose hashes are not one per segment",
+                                     url=self.url)
         manifest = body["manifest"]
-        return {**body, "block_hashes": [_hex(h, "a block hash", self.url, length=32) for h in hashes],
-                "manifest": None if manifest is None else _hex(manifest, "a manifest", self.url)}
+        return {**body, "block_hashes": [_hex(response, h, "a block hash", self.url, length=32) for h in hashes],
+                "manifest": None if manifest is None else _hex(response, manifest, "a manifest", self.url)}
 
     async def blocks(self, si: bytes, share: int, first: int, count: int, lengths: list[int], *,
                      timeout: float | None = None) -> list[bytearray]:
@@ -269,8 +271,8 @@ class RemoteHolder:
                                     json={"lease_expiry": lease_expiry}, max_size=HOLDER_ANSWER)
         body = self._object(response, "a renewal", ("lease_expiry", "previous"))
         if any(type(body[f]) is not int or body[f] < 0 for f in ("lease_expiry", "previous")):
-            raise PeerRefused(f"peer {self.url} answered a renewal with leases that are not unix seconds",
-                              url=self.url)
+            raise response.shapeless(f"peer {self.url} answered a renewal with leases that are not unix seconds",
+                                     url=self.url)
         return {"lease_expiry": body["lease_expiry"], "previous": body["previous"]}
 
     async def audit(self, si: bytes, share: int, segment: int, manifest: Manifest
@@ -283,9 +285,9 @@ class RemoteHolder:
         steps = body["proof"]
         if not isinstance(steps, list) or not all(isinstance(s, list) and len(s) == 2 and isinstance(s[0], bool)
                                                   for s in steps):
-            raise PeerRefused(f"peer {self.url} sent a malformed Merkle path", url=self.url)
-        path = [(left, _hex(h, "a Merkle path hash", self.url, length=32)) for left, h in steps]
-        return _hex(body["block"], "a block", self.url), path
+            raise response.shapeless(f"peer {self.url} sent a malformed Merkle path", url=self.url)
+        path = [(left, _hex(response, h, "a Merkle path hash", self.url, length=32)) for left, h in steps]
+        return _hex(response, body["block"], "a block", self.url), path
 
 
 __all__ = ["RemoteHolder"]
