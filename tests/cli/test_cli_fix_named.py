@@ -46,8 +46,7 @@ def test_compute_inputs_are_refused_naming_the_fix(thread_node) -> None:
             f"(give each as: --env NAME=VALUE)")
     for bucket, named in (("nobucket", "nobucket"), ("No_Bucket", "NAME")):
         assert _line(node.xsc("compute", "map", SHA256, "--over", f"s3://{bucket}/x")) == (
-            f"xsc: error: no bucket named {bucket!r} (an S3 client makes it: aws s3 mb s3://{named}; "
-            f"xsc s3 buckets lists them)")
+            f"xsc: error: no bucket named {bucket!r} (make it: xsc s3 mb {named}; xsc s3 buckets lists them)")
 
 
 def test_this_nodes_own_id_is_said_to_be_its_own_not_an_unknown_peer(thread_node) -> None:
