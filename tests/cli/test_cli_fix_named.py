@@ -67,12 +67,13 @@ def test_a_negative_config_value_is_judged_by_the_keys_own_bound(thread_node) ->
     node = thread_node()
     config = node.data_dir / "config.toml"
     before = config.read_bytes()
-    done = node.xsc("config", "set", "storage.capacity", "-5")
-    assert done.exit_code == 1 and done.stdout == "", done.output
-    assert done.stderr.splitlines() == [
-        f"xsc: error: bad configuration value storage.capacity: size must not be negative: -5 (not written to "
-        f"{config})"]
-    assert config.read_bytes() == before
+    for typed, shown in (("-5", "-5"), ("-5GiB", "'-5GiB'")):  # a number, and a size with its unit
+        done = node.xsc("config", "set", "storage.capacity", typed)
+        assert done.exit_code == 1 and done.stdout == "", done.output
+        assert done.stderr.splitlines() == [
+            f"xsc: error: bad configuration value storage.capacity: size must not be negative: {shown} (nothing "
+            f"written; try: xsc config set storage.capacity 10GiB)"]
+        assert config.read_bytes() == before
     typo = node.xsc("config", "set", "storage.capacity", "--jsn")  # a misspelt long option is no value
     assert typo.exit_code == 2 and typo.stderr.startswith("xsc: usage error: no such option '--jsn' (did you mean "
                                                           "--json?"), typo.output
