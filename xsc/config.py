@@ -32,7 +32,7 @@ class _Refused(ValueError):
 
     def __init__(self, err: InvalidArgument | ConfigError) -> None:
         super().__init__(err.with_hint)
-        self.message, self.example = err.message, err.details.get("example")
+        self.message, self.hint, self.example = err.message, err.hint, err.details.get("example")
 
 
 def _refused_as_value_error(parse: Callable[[Any], int]) -> Callable[[Any], int]:
@@ -517,11 +517,9 @@ class NodeConfig(_Section):
 def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not is_whole_number(port) or not 0 <= int(port) < 65536:
-        raise ConfigError(f"not a listen address: {text!r}", hint="use HOST:PORT, e.g. 127.0.0.1:7070",
-                          example="127.0.0.1:7070")
+        raise ConfigError(f"not a listen address: {text!r}", hint="use HOST:PORT, e.g. 127.0.0.1:7070")
     if int(port) == 0:  # the system's pick, another each start: what the node says and records would be wrong
-        raise ConfigError(f"port 0 is no fixed listen address: {text!r}", hint="give a port, e.g. 127.0.0.1:7070",
-                          example="127.0.0.1:7070")
+        raise ConfigError(f"port 0 is no fixed listen address: {text!r}", hint="give a port, e.g. 127.0.0.1:7070")
     return host.strip("[]"), int(port)
 
 
@@ -591,8 +589,10 @@ def _validate(root: Path, raw: dict[str, Any], where: str | None, sources: dict[
             where = "nothing written; see the section's values with: xsc config show"
         elif where is None:
             where = f"nothing written; try: xsc config set {key} {good or 'VALUE'}"
-        if isinstance(refused, _Refused):  # its own hint gives way to the command, which shows a value it takes
-            raise ConfigError(f"bad configuration value {key}: {refused.message}", hint=where) from e
+        if isinstance(refused, _Refused):  # its own hint gives way to a command that shows a value the key takes
+            # (kept where there is none: an address another key's default would take, node.s3_listen's)
+            hint = where if good or not refused.hint else f"{refused.hint}; {where}"
+            raise ConfigError(f"bad configuration value {key}: {refused.message}", hint=hint) from e
         raise from_validation(e, ConfigError, "bad configuration value ", hint=where) from e
 
 
