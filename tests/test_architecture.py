@@ -233,8 +233,10 @@ def test_the_node_package_stays_the_composition_root_and_http() -> None:
     # authentications limited per client address, on the user API, the login link, /health's and /metrics' token and a
     # put's `Expect: 100-continue`, ~30; a map's record, which a map cut short goes on from, its four routes and its
     # service, ~27; a job the node itself failed answered as a problem of its own, 503, ~1; the S3 listener's failed
-    # authentications counted with the user API's, ~1; failed peer authentications counted per address, ~11).
-    assert sum(lines.values()) < 3622, lines
+    # authentications counted with the user API's, ~1; failed peer authentications counted per address, ~11; writes
+    # of records alone, which store no file, taken on the user API while the node answers S3 itself (`xsc s3 mb`,
+    # `rb`), ~7; a map's record forgotten, its route, ~5).
+    assert sum(lines.values()) < 3634, lines
     too_long = {n: count for n, count in lines.items() if n.startswith("xsc.node.http.") and count > 350}
     assert too_long == {}
 

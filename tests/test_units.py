@@ -43,3 +43,20 @@ def test_texts_the_node_gives_users_say_their_counts_in_the_singular_for_one() -
     with pytest.raises(InvalidArgument, match=r"^unknown module facts: colour, size$"):
         check_facts({"colour": "red", "size": "9"})
     assert [_duration(s) for s in (1, 30, 86400, 7 * 86400)] == ["1 second", "30 seconds", "1 day", "7 days"]
+
+
+def test_a_negative_size_is_said_to_be_negative_with_one_hint() -> None:
+    """-5GiB is a size below zero, not "not a size": one message, one hint (a flag's or a config key's line adds
+    nothing in parentheses to it), and the value a config key's line names for it."""
+    from xsc.errors import InvalidArgument
+    from xsc.units import parse_size
+
+    for typed, shown in (("-5GiB", "'-5GiB'"), (" -1 ", "' -1 '"), ("-0.5MB", "'-0.5MB'"), (-5, "-5")):
+        with pytest.raises(InvalidArgument) as refused:
+            parse_size(typed)
+        assert refused.value.with_hint == f"size must not be negative: {shown} (give 0 or more, e.g. 500MB, 10GiB, 4096)"
+        assert refused.value.details == {"example": "10GiB"}
+    with pytest.raises(InvalidArgument) as refused:
+        parse_size("--5GiB")
+    assert refused.value.message == "not a size: '--5GiB'"
+    assert parse_size("5GiB") == 5 * 1024**3 and parse_size("0") == 0

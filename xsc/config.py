@@ -25,13 +25,23 @@ from . import units
 from .units import is_whole_number
 
 
+class _Refused(ValueError):
+    """A parser's refusal as pydantic takes it (a ValueError, its text the message and hint), its message and the
+    value it would take (`example`) kept apart: the line of a bad configuration value names, in one pair of
+    parentheses, where it was set and the command that sets a good one."""
+
+    def __init__(self, err: InvalidArgument | ConfigError) -> None:
+        super().__init__(err.with_hint)
+        self.message, self.hint, self.example = err.message, err.hint, err.details.get("example")
+
+
 def _refused_as_value_error(parse: Callable[[Any], int]) -> Callable[[Any], int]:
     """A units parser whose refusal is a ValueError: pydantic then names the key the value was given for."""
     def parsed(v: Any) -> int:
         try:
             return parse(v)
         except InvalidArgument as err:
-            raise ValueError(err.with_hint) from None
+            raise _Refused(err) from None
     return parsed
 
 
@@ -83,7 +93,7 @@ def _listen_address(required: bool) -> AfterValidator:
             try:
                 parse_listen(v)
             except ConfigError as err:  # pydantic's error names the setting
-                raise ValueError(err.with_hint) from None
+                raise _Refused(err) from None
         return v
     return AfterValidator(checked)
 
@@ -509,7 +519,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep or not host or not is_whole_number(port) or not 0 <= int(port) < 65536:
         raise ConfigError(f"not a listen address: {text!r}", hint="use HOST:PORT, e.g. 127.0.0.1:7070")
     if int(port) == 0:  # the system's pick, another each start: what the node says and records would be wrong
-        raise ConfigError(f"not a fixed listen address: {text!r} (port 0)", hint="give a port, e.g. 127.0.0.1:7070")
+        raise ConfigError(f"port 0 is no fixed listen address: {text!r}", hint="give a port, e.g. 127.0.0.1:7070")
     return host.strip("[]"), int(port)
 
 
@@ -553,24 +563,47 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {e}", hint="fix or delete the file") from e
 
 
-def _validate(root: Path, raw: dict[str, Any], where: str, sources: dict[str, str] | None = None) -> NodeConfig:
+def _validate(root: Path, raw: dict[str, Any], where: str | None, sources: dict[str, str] | None = None) -> NodeConfig:
     """The config of `raw`; a bad value is a ConfigError naming its key and, with `sources` (key -> default, file,
-    env or flag), where it was set; else `where` says where to look."""
+    env or flag), where it was set; else `where` says where to look (None: nowhere, `xsc config set`'s value).  Its
+    one pair of parentheses says where, and what sets a good value: a value the parser's refusal gives, or the
+    key's default."""
     try:
         return NodeConfig(data_dir=root, **raw)
     except ValidationError as e:
-        location = e.errors()[0]["loc"]
+        first = e.errors()[0]
+        location = first["loc"]
         key = ".".join(str(part) for part in location[:2])
         source = (sources or {}).get(key) if len(location) >= 2 else None
-        if source == "file" and e.errors()[0]["type"] == "extra_forbidden":
+        refused = (first.get("ctx") or {}).get("error")
+        good = getattr(refused, "example", None) or _default_of(location)
+        if source == "file" and first["type"] == "extra_forbidden":
             where = f"set in {root / CONFIG_FILE}: remove it there"
         elif source == "file":
-            where = f"set in {root / CONFIG_FILE}: fix it there, or with: xsc config set {key} VALUE"
+            where = f"set in {root / CONFIG_FILE}: fix it there, or with: xsc config set {key} {good or 'VALUE'}"
         elif source == "env":
-            where = f"set by ${env_name(*key.split('.', 1))}: fix or unset it"
+            where = f"set by ${env_name(*key.split('.', 1))}: unset it" + (f", or set it to e.g. {good}" if good else "")
         elif source == "flag":
-            where = "given by the command's flag"
+            where = "given by the command's flag" + (f": give e.g. {good}" if good else "")
+        elif where is None and len(location) < 2:  # two keys at odds (a ceiling below its floor): no one value fixes it
+            where = "nothing written; see the section's values with: xsc config show"
+        elif where is None:
+            where = f"nothing written; try: xsc config set {key} {good or 'VALUE'}"
+        if isinstance(refused, _Refused):  # its own hint gives way to a command that shows a value the key takes
+            # (kept where there is none: an address another key's default would take, node.s3_listen's)
+            hint = where if good or not refused.hint else f"{refused.hint}; {where}"
+            raise ConfigError(f"bad configuration value {key}: {refused.message}", hint=hint) from e
         raise from_validation(e, ConfigError, "bad configuration value ", hint=where) from e
+
+
+def _default_of(location: tuple) -> str | None:
+    """The default of the key at `location` (section, key) as `xsc config set` takes it, if it is a plain one."""
+    field = _sections().get(str(location[0])) if len(location) >= 2 else None
+    default = field.model_fields.get(str(location[1])) if field is not None else None
+    value = None if default is None or (default.json_schema_extra or {}).get("default_said") else default.default
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if isinstance(value, (int, float, str)) and value != "" else None
 
 
 def load_config_with_sources(
@@ -671,7 +704,7 @@ def set_config_value(data_dir: str | os.PathLike | None, dotted: str, text: str)
     raw = _read_file(path)
     value = parse_value(text)
     raw.setdefault(section, {})[key] = value
-    config = _validate(root, raw, f"not written to {path}")
+    config = _validate(root, raw, None)
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     _write(path, render_config_file(raw))
     return config, value

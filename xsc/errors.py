@@ -767,8 +767,9 @@ class PreconditionFailed(Conflict):
 
 
 class S3ServedByNode(Conflict):
-    """A front's write through the user API while the node answers S3 itself: one front a node, since each
-    front's reconciliation removes the files it finds no record of, the other's among them between put and record."""
+    """A front's write of a file's record (or its housekeeping) through the user API while the node answers S3
+    itself: one front a node, since each front's reconciliation removes the files it finds no record of, the other's
+    among them between put and record.  Writes of records alone, which store no file, are not refused."""
     code = "s3-served-by-node"
 
 

@@ -36,20 +36,24 @@ def plural_for(n: int | float, noun: str, plural: str | None = None) -> str:
     return noun if n == 1 else plural or noun + "s"
 
 
+_NOT_NEGATIVE = "give 0 or more, e.g. 500MB, 10GiB, 4096"
+
+
 def parse_size(text: str | int) -> int:
     """'10GiB', '512 MB', '4096' -> bytes."""
     if isinstance(text, int):
         if text < 0:
-            raise InvalidArgument(f"size must not be negative: {text}")
+            raise InvalidArgument(f"size must not be negative: {text}", hint=_NOT_NEGATIVE, example="10GiB")
         return text
     if not isinstance(text, str):  # a JSON float, list, object...: not a size, and no crash
         raise InvalidArgument(f"not a size: {text!r}", hint="write a whole number of bytes or a size, e.g. 16MiB")
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
-    if not m or m.group(2).lower() not in _SIZE_UNITS:
-        raise InvalidArgument(
-            f"not a size: {text!r}", hint="write a number with an optional unit, e.g. 500MB, 10GiB, 4096"
-        )
-    number, unit = m.groups()
+    m = re.fullmatch(r"\s*(-?)(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(3).lower() not in _SIZE_UNITS:
+        raise InvalidArgument(f"not a size: {text!r}", example="10GiB",
+                              hint="write a number with an optional unit, e.g. 500MB, 10GiB, 4096")
+    sign, number, unit = m.groups()
+    if sign:  # a size, but below zero: said so, not "not a size"
+        raise InvalidArgument(f"size must not be negative: {text!r}", hint=_NOT_NEGATIVE, example="10GiB")
     from decimal import Decimal
 
     return int(Decimal(number) * _SIZE_UNITS[unit.lower()])
@@ -60,10 +64,12 @@ def parse_duration(text: str | int) -> int:
     if isinstance(text, int):
         return text
     if not isinstance(text, str):
-        raise InvalidArgument(f"not a duration: {text!r}", hint="write a number with a unit s, m, h, d or w, e.g. 30d")
+        raise InvalidArgument(f"not a duration: {text!r}", hint="write a number with a unit s, m, h, d or w, e.g. 30d",
+                              example="30d")
     m = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", text)
     if not m:
-        raise InvalidArgument(f"not a duration: {text!r}", hint="write a number with a unit s, m, h, d or w, e.g. 30d")
+        raise InvalidArgument(f"not a duration: {text!r}", hint="write a number with a unit s, m, h, d or w, e.g. 30d",
+                              example="30d")
     number, unit = m.groups()
     return int(number) * _DURATION_UNITS[unit or "s"]
 

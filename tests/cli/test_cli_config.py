@@ -70,11 +70,33 @@ def test_config_set_refuses_bad_keys_and_values_and_leaves_the_file(tmp_path: Pa
                               ("market.ask_exponent", "9", "bad configuration value market.ask_exponent"),
                               ("node.listen", "nowhere", "node.listen: not a listen address"),
                               ("node.web_listen", "nowhere", "node.web_listen: not a listen address"),
-                              ("node.listen", "127.0.0.1:0", "node.listen: not a fixed listen address"),
-                              ("node.s3_listen", "127.0.0.1:0", "node.s3_listen: not a fixed listen address")]:
+                              ("node.listen", "127.0.0.1:0", "node.listen: port 0 is no fixed listen address"),
+                              ("node.s3_listen", "127.0.0.1:0", "node.s3_listen: port 0 is no fixed listen address")]:
         result = xsc("config", "set", key, value, "--data-dir", data_dir)
         assert result.exit_code == 1 and words in result.stderr, result.output
         assert len(result.stderr.splitlines()) == 1
+    # a bad value's line: what is wrong, then in one pair of parentheses a command that sets a value the key takes
+    for key, value, said in [
+            ("node.listen", "127.0.0.1:0", "node.listen: port 0 is no fixed listen address: '127.0.0.1:0' (nothing "
+                                           "written; try: xsc config set node.listen 127.0.0.1:7070)"),
+            ("storage.capacity", "-5GiB", "storage.capacity: size must not be negative: '-5GiB' (nothing written; try: "
+                                          "xsc config set storage.capacity 10GiB)"),
+            ("storage.capacity", "lots", "storage.capacity: not a size: 'lots' (nothing written; try: xsc config set "
+                                         "storage.capacity 10GiB)"),
+            ("storage.gc_grace", "-1d", "storage.gc_grace: not a duration: '-1d' (nothing written; try: xsc config set "
+                                        "storage.gc_grace 30d)"),
+            ("node.user_rate_limit", "0", "node.user_rate_limit: must be between 1 and 1000000 requests per second "
+                                          "(nothing written; try: xsc config set node.user_rate_limit 2000.0)"),
+            # two keys at odds: no one value fixes it, the values are shown
+            ("market.storage_ask_ceiling", "5", "market: storage_ask_ceiling must not be below storage_ask_floor "
+                                                "(nothing written; see the section's values with: xsc config show)")]:
+        result = xsc("config", "set", key, value, "--data-dir", data_dir)
+        assert result.exit_code == 1 and result.stdout == "", result.output
+        assert result.stderr.splitlines() == [f"xsc: error: bad configuration value {said}"]
+        if "try: " in said:  # the command named takes its value
+            shown = xsc("config", "set", key, said.rpartition(f"{key} ")[2].rstrip(")"), "--data-dir", data_dir)
+            assert shown.exit_code == 0, shown.output
+            (tmp_path / "n" / "config.toml").write_text(before)
     assert (tmp_path / "n" / "config.toml").read_text() == before
     # and the CLI reads the address from there while no node has run on the data dir
     assert "http://127.0.0.1:7171" in xsc("node", "status", "--data-dir", data_dir,
@@ -97,17 +119,19 @@ def test_a_bad_value_is_one_line_naming_its_key_and_where_it_was_set(tmp_path: P
     path = tmp_path / "config.toml"
     for file, env, flags, said in [
         ('[storage]\ncapacity = "lots"\n', {}, [],
-         f"storage.capacity: not a size: 'lots' (write a number with an optional unit, e.g. 500MB, 10GiB, 4096) "
-         f"(set in {path}: fix it there, or with: xsc config set storage.capacity VALUE)"),
+         f"storage.capacity: not a size: 'lots' (set in {path}: fix it there, or with: xsc config set "
+         f"storage.capacity 10GiB)"),
         ("[node]\nbogus = 1\n", {}, [], f"node.bogus: Extra inputs are not permitted (set in {path}: remove it there)"),
         ("", {"XSC_STORAGE_LEASE_DURATION": "abc"}, [],
-         "storage.lease_duration: not a duration: 'abc' (write a number with a unit s, m, h, d or w, e.g. 30d) "
-         "(set by $XSC_STORAGE_LEASE_DURATION: fix or unset it)"),
+         "storage.lease_duration: not a duration: 'abc' (set by $XSC_STORAGE_LEASE_DURATION: unset it, or set it to "
+         "e.g. 30d)"),
         ("[compute]\nfuel = 5\n", {"XSC_COMPUTE_FUEL": "-4"}, [],
-         "compute.fuel: must be at least 1 (set by $XSC_COMPUTE_FUEL: fix or unset it)"),
+         "compute.fuel: must be at least 1 (set by $XSC_COMPUTE_FUEL: unset it, or set it to e.g. 10000000000)"),
         ("", {}, ["--storage-capacity", "-5"],
-         "storage.capacity: not a size: '-5' (write a number with an optional unit, e.g. 500MB, 10GiB, 4096) "
-         "(given by the command's flag)"),
+         "storage.capacity: size must not be negative: '-5' (given by the command's flag: give e.g. 10GiB)"),
+        ("", {"XSC_STORAGE_CAPACITY": "-5GiB"}, [],
+         "storage.capacity: size must not be negative: '-5GiB' (set by $XSC_STORAGE_CAPACITY: unset it, or set it to "
+         "e.g. 10GiB)"),
     ]:
         path.write_text(file)
         result = xsc("config", "show", "--data-dir", str(tmp_path), *flags, env=env)
@@ -133,22 +157,24 @@ def test_a_refused_start_leaves_the_listen_address_in_config_toml_as_it_was(thre
     # port 0 is the system's pick, another at each start: the node would say and record an address it is not at
     result = xsc("node", "start", "--data-dir", str(tmp_path / "zero"), "--listen", "127.0.0.1:0", env=DEVNET_ENV)
     assert result.exit_code == 1, result.output
-    assert result.stderr.splitlines() == ["xsc: error: not a fixed listen address: '127.0.0.1:0' (port 0) "
+    assert result.stderr.splitlines() == ["xsc: error: port 0 is no fixed listen address: '127.0.0.1:0' "
                                           "(give a port, e.g. 127.0.0.1:7070)"]
 
 
 def test_a_value_the_node_could_not_start_with_is_refused_with_its_key(tmp_path: Path) -> None:
     """Each of these, once accepted, failed only as the node started: a traceback (an unknown logging level, more
     threads than the process may start, an offer past what a signed 64-bit quantity holds)."""
-    for name, value, said in [("XSC_NODE_LOG_LEVEL", "loud", "node.log_level: must be DEBUG, INFO, WARNING or ERROR"),
-                              ("XSC_COMPUTE_THREADS", "100000", "compute.threads: must be at most 1024"),
-                              ("XSC_STORAGE_CAPACITY", "999999999TiB", "storage.capacity: must be at most 4 EiB"),
-                              ("XSC_MARKET_FUEL_PER_SECOND", str(10**20),
-                               "market.fuel_per_second: must be at most 10,000,000,000")]:
+    # each names a value the key takes, its default (none for threads: the machine's cores decide it)
+    for name, value, said, good in [
+            ("XSC_NODE_LOG_LEVEL", "loud", "node.log_level: must be DEBUG, INFO, WARNING or ERROR", ", or set it to e.g. INFO"),
+            ("XSC_COMPUTE_THREADS", "100000", "compute.threads: must be at most 1024", ""),
+            ("XSC_STORAGE_CAPACITY", "999999999TiB", "storage.capacity: must be at most 4 EiB",
+             ", or set it to e.g. 10737418240"),
+            ("XSC_MARKET_FUEL_PER_SECOND", str(10**20), "market.fuel_per_second: must be at most 10,000,000,000",
+             ", or set it to e.g. 1000000000")]:
         result = xsc("node", "start", "--data-dir", str(tmp_path), env={**DEVNET_ENV, name: value})
         assert result.exit_code == 1, result.output
-        assert result.stderr.splitlines() == [
-            f"xsc: error: bad configuration value {said} (set by ${name}: fix or unset it)"]
+        assert result.stderr.splitlines() == [f"xsc: error: bad configuration value {said} (set by ${name}: unset it{good})"]
 
 
 def test_a_rate_is_written_per_second_as_the_docs_write_it(tmp_path: Path) -> None:

@@ -46,8 +46,7 @@ def test_compute_inputs_are_refused_naming_the_fix(thread_node) -> None:
             f"(give each as: --env NAME=VALUE)")
     for bucket, named in (("nobucket", "nobucket"), ("No_Bucket", "NAME")):
         assert _line(node.xsc("compute", "map", SHA256, "--over", f"s3://{bucket}/x")) == (
-            f"xsc: error: no bucket named {bucket!r} (an S3 client makes it: aws s3 mb s3://{named}; "
-            f"xsc s3 buckets lists them)")
+            f"xsc: error: no bucket named {bucket!r} (make it: xsc s3 mb {named}; xsc s3 buckets lists them)")
 
 
 def test_this_nodes_own_id_is_said_to_be_its_own_not_an_unknown_peer(thread_node) -> None:
@@ -68,12 +67,13 @@ def test_a_negative_config_value_is_judged_by_the_keys_own_bound(thread_node) ->
     node = thread_node()
     config = node.data_dir / "config.toml"
     before = config.read_bytes()
-    done = node.xsc("config", "set", "storage.capacity", "-5")
-    assert done.exit_code == 1 and done.stdout == "", done.output
-    assert done.stderr.splitlines() == [
-        f"xsc: error: bad configuration value storage.capacity: size must not be negative: -5 (not written to "
-        f"{config})"]
-    assert config.read_bytes() == before
+    for typed, shown in (("-5", "-5"), ("-5GiB", "'-5GiB'")):  # a number, and a size with its unit
+        done = node.xsc("config", "set", "storage.capacity", typed)
+        assert done.exit_code == 1 and done.stdout == "", done.output
+        assert done.stderr.splitlines() == [
+            f"xsc: error: bad configuration value storage.capacity: size must not be negative: {shown} (nothing "
+            f"written; try: xsc config set storage.capacity 10GiB)"]
+        assert config.read_bytes() == before
     typo = node.xsc("config", "set", "storage.capacity", "--jsn")  # a misspelt long option is no value
     assert typo.exit_code == 2 and typo.stderr.startswith("xsc: usage error: no such option '--jsn' (did you mean "
                                                           "--json?"), typo.output

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import subprocess
@@ -12,7 +11,7 @@ import urllib.request
 import pytest
 
 from tests.support.cli import ThreadedNode, error_line, ok
-from tests.support.compute import WASM
+from tests.support.compute import WASM, fake_caps
 from tests.support.nodes import node_config, start_xsc
 from tests.support.waiting import eventually
 from xsc.compute.maps import MapInput
@@ -36,12 +35,6 @@ def _caps(node, *bodies: bytes) -> list[str]:
 
 def _over(caps: list[str]) -> list[str]:
     return [arg for cap in caps for arg in ("--over", cap)]
-
-
-def _fake_caps(n: int) -> list[str]:
-    key = base64.b32encode(bytes(32)).decode().lower().rstrip("=")
-    return [f"xsc:chk:{key}:{base64.b32encode(i.to_bytes(32, 'big')).decode().lower().rstrip('=')}:4:2:6"
-            for i in range(n)]
 
 
 @pytest.mark.slow
@@ -161,7 +154,7 @@ def test_a_resume_with_other_arguments_than_its_maps_is_refused_and_runs_nothing
 
 def test_a_map_over_more_inputs_than_it_takes_is_refused_before_its_module_is_deployed(shared) -> None:
     module = WASM / "fibonacci.wasm"
-    line = error_line(shared.xsc("compute", "map", str(module), *_over(_fake_caps(10_001)), "--as", "-"))
+    line = error_line(shared.xsc("compute", "map", str(module), *_over(fake_caps(10_001)), "--as", "-"))
     assert line == "xsc: error: more than 10,000 inputs: a map runs over at most 10,000 (map a narrower prefix, or " \
         "fewer capabilities at once)", line
     listed = json.loads(ok(shared.xsc("compute", "modules", "--json")))
@@ -175,7 +168,7 @@ def test_a_map_whose_spec_the_node_would_refuse_is_refused_before_its_module_is_
     for text, said in [(f'module = "{module}"\nreplicas = 9\n', "replicas must be a whole number from 1 to 7"),
                        (f'module = "{module}"\nstdin = "-"\n', "a map's jobs cannot read this command's stdin")]:
         spec.write_text(text)
-        line = error_line(shared.xsc("compute", "map", str(spec), *_over(_fake_caps(1))))
+        line = error_line(shared.xsc("compute", "map", str(spec), *_over(fake_caps(1))))
         listed = json.loads(ok(shared.xsc("compute", "modules", "--json")))
         ids = [m["id"] for m in (listed["modules"] if isinstance(listed, dict) else listed)]
         assert hashlib.sha256(module.read_bytes()).hexdigest() not in ids, line  # nothing deployed
@@ -183,12 +176,12 @@ def test_a_map_whose_spec_the_node_would_refuse_is_refused_before_its_module_is_
 
 
 @pytest.mark.parametrize("body, status, said", [
-    ({"spec": {}, "as": "-", "inputs": _fake_caps(10_001)}, 400, "a map runs over 1 to 10,000 inputs, not 10001"),
+    ({"spec": {}, "as": "-", "inputs": fake_caps(10_001)}, 400, "a map runs over 1 to 10,000 inputs, not 10001"),
     ({"spec": {}, "as": "-", "inputs": []}, 400, "a map runs over 1 to 10,000 inputs, not 0"),
     ({"spec": {}, "as": "-", "inputs": ["x" * 3000]}, 400, "an input is a capability or s3://BUCKET/KEY of at most"),
     ({"spec": {"module": "a" * 64}, "as": "-", "inputs": ["s3://b/k"]}, 400, "--as -: an object, s3://b/k, cannot"),
-    ({"spec": {"module": "a" * 64}, "as": "-", "inputs": _fake_caps(1)}, 404, "module"),
-    ({"spec": {}, "inputs": _fake_caps(1), "extra": 1}, 400, "a map has no field extra"),
+    ({"spec": {"module": "a" * 64}, "as": "-", "inputs": fake_caps(1)}, 404, "module"),
+    ({"spec": {}, "inputs": fake_caps(1), "extra": 1}, 400, "a map has no field extra"),
 ])
 def test_a_map_the_node_cannot_run_is_refused_before_it_is_recorded(shared, body, status, said) -> None:
     before = json.loads(ok(shared.xsc("compute", "maps", "--json")))["maps"]
@@ -227,7 +220,7 @@ def test_a_new_map_forgets_the_oldest_ended_map_never_one_with_inputs_still_to_r
     assert problem["detail"] == "this node keeps 2 maps, and 2 of them have inputs still to run: a new map would " \
         "forget one whose work is in flight or waits to be resumed", problem
     assert problem["hint"] == "list them with: xsc compute maps; end one by running what is left of it: " \
-        "xsc compute map --resume MAP_ID", problem
+        "xsc compute map --resume MAP_ID, or give that up: xsc compute unmap MAP_ID --cancel", problem
     assert {m["id"] for m in maps.list()} == kept  # nothing forgotten, nothing made
     rows = json.loads(ok(node.xsc("compute", "map", "--resume", unfinished["id"], "--json")))["results"]
     assert [r["state"] for r in rows] == ["done"]  # ended: the next map forgets it

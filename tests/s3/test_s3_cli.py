@@ -69,7 +69,7 @@ def test_buckets_lists_each_bucket_its_owner_and_grants_in_80_columns_with_names
 
     node = cli_node()
     done = node.xsc("s3", "buckets")
-    assert done.returncode == 0 and done.stdout.startswith(b"no buckets: none yet (an S3 client makes one"), done.stdout
+    assert done.returncode == 0 and done.stdout == b"no buckets: none yet (make one: xsc s3 mb NAME)\n", done.stdout
     narrow = node.xsc("s3", "buckets", env={"COLUMNS": "80"}).stdout.decode()  # a sentence, between words
     assert max(len(line) for line in narrow.splitlines()) <= 80 and narrow.split() == done.stdout.decode().split()
     assert json.loads(node.xsc("s3", "buckets", "--json").stdout) == []

@@ -101,8 +101,9 @@ def test_a_node_answers_s3_in_the_region_of_its_setting(tmp_path) -> None:
 
 
 def test_a_node_that_answers_s3_itself_refuses_a_second_front_and_its_writes(tmp_path) -> None:
-    """One front a node: `xsc s3 serve` stops at once, saying where the node answers S3, and a front's writes
-    through the user API are refused (409 s3-served-by-node); the reads the CLI makes still answer."""
+    """One front a node: `xsc s3 serve` stops at once, saying where the node answers S3, and a front's writes of
+    files' records and its housekeeping through the user API are refused (409 s3-served-by-node); the reads the CLI
+    makes still answer, and so do the writes of records alone it makes (`xsc s3 mb`, `rb`), which store no file."""
     s3_port = free_port()
     node = NodeProcess(tmp_path / "node", free_port(), env={**NODE_ENV, "XSC_NODE_S3_LISTEN": f"127.0.0.1:{s3_port}"})
     node.start()
@@ -115,9 +116,11 @@ def test_a_node_that_answers_s3_itself_refuses_a_second_front_and_its_writes(tmp
         for method, path, body in (("POST", "/v1/s3/reconcile", {"caps": []}), ("GET", "/v1/s3/garbage", None),
                                    ("POST", "/v1/s3/expire", {}),
                                    ("PUT", "/v1/s3/buckets/here/object?key=k&user=xsc", {"cap": "x"}),
-                                   ("PUT", "/v1/s3/buckets/other?user=xsc", None)):
+                                   ("POST", "/v1/s3/garbage/forget", {"caps": []})):
             status, problem = _call(node, method, path, body)
             assert (status, problem["code"]) == (409, "s3-served-by-node"), (path, problem)
+        assert _call(node, "PUT", "/v1/s3/buckets/other?user=xsc", None)[0] == 201
+        assert _call(node, "DELETE", "/v1/s3/buckets/other?user=xsc", None) == (200, {"deleted": "other"})
         status, listing = _call(node, "GET", "/v1/s3/buckets/here/objects?user=xsc", None)
         assert status == 200 and listing["contents"] == []
     finally:

@@ -118,10 +118,8 @@ class S3Index(Uploads):
     def bucket(self, name: str) -> dict:
         raw = self.db.get(keys.object_bucket(name))
         if raw is None:
-            # No xsc command makes a bucket: S3 clients do, through the front (`xsc s3 serve` or node.s3_listen).
-            made = f"aws s3 mb s3://{_bucket_or(name)}"
             raise NoSuchBucket(f"no bucket named {name!r}", bucket=name,
-                               hint=f"an S3 client makes it: {made}; xsc s3 buckets lists them")
+                               hint=f"make it: xsc s3 mb {_bucket_or(name)}; xsc s3 buckets lists them")
         return {"name": name, "owner": names.DEFAULT_USER, "grants": {}, **codec.loads(raw)}
 
     def allow(self, name: str, user: str | None, need: str) -> dict:

@@ -18,7 +18,7 @@ from .output import Col, PassesArgs, emit_json, json_option, key_values, table, 
 _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
 
 
-@click.group(cls=GroupWithLazyModules, modules=("xsc.cli.jobs", "xsc.cli.functions"))
+@click.group(cls=GroupWithLazyModules, modules=("xsc.cli.jobs", "xsc.cli.maps", "xsc.cli.functions"))
 def compute() -> None:
     """Wasm modules and invokes, jobs, maps, web functions, watches."""
 

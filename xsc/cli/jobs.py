@@ -495,7 +495,7 @@ def map_(obj, target: str | None, over: tuple[str, ...], mount: str | None, para
 @click.pass_obj
 def maps(obj, as_json: bool) -> None:
     """List the maps, newest first: each one's id, inputs, how many are done and failed, when it was made and its
-    module (a map not done goes on with: xsc compute map --resume MAP_ID)."""
+    module (a map not done goes on with: xsc compute map --resume MAP_ID; xsc compute unmap MAP_ID forgets one)."""
     found = obj.client().request("GET", "/v1/compute/maps")["maps"]
     if as_json:
         emit_json({"maps": found})

@@ -1,19 +1,23 @@
-"""`xsc s3 serve|keys|grant|revoke|buckets|users|fund|export-index|import-index`: the S3-compatible gateway, its
-users' access keys, buckets, grants and accounts, and its bucket index's backup."""
+"""`xsc s3 serve|keys|grant|revoke|users|fund|export-index|import-index`: the S3-compatible gateway, its users'
+access keys, grants and accounts, and its bucket index's backup; its buckets (`mb`, `rb`, `ls`, `buckets`) in
+s3_buckets.py."""
 
 from __future__ import annotations
-
-import contextlib
 
 import click
 
 from .. import codec
 from ..units import counted, format_credits
-from .output import Col, emit_json, json_option, prose, table
+from .output import Col, emit_json, json_option, table
+from .s3_buckets import _key_user, _named_bucket, buckets, ls, mb, rb
 
 @click.group()
 def s3() -> None:
     """Serve S3 (boto3, rclone, the AWS CLI, s3cmd) over this node's storage."""
+
+
+for _command in (mb, rb, ls, buckets):
+    s3.add_command(_command)
 
 
 @s3.command()
@@ -160,34 +164,6 @@ def revoke(obj, bucket: str, user: str) -> None:
 
 
 @s3.command()
-@click.option("--user", default=None, metavar="NAME", help="Only the buckets USER owns or was granted.")
-@json_option
-@click.pass_obj
-def buckets(obj, user: str | None, as_json: bool) -> None:
-    """Every bucket of the node's S3 front: its owner, who else may read or write it, and when it was made."""
-    from datetime import datetime, timezone
-
-    from ..buckets.core.names import check_user
-
-    query = {"user": check_user(user)} if user is not None else None
-    found = sorted(obj.client().request("GET", "/v1/s3/buckets", query=query)["buckets"], key=lambda b: b["name"])
-    if as_json:
-        emit_json([{k: b.get(k) for k in ("name", "owner", "grants", "created")} for b in found])
-        return
-    if not found:
-        whose = f"user {user} owns and was granted none" if user is not None else "none yet"
-        prose(f"no buckets: {whose} (an S3 client makes one: CreateBucket, `aws s3 mb s3://NAME`)")
-        return
-    # Names are whole (they are typed back into `xsc s3 grant`): an owner that does not fit goes under its row.
-    table([Col("bucket", keep=True), Col("owner", keep=True, under=True), Col("grants", right=True),
-           Col("created", drop=1)],
-          # An imported bucket's created may be unknown (None): an export written by hand, or of a record that kept none.
-          [(b["name"], b["owner"], len(b["grants"]), datetime.fromtimestamp(b["created"], timezone.utc).isoformat(
-              timespec="seconds") if b.get("created") else "-") for b in found],
-          details=[[f"{u} may {level}" for u, level in sorted(b["grants"].items())] or None for b in found])
-
-
-@s3.command()
 @json_option
 @click.pass_obj
 def users(obj, as_json: bool) -> None:
@@ -253,29 +229,6 @@ def _grant_path(bucket: str, user: str) -> str:
     from ..buckets.core.names import check_bucket, check_user
 
     return f"/v1/s3/buckets/{check_bucket(bucket)}/grants/{check_user(user)}"
-
-
-@contextlib.contextmanager
-def _named_bucket():
-    """A bucket the node has none of, named in a command: most likely mistyped, so the way to see the names."""
-    from ..errors import NoSuchBucket
-
-    try:
-        yield
-    except NoSuchBucket as err:
-        raise NoSuchBucket(err.message, hint="the node's buckets and their owners: xsc s3 buckets") from None
-
-
-def _key_user(obj, user: str) -> None:
-    """Refuse a USER no access key belongs to: what a mistyped name is granted or funded would go to whoever is later
-    given a key by that name, and its credits could be neither spent nor taken back meanwhile."""
-    from ..errors import NotFound
-    from ..s3.access import KeyRing, key_file
-
-    users = sorted({k["user"] for k in KeyRing(key_file(obj.data_dir)).list()})
-    if user not in users:
-        raise NotFound(f"no access key belongs to a user {user!r} (the users: {', '.join(users) or 'none yet'})",
-                       hint=f"make one first: xsc s3 keys create --user {user}")
 
 
 @s3.command("export-index")

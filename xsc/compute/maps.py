@@ -17,8 +17,11 @@ paid) runs again, and a run that ended done after the map last heard of it, whic
 input's (`map`), is answered from that record, not run again.  An input that failed runs again.
 
 Maps are kept MAX_MAPS at most: the newest map made past them forgets the oldest that has ended, every input done or
-failed (its record only: its jobs and their outputs stay).  A map with inputs still to run is never forgotten (its
-user would lose `--resume` for work in flight): with MAX_MAPS of them a new map is refused until one ends.
+failed (its record only: its jobs and their outputs stay).  A map with inputs still to run is never forgotten so (its
+user would lose `--resume` for work in flight): with MAX_MAPS of them a new map is refused until one ends, or its user
+forgets one (`forget`, `xsc compute unmap MAP_ID`): one that has ended at once; one with inputs still to run only when
+told to give them up (`cancel`); one with an input whose job runs now never, until that job ends: a job's run is not
+cut short but by its node's stop, and the input's request writes the job's end into the map's record.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ class Maps:
             raise Conflict(f"this node keeps {MAX_MAPS} maps, and {len(kept) - len(ended)} of them have inputs still "
                            "to run: a new map would forget one whose work is in flight or waits to be resumed",
                            hint="list them with: xsc compute maps; end one by running what is left of it: "
-                                "xsc compute map --resume MAP_ID")
+                                "xsc compute map --resume MAP_ID, or give that up: xsc compute unmap MAP_ID --cancel")
         forget = [bytes.fromhex(m["id"]) for m in ended[:max(0, past)]]
         self.store.save_map(head, {n: {"input": item, "state": "pending"} for n, item in enumerate(inputs)},
                             {"spec": spec, "over": over}, forget)
@@ -122,6 +125,29 @@ class Maps:
         said = {k: answer[k] for k in KEPT if k in answer} | {"job": answer["id"], "outputs": outputs}
         self.update(head["id"], index, said)
         return {**answer, **self.store.map_input(bytes.fromhex(head["id"]), index)}
+
+    def forget(self, map_id: str, cancel: bool = False) -> dict[str, Any]:
+        """Forget the map's record (its jobs' records and outputs stay): at once if every input has ended; with
+        `cancel`, its inputs still to run given up (none runs now); never while an input's job runs at this node.
+        On the loop, with no await: an input's request begins before the check (and refuses it) or after the write
+        (and finds no map)."""
+        head = self._head(map_id)
+        running = sorted(index for mid, index in self._running if mid == head["id"])
+        if running:
+            entry = self.store.map_input(bytes.fromhex(head["id"]), running[0]) or {}
+            follow = f"follow it with: xsc compute job {entry['job']}; " if entry.get("job") else ""
+            raise Conflict(f"{len(running)} of the map {head['id']}'s inputs run now (input {running[0]} first): a "
+                           "job's run is not cut short, and its end is written in the map's record",
+                           hint=f"{follow}forget the map once they end: xsc compute unmap {head['id']}")
+        left = head["inputs"] - head["done"] - head["failed"]
+        if left and not cancel:
+            raise Conflict(f"{left} of the map {head['id']}'s {head['inputs']} inputs are still to run: forgetting it "
+                           "gives up `--resume` for them",
+                           hint=f"run them: xsc compute map --resume {head['id']}; or give them up: "
+                                f"xsc compute unmap {head['id']} --cancel")
+        self.store.forget_map(bytes.fromhex(head["id"]))
+        return {"forgotten": head["id"], "inputs": head["inputs"], "done": head["done"], "failed": head["failed"],
+                "given_up": left}
 
     def update(self, map_id: str, index: int, said: dict[str, Any]) -> None:
         """Input `index`'s record as `said` (its state, job, outputs or error), and the head's counts, in one write.

@@ -287,16 +287,25 @@ class ComputeStore:
         map_id = bytes.fromhex(head["id"])
         with self._db.write_batch(sync=True) as batch:
             for old in forget:
-                batch.delete(keys.map_(old))
-                batch.delete(keys.map_asked(old))
-                with self._db.iterator(prefix=keys.map_inputs(old), include_value=False) as it:
-                    for key in it:
-                        batch.delete(key)
+                self._forget_map(batch, old)
             if asked is not None:
                 batch.put(keys.map_asked(map_id), codec.dumps(asked))
             batch.put(keys.map_(map_id), codec.dumps(head))
             for index, entry in inputs.items():
                 batch.put(keys.map_input(map_id, index), codec.dumps(entry))
+
+    def forget_map(self, map_id: bytes) -> None:
+        """The map's head, what it was asked and every input's record gone in one synced write: a crash leaves the
+        map whole or gone, never a head without its inputs or inputs no head names."""
+        with self._db.write_batch(sync=True) as batch:
+            self._forget_map(batch, map_id)
+
+    def _forget_map(self, batch, map_id: bytes) -> None:
+        batch.delete(keys.map_(map_id))
+        batch.delete(keys.map_asked(map_id))
+        with self._db.iterator(prefix=keys.map_inputs(map_id), include_value=False) as it:
+            for key in it:
+                batch.delete(key)
 
     # --- web functions (compute/functions.py) ------------------------------------
     def functions(self) -> list[dict]:

@@ -20,7 +20,7 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from ..errors import Forbidden, NoSuchKey, S3Error, S3ServedByNode, XscError
+from ..errors import Forbidden, NoSuchBucket, NoSuchKey, S3Error, S3ServedByNode, XscError
 from ..units import counted
 from ..ids import unique_bytes
 from ..net.addresses import address_key
@@ -533,6 +533,8 @@ def _error(request: web.Request, err: XscError, request_id: str) -> web.Response
 def _told(err: XscError) -> str:
     """An error's message with the command that fixes it: an S3 client (boto3, rclone, the aws CLI) shows the user
     <Message> alone."""
+    if isinstance(err, NoSuchBucket):  # the index names the operator's `xsc s3 mb`: a client makes its own bucket
+        return f"{err.message} (an S3 client makes it: CreateBucket, `aws s3 mb s3://BUCKET`)"
     return err.with_hint if err.hint and err.hint not in err.message else err.message
 
 

@@ -174,6 +174,11 @@ async def get_map(request: web.Request) -> web.Response:
     return json_response(await in_pool(request.app[CPU_POOL], request.app[NODE].maps.map, request.match_info["id"]))
 
 
+@routes.delete("/v1/compute/maps/{id}")  # on the loop: no input's request begins between its check and its write
+async def forget_map(request: web.Request) -> web.Response:
+    return json_response(request.app[NODE].maps.forget(request.match_info["id"], query_flag(request.query, "cancel")))
+
+
 @routes.post("/v1/compute/maps/{id}/inputs/{n}")  # input n's job, unless it is done
 async def run_map_input(request: web.Request) -> web.Response:
     return json_response(await request.app[NODE].maps.run_input(request.match_info["id"], request.match_info["n"]),

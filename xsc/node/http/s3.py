@@ -37,14 +37,19 @@ def _index(request: web.Request) -> S3Index:
 
 
 def _front_writes(request: web.Request) -> None:
+    """A front's write of a file's record, or its housekeeping, refused while the node answers S3 itself.  A write of
+    records alone (a bucket made or deleted, objects deleted, an upload aborted, a grant) stores no file that a
+    reconciliation could find unrecorded: it is taken from any caller (`xsc s3 mb`, `rb`), the files it leaves marked
+    garbage for the front that serves S3 to remove."""
     if listen := request.app[CONFIG].node.s3_listen:  # one front a node: see S3ServedByNode
         raise S3ServedByNode(f"this node answers S3 itself at http://{listen}",
                              hint="point S3 tools there and stop `xsc s3 serve`, or unset node.s3_listen")
 
 
-async def _as(request: web.Request, need: str, fn, *args, **kwargs):
-    """fn in the CPU pool, once the user the front acts for may `need` (read, write, owner, initiator) the bucket."""
-    if need != "read":
+async def _as(request: web.Request, need: str, fn, *args, files: bool = True, **kwargs):
+    """fn in the CPU pool, once the user the front acts for may `need` (read, write, owner, initiator) the bucket;
+    `files` False: a write of records alone, which `_front_writes` lets through."""
+    if need != "read" and files:
         _front_writes(request)
     index, user = _index(request), request.query.get("user")
     if "bucket" in request.match_info:
@@ -77,7 +82,6 @@ async def buckets(request: web.Request) -> web.Response:
 
 @routes.put("/v1/s3/buckets/{bucket}")
 async def create_bucket(request: web.Request) -> web.Response:
-    _front_writes(request)
     record = await _call(request, _index(request).create_bucket, request.match_info["bucket"], request.query.get("user"))
     return json_response(record, status=201)
 
@@ -103,7 +107,7 @@ async def revoke(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/s3/buckets/{bucket}")
 async def delete_bucket(request: web.Request) -> web.Response:
-    await _as(request, "owner", _index(request).delete_bucket, request.match_info["bucket"])
+    await _as(request, "owner", _index(request).delete_bucket, request.match_info["bucket"], files=False)
     return json_response({"deleted": request.match_info["bucket"]})
 
 
@@ -167,14 +171,16 @@ async def put_small_objects(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/s3/buckets/{bucket}/object")
 async def delete_object(request: web.Request) -> web.Response:
-    garbage = await _as(request, "write", _index(request).delete, request.match_info["bucket"], _key(request))
+    garbage = await _as(request, "write", _index(request).delete, request.match_info["bucket"], _key(request),
+                        files=False)
     return json_response({"garbage": garbage})
 
 
 @routes.post("/v1/s3/buckets/{bucket}/delete")
 async def delete_objects(request: web.Request) -> web.Response:
     keys = _strings(await _json(request), "keys")
-    garbage = await _as(request, "write", _index(request).delete_many, request.match_info["bucket"], keys)
+    garbage = await _as(request, "write", _index(request).delete_many, request.match_info["bucket"], keys,
+                        files=False)
     return json_response({"garbage": garbage})
 
 
@@ -235,7 +241,8 @@ async def complete(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/s3/uploads/{upload}")
 async def abort(request: web.Request) -> web.Response:
-    return json_response({"garbage": await _as(request, INITIATOR, _index(request).abort, request.match_info["upload"])})
+    garbage = await _as(request, INITIATOR, _index(request).abort, request.match_info["upload"], files=False)
+    return json_response({"garbage": garbage})
 
 
 @routes.get("/v1/s3/garbage")
