@@ -385,13 +385,28 @@ class RemoteAnswers:
         the outputs it stored removed, nothing of it charged here (a run here is charged with the write that ends
         it, which never came), no provider paid whose answer never came (sent_jobs.unsettled dropped its tab as the
         error passed) and one whose answer was checked paid what it answered.  What its user is told instead of the
-        node's 500: its id, the failure and how to run it again."""
+        node's 500: its id, the failure and how to run it again.  A failure after the write that ended the run (its
+        record done or failed, and its providers owed what it says: a start pays them) is told as that record says
+        it, of the failure's kind all the same (503, 507): the job is not cut short, and not to be run again."""
         failure = node_failure(err)
         log.error("job %s: the node failed it", job["id"], exc_info=err)
-        if job.get("state") in UNFINISHED:
+        if job.get("state") not in UNFINISHED:
+            recorded = self._recorded(job["id"])
+            if recorded is not None and recorded.get("state") not in UNFINISHED:
+                hint = f"see it with: xsc compute job {job['id']}"
+                return type(failure)(f"{the_job(job, hint)} is {recorded['state']}, but then {failure.message}",
+                                     hint=hint, id=job["id"], state=recorded["state"])
+        else:
             await self.interrupted(job, failure.message)
         hint = rerun_hint(job)
         return type(failure)(f"{the_job(job, hint)} was cut short: {failure.message}", hint=hint, id=job["id"])
+
+    def _recorded(self, jid: str) -> dict[str, Any] | None:
+        """The job's record as its disk has it (None: it cannot be read, the disk failing)."""
+        try:
+            return self.records.load(jid)
+        except Exception:  # (logged with the failure that led here)
+            return None
 
     async def recover_one(self, job: dict[str, Any]) -> None:
         """At start, a job a stop left unfinished: finished from its provider's answer if it was run on one and
