@@ -211,7 +211,7 @@ async def test_a_maps_input_whose_job_the_node_failed_is_recorded_failed_naming_
 
 
 def test_a_failure_of_the_nodes_own_is_told_on_one_line_and_a_full_disk_as_such() -> None:
-    from xsc.compute.remote_answers import node_failure
+    from xsc.compute.job_answers import node_failure
 
     bug = node_failure(RuntimeError("a bug's words\nover lines\n" + "x" * 1000))
     assert (bug.code, bug.message) == ("node-failed", ("the node failed: RuntimeError: a bug's words over lines " +

@@ -14,11 +14,11 @@ leaves either a finished job or one marked interrupted at the next start, whose 
 its record names, no others) are removed then.  A job run on a provider is the exception once the provider took
 it: where it was sent is written down before a byte is sent, its answer before its outputs are fetched, and the
 checked answer, what it owes and its outputs before they are stored, and a start finishes it from the provider's
-answer and pays the provider what the record says, once, rather than run it again (remote_answers.py;
-docs/compute.md has each step); a replicated job's replicas likewise, each from its own step, compared at the
-start as the run would have compared them.  A deterministic
-job's outputs are kept by its id for the user who ran it: the same spec over the same bytes, asked with the same
-replicas and agreement, answers them again without running (`replayed`).
+answer and pays the provider what the record says, once, rather than run it again (remote_answers.py,
+remote_recovery.py; docs/compute.md has each step); a replicated job's replicas likewise, each from its own step,
+compared at the start as the run would have compared them.  A deterministic job's outputs are kept by its id for
+the user who ran it: the same spec over the same bytes, asked with the same replicas and agreement, answers them
+again without running (`replayed`).
 """
 
 from __future__ import annotations
@@ -53,10 +53,14 @@ from .lineage import verify_hash as _verify_hash
 from .paid import relayed, worst_case_refused
 from .service import ComputeService, InvokeCall
 from .hosted_jobs import PER_SENDER
-from .job_records import (CURSOR_BYTES, FORGET_AT_ONCE, REPLACING, UNFINISHED, JobOutputs, JobRecords, answer, ended,
-                          made, replacing, rerun_hint, run_id, the_job, unstored_answer)
+from .job_answers import (REPLACING, UNFINISHED, answer, ended, node_failure, replacing, rerun_hint, run_id, the_job,
+                          unstored_answer)
+from .job_outputs import JobOutputs
+from .job_records import CURSOR_BYTES, JobRecords, made
+from .job_retention import FORGET_AT_ONCE, JobRetention
 from .job_sandbox import record_and_owe, remove_tree, run_program
-from .remote_answers import RemoteAnswers, node_failure
+from .remote_answers import RemoteAnswers
+from .remote_recovery import RemoteRecovery
 from .sent_jobs import Returned
 from .wasi_io import io_fuel
 
@@ -111,6 +115,8 @@ class JobService:
         self.records = JobRecords(db, payer.public_key)
         self.outputs = JobOutputs(storage, db, payer.public_key, storage_bid)
         self.answers = RemoteAnswers(records=self.records, outputs=self.outputs, sent=sent, work_dir=work_dir)
+        self.recovery = RemoteRecovery(self.answers)  # what a stop cut short of a remote run, finished
+        self.retained = JobRetention(db)  # the records of ended jobs nothing needs any more, forgotten
         self._placed_on: Counter[str] = Counter()  # provider -> this node's jobs running there now
         self._finished = asyncio.Condition()  # a job on a provider ended: a place there may be free
         self.recovered = asyncio.Event()  # `recover` has ended: what a stop cut short is settled (the watches wait)
@@ -214,11 +220,11 @@ class JobService:
         previous = self.records.load(jid)
         if previous is not None and self.answers.cut_short(previous):  # a stop cut its run or fetch short: its
             with contextlib.suppress(XscError):  # provider's answer taken, not run again (no answer, not paid: it runs)
-                return await self.answers.finished(previous)
+                return await self.recovery.finished(previous)
             previous = self.records.load(jid)
         if previous is not None and self.answers.resumable(previous):  # its answer is here, checked: not run again
             try:
-                return await self.answers.resumed(previous)
+                return await self.recovery.resumed(previous)
             except IntegrityError:
                 await self.answers.interrupted(self.records.load(jid) or previous)
                 previous = self.records.load(jid)
@@ -237,7 +243,7 @@ class JobService:
                **({"run": run} if run != jid else {}),
                "executions": executions, "outputs": [], "inputs": staged.inputs,
                **({"stdin": staged.stdin_item} if staged.stdin_item else {}),
-               "charge_total": before,  # and this run's, once it is charged (job_records.ended)
+               "charge_total": before,  # and this run's, once it is charged (job_answers.ended)
                # the run before's outputs stay named (so never orphaned) until this run's replace them
                **({"replacing": old} if (old := replacing(previous)) else {}),
                "created": provenance.timestamp(time.time_ns()), **({"map": mark} if mark is not None else {})}
@@ -375,7 +381,7 @@ class JobService:
         only if it agrees: no more replicas answer than were asked, so no more is paid than with none lost.
         With no such agreement nothing is paid or stored (RemoteAnswers.judged).  Each replica's step is written
         down before it is taken: a start finishes the job from its replicas' kept answers
-        (RemoteAnswers.replicas_again)."""
+        (RemoteRecovery.replicas_again)."""
         over = self.provider_terms.passing_over()  # as one job's provider is chosen (`_on_provider`)
         chosen = await _providers(self.dealing, self.node.id, limits, bid, spec.replicas, frozenset(), over)
         if len(chosen) < spec.replicas:
@@ -476,7 +482,7 @@ class JobService:
         """At start: a remote job a stop cut short while its provider ran it is finished from the provider's
         answer, one whose outputs were fetched is fetched again, one whose checked answer was storing is stored
         (each provider paid once, what its record says); any other job a stop cut short is marked interrupted and
-        the outputs it had stored are removed (remote_answers.py).  A remote run done, not paid yet, is paid what
+        the outputs it had stored are removed (remote_recovery.py).  A remote run done, not paid yet, is paid what
         its job's record says it owes."""
         try:
             await self._recover()
@@ -518,27 +524,27 @@ class JobService:
 
     async def _recovered(self, job: dict[str, Any]) -> None:
         try:
-            await self.answers.recover_one(job)
+            await self.recovery.recover_one(job)
         except Exception:  # one job's failure leaves the others to recover
             log.exception("job %s could not be recovered at the start", job["id"])
 
     # --- records -----------------------------------------------------------------------------
     async def forget_ended(self, now: float | None = None) -> int:
         """Delete the records of jobs that began more than `retention` seconds before `now` and that nothing needs
-        any more (`JobRecords.forgettable` says what needs them), FORGET_AT_ONCE jobs at most, each in one write while
+        any more (`JobRetention.forgettable` says what needs them), FORGET_AT_ONCE jobs at most, each in one write while
         no run of it is under way; then the provenance records of runs here that began as long ago, FORGET_RUNS_AT_ONCE
         at most, but those a job's records name, those of work not settled yet (owed on a tab, `l/o/`) and those of
         runs on a peer's tab not receipted yet (`c/t/`).  How many records went."""
         before_ns = int(((time.time() if now is None else now) - self.retention) * 1e9)
         owing = {authorization.id.hex() for authorization in self.ledger.pending()}
-        found = await in_pool(None, self.records.forgettable, before_ns, self.storage.store.known_file, owing,
+        found = await in_pool(None, self.retained.forgettable, before_ns, self.storage.store.known_file, owing,
                               FORGET_AT_ONCE)
         forgotten = 0
         for jid, key, digest, others in found.jobs:
             async with self.records.alone(jid):
-                forgotten += await in_pool(None, self.records.forget, key, digest, others)
+                forgotten += await in_pool(None, self.retained.forget, key, digest, others)
         if found.loose:
-            await in_pool(None, self.records.forget_loose, found.loose)
+            await in_pool(None, self.retained.forget_loose, found.loose)
         store = self.compute.store
         kept = found.runs | await in_pool(None, store.tab_runs) | \
             {ref for ref, _ in await in_pool(None, self.ledger.store.owed)}
