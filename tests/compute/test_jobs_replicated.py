@@ -1,4 +1,4 @@
-"""Replicated jobs (compute/jobs.py: JobService._replicated) on real nodes with real HTTP between them: a
+"""Replicated jobs (compute/job_placing.py: JobPlacing.replicated) on real nodes with real HTTP between them: a
 deterministic job runs on R providers at once, the ones whose outputs and fuel agree are paid, the others are
 refused and struck, and with no agreement nothing is paid or stored.  The user's node offers no compute."""
 

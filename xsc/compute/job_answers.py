@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import db
-from ..errors import DiskFull, NodeFailed, OverCap, Trap, XscError
+from ..errors import DiskFull, NodeFailed, OverCap, PeerUnavailable, PeerUnreachable, Trap, XscError
 from .job_sandbox import MAX_OUTPUTS, UNPRINTABLE
 from .out_bound import MAX_DEPTH, MAX_ENTRIES, UNREADABLE, UNREADABLE_HINT
 
@@ -102,6 +102,31 @@ def run_id(job: dict[str, Any]) -> str:
     return job.get("run", job["id"])
 
 
+def not_ended(job: dict[str, Any], err: XscError) -> XscError | None:
+    """The record of a job whose run never ended, updated from `err` (what placing or running it raised), and what its
+    user is told instead of `err` (None: `err` itself, a refusal before it ran: the node busy, too little credit)."""
+    jid, hint = job["id"], rerun_hint(job)
+    if isinstance(err, PeerUnreachable):
+        # its provider went away (stopped, the network cut) and no other took it: cut short, as by a stop
+        job.update(state="interrupted", error=f"its provider could not be reached: {err.message}", error_hint=hint)
+        return PeerUnreachable(f"{the_job(job, hint)} was cut short: {err.message}", hint=hint,
+                               **{**err.details, "id": jid})
+    if err.details.get("peer_code") == "node-stopping":
+        # its provider stopped and no other took it: the provider's words are its own ("this node stopped ..."), not
+        # its user's.  A run it cut short (part of the work done, none of it charged) is interrupted, as by this
+        # node's stop; one it refused to begin is refused.
+        if err.details.get("peer_cut_short"):
+            job.update(state="interrupted", error="its provider stopped while it ran, and no other provider took it: "
+                       "nothing is paid", error_hint=hint)
+            return PeerUnavailable(f"{the_job(job, hint)} was cut short: {job['error']}", hint=hint,
+                                   **{**err.details, "id": jid})
+        job.update(state="refused", error="its provider stopped before its run began, and no other provider took it: "
+                   "nothing is paid", error_hint=hint)
+        return PeerUnavailable(f"{the_job(job, hint)} did not run: {job['error']}", hint=hint,
+                               **{**err.details, "id": jid})
+    job.update(state="refused", error=err.message, **({"error_hint": err.hint} if err.hint else {}))
+    return None
+
 
 def node_failure(err: BaseException) -> XscError:
     """An error of the node's own (an OSError of its disk, a bug: not an XscError) as what its caller is told: the
@@ -127,5 +152,5 @@ def _refusal_hint(refusal: str) -> str:
 
 
 
-__all__ = ["KEPT_STREAMS", "REPLACING", "UNFINISHED", "answer", "ended", "node_failure", "replacing", "rerun_hint",
-           "run_id", "the_job", "unstored_answer"]
+__all__ = ["KEPT_STREAMS", "REPLACING", "UNFINISHED", "answer", "ended", "node_failure", "not_ended", "replacing",
+           "rerun_hint", "run_id", "the_job", "unstored_answer"]
