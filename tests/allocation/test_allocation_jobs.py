@@ -13,7 +13,7 @@ from tests.support.allocation import FORK_WAIT, following, in_step, joining
 from tests.support.compute import deploy, peer_with_provider
 from tests.support.jobs import QUIET, run_job
 from tests.support.waiting import eventually_async
-from xsc.compute import jobs, sent_jobs
+from xsc.compute import job_placing, sent_jobs
 from xsc.errors import PeerUnreachable
 from xsc.node import IDENTITY
 from xsc.node.appkeys import NODE
@@ -129,9 +129,9 @@ async def test_replicas_being_chosen_when_their_job_is_cancelled_hold_nothing_of
         return False
 
     monkeypatch.setattr(PassingOver, "passes", second_never_answered)
-    choosing = asyncio.create_task(jobs._providers(node.dealing, gateway.app[IDENTITY].id, SimpleNamespace(fuel=FUEL),
-                                                   node.paid.default_bid, 2, frozenset(),
-                                                   node.provider_terms.passing_over()))
+    choosing = asyncio.create_task(job_placing.providers(node.dealing, gateway.app[IDENTITY].id,
+                                                         SimpleNamespace(fuel=FUEL), node.paid.default_bid, 2,
+                                                         frozenset(), node.provider_terms.passing_over()))
     await asyncio.wait_for(blocked.wait(), 30)
     assert sum(_held(gateway)["compute"].values()) == 2 * BUDGET  # one chosen, one being asked
     choosing.cancel()
@@ -152,9 +152,9 @@ async def test_a_job_cancelled_while_its_providers_terms_are_asked_holds_nothing
         return False
 
     monkeypatch.setattr(PassingOver, "passes", never_answered)
-    placing = asyncio.create_task(node.jobs._on_provider(SimpleNamespace(), None, SimpleNamespace(fuel=FUEL),
-                                                         node.paid.default_bid, None, {"id": "job-cancelled"},
-                                                         here=False))
+    placing = asyncio.create_task(node.jobs.placing.on_provider(SimpleNamespace(), None, SimpleNamespace(fuel=FUEL),
+                                                                node.paid.default_bid, None, {"id": "job-cancelled"},
+                                                                here=False))
     await asyncio.wait_for(asked.wait(), 30)
     assert sum(_held(gateway)["compute"].values()) == BUDGET  # placed, its provider's terms being asked
     placing.cancel()

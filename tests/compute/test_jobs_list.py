@@ -16,6 +16,7 @@ from tests.support.jobs import run_job
 from xsc import codec, keys
 from xsc.compute import provenance
 from xsc.compute.job_records import JobRecords
+from xsc.compute.job_retention import JobRetention
 from xsc.db import open_database
 from xsc.node.appkeys import NODE
 from xsc.node.datadir import DB_DIR
@@ -121,7 +122,7 @@ def test_records_written_before_the_list_are_listed_and_a_forgotten_job_leaves_i
     assert [j["id"] for j in jobs] == ["33" * 32, "22" * 32, "11" * 32]
 
     key = keys.job(USER, bytes.fromhex("22" * 32))
-    assert records.forget(key, hashlib.sha256(db.get(key)).digest(), [])
+    assert JobRetention(db).forget(key, hashlib.sha256(db.get(key)).digest(), [])
     assert [j["id"] for j in records.page(10, None)[0]] == ["33" * 32, "11" * 32]
     assert len(list(db.iterator(prefix=keys.jobs_began(USER)))) == 2
 
@@ -166,7 +167,7 @@ def test_a_record_written_before_summaries_were_kept_is_listed_from_itself(tmp_p
     assert [(j["id"], j["state"], j["charge"], j["charge_total"]) for j in jobs] == [(newer, "done", 7, 7),
                                                                                     (older, "done", 0, 0)]
     key = keys.job(USER, bytes.fromhex(newer))
-    assert records.forget(key, hashlib.sha256(db.get(key)).digest(), [])  # its summary goes with it
+    assert JobRetention(db).forget(key, hashlib.sha256(db.get(key)).digest(), [])  # its summary goes with it
     assert db.get(keys.job_summary(USER, bytes.fromhex(newer))) is None
     assert [j["id"] for j in records.page(10, None)[0]] == [older]
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import errno
 
+import pytest
+
 from tests.support.compute import deploy
-from tests.support.jobs import balances, network, run_job, settle
+from tests.support.jobs import (balances, network, owed_paid, read_file, restarted, run_job, settle, verified)
+from tests.support.waiting import eventually_async
 from tests.support.nodes import close_node
 from xsc.node import CLIENT_IDENTITY
 from xsc.node.appkeys import NODE
@@ -101,6 +104,93 @@ async def test_a_remote_job_whose_checked_outputs_the_node_cannot_store_pays_its
         (-problem["charged"], problem["charged"])  # paid what it answered, once
 
 
+async def test_a_remote_job_the_node_fails_once_its_record_says_done_is_answered_done_and_paid_once(
+        node_factory, monkeypatch) -> None:
+    """An OSError after the write that ended the run (the job done, its provider owed what the record says), as its
+    provider's payment is begun: its caller told the job is done and the node failed then, never that it was cut
+    short; the record stays done, and the start pays the provider what it answered, once."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    jobs = gateway.app[NODE].jobs
+    before = balances(gateway, provider)
+
+    def failing(returned):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(jobs.sent, "pay", failing)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, b"abc")
+    monkeypatch.undo()
+    assert (status, problem["code"]) == (503, "node-failed"), problem
+    jid = problem["id"]
+    assert problem["detail"] == "the job is done, but then the node failed: OSError: [Errno 5] Input/output error"
+    assert (problem["hint"], problem["state"]) == (f"see it with: xsc compute job {jid}", "done"), problem
+    record = jobs.records.load(jid)
+    assert record["state"] == "done" and record["outputs"] and record["paid_on"], record
+    assert await read_file(gateway, {o["name"]: o for o in record["outputs"]}["out/c.txt"]["capability"]) == b"abc"
+
+    gateway, _ = await restarted(node_factory, gateway, jid)
+    assert gateway.app[NODE].jobs.records.load(jid) == record  # the start found it done, and only paid what it owes
+    await owed_paid(gateway, record)
+    await settle(gateway)
+    after = balances(gateway, provider)
+    assert record["charge"] > 0 and (after[0] - before[0], after[1] - before[1]) == \
+        (-record["charge"], record["charge"])  # paid what it answered, once
+    assert gateway.app[NODE].ledger.held(gateway.app[CLIENT_IDENTITY].public_key) == 0
+    await verified(gateway)
+
+
+@pytest.mark.parametrize("where", ["forget", "invoked"])
+async def test_a_remote_job_the_node_fails_between_keeping_its_checked_answer_and_storing_it_pays_once(
+        node_factory, monkeypatch, where) -> None:
+    """An OSError once the checked answer and what it owes are written (`storing`), before its outputs are stored:
+    as its provider is told to forget the job, or as the market is told the fuel it spent.  The job is interrupted
+    at once, and its provider, whose tab is still open, paid what it answered, once; a start changes nothing."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    jobs = gateway.app[NODE].jobs
+    user = gateway.app[CLIENT_IDENTITY].public_key
+    before = balances(gateway, provider)
+    kept, answer_kept = [], jobs.answers.answer_kept
+
+    async def keeping(job, returned, *args):
+        kept.append((job["id"], await answer_kept(job, returned, *args)))
+        return kept[-1][1]
+
+    def failing(*args):
+        assert jobs.records.load(kept[0][0])["state"] == "storing"  # the window
+        raise OSError(errno.EIO, "Input/output error")
+
+    async def failing_async(*args):
+        failing()
+
+    monkeypatch.setattr(jobs.answers, "answer_kept", keeping)
+    if where == "forget":
+        monkeypatch.setattr(jobs.sent, "_forget", failing_async)
+    else:
+        monkeypatch.setattr(jobs.dealing, "invoked", failing)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, b"abc")
+    monkeypatch.undo()
+    assert (status, problem["code"]) == (503, "node-failed"), problem
+    jid = problem["id"]
+    assert problem["detail"] == f"the job {jid} was cut short: the node failed: OSError: [Errno 5] Input/output error"
+    record = jobs.records.load(jid)
+    assert record["state"] == "interrupted" and record["outputs"] == [] and "answered" not in record, record
+    ((_, returned),) = kept
+    charge = returned.run["charge"]
+    await eventually_async(lambda: returned.authorization not in {a.id.hex() for a in jobs.ledger.pending()},
+                           "the job's tab paid", 30)
+    after = balances(gateway, provider)
+    assert charge > 0 and (after[0] - before[0], after[1] - before[1]) == (-charge, charge)  # what it answered, once
+    assert jobs.ledger.held(user) == 0
+
+    gateway, _ = await restarted(node_factory, gateway, jid)
+    assert gateway.app[NODE].jobs.records.load(jid) == record
+    await settle(gateway)
+    assert balances(gateway, provider) == after and gateway.app[NODE].ledger.held(user) == 0
+    assert not any((gateway.app[NODE].config.data_dir / "jobs").glob("answered-*"))  # its kept outputs removed
+    await verified(gateway)
+
+
 async def test_a_maps_input_whose_job_the_node_failed_is_recorded_failed_naming_the_job(node_factory,
                                                                                         monkeypatch) -> None:
     node = await node_factory("node")
@@ -121,7 +211,7 @@ async def test_a_maps_input_whose_job_the_node_failed_is_recorded_failed_naming_
 
 
 def test_a_failure_of_the_nodes_own_is_told_on_one_line_and_a_full_disk_as_such() -> None:
-    from xsc.compute.remote_answers import node_failure
+    from xsc.compute.job_answers import node_failure
 
     bug = node_failure(RuntimeError("a bug's words\nover lines\n" + "x" * 1000))
     assert (bug.code, bug.message) == ("node-failed", ("the node failed: RuntimeError: a bug's words over lines " +

@@ -1124,7 +1124,7 @@ async def test_a_start_asks_after_several_cut_short_jobs_at_once_and_never_more_
         await full.wait()
         at_once -= 1
 
-    monkeypatch.setattr(jobs.answers, "recover_one", recover_one)
+    monkeypatch.setattr(jobs.recovery, "recover_one", recover_one)
     async with asyncio.timeout(60):  # one at a time, the first would wait for ever
         await jobs.recover()
     assert most == jobs_module.RECOVER_AT_ONCE and sorted(asked) == sorted(r["id"] for r in jobs.records.all_jobs())
@@ -1153,7 +1153,7 @@ async def test_a_run_whose_tab_a_stop_left_settled_unpaid_is_not_counted_at_the_
     (job,) = answers.records.all_jobs()
     assert job["state"] == "running" and "fetching" in job, job
     monkeypatch.undo()
-    await answers.recover_one(job)
+    await gateway.app[NODE].jobs.recovery.recover_one(job)
     job = answers.records.load(job["id"])
     assert job["state"] == "interrupted" and job["outputs"] == [], job  # not paid, so not counted
     await settle(gateway)

@@ -1,4 +1,4 @@
-"""Replicated jobs (compute/jobs.py: JobService._replicated) on real nodes with real HTTP between them: a
+"""Replicated jobs (compute/job_placing.py: JobPlacing.replicated) on real nodes with real HTTP between them: a
 deterministic job runs on R providers at once, the ones whose outputs and fuel agree are paid, the others are
 refused and struck, and with no agreement nothing is paid or stored.  The user's node offers no compute."""
 
@@ -23,7 +23,7 @@ from tests.support.jobs import (QUIET, balances, countersigning_the_cap, network
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc.compute import hosted_jobs, remote_tabs, sent_jobs
-from xsc.compute.job_records import rerun_hint
+from xsc.compute.job_answers import rerun_hint
 from xsc.errors import PeerUnreachable
 from xsc.node import IDENTITY, TOKEN
 from xsc.node.appkeys import METRICS, NODE
@@ -585,7 +585,7 @@ async def test_replicas_a_stop_left_uncompared_are_compared_at_the_start_by_the_
     job = await _stopped_before_comparing(gateway, monkeypatch, agree=3)
     assert sorted(r["step"] for r in job["replicating"].values()) == ["checked"] * 3, job
     files_before = (await (await gateway.get("/v1/store/files")).json())["files"]
-    await answers.recover_one(job)
+    await gateway.app[NODE].jobs.recovery.recover_one(job)
     job = answers.records.load(job["id"])
     assert job["state"] == "refused" and "2 of the 3 replicas asked agree" in job["error"], job
     assert not any(r["paid"] for r in job["replicas"]) and "replicating" not in job
@@ -701,7 +701,7 @@ async def test_a_replica_whose_tab_was_dropped_before_a_stop_is_not_counted_at_t
     dropped = sorted(job["replicating"])[0]
     # A stop between dropping a replica's tab and writing it down lost: that replica can no longer be paid.
     await answers.sent.unanswered_after_restart(job["replicating"][dropped]["authorization"])
-    await answers.recover_one(job)
+    await gateway.app[NODE].jobs.recovery.recover_one(job)
     job = answers.records.load(job["id"])
     assert job["state"] == "done", job
     paid = {r["provider"]: r["paid"] for r in job["replicas"]}

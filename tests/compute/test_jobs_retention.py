@@ -16,7 +16,7 @@ from tests.support.compute import WASM
 from tests.support.waiting import eventually
 from xsc import codec, keys
 from xsc.compute import provenance
-from xsc.compute.job_records import JobRecords
+from xsc.compute.job_retention import JobRetention
 from xsc.compute.store import ComputeStore
 from xsc.db import open_database
 from xsc.node.datadir import DB_DIR
@@ -95,7 +95,7 @@ def _job(db, jid: str, began_ns: int, run: str, **fields) -> dict:
 
 def test_a_run_a_provider_signed_goes_with_its_job_and_a_pending_tab_keeps_it(tmp_path) -> None:
     db = open_database(tmp_path / "db")
-    records = JobRecords(db, USER)
+    records = JobRetention(db)
     now = time.time_ns()
     old, recent = now - 48 * HOUR_NS, now - HOUR_NS
     run, loose_run, new_run = _run_id(old), _run_id(old), _run_id(recent)
@@ -133,7 +133,7 @@ def test_a_run_a_provider_signed_goes_with_its_job_and_a_pending_tab_keeps_it(tm
 
 def test_a_job_run_again_since_it_was_found_is_not_forgotten(tmp_path) -> None:
     db = open_database(tmp_path / "db")
-    records = JobRecords(db, USER)
+    records = JobRetention(db)
     old = time.time_ns() - 48 * HOUR_NS
     _job(db, "55" * 32, old, "")
     [(jid, key, digest, others)] = records.forgettable(old + HOUR_NS, lambda _: False, set(), 256).jobs

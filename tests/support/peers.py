@@ -69,10 +69,13 @@ def peer_health(node, peer: str) -> dict | None:
     return next((p for p in body["peers"] if p["id"] == peer), None)
 
 
-def start_star(tmp_path: Path, n: int, gateway_env: dict, others_env: dict, started: list) -> tuple[list, list[str]]:
+def start_star(tmp_path: Path, n: int, gateway_env: dict, others_env: dict | list[dict], started: list
+               ) -> tuple[list, list[str]]:
     """A gateway and n-1 nodes that joined it (data dirs n0, n1, ...), started at once (appended to `started`
-    for the teardown), once the gateway knows them all and has probed them up: (nodes, ids), the gateway first."""
-    net = Devnet(tmp_path, n, env=FAST, envs=[gateway_env, *[others_env] * (n - 1)], name="n{}")
+    for the teardown), once the gateway knows them all and has probed them up: (nodes, ids), the gateway first.
+    `others_env`: the other nodes' environment, or each one's."""
+    others = others_env if isinstance(others_env, list) else [others_env] * (n - 1)
+    net = Devnet(tmp_path, n, env=FAST, envs=[gateway_env, *others], name="n{}")
     started.extend(net)
     net.spawn().wait_listening(90)
     gateway, nodes = net.first, list(net)

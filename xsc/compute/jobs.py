@@ -14,34 +14,28 @@ leaves either a finished job or one marked interrupted at the next start, whose 
 its record names, no others) are removed then.  A job run on a provider is the exception once the provider took
 it: where it was sent is written down before a byte is sent, its answer before its outputs are fetched, and the
 checked answer, what it owes and its outputs before they are stored, and a start finishes it from the provider's
-answer and pays the provider what the record says, once, rather than run it again (remote_answers.py;
-docs/compute.md has each step); a replicated job's replicas likewise, each from its own step, compared at the
-start as the run would have compared them.  A deterministic
-job's outputs are kept by its id for the user who ran it: the same spec over the same bytes, asked with the same
-replicas and agreement, answers them again without running (`replayed`).
+answer and pays the provider what the record says, once, rather than run it again (remote_answers.py,
+remote_recovery.py; docs/compute.md has each step); a replicated job's replicas likewise, each from its own step,
+compared at the start as the run would have compared them.  A deterministic job's outputs are kept by its id for
+the user who ran it: the same spec over the same bytes, asked with the same replicas and agreement, answers them
+again without running (`replayed`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import os
 import re
 import tempfile
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from .. import codec
 from ..db import Database
-from ..errors import (BodyTimeout, Conflict, ForgedResult, InsufficientCredit, IntegrityError, InvalidArgument,
-                      InvalidCapability, JobNotFound, JobRunning, NotEnoughShares, NotFound, OverCap, PayloadTooLarge,
-                      PeerRefused, PeerUnavailable, PeerUnreachable,
-                      TooFewProviders, XscError)
+from ..errors import (BodyTimeout, Conflict, InsufficientCredit, IntegrityError, InvalidArgument, JobNotFound,
+                      JobRunning, PayloadTooLarge, XscError)
 from ..units import counted
 from ..identity import Identity
 from ..storage.core.capability import Capability
@@ -49,21 +43,22 @@ from ..storage.strangers import ProviderTerms
 from ..tasks import at_most, in_pool, periodic
 from . import lineage, provenance
 from .jobspec import MAX_SPEC_BYTES, JobSpec, asked_id, job_id, parse_job
-from .lineage import verify_hash as _verify_hash
-from .paid import relayed, worst_case_refused
+from .paid import worst_case_refused
 from .service import ComputeService, InvokeCall
-from .hosted_jobs import PER_SENDER
-from .job_records import (CURSOR_BYTES, FORGET_AT_ONCE, REPLACING, UNFINISHED, JobOutputs, JobRecords, answer, ended,
-                          made, replacing, rerun_hint, run_id, the_job, unstored_answer)
+from .job_answers import (REPLACING, UNFINISHED, answer, ended, not_ended, replacing, rerun_hint, run_id,
+                          unstored_answer)
+from .job_inputs import JobInputs, ReadFn, Staged, affordable
+from .job_outputs import JobOutputs
+from .job_placing import JobPlacing
+from .job_records import CURSOR_BYTES, JobRecords, made
+from .job_retention import FORGET_AT_ONCE, JobRetention
 from .job_sandbox import record_and_owe, remove_tree, run_program
-from .remote_answers import RemoteAnswers, node_failure
+from .remote_answers import RemoteAnswers
+from .remote_recovery import RemoteRecovery
 from .sent_jobs import Returned
-from .wasi_io import io_fuel
 
 log = logging.getLogger(__name__)
 
-ReadFn = Callable[[int], Awaitable[bytes]]
-CHUNK = 1 << 20
 JOB_STREAM = "application/x-xsc-job"  # a request body: the spec's JSON on one line, then the program's stdin
 JOB_HINT = 'send {"module": ID, "argv": [...], "inputs": ["CAP:/in/NAME"], ...}'
 STDIN_STALL = 60.0  # seconds a job's stdin may send nothing before the job is refused
@@ -72,21 +67,6 @@ BEHIND_PERIOD = 1.0  # seconds between retention sweeps while each finds as many
 RECOVER_AT_ONCE = 8  # jobs a start finishes from their providers' answers at once
 _CURSOR = re.compile(rf"[0-9a-f]{{{2 * CURSOR_BYTES}}}")  # a page's `next`: the place of its last job
 MAX_LISTED = 1000  # jobs a page of the list holds at most (a page reads their summaries, not their records)
-MAX_FAILOVERS = 3  # providers left out, one after the other, when they fail a job before it can run
-ATTEMPTS_KEPT = 8  # providers' failures of one run kept in its record, each whole (the rest counted: `attempts_more`)
-
-
-@dataclass
-class Staged:
-    """A job's bytes on disk: stdin's path and hash, each input's hash and the verify-hash of its capability."""
-
-    work: Path
-    stdin: Path | None = None
-    stdin_sha256: str | None = None
-    # stdin as the job's record names it, as it names an input (path "stdin"; a stored one's verify hash: lineage)
-    stdin_item: dict[str, Any] | None = None
-    inputs: list[dict[str, Any]] = field(default_factory=list)
-    bytes_in: int = 0
 
 
 class JobService:
@@ -107,12 +87,14 @@ class JobService:
         self.retention = retention
         self._behind = False  # the last sweep found as many records as a sweep deletes: the next comes soon
         self.default_bid, storage_bid = bids  # the market's compute and storage bids (per million fuel, per put)
-        self.inputs = _Inputs(storage, objects)
+        self.inputs = JobInputs(storage, objects)
         self.records = JobRecords(db, payer.public_key)
         self.outputs = JobOutputs(storage, db, payer.public_key, storage_bid)
         self.answers = RemoteAnswers(records=self.records, outputs=self.outputs, sent=sent, work_dir=work_dir)
-        self._placed_on: Counter[str] = Counter()  # provider -> this node's jobs running there now
-        self._finished = asyncio.Condition()  # a job on a provider ended: a place there may be free
+        self.recovery = RemoteRecovery(self.answers)  # what a stop cut short of a remote run, finished
+        self.retained = JobRetention(db)  # the records of ended jobs nothing needs any more, forgotten
+        self.placing = JobPlacing(compute=compute, dealing=dealing, sent=sent, terms=terms, node=node,
+                                  answers=self.answers)
         self.recovered = asyncio.Event()  # `recover` has ended: what a stop cut short is settled (the watches wait)
         self.cut_short: list[str] = []  # the jobs a stop cut short that `recover` settled (the watches reap theirs)
 
@@ -214,11 +196,11 @@ class JobService:
         previous = self.records.load(jid)
         if previous is not None and self.answers.cut_short(previous):  # a stop cut its run or fetch short: its
             with contextlib.suppress(XscError):  # provider's answer taken, not run again (no answer, not paid: it runs)
-                return await self.answers.finished(previous)
+                return await self.recovery.finished(previous)
             previous = self.records.load(jid)
         if previous is not None and self.answers.resumable(previous):  # its answer is here, checked: not run again
             try:
-                return await self.answers.resumed(previous)
+                return await self.recovery.resumed(previous)
             except IntegrityError:
                 await self.answers.interrupted(self.records.load(jid) or previous)
                 previous = self.records.load(jid)
@@ -227,7 +209,7 @@ class JobService:
             previous["replays"] = previous.get("replays", 0) + 1  # not run: its executions stay as they were
             self.records.save(jid, previous)
             return {**previous, "replayed": True, "charged": 0}
-        prepaid = _affordable(staged.bytes_in, limits.fuel)
+        prepaid = affordable(staged.bytes_in, limits.fuel)
         executions = (previous or {}).get("executions", 0)
         # What the job's runs were charged before this one, in all (a record without a total: its latest run's).
         before = (previous or {}).get("charge_total", (previous or {}).get("charge", 0))
@@ -237,7 +219,7 @@ class JobService:
                **({"run": run} if run != jid else {}),
                "executions": executions, "outputs": [], "inputs": staged.inputs,
                **({"stdin": staged.stdin_item} if staged.stdin_item else {}),
-               "charge_total": before,  # and this run's, once it is charged (job_records.ended)
+               "charge_total": before,  # and this run's, once it is charged (job_answers.ended)
                # the run before's outputs stay named (so never orphaned) until this run's replace them
                **({"replacing": old} if (old := replacing(previous)) else {}),
                "created": provenance.timestamp(time.time_ns()), **({"map": mark} if mark is not None else {})}
@@ -248,7 +230,7 @@ class JobService:
             for step in ("sent", "fetching", "replicating"):  # its answers or outputs never came: not paid
                 job.pop(step, None)
             if job["state"] == "running":  # it never ended: refused before it ran, or its provider gone
-                told = _not_ended(job, err)
+                told = not_ended(job, err)
                 self.records.save(jid, job)
                 if told is not None:
                     raise told from err
@@ -293,137 +275,13 @@ class JobService:
 
     async def _placed(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, bid: int, staged: Staged,
                       job: dict[str, Any], prepaid: int) -> dict[str, Any]:
-        """Run the job where the market says: here, or on a provider that is sent its bytes.  A provider already
-        running as many of this node's jobs as it takes from one sender (hosted_jobs.PER_SENDER) is left out
-        while it does, so many jobs at once spread over the providers the market offers, and wait when all are
-        full.  A provider that fails a job before its result came back (unreachable, busy, full, or outputs it
-        did not sign) is left out and the next one is asked, MAX_FAILOVERS times at most."""
+        """Run the job where the market says (job_placing.py): here, or on a provider that is sent its bytes."""
         if spec.replicated:  # (one replica too: it runs on another node, as many do)
-            return await self._replicated(spec, call, limits, bid, staged, job)
-        placed = await self._on_provider(spec, call, limits, bid, staged, job, here=True)
+            return await self.placing.replicated(spec, call, limits, bid, staged, job)
+        placed = await self.placing.on_provider(spec, call, limits, bid, staged, job, here=True)
         if isinstance(placed, Returned):
             return await self.answers.returned(job, placed)
         return await self._execute(spec, call, prepared, signature, limits, placed.price, staged, job, prepaid)
-
-    async def _on_provider(self, spec: JobSpec, call: InvokeCall, limits, bid: int, staged: Staged,
-                           job: dict[str, Any], *, here: bool) -> Returned | Any:
-        """The job run on the provider the market offers and checked (not paid yet); or, if the market offers this
-        node and `here`, its assignment (the caller runs it).  See `_placed` for how providers are left out."""
-        jid = job["id"]
-        failed: set[str] = set() if here else {self.node.id}
-        over = self.provider_terms.passing_over()
-        last: XscError | None = None
-        while True:
-            full = frozenset(p for p, n in self._placed_on.items() if n >= PER_SENDER)
-            try:
-                assignment = await self.dealing.compute_deal(limits.fuel, bid,
-                                                             frozenset(failed) | over.left_out() | full)
-            except XscError:
-                if over.exhausted():
-                    continue
-                if full - failed:  # every other provider is busy with this node's jobs: wait for one to finish
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(1.0), self._finished:
-                            await self._finished.wait()
-                    continue
-                if last is None:
-                    raise
-                raise last from None  # no other provider: what the last one did is the job's failure
-            if assignment.provider == self.node.id:
-                return assignment
-            if self._placed_on[assignment.provider] >= PER_SENDER or await _passes(over, self.dealing, assignment):
-                # (others filled it while this one was being placed, or it wanted prepayment lately): left out now
-                self.dealing.ended(assignment)
-                continue
-            deal = {"need": assignment.need_id, "provider": assignment.provider, "price": assignment.price,
-                    "allocated": assignment.allocated, "job": jid}
-            self._placed_on[assignment.provider] += 1
-            try:
-                returned = await self.sent.unsettled(assignment.provider, assignment.price, spec, call, staged, jid,
-                                                     deal, self.answers.believed(job), self.answers.sending(job),
-                                                     lambda r: self.answers.answer_kept(job, r))
-            except (ForgedResult, PeerRefused, PeerUnreachable) as err:
-                self.provider_terms.wanted_prepayment(assignment.provider, err)
-                elsewhere = _next_provider(err)
-                if isinstance(err, PeerRefused):
-                    err = relayed(assignment.provider, err, self.compute.budget(call, assignment.price), "job")
-                _attempted(job, assignment.provider, err)
-                if not elsewhere or len(failed) >= MAX_FAILOVERS + (not here):
-                    raise err from None
-                log.warning("job %s: provider %s failed it (%s): trying another", jid,
-                            assignment.provider, err.message)
-                job.pop("sent", None)  # its tab is settled (not paid): nothing of it is left for a start to finish
-                job.pop("fetching", None)
-                failed.add(assignment.provider)
-                last = err
-                continue
-            finally:
-                self.dealing.ended(assignment)  # what the job held of the allocation (`invoked` spends the fuel)
-                self._placed_on[assignment.provider] -= 1
-                async with self._finished:
-                    self._finished.notify_all()
-            self.dealing.invoked(assignment, returned.run["fuel_consumed"])
-            return returned
-
-    async def _replicated(self, spec: JobSpec, call: InvokeCall, limits, bid: int, staged: Staged,
-                          job: dict[str, Any]) -> dict[str, Any]:
-        """Run a deterministic job on `spec.replicas` other nodes at once, each on its own tab.  The replicas whose
-        outputs, fuel, exit and engine agree (sent_jobs.Returned.agreement) are paid if there are `spec.agree` of
-        them; the others are refused and struck.  A replica lost (its provider gone, busy, refusing, or answering
-        what it did not sign) is placed again on another provider the market offers, one that held no replica of
-        the job, MAX_FAILOVERS times in all, unless even then too few could agree.  Each runs on its own tab, paid
-        only if it agrees: no more replicas answer than were asked, so no more is paid than with none lost.
-        With no such agreement nothing is paid or stored (RemoteAnswers.judged).  Each replica's step is written
-        down before it is taken: a start finishes the job from its replicas' kept answers
-        (RemoteAnswers.replicas_again)."""
-        over = self.provider_terms.passing_over()  # as one job's provider is chosen (`_on_provider`)
-        chosen = await _providers(self.dealing, self.node.id, limits, bid, spec.replicas, frozenset(), over)
-        if len(chosen) < spec.replicas:
-            for a in chosen:
-                self.dealing.ended(a)
-            raise _too_few(len(chosen), spec, job)
-        job["agree"] = spec.agree  # a job's spec names what runs, not how: a start compares its replicas by this
-        runs: list[tuple[str, Returned | BaseException]] = []
-        placing, tries = chosen, 0
-        while placing:
-            answers = await asyncio.gather(*(self._replica(spec, call, staged, job, a) for a in placing),
-                                           return_exceptions=True)
-            for a, r in zip(placing, answers):
-                if isinstance(r, BaseException) and not isinstance(r, Exception):
-                    raise r  # cancelled (the node stops): the next start goes on from each replica's step
-                if not isinstance(r, BaseException):
-                    self.dealing.invoked(a, r.run["fuel_consumed"])
-                runs.append((a.provider, r))
-            lost = sum(1 for r in answers if isinstance(r, XscError) and _next_provider(r))
-            most = max(Counter(r.agreement for _, r in runs if isinstance(r, Returned)).values(), default=0)
-            again = min(lost, MAX_FAILOVERS - tries)
-            placing = []
-            if again and spec.agree <= most + again:  # the job gets the replicas asked, unless none could help
-                placing = await _providers(self.dealing, self.node.id, limits, bid, again,
-                                            frozenset(p for p, _ in runs), over)
-                tries += len(placing)
-                for a in placing:
-                    log.warning("job %s: a replica was lost: placed again on provider %s", job["id"], a.provider)
-        return await self.answers.judged(job, spec.agree, runs)
-
-    async def _replica(self, spec: JobSpec, call: InvokeCall, staged: Staged, job: dict[str, Any], a: Any
-                       ) -> Returned:
-        """One replica of a replicated job run and checked (not paid yet), each step written down in the job's
-        record before it is taken (remote_answers.py), its outputs kept where a start finds them before its
-        provider is told to forget it."""
-        deal = {"need": a.need_id, "provider": a.provider, "price": a.price, "allocated": a.allocated,
-                "job": run_id(job)}
-        try:
-            returned = await self.sent.unsettled(a.provider, a.price, spec, call, staged, run_id(job), deal,
-                                                 self.answers.replica_believed(job), self.answers.replica_sending(job),
-                                                 lambda r: self.answers.replica_checked(job, r), asked=job["id"])
-        except Exception as err:  # its tab settled by `unsettled`: not paid
-            self.provider_terms.wanted_prepayment(a.provider, err)
-            self.answers.replica_lost(job, a.provider, err)
-            raise
-        finally:
-            self.dealing.ended(a)  # what the replica held of the allocation (`invoked` spends the fuel)
-        return returned
 
     async def _execute(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, rate: int,
                        staged: Staged, job: dict[str, Any], prepaid: int) -> dict[str, Any]:
@@ -476,7 +334,7 @@ class JobService:
         """At start: a remote job a stop cut short while its provider ran it is finished from the provider's
         answer, one whose outputs were fetched is fetched again, one whose checked answer was storing is stored
         (each provider paid once, what its record says); any other job a stop cut short is marked interrupted and
-        the outputs it had stored are removed (remote_answers.py).  A remote run done, not paid yet, is paid what
+        the outputs it had stored are removed (remote_recovery.py).  A remote run done, not paid yet, is paid what
         its job's record says it owes."""
         try:
             await self._recover()
@@ -518,27 +376,27 @@ class JobService:
 
     async def _recovered(self, job: dict[str, Any]) -> None:
         try:
-            await self.answers.recover_one(job)
+            await self.recovery.recover_one(job)
         except Exception:  # one job's failure leaves the others to recover
             log.exception("job %s could not be recovered at the start", job["id"])
 
     # --- records -----------------------------------------------------------------------------
     async def forget_ended(self, now: float | None = None) -> int:
         """Delete the records of jobs that began more than `retention` seconds before `now` and that nothing needs
-        any more (`JobRecords.forgettable` says what needs them), FORGET_AT_ONCE jobs at most, each in one write while
+        any more (`JobRetention.forgettable` says what needs them), FORGET_AT_ONCE jobs at most, each in one write while
         no run of it is under way; then the provenance records of runs here that began as long ago, FORGET_RUNS_AT_ONCE
         at most, but those a job's records name, those of work not settled yet (owed on a tab, `l/o/`) and those of
         runs on a peer's tab not receipted yet (`c/t/`).  How many records went."""
         before_ns = int(((time.time() if now is None else now) - self.retention) * 1e9)
         owing = {authorization.id.hex() for authorization in self.ledger.pending()}
-        found = await in_pool(None, self.records.forgettable, before_ns, self.storage.store.known_file, owing,
+        found = await in_pool(None, self.retained.forgettable, before_ns, self.storage.store.known_file, owing,
                               FORGET_AT_ONCE)
         forgotten = 0
         for jid, key, digest, others in found.jobs:
             async with self.records.alone(jid):
-                forgotten += await in_pool(None, self.records.forget, key, digest, others)
+                forgotten += await in_pool(None, self.retained.forget, key, digest, others)
         if found.loose:
-            await in_pool(None, self.records.forget_loose, found.loose)
+            await in_pool(None, self.retained.forget_loose, found.loose)
         store = self.compute.store
         kept = found.runs | await in_pool(None, store.tab_runs) | \
             {ref for ref, _ in await in_pool(None, self.ledger.store.owed)}
@@ -586,122 +444,6 @@ class JobService:
         return await in_pool(None, lineage.walk, self.records.lineage(self.compute.provenance), cap)
 
 
-class _Inputs:
-    """A job's stdin and inputs streamed to its work directory, hashed as they come, within its bytes_in."""
-
-    def __init__(self, storage: Any, objects: Callable[[str, str], list[str]] | None) -> None:
-        self.storage, self.objects = storage, objects
-
-    async def stage(self, spec: JobSpec, stdin: ReadFn | None, work: Path, fuel: int) -> Staged:
-        """The job's bytes staged; an error of the node's own (its disk's, while nothing of the job is recorded or
-        charged yet) answered as its problem, not as the node's 500."""
-        opened: list = []  # the stored files read, closed however staging ends: no range asked stays in flight
-        try:
-            return await self._staged(spec, stdin, work, opened, fuel)
-        except XscError:
-            raise
-        except Exception as err:
-            raise node_failure(err) from err
-        finally:
-            await asyncio.gather(*(plaintext.aclose() for plaintext in opened))
-
-    async def _staged(self, spec: JobSpec, stdin: ReadFn | None, work: Path, opened: list, fuel: int) -> Staged:
-        staged = Staged(work)
-        room = spec.bytes_in
-        # What the job reads is priced (4 fuel a byte) before a byte of it is fetched: the sizes of the stored
-        # files it names are in their capabilities.
-        parts = [[Capability.parse(text) for text in await self._parts(item, f"input /in/{item.name}")]
-                 for item in spec.inputs]
-        named = [] if spec.stdin in (None, "-") else [Capability.parse(spec.stdin)]
-        _affordable(sum(cap.size for cap in [*named, *(cap for caps in parts for cap in caps)]), fuel)
-        if spec.stdin is not None:
-            staged.stdin = work / "stdin"
-            source = stdin if spec.stdin == "-" else await self._opened(spec.stdin, "stdin", opened)
-            size, staged.stdin_sha256 = await self._copy(source, staged.stdin, room, "stdin")
-            staged.stdin_item = {"path": "stdin", "sha256": staged.stdin_sha256, "size": size,
-                                 **({"verify_hash": _verify_hash(named[0])} if named else {})}
-            room -= size
-            staged.bytes_in += size
-        (work / "in").mkdir()
-        for item, caps in zip(spec.inputs, parts):
-            what = f"input /in/{item.name}"
-            if sum(cap.size for cap in caps) > room:
-                raise OverCap(f"{what} is {sum(cap.size for cap in caps):,} bytes, over what is left of the job's "
-                              f"bytes_in ({room:,})", hint="ask for more with --bytes-in")
-            read = await self._chained(caps, what, opened)
-            size, digest = await self._copy(read, work / "in" / item.name, room, what)
-            room -= size
-            staged.bytes_in += size
-            staged.inputs.append({"path": item.path, "sha256": digest, "size": size,
-                                  "verify_hash": ",".join(_verify_hash(cap) for cap in caps),
-                                  **({"s3": "s3://" + "/".join(item.s3)} if item.s3 else {})})
-        os.chmod(work / "in", 0o555)
-        return staged
-
-    async def _parts(self, item, what: str) -> list[str]:
-        """The capabilities an input reads, in order: its own, or its S3 object's parts."""
-        if item.s3 is None:
-            return [item.cap]
-        if self.objects is None:
-            raise InvalidArgument(f"{what}: this node has no S3 bucket index", hint="give the object's capability")
-        try:
-            return await in_pool(None, self.objects, *item.s3)
-        except NotFound as err:
-            raise NotFound(f"{what} cannot be read: {err.message}", hint=err.hint) from None
-
-    async def _chained(self, caps: list[Capability], what: str, opened: list) -> ReadFn:
-        """The plaintext of several stored files, one after the other, as one read function."""
-        readers = [await self._opened(str(cap), what, opened) for cap in caps[:1]]
-        rest = list(caps[1:])
-
-        async def read(n: int) -> bytes:
-            while readers:
-                chunk = await readers[0](n)
-                if chunk:
-                    return chunk
-                readers.pop(0)
-                if rest:  # the next part is opened once the one before it is read to its end
-                    readers.append(await self._opened(str(rest.pop(0)), what, opened))
-            return b""
-
-        return read
-
-    async def _opened(self, cap_text: str, what: str, opened: list) -> ReadFn:
-        """A stored file's plaintext as a read function (whole chunks, b"" at its end), added to `opened`."""
-        cap = Capability.parse(cap_text)
-        try:
-            _, chunks = await self.storage.open(cap)
-        except NotFound as err:
-            raise NotFound(f"{what} cannot be read: {err.message}", hint=err.hint) from None
-        except (InvalidCapability, IntegrityError, NotEnoughShares) as err:
-            # A job reads up to 64 inputs: which one's capability is wrong, or whose shares are lost, is said.
-            raise type(err)(f"{what} cannot be read: {err.message}", hint=err.hint, **err.details) from None
-        opened.append(chunks)
-        iterator = chunks.__aiter__()
-
-        async def read(n: int) -> bytes:
-            try:
-                return await iterator.__anext__()
-            except StopAsyncIteration:
-                return b""
-
-        return read
-
-    async def _copy(self, read: ReadFn, path: Path, room: int, what: str) -> tuple[int, str]:
-        """Stream `read` to `path` (never more than `room` bytes), hashing it; its size and SHA-256."""
-        digest = hashlib.sha256()
-        size = 0
-        with open(path, "wb") as out:
-            while chunk := await read(CHUNK):
-                size += len(chunk)
-                if size > room:
-                    raise OverCap(f"{what} is over the job's bytes_in ({room:,} bytes left)",
-                                  hint="ask for more with --bytes-in")
-                digest.update(chunk)
-                await in_pool(None, out.write, chunk)
-        return size, digest.hexdigest()
-
-
 def _cursor(text: str | None) -> bytes | None:
     """The place (JobRecords.page) a page of the list of jobs ended at, from its `next`."""
     if text is None:
@@ -727,113 +469,3 @@ def _payments(ledger: Any, job: dict[str, Any]) -> dict[str, Any]:
 def _listed(summary: dict[str, Any], names: dict[str, str | None]) -> dict[str, Any]:
     """A job as the list shows it, from its summary (job_records.summary)."""
     return {**summary, "module_name": names.get(summary.get("module") or "")}
-
-
-def _affordable(nbytes: int, fuel: int) -> int:
-    """The fuel reading `nbytes` of input costs, if the job's fuel limit covers it; else InvalidArgument."""
-    prepaid = io_fuel(nbytes)
-    if prepaid >= fuel:
-        raise InvalidArgument(f"reading its {nbytes:,} bytes of input costs {prepaid:,} fuel, more than its fuel "
-                              f"limit ({fuel:,})", hint="ask for more --fuel")
-    return prepaid
-
-
-async def _providers(dealing: Any, me: str, limits, bid: int, n: int, tried: frozenset[str], over: Any) -> list[Any]:
-    """Up to `n` assignments of a replica each, on distinct providers the market offers other than this node (`me`)
-    and those `tried` (which held a replica of the job), passing over those that wanted prepayment lately."""
-    chosen: list[Any] = []
-    try:
-        while len(chosen) < n:
-            taken = tried | frozenset(a.provider for a in chosen) | {me} | over.left_out()
-            try:
-                a = await dealing.compute_deal(limits.fuel, bid, taken, providers=n - len(chosen))
-            except XscError:
-                if over.exhausted():
-                    continue
-                break
-            if await _passes(over, dealing, a):
-                dealing.ended(a)  # what it held of the allocation is free for the next one
-            else:
-                chosen.append(a)
-    except BaseException:  # cancelled while choosing: those chosen hold nothing of the allocation
-        for a in chosen:
-            dealing.ended(a)
-        raise
-    return chosen
-
-
-async def _passes(over: Any, dealing: Any, assignment: Any) -> bool:
-    """Whether the work passes `assignment`'s provider over (it wants prepayment lately); cancelled while that is
-    asked, the assignment holds nothing of the allocation."""
-    try:
-        return await over.passes(assignment.provider)
-    except BaseException:
-        dealing.ended(assignment)
-        raise
-
-
-def _too_few(offered: int, spec: JobSpec, job: dict[str, Any]) -> TooFewProviders:
-    """A replicated job the market offers fewer other providers than replicas, before any of them runs."""
-    later = "(`xsc market book --kind compute` lists their asks)"
-    if offered >= 2:
-        agree = {"agree": offered} if spec.agree > offered else {}
-        fewer = rerun_hint(job, replicas=offered, **agree).replace("run it again", "run it on fewer", 1)
-        hint = f"{fewer}, or again once more are offered {later}"
-    elif offered:
-        one = rerun_hint(job, replicas=1).replace("run it again", "run it on one provider", 1)
-        hint = f"{one}, or again once more are offered {later}"
-    else:
-        hint = f"run it again once compute providers are offered {later}"
-        if spec.replicas == 1:  # (asked of another node: this one may run it, asked without --replicas)
-            hint += ", or ask it without --replicas to let this node run it"
-    need = "its replica needs one" if spec.replicas == 1 else f"its {spec.replicas} replicas need one each"
-    return TooFewProviders(f"the market offers {counted(offered, 'other provider')} for this job at its price, and "
-                           f"{need}: none ran, nothing is paid", hint=hint,
-                           offered=offered, replicas=spec.replicas)
-
-
-def _attempted(job: dict[str, Any], provider: str, err: XscError) -> None:
-    """A provider failed the job's run (another is asked, or none is left): kept in its record with when, as the
-    failure of each provider it went to, not the last one's alone."""
-    attempts = job.setdefault("attempts", [])
-    if len(attempts) >= ATTEMPTS_KEPT:
-        job["attempts_more"] = job.get("attempts_more", 0) + 1
-        return
-    attempts.append({"provider": provider, "error": err.message, **({"hint": err.hint} if err.hint else {}),
-                     "at": provenance.timestamp(time.time_ns())})
-
-
-def _not_ended(job: dict[str, Any], err: XscError) -> XscError | None:
-    """The record of a job whose run never ended, updated from `err` (what placing or running it raised), and what its
-    user is told instead of `err` (None: `err` itself, a refusal before it ran: the node busy, too little credit)."""
-    jid, hint = job["id"], rerun_hint(job)
-    if isinstance(err, PeerUnreachable):
-        # its provider went away (stopped, the network cut) and no other took it: cut short, as by a stop
-        job.update(state="interrupted", error=f"its provider could not be reached: {err.message}", error_hint=hint)
-        return PeerUnreachable(f"{the_job(job, hint)} was cut short: {err.message}", hint=hint,
-                               **{**err.details, "id": jid})
-    if err.details.get("peer_code") == "node-stopping":
-        # its provider stopped and no other took it: the provider's words are its own ("this node stopped ..."), not
-        # its user's.  A run it cut short (part of the work done, none of it charged) is interrupted, as by this
-        # node's stop; one it refused to begin is refused.
-        if err.details.get("peer_cut_short"):
-            job.update(state="interrupted", error="its provider stopped while it ran, and no other provider took it: "
-                       "nothing is paid", error_hint=hint)
-            return PeerUnavailable(f"{the_job(job, hint)} was cut short: {job['error']}", hint=hint,
-                                   **{**err.details, "id": jid})
-        job.update(state="refused", error="its provider stopped before its run began, and no other provider took it: "
-                   "nothing is paid", error_hint=hint)
-        return PeerUnavailable(f"{the_job(job, hint)} did not run: {job['error']}", hint=hint,
-                               **{**err.details, "id": jid})
-    job.update(state="refused", error=err.message, **({"error_hint": err.hint} if err.hint else {}))
-    return None
-
-
-def _next_provider(err: XscError) -> bool:
-    """Whether a provider's failure leaves the job to another provider: it went away (a run whose result never
-    came is not paid: sent_jobs.py), or stops and cut the run short, it had no room, it wants this node to prepay
-    (a stranger to it), or what it answered cannot be trusted."""
-    if isinstance(err, (ForgedResult, PeerUnreachable)):
-        return True
-    return err.details.get("peer_code") in ("compute-busy", "quota-exceeded", "storage-full", "deal-refused",
-                                            "prepayment-required", "node-stopping")

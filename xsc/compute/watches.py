@@ -37,6 +37,7 @@ from ..buckets.core.names import check_key
 from ..errors import InvalidArgument, NotFound, XscError, quoted_id
 from ..storage.core.capability import Capability
 from ..tasks import in_pool, woken
+from .job_answers import node_failure
 from .jobspec import mount_name, parse_job
 from .store import ComputeStore
 
@@ -401,8 +402,7 @@ class Watches:
     def _unexpected(self, name: str, key: str, err: Exception) -> None:
         """A failure no XscError said (an OSError, a bug) on the watch's datum `key` ("": its pass): recorded as the
         datum's failure, and logged with its traceback the first time it comes (each pass tries the datum again)."""
-        text = " ".join(str(err).split())  # one line, as every last error is shown
-        said = f"{key + ': ' if key else ''}the node failed: {type(err).__name__}: {text}"[:LAST_ERROR]
+        said = f"{key + ': ' if key else ''}{node_failure(err).message}"[:LAST_ERROR]  # as a job's caller is told it
         told = (name, key, said)
         if told in self._told:
             log.warning("watch %s: %s (again)", name, said)
