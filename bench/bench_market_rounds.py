@@ -19,6 +19,8 @@ to a raw step measured in the same run: `sorted()` of the book's orders by (pric
     came up or went down, then `now()` (what every probe interval costs);
   - round after one peer's probe flipped: a probe round in which one peer went down or came back up, then `now()`;
   - full clearing from scratch: who takes part and the clearing made anew (a new `ShownClearing`);
+  - a deal's first matching of the book: a put's 6 needs dealt (`Dealing.deal`) by a node that kept no deal yet:
+    the whole book matched (`supply.match_spread`), what the first put after a node sees a big book costs;
   - a deal matched after a probe round: a put's 6 needs dealt (`Dealing.deal`) after a probe round that flipped no
     peer and the market round after it, a deal of the same shape matched just before (what every put after a probe
     round costs: its deal is answered by the one kept, unless the probe round changed what it rests on).
@@ -55,9 +57,6 @@ HOUR = 3600
 GIB = 2**30
 START = 10**12  # ms: the clock the market reads (held still: no offer goes stale during a run)
 
-
-# A deal's first matching of a book of 10,000 (the deal kept after it) takes minutes: the deal is measured up to this.
-DEALT_UP_TO = 1_000
 EARNERS = 16  # peers this node exchanged money with (its derived recognition is of these)
 PROBED = 20  # peers a probe round probes: the neighbours and a sample of the others (xsc/peers/probes.py: `_due`)
 
@@ -172,22 +171,26 @@ def _best(fn, repeat: int, before=None) -> float:
     return best
 
 
-def _dealt(market: market_service.MarketService, repeat: int, probe_round) -> float:
-    """The CPU seconds of a put's deal after `probe_round` (and the market round after it), one of the same shape
-    dealt just before."""
-    deals = Dealing(market=market, needs=market.needs, allocated=None)
+def _dealt(market: market_service.MarketService, repeat: int, probe_round) -> tuple[float, float]:
+    """The CPU seconds of a put's deal that is the first matching of the book (each by a new `Dealing`: no deal kept
+    yet), and of one after `probe_round` (and the market round after it), one of the same shape dealt just before."""
     puts = iter(range(10**6))
+    loop = asyncio.new_event_loop()
 
-    def put() -> None:
+    def put(deals: Dealing) -> None:
         k = next(puts)
         bids = [Bid(slot=NeedSlot(id=f"share-{k}-{i}", owner=market.me, kind="storage", quantity=2**20, start=0,
                                   end=HOUR), price=10**6, group=f"put-{k}") for i in range(6)]
         loop.run_until_complete(deals.deal(bids))
 
-    loop = asyncio.new_event_loop()
+    def dealing() -> Dealing:
+        return Dealing(market=market, needs=market.needs, allocated=None)
+
     try:
-        put()
-        return _best(put, repeat, before=probe_round)
+        first = _best(lambda: put(dealing()), repeat)
+        deals = dealing()
+        put(deals)
+        return first, _best(lambda: put(deals), repeat, before=probe_round)
     finally:
         loop.close()
 
@@ -229,7 +232,7 @@ def measure(n: int, repeat: int, profile: bool = False) -> dict[str, float]:
                 market.clearings()
 
             probed_none = _best(lambda: probed(0), repeat)
-            dealt = _dealt(market, repeat, lambda: probed(0)) if n <= DEALT_UP_TO else float("nan")
+            first_deal, dealt = _dealt(market, repeat, lambda: probed(0))
             probed_one = _best(lambda: probed(1), repeat)
             scratch = _best(lambda: ShownClearing(market).now(), repeat)
             if profile:
@@ -242,7 +245,7 @@ def measure(n: int, repeat: int, profile: bool = False) -> dict[str, float]:
         finally:
             market.db.close()
     return {"raw": raw, "idle": idle, "resigned": resigned, "changed": changed, "probed_none": probed_none,
-            "probed_one": probed_one, "scratch": scratch, "dealt": dealt, "orders": len(orders)}
+            "probed_one": probed_one, "scratch": scratch, "first_deal": first_deal, "dealt": dealt, "orders": len(orders)}
 
 
 def main() -> None:
@@ -266,6 +269,7 @@ def main() -> None:
                               ("probed_none", "round after a probe round, no flip"),
                               ("probed_one", "round after one peer's probe flipped"),
                               ("scratch", "full clearing from scratch"),
+                              ("first_deal", "a deal's first matching of the book"),
                               ("dealt", "a deal matched after a probe round")):
                 print(f"  {what:38s} {m[key] * 1e3:8.2f} ms   = {m[key] / raw:7.2f} x raw")
                 report.add(f"{what}, {n} participants", m[key] * 1e3, "ms")

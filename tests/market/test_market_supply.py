@@ -311,10 +311,10 @@ def test_the_supply_cap_counts_what_a_plain_walk_over_every_need_counts(offers, 
     assert cap_supply(asks, bids) == _plain_cap_supply(asks, bids, {})
 
 
-def _supply_lines(offers: int, puts: int) -> int:
-    """The Python lines capping `offers` slots at what they can sell to `puts` puts of 6 shares (of a few sizes)."""
+def _supply_lines(offers: int, puts: int, sizes: int = 4) -> int:
+    """The Python lines capping `offers` slots at what they can sell to `puts` puts of 6 shares (of `sizes` sizes)."""
     asks = [ask(f"p{i}", "s", 10**9, 1_000 + (i * 7919) % 3_000) for i in range(offers)]
-    needs = [bid(f"u{n}", f"n{k}", (1 + n % 4) * 10**6, 2_000 + n % 3_000, group="put")
+    needs = [bid(f"u{n}", f"n{k}", (1 + n % sizes) * 10**6, 2_000 + n % 3_000, group="put")
              for n in range(puts) for k in range(6)]
     return python_lines(lambda: cap_supply(asks, needs))
 
@@ -324,4 +324,11 @@ def test_a_slot_more_costs_the_supply_cap_the_same_whatever_the_needs_count():
     need, and the cost of the first matching of a large book was the slots times the needs."""
     few = _supply_lines(100, 20) - _supply_lines(50, 20)
     many = _supply_lines(100, 200) - _supply_lines(50, 200)
+    assert many < 2 * few, (few, many)
+
+
+def test_a_slot_more_costs_the_supply_cap_the_same_however_many_sizes_the_needs_have():
+    """Each put of its own size: needs of one size were a class each ask looked at, the slots times the puts."""
+    few = _supply_lines(100, 20, sizes=10**6) - _supply_lines(50, 20, sizes=10**6)
+    many = _supply_lines(100, 200, sizes=10**6) - _supply_lines(50, 200, sizes=10**6)
     assert many < 2 * few, (few, many)

@@ -84,27 +84,52 @@ class CountedBids:
     here back them), and a version that grows whenever they changed with no change of the book: a deal's answer kept
     for reuse rests on them (`Dealing._shape_of`).  Looked at again only when the book or a trust line changed, and
     its version moves only when that changed which bids count: a reservation on a line, made for every share a peer
-    stores here, moves no bid in a book that holds none of that peer's."""
+    stores here, moves no bid in a book that holds none of that peer's.  A change of the book alone is looked at for
+    the participants it changed (`BookReplication.changed_since`: a participant's bids count or not whatever the
+    others bid), not for the whole book; a trust line changed, or changes no longer all remembered, look at it whole."""
 
     def __init__(self, market: Any) -> None:
         self.market = market  # xsc.market.service.MarketService
         self._version = 0
         self._made_of: tuple | None = None  # (the book's version, the trust lines') they were looked at in
-        self._counted: frozenset[tuple[str, str]] = frozenset()  # (owner, need id) of the bids that count
+        self._counted: dict[str, frozenset[str]] = {}  # owner -> the need ids of its bids that count (none: absent)
+        self._floored: set[str] = set()  # the owners one of whose bids that count asks for a minimum availability
         self.floored = False  # whether one of them asks for a minimum availability (as of `version()`)
 
     def version(self) -> int:
         market = self.market
         made_of = (market.version, market.backing_version())
         if made_of != self._made_of:
-            credible = market.credible_bids()
-            counted = frozenset((b.slot.owner, b.slot.id) for b in credible)
-            self.floored = any(b.min_availability is not None for b in credible)
-            if counted != self._counted:
-                self._counted = counted
+            changed = None if self._made_of is None or made_of[1] != self._made_of[1] else \
+                market.replication.changed_since(self._made_of[0])
+            if changed is None:
+                counted: dict[str, list] = {}
+                for b in market.credible_bids():
+                    counted.setdefault(b.slot.owner, []).append(b)
+                moved = self._count(set(self._counted) | set(counted), counted)
+            else:
+                moved = self._count(changed, {p: market.credible_bids(held.bids) for p in changed
+                                              if (held := market.book.get(p)) is not None})
+            if moved:
                 self._version += 1
+            self.floored = bool(self._floored)
             self._made_of = made_of
         return self._version
+
+    def _count(self, owners: set[str], bids: dict[str, list]) -> bool:
+        """The bids that count of `owners` set to `bids` (owner -> them): whether that changed any."""
+        moved = False
+        for owner in owners:
+            mine = bids.get(owner, ())
+            ids = frozenset(b.slot.id for b in mine)
+            if ids != self._counted.get(owner, frozenset()):
+                moved = True
+                if ids:
+                    self._counted[owner] = ids
+                else:
+                    del self._counted[owner]
+            (self._floored.add if any(b.min_availability is not None for b in mine) else self._floored.discard)(owner)
+        return moved
 
 
 class TakingPart:

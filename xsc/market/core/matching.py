@@ -50,8 +50,8 @@ from pydantic import ValidationError
 from ...allocation.core.compute import compute_allocation
 from ...allocation.core.models import Commitment, SlotFilter
 from ...itc import Stamp
-from ...allocation.core.matching import CapacityIndex, need_rows
 from ...errors import AmbiguousNeed, MarketError, NeedNotFound, from_validation
+from .ask_classes import AskClasses
 from .auction import Clearing, bucket_of, clear_book
 from .models import PRICE_UNITS, Ask, Bid, ask_digest, bid_digest, need_key, units_cost
 from .orders import market_orders
@@ -202,7 +202,8 @@ def _allocator_hints(asks: list[Ask], priced: list[int], bids: list[Bid],
 class _OrderedBook:
     """The book in the fixed order (asks by lowest ask, then digest, then (owner, id): a position is a rank; bids by
     (owner, id)), each market's clearing, and the asks compatible with each need whatever its own filters (those
-    are looked at apart, to tell "filtered out" from "no compatible slot")."""
+    are looked at apart, to tell "filtered out" from "no compatible slot"), in classes of alike slots
+    (`AskClasses`): a need looks at a class, not at every ask of it."""
 
     def __init__(self, asks: Sequence[Ask], bids: Sequence[Bid], clearings: dict, *, availability: Mapping[str, Decimal],
                  bucket_seconds: int, allow_self: bool) -> None:
@@ -214,12 +215,10 @@ class _OrderedBook:
         self.first_bucket = [bucket_of(s.start, bucket_seconds) for s in self.slots]
         self.last_bucket = [bucket_of(s.end - 1, bucket_seconds) for s in self.slots]
         self.owner_of = [s.owner for s in self.slots]
-        open_needs = tuple(b.slot if b.slot.filters.is_empty() else b.slot.model_copy(update={"filters": SlotFilter()})
-                           for b in self.bids)
-        self.compatible_asks: list[list[int]] = [[] for _ in self.bids]
-        for pos, matched in enumerate(CapacityIndex(self.slots).match(need_rows(open_needs))):
-            for i in matched:
-                self.compatible_asks[i].append(pos)  # positions come in increasing order: the fixed order
+        open_needs = [b.slot if b.slot.filters.is_empty() else b.slot.model_copy(update={"filters": SlotFilter()})
+                      for b in self.bids]
+        self.classes = AskClasses(self.slots, [a.price for a in self.asks], open_needs, availability)
+        self.compatible = [set(c) for c in self.classes.compatible]
 
     def price_of(self, b: Bid) -> int | None:
         return self.clearings[(b.slot.kind, bucket_of(b.slot.start, self.bucket_seconds))].price
@@ -234,24 +233,54 @@ class _OrderedBook:
                              for (kind, bucket), c in self.clearings.items()
                              if kind == a.slot.kind and self.first_bucket[i] <= bucket <= self.last_bucket[i]))
 
-    def eligible(self, b: Bid, i: int) -> list[int]:
-        """Positions of the slots that may serve bid b (#i): every rule but room and group."""
+    def _rules(self, b: Bid):
+        """What of bid `b` every slot that may serve it must pass: (its market's bucket, its filters or None, a test
+        of a class (window and tags), a test of an owner (filters and own capacity), the filters' allow list)."""
         n = b.slot
+        bucket = bucket_of(n.start, self.bucket_seconds)
+        f = None if n.filters.is_empty() else n.filters
+        first = self.classes.members
+
+        def class_ok(c: int) -> bool:
+            pos = first[c][0]
+            return self.first_bucket[pos] <= bucket <= self.last_bucket[pos] and self.classes.accepts(f, c)
+
+        deny = frozenset(f.deny) if f is not None else frozenset()
+        mine = None if self.allow_self else n.owner
+        return bucket, f, class_ok, lambda owner: owner != mine and owner not in deny, None if f is None else f.allow
+
+    def eligible_at(self, b: Bid, i: int, pos: int) -> bool:
+        """May the slot at `pos` serve bid b (#i)?  Every rule but room and group."""
+        n, s = b.slot, self.slots[pos]
         p = self.price_of(b)
         bucket = bucket_of(n.start, self.bucket_seconds)
         f = None if n.filters.is_empty() else n.filters
         floor = b.min_availability
-        out = []
-        for pos in self.compatible_asks[i]:
-            s = self.slots[pos]
-            if (s.quantity < n.quantity or self.asks[pos].price > p
+        return not (self.classes.class_of[pos] not in self.compatible[i]
+                    or s.quantity < n.quantity or self.asks[pos].price > p
                     or not self.first_bucket[pos] <= bucket <= self.last_bucket[pos]
                     or (f is not None and not _accepts(f, s.owner, s.tags))
                     or (floor is not None and self.availability.get(s.owner, Decimal(0)) < floor)
-                    or (not self.allow_self and s.owner == n.owner)):
-                continue
-            out.append(pos)
-        return out
+                    or (not self.allow_self and s.owner == n.owner))
+
+    def first_eligible(self, b: Bid, i: int, used: set[str] | None = None, room: bool = True) -> int | None:
+        """The first position (in the fixed order) that may serve bid b (#i) with room for it (`room`) or with the
+        quantity for it, whose provider holds none of `used` (its group's)."""
+        _, _, class_ok, owner_ok, allow = self._rules(b)
+        ok = owner_ok if not used else (lambda owner: owner_ok(owner) and owner not in used)
+        return self.classes.first_fit(i, b.slot, class_ok, self.price_of(b), b.min_availability, ok, allow, room)
+
+    def counts(self, b: Bid, i: int) -> tuple[int, int]:
+        """(slots compatible with bid b (#i) that hold all of it, those of them its filters, minimum availability and
+        own capacity rule keep)."""
+        _, f, class_ok, _, allow = self._rules(b)
+        large = self.classes.count_fit(i, b.slot, lambda c: True, None, set(), None)
+        excluded = set(f.deny) if f is not None else set()
+        if not self.allow_self:
+            excluded.add(b.slot.owner)
+        kept = self.classes.count_fit(i, b.slot, lambda c: self.classes.accepts(f, c), b.min_availability,
+                                      excluded, allow)
+        return large, kept
 
 
 def _tier_of(hints: dict, b: Bid) -> int:
@@ -261,35 +290,43 @@ def _tier_of(hints: dict, b: Bid) -> int:
 
 
 def _assign(book: _OrderedBook, served: list[Bid], hints: dict) -> dict[str, Assignment]:
-    """Each need in order of service gets the first eligible slot with room that no need of its group holds."""
+    """Each need in order of service gets the first eligible slot with room that no need of its group holds: first
+    those the allocator gave it units of (most first), then those of the providers it prefers (in its order), then
+    the rest in the fixed order."""
     bid_index = {id(b): i for i, b in enumerate(book.bids)}
-    room = [s.quantity for s in book.slots]
+    room = book.classes.room
     owner_of, slots = book.owner_of, book.slots
     group_used: dict[tuple[str, str], set[str]] = {}
     assignments: dict[str, Assignment] = {}
     for b in served:
         n = b.slot
-        candidates = book.eligible(b, bid_index[id(b)])
+        i = bid_index[id(b)]
         given = hints.get((n.owner, n.id))
+        used = group_used.get((n.owner, b.group)) if b.group is not None else None
+        pos = None
         if given or b.prefer:
             rank = {p: r for r, p in enumerate(b.prefer)}
             far = len(rank)
-            candidates.sort(key=lambda pos: (-(given or {}).get(pos, (0, 3))[0], rank.get(owner_of[pos], far), pos))
-        used = group_used.get((n.owner, b.group)) if b.group is not None else None
-        for pos in candidates:
-            if room[pos] < n.quantity or (used is not None and owner_of[pos] in used):
-                continue
-            room[pos] -= n.quantity
-            if b.group is not None:
-                group_used.setdefault((n.owner, b.group), set()).add(owner_of[pos])
-            units, tier = (given or {}).get(pos, (0, 3))
-            p = book.price_of(b)
-            assignments[need_key(n.owner, n.id)] = Assignment(
-                need_id=n.id, recipient=n.owner, provider=owner_of[pos], capacity_slot=slots[pos].id,
-                quantity=n.quantity, price=p, tier=_TIERS[tier if units else 3],
-                cost=units_cost(n.kind, n.quantity, n.end - n.start, p), kind=n.kind,
-                bucket=bucket_of(n.start, book.bucket_seconds))
-            break
+            ahead = {p for p, (units, _) in (given or {}).items() if units}
+            ahead.update(p for owner in rank for p in book.classes.by_owner.get(owner, ()))
+            fits = [p for p in ahead if room[p] >= n.quantity and not (used is not None and owner_of[p] in used)
+                    and book.eligible_at(b, i, p)]
+            if fits:
+                pos = min(fits, key=lambda p: (-(given or {}).get(p, (0, 3))[0], rank.get(owner_of[p], far), p))
+        if pos is None:
+            pos = book.first_eligible(b, i, used)
+        if pos is None:
+            continue
+        book.classes.take(pos, n.quantity)
+        if b.group is not None:
+            group_used.setdefault((n.owner, b.group), set()).add(owner_of[pos])
+        units, tier = (given or {}).get(pos, (0, 3))
+        p = book.price_of(b)
+        assignments[need_key(n.owner, n.id)] = Assignment(
+            need_id=n.id, recipient=n.owner, provider=owner_of[pos], capacity_slot=slots[pos].id,
+            quantity=n.quantity, price=p, tier=_TIERS[tier if units else 3],
+            cost=units_cost(n.kind, n.quantity, n.end - n.start, p), kind=n.kind,
+            bucket=bucket_of(n.start, book.bucket_seconds))
     return assignments
 
 
@@ -327,8 +364,7 @@ def match_needs(asks: Sequence[Ask], bids: Sequence[Bid], *, recognition: Mappin
     explanations = {}
     for i, b in enumerate(book.bids):
         key = need_key(b.slot.owner, b.slot.id)
-        explanations[key] = _explain(b, i, assignments.get(key), book.asks, book.slots, book.compatible_asks[i],
-                                     book.price_of(b), book.eligible, availability, allow_self, bucket_seconds)
+        explanations[key] = _explain(b, i, assignments.get(key), book)
     return MarketResult(clearings=clearings, assignments=dict(sorted(assignments.items())),
                         explanations=explanations, tiers={k: _TIERS[t] for k, t in sorted(tier_at.items())})
 
@@ -340,12 +376,11 @@ def _window(start: int, end: int) -> str:
     return f"from {time.strftime('%Y-%m-%d %H:%M:%S', first)} to {time.strftime(day + '%H:%M:%S', last)} UTC"
 
 
-def _explain(b: Bid, i: int, a: Assignment | None, asks: list[Ask], slots: list, compatible: list[int],
-             price: int | None, eligible, availability: Mapping[str, Decimal], allow_self: bool,
-             bucket_seconds: int) -> Explanation:
+def _explain(b: Bid, i: int, a: Assignment | None, book: _OrderedBook) -> Explanation:
     n = b.slot
     unit = PRICE_UNITS[n.kind]
-    bucket = bucket_of(n.start, bucket_seconds)
+    bucket = bucket_of(n.start, book.bucket_seconds)
+    price = book.price_of(b)
 
     def out(code: str, message: str) -> Explanation:
         return Explanation(need_id=n.id, code=code, message=message, recipient=n.owner, clearing_price=price)
@@ -353,34 +388,31 @@ def _explain(b: Bid, i: int, a: Assignment | None, asks: list[Ask], slots: list,
     if a is not None:
         return out("matched", f"matched to {a.provider} (slot {a.capacity_slot}) at {a.price} per {unit}, "
                               f"{a.tier} tier, cost {a.cost}")
-    large = [pos for pos in compatible if slots[pos].quantity >= n.quantity]
+    large, kept = book.counts(b, i)
     if not large:
-        if compatible:
-            biggest = max(slots[pos].quantity for pos in compatible)
+        biggest = book.classes.largest(i)
+        if biggest is not None:
             return out("no_compatible_slot", f"no compatible slot holds all {n.quantity} units (the largest holds "
                                              f"{biggest}); a need is never split over providers")
         return out("no_compatible_slot", f"no {n.kind} capacity slot overlaps its window ({_window(n.start, n.end)})"
                                          f" at a location and with filters that fit: no active provider offers it")
     f = n.filters
-    kept = [pos for pos in large if _accepts(f, slots[pos].owner, slots[pos].tags)
-            and (b.min_availability is None or availability.get(slots[pos].owner, Decimal(0)) >= b.min_availability)
-            and (allow_self or slots[pos].owner != n.owner)]
     if not kept:
         why = []
         if f.allow is not None or f.deny or f.require_tags:
             why.append("its allow/deny/tag filters")
         if b.min_availability is not None:
             why.append(f"min availability {b.min_availability}")
-        if not allow_self:
+        if not book.allow_self:
             why.append("its own capacity is not used")
-        return out("filtered_out", f"all {len(large)} compatible slots are excluded by " + " and ".join(why or ["filters"]))
+        return out("filtered_out", f"all {large} compatible slots are excluded by " + " and ".join(why or ["filters"]))
     if price is None:
         return out("no_trade", f"nothing traded in the {n.kind} market of bucket {bucket}: no bid met an ask")
     if b.price < price:
         return out("below_clearing_price", f"the bid {b.price} per {unit} is below the clearing price {price} "
                                            f"of the {n.kind} market of bucket {bucket}")
-    if not eligible(b, i):
-        return out("no_compatible_slot", f"the {len(kept)} compatible slots ask more than the clearing price {price} "
+    if book.first_eligible(b, i, room=False) is None:
+        return out("no_compatible_slot", f"the {kept} compatible slots ask more than the clearing price {price} "
                                          f"per {unit} (or did not take part in bucket {bucket})")
     group = f" or hold another need of group {b.group!r}" if b.group is not None else ""
     return out("capacity_taken", f"the compatible slots at or below {price} per {unit} were taken by needs served "

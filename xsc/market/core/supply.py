@@ -49,9 +49,9 @@ def _servable(ask: Ask, bid: Bid, availability: Mapping[str, Decimal] | None = N
     return ask.price <= bid.price and _fits(ask, bid, availability)
 
 
-def _fits(ask: Ask, bid: Bid, availability: Mapping[str, Decimal] | None) -> bool:
-    """`_servable` but for the price."""
-    return ask.slot.quantity >= bid.slot.quantity and compatible(ask.slot, bid.slot) and (
+def _fits(ask: Ask, bid: Bid, availability: Mapping[str, Decimal] | None, quantity: bool = True) -> bool:
+    """`_servable` but for the price (and but for the quantity: not `quantity`)."""
+    return (not quantity or ask.slot.quantity >= bid.slot.quantity) and compatible(ask.slot, bid.slot) and (
         availability is None or bid.min_availability is None
         or availability.get(ask.slot.owner, Decimal(0)) >= bid.min_availability)
 
@@ -111,16 +111,16 @@ def cap_supply(asks: Sequence[Ask], bids: Sequence[Bid],
                                        "min_availability": None})
                   if not b.slot.filters.is_empty() or b.min_availability is not None else b for b in bids]
     owners = any(not a.slot.filters.is_empty() for a in asks)
-    filtered = _Supply(bids, groups, sizes, owners)
+    filtered = _Supply(bids, groups, sizes, owners).all(asks, availability)
     plain = filtered if all(u is b for u, b in zip(unfiltered, bids)) else None
     dearest = max((b.price for b in bids), default=None)
     out = []
-    for a in asks:
-        supply = filtered.of(a, availability)
+    for k, a in enumerate(asks):
+        supply = filtered[k]
         if supply == 0:
             if plain is None:
-                plain = _Supply(unfiltered, _groups(unfiltered), sizes, owners)
-            supply = plain.of(a, availability)
+                plain = _Supply(unfiltered, _groups(unfiltered), sizes, owners).all(asks, availability)
+            supply = plain[k]
         if supply == 0:
             if dearest is not None and a.price > dearest:
                 out.append(a)  # too dear for every bid: it takes part, trades nothing, and explains why
@@ -136,19 +136,21 @@ class _Supply:
     its provider is not available enough for would count units the auction can clear but no matching can place
     there), without walking the bids for each ask.
 
-    Whether an ask can serve a need depends on the need's price and on the rest of it (kind, window, place, tags,
-    filters, quantity, minimum availability, and its owner only where some ask filters on owners).  The needs are
-    classed by that rest, so an ask tests one need of each class, and within a class those bidding at least its ask
-    are a prefix of the class ordered by price, whose quantities are summed once.  A group counts once, its largest
-    servable need times its share of each provider: a group whose needs all fall in one class at one price is one
-    such entry; any other group is walked need by need."""
+    Whether an ask can serve a need depends on the need's price, its quantity and on the rest of it (kind, window,
+    place, tags, filters, minimum availability, and its owner only where some ask filters on owners).  The needs are
+    classed by that rest, so an ask tests one need of each class; within a class what it can serve are the needs
+    bidding at least its ask that it has room for, summed for every ask at once: the asks dearest first, each need
+    entered in a tree of sums by quantity (`_Sums`) once the asks reach its bid.  A group counts once, its largest
+    servable need times its share of each provider: a group whose needs all fall in one class at one price and one
+    quantity is one such entry; any other group is walked need by need."""
 
     def __init__(self, bids: Sequence[Bid], groups: dict, sizes: dict, owners: bool) -> None:
-        classes: dict[tuple, tuple[Bid, list[tuple[int, int]]]] = {}
+        self.classes: dict[tuple, tuple[Bid, list[tuple[int, int, int]]]] = {}
         self.walked: list[tuple[int, list[Bid]]] = []
+        self.owners = owners
 
-        def enter(b: Bid, quantity: int) -> None:
-            classes.setdefault(_class_of(b, owners), (b, []))[1].append((-b.price, quantity))
+        def enter(b: Bid, amount: int) -> None:
+            self.classes.setdefault(_class_of(b, owners), (b, []))[1].append((b.price, b.slot.quantity, amount))
 
         for b in bids:
             if b.group is None:
@@ -156,35 +158,63 @@ class _Supply:
         for key, members in groups.items():
             n, providers = sizes[key]
             share = -(-n // max(providers, 1))
-            first = _class_of(members[0], owners)
-            if all(b.price == members[0].price and _class_of(b, owners) == first for b in members):
-                enter(members[0], share * members[0].slot.quantity)
+            first = members[0]
+            if all(b.price == first.price and b.slot.quantity == first.slot.quantity
+                   and _class_of(b, owners) == _class_of(first, owners) for b in members):
+                enter(first, share * first.slot.quantity)
             else:
                 self.walked.append((share, members))
-        self.classes: list[tuple[Bid, list[int], list[int]]] = []
-        for one, entries in classes.values():
-            entries.sort()
-            sums = [0]
-            for _, quantity in entries:
-                sums.append(sums[-1] + quantity)
-            self.classes.append((one, [price for price, _ in entries], sums))
 
-    def of(self, a: Ask, availability: Mapping[str, Decimal]) -> int:
-        supply = 0
-        for one, prices, sums in self.classes:
-            if prices[0] <= -a.price and _fits(a, one, availability):
-                supply += sums[bisect_right(prices, -a.price)]
+    def all(self, asks: Sequence[Ask], availability: Mapping[str, Decimal]) -> list[int]:
+        """What each of `asks` can sell, in their order."""
+        supply = [0] * len(asks)
+        for one, entries in self.classes.values():
+            fitting = sorted((k for k, a in enumerate(asks) if _fits(a, one, availability, quantity=False)),
+                             key=lambda k: -asks[k].price)
+            if not fitting:
+                continue
+            entries.sort(key=lambda e: -e[0])
+            sums = _Sums(sorted({e[1] for e in entries}))
+            entered = 0
+            for k in fitting:
+                a = asks[k]
+                while entered < len(entries) and entries[entered][0] >= a.price:
+                    sums.add(entries[entered][1], entries[entered][2])
+                    entered += 1
+                supply[k] += sums.up_to(a.slot.quantity)
         for share, members in self.walked:
-            served = [b.slot.quantity for b in members if _servable(a, b, availability)]
-            if served:
-                supply += share * max(served)
+            for k, a in enumerate(asks):
+                served = [b.slot.quantity for b in members if _servable(a, b, availability)]
+                if served:
+                    supply[k] += share * max(served)
         return supply
+
+
+class _Sums:
+    """Amounts entered by quantity (one of `quantities`, sorted), and the sum of those at quantities up to a bound: a
+    Fenwick tree, O(log n) each."""
+
+    def __init__(self, quantities: list[int]) -> None:
+        self.quantities = quantities
+        self.tree = [0] * (len(quantities) + 1)
+
+    def add(self, quantity: int, amount: int) -> None:
+        i = bisect_right(self.quantities, quantity)
+        while i <= len(self.quantities):
+            self.tree[i] += amount
+            i += i & -i
+
+    def up_to(self, quantity: int) -> int:
+        i, total = bisect_right(self.quantities, quantity), 0
+        while i:
+            total += self.tree[i]
+            i -= i & -i
+        return total
 
 
 def _class_of(b: Bid, owners: bool) -> tuple:
     s = b.slot
-    return (s.kind, s.start, s.end, s.location, s.tags, s.filters, s.quantity, b.min_availability,
-            s.owner if owners else None)
+    return (s.kind, s.start, s.end, s.location, s.tags, s.filters, b.min_availability, s.owner if owners else None)
 
 
 def _floor(asks: Sequence[Ask], members: list[Bid], wanted: int, availability: Mapping[str, Decimal]) -> int:
