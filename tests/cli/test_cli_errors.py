@@ -311,6 +311,9 @@ def test_an_empty_data_dir_is_refused_naming_the_flag_or_variable_it_came_from(t
     (["--as", "data"], "--as: an input is mounted at /in/NAME"),
     (["--over", "s3://photos/2024/", "--as", "-"], "--as -: an object of s3://photos/2024/ cannot be a job's stdin "
                                                    "(mount each object as a file instead, e.g. --as /in/data)"),
+    (["--over", "s3://"], "--over is s3://BUCKET/PREFIX, not 's3://'"),
+    (["--over", "s3:///photos/"], "--over is s3://BUCKET/PREFIX, not 's3:///photos/'"),
+    (["--over", "s3://photos/" + "k" * 1025], "--over's prefix is 1,025 bytes, more than an object key's 1,024"),
 ])
 def test_a_map_checks_every_input_before_it_asks_the_node_anything(extra, said) -> None:
     """Each job of a map is paid: an input that cannot be read stops the map before the first, not as one failed

@@ -603,14 +603,16 @@ def _manifest_line(r: dict[str, Any]) -> None:
 def _check_map_inputs(over: tuple[str, ...], mount: str) -> None:
     """Each --over and --as checked before any job runs: one that cannot be read is a usage error, not a failed
     (or paid) job per input."""
-    from ..compute.jobspec import mount_name
+    from ..compute.jobspec import mount_name, parse_target
     from ..storage.core.capability import Capability
 
     for source in over:
         if source.startswith("s3://") and mount == "-":  # a job's stdin is a stored file, named by its capability
             raise InvalidArgument(f"--as -: an object of {source} cannot be a job's stdin",
                                   hint="mount each object as a file instead, e.g. --as /in/data")
-        if not source.startswith("s3://"):
+        if source.startswith("s3://"):
+            parse_target(source, "--over")  # a bucket named: listing none would ask the node for a path it lacks
+        else:
             try:
                 Capability.parse(source)
             except XscError as err:
