@@ -17,7 +17,8 @@ from .. import codec
 from ..errors import InvalidArgument, ModuleNotFound, NodeNotRunning, NotANode, Unauthorized, XscError
 from ..units import counted, format_credits, plural_for
 from .interrupts import GoesOn
-from .output import Col, PassesArgs, emit_json, json_option, key_values, prose, table, terminal_width, wide_option
+from .output import (Col, PassesArgs, emit_json, json_option, key_values, path_id, prose, table, terminal_width,
+                     wide_option)
 from .progress import progress_bar
 
 _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
@@ -179,7 +180,7 @@ def rerun(obj, job_id: str, replicas: int | None, agree: int | None, as_json: bo
     """Run the job ID again from the spec its record keeps (an interrupted or failed one, say): a new run of the
     same job, which replaces its run before.  Prints as `run` does."""
     guarantee = {k: v for k, v in (("replicas", replicas), ("agree", agree)) if v is not None}
-    _answered(lambda sent: obj.client().request("POST", f"/v1/compute/jobs/{quote(job_id, safe='')}/rerun",
+    _answered(lambda sent: obj.client().request("POST", f"/v1/compute/jobs/{path_id(job_id, 'job id', 'xsc compute jobs')}/rerun",
                                                 json_body=guarantee or None, sent=sent), as_json)
 
 
@@ -256,7 +257,7 @@ def _file_line(pad: str, name: str, size: int, sha256: str, capability: str | No
 def job(obj, job_id: str, as_json: bool) -> None:
     """Show the job ID: its state, executions, charge, the node that ran it, its stdin (a stored one by its capability),
     inputs, outputs and provenance record."""
-    found = obj.client().request("GET", f"/v1/compute/jobs/{quote(job_id, safe='')}")
+    found = obj.client().request("GET", f"/v1/compute/jobs/{path_id(job_id, 'job id', 'xsc compute jobs')}")
     if as_json:
         emit_json(found)
         return
@@ -380,7 +381,7 @@ def _payment_line(payment: dict[str, Any]) -> None:
 def lineage(obj, cap: str, as_json: bool) -> None:
     """Walk from the stored file CAP back through the jobs that made it to the files they read, every level; each
     job's signed provenance record is checked."""
-    found = obj.client().request("GET", f"/v1/compute/lineage/{quote(cap, safe='')}")
+    found = obj.client().request("GET", f"/v1/compute/lineage/{path_id(cap, 'capability', 'xsc store ls')}")
     if as_json:
         emit_json(found)
         return
@@ -714,7 +715,7 @@ def _watch_detail(watch: dict[str, Any]) -> str | None:
 @click.pass_obj
 def unwatch(obj, name: str) -> None:
     """Stop the watch NAME (the objects it wrote stay)."""
-    obj.client().request("DELETE", f"/v1/compute/watches/{quote(name, safe='')}")  # 'a?b' is not 'a' stopped
+    obj.client().request("DELETE", f"/v1/compute/watches/{path_id(name, 'watch name', 'xsc compute watches')}")  # 'a?b' is not 'a' stopped
     click.echo(f"stopped watch {name}")
 
 
