@@ -327,7 +327,8 @@ def replay(obj, provenance_id: str, as_json: bool) -> None:
     """Re-run the call of provenance record ID (a paid invoke) and check the results are identical.
 
     Exits 1 when the replay differs (outcome, results bit for bit, or fuel)."""
-    answer = obj.client().request("POST", f"/v1/compute/provenance/{path_id(provenance_id, 'provenance id', PROVENANCE)}/replay")
+    answer = obj.client().request(
+        "POST", f"/v1/compute/provenance/{path_id(provenance_id, 'provenance id', PROVENANCE)}/replay")
     if as_json:
         emit_json(answer)
     else:

@@ -131,7 +131,8 @@ def _served_at(function: dict[str, Any]) -> str:
 @click.pass_obj
 def unserve(obj, name: str) -> None:
     """Stop serving the web function NAME."""
-    obj.client().request("DELETE", f"/v1/compute/functions/{path_id(name, 'function name', 'xsc compute functions')}")  # 'a?b' is not 'a' unserved
+    # 'a?b' is not 'a' unserved
+    obj.client().request("DELETE", f"/v1/compute/functions/{path_id(name, 'function name', 'xsc compute functions')}")
     click.echo(f"stopped serving {name}")
 
 

@@ -180,8 +180,8 @@ def rerun(obj, job_id: str, replicas: int | None, agree: int | None, as_json: bo
     """Run the job ID again from the spec its record keeps (an interrupted or failed one, say): a new run of the
     same job, which replaces its run before.  Prints as `run` does."""
     guarantee = {k: v for k, v in (("replicas", replicas), ("agree", agree)) if v is not None}
-    _answered(lambda sent: obj.client().request("POST", f"/v1/compute/jobs/{path_id(job_id, 'job id', 'xsc compute jobs')}/rerun",
-                                                json_body=guarantee or None, sent=sent), as_json)
+    path = f"/v1/compute/jobs/{path_id(job_id, 'job id', 'xsc compute jobs')}/rerun"
+    _answered(lambda sent: obj.client().request("POST", path, json_body=guarantee or None, sent=sent), as_json)
 
 
 def _answered(run: Callable[[Callable[[], None]], dict], as_json: bool) -> None:
@@ -715,7 +715,8 @@ def _watch_detail(watch: dict[str, Any]) -> str | None:
 @click.pass_obj
 def unwatch(obj, name: str) -> None:
     """Stop the watch NAME (the objects it wrote stay)."""
-    obj.client().request("DELETE", f"/v1/compute/watches/{path_id(name, 'watch name', 'xsc compute watches')}")  # 'a?b' is not 'a' stopped
+    # 'a?b' is not 'a' stopped
+    obj.client().request("DELETE", f"/v1/compute/watches/{path_id(name, 'watch name', 'xsc compute watches')}")
     click.echo(f"stopped watch {name}")
 
 

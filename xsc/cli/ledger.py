@@ -97,7 +97,8 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
         raise click.UsageError(f"two accounts named ({named}, and --account {account}): give one")
     account = next((given for given in (named, account) if given is not None), "client")  # "" is refused
     query = {"limit": limit, **({"expand": "true"} if expand else {})}
-    info = obj.client().request("GET", f"/v1/ledger/accounts/{path_id(account, 'account', ACCOUNTS)}/history", query=query)
+    info = obj.client().request("GET", f"/v1/ledger/accounts/{path_id(account, 'account', ACCOUNTS)}/history",
+                                query=query)
     entries = info["entries"]
     if as_json:
         emit_json(entries)
