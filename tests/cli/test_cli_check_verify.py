@@ -131,6 +131,7 @@ def test_check_of_a_file_kept_whole_here_names_this_node_as_where_each_share_is(
 
 def test_check_from_another_node_gives_shares_no_node_was_found_holding_no_node_state(thread_node, tmp_path) -> None:
     a, b, b_id = offering_pair(thread_node)
+    a_id = json.loads(a.xsc("node", "status", "--json").stdout)["id"]
     (tmp_path / "f").write_bytes(os.urandom(70_000))
     put = json.loads(a.xsc("store", "put", str(tmp_path / "f"), "--json").stdout)
     on_b = {s for s, node in enumerate(put["placement"]) if node == b_id}
@@ -142,5 +143,7 @@ def test_check_from_another_node_gives_shares_no_node_was_found_holding_no_node_
     for share, row in rows.items():
         if share in on_b:
             assert row.split()[1:4] == ["present", b_id, "this"], row
-        else:  # not "this node": no node holds it that this one found
+        elif "(none found)" in row:  # not "this node": no node holds it that this one found
             assert row.split()[1:5] == ["missing", "(none", "found)", "-"], row
+        else:  # the search named its holder (what a has published of its shares reached b first): down
+            assert row.split()[1:4] == ["missing", a_id, "DOWN"], row
