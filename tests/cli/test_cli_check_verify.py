@@ -127,3 +127,23 @@ def test_check_of_a_file_kept_whole_here_names_this_node_as_where_each_share_is(
     assert [line.split() for line in lines[1:7]] == [[str(s), "present", me, "this", "node"] for s in range(6)], \
         check.stdout
     assert {s["node"] for s in json.loads(node.xsc("store", "check", cap, "--json").stdout)["shares"]} == {me}
+
+
+def test_check_from_another_node_gives_shares_no_node_was_found_holding_no_node_state(thread_node, tmp_path) -> None:
+    a, b, b_id = offering_pair(thread_node)
+    a_id = json.loads(a.xsc("node", "status", "--json").stdout)["id"]
+    (tmp_path / "f").write_bytes(os.urandom(70_000))
+    put = json.loads(a.xsc("store", "put", str(tmp_path / "f"), "--json").stdout)
+    on_b = {s for s, node in enumerate(put["placement"]) if node == b_id}
+    assert 0 < len(on_b) < 6, put["placement"]  # the manifest is found on b, the rest of the shares nowhere
+    a.stop()
+    shown = b.xsc("store", "check", put["capability"], "--wide")
+    assert shown.exit_code == 1, shown.output
+    rows = {int(line.split()[0]): line for line in shown.stdout.splitlines()[1:7]}
+    for share, row in rows.items():
+        if share in on_b:
+            assert row.split()[1:4] == ["present", b_id, "this"], row
+        elif "(none found)" in row:  # not "this node": no node holds it that this one found
+            assert row.split()[1:5] == ["missing", "(none", "found)", "-"], row
+        else:  # the search named its holder (what a has published of its shares reached b first): down
+            assert row.split()[1:4] == ["missing", a_id, "DOWN"], row

@@ -311,6 +311,9 @@ def test_an_empty_data_dir_is_refused_naming_the_flag_or_variable_it_came_from(t
     (["--as", "data"], "--as: an input is mounted at /in/NAME"),
     (["--over", "s3://photos/2024/", "--as", "-"], "--as -: an object of s3://photos/2024/ cannot be a job's stdin "
                                                    "(mount each object as a file instead, e.g. --as /in/data)"),
+    (["--over", "s3://"], "--over is s3://BUCKET/PREFIX, not 's3://'"),
+    (["--over", "s3:///photos/"], "--over is s3://BUCKET/PREFIX, not 's3:///photos/'"),
+    (["--over", "s3://photos/" + "k" * 1025], "--over's prefix is 1,025 bytes, more than an object key's 1,024"),
 ])
 def test_a_map_checks_every_input_before_it_asks_the_node_anything(extra, said) -> None:
     """Each job of a map is paid: an input that cannot be read stops the map before the first, not as one failed
@@ -567,3 +570,30 @@ def test_an_id_of_thousands_of_characters_is_quoted_cut_short_in_one_line(thread
         assert done.exit_code == 1 and done.stdout == "", (args[:2], done.output[:300])
         (line,) = done.stderr.splitlines()
         assert line.startswith("xsc: error: ") and len(line) < 400, (args[:2], line[:300])
+
+
+@pytest.mark.parametrize("args, said", [
+    (["compute", "job", ""], "no job id given: an empty one names none (see them with: xsc compute jobs)"),
+    (["compute", "rerun", ""], "no job id given: an empty one names none (see them with: xsc compute jobs)"),
+    (["compute", "lineage", ""], "no capability given: an empty one names none (see them with: xsc store ls)"),
+    (["compute", "module", ""], "no module id given: an empty one names none (see them with: xsc compute modules)"),
+    (["compute", "disable", ""], "no module id given: an empty one names none (see them with: xsc compute modules)"),
+    (["compute", "rm", ""], "no module id given: an empty one names none (see them with: xsc compute modules)"),
+    (["compute", "provenance", ""], "no provenance id given: an empty one names none "
+                                    "(see them with: xsc compute provenance --list)"),
+    (["compute", "replay", ""], "no provenance id given: an empty one names none "
+                                "(see them with: xsc compute provenance --list)"),
+    (["compute", "unserve", ""], "no function name given: an empty one names none "
+                                 "(see them with: xsc compute functions)"),
+    (["compute", "unwatch", ""], "no watch name given: an empty one names none (see them with: xsc compute watches)"),
+    (["ledger", "balance", ""], "no account given: an empty one names none (see them with: xsc ledger accounts)"),
+    (["ledger", "history", ""], "no account given: an empty one names none (see them with: xsc ledger accounts)"),
+    (["ledger", "show", ""], "no entry id given: an empty one names none (see them with: xsc ledger history)"),
+    (["market", "explain", ""], "no need id given: an empty one names none (see them with: xsc market status)"),
+])
+def test_an_empty_id_is_refused_in_one_line_before_the_node_is_asked(args, said) -> None:
+    """`xsc compute job "$JOB"` with JOB unset: not the node's 'Not Found: GET /v1/compute/jobs/' (nothing listens at
+    --node: the refusal comes first)."""
+    result = xsc(*args, "--node", "http://127.0.0.1:1", env={"XSC_TOKEN": "t"})
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == [f"xsc: error: {said}"], result.stderr

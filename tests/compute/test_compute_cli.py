@@ -127,6 +127,14 @@ def test_wasi_program(xsc_node):
     assert "exited with status 3" in error_line(result)
 
 
+
+def test_a_trap_after_a_program_filled_its_stdout_is_said_in_one_line(xsc_node):
+    # 64 KiB of NULs kept of its stdout is about 384 KiB of JSON in the trap's problem body (each one \u0000).
+    result = xsc_node.xsc("compute", "invoke", str(WASM / "flood.wasm"), "flood", "100", "--wasi", "--fuel", "1000000")
+    assert "out of fuel" in error_line(result)
+    assert result.stdout == bytes(64 * 1024)
+    assert "the program's stdout was cut at 64 KiB" in result.stderr.decode()
+
 @pytest.mark.slow
 def test_modules_survive_kill_9(node_process):
     node = node_process("k")

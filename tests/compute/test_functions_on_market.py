@@ -801,6 +801,22 @@ async def test_a_spend_cap_set_on_a_placed_function_ends_the_tab_that_could_spen
     assert (await _json(owner, "GET", "/v1/ledger/accounts/client"))["held"] == 0  # nothing held for a tab
 
 
+
+async def test_a_caller_of_a_placed_function_not_here_is_told_its_name_beside_those_placed_here(node_factory):
+    provider = await _provider(node_factory, "provider")
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False},
+                               node={"web_listen": f"127.0.0.1:{free_port()}", **FAST})
+    owner_id = owner.app[IDENTITY].id
+    await peer_with_provider(owner, provider)
+    module = await deploy(owner, "cgi", wasi=True)
+    await _json(owner, "POST", "/v1/compute/functions", json={"name": "hello", "module": module, "on_market": True})
+    listed = await _served_at(owner, "hello")
+    owner_url = listed["url"].removesuffix("hello/")
+    for path in ("gone", "gone/", "gone/a/b"):
+        status, _, problem = await _get(owner_url + path)
+        assert status == 404 and f"no function named 'gone' placed here by node {owner_id}".encode() in problem, \
+            (path, problem)
+
 async def test_a_placed_function_whose_spend_cap_one_tab_holds_is_paid_once_that_tab_is_spent(node_factory):
     provider = await _provider(node_factory, "provider")
     owner = await node_factory("owner", **QUIET, market={"offer_compute": False},

@@ -42,6 +42,12 @@ def test_stdout_over_its_cap_fails_the_job(xsc_node):
     assert result.stdout == b"2 3"  # what fit in the cap; each write past it failed in the guest (EIO)
 
 
+def test_stderr_over_its_cap_fails_the_job_naming_the_option_that_raises_it(xsc_node):
+    result = xsc_node.xsc("compute", "run", str(WASM / "wasi_hello.wasm"), "--entrypoint", "spam", "--no-stdin")
+    line = error_line(result)  # 100 KiB written to stderr, over the 64 KiB it keeps by default
+    assert "stderr went over its cap" in line and "(ask for more with --stderr-cap" in line, line
+
+
 def test_a_spec_with_an_unknown_field_is_refused(xsc_node, tmp_path):
     spec = tmp_path / "job.toml"
     spec.write_text(f'module = "{WC}"\nargv = []\ncolour = "blue"\n')

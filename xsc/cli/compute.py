@@ -7,13 +7,14 @@ import re
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import click
 
 from ..errors import InvalidArgument, ModuleNotFound, Trap
 from . import GroupWithLazyModules
-from .output import Col, PassesArgs, emit_json, json_option, key_values, table, wide_option
+from .output import Col, PassesArgs, emit_json, json_option, key_values, path_id, table, wide_option
+
+PROVENANCE = "xsc compute provenance --list"  # lists the provenance ids
 
 _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -196,7 +197,7 @@ def modules(obj, as_json: bool) -> None:
 @click.pass_obj
 def module(obj, module_id: str, as_json: bool) -> None:
     """Show the deployed module ID."""
-    info = obj.client().request("GET", f"/v1/modules/{quote(module_id, safe='')}")
+    info = obj.client().request("GET", f"/v1/modules/{path_id(module_id, 'module id', 'xsc compute modules')}")
     if as_json:
         emit_json(info)
         return
@@ -242,7 +243,7 @@ def provenance(obj, provenance_id: str | None, list_recent: bool, limit: int, pr
                Col("fuel", right=True, drop=3), Col("wall time", drop=1), Col("signature", drop=0)], rows, wide=wide,
               details=[None if row[-1] == "valid" else f"signature {row[-1]}" for row in rows])
         return
-    signed = client.request("GET", f"/v1/compute/provenance/{quote(provenance_id, safe='')}",
+    signed = client.request("GET", f"/v1/compute/provenance/{path_id(provenance_id, 'provenance id', PROVENANCE)}",
                             query={"provider": provider} if provider else None)
     rule = provenance_rule(signed, stored=True)  # the node's own record, as it stores it
     if as_json:
@@ -283,8 +284,8 @@ def _show_record(r: dict[str, Any], rule: str | None) -> None:
 
 
 def _lifecycle(obj, module_id: str, method: str, path: str, body: dict | None, as_json: bool, done: str) -> None:
-    # Quoted, so that 'ID#x' or 'ID?x' is refused as not an id rather than sent as ID's path.
-    info = obj.client().request(method, path.format(id=quote(module_id, safe="")), json_body=body)
+    info = obj.client().request(method, path.format(id=path_id(module_id, "module id", "xsc compute modules")),
+                                json_body=body)
     if as_json:
         emit_json(info)
     else:
@@ -326,7 +327,8 @@ def replay(obj, provenance_id: str, as_json: bool) -> None:
     """Re-run the call of provenance record ID (a paid invoke) and check the results are identical.
 
     Exits 1 when the replay differs (outcome, results bit for bit, or fuel)."""
-    answer = obj.client().request("POST", f"/v1/compute/provenance/{quote(provenance_id, safe='')}/replay")
+    answer = obj.client().request(
+        "POST", f"/v1/compute/provenance/{path_id(provenance_id, 'provenance id', PROVENANCE)}/replay")
     if as_json:
         emit_json(answer)
     else:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 import click
 
 from .jobs import deployed_module, env_pair
-from .output import Col, emit_json, json_option, prose, table
+from .output import Col, emit_json, json_option, path_id, prose, table
 
 
 @click.command("serve")
@@ -132,7 +131,8 @@ def _served_at(function: dict[str, Any]) -> str:
 @click.pass_obj
 def unserve(obj, name: str) -> None:
     """Stop serving the web function NAME."""
-    obj.client().request("DELETE", f"/v1/compute/functions/{quote(name, safe='')}")  # 'a?b' is not 'a' unserved
+    # 'a?b' is not 'a' unserved
+    obj.client().request("DELETE", f"/v1/compute/functions/{path_id(name, 'function name', 'xsc compute functions')}")
     click.echo(f"stopped serving {name}")
 
 

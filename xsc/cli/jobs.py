@@ -17,7 +17,8 @@ from .. import codec
 from ..errors import InvalidArgument, ModuleNotFound, NodeNotRunning, NotANode, Unauthorized, XscError
 from ..units import counted, format_credits, plural_for
 from .interrupts import GoesOn
-from .output import Col, PassesArgs, emit_json, json_option, key_values, prose, table, terminal_width, wide_option
+from .output import (Col, PassesArgs, emit_json, json_option, key_values, path_id, prose, table, terminal_width,
+                     wide_option)
 from .progress import progress_bar
 
 _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
@@ -179,8 +180,8 @@ def rerun(obj, job_id: str, replicas: int | None, agree: int | None, as_json: bo
     """Run the job ID again from the spec its record keeps (an interrupted or failed one, say): a new run of the
     same job, which replaces its run before.  Prints as `run` does."""
     guarantee = {k: v for k, v in (("replicas", replicas), ("agree", agree)) if v is not None}
-    _answered(lambda sent: obj.client().request("POST", f"/v1/compute/jobs/{quote(job_id, safe='')}/rerun",
-                                                json_body=guarantee or None, sent=sent), as_json)
+    path = f"/v1/compute/jobs/{path_id(job_id, 'job id', 'xsc compute jobs')}/rerun"
+    _answered(lambda sent: obj.client().request("POST", path, json_body=guarantee or None, sent=sent), as_json)
 
 
 def _answered(run: Callable[[Callable[[], None]], dict], as_json: bool) -> None:
@@ -256,7 +257,7 @@ def _file_line(pad: str, name: str, size: int, sha256: str, capability: str | No
 def job(obj, job_id: str, as_json: bool) -> None:
     """Show the job ID: its state, executions, charge, the node that ran it, its stdin (a stored one by its capability),
     inputs, outputs and provenance record."""
-    found = obj.client().request("GET", f"/v1/compute/jobs/{quote(job_id, safe='')}")
+    found = obj.client().request("GET", f"/v1/compute/jobs/{path_id(job_id, 'job id', 'xsc compute jobs')}")
     if as_json:
         emit_json(found)
         return
@@ -380,7 +381,7 @@ def _payment_line(payment: dict[str, Any]) -> None:
 def lineage(obj, cap: str, as_json: bool) -> None:
     """Walk from the stored file CAP back through the jobs that made it to the files they read, every level; each
     job's signed provenance record is checked."""
-    found = obj.client().request("GET", f"/v1/compute/lineage/{quote(cap, safe='')}")
+    found = obj.client().request("GET", f"/v1/compute/lineage/{path_id(cap, 'capability', 'xsc store ls')}")
     if as_json:
         emit_json(found)
         return
@@ -603,14 +604,16 @@ def _manifest_line(r: dict[str, Any]) -> None:
 def _check_map_inputs(over: tuple[str, ...], mount: str) -> None:
     """Each --over and --as checked before any job runs: one that cannot be read is a usage error, not a failed
     (or paid) job per input."""
-    from ..compute.jobspec import mount_name
+    from ..compute.jobspec import mount_name, parse_target
     from ..storage.core.capability import Capability
 
     for source in over:
         if source.startswith("s3://") and mount == "-":  # a job's stdin is a stored file, named by its capability
             raise InvalidArgument(f"--as -: an object of {source} cannot be a job's stdin",
                                   hint="mount each object as a file instead, e.g. --as /in/data")
-        if not source.startswith("s3://"):
+        if source.startswith("s3://"):
+            parse_target(source, "--over")  # a bucket named: listing none would ask the node for a path it lacks
+        else:
             try:
                 Capability.parse(source)
             except XscError as err:
@@ -712,7 +715,8 @@ def _watch_detail(watch: dict[str, Any]) -> str | None:
 @click.pass_obj
 def unwatch(obj, name: str) -> None:
     """Stop the watch NAME (the objects it wrote stay)."""
-    obj.client().request("DELETE", f"/v1/compute/watches/{quote(name, safe='')}")  # 'a?b' is not 'a' stopped
+    # 'a?b' is not 'a' stopped
+    obj.client().request("DELETE", f"/v1/compute/watches/{path_id(name, 'watch name', 'xsc compute watches')}")
     click.echo(f"stopped watch {name}")
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from urllib.parse import quote
 
 import click
 
 from .. import codec
 from ..units import counted, format_credits
-from .output import emit_json, json_option, key_values, prose, wide_option
+from .output import emit_json, json_option, key_values, path_id, prose, wide_option
+
+ACCOUNTS = "xsc ledger accounts"  # lists the accounts
 
 
 def _signed(micro: int) -> str:
@@ -51,7 +52,7 @@ def balance(obj, account: str, as_json: bool) -> None:
     ACCOUNT: `client` (your account, which pays for your puts, jobs and functions; the default), `node` (this
     node's account, paid for the storage and compute it provides: what it earned), or an account id or a unique
     prefix of one."""
-    info = obj.client().request("GET", f"/v1/ledger/accounts/{quote(account, safe='')}")
+    info = obj.client().request("GET", f"/v1/ledger/accounts/{path_id(account, 'account', ACCOUNTS)}")
     if info.get("low"):
         click.echo(f"xsc: warning: low balance: {format_credits(info['available'])} credits left to spend, below "
                    f"{info.get('low_balance_percent', '?')}% of the {format_credits(info['credit_limit'])} credit "
@@ -94,9 +95,10 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
     columns; --json for scripts, in micro-credits)."""
     if named is not None and account is not None and named != account:
         raise click.UsageError(f"two accounts named ({named}, and --account {account}): give one")
-    account = named or account or "client"
+    account = next((given for given in (named, account) if given is not None), "client")  # "" is refused
     query = {"limit": limit, **({"expand": "true"} if expand else {})}
-    info = obj.client().request("GET", f"/v1/ledger/accounts/{quote(account, safe='')}/history", query=query)
+    info = obj.client().request("GET", f"/v1/ledger/accounts/{path_id(account, 'account', ACCOUNTS)}/history",
+                                query=query)
     entries = info["entries"]
     if as_json:
         emit_json(entries)
@@ -148,7 +150,7 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
 @click.pass_obj
 def show(obj, entry: str, as_json: bool) -> None:
     """Show one entry: ENTRY is its id, or a unique prefix of at least 8 hex digits."""
-    e = obj.client().request("GET", f"/v1/ledger/entries/{quote(entry, safe='')}")
+    e = obj.client().request("GET", f"/v1/ledger/entries/{path_id(entry, 'entry id', 'xsc ledger history')}")
     if as_json:
         emit_json(e)
         return

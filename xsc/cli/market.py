@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from urllib.parse import quote
 
 import click
 
 from ..units import counted, credits_argument, format_credits
-from .output import PIPE_WIDTH, Col, emit_json, json_option, key_values, prose, table, wide_option
+from .output import PIPE_WIDTH, Col, emit_json, json_option, key_values, path_id, prose, table, wide_option
 from .peers import resolve_peer, wide_table
 
 UNITS = {"storage": "GiB-hour", "compute": "million fuel"}
@@ -277,7 +276,7 @@ def _need_kind(found: dict) -> str:
 @click.pass_obj
 def explain(obj, need_id: str, as_json: bool) -> None:
     """Explain why a recent need (NEED_ID, as printed by a refused put or invoke) got what it got."""
-    found = obj.client().request("GET", f"/v1/market/explain/{quote(need_id, safe='')}")
+    found = obj.client().request("GET", f"/v1/market/explain/{path_id(need_id, 'need id', 'xsc market status')}")
     if as_json:
         emit_json(found)
         return

@@ -104,6 +104,20 @@ def _interrupted(exc: BaseException) -> bool:
     return False
 
 
+def path_id(text: str, what: str, listing: str) -> str:
+    """An id or a name the user gave, quoted whole as one segment of a path of the node's API (so that 'ID?x' or
+    'ID/x' is refused as not an id, not sent as ID's path).  An empty one (`"$JOB"` with JOB unset) is refused here,
+    naming what is missing and the command that lists them: its path would name no resource, and the node's 404 for
+    it would say nothing the user gave."""
+    from urllib.parse import quote
+
+    from ..errors import InvalidArgument
+
+    if not text:
+        raise InvalidArgument(f"no {what} given: an empty one names none", hint=f"see them with: {listing}")
+    return quote(text, safe="")
+
+
 def file_error(exc: OSError) -> str:
     """A file or directory the system refused (a path too long, a data dir where none can be made), in one line."""
     def shown(name: Any) -> str:

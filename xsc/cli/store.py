@@ -257,7 +257,11 @@ def _shares_table(report: dict, presence_only: bool = False, wide: bool = False)
     details = [_detail(s) for s in shares]
     said = 1 if any(details) else 0  # a detail column only when a share has something to say
     if any("node" in s for s in shares):  # where each share is (this node too), and how that node is
+        from ..storage.core.placement import NONE_FOUND
+
         def state(s: dict) -> str:
+            if s["node"] == NONE_FOUND:
+                return "-"
             up = s.get("node_up")
             return "this node" if "node_up" not in s else "up" if up else "DOWN" if up is False else "not probed yet"
 

@@ -42,9 +42,11 @@ HAND_OVER_TIMEOUT = 10.0  # seconds `hand_over` waits for the node to take the f
 POLL_SECONDS = 0.2  # how often `put_handed` looks how far the node read
 # Bytes of the node's answers read at most, whoever runs the node (`--node` may name another's): a JSON answer (a
 # listing of many files; a group's answer naming the files its objects made garbage) and a problem body (past it,
-# the body is cut, and an error of its status said instead).
+# the body is cut, and an error of its status said instead).  A trap's problem carries what the WASI program wrote
+# before it failed: up to 64 KiB each of stdout and stderr (compute/wasi_io.OUTPUT_CAP), which JSON may write as
+# six bytes a byte (a control character is \u0000): 768 KiB and the problem's own fields.
 MAX_ANSWER = 256 * 1024 * 1024
-MAX_PROBLEM = 64 * 1024
+MAX_PROBLEM = 1024 * 1024
 NDJSON = "application/x-ndjson"
 _PIPE_SIZE = 1024 * 1024  # asked of the kernel for splice's pipe (it may give less: fs.pipe-max-size)
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)

@@ -904,19 +904,18 @@ class WebFunctions:
         but the first, as a redirect runs nothing and costs nothing."""
         # /fn/NODE_ID/ is only ever that node's placed functions: never a function of this node's own
         served = None if _NODE_ID.fullmatch(name) else self._served.get(name)
-        if served is None and self._placed:
+        if served is None:
             placed, _, rest = request.path_info[1:].partition("/")
             served = self._placed.get((name, placed))
+            if served is None:
+                if placed and _NODE_ID.fullmatch(name):
+                    # a caller of a placed function (/fn/OWNER_ID/NAME/) gone from here is told of that function
+                    raise NotFound(f"no function named {quoted_id(placed)} placed here by node {name}")
+                raise NotFound(f"no function named {quoted_id(name)} here")
             # no encoded '/' (path_info): the raw path has the same segments
             raw_placed, _, raw_rest = request.raw_path_info[1:].partition("/")
             request = replace(request, path_info="/" + rest, raw_path_info="/" + raw_rest,
                               script_name=f"{request.script_name}/{raw_placed}")
-        if served is None:
-            placed = request.path_info[1:].partition("/")[0]
-            if placed and _NODE_ID.fullmatch(name):
-                # a caller of a placed function (/fn/OWNER_ID/NAME/) gone from here is told of that function
-                raise NotFound(f"no function named {placed!r} placed here by node {name}")
-            raise NotFound(f"no function named {quoted_id(name)} here")
         record = served.record
         if request.raw_path_info == "/" and not request.target.endswith("/") and not record["on_market"] and (
                 location := slash_location(request.method, request.target, request.script_name, request.query)):

@@ -148,6 +148,8 @@ def _refusal_hint(refusal: str) -> str:
     if refusal.startswith(("it made", "it left more than")):  # out_bound.py's bounds on /out's tree, MAX_OUTPUTS
         return (f"make at most {MAX_ENTRIES:,} files and directories in /out, {MAX_DEPTH} deep, and leave at most "
                 f"{MAX_OUTPUTS} (many files in one archive are one)")
+    if refusal.startswith("its stderr"):  # job_sandbox: stderr past its cap, which --bytes-out does not raise
+        return "ask for more with --stderr-cap, or write less"
     return "ask for more with --bytes-out (or --stdout-cap), or write less"
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import codec
+from ..buckets.core.names import MAX_KEY_BYTES
 from ..errors import InvalidArgument, InvalidCapability, LimitTooHigh
 from ..storage.core.capability import Capability
 from ..units import format_size, parse_size, plural_for
@@ -204,6 +205,18 @@ def parse_input(text: Any) -> Input:
             raise InvalidArgument(f"an S3 input is s3://BUCKET/KEY:/in/NAME, not {cap[:60]!r}")
         return Input(None, name, (bucket, key))
     return Input(_cap_text(cap, "input"), name)
+
+
+def parse_target(text: Any, what: str) -> tuple[str, str]:
+    """s3://BUCKET/PREFIX (a watch's --on and --to, a map's --over) as its bucket and prefix, refused as
+    InvalidArgument naming `what` if it is not one."""
+    if not isinstance(text, str) or not text.startswith("s3://") or not text[5:].split("/", 1)[0]:
+        raise InvalidArgument(f"{what} is s3://BUCKET/PREFIX, not {str(text)[:80]!r}")
+    bucket, _, prefix = text[5:].partition("/")
+    if len(prefix.encode()) > MAX_KEY_BYTES:  # no object is under it: a --to there could write none
+        raise InvalidArgument(f"{what}'s prefix is {len(prefix.encode()):,} bytes, more than an object key's "
+                              f"{MAX_KEY_BYTES:,}", hint="give a shorter prefix")
+    return bucket, prefix
 
 
 def mount_name(path: Any) -> str:

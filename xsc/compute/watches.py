@@ -38,7 +38,7 @@ from ..errors import InvalidArgument, NotFound, XscError, quoted_id
 from ..storage.core.capability import Capability
 from ..tasks import in_pool, woken
 from .job_answers import node_failure
-from .jobspec import mount_name, parse_job
+from .jobspec import mount_name, parse_job, parse_target
 from .store import ComputeStore
 
 log = logging.getLogger(__name__)
@@ -49,19 +49,8 @@ PARALLEL = 4  # datums of one watch run at once (their jobs spread over the prov
 LAST_ERROR = 300  # characters of a watch's last error, its hint aside (kept whole: the command that fixes it)
 LAST_HINT = 1000  # characters of that hint at most (this node's own words: a bound none of its hints comes near)
 MAX_TOLD = 1024  # failures whose traceback was logged, remembered so that a datum failing at each pass logs it once
-MAX_KEY_BYTES = 1024  # an object key's, as S3 bounds it
 WRITE_HINT = "watch it again with a shorter --to prefix"  # for an object key over its 1,024 bytes
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # whole: fullmatch ($ would take a final newline)
-
-
-def parse_target(text: Any, what: str) -> tuple[str, str]:
-    if not isinstance(text, str) or not text.startswith("s3://") or not text[5:].split("/", 1)[0]:
-        raise InvalidArgument(f"{what} is s3://BUCKET/PREFIX, not {str(text)[:80]!r}")
-    bucket, _, prefix = text[5:].partition("/")
-    if len(prefix.encode()) > MAX_KEY_BYTES:  # no object is under it: a --to there could write none
-        raise InvalidArgument(f"{what}'s prefix is {len(prefix.encode()):,} bytes, more than an object key's "
-                              f"{MAX_KEY_BYTES:,}", hint="give a shorter prefix")
-    return bucket, prefix
 
 
 class Watches:
@@ -486,4 +475,4 @@ def datum_hash(watch: dict[str, Any], summary: dict[str, Any]) -> str:
     return hashlib.sha256(b"xsc/datum/1\n" + codec.canonical(named)).hexdigest()
 
 
-__all__ = ["Watches", "datum_hash", "parse_target"]
+__all__ = ["Watches", "datum_hash"]

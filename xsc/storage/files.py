@@ -39,7 +39,7 @@ from . import deep_check, gateway_repair, share_store
 from .gateway import Gateway
 from .gateway_get import Plaintext
 from .gateway_put import Riding
-from .core.placement import single_points
+from .core.placement import NONE_FOUND, single_points
 from .locate import Locator
 from .placing import SharePlacing
 from .remote import KEEP_ALIVE
@@ -187,7 +187,6 @@ def _not_located(peers: Any, unreached: list[str], action: str) -> NotFound:
 
 
 SEARCHES_AGAIN = 3  # searches made again past the nodes that named a file's shares and sent no manifest of it
-NONE_FOUND = "(none found)"  # the node of a share a search found no node holding
 
 
 async def _searched(service: StorageService, locator: Locator, cap: Capability, search: bool, action: str,
@@ -304,11 +303,15 @@ class StorageService:
         for share in shares:
             node = names[share["share"]] if names else self.me
             share["node"] = self.me if node == LOCAL else node
-            if share["node"] != self.me and self.peers is not None and self.peers.known(share["node"]):
-                availability = self.peers.availability(share["node"])
-                share["node_up"], share["node_ratio_1h"] = availability.up, availability.ratio_1h
-                if "unreachable" in share["detail"]:
-                    share["node_up"] = False  # this check found it down, whatever its last probe said
+            if share["node"] in (self.me, NONE_FOUND) or self.peers is None:
+                continue
+            if not self.peers.known(share["node"]):
+                share["node_up"] = None  # a holder this node does not know: never probed (not this node)
+                continue
+            availability = self.peers.availability(share["node"])
+            share["node_up"], share["node_ratio_1h"] = availability.up, availability.ratio_1h
+            if "unreachable" in share["detail"]:
+                share["node_up"] = False  # this check found it down, whatever its last probe said
         intact = sum(r.status == "ok" for r in reports)
         return {"shares": shares, "intact": intact, "recoverable": intact >= 4, "healthy": intact == len(reports)}
 

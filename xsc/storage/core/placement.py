@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from .erasure import K, N
 
 _TAG = b"xsc:placement:v1:"
+# The node of a share a search found no node holding, in a check's or verify's report (what the CLI tells apart).
+NONE_FOUND = "(none found)"
 
 
 @dataclass(frozen=True)
