@@ -590,6 +590,8 @@ def test_an_id_of_thousands_of_characters_is_quoted_cut_short_in_one_line(thread
     (["ledger", "history", ""], "no account given: an empty one names none (see them with: xsc ledger accounts)"),
     (["ledger", "show", ""], "no entry id given: an empty one names none (see them with: xsc ledger history)"),
     (["market", "explain", ""], "no need id given: an empty one names none (see them with: xsc market status)"),
+    (["compute", "unmap", ""], "no map id given: an empty one names none (see them with: xsc compute maps)"),
+    (["s3", "fund", "", "1"], "no user given: an empty one names none (see them with: xsc s3 users)"),
 ])
 def test_an_empty_id_is_refused_in_one_line_before_the_node_is_asked(args, said) -> None:
     """`xsc compute job "$JOB"` with JOB unset: not the node's 'Not Found: GET /v1/compute/jobs/' (nothing listens at

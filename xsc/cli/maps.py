@@ -3,12 +3,10 @@ resumed and listed by `xsc compute map` and `maps` (cli/jobs.py)."""
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 import click
 
 from ..units import counted
-from .output import emit_json, json_option
+from .output import emit_json, json_option, path_id
 
 
 @click.command("unmap")
@@ -20,7 +18,7 @@ def unmap(obj, map_id: str, cancel: bool, as_json: bool) -> None:
     """Forget the map MAP_ID (or the first 8 hex digits of it, or more): its record, so that it counts no more
     against the maps the node keeps; its jobs' records and outputs stay.  A map with inputs still to run is kept
     unless --cancel gives them up; one with an input whose job runs now is kept until that job ends."""
-    gone = obj.client().request("DELETE", f"/v1/compute/maps/{quote(map_id, safe='')}",
+    gone = obj.client().request("DELETE", f"/v1/compute/maps/{path_id(map_id, 'map id', 'xsc compute maps')}",
                                 query={"cancel": "true"} if cancel else None)
     if as_json:
         emit_json(gone)

@@ -8,7 +8,7 @@ import click
 
 from .. import codec
 from ..units import counted, format_credits
-from .output import Col, emit_json, json_option, table
+from .output import Col, emit_json, json_option, path_id, table
 from .s3_buckets import _key_user, _named_bucket, buckets, ls, mb, rb
 
 @click.group()
@@ -198,12 +198,10 @@ def users(obj, as_json: bool) -> None:
 @click.pass_obj
 def fund(obj, user: str, amount: str, as_json: bool) -> None:
     """Move CREDITS from the node's account to USER's, which pays for what USER puts through the front."""
-    from urllib.parse import quote
-
     from .market import _micro_credits
 
     _key_user(obj, user)
-    info = obj.client().request("POST", f"/v1/s3/accounts/{quote(user, safe='')}/fund",
+    info = obj.client().request("POST", f"/v1/s3/accounts/{path_id(user, 'user', 'xsc s3 users')}/fund",
                                 json_body={"amount": _micro_credits(amount, "CREDITS")})
     if as_json:
         emit_json(info)

@@ -11,7 +11,7 @@ import contextlib
 import click
 
 from ..units import counted, format_size
-from .output import Col, emit_json, json_option, prose, table
+from .output import Col, emit_json, json_option, path_id, prose, table
 
 PAGE = 1000  # keys or uploads asked for, and deleted, a request: the most the routes answer at once
 
@@ -178,6 +178,7 @@ def _key_user(obj, user: str) -> None:
     from ..errors import NotFound
     from ..s3.access import KeyRing, key_file
 
+    path_id(user, "user", "xsc s3 users")  # an empty name is refused as naming nobody
     users = sorted({k["user"] for k in KeyRing(key_file(obj.data_dir)).list()})
     if user not in users:
         raise NotFound(f"no access key belongs to a user {user!r} (the users: {', '.join(users) or 'none yet'})",
