@@ -234,8 +234,8 @@ class _OrderedBook:
                              if kind == a.slot.kind and self.first_bucket[i] <= bucket <= self.last_bucket[i]))
 
     def _rules(self, b: Bid):
-        """What of bid `b` every slot that may serve it must pass: (its market's bucket, its filters or None, a test
-        of a class (window and tags), a test of an owner (filters and own capacity), the filters' allow list)."""
+        """What of bid `b` every slot that may serve it must pass: (its filters or None, a test of a class (window and
+        tags), a test of an owner (filters and own capacity), the filters' allow list)."""
         n = b.slot
         bucket = bucket_of(n.start, self.bucket_seconds)
         f = None if n.filters.is_empty() else n.filters
@@ -247,7 +247,7 @@ class _OrderedBook:
 
         deny = frozenset(f.deny) if f is not None else frozenset()
         mine = None if self.allow_self else n.owner
-        return bucket, f, class_ok, lambda owner: owner != mine and owner not in deny, None if f is None else f.allow
+        return f, class_ok, lambda owner: owner != mine and owner not in deny, None if f is None else f.allow
 
     def eligible_at(self, b: Bid, i: int, pos: int) -> bool:
         """May the slot at `pos` serve bid b (#i)?  Every rule but room and group."""
@@ -266,14 +266,14 @@ class _OrderedBook:
     def first_eligible(self, b: Bid, i: int, used: set[str] | None = None, room: bool = True) -> int | None:
         """The first position (in the fixed order) that may serve bid b (#i) with room for it (`room`) or with the
         quantity for it, whose provider holds none of `used` (its group's)."""
-        _, _, class_ok, owner_ok, allow = self._rules(b)
+        _, class_ok, owner_ok, allow = self._rules(b)
         ok = owner_ok if not used else (lambda owner: owner_ok(owner) and owner not in used)
         return self.classes.first_fit(i, b.slot, class_ok, self.price_of(b), b.min_availability, ok, allow, room)
 
     def counts(self, b: Bid, i: int) -> tuple[int, int]:
         """(slots compatible with bid b (#i) that hold all of it, those of them its filters, minimum availability and
         own capacity rule keep)."""
-        _, f, class_ok, _, allow = self._rules(b)
+        f, _, _, allow = self._rules(b)
         large = self.classes.count_fit(i, b.slot, lambda c: True, None, set(), None)
         excluded = set(f.deny) if f is not None else set()
         if not self.allow_self:
