@@ -66,6 +66,17 @@ def test_overwrite_swaps_the_record_and_marks_the_old_files(index) -> None:
     assert "cap-3" in index.garbage()  # the file stored for a bucket that is gone is garbage
 
 
+def test_a_missing_bucket_of_a_long_name_is_said_in_a_line_the_name_cut(index) -> None:
+    """A name past any bucket's length (a path of 3,000 characters) is quoted cut, not whole, by every refusal that
+    finds no bucket of it; the error's own field keeps it (S3's BucketName)."""
+    name = "b" * 3000
+    for refused in (lambda: index.get(name, "k"), lambda: index.put(name, "k", obj("cap-1")),
+                    lambda: index.create_upload(name, "k", {})):
+        with pytest.raises(NoSuchBucket) as caught:
+            refused()
+        assert len(caught.value.message) < 200 and caught.value.details["bucket"] == name
+
+
 def test_objects_put_in_one_group_are_written_as_if_one_after_another(index) -> None:
     index.put("bkt", "k", obj("cap-0"))
     outcomes = index.put_all([("bkt", "k", obj("cap-1")), ("nope", "k", obj("cap-2")), ("bkt", "k", obj("cap-3")),

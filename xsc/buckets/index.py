@@ -58,7 +58,7 @@ from .. import codec
 from .. import keys
 from ..db import Database
 from ..errors import (BucketNotEmpty, BucketTaken, ConditionalConflict, Conflict, Forbidden, InvalidArgument,
-                      InvalidBucketName, NoSuchBucket, NoSuchKey, NotFound, TooManyBuckets, TooManyUploads, XscError)
+                      InvalidBucketName, NoSuchBucket, NoSuchKey, NotFound, TooManyBuckets, TooManyUploads, XscError, quoted_id)
 from ..units import counted
 from .core import listing, names, records
 from .entries import (apply, caps_of, charged_files, charges_of, given_once, holds, owe, release, settled, share,
@@ -118,7 +118,7 @@ class S3Index(Uploads):
     def bucket(self, name: str) -> dict:
         raw = self.db.get(keys.object_bucket(name))
         if raw is None:
-            raise NoSuchBucket(f"no bucket named {name!r}", bucket=name,
+            raise NoSuchBucket(f"no bucket named {quoted_id(name)}", bucket=name,
                                hint=f"make it: xsc s3 mb {_bucket_or(name)}; xsc s3 buckets lists them")
         return {"name": name, "owner": names.DEFAULT_USER, "grants": {}, **codec.loads(raw)}
 
@@ -282,7 +282,7 @@ class S3Index(Uploads):
                 return err
         caps = [p["cap"] for p in record["parts"]]
         if (raw := read(keys.object_bucket(bucket))) is None:
-            return NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket,
+            return NoSuchBucket(f"no bucket named {quoted_id(bucket)}", bucket=bucket,
                                 garbage=self._refuse(written, read, caps))
         try:  # (its grant revoked while its file was stored: refused here, in the record's own write)
             bucket_record = {"owner": names.DEFAULT_USER, "grants": {}, **codec.loads(raw)}

@@ -23,7 +23,7 @@ from typing import Iterator
 from .. import codec
 from .. import keys
 from ..errors import (EntityTooSmall, Forbidden, InvalidPart, InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload,
-                      PreconditionFailed, TooManyUploads)
+                      PreconditionFailed, TooManyUploads, quoted_id)
 from ..units import counted
 from .core import etag, listing, names, records
 from .entries import apply, given_once, release, settled
@@ -150,7 +150,7 @@ class Uploads:
                                          f"must be at least {self.min_part_size} bytes", part=part["number"])
             bucket, key = upload["bucket"], upload["key"]
             if self.db.get(keys.object_bucket(bucket)) is None:
-                raise NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket)
+                raise NoSuchBucket(f"no bucket named {quoted_id(bucket)}", bucket=bucket)
             whole = records.checksum_headers(upload.get("checksum"), checksum, used)
             # A COMPOSITE checksum is made of the parts' own, which a read of one part is answered with.
             sums = checksum["parts"] if whole.get("x-amz-checksum-type") == "COMPOSITE" else [None] * len(used)
