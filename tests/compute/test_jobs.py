@@ -48,6 +48,13 @@ def test_stderr_over_its_cap_fails_the_job_naming_the_option_that_raises_it(xsc_
     assert "stderr went over its cap" in line and "(ask for more with --stderr-cap" in line, line
 
 
+def test_an_entrypoint_with_parameters_is_refused_naming_what_a_job_can_run(xsc_node):
+    result = xsc_node.xsc("compute", "run", str(WASM / "flood.wasm"), "--entrypoint", "flood", "--no-stdin")
+    line = error_line(result)  # not an invoke's "call it as: flood I32", which a job cannot do
+    assert "flood(i32)" in line and "takes parameters" in line and "call it as" not in line, line
+    assert "name an export without parameters, e.g. _start" in line, line
+
+
 def test_a_spec_with_an_unknown_field_is_refused(xsc_node, tmp_path):
     spec = tmp_path / "job.toml"
     spec.write_text(f'module = "{WC}"\nargv = []\ncolour = "blue"\n')

@@ -25,7 +25,7 @@ import wasmtime
 from ..config import ComputeSection
 from ..db import Database
 from ..errors import ComputeBusy, ModuleDisabled, ExportNotFound, ImportsNotAllowed, InvalidArgument, InvalidModule, ModuleNotFound, NotAFunction, \
-    ProvenanceNotFound, Trap, UnsupportedSignature
+    ProvenanceNotFound, Trap, UnsupportedSignature, WrongArgumentCount
 from ..units import plural_for
 from ..identity import Identity
 from ..tasks import Workers
@@ -545,11 +545,14 @@ class ComputeService:
 
     def program(self, module_id: str, entrypoint: str) -> tuple[sandbox.Prepared, Signature]:
         """A WASI program's module and entrypoint, ready to run (compute/jobs.py); refused if it cannot run."""
-        prepared, signature, _, _ = self._arguments(InvokeCall(module_id, entrypoint, wasi=True))
-        if signature.params:
-            raise InvalidArgument(f"{entrypoint}{signature} takes parameters: a job runs a WASI program's entrypoint",
-                                  hint="name an export without parameters, e.g. _start")
-        return prepared, signature
+        call = InvokeCall(module_id, entrypoint, wasi=True)
+        try:
+            return self._arguments(call)[:2]
+        except WrongArgumentCount:  # (an invoke's words, "call it as: NAME I32", which a program cannot be given)
+            signature = self._signature(self._prepared(call.module_hash).info, entrypoint)
+            raise InvalidArgument(f"{entrypoint}{signature} takes parameters: a job or a web function runs a WASI "
+                                  "program's entrypoint, which is given none", hint="name an export without "
+                                  "parameters, e.g. _start, or call this one with: xsc compute invoke") from None
 
     def execute(self, prepared: sandbox.Prepared, entrypoint: str, signature: Signature, argv: list[str],
                 limits: Limits, streams: sandbox.Streams, deadline_ticks: int | None = None) -> sandbox.Outcome:
