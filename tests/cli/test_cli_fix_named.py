@@ -44,6 +44,9 @@ def test_compute_inputs_are_refused_naming_the_fix(thread_node) -> None:
         assert _line(node.xsc("compute", "run", SHA256, "--env", given)) == (
             f"xsc: error: env: {name!r} is not a variable name (up to 128 letters, digits and _, not first a digit) "
             f"(give each as: --env NAME=VALUE)")
+    assert _line(node.xsc("compute", "run", SHA256, "--env", "BIG=" + "x" * 70_000)) == (
+        "xsc: error: env is 68.4 KiB, over 64.0 KiB (its names and values in all) "
+        "(store a large value as a file and mount it: --input CAP:/in/NAME)")
     for bucket, named in (("nobucket", "nobucket"), ("No_Bucket", "NAME")):
         assert _line(node.xsc("compute", "map", SHA256, "--over", f"s3://{bucket}/x")) == (
             f"xsc: error: no bucket named {bucket!r} (make it: xsc s3 mb {named}; xsc s3 buckets lists them)")

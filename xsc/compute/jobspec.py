@@ -265,8 +265,9 @@ def _env(value: Any) -> tuple[tuple[str, str], ...]:
         if not isinstance(text, str) or "\0" in text:
             raise InvalidArgument(f"env: {name}'s value must be text without NUL",
                                   hint="give each as: --env NAME=VALUE")
-    if sum(len(k) + len(v.encode()) + 2 for k, v in value.items()) > MAX_TEXT:
-        raise InvalidArgument(f"env is over {format_size(MAX_TEXT)}")
+    if (size := sum(len(k) + len(v.encode()) + 2 for k, v in value.items())) > MAX_TEXT:
+        raise InvalidArgument(f"env is {format_size(size)}, over {format_size(MAX_TEXT)} (its names and values in all)",
+                              hint="store a large value as a file and mount it: --input CAP:/in/NAME")
     return tuple(sorted(value.items()))
 
 
