@@ -1,20 +1,19 @@
 """A plain matching, for the tests: `xsc.market.core.matching.match_needs` written with a walk over every ask
 compatible with each need (what the product's classes of alike asks must give, need for need, message for message).
-The clearing and the allocator's hints are the product's: only what follows them is written out again here."""
+The clearing, the allocator's hints and the order needs are served in are the product's (`_cleared`,
+`_in_service_order`): only what follows them is written out again here."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from decimal import Decimal
 from typing import Mapping, Sequence
 
 from xsc.allocation.core.matching import CapacityIndex, need_rows
 from xsc.allocation.core.models import SlotFilter
-from xsc.market.core.auction import bucket_of, clear_book
-from xsc.market.core.matching import (_TIERS, Assignment, Explanation, MarketResult, _accepts, _allocator_hints,
-                                      _tier_of, _unique, _wanted, _window)
-from xsc.market.core.models import PRICE_UNITS, Ask, Bid, ask_digest, bid_digest, need_key, units_cost
-from xsc.market.core.orders import market_orders
+from xsc.market.core.auction import bucket_of
+from xsc.market.core.matching import (_TIERS, Assignment, Explanation, MarketResult, _accepts, _cleared,
+                                      _in_service_order, _window)
+from xsc.market.core.models import PRICE_UNITS, Ask, Bid, ask_digest, need_key, units_cost
 
 
 class _OrderedBook:
@@ -110,21 +109,10 @@ def match_needs(asks: Sequence[Ask], bids: Sequence[Bid], *, recognition: Mappin
                 allow_self: bool = True, first: str | None = None,
                 floors: Mapping[tuple[str, int], int] | None = None) -> MarketResult:
     """`xsc.market.core.matching.match_needs` as it was written first: every need walks every compatible ask."""
-    _unique(asks, "ask")
-    _unique(bids, "bid")
-    clearings = clear_book(market_orders(_wanted(asks, bids, availability, allow_self), bids, bucket_seconds), first)
-    for market, floor in (floors or {}).items():
-        if (c := clearings.get(market)) is not None and c.price is not None and c.price < floor:
-            # The range is what the market could clear at, the floor included: the price shown (`xsc market prices`)
-            # is never outside its own range.
-            clearings[market] = replace(c, price=floor, low=max(c.low, floor), high=max(c.high, floor))
+    clearings = _cleared(asks, bids, availability, bucket_seconds, allow_self, first, floors)
     book = _OrderedBook(asks, bids, clearings, availability=availability, bucket_seconds=bucket_seconds,
                         allow_self=allow_self)
-    priced_bids = book.priced_bids()
-    hints = _allocator_hints(book.asks, book.priced_asks(), priced_bids, recognition, now_ms)
-    tier_at = {need_key(b.slot.owner, b.slot.id): _tier_of(hints, b) for b in book.bids}
-    served = sorted(priced_bids, key=lambda b: (tier_at[need_key(b.slot.owner, b.slot.id)], -b.price,
-                                                b.slot.owner != first, bid_digest(b), b.slot.owner, b.slot.id))
+    hints, tier_at, served = _in_service_order(book, recognition, now_ms, first)
     assignments = _assign(book, served, hints)
     explanations = {}
     for i, b in enumerate(book.bids):

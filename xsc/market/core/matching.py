@@ -345,6 +345,22 @@ def match_needs(asks: Sequence[Ask], bids: Sequence[Bid], *, recognition: Mappin
     at, one that cleared under it being priced at it (`supply.match_spread`: the price a group needs to reach the
     distinct providers it is spread over; a bid under it is explained as below the clearing price, and the clearing's
     range [low, high] is raised to hold it)."""
+    clearings = _cleared(asks, bids, availability, bucket_seconds, allow_self, first, floors)
+    book = _OrderedBook(asks, bids, clearings, availability=availability, bucket_seconds=bucket_seconds,
+                        allow_self=allow_self)
+    hints, tier_at, served = _in_service_order(book, recognition, now_ms, first)
+    assignments = _assign(book, served, hints)
+    explanations = {}
+    for i, b in enumerate(book.bids):
+        key = need_key(b.slot.owner, b.slot.id)
+        explanations[key] = _explain(b, i, assignments.get(key), book)
+    return MarketResult(clearings=clearings, assignments=dict(sorted(assignments.items())),
+                        explanations=explanations, tiers={k: _TIERS[t] for k, t in sorted(tier_at.items())})
+
+
+def _cleared(asks: Sequence[Ask], bids: Sequence[Bid], availability: Mapping[str, Decimal], bucket_seconds: int,
+             allow_self: bool, first: str | None, floors: Mapping[tuple[str, int], int] | None) -> dict:
+    """Each market's clearing (`match_needs`' arguments), raised to its floor."""
     _unique(asks, "ask")
     _unique(bids, "bid")
     clearings = clear_book(market_orders(_wanted(asks, bids, availability, allow_self), bids, bucket_seconds), first)
@@ -353,20 +369,19 @@ def match_needs(asks: Sequence[Ask], bids: Sequence[Bid], *, recognition: Mappin
             # The range is what the market could clear at, the floor included: the price shown (`xsc market prices`)
             # is never outside its own range.
             clearings[market] = replace(c, price=floor, low=max(c.low, floor), high=max(c.high, floor))
-    book = _OrderedBook(asks, bids, clearings, availability=availability, bucket_seconds=bucket_seconds,
-                        allow_self=allow_self)
+    return clearings
+
+
+def _in_service_order(book, recognition: Mapping[str, Mapping[str, Decimal]], now_ms: int, first: str | None
+                      ) -> tuple[dict, dict[str, int], list[Bid]]:
+    """The allocator's hints, each need's tier, and the priced needs in the order they are served (tier, then the
+    highest bid, then `first`'s, then the fixed order)."""
     priced_bids = book.priced_bids()
     hints = _allocator_hints(book.asks, book.priced_asks(), priced_bids, recognition, now_ms)
     tier_at = {need_key(b.slot.owner, b.slot.id): _tier_of(hints, b) for b in book.bids}
     served = sorted(priced_bids, key=lambda b: (tier_at[need_key(b.slot.owner, b.slot.id)], -b.price,
                                                 b.slot.owner != first, bid_digest(b), b.slot.owner, b.slot.id))
-    assignments = _assign(book, served, hints)
-    explanations = {}
-    for i, b in enumerate(book.bids):
-        key = need_key(b.slot.owner, b.slot.id)
-        explanations[key] = _explain(b, i, assignments.get(key), book)
-    return MarketResult(clearings=clearings, assignments=dict(sorted(assignments.items())),
-                        explanations=explanations, tiers={k: _TIERS[t] for k, t in sorted(tier_at.items())})
+    return hints, tier_at, served
 
 
 def _window(start: int, end: int) -> str:
