@@ -324,6 +324,7 @@ def test_a_node_whose_address_space_is_too_small_for_a_runners_pool_serves_from_
         assert tries["started"] == 1 and tries["ended"] == [] and tries["live"][0]["pid"] == runner["pid"]
         log = node.log.read_text()
         assert log.count("unpooled engine") == 1 and "panicked" not in log
+        assert f"web runner {runner['pid']}: an unpooled engine: " in log  # in the node's log, said to be the runner's
     finally:
         kill_all([node])
 

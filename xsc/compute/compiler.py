@@ -33,12 +33,12 @@ import sys
 import threading
 
 from ..errors import CompileTimeout, InvalidModule
+from . import child_output
 
 log = logging.getLogger(__name__)
 
 NICENESS = 10
 MAX_ERROR_BYTES = 4096  # of wasmtime's message, kept for the error
-MAX_LINE = 4096  # bytes of a line the compiler process writes, logged at once (a longer one goes on the next lines)
 WALL_FACTOR = 10  # the wall bounds a compile at this many times its CPU time, and at least WALL_FLOOR seconds
 WALL_FLOOR = 60.0
 BUDGET = struct.Struct(">d")  # a request to the compiler process: the compile's CPU budget in seconds
@@ -118,7 +118,7 @@ class _Compiler:
                 self._process = subprocess.Popen([sys.executable, "-m", __name__, str(theirs.fileno())],
                                                  pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
                                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            threading.Thread(target=_logged, args=(self._process,), name="xsc-compiler-output", daemon=True).start()
+            child_output.follow(self._process, "compiler process", log)
             self._control = mine
         assert self._control is not None
         return self._control
@@ -134,14 +134,6 @@ class _Compiler:
 
 
 _COMPILER = _Compiler()
-
-
-def _logged(process: subprocess.Popen) -> None:
-    """Log each line `process` (and each process it forks) writes, attributed to it, until all of them have ended."""
-    assert process.stdout is not None
-    with process.stdout as output:
-        for line in iter(lambda: output.readline(MAX_LINE), b""):
-            log.warning("compiler process %d: %s", process.pid, line.decode(errors="replace").rstrip())
 
 
 def _kill(pid: int) -> None:

@@ -45,7 +45,7 @@ class Runner:
         self.sock = sock
         refused = eng.pool_refused()
         if refused is not None:  # each instance then maps its memory for its call: slower, but it serves
-            print(f"web runner: an unpooled engine: {refused}", file=sys.stderr)
+            print(f"an unpooled engine: {refused}", file=sys.stderr)
         self.engine = eng.make_engine(parallel=False, pooled=refused is None)
         self.ticker = eng.EpochTicker(self.engine)
         self.modules: OrderedDict[bytes, sandbox.Prepared] = OrderedDict()
@@ -72,7 +72,7 @@ class Runner:
                     self._take(kind, request, memoryview(buffer)[at + wire.HEAD.size:at + length])
                     at += length
             except wire.WireError as exc:
-                print(f"web runner: {exc}", file=sys.stderr)
+                print(f"a frame from the node refused: {exc}", file=sys.stderr)
                 return BROKEN
             del buffer[:at]
 
@@ -92,7 +92,7 @@ class Runner:
             linker.define_wasi()
             pre = linker.instantiate_pre(module) if info.imports else None
         except Exception as exc:  # noqa: BLE001 - a module that does not load here is answered UNKNOWN
-            print(f"web runner: module {module_hash.hex()} does not load: {exc}", file=sys.stderr)
+            print(f"module {module_hash.hex()} does not load: {exc}", file=sys.stderr)
             return
         self.modules[module_hash] = sandbox.Prepared(module_hash, module, info, pre, hidden_memory)
         while len(self.modules) > MODULES:

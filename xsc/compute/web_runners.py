@@ -11,7 +11,8 @@ answers nothing for PATIENCE seconds while tries wait, is killed: each of its tr
 then runs on a worker: none is lost), and `Runners` starts another (at once if it had served a while; after a
 pause that doubles while new ones keep ending early).  Runners are started with the first request that may use
 one (a node that serves no function starts none), and at the node's close their sockets are closed and they are
-killed; a kill -9 of the node takes them with it (see web_runner.py).
+killed; a kill -9 of the node takes them with it (see web_runner.py).  What a runner writes to its stdout or stderr
+goes to the node's log, attributed to it (child_output.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections import OrderedDict
 from typing import Callable
 
 from .. import codec
+from . import child_output
 from . import runner_wire as wire
 from . import sandbox
 from .wasi_io import OUTPUT_CAP
@@ -286,7 +288,8 @@ class Runners:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             process = subprocess.Popen([sys.executable, "-m", "xsc.compute.web_runner", str(theirs.fileno()),
-                                        str(os.getpid())], pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+                                        str(os.getpid())], pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         except OSError as exc:
             mine.close()
             log.warning("a web runner could not be started (%s); small requests run on the loop meanwhile", exc)
@@ -294,6 +297,7 @@ class Runners:
             return
         finally:
             theirs.close()
+        child_output.follow(process, "web runner", log)
         self.started += 1
         self.links.append(RunnerLink(mine, process, self.fingerprint, self._became_ready, self._gone))
 
