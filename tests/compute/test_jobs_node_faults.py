@@ -4,16 +4,18 @@ its own (not the node's 500), the money stays exact, and a start leaves the reco
 
 from __future__ import annotations
 
+import asyncio
 import errno
 
 import pytest
 
+from tests.support.cli import error_line, xsc_in_process
 from tests.support.compute import deploy
 from tests.support.jobs import (balances, network, owed_paid, read_file, restarted, run_job, settle, verified)
 from tests.support.waiting import eventually_async
 from tests.support.nodes import close_node
 from xsc.compute import remote_answers
-from xsc.node import CLIENT_IDENTITY
+from xsc.node import CLIENT_IDENTITY, TOKEN
 from xsc.node.appkeys import NODE
 
 
@@ -262,3 +264,25 @@ def test_a_failure_of_the_nodes_own_is_told_on_one_line_and_a_full_disk_as_such(
     assert (bug.code, bug.message) == ("node-failed", ("the node failed: RuntimeError: a bug's words over lines " +
                                                         "x" * 1000)[:400])
     assert node_failure(OSError(errno.ENOSPC, "No space left on device")).code == "disk-full"
+
+
+async def test_the_clis_line_for_a_job_its_node_failed_names_the_command_that_runs_it_again_and_asks_once(
+        node_factory, monkeypatch) -> None:
+    """A job's POST answered 503 `node-failed` is not sent again by the CLI: the job's stdin went with it (a pipe is
+    not read twice), and a run again may cost again (a provider whose checked answer came is paid for it).  Its one
+    line says the failure and names the command that runs the job again; the node was asked once."""
+    node = await node_factory("node")
+    jobs = node.app[NODE].jobs
+    module = await deploy(node, "outputs", wasi=True)
+    _failing_after(jobs.storage, monkeypatch, 0, OSError(errno.EIO, "Input/output error"))
+    asked = []
+    run_streamed = jobs.run_streamed
+    monkeypatch.setattr(jobs, "run_streamed", lambda read: asked.append(1) or run_streamed(read))
+    result = await asyncio.to_thread(xsc_in_process, "--node", str(node.make_url("")), "compute", "run", module,
+                                     "--stdin", "-", input=b"abc", env={"XSC_TOKEN": node.app[TOKEN]})
+    monkeypatch.undo()
+    line = error_line(result)
+    assert line.startswith("xsc: error: the job ") and " was cut short: the node failed: OSError: [Errno 5] " \
+        "Input/output error (run it again with its stdin: ... | xsc compute run " in line, line
+    assert line.endswith(f"xsc compute run {module} --stdin -)"), line
+    assert asked == [1]
