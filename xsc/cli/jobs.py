@@ -375,10 +375,10 @@ def _payment_line(payment: dict[str, Any]) -> None:
 
 
 def _owed(payment: dict[str, Any]) -> str:
-    """A payment not made: dropped unpaid, being made, or owed and tried again (how often it failed, the last
-    failure, and when the next try is)."""
+    """A payment whose entry is not found: owed no more (paid long ago, or dropped), being made, or owed and tried
+    again (how often it failed, the last failure, and when the next try is)."""
     if payment.get("owed") is False:
-        return "not made: dropped unpaid (its receipt refused, or given up on)"
+        return "owed no more: paid (xsc ledger history lists it) or dropped unpaid"
     if not payment.get("tries"):
         return "owed: being paid now"
     wait = max(0, round(payment["next_try"] - time.time()))

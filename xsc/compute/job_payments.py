@@ -1,6 +1,6 @@
 """What a job's record says of the payments of its latest run's providers (`xsc compute job`): each made (its ledger
 entry, as `xsc ledger history` lists it), still owed (the payment retry's tries of it and when the next is), or
-dropped unpaid."""
+owed no more (dropped unpaid, or paid long enough ago that its entry is no longer found by its authorization)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def payments(ledger: Any, retry: Any, job: dict[str, Any]) -> dict[str, Any]:
         shown = {"provider": pay["provider"], "amount": pay["charge"], "entry": None}
         if ledger.is_pending(authorization):  # owed: being paid, or left to the retry by a try that failed
             made.append({**shown, "owed": True, **(retry.next_try(authorization) or {})})
-        else:  # its receipt refused (above what the run owes) or given up on: not paid
+        else:  # paid, its mark retired once its authorization expired (payment_for then finds none), or dropped
             made.append({**shown, "owed": False})
     return {"payments": made} if made else {}
 
