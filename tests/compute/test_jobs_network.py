@@ -171,6 +171,49 @@ def test_a_gateway_killed_while_it_fetches_a_remote_jobs_outputs_fetches_them_ag
         kill_all(started)
 
 
+@pytest.mark.slow
+def test_a_gateway_killed_while_it_retries_a_done_jobs_payment_pays_it_once_after_its_restart(tmp_path: Path) -> None:
+    """The provider killed once the gateway has its checked answer (it stores the outputs), so the done job's tab
+    cannot be closed; the gateway killed while its payment retry tries it again: after both are back the tab is paid
+    once, its charge, by the gateway's start (the retry kept off it until then)."""
+    started: list = []
+    try:
+        gateway, provider, module = _pair_with(tmp_path, "outputs.wasm", started)
+        data = tmp_path / "stdin"
+        data.write_bytes(os.urandom(48 << 20))  # out/c.txt is a copy: its put takes a while
+        jid = job_id(parse_job({"module": module, "stdin": "-"}), hashlib.sha256(data.read_bytes()).hexdigest(), [])
+        with open(data, "rb") as given:
+            running = start_xsc("--data-dir", str(gateway.data_dir), "compute", "run", module, stdin=given,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            eventually(lambda: api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1].get("state") == "storing",
+                       "the gateway storing the job's outputs", timeout=120, poll=0.01)
+            provider.kill()
+
+            def retried():
+                job = api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1]
+                return job["state"] == "done" and all(p.get("tries", 0) >= 2 for p in job["payments"]) and job
+
+            job = eventually(retried, "the done job's payment tried again", timeout=120)
+            gateway.kill()
+        finally:
+            running.wait(30)
+        assert job["charge"] > 0 and [p["owed"] for p in job["payments"]] == [True], job
+        provider.start()
+        gateway.start()
+        eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
+                   "the job's payment settled", timeout=120)
+        assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == job["charge"]  # paid once
+        assert api(gateway, "GET", "/v1/ledger/accounts/client")[1]["balance"] == -job["charge"]
+        (payment,) = api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1]["payments"]
+        assert payment["entry"] and payment["amount"] == job["charge"], payment
+        for node in (gateway, provider):
+            status, report = api(node, "GET", "/v1/ledger/verify")
+            assert status == 200 and report["ok"], report
+    finally:
+        kill_all(started)
+
+
 def provider_hosted(provider) -> int:
     return api(provider, "GET", "/v1/node/status")[1]["hosted_jobs"]["hosted"]
 

@@ -4,15 +4,18 @@ its own (not the node's 500), the money stays exact, and a start leaves the reco
 
 from __future__ import annotations
 
+import asyncio
 import errno
 
 import pytest
 
+from tests.support.cli import error_line, xsc_in_process
 from tests.support.compute import deploy
 from tests.support.jobs import (balances, network, owed_paid, read_file, restarted, run_job, settle, verified)
 from tests.support.waiting import eventually_async
 from tests.support.nodes import close_node
-from xsc.node import CLIENT_IDENTITY
+from xsc.compute import remote_answers
+from xsc.node import CLIENT_IDENTITY, TOKEN
 from xsc.node.appkeys import NODE
 
 
@@ -107,17 +110,17 @@ async def test_a_remote_job_whose_checked_outputs_the_node_cannot_store_pays_its
 async def test_a_remote_job_the_node_fails_once_its_record_says_done_is_answered_done_and_paid_once(
         node_factory, monkeypatch) -> None:
     """An OSError after the write that ended the run (the job done, its provider owed what the record says), as its
-    provider's payment is begun: its caller told the job is done and the node failed then, never that it was cut
-    short; the record stays done, and the start pays the provider what it answered, once."""
+    answer is made: its caller told the job is done and the node failed then, never that it was cut short; the record
+    stays done, its provider is paid by the running node what it answered, and the start pays nothing more."""
     gateway, (provider,) = await network(node_factory)
     module = await deploy(gateway, "outputs", wasi=True)
     jobs = gateway.app[NODE].jobs
     before = balances(gateway, provider)
 
-    def failing(returned):
+    def failing(*args):
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(jobs.sent, "pay", failing)
+    monkeypatch.setattr(remote_answers, "answered_with", failing)
     status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, b"abc")
     monkeypatch.undo()
     assert (status, problem["code"]) == (503, "node-failed"), problem
@@ -127,14 +130,58 @@ async def test_a_remote_job_the_node_fails_once_its_record_says_done_is_answered
     record = jobs.records.load(jid)
     assert record["state"] == "done" and record["outputs"] and record["paid_on"], record
     assert await read_file(gateway, {o["name"]: o for o in record["outputs"]}["out/c.txt"]["capability"]) == b"abc"
+    await owed_paid(gateway, record)  # by the running node
+    paid = balances(gateway, provider)
+    assert record["charge"] > 0 and (paid[0] - before[0], paid[1] - before[1]) == \
+        (-record["charge"], record["charge"])  # paid what it answered, once
 
     gateway, _ = await restarted(node_factory, gateway, jid)
-    assert gateway.app[NODE].jobs.records.load(jid) == record  # the start found it done, and only paid what it owes
-    await owed_paid(gateway, record)
+    assert gateway.app[NODE].jobs.records.load(jid) == record  # the start found it done, and paid nothing more
     await settle(gateway)
-    after = balances(gateway, provider)
-    assert record["charge"] > 0 and (after[0] - before[0], after[1] - before[1]) == \
-        (-record["charge"], record["charge"])  # paid what it answered, once
+    assert balances(gateway, provider) == paid
+    assert gateway.app[NODE].ledger.held(gateway.app[CLIENT_IDENTITY].public_key) == 0
+    await verified(gateway)
+
+
+async def test_a_remote_job_whose_ending_write_fails_is_told_as_its_record_stands_and_its_provider_paid_once(
+        node_factory, monkeypatch) -> None:
+    """The write that ends a remote run (done, with its outputs' links) fails, and so does every write after it: its
+    caller is told the job ran and its record still says `storing` until the next start marks it interrupted (what
+    that start then does), not that it is done nor that it was cut short; its provider, whose answer was checked, is
+    paid by the running node what it answered, once, and the start pays nothing more."""
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    jobs = gateway.app[NODE].jobs
+    before = balances(gateway, provider)
+    failing_now: list[bool] = []
+
+    def failing(*args):
+        failing_now.append(True)
+        raise OSError(errno.EIO, "Input/output error")
+
+    save = jobs.records.save
+    monkeypatch.setattr(jobs.records, "finished", failing)
+    monkeypatch.setattr(jobs.records, "save", lambda *args: failing() if failing_now else save(*args))
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, b"abc")
+    monkeypatch.undo()
+    assert (status, problem["code"], problem["state"]) == (503, "node-failed", "storing"), problem
+    jid = problem["id"]
+    assert problem["detail"] == f"the job {jid} ran, but the write that ends it failed (the node failed: OSError: " \
+        "[Errno 5] Input/output error): its record says storing until the node's next start marks it interrupted"
+    assert problem["hint"] == f"run it again with its stdin: ... | xsc compute run {module} --stdin -", problem
+    assert jobs.records.load(jid)["state"] == "storing"
+    ((authorization, charge),) = [(pay["authorization"], pay["charge"])
+                                  for pay in jobs.records.load(jid)["answered"]["pays"]]
+    await eventually_async(lambda: authorization not in {a.id.hex() for a in jobs.ledger.pending()},
+                           "the job's tab paid while the node runs", 30)
+    paid = balances(gateway, provider)
+    assert charge > 0 and (paid[0] - before[0], paid[1] - before[1]) == (-charge, charge)
+
+    gateway, job = await restarted(node_factory, gateway, jid)
+    assert job["state"] == "interrupted" and job["outputs"] == [], job  # as its caller was told
+    assert not [f for f in await _files(gateway) if f["name"].startswith(f"job:{jid}")]
+    await settle(gateway)
+    assert balances(gateway, provider) == paid  # paid once
     assert gateway.app[NODE].ledger.held(gateway.app[CLIENT_IDENTITY].public_key) == 0
     await verified(gateway)
 
@@ -217,3 +264,25 @@ def test_a_failure_of_the_nodes_own_is_told_on_one_line_and_a_full_disk_as_such(
     assert (bug.code, bug.message) == ("node-failed", ("the node failed: RuntimeError: a bug's words over lines " +
                                                         "x" * 1000)[:400])
     assert node_failure(OSError(errno.ENOSPC, "No space left on device")).code == "disk-full"
+
+
+async def test_the_clis_line_for_a_job_its_node_failed_names_the_command_that_runs_it_again_and_asks_once(
+        node_factory, monkeypatch) -> None:
+    """A job's POST answered 503 `node-failed` is not sent again by the CLI: the job's stdin went with it (a pipe is
+    not read twice), and a run again may cost again (a provider whose checked answer came is paid for it).  Its one
+    line says the failure and names the command that runs the job again; the node was asked once."""
+    node = await node_factory("node")
+    jobs = node.app[NODE].jobs
+    module = await deploy(node, "outputs", wasi=True)
+    _failing_after(jobs.storage, monkeypatch, 0, OSError(errno.EIO, "Input/output error"))
+    asked = []
+    run_streamed = jobs.run_streamed
+    monkeypatch.setattr(jobs, "run_streamed", lambda read: asked.append(1) or run_streamed(read))
+    result = await asyncio.to_thread(xsc_in_process, "--node", str(node.make_url("")), "compute", "run", module,
+                                     "--stdin", "-", input=b"abc", env={"XSC_TOKEN": node.app[TOKEN]})
+    monkeypatch.undo()
+    line = error_line(result)
+    assert line.startswith("xsc: error: the job ") and " was cut short: the node failed: OSError: [Errno 5] " \
+        "Input/output error (run it again with its stdin: ... | xsc compute run " in line, line
+    assert line.endswith(f"xsc compute run {module} --stdin -)"), line
+    assert asked == [1]

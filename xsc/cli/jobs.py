@@ -367,11 +367,23 @@ def _payment_line(payment: dict[str, Any]) -> None:
     line of its own under it when the line is too narrow)."""
     said = f"  payment  {format_credits(payment['amount'])} credits"
     if not payment.get("entry"):
-        click.echo(f"{said}  not made yet (the payment retry makes it)")
+        click.echo(f"{said}  {_owed(payment)}")
         return
     width = terminal_width()
     entry = f"entry {payment['entry']}"
     click.echo(f"{said}  {entry}" if width is None or len(said) + 2 + len(entry) <= width else f"{said}\n      {entry}")
+
+
+def _owed(payment: dict[str, Any]) -> str:
+    """A payment whose entry is not found: owed no more (paid long ago, or dropped), being made, or owed and tried
+    again (how often it failed, the last failure, and when the next try is)."""
+    if payment.get("owed") is False:
+        return "owed no more: paid (xsc ledger history lists it) or dropped unpaid"
+    if not payment.get("tries"):
+        return "owed: being paid now"
+    wait = max(0, round(payment["next_try"] - time.time()))
+    tried = counted(payment["tries"], "try", "tries")
+    return f"owed: {tried} failed, the last: {payment['error']}; the next in {wait} s"
 
 
 @click.command("lineage")

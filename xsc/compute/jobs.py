@@ -49,6 +49,7 @@ from .job_answers import (REPLACING, UNFINISHED, answer, ended, not_ended, repla
                           unstored_answer)
 from .job_inputs import JobInputs, ReadFn, Staged, affordable
 from .job_outputs import JobOutputs
+from .job_payments import payments
 from .job_placing import JobPlacing
 from .job_records import CURSOR_BYTES, JobRecords, made
 from .job_retention import FORGET_AT_ONCE, JobRetention
@@ -416,7 +417,7 @@ class JobService:
                                   "`xsc compute jobs` lists them")
         found = self.records.by_prefix(text)
         if found is not None:
-            return {**found, **_payments(self.ledger, found)}
+            return {**found, **payments(self.ledger, self.sent.paid.payments, found)}
         # A provider's receipt names the job it ran for another node's user, whose node alone keeps its record.
         raise JobNotFound(f"no job {jid} of this node's user", hint="list yours with: xsc compute jobs; one this "
                           "node ran for another node is that node's, its receipt here: xsc ledger history node")
@@ -453,17 +454,6 @@ def _cursor(text: str | None) -> bytes | None:
                               hint="give the cursor the page before ended with, or list from the newest: "
                                    "xsc compute jobs")
     return bytes.fromhex(text)
-
-
-def _payments(ledger: Any, job: dict[str, Any]) -> dict[str, Any]:
-    """The payments of its latest run's providers, each its ledger entry's id once made (None until then): what
-    `xsc ledger history` lists it by (its `job id` names this job too)."""
-    made = []
-    for pay in job.get("paid_on", []):
-        payment = ledger.store.payment_for(bytes.fromhex(pay["authorization"]))
-        made.append({"provider": pay["provider"], "amount": pay["charge"] if payment is None else
-                     payment.receipt.amount, "entry": None if payment is None else payment.id.hex()})
-    return {"payments": made} if made else {}
 
 
 def _listed(summary: dict[str, Any], names: dict[str, str | None]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from ..errors import XscError
 from ..tasks import in_pool
+from .job_failures import told_as_recorded
 from .job_answers import (KEPT_STREAMS, UNFINISHED, answer as answered_with, ended, node_failure, rerun_hint, the_job,
                           unstored_answer)
 from .job_outputs import JobOutputs
@@ -156,8 +157,7 @@ class RemoteAnswers:
             if returned.tab is None:
                 raise  # its tab left by a restart: stored later (`RemoteRecovery.recover_one`)
             err = error if isinstance(error, XscError) else node_failure(error)  # (its disk's error, say)
-            for r in paying:
-                self.sent.pay(r)
+            self.sent.pay_all(paying)
             await in_pool(None, remove_tree, kept)
             job.pop("answered", None)
             job.update(state="failed", outputs=[], error=f"its outputs could not be stored: {err.message}",
@@ -165,8 +165,7 @@ class RemoteAnswers:
             self.records.save(job["id"], job)
             raise unstored_answer(job, {"stdout": run.get("stdout", ""), "stderr": run.get("stderr", "")},
                                   run["charge"], err) from err
-        for r in paying:
-            self.sent.pay(r)
+        self.sent.pay_all(paying)
         return answered_with(job, *done)
 
     async def answer_kept(self, job: dict[str, Any], returned: Returned, paying: list[Returned] | None = None,
@@ -205,7 +204,10 @@ class RemoteAnswers:
         job.pop("answered")
         job["paid_on"] = answered["pays"]  # a restart before they are paid pays each its charge, not its cap
         self.records.finished(job, answered["signed"])
-        await in_pool(None, remove_tree, kept)
+        try:  # the job is done: a start removes what is left of them (JobService._recover), the job stays done
+            await in_pool(None, remove_tree, kept)
+        except OSError:
+            log.exception("job %s: removing its outputs kept until they were stored failed", job["id"])
         return streams, run["charge"], refusal, trap
 
     # --- where a start finds what it finishes ------------------------------------------------------
@@ -258,19 +260,15 @@ class RemoteAnswers:
         the outputs it stored removed, nothing of it charged here (a run here is charged with the write that ends
         it, which never came), no provider paid whose answer never came (sent_jobs.unsettled dropped its tab as the
         error passed) and one whose answer was checked paid what it answered.  What its user is told instead of the
-        node's 500: its id, the failure and how to run it again.  A failure after the write that ended the run (its
-        record done or failed, and its providers owed what it says: a start pays them) is told as that record says
-        it, of the failure's kind all the same (503, 507): the job is not cut short, and not to be run again."""
+        node's 500: its id, the failure and how to run it again.  A failure once its run ended in memory is told as
+        its record on disk says it (job_failures.told_as_recorded): done or failed, not cut short and not to be run
+        again; or, the write that ended it failed, what the next start makes of it."""
         failure = node_failure(err)
         log.error("job %s: the node failed it", job["id"], exc_info=err)
         if job.get("state") not in UNFINISHED:
             recorded = self._recorded(job["id"])
-            if recorded is not None and recorded.get("state") not in UNFINISHED:
-                hint = f"see it with: xsc compute job {job['id']}"
-                return type(failure)(f"{the_job(job, hint)} is {recorded['state']}, but then {failure.message}",
-                                     hint=hint, id=job["id"], state=recorded["state"])
-        else:
-            await self.interrupted(job, failure.message)
+            return told_as_recorded(job, recorded, failure, recorded is not None and self.resumable(recorded))
+        await self.interrupted(job, failure.message)
         hint = rerun_hint(job)
         return type(failure)(f"{the_job(job, hint)} was cut short: {failure.message}", hint=hint, id=job["id"])
 
@@ -280,7 +278,6 @@ class RemoteAnswers:
             return self.records.load(jid)
         except Exception:  # (logged with the failure that led here)
             return None
-
 
 
 def short(fetching: dict[str, Any]) -> dict[str, Any]:

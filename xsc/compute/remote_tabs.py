@@ -256,6 +256,13 @@ class GatewayTabs:
         self._spawn_close(tab)
         return True
 
+    def owed_after_failure(self, authorization_id: bytes, amount: int) -> bool:
+        """A tab of its own whose work was answered, checked and recorded owing `amount`, and whose payment step then
+        failed: paid as a start pays it (`owed_after_restart`), unless its close was begun already (each tab is
+        closed once).  Whether it was left to pay."""
+        tab = self._unpaid.get(authorization_id)
+        return (tab is None or tab.in_flight > 0) and self.owed_after_restart(authorization_id, amount)
+
     async def unanswered_after_restart(self, authorization_id: bytes) -> None:
         """A tab a restart left pending whose work's outputs never came: nothing of it is paid, as when its answer
         never comes (`abandon`)."""
@@ -408,9 +415,9 @@ class GatewayTabs:
                     return
                 await self.payments.complete(tab.provider, tab.auth, answer, meters=TAB_METERS)
                 self._forget_tally(tab.auth.id)
-            except (XscError, OSError) as exc:  # the payment retry closes it later
+            except (XscError, OSError, DatabaseError) as exc:  # the payment retry closes it later
                 log.info("closing a tab with %s failed (%s); the payment retry closes it", tab.provider, exc)
-                self.payments.wake()
+                self.payments.failed(tab.auth.id, str(exc))
 
     async def _drop(self, tab: OpenTab) -> None:
         """Nothing of `tab` is paid: its authorization is dropped (what it held released), and its tally forgotten."""
@@ -585,7 +592,7 @@ class GatewayTabs:
         pending = {auth.id: auth for auth in self.ledger.pending()}
         with self.db.iterator(prefix=keys.TAB_TALLIES, include_value=False) as it:
             ids = {key[len(keys.TAB_TALLIES):] for key in it}
-        ids |= self._tally_untracked(pending, ids)
+        ids |= _tally_untracked(self.db, pending, ids)
         for auth_id in ids:
             if auth_id not in pending:
                 self._forget_tally(auth_id)
@@ -599,21 +606,6 @@ class GatewayTabs:
         for auth in unshown:
             self.payments.keep_off(auth.id)
         self._task = asyncio.create_task(self._run(unshown), name="xsc-remote-tabs")
-
-    def _tally_untracked(self, pending: dict[bytes, Authorization], ids: set[bytes]) -> set[bytes]:
-        """On data a node wrote while it kept no tally of placed functions' tabs (none says TABS_TALLIED): each such
-        tab pending with no tally was shown, its function served under it, and is held to its cap as it was then.
-        That is written as its tally, with the mark, in one synced batch, so no start drops it as never shown; the
-        ids of those tabs."""
-        if self.db.get(keys.TABS_TALLIED) is not None:
-            return set()
-        shown = [a for a in pending.values()
-                 if a.job.startswith(JOB) and a.job != JOB and not a.job.startswith(JOB_TABS) and a.id not in ids]
-        with self.db.write_batch(sync=True) as batch:
-            for auth in shown:
-                batch.put(keys.tab_tally(auth.id), _REPORTED.pack(auth.cap, 0, 0, 0, 1))
-            batch.put(keys.TABS_TALLIED, b"")
-        return {auth.id for auth in shown}
 
     async def _run(self, unshown: list[Authorization]) -> None:
         for auth in unshown:
@@ -644,6 +636,22 @@ class GatewayTabs:
             self._writing.cancel()
             self._writing = None
         self.write_tallies()  # of the tabs whose close failed: the next start's retry pays them up to these
+
+
+def _tally_untracked(db: Database, pending: dict[bytes, Authorization], ids: set[bytes]) -> set[bytes]:
+    """On data a node wrote while it kept no tally of placed functions' tabs (none says TABS_TALLIED): each such
+    tab pending with no tally was shown, its function served under it, and is held to its cap as it was then.
+    That is written as its tally, with the mark, in one synced batch, so no start drops it as never shown; the
+    ids of those tabs."""
+    if db.get(keys.TABS_TALLIED) is not None:
+        return set()
+    shown = [a for a in pending.values()
+             if a.job.startswith(JOB) and a.job != JOB and not a.job.startswith(JOB_TABS) and a.id not in ids]
+    with db.write_batch(sync=True) as batch:
+        for auth in shown:
+            batch.put(keys.tab_tally(auth.id), _REPORTED.pack(auth.cap, 0, 0, 0, 1))
+        batch.put(keys.TABS_TALLIED, b"")
+    return {auth.id for auth in shown}
 
 
 def job_tab(job: str) -> str:

@@ -156,6 +156,19 @@ class SentJobs:
             return
         self.paid.gateway_tabs.answered(returned.tab, returned.budget, charge)
 
+    def pay_all(self, paying: list[Returned]) -> None:
+        """Pay each checked run its charge (`pay`), each tab once.  One whose payment step fails (a fault of this
+        node's, not its provider's) is paid as a start would pay it, from its tally set to that charge and by the
+        payment retry if its close fails (GatewayTabs.owed_after_failure), not left to the next start; the others
+        are paid all the same."""
+        for returned in paying:
+            try:
+                self.pay(returned)
+            except Exception:
+                log.exception("paying provider %s its charge failed: the payment retry pays it", returned.provider)
+                self.paid.gateway_tabs.owed_after_failure(bytes.fromhex(returned.authorization),
+                                                          returned.run["charge"])
+
     def hold_off(self, authorization: str) -> bool:
         """After a restart: the job tab `authorization` (hex) left pending, kept from the payment retry until
         `owed_after_restart` or `unanswered_after_restart` (remote_tabs.GatewayTabs.hold_off)."""

@@ -27,6 +27,7 @@ authorization already countersigned gets the stored receipt without asking the c
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -42,6 +43,7 @@ from ..identity import Identity, parse_public_id, public_id, verify
 from ..net.peer_client import PeerClient
 from .dropped import DroppedPayments
 from .receipts import ask_receipt, check_receipt, fetch_receipt
+from .retry_schedule import RetrySchedule
 from ..tasks import periodic, woken_loop
 from .core.model import Authorization, Payment, Receipt, format_credits
 from .core.rules import CLOCK_SKEW, check_publishable
@@ -119,6 +121,8 @@ class Payments:
         # Payments to other nodes given up on after their payer was told they were pending: told again where it looks.
         self.dropped = DroppedPayments(ledger.store.db)
         self._busy: set[bytes] = set()
+        self.schedule = RetrySchedule(retry_interval)  # when each payment left pending is tried next
+        self._why: dict[bytes, str] = {}  # why the try under way left its payment pending
         self._countersigning: set[bytes] = set()  # authorizations a request is countersigning now (payee side)
         self._wake = asyncio.Event()
 
@@ -349,6 +353,16 @@ class Payments:
     def wake(self) -> None:
         self._wake.set()
 
+    def failed(self, authorization_id: bytes, error: str) -> None:
+        """Its owner failed to finish the payment under `authorization_id` (a tab's close: its payee unreachable, the
+        ledger's write refused): the retry tries it again soon, then less and less often (retry_schedule.py)."""
+        self.schedule.failed(authorization_id, error)
+        self.wake()
+
+    def next_try(self, authorization_id: bytes) -> dict | None:
+        """How the tries of a pending payment went and when the next is (RetrySchedule.of); None if none failed."""
+        return self.schedule.of(authorization_id)
+
     def start(self) -> None:
         self.count_uncounted()
 
@@ -387,9 +401,10 @@ class Payments:
         return counted
 
     def loops(self) -> dict[str, Any]:
-        # Its first pass runs at once (payments left pending by the last run), then on wake or every interval.
-        return {"payments-retry": woken_loop("retrying pending payments", self._wake, self.retry_interval,
-                                             self.retry_all),
+        # Its first pass runs at once (payments left pending by the last run), then on wake or as the next try comes
+        # due (retry_schedule.py: at most an interval apart).
+        return {"payments-retry": woken_loop("retrying pending payments", self._wake, self.schedule.wait,
+                                             functools.partial(self.retry_all, due=True)),
                 # the ledger's records not kept for good go at most an hour late (a tenth of a shorter retention)
                 "ledger-retention": periodic("ledger-retention", min(3600.0, self.ledger.retention / 10),
                                              self.ledger.retire)}
@@ -397,16 +412,30 @@ class Payments:
     def close(self) -> None:
         pass
 
-    async def retry_all(self) -> dict[str, int]:
-        """One pass over every pending authorization; returns how many ended in each outcome."""
+    async def retry_all(self, due: bool = False) -> dict[str, int]:
+        """One pass over every pending authorization (`due`: those whose try is due, the loop's passes); returns how
+        many ended in each outcome."""
         outcome: dict[str, int] = {}
-        for auth in self.ledger.pending():
+        pending = self.ledger.pending()
+        self.schedule.keep_only({auth.id for auth in pending})
+        for auth in pending:
             # Taken one after the other: one dropped since the pass began (a tab a start refused to pay) is not asked
             # of its payee, who would countersign a receipt no payment here ever matches.
-            if auth.id in self._busy or not self.ledger.is_pending(auth.id):
+            if due and auth.id in self._busy and self.schedule.due(auth.id):
+                self.schedule.put_off(auth.id)
+            if auth.id in self._busy or not self.ledger.is_pending(auth.id) or due and not self.schedule.due(auth.id):
                 continue
             with self.working(auth.id):
-                result = await self.retry(auth)
+                try:
+                    result = await self.retry(auth)
+                except Exception as exc:  # (the ledger's write refused, say): tried again, the others tried now
+                    log.exception("retrying payment %s failed", auth.id.hex())
+                    result, self._why[auth.id] = "pending", f"{type(exc).__name__}: {exc}"
+            if result == "pending" and self.ledger.is_pending(auth.id):
+                self.schedule.failed(auth.id, self._why.pop(auth.id, "its payee holds no receipt for it yet"))
+            else:
+                self.schedule.ended(auth.id)
+            self._why.pop(auth.id, None)
             outcome[result] = outcome.get(result, 0) + 1
         return outcome
 
@@ -435,6 +464,7 @@ class Payments:
                                              "expired", "nothing was paid; once that node is up, pay it again")
                 return "abandoned"
             log.info("payment %s to %s still pending: %s", auth.id.hex(), node_id, exc)
+            self._why[auth.id] = exc.message
             return "pending"
         except PeerError as exc:  # the payee refused, or answered nonsense: try again later
             if nothing_owed(exc) or _refused_claim(exc):
@@ -449,6 +479,7 @@ class Payments:
                     self._dropped(auth, claimed, *self._refusal(auth, node_id, exc))
                 return "abandoned"
             log.warning("payment %s to %s still pending: %s", auth.id.hex(), node_id, exc)
+            self._why[auth.id] = exc.message
             return "pending"
         if receipt is not None:
             if payer is None:
