@@ -18,6 +18,8 @@ to a raw step measured in the same run: `sorted()` of the book's orders by (pric
   - round after a probe round, no flip: the peers' state moved, PROBED of them probed and answering as before, none
     came up or went down, then `now()` (what every probe interval costs);
   - round after one peer's probe flipped: a probe round in which one peer went down or came back up, then `now()`;
+  - a bootstrap sample after a flip: the recognition of a node that has traded with nobody yet (a sample of every
+    peer up, `Recognition.weights`) made again after a probe round in which one peer went down or came back up;
   - full clearing from scratch: who takes part and the clearing made anew (a new `ShownClearing`);
   - a deal's first matching of the book: a put's 6 needs dealt (`Dealing.deal`) by a node that kept no deal yet:
     the whole book matched (`supply.match_spread`), what the first put after a node sees a big book costs;
@@ -235,6 +237,12 @@ def measure(n: int, repeat: int, profile: bool = False) -> dict[str, float]:
             first_deal, dealt = _dealt(market, repeat, lambda: probed(0))
             probed_one = _best(lambda: probed(1), repeat)
             scratch = _best(lambda: ShownClearing(market).now(), repeat)
+            # A node that has traded with nobody yet (bootstrapping) recognises a sample of every peer up, made again
+            # at every probe round (measured last: the sample it keeps is live memory every collection walks).
+            sample = Recognition(db=market.db, me=market.me, peers=market.peers)
+            sample.weights()
+            sampled = _best(sample.weights, repeat, before=lambda: market.peers.probe_round(
+                (ids[(next(flips) * 7919) % n],)))
             if profile:
                 profiler = cProfile.Profile()
                 profiler.enable()
@@ -245,7 +253,8 @@ def measure(n: int, repeat: int, profile: bool = False) -> dict[str, float]:
         finally:
             market.db.close()
     return {"raw": raw, "idle": idle, "resigned": resigned, "changed": changed, "probed_none": probed_none,
-            "probed_one": probed_one, "scratch": scratch, "first_deal": first_deal, "dealt": dealt, "orders": len(orders)}
+            "probed_one": probed_one, "sampled": sampled, "scratch": scratch, "first_deal": first_deal, "dealt": dealt,
+            "orders": len(orders)}
 
 
 def main() -> None:
@@ -268,6 +277,7 @@ def main() -> None:
                               ("changed", "round after one offer changed"),
                               ("probed_none", "round after a probe round, no flip"),
                               ("probed_one", "round after one peer's probe flipped"),
+                              ("sampled", "a bootstrap sample after a flip"),
                               ("scratch", "full clearing from scratch"),
                               ("first_deal", "a deal's first matching of the book"),
                               ("dealt", "a deal matched after a probe round")):

@@ -11,6 +11,7 @@ from xsc.allocation import Stamp
 from xsc.errors import MarketNoDeal
 from xsc.identity import Identity
 from xsc.market import sign_commitment
+from xsc.market.dealing import Dealing
 from xsc.node.appkeys import NODE
 
 from tests.support.attacks import fake_descriptors, now_ms
@@ -253,3 +254,39 @@ async def test_a_deal_is_not_reused_once_a_cheaper_provider_answered_its_first_p
     assert market.availability_map()[stranger.id] == 1
     assert (await _deal_open(node, "after-its-first-answer", 1000)).provider == stranger.id
     assert dealing.reused == 1
+
+
+async def test_an_invoke_deal_kept_from_the_allocation_is_not_reused_past_what_the_allocation_gives_since_it_changed(
+        node_factory) -> None:
+    """An invoke placed from the allocation is kept while the provider's part holds a call's budget.  The allocation
+    changes without a change of the book (the provider divides its part again among its recipients): a call then
+    answered by the kept deal spends from the new part, and once that is spent the next call is not placed on the
+    provider from it again, whether the kept deal or a new matching would answer it."""
+    terms = {"compute_ask_floor": 10, "compute_ask_ceiling": 10, "compute_bid": 100, "freshness": 3600}
+    gateway = await node_factory("gateway", **QUIET, market={**terms, "offer_compute": False})
+    provider = await node_factory("provider", **QUIET, market=terms)
+    await peer_with_provider(gateway, provider)
+    node, b = gateway.app[NODE], provider.app[NODE].peers.identity.id
+    fuel = 100_000
+    budget = 1 << fuel.bit_length()  # the fuel a call reserves of the part
+    given = {b: 2 * budget}  # what the allocation gives this node's standing compute needs, provider -> units
+    dealing = Dealing(market=node.market, needs=node.needs,
+                      allocated=lambda kind: dict(given) if kind == "compute" else {})
+    first = await dealing.compute_deal(fuel, 100)
+    assert first.allocated and first.provider == b, first
+    dealing.ended(first)  # (it failed before it ran: it spent nothing)
+    book = node.market.version
+
+    given[b] = budget + budget // 2  # the provider's part shrank: it holds one call's budget, not two
+    second = await dealing.compute_deal(fuel, 100)
+    assert second.allocated and second.provider == b, second
+    assert node.market.version == book  # (answered by the kept deal: nothing it is keyed by changed)
+    dealing.invoked(second, budget // 2 + 1)  # it ran: the part left holds less than a call's budget
+
+    third = await dealing.compute_deal(fuel, 100)
+    assert not third.allocated, third
+    dealing.ended(third)
+    node.market.touch()
+    await eventually_async(lambda: node.market.version != book, "the gateway's offer re-signed: the book changed")
+    fresh = await dealing.compute_deal(fuel, 100)  # a new matching, the kept deal's key gone with the book
+    assert not fresh.allocated, fresh

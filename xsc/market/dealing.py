@@ -272,11 +272,7 @@ class Dealing:
         takes_part = taking_part(self.market, exclude, down)
         out: dict[str, Assignment] = {}
         for kind in sorted({b.slot.kind for b in bids}):
-            given = self.allocated(kind)
-            if given != self._allocation_seen.get(kind):
-                self._allocation_seen[kind] = dict(given)  # a new allocation: nothing of it is spent yet
-                self._allocation_spent[kind] = {}
-            room = {p: u for p, u in self._room(kind, given).items() if takes_part(p)}
+            room = {p: u for p, u in self._room(kind, self._given(kind)).items() if takes_part(p)}
             asks, wanted = within_room(offered, room, kind), [b for b in bids if b.slot.kind == kind]
             if asks and wanted:  # (the recognition map is made of the whole book)
                 out.update((yield from from_allocation(
@@ -505,6 +501,8 @@ class Dealing:
         used = [a for a in assignments if a.allocated]
         if not used:
             return
+        if self.allocated is not None:
+            self._given(kind)  # (spent from the allocation as it is now: one that changed since starts unspent)
         spent = self._allocation_spent.setdefault(kind, {})
         for a in used:
             spent[a.provider] = spent.get(a.provider, 0) + a.quantity
@@ -555,13 +553,24 @@ class Dealing:
         if self.allocated is None:
             return {}
         self._prune()  # (a put that ended holds nothing: a kept deal's shape sees it)
-        return self._room(kind, self.allocated(kind))
+        return self._room(kind, self._given(kind))
+
+    def _given(self, kind: str) -> dict[str, int]:
+        """provider -> units the allocation gives this node's needs of `kind` now.  A new allocation starts with
+        nothing of it spent from the moment any reader sees it (a kept deal's key, a matching, a spend), not at the
+        next matching made afresh: calls a kept deal places meanwhile spend from it, and a part they spent must not
+        hold a call again (`compute_deal`)."""
+        given = self.allocated(kind)
+        if given != self._allocation_seen.get(kind):
+            self._allocation_seen[kind] = dict(given)
+            self._allocation_spent[kind] = {}
+        return given
 
     def _room(self, kind: str, given: dict[str, int]) -> dict[str, int]:
-        """provider -> units of `given` (what the allocation gives) neither spent nor held by this node's needs in
-        flight: what they were placed from the allocation is spent once they ran or stored, and till then holds that
-        part, or two at once would each be placed from the whole."""
-        spent = self._allocation_spent.get(kind, {}) if given == self._allocation_seen.get(kind) else {}
+        """provider -> units of `given` (what the allocation gives now, `_given`) neither spent nor held by this
+        node's needs in flight: what they were placed from the allocation is spent once they ran or stored, and till
+        then holds that part, or two at once would each be placed from the whole."""
+        spent = self._allocation_spent.get(kind, {})
         held = self._held.get(kind, {})
         return {p: u - spent.get(p, 0) - held.get(p, 0) for p, u in given.items()}
 

@@ -16,8 +16,11 @@ own record (`keys.MARKET_SELF`), written with its commitment (`counters`, `unsav
 
 from __future__ import annotations
 
+import heapq
 import os
 import time
+from bisect import bisect_left, insort
+from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -28,7 +31,8 @@ from ..errors import InvalidArgument
 from ..identity import parse_public_id, public_id
 from ..net.addresses import url_network
 from .core.book import MAX_RECOGNITION as MAX_ENTRIES
-from .core.recognition import DEFAULT_HALF_LIFE, SETTLED_MS, Decayed, fold, rank_derived, worth
+from .core.recognition import (DEFAULT_HALF_LIFE, EQUALS, SETTLED_MS, Decayed, fold, one_per_network, rank_derived,
+                               sample_key, worth)
 
 MAX_RECOGNITION = Decimal(1000)
 # A node never proven up (no probe answered yet) is not recognised: every node a stranger's message named would
@@ -99,6 +103,7 @@ class Recognition:
         self._paid = False  # money was counted since the weights were made
         self._secret = _tie_secret(db)
         self._watchers: list[Callable[[], None]] = []
+        self._sample = _Sample()  # the peers a bootstrapping node samples, kept up with the peers' changes
 
     def watch(self, changed: Callable[[], None]) -> None:
         """Call `changed` whenever the user sets a weight (the market publishes again)."""
@@ -231,24 +236,27 @@ class Recognition:
         # Looked at for the earners alone unless none of them is up: made again at every probe round, a look at every
         # known peer would cost a node in proportion to its directory.
         bootstrapping = not any(self.derived_weight(p, total) > 0 for p in earners)
-        urls = {d.id: d.url for d in self.peers.peers()} if bootstrapping and self.peers is not None else {}
         # The bound is for derived weights: a peer the user weighed is published besides, never in a derived place.
         up: dict[str, Decimal] = {}
-        failed: set[str] = set()
-        settled: set[str] = set()
-        for p in (urls if bootstrapping else earners):
-            if p == self.me or p in self.user_weights:
-                continue
-            availability = self.peers.availability(p)  # once per peer (it reads the peer's probe history)
-            if (w := self._weigh(p, availability, total, bootstrapping, now)) > 0:
-                up[p] = w
-                if self._audit_failed(availability):
-                    failed.add(p)
-                if availability.up_since is not None and now - availability.up_since >= SETTLED_MS:
-                    settled.add(p)
-        networks = {p: url_network(urls[p]) for p in up} if bootstrapping else {}
-        kept = rank_derived(self.me, up, {p: self.worth(p, now) for p in up}, failed, self.at_most, self._secret,
-                            networks=networks, settled=settled)
+        if bootstrapping and self.peers is not None:
+            # Every known peer up is a candidate: kept between remakes, set again for the peers that changed alone.
+            kept = self._sample.ranked(self, earners, now)
+            up = {p: self._sample.up[p] for p in kept}
+        else:
+            failed: set[str] = set()
+            settled: set[str] = set()
+            for p in earners:
+                if p == self.me or p in self.user_weights:
+                    continue
+                availability = self.peers.availability(p)  # once per peer (it reads the peer's probe history)
+                if (w := self._weigh(p, availability, total, False, now)) > 0:
+                    up[p] = w
+                    if self._audit_failed(availability):
+                        failed.add(p)
+                    if availability.up_since is not None and now - availability.up_since >= SETTLED_MS:
+                        settled.add(p)
+            kept = rank_derived(self.me, up, {p: self.worth(p, now) for p in up}, failed, self.at_most, self._secret,
+                                settled=settled)
         weights = {p: up[p] for p in kept}
         weights.update(self.user_weights)
         made = {p: w for p, w in sorted(weights.items()) if w > 0 and p != self.me}
@@ -272,6 +280,98 @@ class Recognition:
                          "recent": round(self.worth(peer, now)),
                          "theirs": str(theirs.recognition.get(self.me, 0)) if theirs else None})
         return rows
+
+
+class _Sample:
+    """The peers a bootstrapping node samples from, ranked (`core.recognition.rank_derived`, bootstrapping): every
+    known peer but this node and those its user weighed, with a derived weight above 0, its network, and in the order
+    `sample_key` gives (up for SETTLED_MS first, then the equals of the best by the pair, then by weight).  Kept
+    between the weights' remakes (every probe round remakes them) and set again only for the peers whose descriptor
+    or probe history changed (`PeerService.availability_changed_since`: a probe or audit recorded, a descriptor taken
+    or dropped) and those whose hour up came to an end since, each a bisect in the order; made whole when those
+    changes are no longer all remembered, the 5-minute bucket the ratios are counted in moved on, the clock went
+    back, the user set a weight, the peers money was exchanged with changed, the best weight moved (which peers are
+    its equals), or the peers keep no such record (a test's view).  What a peer weighs while bootstrapping is its
+    health alone: no peer that earned anything is up then."""
+
+    def __init__(self) -> None:
+        self.of: tuple | None = None  # (availability_version(), the user's weights set, the earners, now) kept at
+        self.up: dict[str, Decimal] = {}
+        self.settled: set[str] = set()
+        self.networks: dict[str, str] = {}
+        self.since: dict[str, int] = {}  # peer -> up_since (ms), for those of `up` not settled yet
+        self.settling: list[tuple[int, str]] = []  # (when it settles, peer): a heap, entries since changed left in
+        self.counts: Counter[Decimal] = Counter()  # how many of `up` have each weight (the best one: `near`)
+        self.near: Decimal | None = None
+        self.keys: dict[str, tuple] = {}  # peer -> its `sample_key` in `order`
+        self.order: list[tuple[tuple, str]] = []
+
+    def ranked(self, recognition: Recognition, earners: list[str], now: int) -> list[str]:
+        """The peers a bootstrapping node recognises now, best first (`rank_derived` of every candidate)."""
+        peers, me = recognition.peers, recognition.me
+        version = peers.availability_version() if hasattr(peers, "availability_changed_since") else None
+        was, changed = self.of, None
+        if version is not None and was is not None and was[1:3] == (recognition._weights_set, earners) \
+                and now >= was[3] and version[2] == was[0][2]:
+            changed = peers.availability_changed_since(was[0])
+        if changed is None:
+            self.__init__()
+            for d in peers.peers():
+                self._set(recognition, d.id, d, now)
+            touched = set()  # (ordered whole below: `near` is None)
+        else:
+            touched = set(changed)
+            for p in touched:
+                self._set(recognition, p, peers.get(p), now)
+        while self.settling and self.settling[0][0] <= now:
+            at, p = heapq.heappop(self.settling)
+            if self.since.get(p) == at - SETTLED_MS:
+                del self.since[p]
+                self.settled.add(p)
+                self._unorder(p)
+                touched.add(p)
+        self.of = (version, recognition._weights_set, earners, now)
+        near = max(self.counts, default=Decimal(0)) - EQUALS
+        if near != self.near:  # (made whole, or the best weight moved: every key may have)
+            self.near = near
+            self.keys = {p: sample_key(me, p, w, near, p in self.settled) for p, w in self.up.items()}
+            self.order = sorted((key, p) for p, key in self.keys.items())
+        else:
+            for p in touched & self.up.keys():
+                key = self.keys[p] = sample_key(me, p, self.up[p], near, p in self.settled)
+                insort(self.order, (key, p))
+        return one_per_network((p for _, p in self.order), self.networks, recognition.at_most)
+
+    def _unorder(self, p: str) -> None:
+        key = self.keys.pop(p, None)
+        if key is not None:
+            del self.order[bisect_left(self.order, (key, p))]
+
+    def _set(self, recognition: Recognition, p: str, descriptor: Any, now: int) -> None:
+        self._unorder(p)
+        weight = self.up.pop(p, None)
+        if weight is not None:
+            self.counts[weight] -= 1
+            if not self.counts[weight]:
+                del self.counts[weight]
+        self.networks.pop(p, None)
+        self.since.pop(p, None)
+        self.settled.discard(p)
+        if descriptor is None or p == recognition.me or p in recognition.user_weights:
+            return
+        availability = recognition.peers.availability(p)  # once per peer (it reads the peer's probe history)
+        weight = recognition._weigh(p, availability, 0.0, True, now)
+        if weight <= 0:
+            return
+        self.up[p] = weight
+        self.counts[weight] += 1
+        self.networks[p] = url_network(descriptor.url)
+        if availability.up_since is not None:
+            if now - availability.up_since >= SETTLED_MS:
+                self.settled.add(p)
+            else:
+                self.since[p] = availability.up_since
+                heapq.heappush(self.settling, (availability.up_since + SETTLED_MS, p))
 
 
 class RecognisingMe:

@@ -68,7 +68,7 @@ class HealthService:
         self.last_round: dict | None = None
         self.version = 0  # grows at every probe or audit recorded, and every history forgotten
         self.flips = ChangeFeed()  # the peers that came up or went down (or were forgotten), each a step of `ups`
-        self.probed = ChangeFeed()  # the peers whose probe history changed: a probe recorded, a history forgotten
+        self.probed = ChangeFeed()  # the peers whose history changed: a probe or audit recorded, a history forgotten
         self._reachable: tuple[tuple[int, int], list[bool | None]] | None = None  # check_reachable's, and its state
         # table()'s figures of a peer, kept while its history and now's 5-minute bucket are the same (they
         # depend on nothing else): id -> (history, bucket start, figures).  The dashboard polls the table.
@@ -117,6 +117,7 @@ class HealthService:
         history = record_audit(self._histories.get(node_id, PeerHistory()), now_ms(), ok, detail)
         self._histories[node_id] = history
         self.version += 1
+        self.probed.step(node_id)  # (its availability's last audit changed: the market's recognition reads it)
         self._store.history(parse_public_id(node_id), history.to_json())
 
     def heard_from(self, node_id: str) -> None:

@@ -13,7 +13,7 @@ A peer's worth is kept as one running `Decayed` (its value as of the newest rece
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -88,12 +88,24 @@ def rank_derived(me: str, up: Mapping[str, Decimal], earned: Mapping[str, float]
     candidates = {p: w for p, w in up.items() if p != me and w > 0}
     near = max(candidates.values(), default=Decimal(0)) - EQUALS
     settled = frozenset(settled)
-    ranked = sorted(candidates, key=lambda p: (p not in settled, 0, Decimal(0), pair_rank(me, p))
-                    if candidates[p] >= near else (p not in settled, 1, -candidates[p], pair_rank(me, p)))
+    ranked = sorted(candidates, key=lambda p: sample_key(me, p, candidates[p], near, p in settled))
+    return one_per_network(ranked, networks or {}, at_most)
+
+
+def sample_key(me: str, peer: str, weight: Decimal, near: Decimal, settled: bool) -> tuple:
+    """A bootstrapping peer's place (`rank_derived`): settled first; then those within EQUALS of the best (`near`) as
+    equals, by the pair alone; then the rest by weight."""
+    if weight >= near:
+        return (not settled, 0, Decimal(0), pair_rank(me, peer))
+    return (not settled, 1, -weight, pair_rank(me, peer))
+
+
+def one_per_network(ranked: Iterable[str], networks: Mapping[str, str], at_most: int) -> list[str]:
+    """The first `at_most` peers of `ranked`, one per network (a peer not in `networks` is a network of its own)."""
     kept: list[str] = []
     placed: set[str] = set()
     for p in ranked:
-        network = (networks or {}).get(p, "peer:" + p)
+        network = networks.get(p, "peer:" + p)
         if network in placed:
             continue
         placed.add(network)
