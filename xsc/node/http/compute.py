@@ -141,6 +141,11 @@ async def list_jobs(request: web.Request) -> web.Response:
     return json_response(await request.app[NODE].jobs.listed(limit, request.query.get("before")))
 
 
+@routes.post("/v1/compute/jobs/{id}/cancel")  # its run stopped now; answered once it has ended
+async def cancel_job(request: web.Request) -> web.Response:
+    return json_response(await request.app[NODE].jobs.cancel(request.match_info["id"]))
+
+
 @routes.get("/v1/compute/jobs/{id}")
 async def get_job(request: web.Request) -> web.Response:
     return json_response(await in_pool(request.app[CPU_POOL], request.app[NODE].jobs.job, request.match_info["id"]))
