@@ -219,3 +219,24 @@ async def test_a_job_whose_provider_answers_neither_its_cancel_nor_its_run_ends_
     assert balances(gateway, provider) == before and gateway.app[NODE].ledger.pending() == []
     await verified(gateway)
     provider.app[NODE].hosted_jobs.cut_short()  # (its run goes on there, unasked: stopped rather than waited for)
+
+
+async def test_a_tagged_request_names_the_job_it_runs_while_it_runs_and_no_other(node_factory):
+    import json
+
+    node = await node_factory("node", **QUIET, **LONG)
+    spin = await deploy(node, "spin", wasi=True)
+    tag = "ab" * 16
+    body = json.dumps({"module": spin, "limits": SPIN_LIMITS}).encode() + b"\n"
+    running = asyncio.ensure_future(node.post(f"/v1/compute/jobs?asker={tag}", data=body,
+                                              headers={"Content-Type": "application/x-xsc-job"}))
+    job = await _spinning(node)
+
+    async def asked(asker: str) -> dict:
+        return await (await node.get("/v1/compute/jobs", params={"asker": asker})).json()
+
+    assert await asked(tag) == {"id": job["id"]}
+    assert await asked("cd" * 16) == {"id": None} and await asked("not a tag") == {"id": None}
+    assert (await node.post(f"/v1/compute/jobs/{job['id']}/cancel")).status == 200
+    assert (await running).status == 409
+    assert await asked(tag) == {"id": None}  # forgotten once its run ended

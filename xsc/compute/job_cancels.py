@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
@@ -37,6 +39,10 @@ from .out_bound import Stop
 log = logging.getLogger(__name__)
 
 ASK_PROVIDER = 30.0  # seconds a provider may take to stop a run and answer its cancel
+# The tag a caller gave its job's request (`?asker=`), so that once it hangs up (a Ctrl-C of `xsc compute run`) it can
+# ask which job that request runs, and name the command that cancels it: set by the route, read as the run begins.
+ASKER: contextvars.ContextVar[str | None] = contextvars.ContextVar("xsc_job_asker", default=None)
+_ASKER = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass
@@ -51,16 +57,25 @@ class JobCancels:
     def __init__(self, paid: Any) -> None:
         self.paid = paid  # xsc.compute.paid.PaidCompute: its peers and client reach a job's provider
         self._runs: dict[str, _Run] = {}
+        self._asked: dict[str, str] = {}  # a request's tag (ASKER) -> the job it runs, while it runs
 
     @contextlib.asynccontextmanager
     async def running(self, jid: str) -> AsyncIterator[Stop]:
         """While the run of job `jid` is under way (one at a time: JobRecords.alone): its Stop."""
-        run = self._runs[jid] = _Run()
+        run, asker = _Run(), ASKER.get()
+        self._runs[jid] = run
+        if asker is not None:
+            self._asked[asker] = jid
         try:
             yield run.stop
         finally:
             del self._runs[jid]
+            self._asked.pop(asker or "", None)
             run.ended.set()
+
+    def asked(self, asker: str) -> dict[str, Any]:
+        """{"id": the job the request tagged `asker` runs now, or None}."""
+        return {"id": self._asked.get(asker)}
 
     def cancelled(self, jid: str) -> bool:
         run = self._runs.get(jid)
@@ -109,10 +124,20 @@ class JobCancels:
             log.warning("the cancel of job %s on provider %s was not answered: %s", hosted, provider, err.message)
 
 
+@contextlib.contextmanager
+def asking(asker: str | None):
+    """While a job's request is served: its tag, if it gave one of 32 hex digits (any other is not kept)."""
+    token = ASKER.set(asker if asker is not None and _ASKER.fullmatch(asker) else None)
+    try:
+        yield
+    finally:
+        ASKER.reset(token)
+
+
 def cancelled_before(why: str = "before it ran") -> JobCancelled:
     """A job cancelled with nothing of it to pay (`why`: before its run began, or its provider never answered): its
     record is written `cancelled`, and its caller told, by job_answers.not_ended, as for any run that never ended."""
     return JobCancelled(f"cancelled {why}", why=why)
 
 
-__all__ = ["JobCancels", "cancelled_before"]
+__all__ = ["ASKER", "JobCancels", "asking", "cancelled_before"]
