@@ -240,3 +240,38 @@ async def test_a_tagged_request_names_the_job_it_runs_while_it_runs_and_no_other
     assert (await node.post(f"/v1/compute/jobs/{job['id']}/cancel")).status == 200
     assert (await running).status == 409
     assert await asked(tag) == {"id": None}  # forgotten once its run ended
+
+
+async def test_a_job_cancelled_while_its_bytes_go_to_its_provider_never_runs_there_and_pays_nothing(node_factory,
+                                                                                                   monkeypatch):
+    from tests.support.jobs import balances, network, settle, verified
+    from xsc.compute import sent_jobs
+    from xsc.node import IDENTITY
+
+    gateway, (provider,) = await network(node_factory, **LONG)
+    module = await deploy(gateway, "wc", wasi=True)
+    real_send, sending, go_on = sent_jobs.wire.send, asyncio.Event(), asyncio.Event()
+
+    async def held_send(*args, **kwargs):  # the provider took the job; its bytes wait
+        sending.set()
+        await go_on.wait()
+        return await real_send(*args, **kwargs)
+
+    monkeypatch.setattr(sent_jobs.wire, "send", held_send)
+    before = balances(gateway, provider)
+    running = asyncio.ensure_future(run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"a b\n" * 1000))
+    await sending.wait()
+    (jid,) = [j["id"] for j in (await (await gateway.get("/v1/compute/jobs")).json())["jobs"]]
+    cancel = asyncio.ensure_future(gateway.post(f"/v1/compute/jobs/{jid}/cancel"))
+    await eventually_async(lambda: provider.app[NODE].hosted_jobs.status() == {"hosted": 0},
+                           "the provider to drop the job")  # cancelled by its sender before it ran
+    go_on.set()
+    status, told = await running
+    assert (status, told["code"]) == (409, "job-cancelled") and "before it ran" in told["detail"], told
+    job = await (await cancel).json()
+    assert job["state"] == "cancelled" and job["executions"] == 0 and job.get("charge", 0) == 0, job
+    assert job["error"] == "its user cancelled it before it ran: nothing is charged", job
+    assert provider.app[NODE].trust.line(gateway.app[IDENTITY].id)["reserved"] == 0
+    await settle(gateway)
+    assert balances(gateway, provider) == before and gateway.app[NODE].ledger.pending() == []
+    await verified(gateway)
