@@ -81,7 +81,8 @@ async def test_a_cancel_of_a_job_that_ended_or_of_none_is_refused_naming_the_lis
 async def test_the_run_a_cancel_stops_says_so_in_one_line_and_exits_non_zero(node_factory):
     node = await node_factory("node", **QUIET, **LONG)
     spin = await deploy(node, "spin", wasi=True)
-    running = asyncio.ensure_future(_cli(node, "compute", "run", spin, "--no-stdin", "--timeout", "600", "--fuel", "200000000000"))
+    running = asyncio.ensure_future(_cli(node, "compute", "run", spin, "--no-stdin", "--timeout", "600", "--fuel",
+                                         "200000000000"))
     job = await _spinning(node)
     response = await node.post(f"/v1/compute/jobs/{job['id']}/cancel")
     cancelled = await response.json()

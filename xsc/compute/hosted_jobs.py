@@ -47,8 +47,8 @@ from ..identity import public_id
 from ..net.jobs import CHUNK
 from ..tasks import STOP_GRACE, in_pool, to_its_end, woken_loop
 from .job_sandbox import file_sha256, remove_tree, run_program
-from .out_bound import Stop
 from .jobspec import job_id, parse_sent_job
+from .out_bound import Stop
 from .paid import PaidCompute, not_here
 from .remote_tabs import JOB_TABS
 from .service import ComputeService, InvokeCall

@@ -167,5 +167,5 @@ def _refusal_hint(refusal: str) -> str:
 
 
 
-__all__ = ["CANCELLED_ERROR", "KEPT_STREAMS", "REPLACING", "UNFINISHED", "answer", "ended", "node_failure", "not_ended", "replacing",
-           "rerun_hint", "run_id", "the_job", "unstored_answer"]
+__all__ = ["CANCELLED_ERROR", "KEPT_STREAMS", "REPLACING", "UNFINISHED", "answer", "ended", "node_failure", "not_ended",
+           "replacing", "rerun_hint", "run_id", "the_job", "unstored_answer"]
