@@ -25,18 +25,19 @@ def _running(provider) -> int:
     return api(provider, "GET", "/v1/node/status")[1]["compute"]["running"]
 
 
-def _spinning_job(gateway, provider, module: str) -> tuple[subprocess.Popen, str]:
-    """`xsc compute run MODULE` on the gateway, running on the provider: the command, and its job's id."""
+def _stopping_by_cancel(tmp_path: Path, started: list):
+    """A gateway and a provider, `xsc compute run` of a spinning job on the gateway run on the provider, and `xsc
+    compute cancel` of it under way, once the provider's run has stopped (the moment to kill either node):
+    (gateway, provider, the run command, the job's id, the cancel's thread)."""
+    gateway, provider, module = provider_pair(tmp_path, "spin.wasm", started, ENV)
     running = start_xsc("--data-dir", str(gateway.data_dir), "compute", "run", module, "--no-stdin",
                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     eventually(lambda: _running(provider) >= 1, "the provider running the job", timeout=120, poll=0.01)
-    return running, job_id(parse_job({"module": module}), None, [])
-
-
-def _cancel_in_background(gateway, jid: str) -> threading.Thread:
-    thread = threading.Thread(target=gateway.xsc, args=("compute", "cancel", jid), daemon=True)
-    thread.start()
-    return thread
+    jid = job_id(parse_job({"module": module}), None, [])
+    cancel = threading.Thread(target=gateway.xsc, args=("compute", "cancel", jid), daemon=True)
+    cancel.start()
+    eventually(lambda: _running(provider) == 0, "the provider's run stopped", timeout=120, poll=0.01)
+    return gateway, provider, running, jid, cancel
 
 
 def _settled(gateway, jid: str) -> dict:
@@ -55,10 +56,7 @@ def test_a_gateway_killed_as_its_cancel_stops_the_run_ends_it_cancelled_at_resta
         tmp_path: Path) -> None:
     started: list = []
     try:
-        gateway, provider, module = provider_pair(tmp_path, "spin.wasm", started, ENV)
-        running, jid = _spinning_job(gateway, provider, module)
-        cancel = _cancel_in_background(gateway, jid)
-        eventually(lambda: _running(provider) == 0, "the provider's run stopped", timeout=120, poll=0.01)
+        gateway, provider, running, jid, cancel = _stopping_by_cancel(tmp_path, started)
         gateway.kill()  # its record of the job still `running`, sent to the provider
         running.wait(30)
         cancel.join(30)
@@ -70,7 +68,7 @@ def test_a_gateway_killed_as_its_cancel_stops_the_run_ends_it_cancelled_at_resta
                    "the job's payment settled", timeout=120)
         assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == job["charge"]  # once, what it used
         eventually(lambda: api(provider, "GET", "/v1/node/status")[1]["hosted_jobs"]["hosted"] == 0,
-                   "the provider told to forget the job")
+                   "the provider told to forget the job", timeout=120)
         _verified(gateway, provider)
     finally:
         kill_all(started)
@@ -84,10 +82,7 @@ def test_a_provider_killed_as_a_cancel_stops_its_run_leaves_the_job_cancelled_an
     gateway, else nothing (its tab dropped as an unanswered run's); each ledger verifies."""
     started: list = []
     try:
-        gateway, provider, module = provider_pair(tmp_path, "spin.wasm", started, ENV)
-        running, jid = _spinning_job(gateway, provider, module)
-        cancel = _cancel_in_background(gateway, jid)
-        eventually(lambda: _running(provider) == 0, "the provider's run stopped", timeout=120, poll=0.01)
+        gateway, provider, running, jid, cancel = _stopping_by_cancel(tmp_path, started)
         provider.kill()
         _, err = running.communicate(timeout=120)
         assert "xsc: error: the job was cancelled while it ran" in err.decode(), err
