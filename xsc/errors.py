@@ -97,6 +97,18 @@ class JobRunning(Conflict):
     code = "job-running"
 
 
+class JobCancelled(Conflict):
+    """A job's run its user cancelled (`xsc compute cancel`): what its caller waiting for the run is told."""
+
+    code = "job-cancelled"
+
+
+class JobNotRunning(Conflict):
+    """A cancel of a job that is not running (ended, or storing what its run left): nothing is left to cancel."""
+
+    code = "job-not-running"
+
+
 class NodeNotRunning(XscError):
     code = "node-not-running"
 

@@ -463,7 +463,8 @@ def _sigint_as_from_a_terminal() -> None:
 
 def test_a_ctrl_c_of_a_job_run_whose_request_reached_the_node_says_the_job_goes_on(thread_node, monkeypatch) -> None:
     """The real `xsc compute run` interrupted while its job runs on the node: one line says it goes on there, with
-    the command that finds it; interrupted while its stdin is still being sent, the plain line."""
+    the command that finds it and the one that cancels it (the job the node says its request runs); interrupted
+    while its stdin is still being sent, the plain line."""
     from xsc.compute import jobs
 
     node = thread_node()
@@ -489,9 +490,11 @@ def test_a_ctrl_c_of_a_job_run_whose_request_reached_the_node_says_the_job_goes_
         assert reached.wait(60), "the job to reach the node"
         running.send_signal(signal.SIGINT)
         _, err = running.communicate(timeout=60)
+        (job,) = json.loads(node.xsc("compute", "jobs", "--json").stdout)["jobs"]  # (held: still running)
+        assert job["state"] == "running", job
         assert running.returncode == 130 and err.decode().strip().splitlines() == [
             "xsc: interrupted: the job goes on at the node, which has its whole request (follow it with: xsc compute "
-            "jobs)"], err
+            f"jobs; cancel it with: xsc compute cancel {job['id']})"], err
         streaming.clear()  # (the first job's request was read by it too)
         sending = subprocess.Popen([*command, "--stdin", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, preexec_fn=_sigint_as_from_a_terminal)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.compute import WASM
+from tests.support.jobs import provider_pair
 from tests.support.nodes import kill_all, start_xsc
 from tests.support.peers import FAST, api, http, joined_at_once, known_ids, node_id, start_star
 from tests.support.waiting import eventually
@@ -114,7 +115,7 @@ def test_a_gateway_killed_while_it_stores_a_remote_jobs_outputs_stores_them_at_r
         tmp_path: Path) -> None:
     started: list = []
     try:
-        gateway, provider, module = _pair_with(tmp_path, "outputs.wasm", started)
+        gateway, provider, module = provider_pair(tmp_path, "outputs.wasm", started, SETTLE)
         data = tmp_path / "stdin"
         data.write_bytes(os.urandom(48 << 20))  # out/c.txt is a copy: its put takes a while
         jid = job_id(parse_job({"module": module, "stdin": "-"}), hashlib.sha256(data.read_bytes()).hexdigest(), [])
@@ -148,7 +149,7 @@ def test_a_gateway_killed_while_it_fetches_a_remote_jobs_outputs_fetches_them_ag
         tmp_path: Path) -> None:
     started: list = []
     try:
-        gateway, provider, module = _pair_with(tmp_path, "outputs.wasm", started)
+        gateway, provider, module = provider_pair(tmp_path, "outputs.wasm", started, SETTLE)
         data = tmp_path / "stdin"
         data.write_bytes(os.urandom(48 << 20))  # out/c.txt is a copy: it is fetched in 48 requests
         jid = job_id(parse_job({"module": module, "stdin": "-"}), hashlib.sha256(data.read_bytes()).hexdigest(), [])
@@ -223,7 +224,7 @@ def test_a_gateway_killed_while_the_provider_runs_a_remote_job_takes_its_answer_
         tmp_path: Path) -> None:
     started: list = []
     try:
-        gateway, provider, module = _pair_with(tmp_path, "slow.wasm", started)
+        gateway, provider, module = provider_pair(tmp_path, "slow.wasm", started, SETTLE)
         jid = job_id(parse_job({"module": module, "stdout_to_store": True}), None, [])
         _kill_gateway_while(gateway, [module, "--no-stdin", "--stdout-to-store"], lambda: _running(provider),
                             "the provider running the job")
@@ -250,7 +251,7 @@ def test_a_remote_job_whose_provider_lost_its_answer_over_a_gateway_kill_pays_it
         tmp_path: Path) -> None:
     started: list = []
     try:
-        gateway, provider, module = _pair_with(tmp_path, "slow.wasm", started)
+        gateway, provider, module = provider_pair(tmp_path, "slow.wasm", started, SETTLE)
         jid = job_id(parse_job({"module": module}), None, [])
         _kill_gateway_while(gateway, [module, "--no-stdin"], lambda: _running(provider), "the provider running the job")
         eventually(lambda: _jobs_run(provider) == 1, "the provider's run ended", timeout=60)
@@ -272,17 +273,6 @@ def test_a_remote_job_whose_provider_lost_its_answer_over_a_gateway_kill_pays_it
         assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == again["charge"] > 0  # that run only
     finally:
         kill_all(started)
-
-
-def _pair_with(tmp_path: Path, wasm: str, started: list):
-    """A gateway that offers no compute and a provider that offers no storage (a job's outputs are stored on the
-    gateway, and the provider is paid for its run alone), `wasm` deployed on the gateway: (gateway, provider, id)."""
-    (gateway, provider), _ = start_star(tmp_path, 2, {**SETTLE, "XSC_MARKET_OFFER_COMPUTE": "false"},
-                                        {**SETTLE, "XSC_MARKET_OFFER_STORAGE": "false"}, started)
-    eventually(lambda: api(gateway, "GET", "/v1/market/status")[1]["participants"] == 2, "the market")
-    deployed = gateway.xsc("compute", "deploy", str(WASM / wasm), "--wasi")
-    assert deployed.returncode == 0, deployed.stderr
-    return gateway, provider, deployed.stdout.decode().strip()
 
 
 def _running(provider) -> bool:

@@ -19,7 +19,7 @@ from xsc.node.appkeys import NODE
 from xsc.node.datadir import DB_DIR
 
 SHA256 = str(WASM / "sha256.wasm")
-SLOW = str(WASM / "slow.wasm")  # about a second a run
+SPIN = str(WASM / "spin.wasm")  # until its fuel or time runs out, or it is cancelled
 
 
 @pytest.fixture(scope="module")
@@ -87,25 +87,34 @@ def test_a_map_with_inputs_still_to_run_is_kept_unless_they_are_given_up(shared)
     assert mid not in _ids(shared) and _call(shared, "GET", f"/v1/compute/maps/{mid}")[0] == 404
 
 
-def test_a_map_whose_input_runs_now_is_kept_even_with_cancel_until_its_job_ends(shared) -> None:
-    made = _pending_map(shared, SLOW)
-    mid, maps = made["id"], shared.app[NODE].maps
-    running = shared.submit(maps.run_input(mid, "0"))
+def test_a_map_whose_input_runs_now_is_kept_until_its_job_ends_or_cancel_cancels_that_job(tmp_path) -> None:
+    from xsc.errors import JobCancelled
 
-    def started():
-        results = _call(shared, "GET", f"/v1/compute/maps/{mid}")[1]["results"]
-        return results[0].get("job") and results[0]["state"] == "running" and results[0]["job"]
+    node = ThreadedNode(node_config(tmp_path, compute={"timeout": 600, "fuel": 200_000_000_000})).start()
+    try:
+        made = _pending_map(node, SPIN)  # (it spins until cancelled)
+        mid, maps = made["id"], node.app[NODE].maps
+        running = node.submit(maps.run_input(mid, "0"))
 
-    job = eventually(started, "the input's job named in the map's record", timeout=60, poll=0.05)
-    for args in ((), ("--cancel",)):
-        assert error_line(shared.xsc("compute", "unmap", mid, *args)) == (
-            f"xsc: error: 1 of the map {mid}'s inputs run now (input 0 first): a job's run is not cut short, and its "
-            f"end is written in the map's record (follow it with: xsc compute job {job}; forget the map once they "
-            f"end: xsc compute unmap {mid})")
-    answer = running.result(120)
-    assert answer["state"] == "done" and answer["job"] == job, answer
-    assert json.loads(ok(shared.xsc("compute", "unmap", mid, "--json")))["done"] == 1
-    assert json.loads(ok(shared.xsc("compute", "job", job, "--json")))["executions"] == 1
+        def started():
+            results = _call(node, "GET", f"/v1/compute/maps/{mid}")[1]["results"]
+            return results[0].get("job") and results[0]["state"] == "running" and results[0]["job"]
+
+        job = eventually(started, "the input's job named in the map's record", timeout=60, poll=0.05)
+        assert error_line(node.xsc("compute", "unmap", mid)) == (
+            f"xsc: error: 1 of the map {mid}'s inputs run now (input 0 first): their ends are to be written in the "
+            f"map's record (follow it with: xsc compute job {job}; forget the map once they end: xsc compute unmap "
+            f"{mid}; or cancel them too: xsc compute unmap {mid} --cancel)")
+        assert mid in _ids(node)
+        gone = json.loads(ok(node.xsc("compute", "unmap", mid, "--cancel", "--json")))
+        assert gone == {"forgotten": mid, "inputs": 1, "done": 0, "failed": 1, "given_up": 0}, gone
+        with pytest.raises(JobCancelled):
+            running.result(60)
+        cancelled = json.loads(ok(node.xsc("compute", "job", job, "--json")))
+        assert cancelled["state"] == "cancelled" and cancelled["executions"] == 1 and cancelled["outputs"] == []
+        assert mid not in _ids(node)
+    finally:
+        node.stop()
 
 
 def test_an_unknown_map_and_a_bad_cancel_are_refused_as_problems(shared) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.support.compute import peer_with_provider
+from tests.support.compute import WASM, peer_with_provider
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc.node import CLIENT_IDENTITY, IDENTITY
@@ -103,3 +103,18 @@ def countersigning_the_cap(provider) -> None:
                                              verified=True, sender=sender), True
 
     node.paid.provider_tabs.close_once = close_once
+
+
+def provider_pair(tmp_path, wasm: str, started: list, env: dict[str, str]):
+    """Two node processes, `env` over both: a gateway that offers no compute and a provider that offers no storage (a
+    job's outputs are stored on the gateway, and the provider is paid for its run alone), `wasm` deployed on the
+    gateway: (gateway, provider, id)."""
+    from tests.support.peers import api, start_star
+    from tests.support.waiting import eventually
+
+    (gateway, provider), _ = start_star(tmp_path, 2, {**env, "XSC_MARKET_OFFER_COMPUTE": "false"},
+                                        {**env, "XSC_MARKET_OFFER_STORAGE": "false"}, started)
+    eventually(lambda: api(gateway, "GET", "/v1/market/status")[1]["participants"] == 2, "the market")
+    deployed = gateway.xsc("compute", "deploy", str(WASM / wasm), "--wasi")
+    assert deployed.returncode == 0, deployed.stderr
+    return gateway, provider, deployed.stdout.decode().strip()

@@ -19,7 +19,8 @@ PROVENANCE = "xsc compute provenance --list"  # lists the provenance ids
 _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
 
 
-@click.group(cls=GroupWithLazyModules, modules=("xsc.cli.jobs", "xsc.cli.maps", "xsc.cli.functions"))
+@click.group(cls=GroupWithLazyModules,
+             modules=("xsc.cli.jobs", "xsc.cli.maps", "xsc.cli.cancels", "xsc.cli.functions"))
 def compute() -> None:
     """Wasm modules and invokes, jobs, maps, web functions, watches."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 import sys
 import time
 import tomllib
@@ -162,10 +163,12 @@ def run(obj, target: str, argv: tuple[str, ...], stdin: str | None, no_stdin: bo
     if stdin is not None or no_stdin or "stdin" not in spec:
         spec["stdin"], source = _stdin_source(stdin, no_stdin)
     spec = {k: v for k, v in spec.items() if v is not None}
+    asker = secrets.token_hex(16)  # what it asks the node after, once interrupted: which job that request runs
+    path = f"/v1/compute/jobs?asker={asker}"
     if source is not None:
-        _answered(lambda sent: client.post_stream("/v1/compute/jobs", _stream(spec, source), JOB_STREAM, sent), as_json)
+        _answered(lambda sent: client.post_stream(path, _stream(spec, source), JOB_STREAM, sent), as_json, asker)
     else:
-        _answered(lambda sent: client.request("POST", "/v1/compute/jobs", json_body=spec, sent=sent), as_json)
+        _answered(lambda sent: client.request("POST", path, json_body=spec, sent=sent), as_json, asker)
 
 
 @click.command("rerun")
@@ -180,14 +183,16 @@ def rerun(obj, job_id: str, replicas: int | None, agree: int | None, as_json: bo
     """Run the job ID again from the spec its record keeps (an interrupted or failed one, say): a new run of the
     same job, which replaces its run before.  Prints as `run` does."""
     guarantee = {k: v for k, v in (("replicas", replicas), ("agree", agree)) if v is not None}
-    path = f"/v1/compute/jobs/{path_id(job_id, 'job id', 'xsc compute jobs')}/rerun"
-    _answered(lambda sent: obj.client().request("POST", path, json_body=guarantee or None, sent=sent), as_json)
+    asker = secrets.token_hex(16)
+    path = f"/v1/compute/jobs/{path_id(job_id, 'job id', 'xsc compute jobs')}/rerun?asker={asker}"
+    _answered(lambda sent: obj.client().request("POST", path, json_body=guarantee or None, sent=sent), as_json, asker)
 
 
-def _answered(run: Callable[[Callable[[], None]], dict], as_json: bool) -> None:
+def _answered(run: Callable[[Callable[[], None]], dict], as_json: bool, asker: str) -> None:
     """A job's run as `run` and `rerun` print it: the program's output, then the job's summary (or its JSON).
     `run(sent)` asks for it, calling `sent()` once its request is sent whole: from then on the node runs it
-    whatever becomes of this command, and a Ctrl-C says so."""
+    whatever becomes of this command, and a Ctrl-C says so, naming the command that cancels it (the job the node
+    says the request tagged `asker` runs)."""
     whole: list[bool] = []
     try:
         answer = run(lambda: whole.append(True))
@@ -198,13 +203,22 @@ def _answered(run: Callable[[Callable[[], None]], dict], as_json: bool) -> None:
     except KeyboardInterrupt:
         if not whole:
             raise
-        raise GoesOn("the job goes on at the node, which has its whole request (follow it with: xsc compute "
-                     "jobs)") from None
+        raise GoesOn("the job goes on at the node, which has its whole request (follow it with: xsc compute jobs; "
+                     f"cancel it with: xsc compute cancel {_asked(asker) or 'ID'})") from None
     if as_json:
         emit_json(answer)
         return
     _program_output(answer)
     _summary(answer)
+
+
+def _asked(asker: str) -> str | None:
+    """The job the node runs for the request tagged `asker`, if it says (a node gone, or the job's bytes still
+    staged, says nothing)."""
+    try:
+        return click.get_current_context().obj.client().request("GET", "/v1/compute/jobs", query={"asker": asker})["id"]
+    except (XscError, OSError, KeyError, TypeError):
+        return None
 
 
 def env_pair(text: str) -> tuple[str, str]:

@@ -35,7 +35,6 @@ import logging
 import os
 import secrets
 import shutil
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ from ..net.jobs import CHUNK
 from ..tasks import STOP_GRACE, in_pool, to_its_end, woken_loop
 from .job_sandbox import file_sha256, remove_tree, run_program
 from .jobspec import job_id, parse_sent_job
+from .out_bound import Stop
 from .paid import PaidCompute, not_here
 from .remote_tabs import JOB_TABS
 from .service import ComputeService, InvokeCall
@@ -93,7 +93,7 @@ class Hosted:
     outputs: list[tuple[str, Path, int]] | None = None  # after its run: what the sender may fetch
     running: asyncio.Future | None = None  # its run's answer, once done: kept for its sender to ask again
     busy: bool = False  # a request of its sender is being served
-    stop: threading.Event = field(default_factory=threading.Event)  # set as the node stops: its run is cut short
+    stop: Stop = field(default_factory=Stop)  # set as the node stops (its run cut short), or cancelled by its sender
     touched: float = field(default_factory=time.monotonic)
     kept_until: float = float("inf")  # when it goes unless it runs (or, once run, its outputs go), whatever its sender
     # asks meanwhile: a request now and then would otherwise hold its place (of MAX_HOSTED) and its files for good
@@ -251,6 +251,9 @@ class HostedJobs:
         done: the job is never run, nor charged, twice."""
         job = self._mine(sender, job_id_)
         if job.running is None:
+            if job.stop.cancelled:  # its sender cancelled it while its data was taken: it never runs
+                self._drop(job)
+                raise Conflict("the job was cancelled by its sender before its run began", hint="send it again")
             if self._closing:
                 raise _stopping()
             if job.received != job.total:
@@ -304,8 +307,8 @@ class HostedJobs:
                                     stdin=None if stdin is None else stdin.file, job_id=jid,
                                     prepaid=io_fuel(job.total), stop=job.stop)
             # Cut short by this node's stop (unless it ended by itself first): not the run it was asked for, so
-            # neither recorded nor charged.
-            if job.stop.is_set() and ran.trapped:
+            # neither recorded nor charged.  One its sender cancelled is recorded and charged what it used.
+            if job.stop.is_set() and ran.trapped and not job.stop.cancelled:
                 raise _stopping(cut_short=True)
             outputs = ran.files if ran.succeeded else []
             hashes = [await in_pool(None, file_sha256, path) for _, path, _ in outputs]
@@ -349,6 +352,21 @@ class HostedJobs:
             raise InvalidArgument(f"output {index} is {size:,} bytes; offset {offset} is past its end")
         with self._serving(job):
             return await in_pool(None, _read, path, offset, min(CHUNK, size - offset))
+
+    async def cancel(self, sender: str, job_id_: str) -> dict[str, Any]:
+        """Its sender cancels the job (only its sender: `_mine`).  One not run yet never runs: dropped now, or, while
+        a piece of its data is written, as its run is asked for; what it reserved goes back.  A run under way is
+        stopped at its next tick, recorded and charged what it used (its sender's run request is answered that, a
+        trap of kind `cancelled`: `_run`), and this answers once it has ended."""
+        job = self._mine(sender, job_id_)
+        job.stop.cancel()
+        if job.running is None:
+            if not job.busy:
+                self._drop(job)
+            return {"cancelled": job.id, "ran": False}
+        with contextlib.suppress(Exception):  # (its sender's run request is told how it ended)
+            await asyncio.shield(job.running)
+        return {"cancelled": job.id, "ran": True}
 
     def forget(self, sender: str, job_id_: str) -> None:
         job = self._mine(sender, job_id_)

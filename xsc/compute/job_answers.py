@@ -7,13 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 from .. import db
-from ..errors import DiskFull, NodeFailed, OverCap, PeerUnavailable, PeerUnreachable, Trap, XscError
+from ..errors import DiskFull, JobCancelled, NodeFailed, OverCap, PeerUnavailable, PeerUnreachable, Trap, XscError
+from ..units import format_credits
 from .job_sandbox import MAX_OUTPUTS, UNPRINTABLE
-from .out_bound import MAX_DEPTH, MAX_ENTRIES, UNREADABLE, UNREADABLE_HINT
+from .out_bound import CANCELLED, MAX_DEPTH, MAX_ENTRIES, UNREADABLE, UNREADABLE_HINT
 
 KEPT_STREAMS = 1 << 20  # a deterministic job's stdout and stderr kept with its record for replays, at most
 UNFINISHED = ("running", "storing")  # the states a job's record is in while it runs, as a stop may leave it
 REPLACING = ("done", "failed")  # the states of a run that replaces the outputs of the run before: it ran
+CANCELLED_ERROR = "its user cancelled it while it ran: nothing of its outputs is stored"
 
 
 def replacing(previous: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -37,6 +39,8 @@ def ended(job: dict[str, Any], run: dict[str, Any], stored: list[dict[str, Any]]
         hint = _refusal_hint(refusal) if refusal else (trap or {}).get("hint") or rerun_hint(job)
         if hint:  # the command that fixes it, shown with the error as any refusal's
             job["error_hint"] = hint
+    if trap and trap.get("kind") == CANCELLED:  # its user cancelled it (job_cancels.py): charged what it used
+        job.update(state=CANCELLED, error=CANCELLED_ERROR, error_hint=rerun_hint(job))
     streams = {"stdout": run.get("stdout", ""), "stderr": run.get("stderr", "")}
     if job["spec"]["deterministic"]:  # answered again by a replay (a longer stream: a replay runs it again)
         job.update(streams)
@@ -50,6 +54,10 @@ def answer(job: dict[str, Any], streams: dict[str, str], charge: int, refusal: s
     """What a run of the job answers: its record and streams, or its refusal (OverCap) or trap (Trap)."""
     answered = {**job, **streams, "replayed": False, "charged": charge}
     answered.pop("signed", None)
+    if job["state"] == CANCELLED:
+        raise JobCancelled(f"{the_job(job, job['error_hint'])} was cancelled while it ran: charged "
+                           f"{format_credits(charge)} credits for what it used, nothing of its outputs stored",
+                           hint=job["error_hint"], **answered)
     if refusal is not None:
         hint = _refusal_hint(refusal)
         raise OverCap(f"{the_job(job, hint)} ran, but {refusal}: nothing of its outputs is stored", hint=hint,
@@ -106,6 +114,11 @@ def not_ended(job: dict[str, Any], err: XscError) -> XscError | None:
     """The record of a job whose run never ended, updated from `err` (what placing or running it raised), and what its
     user is told instead of `err` (None: `err` itself, a refusal before it ran: the node busy, too little credit)."""
     jid, hint = job["id"], rerun_hint(job)
+    if isinstance(err, JobCancelled):  # before its run began, or its provider never answered (job_cancels.py)
+        job.update(state=CANCELLED, error=f"its user cancelled it {err.details.get('why')}: nothing is charged",
+                   error_hint=hint)
+        return JobCancelled(f"{the_job(job, hint)} was cancelled {err.details.get('why')}: nothing is charged",
+                            hint=hint, id=jid, charged=0)
     if isinstance(err, PeerUnreachable):
         # its provider went away (stopped, the network cut) and no other took it: cut short, as by a stop
         job.update(state="interrupted", error=f"its provider could not be reached: {err.message}", error_hint=hint)
@@ -154,5 +167,5 @@ def _refusal_hint(refusal: str) -> str:
 
 
 
-__all__ = ["KEPT_STREAMS", "REPLACING", "UNFINISHED", "answer", "ended", "node_failure", "not_ended", "replacing",
-           "rerun_hint", "run_id", "the_job", "unstored_answer"]
+__all__ = ["CANCELLED_ERROR", "KEPT_STREAMS", "REPLACING", "UNFINISHED", "answer", "ended", "node_failure", "not_ended",
+           "replacing", "rerun_hint", "run_id", "the_job", "unstored_answer"]

@@ -18,6 +18,7 @@ from ..units import counted
 from . import provenance
 from .hosted_jobs import PER_SENDER
 from .job_answers import rerun_hint, run_id
+from .job_cancels import JobCancels, cancelled_before
 from .job_inputs import Staged
 from .jobspec import JobSpec
 from .paid import relayed
@@ -38,8 +39,9 @@ class JobPlacing:
     busy, full, or outputs it did not sign) is left out and the next one is asked, MAX_FAILOVERS times at most."""
 
     def __init__(self, *, compute: ComputeService, dealing: Any, sent: Any, terms: ProviderTerms, node: Identity,
-                 answers: RemoteAnswers) -> None:
+                 answers: RemoteAnswers, cancels: JobCancels) -> None:
         self.compute, self.dealing, self.sent, self.node, self.answers = compute, dealing, sent, node, answers
+        self.cancels = cancels  # a job cancelled is sent nothing more, and placed on no other provider
         self.provider_terms = terms  # those that want prepayment are passed over a while
         self._placed_on: Counter[str] = Counter()  # provider -> this node's jobs running there now
         self._finished = asyncio.Condition()  # a job on a provider ended: a place there may be free
@@ -80,9 +82,13 @@ class JobPlacing:
             self._placed_on[assignment.provider] += 1
             try:
                 returned = await self.sent.unsettled(assignment.provider, assignment.price, spec, call, staged, jid,
-                                                     deal, self.answers.believed(job), self.answers.sending(job),
+                                                     deal, self.answers.believed(job),
+                                                     self.cancels.sending(jid, self.answers.sending(job)),
                                                      lambda r: self.answers.answer_kept(job, r))
             except (ForgedResult, PeerRefused, PeerUnreachable) as err:
+                if self.cancels.cancelled(jid):  # its provider dropped it unrun, or never answered: nothing is paid
+                    raise cancelled_before("before it ran" if isinstance(err, PeerRefused) else
+                                           "while it ran, and its provider did not answer") from None
                 self.provider_terms.wanted_prepayment(assignment.provider, err)
                 elsewhere = _next_provider(err)
                 if isinstance(err, PeerRefused):

@@ -47,6 +47,7 @@ from .paid import worst_case_refused
 from .service import ComputeService, InvokeCall
 from .job_answers import (REPLACING, UNFINISHED, answer, ended, not_ended, replacing, rerun_hint, run_id,
                           unstored_answer)
+from .job_cancels import JobCancels
 from .job_inputs import JobInputs, ReadFn, Staged, affordable
 from .job_outputs import JobOutputs
 from .job_payments import payments
@@ -92,10 +93,11 @@ class JobService:
         self.records = JobRecords(db, payer.public_key)
         self.outputs = JobOutputs(storage, db, payer.public_key, storage_bid)
         self.answers = RemoteAnswers(records=self.records, outputs=self.outputs, sent=sent, work_dir=work_dir)
+        self.cancels = JobCancels(sent.paid)  # the runs under way that `cancel` stops
         self.recovery = RemoteRecovery(self.answers)  # what a stop cut short of a remote run, finished
         self.retained = JobRetention(db)  # the records of ended jobs nothing needs any more, forgotten
         self.placing = JobPlacing(compute=compute, dealing=dealing, sent=sent, terms=terms, node=node,
-                                  answers=self.answers)
+                                  answers=self.answers, cancels=self.cancels)
         self.recovered = asyncio.Event()  # `recover` has ended: what a stop cut short is settled (the watches wait)
         self.cut_short: list[str] = []  # the jobs a stop cut short that `recover` settled (the watches reap theirs)
 
@@ -179,7 +181,7 @@ class JobService:
                 tag.started(jid)
             # One run of a job at a time: a second waits, then replays it or runs after it (the job's record,
             # its executions and its outputs are one run's, never two runs' written over each other).
-            async with self.records.alone(jid):
+            async with self.records.alone(jid), self.cancels.running(jid):
                 return await self._run_staged(spec, call, prepared, signature, limits, rate, staged, jid, run, fresh,
                                               tag.mark if tag is not None else None)
         finally:
@@ -286,14 +288,14 @@ class JobService:
 
     async def _execute(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, rate: int,
                        staged: Staged, job: dict[str, Any], prepaid: int) -> dict[str, Any]:
-        budget = self.compute.budget(call, rate)
+        budget, stop = self.compute.budget(call, rate), self.cancels.not_cancelled(job)  # (else nothing runs)
         try:
             await self.ledger.hold(self.payer, budget)
         except InsufficientCredit as err:
             raise worst_case_refused(self.compute, err, call, budget, "job") from None
         try:
             ran = await run_program(self.compute, spec, prepared, signature, limits, staged.work, stdin=staged.stdin,
-                                    job_id=run_id(job), prepaid=prepaid)
+                                    job_id=run_id(job), prepaid=prepaid, stop=stop)
         except BaseException:
             self.ledger.release(self.payer, budget)
             raise
@@ -408,6 +410,12 @@ class JobService:
             log.info("forgot %d jobs and %d provenance records over %s s old, and %d links and runs no job holds",
                      forgotten, records, f"{self.retention:g}", len(found.loose))
         return forgotten + len(found.loose) + records
+
+    async def cancel(self, jid: str) -> dict[str, Any]:
+        """Stop the local user's job `jid` while it runs (job_cancels.py): its record once the run has ended."""
+        job = self.job(jid)
+        await self.cancels.cancel(job)
+        return self.job(job["id"])
 
     def job(self, jid: str) -> dict[str, Any]:
         """The local user's job `jid` (a prefix of at least 8 hex digits will do)."""

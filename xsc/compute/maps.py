@@ -20,12 +20,15 @@ Maps are kept MAX_MAPS at most: the newest map made past them forgets the oldest
 failed (its record only: its jobs and their outputs stay).  A map with inputs still to run is never forgotten so (its
 user would lose `--resume` for work in flight): with MAX_MAPS of them a new map is refused until one ends, or its user
 forgets one (`forget`, `xsc compute unmap MAP_ID`): one that has ended at once; one with inputs still to run only when
-told to give them up (`cancel`); one with an input whose job runs now never, until that job ends: a job's run is not
-cut short but by its node's stop, and the input's request writes the job's end into the map's record.
+told to give them up (`cancel`), which also cancels the jobs of its inputs running now (JobService.cancel: each run
+stopped, charged what it used) and waits for each input's request to write its job's end into the map's record; one
+with an input whose job runs now, without `cancel`, never, until that job ends.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import time
 from typing import Any
@@ -63,7 +66,8 @@ class Maps:
     def __init__(self, *, jobs: Any, store: ComputeStore) -> None:
         self.jobs = jobs  # compute/jobs.py: JobService (runs each input's job)
         self.store = store
-        self._running: set[tuple[str, int]] = set()  # inputs whose job a request of this node's life runs now
+        # inputs whose job a request of this node's life runs now: set once that request has written the job's end
+        self._running: dict[tuple[str, int], asyncio.Event] = {}
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         """A new map of `body` ({"spec", "as", "over", "inputs"}), every field checked first; its head."""
@@ -110,7 +114,7 @@ class Maps:
         if (head["id"], index) in self._running:
             raise Conflict(f"input {index} of the map {head['id']} is running",
                            hint=f"follow it with: xsc compute job {entry['job']}" if entry.get("job") else None)
-        self._running.add((head["id"], index))
+        self._running[(head["id"], index)] = asyncio.Event()
         try:
             answer = await self.jobs.run(_job(asked["spec"], head["as"], entry["input"]),
                                          tag=MapInput(self, head["id"], index))
@@ -119,26 +123,31 @@ class Maps:
                                             "error": err.message, **({"hint": err.hint} if err.hint else {})})
             raise
         finally:
-            self._running.discard((head["id"], index))
+            self._running.pop((head["id"], index)).set()
         outputs = [{k: o[k] for k in ("name", "size", "sha256", "capability") if k in o}
                    for o in answer.get("outputs", [])]
         said = {k: answer[k] for k in KEPT if k in answer} | {"job": answer["id"], "outputs": outputs}
         self.update(head["id"], index, said)
         return {**answer, **self.store.map_input(bytes.fromhex(head["id"]), index)}
 
-    def forget(self, map_id: str, cancel: bool = False) -> dict[str, Any]:
+    async def forget(self, map_id: str, cancel: bool = False) -> dict[str, Any]:
         """Forget the map's record (its jobs' records and outputs stay): at once if every input has ended; with
-        `cancel`, its inputs still to run given up (none runs now); never while an input's job runs at this node.
-        On the loop, with no await: an input's request begins before the check (and refuses it) or after the write
-        (and finds no map)."""
+        `cancel`, the jobs of its inputs running now cancelled (each input's end written) and its inputs still to run
+        given up; without, never while an input's job runs at this node.  From its last check on, on the loop with no
+        await: an input's request begins before the check (and refuses it) or after the write (and finds no map)."""
         head = self._head(map_id)
         running = sorted(index for mid, index in self._running if mid == head["id"])
+        while running and cancel:  # (an input whose request began meanwhile is cancelled in turn)
+            await self._cancelled(head["id"], running)
+            head = self._head(map_id)  # (its counts, as the inputs' requests wrote their ends)
+            running = sorted(index for mid, index in self._running if mid == head["id"])
         if running:
             entry = self.store.map_input(bytes.fromhex(head["id"]), running[0]) or {}
             follow = f"follow it with: xsc compute job {entry['job']}; " if entry.get("job") else ""
-            raise Conflict(f"{len(running)} of the map {head['id']}'s inputs run now (input {running[0]} first): a "
-                           "job's run is not cut short, and its end is written in the map's record",
-                           hint=f"{follow}forget the map once they end: xsc compute unmap {head['id']}")
+            raise Conflict(f"{len(running)} of the map {head['id']}'s inputs run now (input {running[0]} first): their "
+                           "ends are to be written in the map's record",
+                           hint=f"{follow}forget the map once they end: xsc compute unmap {head['id']}; or cancel them "
+                                f"too: xsc compute unmap {head['id']} --cancel")
         left = head["inputs"] - head["done"] - head["failed"]
         if left and not cancel:
             raise Conflict(f"{left} of the map {head['id']}'s {head['inputs']} inputs are still to run: forgetting it "
@@ -148,6 +157,18 @@ class Maps:
         self.store.forget_map(bytes.fromhex(head["id"]))
         return {"forgotten": head["id"], "inputs": head["inputs"], "done": head["done"], "failed": head["failed"],
                 "given_up": left}
+
+    async def _cancelled(self, map_id: str, running: list[int]) -> None:
+        """The jobs of the map's inputs `running` cancelled, and each input's request ended (its job's end written in
+        the map's record).  A job not known yet (its bytes still staged), or past its run (storing), ends by itself."""
+        for index in running:
+            entry = self.store.map_input(bytes.fromhex(map_id), index) or {}
+            if entry.get("job"):
+                with contextlib.suppress(XscError):  # (ended meanwhile, or storing what it ran)
+                    await self.jobs.cancel(entry["job"])
+        for index in running:
+            if (ended := self._running.get((map_id, index))) is not None:
+                await ended.wait()
 
     def update(self, map_id: str, index: int, said: dict[str, Any]) -> None:
         """Input `index`'s record as `said` (its state, job, outputs or error), and the head's counts, in one write.

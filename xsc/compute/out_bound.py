@@ -40,12 +40,23 @@ UNREADABLE = "it made in /out what the node cannot read"  # a refusal, with the 
 UNREADABLE_HINT = "leave shorter paths in /out: the node names each whole, within 4,096 bytes"
 DEADLINE = "deadline"
 NODE_STOPPING = "node-stopping"  # the trap kind of a job stopped because its node stops
+CANCELLED = "cancelled"  # ... because its user cancelled it (`xsc compute cancel`): a state of its own, not a failure
 _DELETED = " (deleted)"
+
+
+class Stop(threading.Event):
+    """A job's `stop`: set as its node stops, or by `cancel` as its user cancels it (the run then ends CANCELLED)."""
+
+    cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.set()
 
 
 @dataclass(frozen=True)
 class Stopped:
-    kind: str  # DEADLINE, NODE_STOPPING, or one of REFUSED_OUTPUTS
+    kind: str  # DEADLINE, NODE_STOPPING, CANCELLED, or one of REFUSED_OUTPUTS
     why: str  # for REFUSED_OUTPUTS: why its outputs cannot be stored, a clause ("its outputs were ...")
 
 
@@ -73,7 +84,8 @@ class OutBound:
             self.stopped = Stopped(DEADLINE, "")
             return self.stopped
         if self.stop is not None and self.stop.is_set():
-            self.stopped = Stopped(NODE_STOPPING, "its node stops")
+            self.stopped = Stopped(CANCELLED, "its user cancelled it") if getattr(self.stop, "cancelled", False) \
+                else Stopped(NODE_STOPPING, "its node stops")
             return self.stopped
         if self.cap is None:
             return None

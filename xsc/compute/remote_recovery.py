@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import IntegrityError, OverCap, Trap, XscError
+from ..errors import IntegrityError, JobCancelled, OverCap, Trap, XscError
 from ..tasks import in_pool
 from .job_answers import UNFINISHED, answer as answered_with, rerun_hint, run_id
 from .job_sandbox import file_sha256, remove_tree
@@ -167,8 +167,8 @@ class RemoteRecovery:
             try:
                 async with self.records.alone(job["id"]):
                     await self.finished(job)
-            except (Trap, OverCap):
-                pass  # finished: the job's answer is its trap or its refusal
+            except (Trap, OverCap, JobCancelled):
+                pass  # finished: the job's answer is its trap, its refusal or its cancel
             except XscError as err:
                 log.warning("job %s: its answer or outputs could not be had or stored again (%s)", job["id"], err)
             job = self.records.load(job["id"]) or job

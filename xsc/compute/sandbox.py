@@ -21,7 +21,7 @@ from . import limits as lim
 from .fastcall import Callable, Store, instance_object
 from .limits import Limits
 from .modules import PAGE, ModuleInfo
-from .out_bound import NODE_STOPPING, OUTPUT_LIMIT, OUTPUT_UNREADABLE, UNREADABLE_HINT, OutBound, Stopped
+from .out_bound import CANCELLED, NODE_STOPPING, OUTPUT_LIMIT, OUTPUT_UNREADABLE, UNREADABLE_HINT, OutBound, Stopped
 from .provenance import METERING_EXACT, METERING_TIME_BOUNDED
 from .values import Signature
 from .wasi_io import Capture, Streams, fixed_by, fixed_instance_pre
@@ -254,6 +254,8 @@ def _trapped(exc: wasmtime.Trap | wasmtime.WasmtimeError, store: Store, instance
         outcome.hint = "ask for more time with --timeout, up to the node's compute.timeout; or look for an endless loop"
     elif kind == NODE_STOPPING:
         outcome.message, outcome.hint = f"stopped while it ran: {stopped.why}", "run it again"
+    elif kind == CANCELLED:
+        outcome.message, outcome.hint = f"cancelled while it ran: {stopped.why}", "run it again"
     elif kind == OUTPUT_LIMIT:
         outcome.message = f"stopped while it ran: {stopped.why}"
         outcome.hint = "ask for more with --bytes-out, or write less" if stopped.why.startswith("its outputs") \

@@ -26,6 +26,7 @@ DATA_PATH = JOBS_PATH + "/{job}/data/{offset}"
 RUN_PATH = JOBS_PATH + "/{job}/run"
 OUTPUT_PATH = JOBS_PATH + "/{job}/outputs/{output}"
 JOB_PATH = JOBS_PATH + "/{job}"
+CANCEL_PATH = JOBS_PATH + "/{job}/cancel"
 CHUNK = 1024 * 1024  # bytes of data or output in one request (a peer body is at most 1 MiB: the app's client_max_size)
 JOB_ANSWER = 4 * 1024  # a job's begin, data and delete answers: its id (at most 64 characters) and a count
 # A run's record and its provenance, but for its stdout and stderr: what the job's body named (at most 1 MiB, the peer
@@ -81,6 +82,12 @@ async def run(client: PeerClient, url: str, provider: str, job: str, timeout: fl
 async def fetch(client: PeerClient, url: str, provider: str, job: str, output: int, offset: int) -> bytes:
     path = OUTPUT_PATH.format(job=job, output=output) + f"?offset={offset}"
     return (await client.request(url, "GET", path, to=provider, max_size=CHUNK)).body
+
+
+async def cancel(client: PeerClient, url: str, provider: str, job: str, timeout: float) -> None:
+    """Ask the provider to stop the job it runs for this node (answered once the run has ended)."""
+    await client.request(url, "POST", CANCEL_PATH.format(job=job), json={}, to=provider, timeout=timeout,
+                         max_size=JOB_ANSWER)
 
 
 async def forget(client: PeerClient, url: str, provider: str, job: str) -> None:

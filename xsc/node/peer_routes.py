@@ -17,7 +17,7 @@ from ..compute.paid import MAX_PUSHED_BYTES
 from ..ledger.receipts import RECEIPTS_PATH
 from ..net.functions import FUNCTION_PATH, FUNCTIONS_PATH
 from ..net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MODULES_PATH, PROVENANCE_PATH, TAB_CLOSE_PATH
-from ..net.jobs import CHUNK, DATA_PATH, JOB_PATH, JOBS_PATH, OUTPUT_PATH, RUN_PATH
+from ..net.jobs import CANCEL_PATH, CHUNK, DATA_PATH, JOB_PATH, JOBS_PATH, OUTPUT_PATH, RUN_PATH
 from ..storage.locate import LOCATE_PATH
 from ..storage.strangers import TERMS_PATH
 from ..storage.core.wire import DAMAGE_PATH, MAX_SEGMENT_SIZE, WHOLE_MAX_BODY, WHOLE_PATH
@@ -65,6 +65,7 @@ PEER_ROUTES: dict[tuple[str, str], Price] = {
     ("POST", RUN_PATH): NO_BODY,
     ("GET", OUTPUT_PATH): NO_BODY,
     ("DELETE", JOB_PATH): NO_BODY,
+    ("POST", CANCEL_PATH): NO_BODY,  # by its sender alone
     # A placement's terms and tab are checked before its module or files are looked at (placed_functions.py);
     # the files it mounts are read by this node, within their own bounds, as any read of a capability.
     ("POST", FUNCTIONS_PATH): JSON,

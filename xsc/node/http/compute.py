@@ -9,6 +9,7 @@ import time
 from aiohttp import web
 
 from ...compute import module_too_large
+from ...compute.job_cancels import asking
 from ...compute.jobs import MAX_LISTED
 from ...compute.maps import MAX_MAP_BODY
 from ...compute.paid import MAX_PUSHED_BYTES
@@ -132,13 +133,21 @@ async def run_batch_for_peer(request: web.Request) -> web.Response:
 # --- jobs: WASI programs over stored files (compute/jobs.py) ------------------------------------------
 @routes.post("/v1/compute/jobs")  # the spec's JSON on one line, then (application/x-xsc-job) the program's stdin
 async def run_job(request: web.Request) -> web.Response:
-    return json_response(await request.app[NODE].jobs.run_streamed(request.content.read), status=201)
+    with asking(request.query.get("asker")):  # what its caller, gone, asks after (compute/job_cancels.py)
+        return json_response(await request.app[NODE].jobs.run_streamed(request.content.read), status=201)
 
 
 @routes.get("/v1/compute/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
     limit = query_int(request.query, "limit", 20, 1, MAX_LISTED)
+    if "asker" in request.query:  # the job a request tagged so runs now, if it does
+        return json_response(request.app[NODE].jobs.cancels.asked(request.query["asker"]))
     return json_response(await request.app[NODE].jobs.listed(limit, request.query.get("before")))
+
+
+@routes.post("/v1/compute/jobs/{id}/cancel")  # its run stopped now; answered once it has ended
+async def cancel_job(request: web.Request) -> web.Response:
+    return json_response(await request.app[NODE].jobs.cancel(request.match_info["id"]))
 
 
 @routes.get("/v1/compute/jobs/{id}")
@@ -149,7 +158,8 @@ async def get_job(request: web.Request) -> web.Response:
 @routes.post("/v1/compute/jobs/{id}/rerun")  # no body, or {"replicas"?, "agree"?}: the guarantee asked instead
 async def rerun_job(request: web.Request) -> web.Response:
     guarantee = await optional_json_body(request, 'send {"replicas": R, "agree": K}, or nothing')
-    return json_response(await request.app[NODE].jobs.rerun(request.match_info["id"], guarantee), status=201)
+    with asking(request.query.get("asker")):
+        return json_response(await request.app[NODE].jobs.rerun(request.match_info["id"], guarantee), status=201)
 
 
 @routes.get("/v1/compute/lineage/{cap}")
@@ -176,7 +186,8 @@ async def get_map(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/compute/maps/{id}")  # on the loop: no input's request begins between its check and its write
 async def forget_map(request: web.Request) -> web.Response:
-    return json_response(request.app[NODE].maps.forget(request.match_info["id"], query_flag(request.query, "cancel")))
+    return json_response(await request.app[NODE].maps.forget(request.match_info["id"],
+                                                             query_flag(request.query, "cancel")))
 
 
 @routes.post("/v1/compute/maps/{id}/inputs/{n}")  # input n's job, unless it is done

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ...net.jobs import DATA_PATH, JOB_PATH, JOBS_PATH, OUTPUT_PATH, RUN_PATH
+from ...net.jobs import CANCEL_PATH, DATA_PATH, JOB_PATH, JOBS_PATH, OUTPUT_PATH, RUN_PATH
 from ...storage.core.wire import parse_count
 from .. import peer_auth
 from ..appkeys import NODE
@@ -30,6 +30,12 @@ async def take(request: web.Request) -> web.Response:
 @routes.post(RUN_PATH)
 async def run(request: web.Request) -> web.Response:
     return json_response(await request.app[NODE].hosted_jobs.run(peer_auth.peer_id(request), request.match_info["job"]))
+
+
+@routes.post(CANCEL_PATH)
+async def cancel(request: web.Request) -> web.Response:
+    return json_response(await request.app[NODE].hosted_jobs.cancel(peer_auth.peer_id(request),
+                                                                    request.match_info["job"]))
 
 
 @routes.get(OUTPUT_PATH)

@@ -1,0 +1,278 @@
+"""A job cancelled by its user while it runs (compute/job_cancels.py): stopped at its next tick, charged what it used,
+nothing of its outputs stored, its record `cancelled`, its waiting caller told in one line; the refusals."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.support.cli import error_line, ok, xsc_in_process
+from tests.support.compute import deploy
+from tests.support.jobs import QUIET, run_job
+from tests.support.waiting import eventually_async
+from xsc import keys
+from xsc.node import TOKEN
+from xsc.node.appkeys import NODE
+
+LONG = {"compute": {"timeout": 600, "fuel": 200_000_000_000}}  # a spinning job runs until cancelled: a minute or so
+SPIN_LIMITS = {"timeout": 600, "fuel": 200_000_000_000}
+
+
+def _cli(node, *args: str):
+    return asyncio.to_thread(xsc_in_process, "--node", str(node.make_url("")), *args,
+                             env={"XSC_TOKEN": node.app[TOKEN]})
+
+
+async def _spinning(node) -> dict:
+    """The job running at `node` once its program runs (it spins until cancelled)."""
+    async def under_way():
+        jobs = (await (await node.get("/v1/compute/jobs")).json())["jobs"]
+        running = [j for j in jobs if j["state"] == "running"]
+        return node.app[NODE].compute.admitted >= 1 and running and running[0]
+
+    return await eventually_async(under_way, "the spinning job to run", 30)
+
+
+async def test_a_job_cancelled_while_it_runs_is_stopped_charged_what_it_used_and_stores_nothing(node_factory):
+    node = await node_factory("node", **QUIET, **LONG)
+    spin = await deploy(node, "spin", wasi=True)
+    files_before = (await (await node.get("/v1/store/files")).json())["files"]
+    running = asyncio.ensure_future(run_job(node, {"module": spin, "outputs": True, "limits": SPIN_LIMITS}))
+    job = await _spinning(node)
+    line = (await _cli(node, "compute", "cancel", job["id"])).stderr.decode().strip()
+    status, told = await running  # stopped at its next tick, not at its minute's end
+    assert (status, told["code"]) == (409, "job-cancelled"), told
+    assert told["detail"].startswith("the job was cancelled while it ran: charged "), told
+    assert told["hint"] == f"run it again with: xsc compute rerun {job['id']}", told
+    cancelled = await (await node.get(f"/v1/compute/jobs/{job['id']}")).json()
+    assert cancelled["state"] == "cancelled" and cancelled["outputs"] == [] and cancelled["executions"] == 1
+    assert 0 < cancelled["charge"] == told["charged"], cancelled  # what it used up to the stop, metered
+    assert line == f"cancelled the job {job['id']}: charged {_credits(cancelled['charge'])} credits for what it " \
+        "used, nothing of its outputs stored", line
+    assert (await (await node.get("/v1/store/files")).json())["files"] == files_before
+    with node.app[NODE].db.iterator(prefix=keys.JOB_OUTPUTS) as links:
+        assert list(links) == []  # no lineage for it
+    assert not list((node.app[NODE].jobs.work_dir).glob("job-*"))  # nothing half-written left behind
+    listed = (await (await node.get("/v1/compute/jobs")).json())["jobs"]
+    assert [j["state"] for j in listed if j["id"] == job["id"]] == ["cancelled"]
+    shown = ok(await _cli(node, "compute", "job", job["id"]))
+    assert "cancelled" in shown and "its user cancelled it while it ran" in shown, shown
+
+
+async def test_a_cancel_of_a_job_that_ended_or_of_none_is_refused_naming_the_list(node_factory):
+    node = await node_factory("node", **QUIET, **LONG)
+    wc = await deploy(node, "wc", wasi=True)
+    status, done = await run_job(node, {"module": wc, "stdin": "-"}, stdin=b"a b\n")
+    assert status == 201, done
+    response = await node.post(f"/v1/compute/jobs/{done['id']}/cancel")
+    problem = await response.json()
+    assert (response.status, problem["code"]) == (409, "job-not-running"), problem
+    assert "it is done" in problem["detail"] and "xsc compute jobs" in problem["hint"], problem
+    line = error_line(await _cli(node, "compute", "cancel", done["id"][:12]))
+    assert line == f"xsc: error: the job {done['id']} cannot be cancelled: it is done (cancel a job while it runs: " \
+        "xsc compute jobs lists them with their state)", line
+    response = await node.post(f"/v1/compute/jobs/{'ab' * 32}/cancel")
+    assert (response.status, (await response.json())["code"]) == (404, "job-not-found")
+    line = error_line(await _cli(node, "compute", "cancel", "ab" * 32))
+    assert f"no job {'ab' * 32}" in line and "xsc compute jobs" in line, line
+    assert "not a job id" in error_line(await _cli(node, "compute", "cancel", "zz"))
+    assert (await (await node.get(f"/v1/compute/jobs/{done['id']}")).json())["state"] == "done"
+
+
+async def test_the_run_a_cancel_stops_says_so_in_one_line_and_exits_non_zero(node_factory):
+    node = await node_factory("node", **QUIET, **LONG)
+    spin = await deploy(node, "spin", wasi=True)
+    running = asyncio.ensure_future(_cli(node, "compute", "run", spin, "--no-stdin", "--timeout", "600", "--fuel",
+                                         "200000000000"))
+    job = await _spinning(node)
+    response = await node.post(f"/v1/compute/jobs/{job['id']}/cancel")
+    cancelled = await response.json()
+    assert response.status == 200 and cancelled["state"] == "cancelled", cancelled
+    result = await running
+    assert result.stderr.decode().strip().splitlines() == [
+        f"xsc: error: the job was cancelled while it ran: charged {_credits(cancelled['charge'])} credits for what "
+        f"it used, nothing of its outputs stored (run it again with: xsc compute rerun {job['id']})"], result.stderr
+    assert result.returncode == 1
+
+
+async def test_a_job_cancelled_before_its_run_began_runs_nothing_and_is_charged_nothing(node_factory, monkeypatch):
+    node = await node_factory("node", **QUIET, **LONG)
+    spin = await deploy(node, "spin", wasi=True)
+    holding, go_on = asyncio.Event(), asyncio.Event()
+    monkeypatch.setattr(node.app[NODE].jobs, "_execute", _cancelled_first(node.app[NODE].jobs, holding, go_on))
+    running = asyncio.ensure_future(run_job(node, {"module": spin, "limits": SPIN_LIMITS}))
+    await holding.wait()
+    (jid,) = [j["id"] for j in (await (await node.get("/v1/compute/jobs")).json())["jobs"] if j["state"] == "running"]
+    cancel = asyncio.ensure_future(node.post(f"/v1/compute/jobs/{jid}/cancel"))
+    await eventually_async(lambda: node.app[NODE].jobs.cancels.cancelled(jid), "the cancel to be asked")
+    go_on.set()
+    status, told = await running
+    assert (status, told["code"]) == (409, "job-cancelled") and "before it ran" in told["detail"], told
+    response = await cancel
+    job = await response.json()
+    assert response.status == 200 and job["state"] == "cancelled" and job["executions"] == 0, job
+    assert job.get("charge", 0) == 0 and "before it ran" in job["error"], job
+
+
+def _cancelled_first(jobs, holding: asyncio.Event, go_on: asyncio.Event):
+    """The job service's `_execute`, entered once the test has asked for the cancel: as if the cancel came while
+    the job was placed, before its run began."""
+    real = jobs._execute
+
+    async def execute(*args, **kwargs):
+        holding.set()
+        await go_on.wait()
+        return await real(*args, **kwargs)
+
+    return execute
+
+
+def _credits(micro: int) -> str:
+    from xsc.units import format_credits
+
+    return format_credits(micro)
+
+
+async def test_a_job_on_a_provider_is_stopped_there_by_its_sender_alone_and_paid_what_it_used_once(node_factory):
+    from tests.support.jobs import balances, network, settle, verified
+    from xsc.compute import sent_jobs
+    from xsc.errors import PeerRefused
+    from xsc.node import IDENTITY
+
+    gateway, providers = await network(node_factory, 2, **LONG)
+    module = await deploy(gateway, "spin", wasi=True)
+    running = asyncio.ensure_future(run_job(gateway, {"module": module, "limits": SPIN_LIMITS}))
+
+    async def sent():
+        jobs = (await (await gateway.get("/v1/compute/jobs")).json())["jobs"]
+        job = jobs and await (await gateway.get(f"/v1/compute/jobs/{jobs[0]['id']}")).json()
+        busy = [p for p in providers if (await (await p.get("/v1/node/status")).json())["compute"]["running"] >= 1]
+        return job and "sent" in job and busy and (job, busy[0])
+
+    job, runner = await eventually_async(sent, "the job running on a provider", 30)
+    before = balances(gateway, runner)
+    (stranger,) = [p for p in providers if p is not runner]
+    url = gateway.app[NODE].paid.peers.peer(job["sent"]["provider"]).url
+    try:  # another node's cancel of it: none of its business, not even its id
+        await sent_jobs.wire.cancel(stranger.app[NODE].paid.client, url, job["sent"]["provider"], job["sent"]["job"],
+                                    30)
+        raise AssertionError("a stranger's cancel was taken")
+    except PeerRefused as err:
+        assert err.details.get("peer_status") == 404, err.details
+    assert (await (await runner.get("/v1/node/status")).json())["compute"]["running"] >= 1  # it still runs
+    response = await gateway.post(f"/v1/compute/jobs/{job['id'][:8]}/cancel")
+    cancelled = await response.json()
+    assert response.status == 200 and cancelled["state"] == "cancelled", cancelled
+    assert cancelled["provider"] == runner.app[IDENTITY].id and cancelled["outputs"] == [], cancelled
+    status, told = await running
+    assert (status, told["code"]) == (409, "job-cancelled") and told["charged"] == cancelled["charge"] > 0, told
+    budget = job["sent"]["budget"]
+    assert cancelled["charge"] <= budget  # what it used up to the stop, metered by the provider, within its budget
+    assert [p["provider"] for p in cancelled["paid_on"]] == [runner.app[IDENTITY].id], cancelled
+    await settle(gateway)
+    after = balances(gateway, runner)
+    assert (after[0] - before[0], after[1] - before[1]) == (-cancelled["charge"], cancelled["charge"])  # once
+    assert runner.app[NODE].hosted_jobs.status() == {"hosted": 0}
+    assert runner.app[NODE].trust.line(gateway.app[IDENTITY].id)["reserved"] == 0
+    await verified(gateway)
+    await verified(runner)
+
+
+async def test_a_job_whose_provider_answers_neither_its_cancel_nor_its_run_ends_cancelled_unpaid(node_factory,
+                                                                                                monkeypatch):
+    from tests.support.jobs import balances, network, settle, verified
+    from xsc.compute import job_cancels, sent_jobs
+    from xsc.errors import PeerUnreachable
+
+    gateway, (provider,) = await network(node_factory, **LONG)
+    module = await deploy(gateway, "spin", wasi=True)
+    real_run, asked = sent_jobs.wire.run, asyncio.Event()
+
+    async def unanswered(client, url, provider_id, job, timeout, most):  # the provider's answer never comes
+        running = asyncio.ensure_future(real_run(client, url, provider_id, job, timeout=timeout, most=most))
+        await asyncio.wait([running, asyncio.ensure_future(asyncio.shield(asked.wait()))],
+                           return_when=asyncio.FIRST_COMPLETED)
+        running.cancel()
+        raise PeerUnreachable(f"peer {url} is unreachable: the connection closed before the answer was complete")
+
+    async def cancel_unanswered(*args, **kwargs):
+        asked.set()
+        raise PeerUnreachable("peer is unreachable: connection refused")
+
+    monkeypatch.setattr(sent_jobs.wire, "run", unanswered)
+    monkeypatch.setattr(job_cancels.wire, "cancel", cancel_unanswered)
+    before = balances(gateway, provider)
+    running = asyncio.ensure_future(run_job(gateway, {"module": module, "limits": SPIN_LIMITS}))
+
+    async def spinning():
+        jobs = (await (await gateway.get("/v1/compute/jobs")).json())["jobs"]
+        busy = (await (await provider.get("/v1/node/status")).json())["compute"]["running"] >= 1
+        return busy and jobs and jobs[0]
+
+    job = await eventually_async(spinning, "the job running on the provider", 30)
+    response = await gateway.post(f"/v1/compute/jobs/{job['id']}/cancel")
+    cancelled = await response.json()
+    assert response.status == 200 and cancelled["state"] == "cancelled", cancelled
+    assert cancelled["error"] == "its user cancelled it while it ran, and its provider did not answer: nothing is " \
+        "charged", cancelled
+    status, told = await running
+    assert (status, told["code"]) == (409, "job-cancelled") and told["charged"] == 0, told
+    await settle(gateway)  # its tab's authorization dropped, as an unanswered run's: nothing paid
+    assert balances(gateway, provider) == before and gateway.app[NODE].ledger.pending() == []
+    await verified(gateway)
+    provider.app[NODE].hosted_jobs.cut_short()  # (its run goes on there, unasked: stopped rather than waited for)
+
+
+async def test_a_tagged_request_names_the_job_it_runs_while_it_runs_and_no_other(node_factory):
+    import json
+
+    node = await node_factory("node", **QUIET, **LONG)
+    spin = await deploy(node, "spin", wasi=True)
+    tag = "ab" * 16
+    body = json.dumps({"module": spin, "limits": SPIN_LIMITS}).encode() + b"\n"
+    running = asyncio.ensure_future(node.post(f"/v1/compute/jobs?asker={tag}", data=body,
+                                              headers={"Content-Type": "application/x-xsc-job"}))
+    job = await _spinning(node)
+
+    async def asked(asker: str) -> dict:
+        return await (await node.get("/v1/compute/jobs", params={"asker": asker})).json()
+
+    assert await asked(tag) == {"id": job["id"]}
+    assert await asked("cd" * 16) == {"id": None} and await asked("not a tag") == {"id": None}
+    assert (await node.post(f"/v1/compute/jobs/{job['id']}/cancel")).status == 200
+    assert (await running).status == 409
+    assert await asked(tag) == {"id": None}  # forgotten once its run ended
+
+
+async def test_a_job_cancelled_while_its_bytes_go_to_its_provider_never_runs_there_and_pays_nothing(node_factory,
+                                                                                                   monkeypatch):
+    from tests.support.jobs import balances, network, settle, verified
+    from xsc.compute import sent_jobs
+    from xsc.node import IDENTITY
+
+    gateway, (provider,) = await network(node_factory, **LONG)
+    module = await deploy(gateway, "wc", wasi=True)
+    real_send, sending, go_on = sent_jobs.wire.send, asyncio.Event(), asyncio.Event()
+
+    async def held_send(*args, **kwargs):  # the provider took the job; its bytes wait
+        sending.set()
+        await go_on.wait()
+        return await real_send(*args, **kwargs)
+
+    monkeypatch.setattr(sent_jobs.wire, "send", held_send)
+    before = balances(gateway, provider)
+    running = asyncio.ensure_future(run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"a b\n" * 1000))
+    await sending.wait()
+    (jid,) = [j["id"] for j in (await (await gateway.get("/v1/compute/jobs")).json())["jobs"]]
+    cancel = asyncio.ensure_future(gateway.post(f"/v1/compute/jobs/{jid}/cancel"))
+    await eventually_async(lambda: provider.app[NODE].hosted_jobs.status() == {"hosted": 0},
+                           "the provider to drop the job")  # cancelled by its sender before it ran
+    go_on.set()
+    status, told = await running
+    assert (status, told["code"]) == (409, "job-cancelled") and "before it ran" in told["detail"], told
+    job = await (await cancel).json()
+    assert job["state"] == "cancelled" and job["executions"] == 0 and job.get("charge", 0) == 0, job
+    assert job["error"] == "its user cancelled it before it ran: nothing is charged", job
+    assert provider.app[NODE].trust.line(gateway.app[IDENTITY].id)["reserved"] == 0
+    await settle(gateway)
+    assert balances(gateway, provider) == before and gateway.app[NODE].ledger.pending() == []
+    await verified(gateway)

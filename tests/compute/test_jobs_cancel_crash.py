@@ -1,0 +1,101 @@
+"""A cancel of a job on a provider through a kill -9 of either node, on real node processes: after the restart both
+are consistent (the job `cancelled`, the provider paid what its run used once or, with no answer, nothing; each
+ledger verified)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.support.jobs import provider_pair
+from tests.support.nodes import kill_all, start_xsc
+from tests.support.peers import api, node_id
+from tests.support.waiting import eventually
+from xsc.compute.jobspec import job_id, parse_job
+
+# Runs spin until cancelled: a long timeout and fuel for it.
+ENV = {"XSC_LEDGER_SETTLE_RETRY_INTERVAL": "0.3", "XSC_COMPUTE_TIMEOUT": "600", "XSC_COMPUTE_FUEL": "200000000000"}
+
+
+def _running(provider) -> int:
+    return api(provider, "GET", "/v1/node/status")[1]["compute"]["running"]
+
+
+def _stopping_by_cancel(tmp_path: Path, started: list):
+    """A gateway and a provider, `xsc compute run` of a spinning job on the gateway run on the provider, and `xsc
+    compute cancel` of it under way, once the provider's run has stopped (the moment to kill either node):
+    (gateway, provider, the run command, the job's id, the cancel's thread)."""
+    gateway, provider, module = provider_pair(tmp_path, "spin.wasm", started, ENV)
+    running = start_xsc("--data-dir", str(gateway.data_dir), "compute", "run", module, "--no-stdin",
+                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    eventually(lambda: _running(provider) >= 1, "the provider running the job", timeout=120, poll=0.01)
+    jid = job_id(parse_job({"module": module}), None, [])
+    cancel = threading.Thread(target=gateway.xsc, args=("compute", "cancel", jid), daemon=True)
+    cancel.start()
+    eventually(lambda: _running(provider) == 0, "the provider's run stopped", timeout=120, poll=0.01)
+    return gateway, provider, running, jid, cancel
+
+
+def _settled(gateway, jid: str) -> dict:
+    return eventually(lambda: (j := api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1])["state"]
+                      not in ("running", "storing") and j, "the job settled at the start", timeout=120)
+
+
+def _verified(*nodes) -> None:
+    for node in nodes:
+        status, report = api(node, "GET", "/v1/ledger/verify")
+        assert status == 200 and report["ok"], report
+
+
+@pytest.mark.slow
+def test_a_gateway_killed_as_its_cancel_stops_the_run_ends_it_cancelled_at_restart_and_pays_what_it_used_once(
+        tmp_path: Path) -> None:
+    started: list = []
+    try:
+        gateway, provider, running, jid, cancel = _stopping_by_cancel(tmp_path, started)
+        gateway.kill()  # its record of the job still `running`, sent to the provider
+        running.wait(30)
+        cancel.join(30)
+        gateway.start()
+        job = _settled(gateway, jid)  # its provider's kept answer taken at the start: the run it stopped
+        assert job["state"] == "cancelled" and job["executions"] == 1 and job["outputs"] == [], job
+        assert job["provider"] == node_id(provider) and job["charge"] > 0, job
+        eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
+                   "the job's payment settled", timeout=120)
+        assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == job["charge"]  # once, what it used
+        eventually(lambda: api(provider, "GET", "/v1/node/status")[1]["hosted_jobs"]["hosted"] == 0,
+                   "the provider told to forget the job", timeout=120)
+        _verified(gateway, provider)
+    finally:
+        kill_all(started)
+
+
+@pytest.mark.slow
+def test_a_provider_killed_as_a_cancel_stops_its_run_leaves_the_job_cancelled_and_paid_at_most_what_it_answered(
+        tmp_path: Path) -> None:
+    """The provider killed the moment its run stops: as it records the run, answers it, or just after. Whichever came
+    first, the job is `cancelled` and the provider is paid what its answer charged if that answer reached the
+    gateway, else nothing (its tab dropped as an unanswered run's); each ledger verifies."""
+    started: list = []
+    try:
+        gateway, provider, running, jid, cancel = _stopping_by_cancel(tmp_path, started)
+        provider.kill()
+        _, err = running.communicate(timeout=120)
+        assert "xsc: error: the job was cancelled while it ran" in err.decode(), err
+        cancel.join(120)
+        provider.start()
+        job = json.loads(gateway.xsc("compute", "job", jid, "--json").stdout)
+        assert job["state"] == "cancelled" and job["outputs"] == [], job
+        answered = job["executions"] == 1  # its answer came: charged what it used; none: nothing
+        assert answered == (job.get("charge", 0) > 0) and answered == ("did not answer" not in job["error"]), job
+        eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
+                   "the job's tab paid or dropped", timeout=120)
+        assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == job.get("charge", 0)
+        assert api(provider, "GET", "/v1/node/status")[1]["hosted_jobs"]["hosted"] == 0
+        _verified(gateway, provider)
+    finally:
+        kill_all(started)

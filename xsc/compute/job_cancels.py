@@ -1,0 +1,143 @@
+"""A job's run cancelled by its user (`xsc compute cancel ID`), as Bacalhau's `job stop` does.
+
+Each run of a job under way at this node holds a `Stop` (an event its program's epoch check reads at every tick, as
+it reads its deadline: out_bound.py) from the moment its record is written `running` to the moment its run has ended.
+A cancel sets it and waits for that end.
+
+- A run here stops at its next tick, is recorded and charged what it metered up to the stop (as a run its deadline
+  stopped), stores none of what it left in /out and writes no lineage link, and ends `cancelled`
+  (job_answers.ended); its caller, waiting in `xsc compute run`, is answered JobCancelled (job_answers.answer).
+- A run on a provider (its record names it: `sent`) is stopped there: the provider is asked over the peer channel
+  (net/jobs.cancel; it takes the cancel of the job's sender alone), stops the run, and answers its run request as
+  any trapped run, its signed record charging what it used; that answer is checked and paid through the job's tab
+  once, as any answer (sent_jobs.py), at most the job's budget, and the job ends `cancelled`.  A provider that does
+  not answer leaves the run request to its timeout, after which the job's tab is dropped unpaid (as an unanswered
+  run's) and the job ends `cancelled`, nothing paid.
+- A job cancelled before its run began (still placed, its bytes still sent: `sending`, `not_cancelled`) runs
+  nothing: it ends `cancelled`, charged nothing, and a provider that took it drops it.
+
+Only a job whose record is `running` is cancelled: one `storing` ran to its end and its outputs are being kept (a
+cancel would leave half of them), one ended has nothing left to cancel; both are refused (JobNotRunning, 409), naming
+`xsc compute jobs`.  A replicated job is refused too: its replicas are judged by their agreement, which runs stopped
+at different ticks of their providers' clocks would not have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable
+
+from ..errors import Conflict, JobCancelled, JobNotRunning, PeerError
+from ..net import jobs as wire
+from .out_bound import Stop
+
+log = logging.getLogger(__name__)
+
+ASK_PROVIDER = 30.0  # seconds a provider may take to stop a run and answer its cancel
+# The tag a caller gave its job's request (`?asker=`), so that once it hangs up (a Ctrl-C of `xsc compute run`) it can
+# ask which job that request runs, and name the command that cancels it: set by the route, read as the run begins.
+ASKER: contextvars.ContextVar[str | None] = contextvars.ContextVar("xsc_job_asker", default=None)
+_ASKER = re.compile(r"[0-9a-f]{32}")
+
+
+@dataclass
+class _Run:
+    stop: Stop = field(default_factory=Stop)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class JobCancels:
+    """The runs under way at this node (or sent from it) that a cancel can stop, by job id."""
+
+    def __init__(self, paid: Any) -> None:
+        self.paid = paid  # xsc.compute.paid.PaidCompute: its peers and client reach a job's provider
+        self._runs: dict[str, _Run] = {}
+        self._asked: dict[str, str] = {}  # a request's tag (ASKER) -> the job it runs, while it runs
+
+    @contextlib.asynccontextmanager
+    async def running(self, jid: str) -> AsyncIterator[Stop]:
+        """While the run of job `jid` is under way (one at a time: JobRecords.alone): its Stop."""
+        run, asker = _Run(), ASKER.get()
+        self._runs[jid] = run
+        if asker is not None:
+            self._asked[asker] = jid
+        try:
+            yield run.stop
+        finally:
+            del self._runs[jid]
+            self._asked.pop(asker or "", None)
+            run.ended.set()
+
+    def asked(self, asker: str) -> dict[str, Any]:
+        """{"id": the job the request tagged `asker` runs now, or None}."""
+        return {"id": self._asked.get(asker)}
+
+    def cancelled(self, jid: str) -> bool:
+        run = self._runs.get(jid)
+        return run is not None and run.stop.cancelled
+
+    def not_cancelled(self, job: dict[str, Any]) -> Stop | None:
+        """As the run of `job` begins here: its Stop, or JobCancelled if the cancel came before (nothing runs)."""
+        if self.cancelled(job["id"]):
+            raise cancelled_before()
+        run = self._runs.get(job["id"])
+        return None if run is None else run.stop
+
+    def sending(self, jid: str, sending: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+        """`sending` (remote_answers.RemoteAnswers.sending) that, once the record names the provider, sends nothing
+        of a job cancelled meanwhile: a cancel sees either the provider in the record (and asks it to stop the job)
+        or its job stopped here, never neither."""
+        def checked(sent: dict[str, Any]) -> None:
+            sending(sent)
+            if self.cancelled(jid):
+                raise cancelled_before()
+        return checked
+
+    async def cancel(self, job: dict[str, Any]) -> None:
+        """Stop the run of `job` (its record as read) and wait for its end, or refuse: it is not running."""
+        jid = job["id"]
+        run = self._runs.get(jid)
+        if job.get("state") != "running" or run is None:
+            state = job.get("state")
+            why = "it is storing what its run left" if state == "storing" else \
+                f"it is {state}" if state != "running" else "no run of it is under way at this node"
+            raise JobNotRunning(f"the job {jid} cannot be cancelled: {why}",
+                                hint="cancel a job while it runs: xsc compute jobs lists them with their state")
+        if "run" in job:
+            raise Conflict(f"the job {jid} is replicated: its replicas run to their end, to be judged by their "
+                           "agreement", hint=f"follow it with: xsc compute job {jid}")
+        run.stop.cancel()  # (with no await since the record was read: `sending` sees it, or the record names `sent`)
+        sent = job.get("sent")
+        if sent is not None:
+            await self._ask_provider(sent["provider"], sent["job"])
+        await run.ended.wait()
+
+    async def _ask_provider(self, provider: str, hosted: str) -> None:
+        try:
+            await wire.cancel(self.paid.client, self.paid.peers.peer(provider).url, provider, hosted, ASK_PROVIDER)
+        except PeerError as err:  # its run request ends by its timeout, and its tab is dropped unpaid
+            log.warning("the cancel of job %s on provider %s was not answered: %s", hosted, provider, err.message)
+
+
+@contextlib.contextmanager
+def asking(asker: str | None):
+    """While a job's request is served: its tag, if it gave one of 32 hex digits (any other is not kept)."""
+    token = ASKER.set(asker if asker is not None and _ASKER.fullmatch(asker) else None)
+    try:
+        yield
+    finally:
+        ASKER.reset(token)
+
+
+def cancelled_before(why: str = "before it ran") -> JobCancelled:
+    """A job cancelled with nothing of it to pay (`why`: before its run began, or its provider never answered): its
+    record is written `cancelled`, and its caller told, by job_answers.not_ended, as for any run that never ended."""
+    return JobCancelled(f"cancelled {why}", why=why)
+
+
+__all__ = ["ASKER", "JobCancels", "asking", "cancelled_before"]
