@@ -127,3 +127,19 @@ def test_a_body_that_declares_another_encoding_carries_no_dtd_past_the_refusal()
     plain = "<CreateBucketConfiguration><LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>"
     assert xml.parse_location(b'<?xml version="1.0" encoding="UTF-8"?>' + plain.encode()) == "eu-west-1"
     assert xml.parse_location(b"\xef\xbb\xbf" + plain.encode()) == "eu-west-1"
+
+
+def test_a_token_takes_back_only_its_own_position_for_its_own_listing() -> None:
+    tokens = listing.Tokens(b"k" * 32)
+    token = tokens.token(b"a/b\x00", "objects", "bkt", "a/", "/")
+    assert tokens.position(token, "objects", "bkt", "a/", "/") == b"a/b\x00"
+    for other in (("objects", "bkt2", "a/", "/"), ("objects", "bkt", "a", "/"), ("objects", "bkt", "a/", ""),
+                  ("objects", "bkt", "a//", ""), ("buckets", "bkt", "a/", "/")):
+        with pytest.raises(S3Error) as err:
+            tokens.position(token, *other)
+        assert err.value.s3_code == "InvalidArgument" and err.value.details["ArgumentName"] == "continuation-token"
+    with pytest.raises(S3Error):  # another front's key
+        listing.Tokens(b"x" * 32).position(token, "objects", "bkt", "a/", "/")
+    for forged in ("", "###", listing.encode_token(b"a/z\x00"), token[:-4], token + "AAAA"):
+        with pytest.raises(S3Error):
+            tokens.position(forged, "objects", "bkt", "a/", "/")
