@@ -14,7 +14,7 @@ pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e 
 
 from botocore.exceptions import ClientError  # noqa: E402
 
-from tests.support.s3 import code_of  # noqa: E402
+from tests.support.s3 import code_of, listing_model  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # real processes and tools: slow on a loaded machine
 
@@ -30,17 +30,6 @@ def many(s3) -> str:
     return "tokens-many"
 
 
-def _model(prefix: str, delimiter: str) -> tuple[list[str], list[str]]:
-    contents, prefixes = [], []
-    for key in sorted(k for k in KEYS if k.startswith(prefix)):
-        cut = key.find(delimiter, len(prefix)) if delimiter else -1
-        if cut < 0:
-            contents.append(key)
-        elif key[:cut + len(delimiter)] not in prefixes:
-            prefixes.append(key[:cut + len(delimiter)])
-    return contents, prefixes
-
-
 @pytest.mark.parametrize("prefix, delimiter, size", [("", "", 1000), ("", "", 77), ("p03/", "", 9), ("", "/", 3),
                                                      ("p1", "/", 1), ("p07/", "/", 4), ("p07/f3/", "/", 5),
                                                      ("p1", "f", 2), ("nothing", "/", 10)])
@@ -52,7 +41,7 @@ def test_thousands_of_keys_page_by_their_tokens_as_s3_pages_them(s3, many, prefi
         assert page["KeyCount"] <= size
         contents += [o["Key"] for o in page.get("Contents", [])]
         prefixes += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
-    assert (contents, prefixes) == _model(prefix, delimiter)
+    assert (contents, prefixes) == listing_model(KEYS, prefix, delimiter)
     assert pages == max(1, -(-(len(contents) + len(prefixes)) // size))
 
 
