@@ -603,6 +603,8 @@ def _default_of(location: tuple) -> str | None:
     value = None if default is None or (default.json_schema_extra or {}).get("default_said") else default.default
     if isinstance(value, bool):
         return "true" if value else "false"
+    if type(value) is int and _SIZE in default.metadata:  # 10GiB, as a user writes it, not 10737418240
+        return units.size_argument(value)
     return str(value) if isinstance(value, (int, float, str)) and value != "" else None
 
 

@@ -74,6 +74,16 @@ def parse_duration(text: str | int) -> int:
     return int(number) * _DURATION_UNITS[unit or "s"]
 
 
+def size_argument(n: int) -> str:
+    """Bytes as a size argument takes them back exactly (parse_size): in the largest unit, binary then decimal, that
+    holds a whole number of them ("10GiB", "20MB"), else in bytes; without a space, one word on a command line."""
+    if n > 0:
+        for unit in ("TiB", "GiB", "MiB", "KiB", "TB", "GB", "MB", "kB"):
+            if n % _SIZE_UNITS[unit.lower()] == 0:
+                return f"{n // _SIZE_UNITS[unit.lower()]}{unit}"
+    return str(n)
+
+
 def format_size(n: int, *, down: bool = False) -> str:
     """'64.0 MiB'; with `down` its tenth cut, not rounded: never more than `n` (a most to ask for)."""
     try:

@@ -169,7 +169,7 @@ def test_a_value_the_node_could_not_start_with_is_refused_with_its_key(tmp_path:
             ("XSC_NODE_LOG_LEVEL", "loud", "node.log_level: must be DEBUG, INFO, WARNING or ERROR", ", or set it to e.g. INFO"),
             ("XSC_COMPUTE_THREADS", "100000", "compute.threads: must be at most 1024", ""),
             ("XSC_STORAGE_CAPACITY", "999999999TiB", "storage.capacity: must be at most 4 EiB",
-             ", or set it to e.g. 10737418240"),
+             ", or set it to e.g. 10GiB"),
             ("XSC_MARKET_FUEL_PER_SECOND", str(10**20), "market.fuel_per_second: must be at most 10,000,000,000",
              ", or set it to e.g. 1000000000")]:
         result = xsc("node", "start", "--data-dir", str(tmp_path), env={**DEVNET_ENV, name: value})
@@ -186,3 +186,23 @@ def test_a_rate_is_written_per_second_as_the_docs_write_it(tmp_path: Path) -> No
     assert shown["config"]["audit"]["scrub_rate"] == 5_000_000 and shown["sources"]["audit.scrub_rate"] == "env"
     shown = json.loads(xsc("config", "show", "--json", "--data-dir", data_dir).stdout)
     assert shown["config"]["audit"]["scrub_rate"] == 10_000_000 and shown["sources"]["audit.scrub_rate"] == "file"
+
+
+def test_a_size_keys_example_is_written_as_a_user_writes_it_and_taken_back(tmp_path: Path) -> None:
+    """A size whose check failed (its parse did not) is answered with the key's default, as `xsc config set` takes it
+    and as a user reads it: 10GiB, not 10737418240; set so, the key holds its default again."""
+    data_dir = str(tmp_path / "n")
+    defaults = json.loads(xsc("config", "show", "--json", "--data-dir", data_dir).stdout)["config"]
+    for key, wrong, said, good in (("storage.capacity", "999999999TiB", "must be at most 4 EiB",
+                                    "10GiB"),
+                                   ("storage.segment_size", "1KiB", "segment_size must be between 4 KiB and 64 MiB",
+                                    "1MiB"),
+                                   ("compute.max_module_size", "0", "must be at least 1", "16MiB"),
+                                   ("compute.placed_max_body", "2GiB", "must be at most 1 GiB", "64MiB")):
+        done = xsc("config", "set", key, wrong, "--data-dir", data_dir)
+        assert done.exit_code == 1 and done.stderr.splitlines() == [
+            f"xsc: error: bad configuration value {key}: {said} (nothing written; try: xsc config set {key} {good})"]
+        assert xsc("config", "set", key, good, "--data-dir", data_dir).exit_code == 0
+        section, name = key.split(".")
+        shown = json.loads(xsc("config", "show", "--json", "--data-dir", data_dir).stdout)
+        assert shown["config"][section][name] == defaults[section][name] and shown["sources"][key] == "file"

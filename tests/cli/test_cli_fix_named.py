@@ -96,3 +96,34 @@ def test_a_pipe_is_put_through_stdin_and_a_device_at_o_is_written_through(thread
     done = node.xsc("store", "get", cap, "-o", os.devnull)
     assert done.exit_code == 0 and done.output == "", done.output
     assert Path(os.devnull).is_char_device() and sorted(os.listdir("/dev")) == before  # nothing beside it, no rename
+
+
+def test_a_capability_of_other_k_and_m_names_where_it_reads(thread_node) -> None:
+    node = thread_node()
+    cap = node.xsc("store", "put", "-", input=b"some bytes").stdout.strip()
+    key, digest, _, _, size = cap.removeprefix("xsc:chk:").split(":")
+    other = f"xsc:chk:{key}:{digest}:3:3:{size}"
+    for args in (["store", "get", other], ["store", "check", other]):
+        assert _line(node.xsc(*args)) == (
+            "xsc: error: this node stores RS(k=4, m=2) files; the capability says k=3, m=3 (read it on a node that "
+            "stores RS(k=3, m=3) files, or copy it again: this node's capabilities end in :4:2:<size>)")
+
+
+def test_a_control_character_in_an_env_name_or_value_is_refused_in_one_line_for_jobs_and_functions(
+        thread_node) -> None:
+    """A NUL would end the variable early, a newline split a log or header line it is written into: no CGI variable
+    holds either, nor does an env a job or a web function is given."""
+    node = thread_node()
+    stored = "store one of several lines as a file and mount it: --input CAP:/in/NAME"
+    for command in (["compute", "run", SHA256], ["compute", "serve", "site", SHA256]):
+        for value, char, at in (("x\ny", r"'\n'", 2), ("\0", r"'\x00'", 1), ("a\tb", r"'\t'", 2),
+                                ("ok\x1b[2J", r"'\x1b'", 3), ("\x7f", r"'\x7f'", 1), ("\x85", r"'\x85'", 1)):
+            assert _line(node.xsc(*command, "--env", f"GREETING={value}")) == (
+                f"xsc: error: env: GREETING's value holds a control character, {char} at character {at} "
+                f"(give values of one line without control characters; {stored})"), (command, value)
+        for name in ("A\nB", "A\0"):
+            assert _line(node.xsc(*command, "--env", f"{name}=x")) == (
+                f"xsc: error: env: {name!r} is not a variable name (up to 128 letters, digits and _, not first a "
+                f"digit) (give each as: --env NAME=VALUE)")
+    assert node.xsc("compute", "run", SHA256, "--env", "GREETING=héllo wörld").exit_code == 0  # text, not controls
+    assert json.loads(node.xsc("compute", "functions", "--json").stdout)["functions"] == []  # none served

@@ -394,7 +394,7 @@ async def test_a_tab_a_check_left_unpaid_is_not_paid_after_a_restart(node_factor
     def busy(peer: str, provenance_id: str) -> dict:
         raise QuotaExceeded("over the sender's work quota")
 
-    async def unreachable(*args):
+    async def unreachable(*args, **kwargs):
         raise PeerUnreachable("peer is unreachable: connection refused")
 
     monkeypatch.setattr(provider.app[NODE].paid.checks, "served", busy)

@@ -1,17 +1,30 @@
 """Strangers who answer badly pay for it: a provider whose answer to a peer request proves it misbehaved (not of the
 shape asked for, over the bound the gateway set) is struck by the gateway, and quarantined past
 `peers.quarantine_strikes`: the market no longer chooses it.  An honest 503 (busy) or 500 (a fault of its own) is
-not struck.  Two real nodes in this process over TLS, the provider's route made to answer so."""
+not struck.  Two real nodes in this process over TLS, the provider's route made to answer so: invokes, and every
+other request a node makes of a peer whose answer it reads (receipts asked and fetched, a tab's close, a web function's
+placement, where a file's shares are, a provider's terms, the descriptor exchange, a fork of the ITC id), each bad
+answer struck once, and a plaintext answer, which proves nobody, never.
+
+"""
 
 from __future__ import annotations
 
-import pytest
+import os
 
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from tests.support.allocation import FORK_WAIT, joining
 from tests.support.compute import deploy, invoke, peer_with_provider
+from tests.support.waiting import eventually_async
 from xsc.compute.service import InvokeCall
-from xsc.errors import ComputeBusy
+from xsc.errors import ComputeBusy, PeerMisbehaved
+from xsc.net import functions
+from xsc.net.peer_client import PeerResponse
 from xsc.node import IDENTITY
 from xsc.node.appkeys import NODE
+from xsc.storage.locate import read_answer
 
 PRICE = 1_000_000  # micro-credits per million fuel
 FUEL = 250_000
@@ -99,3 +112,128 @@ async def test_an_honest_503_or_500_is_not_struck_and_the_provider_is_chosen_aga
     monkeypatch.undo()  # answering again
     status, body = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)
     assert status == 200 and body["provider"] == provider.app[IDENTITY].id, body
+
+
+class _Bad:
+    """What a provider's service answers in place of its own: `answer` (returned as the route encodes it), each time
+    counted."""
+
+    def __init__(self, answer) -> None:
+        self.answer, self.asked = answer, 0
+
+    async def __call__(self, *args, **kwargs):
+        self.asked += 1
+        return self.answer
+
+    def sync(self, *args, **kwargs):
+        self.asked += 1
+        return self.answer
+
+
+class _Unreadable:
+    """A receipt as the receipts route encodes it (`encode().hex()`): bytes that are no ledger entry."""
+
+    def encode(self) -> bytes:
+        return b"\x00"
+
+
+async def _struck_once(gateway, made, provider, bad: _Bad) -> None:
+    """The gateway struck `provider` for each of its bad answers, once, and (at one strike) quarantined it."""
+    pid = provider.app[IDENTITY].id
+    await eventually_async(lambda: made and bad.asked == len(made), "the bad answer struck")
+    assert {node for node, _ in made} == {pid} and bad.asked >= 1, made
+    assert await _quarantined(gateway) == [pid]
+
+
+async def test_a_receipt_asked_for_or_fetched_that_does_not_check_is_struck_each_time(node_factory, monkeypatch) -> None:
+    gateway, provider, _ = await _pair(node_factory, strikes=2)
+    pid, payments = provider.app[IDENTITY].id, gateway.app[NODE].payments
+    made = _strikes(gateway, monkeypatch)
+    asked, fetched = _Bad(_Unreadable()), _Bad(_Unreadable())
+    monkeypatch.setattr(provider.app[NODE].payments, "countersign", asked)
+    monkeypatch.setattr(provider.app[NODE].payments, "receipt_for", fetched)
+    with pytest.raises(PeerMisbehaved, match="no readable receipt"):  # asked (a prepayment): one strike
+        await payments.prepay(pid, 1_000)
+    assert asked.asked == 1 and [node for node, _ in made] == [pid] and await _quarantined(gateway) == []
+    # Its authorization is pending: the retry fetches the receipt the payee says it made, unreadable again.
+    assert (await payments.retry_all()).get("pending") == 1
+    assert fetched.asked == 1 and [node for node, _ in made] == [pid, pid]
+    assert await _quarantined(gateway) == [pid]
+
+
+async def test_a_tabs_close_answered_with_a_receipt_that_does_not_check_is_struck(node_factory, monkeypatch) -> None:
+    gateway, provider, module = await _pair(node_factory, strikes=1)
+    made = _strikes(gateway, monkeypatch)
+    bad = _Bad({"receipt": "00"})  # of a receipt's shape, and no receipt
+    monkeypatch.setattr(provider.app[NODE].paid, "close_tab", bad)
+    status, body = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)  # its tab closes within a second
+    assert status == 200, body
+    await _struck_once(gateway, made, provider, bad)
+
+
+@pytest.mark.parametrize("url", ["http://elsewhere.example/phish", "http://elsewhere.example/fn/x/\r\nLocation: y/"])
+async def test_a_placement_answered_without_the_functions_url_is_struck(node_factory, monkeypatch, url) -> None:
+    gateway, provider, _ = await _pair(node_factory, strikes=1)
+    pid, gid = provider.app[IDENTITY].id, gateway.app[IDENTITY].id
+    made = _strikes(gateway, monkeypatch)
+    bad = _Bad({"url": url})
+    monkeypatch.setattr(provider.app[NODE].placed_functions, "place", bad)
+    with pytest.raises(PeerMisbehaved, match="placement"):
+        await functions.place(gateway.app[NODE].client, provider.app[NODE].peers.url, pid, gid,
+                              {"function": {"name": "hello"}})
+    await _struck_once(gateway, made, provider, bad)
+
+
+async def test_an_answer_of_where_shares_are_of_another_shape_is_struck_and_not_read(node_factory, monkeypatch) -> None:
+    gateway, provider, _ = await _pair(node_factory, strikes=1)
+    made = _strikes(gateway, monkeypatch)
+    bad = _Bad({"shares": [0, 1, 2, 3], "holders": {"not a node": [4, 5]}})
+    monkeypatch.setattr(provider.app[NODE].storage, "where", bad)
+    assert await gateway.app[NODE].storage.locator.locate(os.urandom(32)) == {}  # nothing of it taken
+    await _struck_once(gateway, made, provider, bad)
+
+
+async def test_terms_answered_as_something_else_are_struck(node_factory, monkeypatch) -> None:
+    gateway, provider, _ = await _pair(node_factory, strikes=1)
+    made = _strikes(gateway, monkeypatch)
+    bad = _Bad({"available": "all of it", "credit": 0, "recognised": True})
+    monkeypatch.setattr(provider.app[NODE].trust, "terms_for", bad.sync)
+    assert await gateway.app[NODE].provider_terms.terms(provider.app[IDENTITY].id) is None  # nothing assumed
+    await _struck_once(gateway, made, provider, bad)
+
+
+async def test_bad_descriptors_in_an_exchanges_answer_are_struck(node_factory, monkeypatch) -> None:
+    gateway, provider, _ = await _pair(node_factory, strikes=1)
+    made = _strikes(gateway, monkeypatch)
+    bad = _Bad({"self": provider.app[NODE].peers.descriptor().to_json(), "descriptors": [{"id": "forged"}]})
+    monkeypatch.setattr(provider.app[NODE].peers, "gossip_answer", bad.sync)
+    with pytest.raises(PeerMisbehaved, match="bad descriptors"):
+        await gateway.app[NODE].peers.exchange(provider.app[NODE].peers.url, to=provider.app[IDENTITY].id)
+    await _struck_once(gateway, made, provider, bad)
+
+
+@pytest.mark.parametrize("answer", [{"stamp": "not hex"}, {"stamp": 7}, {"retired": False}, {"stamp": "00"}])
+async def test_a_fork_answered_with_no_stamp_is_struck_and_forgotten(node_factory, monkeypatch, answer) -> None:
+    quiet = {**QUIET, "market": {"allocation_fork_wait": FORK_WAIT}}
+    a = await node_factory("a", **quiet)
+    b = await joining(node_factory, a, "b", **{**quiet, "peers": {**QUIET["peers"], "quarantine_strikes": 1}})
+    await eventually_async(lambda: a.app[NODE].allocation.stamp is not None, "a to seed the ITC id")
+    made = _strikes(b, monkeypatch)
+    bad = _Bad(answer)  # ("00": the encoding of a stamp with no id, which no fork gives)
+    monkeypatch.setattr(a.app[NODE].allocation, "fork", bad.sync)
+    await b.app[NODE].peers.add(a.app[NODE].peers.url)
+    await b.app[NODE].allocation.ids.ensure()
+    await _struck_once(b, made, a, bad)
+    assert b.app[NODE].allocation.stamp is None and b.app[NODE].allocation.status()["forks_asked"] == []
+
+
+async def test_a_plaintext_answer_proves_nobody_and_is_not_struck(monkeypatch) -> None:
+    """A PeerResponse from no node the handshake proved (plaintext, loopback): its bad shape is refused, struck
+    against nobody."""
+    told: list[tuple[str, str]] = []
+    response = PeerResponse(200, CIMultiDictProxy(CIMultiDict()), b'{"shares": "all"}', node=None,
+                            misbehaved=lambda node, why: told.append((node, why)))
+    with pytest.raises(ValueError):
+        read_answer(response.json())
+    err = response.shapeless("not of the shape asked")
+    assert isinstance(err, PeerMisbehaved) and not err.struck and told == []

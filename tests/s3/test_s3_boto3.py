@@ -19,7 +19,7 @@ from botocore.auth import S3SigV4Auth  # noqa: E402
 from botocore.credentials import Credentials  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
-from tests.support.s3 import SEGMENT, boto3_client, code_of, create_key, store_files  # noqa: E402
+from tests.support.s3 import SEGMENT, boto3_client, code_of, create_key, listing_model, store_files  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # real processes and tools: slow on a loaded machine
 MiB = 1024 * 1024
@@ -221,20 +221,6 @@ def test_suffix_range_and_invalid_range(s3, bucket) -> None:
 
 
 # --- listing ---------------------------------------------------------------------
-def _model(keys: list[str], prefix: str, delimiter: str) -> tuple[list[str], list[str]]:
-    contents, prefixes = [], []
-    for key in sorted(keys, key=str.encode):
-        if not key.startswith(prefix):
-            continue
-        cut = key.find(delimiter, len(prefix)) if delimiter else -1
-        if cut >= 0:
-            if key[:cut + len(delimiter)] not in prefixes:
-                prefixes.append(key[:cut + len(delimiter)])
-        else:
-            contents.append(key)
-    return contents, prefixes
-
-
 def _many(s3) -> list[str]:
     """331 keys in a bucket of their own (made once per worker)."""
     keys = [f"photos/{y}/{m:02d}/img{i}.jpg" for y in (2023, 2024) for m in range(1, 13) for i in range(12)]
@@ -264,7 +250,7 @@ def test_listing_a_few_hundred_keys(s3) -> None:
             assert result["KeyCount"] <= page
             contents += [o["Key"] for o in result.get("Contents", [])]
             prefixes += [p["Prefix"] for p in result.get("CommonPrefixes", [])]
-        assert (contents, prefixes) == _model(many, prefix, delimiter), (prefix, delimiter, page)
+        assert (contents, prefixes) == listing_model(many, prefix, delimiter), (prefix, delimiter, page)
     _list_objects_v1_and_start_after(s3, many)
 
 
@@ -274,7 +260,7 @@ def _list_objects_v1_and_start_after(s3, many: list[str]) -> None:
                                                             PaginationConfig={"PageSize": 5}):
         contents += [o["Key"] for o in result.get("Contents", [])]
         prefixes += [p["Prefix"] for p in result.get("CommonPrefixes", [])]
-    assert (contents, prefixes) == _model(many, "photos/2024/", "/")
+    assert (contents, prefixes) == listing_model(many, "photos/2024/", "/")
     after = s3.list_objects_v2(Bucket="many", StartAfter="photos/2024/12/img5.jpg", MaxKeys=3)
     assert [o["Key"] for o in after["Contents"]] == ["photos/2024/12/img6.jpg", "photos/2024/12/img7.jpg",
                                                      "photos/2024/12/img8.jpg"]

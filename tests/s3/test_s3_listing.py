@@ -8,6 +8,7 @@ import hashlib
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
+from tests.support.s3 import listing_model
 from xsc.errors import S3Error
 from xsc.buckets.core import etag, listing
 from xsc.s3.core import xml
@@ -27,19 +28,6 @@ def scanner(keys: list[str]):
     return scan, seeks
 
 
-def model(keys: list[str], prefix: str, delimiter: str) -> tuple[list[str], list[str]]:
-    contents, prefixes = [], []
-    for key in sorted(keys, key=str.encode):
-        if not key.startswith(prefix):
-            continue
-        cut = key.find(delimiter, len(prefix)) if delimiter else -1
-        if cut < 0:
-            contents.append(key)
-        elif key[:cut + len(delimiter)] not in prefixes:
-            prefixes.append(key[:cut + len(delimiter)])
-    return contents, prefixes
-
-
 @settings(deadline=None)  # pure, but the machine may be loaded
 @given(keys=KEYS, prefix=st.text(st.sampled_from("ab/é"), max_size=2), delimiter=st.sampled_from(["", "/", "é", "b/"]),
        max_keys=st.integers(1, 5))
@@ -54,7 +42,7 @@ def test_paging_with_tokens_lists_exactly_the_model(keys, prefix, delimiter, max
         if not page["truncated"]:
             break
         start = listing.decode_token(page["next"])
-    assert (contents, prefixes) == model(keys, prefix, delimiter)
+    assert (contents, prefixes) == listing_model(keys, prefix, delimiter)
 
 
 @settings(deadline=None)  # pure, but the machine may be loaded
@@ -74,7 +62,7 @@ def test_v1_markers_resume_where_the_page_ended(keys, prefix, delimiter, max_key
         if not page["truncated"]:
             break
         marker = page["last"]
-    assert (contents, prefixes) == model(keys, prefix, delimiter)
+    assert (contents, prefixes) == listing_model(keys, prefix, delimiter)
 
 
 def test_a_common_prefix_costs_one_seek_not_one_step_per_key() -> None:
@@ -127,3 +115,19 @@ def test_a_body_that_declares_another_encoding_carries_no_dtd_past_the_refusal()
     plain = "<CreateBucketConfiguration><LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>"
     assert xml.parse_location(b'<?xml version="1.0" encoding="UTF-8"?>' + plain.encode()) == "eu-west-1"
     assert xml.parse_location(b"\xef\xbb\xbf" + plain.encode()) == "eu-west-1"
+
+
+def test_a_token_takes_back_only_its_own_position_for_its_own_listing() -> None:
+    tokens = listing.Tokens(b"k" * 32)
+    token = tokens.token(b"a/b\x00", "objects", "bkt", "a/", "/")
+    assert tokens.position(token, "objects", "bkt", "a/", "/") == b"a/b\x00"
+    for other in (("objects", "bkt2", "a/", "/"), ("objects", "bkt", "a", "/"), ("objects", "bkt", "a/", ""),
+                  ("objects", "bkt", "a//", ""), ("buckets", "bkt", "a/", "/")):
+        with pytest.raises(S3Error) as err:
+            tokens.position(token, *other)
+        assert err.value.s3_code == "InvalidArgument" and err.value.details["ArgumentName"] == "continuation-token"
+    with pytest.raises(S3Error):  # another front's key
+        listing.Tokens(b"x" * 32).position(token, "objects", "bkt", "a/", "/")
+    for forged in ("", "###", listing.encode_token(b"a/z\x00"), token[:-4], token + "AAAA"):
+        with pytest.raises(S3Error):
+            tokens.position(forged, "objects", "bkt", "a/", "/")

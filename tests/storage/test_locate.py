@@ -15,13 +15,19 @@ from xsc.storage import Capability
 from xsc.storage.locate import LOCATE_ANSWER, LOCATE_PATH, MAX_NAMED, read_answer
 
 
-def test_an_answer_is_read_only_as_far_as_it_may_go() -> None:
-    node = Identity.generate().id
-    held, named = read_answer({"shares": [0, 1, 9, -1, "2", 1] + list(range(100)),
-                               "holders": {node: [2, 3, 77], "not an id": [4], **{Identity.generate().id: [5]
-                                                                                   for _ in range(20)}}})
-    assert held == [0, 1] and named[node] == [2, 3] and len(named) <= MAX_NAMED and "not an id" not in named
-    assert read_answer(None) == ([], {}) and read_answer({"shares": "all", "holders": []}) == ([], {})
+def test_an_answer_is_read_as_the_locate_route_gives_it_and_one_of_another_shape_is_refused() -> None:
+    node, other = Identity.generate().id, Identity.generate().id
+    # A node named for a share twice (its placement and a search's hint) is read once.
+    assert read_answer({"shares": [1, 0], "holders": {node: [2, 3, 3], other: []}}) == ([0, 1], {node: [2, 3],
+                                                                                               other: []})
+    for bad in (None, [], {"shares": [0]}, {"shares": "all", "holders": {}}, {"shares": [0, 9], "holders": {}},
+                {"shares": [0, -1], "holders": {}}, {"shares": ["2"], "holders": {}}, {"shares": [True], "holders": {}},
+                {"shares": [0] * 7, "holders": {}}, {"shares": [], "holders": []},
+                {"shares": [], "holders": {"not an id": [4]}}, {"shares": [], "holders": {node: [77]}},
+                {"shares": [], "holders": {node: "all"}},
+                {"shares": [], "holders": {Identity.generate().id: [5] for _ in range(MAX_NAMED + 1)}}):
+        with pytest.raises(ValueError):
+            read_answer(bad)
 
 
 async def test_the_locate_route_refuses_what_is_not_a_storage_index_and_answers_any_signed_peer(node) -> None:

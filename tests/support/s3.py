@@ -68,6 +68,19 @@ class FrontProcess:
                 self.proc.wait()
 
 
+def listing_model(keys: list[str], prefix: str, delimiter: str) -> tuple[list[str], list[str]]:
+    """The plain definition of a listing of `keys` (contents, common prefixes), in S3's order (UTF-8 bytes)."""
+    contents, prefixes = [], []
+    for key in sorted(keys, key=str.encode):
+        if not key.startswith(prefix):
+            continue
+        cut = key.find(delimiter, len(prefix)) if delimiter else -1
+        if cut < 0:
+            contents.append(key)
+        elif key[:cut + len(delimiter)] not in prefixes:
+            prefixes.append(key[:cut + len(delimiter)])
+    return contents, prefixes
+
 def create_key(data_dir: Path, user: str | None = None) -> dict:
     result = run_xsc("--data-dir", str(data_dir), "s3", "keys", "create", "--json", *(["--user", user] if user else []))
     assert result.returncode == 0, result.stderr

@@ -29,6 +29,7 @@ from ..db import Database
 from ..errors import ForkNotGiven, InvalidArgument, PeerError, PeerRefused, PeerUnreachable, XscError
 from ..identity import parse_public_id, public_id
 from ..itc import ItcError, Stamp
+from ..net.peer_client import PeerResponse
 from ..tasks import Quota, periodic
 from .core.forks import NAME_HEX, Asked, decode_asked, encode_asked, fork_name, given_answer, given_record, taken
 from .core.records import MAX_STAMP_HEX, Held
@@ -192,7 +193,7 @@ class ItcIds:
         try:
             response = await self.peers.request(d.url, "POST", FORK_PATH, json=asked.body(), to=d.id,
                                                 max_size=FORK_ANSWER)
-            give = _given(response)
+            give = _given(response, d.id)
         except PeerUnreachable as err:
             log.debug("no ITC fork from %s: %s", d.id, err)
             if err.details.get("sent") is False and not asked.reached:
@@ -204,8 +205,9 @@ class ItcIds:
             log.debug("no ITC fork from %s: %s", d.id, err)
             status = err.details.get("peer_status")
             # The peer keeps what it gave a name and answers that again: it says it gave none under this one, or it
-            # refused the only request that may have reached it (or answered one too large to read: one this node
-            # would never take).  Else (a peer that does not know this node now, or is past its rate) ask again.
+            # refused the only request that may have reached it (or answered one too large to read, or one that is
+            # no fork, both struck: one this node would never take).  Else (a peer that does not know this node now,
+            # or is past its rate) ask again.
             if status is None or err.details.get("peer_code") == ForkNotGiven.code or \
                     not asked.reached and status < 500:
                 self._forget(asked)
@@ -216,7 +218,7 @@ class ItcIds:
             log.debug("no ITC fork from %s: %s", d.id, err)
             asked.reached = True
             return False
-        except (XscError, ValueError, KeyError, TypeError) as err:
+        except (XscError, ValueError) as err:
             log.debug("an ITC fork from %s not taken: %s", d.id, err)
             self._forget(asked)  # answered with one it would answer again, and this node would not take again
             return False
@@ -341,12 +343,20 @@ def _within(a: Any, b: Any) -> bool:
     return _within(a[0], b[0]) and _within(a[1], b[1])
 
 
-def _given(response: Any) -> Stamp:
-    """The half a peer's answer to a fork gives: within what this node may carry in every record it publishes."""
-    text = response.json()["stamp"]
-    if len(text) > FOLD_HEX:  # it would be this node's own, in every record it publishes
+def _given(response: PeerResponse, peer: str) -> Stamp:
+    """The half a peer's answer to a fork gives: within what this node may carry in every record it publishes.  An
+    answer that is no fork (no stamp, or one with no id: a fork of an id is never empty) is struck against its node
+    (net/peer_client.py); a stamp this node would not carry (too long, too high) is only not taken."""
+    answer = response.json()
+    text = answer.get("stamp") if isinstance(answer, dict) else None
+    if isinstance(text, str) and len(text) > FOLD_HEX:  # it would be this node's own, in every record it publishes
         raise ValueError(f"a forked stamp of {len(text)} hex digits (at most {FOLD_HEX})")
-    stamp = Stamp.decode(bytes.fromhex(text))
-    if stamp.is_anonymous or not _foldable(stamp):
-        raise ValueError("a forked stamp with no id, or too high to fold")
+    try:
+        stamp = Stamp.decode(bytes.fromhex(text)) if isinstance(text, str) else None
+    except ValueError:  # not hex, or no stamp's encoding (MalformedStamp)
+        stamp = None
+    if stamp is None or stamp.is_anonymous:
+        raise response.shapeless(f"node {peer} answered a fork of its ITC id without a stamp that has an id")
+    if not _foldable(stamp):
+        raise ValueError("a forked stamp too high to fold")
     return stamp

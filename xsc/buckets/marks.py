@@ -35,6 +35,7 @@ NONCE_HEX = 16  # a front's file name ends with `#`, a nonce of 64 random bits a
 TAG_HEX = 32  # ... a 128-bit HMAC of the rest
 CHALLENGE_HEX = 64  # a front's challenge to its node's key: 256 random bits
 PROOF = b"\xffxsc s3-files.key proof\x00"  # begins a proof's message: no name's UTF-8 holds the byte 0xff
+LISTING = b"\xffxsc s3 continuation tokens\x00"  # the message the continuation tokens' key is the MAC of
 SHAPE = re.compile(rf"{FILE_PREFIX}.*#[0-9a-f]{{{NONCE_HEX}}}[0-9a-f]{{{TAG_HEX}}}", re.DOTALL)
 
 
@@ -98,6 +99,11 @@ class FileMarks:
         if not isinstance(challenge, str) or not re.fullmatch(f"[0-9a-f]{{{CHALLENGE_HEX}}}", challenge):
             raise BadRequest(f"a challenge is {CHALLENGE_HEX} lowercase hex digits", hint="send {\"challenge\": HEX}")
         return hmac.new(self._secret, PROOF + bytes.fromhex(challenge), hashlib.sha256).hexdigest()
+
+    def listing_key(self) -> bytes:
+        """The key the front's continuation tokens are made under (buckets/core/listing.py `Tokens`): derived from
+        the secret by a message no name's tag (UTF-8, never 0xff) nor a proof (PROOF's words) is a MAC of."""
+        return hmac.new(self._secret, LISTING, hashlib.sha256).digest()
 
     def _tag(self, marked: str) -> str:
         return hmac.new(self._secret, marked.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:TAG_HEX]

@@ -38,6 +38,10 @@ BYTES_OUT, MAX_BYTES_OUT = 256 << 20, 16 << 30
 STDOUT, STDERR, MAX_STREAM = 1 << 20, 64 << 10, 16 << 20  # stdout and stderr kept in memory: defaults, ceiling
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+# What no value of a job's or a web function's env holds (`_env`): a control character (C0, DEL, C1), as none of a
+# function's CGI variables does (an HTTP field value holds none, a request's decoded path none: functions.py).  A NUL
+# would end the variable early; a newline would split the lines of any log, header or file it is written into.
+_ENV_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -262,9 +266,12 @@ def _env(value: Any) -> tuple[tuple[str, str], ...]:
         if not _ENV_NAME.fullmatch(name):
             raise InvalidArgument(f"env: {str(name)[:40]!r} is not a variable name (up to 128 letters, digits and _, "
                                   f"not first a digit)", hint="give each as: --env NAME=VALUE")
-        if not isinstance(text, str) or "\0" in text:
-            raise InvalidArgument(f"env: {name}'s value must be text without NUL",
-                                  hint="give each as: --env NAME=VALUE")
+        if not isinstance(text, str):
+            raise InvalidArgument(f"env: {name}'s value must be text", hint="give each as: --env NAME=VALUE")
+        if (control := _ENV_CONTROL.search(text)) is not None:  # (the value itself not quoted: it may be a secret)
+            raise InvalidArgument(f"env: {name}'s value holds a control character, {control.group()!r} at character "
+                                  f"{control.start() + 1}", hint="give values of one line without control "
+                                  "characters; store one of several lines as a file and mount it: --input CAP:/in/NAME")
     if (size := sum(len(k) + len(v.encode()) + 2 for k, v in value.items())) > MAX_TEXT:
         raise InvalidArgument(f"env is {format_size(size)}, over {format_size(MAX_TEXT)} (its names and values in all)",
                               hint="store a large value as a file and mount it: --input CAP:/in/NAME")

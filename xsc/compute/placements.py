@@ -39,7 +39,7 @@ from typing import Any, Awaitable, Callable
 from ..errors import ModuleNotFound, PeerRefused, PeerUnreachable, SpendCapReached, XscError
 from ..ledger.core.model import Authorization, Receipt, encode_authorization
 from ..ledger.core.rules import CLOCK_SKEW
-from ..ledger.receipts import check_receipt
+from ..ledger.receipts import receipt_check
 from ..ledger.settlement import nothing_owed
 from ..net import functions as wire
 from ..net.compute import close_tab, push_module
@@ -357,21 +357,17 @@ class Placements:
         with self.paid.payments.working(auth.id):
             try:
                 try:
-                    answer = await close_tab(self.paid.client, self._peer_url(provider), provider,
-                                             encode_authorization(auth).hex())
+                    receipt = await close_tab(self.paid.client, self._peer_url(provider), provider,
+                                              encode_authorization(auth).hex(),
+                                              check=receipt_check(provider, auth, meters=TAB_METERS))
                 except PeerRefused as err:
                     if not nothing_owed(err):
                         raise
                     await self.paid.gateway_tabs.refused(auth)  # no request ran under it: nothing is paid
                     return
-                try:
-                    receipt = check_receipt(provider, answer, auth, meters=TAB_METERS)
-                except PeerRefused as exc:  # as `Payments.complete` takes it: a misbehaviour
-                    self.paid.payments.on_strike(provider, f"sent a receipt that does not check: {exc.message}")
-                    raise
                 if not await self.paid.gateway_tabs.payable(auth, receipt):
                     return  # above what the provider reported: nothing of it is paid (logged)
-                payment = await self.paid.payments.complete(provider, auth, answer, meters=TAB_METERS)
+                payment = await self.paid.payments.complete(provider, auth, receipt)
                 self.paid.gateway_tabs.settled(auth.id)
             except (XscError, OSError) as exc:
                 log.info("closing function %s's tab with %s failed (%s); the payment retry closes it", name,
@@ -383,8 +379,8 @@ class Placements:
     async def _close_for_retry(self, provider: str, url: str, auth: Authorization) -> Receipt:
         """The payment retry's close of a function's tab (a provider that went away, or one left open by a
         restart)."""
-        answer = await close_tab(self.paid.client, url, provider, encode_authorization(auth).hex())
-        return check_receipt(provider, answer, auth, meters=TAB_METERS)
+        return await close_tab(self.paid.client, url, provider, encode_authorization(auth).hex(),
+                               check=receipt_check(provider, auth, meters=TAB_METERS))
 
     async def _paid_by_retry(self, auth: Authorization, receipt: Receipt) -> None:
         """What the payment retry paid for a function's tab is counted in the function's spend, whether it closed

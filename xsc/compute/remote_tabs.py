@@ -78,7 +78,7 @@ from ..ledger.settlement import Payments, nothing_owed
 from ..ledger.service import LedgerService
 from ..net.compute import close_tab
 from ..net.peer_client import PeerClient
-from ..ledger.receipts import check_receipt
+from ..ledger.receipts import receipt_check
 from ..tasks import Locks, in_pool, stop
 
 log = logging.getLogger(__name__)
@@ -404,16 +404,16 @@ class GatewayTabs:
             try:
                 url = self.peers.peer(tab.provider).url
                 try:
-                    answer = await close_tab(self.client, url, tab.provider, tab.hex)
+                    receipt = await close_tab(self.client, url, tab.provider, tab.hex,
+                                              check=receipt_check(tab.provider, tab.auth, meters=TAB_METERS))
                 except PeerRefused as err:
                     if not nothing_owed(err):
                         raise
                     await self._drop(tab)  # its calls whose answers were lost never ran there
                     return
-                receipt = check_receipt(tab.provider, answer, tab.auth, meters=TAB_METERS)
                 if not await self._payable(tab.auth, receipt):
                     return
-                await self.payments.complete(tab.provider, tab.auth, answer, meters=TAB_METERS)
+                await self.payments.complete(tab.provider, tab.auth, receipt)
                 self._forget_tally(tab.auth.id)
             except (XscError, OSError, DatabaseError) as exc:  # the payment retry closes it later
                 log.info("closing a tab with %s failed (%s); the payment retry closes it", tab.provider, exc)
@@ -583,8 +583,8 @@ class GatewayTabs:
         return False
 
     async def _close_for_retry(self, provider: str, url: str, auth: Authorization) -> Receipt:
-        answer = await close_tab(self.client, url, provider, encode_authorization(auth).hex())
-        return check_receipt(provider, answer, auth, meters=TAB_METERS)
+        return await close_tab(self.client, url, provider, encode_authorization(auth).hex(),
+                               check=receipt_check(provider, auth, meters=TAB_METERS))
 
     def start(self) -> None:
         """Take up the tallies of the tabs the last run left pending; delete those of tabs paid or dropped since; drop

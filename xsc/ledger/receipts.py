@@ -7,17 +7,19 @@
 Every receipt that comes back goes through `check_receipt`, whoever asked for it (ledger/settlement.py, and
 compute's tabs on peers, compute/remote_tabs.py, and of placed functions, compute/placements.py): it must be
 the payee's receipt for exactly this authorization and, when asked, exactly this amount and usage.  Its
-signature is checked by the ledger when the payment completes.
+signature is checked by the ledger when the payment completes.  A receipt asked for here that does not check
+(`answered_receipt`) proves its payee misbehaved: it is struck against the node the TLS handshake proved answered
+(net/peer_client.py); a payee's refusal, an error status, is not.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import InvalidEntry, PeerRefused
 from .core.model import Authorization, Receipt, decode_entry, encode_authorization, format_credits
 from .core.rules import check_publishable
-from ..net.peer_client import PeerClient
+from ..net.peer_client import PeerClient, PeerResponse
 
 RECEIPTS_PATH = "/v1/peer/ledger/receipts"
 # Bytes of a payee's answer read at most: a receipt (its authorization of under 1 KiB, at most 8 meters of names up to
@@ -49,6 +51,22 @@ def check_receipt(node_id: str, data: Any, auth: Authorization, amount: int | No
     return receipt
 
 
+def answered_receipt(response: PeerResponse, node_id: str, auth: Authorization, amount: int | None = None,
+                     usage: dict[str, int] | None = None, *, meters: frozenset[str] | None = None) -> Receipt:
+    """`check_receipt` of a payee's answer: one that does not check is struck against the node that gave it."""
+    answer = response.json()  # not JSON: struck there
+    try:
+        return check_receipt(node_id, answer, auth, amount, usage, meters=meters)
+    except PeerRefused as exc:
+        raise response.shapeless(exc.message, **exc.details) from None
+
+
+def receipt_check(node_id: str, auth: Authorization, *, meters: frozenset[str]) -> Callable[[PeerResponse], Receipt]:
+    """The receipt of metered work read from its payee's answer (a tab's close: net/compute.py `close_tab`'s
+    `check`), struck if it does not check."""
+    return lambda response: answered_receipt(response, node_id, auth, meters=meters)
+
+
 async def ask_receipt(client: PeerClient, url: str, payee_node_id: str, authorization: Authorization, amount: int,
                       usage: dict[str, int]) -> Receipt:
     """Ask the payee's node to countersign `amount` and `usage` under `authorization`; its receipt, checked.
@@ -57,7 +75,7 @@ async def ask_receipt(client: PeerClient, url: str, payee_node_id: str, authoriz
     body = {"authorization": encode_authorization(authorization).hex(), "amount": amount, "usage": dict(usage),
             "job": authorization.job}
     response = await client.request(url, "POST", RECEIPTS_PATH, json=body, to=payee_node_id, max_size=RECEIPT_ANSWER)
-    return check_receipt(payee_node_id, response.json(), authorization, amount, usage)
+    return answered_receipt(response, payee_node_id, authorization, amount, usage)
 
 
 async def fetch_receipt(client: PeerClient, url: str, payee_node_id: str,
@@ -70,7 +88,8 @@ async def fetch_receipt(client: PeerClient, url: str, payee_node_id: str,
         if exc.details.get("peer_status") == 404:
             return None
         raise
-    return check_receipt(payee_node_id, response.json(), authorization)
+    return answered_receipt(response, payee_node_id, authorization)
 
 
-__all__ = ["RECEIPTS_PATH", "RECEIPT_ANSWER", "ask_receipt", "check_receipt", "fetch_receipt"]
+__all__ = ["RECEIPTS_PATH", "RECEIPT_ANSWER", "answered_receipt", "ask_receipt", "check_receipt", "fetch_receipt",
+           "receipt_check"]

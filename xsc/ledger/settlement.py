@@ -4,13 +4,13 @@ Payer side (the local user pays a node for work it did; storage deals and remote
 
     entry_id = await payments.pay(payee_node_id, amount, usage, job_ref)      # work already done
     auth = await payments.authorize(payee_node_id, cap, job_ref, ttl=...)     # work about to be done
-    payment = await payments.complete(auth, answer, meters={"fuel"})          # the receipt it sent back
+    payment = await payments.complete(payee_node_id, auth, receipt)           # the receipt it sent back
 
 For this node `pay` is a local `settle`.  For another node the payer's node signs an authorization
 (capped, its cap held, recorded pending on disk), asks the payee's node to countersign a receipt into
 its chain and appends the payment embedding that receipt to the payer's chain (`complete`).  Every
-receipt that comes back is checked whole (ledger/receipts.check_receipt) before the ledger verifies its
-signature and writes it.  If the payee cannot be reached, or its answer is lost, the authorization
+receipt that comes back is checked whole (ledger/receipts.answered_receipt, a strike against its payee if it does
+not check) before the ledger verifies its signature and writes it.  If the payee cannot be reached, or its answer is lost, the authorization
 stays pending and the retry task finishes it later: it asks the payee whether it countersigned,
 completes with that receipt, else asks again until the authorization expires, then abandons it.  Both
 halves are idempotent, so a retry after any crash of either node ends with both halves stored once.
@@ -42,7 +42,7 @@ from ..errors import (ClaimRefused, Forbidden, InvalidArgument, InvalidEntry, No
 from ..identity import Identity, parse_public_id, public_id, verify
 from ..net.peer_client import PeerClient
 from .dropped import DroppedPayments
-from .receipts import ask_receipt, check_receipt, fetch_receipt
+from .receipts import ask_receipt, fetch_receipt
 from .retry_schedule import RetrySchedule
 from ..tasks import periodic, woken_loop
 from .core.model import Authorization, Payment, Receipt, format_credits
@@ -188,14 +188,13 @@ class Payments:
         return await self.ledger.authorize(self.payer, self.peers.peer(payee_node_id).key, cap, job_ref, ttl=ttl,
                                            hold=hold)
 
-    async def complete(self, payee_node_id: str, auth: Authorization, answer: Any, *,
-                       meters: frozenset[str]) -> Payment:
-        """Pay by the receipt the payee sent back with its work (checked whole first)."""
+    async def complete(self, payee_node_id: str, auth: Authorization, receipt: Receipt) -> Payment:
+        """Pay by the receipt the payee sent back for `auth` (checked whole by `answered_receipt`, which struck it if
+        it did not check); one whose signature does not hold is struck here."""
         with self.working(auth.id):
             try:
-                receipt = check_receipt(payee_node_id, answer, auth, meters=meters)
                 payment = await self.ledger.complete(self.payer, receipt, self._rows(auth, receipt))
-            except (PeerRefused, InvalidEntry) as exc:
+            except InvalidEntry as exc:
                 self.on_strike(payee_node_id, f"sent a receipt that does not check: {exc.message}")
                 raise
         self._owed(payee_node_id, auth, receipt.amount)

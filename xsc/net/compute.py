@@ -136,14 +136,17 @@ def _checked(url: str, response: PeerResponse, paid_by: str) -> dict[str, Any]:
     return answer
 
 
-async def close_tab(client: PeerClient, url: str, provider: str, authorization_hex: str) -> dict[str, Any]:
-    """Ask `provider` for its receipt of everything it ran under a tab's authorization (checked by the caller)."""
+async def close_tab(client: PeerClient, url: str, provider: str, authorization_hex: str,
+                    check: Callable[[PeerResponse], Any] | None = None) -> Any:
+    """Ask `provider` for its receipt of everything it ran under a tab's authorization: its answer, or what
+    `check(response)` makes of it (ledger/receipts.py: `answered_receipt`, which strikes a receipt that does not
+    check)."""
     response = await client.request(url, "POST", TAB_CLOSE_PATH, json={"authorization": authorization_hex}, to=provider,
                                     kept=True, max_size=TAB_CLOSE_ANSWER)
     answer = response.json()
     if not isinstance(answer, dict) or not isinstance(answer.get("receipt"), str):
         raise response.shapeless(f"provider {url} closed a tab without a receipt", url=url)
-    return answer
+    return answer if check is None else check(response)
 
 
 async def fetch_record(client: PeerClient, url: str, provider: str, provenance_id: str) -> Any:

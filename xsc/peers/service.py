@@ -469,8 +469,8 @@ class PeerService:
             if unblock:
                 self.directory.unblock(responder.id)
             self.accept([body["self"], *body.get("descriptors", [])], source=host_of(url))
-        except (InvalidDescriptor, InvalidArgument) as err:
-            raise PeerRefused(f"peer {url} sent bad descriptors: {err}", url=url) from None
+        except (InvalidDescriptor, InvalidArgument) as err:  # (a node this one does not admit is no misbehaviour)
+            raise response.shapeless(f"peer {url} sent bad descriptors: {err}", url=url) from None
         return responder
 
     async def challenge(self, url: str, node_id: str, *, timeout: float | None = None) -> dict:

@@ -78,6 +78,7 @@ class S3Front:
         self.idle_timeout = idle_timeout  # seconds a body may send nothing before its request fails (RequestTimeout)
         self.keyring = keyring
         self.marks = marks  # the names of the files this front stores: only those are ever reconciled away
+        self.tokens = listing.Tokens(marks.listing_key())  # continuation tokens, bound to their listing
         self.region = region
         self.owner = owner
         self.clock = clock
@@ -248,11 +249,12 @@ class S3Front:
         if not 1 <= max_buckets <= MAX_BUCKETS:
             raise S3Error(f"max-buckets goes from 1 to {MAX_BUCKETS}", s3_code="InvalidArgument", status=400)
         token, prefix = q.get("continuation-token", ""), q.get("prefix", "")
-        after = listing.decode_token(token).decode(errors="replace") if token else ""
+        after = self.tokens.position(token, "buckets", call.user, prefix).decode(errors="replace") if token else ""
         buckets = [b for b in await self.node.buckets(call.user)
                    if b["name"] > after and b["name"].startswith(prefix)]
         page = buckets[:max_buckets]
-        following = listing.encode_token(page[-1]["name"].encode()) if len(buckets) > max_buckets else ""
+        following = self.tokens.token(page[-1]["name"].encode(), "buckets", call.user, prefix) \
+            if len(buckets) > max_buckets else ""
         return xml_answer(xml.list_buckets(page, call.user, continuation=following,
                                            prefix=prefix if "prefix" in q else None))
 
@@ -295,7 +297,8 @@ class S3Front:
             encoding = encoding_of(call)
             if v2:
                 token, start_after = q.get("continuation-token", ""), q.get("start-after", "")
-                start = listing.decode_token(token) if token else listing.after(start_after) if start_after else b""
+                start = self.tokens.position(token, "objects", call.bucket, prefix, delimiter) if token \
+                    else listing.after(start_after) if start_after else b""
             else:
                 start = listing.v1_start(q.get("marker", ""), delimiter, prefix)
         except S3Error:
@@ -307,6 +310,9 @@ class S3Front:
                                             max_keys=max_keys, start=start)
         owner = page.get("owner") or call.user  # the bucket's, whoever lists it
         if v2:
+            if page["truncated"]:  # the node's position, as this front gives it: bound to this listing
+                page = {**page, "next": self.tokens.token(listing.decode_token(page["next"]), "objects", call.bucket,
+                                                          prefix, delimiter)}
             body = xml.list_objects_v2(call.bucket, page, prefix=prefix, delimiter=delimiter, max_keys=max_keys,
                                        start_after=q.get("start-after", ""), continuation=q.get("continuation-token"),
                                        encoding=encoding, fetch_owner=q.get("fetch-owner") == "true", owner=owner)

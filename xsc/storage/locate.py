@@ -6,9 +6,10 @@ holders record signed by the placer, `placed`).  Any other node looks there firs
 the holders the table named, then the peers it knows (at most FANOUT of them, those up), then the nodes their answers name (the node that
 placed the file, and the holders it names), at most FANOUT more: a bounded search of two rounds.  Each answer
 (`POST /v1/peer/locate {"si"}`, `answer` below) says which shares the node holds and which nodes it knows hold
-the others.  Nothing in an answer is trusted: it only says where to ask, and every share found is checked
-against the manifest (whose hash the capability holds) as any share is.  What a search learned is kept as a
-hint (bounded, in memory) for the next read of that file, and searched again when the hint falls short.
+the others; one of another shape is not read, and is struck against the node that gave it.  Nothing in an answer
+is trusted: it only says where to ask, and every share found is checked against the manifest (whose hash the
+capability holds) as any share is.  What a search learned is kept as a hint (bounded, in memory) for the next read
+of that file, and searched again when the hint falls short.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections import OrderedDict
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
-from ..errors import InvalidArgument, PeerUnreachable, XscError
+from ..errors import InvalidArgument, PeerUnreachable, XscError, shown
 from ..identity import parse_public_id, public_id
 from ..tasks import in_pool
 from .core import erasure
@@ -59,24 +60,34 @@ def parse_locate(body: Any) -> bytes:
     return parse_storage_index(body["si"])
 
 
+def _shares(value: Any) -> list[int] | None:
+    """A list of share numbers as an answer says them, sorted and each once; None if it is not one."""
+    if not isinstance(value, list) or not all(type(s) is int and 0 <= s < erasure.N for s in value):
+        return None
+    return sorted(set(value))
+
+
 def read_answer(answer: Any) -> tuple[list[int], dict[str, list[int]]]:
-    """(the shares the node says it holds, node -> shares it says that node holds): whatever is malformed in an
-    answer is dropped, and no more than an answer may hold is read."""
-    if not isinstance(answer, dict):
-        return [], {}
-    shares = answer.get("shares")
-    held = sorted({s for s in shares[:erasure.N] if type(s) is int and 0 <= s < erasure.N}) \
-        if isinstance(shares, list) else []
+    """(the shares the node says it holds, node -> shares it says that node holds), as `answer` names them:
+    ValueError (saying why) for an answer of another shape, or holding more than an answer may (`Locator.answer`
+    names at most erasure.N shares and MAX_NAMED nodes, by their ids)."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("holders"), dict):
+        raise ValueError('not {"shares": [...], "holders": {...}}')
+    held, holders = _shares(answer.get("shares")), answer["holders"]
+    if held is None or len(answer["shares"]) > erasure.N:
+        raise ValueError(f"shares that are not at most {erasure.N} share numbers")
+    if len(holders) > MAX_NAMED:
+        raise ValueError(f"{len(holders)} nodes named, past the {MAX_NAMED} an answer names")
     named: dict[str, list[int]] = {}
-    holders = answer.get("holders")
-    if isinstance(holders, dict):
-        for node, theirs in list(holders.items())[:MAX_NAMED]:
-            try:
-                parse_public_id(node)
-            except (XscError, ValueError, TypeError):
-                continue
-            named[node] = sorted({s for s in theirs[:erasure.N] if type(s) is int and 0 <= s < erasure.N}) \
-                if isinstance(theirs, list) else []
+    for node, theirs in holders.items():
+        try:
+            parse_public_id(node)
+        except (XscError, ValueError, TypeError):
+            raise ValueError(f"a holder that is not a node id: {shown(node, 60)!r}") from None
+        shares = _shares(theirs)
+        if shares is None:
+            raise ValueError(f"node {node} named with shares that are not share numbers")
+        named[node] = shares
     return held, named
 
 
@@ -174,7 +185,11 @@ class Locator:
             answer = await asyncio.wait_for(self.peers.request(self.peers.peer(node).url, "POST", LOCATE_PATH,
                                                                json={"si": si.hex()}, to=node,
                                                                max_size=LOCATE_ANSWER), ASK_TIMEOUT)
-            return read_answer(answer.json())
+            try:
+                return read_answer(answer.json())
+            except ValueError as err:  # nothing of it is taken, and its node is struck (net/peer_client.py)
+                raise answer.shapeless(f"node {node} answered where the shares of {si.hex()} are with {err}") \
+                    from None
         except (XscError, TimeoutError, OSError) as err:
             log.info("node %s did not say where the shares of %s are: %s", node, si.hex(), err)
             if isinstance(err, (PeerUnreachable, TimeoutError, OSError)):

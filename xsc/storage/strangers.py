@@ -125,19 +125,18 @@ class ProviderTerms:
     async def _ask(self, provider: str) -> Terms | None:
         now = time.monotonic()
         try:
-            answer = (await asyncio.wait_for(self.peers.request(self.peers.peer(provider).url, "GET", TERMS_PATH,
-                                                                to=provider, max_size=TERMS_ANSWER),
-                                             TERMS_TIMEOUT)).json()
+            response = await asyncio.wait_for(self.peers.request(self.peers.peer(provider).url, "GET", TERMS_PATH,
+                                                                 to=provider, max_size=TERMS_ANSWER), TERMS_TIMEOUT)
+            found = parse_terms(provider, response.json(), now)
+            if found is None:  # nothing is assumed of it, and its node is struck (net/peer_client.py)
+                raise response.shapeless(f"node {provider} answered its terms with something else",
+                                         hint='a node answers {"available": INT, "credit": INT, "recognised": BOOL}')
         except (XscError, TimeoutError, OSError) as err:
             log.info("node %s did not say its terms: %s (not asked again for %d s)", provider, err, SILENT_SECONDS)
             self.refused(provider, err)
             self._unanswered(provider)
             return None
-        found = parse_terms(provider, answer, now)
-        if found is None:
-            self._unanswered(provider)
-        else:
-            self._hold(found)
+        self._hold(found)
         return found
 
     def refused(self, provider: str, err: BaseException) -> None:

@@ -6,14 +6,21 @@ key whose UTF-8 bytes are >= `start`, in order; a common prefix is rolled up by 
 keys at once (`prefix + b"\\xff"`: 0xFF never occurs in UTF-8), so a listing with a delimiter costs one
 seek per common prefix, not one step per key under it.
 
-A continuation token is the position to resume from (base64 of the start bytes): opaque to clients,
-stateless on the server, and stable across writes (a resumed listing never repeats a key).
+A page's `next` is the position to resume from (base64 of the start bytes), as the node's user API hands it to
+its front and the CLI.  What an S3 client is given is a `Tokens` token: that position with a MAC binding it to its
+listing (the bucket, prefix and delimiter; a user's buckets and prefix), under a key of the front's data dir.  It is
+opaque to clients, stateless on the server, stable across writes (a resumed listing never repeats a key) and across
+restarts of the front; one altered, forged, or given for another listing is refused as S3 refuses it (InvalidArgument,
+"The continuation token provided is incorrect").
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
+import struct
 from typing import Any, Callable, Iterator
 
 from ...errors import S3Error
@@ -42,6 +49,39 @@ def decode_token(token: str) -> bytes:
     except (binascii.Error, ValueError):
         raise S3Error("the continuation token is not one this server gave", s3_code="InvalidArgument",
                       status=400) from None
+
+
+class Tokens:
+    """Continuation tokens bound to their listing (module docstring): `token(position, *listing)` gives one,
+    `position(token, *listing)` takes it back, or refuses it."""
+
+    MAC_BYTES = 16
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def token(self, position: bytes, *listing: str) -> str:
+        return base64.urlsafe_b64encode(position + self._mac(position, listing)).decode()
+
+    def position(self, token: str, *listing: str) -> bytes:
+        """Where the listing `token` was given for resumes; S3's refusal of a token it did not give this listing."""
+        try:
+            raw = base64.b64decode(token.encode(), altchars=b"-_", validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        position, mac = raw[:-self.MAC_BYTES], raw[-self.MAC_BYTES:]
+        if len(raw) < self.MAC_BYTES or not hmac.compare_digest(mac, self._mac(position, listing)):
+            # S3's words, and its element naming the argument; the hint is the front's (a client shows <Message>)
+            raise S3Error("The continuation token provided is incorrect", s3_code="InvalidArgument", status=400,
+                          hint="list again without it: a token goes on only the listing that gave it (its bucket, "
+                               "prefix and delimiter)", ArgumentName="continuation-token")
+        return position
+
+    def _mac(self, position: bytes, listing: tuple[str, ...]) -> bytes:
+        # Each field with its length first: no two listings (a prefix that ends where a delimiter begins) sign alike.
+        fields = [part.encode("utf-8", "surrogatepass") for part in listing] + [position]
+        message = b"".join(struct.pack(">I", len(f)) + f for f in fields)
+        return hmac.new(self._key, message, hashlib.sha256).digest()[:self.MAC_BYTES]
 
 
 def list_page(scan: Scan, *, prefix: str = "", delimiter: str = "", max_keys: int = MAX_KEYS,

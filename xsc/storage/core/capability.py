@@ -77,5 +77,8 @@ class Capability:
             raise InvalidCapability("the capability's k, m and size must be whole numbers", hint=_HINT)
         k, m, size = int(k_text), int(m_text), int(size_text)
         if (k, m) != (K, M):
-            raise InvalidCapability(f"this node stores RS(k={K}, m={M}) files; the capability says k={k}, m={m}")
+            # Made by a node that codes files otherwise, or its k and m mistyped: either way this node cannot read it.
+            raise InvalidCapability(f"this node stores RS(k={K}, m={M}) files; the capability says k={k}, m={m}",
+                                    hint=f"read it on a node that stores RS(k={k}, m={m}) files, or copy it again: "
+                                         f"this node's capabilities end in :{K}:{M}:<size>")
         return cls(key=key, manifest_hash=digest, size=size, k=k, m=m)
