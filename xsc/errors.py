@@ -684,6 +684,19 @@ def quoted_id(text: str) -> str:
     return repr(shown(text, MAX_ID_SHOWN))
 
 
+def quoted(value: Any) -> str:
+    """A value a caller sent where a number, a kind or a name was wanted, as an error quotes it back: a string as
+    quoted_id quotes it, a whole number too long to read by its count of digits, anything else (a float, a list, an
+    object) in its repr, each on one short line: a 4,000-digit amount or a 5,000-character kind is not sent back
+    whole in the refusal."""
+    if isinstance(value, str):
+        return quoted_id(value)
+    if type(value) is int:
+        digits = str(abs(value))
+        return str(value) if len(digits) <= 24 else f"a figure of {len(digits):,} digits"
+    return shown(str(value) if type(value).__name__ == "Decimal" else repr(value), MAX_ID_SHOWN)
+
+
 # --- connection failures, in the user's words ------------------------------------
 def connection_reason(exc: BaseException) -> str:
     """Why a connection failed, in a few plain words ("connection refused", "timed out"), whatever

@@ -481,3 +481,11 @@ async def test_a_stranger_gets_no_itc_fork_and_a_peer_only_its_quota(node_factor
     assert status == 429 and problem["code"] == "quota-exceeded", problem
     assert float(headers["Retry-After"]) > 0
     assert service.stamp == kept  # nothing given, nothing stored
+
+
+async def test_removing_a_need_of_no_such_id_says_so_in_a_line_the_id_cut(node) -> None:
+    """A 5,000-character need id names no need: 404 in one short line, not the id sent back whole."""
+    response = await node.delete("/v1/allocation/needs/" + "n" * 5000)
+    problem = await response.json()
+    assert response.status == 404 and problem["code"] == "need-not-found", problem["detail"][:300]
+    assert len(problem["detail"]) < 200 and "…" in problem["detail"], problem["detail"][:300]

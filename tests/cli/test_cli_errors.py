@@ -65,6 +65,20 @@ def test_usage_errors_exit_2_in_two_short_lines(args) -> None:
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize("args", [
+    ["ledger", "trust", "k" * 3000],               # an extra argument, which click quotes whole
+    ["market", "prices", "--kind", "k" * 3000],    # a bad value, found by the option's own check
+    ["market", "prices", "--limit", "9" * 3000],
+    ["ledger", "trust", "k" * 50 + "\x1b[2J" + "\n" * 3],  # a terminal escape and new lines, typed or pasted
+])
+def test_a_long_or_unprintable_argument_is_quoted_cut_in_a_usage_errors_line(args) -> None:
+    result = xsc(*args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("xsc: usage error: "), result.stderr[:500]
+    assert len(lines[0]) <= 320 and "\x1b" not in lines[0], lines[0][:500]
+
+
 @pytest.mark.parametrize("args, said", [
     (["store", "put", "x", "--max-price", "abc"], "invalid value for '--max-price': 'abc' is not a whole number"),
     (["compute", "run", "x.wasm", "--replicas", "two"], "invalid value for '--replicas': 'two' is not a whole number"),

@@ -36,6 +36,7 @@ def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> N
     done = b.xsc("ledger", "trust")
     assert done.exit_code == 0 and "no peer has a trust line here yet" in done.stdout, done.output
     for bad, hint in (("lots", "e.g. 10"), ("NaN", "e.g. 10"), ("+1", "e.g. 10"),
+                      ("-1", "e.g. 10"), ("-0.5", "e.g. 10"),  # a negative amount, not taken for an option
                       ("0.0000001", "6 decimals at most"),
                       # written out as sizes are: an exponent is refused, not read as the figure it spells
                       ("1e3", "write it in digits, e.g. 1000, not 1e3"), ("1e999999", "not 1e3")):

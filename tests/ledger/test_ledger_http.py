@@ -118,6 +118,22 @@ async def test_bad_requests_get_clear_problems(node):
     assert unauthenticated.status == 401
 
 
+async def test_a_refused_entry_id_field_or_amount_is_quoted_back_cut(node):
+    """A pasted 5,000-character entry id or field name, or a 4,000-digit prepayment, is refused in one short line,
+    not sent back whole (twice, for the amount: in micro-credits and in credits); nothing is paid."""
+    long, peer = "a" * 5000, Identity.generate().id
+    cases = [("GET", f"/v1/ledger/entries/{long}", None, "not an entry id"),
+             ("GET", f"/v1/ledger/accounts/client/history?fields={long}", None, "no entry field"),
+             ("POST", "/v1/ledger/prepay", f'{{"node": "{peer}", "amount": {"9" * 4000}}}', "a figure of 4,000 digits"),
+             ("POST", "/v1/ledger/prepay", f'{{"node": "{peer}", "amount": "{long}"}}', "a prepayment is 1 to")]
+    for method, path, body, said in cases:
+        response = await node.request(method, path, data=body, headers={"Content-Type": "application/json"})
+        problem = await _json(response, 400)
+        assert said in problem["detail"] and len(problem["detail"]) < 300, problem["detail"][:400]
+    payments = await _json(await node.get("/v1/ledger/payments"), 200)
+    assert not payments.get("pending") and not payments.get("dropped"), payments
+
+
 async def test_insufficient_credit_is_refused_before_work_with_a_402(node):
     import pytest
 

@@ -69,6 +69,30 @@ async def test_market_routes_refuse_bad_input(node) -> None:
         assert response.status == 400, body
 
 
+async def test_a_refused_kind_weight_credit_or_need_is_quoted_back_cut_and_nothing_is_changed(node) -> None:
+    """A stranger's 5,000-character kind or weight, or a 4,000-digit number (as many as a JSON reader takes), is
+    refused in one short line that names the field, not sent back whole; no weight, credit line or need is set."""
+    long, digits = "q" * 5000, "9" * 4000
+    peer = Identity.generate().id
+    cases = [("GET", f"/v1/market/book?kind={long}", None, "kind"), ("GET", f"/v1/market/prices?kind={long}", None, "kind"),
+             ("POST", "/v1/market/recognize", f'{{"peer": "{peer}", "weight": "{long}"}}', "number"),
+             ("POST", "/v1/market/recognize", f'{{"peer": "{peer}", "weight": {digits}}}', "weight"),
+             ("POST", "/v1/market/recognize", f'{{"peer": "{peer}", "weight": 1, "credit": "{long}"}}', "credit"),
+             ("POST", "/v1/market/recognize", f'{{"peer": "{peer}", "weight": 1, "credit": -{digits}}}', "credit"),
+             ("POST", "/v1/allocation/needs", f'{{"kind": "{long}", "quantity": 1}}', "kind"),
+             ("POST", "/v1/allocation/needs", f'{{"kind": "storage", "quantity": {digits}}}', "quantity"),
+             ("POST", "/v1/allocation/needs", f'{{"kind": "storage", "quantity": 1, "max_price": "{long}"}}',
+              "max_price")]
+    for method, path, body, field in cases:
+        response = await node.request(method, path, data=body, headers={"Content-Type": "application/json"})
+        problem = await response.json()
+        assert response.status == 400 and problem["code"] == "invalid-argument", (path, problem)
+        assert field in problem["detail"] and len(problem["detail"]) < 300, (path, problem["detail"][:400])
+    recognition = {r["peer"] for r in node.app[NODE].market.recognition_view()}
+    assert peer not in recognition
+    assert (await (await node.get("/v1/allocation")).json())["needs"] == []
+
+
 async def test_recognition_set_by_the_user_is_published_and_kept(node_factory) -> None:
     node = await node_factory()
     peer = Identity.generate().id

@@ -81,6 +81,24 @@ async def test_a_request_aiohttp_cannot_parse_gets_a_problem_and_the_next_connec
 
 @pytest.mark.both_loops
 @pytest.mark.parametrize("kind", ["node", "in-process", "web"])
+async def test_a_path_or_a_header_past_aiohttps_bound_is_said_in_words_not_as_the_bytes_repr(kind):
+    """A need id of 9,000 characters pasted into `xsc market explain` or the dashboard makes a request line past
+    aiohttp's 8,190 bytes: the problem says it is the path, and its bound, not aiohttp's `bytearray(b'...')`."""
+    runner, port = await _serve(kind)
+    try:
+        for request, where in ((b"GET /v1/market/explain/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: n\r\n\r\n", "its path"),
+                               (MALFORMED["a header past aiohttp's bound"], "one of its headers")):
+            status, headers, body = await _exchange(port, request)
+            problem = json.loads(body)
+            assert status == 400 and problem["code"] == "malformed-request", problem
+            assert problem["detail"] == (f"the request is not valid HTTP: {where} is over 8,190 bytes, longer than "
+                                         "any id or name here (check what was pasted into it)"), problem["detail"]
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.both_loops
+@pytest.mark.parametrize("kind", ["node", "in-process", "web"])
 async def test_an_expectation_aiohttp_refuses_gets_a_problem_on_a_route_and_off_every_route(kind):
     runner, port = await _serve(kind)
     try:

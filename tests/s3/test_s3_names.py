@@ -136,3 +136,13 @@ def test_a_copy_source_whose_bucket_is_a_dot_segment_is_invalid_bucket_name_and_
         conn.close()
     assert status == 400 and b"<Code>InvalidBucketName</Code>" in body and b"/v1/" not in body, (status, body)
     assert [o["Key"] for o in s3.list_objects_v2(Bucket="names-dots")["Contents"]] == ["k1"]
+
+
+def test_a_name_past_any_users_or_buckets_is_quoted_back_cut() -> None:
+    """A 5,000-character user or bucket name, or a list where a name was wanted, is refused in one short line."""
+    for refused, given, error in ((names.check_user, "u" * 5000, InvalidArgument),
+                                  (names.check_user, ["u"] * 5000, InvalidArgument),
+                                  (names.check_bucket, "b" * 5000, InvalidBucketName)):
+        with pytest.raises(error) as caught:
+            refused(given)
+        assert len(caught.value.message) < 200 and "…" in caught.value.message, caught.value.message[:300]

@@ -234,7 +234,7 @@ def accounts(obj, as_json: bool) -> None:
             for a in info["accounts"]], title=None)
 
 
-@ledger.command()
+@ledger.command(context_settings={"ignore_unknown_options": True})  # so `prepay NODE -1` gets a clear error
 @click.argument("node_id", metavar="NODE")
 @click.argument("amount", metavar="CREDITS")
 @json_option

@@ -16,19 +16,19 @@ SHORT_UNITS = {"storage": "GiB-h", "compute": "M fuel"}
 
 # Bad values are InvalidArgument (one `xsc: error:` line), not click's usage block.
 def _kind(ctx, param, value: str | None) -> str | None:
-    from ..errors import InvalidArgument
+    from ..errors import InvalidArgument, quoted_id
 
     if value is not None and value not in UNITS:
-        raise InvalidArgument(f"unknown kind {value!r}", hint="use --kind storage or --kind compute")
+        raise InvalidArgument(f"unknown kind {quoted_id(value)}", hint="use --kind storage or --kind compute")
     return value
 
 
 def _limit(ctx, param, value: str) -> int:
-    from ..errors import InvalidArgument
+    from ..errors import InvalidArgument, quoted_id
     from ..units import is_whole_number
 
     if not is_whole_number(value) or not 1 <= int(value) <= 1000:
-        raise InvalidArgument(f"--limit must be a whole number from 1 to 1000, not {value!r}")
+        raise InvalidArgument(f"--limit must be a whole number from 1 to 1000, not {quoted_id(value)}")
     return int(value)
 
 

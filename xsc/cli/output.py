@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import click
 from click.core import ParameterSource
 
-from ..errors import XscError
+from ..errors import XscError, shown
 from ..units import is_whole_number
 from .interrupts import INTERRUPTED
 
@@ -40,6 +40,9 @@ def usage_message(exc: click.UsageError) -> str:
     for click_name, plain in CLICK_NUMBERS:  # "'abc' is not a valid integer range" reads as if a range were asked
         message = message.replace(f" is not a valid {click_name}.", f" is not {plain}.")
     message = message[:1].lower() + message[1:].rstrip(".")
+    # click quotes what was typed whole ("got unexpected extra argument (...)"): a pasted file of an argument
+    # would fill the screen, its control characters reaching the terminal.  One printable line, cut.
+    message = shown(message)
     if isinstance(exc, click.NoSuchOption) and exc.option_name in ("--verbose", "-v") and exc.ctx is not None:
         # the one global option the CLI takes before the command only (it must hold from the command's start)
         command = exc.ctx.command_path.removeprefix("xsc").strip()

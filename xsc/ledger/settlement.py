@@ -38,7 +38,8 @@ from typing import Any, Iterator, Protocol
 
 from .. import units
 from ..errors import (ClaimRefused, Forbidden, InvalidArgument, InvalidEntry, NothingOwed, PeerError, PeerNotFound,
-                      PeerRefused, PeerUnreachable, PeriodPaidAlready, PrepaymentNotCollectable, WrongPayee, XscError)
+                      PeerRefused, PeerUnreachable, PeriodPaidAlready, PrepaymentNotCollectable, WrongPayee, XscError,
+                      quoted)
 from ..identity import Identity, parse_public_id, public_id, verify
 from ..net.peer_client import PeerClient
 from .dropped import DroppedPayments
@@ -165,7 +166,8 @@ class Payments:
             raise InvalidArgument("this is this node's own id: prepay the node that will do the work")
         if type(amount) is not int or not 1 <= amount <= MAX_PREPAY:
             # Said in credits too: the CLI's user typed credits, the API's caller sent micro-credits.
-            given = f"{amount} ({format_credits(amount)} credits)" if type(amount) is int else repr(amount)
+            given = (f"{amount} ({format_credits(amount)} credits)" if type(amount) is int and abs(amount) < 10**24
+                     else quoted(amount))
             raise InvalidArgument(f"a prepayment is 1 to {MAX_PREPAY} micro-credits (at most "
                                   f"{format_credits(MAX_PREPAY)} credits), not {given}")
         try:

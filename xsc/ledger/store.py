@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 from .. import keys
 from ..db import Database
 from ..errors import (AuthorizationNotPending, AuthorizationReplayed, EntryNotFound, ForkDetected, InvalidArgument,
-                      InvalidEntry, LedgerError, NothingOwed, ReceiptMismatch, WrongPayee, XscError)
+                      InvalidEntry, LedgerError, NothingOwed, ReceiptMismatch, WrongPayee, XscError, quoted_id)
 from ..identity import Identity, public_id
 from ..ids import one_starting_with
 from .core import rules
@@ -142,7 +142,7 @@ class LedgerStore:
         """An entry by its id in hex, or an unambiguous prefix of at least 8 hex digits."""
         ref = ref.strip().lower()
         if len(ref) < 8 or len(ref) > 64 or any(c not in "0123456789abcdef" for c in ref):
-            raise InvalidArgument(f"not an entry id: {ref!r}", hint="an entry id is hex, 8 digits at least: "
+            raise InvalidArgument(f"not an entry id: {quoted_id(ref)}", hint="an entry id is hex, 8 digits at least: "
                                   "`xsc ledger history` lists them")
         prefix = keys.ledger_id(bytes.fromhex(ref[: len(ref) // 2 * 2]))
         with self.db.iterator(prefix=prefix) as it:

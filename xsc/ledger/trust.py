@@ -29,7 +29,7 @@ from typing import Any
 
 
 from ..db import Database
-from ..errors import InvalidArgument, PrepaymentRequired
+from ..errors import InvalidArgument, PrepaymentRequired, quoted
 from ..units import MAX_MICRO_CREDITS
 from .core.model import Authorization, format_credits
 from .store import RETENTION
@@ -240,7 +240,7 @@ class TrustLines:
     def set_credit(self, peer: str, amount: int | None) -> None:
         """The credit line the user gives a peer it recognises (None: back to ledger.peer_credit)."""
         if amount is not None and (type(amount) is not int or not 0 <= amount <= MAX_LINE):
-            raise InvalidArgument(f"a credit line is 0 to {MAX_LINE} micro-credits, not {amount!r}")
+            raise InvalidArgument(f"a credit line is 0 to {MAX_LINE} micro-credits, not {quoted(amount)}")
         with self._lock:
             self._credits.pop(peer, None)
             self._store.set_credit(peer, amount)

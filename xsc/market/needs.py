@@ -29,7 +29,7 @@ from .. import codec, keys
 from ..allocation import NeedSlot, SlotFilter
 from ..allocation.core.models import MAX_QUANTITY
 from ..config import MarketSection
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, quoted
 from .core.models import Bid, renamed
 
 STANDING = "need-"  # the id prefix of a standing need
@@ -172,14 +172,14 @@ class NeedRegistry:
         """A standing need slot of this node: published with its offer and allocated in rounds until its window
         ends (or `remove_standing`).  Every argument is checked (they come from the user's API)."""
         if kind not in ("storage", "compute"):
-            raise InvalidArgument(f"a need is of kind storage or compute, not {kind!r}")
+            raise InvalidArgument(f"a need is of kind storage or compute, not {quoted(kind)}")
         for name, value, top in (("quantity", quantity, MAX_QUANTITY), ("seconds", seconds, MAX_SECONDS)):
             if type(value) is not int or not 1 <= value <= top:
-                raise InvalidArgument(f"{name} must be an integer from 1 to {top}, not {value!r}")
+                raise InvalidArgument(f"{name} must be an integer from 1 to {top}, not {quoted(value)}")
         if max_price is None:
             max_price = getattr(self.config, f"{kind}_bid")
         if type(max_price) is not int or not 0 <= max_price <= MAX_PRICE:
-            raise InvalidArgument(f"max_price must be an integer from 0 to 10^12, not {max_price!r}")
+            raise InvalidArgument(f"max_price must be an integer from 0 to 10^12, not {quoted(max_price)}")
         if len(self.standing()) >= MAX_STANDING:
             raise InvalidArgument(f"at most {MAX_STANDING} standing needs per node",
                                   hint="remove one (DELETE /v1/allocation/needs/ID)")

@@ -27,7 +27,7 @@ from typing import Any
 
 from .. import codec, keys
 from ..allocation.core.models import bounded_decimal
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, quoted
 from ..identity import parse_public_id, public_id
 from ..net.addresses import url_network
 from .core.book import MAX_RECOGNITION as MAX_ENTRIES
@@ -49,7 +49,7 @@ REMAKE_MS = 60_000  # derived weights are made again at least this often (the mo
 def check_weight(weight: Decimal) -> None:
     """A weight the user may set, or InvalidArgument."""
     if not weight.is_finite() or not 0 <= weight <= MAX_RECOGNITION:
-        raise InvalidArgument(f"a recognition weight must be between 0 and {MAX_RECOGNITION}, not {weight}")
+        raise InvalidArgument(f"a recognition weight must be between 0 and {MAX_RECOGNITION}, not {quoted(weight)}")
     try:
         bounded_decimal(weight)  # what a commitment may carry (it could not be published otherwise)
     except ValueError as exc:

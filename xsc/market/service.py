@@ -39,7 +39,7 @@ from ..db import Database
 from ..itc import Stamp
 from ..allocation.core.models import MAX_QUANTITY
 from ..allocation.core.subscriptions import Subscribers, interests
-from ..errors import InvalidArgument, NodeStopping, PeerError
+from ..errors import InvalidArgument, NodeStopping, PeerError, quoted
 from ..config import MarketSection
 from ..identity import Identity, parse_public_id
 from ..net.peer_client import dumps
@@ -519,12 +519,12 @@ class MarketService:
         if not isinstance(peer, str):
             raise InvalidArgument("send {\"peer\": NODE_ID, \"weight\": \"0.5\"} (weight null: back to the derived one)")
         if credit is not False and credit is not None and (type(credit) is not int or credit < 0):
-            raise InvalidArgument(f"a credit line is a number of micro-credits, not {credit!r}")
+            raise InvalidArgument(f"a credit line is a number of micro-credits, not {quoted(credit)}")
         if weight is not None:
             try:
                 weight = Decimal(str(weight))
             except InvalidOperation:
-                raise InvalidArgument(f"not a number: {weight!r}", hint="a weight is a decimal from 0 to 1000") from None
+                raise InvalidArgument(f"not a number: {quoted(weight)}", hint="a weight is a decimal from 0 to 1000") from None
             check_weight(weight)
         parse_public_id(peer)
         if peer == self.me:  # the allocator ignores a weight for oneself: it would be stored and do nothing

@@ -32,11 +32,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
 
@@ -126,7 +128,9 @@ class ProblemHandler(RequestHandler):
     def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
         super().handle_error(request, status, exc, message)  # logs it; raises if an answer is already under way
-        if status < 500:
+        if isinstance(exc, LineTooLong):
+            detail = f"the request is not valid HTTP: {_too_long(exc)}"
+        elif status < 500:
             # aiohttp's message quotes the offending bytes under a caret drawing: its first line says what is wrong
             lines = (message or "").strip().splitlines()
             detail = f"the request is not valid HTTP: {lines[0] if lines else 'malformed request'}"
@@ -135,6 +139,16 @@ class ProblemHandler(RequestHandler):
         response = self.answer(status, detail)
         response.force_close()
         return response
+
+
+def _too_long(exc: LineTooLong) -> str:
+    """What aiohttp's LineTooLong was about, in words: its own message is the repr of the first 100 bytes of the
+    line (`bytearray(b'/v1/market/explain/...')`), which a user who pasted a long id into a command or the dashboard
+    cannot act on.  A request line's bytes start with its path (or its method, then the path); a header's do not."""
+    line, limit = (list(exc.args) + ["", ""])[:2]
+    where = "its path" if re.match(rb"(?:[A-Z]+ )?/", bytes(line or b"")) else "one of its headers"
+    bound = f"{limit:,} bytes" if isinstance(limit, int) else "the bytes this node reads"
+    return f"{where} is over {bound}, longer than any id or name here (check what was pasted into it)"
 
 
 class ProblemServer(Server):

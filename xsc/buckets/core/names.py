@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from ... import codec
-from ...errors import InvalidArgument, InvalidBucketName, TooManyGrants
+from ...errors import InvalidArgument, InvalidBucketName, TooManyGrants, quoted
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # each name pattern is fullmatched ($ takes a final \n)
 _IP = re.compile(r"\d+\.\d+\.\d+\.\d+")
@@ -35,14 +35,14 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 def check_bucket(name: str) -> str:
     if not _BUCKET.fullmatch(name) or ".." in name or _IP.fullmatch(name) or ".-" in name or "-." in name:
-        raise InvalidBucketName(f"{name!r} is not a valid bucket name",
+        raise InvalidBucketName(f"{quoted(name)} is not a valid bucket name",
                                 hint="3 to 63 characters: lower-case letters, digits, '-' and '.'")
     return name
 
 
 def check_user(name: str) -> str:
     if not isinstance(name, str) or not _USER.fullmatch(name):
-        raise InvalidArgument(f"{name!r} is not a user name", hint="1 to 32 characters: a-z, 0-9, '.', '_', '-'")
+        raise InvalidArgument(f"{quoted(name)} is not a user name", hint="1 to 32 characters: a-z, 0-9, '.', '_', '-'")
     return name
 
 

@@ -19,7 +19,7 @@ import asyncio
 from aiohttp import web
 
 from ...allocation.service import MAX_RECORDS
-from ...errors import NeedNotFound
+from ...errors import NeedNotFound, quoted_id
 from .. import peer_auth
 from ..appkeys import NODE
 from .common import json_body, json_response
@@ -45,7 +45,7 @@ async def add_need(request: web.Request) -> web.Response:
 async def remove_need(request: web.Request) -> web.Response:
     need = request.match_info["need"]
     if not request.app[NODE].allocation.remove_need(need):
-        raise NeedNotFound(f"no standing need {need!r} on this node", hint="xsc market status lists them")
+        raise NeedNotFound(f"no standing need {quoted_id(need)} on this node", hint="xsc market status lists them")
     return json_response({"removed": need})
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ...errors import BodyTimeout, InvalidArgument, PayloadTooLarge, XscError
+from ...errors import BodyTimeout, InvalidArgument, PayloadTooLarge, XscError, quoted_id
 from ...codec import dumps, loads  # noqa: F401 - the one JSON writer and reader, for route modules
 from ...tasks import in_pool
 from ...storage import quotes
@@ -177,7 +177,7 @@ def query_flag(query: Mapping[str, str], name: str) -> bool:
 def query_kind(query: Mapping[str, str]) -> str | None:
     kind = query.get("kind")
     if kind not in (None, "storage", "compute"):
-        raise InvalidArgument(f"unknown kind {kind!r}", hint="use storage or compute")
+        raise InvalidArgument(f"unknown kind {quoted_id(kind)}", hint="use storage or compute")
     return kind
 
 

@@ -28,7 +28,7 @@ import asyncio
 
 from aiohttp import web
 
-from ...errors import InvalidArgument
+from ...errors import InvalidArgument, quoted_id
 from ...ledger.core.model import ENTRY_FIELDS
 from .. import peer_auth
 from ...storage.strangers import TERMS_PATH
@@ -103,7 +103,7 @@ async def history(request: web.Request) -> web.Response:
         fields = frozenset(f for f in request.query["fields"].split(",") if f)
         unknown = sorted(fields - set(ENTRY_FIELDS))
         if unknown or not fields:
-            raise InvalidArgument(f"no entry field {unknown[0]!r}" if unknown else "fields names none",
+            raise InvalidArgument(f"no entry field {quoted_id(unknown[0])}" if unknown else "fields names none",
                                   hint="fields=NAME,NAME,... of: " + ", ".join(ENTRY_FIELDS))
     view = await service.history_view(key, limit, expand=expand, encoded=encoded, fields=fields)
     return json_response(view)
