@@ -589,30 +589,29 @@ def test_an_id_of_thousands_of_characters_is_quoted_cut_short_in_one_line(thread
         assert line.startswith("xsc: error: ") and len(line) < 400, (args[:2], line[:300])
 
 
-@pytest.mark.parametrize("args, said", [
-    (["compute", "job", ""], "no job id given: an empty one names none (see them with: xsc compute jobs)"),
-    (["compute", "rerun", ""], "no job id given: an empty one names none (see them with: xsc compute jobs)"),
-    (["compute", "lineage", ""], "no capability given: an empty one names none (see them with: xsc store ls)"),
-    (["compute", "module", ""], "no module id given: an empty one names none (see them with: xsc compute modules)"),
-    (["compute", "disable", ""], "no module id given: an empty one names none (see them with: xsc compute modules)"),
-    (["compute", "rm", ""], "no module id given: an empty one names none (see them with: xsc compute modules)"),
-    (["compute", "provenance", ""], "no provenance id given: an empty one names none "
-                                    "(see them with: xsc compute provenance --list)"),
-    (["compute", "replay", ""], "no provenance id given: an empty one names none "
-                                "(see them with: xsc compute provenance --list)"),
-    (["compute", "unserve", ""], "no function name given: an empty one names none "
-                                 "(see them with: xsc compute functions)"),
-    (["compute", "unwatch", ""], "no watch name given: an empty one names none (see them with: xsc compute watches)"),
-    (["ledger", "balance", ""], "no account given: an empty one names none (see them with: xsc ledger accounts)"),
-    (["ledger", "history", ""], "no account given: an empty one names none (see them with: xsc ledger accounts)"),
-    (["ledger", "show", ""], "no entry id given: an empty one names none (see them with: xsc ledger history)"),
-    (["market", "explain", ""], "no need id given: an empty one names none (see them with: xsc market status)"),
-    (["compute", "unmap", ""], "no map id given: an empty one names none (see them with: xsc compute maps)"),
-    (["s3", "fund", "", "1"], "no user given: an empty one names none (see them with: xsc s3 users)"),
+@pytest.mark.parametrize("args, what, listing", [
+    (["compute", "job", ""], "job id", "xsc compute jobs"),
+    (["compute", "rerun", ""], "job id", "xsc compute jobs"),
+    (["compute", "cancel", ""], "job id", "xsc compute jobs"),
+    (["compute", "lineage", ""], "capability", "xsc store ls"),
+    (["compute", "module", ""], "module id", "xsc compute modules"),
+    (["compute", "disable", ""], "module id", "xsc compute modules"),
+    (["compute", "rm", ""], "module id", "xsc compute modules"),
+    (["compute", "provenance", ""], "provenance id", "xsc compute provenance --list"),
+    (["compute", "replay", ""], "provenance id", "xsc compute provenance --list"),
+    (["compute", "unserve", ""], "function name", "xsc compute functions"),
+    (["compute", "unwatch", ""], "watch name", "xsc compute watches"),
+    (["ledger", "balance", ""], "account", "xsc ledger accounts"),
+    (["ledger", "history", ""], "account", "xsc ledger accounts"),
+    (["ledger", "show", ""], "entry id", "xsc ledger history"),
+    (["market", "explain", ""], "need id", "xsc market status"),
+    (["compute", "unmap", ""], "map id", "xsc compute maps"),
+    (["s3", "fund", "", "1"], "user", "xsc s3 users"),
 ])
-def test_an_empty_id_is_refused_in_one_line_before_the_node_is_asked(args, said) -> None:
+def test_an_empty_id_is_refused_in_one_line_before_the_node_is_asked(args, what, listing) -> None:
     """`xsc compute job "$JOB"` with JOB unset: not the node's 'Not Found: GET /v1/compute/jobs/' (nothing listens at
     --node: the refusal comes first)."""
     result = xsc(*args, "--node", "http://127.0.0.1:1", env={"XSC_TOKEN": "t"})
     assert result.exit_code == 1, result.output
+    said = f"no {what} given: an empty one names none (see them with: {listing})"
     assert result.stderr.splitlines() == [f"xsc: error: {said}"], result.stderr
