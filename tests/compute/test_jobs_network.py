@@ -179,7 +179,7 @@ def test_a_gateway_killed_while_it_retries_a_done_jobs_payment_pays_it_once_afte
     once, its charge, by the gateway's start (the retry kept off it until then)."""
     started: list = []
     try:
-        gateway, provider, module = _pair_with(tmp_path, "outputs.wasm", started)
+        gateway, provider, module = provider_pair(tmp_path, "outputs.wasm", started, SETTLE)
         data = tmp_path / "stdin"
         data.write_bytes(os.urandom(48 << 20))  # out/c.txt is a copy: its put takes a while
         jid = job_id(parse_job({"module": module, "stdin": "-"}), hashlib.sha256(data.read_bytes()).hexdigest(), [])
