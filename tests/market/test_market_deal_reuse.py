@@ -290,3 +290,23 @@ async def test_an_invoke_deal_kept_from_the_allocation_is_not_reused_past_what_t
     await eventually_async(lambda: node.market.version != book, "the gateway's offer re-signed: the book changed")
     fresh = await dealing.compute_deal(fuel, 100)  # a new matching, the kept deal's key gone with the book
     assert not fresh.allocated, fresh
+
+
+async def test_an_invoke_deal_is_not_kept_once_its_providers_offer_went_stale(node_factory, monkeypatch) -> None:
+    # An offer goes stale with time alone, no change of the book: a kept deal rests on who takes part, as a matching
+    # made afresh does, so a provider that stopped re-signing its offer gets no further call from it.
+    terms = {"compute_ask_floor": 10**6, "compute_ask_ceiling": 10**6, "compute_bid": 10**6, "freshness": 3600}
+    gateway = await node_factory("gateway", **QUIET, market={**terms, "offer_compute": False})
+    provider = await node_factory("p1", **QUIET, market=terms)
+    await peer_with_provider(gateway, provider)
+    dealing, market = gateway.app[NODE].dealing, gateway.app[NODE].market
+    first = await dealing.compute_deal(250_000, 10**6)
+    dealing.ended(first)
+    assert (await dealing.compute_deal(250_000, 10**6)).provider == first.provider  # (kept)
+    book = market.version
+    later = now_ms() + 2 * 3600 * 1000  # the gateway's clock past the offer's freshness
+    monkeypatch.setattr("xsc.market.service.now_ms", lambda: later)
+    monkeypatch.setattr("xsc.market.clearing.now_ms", lambda: later)
+    assert not market.active(first.provider) and market.version == book
+    with pytest.raises(MarketNoDeal):
+        await dealing.compute_deal(250_000, 10**6)
