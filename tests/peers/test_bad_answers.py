@@ -11,6 +11,7 @@ answer struck once, and a plaintext answer, which proves nobody, never.
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -20,6 +21,7 @@ from tests.support.compute import deploy, invoke, peer_with_provider
 from tests.support.waiting import eventually_async
 from xsc.compute.service import InvokeCall
 from xsc.errors import ComputeBusy, PeerMisbehaved
+from xsc.ledger.core.model import make_receipt
 from xsc.net import functions
 from xsc.net.peer_client import PeerResponse
 from xsc.node import IDENTITY
@@ -156,6 +158,49 @@ async def test_a_receipt_asked_for_or_fetched_that_does_not_check_is_struck_each
         await payments.prepay(pid, 1_000)
     assert asked.asked == 1 and [node for node, _ in made] == [pid] and await _quarantined(gateway) == []
     # Its authorization is pending: the retry fetches the receipt the payee says it made, unreadable again.
+    assert (await payments.retry_all()).get("pending") == 1
+    assert fetched.asked == 1 and [node for node, _ in made] == [pid, pid]
+    assert await _quarantined(gateway) == [pid]
+
+
+class _Forged:
+    """The payee's receipt for exactly what it is asked (`countersign`), or for a fetch the one it made last (`of`),
+    sent back with a signature that does not hold."""
+
+    def __init__(self, payee=None, of: _Forged | None = None) -> None:
+        self.payee, self.of, self.asked, self.last = payee, of, 0, None
+
+    async def __call__(self, sender, auth, amount=None, usage=None, job=None):
+        self.asked += 1
+        if self.of is not None:
+            return self.of.last
+        made = make_receipt(self.payee, 1, b"\0" * 32, auth, amount, usage, int(time.time()))
+        self.last = _Encoded(made.body + bytes(64))
+        return self.last
+
+
+class _Encoded:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def encode(self) -> bytes:
+        return self.data
+
+
+async def test_a_receipt_paid_or_retried_whose_signature_does_not_hold_is_struck_each_time(
+        node_factory, monkeypatch) -> None:
+    gateway, provider, _ = await _pair(node_factory, strikes=2)
+    pid, payments = provider.app[IDENTITY].id, gateway.app[NODE].payments
+    made = _strikes(gateway, monkeypatch)
+    service = provider.app[NODE].payments
+    asked = _Forged(provider.app[IDENTITY])
+    fetched = _Forged(of=asked)
+    monkeypatch.setattr(service, "countersign", asked)
+    monkeypatch.setattr(service, "receipt_for", fetched)
+    with pytest.raises(PeerMisbehaved, match="signature does not hold"):  # asked (a prepayment): one strike
+        await payments.prepay(pid, 1_000)
+    assert asked.asked == 1 and [node for node, _ in made] == [pid] and await _quarantined(gateway) == []
+    # Its authorization is pending: the retry fetches the receipt the payee made, forged again.
     assert (await payments.retry_all()).get("pending") == 1
     assert fetched.asked == 1 and [node for node, _ in made] == [pid, pid]
     assert await _quarantined(gateway) == [pid]
