@@ -147,22 +147,6 @@ async def _struck_once(gateway, made, provider, bad: _Bad) -> None:
     assert await _quarantined(gateway) == [pid]
 
 
-async def test_a_receipt_asked_for_or_fetched_that_does_not_check_is_struck_each_time(node_factory, monkeypatch) -> None:
-    gateway, provider, _ = await _pair(node_factory, strikes=2)
-    pid, payments = provider.app[IDENTITY].id, gateway.app[NODE].payments
-    made = _strikes(gateway, monkeypatch)
-    asked, fetched = _Bad(_Unreadable()), _Bad(_Unreadable())
-    monkeypatch.setattr(provider.app[NODE].payments, "countersign", asked)
-    monkeypatch.setattr(provider.app[NODE].payments, "receipt_for", fetched)
-    with pytest.raises(PeerMisbehaved, match="no readable receipt"):  # asked (a prepayment): one strike
-        await payments.prepay(pid, 1_000)
-    assert asked.asked == 1 and [node for node, _ in made] == [pid] and await _quarantined(gateway) == []
-    # Its authorization is pending: the retry fetches the receipt the payee says it made, unreadable again.
-    assert (await payments.retry_all()).get("pending") == 1
-    assert fetched.asked == 1 and [node for node, _ in made] == [pid, pid]
-    assert await _quarantined(gateway) == [pid]
-
-
 class _Forged:
     """The payee's receipt for exactly what it is asked (`countersign`), or for a fetch the one it made last (`of`),
     sent back with a signature that does not hold."""
@@ -187,20 +171,31 @@ class _Encoded:
         return self.data
 
 
-async def test_a_receipt_paid_or_retried_whose_signature_does_not_hold_is_struck_each_time(
-        node_factory, monkeypatch) -> None:
+def _unreadable(provider) -> tuple[_Bad, _Bad]:
+    """A payee answering bytes that are no ledger entry, asked and fetched."""
+    return _Bad(_Unreadable()), _Bad(_Unreadable())
+
+
+def _forged(provider) -> tuple[_Forged, _Forged]:
+    """A payee answering its receipt for what it is asked with a signature that does not hold, asked and fetched."""
+    asked = _Forged(provider.app[IDENTITY])
+    return asked, _Forged(of=asked)
+
+
+@pytest.mark.parametrize(("answers", "why"), [(_unreadable, "no readable receipt"),
+                                            (_forged, "signature does not hold")])
+async def test_a_receipt_asked_for_or_fetched_that_does_not_check_is_struck_each_time(
+        node_factory, monkeypatch, answers, why) -> None:
     gateway, provider, _ = await _pair(node_factory, strikes=2)
     pid, payments = provider.app[IDENTITY].id, gateway.app[NODE].payments
     made = _strikes(gateway, monkeypatch)
-    service = provider.app[NODE].payments
-    asked = _Forged(provider.app[IDENTITY])
-    fetched = _Forged(of=asked)
-    monkeypatch.setattr(service, "countersign", asked)
-    monkeypatch.setattr(service, "receipt_for", fetched)
-    with pytest.raises(PeerMisbehaved, match="signature does not hold"):  # asked (a prepayment): one strike
+    asked, fetched = answers(provider)
+    monkeypatch.setattr(provider.app[NODE].payments, "countersign", asked)
+    monkeypatch.setattr(provider.app[NODE].payments, "receipt_for", fetched)
+    with pytest.raises(PeerMisbehaved, match=why):  # asked (a prepayment): one strike
         await payments.prepay(pid, 1_000)
     assert asked.asked == 1 and [node for node, _ in made] == [pid] and await _quarantined(gateway) == []
-    # Its authorization is pending: the retry fetches the receipt the payee made, forged again.
+    # Its authorization is pending: the retry fetches the receipt the payee says it made, as bad again.
     assert (await payments.retry_all()).get("pending") == 1
     assert fetched.asked == 1 and [node for node, _ in made] == [pid, pid]
     assert await _quarantined(gateway) == [pid]
