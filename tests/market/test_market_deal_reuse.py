@@ -162,19 +162,27 @@ async def test_a_deal_is_not_reused_once_this_nodes_recognition_weights_changed(
     assert dealing.reused == 1
 
 
-async def test_an_invoke_deal_is_not_kept_once_its_provider_is_seen_down(node_factory) -> None:
-    # An invoke's deal is kept while the book holds: a provider a probe finds down since is no longer asked first (a
-    # connection tried and failed for every call until the book changed), the next call goes to another at once.
-    # freshness: no node re-signs its offer (every freshness/3 s) while the test holds the book's version still
+async def _kept_invoke_deal(node_factory, names: tuple[str, ...]):
+    """A gateway offering no compute and the compute providers `names`, peered, and an invoke's deal it keeps:
+    (gateway, providers, the deal).  freshness: no node re-signs its offer (every freshness/3 s) while a test holds
+    the book's version still."""
     terms = {"compute_ask_floor": 10**6, "compute_ask_ceiling": 10**6, "compute_bid": 10**6, "freshness": 3600}
     gateway = await node_factory("gateway", **QUIET, market={**terms, "offer_compute": False})
-    providers = [await node_factory(name, **QUIET, market=terms) for name in ("p1", "p2")]
+    providers = [await node_factory(name, **QUIET, market=terms) for name in names]
     for provider in providers:
         await peer_with_provider(gateway, provider)
-    dealing, market = gateway.app[NODE].dealing, gateway.app[NODE].market
+    dealing = gateway.app[NODE].dealing
     first = await dealing.compute_deal(250_000, 10**6)
     dealing.ended(first)
     assert (await dealing.compute_deal(250_000, 10**6)).provider == first.provider  # (kept)
+    return gateway, providers, first
+
+
+async def test_an_invoke_deal_is_not_kept_once_its_provider_is_seen_down(node_factory) -> None:
+    # An invoke's deal is kept while the book holds: a provider a probe finds down since is no longer asked first (a
+    # connection tried and failed for every call until the book changed), the next call goes to another at once.
+    gateway, providers, first = await _kept_invoke_deal(node_factory, ("p1", "p2"))
+    dealing, market = gateway.app[NODE].dealing, gateway.app[NODE].market
     book = market.version
     down = next(p for p in providers if p.app[NODE].peers.identity.id == first.provider)
     for site in list(down.server.runner.sites):  # gone without a word, as a crash or a cut link leaves it
@@ -290,3 +298,17 @@ async def test_an_invoke_deal_kept_from_the_allocation_is_not_reused_past_what_t
     await eventually_async(lambda: node.market.version != book, "the gateway's offer re-signed: the book changed")
     fresh = await dealing.compute_deal(fuel, 100)  # a new matching, the kept deal's key gone with the book
     assert not fresh.allocated, fresh
+
+
+async def test_an_invoke_deal_is_not_kept_once_its_providers_offer_went_stale(node_factory, monkeypatch) -> None:
+    # An offer goes stale with time alone, no change of the book: a kept deal rests on who takes part, as a matching
+    # made afresh does, so a provider that stopped re-signing its offer gets no further call from it.
+    gateway, _, first = await _kept_invoke_deal(node_factory, ("p1",))
+    dealing, market = gateway.app[NODE].dealing, gateway.app[NODE].market
+    book = market.version
+    later = now_ms() + 2 * 3600 * 1000  # the gateway's clock past the offer's freshness
+    monkeypatch.setattr("xsc.market.service.now_ms", lambda: later)
+    monkeypatch.setattr("xsc.market.clearing.now_ms", lambda: later)
+    assert not market.active(first.provider) and market.version == book
+    with pytest.raises(MarketNoDeal):
+        await dealing.compute_deal(250_000, 10**6)

@@ -11,6 +11,7 @@ answer struck once, and a plaintext answer, which proves nobody, never.
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -20,6 +21,7 @@ from tests.support.compute import deploy, invoke, peer_with_provider
 from tests.support.waiting import eventually_async
 from xsc.compute.service import InvokeCall
 from xsc.errors import ComputeBusy, PeerMisbehaved
+from xsc.ledger.core.model import make_receipt
 from xsc.net import functions
 from xsc.net.peer_client import PeerResponse
 from xsc.node import IDENTITY
@@ -145,17 +147,55 @@ async def _struck_once(gateway, made, provider, bad: _Bad) -> None:
     assert await _quarantined(gateway) == [pid]
 
 
-async def test_a_receipt_asked_for_or_fetched_that_does_not_check_is_struck_each_time(node_factory, monkeypatch) -> None:
+class _Forged:
+    """The payee's receipt for exactly what it is asked (`countersign`), or for a fetch the one it made last (`of`),
+    sent back with a signature that does not hold."""
+
+    def __init__(self, payee=None, of: _Forged | None = None) -> None:
+        self.payee, self.of, self.asked, self.last = payee, of, 0, None
+
+    async def __call__(self, sender, auth, amount=None, usage=None, job=None):
+        self.asked += 1
+        if self.of is not None:
+            return self.of.last
+        made = make_receipt(self.payee, 1, b"\0" * 32, auth, amount, usage, int(time.time()))
+        self.last = _Encoded(made.body + bytes(64))
+        return self.last
+
+
+class _Encoded:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def encode(self) -> bytes:
+        return self.data
+
+
+def _unreadable(provider) -> tuple[_Bad, _Bad]:
+    """A payee answering bytes that are no ledger entry, asked and fetched."""
+    return _Bad(_Unreadable()), _Bad(_Unreadable())
+
+
+def _forged(provider) -> tuple[_Forged, _Forged]:
+    """A payee answering its receipt for what it is asked with a signature that does not hold, asked and fetched."""
+    asked = _Forged(provider.app[IDENTITY])
+    return asked, _Forged(of=asked)
+
+
+@pytest.mark.parametrize(("answers", "why"), [(_unreadable, "no readable receipt"),
+                                            (_forged, "signature does not hold")])
+async def test_a_receipt_asked_for_or_fetched_that_does_not_check_is_struck_each_time(
+        node_factory, monkeypatch, answers, why) -> None:
     gateway, provider, _ = await _pair(node_factory, strikes=2)
     pid, payments = provider.app[IDENTITY].id, gateway.app[NODE].payments
     made = _strikes(gateway, monkeypatch)
-    asked, fetched = _Bad(_Unreadable()), _Bad(_Unreadable())
+    asked, fetched = answers(provider)
     monkeypatch.setattr(provider.app[NODE].payments, "countersign", asked)
     monkeypatch.setattr(provider.app[NODE].payments, "receipt_for", fetched)
-    with pytest.raises(PeerMisbehaved, match="no readable receipt"):  # asked (a prepayment): one strike
+    with pytest.raises(PeerMisbehaved, match=why):  # asked (a prepayment): one strike
         await payments.prepay(pid, 1_000)
     assert asked.asked == 1 and [node for node, _ in made] == [pid] and await _quarantined(gateway) == []
-    # Its authorization is pending: the retry fetches the receipt the payee says it made, unreadable again.
+    # Its authorization is pending: the retry fetches the receipt the payee says it made, as bad again.
     assert (await payments.retry_all()).get("pending") == 1
     assert fetched.asked == 1 and [node for node, _ in made] == [pid, pid]
     assert await _quarantined(gateway) == [pid]

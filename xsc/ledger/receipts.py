@@ -6,8 +6,7 @@
 
 Every receipt that comes back goes through `check_receipt`, whoever asked for it (ledger/settlement.py, and
 compute's tabs on peers, compute/remote_tabs.py, and of placed functions, compute/placements.py): it must be
-the payee's receipt for exactly this authorization and, when asked, exactly this amount and usage.  Its
-signature is checked by the ledger when the payment completes.  A receipt asked for here that does not check
+the payee's receipt for exactly this authorization, signed by it, and, when asked, exactly this amount and usage.  A receipt asked for here that does not check
 (`answered_receipt`) proves its payee misbehaved: it is struck against the node the TLS handshake proved answered
 (net/peer_client.py); a payee's refusal, an error status, is not.
 """
@@ -18,7 +17,7 @@ from typing import Any, Callable
 
 from ..errors import InvalidEntry, PeerRefused
 from .core.model import Authorization, Receipt, decode_entry, encode_authorization, format_credits
-from .core.rules import check_publishable
+from .core.rules import check_publishable, signature_ok
 from ..net.peer_client import PeerClient, PeerResponse
 
 RECEIPTS_PATH = "/v1/peer/ledger/receipts"
@@ -40,6 +39,10 @@ def check_receipt(node_id: str, data: Any, auth: Authorization, amount: int | No
         raise PeerRefused(f"node {node_id} answered with an entry that is not its receipt")
     if receipt.authorization.body != auth.body or receipt.authorization.signature != auth.signature:
         raise PeerRefused(f"node {node_id} answered with a receipt for another authorization")
+    # The payee's own signature, checked here and not first by the ledger's `complete`: a receipt that does not hold
+    # is the payee's misbehaviour, struck (`answered_receipt`), not an entry this node failed to append.
+    if not signature_ok(receipt.signatures()[0]):
+        raise PeerRefused(f"node {node_id} answered with a receipt whose signature does not hold")
     if receipt.amount > auth.cap:
         raise PeerRefused(f"node {node_id} countersigned {format_credits(receipt.amount)} credits, over the "
                           f"{format_credits(auth.cap)} authorized")

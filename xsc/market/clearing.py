@@ -163,10 +163,12 @@ class TakingPart:
         market = self.market
         made_of = (market.version, _flips_version(market.peers), market.config.freshness)
         changed = flipped = None
-        if self._made_of is not None and made_of[2] == self._made_of[2] and now_ms() >= self._since \
+        now = now_ms()
+        if self._made_of is not None and made_of[2] == self._made_of[2] and now >= self._since \
                 and not (self._odd and market.peers_version() != self._peers_of):
             flipped = set() if made_of[1] == self._made_of[1] else _flipped_since(market.peers, self._made_of[1])
-            changed = None if flipped is None else market.replication.changed_since(self._made_of[0])
+            changed = None if flipped is None else set() if made_of[0] == self._made_of[0] else \
+                market.replication.changed_since(self._made_of[0])
         if changed is None:
             self._make(made_of)
         elif changed or flipped:
@@ -174,7 +176,9 @@ class TakingPart:
         else:
             self._made_of = made_of
         oldest = self._oldest()
-        if oldest is not None and not market.active(oldest):
+        # Between changes only the clock ends a part (the class says why): `active` is asked only once it has passed
+        # the oldest offer's freshness, as an invoke's kept deal reads this on every call.
+        if oldest is not None and now > self._signed[oldest] + made_of[2] * 1000 and not market.active(oldest):
             self._make(made_of)
         return self._left_out
 

@@ -182,7 +182,7 @@ class Dealing:
         self._remembered = None  # the last of them whose explanations were kept
         self.last_bids: dict[str, Bid] = {}  # its needs, by need key
         self.explanations = Explanations(self.me)  # for `xsc market explain`
-        self._compute_deals: dict[tuple, Any] = {}  # (versions, ups, fuel bucket, max price, room) -> assignment
+        self._compute_deals: dict[tuple, Any] = {}  # (versions, taking part, fuel bucket, max price, room) -> assignment
         self._counted = CountedBids(market)  # which of the book's bids count: trust lines back them
         self._reusable: dict[tuple, _Reusable] = {}  # the shape of a deal's needs and what it rests on -> its answer
         self.reused = 0  # deals answered from an earlier one (status, tests)
@@ -589,8 +589,9 @@ class Dealing:
                            providers: int = 1):
         """The provider and price of an invoke of at most `fuel`: placed from the allocation where a provider's
         allocation to this node's standing compute needs still holds the call's reserved fuel (`deal`), else
-        matched on the market; the answer is kept until the book, which of its bids count (`CountedBids`), which
-        peers are up (a provider a probe found down is not asked first by every call) or the allocation changes (an
+        matched on the market; the answer is kept until the book, which of its bids count (`CountedBids`), who
+        takes part (`clearing.TakingPart`: a provider a probe found down is not asked first by every call, nor one
+        whose offer went stale called at all) or the allocation changes (an
         invoke must not pay a matching of the whole book each time), and one placed from the allocation only while
         the provider's part still holds it.  One placed from the allocation holds the call's
         reserved fuel of that part, each call under a need of its own, until its caller says the call ended (`ended`,
@@ -604,7 +605,12 @@ class Dealing:
             await self._look_up_compute(max(providers, 1), exclude)
             return await self._invoke_deal(fuel, max_price, exclude)
         room = self._allocation_room("compute")
-        key = (self.market.version, self._counted.version(), self.market.ups_version(), fuel.bit_length(), max_price,
+        # Who takes part as a matching made now would see it (`clearing.TakingPart`, brought up to now): a provider
+        # gone down, at availability 0, quarantined or whose offer went stale with no change of the book ends the
+        # kept deal, as it would leave that provider out of a fresh one.
+        taking_part = self.market.shown.taking_part
+        taking_part.left_out()
+        key = (self.market.version, self._counted.version(), taking_part.version, fuel.bit_length(), max_price,
                tuple(sorted(p for p, u in room.items() if u >= 1 << fuel.bit_length())))
         found = self._compute_deals.get(key)
         if found is not None and found.allocated:
