@@ -115,10 +115,7 @@ def test_a_gateway_killed_while_it_stores_a_remote_jobs_outputs_stores_them_at_r
         tmp_path: Path) -> None:
     started: list = []
     try:
-        gateway, provider, module = provider_pair(tmp_path, "outputs.wasm", started, SETTLE)
-        data = tmp_path / "stdin"
-        data.write_bytes(os.urandom(48 << 20))  # out/c.txt is a copy: its put takes a while
-        jid = job_id(parse_job({"module": module, "stdin": "-"}), hashlib.sha256(data.read_bytes()).hexdigest(), [])
+        gateway, provider, module, data, jid = _outputs_job(tmp_path, started)
         _kill_gateway_while(gateway, [module],
                             lambda: api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1].get("state") == "storing",
                             "the gateway storing the job's outputs", stdin=data)
@@ -179,10 +176,7 @@ def test_a_gateway_killed_while_it_retries_a_done_jobs_payment_pays_it_once_afte
     once, its charge, by the gateway's start (the retry kept off it until then)."""
     started: list = []
     try:
-        gateway, provider, module = provider_pair(tmp_path, "outputs.wasm", started, SETTLE)
-        data = tmp_path / "stdin"
-        data.write_bytes(os.urandom(48 << 20))  # out/c.txt is a copy: its put takes a while
-        jid = job_id(parse_job({"module": module, "stdin": "-"}), hashlib.sha256(data.read_bytes()).hexdigest(), [])
+        gateway, provider, module, data, jid = _outputs_job(tmp_path, started)
         with open(data, "rb") as given:
             running = start_xsc("--data-dir", str(gateway.data_dir), "compute", "run", module, stdin=given,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -213,6 +207,16 @@ def test_a_gateway_killed_while_it_retries_a_done_jobs_payment_pays_it_once_afte
             assert status == 200 and report["ok"], report
     finally:
         kill_all(started)
+
+
+def _outputs_job(tmp_path: Path, started: list):
+    """A provider pair with the outputs fixture deployed, a 48 MiB stdin for it (out/c.txt is a copy: its put takes a
+    while) and the id of its job: (gateway, provider, module, stdin's path, job id)."""
+    gateway, provider, module = provider_pair(tmp_path, "outputs.wasm", started, SETTLE)
+    data = tmp_path / "stdin"
+    data.write_bytes(os.urandom(48 << 20))
+    jid = job_id(parse_job({"module": module, "stdin": "-"}), hashlib.sha256(data.read_bytes()).hexdigest(), [])
+    return gateway, provider, module, data, jid
 
 
 def provider_hosted(provider) -> int:
