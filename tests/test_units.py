@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xsc.units import counted, is_whole_number, plural_for
+from xsc.units import (counted, duration_argument, is_whole_number, parse_duration, parse_size, plural_for,
+                       size_argument)
 
 
 @given(st.text(max_size=12))
@@ -60,3 +61,14 @@ def test_a_negative_size_is_said_to_be_negative_with_one_hint() -> None:
         parse_size("--5GiB")
     assert refused.value.message == "not a size: '--5GiB'"
     assert parse_size("5GiB") == 5 * 1024**3 and parse_size("0") == 0
+
+
+@given(st.integers(min_value=0, max_value=2**62))
+def test_a_size_or_duration_shown_as_an_argument_is_taken_back_exactly(n: int) -> None:
+    assert parse_size(size_argument(n)) == n and parse_duration(duration_argument(n)) == n
+    assert " " not in size_argument(n) + duration_argument(n)  # one word on a command line
+
+
+def test_a_duration_is_shown_in_the_largest_unit_that_holds_it_whole() -> None:
+    assert [duration_argument(n) for n in (0, 45, 90 * 60, 3600, 7 * 86400, 86400 + 1)] == \
+        ["0s", "45s", "90m", "1h", "7d", "86401s"]

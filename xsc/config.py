@@ -605,6 +605,8 @@ def _default_of(location: tuple) -> str | None:
         return "true" if value else "false"
     if type(value) is int and _SIZE in default.metadata:  # 10GiB, as a user writes it, not 10737418240
         return units.size_argument(value)
+    if type(value) is int and _DURATION in default.metadata:  # 30d, not 2592000
+        return units.duration_argument(value)
     return str(value) if isinstance(value, (int, float, str)) and value != "" else None
 
 

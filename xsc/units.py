@@ -84,6 +84,16 @@ def size_argument(n: int) -> str:
     return str(n)
 
 
+def duration_argument(seconds: int) -> str:
+    """Seconds as a duration argument takes them back exactly (parse_duration): in the largest of days, hours and
+    minutes that holds a whole number of them ("7d", "90m"), else in seconds ("45s")."""
+    if seconds > 0:
+        for unit in ("d", "h", "m"):
+            if seconds % _DURATION_UNITS[unit] == 0:
+                return f"{seconds // _DURATION_UNITS[unit]}{unit}"
+    return f"{seconds}s"
+
+
 def format_size(n: int, *, down: bool = False) -> str:
     """'64.0 MiB'; with `down` its tenth cut, not rounded: never more than `n` (a most to ask for)."""
     try:

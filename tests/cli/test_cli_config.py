@@ -206,3 +206,17 @@ def test_a_size_keys_example_is_written_as_a_user_writes_it_and_taken_back(tmp_p
         section, name = key.split(".")
         shown = json.loads(xsc("config", "show", "--json", "--data-dir", data_dir).stdout)
         assert shown["config"][section][name] == defaults[section][name] and shown["sources"][key] == "file"
+
+
+def test_a_duration_keys_example_is_written_as_a_user_writes_it_and_taken_back(tmp_path: Path) -> None:
+    """As a size's: a duration's default in a config error is 30d, not 2592000; set so, the key holds its default."""
+    data_dir = str(tmp_path / "n")
+    defaults = json.loads(xsc("config", "show", "--json", "--data-dir", data_dir).stdout)["config"]
+    for key, good in (("ledger.record_retention", "30d"), ("peers.quarantine_for", "1d"),
+                      ("node.s3_upload_expiry", "7d"), ("market.bucket_seconds", "1h")):
+        done = xsc("config", "set", key, "99999d", "--data-dir", data_dir)
+        assert done.exit_code == 1 and done.stderr.endswith(f"(nothing written; try: xsc config set {key} {good})\n")
+        assert xsc("config", "set", key, good, "--data-dir", data_dir).exit_code == 0
+        section, name = key.split(".")
+        shown = json.loads(xsc("config", "show", "--json", "--data-dir", data_dir).stdout)
+        assert shown["config"][section][name] == defaults[section][name] and shown["sources"][key] == "file"
