@@ -53,6 +53,17 @@ class InvalidArgument(BadRequest):
     code = "invalid-argument"
 
 
+class DuplicateJsonKey(InvalidArgument):
+    """A JSON body whose object names one key twice (`key`): readers differ on which one counts, so none does."""
+
+    code = "duplicate-key"
+
+    @classmethod
+    def within(cls, what: str, key: str, hint: str | None = None) -> DuplicateJsonKey:
+        """The refusal of `what` (the request body, a job's first line ...) for its `key` given twice."""
+        return cls(f"{what} gives the key {quoted_id(key)} twice in one object", hint=hint, key=shown(key, 200))
+
+
 class PayloadTooLarge(BadRequest):
     code = "payload-too-large"
 

@@ -14,7 +14,7 @@ import time
 from aiohttp import web
 
 from ... import codec
-from ...errors import BadRequest, InvalidArgument, PayloadTooLarge, S3ServedByNode
+from ...errors import BadRequest, DuplicateJsonKey, InvalidArgument, PayloadTooLarge, S3ServedByNode
 from ...buckets import backup, uploads
 from ...buckets.core import listing
 from ...buckets.index import INITIATOR, S3Index, users
@@ -146,6 +146,8 @@ async def put_small_object(request: web.Request) -> web.Response:
                               hint="stream larger objects to /v1/store/files")
     try:
         record, data = codec.unframed(await read_body(request), MAX_RECORD)
+    except codec.DuplicateKey as err:
+        raise DuplicateJsonKey.within("the small object's record", err.key) from None
     except ValueError:
         raise InvalidArgument(f"a small object's body is the 4-byte length of its record's JSON (an object of at "
                               f"most {MAX_RECORD:,} bytes), the record, then the object's bytes") from None
