@@ -113,11 +113,11 @@ async def delete_bucket(request: web.Request) -> web.Response:
 
 @routes.get("/v1/s3/buckets/{bucket}/objects")
 async def list_objects(request: web.Request) -> web.Response:
-    q = request.query
-    page = await _as(request, "read", _index(request).list, request.match_info["bucket"], prefix=q.get("prefix", ""),
-                       delimiter=q.get("delimiter", ""), max_keys=query_int(q, "max_keys", 1000, 0, 1000),
-                       start=listing.decode_token(q.get("start", "")))
-    return json_response(page)
+    q, bucket, tokens = request.query, request.match_info["bucket"], listing.Tokens(_index(request).marks.listing_key())
+    listed = ("objects", bucket, prefix := q.get("prefix", ""), delimiter := q.get("delimiter", ""))  # its tokens bind
+    page = await _as(request, "read", _index(request).list, bucket, prefix=prefix, delimiter=delimiter,
+                     max_keys=query_int(q, "max_keys", 1000, 0, 1000), start=tokens.resume(q.get("start"), *listed))
+    return json_response(tokens.bound(page, *listed))
 
 
 @routes.get("/v1/s3/buckets/{bucket}/object")
