@@ -92,6 +92,13 @@ class Conflict(XscError):
     code = "conflict"
 
 
+class PrepaymentRefused(Conflict):
+    """A node that answered a prepayment and refused it, for its own reason (`node`, `peer_code`): a 409 naming both,
+    where a node that cannot be reached or answers garbage is a PeerError (502)."""
+
+    code = "prepayment-refused"
+
+
 class NodeAlreadyRunning(Conflict):
     code = "node-already-running"
 

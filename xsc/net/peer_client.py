@@ -148,6 +148,8 @@ def _refusal(url: str, method: str, path: str, status: int, body: bytes,
     counted = {"peer_missing": missing} if type(missing) is int and 0 < missing <= MAX_MICRO_CREDITS else {}
     if problem.get("cut_short") is True:
         counted["peer_cut_short"] = True
+    if type(collectable := problem.get("collectable")) is int and 0 <= collectable <= MAX_MICRO_CREDITS:
+        counted["peer_collectable"] = collectable  # what a prepayment's payee says it can still take
     wait = (headers or {}).get("Retry-After", "")
     if 0 < len(wait) <= 6 and wait.isascii() and wait.isdigit():  # seconds; an HTTP date is not kept
         counted["peer_retry_after"] = min(int(wait), MAX_RETRY_AFTER)
