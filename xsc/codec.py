@@ -1,7 +1,9 @@
 """JSON in and out of the node, and the one canonical form of what a signature or a hash covers (ground: no I/O).
 
 - `loads(raw)`: JSON text parsed as `json.loads` parses it, by orjson where it can; a ValueError (JSONDecodeError)
-  for any text it cannot take, one nested too deep to be read included.
+  for any text it cannot take, one nested too deep to be read included.  `loads(raw, unique_keys=True)`, for text
+  from outside (request bodies, peers' answers): an object that names one key twice refused too (`DuplicateKey`,
+  naming the key), where json would keep the last one and another reader of the same text the first.
 - `dumps(value)`: compact JSON bytes (UTF-8 as it is), by orjson where it can: what the node sends and stores.
 - `canonical(value)`: keys sorted, no whitespace, ASCII only, no NaN or infinity: the bytes signed or hashed
   (descriptors, commitments, orders, allocation records, subscriptions, manifests, provenance records).  It is
@@ -31,16 +33,27 @@ _NUMBER_SHAPE = bytes.maketrans(b"123456789 \t\n\r[,-", b"000000000" + b":" * 7)
 _NINETEEN_DIGITS = b"0" * 19
 
 JSONDecodeError = _json.JSONDecodeError  # what loads raises on text that is not JSON (a ValueError)
+# A JSON string (with its escapes; an unended one runs to the end), found by the regex engine.
+JSON_STRING = re.compile(rb'"[^"\\]*(?:\\[\s\S][^"\\]*)*(?:"|\\?\Z)')
 # The largest integer every JSON reader holds exactly: readers that hold numbers as doubles (JavaScript, the
 # dashboard) read any larger one as another number.  What a stranger sends to be published is bounded by it.
 MAX_JSON_INT = 2**53 - 1
 
 
-def loads(raw: bytes | str) -> Any:
+class DuplicateKey(ValueError):
+    """A JSON object that names `key` twice (loads with unique_keys)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the key {key[:60]!r} is given twice in one object")
+        self.key = key
+
+
+def loads(raw: bytes | str, *, unique_keys: bool = False) -> Any:
     """JSON text parsed as json.loads parses it (the same texts accepted, the same values), by orjson where it
     can.  orjson refuses what it does not take (NaN, a BOM, lone surrogates, UTF-16), and json.loads then
     decides; it would read an integer past 64 bits as a float, so a text with a number of 19 digits or more
-    goes to json.loads at once.  (The regex that finds such a number costs ~30 us a KiB: it runs only on a text
+    goes to json.loads at once.  With `unique_keys`, an object that names a key twice is a DuplicateKey
+    (`_unique`).  (The regex that finds such a number costs ~30 us a KiB: it runs only on a text
     where 19 digits follow a separator, a space or a minus sign, or open it, found by a byte translation at ~2 us
     a KiB; the hex in a string, however long its runs of digits, does not make it run.)"""
     if isinstance(raw, str):
@@ -52,15 +65,58 @@ def loads(raw: bytes | str) -> Any:
     if (b":" + _NINETEEN_DIGITS not in shape and not shape.startswith(_NINETEEN_DIGITS)) \
             or _LONG_NUMBER.search(raw) is None:
         try:
-            return orjson.loads(raw)
+            value = orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass
-    return _json_loads(raw)
+        else:
+            return _unique(raw, value) if unique_keys else value
+    return _json_loads(raw, unique_keys)
 
 
-def _json_loads(raw: bytes | str) -> Any:
+def _unique(raw: bytes, value: Any) -> Any:
+    """`value` (parsed from `raw`) unless an object of `raw` names a key twice.  orjson's compact text of `value`
+    names each of its keys once: when `raw` is that very text (what codec.dumps writes: every node's request), no
+    key came twice.  Else the keys are counted: outside strings, every ':' of a JSON text follows a key, so `raw`
+    names as many keys as it has such colons and `value` holds as many as its compact text has; the counts differ
+    exactly when a key came twice (all at C speed; json's object_pairs_hook costs ~2x loads, and a walk of the
+    value in Python more).  Only then is the text read again, by json, to name the key."""
+    if raw.count(b":") < 2 or not isinstance(value, (dict, list)):  # no two keys, or no object at all
+        return value
     try:
-        return _json.loads(raw)
+        written = orjson.dumps(value)
+    except TypeError:  # nested past orjson's writer: json decides
+        return _json_loads(raw, True)
+    if written != raw and _keys_named(raw) != _keys_named(written):
+        return _json_loads(raw, True)
+    return value
+
+
+_NOT_QUOTES_OR_COLONS = bytes(b for b in range(256) if b not in b'":')
+
+
+def _keys_named(text: bytes) -> int:
+    """The colons of a JSON text outside its strings: its keys.  Without escapes every quote begins or ends a
+    string: the text is cut to its quotes and colons first (a hex digest or a number gone at once), then every
+    other piece between quotes is outside a string (a regex's sub costs twice that split)."""
+    if b"\\" in text:
+        return JSON_STRING.sub(b"", text).count(b":")
+    return b"".join(text.translate(None, _NOT_QUOTES_OR_COLONS).split(b'"')[::2]).count(b":")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return found
+
+
+def _json_loads(raw: bytes | str, unique_keys: bool = False) -> Any:
+    try:
+        return _json.loads(raw, object_pairs_hook=_no_duplicates) if unique_keys else _json.loads(raw)
     except RecursionError:  # arrays or objects nested deeper than json recurses: text this reader cannot take
         raise JSONDecodeError("nested too deep to be read", raw if isinstance(raw, str) else "", 0) from None
 
@@ -184,12 +240,13 @@ def framed(head: dict, data: bytes) -> bytes:
 
 
 def unframed(body: bytes, max_head: int) -> tuple[dict, bytes]:
-    """The head and the bytes of a `framed` body; ValueError if it is not one, or its head is over max_head bytes."""
+    """The head and the bytes of a `framed` body (from outside: a key given twice refused); ValueError if it is not
+    one, or its head is over max_head bytes."""
     length = int.from_bytes(body[:4], "big")
     if len(body) < 4 or length > max_head or 4 + length > len(body):
         raise ValueError(f"not a framed body (the 4-byte length of a JSON object of at most {max_head:,} bytes, "
                          "the object, then the data)")
-    head = loads(body[4:4 + length])  # a JSONDecodeError is a ValueError
+    head = loads(body[4:4 + length], unique_keys=True)  # a JSONDecodeError (a DuplicateKey) is a ValueError
     if not isinstance(head, dict):
         raise ValueError("the head of a framed body is a JSON object")
     return head, body[4 + length:]

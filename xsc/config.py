@@ -414,6 +414,7 @@ def _rate(v: Any) -> int:
     return parse_size(v)
 
 
+_RATE = BeforeValidator(_rate)  # 20MB/s, 20MB, 20000000
 _OFF_AT_0 = _at_least(0, "must be at least 0 (0 turns it off)")
 
 
@@ -424,7 +425,7 @@ class AuditSection(_Section):
     interval: Annotated[float, _UP_TO_A_WEEK] = 60.0
     jitter: Annotated[float, _JITTER] = 0.2
     blocks_per_round: Annotated[int, _OFF_AT_0] = 4  # random remote blocks audited per round (0: no audits)
-    scrub_rate: Annotated[int, BeforeValidator(_rate), _OFF_AT_0] = 20 * 1000**2  # bytes/s re-hashed (0: no scrubbing)
+    scrub_rate: Annotated[int, _RATE, _OFF_AT_0] = 20 * 1000**2  # bytes/s re-hashed (0: no scrubbing)
     # Consecutive failed probes of a holder before its shares are rebuilt elsewhere; audits of one share refused in a
     # row by a holder that answers its probes before that share is.
     repair_after_failures: Annotated[int, _AT_LEAST_1] = 3
@@ -603,11 +604,24 @@ def _default_of(location: tuple) -> str | None:
     value = None if default is None or (default.json_schema_extra or {}).get("default_said") else default.default
     if isinstance(value, bool):
         return "true" if value else "false"
-    if type(value) is int and _SIZE in default.metadata:  # 10GiB, as a user writes it, not 10737418240
-        return units.size_argument(value)
-    if type(value) is int and _DURATION in default.metadata:  # 30d, not 2592000
-        return units.duration_argument(value)
+    value = written(default, value) if default is not None else None
     return str(value) if isinstance(value, (int, float, str)) and value != "" else None
+
+
+def written(field: Any, value: Any) -> Any:
+    """A key's value as a user writes it, taken back exactly by its parser: a size, a duration or a rate in its unit
+    (10GiB, 30d, 20MB/s), not 10737418240 bytes or 2592000 seconds; other values, and 0, as they are."""
+    if type(value) is not int or value <= 0:
+        return value
+    if _SIZE in field.metadata:
+        said = units.size_argument(value)
+    elif _DURATION in field.metadata:
+        said = units.duration_argument(value)
+    elif _RATE in field.metadata:
+        said = units.size_argument(value) + "/s"
+    else:
+        return value
+    return value if said.rstrip("/s") == str(value) else said  # bytes in no unit: the number itself
 
 
 def load_config_with_sources(
@@ -666,8 +680,8 @@ def render_config_file(raw: dict[str, Any]) -> str:
                 lines.append(tomli_w.dumps({key: given[key]}).strip())
             elif said:  # a default that differs from machine to machine
                 lines.append(f"# {key} = <{said}>")
-            else:
-                lines.append("# " + tomli_w.dumps({key: defaults[section][key]}).strip())
+            else:  # as a user writes it (30d, 10GiB), the value it loads back as
+                lines.append("# " + tomli_w.dumps({key: written(field, defaults[section][key])}).strip())
         extra = {k: v for k, v in given.items() if k not in model.model_fields}
         lines += [tomli_w.dumps({k: v}).strip() for k, v in extra.items()]
         parts.append("\n".join(lines) + "\n")

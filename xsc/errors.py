@@ -53,6 +53,17 @@ class InvalidArgument(BadRequest):
     code = "invalid-argument"
 
 
+class DuplicateJsonKey(InvalidArgument):
+    """A JSON body whose object names one key twice (`key`): readers differ on which one counts, so none does."""
+
+    code = "duplicate-key"
+
+    @classmethod
+    def within(cls, what: str, key: str, hint: str | None = None) -> DuplicateJsonKey:
+        """The refusal of `what` (the request body, a job's first line ...) for its `key` given twice."""
+        return cls(f"{what} gives the key {quoted_id(key)} twice in one object", hint=hint, key=shown(key, 200))
+
+
 class PayloadTooLarge(BadRequest):
     code = "payload-too-large"
 
@@ -79,6 +90,13 @@ class NotFound(XscError):
 
 class Conflict(XscError):
     code = "conflict"
+
+
+class PrepaymentRefused(Conflict):
+    """A node that answered a prepayment and refused it, for its own reason (`node`, `peer_code`): a 409 naming both,
+    where a node that cannot be reached or answers garbage is a PeerError (502)."""
+
+    code = "prepayment-refused"
 
 
 class NodeAlreadyRunning(Conflict):

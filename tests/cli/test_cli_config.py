@@ -220,3 +220,30 @@ def test_a_duration_keys_example_is_written_as_a_user_writes_it_and_taken_back(t
         section, name = key.split(".")
         shown = json.loads(xsc("config", "show", "--json", "--data-dir", data_dir).stdout)
         assert shown["config"][section][name] == defaults[section][name] and shown["sources"][key] == "file"
+
+
+def test_a_new_config_files_defaults_are_written_as_a_user_writes_them_and_load_back_as_they_are(tmp_path: Path
+                                                                                                  ) -> None:
+    """The first start's config.toml shows sizes, durations and rates in their units (30d, 10GiB, 20MB/s), and the
+    file with every key uncommented (but those whose default is the machine's own) loads back to every default."""
+    import re
+
+    from xsc.config import CONFIG_FILE, NodeConfig, config_keys, load_config, write_default_config
+
+    data_dir = tmp_path / "n"
+    data_dir.mkdir()
+    write_default_config(data_dir)
+    text = (data_dir / CONFIG_FILE).read_text()
+    for line in ('# record_retention = "30d"', '# capacity = "10GiB"', '# lease_duration = "30d"',
+                 '# scrub_rate = "20MB/s"', '# memory = "64MiB"'):
+        assert line in text, line
+    for figure in ("2592000", "10737418240", "67108864", "20000000", "604800", "86400", "3600"):  # 30d ... 1h
+        assert f" = {figure}\n" not in text, figure
+    key_line = re.compile(r"^# (\w+ = (?!<).*)$")
+    (data_dir / CONFIG_FILE).write_text("\n".join(key_line.sub(r"\1", line) for line in text.splitlines()))
+    written = tomllib.loads((data_dir / CONFIG_FILE).read_text())
+    machines = {(s, k) for s, k in config_keys() if k not in written.get(s, {})}
+    assert machines == {("compute", "threads"), ("compute", "web_runners")}, machines  # `<the number of cores>`
+    loaded, defaults = load_config(data_dir, environ={}).to_toml(), NodeConfig(data_dir=data_dir).to_toml()
+    for section, key in config_keys():
+        assert loaded[section].get(key) == defaults[section].get(key), (section, key, written.get(section, {}).get(key))

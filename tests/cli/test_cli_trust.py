@@ -29,10 +29,9 @@ def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> N
     done = a.xsc("ledger", "prepay", b_id, "0.5")  # `b` owes it nothing: nothing to prepay out of
     assert done.exit_code != 0 and len(done.stderr.strip().splitlines()) == 1, done.output
     line = done.stderr.strip()
-    assert line.startswith("xsc: error: prepayment refused: that node takes one only out of what it owes this "
-                           "node"), line
-    assert line.endswith(f"(its user can give credit: xsc market recognize {a_id} 1 --credit CREDITS)"), line
-    assert len(line.replace(a_id, "ID")) <= 160, line  # short, but for the id its user must type whole
+    assert line == (f"xsc: error: node {b_id} refused the prepayment: it owes this node nothing (a prepayment counts "
+                    "only out of what its payee owes its payer; nothing was paid)"), line
+    assert len(line.replace(b_id, "ID")) <= 160, line  # short, but for the id it names whole
     done = b.xsc("ledger", "trust")
     assert done.exit_code == 0 and "no peer has a trust line here yet" in done.stdout, done.output
     for bad, hint in (("lots", "e.g. 10"), ("NaN", "e.g. 10"), ("+1", "e.g. 10"),
@@ -94,7 +93,8 @@ def test_a_prepayment_past_what_the_payee_can_collect_is_refused_without_a_strik
     assert b.xsc("market", "recognize", a_id, "1", "--credit", "3").exit_code == 0
     for _ in range(3):  # the user tries, as docs/peers.md shows, and again: `a` cannot know what `b` can collect
         done = a.xsc("ledger", "prepay", b_id, "0.5")
-        assert done.exit_code == 1 and "prepayment refused" in done.stderr, done.output
+        assert done.exit_code == 1 and f"node {b_id} refused the prepayment" in done.stderr, done.output
+        assert "--credit" not in done.stderr, done.output  # given already: credit does not make a prepayment count
     assert "no peer is quarantined" in b.xsc("peers", "quarantine", "ls").stdout
     assert a.xsc("peers", "add", b.url).exit_code == 0  # still served
 
@@ -133,8 +133,8 @@ def test_a_prepayment_to_a_node_that_was_down_and_refuses_it_is_told_dropped_whe
     listed = a.xsc("ledger", "payments", "--wide")
     said = " ".join(listed.stdout.split())
     assert "no payment to another node is pending" in said and f"0.500000 credits to node {b_id}" in said, said
-    assert f"node {b_id} refused it: that node takes a prepayment only out of what it owes this node" in said, said
-    assert f"(nothing was paid; its user can give credit: xsc market recognize {a_id} 1 --credit CREDITS)" in said
+    assert f"node {b_id} refused the prepayment: it owes this node nothing" in said, said
+    assert "(a prepayment counts only out of what its payee owes its payer; nothing was paid)" in said, said
     status = a.xsc("node", "status").stdout
     assert "payments" in status and "1 dropped unpaid this week: xsc ledger payments" in status, status
     assert json.loads(a.xsc("ledger", "balance", "--json").stdout)["held"] == 0

@@ -125,14 +125,17 @@ async def test_fuel_exhausted(client):
     fib = await deploy(client, "fibonacci")
     status, body = await invoke(client, fib, "fib", "30", fuel=100_000)
     assert (status, body["code"], body["kind"]) == (422, "trap", "out-of-fuel")
-    assert "used all 100000 units of its fuel limit (100000)" in body["detail"]
+    assert "used all 100000 units of its fuel limit (100000)" in body["detail"] and "--fuel" in body["hint"]
     assert body["fuel_consumed"] == body["fuel_limit"] == 100_000
+    assert (body["limit"], body["limit_value"], body["raised_by"]) == ("fuel", 100_000, "--fuel (at most compute.fuel)")
 
 
 async def test_deadline_with_plenty_of_fuel(client):
     spin = await deploy(client, "loop")
     status, body = await invoke(client, spin, "spin", timeout=0.3)  # fuel: the node's maximum
     assert (status, body["kind"]) == (422, "deadline")
+    assert (body["limit"], body["limit_value"]) == ("timeout", 0.3), body
+    assert body["raised_by"] == "--timeout (at most compute.timeout)", body
     assert "past its wall-clock limit of 0.3 s" in body["detail"]
     assert body["fuel_limit"] == 10_000_000_000
 
@@ -188,7 +191,9 @@ async def test_limits_over_the_node_maximum(client):
     for option, value in (("fuel", 10**11), ("memory", "1GiB"), ("timeout", 60)):
         status, body = await invoke(client, add, "add", "1", "2", **{option: value})
         assert (status, body["code"]) == (400, "limit-too-high"), body
-        assert "more than this node allows per call" in body["detail"]
+        assert "more than this node allows per call" in body["detail"] and f"compute.{option}" in body["hint"]
+        assert (body["limit"], body["raised_by"]) == (option, f"compute.{option}"), body  # and its value, the most
+        assert body["limit_value"] == {"fuel": 10**10, "memory": 64 * 1024**2, "timeout": 5.0}[option], body
         if option == "memory":  # in the unit it was refused in, and one --memory takes
             assert body["hint"].startswith("ask for at most 64.0 MiB,"), body
 

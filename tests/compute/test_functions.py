@@ -200,6 +200,9 @@ async def test_hostile_callers_are_refused_while_others_are_served(web) -> None:
     status, headers, body = await looping
     assert status == 504 and headers["Content-Type"].startswith("application/problem+json")
     assert b"deadline" in body  # stopped by its deadline (an epoch interrupt), not by the end of its fuel
+    problem = json.loads(body)  # its limit named, with its value and what raises it
+    assert (problem["limit"], problem["limit_value"], problem["raised_by"]) == (
+        "timeout", 1.0, "xsc compute serve --timeout"), problem
 
     def stopped() -> list[dict]:  # its record is written once it was answered
         return [r["record"] for r in node.app[NODE].compute.recent_provenance(50)
@@ -209,6 +212,7 @@ async def test_hostile_callers_are_refused_while_others_are_served(web) -> None:
     assert [r["trap"]["kind"] for r in stopped()] == ["deadline"]
     status, _, body = await _get(f"{base}/fn/hello/", "POST", data=b"x" * 2048)
     assert status == 413 and b"Traceback" not in body
+    assert (json.loads(body)["limit"], json.loads(body)["limit_value"]) == ("max_body", 1024)  # declared: refused unread
     status, headers, body = await _get(f"{base}/fn/cookie/")
     assert status == 200 and body == b"ok\n" and headers["X-Kept"] == "yes"
     assert "Set-Cookie" not in headers and headers.get("Connection") != "close"
@@ -251,6 +255,9 @@ async def test_a_caller_hanging_up_mid_body_is_one_info_line_and_the_next_is_ser
     await _serve(node, name="small", module=await deploy(node, "cgi", wasi=True), max_body=1024 * 1024)
     status, headers, body = await _get(f"{base}/fn/small/", "POST", data=chunks())
     assert status == 413 and headers["Content-Type"].startswith("application/problem+json"), body
+    problem = json.loads(body)  # the limit named, its value and the flag its owner raises it with
+    assert (problem["limit"], problem["limit_value"]) == ("max_body", 1024 * 1024), problem
+    assert problem["raised_by"] == "xsc compute serve --max-body" and "--max-body" in problem["hint"], problem
     said = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert said == [], [r.getMessage() for r in said]
     assert list(node.app[NODE].functions.work_dir.glob("stdin-*")) == []  # the bodies' files removed

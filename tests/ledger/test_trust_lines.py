@@ -67,10 +67,14 @@ async def _prepay(a, b_id: str, amount: int) -> None:
 
 
 async def _prepay_refused(a, b_id: str, amount: int) -> None:
-    """`b` refuses to countersign a prepayment it cannot collect (relayed to the user of `a` as 502)."""
+    """`b` refuses to countersign a prepayment it cannot collect: told to the user of `a` as a 409 naming `b` and its
+    reason (a 502 is for a peer that cannot be reached or answers garbage)."""
     response = await a.post("/v1/ledger/prepay", json={"node": b_id, "amount": amount})
     answer = await response.json()
-    assert response.status == 502 and answer["peer_code"] == "claim-refused" and "prepayment refused" in answer["detail"], answer
+    assert response.status == 409 and answer["code"] == "prepayment-refused", answer
+    assert answer["node"] == b_id and answer["peer_code"] == "claim-refused", answer
+    assert answer["detail"].startswith(f"node {b_id} refused the prepayment: it "), answer
+    assert "--credit" not in answer.get("hint", "") and "owes" in answer["hint"], answer
 
 
 async def _verified(*nodes) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
 
 import pytest
 
@@ -14,6 +15,7 @@ pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e 
 
 from botocore.exceptions import ClientError  # noqa: E402
 
+from tests.support.peers import api  # noqa: E402
 from tests.support.s3 import code_of, listing_model  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # real processes and tools: slow on a loaded machine
@@ -94,3 +96,21 @@ def test_a_list_of_buckets_token_is_bound_to_its_prefix(s3) -> None:
         == ["tok-a-2"]
     for prefix in ("tok-b-", "tok-"):
         _refused(lambda: s3.list_buckets(MaxBuckets=1, Prefix=prefix, ContinuationToken=token))
+
+
+def test_the_node_api_pages_by_tokens_bound_to_the_listing_and_refuses_others(gateway, many) -> None:
+    """`start` and `next` of the node's own listing are tokens as the front's are: a plain position (what `start`
+    was), an altered token and one of another prefix or delimiter are 400 problems; its own token resumes the listing."""
+    path = f"/v1/s3/buckets/{many}/objects?prefix=p03/&max_keys=5"
+    status, page = api(gateway.node, "GET", path)
+    assert status == 200 and page["truncated"] and [k for k, _ in page["contents"]] == KEYS[3 * 130:3 * 130 + 5]
+    status, more = api(gateway.node, "GET", f"{path}&start={quote(page['next'])}")
+    assert status == 200 and [k for k, _ in more["contents"]] == KEYS[3 * 130 + 5:3 * 130 + 10]
+    raw = base64.urlsafe_b64decode(page["next"])
+    for bad, listed in [(base64.urlsafe_b64encode(b"p03/f9/k00\x00").decode(), path),  # a plain position
+                        (base64.urlsafe_b64encode(raw[:-1] + bytes([raw[-1] ^ 1])).decode(), path),
+                        (page["next"], f"/v1/s3/buckets/{many}/objects?prefix=p0&max_keys=5"),
+                        (page["next"], f"{path}&delimiter=/")]:
+        status, problem = api(gateway.node, "GET", f"{listed}&start={quote(bad)}")
+        assert status == 400 and problem["code"] == "s3-error", (bad, problem)
+        assert "continuation token" in problem["detail"], problem

@@ -306,3 +306,27 @@ def test_the_pages_scripts_put_strings_into_the_page_only_as_text() -> None:
     found = [f"{script.name}:{n}: {line.strip()}" for script in sorted(SCRIPTS.glob("*.js"))
              for n, line in enumerate(script.read_text().splitlines(), 1) if SINKS.search(line)]
     assert found == []
+
+
+async def test_a_sessions_refusals_count_against_its_address_as_wrong_tokens_do(node_factory) -> None:
+    """A session's request without its CSRF key, a change without the dashboard's Origin, a session asking for a login
+    link (each 403) count against its address as a wrong token does: past the burst even its right key is 429.  /health
+    asked so is anyone's answer, not a 403, and counts too; the user at another address is not locked out."""
+    node = await node_factory(node={"auth_failure_limit": 0.001})  # no failure forgiven within the test
+    link = await (await node.post("/v1/ui/login-link")).json()
+    base = str(node.make_url("")).rstrip("/")
+    async with ClientSession(cookie_jar=CookieJar(unsafe=True),
+                             connector=TCPConnector(local_addr=("127.0.0.2", 0))) as browser:
+        logged = await browser.get(base + link["path"], allow_redirects=False)
+        key = logged.headers["Location"].removeprefix("/ui/#key=")
+        tries = [("GET", "/v1/node/status", {CSRF_HEADER: "0" * len(key)}, 403),
+                 ("POST", "/v1/ui/login-link", {CSRF_HEADER: key, "Origin": base}, 403),
+                 ("DELETE", "/v1/s3/buckets/b", {CSRF_HEADER: key, "Origin": "http://elsewhere"}, 403),
+                 ("GET", "/health", {CSRF_HEADER: "0" * len(key)}, 200)]
+        for i in range(FAILURE_BURST):
+            method, path, headers, status = tries[i % len(tries)]
+            answer = await browser.request(method, base + path, headers=headers)
+            assert answer.status == status, (i, path, answer.status, await answer.text())
+        refused = await browser.get(base + "/v1/node/status", headers={CSRF_HEADER: key})
+        assert refused.status == 429 and (await refused.json())["code"] == "quota-exceeded"
+    assert (await node.get("/v1/node/status")).status == 200  # the user, at 127.0.0.1

@@ -29,7 +29,7 @@ from functools import partial
 from typing import Any, Callable, Protocol
 
 from .. import codec
-from ..errors import InsufficientCredit, InvalidArgument, NodeCreditExhausted, XscError
+from ..errors import DuplicateJsonKey, InsufficientCredit, InvalidArgument, NodeCreditExhausted, XscError
 from ..storage.core.capability import Capability
 from ..storage.files import Whole
 from ..tasks import GroupCommit
@@ -68,6 +68,8 @@ def parse_group(body: bytes) -> list[SmallPut]:
     """The objects of a `group_body`, each checked; InvalidArgument, before anything is stored, if one is not."""
     try:
         head, data = codec.unframed(body, MAX_GROUP_BYTES)
+    except codec.DuplicateKey as err:
+        raise DuplicateJsonKey.within("the group's head", err.key) from None
     except ValueError as err:
         raise InvalidArgument(f"not a group of small objects: {err}") from None
     objects = head.get("objects")

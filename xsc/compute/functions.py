@@ -58,6 +58,7 @@ from ..storage.core.capability import Capability
 from ..storage.core.ranges import content_range, parse_range
 from ..tasks import in_pool
 from . import provenance
+from .limits import named
 from .job_sandbox import Sandboxed, admit, record_and_owe, sandboxed
 from .jobspec import Input, JobSpec, parse_input, parse_job
 from .service import ComputeService, InvokeCall
@@ -529,10 +530,21 @@ class Finish:
             return stdout.full
         if outcome.trap_kind == "deadline":
             return FunctionTimedOut(f"the function ran past its deadline of {limits.timeout:g} s and was stopped",
-                                    hint="its owner may give it more time: xsc compute serve --timeout")
+                                    hint="its owner may give it more time: xsc compute serve --timeout",
+                                    **named("timeout", limits.timeout, "xsc compute serve --timeout"))
+        if outcome.limit is not None:  # out of its fuel or memory: its owner's flag raises it
+            raised = "xsc compute serve " + outcome.limit["raised_by"]
+            return FunctionFailed(f"the function failed: {outcome.message}", hint=f"its owner may raise it: {raised}",
+                                  **{**outcome.limit, "raised_by": raised})
         if outcome.trap_kind is not None or refusal is not None:
             return FunctionFailed(f"the function failed: {outcome.message if outcome.trap_kind else refusal}")
         return None
+
+
+def _body_limit(cap: int) -> dict[str, Any]:
+    """A request body's refusal for its function's max_body: the limit named, and what its owner raises it with."""
+    return {"hint": f"send at most {cap:,} bytes; its owner may take more: xsc compute serve --max-body BYTES",
+            **named("max_body", cap, "xsc compute serve --max-body")}
 
 
 class Bill(Protocol):
@@ -923,7 +935,7 @@ class WebFunctions:
         content_length = request.content_length
         if content_length is not None and content_length > record["max_body"]:
             raise PayloadTooLarge(f"the body is {content_length:,} bytes; this function takes at most "
-                                  f"{record['max_body']:,}")
+                                  f"{record['max_body']:,}", **_body_limit(record["max_body"]))
         if served.in_flight >= record["concurrency"]:
             raise ComputeBusy(f"the function runs {served.in_flight} requests already, its most at once",
                               hint="retry in a moment")
@@ -1041,7 +1053,8 @@ class WebFunctions:
         its output in `spills`; or None and its body, for a worker's run."""
         body, whole = await _prefix(request.read, ON_LOOP_BODY)
         if len(body) > served.record["max_body"]:
-            raise PayloadTooLarge(f"the body is over this function's {served.record['max_body']:,} bytes")
+            raise PayloadTooLarge(f"the body is over this function's {served.record['max_body']:,} bytes",
+                                  **_body_limit(served.record["max_body"]))
         if whole:
             streams.prepaid_fuel = io_fuel(len(body))
             streams.env["CONTENT_LENGTH"] = str(len(body))  # a chunked body's too
@@ -1457,7 +1470,7 @@ async def _body_to(read: ReadFn, directory: Path, cap: int, room: DiskRoom) -> t
             while chunk:
                 size += len(chunk)
                 if size > cap:
-                    raise PayloadTooLarge(f"the body is over this function's {cap:,} bytes")
+                    raise PayloadTooLarge(f"the body is over this function's {cap:,} bytes", **_body_limit(cap))
                 room.check(len(chunk), "the request's body")
                 room.writing += len(chunk)
                 try:

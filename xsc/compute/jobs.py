@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import codec
 from ..db import Database
 from ..errors import (BodyTimeout, Conflict, InsufficientCredit, IntegrityError, InvalidArgument, JobNotFound,
                       JobRunning, PayloadTooLarge, XscError)
@@ -42,7 +41,7 @@ from ..storage.core.capability import Capability
 from ..storage.strangers import ProviderTerms
 from ..tasks import at_most, in_pool, periodic
 from . import lineage, provenance
-from .jobspec import MAX_SPEC_BYTES, JobSpec, asked_id, job_id, parse_job
+from .jobspec import MAX_SPEC_BYTES, JobSpec, asked_id, job_id, parse_job, spec_line
 from .paid import worst_case_refused
 from .service import ComputeService, InvokeCall
 from .job_answers import (REPLACING, UNFINISHED, answer, ended, not_ended, replacing, rerun_hint, run_id,
@@ -258,11 +257,7 @@ class JobService:
             if len(head) > MAX_SPEC_BYTES and b"\n" not in head[:MAX_SPEC_BYTES + 1]:
                 raise PayloadTooLarge(f"a job's spec is at most {MAX_SPEC_BYTES:,} bytes", hint="send a smaller spec")
         line, _, rest = bytes(head).partition(b"\n")
-        try:
-            spec = codec.loads(line)
-        except ValueError:
-            raise InvalidArgument("the job's first line is not JSON", hint=JOB_HINT) from None
-        left = [rest]
+        spec, left = spec_line(line, JOB_HINT), [rest]
 
         async def stdin(n: int) -> bytes:
             if left and (first := left.pop()):

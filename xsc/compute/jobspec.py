@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import codec
 from ..buckets.core.names import MAX_KEY_BYTES
-from ..errors import InvalidArgument, InvalidCapability, LimitTooHigh
+from ..errors import DuplicateJsonKey, InvalidArgument, InvalidCapability, LimitTooHigh
 from ..storage.core.capability import Capability
 from ..units import format_size, parse_size, plural_for
 from .modules import parse_module_id
@@ -116,6 +116,16 @@ def asked_id(run_id: str, spec: JobSpec) -> str:
         return run_id
     asked = {"run": run_id, "replicas": spec.replicas, "agree": spec.agree}
     return hashlib.sha256(b"xsc/job/asked/1\n" + codec.canonical(asked)).hexdigest()
+
+
+def spec_line(line: bytes, hint: str) -> Any:
+    """The JSON of a job's first line (its spec), refused if it is not JSON or names a key twice in an object."""
+    try:
+        return codec.loads(line, unique_keys=True)
+    except codec.DuplicateKey as err:
+        raise DuplicateJsonKey.within("the job's first line", err.key, hint) from None
+    except ValueError:
+        raise InvalidArgument("the job's first line is not JSON", hint=hint) from None
 
 
 def parse_job(body: Any) -> JobSpec:

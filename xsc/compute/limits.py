@@ -46,6 +46,12 @@ def resolve(ceiling: Limits, fuel: Any = None, memory: Any = None, timeout: Any 
     )
 
 
+def named(limit: str, value: int | float, raised_by: str) -> dict[str, Any]:
+    """The fields of a problem (or a trap) that a limit refused or cut: which limit, its value (bytes, seconds, fuel)
+    and the flag or config key that raises it, for a program to read as its user reads the words."""
+    return {"limit": limit, "limit_value": value, "raised_by": raised_by}
+
+
 def _fuel(value: Any, most: int) -> int:
     if isinstance(value, str) and is_whole_number(value.strip()):
         value = int(value)
@@ -53,7 +59,8 @@ def _fuel(value: Any, most: int) -> int:
         raise InvalidArgument(f"fuel must be a positive whole number, not {value!r}", hint="e.g. --fuel 1000000")
     if value > most:
         raise LimitTooHigh(f"fuel {value} is more than this node allows per call ({most})",
-                           hint=f"ask for at most {most}, or raise compute.fuel in the node's config")
+                           hint=f"ask for at most {most}, or raise compute.fuel in the node's config",
+                           **named("fuel", most, "compute.fuel"))
     return value
 
 
@@ -65,7 +72,7 @@ def _memory(value: Any, most: int) -> int:
         raise LimitTooHigh(f"memory {format_size(size)} is more than this node allows per call "
                            f"({format_size(most, down=True)})",
                            hint=f"ask for at most {format_size(most, down=True)}, or raise compute.memory in the "
-                                "node's config")
+                                "node's config", **named("memory", most, "compute.memory"))
     return size
 
 
@@ -78,5 +85,6 @@ def _timeout(value: Any, most: float) -> float:
         raise InvalidArgument(f"timeout must be a positive number of seconds, not {value!r}", hint="e.g. --timeout 0.5")
     if seconds > most:
         raise LimitTooHigh(f"timeout {seconds:g} s is more than this node allows per call ({most:g} s)",
-                           hint=f"ask for at most {most:g} s, or raise compute.timeout in the node's config")
+                           hint=f"ask for at most {most:g} s, or raise compute.timeout in the node's config",
+                           **named("timeout", most, "compute.timeout"))
     return seconds

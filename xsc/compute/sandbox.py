@@ -105,6 +105,7 @@ class Outcome:
     stdout_bytes: int = 0  # bytes of stdout kept (in `stdout`, or in the job's stdout file)
     over_cap: str | None = None  # "stdout" or "stderr": a job's stream refused a write for its cap
     stopped: Stopped | None = None  # why a job's outputs cannot be listed, once it ended (out_bound.py): its kind, a clause
+    limit: dict[str, typing.Any] | None = None  # the limit that cut it short (limits.named): name, value, raised by
 
 
 def new_store(engine: wasmtime.Engine, limits: Limits, deadline_ticks: int) -> Store:
@@ -248,10 +249,12 @@ def _trapped(exc: wasmtime.Trap | wasmtime.WasmtimeError, store: Store, instance
     if kind == "out-of-fuel":
         outcome.message = f"out of fuel: it used all {limits.fuel} units of its fuel limit ({limits.fuel})"
         outcome.hint = "ask for more with --fuel, up to the node's compute.fuel"
+        outcome.limit = lim.named("fuel", limits.fuel, "--fuel (at most compute.fuel)")
     elif kind == "deadline":
         outcome.message = (f"deadline exceeded: it ran for {duration_ns / 1e9:.2f} s, "
                            f"past its wall-clock limit of {limits.timeout:g} s")
         outcome.hint = "ask for more time with --timeout, up to the node's compute.timeout; or look for an endless loop"
+        outcome.limit = lim.named("timeout", limits.timeout, "--timeout (at most compute.timeout)")
     elif kind == NODE_STOPPING:
         outcome.message, outcome.hint = f"stopped while it ran: {stopped.why}", "run it again"
     elif kind == CANCELLED:
@@ -276,6 +279,7 @@ def _trapped(exc: wasmtime.Trap | wasmtime.WasmtimeError, store: Store, instance
                                f"{format_size(limits.memory)} limit, was refused more, "
                                f"then trapped ({wasmtime_cause(exc)})")
             outcome.hint = "ask for more with --memory, up to the node's compute.memory"
+            outcome.limit = lim.named("memory", limits.memory, "--memory (at most compute.memory)")
         elif kind == "unreachable":
             outcome.message = "the module trapped: it reached an `unreachable` instruction (wasm's abort)"
         elif kind == "divide-by-zero":

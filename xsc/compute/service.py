@@ -171,7 +171,7 @@ class Run:
         charged = (f"; charged {format_credits(self.charge)} credits for {o.fuel_consumed:,} fuel "
                    f"({'metered' if o.metering == provenance.METERING_EXACT else 'bounded by the time it ran'})"
                    + (f" and {o.memory_pages} pages of memory for {self.billed_us / 1e6:g} s" if o.memory_pages else ""))
-        return Trap(o.message + charged, kind=o.trap_kind, hint=o.hint, **self._facts())
+        return Trap(o.message + charged, kind=o.trap_kind, hint=o.hint, **{**self._facts(), **(o.limit or {})})
 
 
 class ComputeService:

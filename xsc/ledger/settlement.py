@@ -37,9 +37,9 @@ from datetime import datetime, timezone
 from typing import Any, Iterator, Protocol
 
 from .. import units
-from ..errors import (ClaimRefused, Forbidden, InvalidArgument, InvalidEntry, NothingOwed, PeerError, PeerNotFound,
-                      PeerRefused, PeerUnreachable, PeriodPaidAlready, PrepaymentNotCollectable, WrongPayee, XscError,
-                      quoted)
+from ..errors import (ClaimRefused, Forbidden, InvalidArgument, InvalidEntry, NothingOwed, PeerError, PeerMisbehaved,
+                      PeerNotFound, PeerRefused, PeerUnreachable, PeriodPaidAlready, PrepaymentNotCollectable,
+                      PrepaymentRefused, WrongPayee, XscError, quoted)
 from ..identity import Identity, parse_public_id, public_id, verify
 from ..net.peer_client import PeerClient
 from .dropped import DroppedPayments
@@ -80,6 +80,25 @@ def nothing_owed(err: BaseException) -> bool:
     """The payee says nothing was done under an authorization (a tab it ran no call of): it will never
     countersign it, so its payer drops it.  Safe to believe: at worst a payee is not paid."""
     return isinstance(err, PeerRefused) and err.details.get("peer_code") == NothingOwed.code
+
+
+def prepay_refusal(node_id: str, exc: PeerError) -> tuple[str, str]:
+    """Why node `node_id` refused a prepayment, and what to do, one line each.  Its claim refused: the documented rule
+    (docs/peers.md), a prepayment counts only out of what its payee owes its payer, with the most the payee says it
+    can still take; the credit its user gives this node changes nothing of that (its work then needs no prepayment).
+    Any other refusal: in the payee's words, quoted as its own (its "this node" is the payee)."""
+    if _refused_claim(exc):
+        room = exc.details.get("peer_collectable")
+        most = f"it takes at most {format_credits(room)} credits now" if room else "it owes this node nothing"
+        return (f"node {node_id} refused the prepayment: {most}",
+                "a prepayment counts only out of what its payee owes its payer; nothing was paid")
+    return f'node {node_id} refused the prepayment, saying: "{_said(exc)}"', "nothing was paid"
+
+
+def _said(exc: PeerError) -> str:
+    """A payee's own words in its refusal ("peer URL refused METHOD PATH: its words", net/peer_client.py)."""
+    said = exc.message
+    return (said.partition(": ")[2] or said) if said.startswith(f"peer {exc.details.get('url')} refused ") else said
 
 
 def _refused_claim(err: BaseException) -> bool:
@@ -173,14 +192,10 @@ class Payments:
         try:
             entry = await self.pay(payee_node_id, amount, {}, f"prepay:{os.urandom(8).hex()}")
         except PeerRefused as exc:
-            if not _refused_claim(exc):
-                raise
-            # The payee's words are its own ("this node", a command for its user): said again from here.
-            # One line: the rule (what it owes this node, and for a node that recognises this one the work it did
-            # for it) is in docs/ledger.md; the line names the refusal and what its user runs instead.
-            raise PeerRefused("prepayment refused: that node takes one only out of what it owes this node",
-                              hint=f"its user can give credit: xsc market recognize {self.node.id} 1 --credit CREDITS",
-                              **exc.details) from None
+            if isinstance(exc, PeerMisbehaved) or exc.details.get("peer_status") not in DEFINITIVE_REFUSALS:
+                raise  # garbage, or busy (its payment is retried): the peer's fault or the network's, 502
+            why, hint = prepay_refusal(payee_node_id, exc)
+            raise PrepaymentRefused(why, hint=hint, node=payee_node_id, **exc.details) from None
         return {"node": payee_node_id, "amount": amount, "entry": entry}
 
     async def authorize(self, payee_node_id: str, cap: int, job_ref: str, *, ttl: int,
@@ -533,12 +548,8 @@ class Payments:
         any other's in the payee's words, quoted as its own (its "this node" is the payee, not the node its payer
         reads them on)."""
         if job_kind(auth.job) == "prepay":
-            return (f"node {node_id} refused it: that node takes a prepayment only out of what it owes this node",
-                    f"nothing was paid; its user can give credit: xsc market recognize {self.node.id} 1 --credit CREDITS")
-        said = exc.message  # "peer URL refused METHOD PATH: its words" (net/peer_client.py)
-        if said.startswith(f"peer {exc.details.get('url')} refused "):
-            said = said.partition(": ")[2] or said
-        return (f'node {node_id} refused it, saying: "{said}"',
+            return prepay_refusal(node_id, exc)
+        return (f'node {node_id} refused it, saying: "{_said(exc)}"',
                 "nothing was paid: the credits it held are free again")
 
     def view(self) -> dict[str, list[dict]]:

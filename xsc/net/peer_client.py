@@ -35,10 +35,10 @@ from aiohttp import payload
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from ..codec import dumps, loads  # noqa: F401 - the one JSON reader and writer, for callers that import them here
+from ..codec import DuplicateKey, dumps, loads  # noqa: F401 - the one JSON reader and writer, for callers
 from ..config import https_url, is_loopback_host
 from ..errors import (MAX_CODE, InvalidArgument, PeerError, PeerIdentityMismatch, PeerMisbehaved, PeerRefused,
-                      PeerUnreachable, connection_reason, shown)
+                      PeerUnreachable, connection_reason, quoted_id, shown)
 from ..identity import Identity, channel_request, sign_request
 from ..units import MAX_MICRO_CREDITS
 from . import congestion
@@ -113,7 +113,9 @@ class PeerResponse:
 
     def json(self) -> Any:
         try:
-            return loads(self.body)
+            return loads(self.body, unique_keys=True)
+        except DuplicateKey as err:  # readers differ on which one counts: no answer at all
+            raise self.shapeless(f"a peer answered with a body that gives the key {quoted_id(err.key)} twice") from None
         except ValueError:
             raise self.shapeless("a peer answered with a body that is not JSON") from None
 
@@ -146,6 +148,8 @@ def _refusal(url: str, method: str, path: str, status: int, body: bytes,
     counted = {"peer_missing": missing} if type(missing) is int and 0 < missing <= MAX_MICRO_CREDITS else {}
     if problem.get("cut_short") is True:
         counted["peer_cut_short"] = True
+    if type(collectable := problem.get("collectable")) is int and 0 <= collectable <= MAX_MICRO_CREDITS:
+        counted["peer_collectable"] = collectable  # what a prepayment's payee says it can still take
     wait = (headers or {}).get("Retry-After", "")
     if 0 < len(wait) <= 6 and wait.isascii() and wait.isdigit():  # seconds; an HTTP date is not kept
         counted["peer_retry_after"] = min(int(wait), MAX_RETRY_AFTER)

@@ -39,11 +39,11 @@ async def token_middleware(request: web.Request, handler):
 
 @contextlib.contextmanager
 def guarded(request: web.Request, failures: web.AppKey[RateLimiter] = AUTH_FAILURES,
-            counted: tuple[type[Exception], ...] = (Unauthorized,)) -> Iterator[None]:
-    """An authentication whose failure (`counted`) counts against its client's address (an IPv6 one's /64) in
-    `failures`.  An address past its failures is refused (429, Retry-After) before its credentials are looked at: a
-    right guess among wrong ones would otherwise still get in, so its own user at that address waits too; another
-    address does not."""
+            counted: tuple[type[Exception], ...] = (Unauthorized, Forbidden)) -> Iterator[None]:
+    """An authentication whose failure (`counted`: a wrong credential, 401, or a session's without its CSRF key or
+    Origin, 403) counts against its client's address (an IPv6 one's /64) in `failures`.  One past its failures is
+    refused (429, Retry-After) before its credentials are looked at: a right guess among wrong ones would otherwise
+    get in, so its own user at that address waits too; another address does not."""
     limiter, key, now = request.app[failures], address_key(request.remote), time.monotonic()
     limiter.require(key, now, f"address {request.remote}", 1)
     try:

@@ -108,9 +108,17 @@ class RemoteNode:
 
     async def list_objects(self, bucket: str, user: str, *, prefix: str, delimiter: str, max_keys: int,
                            start: bytes) -> dict:
-        return await self._for(user, "GET", f"{_bucket(bucket)}/objects", params={
+        """The node's page from `start`, its `next` the position it resumes from: the node's tokens are bound to the
+        listing under the data dir's key (node/http/s3.py), which this front holds too."""
+        if self.marks is None:
+            raise ConfigError("this front lists a bucket only with its data dir's key", hint="start it with --data-dir")
+        tokens, listed = listing.Tokens(self.marks.listing_key()), ("objects", bucket, prefix, delimiter)
+        page = await self._for(user, "GET", f"{_bucket(bucket)}/objects", params={
             "prefix": prefix, "delimiter": delimiter, "max_keys": str(min(max_keys, listing.MAX_KEYS)),
-            "start": listing.encode_token(start)})
+            **({"start": tokens.token(start, *listed)} if start else {})})
+        if page.get("truncated"):
+            page["next"] = listing.encode_token(tokens.position(page["next"], *listed))
+        return page
 
     async def object(self, bucket: str, key: str, user: str) -> dict:
         return await self._for(user, "GET", f"{_bucket(bucket)}/object", params={"key": key})

@@ -296,8 +296,9 @@ class S3Front:
             max_keys = min(integer(q.get("max-keys"), listing.MAX_KEYS, "max-keys"), listing.MAX_KEYS)
             encoding = encoding_of(call)
             if v2:
-                token, start_after = q.get("continuation-token", ""), q.get("start-after", "")
-                start = self.tokens.position(token, "objects", call.bucket, prefix, delimiter) if token \
+                # An empty token is no token this front gave: refused as AWS refuses it (MinIO too)
+                token, start_after = q.get("continuation-token"), q.get("start-after", "")
+                start = self.tokens.position(token, "objects", call.bucket, prefix, delimiter) if token is not None \
                     else listing.after(start_after) if start_after else b""
             else:
                 start = listing.v1_start(q.get("marker", ""), delimiter, prefix)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import codec
-from ..errors import (Forbidden, InvalidArgument, PayloadTooLarge, QuotaExceeded, RangeNotSatisfiable,
+from ..errors import (DuplicateJsonKey, Forbidden, InvalidArgument, PayloadTooLarge, QuotaExceeded, RangeNotSatisfiable,
                       SegmentOutOfOrder, ShareExists, ShareMismatch, ShareNotFound, StorageFull, UploadIncomplete,
                       UploadNotFound, XscError)
 from ..identity import public_id
@@ -413,9 +413,12 @@ class ShareHolder:
             if len(raw) > most:
                 raise PayloadTooLarge(f"the commit after the last blocks is {len(raw)} bytes; at most {most} are "
                                       "accepted", limit=most)
-            commit = codec.loads(raw)
+            commit = codec.loads(raw, unique_keys=True)
             if not isinstance(commit, dict):
                 raise ValueError("not an object")
+        except codec.DuplicateKey as err:
+            await self.abort(incoming)
+            raise DuplicateJsonKey.within("the commit", err.key) from None
         except ValueError:
             await self.abort(incoming)
             raise InvalidArgument("the blocks' body must end with the commit's JSON object",

@@ -6,9 +6,9 @@ key whose UTF-8 bytes are >= `start`, in order; a common prefix is rolled up by 
 keys at once (`prefix + b"\\xff"`: 0xFF never occurs in UTF-8), so a listing with a delimiter costs one
 seek per common prefix, not one step per key under it.
 
-A page's `next` is the position to resume from (base64 of the start bytes), as the node's user API hands it to
-its front and the CLI.  What an S3 client is given is a `Tokens` token: that position with a MAC binding it to its
-listing (the bucket, prefix and delimiter; a user's buckets and prefix), under a key of the front's data dir.  It is
+A page's `next` is the position to resume from (base64 of the start bytes).  What the node's user API (its `start`
+and `next`) and an S3 client are given is a `Tokens` token: that position with a MAC binding it to its listing (the
+bucket, prefix and delimiter; a user's buckets and prefix), under a key of the data dir the node and its front share.  It is
 opaque to clients, stateless on the server, stable across writes (a resumed listing never repeats a key) and across
 restarts of the front; one altered, forged, or given for another listing is refused as S3 refuses it (InvalidArgument,
 "The continuation token provided is incorrect").
@@ -76,6 +76,15 @@ class Tokens:
                           hint="list again without it: a token goes on only the listing that gave it (its bucket, "
                                "prefix and delimiter)", ArgumentName="continuation-token")
         return position
+
+    def resume(self, token: str | None, *listing: str) -> bytes:
+        """Where a page of `listing` resumes (the user API's `start`, a token as the front gives S3 clients): from
+        its beginning without one; refused as `position` refuses one forged or given for another listing."""
+        return self.position(token, *listing) if token else b""
+
+    def bound(self, page: dict, *listing: str) -> dict:
+        """`page` (list_page's) with its `next` a token bound to `listing`, as `token` makes them."""
+        return {**page, "next": self.token(decode_token(page["next"]), *listing)} if page["truncated"] else page
 
     def _mac(self, position: bytes, listing: tuple[str, ...]) -> bytes:
         # Each field with its length first: no two listings (a prefix that ends where a delimiter begins) sign alike.

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from itertools import accumulate
 from typing import Any
 
 from aiohttp import web
 
-from ...errors import BodyTimeout, InvalidArgument, PayloadTooLarge, XscError, quoted_id
-from ...codec import dumps, loads  # noqa: F401 - the one JSON writer and reader, for route modules
+from ...errors import BodyTimeout, DuplicateJsonKey, InvalidArgument, PayloadTooLarge, XscError, quoted_id
+from ...codec import JSON_STRING, DuplicateKey, dumps, loads  # noqa: F401 - the one JSON writer and reader
 from ...tasks import in_pool
 from ...storage import quotes
 from ..appkeys import CONFIG, CPU_POOL, NODE
@@ -23,15 +22,21 @@ from ..problems import ENDED_WITH, PROBLEM_CODE, problem_for, problem_from_error
 MAX_JSON_DEPTH = 32  # nesting deeper than any XSC body: refused before it costs the parser anything
 
 
-def json_object(raw: bytes, hint: str) -> dict[str, Any]:
-    """A request body that must be one JSON object (else a 400 with `hint`)."""
+def json_value(raw: bytes, hint: str) -> Any:
+    """A request body that must be JSON (else a 400 with `hint`), no object naming a key twice (DuplicateJsonKey)."""
     if _too_deep(raw):
         raise InvalidArgument(f"the request body nests deeper than {MAX_JSON_DEPTH} levels", hint=hint)
     try:
-        body = loads(raw)
+        return loads(raw, unique_keys=True)
+    except DuplicateKey as err:
+        raise DuplicateJsonKey.within("the request body", err.key, f"send each key once: {hint}") from None
     except ValueError:
         raise InvalidArgument("the request body is not JSON", hint=hint) from None
-    if not isinstance(body, dict):
+
+
+def json_object(raw: bytes, hint: str) -> dict[str, Any]:
+    """A request body that must be one JSON object (else a 400 with `hint`; `json_value`)."""
+    if not isinstance(body := json_value(raw, hint), dict):
         raise InvalidArgument("the request body must be a JSON object", hint=hint)
     return body
 
@@ -94,9 +99,6 @@ def json_response(value: Any, status: int = 200, content_type: str = "applicatio
     return web.Response(body=dumps(value), status=status, content_type=content_type, headers=headers)
 
 
-# A JSON string (with its escapes; an unended one runs to the end), found by the regex engine: what is inside one
-# is no nesting.
-_STRING = re.compile(rb'"[^"\\]*(?:\\[\s\S][^"\\]*)*(?:"|\\?\Z)')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _NOT_BRACKETS_OR_QUOTES = bytes(b for b in range(256) if b not in b'[]{}"')
 _DEPTH_STEP = [{0x5B: 1, 0x7B: 1, 0x5D: -1, 0x7D: -1}.get(b, 0) for b in range(256)]
@@ -110,7 +112,7 @@ def _too_deep(raw: bytes) -> bool:
     if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:  # cannot nest deeper than it opens (C speed)
         return False
     if b"\\" in raw:
-        brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+        brackets = JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)  # inside a string is no nesting
     else:  # every quote begins or ends a string
         brackets = b"".join(raw.translate(None, _NOT_BRACKETS_OR_QUOTES).split(b'"')[::2])
     return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > MAX_JSON_DEPTH

@@ -13,14 +13,14 @@ from ...compute.job_cancels import asking
 from ...compute.jobs import MAX_LISTED
 from ...compute.maps import MAX_MAP_BODY
 from ...compute.paid import MAX_PUSHED_BYTES
-from ...errors import BodyTimeout, Forbidden, InvalidArgument, PayloadTooLarge
+from ...errors import BodyTimeout, Forbidden, PayloadTooLarge
 from ...net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MAX_BATCH_CALLS, MODULES_PATH, PROVENANCE_PATH
 from ...storage.holder import MIN_UPLOAD_RATE
 from ...tasks import in_pool
 from .. import peer_auth
 from ..appkeys import CPU_POOL, NODE, PEER_LIMITS
-from .common import (BODY_SECONDS, json_body, json_object, json_response, large_json_body, loads, optional_json_body,
-                     query_flag, query_int, read_body, results_response)
+from .common import (BODY_SECONDS, json_body, json_object, json_response, json_value, large_json_body,
+                     optional_json_body, query_flag, query_int, read_body, results_response)
 
 routes = web.RouteTableDef()
 
@@ -64,11 +64,7 @@ async def get_module(request: web.Request) -> web.Response:
 
 @routes.post("/v1/compute/invoke")
 async def invoke(request: web.Request) -> web.Response:
-    try:
-        body = loads(await read_body(request))  # orjson, but never an integer past 64 bits read as a float
-    except ValueError:
-        raise InvalidArgument("the request body is not JSON",
-                              hint='send {"module": ID, "function": NAME, "args": [...]}') from None
+    body = json_value(await read_body(request), 'send {"module": ID, "function": NAME, "args": [...]}')
     return json_response(await request.app[NODE].paid.invoke(body))
 
 

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from aiohttp import web
 
 from ... import __version__, keys
-from ...errors import QuotaExceeded, Unauthorized
+from ...errors import Forbidden, QuotaExceeded, Unauthorized
 from ..appkeys import CONFIG, DB, HEALTH_CHECKS, IDENTITY, METRICS, STARTED, STATUS_PARTS
 from ..auth import check_token, guarded, session_cookie
 from ..metrics import resident_memory
@@ -57,7 +57,7 @@ def _token_holder(request: web.Request) -> bool:
     try:
         with guarded(request):  # a guess here counts as on the API: no free way to test tokens
             check_token(request)
-    except (Unauthorized, QuotaExceeded):
+    except (Unauthorized, Forbidden, QuotaExceeded):  # a session's without its CSRF key: anyone's answer
         return False
     return True
 

@@ -14,7 +14,7 @@ import time
 from aiohttp import web
 
 from ... import codec
-from ...errors import BadRequest, InvalidArgument, PayloadTooLarge, S3ServedByNode
+from ...errors import BadRequest, DuplicateJsonKey, InvalidArgument, PayloadTooLarge, S3ServedByNode
 from ...buckets import backup, uploads
 from ...buckets.core import listing
 from ...buckets.index import INITIATOR, S3Index, users
@@ -113,11 +113,11 @@ async def delete_bucket(request: web.Request) -> web.Response:
 
 @routes.get("/v1/s3/buckets/{bucket}/objects")
 async def list_objects(request: web.Request) -> web.Response:
-    q = request.query
-    page = await _as(request, "read", _index(request).list, request.match_info["bucket"], prefix=q.get("prefix", ""),
-                       delimiter=q.get("delimiter", ""), max_keys=query_int(q, "max_keys", 1000, 0, 1000),
-                       start=listing.decode_token(q.get("start", "")))
-    return json_response(page)
+    q, bucket, tokens = request.query, request.match_info["bucket"], listing.Tokens(_index(request).marks.listing_key())
+    listed = ("objects", bucket, prefix := q.get("prefix", ""), delimiter := q.get("delimiter", ""))  # its tokens bind
+    page = await _as(request, "read", _index(request).list, bucket, prefix=prefix, delimiter=delimiter,
+                     max_keys=query_int(q, "max_keys", 1000, 0, 1000), start=tokens.resume(q.get("start"), *listed))
+    return json_response(tokens.bound(page, *listed))
 
 
 @routes.get("/v1/s3/buckets/{bucket}/object")
@@ -146,6 +146,8 @@ async def put_small_object(request: web.Request) -> web.Response:
                               hint="stream larger objects to /v1/store/files")
     try:
         record, data = codec.unframed(await read_body(request), MAX_RECORD)
+    except codec.DuplicateKey as err:
+        raise DuplicateJsonKey.within("the small object's record", err.key) from None
     except ValueError:
         raise InvalidArgument(f"a small object's body is the 4-byte length of its record's JSON (an object of at "
                               f"most {MAX_RECORD:,} bytes), the record, then the object's bytes") from None

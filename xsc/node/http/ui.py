@@ -52,10 +52,10 @@ def static_files() -> dict[str, tuple[bytes, str, str]]:
 
 @routes.post("/v1/ui/login-link")
 async def login_link(request: web.Request) -> web.Response:
-    # The token middleware checked a non-empty Authorization header; an empty one is the session's way in, and a
-    # dashboard session cannot mint more sessions.
+    # An empty Authorization header is a session's way in (the middleware checked any other): it mints no sessions.
     if not request.headers.get("Authorization", "").strip():
-        raise Forbidden("login links are given for the node's API token only", hint="run `xsc ui`")
+        with guarded(request):  # counted as a wrong token is: a session's try at more is no free guess
+            raise Forbidden("login links are given for the node's API token only", hint="run `xsc ui`")
     value, expires = request.app[UI_SESSIONS].link(time.time())
     path = f"/ui/login?link={value}"
     return json_response({"path": path, "url": f"{request.scheme}://{request.host}{path}", "expires": expires})

@@ -130,7 +130,7 @@ def list_objects_v2(bucket: str, page: dict, *, prefix: str, delimiter: str, max
     if encoding:
         parts.append(f"<EncodingType>{e(encoding)}</EncodingType>")
     parts.append(f"<IsTruncated>{'true' if page['truncated'] else 'false'}</IsTruncated>")
-    if continuation is not None:  # an empty token asked for is echoed empty, as S3 does
+    if continuation is not None:  # the token asked for (an empty one is refused before: server.py)
         parts.append(f"<ContinuationToken>{e(continuation)}</ContinuationToken>")
     if page["truncated"]:
         parts.append(f"<NextContinuationToken>{e(page['next'])}</NextContinuationToken>")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ... import codec
-from ...errors import BadRequest, InvalidArgument
+from ...errors import BadRequest, DuplicateJsonKey, InvalidArgument
 from ...units import counted
 from . import erasure, layout
 from .manifest import MANIFEST_VERSION, Manifest
@@ -89,6 +89,8 @@ def parse_whole_shares(body: bytes) -> list[WholeShare]:
     """The shares of a `whole_shares_body`, each with its block; refused if the body is not one."""
     try:
         head, blocks = codec.unframed(body, WHOLE_MAX_HEAD)
+    except codec.DuplicateKey as err:
+        raise DuplicateJsonKey.within("the whole shares body's head", err.key) from None
     except ValueError:
         raise InvalidArgument(f"a whole shares body is the 4-byte length of a JSON object (at most "
                               f"{WHOLE_MAX_HEAD:,} bytes), the object, then the shares' blocks") from None
