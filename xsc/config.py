@@ -624,6 +624,13 @@ def written(field: Any, value: Any) -> Any:
     return value if said.rstrip("/s") == str(value) else said  # bytes in no unit: the number itself
 
 
+def as_written(cfg: "NodeConfig") -> dict[str, dict[str, Any]]:
+    """`cfg.to_toml()` with each size, duration and rate `written` as a user writes it: what a person reads."""
+    models = _sections()
+    return {section: {key: written(models[section].model_fields[key], value) for key, value in values.items()}
+            for section, values in cfg.to_toml().items()}
+
+
 def load_config_with_sources(
     data_dir: str | os.PathLike | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,

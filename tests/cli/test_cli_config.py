@@ -59,7 +59,12 @@ def test_config_set_writes_and_show_says_where_each_value_came_from(tmp_path: Pa
 
     table = xsc("config", "show", "--data-dir", data_dir, env={"COLUMNS": "80"}).stdout
     line = next(line for line in table.splitlines() if line.startswith("storage.capacity "))
-    assert line.split()[1:] == ["5242880", "file"]
+    assert line.split()[1:] == ["5MiB", "file"]  # as a person writes it; --json above gives scripts the bytes
+    line = next(line for line in table.splitlines() if line.startswith("storage.lease_duration "))
+    assert line.split()[1:] == ["30d", "default"]
+
+    done = xsc("config", "set", "storage.lease_duration", "604800", "--data-dir", data_dir)
+    assert "storage.lease_duration = 604800 in " in done.stdout and "(that is 7d)" in done.stdout, done.output
 
 
 def test_config_set_refuses_bad_keys_and_values_and_leaves_the_file(tmp_path: Path) -> None:

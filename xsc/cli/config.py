@@ -43,12 +43,13 @@ def show(obj, listen: str | None, storage_capacity: str | None, log_level: str |
     """Print the effective configuration and where each value came from (default, file, env, flag).
 
     Give `xsc node start`'s flags to see the configuration a start with them would run with."""
-    from ..config import CONFIG_FILE
+    from ..config import CONFIG_FILE, as_written
 
     cfg, sources = effective_config(obj.data_dir, listen, storage_capacity, log_level, peer_urls)
-    values = {section: {name: _masked(f"{section}.{name}", value) for name, value in keys.items()}
-              for section, keys in cfg.to_toml().items()}
     path = cfg.data_dir / CONFIG_FILE
+    # Scripts read numbers (bytes, seconds); a person reads 10GiB and 30d, as config.toml and `config set` take them.
+    values = {section: {name: _masked(f"{section}.{name}", value) for name, value in keys.items()}
+              for section, keys in (cfg.to_toml() if as_json else as_written(cfg)).items()}
     if as_json:
         emit_json({"file": str(path), "config": values, "sources": sources})
         return
@@ -66,7 +67,7 @@ def show(obj, listen: str | None, storage_capacity: str | None, log_level: str |
 @click.pass_obj
 def set_value(obj, key: str, value: str, as_json: bool) -> None:
     """Set SECTION.KEY to VALUE in config.toml (checked first; a running node reads it at its next start)."""
-    from ..config import CONFIG_FILE, set_config_value
+    from ..config import CONFIG_FILE, as_written, set_config_value
 
     cfg, stored = set_config_value(obj.data_dir, key, value)
     section, _, name = key.partition(".")
@@ -74,6 +75,7 @@ def set_value(obj, key: str, value: str, as_json: bool) -> None:
     if as_json:
         emit_json({"key": key, "value": stored, "effective": effective, "file": str(cfg.data_dir / CONFIG_FILE)})
         return
+    said = _masked(key, as_written(cfg)[section][name])  # 604800 set for a duration: "that is 7d"
     click.echo(f"{key} = {_shown(stored)} in {cfg.data_dir / CONFIG_FILE}"
-               + (f" (that is {_shown(effective)})" if effective != stored else "")
+               + (f" (that is {_shown(said)})" if said != stored else "")
                + "; a running node uses it from its next start")
