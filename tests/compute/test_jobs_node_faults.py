@@ -159,9 +159,14 @@ async def test_a_remote_job_whose_ending_write_fails_is_told_as_its_record_stand
         failing_now.append(True)
         raise OSError(errno.EIO, "Input/output error")
 
-    save = jobs.records.save
+    save, begin_removals = jobs.records.save, jobs.storage.begin_removals
+
+    async def removing(*args):  # (the write that records it failed takes its outputs out of the listing)
+        return failing() if failing_now else await begin_removals(*args)
+
     monkeypatch.setattr(jobs.records, "finished", failing)
     monkeypatch.setattr(jobs.records, "save", lambda *args: failing() if failing_now else save(*args))
+    monkeypatch.setattr(jobs.storage, "begin_removals", removing)
     status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, b"abc")
     monkeypatch.undo()
     assert (status, problem["code"], problem["state"]) == (503, "node-failed", "storing"), problem
