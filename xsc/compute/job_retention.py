@@ -16,6 +16,7 @@ from . import provenance
 from .job_answers import UNFINISHED
 
 _PROVENANCE_ID = re.compile(r"[0-9a-f]{32}")
+_HEX_ID = re.compile(r"[0-9a-f]{64}")  # an authorization's id
 FORGET_AT_ONCE = 256  # job records (each with its links and runs), and loose links and runs, deleted a pass at most
 
 
@@ -38,13 +39,14 @@ class JobRetention:
     def forgettable(self, before_ns: int, held: Callable[[bytes], bool], owing: set[str], most: int) -> Forgettable:
         """The records of ended jobs that began before `before_ns` and that nothing needs any more, `most` at most.
 
-        A job's record, the links of the files its runs wrote (`c/o/`) and the records its providers signed of those
-        runs (`c/r/`) go together, and stay while anything needs one of them: the job is running or storing (a start
-        resumes it), a tab it was run under is still pending (`owing`: a start pays it what the record says), or a
-        file it wrote is still `held` by this node (its lineage, and a deterministic job's replay, read them), or is
-        read by a job whose record stays (the lineage of that job's files passes through it: a chain of jobs goes
-        one job a pass, from its last).  Links and runs no job record holds go once their files are not held.  Each
-        pass reads every job record and link once, and finds `most` of each kind at most."""
+        A job's record, the links of the files its runs wrote (`c/o/`), the records its providers signed of those runs
+        (`c/r/`) and what its tabs were paid (`c/jp`, job_payments.paid_row) go together, and stay while anything needs
+        one of them: the job is running or storing (a start resumes it), a tab it was run under is still pending
+        (`owing`: a start pays it what the record says), or a file it wrote is still `held` by this node (its lineage,
+        and a deterministic job's replay, read them), or is read by a job whose record stays (the lineage of that job's
+        files passes through it: a chain of jobs goes one job a pass, from its last).  Links and runs no job record
+        holds go once their files are not held, and what tabs no job record names were paid.  Each pass reads every job
+        record and link once, and finds `most` of each kind at most."""
         before = provenance.timestamp(before_ns)
         kept: set[tuple[str, str]] = set()  # (user, job) of a file still held
         kept_runs: set[str] = set()  # the runs that wrote files still held
@@ -61,14 +63,21 @@ class JobRetention:
         fed: set[str] = set()  # the storage indexes (hex) of the files jobs read
         runs: set[str] = set(kept_runs)  # the runs a record or a link names
         present: set[tuple[str, str]] = set()
-        # (key, id, SHA-256 of the record as read, user, its run, the storage indexes of its files): not the record,
-        # which may be a MiB (a deterministic job's streams), and every job ended long ago may be one
-        candidates: list[tuple[bytes, str, bytes, str, str, set[str]]] = []
+        # Read before the records: a tab is named by its job's record before it is paid, so each of these is named by
+        # a record read below unless no record names it any more.
+        with self.db.iterator(prefix=keys.JOB_PAYMENTS, include_value=False) as rows:
+            paid_rows = set(rows)
+        tabs: set[str] = set()  # the authorizations (hex) of the tabs a record names: what each was paid stays
+        # (key, id, SHA-256 of the record as read, user, its run, the storage indexes of its files, the rows of what
+        # its tabs were paid): not the record, which may be a MiB (a deterministic job's streams), and every job ended
+        # long ago may be one
+        candidates: list[tuple[bytes, str, bytes, str, str, set[str], list[bytes]]] = []
         with self.db.iterator(prefix=keys.JOBS) as records:
             for key, raw in records:
                 job = codec.loads(raw)
                 user = key[len(keys.JOBS):len(keys.JOBS) + 32].hex()
                 present.add((user, job["id"]))
+                tabs.update(_tabs(job))
                 runs.add(job.get("provenance") or "")
                 runs.update(r for _, r in dead.get((user, job["id"]), []))
                 fed.update(h.split(":")[0] for item in [*job.get("inputs", []), job.get("stdin")]
@@ -78,14 +87,16 @@ class JobRetention:
                         or any(held(Capability.parse(o["capability"]).storage_index) for o in _files(job)):
                     continue
                 candidates.append((key, job["id"], hashlib.sha256(raw).digest(), user, job.get("provenance") or "",
-                                   {Capability.parse(o["capability"]).storage_index.hex() for o in _files(job)}))
+                                   {Capability.parse(o["capability"]).storage_index.hex() for o in _files(job)},
+                                   [k for a in _tabs(job) if _HEX_ID.fullmatch(a)
+                                    and (k := keys.job_payment(bytes.fromhex(a))) in paid_rows]))
         found = Forgettable()
-        for key, jid, digest, user, run, named in candidates:
+        for key, jid, digest, user, run, named, paid in candidates:
             links = dead.get((user, jid), [])
             if (named | {k[len(keys.JOB_OUTPUTS):].hex() for k, _ in links}) & fed:
                 continue
             its_runs = ({run} | {r for _, r in links}) - kept_runs - {""}
-            found.jobs.append((jid, key, digest, [k for k, _ in links] + [_run_key(r) for r in its_runs]))
+            found.jobs.append((jid, key, digest, [k for k, _ in links] + [_run_key(r) for r in its_runs] + paid))
             if len(found.jobs) >= most:
                 break
         for link, dead_links in dead.items():  # links whose job's record is gone
@@ -94,6 +105,11 @@ class JobRetention:
             for key, _ in dead_links:
                 if len(found.loose) < most and key[len(keys.JOB_OUTPUTS):].hex() not in fed:
                     found.loose.append(key)
+        for key in sorted(paid_rows):  # what tabs no record names any more were paid (a job run again names its own)
+            if len(found.loose) >= most:
+                break
+            if key[len(keys.JOB_PAYMENTS):].hex() not in tabs:
+                found.loose.append(key)
         with self.db.iterator(start=keys.JOB_RUNS, stop=keys.job_run(before_ns.to_bytes(8, "big")),
                               include_value=False) as kept_by_id:  # runs no record nor link names
             for key in kept_by_id:

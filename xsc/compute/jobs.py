@@ -38,6 +38,7 @@ from ..errors import (BodyTimeout, Conflict, InsufficientCredit, IntegrityError,
                       JobRunning, PayloadTooLarge, XscError)
 from ..units import counted
 from ..identity import Identity
+from ..ledger.core.model import JOB_TAB_PREFIX
 from ..storage.core.capability import Capability
 from ..storage.strangers import ProviderTerms
 from ..tasks import at_most, in_pool, periodic
@@ -50,7 +51,7 @@ from .job_answers import (REPLACING, UNFINISHED, answer, ended, not_ended, repla
 from .job_cancels import JobCancels
 from .job_inputs import JobInputs, ReadFn, Staged, affordable
 from .job_outputs import JobOutputs
-from .job_payments import payments
+from .job_payments import paid_row, payments
 from .job_placing import JobPlacing
 from .job_records import CURSOR_BYTES, JobRecords, made
 from .job_retention import FORGET_AT_ONCE, JobRetention
@@ -91,6 +92,7 @@ class JobService:
         self.default_bid, storage_bid = bids  # the market's compute and storage bids (per million fuel, per put)
         self.inputs = JobInputs(storage, objects)
         self.records = JobRecords(db, payer.public_key)
+        sent.paid.payments.add_rows(JOB_TAB_PREFIX, paid_row)  # what each job's tab was paid, kept with its records
         self.outputs = JobOutputs(storage, db, payer.public_key, storage_bid)
         self.answers = RemoteAnswers(records=self.records, outputs=self.outputs, sent=sent, work_dir=work_dir)
         self.cancels = JobCancels(sent.paid)  # the runs under way that `cancel` stops
@@ -425,7 +427,7 @@ class JobService:
                                   "`xsc compute jobs` lists them")
         found = self.records.by_prefix(text)
         if found is not None:
-            return {**found, **payments(self.ledger, self.sent.paid.payments, found)}
+            return {**found, **payments(self.ledger, self.sent.paid.payments, found, self.records.paid)}
         # A provider's receipt names the job it ran for another node's user, whose node alone keeps its record.
         raise JobNotFound(f"no job {jid} of this node's user", hint="list yours with: xsc compute jobs; one this "
                           "node ran for another node is that node's, its receipt here: xsc ledger history node")
