@@ -314,6 +314,7 @@ KEYS_ELSEWHERE = {
     "xsc.compute.journal": "provenance records and their heads",
     "xsc.compute.job_records": "jobs, their place in the list of jobs and their outputs' links",
     "xsc.compute.job_retention": "ended jobs' records, links and runs (cut from xsc.compute.job_records)",
+    "xsc.compute.job_payments": "what jobs' tabs were paid, written by their payments' batches",
     "xsc.compute.remote_tabs": "a provider's tab runs",
     "xsc.ledger.tabs": "what a tab covers and owes",
     "xsc.node.http.node": "the schema version, read by /health",

@@ -107,11 +107,6 @@ class JobRecords:
             for key, value in made(self.user.hex(), job["id"], job["outputs"], provenance_id):
                 batch.put(key, value)
 
-    def paid(self, authorization: str) -> dict[str, Any] | None:
-        """What the job tab `authorization` (hex) was paid, and by which ledger entry (job_payments.paid_row)."""
-        raw = self.db.get(keys.job_payment(bytes.fromhex(authorization)))
-        return None if raw is None else codec.loads(raw)
-
     def by_prefix(self, text: str) -> dict[str, Any] | None:
         """The user's job whose id starts with the hex digits `text`, if there is one."""
         start = keys.JOBS + self.user + bytes.fromhex(text[:len(text) // 2 * 2])
