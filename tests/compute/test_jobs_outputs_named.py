@@ -7,24 +7,10 @@ from __future__ import annotations
 import errno
 
 from tests.support.compute import deploy
-from tests.support.jobs import network, run_job, settle
+from tests.support.jobs import balances, failing_after, network, run_job, settle
 from xsc import codec, keys
 from xsc.errors import InsufficientCredit
 from xsc.node.appkeys import NODE
-
-
-def _failing_after(storage, monkeypatch, puts: int, error: BaseException) -> None:
-    """The node's put publishes `puts` files, then fails with `error`."""
-    put = storage.put
-    done = []
-
-    async def failing(*args, **kwargs):
-        if len(done) >= puts:
-            raise error
-        done.append(await put(*args, **kwargs))
-        return done[-1]
-
-    monkeypatch.setattr(storage, "put", failing)
 
 
 async def _job_files(node, jid: str) -> list[dict]:
@@ -47,8 +33,7 @@ async def test_outputs_a_job_stored_before_a_later_put_failed_are_removed_with_t
     node = await node_factory("node")
     jobs = node.app[NODE].jobs
     spec = {"module": await deploy(node, "outputs", wasi=True), "stdin": "-"}
-    _failing_after(jobs.storage, monkeypatch, 2, InsufficientCredit("too little credit for the put",
-                                                                     hint="add credit"))
+    failing_after(jobs.storage, monkeypatch, 2, InsufficientCredit("too little credit for the put", hint="add credit"))
     status, problem = await run_job(node, spec, b"abc")
     monkeypatch.undo()
     assert status == 402 and problem["code"] == "insufficient-credit", problem
@@ -66,6 +51,7 @@ async def test_a_remote_job_whose_ending_write_fails_once_fails_with_its_stored_
     gateway, (provider,) = await network(node_factory)
     jobs = gateway.app[NODE].jobs
     module = await deploy(gateway, "outputs", wasi=True)
+    before = balances(gateway, provider)
 
     def failing(*args):
         monkeypatch.undo()
@@ -80,3 +66,6 @@ async def test_a_remote_job_whose_ending_write_fails_once_fails_with_its_stored_
     assert await _job_files(gateway, jid) == []
     assert _unnamed(gateway) == []
     await settle(gateway)
+    after = balances(gateway, provider)
+    assert problem["charged"] > 0 and (after[0] - before[0], after[1] - before[1]) == \
+        (-problem["charged"], problem["charged"])  # paid what it answered, once
