@@ -283,6 +283,14 @@ def test_no_function_over_80_lines_and_no_class_over_500() -> None:
     assert too_big == {}, "split these by job"
 
 
+def test_the_clis_modules_stay_under_500_lines() -> None:
+    """A module of the CLI is a family of commands: one that grows past 500 lines is split by job (cli/jobs.py runs a
+    job, job_views.py shows jobs, maps.py and watches.py run them over many inputs), not given more lines."""
+    sizes = {name: len(path.read_text().splitlines()) for name, path in MODULES.items()
+             if name == "xsc.cli" or name.startswith("xsc.cli.")}
+    assert len(sizes) > 10 and {name: size for name, size in sizes.items() if size >= 500} == {}, "split these by job"
+
+
 # The modules a job is run by, cut along their seams (its bytes staged, where it runs, its record, what a run leaves
 # in it and answers, its outputs, the retention sweep, a provider's answer, what a stop cut short, a run its user
 # cancels), each with its size when cut: a size may only go down (one that would grow past it is split again, by job,
@@ -314,6 +322,7 @@ KEYS_ELSEWHERE = {
     "xsc.compute.journal": "provenance records and their heads",
     "xsc.compute.job_records": "jobs, their place in the list of jobs and their outputs' links",
     "xsc.compute.job_retention": "ended jobs' records, links and runs (cut from xsc.compute.job_records)",
+    "xsc.compute.job_payments": "what jobs' tabs were paid, written by their payments' batches",
     "xsc.compute.remote_tabs": "a provider's tab runs",
     "xsc.ledger.tabs": "what a tab covers and owes",
     "xsc.node.http.node": "the schema version, read by /health",

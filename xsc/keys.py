@@ -195,6 +195,8 @@ _MAP_ASKED = b"c/z/"  # + map id (16) -> what the map was asked (JSON: its spec,
 _MAP_INPUT = b"c/i/"  # + map id (16) + input index (4, big endian) -> that input: its name, state, job, outputs (JSON)
 _JOB_OUTPUT = b"c/o/"  # + storage index (32) -> {"job", "user", "provenance", "name", "sha256"}: the run that wrote
 #   that file (JSON)
+_JOB_PAYMENT = b"c/jp"  # + authorization id (32) -> {"amount", "entry"}: what a job's tab was paid, by which ledger
+# entry, written in that payment's batch (the ledger finds a payment by its authorization only until it expires)
 # + provenance id (16) -> a run on a provider, a job's or a checked invoke's: the record it signed (JSON; compute/jobs.py,
 #   compute/spot_checks.py)
 _JOB_RUN = b"c/r/"
@@ -365,6 +367,13 @@ def job_run(provenance_id: bytes) -> bytes:
 
 
 JOB_RUNS = _JOB_RUN  # in provenance id order, which is time order
+
+
+def job_payment(authorization_id: bytes) -> bytes:
+    return _JOB_PAYMENT + authorization_id
+
+
+JOB_PAYMENTS = _JOB_PAYMENT
 
 
 def owed_check(authorization_id: bytes, check_id: bytes) -> bytes:

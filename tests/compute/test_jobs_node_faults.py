@@ -11,26 +11,13 @@ import pytest
 
 from tests.support.cli import error_line, xsc_in_process
 from tests.support.compute import deploy
-from tests.support.jobs import (balances, network, owed_paid, read_file, restarted, run_job, settle, verified)
+from tests.support.jobs import (balances, failing_after, network, owed_paid, read_file, restarted, run_job, settle,
+                                verified)
 from tests.support.waiting import eventually_async
 from tests.support.nodes import close_node
 from xsc.compute import remote_answers
 from xsc.node import CLIENT_IDENTITY, TOKEN
 from xsc.node.appkeys import NODE
-
-
-def _failing_after(storage, monkeypatch, puts: int, error: OSError) -> None:
-    """The node's put publishes `puts` files, then fails with `error` (as its disk would)."""
-    put = storage.put
-    done = []
-
-    async def failing(*args, **kwargs):
-        if len(done) >= puts:
-            raise error
-        done.append(await put(*args, **kwargs))
-        return done[-1]
-
-    monkeypatch.setattr(storage, "put", failing)
 
 
 async def _files(node) -> list[dict]:
@@ -44,7 +31,7 @@ async def test_a_job_whose_outputs_the_nodes_full_disk_cannot_store_is_interrupt
     user = node.app[CLIENT_IDENTITY].public_key
     spec = {"module": await deploy(node, "outputs", wasi=True), "stdin": "-"}
     balance = jobs.ledger.store.state(user).balance
-    _failing_after(jobs.storage, monkeypatch, 1, OSError(errno.ENOSPC, "No space left on device"))
+    failing_after(jobs.storage, monkeypatch, 1, OSError(errno.ENOSPC, "No space left on device"))
     status, problem = await run_job(node, spec, b"abc")
     monkeypatch.undo()
     assert (status, problem["code"]) == (507, "disk-full"), problem
@@ -92,7 +79,7 @@ async def test_a_remote_job_whose_checked_outputs_the_node_cannot_store_pays_its
     module = await deploy(gateway, "outputs", wasi=True)
     jobs = gateway.app[NODE].jobs
     before = balances(gateway, provider)
-    _failing_after(jobs.storage, monkeypatch, 0, OSError(errno.EIO, "Input/output error"))
+    failing_after(jobs.storage, monkeypatch, 0, OSError(errno.EIO, "Input/output error"))
     status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, b"abc")
     monkeypatch.undo()
     assert (status, problem["code"]) == (503, "node-failed"), problem
@@ -159,9 +146,14 @@ async def test_a_remote_job_whose_ending_write_fails_is_told_as_its_record_stand
         failing_now.append(True)
         raise OSError(errno.EIO, "Input/output error")
 
-    save = jobs.records.save
+    save, begin_removals = jobs.records.save, jobs.storage.begin_removals
+
+    async def removing(*args):  # (the write that records it failed takes its outputs out of the listing)
+        return failing() if failing_now else await begin_removals(*args)
+
     monkeypatch.setattr(jobs.records, "finished", failing)
     monkeypatch.setattr(jobs.records, "save", lambda *args: failing() if failing_now else save(*args))
+    monkeypatch.setattr(jobs.storage, "begin_removals", removing)
     status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, b"abc")
     monkeypatch.undo()
     assert (status, problem["code"], problem["state"]) == (503, "node-failed", "storing"), problem
@@ -246,7 +238,7 @@ async def test_a_maps_input_whose_job_the_node_failed_is_recorded_failed_naming_
     module = await deploy(node, "outputs", wasi=True)
     made = await (await node.post("/v1/compute/maps", json={"spec": {"module": module}, "as": "-", "over": [cap],
                                                            "inputs": [cap]})).json()
-    _failing_after(jobs.storage, monkeypatch, 0, OSError(errno.EIO, "Input/output error"))
+    failing_after(jobs.storage, monkeypatch, 0, OSError(errno.EIO, "Input/output error"))
     answer = await node.post(f"/v1/compute/maps/{made['id']}/inputs/0")
     problem = await answer.json()
     assert (answer.status, problem["code"]) == (503, "node-failed"), problem
@@ -274,7 +266,7 @@ async def test_the_clis_line_for_a_job_its_node_failed_names_the_command_that_ru
     node = await node_factory("node")
     jobs = node.app[NODE].jobs
     module = await deploy(node, "outputs", wasi=True)
-    _failing_after(jobs.storage, monkeypatch, 0, OSError(errno.EIO, "Input/output error"))
+    failing_after(jobs.storage, monkeypatch, 0, OSError(errno.EIO, "Input/output error"))
     asked = []
     run_streamed = jobs.run_streamed
     monkeypatch.setattr(jobs, "run_streamed", lambda read: asked.append(1) or run_streamed(read))

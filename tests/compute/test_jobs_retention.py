@@ -179,3 +179,25 @@ def test_a_calls_provenance_record_stays_while_its_tab_is_open(cli_node) -> None
     _rm(node, removed)
     eventually(lambda: _gone(node, removed), "a sweep to forget what nothing needs")  # the call older still
     assert "valid" in ok(node.xsc("compute", "provenance", run))  # what it owes is not settled yet
+
+
+def test_what_a_jobs_tabs_were_paid_goes_with_its_job_and_what_no_record_names_goes_alone(tmp_path) -> None:
+    db = open_database(tmp_path / "db")
+    records = JobRetention(db)
+    now = time.time_ns()
+    old = now - 48 * HOUR_NS
+    paid, other, replaced = "aa" * 32, "bb" * 32, "cc" * 32
+    _job(db, "11" * 32, old, _run_id(old), paid_on=[{"provider": "p", "authorization": paid, "charge": 5}])
+    _job(db, "22" * 32, now - HOUR_NS, _run_id(now - HOUR_NS),  # not past its retention
+         paid_on=[{"provider": "p", "authorization": other, "charge": 5}])
+    for authorization in (paid, other, replaced):  # `replaced`: a run before's, no record names it any more
+        db.put(keys.job_payment(bytes.fromhex(authorization)), codec.dumps({"amount": 5, "entry": "ee" * 32}))
+    found = records.forgettable(now - 24 * HOUR_NS, lambda _: False, set(), 256)
+    [(jid, key, digest, others)] = found.jobs
+    assert jid == "11" * 32 and keys.job_payment(bytes.fromhex(paid)) in others
+    assert keys.job_payment(bytes.fromhex(replaced)) in found.loose
+    assert keys.job_payment(bytes.fromhex(other)) not in [*others, *found.loose]
+    assert records.forget(key, digest, others)
+    records.forget_loose(found.loose)
+    assert [k for k in db.iterator(prefix=keys.JOB_PAYMENTS, include_value=False)] == \
+        [keys.job_payment(bytes.fromhex(other))]

@@ -30,6 +30,20 @@ async def run_job(node, spec: dict, stdin: bytes = b"") -> tuple[int, dict]:
     return response.status, await response.json()
 
 
+def failing_after(storage, monkeypatch, puts: int, error: BaseException) -> None:
+    """The node's put publishes `puts` files, then fails with `error` (as its disk, or the market, would)."""
+    put = storage.put
+    done = []
+
+    async def failing(*args, **kwargs):
+        if len(done) >= puts:
+            raise error
+        done.append(await put(*args, **kwargs))
+        return done[-1]
+
+    monkeypatch.setattr(storage, "put", failing)
+
+
 def reading(data: bytes):
     """A job's stdin as JobService.run reads it (`data`, then its end)."""
     chunks = [b"", data]

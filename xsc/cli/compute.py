@@ -20,7 +20,8 @@ _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
 
 
 @click.group(cls=GroupWithLazyModules,
-             modules=("xsc.cli.jobs", "xsc.cli.maps", "xsc.cli.cancels", "xsc.cli.functions"))
+             modules=("xsc.cli.jobs", "xsc.cli.job_views", "xsc.cli.maps", "xsc.cli.watches", "xsc.cli.cancels",
+                      "xsc.cli.functions"))
 def compute() -> None:
     """Wasm modules and invokes, jobs, maps, web functions, watches."""
 

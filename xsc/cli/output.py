@@ -211,6 +211,12 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
 
 
+def wrap_words(text: str, width: int) -> list[str]:
+    """`text` cut between words for a terminal `width` wide, a margin of 2 left (an id is never cut): a lineage, a
+    map's manifest."""
+    return _wrap(text, max(width - 2, 20)) or [text]
+
+
 # What a view whose rows are read by eye more than by scripts (they have --json) fits when it is not on a terminal:
 # a pager, a file, a mail.
 PIPE_WIDTH = 80

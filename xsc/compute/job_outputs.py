@@ -4,7 +4,6 @@ file, and the outputs of the run before replaced by them (jobs.py and remote_ans
 from __future__ import annotations
 
 import hashlib
-import logging
 import threading
 import time
 from pathlib import Path
@@ -12,14 +11,13 @@ from typing import Any, Callable
 
 from .. import codec
 from ..db import Database
-from ..errors import JobNotFound, XscError
+from ..errors import JobNotFound
 from ..storage.core.capability import Capability
 from ..tasks import in_pool
 from .job_answers import REPLACING
 from .job_records import record_entries, record_key
 from .lineage import verify_hash as _verify_hash
 
-log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 
@@ -41,7 +39,6 @@ class JobOutputs:
         that write; their removal is finished once it is written (or at the next start)."""
         stored: list[dict[str, Any]] = job["outputs"]
         seconds = self.storage.lease_seconds(None)
-        key = record_key(self.user, job["id"])
         try:
             for name, path, size in files:
                 digest, md5 = hashlib.sha256(), hashlib.md5()  # the MD5: its ETag, when it becomes an S3 object
@@ -68,15 +65,24 @@ class JobOutputs:
                     job.pop("replacing", None)
                 await self.storage.finish_removals(replaced)
         except BaseException:
-            raw = self.db.get(key)
-            recorded = codec.loads(raw) if raw is not None else {**job, "outputs": []}
-            await self.remove([o["capability"] for o in recorded["outputs"]])
-            job["outputs"] = []
-            with self.db.write_batch(sync=True) as batch:
-                for k, value in record_entries(self.user, job["id"], {**recorded, "outputs": []}):
-                    batch.put(k, value)
+            await self.unstore(job)
             raise
         return stored
+
+    async def unstore(self, job: dict[str, Any], record: dict[str, Any] | None = None) -> None:
+        """The job's record written naming no outputs (`record`, else the record on disk as it stands) in one synced
+        write that takes every output it named (on disk, or in `job`: one published whose answer never came back)
+        out of the listing, then their removal finished.  A removal that cannot finish now (a holder away) is
+        finished at the next start, as any a crash cut short: whatever fails or a kill -9 cuts short, no file the
+        job stored is listed while its record does not name it."""
+        raw = self.db.get(record_key(self.user, job["id"]))
+        on_disk = None if raw is None else codec.loads(raw)
+        named = [*(on_disk or {}).get("outputs", []), *job.get("outputs", [])]
+        caps = list({o["capability"]: Capability.parse(o["capability"]) for o in named}.values())
+        written = {**(record if record is not None else on_disk if on_disk is not None else job), "outputs": []}
+        job["outputs"] = []
+        await self.storage.begin_removals(caps, int(time.time()), dict(record_entries(self.user, job["id"], written)))
+        await self.storage.finish_removals(caps)
 
     async def replace(self, jid: str) -> None:
         """The outputs of the run before (`replacing`) of a job whose run ended without publishing any of its own
@@ -90,13 +96,6 @@ class JobOutputs:
         caps = [Capability.parse(o["capability"]) for o in job.pop("replacing")]
         await self.storage.begin_removals(caps, int(time.time()), dict(record_entries(self.user, jid, job)))
         await self.storage.finish_removals(caps)
-
-    async def remove(self, caps: list[str]) -> None:
-        for text in caps:
-            try:
-                await self.storage.remove(Capability.parse(text))
-            except XscError as err:
-                log.warning("could not remove output %s of an unfinished job: %s", text[:32], err)
 
 
 class _Recorded:

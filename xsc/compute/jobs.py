@@ -49,7 +49,7 @@ from .job_answers import (REPLACING, UNFINISHED, answer, ended, not_ended, repla
 from .job_cancels import JobCancels
 from .job_inputs import JobInputs, ReadFn, Staged, affordable
 from .job_outputs import JobOutputs
-from .job_payments import payments
+from .job_payments import keep_paid, payments
 from .job_placing import JobPlacing
 from .job_records import CURSOR_BYTES, JobRecords, made
 from .job_retention import FORGET_AT_ONCE, JobRetention
@@ -90,6 +90,7 @@ class JobService:
         self.default_bid, storage_bid = bids  # the market's compute and storage bids (per million fuel, per put)
         self.inputs = JobInputs(storage, objects)
         self.records = JobRecords(db, payer.public_key)
+        keep_paid(sent.paid.payments)  # what each job's tab was paid, kept with its records
         self.outputs = JobOutputs(storage, db, payer.public_key, storage_bid)
         self.answers = RemoteAnswers(records=self.records, outputs=self.outputs, sent=sent, work_dir=work_dir)
         self.cancels = JobCancels(sent.paid)  # the runs under way that `cancel` stops
@@ -217,8 +218,7 @@ class JobService:
         before = (previous or {}).get("charge_total", (previous or {}).get("charge", 0))
         job = {"id": jid, "state": "running", "module": spec.module, "entrypoint": spec.entrypoint,
                "spec": spec.canonical(), "again": spec.again(),  # what `rerun` asks for
-               "guarantee": {"replicas": spec.replicas, "agree": spec.agree},
-               **({"run": run} if run != jid else {}),
+               "guarantee": {"replicas": spec.replicas, "agree": spec.agree}, **({"run": run} if run != jid else {}),
                "executions": executions, "outputs": [], "inputs": staged.inputs,
                **({"stdin": staged.stdin_item} if staged.stdin_item else {}),
                "charge_total": before,  # and this run's, once it is charged (job_answers.ended)
@@ -420,7 +420,7 @@ class JobService:
                                   "`xsc compute jobs` lists them")
         found = self.records.by_prefix(text)
         if found is not None:
-            return {**found, **payments(self.ledger, self.sent.paid.payments, found)}
+            return {**found, **payments(self.ledger, self.sent.paid.payments, found, self.db)}
         # A provider's receipt names the job it ran for another node's user, whose node alone keeps its record.
         raise JobNotFound(f"no job {jid} of this node's user", hint="list yours with: xsc compute jobs; one this "
                           "node ran for another node is that node's, its receipt here: xsc ledger history node")

@@ -91,7 +91,8 @@ class Placements:
         self._wake = asyncio.Event()
         self.moves = 0  # functions placed again elsewhere since start (status, tests)
         paid.payments.add_closer(FUNCTION_JOBS, self._close_for_retry, paid=self._paid_by_retry,
-                                 rows=lambda auth, receipt: self.paying(_function(auth), auth.id, receipt.amount))
+                                 rows=lambda auth, payment: self.paying(_function(auth), auth.id,
+                                                                         payment.receipt.amount))
 
     def start(self) -> None:
         pass

@@ -160,9 +160,9 @@ class RemoteAnswers:
             self.sent.pay_all(paying)
             await in_pool(None, remove_tree, kept)
             job.pop("answered", None)
-            job.update(state="failed", outputs=[], error=f"its outputs could not be stored: {err.message}",
+            job.update(state="failed", error=f"its outputs could not be stored: {err.message}",
                        error_hint=f"{err.hint}, then {rerun_hint(job)}" if err.hint else rerun_hint(job))
-            self.records.save(job["id"], job)
+            await self.outputs.unstore(job, job)  # those it stored go in the write that says it failed
             raise unstored_answer(job, {"stdout": run.get("stdout", ""), "stderr": run.get("stderr", "")},
                                   run["charge"], err) from err
         self.sent.pay_all(paying)
@@ -240,7 +240,6 @@ class RemoteAnswers:
         """A job a stop cut short, not resumed: marked interrupted (`error`: why), the outputs it had stored removed,
         and its provider paid if its answer was checked (it is owed it, stored or not), not if its answer or its
         outputs never came."""
-        await self.outputs.remove([o["capability"] for o in job.get("outputs", [])])
         await self.refused_unpaid(job)
         for pay in job.get("answered", {}).get("pays", []):
             self.sent.owed_after_restart(pay["authorization"], pay["charge"])
@@ -249,8 +248,8 @@ class RemoteAnswers:
             await self.sent.unanswered_after_restart(step["authorization"])  # (a replica not compared: not paid)
         for k in ("answered", "sent", "fetching", "replicating"):
             job.pop(k, None)
-        job.update(state="interrupted", outputs=[], error=error, error_hint=rerun_hint(job))
-        self.records.save(job["id"], job)
+        job.update(state="interrupted", error=error, error_hint=rerun_hint(job))
+        await self.outputs.unstore(job, job)  # the outputs it had stored go in the write that marks it
         await in_pool(None, remove_tree, self.kept(job["id"]))
         await in_pool(None, remove_tree, self.replicas_kept(job["id"]))
 

@@ -324,10 +324,12 @@ class LedgerService:
         rules.check_transfer(receipt)
         rules.check_fresh(receipt, now)
 
-    async def complete(self, payer: Identity, receipt: Receipt, also: dict[bytes, bytes] | None = None) -> Payment:
+    async def complete(self, payer: Identity, receipt: Receipt,
+                       also: Callable[[Payment], dict[bytes, bytes]] | None = None) -> Payment:
         """Payer side: append the payment countersigning the payee's receipt; drop the pending record, release
-        the hold.  Idempotent: a receipt already completed gets its stored payment back.  The rows `also` (what
-        counts the payment elsewhere) are written in the payment's own batch: a kill -9 leaves both or neither."""
+        the hold.  Idempotent: a receipt already completed gets its stored payment back.  The rows `also(payment)`
+        (what counts the payment elsewhere) are written in the payment's own batch: a kill -9 leaves both or
+        neither."""
         if not isinstance(receipt, Receipt):
             raise InvalidEntry("not a receipt: the payee must return its receipt entry")
         async with self._lock:

@@ -136,8 +136,9 @@ class Payments:
         self.payable: dict[str, Callable[[Authorization, Receipt], Awaitable[bool]]] = {}
         # job prefix -> what to do once the retry paid a receipt (a function's spend counts it).
         self.paid_by_retry: dict[str, Callable[[Authorization, Receipt], Awaitable[None]]] = {}
-        # job prefix -> the rows a payment of it writes in its own batch, however it is paid (a function's spend).
-        self.rows: dict[str, Callable[[Authorization, Receipt], dict[bytes, bytes]]] = {}
+        # job prefix -> the rows a payment of it writes in its own batch, however it is paid (a function's spend, what
+        # a job's record shows it paid).
+        self.rows: dict[str, Callable[[Authorization, Payment], dict[bytes, bytes]]] = {}
         # Payments to other nodes given up on after their payer was told they were pending: told again where it looks.
         self.dropped = DroppedPayments(ledger.store.db)
         self._busy: set[bytes] = set()
@@ -210,7 +211,7 @@ class Payments:
         it did not check); one whose signature does not hold is struck here."""
         with self.working(auth.id):
             try:
-                payment = await self.ledger.complete(self.payer, receipt, self._rows(auth, receipt))
+                payment = await self.ledger.complete(self.payer, receipt, self._rows(auth))
             except InvalidEntry as exc:
                 self.on_strike(payee_node_id, f"sent a receipt that does not check: {exc.message}")
                 raise
@@ -253,7 +254,7 @@ class Payments:
     def add_closer(self, job_prefix: str, closer: Callable[[str, str, Authorization], Awaitable[Receipt]], *,
                    payable: Callable[[Authorization, Receipt], Awaitable[bool]] | None = None,
                    paid: Callable[[Authorization, Receipt], Awaitable[None]] | None = None,
-                   rows: Callable[[Authorization, Receipt], dict[bytes, bytes]] | None = None) -> None:
+                   rows: Callable[[Authorization, Payment], dict[bytes, bytes]] | None = None) -> None:
         """How the retry gets the receipt of a pending authorization of this job prefix that has no claim (of
         prefixes that both match, the longer one's closer); whether it may pay the receipt it got (`payable`), and
         what follows once it paid it (`paid`), whether the closer made that receipt or the payee already held it
@@ -261,15 +262,21 @@ class Payments:
         whoever pays it (`complete` or the retry), so that a kill -9 leaves no payment without them."""
         self.closers[job_prefix] = closer
         if rows is not None:
-            self.rows[job_prefix] = rows
+            self.add_rows(job_prefix, rows)
         if payable is not None:
             self.payable[job_prefix] = payable
         if paid is not None:
             self.paid_by_retry[job_prefix] = paid
 
-    def _rows(self, auth: Authorization, receipt: Receipt) -> dict[bytes, bytes] | None:
+    def add_rows(self, job_prefix: str, rows: Callable[[Authorization, Payment], dict[bytes, bytes]]) -> None:
+        """What a payment under an authorization of this job prefix writes in its own batch, whoever pays it
+        (`complete` or the retry), so that a kill -9 leaves no payment without them (of prefixes that both match,
+        the longer one's)."""
+        self.rows[job_prefix] = rows
+
+    def _rows(self, auth: Authorization) -> Callable[[Payment], dict[bytes, bytes]] | None:
         rows = self._for_job(self.rows, auth)
-        return None if rows is None else rows(auth, receipt)
+        return None if rows is None else functools.partial(rows, auth)
 
     @staticmethod
     def _for_job(table: dict[str, Any], auth: Authorization) -> Any:
@@ -503,7 +510,7 @@ class Payments:
             payable = self._for_job(self.payable, auth)
             if payable is not None and not await payable(auth, receipt):
                 return "abandoned"  # a receipt for more than is owed: not paid, its authorization dropped
-            await self.ledger.complete(payer, receipt, self._rows(auth, receipt))
+            await self.ledger.complete(payer, receipt, self._rows(auth))
             self._owed(node_id, auth, receipt.amount)
             paid = self._for_job(self.paid_by_retry, auth)
             if paid is not None:

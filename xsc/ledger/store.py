@@ -39,6 +39,8 @@ MIN_CHUNK = 16  # below this many signature operations per thread, threading cos
 
 ParallelMap = Callable[[Callable, Sequence], list]
 
+PaymentRows = Callable[[Payment], dict[bytes, bytes]]  # rows written in a payment's batch, made from it
+
 
 def serial_map(fn: Callable, items: Sequence) -> list:
     return [fn(item) for item in items]
@@ -382,9 +384,9 @@ class LedgerStore:
             out.append((authorization_id, payment if isinstance(payment, Payment) else None))
         return out
 
-    def complete(self, payer: Identity, receipt: Receipt, now: int, also: dict[bytes, bytes] | None = None) -> Payment:
+    def complete(self, payer: Identity, receipt: Receipt, now: int, also: PaymentRows | None = None) -> Payment:
         """The payer's half: append the payment countersigning the payee's receipt (or return the one made), with the
-        rows `also` in its batch."""
+        rows `also(payment)` in its batch (made from the payment: its entry's id is known only once it is signed)."""
         auth = receipt.authorization
         if auth.payer != payer.public_key:
             raise InvalidEntry(f"receipt {receipt.id.hex()} is for an authorization of account "
@@ -428,7 +430,7 @@ class LedgerStore:
         self._write([payment], {payer.public_key: new_state}, {auth.id: receipt.id},
                     puts={completed: payment.id,
                           keys.ledger_retire(max(auth.expires_at, now) + rules.CLOCK_SKEW, completed): b"",
-                          keys.ledger_uncounted(auth.id): payment.id, **(also or {})},
+                          keys.ledger_uncounted(auth.id): payment.id, **(also(payment) if also else {})},
                     deletes=(keys.ledger_pending(auth.id), keys.ledger_claim(auth.id)))
         return payment
 
