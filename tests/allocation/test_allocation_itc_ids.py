@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from pathlib import Path
 from types import SimpleNamespace
@@ -88,6 +89,31 @@ async def test_a_fork_answered_with_a_stamp_too_large_to_publish_is_not_taken(tm
     ids = ItcIds(me="me", db=db, peers=Peers(), held=(Held(),), targets=lambda: [peer], joins=True, forks=None)
     assert not await ids.ensure() and ids.stamp is None  # refused: it asks again on its next try
     assert await ids.ensure() and ids.stamp == Stamp.seed().fork()[1] and ids.forked_from == "peer"
+    db.close()
+
+
+async def test_forks_asked_at_once_are_asked_once_and_their_answer_taken_once(tmp_path: Path) -> None:
+    """The round's loop, a caller of ensure_id and `settle` may ask at the same time; the peer answers a name alike
+    each time, and that answer is taken once (twice would join the half into the id again, and find its fork asked
+    gone)."""
+    given, release, names = Stamp.seed().fork()[1], asyncio.Event(), []
+
+    class Peers:
+        async def request(self, url, method, path, json, **kwargs):
+            names.append(json["name"])
+            await release.wait()
+            return SimpleNamespace(json=lambda: {"stamp": given.encode().hex()})
+
+    db = open_database(tmp_path / "db")
+    peer = SimpleNamespace(url="https://peer", id="peer")
+    ids = ItcIds(me="me", db=db, peers=Peers(), held=(Held(),), targets=lambda: [peer], joins=True, forks=None)
+    asking = [asyncio.create_task(ids.ensure()) for _ in range(2)]
+    while not names:  # the first ask is on its way
+        await asyncio.sleep(0)
+    settling = asyncio.create_task(ids.settle())
+    release.set()
+    assert await asyncio.gather(*asking, settling) == [True, True, None]
+    assert ids.stamp == given and ids.asked == [] and len(names) == 1
     db.close()
 
 

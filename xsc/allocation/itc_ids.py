@@ -18,6 +18,7 @@ given, nor goes on with its stored id while a peer it gave that id back to may h
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -82,6 +83,9 @@ class ItcIds:
         self.asked = decode_asked(db.get(keys.MARKET_FORKS_ASKED))  # forks asked, not answered yet (oldest first)
         self.given = _Given(db)
         self._started = time.monotonic()
+        # One fork asked at a time: the round's loop, `settle`'s and a caller of `ensure_id` may ask the same peer
+        # under the same name, which it answers alike, and one answer must be taken once.
+        self._asking = asyncio.Lock()
 
     def _keep(self, stamp: Stamp, *, sync: bool) -> Stamp:
         self.stamp = stamp
@@ -152,6 +156,10 @@ class ItcIds:
         `fork_wait` s and none it gave it back to may have taken it)."""
         if self.stamp is not None:
             return True
+        async with self._asking:
+            return self.stamp is not None or await self._ensure()
+
+    async def _ensure(self) -> bool:
         old, targets = self.retiring, self.targets()
         asked = {a.peer: a for a in self.asked}
         for d in sorted(targets, key=lambda d: d.id not in asked):
@@ -178,10 +186,11 @@ class ItcIds:
         got, and join what they answer into its id (their halves would be nobody's otherwise)."""
         if self.stamp is None or not self.asked:
             return
-        up = {d.id: d for d in self.targets()}
-        for asked in list(self.asked):
-            if asked.peer in up:
-                await self._ask(up[asked.peer], asked)
+        async with self._asking:
+            up = {d.id: d for d in self.targets()}
+            for asked in list(self.asked):
+                if asked.peer in up and asked in self.asked:
+                    await self._ask(up[asked.peer], asked)
 
     def settling(self) -> Callable[[], Awaitable[None]]:
         """The loop asking again every `fork_wait` s (`settle`), apart from the rounds: a peer may take a request's
