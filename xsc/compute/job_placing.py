@@ -84,7 +84,8 @@ class JobPlacing:
                 returned = await self.sent.unsettled(assignment.provider, assignment.price, spec, call, staged, jid,
                                                      deal, self.answers.believed(job),
                                                      self.cancels.sending(jid, self.answers.sending(job)),
-                                                     lambda r: self.answers.answer_kept(job, r))
+                                                     lambda r: self.answers.answer_kept(job, r),
+                                                     given_up=self.cancels.given_up(jid))
             except (ForgedResult, PeerRefused, PeerUnreachable) as err:
                 if self.cancels.cancelled(jid):  # its provider dropped it unrun, or never answered: nothing is paid
                     raise cancelled_before("before it ran" if isinstance(err, PeerRefused) else

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from .. import codec
 from ..errors import ForgedResult, InsufficientCredit, PeerNotFound, PeerRefused, PeerUnreachable
 from ..net import jobs as wire
-from ..tasks import Locks, in_pool
+from ..tasks import Locks, in_pool, unless_set
 from . import provenance
 from .job_sandbox import OutputFile
 from .out_bound import OUTPUT_LIMIT
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ASK_AGAIN = (0.5, 2.0)  # seconds before each new try of a question that never reached the provider (`_asked_again`)
+GAVE_UP = "cancel unanswered"  # why a run's answer never came: its cancel gave up waiting for it
 ELSEWHERE = frozenset({"node-stopping", "compute-busy"})  # a provider's 503s another provider answers sooner
 INPUT_FACTS = ("path", "sha256", "size", "verify_hash")  # what a provider's record says of each input it read
 
@@ -89,7 +90,7 @@ class SentJobs:
                         deal: dict[str, Any], believed: Callable[[dict[str, Any]], None] | None = None,
                         sending: Callable[[dict[str, Any]], None] | None = None,
                         checked: Callable[[Returned], Awaitable[Returned]] | None = None,
-                        asked: str | None = None) -> Returned:
+                        asked: str | None = None, given_up: asyncio.Event | None = None) -> Returned:
         """Run the staged job on `provider` at `price`: its run, checked, with its outputs on disk, neither paid
         nor refused yet.  The caller judges it (`pay` or `refuse`) once its outputs are stored, as replicas of a
         job are judged by their agreement.  `sending({provider, job, authorization, price, budget, stdin})`: the
@@ -98,7 +99,9 @@ class SentJobs:
         fetched yet (what `refetched` needs after a restart); `checked(returned)`: its outputs fetched and checked,
         what keeps them where a start finds them, before the provider is told to forget the job (a kill -9 between
         the two would leave a run that was done and can be neither fetched again nor paid).  `asked`: the id its
-        user knows the job by, when that is not `jid`, the id of its run (a replicated job's): what its tab names."""
+        user knows the job by, when that is not `jid`, the id of its run (a replicated job's): what its tab names.
+        `given_up`: set once a cancel of the job waits no more for its run's answer (job_cancels.CANCEL_GRACE): the run
+        is then unanswered, its tab dropped unpaid, and the provider (silent) not told to forget it."""
         paid = self.paid
         url = paid.peers.peer(provider).url
         budget = paid.compute.budget(call, price)
@@ -114,7 +117,7 @@ class SentJobs:
                 "budget": budget, "stdin": staged.stdin_sha256}
         try:
             answer = await self._sent_and_run(url, provider, job, data, call, spec, tab, budget,
-                                              None if sending is None else lambda: sending(sent))
+                                              None if sending is None else lambda: sending(sent), given_up)
             try:
                 returned = await self._checked(url, provider, job, jid, staged, answer, budget, spec, price, tab,
                                                believed)
@@ -139,8 +142,9 @@ class SentJobs:
             # stays pending and the provider keeps the run, so the next start finishes it from the step the job's
             # record names and pays what it owes (an honest provider that did the work is not left unpaid).
             raise
-        except BaseException:
-            await self._forget(url, provider, job)
+        except BaseException as err:
+            if not _gave_up(err):
+                await self._forget(url, provider, job)
             raise
         await self._forget(url, provider, job)
         return returned
@@ -200,7 +204,8 @@ class SentJobs:
         self.on_strike(provider, why)
 
     async def _sent_and_run(self, url: str, provider: str, job: str, data, call: InvokeCall, spec, tab, budget: int,
-                            sending: Callable[[], None] | None) -> dict[str, Any]:
+                            sending: Callable[[], None] | None, given_up: asyncio.Event | None = None
+                            ) -> dict[str, Any]:
         """The job's bytes sent in order, then its run asked for: the provider's answer (not yet checked)."""
         paid = self.paid
         try:
@@ -214,8 +219,10 @@ class SentJobs:
             paid.gateway_tabs.answered(tab, budget, None)
             raise
         try:
-            return await wire.run(paid.client, url, provider, job, timeout=paid.compute.limits(call).timeout + 60,
-                                  most=wire.run_answer_bound(spec.stdout_cap, spec.stderr_cap))
+            return await _unless_given_up(wire.run(paid.client, url, provider, job,
+                                                   timeout=paid.compute.limits(call).timeout + 60,
+                                                   most=wire.run_answer_bound(spec.stdout_cap, spec.stderr_cap)),
+                                          given_up, provider)
         except PeerRefused:  # refused before it ran: nothing is owed for it
             paid.gateway_tabs.answered(tab, budget, None)
             raise
@@ -452,6 +459,25 @@ async def _asked_again(ask: Callable[[], Awaitable[T]], provider: str, job: str,
         log.info("asking provider %s again for job %s's %s in %g s: %s", provider, job, what, delay, why)
         await asyncio.sleep(delay)
     return await ask()
+
+
+async def _unless_given_up(answer: Awaitable[T], given_up: asyncio.Event | None, provider: str) -> T:
+    """A run's `answer`, unless `given_up` is set first (its cancel waited for it long enough): then it never came."""
+    got: list[T] = []
+
+    async def answered() -> None:
+        got.append(await answer)
+
+    if given_up is None:
+        return await answer
+    if not await unless_set(answered(), given_up):
+        raise PeerUnreachable(f"provider {provider} did not answer the cancel of the job's run in time: given up",
+                              reason=GAVE_UP, sent=True)
+    return got[0]
+
+
+def _gave_up(err: BaseException) -> bool:
+    return isinstance(err, PeerUnreachable) and err.details.get("reason") == GAVE_UP
 
 
 def _unreached_again(err: PeerUnreachable, placing: bool) -> bool:
