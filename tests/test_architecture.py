@@ -291,12 +291,14 @@ def test_no_function_over_80_lines_and_no_class_over_500() -> None:
 # a job cancelled (job_placing, 6).  A cancel's intent, written in the job's record before its run is stopped, and its
 # grace for a provider's answer took: the run's record handed to the cancel (jobs, 1), the grace handed to a job's
 # provider (job_placing, 1), a start's ending of a job whose cancel was written (remote_answers, 5), and job_cancels
-# (31).
+# (31).  A replicated job's cancel, its own module (replica_cancels), took the seams it needs: each replica's cancel
+# and grace, and none placed again or judged once cancelled (job_placing, 4), a start's settling of such a job
+# (remote_recovery, 4), and each replica's provider asked (job_cancels, 6).
 JOB_MODULE_LINES = {
-    "xsc.compute.jobs": 470, "xsc.compute.job_inputs": 166, "xsc.compute.job_placing": 257,
+    "xsc.compute.jobs": 470, "xsc.compute.job_inputs": 166, "xsc.compute.job_placing": 261,
     "xsc.compute.job_records": 177, "xsc.compute.job_answers": 171, "xsc.compute.job_outputs": 127,
-    "xsc.compute.job_retention": 146, "xsc.compute.remote_answers": 316, "xsc.compute.remote_recovery": 221,
-    "xsc.compute.replica_verdicts": 88, "xsc.compute.job_cancels": 174,
+    "xsc.compute.job_retention": 146, "xsc.compute.remote_answers": 316, "xsc.compute.remote_recovery": 225,
+    "xsc.compute.replica_verdicts": 88, "xsc.compute.job_cancels": 180, "xsc.compute.replica_cancels": 63,
 }
 
 

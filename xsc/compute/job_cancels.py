@@ -16,13 +16,14 @@ A cancel writes its intent in the job's record (`cancel_asked`), then sets it an
   answer has not come CANCEL_GRACE after the cancel was sent is given up: its run's request ends unanswered, the
   job's tab is dropped unpaid (as an unanswered run's: a record it signs later is not paid) and the job ends
   `cancelled`, nothing paid.
+- A replicated job's replicas are each stopped so, at once; each is paid what its own signed record says it used,
+  none judged against the others (replica_cancels.py).
 - A job cancelled before its run began (still placed, its bytes still sent: `sending`, `not_cancelled`) runs
   nothing: it ends `cancelled`, charged nothing, and a provider that took it drops it.
 
 Only a job whose record is `running` is cancelled: one `storing` ran to its end and its outputs are being kept (a
 cancel would leave half of them), one ended has nothing left to cancel; both are refused (JobNotRunning, 409), naming
-`xsc compute jobs`.  A replicated job is refused too: its replicas are judged by their agreement, which runs stopped
-at different ticks of their providers' clocks would not have.
+`xsc compute jobs`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
-from ..errors import Conflict, JobCancelled, JobNotRunning, PeerError
+from ..errors import JobCancelled, JobNotRunning, PeerError
 from ..net import jobs as wire
 from . import provenance
 from .out_bound import Stop
@@ -56,7 +57,7 @@ _ASKER = re.compile(r"[0-9a-f]{32}")
 class _Run:
     stop: Stop = field(default_factory=Stop)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
-    gave_up: asyncio.Event = field(default_factory=asyncio.Event)  # its provider's answer is waited for no more
+    gave_up: asyncio.Event = field(default_factory=asyncio.Event)  # its providers' answers are waited for no more
     job: dict[str, Any] | None = None  # its record as the run keeps it (`recording`): what a cancel writes in
 
 
@@ -128,22 +129,19 @@ class JobCancels:
                 f"it is {state}" if state != "running" else "no run of it is under way at this node"
             raise JobNotRunning(f"the job {jid} cannot be cancelled: {why}",
                                 hint="cancel a job while it runs: xsc compute jobs lists them with their state")
-        if "run" in job:
-            raise Conflict(f"the job {jid} is replicated: its replicas run to their end, to be judged by their "
-                           "agreement", hint=f"follow it with: xsc compute job {jid}")
         kept = run.job  # (None: the run finishes a stop's leftovers, or replays: nothing of it is to be written)
         if kept is not None and kept.get("state") == "running":  # (not once its end is being written)
             kept["cancel_asked"] = provenance.timestamp(time.time_ns())
             self.records.save(jid, kept)  # before the run is stopped: a kill -9 from here ends it `cancelled`
         run.stop.cancel()  # (with no await since the record was read: `sending` sees it, or the record names `sent`)
-        sent = (kept if kept is not None else job).get("sent")
-        if sent is not None:
+        asked = _providers(kept if kept is not None else job)
+        if asked:
             try:
                 async with asyncio.timeout(CANCEL_GRACE):
-                    await self._ask_provider(sent["provider"], sent["job"])
+                    await asyncio.gather(*(self._ask_provider(provider, hosted) for provider, hosted in asked))
                     await run.ended.wait()
             except TimeoutError:
-                log.warning("job %s: its provider's answer did not come %g s after its cancel: given up unpaid",
+                log.warning("job %s: its providers' answers did not come %g s after its cancel: given up unpaid",
                             jid, CANCEL_GRACE)
                 run.gave_up.set()
         await run.ended.wait()
@@ -153,6 +151,14 @@ class JobCancels:
             await wire.cancel(self.paid.client, self.paid.peers.peer(provider).url, provider, hosted, CANCEL_GRACE)
         except PeerError as err:  # its run request is given up CANCEL_GRACE after, and its tab is dropped unpaid
             log.warning("the cancel of job %s on provider %s was not answered: %s", hosted, provider, err.message)
+
+
+def _providers(job: dict[str, Any]) -> list[tuple[str, str]]:
+    """(provider, its id for the job) of each run of `job` sent to a provider and not answered yet: the job's own,
+    or each replica's."""
+    sent = [job["sent"]] if "sent" in job else \
+        [r for r in job.get("replicating", {}).values() if r.get("step") == "sent"]
+    return [(s["provider"], s["job"]) for s in sent]
 
 
 @contextlib.contextmanager
@@ -168,7 +174,7 @@ def asking(asker: str | None):
 def cancelled_before(why: str = "before it ran") -> JobCancelled:
     """A job cancelled with nothing of it to pay (`why`: before its run began, or its provider never answered): its
     record is written `cancelled`, and its caller told, by job_answers.not_ended, as for any run that never ended."""
-    return JobCancelled(f"cancelled {why}", why=why)
+    return JobCancelled(f"cancelled {why}", why=why, lost=f"cancelled {why}")  # (`lost`: a replica's, as said)
 
 
 __all__ = ["ASKER", "CANCEL_GRACE", "JobCancels", "asking", "cancelled_before"]

@@ -472,7 +472,7 @@ async def _unless_given_up(answer: Awaitable[T], given_up: asyncio.Event | None,
         return await answer
     if not await unless_set(answered(), given_up):
         raise PeerUnreachable(f"provider {provider} did not answer the cancel of the job's run in time: given up",
-                              reason=GAVE_UP, sent=True)
+                              reason=GAVE_UP, sent=True, lost="did not answer its cancel")
     return got[0]
 
 
