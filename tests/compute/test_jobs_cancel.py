@@ -178,6 +178,26 @@ async def test_a_job_on_a_provider_is_stopped_there_by_its_sender_alone_and_paid
     await verified(runner)
 
 
+async def _cancelled_unanswered(gateway, provider, module: str) -> None:
+    """A spinning job run on `provider` and cancelled once it runs there, its provider's answer never coming in time:
+    the job `cancelled`, nothing charged, and its caller told so."""
+    running = asyncio.ensure_future(run_job(gateway, {"module": module, "limits": SPIN_LIMITS}))
+
+    async def spinning():
+        jobs = (await (await gateway.get("/v1/compute/jobs")).json())["jobs"]
+        busy = (await (await provider.get("/v1/node/status")).json())["compute"]["running"] >= 1
+        return busy and jobs and jobs[0]
+
+    job = await eventually_async(spinning, "the job running on the provider", 30)
+    response = await gateway.post(f"/v1/compute/jobs/{job['id']}/cancel")
+    cancelled = await response.json()
+    assert response.status == 200 and cancelled["state"] == "cancelled", cancelled
+    assert cancelled["error"] == "its user cancelled it while it ran, and its provider did not answer: nothing is " \
+        "charged", cancelled
+    status, told = await running
+    assert (status, told["code"]) == (409, "job-cancelled") and told["charged"] == 0, told
+
+
 async def test_a_job_whose_provider_answers_neither_its_cancel_nor_its_run_ends_cancelled_unpaid(node_factory,
                                                                                                 monkeypatch):
     """Its provider silent (its run's request, and its cancel's, never answered): the job ends `cancelled` once the
@@ -204,21 +224,7 @@ async def test_a_job_whose_provider_answers_neither_its_cancel_nor_its_run_ends_
     monkeypatch.setattr(sent_jobs.wire, "run", unanswered)
     monkeypatch.setattr(job_cancels.wire, "cancel", cancel_unanswered)
     before = balances(gateway, provider)
-    running = asyncio.ensure_future(run_job(gateway, {"module": module, "limits": SPIN_LIMITS}))
-
-    async def spinning():
-        jobs = (await (await gateway.get("/v1/compute/jobs")).json())["jobs"]
-        busy = (await (await provider.get("/v1/node/status")).json())["compute"]["running"] >= 1
-        return busy and jobs and jobs[0]
-
-    job = await eventually_async(spinning, "the job running on the provider", 30)
-    response = await gateway.post(f"/v1/compute/jobs/{job['id']}/cancel")
-    cancelled = await response.json()
-    assert response.status == 200 and cancelled["state"] == "cancelled", cancelled
-    assert cancelled["error"] == "its user cancelled it while it ran, and its provider did not answer: nothing is " \
-        "charged", cancelled
-    status, told = await running
-    assert (status, told["code"]) == (409, "job-cancelled") and told["charged"] == 0, told
+    await _cancelled_unanswered(gateway, provider, module)
     await settle(gateway)  # its tab's authorization dropped, as an unanswered run's: nothing paid
     assert balances(gateway, provider) == before and gateway.app[NODE].ledger.pending() == []
     await verified(gateway)
@@ -244,21 +250,7 @@ async def test_a_provider_whose_answer_to_a_cancel_comes_past_its_grace_is_not_p
 
     monkeypatch.setattr(sent_jobs.wire, "run", held)
     before = balances(gateway, provider)
-    running = asyncio.ensure_future(run_job(gateway, {"module": module, "limits": SPIN_LIMITS}))
-
-    async def spinning():
-        jobs = (await (await gateway.get("/v1/compute/jobs")).json())["jobs"]
-        busy = (await (await provider.get("/v1/node/status")).json())["compute"]["running"] >= 1
-        return busy and jobs and jobs[0]
-
-    job = await eventually_async(spinning, "the job running on the provider", 30)
-    response = await gateway.post(f"/v1/compute/jobs/{job['id']}/cancel")
-    cancelled = await response.json()
-    assert response.status == 200 and cancelled["state"] == "cancelled", cancelled
-    assert cancelled["error"] == "its user cancelled it while it ran, and its provider did not answer: nothing is " \
-        "charged", cancelled
-    status, told = await running
-    assert (status, told["code"]) == (409, "job-cancelled") and told["charged"] == 0, told
+    await _cancelled_unanswered(gateway, provider, module)
     await late.wait()  # its provider did stop the run, and signed what it used
 
     async def signed():
