@@ -1,5 +1,6 @@
 """A job cancelled by its user while it runs (compute/job_cancels.py): stopped at its next tick, charged what it used,
-nothing of its outputs stored, its record `cancelled`, its waiting caller told in one line; the refusals."""
+nothing of its outputs stored, its record `cancelled`, its waiting caller told in one line; the refusals; a provider
+silent past the cancel's grace (job_cancels.CANCEL_GRACE), paid nothing for a record it answers later."""
 
 from __future__ import annotations
 
@@ -177,30 +178,9 @@ async def test_a_job_on_a_provider_is_stopped_there_by_its_sender_alone_and_paid
     await verified(runner)
 
 
-async def test_a_job_whose_provider_answers_neither_its_cancel_nor_its_run_ends_cancelled_unpaid(node_factory,
-                                                                                                monkeypatch):
-    from tests.support.jobs import balances, network, settle, verified
-    from xsc.compute import job_cancels, sent_jobs
-    from xsc.errors import PeerUnreachable
-
-    gateway, (provider,) = await network(node_factory, **LONG)
-    module = await deploy(gateway, "spin", wasi=True)
-    real_run, asked = sent_jobs.wire.run, asyncio.Event()
-
-    async def unanswered(client, url, provider_id, job, timeout, most):  # the provider's answer never comes
-        running = asyncio.ensure_future(real_run(client, url, provider_id, job, timeout=timeout, most=most))
-        await asyncio.wait([running, asyncio.ensure_future(asyncio.shield(asked.wait()))],
-                           return_when=asyncio.FIRST_COMPLETED)
-        running.cancel()
-        raise PeerUnreachable(f"peer {url} is unreachable: the connection closed before the answer was complete")
-
-    async def cancel_unanswered(*args, **kwargs):
-        asked.set()
-        raise PeerUnreachable("peer is unreachable: connection refused")
-
-    monkeypatch.setattr(sent_jobs.wire, "run", unanswered)
-    monkeypatch.setattr(job_cancels.wire, "cancel", cancel_unanswered)
-    before = balances(gateway, provider)
+async def _cancelled_unanswered(gateway, provider, module: str) -> None:
+    """A spinning job run on `provider` and cancelled once it runs there, its provider's answer never coming in time:
+    the job `cancelled`, nothing charged, and its caller told so."""
     running = asyncio.ensure_future(run_job(gateway, {"module": module, "limits": SPIN_LIMITS}))
 
     async def spinning():
@@ -216,10 +196,74 @@ async def test_a_job_whose_provider_answers_neither_its_cancel_nor_its_run_ends_
         "charged", cancelled
     status, told = await running
     assert (status, told["code"]) == (409, "job-cancelled") and told["charged"] == 0, told
+
+
+async def test_a_job_whose_provider_answers_neither_its_cancel_nor_its_run_ends_cancelled_unpaid(node_factory,
+                                                                                                monkeypatch):
+    """Its provider silent (its run's request, and its cancel's, never answered): the job ends `cancelled` once the
+    cancel's grace has passed (job_cancels.CANCEL_GRACE), not at its run request's own timeout."""
+    from tests.support.jobs import balances, network, settle, verified
+    from xsc.compute import job_cancels, sent_jobs
+    from xsc.errors import PeerUnreachable
+
+    monkeypatch.setattr(job_cancels, "CANCEL_GRACE", 1.0)  # (its run request's timeout: 600 s and a minute)
+    gateway, (provider,) = await network(node_factory, **LONG)
+    module = await deploy(gateway, "spin", wasi=True)
+    real_run = sent_jobs.wire.run
+
+    async def unanswered(client, url, provider_id, job, timeout, most):  # the provider's answer never comes
+        running = asyncio.ensure_future(real_run(client, url, provider_id, job, timeout=timeout, most=most))
+        try:
+            await asyncio.Event().wait()
+        finally:
+            running.cancel()
+
+    async def cancel_unanswered(*args, **kwargs):
+        raise PeerUnreachable("peer is unreachable: connection refused")
+
+    monkeypatch.setattr(sent_jobs.wire, "run", unanswered)
+    monkeypatch.setattr(job_cancels.wire, "cancel", cancel_unanswered)
+    before = balances(gateway, provider)
+    await _cancelled_unanswered(gateway, provider, module)
     await settle(gateway)  # its tab's authorization dropped, as an unanswered run's: nothing paid
     assert balances(gateway, provider) == before and gateway.app[NODE].ledger.pending() == []
     await verified(gateway)
     provider.app[NODE].hosted_jobs.cut_short()  # (its run goes on there, unasked: stopped rather than waited for)
+
+
+async def test_a_provider_whose_answer_to_a_cancel_comes_past_its_grace_is_not_paid_for_its_late_record(
+        node_factory, monkeypatch) -> None:
+    """The provider stops the run and signs its `cancelled` record, but its answer is held past the cancel's grace:
+    the job ends `cancelled` then, nothing paid, and the record the provider signed is not paid either."""
+    from tests.support.jobs import balances, network, settle, verified
+    from xsc.compute import job_cancels, sent_jobs
+
+    monkeypatch.setattr(job_cancels, "CANCEL_GRACE", 1.0)
+    gateway, (provider,) = await network(node_factory, **LONG)
+    module = await deploy(gateway, "spin", wasi=True)
+    real_run, late = sent_jobs.wire.run, asyncio.Event()
+
+    async def held(client, url, provider_id, job, timeout, most):  # answered, but never in time
+        await real_run(client, url, provider_id, job, timeout=timeout, most=most)
+        late.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(sent_jobs.wire, "run", held)
+    before = balances(gateway, provider)
+    await _cancelled_unanswered(gateway, provider, module)
+    await late.wait()  # its provider did stop the run, and signed what it used
+
+    async def signed():
+        records = (await (await provider.get("/v1/compute/provenance?limit=100")).json())["records"]
+        return [r for r in records if r["record"].get("trap", {}).get("kind") == "cancelled"]
+
+    (record,) = await eventually_async(signed, "the provider's record of the run it stopped")
+    assert record["record"]["charge"] > 0, record
+    await settle(gateway)
+    await eventually_async(lambda: gateway.app[NODE].ledger.pending() == [], "its tab dropped")
+    assert balances(gateway, provider) == before  # the late record is not paid
+    for node in (gateway, provider):
+        await verified(node)
 
 
 async def test_a_tagged_request_names_the_job_it_runs_while_it_runs_and_no_other(node_factory):

@@ -1,6 +1,7 @@
-"""A cancel of a job on a provider through a kill -9 of either node, on real node processes: after the restart both
-are consistent (the job `cancelled`, the provider paid what its run used once or, with no answer, nothing; each
-ledger verified)."""
+"""A cancel through a kill -9, on real node processes: of a job run on the user's own node, killed once the cancel's
+intent is written and before the run it stops is recorded (the job `cancelled` at the restart, nothing charged); of a
+job on a provider, of either node (after the restart both are consistent: the job `cancelled`, the provider paid what
+its run used once or, with no answer, nothing; each ledger verified)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.compute import WASM
 from tests.support.jobs import provider_pair
 from tests.support.nodes import kill_all, start_xsc
 from tests.support.peers import api, node_id
@@ -99,3 +101,36 @@ def test_a_provider_killed_as_a_cancel_stops_its_run_leaves_the_job_cancelled_an
         _verified(gateway, provider)
     finally:
         kill_all(started)
+
+
+@pytest.mark.slow
+def test_a_node_killed_as_it_cancels_a_run_here_ends_the_job_cancelled_at_restart_charging_nothing(
+        node_process) -> None:
+    """The job's program sleeps in its host (sleepy.wasm: 10 s at a time), where no tick reaches it: the node is killed
+    with the cancel's intent in the job's record, the run still under way and nothing of it recorded."""
+    node = node_process("node", env={**ENV, "XSC_COMPUTE_TIMEOUT": "3600"})
+    deployed = node.xsc("compute", "deploy", str(WASM / "sleepy.wasm"), "--wasi")
+    assert deployed.returncode == 0, deployed.stderr
+    module = deployed.stdout.decode().strip()
+    running = start_xsc("--data-dir", str(node.data_dir), "compute", "run", module, "--no-stdin",
+                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    jid = job_id(parse_job({"module": module}), None, [])
+    eventually(lambda: api(node, "GET", "/v1/node/status")[1]["compute"]["running"] >= 1, "the job running",
+               timeout=120, poll=0.01)
+    cancel = threading.Thread(target=node.xsc, args=("compute", "cancel", jid), daemon=True)
+    cancel.start()
+    asked = eventually(lambda: "cancel_asked" in (j := api(node, "GET", f"/v1/compute/jobs/{jid}")[1]) and j,
+                       "the cancel's intent written", timeout=120, poll=0.01)
+    node.kill()
+    assert asked["state"] == "running" and asked["executions"] == 0, asked  # its run not recorded yet
+    running.wait(30)
+    cancel.join(30)
+    node.start()
+    job = _settled(node, jid)
+    assert job["state"] == "cancelled" and job["executions"] == 0 and job.get("charge", 0) == 0, job
+    assert job["error"] == "its user cancelled it while it ran, then the node stopped while the job ran: nothing is " \
+        "charged", job
+    assert job["error_hint"] == f"run it again with: xsc compute rerun {jid}", job
+    records = api(node, "GET", "/v1/compute/provenance?limit=1000")[1]["records"]
+    assert [r for r in records if r["record"].get("job", {}).get("id") == jid] == []  # no run of it recorded
+    _verified(node)

@@ -111,7 +111,8 @@ def _replica_line(replica: dict[str, Any]) -> None:
     """A replica on one line, its provider's id whole (on a line of its own under it when the line is too narrow)."""
     said = (f"  replica  {'paid' if replica.get('paid') else 'not paid'}  "
             + (f"lost: {replica['lost']}" if replica.get("lost") else
-               f"{format_credits(replica.get('charge', 0))} credits  {replica.get('fuel_consumed', 0):,} fuel"))
+               f"{format_credits(replica.get('charge', 0))} credits  {replica.get('fuel_consumed', 0):,} fuel")
+            + (f"  {replica['outcome']}" if replica.get("outcome") else ""))  # (a cancelled job's replicas)
     width = terminal_width()
     if width is None or len(said) + 2 + len(replica["provider"]) <= width:
         click.echo(f"{said}  {replica['provider']}")

@@ -46,6 +46,8 @@ from ..errors import (Conflict, DiskFull, InvalidArgument, NodeStopping, NotFoun
 from ..identity import public_id
 from ..net.jobs import CHUNK
 from ..tasks import STOP_GRACE, in_pool, to_its_end, woken_loop
+from . import hosted_data
+from .hosted_data import Item
 from .job_sandbox import file_sha256, remove_tree, run_program
 from .jobspec import job_id, parse_sent_job
 from .out_bound import Stop
@@ -62,17 +64,6 @@ IDLE = 300.0  # seconds a job may wait for its sender's next request before it i
 SLOWEST_LINK = 64 * 1024  # bytes a second a sender is given the time to send a job's data, and fetch its outputs, at
 DISK_MARGIN = 256 * 1024 * 1024  # free bytes the node keeps whatever jobs send it
 BEGIN_NEEDS = frozenset({"spec", "price", "authorization", "deal", "data"})  # a job's first request, and memory_price
-_HEX = frozenset("0123456789abcdef")
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-
-
-@dataclass
-class Item:
-    path: str  # "stdin" or /in/NAME
-    size: int
-    sha256: str
-    verify_hash: str
-    file: Path
 
 
 @dataclass
@@ -178,7 +169,7 @@ class HostedJobs:
         if staged is not None:
             return {"job": staged.id, "chunk": CHUNK}  # asked again, its first answer lost: the job it staged
         work = self.work_dir / secrets.token_hex(16)
-        items = _items(body["data"], spec, work)
+        items = hosted_data.items(body["data"], spec, work)
         total = sum(i.size for i in items)
         if total > spec.bytes_in:
             raise OverCap(f"the job's data is {total:,} bytes, over its bytes_in ({spec.bytes_in:,})")
@@ -211,7 +202,7 @@ class HostedJobs:
             self.paid.release(sender, budget)
             raise
         try:  # what is reserved is held by the job from here, or given back at once
-            _stage(work, items)
+            hosted_data.stage(work, items)
         except BaseException as err:
             self.paid.provider_tabs.ran(tab, budget, None, staged=True)
             self.paid.release(sender, budget)
@@ -239,7 +230,7 @@ class HostedJobs:
             raise PayloadTooLarge(f"the job's data is {job.total:,} bytes; {job.total - job.received:,} are left")
         try:
             with self._serving(job):
-                await in_pool(None, _write, job, data)
+                await in_pool(None, hosted_data.write, job, data)
         except InvalidArgument:  # bytes not the ones it named: nothing may run over them, nor sign their hash
             self._drop(job)
             raise
@@ -351,7 +342,7 @@ class HostedJobs:
         if not 0 <= offset <= size:
             raise InvalidArgument(f"output {index} is {size:,} bytes; offset {offset} is past its end")
         with self._serving(job):
-            return await in_pool(None, _read, path, offset, min(CHUNK, size - offset))
+            return await in_pool(None, hosted_data.read, path, offset, min(CHUNK, size - offset))
 
     async def cancel(self, sender: str, job_id_: str) -> dict[str, Any]:
         """Its sender cancels the job (only its sender: `_mine`).  One not run yet never runs: dropped now, or, while
@@ -433,33 +424,6 @@ class HostedJobs:
         remove_tree(job.work)
 
 
-def _items(value: Any, spec, work: Path) -> list[Item]:
-    """The data a sent job says it brings: stdin first (if it reads one), then each input, each with its size and
-    hash, bounded before anything is taken (a stream of no bytes has the empty stream's hash: it is all here)."""
-    expected = (["stdin"] if spec.stdin is not None else []) + [i.path for i in spec.inputs]
-    if not isinstance(value, list) or len(value) != len(expected):
-        raise InvalidArgument(f"the job's data names {len(expected)} streams: stdin (if any), then each input")
-    items: list[Item] = []
-    for path, entry in zip(expected, value):
-        if not isinstance(entry, dict) or entry.get("path") != path or type(entry.get("size")) is not int \
-                or entry["size"] < 0 or not _is_sha256(entry.get("sha256")) \
-                or not _is_verify_hash(entry.get("verify_hash", "")):
-            raise InvalidArgument(f"the job's data for {path} is {{path, size, sha256, verify_hash}}")
-        if entry["size"] == 0 and entry["sha256"] != EMPTY_SHA256:
-            raise InvalidArgument(f"{path} has no bytes, so its SHA-256 is {EMPTY_SHA256}")
-        file = work / "stdin" if path == "stdin" else work / "in" / path[4:]
-        items.append(Item(path, entry["size"], entry["sha256"], entry.get("verify_hash", ""), file))
-    return items
-
-
-def _stage(work: Path, items: list[Item]) -> None:
-    """A job's work directory, with an empty file for each stream its data fills."""
-    work.mkdir()
-    (work / "in").mkdir()
-    for item in items:
-        item.file.touch()
-
-
 def _stopping(cut_short: bool = False) -> NodeStopping:
     """This node's stop, as a job's sender is told it: before its run began, or once it had run part of it
     (`cut_short`, a field of its own: its sender's record says which, `interrupted` or `refused`)."""
@@ -477,49 +441,6 @@ def _unstaged(err: OSError) -> XscError:
                         hint="place it on another provider")
     return XscError(f"this node cannot make the job's files ({err.strerror or type(err).__name__})",
                     hint="place it on another provider")
-
-
-def _is_sha256(text: Any) -> bool:
-    return isinstance(text, str) and len(text) == 64 and set(text) <= _HEX
-
-
-def _is_verify_hash(text: Any) -> bool:
-    return isinstance(text, str) and len(text) <= 64 * 1024 and set(text) <= _HEX | {":", ","}
-
-
-def _write(job: Hosted, data: bytes) -> None:
-    """On a worker: `data` at the job's next byte, split over the streams it falls in; a stream whose last byte
-    came is checked against its hash (a mismatch drops the job, `take`: the sender may send it again)."""
-    view = memoryview(data)
-    while view:
-        start = 0
-        for item in job.items:
-            if job.received < start + item.size:
-                break
-            start += item.size
-        else:
-            raise PayloadTooLarge("the job's data is longer than it said")
-        take = min(len(view), start + item.size - job.received)
-        with open(item.file, "ab") as f:
-            f.write(view[:take])
-        job.digest.update(view[:take])
-        job.received += take
-        view = view[take:]
-        if job.received == start + item.size:
-            _finish_item(job, item)
-
-
-def _finish_item(job: Hosted, item: Item) -> None:
-    digest, job.digest = job.digest.hexdigest(), hashlib.sha256()
-    if digest != item.sha256:
-        raise InvalidArgument(f"the bytes of {item.path} do not match the SHA-256 the job named for them",
-                              hint="send the job again")
-
-
-def _read(path: Path, offset: int, length: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return f.read(length)
 
 
 __all__ = ["HostedJobs", "IDLE", "MAX_HOSTED", "PER_SENDER"]

@@ -2,24 +2,28 @@
 
 Each run of a job under way at this node holds a `Stop` (an event its program's epoch check reads at every tick, as
 it reads its deadline: out_bound.py) from the moment its record is written `running` to the moment its run has ended.
-A cancel sets it and waits for that end.
+A cancel writes its intent in the job's record (`cancel_asked`), then sets it and waits for that end.
 
 - A run here stops at its next tick, is recorded and charged what it metered up to the stop (as a run its deadline
   stopped), stores none of what it left in /out and writes no lineage link, and ends `cancelled`
-  (job_answers.ended); its caller, waiting in `xsc compute run`, is answered JobCancelled (job_answers.answer).
+  (job_answers.ended); its caller, waiting in `xsc compute run`, is answered JobCancelled (job_answers.answer).  A
+  kill -9 before that write leaves the record `running` with the intent: the start ends it `cancelled`, nothing
+  charged, as an interrupted run is (RemoteAnswers.interrupted).
 - A run on a provider (its record names it: `sent`) is stopped there: the provider is asked over the peer channel
   (net/jobs.cancel; it takes the cancel of the job's sender alone), stops the run, and answers its run request as
   any trapped run, its signed record charging what it used; that answer is checked and paid through the job's tab
-  once, as any answer (sent_jobs.py), at most the job's budget, and the job ends `cancelled`.  A provider that does
-  not answer leaves the run request to its timeout, after which the job's tab is dropped unpaid (as an unanswered
-  run's) and the job ends `cancelled`, nothing paid.
+  once, as any answer (sent_jobs.py), at most the job's budget, and the job ends `cancelled`.  A provider whose
+  answer has not come CANCEL_GRACE after the cancel was sent is given up: its run's request ends unanswered, the
+  job's tab is dropped unpaid (as an unanswered run's: a record it signs later is not paid) and the job ends
+  `cancelled`, nothing paid.
+- A replicated job's replicas are each stopped so, at once; each is paid what its own signed record says it used,
+  none judged against the others (replica_cancels.py).
 - A job cancelled before its run began (still placed, its bytes still sent: `sending`, `not_cancelled`) runs
   nothing: it ends `cancelled`, charged nothing, and a provider that took it drops it.
 
 Only a job whose record is `running` is cancelled: one `storing` ran to its end and its outputs are being kept (a
 cancel would leave half of them), one ended has nothing left to cancel; both are refused (JobNotRunning, 409), naming
-`xsc compute jobs`.  A replicated job is refused too: its replicas are judged by their agreement, which runs stopped
-at different ticks of their providers' clocks would not have.
+`xsc compute jobs`.
 """
 
 from __future__ import annotations
@@ -29,16 +33,20 @@ import contextlib
 import contextvars
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
-from ..errors import Conflict, JobCancelled, JobNotRunning, PeerError
+from ..errors import JobCancelled, JobNotRunning, PeerError
 from ..net import jobs as wire
+from . import provenance
 from .out_bound import Stop
 
 log = logging.getLogger(__name__)
 
-ASK_PROVIDER = 30.0  # seconds a provider may take to stop a run and answer its cancel
+# Seconds a provider has, once asked to stop a run, for its answer (the signed record of the run it stopped) to come:
+# past them its run's request ends unanswered, and its tab is dropped unpaid.
+CANCEL_GRACE = 5.0
 # The tag a caller gave its job's request (`?asker=`), so that once it hangs up (a Ctrl-C of `xsc compute run`) it can
 # ask which job that request runs, and name the command that cancels it: set by the route, read as the run begins.
 ASKER: contextvars.ContextVar[str | None] = contextvars.ContextVar("xsc_job_asker", default=None)
@@ -49,13 +57,16 @@ _ASKER = re.compile(r"[0-9a-f]{32}")
 class _Run:
     stop: Stop = field(default_factory=Stop)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    gave_up: asyncio.Event = field(default_factory=asyncio.Event)  # its providers' answers are waited for no more
+    job: dict[str, Any] | None = None  # its record as the run keeps it (`recording`): what a cancel writes in
 
 
 class JobCancels:
     """The runs under way at this node (or sent from it) that a cancel can stop, by job id."""
 
-    def __init__(self, paid: Any) -> None:
+    def __init__(self, paid: Any, records: Any) -> None:
         self.paid = paid  # xsc.compute.paid.PaidCompute: its peers and client reach a job's provider
+        self.records = records  # xsc.compute.job_records.JobRecords: where a cancel's intent is written
         self._runs: dict[str, _Run] = {}
         self._asked: dict[str, str] = {}  # a request's tag (ASKER) -> the job it runs, while it runs
 
@@ -72,6 +83,16 @@ class JobCancels:
             del self._runs[jid]
             self._asked.pop(asker or "", None)
             run.ended.set()
+
+    def recording(self, job: dict[str, Any]) -> None:
+        """The record of the run under way of `job` (written `running`), as the run keeps and writes it."""
+        self._runs[job["id"]].job = job
+
+    def given_up(self, jid: str) -> asyncio.Event | None:
+        """Set once a cancel of job `jid` waits no more for its providers' answers (CANCEL_GRACE): its runs'
+        requests then end unanswered (sent_jobs.SentJobs.unsettled)."""
+        run = self._runs.get(jid)
+        return None if run is None else run.gave_up
 
     def asked(self, asker: str) -> dict[str, Any]:
         """{"id": the job the request tagged `asker` runs now, or None}."""
@@ -108,20 +129,36 @@ class JobCancels:
                 f"it is {state}" if state != "running" else "no run of it is under way at this node"
             raise JobNotRunning(f"the job {jid} cannot be cancelled: {why}",
                                 hint="cancel a job while it runs: xsc compute jobs lists them with their state")
-        if "run" in job:
-            raise Conflict(f"the job {jid} is replicated: its replicas run to their end, to be judged by their "
-                           "agreement", hint=f"follow it with: xsc compute job {jid}")
+        kept = run.job  # (None: the run finishes a stop's leftovers, or replays: nothing of it is to be written)
+        if kept is not None and kept.get("state") == "running":  # (not once its end is being written)
+            kept["cancel_asked"] = provenance.timestamp(time.time_ns())
+            self.records.save(jid, kept)  # before the run is stopped: a kill -9 from here ends it `cancelled`
         run.stop.cancel()  # (with no await since the record was read: `sending` sees it, or the record names `sent`)
-        sent = job.get("sent")
-        if sent is not None:
-            await self._ask_provider(sent["provider"], sent["job"])
+        asked = _providers(kept if kept is not None else job)
+        if asked:
+            try:
+                async with asyncio.timeout(CANCEL_GRACE):
+                    await asyncio.gather(*(self._ask_provider(provider, hosted) for provider, hosted in asked))
+                    await run.ended.wait()
+            except TimeoutError:
+                log.warning("job %s: its providers' answers did not come %g s after its cancel: given up unpaid",
+                            jid, CANCEL_GRACE)
+                run.gave_up.set()
         await run.ended.wait()
 
     async def _ask_provider(self, provider: str, hosted: str) -> None:
         try:
-            await wire.cancel(self.paid.client, self.paid.peers.peer(provider).url, provider, hosted, ASK_PROVIDER)
-        except PeerError as err:  # its run request ends by its timeout, and its tab is dropped unpaid
+            await wire.cancel(self.paid.client, self.paid.peers.peer(provider).url, provider, hosted, CANCEL_GRACE)
+        except PeerError as err:  # its run request is given up CANCEL_GRACE after, and its tab is dropped unpaid
             log.warning("the cancel of job %s on provider %s was not answered: %s", hosted, provider, err.message)
+
+
+def _providers(job: dict[str, Any]) -> list[tuple[str, str]]:
+    """(provider, its id for the job) of each run of `job` sent to a provider and not answered yet: the job's own,
+    or each replica's."""
+    sent = [job["sent"]] if "sent" in job else \
+        [r for r in job.get("replicating", {}).values() if r.get("step") == "sent"]
+    return [(s["provider"], s["job"]) for s in sent]
 
 
 @contextlib.contextmanager
@@ -137,7 +174,7 @@ def asking(asker: str | None):
 def cancelled_before(why: str = "before it ran") -> JobCancelled:
     """A job cancelled with nothing of it to pay (`why`: before its run began, or its provider never answered): its
     record is written `cancelled`, and its caller told, by job_answers.not_ended, as for any run that never ended."""
-    return JobCancelled(f"cancelled {why}", why=why)
+    return JobCancelled(f"cancelled {why}", why=why, lost=f"cancelled {why}")  # (`lost`: a replica's, as said)
 
 
-__all__ = ["ASKER", "JobCancels", "asking", "cancelled_before"]
+__all__ = ["ASKER", "CANCEL_GRACE", "JobCancels", "asking", "cancelled_before"]

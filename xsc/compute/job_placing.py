@@ -15,7 +15,7 @@ from ..errors import ForgedResult, PeerRefused, PeerUnreachable, TooFewProviders
 from ..identity import Identity
 from ..storage.strangers import ProviderTerms
 from ..units import counted
-from . import provenance
+from . import provenance, replica_cancels
 from .hosted_jobs import PER_SENDER
 from .job_answers import rerun_hint, run_id
 from .job_cancels import JobCancels, cancelled_before
@@ -84,7 +84,8 @@ class JobPlacing:
                 returned = await self.sent.unsettled(assignment.provider, assignment.price, spec, call, staged, jid,
                                                      deal, self.answers.believed(job),
                                                      self.cancels.sending(jid, self.answers.sending(job)),
-                                                     lambda r: self.answers.answer_kept(job, r))
+                                                     lambda r: self.answers.answer_kept(job, r),
+                                                     given_up=self.cancels.given_up(jid))
             except (ForgedResult, PeerRefused, PeerUnreachable) as err:
                 if self.cancels.cancelled(jid):  # its provider dropped it unrun, or never answered: nothing is paid
                     raise cancelled_before("before it ran" if isinstance(err, PeerRefused) else
@@ -143,7 +144,7 @@ class JobPlacing:
                 runs.append((a.provider, r))
             lost = sum(1 for r in answers if isinstance(r, XscError) and _next_provider(r))
             most = max(Counter(r.agreement for _, r in runs if isinstance(r, Returned)).values(), default=0)
-            again = min(lost, MAX_FAILOVERS - tries)
+            again = 0 if self.cancels.cancelled(job["id"]) else min(lost, MAX_FAILOVERS - tries)
             placing = []
             if again and spec.agree <= most + again:  # the job gets the replicas asked, unless none could help
                 placing = await providers(self.dealing, self.node.id, limits, bid, again,
@@ -151,6 +152,8 @@ class JobPlacing:
                 tries += len(placing)
                 for a in placing:
                     log.warning("job %s: a replica was lost: placed again on provider %s", job["id"], a.provider)
+        if self.cancels.cancelled(job["id"]):  # stopped at ticks of their own: each paid its own, none judged
+            return await replica_cancels.settled(self.answers, job, runs)
         return await self.answers.judged(job, spec.agree, runs)
 
 
@@ -163,8 +166,10 @@ class JobPlacing:
                 "job": run_id(job)}
         try:
             returned = await self.sent.unsettled(a.provider, a.price, spec, call, staged, run_id(job), deal,
-                                                 self.answers.replica_believed(job), self.answers.replica_sending(job),
-                                                 lambda r: self.answers.replica_checked(job, r), asked=job["id"])
+                                                 self.answers.replica_believed(job),
+                                                 self.cancels.sending(job["id"], self.answers.replica_sending(job)),
+                                                 lambda r: self.answers.replica_checked(job, r), asked=job["id"],
+                                                 given_up=self.cancels.given_up(job["id"]))
         except Exception as err:  # its tab settled by `unsettled`: not paid
             self.provider_terms.wanted_prepayment(a.provider, err)
             self.answers.replica_lost(job, a.provider, err)

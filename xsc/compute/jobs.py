@@ -93,7 +93,7 @@ class JobService:
         keep_paid(sent.paid.payments)  # what each job's tab was paid, kept with its records
         self.outputs = JobOutputs(storage, db, payer.public_key, storage_bid)
         self.answers = RemoteAnswers(records=self.records, outputs=self.outputs, sent=sent, work_dir=work_dir)
-        self.cancels = JobCancels(sent.paid)  # the runs under way that `cancel` stops
+        self.cancels = JobCancels(sent.paid, self.records)  # the runs under way that `cancel` stops
         self.recovery = RemoteRecovery(self.answers)  # what a stop cut short of a remote run, finished
         self.retained = JobRetention(db)  # the records of ended jobs nothing needs any more, forgotten
         self.placing = JobPlacing(compute=compute, dealing=dealing, sent=sent, terms=terms, node=node,
@@ -226,6 +226,7 @@ class JobService:
                **({"replacing": old} if (old := replacing(previous)) else {}),
                "created": provenance.timestamp(time.time_ns()), **({"map": mark} if mark is not None else {})}
         self.records.begin(jid, job, previous)
+        self.cancels.recording(job)
         try:
             return await self._placed(spec, call, prepared, signature, limits, rate, staged, job, prepaid)
         except XscError as err:

@@ -29,6 +29,7 @@ from .job_answers import (KEPT_STREAMS, UNFINISHED, answer as answered_with, end
 from .job_outputs import JobOutputs
 from .job_records import JobRecords
 from .job_sandbox import remove_tree
+from .out_bound import CANCELLED
 from .replica_verdicts import lost_why, no_agreement, replicas_said, wants_prepayment
 from .sent_jobs import Returned, SentJobs, streams_sha256
 
@@ -246,9 +247,13 @@ class RemoteAnswers:
         cut = [job[step] for step in ("sent", "fetching") if step in job]  # its answer, or its outputs, never came
         for step in cut + [r for r in job.get("replicating", {}).values() if "authorization" in r]:
             await self.sent.unanswered_after_restart(step["authorization"])  # (a replica not compared: not paid)
+        # Its user cancelled it before the stop, and nothing of the run it stopped was recorded or answered: cancelled
+        cancelled = "cancel_asked" in job and "answered" not in job
         for k in ("answered", "sent", "fetching", "replicating"):
             job.pop(k, None)
         job.update(state="interrupted", error=error, error_hint=rerun_hint(job))
+        if cancelled:
+            job.update(state=CANCELLED, error=f"its user cancelled it while it ran, then {error}: nothing is charged")
         await self.outputs.unstore(job, job)  # the outputs it had stored go in the write that marks it
         await in_pool(None, remove_tree, self.kept(job["id"]))
         await in_pool(None, remove_tree, self.replicas_kept(job["id"]))

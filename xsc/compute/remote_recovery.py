@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import IntegrityError, JobCancelled, OverCap, Trap, XscError
 from ..tasks import in_pool
+from . import replica_cancels
 from .job_answers import UNFINISHED, answer as answered_with, rerun_hint, run_id
 from .job_sandbox import file_sha256, remove_tree
 from .jobspec import parse_sent_job
@@ -57,7 +58,10 @@ class RemoteRecovery:
         for outcome in found:
             if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
                 raise outcome  # cancelled: the next start goes on from the steps written down
-        return await self.answers.judged(job, job["agree"], [(step["provider"], r) for step, r in zip(steps, found)])
+        replicas = [(step["provider"], r) for step, r in zip(steps, found)]
+        if "cancel_asked" in job:  # stopped by its user at ticks of their own: each paid its own, none judged
+            return await replica_cancels.settled(self.answers, job, replicas)
+        return await self.answers.judged(job, job["agree"], replicas)
 
     async def _replica_again(self, job: dict[str, Any], spec, step: dict[str, Any]) -> Returned:
         provider = step["provider"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import re
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,19 +25,20 @@ from typing import Any, TypeVar
 from .. import codec
 from ..errors import ForgedResult, InsufficientCredit, PeerNotFound, PeerRefused, PeerUnreachable
 from ..net import jobs as wire
-from ..tasks import Locks, in_pool
+from ..tasks import Locks, in_pool, unless_set
 from . import provenance
-from .job_sandbox import MAX_OUTPUTS, OutputFile
+from .job_sandbox import OutputFile
 from .out_bound import OUTPUT_LIMIT
 from .paid import PaidCompute, worst_case_refused
 from .service import InvokeCall
-from .spot_checks import unlimited, unpriced
+from .sent_checks import check_outputs, unlike_a_run, unlike_the_deal
+from .spot_checks import unlimited
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 ASK_AGAIN = (0.5, 2.0)  # seconds before each new try of a question that never reached the provider (`_asked_again`)
+GAVE_UP = "cancel unanswered"  # why a run's answer never came: its cancel gave up waiting for it
 ELSEWHERE = frozenset({"node-stopping", "compute-busy"})  # a provider's 503s another provider answers sooner
 INPUT_FACTS = ("path", "sha256", "size", "verify_hash")  # what a provider's record says of each input it read
 
@@ -90,7 +90,7 @@ class SentJobs:
                         deal: dict[str, Any], believed: Callable[[dict[str, Any]], None] | None = None,
                         sending: Callable[[dict[str, Any]], None] | None = None,
                         checked: Callable[[Returned], Awaitable[Returned]] | None = None,
-                        asked: str | None = None) -> Returned:
+                        asked: str | None = None, given_up: asyncio.Event | None = None) -> Returned:
         """Run the staged job on `provider` at `price`: its run, checked, with its outputs on disk, neither paid
         nor refused yet.  The caller judges it (`pay` or `refuse`) once its outputs are stored, as replicas of a
         job are judged by their agreement.  `sending({provider, job, authorization, price, budget, stdin})`: the
@@ -99,7 +99,9 @@ class SentJobs:
         fetched yet (what `refetched` needs after a restart); `checked(returned)`: its outputs fetched and checked,
         what keeps them where a start finds them, before the provider is told to forget the job (a kill -9 between
         the two would leave a run that was done and can be neither fetched again nor paid).  `asked`: the id its
-        user knows the job by, when that is not `jid`, the id of its run (a replicated job's): what its tab names."""
+        user knows the job by, when that is not `jid`, the id of its run (a replicated job's): what its tab names.
+        `given_up`: set once a cancel of the job waits no more for its run's answer (job_cancels.CANCEL_GRACE): the run
+        is then unanswered, its tab dropped unpaid, and the provider (silent) not told to forget it."""
         paid = self.paid
         url = paid.peers.peer(provider).url
         budget = paid.compute.budget(call, price)
@@ -115,7 +117,7 @@ class SentJobs:
                 "budget": budget, "stdin": staged.stdin_sha256}
         try:
             answer = await self._sent_and_run(url, provider, job, data, call, spec, tab, budget,
-                                              None if sending is None else lambda: sending(sent))
+                                              None if sending is None else lambda: sending(sent), given_up)
             try:
                 returned = await self._checked(url, provider, job, jid, staged, answer, budget, spec, price, tab,
                                                believed)
@@ -140,8 +142,9 @@ class SentJobs:
             # stays pending and the provider keeps the run, so the next start finishes it from the step the job's
             # record names and pays what it owes (an honest provider that did the work is not left unpaid).
             raise
-        except BaseException:
-            await self._forget(url, provider, job)
+        except BaseException as err:
+            if not _gave_up(err):
+                await self._forget(url, provider, job)
             raise
         await self._forget(url, provider, job)
         return returned
@@ -201,7 +204,8 @@ class SentJobs:
         self.on_strike(provider, why)
 
     async def _sent_and_run(self, url: str, provider: str, job: str, data, call: InvokeCall, spec, tab, budget: int,
-                            sending: Callable[[], None] | None) -> dict[str, Any]:
+                            sending: Callable[[], None] | None, given_up: asyncio.Event | None = None
+                            ) -> dict[str, Any]:
         """The job's bytes sent in order, then its run asked for: the provider's answer (not yet checked)."""
         paid = self.paid
         try:
@@ -215,8 +219,10 @@ class SentJobs:
             paid.gateway_tabs.answered(tab, budget, None)
             raise
         try:
-            return await wire.run(paid.client, url, provider, job, timeout=paid.compute.limits(call).timeout + 60,
-                                  most=wire.run_answer_bound(spec.stdout_cap, spec.stderr_cap))
+            return await _unless_given_up(wire.run(paid.client, url, provider, job,
+                                                   timeout=paid.compute.limits(call).timeout + 60,
+                                                   most=wire.run_answer_bound(spec.stdout_cap, spec.stderr_cap)),
+                                          given_up, provider)
         except PeerRefused:  # refused before it ran: nothing is owed for it
             paid.gateway_tabs.answered(tab, budget, None)
             raise
@@ -307,13 +313,13 @@ class SentJobs:
         # A run whose outputs were refused is signed as a trap (job_sandbox.run_program), so is answered as one
         call = InvokeCall(spec.module, spec.entrypoint, list(spec.argv), spec.fuel, spec.memory, spec.timeout, True)
         trapped = "trap" in answer or "refusal" in answer
-        why = _unlike_a_run(run, answer, record) or _unlike_the_deal(
+        why = unlike_a_run(run, answer, record) or unlike_the_deal(
             record, spec, price, authorization, self.paid.compute.memory_price, trapped) or unlimited(record, call)
         if why is not None:
             raise ForgedResult(f"provider {provider}'s signed record {why}: not paid, and struck",
                                hint="run the job again (another provider)")
         outputs = facts["outputs"]
-        _check_outputs(provider, outputs, spec.bytes_out)  # bounded before anything is fetched
+        check_outputs(provider, outputs, spec.bytes_out)  # bounded before anything is fetched
         return outputs
 
     async def answer_again(self, sent: dict[str, Any], spec, jid: str, inputs: list[dict[str, Any]]
@@ -409,64 +415,6 @@ class SentJobs:
         return got, digest.hexdigest()
 
 
-def _unlike_a_run(run: dict[str, Any], answer: dict[str, Any], record: dict[str, Any]) -> str | None:
-    """What in a provider's answer is not as a run here answers (its streams text, its trap the one it signed, a
-    refusal a sentence): shown to the user and kept with the job, so never taken in another shape."""
-    trap, signed_trap = answer.get("trap"), record.get("trap")
-    if not all(isinstance(run.get(k, ""), str) for k in ("stdout", "stderr")) \
-            or not isinstance(answer.get("refusal", ""), str) \
-            or trap is not None and (not isinstance(trap, dict) or not isinstance(trap.get("message"), str)
-                                     or not isinstance(signed_trap, dict) or trap.get("kind") != signed_trap.get("kind")):
-        return "comes with an answer in a shape no run has (its streams, trap or refusal)"
-    if record.get("outcome") != "ok" and answer.get("outputs"):  # a run here stores nothing of a trapped run
-        return "signs outputs of a run that trapped or whose outputs were refused"
-    wasi = record.get("wasi") if isinstance(record.get("wasi"), dict) else {}
-    for stream in ("stdout", "stderr"):  # a record made before its streams were signed has no hash of them
-        signed = wasi.get(f"{stream}_sha256")
-        if signed is not None and signed != provenance.stream_sha256(run.get(stream, "")):
-            return f"signs another {stream} than the run answered"
-    return None
-
-
-def _unlike_the_deal(record: dict[str, Any], spec, price: int, authorization: str, memory_price: int,
-                     trapped: bool) -> str | None:
-    """How a provider's signed record of a job differs from the run this node paid for, if it does: another
-    module, entrypoint or argv (a cheaper program run in its place), a record made under another authorization
-    (an earlier run of the same job, replayed to be paid again), another price, or a charge that its own
-    figures do not make (ledger/pricing.price_compute).  None if it is the run that was asked for."""
-    deal, wasi = record.get("deal"), record.get("wasi")
-    if record.get("module") != spec.module or record.get("function") != spec.entrypoint \
-            or not isinstance(wasi, dict) or wasi.get("argv") != [spec.module, *spec.argv]:
-        return "names another program than the job's (module, entrypoint or argv)"
-    if not isinstance(deal, dict) or deal.get("authorization") != authorization:
-        return "was not made for this job's authorization (a replay of another run)"
-    if record.get("outcome") != ("trap" if trapped else "ok"):
-        return "says the run ended otherwise than its answer does"
-    return unpriced(record, price, memory_price)
-
-
-def _check_outputs(provider: str, outputs: Any, bytes_out: int) -> None:
-    """A provider's signed outputs are a list of {name, size, sha256}, named as a run here names them, and
-    together within the job's bytes_out: else the provider is not believed."""
-    well_formed = isinstance(outputs, list) and len(outputs) <= MAX_OUTPUTS + 1 and all(
-        isinstance(o, dict) and set(o) == {"name", "size", "sha256"} and type(o["size"]) is int and o["size"] >= 0
-        and isinstance(o["sha256"], str) and _SHA256.fullmatch(o["sha256"]) and isinstance(o["name"], str)
-        and _output_name(o["name"]) for o in outputs)
-    if not well_formed or len({o["name"] for o in outputs}) != len(outputs):  # a run's /out has each name once
-        raise ForgedResult(f"provider {provider} answered outputs that are not a run's outputs")
-    if sum(o["size"] for o in outputs) > bytes_out:
-        raise ForgedResult(f"provider {provider} answered outputs over the job's bytes_out ({bytes_out:,})")
-
-
-def _output_name(name: str) -> bool:
-    """`stdout`, or `out/` and a relative path of printable characters (as a run's /out can hold)."""
-    if name == "stdout":
-        return True
-    parts = name.split("/")
-    return len(name) <= 4096 and name.isprintable() and parts[0] == "out" and len(parts) > 1 \
-        and all(part not in ("", ".", "..") for part in parts[1:])
-
-
 def _data(staged) -> list[tuple[dict[str, Any], Path]]:
     """What a job sends, in order: its stdin (if any), then each input, each named with its size and hashes."""
     data: list[tuple[dict[str, Any], Path]] = []
@@ -511,6 +459,25 @@ async def _asked_again(ask: Callable[[], Awaitable[T]], provider: str, job: str,
         log.info("asking provider %s again for job %s's %s in %g s: %s", provider, job, what, delay, why)
         await asyncio.sleep(delay)
     return await ask()
+
+
+async def _unless_given_up(answer: Awaitable[T], given_up: asyncio.Event | None, provider: str) -> T:
+    """A run's `answer`, unless `given_up` is set first (its cancel waited for it long enough): then it never came."""
+    got: list[T] = []
+
+    async def answered() -> None:
+        got.append(await answer)
+
+    if given_up is None:
+        return await answer
+    if not await unless_set(answered(), given_up):
+        raise PeerUnreachable(f"provider {provider} did not answer the cancel of the job's run in time: given up",
+                              reason=GAVE_UP, sent=True, lost="did not answer its cancel")
+    return got[0]
+
+
+def _gave_up(err: BaseException) -> bool:
+    return isinstance(err, PeerUnreachable) and err.details.get("reason") == GAVE_UP
 
 
 def _unreached_again(err: PeerUnreachable, placing: bool) -> bool:
