@@ -75,6 +75,7 @@ class Tabs:
         self._tabs: dict[tuple[bytes, bytes], Tab] = {}
         self._ready: list[tuple[tuple[bytes, bytes], Tab]] = []  # full tabs, and tabs whose settling failed
         self._wake = asyncio.Event()
+        self._opened = asyncio.Event()  # a payment went on a tab: the loop, asleep while nothing was owed, wakes
         self.settled_refs = 0  # refs paid by a transfer since start (metrics, bench)
 
     # --- start: what was owed before a crash ------------------------------------------------
@@ -93,7 +94,18 @@ class Tabs:
         self.load()
 
     def loops(self) -> dict[str, Any]:
-        return {"ledger-tabs": woken_loop("settling tabs", self._wake, self.interval, self.flush, wait_first=True)}
+        return {"ledger-tabs": woken_loop("settling tabs", self._wake, self.interval, self._settle_round,
+                                          wait_first=True)}
+
+    async def _settle_round(self) -> None:
+        """Settle the open tabs; with none open, wait until a payment goes on one, which the loop's next wait then
+        settles `interval` seconds later (or at once past `threshold`).  An idle node's loop sleeps rather than
+        waking every `interval` to find nothing owed."""
+        if self._tabs or self._ready:
+            await self.flush()
+            return
+        self._opened.clear()
+        await self._opened.wait()
 
     async def close(self) -> None:  # after its loop stopped
         await self.flush()
@@ -105,6 +117,7 @@ class Tabs:
         pair = (payer.public_key, payee.public_key)
         tab = self._tabs.setdefault(pair, Tab())
         tab.add(ref, amount, fuel)
+        self._opened.set()
         if len(tab.refs) >= self.max_refs:  # full: it is settled as it is, a new tab opens
             self._ready.append((pair, self._tabs.pop(pair)))
             self._wake.set()
