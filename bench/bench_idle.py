@@ -33,7 +33,7 @@ from .report import Report
 SETTLE_TIMEOUT = 60.0  # seconds for a devnet to settle; the nodes still lagging are counted and the run goes on
 
 # A bare loop woken `rate` times a second by a timer that does nothing, for `seconds`: prints the CPU seconds the
-# process spent in the loop (its start and exit apart).
+# process spent meanwhile (the interpreter's start, the loop's making and the exit apart).
 _BARE_LOOP = """
 import asyncio, sys, time
 rate, seconds = float(sys.argv[1]), float(sys.argv[2])
@@ -43,11 +43,11 @@ async def main():
     def tick():
         if loop.time() < end:
             loop.call_later(1 / rate, tick)
+    began = time.process_time()
     tick()
     await asyncio.sleep(seconds)
-began = time.process_time()
+    print(time.process_time() - began)
 asyncio.run(main())
-print(time.process_time() - began)
 """
 
 
