@@ -426,7 +426,8 @@ async def woken(event: asyncio.Event, seconds: float, *also: asyncio.Event) -> b
     """Wait until `event` (or one of `also`) is set or `seconds` have passed; whether `event` is set.  A loop that
     sleeps until it is woken uses this, never `wait_for(event.wait(), seconds)`: on Python 3.11 a cancellation that
     arrives just as the event is set is lost there (wait_for returns normally), the loop never ends and the node's
-    close waits for it forever."""
+    close waits for it forever.  Nor under `asyncio.timeout` in the caller's task, though cheaper: before 3.11.3
+    (Debian 12's 3.11.2) its expiry in a task that once swallowed a cancellation is raised as a cancellation."""
     # tasks even when an event is set: the caller always yields
     waiters = [asyncio.ensure_future(e.wait()) for e in (event, *also)]
     try:
