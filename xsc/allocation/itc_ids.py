@@ -84,8 +84,10 @@ class ItcIds:
         self.given = _Given(db)
         self._started = time.monotonic()
         # One fork asked at a time: the round's loop, `settle`'s and a caller of `ensure_id` may ask the same peer
-        # under the same name, which it answers alike, and one answer must be taken once.
+        # under the same name, which it answers alike, and one answer must be taken once.  A caller that waited
+        # for another's attempt takes its outcome rather than asking again at once (`_attempts`: those ended).
         self._asking = asyncio.Lock()
+        self._attempts = 0
 
     def _keep(self, stamp: Stamp, *, sync: bool) -> Stamp:
         self.stamp = stamp
@@ -156,8 +158,14 @@ class ItcIds:
         `fork_wait` s and none it gave it back to may have taken it)."""
         if self.stamp is not None:
             return True
+        attempt = self._attempts
         async with self._asking:
-            return self.stamp is not None or await self._ensure()
+            if self.stamp is not None or self._attempts != attempt:  # one ended while this one waited
+                return self.stamp is not None
+            try:
+                return await self._ensure()
+            finally:
+                self._attempts += 1
 
     async def _ensure(self) -> bool:
         old, targets = self.retiring, self.targets()
