@@ -16,7 +16,6 @@ from xsc.allocation import Stamp
 from xsc.allocation.core.records import MAX_STAMP_HEX, Held
 from xsc.allocation.itc_ids import ItcIds
 from xsc.db import open_database
-from xsc.errors import PeerUnreachable
 
 # The largest event counter Stamp.decode reads (64-bit enc_n fields): a peer may send it.
 _WIDEST = sum(1 << b for b in range(2, 64)) + (1 << 64) - 1
@@ -94,9 +93,9 @@ async def test_a_fork_answered_with_a_stamp_too_large_to_publish_is_not_taken(tm
 
 
 async def test_forks_asked_at_once_are_asked_once_and_their_answer_taken_once(tmp_path: Path) -> None:
-    """The round's loop, a caller of ensure_id and `settle` may ask at the same time; the peer answers a name alike
-    each time, and that answer is taken once (twice would join the half into the id again, and find its fork asked
-    gone)."""
+    """The round's loop, a caller of ensure_id and `settle` may ask at the same time under one name; the peer
+    answers it alike each time, and that answer is taken once (twice would join the half into the id again, and find
+    its fork asked gone)."""
     given, release, names = Stamp.seed().fork()[1], asyncio.Event(), []
 
     class Peers:
@@ -113,31 +112,8 @@ async def test_forks_asked_at_once_are_asked_once_and_their_answer_taken_once(tm
         await asyncio.sleep(0)
     settling = asyncio.create_task(ids.settle())
     release.set()
-    assert await asyncio.gather(*asking, settling) == [True, True, None]  # the second took the first's outcome
-    assert ids.stamp == given and ids.asked == [] and len(names) == 1
-    db.close()
-
-
-async def test_a_fork_wanted_while_another_is_asked_takes_that_ones_outcome(tmp_path: Path) -> None:
-    """A caller that waited for another's ask does not ask again the moment it ends (a peer that just answered
-    badly would be asked again before its strike took effect): it takes that ask's outcome."""
-    release, names = asyncio.Event(), []
-
-    class Peers:
-        async def request(self, url, method, path, json, **kwargs):
-            names.append(json["name"])
-            await release.wait()
-            raise PeerUnreachable("the peer went away", sent=False)
-
-    db = open_database(tmp_path / "db")
-    peer = SimpleNamespace(url="https://peer", id="peer")
-    ids = ItcIds(me="me", db=db, peers=Peers(), held=(Held(),), targets=lambda: [peer], joins=True, forks=None)
-    asking = [asyncio.create_task(ids.ensure()) for _ in range(2)]
-    while not names:
-        await asyncio.sleep(0)
-    release.set()
-    assert await asyncio.gather(*asking) == [False, False] and len(names) == 1 and ids.asked == []
-    assert not await ids.ensure() and len(names) == 2  # a later want asks again
+    assert await asyncio.gather(*asking, settling) == [True, True, None]
+    assert ids.stamp == given and ids.asked == [] and len(set(names)) == 1  # one name, its answer taken once
     db.close()
 
 

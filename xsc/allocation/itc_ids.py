@@ -18,7 +18,6 @@ given, nor goes on with its stored id while a peer it gave that id back to may h
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
@@ -83,11 +82,6 @@ class ItcIds:
         self.asked = decode_asked(db.get(keys.MARKET_FORKS_ASKED))  # forks asked, not answered yet (oldest first)
         self.given = _Given(db)
         self._started = time.monotonic()
-        # One fork asked at a time: the round's loop, `settle`'s and a caller of `ensure_id` may ask the same peer
-        # under the same name, which it answers alike, and one answer must be taken once.  A caller that waited
-        # for another's attempt takes its outcome rather than asking again at once (`_attempts`: those ended).
-        self._asking = asyncio.Lock()
-        self._attempts = 0
 
     def _keep(self, stamp: Stamp, *, sync: bool) -> Stamp:
         self.stamp = stamp
@@ -158,16 +152,6 @@ class ItcIds:
         `fork_wait` s and none it gave it back to may have taken it)."""
         if self.stamp is not None:
             return True
-        attempt = self._attempts
-        async with self._asking:
-            if self.stamp is not None or self._attempts != attempt:  # one ended while this one waited
-                return self.stamp is not None
-            try:
-                return await self._ensure()
-            finally:
-                self._attempts += 1
-
-    async def _ensure(self) -> bool:
         old, targets = self.retiring, self.targets()
         asked = {a.peer: a for a in self.asked}
         for d in sorted(targets, key=lambda d: d.id not in asked):
@@ -194,11 +178,10 @@ class ItcIds:
         got, and join what they answer into its id (their halves would be nobody's otherwise)."""
         if self.stamp is None or not self.asked:
             return
-        async with self._asking:
-            up = {d.id: d for d in self.targets()}
-            for asked in list(self.asked):
-                if asked.peer in up and asked in self.asked:
-                    await self._ask(up[asked.peer], asked)
+        up = {d.id: d for d in self.targets()}
+        for asked in list(self.asked):
+            if asked.peer in up:
+                await self._ask(up[asked.peer], asked)
 
     def settling(self) -> Callable[[], Awaitable[None]]:
         """The loop asking again every `fork_wait` s (`settle`), apart from the rounds: a peer may take a request's
@@ -240,7 +223,7 @@ class ItcIds:
             self._forget(asked)  # answered with one it would answer again, and this node would not take again
             return False
         self._take(give, asked)
-        return True
+        return self.stamp is not None
 
     def _ask_anew(self, peer: str) -> Asked:
         """A fork to ask `peer` for, kept before it is asked; it gives the stored id back unless one asked does."""
@@ -272,6 +255,10 @@ class ItcIds:
 
     def _take(self, give: Stamp, asked: Asked) -> None:
         """This node's id with the half `asked` was answered with, kept with that fork no longer asked."""
+        if asked not in self.asked:
+            # Taken already: the round's loop, a caller of ensure_id and `settle` may ask the same peer under the same
+            # name at once, and it answers each alike (taken twice, the half would be joined into the id again).
+            return
         first, retire_asked = self.stamp is None, self.retire_asked()
         self.asked.remove(asked)
         stamp = taken(self.stamp, give, asked, self.retiring, retire_asked)
