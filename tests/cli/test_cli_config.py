@@ -7,9 +7,13 @@ import json
 import tomllib
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from xsc.devnet import DEVNET_ENV, free_port
 
 from tests.support.cli import xsc
+from tests.support.compute import WASM
 
 
 def _file(data_dir: Path) -> dict:
@@ -17,9 +21,13 @@ def _file(data_dir: Path) -> dict:
 
 
 def test_flags_and_environment_hold_for_one_run_only(node_process) -> None:
-    node = node_process(extra_args=["--log-level", "debug"], env={"XSC_STORAGE_CAPACITY": "5MiB"})
+    node = node_process(extra_args=["--log-level", "debug"], env={"XSC_STORAGE_CAPACITY": "5MiB",
+                                                                  "XSC_COMPUTE_TIMEOUT": "1500ms"})
     status = json.loads(node.xsc("node", "status", "--json").stdout)
     assert status["storage"]["capacity"] == 5 * 1024 * 1024
+    # a duration in a unit, read by the node as seconds: the most a call may ask for
+    refused = node.xsc("compute", "invoke", str(WASM / "add.wasm"), "add", "1", "2", "--timeout", "2")
+    assert refused.returncode == 1 and b"timeout 2 s is more than this node allows per call (1.5 s)" in refused.stderr
     written = _file(node.data_dir)
     assert "capacity" not in written.get("storage", {}) and "log_level" not in written.get("node", {})
     # --listen alone is kept: peers know a node by its address, so a restart stays where it listened
@@ -27,6 +35,7 @@ def test_flags_and_environment_hold_for_one_run_only(node_process) -> None:
     node.stop()
 
     node.env.pop("XSC_STORAGE_CAPACITY")
+    node.env.pop("XSC_COMPUTE_TIMEOUT")
     node.extra_args = []
     node.start()
     status = json.loads(node.xsc("node", "status", "--json").stdout)
@@ -342,6 +351,20 @@ def test_a_bad_duration_is_one_line_naming_its_key_its_range_in_units_and_a_valu
     assert result.exit_code == 1 and result.stderr.splitlines() == [
         f"xsc: error: bad configuration value audit.interval: not a duration: 'soon' (set in "
         f"{tmp_path / 'n' / 'config.toml'}: fix it there, or with: xsc config set audit.interval 1m)"]
+
+
+@given(st.sampled_from(sorted(SECONDS_KEYS)), st.floats(min_value=0, max_value=3650 * 86400.0))
+def test_a_duration_keys_value_written_as_a_user_writes_it_loads_back_exactly(key: str, seconds: float) -> None:
+    from xsc.config import _sections, written
+
+    section, name = key.split(".")
+    model = _sections()[section]
+    try:
+        value = getattr(model(**{name: seconds}), name)
+    except ValueError:  # out of the key's range: its refusal is tested above
+        return
+    said = written(model.model_fields[name], value)
+    assert getattr(model(**{name: said}), name) == value and (value == 0 or isinstance(said, str)), said
 
 
 def test_a_config_file_of_float_seconds_loads_as_it_did(tmp_path: Path) -> None:
