@@ -170,7 +170,8 @@ class StorageSection(_Section):
     segment_size: Annotated[int, _SIZE, _within(4096, 64 * MiB, "segment_size must be between 4 KiB and 64 MiB")] = MiB
     # seconds (= xsc.storage.core.leases bounds, not imported: the CLI starts faster)
     lease_duration: Annotated[WholeSeconds, _span(60, 3650 * DAY)] = 30 * DAY
-    remote_timeout: Annotated[Seconds, _span(0, DAY, above=True)] = 5.0  # seconds a share holder may take to answer a read before a get uses other shares
+    # seconds a share holder may take to answer a read before a get uses other shares
+    remote_timeout: Annotated[Seconds, _span(0, DAY, above=True)] = 5.0
     # seconds between garbage collections of shares whose lease ended, and between attempts to delete on other
     # nodes the copies of shares no placement holds (a removal's unreached holders, a repair cut short)
     gc_interval: Annotated[Seconds, _UP_TO_A_WEEK] = 600.0
@@ -216,7 +217,8 @@ class ComputeSection(_Section):
 class LedgerSection(_Section):
     credit_limit: int = 100_000_000  # micro-credits an account may go below zero (100 credits)
     low_balance: int = Field(default=10, ge=0, le=100)  # warn when less than this % of the credit limit is available
-    settle_retry_interval: Annotated[Seconds, _span(0, above=True)] = 30.0  # seconds between retries of unfinished remote payments
+    # seconds between retries of unfinished remote payments
+    settle_retry_interval: Annotated[Seconds, _span(0, above=True)] = 30.0
     # Credit only along recognition (docs/security.md): micro-credits of work this node does ahead of payment for
     # a peer the user recognises (xsc market recognize PEER W --credit C sets one peer's line) and for any other
     stranger_credit: int = Field(default=0, ge=0, le=2**62)  # 0: strangers prepay (xsc ledger prepay)
