@@ -575,7 +575,7 @@ def _read_file(path: Path) -> dict[str, Any]:
         return {}
     try:
         return tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+    except ValueError as e:  # TOMLDecodeError, UnicodeDecodeError, a number of more digits than int() reads
         raise ConfigError(f"{path} is not valid TOML: {e}", hint="fix or delete the file") from e
 
 
@@ -731,7 +731,7 @@ def parse_value(text: str) -> Any:
     """A value as typed on the command line: a TOML value if it is one (true, 5, 1.5, [..]), else the text."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except ValueError:  # TOMLDecodeError, or a number of more digits than int() reads: the text, for its key to judge
         return text
 
 

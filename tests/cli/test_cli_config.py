@@ -368,6 +368,23 @@ def test_a_duration_keys_value_written_as_a_user_writes_it_loads_back_exactly(ke
     assert getattr(model(**{name: said}), name) == value and (value == 0 or isinstance(said, str)), said
 
 
+def test_a_number_of_more_digits_than_int_reads_is_refused_by_its_key_not_a_traceback(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "n")
+    many = "9" * 5000  # past CPython's 4,300 digits, where tomllib's int() raises ValueError
+    for key, value, said in (("storage.gc_interval", many, "must be from 50ms to 7d"),
+                             ("storage.lease_duration", many + "s", "must be from 1m to 3650d"),
+                             ("storage.capacity", many, "must be at most 4 EiB")):
+        done = xsc("config", "set", key, value, "--data-dir", data_dir)
+        assert done.exit_code == 1 and len(done.stderr.splitlines()) == 1, done.stderr[:300]
+        assert done.stderr.startswith(f"xsc: error: bad configuration value {key}: {said} (nothing written; try: "
+                                      f"xsc config set {key} "), done.stderr[:300]
+    (tmp_path / "n").mkdir()
+    (tmp_path / "n" / "config.toml").write_text(f"[storage]\ngc_interval = {many}\n")
+    result = xsc("config", "show", "--data-dir", data_dir)
+    assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1, result.stderr[:300]
+    assert result.stderr.startswith(f"xsc: error: {tmp_path / 'n' / 'config.toml'} is not valid TOML: Exceeds the limit")
+
+
 def test_a_config_file_of_float_seconds_loads_as_it_did(tmp_path: Path) -> None:
     """config.toml written with numbers of seconds (600.0, 0.2) loads to the same values: a number is seconds."""
     from xsc.config import load_config
