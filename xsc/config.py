@@ -47,6 +47,7 @@ def _refused_as_value_error(parse: Callable[[Any], int]) -> Callable[[Any], int]
 
 parse_size = _refused_as_value_error(units.parse_size)
 parse_duration = _refused_as_value_error(units.parse_duration)
+parse_seconds = _refused_as_value_error(units.parse_seconds)  # type: ignore[arg-type]
 
 DEFAULT_LISTEN = "127.0.0.1:7070"
 EVENT_LOOPS = ("uvloop", "asyncio")  # node.event_loop (xsc/tasks.py: run)
@@ -76,14 +77,28 @@ def _at_least(low: float, message: str) -> AfterValidator:
     return _check(lambda v: v >= low, message)
 
 
+def _span(low: float, high: float | None = None, *, above: bool = False, why: str = "") -> AfterValidator:
+    """A duration's bounds, said in the units a user writes it in ("must be from 50ms to 7d"); `above`: more than
+    `low`, not `low` itself."""
+    said = units.duration_argument
+    first = f"more than {said(low)}" if above else f"from {said(low)}" if high is not None else f"at least {said(low)}"
+    last = "" if high is None else f" and at most {said(high)}" if above else f" to {said(high)}"
+    return _check(lambda v: (v > low if above else v >= low) and (high is None or v <= high),
+                  f"must be {first}{last}{why}")
+
+
 _SIZE = BeforeValidator(parse_size)  # 10GiB, 500MB, 4096
-_DURATION = BeforeValidator(parse_duration)  # 30d, 1h, 3600
+_DURATION = BeforeValidator(parse_duration)  # 30d, 1.5h, 3600: whole seconds
+_SECONDS = BeforeValidator(parse_seconds)  # 10m, 250ms, 1.5h, 600, 600.0: seconds, a float
+Seconds = Annotated[float, _SECONDS]  # a period a node waits or allows, taken in any unit a user writes it in
+WholeSeconds = Annotated[int, _DURATION]  # a duration kept to the second (a lease, a record's retention)
 _AT_LEAST_1 = _at_least(1, "must be at least 1")
 _PER_SECOND = _within(1, 1_000_000, "must be between 1 and 1000000 requests per second")
-_UP_TO_A_DAY = _within(0.05, DAY, "must be between 0.05 and 86400 seconds")
-_UP_TO_A_WEEK = _within(0.05, 7 * DAY, "must be between 0.05 seconds and 7 days")
+_UP_TO_A_DAY = _span(0.05, DAY)
+_UP_TO_A_WEEK = _span(0.05, 7 * DAY)
+_UP_TO_AN_HOUR = _span(0, 3600, above=True)
 _JITTER = _within(0, 0.9, "must be between 0 and 0.9 (a fraction of the interval)")
-_UP_TO_10_YEARS = _within(1, 3650 * DAY, "must be from 1 second to 3650 days")
+_UP_TO_10_YEARS = _span(1, 3650 * DAY)
 
 
 def _listen_address(required: bool) -> AfterValidator:
@@ -119,7 +134,7 @@ class NodeSection(_Section):
     max_connections: Annotated[int, _CONNECTIONS] = 2048
     max_connections_per_ip: Annotated[int, _CONNECTIONS] = 256  # ... and from one client address
     # seconds a connection may stay open without a request in progress
-    idle_timeout: Annotated[float, _within(1, 3600, "must be from 1 to 3600 seconds")] = 45.0
+    idle_timeout: Annotated[Seconds, _span(1, 3600)] = 45.0
     # user API requests per second with the token, and each S3 user's at s3_listen (bursts of twice that); 429 past it
     user_rate_limit: Annotated[float, _PER_SECOND] = 2000.0
     # failed authentications (a wrong token, session or login link; at node.s3_listen a wrong signature or an
@@ -139,14 +154,14 @@ class NodeSection(_Section):
     s3_max_buckets: int = Field(default=10_000, ge=1, le=1_000_000)  # buckets one S3 user may own (as an AWS account)
     s3_max_uploads: int = Field(default=1_000, ge=1, le=1_000_000)  # multipart uploads one S3 user may have going
     # seconds an unfinished multipart upload is kept; then it and its parts go
-    s3_upload_expiry: Annotated[int, _DURATION, _within(1, 3650 * DAY, "must be from 1 second to 10 years")] = 7 * DAY
+    s3_upload_expiry: Annotated[WholeSeconds, _UP_TO_10_YEARS] = 7 * DAY
     # the event loop the node and `xsc s3 serve` run on: uvloop (libuv's, less CPU a request) or asyncio (Python's own)
     event_loop: Annotated[str, _check(lambda v: v in EVENT_LOOPS, "must be uvloop or asyncio")] = "asyncio"
     # seconds between checks that each function on the market is served and paid
-    placement_interval: Annotated[float, _within(0.1, 600, "must be from 0.1 to 600 seconds")] = 5.0
+    placement_interval: Annotated[Seconds, _span(0.1, 600)] = 5.0
 
 
-_GRACE = _at_least(0, "must be at least 0 seconds")
+_GRACE = _span(0)
 
 
 class StorageSection(_Section):
@@ -154,30 +169,30 @@ class StorageSection(_Section):
     capacity: Annotated[int, _SIZE, _check(lambda v: v <= MAX_CAPACITY, "must be at most 4 EiB")] = 10 * 1024**3
     segment_size: Annotated[int, _SIZE, _within(4096, 64 * MiB, "segment_size must be between 4 KiB and 64 MiB")] = MiB
     # seconds (= xsc.storage.core.leases bounds, not imported: the CLI starts faster)
-    lease_duration: Annotated[int, _DURATION, _within(60, 3650 * DAY, "lease_duration must be from 60 s to 3650 days")] \
-        = 30 * DAY
-    remote_timeout: float = 5.0  # seconds a share holder may take to answer a read before a get uses other shares
+    lease_duration: Annotated[WholeSeconds, _span(60, 3650 * DAY)] = 30 * DAY
+    # seconds a share holder may take to answer a read before a get uses other shares
+    remote_timeout: Annotated[Seconds, _span(0, DAY, above=True)] = 5.0
     # seconds between garbage collections of shares whose lease ended, and between attempts to delete on other
     # nodes the copies of shares no placement holds (a removal's unreached holders, a repair cut short)
-    gc_interval: Annotated[float, _UP_TO_A_WEEK] = 600.0
+    gc_interval: Annotated[Seconds, _UP_TO_A_WEEK] = 600.0
     # seconds a share is kept after its lease ended (a late renewal still finds it)
-    gc_grace: Annotated[int, _DURATION, _GRACE] = DAY
+    gc_grace: Annotated[WholeSeconds, _GRACE] = DAY
     # blocks deleted per second at most by the garbage collection
     gc_rate: Annotated[int, _at_least(1, "must be at least 1 block per second")] = 10_000
     # seconds a share another node placed here may go unpaid before it is deleted
-    unpaid_grace: Annotated[int, _DURATION, _GRACE] = 3 * DAY
+    unpaid_grace: Annotated[WholeSeconds, _GRACE] = 3 * DAY
 
 
 class ComputeSection(_Section):
     fuel: Annotated[int, _AT_LEAST_1] = 10_000_000_000  # default and maximum fuel per call
     memory: Annotated[int, _SIZE] = 64 * MiB  # default and maximum linear memory per call
     # default and maximum wall-clock seconds per call
-    timeout: Annotated[float, _check(lambda v: 0 < v <= DAY, "must be more than 0 and at most 86400 seconds")] = 5.0
+    timeout: Annotated[Seconds, _span(0, DAY, above=True)] = 5.0
     # each is a thread of the node's process, started with it
     threads: Annotated[int, _AT_LEAST_1, _check(lambda v: v <= MAX_THREADS, f"must be at most {MAX_THREADS}")] \
         = Field(default_factory=lambda: os.cpu_count() or 2, json_schema_extra={"default_said": "the number of cores"})
     max_module_size: Annotated[int, _SIZE, _AT_LEAST_1] = 16 * MiB
-    peer_compile_timeout: float = Field(default=10.0, gt=0, le=3600)  # CPU seconds to compile a peer's module
+    peer_compile_timeout: Annotated[Seconds, _UP_TO_AN_HOUR] = 10.0  # CPU seconds to compile a peer's module
     # calls admitted (running or waiting for a thread); more are refused with 503
     max_queued: Annotated[int, _AT_LEAST_1] = 256
     # child processes that run the tries of small web requests on other cores (docs/compute.md, Web services);
@@ -193,7 +208,7 @@ class ComputeSection(_Section):
     # seconds after a job or a call began that its records (the job, its outputs' links, its providers' signed runs;
     # provenance records) are deleted once nothing needs them: a job's files stored or read by a job kept, a tab
     # not settled (docs/compute.md, Retention)
-    record_retention: Annotated[int, _DURATION, _UP_TO_10_YEARS] = 30 * DAY
+    record_retention: Annotated[WholeSeconds, _UP_TO_10_YEARS] = 30 * DAY
     # the share of the answers of calls run on other nodes whose provider's signed record is fetched and held to the
     # answer (docs/compute.md, "Calls run on another node"); 0: only the calls invoked with --verify
     check_rate: float = Field(default=1 / 32, ge=0, le=1)
@@ -202,7 +217,8 @@ class ComputeSection(_Section):
 class LedgerSection(_Section):
     credit_limit: int = 100_000_000  # micro-credits an account may go below zero (100 credits)
     low_balance: int = Field(default=10, ge=0, le=100)  # warn when less than this % of the credit limit is available
-    settle_retry_interval: float = Field(default=30.0, gt=0)  # seconds between retries of unfinished remote payments
+    # seconds between retries of unfinished remote payments
+    settle_retry_interval: Annotated[Seconds, _span(0, above=True)] = 30.0
     # Credit only along recognition (docs/security.md): micro-credits of work this node does ahead of payment for
     # a peer the user recognises (xsc market recognize PEER W --credit C sets one peer's line) and for any other
     stranger_credit: int = Field(default=0, ge=0, le=2**62)  # 0: strangers prepay (xsc ledger prepay)
@@ -215,20 +231,19 @@ class LedgerSection(_Section):
     auto_prepay_total: int = Field(default=10_000_000, ge=0, le=2**62)
     # seconds a put waits for one such prepayment's receipt: one not answered by then is left to the payments' retry
     # (as after a crash), and the put goes on without that provider
-    prepay_wait: float = Field(default=5.0, gt=0, le=3600)
+    prepay_wait: Annotated[Seconds, _UP_TO_AN_HOUR] = 5.0
     # Aggregated settlement of invokes (xsc/ledger/tabs.py): a (payer, payee) tab is settled as one transfer when
     # it is tab_interval seconds old, owes tab_threshold micro-credits or covers tab_max_refs invokes (1: every
     # invoke is its own transfer)
-    tab_interval: float = Field(default=1.0, gt=0, le=3600)
+    tab_interval: Annotated[Seconds, _UP_TO_AN_HOUR] = 1.0
     tab_threshold: int = Field(default=1_000_000, ge=1, le=2**62)
     tab_max_refs: int = Field(default=4096, ge=1, le=4096)
     # seconds the ledger keeps what is not kept for good past its time (docs/ledger.md, Retention): the provenance
     # ids an aggregated transfer covers, after it was settled; the settled marks (the replay check: no entry under an
     # authorization that expired longer ago is taken) and the marks that count a receipt or a payment on a trust
     # line once, after its authorization expired
-    record_retention: Annotated[int, _DURATION, _within(
-        2 * DAY, 3650 * DAY, "must be from 2 days to 3650 days (a payment is retried for a day past its expiry)")] \
-        = 30 * DAY
+    record_retention: Annotated[WholeSeconds, _span(
+        2 * DAY, 3650 * DAY, why=" (a payment is retried for a day past its expiry)")] = 30 * DAY
 
 
 def normalize_peer_url(text: str) -> str:
@@ -359,8 +374,8 @@ class PeersSection(_Section):
     tls: bool = True  # advertise https:// and reach every peer over TLS pinned to its node id (docs/security.md)
     loopback_plaintext: bool = True  # accept peer requests without TLS from loopback addresses (never from others)
     channel_auth: bool = True  # over TLS, prove this node's key once a connection (client certificate), unsigned
-    gossip_interval: Annotated[float, _UP_TO_A_DAY] = 30.0  # seconds between descriptor exchanges with a random peer
-    request_timeout: Annotated[float, _UP_TO_A_DAY] = 10.0  # seconds a node-to-node request may take
+    gossip_interval: Annotated[Seconds, _UP_TO_A_DAY] = 30.0  # seconds between descriptor exchanges with a random peer
+    request_timeout: Annotated[Seconds, _UP_TO_A_DAY] = 10.0  # seconds a node-to-node request may take
     # TCP congestion control of the sockets peers talk on (xsc/net/congestion.py; empty: the host's default).  A
     # host's default is loss-based (cubic), which carries little on a long path that loses packets.
     congestion: Annotated[str, _check(
@@ -388,19 +403,19 @@ class PeersSection(_Section):
         "a grid secret must have 16 to 256 characters (make one with: openssl rand -hex 32)")] = ""
     quarantine_strikes: int = Field(default=5, ge=1, le=1_000_000)  # misbehaviours within an hour before quarantine
     # seconds a quarantined peer stays refused (xsc peers quarantine rm lifts it)
-    quarantine_for: Annotated[int, _DURATION, _UP_TO_10_YEARS] = DAY
+    quarantine_for: Annotated[WholeSeconds, _UP_TO_10_YEARS] = DAY
     # The hash table (docs/peers.md): UDP on the port number of the peer listener, to find nodes and files' holders
     dht: bool = True
-    dht_interval: float = Field(default=30.0, ge=0.05, le=86400)  # seconds between rounds: join, republish
+    dht_interval: Annotated[Seconds, _UP_TO_A_DAY] = 30.0  # seconds between rounds: join, republish
     dht_rate: float = Field(default=200.0, ge=1, le=1_000_000)  # datagrams a second one address may send
-    dht_ttl: float = Field(default=7 * 86400, ge=60, le=3650 * 86400)  # seconds a record is kept unless stored again
+    dht_ttl: Annotated[Seconds, _span(60, 3650 * DAY)] = 7 * 86400.0  # seconds a record is kept unless stored again
 
 
 class HealthSection(_Section):
     # seconds between probe rounds (each varied by +-probe_jitter of itself)
-    probe_interval: Annotated[float, _UP_TO_A_DAY] = 10.0
+    probe_interval: Annotated[Seconds, _UP_TO_A_DAY] = 10.0
     probe_jitter: Annotated[float, _JITTER] = 0.2
-    probe_timeout: Annotated[float, _UP_TO_A_DAY] = 5.0  # seconds a peer may take to answer a challenge
+    probe_timeout: Annotated[Seconds, _UP_TO_A_DAY] = 5.0  # seconds a peer may take to answer a challenge
     # Peers outside the neighbourhood (those the node recognises) probed a round: a sample, each kept for a few
     # rounds, then replaced by those probed longest ago; with more of them, each is probed less often, so a round
     # costs the same however large the network grows.
@@ -422,7 +437,7 @@ class AuditSection(_Section):
     """Storage audits of the shares this node placed, the scrubber of those it holds, automatic repair."""
 
     # seconds between audit rounds (each varied by +-jitter) and between scrub passes
-    interval: Annotated[float, _UP_TO_A_WEEK] = 60.0
+    interval: Annotated[Seconds, _UP_TO_A_WEEK] = 60.0
     jitter: Annotated[float, _JITTER] = 0.2
     blocks_per_round: Annotated[int, _OFF_AT_0] = 4  # random remote blocks audited per round (0: no audits)
     scrub_rate: Annotated[int, _RATE, _OFF_AT_0] = 20 * 1000**2  # bytes/s re-hashed (0: no scrubbing)
@@ -435,7 +450,7 @@ class AuditSection(_Section):
 
 
 _NOT_NEGATIVE = _at_least(0, "must be at least 0")
-_DELAY = _within(0, 7 * DAY, "must be between 0 and 7 days (in seconds)")
+_DELAY = _span(0, 7 * DAY)
 
 
 class MarketSection(_Section):
@@ -457,22 +472,22 @@ class MarketSection(_Section):
     storage_bid: Annotated[int, _NOT_NEGATIVE] = 4_000  # the default maximum price of a put (xsc store put --max-price)
     compute_bid: Annotated[int, _NOT_NEGATIVE] = 40  # the default maximum price of an invoke (xsc compute invoke --max-price)
     # the time buckets the call market clears
-    bucket_seconds: Annotated[int, _DURATION, _within(60, 7 * DAY, "must be between 60 seconds and 7 days")] = 3600
+    bucket_seconds: Annotated[WholeSeconds, _span(60, 7 * DAY)] = 3600
     # fuel one compute thread offers per second of a bucket; a bucket's compute offer, fuel_per_second x
     # compute.threads x bucket_seconds, is a signed 64-bit quantity
     fuel_per_second: Annotated[int, _NOT_NEGATIVE, _check(lambda v: v <= MAX_FUEL_PER_SECOND,
                                                    f"must be at most {MAX_FUEL_PER_SECOND:,}")] = 1_000_000_000
     # seconds between the storage payment runs (each pays what was held since)
-    payment_interval: Annotated[float, _DELAY] = 3600.0
+    payment_interval: Annotated[Seconds, _DELAY] = 3600.0
     # seconds changes to this node's offer are gathered before it is re-published
-    publish_delay: Annotated[float, _DELAY] = 0.2
+    publish_delay: Annotated[Seconds, _DELAY] = 0.2
     # seconds a participant's newest offer counts as current (re-published every third)
-    freshness: Annotated[float, _within(3, DAY, "must be between 3 seconds and a day")] = 60.0
+    freshness: Annotated[Seconds, _span(3, DAY)] = 60.0
     # seconds an allocation round waits after a change, gathering others (debounce)
-    allocation_delay: Annotated[float, _DELAY] = 0.5
+    allocation_delay: Annotated[Seconds, _DELAY] = 0.5
     # seconds a node without an allocation ITC id waits for a peer to fork one from before it seeds one (or, restarted,
     # goes on with its stored one): nodes started together learn of each other meanwhile, so that one seeds
-    allocation_fork_wait: Annotated[float, _within(0.1, 600, "must be from 0.1 to 600 seconds")] = 3.0
+    allocation_fork_wait: Annotated[Seconds, _span(0.1, 600)] = 3.0
     # Commitments one peer may have this node check (parse and verify) per second, in bursts of two full messages
     # (2,002); a message past it gets 429 with Retry-After, unread.  A network of 1,000 nodes re-signing every
     # freshness/3 needs ~50/s from the peers it pulls from.
@@ -485,7 +500,7 @@ class MarketSection(_Section):
     recognised_at_most: int = Field(default=6, ge=1, le=1000)
     # Seconds after which the money exchanged with a peer counts half in its derived recognition: a partner that
     # traded much long ago gives way to one that trades now (docs/market.md, "Recognition").
-    recognition_half_life: float = Field(default=30 * 86400.0, ge=60, le=10 * 365 * 86400)
+    recognition_half_life: Annotated[Seconds, _span(60, 3650 * DAY)] = 30 * 86400.0
 
     @model_validator(mode="after")
     def _ceilings(self) -> "MarketSection":
@@ -560,15 +575,15 @@ def _read_file(path: Path) -> dict[str, Any]:
         return {}
     try:
         return tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+    except ValueError as e:  # TOMLDecodeError, UnicodeDecodeError, a number of more digits than int() reads
         raise ConfigError(f"{path} is not valid TOML: {e}", hint="fix or delete the file") from e
 
 
 def _validate(root: Path, raw: dict[str, Any], where: str | None, sources: dict[str, str] | None = None) -> NodeConfig:
     """The config of `raw`; a bad value is a ConfigError naming its key and, with `sources` (key -> default, file,
     env or flag), where it was set; else `where` says where to look (None: nowhere, `xsc config set`'s value).  Its
-    one pair of parentheses says where, and what sets a good value: a value the parser's refusal gives, or the
-    key's default."""
+    one pair of parentheses says where, and what sets a good value: the key's default, or a value the parser's
+    refusal gives."""
     try:
         return NodeConfig(data_dir=root, **raw)
     except ValidationError as e:
@@ -577,7 +592,8 @@ def _validate(root: Path, raw: dict[str, Any], where: str | None, sources: dict[
         key = ".".join(str(part) for part in location[:2])
         source = (sources or {}).get(key) if len(location) >= 2 else None
         refused = (first.get("ctx") or {}).get("error")
-        good = getattr(refused, "example", None) or _default_of(location)
+        # the key's own default is a value it takes (a duration parser's 10m is below ledger.record_retention's 2d)
+        good = _default_of(location) or getattr(refused, "example", None)
         if source == "file" and first["type"] == "extra_forbidden":
             where = f"set in {root / CONFIG_FILE}: remove it there"
         elif source == "file":
@@ -610,18 +626,20 @@ def _default_of(location: tuple) -> str | None:
 
 def written(field: Any, value: Any) -> Any:
     """A key's value as a user writes it, taken back exactly by its parser: a size, a duration or a rate in its unit
-    (10GiB, 30d, 20MB/s), not 10737418240 bytes or 2592000 seconds; other values, and 0, as they are."""
+    (10GiB, 30d, 10m, 250ms, 20MB/s), not 10737418240 bytes or 600.0 seconds; other values, and 0, as they are."""
+    if type(value) is float and _SECONDS in field.metadata and value > 0:
+        return units.duration_argument(value)
     if type(value) is not int or value <= 0:
         return value
     if _SIZE in field.metadata:
         said = units.size_argument(value)
     elif _DURATION in field.metadata:
-        said = units.duration_argument(value)
+        return units.duration_argument(value)
     elif _RATE in field.metadata:
         said = units.size_argument(value) + "/s"
     else:
         return value
-    return value if said.rstrip("/s") == str(value) else said  # bytes in no unit: the number itself
+    return value if said.removesuffix("/s") == str(value) else said  # bytes in no unit: the number itself
 
 
 def as_written(cfg: "NodeConfig") -> dict[str, dict[str, Any]]:
@@ -713,7 +731,7 @@ def parse_value(text: str) -> Any:
     """A value as typed on the command line: a TOML value if it is one (true, 5, 1.5, [..]), else the text."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except ValueError:  # TOMLDecodeError, or a number of more digits than int() reads: the text, for its key to judge
         return text
 
 

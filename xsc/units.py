@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+from decimal import Decimal, localcontext
 
 from .errors import InvalidArgument
 
@@ -14,7 +15,7 @@ _SIZE_UNITS = {
     "t": 1000**4, "tb": 1000**4,
     "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
 }
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION_UNITS = {"ms": Decimal("0.001"), "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def is_whole_number(text: str) -> bool:
@@ -47,31 +48,59 @@ def parse_size(text: str | int) -> int:
         return text
     if not isinstance(text, str):  # a JSON float, list, object...: not a size, and no crash
         raise InvalidArgument(f"not a size: {text!r}", hint="write a whole number of bytes or a size, e.g. 16MiB")
-    m = re.fullmatch(r"\s*(-?)(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    m = re.fullmatch(r"\s*(-?)(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text, re.ASCII)  # '\u0663' is no digit here
     if not m or m.group(3).lower() not in _SIZE_UNITS:
         raise InvalidArgument(f"not a size: {text!r}", example="10GiB",
                               hint="write a number with an optional unit, e.g. 500MB, 10GiB, 4096")
     sign, number, unit = m.groups()
     if sign:  # a size, but below zero: said so, not "not a size"
         raise InvalidArgument(f"size must not be negative: {text!r}", hint=_NOT_NEGATIVE, example="10GiB")
-    from decimal import Decimal
-
     return int(Decimal(number) * _SIZE_UNITS[unit.lower()])
 
 
-def parse_duration(text: str | int) -> int:
-    """'30d', '12h', '90s', '3600' -> seconds."""
-    if isinstance(text, int):
-        return text
-    if not isinstance(text, str):
-        raise InvalidArgument(f"not a duration: {text!r}", hint="write a number with a unit s, m, h, d or w, e.g. 30d",
-                              example="30d")
-    m = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", text)
+_DURATION_HINT = "write a number with a unit ms, s, m, h, d or w, e.g. 10m, 1.5h, 250ms, 30d"
+
+
+def _not_a_duration(text: object, why: str = "not a duration") -> InvalidArgument:
+    return InvalidArgument(f"{why}: {text!r}", hint=_DURATION_HINT, example="10m")
+
+
+def _seconds(text: object) -> Decimal:
+    """A duration as a user writes it ('10m', '1.5h', '250ms', '600', 600.0), exactly, in seconds: never negative,
+    never infinite or NaN.  A bare number is seconds."""
+    if isinstance(text, bool) or not isinstance(text, (int, float, str)):  # TOML's true, a list...: no duration
+        raise _not_a_duration(text)
+    if isinstance(text, (int, float)):
+        if isinstance(text, float) and not math.isfinite(text):
+            raise _not_a_duration(text)
+        if text < 0:
+            raise _not_a_duration(text, "duration must not be negative")
+        return Decimal(text)
+    m = re.fullmatch(r"\s*(-?)(\d+(?:\.\d+)?|\.\d+)\s*([a-zA-Z]*)\s*", text, re.ASCII)  # no other script's digits
     if not m:
-        raise InvalidArgument(f"not a duration: {text!r}", hint="write a number with a unit s, m, h, d or w, e.g. 30d",
-                              example="30d")
-    number, unit = m.groups()
-    return int(number) * _DURATION_UNITS[unit or "s"]
+        raise _not_a_duration(text)
+    sign, number, unit = m.groups()
+    if (unit or "s") not in _DURATION_UNITS:  # 10x, 10M, 5min: said as a unit it does not know, with those it does
+        raise InvalidArgument(f"unknown unit {unit!r} in the duration {text!r}", hint=_DURATION_HINT, example="10m")
+    if sign:  # a duration, but below zero: said so, not "not a duration"
+        raise _not_a_duration(text, "duration must not be negative")
+    with localcontext(prec=len(number) + 12):  # exact for every number of digits given (none rounded away)
+        return Decimal(number) * _DURATION_UNITS[unit or "s"]
+
+
+def parse_seconds(text: str | int | float) -> float:
+    """'10m', '1.5h', '250ms', '600' (or 600.0, 600 from TOML) -> seconds, a float: a period a node waits or allows.
+    One too large for a float is infinity, for the bounds of its setting to refuse."""
+    return float(_seconds(text))
+
+
+def parse_duration(text: str | int | float) -> int:
+    """'30d', '12h', '1.5h', '90s', '3600' -> whole seconds: a duration a record or a lease keeps to the second."""
+    seconds = _seconds(text)
+    if seconds != seconds.to_integral_value():
+        raise InvalidArgument(f"not a whole number of seconds: {text!r}", example="30d",
+                              hint="this duration is kept to the second: write e.g. 90s, 10m, 1.5h or 30d")
+    return int(seconds)
 
 
 def size_argument(n: int) -> str:
@@ -84,9 +113,16 @@ def size_argument(n: int) -> str:
     return str(n)
 
 
-def duration_argument(seconds: int) -> str:
-    """Seconds as a duration argument takes them back exactly (parse_duration): in the largest of days, hours and
-    minutes that holds a whole number of them ("7d", "90m"), else in seconds ("45s")."""
+def duration_argument(seconds: int | float) -> str:
+    """Seconds as a duration argument takes them back exactly (parse_duration, parse_seconds): a whole number of them
+    in the largest of days, hours and minutes that holds it ("7d", "90m"), else in seconds ("45s"); a fraction of a
+    second in milliseconds when it is a whole number of them ("250ms"), else in seconds ("2.5s", "0.0001s")."""
+    if isinstance(seconds, float) and not seconds.is_integer():
+        exact = Decimal(repr(seconds))  # the shortest decimal that is this float: parsed, it is this float again
+        if 0 < seconds < 1 and (exact * 1000) == (exact * 1000).to_integral_value():
+            return f"{exact * 1000:f}".partition(".")[0] + "ms"
+        return f"{exact:f}s"
+    seconds = int(seconds)
     if seconds > 0:
         for unit in ("d", "h", "m"):
             if seconds % _DURATION_UNITS[unit] == 0:

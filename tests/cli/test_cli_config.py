@@ -7,9 +7,13 @@ import json
 import tomllib
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from xsc.devnet import DEVNET_ENV, free_port
 
 from tests.support.cli import xsc
+from tests.support.compute import WASM
 
 
 def _file(data_dir: Path) -> dict:
@@ -17,9 +21,13 @@ def _file(data_dir: Path) -> dict:
 
 
 def test_flags_and_environment_hold_for_one_run_only(node_process) -> None:
-    node = node_process(extra_args=["--log-level", "debug"], env={"XSC_STORAGE_CAPACITY": "5MiB"})
+    node = node_process(extra_args=["--log-level", "debug"], env={"XSC_STORAGE_CAPACITY": "5MiB",
+                                                                  "XSC_COMPUTE_TIMEOUT": "1500ms"})
     status = json.loads(node.xsc("node", "status", "--json").stdout)
     assert status["storage"]["capacity"] == 5 * 1024 * 1024
+    # a duration in a unit, read by the node as seconds: the most a call may ask for
+    refused = node.xsc("compute", "invoke", str(WASM / "add.wasm"), "add", "1", "2", "--timeout", "2")
+    assert refused.returncode == 1 and b"timeout 2 s is more than this node allows per call (1.5 s)" in refused.stderr
     written = _file(node.data_dir)
     assert "capacity" not in written.get("storage", {}) and "log_level" not in written.get("node", {})
     # --listen alone is kept: peers know a node by its address, so a restart stays where it listened
@@ -27,6 +35,7 @@ def test_flags_and_environment_hold_for_one_run_only(node_process) -> None:
     node.stop()
 
     node.env.pop("XSC_STORAGE_CAPACITY")
+    node.env.pop("XSC_COMPUTE_TIMEOUT")
     node.extra_args = []
     node.start()
     status = json.loads(node.xsc("node", "status", "--json").stdout)
@@ -88,8 +97,8 @@ def test_config_set_refuses_bad_keys_and_values_and_leaves_the_file(tmp_path: Pa
                                           "xsc config set storage.capacity 10GiB)"),
             ("storage.capacity", "lots", "storage.capacity: not a size: 'lots' (nothing written; try: xsc config set "
                                          "storage.capacity 10GiB)"),
-            ("storage.gc_grace", "-1d", "storage.gc_grace: not a duration: '-1d' (nothing written; try: xsc config set "
-                                        "storage.gc_grace 30d)"),
+            ("storage.gc_grace", "-1d", "storage.gc_grace: duration must not be negative: '-1d' (nothing written; try: "
+                                        "xsc config set storage.gc_grace 1d)"),
             ("node.user_rate_limit", "0", "node.user_rate_limit: must be between 1 and 1000000 requests per second "
                                           "(nothing written; try: xsc config set node.user_rate_limit 2000.0)"),
             # two keys at odds: no one value fixes it, the values are shown
@@ -252,3 +261,136 @@ def test_a_new_config_files_defaults_are_written_as_a_user_writes_them_and_load_
     loaded, defaults = load_config(data_dir, environ={}).to_toml(), NodeConfig(data_dir=data_dir).to_toml()
     for section, key in config_keys():
         assert loaded[section].get(key) == defaults[section].get(key), (section, key, written.get(section, {}).get(key))
+
+
+# Every key that is a period a node waits or allows, in seconds, a float: each takes a unit (the ones not here are
+# rates a second, fractions and counts).
+SECONDS_KEYS = {"node.idle_timeout", "node.placement_interval", "storage.remote_timeout", "storage.gc_interval",
+                "compute.timeout", "compute.peer_compile_timeout", "ledger.settle_retry_interval", "ledger.prepay_wait",
+                "ledger.tab_interval", "peers.gossip_interval", "peers.request_timeout", "peers.dht_interval",
+                "peers.dht_ttl", "health.probe_interval", "health.probe_timeout", "audit.interval",
+                "market.payment_interval", "market.publish_delay", "market.freshness", "market.allocation_delay",
+                "market.allocation_fork_wait", "market.recognition_half_life"}
+NOT_DURATIONS = {"node.user_rate_limit", "node.auth_failure_limit", "node.web_rate_limit", "compute.check_rate",
+                 "peers.rate_limit", "peers.work_rate", "peers.new_node_rate", "peers.dht_rate", "health.probe_jitter",
+                 "audit.jitter", "market.commitment_rate"}
+
+
+def test_every_float_key_in_seconds_takes_a_duration_in_any_unit() -> None:
+    from xsc.config import NodeConfig, _sections, as_written, written
+
+    floats = {f"{s}.{k}" for s, model in _sections().items() for k, f in model.model_fields.items()
+              if f.annotation is float}
+    assert floats == SECONDS_KEYS | NOT_DURATIONS, floats ^ (SECONDS_KEYS | NOT_DURATIONS)
+    defaults = as_written(NodeConfig(data_dir=Path(".")))
+    for key in SECONDS_KEYS:
+        section, name = key.split(".")
+        field = _sections()[section].model_fields[name]
+        assert written(field, 600.0) == "10m" and written(field, 0.25) == "250ms", key
+        assert defaults[section][name][-1] in "smhd" and "." not in defaults[section][name], (key, defaults[section])
+    assert written(_sections()["node"].model_fields["user_rate_limit"], 600.0) == 600.0  # a rate, in no unit
+
+
+def test_a_duration_key_is_set_shown_and_overridden_in_the_units_a_user_writes(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "n")
+    for value, seconds in (("10m", 600), ("1.5h", 5400), ("2d", 172800), ("600s", 600), ("600", 600)):
+        done = xsc("config", "set", "storage.gc_interval", value, "--data-dir", data_dir)
+        assert done.exit_code == 0, done.output
+        said = {"1.5h": "90m", "600s": "10m", "600": "10m"}.get(value)
+        assert done.stdout.startswith(f"storage.gc_interval = {value} in ")
+        assert (f"(that is {said})" in done.stdout) == (said is not None), done.stdout
+        shown = json.loads(xsc("config", "show", "--json", "--data-dir", data_dir).stdout)
+        assert shown["config"]["storage"]["gc_interval"] == seconds
+        assert shown["sources"]["storage.gc_interval"] == "file"
+    assert _file(tmp_path / "n")["storage"]["gc_interval"] == 600  # as given: a number is seconds
+    assert xsc("config", "set", "market.publish_delay", "250ms", "--data-dir", data_dir).exit_code == 0
+    assert _file(tmp_path / "n")["market"]["publish_delay"] == "250ms"
+
+    env = {"COLUMNS": "100", "XSC_HEALTH_PROBE_TIMEOUT": "1500ms", "XSC_COMPUTE_TIMEOUT": "2.5"}
+    table = xsc("config", "show", "--data-dir", data_dir, env=env).stdout
+    rows = {line.split()[0]: line.split()[1:] for line in table.splitlines() if line.split()[:1]}
+    assert rows["storage.gc_interval"] == ["10m", "file"] and rows["market.publish_delay"] == ["250ms", "file"]
+    assert rows["health.probe_timeout"] == ["1.5s", "env"] and rows["compute.timeout"] == ["2.5s", "env"]
+    assert rows["market.payment_interval"] == ["1h", "default"] and rows["node.idle_timeout"] == ["45s", "default"]
+    shown = json.loads(xsc("config", "show", "--json", "--data-dir", data_dir, env=env).stdout)["config"]
+    assert (shown["health"]["probe_timeout"], shown["compute"]["timeout"], shown["market"]["publish_delay"]) == \
+        (1.5, 2.5, 0.25)  # scripts read seconds
+
+
+def test_a_bad_duration_is_one_line_naming_its_key_its_range_in_units_and_a_value_it_takes(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "n")
+    for key, value, said, good in [
+            ("storage.gc_interval", "-5m", "duration must not be negative: '-5m'", "10m"),
+            ("storage.gc_interval", "-5", "duration must not be negative: -5", "10m"),
+            ("storage.gc_interval", "m", "not a duration: 'm'", "10m"),
+            ("storage.gc_interval", "ten", "not a duration: 'ten'", "10m"),
+            ("node.idle_timeout", "10x", "unknown unit 'x' in the duration '10x'", "45s"),
+            ("peers.request_timeout", "5min", "unknown unit 'min' in the duration '5min'", "10s"),
+            ("storage.gc_interval", "10ms", "must be from 50ms to 7d", "10m"),
+            ("storage.gc_interval", "8d", "must be from 50ms to 7d", "10m"),
+            ("compute.timeout", "0", "must be more than 0s and at most 1d", "5s"),
+            ("ledger.tab_interval", "2h", "must be more than 0s and at most 1h", "1s"),
+            ("ledger.settle_retry_interval", "0s", "must be more than 0s", "30s"),
+            ("market.allocation_fork_wait", "50ms", "must be from 100ms to 10m", "3s"),
+            ("market.publish_delay", "8d", "must be from 0s to 7d", "200ms"),
+            ("peers.dht_ttl", "30s", "must be from 1m to 3650d", "7d"),
+            ("ledger.record_retention", "1d", "must be from 2d to 3650d (a payment is retried for a day past its "
+                                              "expiry)", "30d"),
+            ("storage.lease_duration", "90500ms", "not a whole number of seconds: '90500ms'", "30d"),
+            ("storage.gc_interval", "true", "not a duration: True", "10m")]:
+        done = xsc("config", "set", key, value, "--data-dir", data_dir)
+        assert done.exit_code == 1 and done.stdout == "", done.output
+        assert done.stderr.splitlines() == [f"xsc: error: bad configuration value {key}: {said} (nothing written; try: "
+                                            f"xsc config set {key} {good})"]
+        assert xsc("config", "set", key, good, "--data-dir", data_dir).exit_code == 0  # the example is taken
+    result = xsc("config", "show", "--data-dir", data_dir, env={"XSC_STORAGE_GC_INTERVAL": "-1h"})
+    assert result.exit_code == 1 and result.stderr.splitlines() == [
+        "xsc: error: bad configuration value storage.gc_interval: duration must not be negative: '-1h' (set by "
+        "$XSC_STORAGE_GC_INTERVAL: unset it, or set it to e.g. 10m)"]
+    (tmp_path / "n" / "config.toml").write_text("[audit]\ninterval = 'soon'\n")
+    result = xsc("config", "show", "--data-dir", data_dir)
+    assert result.exit_code == 1 and result.stderr.splitlines() == [
+        f"xsc: error: bad configuration value audit.interval: not a duration: 'soon' (set in "
+        f"{tmp_path / 'n' / 'config.toml'}: fix it there, or with: xsc config set audit.interval 1m)"]
+
+
+@given(st.sampled_from(sorted(SECONDS_KEYS)), st.floats(min_value=0, max_value=3650 * 86400.0))
+def test_a_duration_keys_value_written_as_a_user_writes_it_loads_back_exactly(key: str, seconds: float) -> None:
+    from xsc.config import _sections, written
+
+    section, name = key.split(".")
+    model = _sections()[section]
+    try:
+        value = getattr(model(**{name: seconds}), name)
+    except ValueError:  # out of the key's range: its refusal is tested above
+        return
+    said = written(model.model_fields[name], value)
+    assert getattr(model(**{name: said}), name) == value and (value == 0 or isinstance(said, str)), said
+
+
+def test_a_number_of_more_digits_than_int_reads_is_refused_by_its_key_not_a_traceback(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "n")
+    many = "9" * 5000  # past CPython's 4,300 digits, where tomllib's int() raises ValueError
+    for key, value, said in (("storage.gc_interval", many, "must be from 50ms to 7d"),
+                             ("storage.lease_duration", many + "s", "must be from 1m to 3650d"),
+                             ("storage.capacity", many, "must be at most 4 EiB")):
+        done = xsc("config", "set", key, value, "--data-dir", data_dir)
+        assert done.exit_code == 1 and len(done.stderr.splitlines()) == 1, done.stderr[:300]
+        assert done.stderr.startswith(f"xsc: error: bad configuration value {key}: {said} (nothing written; try: "
+                                      f"xsc config set {key} "), done.stderr[:300]
+    (tmp_path / "n").mkdir()
+    (tmp_path / "n" / "config.toml").write_text(f"[storage]\ngc_interval = {many}\n")
+    result = xsc("config", "show", "--data-dir", data_dir)
+    assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1, result.stderr[:300]
+    assert result.stderr.startswith(f"xsc: error: {tmp_path / 'n' / 'config.toml'} is not valid TOML: Exceeds the limit")
+
+
+def test_a_config_file_of_float_seconds_loads_as_it_did(tmp_path: Path) -> None:
+    """config.toml written with numbers of seconds (600.0, 0.2) loads to the same values: a number is seconds."""
+    from xsc.config import load_config
+
+    (tmp_path / "config.toml").write_text("[storage]\ngc_interval = 600.0\n[market]\npublish_delay = 0.2\n"
+                                          "bucket_seconds = 7200.0\n")
+    cfg = load_config(tmp_path, environ={})
+    assert (cfg.storage.gc_interval, cfg.market.publish_delay, cfg.market.bucket_seconds) == (600.0, 0.2, 7200)
+    assert type(cfg.storage.gc_interval) is float and type(cfg.market.bucket_seconds) is int

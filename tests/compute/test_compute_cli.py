@@ -101,7 +101,7 @@ ERRORS = [
     (["invoke", str(WASM / "imports.wasm"), "main"], "env.log (func), env.memory (memory)"),
     (["invoke", str(WASM / "traps.wasm"), "div", "1", "0"], "integer divide by zero"),
     (["invoke", ADD, "add", "1", "2", "--fuel", "99999999999"], "more than this node allows"),
-    (["deploy", str(WASM / "add.wat")], "not a WebAssembly module"),
+    (["deploy", str(WASM / "build.py")], "not a WebAssembly module"),  # neither binary nor text: the node says so
     (["provenance", "f" * 32], "no provenance record"),
     (["provenance", "f" * 32], "a call another node ran is recorded and signed there, kept compute.record_retention: "
                                "xsc compute provenance ID --provider NODE"),

@@ -37,7 +37,8 @@ async def test_bytes_that_are_not_wasm(client):
 
 async def test_wasm_text_gets_a_hint(client):
     body = await problem(await client.post("/v1/modules", data=b"(module)"))
-    assert body["code"] == "invalid-module" and "wat2wasm" in body["detail"]
+    assert (body["http"], body["code"]) == (422, "invalid-module") and ".wat module" in body["detail"]
+    assert "xsc compute deploy FILE.wat" in body["hint"] and "wat2wasm" in body["hint"]
 
 
 async def test_invalid_wasm_after_the_magic(client):

@@ -49,7 +49,8 @@ def test_put_with_a_duration_renew_and_ls_through_the_cli(cli_node, tmp_path: Pa
     for args, words in ((("store", "put", str(src), "--duration", "soon"), "not a duration"),
                         (("store", "put", str(src), "--duration", "30s"), "from 60 s"),
                         (("store", "renew", cap, "--duration", "20000d"), "from 60 s"),
-                        (("store", "renew", cap, "--duration", "-1d"), "not a duration")):
+                        (("store", "renew", cap, "--duration", "-1d"), "duration must not be negative: '-1d'"),
+                        (("store", "renew", cap, "--duration", "90500ms"), "not a whole number of seconds")):
         bad = node.xsc(*args)
         message = bad.stderr.decode()
         assert bad.returncode == 1, message

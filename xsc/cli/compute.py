@@ -13,6 +13,7 @@ import click
 from ..errors import InvalidArgument, ModuleNotFound, Trap
 from . import GroupWithLazyModules
 from .output import Col, PassesArgs, emit_json, json_option, key_values, path_id, table, wide_option
+from .wasm_files import read_module
 
 PROVENANCE = "xsc compute provenance --list"  # lists the provenance ids
 
@@ -27,12 +28,7 @@ def compute() -> None:
 
 
 def _read_module(file: str) -> bytes:
-    try:
-        return Path(file).read_bytes()
-    except FileNotFoundError:
-        raise InvalidArgument(f"no such file: {file}", hint="give the path of a .wasm file") from None
-    except (IsADirectoryError, PermissionError) as exc:
-        raise InvalidArgument(f"cannot read {file}: {exc.strerror}") from None
+    return read_module(file, hint="give the path of a .wasm or .wat file")
 
 
 def _deploy(client, wasm: bytes, wasi: bool, facts: dict[str, str] | None = None) -> dict[str, Any]:
@@ -55,7 +51,7 @@ def _signatures(info: dict[str, Any]) -> str:
 
 
 @compute.command()
-@click.argument("file", metavar="FILE.wasm", type=click.Path())
+@click.argument("file", metavar="FILE.wasm|FILE.wat", type=click.Path())
 @click.option("--wasi", is_flag=True, help="Allow WASI imports (the module runs with the WASI profile).")
 @click.option("--name", help="What to call it in the registry (up to 64 characters).")
 @click.option("--version", "version_", metavar="TEXT", help="Its version (up to 32 characters).")
@@ -64,7 +60,9 @@ def _signatures(info: dict[str, Any]) -> str:
 @click.pass_obj
 def deploy(obj, file: str, wasi: bool, name: str | None, version_: str | None, description: str | None,
            as_json: bool) -> None:
-    """Validate, compile and cache the module FILE.wasm on the node; prints its id (SHA-256)."""
+    """Validate, compile and cache the module FILE on the node; prints its id (SHA-256 of the binary module).
+
+    A text module (.wat) is compiled to binary here first (wasmtime's wat2wasm): nodes take binary modules only."""
     facts = {k: v for k, v in (("name", name), ("version", version_), ("description", description)) if v is not None}
     info = _deploy(obj.client(), _read_module(file), wasi, facts)
     if as_json:
@@ -97,7 +95,8 @@ def invoke(obj, module: str, function: str, args: tuple[str, ...], fuel: int | N
            as_json: bool) -> None:
     """Call FUNCTION of a module with ARGS; prints the results separated by spaces.
 
-    MODULE is a .wasm file (deployed first if the node does not have it) or a module id.
+    MODULE is a .wasm or .wat file (deployed first if the node does not have it; text compiled to binary here) or
+    a module id.
     The market chooses who runs it (this node, or another provider when this node offers no
     compute) and at what price.
     Arguments are parsed by the function's parameter types: integers in decimal or 0x-hex,
@@ -113,7 +112,7 @@ def invoke(obj, module: str, function: str, args: tuple[str, ...], fuel: int | N
         module_id = module.lower()
     else:
         raise InvalidArgument(f"no such file, and not a module id: {module}",
-                              hint="give a .wasm file or the 64-hex-digit id that deploy printed")
+                              hint="give a .wasm or .wat file or the 64-hex-digit id that deploy printed")
     body = {"module": module_id, "function": function, "args": list(args), "fuel": fuel, "memory": memory,
             "timeout": timeout, "wasi": wasi, "max_price": max_price, "verify": verify or None}
     body = {k: v for k, v in body.items() if v is not None}

@@ -19,6 +19,7 @@ from ..errors import InvalidArgument, ModuleNotFound, XscError
 from ..units import counted, format_credits, plural_for
 from .interrupts import GoesOn
 from .output import PassesArgs, emit_json, json_option, path_id, prose, terminal_width
+from .wasm_files import read_module
 
 MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
 JOB_STREAM = "application/x-xsc-job"  # the spec's JSON line, then stdin (compute/jobs.py)
@@ -48,22 +49,25 @@ def load_spec(path: Path) -> dict[str, Any]:
 
 
 def deployed_module(client, text: str) -> str:
-    """A module id: given, or a .wasm file's (deployed with WASI if the node lacks it)."""
+    """A module id: given, or a .wasm or .wat file's (text compiled to binary; deployed with WASI if the node lacks
+    it)."""
     if MODULE_ID.fullmatch(text):
         return text.lower()
-    try:
-        wasm = Path(text).read_bytes()
-    except FileNotFoundError:
-        raise InvalidArgument(f"no such file, and not a module id: {text}",
-                              hint="give a .wasm file, a job spec .toml, or a module id") from None
-    except (IsADirectoryError, PermissionError) as exc:
-        raise InvalidArgument(f"cannot read {text}: {exc.strerror}") from None
+    wasm = module_file(text)
     module_id = hashlib.sha256(wasm).hexdigest()
     try:
         client.request("GET", f"/v1/modules/{module_id}")
     except ModuleNotFound:
         client.request("POST", "/v1/modules", body=wasm, content_type="application/wasm", query={"wasi": "true"})
     return module_id
+
+
+def module_file(path: str) -> bytes:
+    """The binary module of a job's .wasm or .wat file."""
+    if not Path(path).exists():
+        raise InvalidArgument(f"no such file, and not a module id: {path}",
+                              hint="give a .wasm or .wat file, a job spec .toml, or a module id")
+    return read_module(path, hint="give a .wasm or .wat file, a job spec .toml, or a module id")
 
 
 def _stdin_source(stdin: str | None, no_stdin: bool) -> tuple[str | None, BinaryIO | None]:
@@ -127,7 +131,8 @@ def run(obj, target: str, argv: tuple[str, ...], stdin: str | None, no_stdin: bo
     """Run a WASI program as a job, with the arguments ARGV: stdin, stored files under /in, outputs left in /out
     stored as files.
 
-    MODULE.wasm|ID|SPEC.toml is a .wasm file (deployed first if the node lacks it), a module id, or a job spec
+    MODULE.wasm|ID|SPEC.toml is a .wasm or .wat file (deployed first if the node lacks it; text compiled to binary
+    here), a module id, or a job spec
     (.toml) whose fields (module, entrypoint, argv, env, stdin, inputs, outputs, stdout_to_store, deterministic,
     limits, max_price, replicas, agree) the options override.  Prints the program's stdout; the job id, charge and
     every stored output (name, size, SHA-256, capability) go to stderr."""

@@ -15,7 +15,7 @@ import click
 from ..errors import InvalidArgument, NodeNotRunning, NotANode, Unauthorized, XscError
 from ..units import counted
 from .interrupts import GoesOn
-from .jobs import MODULE_ID, deployed_module, load_spec
+from .jobs import MODULE_ID, deployed_module, load_spec, module_file
 from .output import Col, emit_json, json_option, path_id, table, terminal_width, wrap_words
 from .progress import progress_bar
 
@@ -170,12 +170,8 @@ def _resumed(client, mid: str, target: str | None, over: tuple[str, ...], mount:
 
 
 def _module_id_of(path: str) -> str:
-    """A .wasm file's module id, read without deploying it."""
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError as exc:
-        raise InvalidArgument(f"cannot read {path}: {exc.strerror}",
-                              hint="give a .wasm file, a job spec .toml, or a module id") from None
+    """A .wasm or .wat file's module id (its binary's), read without deploying it."""
+    return hashlib.sha256(module_file(path)).hexdigest()
 
 
 def _manifest(mid: str, results: list[dict[str, Any]], as_json: bool) -> None:

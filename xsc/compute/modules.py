@@ -12,7 +12,7 @@ import wasmtime
 
 from ..errors import ImportsNotAllowed, InvalidArgument, InvalidModule, ModuleTooLarge, quoted_id
 from ..units import counted, format_size
-from .shape import WASM_MAGIC, Item, read_shape
+from .shape import WASM_MAGIC, Item, looks_like_text, read_shape
 from .values import Signature
 
 WASI_MODULE = "wasi_snapshot_preview1"
@@ -113,11 +113,14 @@ def check_bytes(wasm: bytes, max_size: int) -> None:
         raise too_large(len(wasm), max_size)
     if not wasm:
         raise InvalidModule("the module is empty", hint="deploy a .wasm file")
+    if looks_like_text(wasm):  # a .wat file sent as it is: nodes and peers only ever take binary modules
+        raise InvalidModule("not a WebAssembly module: it does not start with the wasm magic bytes \\0asm (it looks "
+                            "like WebAssembly text, a .wat module: a node takes binary modules only)",
+                            hint="send it with the CLI, which compiles a .wat to binary first: xsc compute deploy "
+                                 "FILE.wat; or build FILE.wasm with wat2wasm")
     if not wasm.startswith(WASM_MAGIC):
-        text = wasm.lstrip()[:1] == b"("
-        looks_like = " (it looks like WebAssembly text: build it with wat2wasm first)" if text else ""
-        raise InvalidModule(f"not a WebAssembly module: it does not start with the wasm magic bytes \\0asm{looks_like}",
-                            hint="deploy a binary .wasm file")
+        raise InvalidModule("not a WebAssembly module: it does not start with the wasm magic bytes \\0asm",
+                            hint="deploy a binary .wasm file, or a .wat file with the CLI")
 
 
 def has_start_function(wasm: bytes) -> bool:

@@ -19,6 +19,13 @@ from ..errors import InvalidModule
 WASM_MAGIC = b"\0asm"
 WASM_VERSION = b"\1\0\0\0"
 
+
+def looks_like_text(data: bytes) -> bool:
+    """Whether bytes that are no binary module begin as WebAssembly text does: `(module` or a `;;` comment, after
+    blanks (the CLI compiles such a file; a node refuses it, naming the CLI)."""
+    return not data.startswith(WASM_MAGIC) and data.lstrip()[:1] in (b"(", b";")
+
+
 _TYPE, _IMPORT, _FUNCTION, _TABLE, _MEMORY, _GLOBAL, _EXPORT, _START = 1, 2, 3, 4, 5, 6, 7, 8
 _KINDS = {0: "func", 1: "table", 2: "memory", 3: "global", 4: "tag"}
 _VALUE_TYPES = {0x7F: "i32", 0x7E: "i64", 0x7D: "f32", 0x7C: "f64", 0x7B: "v128",
