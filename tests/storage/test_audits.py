@@ -255,9 +255,9 @@ async def test_a_share_marked_damaged_when_the_node_stopped_is_repaired_after_it
 
     again = await node_factory("gateway", **sections)
 
-    async def repaired() -> dict | None:
+    async def repaired() -> dict | None:  # the share rewritten, then the repair recorded
         check = await (await again.get(f"/v1/store/files/{cap}/check")).json()
-        return check if check["healthy"] else None
+        return check if check["healthy"] and again.app[NODE].audits.status()["recent_repairs"] else None
 
     await eventually_async(repaired, "the damaged share repaired after the restart", 30)
     assert again.app[NODE].store.damaged(si) == {}
