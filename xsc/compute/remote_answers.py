@@ -32,6 +32,7 @@ from .job_sandbox import remove_tree
 from .out_bound import CANCELLED
 from .replica_verdicts import lost_why, no_agreement, replicas_said, wants_prepayment
 from .sent_jobs import Returned, SentJobs, streams_sha256
+from .trap_limits import of_job
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,7 @@ class RemoteAnswers:
     # --- each step written down before it is taken ---------------------------------------------------
     def sending(self, job: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
         """What writes down the provider a job is sent to, its id there and the tab that pays it, before a byte is
-        sent: a kill -9 while it runs is finished at the start from the provider's answer
-        (`RemoteRecovery.asked_again`)."""
+        sent: a kill -9 while it runs is finished at its start from its answer (`RemoteRecovery.asked_again`)."""
         def sending(sent: dict[str, Any]) -> None:
             job["sent"] = sent
             self.records.save(job["id"], job)
@@ -186,7 +186,7 @@ class RemoteAnswers:
         job.update(state="storing", outputs=[], answered={
             "provider": returned.provider, "run": {**run, "stdout": "", "stderr": ""} if long else run,
             "signed": returned.signed, "outputs": answer["outputs"], "refusal": answer.get("refusal"),
-            "trap": answer.get("trap"), "pays": pays,
+            "trap": of_job(answer, returned.signed, job), "pays": pays,  # (the limit it names: this node's)
             **({"refused": [{"provider": r.provider, "authorization": r.authorization} for r in refused]}
                if refused else {})})
         self.records.save(job["id"], job)
