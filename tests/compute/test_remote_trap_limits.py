@@ -10,8 +10,8 @@ import asyncio
 
 from tests.support.cli import error_line, xsc_in_process
 from tests.support.compute import deploy, invoke, peer_with_provider
-from tests.support.jobs import QUIET, network, run_job
-from xsc.compute import provenance
+from tests.support.jobs import QUIET, balances, network, run_job, settle
+from xsc.compute import provenance, sent_jobs
 from xsc.node import IDENTITY, TOKEN
 from xsc.node.appkeys import NODE
 
@@ -133,3 +133,29 @@ async def test_a_job_over_its_memory_time_or_bytes_out_names_its_limit_here_and_
     line = await _xsc(gateway, "compute", "run", hog, "--entrypoint", "hog", "--no-stdin", "--memory", "1MiB")
     assert "memory limit reached" in line and "--memory (it ran under 1.0 MiB)" in line, line
 
+
+
+async def test_a_provider_whose_job_record_signs_a_run_out_of_fuel_with_fuel_left_is_struck(node_factory,
+                                                                                           monkeypatch) -> None:
+    gateway, (provider,) = await network(node_factory)
+    spin = await deploy(gateway, "spin", wasi=True)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike", lambda node, why, **kw: struck.append(node) or False)
+    real_run = sent_jobs.wire.run
+
+    async def out_of_fuel(client, url, provider_id, job, timeout, most):  # its deadline, said to be its fuel
+        answer = await real_run(client, url, provider_id, job, timeout=timeout, most=most)
+        record = answer["provenance"]["record"]
+        answer["trap"]["kind"] = "out-of-fuel"
+        answer["provenance"] = provenance.decode(provenance.sign(provider.app[IDENTITY], {
+            **record, "trap": {**record["trap"], "kind": "out-of-fuel"}}))
+        return answer
+
+    monkeypatch.setattr(sent_jobs.wire, "run", out_of_fuel)
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, {"module": spin, "limits": {"timeout": 0.2}})
+    assert (status, problem["code"]) == (502, "forged-result"), problem
+    assert "signs a run out of fuel that used" in problem["detail"], problem
+    assert struck == [provider.app[IDENTITY].id]
+    await settle(gateway)
+    assert balances(gateway, provider)[0] == before[0]  # not paid
