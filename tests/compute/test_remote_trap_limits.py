@@ -78,6 +78,24 @@ async def test_a_provider_naming_another_limit_in_its_answer_is_not_believed_on_
     assert _named(problem) == ("fuel", FUEL, "--fuel (at most its provider's compute.fuel)"), problem
 
 
+async def test_a_provider_saying_its_answer_was_verified_is_not_believed(node_factory, monkeypatch) -> None:
+    """Only this node says an answer is verified, once it checked its provider's record: an answer the provider says
+    so of, not asked to be verified, is not, and names its limit as any unverified answer does."""
+    gateway, (provider,) = await network(node_factory)
+    fib = await deploy(gateway, "fibonacci")
+
+    def verified(answer: dict) -> dict:
+        answer["run"].update(verified=True, **({"provenance": "not hex"} if "trap" in answer else {}))
+        return answer
+
+    _answering(provider, monkeypatch, verified)
+    status, body = await invoke(gateway, fib, "fib", "3", fuel=FUEL)
+    assert status == 200 and "verified" not in body, body
+    status, problem = await invoke(gateway, fib, "fib", "30", fuel=FUEL)
+    assert (status, problem["kind"]) == (422, "out-of-fuel") and "verified" not in problem, problem
+    assert _named(problem) == ("fuel", FUEL, "--fuel (at most its provider's compute.fuel)"), problem
+
+
 async def test_a_provider_whose_record_signs_a_run_out_of_fuel_with_fuel_left_is_struck(node_factory,
                                                                                        monkeypatch) -> None:
     gateway, (provider,) = await network(node_factory)

@@ -307,6 +307,7 @@ class PaidCompute:
         checked = self.checks.taken(provider, url, call, price, tab, budget, answer, verify)
         tab_id = tab.auth.id.hex()
         run.update(provider=provider, deal={**deal, "authorization": tab_id}, tab=tab_id)
+        run.pop("verified", None)  # (this node's word alone, once it checked the provider's record)
         if checked is not None and await self.checks.begin(checked, verify):
             run["verified"] = True
         if "trap" in answer:  # the limit it names this node's own, its value the call's or its checked record's

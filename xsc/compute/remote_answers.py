@@ -54,7 +54,7 @@ class RemoteAnswers:
     # --- each step written down before it is taken ---------------------------------------------------
     def sending(self, job: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
         """What writes down the provider a job is sent to, its id there and the tab that pays it, before a byte is
-        sent: a kill -9 while it runs is finished at its start from its answer (`RemoteRecovery.asked_again`)."""
+        sent: a kill -9 as it runs is finished at the start from its answer there (`RemoteRecovery.asked_again`)."""
         def sending(sent: dict[str, Any]) -> None:
             job["sent"] = sent
             self.records.save(job["id"], job)
