@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.cli import error_line, xsc_in_process
 from tests.support.compute import deploy
-from tests.support.jobs import balances, network, run_job, settle, verified
+from tests.support.jobs import balances, network, running_on, settle, verified
 from tests.support.waiting import eventually_async
 from xsc.compute import sent_jobs
 from xsc.node import IDENTITY, TOKEN
@@ -50,13 +50,7 @@ async def test_a_cancelled_job_whose_providers_record_does_not_hold_is_refused_s
     running = asyncio.ensure_future(asyncio.to_thread(
         xsc_in_process, "--node", str(gateway.make_url("")), "compute", "run", module, "--no-stdin", "--timeout",
         "600", "--fuel", str(SPIN_LIMITS["fuel"]), env={"XSC_TOKEN": gateway.app[TOKEN]}))
-
-    async def spinning():
-        jobs = (await (await gateway.get("/v1/compute/jobs")).json())["jobs"]
-        busy = (await (await provider.get("/v1/node/status")).json())["compute"]["running"] >= 1
-        return busy and jobs and jobs[0]
-
-    job = await eventually_async(spinning, "the job running on the provider", 30)
+    job = await running_on(gateway, provider)
     response = await gateway.post(f"/v1/compute/jobs/{job['id']}/cancel")
     cancelled = await response.json()
     assert response.status == 200 and cancelled["state"] == "cancelled", cancelled

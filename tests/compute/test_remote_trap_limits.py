@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.support.cli import error_line, xsc_in_process
-from tests.support.compute import deploy, invoke, peer_with_provider
+from tests.support.compute import answering, deploy, invoke, peer_with_provider
 from tests.support.jobs import QUIET, balances, network, run_job, settle
 from xsc.compute import provenance, sent_jobs
 from xsc.node import IDENTITY, TOKEN
@@ -26,17 +26,6 @@ async def _xsc(node, *args: str) -> str:
 
 def _named(answer: dict) -> tuple:
     return answer.get("limit"), answer.get("limit_value"), answer.get("raised_by")
-
-
-def _answering(provider, monkeypatch, change) -> None:
-    """The provider answers each call on a tab as `change` makes its honest answer."""
-    paid = provider.app[NODE].paid
-    run_on_tab = paid._run_on_tab
-
-    async def lying(*args, **kwargs):
-        return change(await run_on_tab(*args, **kwargs))
-
-    monkeypatch.setattr(paid, "_run_on_tab", lying)
 
 
 async def test_a_remote_invoke_out_of_fuel_names_its_limit_in_its_answer_and_its_line(node_factory) -> None:
@@ -72,7 +61,7 @@ async def test_a_provider_naming_another_limit_in_its_answer_is_not_believed_on_
             said.update(limit="memory", limit_value=1, raised_by="nothing: pay the provider more")
         return answer
 
-    _answering(provider, monkeypatch, other_limit)
+    answering(provider, monkeypatch, other_limit)
     status, problem = await invoke(gateway, fib, "fib", "30", fuel=FUEL, verify=True)
     assert status == 422 and problem["verified"] is True, problem
     assert _named(problem) == ("fuel", FUEL, "--fuel (at most its provider's compute.fuel)"), problem
@@ -88,7 +77,7 @@ async def test_a_provider_saying_its_answer_was_verified_is_not_believed(node_fa
         answer["run"].update(verified=True, **({"provenance": "not hex"} if "trap" in answer else {}))
         return answer
 
-    _answering(provider, monkeypatch, verified)
+    answering(provider, monkeypatch, verified)
     status, body = await invoke(gateway, fib, "fib", "3", fuel=FUEL)
     assert status == 200 and "verified" not in body, body
     status, problem = await invoke(gateway, fib, "fib", "30", fuel=FUEL)
@@ -112,7 +101,7 @@ async def test_a_provider_whose_record_signs_a_run_out_of_fuel_with_fuel_left_is
         return provenance.decode(provenance.sign(provider.app[IDENTITY], {**record, "trap": {
             **record["trap"], "kind": "out-of-fuel"}}))
 
-    _answering(provider, monkeypatch, out_of_fuel)
+    answering(provider, monkeypatch, out_of_fuel)
     monkeypatch.setattr(checks, "served", resigned)
     # (a trap's fuel is bounded by the time it ran, at most its limit: a limit far above what it ran leaves fuel)
     status, problem = await invoke(gateway, traps, "unreachable", fuel=10**9, verify=True)
