@@ -18,7 +18,7 @@ import time
 import pytest
 import pytest_asyncio
 
-from tests.support.compute import deploy, invoke, module_id, peer_with_provider, values, wasm
+from tests.support.compute import answering, deploy, invoke, module_id, peer_with_provider, values, wasm
 from tests.support.nodes import close_node
 from tests.support.peers import api, http
 from tests.support.waiting import eventually, eventually_async
@@ -93,17 +93,6 @@ def _resigned(provider, signed: dict, **changes) -> dict:
     return provenance.decode(provenance.sign(provider.app[IDENTITY], {**signed["record"], **changes}))
 
 
-def _answering(provider, monkeypatch, change) -> None:
-    """The provider answers each call on a tab as `change` makes its honest answer."""
-    paid = provider.app[NODE].paid
-    run_on_tab = paid._run_on_tab
-
-    async def lying(*args, **kwargs):
-        return change(await run_on_tab(*args, **kwargs))
-
-    monkeypatch.setattr(paid, "_run_on_tab", lying)
-
-
 def _naming_runs(provider, monkeypatch, named: str) -> None:
     """The provider answers each run under the id `named` and shows its record under it, signed again."""
     checks = provider.app[NODE].paid.checks
@@ -115,7 +104,7 @@ def _naming_runs(provider, monkeypatch, named: str) -> None:
         answer["run"]["provenance"] = named
         return answer
 
-    _answering(provider, monkeypatch, renamed)
+    answering(provider, monkeypatch, renamed)
     monkeypatch.setattr(checks, "served", lambda peer, pid: _resigned(provider, served(peer, last[-1]), id=named))
 
 
@@ -181,7 +170,7 @@ async def test_a_provider_answering_other_results_than_its_record_signs_is_struc
         answer["run"]["results"] = [{"type": "i32", "value": 4}]  # its record signs 3
         return answer
 
-    _answering(provider, monkeypatch, other_results)
+    answering(provider, monkeypatch, other_results)
     struck: list[str] = []
     monkeypatch.setattr(gateway.app[NODE].quarantine, "strike", lambda node, why, **kw: struck.append(why) or False)
     provider_id = provider.app[NODE].peers.identity.id
@@ -216,7 +205,7 @@ async def test_a_tab_is_not_paid_before_the_check_of_a_call_on_it_ends(node_fact
         answer["run"]["fuel_consumed"] += 1
         return answer
 
-    _answering(provider, monkeypatch, more_fuel)
+    answering(provider, monkeypatch, more_fuel)
     status, body = await _add(gateway, module, 1, 2)
     assert status == 200, body
     tabs = gateway.app[NODE].paid.gateway_tabs
@@ -262,7 +251,7 @@ async def test_a_provider_whose_record_claims_more_fuel_than_the_call_let_it_bur
         run["fuel_consumed"], run["charge"] = FUEL + 1, claimed["charge"]
         return answer
 
-    _answering(provider, monkeypatch, more_fuel)
+    answering(provider, monkeypatch, more_fuel)
     checks = provider.app[NODE].paid.checks
     served = checks.served
     monkeypatch.setattr(checks, "served", lambda peer, pid: _resigned(
@@ -314,7 +303,7 @@ async def test_a_provider_answering_two_calls_with_one_run_is_struck(node_factor
         first.append(answer)
         return copy.deepcopy(first[0])
 
-    _answering(provider, monkeypatch, the_first_again)
+    answering(provider, monkeypatch, the_first_again)
     monkeypatch.setattr(gateway.app[NODE].paid.gateway_tabs, "interval", 3600)  # one tab, however slow the machine
     status, body = await _add(gateway, module, 1, 2, verify=True)
     assert status == 200 and body["verified"] is True, body
@@ -334,7 +323,7 @@ async def test_a_run_named_again_once_its_first_answer_left_the_latest_runs_is_n
         answers.append(answer)
         return copy.deepcopy(answers[0]) if len(answers) == 4 else answer
 
-    _answering(provider, monkeypatch, the_first_again_as_the_fourth)
+    answering(provider, monkeypatch, the_first_again_as_the_fourth)
     for _ in range(3):
         status, body = await _add(gateway, module, 1, 2)
         assert status == 200, body
@@ -594,7 +583,7 @@ def _records_kept_back(provider, monkeypatch) -> tuple[threading.Event, threadin
 async def test_a_check_under_way_at_a_stop_is_made_at_the_next_start(node_factory, monkeypatch) -> None:
     gateway, provider, module = await _pair(node_factory, check_rate=1)
     before = _balances(gateway, provider)
-    _answering(provider, monkeypatch, _other_results)
+    answering(provider, monkeypatch, _other_results)
     asked, shown = _records_kept_back(provider, monkeypatch)
     status, body = await _add(gateway, module, 1, 2)
     assert status == 200 and values(body) == [4], body
@@ -820,7 +809,7 @@ async def test_the_answer_of_a_call_whose_caller_went_away_is_checked_as_any(nod
     assert status == 200, body
     await _settled(gateway)
     before = _balances(gateway, provider)
-    _answering(provider, monkeypatch, _other_results)
+    answering(provider, monkeypatch, _other_results)
     running, go = asyncio.Event(), asyncio.Event()
     paid = provider.app[NODE].paid
     run_for_peer = paid.run_for_peer
@@ -888,7 +877,7 @@ async def test_a_second_answer_with_one_run_is_struck_by_its_check_taken_up_afte
         first.append(answer)
         return copy.deepcopy(first[0])
 
-    _answering(provider, monkeypatch, the_first_again)
+    answering(provider, monkeypatch, the_first_again)
     asked, shown = _records_kept_back(provider, monkeypatch)
     shown.set()
     status, body = await _add(gateway, module, 1, 2, verify=True)
@@ -910,7 +899,7 @@ def test_a_check_under_way_at_a_kill_9_of_the_gateway_is_made_at_its_restart(cli
     # The provider (in this process) answers other results than its record signs, and keeps the record back until
     # the gateway (a process) was killed while it waited to ask again.
     provider = cli_node("provider", **QUIET, market=MARKET_TERMS)
-    _answering(provider, monkeypatch, _other_results)
+    answering(provider, monkeypatch, _other_results)
     asked, shown = _records_kept_back(provider, monkeypatch)
     env = {"XSC_HEALTH_PROBE_INTERVAL": "3600", "XSC_PEERS_GOSSIP_INTERVAL": "3600", "XSC_COMPUTE_CHECK_RATE": "1",
            "XSC_MARKET_OFFER_COMPUTE": "false", "XSC_LEDGER_SETTLE_RETRY_INTERVAL": "0.3",

@@ -8,7 +8,7 @@ import asyncio
 
 from tests.support.cli import error_line, ok, xsc_in_process
 from tests.support.compute import deploy
-from tests.support.jobs import QUIET, run_job
+from tests.support.jobs import QUIET, run_job, running_on
 from tests.support.waiting import eventually_async
 from xsc import keys
 from xsc.node import TOKEN
@@ -182,13 +182,7 @@ async def _cancelled_unanswered(gateway, provider, module: str) -> None:
     """A spinning job run on `provider` and cancelled once it runs there, its provider's answer never coming in time:
     the job `cancelled`, nothing charged, and its caller told so."""
     running = asyncio.ensure_future(run_job(gateway, {"module": module, "limits": SPIN_LIMITS}))
-
-    async def spinning():
-        jobs = (await (await gateway.get("/v1/compute/jobs")).json())["jobs"]
-        busy = (await (await provider.get("/v1/node/status")).json())["compute"]["running"] >= 1
-        return busy and jobs and jobs[0]
-
-    job = await eventually_async(spinning, "the job running on the provider", 30)
+    job = await running_on(gateway, provider)
     response = await gateway.post(f"/v1/compute/jobs/{job['id']}/cancel")
     cancelled = await response.json()
     assert response.status == 200 and cancelled["state"] == "cancelled", cancelled

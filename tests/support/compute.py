@@ -95,6 +95,17 @@ async def peer_with_provider(gateway, provider) -> None:
     await eventually_async(offered, "the provider's offer in the gateway's book", 30)
 
 
+def answering(provider, monkeypatch, change) -> None:
+    """The provider answers each call on a tab as `change` makes its honest answer (a provider that lies)."""
+    paid = provider.app[NODE].paid
+    run_on_tab = paid._run_on_tab
+
+    async def lying(*args, **kwargs):
+        return change(await run_on_tab(*args, **kwargs))
+
+    monkeypatch.setattr(paid, "_run_on_tab", lying)
+
+
 async def call_at_once(url: Callable[[int], str], held: Callable[[], int], callers: int = 8,
                        each: int = 40) -> tuple[list[int], list[tuple[int, int]]]:
     """`callers` clients calling a web function `each` times one after another (GET url(n)): every answer's status,

@@ -23,6 +23,16 @@ async def network(node_factory, providers: int = 1, **sections):
     return gateway, nodes
 
 
+async def running_on(gateway, provider) -> dict:
+    """The gateway's newest job (as its list shows it) once its provider runs a job."""
+    async def spinning():
+        jobs = (await (await gateway.get("/v1/compute/jobs")).json())["jobs"]
+        busy = (await (await provider.get("/v1/node/status")).json())["compute"]["running"] >= 1
+        return busy and jobs and jobs[0]
+
+    return await eventually_async(spinning, "the job running on the provider", 30)
+
+
 async def run_job(node, spec: dict, stdin: bytes = b"") -> tuple[int, dict]:
     """POST /v1/compute/jobs: the spec's JSON on one line, then the job's stdin; (status, answer)."""
     body = json.dumps(spec).encode() + b"\n" + stdin

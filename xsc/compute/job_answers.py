@@ -11,6 +11,7 @@ from ..errors import DiskFull, JobCancelled, NodeFailed, OverCap, PeerUnavailabl
 from ..units import format_credits
 from .job_sandbox import MAX_OUTPUTS, UNPRINTABLE
 from .out_bound import CANCELLED, MAX_DEPTH, MAX_ENTRIES, UNREADABLE, UNREADABLE_HINT
+from .trap_limits import fields
 
 KEPT_STREAMS = 1 << 20  # a deterministic job's stdout and stderr kept with its record for replays, at most
 UNFINISHED = ("running", "storing")  # the states a job's record is in while it runs, as a stop may leave it
@@ -52,7 +53,7 @@ def ended(job: dict[str, Any], run: dict[str, Any], stored: list[dict[str, Any]]
 def answer(job: dict[str, Any], streams: dict[str, str], charge: int, refusal: str | None,
            trap: dict[str, Any] | None) -> dict[str, Any]:
     """What a run of the job answers: its record and streams, or its refusal (OverCap) or trap (Trap)."""
-    answered = {**job, **streams, "replayed": False, "charged": charge}
+    answered = {**job, **streams, "replayed": False, "charged": charge, **fields(trap)}  # (the limit it names)
     answered.pop("signed", None)
     if job["state"] == CANCELLED:
         raise JobCancelled(f"{the_job(job, job['error_hint'])} was cancelled while it ran: charged "
@@ -164,7 +165,6 @@ def _refusal_hint(refusal: str) -> str:
     if refusal.startswith("its stderr"):  # job_sandbox: stderr past its cap, which --bytes-out does not raise
         return "ask for more with --stderr-cap, or write less"
     return "ask for more with --bytes-out (or --stdout-cap), or write less"
-
 
 
 __all__ = ["CANCELLED_ERROR", "KEPT_STREAMS", "REPLACING", "UNFINISHED", "answer", "ended", "node_failure", "not_ended",

@@ -87,9 +87,10 @@ class JobPlacing:
                                                      lambda r: self.answers.answer_kept(job, r),
                                                      given_up=self.cancels.given_up(jid))
             except (ForgedResult, PeerRefused, PeerUnreachable) as err:
-                if self.cancels.cancelled(jid):  # its provider dropped it unrun, or never answered: nothing is paid
-                    raise cancelled_before("before it ran" if isinstance(err, PeerRefused) else
-                                           "while it ran, and its provider did not answer") from None
+                if self.cancels.cancelled(jid):  # dropped unrun, never answered or its record refused: nothing paid
+                    raise cancelled_before("before it ran" if isinstance(err, PeerRefused) else "while it ran, and " + (
+                        f"its provider's record was refused, its provider struck ({err.message})"
+                        if isinstance(err, ForgedResult) else "its provider did not answer")) from None
                 self.provider_terms.wanted_prepayment(assignment.provider, err)
                 elsewhere = _next_provider(err)
                 if isinstance(err, PeerRefused):
@@ -111,7 +112,6 @@ class JobPlacing:
                     self._finished.notify_all()
             self.dealing.invoked(assignment, returned.run["fuel_consumed"])
             return returned
-
 
     async def replicated(self, spec: JobSpec, call: InvokeCall, limits, bid: int, staged: Staged,
                           job: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from .jobspec import JobSpec
 from .limits import Limits
 from .out_bound import OUTPUT_LIMIT, OUTPUT_NAME
 from .sandbox import Outcome
+from .trap_limits import of_bytes_out, of_run
 from .service import ComputeService
 from .wasi_io import Streams, io_fuel
 
@@ -97,6 +98,8 @@ async def run_program(compute: ComputeService, spec: JobSpec, prepared, signatur
         # writes cost, `output-name` for a name not printable, `output-unreadable` for what the node cannot read
         # in /out, else `output-limit`), never "ok": a run whose outputs are refused is a trap.
         outcome.trap_kind, outcome.message = kind, refusal
+    if refusal is not None:  # the limit its outputs went over, named as a trap names its own (trap_limits.py)
+        outcome.limit = of_bytes_out(refusal, spec.bytes_out) or outcome.limit or of_run(outcome.trap_kind, limits)
     return Sandboxed(outcome, started, argv, files, refusal, trapped)
 
 

@@ -315,7 +315,7 @@ class JobService:
                                             # never an output's capability: a record is shown to whoever asks
                                             "outputs": [{k: o[k] for k in ("name", "size", "sha256", "verify_hash")}
                                                         for o in stored]})
-        trap = {"kind": outcome.trap_kind, "message": outcome.message, "hint": outcome.hint} \
+        trap = {"kind": outcome.trap_kind, "message": outcome.message, "hint": outcome.hint, **(outcome.limit or {})} \
             if outcome.trap_kind else None
         streams = ended(job, run.to_json(), stored, refusal, trap, provider=self.node.id)
         # The job's record goes with the run's record and what it owes, in one group commit: after a kill -9 the

@@ -46,6 +46,7 @@ from .remote_sends import CallEnd, CallSends
 from .remote_tabs import GatewayTabs, ProviderTabs
 from .shape import defined_functions
 from .spot_checks import SpotChecks, parse_verify
+from .trap_limits import asked_of, fields, told, without_limits
 from .service import ComputeService, InvokeCall, parse_invoke
 
 log = logging.getLogger(__name__)
@@ -306,13 +307,16 @@ class PaidCompute:
         checked = self.checks.taken(provider, url, call, price, tab, budget, answer, verify)
         tab_id = tab.auth.id.hex()
         run.update(provider=provider, deal={**deal, "authorization": tab_id}, tab=tab_id)
+        run.pop("verified", None)  # (this node's word alone, once it checked the provider's record)
         if checked is not None and await self.checks.begin(checked, verify):
             run["verified"] = True
-        if "trap" in answer:
-            trap = answer["trap"] if isinstance(answer["trap"], dict) else {}
-            facts = {k: v for k, v in run.items() if k not in ("kind", "hint", "message")}
+        if "trap" in answer:  # the limit it names this node's own, its value the call's or its checked record's
+            kept = self.compute.store.kept_run(bytes.fromhex(run["provenance"])) if "verified" in run else None
+            trap = told(answer["trap"] if isinstance(answer["trap"], dict) else {}, asked_of(
+                call.fuel, call.memory, call.timeout), (kept or {}).get("record"), run.get("fuel_consumed"))
+            facts = {k: v for k, v in without_limits(run).items() if k not in ("kind", "hint", "message")}
             raise Trap(str(trap.get("message", "the call trapped")), kind=trap.get("kind"), hint=trap.get("hint"),
-                       **facts)
+                       **facts, **fields(trap))
         return run
 
     async def push(self, url: str, provider: str, call: InvokeCall) -> None:

@@ -32,6 +32,7 @@ from .job_sandbox import remove_tree
 from .out_bound import CANCELLED
 from .replica_verdicts import lost_why, no_agreement, replicas_said, wants_prepayment
 from .sent_jobs import Returned, SentJobs, streams_sha256
+from .trap_limits import of_job
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +54,15 @@ class RemoteAnswers:
     # --- each step written down before it is taken ---------------------------------------------------
     def sending(self, job: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
         """What writes down the provider a job is sent to, its id there and the tab that pays it, before a byte is
-        sent: a kill -9 while it runs is finished at the start from the provider's answer
-        (`RemoteRecovery.asked_again`)."""
+        sent: a kill -9 as it runs is finished at the start from its answer there (`RemoteRecovery.asked_again`)."""
         def sending(sent: dict[str, Any]) -> None:
             job["sent"] = sent
             self.records.save(job["id"], job)
         return sending
 
     def believed(self, job: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
-        """What writes down a provider's answer once it holds to the job, before its outputs are fetched: a kill -9
-        while they are fetched is finished at the start by fetching them again (`RemoteRecovery.refetched`), not run
-        again."""
+        """What writes down a provider's answer once it holds to the job, before its outputs are fetched: a kill -9 as
+        they are fetched is finished at the start by fetching them again (`RemoteRecovery.refetched`), not run again."""
         def believed(fetching: dict[str, Any]) -> None:
             job.pop("sent", None)
             job["fetching"] = short(fetching)
@@ -160,7 +159,7 @@ class RemoteAnswers:
             err = error if isinstance(error, XscError) else node_failure(error)  # (its disk's error, say)
             self.sent.pay_all(paying)
             await in_pool(None, remove_tree, kept)
-            job.pop("answered", None)
+            job.setdefault("paid_on", job.pop("answered", {}).get("pays", []))  # paid: named as a done job's are
             job.update(state="failed", error=f"its outputs could not be stored: {err.message}",
                        error_hint=f"{err.hint}, then {rerun_hint(job)}" if err.hint else rerun_hint(job))
             await self.outputs.unstore(job, job)  # those it stored go in the write that says it failed
@@ -186,7 +185,7 @@ class RemoteAnswers:
         job.update(state="storing", outputs=[], answered={
             "provider": returned.provider, "run": {**run, "stdout": "", "stderr": ""} if long else run,
             "signed": returned.signed, "outputs": answer["outputs"], "refusal": answer.get("refusal"),
-            "trap": answer.get("trap"), "pays": pays,
+            "trap": of_job(answer, returned.signed, job), "pays": pays,  # (the limit it names: this node's)
             **({"refused": [{"provider": r.provider, "authorization": r.authorization} for r in refused]}
                if refused else {})})
         self.records.save(job["id"], job)
@@ -242,16 +241,17 @@ class RemoteAnswers:
         and its provider paid if its answer was checked (it is owed it, stored or not), not if its answer or its
         outputs never came."""
         await self.refused_unpaid(job)
-        for pay in job.get("answered", {}).get("pays", []):
+        # Its user cancelled it before the stop, and nothing of the run it stopped was recorded or answered: cancelled
+        cancelled = "cancel_asked" in job and "answered" not in job
+        pays = job.pop("answered", {}).get("pays", [])  # paid, and named in its record (`paid_on`) as a done job's
+        for pay in pays:
             self.sent.owed_after_restart(pay["authorization"], pay["charge"])
         cut = [job[step] for step in ("sent", "fetching") if step in job]  # its answer, or its outputs, never came
         for step in cut + [r for r in job.get("replicating", {}).values() if "authorization" in r]:
             await self.sent.unanswered_after_restart(step["authorization"])  # (a replica not compared: not paid)
-        # Its user cancelled it before the stop, and nothing of the run it stopped was recorded or answered: cancelled
-        cancelled = "cancel_asked" in job and "answered" not in job
-        for k in ("answered", "sent", "fetching", "replicating"):
+        for k in ("sent", "fetching", "replicating"):
             job.pop(k, None)
-        job.update(state="interrupted", error=error, error_hint=rerun_hint(job))
+        job.update(state="interrupted", error=error, error_hint=rerun_hint(job), **({"paid_on": pays} if pays else {}))
         if cancelled:
             job.update(state=CANCELLED, error=f"its user cancelled it while it ran, then {error}: nothing is charged")
         await self.outputs.unstore(job, job)  # the outputs it had stored go in the write that marks it

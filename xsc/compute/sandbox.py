@@ -23,6 +23,7 @@ from .limits import Limits
 from .modules import PAGE, ModuleInfo
 from .out_bound import CANCELLED, NODE_STOPPING, OUTPUT_LIMIT, OUTPUT_UNREADABLE, UNREADABLE_HINT, OutBound, Stopped
 from .provenance import METERING_EXACT, METERING_TIME_BOUNDED
+from .trap_limits import of_run
 from .values import Signature
 from .wasi_io import Capture, Streams, fixed_by, fixed_instance_pre
 
@@ -249,12 +250,10 @@ def _trapped(exc: wasmtime.Trap | wasmtime.WasmtimeError, store: Store, instance
     if kind == "out-of-fuel":
         outcome.message = f"out of fuel: it used all {limits.fuel} units of its fuel limit ({limits.fuel})"
         outcome.hint = "ask for more with --fuel, up to the node's compute.fuel"
-        outcome.limit = lim.named("fuel", limits.fuel, "--fuel (at most compute.fuel)")
     elif kind == "deadline":
         outcome.message = (f"deadline exceeded: it ran for {duration_ns / 1e9:.2f} s, "
                            f"past its wall-clock limit of {limits.timeout:g} s")
         outcome.hint = "ask for more time with --timeout, up to the node's compute.timeout; or look for an endless loop"
-        outcome.limit = lim.named("timeout", limits.timeout, "--timeout (at most compute.timeout)")
     elif kind == NODE_STOPPING:
         outcome.message, outcome.hint = f"stopped while it ran: {stopped.why}", "run it again"
     elif kind == CANCELLED:
@@ -279,7 +278,6 @@ def _trapped(exc: wasmtime.Trap | wasmtime.WasmtimeError, store: Store, instance
                                f"{format_size(limits.memory)} limit, was refused more, "
                                f"then trapped ({wasmtime_cause(exc)})")
             outcome.hint = "ask for more with --memory, up to the node's compute.memory"
-            outcome.limit = lim.named("memory", limits.memory, "--memory (at most compute.memory)")
         elif kind == "unreachable":
             outcome.message = "the module trapped: it reached an `unreachable` instruction (wasm's abort)"
         elif kind == "divide-by-zero":
@@ -290,7 +288,7 @@ def _trapped(exc: wasmtime.Trap | wasmtime.WasmtimeError, store: Store, instance
             # It never grew its memory, which is all its limit allows: if it tried to, it was refused.
             outcome.hint = (f"its memory ({format_size(used)}) is all its {format_size(limits.memory)} limit allows: "
                             f"if it grows memory, ask for more with --memory")
-    outcome.trap_kind = kind
+    outcome.trap_kind, outcome.limit = kind, of_run(kind, limits)
     return outcome
 
 
@@ -306,6 +304,7 @@ def _refused(exc: wasmtime.WasmtimeError, limits: Limits, duration_ns: int) -> O
         outcome.message = (f"memory limit: the module needs {need} of initial memory, "
                            f"over its limit of {format_size(limits.memory)}")
         outcome.hint = "ask for more with --memory, up to the node's compute.memory"
+        outcome.limit = of_run("memory-limit", limits)
     elif "table" in cause and "exceeds" in cause:
         outcome.trap_kind = "table-limit"
         outcome.message = f"table limit: {cause} (at most {lim.TABLE_ELEMENTS} elements per call)"

@@ -34,7 +34,6 @@ import hashlib
 import logging
 import math
 import random
-import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -49,10 +48,11 @@ from ..net.compute import fetch_record
 from ..net.peer_client import PeerClient
 from ..tasks import stop
 from . import provenance
-from .limits import Limits, resolve
+from .limits import resolve
 from .modules import PAGE
 from .owed_checks import Answered, OwedChecks
 from .remote_tabs import TAB_TTL, GatewayTabs, OpenTab
+from .trap_limits import UNBOUNDED, contradicted
 from .service import NOT_HERE_HINT, ComputeService, InvokeCall, parse_invoke, provenance_not_found
 
 log = logging.getLogger(__name__)
@@ -531,9 +531,9 @@ def unpriced(record: dict[str, Any], price: int, memory_price: int) -> str | Non
 def unlimited(record: dict[str, Any], call: InvokeCall) -> str | None:
     """How a provider's signed record runs past what the call let it, if it does: under another limit than one the
     call named (a provider runs under exactly the limits a call names, or refuses it: compute/limits.resolve), or in
-    more memory than its own limit.  Its charge alone would not say so: one within the call's budget can claim more
-    fuel than the call let it burn, and less memory and time."""
-    named = resolve(_UNBOUNDED, call.fuel, call.memory, call.timeout)
+    more memory than its own limit, or out of fuel with fuel left.  Its charge alone would not say so: one within the
+    call's budget can claim more fuel than the call let it burn, and less memory and time."""
+    named = resolve(UNBOUNDED, call.fuel, call.memory, call.timeout)
     for field, asked, allowed in (("fuel_limit", call.fuel, named.fuel), ("memory_limit", call.memory, named.memory),
                                   ("timeout_us", call.timeout, round(named.timeout * 1e6))):
         if asked is not None and record.get(field) != allowed:
@@ -541,11 +541,7 @@ def unlimited(record: dict[str, Any], call: InvokeCall) -> str | None:
     memory, pages = record.get("memory_limit"), record.get("memory_pages")
     if type(memory) is not int or type(pages) is not int or pages > memory // PAGE:
         return f"uses {repr(pages)[:40]} pages of memory, past its memory limit of {repr(memory)[:40]} bytes"
-    return None
-
-
-# A ceiling no limit a call names passes: what it names resolved as its provider resolves it, whatever this node's
-_UNBOUNDED = Limits(sys.maxsize, sys.maxsize, float(sys.maxsize))
+    return contradicted(record)  # (the limit its trap names is then its own: trap_limits.py)
 
 
 __all__ = ["Answered", "CHECKING", "KEEP_AHEAD", "RECENT", "SpotChecks", "parse_verify", "unlimited", "unpriced"]
