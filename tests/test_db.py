@@ -84,6 +84,38 @@ def test_a_reopen_waits_for_an_iterator_in_use(tmp_path):
     db.close()
 
 
+def test_a_close_waits_for_an_iterator_in_use_and_a_write_after_it_is_refused(tmp_path):
+    # A node's stop closes its databases while a pool thread may still be inside one: LevelDB closed under it is
+    # memory freed under a running write (a segfault), so the close waits for it.
+    db = _open(tmp_path, reserve_bytes=0)
+    for i in range(10):
+        db.put(b"k%d" % i, b"v")
+    it = db.iterator()
+    next(it)
+    closer = threading.Thread(target=db.close)
+    closer.start()
+    with db._gate:
+        assert db._gate.wait_for(lambda: db._reopening, timeout=10)  # the close is waiting
+    assert not db.closed
+    assert len(list(it)) == 9  # the iterator in use is read to its end, which lets the database go
+    closer.join(10)
+    assert db.closed and not closer.is_alive()
+    with pytest.raises(RuntimeError, match="closed"):
+        db.put(b"late", b"1")
+
+
+def test_a_close_past_its_wait_closes_anyway_and_says_so(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr("xsc.db.CLOSE_SECONDS", 0.01)
+    db = _open(tmp_path, reserve_bytes=0)
+    db.put(b"k", b"v")
+    it = db.iterator()  # one nobody closes
+    next(it)
+    db.close()
+    assert db.closed and "1 of its calls, iterators or snapshots in use" in caplog.text
+    it.close()  # closing it afterwards is harmless
+    assert db._active == 0
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     with tmpfs(tmp_path / "disk", "120m") as disk:

@@ -8,7 +8,9 @@ disk filled up writes again as soon as space returns, without a restart.
 
 A reopen waits for the calls, iterators and snapshots in use to finish (new ones wait for it), so no
 thread is inside LevelDB while it closes; one that cannot get a quiet moment within QUIET_SECONDS leaves
-the database as it is, and the next write tries again.
+the database as it is, and the next write tries again.  A close waits for them too (CLOSE_SECONDS at most):
+a worker thread still writing when a node stops must not write into a closed LevelDB; one that begins after
+the close is refused by plyvel (RuntimeError), as a write to any closed database is.
 
 Once its disk is getting full, the data dir keeps a reserve file (RESERVE_NAME, up to RESERVE_BYTES): when a write that frees space (a
 batch of deletes, as garbage collection and rm write) meets a full disk, the reserve is given up so that
@@ -35,6 +37,7 @@ import plyvel
 log = logging.getLogger(__name__)
 
 QUIET_SECONDS = 2.0  # how long a reopen waits for the database's users to finish
+CLOSE_SECONDS = 10.0  # how long a close waits for them
 RESERVE_NAME = "disk-reserve"
 RESERVE_BYTES = 64 * 1024**2  # at most: room to replay LevelDB's log (its write buffer, 16 MiB) and compact
 RESERVE_FRACTION = 20  # ... and at most 1/20 of the disk
@@ -172,8 +175,19 @@ class Database:
         return self._db.closed
 
     def close(self) -> None:
+        """Close once no call, iterator or snapshot is in use, new ones waiting meanwhile: a worker thread's write
+        still inside LevelDB would use the memory its close frees.  Past CLOSE_SECONDS with some still in use (an
+        iterator nobody closed), it closes anyway and says so; plyvel closes its own iterators first."""
         with self._gate:
-            self._db.close()
+            self._reopening = True
+            try:
+                if not self._gate.wait_for(lambda: self._active == 0, timeout=CLOSE_SECONDS):
+                    log.warning("closed %s with %d of its calls, iterators or snapshots in use", self.path,
+                                self._active)
+                self._db.close()
+            finally:
+                self._reopening = False
+                self._gate.notify_all()
 
     # --- recovery -----------------------------------------------------------------------------------------------
     def _recover(self, frees_space: bool) -> None:
