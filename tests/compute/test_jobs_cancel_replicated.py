@@ -298,3 +298,52 @@ async def test_a_replica_that_answered_before_the_cancel_is_paid_as_it_answered_
     assert paid == {p: r["charge"] for p, r in replicas.items()}, paid
     for node in (gateway, quick, held):
         await verified(node)
+
+
+async def test_a_replicated_job_whose_cancel_no_provider_heard_before_a_stop_is_cancelled_by_the_start(
+        node_factory, monkeypatch) -> None:
+    """The gateway writes the cancel's intent, then stops before either provider heard the cancel: both replicas still
+    run.  The start sends the cancel to each, each stops its run, and each is paid what its own record says, once."""
+    from tests.support.jobs import QUIET, owed_paid
+    from tests.support.nodes import close_node
+
+    gateway, providers = await network(node_factory, 2, **LONG)
+    module = await deploy(gateway, "spin", wasi=True)
+
+    async def unsent(paid, provider, hosted):  # the stop comes before the cancel is sent
+        await asyncio.Event().wait()
+
+    before = {p.app[IDENTITY].id: balances(gateway, p) for p in providers}
+    jobs = gateway.app[NODE].jobs
+    with monkeypatch.context() as patched:
+        patched.setattr(job_cancels, "ask_to_stop", unsent)
+        patched.setattr(job_cancels, "CANCEL_GRACE", 3600.0)
+        running = asyncio.ensure_future(jobs.run({"module": module, **SPIN}, None))
+        job, _ = await _replicas_running(gateway, providers)
+        cancel = asyncio.ensure_future(jobs.cancel(job["id"]))
+        await eventually_async(lambda: "cancel_asked" in jobs.records.load(job["id"]), "the cancel's intent written")
+        for request in (running, cancel):  # what the stop does to the requests still in flight
+            request.cancel()
+            with contextlib.suppress(asyncio.CancelledError, XscError):
+                await request
+    await close_node(gateway)
+    for p in providers:  # neither heard the cancel: both replicas still run
+        assert (await (await p.get("/v1/node/status")).json())["compute"]["running"] == 1
+    gateway = await node_factory("gateway", **QUIET, **LONG, market={"offer_compute": False})
+
+    async def settled():
+        found = await (await gateway.get(f"/v1/compute/jobs/{job['id']}")).json()
+        return found["state"] not in ("running", "storing") and found
+
+    cancelled = await eventually_async(settled, "the job settled at the start", 60)
+    assert cancelled["state"] == "cancelled" and cancelled["outputs"] == [], cancelled
+    replicas = {r["provider"]: r for r in cancelled["replicas"]}
+    assert len(replicas) == 2, cancelled
+    assert all(r["paid"] and r["outcome"] == "cancelled" and r["charge"] > 0 for r in replicas.values()), replicas
+    for p in providers:  # stopped by the cancel the start sent
+        assert (await (await p.get("/v1/node/status")).json())["compute"]["running"] == 0
+    await owed_paid(gateway, cancelled)
+    paid = {p.app[IDENTITY].id: balances(gateway, p)[1] - before[p.app[IDENTITY].id][1] for p in providers}
+    assert paid == {p: r["charge"] for p, r in replicas.items()}, paid
+    for node in (gateway, *providers):
+        await verified(node)

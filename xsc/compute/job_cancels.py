@@ -23,6 +23,9 @@ A cancel writes its intent in the job's record (`cancel_asked`), then sets it an
   its providers (its module, its begin, its inputs) is cut at the cancel (`Cancelling.asked`), not at those requests'
   own timeouts: a provider the cancel found named in the record was asked to drop the job, and the job's tab, closed
   unpaid, drops it there too.
+- A kill -9 once the intent is written, before a provider heard the cancel or answered it, leaves the record `running`
+  with `sent` (or a replica's `sent`) and `cancel_asked`: the start asks each such provider to stop again and waits for
+  its answer as long as a cancel does (sent_jobs.SentJobs.answer_after_cancel), and ends the job as the cancel would.
 
 Only a job whose record is `running` is cancelled: one `storing` ran to its end and its outputs are being kept (a
 cancel would leave half of them), one ended has nothing left to cancel; both are refused (JobNotRunning, 409), naming
@@ -40,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
-from ..errors import JobCancelled, JobNotRunning, PeerError
+from ..errors import JobCancelled, JobNotRunning, PeerError, PeerNotFound, PeerRefused
 from ..net import jobs as wire
 from . import provenance
 from .out_bound import Stop
@@ -151,7 +154,7 @@ class JobCancels:
         if asked:
             try:
                 async with asyncio.timeout(CANCEL_GRACE):
-                    await asyncio.gather(*(self._ask_provider(provider, hosted) for provider, hosted in asked))
+                    await asyncio.gather(*(ask_to_stop(self.paid, provider, hosted) for provider, hosted in asked))
                     await run.ended.wait()
             except TimeoutError:
                 log.warning("job %s: its providers' answers did not come %g s after its cancel: given up unpaid",
@@ -159,11 +162,18 @@ class JobCancels:
                 run.cancelling.gave_up.set()
         await run.ended.wait()
 
-    async def _ask_provider(self, provider: str, hosted: str) -> None:
-        try:
-            await wire.cancel(self.paid.client, self.paid.peers.peer(provider).url, provider, hosted, CANCEL_GRACE)
-        except PeerError as err:  # its run request is given up CANCEL_GRACE after, and its tab is dropped unpaid
-            log.warning("the cancel of job %s on provider %s was not answered: %s", hosted, provider, err.message)
+
+async def ask_to_stop(paid: Any, provider: str, hosted: str) -> bool:
+    """Ask `provider` to stop the job it runs for this node (`hosted`: its id there), or to drop it if its run was not
+    asked for yet; answered once its run has ended, CANCEL_GRACE at most.  Whether it heard (answered, or refused: a
+    job it does not hold); unreached, logged: its run's answer is given up unpaid.  (`paid`:
+    xsc.compute.paid.PaidCompute, whose peers and client reach it.)"""
+    try:
+        await wire.cancel(paid.client, paid.peers.peer(provider).url, provider, hosted, CANCEL_GRACE)
+    except (PeerError, PeerNotFound) as err:
+        log.warning("the cancel of job %s on provider %s was not answered: %s", hosted, provider, err.message)
+        return isinstance(err, PeerRefused)
+    return True
 
 
 def _providers(job: dict[str, Any]) -> list[tuple[str, str]]:
@@ -190,4 +200,4 @@ def cancelled_before(why: str = "before it ran", **details: Any) -> JobCancelled
     return JobCancelled(f"cancelled {why}", why=why, lost=f"cancelled {why}", **details)  # (`lost`: a replica's)
 
 
-__all__ = ["ASKER", "CANCEL_GRACE", "Cancelling", "JobCancels", "asking", "cancelled_before"]
+__all__ = ["ASKER", "CANCEL_GRACE", "Cancelling", "JobCancels", "ask_to_stop", "asking", "cancelled_before"]

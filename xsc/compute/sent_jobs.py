@@ -357,6 +357,17 @@ class SentJobs:
             raise
         return {"provider": provider, "job": job, "authorization": sent["authorization"], "answer": answer}
 
+    async def answer_after_cancel(self, sent: dict[str, Any], spec, jid: str, inputs: list[dict[str, Any]]
+                                  ) -> dict[str, Any]:
+        """After a restart that found the job's cancel written (`cancel_asked`) while its provider ran it: the
+        provider asked again to stop its run (a kill -9 may have come before it heard the cancel, or before it
+        answered), then, once it has (its run ended), for the answer of the run it stopped, as `answer_again` asks
+        it.  A provider that does not answer the cancel within job_cancels.CANCEL_GRACE, as a cancel waits (silent,
+        or gone), is given up (GAVE_UP): its answer never came, and it is not told to forget the job."""
+        if not await job_cancels.ask_to_stop(self.paid, sent["provider"], sent["job"]):
+            raise _silent_to_cancel(sent["provider"])
+        return await self.answer_again(sent, spec, jid, inputs)
+
     async def _forget(self, url: str, provider: str, job: str) -> None:
         try:
             await wire.forget(self.paid.client, url, provider, job)
