@@ -52,6 +52,16 @@ def _settled(gateway, jid: str) -> dict:
                       not in ("running", "storing") and j, "the job settled at the start", timeout=120)
 
 
+def _paid_once(gateway, provider, job: dict) -> None:
+    """The job's provider paid its charge, once, and told to forget the job; each ledger verified."""
+    eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
+               "the job's payment settled", timeout=120)
+    assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == job["charge"]
+    eventually(lambda: api(provider, "GET", "/v1/node/status")[1]["hosted_jobs"]["hosted"] == 0,
+               "the provider told to forget the job", timeout=120)
+    _verified(gateway, provider)
+
+
 def _verified(*nodes) -> None:
     for node in nodes:
         status, report = api(node, "GET", "/v1/ledger/verify")
@@ -71,12 +81,7 @@ def test_a_gateway_killed_as_its_cancel_stops_the_run_ends_it_cancelled_at_resta
         job = _settled(gateway, jid)  # its provider's kept answer taken at the start: the run it stopped
         assert job["state"] == "cancelled" and job["executions"] == 1 and job["outputs"] == [], job
         assert job["provider"] == node_id(provider) and job["charge"] > 0, job
-        eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
-                   "the job's payment settled", timeout=120)
-        assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == job["charge"]  # once, what it used
-        eventually(lambda: api(provider, "GET", "/v1/node/status")[1]["hosted_jobs"]["hosted"] == 0,
-                   "the provider told to forget the job", timeout=120)
-        _verified(gateway, provider)
+        _paid_once(gateway, provider, job)
     finally:
         kill_all(started)
 
@@ -185,12 +190,7 @@ def test_a_start_sends_a_cancel_its_provider_never_heard_which_stops_the_run_and
         records = api(provider, "GET", "/v1/compute/provenance?limit=1000")[1]["records"]
         (record,) = [r["record"] for r in records if r["record"].get("job", {}).get("id") == jid]
         assert record["trap"]["kind"] == "cancelled" and record["charge"] == job["charge"], record
-        eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
-                   "the job's payment settled", timeout=120)
-        assert _balance(provider) == job["charge"]  # what its record says, once
-        eventually(lambda: api(provider, "GET", "/v1/node/status")[1]["hosted_jobs"]["hosted"] == 0,
-                   "the provider told to forget the job", timeout=120)
-        _verified(gateway, provider)
+        _paid_once(gateway, provider, job)  # what its record says
     finally:
         kill_all(started)
 
