@@ -37,14 +37,21 @@ def _stopping_by_cancel(tmp_path: Path, started: list):
     compute cancel` of it under way, once the provider's run has stopped (the moment to kill either node):
     (gateway, provider, the run command, the job's id, the cancel's thread)."""
     gateway, provider, module = provider_pair(tmp_path, "spin.wasm", started, ENV)
+    running, jid, cancel = _cancelling(gateway, provider, module)
+    eventually(lambda: _running(provider) == 0, "the provider's run stopped", timeout=120, poll=0.01)
+    return gateway, provider, running, jid, cancel
+
+
+def _cancelling(gateway, provider, module: str):
+    """`xsc compute run` of the spinning `module` on the gateway, once its provider runs it, and `xsc compute cancel`
+    of it begun: (the run command, the job's id, the cancel's thread)."""
     running = start_xsc("--data-dir", str(gateway.data_dir), "compute", "run", module, "--no-stdin",
                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     eventually(lambda: _running(provider) >= 1, "the provider running the job", timeout=120, poll=0.01)
     jid = job_id(parse_job({"module": module}), None, [])
     cancel = threading.Thread(target=gateway.xsc, args=("compute", "cancel", jid), daemon=True)
     cancel.start()
-    eventually(lambda: _running(provider) == 0, "the provider's run stopped", timeout=120, poll=0.01)
-    return gateway, provider, running, jid, cancel
+    return running, jid, cancel
 
 
 def _settled(gateway, jid: str) -> dict:
@@ -155,12 +162,7 @@ def _cancel_unsent(tmp_path: Path, started: list):
     gateway.launcher = UNSENT
     gateway.start()
     eventually(lambda: api(gateway, "GET", "/v1/market/status")[1]["participants"] == 2, "the market again")
-    running = start_xsc("--data-dir", str(gateway.data_dir), "compute", "run", module, "--no-stdin",
-                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    eventually(lambda: _running(provider) >= 1, "the provider running the job", timeout=120, poll=0.01)
-    jid = job_id(parse_job({"module": module}), None, [])
-    cancel = threading.Thread(target=gateway.xsc, args=("compute", "cancel", jid), daemon=True)
-    cancel.start()
+    running, jid, cancel = _cancelling(gateway, provider, module)
     asked = eventually(lambda: "cancel_asked" in (j := api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1]) and j,
                        "the cancel's intent written", timeout=120, poll=0.01)
     gateway.kill()
