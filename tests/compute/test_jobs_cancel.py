@@ -314,3 +314,58 @@ async def test_a_job_cancelled_while_its_bytes_go_to_its_provider_never_runs_the
     await settle(gateway)
     assert balances(gateway, provider) == before and gateway.app[NODE].ledger.pending() == []
     await verified(gateway)
+
+
+async def test_a_cancel_cuts_the_sending_of_a_jobs_large_input_at_once_and_nothing_more_of_it_is_sent(node_factory,
+                                                                                                     monkeypatch):
+    """The provider reads the job's first megabyte, then its link stalls on the next (its route reads nothing more of
+    it until the test's end: only the send's own timeout, peers.request_timeout, 10 s, would end it).  The cancel cuts
+    that send at once: the job ends `cancelled` before it ran, within the cancel's grace, nothing more sent, the
+    provider holding nothing of it (the cancel itself dropped it there) and nothing paid."""
+    import time
+
+    from tests.support.jobs import balances, network, settle, verified
+    from xsc.compute import job_cancels, sent_jobs
+    from xsc.node import IDENTITY
+    from xsc.node.http import hosted_jobs as route
+
+    gateway, (provider,) = await network(node_factory, **LONG)
+    module = await deploy(gateway, "wc", wasi=True)
+    real_read, real_send = route.read_body, sent_jobs.wire.send
+    stalled, release, sent = asyncio.Event(), asyncio.Event(), []
+
+    async def stalling(request):  # the second piece's bytes wait in the link
+        if request.match_info["offset"] != "0":
+            stalled.set()
+            await release.wait()
+        return await real_read(request)
+
+    async def counted(client, url, provider_id, job, offset, data):
+        sent.append(offset)
+        return await real_send(client, url, provider_id, job, offset, data)
+
+    monkeypatch.setattr(route, "read_body", stalling)
+    monkeypatch.setattr(sent_jobs.wire, "send", counted)
+    before = balances(gateway, provider)
+    running = asyncio.ensure_future(run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"a b\n" * (3 << 18)))
+    await stalled.wait()
+    (jid,) = [j["id"] for j in (await (await gateway.get("/v1/compute/jobs")).json())["jobs"]]
+    sending, began = list(sent), time.monotonic()
+    response = await gateway.post(f"/v1/compute/jobs/{jid}/cancel")
+    took = time.monotonic() - began
+    job = await response.json()
+    assert response.status == 200 and job["state"] == "cancelled" and not release.is_set(), job  # the send still stalled
+    assert took < job_cancels.CANCEL_GRACE + 1, took
+    assert job["executions"] == 0 and job.get("charge", 0) == 0, job
+    assert job["error"] == "its user cancelled it before it ran: nothing is charged", job
+    status, told = await running
+    assert (status, told["code"]) == (409, "job-cancelled") and "before it ran" in told["detail"], told
+    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}  # dropped as its cancel was answered
+    assert provider.app[NODE].trust.line(gateway.app[IDENTITY].id)["reserved"] == 0
+    release.set()  # the stalled piece's request, cut by its sender, is taken by no job
+    await settle(gateway)
+    assert sent == sending == [0, 1 << 20], sent  # nothing sent once the cancel came
+    assert balances(gateway, provider) == before and gateway.app[NODE].ledger.pending() == []
+    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}
+    await verified(gateway)
+    await verified(provider)

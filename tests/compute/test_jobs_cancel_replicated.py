@@ -199,7 +199,7 @@ async def test_a_replicated_job_whose_node_stops_as_it_cancels_is_settled_cancel
     """The gateway stops while its replicas' answers to the cancel are on their way: the start asks each provider
     again for the run it stopped, and the job, its cancel written down, ends `cancelled` with each paid what it
     used once (never judged, so never refused for disagreeing)."""
-    from tests.support.jobs import QUIET, owed_paid
+    from tests.support.jobs import QUIET
     from tests.support.nodes import close_node
 
     gateway, providers = await network(node_factory, 2, **LONG)
@@ -220,28 +220,10 @@ async def test_a_replicated_job_whose_node_stops_as_it_cancels_is_settled_cancel
         cancel = asyncio.ensure_future(jobs.cancel(job["id"]))
         await eventually_async(lambda: len(answered) == 2, "both replicas stopped, their answers on their way")
         assert "cancel_asked" in jobs.records.load(job["id"]), jobs.records.load(job["id"])
-        for request in (running, cancel):  # what the stop does to the requests still in flight
-            request.cancel()
-            with contextlib.suppress(asyncio.CancelledError, XscError):
-                await request
+        await _stopped(running, cancel)
     await close_node(gateway)
     gateway = await node_factory("gateway", **QUIET, **LONG, market={"offer_compute": False})
-
-    async def settled():
-        found = await (await gateway.get(f"/v1/compute/jobs/{job['id']}")).json()
-        return found["state"] not in ("running", "storing") and found
-
-    cancelled = await eventually_async(settled, "the job settled at the start", 60)
-    assert cancelled["state"] == "cancelled" and cancelled["outputs"] == [], cancelled
-    replicas = {r["provider"]: r for r in cancelled["replicas"]}
-    assert len(replicas) == 2, cancelled
-    assert all(r["paid"] and r["outcome"] == "cancelled" and r["charge"] > 0 for r in replicas.values()), replicas
-    assert cancelled["charge"] == sum(r["charge"] for r in replicas.values()), cancelled
-    await owed_paid(gateway, cancelled)
-    paid = {p.app[IDENTITY].id: balances(gateway, p)[1] - before[p.app[IDENTITY].id][1] for p in providers}
-    assert paid == {p: r["charge"] for p, r in replicas.items()}, paid
-    for node in (gateway, *providers):
-        await verified(node)
+    await _each_paid_its_own(gateway, providers, job["id"], before)
 
 
 async def test_a_replica_that_answered_before_the_cancel_is_paid_as_it_answered_and_nothing_of_it_is_stored(
@@ -298,3 +280,66 @@ async def test_a_replica_that_answered_before_the_cancel_is_paid_as_it_answered_
     assert paid == {p: r["charge"] for p, r in replicas.items()}, paid
     for node in (gateway, quick, held):
         await verified(node)
+
+
+async def test_a_replicated_job_whose_cancel_no_provider_heard_before_a_stop_is_cancelled_by_the_start(
+        node_factory, monkeypatch) -> None:
+    """The gateway writes the cancel's intent, then stops before either provider heard the cancel: both replicas still
+    run.  The start sends the cancel to each, each stops its run, and each is paid what its own record says, once."""
+    from tests.support.jobs import QUIET
+    from tests.support.nodes import close_node
+
+    gateway, providers = await network(node_factory, 2, **LONG)
+    module = await deploy(gateway, "spin", wasi=True)
+
+    async def unsent(paid, provider, hosted):  # the stop comes before the cancel is sent
+        await asyncio.Event().wait()
+
+    before = {p.app[IDENTITY].id: balances(gateway, p) for p in providers}
+    jobs = gateway.app[NODE].jobs
+    with monkeypatch.context() as patched:
+        patched.setattr(job_cancels, "ask_to_stop", unsent)
+        patched.setattr(job_cancels, "CANCEL_GRACE", 3600.0)
+        running = asyncio.ensure_future(jobs.run({"module": module, **SPIN}, None))
+        job, _ = await _replicas_running(gateway, providers)
+        cancel = asyncio.ensure_future(jobs.cancel(job["id"]))
+        await eventually_async(lambda: "cancel_asked" in jobs.records.load(job["id"]), "the cancel's intent written")
+        await _stopped(running, cancel)
+    await close_node(gateway)
+    for p in providers:  # neither heard the cancel: both replicas still run
+        assert (await (await p.get("/v1/node/status")).json())["compute"]["running"] == 1
+    gateway = await node_factory("gateway", **QUIET, **LONG, market={"offer_compute": False})
+    await _each_paid_its_own(gateway, providers, job["id"], before)
+    for p in providers:  # stopped by the cancel the start sent
+        assert (await (await p.get("/v1/node/status")).json())["compute"]["running"] == 0
+
+
+async def _stopped(*requests) -> None:
+    """What the gateway's stop does to the requests still in flight."""
+    for request in requests:
+        request.cancel()
+        with contextlib.suppress(asyncio.CancelledError, XscError):
+            await request
+
+
+async def _each_paid_its_own(gateway, providers, jid: str, before: dict) -> dict:
+    """The replicated job `jid` once the gateway's start settled it: `cancelled`, nothing stored, each replica stopped
+    and paid what it used, once; every ledger verified."""
+    from tests.support.jobs import owed_paid
+
+    async def settled():
+        found = await (await gateway.get(f"/v1/compute/jobs/{jid}")).json()
+        return found["state"] not in ("running", "storing") and found
+
+    cancelled = await eventually_async(settled, "the job settled at the start", 60)
+    assert cancelled["state"] == "cancelled" and cancelled["outputs"] == [], cancelled
+    replicas = {r["provider"]: r for r in cancelled["replicas"]}
+    assert len(replicas) == 2, cancelled
+    assert all(r["paid"] and r["outcome"] == "cancelled" and r["charge"] > 0 for r in replicas.values()), replicas
+    assert cancelled["charge"] == sum(r["charge"] for r in replicas.values()), cancelled
+    await owed_paid(gateway, cancelled)
+    paid = {p.app[IDENTITY].id: balances(gateway, p)[1] - before[p.app[IDENTITY].id][1] for p in providers}
+    assert paid == {p: r["charge"] for p, r in replicas.items()}, paid
+    for node in (gateway, *providers):
+        await verified(node)
+    return cancelled

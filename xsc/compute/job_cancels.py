@@ -19,7 +19,13 @@ A cancel writes its intent in the job's record (`cancel_asked`), then sets it an
 - A replicated job's replicas are each stopped so, at once; each is paid what its own signed record says it used,
   none judged against the others (replica_cancels.py).
 - A job cancelled before its run began (still placed, its bytes still sent: `sending`, `not_cancelled`) runs
-  nothing: it ends `cancelled`, charged nothing, and a provider that took it drops it.
+  nothing: it ends `cancelled`, charged nothing, and a provider that took it drops it.  What is still being sent to
+  its providers (its module, its begin, its inputs) is cut at the cancel (`Cancelling.asked`), not at those requests'
+  own timeouts: a provider the cancel found named in the record was asked to drop the job, and the job's tab, closed
+  unpaid, drops it there too.
+- A kill -9 once the intent is written, before a provider heard the cancel or answered it, leaves the record `running`
+  with `sent` (or a replica's `sent`) and `cancel_asked`: the start asks each such provider to stop again and waits for
+  its answer as long as a cancel does (sent_jobs.SentJobs.answer_after_cancel), and ends the job as the cancel would.
 
 Only a job whose record is `running` is cancelled: one `storing` ran to its end and its outputs are being kept (a
 cancel would leave half of them), one ended has nothing left to cancel; both are refused (JobNotRunning, 409), naming
@@ -37,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
-from ..errors import JobCancelled, JobNotRunning, PeerError
+from ..errors import JobCancelled, JobNotRunning, PeerError, PeerNotFound, PeerRefused
 from ..net import jobs as wire
 from . import provenance
 from .out_bound import Stop
@@ -54,10 +60,18 @@ _ASKER = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass
+class Cancelling:
+    """A run's cancel as the requests to its providers see it (sent_jobs.SentJobs.unsettled)."""
+
+    asked: asyncio.Event = field(default_factory=asyncio.Event)  # cancelled: what is still sent of it is cut now
+    gave_up: asyncio.Event = field(default_factory=asyncio.Event)  # its providers' answers are waited for no more
+
+
+@dataclass
 class _Run:
     stop: Stop = field(default_factory=Stop)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
-    gave_up: asyncio.Event = field(default_factory=asyncio.Event)  # its providers' answers are waited for no more
+    cancelling: Cancelling = field(default_factory=Cancelling)
     job: dict[str, Any] | None = None  # its record as the run keeps it (`recording`): what a cancel writes in
 
 
@@ -88,11 +102,12 @@ class JobCancels:
         """The record of the run under way of `job` (written `running`), as the run keeps and writes it."""
         self._runs[job["id"]].job = job
 
-    def given_up(self, jid: str) -> asyncio.Event | None:
-        """Set once a cancel of job `jid` waits no more for its providers' answers (CANCEL_GRACE): its runs'
-        requests then end unanswered (sent_jobs.SentJobs.unsettled)."""
+    def given_up(self, jid: str) -> Cancelling | None:
+        """The cancel of job `jid` as its runs' requests see it (sent_jobs.SentJobs.unsettled): `asked` set as its user
+        cancels it (what is still sent to its providers is cut then), `gave_up` once the cancel waits no more for its
+        providers' answers (CANCEL_GRACE: its runs' requests then end unanswered)."""
         run = self._runs.get(jid)
-        return None if run is None else run.gave_up
+        return None if run is None else run.cancelling
 
     def asked(self, asker: str) -> dict[str, Any]:
         """{"id": the job the request tagged `asker` runs now, or None}."""
@@ -134,23 +149,31 @@ class JobCancels:
             kept["cancel_asked"] = provenance.timestamp(time.time_ns())
             self.records.save(jid, kept)  # before the run is stopped: a kill -9 from here ends it `cancelled`
         run.stop.cancel()  # (with no await since the record was read: `sending` sees it, or the record names `sent`)
+        run.cancelling.asked.set()  # what is still sent to its providers is cut: none of it runs
         asked = _providers(kept if kept is not None else job)
         if asked:
             try:
                 async with asyncio.timeout(CANCEL_GRACE):
-                    await asyncio.gather(*(self._ask_provider(provider, hosted) for provider, hosted in asked))
+                    await asyncio.gather(*(ask_to_stop(self.paid, provider, hosted) for provider, hosted in asked))
                     await run.ended.wait()
             except TimeoutError:
                 log.warning("job %s: its providers' answers did not come %g s after its cancel: given up unpaid",
                             jid, CANCEL_GRACE)
-                run.gave_up.set()
+                run.cancelling.gave_up.set()
         await run.ended.wait()
 
-    async def _ask_provider(self, provider: str, hosted: str) -> None:
-        try:
-            await wire.cancel(self.paid.client, self.paid.peers.peer(provider).url, provider, hosted, CANCEL_GRACE)
-        except PeerError as err:  # its run request is given up CANCEL_GRACE after, and its tab is dropped unpaid
-            log.warning("the cancel of job %s on provider %s was not answered: %s", hosted, provider, err.message)
+
+async def ask_to_stop(paid: Any, provider: str, hosted: str) -> bool:
+    """Ask `provider` to stop the job it runs for this node (`hosted`: its id there), or to drop it if its run was not
+    asked for yet; answered once its run has ended, CANCEL_GRACE at most.  Whether it heard (answered, or refused: a
+    job it does not hold); unreached, logged: its run's answer is given up unpaid.  (`paid`:
+    xsc.compute.paid.PaidCompute, whose peers and client reach it.)"""
+    try:
+        await wire.cancel(paid.client, paid.peers.peer(provider).url, provider, hosted, CANCEL_GRACE)
+    except (PeerError, PeerNotFound) as err:
+        log.warning("the cancel of job %s on provider %s was not answered: %s", hosted, provider, err.message)
+        return isinstance(err, PeerRefused)
+    return True
 
 
 def _providers(job: dict[str, Any]) -> list[tuple[str, str]]:
@@ -171,10 +194,10 @@ def asking(asker: str | None):
         ASKER.reset(token)
 
 
-def cancelled_before(why: str = "before it ran") -> JobCancelled:
+def cancelled_before(why: str = "before it ran", **details: Any) -> JobCancelled:
     """A job cancelled with nothing of it to pay (`why`: before its run began, or its provider never answered): its
     record is written `cancelled`, and its caller told, by job_answers.not_ended, as for any run that never ended."""
-    return JobCancelled(f"cancelled {why}", why=why, lost=f"cancelled {why}")  # (`lost`: a replica's, as said)
+    return JobCancelled(f"cancelled {why}", why=why, lost=f"cancelled {why}", **details)  # (`lost`: a replica's)
 
 
-__all__ = ["ASKER", "CANCEL_GRACE", "JobCancels", "asking", "cancelled_before"]
+__all__ = ["ASKER", "CANCEL_GRACE", "Cancelling", "JobCancels", "ask_to_stop", "asking", "cancelled_before"]

@@ -2,7 +2,9 @@
 finished from the step their record names (remote_answers.py has the steps): a provider asked again for its run's
 answer, its outputs fetched again, a checked answer stored, each replica taken from its own step and the replicas
 compared as the run would have; each provider paid once what its record says, none run again.  A job that cannot be
-finished so is marked interrupted (RemoteAnswers.interrupted)."""
+finished so is marked interrupted (RemoteAnswers.interrupted).  One whose cancel its record holds (`cancel_asked`),
+its providers still running it, is cancelled again: each asked to stop and its answer waited for as long as a cancel
+waits (sent_jobs.SentJobs.answer_after_cancel), the job ended as that cancel ends it (job_cancels.py)."""
 
 from __future__ import annotations
 
@@ -16,11 +18,12 @@ from typing import Any
 from ..errors import IntegrityError, JobCancelled, OverCap, Trap, XscError
 from ..tasks import in_pool
 from . import replica_cancels
-from .job_answers import UNFINISHED, answer as answered_with, rerun_hint, run_id
+from .job_answers import UNFINISHED, answer as answered_with, not_ended, rerun_hint, run_id
+from .job_cancels import ask_to_stop, cancelled_before
 from .job_sandbox import file_sha256, remove_tree
 from .jobspec import parse_sent_job
 from .remote_answers import RemoteAnswers, keep, short
-from .sent_jobs import Returned
+from .sent_jobs import Returned, silent_to_cancel
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +40,12 @@ class RemoteRecovery:
             return await self.replicas_again(job)
         step = job["sent"] if "sent" in job else job["fetching"]
         if not self.sent.payable_after_restart(step["authorization"]):  # settled unpaid before the stop: a run
+            running = "cancel_asked" in job and "sent" in job  # (its cancel given up: it may still run there)
             job.pop("sent", None)  # that cannot be paid is not counted either
             job.pop("fetching", None)
             self.records.save(job["id"], job)
+            if running:  # stopped, as its user asked, rather than left to run unpaid to its timeout
+                await ask_to_stop(self.sent.paid, step["provider"], step["job"])
             # Its provider still holds the job (its quota place, its reservation on this node's line, the bytes
             # sent) until it drops it itself: a stop while its data was sent drops the tab and tells it nothing.
             await self.sent.forget(step["provider"], step["job"])
@@ -74,8 +80,8 @@ class RemoteRecovery:
             if not self.sent.payable_after_restart(step["authorization"]):  # its tab settled unpaid before the stop
                 raise XscError(f"replica {provider}'s tab was settled unpaid before the stop: not counted")
             if step["step"] == "sent":
-                step = {"step": "fetching", **short(await self.sent.answer_again(step, spec, run_id(job),
-                                                                                   job["inputs"]))}
+                ask = self.sent.answer_after_cancel if "cancel_asked" in job else self.sent.answer_again
+                step = {"step": "fetching", **short(await ask(step, spec, run_id(job), job["inputs"]))}
                 job["replicating"][provider] = step
                 self.records.save(job["id"], job)
             answer, kept = step["answer"], self.answers.replicas_kept(job["id"]) / provider
@@ -98,7 +104,7 @@ class RemoteRecovery:
         except Exception as err:
             self.answers.replica_lost(job, provider, err)
             await self.sent.unanswered_after_restart(step["authorization"])
-            if "job" in step:
+            if "job" in step and not silent_to_cancel(err):
                 await self.sent.forget(provider, step["job"])
             raise
         return _restored(step, files)
@@ -126,14 +132,21 @@ class RemoteRecovery:
         """A remote job a stop cut short while its provider ran it: the provider asked again for the answer of the
         run it was sent (it keeps it hosted_jobs.IDLE after the run), which is held to the job, its tab and its
         price as any answer, then fetched, stored and paid as `refetched` does: not run again, paid once.  A
-        provider gone, or without that answer, is paid nothing for it (the tab's authorization is dropped)."""
-        sent = job["sent"]
+        provider gone, or without that answer, is paid nothing for it (the tab's authorization is dropped).  Its cancel
+        written, the provider is asked to stop first, and one silent past the cancel's grace, gone or without that
+        answer leaves the job `cancelled`, unpaid, as that cancel would have."""
+        sent, cancelled = job["sent"], "cancel_asked" in job
+        ask = self.sent.answer_after_cancel if cancelled else self.sent.answer_again
         try:
-            fetching = await self.sent.answer_again(sent, parse_sent_job(job["spec"]), run_id(job), job["inputs"])
-        except XscError:
+            fetching = await ask(sent, parse_sent_job(job["spec"]), run_id(job), job["inputs"])
+        except XscError as err:
             await self.sent.unanswered_after_restart(sent["authorization"])
             job.pop("sent")
+            told = not_ended(job, cancelled_before("while it ran, and its provider did not answer")) if cancelled \
+                else None
             self.records.save(job["id"], job)
+            if told is not None:
+                raise told from err
             raise
         self.answers.believed(job)(fetching)
         return await self.refetched(job)

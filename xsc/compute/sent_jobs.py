@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import codec
-from ..errors import ForgedResult, InsufficientCredit, PeerNotFound, PeerRefused, PeerUnreachable
+from ..errors import ForgedResult, InsufficientCredit, JobCancelled, PeerNotFound, PeerRefused, PeerUnreachable
 from ..net import jobs as wire
 from ..tasks import Locks, in_pool, unless_set
-from . import provenance
+from . import job_cancels, provenance
 from .job_sandbox import OutputFile
 from .out_bound import OUTPUT_LIMIT
 from .paid import PaidCompute, worst_case_refused
@@ -39,6 +39,7 @@ T = TypeVar("T")
 
 ASK_AGAIN = (0.5, 2.0)  # seconds before each new try of a question that never reached the provider (`_asked_again`)
 GAVE_UP = "cancel unanswered"  # why a run's answer never came: its cancel gave up waiting for it
+CUT = "cut by its cancel"  # a job's sending its cancel cut, its provider asked to drop it by that cancel
 ELSEWHERE = frozenset({"node-stopping", "compute-busy"})  # a provider's 503s another provider answers sooner
 INPUT_FACTS = ("path", "sha256", "size", "verify_hash")  # what a provider's record says of each input it read
 
@@ -90,7 +91,7 @@ class SentJobs:
                         deal: dict[str, Any], believed: Callable[[dict[str, Any]], None] | None = None,
                         sending: Callable[[dict[str, Any]], None] | None = None,
                         checked: Callable[[Returned], Awaitable[Returned]] | None = None,
-                        asked: str | None = None, given_up: asyncio.Event | None = None) -> Returned:
+                        asked: str | None = None, given_up: job_cancels.Cancelling | None = None) -> Returned:
         """Run the staged job on `provider` at `price`: its run, checked, with its outputs on disk, neither paid
         nor refused yet.  The caller judges it (`pay` or `refuse`) once its outputs are stored, as replicas of a
         job are judged by their agreement.  `sending({provider, job, authorization, price, budget, stdin})`: the
@@ -100,8 +101,10 @@ class SentJobs:
         what keeps them where a start finds them, before the provider is told to forget the job (a kill -9 between
         the two would leave a run that was done and can be neither fetched again nor paid).  `asked`: the id its
         user knows the job by, when that is not `jid`, the id of its run (a replicated job's): what its tab names.
-        `given_up`: set once a cancel of the job waits no more for its run's answer (job_cancels.CANCEL_GRACE): the run
-        is then unanswered, its tab dropped unpaid, and the provider (silent) not told to forget it."""
+        `given_up`: the job's cancel (job_cancels.Cancelling): once `asked`, what is still sent of the job (its
+        begin, a module pushed, its bytes) is cut at once, nothing of it run, its tab closed unpaid (the cancel asked
+        its provider to drop it); once `gave_up` (job_cancels.CANCEL_GRACE), its run's request ends unanswered, its
+        tab dropped unpaid, and the provider (silent) not told to forget it."""
         paid = self.paid
         url = paid.peers.peer(provider).url
         budget = paid.compute.budget(call, price)
@@ -112,7 +115,7 @@ class SentJobs:
         data = _data(staged)
         body = {"spec": spec.canonical(), "price": price, "memory_price": paid.compute.memory_price,
                 "authorization": tab.hex, "deal": deal, "data": [d for d, _ in data]}
-        job = await self._begin(url, provider, body, call, tab, budget, asked or jid)
+        job = await self._begin(url, provider, body, call, tab, budget, asked or jid, given_up)
         sent = {"provider": provider, "job": job, "authorization": tab.auth.id.hex(), "price": price,
                 "budget": budget, "stdin": staged.stdin_sha256}
         try:
@@ -143,7 +146,7 @@ class SentJobs:
             # record names and pays what it owes (an honest provider that did the work is not left unpaid).
             raise
         except BaseException as err:
-            if not _gave_up(err):
+            if not _told_by_cancel(err):
                 await self._forget(url, provider, job)
             raise
         await self._forget(url, provider, job)
@@ -204,16 +207,15 @@ class SentJobs:
         self.on_strike(provider, why)
 
     async def _sent_and_run(self, url: str, provider: str, job: str, data, call: InvokeCall, spec, tab, budget: int,
-                            sending: Callable[[], None] | None, given_up: asyncio.Event | None = None
+                            sending: Callable[[], None] | None, given_up: job_cancels.Cancelling | None = None
                             ) -> dict[str, Any]:
-        """The job's bytes sent in order, then its run asked for: the provider's answer (not yet checked)."""
+        """The job's bytes sent in order (cut by its cancel), then its run asked for: the provider's answer (not yet
+        checked)."""
         paid = self.paid
         try:
             if sending is not None:
                 sending()
-            offset = 0
-            for item, path in data:
-                offset = await self._send(url, provider, job, path, offset, item["size"])
+            await _unless_cancelled(self._sent_all(url, provider, job, data), given_up)
             paid.gateway_tabs.run_asked(tab)  # its budget on the tally on disk only now: it may run from here
         except BaseException:  # nothing ran: nothing is owed for it
             paid.gateway_tabs.answered(tab, budget, None)
@@ -222,7 +224,7 @@ class SentJobs:
             return await _unless_given_up(wire.run(paid.client, url, provider, job,
                                                    timeout=paid.compute.limits(call).timeout + 60,
                                                    most=wire.run_answer_bound(spec.stdout_cap, spec.stderr_cap)),
-                                          given_up, provider)
+                                          None if given_up is None else given_up.gave_up, provider)
         except PeerRefused:  # refused before it ran: nothing is owed for it
             paid.gateway_tabs.answered(tab, budget, None)
             raise
@@ -233,9 +235,9 @@ class SentJobs:
             raise
 
     async def _begin(self, url: str, provider: str, body: dict, call: InvokeCall, tab, budget: int,
-                     jid: str) -> str:
-        try:
-            return await self._begun(url, provider, body, call, jid)
+                     jid: str, given_up: job_cancels.Cancelling | None) -> str:
+        try:  # (cut by its cancel: a module pushed may be large; a job it staged goes with its tab, closed unpaid)
+            return await _unless_cancelled(self._begun(url, provider, body, call, jid), given_up)
         except BaseException:  # a job runs nothing until it is asked to: nothing is owed for it
             self.paid.gateway_tabs.answered(tab, budget, None)
             raise
@@ -258,6 +260,11 @@ class SentJobs:
                     raise
             await self.paid.push(url, provider, call)
         return await begin()
+
+    async def _sent_all(self, url: str, provider: str, job: str, data) -> None:
+        offset = 0
+        for item, path in data:
+            offset = await self._send(url, provider, job, path, offset, item["size"])
 
     async def _send(self, url: str, provider: str, job: str, path: Path, offset: int, size: int) -> int:
         """The file at `path` (`size` bytes) sent as the job's data from `offset`; the offset after it."""
@@ -349,6 +356,17 @@ class SentJobs:
             await self._forget(url, provider, job)
             raise
         return {"provider": provider, "job": job, "authorization": sent["authorization"], "answer": answer}
+
+    async def answer_after_cancel(self, sent: dict[str, Any], spec, jid: str, inputs: list[dict[str, Any]]
+                                  ) -> dict[str, Any]:
+        """After a restart that found the job's cancel written (`cancel_asked`) while its provider ran it: the
+        provider asked again to stop its run (a kill -9 may have come before it heard the cancel, or before it
+        answered), then, once it has (its run ended), for the answer of the run it stopped, as `answer_again` asks
+        it.  A provider that does not answer the cancel within job_cancels.CANCEL_GRACE, as a cancel waits (silent,
+        or gone), is given up (GAVE_UP): its answer never came, and it is not told to forget the job."""
+        if not await job_cancels.ask_to_stop(self.paid, sent["provider"], sent["job"]):
+            raise _silent_to_cancel(sent["provider"])
+        return await self.answer_again(sent, spec, jid, inputs)
 
     async def _forget(self, url: str, provider: str, job: str) -> None:
         try:
@@ -461,23 +479,50 @@ async def _asked_again(ask: Callable[[], Awaitable[T]], provider: str, job: str,
     return await ask()
 
 
-async def _unless_given_up(answer: Awaitable[T], given_up: asyncio.Event | None, provider: str) -> T:
-    """A run's `answer`, unless `given_up` is set first (its cancel waited for it long enough): then it never came."""
+async def _unless_set(step: Awaitable[T], event: asyncio.Event | None) -> list[T]:
+    """[What `step` gave], or [] if `event` was set first: `step` is then cut (tasks.unless_set)."""
     got: list[T] = []
 
-    async def answered() -> None:
-        got.append(await answer)
+    async def stepped() -> None:
+        got.append(await step)
 
-    if given_up is None:
-        return await answer
-    if not await unless_set(answered(), given_up):
-        raise PeerUnreachable(f"provider {provider} did not answer the cancel of the job's run in time: given up",
-                              reason=GAVE_UP, sent=True, lost="did not answer its cancel")
+    if event is None:
+        return [await step]
+    await unless_set(stepped(), event)
+    return got
+
+
+async def _unless_given_up(answer: Awaitable[T], given_up: asyncio.Event | None, provider: str) -> T:
+    """A run's `answer`, unless `given_up` is set first (its cancel waited for it long enough): then it never came."""
+    got = await _unless_set(answer, given_up)
+    if not got:
+        raise _silent_to_cancel(provider)
     return got[0]
 
 
-def _gave_up(err: BaseException) -> bool:
+async def _unless_cancelled(step: Awaitable[T], cancelling: job_cancels.Cancelling | None) -> T:
+    """`step` (a request sending the job to its provider), unless the job is cancelled first: then it is cut at once
+    (not at its own timeout: a large input on a slow link), and the job ends cancelled before it ran."""
+    got = await _unless_set(step, None if cancelling is None else cancelling.asked)
+    if not got:
+        raise job_cancels.cancelled_before(reason=CUT)
+    return got[0]
+
+
+def _silent_to_cancel(provider: str) -> PeerUnreachable:
+    return PeerUnreachable(f"provider {provider} did not answer the cancel of the job's run in time: given up",
+                           reason=GAVE_UP, sent=True, lost="did not answer its cancel")
+
+
+def silent_to_cancel(err: BaseException) -> bool:
+    """Whether `err` is a run's answer its cancel gave up waiting for (its provider silent: not told to forget it)."""
     return isinstance(err, PeerUnreachable) and err.details.get("reason") == GAVE_UP
+
+
+def _told_by_cancel(err: BaseException) -> bool:
+    """Whether `err` ended a job's run as its cancel did, its provider told by that cancel or silent to it: not asked
+    to forget the job (a silent provider would hold the job's end up to that request's timeout)."""
+    return silent_to_cancel(err) or isinstance(err, JobCancelled) and err.details.get("reason") == CUT
 
 
 def _unreached_again(err: PeerUnreachable, placing: bool) -> bool:
@@ -490,4 +535,4 @@ def _unreached_again(err: PeerUnreachable, placing: bool) -> bool:
     return placing and reason != "timed out"  # reset or closed under it; a timeout waited for the provider already
 
 
-__all__ = ["Returned", "SentJobs", "streams_sha256"]
+__all__ = ["Returned", "SentJobs", "silent_to_cancel", "streams_sha256"]
