@@ -320,12 +320,10 @@ async def test_a_cancel_cuts_the_sending_of_a_jobs_large_input_at_once_and_nothi
                                                                                                      monkeypatch):
     """The provider reads the job's first megabyte, then its link stalls on the next (its route reads nothing more of
     it until the test's end: only the send's own timeout, peers.request_timeout, 10 s, would end it).  The cancel cuts
-    that send at once: the job ends `cancelled` before it ran, within the cancel's grace, nothing more sent, the
+    that send at once: the job ends `cancelled` before it ran while that send is still stalled, nothing more sent, the
     provider holding nothing of it (the cancel itself dropped it there) and nothing paid."""
-    import time
-
     from tests.support.jobs import balances, network, settle, verified
-    from xsc.compute import job_cancels, sent_jobs
+    from xsc.compute import sent_jobs
     from xsc.node import IDENTITY
     from xsc.node.http import hosted_jobs as route
 
@@ -350,12 +348,10 @@ async def test_a_cancel_cuts_the_sending_of_a_jobs_large_input_at_once_and_nothi
     running = asyncio.ensure_future(run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"a b\n" * (3 << 18)))
     await stalled.wait()
     (jid,) = [j["id"] for j in (await (await gateway.get("/v1/compute/jobs")).json())["jobs"]]
-    sending, began = list(sent), time.monotonic()
+    sending = list(sent)
     response = await gateway.post(f"/v1/compute/jobs/{jid}/cancel")
-    took = time.monotonic() - began
     job = await response.json()
     assert response.status == 200 and job["state"] == "cancelled" and not release.is_set(), job  # the send still stalled
-    assert took < job_cancels.CANCEL_GRACE + 1, took
     assert job["executions"] == 0 and job.get("charge", 0) == 0, job
     assert job["error"] == "its user cancelled it before it ran: nothing is charged", job
     status, told = await running
