@@ -43,7 +43,7 @@ def _named_settings(line: str) -> list[str]:
 def test_every_setting_the_docs_name_exists() -> None:
     unknown = [f"{where}: {name}" for where, line in _lines() for name in _named_settings(line)
                if name not in KEYS | NOT_SETTINGS]
-    assert unknown == [], "settings the docs name that xsc/config.py lacks:\n" + "\n".join(unknown)
+    assert unknown == [], "settings the docs name that xsc.config lacks:\n" + "\n".join(unknown)
 
 
 def test_every_setting_is_documented() -> None:

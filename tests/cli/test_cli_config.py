@@ -28,6 +28,11 @@ def test_flags_and_environment_hold_for_one_run_only(node_process) -> None:
     # a duration in a unit, read by the node as seconds: the most a call may ask for
     refused = node.xsc("compute", "invoke", str(WASM / "add.wasm"), "add", "1", "2", "--timeout", "2")
     assert refused.returncode == 1 and b"timeout 2 s is more than this node allows per call (1.5 s)" in refused.stderr
+    # the flag in the same units: the most the node allows, asked for in milliseconds, is run
+    allowed = node.xsc("compute", "invoke", str(WASM / "add.wasm"), "add", "1", "2", "--timeout", "1500ms")
+    assert allowed.returncode == 0 and allowed.stdout == b"3\n", allowed.stderr
+    refused = node.xsc("compute", "invoke", str(WASM / "add.wasm"), "add", "1", "2", "--timeout", "1501ms")
+    assert refused.returncode == 1 and b"more than this node allows per call (1.5 s)" in refused.stderr
     written = _file(node.data_dir)
     assert "capacity" not in written.get("storage", {}) and "log_level" not in written.get("node", {})
     # --listen alone is kept: peers know a node by its address, so a restart stays where it listened

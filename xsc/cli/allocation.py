@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .output import emit_json, json_option, key_values
+from .output import Duration, emit_json, json_option, key_values
 
 
 @click.group("allocation")
@@ -28,8 +28,9 @@ def allocation() -> None:
               help="Rounds mode: processes computing the providers' side.")
 @click.option("--max-rounds", type=click.IntRange(1, 100_000), default=1_000, show_default=True,
               help="Rounds mode: stop after this many rounds if the network has not gone quiet.")
-@click.option("--max-time", "max_time_s", type=click.IntRange(1, 86_400), default=600, show_default=True,
-              help="Events mode: stop after this many simulated seconds if the exchange has not settled.")
+@click.option("--max-time", "max_time_s", type=Duration("1h", least=1, most=86_400, whole=True), default="10m",
+              show_default=True, help="Events mode: stop after this much simulated time if the exchange has not "
+              "settled, 1s to 1d, e.g. 1h, 90s.")
 @click.option("--traffic", is_flag=True, help="Rounds mode: measure the bytes each node sends per round.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, writable=True), metavar="FILE.png",
               help="Draw convergence (denominator change) and over-allocation per round to a PNG "

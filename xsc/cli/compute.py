@@ -12,7 +12,7 @@ import click
 
 from ..errors import InvalidArgument, ModuleNotFound, Trap
 from . import GroupWithLazyModules
-from .output import Col, PassesArgs, emit_json, json_option, key_values, path_id, table, wide_option
+from .output import Col, Duration, PassesArgs, emit_json, json_option, key_values, path_id, table, wide_option
 from .wasm_files import read_module
 
 PROVENANCE = "xsc compute provenance --list"  # lists the provenance ids
@@ -77,7 +77,8 @@ def deploy(obj, file: str, wasi: bool, name: str | None, version_: str | None, d
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--fuel", type=int, metavar="N", help="Fuel budget (default and maximum: the node's compute.fuel).")
 @click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 16MiB (default and maximum: compute.memory).")
-@click.option("--timeout", type=float, metavar="SECS", help="Wall-clock limit (default and maximum: compute.timeout).")
+@click.option("--timeout", type=Duration("30s"),
+              help="Wall-clock limit, e.g. 30s, 1.5m, 250ms (default and maximum: compute.timeout).")
 @click.option("--wasi", is_flag=True,
               help="Run with the WASI profile: captured stdout/stderr, no files, env or network; "
                    "for an export without parameters, ARGS become the program's argv.")

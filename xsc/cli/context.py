@@ -109,7 +109,7 @@ class CliContext:
 
 
 def _listen_url(listen: object, where: str, fix: str) -> str:
-    """The URL of a node listening at HOST:PORT, as read from `where` (config.py's parse_listen, without pydantic)."""
+    """The URL of a node listening at HOST:PORT, as read from `where` (xsc.config's parse_listen, without pydantic)."""
     host, sep, port = listen.rpartition(":") if isinstance(listen, str) else ("", "", "")
     if not sep or not host or not is_whole_number(port) or not 0 < int(port) < 65536:
         raise ConfigError(f"{where} is not a listen address: {listen!r}", hint=f"use HOST:PORT, e.g. 127.0.0.1:7070; {fix}")

@@ -17,7 +17,7 @@ from ..devnet import STATE_FILE, Devnet, ports_from
 from ..errors import Conflict, InvalidArgument
 from ..netem.namespaces import NetnsNetwork, check
 from ..units import counted
-from .output import Col, emit_json, json_option
+from .output import Col, Duration, emit_json, json_option
 from .peers import wide_table
 from .progress import progress_bar
 
@@ -49,17 +49,17 @@ def devnet() -> None:
 @click.option("-n", "--nodes", "count", type=click.IntRange(1, 64), default=6, show_default=True,
               help="How many nodes.")
 @click.option("--base-port", type=int, help="Port of the first node; the others follow (default: any free ports).")
-@click.option("--timeout", type=click.FloatRange(1, 600), default=60.0, show_default=True,
-              help="Seconds to wait for the nodes to answer and learn of each other.")
+@click.option("--timeout", type=Duration("90s", least=1, most=600), default="60s", show_default=True,
+              help="How long to wait for the nodes to answer and learn of each other, 1s to 10m, e.g. 90s, 2m.")
 @click.option("--netns", is_flag=True,
               help="Each node in its own network namespace on a private bridge (needs root, ip and iptables).")
-@click.option("--delay", default="0ms", show_default=True, metavar="TIME",
-              help="With --netns: how long every packet entering a node's namespace is held (e.g. 50ms).")
+@click.option("--delay", type=Duration("50ms"), default="0ms", show_default=True,
+              help="With --netns: how long every packet entering a node's namespace is held, e.g. 50ms, 0.2s.")
 @click.option("--loss", default="0%", show_default=True, metavar="PERCENT",
               help="With --netns: the share of packets entering a node's namespace that are dropped (e.g. 1%).")
 @dir_option
 @json_option
-def up(count: int, base_port: int | None, timeout: float, netns: bool, delay: str, loss: str, devnet_dir: str,
+def up(count: int, base_port: int | None, timeout: float, netns: bool, delay: float, loss: str, devnet_dir: str,
        as_json: bool) -> None:
     """Start N nodes as background processes, peered together (on loopback, or with --netns in namespaces).
 
@@ -159,8 +159,8 @@ def status(devnet_dir: str, as_json: bool) -> None:
 
 
 @devnet.command()
-@click.option("--timeout", type=click.FloatRange(0, 600), default=30.0, show_default=True,
-              help="Seconds to wait after SIGTERM before SIGKILL.")
+@click.option("--timeout", type=Duration("10s", most=600), default="30s", show_default=True,
+              help="How long to wait after SIGTERM before SIGKILL, 0s to 10m, e.g. 10s, 1.5m, 500ms.")
 @dir_option
 @json_option
 def down(timeout: float, devnet_dir: str, as_json: bool) -> None:
@@ -176,17 +176,6 @@ def down(timeout: float, devnet_dir: str, as_json: bool) -> None:
                + f"; data dirs kept in {root}")
 
 
-def _seconds(text: str) -> float:
-    units = {"ms": 0.001, "s": 1.0}
-    for unit in ("ms", "s"):
-        if text.strip().endswith(unit):
-            try:
-                return float(text.strip()[:-len(unit)]) * units[unit]
-            except ValueError:
-                break
-    raise InvalidArgument(f"--delay {text!r} is not a time", hint="give it in ms or s, e.g. --delay 50ms")
-
-
 def _share(text: str) -> float:
     try:
         value = float(text.strip().removesuffix("%")) / 100
@@ -197,8 +186,8 @@ def _share(text: str) -> float:
     return value
 
 
-def _network(root: Path, count: int, netns: bool, delay: str, loss: str) -> NetnsNetwork | None:
-    seconds, share = _seconds(delay), _share(loss)
+def _network(root: Path, count: int, netns: bool, seconds: float, loss: str) -> NetnsNetwork | None:
+    share = _share(loss)
     if not netns:
         if seconds or share:
             raise InvalidArgument("--delay and --loss need --netns", hint="add --netns (as root)")
@@ -208,7 +197,8 @@ def _network(root: Path, count: int, netns: bool, delay: str, loss: str) -> Netn
 
 
 @devnet.command("delay-line", hidden=True)
-@click.option("--delay", type=click.FloatRange(0, 10), required=True, help="Seconds each packet is held.")
+@click.option("--delay", type=Duration("50ms", most=10), required=True,
+              help="How long each packet is held, e.g. 50ms, 0.2s.")
 @click.option("--ready", type=click.Path(dir_okay=False), help="A file written once every queue is bound.")
 @click.argument("namespaces", nargs=-1, required=True)
 def delay_line(delay: float, ready: str | None, namespaces: tuple[str, ...]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from .jobs import deployed_module, env_pair
-from .output import Col, emit_json, json_option, path_id, prose, table
+from .output import Col, Duration, emit_json, json_option, path_id, prose, table
 
 
 @click.command("serve")
@@ -19,7 +19,7 @@ from .output import Col, emit_json, json_option, path_id, prose, table
 @click.option("--entrypoint", metavar="NAME", help="The export each request runs (default: _start).")
 @click.option("--fuel", type=int, metavar="N", help="Fuel a request may use (at most the node's compute.fuel).")
 @click.option("--memory", metavar="SIZE", help="Memory a request may use, e.g. 16MiB.")
-@click.option("--timeout", type=float, metavar="SECS", help="A request's deadline: past it, 504.")
+@click.option("--timeout", type=Duration("30s"), help="A request's deadline, e.g. 30s, 1.5m, 250ms: past it, 504.")
 @click.option("--max-body", type=click.IntRange(0), metavar="BYTES", help="A request body's cap: past it, 413.")
 @click.option("--concurrency", type=click.IntRange(1, 256), metavar="N", help="Requests at once: past it, 503.")
 @click.option("--spend-cap", type=click.IntRange(0), metavar="MICROCREDITS",

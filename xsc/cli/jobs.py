@@ -18,7 +18,7 @@ from .. import codec
 from ..errors import InvalidArgument, ModuleNotFound, XscError
 from ..units import counted, format_credits, plural_for
 from .interrupts import GoesOn
-from .output import PassesArgs, emit_json, json_option, path_id, prose, terminal_width
+from .output import Duration, PassesArgs, emit_json, json_option, path_id, prose, terminal_width
 from .wasm_files import read_module
 
 MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
@@ -111,7 +111,7 @@ def _stream(spec: dict[str, Any], source: BinaryIO) -> Iterator[bytes]:
 @click.option("--deterministic", is_flag=True, help="A run again over the same bytes answers the stored outputs.")
 @click.option("--fuel", type=int, metavar="N", help="Fuel budget (at most the node's compute.fuel).")
 @click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 16MiB.")
-@click.option("--timeout", type=float, metavar="SECS", help="Wall-clock limit.")
+@click.option("--timeout", type=Duration("30s"), help="Wall-clock limit, e.g. 30s, 1.5m, 250ms.")
 @click.option("--bytes-in", metavar="SIZE", help="Most bytes of stdin and inputs together (default 1GiB).")
 @click.option("--bytes-out", metavar="SIZE", help="Most bytes left in /out, stored stdout included (default 256MiB).")
 @click.option("--stdout-cap", metavar="SIZE", help="Most bytes of stdout kept (default 1MiB).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import sys
@@ -12,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import click
 from click.core import ParameterSource
 
-from ..errors import XscError, shown
-from ..units import is_whole_number
+from ..errors import InvalidArgument, XscError, shown
+from ..units import duration_argument, is_whole_number, parse_duration, parse_seconds
 from .interrupts import INTERRUPTED
 
 if TYPE_CHECKING:
@@ -386,6 +387,40 @@ def _json_flag(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
 
 json_option = click.option("--json", "as_json", is_flag=True, callback=_json_flag, help="Print JSON for scripts.")
 wide_option = click.option("--wide", is_flag=True, help="Show every column whole, however wide the table.")
+
+
+class Duration(click.ParamType):
+    """A flag's time in the units of every seconds key (250ms, 30s, 1.5m, 2h; one parser, xsc.units), a bare number
+    being seconds so that scripts written for seconds keep working; `whole`: whole seconds (an int).  A bad value, or
+    one outside `least` to `most` seconds, is a usage error naming the flag and a value it takes, `example`."""
+
+    name = "duration"
+
+    def __init__(self, example: str, *, least: float = 0, most: float | None = None, whole: bool = False) -> None:
+        self.example, self.least, self.most, self.whole = example, least, most, whole
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float | int:
+        flag = param.opts[0] if param is not None and param.opts else "it"
+        example = f"(e.g. {flag} {self.example})"
+        try:  # a default is given as a number, a typed value as text: both through the one parser
+            seconds = parse_duration(value) if self.whole else parse_seconds(value)
+        except InvalidArgument as err:
+            self.fail(f"{err.message} {example}", param, ctx)
+        if isinstance(seconds, float) and not math.isfinite(seconds):  # more digits than a float holds
+            self.fail(f"{shown(str(value), 40)} is too long a time {example}", param, ctx)
+        if seconds < self.least or (self.most is not None and seconds > self.most):
+            bounds = f"{_said(self.least)} to {_said(self.most)}" if self.most is not None \
+                else f"at least {_said(self.least)}"
+            self.fail(f"{shown(str(value), 40)} is not within {bounds} {example}", param, ctx)
+        return seconds
+
+
+def _said(seconds: float) -> str:
+    """A bound of a Duration as the flag takes it: 10m, 1s, 250ms."""
+    return duration_argument(int(seconds) if float(seconds).is_integer() else seconds)
 
 
 class PassesArgs(click.Command):

@@ -8,7 +8,7 @@ import click
 
 from .. import codec
 from ..units import counted, format_credits
-from .output import Col, emit_json, json_option, path_id, table
+from .output import Col, Duration, emit_json, json_option, path_id, table
 from .s3_buckets import _key_user, _named_bucket, buckets, ls, mb, rb
 
 @click.group()
@@ -26,8 +26,8 @@ for _command in (mb, rb, ls, buckets):
 @click.option("--region", default=None, metavar="REGION",
               help="The region clients sign for: a signature for another is refused, naming this one.  "
                    "[default: the node's node.s3_region, us-east-1 unless set]")
-@click.option("--reconcile-interval", type=click.FloatRange(min=1), default=300.0, show_default=True,
-              metavar="SECONDS", help="How often to remove files no object refers to.")
+@click.option("--reconcile-interval", type=Duration("10m", least=1), default="5m", show_default=True,
+              help="How often to remove files no object refers to, at least 1s, e.g. 10m, 1h, 90s.")
 @click.pass_obj
 def serve(obj, listen: str, region: str | None, reconcile_interval: float) -> None:
     """Serve S3 for the node of the data dir, in this process, until Ctrl-C or SIGTERM."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import DevnetError, InvalidArgument
-from ..units import plural_for
+from ..units import duration_argument, plural_for
 
 RANGE = ipaddress.ip_network("198.18.0.0/15")  # RFC 2544: set aside for benchmarking networks
 QUEUE = 0
@@ -177,7 +177,7 @@ class NetnsNetwork:
         self.root.mkdir(parents=True, exist_ok=True)
         names = [self.namespace(i) for i in range(self.count)]
         with open(self.root / "delay-line.log", "ab") as log:
-            proc = subprocess.Popen([*launcher, "devnet", "delay-line", "--delay", f"{self.delay:g}",
+            proc = subprocess.Popen([*launcher, "devnet", "delay-line", "--delay", duration_argument(self.delay),
                                      "--ready", str(ready), *names], stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         self.delay_pid = proc.pid
