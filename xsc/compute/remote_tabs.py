@@ -149,6 +149,8 @@ class GatewayTabs:
         self._opening: Locks[str] = Locks()  # provider -> one tab opened at a time (kept while in use)
         self._closing: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
+        self._owing = asyncio.Event()  # a tab is kept unpaid: the loop, asleep while none was, wakes (`_owes`)
+        self.asleep = False  # whether the loop sleeps until then (tests, status)
         self._changed: dict[bytes, OpenTab] = {}  # tabs whose tally changed since it was written, by authorization id
         self._rows: dict[bytes, bytes | None] = {}  # written with the next tallies (None: deleted): `with_tallies`
         self._writing: asyncio.Handle | None = None
@@ -181,7 +183,7 @@ class GatewayTabs:
                         with self.payments.working(auth.id):
                             await self._drop(opened)
                         raise
-                    tab = self._open[provider] = self._unpaid[auth.id] = opened
+                    tab = self._open[provider] = self._owes(opened)
         self.ledger.hold_for(tab.auth, budget, promised=promised)  # or InsufficientCredit: nothing reserved
         tab.reserved += budget
         tab.in_flight += 1
@@ -196,7 +198,7 @@ class GatewayTabs:
         promised = await self.ledger.promised(self.payments.payer.public_key)
         auth = await self.payments.authorize(provider, budget, job_tab(job), ttl=TAB_TTL, hold=0)
         self.payments.keep_off(auth.id)
-        tab = self._unpaid[auth.id] = OpenTab(provider, auth, price, closing=True, asked=False)
+        tab = self._owes(OpenTab(provider, auth, price, closing=True, asked=False))
         try:
             self.ledger.hold_for(tab.auth, budget, promised=promised)
             tab.reserved, tab.in_flight = budget, 1
@@ -240,7 +242,7 @@ class GatewayTabs:
         auth = self._pending(authorization_id)
         if auth is None:
             return False
-        tab = self._unpaid[auth.id] = OpenTab(public_id(auth.payee), auth, 0, metered=amount, count=1, closing=True)
+        tab = self._owes(OpenTab(public_id(auth.payee), auth, 0, metered=amount, count=1, closing=True))
         # On disk before its close is sent, in place of the tally a stop left (its whole budget, or nothing if its
         # run was first asked for by the start): the record naming its charge may be replaced (the job run again)
         # before it is paid, and the next start's retry then goes by this.
@@ -274,7 +276,7 @@ class GatewayTabs:
         tally (`_first_tally`)."""
         tab = OpenTab(public_id(auth.payee), auth, 0, closing=True, per_request=per_request)
         await self._first_tally(tab)
-        self._unpaid[auth.id] = tab
+        self._owes(tab)
 
     def reported(self, authorization_id: bytes, total: int, count: int) -> bool:
         """The provider's report of a tracked tab: `count` requests ran under it, owing `total`.  Taken into its
@@ -305,6 +307,12 @@ class GatewayTabs:
         """A tracked tab paid: its tally forgotten."""
         self._unpaid.pop(authorization_id, None)
         self._forget_tally(authorization_id)
+
+    def _owes(self, tab: OpenTab) -> OpenTab:
+        """`tab` kept until it is paid or dropped (`_unpaid`); the loop, asleep while nothing was owed, wakes."""
+        self._unpaid[tab.auth.id] = tab
+        self._owing.set()
+        return tab
 
     def _pending(self, authorization_id: bytes) -> Authorization | None:
         return next((a for a in self.ledger.pending() if a.id == authorization_id), None)
@@ -512,18 +520,17 @@ class GatewayTabs:
         if len(value) == _REPORTED.size:
             metered, _, count, _, per_request = _REPORTED.unpack(value)
             # Its provider may still be serving requests under it, each up to its budget: its cap stays held.
-            self._unpaid[auth.id] = OpenTab(public_id(auth.payee), auth, 0, metered=metered, count=count,
-                                            closing=True, per_request=per_request)
-            return self._unpaid[auth.id]
+            return self._owes(OpenTab(public_id(auth.payee), auth, 0, metered=metered, count=count, closing=True,
+                                      per_request=per_request))
         if len(value) == _UNPAYABLE.size:
             count, unknown, forged, unshown = _UNPAYABLE.unpack(value)
-            tab = self._unpaid[auth.id] = OpenTab(public_id(auth.payee), auth, 0, count=count, unknown=unknown,
-                                                  closing=True, forged=forged, unshown=unshown)
+            tab = self._owes(OpenTab(public_id(auth.payee), auth, 0, count=count, unknown=unknown, closing=True,
+                                     forged=forged, unshown=unshown))
             self.ledger.unhold_for(auth, self.ledger.held_for(auth.id))
             return tab
         metered, at_risk, count, unknown = _TALLY.unpack(value)
-        tab = self._unpaid[auth.id] = OpenTab(public_id(auth.payee), auth, 0, metered=metered, count=count,
-                                              unknown=unknown, lost_budget=at_risk, closing=True)
+        tab = self._owes(OpenTab(public_id(auth.payee), auth, 0, metered=metered, count=count, unknown=unknown,
+                                 lost_budget=at_risk, closing=True))
         # The ledger held its cap again at the start; no receipt above the tally is paid (`_payable`), so the rest
         # of the cap is the payer's to spend now, not once the tab is closed.
         over = self.ledger.held_for(auth.id) - (metered + at_risk)
@@ -607,6 +614,15 @@ class GatewayTabs:
                 except (XscError, DatabaseError, OSError) as exc:  # left to the retry (which holds it to its cap)
                     log.warning("dropping tab %s, never shown to its provider, failed: %s", auth.id.hex(), exc)
         while True:
+            if not self._unpaid and not self._open:
+                # Nothing owed: asleep until a tab is opened or taken up (`_owes`), rather than waking every interval
+                # to find nothing.  A tab opened meanwhile is retired `interval` after the wake-up, as after its opening.
+                self._owing.clear()
+                self.asleep = True
+                try:
+                    await self._owing.wait()
+                finally:
+                    self.asleep = False
             await asyncio.sleep(self.interval)
             now = time.monotonic()
             for provider, tab in list(self._open.items()):
