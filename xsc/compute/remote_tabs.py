@@ -517,26 +517,7 @@ class GatewayTabs:
                 self.db.put(keys.tab_tally(auth.id), value)
             except (DatabaseError, OSError) as exc:
                 log.warning("writing the tally of tab %s failed (%s): the next start drops it", auth.id.hex(), exc)
-        if len(value) == _REPORTED.size:
-            metered, _, count, _, per_request = _REPORTED.unpack(value)
-            # Its provider may still be serving requests under it, each up to its budget: its cap stays held.
-            return self._owes(OpenTab(public_id(auth.payee), auth, 0, metered=metered, count=count, closing=True,
-                                      per_request=per_request))
-        if len(value) == _UNPAYABLE.size:
-            count, unknown, forged, unshown = _UNPAYABLE.unpack(value)
-            tab = self._owes(OpenTab(public_id(auth.payee), auth, 0, count=count, unknown=unknown, closing=True,
-                                     forged=forged, unshown=unshown))
-            self.ledger.unhold_for(auth, self.ledger.held_for(auth.id))
-            return tab
-        metered, at_risk, count, unknown = _TALLY.unpack(value)
-        tab = self._owes(OpenTab(public_id(auth.payee), auth, 0, metered=metered, count=count, unknown=unknown,
-                                 lost_budget=at_risk, closing=True))
-        # The ledger held its cap again at the start; no receipt above the tally is paid (`_payable`), so the rest
-        # of the cap is the payer's to spend now, not once the tab is closed.
-        over = self.ledger.held_for(auth.id) - (metered + at_risk)
-        if over > 0:
-            self.ledger.unhold_for(auth, over)
-        return tab
+        return self._owes(_taken_up(auth, value, self.ledger))
 
     def tallies(self) -> int:
         """Tabs whose tally is on disk now (tests)."""
@@ -660,6 +641,29 @@ def _tally_untracked(db: Database, pending: dict[bytes, Authorization], ids: set
             batch.put(keys.tab_tally(auth.id), _REPORTED.pack(auth.cap, 0, 0, 0, 1))
         batch.put(keys.TABS_TALLIED, b"")
     return {auth.id for auth in shown}
+
+
+def _taken_up(auth: Authorization, value: bytes, ledger: Any) -> OpenTab:
+    """A tally read from disk (`GatewayTabs._restored`) as a tab closing; what the ledger holds for it made what the
+    tally may still be paid."""
+    if len(value) == _REPORTED.size:
+        metered, _, count, _, per_request = _REPORTED.unpack(value)
+        # Its provider may still be serving requests under it, each up to its budget: its cap stays held.
+        return OpenTab(public_id(auth.payee), auth, 0, metered=metered, count=count, closing=True,
+                       per_request=per_request)
+    if len(value) == _UNPAYABLE.size:
+        count, unknown, forged, unshown = _UNPAYABLE.unpack(value)
+        ledger.unhold_for(auth, ledger.held_for(auth.id))
+        return OpenTab(public_id(auth.payee), auth, 0, count=count, unknown=unknown, closing=True, forged=forged,
+                       unshown=unshown)
+    metered, at_risk, count, unknown = _TALLY.unpack(value)
+    # The ledger held its cap again at the start; no receipt above the tally is paid (`_payable`), so the rest
+    # of the cap is the payer's to spend now, not once the tab is closed.
+    over = ledger.held_for(auth.id) - (metered + at_risk)
+    if over > 0:
+        ledger.unhold_for(auth, over)
+    return OpenTab(public_id(auth.payee), auth, 0, metered=metered, count=count, unknown=unknown,
+                   lost_budget=at_risk, closing=True)
 
 
 def job_tab(job: str) -> str:
