@@ -4,6 +4,7 @@ closed and paid by it, without a close asked (two nodes, real HTTP between them)
 from __future__ import annotations
 
 from tests.support.compute import deploy, invoke, peer_with_provider
+from tests.support.peers import QUIET
 from tests.support.waiting import eventually_async
 
 from xsc.node import IDENTITY
@@ -11,7 +12,6 @@ from xsc.node.appkeys import NODE
 
 PRICE = 1_000_000  # micro-credits per million fuel
 MARKET_TERMS = {"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE, "compute_bid": PRICE}
-QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
 
 async def test_a_tab_opened_while_the_loop_sleeps_is_closed_and_paid_by_it(node_factory) -> None:
