@@ -10,7 +10,10 @@ switches).  Prints, per size, the CPU ms per node per minute (mean and busiest n
 main one) apart from the others, its wake-ups a second, and the ratio to the raw step measured in the same run: a
 bare asyncio loop in a process of its own whose timers wake it as often as a node's loop was woken, each wake-up
 doing nothing (the least an idle node waking so often could spend).  Then how a node's cost grows with the network:
-the largest size's against the smallest's.  The threads other than the event loop are named by their `comm`
+the largest size's against the smallest's, a figure with no target: below 7 nodes a node's neighbourhood (the peers
+it recognises, at most `market.recognised_at_most`, 6) is the whole network, and what a node sends and answers grows
+with it by design until it is full; that a node's cost stays flat past that is bench_scale's target (8 nodes against
+64).  The threads other than the event loop are named by their `comm`
 (Python names them `xsc`, as the process); a node's idle work is nearly all on its event loop.
 """
 
@@ -168,8 +171,8 @@ def main() -> None:
     first, last = rows[0], rows[-1]
     growth = (sum(last.loop_ms) + sum(last.other_ms)) / last.nodes / (
         (sum(first.loop_ms) + sum(first.other_ms)) / first.nodes)
-    print(f"a node's idle CPU at {last.nodes} nodes against {first.nodes}: {growth:.2f} x (target <= 1.2)")
-    report.add(f"idle CPU per node, {last.nodes} nodes x {first.nodes}", growth, "x", target=1.2, op="<=")
+    print(f"a node's idle CPU at {last.nodes} nodes against {first.nodes}: {growth:.2f} x")
+    report.add(f"idle CPU per node, {last.nodes} nodes x {first.nodes}", growth, "x")
     report.write()
 
 

@@ -24,7 +24,7 @@ from xsc.net.compute import INVOKE_PATH, MODULES_PATH, TAB_CLOSE_PATH
 from xsc.net.functions import FUNCTION_PATH
 from xsc.node import IDENTITY
 from xsc.compute.paid import MAX_PUSHED_FUNCTIONS, compile_price
-from xsc.compute.remote_tabs import MAX_TAB_TTL
+from xsc.compute.provider_tabs import MAX_TAB_TTL
 from xsc.node.appkeys import NODE
 
 

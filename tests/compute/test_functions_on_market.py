@@ -937,6 +937,21 @@ async def test_a_receipt_paid_for_a_placed_function_counts_in_its_hour_after_a_s
     assert found["spent_this_hour"] == sum(paid) > 0, (found, paid)
 
 
+async def test_a_function_served_on_the_market_while_the_placements_sleep_is_placed(node_factory):
+    """With no function on the market nor placed, the placements' loop sleeps rather than reading the functions every
+    interval; one served on the market then wakes it, and is placed and answers."""
+    provider = await _provider(node_factory, "provider")
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
+    await peer_with_provider(owner, provider)
+    placing = owner.app[NODE].placements
+    await eventually_async(lambda: placing.asleep, "the placements' loop asleep, nothing on the market")
+    module = await deploy(owner, "cgi", wasi=True)
+    await _json(owner, "POST", "/v1/compute/functions", json={"name": "hello", "module": module, "on_market": True})
+    url = (await _served_at(owner, "hello"))["url"]
+    assert (await _get(url + "x"))[0] == 200
+    assert not placing.asleep  # a function placed: checked every interval
+
+
 async def test_a_function_no_provider_takes_logs_each_reason_once_and_its_list_says_the_latest(node_factory, caplog,
                                                                                           monkeypatch):
     caplog.set_level(logging.INFO, logger=placements.__name__)

@@ -22,7 +22,7 @@ from tests.support.jobs import (QUIET, balances, countersigning_the_cap, network
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc import codec, keys
-from xsc.compute import hosted_jobs, provenance, remote_tabs, sent_jobs
+from xsc.compute import hosted_jobs, provenance, provider_tabs, remote_tabs, sent_jobs
 from xsc.compute import jobs as jobs_module
 from xsc.compute.jobspec import parse_job
 from xsc.compute.wasi_io import io_fuel
@@ -336,7 +336,7 @@ async def test_a_job_asked_to_run_once_its_tabs_authorization_expired_is_refused
     job = await sent_jobs.wire.begin(node.client, url, provider_id, body)
     later = types.SimpleNamespace(time=lambda: tab.auth.expires_at + 1)
     with monkeypatch.context() as patched:
-        patched.setattr(remote_tabs, "time", later)
+        patched.setattr(provider_tabs, "time", later)  # (ProviderTabs.start: the expiry checked)
         with pytest.raises(PeerRefused) as refused:
             await sent_jobs.wire.run(node.client, url, provider_id, job, timeout=60, most=1 << 20)
     assert refused.value.details["peer_code"] == "authorization-expired", refused.value.details

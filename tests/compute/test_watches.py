@@ -354,6 +354,29 @@ async def test_a_start_passes_over_the_watches_without_waiting_for_a_scan(node_f
     await eventually_async(lambda: node.app[NODE].watches.passes >= 1, "a pass over the watches at start")
 
 
+async def test_a_watch_added_while_none_runs_is_passed_over_at_once(node_factory, monkeypatch) -> None:
+    """With no watch to run the loop sleeps, rather than scanning every SCAN seconds to find nothing; the watch added
+    then wakes it, and its datum runs with no scan to come (none does here)."""
+    monkeypatch.setattr(watches_module, "SCAN", 3600.0)
+    node = await node_factory("asleep")
+    watches = node.app[NODE].watches
+    await eventually_async(lambda: watches.asleep, "the watches' loop asleep, no watch to run")
+    sha = await deploy(node, "sha256", wasi=True)
+    for bucket in ("raw", "out"):
+        await _call(node, "PUT", f"/v1/s3/buckets/{bucket}")
+    await _put_object(node, "raw", "in/x", b"x\n")
+    spec = {"module": sha, "argv": ["/in/data"], "stdout_to_store": True, "outputs": False}
+    await _call(node, "POST", "/v1/compute/watches", {"name": "w", "spec": spec, "on": "s3://raw/in/",
+                                                     "to": "s3://out/w/"})
+
+    async def ran():
+        return (await _watches(node))["w"]["runs"] == 1
+
+    await eventually_async(ran, "the datum of the watch added to run")
+    assert await _object(node, "out", "w/x") == hashlib.sha256(b"x\n").hexdigest().encode() + b"\n"
+    assert not watches.asleep  # a watch runs: its prefix is scanned again every SCAN seconds
+
+
 async def test_a_datum_never_replaces_an_object_it_did_not_write(node_factory) -> None:
     node = await node_factory("clash")
     outputs = await deploy(node, "outputs", wasi=True)  # out/a.txt "alpha\n", b.txt, c.txt; and its stdout stored

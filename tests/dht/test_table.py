@@ -425,6 +425,27 @@ async def test_a_node_alone_at_its_first_round_joins_as_soon_as_peers_are_up_not
         await closed(tasks, [first, *others])
 
 
+async def test_a_table_holding_every_peer_up_joins_again_only_once_another_is_up() -> None:
+    """Fewer contacts than k (a small network) is no reason to join each round: the table admits no node the directory
+    does not name, so once every peer up is a contact a join finds nothing; a peer that comes up later is joined
+    through at the next round."""
+    directory = Directory()
+    nodes = await nodes_in(directory, 4)  # rounds every 0.2 s
+    tasks = await started(nodes)
+    newcomer = None
+    try:
+        await eventually_async(lambda: all(n.contacts() == 3 for n in nodes), "every node to hold the others", 10)
+        first = nodes[0]
+        status = first.status()
+        await eventually_async(lambda: first.status()["rounds"] >= status["rounds"] + 5, "five rounds more", 10)
+        assert first.status()["joins"] == status["joins"] and first.contacts() == 3
+        newcomer = await node(directory)  # up (in the directory) and listening, its own rounds not started
+        await eventually_async(lambda: first.status()["joins"] > status["joins"], "a join through the new peer", 10)
+        await eventually_async(lambda: first.contacts() == 4, "the new peer a contact", 10)
+    finally:
+        await closed(tasks, [*nodes, *([newcomer] if newcomer else [])])
+
+
 def test_the_table_follows_the_config_off_or_on_the_peer_port_with_a_record_per_offer(tmp_path) -> None:
     identity = Identity.generate()
     view = Directory().view(identity, 1)

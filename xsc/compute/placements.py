@@ -89,6 +89,7 @@ class Placements:
         # per function not placed, each reason logged and when: a round every `interval` repeats them all
         self._logged: dict[str, dict[str, float]] = {}
         self._wake = asyncio.Event()
+        self.asleep = False  # nothing on the market nor placed: the loop sleeps until `wake` (tests, status)
         self.moves = 0  # functions placed again elsewhere since start (status, tests)
         paid.payments.add_closer(FUNCTION_JOBS, self._close_for_retry, paid=self._paid_by_retry,
                                  rows=lambda auth, payment: self.paying(_function(auth), auth.id,
@@ -99,7 +100,7 @@ class Placements:
 
     def loops(self) -> dict[str, Any]:
         return {"function-placements": woken_loop("keeping web functions placed", self._wake, self.interval,
-                                                  self.keep)}
+                                                  self._round)}
 
     async def close(self) -> None:
         pass  # what is still placed stays: after a restart the tabs go to the payment retry
@@ -121,8 +122,9 @@ class Placements:
         hour (its callers are told 402, not to retry in a moment)."""
         return name in self._capped and name not in self._placed
 
-    async def keep(self) -> None:
-        """One round: every function on the market placed and its tab renewed; withdrawn ones taken off."""
+    async def keep(self) -> bool:
+        """One round: every function on the market placed and its tab renewed; withdrawn ones taken off.  Whether a
+        function is on the market or placed (else nothing is to check until one is served on the market)."""
         records = {r["name"]: r for r in self.store.functions() if r.get("on_market")}
         for name in [n for n in self._placed if n not in records]:
             await self._withdraw(name, self._placed.pop(name))
@@ -132,6 +134,17 @@ class Placements:
         for name in [n for n in self._logged if n not in records]:
             del self._logged[name]
         await asyncio.gather(*(self._keep(record) for record in records.values()))
+        return bool(records or self._placed)
+
+    async def _round(self) -> None:
+        if not await self.keep():
+            # Nothing to check until a function is served on the market, which wakes the loop (`wake`; one served
+            # during the round woke it already: the wait ends at once), rather than reading them all every interval.
+            self.asleep = True
+            try:
+                await self._wake.wait()
+            finally:
+                self.asleep = False
 
     async def _keep(self, record: dict[str, Any]) -> None:
         name = record["name"]

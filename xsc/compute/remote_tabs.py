@@ -1,5 +1,6 @@
 """Remote invokes paid through tabs: one authorization and one ledger transfer per (gateway, provider) per
-interval, not per call.  The same idea as ledger/tabs.py, across two nodes::
+interval, not per call.  The same idea as ledger/tabs.py, across two nodes (the gateway's side here, the provider's
+in compute/provider_tabs.py)::
 
     gateway (payer)                                   provider
     open: authorize(cap = TAB_CALLS budgets)          (pending on disk: one synced write per tab; nothing held)
@@ -61,36 +62,32 @@ import functools
 import logging
 import struct
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
 from .. import keys
 from ..db import Database, Error as DatabaseError
-from ..errors import (AuthorizationExpired, AuthorizationReplayed, Conflict, DealRefused, Forbidden, InvalidArgument,
-                      NothingOwed, PeerRefused, XscError)
+from ..errors import PeerRefused, XscError
 from ..units import counted
-from ..identity import Identity, parse_public_id, public_id
+from ..identity import public_id
 from ..ledger.core.model import (JOB_TAB_PREFIX, MAX_JOB_BYTES, Authorization, Receipt, encode_authorization,
                                  format_credits)
 from ..ledger.settlement import Payments, nothing_owed
-from ..ledger.service import LedgerService
 from ..net.compute import close_tab
 from ..net.peer_client import PeerClient
 from ..ledger.receipts import receipt_check
 from ..tasks import Locks, in_pool, stop
+# The provider's side, and what both sides agree on (ProviderTabs is taken from here with the gateway's by the
+# node's services and the paid invokes).
+from .provider_tabs import JOB, TAB_TTL, ProviderTabs
 
 log = logging.getLogger(__name__)
 
-JOB = "compute:rtab"  # the job reference of a tab's authorization (what every tab's begins with)
 JOB_TABS = JOB_TAB_PREFIX  # + the job's id: a job's tab (`reserve_alone`), so its payment names the job it paid for
 TAB_CALLS = 16  # budgets one tab's cap covers (the most its provider may countersign; not held as such)
 INTERVAL = 1.0  # seconds a tab stays open at most
-TAB_TTL = 3600  # seconds a tab's authorization stays valid (the retry has this long to close it)
 TAB_METERS = frozenset({"fuel", "invokes"})
-_RUN = struct.Struct(">QQ")  # amount, fuel; then the public key (32) of the gateway whose call it was
-AUTH_ID_LEN = 32  # an authorization id: keys.tab_run(authorization id, provenance id)
 # A tab's tally on the gateway's disk: what the answers owe, the budgets of calls in flight or whose answer was
 # lost (they may have run), and how many calls of each.
 _TALLY = struct.Struct(">QQII")
@@ -100,11 +97,6 @@ _REPORTED = struct.Struct(">QQIIQ")
 # A tab a check of one of its answers made unpayable (GatewayTabs.checked): it owes nothing; how many calls it counted
 # and lost, and how many answers were caught and how many records never shown.
 _UNPAYABLE = struct.Struct(">IIII")
-CLOSED_EMPTY = 4096  # tabs closed with nothing run under them, remembered (the newest) until they expire
-# The longest a tab's authorization may run from its first call here (a gateway's are TAB_TTL): a tab its gateway
-# lets expire can never be closed (no receipt is signed under an expired authorization), so its run records are
-# dropped once it has expired, and at a start once its first run is older than this.
-MAX_TAB_TTL = 2 * TAB_TTL
 
 
 # --- gateway side --------------------------------------------------------------------------------------
@@ -157,6 +149,8 @@ class GatewayTabs:
         self._opening: Locks[str] = Locks()  # provider -> one tab opened at a time (kept while in use)
         self._closing: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
+        self._owing = asyncio.Event()  # a tab is kept unpaid: the loop, asleep while none was, wakes (`_owes`)
+        self.asleep = False  # whether the loop sleeps until then (tests, status)
         self._changed: dict[bytes, OpenTab] = {}  # tabs whose tally changed since it was written, by authorization id
         self._rows: dict[bytes, bytes | None] = {}  # written with the next tallies (None: deleted): `with_tallies`
         self._writing: asyncio.Handle | None = None
@@ -189,7 +183,7 @@ class GatewayTabs:
                         with self.payments.working(auth.id):
                             await self._drop(opened)
                         raise
-                    tab = self._open[provider] = self._unpaid[auth.id] = opened
+                    tab = self._open[provider] = self._owes(opened)
         self.ledger.hold_for(tab.auth, budget, promised=promised)  # or InsufficientCredit: nothing reserved
         tab.reserved += budget
         tab.in_flight += 1
@@ -204,7 +198,7 @@ class GatewayTabs:
         promised = await self.ledger.promised(self.payments.payer.public_key)
         auth = await self.payments.authorize(provider, budget, job_tab(job), ttl=TAB_TTL, hold=0)
         self.payments.keep_off(auth.id)
-        tab = self._unpaid[auth.id] = OpenTab(provider, auth, price, closing=True, asked=False)
+        tab = self._owes(OpenTab(provider, auth, price, closing=True, asked=False))
         try:
             self.ledger.hold_for(tab.auth, budget, promised=promised)
             tab.reserved, tab.in_flight = budget, 1
@@ -248,7 +242,7 @@ class GatewayTabs:
         auth = self._pending(authorization_id)
         if auth is None:
             return False
-        tab = self._unpaid[auth.id] = OpenTab(public_id(auth.payee), auth, 0, metered=amount, count=1, closing=True)
+        tab = self._owes(OpenTab(public_id(auth.payee), auth, 0, metered=amount, count=1, closing=True))
         # On disk before its close is sent, in place of the tally a stop left (its whole budget, or nothing if its
         # run was first asked for by the start): the record naming its charge may be replaced (the job run again)
         # before it is paid, and the next start's retry then goes by this.
@@ -282,7 +276,7 @@ class GatewayTabs:
         tally (`_first_tally`)."""
         tab = OpenTab(public_id(auth.payee), auth, 0, closing=True, per_request=per_request)
         await self._first_tally(tab)
-        self._unpaid[auth.id] = tab
+        self._owes(tab)
 
     def reported(self, authorization_id: bytes, total: int, count: int) -> bool:
         """The provider's report of a tracked tab: `count` requests ran under it, owing `total`.  Taken into its
@@ -313,6 +307,12 @@ class GatewayTabs:
         """A tracked tab paid: its tally forgotten."""
         self._unpaid.pop(authorization_id, None)
         self._forget_tally(authorization_id)
+
+    def _owes(self, tab: OpenTab) -> OpenTab:
+        """`tab` kept until it is paid or dropped (`_unpaid`); the loop, asleep while nothing was owed, wakes."""
+        self._unpaid[tab.auth.id] = tab
+        self._owing.set()
+        return tab
 
     def _pending(self, authorization_id: bytes) -> Authorization | None:
         return next((a for a in self.ledger.pending() if a.id == authorization_id), None)
@@ -517,27 +517,7 @@ class GatewayTabs:
                 self.db.put(keys.tab_tally(auth.id), value)
             except (DatabaseError, OSError) as exc:
                 log.warning("writing the tally of tab %s failed (%s): the next start drops it", auth.id.hex(), exc)
-        if len(value) == _REPORTED.size:
-            metered, _, count, _, per_request = _REPORTED.unpack(value)
-            # Its provider may still be serving requests under it, each up to its budget: its cap stays held.
-            self._unpaid[auth.id] = OpenTab(public_id(auth.payee), auth, 0, metered=metered, count=count,
-                                            closing=True, per_request=per_request)
-            return self._unpaid[auth.id]
-        if len(value) == _UNPAYABLE.size:
-            count, unknown, forged, unshown = _UNPAYABLE.unpack(value)
-            tab = self._unpaid[auth.id] = OpenTab(public_id(auth.payee), auth, 0, count=count, unknown=unknown,
-                                                  closing=True, forged=forged, unshown=unshown)
-            self.ledger.unhold_for(auth, self.ledger.held_for(auth.id))
-            return tab
-        metered, at_risk, count, unknown = _TALLY.unpack(value)
-        tab = self._unpaid[auth.id] = OpenTab(public_id(auth.payee), auth, 0, metered=metered, count=count,
-                                              unknown=unknown, lost_budget=at_risk, closing=True)
-        # The ledger held its cap again at the start; no receipt above the tally is paid (`_payable`), so the rest
-        # of the cap is the payer's to spend now, not once the tab is closed.
-        over = self.ledger.held_for(auth.id) - (metered + at_risk)
-        if over > 0:
-            self.ledger.unhold_for(auth, over)
-        return tab
+        return self._owes(_taken_up(auth, value, self.ledger))
 
     def tallies(self) -> int:
         """Tabs whose tally is on disk now (tests)."""
@@ -615,6 +595,15 @@ class GatewayTabs:
                 except (XscError, DatabaseError, OSError) as exc:  # left to the retry (which holds it to its cap)
                     log.warning("dropping tab %s, never shown to its provider, failed: %s", auth.id.hex(), exc)
         while True:
+            if not self._unpaid and not self._open:
+                # Nothing owed: asleep until a tab is opened or taken up (`_owes`), rather than waking every interval
+                # to find nothing.  A tab opened meanwhile is retired `interval` after the wake-up, as after its opening.
+                self._owing.clear()
+                self.asleep = True
+                try:
+                    await self._owing.wait()
+                finally:
+                    self.asleep = False
             await asyncio.sleep(self.interval)
             now = time.monotonic()
             for provider, tab in list(self._open.items()):
@@ -654,6 +643,29 @@ def _tally_untracked(db: Database, pending: dict[bytes, Authorization], ids: set
     return {auth.id for auth in shown}
 
 
+def _taken_up(auth: Authorization, value: bytes, ledger: Any) -> OpenTab:
+    """A tally read from disk (`GatewayTabs._restored`) as a tab closing; what the ledger holds for it made what the
+    tally may still be paid."""
+    if len(value) == _REPORTED.size:
+        metered, _, count, _, per_request = _REPORTED.unpack(value)
+        # Its provider may still be serving requests under it, each up to its budget: its cap stays held.
+        return OpenTab(public_id(auth.payee), auth, 0, metered=metered, count=count, closing=True,
+                       per_request=per_request)
+    if len(value) == _UNPAYABLE.size:
+        count, unknown, forged, unshown = _UNPAYABLE.unpack(value)
+        ledger.unhold_for(auth, ledger.held_for(auth.id))
+        return OpenTab(public_id(auth.payee), auth, 0, count=count, unknown=unknown, closing=True, forged=forged,
+                       unshown=unshown)
+    metered, at_risk, count, unknown = _TALLY.unpack(value)
+    # The ledger held its cap again at the start; no receipt above the tally is paid (`_payable`), so the rest
+    # of the cap is the payer's to spend now, not once the tab is closed.
+    over = ledger.held_for(auth.id) - (metered + at_risk)
+    if over > 0:
+        ledger.unhold_for(auth, over)
+    return OpenTab(public_id(auth.payee), auth, 0, metered=metered, count=count, unknown=unknown,
+                   lost_budget=at_risk, closing=True)
+
+
 def job_tab(job: str) -> str:
     """The job reference of a job's tab: every tab's prefix, which any provider takes a tab by (`ProviderTabs.check`),
     and the job's id, which each side's `xsc ledger history` then shows its payment for.  An id too long to sign
@@ -685,275 +697,5 @@ def _claims_what_it_did_not_do(tab: OpenTab, counted: int) -> bool:
     return not tab.per_request and counted > tab.count + tab.unknown
 
 
-# --- provider side -------------------------------------------------------------------------------------
-@dataclass
-class PeerTab:
-    total: int = 0
-    fuel: int = 0
-    count: int = 0
-    reserved: int = 0
-    in_flight: int = 0
-    # Of those in flight, the work that has not begun to run (a job waiting for its bytes or its run): its gateway
-    # closing the tab gives it up (`close_once`), so the close is answered at once, not once its holder drops it.
-    staged: int = 0
-    given_up: list[Callable[[], None]] = field(default_factory=list)  # how each holder of staged work drops it
-    closed: bool = False
-    auth_id: bytes = b""  # its authorization's id (where ProviderTabs keeps it)
-    expires_at: int = 0  # its authorization's
-    # The node whose calls ran under it: the only one that may run more under it or close it.  Any node that
-    # learns an authorization could otherwise spend a gateway's tab, or close it and be counted as its payer.
-    gateway: str | None = None
-
-    @property
-    def idle(self) -> bool:
-        """Nothing ran, runs or is reserved under it: what it would say is read again from disk at no cost."""
-        return not (self.count or self.in_flight or self.reserved or self.closed)
-
-
-class ProviderTabs:
-    """Gateways' tabs with this node.  Each run's amount is on disk (`c/t/<auth><run>`) from before its answer
-    until the tab's receipt is countersigned: the receipt then states the total for good, and the run records
-    are deleted (`prune`; a kill -9 in between leaves them to `sweep` on the next start), so they never pile
-    up beyond the tabs still open.  A tab its gateway lets expire unclosed can never be closed (no receipt is
-    signed under an expired authorization): it is forgotten with its run records (`expire`, and `sweep` once its
-    first run is older than MAX_TAB_TTL, the longest life a tab's authorization may have from its first call).
-
-    A tab is kept in memory only while something runs, is reserved or ran under it: any signed authorization
-    names a tab (a stranger signs a fresh one for each request at no cost), and one that is only checked,
-    refused, or whose calls all failed leaves nothing behind.  A tab under which
-    nothing ran is closed with no receipt (NothingOwed): a receipt is an entry on this node's chain for good,
-    a synced write and a signature, and any key may sign an authorization.  Such a tab is remembered closed
-    until its authorization expires, at most the CLOSED_EMPTY newest: a call its own gateway sends under one
-    forgotten runs on that gateway's trust line, as any call does."""
-
-    def __init__(self, *, db: Database, ledger: LedgerService, node: Identity) -> None:
-        self.db, self.ledger, self.node = db, ledger, node
-        self._tabs: dict[bytes, PeerTab] = {}
-        self._closed_empty: OrderedDict[bytes, int] = OrderedDict()  # authorization id -> when it expires
-        self.pruned = 0  # run records deleted since start (metrics, tests)
-
-    def calls(self, authorization_id: bytes) -> int:
-        """How many calls the open tab of that authorization has run (0: no such tab open)."""
-        tab = self._tabs.get(authorization_id)
-        return 0 if tab is None else tab.count
-
-    def prune(self, authorization_id: bytes) -> int:
-        """Delete the run records of a tab whose receipt is countersigned; how many there were."""
-        with self.db.iterator(prefix=keys.tab_runs(authorization_id), include_value=False) as it:
-            found = list(it)
-        if found:
-            with self.db.write_batch() as batch:
-                for key in found:
-                    batch.delete(key)
-            self.pruned += len(found)
-        return len(found)
-
-    def sweep(self, now: float | None = None) -> int:
-        """On start: prune every tab whose receipt was countersigned before the last stop, and every tab whose
-        first run here is older than MAX_TAB_TTL (its authorization has expired: it is never closed); how many
-        records."""
-        now = time.time() if now is None else now
-        settled, seen = [], set()
-        with self.db.iterator(prefix=keys.TAB_RUNS, include_value=False) as it:
-            for key in it:  # a tab's runs in the order they ran (a run's id begins with its time)
-                auth_id = key[len(keys.TAB_RUNS):len(keys.TAB_RUNS) + AUTH_ID_LEN]
-                if auth_id not in seen:
-                    seen.add(auth_id)
-                    first_run = int.from_bytes(key[len(keys.TAB_RUNS) + AUTH_ID_LEN:][:8], "big") / 1e9
-                    if first_run < now - MAX_TAB_TTL or self.ledger.store.receipt_for(auth_id) is not None:
-                        settled.append(auth_id)
-        pruned = sum(self.prune(a) for a in settled)
-        if pruned:
-            log.info("pruned %d run records of %d tabs settled or expired before the last stop", pruned, len(settled))
-        return pruned
-
-    def expire(self, now: float) -> list[bytes]:
-        """Forget the tabs kept whose authorization has expired, with nothing in flight: no receipt can be signed
-        under one any more (its gateway is never paid for what ran, as it let it expire), so what is kept of it,
-        here and on disk, is dead weight; their authorization ids (the caller prunes their run records)."""
-        gone = [t.auth_id for t in self._tabs.values() if t.expires_at < now and not t.in_flight and not t.closed]
-        for auth_id in gone:
-            del self._tabs[auth_id]
-        return gone
-
-    @property
-    def kept(self) -> int:
-        """Tabs kept in memory now (tests, status)."""
-        return len(self._tabs)
-
-    def records(self) -> int:
-        """Run records on disk now (tests, status)."""
-        with self.db.iterator(prefix=keys.TAB_RUNS, include_value=False) as it:
-            return sum(1 for _ in it)
-
-    async def _tab(self, auth: Authorization) -> PeerTab:
-        """The tab of `auth` as kept, or as read from disk (not kept: the caller keeps it, see the class)."""
-        tab = self._tabs.get(auth.id)
-        if tab is None:
-            tab = PeerTab(auth_id=auth.id, expires_at=auth.expires_at)
-            with self.db.iterator(prefix=keys.tab_runs(auth.id), include_key=False) as it:
-                for value in it:  # what was acknowledged before a restart
-                    amount, fuel = _RUN.unpack_from(value)
-                    tab.total, tab.fuel, tab.count = tab.total + amount, tab.fuel + fuel, tab.count + 1
-                    if len(value) >= _RUN.size + 32:
-                        tab.gateway = public_id(value[_RUN.size:_RUN.size + 32])
-            signed = await self.ledger.receipt_for(auth.id) is not None
-            # Asked once the read is done: a close answered meanwhile (nothing ran) left it closed, and a call kept
-            # under it would run for a receipt never signed.
-            tab.closed = signed or auth.id in self._closed_empty
-            tab = self._tabs.get(auth.id, tab)  # another request's read kept first: that one
-        return tab
-
-    def _keep(self, tab: PeerTab) -> PeerTab:
-        return self._tabs.setdefault(tab.auth_id, tab)
-
-    def running(self, auth: Authorization, closer: str | None) -> bool:
-        """Whether work of `closer`'s runs under the tab of `auth` now (a web function's run is answered before its
-        record is written: closing its tab waits for that write).  A tab no work runs under is not kept in memory
-        with any in flight: one made up, closed, or read back from disk after a restart."""
-        tab = self._tabs.get(auth.id)
-        return tab is not None and tab.in_flight > tab.staged and (closer is None or tab.gateway in (None, closer))
-
-    async def standing(self, auth: Authorization) -> PeerTab:
-        """The tab of `auth` as it stands: what it ran (summed from its run records after a restart), closed or not."""
-        return await self._tab(auth)
-
-    async def reserve(self, auth: Authorization, budget: int, gateway: str | None = None,
-                      staged: bool = False, given_up: Callable[[], None] | None = None) -> PeerTab:
-        """Room on the tab for a call of `budget` from `gateway`, or refused (closed, its cap used up, or another
-        gateway's).  `staged`: work that runs only once its gateway asks (`start`), and is given up if it closes
-        the tab first: then `given_up()` is called as the close is answered (its holder gives back what it
-        reserved at that moment, not when it next looks)."""
-        tab = await self.check(auth, budget)
-        _check_gateway(tab, gateway, "call under")
-        tab = self._keep(tab)  # `_tab` found none kept: no await since
-        if gateway is not None and tab.gateway is None:
-            tab.gateway = gateway
-        tab.reserved += budget
-        tab.in_flight += 1
-        tab.staged += staged
-        if given_up is not None:
-            tab.given_up.append(given_up)
-        return tab
-
-    @staticmethod
-    def start(tab: PeerTab) -> None:
-        """Staged work on `tab` (`reserve(staged=True)`) begins to run: refused if its gateway closed the tab
-        meanwhile (it gave the work up), or if its authorization expired since the work was taken (no receipt is
-        ever signed under it): nothing run under either would ever be paid."""
-        if tab.closed:
-            raise AuthorizationReplayed(f"the tab of authorization {tab.auth_id.hex()} is closed: the work reserved "
-                                        "under it is given up", hint="send it again (a fresh authorization)")
-        if time.time() > tab.expires_at:
-            raise AuthorizationExpired(f"the tab of authorization {tab.auth_id.hex()} expired at {tab.expires_at}: "
-                                       "nothing run under it could be paid",
-                                       hint="send it again (a fresh authorization)")
-        tab.staged -= 1
-
-    async def check(self, auth: Authorization, budget: int) -> PeerTab:
-        """The open tab of `auth` if it has room for a call of `budget` (nothing reserved, nothing kept), else
-        refused."""
-        if not auth.job.startswith(JOB):
-            raise DealRefused("a tab call needs a tab authorization", hint=f"its job must begin with {JOB}")
-        if auth.expires_at > time.time() + MAX_TAB_TTL:
-            raise DealRefused(f"a tab's authorization expires within {MAX_TAB_TTL} s of its call, not at "
-                              f"{auth.expires_at}", hint="open a tab of a shorter life")
-        tab = await self._tab(auth)
-        if tab.closed:
-            raise AuthorizationReplayed(f"the tab of authorization {auth.id.hex()} is closed",
-                                        hint="open a new tab (a fresh authorization)")
-        if tab.total + tab.reserved + budget > auth.cap:
-            raise DealRefused(f"the tab's cap {auth.cap} does not cover this call's budget {budget} after "
-                              f"{tab.total + tab.reserved} used or reserved", hint="open a new tab")
-        return tab
-
-    def _remember_closed_empty(self, auth: Authorization) -> None:
-        now = time.time()
-        while self._closed_empty and (len(self._closed_empty) >= CLOSED_EMPTY
-                                      or next(iter(self._closed_empty.values())) < now):
-            self._closed_empty.popitem(last=False)
-        self._closed_empty[auth.id] = auth.expires_at
-
-    @staticmethod
-    def owed(auth: Authorization, run, gateway: str | None = None) -> tuple[tuple[bytes, bytes], ...]:
-        whose = parse_public_id(gateway) if gateway is not None else b""
-        return ((keys.tab_run(auth.id, bytes.fromhex(run.provenance_id)),
-                 _RUN.pack(run.charge, run.fuel_consumed) + whose),)
-
-    @staticmethod
-    def replace_hold(tab: PeerTab, budget: int, charge: int) -> None:
-        """A call that held `budget` on `tab` ran and owes `charge` (<= budget), its record not yet written: only
-        the charge stays reserved (it is still in flight: the tab closes only once it is written or not); its
-        end is then `ran(tab, charge, ...)`."""
-        if not 0 <= charge <= budget:
-            raise InvalidArgument(f"the metered amount {charge} exceeds the {budget} held for it")
-        tab.reserved -= budget - charge
-
-    def ran(self, tab: PeerTab, budget: int, run, staged: bool = False) -> None:
-        """A call that held `budget` on `tab` ended, having made `run` (None: it did not run); `staged`: work that
-        never began (`start`), given up."""
-        tab.reserved -= budget
-        tab.in_flight -= 1
-        tab.staged -= staged
-        if run is not None:
-            tab.total += run.charge
-            tab.fuel += run.fuel_consumed
-            tab.count += 1
-        if tab.idle and self._tabs.get(tab.auth_id) is tab:  # its calls all failed: nothing to keep
-            del self._tabs[tab.auth_id]
-
-    async def close(self, auth: Authorization) -> Receipt:
-        """This node's receipt for everything it ran under the tab (idempotent once closed)."""
-        return (await self.close_once(auth))[0]
-
-    async def close_once(self, auth: Authorization, sender: str | None = None,
-                         closer: str | None = None) -> tuple[Receipt, bool]:
-        """`close`, and whether this request is the one that closed the tab (False: a repeat, answered with the
-        receipt another made): what the receipt pays is counted for its sender once, not on every repeat.
-        `sender` is written with the receipt until its trust line counts it (LedgerService.sender_counted).
-        `closer`: the node asking, refused unless its calls are the ones that ran under the tab."""
-        if not auth.job.startswith(JOB):
-            raise DealRefused("not a tab authorization", hint=f"its job must begin with {JOB}")
-        existing = await self.ledger.receipt_for(auth.id)
-        tab = self._tabs.get(auth.id) if existing is not None else await self._tab(auth)
-        if tab is not None:
-            _check_gateway(tab, closer, "close")
-        if existing is not None:
-            return existing, False
-        # Work staged under it and not begun is given up: only its gateway closes the tab, and never runs it after.
-        if tab.in_flight > tab.staged:
-            raise Conflict(f"{tab.in_flight - tab.staged} calls are still running under this tab",
-                           hint="close it in a moment")
-        if not tab.count:
-            tab.closed = True
-            self._tabs.pop(auth.id, None)
-            self._remember_closed_empty(auth)
-            _give_up(tab)
-            raise NothingOwed(f"no call ran under the tab of authorization {auth.id.hex()} here: nothing is "
-                              "owed, and no receipt is signed", hint="drop the authorization")
-        tab = self._keep(tab)
-        first = not tab.closed  # else another close of it is countersigning now
-        tab.closed = True  # no call starts under it any more
-        _give_up(tab)
-        receipt = await self.ledger.countersign(self.node, auth, tab.total, {"fuel": tab.fuel, "invokes": tab.count},
-                                                verified=True, sender=sender)
-        self._tabs.pop(auth.id, None)  # a closed tab is known by its receipt from now on
-        self.prune(auth.id)  # its total is in the receipt: the run records have done their work
-        return receipt, first
-
-
-def _give_up(tab: PeerTab) -> None:
-    """The work staged under a tab its gateway closed is given up: each holder drops its own (checking that it has
-    not begun: a holder whose work ran is past caring), once."""
-    holders, tab.given_up = tab.given_up, []
-    for drop in holders:
-        drop()
-
-
-def _check_gateway(tab: PeerTab, node: str | None, what: str) -> None:
-    if node is not None and tab.gateway is not None and node != tab.gateway:
-        raise Forbidden(f"the tab of authorization {tab.auth_id.hex()} is another gateway's: node {node} cannot "
-                        f"{what} it", hint="a gateway opens its own tab (a fresh authorization)")
-
-
-__all__ = ["GatewayTabs", "JOB", "JOB_TABS", "OpenTab", "ProviderTabs", "TAB_CALLS", "job_tab"]
+__all__ = ["GatewayTabs", "JOB", "JOB_TABS", "OpenTab", "ProviderTabs", "TAB_CALLS", "TAB_TTL",
+           "job_tab"]

@@ -20,7 +20,8 @@ record (replayed: not run, not paid again), unless the files it wrote were remov
 objects a kill -9 left half written stay the datum's: written over by its next run, whatever its input holds
 then, or deleted with its input.  The
 watches pass over their prefixes at start (once the jobs' recovery has ended), whenever the bucket index changes
-(`wake`), and every SCAN seconds in any case.
+(`wake`), and every SCAN seconds in any case while a watch runs; with none (or all paused), the loop sleeps until
+one is added or resumed.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Watches:
         self._woken = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.passes = 0  # passes over every watch since start (tests wait for one)
+        self.asleep = False  # no watch runs: the loop sleeps until one is added or resumed (tests, status)
         self._backlog: dict[str, int] = {}  # watch -> datums its pass found due and not yet done
         self._watched: frozenset[str] = frozenset()  # the buckets watches are on: a change elsewhere wakes nothing
         self._writing = asyncio.Lock()  # held while a datum's outputs become objects
@@ -186,9 +188,11 @@ class Watches:
         reaped = False
         while True:
             self._woken.clear()
+            running = False
             for watch in self.store.watches():
                 if watch.get("paused"):
                     continue
+                running = True
                 try:
                     await self._pass(watch)
                 except Exception as err:  # (its prefix unreadable: a full disk) the next watch's pass goes on
@@ -197,7 +201,16 @@ class Watches:
                 reaped = True
                 await self._reap(self.jobs.cut_short)
             self.passes += 1
-            await woken(self._woken, SCAN)
+            if running or not reaped:
+                await woken(self._woken, SCAN)
+                continue
+            # No watch runs (none, or all paused in a ring): a scan would find nothing to do until `add` or `remove`
+            # changes that, and each wakes the loop.
+            self.asleep = True
+            try:
+                await self._woken.wait()
+            finally:
+                self.asleep = False
 
     async def _pass(self, watch: dict[str, Any]) -> None:
         name = watch["name"]

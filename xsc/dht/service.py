@@ -98,6 +98,7 @@ class DhtService:
         self.enabled = True
         self._bind_failed = False  # said once, not every round
         self.published = 0  # holders records stored on at least one node
+        self.rounds = self.joins = 0  # rounds run, and the joins among them (status)
         self.offered: set[str] = set()  # the kinds whose provider record of this node is stored on some node
         # An id minted under a lower peers.min_difficulty than asked now: every node (this one too) refuses the
         # records it signs, so it publishes none (node/datadir.py warned at start) and only looks things up.
@@ -163,7 +164,9 @@ class DhtService:
     async def _round(self) -> None:
         if not await self.listen():
             return
-        if self.contacts() < table.K:
+        self.rounds += 1
+        if self._lacking():
+            self.joins += 1
             await self._join()
         handovers = self.protocol.handovers
         if handovers:
@@ -187,6 +190,17 @@ class DhtService:
                         self.offered.add(kind)
             for lonely in self.protocol.get_refresh_ids():  # (the paper's section 2.3)
                 await table.find_nodes(self.protocol, lonely, table.Lookup())
+
+    def _lacking(self) -> bool:
+        """Whether a join could add a contact: the table holds fewer than K, and a peer up that it would admit is not
+        among them.  It admits no node the directory does not name, so in a network of fewer than K nodes, once every
+        peer up is a contact, a join each round (its pings and its lookup, sent and answered by every node) finds
+        nothing; one that comes up later is joined through at the next round."""
+        if self.contacts() >= table.K:
+            return False
+        held = {node_id for bucket in self.protocol.router.buckets for node_id in bucket.nodes}
+        return any(records.table_id(d.id) not in held for d in self.peers.up_peers()
+                   if udp_address(d.url) is not None and self.peers.known(d.id))
 
     async def _join(self) -> None:
         up = self.peers.up_peers()
@@ -283,4 +297,4 @@ class DhtService:
                 "bytes": self.store.bytes,
                 "published": self.published, "offered": sorted(self.offered),
                 "refused": self.protocol.refused, "sent": self.protocol.sent, "received": self.protocol.received,
-                "last_hops": self.hops[-10:]}
+                "rounds": self.rounds, "joins": self.joins, "last_hops": self.hops[-10:]}
