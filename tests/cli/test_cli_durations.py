@@ -76,7 +76,7 @@ def _index(command, name: str) -> int:
     (["devnet", "down", "--timeout", "601"], "invalid value for '--timeout': 601 is not within 0s to 10m"),
     (["devnet", "delay-line", "--delay", "11s", "ns"], "invalid value for '--delay': 11s is not within 0s to 10s"),
     (["s3", "serve", "--reconcile-interval", "0.5s"],
-     "invalid value for '--reconcile-interval': 0.5s is not within at least 1s"),
+     "invalid value for '--reconcile-interval': 0.5s is less than 1s"),
     (["allocation", "simulate", "--max-time", "2d"], "invalid value for '--max-time': 2d is not within 1s to 1d"),
     (["compute", "invoke", "m.wasm", "add", "--timeout", "9" * 400],
      f"invalid value for '--timeout': {'9' * 39}… is too long a time"),

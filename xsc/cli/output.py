@@ -412,9 +412,9 @@ class Duration(click.ParamType):
         if isinstance(seconds, float) and not math.isfinite(seconds):  # more digits than a float holds
             self.fail(f"{shown(str(value), 40)} is too long a time {example}", param, ctx)
         if seconds < self.least or (self.most is not None and seconds > self.most):
-            bounds = f"{_said(self.least)} to {_said(self.most)}" if self.most is not None \
-                else f"at least {_said(self.least)}"
-            self.fail(f"{shown(str(value), 40)} is not within {bounds} {example}", param, ctx)
+            bounds = f"is not within {_said(self.least)} to {_said(self.most)}" if self.most is not None \
+                else f"is less than {_said(self.least)}"
+            self.fail(f"{shown(str(value), 40)} {bounds} {example}", param, ctx)
         return seconds
 
 
