@@ -104,6 +104,15 @@ def test_a_close_waits_for_an_iterator_in_use_and_a_write_after_it_is_refused(tm
         db.put(b"late", b"1")
 
 
+def test_a_write_after_a_failed_one_and_a_close_is_refused_not_reopened(tmp_path):
+    db = _open(tmp_path, reserve_bytes=0)
+    db._failed = plyvel.IOError("as if a write had failed")
+    db.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        db.put(b"late", b"1")  # a reopen now would leave a database nobody closes (its lock held)
+    assert db.closed and db.reopens == 0
+
+
 def test_a_close_past_its_wait_closes_anyway_and_says_so(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr("xsc.db.CLOSE_SECONDS", 0.01)
     db = _open(tmp_path, reserve_bytes=0)

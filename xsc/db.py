@@ -199,8 +199,8 @@ class Database:
         if self._free() < need and not (frees_space and self._release_reserve() and self._free() >= need):
             raise failed
         with self._gate:
-            if self._failed is None:
-                return  # another thread reopened it meanwhile
+            if self._failed is None or self._db.closed:
+                return  # another thread reopened it meanwhile, or closed it: the write meets plyvel's refusal
             self._reopening = True
             try:
                 deadline = time.monotonic() + QUIET_SECONDS
@@ -208,6 +208,8 @@ class Database:
                     self._gate.wait(left)
                 if self._active:
                     raise failed  # no quiet moment: the next write tries again
+                if self._db.closed:
+                    return  # closed while this waited (the node stops): reopened by nobody
                 self._db.close()
                 try:
                     self._db = self._opener()
