@@ -1160,6 +1160,36 @@ async def test_a_run_whose_tab_a_stop_left_settled_unpaid_is_not_counted_at_the_
     assert balances(gateway, provider)[1] == 0
 
 
+async def test_a_stop_while_a_checked_answer_is_stored_tells_its_provider_to_forget_the_job_by_its_own_id_at_start(
+        node_factory, monkeypatch) -> None:
+    """The answer written `storing`, the stop before its provider was told to forget the job: the start stores it,
+    pays the provider once and tells it to forget the job by the provider's own id of it (its signed record names the
+    job by another), so the provider drops it now rather than keep it until it drops it itself."""
+    gateway, (provider,) = await network(node_factory, providers=1)
+    module = await deploy(gateway, "outputs", wasi=True)
+    answers = gateway.app[NODE].jobs.answers
+
+    async def kept(*args):
+        pass
+
+    async def stopped(*args):  # the node stops as the answer's outputs are stored
+        raise asyncio.CancelledError()
+
+    monkeypatch.setattr(answers.sent, "_forget", kept)
+    monkeypatch.setattr(answers, "store_answered", stopped)
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True}, stdin=b"bytes")
+    (job,) = answers.records.all_jobs()
+    assert job["state"] == "storing" and provider.app[NODE].hosted_jobs.status() == {"hosted": 1}, job
+    monkeypatch.undo()
+    await gateway.app[NODE].jobs.recovery.recover_one(job)
+    job = answers.records.load(job["id"])
+    assert job["state"] == "done" and len(job["outputs"]) == 3, job
+    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}  # told to forget it, by its own id
+    await settle(gateway)
+    assert balances(gateway, provider)[1] == job["charge"]
+
+
 @pytest.mark.parametrize("where", ["run", "fetch", "fetch-missed-once"])
 async def test_a_stop_while_a_provider_runs_a_job_or_its_outputs_are_fetched_pays_the_provider_once_at_the_start(
         node_factory, monkeypatch, where) -> None:

@@ -177,8 +177,8 @@ class RemoteAnswers:
         paying = paying or [returned]
         pays = [{"provider": r.provider, "authorization": r.authorization, "charge": r.run["charge"]} for r in paying]
         answer = returned.answer
-        for step in ("sent", "fetching", "replicating"):
-            job.pop(step, None)
+        steps = {**{s["provider"]: s for s in (job.pop("sent", None), job.pop("fetching", None)) if s},
+                 **job.pop("replicating", {})}  # each provider's id of the job (what a start tells it to forget)
         await in_pool(None, keep, [path for _, path, _ in returned.files], self.kept(job["id"]))
         run = {**returned.run, "charge": sum(r.run["charge"] for r in paying)}
         long = len(run.get("stdout", "")) + len(run.get("stderr", "")) > KEPT_STREAMS
@@ -186,6 +186,7 @@ class RemoteAnswers:
             "provider": returned.provider, "run": {**run, "stdout": "", "stderr": ""} if long else run,
             "signed": returned.signed, "outputs": answer["outputs"], "refusal": answer.get("refusal"),
             "trap": of_job(answer, returned.signed, job), "pays": pays,  # (the limit it names: this node's)
+            "hosted": {p: s["job"] for p, s in steps.items() if isinstance(s, dict) and "job" in s},
             **({"refused": [{"provider": r.provider, "authorization": r.authorization} for r in refused]}
                if refused else {})})
         self.records.save(job["id"], job)

@@ -122,9 +122,9 @@ class RemoteRecovery:
         done = await self.answers.store_answered(job, answered["run"])
         for pay in answered["pays"]:
             self.sent.owed_after_restart(pay["authorization"], pay["charge"])
-        # The stop may have come before its providers were told to forget the run (its id, as their records sign it)
-        for provider in {p["provider"] for p in [*answered["pays"], *answered.get("refused", [])]}:
-            await self.sent.forget(provider, answered["signed"]["record"]["job"]["id"])
+        # The stop may have come before its providers were told to forget the run (by their own ids of it)
+        for provider, hosted in answered.get("hosted", {}).items():
+            await self.sent.forget(provider, hosted)
         return answered_with(job, *done)
 
 
