@@ -22,6 +22,13 @@ from tests.support.waiting import eventually_async
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
 
+@pytest.fixture(autouse=True)
+def _kept_for_the_whole_test(monkeypatch) -> None:
+    """A kept deal serves for a second (`REUSE_SECONDS`); a probe round or a node's start on a loaded machine can
+    take longer, and these tests are about what a deal rests on, not its age (one sets the age to 0 itself)."""
+    monkeypatch.setattr("xsc.market.dealing.REUSE_SECONDS", 600.0)
+
+
 async def _buyer_and_provider(node_factory):
     """Node a (offering no storage) and provider b, known to each other and up: (a's node, b's id, b's
     largest storage slot)."""
