@@ -3,6 +3,7 @@ number being seconds; a bad one is a usage error in one line that names the flag
 
 from __future__ import annotations
 
+import click
 import pytest
 
 from xsc.cli.allocation import simulate
@@ -113,3 +114,20 @@ def test_defaults_are_read_as_the_help_shows_them() -> None:
     assert _parsed(serve_s3, [])["reconcile_interval"] == 300.0
     assert _parsed(simulate, [])["max_time_s"] == 600
     assert _parsed(put, ["f"])["duration"] is None and _parsed(renew, ["CAP"])["duration"] is None  # the node's own
+
+
+def test_no_option_takes_a_bare_float() -> None:
+    """A time is a Duration, which refuses nan and inf; a bare float option would take them, and a request's JSON
+    would carry them as null (the node's default, silently): every number a command takes is an int or a Duration."""
+    from xsc.cli.app import cli
+
+    def floats(command: click.Command, words: list[str]) -> list[str]:
+        found = [f"{' '.join(words)} {p.name}" for p in command.params
+                 for t in getattr(p.type, "types", None) or [p.type] if isinstance(t, click.types.FloatParamType)]
+        if isinstance(command, click.Group):
+            ctx = click.Context(command)
+            for name in command.list_commands(ctx):
+                found += floats(command.get_command(ctx, name), [*words, name])
+        return found
+
+    assert floats(cli, ["xsc"]) == []
