@@ -3,6 +3,7 @@ number being seconds; a bad one is a usage error in one line that names the flag
 
 from __future__ import annotations
 
+import click
 import pytest
 
 from xsc.cli.allocation import simulate
@@ -11,6 +12,7 @@ from xsc.cli.devnet import delay_line, down, up
 from xsc.cli.functions import serve as serve_function
 from xsc.cli.jobs import run
 from xsc.cli.s3 import serve as serve_s3
+from xsc.cli.store import put, renew
 
 from tests.support.cli import xsc
 
@@ -25,6 +27,8 @@ FLAGS = [
     (["devnet", "delay-line"], ["ns"], delay_line, "--delay", "delay"),
     (["s3", "serve"], [], serve_s3, "--reconcile-interval", "reconcile_interval"),
     (["allocation", "simulate"], [], simulate, "--max-time", "max_time_s"),
+    (["store", "put"], ["f"], put, "--duration", "duration"),
+    (["store", "renew"], ["CAP"], renew, "--duration", "duration"),
 ]
 
 
@@ -35,7 +39,8 @@ def _parsed(command, args: list[str]) -> dict:
 
 # what each takes, in a unit and as a bare number (seconds): within its bounds, whole seconds for simulated time
 TAKEN = {"--timeout": [("1500ms", 1.5), ("2", 2.0), ("1.5m", 90.0)], "--delay": [("250ms", 0.25), ("2", 2.0)],
-         "--reconcile-interval": [("1.5m", 90.0), ("2", 2.0), ("1h", 3600.0)], "--max-time": [("1h", 3600), ("90", 90)]}
+         "--reconcile-interval": [("1.5m", 90.0), ("2", 2.0), ("1h", 3600.0)], "--max-time": [("1h", 3600), ("90", 90)],
+         "--duration": [("30d", 2_592_000), ("2w", 1_209_600), ("1.5h", 5400), ("3600", 3600)]}
 
 
 @pytest.mark.parametrize("words, rest, command, flag, name", FLAGS, ids=[f"{f[0][-1]}{f[3]}" for f in FLAGS])
@@ -82,6 +87,11 @@ def _index(command, name: str) -> int:
      f"invalid value for '--timeout': {'9' * 39}… is too long a time"),
     (["allocation", "simulate", "--max-time", "1.5s"],
      "invalid value for '--max-time': not a whole number of seconds: '1.5s'"),
+    (["store", "put", "f", "--duration", "30s"], "invalid value for '--duration': 30s is not within 1m to 3650d"),
+    (["store", "renew", "CAP", "--duration", "3651d"],
+     "invalid value for '--duration': 3651d is not within 1m to 3650d"),
+    (["store", "renew", "CAP", "--duration", "90500ms"],
+     "invalid value for '--duration': not a whole number of seconds: '90500ms'"),
 ])
 def test_a_time_outside_a_flags_bounds_is_refused_with_them(args, said) -> None:
     result = xsc(*args)
@@ -103,3 +113,21 @@ def test_defaults_are_read_as_the_help_shows_them() -> None:
     assert _parsed(down, [])["timeout"] == 30.0
     assert _parsed(serve_s3, [])["reconcile_interval"] == 300.0
     assert _parsed(simulate, [])["max_time_s"] == 600
+    assert _parsed(put, ["f"])["duration"] is None and _parsed(renew, ["CAP"])["duration"] is None  # the node's own
+
+
+def test_no_option_takes_a_bare_float() -> None:
+    """A time is a Duration, which refuses nan and inf; a bare float option would take them, and a request's JSON
+    would carry them as null (the node's default, silently): every number a command takes is an int or a Duration."""
+    from xsc.cli.app import cli
+
+    def floats(command: click.Command, words: list[str]) -> list[str]:
+        found = [f"{' '.join(words)} {p.name}" for p in command.params
+                 for t in getattr(p.type, "types", None) or [p.type] if isinstance(t, click.types.FloatParamType)]
+        if isinstance(command, click.Group):
+            ctx = click.Context(command)
+            for name in command.list_commands(ctx):
+                found += floats(command.get_command(ctx, name), [*words, name])
+        return found
+
+    assert floats(cli, ["xsc"]) == []

@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.cli import ok, xsc_in_process
 from tests.support.compute import deploy
-from tests.support.jobs import balances, network, run_job, settle, verified
+from tests.support.jobs import balances, balances_of, network, paid_since, run_job, settle, settled, verified
 from tests.support.waiting import eventually_async
 from xsc import keys
 from xsc.compute import job_cancels, sent_jobs
@@ -41,7 +41,7 @@ async def _replicas_running(gateway, providers) -> tuple[dict, list]:
 async def test_a_replicated_job_cancelled_stops_every_replica_and_pays_each_what_it_used_once(node_factory) -> None:
     gateway, providers = await network(node_factory, 3, **LONG)
     module = await deploy(gateway, "spin", wasi=True)
-    before = {p.app[IDENTITY].id: balances(gateway, p) for p in providers}
+    before = balances_of(gateway, providers)
     running = asyncio.ensure_future(run_job(gateway, {"module": module, **SPIN}))
     job, busy = await _replicas_running(gateway, providers)
     budgets = {r["provider"]: r["budget"] for r in job["replicating"].values()}
@@ -70,7 +70,7 @@ async def test_a_replicated_job_cancelled_stops_every_replica_and_pays_each_what
     with gateway.app[NODE].db.iterator(prefix=keys.JOB_OUTPUTS) as links:
         assert list(links) == []  # no lineage for it
     await settle(gateway)
-    paid = {p.app[IDENTITY].id: balances(gateway, p)[1] - before[p.app[IDENTITY].id][1] for p in providers}
+    paid = paid_since(gateway, providers, before)
     assert paid == {p: replicas.get(p, {}).get("charge", 0) for p in paid}, paid  # each once, what it used
     assert balances(gateway, busy[0])[0] - before[busy[0].app[IDENTITY].id][0] == -cancelled["charge"]
     for runner in busy:
@@ -122,7 +122,7 @@ async def test_a_cancelled_replica_whose_record_does_not_hold_is_struck_and_not_
         return await lying[0](provider, answer)
 
     monkeypatch.setattr(sent_jobs.wire, "run", run)
-    before = {p.app[IDENTITY].id: balances(gateway, p) for p in providers}
+    before = balances_of(gateway, providers)
     running = asyncio.ensure_future(run_job(gateway, {"module": module, **SPIN}))
     job, _ = await _replicas_running(gateway, providers)
     budget = job["replicating"][liar]["budget"]
@@ -140,9 +140,8 @@ async def test_a_cancelled_replica_whose_record_does_not_hold_is_struck_and_not_
     assert [p["provider"] for p in cancelled["paid_on"]] == [honest], cancelled
     status, told = await running
     assert (status, told["code"]) == (409, "job-cancelled"), told
-    await settle(gateway)
-    await eventually_async(lambda: gateway.app[NODE].ledger.pending() == [], "every tab paid or refused")
-    paid = {p.app[IDENTITY].id: balances(gateway, p)[1] - before[p.app[IDENTITY].id][1] for p in providers}
+    await settled(gateway)
+    paid = paid_since(gateway, providers, before)
     assert paid == {honest: cancelled["charge"], liar: 0}, paid
     for node in (gateway, *providers):
         await verified(node)
@@ -176,7 +175,7 @@ async def test_a_replica_whose_provider_stays_silent_is_given_up_unpaid_and_the_
 
     monkeypatch.setattr(sent_jobs.wire, "run", run)
     monkeypatch.setattr(job_cancels.wire, "cancel", cancel)
-    before = {p.app[IDENTITY].id: balances(gateway, p) for p in providers}
+    before = balances_of(gateway, providers)
     running = asyncio.ensure_future(run_job(gateway, {"module": module, **SPIN}))
     job, _ = await _replicas_running(gateway, providers)
     cancelled = await (await gateway.post(f"/v1/compute/jobs/{job['id']}/cancel")).json()
@@ -185,9 +184,8 @@ async def test_a_replica_whose_provider_stays_silent_is_given_up_unpaid_and_the_
     assert replicas[silent]["lost"] == "did not answer its cancel" and not replicas[silent]["paid"], replicas
     assert replicas[other]["paid"] and cancelled["charge"] == replicas[other]["charge"] > 0, replicas
     assert (await running)[1]["code"] == "job-cancelled"
-    await settle(gateway)
-    await eventually_async(lambda: gateway.app[NODE].ledger.pending() == [], "every tab paid or dropped")
-    paid = {p.app[IDENTITY].id: balances(gateway, p)[1] - before[p.app[IDENTITY].id][1] for p in providers}
+    await settled(gateway)
+    paid = paid_since(gateway, providers, before)
     assert paid == {other: cancelled["charge"], silent: 0}, paid
     for node in (gateway, *providers):
         await verified(node)
@@ -211,7 +209,7 @@ async def test_a_replicated_job_whose_node_stops_as_it_cancels_is_settled_cancel
         answered.append(provider)
         await asyncio.Event().wait()
 
-    before = {p.app[IDENTITY].id: balances(gateway, p) for p in providers}
+    before = balances_of(gateway, providers)
     jobs = gateway.app[NODE].jobs
     with monkeypatch.context() as patched:
         patched.setattr(sent_jobs.wire, "run", held)
@@ -251,7 +249,7 @@ async def test_a_replica_that_answered_before_the_cancel_is_paid_as_it_answered_
     monkeypatch.setattr(hosted_jobs, "run_program", held_back)
     monkeypatch.setattr(held.app[NODE].hosted_jobs, "cancel", cancel_reached)
     files_before = (await (await gateway.get("/v1/store/files")).json())["files"]
-    before = {p.app[IDENTITY].id: balances(gateway, p) for p in (quick, held)}
+    before = balances_of(gateway, (quick, held))
     running = asyncio.ensure_future(run_job(gateway, {"module": module, **SPIN}))
     jobs = gateway.app[NODE].jobs
 
@@ -276,7 +274,7 @@ async def test_a_replica_that_answered_before_the_cancel_is_paid_as_it_answered_
     with gateway.app[NODE].db.iterator(prefix=keys.JOB_OUTPUTS) as links:
         assert list(links) == []
     await settle(gateway)
-    paid = {p: balances(gateway, n)[1] - before[p][1] for p, n in ((n.app[IDENTITY].id, n) for n in (quick, held))}
+    paid = paid_since(gateway, (quick, held), before)
     assert paid == {p: r["charge"] for p, r in replicas.items()}, paid
     for node in (gateway, quick, held):
         await verified(node)
@@ -295,7 +293,7 @@ async def test_a_replicated_job_whose_cancel_no_provider_heard_before_a_stop_is_
     async def unsent(paid, provider, hosted):  # the stop comes before the cancel is sent
         await asyncio.Event().wait()
 
-    before = {p.app[IDENTITY].id: balances(gateway, p) for p in providers}
+    before = balances_of(gateway, providers)
     jobs = gateway.app[NODE].jobs
     with monkeypatch.context() as patched:
         patched.setattr(job_cancels, "ask_to_stop", unsent)
@@ -327,18 +325,18 @@ async def _each_paid_its_own(gateway, providers, jid: str, before: dict) -> dict
     and paid what it used, once; every ledger verified."""
     from tests.support.jobs import owed_paid
 
-    async def settled():
+    async def ended():
         found = await (await gateway.get(f"/v1/compute/jobs/{jid}")).json()
         return found["state"] not in ("running", "storing") and found
 
-    cancelled = await eventually_async(settled, "the job settled at the start", 60)
+    cancelled = await eventually_async(ended, "the job settled at the start", 60)
     assert cancelled["state"] == "cancelled" and cancelled["outputs"] == [], cancelled
     replicas = {r["provider"]: r for r in cancelled["replicas"]}
     assert len(replicas) == 2, cancelled
     assert all(r["paid"] and r["outcome"] == "cancelled" and r["charge"] > 0 for r in replicas.values()), replicas
     assert cancelled["charge"] == sum(r["charge"] for r in replicas.values()), cancelled
     await owed_paid(gateway, cancelled)
-    paid = {p.app[IDENTITY].id: balances(gateway, p)[1] - before[p.app[IDENTITY].id][1] for p in providers}
+    paid = paid_since(gateway, providers, before)
     assert paid == {p: r["charge"] for p, r in replicas.items()}, paid
     for node in (gateway, *providers):
         await verified(node)

@@ -66,3 +66,24 @@ def test_limits_of_hundreds_of_digits_are_refused_not_crashed():
                 assert err.message
             else:
                 assert name in ("fuel", "memory", "timeout"), name  # resolved against the node's ceiling later
+
+
+def test_a_refused_timeout_hints_one_in_the_units_the_flag_and_the_key_take():
+    """`--timeout` and `compute.timeout` take a duration (500ms, 1.5s, 2m): the hint shows one, which both take back."""
+    from xsc.units import parse_seconds
+
+    for asked, hint in ((-1, "e.g. --timeout 500ms"), ("soon", "e.g. --timeout 500ms"), (6, "ask for at most 5s, "),
+                        (90, "ask for at most 5s, ")):
+        try:
+            resolve(CEILING, None, None, asked)
+        except InvalidArgument as err:
+            assert err.hint.startswith(hint), err.hint
+        else:
+            raise AssertionError(f"timeout {asked!r} was accepted")
+    for most, said in ((1.5, "1.5s"), (120.0, "2m"), (0.25, "250ms")):
+        try:
+            resolve(Limits(fuel=1, memory=0, timeout=most), None, None, 1000)
+        except InvalidArgument as err:
+            assert err.hint.startswith(f"ask for at most {said}, ") and parse_seconds(said) == most, err.hint
+        else:
+            raise AssertionError("a timeout past the ceiling was accepted")

@@ -593,6 +593,21 @@ def test_list_buckets_pages(s3, gateway) -> None:
     assert status == 400 and b"<Code>InvalidArgument</Code>" in body
 
 
+def test_an_empty_list_buckets_token_is_no_token_as_aws_takes_it(s3, gateway) -> None:
+    """ListBuckets lists from its first bucket with `continuation-token=` empty, and gives the next page's token, as
+    AWS answers it (its API model lets the token be 0 to 1024 characters); ListObjectsV2 refuses an empty one."""
+    for name in ("c-empty-a", "c-empty-b"):
+        s3.create_bucket(Bucket=name)
+    first = s3.list_buckets(MaxBuckets=1, Prefix="c-empty-")
+    page = s3.list_buckets(MaxBuckets=1, Prefix="c-empty-", ContinuationToken="")  # botocore sends it, empty
+    assert [b["Name"] for b in page["Buckets"]] == ["c-empty-a"] and page["ContinuationToken"], page
+    following = s3.list_buckets(MaxBuckets=1, Prefix="c-empty-", ContinuationToken=page["ContinuationToken"])
+    assert [b["Name"] for b in following["Buckets"]] == ["c-empty-b"] and "ContinuationToken" not in following
+    assert page["ContinuationToken"] == first["ContinuationToken"]  # the same first page, as without a token
+    status, _, body = signed(gateway, "GET", "/?continuation-token=&max-buckets=1&prefix=c-empty-")
+    assert status == 200 and b"<Name>c-empty-a</Name>" in body and b"<Name>c-empty-b</Name>" not in body, body
+
+
 def test_a_request_aiohttp_cannot_parse_gets_an_s3_error_and_the_front_keeps_serving(gateway, s3, bucket) -> None:
     where = urlsplit(gateway.front.url)
     for request in (b"DELETE /b HTTP/1.1\r\nHost: f\r\nContent-Length: bL4(\r\n\r\n",

@@ -112,6 +112,16 @@ def balances(gateway, provider) -> tuple[int, int]:
             provider.app[NODE].ledger.store.state(provider.app[IDENTITY].public_key).balance)
 
 
+def balances_of(gateway, providers) -> dict[str, tuple[int, int]]:
+    """`balances` with each of `providers`, by its node id: what `paid_since` counts from."""
+    return {p.app[IDENTITY].id: balances(gateway, p) for p in providers}
+
+
+def paid_since(gateway, providers, before: dict[str, tuple[int, int]]) -> dict[str, int]:
+    """What each of `providers` was paid since `before` (`balances_of` then), by its node id."""
+    return {node: now[1] - before[node][1] for node, now in balances_of(gateway, providers).items()}
+
+
 async def verified(node) -> None:
     response = await node.get("/v1/ledger/verify")
     report = await response.json()

@@ -132,18 +132,14 @@ def _in_context(parse_args: Callable[[click.Context, list[str]], list[str]], ctx
 
 
 def _values_requests_carry(ctx: click.Context) -> None:
-    """Values given on the command line go into requests (JSON, URLs, headers), which carry only Unicode and finite
-    numbers: text that is not UTF-8 (Python keeps its bytes as lone surrogates) and a number that is nan or inf
-    (JSON would carry it as null: the node's default, silently) are usage errors here.  A path need not be text."""
-    import math
-
+    """Values given on the command line go into requests (JSON, URLs, headers), which carry only Unicode: text that
+    is not UTF-8 (Python keeps its bytes as lone surrogates) is a usage error here.  A path need not be text.  (No
+    option takes a bare float, whose nan or inf JSON would carry as null: a time is a Duration, which refuses them.)"""
     for param in ctx.command.params:
         if isinstance(param.type, click.Path):
             continue
         value = ctx.params.get(param.name) if param.name else None
         for text in value if isinstance(value, (tuple, list)) else (value,):
-            if isinstance(text, float) and not math.isfinite(text):
-                raise click.UsageError(f"{param.get_error_hint(ctx)} must be a finite number, not {text}", ctx)
             if isinstance(text, str) and not text.isascii():
                 try:
                     text.encode()

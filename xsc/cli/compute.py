@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,8 @@ import click
 
 from ..errors import InvalidArgument, ModuleNotFound, Trap
 from . import GroupWithLazyModules
-from .output import Col, Duration, PassesArgs, emit_json, json_option, key_values, path_id, table, wide_option
+from .output import (Col, Duration, PassesArgs, emit_json, json_option, key_values, path_id, program_output, table,
+                     wide_option)
 from .wasm_files import read_module
 
 PROVENANCE = "xsc compute provenance --list"  # lists the provenance ids
@@ -127,14 +127,14 @@ def invoke(obj, module: str, function: str, args: tuple[str, ...], fuel: int | N
             run = client.request("POST", "/v1/compute/invoke", json_body=body)
     except Trap as trap:
         if not as_json:
-            _program_output(trap.details)  # what a WASI program wrote before it failed
+            program_output(trap.details)  # what a WASI program wrote before it failed
             if show_cost:
                 _cost(trap.details)
         raise
     if as_json:
         emit_json(run)
         return
-    _program_output(run)
+    program_output(run)
     if run["results"]:
         click.echo(" ".join(str(r["value"]) for r in run["results"]))
     if show_cost:
@@ -157,19 +157,6 @@ def cost_line(facts: dict[str, Any]) -> str:
 
 def _cost(facts: dict[str, Any]) -> None:
     click.echo(cost_line(facts), err=True)
-
-
-def _program_output(facts: dict[str, Any]) -> None:
-    if facts.get("stdout"):
-        sys.stdout.write(facts["stdout"])
-        sys.stdout.flush()
-    if facts.get("stderr"):
-        sys.stderr.write(facts["stderr"])
-    for stream in ("stdout", "stderr"):
-        dropped = facts.get(f"{stream}_truncated")
-        if dropped:
-            click.echo(f"xsc: warning: the program's {stream} was cut at 64 KiB; {dropped} more bytes were dropped",
-                       err=True)
 
 
 @compute.command()

@@ -18,7 +18,7 @@ from .. import codec
 from ..errors import InvalidArgument, ModuleNotFound, XscError
 from ..units import counted, format_credits, plural_for
 from .interrupts import GoesOn
-from .output import Duration, PassesArgs, emit_json, json_option, path_id, prose, terminal_width
+from .output import Duration, PassesArgs, emit_json, json_option, path_id, program_output, prose, terminal_width
 from .wasm_files import read_module
 
 MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
@@ -201,7 +201,7 @@ def _answered(run: Callable[[Callable[[], None]], dict], as_json: bool, asker: s
         answer = run(lambda: whole.append(True))
     except XscError as err:  # a run that failed (a trap, outputs refused or not stored) answers what it printed
         if not as_json:
-            _program_output(err.details)
+            program_output(err.details)
         raise
     except KeyboardInterrupt:
         if not whole:
@@ -211,7 +211,7 @@ def _answered(run: Callable[[Callable[[], None]], dict], as_json: bool, asker: s
     if as_json:
         emit_json(answer)
         return
-    _program_output(answer)
+    program_output(answer)
     _summary(answer)
 
 
@@ -229,15 +229,6 @@ def env_pair(text: str) -> tuple[str, str]:
     if not sep:
         raise InvalidArgument(f"--env takes NAME=VALUE, not {text!r}", hint=f"e.g. --env {text or 'NAME'}=VALUE")
     return name, value
-
-
-def _program_output(facts: dict[str, Any]) -> None:
-    if facts.get("stdout"):
-        sys.stdout.write(facts["stdout"])
-        sys.stdout.flush()
-    if facts.get("stderr"):
-        sys.stderr.write(facts["stderr"])
-        sys.stderr.flush()
 
 
 def _summary(job: dict[str, Any]) -> None:

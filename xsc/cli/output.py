@@ -168,6 +168,20 @@ def emit_json(value: Any) -> None:
     click.echo(codec.text(value, indent=2, sort_keys=True))
 
 
+def program_output(facts: dict[str, Any]) -> None:
+    """What a WASI program wrote (an invoke's, a job's, or what one wrote before it failed), on this command's
+    stdout and stderr as the program wrote them, and a warning for a stream the node cut (an invoke's, at 64 KiB)."""
+    for stream, out in (("stdout", sys.stdout), ("stderr", sys.stderr)):
+        if facts.get(stream):
+            out.write(facts[stream])
+            out.flush()
+    for stream in ("stdout", "stderr"):
+        dropped = facts.get(f"{stream}_truncated")
+        if dropped:
+            click.echo(f"xsc: warning: the program's {stream} was cut at 64 KiB; {dropped} more bytes were dropped",
+                       err=True)
+
+
 # --- tables ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Col:

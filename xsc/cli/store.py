@@ -11,8 +11,9 @@ from urllib.parse import quote
 import click
 
 from ..errors import BadRequest, InvalidArgument, XscError
-from ..units import counted, format_credits, parse_duration, plural_for
-from .output import Col, emit_json, json_option, output_file, prose, table, terminal_width, wide_option
+from ..storage.core.leases import MAX_DURATION, MIN_DURATION
+from ..units import counted, format_credits, plural_for
+from .output import Col, Duration, emit_json, json_option, output_file, prose, table, terminal_width, wide_option
 from .progress import progress_bar
 
 
@@ -23,21 +24,14 @@ def _cap_path(cap: str, suffix: str = "") -> str:
     return f"/v1/store/files/{quote(cap.strip(), safe=':')}{suffix}"
 
 
+# A lease's duration in whole seconds within the bounds the node holds it to (storage/core/leases.py): refused, as
+# every time flag is, before any request.
+LEASE = Duration("30d", least=MIN_DURATION, most=MAX_DURATION, whole=True)
+
+
 @click.group()
 def store() -> None:
     """Put, get, check, verify and repair files."""
-
-
-def _duration(text: str | None) -> int | None:
-    """--duration (30d, 12h, 3600) in seconds, within the lease bounds; None: the node's default."""
-    if text is None:
-        return None
-    from ..storage.core.leases import DURATION_HINT, check_duration
-
-    try:
-        return check_duration(parse_duration(text))
-    except InvalidArgument as err:
-        raise InvalidArgument(f"--duration: {err.message}", hint=DURATION_HINT) from None
 
 
 def _expiry(lease: int | None) -> str:
@@ -55,8 +49,8 @@ def _minute(iso: str) -> str:
 @store.command()
 @click.argument("file", type=click.Path(allow_dash=True))
 @click.option("--name", help="Name to list the file under (default: the file's name).")
-@click.option("--duration", metavar="D", help="How long the shares are held: 30d, 12h, 3600 (seconds); "
-              "60s to 3650d (default: the node's storage.lease_duration).")
+@click.option("--duration", type=LEASE, help="How long the shares are held, e.g. 30d, 12h, 3600 (seconds); "
+              "1m to 3650d (default: the node's storage.lease_duration).")
 @click.option("--max-price", type=click.IntRange(min=0), metavar="N",
               help="The most to pay, in micro-credits per GiB-hour of block bytes held.")
 @click.option("--avoid", multiple=True, metavar="NODE", help="A provider not to place shares on (repeatable).")
@@ -66,13 +60,12 @@ def _minute(iso: str) -> str:
 @click.option("--min-availability", metavar="R", help="Only providers up at least this ratio of the last hour (0-1).")
 @json_option
 @click.pass_obj
-def put(obj, file: str, name: str | None, duration: str | None, max_price: int | None, avoid: tuple[str, ...],
+def put(obj, file: str, name: str | None, duration: int | None, max_price: int | None, avoid: tuple[str, ...],
         prefer: tuple[str, ...], spread: bool, min_availability: str | None, as_json: bool) -> None:
     """Store FILE (or - for stdin); prints its capability as the last line.
 
     Beside the data dir's node, FILE is handed to the node, which reads it itself; else it is sent over HTTP.  The
     file keeps --avoid, --prefer and --min-availability: its repairs place the shares they rebuild by them too."""
-    seconds = _duration(duration)
     if file == "-":
         stream, size, name = sys.stdin.buffer, None, name or "stdin"
     else:
@@ -91,7 +84,7 @@ def put(obj, file: str, name: str | None, duration: str | None, max_price: int |
         # the name travels as text: a file name's bytes that are not UTF-8 are listed as U+FFFD
         size, name = path.stat().st_size, name or os.fsencode(path.name).decode(errors="replace")
     client = obj.client()
-    query = {"name": name, "duration": seconds, "max_price": max_price, "avoid": ",".join(avoid) or None,
+    query = {"name": name, "duration": duration, "max_price": max_price, "avoid": ",".join(avoid) or None,
              "prefer": ",".join(prefer) or None, "min_availability": min_availability,
              "spread": 1 if spread else None}
     with progress_bar(f"put {name}", size, data=True, shown=not as_json) as bar:
@@ -379,18 +372,17 @@ def repair(obj, cap: str | None, every: bool, wide: bool, as_json: bool) -> None
 
 @store.command()
 @click.argument("cap")
-@click.option("--duration", metavar="D", help="Hold the shares this long from now: 30d, 12h, 3600 (seconds); "
-              "60s to 3650d (default: the node's storage.lease_duration).  A lease is never shortened.")
+@click.option("--duration", type=LEASE, help="Hold the shares this long from now, e.g. 30d, 12h, 3600 (seconds); "
+              "1m to 3650d (default: the node's storage.lease_duration).  A lease is never shortened.")
 @wide_option
 @json_option
 @click.pass_obj
-def renew(obj, cap: str, duration: str | None, wide: bool, as_json: bool) -> None:
+def renew(obj, cap: str, duration: int | None, wide: bool, as_json: bool) -> None:
     """Extend the lease of every share of the file CAP, on every node holding one."""
     from ..errors import PeerError
 
-    seconds = _duration(duration)
     result = obj.client().request("POST", _cap_path(cap, "/renew"),
-                                  json_body={} if seconds is None else {"duration": seconds})
+                                  json_body={} if duration is None else {"duration": duration})
     failed = result["not_renewed"]
     if as_json:
         emit_json(result)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidArgument, LimitTooHigh
-from ..units import format_size, is_whole_number, parse_size
+from ..units import duration_argument, format_size, is_whole_number, parse_size
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,11 @@ def _timeout(value: Any, most: float) -> float:
     except (TypeError, ValueError, OverflowError):  # (an int of hundreds of digits is no float)
         seconds = math.nan
     if not (math.isfinite(seconds) and seconds > 0):
-        raise InvalidArgument(f"timeout must be a positive number of seconds, not {value!r}", hint="e.g. --timeout 0.5")
-    if seconds > most:
+        raise InvalidArgument(f"timeout must be a positive number of seconds, not {value!r}",
+                              hint="e.g. --timeout 500ms")
+    if seconds > most:  # the hint's most in the units --timeout and compute.timeout are written in (1.5s, 2m)
         raise LimitTooHigh(f"timeout {seconds:g} s is more than this node allows per call ({most:g} s)",
-                           hint=f"ask for at most {most:g} s, or raise compute.timeout in the node's config",
+                           hint=f"ask for at most {duration_argument(most)}, or raise compute.timeout in the node's "
+                                "config",
                            **named("timeout", most, "compute.timeout"))
     return seconds

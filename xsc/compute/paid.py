@@ -43,7 +43,8 @@ from ..tasks import in_pool
 from ..units import counted, credits_argument, format_size
 from . import modules as mods
 from .remote_sends import CallEnd, CallSends
-from .remote_tabs import GatewayTabs, ProviderTabs
+from .provider_tabs import ProviderTabs
+from .remote_tabs import GatewayTabs
 from .shape import defined_functions
 from .spot_checks import SpotChecks, parse_verify
 from .trap_limits import asked_of, fields, told, without_limits

@@ -78,9 +78,8 @@ from ..net.compute import close_tab
 from ..net.peer_client import PeerClient
 from ..ledger.receipts import receipt_check
 from ..tasks import Locks, in_pool, stop
-# The provider's side, and what both sides agree on (ProviderTabs is taken from here with the gateway's by the
-# node's services and the paid invokes).
-from .provider_tabs import JOB, TAB_TTL, ProviderTabs
+# What both sides agree on, kept with the provider's side (compute/provider_tabs.py).
+from .provider_tabs import JOB, TAB_TTL
 
 log = logging.getLogger(__name__)
 
@@ -697,5 +696,5 @@ def _claims_what_it_did_not_do(tab: OpenTab, counted: int) -> bool:
     return not tab.per_request and counted > tab.count + tab.unknown
 
 
-__all__ = ["GatewayTabs", "JOB", "JOB_TABS", "OpenTab", "ProviderTabs", "TAB_CALLS", "TAB_TTL",
+__all__ = ["GatewayTabs", "JOB", "JOB_TABS", "OpenTab", "TAB_CALLS", "TAB_TTL",
            "job_tab"]

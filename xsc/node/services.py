@@ -27,7 +27,8 @@ from ..compute.hosted_jobs import HostedJobs
 from ..compute.jobs import JobService
 from ..compute.maps import Maps
 from ..compute.paid import PaidCompute
-from ..compute.remote_tabs import GatewayTabs, ProviderTabs
+from ..compute.provider_tabs import ProviderTabs
+from ..compute.remote_tabs import GatewayTabs
 from ..compute.sent_jobs import SentJobs
 from ..compute.watches import Watches
 from ..compute.service import ComputeService

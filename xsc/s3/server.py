@@ -248,6 +248,7 @@ class S3Front:
         max_buckets = integer(q.get("max-buckets"), MAX_BUCKETS, "max-buckets")
         if not 1 <= max_buckets <= MAX_BUCKETS:
             raise S3Error(f"max-buckets goes from 1 to {MAX_BUCKETS}", s3_code="InvalidArgument", status=400)
+        # An empty token is none, the listing from its first bucket, as AWS answers it (ListObjectsV2 refuses one)
         token, prefix = q.get("continuation-token", ""), q.get("prefix", "")
         after = self.tokens.position(token, "buckets", call.user, prefix).decode(errors="replace") if token else ""
         buckets = [b for b in await self.node.buckets(call.user)

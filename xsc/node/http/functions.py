@@ -52,8 +52,7 @@ async def unserve_function(request: web.Request) -> web.Response:
 @routes.post(FUNCTIONS_PATH)
 async def place_function(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"function", "price", "memory_price", "authorization", "deal"}')
-    return json_response(await request.app[NODE].placed_functions.place(peer_auth.peer_id(request), body),
-                         status=201)
+    return json_response(await request.app[NODE].placed_functions.place(peer_auth.peer_id(request), body), status=201)
 
 
 @routes.get(FUNCTION_PATH)
