@@ -608,6 +608,52 @@ def test_serve_functions_and_unserve_from_the_cli(cli_node) -> None:
     assert gone.returncode != 0 and len(gone.stderr.decode().strip().splitlines()) == 1
 
 
+def test_serve_takes_its_body_cap_as_a_size_as_every_size_flag_does(cli_node) -> None:
+    """--max-body takes 64KiB as --memory takes 16MiB (and bytes, as before); a bad size or one past what a function
+    may take is one line naming it; the HTTP API takes the size's text too, and refuses what is no size."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from tests.support.cli import error_line
+    from tests.support.compute import WASM
+
+    port = free_port()
+    node = cli_node("body-cap", node={"web_listen": f"127.0.0.1:{port}"})
+    assert node.xsc("compute", "serve", "small", str(WASM / "cgi.wasm"), "--max-body", "1KiB").returncode == 0
+    assert node.xsc("compute", "serve", "bytes", str(WASM / "cgi.wasm"), "--max-body", "100").returncode == 0
+    listed = json.loads(node.xsc("compute", "functions", "--json").stdout)["functions"]
+    assert {f["name"]: f["max_body"] for f in listed} == {"small": 1024, "bytes": 100}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/fn/small/", data=b"x" * 1025, method="POST")
+    try:
+        urllib.request.urlopen(request)
+        raise AssertionError("a body past its cap was taken")
+    except urllib.error.HTTPError as err:
+        problem = json.loads(err.read())
+        assert err.code == 413 and (problem["limit"], problem["limit_value"]) == ("max_body", 1024), problem
+        assert problem["hint"].endswith("xsc compute serve --max-body SIZE"), problem
+    with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/fn/small/", data=b"x" * 1024)) as ok:
+        assert ok.status == 200
+    assert error_line(node.xsc("compute", "serve", "big", str(WASM / "cgi.wasm"), "--max-body", "2GiB")) == \
+        "xsc: error: max_body 2.0 GiB is more than a function may take (1.0 GiB) (ask for at most 1.0 GiB)"
+    assert "not a size: '10XB'" in error_line(node.xsc("compute", "serve", "big", str(WASM / "cgi.wasm"),
+                                                       "--max-body", "10XB"))
+
+
+async def test_a_functions_body_cap_is_bytes_or_a_size_and_nothing_else(web) -> None:
+    """max_body in the API: bytes or a size's text (what `serve --max-body` sends), at most 1 GiB; what is no size
+    (true, a float, a negative number, a word, a list) is refused before the function is served."""
+    node, _ = web
+    module = await deploy(node, "cgi", wasi=True)
+    for bad in (True, -1, 1.5, "many", [1], "2GiB"):
+        refused = await node.post("/v1/compute/functions", json={"name": "odd", "module": module, "max_body": bad})
+        problem = await refused.json()
+        assert refused.status == 400 and problem["code"] in ("invalid-argument", "limit-too-high"), (bad, problem)
+    assert (await _serve(node, name="text", module=module, max_body="2KiB"))["max_body"] == 2048
+    listed = (await (await node.get("/v1/compute/functions")).json())["functions"]
+    assert [(f["name"], f["max_body"]) for f in listed] == [("text", 2048)]
+
+
 def test_a_function_served_by_a_node_without_a_web_listener_says_how_to_give_it_one(cli_node) -> None:
     import json
 

@@ -20,7 +20,7 @@ from .output import Col, Duration, emit_json, json_option, path_id, prose, table
 @click.option("--fuel", type=int, metavar="N", help="Fuel a request may use (at most the node's compute.fuel).")
 @click.option("--memory", metavar="SIZE", help="Memory a request may use, e.g. 16MiB.")
 @click.option("--timeout", type=Duration("30s"), help="A request's deadline, e.g. 30s, 1.5m, 250ms: past it, 504.")
-@click.option("--max-body", type=click.IntRange(0), metavar="BYTES", help="A request body's cap: past it, 413.")
+@click.option("--max-body", metavar="SIZE", help="A request body's cap, e.g. 64KiB (default 16MiB): past it, 413.")
 @click.option("--concurrency", type=click.IntRange(1, 256), metavar="N", help="Requests at once: past it, 503.")
 @click.option("--spend-cap", type=click.IntRange(0), metavar="MICROCREDITS",
               help="What requests may cost in an hour: past it, callers get 402.")
@@ -30,7 +30,7 @@ from .output import Col, Duration, emit_json, json_option, path_id, prose, table
 @json_option
 @click.pass_obj
 def serve(obj, name: str, module: str, inputs: tuple[str, ...], env: tuple[str, ...], entrypoint: str | None,
-          fuel: int | None, memory: str | None, timeout: float | None, max_body: int | None, concurrency: int | None,
+          fuel: int | None, memory: str | None, timeout: float | None, max_body: str | None, concurrency: int | None,
           spend_cap: int | None, on_market: bool, as_json: bool) -> None:
     """Serve the WASI program MODULE (a .wasm file or a module ID) at /fn/NAME/ on the node's web listener
     (node.web_listen), to anyone, WAGI style:

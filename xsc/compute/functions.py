@@ -58,7 +58,7 @@ from ..storage.core.capability import Capability
 from ..storage.core.ranges import content_range, parse_range
 from ..tasks import in_pool
 from . import provenance
-from .limits import named
+from .limits import body_cap, named
 from .job_sandbox import Sandboxed, admit, record_and_owe, sandboxed
 from .jobspec import Input, JobSpec, parse_input, parse_job
 from .service import ComputeService, InvokeCall
@@ -543,7 +543,7 @@ class Finish:
 
 def _body_limit(cap: int) -> dict[str, Any]:
     """A request body's refusal for its function's max_body: the limit named, and what its owner raises it with."""
-    return {"hint": f"send at most {cap:,} bytes; its owner may take more: xsc compute serve --max-body BYTES",
+    return {"hint": f"send at most {cap:,} bytes; its owner may take more: xsc compute serve --max-body SIZE",
             **named("max_body", cap, "xsc compute serve --max-body")}
 
 
@@ -879,7 +879,7 @@ class WebFunctions:
             raise InvalidArgument("a function mounts stored files by their capabilities (CAP:/in/NAME)")
         self.compute.program(spec.module, spec.entrypoint)  # deployed, and its entrypoint runs as a program
         self.compute.limits(InvokeCall(spec.module, spec.entrypoint, [], spec.fuel, spec.memory, spec.timeout, True))
-        max_body = _whole(body.get("max_body", MAX_BODY), "max_body", 0, MAX_BODY_CEILING)
+        max_body = body_cap(body.get("max_body", MAX_BODY), MAX_BODY_CEILING)
         concurrency = _whole(body.get("concurrency", CONCURRENCY), "concurrency", 1, 256)
         spend_cap = body.get("spend_cap")
         if spend_cap is not None:
