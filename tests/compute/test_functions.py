@@ -654,6 +654,28 @@ async def test_a_functions_body_cap_is_bytes_or_a_size_and_nothing_else(web) -> 
     assert [(f["name"], f["max_body"]) for f in listed] == [("text", 2048)]
 
 
+async def test_a_mounted_file_that_cannot_be_read_is_refused_naming_its_input(web) -> None:
+    """Of the files a function mounts, the one whose capability says another size or manifest, or whose file is
+    gone, is the one `serve`'s refusal names (as a job's names its input), and nothing is served."""
+    node, base = web
+    caps = []
+    for data in (b"first\n", b"second\n", b"soon removed\n"):
+        caps.append((await (await node.post("/v1/store/files", data=data)).json())["capability"])
+    assert (await node.delete(f"/v1/store/files/{caps[2]}")).status == 200
+    key, digest, k, m, size = caps[1].split(":")[2:]
+    module = await deploy(node, "cgi", wasi=True)
+    for lie in (":".join(["xsc", "chk", key, digest, k, m, str(int(size) + 1)]),
+                ":".join(["xsc", "chk", key, caps[0].split(":")[3], k, m, size]), caps[2]):
+        refused = await node.post("/v1/compute/functions", json={
+            "name": "site", "module": module, "entrypoint": "files", "inputs": [f"{caps[0]}:/in/a", f"{lie}:/in/b"]})
+        problem = await refused.json()
+        # (its status is the store's for that capability: a get of it answers the same)
+        assert refused.status >= 400 and problem["detail"].startswith("input /in/b cannot be read: "), problem
+        assert "/in/a" not in problem["detail"], problem
+    assert (await (await node.get("/v1/compute/functions")).json())["functions"] == []
+    assert (await _get(f"{base}/fn/site/a"))[0] == 404
+
+
 def test_a_function_served_by_a_node_without_a_web_listener_says_how_to_give_it_one(cli_node) -> None:
     import json
 

@@ -59,6 +59,7 @@ from ..storage.core.ranges import content_range, parse_range
 from ..tasks import in_pool
 from . import provenance
 from .limits import body_cap, named
+from .job_inputs import open_stored
 from .job_sandbox import Sandboxed, admit, record_and_owe, sandboxed
 from .jobspec import Input, JobSpec, parse_input, parse_job
 from .service import ComputeService, InvokeCall
@@ -893,7 +894,7 @@ class WebFunctions:
 
     async def _stage(self, item: Input, path: Path, staged: Callable[[int], None] | None = None) -> None:
         """A stored file read to `path`, `staged` told the bytes of each chunk written."""
-        _, chunks = await self.storage.open(Capability.parse(item.cap))
+        chunks = await open_stored(self.storage, Capability.parse(item.cap), f"input {item.path}")
         async with contextlib.aclosing(chunks):
             with open(path, "wb") as out:
                 async for chunk in chunks:
