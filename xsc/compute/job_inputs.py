@@ -159,7 +159,7 @@ def affordable(nbytes: int, fuel: int) -> int:
     prepaid = io_fuel(nbytes)
     if prepaid >= fuel:
         raise InvalidArgument(f"reading its {nbytes:,} bytes of input costs {prepaid:,} fuel, more than its fuel "
-                              f"limit ({fuel:,})", hint="ask for more --fuel")
+                              f"limit ({fuel:,})", hint="ask for more with --fuel")
     return prepaid
 
 
