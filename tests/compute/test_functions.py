@@ -718,6 +718,27 @@ def test_the_functions_table_says_its_amounts_are_credits(cli_node) -> None:
     assert all(len(line) <= 80 for line in lines if not line.strip().startswith(("module", "served")))
 
 
+def test_the_functions_table_fits_80_columns_with_a_name_as_long_as_names_go_whole(cli_node) -> None:
+    """A function's name may be 63 characters: the table still fits 80 columns, each name whole (on a line under its
+    row once the module and URL under theirs leave no room), and short names stay in their column."""
+    from tests.support.compute import WASM
+
+    node = cli_node("long-names", node={"web_listen": f"127.0.0.1:{free_port()}"})
+    long = "a" + "-123456789" * 6 + "-x"
+    assert len(long) == 63
+    for name in ("hello", "site"):
+        assert node.xsc("compute", "serve", name, str(WASM / "cgi.wasm")).returncode == 0
+    lines = node.xsc("compute", "functions", env={"COLUMNS": "80"}).stdout.decode().splitlines()
+    assert [line.split()[0] for line in lines if not line.startswith(" ")] == ["name", "hello", "site"], lines
+    assert node.xsc("compute", "serve", long, str(WASM / "cgi.wasm")).returncode == 0
+    lines = node.xsc("compute", "functions", env={"COLUMNS": "80"}).stdout.decode().splitlines()
+    # (a URL is whole too: the long name's, 94 characters, on a line of its own)
+    assert all(len(line) <= 80 or line.strip() == f"http://{node.config.node.web_listen}/fn/{long}/" for line in lines)
+    under = [item.strip() for line in lines for item in line.split(",")]
+    assert {f"name {name}" for name in (long, "hello", "site")} <= set(under), lines
+    assert node.xsc("compute", "unserve", long).returncode == 0  # the name as the table gave it
+
+
 def test_a_function_on_the_market_no_provider_takes_says_why_in_the_owners_list(cli_node) -> None:
     import json
 

@@ -86,7 +86,8 @@ def functions(obj, hosted: bool, as_json: bool) -> None:
 
     # Amounts in credits, as the ledger's tables show them (--json: micro-credits, as --spend-cap takes them).  On a
     # narrow terminal what was spent this hour is left out first (the cap it counts against stays).
-    table([Col("name", keep=True), Col("module", keep=True, under=True), *COUNTS,
+    # A name is up to 63 characters, whole as an id is: under its row too once the module and URL do not make room.
+    table([Col("name", keep=True, under=2), Col("module", keep=True, under=True), *COUNTS,
            Col("p50 ms", right=True), Col("credits spent", right=True), Col("this hour", right=True, drop=0),
            Col("cap/hour", right=True), Col("served at", keep=True, under=True)],
           [(f["name"], f["module"], f["requests"], f["errors"], _ms(f["p50_ms"]), format_credits(f["spend"]),
@@ -106,7 +107,7 @@ def _hosted(found: list[dict[str, Any]], as_json: bool) -> None:
     from ..units import format_credits
 
     # The owner's id whole, and the path that names it, on lines of their own under a narrow terminal's rows.
-    table([Col("owner", keep=True, under=True), Col("name", keep=True), *COUNTS, Col("p50 ms", right=True),
+    table([Col("owner", keep=True, under=True), Col("name", keep=True, under=2), *COUNTS, Col("p50 ms", right=True),
            Col("credits earned", right=True), Col("path", keep=True, under=True)],
           [(f["owner"], f["name"], f["requests"], f["errors"], _ms(f["p50_ms"]), format_credits(f["earned"]),
             f["path"]) for f in found])
