@@ -196,6 +196,7 @@ async def test_hostile_callers_are_refused_while_others_are_served(web) -> None:
                                        for f in node.app[NODE].functions.functions()), "the loop to run")
     status, headers, body = await _get(f"{base}/fn/loop/")  # past its concurrency (1)
     assert status == 503 and headers["Content-Type"].startswith("application/problem+json"), body
+    assert json.loads(body)["detail"] == "the function runs 1 request already, its most at once", body
     assert (await _get(f"{base}/fn/hello/meanwhile"))[0] == 200  # served while the loop runs
     status, headers, body = await looping
     assert status == 504 and headers["Content-Type"].startswith("application/problem+json")

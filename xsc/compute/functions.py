@@ -55,6 +55,7 @@ from ..errors import (BadRequest, ComputeBusy, FunctionFailed, FunctionTimedOut,
                       SpendCapReached, StorageFull, XscError, quoted_id)
 from ..identity import Identity
 from ..storage.core.capability import Capability
+from ..units import plural_for
 from ..storage.core.ranges import content_range, parse_range
 from ..tasks import in_pool
 from . import provenance
@@ -938,8 +939,8 @@ class WebFunctions:
             raise PayloadTooLarge(f"the body is {content_length:,} bytes; this function takes at most "
                                   f"{record['max_body']:,}", **_body_limit(record["max_body"]))
         if served.in_flight >= record["concurrency"]:
-            raise ComputeBusy(f"the function runs {served.in_flight} requests already, its most at once",
-                              hint="retry in a moment")
+            raise ComputeBusy(f"the function runs {served.in_flight} {plural_for(served.in_flight, 'request')} "
+                              "already, its most at once", hint="retry in a moment")
         cap = record["spend_cap"]
         if cap is not None:
             spent = served.spent_this_hour(_minute())
