@@ -55,9 +55,9 @@ from ..errors import (BadRequest, ComputeBusy, FunctionFailed, FunctionTimedOut,
                       SpendCapReached, StorageFull, XscError, quoted_id)
 from ..identity import Identity
 from ..storage.core.capability import Capability
-from ..units import plural_for
 from ..storage.core.ranges import content_range, parse_range
 from ..tasks import in_pool
+from ..units import plural_for
 from . import provenance
 from .limits import body_cap, named
 from .job_inputs import open_stored
