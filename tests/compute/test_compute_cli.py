@@ -51,6 +51,11 @@ def test_invoke_shows_what_it_was_charged_for_fuel_and_memory(xsc_node):
     shown = ok(xsc_node.xsc("compute", "provenance", run["provenance"]))
     assert "8 pages at most" in shown, shown
     assert ["charge:", format_credits(run["charge"]), "credits"] in [row.split() for row in shown.splitlines()], shown
+    # one page is said as one page, on the cost line and in the record's view
+    result = xsc_node.xsc("compute", "invoke", grow, "work", "1", "100", "--cost")
+    assert " + 1 page of memory for " in result.stderr.decode(), result.stderr
+    one = json.loads(ok(xsc_node.xsc("compute", "invoke", grow, "work", "1", "100", "--json")))["provenance"]
+    assert "1 page at most" in ok(xsc_node.xsc("compute", "provenance", one))
 
 
 def test_deploy_modules_and_provenance(xsc_node):

@@ -196,6 +196,7 @@ async def test_hostile_callers_are_refused_while_others_are_served(web) -> None:
                                        for f in node.app[NODE].functions.functions()), "the loop to run")
     status, headers, body = await _get(f"{base}/fn/loop/")  # past its concurrency (1)
     assert status == 503 and headers["Content-Type"].startswith("application/problem+json"), body
+    assert json.loads(body)["detail"] == "the function runs 1 request already, its most at once", body
     assert (await _get(f"{base}/fn/hello/meanwhile"))[0] == 200  # served while the loop runs
     status, headers, body = await looping
     assert status == 504 and headers["Content-Type"].startswith("application/problem+json")
@@ -608,6 +609,74 @@ def test_serve_functions_and_unserve_from_the_cli(cli_node) -> None:
     assert gone.returncode != 0 and len(gone.stderr.decode().strip().splitlines()) == 1
 
 
+def test_serve_takes_its_body_cap_as_a_size_as_every_size_flag_does(cli_node) -> None:
+    """--max-body takes 64KiB as --memory takes 16MiB (and bytes, as before); a bad size or one past what a function
+    may take is one line naming it; the HTTP API takes the size's text too, and refuses what is no size."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from tests.support.cli import error_line
+    from tests.support.compute import WASM
+
+    port = free_port()
+    node = cli_node("body-cap", node={"web_listen": f"127.0.0.1:{port}"})
+    assert node.xsc("compute", "serve", "small", str(WASM / "cgi.wasm"), "--max-body", "1KiB").returncode == 0
+    assert node.xsc("compute", "serve", "bytes", str(WASM / "cgi.wasm"), "--max-body", "100").returncode == 0
+    listed = json.loads(node.xsc("compute", "functions", "--json").stdout)["functions"]
+    assert {f["name"]: f["max_body"] for f in listed} == {"small": 1024, "bytes": 100}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/fn/small/", data=b"x" * 1025, method="POST")
+    try:
+        urllib.request.urlopen(request)
+        raise AssertionError("a body past its cap was taken")
+    except urllib.error.HTTPError as err:
+        problem = json.loads(err.read())
+        assert err.code == 413 and (problem["limit"], problem["limit_value"]) == ("max_body", 1024), problem
+        assert problem["hint"].endswith("xsc compute serve --max-body SIZE"), problem
+    with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/fn/small/", data=b"x" * 1024)) as ok:
+        assert ok.status == 200
+    assert error_line(node.xsc("compute", "serve", "big", str(WASM / "cgi.wasm"), "--max-body", "2GiB")) == \
+        "xsc: error: max_body 2.0 GiB is more than a function may take (1.0 GiB) (ask for at most 1.0 GiB)"
+    assert "not a size: '10XB'" in error_line(node.xsc("compute", "serve", "big", str(WASM / "cgi.wasm"),
+                                                       "--max-body", "10XB"))
+
+
+async def test_a_functions_body_cap_is_bytes_or_a_size_and_nothing_else(web) -> None:
+    """max_body in the API: bytes or a size's text (what `serve --max-body` sends), at most 1 GiB; what is no size
+    (true, a float, a negative number, a word, a list) is refused before the function is served."""
+    node, _ = web
+    module = await deploy(node, "cgi", wasi=True)
+    for bad in (True, -1, 1.5, "many", [1], "2GiB"):
+        refused = await node.post("/v1/compute/functions", json={"name": "odd", "module": module, "max_body": bad})
+        problem = await refused.json()
+        assert refused.status == 400 and problem["code"] in ("invalid-argument", "limit-too-high"), (bad, problem)
+    assert (await _serve(node, name="text", module=module, max_body="2KiB"))["max_body"] == 2048
+    listed = (await (await node.get("/v1/compute/functions")).json())["functions"]
+    assert [(f["name"], f["max_body"]) for f in listed] == [("text", 2048)]
+
+
+async def test_a_mounted_file_that_cannot_be_read_is_refused_naming_its_input(web) -> None:
+    """Of the files a function mounts, the one whose capability says another size or manifest, or whose file is
+    gone, is the one `serve`'s refusal names (as a job's names its input), and nothing is served."""
+    node, base = web
+    caps = []
+    for data in (b"first\n", b"second\n", b"soon removed\n"):
+        caps.append((await (await node.post("/v1/store/files", data=data)).json())["capability"])
+    assert (await node.delete(f"/v1/store/files/{caps[2]}")).status == 200
+    key, digest, k, m, size = caps[1].split(":")[2:]
+    module = await deploy(node, "cgi", wasi=True)
+    for lie in (":".join(["xsc", "chk", key, digest, k, m, str(int(size) + 1)]),
+                ":".join(["xsc", "chk", key, caps[0].split(":")[3], k, m, size]), caps[2]):
+        refused = await node.post("/v1/compute/functions", json={
+            "name": "site", "module": module, "entrypoint": "files", "inputs": [f"{caps[0]}:/in/a", f"{lie}:/in/b"]})
+        problem = await refused.json()
+        # (its status is the store's for that capability: a get of it answers the same)
+        assert refused.status >= 400 and problem["detail"].startswith("input /in/b cannot be read: "), problem
+        assert "/in/a" not in problem["detail"], problem
+    assert (await (await node.get("/v1/compute/functions")).json())["functions"] == []
+    assert (await _get(f"{base}/fn/site/a"))[0] == 404
+
+
 def test_a_function_served_by_a_node_without_a_web_listener_says_how_to_give_it_one(cli_node) -> None:
     import json
 
@@ -648,6 +717,27 @@ def test_the_functions_table_says_its_amounts_are_credits(cli_node) -> None:
     assert lines[1].split()[-3:] == [format_credits(listed["spend"]), format_credits(listed["spent_this_hour"]),
                                      "2.500000"], lines
     assert all(len(line) <= 80 for line in lines if not line.strip().startswith(("module", "served")))
+
+
+def test_the_functions_table_fits_80_columns_with_a_name_as_long_as_names_go_whole(cli_node) -> None:
+    """A function's name may be 63 characters: the table still fits 80 columns, each name whole (on a line under its
+    row once the module and URL under theirs leave no room), and short names stay in their column."""
+    from tests.support.compute import WASM
+
+    node = cli_node("long-names", node={"web_listen": f"127.0.0.1:{free_port()}"})
+    long = "a" + "-123456789" * 6 + "-x"
+    assert len(long) == 63
+    for name in ("hello", "site"):
+        assert node.xsc("compute", "serve", name, str(WASM / "cgi.wasm")).returncode == 0
+    lines = node.xsc("compute", "functions", env={"COLUMNS": "80"}).stdout.decode().splitlines()
+    assert [line.split()[0] for line in lines if not line.startswith(" ")] == ["name", "hello", "site"], lines
+    assert node.xsc("compute", "serve", long, str(WASM / "cgi.wasm")).returncode == 0
+    lines = node.xsc("compute", "functions", env={"COLUMNS": "80"}).stdout.decode().splitlines()
+    # (a URL is whole too: the long name's, 94 characters, on a line of its own)
+    assert all(len(line) <= 80 or line.strip() == f"http://{node.config.node.web_listen}/fn/{long}/" for line in lines)
+    under = [item.strip() for line in lines for item in line.split(",")]
+    assert {f"name {name}" for name in (long, "hello", "site")} <= set(under), lines
+    assert node.xsc("compute", "unserve", long).returncode == 0  # the name as the table gave it
 
 
 def test_a_function_on_the_market_no_provider_takes_says_why_in_the_owners_list(cli_node) -> None:

@@ -131,6 +131,9 @@ def test_files_left_in_out_are_stored_and_read_back_byte_exact(xsc_node, tmp_pat
         assert target.read_bytes() == body
         assert outputs[name]["size"] == len(body) and outputs[name]["sha256"] == __import__("hashlib").sha256(body).hexdigest()
     assert set(stored_files(xsc_node)) >= {o["capability"] for o in outputs.values()}
+    # `xsc store ls` names each by its job's whole id (docs/compute.md, "What is stored")
+    named = {f["capability"]: f["name"] for f in json.loads(ok(xsc_node.xsc("store", "ls", "--json")))}
+    assert {named[o["capability"]] for o in outputs.values()} == {f"job:{run['id']}:{name}" for name in expected}
 
 
 def test_outputs_over_their_cap_store_nothing(xsc_node):
@@ -619,6 +622,8 @@ def test_stdout_can_be_stored_as_a_file(xsc_node, tmp_path):
     target = tmp_path / "stdout"
     ok(xsc_node.xsc("store", "get", stored["capability"], "-o", str(target)))
     assert target.read_bytes() == digest_line
+    named = {f["capability"]: f["name"] for f in json.loads(ok(xsc_node.xsc("store", "ls", "--json")))}
+    assert named[stored["capability"]] == f"job:{run['id']}:stdout"
     line = error_line(xsc_node.xsc("compute", "run", SHA256, "--stdout-to-store", "--bytes-out", "10", input=data))
     assert "stdout went over its cap" in line, line
 

@@ -13,6 +13,8 @@ async def test_out_of_bounds_at_the_limit_without_growth_is_out_of_bounds(comput
     assert (status, body["kind"]) == (422, "memory-out-of-bounds"), body
     assert "grew" not in body["detail"]
     assert "all its 64.0 KiB limit allows" in body["hint"]
+    # what it was charged for names its one page as one page
+    assert body["memory_pages"] == 1 and " and 1 page of memory for " in body["detail"], body
     status, body = await invoke(client, traps, "out_of_bounds", memory=131072)
     assert (status, body["kind"]) == (422, "memory-out-of-bounds"), body
     assert "limit" not in (body.get("hint") or "")

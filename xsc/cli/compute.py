@@ -144,15 +144,15 @@ def invoke(obj, module: str, function: str, args: tuple[str, ...], fuel: int | N
 def cost_line(facts: dict[str, Any]) -> str:
     """What a run was charged, in one line (ledger/pricing.price_compute: rounded up once): the charge in credits,
     as the ledger shows amounts; the rates in micro-credits, as the market quotes them and --max-price takes them."""
-    from ..units import format_credits
+    from ..units import format_credits, plural_for
 
     c, charge = facts.get("cost"), facts.get("charge", facts.get("price"))
     said = f"charge: {format_credits(charge)} credits" if isinstance(charge, int) else "charge: not stated"
     if not isinstance(c, dict):
         return said
     return (f"{said} = {c['fuel']:,} fuel at {c['fuel_price']} micro-credits per million "
-            f"+ {c['memory_pages']} pages of memory for {c['memory_us'] / 1e6:g} s at {c['memory_price']} "
-            f"micro-credits per page-second (rounded up)")
+            f"+ {c['memory_pages']} {plural_for(c['memory_pages'], 'page')} of memory for {c['memory_us'] / 1e6:g} s "
+            f"at {c['memory_price']} micro-credits per page-second (rounded up)")
 
 
 def _cost(facts: dict[str, Any]) -> None:
@@ -244,7 +244,7 @@ def provenance(obj, provenance_id: str | None, list_recent: bool, limit: int, pr
 
 def _show_record(r: dict[str, Any], rule: str | None) -> None:
     from ..compute import provenance_validity
-    from ..units import format_credits
+    from ..units import format_credits, plural_for
 
     def values(items: list[dict[str, Any]]) -> str:
         return " ".join(f"{v['value']}:{v['type']}" for v in items) or "(none)"
@@ -265,7 +265,8 @@ def _show_record(r: dict[str, Any], rule: str | None) -> None:
               ("limits", f"memory {r['memory_limit']} bytes, timeout {r['timeout_us'] / 1e6:g} s"),
               # records before version 3 call the charge "price"
               ("charge", f"{format_credits(r.get('charge', r.get('price', 0)))} credits"),
-              ("memory", f"{r['memory_pages']} pages at most (priced {r['memory_price']} per page-second)"
+              ("memory", f"{r['memory_pages']} {plural_for(r['memory_pages'], 'page')} at most (priced "
+                         f"{r['memory_price']} per page-second)"
                if "memory_pages" in r else "not priced (a record from before memory was)"),
               ("node", r["node"]), ("requester", r["requester"]),
               ("signature", f"{provenance_validity(rule)}, signed by the node above" if rule else "INVALID")]

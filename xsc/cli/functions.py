@@ -20,7 +20,7 @@ from .output import Col, Duration, emit_json, json_option, path_id, prose, table
 @click.option("--fuel", type=int, metavar="N", help="Fuel a request may use (at most the node's compute.fuel).")
 @click.option("--memory", metavar="SIZE", help="Memory a request may use, e.g. 16MiB.")
 @click.option("--timeout", type=Duration("30s"), help="A request's deadline, e.g. 30s, 1.5m, 250ms: past it, 504.")
-@click.option("--max-body", type=click.IntRange(0), metavar="BYTES", help="A request body's cap: past it, 413.")
+@click.option("--max-body", metavar="SIZE", help="A request body's cap, e.g. 64KiB (default 16MiB): past it, 413.")
 @click.option("--concurrency", type=click.IntRange(1, 256), metavar="N", help="Requests at once: past it, 503.")
 @click.option("--spend-cap", type=click.IntRange(0), metavar="MICROCREDITS",
               help="What requests may cost in an hour: past it, callers get 402.")
@@ -30,7 +30,7 @@ from .output import Col, Duration, emit_json, json_option, path_id, prose, table
 @json_option
 @click.pass_obj
 def serve(obj, name: str, module: str, inputs: tuple[str, ...], env: tuple[str, ...], entrypoint: str | None,
-          fuel: int | None, memory: str | None, timeout: float | None, max_body: int | None, concurrency: int | None,
+          fuel: int | None, memory: str | None, timeout: float | None, max_body: str | None, concurrency: int | None,
           spend_cap: int | None, on_market: bool, as_json: bool) -> None:
     """Serve the WASI program MODULE (a .wasm file or a module ID) at /fn/NAME/ on the node's web listener
     (node.web_listen), to anyone, WAGI style:
@@ -86,7 +86,8 @@ def functions(obj, hosted: bool, as_json: bool) -> None:
 
     # Amounts in credits, as the ledger's tables show them (--json: micro-credits, as --spend-cap takes them).  On a
     # narrow terminal what was spent this hour is left out first (the cap it counts against stays).
-    table([Col("name", keep=True), Col("module", keep=True, under=True), *COUNTS,
+    # A name is up to 63 characters, whole as an id is: under its row too once the module and URL do not make room.
+    table([Col("name", keep=True, under=2), Col("module", keep=True, under=True), *COUNTS,
            Col("p50 ms", right=True), Col("credits spent", right=True), Col("this hour", right=True, drop=0),
            Col("cap/hour", right=True), Col("served at", keep=True, under=True)],
           [(f["name"], f["module"], f["requests"], f["errors"], _ms(f["p50_ms"]), format_credits(f["spend"]),
@@ -106,7 +107,7 @@ def _hosted(found: list[dict[str, Any]], as_json: bool) -> None:
     from ..units import format_credits
 
     # The owner's id whole, and the path that names it, on lines of their own under a narrow terminal's rows.
-    table([Col("owner", keep=True, under=True), Col("name", keep=True), *COUNTS, Col("p50 ms", right=True),
+    table([Col("owner", keep=True, under=True), Col("name", keep=True, under=2), *COUNTS, Col("p50 ms", right=True),
            Col("credits earned", right=True), Col("path", keep=True, under=True)],
           [(f["owner"], f["name"], f["requests"], f["errors"], _ms(f["p50_ms"]), format_credits(f["earned"]),
             f["path"]) for f in found])

@@ -193,7 +193,8 @@ class Col:
             tells names apart: a job's outputs, `job:<id>:<name>`, differ in theirs) (None: not cut).
     wrap:   the narrowest this column may be wrapped to, at spaces only (None: not wrapped).
     under:  when the table cannot fit otherwise, shown whole on a line under each row ("name value") instead of as
-            a column (an id beside others wider than the terminal)."""
+            a column (an id beside others wider than the terminal); 2: only if it still cannot fit with the others
+            under (a row's name, which a user may make as long as an id: read in place while it fits)."""
 
     name: str
     keep: bool = False
@@ -201,7 +202,7 @@ class Col:
     shrink: int | None = None
     wrap: int | None = None
     right: bool = False
-    under: bool = False
+    under: int = 0
 
 
 GAP = "  "
@@ -296,8 +297,10 @@ def table(columns: Sequence[Col | str], rows: Iterable[Iterable[Any]], title: st
     under: list[int] = []
     if width is not None:
         shown, fitted = _columns(cols, natural, width, shown)
-        if fitted is None and any(c.under for c in cols):  # the `under` columns go on lines of their own
-            under = [i for i, c in enumerate(cols) if c.under]
+        for level in sorted({c.under for c in cols if c.under}):  # the `under` columns go on lines of their own
+            if fitted is not None:
+                break
+            under = [i for i, c in enumerate(cols) if 0 < c.under <= level]
             shown, fitted = _columns(cols, natural, width, [i for i in range(len(cols)) if i not in under])
         if fitted is None:  # it cannot fit: flexible columns at their narrowest, the rest overflows the line
             fitted = [_narrowest(cols[i], natural[i]) for i in shown]

@@ -57,8 +57,10 @@ from ..identity import Identity
 from ..storage.core.capability import Capability
 from ..storage.core.ranges import content_range, parse_range
 from ..tasks import in_pool
+from ..units import plural_for
 from . import provenance
-from .limits import named
+from .limits import body_cap, named
+from .job_inputs import open_stored
 from .job_sandbox import Sandboxed, admit, record_and_owe, sandboxed
 from .jobspec import Input, JobSpec, parse_input, parse_job
 from .service import ComputeService, InvokeCall
@@ -543,7 +545,7 @@ class Finish:
 
 def _body_limit(cap: int) -> dict[str, Any]:
     """A request body's refusal for its function's max_body: the limit named, and what its owner raises it with."""
-    return {"hint": f"send at most {cap:,} bytes; its owner may take more: xsc compute serve --max-body BYTES",
+    return {"hint": f"send at most {cap:,} bytes; its owner may take more: xsc compute serve --max-body SIZE",
             **named("max_body", cap, "xsc compute serve --max-body")}
 
 
@@ -879,7 +881,7 @@ class WebFunctions:
             raise InvalidArgument("a function mounts stored files by their capabilities (CAP:/in/NAME)")
         self.compute.program(spec.module, spec.entrypoint)  # deployed, and its entrypoint runs as a program
         self.compute.limits(InvokeCall(spec.module, spec.entrypoint, [], spec.fuel, spec.memory, spec.timeout, True))
-        max_body = _whole(body.get("max_body", MAX_BODY), "max_body", 0, MAX_BODY_CEILING)
+        max_body = body_cap(body.get("max_body", MAX_BODY), MAX_BODY_CEILING)
         concurrency = _whole(body.get("concurrency", CONCURRENCY), "concurrency", 1, 256)
         spend_cap = body.get("spend_cap")
         if spend_cap is not None:
@@ -893,7 +895,7 @@ class WebFunctions:
 
     async def _stage(self, item: Input, path: Path, staged: Callable[[int], None] | None = None) -> None:
         """A stored file read to `path`, `staged` told the bytes of each chunk written."""
-        _, chunks = await self.storage.open(Capability.parse(item.cap))
+        chunks = await open_stored(self.storage, Capability.parse(item.cap), f"input {item.path}")
         async with contextlib.aclosing(chunks):
             with open(path, "wb") as out:
                 async for chunk in chunks:
@@ -937,8 +939,8 @@ class WebFunctions:
             raise PayloadTooLarge(f"the body is {content_length:,} bytes; this function takes at most "
                                   f"{record['max_body']:,}", **_body_limit(record["max_body"]))
         if served.in_flight >= record["concurrency"]:
-            raise ComputeBusy(f"the function runs {served.in_flight} requests already, its most at once",
-                              hint="retry in a moment")
+            raise ComputeBusy(f"the function runs {served.in_flight} {plural_for(served.in_flight, 'request')} "
+                              "already, its most at once", hint="retry in a moment")
         cap = record["spend_cap"]
         if cap is not None:
             spent = served.spent_this_hour(_minute())

@@ -8,7 +8,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from ..errors import IntegrityError, InvalidArgument, InvalidCapability, NotEnoughShares, NotFound, OverCap, XscError
 from ..storage.core.capability import Capability
@@ -33,7 +33,6 @@ class Staged:
     stdin_item: dict[str, Any] | None = None
     inputs: list[dict[str, Any]] = field(default_factory=list)
     bytes_in: int = 0
-
 
 
 class JobInputs:
@@ -118,14 +117,7 @@ class JobInputs:
 
     async def _opened(self, cap_text: str, what: str, opened: list) -> ReadFn:
         """A stored file's plaintext as a read function (whole chunks, b"" at its end), added to `opened`."""
-        cap = Capability.parse(cap_text)
-        try:
-            _, chunks = await self.storage.open(cap)
-        except NotFound as err:
-            raise NotFound(f"{what} cannot be read: {err.message}", hint=err.hint) from None
-        except (InvalidCapability, IntegrityError, NotEnoughShares) as err:
-            # A job reads up to 64 inputs: which one's capability is wrong, or whose shares are lost, is said.
-            raise type(err)(f"{what} cannot be read: {err.message}", hint=err.hint, **err.details) from None
+        chunks = await open_stored(self.storage, Capability.parse(cap_text), what)
         opened.append(chunks)
         iterator = chunks.__aiter__()
 
@@ -152,15 +144,23 @@ class JobInputs:
         return size, digest.hexdigest()
 
 
+async def open_stored(storage: Any, cap: Capability, what: str) -> AsyncIterator[bytes]:
+    """A stored file's chunks; which of a job's inputs or a function's mounts cannot be read is named (`what`)."""
+    try:
+        return (await storage.open(cap))[1]
+    except NotFound as err:  # (said as not found, whichever kind)
+        raise NotFound(f"{what} cannot be read: {err.message}", hint=err.hint) from None
+    except (InvalidCapability, IntegrityError, NotEnoughShares) as err:
+        raise type(err)(f"{what} cannot be read: {err.message}", hint=err.hint, **err.details) from None
+
 
 def affordable(nbytes: int, fuel: int) -> int:
     """The fuel reading `nbytes` of input costs, if the job's fuel limit covers it; else InvalidArgument."""
     prepaid = io_fuel(nbytes)
     if prepaid >= fuel:
         raise InvalidArgument(f"reading its {nbytes:,} bytes of input costs {prepaid:,} fuel, more than its fuel "
-                              f"limit ({fuel:,})", hint="ask for more --fuel")
+                              f"limit ({fuel:,})", hint="ask for more with --fuel")
     return prepaid
 
 
-
-__all__ = ["JobInputs", "ReadFn", "Staged", "affordable"]
+__all__ = ["JobInputs", "ReadFn", "Staged", "affordable", "open_stored"]

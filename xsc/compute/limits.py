@@ -46,6 +46,18 @@ def resolve(ceiling: Limits, fuel: Any = None, memory: Any = None, timeout: Any 
     )
 
 
+def body_cap(value: Any, most: int) -> int:
+    """A web function's request body cap (`max_body`): bytes or a size as every size flag takes it (16MiB, 4096), at
+    most `most`."""
+    if isinstance(value, bool):
+        raise InvalidArgument(f"max_body is a size, e.g. 16MiB, not {value!r}")
+    size = parse_size(value)
+    if size > most:
+        raise LimitTooHigh(f"max_body {format_size(size)} is more than a function may take ({format_size(most)})",
+                           hint=f"ask for at most {format_size(most)}")
+    return size
+
+
 def named(limit: str, value: int | float, raised_by: str) -> dict[str, Any]:
     """The fields of a problem (or a trap) that a limit refused or cut: which limit, its value (bytes, seconds, fuel)
     and the flag or config key that raises it, for a program to read as its user reads the words."""

@@ -168,9 +168,10 @@ class Run:
         if self.ok:
             return None
         o = self.outcome
+        memory = f" and {o.memory_pages} {plural_for(o.memory_pages, 'page')} of memory for {self.billed_us / 1e6:g} s"
         charged = (f"; charged {format_credits(self.charge)} credits for {o.fuel_consumed:,} fuel "
                    f"({'metered' if o.metering == provenance.METERING_EXACT else 'bounded by the time it ran'})"
-                   + (f" and {o.memory_pages} pages of memory for {self.billed_us / 1e6:g} s" if o.memory_pages else ""))
+                   + (memory if o.memory_pages else ""))
         return Trap(o.message + charged, kind=o.trap_kind, hint=o.hint, **{**self._facts(), **(o.limit or {})})
 
 
