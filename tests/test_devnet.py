@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -262,3 +263,32 @@ def test_a_node_killed_but_not_gone_is_dying_and_up_waits_for_it() -> None:
     assert node_state(cmd, status.replace("S (sleeping)", "Z (zombie)"), data) == "gone"
     assert node_state(cmd, status, Path("/x/nodes/n2")) == "gone"  # another node's, or another program's
     assert node_state(cmd.replace(b"/x/nodes/n1", b"/x/nodes/n10"), status, data) == "gone"
+
+
+@pytest.mark.slow
+def test_a_devnet_started_again_after_down_comes_back_at_its_addresses(tmp_path: Path) -> None:
+    try:
+        up = run_xsc("devnet", "up", "-n", "2", "--dir", "net", "--json", env=FAST, cwd=tmp_path, timeout=120)
+        assert up.returncode == 0, up.stderr
+        first = json.loads(up.stdout)
+        assert run_xsc("devnet", "down", "--dir", "net", cwd=tmp_path).returncode == 0
+        again = run_xsc("devnet", "up", "-n", "2", "--dir", "net", "--json", env=FAST, cwd=tmp_path, timeout=120)
+        assert again.returncode == 0, again.stderr
+        assert [(n["id"], n["url"]) for n in json.loads(again.stdout)] == [(n["id"], n["url"]) for n in first]
+    finally:
+        run_xsc("devnet", "down", "--dir", "net", cwd=tmp_path)
+
+
+def test_kept_ports_are_given_only_when_every_node_has_a_free_one(tmp_path: Path) -> None:
+    a, b = free_ports(2)
+    for i, port in enumerate((a, b)):
+        (tmp_path / f"node-{i}").mkdir()
+        (tmp_path / f"node-{i}" / "node.url").write_text(f"http://127.0.0.1:{port}\n")
+    assert devnet.kept_ports(tmp_path, 2) == [a, b]
+    assert devnet.kept_ports(tmp_path, 3) is None  # node-2 never started
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", b))
+        held.listen()
+        assert devnet.kept_ports(tmp_path, 2) is None  # taken since: free ones instead
+    (tmp_path / "node-1" / "node.url").write_text(f"http://127.0.0.1:{a}\n")
+    assert devnet.kept_ports(tmp_path, 2) is None  # two nodes on one port

@@ -126,7 +126,10 @@ def _listen_range() -> tuple[int, int]:
 
 
 def port_free(port: int) -> bool:
+    """Whether a node could listen on `port`: bound as the node binds (SO_REUSEADDR, as asyncio's servers do), so
+    a port whose last node's connections are still in TIME_WAIT counts as free, one something listens on not."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:
@@ -144,6 +147,25 @@ def ports_from(base: int | None, count: int) -> list[int]:
     if taken:
         raise InvalidArgument(f"ports in use: {', '.join(map(str, taken))}", hint="pick another --base-port")
     return list(range(base, base + count))
+
+
+def kept_ports(root: Path, count: int, name: str = "node-{}") -> list[int] | None:
+    """The loopback ports the `count` nodes of a devnet stopped in `root` last listened on (each data dir's
+    `node.url`), if every one has one and all are free again: a devnet started again comes back at the addresses
+    its users and its nodes' peers knew.  None otherwise (a node never started, a port taken since)."""
+    ports = []
+    for i in range(count):
+        try:
+            url = (root / name.format(i) / URL_FILE).read_text().strip()
+            host, port = url.split("//", 1)[1].rsplit(":", 1)
+            ports.append(int(port))
+        except (OSError, ValueError, IndexError):
+            return None
+        if host != HOST:
+            return None
+    if len(set(ports)) != count or not all(1024 <= p <= 65535 and port_free(p) for p in ports):
+        return None
+    return ports
 
 
 # --- the command ------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from ..devnet import STATE_FILE, Devnet, ports_from
+from ..devnet import STATE_FILE, Devnet, kept_ports, ports_from
 from ..errors import Conflict, InvalidArgument
 from ..netem.namespaces import NetnsNetwork, check
 from ..units import counted
@@ -79,7 +79,8 @@ def up(count: int, base_port: int | None, timeout: float, netns: bool, delay: fl
         if running:
             _restart(old, records, timeout, as_json)
             return
-    net = Devnet(root, count, ports=ports_from(base_port, count), detach=True, network=network)
+    kept = kept_ports(root, count) if base_port is None and network is None else None
+    net = Devnet(root, count, ports=kept or ports_from(base_port, count), detach=True, network=network)
     nodes: list[dict] = []
     try:
         def started(node) -> None:  # saved at once: `down` can stop what was started even if this command dies
