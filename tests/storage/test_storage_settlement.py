@@ -94,7 +94,14 @@ async def test_a_put_can_avoid_providers_and_ask_for_availability(node_factory) 
     # The only provider avoided: nothing is stored, and the need says it was filtered out.
     resp = await node.post("/v1/store/files", data=os.urandom(10_000), params={"avoid": me})
     assert resp.status == 409
-    need = sorted((await resp.json())["needs"])[0]
+    refused = await resp.json()
+    need = sorted(refused["needs"])[0]
+    # the way out is the user's own filter: no price or wait would place it
+    assert refused["hint"] == (f"see why with `xsc market explain {need}`; its filters leave out every provider with "
+                               "room: drop an --avoid"), refused
+    resp = await node.post("/v1/store/files", data=os.urandom(10_000), params={"max_price": "1"})
+    assert resp.status == 409 and (await resp.json())["hint"].endswith("; raise --max-price, or wait for providers "
+                                                                       "(xsc market book)")
     explained = await (await node.get(f"/v1/market/explain/{need}")).json()
     assert explained["code"] == "filtered_out", explained
     # This node counts as always up: a put asking for 0.99 availability lands, preferring it.
