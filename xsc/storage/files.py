@@ -318,6 +318,7 @@ class StorageService:
                 continue
             if not self.peers.known(share["node"]):
                 share["node_up"] = None  # a holder this node does not know: never probed (not this node)
+                share["node_known"] = False  # (removed with `xsc peers rm`): not a peer waiting for its first probe
                 continue
             availability = self.peers.availability(share["node"])
             share["node_up"], share["node_ratio_1h"] = availability.up, availability.ratio_1h
