@@ -6,22 +6,9 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
-
-from tests.support.nodes import kill_all
-from tests.support.people import join, person
+from tests.support.people import TRUSTING, join, person, started  # noqa: F401 (a fixture)
 from tests.support.peers import peer_health
 from tests.support.waiting import eventually
-
-# Nodes that extend each other credit, so that A's put places two shares on B.
-TRUSTING = {"XSC_LEDGER_STRANGER_CREDIT": str(10**15), "XSC_HEALTH_PROBE_TIMEOUT": "5"}
-
-
-@pytest.fixture
-def started():
-    nodes: list = []
-    yield nodes
-    kill_all(nodes)
 
 
 def test_a_file_whose_holder_is_down_is_reported_with_that_node_named(tmp_path, started) -> None:
