@@ -10,6 +10,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
+from xsc.config.loading import config_keys
 from xsc.devnet import DEVNET_ENV, free_port
 
 from tests.support.cli import xsc
@@ -120,6 +121,21 @@ def test_config_set_refuses_bad_keys_and_values_and_leaves_the_file(tmp_path: Pa
     # and the CLI reads the address from there while no node has run on the data dir
     assert "http://127.0.0.1:7171" in xsc("node", "status", "--data-dir", data_dir,
                                           env={"XSC_TOKEN": "t"}).stderr
+
+
+def test_a_mistyped_key_is_answered_with_the_key_meant_or_every_key_of_its_section(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "n")
+    for key, hint in [("market.paymentinterval", "did you mean market.payment_interval?"),  # a letter off
+                      ("capacity", "did you mean storage.capacity?"),  # no section
+                      ("node.capacity", "did you mean storage.capacity?")]:  # another section's key
+        result = xsc("config", "set", key, "1m", "--data-dir", data_dir)
+        assert result.exit_code == 1 and result.stderr.splitlines() == [
+            f"xsc: error: no configuration key '{key}' ({hint} `xsc config show` lists every key)"], result.output
+    # nothing close: every key of its section, none cut off
+    result = xsc("config", "set", "market.nope", "1", "--data-dir", data_dir)
+    said = result.stderr.rstrip(")\n").split("(the keys of [market]: ")[1].split(", ")
+    assert result.exit_code == 1 and said == [f"market.{k}" for s, k in config_keys() if s == "market"], said
+    assert not (tmp_path / "n" / "config.toml").exists()
 
 
 def test_the_grid_secret_is_never_printed(tmp_path: Path) -> None:

@@ -170,6 +170,14 @@ def test_a_pending_tab_is_listed_at_what_it_holds_not_at_its_cap(thread_node) ->
     assert pending["cap"] == 10_000, pending  # the most its payee may claim, apart
     assert "1 pending (0.000300 credits held): xsc ledger payments" in a.xsc("node", "status").stdout
     assert "0.000300" in a.xsc("ledger", "payments", "--wide").stdout.split()
+    # a tab of a function placed on the market: its reference holds a node id, shown whole within 80 columns
+    job = f"compute:rtab:fn:{a.app[NODE].peers.identity.id}:mkt"
+    a.submit(ledger.authorize(a.app[CLIENT_IDENTITY], b.app[IDENTITY].public_key, 10_000, job, ttl=3600,
+                              hold=5)).result(30)
+    for env in ({"COLUMNS": "80"}, {}):  # on a terminal of 80 columns, and piped
+        lines = a.xsc("ledger", "payments", env=env).stdout.splitlines()
+        assert f"    job {job}" in lines and f"    node {b.app[NODE].peers.identity.id}," in lines, "\n".join(lines)
+        assert all(len(line) <= 80 for line in lines if not line.startswith("    job ")), lines
 
 
 def test_a_provider_that_wants_prepayment_is_passed_over_and_the_call_and_the_job_run_elsewhere(thread_node) -> None:

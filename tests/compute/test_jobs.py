@@ -389,6 +389,12 @@ def test_a_job_is_run_again_by_its_id_from_the_spec_its_record_keeps(xsc_node, t
         sorted(o["capability"] for o in again["outputs"])  # the run before's replaced, as any run again
     said = " ".join(xsc_node.xsc("compute", "rerun", first["id"]).stderr.decode().split())
     assert said.startswith(f"job {first['id']} ran (executions: 3)"), said
+    # Replicas of a job that is not deterministic: refused naming what to run, not a --deterministic rerun lacks
+    line = error_line(xsc_node.xsc("compute", "rerun", first["id"], "--replicas", "2"))
+    assert line == (f"xsc: error: the job {first['id']} is not deterministic, and only a deterministic job can be "
+                    "replicated: replicas agree only if clocks and random are fixed (run it as one: xsc compute run "
+                    f"{first['module']} ... --deterministic --replicas 2 (its arguments and inputs: xsc compute job "
+                    f"{first['id']}))"), line
     # A deterministic job is run, not replayed: a rerun is asked for because its outputs are wanted again.
     kept = json.loads(ok(xsc_node.xsc("compute", "run", WC, "--stdin", cap, "--deterministic", "--json")))
     rerun = json.loads(ok(xsc_node.xsc("compute", "rerun", kept["id"], "--json")))

@@ -12,7 +12,7 @@ import pytest
 
 from xsc.errors import BalanceOutOfRange, PeerRefused
 from xsc.identity import Identity
-from xsc.ledger import price_storage
+from xsc.ledger import price_storage_period
 from xsc.ledger.core.model import MAX_U63, authorize
 from xsc.ledger.core.rules import MAX_BALANCE, AccountState
 from xsc.net import PeerClient
@@ -116,7 +116,7 @@ async def test_a_strangers_storage_receipt_is_signed_only_for_what_the_deal_owes
     def attack() -> None:
         end = now()
         start = end - 1
-        due = price_storage(named.share_bytes, end - start, PRICE)
+        due = price_storage_period(named.share_bytes, start, end, PRICE)
         for amount in (2**53 - 1, due + 1):  # bounded from above now, not only from below
             status, problem = _receipt(node, attacker, victim, payer, named, start, end, amount)
             assert status == 403 and "not the deal price" in problem["detail"], problem
@@ -124,7 +124,7 @@ async def test_a_strangers_storage_receipt_is_signed_only_for_what_the_deal_owes
         assert status == 422 and "past 9,007,199,254,740,991" in problem["detail"], problem
         status, problem = _receipt(node, attacker, victim, other, named, start, end, due)  # another payer
         assert status == 403 and f"paid by account {payer.id}" in problem["detail"], problem
-        early = price_storage(named.share_bytes, end - 1, PRICE)
+        early = price_storage_period(named.share_bytes, 1, end, PRICE)
         status, problem = _receipt(node, attacker, victim, payer, named, 1, end, early)
         assert status == 403 and "before the deal began" in problem["detail"], problem
         status, answer = _receipt(node, attacker, victim, payer, named, start, end, due)

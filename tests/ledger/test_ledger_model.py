@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from xsc.errors import InvalidArgument, InvalidEntry
 from xsc.identity import Identity
-from xsc.ledger import byte_hours, decode_entry, format_credits, price_compute, price_storage
+from xsc.ledger import byte_hours, decode_entry, format_credits, price_compute, price_storage, price_storage_period
 from xsc.ledger.core.model import Payment, Receipt, authorize, make_payment, make_receipt, ZERO_HASH
 
 PAYER, PAYEE = Identity.generate(), Identity.generate()
@@ -91,6 +91,27 @@ def test_price_storage_rounds_up_exactly(size, duration, price):
     unit = 3600 * 2**30
     assert amount * unit >= exact_times_unit > (amount - 1) * unit or amount == exact_times_unit == 0
     assert byte_hours(size, duration) * 3600 >= size * duration
+
+
+@settings(max_examples=200, deadline=None)
+@given(size=st.integers(0, 2**40), start=st.integers(0, 2**33), cuts=st.lists(st.integers(0, 10**7), max_size=50),
+       price=st.integers(0, 10**6))
+def test_the_periods_of_a_lease_add_up_to_its_price_rounded_once(size, start, cuts, price):
+    """However a lease is cut into payment periods (an hour, a minute, the runs a restart merged), what they are paid
+    adds up to the whole lease's price rounded once, less a micro-credit at most: never a micro-credit a period."""
+    ends = [start]
+    for cut in cuts:
+        ends.append(ends[-1] + cut)
+    paid = [price_storage_period(size, a, b, price) for a, b in zip(ends, ends[1:])]
+    whole = price_storage(size, ends[-1] - start, price)
+    assert all(p >= 0 for p in paid) and whole - 1 <= sum(paid) <= whole
+
+
+def test_prices_of_known_periods_and_of_one_that_ends_before_it_starts():
+    assert price_storage_period(300, 1_796_084_738, 1_796_084_738 + 3600, 2500) == 0  # under a micro-credit: 0
+    assert price_storage_period(2**30, 7200, 10800, 1) == 1
+    with pytest.raises(InvalidArgument):
+        price_storage_period(300, 10, 9, 2500)
 
 
 @settings(max_examples=200, deadline=None)

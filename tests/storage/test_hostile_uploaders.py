@@ -19,7 +19,7 @@ import pytest
 from xsc import keys
 from xsc.errors import PeerRefused, QuotaExceeded, ShareExists, StorageBusy
 from xsc.identity import Identity, public_id, parse_public_id
-from xsc.ledger.core.pricing import price_storage
+from xsc.ledger.core.pricing import price_storage, price_storage_period
 from xsc.net import PeerClient
 from xsc.storage.holder_client import RemoteHolder
 from xsc.node.appkeys import NODE
@@ -821,7 +821,7 @@ async def test_a_period_of_a_share_is_paid_once(holder_node, stranger) -> None:
     chain, me = holder_node.app[NODE].ledger.store, parse_public_id(stranger.node_id)
 
     async def claim(start: int, end: int) -> tuple[int, dict]:
-        amount = price_storage(f.share_bytes, end - start, DEAL_PRICE)
+        amount = price_storage_period(f.share_bytes, start, end, DEAL_PRICE)
         body = json.dumps(receipt_claim(payer, stranger.node_id, f, start, end, amount)).encode()
         response = await holder_node.post(path, data=body, headers={
             **signed(stranger.client.identity, "POST", path, body, stranger.node_id), "Authorization": ""})
@@ -856,7 +856,7 @@ async def test_a_claim_the_ledger_refuses_leaves_its_period_unpaid(holder_node, 
     seq = chain.state(me).seq
 
     async def claim(start: int, end: int, expires_in: int) -> tuple[int, dict]:
-        amount = price_storage(f.share_bytes, end - start, DEAL_PRICE)
+        amount = price_storage_period(f.share_bytes, start, end, DEAL_PRICE)
         body = json.dumps(receipt_claim(payer, stranger.node_id, f, start, end, amount,
                                         expires_in=expires_in)).encode()
         response = await holder_node.post(path, data=body, headers={

@@ -99,6 +99,11 @@ def test_shares_on_six_nodes_survive_two_losses_and_name_the_third(node_process,
     assert gateway.xsc("store", "get", cap).stdout == data
     check = json.loads(gateway.xsc("store", "check", cap, "--json").stdout)
     assert check["intact"] == 5 and "not a known peer" in str(check["shares"])
+    dropped = [s for s in check["shares"] if s["node"] == id_of[victims[0]]]
+    assert dropped and all(s["node_known"] is False and s["node_up"] is None for s in dropped), check
+    row = next(line for line in gateway.xsc("store", "check", cap).stdout.decode().splitlines()
+               if id_of[victims[0]] in line)
+    assert "not a peer" in row and "not probed yet" not in row, row  # not a peer awaiting its first probe
     assert gateway.xsc("peers", "add", victims[0].url).returncode == 0
 
     removed = json.loads(gateway.xsc("store", "rm", cap, "--json").stdout)

@@ -42,6 +42,23 @@ async def test_a_put_is_matched_and_its_holder_paid_for_what_it_held(node_factor
     assert node.app[NODE].gateway.store.used == result["stored_bytes"]
 
 
+async def test_a_period_paid_0_is_known_paid_to_a_node_that_stopped_as_it_paid_it(node_factory) -> None:
+    """A small file's share earns under a micro-credit a period, which is paid 0 (its receipt keeps the share from
+    being collected unpaid).  A node killed between paying a period and noting it asks the ledger whether it was paid:
+    a payment of 0 is one, or the period would be paid again, two receipts for one second held."""
+    node = await node_factory()
+    resp = await node.post("/v1/store/files", data=b"small", params={"duration": "3600"})
+    assert resp.status == 201, await resp.text()
+    deals = node.app[NODE].deals
+    later = min(d.paid_until for d in deals.all()) + 60
+    assert (await deals.pay_due(later))["payments"] == 6
+    client = node.app[CLIENT_IDENTITY].public_key
+    paid = [e for e in node.app[NODE].ledger.store.history(client, 10) if e.authorization.job.startswith("store:")]
+    assert len(paid) == 6 and {e.receipt.amount for e in paid} == {0}, paid
+    for entry in paid:
+        assert node.app[NODE].payments.paid_for(entry.authorization.job) == ("paid", 0)
+
+
 async def test_an_underfunded_put_is_refused_before_anything_is_stored(node_factory) -> None:
     node = await node_factory(storage={"segment_size": 4096}, ledger={"credit_limit": 1000},
                               market={"storage_ask_floor": 10**9, "storage_ask_ceiling": 10**9,
@@ -94,7 +111,14 @@ async def test_a_put_can_avoid_providers_and_ask_for_availability(node_factory) 
     # The only provider avoided: nothing is stored, and the need says it was filtered out.
     resp = await node.post("/v1/store/files", data=os.urandom(10_000), params={"avoid": me})
     assert resp.status == 409
-    need = sorted((await resp.json())["needs"])[0]
+    refused = await resp.json()
+    need = sorted(refused["needs"])[0]
+    # the way out is the user's own filter: no price or wait would place it
+    assert refused["hint"] == (f"see why with `xsc market explain {need}`; its filters leave out every provider with "
+                               "room: drop an --avoid"), refused
+    resp = await node.post("/v1/store/files", data=os.urandom(10_000), params={"max_price": "1"})
+    assert resp.status == 409 and (await resp.json())["hint"].endswith("; raise --max-price, or wait for providers "
+                                                                       "(xsc market book)")
     explained = await (await node.get(f"/v1/market/explain/{need}")).json()
     assert explained["code"] == "filtered_out", explained
     # This node counts as always up: a put asking for 0.99 availability lands, preferring it.

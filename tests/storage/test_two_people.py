@@ -10,26 +10,14 @@ import os
 import pytest
 
 from tests.support.cli import TextNode
-from tests.support.nodes import kill_all
 from tests.support.peers import api
 from tests.support.waiting import eventually
 from tests.support.s3 import FrontProcess, boto3_client, create_key
-from tests.support.people import join, person
+from tests.support.people import TRUSTING, join, person, started  # noqa: F401 (a fixture)
 from xsc.errors import InvalidArgument
 from xsc.node.appkeys import NODE
 from xsc.storage import remote
 from xsc.storage.core.capability import Capability
-
-# Nodes that extend each other credit: here only placement is looked at (strangers: tests/market/test_strangers.py).
-# A peer that misses one probe counts as down and gets no shares: probes may take the default 5 s on a loaded box.
-TRUSTING = {"XSC_LEDGER_STRANGER_CREDIT": str(10**15), "XSC_HEALTH_PROBE_TIMEOUT": "5"}
-
-
-@pytest.fixture
-def started():
-    nodes: list = []
-    yield nodes
-    kill_all(nodes)
 
 
 def put(node, data: bytes, *extra: str) -> dict:

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .nodes import NodeProcess
+import pytest
+
+from .nodes import NodeProcess, kill_all
 from .peers import FAST, api, node_id, peer_health
 from .waiting import eventually
 
 # A person's node as `xsc node start` runs it: strangers get no credit (ledger.stranger_credit 0, the default).
 STRANGERS = {**FAST, "XSC_LEDGER_STRANGER_CREDIT": "0"}
+# Nodes that extend each other credit, for tests of placement alone (strangers: tests/market/test_strangers.py).
+# A peer that misses one probe counts as down and gets no shares: probes may take the default 5 s on a loaded box.
+TRUSTING = {"XSC_LEDGER_STRANGER_CREDIT": str(10**15), "XSC_HEALTH_PROBE_TIMEOUT": "5"}
+
+
+@pytest.fixture
+def started():
+    """The people's nodes a test started (`person` appends each), killed at its end."""
+    nodes: list = []
+    yield nodes
+    kill_all(nodes)
 
 
 def offers_storage(node, other: str) -> bool:

@@ -273,8 +273,10 @@ def payments(obj, wide: bool, as_json: bool) -> None:
     from .output import PIPE_WIDTH, Col
 
     if info["pending"]:
-        _table([Col("node", keep=True, under=True), Col("credits", right=True, keep=True), Col("job", wrap=12),
-                Col("expires (UTC)", drop=1)],
+        # A job reference may hold an id (a tab's `compute:rtab:fn:NODE_ID:NAME`, a share's storage index): whole,
+        # under its row when it does not fit beside the others.
+        _table([Col("node", keep=True, under=True), Col("credits", right=True, keep=True),
+                Col("job", keep=True, under=True), Col("expires (UTC)", drop=1)],
                [(p["node"], format_credits(p["amount"]), p["job"], _time(p["expires_at"])) for p in info["pending"]],
                title="pending (retried until the node answers)", wide=wide, piped=PIPE_WIDTH)
     else:

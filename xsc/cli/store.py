@@ -256,6 +256,8 @@ def _shares_table(report: dict, presence_only: bool = False, wide: bool = False)
             if s["node"] == NONE_FOUND:
                 return "-"
             up = s.get("node_up")
+            if s.get("node_known") is False:
+                return "not a peer"
             return "this node" if "node_up" not in s else "up" if up else "DOWN" if up is False else "not probed yet"
 
         # With a node id the row is full: a detail goes under its row on a narrow terminal.

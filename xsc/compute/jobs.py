@@ -41,7 +41,7 @@ from ..storage.core.capability import Capability
 from ..storage.strangers import ProviderTerms
 from ..tasks import at_most, in_pool, periodic
 from . import lineage, provenance
-from .jobspec import MAX_SPEC_BYTES, JobSpec, asked_id, job_id, parse_job, spec_line
+from .jobspec import MAX_SPEC_BYTES, JobSpec, asked_id, job_id, parse_job, replicable, spec_line
 from .paid import worst_case_refused
 from .service import ComputeService, InvokeCall
 from .job_answers import (REPLACING, UNFINISHED, answer, ended, not_ended, replacing, rerun_hint, run_id,
@@ -147,6 +147,7 @@ class JobService:
                            hint=rerun_hint(job, **(guarantee or {})))
         if "run" not in job:  # asked without a guarantee (a record may keep `replicas` 1 all the same)
             again = {k: v for k, v in again.items() if k not in ("replicas", "agree")}
+        replicable(job, again, guarantee or {})
         if not guarantee:
             return await self.run(again, fresh=True, same=job["id"])
         again = {**{k: v for k, v in again.items() if k != "agree" or "replicas" not in guarantee}, **guarantee}

@@ -128,6 +128,17 @@ def spec_line(line: bytes, hint: str) -> Any:
         raise InvalidArgument("the job's first line is not JSON", hint=hint) from None
 
 
+def replicable(job: dict[str, Any], spec: dict[str, Any], guarantee: dict[str, Any]) -> None:
+    """Refuse replicas asked of a job run again (`xsc compute rerun ID --replicas R`) whose spec is not deterministic,
+    naming the run that asks them: rerun takes no --deterministic (it would be another job)."""
+    if "replicas" in guarantee and not spec.get("deterministic"):
+        raise InvalidArgument(f"the job {job['id']} is not deterministic, and only a deterministic job can be "
+                              "replicated: replicas agree only if clocks and random are fixed",
+                              hint=f"run it as one: xsc compute run {job.get('module')} ... --deterministic "
+                                   f"--replicas {guarantee['replicas']} (its arguments and inputs: xsc compute job "
+                                   f"{job['id']})")
+
+
 def parse_job(body: Any) -> JobSpec:
     """A job's spec from its JSON (or TOML, read by the CLI into the same shape), checked."""
     if not isinstance(body, dict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from pathlib import Path
@@ -67,14 +68,25 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def _other_keys(dotted: str, section: str) -> str:
+    """The keys a mistyped one may have meant: the closest spellings, else every key of its section (none cut off: the
+    one meant may be the last), else where to list them all."""
+    every = [f"{s}.{k}" for s, k in config_keys()]
+    bare = dotted.rpartition(".")[2]  # a key typed in the wrong section, or with none
+    close = [name for name in every if name.partition(".")[2] == bare]
+    close += [name for name in difflib.get_close_matches(dotted, every, n=3, cutoff=0.75) if name not in close]
+    if close:
+        return f"did you mean {' or '.join(close[:3])}? `xsc config show` lists every key"
+    ones = [name for name in every if name.partition(".")[0] == section]
+    return f"the keys of [{section}]: {', '.join(ones)}" if ones else "list them with: xsc config show"
+
+
 def set_config_value(data_dir: str | os.PathLike | None, dotted: str, text: str) -> tuple[NodeConfig, Any]:
     """Set SECTION.KEY in the data dir's config.toml, after checking the file stays valid."""
     root = resolve_data_dir(data_dir)
     section, _, key = dotted.partition(".")
     if (section, key) not in config_keys():
-        close = [f"{s}.{k}" for s, k in config_keys() if k == key or s == section][:6]
-        raise ConfigError(f"no configuration key {dotted!r}",
-                          hint="keys in that section: " + ", ".join(close) if close else "list them with: xsc config show")
+        raise ConfigError(f"no configuration key {dotted!r}", hint=_other_keys(dotted, section))
     path = root / CONFIG_FILE
     raw = _read_file(path)
     value = parse_value(text)

@@ -30,6 +30,7 @@ node's key for work this node did).  Amounts are int micro-credits (1 credit =
 1,000,000).  Prices (pure, integer math, rounded up once)::
 
     price_storage(size_bytes, duration_seconds, price_per_gib_hour) -> micro-credits
+    price_storage_period(size_bytes, start, end, price_per_gib_hour) -> micro-credits (one period of a lease)
     price_compute(fuel, price_per_fuel_million) -> micro-credits
     byte_hours(size_bytes, duration_seconds) -> the metered usage for a storage receipt
 
@@ -49,7 +50,7 @@ docs/ledger.md describes the records, their canonical encoding and the rules.
 
 from .core.model import (Authorization, Entry, Payment, Receipt, decode_authorization, decode_entry,
                          encode_authorization, entry_json, format_credits)
-from .core.pricing import byte_hours, price_budget, price_compute, price_storage
+from .core.pricing import byte_hours, price_budget, price_compute, price_storage, price_storage_period
 from .core.rules import AccountState, Audit, Violation
 from .service import LedgerService
 from .store import LedgerStore, Settlement, new_settlement
@@ -57,7 +58,7 @@ from .store import LedgerStore, Settlement, new_settlement
 __all__ = [
     "Authorization", "Entry", "Payment", "Receipt", "decode_entry", "entry_json", "format_credits",
     "encode_authorization", "decode_authorization",
-    "byte_hours", "price_budget", "price_compute", "price_storage",
+    "byte_hours", "price_budget", "price_compute", "price_storage", "price_storage_period",
     "AccountState", "Audit", "Violation",
     "LedgerService", "LedgerStore", "Settlement", "new_settlement",
 ]

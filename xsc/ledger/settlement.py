@@ -227,7 +227,7 @@ class Payments:
             if auth.job == job_ref and auth.payer == self.payer.public_key:
                 return "pending", auth.cap
         for entry in self.ledger.store.history(self.payer.public_key, recent):
-            if entry.authorization.job == job_ref and entry.delta < 0:
+            if entry.authorization.job == job_ref and isinstance(entry, Payment):  # one of 0 too: a period paid 0
                 return "paid", entry.receipt.amount
         return None
 

@@ -108,6 +108,18 @@ class Explanations(OrderedDict):
         return found
 
 
+def _way_out(missing: list[Bid], codes: dict[str, str]) -> str:
+    """What the user does about needs the market placed nowhere: the filters it set, when they alone left every
+    provider out (no price or wait would help), else a higher price or more providers."""
+    if missing and set(codes.values()) == {"filtered_out"}:
+        loosen = [what for what, set_ in (("drop an --avoid", any(b.slot.filters.deny for b in missing)),
+                                          ("lower --min-availability",
+                                           any(b.min_availability is not None for b in missing))) if set_]
+        if loosen:
+            return f"its filters leave out every provider with room: {' or '.join(loosen)}"
+    return "raise --max-price, or wait for providers (xsc market book)"
+
+
 def _would_match(explanation, bid: Bid | None, best_ask: int | None) -> str | None:
     """What would have made a need match, in the user's words (None: it matched, or nothing is known)."""
     code, clearing = explanation.code, explanation.clearing_price
@@ -482,12 +494,12 @@ class Dealing:
         if missing:
             reasons = [result.explanations[named[n]].message for n in missing if named[n] in result.explanations]
             # The need ids go in the message: the CLI prints only the message and hint of a problem.
+            codes = {n: result.explanations[named[n]].code for n in missing if named[n] in result.explanations}
             raise MarketNoDeal(f"the market found no provider for {len(missing)} of {counted(len(bids), 'need')} "
                                f"({', '.join(sorted(missing))}): " + "; ".join(sorted(set(reasons))[:3]),
-                               hint=f"see why with `xsc market explain {sorted(missing)[0]}`; raise --max-price, "
-                                    "or wait for providers (xsc market book)",
-                               needs={n: result.explanations[named[n]].code for n in missing
-                                      if named[n] in result.explanations})
+                               hint=f"see why with `xsc market explain {sorted(missing)[0]}`; "
+                                    + _way_out([b for b in bids if b.slot.id in missing], codes),
+                               needs=codes)
         return {**served, **{n: result.assignments[key] for n, key in named.items()}}
 
     def _went(self, bids: list[Bid]) -> bool:

@@ -39,7 +39,7 @@ from .. import keys
 from ..db import Database
 from ..errors import DealRefused, Forbidden, PeriodPaidAlready, XscError
 from ..identity import parse_public_id, public_id
-from ..ledger.core.pricing import byte_hours, price_storage
+from ..ledger.core.pricing import byte_hours, price_storage, price_storage_period
 from ..tasks import in_pool, periodic
 from .share_store import ShareStore
 from ..units import is_whole_number
@@ -76,6 +76,11 @@ class StorageDeal:
 
     def cost(self, seconds: int) -> int:
         return price_storage(self.bytes, seconds, self.price)
+
+    def period_cost(self, start: int, end: int) -> int:
+        """What the period from `start` to `end` is paid: the periods of the deal add up to its total, however many
+        (the holder asks exactly this: `HolderTerms.check_receipt`)."""
+        return price_storage_period(self.bytes, start, end, self.price)
 
     def to_json(self) -> dict[str, Any]:
         return {**{k: v for k, v in self._fields().items() if k != "paying"}, "total": self.cost(self.end - self.start)}
@@ -381,7 +386,7 @@ class StorageDeals:
                         "and its deal is over", deal.node, deal.share, deal.si)
             return None
         deal.paying = {"to": until, "job": f"store:{deal.si}:{deal.share}:{deal.paid_until}:{until}"}
-        return deal.cost(until - deal.paid_until)
+        return deal.period_cost(deal.paid_until, until)
 
     async def _send(self, deal: StorageDeal, amount: int, summary: dict) -> bool:
         """Pay the period noted in `deal.paying`; whether it was paid (if not, the next run finds out or retries)."""
@@ -516,7 +521,7 @@ class HolderTerms:
         """Sign a storage receipt only for a share we hold (or held) for `sender`, paid by the account the deal
         names, for the byte-hours of a past period since the deal began, at exactly the deal price (an amount
         above it would credit this node with what nobody owes: a stranger's throwaway key could push its
-        balance anywhere)."""
+        balance anywhere), as a period of the lease is priced: `price_storage_period`, which may be 0."""
         parts = authorization.job.split(":")
         if len(parts) != 5 or not all(is_whole_number(p) for p in parts[2:]) or len(parts[1]) != 64:
             raise Forbidden(f"not a storage job reference: {authorization.job[:80]!r}",
@@ -548,7 +553,7 @@ class HolderTerms:
         if terms.get("paid") and end <= paid_until:
             raise PeriodPaidAlready(f"the share is paid up to {paid_until}: a period ending at {end} is paid already",
                             hint="pay from where the last payment ended", paid_until=paid_until)
-        due = price_storage(stored, end - start, terms["price"])
+        due = price_storage_period(stored, start, end, terms["price"])
         if amount != due:
             raise Forbidden(f"the amount {amount} is not the deal price for that period ({due} micro-credits: "
                             f"{terms['price']} per GiB-hour for {expected} byte-hours)", hint="pay exactly what is due")

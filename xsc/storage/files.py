@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -57,11 +57,16 @@ class UnknownNode:
 
     round_trip = None  # not known
 
-    def __init__(self, node_id: str | None) -> None:
+    def __init__(self, node_id: str | None, down: Sequence[str] = ()) -> None:
         self.node_id = node_id
+        self.down = down  # with no node_id: the known nodes not up, which were not asked and may hold the share
 
     def __getattr__(self, name: str):
         async def refuse(*args, **kwargs):
+            if self.node_id is None and self.down:
+                more = f" and {len(self.down) - 1} more" if len(self.down) > 1 else ""
+                raise PeerUnreachable(f"no node this one could ask holds it; node {self.down[0]}{more}, which it "
+                                      "knows, is not up", hint="retry once it is up (`xsc health status` shows it)")
             if self.node_id is None:
                 raise PeerUnreachable("no node this one knows holds it", hint="retry when more nodes are up")
             raise PeerUnreachable(f"node {self.node_id} is not a known peer any more",
@@ -170,12 +175,17 @@ async def _manifest_from(holders: dict[int, Any], names: list[str], cap: Capabil
     return strays[0] if strays else None
 
 
+def _down(peers: Any, unreached: list[str]) -> list[str]:
+    """The nodes a search could not ask: those it could not reach first, then the known nodes not up."""
+    return list(dict.fromkeys([*unreached, *(d.id for d in peers.peers() if not peers.up(d.id))]
+                              if peers is not None else unreached))
+
+
 def _not_located(peers: Any, unreached: list[str], action: str) -> NotFound:
     """No node this one could ask holds a share of a file: said with the known nodes that are not up, if any (the
     shares may well be on one: a node not up is not asked), those this search could not reach first, and the command
     (`action`: get, check, verify or repair) to run again once it is up."""
-    down = list(dict.fromkeys([*unreached, *(d.id for d in peers.peers() if not peers.up(d.id))]
-                              if peers is not None else unreached))
+    down = _down(peers, unreached)
     if not down:
         return NotFound("this node holds no file with that capability, and no node it knows holds a share of it",
                         hint="check the capability; `xsc peers ls` shows the nodes this one knows")
@@ -202,7 +212,8 @@ async def _searched(service: StorageService, locator: Locator, cap: Capability, 
     for again in range(SEARCHES_AGAIN + 1):
         found = await locator.locate(si, search, passed_over)
         names = [found.get(s, "") for s in range(6)]
-        holders = {s: service.holder(node) if node else UnknownNode(None) for s, node in enumerate(names)
+        unasked = _down(service.peers, []) if "" in names else []
+        holders = {s: service.holder(node) if node else UnknownNode(None, unasked) for s, node in enumerate(names)
                    if node != service.me}
         silent: list[str] = []
         manifest = own or await _manifest_from(holders, names, cap, silent)
@@ -307,6 +318,7 @@ class StorageService:
                 continue
             if not self.peers.known(share["node"]):
                 share["node_up"] = None  # a holder this node does not know: never probed (not this node)
+                share["node_known"] = False  # (removed with `xsc peers rm`): not a peer waiting for its first probe
                 continue
             availability = self.peers.availability(share["node"])
             share["node_up"], share["node_ratio_1h"] = availability.up, availability.ratio_1h

@@ -22,6 +22,7 @@ from .core import erasure, layout
 from .core.capability import Capability
 from .core.manifest import Manifest, decode_manifest
 from .core.merkle import block_hash, root
+from .core.placement import unreadable
 from .remote import (SEND_AHEAD_LONG, SEND_BATCH, Holder, RemoteShareReader, RemoteShareWriter, standing,
                      summarise_refusals)
 from .publisher import Publisher
@@ -297,7 +298,7 @@ class GatewayCore:
         bad: dict[int, str] = {}
         for share, result in zip(holders, results):
             if isinstance(result, BaseException):
-                bad[share] = f"unreadable on node {names[share]}: {result}"
+                bad[share] = unreadable(names[share], result)
             else:
                 metas[share] = result
         return metas, bad
@@ -320,9 +321,13 @@ class GatewayCore:
         order = sorted(metas, key=lambda s: (s in bad, s >= erasure.K, rank.get(s, 0.0), s))
         if len(metas) < erasure.K:
             missing = sorted(bad)
+            by_reason: dict[str, list[int]] = {}  # shares unread for one reason (a node down) named together
+            for s in missing:
+                by_reason.setdefault(bad[s], []).append(s)
             raise NotEnoughShares(
                 f"only {len(metas)} of {erasure.N} shares are intact ({erasure.K} are needed): "
-                + ", ".join(f"share {s} {bad[s]}" for s in missing),
+                + ", ".join(f"share{'s' if len(ss) > 1 else ''} {', '.join(map(str, ss))} {why}"
+                            for why, ss in by_reason.items()),
                 hint="the file cannot be rebuilt now; if nodes are down, retry when they are back",
                 missing_shares=missing)
         return manifest, metas, order, bad

@@ -17,6 +17,7 @@ from .core import erasure, layout
 from .core.capability import Capability
 from .gateway_core import GatewayCore
 from .core.merkle import block_hash, root
+from .core.placement import unreadable
 from .remote import Holder, RemoteShareReader, RemoteShareWriter, gather_or_raise
 from .share_store import ShareMeta
 
@@ -152,7 +153,7 @@ async def verify(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Ho
         finally:
             await reader.close()
         if reader.failed is not None:
-            reports[s] = ShareReport(s, "missing", f"unreadable on node {names[s]}: {reader.failed}")
+            reports[s] = ShareReport(s, "missing", unreadable(names[s], reader.failed))
         elif wrong:
             await gateway.run(gateway.store.mark_damaged, si, s, f"bad blocks in segments {wrong[:20]}", names[s])
             reports[s] = ShareReport(s, "corrupt", f"{counted(len(wrong), 'bad block')} on node {names[s]}", wrong)

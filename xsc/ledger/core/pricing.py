@@ -2,7 +2,8 @@
 
 Each price is the exact rational cost rounded UP to a whole micro-credit, once, at the end
 (so a provider is never paid less than its price, and splitting work never makes it cheaper
-by more than one micro-credit per piece).
+by more than one micro-credit per piece).  The periods a storage lease is paid in are priced so that they add up to
+the lease's price, rounded once: `price_storage_period`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,17 @@ def price_storage(size_bytes: int, duration_seconds: int, price_per_gib_hour: in
     """ceil(size_bytes * duration_seconds * price_per_gib_hour / (3600 * 2**30)) micro-credits."""
     return _ceil_div(_non_negative(size_bytes, "size") * _non_negative(duration_seconds, "duration")
                      * _non_negative(price_per_gib_hour, "price_per_gib_hour"), SECONDS_PER_HOUR * GIB)
+
+
+def price_storage_period(size_bytes: int, start: int, end: int, price_per_gib_hour: int) -> int:
+    """What holding `size_bytes` from second `start` to second `end` (since the epoch) is paid, as one period of a
+    lease paid in several: the price of the time up to `end` less the price of the time up to `start`, each rounded
+    up.  The periods of a lease add up to its price rounded once, whatever their number (each rounded up on its own
+    would pay a share whose period costs under a micro-credit one micro-credit a period: 720 over 30 days of hourly
+    payments, for a lease priced at 1); a period may be paid 0."""
+    if _non_negative(end, "end") < _non_negative(start, "start"):
+        raise InvalidArgument(f"a period must not end ({end}) before it starts ({start})")
+    return price_storage(size_bytes, end, price_per_gib_hour) - price_storage(size_bytes, start, price_per_gib_hour)
 
 
 def storage_given_back(size_bytes: int, duration_seconds: int, price_per_gib_hour: int) -> int:

@@ -29,6 +29,12 @@ _TAG = b"xsc:placement:v1:"
 NONE_FOUND = "(none found)"
 
 
+def unreadable(node: str, why: object) -> str:
+    """Why a share could not be read, for a report: on which node, unless no node was found holding it (`why` says
+    then which nodes could not be asked)."""
+    return f"unreadable: {why}" if node == NONE_FOUND else f"unreadable on node {node}: {why}"
+
+
 @dataclass(frozen=True)
 class Candidate:
     node_id: str
