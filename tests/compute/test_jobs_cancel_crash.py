@@ -220,3 +220,43 @@ def test_a_start_whose_provider_is_silent_to_the_cancel_it_sends_ends_the_job_ca
         _verified(gateway, provider)
     finally:
         kill_all(started)
+
+
+@pytest.mark.slow
+def test_a_provider_frozen_through_the_starts_cancel_hears_it_once_it_resumes_though_the_gateway_restarted_again(
+        tmp_path: Path) -> None:
+    """The provider frozen (SIGSTOP) as the gateway starts again, so the job ends `cancelled`, unpaid, its cancel not
+    heard; the gateway killed and started once more while the provider is still frozen; then the provider resumed
+    (SIGCONT).  The cancel kept owed on the gateway's disk is sent again and the provider stops the run, rather than
+    run it to its timeout (ten minutes) for nobody to pay."""
+    started: list = []
+    try:
+        gateway, provider, jid = _cancel_unsent(tmp_path, started)
+        provider.send(signal.SIGSTOP)
+        try:
+            gateway.start()
+            job = _settled(gateway, jid)
+            assert job["state"] == "cancelled" and job.get("charge", 0) == 0, job
+            assert "its provider did not answer" in job["error"], job
+            gateway.kill()
+            logged = gateway.log.stat().st_size
+            gateway.start()
+            eventually(lambda: "1 cancels their providers have not heard: sent again" in
+                       gateway.log.read_text(errors="replace")[logged:], "the start to read the cancel owed",
+                       timeout=120)
+        finally:
+            provider.send(signal.SIGCONT)
+        eventually(lambda: _running(provider) == 0, "the provider's run stopped by the cancel sent again", timeout=120)
+
+        def recorded() -> list:
+            records = api(provider, "GET", "/v1/compute/provenance?limit=1000")[1]["records"]
+            return [r["record"] for r in records if r["record"].get("job", {}).get("id") == jid]
+
+        (record,) = eventually(recorded, "the provider's record of the run it stopped", timeout=120)
+        assert record["trap"]["kind"] == "cancelled", record
+        eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
+                   "the job's tab dropped", timeout=120)
+        assert _balance(provider) == 0  # its record of the run it stopped is not paid: its tab was dropped
+        _verified(gateway, provider)
+    finally:
+        kill_all(started)

@@ -1,0 +1,219 @@
+"""A remote job's cancel as a start finishes it, and a cancel nobody asked for, on in-process nodes: a provider that
+had dropped the job unrun when the start's cancel came (`cancelled` before it ran, nothing charged); one that answers
+the start's cancel and then not the question for its run's answer (given up within the cancel's grace, not at the
+job's timeout); a cancelled job whose checked answer a stop left storing (resumed with no failure logged); a provider
+that signs its run stopped by a cancel its sender never sent (refused, struck, unpaid)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from tests.support.compute import deploy
+from tests.support.jobs import QUIET, balances, network, running_on, settle, verified
+from tests.support.nodes import close_node
+from tests.support.waiting import eventually_async
+from xsc.compute import job_cancels, provider_stops, remote_recovery, sent_jobs
+from xsc.errors import XscError
+from xsc.node import IDENTITY
+from xsc.node.appkeys import NODE
+
+LONG = {"compute": {"timeout": 600, "fuel": 200_000_000_000}}  # a spinning job runs until cancelled
+SPIN = {"limits": {"timeout": 600, "fuel": 200_000_000_000}}
+
+
+async def _unsent(paid, provider, hosted):  # the stop comes before the cancel is sent
+    await asyncio.Event().wait()
+
+
+async def _stopped(*requests) -> None:
+    """What the gateway's stop does to the requests still in flight."""
+    for request in requests:
+        request.cancel()
+        with contextlib.suppress(asyncio.CancelledError, XscError):
+            await request
+
+
+async def _cancel_written_then_stopped(gateway, jid: str, running) -> None:
+    """The cancel of job `jid` written in its record (`cancel_asked`), then the gateway stopped (`running`, the job's
+    run, cut short as its stop cuts it) before its provider heard it (nor, sent again, heard it then)."""
+    jobs = gateway.app[NODE].jobs
+    with contextlib.ExitStack() as patched:
+        for module, name, value in ((provider_stops, "ask_to_stop", _unsent), (job_cancels, "CANCEL_GRACE", 3600.0)):
+            old = getattr(module, name)
+            setattr(module, name, value)
+            patched.callback(setattr, module, name, old)
+        cancel = asyncio.ensure_future(jobs.cancel(jid))
+        await eventually_async(lambda: "cancel_asked" in jobs.records.load(jid), "the cancel's intent written")
+        await _stopped(running, cancel)
+        await close_node(gateway)
+
+
+async def _settled_at_start(node_factory, jid: str):
+    gateway = await node_factory("gateway", **QUIET, **LONG, market={"offer_compute": False})
+
+    async def settled():
+        found = await (await gateway.get(f"/v1/compute/jobs/{jid}")).json()
+        return found["state"] not in ("running", "storing") and found
+
+    return gateway, await eventually_async(settled, "the job settled at the start", 60)
+
+
+async def test_a_start_whose_cancel_finds_the_job_dropped_unrun_says_it_was_cancelled_before_it_ran(
+        node_factory, monkeypatch) -> None:
+    """The job's bytes all sent, its run not asked for yet when the cancel is written and the gateway stops: the
+    provider, asked to stop it at the start, drops it unrun and says so (`ran`: false), so the job was cancelled
+    before it ran, nothing charged, not "while it ran, and its provider did not answer"."""
+    gateway, (provider,) = await network(node_factory, **LONG)
+    module = await deploy(gateway, "spin", wasi=True)
+    before = balances(gateway, provider)
+    jobs = gateway.app[NODE].jobs
+    asking = asyncio.Event()
+
+    async def never_asked(*args, **kwargs):  # the stop comes as the run is to be asked for
+        asking.set()
+        await asyncio.Event().wait()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sent_jobs.wire, "run", never_asked)
+        running = asyncio.ensure_future(jobs.run({"module": module, **SPIN}, None))
+        await asyncio.wait_for(asking.wait(), 60)
+        (job,) = jobs.records.all_jobs()
+        await _cancel_written_then_stopped(gateway, job["id"], running)
+    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 1}  # staged, never run
+    gateway, job = await _settled_at_start(node_factory, job["id"])
+    assert job["state"] == "cancelled" and job["executions"] == 0 and job.get("charge", 0) == 0, job
+    assert job["error"] == "its user cancelled it before it ran: nothing is charged", job
+    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}  # dropped as the cancel asked
+    await settle(gateway)
+    await eventually_async(lambda: gateway.app[NODE].ledger.pending() == [], "its tab dropped")
+    assert balances(gateway, provider)[1] == before[1]
+    for node in (gateway, provider):
+        await verified(node)
+
+
+async def test_a_start_whose_provider_answers_its_cancel_but_not_for_the_runs_answer_gives_it_up_unpaid(
+        node_factory, monkeypatch) -> None:
+    """The provider stops its run as the start's cancel asks and answers that, then holds the question for the run's
+    answer (its route never answers it): the start gives it up within the cancel's grace, the job `cancelled`,
+    nothing paid, while the question is still held (the job's own timeout, ten minutes, is not waited for)."""
+    gateway, (provider,) = await network(node_factory, **LONG)
+    module = await deploy(gateway, "spin", wasi=True)
+    before = balances(gateway, provider)
+    jobs = gateway.app[NODE].jobs
+    running = asyncio.ensure_future(jobs.run({"module": module, **SPIN}, None))
+    job = await running_on(gateway, provider)
+    await _cancel_written_then_stopped(gateway, job["id"], running)
+    hosted, held = provider.app[NODE].hosted_jobs, asyncio.Event()
+
+    async def holding(sender, job_id_):
+        held.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(hosted, "run", holding)
+    gateway, job = await _settled_at_start(node_factory, job["id"])
+    assert held.is_set() and provider.app[NODE].compute.admitted == 0  # stopped, its answer asked for and held
+    assert job["state"] == "cancelled" and job["executions"] == 0 and job.get("charge", 0) == 0, job
+    assert job["error"] == "its user cancelled it while it ran, and its provider did not answer: nothing is " \
+        "charged", job
+    await settle(gateway)
+    await eventually_async(lambda: gateway.app[NODE].ledger.pending() == [], "its tab dropped")
+    assert balances(gateway, provider)[1] == before[1]
+
+
+async def test_a_start_that_resumes_a_cancelled_jobs_stored_answer_logs_no_failure(node_factory, monkeypatch,
+                                                                                  caplog) -> None:
+    """The provider's record of the run its cancel stopped checked and written down (`storing`), the stop before the
+    job was written `cancelled`: the start ends it so, paid once, and logs no failure to store it."""
+    gateway, (provider,) = await network(node_factory, **LONG)
+    module = await deploy(gateway, "spin", wasi=True)
+    jobs = gateway.app[NODE].jobs
+    answers = jobs.answers
+
+    async def stopped(*args):  # the node stops as the answer's outputs are stored
+        raise asyncio.CancelledError()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(answers, "store_answered", stopped)
+        running = asyncio.ensure_future(jobs.run({"module": module, **SPIN}, None))
+        job = await running_on(gateway, provider)
+        await jobs.cancel(job["id"])
+        await _stopped(running)
+    job = answers.records.load(job["id"])
+    assert job["state"] == "storing" and "cancel_asked" in job, job
+    caplog.set_level(logging.INFO, logger=remote_recovery.__name__)
+    await jobs.recovery.recover_one(job)
+    job = answers.records.load(job["id"])
+    assert job["state"] == "cancelled" and job["executions"] == 1 and job["charge"] > 0, job
+    assert [r.getMessage() for r in caplog.records if r.name == remote_recovery.__name__] == []
+    await settle(gateway)
+    assert balances(gateway, provider)[1] == job["charge"]
+
+
+async def test_a_provider_that_signs_its_run_cancelled_when_its_sender_never_cancelled_it_is_struck_and_unpaid(
+        node_factory, monkeypatch) -> None:
+    """The provider stops the run itself and answers it as its sender's cancel would have (a trap of kind
+    `cancelled`, signed): no cancel was sent, so the record says what did not happen: refused, struck, not paid."""
+    gateway, (provider,) = await network(node_factory, **LONG)
+    module = await deploy(gateway, "spin", wasi=True)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike", lambda node, why, **kw: struck.append(why) or False)
+    before = balances(gateway, provider)
+    jobs = gateway.app[NODE].jobs
+    running = asyncio.ensure_future(jobs.run({"module": module, **SPIN}, None))
+    job = await running_on(gateway, provider)
+    hosted = jobs.records.load(job["id"])["sent"]["job"]
+    await provider.app[NODE].hosted_jobs.cancel(gateway.app[IDENTITY].id, hosted)  # as if its sender had asked
+    try:
+        await running
+        raise AssertionError("a run its provider stopped unasked was answered")
+    except XscError as err:
+        told = err
+    assert "says its sender cancelled the run, which this node never did: not paid, and struck" in told.message, told
+    assert len(struck) == 1 and provider.app[IDENTITY].id in struck[0], struck
+    job = jobs.records.load(job["id"])
+    assert job["state"] not in ("cancelled", "done") and job.get("charge", 0) == 0, job
+    await settle(gateway)
+    await eventually_async(lambda: gateway.app[NODE].ledger.pending() == [], "its tab dropped")
+    assert balances(gateway, provider) == before
+    for node in (gateway, provider):
+        await verified(node)
+
+
+async def test_a_provider_answering_a_cancel_without_saying_whether_the_job_ran_is_struck_and_not_believed(
+        node_factory, monkeypatch) -> None:
+    """The provider answers the cancel with `ran` that is not true or false (and goes on running the job): the answer
+    is not taken (its provider struck for its shape), and, its run's answer not coming within the cancel's grace, the
+    job ends `cancelled`, nothing paid."""
+    monkeypatch.setattr(job_cancels, "CANCEL_GRACE", 1.0)  # (its run request's timeout: 600 s and a minute)
+    gateway, (provider,) = await network(node_factory, **LONG)
+    module = await deploy(gateway, "spin", wasi=True)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike", lambda node, why, **kw: struck.append(why) or False)
+    heard: list = []
+    real_ask = provider_stops.ask_to_stop
+
+    async def asked(*args):
+        heard.append(await real_ask(*args))
+        return heard[-1]
+
+    async def shapeless(sender, job_id_):
+        return {"cancelled": job_id_, "ran": "yes"}
+
+    monkeypatch.setattr(provider.app[NODE].hosted_jobs, "cancel", shapeless)
+    monkeypatch.setattr(provider_stops, "ask_to_stop", asked)
+    before = balances(gateway, provider)
+    jobs = gateway.app[NODE].jobs
+    running = asyncio.ensure_future(jobs.run({"module": module, **SPIN}, None))
+    job = await running_on(gateway, provider)
+    cancelled = await jobs.cancel(job["id"])
+    await _stopped(running)
+    assert heard[0] == provider_stops.REFUSED, heard  # answered, but not believed
+    assert any("answered a cancel without saying whether the job ran" in why for why in struck), struck
+    assert cancelled["state"] == "cancelled" and cancelled.get("charge", 0) == 0, cancelled
+    assert cancelled["error"] == "its user cancelled it while it ran, and its provider did not answer: nothing is " \
+        "charged", cancelled
+    await settle(gateway)
+    assert balances(gateway, provider) == before
+    provider.app[NODE].hosted_jobs.cut_short()  # (its run goes on there, unasked: stopped rather than waited for)
