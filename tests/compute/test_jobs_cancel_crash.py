@@ -260,3 +260,26 @@ def test_a_provider_frozen_through_the_starts_cancel_hears_it_once_it_resumes_th
         _verified(gateway, provider)
     finally:
         kill_all(started)
+
+
+@pytest.mark.slow
+def test_a_start_whose_provider_refuses_connections_ends_the_job_cancelled_unpaid(tmp_path: Path) -> None:
+    """The provider killed (kill -9) before the gateway starts again, so its port refuses connections: the start's
+    cancel is not heard, and the job ends `cancelled`, nothing paid; the provider, started again, was paid nothing."""
+    started: list = []
+    try:
+        gateway, provider, jid = _cancel_unsent(tmp_path, started)
+        provider.kill()
+        gateway.start()
+        job = _settled(gateway, jid)
+        assert job["state"] == "cancelled" and job["executions"] == 0 and job.get("charge", 0) == 0, job
+        assert job["error"] == "its user cancelled it while it ran, and its provider did not answer: nothing is " \
+            "charged", job
+        assert "connection refused" in gateway.log.read_text(errors="replace")  # what the cancel met
+        eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
+                   "the job's tab dropped", timeout=120)
+        provider.start()
+        assert _balance(provider) == 0
+        _verified(gateway, provider)
+    finally:
+        kill_all(started)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 
 from tests.support.compute import deploy
-from tests.support.jobs import QUIET, balances, network, running_on, settle, verified
+from tests.support.jobs import (QUIET, balances, network, owed_paid, read_file, reading, running_on, settle,
+                                verified)
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
-from xsc.compute import job_cancels, provider_stops, remote_recovery, sent_jobs
+from xsc.compute import hosted_data, job_cancels, provider_stops, remote_recovery, sent_jobs
 from xsc.errors import XscError
 from xsc.node import IDENTITY
 from xsc.node.appkeys import NODE
@@ -217,3 +219,100 @@ async def test_a_provider_answering_a_cancel_without_saying_whether_the_job_ran_
     await settle(gateway)
     assert balances(gateway, provider) == before
     provider.app[NODE].hosted_jobs.cut_short()  # (its run goes on there, unasked: stopped rather than waited for)
+
+
+async def test_a_run_that_ended_by_itself_before_the_starts_cancel_is_paid_once_for_its_record_not_cancelled(
+        node_factory, monkeypatch) -> None:
+    """The provider ran the job to its end, its answer lost with the gateway's stop, the cancel written just before:
+    the start's cancel finds the run ended, so the job ends as that run did (`done`, its outputs stored), its
+    provider paid once what its one record says, and nothing of it counted as cancelled."""
+    gateway, (provider,) = await network(node_factory, **LONG)
+    module = await deploy(gateway, "outputs", wasi=True)
+    before = balances(gateway, provider)
+    jobs = gateway.app[NODE].jobs
+    real_run, ran = sent_jobs.wire.run, asyncio.Event()
+
+    async def lost(*args, **kwargs):  # it ran: its answer is lost with the stop
+        await real_run(*args, **kwargs)
+        ran.set()
+        await asyncio.Event().wait()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sent_jobs.wire, "run", lost)
+        running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-"}, reading(b"the job's bytes")))
+        await asyncio.wait_for(ran.wait(), 60)
+        (job,) = jobs.records.all_jobs()
+        await _cancel_written_then_stopped(gateway, job["id"], running)
+    gateway, job = await _settled_at_start(node_factory, job["id"])
+    assert job["state"] == "done" and job["executions"] == 1 and job["charge"] > 0, job
+    c_txt = next(o for o in job["outputs"] if o["name"] == "out/c.txt")
+    assert await read_file(gateway, c_txt["capability"]) == b"the job's bytes"
+    runs = provider.app[NODE].compute.recent_provenance(100)
+    (record,) = [r["record"] for r in runs if r["record"].get("job", {}).get("id") == job["id"]]
+    assert record["outcome"] == "ok" and record["charge"] == job["charge"], record
+    await owed_paid(gateway, job)
+    assert balances(gateway, provider)[1] - before[1] == job["charge"]  # its one record, once
+    for node in (gateway, provider):
+        await verified(node)
+
+
+async def test_a_start_that_finds_a_cancelled_jobs_tab_dropped_still_asks_its_provider_to_stop_the_run(
+        node_factory, monkeypatch) -> None:
+    """The cancel written, then the job's tab dropped unpaid (as a cancel given up drops it) and the gateway stopped
+    before the provider heard the cancel: the start cannot pay the run, so does not count it, but asks the provider to
+    stop it rather than leave it running, unpaid, to its timeout, and tells it to forget the job."""
+    gateway, (provider,) = await network(node_factory, **LONG)
+    module = await deploy(gateway, "spin", wasi=True)
+    before = balances(gateway, provider)
+    jobs = gateway.app[NODE].jobs
+    running = asyncio.ensure_future(jobs.run({"module": module, **SPIN}, None))
+    job = await running_on(gateway, provider)
+    await jobs.sent.unanswered_after_restart(jobs.records.load(job["id"])["sent"]["authorization"])
+    await _cancel_written_then_stopped(gateway, job["id"], running)
+    assert provider.app[NODE].compute.admitted == 1  # it never heard the cancel
+    gateway, job = await _settled_at_start(node_factory, job["id"])
+    assert job["state"] == "cancelled" and job["executions"] == 0 and job.get("charge", 0) == 0, job
+    assert provider.app[NODE].compute.admitted == 0  # stopped by the start's cancel
+    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}  # and told to forget it
+    await settle(gateway)
+    assert balances(gateway, provider)[1] == before[1]
+    for node in (gateway, provider):
+        await verified(node)
+
+
+async def test_a_cancel_that_comes_as_the_provider_writes_a_piece_of_the_job_drops_it_once_written_and_runs_nothing(
+        node_factory, monkeypatch) -> None:
+    """The provider is writing a piece of the job's bytes to its disk as the cancel comes: it cannot drop the job
+    under that write, so says it did not run it and drops it once the write is done (its tab, closed unpaid, says it
+    will never be asked to); the job was cancelled before it ran, nothing paid, nothing reserved left."""
+    gateway, (provider,) = await network(node_factory, **LONG)
+    module = await deploy(gateway, "wc", wasi=True)
+    real_write, writing, written = hosted_data.write, threading.Event(), threading.Event()
+
+    def held(job, data):  # (in the pool: the piece's write waits for the cancel's answer)
+        writing.set()
+        written.wait(60)
+        real_write(job, data)
+
+    monkeypatch.setattr(hosted_data, "write", held)
+    before = balances(gateway, provider)
+    jobs = gateway.app[NODE].jobs
+    running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-"}, reading(b"a b\n" * 1000)))
+    await asyncio.to_thread(writing.wait, 60)
+    (jid,) = [j["id"] for j in jobs.records.all_jobs()]
+    try:
+        cancelled = await jobs.cancel(jid)
+        assert provider.app[NODE].hosted_jobs.status() == {"hosted": 1}  # its piece still being written
+    finally:
+        written.set()
+    assert cancelled["state"] == "cancelled" and cancelled["executions"] == 0, cancelled
+    assert cancelled["error"] == "its user cancelled it before it ran: nothing is charged", cancelled
+    await _stopped(running)
+    await eventually_async(lambda: provider.app[NODE].hosted_jobs.status() == {"hosted": 0},
+                           "the provider to drop the job once its piece was written")
+    assert provider.app[NODE].compute.admitted == 0
+    assert provider.app[NODE].trust.line(gateway.app[IDENTITY].id)["reserved"] == 0
+    await settle(gateway)
+    assert balances(gateway, provider) == before and gateway.app[NODE].ledger.pending() == []
+    for node in (gateway, provider):
+        await verified(node)
