@@ -29,8 +29,8 @@ from ..tasks import Locks, in_pool, unless_set
 from . import job_cancels, provenance
 from .job_sandbox import OutputFile
 from .out_bound import CANCELLED, OUTPUT_LIMIT
-from .provider_stops import UNRUN
 from .paid import PaidCompute, worst_case_refused
+from .provider_stops import UNRUN
 from .service import InvokeCall
 from .sent_checks import check_outputs, unlike_a_run, unlike_the_deal
 from .spot_checks import unlimited
@@ -362,8 +362,8 @@ class SentJobs:
         except asyncio.CancelledError:
             raise  # the node stops again: the provider keeps the run for the next start
         except PeerUnreachable as err:
-            if timeout is not None and err.details.get("reason") == "timed out":  # (its cancel's, below)
-                raise _silent_to_cancel(provider) from None  # silent: not told to forget, which would wait as long
+            if timeout is not None and err.details.get("reason") == "timed out":  # heard its cancel, then silent:
+                raise _silent_to_cancel(provider) from None  # not told to forget (that would wait as long again)
             await self._forget(url, provider, job)
             raise
         except BaseException:
