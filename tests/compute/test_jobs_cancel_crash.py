@@ -174,6 +174,14 @@ def _cancel_unsent(tmp_path: Path, started: list):
     return gateway, provider, jid
 
 
+def _settled_with_provider_frozen(gateway, provider, jid: str) -> dict:
+    """The gateway started again with its provider frozen (SIGSTOP: still frozen on return, the caller resumes it):
+    the job `jid` once the start settled it."""
+    provider.send(signal.SIGSTOP)
+    gateway.start()
+    return _settled(gateway, jid)
+
+
 def _balance(node) -> int:
     return api(node, "GET", "/v1/ledger/accounts/node")[1]["balance"]
 
@@ -205,10 +213,8 @@ def test_a_start_whose_provider_is_silent_to_the_cancel_it_sends_ends_the_job_ca
     started: list = []
     try:
         gateway, provider, jid = _cancel_unsent(tmp_path, started)
-        provider.send(signal.SIGSTOP)
         try:
-            gateway.start()
-            job = _settled(gateway, jid)
+            job = _settled_with_provider_frozen(gateway, provider, jid)
             eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
                        "the job's tab dropped", timeout=120)
         finally:
@@ -232,10 +238,8 @@ def test_a_provider_frozen_through_the_starts_cancel_hears_it_once_it_resumes_th
     started: list = []
     try:
         gateway, provider, jid = _cancel_unsent(tmp_path, started)
-        provider.send(signal.SIGSTOP)
         try:
-            gateway.start()
-            job = _settled(gateway, jid)
+            job = _settled_with_provider_frozen(gateway, provider, jid)
             assert job["state"] == "cancelled" and job.get("charge", 0) == 0, job
             assert "its provider did not answer" in job["error"], job
             gateway.kill()

@@ -25,6 +25,18 @@ LONG = {"compute": {"timeout": 600, "fuel": 200_000_000_000}}  # a spinning job 
 SPIN = {"limits": {"timeout": 600, "fuel": 200_000_000_000}}
 
 
+async def _pair(node_factory, wasm: str):
+    """A gateway and its one provider, the program `wasm` deployed on the gateway: (gateway, provider, its id)."""
+    gateway, (provider,) = await network(node_factory, **LONG)
+    return gateway, provider, await deploy(gateway, wasm, wasi=True)
+
+
+async def _spinning(gateway, provider, module: str):
+    """The spinning job `module` run by the gateway's user, once its provider runs it: (its run, its record)."""
+    running = asyncio.ensure_future(gateway.app[NODE].jobs.run({"module": module, **SPIN}, None))
+    return running, await running_on(gateway, provider)
+
+
 async def _unsent(paid, provider, hosted):  # the stop comes before the cancel is sent
     await asyncio.Event().wait()
 
@@ -67,8 +79,7 @@ async def test_a_start_whose_cancel_finds_the_job_dropped_unrun_says_it_was_canc
     """The job's bytes all sent, its run not asked for yet when the cancel is written and the gateway stops: the
     provider, asked to stop it at the start, drops it unrun and says so (`ran`: false), so the job was cancelled
     before it ran, nothing charged, not "while it ran, and its provider did not answer"."""
-    gateway, (provider,) = await network(node_factory, **LONG)
-    module = await deploy(gateway, "spin", wasi=True)
+    gateway, provider, module = await _pair(node_factory, "spin")
     before = balances(gateway, provider)
     jobs = gateway.app[NODE].jobs
     asking = asyncio.Event()
@@ -100,12 +111,9 @@ async def test_a_start_whose_provider_answers_its_cancel_but_not_for_the_runs_an
     """The provider stops its run as the start's cancel asks and answers that, then holds the question for the run's
     answer (its route never answers it): the start gives it up within the cancel's grace, the job `cancelled`,
     nothing paid, while the question is still held (the job's own timeout, ten minutes, is not waited for)."""
-    gateway, (provider,) = await network(node_factory, **LONG)
-    module = await deploy(gateway, "spin", wasi=True)
+    gateway, provider, module = await _pair(node_factory, "spin")
     before = balances(gateway, provider)
-    jobs = gateway.app[NODE].jobs
-    running = asyncio.ensure_future(jobs.run({"module": module, **SPIN}, None))
-    job = await running_on(gateway, provider)
+    running, job = await _spinning(gateway, provider, module)
     await _cancel_written_then_stopped(gateway, job["id"], running)
     hosted, held = provider.app[NODE].hosted_jobs, asyncio.Event()
 
@@ -128,8 +136,7 @@ async def test_a_start_that_resumes_a_cancelled_jobs_stored_answer_logs_no_failu
                                                                                   caplog) -> None:
     """The provider's record of the run its cancel stopped checked and written down (`storing`), the stop before the
     job was written `cancelled`: the start ends it so, paid once, and logs no failure to store it."""
-    gateway, (provider,) = await network(node_factory, **LONG)
-    module = await deploy(gateway, "spin", wasi=True)
+    gateway, provider, module = await _pair(node_factory, "spin")
     jobs = gateway.app[NODE].jobs
     answers = jobs.answers
 
@@ -138,8 +145,7 @@ async def test_a_start_that_resumes_a_cancelled_jobs_stored_answer_logs_no_failu
 
     with monkeypatch.context() as patched:
         patched.setattr(answers, "store_answered", stopped)
-        running = asyncio.ensure_future(jobs.run({"module": module, **SPIN}, None))
-        job = await running_on(gateway, provider)
+        running, job = await _spinning(gateway, provider, module)
         await jobs.cancel(job["id"])
         await _stopped(running)
     job = answers.records.load(job["id"])
@@ -157,14 +163,12 @@ async def test_a_provider_that_signs_its_run_cancelled_when_its_sender_never_can
         node_factory, monkeypatch) -> None:
     """The provider stops the run itself and answers it as its sender's cancel would have (a trap of kind
     `cancelled`, signed): no cancel was sent, so the record says what did not happen: refused, struck, not paid."""
-    gateway, (provider,) = await network(node_factory, **LONG)
-    module = await deploy(gateway, "spin", wasi=True)
+    gateway, provider, module = await _pair(node_factory, "spin")
     struck: list[str] = []
     monkeypatch.setattr(gateway.app[NODE].quarantine, "strike", lambda node, why, **kw: struck.append(why) or False)
     before = balances(gateway, provider)
     jobs = gateway.app[NODE].jobs
-    running = asyncio.ensure_future(jobs.run({"module": module, **SPIN}, None))
-    job = await running_on(gateway, provider)
+    running, job = await _spinning(gateway, provider, module)
     hosted = jobs.records.load(job["id"])["sent"]["job"]
     await provider.app[NODE].hosted_jobs.cancel(gateway.app[IDENTITY].id, hosted)  # as if its sender had asked
     try:
@@ -189,8 +193,7 @@ async def test_a_provider_answering_a_cancel_without_saying_whether_the_job_ran_
     is not taken (its provider struck for its shape), and, its run's answer not coming within the cancel's grace, the
     job ends `cancelled`, nothing paid."""
     monkeypatch.setattr(job_cancels, "CANCEL_GRACE", 1.0)  # (its run request's timeout: 600 s and a minute)
-    gateway, (provider,) = await network(node_factory, **LONG)
-    module = await deploy(gateway, "spin", wasi=True)
+    gateway, provider, module = await _pair(node_factory, "spin")
     struck: list[str] = []
     monkeypatch.setattr(gateway.app[NODE].quarantine, "strike", lambda node, why, **kw: struck.append(why) or False)
     heard: list = []
@@ -207,8 +210,7 @@ async def test_a_provider_answering_a_cancel_without_saying_whether_the_job_ran_
     monkeypatch.setattr(provider_stops, "ask_to_stop", asked)
     before = balances(gateway, provider)
     jobs = gateway.app[NODE].jobs
-    running = asyncio.ensure_future(jobs.run({"module": module, **SPIN}, None))
-    job = await running_on(gateway, provider)
+    running, job = await _spinning(gateway, provider, module)
     cancelled = await jobs.cancel(job["id"])
     await _stopped(running)
     assert heard[0] == provider_stops.REFUSED, heard  # answered, but not believed
@@ -226,8 +228,7 @@ async def test_a_run_that_ended_by_itself_before_the_starts_cancel_is_paid_once_
     """The provider ran the job to its end, its answer lost with the gateway's stop, the cancel written just before:
     the start's cancel finds the run ended, so the job ends as that run did (`done`, its outputs stored), its
     provider paid once what its one record says, and nothing of it counted as cancelled."""
-    gateway, (provider,) = await network(node_factory, **LONG)
-    module = await deploy(gateway, "outputs", wasi=True)
+    gateway, provider, module = await _pair(node_factory, "outputs")
     before = balances(gateway, provider)
     jobs = gateway.app[NODE].jobs
     real_run, ran = sent_jobs.wire.run, asyncio.Event()
@@ -261,12 +262,10 @@ async def test_a_start_that_finds_a_cancelled_jobs_tab_dropped_still_asks_its_pr
     """The cancel written, then the job's tab dropped unpaid (as a cancel given up drops it) and the gateway stopped
     before the provider heard the cancel: the start cannot pay the run, so does not count it, but asks the provider to
     stop it rather than leave it running, unpaid, to its timeout, and tells it to forget the job."""
-    gateway, (provider,) = await network(node_factory, **LONG)
-    module = await deploy(gateway, "spin", wasi=True)
+    gateway, provider, module = await _pair(node_factory, "spin")
     before = balances(gateway, provider)
     jobs = gateway.app[NODE].jobs
-    running = asyncio.ensure_future(jobs.run({"module": module, **SPIN}, None))
-    job = await running_on(gateway, provider)
+    running, job = await _spinning(gateway, provider, module)
     await jobs.sent.unanswered_after_restart(jobs.records.load(job["id"])["sent"]["authorization"])
     await _cancel_written_then_stopped(gateway, job["id"], running)
     assert provider.app[NODE].compute.admitted == 1  # it never heard the cancel
@@ -285,8 +284,7 @@ async def test_a_cancel_that_comes_as_the_provider_writes_a_piece_of_the_job_dro
     """The provider is writing a piece of the job's bytes to its disk as the cancel comes: it cannot drop the job
     under that write, so says it did not run it and drops it once the write is done (its tab, closed unpaid, says it
     will never be asked to); the job was cancelled before it ran, nothing paid, nothing reserved left."""
-    gateway, (provider,) = await network(node_factory, **LONG)
-    module = await deploy(gateway, "wc", wasi=True)
+    gateway, provider, module = await _pair(node_factory, "wc")
     real_write, writing, written = hosted_data.write, threading.Event(), threading.Event()
 
     def held(job, data):  # (in the pool: the piece's write waits for the cancel's answer)
