@@ -13,7 +13,7 @@ import threading
 
 from tests.support.compute import deploy
 from tests.support.jobs import (QUIET, balances, network, owed_paid, read_file, reading, running_on, settle,
-                                verified)
+                                settled, verified)
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc.compute import hosted_data, job_cancels, provider_stops, remote_recovery, sent_jobs
@@ -67,11 +67,11 @@ async def _cancel_written_then_stopped(gateway, jid: str, running) -> None:
 async def _settled_at_start(node_factory, jid: str):
     gateway = await node_factory("gateway", **QUIET, **LONG, market={"offer_compute": False})
 
-    async def settled():
+    async def ended():
         found = await (await gateway.get(f"/v1/compute/jobs/{jid}")).json()
         return found["state"] not in ("running", "storing") and found
 
-    return gateway, await eventually_async(settled, "the job settled at the start", 60)
+    return gateway, await eventually_async(ended, "the job settled at the start", 60)
 
 
 async def test_a_start_whose_cancel_finds_the_job_dropped_unrun_says_it_was_cancelled_before_it_ran(
@@ -99,8 +99,7 @@ async def test_a_start_whose_cancel_finds_the_job_dropped_unrun_says_it_was_canc
     assert job["state"] == "cancelled" and job["executions"] == 0 and job.get("charge", 0) == 0, job
     assert job["error"] == "its user cancelled it before it ran: nothing is charged", job
     assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}  # dropped as the cancel asked
-    await settle(gateway)
-    await eventually_async(lambda: gateway.app[NODE].ledger.pending() == [], "its tab dropped")
+    await settled(gateway)  # its tab dropped
     assert balances(gateway, provider)[1] == before[1]
     for node in (gateway, provider):
         await verified(node)
@@ -127,8 +126,7 @@ async def test_a_start_whose_provider_answers_its_cancel_but_not_for_the_runs_an
     assert job["state"] == "cancelled" and job["executions"] == 0 and job.get("charge", 0) == 0, job
     assert job["error"] == "its user cancelled it while it ran, and its provider did not answer: nothing is " \
         "charged", job
-    await settle(gateway)
-    await eventually_async(lambda: gateway.app[NODE].ledger.pending() == [], "its tab dropped")
+    await settled(gateway)  # its tab dropped
     assert balances(gateway, provider)[1] == before[1]
 
 
@@ -180,8 +178,7 @@ async def test_a_provider_that_signs_its_run_cancelled_when_its_sender_never_can
     assert len(struck) == 1 and provider.app[IDENTITY].id in struck[0], struck
     job = jobs.records.load(job["id"])
     assert job["state"] not in ("cancelled", "done") and job.get("charge", 0) == 0, job
-    await settle(gateway)
-    await eventually_async(lambda: gateway.app[NODE].ledger.pending() == [], "its tab dropped")
+    await settled(gateway)  # its tab dropped
     assert balances(gateway, provider) == before
     for node in (gateway, provider):
         await verified(node)
@@ -310,7 +307,7 @@ async def test_a_cancel_that_comes_as_the_provider_writes_a_piece_of_the_job_dro
                            "the provider to drop the job once its piece was written")
     assert provider.app[NODE].compute.admitted == 0
     assert provider.app[NODE].trust.line(gateway.app[IDENTITY].id)["reserved"] == 0
-    await settle(gateway)
-    assert balances(gateway, provider) == before and gateway.app[NODE].ledger.pending() == []
+    await settled(gateway)
+    assert balances(gateway, provider) == before
     for node in (gateway, provider):
         await verified(node)
