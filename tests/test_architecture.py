@@ -308,7 +308,7 @@ JOB_MODULE_LINES = {
     "xsc.compute.jobs": 466, "xsc.compute.job_inputs": 166, "xsc.compute.job_placing": 261,
     "xsc.compute.job_records": 177, "xsc.compute.job_answers": 171, "xsc.compute.job_outputs": 126,
     "xsc.compute.job_retention": 145, "xsc.compute.remote_answers": 316, "xsc.compute.remote_recovery": 241,
-    "xsc.compute.replica_verdicts": 88, "xsc.compute.job_cancels": 203, "xsc.compute.replica_cancels": 63,
+    "xsc.compute.replica_verdicts": 88, "xsc.compute.job_cancels": 190, "xsc.compute.replica_cancels": 63,
 }
 
 

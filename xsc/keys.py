@@ -195,6 +195,9 @@ _MAP_ASKED = b"c/z/"  # + map id (16) -> what the map was asked (JSON: its spec,
 _MAP_INPUT = b"c/i/"  # + map id (16) + input index (4, big endian) -> that input: its name, state, job, outputs (JSON)
 _JOB_OUTPUT = b"c/o/"  # + storage index (32) -> {"job", "user", "provenance", "name", "sha256"}: the run that wrote
 #   that file (JSON)
+# + authorization id (32) -> a cancel of a job run on that tab that its provider has not heard yet, asked again until it
+#   does or the run must have ended (JSON: provider, the job's id there, until when; compute/provider_stops.py)
+_STOP_OWED = b"c/js"
 _JOB_PAYMENT = b"c/jp"  # + authorization id (32) -> {"amount", "entry"}: what a job's tab was paid, by which ledger
 # entry, written in that payment's batch (the ledger finds a payment by its authorization only until it expires)
 # + provenance id (16) -> a run on a provider, a job's or a checked invoke's: the record it signed (JSON; compute/jobs.py,
@@ -374,6 +377,13 @@ def job_payment(authorization_id: bytes) -> bytes:
 
 
 JOB_PAYMENTS = _JOB_PAYMENT
+
+
+def stop_owed(authorization_id: bytes) -> bytes:
+    return _STOP_OWED + authorization_id
+
+
+STOPS_OWED = _STOP_OWED
 
 
 def owed_check(authorization_id: bytes, check_id: bytes) -> bytes:

@@ -197,7 +197,7 @@ async def test_a_job_whose_provider_answers_neither_its_cancel_nor_its_run_ends_
     """Its provider silent (its run's request, and its cancel's, never answered): the job ends `cancelled` once the
     cancel's grace has passed (job_cancels.CANCEL_GRACE), not at its run request's own timeout."""
     from tests.support.jobs import balances, network, settle, verified
-    from xsc.compute import job_cancels, sent_jobs
+    from xsc.compute import job_cancels, provider_stops, sent_jobs
     from xsc.errors import PeerUnreachable
 
     monkeypatch.setattr(job_cancels, "CANCEL_GRACE", 1.0)  # (its run request's timeout: 600 s and a minute)
@@ -216,7 +216,7 @@ async def test_a_job_whose_provider_answers_neither_its_cancel_nor_its_run_ends_
         raise PeerUnreachable("peer is unreachable: connection refused")
 
     monkeypatch.setattr(sent_jobs.wire, "run", unanswered)
-    monkeypatch.setattr(job_cancels.wire, "cancel", cancel_unanswered)
+    monkeypatch.setattr(provider_stops.wire, "cancel", cancel_unanswered)
     before = balances(gateway, provider)
     await _cancelled_unanswered(gateway, provider, module)
     await settle(gateway)  # its tab's authorization dropped, as an unanswered run's: nothing paid

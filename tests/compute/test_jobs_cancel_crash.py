@@ -174,6 +174,14 @@ def _cancel_unsent(tmp_path: Path, started: list):
     return gateway, provider, jid
 
 
+def _settled_with_provider_frozen(gateway, provider, jid: str) -> dict:
+    """The gateway started again with its provider frozen (SIGSTOP: still frozen on return, the caller resumes it):
+    the job `jid` once the start settled it."""
+    provider.send(signal.SIGSTOP)
+    gateway.start()
+    return _settled(gateway, jid)
+
+
 def _balance(node) -> int:
     return api(node, "GET", "/v1/ledger/accounts/node")[1]["balance"]
 
@@ -205,10 +213,8 @@ def test_a_start_whose_provider_is_silent_to_the_cancel_it_sends_ends_the_job_ca
     started: list = []
     try:
         gateway, provider, jid = _cancel_unsent(tmp_path, started)
-        provider.send(signal.SIGSTOP)
         try:
-            gateway.start()
-            job = _settled(gateway, jid)
+            job = _settled_with_provider_frozen(gateway, provider, jid)
             eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
                        "the job's tab dropped", timeout=120)
         finally:
@@ -216,6 +222,67 @@ def test_a_start_whose_provider_is_silent_to_the_cancel_it_sends_ends_the_job_ca
         assert job["state"] == "cancelled" and job["executions"] == 0 and job.get("charge", 0) == 0, job
         assert job["error"] == "its user cancelled it while it ran, and its provider did not answer: nothing is " \
             "charged", job
+        assert _balance(provider) == 0
+        _verified(gateway, provider)
+    finally:
+        kill_all(started)
+
+
+@pytest.mark.slow
+def test_a_provider_frozen_through_the_starts_cancel_hears_it_once_it_resumes_though_the_gateway_restarted_again(
+        tmp_path: Path) -> None:
+    """The provider frozen (SIGSTOP) as the gateway starts again, so the job ends `cancelled`, unpaid, its cancel not
+    heard; the gateway killed and started once more while the provider is still frozen; then the provider resumed
+    (SIGCONT).  The cancel kept owed on the gateway's disk is sent again and the provider stops the run, rather than
+    run it to its timeout (ten minutes) for nobody to pay."""
+    started: list = []
+    try:
+        gateway, provider, jid = _cancel_unsent(tmp_path, started)
+        try:
+            job = _settled_with_provider_frozen(gateway, provider, jid)
+            assert job["state"] == "cancelled" and job.get("charge", 0) == 0, job
+            assert "its provider did not answer" in job["error"], job
+            gateway.kill()
+            logged = gateway.log.stat().st_size
+            gateway.start()
+            eventually(lambda: "1 cancels their providers have not heard: sent again" in
+                       gateway.log.read_text(errors="replace")[logged:], "the start to read the cancel owed",
+                       timeout=120)
+        finally:
+            provider.send(signal.SIGCONT)
+        eventually(lambda: _running(provider) == 0, "the provider's run stopped by the cancel sent again", timeout=120)
+
+        def recorded() -> list:
+            records = api(provider, "GET", "/v1/compute/provenance?limit=1000")[1]["records"]
+            return [r["record"] for r in records if r["record"].get("job", {}).get("id") == jid]
+
+        (record,) = eventually(recorded, "the provider's record of the run it stopped", timeout=120)
+        assert record["trap"]["kind"] == "cancelled", record
+        eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
+                   "the job's tab dropped", timeout=120)
+        assert _balance(provider) == 0  # its record of the run it stopped is not paid: its tab was dropped
+        _verified(gateway, provider)
+    finally:
+        kill_all(started)
+
+
+@pytest.mark.slow
+def test_a_start_whose_provider_refuses_connections_ends_the_job_cancelled_unpaid(tmp_path: Path) -> None:
+    """The provider killed (kill -9) before the gateway starts again, so its port refuses connections: the start's
+    cancel is not heard, and the job ends `cancelled`, nothing paid; the provider, started again, was paid nothing."""
+    started: list = []
+    try:
+        gateway, provider, jid = _cancel_unsent(tmp_path, started)
+        provider.kill()
+        gateway.start()
+        job = _settled(gateway, jid)
+        assert job["state"] == "cancelled" and job["executions"] == 0 and job.get("charge", 0) == 0, job
+        assert job["error"] == "its user cancelled it while it ran, and its provider did not answer: nothing is " \
+            "charged", job
+        assert "connection refused" in gateway.log.read_text(errors="replace")  # what the cancel met
+        eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
+                   "the job's tab dropped", timeout=120)
+        provider.start()
         assert _balance(provider) == 0
         _verified(gateway, provider)
     finally:

@@ -16,7 +16,7 @@ from tests.support.compute import deploy
 from tests.support.jobs import balances, balances_of, network, paid_since, run_job, settle, settled, verified
 from tests.support.waiting import eventually_async
 from xsc import keys
-from xsc.compute import job_cancels, sent_jobs
+from xsc.compute import job_cancels, provider_stops, sent_jobs
 from xsc.errors import PeerRefused, XscError
 from xsc.node import IDENTITY, TOKEN
 from xsc.node.appkeys import NODE
@@ -157,7 +157,7 @@ async def test_a_replica_whose_provider_stays_silent_is_given_up_unpaid_and_the_
     gateway, providers = await network(node_factory, 2, **LONG)
     module = await deploy(gateway, "spin", wasi=True)
     silent, other = (p.app[IDENTITY].id for p in providers)
-    real_run, real_cancel = sent_jobs.wire.run, job_cancels.wire.cancel
+    real_run, real_cancel = sent_jobs.wire.run, provider_stops.wire.cancel
 
     async def run(client, url, provider, job, timeout, most):
         if provider != silent:
@@ -174,7 +174,7 @@ async def test_a_replica_whose_provider_stays_silent_is_given_up_unpaid_and_the_
         return await real_cancel(client, url, provider, *args, **kwargs)
 
     monkeypatch.setattr(sent_jobs.wire, "run", run)
-    monkeypatch.setattr(job_cancels.wire, "cancel", cancel)
+    monkeypatch.setattr(provider_stops.wire, "cancel", cancel)
     before = balances_of(gateway, providers)
     running = asyncio.ensure_future(run_job(gateway, {"module": module, **SPIN}))
     job, _ = await _replicas_running(gateway, providers)
@@ -296,14 +296,14 @@ async def test_a_replicated_job_whose_cancel_no_provider_heard_before_a_stop_is_
     before = balances_of(gateway, providers)
     jobs = gateway.app[NODE].jobs
     with monkeypatch.context() as patched:
-        patched.setattr(job_cancels, "ask_to_stop", unsent)
+        patched.setattr(provider_stops, "ask_to_stop", unsent)
         patched.setattr(job_cancels, "CANCEL_GRACE", 3600.0)
         running = asyncio.ensure_future(jobs.run({"module": module, **SPIN}, None))
         job, _ = await _replicas_running(gateway, providers)
         cancel = asyncio.ensure_future(jobs.cancel(job["id"]))
         await eventually_async(lambda: "cancel_asked" in jobs.records.load(job["id"]), "the cancel's intent written")
         await _stopped(running, cancel)
-    await close_node(gateway)
+        await close_node(gateway)  # (its cancels owed are sent again until then: none is heard)
     for p in providers:  # neither heard the cancel: both replicas still run
         assert (await (await p.get("/v1/node/status")).json())["compute"]["running"] == 1
     gateway = await node_factory("gateway", **QUIET, **LONG, market={"offer_compute": False})

@@ -8,7 +8,7 @@ import asyncio
 import sys
 
 from xsc.cli import main
-from xsc.compute import job_cancels
+from xsc.compute import job_cancels, provider_stops
 
 
 async def _unsent(paid, provider: str, hosted: str) -> bool:
@@ -16,7 +16,7 @@ async def _unsent(paid, provider: str, hosted: str) -> bool:
     return False
 
 
-job_cancels.ask_to_stop = _unsent  # type: ignore[assignment]
+provider_stops.ask_to_stop = _unsent  # type: ignore[assignment]
 job_cancels.CANCEL_GRACE = 3600.0
 
 if __name__ == "__main__":

@@ -346,9 +346,9 @@ class HostedJobs:
 
     async def cancel(self, sender: str, job_id_: str) -> dict[str, Any]:
         """Its sender cancels the job (only its sender: `_mine`).  One not run yet never runs: dropped now, or, while
-        a piece of its data is written, as its run is asked for; what it reserved goes back.  A run under way is
-        stopped at its next tick, recorded and charged what it used (its sender's run request is answered that, a
-        trap of kind `cancelled`: `_run`), and this answers once it has ended."""
+        a piece of its data is written, once that write is done (`_serving`); what it reserved goes back.  A run
+        under way is stopped at its next tick, recorded and charged what it used (its sender's run request is
+        answered that, a trap of kind `cancelled`: `_run`), and this answers once it has ended."""
         job = self._mine(sender, job_id_)
         job.stop.cancel()
         if job.running is None:
@@ -385,7 +385,8 @@ class HostedJobs:
     @contextlib.contextmanager
     def _serving(self, job: Hosted):
         """A job is busy while one of its sender's requests is served: expiry leaves it alone, and a second request
-        for it at the same moment is refused.  One given up meanwhile (`_given_up`) is dropped once served."""
+        for it at the same moment is refused.  One given up meanwhile (`_given_up`), or cancelled by its sender before
+        its run (`cancel`: its sender asks for nothing more of it), is dropped once served."""
         if job.busy:
             raise Conflict("a request for this job is being served", hint="wait for its answer")
         job.busy = True
@@ -394,7 +395,10 @@ class HostedJobs:
         finally:
             job.busy = False
             job.touched = time.monotonic()
-            if job.running is None and job.tab.closed:
+            if job.running is None and job.stop.cancelled and job.id in self._jobs:
+                log.info("dropped job %s of %s: its sender cancelled it before its run", job.id, job.sender)
+                self._drop(job)
+            elif job.running is None and job.tab.closed:
                 self._given_up(job.id)
 
     def _given_up(self, job_id_: str) -> None:

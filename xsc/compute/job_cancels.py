@@ -15,7 +15,7 @@ A cancel writes its intent in the job's record (`cancel_asked`), then sets it an
   once, as any answer (sent_jobs.py), at most the job's budget, and the job ends `cancelled`.  A provider whose
   answer has not come CANCEL_GRACE after the cancel was sent is given up: its run's request ends unanswered, the
   job's tab is dropped unpaid (as an unanswered run's: a record it signs later is not paid) and the job ends
-  `cancelled`, nothing paid.
+  `cancelled`, nothing paid; the cancel it did not hear is sent again until it does (provider_stops.py).
 - A replicated job's replicas are each stopped so, at once; each is paid what its own signed record says it used,
   none judged against the others (replica_cancels.py).
 - A job cancelled before its run began (still placed, its bytes still sent: `sending`, `not_cancelled`) runs
@@ -43,9 +43,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
-from ..errors import JobCancelled, JobNotRunning, PeerError, PeerNotFound, PeerRefused
-from ..net import jobs as wire
+from ..errors import JobCancelled, JobNotRunning
 from . import provenance
+from .jobspec import parse_sent_job
 from .out_bound import Stop
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,8 @@ class _Run:
 class JobCancels:
     """The runs under way at this node (or sent from it) that a cancel can stop, by job id."""
 
-    def __init__(self, paid: Any, records: Any) -> None:
-        self.paid = paid  # xsc.compute.paid.PaidCompute: its peers and client reach a job's provider
+    def __init__(self, stops: Any, records: Any) -> None:
+        self.stops = stops  # xsc.compute.provider_stops.ProviderStops: a job's providers asked to stop its runs
         self.records = records  # xsc.compute.job_records.JobRecords: where a cancel's intent is written
         self._runs: dict[str, _Run] = {}
         self._asked: dict[str, str] = {}  # a request's tag (ASKER) -> the job it runs, while it runs
@@ -152,9 +152,10 @@ class JobCancels:
         run.cancelling.asked.set()  # what is still sent to its providers is cut: none of it runs
         asked = _providers(kept if kept is not None else job)
         if asked:
+            until = self.stops.until(parse_sent_job(job["spec"]))  # (one not heard is asked again until then)
             try:
                 async with asyncio.timeout(CANCEL_GRACE):
-                    await asyncio.gather(*(ask_to_stop(self.paid, provider, hosted) for provider, hosted in asked))
+                    await asyncio.gather(*(self.stops.ask(sent, until) for sent in asked))
                     await run.ended.wait()
             except TimeoutError:
                 log.warning("job %s: its providers' answers did not come %g s after its cancel: given up unpaid",
@@ -163,25 +164,11 @@ class JobCancels:
         await run.ended.wait()
 
 
-async def ask_to_stop(paid: Any, provider: str, hosted: str) -> bool:
-    """Ask `provider` to stop the job it runs for this node (`hosted`: its id there), or to drop it if its run was not
-    asked for yet; answered once its run has ended, CANCEL_GRACE at most.  Whether it heard (answered, or refused: a
-    job it does not hold); unreached, logged: its run's answer is given up unpaid.  (`paid`:
-    xsc.compute.paid.PaidCompute, whose peers and client reach it.)"""
-    try:
-        await wire.cancel(paid.client, paid.peers.peer(provider).url, provider, hosted, CANCEL_GRACE)
-    except (PeerError, PeerNotFound) as err:
-        log.warning("the cancel of job %s on provider %s was not answered: %s", hosted, provider, err.message)
-        return isinstance(err, PeerRefused)
-    return True
-
-
-def _providers(job: dict[str, Any]) -> list[tuple[str, str]]:
-    """(provider, its id for the job) of each run of `job` sent to a provider and not answered yet: the job's own,
-    or each replica's."""
-    sent = [job["sent"]] if "sent" in job else \
+def _providers(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """What was sent of each run of `job` to a provider and not answered yet (its provider, its id there, its tab's
+    authorization): the job's own, or each replica's."""
+    return [job["sent"]] if "sent" in job else \
         [r for r in job.get("replicating", {}).values() if r.get("step") == "sent"]
-    return [(s["provider"], s["job"]) for s in sent]
 
 
 @contextlib.contextmanager
@@ -200,4 +187,4 @@ def cancelled_before(why: str = "before it ran", **details: Any) -> JobCancelled
     return JobCancelled(f"cancelled {why}", why=why, lost=f"cancelled {why}", **details)  # (`lost`: a replica's)
 
 
-__all__ = ["ASKER", "CANCEL_GRACE", "Cancelling", "JobCancels", "ask_to_stop", "asking", "cancelled_before"]
+__all__ = ["ASKER", "CANCEL_GRACE", "Cancelling", "JobCancels", "asking", "cancelled_before"]

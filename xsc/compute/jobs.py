@@ -54,6 +54,7 @@ from .job_placing import JobPlacing
 from .job_records import CURSOR_BYTES, JobRecords, made
 from .job_retention import FORGET_AT_ONCE, JobRetention
 from .job_sandbox import record_and_owe, remove_tree, run_program
+from .provider_stops import ProviderStops
 from .remote_answers import RemoteAnswers
 from .remote_recovery import RemoteRecovery
 from .sent_jobs import Returned
@@ -93,8 +94,8 @@ class JobService:
         keep_paid(sent.paid.payments)  # what each job's tab was paid, kept with its records
         self.outputs = JobOutputs(storage, db, payer.public_key, storage_bid)
         self.answers = RemoteAnswers(records=self.records, outputs=self.outputs, sent=sent, work_dir=work_dir)
-        self.cancels = JobCancels(sent.paid, self.records)  # the runs under way that `cancel` stops
-        self.recovery = RemoteRecovery(self.answers)  # what a stop cut short of a remote run, finished
+        self.cancels = JobCancels(ProviderStops(sent.paid, compute.store), self.records)  # the runs `cancel` stops
+        self.recovery = RemoteRecovery(self.answers, self.cancels)  # what a stop cut short of a remote run, finished
         self.retained = JobRetention(db)  # the records of ended jobs nothing needs any more, forgotten
         self.placing = JobPlacing(compute=compute, dealing=dealing, sent=sent, terms=terms, node=node,
                                   answers=self.answers, cancels=self.cancels)
@@ -102,10 +103,9 @@ class JobService:
         self.cut_short: list[str] = []  # the jobs a stop cut short that `recover` settled (the watches reap theirs)
 
     def start(self) -> None:
-        """The work directories of jobs a stop cut short (their stdin, their outputs not yet fetched): nothing reads
-        them again, and each may hold up to its bytes_in and bytes_out.  The tabs of remote runs checked and not
-        paid yet are kept from the payment retry until `recover` pays each what its job's record says it owes
-        (before any loop runs: the retry alone would pay up to their caps)."""
+        """Removed: the work directories of jobs a stop cut short (each up to its bytes_in and bytes_out).  Kept from the
+        payment retry before any loop runs (alone, it would pay up to their caps): the tabs of remote runs checked and
+        not paid yet, until `recover` pays each what its job's record says it owes."""
         for stale in self.work_dir.glob("job-*"):
             remove_tree(stale)
         if listed := self.records.list_unlisted():
@@ -115,9 +115,9 @@ class JobService:
                 self.sent.hold_off(authorization)
 
     def loops(self) -> dict[str, Any]:
-        return {"jobs-recover": self.recover,  # once, at start: it ends by itself
-                # a record goes at most a tenth of its retention late (an hour, with the default of 30 days), or
-                # sooner while a backlog lasts
+        return {"jobs-recover": self.recover, "compute-provider-stops": self.cancels.stops.loop(self.recovered),
+                # (recover: once, at start.)  A record goes at most a tenth of its retention late (an hour, with the
+                # default of 30 days), or sooner while a backlog lasts
                 "compute-retention": periodic("compute-retention", lambda: BEHIND_PERIOD if self._behind else
                                               min(3600.0, self.retention / 10), self.forget_ended)}
 

@@ -19,9 +19,9 @@ from ..errors import IntegrityError, JobCancelled, OverCap, Trap, XscError
 from ..tasks import in_pool
 from . import replica_cancels
 from .job_answers import UNFINISHED, answer as answered_with, not_ended, rerun_hint, run_id
-from .job_cancels import ask_to_stop, cancelled_before
 from .job_sandbox import file_sha256, remove_tree
 from .jobspec import parse_sent_job
+from .provider_stops import unpaid
 from .remote_answers import RemoteAnswers, keep, short
 from .sent_jobs import Returned, silent_to_cancel
 
@@ -31,8 +31,9 @@ RESUME_FOR = 1800.0  # seconds a start keeps trying to store a checked remote an
 
 
 class RemoteRecovery:
-    def __init__(self, answers: RemoteAnswers) -> None:
+    def __init__(self, answers: RemoteAnswers, cancels: Any) -> None:
         self.answers, self.records, self.sent, self.work_dir = answers, answers.records, answers.sent, answers.work_dir
+        self.cancels = cancels  # job_cancels.JobCancels: its user's cancels, and their providers asked to stop
 
     async def finished(self, job: dict[str, Any]) -> dict[str, Any]:
         """A job `cut_short`, finished from its providers' answers: asked again, or its outputs fetched again."""
@@ -45,7 +46,7 @@ class RemoteRecovery:
             job.pop("fetching", None)
             self.records.save(job["id"], job)
             if running:  # stopped, as its user asked, rather than left to run unpaid to its timeout
-                await ask_to_stop(self.sent.paid, step["provider"], step["job"])
+                await self.cancels.stops.ask(step, self.cancels.stops.until(parse_sent_job(job["spec"])))
             # Its provider still holds the job (its quota place, its reservation on this node's line, the bytes
             # sent) until it drops it itself: a stop while its data was sent drops the tab and tells it nothing.
             await self.sent.forget(step["provider"], step["job"])
@@ -80,8 +81,7 @@ class RemoteRecovery:
             if not self.sent.payable_after_restart(step["authorization"]):  # its tab settled unpaid before the stop
                 raise XscError(f"replica {provider}'s tab was settled unpaid before the stop: not counted")
             if step["step"] == "sent":
-                ask = self.sent.answer_after_cancel if "cancel_asked" in job else self.sent.answer_again
-                step = {"step": "fetching", **short(await ask(step, spec, run_id(job), job["inputs"]))}
+                step = {"step": "fetching", **short(await self._asked(job, step, spec))}
                 job["replicating"][provider] = step
                 self.records.save(job["id"], job)
             answer, kept = step["answer"], self.answers.replicas_kept(job["id"]) / provider
@@ -127,29 +127,32 @@ class RemoteRecovery:
             await self.sent.forget(provider, hosted)
         return answered_with(job, *done)
 
-
     async def asked_again(self, job: dict[str, Any]) -> dict[str, Any]:
         """A remote job a stop cut short while its provider ran it: the provider asked again for the answer of the
-        run it was sent (it keeps it hosted_jobs.IDLE after the run), which is held to the job, its tab and its
-        price as any answer, then fetched, stored and paid as `refetched` does: not run again, paid once.  A
-        provider gone, or without that answer, is paid nothing for it (the tab's authorization is dropped).  Its cancel
-        written, the provider is asked to stop first, and one silent past the cancel's grace, gone or without that
-        answer leaves the job `cancelled`, unpaid, as that cancel would have."""
+        run it was sent (it keeps it hosted_jobs.IDLE after the run), held to the job, its tab and its price as any
+        answer, then fetched, stored and paid as `refetched` does: not run again, paid once.  A provider gone, or
+        without that answer, is paid nothing (the tab's authorization is dropped).  Its cancel written, the provider
+        is asked to stop first; without its answer the job ends `cancelled`, unpaid, saying why."""
         sent, cancelled = job["sent"], "cancel_asked" in job
-        ask = self.sent.answer_after_cancel if cancelled else self.sent.answer_again
         try:
-            fetching = await ask(sent, parse_sent_job(job["spec"]), run_id(job), job["inputs"])
+            fetching = await self._asked(job, sent, parse_sent_job(job["spec"]))
         except XscError as err:
             await self.sent.unanswered_after_restart(sent["authorization"])
             job.pop("sent")
-            told = not_ended(job, cancelled_before("while it ran, and its provider did not answer")) if cancelled \
-                else None
+            told = not_ended(job, unpaid(err)) if cancelled else None
             self.records.save(job["id"], job)
             if told is not None:
                 raise told from err
             raise
         self.answers.believed(job)(fetching)
         return await self.refetched(job)
+
+    async def _asked(self, job: dict[str, Any], sent: dict[str, Any], spec) -> dict[str, Any]:
+        """The answer of a run `sent` (the job's, or a replica's) asked again: first its cancel, if written."""
+        if "cancel_asked" in job:
+            return await self.sent.answer_after_cancel(sent, spec, run_id(job), job["inputs"], self.cancels.stops)
+        return await self.sent.answer_again(sent, spec, run_id(job), job["inputs"],
+                                            lambda: self.cancels.cancelled(job["id"]))
 
     async def refetched(self, job: dict[str, Any]) -> dict[str, Any]:
         """A remote job a stop cut short while its believed answer's outputs were fetched: fetched again from its
@@ -177,7 +180,6 @@ class RemoteRecovery:
             return done
         finally:
             await in_pool(None, remove_tree, into)
-
 
     async def recover_one(self, job: dict[str, Any]) -> None:
         """At start, a job a stop left unfinished: finished from its provider's answer if it was run on one and
@@ -215,8 +217,8 @@ class RemoteRecovery:
                 try:
                     await self.resumed(current)
                     return
-                except (Trap, OverCap):
-                    return  # resumed: the job's answer is its trap or its refusal
+                except (Trap, OverCap, JobCancelled):
+                    return  # resumed: the job's answer is its trap, its refusal or its cancel
                 except IntegrityError:
                     raise
                 except XscError as err:
@@ -227,7 +229,6 @@ class RemoteRecovery:
             delay = min(delay * 2, 60.0)
 
 
-
 def _restored(fetching: dict[str, Any], files: list) -> Returned:
     """A run a restart finishes from its believed answer (`fetching`) and its outputs (`files`): its tab the one
     a restart left pending, paid what it answered (sent_jobs.SentJobs.pay)."""
@@ -235,7 +236,6 @@ def _restored(fetching: dict[str, Any], files: list) -> Returned:
     return Returned(fetching["provider"], answer["run"], answer["provenance"], files,
                     [o["sha256"] for o in answer["outputs"]], answer, authorization=fetching["authorization"],
                     streams=fetching.get("streams", ""))
-
 
 
 __all__ = ["RESUME_FOR", "RemoteRecovery"]

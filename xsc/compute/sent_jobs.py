@@ -28,8 +28,9 @@ from ..net import jobs as wire
 from ..tasks import Locks, in_pool, unless_set
 from . import job_cancels, provenance
 from .job_sandbox import OutputFile
-from .out_bound import OUTPUT_LIMIT
+from .out_bound import CANCELLED, OUTPUT_LIMIT
 from .paid import PaidCompute, worst_case_refused
+from .provider_stops import UNRUN
 from .service import InvokeCall
 from .sent_checks import check_outputs, unlike_a_run, unlike_the_deal
 from .spot_checks import unlimited
@@ -123,7 +124,7 @@ class SentJobs:
                                               None if sending is None else lambda: sending(sent), given_up)
             try:
                 returned = await self._checked(url, provider, job, jid, staged, answer, budget, spec, price, tab,
-                                               believed)
+                                               believed, given_up is not None and given_up.asked.is_set())
             except ForgedResult as err:
                 await paid.gateway_tabs.abandon(tab, budget)
                 self.strike(provider, err.message)
@@ -277,21 +278,23 @@ class SentJobs:
         return offset
 
     async def _checked(self, url: str, provider: str, job: str, jid: str, staged, answer: dict[str, Any],
-                       budget: int, spec, price: int, tab, believed: Callable[[dict[str, Any]], None] | None
-                       ) -> Returned:
+                       budget: int, spec, price: int, tab, believed: Callable[[dict[str, Any]], None] | None,
+                       cancel_asked: bool) -> Returned:
         """The provider's answer, held to its signed record; each output fetched and held to its signed hash."""
         outputs = self._held(provider, answer, budget, jid, staged.inputs, staged.stdin_sha256, spec, price,
-                             tab.auth.id.hex())
+                             tab.auth.id.hex(), cancel_asked)
         if believed is not None:
             believed({"provider": provider, "job": job, "authorization": tab.auth.id.hex(), "answer": answer})
         files = await self._fetched(url, provider, job, outputs, staged.work / "fetched" / provider)
         return Returned(provider, answer["run"], answer["provenance"], files, [o["sha256"] for o in outputs], answer)
 
     def _held(self, provider: str, answer: dict[str, Any], budget: int, jid: str, inputs: list[dict[str, Any]],
-              stdin_sha256: str | None, spec, price: int, authorization: str) -> list[dict[str, Any]]:
+              stdin_sha256: str | None, spec, price: int, authorization: str, cancel_asked: bool
+              ) -> list[dict[str, Any]]:
         """The outputs a provider's answer signs, once the answer holds to its signed record, and the record to
         the job (`jid`, over `inputs` and stdin), the deal (`price`, the tab `authorization`) and `budget`: else
-        ForgedResult."""
+        ForgedResult.  A run signed stopped by its sender's cancel when this node never cancelled it
+        (`cancel_asked`) is not the run that was paid for: refused too."""
         run, signed = answer["run"], answer["provenance"]
         charge = run.get("charge")
         if type(charge) is not int or not 0 <= charge <= budget:
@@ -322,6 +325,8 @@ class SentJobs:
         trapped = "trap" in answer or "refusal" in answer
         why = unlike_a_run(run, answer, record) or unlike_the_deal(
             record, spec, price, authorization, self.paid.compute.memory_price, trapped) or unlimited(record, call)
+        if why is None and not cancel_asked and trapped and (record.get("trap") or {}).get("kind") == CANCELLED:
+            why = "says its sender cancelled the run, which this node never did"
         if why is not None:
             raise ForgedResult(f"provider {provider}'s signed record {why}: not paid, and struck",
                                hint="run the job again (another provider)")
@@ -329,44 +334,59 @@ class SentJobs:
         check_outputs(provider, outputs, spec.bytes_out)  # bounded before anything is fetched
         return outputs
 
-    async def answer_again(self, sent: dict[str, Any], spec, jid: str, inputs: list[dict[str, Any]]
+    async def answer_again(self, sent: dict[str, Any], spec, jid: str, inputs: list[dict[str, Any]],
+                           cancelled: Callable[[], bool] = lambda: False, timeout: float | None = None
                            ) -> dict[str, Any]:
         """After a restart: the answer of the run a stop cut short while its provider ran it (`unsettled`'s
         `sending`), asked of the provider again: it answers the run it kept (or the one under way, once done),
         never running it again.  Held to the job, the tab and the price as any answer (`_held`; a provider whose
-        answer does not hold is struck); what `refetched` goes on from.  No answer (the provider gone, restarted,
-        or its answer dropped: hosted_jobs.IDLE) raises, and the provider is told to forget the job."""
+        answer does not hold is struck, as is one that signs it stopped by a cancel when `cancelled()` says no cancel
+        was asked); what `refetched` goes on from.  No answer (the provider gone, restarted, or its answer dropped:
+        hosted_jobs.IDLE) raises, and the provider is told to forget the job.  `timeout`: seconds each question
+        waits for its answer (default: the job's timeout, and a minute: its run may still be under way)."""
         provider, job = sent["provider"], sent["job"]
         url = self.paid.peers.peer(provider).url
         call = InvokeCall(spec.module, spec.entrypoint, list(spec.argv), spec.fuel, spec.memory, spec.timeout, True)
+        waits = self.paid.compute.limits(call).timeout + 60 if timeout is None else timeout
         try:
             answer = await _asked_again(
-                lambda: wire.run(self.paid.client, url, provider, job, timeout=self.paid.compute.limits(call).timeout
-                                 + 60, most=wire.run_answer_bound(spec.stdout_cap, spec.stderr_cap)),
+                lambda: wire.run(self.paid.client, url, provider, job, timeout=waits,
+                                 most=wire.run_answer_bound(spec.stdout_cap, spec.stderr_cap)),
                 provider, job, "answer")
             self._held(provider, answer, sent["budget"], jid, inputs, sent["stdin"], spec, sent["price"],
-                       sent["authorization"])
+                       sent["authorization"], cancelled())
         except ForgedResult as err:
             self.strike(provider, err.message)
             await self._forget(url, provider, job)
             raise
         except asyncio.CancelledError:
             raise  # the node stops again: the provider keeps the run for the next start
+        except PeerUnreachable as err:
+            if timeout is not None and err.details.get("reason") == "timed out":  # heard its cancel, then silent:
+                raise _silent_to_cancel(provider) from None  # not told to forget (that would wait as long again)
+            await self._forget(url, provider, job)
+            raise
         except BaseException:
             await self._forget(url, provider, job)
             raise
         return {"provider": provider, "job": job, "authorization": sent["authorization"], "answer": answer}
 
-    async def answer_after_cancel(self, sent: dict[str, Any], spec, jid: str, inputs: list[dict[str, Any]]
-                                  ) -> dict[str, Any]:
+    async def answer_after_cancel(self, sent: dict[str, Any], spec, jid: str, inputs: list[dict[str, Any]],
+                                  stops: Any) -> dict[str, Any]:
         """After a restart that found the job's cancel written (`cancel_asked`) while its provider ran it: the
         provider asked again to stop its run (a kill -9 may have come before it heard the cancel, or before it
         answered), then, once it has (its run ended), for the answer of the run it stopped, as `answer_again` asks
-        it.  A provider that does not answer the cancel within job_cancels.CANCEL_GRACE, as a cancel waits (silent,
-        or gone), is given up (GAVE_UP): its answer never came, and it is not told to forget the job."""
-        if not await job_cancels.ask_to_stop(self.paid, sent["provider"], sent["job"]):
+        it.  Each waits job_cancels.CANCEL_GRACE at most, as a cancel waits: the run has ended, so its answer is
+        there to take at once.  A provider that does not answer within it (silent, or gone) is given up (GAVE_UP):
+        its answer never came, it is not told to forget the job, and the cancel is sent again until it hears it
+        (`stops`: provider_stops.ProviderStops).  One that dropped the job before its run began ran nothing:
+        JobCancelled, nothing to pay."""
+        heard = await stops.ask(sent, stops.until(spec))
+        if heard is None:
             raise _silent_to_cancel(sent["provider"])
-        return await self.answer_again(sent, spec, jid, inputs)
+        if heard == UNRUN:
+            raise job_cancels.cancelled_before()
+        return await self.answer_again(sent, spec, jid, inputs, lambda: True, job_cancels.CANCEL_GRACE)
 
     async def _forget(self, url: str, provider: str, job: str) -> None:
         try:

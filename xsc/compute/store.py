@@ -224,6 +224,19 @@ class ComputeStore:
         return out
 
     # --- watches (compute/watches.py) --------------------------------------------
+    # --- cancels a provider has not heard yet (compute/provider_stops.py) --------------
+    def owe_stop(self, authorization_id: bytes, stop: dict[str, Any] | None) -> None:
+        """Keep `stop` owed on the tab `authorization_id` (None: heard, or its run over: forgotten)."""
+        key = keys.stop_owed(authorization_id)
+        if stop is None:
+            self._db.delete(key, sync=True)
+        else:
+            self._db.put(key, codec.dumps(stop), sync=True)
+
+    def stops_owed(self) -> dict[bytes, dict[str, Any]]:
+        with self._db.iterator(prefix=keys.STOPS_OWED) as rows:
+            return {key[len(keys.STOPS_OWED):]: codec.loads(value) for key, value in rows}
+
     def watches(self) -> list[dict]:
         with self._db.iterator(prefix=keys.WATCHES) as it:
             return [codec.loads(v) for _, v in it]

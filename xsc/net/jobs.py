@@ -84,10 +84,16 @@ async def fetch(client: PeerClient, url: str, provider: str, job: str, output: i
     return (await client.request(url, "GET", path, to=provider, max_size=CHUNK)).body
 
 
-async def cancel(client: PeerClient, url: str, provider: str, job: str, timeout: float) -> None:
-    """Ask the provider to stop the job it runs for this node (answered once the run has ended)."""
-    await client.request(url, "POST", CANCEL_PATH.format(job=job), json={}, to=provider, timeout=timeout,
-                         max_size=JOB_ANSWER)
+async def cancel(client: PeerClient, url: str, provider: str, job: str, timeout: float) -> bool:
+    """Ask the provider to stop the job it runs for this node (answered once the run has ended): whether its run had
+    begun (`ran`; False: it dropped the job unrun, nothing of it to pay)."""
+    response = await client.request(url, "POST", CANCEL_PATH.format(job=job), json={}, to=provider, timeout=timeout,
+                                    max_size=JOB_ANSWER)
+    answer = response.json()
+    ran = answer.get("ran") if isinstance(answer, dict) else None
+    if type(ran) is not bool:
+        raise response.shapeless(f"provider {url} answered a cancel without saying whether the job ran", url=url)
+    return ran
 
 
 async def forget(client: PeerClient, url: str, provider: str, job: str) -> None:
