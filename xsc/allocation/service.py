@@ -599,7 +599,7 @@ def quiet(service: AllocationService) -> bool:
     need of this node's), it has an ITC id, and no round is due, waited for or computing again.  Its rounds come due
     only by what wakes the loop (`touch`: the book's `on_change`, the needs' watch, a record received; a side that
     waits sets a wake-up); what a pass does besides is all that then waits: subscriptions renewed, or sent where their
-    topics changed with the recognition this node derives (a standing need, whose end a pass sees, makes it not quiet)."""
+    topics changed with the recognition this node derives (a standing need, whose end a pass sees, is not quiet)."""
     if service._dirty or service._wake is not None or service.ids.stamp is None or service.needs.standing():
         return False
     if service.previous is not None and not service.previous.converged:

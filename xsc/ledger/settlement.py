@@ -136,7 +136,7 @@ class Payments:
         self.payable: dict[str, Callable[[Authorization, Receipt], Awaitable[bool]]] = {}
         # job prefix -> what to do once the retry paid a receipt (a function's spend counts it).
         self.paid_by_retry: dict[str, Callable[[Authorization, Receipt], Awaitable[None]]] = {}
-        # job prefix -> what to do once the retry ended one unpaid (given up on, refused, expired): its owner forgets it.
+        # job prefix -> what follows once the retry ended one unpaid (given up on, refused, expired): forgotten.
         self.dropped_by_retry: dict[str, Callable[[Authorization], None]] = {}
         # job prefix -> the rows a payment of it writes in its own batch, however it is paid (a function's spend, what
         # a job's record shows it paid).
