@@ -393,11 +393,11 @@ def periodic(name: str, period: Callable[[], float] | float, step: Callable[[], 
     return loop
 
 
-def woken_loop(name: str, wake: asyncio.Event, period: Callable[[], float] | float,
+def woken_loop(name: str, wake: asyncio.Event, period: Callable[[], float | None] | float,
                step: Callable[[], Awaitable[Any]], *, wait_first: bool = False) -> Callable[[], Awaitable[None]]:
     """A loop (for a service's `loops()`) that awaits `step()` at once (or after one wait, `wait_first`), then again
-    each time `wake` is set or `period` seconds pass (a number, or a callable read each round).  A failed round is
-    logged ("NAME failed") and the loop goes on."""
+    each time `wake` is set or `period` seconds pass (a number, or a callable read each round: None, until `wake` is
+    set).  A failed round is logged ("NAME failed") and the loop goes on."""
 
     async def wait() -> None:
         await woken(wake, period() if callable(period) else period)
@@ -422,12 +422,13 @@ def every(name: str, period: Callable[[], float] | float, step: Callable[[], Awa
     return asyncio.create_task(periodic(name, period, step, jitter=jitter, first=first)(), name=f"xsc-{name}")
 
 
-async def woken(event: asyncio.Event, seconds: float, *also: asyncio.Event) -> bool:
-    """Wait until `event` (or one of `also`) is set or `seconds` have passed; whether `event` is set.  A loop that
-    sleeps until it is woken uses this, never `wait_for(event.wait(), seconds)`: on Python 3.11 a cancellation that
-    arrives just as the event is set is lost there (wait_for returns normally), the loop never ends and the node's
-    close waits for it forever.  Nor under `asyncio.timeout` in the caller's task, though cheaper: before 3.11.3
-    (Debian 12's 3.11.2) its expiry in a task that once swallowed a cancellation is raised as a cancellation."""
+async def woken(event: asyncio.Event, seconds: float | None, *also: asyncio.Event) -> bool:
+    """Wait until `event` (or one of `also`) is set or `seconds` have passed (None: until it is set); whether `event`
+    is set.  A loop that sleeps until it is woken uses this, never `wait_for(event.wait(), seconds)`: on Python 3.11 a
+    cancellation that arrives just as the event is set is lost there (wait_for returns normally), the loop never ends
+    and the node's close waits for it forever.  Nor under `asyncio.timeout` in the caller's task, though cheaper:
+    before 3.11.3 (Debian 12's 3.11.2) its expiry in a task that once swallowed a cancellation is raised as a
+    cancellation."""
     # tasks even when an event is set: the caller always yields
     waiters = [asyncio.ensure_future(e.wait()) for e in (event, *also)]
     try:

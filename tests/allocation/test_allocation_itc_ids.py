@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from tests.support.waiting import eventually_async
 from xsc import keys
 from xsc.allocation import Stamp
 from xsc.allocation.core.records import MAX_STAMP_HEX, Held
@@ -358,3 +359,36 @@ def test_a_request_named_again_gets_the_same_half_free_and_what_is_kept_of_forks
     assert again.given.answer(peer, "2" * 32) is None and again.given.answer(peers[2], f"{2:032x}") is None
     assert again.given.answer(peers[3], f"{3:032x}") == first
     db.close()
+
+
+async def test_the_loop_asking_forks_again_sleeps_until_one_is_asked_then_asks_until_it_is_answered(
+        tmp_path: Path) -> None:
+    """`settling` sleeps while no fork asked is unanswered (a settled id gives it nothing to do), is woken as one is
+    asked, and asks it again every `fork_wait` until it is answered: a node given its id by one peer while another's
+    answer was lost joins that half into its id."""
+    from xsc.errors import PeerError
+    from xsc.tasks import stop
+
+    kept, lost = Stamp.seed().fork()
+    tries = []
+
+    class Peers:
+        async def request(self, url, method, path, **kwargs):
+            tries.append(kwargs["json"]["name"])
+            if len(tries) == 1:
+                raise PeerError("the answer was lost on its way")  # it may have given it: asked again, by its name
+            return SimpleNamespace(json=lambda: {"stamp": lost.encode().hex()})
+
+    db = open_database(tmp_path / "db")
+    peer = SimpleNamespace(url="https://peer", id="peer")
+    ids = ItcIds(me="me", db=db, peers=Peers(), held=(Held(),), targets=lambda: [peer], joins=True, forks=None,
+                 fork_wait=0.01)
+    settling = asyncio.create_task(ids.settling()())
+    try:
+        assert not await ids.ensure() and len(ids.asked) == 1  # asked, unanswered
+        ids.stamp = kept  # the other half, given meanwhile by another peer
+        await eventually_async(lambda: not ids.asked, "the fork asked again and answered")
+        assert ids.stamp == Stamp.seed() and len(set(tries)) == 1  # asked again under its name, its half joined
+    finally:
+        await stop(settling)
+        db.close()

@@ -17,6 +17,7 @@ from xsc.allocation import AllocationState, SlotAllocation, Stamp
 from xsc.allocation.core.records import MAX_ALLOCATIONS, parse_receipt, parse_state, sign_receipt, sign_state
 from xsc.allocation.core.rounds import Receipt, ReceiptEntry
 from xsc.allocation.itc_ids import FORK_BURST, FORK_RATE
+from xsc.allocation.service import quiet
 from xsc.errors import DealRefused, InvalidAllocationRecord
 from xsc.identity import Identity, sign_request
 from xsc.node.appkeys import NODE
@@ -491,3 +492,19 @@ async def test_removing_a_need_of_no_such_id_says_so_in_a_line_the_id_cut(node) 
     problem = await response.json()
     assert response.status == 404 and problem["code"] == "need-not-found", problem["detail"][:300]
     assert len(problem["detail"]) < 200 and "…" in problem["detail"], problem["detail"][:300]
+
+
+async def test_the_allocation_passes_less_often_only_while_nothing_is_to_be_allocated(node_factory) -> None:
+    """With no bid in the book and no standing need, no round comes due but by what wakes the allocation's loop, so it
+    passes every QUIET_PASS rather than every PASS; a standing need ends that at once, and its removal brings it back
+    once the book holds no bid again."""
+    a, b = await pair(node_factory, **QUIET)
+    allocation = a.app[NODE].allocation
+    await eventually_async(lambda: quiet(allocation), "a's allocation quiet: nothing to allocate", 30)
+    response = await a.post("/v1/allocation/needs", json={"kind": "storage", "quantity": 1_000_000, "seconds": 600})
+    assert response.status == 201
+    assert not quiet(allocation)  # a standing need: its end and its rounds are the pass's to see
+    await eventually_async(lambda: any(c.bids for c in b.app[NODE].market.book.commitments()), "a's need in b's book")
+    assert not quiet(b.app[NODE].allocation)  # a bid in the book: b's rounds are under way
+    assert (await a.delete(f"/v1/allocation/needs/{(await response.json())['id']}")).status == 200
+    await eventually_async(lambda: quiet(allocation) and quiet(b.app[NODE].allocation), "both quiet again", 30)

@@ -18,6 +18,7 @@ given, nor goes on with its stored id while a peer it gave that id back to may h
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -30,7 +31,7 @@ from ..errors import ForkNotGiven, InvalidArgument, PeerError, PeerRefused, Peer
 from ..identity import parse_public_id, public_id
 from ..itc import ItcError, Stamp
 from ..net.peer_client import PeerResponse
-from ..tasks import Quota, periodic
+from ..tasks import Quota, woken_loop
 from .core.forks import NAME_HEX, Asked, decode_asked, encode_asked, fork_name, given_answer, given_record, taken
 from .core.records import MAX_STAMP_HEX, Held
 
@@ -82,6 +83,7 @@ class ItcIds:
         self.asked = decode_asked(db.get(keys.MARKET_FORKS_ASKED))  # forks asked, not answered yet (oldest first)
         self.given = _Given(db)
         self._started = time.monotonic()
+        self._asking = asyncio.Event()  # a fork asked: the loop asking again (`settling`), asleep while none was, wakes
 
     def _keep(self, stamp: Stamp, *, sync: bool) -> Stamp:
         self.stamp = stamp
@@ -185,8 +187,10 @@ class ItcIds:
 
     def settling(self) -> Callable[[], Awaitable[None]]:
         """The loop asking again every `fork_wait` s (`settle`), apart from the rounds: a peer may take a request's
-        whole time to answer."""
-        return periodic("allocation forks", lambda: self.fork_wait, self.settle)
+        whole time to answer.  While no fork asked is unanswered (a node whose id is settled) it sleeps until one is
+        asked (`_ask_anew`), rather than waking every `fork_wait` s to find none."""
+        return woken_loop("allocation forks", self._asking, lambda: self.fork_wait if self.asked else None, self.settle,
+                          wait_first=True)
 
     async def _ask(self, d: Any, asked: Asked) -> bool:
         """Ask `d` for the fork `asked`: True when its answer was taken."""
@@ -237,6 +241,7 @@ class ItcIds:
             self.asked.remove(oldest)
         self.asked.append(asked)
         self.db.put(keys.MARKET_FORKS_ASKED, encode_asked(self.asked), sync=True)
+        self._asking.set()
         return asked
 
     def asked_of(self) -> list[str]:

@@ -74,6 +74,10 @@ MAX_RECORDS = 1_001  # states and receipts per message each: one per peer the di
 TRAFFIC_ROUNDS = 256  # rounds whose bytes are kept for the status
 STEP_WAIT = 10  # allocation delays a side waits for the other side's answers (rounds in step: `_provider_waits`) ...
 STEP_WAIT_MIN = 5.0  # ... and at least this many seconds
+PASS = 0.5  # seconds between the allocation loop's passes while anything is to be allocated ...
+# ... and at most while nothing is (`quiet`): a round then comes due only by what wakes the loop, and the subscriptions
+# a pass renews or sends where their topics changed wait this long at most (a renewal is due every 20 s of 60).
+QUIET_PASS = 2.0
 # A state is a provider's word: a peer may name this node in allocations of capacity it never delivers, and each
 # unit it claims is one that honest providers stop giving (the receipt says the need is covered).  A provider
 # that failed work placed on it is not counted as serving this node's needs for this long.
@@ -410,7 +414,7 @@ class AllocationService:
         next_gossip = time.monotonic() + interval * random.uniform(0.8, 1.2)
         seen_version = -1
         while True:
-            await woken(self._changed, 0.5)
+            await woken(self._changed, _pause(self, next_gossip))
             self._changed.clear()
             try:
                 await self.gossip.maintain_subscriptions()  # whatever the ITC id: the market's commitments travel by them
@@ -580,6 +584,27 @@ class AllocationService:
         for s in stamps[1:]:
             out = out.join(s.peek())
         return out
+
+
+def _pause(service: AllocationService, next_gossip: float) -> float:
+    """How long the allocation's loop sleeps unless woken: PASS, or while nothing is to be allocated (`quiet`) up to
+    QUIET_PASS, and no later than the next anti-entropy pull."""
+    if not quiet(service):
+        return PASS
+    return max(PASS, min(QUIET_PASS, next_gossip - time.monotonic()))
+
+
+def quiet(service: AllocationService) -> bool:
+    """Whether the allocation's loop may pass less often: nothing is to be allocated (no bid in the book, no standing
+    need of this node's), it has an ITC id, and no round is due, waited for or computing again.  Its rounds come due
+    only by what wakes the loop (`touch`: the book's `on_change`, the needs' watch, a record received; a side that
+    waits sets a wake-up); what a pass does besides is all that then waits: subscriptions renewed, or sent where their
+    topics changed with the recognition this node derives (a standing need, whose end a pass sees, is not quiet)."""
+    if service._dirty or service._wake is not None or service.ids.stamp is None or service.needs.standing():
+        return False
+    if service.previous is not None and not service.previous.converged:
+        return False
+    return not any(mc.bids for mc in service.market.book.commitments())
 
 
 def _followed_needs(me: Commitment, network: dict[str, Commitment]) -> frozenset:

@@ -148,12 +148,13 @@ class GatewayTabs:
         self._opening: Locks[str] = Locks()  # provider -> one tab opened at a time (kept while in use)
         self._closing: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
-        self._owing = asyncio.Event()  # a tab is kept unpaid: the loop, asleep while none was, wakes (`_owes`)
-        self.asleep = False  # whether the loop sleeps until then (tests, status)
+        self._owing = asyncio.Event()  # a tab is kept unpaid: the loop, asleep while none was open, wakes (`_owes`)
+        self.asleep = False  # whether the loop sleeps until then: no tab open (tests, status)
         self._changed: dict[bytes, OpenTab] = {}  # tabs whose tally changed since it was written, by authorization id
         self._rows: dict[bytes, bytes | None] = {}  # written with the next tallies (None: deleted): `with_tallies`
         self._writing: asyncio.Handle | None = None
-        payments.add_closer(JOB, self._close_for_retry, payable=self._payable, paid=self._paid_by_retry)
+        payments.add_closer(JOB, self._close_for_retry, payable=self._payable, paid=self._paid_by_retry,
+                            dropped=self._dropped_by_retry)
 
     @property
     def opening(self) -> int:
@@ -524,6 +525,10 @@ class GatewayTabs:
             return sum(1 for _ in it)
 
     async def _paid_by_retry(self, auth: Authorization, receipt: Receipt) -> None:
+        self._dropped_by_retry(auth)
+
+    def _dropped_by_retry(self, auth: Authorization) -> None:
+        """The payment retry ended a tab on its own (paid it, or gave up on it: expired, refused): forgotten now."""
         self._unpaid.pop(auth.id, None)
         self._forget_tally(auth.id)
 
@@ -593,27 +598,24 @@ class GatewayTabs:
                     await self._drop(OpenTab(public_id(auth.payee), auth, 0))
                 except (XscError, DatabaseError, OSError) as exc:  # left to the retry (which holds it to its cap)
                     log.warning("dropping tab %s, never shown to its provider, failed: %s", auth.id.hex(), exc)
+        # Asleep until a tab can next be due: the soonest open one's end (`interval` after its opening), or, none open,
+        # until one is (`_owes`).  A tab not open (closing, or a placed function's, unpaid for as long as the function
+        # stays placed) is paid by its close or the payment retry, which tell when they end it (`_dropped_by_retry`).
         while True:
-            if not self._unpaid and not self._open:
-                # Nothing owed: asleep until a tab is opened or taken up (`_owes`), rather than waking every interval
-                # to find nothing.  A tab opened meanwhile is retired `interval` after the wake-up, as after its opening.
+            if not self._open:
                 self._owing.clear()
                 self.asleep = True
                 try:
                     await self._owing.wait()
                 finally:
                     self.asleep = False
-            await asyncio.sleep(self.interval)
+                continue
+            await asyncio.sleep(min(tab.opened for tab in self._open.values()) + self.interval - time.monotonic())
             now = time.monotonic()
             for provider, tab in list(self._open.items()):
                 if now - tab.opened >= self.interval:
                     del self._open[provider]
                     self._retire(tab)
-            if self._unpaid:  # tabs the payment retry ended on its own (expired, given up on): their tallies too
-                pending = {auth.id for auth in self.ledger.pending()}
-                for auth_id in [a for a in self._unpaid if a not in pending]:
-                    del self._unpaid[auth_id]
-                    self._forget_tally(auth_id)
 
     async def close(self) -> None:
         await stop(self._task)

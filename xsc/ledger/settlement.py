@@ -136,6 +136,8 @@ class Payments:
         self.payable: dict[str, Callable[[Authorization, Receipt], Awaitable[bool]]] = {}
         # job prefix -> what to do once the retry paid a receipt (a function's spend counts it).
         self.paid_by_retry: dict[str, Callable[[Authorization, Receipt], Awaitable[None]]] = {}
+        # job prefix -> what follows once the retry ended one unpaid (given up on, refused, expired): forgotten.
+        self.dropped_by_retry: dict[str, Callable[[Authorization], None]] = {}
         # job prefix -> the rows a payment of it writes in its own batch, however it is paid (a function's spend, what
         # a job's record shows it paid).
         self.rows: dict[str, Callable[[Authorization, Payment], dict[bytes, bytes]]] = {}
@@ -254,11 +256,13 @@ class Payments:
     def add_closer(self, job_prefix: str, closer: Callable[[str, str, Authorization], Awaitable[Receipt]], *,
                    payable: Callable[[Authorization, Receipt], Awaitable[bool]] | None = None,
                    paid: Callable[[Authorization, Receipt], Awaitable[None]] | None = None,
+                   dropped: Callable[[Authorization], None] | None = None,
                    rows: Callable[[Authorization, Payment], dict[bytes, bytes]] | None = None) -> None:
         """How the retry gets the receipt of a pending authorization of this job prefix that has no claim (of
         prefixes that both match, the longer one's closer); whether it may pay the receipt it got (`payable`), and
         what follows once it paid it (`paid`), whether the closer made that receipt or the payee already held it
-        (the answer to its owner's own close was lost).  `rows`: what a payment of it writes in its own batch,
+        (the answer to its owner's own close was lost), and once it ended one unpaid (`dropped`: given up on, refused by
+        its payee, expired).  `rows`: what a payment of it writes in its own batch,
         whoever pays it (`complete` or the retry), so that a kill -9 leaves no payment without them."""
         self.closers[job_prefix] = closer
         if rows is not None:
@@ -267,6 +271,8 @@ class Payments:
             self.payable[job_prefix] = payable
         if paid is not None:
             self.paid_by_retry[job_prefix] = paid
+        if dropped is not None:
+            self.dropped_by_retry[job_prefix] = dropped
 
     def add_rows(self, job_prefix: str, rows: Callable[[Authorization, Payment], dict[bytes, bytes]]) -> None:
         """What a payment under an authorization of this job prefix writes in its own batch, whoever pays it
@@ -458,6 +464,9 @@ class Payments:
                 self.schedule.failed(auth.id, self._why.pop(auth.id, "its payee holds no receipt for it yet"))
             else:
                 self.schedule.ended(auth.id)
+                dropped = self._for_job(self.dropped_by_retry, auth)
+                if dropped is not None and not self.ledger.is_pending(auth.id) and result == "abandoned":
+                    dropped(auth)
             self._why.pop(auth.id, None)
             outcome[result] = outcome.get(result, 0) + 1
         return outcome
