@@ -87,3 +87,16 @@ def test_a_refused_timeout_hints_one_in_the_units_the_flag_and_the_key_take():
             assert err.hint.startswith(f"ask for at most {said}, ") and parse_seconds(said) == most, err.hint
         else:
             raise AssertionError("a timeout past the ceiling was accepted")
+
+
+def test_a_jobs_size_limit_is_a_size_within_what_a_job_may_ask():
+    module = "00" * 32
+    assert parse_job({"module": module, "limits": {"bytes_out": "2KiB"}}).bytes_out == 2048
+    for value, said in ((True, "limits.bytes_out is a size, e.g. 16MiB, not True"),
+                        ("1TiB", "limits.bytes_out 1.0 TiB is more than a job may ask (16.0 GiB)")):
+        try:
+            parse_job({"module": module, "limits": {"bytes_out": value}})
+        except InvalidArgument as err:
+            assert err.message.startswith(said), err.message
+        else:
+            raise AssertionError(f"bytes_out {value!r} was accepted")

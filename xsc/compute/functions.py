@@ -59,7 +59,7 @@ from ..storage.core.ranges import content_range, parse_range
 from ..tasks import in_pool
 from ..units import plural_for
 from . import provenance
-from .limits import body_cap, named
+from .limits import bounded_size, named
 from .job_inputs import open_stored
 from .job_sandbox import Sandboxed, admit, record_and_owe, sandboxed
 from .jobspec import Input, JobSpec, parse_input, parse_job
@@ -881,7 +881,8 @@ class WebFunctions:
             raise InvalidArgument("a function mounts stored files by their capabilities (CAP:/in/NAME)")
         self.compute.program(spec.module, spec.entrypoint)  # deployed, and its entrypoint runs as a program
         self.compute.limits(InvokeCall(spec.module, spec.entrypoint, [], spec.fuel, spec.memory, spec.timeout, True))
-        max_body = body_cap(body.get("max_body", MAX_BODY), MAX_BODY_CEILING)
+        max_body = bounded_size(body.get("max_body", MAX_BODY), "max_body", MAX_BODY_CEILING,
+                                "a function may take")
         concurrency = _whole(body.get("concurrency", CONCURRENCY), "concurrency", 1, 256)
         spend_cap = body.get("spend_cap")
         if spend_cap is not None:

@@ -20,6 +20,7 @@ from ..buckets.core.names import MAX_KEY_BYTES
 from ..errors import DuplicateJsonKey, InvalidArgument, InvalidCapability, LimitTooHigh
 from ..storage.core.capability import Capability
 from ..units import format_size, parse_size, plural_for
+from .limits import bounded_size
 from .modules import parse_module_id
 
 FIELDS = ("module", "entrypoint", "argv", "env", "stdin", "inputs", "outputs", "stdout_to_store", "deterministic",
@@ -308,15 +309,7 @@ def _flag(body: dict, name: str, default: bool) -> bool:
 
 def _size(limits: dict, name: str, default: int, most: int) -> int:
     value = limits.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        raise InvalidArgument(f"limits.{name} must be a size, e.g. 16MiB")
-    size = parse_size(value)
-    if size > most:
-        raise LimitTooHigh(f"limits.{name} {format_size(size)} is more than a job may ask ({format_size(most)})",
-                           hint=f"ask for at most {format_size(most)}")
-    return size
+    return default if value is None else bounded_size(value, f"limits.{name}", most, "a job may ask")
 
 
 def _known(what: str, body: dict, fields: tuple[str, ...]) -> None:

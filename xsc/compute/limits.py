@@ -46,14 +46,14 @@ def resolve(ceiling: Limits, fuel: Any = None, memory: Any = None, timeout: Any 
     )
 
 
-def body_cap(value: Any, most: int) -> int:
-    """A web function's request body cap (`max_body`): bytes or a size as every size flag takes it (16MiB, 4096), at
-    most `most`."""
+def bounded_size(value: Any, name: str, most: int, taker: str) -> int:
+    """A size given as bytes or as every size flag takes it (16MiB, 4096), at most `most`; a refusal names the field
+    (`name`) and who may take no more (`taker`, e.g. "a function may take")."""
     if isinstance(value, bool):
-        raise InvalidArgument(f"max_body is a size, e.g. 16MiB, not {value!r}")
+        raise InvalidArgument(f"{name} is a size, e.g. 16MiB, not {value!r}")
     size = parse_size(value)
     if size > most:
-        raise LimitTooHigh(f"max_body {format_size(size)} is more than a function may take ({format_size(most)})",
+        raise LimitTooHigh(f"{name} {format_size(size)} is more than {taker} ({format_size(most)})",
                            hint=f"ask for at most {format_size(most)}")
     return size
 
