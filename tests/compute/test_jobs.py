@@ -70,6 +70,17 @@ def test_a_spec_with_an_unknown_field_is_refused(xsc_node, tmp_path):
     assert "names no module" in line and 'module = "PROGRAM.wasm"' in line, line
 
 
+def test_a_specs_limits_are_written_in_units_timeout_as_memory(xsc_node, tmp_path):
+    spec = tmp_path / "job.toml"
+    spec.write_text(f'module = "{WC}"\n[limits]\nmemory = "64MiB"\ntimeout = "1500ms"\n')
+    ran = xsc_node.xsc("compute", "run", str(spec), "--json", input=b"a b\nc\n")
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["spec"]["limits"]["timeout"] == "1500ms"
+    spec.write_text(f'module = "{WC}"\n[limits]\ntimeout = "soon"\n')
+    line = error_line(xsc_node.xsc("compute", "run", str(spec), "--no-stdin"))
+    assert "timeout must be a positive duration (seconds, or e.g. 500ms), not 'soon'" in line, line
+
+
 def test_a_misspelt_option_is_a_usage_error_not_the_programs_argument(xsc_node, tmp_path):
     text = tmp_path / "words.txt"
     text.write_bytes(b"a b\nc\n")

@@ -100,3 +100,16 @@ def test_a_jobs_size_limit_is_a_size_within_what_a_job_may_ask():
             assert err.message.startswith(said), err.message
         else:
             raise AssertionError(f"bytes_out {value!r} was accepted")
+
+
+def test_a_timeout_is_seconds_or_a_duration_as_the_flag_takes_it():
+    """A job spec's TOML writes `timeout = "5s"` as it writes `memory = "64MiB"`; the API takes either form."""
+    for asked, seconds in ((5, 5.0), (0.25, 0.25), ("5s", 5.0), ("250ms", 0.25), ("1.5", 1.5)):
+        assert resolve(CEILING, None, None, asked).timeout == seconds
+    for asked in ("soon", "-1s", "0s", "inf", "5 parsecs"):
+        try:
+            resolve(CEILING, None, None, asked)
+        except InvalidArgument as err:
+            assert err.message.startswith("timeout must be a positive duration (seconds, or e.g. 500ms)"), err.message
+        else:
+            raise AssertionError(f"timeout {asked!r} was accepted")

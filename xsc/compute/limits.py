@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidArgument, LimitTooHigh
-from ..units import duration_argument, format_size, is_whole_number, parse_size
+from ..units import duration_argument, format_size, is_whole_number, parse_seconds, parse_size
 
 
 @dataclass(frozen=True)
@@ -89,12 +89,14 @@ def _memory(value: Any, most: int) -> int:
 
 
 def _timeout(value: Any, most: float) -> float:
+    """Seconds, or a duration as --timeout and compute.timeout take it ("500ms", "1.5s": a job spec's TOML)."""
     try:
-        seconds = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError, OverflowError):  # (an int of hundreds of digits is no float)
+        seconds = math.nan if isinstance(value, bool) else parse_seconds(value) if isinstance(value, str) else \
+            float(value)
+    except (TypeError, ValueError, OverflowError, InvalidArgument):  # (an int of hundreds of digits is no float)
         seconds = math.nan
     if not (math.isfinite(seconds) and seconds > 0):
-        raise InvalidArgument(f"timeout must be a positive number of seconds, not {value!r}",
+        raise InvalidArgument(f"timeout must be a positive duration (seconds, or e.g. 500ms), not {value!r}",
                               hint="e.g. --timeout 500ms")
     if seconds > most:  # the hint's most in the units --timeout and compute.timeout are written in (1.5s, 2m)
         raise LimitTooHigh(f"timeout {seconds:g} s is more than this node allows per call ({most:g} s)",
