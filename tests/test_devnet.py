@@ -167,16 +167,19 @@ def test_up_counts_the_nodes_it_started_again_and_those_up_already_in_words() ->
     assert restarted_line(3, 3) == "3 nodes started again, 0 nodes were up already; all 3 up"
 
 
+def _up_two(cwd: Path) -> list[dict]:
+    """`xsc devnet up -n 2 --dir net --json` in `cwd`: its nodes as it lists them."""
+    up = run_xsc("devnet", "up", "-n", "2", "--dir", "net", "--json", env=FAST, cwd=cwd, timeout=120)
+    assert up.returncode == 0, up.stderr
+    return json.loads(up.stdout)
+
+
 @pytest.mark.slow
 def test_devnet_up_starts_again_the_nodes_of_a_devnet_that_are_down(tmp_path: Path) -> None:
     try:
-        up = run_xsc("devnet", "up", "-n", "2", "--dir", "net", "--json", env=FAST, cwd=tmp_path, timeout=120)
-        assert up.returncode == 0, up.stderr
-        first = json.loads(up.stdout)
+        first = _up_two(tmp_path)
         os.kill(first[1]["pid"], signal.SIGKILL)
-        again = run_xsc("devnet", "up", "-n", "2", "--dir", "net", "--json", env=FAST, cwd=tmp_path, timeout=120)
-        assert again.returncode == 0, again.stderr
-        nodes = json.loads(again.stdout)
+        nodes = _up_two(tmp_path)
         assert [(n["id"], n["url"], n["restarted"]) for n in nodes] == [
             (n["id"], n["url"], i == 1) for i, n in enumerate(first)]
         assert nodes[0]["pid"] == first[0]["pid"] and nodes[1]["pid"] != first[1]["pid"]
@@ -268,13 +271,9 @@ def test_a_node_killed_but_not_gone_is_dying_and_up_waits_for_it() -> None:
 @pytest.mark.slow
 def test_a_devnet_started_again_after_down_comes_back_at_its_addresses(tmp_path: Path) -> None:
     try:
-        up = run_xsc("devnet", "up", "-n", "2", "--dir", "net", "--json", env=FAST, cwd=tmp_path, timeout=120)
-        assert up.returncode == 0, up.stderr
-        first = json.loads(up.stdout)
+        first = _up_two(tmp_path)
         assert run_xsc("devnet", "down", "--dir", "net", cwd=tmp_path).returncode == 0
-        again = run_xsc("devnet", "up", "-n", "2", "--dir", "net", "--json", env=FAST, cwd=tmp_path, timeout=120)
-        assert again.returncode == 0, again.stderr
-        assert [(n["id"], n["url"]) for n in json.loads(again.stdout)] == [(n["id"], n["url"]) for n in first]
+        assert [(n["id"], n["url"]) for n in _up_two(tmp_path)] == [(n["id"], n["url"]) for n in first]
     finally:
         run_xsc("devnet", "down", "--dir", "net", cwd=tmp_path)
 
