@@ -17,9 +17,9 @@ from typing import Any
 
 from .. import codec
 from ..buckets.core.names import MAX_KEY_BYTES
-from ..errors import DuplicateJsonKey, InvalidArgument, InvalidCapability, LimitTooHigh
+from ..errors import DuplicateJsonKey, InvalidArgument, InvalidCapability
 from ..storage.core.capability import Capability
-from ..units import format_size, parse_size, plural_for
+from ..units import format_size, plural_for
 from .limits import bounded_size
 from .modules import parse_module_id
 
