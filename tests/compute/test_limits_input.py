@@ -113,3 +113,13 @@ def test_a_timeout_is_seconds_or_a_duration_as_the_flag_takes_it():
             assert err.message.startswith("timeout must be a positive duration (seconds, or e.g. 500ms)"), err.message
         else:
             raise AssertionError(f"timeout {asked!r} was accepted")
+
+
+def test_a_memory_that_is_not_a_size_is_refused_naming_the_field():
+    for asked in ("lots", "64MB?", -1, True):
+        try:
+            resolve(CEILING, None, asked, None)
+        except InvalidArgument as err:
+            assert err.message.startswith("memory: ") and err.hint == "e.g. --memory 16MiB", (err.message, err.hint)
+        else:
+            raise AssertionError(f"memory {asked!r} was accepted")

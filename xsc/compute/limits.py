@@ -78,8 +78,11 @@ def _fuel(value: Any, most: int) -> int:
 
 def _memory(value: Any, most: int) -> int:
     if isinstance(value, bool):
-        raise InvalidArgument(f"not a memory size: {value!r}", hint="e.g. --memory 16MiB")
-    size = parse_size(value)
+        raise InvalidArgument(f"memory: not a size: {value!r}", hint="e.g. --memory 16MiB")
+    try:
+        size = parse_size(value)
+    except InvalidArgument as err:  # (a job spec's TOML or a request names no flag: the field is said)
+        raise InvalidArgument(f"memory: {err.message}", hint="e.g. --memory 16MiB") from None
     if size > most:
         raise LimitTooHigh(f"memory {format_size(size)} is more than this node allows per call "
                            f"({format_size(most, down=True)})",
