@@ -23,6 +23,7 @@ from xsc.ledger.core.model import authorize, encode_authorization
 from xsc.net.compute import INVOKE_PATH, MODULES_PATH, TAB_CLOSE_PATH
 from xsc.net.functions import FUNCTION_PATH
 from xsc.node import IDENTITY
+from xsc.compute.compiler import compile_artifact
 from xsc.compute.paid import MAX_PUSHED_FUNCTIONS, compile_price
 from xsc.compute.provider_tabs import MAX_TAB_TTL
 from xsc.node.appkeys import NODE
@@ -155,6 +156,17 @@ async def test_a_peers_compile_after_the_compiler_process_ended_starts_it_again(
     status, answer = await _push_asked(node, Identity.generate(), wasm("arith"))
     assert status == 201, answer
     assert len(node.app[NODE].compute.modules()) == 2 and len(compiler_processes(os.getpid())) == 1
+
+
+def test_a_compile_that_reaches_the_compiler_process_as_it_is_killed_is_sent_to_a_new_one() -> None:
+    """A compiler process killed as a compile is sent to it (already gone from the process table's view, its sockets
+    not yet closed) loses that request: the compile is sent again to a compiler process started for it."""
+    compile_artifact(wasm("add"), 10)
+    for _ in range(5):
+        (compiler,) = compiler_processes(os.getpid())
+        os.kill(compiler, signal.SIGKILL)
+        assert compile_artifact(wasm("arith"), 10)
+    assert compiler not in compiler_processes(os.getpid())
 
 
 def test_the_compiler_process_ends_with_the_process_that_started_it() -> None:

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import threading
 
-from ..errors import CompileTimeout, InvalidModule
+from ..errors import CompileTimeout, ComputeBusy, InvalidModule
 from . import child_output
 
 log = logging.getLogger(__name__)
@@ -78,10 +78,21 @@ class _Compiler:
 
     def compile(self, wasm: bytes, timeout: float, wall: float) -> tuple[int, bytes] | None:
         """(how the child ended, its output), or None once `wall` seconds passed without its end (it is killed)."""
+        try:
+            return self._compile_once(wasm, timeout, wall)
+        except _NotTaken:  # the compiler process it reached had ended: sent once more, to one started for it
+            pass
+        try:
+            return self._compile_once(wasm, timeout, wall)
+        except _NotTaken:
+            raise ComputeBusy("the node's compiler process ended twice before it took the module",
+                              hint="send the module again") from None
+
+    def _compile_once(self, wasm: bytes, timeout: float, wall: float) -> tuple[int, bytes] | None:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         with mine:
             try:
-                self._send(theirs)
+                process = self._send(theirs)
             finally:
                 theirs.close()
             mine.settimeout(wall)
@@ -95,20 +106,30 @@ class _Compiler:
                 if pid is not None:
                     _kill(pid)
                 return None
-            except EOFError:  # the compiler process was ended meanwhile
-                return -1, b""
+            except (EOFError, ConnectionError):
+                if pid is not None:  # the compiler process was ended while its child compiled
+                    return -1, b""
+                # It was ending as the request reached it (a killed process is gone from the process table's
+                # view before it closes its sockets): the request is lost with it.
+                self._stop_if(process)
+                raise _NotTaken() from None
 
-    def _send(self, theirs: socket.socket) -> None:
+    def _send(self, theirs: socket.socket) -> subprocess.Popen:
+        """The compiler process that `theirs` was sent to."""
         with self._lock:
-            for attempt in range(2):
-                control = self._started()
-                try:
-                    socket.send_fds(control, [b"c"], [theirs.fileno()])
-                    return
-                except OSError:  # the compiler process has ended: started again, once
-                    self._stop()
-                    if attempt:
-                        raise
+            control = self._started()
+            try:
+                socket.send_fds(control, [b"c"], [theirs.fileno()])
+            except OSError:  # the compiler process has ended: the next compile starts it again
+                self._stop()
+                raise _NotTaken() from None
+            assert self._process is not None
+            return self._process
+
+    def _stop_if(self, process: subprocess.Popen) -> None:
+        with self._lock:
+            if self._process is process:
+                self._stop()
 
     def _started(self) -> socket.socket:
         if self._process is None or self._process.poll() is not None:
@@ -131,6 +152,10 @@ class _Compiler:
             self._process.kill()
             self._process.wait()
         self._process = None
+
+
+class _NotTaken(Exception):
+    """The compiler process ended before it took a request."""
 
 
 _COMPILER = _Compiler()
