@@ -365,3 +365,34 @@ async def test_a_cancel_cuts_the_sending_of_a_jobs_large_input_at_once_and_nothi
     assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}
     await verified(gateway)
     await verified(provider)
+
+
+async def test_a_cancel_its_provider_refuses_with_a_5xx_is_owed_still_and_sent_again_until_the_run_stops(
+        node_factory, monkeypatch) -> None:
+    """A provider answering a cancel 503 (stopping, or failing) has said nothing of the job: the cancel stays owed
+    and is sent again, and its run there stops once it is heard."""
+    from tests.support.jobs import network
+    from xsc.compute import provider_stops
+    from xsc.errors import PeerRefused
+
+    monkeypatch.setattr(provider_stops, "RETRY", 0.2)
+    gateway, (provider,) = await network(node_factory, **LONG)
+    module = await deploy(gateway, "spin", wasi=True)
+    real_cancel, refusals = provider_stops.wire.cancel, []
+
+    async def cancel(client, url, provider_id, job, timeout):
+        if not refusals:
+            refusals.append(job)
+            raise PeerRefused(f"peer {url} refused: 503 node-stopping", peer_status=503, peer_code="node-stopping")
+        return await real_cancel(client, url, provider_id, job, timeout)
+
+    monkeypatch.setattr(provider_stops.wire, "cancel", cancel)
+    running = asyncio.ensure_future(run_job(gateway, {"module": module, "limits": SPIN_LIMITS}))
+    job = await running_on(gateway, provider)
+    cancelled = await (await gateway.post(f"/v1/compute/jobs/{job['id']}/cancel")).json()
+    assert cancelled["state"] == "cancelled" and refusals, cancelled
+    assert (await running)[1]["code"] == "job-cancelled"
+    await eventually_async(lambda: provider.app[NODE].hosted_jobs.status() == {"hosted": 0},
+                           "the provider's run stopped by the cancel sent again", 30)
+    stops = gateway.app[NODE].jobs.cancels.stops
+    await eventually_async(lambda: not stops._owed and stops.store.stops_owed() == {}, "the cancel forgotten, heard")

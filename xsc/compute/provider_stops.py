@@ -2,12 +2,13 @@
 it said, and a cancel it did not hear kept owed until it does.
 
 A provider is asked over the peer channel (net/jobs.cancel) and answers once its run has ended: RAN (stopped, or
-ended by itself before), UNRUN (dropped before its run began: nothing of it to pay), REFUSED (a job it does not hold,
-or not now).  One that does not answer within job_cancels.CANCEL_GRACE (frozen, cut off, or gone) has its run's
-answer given up unpaid, but may still be running it: a run nobody will pay for.  So each cancel sent is written down
-(`c/js`, by the job's tab) before it is sent and forgotten once the provider has answered it; one still owed is sent
-again every RETRY seconds, across restarts, until its provider answers or the run must have ended by itself (its
-timeout, and a minute, after the cancel: UNTIL)."""
+ended by itself before), UNRUN (dropped before its run began: nothing of it to pay), REFUSED (a job it does not
+hold, or not now; a 5xx is none of these, but the provider stopping or failing: not heard).  One that does not answer
+within job_cancels.CANCEL_GRACE (frozen, cut off, or gone) has its run's answer given up unpaid, but may still be
+running it: a run nobody will pay for.  So each cancel sent is written down (`c/js`, by the job's tab) before it is
+sent and forgotten once the provider has answered it; one still owed is sent again every RETRY seconds, across
+restarts, until its provider answers or the run must have ended by itself (its timeout, and a minute, after the
+cancel: UNTIL)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,9 @@ async def ask_to_stop(paid: Any, provider: str, hosted: str) -> str | None:
         ran = await wire.cancel(paid.client, paid.peers.peer(provider).url, provider, hosted, job_cancels.CANCEL_GRACE)
     except (PeerError, PeerNotFound) as err:
         log.warning("the cancel of job %s on provider %s was not answered: %s", hosted, provider, err.message)
-        return REFUSED if isinstance(err, PeerRefused) else None
+        # A 5xx is no word on the job (the provider stopping, or failing): the cancel is owed still.
+        heard = isinstance(err, PeerRefused) and (err.details.get("peer_status") or 0) < 500
+        return REFUSED if heard else None
     return RAN if ran else UNRUN
 
 
