@@ -7,7 +7,7 @@ from tests.support.compute import deploy, invoke, peer_with_provider
 from tests.support.peers import QUIET
 from tests.support.waiting import eventually_async
 
-from xsc.compute.remote_tabs import JOB, TAB_TTL
+from xsc.compute.provider_tabs import JOB, TAB_TTL
 from xsc.node import IDENTITY
 from xsc.node.appkeys import NODE
 

@@ -59,7 +59,7 @@ from .functions import CONCURRENCY, MAX_BODY, WebFunctions, median_ms
 from .jobspec import MAX_INPUTS, Input, parse_input
 from .modules import parse_module_id
 from .paid import SWEEP_INTERVAL, PaidCompute, not_here
-from .remote_tabs import JOB
+from .provider_tabs import JOB
 from .service import InvokeCall
 from .store import ComputeStore
 from .wasi_io import io_fuel

@@ -45,7 +45,8 @@ from ..net import functions as wire
 from ..net.compute import close_tab, push_module
 from ..tasks import woken_loop
 from .placed_functions import FUNCTION_JOBS, function_job
-from .remote_tabs import TAB_METERS, TAB_TTL
+from .provider_tabs import TAB_TTL
+from .remote_tabs import TAB_METERS
 from .service import InvokeCall
 
 log = logging.getLogger(__name__)

@@ -698,5 +698,4 @@ def _claims_what_it_did_not_do(tab: OpenTab, counted: int) -> bool:
     return not tab.per_request and counted > tab.count + tab.unknown
 
 
-__all__ = ["GatewayTabs", "JOB", "JOB_TABS", "OpenTab", "TAB_CALLS", "TAB_TTL",
-           "job_tab"]
+__all__ = ["GatewayTabs", "JOB_TABS", "OpenTab", "TAB_CALLS", "job_tab"]

@@ -51,7 +51,8 @@ from . import provenance
 from .limits import resolve
 from .modules import PAGE
 from .owed_checks import Answered, OwedChecks
-from .remote_tabs import TAB_TTL, GatewayTabs, OpenTab
+from .provider_tabs import TAB_TTL
+from .remote_tabs import GatewayTabs, OpenTab
 from .trap_limits import UNBOUNDED, contradicted
 from .service import NOT_HERE_HINT, ComputeService, InvokeCall, parse_invoke, provenance_not_found
 
