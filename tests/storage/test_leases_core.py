@@ -91,7 +91,7 @@ async def test_a_put_with_a_duration_leases_every_share_that_long(node_factory) 
         response = await node.post("/v1/store/files", params={"duration": bad}, data=b"y" * 100)
         assert response.status == 400
         problem = await response.json()
-        assert problem["code"] == "invalid-argument" and "60s to 3650d" in problem["hint"]
+        assert problem["code"] == "invalid-argument" and "whole seconds from 60 to 315360000" in problem["hint"]
     assert len(store.held_shares()) == 12  # the refused puts stored nothing
 
 

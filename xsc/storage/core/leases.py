@@ -15,7 +15,8 @@ from ...errors import InvalidArgument
 
 MIN_DURATION = 60  # seconds: short leases exist for tests and trials
 MAX_DURATION = 3650 * 86400  # ten years
-DURATION_HINT = "give a duration from 60s to 3650d, e.g. 30d, 12h or 3600"
+# The API's, in whole seconds (the CLI turns 30d into them and checks the bounds itself).
+DURATION_HINT = "give whole seconds from 60 to 315360000 (3650 days), e.g. 2592000 for 30 days"
 
 
 def check_duration(seconds: int) -> int:
