@@ -240,6 +240,8 @@ def status(obj, wide: bool, as_json: bool) -> None:
         prose(f"last payment run: {_utc(run['at'])}: paid {format_credits(run['paid'])} credits in "
               f"{counted(run['payments'], 'payment')}; {run['forfeited']} forfeited (failed audit), {run['waiting']} "
               f"waiting for an audit, {run['failed']} failed (retried)")
+        if run["failed"] and run.get("why"):
+            prose(f"the last failed: {run['why']}")
 
 
 def _clip(text: str, width: int) -> str:

@@ -396,6 +396,7 @@ class StorageDeals:
                            deal.paying["job"])
         except XscError as err:
             summary["failed"] += 1
+            summary["why"] = err.with_hint  # `market status` says why beside the count (the last one's)
             log.warning("payment for share %d of %s to %s failed (retried next run): %s", deal.share, deal.si,
                         deal.node, err)
             return False
