@@ -40,6 +40,8 @@ def test_ledger_commands(cli_node):
     assert "0.000000 credits" in _ok(proc.xsc("ledger", "balance"))
     # a provider's user sees where its node's earnings are
     assert "(what this node earned: xsc ledger history node)" in _ok(proc.xsc("ledger", "history"))
+    empty = _ok(proc.xsc("ledger", "history", env={"COLUMNS": "80"}))  # the account's id whole, wrapped between words
+    assert all(len(line) <= 80 for line in empty.splitlines()) and "(what this node earned:" in empty, empty
     assert "`node` (this node's account" in _ok(proc.xsc("ledger", "balance", "--help"))
     client, me, ids = _settle_through_the_api(proc, [1_250_000, 2_000_000, 5])
 

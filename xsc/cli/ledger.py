@@ -106,7 +106,7 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
         return
     if not entries:
         earned = " (what this node earned: xsc ledger history node)" if account == "client" else ""
-        click.echo(f"no entries yet for account {info['account']['account']}{earned}")
+        prose(f"no entries yet for account {info['account']['account']}{earned}")
         return
     from .output import PIPE_WIDTH, Col
 
