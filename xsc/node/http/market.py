@@ -21,7 +21,7 @@ from aiohttp import web
 
 from ...errors import InvalidArgument
 from .. import peer_auth
-from ..appkeys import IDENTITY, NODE
+from ..appkeys import NODE
 from .common import json_body, json_response, query_int, query_kind, storage_index
 
 routes = web.RouteTableDef()
@@ -47,8 +47,7 @@ async def offer(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     deals = request.app[NODE].deals
     if "file" in request.query:  # one file's deals, with those that ended when a repair moved a share
-        return json_response({**deals.of_file_view(storage_index(request.query["file"])),
-                              "node": request.app[IDENTITY].id})  # (the holder its rows call "this node")
+        return json_response(deals.of_file_view(storage_index(request.query["file"])))
     shown = query_int(request.query, "deals", 10**9, 0, 10**9)  # ?deals=N: at most N rows (the dashboard's table)
     node = request.app[NODE]
     return json_response({**node.market.status(), **node.dealing.status(), **deals.summary(shown),
