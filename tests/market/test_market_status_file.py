@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 
-from tests.support.people import TRUSTING, join, person, started  # noqa: F401 (a fixture)
+from tests.support.people import TRUSTING, join, person, put, started  # noqa: F401 (a fixture)
 from xsc.storage.core.capability import Capability
 
 
@@ -14,13 +14,9 @@ def test_a_files_deals_show_the_one_a_repair_ended_and_its_old_holder(tmp_path, 
     a, id_a = person(tmp_path, "A", started, env=TRUSTING)
     b, id_b = person(tmp_path, "B", started, peer=a, env=TRUSTING)
     join(a, b, [id_b])
-    path = tmp_path / "f"
-    path.write_bytes(os.urandom(200_000))
-    done = a.xsc("store", "put", str(path), "--json")
-    assert done.returncode == 0, done.stderr.decode()
-    put = json.loads(done.stdout)
-    cap, moved = put["capability"], [s for s, node in enumerate(put["placement"]) if node == id_b]
-    assert len(moved) == 2, put["placement"]
+    done = put(a, os.urandom(200_000))
+    cap, moved = done["capability"], [s for s, node in enumerate(done["placement"]) if node == id_b]
+    assert len(moved) == 2, done["placement"]
     # A forgets B: its shares there are unreadable to A, and a repair rebuilds them on A (the only provider left).
     assert a.xsc("peers", "rm", id_b).returncode == 0
     repaired = a.xsc("store", "repair", cap)

@@ -3,12 +3,11 @@ which shares the node can no longer read and where, not only that the connection
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 
 from tests.support.nodes import start_xsc
-from tests.support.people import TRUSTING, join, person, started  # noqa: F401 (a fixture)
+from tests.support.people import TRUSTING, join, person, put, started  # noqa: F401 (a fixture)
 
 SIZE = 48 * 2**20  # far more than the sockets and the gateway's read-ahead hold, so the get is under way at the kill
 
@@ -18,16 +17,12 @@ def test_a_get_cut_short_by_its_holder_going_away_names_the_shares_it_cannot_rea
     b, id_b = person(tmp_path, "B", started, peer=a, env=TRUSTING)
     join(a, b, [id_b])
     join(b, a, [id_a])
-    path = tmp_path / "f"
-    path.write_bytes(os.urandom(SIZE))
-    done = a.xsc("store", "put", str(path), "--json")
-    assert done.returncode == 0, done.stderr.decode()
-    put = json.loads(done.stdout)
-    on_a = [s for s, node in enumerate(put["placement"]) if node == id_a]
-    assert len(on_a) == 4 and put["placement"].count(id_b) == 2, put["placement"]
+    done = put(a, os.urandom(SIZE))
+    on_a = [s for s, node in enumerate(done["placement"]) if node == id_a]
+    assert len(on_a) == 4 and done["placement"].count(id_b) == 2, done["placement"]
 
     # B's user reads the file to a pipe this test holds still: the get is begun, and waits, when A goes away.
-    reader = start_xsc("--data-dir", str(b.data_dir), "store", "get", put["capability"], stdout=subprocess.PIPE,
+    reader = start_xsc("--data-dir", str(b.data_dir), "store", "get", done["capability"], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE)
     first = reader.stdout.read(65536)
     a.kill()
