@@ -194,6 +194,7 @@ def _stopped(obj, cap: str, said: str, reason: str) -> XscError:
     says why only in its log: a check of the capability (its shares' metadata, no block read) tells the user what the
     node finds now, the holders it cannot reach named, as a get refused before it began would."""
     from ..errors import NodeNotRunning
+    from ..storage.core.erasure import K, N
 
     cut = BadRequest(f"{said} ({reason})", hint="run `xsc store verify` on the capability; the node's log says why")
     try:
@@ -210,7 +211,8 @@ def _stopped(obj, cap: str, said: str, reason: str) -> XscError:
             unread.setdefault(share["detail"] or share["status"], []).append(share["share"])
     why = "; ".join(f"{counted(len(shares), 'share')} ({', '.join(map(str, shares))}) {detail}"
                     for detail, shares in unread.items())
-    return BadRequest(f"{said}: only {report['intact']} of 6 shares can be read now (4 are needed): {why}", hint=AGAIN)
+    return BadRequest(f"{said}: only {report['intact']} of {N} shares can be read now ({K} are needed): {why}",
+                      hint=AGAIN)
 
 
 @store.command("ls")
