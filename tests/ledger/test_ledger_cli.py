@@ -40,6 +40,8 @@ def test_ledger_commands(cli_node):
     assert "0.000000 credits" in _ok(proc.xsc("ledger", "balance"))
     # a provider's user sees where its node's earnings are
     assert "(what this node earned: xsc ledger history node)" in _ok(proc.xsc("ledger", "history"))
+    empty = _ok(proc.xsc("ledger", "history", env={"COLUMNS": "80"}))  # the account's id whole, wrapped between words
+    assert all(len(line) <= 80 for line in empty.splitlines()) and "(what this node earned:" in empty, empty
     assert "`node` (this node's account" in _ok(proc.xsc("ledger", "balance", "--help"))
     client, me, ids = _settle_through_the_api(proc, [1_250_000, 2_000_000, 5])
 
@@ -161,3 +163,24 @@ def test_ledger_balance_shows_what_the_leases_of_puts_promise_and_keeps_it_out_o
     assert f"{format_credits(info['available'])} credits" in out and all(len(line) <= 80 for line in out.splitlines())
     [listed] = [a for a in json.loads(_ok(proc.xsc("ledger", "accounts", "--json"))) if a["role"] == "client"]
     assert (listed["promised"], listed["available"]) == (info["promised"], info["available"]), (listed, info)
+
+
+def test_verify_says_a_balance_below_a_lowered_credit_limit_is_the_limit_not_corruption(cli_node):
+    """Verify holds the whole history to the limit configured now: entries made under a higher one fail it once
+    `ledger.credit_limit` is lowered, and the error says so and how to clear it, not that they are forged."""
+    proc = cli_node()
+    client, _, ids = _settle_through_the_api(proc, [2_000_000])
+    proc.stop()
+    proc = cli_node("node", ledger={"credit_limit": 1_000_000})
+    result = proc.xsc("ledger", "verify")
+    said = " ".join(result.stderr.decode().split())
+    assert result.returncode == 1, said
+    assert f"entry {ids[0]}" in result.stdout.decode() and "below the credit limit -1.000000" in result.stdout.decode()
+    assert "ledger verification failed: 1 violation" in said and "corrupt" not in said, said
+    assert "each is a balance below the credit limit configured now (1.000000 credits, ledger.credit_limit)" in said
+    assert "xsc config set ledger.credit_limit MICRO_CREDITS" in said, said
+    report = json.loads(proc.xsc("ledger", "verify", "--json").stdout)
+    assert [v["code"] for v in report["violations"]] == ["below-credit-limit"], report
+    proc.stop()
+    proc = cli_node("node", ledger={"credit_limit": 2_000_000})
+    assert "ledger ok" in _ok(proc.xsc("ledger", "verify"))

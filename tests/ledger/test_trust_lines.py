@@ -66,7 +66,7 @@ async def _prepay(a, b_id: str, amount: int) -> None:
     assert response.status == 201, await response.text()
 
 
-async def _prepay_refused(a, b_id: str, amount: int) -> None:
+async def _prepay_refused(a, b_id: str, amount: int) -> str:
     """`b` refuses to countersign a prepayment it cannot collect: told to the user of `a` as a 409 naming `b` and its
     reason (a 502 is for a peer that cannot be reached or answers garbage)."""
     response = await a.post("/v1/ledger/prepay", json={"node": b_id, "amount": amount})
@@ -75,6 +75,7 @@ async def _prepay_refused(a, b_id: str, amount: int) -> None:
     assert answer["node"] == b_id and answer["peer_code"] == "claim-refused", answer
     assert answer["detail"].startswith(f"node {b_id} refused the prepayment: it "), answer
     assert "--credit" not in answer.get("hint", "") and "owes" in answer["hint"], answer
+    return answer["hint"]
 
 
 async def _verified(*nodes) -> None:
@@ -110,7 +111,9 @@ async def test_a_strangers_invokes_need_prepayment_and_stop_when_it_is_used_up(n
     status, body = await _spin(a)
     assert status == 422 and body["code"] == "trap" and body["provider"] == b_id, body  # on credit (out of fuel)
     _refused_for_prepayment(*await _spin(a))  # its credit line is used up
-    await _prepay_refused(a, b_id, 2 * budget)  # it owes one call
+    hint = await _prepay_refused(a, b_id, 2 * budget)  # it owes one call: it may prepay that, though `b` owes it none
+    assert hint.startswith("a prepayment counts only out of what its payee owes its payer and, if its user "
+                           "recognises the payer, what the payer owes it for work done there not paid yet"), hint
     await _prepay(a, b_id, budget)  # pays its debt: its line is open again
     status, body = await _spin(a)
     assert status == 422 and body["code"] == "trap" and body["provider"] == b_id, body

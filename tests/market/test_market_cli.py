@@ -4,12 +4,14 @@ as one-line errors; on one node (the click app in this process) and on two peere
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
 
 from tests.support.peers import FAST
 from tests.support.waiting import eventually
+from xsc.node.appkeys import NODE
 
 
 def ok(node, *args: str) -> str:
@@ -149,3 +151,23 @@ def test_market_cli_two_peered_nodes(node_process, tmp_path):
     (mine,) = ok_json(b, "market", "recognition")["recognition"]
     assert not mine["set_by_user"] and mine["weight"] == mine["derived"]
     assert ok_json(b, "market", "recognize", a_id, "AUTO")["peer"] == a_id
+
+
+def test_market_status_says_why_a_payment_run_failed(cli_node, tmp_path):
+    """Storage payments the user's credit cannot cover fail and are retried each run: `market status` says why (the
+    ledger's refusal and what to do), as `ledger payments` lists none (nothing was sent) and only the log said it."""
+    node = cli_node()
+    data = tmp_path / "file.bin"
+    data.write_bytes(os.urandom(3_000_000))  # shares of 750 KB: 17 micro-credits a day each at the floor of 1,000
+    assert node.xsc("store", "put", str(data)).returncode == 0
+    node.stop()
+    node = cli_node("node", ledger={"credit_limit": 0})  # lowered: the leases it promised can no longer be paid
+    deals = node.app[NODE].deals
+    later = min(d.paid_until for d in deals.all()) + 86_400  # a day held: each share earns a micro-credit or more
+    run = node.submit(deals.pay_due(later)).result(60)
+    assert run["failed"] == 6 and run["payments"] == 0, run
+    status = ok_json(node, "market", "status")["payments"]
+    assert status["failed"] == 6 and status["why"].startswith("insufficient credit: "), status
+    text = " ".join(ok(node, "market", "status").split())
+    assert "6 failed (retried) the last failed: insufficient credit: " in text, text
+    assert "xsc config set ledger.credit_limit MICRO_CREDITS" in text, text

@@ -13,19 +13,11 @@ from tests.support.cli import TextNode
 from tests.support.peers import api
 from tests.support.waiting import eventually
 from tests.support.s3 import FrontProcess, boto3_client, create_key
-from tests.support.people import TRUSTING, join, person, started  # noqa: F401 (a fixture)
+from tests.support.people import TRUSTING, join, person, put, started  # noqa: F401 (a fixture)
 from xsc.errors import InvalidArgument
 from xsc.node.appkeys import NODE
 from xsc.storage import remote
 from xsc.storage.core.capability import Capability
-
-
-def put(node, data: bytes, *extra: str) -> dict:
-    path = node.data_dir.parent / f"f-{os.urandom(4).hex()}"
-    path.write_bytes(data)
-    done = node.xsc("store", "put", str(path), "--json", *extra)
-    assert done.returncode == 0, done.stderr.decode()
-    return json.loads(done.stdout)
 
 
 def why_home(node) -> list[str]:

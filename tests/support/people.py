@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,12 @@ def person(root: Path, name: str, started: list, peer: NodeProcess | None = None
     started.append(node)
     node.start(90)
     return node, node_id(node)
+
+
+def put(node, data: bytes, *extra: str) -> dict:
+    """`xsc store put` of `data` on `node` (a file beside its data dir), its JSON answer."""
+    path = node.data_dir.parent / f"f-{os.urandom(4).hex()}"
+    path.write_bytes(data)
+    done = node.xsc("store", "put", str(path), "--json", *extra)
+    assert done.returncode == 0, done.stderr.decode()
+    return json.loads(done.stdout)

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import click
 
 from .. import codec
+from ..ledger.core.rules import BELOW_LIMIT
 from ..units import counted, format_credits
 from .output import emit_json, json_option, key_values, path_id, prose, wide_option
 
@@ -105,7 +106,7 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
         return
     if not entries:
         earned = " (what this node earned: xsc ledger history node)" if account == "client" else ""
-        click.echo(f"no entries yet for account {info['account']['account']}{earned}")
+        prose(f"no entries yet for account {info['account']['account']}{earned}")
         return
     from .output import PIPE_WIDTH, Col
 
@@ -192,10 +193,24 @@ def verify(obj, as_json: bool) -> None:
             click.echo(f"violation: {violation['text']}")
     if not report["ok"]:
         n = len(report["violations"])
-        raise VerificationFailed(f"ledger verification failed: {counted(n, 'violation')}",
-                                 hint="the entries named above are corrupt, forged or forked")
+        raise VerificationFailed(f"ledger verification failed: {counted(n, 'violation')}", hint=_verify_hint(report))
     if not as_json:
         click.echo("ledger ok")
+
+
+def _verify_hint(report: dict) -> str:
+    """What the violations call for.  A balance below the credit limit is what every entry made under a higher
+    `ledger.credit_limit` becomes once it is lowered (verify holds the whole history to the limit now): nothing is
+    corrupt, and raising the limit again clears it."""
+    below = sum(1 for v in report["violations"] if v.get("code") == BELOW_LIMIT)
+    raise_it = (f"below the credit limit configured now ({format_credits(report['credit_limit'])} credits, "
+                f"ledger.credit_limit): entries made under a higher limit; raise it again (xsc config set "
+                f"ledger.credit_limit MICRO_CREDITS, used from the node's next start) and verify again")
+    if below == len(report["violations"]):
+        return f"each is a balance {raise_it}"
+    if below:
+        return f"the others are corrupt, forged or forked; {counted(below, 'balance is', 'balances are')} {raise_it}"
+    return "the entries named above are corrupt, forged or forked"
 
 
 @ledger.command()

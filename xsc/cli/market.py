@@ -196,14 +196,20 @@ def _hours(start: float, end: float) -> str:
 
 
 @market.command()
+@click.option("--file", "file", metavar="CAP",
+              help="Only one file's storage deals, with those that ended when a repair moved a share: its "
+                   "capability (or storage index).")
 @wide_option
 @json_option
 @click.pass_obj
-def status(obj, wide: bool, as_json: bool) -> None:
+def status(obj, file: str | None, wide: bool, as_json: bool) -> None:
     """Show the book's convergence, this node's slots and open needs, its storage deals and payments.
 
     Prices are micro-credits per GiB-hour (storage) or per million fuel (compute), as the market quotes
     them; amounts paid are credits.  On a narrow terminal some columns are left out (--wide: all of them)."""
+    if file is not None:
+        _file_deals(obj, file, wide, as_json)
+        return
     info = obj.client().request("GET", "/v1/market/status")
     if as_json:
         emit_json(info)
@@ -240,6 +246,38 @@ def status(obj, wide: bool, as_json: bool) -> None:
         prose(f"last payment run: {_utc(run['at'])}: paid {format_credits(run['paid'])} credits in "
               f"{counted(run['payments'], 'payment')}; {run['forfeited']} forfeited (failed audit), {run['waiting']} "
               f"waiting for an audit, {run['failed']} failed (retried)")
+        if run["failed"] and run.get("why"):
+            prose(f"the last failed: {run['why']}")
+
+
+def _file_deals(obj, file: str, wide: bool, as_json: bool) -> None:
+    """`market status --file`: a file's deals, running and ended (a repair that moved a share ends its holder's deal,
+    its time since the last payment forfeited, and opens one on the new holder): the deals table shows only those
+    running, so a moved share's old holder was seen nowhere but in the node's log."""
+    from ..storage.core.capability import PREFIX, Capability
+
+    if file.startswith(PREFIX):
+        si = Capability.parse(file).storage_index.hex()
+    elif len(file) == 64 and all(c in "0123456789abcdef" for c in file.lower()):
+        si = file.lower()
+    else:
+        raise click.BadParameter(f"give a capability (xsc:chk:..., as `xsc store ls` lists them) or a storage index "
+                                 f"(64 hex digits), not {file[:80]!r}", param_hint="'--file'")
+    info = obj.client().request("GET", "/v1/market/status", query={"file": si})
+    if as_json:
+        emit_json(info)
+        return
+    deals = sorted(info["deals"] + info["ended"], key=lambda d: (d["share"], not d["ended"], d["start"]))
+    if not deals:
+        prose(f"no storage deals of file {si} here (deals are kept on the node that put the file: xsc store ls)")
+        return
+    from ..units import format_size
+
+    _deals_table(deals, info["node"], wide, format_size)
+    ended = len(info["ended"])
+    if ended:
+        prose(f"{counted(ended, 'deal')} ended when a repair moved {'its share' if ended == 1 else 'their shares'} to "
+              "another holder (not paid past the move: the time since the last payment is forfeited)")
 
 
 def _clip(text: str, width: int) -> str:

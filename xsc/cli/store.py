@@ -175,8 +175,8 @@ def get(obj, cap: str, output: str | None, force: bool) -> None:
     except BrokenPipeError:  # the reader of stdout went away (`| head`): not the download's fault
         raise
     except (ConnectionError, TimeoutError) as exc:
-        raise BadRequest(f"the download stopped after {body.passed} of {size} bytes ({connection_reason(exc)})",
-                         hint="run `xsc store verify` on the capability; the node's log says why") from None
+        raise _stopped(obj, cap, f"the download stopped after {body.passed} of {size} bytes",
+                       connection_reason(exc)) from None
     except OSError as exc:  # the disk is full, the folder went away...
         raise BadRequest(f"cannot write {output or 'to stdout'}: {exc.strerror or exc}") from None
     finally:
@@ -184,6 +184,35 @@ def get(obj, cap: str, output: str | None, force: bool) -> None:
         body.close()
         if tmp is not None:
             tmp.unlink(missing_ok=True)  # gone already when complete; else nothing partial stays behind
+
+
+AGAIN = "get it again once the nodes that hold its shares are back (`xsc health status` shows them)"
+
+
+def _stopped(obj, cap: str, said: str, reason: str) -> XscError:
+    """A get cut short.  The node ends an answer it has begun when it cannot go on (a holder went away mid-file), and
+    says why only in its log: a check of the capability (its shares' metadata, no block read) tells the user what the
+    node finds now, the holders it cannot reach named, as a get refused before it began would."""
+    from ..errors import NodeNotRunning
+    from ..storage.core.erasure import K, N
+
+    cut = BadRequest(f"{said} ({reason})", hint="run `xsc store verify` on the capability; the node's log says why")
+    try:
+        report = obj.client().request("GET", _cap_path(cap, "/check"))
+    except NodeNotRunning:  # the node itself went away, or cannot answer: what it found is in its log
+        return cut
+    except XscError as err:  # no share found now (the capability read until then: its holders went away)
+        return BadRequest(f"{said}: {err.message}", hint=AGAIN)
+    if report["recoverable"]:
+        return cut
+    unread: dict[str, list[int]] = {}  # shares unread for one reason (a holder down) named together
+    for share in report["shares"]:
+        if share["status"] not in ("ok", "present"):
+            unread.setdefault(share["detail"] or share["status"], []).append(share["share"])
+    why = "; ".join(f"{counted(len(shares), 'share')} ({', '.join(map(str, shares))}) {detail}"
+                    for detail, shares in unread.items())
+    return BadRequest(f"{said}: only {report['intact']} of {N} shares can be read now ({K} are needed): {why}",
+                      hint=AGAIN)
 
 
 @store.command("ls")

@@ -89,9 +89,15 @@ def prepay_refusal(node_id: str, exc: PeerError) -> tuple[str, str]:
     Any other refusal: in the payee's words, quoted as its own (its "this node" is the payee)."""
     if _refused_claim(exc):
         room = exc.details.get("peer_collectable")
-        most = f"it takes at most {format_credits(room)} credits now" if room else "it owes this node nothing"
-        return (f"node {node_id} refused the prepayment: {most}",
-                "a prepayment counts only out of what its payee owes its payer; nothing was paid")
+        if not room:
+            return (f"node {node_id} refused the prepayment: it owes this node nothing",
+                    "a prepayment counts only out of what its payee owes its payer; nothing was paid")
+        # Room it still takes is either its debt to this node or, where its user recognises this node, this node's
+        # debt to it for work it did here and was not paid yet: said whole, as "owes its payer" alone is untrue of
+        # the second (the payee owes nothing, and takes the prepayment all the same).
+        return (f"node {node_id} refused the prepayment: it takes at most {format_credits(room)} credits now",
+                "a prepayment counts only out of what its payee owes its payer and, if its user recognises the "
+                "payer, what the payer owes it for work done there not paid yet; nothing was paid")
     return f'node {node_id} refused the prepayment, saying: "{_said(exc)}"', "nothing was paid"
 
 

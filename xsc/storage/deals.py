@@ -396,6 +396,7 @@ class StorageDeals:
                            deal.paying["job"])
         except XscError as err:
             summary["failed"] += 1
+            summary["why"] = err.with_hint  # `market status` says why beside the count (the last one's)
             log.warning("payment for share %d of %s to %s failed (retried next run): %s", deal.share, deal.si,
                         deal.node, err)
             return False
@@ -446,8 +447,10 @@ class StorageDeals:
                 "ended_deals": [d.to_json() for d in ended[max(0, len(ended) - min(50, shown)):]]}
 
     def of_file_view(self, si: bytes) -> dict[str, Any]:
-        """One file's deals, with those that ended when a repair moved a share."""
-        return {"deals": [d.to_json() for d in self.of_file(si)], "ended": [d.to_json() for d in self.ended_deals(si)]}
+        """One file's deals, with those that ended when a repair moved a share, and this node's id (the holder its
+        rows call "this node")."""
+        return {"deals": [d.to_json() for d in self.of_file(si)], "ended": [d.to_json() for d in self.ended_deals(si)],
+                "node": self.me}
 
 
 # --- the holder's side ----------------------------------------------------------------------

@@ -194,12 +194,18 @@ def check_append(state: AccountState, entry: Entry, *, settled_by: bytes | None,
 
 
 # --- audit of stored chains -------------------------------------------------------
+BELOW_LIMIT = "below-credit-limit"
+
+
 @dataclass(frozen=True)
 class Violation:
     message: str
     account: str | None = None
     seq: int | None = None
     entry: str | None = None  # entry id (hex) when it could be read
+    # What kind of violation, where it calls for other advice than corruption: BELOW_LIMIT is a balance under the
+    # limit configured now, which entries made under a higher `ledger.credit_limit` are once it is lowered.
+    code: str = ""
 
     def __str__(self) -> str:
         where = []
@@ -211,7 +217,7 @@ class Violation:
 
     def to_json(self) -> dict:
         return {"message": self.message, "account": self.account, "seq": self.seq, "entry": self.entry,
-                "text": str(self)}
+                "code": self.code, "text": str(self)}
 
 
 @dataclass
@@ -247,8 +253,8 @@ class Audit:
     _marked: set[bytes] = field(default_factory=set)
 
     def _add(self, message: str, account: bytes | None = None, seq: int | None = None,
-             entry: Entry | None = None) -> Violation:
-        v = Violation(message, public_id(account) if account else None, seq, entry.id.hex() if entry else None)
+             entry: Entry | None = None, code: str = "") -> Violation:
+        v = Violation(message, public_id(account) if account else None, seq, entry.id.hex() if entry else None, code)
         self.violations.append(v)
         return v
 
@@ -303,7 +309,7 @@ class Audit:
                 self._add(f"balance {format_credits(balance)} is past the ledger's range", account, key_seq, entry)
             if balance < -self.credit_limit:
                 self._add(f"balance {format_credits(balance)} is below the credit limit "
-                          f"-{format_credits(self.credit_limit)}", account, key_seq, entry)
+                          f"-{format_credits(self.credit_limit)}", account, key_seq, entry, BELOW_LIMIT)
             self._ids[entry.id] = (account, key_seq)
             state, head_known = AccountState(key_seq, entry.id, balance), True
         self._heads[account] = state.seq

@@ -190,7 +190,7 @@ def storage_index(text: str, name: str = "file") -> bytes:
         si = b""
     if len(si) != 32:
         raise InvalidArgument(f"{name} must be a storage index (64 hex digits), not {text[:80]!r}",
-                              hint="`xsc store check CAP` shows it")
+                              hint="`xsc store ls --json` shows each file's storage_index")
     return si
 
 
