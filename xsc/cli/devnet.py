@@ -98,10 +98,7 @@ def up(count: int, base_port: int | None, timeout: float, netns: bool, delay: fl
                 net.save(nodes)
                 bar.advance()
         # Until it has said the devnet is up, a Ctrl-C stops every node and takes the network down.
-        lagging = [n.name for n in net.wait_peered(max(0.0, deadline - time.monotonic()))]
-        if lagging:
-            click.echo(f"xsc: warning: {', '.join(lagging)} do not know every other node yet (gossip continues)",
-                       err=True)
+        _wait_ready(net, deadline)
         if as_json:
             emit_json([{**n, "up": True} for n in nodes])
         else:
@@ -124,9 +121,7 @@ def _restart(net: Devnet, records: list[dict], timeout: float, as_json: bool) ->
     deadline = time.monotonic() + timeout
     for node in restarted:
         node.wait_listening(max(0.1, deadline - time.monotonic()))
-    lagging = [n.name for n in net.wait_peered(max(0.0, deadline - time.monotonic()))]
-    if lagging:
-        click.echo(f"xsc: warning: {', '.join(lagging)} do not know every other node yet (gossip continues)", err=True)
+    _wait_ready(net, deadline)
     again = {n.name for n in restarted}
     if as_json:
         emit_json([{**r, "up": True, "restarted": r["name"] in again} for r in records])
@@ -134,6 +129,20 @@ def _restart(net: Devnet, records: list[dict], timeout: float, as_json: bool) ->
     wide_table(_COLUMNS, [(r["name"], "restarted" if r["name"] in again else "up", r["pid"], r["url"], r["id"],
                            r["data_dir"]) for r in records])
     click.echo(restarted_line(len(again), len(records)))
+
+
+def _wait_ready(net: Devnet, deadline: float) -> None:
+    """Until `deadline`: every node knows every other, then holds every node's offer, so a job or a put sent to any
+    of them the moment `up` returns finds every provider of the devnet (not "no active provider offers it")."""
+    lagging = [n.name for n in net.wait_peered(max(0.0, deadline - time.monotonic()))]
+    if lagging:
+        click.echo(f"xsc: warning: {', '.join(lagging)} do not know every other node yet (gossip continues)", err=True)
+        return
+    lacking = [n.name for n in net.wait_offered(max(0.0, deadline - time.monotonic()))]
+    if lacking:
+        click.echo(f"xsc: warning: {', '.join(lacking)} do not hold every node's market offer yet (gossip continues: "
+                   f"until it does, a job sent there may be refused for want of a provider; see `xsc market book`)",
+                   err=True)
 
 
 def restarted_line(again: int, total: int) -> str:
