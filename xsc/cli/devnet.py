@@ -50,7 +50,8 @@ def devnet() -> None:
               help="How many nodes.")
 @click.option("--base-port", type=int, help="Port of the first node; the others follow (default: any free ports).")
 @click.option("--timeout", type=Duration("90s", least=1, most=600), default="60s", show_default=True,
-              help="How long to wait for the nodes to answer and learn of each other, 1s to 10m, e.g. 90s, 2m.")
+              help="How long to wait for the nodes to answer and learn of each other and of their market offers, "
+                   "1s to 10m, e.g. 90s, 2m.")
 @click.option("--netns", is_flag=True,
               help="Each node in its own network namespace on a private bridge (needs root, ip and iptables).")
 @click.option("--delay", type=Duration("50ms"), default="0ms", show_default=True,
