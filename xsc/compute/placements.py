@@ -41,6 +41,7 @@ from ..ledger.core.model import Authorization, Receipt, encode_authorization
 from ..ledger.core.rules import CLOCK_SKEW
 from ..ledger.receipts import receipt_check
 from ..ledger.settlement import nothing_owed
+from ..market.core.models import WEB_TAG
 from ..net import functions as wire
 from ..net.compute import close_tab, push_module
 from ..tasks import woken_loop
@@ -201,8 +202,10 @@ class Placements:
         tries, refusal = 0, None
         while tries < MAX_TRIES:
             try:
+                # only a provider with a web listener can serve it (its compute ask says so): never one without
                 assignment = await self.paid.dealing.compute_deal(self._call(record).fuel or 0, self.bid,
-                                                                  frozenset(left_out | {self.me}) | over.left_out())
+                                                                  frozenset(left_out | {self.me}) | over.left_out(),
+                                                                  require_tags=(WEB_TAG,))
             except XscError as err:
                 if over.exhausted():
                     continue
