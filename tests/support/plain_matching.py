@@ -12,7 +12,7 @@ from xsc.allocation.core.matching import CapacityIndex, need_rows
 from xsc.allocation.core.models import SlotFilter
 from xsc.market.core.auction import bucket_of
 from xsc.market.core.matching import (_TIERS, Assignment, Explanation, MarketResult, _accepts, _cleared,
-                                      _in_service_order, _window, excluded_by)
+                                      _in_service_order, excluded_by, none_fits)
 from xsc.market.core.models import PRICE_UNITS, Ask, Bid, ask_digest, need_key, units_cost
 
 
@@ -142,8 +142,7 @@ def _explain(b: Bid, i: int, a: Assignment | None, asks: list[Ask], slots: list,
             biggest = max(slots[pos].quantity for pos in compatible)
             return out("no_compatible_slot", f"no compatible slot holds all {n.quantity} units (the largest holds "
                                              f"{biggest}); a need is never split over providers")
-        return out("no_compatible_slot", f"no {n.kind} capacity slot overlaps its window ({_window(n.start, n.end)})"
-                                         f" at a location and with filters that fit: no active provider offers it")
+        return out("no_compatible_slot", none_fits(n))
     f = n.filters
     kept = [pos for pos in large if _accepts(f, slots[pos].owner, slots[pos].tags)
             and (b.min_availability is None or availability.get(slots[pos].owner, Decimal(0)) >= b.min_availability)

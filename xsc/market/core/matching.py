@@ -392,6 +392,17 @@ def _window(start: int, end: int) -> str:
     return f"from {time.strftime('%Y-%m-%d %H:%M:%S', first)} to {time.strftime(day + '%H:%M:%S', last)} UTC"
 
 
+def none_fits(n) -> str:
+    """Why no capacity slot is compatible with need slot `n` at all, naming the tags it requires (a web function's
+    placement: a provider with a web listener), which no slot of the wrong kind could have either."""
+    tags = set(n.filters.require_tags)
+    needs = (["a provider with a web listener (node.web_listen)"] if WEB_TAG in tags else []) + \
+        ([f"slots tagged {', '.join(sorted(tags - {WEB_TAG}))}"] if tags - {WEB_TAG} else [])
+    fit = f" and its need of {' and '.join(needs)}" if needs else ""
+    return (f"no {n.kind} capacity slot overlaps its window ({_window(n.start, n.end)}) at a location and with filters "
+            f"that fit{fit}: no active provider offers it")
+
+
 def excluded_by(b: Bid, allow_self: bool) -> str:
     """What of a need left out every compatible slot, as its user asked it: the flag typed (--avoid,
     --min-availability), or what a placement requires of its provider."""
@@ -429,8 +440,7 @@ def _explain(b: Bid, i: int, a: Assignment | None, book: _OrderedBook) -> Explan
         if biggest is not None:
             return out("no_compatible_slot", f"no compatible slot holds all {n.quantity} units (the largest holds "
                                              f"{biggest}); a need is never split over providers")
-        return out("no_compatible_slot", f"no {n.kind} capacity slot overlaps its window ({_window(n.start, n.end)})"
-                                         f" at a location and with filters that fit: no active provider offers it")
+        return out("no_compatible_slot", none_fits(n))
     if not kept:
         return out("filtered_out", f"all {large} compatible slots are excluded by " + excluded_by(b, book.allow_self))
     if price is None:
