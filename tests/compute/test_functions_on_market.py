@@ -798,6 +798,33 @@ async def test_a_spend_cap_set_on_a_placed_function_ends_the_tab_that_could_spen
     assert first.id not in {a.id for a in owner.app[NODE].ledger.pending()}, found
 
 
+async def test_a_function_on_the_market_under_a_cap_below_one_requests_budget_is_refused(node_factory):
+    """A cap that can never place the function is refused when it is served, naming the least cap that places it at
+    the market's price now; the function as served before goes on as it was."""
+    owner, provider, module, _ = await _owner_and_provider(node_factory)
+    function = {"name": "hello", "module": module, "on_market": True}
+    await _json(owner, "POST", "/v1/compute/functions", json=function)
+    listed = await _served_at(owner, "hello")
+    (tab,) = [a for a in owner.app[NODE].ledger.pending() if a.job == function_job(owner.app[IDENTITY].id, "hello")]
+    budget = tab.cap // placements.TAB_REQUESTS  # one request's budget at the price the market placed it at
+    for cap in (1, budget - 1):
+        response = await owner.post("/v1/compute/functions", json={**function, "spend_cap": cap})
+        refused = await response.json()
+        assert response.status == 400 and refused["code"] == "invalid-argument", refused
+        assert refused["least"] == budget and f"below one request's budget at the market's price now, {budget:,}" \
+            in refused["detail"], refused
+        assert refused["hint"].endswith(f"xsc compute serve hello {module} ... --on-market --spend-cap {budget}")
+        [kept] = (await _json(owner, "GET", "/v1/compute/functions"))["functions"]
+        assert kept["spend_cap"] is None and kept["url"] == listed["url"], kept  # as it was
+    response = await owner.post("/v1/compute/functions", json={"name": "new", "module": module, "on_market": True,
+                                                                "spend_cap": 1})
+    assert response.status == 400 and [f["name"] for f in (await _json(owner, "GET", "/v1/compute/functions"))[
+        "functions"]] == ["hello"]  # nothing kept of one refused
+    # A cap of one request's budget places it.
+    await _json(owner, "POST", "/v1/compute/functions", json={**function, "name": "capped", "spend_cap": budget})
+    await _served_at(owner, "capped")
+
+
 async def test_a_function_is_placed_only_on_a_provider_with_a_web_listener(node_factory):
     """A provider with no node.web_listen sells compute to jobs and invokes but cannot serve a function: its
     compute ask carries no web tag, and a placement, which requires it, never asks that provider."""

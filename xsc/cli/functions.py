@@ -6,8 +6,9 @@ from typing import Any
 
 import click
 
+from ..errors import InvalidArgument
 from .jobs import deployed_module, env_pair
-from .output import Col, Duration, emit_json, json_option, path_id, prose, table
+from .output import EXIT_USAGE, Col, Duration, emit_json, json_option, path_id, prose, table
 
 
 @click.command("serve")
@@ -43,7 +44,15 @@ def serve(obj, name: str, module: str, inputs: tuple[str, ...], env: tuple[str, 
     limits = {k: v for k, v in (("fuel", fuel), ("memory", memory), ("timeout", timeout)) if v is not None}
     body.update({k: v for k, v in (("entrypoint", entrypoint), ("limits", limits or None), ("max_body", max_body),
                                    ("concurrency", concurrency), ("spend_cap", spend_cap)) if v is not None})
-    served = client.request("POST", "/v1/compute/functions", json_body=body)
+    try:
+        served = client.request("POST", "/v1/compute/functions", json_body=body)
+    except InvalidArgument as err:
+        if err.details.get("field") != "spend_cap":
+            raise
+        # the node judged the flag's value against the market's price: a bad value of a flag exits 2, in one line
+        refused = click.ClickException(err.with_hint)
+        refused.exit_code = EXIT_USAGE
+        raise refused from None
     if as_json:
         emit_json(served)
         return

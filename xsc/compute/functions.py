@@ -686,6 +686,8 @@ class WebFunctions:
         if not record["on_market"]:
             await self._mount(record, self.work_dir / record["name"] / "in",
                               "free space on this node's disk, or mount smaller files")
+        elif record["spend_cap"] is not None:
+            await self.placements.check_cap(record)  # one that could never place it is refused
         self.store.save_function(record)
         self._served[record["name"]] = self._served_from(record)  # what it spent this hour still counts
         if record["on_market"]:

@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from ..errors import ModuleNotFound, PeerRefused, PeerUnreachable, SpendCapReached, XscError
+from ..errors import InvalidArgument, ModuleNotFound, PeerRefused, PeerUnreachable, SpendCapReached, XscError
 from ..ledger.core.model import Authorization, Receipt, encode_authorization
 from ..ledger.core.rules import CLOCK_SKEW
 from ..ledger.receipts import receipt_check
@@ -45,6 +45,7 @@ from ..market.core.models import WEB_TAG
 from ..net import functions as wire
 from ..net.compute import close_tab, push_module
 from ..tasks import woken_loop
+from ..units import counted
 from .placed_functions import FUNCTION_JOBS, function_job
 from .remote_tabs import TAB_METERS, TAB_TTL
 from .service import InvokeCall
@@ -269,6 +270,25 @@ class Placements:
             await self._unsent(auth, err)
             raise
         return Placement(provider, url, auth, price, placed_function(record))
+
+    async def check_cap(self, record: dict[str, Any]) -> None:
+        """Refuse function `record` if its spend cap is below one request's budget at the price the market would place
+        it at now: it could never be placed.  With no provider on the market there is no price to judge it by: it
+        waits for one (`where` says why it is not placed)."""
+        call, cap, name = self._call(record), record["spend_cap"], record["name"]
+        try:
+            assignment = await self.paid.dealing.compute_deal(call.fuel or 0, self.bid, frozenset({self.me}),
+                                                              require_tags=(WEB_TAG,))
+        except XscError:
+            return
+        self.paid.dealing.ended(assignment)  # a quote: nothing is placed on it
+        least = self.paid.compute.budget(call, assignment.price)
+        if cap < least:
+            raise InvalidArgument(
+                f"a spend cap of {counted(cap, 'micro-credit')} an hour is below one request's budget at the market's "
+                f"price now, {least:,} (the most a request within its limits may cost): {name} could never be placed",
+                hint=f"a cap of at least {least}, or a lower --fuel, --memory or --timeout: xsc compute serve {name} "
+                     f"{record['module']} ... --on-market --spend-cap {least}", field="spend_cap", least=least)
 
     def _cap_refusal(self, record: dict[str, Any], price: int) -> SpendCapReached:
         """Why a function is not placed while its spend cap leaves less than one request's budget, with the cap
