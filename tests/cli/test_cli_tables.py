@@ -602,3 +602,21 @@ def test_ledger_verify_says_each_count_in_the_singular_for_one() -> None:
     assert shown.exit_code == 0, shown.output
     assert shown.stdout.startswith("checked 1 entry in 1 chain, 1 signature, in 0.50 s (2 entries/s); balances sum "
                                    "to 0.000000, 1 transfer with the other half held elsewhere\n"), shown.stdout
+
+
+def test_ledger_payments_lists_open_tabs_apart_from_payments_waiting_for_their_node() -> None:
+    """A tab in use (a placed web function's) is open, paid when it closes: not "retried until the node answers"."""
+    owner, node = "a" * 52, "b" * 52
+    tab = {"authorization": "1" * 64, "node": node, "job": f"compute:rtab:fn:{owner}:hello", "amount": 4_819_200,
+           "cap": 4_819_200, "expires_at": 1_796_099_980, "live": True}
+    waiting = {**tab, "authorization": "2" * 64, "job": "prepay", "amount": 5_000_000, "live": False}
+    with serving(json_answer({"pending": [tab, waiting], "dropped": []})) as url:
+        shown = xsc("ledger", "payments", "--node", url, env={"XSC_TOKEN": "t", "COLUMNS": "80"})
+    assert shown.exit_code == 0, shown.output
+    text = shown.stdout
+    opened, pending = text.index("open tabs (in use: paid when they close)"), text.index("pending (retried")
+    assert opened < text.index("4.819200") < pending < text.index("5.000000"), text
+    assert text.count(tab["job"]) == 1 and text.count("prepay") == 1, text
+    with serving(json_answer({"pending": [tab], "dropped": []})) as url:
+        shown = xsc("ledger", "payments", "--node", url, env={"XSC_TOKEN": "t"})
+    assert "open tabs" in shown.stdout and "pending" not in shown.stdout, shown.stdout

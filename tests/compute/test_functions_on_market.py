@@ -1182,3 +1182,28 @@ async def test_a_placed_functions_bodies_and_answers_are_written_only_while_the_
         await eventually_async(lambda: shutil.disk_usage(functions.work_dir).free > 7 << 20, "its files removed")
         small = b"Content-Type: text/plain\n\nfits"
         assert (await _get(answer["url"], "POST", data=small))[::2] == (200, b"fits")
+
+
+async def test_a_placed_functions_tab_is_live_and_an_idle_one_a_restart_drops_is_no_warning(node_factory, caplog):
+    """The tab a function is placed on is in use, not a payment waiting for its node: `GET /v1/ledger/payments` says
+    it is live.  The owner stopped and started again, the tab no request ran under goes to the payment retry and is
+    dropped (its provider owes nothing): nothing is lost, so it is logged as info, not as a warning."""
+    caplog.set_level(logging.INFO)
+    owner, provider, module, _ = await _owner_and_provider(node_factory)
+    await _json(owner, "POST", "/v1/compute/functions", json={"name": "hello", "module": module, "on_market": True})
+    await _served_at(owner, "hello")
+    job = function_job(owner.app[IDENTITY].id, "hello")
+    [tab] = [p for p in (await _json(owner, "GET", "/v1/ledger/payments"))["pending"] if p["job"] == job]
+    assert tab["live"] is True, tab
+    await close_node(owner)
+
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
+    await peer_with_provider(owner, provider)
+
+    async def dropped():
+        pending = (await _json(owner, "GET", "/v1/ledger/payments"))["pending"]
+        return tab["authorization"] not in {p["authorization"] for p in pending}
+
+    await eventually_async(dropped, "the idle tab left by the stop dropped by the payment retry", 30)
+    said = [r for r in caplog.records if tab["authorization"] in r.getMessage() and "dropped" in r.getMessage()]
+    assert said and all(r.levelno == logging.INFO for r in said), [(r.levelname, r.getMessage()) for r in said]
