@@ -620,3 +620,29 @@ def test_ledger_payments_lists_open_tabs_apart_from_payments_waiting_for_their_n
     with serving(json_answer({"pending": [tab], "dropped": []})) as url:
         shown = xsc("ledger", "payments", "--node", url, env={"XSC_TOKEN": "t"})
     assert "open tabs" in shown.stdout and "pending" not in shown.stdout, shown.stdout
+
+
+def test_compute_and_market_tables_piped_fit_80_columns_with_each_id_whole(thread_node) -> None:
+    """Piped (to a pager, a file: no terminal, no COLUMNS), every compute and market table fits 80 columns, each id
+    whole on a line (under its row when it does not fit beside the figures), as the ledger's tables do."""
+    node = thread_node(node={"web_listen": f"127.0.0.1:{free_port()}"})
+    caps = [node.xsc("store", "put", "-", input=body).stdout.split()[0] for body in (b"one\n", b"two\n")]
+    mapped = node.xsc("compute", "map", str(WASM / "sha256.wasm"), *(a for cap in caps for a in ("--over", cap)))
+    assert mapped.exit_code == 0, mapped.output
+    job = json.loads(node.xsc("compute", "run", str(WASM / "wc.wasm"), "--json", input=b"a b\n").stdout)
+    assert node.xsc("compute", "invoke", str(WASM / "add.wasm"), "add", "1", "2").exit_code == 0
+    assert node.xsc("compute", "serve", "hello", str(WASM / "cgi.wasm")).exit_code == 0
+    maps = json.loads(node.xsc("compute", "maps", "--json").stdout)["maps"]
+    record = json.loads(node.xsc("compute", "provenance", "--list", "--json").stdout)[0]["record"]
+    ids = {maps[0]["id"], maps[0]["module"], job["module"], record["id"], record["module"]}
+    # (`compute jobs` piped is one line a job, its id first, on purpose: tests/compute/test_jobs_list.py)
+    views = (["compute", "maps"], ["compute", "modules"], ["compute", "provenance", "--list"],
+             ["compute", "functions"], ["compute", "functions", "--hosted"], ["market", "book"], ["market", "offer"],
+             ["market", "status"], ["market", "prices"], ["market", "recognition"])
+    for args in views:
+        shown = node.xsc(*args)
+        assert shown.exit_code == 0, (args, shown.output)
+        _lines_fit(shown.stdout, 80)
+        words = [w.rstrip(",") for w in shown.stdout.split()]
+        assert all(i in words for i in ids if i[:12] in shown.stdout), (args, shown.stdout)  # each one whole
+    assert maps[0]["id"] in node.xsc("compute", "maps").stdout.split()
