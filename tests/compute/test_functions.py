@@ -750,7 +750,10 @@ def test_a_function_on_the_market_no_provider_can_serve_says_why_in_the_owners_l
     owner = cli_node("owner", **quiet, market={"offer_compute": False}, node={"placement_interval": 0.25})
     provider = cli_node("provider", **quiet)  # offers compute, but has no web listener to serve functions at
     assert owner.xsc("peers", "add", provider.url).returncode == 0
-    assert owner.xsc("compute", "serve", "hello", str(WASM / "cgi.wasm"), "--on-market").returncode == 0
+    served = owner.xsc("compute", "serve", "hello", str(WASM / "cgi.wasm"), "--on-market")
+    # served (it is placed once a provider can take it), and told at once that none can now
+    assert served.returncode == 0 and served.stderr.decode().startswith(
+        "xsc: warning: no provider with a web listener (node.web_listen) offers compute on the market now"), served
 
     def unplaced() -> str | None:
         [listed] = json.loads(owner.xsc("compute", "functions", "--json").stdout)["functions"]

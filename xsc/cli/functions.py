@@ -58,6 +58,10 @@ def serve(obj, name: str, module: str, inputs: tuple[str, ...], env: tuple[str, 
         return
     if on_market:
         click.echo(f"serving {name} on a provider the market offers: its URL in `xsc compute functions` once placed")
+        if served.get("not_placed"):
+            prose(f"xsc: warning: no provider with a web listener (node.web_listen) offers compute on the market now: "
+                  f"{name} is placed once one does (`xsc market book --kind compute` lists the offers; `xsc compute "
+                  f"functions` says why it is not placed)", err=True)
     elif served.get("url"):
         click.echo(f"serving {name} at {served['url']}")
     else:

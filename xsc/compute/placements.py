@@ -271,24 +271,25 @@ class Placements:
             raise
         return Placement(provider, url, auth, price, placed_function(record))
 
-    async def check_cap(self, record: dict[str, Any]) -> None:
-        """Refuse function `record` if its spend cap is below one request's budget at the price the market would place
-        it at now: it could never be placed.  With no provider on the market there is no price to judge it by: it
-        waits for one (`where` says why it is not placed)."""
+    async def check(self, record: dict[str, Any]) -> str | None:
+        """Function `record` as it is served on the market, judged by the market now: refused if its spend cap is below
+        one request's budget at the price it would be placed at (it could never be placed); why it cannot be placed
+        now if no provider is on the market (it waits for one, and there is no price to judge a cap by); else None."""
         call, cap, name = self._call(record), record["spend_cap"], record["name"]
         try:
             assignment = await self.paid.dealing.compute_deal(call.fuel or 0, self.bid, frozenset({self.me}),
                                                               require_tags=(WEB_TAG,))
-        except XscError:
-            return
+        except XscError as err:
+            return f"no provider on the market now ({err.message})"
         self.paid.dealing.ended(assignment)  # a quote: nothing is placed on it
         least = self.paid.compute.budget(call, assignment.price)
-        if cap < least:
+        if cap is not None and cap < least:
             raise InvalidArgument(
                 f"a spend cap of {counted(cap, 'micro-credit')} an hour is below one request's budget at the market's "
                 f"price now, {least:,} (the most a request within its limits may cost): {name} could never be placed",
                 hint=f"a cap of at least {least}, or a lower --fuel, --memory or --timeout: xsc compute serve {name} "
                      f"{record['module']} ... --on-market --spend-cap {least}", field="spend_cap", least=least)
+        return None
 
     def _cap_refusal(self, record: dict[str, Any], price: int) -> SpendCapReached:
         """Why a function is not placed while its spend cap leaves less than one request's budget, with the cap
