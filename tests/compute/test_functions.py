@@ -637,8 +637,8 @@ def test_serve_takes_its_body_cap_as_a_size_as_every_size_flag_does(cli_node) ->
         assert ok.status == 200
     assert error_line(node.xsc("compute", "serve", "big", str(WASM / "cgi.wasm"), "--max-body", "2GiB")) == \
         "xsc: error: max_body 2.0 GiB is more than a function may take (1.0 GiB) (ask for at most 1.0 GiB)"
-    assert "not a size: '10XB'" in error_line(node.xsc("compute", "serve", "big", str(WASM / "cgi.wasm"),
-                                                       "--max-body", "10XB"))
+    assert "xsc: error: max_body: not a size: '10XB'" in error_line(node.xsc("compute", "serve", "big",
+                                                                             str(WASM / "cgi.wasm"), "--max-body", "10XB"))
 
 
 async def test_a_functions_body_cap_is_bytes_or_a_size_and_nothing_else(web) -> None:
