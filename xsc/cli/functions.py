@@ -60,8 +60,7 @@ def serve(obj, name: str, module: str, inputs: tuple[str, ...], env: tuple[str, 
         click.echo(f"serving {name} on a provider the market offers: its URL in `xsc compute functions` once placed")
         if served.get("not_placed"):
             prose(f"xsc: warning: no provider with a web listener (node.web_listen) offers compute on the market now: "
-                  f"{name} is placed once one does (`xsc market book --kind compute` lists the offers; `xsc compute "
-                  f"functions` says why it is not placed)", err=True)
+                  f"{name} is placed once one does (`xsc compute functions` says why it is not placed)", err=True)
     elif served.get("url"):
         click.echo(f"serving {name} at {served['url']}")
     else:
