@@ -193,6 +193,31 @@ def test_devnet_up_starts_again_the_nodes_of_a_devnet_that_are_down(tmp_path: Pa
 
 
 @pytest.mark.slow
+def test_a_job_sent_to_any_node_the_moment_devnet_up_returns_finds_every_provider(tmp_path: Path) -> None:
+    """`up` returns once every node's market book holds every node's offer: a replicated job that needs all the other
+    nodes, sent at once to any node, is not refused for want of providers.
+    The nodes run with the default gossip intervals, as a user's do."""
+    wc = Path(__file__).parent.parent / "fixtures" / "wasm" / "wc.wasm"
+    try:
+        up = run_xsc("devnet", "up", "-n", "4", "--dir", "net", "--json", cwd=tmp_path, timeout=180)
+        assert up.returncode == 0, up.stderr
+        assert b"warning" not in up.stderr, up.stderr
+        nodes = json.loads(up.stdout)
+        books = [run_xsc("--data-dir", n["data_dir"], "market", "book", "--json") for n in nodes]
+        for node, book in zip(nodes, books):
+            owners = {a["owner"] for row in json.loads(book.stdout)["books"] for a in row["asks"]}
+            assert owners == {n["id"] for n in nodes}, (node["name"], owners)
+        for node in nodes:
+            job = run_xsc("--data-dir", node["data_dir"], "compute", "run", str(wc), "--deterministic",
+                          "--replicas", "3", input=b"a b\nc\n", timeout=120)
+            assert job.returncode == 0, (node["name"], job.stderr)
+            assert job.stdout.split() == [b"2", b"3", b"6"] and b"on the 3 replicas asked" in job.stderr, job.stderr
+    finally:
+        down = run_xsc("devnet", "down", "--dir", "net", "--json", cwd=tmp_path)
+    assert down.returncode == 0 and json.loads(down.stdout)["stopped"] == 4
+
+
+@pytest.mark.slow
 def test_a_smaller_devnet_on_the_same_data_dirs_is_peered_though_its_nodes_remember_more(tmp_path: Path) -> None:
     larger = Devnet(tmp_path, 3, env=FAST).start()
     try:

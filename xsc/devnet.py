@@ -410,6 +410,18 @@ class NodeProcess:
         answer = get_json(self.url + "/v1/peers", token)
         return {p.get("id") for p in answer[1].get("peers", [])} if answer and answer[0] == 200 else None
 
+    def offering(self) -> set[str] | None:
+        """The ids of the nodes whose offers (asks of any kind) the node's market book holds, or None when it cannot
+        say: a job or a put the node places now is matched among these."""
+        try:
+            token = self.token
+        except FileNotFoundError:
+            return None
+        answer = get_json(self.url + "/v1/market/book", token)
+        if not answer or answer[0] != 200:
+            return None
+        return {a.get("owner") for row in answer[1].get("books", []) for a in row.get("asks", [])}
+
     def xsc(self, *args: str, input: bytes | None = None, timeout: float = 120.0,
             env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run the `xsc` CLI against this node."""
@@ -554,6 +566,21 @@ class Devnet:
         while (lagging := self.lagging()) and time.monotonic() < deadline:
             time.sleep(0.2)
         return lagging
+
+    def unoffered(self) -> list[NodeProcess]:
+        """The nodes whose market book lacks the offer of a node that offers something (its own book holds it): a
+        job sent to one of them now could be refused for want of a provider the devnet has."""
+        books = [(n, (n.health() or {}).get("serviceId"), n.offering()) for n in self.nodes]
+        offers = {i for _, i, book in books if book is not None and i in book}
+        return [n for n, _, book in books if book is None or not offers <= book]
+
+    def wait_offered(self, timeout: float = 60.0) -> list[NodeProcess]:
+        """Wait until every node's market book holds every node's offer (gossip brings them some seconds after the
+        nodes know each other); those that still lack one at the deadline."""
+        deadline = time.monotonic() + timeout
+        while (lacking := self.unoffered()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return lacking
 
     def stop(self, timeout: float = 30.0) -> tuple[int, int]:
         """SIGTERM every live node, SIGKILL those still running after `timeout` s: (stopped, killed); then the

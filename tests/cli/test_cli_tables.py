@@ -602,3 +602,47 @@ def test_ledger_verify_says_each_count_in_the_singular_for_one() -> None:
     assert shown.exit_code == 0, shown.output
     assert shown.stdout.startswith("checked 1 entry in 1 chain, 1 signature, in 0.50 s (2 entries/s); balances sum "
                                    "to 0.000000, 1 transfer with the other half held elsewhere\n"), shown.stdout
+
+
+def test_ledger_payments_lists_open_tabs_apart_from_payments_waiting_for_their_node() -> None:
+    """A tab in use (a placed web function's) is open, paid when it closes: not "retried until the node answers"."""
+    owner, node = "a" * 52, "b" * 52
+    tab = {"authorization": "1" * 64, "node": node, "job": f"compute:rtab:fn:{owner}:hello", "amount": 4_819_200,
+           "cap": 4_819_200, "expires_at": 1_796_099_980, "live": True}
+    waiting = {**tab, "authorization": "2" * 64, "job": "prepay", "amount": 5_000_000, "live": False}
+    with serving(json_answer({"pending": [tab, waiting], "dropped": []})) as url:
+        shown = xsc("ledger", "payments", "--node", url, env={"XSC_TOKEN": "t", "COLUMNS": "80"})
+    assert shown.exit_code == 0, shown.output
+    text = shown.stdout
+    opened, pending = text.index("open tabs (in use: paid when they close)"), text.index("pending (retried")
+    assert opened < text.index("4.819200") < pending < text.index("5.000000"), text
+    assert text.count(tab["job"]) == 1 and text.count("prepay") == 1, text
+    with serving(json_answer({"pending": [tab], "dropped": []})) as url:
+        shown = xsc("ledger", "payments", "--node", url, env={"XSC_TOKEN": "t"})
+    assert "open tabs" in shown.stdout and "pending" not in shown.stdout, shown.stdout
+
+
+def test_compute_and_market_tables_piped_fit_80_columns_with_each_id_whole(thread_node) -> None:
+    """Piped (to a pager, a file: no terminal, no COLUMNS), every compute and market table fits 80 columns, each id
+    whole on a line (under its row when it does not fit beside the figures), as the ledger's tables do."""
+    node = thread_node(node={"web_listen": f"127.0.0.1:{free_port()}"})
+    caps = [node.xsc("store", "put", "-", input=body).stdout.split()[0] for body in (b"one\n", b"two\n")]
+    mapped = node.xsc("compute", "map", str(WASM / "sha256.wasm"), *(a for cap in caps for a in ("--over", cap)))
+    assert mapped.exit_code == 0, mapped.output
+    job = json.loads(node.xsc("compute", "run", str(WASM / "wc.wasm"), "--json", input=b"a b\n").stdout)
+    assert node.xsc("compute", "invoke", str(WASM / "add.wasm"), "add", "1", "2").exit_code == 0
+    assert node.xsc("compute", "serve", "hello", str(WASM / "cgi.wasm")).exit_code == 0
+    maps = json.loads(node.xsc("compute", "maps", "--json").stdout)["maps"]
+    record = json.loads(node.xsc("compute", "provenance", "--list", "--json").stdout)[0]["record"]
+    ids = {maps[0]["id"], maps[0]["module"], job["module"], record["id"], record["module"]}
+    # (`compute jobs` piped is one line a job, its id first, on purpose: tests/compute/test_jobs_list.py)
+    views = (["compute", "maps"], ["compute", "modules"], ["compute", "provenance", "--list"],
+             ["compute", "functions"], ["compute", "functions", "--hosted"], ["market", "book"], ["market", "offer"],
+             ["market", "status"], ["market", "prices"], ["market", "recognition"])
+    for args in views:
+        shown = node.xsc(*args)
+        assert shown.exit_code == 0, (args, shown.output)
+        _lines_fit(shown.stdout, 80)
+        words = [w.rstrip(",") for w in shown.stdout.split()]
+        assert all(i in words for i in ids if i[:12] in shown.stdout), (args, shown.stdout)  # each one whole
+    assert maps[0]["id"] in node.xsc("compute", "maps").stdout.split()

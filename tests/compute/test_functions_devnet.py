@@ -176,3 +176,43 @@ def test_a_placed_function_is_served_again_on_its_tab_after_its_provider_is_kill
             assert status == 200 and report["ok"], report
     finally:
         kill_all(list(net))
+
+
+@pytest.mark.slow
+def test_a_devnet_places_a_function_only_where_a_web_listener_is_and_refuses_a_cap_that_never_places_it(
+        tmp_path: Path):
+    """Three node processes: the owner offers no compute, one provider has a web listener and one has none.  `serve
+    --on-market` under a cap below one request's budget exits 2 in one line naming the least cap and the command;
+    the function is placed on the provider with the web listener only, and with it killed, never on the other one
+    (the owner says why), which still runs the owner's invokes."""
+    [web] = free_ports(1)
+    envs = [{**PLACING, "XSC_MARKET_OFFER_COMPUTE": "false"}, {**PLACING, "XSC_NODE_WEB_LISTEN": f"127.0.0.1:{web}"},
+            {**PLACING}]
+    net = Devnet(tmp_path, 3, env=FAST, envs=envs, name="n{}")
+    try:
+        net.spawn().wait_listening(90)
+        owner, listening, plain = net
+        assert net.wait_peered(90) == [] and net.wait_offered(90) == []
+        served = owner.xsc("compute", "serve", "hello", str(WASM / "cgi.wasm"), "--on-market", "--spend-cap", "1")
+        lines = served.stderr.decode().splitlines()
+        assert served.returncode == 2 and len(lines) == 1 and served.stdout == b"", served
+        least = int(lines[0].rsplit("--spend-cap ", 1)[1].rstrip(")"))
+        assert lines[0].startswith("xsc: error: a spend cap of 1 micro-credit an hour is below one request's budget")
+        assert f"xsc compute serve hello " in lines[0] and least > 1, lines
+        assert _listed(owner) == {}  # nothing served
+
+        served = owner.xsc("compute", "serve", "hello", str(WASM / "cgi.wasm"), "--on-market", "--spend-cap",
+                           str(least))
+        assert served.returncode == 0, served.stderr
+        url = eventually(lambda: _listed(owner).get("url"), "the function placed", timeout=60)
+        assert url.startswith(f"http://127.0.0.1:{web}/") and _listed(owner)["provider"] == node_id(listening)
+        listening.kill()
+        why = eventually(lambda: "url" not in (f := _listed(owner)) and f.get("not_placed"), "the function unplaced",
+                         timeout=60)
+        assert "a provider with a web listener (node.web_listen)" in why and "refused" not in why, why
+        hosted = plain.xsc("compute", "functions", "--hosted", "--json")
+        assert hosted.returncode == 0 and json.loads(hosted.stdout)["functions"] == [], hosted
+        invoked = owner.xsc("compute", "invoke", str(WASM / "arith.wasm"), "add_i64", "1", "2", "--json")
+        assert invoked.returncode == 0 and json.loads(invoked.stdout)["provider"] == node_id(plain), invoked
+    finally:
+        kill_all(list(net))

@@ -782,24 +782,74 @@ async def test_a_spend_cap_set_on_a_placed_function_ends_the_tab_that_could_spen
     await _json(owner, "POST", "/v1/compute/functions", json=function)
     listed = await _served_at(owner, "hello")
     assert (await _get(listed["url"]))[0] == 200
+    (first,) = [a for a in owner.app[NODE].ledger.pending() if a.job == function_job(owner.app[IDENTITY].id, "hello")]
 
-    # Served again with a cap under one request's budget: its open tab (16 budgets) is ended and paid, and the
-    # function is not placed again this hour; the owner's list says why.
-    await _json(owner, "POST", "/v1/compute/functions", json={**function, "spend_cap": 1})
+    # Served again with a cap that holds two requests' budgets but not the open tab's 16: that tab is ended and
+    # paid, and the function placed again on a tab the cap bounds.
+    budget = _budget(provider, module, provider.app[NODE].market.honoured_ask("compute"))
+    await _json(owner, "POST", "/v1/compute/functions", json={**function, "spend_cap": 2 * budget})
 
-    async def withdrawn():
-        return (await _get(listed["url"]))[0] == 404
+    async def placed_again():
+        [found] = (await _json(owner, "GET", "/v1/compute/functions"))["functions"]
+        tabs = [a for a in owner.app[NODE].ledger.pending() if a.job == first.job]
+        return found if found["spend"] > 0 and tabs and all(a.cap <= 2 * budget for a in tabs) else None
 
-    await eventually_async(withdrawn, "the provider to stop serving it", 30)
+    found = await eventually_async(placed_again, "the first tab paid and the function on a tab the cap bounds", 30)
+    assert first.id not in {a.id for a in owner.app[NODE].ledger.pending()}, found
+
+
+async def test_a_function_on_the_market_under_a_cap_below_one_requests_budget_is_refused(node_factory):
+    """A cap that can never place the function is refused when it is served, naming the least cap that places it at
+    the market's price now; the function as served before goes on as it was."""
+    owner, provider, module, _ = await _owner_and_provider(node_factory)
+    function = {"name": "hello", "module": module, "on_market": True}
+    await _json(owner, "POST", "/v1/compute/functions", json=function)
+    listed = await _served_at(owner, "hello")
+    (tab,) = [a for a in owner.app[NODE].ledger.pending() if a.job == function_job(owner.app[IDENTITY].id, "hello")]
+    budget = tab.cap // placements.TAB_REQUESTS  # one request's budget at the price the market placed it at
+    for cap in (1, budget - 1):
+        response = await owner.post("/v1/compute/functions", json={**function, "spend_cap": cap})
+        refused = await response.json()
+        assert response.status == 400 and refused["code"] == "invalid-argument", refused
+        assert refused["least"] == budget and f"below one request's budget at the market's price now, {budget:,}" \
+            in refused["detail"], refused
+        assert refused["hint"].endswith(f"xsc compute serve hello {module} ... --on-market --spend-cap {budget}")
+        [kept] = (await _json(owner, "GET", "/v1/compute/functions"))["functions"]
+        assert kept["spend_cap"] is None and kept["url"] == listed["url"], kept  # as it was
+    response = await owner.post("/v1/compute/functions", json={"name": "new", "module": module, "on_market": True,
+                                                                "spend_cap": 1})
+    assert response.status == 400 and [f["name"] for f in (await _json(owner, "GET", "/v1/compute/functions"))[
+        "functions"]] == ["hello"]  # nothing kept of one refused
+    # A cap of one request's budget places it.
+    await _json(owner, "POST", "/v1/compute/functions", json={**function, "name": "capped", "spend_cap": budget})
+    await _served_at(owner, "capped")
+
+
+async def test_a_function_is_placed_only_on_a_provider_with_a_web_listener(node_factory):
+    """A provider with no node.web_listen sells compute to jobs and invokes but cannot serve a function: its
+    compute ask carries no web tag, and a placement, which requires it, never asks that provider."""
+    plain = await node_factory("plain", **QUIET)
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False}, node=FAST)
+    await peer_with_provider(owner, plain)
+    module = await deploy(owner, "cgi", wasi=True)
+    await _json(owner, "POST", "/v1/compute/functions", json={"name": "hello", "module": module, "on_market": True})
 
     async def why():
         [found] = (await _json(owner, "GET", "/v1/compute/functions"))["functions"]
-        return found if "spend cap" in found.get("not_placed", "") else None
+        return found.get("not_placed")
 
-    found = await eventually_async(why, "the owner's list to say the cap keeps it unplaced", 30)
-    assert "url" not in found and found["spend"] > 0, found  # the ended tab's request was paid
-    assert (await _json(owner, "GET", "/v1/ledger/accounts/client"))["held"] == 0  # nothing held for a tab
+    reason = await eventually_async(why, "the owner to say why it is not placed", 30)
+    assert "a provider with a web listener (node.web_listen)" in reason and "refused" not in reason, reason
+    assert plain.app[NODE].placed_functions.hosted() == [], "the provider without a web listener was asked"
+    # An invoke still runs on it: it sells compute all the same.
+    answer = await _json(owner, "POST", "/v1/compute/invoke",
+                         json={"module": await deploy(owner, "arith"), "function": "add_i64", "args": [1, 2]})
+    assert answer["provider"] == plain.app[IDENTITY].id, answer
 
+    web = await _provider(node_factory, "web")
+    await peer_with_provider(owner, web)
+    listed = await _served_at(owner, "hello")
+    assert listed["provider"] == web.app[IDENTITY].id, listed
 
 
 async def test_a_caller_of_a_placed_function_not_here_is_told_its_name_beside_those_placed_here(node_factory):
@@ -1132,3 +1182,28 @@ async def test_a_placed_functions_bodies_and_answers_are_written_only_while_the_
         await eventually_async(lambda: shutil.disk_usage(functions.work_dir).free > 7 << 20, "its files removed")
         small = b"Content-Type: text/plain\n\nfits"
         assert (await _get(answer["url"], "POST", data=small))[::2] == (200, b"fits")
+
+
+async def test_a_placed_functions_tab_is_live_and_an_idle_one_a_restart_drops_is_no_warning(node_factory, caplog):
+    """The tab a function is placed on is in use, not a payment waiting for its node: `GET /v1/ledger/payments` says
+    it is live.  The owner stopped and started again, the tab no request ran under goes to the payment retry and is
+    dropped (its provider owes nothing): nothing is lost, so it is logged as info, not as a warning."""
+    caplog.set_level(logging.INFO)
+    owner, provider, module, _ = await _owner_and_provider(node_factory)
+    await _json(owner, "POST", "/v1/compute/functions", json={"name": "hello", "module": module, "on_market": True})
+    await _served_at(owner, "hello")
+    job = function_job(owner.app[IDENTITY].id, "hello")
+    [tab] = [p for p in (await _json(owner, "GET", "/v1/ledger/payments"))["pending"] if p["job"] == job]
+    assert tab["live"] is True, tab
+    await close_node(owner)
+
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
+    await peer_with_provider(owner, provider)
+
+    async def dropped():
+        pending = (await _json(owner, "GET", "/v1/ledger/payments"))["pending"]
+        return tab["authorization"] not in {p["authorization"] for p in pending}
+
+    await eventually_async(dropped, "the idle tab left by the stop dropped by the payment retry", 30)
+    said = [r for r in caplog.records if tab["authorization"] in r.getMessage() and "dropped" in r.getMessage()]
+    assert said and all(r.levelno == logging.INFO for r in said), [(r.levelname, r.getMessage()) for r in said]

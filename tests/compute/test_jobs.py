@@ -70,6 +70,15 @@ def test_a_spec_with_an_unknown_field_is_refused(xsc_node, tmp_path):
     assert "names no module" in line and 'module = "PROGRAM.wasm"' in line, line
 
 
+def test_a_specs_stdin_dash_is_this_commands_stdin_as_the_flags_is(xsc_node, tmp_path):
+    spec = tmp_path / "job.toml"
+    spec.write_text(f'module = "{WC}"\nstdin = "-"\n')
+    ran = xsc_node.xsc("compute", "run", str(spec), "--json", input=b"a b\nc\n")
+    assert ran.returncode == 0 and json.loads(ran.stdout)["stdout"] == "2 3 6\n", ran  # not an empty stdin
+    ran = xsc_node.xsc("compute", "run", str(spec), "--no-stdin", "--json", input=b"a b\nc\n")
+    assert ran.returncode == 0 and json.loads(ran.stdout)["stdout"] == "0 0 0\n", ran  # the flag overrides it
+
+
 def test_a_specs_limits_are_written_in_units_timeout_as_memory(xsc_node, tmp_path):
     spec = tmp_path / "job.toml"
     spec.write_text(f'module = "{WC}"\n[limits]\nmemory = "64MiB"\ntimeout = "1500ms"\n')

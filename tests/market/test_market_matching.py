@@ -86,7 +86,9 @@ def test_filters_deny_and_availability():
             bid("u", "b", GIB, 9, min_availability="0.5")]
     r = _match(asks, bids, availability={"good": Decimal("0.99"), "flaky": Decimal("0.6")})
     assert explain(r, "a").code == "filtered_out"
-    assert "min availability" in explain(r, "a").message
+    # worded as the flags its user typed: `store put --avoid good --min-availability 0.9`
+    assert explain(r, "a").message == ("all 2 compatible slots are excluded by --avoid (it avoids 1 provider) and "
+                                       "--min-availability 0.9"), explain(r, "a")
     assert r.assignments["u/b"].provider in {"good", "flaky"}
     r = _match(asks, [bid("u", "c", GIB, 9, min_availability="0.1")])
     assert explain(r, "c").code == "filtered_out"  # unknown availability counts as 0

@@ -12,7 +12,7 @@ from xsc.allocation.core.matching import CapacityIndex, need_rows
 from xsc.allocation.core.models import SlotFilter
 from xsc.market.core.auction import bucket_of
 from xsc.market.core.matching import (_TIERS, Assignment, Explanation, MarketResult, _accepts, _cleared,
-                                      _in_service_order, _window)
+                                      _in_service_order, excluded_by, none_fits)
 from xsc.market.core.models import PRICE_UNITS, Ask, Bid, ask_digest, need_key, units_cost
 
 
@@ -142,21 +142,13 @@ def _explain(b: Bid, i: int, a: Assignment | None, asks: list[Ask], slots: list,
             biggest = max(slots[pos].quantity for pos in compatible)
             return out("no_compatible_slot", f"no compatible slot holds all {n.quantity} units (the largest holds "
                                              f"{biggest}); a need is never split over providers")
-        return out("no_compatible_slot", f"no {n.kind} capacity slot overlaps its window ({_window(n.start, n.end)})"
-                                         f" at a location and with filters that fit: no active provider offers it")
+        return out("no_compatible_slot", none_fits(n))
     f = n.filters
     kept = [pos for pos in large if _accepts(f, slots[pos].owner, slots[pos].tags)
             and (b.min_availability is None or availability.get(slots[pos].owner, Decimal(0)) >= b.min_availability)
             and (allow_self or slots[pos].owner != n.owner)]
     if not kept:
-        why = []
-        if f.allow is not None or f.deny or f.require_tags:
-            why.append("its allow/deny/tag filters")
-        if b.min_availability is not None:
-            why.append(f"min availability {b.min_availability}")
-        if not allow_self:
-            why.append("its own capacity is not used")
-        return out("filtered_out", f"all {len(large)} compatible slots are excluded by " + " and ".join(why or ["filters"]))
+        return out("filtered_out", f"all {len(large)} compatible slots are excluded by " + excluded_by(b, allow_self))
     if price is None:
         return out("no_trade", f"nothing traded in the {n.kind} market of bucket {bucket}: no bid met an ask")
     if b.price < price:

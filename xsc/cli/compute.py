@@ -11,8 +11,8 @@ import click
 
 from ..errors import InvalidArgument, ModuleNotFound, Trap
 from . import GroupWithLazyModules
-from .output import (Col, Duration, PassesArgs, emit_json, json_option, key_values, path_id, program_output, table,
-                     wide_option)
+from .output import (PIPE_WIDTH, Col, Duration, PassesArgs, emit_json, json_option, key_values, path_id, program_output,
+                     table, wide_option)
 from .wasm_files import read_module
 
 PROVENANCE = "xsc compute provenance --list"  # lists the provenance ids
@@ -177,7 +177,7 @@ def modules(obj, as_json: bool) -> None:
           [(m["id"], " ".join(filter(None, (m.get("name"), m.get("version")))) or "-",
             m.get("status", "active") + (" (pushed)" if m.get("pushed_by") else ""), m["size"], m["invocations"],
             m["first_deployed"]) for m in found],
-          details=[_export_items(m) for m in found])
+          details=[_export_items(m) for m in found], piped=PIPE_WIDTH)
 
 
 @compute.command()
@@ -220,6 +220,10 @@ def provenance(obj, provenance_id: str | None, list_recent: bool, limit: int, pr
             emit_json([{**r, "signature_valid": rule is not None, "signature_rule": rule}
                        for r, rule in zip(records, rules)])
             return
+        if not records:  # (a header over no row reads as a fault)
+            click.echo("no runs recorded on this node yet: a call or job the market placed on another node is recorded "
+                       "there (xsc compute provenance ID --provider NODE)")
+            return
         rows = []
         for signed, rule in zip(records, rules):
             r = signed["record"]
@@ -230,7 +234,7 @@ def provenance(obj, provenance_id: str | None, list_recent: bool, limit: int, pr
         # its row all the same, so that no width hides it.
         table([Col("id", keep=True), Col("time", drop=2), Col("module", keep=True, under=True), "function", "outcome",
                Col("fuel", right=True, drop=3), Col("wall time", drop=1), Col("signature", drop=0)], rows, wide=wide,
-              details=[None if row[-1] == "valid" else f"signature {row[-1]}" for row in rows])
+              details=[None if row[-1] == "valid" else f"signature {row[-1]}" for row in rows], piped=PIPE_WIDTH)
         return
     signed = client.request("GET", f"/v1/compute/provenance/{path_id(provenance_id, 'provenance id', PROVENANCE)}",
                             query={"provider": provider} if provider else None)

@@ -50,7 +50,8 @@ def devnet() -> None:
               help="How many nodes.")
 @click.option("--base-port", type=int, help="Port of the first node; the others follow (default: any free ports).")
 @click.option("--timeout", type=Duration("90s", least=1, most=600), default="60s", show_default=True,
-              help="How long to wait for the nodes to answer and learn of each other, 1s to 10m, e.g. 90s, 2m.")
+              help="How long to wait for the nodes to answer and learn of each other and of their market offers, "
+                   "1s to 10m, e.g. 90s, 2m.")
 @click.option("--netns", is_flag=True,
               help="Each node in its own network namespace on a private bridge (needs root, ip and iptables).")
 @click.option("--delay", type=Duration("50ms"), default="0ms", show_default=True,
@@ -98,10 +99,7 @@ def up(count: int, base_port: int | None, timeout: float, netns: bool, delay: fl
                 net.save(nodes)
                 bar.advance()
         # Until it has said the devnet is up, a Ctrl-C stops every node and takes the network down.
-        lagging = [n.name for n in net.wait_peered(max(0.0, deadline - time.monotonic()))]
-        if lagging:
-            click.echo(f"xsc: warning: {', '.join(lagging)} do not know every other node yet (gossip continues)",
-                       err=True)
+        _wait_ready(net, deadline)
         if as_json:
             emit_json([{**n, "up": True} for n in nodes])
         else:
@@ -124,9 +122,7 @@ def _restart(net: Devnet, records: list[dict], timeout: float, as_json: bool) ->
     deadline = time.monotonic() + timeout
     for node in restarted:
         node.wait_listening(max(0.1, deadline - time.monotonic()))
-    lagging = [n.name for n in net.wait_peered(max(0.0, deadline - time.monotonic()))]
-    if lagging:
-        click.echo(f"xsc: warning: {', '.join(lagging)} do not know every other node yet (gossip continues)", err=True)
+    _wait_ready(net, deadline)
     again = {n.name for n in restarted}
     if as_json:
         emit_json([{**r, "up": True, "restarted": r["name"] in again} for r in records])
@@ -134,6 +130,20 @@ def _restart(net: Devnet, records: list[dict], timeout: float, as_json: bool) ->
     wide_table(_COLUMNS, [(r["name"], "restarted" if r["name"] in again else "up", r["pid"], r["url"], r["id"],
                            r["data_dir"]) for r in records])
     click.echo(restarted_line(len(again), len(records)))
+
+
+def _wait_ready(net: Devnet, deadline: float) -> None:
+    """Until `deadline`: every node knows every other, then holds every node's offer, so a job or a put sent to any
+    of them the moment `up` returns finds every provider of the devnet (not "no active provider offers it")."""
+    lagging = [n.name for n in net.wait_peered(max(0.0, deadline - time.monotonic()))]
+    if lagging:
+        click.echo(f"xsc: warning: {', '.join(lagging)} do not know every other node yet (gossip continues)", err=True)
+        return
+    lacking = [n.name for n in net.wait_offered(max(0.0, deadline - time.monotonic()))]
+    if lacking:
+        click.echo(f"xsc: warning: {', '.join(lacking)} do not hold every node's market offer yet (gossip continues: "
+                   f"until it does, a job sent there may be refused for want of a provider; see `xsc market book`)",
+                   err=True)
 
 
 def restarted_line(again: int, total: int) -> str:

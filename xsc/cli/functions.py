@@ -6,8 +6,9 @@ from typing import Any
 
 import click
 
+from ..errors import InvalidArgument
 from .jobs import deployed_module, env_pair
-from .output import Col, Duration, emit_json, json_option, path_id, prose, table
+from .output import EXIT_USAGE, PIPE_WIDTH, Col, Duration, emit_json, json_option, path_id, prose, table
 
 
 @click.command("serve")
@@ -43,12 +44,23 @@ def serve(obj, name: str, module: str, inputs: tuple[str, ...], env: tuple[str, 
     limits = {k: v for k, v in (("fuel", fuel), ("memory", memory), ("timeout", timeout)) if v is not None}
     body.update({k: v for k, v in (("entrypoint", entrypoint), ("limits", limits or None), ("max_body", max_body),
                                    ("concurrency", concurrency), ("spend_cap", spend_cap)) if v is not None})
-    served = client.request("POST", "/v1/compute/functions", json_body=body)
+    try:
+        served = client.request("POST", "/v1/compute/functions", json_body=body)
+    except InvalidArgument as err:
+        if err.details.get("field") != "spend_cap":
+            raise
+        # the node judged the flag's value against the market's price: a bad value of a flag exits 2, in one line
+        refused = click.ClickException(err.with_hint)
+        refused.exit_code = EXIT_USAGE
+        raise refused from None
     if as_json:
         emit_json(served)
         return
     if on_market:
         click.echo(f"serving {name} on a provider the market offers: its URL in `xsc compute functions` once placed")
+        if served.get("not_placed"):
+            prose(f"xsc: warning: no provider with a web listener (node.web_listen) offers compute on the market now: "
+                  f"{name} is placed once one does (`xsc compute functions` says why it is not placed)", err=True)
     elif served.get("url"):
         click.echo(f"serving {name} at {served['url']}")
     else:
@@ -80,7 +92,7 @@ def functions(obj, hosted: bool, as_json: bool) -> None:
         return
     if not found:
         prose("no functions yet: serve one with `xsc compute serve NAME MODULE.wasm` (those other nodes placed here: "
-              "xsc compute functions --hosted)")
+              "xsc compute functions --hosted)", piped=PIPE_WIDTH)
         return
     from ..units import format_credits
 
@@ -93,7 +105,7 @@ def functions(obj, hosted: bool, as_json: bool) -> None:
           [(f["name"], f["module"], f["requests"], f["errors"], _ms(f["p50_ms"]), format_credits(f["spend"]),
             format_credits(f["spent_this_hour"]), format_credits(f["spend_cap"]) if f["spend_cap"] is not None else "-",
             _served_at(f))
-           for f in found])
+           for f in found], piped=PIPE_WIDTH)
 
 
 def _hosted(found: list[dict[str, Any]], as_json: bool) -> None:
@@ -102,7 +114,7 @@ def _hosted(found: list[dict[str, Any]], as_json: bool) -> None:
         return
     if not found:
         prose("no functions of other nodes served here: a node places one with `xsc compute serve NAME MODULE.wasm "
-              "--on-market` on a provider offering compute with a web listener (node.web_listen)")
+              "--on-market` on a provider offering compute with a web listener (node.web_listen)", piped=PIPE_WIDTH)
         return
     from ..units import format_credits
 
@@ -110,7 +122,7 @@ def _hosted(found: list[dict[str, Any]], as_json: bool) -> None:
     table([Col("owner", keep=True, under=True), Col("name", keep=True, under=2), *COUNTS, Col("p50 ms", right=True),
            Col("credits earned", right=True), Col("path", keep=True, under=True)],
           [(f["owner"], f["name"], f["requests"], f["errors"], _ms(f["p50_ms"]), format_credits(f["earned"]),
-            f["path"]) for f in found])
+            f["path"]) for f in found], piped=PIPE_WIDTH)
 
 
 def _ms(value: float | None) -> str:

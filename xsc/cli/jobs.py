@@ -163,8 +163,9 @@ def run(obj, target: str, argv: tuple[str, ...], stdin: str | None, no_stdin: bo
         if value is not None:
             spec[name] = value
     source = None
-    if stdin is not None or no_stdin or "stdin" not in spec:
-        spec["stdin"], source = _stdin_source(stdin, no_stdin)
+    if stdin is not None or no_stdin or spec.get("stdin", "-") == "-":
+        # a spec's `stdin = "-"` is this command's stdin, as `--stdin -` is (sent as the request's body)
+        spec["stdin"], source = _stdin_source(stdin if stdin is not None else spec.get("stdin"), no_stdin)
     spec = {k: v for k, v in spec.items() if v is not None}
     asker = secrets.token_hex(16)  # what it asks the node after, once interrupted: which job that request runs
     path = f"/v1/compute/jobs?asker={asker}"

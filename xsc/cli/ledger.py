@@ -277,24 +277,29 @@ def prepay(obj, node_id: str, amount: str, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def payments(obj, wide: bool, as_json: bool) -> None:
-    """List your payments to other nodes not settled yet (a prepayment to a node that was down: retried until it
-    answers), and those dropped unpaid, each with why and what to do.
+    """List your payments to other nodes not settled yet: the open tabs work is running on (a placed web function's,
+    paid when they close), those pending (a prepayment to a node that was down: retried until it answers), and
+    those dropped unpaid, each with why and what to do.
 
-    A pending payment's credits are held; a dropped one paid nothing and its credits are free again."""
+    An open or pending payment's credits are held; a dropped one paid nothing and its credits are free again."""
     info = obj.client().request("GET", "/v1/ledger/payments")
     if as_json:
         emit_json(info)
         return
     from .output import PIPE_WIDTH, Col
 
-    if info["pending"]:
-        # A job reference may hold an id (a tab's `compute:rtab:fn:NODE_ID:NAME`, a share's storage index): whole,
-        # under its row when it does not fit beside the others.
-        _table([Col("node", keep=True, under=True), Col("credits", right=True, keep=True),
-                Col("job", keep=True, under=True), Col("expires (UTC)", drop=1)],
-               [(p["node"], format_credits(p["amount"]), p["job"], _time(p["expires_at"])) for p in info["pending"]],
-               title="pending (retried until the node answers)", wide=wide, piped=PIPE_WIDTH)
-    else:
+    live = [p for p in info["pending"] if p.get("live")]
+    waiting = [p for p in info["pending"] if not p.get("live")]
+    # A job reference may hold an id (a tab's `compute:rtab:fn:NODE_ID:NAME`, a share's storage index): whole, under
+    # its row when it does not fit beside the others.
+    columns = [Col("node", keep=True, under=True), Col("credits", right=True, keep=True),
+               Col("job", keep=True, under=True), Col("expires (UTC)", drop=1)]
+    for rows, title in ((live, "open tabs (in use: paid when they close)"),
+                        (waiting, "pending (retried until the node answers)")):
+        if rows:
+            _table(columns, [(p["node"], format_credits(p["amount"]), p["job"], _time(p["expires_at"])) for p in rows],
+                   title=title, wide=wide, piped=PIPE_WIDTH)
+    if not info["pending"]:
         click.echo("no payment to another node is pending")
     for d in info["dropped"]:
         prose(f"dropped {_time(d['dropped_at'])} UTC: {format_credits(d['amount'])} credits to node {d['node']} "

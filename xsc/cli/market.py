@@ -72,7 +72,7 @@ def _deals_table(deals: list[dict], me: str, wide: bool, format_size) -> None:
               wide=True, title=title)
         return
     table([Col("share", right=True), *terms], [(d["share"], *row) for d, row in zip(deals, rows)], title=title,
-          details=[[f"file {d['si']}", f"holder {h}"] for d, h in zip(deals, holders)])
+          details=[[f"file {d['si']}", f"holder {h}"] for d, h in zip(deals, holders)], piped=PIPE_WIDTH)
 
 
 def _clearing(c: dict | None, kind: str) -> str:
@@ -146,7 +146,8 @@ def prices(obj, kind: str | None, limit: int, as_json: bool) -> None:
     # The time wraps between its date and its hour on a narrow terminal (the only column that can give way).
     wide_table([Col("time", wrap=12), "kind", Col("bucket start", drop=2), "price", Col("low-high", drop=1), "traded"],
                [(_utc(p["time_ms"] / 1000), p["kind"], _utc(p["bucket_start"]), _short_price(p["price"], p["kind"]),
-                 f"{p['low']}-{p['high']}", _quantity(p["traded"], p["kind"])) for p in info["prices"]])
+                 f"{p['low']}-{p['high']}", _quantity(p["traded"], p["kind"])) for p in info["prices"]],
+               piped=PIPE_WIDTH)
 
 
 @market.command()
@@ -184,7 +185,7 @@ def _slots(slots: list[dict], wide: bool = False) -> None:
         return
     table([Col("slot", keep=True), Col("quantity", right=True), Col("ask", right=True), Col("hour (UTC)", drop=1)],
           [(a["id"], _quantity(a["quantity"], a["kind"]), _short_price(a["price"], a["kind"]),
-            _hours(a["start"], a["end"])) for a in slots], wide=wide)
+            _hours(a["start"], a["end"])) for a in slots], wide=wide, piped=PIPE_WIDTH)
 
 
 def _short_price(price: int | None, kind: str) -> str:
@@ -228,7 +229,7 @@ def status(obj, file: str | None, wide: bool, as_json: bool) -> None:
     if info["needs"]:
         table([Col("need", keep=True), Col("quantity", right=True), Col("bid", right=True)],
               [(n["id"], _quantity(n["quantity"], n["kind"]), _short_price(n["price"], n["kind"]))
-               for n in info["needs"]], wide=wide)
+               for n in info["needs"]], wide=wide, piped=PIPE_WIDTH)
     deals = info["deals"]
     if not deals:
         click.echo("no storage deals (files this node puts have their shares' holders paid here)")
@@ -238,16 +239,17 @@ def status(obj, file: str | None, wide: bool, as_json: bool) -> None:
         _deals_table(deals, info["node"], wide, format_size)
     # Sentences under the table, wrapped between words as it fits the terminal.
     if info.get("deals_settled"):
-        prose(f"{counted(info['deals_settled'], 'settled deal')} not shown (paid or forfeited to their end)")
+        prose(f"{counted(info['deals_settled'], 'settled deal')} not shown (paid or forfeited to their end)",
+              piped=PIPE_WIDTH)
     run = info["payments"]
     if run is None:
-        prose("last payment run: none since the node started (market.payment_interval)")
+        prose("last payment run: none since the node started (market.payment_interval)", piped=PIPE_WIDTH)
     else:
         prose(f"last payment run: {_utc(run['at'])}: paid {format_credits(run['paid'])} credits in "
               f"{counted(run['payments'], 'payment')}; {run['forfeited']} forfeited (failed audit), {run['waiting']} "
-              f"waiting for an audit, {run['failed']} failed (retried)")
+              f"waiting for an audit, {run['failed']} failed (retried)", piped=PIPE_WIDTH)
         if run["failed"] and run.get("why"):
-            prose(f"the last failed: {run['why']}")
+            prose(f"the last failed: {run['why']}", piped=PIPE_WIDTH)
 
 
 def _file_deals(obj, file: str, wide: bool, as_json: bool) -> None:
@@ -269,7 +271,8 @@ def _file_deals(obj, file: str, wide: bool, as_json: bool) -> None:
         return
     deals = sorted(info["deals"] + info["ended"], key=lambda d: (d["share"], not d["ended"], d["start"]))
     if not deals:
-        prose(f"no storage deals of file {si} here (deals are kept on the node that put the file: xsc store ls)")
+        prose(f"no storage deals of file {si} here (deals are kept on the node that put the file: xsc store ls)",
+              piped=PIPE_WIDTH)
         return
     from ..units import format_size
 
@@ -277,7 +280,7 @@ def _file_deals(obj, file: str, wide: bool, as_json: bool) -> None:
     ended = len(info["ended"])
     if ended:
         prose(f"{counted(ended, 'deal')} ended when a repair moved {'its share' if ended == 1 else 'their shares'} to "
-              "another holder (not paid past the move: the time since the last payment is forfeited)")
+              "another holder (not paid past the move: the time since the last payment is forfeited)", piped=PIPE_WIDTH)
 
 
 def _clip(text: str, width: int) -> str:

@@ -686,11 +686,12 @@ class WebFunctions:
         if not record["on_market"]:
             await self._mount(record, self.work_dir / record["name"] / "in",
                               "free space on this node's disk, or mount smaller files")
+        why = await self.placements.check(record) if record["on_market"] else None  # a cap that never places it: 400
         self.store.save_function(record)
         self._served[record["name"]] = self._served_from(record)  # what it spent this hour still counts
         if record["on_market"]:
             self.placements.wake()
-            return record
+            return {**record, **({"not_placed": why} if why else {})}
         return {**record, "url": self._url(record["name"])}
 
     def _url(self, name: str) -> str | None:

@@ -51,7 +51,10 @@ def bounded_size(value: Any, name: str, most: int, taker: str) -> int:
     (`name`) and who may take no more (`taker`, e.g. "a function may take")."""
     if isinstance(value, bool):
         raise InvalidArgument(f"{name} is a size, e.g. 16MiB, not {value!r}")
-    size = parse_size(value)
+    try:
+        size = parse_size(value)
+    except InvalidArgument as err:  # which of a request's sizes it was (`--max-body huge` said only "not a size")
+        raise InvalidArgument(f"{name}: {err.message}", hint=err.hint, **err.details) from None
     if size > most:
         raise LimitTooHigh(f"{name} {format_size(size)} is more than {taker} ({format_size(most)})",
                            hint=f"ask for at most {format_size(most)}")

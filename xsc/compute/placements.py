@@ -36,14 +36,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from ..errors import ModuleNotFound, PeerRefused, PeerUnreachable, SpendCapReached, XscError
+from ..errors import InvalidArgument, ModuleNotFound, PeerRefused, PeerUnreachable, SpendCapReached, XscError
 from ..ledger.core.model import Authorization, Receipt, encode_authorization
 from ..ledger.core.rules import CLOCK_SKEW
 from ..ledger.receipts import receipt_check
 from ..ledger.settlement import nothing_owed
+from ..market.core.models import WEB_TAG
 from ..net import functions as wire
 from ..net.compute import close_tab, push_module
 from ..tasks import woken_loop
+from ..units import counted
 from .placed_functions import FUNCTION_JOBS, function_job
 from .provider_tabs import TAB_TTL
 from .remote_tabs import TAB_METERS
@@ -202,8 +204,10 @@ class Placements:
         tries, refusal = 0, None
         while tries < MAX_TRIES:
             try:
+                # only a provider with a web listener can serve it (its compute ask says so): never one without
                 assignment = await self.paid.dealing.compute_deal(self._call(record).fuel or 0, self.bid,
-                                                                  frozenset(left_out | {self.me}) | over.left_out())
+                                                                  frozenset(left_out | {self.me}) | over.left_out(),
+                                                                  require_tags=(WEB_TAG,))
             except XscError as err:
                 if over.exhausted():
                     continue
@@ -267,6 +271,26 @@ class Placements:
             await self._unsent(auth, err)
             raise
         return Placement(provider, url, auth, price, placed_function(record))
+
+    async def check(self, record: dict[str, Any]) -> str | None:
+        """Function `record` as it is served on the market, judged by the market now: refused if its spend cap is below
+        one request's budget at the price it would be placed at (it could never be placed); why it cannot be placed
+        now if no provider is on the market (it waits for one, and there is no price to judge a cap by); else None."""
+        call, cap, name = self._call(record), record["spend_cap"], record["name"]
+        try:
+            assignment = await self.paid.dealing.compute_deal(call.fuel or 0, self.bid, frozenset({self.me}),
+                                                              require_tags=(WEB_TAG,))
+        except XscError as err:
+            return f"no provider on the market now ({err.message})"
+        self.paid.dealing.ended(assignment)  # a quote: nothing is placed on it
+        least = self.paid.compute.budget(call, assignment.price)
+        if cap is not None and cap < least:
+            raise InvalidArgument(
+                f"a spend cap of {counted(cap, 'micro-credit')} an hour is below one request's budget at the market's "
+                f"price now, {least:,} (the most a request within its limits may cost): {name} could never be placed",
+                hint=f"a cap of at least {least}, or a lower --fuel, --memory or --timeout: xsc compute serve {name} "
+                     f"{record['module']} ... --on-market --spend-cap {least}", field="spend_cap", least=least)
+        return None
 
     def _cap_refusal(self, record: dict[str, Any], price: int) -> SpendCapReached:
         """Why a function is not placed while its spend cap leaves less than one request's budget, with the cap

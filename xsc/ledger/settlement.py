@@ -511,8 +511,9 @@ class Payments:
                 # would stay held until it expires (PAY_TTL), spending the user's credit on nothing.
                 claimed = self.ledger.claim(auth.id)
                 await self.ledger.abandon(auth.id, force=True)
-                log.warning("dropped payment %s to %s: the payee will not countersign it (%s)", auth.id.hex(),
-                            node_id, exc)
+                # An idle tab dropped (a restart leaves each open one to this retry) loses nothing: no warning.
+                log.log(logging.WARNING if _refused_claim(exc) else logging.INFO,
+                        "dropped payment %s to %s: the payee will not countersign it (%s)", auth.id.hex(), node_id, exc)
                 if _refused_claim(exc):
                     self._dropped(auth, claimed, *self._refusal(auth, node_id, exc))
                 return "abandoned"
@@ -581,9 +582,10 @@ class Payments:
         pending = []
         for auth in self.ledger.pending():
             claimed = self.ledger.claim(auth.id)
+            # `live`: its owner is using it (an open tab, a payment being made), so the retry leaves it alone
             pending.append({"authorization": auth.id.hex(), "node": public_id(auth.payee), "job": auth.job,
                             "amount": self.ledger.held_for(auth.id) if claimed is None else claimed[0],
-                            "cap": auth.cap, "expires_at": auth.expires_at})
+                            "cap": auth.cap, "expires_at": auth.expires_at, "live": auth.id in self._busy})
         return {"pending": pending, "dropped": self.dropped.newest()}
 
     def status(self) -> dict:

@@ -598,7 +598,7 @@ class Dealing:
         await lookup.fill("compute", wanted, LOOKUP_TIMEOUT, exclude)
 
     async def compute_deal(self, fuel: int, max_price: int, exclude: frozenset[str] = frozenset(),
-                           providers: int = 1):
+                           providers: int = 1, require_tags: tuple[str, ...] = ()):
         """The provider and price of an invoke of at most `fuel`: placed from the allocation where a provider's
         allocation to this node's standing compute needs still holds the call's reserved fuel (`deal`), else
         matched on the market; the answer is kept until the book, which of its bids count (`CountedBids`), who
@@ -612,10 +612,11 @@ class Dealing:
         `providers`: how many distinct compute providers outside `exclude` the caller will want in all (a replicated
         job's replicas still to place); a book holding fewer than that beside those of `exclude` it holds first gets
         those the hash table knows (`_look_up_compute`).  A provider of `exclude` gone from the book is not counted:
-        the one left out after it went down is replaced at once by another the book holds."""
+        the one left out after it went down is replaced at once by another the book holds.  `require_tags`: only
+        compute asks carrying each of them (a web function's placement: `WEB_TAG`)."""
         if exclude:
             await self._look_up_compute(max(providers, 1), exclude)
-            return await self._invoke_deal(fuel, max_price, exclude)
+            return await self._invoke_deal(fuel, max_price, exclude, require_tags)
         room = self._allocation_room("compute")
         # Who takes part as a matching made now would see it (`clearing.TakingPart`, brought up to now): a provider
         # gone down, at availability 0, quarantined or whose offer went stale with no change of the book ends the
@@ -623,6 +624,7 @@ class Dealing:
         taking_part = self.market.shown.taking_part
         taking_part.left_out()
         key = (self.market.version, self._counted.version(), taking_part.version, fuel.bit_length(), max_price,
+               require_tags,
                tuple(sorted(p for p, u in room.items() if u >= 1 << fuel.bit_length())))
         found = self._compute_deals.get(key)
         if found is not None and found.allocated:
@@ -634,15 +636,17 @@ class Dealing:
                 self._hold(found)
         if found is None:
             await self._look_up_compute(providers)
-            found = await self._invoke_deal(fuel, max_price, frozenset())
+            found = await self._invoke_deal(fuel, max_price, frozenset(), require_tags)
             if len(self._compute_deals) > COMPUTE_DEALS:
                 self._compute_deals.clear()
             self._compute_deals[key] = found
         return found
 
-    async def _invoke_deal(self, fuel: int, max_price: int, exclude: frozenset[str]) -> Assignment:
+    async def _invoke_deal(self, fuel: int, max_price: int, exclude: frozenset[str],
+                           require_tags: tuple[str, ...] = ()) -> Assignment:
         """An invoke's need of `fuel` rounded up to a power of two, for 60 s at `max_price`, dealt."""
-        need = self.need(f"invoke-{random.getrandbits(48):012x}", "compute", 1 << fuel.bit_length(), 60, max_price)
+        need = self.need(f"invoke-{random.getrandbits(48):012x}", "compute", 1 << fuel.bit_length(), 60, max_price,
+                         require_tags=require_tags)
         try:
             return (await self.deal([need], exclude))[need.slot.id]
         except BaseException:  # (a caller cancelled once its need was placed is not there to end it)

@@ -136,11 +136,12 @@ class NeedRegistry:
     # --- the needs of puts and invokes ----------------------------------------------------------------
     def make(self, need_id: str, kind: str, quantity: int, seconds: int, max_price: int, *,
              group: str | None = None, avoid: tuple[str, ...] = (), prefer: tuple[str, ...] = (),
-             min_availability: Decimal | None = None) -> Bid:
-        """A need slot of this node from now for `seconds` (not opened: see `open`)."""
+             min_availability: Decimal | None = None, require_tags: tuple[str, ...] = ()) -> Bid:
+        """A need slot of this node from now for `seconds` (not opened: see `open`), served only by capacity slots
+        that carry every tag of `require_tags`."""
         start = int(time.time())
         slot = NeedSlot(id=need_id, owner=self.me, kind=kind, quantity=quantity, start=start,
-                        end=start + max(seconds, 1), filters=SlotFilter(deny=tuple(avoid)))
+                        end=start + max(seconds, 1), filters=SlotFilter(deny=tuple(avoid), require_tags=require_tags))
         return Bid(slot=slot, price=max_price, group=group, prefer=tuple(prefer), min_availability=min_availability)
 
     def open(self, bids: Iterable[Bid]) -> None:

@@ -47,7 +47,7 @@ from .core.backing import backed
 from .clearing import ShownClearing
 from .availability import PeerAvailability
 from .core.book import MarketCommitment, sign_commitment
-from .core.models import Ask, Bid, offer_asks
+from .core.models import WEB_TAG, Ask, Bid, offer_asks
 from .lookup import ProviderLookup, providers_in
 from .needs import NeedRegistry
 from .prices import Prices
@@ -84,8 +84,11 @@ class MarketService:
                  needs: NeedRegistry, weights: Recognition, subscribers: Subscribers | None, compute_threads: int,
                  storage_usage: Callable[[], tuple[int, int]], gossip_interval: float,
                  pool: Executor | None = None, limiter: Quota | None = None, credit_lines: Any = None,
-                 find_providers: Callable[[str, int, dict], Awaitable[Any]] | None = None) -> None:
+                 find_providers: Callable[[str, int, dict], Awaitable[Any]] | None = None,
+                 web: bool = False) -> None:
         self.config = config
+        # on its compute asks: whether it has a web listener, so can serve a web function (`WEB_TAG`)
+        self.compute_tags = (WEB_TAG,) if web else ()
         self.pool = pool  # where matchings run (None: asyncio's default executor)
         self.identity = identity
         self.me = self.identity.id
@@ -160,7 +163,7 @@ class MarketService:
         made_of = (self.config.bucket_seconds, now_bucket, storage,
                    tuple(self._compute_offer(b) for b in (now_bucket, now_bucket + 1)))
         if self._asks is None or self._asks[0] != made_of:
-            self._asks = (made_of, offer_asks(self.me, *made_of))
+            self._asks = (made_of, offer_asks(self.me, *made_of, compute_tags=self.compute_tags))
         return list(self._asks[1])
 
     def _compute_offer(self, b: int) -> tuple[int, int] | None:

@@ -243,7 +243,7 @@ class Node:
         self.subscribers = Subscribers()  # who subscribed to its allocation records and market commitment
         self.market = market = MarketService(
             config=config.market, identity=self.identity, db=db, peers=self.peers, needs=self.needs,
-            weights=self.recognition, subscribers=self.subscribers,
+            weights=self.recognition, subscribers=self.subscribers, web=bool(config.node.web_listen),
             storage_usage=lambda: (store.capacity - store.free, store.capacity), compute_threads=config.compute.threads,
             gossip_interval=config.peers.gossip_interval, pool=self.pool, credit_lines=self.trust,
             limiter=RateLimiter(config.market.commitment_rate, 2 * MAX_COMMITMENTS, "commitments to check"),

@@ -51,9 +51,10 @@ from ...allocation.core.compute import compute_allocation
 from ...allocation.core.models import Commitment, SlotFilter
 from ...itc import Stamp
 from ...errors import AmbiguousNeed, MarketError, NeedNotFound, from_validation
+from ...units import counted
 from .ask_classes import AskClasses
 from .auction import Clearing, bucket_of, clear_book
-from .models import PRICE_UNITS, Ask, Bid, ask_digest, bid_digest, need_key, units_cost
+from .models import PRICE_UNITS, WEB_TAG, Ask, Bid, ask_digest, bid_digest, need_key, units_cost
 from .orders import market_orders
 
 Tier = Literal["mutual", "one-way", "open"]
@@ -391,6 +392,36 @@ def _window(start: int, end: int) -> str:
     return f"from {time.strftime('%Y-%m-%d %H:%M:%S', first)} to {time.strftime(day + '%H:%M:%S', last)} UTC"
 
 
+def none_fits(n) -> str:
+    """Why no capacity slot is compatible with need slot `n` at all, naming the tags it requires (a web function's
+    placement: a provider with a web listener), which no slot of the wrong kind could have either."""
+    tags = set(n.filters.require_tags)
+    needs = (["a provider with a web listener (node.web_listen)"] if WEB_TAG in tags else []) + \
+        ([f"slots tagged {', '.join(sorted(tags - {WEB_TAG}))}"] if tags - {WEB_TAG} else [])
+    fit = f" and its need of {' and '.join(needs)}" if needs else ""
+    return (f"no {n.kind} capacity slot overlaps its window ({_window(n.start, n.end)}) at a location and with filters "
+            f"that fit{fit}: no active provider offers it")
+
+
+def excluded_by(b: Bid, allow_self: bool) -> str:
+    """What of a need left out every compatible slot, as its user asked it: the flag typed (--avoid,
+    --min-availability), or what a placement requires of its provider."""
+    f, why = b.slot.filters, []
+    if f.deny:
+        why.append(f"--avoid (it avoids {counted(len(f.deny), 'provider')})")
+    if f.allow is not None:
+        why.append(f"its list of the only {counted(len(f.allow), 'provider')} it takes")
+    if WEB_TAG in f.require_tags:
+        why.append("its need of a provider with a web listener (node.web_listen)")
+    if set(f.require_tags) - {WEB_TAG}:
+        why.append(f"its need of slots tagged {', '.join(sorted(set(f.require_tags) - {WEB_TAG}))}")
+    if b.min_availability is not None:
+        why.append(f"--min-availability {b.min_availability}")
+    if not allow_self:
+        why.append("its own capacity is not used")
+    return " and ".join(why or ["filters"])
+
+
 def _explain(b: Bid, i: int, a: Assignment | None, book: _OrderedBook) -> Explanation:
     n = b.slot
     unit = PRICE_UNITS[n.kind]
@@ -409,18 +440,9 @@ def _explain(b: Bid, i: int, a: Assignment | None, book: _OrderedBook) -> Explan
         if biggest is not None:
             return out("no_compatible_slot", f"no compatible slot holds all {n.quantity} units (the largest holds "
                                              f"{biggest}); a need is never split over providers")
-        return out("no_compatible_slot", f"no {n.kind} capacity slot overlaps its window ({_window(n.start, n.end)})"
-                                         f" at a location and with filters that fit: no active provider offers it")
-    f = n.filters
+        return out("no_compatible_slot", none_fits(n))
     if not kept:
-        why = []
-        if f.allow is not None or f.deny or f.require_tags:
-            why.append("its allow/deny/tag filters")
-        if b.min_availability is not None:
-            why.append(f"min availability {b.min_availability}")
-        if not book.allow_self:
-            why.append("its own capacity is not used")
-        return out("filtered_out", f"all {large} compatible slots are excluded by " + " and ".join(why or ["filters"]))
+        return out("filtered_out", f"all {large} compatible slots are excluded by " + excluded_by(b, book.allow_self))
     if price is None:
         return out("no_trade", f"nothing traded in the {n.kind} market of bucket {bucket}: no bid met an ask")
     if b.price < price:

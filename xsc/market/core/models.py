@@ -90,10 +90,16 @@ def renamed(bid: Bid, need_id: str) -> Bid:
     return replaced(bid, {"slot": replaced(bid.slot, {"id": need_id})})
 
 
+WEB_TAG = "web"
+"""The tag of a compute ask whose provider has a web listener (node.web_listen): only such a provider can serve a
+web function, so a function's placement requires it; jobs and invokes take any compute ask."""
+
+
 def offer_asks(owner: str, seconds: int, bucket: int, storage: tuple[int, int] | None,
-               compute: tuple[tuple[int, int] | None, ...]) -> list[Ask]:
+               compute: tuple[tuple[int, int] | None, ...], compute_tags: tuple[str, ...] = ()) -> list[Ask]:
     """A provider's asks for time bucket `bucket` (of `seconds`) and the next: `storage` is the (quantity, ask) of
-    its free storage in both (None: none offered), `compute[i]` that of its fuel in the i-th (None: none)."""
+    its free storage in both (None: none offered), `compute[i]` that of its fuel in the i-th (None: none), tagged
+    `compute_tags`."""
     asks = []
     for b, offered in zip((bucket, bucket + 1), compute):
         start, end = b * seconds, (b + 1) * seconds
@@ -102,7 +108,7 @@ def offer_asks(owner: str, seconds: int, bucket: int, storage: tuple[int, int] |
                                               start=start, end=end), price=storage[1]))
         if offered is not None:
             asks.append(Ask(slot=CapacitySlot(id=f"compute-{b}", owner=owner, kind="compute", quantity=offered[0],
-                                              start=start, end=end), price=offered[1]))
+                                              start=start, end=end, tags=compute_tags), price=offered[1]))
     return asks
 
 
