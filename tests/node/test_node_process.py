@@ -47,9 +47,10 @@ def test_a_second_node_on_the_same_data_dir_is_refused(node_process) -> None:
 @pytest.mark.slow
 def test_a_first_start_holds_the_data_dir_while_it_mints_the_nodes_id(tmp_path: Path) -> None:
     data_dir = tmp_path / "node"
-    # 2^26 keys to try: it mints for minutes, and is stopped long before
+    # 2^40 keys to try, the most the config takes: it mints for ever (at 2^26 a lucky key came within the test, now
+    # and then), and is stopped long before
     minting = start_xsc("--data-dir", str(data_dir), "node", "start", "--listen", f"127.0.0.1:{free_port()}",
-                        env=node_environ({"XSC_PEERS_MIN_DIFFICULTY": "26"}), stdout=subprocess.DEVNULL,
+                        env=node_environ({"XSC_PEERS_MIN_DIFFICULTY": "40"}), stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL)
     try:
         eventually(lambda: lock_holder(data_dir) == minting.pid, "the first start to hold the data dir", 30)
