@@ -323,6 +323,54 @@ async def test_a_node_that_may_have_been_given_a_fork_seeds_no_id_of_its_own(tmp
             db.close()
 
 
+async def test_of_nodes_started_together_only_the_one_given_no_peer_to_join_seeds(tmp_path: Path) -> None:
+    """The nodes of a devnet start at once, each but the first given the first to join, and learn of each other
+    slower than their fork wait on a loaded machine: the first, knowing nobody yet, seeds; a joining node, the
+    smallest of the peers it knows (none with an id yet), waits for a fork all the same (two seeds would overlap).
+    The first, once it knows only peers that said they join, seeds however their node ids sort."""
+    from tests.support.allocation import whole
+    from xsc.errors import PeerRefused, XscError
+    from xsc.identity import Identity
+
+    low, mid, high = sorted(Identity.generate().id for _ in range(3))
+    names = [high, low, mid]  # the first node's id sorts last
+    known: dict[str, list[str]] = {name: [] for name in names}
+    asked: list[dict] = []
+
+    class Peers:
+        def __init__(self, me: str) -> None:
+            self.me = me
+
+        async def request(self, url, method, path, *, json, **kwargs):
+            asked.append(json)
+            try:
+                answer = nodes[url].fork(self.me, json)
+            except XscError as err:
+                raise PeerRefused(str(err), peer_status=400, peer_code=err.code) from None
+            return SimpleNamespace(json=lambda: answer)
+
+    dbs = [open_database(tmp_path / name) for name in names]
+    try:
+        nodes = {name: ItcIds(me=name, db=db, peers=Peers(name), held=(Held(),),
+                              targets=lambda name=name: [SimpleNamespace(id=p, url=p) for p in known[name]],
+                              joins=name != high, forks=None, fork_wait=0)
+                 for name, db in zip(names, dbs)}
+        first, one, two = (nodes[name] for name in names)
+        known[low] = [high, mid]  # it sees the first and the other up; the first sees nobody yet
+        assert not await one.ensure() and one.stamp is None  # the smallest it knows, none with an id: it waits
+        assert asked and all(body["joins"] is True for body in asked)
+        known[mid] = [high, low]
+        assert not await two.ensure() and two.stamp is None
+        known[high] = [low, mid]  # both sort before it, and said they join
+        assert await first.ensure() and first.forked_from is None
+        assert await one.ensure() and await two.ensure()
+        assert one.forked_from == high and two.forked_from in (high, low)
+        assert whole([first.stamp, one.stamp, two.stamp])
+    finally:
+        for db in dbs:
+            db.close()
+
+
 def test_a_request_named_again_gets_the_same_half_free_and_what_is_kept_of_forks_given_is_bounded(
         tmp_path: Path) -> None:
     """A peer naming its last request again gets what it was given, with no fork nor quota taken; a new name is a

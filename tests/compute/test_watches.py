@@ -626,6 +626,7 @@ def _written_over(node, cut_short: dict) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # four runs of a datum that stores 200 files, two restarts: past the default 120 s under load
 def test_a_kill_9_while_a_datum_writes_its_objects_leaves_them_the_watchs_for_its_changed_input(node_process) -> None:
     """The node killed while a datum writes its 200 objects (not recorded done yet), its input changed just before:
     the next start runs the datum again and writes over every object the run cut short wrote (they are the watch's,

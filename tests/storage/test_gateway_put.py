@@ -104,8 +104,8 @@ async def test_a_block_write_that_fails_fails_the_put_and_leaves_nothing_staged(
 
 
 async def test_a_put_that_fails_skips_the_writes_it_had_queued(gateway, monkeypatch) -> None:
-    """Segment 1's write is queued behind segment 0's, which waits until the put has failed (its client reset the
-    connection as segment 2 was asked for): segment 1 is not written, and nothing is left staged."""
+    """Segment 1's write is queued behind segment 0's, which has begun and waits until the put has failed (its client
+    reset the connection as segment 2 was asked for): segment 1 is not written, and nothing is left staged."""
     seen, queued, stopped = [], [], threading.Event()
     write, put_blocks, stop = gateway.write, Upload.put_blocks, gateway_put._Writes.stop
 
@@ -127,7 +127,10 @@ async def test_a_put_that_fails_skips_the_writes_it_had_queued(gateway, monkeypa
 
     async def read(n: int) -> bytes:
         if stream.tell() >= 2 * SEGMENT:
-            await eventually_async(lambda: len(queued) >= 2, "segments 0 and 1 queued on the writer")
+            # Queued is not begun: the writer thread may not have taken segment 0 up yet (a loaded machine), and a
+            # write the put's failure finds still queued is skipped too.
+            await eventually_async(lambda: len(queued) >= 2 and seen == [0],
+                                   "segments 0 and 1 queued on the writer, segment 0's write begun")
             raise ConnectionResetError("the client reset the connection")
         return stream.read(n)
 

@@ -1,13 +1,15 @@
 """This node's ITC id for its allocation records: forked from a peer, given to peers, stored, rejoined after a restart.
 
 A node without an id asks a peer to fork its own (`ensure`, `POST /v1/peer/allocation/fork`): the peer keeps one
-half, answers the other, and stores its half before answering (`fork`).  A node that got no fork within its fork wait
-(`market.allocation_fork_wait`, 3 s) seeds the whole id when it knows no peer and was given none to join (the first
-node of a network), or has the smallest node id of the peers it knows (none of which has an id yet: they all started
-at once); the others fork from it on their next try.  A node given peers to join waits for one of them, however long
-it takes.  A restarted node *rejoins*: it forks a fresh id from a live peer and gives its stored one back in the
-same request (`"retire"`: the peer joins it into its own before forking, so the id space does not fragment); with no
-peer to rejoin through within its fork wait it goes on with its stored id (nobody else owns it).
+half, answers the other, and stores its half before answering (`fork`).  A node given peers to join never seeds an
+id: it waits for a fork, however long it takes, and says so in what it asks (`"joins": true`).  One given none (the
+first node of a network) that got no fork within its fork wait (`market.allocation_fork_wait`, 3 s) seeds the whole id
+when it knows no peer that may seed one too, or has the smallest node id of those it knows (none of which has an id
+yet: they all started at once); the others fork from it on their next try.  A joining node that seeded as the
+smallest of the few peers it knew yet would overlap the first node's seed: on a loaded machine, a network learns of
+itself slower than the fork wait.  A restarted node *rejoins*: it forks a fresh id from a live peer and gives its
+stored one back in the same request (`"retire"`: the peer joins it into its own before forking, so the id space does
+not fragment); with no peer to rejoin through within its fork wait it goes on with its stored id (nobody else owns it).
 
 Each fork is asked under a name kept before it is asked (`core/forks.py`): a peer whose answer was lost on the way gives
 the same half again when asked again under that name, so the ids of the network still add up to the whole.  A node
@@ -82,6 +84,9 @@ class ItcIds:
         self.rejoined = False  # this run got its id by giving its stored one back to a peer
         self.asked = decode_asked(db.get(keys.MARKET_FORKS_ASKED))  # forks asked, not answered yet (oldest first)
         self.given = _Given(db)
+        # Peers that said, asking this node for a fork, that they join and never seed (one entry per known peer): the
+        # first node does not wait for them to seed.
+        self.never_seed: set[str] = set()
         self._started = time.monotonic()
         self._asking = asyncio.Event()  # a fork asked: the loop asking again (`settling`), asleep while none was, wakes
 
@@ -109,12 +114,15 @@ class ItcIds:
     def fork(self, peer: str, body: Any) -> dict:
         """Give a joining peer (already checked to be known) half of this node's id, stored before it is answered,
         within its quota of forks (QuotaExceeded).  A request named as the peer's last one (`{"name": HEX}`) is
-        answered as that one was, whatever this node holds now: its answer was lost on the way.
+        answered as that one was, whatever this node holds now: its answer was lost on the way.  A peer that says it
+        joins (`{"joins": true}`) never seeds an id: this node, the first of a network, need not wait for it to.
 
         A returning peer sends the id it had (`{"retire": HEX}`): it is joined into this node's own first
         (ITC's retire: the id space stays whole) when it is disjoint from ours and within the id of the
         newest record we hold of that peer (if any); the half given is after everything we hold of it."""
         name = fork_name(body)
+        if isinstance(body, dict) and body.get("joins") is True:
+            self.never_seed.add(peer)
         again = None if name is None else self.given.answer(peer, name)
         if again is not None:
             log.info("gave %s the half of the allocation ITC id it was given before under that name", peer)
@@ -165,12 +173,14 @@ class ItcIds:
                 self.stamp, self.retiring = old, None  # no peer to rejoin through: the stored id is still ours alone
                 return True
             return False
-        # Nobody gave one: the first node of a network (no peer), or every peer is as new as this one
+        # Nobody gave one: the first node of a network (no peer that may seed), or every peer is as new as this one
         # (then the smallest node id seeds and the others fork from it).  Not while a peer may have given one: the
-        # seed would overlap its half.
-        alone = not targets and not self.joins
-        smallest = bool(targets) and self.me < min(d.id for d in targets)
-        if waited and (alone or smallest) and not self.asked:
+        # seed would overlap its half.  A node given peers to join never seeds: one of them, or the node they joined,
+        # does.
+        if self.joins:
+            return False
+        rivals = [d.id for d in targets if d.id not in self.never_seed]
+        if waited and (not rivals or self.me < min(rivals)) and not self.asked:
             self._keep(Stamp.seed(), sync=True)
             return True
         return False
@@ -195,7 +205,8 @@ class ItcIds:
     async def _ask(self, d: Any, asked: Asked) -> bool:
         """Ask `d` for the fork `asked`: True when its answer was taken."""
         try:
-            response = await self.peers.request(d.url, "POST", FORK_PATH, json=asked.body(), to=d.id,
+            body = {**asked.body(), "joins": True} if self.joins else asked.body()
+            response = await self.peers.request(d.url, "POST", FORK_PATH, json=body, to=d.id,
                                                 max_size=FORK_ANSWER)
             give = _given(response, d.id)
         except PeerUnreachable as err:
