@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 import click
 
 from .. import codec
-from ..units import counted, format_credits
-from .output import emit_json, json_option, key_values, path_id, prose, wide_option
+from ..units import MAX_PREPAY, counted, format_credits
+from .output import Credits, PassesArgs, emit_json, json_option, key_values, path_id, prose, wide_option
 
 ACCOUNTS = "xsc ledger accounts"  # lists the accounts
 
@@ -234,23 +234,21 @@ def accounts(obj, as_json: bool) -> None:
             for a in info["accounts"]], title=None)
 
 
-@ledger.command(context_settings={"ignore_unknown_options": True})  # so `prepay NODE -1` gets a clear error
+# PassesArgs: `prepay NODE -1` is an amount refused as negative, not an option unknown
+@ledger.command(cls=PassesArgs, context_settings={"ignore_unknown_options": True})
 @click.argument("node_id", metavar="NODE")
-@click.argument("amount", metavar="CREDITS")
+@click.argument("amount", metavar="CREDITS", type=Credits(most=MAX_PREPAY, what="a prepayment"))
 @json_option
 @click.pass_obj
-def prepay(obj, node_id: str, amount: str, as_json: bool) -> None:
+def prepay(obj, node_id: str, amount: int, as_json: bool) -> None:
     """Pay node NODE (a node id or a unique prefix of a known peer's) CREDITS ahead of work.  A node that does not
     recognise this one takes on its uploads and invokes only within what it prepaid (it answers 402
     prepayment-required saying how much)."""
-    from ..ledger.settlement import MAX_PREPAY
-    from .market import _micro_credits
     from .peers import resolve_peer
 
-    micro = _micro_credits(amount, "CREDITS", MAX_PREPAY, "a prepayment")
     client = obj.client()
     info = client.request("POST", "/v1/ledger/prepay", json_body={"node": resolve_peer(client, node_id),
-                                                                   "amount": micro})
+                                                                   "amount": amount})
     if as_json:
         emit_json(info)
         return
