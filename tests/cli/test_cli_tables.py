@@ -602,3 +602,24 @@ def test_ledger_verify_says_each_count_in_the_singular_for_one() -> None:
     assert shown.exit_code == 0, shown.output
     assert shown.stdout.startswith("checked 1 entry in 1 chain, 1 signature, in 0.50 s (2 entries/s); balances sum "
                                    "to 0.000000, 1 transfer with the other half held elsewhere\n"), shown.stdout
+
+
+def test_the_lines_under_a_table_wrap_between_words_at_60_columns(thread_node) -> None:
+    """What a line under a table says (what `available` is made of, the last probe round) is wrapped between words
+    to the terminal, and to 80 columns when piped, as the table is fitted, nothing of it lost."""
+    a, b = thread_node("a", **QUIET), thread_node("b", **QUIET)
+    peer = public_id(os.urandom(32))
+    receipt_of = Authorization(os.urandom(32), os.urandom(32), 12_500_000, os.urandom(16), int(time.time()) + 600, "t")
+    a.app[NODE].trust.paid(peer, receipt_of, 12_500_000)  # a trust line: `ledger trust` has a table and its footer
+    assert a.xsc("peers", "add", b.url).exit_code == 0
+    assert a.xsc("health", "probe").exit_code == 0  # a probe round: `health status` says it under its table
+    for args, footer in ((["ledger", "trust"], "available = counted + credit - used - reserved (reserved: work under "
+                                                "way)"),
+                         (["health", "status"], "last probe round: 1 of 1 answered in")):
+        for columns in (60, None):
+            shown = a.xsc(*args, env={"COLUMNS": str(columns)} if columns else None)
+            assert shown.exit_code == 0, shown.output
+            lines = shown.stdout.splitlines()
+            under = lines[next(n for n, line in enumerate(lines) if line.startswith(footer[:12])):]
+            assert footer in " ".join(under) and len(under) > (columns == 60), (args, shown.stdout)
+            assert all(len(line) <= (columns or 80) for line in under), (args, shown.stdout)

@@ -54,9 +54,9 @@ def balance(obj, account: str, as_json: bool) -> None:
     prefix of one."""
     info = obj.client().request("GET", f"/v1/ledger/accounts/{path_id(account, 'account', ACCOUNTS)}")
     if info.get("low"):
-        click.echo(f"xsc: warning: low balance: {format_credits(info['available'])} credits left to spend, below "
-                   f"{info.get('low_balance_percent', '?')}% of the {format_credits(info['credit_limit'])} credit "
-                   "limit (earn credit by providing storage or compute)", err=True)
+        prose(f"xsc: warning: low balance: {format_credits(info['available'])} credits left to spend, below "
+              f"{info.get('low_balance_percent', '?')}% of the {format_credits(info['credit_limit'])} credit "
+              "limit (earn credit by providing storage or compute)", err=True)
     if as_json:
         emit_json(info)
         return
@@ -131,7 +131,8 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
            wide=wide, piped=PIPE_WIDTH)
     hidden = max(0, info["account"]["seq"] - len(entries)) if info["account"].get("seq") else 0
     if hidden:
-        click.echo(f"{counted(hidden, 'older entry', 'older entries')} not shown (show more with --limit N)")
+        prose(f"{counted(hidden, 'older entry', 'older entries')} not shown (show more with --limit N)",
+              piped=None if wide else PIPE_WIDTH)
     for e in entries:
         if e.get("covered"):
             n = len(e["covered"])
@@ -309,4 +310,5 @@ def trust(obj, wide: bool, as_json: bool) -> None:
     _table([Col("peer", keep=True, under=True), *(Col(k, right=True, keep=True) for k in shown)],
            [(x["peer"], *(format_credits(x[k]) for k in shown)) for x in info["lines"]], title="trust lines (credits)",
            wide=wide, piped=PIPE_WIDTH)
-    click.echo(f"available = {'counted' if counts else 'paid'} + credit - used - reserved (reserved: work under way)")
+    prose(f"available = {'counted' if counts else 'paid'} + credit - used - reserved (reserved: work under way)",
+          piped=None if wide else PIPE_WIDTH)
