@@ -521,7 +521,7 @@ def _check_names(call: Call) -> None:
 
 # What an S3 client is told of an error the operator alone can mend, in place of its message.
 OPERATORS: dict[type[XscError], str] = {
-    NodeNotRunning: "the service is unavailable for now: try again later",
+    NodeNotRunning: "the service is unavailable at the moment: try again later",
     ConfigError: "the service cannot do this now: its operator finds why in its log",
 }
 
