@@ -85,6 +85,12 @@ def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> N
     assert header.split() == ["peer", "paid", "used", "reserved", "credit", "available"], shown
     paid, used, reserved, credit, available = (Decimal(x) for x in row[1:])
     assert paid + credit - used - reserved == available, shown
+    done = b.xsc("market", "recognize", a_id, "1", "--credit", "default")  # back to ledger.peer_credit
+    assert done.exit_code == 0 and "credit line 10.000000 credits" in done.stdout, done.output
+    done = b.xsc("market", "recognize", a_id, "1", "--credit", "3")
+    assert done.exit_code == 0 and "credit line 3.000000 credits" in done.stdout, done.output
+    done = b.xsc("market", "recognize", a_id, "1")  # no --credit: the line stays as it is
+    assert done.exit_code == 0 and "credit line 3.000000 credits" in done.stdout, done.output
 
     assert "no peer is quarantined" in b.xsc("peers", "quarantine", "ls").stdout
     b.app[NODE].admission.quarantine.put(a_id, "failed 5 audits")

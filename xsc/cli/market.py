@@ -303,8 +303,9 @@ def explain(obj, need_id: str, as_json: bool) -> None:
 @market.command(context_settings={"ignore_unknown_options": True})  # so `recognize PEER -1` gets a clear error
 @click.argument("peer")
 @click.argument("weight")
-@click.option("--credit", metavar="CREDITS", type=Credits(least=0, word="default"), help="The credit line this node gives PEER: work it does for PEER ahead "
-              "of payment, in credits (`default`: ledger.peer_credit).  Peers not recognised get none: they prepay.")
+@click.option("--credit", metavar="CREDITS", type=Credits(least=0, word="default"),
+              help="The credit line this node gives PEER: work it does for PEER ahead of payment, in credits "
+                   "(`default`: ledger.peer_credit).  Peers not recognised get none: they prepay.")
 @json_option
 @click.pass_obj
 def recognize(obj, peer: str, weight: str, credit: int | None, as_json: bool) -> None:
