@@ -148,6 +148,31 @@ def format_size(n: int, *, down: bool = False) -> str:
 # The most micro-credits any ledger total may be (it could not be encoded or summed safely beyond): a stranger's
 # figure past it is no figure.
 MAX_MICRO_CREDITS = 2**62
+MAX_PREPAY = 10**12  # micro-credits one prepayment may carry (a million credits): the node's bound, the CLI's too
+
+
+def parse_credits(text: str, most: int | None = None, what: str = "an amount") -> int:
+    """Credits as typed (digits, with at most 6 decimals) in micro-credits, or a one-line error (cli/output.Credits
+    names the argument).  Written out as sizes are: an exponent (1e3) is refused, not read as the figure it spells.
+    `most`: the largest `what` may be, said in the refusal of one past it (by default what any ledger total may be)."""
+    most = MAX_MICRO_CREDITS if most is None else most
+    found = re.fullmatch(r"\s*([0-9]*)(?:\.([0-9]*))?\s*", text)
+    whole, decimals = (found.group(1), found.group(2) or "") if found else ("", "")
+    if not found or not (whole or decimals):
+        spelled = re.fullmatch(r"\s*[0-9.]+[eE][+-]?[0-9]+\s*", text)
+        raise InvalidArgument(f"not an amount of credits: {text[:40]!r}",
+                              hint="write it in digits, e.g. 1000, not 1e3: an amount takes no exponent" if spelled else
+                              "e.g. 10 or 0.5 (6 decimals at most)")
+    if len(decimals.rstrip("0")) > 6:
+        raise InvalidArgument(f"not an amount of credits: {text[:40]!r}",
+                              hint="6 decimals at most, e.g. 0.000001: a micro-credit is the smallest amount")
+    # The digits are counted before int() reads them: a figure of thousands of digits is refused as one too large.
+    whole = whole.lstrip("0")
+    micro = int(whole or 0) * 1_000_000 + int(decimals[:6].ljust(6, "0")) if len(whole) <= 19 else most + 1
+    if micro > most:
+        shown = text.strip() if len(text.strip()) <= 24 else f"a figure of {len(whole):,} digits"
+        raise InvalidArgument(f"{what} is at most {credits_argument(most)} credits, not {shown}")
+    return micro
 
 
 def credits_argument(micro: int) -> str:

@@ -11,7 +11,7 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from xsc.identity import Identity
+from xsc.identity import Identity, public_id
 from xsc.ledger.core.model import Authorization
 from xsc.node.appkeys import NODE
 from xsc.units import format_credits
@@ -20,8 +20,6 @@ from tests.support.attacks import fake_descriptors
 from tests.support.cli import xsc
 from tests.support.http_stub import json_answer, serving
 from tests.support.nodes import free_port
-from xsc.identity import public_id
-from xsc.node.appkeys import NODE
 from tests.support.peers import QUIET, offering_pair
 from tests.support.waiting import eventually
 
@@ -646,3 +644,24 @@ def test_compute_and_market_tables_piped_fit_80_columns_with_each_id_whole(threa
         words = [w.rstrip(",") for w in shown.stdout.split()]
         assert all(i in words for i in ids if i[:12] in shown.stdout), (args, shown.stdout)  # each one whole
     assert maps[0]["id"] in node.xsc("compute", "maps").stdout.split()
+
+
+def test_the_lines_under_a_table_wrap_between_words_at_60_columns(thread_node) -> None:
+    """What a line under a table says (what `available` is made of, the last probe round) is wrapped between words
+    to the terminal, and to 80 columns when piped, as the table is fitted, nothing of it lost."""
+    a, b = thread_node("a", **QUIET), thread_node("b", **QUIET)
+    peer = public_id(os.urandom(32))
+    receipt_of = Authorization(os.urandom(32), os.urandom(32), 12_500_000, os.urandom(16), int(time.time()) + 600, "t")
+    a.app[NODE].trust.paid(peer, receipt_of, 12_500_000)  # a trust line: `ledger trust` has a table and its footer
+    assert a.xsc("peers", "add", b.url).exit_code == 0
+    assert a.xsc("health", "probe").exit_code == 0  # a probe round: `health status` says it under its table
+    for args, footer in ((["ledger", "trust"], "available = counted + credit - used - reserved (reserved: work under "
+                                                "way)"),
+                         (["health", "status"], "last probe round: 1 of 1 answered in")):
+        for columns in (60, None):
+            shown = a.xsc(*args, env={"COLUMNS": str(columns)} if columns else None)
+            assert shown.exit_code == 0, shown.output
+            lines = shown.stdout.splitlines()
+            under = lines[next(n for n, line in enumerate(lines) if line.startswith(footer[:12])):]
+            assert footer in " ".join(under) and len(under) > (columns == 60), (args, shown.stdout)
+            assert all(len(line) <= (columns or 80) for line in under), (args, shown.stdout)

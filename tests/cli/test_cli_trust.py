@@ -34,20 +34,28 @@ def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> N
     assert len(line.replace(b_id, "ID")) <= 160, line  # short, but for the id it names whole
     done = b.xsc("ledger", "trust")
     assert done.exit_code == 0 and "no peer has a trust line here yet" in done.stdout, done.output
-    for bad, hint in (("lots", "e.g. 10"), ("NaN", "e.g. 10"), ("+1", "e.g. 10"),
-                      ("-1", "e.g. 10"), ("-0.5", "e.g. 10"),  # a negative amount, not taken for an option
+    usage = "usage: xsc ledger prepay [OPTIONS] NODE CREDITS (more: xsc ledger prepay --help)\n"
+    for bad, hint in (("lots", "e.g. 10"), ("NaN", "e.g. 10"), ("+1", "e.g. 10"), ("-lots", "e.g. 10"),
                       ("0.0000001", "6 decimals at most"),
                       # written out as sizes are: an exponent is refused, not read as the figure it spells
                       ("1e3", "write it in digits, e.g. 1000, not 1e3"), ("1e999999", "not 1e3")):
+        done = a.xsc("ledger", "prepay", b_id, bad)  # a usage error: exit 2, the usage under the one line
+        assert done.exit_code == 2 and done.stderr.endswith(usage) and done.stderr.count("\n") == 2, done.output
+        assert done.stderr.startswith(f"xsc: usage error: invalid value for 'CREDITS': not an amount of credits: "
+                                      f"{bad[:40]!r}") and hint in done.stderr, bad
+    # A negative amount (not taken for an option) or none is refused as such, whatever its size.
+    for bad in ("-1", "-0.5", "-2000000", "0", "-0"):
         done = a.xsc("ledger", "prepay", b_id, bad)
-        assert done.exit_code == 1 and len(done.stderr.strip().splitlines()) == 1, done.output
-        assert done.stderr.startswith("xsc: error: CREDITS: not an amount of credits") and hint in done.stderr, bad
+        assert done.exit_code == 2 and done.stderr == (
+            "xsc: usage error: invalid value for 'CREDITS': the amount must be positive, at least 0.000001 credits, "
+            f"not {bad}\n" + usage), done.output
     # Too large is said as the bound, the user's figure beside it (a figure of 100,000 digits counted, not read).
     for big, shown in (("2000000", "2000000"), ("99999999999999", "99999999999999"),
                        ("9" * 100_000, "a figure of 100,000 digits")):
         done = a.xsc("ledger", "prepay", b_id, big)
-        assert done.exit_code == 1 and done.stderr == (
-            f"xsc: error: CREDITS: a prepayment is at most 1000000 credits, not {shown}\n"), done.output[:300]
+        assert done.exit_code == 2 and done.stderr == (
+            "xsc: usage error: invalid value for 'CREDITS': a prepayment is at most 1000000 credits, "
+            f"not {shown}\n" + usage), done.output[:300]
     done = a.xsc("ledger", "prepay", b_id, "500")  # more than `a` may spend: the line names the command that helps
     (line,) = done.stderr.splitlines()
     assert done.exit_code == 1 and line.startswith("xsc: error: insufficient credit: "), done.output
@@ -56,7 +64,11 @@ def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> N
         NodeClient(a.url, a.token).request("POST", "/v1/ledger/prepay", json_body={"node": b_id, "amount": 2 * 10**12})
 
     done = b.xsc("market", "recognize", a_id, "1", "--credit", "1e999999")
-    assert done.exit_code != 0 and done.stderr.startswith("xsc: error: --credit: not an amount"), done.output
+    assert done.exit_code == 2 and done.stderr.startswith(
+        "xsc: usage error: invalid value for '--credit': not an amount of credits: '1e999999'"), done.output
+    done = b.xsc("market", "recognize", a_id, "1", "--credit", "-1")  # a line of 0 is none: below it is no line
+    assert done.exit_code == 2 and done.stderr.startswith(
+        "xsc: usage error: invalid value for '--credit': the amount must be 0 or more credits, not -1\n"), done.output
     with pytest.raises(InvalidArgument, match="a credit line is 0 to"):  # past the largest line, through the API
         NodeClient(b.url, b.token).request("POST", "/v1/market/recognize",
                                            json_body={"peer": a_id, "weight": "1", "credit": 2**62 + 1})
@@ -73,6 +85,12 @@ def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> N
     assert header.split() == ["peer", "paid", "used", "reserved", "credit", "available"], shown
     paid, used, reserved, credit, available = (Decimal(x) for x in row[1:])
     assert paid + credit - used - reserved == available, shown
+    done = b.xsc("market", "recognize", a_id, "1", "--credit", "default")  # back to ledger.peer_credit
+    assert done.exit_code == 0 and "credit line 10.000000 credits" in done.stdout, done.output
+    done = b.xsc("market", "recognize", a_id, "1", "--credit", "3")
+    assert done.exit_code == 0 and "credit line 3.000000 credits" in done.stdout, done.output
+    done = b.xsc("market", "recognize", a_id, "1")  # no --credit: the line stays as it is
+    assert done.exit_code == 0 and "credit line 3.000000 credits" in done.stdout, done.output
 
     assert "no peer is quarantined" in b.xsc("peers", "quarantine", "ls").stdout
     b.app[NODE].admission.quarantine.put(a_id, "failed 5 audits")

@@ -30,9 +30,13 @@ def test_every_tool_has_a_marked_snippet() -> None:
 @pytest.mark.parametrize("name", ["rclone", "awscli", "s3cmd", "boto3"])
 def test_snippet_runs(gateway, tmp_path, name: str) -> None:
     lang, code = snippets()[name]
+    import certifi
+
+    # A user's shell may name a CA bundle for the AWS CLI (rclone will not start with one set: its snippet says so).
     env = clean_env(XSC_S3_URL=gateway.front.url, XSC_S3_ACCESS_KEY=gateway.key["access_key"],
                     XSC_S3_SECRET_KEY=gateway.key["secret_key"], HOME=str(tmp_path),
-                    AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true", AWS_PAGER="")
+                    AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true", AWS_PAGER="",
+                    AWS_CA_BUNDLE=certifi.where())
     if name in TOOLS:
         binary = tool(*TOOLS[name])
         env["PATH"] = f"{os.path.dirname(binary)}:{env['PATH']}"

@@ -166,7 +166,9 @@ def _get_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith(("xsc-reader", "xsc-sender"))]
 
 
-async def test_a_client_gone_mid_get_object_frees_its_threads_and_slot(s3_node, passed_on) -> None:
+async def test_a_client_gone_mid_get_object_frees_its_threads_and_slot(s3_node, passed_on, caplog) -> None:
+    """... and is logged as the client's leaving (info), not as an error of the node's."""
+    caplog.set_level("INFO", logger="xsc.s3.bodies")
     node, s3, url, key = s3_node
     data = os.urandom(64 * MiB)
     await asyncio.to_thread(s3.put_object, Bucket="big", Key="o", Body=data)
@@ -192,6 +194,8 @@ async def test_a_client_gone_mid_get_object_frees_its_threads_and_slot(s3_node, 
     await eventually_async(lambda: passed_on == [-1], "the get's handler done")
     await eventually_async(lambda: node.app[NODE].gateway.passing_on == 0, "its slot back")
     assert await asyncio.to_thread(_get, s3, Key="o") == data
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "xsc.s3.bodies"]
+    assert [level for level, _ in said] == ["INFO"] and "big/o cut short: the client went away" in said[0][1], said
 
 
 class _Stored(NamedTuple):

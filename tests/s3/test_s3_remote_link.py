@@ -234,3 +234,26 @@ async def test_a_node_url_in_https_is_spoken_to_in_tls(tmp_path) -> None:
         server.close()
         await server.wait_closed()
     assert NodeApi("https://node.example", "t")._port == 443 and NodeApi("http://node.example", "t")._port == 80
+
+
+def test_what_the_operator_alone_can_mend_is_told_to_an_s3_client_without_the_operators_details(caplog) -> None:
+    """A node that does not answer (its URL, the command that starts it with its data dir) and a front whose key is
+    not its node's (its key file, the node's URL, the scp that mends it) are the operator's: an S3 client, anyone with
+    a key, is told the service is unavailable or cannot do it now; the details go to the front's log."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from xsc.s3.server import _error
+
+    for err, code, status in (
+            (NodeNotRunning("the node at http://127.0.0.1:7070 is not answering: connection refused",
+                            hint="start it with: xsc node start --data-dir /srv/xsc"), "ServiceUnavailable", 503),
+            (ConfigError("/srv/front/s3-files.key is not the key of the node at http://127.0.0.1:7070",
+                         hint="copy the node's key here: scp 127.0.0.1:NODE_DATA_DIR/s3-files.key /srv/front/"),
+             "InternalError", 500)):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="xsc.s3.server"):
+            response = _error(make_mocked_request("PUT", "/b/k"), err, "ID")
+        body = response.body.decode()
+        assert response.status == status and f"<Code>{code}</Code>" in body, body
+        assert "/srv" not in body and "7070" not in body and "the service" in body, body
+        assert err.with_hint in caplog.text, caplog.text

@@ -591,7 +591,7 @@ def test_funding_and_charging_refusals(gateway) -> None:
     import urllib.request
 
     create_key(gateway.node.data_dir, "fay")
-    for args in (("BAD/user", "1"), ("xsc", "1"), ("fay", "lots"), ("fay", "1000")):  # 1000: past the node's own credit
+    for args in (("BAD/user", "1"), ("xsc", "1"), ("fay", "1000")):  # 1000: past the node's own credit
         result = gateway.node.xsc("s3", "fund", *args)
         assert result.returncode != 0 and result.stderr.count(b"\n") == 1, (args, result.stderr)
     for body in (b'{"capability": 7, "amount": 1}', b'{"capability": "xsc:chk:nope", "amount": 1}',
@@ -603,9 +603,22 @@ def test_funding_and_charging_refusals(gateway) -> None:
             urllib.request.urlopen(request)
         assert info.value.code == 400, (body, info.value.read())
     assert _balances(gateway).get("fay", 0) == 0
-    result = gateway.node.xsc("s3", "fund", "fay", "0")  # no transfer of nothing is signed into the ledger
-    assert result.returncode == 1 and result.stderr == \
-        b"xsc: error: a funding moves at least 0.000001 credits, not 0 (xsc s3 fund fay CREDITS)\n", result.stderr
+    # No transfer of nothing, nor of less, is signed into the ledger: the command refuses it as the amount it is
+    # (exit 2, a usage error, a negative one not taken for an option), and so does the node, asked through its API.
+    usage = b"usage: xsc s3 fund [OPTIONS] USER CREDITS (more: xsc s3 fund --help)\n"
+    for amount in ("0", "-1", "-0.5"):
+        result = gateway.node.xsc("s3", "fund", "fay", amount)
+        assert result.returncode == 2 and result.stderr == b"xsc: usage error: invalid value for 'CREDITS': the " \
+            b"amount must be positive, at least 0.000001 credits, not " + amount.encode() + b"\n" + usage, result.stderr
+    result = gateway.node.xsc("s3", "fund", "fay", "lots")
+    assert result.returncode == 2 and result.stderr == b"xsc: usage error: invalid value for 'CREDITS': not an " \
+        b"amount of credits: 'lots' (e.g. 10 or 0.5 (6 decimals at most))\n" + usage, result.stderr
+    request = urllib.request.Request(gateway.node.url + "/v1/s3/accounts/fay/fund", data=b'{"amount": 0}',
+                                     method="POST", headers={"Authorization": f"Bearer {gateway.node.token}",
+                                                             "Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request)
+    assert info.value.code == 400 and b"a funding moves at least 0.000001 credits, not 0" in info.value.read()
     (fay,) = [u for u in json.loads(gateway.node.xsc("s3", "users", "--json").stdout) if u["user"] == "fay"]
     assert json.loads(gateway.node.xsc("ledger", "balance", fay["account"], "--json").stdout)["seq"] == 0
 

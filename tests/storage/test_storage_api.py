@@ -122,9 +122,15 @@ async def test_malformed_and_unknown_capabilities(store_node) -> None:
     resp = await get(store_node, str(unknown))
     assert resp.status == 404 and (await resp.json())["code"] == "not-found"
     good = (await put(store_node, b"hello"))["capability"]
+    # The file's key with another manifest hash: the node put that file under its own capability, so this one is the
+    # caller's mistake (400), whatever route reads it.
     wrong_hash = str(Capability(key=Capability.parse(good).key, manifest_hash=os.urandom(32), size=5))
-    resp = await get(store_node, wrong_hash)
-    assert resp.status == 500 and (await resp.json())["code"] == "integrity-error"
+    for method, path in [("GET", ""), ("GET", "/check"), ("POST", "/verify"), ("POST", "/repair")]:
+        resp = await store_node.request(method, f"/v1/store/files/{wrong_hash}{path}")
+        problem = await resp.json()
+        assert resp.status == 400 and problem["code"] == "invalid-capability", (path, problem)
+        assert problem["detail"].startswith("the capability does not match the file stored under its storage index")
+        assert "copied whole" in problem["hint"], problem
 
 
 async def test_a_capability_mangled_in_its_size_is_the_callers_error_on_every_route_that_reads_it(store_node) -> None:

@@ -7,7 +7,7 @@ import time
 import click
 
 from ..units import counted
-from .output import PIPE_WIDTH, Col, emit_json, json_option, wide_option
+from .output import PIPE_WIDTH, Col, emit_json, json_option, prose, wide_option
 from .peers import wide_table
 
 
@@ -76,8 +76,8 @@ def status(obj, wide: bool, as_json: bool) -> None:
     wide_table(COLUMNS, _rows(info["peers"]), wide=wide, piped=PIPE_WIDTH)
     last = info.get("last_round")
     if last:
-        click.echo(f"last probe round: {last['ok']} of {last['peers']} answered in {1000 * last['seconds']:.1f} ms, "
-                   f"{_ago(last['time'])}; every {info['probe_interval']:g} s")
+        prose(f"last probe round: {last['ok']} of {last['peers']} answered in {1000 * last['seconds']:.1f} ms, "
+              f"{_ago(last['time'])}; every {info['probe_interval']:g} s", piped=None if wide else PIPE_WIDTH)
 
 
 @health.command()

@@ -8,8 +8,8 @@ import click
 
 from .. import codec
 from ..ledger.core.rules import BELOW_LIMIT
-from ..units import counted, format_credits
-from .output import emit_json, json_option, key_values, path_id, prose, wide_option
+from ..units import MAX_PREPAY, counted, format_credits
+from .output import Credits, PassesArgs, emit_json, json_option, key_values, path_id, prose, wide_option
 
 ACCOUNTS = "xsc ledger accounts"  # lists the accounts
 
@@ -55,9 +55,9 @@ def balance(obj, account: str, as_json: bool) -> None:
     prefix of one."""
     info = obj.client().request("GET", f"/v1/ledger/accounts/{path_id(account, 'account', ACCOUNTS)}")
     if info.get("low"):
-        click.echo(f"xsc: warning: low balance: {format_credits(info['available'])} credits left to spend, below "
-                   f"{info.get('low_balance_percent', '?')}% of the {format_credits(info['credit_limit'])} credit "
-                   "limit (earn credit by providing storage or compute)", err=True)
+        prose(f"xsc: warning: low balance: {format_credits(info['available'])} credits left to spend, below "
+              f"{info.get('low_balance_percent', '?')}% of the {format_credits(info['credit_limit'])} credit "
+              "limit (earn credit by providing storage or compute)", err=True)
     if as_json:
         emit_json(info)
         return
@@ -132,7 +132,8 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
            wide=wide, piped=PIPE_WIDTH)
     hidden = max(0, info["account"]["seq"] - len(entries)) if info["account"].get("seq") else 0
     if hidden:
-        click.echo(f"{counted(hidden, 'older entry', 'older entries')} not shown (show more with --limit N)")
+        prose(f"{counted(hidden, 'older entry', 'older entries')} not shown (show more with --limit N)",
+              piped=None if wide else PIPE_WIDTH)
     for e in entries:
         if e.get("covered"):
             n = len(e["covered"])
@@ -249,23 +250,21 @@ def accounts(obj, as_json: bool) -> None:
             for a in info["accounts"]], title=None)
 
 
-@ledger.command(context_settings={"ignore_unknown_options": True})  # so `prepay NODE -1` gets a clear error
+# PassesArgs: `prepay NODE -1` is an amount refused as negative, not an option unknown
+@ledger.command(cls=PassesArgs, context_settings={"ignore_unknown_options": True})
 @click.argument("node_id", metavar="NODE")
-@click.argument("amount", metavar="CREDITS")
+@click.argument("amount", metavar="CREDITS", type=Credits(most=MAX_PREPAY, what="a prepayment"))
 @json_option
 @click.pass_obj
-def prepay(obj, node_id: str, amount: str, as_json: bool) -> None:
+def prepay(obj, node_id: str, amount: int, as_json: bool) -> None:
     """Pay node NODE (a node id or a unique prefix of a known peer's) CREDITS ahead of work.  A node that does not
     recognise this one takes on its uploads and invokes only within what it prepaid (it answers 402
     prepayment-required saying how much)."""
-    from ..ledger.settlement import MAX_PREPAY
-    from .market import _micro_credits
     from .peers import resolve_peer
 
-    micro = _micro_credits(amount, "CREDITS", MAX_PREPAY, "a prepayment")
     client = obj.client()
     info = client.request("POST", "/v1/ledger/prepay", json_body={"node": resolve_peer(client, node_id),
-                                                                   "amount": micro})
+                                                                   "amount": amount})
     if as_json:
         emit_json(info)
         return
@@ -331,4 +330,5 @@ def trust(obj, wide: bool, as_json: bool) -> None:
     _table([Col("peer", keep=True, under=True), *(Col(k, right=True, keep=True) for k in shown)],
            [(x["peer"], *(format_credits(x[k]) for k in shown)) for x in info["lines"]], title="trust lines (credits)",
            wide=wide, piped=PIPE_WIDTH)
-    click.echo(f"available = {'counted' if counts else 'paid'} + credit - used - reserved (reserved: work under way)")
+    prose(f"available = {'counted' if counts else 'paid'} + credit - used - reserved (reserved: work under way)",
+          piped=None if wide else PIPE_WIDTH)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 
 import click
+from click.core import ParameterSource
 
-from ..units import counted, credits_argument, format_credits
-from .output import PIPE_WIDTH, Col, emit_json, json_option, key_values, path_id, prose, table, wide_option
+from ..units import counted, format_credits
+from .output import PIPE_WIDTH, Col, Credits, emit_json, json_option, key_values, path_id, prose, table, wide_option
 from .peers import resolve_peer, wide_table
 
 UNITS = {"storage": "GiB-hour", "compute": "million fuel"}
@@ -343,11 +344,12 @@ def explain(obj, need_id: str, as_json: bool) -> None:
 @market.command(context_settings={"ignore_unknown_options": True})  # so `recognize PEER -1` gets a clear error
 @click.argument("peer")
 @click.argument("weight")
-@click.option("--credit", metavar="CREDITS", help="The credit line this node gives PEER: work it does for PEER ahead "
-              "of payment, in credits (`default`: ledger.peer_credit).  Peers not recognised get none: they prepay.")
+@click.option("--credit", metavar="CREDITS", type=Credits(least=0, word="default"),
+              help="The credit line this node gives PEER: work it does for PEER ahead of payment, in credits "
+                   "(`default`: ledger.peer_credit).  Peers not recognised get none: they prepay.")
 @json_option
 @click.pass_obj
-def recognize(obj, peer: str, weight: str, credit: str | None, as_json: bool) -> None:
+def recognize(obj, peer: str, weight: str, credit: int | None, as_json: bool) -> None:
     """Set the recognition weight this node publishes for PEER (a node id or a unique prefix).
 
     WEIGHT is a decimal from 0 to 1000 (0: no recognition), or `auto` to go back to the weight derived
@@ -360,8 +362,8 @@ def recognize(obj, peer: str, weight: str, credit: str | None, as_json: bool) ->
         raise InvalidArgument(f"no such option: {weight}", hint="see: xsc market recognize --help")
     client = obj.client()
     body = {"peer": resolve_peer(client, peer), "weight": None if weight.lower() == "auto" else weight}
-    if credit is not None:
-        body["credit"] = None if credit.lower() == "default" else _micro_credits(credit, "--credit")
+    if click.get_current_context().get_parameter_source("credit") is not ParameterSource.DEFAULT:
+        body["credit"] = credit  # None: `default`
     row = client.request("POST", "/v1/market/recognize", json_body=body)
     if as_json:
         emit_json(row)
@@ -374,35 +376,6 @@ def recognize(obj, peer: str, weight: str, credit: str | None, as_json: bool) ->
     if line is not None:
         click.echo(f"credit line {format_credits(line['credit'])} credits, available "
                    f"{format_credits(line['available'])}")
-
-
-def _micro_credits(text: str, option: str, most: int | None = None, what: str = "an amount") -> int:
-    """Credits as typed (digits, with at most 6 decimals) in micro-credits, or a one-line error.  Written out as sizes
-    are: an exponent (1e3) is refused, not read as the figure it spells.  `most`: the largest `what` may be, said in
-    the refusal of one past it (by default what any ledger total may be)."""
-    import re
-
-    from ..errors import InvalidArgument
-    from ..units import MAX_MICRO_CREDITS
-
-    most = MAX_MICRO_CREDITS if most is None else most
-    found = re.fullmatch(r"\s*([0-9]*)(?:\.([0-9]*))?\s*", text)
-    whole, decimals = (found.group(1), found.group(2) or "") if found else ("", "")
-    if not found or not (whole or decimals):
-        spelled = re.fullmatch(r"\s*[0-9.]+[eE][+-]?[0-9]+\s*", text)
-        raise InvalidArgument(f"{option}: not an amount of credits: {text[:40]!r}",
-                              hint="write it in digits, e.g. 1000, not 1e3: an amount takes no exponent" if spelled else
-                              "e.g. 10 or 0.5 (6 decimals at most)")
-    if len(decimals.rstrip("0")) > 6:
-        raise InvalidArgument(f"{option}: not an amount of credits: {text[:40]!r}",
-                              hint="6 decimals at most, e.g. 0.000001: a micro-credit is the smallest amount")
-    # The digits are counted before int() reads them: a figure of thousands of digits is refused as one too large.
-    whole = whole.lstrip("0")
-    micro = int(whole or 0) * 1_000_000 + int(decimals[:6].ljust(6, "0")) if len(whole) <= 19 else most + 1
-    if micro > most:
-        shown = text.strip() if len(text.strip()) <= 24 else f"a figure of {len(whole):,} digits"
-        raise InvalidArgument(f"{option}: {what} is at most {credits_argument(most)} credits, not {shown}")
-    return micro
 
 
 @market.command()

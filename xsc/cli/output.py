@@ -14,7 +14,7 @@ import click
 from click.core import ParameterSource
 
 from ..errors import InvalidArgument, XscError, shown
-from ..units import duration_argument, is_whole_number, parse_duration, parse_seconds
+from ..units import credits_argument, duration_argument, is_whole_number, parse_credits, parse_duration, parse_seconds
 from .interrupts import INTERRUPTED
 
 if TYPE_CHECKING:
@@ -438,6 +438,31 @@ class Duration(click.ParamType):
 def _said(seconds: float) -> str:
     """A bound of a Duration as the flag takes it: 10m, 1s, 250ms."""
     return duration_argument(int(seconds) if float(seconds).is_integer() else seconds)
+
+
+class Credits(click.ParamType):
+    """An amount of credits (units.parse_credits) in micro-credits, at least `least` and at most `most`; `word` (e.g.
+    `default`) is None.  A bad or negative one (`-1`: an argument to a PassesArgs command) is a usage error, exit 2."""
+    name = "credits"
+
+    def __init__(self, least: int = 1, most: int | None = None, what: str = "an amount", word: str = "") -> None:
+        self.least, self.most, self.what, self.word = least, most, what, word
+        self.rule = f"positive, at least {credits_argument(least)}" if least else "0 or more"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | None:
+        if not isinstance(value, str) or (self.word and value.strip().lower() == self.word):
+            return None if isinstance(value, str) else value
+        text = value.strip()
+        try:  # a negative figure is refused as negative, below (click's message names the argument)
+            micro = -parse_credits(text[1:]) if text[:1] == "-" else parse_credits(text, self.most, self.what)
+        except InvalidArgument:
+            try:
+                micro = parse_credits(text, self.most, self.what)  # no figure: its refusal says the text as typed
+            except InvalidArgument as err:
+                self.fail(err.with_hint, param, ctx)
+        if micro < self.least:
+            self.fail(f"the amount must be {self.rule} credits, not {shown(text, 40)}", param, ctx)
+        return micro
 
 
 class PassesArgs(click.Command):

@@ -8,7 +8,7 @@ import click
 
 from .. import codec
 from ..units import counted, format_credits
-from .output import Col, Duration, emit_json, json_option, path_id, table
+from .output import Col, Credits, Duration, PassesArgs, emit_json, json_option, path_id, table
 from .s3_buckets import _key_user, _named_bucket, buckets, ls, mb, rb
 
 @click.group()
@@ -191,18 +191,17 @@ def users(obj, as_json: bool) -> None:
           [(u["user"], u["keys"], u["account"], format_credits(u["balance"]), u["pays"]) for u in found])
 
 
-@s3.command()
+# PassesArgs: `fund USER -1` is an amount refused as negative, not an option unknown
+@s3.command(cls=PassesArgs, context_settings={"ignore_unknown_options": True})
 @click.argument("user")
-@click.argument("amount", metavar="CREDITS")
+@click.argument("amount", metavar="CREDITS", type=Credits())
 @json_option
 @click.pass_obj
-def fund(obj, user: str, amount: str, as_json: bool) -> None:
+def fund(obj, user: str, amount: int, as_json: bool) -> None:
     """Move CREDITS from the node's account to USER's, which pays for what USER puts through the front."""
-    from .market import _micro_credits
-
     _key_user(obj, user)
     info = obj.client().request("POST", f"/v1/s3/accounts/{path_id(user, 'user', 'xsc s3 users')}/fund",
-                                json_body={"amount": _micro_credits(amount, "CREDITS")})
+                                json_body={"amount": amount})
     if as_json:
         emit_json(info)
         return

@@ -61,7 +61,7 @@ DEFINITIVE_REFUSALS = frozenset({400, 402, 403, 404, 409, 422})
 
 RECENT = 7 * 86_400  # seconds a payment dropped unpaid is counted in the node's status
 
-MAX_PREPAY = 10**12  # micro-credits one prepayment may carry (a million credits)
+MAX_PREPAY = units.MAX_PREPAY
 
 ReceiptCheck = Callable[[str, Authorization, int, dict[str, int]], Awaitable[None]]
 

@@ -84,7 +84,7 @@ class ObjectBodies:
                     body = await self.node.open_file(*piece)
                 await send_body(request, response, body, stall=self.stall)
         except (XscError, OSError) as err:
-            log.error("get of %s stopped: %s", name, err)
+            _cut_short(name, err, request.transport)
             if request.transport is not None:
                 request.transport.close()
             return response
@@ -127,7 +127,7 @@ class ObjectBodies:
                     raise
                 await in_pool(self.relays, body.splice_to, out, stop)  # it closes `out` and the node's connection
         except (XscError, OSError) as err:
-            log.error("get of %s stopped: %s", name, err)
+            _cut_short(name, err, transport)
             transport.close()
             return response
         finally:
@@ -136,3 +136,13 @@ class ObjectBodies:
                 transport.resume_reading()
         await response.write_eof()
         return response
+
+
+def _cut_short(name: str, err: BaseException, transport: asyncio.BaseTransport | None) -> None:
+    """Log a GetObject body cut short: a client that went away (its connection closing: a reader that had enough, a
+    retry) is no fault of the front's or the node's, said as info; anything else (the node failing mid-body) is an
+    error the operator is to see."""
+    if transport is None or transport.is_closing():
+        log.info("get of %s cut short: the client went away (%s)", name, err)
+    else:
+        log.error("get of %s stopped: %s", name, err)

@@ -20,7 +20,7 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from ..errors import Forbidden, NoSuchBucket, NoSuchKey, S3Error, S3ServedByNode, XscError
+from ..errors import ConfigError, Forbidden, NodeNotRunning, NoSuchBucket, NoSuchKey, S3Error, S3ServedByNode, XscError
 from ..units import counted
 from ..ids import unique_bytes
 from ..net.addresses import address_key
@@ -519,11 +519,23 @@ def _check_names(call: Call) -> None:
         names.check_text(value, f"the query parameter {name!r}"[:80])
 
 
+# What an S3 client is told of an error the operator alone can mend, in place of its message.
+OPERATORS: dict[type[XscError], str] = {
+    NodeNotRunning: "the service is unavailable at the moment: try again later",
+    ConfigError: "the service cannot do this now: its operator finds why in its log",
+}
+
+
 def _error(request: web.Request, err: XscError, request_id: str) -> web.Response:
     """The S3 error document for `err` (its code and status by xml.s3_code_of)."""
     code, status = xml.s3_code_of(err)
     if status >= 500 and code != "SlowDown":  # a client over its rate is not the front's trouble, nor its log's
-        log.warning("%s %s: %s %s", request.method, request.path, code, err)
+        log.warning("%s %s: %s %s", request.method, request.path, code, err.with_hint)
+    for operators, said in OPERATORS.items():
+        if isinstance(err, operators):
+            # The node's URL, the front's files and the commands that mend them are the operator's, told in the log
+            # above: a client (anyone with a key) learns only what it can do, wait (its SDK retries a 503) or not.
+            err = operators(said)
     # Details named as S3 names the elements of its error documents (Region, ArgumentName, ActualObjectSize, ...)
     extra = {k: str(v) for k, v in err.details.items() if k[:1].isupper() and k.isascii() and k.isidentifier()}
     body = b"" if request.method == "HEAD" else xml.error(code, _told(err), request.path, request_id, **extra)

@@ -22,8 +22,8 @@ from typing import Any
 
 
 from .. import db
-from ..errors import (BadRequest, DeepCheckRunning, DiskFull, InvalidCapability, MarketNoDeal, NotEnoughShares,
-                      NotFound, PeerNotFound, PeerUnreachable, ShareNotFound, XscError)
+from ..errors import (BadRequest, DeepCheckRunning, DiskFull, IntegrityError, InvalidCapability, MarketNoDeal,
+                      NotEnoughShares, NotFound, PeerNotFound, PeerUnreachable, ShareNotFound, XscError)
 from ..identity import Identity
 from ..ledger.service import LedgerService
 from ..market.dealing import Dealing
@@ -32,7 +32,7 @@ from ..tasks import Locks, at_most, in_pool, periodic
 from . import quotes
 from .core import layout, leases
 from .core.capability import Capability
-from .core.manifest import manifest_hash
+from .core.manifest import manifest_hash, unsettled
 from .core.erasure import K, M
 from .deals import StorageDeal, StorageDeals
 from . import deep_check, gateway_repair, share_store
@@ -230,7 +230,40 @@ async def _searched(service: StorageService, locator: Locator, cap: Capability, 
         passed_over |= said
     if manifest is None:
         raise _not_located(service.peers, [*locator.forget(si), *silent], action)
+    if manifest_hash(manifest) != cap.manifest_hash:
+        raise await _not_the_capabilitys(service, cap, holders)
     return holders, [node or NONE_FOUND for node in names], manifest
+
+
+async def _not_the_capabilitys(service: StorageService, cap: Capability, holders: dict[int, Any]) -> XscError:
+    """The refusal of a capability whose manifest hash is not that of the manifest stored under its storage index.
+    Every copy of that manifest is asked for (this node's, each holder's) with its shares' block hashes: when they
+    settle it (core.manifest.unsettled), the capability names another file, the caller's error (400); when the
+    copies differ, or the manifest fails its own checks, it is damaged, the node's (500), never blamed on the user."""
+    si = cap.storage_index
+    own = await in_pool(service.pool, service.store.manifest, si)
+    copies = [] if own is None else [own]
+    shares = {} if own is None else {m.share: (m.block_hashes, m.stored_bytes)
+                                     for m in await in_pool(service.pool, service.store.share_metas, si)}
+
+    async def ask(share: int, holder: Any) -> None:
+        try:
+            meta = await holder.meta(si, share, size=cap.size)
+        except XscError as err:  # a holder that cannot say is left out: the others settle it, or too few do
+            log.info("share %d of %s not read from its holder: %s", share, si.hex(), err)
+            return
+        if meta["manifest"] is not None:
+            copies.append(meta["manifest"])
+            shares[share] = (meta["block_hashes"], meta["stored_bytes"])
+
+    await at_most(len(holders), [ask(s, h) for s, h in holders.items() if not isinstance(h, UnknownNode)])
+    why = unsettled(copies, shares, cap.size)
+    if why is None:
+        return _another_files(f"the {len(copies)} copies of the stored file's manifest agree")
+    log.warning("the manifest of %s is not the capability's, and %s", si.hex(), why)
+    return IntegrityError(f"the stored manifest does not match the capability's manifest hash, and {why}",
+                          hint="check the capability was copied whole; if it is the one `xsc store put` printed, the "
+                               "file's manifest is damaged")
 
 
 class StorageService:
@@ -293,7 +326,8 @@ class StorageService:
         the locator finds them (`_searched`).  `action`: what the user asked for, named in the refusal of a file
         found nowhere.  `passed_over`: as in Locator.locate."""
         record = await in_pool(self.pool, self.store.file_record, cap.storage_index)
-        if record is not None and record.get("capability") == str(cap) or self.locator is None:
+        _not_mangled(cap, record)  # this node placed the file: its record says which capability is the file's
+        if record is not None or self.locator is None:
             return (*self.holders_of(record), None)
         return await _searched(self, self.locator, cap, search, action, passed_over)
 
@@ -791,9 +825,19 @@ def _not_mangled(cap: Capability, record: dict | None) -> None:
     if record is None or record.get("capability") == str(cap):
         return
     size = Capability.parse(record["capability"]).size
-    said = f"the file is {size} bytes, the capability says {cap.size}" if size != cap.size else \
-        "the capability's manifest hash is not this file's"
-    raise InvalidCapability(said, hint="check the capability: copy it whole, as `xsc store put` printed it")
+    if size != cap.size:
+        raise InvalidCapability(f"the file is {size} bytes, the capability says {cap.size}",
+                                hint="check the capability: copy it whole, as `xsc store put` printed it")
+    raise _another_files("this node put the file there, under another capability")
+
+
+def _another_files(why: str) -> InvalidCapability:
+    """A capability whose storage index holds a file whose manifest hash is not the capability's (`why`: how that is
+    known): the capability names another file, or was mangled; the caller's error."""
+    return InvalidCapability(f"the capability does not match the file stored under its storage index: its manifest "
+                             f"hash is another file's ({why})",
+                             hint="check the capability was copied whole, and is the one `xsc store put` printed "
+                                  "for this file")
 
 
 def _adopting(service: StorageService, cap: Capability, fetched: bytes, moved: dict[int, tuple[str, int]]):
