@@ -334,7 +334,8 @@ def test_users_lists_every_user_with_keys_a_grant_or_credits(node_process) -> No
 
 def test_serve_tells_a_client_whose_node_stopped_only_that_the_service_is_unavailable(tmp_path) -> None:
     """An S3 client is anyone with a key: it is told ServiceUnavailable, which SDKs retry, and nothing of the
-    operator's (the node's URL, its data dir); the command that starts the node goes to the front's log."""
+    operator's (the node's URL, its data dir); the command that starts the node goes to the front's log, said once
+    for the many requests refused alike within seconds, not once for each."""
     from botocore.exceptions import ClientError
 
     from tests.support.s3 import Gateway, code_of
@@ -350,10 +351,29 @@ def test_serve_tells_a_client_whose_node_stopped_only_that_the_service_is_unavai
         said = refused.value.response["Error"]["Message"]
         assert "service is unavailable" in said, said
         assert str(gateway.node.data_dir) not in said and str(gateway.node.port) not in said, said
+        for _ in range(10):
+            with pytest.raises(ClientError):
+                s3.list_buckets()
         logged = gateway.front.log.read_text()
         assert f"(start it with: xsc node start --data-dir {gateway.node.data_dir})" in logged, logged[-2000:]
+        assert logged.count("ServiceUnavailable") == 1, logged[-2000:]  # (boto3 sent each again, too)
     finally:
         gateway.stop()
+
+
+def test_a_warning_said_again_within_seconds_is_counted_and_said_with_its_count_once_they_pass(caplog) -> None:
+    from xsc.s3.server import _Warnings
+
+    caplog.set_level("WARNING", logger="xsc.s3.server")
+    warnings = _Warnings()
+    for path in ("/a", "/b", "/c"):
+        warnings.warn("ServiceUnavailable the node is not answering", f"GET {path}")
+    warnings.warn("InternalError another", "GET /d")
+    warnings.REPEAT = 0.0  # (as if its seconds had passed)
+    warnings.warn("ServiceUnavailable the node is not answering", "GET /e")
+    assert [r.getMessage() for r in caplog.records] == [
+        "GET /a: ServiceUnavailable the node is not answering", "GET /d: InternalError another",
+        "GET /e: ServiceUnavailable the node is not answering (and 2 requests more since it was last said)"]
 
 
 def test_import_index_refuses_a_file_with_a_bad_record_whole_before_any_piece_is_imported(cli_node, tmp_path) -> None:

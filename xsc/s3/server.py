@@ -526,11 +526,38 @@ OPERATORS: dict[type[XscError], str] = {
 }
 
 
+class _Warnings:
+    """The front's warnings of errors it answers clients, each said at most once every REPEAT seconds: a node that is
+    down has every request answered 503, and each would be a line (SDKs retry, clients keep sending)."""
+
+    REPEAT = 10.0
+    MOST = 256  # distinct warnings remembered (a stranger's paths make them distinct: forgotten past this many)
+
+    def __init__(self) -> None:
+        self._said: dict[str, tuple[float, int]] = {}  # a warning -> when it was last said, and its repeats since
+
+    def warn(self, what: str, where: str) -> None:
+        """Say `what` (of the request `where`) unless it was said within REPEAT seconds, with its repeats since."""
+        now = time.monotonic()
+        last, held = self._said.get(what, (-math.inf, 0))
+        if now - last < self.REPEAT:
+            self._said[what] = (last, held + 1)
+            return
+        if len(self._said) >= self.MOST:
+            self._said.clear()
+        self._said[what] = (now, 0)
+        again = f" (and {counted(held, 'request')} more since it was last said)" if held else ""
+        log.warning("%s: %s%s", where, what, again)
+
+
+_WARNINGS = _Warnings()
+
+
 def _error(request: web.Request, err: XscError, request_id: str) -> web.Response:
     """The S3 error document for `err` (its code and status by xml.s3_code_of)."""
     code, status = xml.s3_code_of(err)
     if status >= 500 and code != "SlowDown":  # a client over its rate is not the front's trouble, nor its log's
-        log.warning("%s %s: %s %s", request.method, request.path, code, err.with_hint)
+        _WARNINGS.warn(f"{code} {err.with_hint}", f"{request.method} {request.path}")
     for operators, said in OPERATORS.items():
         if isinstance(err, operators):
             # The node's URL, the front's files and the commands that mend them are the operator's, told in the log
