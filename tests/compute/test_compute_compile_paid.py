@@ -27,13 +27,14 @@ from xsc.node.appkeys import NODE
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 PRICE = 40  # per million fuel: the provider's only ask and the gateway's bid
 COMPILED = compile_price(len(wasm("add")), PRICE)
+NO_MEMORY_PRICE = {"compute": {"memory_price": 0}}  # a call's budget is then its fuel's price alone
 
 
 async def _pair(node_factory, name: str = "a"):
     """A stranger's gateway `a` (it offers no compute: its calls run on `b`) and the provider `b`, which gives no
     credit to strangers and a credit line to `a` once its user recognises it; the module `add` deployed on `a`."""
-    a = await node_factory(name, **QUIET, market={"offer_compute": False, "compute_bid": PRICE})
-    b = await node_factory("b", **QUIET, ledger={"stranger_credit": 0}, compute={"memory_price": 0},
+    a = await node_factory(name, **QUIET, market={"offer_compute": False, "compute_bid": PRICE}, **NO_MEMORY_PRICE)
+    b = await node_factory("b", **QUIET, ledger={"stranger_credit": 0}, **NO_MEMORY_PRICE,
                            market={"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE})
     await peer_with_provider(a, b)
     response = await b.post("/v1/market/recognize", json={"peer": a.app[IDENTITY].id, "weight": "1",
@@ -97,7 +98,7 @@ async def test_a_gateway_that_stops_before_paying_pays_the_compile_after_its_res
     [pending] = (await (await a.get("/v1/ledger/payments")).json())["pending"]
     assert pending["amount"] == body["charge"] + COMPILED, pending
     await close_node(a)  # the tab is left to the next start, its tally (with the compile it allowed) on disk
-    a = await node_factory("a", **QUIET, market={"offer_compute": False, "compute_bid": PRICE},
+    a = await node_factory("a", **QUIET, market={"offer_compute": False, "compute_bid": PRICE}, **NO_MEMORY_PRICE,
                            ledger={"settle_retry_interval": 0.3})
     await eventually_async(lambda: a.app[NODE].ledger.pending() == [], "the tab paid by the retry", 30)
     assert before[0] - balances(a, b)[0] == body["charge"] + COMPILED
@@ -117,6 +118,18 @@ async def test_a_receipt_without_compiles_is_an_older_providers_and_is_paid_as_i
     assert before[0] - balances(a, b)[0] == body["charge"]
     assert a.app[NODE].paid.gateway_tabs.refused_receipts == 0
     assert a.app[NODE].ledger.held(a.app[CLIENT_IDENTITY].public_key) == 0  # the compile it held for is released
+
+
+async def test_a_compile_its_tab_has_no_room_for_is_charged_on_the_line_alone(node_factory) -> None:
+    a, b, module = await _pair(node_factory)
+    before = balances(a, b)
+    # A call of so little fuel that its tab's cap (16 such budgets) is less than the compile: the push names no tab.
+    status, body = await invoke(a, module, "add", 1, 2, fuel=1000)
+    assert status == 200 and body["provider"] == b.app[IDENTITY].id, body
+    await settled(a)
+    assert before[0] - balances(a, b)[0] == body["charge"] and a.app[NODE].paid.gateway_tabs.refused_receipts == 0
+    line = b.app[NODE].trust.line(a.app[IDENTITY].id)
+    assert (line["used"], line["paid"]) == (body["charge"] + COMPILED, body["charge"]), line  # as an older gateway's
 
 
 async def _refused(node_factory, monkeypatch, change, *, tabs: int = 1) -> None:
