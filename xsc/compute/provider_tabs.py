@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import struct
 import time
 from collections import OrderedDict
@@ -40,7 +41,7 @@ JOB = "compute:rtab"  # the job reference of a tab's authorization (what every t
 TAB_TTL = 3600  # seconds a tab's authorization stays valid (the retry has this long to close it)
 _RUN = struct.Struct(">QQ")  # amount, fuel; then the public key (32) of the gateway whose call it was
 # A compile charged on a tab is a record of the same rows: amount, 0 fuel, the gateway's key, then the module's hash
-# (32), which no run's record has; its id is the time (8) and the module hash's first 8 bytes.
+# (32), which no run's record has; its id is the time (8) and 8 random bytes, as a run's provenance id is.
 _COMPILE = _RUN.size + 32 + 32
 AUTH_ID_LEN = 32  # an authorization id: keys.tab_run(authorization id, provenance id)
 CLOSED_EMPTY = 4096  # tabs closed with nothing run under them, remembered (the newest) until they expire
@@ -260,11 +261,10 @@ class ProviderTabs:
     async def compiled(self, tab: PeerTab, module: str, price: int, gateway: str) -> None:
         """Compiling `module` for `gateway`, reserved on `tab` (`reserve_compile`), was done (whatever came of it):
         `price` is on the tab, its record on disk (synced: the receipt counts it from now on, a restart included)."""
-        module_hash = bytes.fromhex(module)
-        key = keys.tab_run(tab.auth_id, time.time_ns().to_bytes(8, "big") + module_hash[:8])
+        key = keys.tab_run(tab.auth_id, time.time_ns().to_bytes(8, "big") + os.urandom(8))
         try:
             await in_pool(None, functools.partial(self.db.put, key, _RUN.pack(price, 0) + parse_public_id(gateway)
-                                                  + module_hash, sync=True))
+                                                  + bytes.fromhex(module), sync=True))
         except BaseException:
             self.ran(tab, price, None)
             raise
