@@ -168,8 +168,10 @@ _ARTIFACT = b"c/a/"  # + module hash + engine fingerprint (32) -> HMAC (32) + co
 _INVOCATIONS = b"c/n/"  # + module hash -> invocation count (8, big endian)
 _PROVENANCE = b"c/p/"  # + provenance id (16: time ns (8, big endian) + random (8)) -> signed record
 _TAB_RUNS = b"c/t/"  # + authorization id (32) + provenance id (16) -> amount (8) + fuel (8): a run on a peer's tab
+# (then its gateway's key (32); a compile charged on the tab: time (8) + random (8) -> amount, 0, key, module hash)
 # + authorization id (32) -> this node's tally of its tab with a provider, until the tab is paid or dropped: what the
-# answers owe (8), the budgets of calls in flight or whose answer was lost (8), and how many of each (4, 4)
+# answers owe (8), the budgets of calls in flight or whose answer was lost (8), and how many of each (4, 4); then, on a
+# tab a push named, what compiling its pushed modules may be charged (8) and how many modules (4)
 _TAB_TALLY = b"c/y/"
 # -> b"": every tab this node shows a provider has a tally from before it is shown, placed functions' too: a pending tab
 # with none was never shown (compute/remote_tabs.py, GatewayTabs.start)

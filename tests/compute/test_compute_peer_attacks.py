@@ -24,7 +24,8 @@ from xsc.net.compute import INVOKE_PATH, MODULES_PATH, TAB_CLOSE_PATH
 from xsc.net.functions import FUNCTION_PATH
 from xsc.node import IDENTITY
 from xsc.compute.compiler import compile_artifact
-from xsc.compute.paid import MAX_PUSHED_FUNCTIONS, compile_price
+from xsc.compute.provider_tabs import compile_price
+from xsc.compute.pushes import MAX_PUSHED_FUNCTIONS
 from xsc.compute.provider_tabs import MAX_TAB_TTL
 from xsc.node.appkeys import NODE
 
@@ -263,9 +264,9 @@ async def test_a_module_is_taken_for_a_funded_call_and_removed_when_unused(node_
     assert status == 200, answer
     [info] = node.app[NODE].compute.modules()
     assert info.pushed_by == gateway.id
-    paid = node.app[NODE].paid
-    assert await paid.sweep_pushed(time.time()) == []  # just used
-    assert await paid.sweep_pushed(time.time() + 2 * 3600) == [module]
+    pushes = node.app[NODE].paid.pushes
+    assert await pushes.sweep(time.time()) == []  # just used
+    assert await pushes.sweep(time.time() + 2 * 3600) == [module]
     assert node.app[NODE].compute.modules() == [] and len(node.app[NODE].compute.recent_provenance(10)) == 1
 
 
@@ -458,18 +459,18 @@ async def test_a_call_on_a_tab_under_the_ask_is_refused_before_it_runs(node_fact
 async def test_modules_awaited_from_gateways_are_bounded_the_oldest_asked_forgotten_first(node_factory) -> None:
     """Each call naming a module this node lacks opens a push window for it: a gateway names any module ids, so the
     windows open at once are at most AWAITED_MODULES; the oldest asked is forgotten first and its push refused."""
-    from xsc.compute.paid import AWAITED_MODULES
+    from xsc.compute.pushes import AWAITED_MODULES
 
     node = await node_factory()
-    paid = node.app[NODE].paid
+    pushes = node.app[NODE].paid.pushes
     first, later = Identity.generate(), Identity.generate()
-    paid.expect_module(first.id, module_id("add"), INVOKE_PRICE)
-    assert paid.awaits(first.id)
+    pushes.expect(first.id, module_id("add"), INVOKE_PRICE)
+    assert pushes.awaits(first.id)
     for n in range(AWAITED_MODULES - 1):
-        paid.expect_module(later.id, hashlib.sha256(b"%d" % n).hexdigest(), INVOKE_PRICE)
-    assert paid.awaits(first.id)  # still within the bound
-    paid.expect_module(later.id, hashlib.sha256(b"one more").hexdigest(), INVOKE_PRICE)
-    assert not paid.awaits(first.id)
+        pushes.expect(later.id, hashlib.sha256(b"%d" % n).hexdigest(), INVOKE_PRICE)
+    assert pushes.awaits(first.id)  # still within the bound
+    pushes.expect(later.id, hashlib.sha256(b"one more").hexdigest(), INVOKE_PRICE)
+    assert not pushes.awaits(first.id)
     status, problem = await _peer(node, first, "PUT", MODULES_PATH, wasm("add"))
     assert status == 403, problem
 

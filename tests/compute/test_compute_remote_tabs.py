@@ -78,7 +78,10 @@ def test_kill_9_of_gateway_or_provider_loses_no_acknowledged_remote_payment(tmp_
             assert received >= sum(acked.values())  # every acknowledged invoke is paid (a lost answer may be too)
             records = api(provider, "GET", "/v1/compute/provenance?limit=1000")[1]["records"]
             assert set(acked) <= {r["record"]["id"] for r in records}
-            assert received == sum(r["record"]["charge"] for r in records)  # and nothing twice
+            # and nothing twice: the runs, and compiling the module the first call pushed, paid with that call's tab
+            receipts = api(provider, "GET", "/v1/ledger/accounts/node/history?limit=1000")[1]["entries"]
+            compiles = [e["usage"]["compiles"] for e in receipts if "compiles" in e.get("usage", {})]
+            assert len(compiles) == 1 and received == sum(r["record"]["charge"] for r in records) + compiles[0]
         for node in (gateway, provider):
             _verified(node)
         payer = api(gateway, "GET", "/v1/ledger/accounts/client")[1]

@@ -15,7 +15,7 @@ import plyvel
 import pytest
 
 from xsc import keys
-from xsc.compute.paid import compile_price
+from xsc.compute.provider_tabs import compile_price
 from xsc.errors import PeerRefused, PrepaymentRequired
 from xsc.identity import Identity, parse_public_id
 from xsc.ledger.core.model import Authorization, authorize, decode_entry, encode_authorization

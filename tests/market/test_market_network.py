@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from xsc.compute.provider_tabs import compile_price
 from xsc.ledger import price_storage
 from xsc.storage import Capability
 
@@ -173,13 +174,15 @@ def test_an_invoke_runs_on_another_provider_when_this_node_offers_no_compute(net
     assert status == 200, record
     assert record["record"]["deal"]["gateway"] == ids[0] and record["record"]["deal"]["authorization"] == run["tab"]
     assert run["charge"] > 0
-    eventually(lambda: _received(provider) == run["charge"], "the tab to be paid")
+    # The tab pays the call and compiling the module the gateway pushed for it.
+    owed = run["charge"] + compile_price(len((FIXTURES / "add.wasm").read_bytes()), run["deal"]["price"])
+    eventually(lambda: _received(provider) == owed, "the tab to be paid")
     # The gateway writes its side once the provider's countersigned answer is back: a moment after the provider's.
-    eventually(lambda: _account(gateway, "client")["balance"] == -run["charge"], "the gateway to write the payment")
+    eventually(lambda: _account(gateway, "client")["balance"] == -owed, "the gateway to write the payment")
     # A trap is paid too, and reported as the trap it is.
     trapped = gateway.xsc("compute", "invoke", str(FIXTURES / "loop.wasm"), "spin", "--fuel", "1000000")
     assert trapped.returncode != 0 and b"fuel" in trapped.stderr
-    eventually(lambda: _received(provider) > run["charge"], "the second tab to be paid")
+    eventually(lambda: _received(provider) > owed, "the second tab to be paid")
     eventually(lambda: _account(gateway, "client")["held"] == 0, "the gateway's holds to be released")
     _verify_all(nodes)
 

@@ -16,20 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 
 from ..errors import (AuthorizationExpired, AuthorizationReplayed, DealRefused, Forbidden, InsufficientCredit,
-                      InvalidArgument, InvalidModule, ModuleNotFound, PeerRefused, PeerUnavailable, PeerUnreachable,
+                      InvalidArgument, ModuleNotFound, PeerRefused, PeerUnavailable, PeerUnreachable,
                       PrepaymentRequired, Trap, XscError)
 from ..identity import Identity, public_id, verify
 from ..ledger.core.model import Authorization, decode_authorization, format_credits
-from ..ledger.core.pricing import price_compute
 from ..ledger.core.rules import check_publishable
 from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
@@ -41,31 +38,20 @@ from ..net.peer_client import PeerClient, dumps
 from ..storage.strangers import ProviderTerms
 from ..tasks import in_pool
 from ..units import counted, credits_argument, format_size
-from . import modules as mods
 from .remote_sends import CallEnd, CallSends
 from .provider_tabs import ProviderTabs
+from .pushes import PUSHED_TTL, ModulePushes
 from .remote_tabs import GatewayTabs
-from .shape import defined_functions
 from .spot_checks import SpotChecks, parse_verify
 from .trap_limits import asked_of, fields, told, without_limits
 from .service import ComputeService, InvokeCall, parse_invoke
 
 log = logging.getLogger(__name__)
 
-PUSH_WINDOW = 60.0  # seconds a gateway may push the module a funded call of its lacked
-# Compiling a peer's module is work done for it: priced as this much fuel per byte at the price of the call that
-# asked for it, reserved on its trust line before the compile starts.  A module of 1 MiB: 10^10 fuel.
-COMPILE_FUEL_PER_BYTE = 10_000
-MAX_PUSHED_BYTES = 4 * 1024 * 1024  # a peer's module, at most (the operator's own: compute.max_module_size)
-MAX_PUSHED_FUNCTIONS = 20_000  # functions a peer's module may define: what compiling it costs grows with them
 SWEEP_INTERVAL = 300.0
-PUSHED_TTL = 3600  # seconds a module pushed by a peer is kept unused before it is removed
 MAX_PRICE = 10**12  # micro-credits per million fuel: far above any real bid
 MAX_FAILOVERS = 3  # providers left out, one after the other, when they cannot be reached at all
 VERIFIED_AUTHORIZATIONS = 1024  # checked authorizations kept (a tab's calls carry the same one)
-# Modules awaited from gateways at once, at most (the oldest asked forgotten first): a gateway names any module id
-# in its calls, and each one this node lacks is awaited PUSH_WINDOW seconds.
-AWAITED_MODULES = 1024
 
 
 def _call_json(call: InvokeCall) -> dict[str, Any]:
@@ -108,9 +94,7 @@ class PaidCompute:
         self.on_invoked = on_invoked  # (outcome label): the node's metrics
         payments.add_check("compute", self._refuse_separate_receipt)
         self._running: set[bytes] = set()  # authorizations whose run is under way here (provider side)
-        # (gateway, module id) -> until when it may push it, and the price per million fuel its call was matched at
-        # (oldest first: each is awaited PUSH_WINDOW seconds from when it was asked)
-        self._awaited: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
+        self.pushes = ModulePushes(compute=compute, provider_tabs=provider_tabs, trust=trust)  # modules peers push
         self._verified: dict[str, Authorization] = {}  # authorizations (their hex) checked to pay this node
         # Tab calls to one provider go in self-clocked batches; what they may cost is on disk before each is sent.
         self.batcher = InvokeBatcher(client, gather=GATHER, before_send=gateway_tabs.write_tallies)
@@ -136,7 +120,7 @@ class PaidCompute:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             try:
-                removed = await self.sweep_pushed()
+                removed = await self.pushes.sweep()
                 if removed:
                     log.info("removed %s peers pushed that no call used for %d s", counted(len(removed), "module"),
                              PUSHED_TTL)
@@ -334,7 +318,7 @@ class PaidCompute:
         self.reserve(gateway, budget)  # first: a call its gateway cannot pay for opens no push either
         if not self.compute.has_module(call.module):
             self.used(gateway, budget, None)
-            self.expect_module(gateway, call.module, price)
+            self.pushes.expect(gateway, call.module, price, auth)
             raise not_here(call.module)
         run = None
         try:
@@ -423,57 +407,6 @@ class PaidCompute:
             self.market.note_paid(gateway, receipt.amount, by_them=True)
         return {"receipt": receipt.encode().hex()}
 
-    async def receive_module(self, gateway: str, wasm: bytes, *, wasi: bool) -> tuple[dict, bool]:
-        """A gateway sends the module of a call it matched here (content-addressed: the id is the hash).
-
-        Only a module this node asked that gateway for (it answered `module-not-found` to a call from it that its
-        trust line could pay, within the last PUSH_WINDOW seconds) is taken, at most MAX_PUSHED_BYTES defining at
-        most MAX_PUSHED_FUNCTIONS functions; compiling it is priced (COMPILE_FUEL_PER_BYTE at its call's price)
-        and reserved on the gateway's line before it starts, and used whether or not it compiles.  Peers' modules
-        compile one at a time, beside the operator's calls (ComputeService.deploy).  A pushed module is removed
-        once unused for PUSHED_TTL seconds (`sweep_pushed`)."""
-        self._expire_awaited()
-        module = hashlib.sha256(wasm).hexdigest()
-        awaited = self._awaited.pop((gateway, module), None)
-        if awaited is None:
-            raise Forbidden("this node did not ask for this module")
-        if len(wasm) > MAX_PUSHED_BYTES:
-            raise mods.too_large(len(wasm), MAX_PUSHED_BYTES)
-        functions = defined_functions(wasm)
-        if functions > MAX_PUSHED_FUNCTIONS:
-            raise InvalidModule(f"the module defines {functions} functions; a peer's module may define at most "
-                                f"{MAX_PUSHED_FUNCTIONS}", limit=MAX_PUSHED_FUNCTIONS)
-        price = compile_price(len(wasm), awaited[1])
-        self.reserve(gateway, price, "compiling its module")
-        try:
-            info, created = await self.compute.deploy(wasm, wasi=wasi, pushed_by=gateway)
-        finally:
-            if self.trust is not None:
-                self.trust.use(gateway, price, reserved=price)  # the work was done, whatever came of it
-        return {"module": info.id, "created": created}, created
-
-    def awaits(self, gateway: str) -> bool:
-        """Whether this node asked `gateway` for a module (its push may be read)."""
-        self._expire_awaited()
-        return any(g == gateway for g, _ in self._awaited)
-
-    def expect_module(self, gateway: str, module: str, price: int) -> None:
-        """`gateway` matched work for `module` here, which this node lacks: it may push it (once) for a while."""
-        self._expire_awaited()
-        self._awaited.pop((gateway, module), None)
-        self._awaited[(gateway, module)] = (time.monotonic() + PUSH_WINDOW, price)
-        while len(self._awaited) > AWAITED_MODULES:
-            self._awaited.popitem(last=False)
-
-    def _expire_awaited(self) -> None:
-        now = time.monotonic()
-        while self._awaited and next(iter(self._awaited.values()))[0] < now:
-            self._awaited.popitem(last=False)
-
-    async def sweep_pushed(self, now: float | None = None) -> list[str]:
-        """Remove modules peers pushed that no call used for PUSHED_TTL seconds; their ids."""
-        return await self.compute.remove_unused_pushed(PUSHED_TTL, time.time() if now is None else now)
-
     async def run_batch_for_peer(self, gateway: str, body: Any) -> list[dict[str, Any] | XscError]:
         """Run the tab calls of a gateway's batch (net/compute.py: InvokeBatcher): each is checked and run
         exactly as if it had come alone (its own authorization, tab, trust line, module, limits), concurrently;
@@ -555,7 +488,7 @@ class PaidCompute:
         if not self.compute.has_module(call.module):
             # A funded call for a module this node lacks: this gateway may now push that module (once).
             self.used(gateway, budget, None)
-            self.expect_module(gateway, call.module, price)
+            self.pushes.expect(gateway, call.module, price)
             raise not_here(call.module)
         self._running.add(auth.id)
         run = None
@@ -626,11 +559,6 @@ def _replayable(record: dict[str, Any], payer: str) -> None:
 def _comparable(value: Any) -> Any:
     """A trap compares by its kind (its message may name the run)."""
     return value.get("kind") if isinstance(value, dict) and "kind" in value else value
-
-
-def compile_price(size: int, price: int) -> int:
-    """What compiling a peer's module of `size` bytes costs it, at `price` micro-credits per million fuel."""
-    return price_compute(size * COMPILE_FUEL_PER_BYTE, price)
 
 
 def not_here(module: str) -> ModuleNotFound:

@@ -1,11 +1,20 @@
 """The provider's side of remote invokes paid through tabs (compute/remote_tabs.py is the gateway's): each run's
 amount on disk until the tab's receipt is countersigned, and the one receipt a tab closes with.  The constants both
-sides agree on (the job reference a tab's authorization begins with, how long it may live) are here.
+sides agree on (the job reference a tab's authorization begins with, how long it may live, what compiling a pushed
+module costs) are here.
+
+A module a gateway pushes for a call on a tab, naming that tab, is compiled at `compile_price`, charged on that tab
+once (its record on disk beside the runs', `compiled`): the tab's receipt then counts it in its amount and says how
+much of it was compiles (usage `compiles`), and the gateway pays it with the runs (compute/remote_tabs.py holds it to
+the price it computes itself).  A push that names no tab (an older gateway's) is charged on the gateway's trust line
+alone, as it always was: an older gateway refuses a receipt with a meter it does not know.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import struct
 import time
 from collections import OrderedDict
@@ -18,13 +27,22 @@ from ..errors import (AuthorizationExpired, AuthorizationReplayed, Conflict, Dea
                       NothingOwed)
 from ..identity import Identity, parse_public_id, public_id
 from ..ledger.core.model import Authorization, Receipt
+from ..ledger.core.pricing import price_compute
 from ..ledger.service import LedgerService
+from ..tasks import in_pool
 
 log = logging.getLogger(__name__)
+
+# Compiling a peer's module is work done for it: priced as this much fuel per byte at the price of the call that
+# asked for it.  A module of 1 MiB: 10^10 fuel.
+COMPILE_FUEL_PER_BYTE = 10_000
 
 JOB = "compute:rtab"  # the job reference of a tab's authorization (what every tab's begins with)
 TAB_TTL = 3600  # seconds a tab's authorization stays valid (the retry has this long to close it)
 _RUN = struct.Struct(">QQ")  # amount, fuel; then the public key (32) of the gateway whose call it was
+# A compile charged on a tab is a record of the same rows: amount, 0 fuel, the gateway's key, then the module's hash
+# (32), which no run's record has; its id is the time (8) and 8 random bytes, as a run's provenance id is.
+_COMPILE = _RUN.size + 32 + 32
 AUTH_ID_LEN = 32  # an authorization id: keys.tab_run(authorization id, provenance id)
 CLOSED_EMPTY = 4096  # tabs closed with nothing run under them, remembered (the newest) until they expire
 # The longest a tab's authorization may run from its first call here (a gateway's are TAB_TTL): a tab its gateway
@@ -51,11 +69,13 @@ class PeerTab:
     # The node whose calls ran under it: the only one that may run more under it or close it.  Any node that
     # learns an authorization could otherwise spend a gateway's tab, or close it and be counted as its payer.
     gateway: str | None = None
+    compiles: int = 0  # of `total`, what compiling modules pushed for its calls cost (`ProviderTabs.compiled`)
+    compiled: set[str] = field(default_factory=set)  # those modules (each charged on a tab once)
 
     @property
     def idle(self) -> bool:
         """Nothing ran, runs or is reserved under it: what it would say is read again from disk at no cost."""
-        return not (self.count or self.in_flight or self.reserved or self.closed)
+        return not (self.count or self.compiles or self.in_flight or self.reserved or self.closed)
 
 
 class ProviderTabs:
@@ -142,7 +162,12 @@ class ProviderTabs:
             with self.db.iterator(prefix=keys.tab_runs(auth.id), include_key=False) as it:
                 for value in it:  # what was acknowledged before a restart
                     amount, fuel = _RUN.unpack_from(value)
-                    tab.total, tab.fuel, tab.count = tab.total + amount, tab.fuel + fuel, tab.count + 1
+                    tab.total += amount
+                    if len(value) >= _COMPILE:
+                        tab.compiles += amount
+                        tab.compiled.add(value[_RUN.size + 32:_COMPILE].hex())
+                    else:
+                        tab.fuel, tab.count = tab.fuel + fuel, tab.count + 1
                     if len(value) >= _RUN.size + 32:
                         tab.gateway = public_id(value[_RUN.size:_RUN.size + 32])
             signed = await self.ledger.receipt_for(auth.id) is not None
@@ -222,6 +247,33 @@ class ProviderTabs:
             self._closed_empty.popitem(last=False)
         self._closed_empty[auth.id] = auth.expires_at
 
+    async def reserve_compile(self, auth: Authorization, module: str, price: int, gateway: str) -> PeerTab:
+        """Room on the tab of `auth` for compiling `module`, pushed by `gateway` for a call under it, at `price`; or
+        refused: a module is charged on a tab once (a gateway names a tab for a module's push once), and the tab must
+        be open, `gateway`'s and have room under its cap.  Ended by `compiled`."""
+        tab = await self.check(auth, price)
+        _check_gateway(tab, gateway, "charge a compile on")
+        if module in tab.compiled:
+            raise Conflict(f"module {module} was compiled on the tab of authorization {auth.id.hex()} already: a "
+                           "compile is charged on a tab once", hint="push it naming no tab")
+        return await self.reserve(auth, price, gateway)
+
+    async def compiled(self, tab: PeerTab, module: str, price: int, gateway: str) -> None:
+        """Compiling `module` for `gateway`, reserved on `tab` (`reserve_compile`), was done (whatever came of it):
+        `price` is on the tab, its record on disk (synced: the receipt counts it from now on, a restart included)."""
+        key = keys.tab_run(tab.auth_id, time.time_ns().to_bytes(8, "big") + os.urandom(8))
+        try:
+            await in_pool(None, functools.partial(self.db.put, key, _RUN.pack(price, 0) + parse_public_id(gateway)
+                                                  + bytes.fromhex(module), sync=True))
+        except BaseException:
+            self.ran(tab, price, None)
+            raise
+        tab.reserved -= price
+        tab.in_flight -= 1
+        tab.total += price
+        tab.compiles += price
+        tab.compiled.add(module)
+
     @staticmethod
     def owed(auth: Authorization, run, gateway: str | None = None) -> tuple[tuple[bytes, bytes], ...]:
         whose = parse_public_id(gateway) if gateway is not None else b""
@@ -272,7 +324,7 @@ class ProviderTabs:
         if tab.in_flight > tab.staged:
             raise Conflict(f"{tab.in_flight - tab.staged} calls are still running under this tab",
                            hint="close it in a moment")
-        if not tab.count:
+        if not tab.count and not tab.compiles:
             tab.closed = True
             self._tabs.pop(auth.id, None)
             self._remember_closed_empty(auth)
@@ -283,11 +335,18 @@ class ProviderTabs:
         first = not tab.closed  # else another close of it is countersigning now
         tab.closed = True  # no call starts under it any more
         _give_up(tab)
-        receipt = await self.ledger.countersign(self.node, auth, tab.total, {"fuel": tab.fuel, "invokes": tab.count},
-                                                verified=True, sender=sender)
+        # `compiles` only when there were any: a tab with none is what an older gateway closes, which knows no
+        # other meters (and never names a tab on a push: `compiled`).
+        usage = {"fuel": tab.fuel, "invokes": tab.count, **({"compiles": tab.compiles} if tab.compiles else {})}
+        receipt = await self.ledger.countersign(self.node, auth, tab.total, usage, verified=True, sender=sender)
         self._tabs.pop(auth.id, None)  # a closed tab is known by its receipt from now on
         self.prune(auth.id)  # its total is in the receipt: the run records have done their work
         return receipt, first
+
+
+def compile_price(size: int, price: int) -> int:
+    """What compiling a peer's module of `size` bytes costs it, at `price` micro-credits per million fuel."""
+    return price_compute(size * COMPILE_FUEL_PER_BYTE, price)
 
 
 def _give_up(tab: PeerTab) -> None:
@@ -304,4 +363,5 @@ def _check_gateway(tab: PeerTab, node: str | None, what: str) -> None:
                         f"{what} it", hint="a gateway opens its own tab (a fresh authorization)")
 
 
-__all__ = ["AUTH_ID_LEN", "JOB", "MAX_TAB_TTL", "PeerTab", "ProviderTabs", "TAB_TTL"]
+__all__ = ["AUTH_ID_LEN", "COMPILE_FUEL_PER_BYTE", "JOB", "MAX_TAB_TTL", "PeerTab", "ProviderTabs", "TAB_TTL",
+           "compile_price"]

@@ -17,6 +17,7 @@ Bacalhau job is billed for what ran before its client went away.  So the gateway
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -66,7 +67,8 @@ class CallSends:
         paid); an answer is the caller's to account, as `taken` does it: for a caller gone, `taken(answer)` then
         accounts it (raising once it accounted it lost) and returns the fuel it ran.  Cancelled: see the module
         docstring."""
-        sending = self.batcher.send(url, provider, body, wasm, wasi)
+        sending = self.batcher.send(url, provider, body, wasm, wasi,
+                                    functools.partial(self.tabs.compile_on, tab, str(body["call"]["module"])))
         try:
             return await sending.future  # (cancelled with its caller: the batcher takes back a call not sent)
         except asyncio.CancelledError:

@@ -42,6 +42,13 @@ call whose provider's record is checked is given only once that write is made (`
 it, compute/spot_checks.py).  A kill -9 loses none of it (each write is in the kernel's hands before it returns); a
 crash of the machine may lose the writes since the database's last synced write (the tally is then as it was then).
 
+A module a provider lacks is pushed naming the tab whose call found it lacking (`compile_on`): the provider charges
+compiling it on that tab, once, and its receipt says so (usage `compiles`, within its amount).  The tab holds that
+compile's price (`compile_price` of the module's length at the tab's price, computed here) from before the push is
+sent, on disk with its tally, and its receipt is paid up to the tally plus the compiles it claims, never more than
+those it was allowed: a provider that claims a compile not pushed on the tab, or more than its price, is refused as
+any inflated receipt is.  A receipt without `compiles` (an older provider's) charged none.
+
 A job's tab (`reserve_alone`) is its alone, and its authorization's job reference names it (`job_tab`:
 compute:rtab:job:JOB_ID), so both nodes' ledgers say which job each such payment was for.  It is shown to its
 provider before the job's record names it, and its run is asked for only once its bytes are sent: its tally counts
@@ -68,7 +75,7 @@ from typing import Any
 
 from .. import keys
 from ..db import Database, Error as DatabaseError
-from ..errors import PeerRefused, XscError
+from ..errors import InsufficientCredit, PeerRefused, XscError
 from ..units import counted
 from ..identity import public_id
 from ..ledger.core.model import (JOB_TAB_PREFIX, MAX_JOB_BYTES, Authorization, Receipt, encode_authorization,
@@ -79,7 +86,7 @@ from ..net.peer_client import PeerClient
 from ..ledger.receipts import receipt_check
 from ..tasks import Locks, in_pool, stop
 # What both sides agree on, kept with the provider's side (compute/provider_tabs.py).
-from .provider_tabs import JOB, TAB_TTL
+from .provider_tabs import JOB, TAB_TTL, compile_price
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +94,13 @@ JOB_TABS = JOB_TAB_PREFIX  # + the job's id: a job's tab (`reserve_alone`), so i
 TAB_CALLS = 16  # budgets one tab's cap covers (the most its provider may countersign; not held as such)
 INTERVAL = 1.0  # seconds a tab stays open at most
 TAB_METERS = frozenset({"fuel", "invokes"})
+TAB_OPTIONAL_METERS = frozenset({"compiles"})  # a receipt counts compiles only when there were any
 # A tab's tally on the gateway's disk: what the answers owe, the budgets of calls in flight or whose answer was
 # lost (they may have run), and how many calls of each.
 _TALLY = struct.Struct(">QQII")
+# A tab some module was pushed for: the same, then the compiles its provider may charge on it (8) and for how many
+# modules (4).
+_TALLY_COMPILES = struct.Struct(">QQIIQI")
 # A placed function's tab's: what its provider's reports said its requests cost, 0, how many requests they counted,
 # 0, and the budget of one request (what each request its receipt counts past the reports may have cost).
 _REPORTED = struct.Struct(">QQIIQ")
@@ -123,6 +134,20 @@ class OpenTab:
     checking: int = 0
     forged: int = 0  # answers its provider's records contradict
     unshown: int = 0  # answers whose record its provider never showed
+    compiles: int = 0  # what compiling the modules pushed naming it may cost (`GatewayTabs.compile_on`)
+    compiled: set[str] = field(default_factory=set)  # those modules (taken up from disk: only how many)
+    modules: int = 0  # how many
+
+    def may_compile(self, module: str, price: int) -> None:
+        """Its provider may charge compiling `module` on it, at most `price` (`GatewayTabs.compile_on`)."""
+        self.compiles += price
+        self.compiled.add(module)
+        self.modules += 1
+
+    @property
+    def room(self) -> int:
+        """What is left under its cap once what it owes, holds and may be charged for compiles is counted."""
+        return self.auth.cap - (self.metered + self.reserved + self.lost_budget + self.compiles)
 
     @property
     def unpayable(self) -> bool:
@@ -319,10 +344,27 @@ class GatewayTabs:
 
     def _usable(self, provider: str, price: int, budget: int) -> OpenTab | None:
         tab = self._open.get(provider)
-        if tab is None or tab.price != price or tab.metered + tab.reserved + tab.lost_budget + budget > tab.auth.cap \
-                or time.time() > tab.auth.expires_at - TAB_TTL / 2:
+        if tab is None or tab.price != price or budget > tab.room or time.time() > tab.auth.expires_at - TAB_TTL / 2:
             return None
         return tab
+
+    def compile_on(self, tab: OpenTab, module: str, wasm: bytes) -> str | None:
+        """The tab (its authorization id hex) a push of `module` (`wasm`) for a call on `tab` names for its provider to
+        charge compiling it on: `compile_price` of it at the tab's price held on it and on disk with its tally first.
+        None (charged on this node's trust line there, as an older gateway's push is): pushed naming this tab already,
+        no room left under its cap, or this node's user cannot hold it now."""
+        price = compile_price(len(wasm), tab.price)
+        try:
+            if module in tab.compiled or tab.per_request or tab.unpayable or price > tab.room:
+                return None
+            self.ledger.hold_for(tab.auth, price)
+        except InsufficientCredit as err:
+            log.info("compiling module %s on %s is charged on this node's line there: %s", module, tab.provider, err)
+            return None
+        tab.may_compile(module, price)
+        self._tally_changed(tab)
+        self.write_tallies()  # (raises if it fails: the push is not sent)
+        return tab.auth.id.hex()
 
     def answered(self, tab: OpenTab, budget: int, amount: int | None) -> None:
         """A call on `tab` ended: it owes `amount` (None: refused before it ran, or its answer was lost)."""
@@ -398,14 +440,16 @@ class GatewayTabs:
 
     async def _close(self, tab: OpenTab) -> None:
         with self.payments.working(tab.auth.id):  # from its end on, the retry may finish it
-            if tab.count == 0 and tab.unknown == 0:  # nothing ran under it: nothing will ever be countersigned
+            # Nothing ran or compiled under it: nothing will ever be countersigned.
+            if tab.count == 0 and tab.unknown == 0 and not tab.compiles:
                 await self._drop(tab)
                 return
             try:
                 url = self.peers.peer(tab.provider).url
                 try:
                     receipt = await close_tab(self.client, url, tab.provider, tab.hex,
-                                              check=receipt_check(tab.provider, tab.auth, meters=TAB_METERS))
+                                              check=receipt_check(tab.provider, tab.auth, meters=TAB_METERS,
+                                                                  optional=TAB_OPTIONAL_METERS))
                 except PeerRefused as err:
                     if not nothing_owed(err):
                         raise
@@ -509,7 +553,7 @@ class GatewayTabs:
             return None
         # A start must not fail on an unreadable one: the tab is then held to its cap, written as its tally (gone, the
         # next start would take the tab for one never shown and drop it, its provider unpaid for what ran).
-        if len(value) not in (_TALLY.size, _REPORTED.size, _UNPAYABLE.size):
+        if len(value) not in (_TALLY.size, _REPORTED.size, _UNPAYABLE.size, _TALLY_COMPILES.size):
             log.error("the tally of tab %s is unreadable (%d bytes): it is paid up to its cap", auth.id.hex(),
                       len(value))
             value = _REPORTED.pack(auth.cap, 0, 0, 0, 1)
@@ -544,31 +588,21 @@ class GatewayTabs:
         tab = self._unpaid.get(auth.id) or self._restored(auth)
         if tab is None:
             return True
-        tally = 0 if tab.unpayable else tab.metered + tab.lost_budget
-        if tab.per_request:
-            tally += max(0, dict(receipt.usage).get("invokes", 0) - tab.count) * tab.per_request
-        if receipt.amount <= tally:
+        refused = _over_tally(tab, receipt)
+        if refused is None:
             self._unpaid.pop(auth.id, None)  # the receipt is the one this authorization will ever have: it is paid
             return True
+        why, strike = refused
         self.refused_receipts += 1
-        counted = dict(receipt.usage).get("invokes", 0)
-        past = (f"; its receipt counts {counted}, each past those at most {format_credits(tab.per_request)}"
-                if tab.per_request else "")
-        checks = (f", {tab.forged} contradicted by its own records and {tab.unshown} whose record it never showed: "
-                  "nothing of it is owed" if tab.unpayable else "")
-        why = (f"countersigned {format_credits(receipt.amount)} credits for a tab of {tab.count} calls whose answers "
-               f"owed {format_credits(tab.metered)} ({tab.unknown} answers lost{checks}{past})")
         log.error("provider %s %s: refusing to pay it", tab.provider, why)
-        # A tab its checks made unpayable: a caught provider was struck then, and one that never showed a record is
-        # not struck; its receipt may count just what it ran.
-        if not tab.unpayable and _claims_what_it_did_not_do(tab, counted):
+        if strike:
             self.payments.on_strike(tab.provider, f"{why}: not paid")
         await self._drop(tab)
         return False
 
     async def _close_for_retry(self, provider: str, url: str, auth: Authorization) -> Receipt:
         return await close_tab(self.client, url, provider, encode_authorization(auth).hex(),
-                               check=receipt_check(provider, auth, meters=TAB_METERS))
+                               check=receipt_check(provider, auth, meters=TAB_METERS, optional=TAB_OPTIONAL_METERS))
 
     def start(self) -> None:
         """Take up the tallies of the tabs the last run left pending; delete those of tabs paid or dropped since; drop
@@ -657,14 +691,18 @@ def _taken_up(auth: Authorization, value: bytes, ledger: Any) -> OpenTab:
         ledger.unhold_for(auth, ledger.held_for(auth.id))
         return OpenTab(public_id(auth.payee), auth, 0, count=count, unknown=unknown, closing=True, forged=forged,
                        unshown=unshown)
-    metered, at_risk, count, unknown = _TALLY.unpack(value)
+    compiles = modules = 0
+    if len(value) == _TALLY_COMPILES.size:
+        metered, at_risk, count, unknown, compiles, modules = _TALLY_COMPILES.unpack(value)
+    else:
+        metered, at_risk, count, unknown = _TALLY.unpack(value)
     # The ledger held its cap again at the start; no receipt above the tally is paid (`_payable`), so the rest
     # of the cap is the payer's to spend now, not once the tab is closed.
-    over = ledger.held_for(auth.id) - (metered + at_risk)
+    over = ledger.held_for(auth.id) - (metered + at_risk + compiles)
     if over > 0:
         ledger.unhold_for(auth, over)
     return OpenTab(public_id(auth.payee), auth, 0, metered=metered, count=count, unknown=unknown,
-                   lost_budget=at_risk, closing=True)
+                   lost_budget=at_risk, closing=True, compiles=compiles, modules=modules)
 
 
 def job_tab(job: str) -> str:
@@ -682,8 +720,38 @@ def _tally(tab: OpenTab) -> bytes:
     if tab.unpayable:
         return _UNPAYABLE.pack(tab.count, tab.unknown + tab.in_flight, tab.forged, tab.unshown)
     if not tab.asked:
-        return _TALLY.pack(tab.metered, tab.lost_budget, tab.count, tab.unknown)
-    return _TALLY.pack(tab.metered, tab.lost_budget + tab.reserved, tab.count, tab.unknown + tab.in_flight)
+        metered, at_risk, count, unknown = tab.metered, tab.lost_budget, tab.count, tab.unknown
+    else:
+        metered, at_risk, count, unknown = (tab.metered, tab.lost_budget + tab.reserved, tab.count,
+                                            tab.unknown + tab.in_flight)
+    if tab.compiles:
+        return _TALLY_COMPILES.pack(metered, at_risk, count, unknown, tab.compiles, tab.modules)
+    return _TALLY.pack(metered, at_risk, count, unknown)
+
+
+def _over_tally(tab: OpenTab, receipt: Receipt) -> tuple[str, bool] | None:
+    """None if `receipt` is within `tab`'s tally (`GatewayTabs._payable`); else why not, and whether its provider is
+    struck for it.  The compiles it claims count up to what the modules pushed naming the tab cost, and no further: a
+    receipt that claims more compiles than that, or than its own amount, is refused whole."""
+    usage = dict(receipt.usage)
+    claimed, counted_calls = usage.get("compiles", 0), usage.get("invokes", 0)
+    tally = 0 if tab.unpayable else tab.metered + tab.lost_budget + min(claimed, tab.compiles)
+    if tab.per_request:
+        tally += max(0, counted_calls - tab.count) * tab.per_request
+    overclaimed = claimed > min(tab.compiles, receipt.amount)
+    if receipt.amount <= tally and not overclaimed:
+        return None
+    past = (f"; its receipt counts {counted_calls}, each past those at most {format_credits(tab.per_request)}"
+            if tab.per_request else "")
+    checks = (f", {tab.forged} contradicted by its own records and {tab.unshown} whose record it never showed: "
+              "nothing of it is owed" if tab.unpayable else "")
+    compiles = (f", {format_credits(claimed)} of it for compiles where the {counted(tab.modules, 'module')} pushed "
+                f"naming it cost at most {format_credits(tab.compiles)}" if claimed or tab.compiles else "")
+    why = (f"countersigned {format_credits(receipt.amount)} credits for a tab of {tab.count} calls whose answers "
+           f"owed {format_credits(tab.metered)} ({tab.unknown} answers lost{checks}{past}{compiles})")
+    # A tab its checks made unpayable: a caught provider was struck then, and one that never showed a record is not
+    # struck; its receipt may count just what it ran.
+    return why, not tab.unpayable and (overclaimed or _claims_what_it_did_not_do(tab, counted_calls))
 
 
 def _claims_what_it_did_not_do(tab: OpenTab, counted: int) -> bool:
@@ -698,4 +766,4 @@ def _claims_what_it_did_not_do(tab: OpenTab, counted: int) -> bool:
     return not tab.per_request and counted > tab.count + tab.unknown
 
 
-__all__ = ["GatewayTabs", "JOB_TABS", "OpenTab", "TAB_CALLS", "job_tab"]
+__all__ = ["GatewayTabs", "JOB_TABS", "OpenTab", "TAB_CALLS", "TAB_OPTIONAL_METERS", "job_tab"]

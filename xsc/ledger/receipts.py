@@ -27,9 +27,11 @@ RECEIPT_ANSWER = 16 * 1024
 
 
 def check_receipt(node_id: str, data: Any, auth: Authorization, amount: int | None = None,
-                  usage: dict[str, int] | None = None, *, meters: frozenset[str] | None = None) -> Receipt:
+                  usage: dict[str, int] | None = None, *, meters: frozenset[str] | None = None,
+                  optional: frozenset[str] = frozenset()) -> Receipt:
     """The receipt a payee sent back, checked to be for exactly what was asked: its authorization, its
-    payee, at most the cap, and the amount and usage asked (or, for metered work, only `meters`)."""
+    payee, at most the cap, and the amount and usage asked (or, for metered work, `meters` and maybe some of
+    `optional`: a meter a payee counts only when there is some of it)."""
     try:
         receipt = decode_entry(bytes.fromhex(data["receipt"]))  # type: ignore[index]
         check_publishable(receipt)
@@ -49,25 +51,28 @@ def check_receipt(node_id: str, data: Any, auth: Authorization, amount: int | No
     if amount is not None and (receipt.amount, dict(receipt.usage)) != (amount, dict(sorted((usage or {}).items()))):
         raise PeerRefused(f"node {node_id} countersigned {format_credits(receipt.amount)} credits for "
                           f"{dict(receipt.usage)}, not the {format_credits(amount)} for {usage} asked")
-    if meters is not None and set(dict(receipt.usage)) != meters:
-        raise PeerRefused(f"node {node_id} countersigned usage {dict(receipt.usage)}, not of {sorted(meters)}")
+    if meters is not None and not meters <= set(dict(receipt.usage)) <= meters | optional:
+        also = f" (and maybe {sorted(optional)})" if optional else ""
+        raise PeerRefused(f"node {node_id} countersigned usage {dict(receipt.usage)}, not of {sorted(meters)}{also}")
     return receipt
 
 
 def answered_receipt(response: PeerResponse, node_id: str, auth: Authorization, amount: int | None = None,
-                     usage: dict[str, int] | None = None, *, meters: frozenset[str] | None = None) -> Receipt:
+                     usage: dict[str, int] | None = None, *, meters: frozenset[str] | None = None,
+                     optional: frozenset[str] = frozenset()) -> Receipt:
     """`check_receipt` of a payee's answer: one that does not check is struck against the node that gave it."""
     answer = response.json()  # not JSON: struck there
     try:
-        return check_receipt(node_id, answer, auth, amount, usage, meters=meters)
+        return check_receipt(node_id, answer, auth, amount, usage, meters=meters, optional=optional)
     except PeerRefused as exc:
         raise response.shapeless(exc.message, **exc.details) from None
 
 
-def receipt_check(node_id: str, auth: Authorization, *, meters: frozenset[str]) -> Callable[[PeerResponse], Receipt]:
+def receipt_check(node_id: str, auth: Authorization, *, meters: frozenset[str],
+                  optional: frozenset[str] = frozenset()) -> Callable[[PeerResponse], Receipt]:
     """The receipt of metered work read from its payee's answer (a tab's close: net/compute.py `close_tab`'s
     `check`), struck if it does not check."""
-    return lambda response: answered_receipt(response, node_id, auth, meters=meters)
+    return lambda response: answered_receipt(response, node_id, auth, meters=meters, optional=optional)
 
 
 async def ask_receipt(client: PeerClient, url: str, payee_node_id: str, authorization: Authorization, amount: int,

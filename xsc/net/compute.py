@@ -118,8 +118,15 @@ def _refused(url: str, err: PeerRefused) -> PeerError:
     return err
 
 
-async def push_module(client: PeerClient, url: str, provider: str, wasm: Callable[[], bytes], wasi: bool) -> None:
-    await client.request(url, "PUT", MODULES_PATH + ("?wasi=true" if wasi else ""), data=wasm(), to=provider,
+async def push_module(client: PeerClient, url: str, provider: str, wasm: Callable[[], bytes], wasi: bool,
+                      charge: Callable[[bytes], str | None] | None = None) -> None:
+    """Send `provider` a module it asked for (`wasm()`).  `charge(module bytes)`: the tab (its authorization id hex)
+    its compile is to be charged on, made ready to pay it before the push is sent; None: no tab is named (the
+    provider then charges it on this node's trust line there)."""
+    data = wasm()
+    tab = charge(data) if charge is not None else None
+    query = "&".join((["wasi=true"] if wasi else []) + ([f"tab={tab}"] if tab is not None else []))
+    await client.request(url, "PUT", MODULES_PATH + (f"?{query}" if query else ""), data=data, to=provider,
                          max_size=MODULE_ANSWER, timeout=max(client.timeout, PUSH_TIMEOUT))
 
 
@@ -174,6 +181,7 @@ class Sending:
     sent: bool = False
     pushed: bool = False  # its module was pushed once: a second module-not-found is the answer
     late: Callable[[Any], None] | None = None
+    charge: Callable[[bytes], str | None] | None = None  # the tab a push of its module names (`push_module`)
 
     def unwanted(self) -> bool:
         """Taken back by its caller, or its answer told already."""
@@ -238,12 +246,14 @@ class InvokeBatcher:
             self._fail_queue(lane)
         await stop(*self._batches, *self._pushes.values())  # (a call waiting for a push: not sent)
 
-    def send(self, url: str, provider: str, body: dict, wasm: Callable[[], bytes], wasi: bool) -> Sending:
+    def send(self, url: str, provider: str, body: dict, wasm: Callable[[], bytes], wasi: bool,
+             charge: Callable[[bytes], str | None] | None = None) -> Sending:
         """Ask `provider` to run one tab call (`body`, with "tab": true): its answer, checked to hold a run and a
         tab, comes on the `Sending`'s future.  A provider that lacks the module is sent it (`wasm()`, one push per
-        module at a time) and asked again, once.  No task is started for the call: it goes with a request's."""
+        module at a time, its compile charged on the tab `charge` names: `push_module`) and asked again, once.  No
+        task is started for the call: it goes with a request's."""
         future = asyncio.get_running_loop().create_future()
-        sending = Sending(codec.dumps(body), str(body["call"]["module"]), wasm, wasi, future)
+        sending = Sending(codec.dumps(body), str(body["call"]["module"]), wasm, wasi, future, charge=charge)
         self._go(url, provider, sending)
         return sending
 
@@ -306,7 +316,7 @@ class InvokeBatcher:
         pushing = self._pushes.get(key)
         if pushing is None:  # calls of one batch that all lacked the module push it once
             pushing = self._pushes[key] = asyncio.ensure_future(push_module(self.client, url, provider,
-                                                                            sending.wasm, sending.wasi))
+                                                                            sending.wasm, sending.wasi, sending.charge))
             pushing.add_done_callback(lambda _: self._pushes.pop(key, None))
         pushing.add_done_callback(lambda done: self._pushed(url, provider, sending, done))
 

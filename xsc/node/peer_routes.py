@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..compute.paid import MAX_PUSHED_BYTES
+from ..compute.pushes import MAX_PUSHED_BYTES
 from ..ledger.receipts import RECEIPTS_PATH
 from ..net.functions import FUNCTION_PATH, FUNCTIONS_PATH
 from ..net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MODULES_PATH, PROVENANCE_PATH, TAB_CLOSE_PATH

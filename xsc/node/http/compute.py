@@ -12,7 +12,7 @@ from ...compute import module_too_large
 from ...compute.job_cancels import asking
 from ...compute.jobs import MAX_LISTED
 from ...compute.maps import MAX_MAP_BODY
-from ...compute.paid import MAX_PUSHED_BYTES
+from ...compute.pushes import MAX_PUSHED_BYTES
 from ...errors import BodyTimeout, Forbidden, PayloadTooLarge
 from ...net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MAX_BATCH_CALLS, MODULES_PATH, PROVENANCE_PATH
 from ...storage.holder import MIN_UPLOAD_RATE
@@ -88,7 +88,7 @@ async def get_provenance(request: web.Request) -> web.Response:
 # --- peer API: a provider runs a call a gateway matched here ------------------------------------
 def _asked_for_a_module(request: web.Request, sender: str, size: int) -> None:
     """A push is read only from a gateway this node asked for a module, and only up to a peer module's size."""
-    if not request.app[NODE].paid.awaits(sender):
+    if not request.app[NODE].paid.pushes.awaits(sender):
         raise Forbidden("this node did not ask for this module")
     if size > MAX_PUSHED_BYTES:
         raise module_too_large(size, MAX_PUSHED_BYTES)
@@ -97,8 +97,9 @@ def _asked_for_a_module(request: web.Request, sender: str, size: int) -> None:
 @routes.put(MODULES_PATH)
 @peer_auth.before_body(_asked_for_a_module)
 async def receive_module(request: web.Request) -> web.Response:
-    answer, created = await request.app[NODE].paid.receive_module(peer_auth.peer_id(request), await read_body(request),
-                                                                      wasi=request.query.get("wasi") == "true")
+    answer, created = await request.app[NODE].paid.pushes.receive(peer_auth.peer_id(request), await read_body(request),
+                                                                  wasi=request.query.get("wasi") == "true",
+                                                                  tab=request.query.get("tab"))
     return json_response(answer, status=201 if created else 200)
 
 

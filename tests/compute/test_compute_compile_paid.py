@@ -1,0 +1,226 @@
+"""A module a gateway pushes is compiled at a price paid with the tab whose call asked for it (compute/pushes.py,
+provider_tabs.py, remote_tabs.py), on real nodes: a stranger's gateway that paid every tab owes its provider nothing
+for the compile; a provider that claims a compile it was not allowed (more than its price, twice, on a tab no push
+named, or a receipt whose `compiles` does not add up) is not paid that tab; a gateway that names a tab no call of
+its asked for, or a tab twice for one module, is refused.  A push naming no tab (an older gateway's) and a receipt
+without `compiles` (an older provider's) are still taken."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from tests.support.attacks import INVOKE_PRICE
+from tests.support.compute import deploy, invoke, module_id, peer_with_provider, wasm
+from tests.support.jobs import balances, settled
+from tests.support.nodes import close_node
+from tests.support.waiting import eventually_async
+
+from xsc.compute.provider_tabs import JOB, compile_price
+from xsc.identity import Identity, sign_request
+from xsc.ledger.core.model import authorize, decode_entry, encode_authorization
+from xsc.net.compute import INVOKE_PATH, MODULES_PATH, TAB_CLOSE_PATH
+from xsc.node import CLIENT_IDENTITY, IDENTITY
+from xsc.node.appkeys import NODE
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+PRICE = 40  # per million fuel: the provider's only ask and the gateway's bid
+COMPILED = compile_price(len(wasm("add")), PRICE)
+NO_MEMORY_PRICE = {"compute": {"memory_price": 0}}  # a call's budget is then its fuel's price alone
+
+
+async def _pair(node_factory, name: str = "a"):
+    """A stranger's gateway `a` (it offers no compute: its calls run on `b`) and the provider `b`, which gives no
+    credit to strangers and a credit line to `a` once its user recognises it; the module `add` deployed on `a`."""
+    a = await node_factory(name, **QUIET, market={"offer_compute": False, "compute_bid": PRICE}, **NO_MEMORY_PRICE)
+    b = await node_factory("b", **QUIET, ledger={"stranger_credit": 0}, **NO_MEMORY_PRICE,
+                           market={"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE})
+    await peer_with_provider(a, b)
+    response = await b.post("/v1/market/recognize", json={"peer": a.app[IDENTITY].id, "weight": "1",
+                                                          "credit": 10**9})
+    assert response.status == 200, await response.text()
+    return a, b, await deploy(a, "add")
+
+
+async def _add(a, b, module: str) -> dict:
+    status, body = await invoke(a, module, "add", 1, 2)
+    assert status == 200 and body["provider"] == b.app[IDENTITY].id, body
+    return body
+
+
+def _countersigning(b, monkeypatch, change) -> None:
+    """`b` countersigns each tab's receipt as `change(amount, usage)` makes it (a provider that lies)."""
+    ledger = b.app[NODE].ledger
+    honest = ledger.countersign
+
+    async def lying(payee, authorization, amount, usage, **kwargs):
+        return await honest(payee, authorization, *change(amount, dict(usage)), **kwargs)
+
+    monkeypatch.setattr(ledger, "countersign", lying)
+
+
+def _strikes(a, monkeypatch) -> list[str]:
+    struck: list[str] = []
+    monkeypatch.setattr(a.app[NODE].quarantine, "strike", lambda node, why, **kw: struck.append(node) or False)
+    return struck
+
+
+async def test_a_pushed_modules_compile_is_paid_with_the_tab_that_asked_for_it(node_factory) -> None:
+    a, b, module = await _pair(node_factory)
+    before = balances(a, b)
+    body = await _add(a, b, module)
+    await settled(a)  # every tab of `a` closed and paid
+    line = b.app[NODE].trust.line(a.app[IDENTITY].id)
+    # What `b` did for `a` (the call, and compiling the module `a` pushed) is all paid: nothing of it stays owed.
+    assert (line["used"], line["paid"]) == (body["charge"] + COMPILED,) * 2, line
+    paid = before[0] - balances(a, b)[0]
+    assert paid == body["charge"] + COMPILED and balances(a, b)[1] - before[1] == paid
+    # `a`'s ledger says so: the tab's payment carries the compile in its amount and its usage.
+    history = await (await a.get("/v1/ledger/accounts/client/history")).json()
+    [payment] = [e for e in history["entries"] if e["kind"] == "payment"]
+    assert (payment["amount"], payment["usage"]) == (paid, {"fuel": body["fuel_consumed"], "invokes": 1,
+                                                            "compiles": COMPILED}), payment
+    payments = await (await a.get("/v1/ledger/payments")).json()
+    assert payments["pending"] == [] and payments["dropped"] == [], payments
+    # A second tab's call finds the module there: nothing more is compiled, nor charged.
+    body = await _add(a, b, module)
+    await settled(a)
+    assert b.app[NODE].trust.line(a.app[IDENTITY].id)["used"] == b.app[NODE].trust.line(a.app[IDENTITY].id)["paid"]
+
+
+async def test_a_gateway_that_stops_before_paying_pays_the_compile_after_its_restart(node_factory) -> None:
+    a, b, module = await _pair(node_factory)
+    a.app[NODE].paid.gateway_tabs.interval = 3600  # its tab stays open until the stop
+    before = balances(a, b)
+    body = await _add(a, b, module)
+    # The open tab holds what its call owes and what the compile may cost (`xsc ledger payments`).
+    [pending] = (await (await a.get("/v1/ledger/payments")).json())["pending"]
+    assert pending["amount"] == body["charge"] + COMPILED, pending
+    await close_node(a)  # the tab is left to the next start, its tally (with the compile it allowed) on disk
+    a = await node_factory("a", **QUIET, market={"offer_compute": False, "compute_bid": PRICE}, **NO_MEMORY_PRICE,
+                           ledger={"settle_retry_interval": 0.3})
+    await eventually_async(lambda: a.app[NODE].ledger.pending() == [], "the tab paid by the retry", 30)
+    assert before[0] - balances(a, b)[0] == body["charge"] + COMPILED
+    assert a.app[NODE].paid.gateway_tabs.refused_receipts == 0
+
+
+async def test_a_receipt_without_compiles_is_an_older_providers_and_is_paid_as_it_says(node_factory,
+                                                                                       monkeypatch) -> None:
+    a, b, module = await _pair(node_factory)
+    pushes = b.app[NODE].paid.pushes
+    receive = pushes.receive
+    # An older provider does not know a push's tab: it charges the compile on the line alone.
+    monkeypatch.setattr(pushes, "receive", lambda gateway, data, *, wasi, tab=None: receive(gateway, data, wasi=wasi))
+    before = balances(a, b)
+    body = await _add(a, b, module)
+    await settled(a)
+    assert before[0] - balances(a, b)[0] == body["charge"]
+    assert a.app[NODE].paid.gateway_tabs.refused_receipts == 0
+    assert a.app[NODE].ledger.held(a.app[CLIENT_IDENTITY].public_key) == 0  # the compile it held for is released
+
+
+async def test_a_compile_its_tab_has_no_room_for_is_charged_on_the_line_alone(node_factory) -> None:
+    a, b, module = await _pair(node_factory)
+    before = balances(a, b)
+    # A call of so little fuel that its tab's cap (16 such budgets) is less than the compile: the push names no tab.
+    status, body = await invoke(a, module, "add", 1, 2, fuel=1000)
+    assert status == 200 and body["provider"] == b.app[IDENTITY].id, body
+    await settled(a)
+    assert before[0] - balances(a, b)[0] == body["charge"] and a.app[NODE].paid.gateway_tabs.refused_receipts == 0
+    line = b.app[NODE].trust.line(a.app[IDENTITY].id)
+    assert (line["used"], line["paid"]) == (body["charge"] + COMPILED, body["charge"]), line  # as an older gateway's
+
+
+async def _refused(node_factory, monkeypatch, change, *, tabs: int = 1) -> None:
+    """`b` countersigns its receipts as `change` makes them: `a` pays the tab that asked for the push only if the
+    lie is on a later tab (`tabs` of them, the last lied about), and never the one lied about; `b` is struck."""
+    a, b, module = await _pair(node_factory)
+    struck = _strikes(a, monkeypatch)
+    before = balances(a, b)
+    charges = []
+    for n in range(tabs):
+        if n == tabs - 1:
+            _countersigning(b, monkeypatch, change)
+        charges.append((await _add(a, b, module))["charge"])
+        await settled(a)
+    honest = sum(charges[:-1]) + (COMPILED if tabs > 1 else 0)
+    assert before[0] - balances(a, b)[0] == honest
+    assert a.app[NODE].paid.gateway_tabs.refused_receipts == 1 and struck == [b.app[IDENTITY].id]
+
+
+async def test_a_compile_claimed_above_its_price_is_not_paid(node_factory, monkeypatch) -> None:
+    await _refused(node_factory, monkeypatch, lambda amount, usage: (
+        (amount + 1, {**usage, "compiles": usage["compiles"] + 1}) if "compiles" in usage else (amount, usage)))
+
+
+async def test_a_compile_charged_twice_on_one_tab_is_not_paid(node_factory, monkeypatch) -> None:
+    await _refused(node_factory, monkeypatch, lambda amount, usage: (
+        (amount + usage["compiles"], {**usage, "compiles": 2 * usage["compiles"]}) if "compiles" in usage
+        else (amount, usage)))
+
+
+async def test_a_compile_charged_again_on_a_later_tab_is_not_paid(node_factory, monkeypatch) -> None:
+    await _refused(node_factory, monkeypatch, lambda amount, usage: (amount + COMPILED, {**usage, "compiles": COMPILED}),
+                   tabs=2)
+
+
+async def test_a_receipt_whose_compiles_do_not_add_up_is_not_paid(node_factory, monkeypatch) -> None:
+    # The compile in its amount but not in its usage: more than the calls' answers owed.
+    await _refused(node_factory, monkeypatch, lambda amount, usage: (
+        amount, {k: v for k, v in usage.items() if k != "compiles"}))
+
+
+async def test_a_receipt_claiming_more_compiles_than_its_amount_is_not_paid(node_factory, monkeypatch) -> None:
+    await _refused(node_factory, monkeypatch, lambda amount, usage: (
+        (amount - usage["compiles"] // 2, usage) if "compiles" in usage else (amount, usage)))
+
+
+# --- a hostile gateway, on the provider ------------------------------------------------------------------------
+async def _peer(node, gateway: Identity, method: str, path: str, body: bytes) -> tuple[int, dict]:
+    headers = sign_request(gateway, method, path, body, receiver=node.app[IDENTITY].id)
+    response = await node.request(method, path, data=body, headers={**headers, "Authorization": ""})
+    return response.status, await response.json()
+
+
+def _tab(node, gateway: Identity):
+    return authorize(gateway, node.app[IDENTITY].public_key, 10**13, JOB, int(time.time()) + 600, os.urandom(16))
+
+
+def _call(tab, module: str) -> bytes:
+    return json.dumps({"call": {"module": module, "function": "add", "args": [1, 2], "fuel": 1_000_000},
+                       "price": INVOKE_PRICE, "authorization": encode_authorization(tab).hex(), "deal": {},
+                       "tab": True}).encode()
+
+
+async def test_a_push_is_charged_only_on_a_tab_that_asked_for_it_and_once(node_factory) -> None:
+    node = await node_factory()
+    gateway, module = Identity.generate(), module_id("add")
+    asked, other = _tab(node, gateway), _tab(node, gateway)
+    price = compile_price(len(wasm("add")), INVOKE_PRICE)
+    line = node.app[NODE].trust.line
+    status, problem = await _peer(node, gateway, "POST", INVOKE_PATH, _call(asked, module))
+    assert status == 404 and problem["code"] == "module-not-found", problem
+    # A tab no call of the gateway's asked for the module under: refused, nothing compiled nor used.
+    status, problem = await _peer(node, gateway, "PUT", f"{MODULES_PATH}?tab={other.id.hex()}", wasm("add"))
+    assert status == 403 and "asked for module" in problem["detail"], problem
+    assert node.app[NODE].compute.modules() == [] and line(gateway.id)["used"] == 0
+    status, problem = await _peer(node, gateway, "POST", INVOKE_PATH, _call(asked, module))
+    assert status == 404, problem
+    status, answer = await _peer(node, gateway, "PUT", f"{MODULES_PATH}?tab={asked.id.hex()}", wasm("add"))
+    assert status == 201 and answer["charged"] == {"tab": asked.id.hex(), "amount": price}, answer
+    status, ran = await _peer(node, gateway, "POST", INVOKE_PATH, _call(asked, module))
+    assert status == 200, ran
+    # The module removed and asked for again under the same tab: a second compile is not charged on it.
+    assert await node.app[NODE].paid.pushes.sweep(time.time() + 2 * 3600) == [module]
+    status, problem = await _peer(node, gateway, "POST", INVOKE_PATH, _call(asked, module))
+    assert status == 404, problem
+    status, problem = await _peer(node, gateway, "PUT", f"{MODULES_PATH}?tab={asked.id.hex()}", wasm("add"))
+    assert status == 409 and "compiled on the tab" in problem["detail"], problem
+    # The tab's receipt: its run, and the compile once.
+    body = json.dumps({"authorization": encode_authorization(asked).hex()}).encode()
+    status, closed = await _peer(node, gateway, "POST", TAB_CLOSE_PATH, body)
+    assert status == 200, closed
+    receipt = decode_entry(bytes.fromhex(closed["receipt"]))
+    assert (receipt.amount, dict(receipt.usage)) == (ran["run"]["charge"] + price, {
+        "fuel": ran["run"]["fuel_consumed"], "invokes": 1, "compiles": price})
