@@ -101,6 +101,42 @@ def test_s3_ls_lines_up_keys_with_emoji_and_cjk() -> None:
     assert {_width(row[:row.index("2023-")]) for row in rows} == {_width(header[:header.index("modified")])}, shown.stdout
 
 
+def _history(*jobs: str) -> dict:
+    """An account's entries, one a job reference: what a node answers `ledger history`."""
+    entries = [{"seq": n + 1, "settled_at": 1_700_000_000, "kind": "payment", "payee": "p" * 52, "payer": "a" * 52,
+                "delta": -1_000 * (n + 1), "job": job, "id": f"{n:x}" * 64, "usage": {"byte_hours": 47_529_798}}
+               for n, job in enumerate(jobs)]
+    return {"entries": entries[::-1], "account": {"account": "a" * 52, "balance": 0, "seq": len(jobs) + 40}}
+
+
+STORE_JOB = f"store:{'s' * 52}:3:1700000000:1700003600"  # a storage deal's payment: longer than 80 columns
+
+
+def test_ledger_history_at_80_columns_keeps_the_job_whole_under_its_row() -> None:
+    history = _history("prepay", STORE_JOB, *(f"job-{n}" for n in range(30)))
+    with serving(json_answer(history)) as url:
+        shown = {env.get("COLUMNS"): xsc("ledger", "history", "--node", url, env={**TOKEN, **env})
+                 for env in ({"COLUMNS": "80"}, {}, {"COLUMNS": "200"})}
+        wide = xsc("ledger", "history", "account-x", "--node", url, env=TOKEN)
+    for columns in ("80", None):  # a terminal of 80 columns, and piped
+        out = shown[columns]
+        assert out.exit_code == 0, out.output
+        ids = {"p" * 52, STORE_JOB, *(e["id"] for e in history["entries"])}
+        _fits(out.stdout, ids)
+        under = [line.strip().rstrip(",") for line in out.stdout.splitlines() if line.startswith("    ")]
+        assert f"job {STORE_JOB}" in under and "job prepay" in under, out.stdout  # labelled, whole
+        assert all(f"job job-{n}" in under for n in range(30)), out.stdout
+        header = next(line for line in out.stdout.splitlines() if line.startswith("seq "))
+        assert header.split() == ["seq", "settled", "(UTC)", "kind", "credits", "usage"], out.stdout  # none left out
+    roomy = shown["200"].stdout.splitlines()
+    assert roomy[1].split()[-1] == "job", roomy  # in its column when it fits
+    assert any(line.split()[-1] == STORE_JOB for line in roomy if not line.startswith("    ")), roomy
+    # the entries left out, and the command that shows them whole on a line (the account named as it was given)
+    assert shown[None].stdout.splitlines()[-1] == "more: xsc ledger history --limit 72", shown[None].stdout
+    assert wide.stdout.splitlines()[-1] == "more: xsc ledger history account-x --limit 72", wide.stdout
+    assert "40 older entries not shown" in shown[None].stdout
+
+
 def test_ledger_payments_keeps_the_job_label_on_the_line_of_its_value() -> None:
     tab = {"authorization": "1" * 64, "node": "b" * 52, "job": f"compute:rtab:fn:{'a' * 52}:hello",
            "amount": 4_819_200, "cap": 4_819_200, "expires_at": 1_796_099_980, "live": True}

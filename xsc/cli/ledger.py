@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from datetime import datetime, timezone
 
 import click
@@ -110,22 +111,25 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
             "job" if "for_job" in e else e["job"]
         rows.append((e["seq"], _time(e["settled_at"]), e["kind"], other, _signed(e["delta"]),
                      _usage(e["usage"]), job, e.get("for_job"), e.get("covers"), e["id"]))
-    # A job's id, as every id, whole: in a column of its own (on a line under its row on a narrow terminal), not in
-    # the job column, which is the first left out.
+    # A job's id, as every id, whole: in a column of its own (on a line under its row on a narrow terminal).  The job
+    # column is never left out (what an entry paid for): a job reference too long to go beside the figures (a
+    # storage deal's `store:<storage index>:<share>:<from>:<to>`) goes under its row, whole, as the ids do.
     for_jobs = [Col("job id", keep=True, under=True)] if any("for_job" in e for e in entries) else []
     # Wrapped between items, never narrower than the longest (with its comma): an item is never broken.
     item = max((len(used) + 1 for row in rows if isinstance(row[5], list) for used in row[5]), default=12)
     table([Col("seq", right=True), Col("settled (UTC)", drop=2), Col("kind"),
            Col("counterparty", keep=True, under=True),
            Col("credits", right=True, keep=True), Col("usage", wrap=max(12, item), drop=1),
-           Col("job", keep=True, drop=3),
+           Col("job", keep=True, under=2),
            *for_jobs, Col("root", keep=True, under=True), Col("entry", keep=True, under=True)],
           [row if for_jobs else row[:7] + row[8:] for row in rows],
           title=f"account {info['account']['account']} — balance {format_credits(info['account']['balance'])} credits",
           wide=wide)
     hidden = max(0, info["account"]["seq"] - len(entries)) if info["account"].get("seq") else 0
-    if hidden:
-        prose(f"{counted(hidden, 'older entry', 'older entries')} not shown (show more with --limit N)", wide=wide)
+    if hidden:  # the command that shows them, whole on a line of its own (as `compute jobs` says its next page)
+        prose(f"{counted(hidden, 'older entry', 'older entries')} not shown", wide=wide)
+        named = "" if account == "client" else f" {shlex.quote(account)}"
+        click.echo(f"more: xsc ledger history{named} --limit {min(len(entries) + hidden, 10_000)}")
     for e in entries:
         if e.get("covered"):
             n = len(e["covered"])
