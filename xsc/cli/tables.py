@@ -167,7 +167,7 @@ def table(columns: Sequence[Col | str], rows: Iterable[Iterable[Any]], title: st
     rows = [list(row) for row in rows]
     items = [[[_one_line(str(x)) for x in v] if isinstance(v, list) else None for v in row] for row in rows]
     data = [[", ".join(listed) if listed is not None else "" if v is None else _one_line(str(v))
-             for v, listed in zip(row, cells_)] for row, cells_ in zip(rows, items)]
+             for v, listed in zip(row, lists)] for row, lists in zip(rows, items)]
     width = None if wide else terminal_width() or piped
     shown = list(range(len(cols)))
     natural = [max([cells(c.name)] + [cells(r[i]) for r in data]) for i, c in enumerate(cols)]
