@@ -40,9 +40,11 @@ def test_check_says_present_and_verify_names_bad_blocks(thread_node) -> None:
     verify = node.xsc("store", "verify", cap)
     assert verify.exit_code == 1  # not healthy
     assert "bad block in segment 3" in verify.stdout and "bad block in segment 0" in verify.stdout
-    assert verify.stdout.splitlines()[-2:] == [  # and the command that mends it, the capability whole
+    said = verify.stdout.splitlines()  # (piped: the sentence wrapped to 80 columns between words)
+    assert [" ".join(said[-3:-1]), said[-1]] == [  # and the command that mends it, the capability whole
         "4 of 6 shares intact: recoverable; bad blocks: share 1 segment 3, share 4 segment 0; rebuild them with:",
-        f"    xsc store repair {cap}"]
+        f"    xsc store repair {cap}"], verify.stdout
+    assert all(len(line) <= 80 for line in said[-3:-1]), verify.stdout
     report = json.loads(node.xsc("store", "verify", cap, "--json").stdout)
     assert {s["share"]: s["bad_blocks"] for s in report["shares"] if s["bad_blocks"]} == {1: [3], 4: [0]}
 

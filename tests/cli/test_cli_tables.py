@@ -264,7 +264,7 @@ def test_devnet_status_shows_name_pid_state_and_each_id_and_data_dir_whole(tmp_p
     (tmp_path / "devnet.json").write_text(json.dumps({"nodes": nodes}))
     out = xsc("devnet", "status", "--dir", str(tmp_path), env=NARROW)
     assert out.exit_code == 0, out.output
-    _fits(out.stdout, *(n["data_dir"] for n in nodes))
+    _fits(out.stdout, *(f"data dir {n['data_dir']}" for n in nodes))  # the label on the line of its path, whole
     rows = [line.split() for line in out.stdout.splitlines() if line.startswith("node-")]
     assert [r[:4] for r in rows] == [[f"node-{i}", "DOWN", str(999_990 + i), nodes[i]["url"]] for i in range(3)]
     words = out.stdout.replace(",", " ").split()
@@ -352,14 +352,16 @@ def test_market_explain_and_ledger_verify_wrap_their_sentences_between_words(thr
     assert need, refused.stderr
     need = need.group(0)
     for args in (("market", "explain", need), ("ledger", "verify")):
-        whole = node.xsc(*args)  # not a terminal: each sentence on one line, for scripts that grep it
-        narrow = node.xsc(*args, env=NARROW)
-        assert whole.exit_code == narrow.exit_code == 0, narrow.output
+        whole = node.xsc(*args, env={"COLUMNS": "1000"})
+        narrow, piped = node.xsc(*args, env=NARROW), node.xsc(*args)  # piped: 80 columns too (scripts have --json)
+        assert whole.exit_code == narrow.exit_code == piped.exit_code == 0, narrow.output
         _fits(narrow.stdout)
+        _fits(piped.stdout)
         assert max(map(len, whole.stdout.splitlines())) > 80, whole.stdout  # so there was something to wrap
         assert len(narrow.stdout.splitlines()) > len(whole.stdout.splitlines()), narrow.stdout
         if args[0] == "market":  # (verify's says how long it took: not the same twice)
             assert narrow.stdout.split() == whole.stdout.split(), narrow.stdout
+            assert piped.stdout == narrow.stdout, piped.stdout
 
 
 def test_a_terminal_narrower_than_the_indent_of_a_line_under_a_row_gets_no_traceback(thread_node) -> None:
@@ -596,7 +598,7 @@ def test_ledger_verify_says_each_count_in_the_singular_for_one() -> None:
     report = {"ok": True, "entries": 1, "accounts": 1, "signatures": 1, "seconds": 0.5, "balance_sum": 0,
               "open_transfers": 1, "violations": []}
     with serving(json_answer(report)) as url:
-        shown = xsc("ledger", "verify", "--node", url, env={"XSC_TOKEN": "t"})
+        shown = xsc("ledger", "verify", "--node", url, env={"XSC_TOKEN": "t", "COLUMNS": "200"})
     assert shown.exit_code == 0, shown.output
     assert shown.stdout.startswith("checked 1 entry in 1 chain, 1 signature, in 0.50 s (2 entries/s); balances sum "
                                    "to 0.000000, 1 transfer with the other half held elsewhere\n"), shown.stdout

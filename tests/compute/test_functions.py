@@ -733,8 +733,9 @@ def test_the_functions_table_fits_80_columns_with_a_name_as_long_as_names_go_who
     assert [line.split()[0] for line in lines if not line.startswith(" ")] == ["name", "hello", "site"], lines
     assert node.xsc("compute", "serve", long, str(WASM / "cgi.wasm")).returncode == 0
     lines = node.xsc("compute", "functions", env={"COLUMNS": "80"}).stdout.decode().splitlines()
-    # (a URL is whole too: the long name's, 94 characters, on a line of its own)
-    assert all(len(line) <= 80 or line.strip() == f"http://{node.config.node.web_listen}/fn/{long}/" for line in lines)
+    # (a URL is whole too: the long name's, 94 characters, on a line of its own beside its label)
+    assert all(len(line) <= 80 or line.strip() == f"served at http://{node.config.node.web_listen}/fn/{long}/"
+               for line in lines), lines
     under = [item.strip() for line in lines for item in line.split(",")]
     assert {f"name {name}" for name in (long, "hello", "site")} <= set(under), lines
     assert node.xsc("compute", "unserve", long).returncode == 0  # the name as the table gave it

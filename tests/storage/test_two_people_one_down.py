@@ -35,7 +35,7 @@ def test_a_file_whose_holder_is_down_is_reported_with_that_node_named(tmp_path, 
     for share in unfound:  # the four shares on A: B could not ask A, and says so
         assert share["detail"] == (f"unreadable: no node this one could ask holds it; node {id_a}, which it knows, "
                                    "is not up"), share
-    table = b.xsc("store", "check", cap).stdout.decode()
+    table = " ".join(b.xsc("store", "check", cap).stdout.decode().split())  # (piped: wrapped to 80 columns)
     assert "on node (none found)" not in table and f"node {id_a}, which it knows, is not up" in table, table
 
     got = b.xsc("store", "get", cap, "-o", str(tmp_path / "out"))

@@ -31,7 +31,8 @@ def xsc_in_process(*args: str, input: bytes | None = None,
                    env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run `xsc ARGS` in this process; its outcome as a CompletedProcess (stdout and stderr are bytes)."""
     saved = sys.argv
-    # Output to a pipe: tables whole, whatever COLUMNS this process has (pytest-xdist workers export 80).
+    # Output to a pipe (tables fitted to PIPE_WIDTH, one line a job), whatever COLUMNS this process has (pytest-xdist
+    # workers export 80).
     with CliRunner().isolation(input=input, env={"COLUMNS": None, **(env or {})}) as (out, err, _):
         sys.argv = ["xsc", *args]
         try:

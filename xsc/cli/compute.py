@@ -11,7 +11,7 @@ import click
 
 from ..errors import InvalidArgument, ModuleNotFound, Trap
 from . import GroupWithLazyModules
-from .output import (PIPE_WIDTH, Col, Duration, PassesArgs, emit_json, json_option, key_values, path_id, program_output,
+from .output import (Col, Duration, PassesArgs, emit_json, json_option, key_values, path_id, program_output,
                      table, wide_option)
 from .wasm_files import read_module
 
@@ -177,7 +177,7 @@ def modules(obj, as_json: bool) -> None:
           [(m["id"], " ".join(filter(None, (m.get("name"), m.get("version")))) or "-",
             m.get("status", "active") + (" (pushed)" if m.get("pushed_by") else ""), m["size"], m["invocations"],
             m["first_deployed"]) for m in found],
-          details=[_export_items(m) for m in found], piped=PIPE_WIDTH)
+          details=[_export_items(m) for m in found])
 
 
 @compute.command()
@@ -234,7 +234,7 @@ def provenance(obj, provenance_id: str | None, list_recent: bool, limit: int, pr
         # its row all the same, so that no width hides it.
         table([Col("id", keep=True), Col("time", drop=2), Col("module", keep=True, under=True), "function", "outcome",
                Col("fuel", right=True, drop=3), Col("wall time", drop=1), Col("signature", drop=0)], rows, wide=wide,
-              details=[None if row[-1] == "valid" else f"signature {row[-1]}" for row in rows], piped=PIPE_WIDTH)
+              details=[None if row[-1] == "valid" else f"signature {row[-1]}" for row in rows])
         return
     signed = client.request("GET", f"/v1/compute/provenance/{path_id(provenance_id, 'provenance id', PROVENANCE)}",
                             query={"provider": provider} if provider else None)

@@ -8,7 +8,7 @@ import click
 
 from ..errors import InvalidArgument
 from .jobs import deployed_module, env_pair
-from .output import EXIT_USAGE, PIPE_WIDTH, Col, Duration, emit_json, json_option, path_id, prose, table
+from .output import EXIT_USAGE, Col, Duration, emit_json, json_option, path_id, prose, table
 
 
 @click.command("serve")
@@ -92,7 +92,7 @@ def functions(obj, hosted: bool, as_json: bool) -> None:
         return
     if not found:
         prose("no functions yet: serve one with `xsc compute serve NAME MODULE.wasm` (those other nodes placed here: "
-              "xsc compute functions --hosted)", piped=PIPE_WIDTH)
+              "xsc compute functions --hosted)")
         return
     from ..units import format_credits
 
@@ -105,7 +105,7 @@ def functions(obj, hosted: bool, as_json: bool) -> None:
           [(f["name"], f["module"], f["requests"], f["errors"], _ms(f["p50_ms"]), format_credits(f["spend"]),
             format_credits(f["spent_this_hour"]), format_credits(f["spend_cap"]) if f["spend_cap"] is not None else "-",
             _served_at(f))
-           for f in found], piped=PIPE_WIDTH)
+           for f in found])
 
 
 def _hosted(found: list[dict[str, Any]], as_json: bool) -> None:
@@ -114,7 +114,7 @@ def _hosted(found: list[dict[str, Any]], as_json: bool) -> None:
         return
     if not found:
         prose("no functions of other nodes served here: a node places one with `xsc compute serve NAME MODULE.wasm "
-              "--on-market` on a provider offering compute with a web listener (node.web_listen)", piped=PIPE_WIDTH)
+              "--on-market` on a provider offering compute with a web listener (node.web_listen)")
         return
     from ..units import format_credits
 
@@ -122,7 +122,7 @@ def _hosted(found: list[dict[str, Any]], as_json: bool) -> None:
     table([Col("owner", keep=True, under=True), Col("name", keep=True, under=2), *COUNTS, Col("p50 ms", right=True),
            Col("credits earned", right=True), Col("path", keep=True, under=True)],
           [(f["owner"], f["name"], f["requests"], f["errors"], _ms(f["p50_ms"]), format_credits(f["earned"]),
-            f["path"]) for f in found], piped=PIPE_WIDTH)
+            f["path"]) for f in found])
 
 
 def _ms(value: float | None) -> str:

@@ -7,7 +7,7 @@ import time
 import click
 
 from ..units import counted
-from .output import PIPE_WIDTH, Col, emit_json, json_option, prose, wide_option
+from .output import Col, emit_json, json_option, prose, wide_option
 from .peers import wide_table
 
 
@@ -73,11 +73,11 @@ def status(obj, wide: bool, as_json: bool) -> None:
     if not info["peers"]:
         click.echo("no peers known (join a network with: xsc peers add URL)")
         return
-    wide_table(COLUMNS, _rows(info["peers"]), wide=wide, piped=PIPE_WIDTH)
+    wide_table(COLUMNS, _rows(info["peers"]), wide=wide)
     last = info.get("last_round")
     if last:
         prose(f"last probe round: {last['ok']} of {last['peers']} answered in {1000 * last['seconds']:.1f} ms, "
-              f"{_ago(last['time'])}; every {info['probe_interval']:g} s", piped=None if wide else PIPE_WIDTH)
+              f"{_ago(last['time'])}; every {info['probe_interval']:g} s", wide=wide)
 
 
 @health.command()

@@ -93,9 +93,9 @@ def jobs(obj, limit: int, before: str | None, wide: bool, as_json: bool) -> None
     modules = [j.get("module_name") or j["module"] for j in page["jobs"]]
     width = terminal_width()
     beside = sum(max(len(c.name), *(len(str(r[i])) for r in rows)) + 2 for i, c in enumerate(columns))
-    if wide or width is None or 64 + 2 + beside + max(map(len, modules)) <= width:
+    if wide or width is None or 64 + 2 + beside + max(map(len, modules)) <= width:  # piped: one line a job, for scripts
         table([Col("id", keep=True), *columns, Col("module", keep=True)],
-              [(j["id"], *r, m) for j, r, m in zip(page["jobs"], rows, modules)], wide=wide)
+              [(j["id"], *r, m) for j, r, m in zip(page["jobs"], rows, modules)], wide=wide, piped=None)
     else:  # each id whole on a line of its own under its job (as `xsc store ls` puts capabilities), and a module
         # without a name too (its cell left empty: a "-" would read as no module)
         named = any(j.get("module_name") for j in page["jobs"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from datetime import datetime, timezone
 
 import click
@@ -9,7 +10,7 @@ import click
 from .. import codec
 from ..ledger.core.rules import BELOW_LIMIT
 from ..units import MAX_PREPAY, counted, format_credits
-from .output import Credits, PassesArgs, emit_json, json_option, key_values, path_id, prose, wide_option
+from .output import Credits, PassesArgs, emit_json, json_option, key_values, path_id, prose, table, wide_option
 
 ACCOUNTS = "xsc ledger accounts"  # lists the accounts
 
@@ -20,13 +21,6 @@ def _signed(micro: int) -> str:
 
 def _time(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _table(columns: list, rows: list[tuple], title: str | None, wide: bool = False, piped: int | None = None) -> None:
-    """Ids and amounts stay whole; on a narrow terminal the less needed columns are left out."""
-    from .output import table
-
-    table(columns, rows, title=title, wide=wide, piped=piped)
 
 
 def _usage(usage: dict) -> list[str] | str:
@@ -108,7 +102,7 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
         earned = " (what this node earned: xsc ledger history node)" if account == "client" else ""
         prose(f"no entries yet for account {info['account']['account']}{earned}")
         return
-    from .output import PIPE_WIDTH, Col
+    from .output import Col
 
     rows = []
     for e in entries:
@@ -117,33 +111,33 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
             "job" if "for_job" in e else e["job"]
         rows.append((e["seq"], _time(e["settled_at"]), e["kind"], other, _signed(e["delta"]),
                      _usage(e["usage"]), job, e.get("for_job"), e.get("covers"), e["id"]))
-    # A job's id, as every id, whole: in a column of its own (on a line under its row on a narrow terminal), not in
-    # the job column, which is the first left out.
+    # A job's id, as every id, whole: in a column of its own (on a line under its row on a narrow terminal).  The job
+    # column is never left out (what an entry paid for): a job reference too long to go beside the figures (a
+    # storage deal's `store:<storage index>:<share>:<from>:<to>`) goes under its row, whole, as the ids do.
     for_jobs = [Col("job id", keep=True, under=True)] if any("for_job" in e for e in entries) else []
     # Wrapped between items, never narrower than the longest (with its comma): an item is never broken.
     item = max((len(used) + 1 for row in rows if isinstance(row[5], list) for used in row[5]), default=12)
-    _table([Col("seq", right=True), Col("settled (UTC)", drop=2), Col("kind"),
-            Col("counterparty", keep=True, under=True),
-            Col("credits", right=True, keep=True), Col("usage", wrap=max(12, item), drop=1),
-            Col("job", keep=True, drop=3),
-            *for_jobs, Col("root", keep=True, under=True), Col("entry", keep=True, under=True)],
-           [row if for_jobs else row[:7] + row[8:] for row in rows],
-           title=f"account {info['account']['account']} — balance {format_credits(info['account']['balance'])} credits",
-           wide=wide, piped=PIPE_WIDTH)
+    table([Col("seq", right=True), Col("settled (UTC)", drop=2), Col("kind"),
+           Col("counterparty", keep=True, under=True),
+           Col("credits", right=True, keep=True), Col("usage", wrap=max(12, item), drop=1),
+           Col("job", keep=True, under=2),
+           *for_jobs, Col("root", keep=True, under=True), Col("entry", keep=True, under=True)],
+          [row if for_jobs else row[:7] + row[8:] for row in rows],
+          title=f"account {info['account']['account']} — balance {format_credits(info['account']['balance'])} credits",
+          wide=wide)
     hidden = max(0, info["account"]["seq"] - len(entries)) if info["account"].get("seq") else 0
-    if hidden:
-        prose(f"{counted(hidden, 'older entry', 'older entries')} not shown (show more with --limit N)",
-              piped=None if wide else PIPE_WIDTH)
+    if hidden:  # the command that shows them, whole on a line of its own (as `compute jobs` says its next page)
+        prose(f"{counted(hidden, 'older entry', 'older entries')} not shown", wide=wide)
+        named = "" if account == "client" else f" {shlex.quote(account)}"
+        click.echo(f"more: xsc ledger history{named} --limit {min(len(entries) + hidden, 10_000)}")
     for e in entries:
         if e.get("covered"):
             n = len(e["covered"])
-            prose(f"entry {e['id']} covers {counted(n, 'invoke')} (provenance ids):",
-                  piped=None if wide else PIPE_WIDTH)
+            prose(f"entry {e['id']} covers {counted(n, 'invoke')} (provenance ids):", wide=wide)
             for ref in e["covered"]:
                 click.echo(f"  {ref}")
         elif "covered" in e and e["covered"] is None:
-            prose(f"entry {e['id']}: its provenance ids were retired (ledger.record_retention)",
-                  piped=None if wide else PIPE_WIDTH)
+            prose(f"entry {e['id']}: its provenance ids were retired (ledger.record_retention)", wide=wide)
 
 
 @ledger.command()
@@ -244,10 +238,10 @@ def accounts(obj, as_json: bool) -> None:
     from .output import Col
 
     # Account ids stay whole (to be copied): on a terminal narrower than a row, each goes on a line under its row.
-    _table([Col("role"), Col("account", keep=True, under=True), Col("balance", right=True, keep=True),
-            Col("entries", right=True, keep=True), Col("forked", keep=True)],
-           [(a["role"] or "-", a["account"], format_credits(a["balance"]), a["seq"], "YES" if a["forked"] else "no")
-            for a in info["accounts"]], title=None)
+    table([Col("role"), Col("account", keep=True, under=True), Col("balance", right=True, keep=True),
+           Col("entries", right=True, keep=True), Col("forked", keep=True)],
+          [(a["role"] or "-", a["account"], format_credits(a["balance"]), a["seq"], "YES" if a["forked"] else "no")
+           for a in info["accounts"]])
 
 
 # PassesArgs: `prepay NODE -1` is an amount refused as negative, not an option unknown
@@ -285,7 +279,7 @@ def payments(obj, wide: bool, as_json: bool) -> None:
     if as_json:
         emit_json(info)
         return
-    from .output import PIPE_WIDTH, Col
+    from .output import Col
 
     live = [p for p in info["pending"] if p.get("live")]
     waiting = [p for p in info["pending"] if not p.get("live")]
@@ -296,13 +290,13 @@ def payments(obj, wide: bool, as_json: bool) -> None:
     for rows, title in ((live, "open tabs (in use: paid when they close)"),
                         (waiting, "pending (retried until the node answers)")):
         if rows:
-            _table(columns, [(p["node"], format_credits(p["amount"]), p["job"], _time(p["expires_at"])) for p in rows],
-                   title=title, wide=wide, piped=PIPE_WIDTH)
+            table(columns, [(p["node"], format_credits(p["amount"]), p["job"], _time(p["expires_at"])) for p in rows],
+                  title=title, wide=wide)
     if not info["pending"]:
         click.echo("no payment to another node is pending")
     for d in info["dropped"]:
         prose(f"dropped {_time(d['dropped_at'])} UTC: {format_credits(d['amount'])} credits to node {d['node']} "
-              f"({d['job']}): {d['why']} ({d['hint']})", piped=None if wide else PIPE_WIDTH)
+              f"({d['job']}): {d['why']} ({d['hint']})", wide=wide)
 
 
 @ledger.command()
@@ -321,14 +315,14 @@ def trust(obj, wide: bool, as_json: bool) -> None:
     if not info["lines"]:
         click.echo("no peer has a trust line here yet")
         return
-    from .output import PIPE_WIDTH, Col
+    from .output import Col
 
     # What `available` is made of, so that each row adds up: what counts of a peer's payments (`counted`: shown when
     # it is not all it paid), less what its work used and what is reserved for work taken on and not done yet.
     counts = any(x["counted"] != x["paid"] for x in info["lines"])
     shown = ("paid", *(("counted",) if counts else ()), "used", "reserved", "credit", "available")
-    _table([Col("peer", keep=True, under=True), *(Col(k, right=True, keep=True) for k in shown)],
-           [(x["peer"], *(format_credits(x[k]) for k in shown)) for x in info["lines"]], title="trust lines (credits)",
-           wide=wide, piped=PIPE_WIDTH)
+    table([Col("peer", keep=True, under=True), *(Col(k, right=True, keep=True) for k in shown)],
+          [(x["peer"], *(format_credits(x[k]) for k in shown)) for x in info["lines"]], title="trust lines (credits)",
+          wide=wide)
     prose(f"available = {'counted' if counts else 'paid'} + credit - used - reserved (reserved: work under way)",
-          piped=None if wide else PIPE_WIDTH)
+          wide=wide)

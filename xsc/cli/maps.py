@@ -16,7 +16,7 @@ from ..errors import InvalidArgument, NodeNotRunning, NotANode, Unauthorized, Xs
 from ..units import counted
 from .interrupts import GoesOn
 from .jobs import MODULE_ID, deployed_module, load_spec, module_file
-from .output import PIPE_WIDTH, Col, emit_json, json_option, path_id, table, terminal_width, wrap_words
+from .output import Col, emit_json, json_option, path_id, table, terminal_width, wrap_words
 from .progress import progress_bar
 
 MAX_MAP = 10_000  # inputs one map runs over at most (the node's bound too: compute/maps.py)
@@ -108,7 +108,7 @@ def maps(obj, as_json: bool) -> None:
     table([Col("map", keep=True), Col("inputs", right=True), Col("done", right=True), Col("failed", right=True),
            Col("made (UTC)", drop=1), Col("module", keep=True, under=True)],
           [(m["id"], m["inputs"], m["done"], m["failed"], time.strftime("%Y-%m-%d %H:%M", time.gmtime(m["created"])),
-            m["module"]) for m in found], piped=PIPE_WIDTH)
+            m["module"]) for m in found])
 
 
 def _row(said: dict[str, Any]) -> dict[str, Any]:

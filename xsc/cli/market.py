@@ -8,7 +8,7 @@ import click
 from click.core import ParameterSource
 
 from ..units import counted, format_credits
-from .output import PIPE_WIDTH, Col, Credits, emit_json, json_option, key_values, path_id, prose, table, wide_option
+from .output import Col, Credits, emit_json, json_option, key_values, path_id, prose, table, wide_option
 from .peers import resolve_peer, wide_table
 
 UNITS = {"storage": "GiB-hour", "compute": "million fuel"}
@@ -73,7 +73,7 @@ def _deals_table(deals: list[dict], me: str, wide: bool, format_size) -> None:
               wide=True, title=title)
         return
     table([Col("share", right=True), *terms], [(d["share"], *row) for d, row in zip(deals, rows)], title=title,
-          details=[[f"file {d['si']}", f"holder {h}"] for d, h in zip(deals, holders)], piped=PIPE_WIDTH)
+          details=[[f"file {d['si']}", f"holder {h}"] for d, h in zip(deals, holders)])
 
 
 def _clearing(c: dict | None, kind: str) -> str:
@@ -118,11 +118,11 @@ def book(obj, kind: str | None, wide: bool, as_json: bool) -> None:
         k = b["kind"]
         click.echo()
         prose(f"{k}, bucket {b['bucket']} (from {_utc(b['bucket_start'])}): clearing {_clearing(b['clearing'], k)}; "
-              f"prices in micro-credits per {UNITS[k]}", piped=None if wide else PIPE_WIDTH)
+              f"prices in micro-credits per {UNITS[k]}", wide=wide)
         rows = [("ask", _short(o["owner"], me), _quantity(o["quantity"], k), o["price"]) for o in b["asks"]]
         rows += [("bid", _short(o["owner"], me), _quantity(o["quantity"], k), o["price"]) for o in b["bids"]]
         wide_table(["side", Col("owner", keep=True, under=True), Col("quantity", keep=True, right=True),
-                    Col("price", keep=True, right=True)], rows, wide=wide, piped=PIPE_WIDTH)
+                    Col("price", keep=True, right=True)], rows, wide=wide)
 
 
 @market.command()
@@ -147,8 +147,7 @@ def prices(obj, kind: str | None, limit: int, as_json: bool) -> None:
     # The time wraps between its date and its hour on a narrow terminal (the only column that can give way).
     wide_table([Col("time", wrap=12), "kind", Col("bucket start", drop=2), "price", Col("low-high", drop=1), "traded"],
                [(_utc(p["time_ms"] / 1000), p["kind"], _utc(p["bucket_start"]), _short_price(p["price"], p["kind"]),
-                 f"{p['low']}-{p['high']}", _quantity(p["traded"], p["kind"])) for p in info["prices"]],
-               piped=PIPE_WIDTH)
+                 f"{p['low']}-{p['high']}", _quantity(p["traded"], p["kind"])) for p in info["prices"]])
 
 
 @market.command()
@@ -186,7 +185,7 @@ def _slots(slots: list[dict], wide: bool = False) -> None:
         return
     table([Col("slot", keep=True), Col("quantity", right=True), Col("ask", right=True), Col("hour (UTC)", drop=1)],
           [(a["id"], _quantity(a["quantity"], a["kind"]), _short_price(a["price"], a["kind"]),
-            _hours(a["start"], a["end"])) for a in slots], wide=wide, piped=PIPE_WIDTH)
+            _hours(a["start"], a["end"])) for a in slots], wide=wide)
 
 
 def _short_price(price: int | None, kind: str) -> str:
@@ -230,7 +229,7 @@ def status(obj, file: str | None, wide: bool, as_json: bool) -> None:
     if info["needs"]:
         table([Col("need", keep=True), Col("quantity", right=True), Col("bid", right=True)],
               [(n["id"], _quantity(n["quantity"], n["kind"]), _short_price(n["price"], n["kind"]))
-               for n in info["needs"]], wide=wide, piped=PIPE_WIDTH)
+               for n in info["needs"]], wide=wide)
     deals = info["deals"]
     if not deals:
         click.echo("no storage deals (files this node puts have their shares' holders paid here)")
@@ -240,17 +239,16 @@ def status(obj, file: str | None, wide: bool, as_json: bool) -> None:
         _deals_table(deals, info["node"], wide, format_size)
     # Sentences under the table, wrapped between words as it fits the terminal.
     if info.get("deals_settled"):
-        prose(f"{counted(info['deals_settled'], 'settled deal')} not shown (paid or forfeited to their end)",
-              piped=PIPE_WIDTH)
+        prose(f"{counted(info['deals_settled'], 'settled deal')} not shown (paid or forfeited to their end)")
     run = info["payments"]
     if run is None:
-        prose("last payment run: none since the node started (market.payment_interval)", piped=PIPE_WIDTH)
+        prose("last payment run: none since the node started (market.payment_interval)")
     else:
         prose(f"last payment run: {_utc(run['at'])}: paid {format_credits(run['paid'])} credits in "
               f"{counted(run['payments'], 'payment')}; {run['forfeited']} forfeited (failed audit), {run['waiting']} "
-              f"waiting for an audit, {run['failed']} failed (retried)", piped=PIPE_WIDTH)
+              f"waiting for an audit, {run['failed']} failed (retried)")
         if run["failed"] and run.get("why"):
-            prose(f"the last failed: {run['why']}", piped=PIPE_WIDTH)
+            prose(f"the last failed: {run['why']}")
 
 
 def _file_deals(obj, file: str, wide: bool, as_json: bool) -> None:
@@ -272,8 +270,7 @@ def _file_deals(obj, file: str, wide: bool, as_json: bool) -> None:
         return
     deals = sorted(info["deals"] + info["ended"], key=lambda d: (d["share"], not d["ended"], d["start"]))
     if not deals:
-        prose(f"no storage deals of file {si} here (deals are kept on the node that put the file: xsc store ls)",
-              piped=PIPE_WIDTH)
+        prose(f"no storage deals of file {si} here (deals are kept on the node that put the file: xsc store ls)")
         return
     from ..units import format_size
 
@@ -281,7 +278,7 @@ def _file_deals(obj, file: str, wide: bool, as_json: bool) -> None:
     ended = len(info["ended"])
     if ended:
         prose(f"{counted(ended, 'deal')} ended when a repair moved {'its share' if ended == 1 else 'their shares'} to "
-              "another holder (not paid past the move: the time since the last payment is forfeited)", piped=PIPE_WIDTH)
+              "another holder (not paid past the move: the time since the last payment is forfeited)")
 
 
 def _clip(text: str, width: int) -> str:
@@ -400,7 +397,7 @@ def recognition(obj, wide: bool, as_json: bool) -> None:
                 Col("theirs for this node", right=True)],
                [(r["peer"], _weight(r["weight"]), "user" if r["set_by_user"] else "derived", _weight(r["derived"]),
                  format_credits(r["earned"]), "-" if r["theirs"] is None else _weight(r["theirs"]))
-                for r in info["recognition"]], wide=wide, piped=PIPE_WIDTH)
+                for r in info["recognition"]], wide=wide)
 
 
 def _weight(text: str) -> str:

@@ -1,4 +1,4 @@
-"""The one place where errors become CLI messages and exit codes, plus shared rendering helpers."""
+"""The one place where errors become CLI messages and exit codes, plus shared rendering helpers (tables.py's too)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ import math
 import os
 import shlex
 import sys
-import unicodedata
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import click
 from click.core import ParameterSource
 
 from ..errors import InvalidArgument, XscError, shown
-from ..units import credits_argument, duration_argument, is_whole_number, parse_credits, parse_duration, parse_seconds
+from ..units import credits_argument, duration_argument, parse_credits, parse_duration, parse_seconds
 from .interrupts import INTERRUPTED
+# The commands take their rendering from here: text fitted to a width is a module of its own (tables.py).
+from .tables import PIPE_WIDTH, Col, key_values, prose, table, terminal_width, wrap_words  # noqa: F401
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -180,221 +180,6 @@ def program_output(facts: dict[str, Any]) -> None:
         if dropped:
             click.echo(f"xsc: warning: the program's {stream} was cut at 64 KiB; {dropped} more bytes were dropped",
                        err=True)
-
-
-# --- tables ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Col:
-    """A table column.
-
-    keep:   never shortened or broken (ids, capabilities, URLs): copy-paste must work.
-    drop:   dropped when the table does not fit; the highest number goes first (None: never dropped).
-    shrink: the narrowest this column may be cut to, in the middle with an ellipsis, keeping both ends (the end
-            tells names apart: a job's outputs, `job:<id>:<name>`, differ in theirs) (None: not cut).
-    wrap:   the narrowest this column may be wrapped to, at spaces only (None: not wrapped).
-    under:  when the table cannot fit otherwise, shown whole on a line under each row ("name value") instead of as
-            a column (an id beside others wider than the terminal); 2: only if it still cannot fit with the others
-            under (a row's name, which a user may make as long as an id: read in place while it fits)."""
-
-    name: str
-    keep: bool = False
-    drop: int | None = None
-    shrink: int | None = None
-    wrap: int | None = None
-    right: bool = False
-    under: int = 0
-
-
-GAP = "  "
-
-
-def terminal_width(err: bool = False) -> int | None:
-    """The width output must fit: $COLUMNS, else the terminal's; None when stdout (stderr with `err`) is not
-    a terminal."""
-    if is_whole_number(os.environ.get("COLUMNS", "")):
-        return int(os.environ["COLUMNS"])
-    if (sys.stderr if err else sys.stdout).isatty():
-        import shutil  # here: a command whose output is not a terminal (a get, a put in a script) starts without it
-
-        return shutil.get_terminal_size().columns
-    return None
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    """`text` cut between words into lines of at most `width` (a longer word keeps a line of its own)."""
-    import textwrap  # here, as shutil above
-
-    return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
-
-
-def wrap_words(text: str, width: int) -> list[str]:
-    """`text` cut between words for a terminal `width` wide, a margin of 2 left (an id is never cut): a lineage, a
-    map's manifest."""
-    return _wrap(text, max(width - 2, 20)) or [text]
-
-
-# What a view whose rows are read by eye more than by scripts (they have --json) fits when it is not on a terminal:
-# a pager, a file, a mail.
-PIPE_WIDTH = 80
-
-
-def prose(text: str, *, err: bool = False, piped: int | None = None) -> None:
-    """Print a sentence wrapped between words to the terminal's width (when not on a terminal: to `piped`, else
-    whole)."""
-    width = terminal_width(err) or piped
-    lines = _wrap(text, width) if width else [text]
-    click.echo("\n".join(lines), err=err)
-
-
-def _narrowest(col: Col, natural: int) -> int:
-    if col.keep or (col.shrink is None and col.wrap is None):
-        return natural
-    return min(natural, max(len(col.name), col.shrink or col.wrap or 1))
-
-
-def _fit(cols: list[Col], natural: list[int], width: int) -> list[int] | None:
-    """Widths that make the table fit `width`, cutting or wrapping the columns that allow it; None if none do."""
-    widths = list(natural)
-    floor = [_narrowest(c, n) for c, n in zip(cols, natural)]
-    total = sum(widths) + len(GAP) * (len(widths) - 1)
-    while total > width:  # narrow the widest flexible column, one character at a time (few columns: cheap)
-        flexible = [i for i in range(len(cols)) if widths[i] > floor[i]]
-        if not flexible:
-            return None
-        i = max(flexible, key=lambda j: widths[j])
-        widths[i] -= 1
-        total -= 1
-    return widths
-
-
-def _cell_lines(text: str, width: int, col: Col, items: list[str] | None = None) -> list[str]:
-    if len(text) <= width or col.keep:
-        return [text]
-    if col.wrap:
-        return (_pack(items, width) if items is not None else _wrap(text, width)) or [""]
-    head = max(1, width - 1) // 2
-    return [text[:head] + "…" + text[len(text) - (max(1, width - 1) - head):]]
-
-
-def table(columns: Sequence[Col | str], rows: Iterable[Iterable[Any]], title: str | None = None, *,
-          wide: bool = False, details: Sequence[str | Sequence[str] | None] | None = None,
-          piped: int | None = None) -> None:
-    """Print a table that fits the terminal: flexible columns are cut or wrapped, then the
-    droppable ones are dropped, then the `under` ones put under their rows (`wide` shows every column whole);
-    `keep` columns are never broken, so an id or a capability is always on one line.  `details` are lines printed
-    under each row: a string wrapped between words, a list of items packed between items, a tuple one line each.
-    A cell is a value, or a list of items ("fuel 2,400,392", "invokes 1"): shown joined by ", ", wrapped between
-    items only.  Not on a terminal, it fits `piped` columns (None: every column whole)."""
-    cols = [c if isinstance(c, Col) else Col(c) for c in columns]
-    rows = [list(row) for row in rows]
-    items = [[[_one_line(str(x)) for x in v] if isinstance(v, list) else None for v in row] for row in rows]
-    data = [[", ".join(listed) if listed is not None else "" if v is None else _one_line(str(v))
-             for v, listed in zip(row, cells)] for row, cells in zip(rows, items)]
-    width = None if wide else terminal_width() or piped
-    shown = list(range(len(cols)))
-    natural = [max([len(c.name)] + [len(r[i]) for r in data]) for i, c in enumerate(cols)]
-    widths = natural
-    under: list[int] = []
-    if width is not None:
-        shown, fitted = _columns(cols, natural, width, shown)
-        for level in sorted({c.under for c in cols if c.under}):  # the `under` columns go on lines of their own
-            if fitted is not None:
-                break
-            under = [i for i, c in enumerate(cols) if 0 < c.under <= level]
-            shown, fitted = _columns(cols, natural, width, [i for i in range(len(cols)) if i not in under])
-        if fitted is None:  # it cannot fit: flexible columns at their narrowest, the rest overflows the line
-            fitted = [_narrowest(cols[i], natural[i]) for i in shown]
-        widths = [0] * len(cols)
-        for i, w in zip(shown, fitted):
-            widths[i] = w
-    out = []
-    if title:
-        out += (_wrap(title, width) if width else []) or [title]
-
-    def line(cells: list[str]) -> str:
-        parts = []
-        for n, i in enumerate(shown):
-            text = cells[i]
-            last = n == len(shown) - 1
-            parts.append(text.rjust(widths[i]) if cols[i].right else text if last else text.ljust(widths[i]))
-        return GAP.join(parts).rstrip()
-
-    out.append(line([c.name for c in cols]))
-    for k, row in enumerate(data):
-        cells = [_cell_lines(row[i], widths[i], cols[i], items[k][i]) if i in shown else [""]
-                 for i in range(len(cols))]
-        for n in range(max(len(c) for c in cells)):
-            out.append(line([c[n] if n < len(c) else "" for c in cells]))
-        detail = details[k] if details else None
-        if under:
-            moved = [f"{cols[i].name} {row[i]}" for i in under if row[i]]
-            detail = ([detail] if isinstance(detail, str) else list(detail or [])) + moved
-        if detail:  # (a terminal narrower than the indent still gets a word a line)
-            out += ["    " + text for text in (detail if isinstance(detail, tuple) else
-                                               _pack(detail, max(1, (width or 10_000) - 4)))]
-    click.echo("\n".join(out))
-
-
-def _one_line(text: str) -> str:
-    """A cell as one line of text: a cell may hold what a peer wrote (a refusal's detail), whose line breaks would
-    forge rows and whose control characters (a terminal escape sequence) must not reach the operator's terminal."""
-    if text.isprintable():
-        return text
-    return "".join(" " if ch in "\n\r\t" else ch for ch in text
-                   if ch in "\n\r\t" or not unicodedata.category(ch).startswith("C"))
-
-
-def _columns(cols: list[Col], natural: list[int], width: int, shown: list[int]) -> tuple[list[int], list[int] | None]:
-    """The columns of `shown` kept (the droppable ones dropped, highest number first, until the table fits) and
-    their widths, or None for the widths if it cannot fit."""
-    shown = list(shown)
-    droppable = sorted((i for i in shown if cols[i].drop is not None), key=lambda i: -cols[i].drop)
-    while True:
-        fitted = _fit([cols[i] for i in shown], [natural[i] for i in shown], width)
-        if fitted is not None or not droppable:
-            return shown, fitted
-        shown.remove(droppable.pop(0))
-
-
-def _pack(detail: str | Sequence[str], width: int) -> list[str]:
-    """A detail line wrapped to `width`: a string between words, a list of items between items only."""
-    if isinstance(detail, str):
-        return _wrap(detail, width)
-    lines: list[str] = []
-    for n, item in enumerate(detail):
-        piece = item + ("," if n < len(detail) - 1 else "")
-        if lines and len(lines[-1]) + 1 + len(piece) <= width:
-            lines[-1] += " " + piece
-        elif len(piece) > width:  # a sentence (a column put under its row) wrapped between words
-            lines += _wrap(piece, width) or [piece]
-        else:
-            lines.append(piece)
-    return lines
-
-
-def key_values(pairs: Iterable[tuple[str, Any]]) -> None:
-    """`key: value` lines, the values in one column.  On a terminal a value too long for it is wrapped under
-    itself, as a detail line is: a string between words, a list (of imports, of peers) between items.  A value with
-    a word too long to go beside its label (an id) goes on lines of its own under the label, indented by two (a job
-    reference of 78 characters fits 80 columns): an id is never cut.  A value is one line, as a table's cell is
-    (`_one_line`): it may hold what a peer wrote (a job's error)."""
-    pairs = list(pairs)
-    width = max((len(k) for k, _ in pairs), default=0)
-    columns = terminal_width()
-    for k, v in pairs:
-        items = [_one_line(str(item)) for item in v] if isinstance(v, (list, tuple)) else None
-        text = ", ".join(items) if items is not None else _one_line(str(v))
-        lines = [text]
-        if columns is not None and width + 2 + len(text) > columns:
-            lines = _pack(items if items is not None else text, max(20, columns - width - 2)) or [text]
-            if any(width + 2 + len(line) > columns for line in lines):
-                click.echo(f"{k}:")
-                for line in _pack(items if items is not None else text, max(1, columns - 2)) or [text]:
-                    click.echo("  " + line)
-                continue
-        click.echo(f"{k + ':':<{width + 1}} {lines[0]}")
-        for line in lines[1:]:
-            click.echo(" " * (width + 2) + line)
 
 
 def _json_flag(ctx: click.Context, param: click.Parameter, value: bool) -> bool:

@@ -240,7 +240,8 @@ def list_files(obj, wide: bool, as_json: bool) -> None:
                Col("expires (UTC)", drop=1)]
     width = terminal_width()
     if wide or width is None or max(len(r[4]) for r in rows) + 2 + 12 + 2 + 10 <= width:
-        table([*columns, Col("capability", keep=True)], rows, wide=wide)
+        # piped: one line a file, its capability last, whole (`xsc store ls | grep NAME`), as `compute jobs` is
+        table([*columns, Col("capability", keep=True)], rows, wide=wide, piped=None)
     else:  # each capability on its own line, whole, under its file
         table(columns, [r[:4] for r in rows], details=[r[4] for r in rows])
 
@@ -485,6 +486,7 @@ def _files_table(files: list[dict], wide: bool) -> None:
     width = terminal_width()
     if wide or width is None:
         said = [Col("detail")] if any(r[4] for r in rows) else []
-        table([*columns, Col("capability", keep=True), *said], [r[:4 + len(said)] for r in rows], wide=wide)
+        table([*columns, Col("capability", keep=True), *said], [r[:4 + len(said)] for r in rows], wide=wide,
+              piped=None)  # piped: one line a file, as `store ls` lists them
     else:  # the capability, and the detail of a file not well, on lines of their own under the file
         table(columns, [r[:3] for r in rows], details=[f"{r[3]} {r[4]}".rstrip() for r in rows])

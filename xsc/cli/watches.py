@@ -11,7 +11,7 @@ import click
 
 from ..units import counted, format_credits
 from .jobs import deployed_module, load_spec
-from .output import PIPE_WIDTH, Col, emit_json, json_option, path_id, table
+from .output import Col, emit_json, json_option, path_id, table
 
 
 @click.command("watch")
@@ -62,7 +62,7 @@ def watches(obj, as_json: bool) -> None:
            Col("backlog", right=True)],
           [(w["name"], "s3://" + "/".join(w["on"]), "s3://" + "/".join(w["to"]), w["runs"], w["skips"],
             w["failures"], format_credits(w["spend"]), w["backlog"]) for w in found],
-          details=[_watch_detail(w) for w in found], piped=PIPE_WIDTH)
+          details=[_watch_detail(w) for w in found])
 
 
 def _watch_detail(watch: dict[str, Any]) -> str | None:
