@@ -16,7 +16,7 @@ import pytest
 from tests.support.compute import WASM
 from tests.support.jobs import provider_pair
 from tests.support.nodes import kill_all, start_xsc
-from tests.support.peers import FAST, api, http, joined_at_once, known_ids, node_id, start_star
+from tests.support.peers import FAST, api, http, joined_at_once, node_id, start_star, wait_for_storage_offers
 from tests.support.waiting import eventually
 from xsc.compute.jobspec import job_id, parse_job
 
@@ -25,8 +25,7 @@ from xsc.compute.jobspec import job_id, parse_job
 def test_three_outputs_read_back_byte_exact_with_two_nodes_killed(node_process, tmp_path: Path) -> None:
     gateway = node_process("n0", env=FAST)
     others = joined_at_once(node_process, gateway, [f"n{i}" for i in range(1, 6)], FAST)
-    ids = [node_id(n) for n in others]
-    eventually(lambda: known_ids(gateway) >= set(ids), "the gateway to know the other five nodes")
+    wait_for_storage_offers(gateway, 6)  # each output's six shares on six nodes: their offers in its book, not only known
     data = os.urandom(300_000)
     run = gateway.xsc("compute", "run", str(WASM / "outputs.wasm"), "--json", input=data)
     assert run.returncode == 0, run.stderr

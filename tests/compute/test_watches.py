@@ -587,12 +587,19 @@ def _target(node, key: str) -> dict | None:
     return record if status == 200 else None
 
 
-def _killed_while_written_over(node, before: dict | None, then: bytes) -> dict:
-    """Once the datum's first object is written (over `before`), its input put as `then` and the node killed before
-    its last object is written, then started again: the first object as the run cut short wrote it."""
-    first = eventually(lambda: (o := _target(node, "w/x/f00000000")) and o != before and o, "the datum's first object",
-                       60, poll=0.005)
+def _killed_while_written_over(node, before: dict | None, data: bytes, then: bytes) -> dict:
+    """The datum's input put as `data`, then as `then` once the datum's run over `data` has begun (its input read), and
+    the node killed once that run's first object is written (over `before`), before its last, then started again: the
+    first object as the run cut short wrote it.  The input is changed before the objects are written, not between
+    the first and the kill: the kill follows what it waits for at once, so the 200 writes are its window."""
+    began = {j["id"] for j in api(node, "GET", "/v1/compute/jobs?limit=100")[1]["jobs"]}
+    _stored_object(node, "raw", "in/x", data)
+    eventually(lambda: {j["id"] for j in api(node, "GET", "/v1/compute/jobs?limit=100")[1]["jobs"]} - began,
+               "the datum's run over its input to begin", 60)
     _stored_object(node, "raw", "in/x", then)
+    # (the run stores its 200 outputs before it writes an object: a minute and more on a loaded machine)
+    first = eventually(lambda: (o := _target(node, "w/x/f00000000")) and o != before and o, "the datum's first object",
+                       180, poll=0.005)
     node.kill()
     db = plyvel.DB(str(node.data_dir / DB_DIR))
     try:  # killed while the datum wrote its objects: its last not written by the run cut short
@@ -637,14 +644,12 @@ def test_a_kill_9_while_a_datum_writes_its_objects_leaves_them_the_watchs_for_it
     assert status in (200, 201), module
     for bucket in ("raw", "out"):
         assert api(node, "PUT", f"/v1/s3/buckets/{bucket}")[0] == 201
-    _stored_object(node, "raw", "in/x", b"first")
     status, made = api(node, "POST", "/v1/compute/watches", {"name": "w", "spec": {"module": module["id"]},
                                                               "on": "s3://raw/in/", "to": "s3://out/w/"})
     assert status == 201, made
-    cut_short = _killed_while_written_over(node, None, b"second")
+    cut_short = _killed_while_written_over(node, None, b"first", b"second")
     second = _written_over(node, cut_short)
-    _stored_object(node, "raw", "in/x", b"third")
-    cut_short = _killed_while_written_over(node, _target(node, "w/x/f00000000"), b"second")
+    cut_short = _killed_while_written_over(node, _target(node, "w/x/f00000000"), b"third", b"second")
     assert _written_over(node, cut_short) == second
 
 

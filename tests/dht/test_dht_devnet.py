@@ -23,6 +23,11 @@ WC = WASM / "wc.wasm"
 N = 8
 ENV = {**FAST, "XSC_PEERS_DHT_INTERVAL": "0.2", "XSC_MARKET_RECOGNISED_AT_MOST": "1", "XSC_MARKET_FRESHNESS": "6"}
 
+# Each test's time limit is its own: the devnet's start (eight processes to listen, then to know each other) is the
+# fixture's, bounded by its own waits for those, and on a loaded machine takes most of a limit that counted it in the
+# first test's.
+pytestmark = pytest.mark.timeout(120, func_only=True)
+
 
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory) -> list:
