@@ -50,6 +50,9 @@ def test_invoke_shows_what_it_was_charged_for_fuel_and_memory(xsc_node):
                         r"memory for \S+ s at \d+ micro-credits per page-second \(rounded up\)", line), line
     shown = ok(xsc_node.xsc("compute", "provenance", run["provenance"]))
     assert "8 pages at most" in shown, shown
+    # figures written as the CLI writes them elsewhere, not the record's raw integers
+    assert f"fuel:      {run['fuel_consumed']:,} of {run['fuel_limit']:,}\n" in shown, shown
+    assert "limits:    memory 64.0 MiB, timeout 5 s\n" in shown, shown
     assert ["charge:", format_credits(run["charge"]), "credits"] in [row.split() for row in shown.splitlines()], shown
     # one page is said as one page, on the cost line and in the record's view
     result = xsc_node.xsc("compute", "invoke", grow, "work", "1", "100", "--cost")
