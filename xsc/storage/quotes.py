@@ -211,9 +211,11 @@ def providers(market: MarketService) -> set[str]:
 
 def most_room(market: MarketService) -> int:
     """The most room one provider offers a put: the book's, and this node's own offer as it is now (a node that
-    leaves withdraws it from its peers and its book, not from its own puts under way)."""
+    leaves withdraws it from its peers and its book, not from its own puts under way; and the book's copy of it is
+    the one last published, which lags a put just stored by `market.publish_delay`: a put right after it would be
+    told of room this node no longer has)."""
     own = max((a.slot.quantity for a in market.own_asks() if a.slot.kind == "storage"), default=0)
-    return max(market.book.most_offered("storage"), own)
+    return max(market.book.most_offered("storage", but=market.me), own)
 
 
 async def quote(dealing: Dealing, segment_size: int, size: int | None, seconds: int, bid: int,
