@@ -132,9 +132,9 @@ def _new_map(client, target: str | None, over: tuple[str, ...], mount: str | Non
                               hint="map a narrower prefix, or fewer capabilities at once")
     if not inputs:  # every --over an S3 prefix that holds no object: say which, and how to look, not "narrower"
         bucket, _, prefix = over[0][5:].partition("/")
+        look = f"xsc s3 ls {bucket}" + (f" --prefix {prefix}" if prefix else "")
         raise InvalidArgument(f"no object under {', '.join(over)}: a map runs over at least one input",
-                              hint=f"see what it holds with: xsc s3 ls {bucket}{f' --prefix {prefix}' if prefix else ''}"
-                                   "; put objects there first, or map another prefix")
+                              hint=f"see what it holds with: {look}; put objects there first, or map another prefix")
     spec["module"] = deployed_module(client, str(spec.get("module", "")))
     made = client.request("POST", "/v1/compute/maps",
                           json_body={"spec": spec, "as": mount, "over": list(over), "inputs": inputs})
