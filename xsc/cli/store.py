@@ -437,6 +437,10 @@ def renew(obj, cap: str, duration: int | None, wide: bool, as_json: bool) -> Non
                         + "; ".join(f"node {node}: {why}" for node, why in failed.items()),
                         hint=f"{result['hint']}; then renew it again" if result.get("hint") else
                         "retry when those nodes are back, or `xsc store repair` the file first")
+    if not result.get("extended"):  # every lease ends later already: a renewal never shortens one
+        prose(f"every share's lease already ends at {_expiry(result['lease_expiry'])} or later: nothing extended, "
+              "nothing to pay (a lease is never shortened)")
+        return
     prose(f"every share's lease ends at {_expiry(result['lease_expiry'])} or later; the extension costs "
           f"{format_credits(result.get('cost', 0))} credits, paid to the holders as they hold it")
 
