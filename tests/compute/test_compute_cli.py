@@ -123,6 +123,19 @@ def test_errors_are_one_line(xsc_node):
         assert message in error_line(xsc_node.xsc("compute", *args)), args
 
 
+def test_a_missing_module_is_told_what_that_argument_may_be(xsc_node, tmp_path):
+    """`run` takes a job spec too; `serve` and a spec's own `module` do not."""
+    spec = tmp_path / "job.toml"
+    spec.write_text('module = "missing.wasm"\n')
+    for args, may in [(["run", "missing.wasm"], "a .wasm or .wat file, a job spec .toml, or a module id"),
+                      (["serve", "site", "missing.wasm"], "a .wasm or .wat file, or a module id"),
+                      (["run", str(spec)], "a .wasm or .wat file, or a module id")]:
+        line = error_line(xsc_node.xsc("compute", *args, "--no-stdin") if args[0] == "run" else
+                          xsc_node.xsc("compute", *args))
+        assert line.startswith("xsc: error: no such file, and not a module id: ") and line.endswith(f"(give {may})"), \
+            (args, line)
+
+
 def test_wasi_program(xsc_node):
     hello = str(WASM / "wasi_hello.wasm")
     assert ok(xsc_node.xsc("compute", "invoke", hello, "_start", "--wasi")) == "hello, world\n"

@@ -15,7 +15,7 @@ import click
 from ..errors import InvalidArgument, NodeNotRunning, NotANode, Unauthorized, XscError
 from ..units import counted
 from .interrupts import GoesOn
-from .jobs import MODULE_ID, deployed_module, load_spec, module_file
+from .jobs import MODULE_ID, deployed_module, load_spec, module_file, target_hint
 from .output import PIPE_WIDTH, Col, emit_json, json_option, path_id, table, terminal_width, wrap_words
 from .progress import progress_bar
 
@@ -135,7 +135,7 @@ def _new_map(client, target: str | None, over: tuple[str, ...], mount: str | Non
         look = f"xsc s3 ls {bucket}" + (f" --prefix {prefix}" if prefix else "")
         raise InvalidArgument(f"no object under {', '.join(over)}: a map runs over at least one input",
                               hint=f"see what it holds with: {look}; put objects there first, or map another prefix")
-    spec["module"] = deployed_module(client, str(spec.get("module", "")))
+    spec["module"] = deployed_module(client, str(spec.get("module", "")), target_hint(target))
     made = client.request("POST", "/v1/compute/maps",
                           json_body={"spec": spec, "as": mount, "over": list(over), "inputs": inputs})
     return {**made, "results": [{"input": item, "state": "pending"} for item in inputs]}
