@@ -248,7 +248,9 @@ class ShareStore:
         return StorageFull(
             f"not enough storage: this needs {format_size(needed)} of block space, "
             f"{format_size(free)} is free of {format_size(self.capacity)}",
-            hint="free space with `xsc store rm`, or start the node with a larger --storage-capacity",
+            # --storage-capacity holds for one run: the config is what a node keeps
+            hint="free space with `xsc store rm`, or raise it: xsc config set storage.capacity SIZE (from the node's "
+                 "next start)",
             needed=needed, free=free, capacity=self.capacity,
         )
 
