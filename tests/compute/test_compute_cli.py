@@ -115,6 +115,9 @@ ERRORS = [
                                "xsc compute provenance ID --provider NODE"),
     (["replay", "f" * 32], "a call another node ran is recorded and signed there, kept compute.record_retention: "
                            "xsc compute provenance ID --provider NODE"),
+    (["run", str(WASM / "wc.wasm"), "--no-stdin", "--deterministic", "--replicas", "2", "--agree", "3"],
+     "agree must be a whole number from 1 to replicas (2), not 3 (no more replicas can agree than run: --agree 2 or "
+     "fewer, or more --replicas)"),
 ]
 
 
