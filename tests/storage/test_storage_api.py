@@ -102,7 +102,7 @@ async def test_a_chunked_put_that_outgrows_the_store_is_rolled_back(store_node) 
     assert resp.status == 507
     # what keeps a larger store: the config (a start's --storage-capacity holds for that run only)
     assert (await resp.json())["hint"] == ("free space with `xsc store rm`, or raise it: xsc config set "
-                                           "storage.capacity SIZE (from the node's next start)")
+                                           "storage.capacity SIZE, then restart")
     assert store.used == 0 and store.reserved == 0
     assert held() == before  # nothing of the put is left
 

@@ -144,7 +144,7 @@ def invoke(obj, module: str, function: str, args: tuple[str, ...], fuel: int | N
 def cost_line(facts: dict[str, Any]) -> str:
     """What a run was charged, in one line (ledger/pricing.price_compute: rounded up once): the charge in credits,
     as the ledger shows amounts; the rates in micro-credits, as the market quotes them and --max-price takes them."""
-    from ..units import format_credits, format_size, plural_for
+    from ..units import format_credits, plural_for
 
     c, charge = facts.get("cost"), facts.get("charge", facts.get("price"))
     said = f"charge: {format_credits(charge)} credits" if isinstance(charge, int) else "charge: not stated"

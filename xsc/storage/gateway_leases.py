@@ -47,8 +47,9 @@ async def renew(gateway: GatewayCore, cap: Capability, duration: int, holders: M
 
     results = await asyncio.gather(*(one(s, h) for s, h in holders.items()), return_exceptions=True)
     answers = {s: r for s, r in zip(holders, results) if not isinstance(r, BaseException)}
-    failures = {s: f"share {s}: {r}" for s, r in zip(holders, results) if isinstance(r, BaseException)}
-    remedy = _remedy({s: r for s, r in zip(holders, results) if isinstance(r, BaseException)}, names)
+    refused = {s: r for s, r in zip(holders, results) if isinstance(r, BaseException)}
+    failures = {s: f"share {s}: {r}" for s, r in refused.items()}
+    remedy = _remedy(refused, names)
     local = tuple(s for s in range(erasure.N) if s not in holders)
     done = await gateway.run(gateway.store.renew, si, target, local,
                            {s: a["lease_expiry"] for s, a in answers.items()})

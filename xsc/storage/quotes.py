@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 
 from ..errors import BadRequest, IntegrityError, InvalidArgument, MarketNoDeal, PrepaymentRequired, StorageFull
 from ..identity import parse_public_id
@@ -35,7 +36,7 @@ from .deals import MAX_PRICE
 from .core.placement import home_shares
 from .remote import REMEDIES
 from .strangers import TERMS_TIMEOUT, Drawn, ProviderTerms
-from ..units import is_whole_number, parse_ratio
+from ..units import is_whole_number
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,11 @@ def parse_filters(query: Mapping[str, str]) -> dict:
         out[name] = ids
     text = query.get("min_availability")
     if text is not None:
-        ratio = parse_ratio(text)
-        if ratio is None:
+        try:
+            ratio = Decimal(text)
+        except InvalidOperation:
+            ratio = Decimal(-1)
+        if not ratio.is_finite() or not 0 <= ratio <= 1:
             raise InvalidArgument(f"min_availability must be a ratio from 0 to 1, not {text!r}",
                                   hint="e.g. --min-availability 0.99")
         out["min_availability"] = ratio
@@ -338,9 +342,9 @@ async def _deal_on_terms(dealing: Dealing, need, needs: list[str], share_bytes: 
     (at most TERMS_ROUNDS times), and so is one that refuses this node outright (`ProviderTerms.shut_out`);
     (assignments, providers prepaid in all its rounds, why providers were left out: "" if none was).  Only the last
     matching's parts are drawn from the providers' terms: those an earlier one drew are given back as the needs are
-    matched again.  PrepaymentRequired,
-    in one line, when only providers wanting prepayment are left; MarketNoDeal naming one that refuses this node
-    when only those are.  `drawn`: what the last matching drew, kept there for the put to give back if it fails."""
+    matched again.  PrepaymentRequired, in one line, when only providers wanting prepayment are left; MarketNoDeal
+    naming one that refuses this node when only those are.  `drawn`: what the last matching drew, kept there for the
+    put to give back if it fails."""
     shut_out = terms.shut_out() if terms is not None else {}
     exclude: set[str] = set(shut_out)
     wanting: dict[str, int] = {}

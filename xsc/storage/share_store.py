@@ -248,9 +248,7 @@ class ShareStore:
         return StorageFull(
             f"not enough storage: this needs {format_size(needed)} of block space, "
             f"{format_size(free)} is free of {format_size(self.capacity)}",
-            # --storage-capacity holds for one run: the config is what a node keeps
-            hint="free space with `xsc store rm`, or raise it: xsc config set storage.capacity SIZE (from the node's "
-                 "next start)",
+            hint="free space with `xsc store rm`, or raise it: xsc config set storage.capacity SIZE, then restart",
             needed=needed, free=free, capacity=self.capacity,
         )
 
