@@ -50,6 +50,9 @@ def test_invoke_shows_what_it_was_charged_for_fuel_and_memory(xsc_node):
                         r"memory for \S+ s at \d+ micro-credits per page-second \(rounded up\)", line), line
     shown = ok(xsc_node.xsc("compute", "provenance", run["provenance"]))
     assert "8 pages at most" in shown, shown
+    # figures written as the CLI writes them elsewhere, not the record's raw integers
+    assert f"fuel:      {run['fuel_consumed']:,} of {run['fuel_limit']:,}\n" in shown, shown
+    assert "limits:    memory 64.0 MiB, timeout 5 s\n" in shown, shown
     assert ["charge:", format_credits(run["charge"]), "credits"] in [row.split() for row in shown.splitlines()], shown
     # one page is said as one page, on the cost line and in the record's view
     result = xsc_node.xsc("compute", "invoke", grow, "work", "1", "100", "--cost")
@@ -112,12 +115,28 @@ ERRORS = [
                                "xsc compute provenance ID --provider NODE"),
     (["replay", "f" * 32], "a call another node ran is recorded and signed there, kept compute.record_retention: "
                            "xsc compute provenance ID --provider NODE"),
+    (["run", str(WASM / "wc.wasm"), "--no-stdin", "--deterministic", "--replicas", "2", "--agree", "3"],
+     "agree must be a whole number from 1 to replicas (2), not 3 (no more replicas can agree than run: --agree 2 or "
+     "fewer, or more --replicas)"),
 ]
 
 
 def test_errors_are_one_line(xsc_node):
     for args, message in ERRORS:
         assert message in error_line(xsc_node.xsc("compute", *args)), args
+
+
+def test_a_missing_module_is_told_what_that_argument_may_be(xsc_node, tmp_path):
+    """`run` takes a job spec too; `serve` and a spec's own `module` do not."""
+    spec = tmp_path / "job.toml"
+    spec.write_text('module = "missing.wasm"\n')
+    for args, may in [(["run", "missing.wasm"], "a .wasm or .wat file, a job spec .toml, or a module id"),
+                      (["serve", "site", "missing.wasm"], "a .wasm or .wat file, or a module id"),
+                      (["run", str(spec)], "a .wasm or .wat file, or a module id")]:
+        line = error_line(xsc_node.xsc("compute", *args, "--no-stdin") if args[0] == "run" else
+                          xsc_node.xsc("compute", *args))
+        assert line.startswith("xsc: error: no such file, and not a module id: ") and line.endswith(f"(give {may})"), \
+            (args, line)
 
 
 def test_wasi_program(xsc_node):

@@ -30,7 +30,8 @@ def test_stdin_from_a_file_or_a_stored_file(xsc_node, tmp_path):
 
 def test_stdin_over_its_cap_is_refused_before_the_program_runs(xsc_node):
     line = error_line(xsc_node.xsc("compute", "run", WC, "--bytes-in", "5", input=b"a b\nc\n"))
-    assert "stdin is over the job's bytes_in" in line, line
+    assert line == "xsc: error: stdin is more than the 5 bytes left of the job's bytes_in (ask for more with " \
+        "--bytes-in)", line
     jobs = json.loads(ok(xsc_node.xsc("compute", "run", WC, "--json", input=b"x\n")))
     assert jobs["executions"] == 1 and jobs["state"] == "done"
 

@@ -162,6 +162,18 @@ def test_a_map_over_more_inputs_than_it_takes_is_refused_before_its_module_is_de
     assert hashlib.sha256(module.read_bytes()).hexdigest() not in ids  # nothing deployed, nothing spent
 
 
+def test_a_map_over_an_empty_prefix_says_it_holds_no_object_and_how_to_look_before_its_module_is_deployed(shared):
+    module = WASM / "arith.wasm"  # deployed by no other test here
+    ok(shared.xsc("s3", "mb", "empty"))
+    for over, look in [("s3://empty/", "xsc s3 ls empty"), ("s3://empty/logs/", "xsc s3 ls empty --prefix logs/")]:
+        line = error_line(shared.xsc("compute", "map", str(module), "--over", over))
+        assert line == f"xsc: error: no object under {over}: a map runs over at least one input (see what it holds " \
+            f"with: {look}; put objects there first, or map another prefix)", line
+    listed = json.loads(ok(shared.xsc("compute", "modules", "--json")))
+    ids = [m["id"] for m in (listed["modules"] if isinstance(listed, dict) else listed)]
+    assert hashlib.sha256(module.read_bytes()).hexdigest() not in ids  # nothing deployed, nothing spent
+
+
 def test_a_map_whose_spec_the_node_would_refuse_is_refused_before_its_module_is_deployed(shared, tmp_path) -> None:
     module = WASM / "factorial.wasm"
     spec = tmp_path / "spec.toml"

@@ -91,7 +91,7 @@ def test_market_cli_on_one_node(cli_node, tmp_path):
     err = fails(node, "store", "put", str(data), "--avoid", me)
     avoided = re.findall(r"put-[0-9a-f]{12}-[0-5]", err.split("(see why")[0])[0]
     text = ok(node, "market", "explain", avoided)
-    assert f"need {avoided}: filtered_out: all 2 compatible slots are excluded by --avoid (it avoids 1 provider)" \
+    assert f"need {avoided}: filtered_out: all 2 compatible slots are excluded by --avoid (it avoids this node)" \
         in " ".join(text.split()), text
 
     prices = ok_json(node, "market", "prices", "--limit", "5")

@@ -75,6 +75,14 @@ def test_no_trade_and_no_compatible_slot():
     assert codes["u/cheap"] == "below_clearing_price"
 
 
+def test_an_avoid_counts_the_providers_its_user_named_and_names_its_own_node_apart():
+    asks = [ask("u", "s", GIB, 1), ask("good", "s", GIB, 1)]
+    # A put's shares meant for other nodes avoid its own node beside the provider its user typed.
+    r = _match(asks, [bid("u", "away", GIB, 9, deny=("good", "u"))])
+    assert explain(r, "away").message == "all 2 compatible slots are excluded by --avoid (it avoids 1 provider and " \
+        "this node)", explain(r, "away")
+
+
 def test_no_trade():
     r = _match([ask("p", "s", GIB, 50)], [bid("u", "n", GIB, 10)])
     assert explain(r, "u/n").code == "no_trade" and r.assignments == {}

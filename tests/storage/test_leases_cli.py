@@ -43,6 +43,9 @@ def test_put_with_a_duration_renew_and_ls_through_the_cli(cli_node, tmp_path: Pa
     renew = node.xsc("store", "renew", cap, "--duration", "3d")
     assert renew.returncode == 0, renew.stderr
     assert b"every share's lease ends at" in renew.stdout
+    shorter = node.xsc("store", "renew", cap, "--duration", "1d")  # never shortened: said, not priced at 0
+    assert shorter.returncode == 0 and b"already ends at" in shorter.stdout, shorter.stdout
+    assert b"nothing extended, nothing to pay (a lease is never shortened)" in shorter.stdout, shorter.stdout
     files = json.loads(node.xsc("store", "ls", "--json").stdout)
     assert files[0]["lease_expiry"] >= start + 3 * 86400
 

@@ -116,6 +116,15 @@ async def test_renew_extends_every_lease_here_and_on_each_holder(trio) -> None:
     assert cli.returncode == 1
     message = cli.stderr.decode()
     assert "not renewed" in message and c_id[:12] in message and message.count("\n") == 1, message
+    assert message.endswith("(retry when those nodes are back, or `xsc store repair` the file first)\n"), message
+
+    # A holder that wants prepayment is named with what the user can do about it, not told to come back.
+    b.app[NODE].trust.stranger_credit = 0
+    cli = await asyncio.to_thread(_xsc, a, "store", "renew", cap, "--duration", "4h")
+    message = cli.stderr.decode()
+    assert cli.returncode == 1 and f"node {_id(b)}: share" in message, message
+    assert message.endswith(f"(ask for credit, or if it owes you: xsc ledger prepay {_id(b)} CREDITS; then renew it "
+                            "again)\n"), message
 
 
 def _xsc(node, *args: str):

@@ -83,8 +83,10 @@ async def test_a_put_matched_again_draws_and_prepays_once_and_a_slow_round_fills
         terms = ProviderTerms(db=db, peers=_Providers({p: 0, q: -10**6, r: 10**6}), prepay=prepay,
                               budget=LedgerSection(auto_prepay=True, auto_prepay_peer=PEER_CAP))
         market = _Market([p, q, r])
-        assignments, prepaid = await quotes._deal_on_terms(market, None, ["s0", "s1"], *GIB_HOUR, terms, False)
+        assignments, prepaid, passed = await quotes._deal_on_terms(market, None, ["s0", "s1"], *GIB_HOUR, terms,
+                                                                   False)
         assert market.matched == [[p, q], [p, r]]
+        assert passed.startswith(f"node {q} wants prepayment for this put"), passed  # why the second round left q out
         assert {n: a.provider for n, a in assignments.items()} == {"s0": p, "s1": r}
         assert sent == [(p, PEER_CAP // 4)] and prepaid == {p: PEER_CAP // 4} and terms.prepaid(p) == PEER_CAP // 4
         assert (await terms.terms(p)).available == PEER_CAP // 4 - cost  # drawn once, by the share it takes

@@ -74,6 +74,19 @@ async def test_a_put_that_does_not_fit_is_refused_before_anything_is_written(sto
     assert sum(1 for _ in store_node.app[DB].iterator(prefix=keys.STORAGE_DEALS, include_value=False)) == deals_before
 
 
+async def test_a_put_right_after_another_is_told_the_room_this_node_has_now_not_what_it_last_published(
+        node_factory) -> None:
+    # Its offer is published again only after market.publish_delay: held long, the book's copy is the one from before
+    # the first put, offering the whole capacity.
+    node = await node_factory(storage={"segment_size": SEG, "capacity": 1_000_000}, market={"publish_delay": 60})
+    store = node.app[NODE].gateway.store
+    await put(node, os.urandom(600_000))
+    resp = await node.post("/v1/store/files", data=os.urandom(300_000))
+    body = await resp.json()
+    assert resp.status == 507 and body["code"] == "storage-full", body
+    assert body["detail"].endswith(f"the most free on one provider is {1_000_000 - store.used} bytes)"), body
+
+
 async def test_a_chunked_put_that_outgrows_the_store_is_rolled_back(store_node) -> None:
     store = store_node.app[NODE].gateway.store
 
@@ -87,6 +100,9 @@ async def test_a_chunked_put_that_outgrows_the_store_is_rolled_back(store_node) 
     before = held()
     resp = await store_node.post("/v1/store/files", data=body())
     assert resp.status == 507
+    # what keeps a larger store: the config (a start's --storage-capacity holds for that run only)
+    assert (await resp.json())["hint"] == ("free space with `xsc store rm`, or raise it: xsc config set "
+                                           "storage.capacity SIZE, then restart")
     assert store.used == 0 and store.reserved == 0
     assert held() == before  # nothing of the put is left
 

@@ -96,6 +96,9 @@ def test_a_stranger_joining_never_breaks_puts_and_auto_prepay_stays_within_its_c
     said = " ".join(done.stderr.decode().split())
     assert done.returncode == 0 and f"the shares meant for other nodes stay on this one: node {id_b} wants " \
         "prepayment for this put" in said, said
+    spread = put(a, os.urandom(30_000), "--spread")  # all six to the market: B left out, and the put says why
+    assert spread["placement"] == [id_a] * 6, spread
+    assert spread["kept_home"].startswith(f"node {id_b} wants prepayment for this put"), spread
     assert line_of(b, id_a)["used"] == 0  # nothing was sent to B: it was never asked to refuse
 
     # B's user recognises A with a small credit line: A's puts go to B within it, then A prepays B by itself (B takes

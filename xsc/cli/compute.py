@@ -200,7 +200,9 @@ def module(obj, module_id: str, as_json: bool) -> None:
 
 @compute.command()
 @click.argument("provenance_id", metavar="[ID]", required=False)
-@click.option("--list", "list_recent", is_flag=True, help="List recent records, newest first.")
+@click.option("--list", "list_recent", is_flag=True,
+              help="List the records of the runs this node made, newest first (a call placed on another node is "
+                   "shown by its ID).")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="How many to list.")
 @click.option("--provider", metavar="NODE", help="The node that ran it (an invoke's `provider`), if not this one.")
 @wide_option
@@ -248,7 +250,7 @@ def provenance(obj, provenance_id: str | None, list_recent: bool, limit: int, pr
 
 def _show_record(r: dict[str, Any], rule: str | None) -> None:
     from ..compute import provenance_validity
-    from ..units import format_credits, plural_for
+    from ..units import format_credits, format_size, plural_for
 
     def values(items: list[dict[str, Any]]) -> str:
         return " ".join(f"{v['value']}:{v['type']}" for v in items) or "(none)"
@@ -261,12 +263,14 @@ def _show_record(r: dict[str, Any], rule: str | None) -> None:
         pairs.append(("results", values(r["results"])))
     if "wasi" in r:
         pairs.append(("wasi", f"argv {r['wasi']['argv']}, exit code {r['wasi']['exit_code']}, "
-                              f"stdout {r['wasi']['stdout_bytes']} bytes, stderr {r['wasi']['stderr_bytes']} bytes"))
+                              f"stdout {r['wasi']['stdout_bytes']:,} bytes, "
+                              f"stderr {r['wasi']['stderr_bytes']:,} bytes"))
     metering = {"exact": "", "whole-budget": " (trapped: metered at the whole budget)"}.get(
         r["metering"], " (trapped: what it could have used in the time it ran)")
-    pairs += [("fuel", f"{r['fuel_consumed']} of {r['fuel_limit']}{metering}"),
+    # Figures as the rest of the CLI writes them (10,000,000,000 fuel, 64.0 MiB); --json keeps the record's own.
+    pairs += [("fuel", f"{r['fuel_consumed']:,} of {r['fuel_limit']:,}{metering}"),
               ("wall time", f"{r['wall_time_us'] / 1000:.3f} ms"),
-              ("limits", f"memory {r['memory_limit']} bytes, timeout {r['timeout_us'] / 1e6:g} s"),
+              ("limits", f"memory {format_size(r['memory_limit'])}, timeout {r['timeout_us'] / 1e6:g} s"),
               # records before version 3 call the charge "price"
               ("charge", f"{format_credits(r.get('charge', r.get('price', 0)))} credits"),
               ("memory", f"{r['memory_pages']} {plural_for(r['memory_pages'], 'page')} at most (priced "

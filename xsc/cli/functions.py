@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ..errors import InvalidArgument
-from .jobs import deployed_module, env_pair
+from .jobs import MODULE_HINT, deployed_module, env_pair
 from .output import EXIT_USAGE, Col, Duration, emit_json, json_option, path_id, prose, table
 
 
@@ -39,8 +39,8 @@ def serve(obj, name: str, module: str, inputs: tuple[str, ...], env: tuple[str, 
     is charged to this node's user.  Serving NAME again replaces it.  With --on-market it is served by a provider
     instead (this node needs no web listener nor compute): `xsc compute functions` shows its URL."""
     client = obj.client()
-    body: dict[str, Any] = {"name": name, "module": deployed_module(client, module), "inputs": list(inputs),
-                            "env": dict(env_pair(e) for e in env), "on_market": on_market}
+    body: dict[str, Any] = {"name": name, "module": deployed_module(client, module, MODULE_HINT),
+                            "inputs": list(inputs), "env": dict(env_pair(e) for e in env), "on_market": on_market}
     limits = {k: v for k, v in (("fuel", fuel), ("memory", memory), ("timeout", timeout)) if v is not None}
     body.update({k: v for k, v in (("entrypoint", entrypoint), ("limits", limits or None), ("max_body", max_body),
                                    ("concurrency", concurrency), ("spend_cap", spend_cap)) if v is not None})

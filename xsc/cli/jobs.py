@@ -48,12 +48,22 @@ def load_spec(path: Path) -> dict[str, Any]:
     return spec
 
 
-def deployed_module(client, text: str) -> str:
+# What a module argument may be, said when the one given is none: `serve` and a job spec's `module` take no spec.
+MODULE_HINT = "give a .wasm or .wat file, or a module id"
+TARGET_HINT = "give a .wasm or .wat file, a job spec .toml, or a module id"
+
+
+def target_hint(target: str) -> str:
+    """The hint for the module a MODULE|SPEC.toml argument names: a spec's module is a module, never a spec."""
+    return MODULE_HINT if target.endswith(".toml") else TARGET_HINT
+
+
+def deployed_module(client, text: str, hint: str = TARGET_HINT) -> str:
     """A module id: given, or a .wasm or .wat file's (text compiled to binary; deployed with WASI if the node lacks
-    it)."""
+    it).  `hint`: what the argument may be, if it is none of them."""
     if MODULE_ID.fullmatch(text):
         return text.lower()
-    wasm = module_file(text)
+    wasm = module_file(text, hint)
     module_id = hashlib.sha256(wasm).hexdigest()
     try:
         client.request("GET", f"/v1/modules/{module_id}")
@@ -62,12 +72,11 @@ def deployed_module(client, text: str) -> str:
     return module_id
 
 
-def module_file(path: str) -> bytes:
+def module_file(path: str, hint: str = TARGET_HINT) -> bytes:
     """The binary module of a job's .wasm or .wat file."""
     if not Path(path).exists():
-        raise InvalidArgument(f"no such file, and not a module id: {path}",
-                              hint="give a .wasm or .wat file, a job spec .toml, or a module id")
-    return read_module(path, hint="give a .wasm or .wat file, a job spec .toml, or a module id")
+        raise InvalidArgument(f"no such file, and not a module id: {path}", hint=hint)
+    return read_module(path, hint=hint)
 
 
 def _stdin_source(stdin: str | None, no_stdin: bool) -> tuple[str | None, BinaryIO | None]:
@@ -138,7 +147,7 @@ def run(obj, target: str, argv: tuple[str, ...], stdin: str | None, no_stdin: bo
     every stored output (name, size, SHA-256, capability) go to stderr."""
     client = obj.client()
     spec: dict[str, Any] = load_spec(Path(target)) if target.endswith(".toml") else {"module": target}
-    spec["module"] = deployed_module(client, str(spec.get("module", "")))
+    spec["module"] = deployed_module(client, str(spec.get("module", "")), target_hint(target))
     limits = dict(spec.get("limits") or {})
     for name, value in (("fuel", fuel), ("memory", memory), ("timeout", timeout), ("bytes_in", bytes_in),
                         ("bytes_out", bytes_out), ("stdout", stdout_cap), ("stderr", stderr_cap)):

@@ -15,7 +15,7 @@ import click
 from ..errors import InvalidArgument, NodeNotRunning, NotANode, Unauthorized, XscError
 from ..units import counted
 from .interrupts import GoesOn
-from .jobs import MODULE_ID, deployed_module, load_spec, module_file
+from .jobs import MODULE_ID, deployed_module, load_spec, module_file, target_hint
 from .output import Col, emit_json, json_option, path_id, table, terminal_width, wrap_words
 from .progress import progress_bar
 
@@ -130,7 +130,12 @@ def _new_map(client, target: str | None, over: tuple[str, ...], mount: str | Non
     if len(inputs) > MAX_MAP:  # (an S3 prefix is listed until it names more)
         raise InvalidArgument(f"more than {MAX_MAP:,} inputs: a map runs over at most {MAX_MAP:,}",
                               hint="map a narrower prefix, or fewer capabilities at once")
-    spec["module"] = deployed_module(client, str(spec.get("module", "")))
+    if not inputs:  # every --over an S3 prefix that holds no object: say which, and how to look, not "narrower"
+        bucket, _, prefix = over[0][5:].partition("/")
+        look = f"xsc s3 ls {bucket}" + (f" --prefix {prefix}" if prefix else "")
+        raise InvalidArgument(f"no object under {', '.join(over)}: a map runs over at least one input",
+                              hint=f"see what it holds with: {look}; put objects there first, or map another prefix")
+    spec["module"] = deployed_module(client, str(spec.get("module", "")), target_hint(target))
     made = client.request("POST", "/v1/compute/maps",
                           json_body={"spec": spec, "as": mount, "over": list(over), "inputs": inputs})
     return {**made, "results": [{"input": item, "state": "pending"} for item in inputs]}

@@ -427,9 +427,14 @@ def renew(obj, cap: str, duration: int | None, wide: bool, as_json: bool) -> Non
     if failed:
         raise PeerError(f"{len(result['renewed'])} of 6 shares renewed; not renewed: "
                         + "; ".join(f"node {node}: {why}" for node, why in failed.items()),
-                        hint="retry when those nodes are back, or `xsc store repair` the file first")
-    prose(f"every share's lease ends at {_expiry(result['lease_expiry'])} or later; the extension costs "
-          f"{format_credits(result.get('cost', 0))} credits, paid to the holders as they hold it")
+                        hint=f"{result['hint']}; then renew it again" if result.get("hint") else
+                        "retry when those nodes are back, or `xsc store repair` the file first")
+    ends = f"ends at {_expiry(result['lease_expiry'])} or later"
+    if result.get("extended"):
+        prose(f"every share's lease {ends}; the extension costs {format_credits(result.get('cost', 0))} credits, paid "
+              "to the holders as they hold it")
+    else:  # every lease ended later already: a renewal never shortens one
+        prose(f"every share's lease already {ends}: nothing extended, nothing to pay (a lease is never shortened)")
 
 
 def _every_file(obj, action: str, wide: bool, as_json: bool) -> None:

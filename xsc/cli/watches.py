@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..units import counted, format_credits
-from .jobs import deployed_module, load_spec
+from .jobs import deployed_module, load_spec, target_hint
 from .output import Col, emit_json, json_option, path_id, table
 
 
@@ -33,7 +33,7 @@ def watch(obj, name: str, target: str, on: str, to: str, mount: str, as_json: bo
     across restarts.  `xsc compute watches` shows their runs, skips, failures, spend and backlog."""
     client = obj.client()
     spec: dict[str, Any] = load_spec(Path(target)) if target.endswith(".toml") else {"module": target}
-    spec["module"] = deployed_module(client, str(spec.get("module", "")))
+    spec["module"] = deployed_module(client, str(spec.get("module", "")), target_hint(target))
     made = client.request("POST", "/v1/compute/watches",
                           json_body={"name": name, "spec": spec, "on": on, "to": to, "as": mount})
     if as_json:

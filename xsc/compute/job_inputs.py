@@ -137,7 +137,7 @@ class JobInputs:
             while chunk := await read(CHUNK):
                 size += len(chunk)
                 if size > room:
-                    raise OverCap(f"{what} is over the job's bytes_in ({room:,} bytes left)",
+                    raise OverCap(f"{what} is more than the {room:,} bytes left of the job's bytes_in",
                                   hint="ask for more with --bytes-in")
                 digest.update(chunk)
                 await in_pool(None, out.write, chunk)

@@ -179,10 +179,13 @@ def parse_job(body: Any) -> JobSpec:
 def _replicas(body: dict) -> tuple[int, int]:
     replicas = body.get("replicas", 1)
     if type(replicas) is not int or not 1 <= replicas <= MAX_REPLICAS:
-        raise InvalidArgument(f"replicas must be a whole number from 1 to {MAX_REPLICAS}, not {replicas!r}")
+        raise InvalidArgument(f"replicas must be a whole number from 1 to {MAX_REPLICAS}, not {replicas!r}",
+                              hint="e.g. --replicas 3 (replicas = 3 in a job spec)")
     agree = body.get("agree", replicas // 2 + 1)
     if type(agree) is not int or not 1 <= agree <= replicas:
-        raise InvalidArgument(f"agree must be a whole number from 1 to replicas ({replicas}), not {agree!r}")
+        raise InvalidArgument(f"agree must be a whole number from 1 to replicas ({replicas}), not {agree!r}",
+                              hint=f"no more replicas can agree than run: --agree {replicas} or fewer, or more "
+                                   "--replicas")
     return replicas, agree
 
 

@@ -213,8 +213,11 @@ def _checked(body: dict[str, Any]) -> tuple[dict[str, Any], str, list[str], list
                               hint='send {"spec", "as", "over", "inputs"}')
     spec, mount, over, inputs = body.get("spec"), body.get("as", "/in/data"), body.get("over", []), body.get("inputs")
     if not isinstance(inputs, list) or not 1 <= len(inputs) <= MAX_MAP:
+        many = isinstance(inputs, list) and len(inputs) > MAX_MAP
         raise InvalidArgument(f"a map runs over 1 to {MAX_MAP:,} inputs, not "
-                              f"{len(inputs) if isinstance(inputs, list) else 'none'}", hint="map a narrower prefix")
+                              f"{len(inputs) if isinstance(inputs, list) else 'none'}",
+                              hint="map a narrower prefix, or fewer inputs at once" if many else
+                              'give "inputs" a list of capabilities or s3://BUCKET/KEY objects')
     if not isinstance(over, list) or len(over) > MAX_SOURCES:
         raise InvalidArgument(f"a map's sources (over) are a list of at most {MAX_SOURCES:,}")
     for text in (*inputs, *over):

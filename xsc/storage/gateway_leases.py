@@ -13,7 +13,7 @@ from ..errors import IntegrityError, NotFound
 from .core import erasure, layout, leases
 from .core.capability import Capability
 from .gateway_core import GatewayCore
-from .remote import Holder
+from .remote import REMEDIES, Holder
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,9 @@ async def renew(gateway: GatewayCore, cap: Capability, duration: int, holders: M
 
     results = await asyncio.gather(*(one(s, h) for s, h in holders.items()), return_exceptions=True)
     answers = {s: r for s, r in zip(holders, results) if not isinstance(r, BaseException)}
-    failures = {s: f"share {s}: {r}" for s, r in zip(holders, results) if isinstance(r, BaseException)}
+    refused = {s: r for s, r in zip(holders, results) if isinstance(r, BaseException)}
+    failures = {s: f"share {s}: {r}" for s, r in refused.items()}
+    remedy = _remedy(refused, names)
     local = tuple(s for s in range(erasure.N) if s not in holders)
     done = await gateway.run(gateway.store.renew, si, target, local,
                            {s: a["lease_expiry"] for s, a in answers.items()})
@@ -62,8 +64,19 @@ async def renew(gateway: GatewayCore, cap: Capability, duration: int, holders: M
     return {
         "capability": str(cap), "requested": target, "lease_expiry": record.get("lease_expiry"),
         "renewed": [{"share": s, "node": names[s], "lease_expiry": changes[s][1]} for s in sorted(changes)],
-        "not_renewed": not_renewed,
+        "not_renewed": not_renewed, **({"hint": remedy} if remedy else {}),
         "extended": [{"share": s, "node": names[s], "bytes": share_bytes, "seconds": seconds}
                      for s in sorted(changes)
                      if (seconds := leases.extension_seconds(changes[s][0], changes[s][1], now)) > 0],
     }
+
+
+def _remedy(refused: Mapping[int, BaseException], names: list[str]) -> str:
+    """What the user can do about the first holder that refused the renewal for a standing reason of its own (its
+    terms: a prepayment; its quarantine of this node), as a put's refusal says it (remote.REMEDIES); "" when none did
+    (a holder that did not answer: retrying once it is back is all there is)."""
+    for share, err in sorted(refused.items()):
+        code = (getattr(err, "details", {}) or {}).get("peer_code")
+        if code in REMEDIES:
+            return REMEDIES[code].format(node=names[share])
+    return ""

@@ -215,9 +215,11 @@ def providers(market: MarketService) -> set[str]:
 
 def most_room(market: MarketService) -> int:
     """The most room one provider offers a put: the book's, and this node's own offer as it is now (a node that
-    leaves withdraws it from its peers and its book, not from its own puts under way)."""
+    leaves withdraws it from its peers and its book, not from its own puts under way; and the book's copy of it is
+    the one last published, which lags a put just stored by `market.publish_delay`: a put right after it would be
+    told of room this node no longer has)."""
     own = max((a.slot.quantity for a in market.own_asks() if a.slot.kind == "storage"), default=0)
-    return max(market.book.most_offered("storage"), own)
+    return max(market.book.most_offered("storage", but=market.me), own)
 
 
 async def quote(dealing: Dealing, segment_size: int, size: int | None, seconds: int, bid: int,
@@ -310,7 +312,8 @@ async def _matched(dealing: Dealing, share_bytes: int, room: int, seconds: int, 
     dealing.needs.open_alike(need, needs)  # published while the put runs
     drawn: Drawn = {}
     try:
-        assignments, prepaid = await _deal_on_terms(dealing, need, needs, share_bytes, seconds, terms, dry, drawn)
+        assignments, prepaid, passed = await _deal_on_terms(dealing, need, needs, share_bytes, seconds, terms, dry,
+                                                            drawn)
     except BaseException as err:
         withdraw_needs(dealing, needs)
         affordable = any(a.slot.kind == "storage" and a.price <= bid for a in market.book.asks())
@@ -323,20 +326,25 @@ async def _matched(dealing: Dealing, share_bytes: int, room: int, seconds: int, 
     finally:
         dealing.remember()
     placed = [assignments[n] for n in needs]
-    return PutQuote(share_bytes, seconds, [a.provider for a in placed], {s: a.price for s, a in enumerate(placed)},
-                    needs, placed, prepaid, drawn=drawn)
+    nodes = [a.provider for a in placed]
+    # Shares the market placed here once the providers that wanted prepayment (or refuse this node) were left out:
+    # the user is told why, as when shares stay home on purpose (a `--spread` put would otherwise end "all 6 shares
+    # on this one node" without a word of the other nodes).
+    return PutQuote(share_bytes, seconds, nodes, {s: a.price for s, a in enumerate(placed)},
+                    needs, placed, prepaid, drawn=drawn, kept_home=passed if market.me in nodes else "")
 
 
 async def _deal_on_terms(dealing: Dealing, need, needs: list[str], share_bytes: int, seconds: int,
                          terms: ProviderTerms | None, dry: bool,
-                         drawn: Drawn | None = None) -> tuple[dict, dict[str, int]]:
+                         drawn: Drawn | None = None) -> tuple[dict, dict[str, int], str]:
     """The market's assignments of the needs `needs` (each `need` under its own id), on providers whose terms take
     their part: a provider that wants a prepayment beyond the user's budget is left out and the needs matched again
     (at most TERMS_ROUNDS times), and so is one that refuses this node outright (`ProviderTerms.shut_out`);
-    (assignments, providers prepaid in all its rounds).  Only the last matching's parts are drawn from the
-    providers' terms: those an earlier one drew are given back as the needs are matched again.  PrepaymentRequired,
-    in one line, when only providers wanting prepayment are left; MarketNoDeal naming one that refuses this node
-    when only those are.  `drawn`: what the last matching drew, kept there for the put to give back if it fails."""
+    (assignments, providers prepaid in all its rounds, why providers were left out: "" if none was).  Only the last
+    matching's parts are drawn from the providers' terms: those an earlier one drew are given back as the needs are
+    matched again.  PrepaymentRequired, in one line, when only providers wanting prepayment are left; MarketNoDeal
+    naming one that refuses this node when only those are.  `drawn`: what the last matching drew, kept there for the
+    put to give back if it fails."""
     shut_out = terms.shut_out() if terms is not None else {}
     exclude: set[str] = set(shut_out)
     wanting: dict[str, int] = {}
@@ -361,7 +369,7 @@ async def _deal_on_terms(dealing: Dealing, need, needs: list[str], share_bytes: 
                     raise _shut_out_refusal(shut_out, err) from None
                 raise
             if terms is None:
-                return assignments, {}
+                return assignments, {}, ""
             costs: dict[str, int] = {}
             for n in needs:
                 a = assignments[n]
@@ -369,13 +377,13 @@ async def _deal_on_terms(dealing: Dealing, need, needs: list[str], share_bytes: 
                     costs[a.provider] = costs.get(a.provider, 0) + price_storage(share_bytes, seconds, a.price)
             if not costs:  # every share stays here: no provider's terms to draw down
                 terms.give_back(drawn)
-                return assignments, prepaid
+                return assignments, prepaid, _passed_over(wanting, shut_out)
             refused, now_prepaid = await terms.settle(costs, dry, drawn)
             for provider, amount in now_prepaid.items():
                 prepaid[provider] = prepaid.get(provider, 0) + amount
             refusing = {p: code for p, code in terms.shut_out().items() if p in costs}  # found as their terms were asked
             if not refused and not refusing:
-                return assignments, prepaid
+                return assignments, prepaid, _passed_over(wanting, shut_out)
             wanting.update(refused)
             shut_out.update(refusing)
             exclude |= set(refused) | set(refusing)
@@ -390,12 +398,28 @@ async def _deal_on_terms(dealing: Dealing, need, needs: list[str], share_bytes: 
     raise PrepaymentRequired(message, hint=hint, providers=wanting)
 
 
-def _shut_out_refusal(shut_out: dict[str, str], err: MarketNoDeal) -> MarketNoDeal:
-    """The market's no-deal once the providers that refuse this node outright were left out, naming them."""
+def _passed_over(wanting: dict[str, int], shut_out: dict[str, str]) -> str:
+    """Why a matching left providers out, with the command that lets them in (as a put they all refuse says it)."""
+    if wanting:
+        message, hint = refusal(wanting)
+    elif shut_out:
+        message, hint = _refusing(shut_out)
+    else:
+        return ""
+    return f"{message} ({hint})" if hint else message
+
+
+def _refusing(shut_out: dict[str, str]) -> tuple[str, str]:
+    """(who refuses this node outright and why, what lets it in), naming one node whole."""
     node, code = next(iter(sorted(shut_out.items())))
     others = f" and {len(shut_out) - 1} more" if len(shut_out) > 1 else ""
-    return MarketNoDeal(f"node {node}{others} refuses this node ({code}), and no other provider took the shares "
-                        f"meant for it", hint=REMEDIES.get(code, "").format(node=node) or err.hint,
+    return f"node {node}{others} refuses this node ({code})", REMEDIES.get(code, "").format(node=node)
+
+
+def _shut_out_refusal(shut_out: dict[str, str], err: MarketNoDeal) -> MarketNoDeal:
+    """The market's no-deal once the providers that refuse this node outright were left out, naming them."""
+    message, hint = _refusing(shut_out)
+    return MarketNoDeal(f"{message}, and no other provider took the shares meant for it", hint=hint or err.hint,
                         needs=err.details.get("needs", {}), refusing=shut_out)
 
 

@@ -248,7 +248,7 @@ class ShareStore:
         return StorageFull(
             f"not enough storage: this needs {format_size(needed)} of block space, "
             f"{format_size(free)} is free of {format_size(self.capacity)}",
-            hint="free space with `xsc store rm`, or start the node with a larger --storage-capacity",
+            hint="free space with `xsc store rm`, or raise it: xsc config set storage.capacity SIZE, then restart",
             needed=needed, free=free, capacity=self.capacity,
         )
 

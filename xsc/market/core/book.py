@@ -234,10 +234,10 @@ class Book:
     def asks(self) -> list[Ask]:
         return list(self._kept("asks", lambda: tuple(a for mc in self.commitments() for a in mc.asks)))
 
-    def most_offered(self, kind: str) -> int:
-        """The largest quantity one ask of `kind` offers (0 when none does)."""
-        return self._kept(f"most:{kind}", lambda: max((a.slot.quantity for a in self.asks() if a.slot.kind == kind),
-                                                      default=0))
+    def most_offered(self, kind: str, but: str | None = None) -> int:
+        """The largest quantity one ask of `kind` offers (0 when none does), of a participant other than `but`."""
+        return self._kept(f"most:{kind}:{but}", lambda: max(
+            (a.slot.quantity for a in self.asks() if a.slot.kind == kind and a.slot.owner != but), default=0))
 
     def bids(self) -> list[Bid]:
         return list(self._kept("bids", lambda: tuple(b for mc in self.commitments() for b in mc.bids)))

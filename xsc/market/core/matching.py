@@ -408,7 +408,12 @@ def excluded_by(b: Bid, allow_self: bool) -> str:
     --min-availability), or what a placement requires of its provider."""
     f, why = b.slot.filters, []
     if f.deny:
-        why.append(f"--avoid (it avoids {counted(len(f.deny), 'provider')})")
+        # The need's own node is named apart: a put keeps the shares it places away off it (storage/quotes.py), so
+        # "2 providers" would count one its user never typed.
+        others = set(f.deny) - {b.slot.owner}
+        avoided = ([counted(len(others), "provider")] if others else []) + \
+            (["this node"] if b.slot.owner in f.deny else [])
+        why.append(f"--avoid (it avoids {' and '.join(avoided)})")
     if f.allow is not None:
         why.append(f"its list of the only {counted(len(f.allow), 'provider')} it takes")
     if WEB_TAG in f.require_tags:
