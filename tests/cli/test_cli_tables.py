@@ -333,7 +333,8 @@ def test_health_probe_shows_a_strangers_refusal_as_text_under_its_row_and_fits(t
         probe = node.xsc("health", "probe", env=NARROW)
     finally:
         stranger.shutdown()
-    assert probe.exit_code == 0, probe.output
+    assert probe.exit_code == 1 and probe.stderr.splitlines() == [
+        "xsc: error: 2 of 2 peers failed the probe (the table above says why)"], probe.output
     _fits(probe.stdout)
     assert all(line.isprintable() for line in probe.stdout.splitlines())
     lines = probe.stdout.splitlines()

@@ -77,8 +77,8 @@ def test_a_get_of_a_file_whose_holder_is_down_names_that_node_not_a_wrong_capabi
     cap = alice.xsc("store", "put", "-", input=b"alice's notes\n").stdout.strip()  # every share on Alice's node
     assert bob.xsc("store", "get", cap).stdout == "alice's notes\n"
     alice.stop()
-    probed = bob.xsc("health", "probe", "--json")  # Bob's node sees Alice's down
-    assert probed.exit_code == 0 and not json.loads(probed.stdout)["results"][0]["ok"], probed.output
+    probed = bob.xsc("health", "probe", "--json")  # Bob's node sees Alice's down, and says so in its exit status
+    assert probed.exit_code == 1 and not json.loads(probed.stdout)["results"][0]["ok"], probed.output
     got = bob.xsc("store", "get", cap)
     (line,) = got.stderr.splitlines()
     assert got.exit_code == 1 and f"node {alice_id}, which it knows, is not up" in line, got.output
