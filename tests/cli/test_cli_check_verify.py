@@ -108,6 +108,8 @@ def test_the_shares_rm_could_not_delete_are_deleted_once_their_holder_is_back(th
     b.stop()
     assert a.xsc("store", "rm", put["capability"]).exit_code == 0
     b.start()
+    # The removal found b gone, so a probed it and counts it down: the note waits for a probe to find b back up.
+    assert a.xsc("health", "probe").exit_code == 0
     held = b.app[NODE].store
     assert held.shares_held > 0  # kept while nobody asked
     used = b.app[NODE].trust.line(a_id)["used"]

@@ -109,6 +109,26 @@ def test_a_get_whose_holder_went_down_since_its_last_probe_names_that_node(threa
             "shows it), or check the capability)\n"), got.output
 
 
+def test_peers_ls_shows_a_peer_a_request_found_stopped_down_with_its_probes_age(thread_node) -> None:
+    alice = thread_node("alice", **QUIET)  # probes once an hour: only Bob's failed get can tell his node
+    bob = thread_node("bob", **QUIET)
+    alice_id = alice.app[NODE].peers.identity.id
+    assert bob.xsc("peers", "add", alice.url).exit_code == 0
+    cap = alice.xsc("store", "put", "-", input=b"held by Alice's node\n").stdout.strip()
+
+    def alices() -> dict:
+        return next(p for p in json.loads(bob.xsc("peers", "ls", "--json").stdout)["peers"] if p["id"] == alice_id)
+
+    assert alices()["up"] is True and alices()["last_probe"] is not None  # probed as Bob added her
+    row = next(line for line in bob.xsc("peers", "ls", "--wide").stdout.splitlines() if line.startswith(alice_id))
+    assert row.split()[1] == "up" and " s ago)" in row, row  # up as of its last probe, and when that was
+    alice.stop()
+    assert bob.xsc("store", "get", cap).exit_code == 1  # a request to Alice's node that finds no answer
+    eventually(lambda: alices()["up"] is False, "Bob's node to probe Alice's at once, not at its next round")
+    row = next(line for line in bob.xsc("peers", "ls", "--wide").stdout.splitlines() if line.startswith(alice_id))
+    assert row.split()[1] == "DOWN" and " s ago)" in row, row
+
+
 def test_a_get_whose_holder_hangs_asks_that_node_once_not_once_a_share(thread_node, caplog) -> None:
     alice = thread_node("alice", **QUIET)
     bob = thread_node("bob", health=QUIET["health"], peers={**QUIET["peers"], "request_timeout": 1.0})
