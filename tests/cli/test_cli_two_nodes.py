@@ -46,6 +46,21 @@ def test_a_job_run_on_the_other_node_names_it_and_that_node_lists_what_it_earned
     twice = bob.xsc("ledger", "history", "node", "--account", "client")
     assert twice.exit_code == 2 and "two accounts named" in twice.stderr, twice.output
 
+    # The id Bob's node shows for his half (his receipt's) finds Alice's half, her payment, on her node too.
+    receipt = earned()[0]["id"]
+
+    def paid() -> list[dict]:
+        return [e for e in json.loads(alice.xsc("ledger", "history", "--json").stdout) if e["kind"] == "payment"]
+
+    (payment,) = eventually(paid, "Alice's payment for the job", 30)
+    for ref in (receipt, receipt[:8]):
+        shown = json.loads(alice.xsc("ledger", "show", ref, "--json").stdout)
+        assert (shown["id"], shown["kind"], shown["receipt"]) == (payment["id"], "payment", receipt), shown
+    missing = bob.xsc("ledger", "show", payment["id"])  # Bob's node holds no copy of Alice's half
+    assert missing.exit_code == 1 and missing.stderr.endswith(
+        "(see them with: xsc ledger history (a transfer's payment is found on either node by its receipt's id, the "
+        "payee's entry id))\n"), missing.output
+
 
 def test_a_job_past_the_users_credit_names_the_flags_and_the_setting_that_let_it_run(thread_node) -> None:
     # A call and a job both hold their worst case first: refused alike, here and sent to another node.
