@@ -201,7 +201,8 @@ def main() -> None:
                     continue
                 victim = next(by_id[i] for i in result["placement"] if by_id[i] is not net.first)
                 victim.kill()
-                _xsc("--data-dir", str(gateway), "health", "probe")  # seen down, so repair does not pick it
+                # Seen down, so repair does not pick it: the probe exits 1 for the node it finds down.
+                run_xsc("--data-dir", str(gateway), "health", "probe", timeout=600)
                 t = time.perf_counter()
                 _xsc("--data-dir", str(gateway), "store", "repair", result["capability"])
                 repair_s = time.perf_counter() - t

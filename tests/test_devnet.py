@@ -159,6 +159,24 @@ def test_devnet_up_works_from_a_folder_that_holds_an_xsc_directory(tmp_path: Pat
     assert down.returncode == 0 and json.loads(down.stdout)["stopped"] == 2
 
 
+@pytest.mark.slow
+def test_status_names_each_node_by_its_id_on_a_state_file_the_library_saved(tmp_path: Path, monkeypatch) -> None:
+    """Devnet.save() writes no ids (the library does not ask the nodes for them): status asks a node that answers."""
+    # Started as `xsc node start` itself, not forked from the tests' forker: status knows a node by its command line.
+    monkeypatch.setattr(devnet, "popen", subprocess.Popen)
+    net = Devnet(tmp_path, 1).start()
+    try:
+        net.save()
+        assert "id" not in json.loads((tmp_path / "devnet.json").read_text())["nodes"][0]
+        status = run_xsc("devnet", "status", "--dir", str(tmp_path), "--json")
+        assert status.returncode == 0, status.stderr
+        assert [(n["id"], n["up"]) for n in json.loads(status.stdout)] == [(net.first.health()["serviceId"], True)]
+        table = run_xsc("devnet", "status", "--dir", str(tmp_path))
+        assert table.returncode == 0 and b"1 of 1 nodes up" in table.stdout, table.stderr
+    finally:
+        net.stop()
+
+
 def test_up_counts_the_nodes_it_started_again_and_those_up_already_in_words() -> None:
     from xsc.cli.devnet import restarted_line
 

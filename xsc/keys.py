@@ -429,6 +429,9 @@ TAB_RUNS = _TAB_RUNS  # every run on a peer's tab, by authorization id
 LEDGER = b"l/"
 LEDGER_ENTRIES = b"l/e/"  # + account (32) + seq (8, big endian) -> encoded entry (the chains, in order)
 LEDGER_IDS = b"l/i/"  # + entry id (32) -> account (32) + seq (8)
+# + the receipt id of a payment on a chain here (32) -> the payment's account (32) + seq (8): the payer's half of a
+# transfer is found by the id the payee's node shows for it (its receipt entry's)
+LEDGER_RECEIPTS = b"l/y/"
 LEDGER_ACCOUNTS = b"l/a/"  # + account -> account state (seq, head id, balance, forked flag)
 # + authorization id (32) -> id of the receipt that settled it: the replay check, kept ledger.record_retention past
 # the authorization's expiry (no entry under it is taken later)
@@ -483,6 +486,10 @@ def split_ledger_entry(key: bytes) -> tuple[bytes, int]:
 
 def ledger_id(entry_id: bytes) -> bytes:
     return LEDGER_IDS + entry_id
+
+
+def ledger_receipt(receipt_id: bytes) -> bytes:
+    return LEDGER_RECEIPTS + receipt_id
 
 
 def ledger_account(account: bytes) -> bytes:

@@ -14,6 +14,8 @@ from xsc.storage.core import erasure
 from tests.support.peers import offering_pair
 from tests.support.waiting import eventually
 
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+
 NARROW = {"COLUMNS": "80"}
 
 
@@ -108,6 +110,8 @@ def test_the_shares_rm_could_not_delete_are_deleted_once_their_holder_is_back(th
     b.stop()
     assert a.xsc("store", "rm", put["capability"]).exit_code == 0
     b.start()
+    # The removal found b gone, so a probed it and counts it down: the note waits for a probe to find b back up.
+    assert a.xsc("health", "probe").exit_code == 0
     held = b.app[NODE].store
     assert held.shares_held > 0  # kept while nobody asked
     used = b.app[NODE].trust.line(a_id)["used"]
@@ -149,3 +153,22 @@ def test_check_from_another_node_gives_shares_no_node_was_found_holding_no_node_
             assert row.split()[1:5] == ["missing", "(none", "found)", "-"], row
         else:  # the search named its holder (what a has published of its shares reached b first): down
             assert row.split()[1:4] == ["missing", a_id, "DOWN"], row
+
+
+def test_check_calls_a_file_whose_shares_are_all_on_one_node_at_risk_while_another_node_is_up(thread_node) -> None:
+    alice = thread_node("alice", **QUIET)
+    cap = alice.xsc("store", "put", "-", input=b"kept whole\n").stdout.strip()  # a stream: all 6 shares here
+    alone = alice.xsc("store", "check", cap)
+    assert alone.exit_code == 0 and "6 of 6 shares present: healthy" in " ".join(alone.stdout.split()), alone.output
+    bob = thread_node("bob", **QUIET)
+    assert alice.xsc("peers", "add", bob.url).exit_code == 0  # a node up that could hold some of them
+    checked = alice.xsc("store", "check", cap)
+    said = " ".join(checked.stdout.split())
+    assert checked.exit_code == 0 and "6 of 6 shares present: at risk (blocks not read" in said, checked.output
+    assert "all 6 shares are on this node: the file does not survive its loss, while 1 other node is up; put it " \
+        "again from a file to spread its shares (then `xsc store rm` this capability):" in said, said
+    assert checked.stdout.splitlines()[-1] == f"    xsc store get {cap} -o FILE && xsc store put FILE"
+    report = json.loads(alice.xsc("store", "check", cap, "--json").stdout)
+    assert report["healthy"] and report["at_risk"].startswith("all 6 shares are on this node"), report
+    elsewhere = json.loads(bob.xsc("store", "check", cap, "--json").stdout)  # Bob's node sees them all on Alice's
+    assert elsewhere["at_risk"].startswith(f"all 6 shares are on node {alice.app[NODE].peers.identity.id}: "), elsewhere

@@ -229,6 +229,20 @@ def test_tables_naming_a_peer_fit_80_columns_with_its_id_whole(thread_node) -> N
     assert "earned (credits)" in a.xsc("market", "recognition").stdout.splitlines()[0]  # a figure with its unit
 
 
+def test_market_book_shows_which_asks_carry_the_web_tag(thread_node) -> None:
+    node = thread_node(**QUIET, node={"web_listen": f"127.0.0.1:{free_port()}"})  # it serves web functions
+    books = json.loads(node.xsc("market", "book", "--json").stdout)["books"]
+    tagged = {b["kind"]: [o["tags"] for o in b["asks"]] for b in books}
+    assert tagged["compute"] and all(t == ["web"] for t in tagged["compute"]), tagged
+    assert tagged["storage"] and all(t == [] for t in tagged["storage"]), tagged
+    shown = node.xsc("market", "book", "--wide")
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert ["side", "owner", "quantity", "price", "tags"] in [line.split() for line in lines], shown.stdout
+    asks = [line.split() for line in lines if line.startswith("ask")]
+    assert {row[-1] for row in asks} == {"web", "-"}, shown.stdout  # compute's asks tagged, storage's not
+
+
 def test_ledger_accounts_and_trust_fit_80_columns_with_ids_whole(thread_node) -> None:
     node = thread_node()
     peer = public_id(os.urandom(32))
@@ -333,7 +347,8 @@ def test_health_probe_shows_a_strangers_refusal_as_text_under_its_row_and_fits(t
         probe = node.xsc("health", "probe", env=NARROW)
     finally:
         stranger.shutdown()
-    assert probe.exit_code == 0, probe.output
+    assert probe.exit_code == 1 and probe.stderr.splitlines() == [
+        "xsc: error: 2 of 2 peers failed the probe (the table above says why)"], probe.output
     _fits(probe.stdout)
     assert all(line.isprintable() for line in probe.stdout.splitlines())
     lines = probe.stdout.splitlines()

@@ -46,6 +46,21 @@ def test_a_job_run_on_the_other_node_names_it_and_that_node_lists_what_it_earned
     twice = bob.xsc("ledger", "history", "node", "--account", "client")
     assert twice.exit_code == 2 and "two accounts named" in twice.stderr, twice.output
 
+    # The id Bob's node shows for his half (his receipt's) finds Alice's half, her payment, on her node too.
+    receipt = earned()[0]["id"]
+
+    def paid() -> list[dict]:
+        return [e for e in json.loads(alice.xsc("ledger", "history", "--json").stdout) if e["kind"] == "payment"]
+
+    (payment,) = eventually(paid, "Alice's payment for the job", 30)
+    for ref in (receipt, receipt[:8]):
+        shown = json.loads(alice.xsc("ledger", "show", ref, "--json").stdout)
+        assert (shown["id"], shown["kind"], shown["receipt"]) == (payment["id"], "payment", receipt), shown
+    missing = bob.xsc("ledger", "show", payment["id"])  # Bob's node holds no copy of Alice's half
+    assert missing.exit_code == 1 and missing.stderr.endswith(
+        "(see them with: xsc ledger history (a transfer's payment is found on either node by its receipt's id, the "
+        "payee's entry id))\n"), missing.output
+
 
 def test_a_job_past_the_users_credit_names_the_flags_and_the_setting_that_let_it_run(thread_node) -> None:
     # A call and a job both hold their worst case first: refused alike, here and sent to another node.
@@ -77,8 +92,8 @@ def test_a_get_of_a_file_whose_holder_is_down_names_that_node_not_a_wrong_capabi
     cap = alice.xsc("store", "put", "-", input=b"alice's notes\n").stdout.strip()  # every share on Alice's node
     assert bob.xsc("store", "get", cap).stdout == "alice's notes\n"
     alice.stop()
-    probed = bob.xsc("health", "probe", "--json")  # Bob's node sees Alice's down
-    assert probed.exit_code == 0 and not json.loads(probed.stdout)["results"][0]["ok"], probed.output
+    probed = bob.xsc("health", "probe", "--json")  # Bob's node sees Alice's down, and says so in its exit status
+    assert probed.exit_code == 1 and not json.loads(probed.stdout)["results"][0]["ok"], probed.output
     got = bob.xsc("store", "get", cap)
     (line,) = got.stderr.splitlines()
     assert got.exit_code == 1 and f"node {alice_id}, which it knows, is not up" in line, got.output
@@ -107,6 +122,26 @@ def test_a_get_whose_holder_went_down_since_its_last_probe_names_that_node(threa
             "xsc: error: this node holds no file with that capability, and no node it could ask holds a share of it; "
             f"node {alice_id}, which it knows, is not up (get it again once that node is up (`xsc health status` "
             "shows it), or check the capability)\n"), got.output
+
+
+def test_peers_ls_shows_a_peer_a_request_found_stopped_down_with_its_probes_age(thread_node) -> None:
+    alice = thread_node("alice", **QUIET)  # probes once an hour: only Bob's failed get can tell his node
+    bob = thread_node("bob", **QUIET)
+    alice_id = alice.app[NODE].peers.identity.id
+    assert bob.xsc("peers", "add", alice.url).exit_code == 0
+    cap = alice.xsc("store", "put", "-", input=b"held by Alice's node\n").stdout.strip()
+
+    def alices() -> dict:
+        return next(p for p in json.loads(bob.xsc("peers", "ls", "--json").stdout)["peers"] if p["id"] == alice_id)
+
+    assert alices()["up"] is True and alices()["last_probe"] is not None  # probed as Bob added her
+    row = next(line for line in bob.xsc("peers", "ls", "--wide").stdout.splitlines() if line.startswith(alice_id))
+    assert row.split()[1] == "up" and " s ago)" in row, row  # up as of its last probe, and when that was
+    alice.stop()
+    assert bob.xsc("store", "get", cap).exit_code == 1  # a request to Alice's node that finds no answer
+    eventually(lambda: alices()["up"] is False, "Bob's node to probe Alice's at once, not at its next round")
+    row = next(line for line in bob.xsc("peers", "ls", "--wide").stdout.splitlines() if line.startswith(alice_id))
+    assert row.split()[1] == "DOWN" and " s ago)" in row, row
 
 
 def test_a_get_whose_holder_hangs_asks_that_node_once_not_once_a_share(thread_node, caplog) -> None:

@@ -77,7 +77,7 @@ def test_deploy_modules_and_provenance(xsc_node):
     job = error_line(xsc_node.xsc("compute", "run", loop, "--entrypoint", "spin", "--timeout", "0.2", "--no-stdin"))
     assert ": deadline exceeded: it ran for " in job and "call" not in job, job  # a job's run is not a call
     job = error_line(xsc_node.xsc("compute", "run", loop, "--entrypoint", "spin", "--fuel", "1000", "--no-stdin"))
-    assert ": out of fuel: it used all 1000 units" in job and "call" not in job, job
+    assert ": out of fuel: it used all 1,000 units" in job and "call" not in job, job
     assert "valid" in ok(xsc_node.xsc("compute", "provenance", "--list"))
 
 

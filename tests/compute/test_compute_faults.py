@@ -126,9 +126,25 @@ async def test_fuel_exhausted(client):
     fib = await deploy(client, "fibonacci")
     status, body = await invoke(client, fib, "fib", "30", fuel=100_000)
     assert (status, body["code"], body["kind"]) == (422, "trap", "out-of-fuel")
-    assert "used all 100000 units of its fuel limit (100000)" in body["detail"] and "--fuel" in body["hint"]
+    assert "out of fuel: it used all 100,000 units of its fuel limit;" in body["detail"], body["detail"]
     assert body["fuel_consumed"] == body["fuel_limit"] == 100_000
     assert (body["limit"], body["limit_value"], body["raised_by"]) == ("fuel", 100_000, "--fuel (at most compute.fuel)")
+
+
+async def test_a_fuel_traps_hint_offers_no_more_than_the_nodes_ceiling(node_factory):
+    node = await node_factory(compute={"fuel": 200_000})
+    fib = await deploy(node, "fibonacci")
+    status, body = await invoke(node, fib, "fib", "30", fuel=100_000)
+    assert (status, body["kind"]) == (422, "out-of-fuel"), body
+    assert body["hint"] == "ask for more with --fuel, up to 200,000 (this node's compute.fuel)"
+    for asked in ({}, {"fuel": 200_000}):  # the ceiling itself: no --fuel asks for more, the ceiling raised does
+        status, body = await invoke(node, fib, "fib", "30", **asked)
+        assert (status, body["kind"], body["limit_value"]) == (422, "out-of-fuel", 200_000), body
+        assert body["detail"].startswith("out of fuel: it used all 200,000 units of its fuel limit;"), body["detail"]
+        assert body["hint"] == ("its fuel limit is this node's most, compute.fuel: to ask for more, raise it (xsc config "
+                                "set compute.fuel ...) and restart the node")
+    status, body = await invoke(node, fib, "fib", "30", fuel=300_000)
+    assert (status, body["detail"]) == (400, "fuel 300,000 is more than this node allows per call (200,000)"), body
 
 
 async def test_deadline_with_plenty_of_fuel(client):

@@ -185,6 +185,18 @@ async def test_a_function_at_its_caps_still_redirects_a_get_of_its_path_without_
     assert (await looping)[0] == 504
 
 
+async def test_a_function_served_with_a_spend_cap_of_0_says_so_and_how_its_owner_raises_it(web) -> None:
+    node, base = web  # a cap of 0 is never anything but spent: its callers are not told to come back within the hour
+    await _serve(node, name="free", module=await deploy(node, "cgi", wasi=True), spend_cap=0)
+    status, headers, body = await _get(f"{base}/fn/free/")
+    problem = json.loads(body)
+    assert (status, problem["code"]) == (402, "spend-cap-reached"), (status, body)
+    assert problem["detail"] == ("this function's owner lets it spend nothing (its spend cap is 0 micro-credits an "
+                                 "hour): it serves no request"), problem
+    assert problem["hint"] == "its owner raises the cap by serving it again: xsc compute serve free MODULE --spend-cap " \
+        "MICROCREDITS", problem
+
+
 async def test_hostile_callers_are_refused_while_others_are_served(web) -> None:
     node, base = web
     cgi, spin = await deploy(node, "cgi", wasi=True), await deploy(node, "spin", wasi=True)

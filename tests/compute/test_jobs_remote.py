@@ -1472,6 +1472,7 @@ async def test_a_job_after_a_provider_left_looks_up_no_providers_for_the_one_tha
     gateway, (leaving, staying) = await network(node_factory, providers=2)
     module = await deploy(gateway, "outputs", wasi=True)
     node = gateway.app[NODE]
+    node.client.unreached = None  # its probes still say up: no request that finds it gone has it probed out of turn
     left = leaving.app[IDENTITY].id
     await close_node(leaving)
     await eventually_async(lambda: node.market.book.get(left) is not None and not node.market.book.get(left).asks,

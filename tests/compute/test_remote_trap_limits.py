@@ -36,10 +36,12 @@ async def test_a_remote_invoke_out_of_fuel_names_its_limit_in_its_answer_and_its
         status, problem = await invoke(gateway, fib, "fib", "30", fuel=FUEL, verify=verify)
         assert (status, problem["kind"], problem["provider"]) == (422, "out-of-fuel", provider.app[IDENTITY].id)
         assert _named(problem) == ("fuel", FUEL, raised), problem
-        assert problem["hint"] == "ask for more with --fuel (it ran under 100,000), up to its provider's compute.fuel"
+        ceiling = f"{gateway.app[NODE].compute.ceiling.fuel:,}"  # the most this node lets a call ask for
+        assert problem["hint"] == (f"ask for more with --fuel (it ran under 100,000), up to {ceiling} (this node's "
+                                   "compute.fuel; its provider's may allow less)"), problem["hint"]
     line = await _xsc(gateway, "compute", "invoke", fib, "fib", "30", "--fuel", str(FUEL))
-    assert "out of fuel" in line and "(ask for more with --fuel (it ran under 100,000), up to its provider's " \
-        "compute.fuel)" in line, line
+    assert "out of fuel" in line and f"(ask for more with --fuel (it ran under 100,000), up to {ceiling} (this " \
+        "node's compute.fuel; its provider's may allow less))" in line, line
 
 
 async def test_a_remote_invoke_that_names_no_fuel_names_the_fuel_it_used_all_of(node_factory) -> None:
@@ -50,6 +52,17 @@ async def test_a_remote_invoke_that_names_no_fuel_names_the_fuel_it_used_all_of(
     status, problem = await invoke(gateway, fib, "fib", "30")
     assert (status, problem["kind"]) == (422, "out-of-fuel"), problem
     assert _named(problem) == ("fuel", 300_000, "--fuel (at most its provider's compute.fuel)"), problem
+
+
+async def test_a_remote_invoke_out_of_fuel_offers_no_more_fuel_than_this_nodes_ceiling(node_factory) -> None:
+    provider = await node_factory("provider", **QUIET, compute={"fuel": 300_000})
+    gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False}, compute={"fuel": 200_000})
+    await peer_with_provider(gateway, provider)
+    fib = await deploy(gateway, "fibonacci")
+    status, problem = await invoke(gateway, fib, "fib", "30")  # under the provider's ceiling, above this node's
+    assert (status, problem["kind"], problem["limit_value"]) == (422, "out-of-fuel", 300_000), problem
+    assert problem["hint"] == ("it ran under 300,000, more than this node's most (200,000, compute.fuel): to ask for "
+                               "more, raise it (xsc config set compute.fuel ...) and restart the node"), problem["hint"]
 
 
 async def test_a_provider_naming_another_limit_in_its_answer_is_not_believed_on_it(node_factory, monkeypatch) -> None:

@@ -93,6 +93,13 @@ def test_market_cli_on_one_node(cli_node, tmp_path):
     text = ok(node, "market", "explain", avoided)
     assert f"need {avoided}: filtered_out: all 2 compatible slots are excluded by --avoid (it avoids this node)" \
         in " ".join(text.split()), text
+    assert "It would have matched with fewer filters (--avoid, --min-availability)." in " ".join(text.split()), text
+    # A preference is no filter: said apart from them.
+    err = fails(node, "store", "put", str(data), "--avoid", me, "--prefer", me)
+    preferring = re.findall(r"put-[0-9a-f]{12}-[0-5]", err.split("(see why")[0])[0]
+    text = " ".join(ok(node, "market", "explain", preferring).split())
+    assert "It would have matched with fewer filters (--avoid, --min-availability); its --prefer leaves no provider " \
+        "out, it only orders those the filters keep." in text, text
 
     prices = ok_json(node, "market", "prices", "--limit", "5")
     assert isinstance(prices["prices"], list) and len(prices["prices"]) <= 5

@@ -40,6 +40,17 @@ def test_the_refusal_is_one_line_under_240_characters_with_the_whole_id() -> Non
     assert "0.000042 credits" in refusal({IDS[0]: 42})[0]
 
 
+def test_the_refusal_says_which_providers_this_node_tried_to_prepay_by_itself() -> None:
+    cheapest, other = IDS[0], IDS[1]
+    why = f"node {cheapest} refused the prepayment: it owes this node nothing"
+    message, _ = refusal({cheapest: 42, other: 50}, {cheapest: why})
+    assert message.endswith("; this node's own prepayment of it (ledger.auto_prepay) was tried and not made: it "
+                            "refused the prepayment: it owes this node nothing"), message
+    message, _ = refusal({cheapest: 42, other: 50}, {other: "it did not answer within 5 s (retried in the background)"})
+    assert message.endswith("; 1 of them was tried with this node's own prepayment (ledger.auto_prepay), not made")
+    assert refusal({cheapest: 42}, {})[0] == refusal({cheapest: 42})[0]  # nothing tried: nothing said of it
+
+
 def test_terms_that_are_not_terms_are_not_assumed() -> None:
     assert parse_terms("p", {"available": 5, "credit": 0, "recognised": False}, 1.0).available == 5
     for body in (None, [], {"available": "5", "credit": 0, "recognised": False},

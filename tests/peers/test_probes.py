@@ -20,6 +20,7 @@ LOST = PeerUnreachable("peer https://198.18.0.3:7070 is unreachable: timeout", s
 
 async def test_one_challenge_without_an_answer_does_not_mark_a_peer_down(node_factory) -> None:
     node = await node_factory("prober", **QUIET)
+    node.app[NODE].client.unreached = None  # its fake peers' addresses answer nothing: no probes out of turn
     peers, health = node.app[NODE].peers, node.app[NODE].health
     peer = Identity.generate()
     outcomes: list[dict | Exception] = [{}]  # what each challenge does, in turn: {} answers
@@ -173,6 +174,7 @@ async def test_a_scheduled_round_with_no_peer_due_leaves_the_last_round_as_it_wa
     """A peer down is probed less often, so a scheduled round may probe no one: `xsc health status` goes on saying
     how the last probes went, not "0 of 0 answered"."""
     node = await node_factory("prober", **QUIET)
+    node.app[NODE].client.unreached = None  # its fake peers' addresses answer nothing: no probes out of turn
     peers, health = node.app[NODE].peers, node.app[NODE].health
     peer = Identity.generate()
     answers = [{}]
@@ -191,3 +193,26 @@ async def test_a_scheduled_round_with_no_peer_due_leaves_the_last_round_as_it_wa
     idle = await health.probe_round(due_only=True)
     assert idle["peers"] == 0
     assert health.view()["last_round"] == {k: probed[k] for k in ("time", "seconds", "peers", "ok")}
+
+
+async def test_a_request_to_a_peer_counted_up_that_finds_no_answer_has_it_probed_at_once(node_factory) -> None:
+    node = await node_factory("prober", **QUIET)
+    node.app[NODE].client.unreached = None  # only this test's own calls tell of unanswered requests
+    peers, health = node.app[NODE].peers, node.app[NODE].health
+    peer = Identity.generate()
+    asked: list[str] = []
+
+    async def challenge(url: str, node_id: str, timeout: float) -> dict:
+        asked.append(node_id)
+        if len(asked) > 1:
+            raise PeerRefused("peer refused POST /v1/peer/challenge: stopping")  # an answer: not asked again
+        return {}
+
+    health.challenge = challenge
+    peers.accept(fake_descriptors([peer]))
+    await eventually_async(lambda: health.availability(peer.id).up is True, "the first probe answered", 10, poll=0.01)
+    health.unreached(peer.id)  # a request to it found no answer: probed now, not in an hour
+    await eventually_async(lambda: health.availability(peer.id).up is False, "the probe out of turn", 10, poll=0.01)
+    health.unreached(peer.id)  # counted down already: nothing more to learn
+    health.unreached(Identity.generate().id)  # a node it does not know: nothing to probe
+    assert asked == [peer.id, peer.id]

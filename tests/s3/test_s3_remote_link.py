@@ -17,6 +17,7 @@ from xsc.buckets.core.names import DEFAULT_USER
 from xsc.buckets.objects import SmallPut
 from xsc.client import aio
 from xsc.client.aio import NodeApi
+from xsc.client.sync import error_from_problem
 from xsc.buckets.marks import FileMarks
 from xsc.errors import ConfigError, InvalidArgument, NodeNotRunning, NodeStopping, XscError
 from xsc.identity import Identity
@@ -249,6 +250,11 @@ def test_what_the_operator_alone_can_mend_is_told_to_an_s3_client_without_the_op
                             hint="start it with: xsc node start --data-dir /srv/xsc"), "ServiceUnavailable", 503),
             (ConfigError("/srv/front/s3-files.key is not the key of the node at http://127.0.0.1:7070",
                          hint="copy the node's key here: scp 127.0.0.1:NODE_DATA_DIR/s3-files.key /srv/front/"),
+             "InternalError", 500),
+            # a capability the bucket index refused (400 from the node) is the front's or its records', not the
+            # client's request: no InvalidRequest, whose client would change its request in vain
+            (error_from_problem(400, b'{"code": "invalid-capability", "status": 400, "detail": "the capability\'s '
+                                     b'key is not base32 (/srv/x)", "hint": "check the capability"}'),
              "InternalError", 500)):
         caplog.clear()
         with caplog.at_level("WARNING", logger="xsc.s3.server"):
@@ -257,3 +263,22 @@ def test_what_the_operator_alone_can_mend_is_told_to_an_s3_client_without_the_op
         assert response.status == status and f"<Code>{code}</Code>" in body, body
         assert "/srv" not in body and "7070" not in body and "the service" in body, body
         assert err.with_hint in caplog.text, caplog.text
+
+
+def test_an_unknown_access_key_tells_the_client_nothing_of_the_operators_command(caplog) -> None:
+    """Anyone may send a request with a key that is not here (a stranger guessing keys): the command that makes one
+    (`xsc s3 keys create`) is the operator's, said in the front's log."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from xsc.s3.core.sigv4 import _secret
+    from xsc.s3.server import _error
+
+    with pytest.raises(XscError) as refused:
+        _secret(lambda key: None, "XSCNOSUCHKEY00000000")
+    with caplog.at_level("WARNING", logger="xsc.s3.server"):
+        response = _error(make_mocked_request("GET", "/"), refused.value, "ID")
+    body = response.body.decode()
+    assert response.status == 403 and "<Code>InvalidAccessKeyId</Code>" in body, body
+    assert "<Message>the access key does not exist here</Message>" in body and "xsc s3" not in body, body
+    assert "InvalidAccessKeyId the access key does not exist here (create one with `xsc s3 keys create`)" \
+        in caplog.text, caplog.text

@@ -473,3 +473,24 @@ def test_a_peer_that_lies_where_the_shares_are_does_not_keep_a_handed_capability
     ran = a.xsc("compute", "run", "fixtures/wasm/sha256.wasm", "/in/data", "--input",
                 f"{put['capability']}:/in/data", "--no-stdin")
     assert ran.exit_code == 0 and hashlib.sha256(data).hexdigest() in ran.stdout, ran.output
+
+
+def test_a_put_refused_for_want_of_prepayment_says_this_node_tried_to_prepay_by_itself(cli_node, tmp_path) -> None:
+    """A keeps nothing at home and prepays strangers by itself (ledger.auto_prepay); B, a stranger that extends no
+    credit, refuses A's prepayment (A never did work for it): the put's refusal says the prepayment was tried."""
+    quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+    a = TextNode(cli_node("a", **quiet, market={"offer_storage": False}, ledger={"auto_prepay": True}))
+    b = TextNode(cli_node("b", **quiet, ledger={"stranger_credit": 0}))
+    id_b = json.loads(b.xsc("node", "status", "--json").stdout)["id"]
+    assert a.xsc("peers", "add", b.url).exit_code == 0
+    eventually(lambda: any(o["owner"] == id_b for k in json.loads(a.xsc("market", "book", "--json").stdout)["books"]
+                           for o in k["asks"]), "B's offer in A's book", 30)
+    path = tmp_path / "f"
+    path.write_bytes(os.urandom(30_000))
+    refused = a.xsc("store", "put", str(path))
+    (line,) = refused.stderr.splitlines()
+    assert refused.exit_code == 1 and line.startswith(f"xsc: error: node {id_b} wants prepayment for this put ("), line
+    assert "; this node's own prepayment of it (ledger.auto_prepay) was tried and not made: it refused the " \
+        "prepayment: it owes this node nothing (" in line, line
+    assert line.endswith(f"(ask for credit, or if it owes you: xsc ledger prepay {id_b} "
+                         f"{line.split('(')[1].split()[0]})"), line

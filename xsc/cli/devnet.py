@@ -127,8 +127,8 @@ def _restart(net: Devnet, records: list[dict], timeout: float, as_json: bool) ->
     if as_json:
         emit_json([{**r, "up": True, "restarted": r["name"] in again} for r in records])
         return
-    wide_table(_COLUMNS, [(r["name"], "restarted" if r["name"] in again else "up", r["pid"], r["url"], r["id"],
-                           r["data_dir"]) for r in records])
+    wide_table(_COLUMNS, [(r["name"], "restarted" if r["name"] in again else "up", r["pid"], r["url"],
+                           r.get("id") or "-", r["data_dir"]) for r in records])
     click.echo(restarted_line(len(again), len(records)))
 
 
@@ -160,12 +160,16 @@ def status(devnet_dir: str, as_json: bool) -> None:
     """Show each node's id, URL, pid, data dir and whether it answers."""
     net, nodes = Devnet.load(devnet_dir)
     for record, node in zip(nodes, net):
-        record["up"] = node.alive() and node.health() is not None
+        health = node.health() if node.alive() else None
+        record["up"] = health is not None
+        # A state file the library's Devnet.save() wrote names no ids: a node that answers says its own.
+        if record.get("id") is None:
+            record["id"] = (health or {}).get("serviceId")
     if as_json:
         emit_json(nodes)
         return
-    wide_table(_COLUMNS, [(n["name"], "up" if n["up"] else "DOWN", n["pid"], n["url"], n["id"], n["data_dir"])
-                          for n in nodes])
+    wide_table(_COLUMNS, [(n["name"], "up" if n["up"] else "DOWN", n["pid"], n["url"], n["id"] or "-",
+                           n["data_dir"]) for n in nodes])
     click.echo(f"{sum(n['up'] for n in nodes)} of {len(nodes)} nodes up")
 
 

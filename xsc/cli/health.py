@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import click
 
+from ..errors import PeerUnreachable
 from ..units import counted
 from .output import Col, emit_json, json_option, prose, wide_option
 from .peers import wide_table
@@ -84,10 +86,16 @@ def status(obj, wide: bool, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def probe(obj, as_json: bool) -> None:
-    """Probe every peer now and show the results."""
+    """Probe every peer now and show the results; exit 1 when a peer did not answer.
+
+    A check, as `xsc store check` is: a script learns from the exit status that a peer is down, the table says
+    why (`xsc health status` is the report, exit 0 whatever it shows)."""
     info = obj.client().request("POST", "/v1/health/probe")
+    silent = sum(not r["ok"] for r in info["results"])
     if as_json:
         emit_json(info)
+        if silent:
+            sys.exit(1)
         return
     if not info["results"]:
         click.echo("no peers known (join a network with: xsc peers add URL)")
@@ -98,3 +106,6 @@ def probe(obj, as_json: bool) -> None:
                [(r["id"], r["url"], "ok" if r["ok"] else r["error"],
                  "-" if r["latency_ms"] is None else f"{r['latency_ms']:.1f} ms") for r in info["results"]])
     click.echo(f"{info['ok']} of {info['peers']} answered in {1000 * info['seconds']:.1f} ms")
+    if silent:
+        raise PeerUnreachable(f"{silent} of {counted(info['peers'], 'peer')} failed the probe",
+                              hint="the table above says why")

@@ -119,10 +119,12 @@ def book(obj, kind: str | None, wide: bool, as_json: bool) -> None:
         click.echo()
         prose(f"{k}, bucket {b['bucket']} (from {_utc(b['bucket_start'])}): clearing {_clearing(b['clearing'], k)}; "
               f"prices in micro-credits per {UNITS[k]}", wide=wide)
-        rows = [("ask", _short(o["owner"], me), _quantity(o["quantity"], k), o["price"]) for o in b["asks"]]
-        rows += [("bid", _short(o["owner"], me), _quantity(o["quantity"], k), o["price"]) for o in b["bids"]]
+        rows = [("ask", _short(o["owner"], me), _quantity(o["quantity"], k), o["price"],
+                 ",".join(o.get("tags") or ()) or "-") for o in b["asks"]]
+        rows += [("bid", _short(o["owner"], me), _quantity(o["quantity"], k), o["price"], "-") for o in b["bids"]]
+        # The tags (`web`: the provider serves web functions) show whenever they fit: a placement picks by them.
         wide_table(["side", Col("owner", keep=True, under=True), Col("quantity", keep=True, right=True),
-                    Col("price", keep=True, right=True)], rows, wide=wide)
+                    Col("price", keep=True, right=True), Col("tags", drop=1)], rows, wide=wide)
 
 
 @market.command()

@@ -26,8 +26,12 @@ def _age(ms: int) -> str:
     return f"{seconds / 3600:.0f} h ago"
 
 
-def _up(value: bool | None) -> str:
-    return "not probed yet" if value is None else "up" if value else "DOWN"
+def _up(peer: dict) -> str:
+    """What the last probe found, and when: a peer is only known up as of then."""
+    if peer["up"] is None:
+        return "not probed yet"
+    state = "up" if peer["up"] else "DOWN"
+    return f"{state} ({_age(peer['last_probe'])})" if peer.get("last_probe") is not None else state
 
 
 @click.group()
@@ -43,7 +47,8 @@ def peers() -> None:
 @json_option
 @click.pass_obj
 def list_peers(obj, wide: bool, as_json: bool) -> None:
-    """List the known nodes: id, URL, version, free space, when they last signed their descriptor."""
+    """List the known nodes: id, state (as the last probe found it, and how long ago), URL, version, free space,
+    when they last signed their descriptor.  A request to a peer that finds no answer has it probed at once."""
     from ..units import format_size
 
     info = obj.client().request("GET", "/v1/peers")
@@ -57,7 +62,7 @@ def list_peers(obj, wide: bool, as_json: bool) -> None:
         return
     wide_table([Col("id", keep=True), Col("state", keep=True), Col("url", keep=True, drop=1),
                 Col("version", drop=4), Col("free / capacity", drop=2), Col("descriptor signed", drop=3)],
-          [(p["id"], _up(p["up"]), p["url"], p["version"], f"{format_size(p['free'])} / {format_size(p['capacity'])}",
+          [(p["id"], _up(p), p["url"], p["version"], f"{format_size(p['free'])} / {format_size(p['capacity'])}",
             _age(p["timestamp"])) for p in info["peers"]], wide=wide)
 
 

@@ -361,6 +361,8 @@ def _report(report: dict, as_json: bool, cap: str, presence_only: bool = False, 
     else:
         _shares_table(report, presence_only, wide)
         state = "healthy" if report["healthy"] else "recoverable" if report["recoverable"] else "NOT recoverable"
+        spread = report["healthy"] and report.get("at_risk")  # whole, but on one node
+        state = "at risk" if spread else state
         total = len(report["shares"])
         fix = "; rebuild them with:" if state == "recoverable" else ""
         if presence_only:
@@ -374,6 +376,10 @@ def _report(report: dict, as_json: bool, cap: str, presence_only: bool = False, 
             click.echo(f"    xsc store repair {cap.strip()}")
         if report.get("repair_problem"):
             click.echo(f"warning: its last repair failed: {report['repair_problem']}", err=True)
+        if spread:  # no repair moves a share that is there; a put from a file places some on other nodes
+            prose(f"{report['at_risk']}; put it again from a file to spread its shares (then `xsc store rm` this "
+                  "capability):")
+            click.echo(f"    xsc store get {cap.strip()} -o FILE && xsc store put FILE")
     if not report["healthy"]:
         sys.exit(1)
 

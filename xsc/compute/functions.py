@@ -947,8 +947,7 @@ class WebFunctions:
         if cap is not None:
             spent = served.spent_this_hour(_minute())
             if spent >= cap:
-                raise SpendCapReached(f"this function's owner spends at most {cap:,} micro-credits an hour on it, "
-                                      "and that is spent", hint="retry within the hour")
+                raise _cap_spent(record)
             # What the runs in flight may still cost counts against the cap: else as many runs as its concurrency,
             # admitted just under it, each spent up to its budget past it.  One run at a time always may start.
             if served.in_flight and not record["on_market"] and spent + served.reserved + self._budget(served) > cap:
@@ -1097,8 +1096,7 @@ class WebFunctions:
         method and body go with it), or 503 while it is not placed (402 while its spend cap keeps it unplaced)."""
         url = self.placements.where(served.record["name"]).get("url")
         if url is None and self.placements.capped(served.record["name"]):
-            raise SpendCapReached(f"this function's owner spends at most {served.record['spend_cap']:,} micro-credits "
-                                  "an hour on it, and that is spent", hint="retry within the hour")
+            raise _cap_spent(served.record)
         if url is None:
             raise FunctionUnavailable("this function is being placed on a provider", hint="retry in a moment")
         # the path as it was sent (decoded and encoded again, bytes that are not UTF-8 would be lost)
@@ -1541,6 +1539,19 @@ def _swap(staged: Path, mounted: Path) -> None:
 
 def _header(headers: list[tuple[str, str]], name: str) -> str | None:
     return next((v for k, v in headers if k.lower() == name), None)
+
+
+def _cap_spent(record: dict[str, Any]) -> SpendCapReached:
+    """The 402 of a function whose spend cap is spent: a cap of 0 never is anything else, so its callers are not told
+    to come back within the hour, and its owner is told how to raise it."""
+    cap = record["spend_cap"]
+    if cap == 0:
+        market = " --on-market" if record["on_market"] else ""
+        return SpendCapReached("this function's owner lets it spend nothing (its spend cap is 0 micro-credits an hour): "
+                               "it serves no request", hint=f"its owner raises the cap by serving it again: xsc compute "
+                               f"serve {record['name']} MODULE{market} --spend-cap MICROCREDITS")
+    return SpendCapReached(f"this function's owner spends at most {cap:,} micro-credits an hour on it, and that is spent",
+                           hint="retry within the hour")
 
 
 def _minute() -> int:

@@ -73,8 +73,8 @@ def _fuel(value: Any, most: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidArgument(f"fuel must be a positive whole number, not {value!r}", hint="e.g. --fuel 1000000")
     if value > most:
-        raise LimitTooHigh(f"fuel {value} is more than this node allows per call ({most})",
-                           hint=f"ask for at most {most}, or raise compute.fuel in the node's config",
+        raise LimitTooHigh(f"fuel {value:,} is more than this node allows per call ({most:,})",
+                           hint=f"ask for at most {most:,}, or raise compute.fuel in the node's config",
                            **named("fuel", most, "compute.fuel"))
     return value
 

@@ -214,7 +214,7 @@ class PaidCompute:
         # (one ledger transfer per interval covers every run on it; ledger/tabs.py).
         self.tabs.owe(self.payer, self.node, bytes.fromhex(run.provenance_id), run.charge, run.fuel_consumed,
                       held=budget)
-        error = run.error()
+        error = run.error(self.compute.ceiling)
         if error is not None:
             raise error
         return {**run.to_json(), "provider": self.node.id, "deal": deal}
@@ -298,7 +298,8 @@ class PaidCompute:
         if "trap" in answer:  # the limit it names this node's own, its value the call's or its checked record's
             kept = self.compute.store.kept_run(bytes.fromhex(run["provenance"])) if "verified" in run else None
             trap = told(answer["trap"] if isinstance(answer["trap"], dict) else {}, asked_of(
-                call.fuel, call.memory, call.timeout), (kept or {}).get("record"), run.get("fuel_consumed"))
+                call.fuel, call.memory, call.timeout), (kept or {}).get("record"), run.get("fuel_consumed"),
+                ceiling=self.compute.ceiling)
             facts = {k: v for k, v in without_limits(run).items() if k not in ("kind", "hint", "message")}
             raise Trap(str(trap.get("message", "the call trapped")), kind=trap.get("kind"), hint=trap.get("hint"),
                        **facts, **fields(trap))

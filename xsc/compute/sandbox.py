@@ -248,7 +248,7 @@ def _trapped(exc: wasmtime.Trap | wasmtime.WasmtimeError, store: Store, instance
         outcome = Outcome(None, fuel_consumed=max(metered, lim.fuel_bound(duration_ns, limits.fuel)),
                           metering=METERING_TIME_BOUNDED, duration_ns=duration_ns)
     if kind == "out-of-fuel":
-        outcome.message = f"out of fuel: it used all {limits.fuel} units of its fuel limit ({limits.fuel})"
+        outcome.message = f"out of fuel: it used all {limits.fuel:,} units of its fuel limit"
         outcome.hint = "ask for more with --fuel, up to the node's compute.fuel"
     elif kind == "deadline":
         outcome.message = (f"deadline exceeded: it ran for {duration_ns / 1e9:.2f} s, "

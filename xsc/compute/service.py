@@ -39,6 +39,7 @@ from .journal import Journal, unsigned
 from .limits import Limits, resolve
 from .modules import ModuleInfo
 from .store import ComputeStore
+from .trap_limits import said
 from .values import Signature, parse_args, typed
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,9 @@ class Run:
     def to_json(self) -> dict[str, Any]:
         return {"results": typed(self.result_types, self.outcome.results or []), **self._facts()}
 
-    def error(self) -> Trap | None:
+    def error(self, ceiling: Limits | None = None) -> Trap | None:
+        """The run's trap as an error, or None; `ceiling`: the limits of the node whose user called (a run here out of
+        fuel then offers no more --fuel than that node takes)."""
         if self.ok:
             return None
         o = self.outcome
@@ -172,7 +175,8 @@ class Run:
         charged = (f"; charged {format_credits(self.charge)} credits for {o.fuel_consumed:,} fuel "
                    f"({'metered' if o.metering == provenance.METERING_EXACT else 'bounded by the time it ran'})"
                    + (memory if o.memory_pages else ""))
-        return Trap(o.message + charged, kind=o.trap_kind, hint=o.hint, **{**self._facts(), **(o.limit or {})})
+        hint = said(o.limit, ceiling, here=True) if ceiling is not None and o.trap_kind == "out-of-fuel" else o.hint
+        return Trap(o.message + charged, kind=o.trap_kind, hint=hint, **{**self._facts(), **(o.limit or {})})
 
 
 class ComputeService:

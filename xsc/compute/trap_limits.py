@@ -40,14 +40,15 @@ def of_bytes_out(refusal: str | None, bytes_out: Any) -> dict[str, Any] | None:
 
 
 def told(trap: Any, asked: dict[str, Any], record: dict[str, Any] | None, fuel_used: Any = None,
-         refusal: str | None = None, bytes_out: Any = None) -> Any:
+         refusal: str | None = None, bytes_out: Any = None, ceiling: Limits | None = None) -> Any:
     """A provider's answered trap as this node keeps and tells it: the limit it names this node's own (`of_provider`,
-    or a job's bytes_out as it asked it), its hint saying that limit; the provider's words for the rest."""
+    or a job's bytes_out as it asked it), its hint saying that limit (within this node's `ceiling`, if given); the
+    provider's words for the rest."""
     if not isinstance(trap, dict):
         return trap
     trap = without_limits(trap)
     limit = of_bytes_out(refusal, bytes_out) or of_provider(trap.get("kind"), asked, record, fuel_used)
-    return trap if limit is None else {**trap, **limit, "hint": said(limit)}
+    return trap if limit is None else {**trap, **limit, "hint": said(limit, ceiling)}
 
 
 def of_job(answer: dict[str, Any], signed: dict[str, Any], job: dict[str, Any]) -> Any:
@@ -93,15 +94,32 @@ def signed_limits(record: dict[str, Any]) -> dict[str, Any]:
             if type(value) in (int, float) and value > 0}
 
 
-def said(limit: dict[str, Any]) -> str:
-    """A named limit's hint, for its line: the flag that raises it and the value the run had, where it is known."""
+def said(limit: dict[str, Any], ceiling: Limits | None = None, here: bool = False) -> str:
+    """A named limit's hint, for its line: the flag that raises it and the value the run had, where it is known; with
+    `ceiling` (this node's: a call asking for more is refused here), no more than it is offered, and a run that had
+    it already is told that raising the ceiling is what asks for more.  `here`: the run was this node's own."""
     name, value = limit["limit"], limit["limit_value"]
     flag = "--bytes-out" if name == "bytes_out" else FLAGS[name]
-    shown = None if value is None else f"{value:g} s" if name == "timeout" else \
-        format_size(value) if name in ("memory", "bytes_out") else f"{value:,}"
-    ran = f" (it ran under {shown})" if shown is not None else ""
-    ceiling = "" if name == "bytes_out" else f", up to its provider's compute.{name}"
-    return f"ask for more with {flag}{ran}{ceiling}"
+    # A run here says its limit in its own words ("it used all 100,000 units of its fuel limit"): not twice.
+    ran = f" (it ran under {_shown(name, value)})" if value is not None and not here else ""
+    if name == "bytes_out":
+        return f"ask for more with {flag}{ran}"
+    if ceiling is None:
+        return f"ask for more with {flag}{ran}, up to its provider's compute.{name}"
+    most = getattr(ceiling, name)
+    if value is not None and value >= most:
+        had = f"its {name} limit is this node's most, compute.{name}" if here else \
+            f"it ran under {_shown(name, value)}, this node's most (compute.{name})" if value == most else \
+            f"it ran under {_shown(name, value)}, more than this node's most ({_shown(name, most)}, compute.{name})"
+        return f"{had}: to ask for more, raise it (xsc config set compute.{name} ...) and restart the node"
+    whose = "" if here else "; its provider's may allow less"
+    return f"ask for more with {flag}{ran}, up to {_shown(name, most)} (this node's compute.{name}{whose})"
+
+
+def _shown(name: str, value: int | float) -> str:
+    """A limit's value as the CLI writes it: seconds, a size, or fuel with its thousands separated."""
+    return f"{value:g} s" if name == "timeout" else format_size(value) if name in ("memory", "bytes_out") else \
+        f"{value:,}"
 
 
 def without_limits(answer: dict[str, Any]) -> dict[str, Any]:

@@ -146,11 +146,7 @@ class LedgerStore:
         if len(ref) < 8 or len(ref) > 64 or any(c not in "0123456789abcdef" for c in ref):
             raise InvalidArgument(f"not an entry id: {quoted_id(ref)}", hint="an entry id is hex, 8 digits at least: "
                                   "`xsc ledger history` lists them")
-        prefix = keys.ledger_id(bytes.fromhex(ref[: len(ref) // 2 * 2]))
-        with self.db.iterator(prefix=prefix) as it:
-            found = {k[len(keys.LEDGER_IDS):].hex(): v for k, v in itertools.islice(it, 1000)}
-        where = found[one_starting_with(ref, found, what="ledger entry", whats="ledger entries",
-                                        listing="xsc ledger history", missing=EntryNotFound)]
+        where = _where(self.db, ref)
         account, seq = where[:32], int.from_bytes(where[32:40], "big")
         data = self.db.get(keys.ledger_entry(account, seq))
         if data is None:
@@ -246,7 +242,7 @@ class LedgerStore:
         records: list[tuple[bytes, bytes]] = []
         for entry in entries:
             records.append((keys.ledger_entry(entry.account, entry.seq), entry.encode()))
-            records.append((keys.ledger_id(entry.id), entry.account + entry.seq.to_bytes(8, "big")))
+            records += _index_rows(entry)
         records += [(keys.ledger_settled(auth_id), receipt_id) for auth_id, receipt_id in settled.items()]
         # Each settled mark goes once no entry under its authorization is taken any more (rules.check_remembered).
         expiry = {entry.authorization.id: entry.authorization.expires_at for entry in entries}
@@ -603,6 +599,29 @@ class LedgerStore:
         finally:
             snapshot.close()
         return audit.finish(failed)
+
+
+def _index_rows(entry: Entry) -> list[tuple[bytes, bytes]]:
+    """Where an entry is found: by its id, and a payment by its receipt's too (the id its payee's node shows)."""
+    where = entry.account + entry.seq.to_bytes(8, "big")
+    rows = [(keys.ledger_id(entry.id), where)]
+    if isinstance(entry, Payment):
+        rows.append((keys.ledger_receipt(entry.receipt.id), where))
+    return rows
+
+
+def _where(db: Database, ref: str) -> bytes:
+    """The account and seq of the entry whose id starts with `ref` (hex, 8 digits at least), or else of the payment
+    whose receipt's id does: a transfer's halves have ids of their own, and the one both nodes show is the receipt's."""
+    start = bytes.fromhex(ref[: len(ref) // 2 * 2])
+    for index in (keys.LEDGER_IDS, keys.LEDGER_RECEIPTS):
+        with db.iterator(prefix=index + start) as it:
+            found = {k[len(index):].hex(): v for k, v in itertools.islice(it, 1000)}
+        if any(i.startswith(ref) for i in found):
+            break
+    return found[one_starting_with(ref, found, what="ledger entry", whats="ledger entries", missing=EntryNotFound,
+                                   listing="xsc ledger history (a transfer's payment is found on either node by its "
+                                           "receipt's id, the payee's entry id)")]
 
 
 def _sender_rows(auth: Authorization, receipt_id: bytes, sender: str, retention: int) -> dict[bytes, bytes]:

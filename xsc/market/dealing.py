@@ -135,8 +135,10 @@ def _would_match(explanation, bid: Bid | None, best_ask: int | None) -> str | No
     if code == "capacity_taken":
         return "more free capacity, or a bid above the needs that took it" + (
             f" (they cleared at {clearing})" if clearing is not None else "")
-    if code == "filtered_out":
-        return "fewer filters (--avoid, --prefer, --min-availability)"
+    if code == "filtered_out":  # (--prefer orders the providers the filters leave: it is no filter, said apart)
+        kept = "; its --prefer leaves no provider out, it only orders those the filters keep" \
+            if bid is not None and bid.prefer else ""
+        return f"fewer filters (--avoid, --min-availability){kept}"
     return None
 
 

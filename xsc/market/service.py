@@ -465,13 +465,17 @@ class MarketService:
     # --- views -----------------------------------------------------------------------------
     def book_view(self, kind: str | None = None) -> dict[str, Any]:
         rows: dict[tuple[str, int], dict] = {}
+        # An ask's tags (`web`: its provider serves web functions), by the id its orders carry (orders.market_orders)
+        tags = {f"ask/{a.slot.owner}/{a.slot.id}": list(a.slot.tags) for a in self.book.asks()}
         for order in self.book.orders():
             if kind and order.kind != kind:
                 continue
             row = rows.setdefault((order.kind, order.bucket), {"kind": order.kind, "bucket": order.bucket,
                                                                "asks": [], "bids": []})
-            row["asks" if order.side == "ask" else "bids"].append(
-                {"owner": order.owner, "id": order.id, "quantity": order.quantity, "price": order.price})
+            shown = {"owner": order.owner, "id": order.id, "quantity": order.quantity, "price": order.price}
+            if order.side == "ask":
+                shown["tags"] = tags.get(order.id, [])
+            row["asks" if order.side == "ask" else "bids"].append(shown)
         clearings = self.clearings()
         for key, row in rows.items():
             row["asks"].sort(key=lambda o: (o["price"], o["owner"]))

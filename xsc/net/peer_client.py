@@ -52,6 +52,7 @@ _SPACE = re.compile(r"\s")  # what str.isspace() calls a space
 MAX_RETRY_AFTER = 3600  # seconds of a peer's Retry-After kept at most
 
 Misbehaved = Callable[[str, str], None]  # (node, why): an answer of `node` proved it misbehaved
+NoAnswer = Callable[[str], None]  # (node): a request addressed to `node` found no answer
 
 
 # Seconds a connection to a peer is kept open unused (the session's keep-alive).  Longer than the allocation's
@@ -171,9 +172,12 @@ class PeerClient:
     def __init__(self, identity: Identity, session: aiohttp.ClientSession, timeout: float, *, tls: bool = True,
                  grid_secret: str = "", channel: bool = True, meter: Meter | None = None,
                  congestion: str = "", dialable: Callable[[str], bool] | None = None,
-                 misbehaved: Misbehaved | None = None) -> None:
+                 misbehaved: Misbehaved | None = None, unreached: NoAnswer | None = None) -> None:
         self.identity = identity
         self.misbehaved = misbehaved  # told of answers that prove their peer misbehaved (module docstring)
+        # Told of each request to a node that found no answer: the node's view of that peer (its probes) learns of
+        # a failed contact at once, not at the next probe round.
+        self.unreached = unreached
         self.meter = meter  # counts what the session's trace does not see: answers' bodies, the kept requests
         self.channel = channel
         self.session = session
@@ -280,7 +284,8 @@ class PeerClient:
             if in_caller and not isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)):
                 raise
             # A connection never made means nothing was sent: the peer did no work for this request.
-            raise _unreached(peer_url, exc, sent=not isinstance(exc, aiohttp.ClientConnectorError)) from None
+            unsent = isinstance(exc, aiohttp.ClientConnectorError)
+            raise self._told(to, _unreached(peer_url, exc, sent=not unsent)) from None
 
     async def request(self, peer_url: str, method: str, path: str, *, json: Any = None, data: Body | None = None,
                       to: str | None = None, timeout: float | None = None,
@@ -331,7 +336,7 @@ class PeerClient:
         except (Unreached, Cut) as failed:
             if isinstance(failed, Cut):
                 self._count_kept(url, len(head) + len(body), 0)
-            raise _unreached(peer_url, failed.cause, sent=isinstance(failed, Cut)) from None
+            raise self._told(to, _unreached(peer_url, failed.cause, sent=isinstance(failed, Cut))) from None
         self._count_kept(url, len(head) + len(body), answer_head_bytes("", answer_headers.items()) + len(answer))
         node = to if context is not None else None  # the handshake proved it, or failed
         if status >= 400:
@@ -353,7 +358,7 @@ class PeerClient:
         except (Unreached, Cut) as failed:
             if isinstance(failed, Cut):
                 self._count_kept(url, len(head), 0)
-            raise _unreached(peer_url, failed.cause, sent=isinstance(failed, Cut)) from None
+            raise self._told(to, _unreached(peer_url, failed.cause, sent=isinstance(failed, Cut))) from None
         except NotTheAnswer as wrong:
             self._count_kept(url, len(head), 0)
             raise _struck(self.misbehaved, node, PeerMisbehaved(f"peer {peer_url} answered GET {path} with {wrong}",
@@ -366,6 +371,12 @@ class PeerClient:
             raise _refusal(peer_url, "GET", path, status, answer[:MAX_REFUSAL])
         self._count_kept(url, len(head), sum(lengths))
         return answer
+
+    def _told(self, to: str | None, err: PeerError) -> PeerError:
+        """`err`, told to `unreached` against `to`, the node the request was addressed to (none: first contact)."""
+        if to is not None and self.unreached is not None:
+            self.unreached(to)
+        return err
 
     def _count_kept(self, url: URL, sent: int, received: int) -> None:
         if self.meter is not None:

@@ -215,7 +215,8 @@ class Node:
         self.session = peer_session(config.peers.congestion, meter, reach)
         self.client = PeerClient(self.identity, self.session, config.peers.request_timeout, tls=config.peers.tls,
                                  grid_secret=config.peers.grid_secret, channel=config.peers.channel_auth, meter=meter,
-                                 congestion=config.peers.congestion, dialable=reach, misbehaved=self.strike)
+                                 congestion=config.peers.congestion, dialable=reach, misbehaved=self.strike,
+                                 unreached=lambda peer: self.health.unreached(peer))  # (built next)
         self.lanes, self.quarantine = SenderLanes(), Quarantine(self.db, strikes=config.peers.quarantine_strikes,
                                                                 duration=config.peers.quarantine_for)
         self.admission = Admission(min_difficulty=config.peers.min_difficulty, grid_secret=config.peers.grid_secret,

@@ -77,6 +77,8 @@ class HealthService:
         self._round_lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
         self._reprobed: dict[str, float] = {}  # id -> when a request of that down peer last had it probed
+        self._unreached: dict[str, float] = {}  # id -> when a request to that up peer, unanswered, last had it probed
+        self._probing: set[str] = set()  # the peers whose probe is under way
         self._reprobes: set[asyncio.Task] = set()
         # Nodes learned of -> their first probe, until it is made; a node that leaves the directory takes its probe
         # with it (`forget`), so no more wait than the directory holds, however many nodes came and went.
@@ -127,10 +129,25 @@ class HealthService:
         peer = self.directory.get(node_id)
         if peer is None or self._task is None or self.availability(node_id).up is not False:
             return
+        self._probe_out_of_turn(peer, self._reprobed)
+
+    def unreached(self, node_id: str) -> None:
+        """A request to that peer found no answer.  If it is counted as up, probe it now rather than at the next
+        round (at most every REPROBE_AFTER s): a node stopped a moment ago is not shown up (`xsc peers ls`), nor
+        placed on, for up to a probe interval after this node already failed to reach it."""
+        peer = self.directory.get(node_id)
+        if (peer is None or self._task is None or node_id in self._probing
+                or self.availability(node_id).up is not True):
+            return  # unknown, stopping, its probe under way (whose own failure this may be), or not counted up
+        self._probe_out_of_turn(peer, self._unreached)
+
+    def _probe_out_of_turn(self, peer: NodeDescriptor, last: dict[str, float]) -> None:
+        """Probe `peer` now, unless `last` (id -> when a probe of this cause was last started) says one was started
+        within REPROBE_AFTER s."""
         now = time.monotonic()
-        if now - self._reprobed.get(node_id, -REPROBE_AFTER) < REPROBE_AFTER:
+        if now - last.get(peer.id, -REPROBE_AFTER) < REPROBE_AFTER:
             return
-        self._reprobed[node_id] = now
+        last[peer.id] = now
         task = asyncio.create_task(self._reprobe(peer), name="xsc-reprobe")
         self._reprobes.add(task)
         task.add_done_callback(self._reprobes.discard)
@@ -199,6 +216,7 @@ class HealthService:
         self.flips.step(node_id)
         self.probed.step(node_id)
         self._reprobed.pop(node_id, None)
+        self._unreached.pop(node_id, None)
         self._histories.pop(node_id, None)
         self._available.pop(node_id, None)
         self._store.forget_history(parse_public_id(node_id))
@@ -214,6 +232,7 @@ class HealthService:
                 batch.forget_history(parse_public_id(node_id))
         for node_id in gone:
             self._reprobed.pop(node_id, None)
+            self._unreached.pop(node_id, None)
             self._histories.pop(node_id, None)
             self._available.pop(node_id, None)
         self.version += 1
@@ -244,6 +263,13 @@ class HealthService:
     async def probe(self, peer: NodeDescriptor) -> tuple[bool, float | None, str | None]:
         """(ok, latency in ms, error) of one signed challenge to the peer; one that found no answer is made once
         more at once if the peer was up (`ask_again`): one lost packet does not mark a peer down."""
+        self._probing.add(peer.id)
+        try:
+            return await self._challenge(peer)
+        finally:
+            self._probing.discard(peer.id)
+
+    async def _challenge(self, peer: NodeDescriptor) -> tuple[bool, float | None, str | None]:
         start = time.perf_counter()
         try:
             reply = await self.challenge(peer.url, peer.id, self.config.probe_timeout)

@@ -510,7 +510,8 @@ class PeerService:
     def view(self, d: NodeDescriptor) -> dict:
         """A peer's descriptor with its health, as the API shows it."""
         health = self.availability(d.id)
-        return {**d.to_json(), "up": health.up, "latency_ms": health.latency_ms, "ratio_1h": health.ratio_1h}
+        return {**d.to_json(), "up": health.up, "last_probe": health.last_probe, "latency_ms": health.latency_ms,
+                "ratio_1h": health.ratio_1h}
 
     def table(self) -> dict:
         return {"self": self.descriptor().to_json(), "peers": [self.view(d) for d in self.peers()]}

@@ -17,6 +17,7 @@ from pathlib import Path
 from .. import codec
 from ..buckets.core.names import DEFAULT_USER, check_user
 from ..errors import NotFound, S3Error
+from .core.sigv4 import UNKNOWN_KEY_HINT
 
 FILE_NAME = "s3-keys.json"
 # A file changed less than this long ago is read again at each use: a write within the same tick of the kernel's
@@ -60,7 +61,7 @@ class KeyRing:
         key = self._keys.get(access_key)
         if key is None:
             raise S3Error("the access key does not exist here", s3_code="InvalidAccessKeyId", status=403,
-                          hint="create one with `xsc s3 keys create`")
+                          operator_hint=UNKNOWN_KEY_HINT)
         return key.get("user", DEFAULT_USER)
 
     def list(self) -> list[dict]:

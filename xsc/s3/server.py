@@ -20,7 +20,8 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from ..errors import ConfigError, Forbidden, NodeNotRunning, NoSuchBucket, NoSuchKey, S3Error, S3ServedByNode, XscError
+from ..errors import (ConfigError, Forbidden, InvalidCapability, NodeNotRunning, NoSuchBucket, NoSuchKey, S3Error,
+                      S3ServedByNode, XscError)
 from ..units import counted
 from ..ids import unique_bytes
 from ..net.addresses import address_key
@@ -523,6 +524,8 @@ def _check_names(call: Call) -> None:
 OPERATORS: dict[type[XscError], str] = {
     NodeNotRunning: "the service is unavailable at the moment: try again later",
     ConfigError: "the service cannot do this now: its operator finds why in its log",
+    # A capability the bucket index refused is one the front or its records gave it, never the client's request
+    InvalidCapability: "the service cannot do this now: its operator finds why in its log",
 }
 
 
@@ -558,6 +561,9 @@ def _error(request: web.Request, err: XscError, request_id: str) -> web.Response
     code, status = xml.s3_code_of(err)
     if status >= 500 and code != "SlowDown":  # a client over its rate is not the front's trouble, nor its log's
         _WARNINGS.warn(f"{code} {err.with_hint}", f"{request.method} {request.path}")
+    if "operator_hint" in err.details:  # what the operator does about it (`xsc s3 keys create`): the log's, not the
+        # client's, who may be anyone (a stranger guessing keys)
+        _WARNINGS.warn(f"{code} {err.message} ({err.details['operator_hint']})", f"{request.method} {request.path}")
     for operators, said in OPERATORS.items():
         if isinstance(err, operators):
             # The node's URL, the front's files and the commands that mend them are the operator's, told in the log

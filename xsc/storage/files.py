@@ -359,7 +359,11 @@ class StorageService:
             if "unreachable" in share["detail"]:
                 share["node_up"] = False  # this check found it down, whatever its last probe said
         intact = sum(r.status == "ok" for r in reports)
-        return {"shares": shares, "intact": intact, "recoverable": intact >= 4, "healthy": intact == len(reports)}
+        summary = {"shares": shares, "intact": intact, "recoverable": intact >= 4, "healthy": intact == len(reports)}
+        at_risk = _on_one_node(shares, self.peers, self.me)
+        if at_risk:
+            summary["at_risk"] = at_risk
+        return summary
 
     def lease_seconds(self, text: str | None) -> int:
         """`?duration=SECONDS` of a put (default: storage.lease_duration), within the lease bounds."""
@@ -881,6 +885,21 @@ def _deals_follow(service: StorageService, cap: Capability, moved: dict[int, tup
                 si, after, batch, left_behind, lease_expiry))
 
     return placed
+
+
+def _on_one_node(shares: list[dict], peers: Any, me: str) -> str:
+    """Why a file whose every share is on one node is at risk while another node is up to hold some ("": it is
+    not): present or not, its shares survive the loss of shares, not of that node."""
+    nodes = {s["node"] for s in shares if s["status"] == "ok"}
+    if len(nodes) != 1 or peers is None:
+        return ""
+    (node,) = nodes
+    others = sum(d.id != node for d in peers.up_peers()) + (node != me)  # this node is up, too
+    if not others:  # (a node on its own can do no better)
+        return ""
+    where = "this node" if node == me else f"node {node}"
+    return (f"all {len(shares)} shares are on {where}: the file does not survive its loss, while "
+            f"{others} other node{'s are' if others > 1 else ' is'} up")
 
 
 async def _release_strays(service: StorageService) -> None:

@@ -348,6 +348,7 @@ async def _deal_on_terms(dealing: Dealing, need, needs: list[str], share_bytes: 
     shut_out = terms.shut_out() if terms is not None else {}
     exclude: set[str] = set(shut_out)
     wanting: dict[str, int] = {}
+    unpaid: dict[str, str] = {}  # providers this node tried to prepay by itself and did not: why (the refusal says it)
     prepaid: dict[str, int] = {}
     drawn = {} if drawn is None else drawn
     # The book was filled with offers that last TERMS_SECONDS, a round of asking terms between each matching: rounds
@@ -363,7 +364,7 @@ async def _deal_on_terms(dealing: Dealing, need, needs: list[str], share_bytes: 
                 assignments = await dealing.deal_alike(need, needs, frozenset(exclude))
             except MarketNoDeal as err:
                 if wanting:
-                    message, hint = refusal(wanting)
+                    message, hint = refusal(wanting, unpaid)
                     raise PrepaymentRequired(message, hint=hint, providers=wanting) from None
                 if shut_out:
                     raise _shut_out_refusal(shut_out, err) from None
@@ -377,13 +378,13 @@ async def _deal_on_terms(dealing: Dealing, need, needs: list[str], share_bytes: 
                     costs[a.provider] = costs.get(a.provider, 0) + price_storage(share_bytes, seconds, a.price)
             if not costs:  # every share stays here: no provider's terms to draw down
                 terms.give_back(drawn)
-                return assignments, prepaid, _passed_over(wanting, shut_out)
-            refused, now_prepaid = await terms.settle(costs, dry, drawn)
+                return assignments, prepaid, _passed_over(wanting, shut_out, unpaid)
+            refused, now_prepaid = await terms.settle(costs, dry, drawn, unpaid)
             for provider, amount in now_prepaid.items():
                 prepaid[provider] = prepaid.get(provider, 0) + amount
             refusing = {p: code for p, code in terms.shut_out().items() if p in costs}  # found as their terms were asked
             if not refused and not refusing:
-                return assignments, prepaid, _passed_over(wanting, shut_out)
+                return assignments, prepaid, _passed_over(wanting, shut_out, unpaid)
             wanting.update(refused)
             shut_out.update(refusing)
             exclude |= set(refused) | set(refusing)
@@ -394,14 +395,14 @@ async def _deal_on_terms(dealing: Dealing, need, needs: list[str], share_bytes: 
     terms.give_back(drawn)
     if not wanting:
         raise _shut_out_refusal(shut_out, MarketNoDeal(f"no provider took the shares in {TERMS_ROUNDS} matchings"))
-    message, hint = refusal(wanting)
+    message, hint = refusal(wanting, unpaid)
     raise PrepaymentRequired(message, hint=hint, providers=wanting)
 
 
-def _passed_over(wanting: dict[str, int], shut_out: dict[str, str]) -> str:
+def _passed_over(wanting: dict[str, int], shut_out: dict[str, str], unpaid: dict[str, str]) -> str:
     """Why a matching left providers out, with the command that lets them in (as a put they all refuse says it)."""
     if wanting:
-        message, hint = refusal(wanting)
+        message, hint = refusal(wanting, unpaid)
     elif shut_out:
         message, hint = _refusing(shut_out)
     else:

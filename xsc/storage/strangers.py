@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from .. import keys
 from ..config import LedgerSection
 from ..db import Database
-from ..errors import PeerError, PrepaymentRequired, XscError
+from ..errors import PeerError, PrepaymentRequired, XscError, shown
 from ..identity import parse_public_id
 from ..ledger.core.model import format_credits
 from ..market.core.terms import Terms, parse_terms, prepayment
@@ -52,6 +52,8 @@ MAX_PROVIDERS = 64  # providers asked for their terms per put (a put has at most
 # after one: a quarantine lasts a day by default (peers.quarantine_for), an operator may lift it sooner.
 SHUT_OUT = frozenset({"quarantined", "not-admitted"})
 SHUT_OUT_SECONDS = 600.0
+
+MAX_WHY = 160  # characters of a refused prepayment's reason a put's message quotes (a payee's words, in part)
 
 TERMS_PATH = "/v1/peer/terms"
 TERMS_ANSWER = 4 * 1024  # bytes of a provider's terms read at most: three numbers (ledger/trust.py: terms_for)
@@ -197,12 +199,13 @@ class ProviderTerms:
         did not say them: a holder that did not answer a share either is asked no sooner for having failed it)."""
         self._terms.pop(provider, None)
 
-    async def settle(self, costs: dict[str, int], dry: bool = False,
-                     drawn: Drawn | None = None) -> tuple[dict[str, int], dict[str, int]]:
+    async def settle(self, costs: dict[str, int], dry: bool = False, drawn: Drawn | None = None,
+                     unpaid: dict[str, str] | None = None) -> tuple[dict[str, int], dict[str, int]]:
         """(providers that will not take their part -> micro-credits missing, providers prepaid now -> amount).
         The others' terms are drawn down by their part.  `dry`: only say which would refuse (nothing is prepaid).
         `drawn`: what an earlier settlement of the same work drew, work matched again since (without the providers
-        that refused it) and never sent as it was then: given back first (`give_back`), then this one's draws."""
+        that refused it) and never sent as it was then: given back first (`give_back`), then this one's draws.
+        `unpaid`: told of each provider this node tried to prepay by itself and did not, and why (the put says it)."""
         costs = dict(list(costs.items())[:MAX_PROVIDERS])
         wanting: dict[str, int] = {}
         if drawn is not None:
@@ -217,14 +220,16 @@ class ProviderTerms:
             # Sent once all is decided, each cut short after `prepay_wait`: a payee that does not answer holds up no
             # other settlement, nor this one for longer.  A settlement meanwhile that the prepayment may cover waits
             # for it (`_after_prepayments`).
-            sent = await self._prepay_all({provider: amount for provider, (_, amount) in paying.items()})
+            failed = await self._prepay_all({provider: amount for provider, (_, amount) in paying.items()})
             for provider, (terms, amount) in paying.items():
-                if provider in sent:
+                if provider not in failed:
                     prepaid[provider] = amount
                     terms.available += amount
                     self._draw(terms, costs[provider], drawn)
                 else:
                     wanting[provider] = costs[provider] - max(0, terms.available)
+                    if unpaid is not None:
+                        unpaid[provider] = failed[provider]
         finally:  # (cancelled or failed too: those waiting decide again, on the terms as they are then)
             for provider in paying:
                 self._prepaying.pop(provider).set_result(None)
@@ -293,30 +298,32 @@ class ProviderTerms:
         self.db.put(keys.auto_prepaid(parse_public_id(provider)), str(self.prepaid(provider) + amount).encode(),
                     sync=True)
 
-    async def _prepay_all(self, paying: dict[str, int]) -> set[str]:
-        """The providers of `paying` (provider -> micro-credits, counted already) whose prepayment was made."""
+    async def _prepay_all(self, paying: dict[str, int]) -> dict[str, str]:
+        """The providers of `paying` (provider -> micro-credits, counted already) whose prepayment was not made, and
+        why."""
         made = await asyncio.gather(*(self._prepay(provider, amount) for provider, amount in paying.items()))
-        return {provider for provider, ok in zip(paying, made) if ok}
+        return {provider: why for provider, why in zip(paying, made) if why is not None}
 
-    async def _prepay(self, provider: str, amount: int) -> bool:
-        """Send a prepayment `_count`ed already, waited for `prepay_wait` seconds at most.  Refused, it counts no more;
-        one whose payee has not answered by then is cut short as a crash would cut it: its authorization stays pending
-        and the payments' retry finishes it (ledger/settlement.py), counted meanwhile (the caps are never passed)."""
+    async def _prepay(self, provider: str, amount: int) -> str | None:
+        """Send a prepayment `_count`ed already, waited for `prepay_wait` seconds at most; None once made, else why
+        not.  Refused, it counts no more; one whose payee has not answered by then is cut short as a crash would cut
+        it: its authorization stays pending and the payments' retry finishes it (ledger/settlement.py), counted
+        meanwhile (the caps are never passed)."""
         try:
             await asyncio.wait_for(self.prepay(provider, amount), self.prepay_wait)
         except TimeoutError:
             log.warning("node %s did not answer a prepayment of %s credits within %s s: the put goes on without it "
                         "(the payment is retried in the background)", provider, format_credits(amount),
                         self.prepay_wait)
-            return False
+            return f"it did not answer within {self.prepay_wait:g} s (retried in the background)"
         except XscError as err:
             self._count(provider, -amount)
             log.warning("could not prepay node %s %s credits: %s", provider, format_credits(amount), err)
-            return False
+            return shown(err.message, MAX_WHY)
         log.info("prepaid node %s %s credits by itself (ledger.auto_prepay; %s of %s prepaid to it in all)",
                  provider, format_credits(amount), format_credits(self.prepaid(provider)),
                  format_credits(self.peer_cap))
-        return True
+        return None
 
     def status(self) -> dict[str, Any]:
         return {"auto_prepay": self.auto_prepay, "peer_cap": self.peer_cap, "total_cap": self.total_cap,

@@ -61,16 +61,24 @@ def prepayment(missing: int, given_to_peer: int, given_in_all: int, peer_cap: in
     return min(room, max(missing, -(-peer_cap // 4)))
 
 
-def refusal(wanting: dict[str, int]) -> tuple[str, str]:
+def refusal(wanting: dict[str, int], unpaid: dict[str, str] | None = None) -> tuple[str, str]:
     """(message, hint) of a put no provider takes without prepayment: one line, node ids whole in the command.
 
-    `wanting`: provider -> micro-credits it is missing for this put."""
+    `wanting`: provider -> micro-credits it is missing for this put; `unpaid`: provider -> why this node's own
+    prepayment of it (ledger.auto_prepay) was tried and not made."""
     first = min(wanting, key=lambda p: (wanting[p], p))
     amount = format_credits(max(1, wanting[first])).rstrip("0").rstrip(".")
     if len(wanting) == 1:
         message = f"node {first} wants prepayment for this put ({amount} credits)"
     else:  # the ids are whole, so one line names one: the cheapest, in the command that pays it
         message = f"{len(wanting)} providers want prepayment for this put, the least {amount} credits"
+    tried = [p for p in wanting if p in (unpaid or {})]
+    if first in tried:  # (the command below is then one this node tried by itself)
+        why = unpaid[first].replace(f"node {first} ", "it ", 1)  # (its id is said already)
+        message += f"; this node's own prepayment of it (ledger.auto_prepay) was tried and not made: {why}"
+    elif tried:
+        were = "was" if len(tried) == 1 else "were"
+        message += f"; {len(tried)} of them {were} tried with this node's own prepayment (ledger.auto_prepay), not made"
     # A credit line (`xsc market recognize --credit` by its user) first: a prepayment counts only out of what that
     # node owes this one (ledger/trust.py), so a stranger that never dealt with it refuses one.
     return message, f"ask for credit, or if it owes you: xsc ledger prepay {first} {amount}"

@@ -24,6 +24,8 @@ from ...errors import S3Error
 from .headers import text_of
 
 ALGORITHM = "AWS4-HMAC-SHA256"
+# What mends an unknown access key is the operator's to do: said in the front's log, never to the (anonymous) client.
+UNKNOWN_KEY_HINT = "create one with `xsc s3 keys create`"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 STREAMING_PAYLOAD = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
 STREAMING_PAYLOAD_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
@@ -203,7 +205,7 @@ def _secret(secret_of: SecretOf, access_key: str) -> str:
     secret = secret_of(access_key)
     if secret is None:
         raise S3Error("the access key does not exist here", s3_code="InvalidAccessKeyId",
-                      hint="create one with `xsc s3 keys create`")
+                      operator_hint=UNKNOWN_KEY_HINT)
     return secret
 
 

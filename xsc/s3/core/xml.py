@@ -50,6 +50,8 @@ S3_CODES: dict[str, tuple[str, int]] = {
     "payload-too-large": ("EntityTooLarge", 400),
     "quota-exceeded": ("SlowDown", 503),  # past a rate limit: SDKs back off and retry on SlowDown
     "not-found": ("NoSuchKey", 404),
+    # The index refusing a capability the front or its records passed on: the service's fault, not the request's
+    "invalid-capability": ("InternalError", 500),
 }
 
 
