@@ -162,7 +162,7 @@ def test_every_command_that_prints_a_files_shares_takes_wide() -> None:
     from xsc.cli import store
 
     printing = [c for c in store.store.commands.values()
-                if "_shares_table(" in inspect.getsource(c.callback) or "_report(" in inspect.getsource(c.callback)]
+                if "shares_table(" in inspect.getsource(c.callback) or "report_of(" in inspect.getsource(c.callback)]
     assert {c.name for c in printing} >= {"check", "verify", "repair"}
     assert [c.name for c in printing if "wide" not in {p.name for p in c.params}] == []
 

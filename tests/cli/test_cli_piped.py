@@ -7,7 +7,7 @@ import unicodedata
 
 from click.testing import CliRunner
 
-from xsc.cli.output import PIPE_WIDTH, Col, prose, table
+from xsc.cli.tables import PIPE_WIDTH, Col, prose, table
 
 from tests.support.cli import xsc
 from tests.support.http_stub import json_answer, serving

@@ -289,7 +289,7 @@ def test_devnet_status_shows_name_pid_state_and_each_id_and_data_dir_whole(tmp_p
 def test_the_table_renderer_cuts_and_drops_but_never_breaks_a_kept_column(monkeypatch) -> None:
     from click.testing import CliRunner
 
-    from xsc.cli.output import Col, table
+    from xsc.cli.tables import Col, table
 
     long_id = "i" * 70
     runner = CliRunner()
@@ -437,7 +437,7 @@ def test_a_provider_lists_the_functions_it_hosts_for_another_node_with_the_owner
 def test_a_key_value_view_shows_what_a_peer_wrote_as_one_line_without_control_characters(capsys) -> None:
     """A job's error may hold a provider's refusal, and a view of it is `key: value` lines: a terminal escape
     sequence in it never reaches the terminal, and its line breaks forge no line of the view."""
-    from xsc.cli.output import key_values
+    from xsc.cli.tables import key_values
 
     refusal = "peer refused: \x1b]0;owned\x07\x1b[2J go away\nstate: done\r"
     key_values([("state", "refused"), ("error", refusal), ("peers", ["a\x1b[31m", "b\nc"])])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .output import Duration, emit_json, json_option, key_values
+from .output import Duration, emit_json, json_option
+from .tables import key_values
 
 
 @click.group("allocation")
@@ -104,7 +105,7 @@ def simulate(participants: int, slots: int, seed: int, mode: str, peers: int | N
         rows.append(("plot", plot_path))
     key_values(rows)
     if show_fairness:
-        from .output import table
+        from .tables import table
 
         table(["recipient", "tier-1 units", "share", "MR share", "share / MR share", "satisfied"],
               [(f["recipient"], f["tier1_units"], f["share"], f["mr_share"], f["ratio"],

@@ -11,8 +11,8 @@ import click
 
 from ..errors import InvalidArgument, ModuleNotFound, Trap
 from . import GroupWithLazyModules
-from .output import (Col, Duration, PassesArgs, emit_json, json_option, key_values, path_id, program_output,
-                     table, wide_option)
+from .output import Duration, PassesArgs, emit_json, json_option, path_id, program_output, wide_option
+from .tables import Col, key_values, table
 from .wasm_files import read_module
 
 PROVENANCE = "xsc compute provenance --list"  # lists the provenance ids

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from .node import effective_config, start_options
-from .output import Col, PassesArgs, emit_json, json_option, table
+from .output import PassesArgs, emit_json, json_option
+from .tables import Col, table
 
 
 @click.group()

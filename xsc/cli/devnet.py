@@ -17,7 +17,8 @@ from ..devnet import STATE_FILE, Devnet, kept_ports, ports_from
 from ..errors import Conflict, InvalidArgument
 from ..netem.namespaces import NetnsNetwork, check
 from ..units import counted
-from .output import Col, Duration, emit_json, json_option
+from .output import Duration, emit_json, json_option
+from .tables import Col
 from .peers import wide_table
 from .progress import progress_bar
 

@@ -8,7 +8,8 @@ import click
 
 from ..errors import InvalidArgument
 from .jobs import MODULE_HINT, deployed_module, env_pair
-from .output import EXIT_USAGE, Col, Duration, emit_json, json_option, path_id, prose, table
+from .output import EXIT_USAGE, Duration, emit_json, json_option, path_id
+from .tables import Col, prose, table
 
 
 @click.command("serve")

@@ -9,7 +9,8 @@ import click
 
 from ..errors import PeerUnreachable
 from ..units import counted
-from .output import Col, emit_json, json_option, prose, wide_option
+from .output import emit_json, json_option, wide_option
+from .tables import Col, prose
 from .peers import wide_table
 
 

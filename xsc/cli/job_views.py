@@ -10,7 +10,8 @@ import click
 
 from ..units import counted, format_credits
 from .jobs import file_line
-from .output import Col, emit_json, json_option, key_values, path_id, table, terminal_width, wide_option, wrap_words
+from .output import emit_json, json_option, path_id, wide_option
+from .tables import Col, key_values, table, terminal_width, wrap_words
 
 
 @click.command("job")

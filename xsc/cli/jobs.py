@@ -18,7 +18,8 @@ from .. import codec
 from ..errors import InvalidArgument, ModuleNotFound, XscError
 from ..units import counted, format_credits, plural_for
 from .interrupts import GoesOn
-from .output import Duration, PassesArgs, emit_json, json_option, path_id, program_output, prose, terminal_width
+from .output import Duration, PassesArgs, emit_json, json_option, path_id, program_output
+from .tables import prose, terminal_width
 from .wasm_files import read_module
 
 MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")

@@ -10,7 +10,8 @@ import click
 from .. import codec
 from ..ledger.core.rules import BELOW_LIMIT
 from ..units import MAX_PREPAY, counted, format_credits
-from .output import Credits, PassesArgs, emit_json, json_option, key_values, path_id, prose, table, wide_option
+from .output import Credits, PassesArgs, emit_json, json_option, path_id, wide_option
+from .tables import Col, key_values, prose, table
 
 ACCOUNTS = "xsc ledger accounts"  # lists the accounts
 
@@ -102,8 +103,6 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
         earned = " (what this node earned: xsc ledger history node)" if account == "client" else ""
         prose(f"no entries yet for account {info['account']['account']}{earned}")
         return
-    from .output import Col
-
     rows = []
     for e in entries:
         other = e["payee"] if e["kind"] == "payment" else e["payer"]
@@ -235,8 +234,6 @@ def accounts(obj, as_json: bool) -> None:
     if as_json:
         emit_json(info["accounts"])
         return
-    from .output import Col
-
     # Account ids stay whole (to be copied): on a terminal narrower than a row, each goes on a line under its row.
     table([Col("role"), Col("account", keep=True, under=True), Col("balance", right=True, keep=True),
            Col("entries", right=True, keep=True), Col("forked", keep=True)],
@@ -279,8 +276,6 @@ def payments(obj, wide: bool, as_json: bool) -> None:
     if as_json:
         emit_json(info)
         return
-    from .output import Col
-
     live = [p for p in info["pending"] if p.get("live")]
     waiting = [p for p in info["pending"] if not p.get("live")]
     # A job reference may hold an id (a tab's `compute:rtab:fn:NODE_ID:NAME`, a share's storage index): whole, under
@@ -315,8 +310,6 @@ def trust(obj, wide: bool, as_json: bool) -> None:
     if not info["lines"]:
         click.echo("no peer has a trust line here yet")
         return
-    from .output import Col
-
     # What `available` is made of, so that each row adds up: what counts of a peer's payments (`counted`: shown when
     # it is not all it paid), less what its work used and what is reserved for work taken on and not done yet.
     counts = any(x["counted"] != x["paid"] for x in info["lines"])

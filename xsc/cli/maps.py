@@ -16,7 +16,8 @@ from ..errors import InvalidArgument, NodeNotRunning, NotANode, Unauthorized, Xs
 from ..units import counted
 from .interrupts import GoesOn
 from .jobs import MODULE_ID, deployed_module, load_spec, module_file, target_hint
-from .output import Col, emit_json, json_option, path_id, table, terminal_width, wrap_words
+from .output import emit_json, json_option, path_id
+from .tables import Col, table, terminal_width, wrap_words
 from .progress import progress_bar
 
 MAX_MAP = 10_000  # inputs one map runs over at most (the node's bound too: compute/maps.py)

@@ -8,7 +8,8 @@ import click
 from click.core import ParameterSource
 
 from ..units import counted, format_credits
-from .output import Col, Credits, emit_json, json_option, key_values, path_id, prose, table, wide_option
+from .output import Credits, emit_json, json_option, path_id, wide_option
+from .tables import Col, key_values, prose, table
 from .peers import resolve_peer, wide_table
 
 UNITS = {"storage": "GiB-hour", "compute": "million fuel"}

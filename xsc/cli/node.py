@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .output import emit_json, json_option, key_values
+from .output import emit_json, json_option
+from .tables import key_values
 
 
 @click.group()

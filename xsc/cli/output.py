@@ -1,4 +1,4 @@
-"""The one place where errors become CLI messages and exit codes, plus shared rendering helpers (tables.py's too)."""
+"""Where errors become CLI messages and exit codes, and the options and helpers commands share (tables: tables.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ from click.core import ParameterSource
 from ..errors import InvalidArgument, XscError, shown
 from ..units import credits_argument, duration_argument, parse_credits, parse_duration, parse_seconds
 from .interrupts import INTERRUPTED
-# The commands take their rendering from here: text fitted to a width is a module of its own (tables.py).
-from .tables import PIPE_WIDTH, Col, key_values, prose, table, terminal_width, wrap_words  # noqa: F401
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -8,7 +8,8 @@ from urllib.parse import quote
 import click
 
 from ..units import counted
-from .output import Col, emit_json, json_option, key_values, table, wide_option
+from .output import emit_json, json_option, wide_option
+from .tables import Col, key_values, table
 
 
 def wide_table(columns: list, rows: list[tuple], **kw) -> None:

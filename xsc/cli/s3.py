@@ -8,7 +8,8 @@ import click
 
 from .. import codec
 from ..units import counted, format_credits
-from .output import Col, Credits, Duration, PassesArgs, emit_json, json_option, path_id, table
+from .output import Credits, Duration, PassesArgs, emit_json, json_option, path_id
+from .tables import Col, table
 from .s3_buckets import _key_user, _named_bucket, buckets, ls, mb, rb
 
 @click.group()

@@ -11,7 +11,8 @@ import contextlib
 import click
 
 from ..units import counted, format_size
-from .output import Col, emit_json, json_option, path_id, prose, table
+from .output import emit_json, json_option, path_id
+from .tables import Col, prose, table
 
 PAGE = 1000  # keys or uploads asked for, and deleted, a request: the most the routes answer at once
 

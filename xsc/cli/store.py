@@ -13,8 +13,10 @@ import click
 from ..errors import BadRequest, InvalidArgument, XscError
 from ..storage.core.leases import MAX_DURATION, MIN_DURATION
 from ..units import counted, format_credits, plural_for
-from .output import Col, Duration, emit_json, json_option, output_file, prose, table, terminal_width, wide_option
+from .output import Duration, emit_json, json_option, output_file, wide_option
+from .file_reports import report_of, shares_table
 from .progress import progress_bar
+from .tables import Col, prose, table, terminal_width
 
 
 def _cap_path(cap: str, suffix: str = "") -> str:
@@ -262,44 +264,6 @@ def remove(obj, cap: str, as_json: bool) -> None:
               "each start of this node and every storage.gc_interval); nothing more is paid for them", err=True)
 
 
-def _status(s: dict, presence_only: bool) -> str:
-    return "present" if presence_only and s["status"] == "ok" else s["status"]
-
-
-def _detail(s: dict) -> str:
-    bad = s.get("bad_blocks") or []
-    if not bad:
-        return "" if s["detail"] == s["status"] else s["detail"]  # "missing" twice says nothing more
-    where = s["detail"].partition(" on node ")[2]
-    return (f"{plural_for(len(bad), 'bad block')} in {plural_for(len(bad), 'segment')} "
-            f"{', '.join(map(str, bad[:20]))}{' …' if len(bad) > 20 else ''}" + (f" on node {where}" if where else ""))
-
-
-def _shares_table(report: dict, presence_only: bool = False, wide: bool = False) -> None:
-    shares = report["shares"]
-    details = [_detail(s) for s in shares]
-    said = 1 if any(details) else 0  # a detail column only when a share has something to say
-    if any("node" in s for s in shares):  # where each share is (this node too), and how that node is
-        from ..storage.core.placement import NONE_FOUND
-
-        def state(s: dict) -> str:
-            if s["node"] == NONE_FOUND:
-                return "-"
-            up = s.get("node_up")
-            if s.get("node_known") is False:
-                return "not a peer"
-            return "this node" if "node_up" not in s else "up" if up else "DOWN" if up is False else "not probed yet"
-
-        # With a node id the row is full: a detail goes under its row on a narrow terminal.
-        table([Col("share", right=True), Col("status"), Col("node", keep=True), Col("node state"),
-               Col("detail", wrap=20, under=True)][:4 + said],
-              [(s["share"], _status(s, presence_only), s["node"], state(s), d)[:4 + said]
-               for s, d in zip(shares, details)], wide=wide)
-    else:
-        table([Col("share", right=True), Col("status"), Col("detail", wrap=20)][:2 + said],
-              [(s["share"], _status(s, presence_only), d)[:2 + said] for s, d in zip(shares, details)], wide=wide)
-
-
 @store.command()
 @click.argument("cap")
 @wide_option
@@ -310,7 +274,7 @@ def check(obj, cap: str, wide: bool, as_json: bool) -> None:
     are not read; see verify).  Works for any capability: shares of a file another node stored are found on the
     network."""
     report = obj.client().request("GET", _cap_path(cap, "/check"))
-    _report(report, as_json, cap, presence_only=True, wide=wide)
+    report_of(report, as_json, cap, presence_only=True, wide=wide)
 
 
 _ALL_HELP = ("Every file this node lists (`xsc store ls`), 4 at a time, going on past any that fails; a table of "
@@ -339,7 +303,7 @@ def verify(obj, cap: str | None, every: bool, wide: bool, as_json: bool) -> None
     if every:
         _every_file(obj, "verify", wide, as_json)
         return
-    _report(_with_progress(obj, cap, "verify", as_json), as_json, cap, wide=wide)
+    report_of(_with_progress(obj, cap, "verify", as_json), as_json, cap, wide=wide)
 
 
 _STAGES = {"verify": "reading every block", "check": "reading the blocks here", "rebuild": "rebuilding segments"}
@@ -353,35 +317,6 @@ def _with_progress(obj, cap: str, action: str, as_json: bool) -> dict:
             bar.show(p.get("done", 0), p.get("total"), f"{action}: {_STAGES.get(p.get('stage'), '')}{said}")
 
         return obj.client().request_with_progress("POST", _cap_path(cap, f"/{action}"), told)
-
-
-def _report(report: dict, as_json: bool, cap: str, presence_only: bool = False, wide: bool = False) -> None:
-    if as_json:
-        emit_json(report)
-    else:
-        _shares_table(report, presence_only, wide)
-        state = "healthy" if report["healthy"] else "recoverable" if report["recoverable"] else "NOT recoverable"
-        spread = report["healthy"] and report.get("at_risk")  # whole, but on one node
-        state = "at risk" if spread else state
-        total = len(report["shares"])
-        fix = "; rebuild them with:" if state == "recoverable" else ""
-        if presence_only:
-            prose(f"{report['intact']} of {total} shares present: {state} "
-                  f"(blocks not read: `xsc store verify` reads them){fix}")
-        else:
-            bad = [f"share {s['share']} segment {b}" for s in report["shares"] for b in s.get("bad_blocks") or []]
-            prose(f"{report['intact']} of {total} shares intact: {state}"
-                  + (f"; bad blocks: {', '.join(bad[:12])}{' …' if len(bad) > 12 else ''}" if bad else "") + fix)
-        if fix:  # the command on a line of its own, the capability whole: copied as it is
-            click.echo(f"    xsc store repair {cap.strip()}")
-        if report.get("repair_problem"):
-            click.echo(f"warning: its last repair failed: {report['repair_problem']}", err=True)
-        if spread:  # no repair moves a share that is there; a put from a file places some on other nodes
-            prose(f"{report['at_risk']}; put it again from a file to spread its shares (then `xsc store rm` this "
-                  "capability):")
-            click.echo(f"    xsc store get {cap.strip()} -o FILE && xsc store put FILE")
-    if not report["healthy"]:
-        sys.exit(1)
 
 
 @store.command()
@@ -401,7 +336,7 @@ def repair(obj, cap: str | None, every: bool, wide: bool, as_json: bool) -> None
     if as_json:
         emit_json(result)
         return
-    _shares_table(result, wide=wide)
+    shares_table(result, wide=wide)
     repaired = ", ".join(str(share) for share in result["repaired"])
     click.echo(f"repaired shares {repaired}" if repaired else "nothing to repair")
     if result.get("warning"):

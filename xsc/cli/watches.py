@@ -11,7 +11,8 @@ import click
 
 from ..units import counted, format_credits
 from .jobs import deployed_module, load_spec, target_hint
-from .output import Col, emit_json, json_option, path_id, table
+from .output import emit_json, json_option, path_id
+from .tables import Col, table
 
 
 @click.command("watch")
