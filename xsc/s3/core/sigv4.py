@@ -24,7 +24,8 @@ from ...errors import S3Error
 from .headers import text_of
 
 ALGORITHM = "AWS4-HMAC-SHA256"
-# What mends an unknown access key is the operator's to do: said in the front's log, never to the (anonymous) client.
+# What mends an unknown or missing access key is the operator's to do: said in the front's log, never to the client
+# (anyone: a stranger guessing keys, an anonymous request).
 UNKNOWN_KEY_HINT = "create one with `xsc s3 keys create`"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 STREAMING_PAYLOAD = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
@@ -242,7 +243,7 @@ def verify(request: SignedRequest, secret_of: SecretOf, now: float) -> Verified:
         raise S3Error("signature version 2 is not supported: sign with AWS Signature Version 4",
                       s3_code="AccessDenied")
     raise S3Error("anonymous access is not allowed: sign the request with an access key",
-                  s3_code="AccessDenied", hint="create one with `xsc s3 keys create`")
+                  s3_code="AccessDenied", operator_hint=UNKNOWN_KEY_HINT)
 
 
 def _checked_payload(payload: str) -> str:
