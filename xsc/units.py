@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import sys
-from decimal import Decimal, localcontext
+from decimal import Decimal, InvalidOperation, localcontext
 
 from .errors import InvalidArgument
 
@@ -173,6 +173,15 @@ def parse_credits(text: str, most: int | None = None, what: str = "an amount") -
         shown = text.strip() if len(text.strip()) <= 24 else f"a figure of {len(whole):,} digits"
         raise InvalidArgument(f"{what} is at most {credits_argument(most)} credits, not {shown}")
     return micro
+
+
+def parse_ratio(text: str) -> Decimal | None:
+    """A ratio from 0 to 1 as typed ('0.99', '1'), exactly; None for anything else (each caller names its field)."""
+    try:
+        ratio = Decimal(text)
+    except (InvalidOperation, TypeError, ValueError):
+        return None
+    return ratio if ratio.is_finite() and 0 <= ratio <= 1 else None
 
 
 def credits_argument(micro: int) -> str:

@@ -8,6 +8,8 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.support.nodes import free_port, start_xsc
 from tests.support.cli import xsc
 
@@ -39,6 +41,15 @@ def test_json_on_a_command_without_json_is_a_usage_error() -> None:
     result = xsc("--json", "store", "get", "xsc:chk:x")
     assert result.exit_code == 2
     assert "has no --json output" in result.stderr and len(result.stderr.splitlines()) <= 2
+
+
+@pytest.mark.parametrize("ratio", ["2", "x", "-0.1", "nan"])
+def test_a_bad_min_availability_is_a_usage_error_as_a_bad_duration_is(tmp_path: Path, ratio: str) -> None:
+    (tmp_path / "f").write_bytes(b"x")
+    result = xsc("store", "put", str(tmp_path / "f"), "--min-availability", ratio, "--node", "http://127.0.0.1:9")
+    assert result.exit_code == 2, result.output  # refused as it is parsed: no node is asked
+    assert result.stderr.splitlines()[0] == "xsc: usage error: invalid value for '--min-availability': a ratio from " \
+        f"0 to 1, not {ratio!r} (e.g. --min-availability 0.99)", result.stderr
 
 
 def test_verbose_after_the_command_says_it_goes_before_it() -> None:

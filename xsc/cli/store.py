@@ -12,7 +12,7 @@ import click
 
 from ..errors import BadRequest, InvalidArgument, XscError
 from ..storage.core.leases import MAX_DURATION, MIN_DURATION
-from ..units import counted, format_credits, plural_for
+from ..units import counted, format_credits, parse_ratio, plural_for
 from .output import Duration, emit_json, json_option, output_file, wide_option
 from .file_reports import report_of, shares_table
 from .progress import progress_bar
@@ -28,6 +28,14 @@ def _cap_path(cap: str, suffix: str = "") -> str:
 
 # A lease's duration in whole seconds within the bounds the node holds it to (storage/core/leases.py): refused, as
 # every time flag is, before any request.
+def _ratio(text: str | None) -> str | None:
+    """--min-availability checked as the node checks it, so a bad one is a usage error (exit 2) like a bad --duration,
+    not a put the node refuses; sent as typed."""
+    if text is not None and parse_ratio(text) is None:
+        raise click.BadParameter(f"a ratio from 0 to 1, not {text[:40]!r} (e.g. --min-availability 0.99)")
+    return text
+
+
 LEASE = Duration("30d", least=MIN_DURATION, most=MAX_DURATION, whole=True)
 
 
@@ -59,7 +67,8 @@ def _minute(iso: str) -> str:
 @click.option("--prefer", multiple=True, metavar="NODE", help="A provider to choose first among equals (repeatable).")
 @click.option("--spread", is_flag=True, help="Let the market place all 6 shares (by default, with fewer than 6 "
               "providers, 4 stay on this node so that no other node's loss loses the file).")
-@click.option("--min-availability", metavar="R", help="Only providers up at least this ratio of the last hour (0-1).")
+@click.option("--min-availability", metavar="R", callback=lambda ctx, param, value: _ratio(value),
+              help="Only providers up at least this ratio of the last hour (0-1).")
 @json_option
 @click.pass_obj
 def put(obj, file: str, name: str | None, duration: int | None, max_price: int | None, avoid: tuple[str, ...],

@@ -21,7 +21,6 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 
 from ..errors import BadRequest, IntegrityError, InvalidArgument, MarketNoDeal, PrepaymentRequired, StorageFull
 from ..identity import parse_public_id
@@ -36,7 +35,7 @@ from .deals import MAX_PRICE
 from .core.placement import home_shares
 from .remote import REMEDIES
 from .strangers import TERMS_TIMEOUT, Drawn, ProviderTerms
-from ..units import is_whole_number
+from ..units import is_whole_number, parse_ratio
 
 log = logging.getLogger(__name__)
 
@@ -146,11 +145,8 @@ def parse_filters(query: Mapping[str, str]) -> dict:
         out[name] = ids
     text = query.get("min_availability")
     if text is not None:
-        try:
-            ratio = Decimal(text)
-        except InvalidOperation:
-            ratio = Decimal(-1)
-        if not ratio.is_finite() or not 0 <= ratio <= 1:
+        ratio = parse_ratio(text)
+        if ratio is None:
             raise InvalidArgument(f"min_availability must be a ratio from 0 to 1, not {text!r}",
                                   hint="e.g. --min-availability 0.99")
         out["min_availability"] = ratio
