@@ -13,8 +13,8 @@ import click
 from ..errors import BadRequest, InvalidArgument, XscError
 from ..storage.core.leases import MAX_DURATION, MIN_DURATION
 from ..units import counted, format_credits, parse_ratio, plural_for
-from .output import Duration, emit_json, json_option, output_file, wide_option
 from .file_reports import report_of, shares_table
+from .output import Duration, emit_json, json_option, output_file, wide_option
 from .progress import progress_bar
 from .tables import Col, prose, table, terminal_width
 
@@ -26,8 +26,6 @@ def _cap_path(cap: str, suffix: str = "") -> str:
     return f"/v1/store/files/{quote(cap.strip(), safe=':')}{suffix}"
 
 
-# A lease's duration in whole seconds within the bounds the node holds it to (storage/core/leases.py): refused, as
-# every time flag is, before any request.
 def _ratio(text: str | None) -> str | None:
     """--min-availability checked as the node checks it, so a bad one is a usage error (exit 2) like a bad --duration,
     not a put the node refuses; sent as typed."""
@@ -36,6 +34,8 @@ def _ratio(text: str | None) -> str | None:
     return text
 
 
+# A lease's duration in whole seconds within the bounds the node holds it to (storage/core/leases.py): refused, as
+# every time flag is, before any request.
 LEASE = Duration("30d", least=MIN_DURATION, most=MAX_DURATION, whole=True)
 
 
