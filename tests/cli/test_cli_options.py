@@ -186,3 +186,8 @@ def test_a_node_named_by_its_address_without_a_token_is_told_where_its_token_com
             f"xsc: error: no API token for the node at http://127.0.0.1:9: $XSC_TOKEN is not set, and "
             f"{tmp_path / '.xsc'} holds none (set XSC_TOKEN to that node's <data dir>/api-token, or give "
             "--data-dir DIR of that node)\n"), result.output
+    empty = tmp_path / "empty"  # a data dir set by $XSC_HOME (a shell's profile) that holds no node's token
+    result = xsc("--node", "http://127.0.0.1:9", "store", "ls", env={**env, "XSC_HOME": str(empty)})
+    assert result.exit_code == 1 and result.stderr == (
+        f"xsc: error: no API token for the node at http://127.0.0.1:9: $XSC_TOKEN is not set, and {empty} holds none "
+        "(set XSC_TOKEN to that node's <data dir>/api-token, or give --data-dir DIR of that node)\n"), result.output

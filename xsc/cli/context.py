@@ -70,8 +70,9 @@ class CliContext:
             if pid is not None:  # a first start, minting the node's id: it writes the token once that is done
                 raise NodeNotRunning(f"the node on {self.data_dir} (pid {pid}) is still starting: no API token yet",
                                      hint="a first start mints the node's id, some seconds; try again then") from None
-            if not self._data_dir and (self._node_url or os.environ.get("XSC_NODE_LISTEN")):
-                # the node is named by its address: the token it wants is that node's, not a local node's
+            if self._node_url or os.environ.get("XSC_NODE_LISTEN"):
+                # the node is named by its address: the token it wants is that node's, not a local node's (a data
+                # dir given too, or set by $XSC_HOME, holds none: it is not that node's)
                 raise NodeNotRunning(f"no API token for the node at {self.node_url()}: $XSC_TOKEN is not set, and "
                                      f"{self.data_dir} holds none",
                                      hint="set XSC_TOKEN to that node's <data dir>/api-token, or give --data-dir "
