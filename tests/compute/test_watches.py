@@ -287,6 +287,31 @@ async def test_a_datum_whose_job_fails_unexpectedly_fails_alone_and_the_pass_goe
     assert len(traced) == 1 and "watch a" in traced[0].getMessage(), traced
 
 
+async def test_an_output_refused_as_an_object_first_does_not_take_the_file_of_a_datum_written_after_it(node_factory):
+    """Two inputs of the same bytes make one job (the second replays the first's run): when the datum whose target
+    is refused (its key too long) is written first, the file it leaves, garbage then, must not be the file the
+    other datum's object then names: that object would name a removed file."""
+    node = await node_factory("samefile")
+    module = await deploy(node, "sha256", wasi=True)
+    for bucket in ("raw", "out"):
+        await _call(node, "PUT", f"/v1/s3/buckets/{bucket}")
+    for key in ("in/" + "a" * 40, "in/x"):  # both there at the watch's first pass; the refused one sorts first
+        await _put_object(node, "raw", key, b"x")
+    await _call(node, "POST", "/v1/compute/watches", {
+        "name": "w", "spec": {"module": module, "argv": ["/in/data"], "stdout_to_store": True},
+        "on": "s3://raw/in/", "to": "s3://out/" + "p" * 1000})
+    index = node.app[NODE].s3_index
+
+    async def settled():
+        held = {p["cap"] for key, _ in index.objects("out") for p in index.get("out", key)["parts"]}
+        listed = {f["capability"] for f in (await _call(node, "GET", "/v1/store/files"))["files"]}
+        watch = (await _watches(node))["w"]
+        return held and held <= listed and watch["failures"] >= 2 and not index.garbage()
+
+    await eventually_async(settled, "the written object's file kept", 60)
+    assert await _object(node, "out", "p" * 1000 + "x") == hashlib.sha256(b"x").hexdigest().encode() + b"\n"
+
+
 async def test_the_file_of_an_output_refused_as_an_object_goes_unless_another_object_holds_it(node_factory) -> None:
     """Under a --to prefix of 1,000 bytes, in/x's object is written and the objects of two longer keys are refused:
     the file of one (its bytes in/x's, one job) stays, in/x's object holds it; the other's goes, and its job is not

@@ -275,6 +275,13 @@ class Watches:
             log.warning("watch %s: %s failed: %s", watch["name"], key, err.message)
             return
         async with self._writing:  # datums run at once: which objects are taken is checked and changed by one
+            if not await self._all_stored(job):
+                # Another datum of the same job (its run replayed) was written first, refused as an object, and its
+                # files removed as garbage: an object naming them would name nothing.  The next pass runs it again.
+                self._count(watch["name"], failures=1, last_error=f"{key}: its job's outputs were removed as another "
+                            "datum's refused output: it runs again at the next pass",
+                            last_run=_last_run(key, job["id"], "failed", []))
+                return
             await self._write(watch, key, datum, job, to_bucket, to_prefix + rel)
 
     async def _write(self, watch: dict[str, Any], key: str, datum: str, job: dict[str, Any], to_bucket: str,
