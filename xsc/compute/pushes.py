@@ -33,6 +33,8 @@ ASKING_TABS = 4  # tabs whose calls asked for one module, kept (the newest): a p
 
 
 class ModulePushes:
+    """The modules this node, the provider, awaits from gateways and takes from them (module docstring)."""
+
     def __init__(self, *, compute: ComputeService, provider_tabs: ProviderTabs, trust: Any = None) -> None:
         self.compute, self.provider_tabs = compute, provider_tabs
         self.trust = trust  # xsc.ledger.trust.TrustLines: a compile is reserved on its gateway's line (None: no limit)
@@ -120,7 +122,6 @@ class ModulePushes:
     async def sweep(self, now: float | None = None) -> list[str]:
         """Remove modules peers pushed that no call used for PUSHED_TTL seconds; their ids."""
         return await self.compute.remove_unused_pushed(PUSHED_TTL, time.time() if now is None else now)
-
 
 
 __all__ = ["MAX_PUSHED_BYTES", "MAX_PUSHED_FUNCTIONS", "ModulePushes", "PUSHED_TTL", "PUSH_WINDOW"]
