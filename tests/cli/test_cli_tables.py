@@ -556,7 +556,7 @@ def test_ledger_history_wraps_its_usage_between_items_never_inside_one() -> None
     header = next(n for n, line in enumerate(lines) if line.startswith("seq "))
     start = lines[header].index("usage")
     cells = [line[start:].split("  ")[0].strip() for line in lines[header + 1:]
-             if line[4:5] == " "]  # not a line under the row (indented 4)
+             if not re.match(r" {4}\S| {6}\S", line)]  # not a line under the row (indented 4, its value's 6)
     # each line of the cell holds whole items: one or more, with the comma that ends all but the last
     used = [item for cell in cells for item in cell.rstrip(",").split(", ")]
     assert used == ["fuel 2,400,392", "invokes 1", "memory_pages 17"], shown.stdout
