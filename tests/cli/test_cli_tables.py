@@ -227,6 +227,17 @@ def test_tables_naming_a_peer_fit_80_columns_with_its_id_whole(thread_node) -> N
         assert any(line.split()[:len(row)] == row for line in whole if line.strip()), whole
         assert any(len(line) > 80 for line in whole), whole
     assert "earned (credits)" in a.xsc("market", "recognition").stdout.splitlines()[0]  # a figure with its unit
+    # `peers ls` piped: the id and its state in the row, and the URL a reader goes to kept, on a line under it
+    url = next(p["url"] for p in json.loads(a.xsc("peers", "ls", "--json").stdout)["peers"] if p["id"] == b_id)
+    for env in ({}, NARROW):
+        listed = a.xsc("peers", "ls", env=env)
+        assert listed.exit_code == 0, listed.output
+        _fits(listed.stdout)
+        lines = listed.stdout.splitlines()
+        row = next(n for n, line in enumerate(lines) if line.startswith(b_id))
+        assert url not in lines[row] and lines[row + 1] == f"    url {url}", listed.stdout
+    assert any(line.startswith(b_id) and url in line.split() for line in a.xsc("peers", "ls", "--wide").stdout
+               .splitlines())  # in its column
 
 
 def test_market_book_shows_which_asks_carry_the_web_tag(thread_node) -> None:
