@@ -125,6 +125,26 @@ def test_a_state_file_that_is_missing_or_broken_says_so(tmp_path: Path) -> None:
         Devnet.load(tmp_path)
 
 
+def test_down_on_a_devnet_down_already_says_so_and_a_namespaced_one_is_told_to_come_back_in_namespaces(
+        tmp_path: Path) -> None:
+    root = (tmp_path / "net").resolve()
+    for n, url in enumerate(("http://127.0.0.1:7100", "http://127.0.0.1:7101")):  # as `xsc devnet down` leaves them
+        (root / f"node-{n}").mkdir(parents=True)
+        (root / f"node-{n}" / "node.url").write_text(url + "\n")
+    down = xsc("devnet", "down", "--dir", str(root))
+    assert down.exit_code == 0 and down.stdout == f"the devnet in {root} is already down (the data dirs of 2 nodes " \
+        f"are kept; start it again with: xsc devnet up -n 2 --dir {root})\n", down.output
+    assert json.loads(xsc("devnet", "down", "--dir", str(root), "--json").stdout) == {
+        "stopped": 0, "killed": 0, "dir": str(root), "already_down": True}
+    for n in range(2):  # nodes that listened in namespaces of their own (`up --netns`) come back in them
+        (root / f"node-{n}" / "node.url").write_text(f"https://10.77.{n}.2:7070\n")
+    for args in (["down"], ["status"]):
+        said = xsc("devnet", *args, "--dir", str(root)).output
+        assert f"start it again with: xsc devnet up -n 2 --netns --dir {root})" in said, said
+    nothing = xsc("devnet", "down", "--dir", str(tmp_path / "none"))  # no devnet there at all: a --dir mistyped
+    assert nothing.exit_code == 1 and "no devnet in" in nothing.stderr, nothing.output
+
+
 @pytest.mark.slow
 def test_a_node_that_exits_at_start_is_reported_with_its_log(tmp_path: Path) -> None:
     node = NodeProcess(tmp_path / "n0", args=["--log-level", "shouting"])

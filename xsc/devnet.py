@@ -168,6 +168,25 @@ def kept_ports(root: Path, count: int, name: str = "node-{}") -> list[int] | Non
     return ports
 
 
+def kept_data_dirs(root: Path) -> list[Path]:
+    """The data dirs of a devnet stopped in `root` (`down` forgets its nodes, never their data)."""
+    return sorted(p for p in root.glob("node-*") if p.is_dir()) if root.is_dir() else []
+
+
+def up_again(root: Path, kept: list[Path]) -> str:
+    """The `up` that starts the devnet stopped in `root` again as it was: as many nodes, each in a namespace of its
+    own if they last listened on a namespace's address (each data dir's node.url) rather than on loopback (its
+    --delay and --loss are not kept: they are the `up`'s to give again)."""
+    def host(data_dir: Path) -> str:
+        try:
+            return (data_dir / URL_FILE).read_text().strip().split("//", 1)[1].rsplit(":", 1)[0]
+        except (OSError, IndexError):
+            return HOST  # never started: nothing says where
+
+    netns = " --netns" if any(host(p) != HOST for p in kept) else ""
+    return f"xsc devnet up -n {len(kept)}{netns} --dir {shlex.quote(str(root))}"
+
+
 # --- the command ------------------------------------------------------------------------------------------------
 
 # What starts every `xsc` process here, given `subprocess.Popen`'s arguments.  The test suite puts here one that
@@ -625,11 +644,10 @@ class Devnet:
                      for r in records]
         except FileNotFoundError:
             # `down` forgets the nodes but keeps their data dirs: a devnet stopped is started again as it was
-            kept = [p for p in root.glob("node-*") if p.is_dir()] if root.is_dir() else []
+            kept = kept_data_dirs(root)
             if kept:
                 raise NodeNotRunning(f"the devnet in {root} is stopped (the data dirs of {len(kept)} nodes are kept)",
-                                     hint=f"start it again with: xsc devnet up -n {len(kept)} "
-                                          f"--dir {shlex.quote(str(root))}") from None
+                                     hint=f"start it again with: {up_again(root, kept)}") from None
             raise NodeNotRunning(f"no devnet in {root}", hint="start one with: xsc devnet up -n 6") from None
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise DevnetError(f"{path} is not a devnet state file: {err}",

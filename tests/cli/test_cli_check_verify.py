@@ -170,5 +170,16 @@ def test_check_calls_a_file_whose_shares_are_all_on_one_node_at_risk_while_anoth
     assert checked.stdout.splitlines()[-1] == f"    xsc store get {cap} -o FILE && xsc store put FILE"
     report = json.loads(alice.xsc("store", "check", cap, "--json").stdout)
     assert report["healthy"] and report["at_risk"].startswith("all 6 shares are on this node"), report
+    # verify --all says so too, the file whole (exit 0), why in its detail, and where to read how to spread it
+    every = alice.xsc("store", "verify", "--all")
+    lines = every.stdout.splitlines()
+    assert every.exit_code == 0 and lines[1].split()[:2] == ["at", "risk"], every.output
+    assert lines[1].split()[5] == cap and lines[1].endswith(f"  {report['at_risk']}"), every.stdout  # (piped: a line)
+    assert " ".join(lines[2:]) == "1 file: 1 at risk; `xsc store check CAP` of an at-risk file says how to spread " \
+        "its shares", every.stdout
+    narrow = alice.xsc("store", "verify", "--all", env={"COLUMNS": "80"}).stdout.splitlines()
+    assert narrow[1].split()[:2] == ["at", "risk"] and narrow[2].strip().startswith(cap), narrow
+    (found,) = json.loads(alice.xsc("store", "verify", "--all", "--json").stdout)["files"]
+    assert found["state"] == "healthy" and found["at_risk"] == report["at_risk"], found
     elsewhere = json.loads(bob.xsc("store", "check", cap, "--json").stdout)  # Bob's node sees them all on Alice's
     assert elsewhere["at_risk"].startswith(f"all 6 shares are on node {alice.app[NODE].peers.identity.id}: "), elsewhere

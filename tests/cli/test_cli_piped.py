@@ -4,6 +4,7 @@ rows line up by the cells their text takes on a terminal, not by its characters.
 from __future__ import annotations
 
 import unicodedata
+from itertools import takewhile
 
 from click.testing import CliRunner
 
@@ -109,10 +110,18 @@ def _history(*jobs: str) -> dict:
     return {"entries": entries[::-1], "account": {"account": "a" * 52, "balance": 0, "seq": len(jobs) + 40}}
 
 
-STORE_JOB = f"store:{'s' * 52}:3:1700000000:1700003600"  # a storage deal's payment: longer than 80 columns
+STORE_JOB = f"store:{'5' * 64}:3:1700000000:1700003600"  # a storage deal's payment: longer than 80 columns
 
 
-def test_ledger_history_at_80_columns_keeps_the_job_whole_under_its_row() -> None:
+def _labelled(text: str, name: str) -> list[str]:
+    """The values put under their rows with the label `name` alone on its line: each value's lines (indented by two
+    under the label) joined again, as a reader copies them."""
+    lines = text.splitlines()
+    return ["".join(x.strip() for x in takewhile(lambda x: x.startswith("      "), lines[n + 1:])).rstrip(",")
+            for n, line in enumerate(lines) if line == f"    {name}:"]
+
+
+def test_ledger_history_at_80_columns_keeps_the_job_under_its_row_within_80_columns() -> None:
     history = _history("prepay", STORE_JOB, *(f"job-{n}" for n in range(30)))
     with serving(json_answer(history)) as url:
         shown = {env.get("COLUMNS"): xsc("ledger", "history", "--node", url, env={**TOKEN, **env})
@@ -121,10 +130,11 @@ def test_ledger_history_at_80_columns_keeps_the_job_whole_under_its_row() -> Non
     for columns in ("80", None):  # a terminal of 80 columns, and piped
         out = shown[columns]
         assert out.exit_code == 0, out.output
-        ids = {"p" * 52, STORE_JOB, *(e["id"] for e in history["entries"])}
-        _fits(out.stdout, ids)
+        _fits(out.stdout, {e["id"] for e in history["entries"]})  # (this test's ids past 15 are 128 characters)
         under = [line.strip().rstrip(",") for line in out.stdout.splitlines() if line.startswith("    ")]
-        assert f"job {STORE_JOB}" in under and "job prepay" in under, out.stdout  # labelled, whole
+        # labelled: beside its label when it fits, else under it, broken between its fields (each id whole)
+        assert _labelled(out.stdout, "job") == [STORE_JOB] and "job prepay" in under, out.stdout
+        assert f"      store:{'5' * 64}:3:" in out.stdout.splitlines(), out.stdout
         assert all(f"job job-{n}" in under for n in range(30)), out.stdout
         header = next(line for line in out.stdout.splitlines() if line.startswith("seq "))
         assert header.split() == ["seq", "settled", "(UTC)", "kind", "credits", "usage"], out.stdout  # none left out
@@ -137,14 +147,41 @@ def test_ledger_history_at_80_columns_keeps_the_job_whole_under_its_row() -> Non
     assert "40 older entries not shown" in shown[None].stdout
 
 
-def test_ledger_payments_keeps_the_job_label_on_the_line_of_its_value() -> None:
+def test_ledger_payments_puts_a_job_reference_too_long_for_its_label_s_line_under_the_label() -> None:
     tab = {"authorization": "1" * 64, "node": "b" * 52, "job": f"compute:rtab:fn:{'a' * 52}:hello",
            "amount": 4_819_200, "cap": 4_819_200, "expires_at": 1_796_099_980, "live": True}
     with serving(json_answer({"pending": [tab], "dropped": []})) as url:
         shown = [xsc("ledger", "payments", "--node", url, env={**TOKEN, **env}) for env in ({"COLUMNS": "80"}, {})]
     for out in shown:
         assert out.exit_code == 0, out.output
-        lines = [line.strip().rstrip(",") for line in out.stdout.splitlines()]
-        assert f"job {tab['job']}" in lines and "job" not in lines, out.stdout
-        assert f"node {tab['node']}" in lines, out.stdout
-        _fits(out.stdout, {tab["job"], tab["node"]})
+        lines = out.stdout.splitlines()
+        # 82 columns beside its label: the label alone, the reference whole under it, within 80 columns
+        assert _labelled(out.stdout, "job") == [tab["job"]] and f"      {tab['job']}" in lines, out.stdout
+        assert f"    node {tab['node']}," in lines, out.stdout
+        assert all(_width(line) <= 80 for line in lines), out.stdout
+
+
+def test_a_command_in_a_wrapped_sentence_is_never_split_across_lines() -> None:
+    said = ("the file is damaged and more words come before the command that fixes it: run `xsc store repair "
+            "xsc:chk:abc:def:4:2:6` and then `xsc store check CAP`, or `xsc store repair --all` for every file")
+    for columns in ("40", "52", "60", None):  # terminals of each width, and piped
+        text = _shown({"COLUMNS": columns} if columns else {}, lambda: prose(said))
+        lines = text.splitlines()
+        assert " ".join(lines) == said, text
+        for command in ("`xsc store repair xsc:chk:abc:def:4:2:6`", "`xsc store check CAP`,",
+                        "`xsc store repair --all`"):
+            assert any(command in line for line in lines), (command, text)  # whole on one line
+        assert all(_width(line) <= int(columns or PIPE_WIDTH) for line in lines), text
+
+
+def test_compute_jobs_measures_a_module_name_of_wide_characters_in_cells() -> None:
+    name = "報告書の集計" * 2  # 12 characters, 24 cells
+    page = {"jobs": [{"id": "a" * 64, "state": "done", "started": "2026-01-01T10:00:00", "charge": 1_000,
+                      "replicas": 1, "module": "b" * 64, "module_name": name}], "next": None}
+    with serving(json_answer(page)) as url:
+        # in characters the one-line table fits 140 columns (134), in cells it does not (146)
+        shown = xsc("compute", "jobs", "--node", url, env={**TOKEN, "COLUMNS": "140"})
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert all(_width(line) <= 140 for line in lines), shown.stdout
+    assert lines[1].split()[-1] == name and lines[2].strip() == "a" * 64, shown.stdout  # the id under its job

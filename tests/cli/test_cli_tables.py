@@ -227,6 +227,17 @@ def test_tables_naming_a_peer_fit_80_columns_with_its_id_whole(thread_node) -> N
         assert any(line.split()[:len(row)] == row for line in whole if line.strip()), whole
         assert any(len(line) > 80 for line in whole), whole
     assert "earned (credits)" in a.xsc("market", "recognition").stdout.splitlines()[0]  # a figure with its unit
+    # `peers ls` piped: the id and its state in the row, and the URL a reader goes to kept, on a line under it
+    url = next(p["url"] for p in json.loads(a.xsc("peers", "ls", "--json").stdout)["peers"] if p["id"] == b_id)
+    for env in ({}, NARROW):
+        listed = a.xsc("peers", "ls", env=env)
+        assert listed.exit_code == 0, listed.output
+        _fits(listed.stdout)
+        lines = listed.stdout.splitlines()
+        row = next(n for n, line in enumerate(lines) if line.startswith(b_id))
+        assert url not in lines[row] and lines[row + 1] == f"    url {url}", listed.stdout
+    assert any(line.startswith(b_id) and url in line.split() for line in a.xsc("peers", "ls", "--wide").stdout
+               .splitlines())  # in its column
 
 
 def test_market_book_shows_which_asks_carry_the_web_tag(thread_node) -> None:
@@ -556,7 +567,7 @@ def test_ledger_history_wraps_its_usage_between_items_never_inside_one() -> None
     header = next(n for n, line in enumerate(lines) if line.startswith("seq "))
     start = lines[header].index("usage")
     cells = [line[start:].split("  ")[0].strip() for line in lines[header + 1:]
-             if line[4:5] == " "]  # not a line under the row (indented 4)
+             if not re.match(r" {4}\S| {6}\S", line)]  # not a line under the row (indented 4, its value's 6)
     # each line of the cell holds whole items: one or more, with the comma that ends all but the last
     used = [item for cell in cells for item in cell.rstrip(",").split(", ")]
     assert used == ["fuel 2,400,392", "invokes 1", "memory_pages 17"], shown.stdout

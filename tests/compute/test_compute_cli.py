@@ -78,7 +78,25 @@ def test_deploy_modules_and_provenance(xsc_node):
     assert ": deadline exceeded: it ran for " in job and "call" not in job, job  # a job's run is not a call
     job = error_line(xsc_node.xsc("compute", "run", loop, "--entrypoint", "spin", "--fuel", "1000", "--no-stdin"))
     assert ": out of fuel: it used all 1,000 units" in job and "call" not in job, job
+    # its hint names the most this node offers, in the invoke's words
+    call = error_line(xsc_node.xsc("compute", "invoke", loop, "spin", "--fuel", "1000"))
+    hint = call[call.index(" (ask for more with --fuel, up to "):]
+    assert hint.endswith(" (this node's compute.fuel))") and job.endswith(hint), (job, call)
+    outputs = str(WASM / "outputs.wasm")  # fuel enough for its run, not for storing what it wrote: the same most
+    fuel = json.loads(ok(xsc_node.xsc("compute", "run", outputs, "--no-stdin", "--json")))["fuel_consumed"] - 1
+    short = error_line(xsc_node.xsc("compute", "run", outputs, "--no-stdin", "--fuel", str(fuel)))
+    assert "ran, but storing its 3 outputs costs" in short and short.endswith(f"{hint[:-1]}, or write less)"), short
     assert "valid" in ok(xsc_node.xsc("compute", "provenance", "--list"))
+
+
+def test_serving_a_function_with_a_spend_cap_of_0_warns_its_owner_that_every_caller_gets_402(xsc_node):
+    served = xsc_node.xsc("compute", "serve", "shut", str(WASM / "cgi.wasm"), "--spend-cap", "0")
+    assert ok(served).startswith("serving shut at /fn/shut/"), served
+    warned = [line for line in served.stderr.decode().splitlines() if "--spend-cap" in line]
+    assert warned == ["xsc: warning: with --spend-cap 0 shut may spend nothing: every caller gets 402 until you serve "
+                      "it again with a --spend-cap above 0"], served.stderr
+    again = xsc_node.xsc("compute", "serve", "shut", str(WASM / "cgi.wasm"), "--spend-cap", "1")
+    assert ok(again) and b"--spend-cap" not in again.stderr, again.stderr
 
 
 def test_provenance_says_which_rule_a_record_holds_under(xsc_node):

@@ -174,6 +174,21 @@ def test_a_map_over_an_empty_prefix_says_it_holds_no_object_and_how_to_look_befo
     assert hashlib.sha256(module.read_bytes()).hexdigest() not in ids  # nothing deployed, nothing spent
 
 
+def test_a_map_of_several_over_runs_over_those_that_hold_inputs_and_names_each_empty_prefix_in_one_line(shared):
+    ok(shared.xsc("s3", "mb", "hollow"))
+    caps = _caps(shared, b"the one input\n")
+    done = shared.xsc("compute", "map", SHA256, "--over", "s3://hollow/logs/", "--over", caps[0], "--over",
+                      "s3://hollow/", "--json")
+    assert [r["state"] for r in json.loads(ok(done))["results"]] == ["done"], done
+    warned = [line for line in done.stderr.decode().splitlines() if line.startswith("xsc: warning: no object")]
+    assert warned == ["xsc: warning: no object under s3://hollow/logs/, s3://hollow/: the map runs over the 1 input "
+                      "of the other --over (see what it holds with: xsc s3 ls hollow --prefix logs/)"], done.stderr
+    # every --over empty: no input at all, an error (as one empty --over is), naming them all
+    line = error_line(shared.xsc("compute", "map", SHA256, "--over", "s3://hollow/logs/", "--over", "s3://hollow/"))
+    assert line.startswith("xsc: error: no object under s3://hollow/logs/, s3://hollow/: a map runs over at least "
+                           "one input"), line
+
+
 def test_a_map_whose_spec_the_node_would_refuse_is_refused_before_its_module_is_deployed(shared, tmp_path) -> None:
     module = WASM / "factorial.wasm"
     spec = tmp_path / "spec.toml"

@@ -49,7 +49,8 @@ async def test_a_put_that_cannot_survive_a_node_loss_says_so(node_factory) -> No
     answer = await (await a.post("/v1/store/files", data=b"s" * 9000, params={"spread": "1"})).json()
     assert answer["nodes"] == 2 and answer["node_failures_survived"] == 0
     assert answer["placement_note"] == ("the 6 shares are on 2 nodes (warning: the loss of any one of them loses the "
-                                        "file; add nodes and `xsc store repair` it)")
+                                        "file; add nodes with `xsc peers add URL`, then put the file again to "
+                                        "spread its shares, and `xsc store rm` this capability)")
     kept = await (await a.post("/v1/store/files", data=b"s" * 9000)).json()  # by default, four stay home
     assert kept["nodes"] == 2 and kept["peer_failures_survived"] == 1
 

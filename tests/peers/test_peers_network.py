@@ -28,7 +28,7 @@ def test_three_nodes_joined_through_one_learn_each_other_and_probe_each_other(no
     # Peers reach each node over TLS on its one port (the http:// seed was upgraded): https:// everywhere.
     assert listing["self"]["id"] == ids["b"] and listing["self"]["url"] == https_url(b.url)
     assert {p["id"]: p["url"] for p in listing["peers"]} == {ids["a"]: https_url(a.url), ids["c"]: https_url(c.url)}
-    text = b.xsc("peers", "ls", "--wide").stdout.decode()  # (piped, 80 columns leave the URLs out)
+    text = b.xsc("peers", "ls", "--wide").stdout.decode()  # (in their columns)
     assert ids["c"] in text and https_url(c.url) in text
 
     # Every node probes every other with a signed challenge, and keeps the result.

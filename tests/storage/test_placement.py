@@ -90,9 +90,11 @@ def test_a_repair_warns_of_the_other_node_whose_loss_alone_loses_the_file_and_on
     assert single_points(["me"] * 5 + ["b"], "me") == ""
     assert single_points(["me"] * 6, "me") == ""
     assert single_points(["me"] * 3 + ["b"] * 3, "me") == (
-        "3 shares are on node b: its loss loses the file (add nodes and repair again)")
+        "3 shares are on node b: its loss loses the file (add nodes with `xsc peers add URL`, then put the file "
+        "again to spread its shares, and `xsc store rm` this capability)")
     assert single_points(["b", "b", "b", "c", "c", "c"], "me") == (
         "3 shares are on node b: its loss loses the file; 3 shares are on node c: its loss loses the file "
-        "(add nodes and repair again)")
+        "(add nodes with `xsc peers add URL`, then put the file again to spread its shares, and "
+        "`xsc store rm` this capability)")
     assert single_points(["b", "c", "d", "e", "f", "g"], "me") == ""
 

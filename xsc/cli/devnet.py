@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from ..devnet import STATE_FILE, Devnet, kept_ports, ports_from
+from ..devnet import STATE_FILE, Devnet, kept_data_dirs, kept_ports, ports_from, up_again
 from ..errors import Conflict, InvalidArgument
 from ..netem.namespaces import NetnsNetwork, check
 from ..units import counted
@@ -180,7 +180,17 @@ def status(devnet_dir: str, as_json: bool) -> None:
 @dir_option
 @json_option
 def down(timeout: float, devnet_dir: str, as_json: bool) -> None:
-    """Stop every node (SIGTERM, then SIGKILL after --timeout); their data dirs stay."""
+    """Stop every node (SIGTERM, then SIGKILL after --timeout); their data dirs stay.  A devnet down already is
+    left so (exit 0)."""
+    root = Path(devnet_dir).resolve()
+    kept = kept_data_dirs(root) if not (root / STATE_FILE).exists() else []
+    if kept:  # (no devnet at all is an error: a --dir mistyped)
+        if as_json:
+            emit_json({"stopped": 0, "killed": 0, "dir": str(root), "already_down": True})
+            return
+        click.echo(f"the devnet in {root} is already down (the data dirs of {counted(len(kept), 'node')} are kept; "
+                   f"start it again with: {up_again(root, kept)})")  # one line, as `down`'s own, its command whole
+        return
     net, _ = Devnet.load(devnet_dir)
     root = net.root
     stopped, killed = net.stop(timeout)

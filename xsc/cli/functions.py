@@ -70,6 +70,9 @@ def serve(obj, name: str, module: str, inputs: tuple[str, ...], env: tuple[str, 
         fix = f"node.web_listen is {saved} in its config.toml, used from its next start: restart the node" if saved \
             else "give it one: xsc config set node.web_listen 127.0.0.1:7080, then restart the node"
         click.echo(f"xsc: warning: this node has no web listener, so no one can call it yet ({fix})", err=True)
+    if spend_cap == 0:  # taken (a function may be held shut), but its owner is told now rather than by its callers
+        click.echo(f"xsc: warning: with --spend-cap 0 {name} may spend nothing: every caller gets 402 until you serve "
+                   f"it again with a --spend-cap above 0", err=True)
 
 
 # Counts right-aligned, as every figure in the CLI's tables is (a column of them reads by its last digits).

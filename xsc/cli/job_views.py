@@ -11,7 +11,7 @@ import click
 from ..units import counted, format_credits
 from .jobs import file_line
 from .output import emit_json, json_option, path_id, wide_option
-from .tables import Col, key_values, table, terminal_width, wrap_words
+from .tables import Col, cells, key_values, table, terminal_width, wrap_words
 
 
 @click.command("job")
@@ -93,8 +93,9 @@ def jobs(obj, limit: int, before: str | None, wide: bool, as_json: bool) -> None
     columns = [Col("started (UTC)"), Col("state"), Col("charge (credits)", right=True), Col("replicas", right=True)]
     modules = [j.get("module_name") or j["module"] for j in page["jobs"]]
     width = terminal_width()
-    beside = sum(max(len(c.name), *(len(str(r[i])) for r in rows)) + 2 for i, c in enumerate(columns))
-    if wide or width is None or 64 + 2 + beside + max(map(len, modules)) <= width:  # piped: one line a job, for scripts
+    # In terminal cells, as the table measures them: a module named in CJK or emoji takes two a character.
+    beside = sum(max(cells(c.name), *(cells(str(r[i])) for r in rows)) + 2 for i, c in enumerate(columns))
+    if wide or width is None or 64 + 2 + beside + max(map(cells, modules)) <= width:  # piped: one line a job
         table([Col("id", keep=True), *columns, Col("module", keep=True)],
               [(j["id"], *r, m) for j, r, m in zip(page["jobs"], rows, modules)], wide=wide, piped=None)
     else:  # each id whole on a line of its own under its job (as `xsc store ls` puts capabilities), and a module

@@ -112,14 +112,15 @@ def history(obj, named: str | None, limit: int, account: str | None, expand: boo
                      _usage(e["usage"]), job, e.get("for_job"), e.get("covers"), e["id"]))
     # A job's id, as every id, whole: in a column of its own (on a line under its row on a narrow terminal).  The job
     # column is never left out (what an entry paid for): a job reference too long to go beside the figures (a
-    # storage deal's `store:<storage index>:<share>:<from>:<to>`) goes under its row, whole, as the ids do.
+    # storage deal's `store:<storage index>:<share>:<from>:<to>`) goes under its row, as the ids do; one too long for a
+    # line is broken between its fields, each id whole (tables.Col.fields).
     for_jobs = [Col("job id", keep=True, under=True)] if any("for_job" in e for e in entries) else []
     # Wrapped between items, never narrower than the longest (with its comma): an item is never broken.
     item = max((len(used) + 1 for row in rows if isinstance(row[5], list) for used in row[5]), default=12)
     table([Col("seq", right=True), Col("settled (UTC)", drop=2), Col("kind"),
            Col("counterparty", keep=True, under=True),
            Col("credits", right=True, keep=True), Col("usage", wrap=max(12, item), drop=1),
-           Col("job", keep=True, under=2),
+           Col("job", keep=True, under=2, fields=":"),
            *for_jobs, Col("root", keep=True, under=True), Col("entry", keep=True, under=True)],
           [row if for_jobs else row[:7] + row[8:] for row in rows],
           title=f"account {info['account']['account']} — balance {format_credits(info['account']['balance'])} credits",
@@ -278,10 +279,10 @@ def payments(obj, wide: bool, as_json: bool) -> None:
         return
     live = [p for p in info["pending"] if p.get("live")]
     waiting = [p for p in info["pending"] if not p.get("live")]
-    # A job reference may hold an id (a tab's `compute:rtab:fn:NODE_ID:NAME`, a share's storage index): whole, under
-    # its row when it does not fit beside the others.
+    # A job reference may hold an id (a tab's `compute:rtab:fn:NODE_ID:NAME`, a share's storage index): under its row
+    # when it does not fit beside the others, broken between its fields only when it is too long for a line.
     columns = [Col("node", keep=True, under=True), Col("credits", right=True, keep=True),
-               Col("job", keep=True, under=True), Col("expires (UTC)", drop=1)]
+               Col("job", keep=True, under=True, fields=":"), Col("expires (UTC)", drop=1)]
     for rows, title in ((live, "open tabs (in use: paid when they close)"),
                         (waiting, "pending (retried until the node answers)")):
         if rows:

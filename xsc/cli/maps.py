@@ -127,15 +127,20 @@ def _new_map(client, target: str | None, over: tuple[str, ...], mount: str | Non
     _check_map_inputs(over, mount)
     spec: dict[str, Any] = load_spec(Path(target)) if target.endswith(".toml") else {"module": target}
     _check_map_spec(spec)
-    inputs = over if len(over) > MAX_MAP else [item for source in over for item in _expand(client, source)]
+    found = {source: _expand(client, source) for source in over} if len(over) <= MAX_MAP else {}
+    inputs = over if len(over) > MAX_MAP else [item for source in over for item in found[source]]
     if len(inputs) > MAX_MAP:  # (an S3 prefix is listed until it names more)
         raise InvalidArgument(f"more than {MAX_MAP:,} inputs: a map runs over at most {MAX_MAP:,}",
                               hint="map a narrower prefix, or fewer capabilities at once")
+    empty = [source for source in over if source in found and not found[source]]
     if not inputs:  # every --over an S3 prefix that holds no object: say which, and how to look, not "narrower"
-        bucket, _, prefix = over[0][5:].partition("/")
-        look = f"xsc s3 ls {bucket}" + (f" --prefix {prefix}" if prefix else "")
         raise InvalidArgument(f"no object under {', '.join(over)}: a map runs over at least one input",
-                              hint=f"see what it holds with: {look}; put objects there first, or map another prefix")
+                              hint=f"see what it holds with: {_look(over[0])}; put objects there first, or map "
+                                   "another prefix")
+    if empty:  # the map has inputs, so it runs, as an --over of several objects runs over those there are: said, once
+        click.echo(f"xsc: warning: no object under {', '.join(empty)}: the map runs over the "
+                   f"{counted(len(inputs), 'input')} of the other --over (see what it holds with: {_look(empty[0])})",
+                   err=True)
     spec["module"] = deployed_module(client, str(spec.get("module", "")), target_hint(target))
     made = client.request("POST", "/v1/compute/maps",
                           json_body={"spec": spec, "as": mount, "over": list(over), "inputs": inputs})
@@ -225,6 +230,12 @@ def _check_map_inputs(over: tuple[str, ...], mount: str) -> None:
             mount_name(mount)
         except InvalidArgument as err:
             raise InvalidArgument(f"--as: {err.message}", hint="or - to give each job its input as stdin") from None
+
+
+def _look(source: str) -> str:
+    """The command that lists what the S3 prefix `source` holds."""
+    bucket, _, prefix = source[5:].partition("/")
+    return f"xsc s3 ls {bucket}" + (f" --prefix {prefix}" if prefix else "")
 
 
 def _expand(client, source: str) -> list[str]:

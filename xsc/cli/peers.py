@@ -49,7 +49,10 @@ def peers() -> None:
 @click.pass_obj
 def list_peers(obj, wide: bool, as_json: bool) -> None:
     """List the known nodes: id, state (as the last probe found it, and how long ago), URL, version, free space,
-    when they last signed their descriptor.  A request to a peer that finds no answer has it probed at once."""
+    when they last signed their descriptor.  A request to a peer that finds no answer has it probed at once.
+
+    It fits the terminal, or 80 columns when not on one: the URL then goes on a line under its row, and the
+    figures that do not fit are left out (--wide: every column; --json for scripts)."""
     from ..units import format_size
 
     info = obj.client().request("GET", "/v1/peers")
@@ -61,10 +64,12 @@ def list_peers(obj, wide: bool, as_json: bool) -> None:
     if not info["peers"]:
         click.echo("no peers known (join a network with: xsc peers add URL)")
         return
-    wide_table([Col("id", keep=True), Col("state", keep=True), Col("url", keep=True, drop=1),
-                Col("version", drop=4), Col("free / capacity", drop=2), Col("descriptor signed", drop=3)],
-          [(p["id"], _up(p), p["url"], p["version"], f"{format_size(p['free'])} / {format_size(p['capacity'])}",
-            _age(p["timestamp"])) for p in info["peers"]], wide=wide)
+    # The URL is what a reader goes to and a script reads (`xsc peers ls | awk '$1 == "url"'`): never left out; on a
+    # line under its row (an id and a state fill 80 columns) before the figures are.
+    wide_table([Col("id", keep=True), Col("state", keep=True), Col("url", keep=True, under=True),
+                Col("version", drop=3), Col("free / capacity", drop=1), Col("descriptor signed", drop=2)],
+               [(p["id"], _up(p), p["url"], p["version"], f"{format_size(p['free'])} / {format_size(p['capacity'])}",
+                 _age(p["timestamp"])) for p in info["peers"]], wide=wide)
 
 
 def resolve_peer(client, peer: str, quarantined: bool = False) -> str:

@@ -410,15 +410,24 @@ def _every_file(obj, action: str, wide: bool, as_json: bool) -> None:
         _files_table(files, wide)
         counts: dict[str, int] = {}
         for f in files:
-            counts[f["state"]] = counts.get(f["state"], 0) + 1
+            counts[_state(f)] = counts.get(_state(f), 0) + 1
         said = ", ".join(f"{n} {state}" for state, n in sorted(counts.items(), key=lambda c: _STATES.get(c[0], 9)))
         prose(f"{counted(len(files), 'file')}: {said}" + ("" if result["healthy"] or action == "repair"
-                                                 else "; `xsc store repair --all` repairs the damaged ones"))
+                                                 else "; `xsc store repair --all` repairs the damaged ones")
+              + ("; `xsc store check CAP` of an at-risk file says how to spread its shares" if "at risk" in counts
+                 else ""))
     if not result["healthy"]:
         sys.exit(1)
 
 
-_STATES = {state: n for n, state in enumerate(["healthy", "repaired", "removed", "damaged", "not recoverable", "failed"])}
+_STATES = {state: n for n, state in enumerate(["healthy", "repaired", "at risk", "removed", "damaged",
+                                               "not recoverable", "failed"])}
+
+
+def _state(f: dict) -> str:
+    """A file's state as `xsc store check` says it: whole but with every share on one node while another is up is
+    at risk (still whole: the run's exit status counts it healthy)."""
+    return "at risk" if f.get("at_risk") else f["state"]
 
 
 def _cut(text: str, width: int) -> str:
@@ -433,9 +442,9 @@ def _files_table(files: list[dict], wide: bool) -> None:
     def detail(f: dict) -> str:
         shares = f.get("repaired") or []
         rebuilt = f"{plural_for(len(shares), 'share')} {', '.join(map(str, shares))} rebuilt" if shares else ""
-        return "; ".join(d for d in (rebuilt, f.get("detail")) if d)
+        return "; ".join(d for d in (rebuilt, f.get("detail"), f.get("at_risk")) if d)
 
-    rows = [(f["state"], format_size(f["size"]), f.get("name") or "(unnamed)", f["capability"], detail(f))
+    rows = [(_state(f), format_size(f["size"]), f.get("name") or "(unnamed)", f["capability"], detail(f))
             for f in files]
     columns = [Col("state"), Col("size", right=True), Col("name", shrink=12)]
     width = terminal_width()

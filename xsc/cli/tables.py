@@ -36,7 +36,10 @@ class Col:
     wrap:   the narrowest this column may be wrapped to, at spaces only (None: not wrapped).
     under:  when the table cannot fit otherwise, shown whole on a line under each row ("name value") instead of as
             a column (an id beside others wider than the terminal); 2: only if it still cannot fit with the others
-            under (a row's name, which a user may make as long as an id: read in place while it fits)."""
+            under (a row's name, which a user may make as long as an id: read in place while it fits).
+    fields: put under its row, a value too long for a line of its own is broken after this separator, never inside
+            a field (a job reference, `store:<storage index>:<share>:<from>:<to>`, holds ids whole between its
+            colons); None: such a value keeps its line, longer than the width (a URL, a capability: copied whole)."""
 
     name: str
     keep: bool = False
@@ -45,6 +48,7 @@ class Col:
     wrap: int | None = None
     right: bool = False
     under: int = 0
+    fields: str | None = None
 
 
 def cells(text: str) -> int:
@@ -73,13 +77,28 @@ def terminal_width(err: bool = False) -> int | None:
     return None
 
 
-_SPACES = re.compile(r"([ \t\n\r\f\v]+)")  # not Unicode's other spaces: a no-break space holds its words together
+# A word: what lies between spaces, a command in backticks (`xsc store repair CAP`) one word whole, its spaces and all:
+# a command split over two lines is not copied as one.  Not Unicode's other spaces: a no-break space holds its words
+# together.  A backtick that opens no closed pair is a character of its word.
+_WORD = re.compile(r"(?:`[^`\n]*`|[^ \t\n\r\f\v`]+|`)+")
+
+
+def _words(text: str) -> list[str]:
+    """`text` as [word, space, word, ...]: the words (`_WORD`) and the spaces between them as they were."""
+    pieces: list[str] = []
+    end = 0
+    for found in _WORD.finditer(text):
+        if pieces:
+            pieces.append(text[end:found.start()])
+        pieces.append(found.group())
+        end = found.end()
+    return pieces
 
 
 def _wrap(text: str, width: int) -> list[str]:
-    """`text` cut between words into lines of at most `width` cells (a longer word keeps a line of its own); the
-    spaces between two words on a line are kept as they were."""
-    pieces = _SPACES.split(text.strip())
+    """`text` cut between words into lines of at most `width` cells (a longer word keeps a line of its own, as a
+    command in backticks longer than the line does); the spaces between two words on a line are kept as they were."""
+    pieces = _words(text.strip())
     lines: list[str] = []
     line, used = "", 0
     for n in range(0, len(pieces), 2):
@@ -204,8 +223,8 @@ def table(columns: Sequence[Col | str], rows: Iterable[Iterable[Any]], title: st
         for n in range(max(len(c) for c in lines)):
             out.append(line([c[n] if n < len(c) else "" for c in lines]))
         detail: Any = details[k] if details else None
-        if under:  # each "name value", the name never alone on a line above its value
-            moved = [(cols[i].name, row[i]) for i in under if row[i]]
+        if under:  # each "name value", or `_labelled` when its value does not fit beside its name
+            moved = [(cols[i].name, row[i], cols[i].fields) for i in under if row[i]]
             detail = ([detail] if isinstance(detail, str) else list(detail or [])) + moved
         if detail:  # (a terminal narrower than the indent still gets a word a line)
             out += ["    " + text for text in (detail if isinstance(detail, tuple) else
@@ -234,27 +253,57 @@ def _columns(cols: list[Col], natural: list[int], width: int, shown: list[int]) 
         shown.remove(droppable.pop(0))
 
 
-def _pack(detail: str | Sequence[str | tuple[str, str]], width: int) -> list[str]:
+def _pack(detail: str | Sequence[str | tuple[str, str, str | None]], width: int) -> list[str]:
     """A detail line wrapped to `width`: a string between words, a list of items between items only.  An item
-    (name, value) is "name value", the name kept on the line of the value's first word even when that word (an id)
-    makes the line longer than `width`: a name alone on a line, its value under it, reads as two things."""
+    (name, value, fields) is "name value", or `_labelled` when the value's first word does not fit beside its name."""
     if isinstance(detail, str):
         return _wrap(detail, width)
     lines: list[str] = []
     for n, item in enumerate(detail):
         comma = "," if n < len(detail) - 1 else ""
-        piece = (" ".join(item) if isinstance(item, tuple) else item) + comma
+        piece = (f"{item[0]} {item[1]}" if isinstance(item, tuple) else item) + comma
         if lines and cells(lines[-1]) + 1 + cells(piece) <= width:
             lines[-1] += " " + piece
-        elif cells(piece) > width:  # a sentence (a column put under its row) wrapped between words
-            wrapped = _wrap(piece, width) or [piece]
-            if isinstance(item, tuple) and len(wrapped) > 1 and wrapped[0] == item[0]:
-                first, _, rest = wrapped[1].partition(" ")
-                wrapped = [f"{item[0]} {first}", *([rest] if rest else []), *wrapped[2:]]
-            lines += wrapped
-        else:
+        elif cells(piece) <= width:
             lines.append(piece)
+        elif isinstance(item, tuple):  # a column put under its row
+            lines += _labelled(item[0], item[1] + comma, width, item[2])
+        else:
+            lines += _wrap(piece, width) or [piece]
     return lines
+
+
+def _labelled(name: str, value: str, width: int, fields: str | None) -> list[str]:
+    """A value put under its row, in lines of at most `width` cells: "name value" wrapped between words while the
+    value's first word goes beside its name; else (an id, a job reference too long for it) the name alone, with a
+    colon, and the value on lines of their own under it, indented by two as `key_values` does: a name alone on a
+    line reads as the label of what is indented under it, not as a thing of its own.  A word too long for its line
+    is broken after its `fields` separator, each field whole.  A word that fits no line, broken so or not (a path, a
+    URL), stays beside its name, whole: moving it under its label would not make it fit."""
+    lines = _wrap(f"{name} {value}", width) or [name]
+    if lines[0] != name and cells(lines[0]) <= width:
+        return lines
+    under = []
+    for line in _wrap(value, max(1, width - 2)) or [value]:
+        under += _fields(line, width - 2, fields) if fields and cells(line) > width - 2 else [line]
+    if any(cells(line) > width - 2 for line in under):
+        first, _, rest = value.partition(" ")
+        return [f"{name} {first}", *(_wrap(rest, width) if rest else [])]
+    return [f"{name}:", *("  " + line for line in under)]
+
+
+def _fields(word: str, width: int, separator: str) -> list[str]:
+    """`word` in pieces of at most `width` cells, each but the last ending at a `separator`; a field longer than
+    `width` is a piece of its own, whole."""
+    fields = word.split(separator)
+    pieces: list[str] = []
+    for n, field in enumerate(fields):
+        token = field + (separator if n < len(fields) - 1 else "")
+        if pieces and cells(pieces[-1] + token) <= width:
+            pieces[-1] += token
+        else:
+            pieces.append(token)
+    return pieces
 
 
 def key_values(pairs: Iterable[tuple[str, Any]]) -> None:

@@ -37,7 +37,7 @@ def ended(job: dict[str, Any], run: dict[str, Any], stored: list[dict[str, Any]]
                fuel_consumed=run["fuel_consumed"], cost=run["cost"], **where)
     if failed:
         job["error"] = failed
-        hint = _refusal_hint(refusal) if refusal else (trap or {}).get("hint") or rerun_hint(job)
+        hint = _refusal_hint(refusal, trap) if refusal else (trap or {}).get("hint") or rerun_hint(job)
         if hint:  # the command that fixes it, shown with the error as any refusal's
             job["error_hint"] = hint
     if trap and trap.get("kind") == CANCELLED:  # its user cancelled it (job_cancels.py): charged what it used
@@ -60,7 +60,7 @@ def answer(job: dict[str, Any], streams: dict[str, str], charge: int, refusal: s
                            f"{format_credits(charge)} credits for what it used, nothing of its outputs stored",
                            hint=job["error_hint"], **answered)
     if refusal is not None:
-        hint = _refusal_hint(refusal)
+        hint = _refusal_hint(refusal, trap)
         raise OverCap(f"{the_job(job, hint)} ran, but {refusal}: nothing of its outputs is stored", hint=hint,
                       **answered)
     if trap is not None:
@@ -152,11 +152,11 @@ def node_failure(err: BaseException) -> XscError:
     return NodeFailed(message, hint="the node's log says more; run it again")
 
 
-def _refusal_hint(refusal: str) -> str:
+def _refusal_hint(refusal: str, trap: dict[str, Any] | None) -> str:
     if refusal.startswith(UNPRINTABLE):
         return "name the files it leaves in /out with printable characters"
-    if refusal.startswith("storing its"):  # the fuel its outputs' bytes cost (job_sandbox.run_program)
-        return "ask for more with --fuel, up to the node's compute.fuel, or write less"
+    if refusal.startswith("storing its"):  # the fuel its outputs' bytes cost: its trap's hint names the most to ask
+        return f"{(trap or {}).get('hint') or 'ask for more with --fuel'}, or write less"  # (job_sandbox.run_program)
     if refusal.startswith(UNREADABLE):  # out_bound.py: a path under /out the node cannot read
         return UNREADABLE_HINT
     if refusal.startswith(("it made", "it left more than")):  # out_bound.py's bounds on /out's tree, MAX_OUTPUTS

@@ -27,7 +27,7 @@ from .jobspec import JobSpec
 from .limits import Limits
 from .out_bound import OUTPUT_LIMIT, OUTPUT_NAME
 from .sandbox import Outcome
-from .trap_limits import of_bytes_out, of_run
+from .trap_limits import hint_here, of_bytes_out, of_run
 from .service import ComputeService
 from .wasi_io import Streams, io_fuel
 
@@ -100,6 +100,8 @@ async def run_program(compute: ComputeService, spec: JobSpec, prepared, signatur
         outcome.trap_kind, outcome.message = kind, refusal
     if refusal is not None:  # the limit its outputs went over, named as a trap names its own (trap_limits.py)
         outcome.limit = of_bytes_out(refusal, spec.bytes_out) or outcome.limit or of_run(outcome.trap_kind, limits)
+    # Out of fuel, its hint names the most this node offers, as an invoke's does (service.Run.error).
+    outcome.hint = hint_here(outcome.trap_kind, outcome.limit, compute.ceiling, outcome.hint)
     return Sandboxed(outcome, started, argv, files, refusal, trapped)
 
 

@@ -39,7 +39,7 @@ from .journal import Journal, unsigned
 from .limits import Limits, resolve
 from .modules import ModuleInfo
 from .store import ComputeStore
-from .trap_limits import said
+from .trap_limits import hint_here
 from .values import Signature, parse_args, typed
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ class Run:
         charged = (f"; charged {format_credits(self.charge)} credits for {o.fuel_consumed:,} fuel "
                    f"({'metered' if o.metering == provenance.METERING_EXACT else 'bounded by the time it ran'})"
                    + (memory if o.memory_pages else ""))
-        hint = said(o.limit, ceiling, here=True) if ceiling is not None and o.trap_kind == "out-of-fuel" else o.hint
+        hint = hint_here(o.trap_kind, o.limit, ceiling, o.hint)
         return Trap(o.message + charged, kind=o.trap_kind, hint=hint, **{**self._facts(), **(o.limit or {})})
 
 

@@ -116,6 +116,12 @@ def said(limit: dict[str, Any], ceiling: Limits | None = None, here: bool = Fals
     return f"ask for more with {flag}{ran}, up to {_shown(name, most)} (this node's compute.{name}{whose})"
 
 
+def hint_here(kind: str | None, limit: dict[str, Any] | None, ceiling: Limits | None, hint: str | None) -> str | None:
+    """The hint of a run here (an invoke's, a job's) that trapped as `kind`: out of fuel, the fuel this node offers at
+    most (`said`, within its `ceiling`); else `hint`, the sandbox's own."""
+    return said(limit, ceiling, here=True) if kind == "out-of-fuel" and limit and ceiling is not None else hint
+
+
 def _shown(name: str, value: int | float) -> str:
     """A limit's value as the CLI writes it: seconds, a size, or fuel with its thousands separated."""
     return f"{value:g} s" if name == "timeout" else format_size(value) if name in ("memory", "bytes_out") else \
@@ -143,5 +149,5 @@ def contradicted(record: dict[str, Any]) -> str | None:
     return None
 
 
-__all__ = ["BY_KIND", "LIMIT_FIELDS", "UNBOUNDED", "asked_of", "contradicted", "fields", "of_bytes_out", "of_job",
-           "of_provider", "of_run", "raised_by", "said", "signed_limits", "told", "without_limits"]
+__all__ = ["BY_KIND", "LIMIT_FIELDS", "UNBOUNDED", "asked_of", "contradicted", "fields", "hint_here", "of_bytes_out",
+           "of_job", "of_provider", "of_run", "raised_by", "said", "signed_limits", "told", "without_limits"]

@@ -69,6 +69,8 @@ async def deep_check(storage, *, repair: bool, progress: Progress | None = None,
                 if report.get("warning"):
                     outcome["detail"] = report["warning"]
             outcome.update(state=state, intact=report["intact"])
+            if report.get("at_risk") and state in ("healthy", "repaired"):  # whole, but one node's loss loses it
+                outcome["at_risk"] = report["at_risk"]
             if state not in HEALTHY and "detail" not in outcome and _why(report):
                 outcome["detail"] = _why(report)
             if state not in HEALTHY and report.get("repair_problem"):  # (StorageService.unplaced)

@@ -33,7 +33,7 @@ from .core.crypto import SegmentCipher, new_key, storage_index
 from .gateway_core import GatewayCore, Replacer
 from .core.manifest import Manifest, ciphertext_hash, manifest_hash
 from .core.merkle import block_hash, root
-from .core.placement import node_failures_survived, peer_failures_survived
+from .core.placement import SPREAD_IT, node_failures_survived, peer_failures_survived
 from .core.wire import WHOLE_MAX_BLOCK
 from .remote import SEND_BATCH, Holder, RemoteShareWriter, gather_or_raise, summarise_refusals
 from .share_store import HELD_UPLOAD, Rider, ShareMeta
@@ -102,7 +102,7 @@ class PutResult:
                            " (not the loss of this node)")
         if survived == 0:
             return (f"the {len(held)} shares are on {self.nodes} nodes (warning: the loss of any one of them loses the "
-                    "file; add nodes and `xsc store repair` it)")
+                    f"file; {SPREAD_IT})")
         return f"the {len(held)} shares are on {self.nodes} nodes: the file survives the loss of any {survived} of them"
 
     def to_json(self) -> dict[str, Any]:

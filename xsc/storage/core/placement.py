@@ -93,10 +93,17 @@ def node_failures_survived(placement: list[str], needed: int = K) -> int:
     return survived
 
 
+# What spreads the shares of a file that one node's loss loses: no repair moves a share that is there (it rebuilds
+# missing ones onto other nodes), a put with more nodes offering storage places them anew.
+SPREAD_IT = ("add nodes with `xsc peers add URL`, then put the file again to spread its shares, and `xsc store rm` "
+             "this capability")
+
+
 def single_points(placement: list[str], me: str, needed: int = K) -> str:
     """What to warn of a placement that one other node's loss loses (empty when none does): those nodes, named.
     Shares piled on this node are not warned of: that is home's safety, as a put promises it (any other node may
     go, not this one)."""
     heavy = sorted({node for node in placement if node != me and len(placement) - placement.count(node) < needed})
     return "; ".join(f"{placement.count(node)} shares are on node {node}: its loss loses the file" for node in heavy) \
-        + (" (add nodes and repair again)" if heavy else "")
+        + (f" ({SPREAD_IT})" if heavy else "")
+
