@@ -116,6 +116,27 @@ async def test_a_stored_site_is_served_with_ranges(web) -> None:
     assert (await _get(f"{base}/fn/site/image.png", "HEAD"))[1]["ETag"] == f'"{_mount_tag(caps[1])}"'
 
 
+async def test_a_stored_sites_root_is_its_index_and_its_stylesheet_and_script_have_their_types(web) -> None:
+    # The README's static site: a browser asks for /fn/NAME/ first, and applies a stylesheet (or runs a script) only
+    # if it is served as one, never as application/octet-stream.
+    node, base = web
+    files = {"index.html": b"<link rel=stylesheet href=style.css><script src=app.js></script>",
+             "style.css": b"h1{color:red}", "app.js": b"1", "logo.png": b"\x89PNG", "data.bin": b"\x00"}
+    inputs = []
+    for name, data in files.items():
+        response = await node.post("/v1/store/files", data=data)
+        inputs.append(f"{(await response.json())['capability']}:/in/{name}")
+    await _serve(node, name="site", module=await deploy(node, "cgi", wasi=True), entrypoint="files", inputs=inputs)
+    status, headers, body = await _get(f"{base}/fn/site/")
+    assert (status, headers["Content-Type"], body) == (200, "text/html", files["index.html"])
+    for name, kind in (("index.html", "text/html"), ("style.css", "text/css"), ("app.js", "text/javascript"),
+                       ("logo.png", "image/png"), ("data.bin", "application/octet-stream")):
+        status, headers, body = await _get(f"{base}/fn/site/{name}")
+        assert (status, headers["Content-Type"], body) == (200, kind, files[name]), name
+    # A directory there is none of has no index: 404, as a file there is none of.
+    assert (await _get(f"{base}/fn/site/docs/"))[0] == 404
+
+
 def _mount_tag(cap: str) -> str:
     """The tag a node gives a stored file a function mounts: SHA-256 over a tag, its key and its manifest hash."""
     key, manifest_hash = (base64.b32decode(part.upper() + "=" * (-len(part) % 8)) for part in cap.split(":")[2:4])

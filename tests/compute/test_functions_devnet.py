@@ -83,6 +83,9 @@ def test_a_function_on_the_market_is_served_and_paid_by_a_provider_and_moves_whe
         assert first == f"http://127.0.0.1:{webs[1 + ids.index(listed['provider'])]}/fn/{owner_id}/hello/"
         text = owner.xsc("compute", "functions").stdout.decode()
         assert first in text
+        # The tab it is placed on is in use, as `xsc ledger payments` lists it, not a payment waiting for a retry.
+        status = owner.xsc("node", "status").stdout.decode()
+        assert "payments: 1 open tab (" in " ".join(status.split()) and " pending (" not in status, status
 
         # A caller gets the function's answer from the provider's URL.
         status, answer = _get(first + "world?x=1")

@@ -92,6 +92,27 @@ def test_a_map_resumed_runs_only_the_inputs_not_done(shared) -> None:
     assert by_prefix["map"] == mid and [r["job"] for r in by_prefix["results"]] == [r["job"] for r in results]
 
 
+def test_a_map_whose_jobs_printed_their_answers_says_where_they_are_and_one_that_stored_them_says_nothing(
+        shared, tmp_path) -> None:
+    # sha256.wasm prints its digest: a manifest of input, state and job alone would seem to have lost it.
+    caps = _caps(shared, b"printed one\n", b"printed two\n")
+    mapped = shared.xsc("compute", "map", SHA256, *_over(caps), "--as", "-")
+    out, err = mapped.stdout.decode(), mapped.stderr.decode()
+    assert mapped.returncode == 0 and [line.split()[:2] for line in out.splitlines()] == [
+        [cap, "done"] for cap in caps], out
+    assert err.strip().splitlines()[-1] == (
+        "xsc: 2 jobs printed to stdout, which the manifest does not show: --json gives each job's stdout, and "
+        "stdout_to_store = true in a spec stores it as an output"), err
+    spec = tmp_path / "stored.toml"
+    spec.write_text(f'module = "{SHA256}"\nstdout_to_store = true\n')
+    stored = shared.xsc("compute", "map", str(spec), *_over(caps), "--as", "-")
+    assert stored.returncode == 0 and b"printed to stdout" not in stored.stderr, stored.stderr
+    assert all(len(line.split()) == 4 for line in stored.stdout.splitlines()), stored.stdout  # its output listed
+    mid = json.loads(ok(shared.xsc("compute", "maps", "--json")))["maps"][0]["id"]
+    resumed = shared.xsc("compute", "map", "--resume", mid)  # answered from the record, which keeps no stdout
+    assert resumed.returncode == 0 and b"printed to stdout" not in resumed.stderr, resumed.stderr
+
+
 def test_an_input_whose_job_ended_after_its_map_last_heard_of_it_is_answered_from_the_jobs_record(shared) -> None:
     """A kill -9 between the job's record written done (and paid) and the map's record of it: the resume takes the
     job's answer from its record, which names the map's input, and does not run (or pay) the job again."""

@@ -82,6 +82,7 @@ async def test_a_payment_to_another_node_lands_in_both_chains(node_factory) -> N
     assert (await _json(await a.get(f"/v1/ledger/entries/{local}"), 200))["payee"] == a_id
     assert (await _verified(a))["open_transfers"] == 1
     assert (await _json(await a.get("/v1/node/status"), 200))["payments"] == {"pending": 0, "pending_amount": 0,
+                                                                           "open": 0, "open_amount": 0,
                                                                            "dropped": 0, "dropped_recent": 0}
 
 

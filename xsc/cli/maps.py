@@ -38,7 +38,8 @@ def map_(obj, target: str | None, over: tuple[str, ...], mount: str | None, para
          as_json: bool) -> None:
     """Run one job of MODULE (a .wasm file, a module ID or a job SPEC.toml) per input, --parallel at once, each
     where the market places it (spread over the providers it offers); a progress bar, each failure named, and one
-    manifest at the end: input, state, job id, outputs (--json: also the provider and the charge of each).
+    manifest at the end: input, state, job id, outputs (--json: also the provider, the charge and the stdout of
+    each).
 
     The node keeps the map's record: a map cut short (its node stopped, this command interrupted) goes on with
     --resume MAP_ID, which runs only the inputs not done (an input done is not run or paid again); `xsc compute
@@ -84,6 +85,10 @@ def map_(obj, target: str | None, over: tuple[str, ...], mount: str | None, para
     ordered = [results[n] for n in range(len(rows))]
     failed = [r for r in ordered if r["state"] != "done"]
     _manifest(mid, ordered, as_json)
+    printed = sum(bool(r.get("stdout")) for r in ordered)
+    if printed and not as_json:  # a program that prints its answer (sha256.wasm, wc.wasm) would seem to answer nothing
+        click.echo(f"xsc: {counted(printed, 'job')} printed to stdout, which the manifest does not show: --json gives "
+                   "each job's stdout, and stdout_to_store = true in a spec stores it as an output", err=True)
     for r in failed:  # with the command that fixes it, as a job run alone says it (it names the job, when it can)
         said = r.get("error", r["state"]) + (f" ({r['hint']})" if r.get("hint") else "")
         click.echo(f"xsc: {r['input']}: {said}", err=True)

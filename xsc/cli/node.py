@@ -146,10 +146,14 @@ def status(obj, as_json: bool) -> None:
 
 def _payments(payments: dict) -> str | None:
     """The local user's payments to other nodes pending or dropped unpaid, if any, and where they are listed."""
-    from ..units import format_credits
+    from ..units import counted, format_credits
 
-    said = [f"{payments['pending']} pending ({format_credits(payments.get('pending_amount', 0))} credits held)"
-            ] if payments.get("pending") else []
+    # As `xsc ledger payments` parts them: open tabs in use (paid when they close), and payments waiting for a retry.
+    opened, held = payments.get("open", 0), payments.get("open_amount", 0)
+    waiting = payments.get("pending", 0) - opened
+    said = [f"{counted(opened, 'open tab')} ({format_credits(held)} credits held)"] if opened else []
+    said += [f"{waiting} pending ({format_credits(payments.get('pending_amount', 0) - held)} credits held)"
+             ] if waiting > 0 else []
     said += [f"{payments['dropped_recent']} dropped unpaid this week"] if payments.get("dropped_recent") else []
     return f"{', '.join(said)}: xsc ledger payments" if said else None
 

@@ -590,8 +590,12 @@ class Payments:
 
     def status(self) -> dict:
         pending = self.ledger.pending()
-        # `dropped_recent`: those of the last week, which `xsc node status` tells (all of them: `xsc ledger payments`).
+        # `open`: those of `pending` in use (an open tab, a payment being made), which `xsc ledger payments` lists
+        # apart, not waiting for a retry; `dropped_recent`: those of the last week, which `xsc node status` tells (all
+        # of them: `xsc ledger payments`).
+        live = [a for a in pending if a.id in self._busy]
         return {"pending": len(pending), "pending_amount": sum(self.ledger.held_for(a.id) for a in pending),
+                "open": len(live), "open_amount": sum(self.ledger.held_for(a.id) for a in live),
                 "dropped": self.dropped.count(), "dropped_recent": self.dropped.count(int(time.time()) - RECENT)}
 
 
