@@ -5,11 +5,13 @@ restart).  Garbage collection on a full disk: tests/test_db.py."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 
 import pytest
 
 from tests.support.disks import mount_tmpfs, tmpfs
+from tests.support.waiting import eventually
 from xsc.devnet import NodeProcess
 
 
@@ -83,6 +85,49 @@ def test_when_space_returns_the_next_put_works_without_a_restart(small_disk, tmp
         assert node.xsc("store", "get", cap, "-o", str(tmp_path / "a.out")).returncode == 0
         assert (tmp_path / "a.out").read_bytes() == small
         assert node.alive() and "reopened the database" in node.log.read_text()
+    finally:
+        node.stop()
+
+
+def _used(node: NodeProcess) -> int:
+    return json.loads(node.xsc("node", "status", "--json").stdout)["storage"]["used"]
+
+
+@pytest.mark.slow
+def test_an_rm_on_a_full_disk_says_what_it_did_and_the_space_comes_back_once_there_is_room(small_disk,
+                                                                                            tmp_path) -> None:
+    """A removal unlists the file, then deletes its shares' records (their bytes no longer used), then their blocks:
+    a full disk may refuse a step.  The user is told what happened (never that nothing was stored), the figures say
+    what the records say, the rm they are told to run again finishes the removal, and blocks the disk would not let
+    go of are deleted once it has room, without a restart."""
+    node = NodeProcess(small_disk / "node", args=["--storage-capacity", "1GiB"],
+                       env={"XSC_STORAGE_GC_INTERVAL": "1s"}).start()
+    try:
+        before = _used(node)
+        cap, _ = _fill(node, tmp_path)
+        assert _used(node) > before
+        removed = node.xsc("store", "rm", cap)
+        message = removed.stderr.decode()
+        if removed.returncode != 0:
+            assert "disk is full" in message and "nothing was stored" not in message, message
+            listed = json.loads(node.xsc("store", "ls", "--json").stdout)
+            if "no longer listed" in message:
+                assert listed == [] and "xsc store rm again" in message, (listed, message)
+            else:
+                assert "nothing was removed" in message and len(listed) == 1, (listed, message)
+            assert mount_tmpfs(small_disk, "200m", remount=True)  # room again, no restart
+            again = node.xsc("store", "rm", cap)
+            assert again.returncode == 0, again.stderr
+        assert _used(node) == before  # its shares' bytes no longer counted
+        assert json.loads(node.xsc("store", "ls", "--json").stdout) == []
+        gone = node.xsc("store", "rm", cap)
+        assert gone.returncode == 1 and b"no file with that capability" in gone.stderr
+        assert mount_tmpfs(small_disk, "200m", remount=True)
+        if "stay on disk until it has room" in node.log.read_text():
+            eventually(lambda: "deleted the staged blocks a full disk had kept" in node.log.read_text(),
+                       "the kept blocks deleted once the disk has room")
+        assert cap not in node.log.read_text()  # a capability is a secret: the log names it by a prefix at most
+        assert node.xsc("store", "put", str(tmp_path / "a.bin")).returncode == 0
     finally:
         node.stop()
 
