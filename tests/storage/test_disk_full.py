@@ -89,6 +89,21 @@ def test_when_space_returns_the_next_put_works_without_a_restart(small_disk, tmp
         node.stop()
 
 
+@pytest.mark.slow
+def test_a_capacity_larger_than_the_disk_is_said_at_the_start_and_in_the_status(small_disk) -> None:
+    """storage.capacity is what the node offers and counts free; a data dir's disk smaller than it fills first, so
+    the operator is told, in the log as the node starts and beside `free` in `xsc node status`."""
+    node = NodeProcess(small_disk / "node", args=["--storage-capacity", "1GiB"]).start()
+    try:
+        status = json.loads(node.xsc("node", "status", "--json").stdout)["storage"]
+        assert 0 < status["disk_free"] <= 40 * 1024**2 < status["free"], status
+        shown = node.xsc("node", "status").stdout.decode()
+        assert "(but the data dir's disk has" in shown, shown
+        assert "storage.capacity leaves 1.0 GiB free, but the data dir's disk has" in node.log.read_text()
+    finally:
+        node.stop()
+
+
 def _used(node: NodeProcess) -> int:
     return json.loads(node.xsc("node", "status", "--json").stdout)["storage"]["used"]
 

@@ -138,7 +138,9 @@ def status(obj, as_json: bool) -> None:
         ("data dir", info["data_dir"]),
         ("capacity", format_size(storage.get("capacity", 0))),
         ("used", format_size(storage.get("used", 0))),
-        ("free", format_size(storage.get("free", 0))),
+        ("free", format_size(storage.get("free", 0)) + (
+            f" (but the data dir's disk has {format_size(disk)} free)"
+            if (disk := storage.get("disk_free")) is not None and disk < storage.get("free", 0) else "")),
         ("memory", _memory(info.get("memory"), format_size)),
         *([("payments", said)] if (said := _payments(info.get("payments") or {})) else []),
     ])

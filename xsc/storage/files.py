@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -29,6 +30,7 @@ from ..ledger.service import LedgerService
 from ..market.dealing import Dealing
 from ..market.service import MarketService
 from ..tasks import Locks, at_most, in_pool, periodic
+from ..units import format_size
 from . import quotes
 from .core import layout, leases
 from .core.capability import Capability
@@ -625,6 +627,10 @@ class StorageService:
         """Finish the removals a crash cut short (begin_removal), and delete the copies of shares on other nodes that
         no placement holds (gateway_repair.release_strays), in the background."""
         self._finishing = asyncio.ensure_future(_finish_removals(self))
+        if (disk := disk_free(self.store)) is not None and disk < self.store.free:
+            log.warning("storage.capacity leaves %s free, but the data dir's disk has %s free: puts and other nodes' "
+                        "shares will find the disk full first (set storage.capacity to what the disk can hold: xsc "
+                        "config set storage.capacity SIZE)", format_size(self.store.free), format_size(disk))
 
     def loops(self) -> dict[str, Any]:
         return {"storage-strays": periodic("storage-strays", self.strays_interval, lambda: _finish_removals(self)),
@@ -752,6 +758,7 @@ class StorageService:
     def status(self) -> dict:
         store = self.store
         return {"capacity": store.capacity, "used": store.used, "reserved": store.reserved, "free": store.free,
+                "disk_free": disk_free(store),
                 "shares": store.shares_held, "compaction": store.compactor.status() if store.compactor else None,
                 "gets": {"open": self.gateway.gets_open, "passed_on": self.gateway.passing_on,
                          "tag_failures": self.gateway.tag_failures}}
@@ -899,6 +906,15 @@ def _on_one_node(shares: list[dict], peers: Any, me: str) -> str:
     where = "this node" if node == me else f"node {node}"
     return (f"all {len(shares)} shares are on {where}: the file does not survive its loss, while "
             f"{others} other node{'s are' if others > 1 else ' is'} up")
+
+
+def disk_free(store: share_store.ShareStore) -> int | None:
+    """Bytes free on the disk the store's blocks are on (a data dir's disk may hold less than storage.capacity), or
+    None where it cannot be read."""
+    try:
+        return shutil.disk_usage(store.blocks.path).free
+    except (AttributeError, OSError):
+        return None
 
 
 async def _finish_removal(service: StorageService, si: bytes) -> dict[str, str] | None:
