@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.disks import mount_tmpfs, tmpfs
 from tests.support.waiting import eventually
-from xsc.devnet import NodeProcess
+from xsc.devnet import NodeProcess, run_xsc
 
 
 
@@ -100,6 +100,36 @@ def test_a_capacity_larger_than_the_disk_is_said_at_the_start_and_in_the_status(
         shown = node.xsc("node", "status").stdout.decode()
         assert "(but the data dir's disk has" in shown, shown
         assert "storage.capacity leaves 1.0 GiB free, but the data dir's disk has" in node.log.read_text()
+    finally:
+        node.stop()
+
+
+@pytest.mark.slow
+def test_a_start_on_a_full_disk_is_refused_in_one_line_and_works_once_there_is_room(small_disk, tmp_path) -> None:
+    """LevelDB writes its log out as a table as it opens, and the start's recovery deletes what interrupted uploads
+    staged: on a disk with no room the node says so in one line (not a traceback), and starts once there is room."""
+    node = NodeProcess(small_disk / "node", args=["--storage-capacity", "1GiB"]).start()
+    data = os.urandom(300_000)
+    (tmp_path / "a.bin").write_bytes(data)
+    put = node.xsc("store", "put", str(tmp_path / "a.bin"))
+    assert put.returncode == 0, put.stderr
+    cap = put.stdout.decode().split()[-1]
+    node.kill()  # its records still in LevelDB's logs, to be written out as the next start opens them
+    with open(small_disk / "filler", "wb", buffering=0) as filler, pytest.raises(OSError) as full:
+        while True:
+            filler.write(b"\0" * 1024**2)
+    assert full.value.errno == errno.ENOSPC
+    start = run_xsc("--data-dir", str(node.data_dir), "node", "start", "--listen", f"127.0.0.1:{node.port}",
+                    timeout=120)
+    said = start.stderr.decode()
+    assert start.returncode == 1 and "Traceback" not in said, said
+    assert said.strip().splitlines()[-1].startswith("xsc: error: the data dir's disk is full"), said
+    (small_disk / "filler").unlink()
+    node.start()
+    try:
+        (tmp_path / "a.out").unlink(missing_ok=True)
+        assert node.xsc("store", "get", cap, "-o", str(tmp_path / "a.out")).returncode == 0
+        assert (tmp_path / "a.out").read_bytes() == data
     finally:
         node.stop()
 

@@ -387,8 +387,9 @@ class ShareStore:
         """Remove what uploads interrupted by a crash staged; returns how many there were."""
         stale = [(k, codec.loads(v)) for prefix in (keys.UPLOADS, keys.UPLOADS_ABOVE_BLOCKS)
                  for k, v in self.db.iterator(prefix=prefix)]
-        for key, record in stale:
-            with self._removing(si := bytes.fromhex(record["storage_index"]), None):  # what it staged: not counted
+        for key, record in stale:  # what it staged: not counted; on a full disk, kept to delete once there is room
+            si = bytes.fromhex(record["storage_index"])
+            with self.kept.if_refused(si, record["shares"], key), self._removing(si, None):
                 delete_staged(self, si, record["shares"], key)
         return len(stale)
 
