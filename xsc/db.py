@@ -268,9 +268,17 @@ class Database:
             return self._reserve_bytes
         return min(RESERVE_BYTES, st.f_blocks * st.f_frsize // RESERVE_FRACTION)
 
-    def _keep_reserve(self) -> None:
-        """Make the reserve file once the disk is getting full (an eighth of it free, or four reserves), if it
-        still has room for it twice over.  A mostly empty disk (every test's) keeps no reserve."""
+    def expect(self, coming: int) -> None:
+        """About `coming` bytes are to be written (the staged uploads under way): if the disk will then be getting
+        full, make the reserve now, not at the next once-a-second look, by which several uploads together may have
+        filled the disk."""
+        if not self._reserve_held:
+            self._keep_reserve(coming)
+
+    def _keep_reserve(self, coming: int = 0) -> None:
+        """Make the reserve file once the disk is getting full (an eighth of it free, or four reserves), or will be
+        once `coming` bytes are written, if it still has room for it twice over.  A mostly empty disk (every test's)
+        keeps no reserve."""
         size = self._reserve_size()
         if size == 0:
             self._reserve_held = True  # nothing to keep
@@ -278,7 +286,7 @@ class Database:
         try:
             st = os.statvfs(self.path)
             free, disk = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
-            if free >= max(disk // 8, 4 * size) or free < 2 * size:
+            if free - coming >= max(disk // 8, 4 * size) or free < 2 * size:
                 return
             with open(self._reserve, "wb") as f:
                 try:

@@ -285,6 +285,8 @@ class ShareStore:
             self._uploads[upload_id] = upload
         if held:
             return upload
+        if isinstance(self.blocks, Database):  # the disk reserve made in time for the staged uploads under way
+            self.blocks.expect(sum(u.reserved - u.written for u in list(self._uploads.values()) if u.held is None))
         self.db.put(keys.upload(upload_id), _staging_record(storage_index, shares), sync=True)
         if self.unflushed and self._apart and (expected_bytes or STREAMING_UPLOAD) >= STREAMING_UPLOAD:
             # The blocks written before this large upload's go into a table of their own: one holding both would
