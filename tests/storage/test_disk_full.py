@@ -134,6 +134,29 @@ def test_a_start_on_a_full_disk_is_refused_in_one_line_and_works_once_there_is_r
         node.stop()
 
 
+@pytest.mark.slow
+def test_a_stop_on_a_full_disk_says_so_in_lines_not_tracebacks(small_disk, tmp_path) -> None:
+    """What the node writes as it stops (the signed offer that tells peers it leaves, what its services keep) meets
+    the full disk: the log says so, and the node stops."""
+    node = NodeProcess(small_disk / "node", args=["--storage-capacity", "1GiB"]).start()
+    (tmp_path / "a.bin").write_bytes(os.urandom(300_000))
+    assert node.xsc("store", "put", str(tmp_path / "a.bin")).returncode == 0
+    with open(small_disk / "filler", "wb", buffering=0) as filler, pytest.raises(OSError):
+        while True:
+            filler.write(b"\0" * 1024**2)
+    # Small files, whose blocks ride with the records: a put of them fills what the records' log had left.
+    (tmp_path / "small.bin").write_bytes(os.urandom(30_000))
+    for _ in range(100):
+        if node.xsc("store", "put", str(tmp_path / "small.bin")).returncode != 0:
+            break
+    else:
+        pytest.fail("the records' database kept taking writes on a full disk")
+    before = len(node.log.read_text())
+    node.stop()
+    stopping = node.log.read_text()[before:]
+    assert "stopped" in stopping and "Traceback" not in stopping, stopping
+
+
 def _used(node: NodeProcess) -> int:
     return json.loads(node.xsc("node", "status", "--json").stdout)["storage"]["used"]
 
