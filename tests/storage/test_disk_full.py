@@ -32,6 +32,7 @@ def _fill(node: NodeProcess, tmp_path) -> tuple[str, bytes]:
     (tmp_path / "b.bin").write_bytes(os.urandom(60 * 1024**2))  # more than the disk holds
     full = node.xsc("store", "put", str(tmp_path / "b.bin"))
     assert full.returncode != 0 and b"disk is full" in full.stderr, full.stderr
+    assert full.stderr.count(b"(") == full.stderr.count(b")") == 1, full.stderr  # one line, its hint in one pair
     return put.stdout.decode().strip().splitlines()[-1], small
 
 

@@ -476,7 +476,7 @@ class StorageService:
                 raise
             # The node goes on serving reads; its database reopens itself once there is room (xsc/db.py).
             raise DiskFull("the data dir's disk is full: nothing of this file was stored",
-                           hint="free disk space, then put it again (no restart needed)") from err
+                           hint="free disk space, then put it again: the node needs no restart") from err
 
     async def _after_put(self, result, size: int | None, seconds: int, quote: quotes.PutQuote) -> dict[str, Any]:
         deals = await self._settled(result, size, seconds, quote)
