@@ -19,7 +19,6 @@ from .fields import (
 )
 
 
-
 def _base_url(text: str) -> bool:
     """Whether `text` is an http(s) URL with a host and nothing after its path: a base that /fn/NAME/ is added to."""
     try:
@@ -28,6 +27,7 @@ def _base_url(text: str) -> bool:
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname) and not (parts.query or parts.fragment)
+
 
 class _Section(BaseModel):
     """A section of settings, one declaration each: its type with its parser and checks (Annotated, or Field's
