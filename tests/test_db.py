@@ -173,3 +173,17 @@ def test_a_full_disk_stops_writes_lets_deletes_free_space_and_writes_resume_when
     assert db.get(b"k000000") is None and db.get(b"used") == (123).to_bytes(8, "big")
     assert sum(1 for _ in db.iterator(prefix=b"k")) == written - written // 2
     db.close()
+
+
+def test_the_reserve_is_made_as_soon_as_writes_under_way_will_leave_the_disk_getting_full(tmp_path):
+    """Uploads together can fill a disk between two once-a-second looks: told what they are about to write, the
+    database makes its reserve at once, so that deletes can still free space once the disk is full."""
+    with tmpfs(tmp_path / "disk", "150m") as disk:
+        db = _open(disk, reserve_bytes=4 * MiB)
+        try:
+            db.expect(10 * MiB)  # 140 MiB free after it: not getting full
+            assert not (disk / RESERVE_NAME).exists()
+            db.expect(140 * MiB)  # 10 MiB free after it: under an eighth of the disk
+            assert (disk / RESERVE_NAME).stat().st_size == 4 * MiB
+        finally:
+            db.close()

@@ -34,6 +34,8 @@ from typing import Any
 
 import plyvel
 
+from .errors import DiskFull
+
 log = logging.getLogger(__name__)
 
 QUIET_SECONDS = 2.0  # how long a reopen waits for the database's users to finish
@@ -53,6 +55,12 @@ def disk_full(exc: BaseException) -> bool:
     return "No space left" in str(exc) or getattr(exc, "errno", None) == errno.ENOSPC
 
 
+def said(exc: BaseException) -> str:
+    """What a failed LevelDB call said, as text (plyvel's errors carry LevelDB's bytes)."""
+    arg = exc.args[0] if exc.args else exc
+    return arg.decode(errors="replace") if isinstance(arg, bytes) else str(arg)
+
+
 def open_database(path: Path, *, reserve_dir: Path | None = None, **options: Any) -> Database:
     """The LevelDB at `path` (made if missing), opened with plyvel's `options`, behind a `Database`."""
     return Database(path, lambda: plyvel.DB(str(path), create_if_missing=True, **options), reserve_dir=reserve_dir)
@@ -64,16 +72,31 @@ class Database:
         self.path = Path(path)
         self._reserve_bytes = reserve_bytes
         self._opener = opener
-        self._db = opener()
+        self._reserve = (reserve_dir or self.path.parent) / RESERVE_NAME
+        self._reserve_held = self._reserve.exists()
+        self._reserve_checked = 0.0  # time.monotonic() of the last look at the disk for the reserve
+        self._db = self._open()
         self._gate = threading.Condition()
         self._active = 0
         self._reopening = False
         self._failed: BaseException | None = None  # the last write error, until a reopen
         self.reopens = 0
-        self._reserve = (reserve_dir or self.path.parent) / RESERVE_NAME
-        self._reserve_held = self._reserve.exists()
-        self._reserve_checked = 0.0  # time.monotonic() of the last look at the disk for the reserve
         self._keep_reserve()
+
+    def _open(self) -> plyvel.DB:
+        """Open the database: LevelDB writes its log out as a table first, which a full disk refuses; the reserve is
+        given up for it, and without one the refusal names the disk and the room it wants (not a traceback)."""
+        try:
+            return self._opener()
+        except plyvel.Error as err:
+            if not disk_full(err):
+                raise
+            if self._release_reserve():
+                return self._opener()
+            need = (self._need() + 1024**2 - 1) // 1024**2  # MiB, rounded up
+            raise DiskFull(f"the data dir's disk is full: LevelDB cannot open {self.path}, which needs room to write "
+                           "its log out first", hint=f"free at least {need} MiB on that disk, then start the node "
+                           "again") from err
 
     # --- the gate: every use of the plyvel object is counted --------------------------------------------
     def _enter(self) -> plyvel.DB:
@@ -245,9 +268,17 @@ class Database:
             return self._reserve_bytes
         return min(RESERVE_BYTES, st.f_blocks * st.f_frsize // RESERVE_FRACTION)
 
-    def _keep_reserve(self) -> None:
-        """Make the reserve file once the disk is getting full (an eighth of it free, or four reserves), if it
-        still has room for it twice over.  A mostly empty disk (every test's) keeps no reserve."""
+    def expect(self, coming: int) -> None:
+        """About `coming` bytes are to be written (the staged uploads under way): if the disk will then be getting
+        full, make the reserve now, not at the next once-a-second look, by which several uploads together may have
+        filled the disk."""
+        if not self._reserve_held:
+            self._keep_reserve(coming)
+
+    def _keep_reserve(self, coming: int = 0) -> None:
+        """Make the reserve file once the disk is getting full (an eighth of it free, or four reserves), or will be
+        once `coming` bytes are written, if it still has room for it twice over.  A mostly empty disk (every test's)
+        keeps no reserve."""
         size = self._reserve_size()
         if size == 0:
             self._reserve_held = True  # nothing to keep
@@ -255,7 +286,7 @@ class Database:
         try:
             st = os.statvfs(self.path)
             free, disk = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
-            if free >= max(disk // 8, 4 * size) or free < 2 * size:
+            if free - coming >= max(disk // 8, 4 * size) or free < 2 * size:
                 return
             with open(self._reserve, "wb") as f:
                 try:

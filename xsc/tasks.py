@@ -710,8 +710,14 @@ class Supervisor:
                 result = service.close()
                 if asyncio.iscoroutine(result):
                     await result
-            except Exception:
-                log.exception("closing %s failed: closing the services before it all the same", name)
+            except Exception as err:
+                from .db import disk_full  # (here: plyvel is no import of every program that runs tasks)
+
+                if not disk_full(err):
+                    log.exception("closing %s failed: closing the services before it all the same", name)
+                else:  # what it writes as it closes: said once, not as a traceback
+                    log.warning("closing %s: the data dir's disk is full, so it could not write all it keeps; "
+                                "closing the services before it all the same", name)
 
     def _loops_of(self, owner: str) -> list[_Loop]:
         return [loop for name, _, loops in self._services if name == owner for loop in loops]

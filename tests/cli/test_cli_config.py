@@ -91,7 +91,11 @@ def test_config_set_refuses_bad_keys_and_values_and_leaves_the_file(tmp_path: Pa
                               ("node.listen", "nowhere", "node.listen: not a listen address"),
                               ("node.web_listen", "nowhere", "node.web_listen: not a listen address"),
                               ("node.listen", "127.0.0.1:0", "node.listen: port 0 is no fixed listen address"),
-                              ("node.s3_listen", "127.0.0.1:0", "node.s3_listen: port 0 is no fixed listen address")]:
+                              ("node.s3_listen", "127.0.0.1:0", "node.s3_listen: port 0 is no fixed listen address"),
+                              # given to the owners of functions served here as where callers reach them
+                              ("node.web_public_url", "fn.example.org", "node.web_public_url: must be an http:// or "
+                                                                        "https:// URL"),
+                              ("node.web_public_url", "https://fn.example.org/?x", "node.web_public_url: must be")]:
         result = xsc("config", "set", key, value, "--data-dir", data_dir)
         assert result.exit_code == 1 and words in result.stderr, result.output
         assert len(result.stderr.splitlines()) == 1

@@ -164,3 +164,14 @@ async def test_a_counterpartys_entry_with_an_integer_no_json_reader_holds_exactl
     assert problem["code"] == "invalid-entry" and "entry #1: amount is 9,007,199,254,740,992" in problem["detail"], \
         problem
     assert node.app[NODE].ledger.store.state(me.public_key).seq == 0
+
+
+async def test_the_history_says_the_account_as_its_balance_does_with_what_leases_promise(node):
+    """The dashboard's ledger page shows the account the history answers with: what the client can spend is the same
+    figure `xsc ledger balance` prints, its puts' leases kept aside."""
+    put = await node.post("/v1/store/files", data=os.urandom(300_000))
+    assert put.status in (200, 201), await put.text()
+    balance = await _json(await node.get("/v1/ledger/accounts/client"), 200)
+    assert balance["promised"] > 0, balance
+    history = await _json(await node.get("/v1/ledger/accounts/client/history", params={"limit": "1"}), 200)
+    assert history["account"] == balance

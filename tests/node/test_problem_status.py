@@ -67,3 +67,26 @@ async def test_a_timestamp_header_in_other_digits_is_a_400_problem(node) -> None
         assert response.status == 400 and problem["code"] == "malformed-header", problem
         assert "ASCII digits" in problem["detail"]
     assert (await node.get("/health")).status == 200
+
+
+async def test_the_log_names_a_capability_in_a_failed_requests_path_by_its_prefix_only(node, monkeypatch,
+                                                                                       caplog) -> None:
+    """A capability reads its file: the node's log, which an operator pastes into a bug report, shows its first 24
+    characters, as every other line that names a file does."""
+    import logging
+    import os
+
+    import plyvel
+
+    response = await node.post("/v1/store/files", data=os.urandom(1000))
+    cap = (await response.json())["capability"]
+
+    async def broken(cap):
+        raise plyvel.CorruptionError(b"Corruption: bad block")
+
+    monkeypatch.setattr(node.app[NODE].storage, "check", broken)
+    with caplog.at_level(logging.INFO, logger="xsc.node.problems"):
+        answer = await node.get(f"/v1/store/files/{cap}/check")
+    assert answer.status == 500
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "xsc.node.problems")
+    assert f"GET /v1/store/files/{cap[:24]}…/check" in logged and cap not in logged, logged

@@ -6,6 +6,7 @@ by `recover` when a crash came between."""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import plyvel
 import pytest
@@ -192,3 +193,42 @@ def _move_blocks(data_dir) -> int:
     finally:
         blocks.close()
         records.close()
+
+
+class _Full:
+    """The blocks' database on a full disk while `full`: every batch written to it is refused, as LevelDB refuses
+    one once a write or a flush met ENOSPC."""
+
+    def __init__(self, db: Database) -> None:
+        self.db, self.full = db, False
+
+    @contextmanager
+    def write_batch(self, **kwargs):
+        if not self.full:
+            with self.db.write_batch(**kwargs) as batch:
+                yield batch
+            return
+        yield self.db.write_batch()  # never written
+        raise plyvel.IOError(b"IO error: blocks/000009.log: No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
+def test_a_deletion_whose_blocks_a_full_disk_refuses_goes_on_and_frees_them_once_there_is_room(dbs) -> None:
+    """The records say the share is gone, and its bytes are no longer used, from the moment they are written: the
+    blocks the disk will not delete yet are kept under their staging record and deleted when it has room."""
+    records, blocks = dbs
+    full = _Full(blocks)
+    store = ShareStore(records, 1 << 30, blocks=full)
+    store.publish(_stage(store), _metas())
+    used = store.used
+    full.full = True
+    assert store.delete_share(SI, 0)
+    assert store.used == used - _metas()[0].stored_bytes == ShareStore(records, 1 << 30, blocks=blocks).used
+    assert store.share_meta(SI, 0) is None and len(_keys(blocks, keys.blocks_of(SI))) == 6  # its blocks still there
+    assert store.kept.free() == 0  # still full: kept
+    full.full = False
+    assert store.kept.free() == 1 and store.kept.free() == 0
+    assert [keys.block_share(k) for k in _keys(blocks, keys.blocks_of(SI))] == [1, 1, 1]
+    assert _keys(records, keys.UPLOADS) == [] and store.get_block(SI, 1, 2) == bytes([1, 2]) * (BLOCK // 2)

@@ -5,12 +5,14 @@ restart).  Garbage collection on a full disk: tests/test_db.py."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 
 import pytest
 
 from tests.support.disks import mount_tmpfs, tmpfs
-from xsc.devnet import NodeProcess
+from tests.support.waiting import eventually
+from xsc.devnet import NodeProcess, run_xsc
 
 
 
@@ -30,6 +32,7 @@ def _fill(node: NodeProcess, tmp_path) -> tuple[str, bytes]:
     (tmp_path / "b.bin").write_bytes(os.urandom(60 * 1024**2))  # more than the disk holds
     full = node.xsc("store", "put", str(tmp_path / "b.bin"))
     assert full.returncode != 0 and b"disk is full" in full.stderr, full.stderr
+    assert full.stderr.count(b"(") == full.stderr.count(b")") == 1, full.stderr  # one line, its hint in one pair
     return put.stdout.decode().strip().splitlines()[-1], small
 
 
@@ -83,6 +86,117 @@ def test_when_space_returns_the_next_put_works_without_a_restart(small_disk, tmp
         assert node.xsc("store", "get", cap, "-o", str(tmp_path / "a.out")).returncode == 0
         assert (tmp_path / "a.out").read_bytes() == small
         assert node.alive() and "reopened the database" in node.log.read_text()
+    finally:
+        node.stop()
+
+
+@pytest.mark.slow
+def test_a_capacity_larger_than_the_disk_is_said_at_the_start_and_in_the_status(small_disk) -> None:
+    """storage.capacity is what the node offers and counts free; a data dir's disk smaller than it fills first, so
+    the operator is told, in the log as the node starts and beside `free` in `xsc node status`."""
+    node = NodeProcess(small_disk / "node", args=["--storage-capacity", "1GiB"]).start()
+    try:
+        status = json.loads(node.xsc("node", "status", "--json").stdout)["storage"]
+        assert 0 < status["disk_free"] <= 40 * 1024**2 < status["free"], status
+        shown = node.xsc("node", "status").stdout.decode()
+        assert "(but the data dir's disk has" in shown, shown
+        assert "storage.capacity leaves 1.0 GiB free, but the data dir's disk has" in node.log.read_text()
+    finally:
+        node.stop()
+
+
+@pytest.mark.slow
+def test_a_start_on_a_full_disk_is_refused_in_one_line_and_works_once_there_is_room(small_disk, tmp_path) -> None:
+    """LevelDB writes its log out as a table as it opens, and the start's recovery deletes what interrupted uploads
+    staged: on a disk with no room the node says so in one line (not a traceback), and starts once there is room."""
+    node = NodeProcess(small_disk / "node", args=["--storage-capacity", "1GiB"]).start()
+    data = os.urandom(300_000)
+    (tmp_path / "a.bin").write_bytes(data)
+    put = node.xsc("store", "put", str(tmp_path / "a.bin"))
+    assert put.returncode == 0, put.stderr
+    cap = put.stdout.decode().split()[-1]
+    node.kill()  # its records still in LevelDB's logs, to be written out as the next start opens them
+    with open(small_disk / "filler", "wb", buffering=0) as filler, pytest.raises(OSError) as full:
+        while True:
+            filler.write(b"\0" * 1024**2)
+    assert full.value.errno == errno.ENOSPC
+    start = run_xsc("--data-dir", str(node.data_dir), "node", "start", "--listen", f"127.0.0.1:{node.port}",
+                    timeout=120)
+    said = start.stderr.decode()
+    assert start.returncode == 1 and "Traceback" not in said, said
+    assert said.strip().splitlines()[-1].startswith("xsc: error: the data dir's disk is full"), said
+    (small_disk / "filler").unlink()
+    node.start()
+    try:
+        (tmp_path / "a.out").unlink(missing_ok=True)
+        assert node.xsc("store", "get", cap, "-o", str(tmp_path / "a.out")).returncode == 0
+        assert (tmp_path / "a.out").read_bytes() == data
+    finally:
+        node.stop()
+
+
+@pytest.mark.slow
+def test_a_stop_on_a_full_disk_says_so_in_lines_not_tracebacks(small_disk, tmp_path) -> None:
+    """What the node writes as it stops (the signed offer that tells peers it leaves, what its services keep) meets
+    the full disk: the log says so, and the node stops."""
+    node = NodeProcess(small_disk / "node", args=["--storage-capacity", "1GiB"]).start()
+    (tmp_path / "a.bin").write_bytes(os.urandom(300_000))
+    assert node.xsc("store", "put", str(tmp_path / "a.bin")).returncode == 0
+    with open(small_disk / "filler", "wb", buffering=0) as filler, pytest.raises(OSError):
+        while True:
+            filler.write(b"\0" * 1024**2)
+    # Small files, whose blocks ride with the records: a put of them fills what the records' log had left.
+    (tmp_path / "small.bin").write_bytes(os.urandom(30_000))
+    for _ in range(100):
+        if node.xsc("store", "put", str(tmp_path / "small.bin")).returncode != 0:
+            break
+    else:
+        pytest.fail("the records' database kept taking writes on a full disk")
+    before = len(node.log.read_text())
+    node.stop()
+    stopping = node.log.read_text()[before:]
+    assert "stopped" in stopping and "Traceback" not in stopping, stopping
+
+
+def _used(node: NodeProcess) -> int:
+    return json.loads(node.xsc("node", "status", "--json").stdout)["storage"]["used"]
+
+
+@pytest.mark.slow
+def test_an_rm_on_a_full_disk_says_what_it_did_and_the_space_comes_back_once_there_is_room(small_disk,
+                                                                                            tmp_path) -> None:
+    """A removal unlists the file, then deletes its shares' records (their bytes no longer used), then their blocks:
+    a full disk may refuse a step.  The user is told what happened (never that nothing was stored), the figures say
+    what the records say, the rm they are told to run again finishes the removal, and blocks the disk would not let
+    go of are deleted once it has room, without a restart."""
+    node = NodeProcess(small_disk / "node", args=["--storage-capacity", "1GiB"],
+                       env={"XSC_STORAGE_GC_INTERVAL": "1s"}).start()
+    try:
+        before = _used(node)
+        cap, _ = _fill(node, tmp_path)
+        assert _used(node) > before
+        removed = node.xsc("store", "rm", cap)
+        message = removed.stderr.decode()
+        if removed.returncode != 0:
+            assert "disk is full" in message and "nothing was stored" not in message, message
+            listed = json.loads(node.xsc("store", "ls", "--json").stdout)
+            if "no longer listed" in message:
+                assert listed == [] and "xsc store rm again" in message, (listed, message)
+            else:
+                assert "nothing was removed" in message and len(listed) == 1, (listed, message)
+            assert mount_tmpfs(small_disk, "200m", remount=True)  # room again, no restart
+            again = node.xsc("store", "rm", cap)
+            assert again.returncode == 0, again.stderr
+        assert _used(node) == before  # its shares' bytes no longer counted
+        assert json.loads(node.xsc("store", "ls", "--json").stdout) == []
+        gone = node.xsc("store", "rm", cap)
+        assert gone.returncode == 1 and b"no file with that capability" in gone.stderr
+        assert mount_tmpfs(small_disk, "200m", remount=True)
+        if "stay on disk until it has room" in node.log.read_text():
+            eventually(lambda: "deleted the staged blocks a full disk had kept" in node.log.read_text(),
+                       "the kept blocks deleted once the disk has room")
+        assert cap not in node.log.read_text()  # a capability is a secret: the log names it by a prefix at most
+        assert node.xsc("store", "put", str(tmp_path / "a.bin")).returncode == 0
     finally:
         node.stop()
 

@@ -177,3 +177,35 @@ async def test_the_copy_left_on_a_holder_probed_down_waits_for_a_probe_to_find_i
     await files._release_strays(a.storage)
     assert a.store.strays() == []
     assert nodes["b"].app[NODE].gateway.store.share_meta(si, lost) is None
+
+
+async def test_a_removal_a_full_disk_stopped_halfway_is_said_so_and_finished_by_the_same_rm_again(node,
+                                                                                                  monkeypatch) -> None:
+    """The file is unlisted first, durably; the records of its shares are deleted after.  A full disk refusing that
+    second write answers 507 saying the file is no longer listed (not that nothing was stored), and the rm the answer
+    says to run again finishes the removal, not "no file with that capability" while its bytes stay counted."""
+    import plyvel
+
+    store = node.app[NODE].storage.store
+    used = store.used
+    response = await node.post("/v1/store/files", params={"name": "half"}, data=os.urandom(200_000))
+    assert response.status == 201, await response.text()
+    cap = (await response.json())["capability"]
+    real = store.delete_file
+
+    def full(si: bytes) -> None:
+        raise plyvel.IOError(b"IO error: db/000007.log: No space left on device")
+
+    monkeypatch.setattr(store, "delete_file", full)
+    refused = await node.delete(f"/v1/store/files/{cap}")
+    problem = await refused.json(content_type=None)
+    assert refused.status == 507 and "no longer listed" in problem["detail"], problem
+    assert "xsc store rm again" in problem["hint"], problem
+    assert (await (await node.get("/v1/store/files")).json())["files"] == []
+
+    monkeypatch.setattr(store, "delete_file", real)  # room again
+    again = await node.delete(f"/v1/store/files/{cap}")
+    assert again.status == 200, await again.text()
+    assert store.used == used and store.removals() == []
+    gone = await node.delete(f"/v1/store/files/{cap}")
+    assert gone.status == 404

@@ -58,7 +58,9 @@ def start(obj, listen: str | None, storage_capacity: str | None, log_level: str 
     writes config.toml with the defaults, and `xsc config set` changes it."""
     import logging
 
+    from .. import db
     from ..config import parse_listen
+    from ..errors import DiskFull
     from ..node import serve
     from ..tasks import run
 
@@ -71,7 +73,14 @@ def start(obj, listen: str | None, storage_capacity: str | None, log_level: str 
     # --listen is kept once the node listens there: a start refused (another node on the data dir, the address
     # taken) leaves config.toml as it was
     keep = None if listen is None else lambda: _keep_listen(config.data_dir, listen)
-    run(serve(config, listening=keep), config.node.event_loop)
+    try:
+        run(serve(config, listening=keep), config.node.event_loop)
+    except db.Error as err:
+        if not db.disk_full(err):
+            raise
+        # (a write as the node starts: its recovery's, its market's) one line, as every refusal, not a traceback
+        raise DiskFull(f"the data dir's disk is full: the node cannot start ({db.said(err)})",
+                       hint="free disk space on it, then start the node again") from err
 
 
 def _keep_listen(data_dir, listen: str) -> None:
@@ -138,7 +147,9 @@ def status(obj, as_json: bool) -> None:
         ("data dir", info["data_dir"]),
         ("capacity", format_size(storage.get("capacity", 0))),
         ("used", format_size(storage.get("used", 0))),
-        ("free", format_size(storage.get("free", 0))),
+        ("free", format_size(storage.get("free", 0)) + (
+            f" (but the data dir's disk has {format_size(disk)} free)"
+            if (disk := storage.get("disk_free")) is not None and disk < storage.get("free", 0) else "")),
         ("memory", _memory(info.get("memory"), format_size)),
         *([("payments", said)] if (said := _payments(info.get("payments") or {})) else []),
     ])

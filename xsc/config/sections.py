@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -16,6 +17,16 @@ from .fields import (
     _UP_TO_AN_HOUR, _UP_TO_A_DAY, _UP_TO_A_WEEK, _at_least, _check, _listen_address, _span, _within,
     parse_listen, parse_size,
 )
+
+
+def _base_url(text: str) -> bool:
+    """Whether `text` is an http(s) URL with a host and nothing after its path: a base that /fn/NAME/ is added to."""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - a bad port raises
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not (parts.query or parts.fragment)
 
 
 class _Section(BaseModel):
@@ -46,7 +57,10 @@ class NodeSection(_Section):
     web_listen: Annotated[str, _LISTEN] = ""
     # function requests per second from one address (bursts of twice that); 429 past it
     web_rate_limit: Annotated[float, _PER_SECOND] = 100.0
-    web_public_url: str = ""  # the URL callers reach web_listen at (empty: http://web_listen, its host as peers see it)
+    # the URL callers reach web_listen at, given to owners whose functions this node serves (empty: http://web_listen,
+    # its host as peers see it)
+    web_public_url: Annotated[str, _check(lambda v: not v or _base_url(v), "must be an http:// or https:// URL "
+                                          "callers reach web_listen at, e.g. https://fn.example.org (or empty)")] = ""
     # HOST:PORT where the node itself answers S3 (as `xsc s3 serve` does); empty: not served
     s3_listen: Annotated[str, _LISTEN] = ""
     # the region S3 clients sign for, and GetBucketLocation answers (as `xsc s3 serve --region`)

@@ -493,7 +493,7 @@ class LedgerService:
         balance chart); without the signed bytes unless `encoded`; only `fields` of each (and its seq and
         balance_after) when given (a page that charts hundreds of entries needs three fields of each)."""
         for _ in range(10):  # the view and the entries of one state: a settlement may land between the two reads
-            view = self.account_view(account)
+            view = await self.balance(account)  # the client's with its leases' promise kept aside, as everywhere
             entries = await self.history(account, limit, expand=expand)
             if not entries or entries[0]["seq"] == view["seq"]:
                 break

@@ -10,6 +10,7 @@ from aiohttp import web
 from .. import codec, db
 from .. import errors as e
 from ..serve.direct import Stalled
+from ..storage.core.capability import cut_capabilities
 
 log = logging.getLogger(__name__)
 
@@ -114,19 +115,19 @@ def problem_for(request: web.Request, exc: Exception) -> web.Response:
         code = exc.reason.lower().replace(" ", "-")
         return problem(exc.status, code, f"{exc.reason}: {request.method} {request.path}")
     except db.Error as exc:  # the database: a full disk (OSError too), or one LevelDB will not write to
-        log.error("database error in %s %s: %s", request.method, request.path, exc)
+        log.error("database error in %s %s: %s", request.method, cut_capabilities(request.path), exc)
         if db.disk_full(exc):
             return problem_from_error(e.DiskFull(
-                "the data dir's disk is full: nothing was stored", hint="free disk space, then try again: the node writes again once there is room"))
+                "the data dir's disk is full: the node could not write to its database", hint="free disk space, then try again: the node writes again once there is room"))
         return problem(500, "database-error", "the node's database failed; see its log")
     except ConnectionError as exc:
         # The client went away mid-stream: said once here.  Re-raising would make aiohttp log it
         # again as an ERROR with a traceback; the answer below is dropped quietly on the closed connection.
         if isinstance(exc, Stalled):
-            log.info("client cut during %s %s: %s", request.method, request.path, exc)
+            log.info("client cut during %s %s: %s", request.method, cut_capabilities(request.path), exc)
         else:
-            log.info("client disconnected during %s %s (%s)", request.method, request.path, e.connection_reason(exc))
+            log.info("client disconnected during %s %s (%s)", request.method, cut_capabilities(request.path), e.connection_reason(exc))
         return problem(499, "client-closed-request", "the client closed the connection")
     except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
+        log.exception("unhandled error in %s %s", request.method, cut_capabilities(request.path))
         return problem(500, "internal-error", "the node hit an unexpected error; see its log")

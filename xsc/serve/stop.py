@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from .. import db
 from ..errors import NodeStopping, XscError
 from ..units import counted
 from ..tasks import stop as stop_tasks, unless_set, woken
@@ -197,9 +198,13 @@ async def _leave(app: web.Application, forced: asyncio.Event) -> None:
     try:
         if not await unless_set(app[LEAVE](), forced):
             log.warning("stopping: no longer waiting for the peers to hear this node leaves")
-    except Exception:
-        log.exception("stopping: could not tell the peers this node leaves (they will find it gone); "
-                      "stopping all the same")
+    except Exception as err:
+        if not db.disk_full(err):
+            log.exception("stopping: could not tell the peers this node leaves (they will find it gone); "
+                          "stopping all the same")
+        else:  # a full disk is said once, not as a traceback: the node could not write what it signs first
+            log.warning("stopping: could not tell the peers this node leaves, the data dir's disk is full (they "
+                        "will find it gone); stopping all the same")
 
 
 __all__ = ["CUT_SHORT", "IN_FLIGHT", "LEAVE", "LISTENERS", "PROGRESS_SECONDS", "RETRY_AFTER", "SHUTDOWN_TIMEOUT",

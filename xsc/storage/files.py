@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -29,6 +30,7 @@ from ..ledger.service import LedgerService
 from ..market.dealing import Dealing
 from ..market.service import MarketService
 from ..tasks import Locks, at_most, in_pool, periodic
+from ..units import format_size
 from . import quotes
 from .core import layout, leases
 from .core.capability import Capability
@@ -474,7 +476,7 @@ class StorageService:
                 raise
             # The node goes on serving reads; its database reopens itself once there is room (xsc/db.py).
             raise DiskFull("the data dir's disk is full: nothing of this file was stored",
-                           hint="free disk space, then put it again (no restart needed)") from err
+                           hint="free disk space, then put it again: the node needs no restart") from err
 
     async def _after_put(self, result, size: int | None, seconds: int, quote: quotes.PutQuote) -> dict[str, Any]:
         deals = await self._settled(result, size, seconds, quote)
@@ -554,12 +556,24 @@ class StorageService:
         return record is not None and record["capability"] == str(cap)
 
     async def remove(self, cap: Capability) -> dict:
-        record = await in_pool(self.pool, self.store.file_record, cap.storage_index)
-        if record is None or record["capability"] != str(cap):
+        si = cap.storage_index
+        record = await in_pool(self.pool, self.store.file_record, si)
+        # A removal that began and stopped short (its records' write refused by a full disk) is finished by the
+        # user's rm again, as its refusal said: the file is no longer listed, its record kept under `removing`.
+        pending = {r["storage_index"]: r for r in await in_pool(self.pool, self.store.removals)}.get(si.hex())
+        if (record or pending or {}).get("capability") != str(cap):
             raise NotFound("this node holds no file with that capability",
                            hint="`xsc store ls` lists the files this node uploaded")
-        left = await self.delete_everywhere(cap)
-        return {"removed": str(cap), "not_deleted_on": left}
+        try:
+            left = await self.delete_everywhere(cap) if record else await _finish_removal(self, si)
+        except db.Error as err:
+            if not db.disk_full(err):
+                raise
+            listed = await in_pool(self.pool, self.store.file_record, si) is not None
+            raise DiskFull("the data dir's disk is full: " + ("nothing was removed" if listed else "the file is no "
+                           "longer listed, but not all of it is deleted yet"), hint="free disk space, then run the "
+                           "same xsc store rm again") from err
+        return {"removed": str(cap), "not_deleted_on": left or {}}
 
     async def delete_everywhere(self, cap: Capability) -> dict[str, str]:
         """Remove a file: unlisted at once (durably), then its shares deleted on every holder that answers and
@@ -586,16 +600,12 @@ class StorageService:
     async def finish_removals(self, caps: list[Capability]) -> None:
         """Finish the removal of files taken out of the listing (`removal_entries`, `begin_removals`): their shares
         deleted on every holder that answers and here; a file not being removed is left alone.  One that fails is
-        finished at the next start, as any removal a crash cut short."""
+        finished later, as any removal a crash or a full disk cut short (`_finish_removals`)."""
         for cap in caps:
-            si = cap.storage_index
             try:
-                async with self.repair_locks.one(si):
-                    removing = {r["storage_index"]: r for r in await in_pool(self.pool, self.store.removals)}
-                    if si.hex() in removing:
-                        await self._finish_removal(removing[si.hex()])
-            except Exception:  # noqa: BLE001 - the next start finishes it
-                log.exception("could not finish removing file %s", si.hex())
+                await _finish_removal(self, cap.storage_index)
+            except Exception:  # noqa: BLE001 - finished later
+                log.exception("could not finish removing file %s", cap.storage_index.hex())
 
     async def _finish_removal(self, record: dict) -> dict[str, str]:
         si = bytes.fromhex(record["storage_index"])
@@ -616,19 +626,14 @@ class StorageService:
     def start(self) -> None:
         """Finish the removals a crash cut short (begin_removal), and delete the copies of shares on other nodes that
         no placement holds (gateway_repair.release_strays), in the background."""
-        self._finishing = asyncio.ensure_future(self._finish_removals())
-
-    async def _finish_removals(self) -> None:
-        for record in await in_pool(self.pool, self.store.removals):
-            try:
-                left = await self._finish_removal(record)
-                log.info("finished removing file %s (not deleted on %s)", record["storage_index"], left or "-")
-            except Exception:  # noqa: BLE001 - the next start tries again
-                log.exception("could not finish removing file %s", record["storage_index"])
-        await _release_strays(self)
+        self._finishing = asyncio.ensure_future(_finish_removals(self))
+        if (disk := disk_free(self.store)) is not None and disk < self.store.free:
+            log.warning("storage.capacity leaves %s free, but the data dir's disk has %s free: puts and other nodes' "
+                        "shares will find the disk full first (set storage.capacity to what the disk can hold: xsc "
+                        "config set storage.capacity SIZE)", format_size(self.store.free), format_size(disk))
 
     def loops(self) -> dict[str, Any]:
-        return {"storage-strays": periodic("storage-strays", self.strays_interval, lambda: _release_strays(self)),
+        return {"storage-strays": periodic("storage-strays", self.strays_interval, lambda: _finish_removals(self)),
                 "upload-keepalive": periodic("upload-keepalive", KEEP_ALIVE / 2, self.gateway.keep_alive)}
 
     async def close(self) -> None:
@@ -753,6 +758,7 @@ class StorageService:
     def status(self) -> dict:
         store = self.store
         return {"capacity": store.capacity, "used": store.used, "reserved": store.reserved, "free": store.free,
+                "disk_free": disk_free(store),
                 "shares": store.shares_held, "compaction": store.compactor.status() if store.compactor else None,
                 "gets": {"open": self.gateway.gets_open, "passed_on": self.gateway.passing_on,
                          "tag_failures": self.gateway.tag_failures}}
@@ -900,6 +906,40 @@ def _on_one_node(shares: list[dict], peers: Any, me: str) -> str:
     where = "this node" if node == me else f"node {node}"
     return (f"all {len(shares)} shares are on {where}: the file does not survive its loss, while "
             f"{others} other node{'s are' if others > 1 else ' is'} up")
+
+
+def disk_free(store: share_store.ShareStore) -> int | None:
+    """Bytes free on the disk the store's blocks are on (a data dir's disk may hold less than storage.capacity), or
+    None where it cannot be read."""
+    try:
+        return shutil.disk_usage(store.blocks.path).free
+    except (AttributeError, OSError):
+        return None
+
+
+async def _finish_removal(service: StorageService, si: bytes) -> dict[str, str] | None:
+    """Finish the removal of the file `si` if it is still being removed (under its repair lock: an rm of it may finish
+    it meanwhile); the nodes that did not answer, or None if there was nothing to finish."""
+    async with service.repair_locks.one(si):
+        removing = {r["storage_index"]: r for r in await in_pool(service.pool, service.store.removals)}
+        return await service._finish_removal(removing[si.hex()]) if si.hex() in removing else None
+
+
+async def _finish_removals(service: StorageService) -> None:
+    """Finish the removals that stopped short: cut by a crash (at the start) or by a full disk (each round of the
+    storage-strays loop, the blocks such a disk kept too), so that the space comes back once the disk has room."""
+    for record in await in_pool(service.pool, service.store.removals):
+        si = bytes.fromhex(record["storage_index"])
+        try:
+            if (left := await _finish_removal(service, si)) is not None:
+                log.info("finished removing file %s (not deleted on %s)", si.hex(), left or "-")
+        except Exception as err:  # noqa: BLE001 - the next round tries again
+            if not db.disk_full(err):
+                log.exception("could not finish removing file %s", si.hex())
+            else:
+                log.warning("could not finish removing file %s yet: the data dir's disk is full", si.hex())
+    await in_pool(service.pool, service.store.kept.free)
+    await _release_strays(service)
 
 
 async def _release_strays(service: StorageService) -> None:

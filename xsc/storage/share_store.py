@@ -5,7 +5,8 @@ where no other record lands, so that a large put's tables span its own blocks on
 whole however many files the node holds; those that ride in a publishing batch (a small upload's) with the records
 (`db`).  A block is read from `blocks` first, then `db` (a data dir of one database holds every block there).
 A publication syncs `blocks` before its records are written, and a deletion deletes the records first, naming the
-blocks in a staging record until they are gone.
+blocks in a staging record until they are gone (a full disk that refuses to delete them keeps them until it has room:
+`KeptBlocks`).
 
 Visibility and crash safety: blocks are written as they come, but a share only
 exists once its metadata record is published, and publishing (metadata,
@@ -25,6 +26,7 @@ or may still write.  An upload whose size is known reserves all of it before wri
 
 from __future__ import annotations
 
+import logging
 import struct
 import threading
 import time
@@ -36,13 +38,15 @@ from typing import Any, Protocol
 
 from .. import codec
 from .. import keys
-from ..db import Database
+from ..db import Database, Error as DatabaseError
 from ..errors import NotFound, StorageFull, UploadNotFound
 from ..ids import unique_bytes
 from ..units import format_size
 from .compactor import Compactor
 from .core import leases
 from .core.merkle import HASH_BYTES
+
+log = logging.getLogger(__name__)
 
 _META_HEADER = struct.Struct(">BBIQQ32s")  # version, share, segments, stored bytes, lease expiry, uploader
 HELD_UPLOAD = 64 * 1024  # an upload this small (its known size) keeps its blocks in memory until it publishes
@@ -224,6 +228,7 @@ class ShareStore:
         self.used = int.from_bytes(raw, "big") if raw else 0
         self.shares_held = len(self.held_shares())
         self.file_writes = 0  # counts writes of file records: a reading of them is current while it is unchanged
+        self.kept = KeptBlocks(self)  # staged blocks a full disk would not let go of yet
 
     # --- accounting ----------------------------------------------------------------
     @property
@@ -280,6 +285,8 @@ class ShareStore:
             self._uploads[upload_id] = upload
         if held:
             return upload
+        if isinstance(self.blocks, Database):  # the disk reserve made in time for the staged uploads under way
+            self.blocks.expect(sum(u.reserved - u.written for u in list(self._uploads.values()) if u.held is None))
         self.db.put(keys.upload(upload_id), _staging_record(storage_index, shares), sync=True)
         if self.unflushed and self._apart and (expected_bytes or STREAMING_UPLOAD) >= STREAMING_UPLOAD:
             # The blocks written before this large upload's go into a table of their own: one holding both would
@@ -371,32 +378,21 @@ class ShareStore:
     def abort(self, upload: Upload) -> None:
         """Forget an upload that will not publish: delete what it staged (no more: see `restaged`), release its room."""
         if upload.held is None:
-            with self._removing(upload.storage_index, upload.written):
-                self._delete_staged(upload.storage_index, upload.shares if upload.written else (),
-                                    keys.upload(upload.id))
+            shares = upload.shares if upload.written else ()
+            with self.kept.if_refused(upload.storage_index, shares, keys.upload(upload.id)), \
+                    self._removing(upload.storage_index, upload.written):
+                delete_staged(self, upload.storage_index, shares, keys.upload(upload.id))
         with self._lock:
             self._uploads.pop(upload.id, None)
-
-    def _delete_staged(self, si: bytes, shares: tuple[int, ...] | list[int], record_key: bytes) -> None:
-        # Never delete a published share's blocks.  The blocks go before the record naming them (the records'
-        # database last): after a crash between, `recover` deletes them again.
-        staged = {s for s in shares if self.db.get(keys.share(si, s)) is None}
-        for db in self._homes:
-            with db.write_batch(sync=True) as batch:
-                if staged:
-                    for key in db.iterator(prefix=keys.blocks_of(si), include_value=False, fill_cache=False):
-                        if keys.block_share(key) in staged:
-                            batch.delete(key)
-                if db is self.db:
-                    batch.delete(record_key)
 
     def recover(self) -> int:
         """Remove what uploads interrupted by a crash staged; returns how many there were."""
         stale = [(k, codec.loads(v)) for prefix in (keys.UPLOADS, keys.UPLOADS_ABOVE_BLOCKS)
                  for k, v in self.db.iterator(prefix=prefix)]
-        for key, record in stale:
-            with self._removing(si := bytes.fromhex(record["storage_index"]), None):  # what it staged: not counted
-                self._delete_staged(si, record["shares"], key)
+        for key, record in stale:  # what it staged: not counted; on a full disk, kept to delete once there is room
+            si = bytes.fromhex(record["storage_index"])
+            with self.kept.if_refused(si, record["shares"], key), self._removing(si, None):
+                delete_staged(self, si, record["shares"], key)
         return len(stale)
 
     def _removing(self, si: bytes, size: int | None) -> AbstractContextManager:
@@ -637,12 +633,14 @@ class ShareStore:
             if record is not None:
                 batch.put(record, _staging_record(si, [m.share for m in metas]))
             yield batch
-        if record is not None:
-            with self._removing(si, sum(m.stored_bytes for m in metas)), self.blocks.write_batch(sync=True) as blocks:
-                for meta in metas:
-                    for segment in range(meta.segment_count):
-                        blocks.delete(keys.block(si, meta.share, segment))
-            self.db.delete(record)
+        if record is not None:  # the shares are gone (their bytes no longer used), their blocks once deleted
+            with self.kept.if_refused(si, [m.share for m in metas], record), \
+                    self._removing(si, sum(m.stored_bytes for m in metas)):
+                with self.blocks.write_batch(sync=True) as blocks:
+                    for meta in metas:
+                        for segment in range(meta.segment_count):
+                            blocks.delete(keys.block(si, meta.share, segment))
+                self.db.delete(record)
 
     # --- deleting ------------------------------------------------------------------
     def delete_share(self, si: bytes, share: int) -> bool:
@@ -693,6 +691,7 @@ class ShareStore:
         self._delete(si, tuple(range(256)), forget_file=True)
 
     def _delete(self, si: bytes, shares: tuple[int, ...], *, forget_file: bool) -> int:
+        self.kept.free()  # a delete may find the room a full disk lacked before
         with self._lock:
             metas = [m for s in shares if (m := self.share_meta(si, s))]
             freed = sum(m.stored_bytes for m in metas)
@@ -726,6 +725,56 @@ def reclaim(store: ShareStore, storage_indexes: list[bytes]) -> bool:
         for db in store._homes:
             db.compact_range(start=prefix, stop=prefix + b"\xff" * 8)
     return True
+
+
+def delete_staged(store: ShareStore, si: bytes, shares: tuple[int, ...] | list[int], record_key: bytes) -> None:
+    """Delete the blocks of `si`'s `shares` the staging record `record_key` names, then the record."""
+    # Never delete a published share's blocks.  The blocks go before the record naming them (the records'
+    # database last): after a crash between, `recover` deletes them again.
+    staged = {s for s in shares if store.db.get(keys.share(si, s)) is None}
+    for db in store._homes:
+        with db.write_batch(sync=True) as batch:
+            if staged:
+                for key in db.iterator(prefix=keys.blocks_of(si), include_value=False, fill_cache=False):
+                    if keys.block_share(key) in staged:
+                        batch.delete(key)
+            if db is store.db:
+                batch.delete(record_key)
+
+
+class KeptBlocks:
+    """Staged blocks whose deletion a full disk refused (an aborted upload's, a deleted share's), named by their staging
+    record: the records already say what the node holds and uses, so the delete or abort goes on, and the blocks are
+    deleted once the disk has room (at the next delete or `storage.gc_interval`; `recover` at a start does it too)."""
+
+    def __init__(self, store: ShareStore) -> None:
+        self.store = store
+        self._kept: dict[bytes, tuple[bytes, list[int]]] = {}  # staging record key -> (storage index, shares)
+
+    @contextmanager
+    def if_refused(self, si: bytes, shares: tuple[int, ...] | list[int], record_key: bytes) -> Iterator[None]:
+        """Keep these blocks to delete later if the deletion in the block fails in the database."""
+        try:
+            yield
+        except DatabaseError as err:
+            if record_key not in self._kept:
+                log.warning("the staged blocks of %s stay on disk until it has room (%s): deleted then", si.hex(), err)
+            self._kept[record_key] = (si, list(shares))
+
+    def free(self) -> int:
+        """Delete the blocks kept, while the disk has room; how many uploads' or deletions' were.  Blocking."""
+        freed = 0
+        for key, (si, shares) in list(self._kept.items()):
+            try:
+                with self.store._removing(si, None):
+                    delete_staged(self.store, si, shares, key)
+            except DatabaseError:
+                break  # the disk is still full: the next call tries again
+            self._kept.pop(key, None)
+            freed += 1
+        if freed:
+            log.info("deleted the staged blocks a full disk had kept (%d uploads or deletions)", freed)
+        return freed
 
 
 def removal_entries(read: Callable[[bytes], bytes | None], si: bytes, at: int) -> dict[bytes, bytes | None]:

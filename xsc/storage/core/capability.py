@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -16,8 +17,16 @@ from .erasure import K, M
 from ...units import is_whole_number
 
 PREFIX = "xsc:chk:"
+# A log line names a capability by its first 24 characters (its key's first 16): enough to tell files apart, too few
+# to read one.  `cut_capabilities` cuts those in a text the node logs whole (a request's path).
+_IN_TEXT = re.compile(r"(xsc:chk:[^:/\s]{0,16})[^/\s]*")
 MAX_DIGITS = 20  # of k, m and size: 2**64 has 20
 _HINT = "a capability looks like xsc:chk:<key>:<manifest hash>:4:2:<size>, as printed by `xsc store put`"
+
+
+def cut_capabilities(text: str) -> str:
+    """`text` with each capability in it cut to its first 24 characters and an ellipsis."""
+    return _IN_TEXT.sub(lambda m: m.group(1) + "…", text)
 
 
 def _unb32(text: str, what: str) -> bytes:

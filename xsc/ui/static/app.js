@@ -179,7 +179,7 @@ PAGES.overview = {
                        ['uptime', status.uptime < 60 ? `${Math.round(status.uptime)} s` : `${Math.round(status.uptime)} s (${duration(status.uptime)})`, 'uptime'], ['listen', status.listen],
                        ['data dir', status.data_dir]])),
       card('Storage', bar, kv([['capacity', fmtSize(st.capacity), 'capacity'], ['used', `${fmtSize(st.used)} (${usedPct(st.used, st.capacity)})`, 'used'],
-                               ['reserved', fmtSize(st.reserved)], ['free', fmtSize(st.free), 'free'],
+                               ['reserved', fmtSize(st.reserved)], ['free', fmtSize(st.free) + (st.disk_free != null && st.disk_free < st.free ? ` (but the data dir's disk has ${fmtSize(st.disk_free)} free)` : ''), 'free'],
                                ['shares held', String(st.shares), 'shares']])),
       card('Balance', kv([['balance', `${client.balance_credits} credits`, 'balance'],
                           ...(client.promised === undefined ? [] : [['promised', `${fmtCredits(client.promised)} credits`, 'promised']]),
