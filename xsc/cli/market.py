@@ -77,6 +77,30 @@ def _deals_table(deals: list[dict], me: str, wide: bool, format_size) -> None:
           details=[[f"file {d['si']}", f"holder {h}"] for d, h in zip(deals, holders)])
 
 
+def _files_table(deals: list[dict], me: str, wide: bool, format_size) -> None:
+    """The storage deals summed per file, a row each (its storage index, whole, under the row when it does not fit
+    beside the others): a file's six deals, three lines each, made a node with a few files print hundreds of lines.
+    Each share's deal: --shares."""
+    files: dict[str, list[dict]] = {}
+    for d in deals:
+        files.setdefault(d["si"], []).append(d)
+    rows = []
+    for si, of_file in files.items():
+        holders = {d["node"] for d in of_file}
+        prices = sorted({d["price"] for d in of_file})
+        rows.append((si, len(of_file), "this node" if holders == {me} else counted(len(holders), "node"),
+                     format_size(sum(d["bytes"] for d in of_file)),
+                     str(prices[0]) if len(prices) == 1 else f"{prices[0]}-{prices[-1]}",
+                     f"{format_credits(sum(d['paid'] for d in of_file))} of "
+                     f"{format_credits(sum(d['total'] for d in of_file))}",
+                     _utc(min(d["paid_until"] for d in of_file))[5:-7],
+                     f"{sum(d['forfeited'] for d in of_file)} s"))
+    table([Col("file", keep=True, under=1), Col("shares", right=True), Col("holders"), Col("bytes", right=True),
+           Col("price (micro-credits/GiB-h)", right=True, drop=0), Col("paid of total (credits)", right=True),
+           Col("paid until", drop=1), Col("forfeited", drop=2, right=True)],
+          rows, wide=wide, title="storage deals, per file (each share's: --shares)")
+
+
 def _clearing(c: dict | None, kind: str) -> str:
     if c is None or c["price"] is None:
         return "no trade"
@@ -203,12 +227,15 @@ def _hours(start: float, end: float) -> str:
 @click.option("--file", "file", metavar="CAP",
               help="Only one file's storage deals, with those that ended when a repair moved a share: its "
                    "capability (or storage index).")
+@click.option("--shares", is_flag=True, help="Each share's storage deal (its holder, price, what it was paid), "
+                                             "not one row per file.")
 @wide_option
 @json_option
 @click.pass_obj
-def status(obj, file: str | None, wide: bool, as_json: bool) -> None:
+def status(obj, file: str | None, shares: bool, wide: bool, as_json: bool) -> None:
     """Show the book's convergence, this node's slots and open needs, its storage deals and payments.
 
+    The storage deals are summed per file (--shares: each share's deal, with its holder; --file CAP: one file's).
     Prices are micro-credits per GiB-hour (storage) or per million fuel (compute), as the market quotes
     them; amounts paid are credits.  On a narrow terminal some columns are left out (--wide: all of them)."""
     if file is not None:
@@ -239,7 +266,7 @@ def status(obj, file: str | None, wide: bool, as_json: bool) -> None:
     else:
         from ..units import format_size
 
-        _deals_table(deals, info["node"], wide, format_size)
+        (_deals_table if shares else _files_table)(deals, info["node"], wide, format_size)
     # Sentences under the table, wrapped between words as it fits the terminal.
     if info.get("deals_settled"):
         prose(f"{counted(info['deals_settled'], 'settled deal')} not shown (paid or forfeited to their end)")
