@@ -7,7 +7,7 @@ import time
 import click
 from click.core import ParameterSource
 
-from ..units import counted, format_credits
+from ..units import counted, credits_argument, format_credits
 from .output import Credits, emit_json, json_option, path_id, wide_option
 from .tables import Col, key_values, prose, table
 from .peers import resolve_peer, wide_table
@@ -400,7 +400,13 @@ def recognize(obj, peer: str, weight: str, credit: int | None, as_json: bool) ->
     else:
         click.echo(f"{row['peer']}: weight {_weight(row['weight'])}")
     line = row.get("credit_line")
-    if line is not None:
+    was = row.get("before", {}).get("credit")
+    if line is not None and "credit" not in body and was is not None and was > line["credit"]:
+        # The line went with the recognition (`auto`, 0): said, with what gives it back, not left to be found out.
+        prose(f"credit line {format_credits(line['credit'])} credits, a stranger's (was {format_credits(was)} while "
+              f"recognised), available {format_credits(line['available'])}; give it back with: xsc market recognize "
+              f"{row['peer']} {row['before']['weight'] or 1} --credit {credits_argument(was)}")
+    elif line is not None:
         click.echo(f"credit line {format_credits(line['credit'])} credits, available "
                    f"{format_credits(line['available'])}")
 
