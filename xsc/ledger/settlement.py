@@ -41,7 +41,7 @@ from ..errors import (ClaimRefused, Forbidden, InvalidArgument, InvalidEntry, No
                       PeerNotFound, PeerRefused, PeerUnreachable, PeriodPaidAlready, PrepaymentNotCollectable,
                       PrepaymentRefused, WrongPayee, XscError, quoted)
 from ..identity import Identity, parse_public_id, public_id, verify
-from ..net.peer_client import PeerClient
+from ..net.peer_client import PeerClient, their_words
 from .dropped import DroppedPayments
 from .receipts import ask_receipt, fetch_receipt
 from .retry_schedule import RetrySchedule
@@ -98,13 +98,7 @@ def prepay_refusal(node_id: str, exc: PeerError) -> tuple[str, str]:
         return (f"node {node_id} refused the prepayment: it takes at most {format_credits(room)} credits now",
                 "a prepayment counts only out of what its payee owes its payer and, if its user recognises the "
                 "payer, what the payer owes it for work done there not paid yet; nothing was paid")
-    return f'node {node_id} refused the prepayment, saying: "{_said(exc)}"', "nothing was paid"
-
-
-def _said(exc: PeerError) -> str:
-    """A payee's own words in its refusal ("peer URL refused METHOD PATH: its words", net/peer_client.py)."""
-    said = exc.message
-    return (said.partition(": ")[2] or said) if said.startswith(f"peer {exc.details.get('url')} refused ") else said
+    return f'node {node_id} refused the prepayment, saying: "{their_words(exc)}"', "nothing was paid"
 
 
 def _refused_claim(err: BaseException) -> bool:
@@ -584,7 +578,7 @@ class Payments:
         reads them on)."""
         if job_kind(auth.job) == "prepay":
             return prepay_refusal(node_id, exc)
-        return (f'node {node_id} refused it, saying: "{_said(exc)}"',
+        return (f'node {node_id} refused it, saying: "{their_words(exc)}"',
                 "nothing was paid: the credits it held are free again")
 
     def view(self) -> dict[str, list[dict]]:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import IntegrityError, NotFound
+from ..net.peer_client import their_words
 from .core import erasure, layout, leases
 from .core.capability import Capability
 from .gateway_core import GatewayCore
@@ -48,7 +49,8 @@ async def renew(gateway: GatewayCore, cap: Capability, duration: int, holders: M
     results = await asyncio.gather(*(one(s, h) for s, h in holders.items()), return_exceptions=True)
     answers = {s: r for s, r in zip(holders, results) if not isinstance(r, BaseException)}
     refused = {s: r for s, r in zip(holders, results) if isinstance(r, BaseException)}
-    failures = {s: (_code(r), _said(r)) for s, r in refused.items()}
+    # In the holder's words, without the request it refused (its path names the share): said once per reason.
+    failures = {s: (_code(r), their_words(r)) for s, r in refused.items()}
     remedy = _remedy(refused, names)
     local = tuple(s for s in range(erasure.N) if s not in holders)
     done = await gateway.run(gateway.store.renew, si, target, local,
@@ -72,16 +74,6 @@ async def renew(gateway: GatewayCore, cap: Capability, duration: int, holders: M
 def _code(err: BaseException) -> str:
     """What kind of refusal `err` is: the holder's problem code, else what went wrong here (no answer, a wrong one)."""
     return (getattr(err, "details", {}) or {}).get("peer_code") or getattr(err, "code", None) or type(err).__name__
-
-
-def _said(err: BaseException) -> str:
-    """Why a share was not renewed, in the holder's words without the request it refused ("peer URL refused POST
-    /v1/peer/shares/SI/SHARE/renew: ..."): that prefix, the same for each share but its path, made each holder's
-    refusal as long again per share."""
-    text, url = str(err), (getattr(err, "details", {}) or {}).get("url")
-    if url and text.startswith(f"peer {url} refused "):
-        return text.partition(": ")[2] or text
-    return text
 
 
 def _grouped(failures: Mapping[int, tuple[str, str]], names: list[str]) -> dict[str, str]:
