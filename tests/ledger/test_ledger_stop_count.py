@@ -1,24 +1,15 @@
 """What a settlement leaves for the next start to count on the trust lines (Payments.count_uncounted): nothing after a
 clean stop; after a kill -9 between the settlement's synced ledger write and its count, that settlement, counted once
-and logged (real node processes; the cancelled write and the S3 funding in one node's process)."""
+and logged (real node processes; the S3 funding in one node's process)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from xsc import keys
-from xsc.identity import Identity
-from xsc.ledger import LedgerService
-from xsc.ledger.core.model import ZERO_HASH, make_receipt
-from xsc.ledger.settlement import Payments
-from xsc.ledger.trust import TrustLines
 from xsc.node.appkeys import NODE
 
 from tests.support.nodes import NodeProcess, free_port, kill_all
@@ -139,41 +130,3 @@ async def test_an_s3_users_funding_is_no_payment_to_another_node(node_factory) -
     account = (await response.json())["account"]
     assert services.payments.count_uncounted() == 0
     assert services.trust.lines() == [] and services.trust.line(account)["owed"] == 0
-
-
-async def test_a_payment_whose_payer_is_cancelled_as_it_is_written_is_counted_before_the_node_stops(tmp_path) -> None:
-    """A stop cancels the loops that pay (the retry, the storage payments): one cancelled while its payment is being
-    written still counts that payment on its payee's line, as a payment not cancelled does, so the next start has
-    nothing to count."""
-    import plyvel
-
-    node, user, other = (Identity.generate() for _ in range(3))
-    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
-    ledger = LedgerService(db, 10**9, node=node, client=user, threads=1)
-    lines = TrustLines(db, stranger_credit=0, peer_credit=0, recognised=lambda peer: False)
-    payments = Payments(ledger=ledger, payer=user, node=node, peers=None, client=None, retry_interval=30,
-                        on_owed=lines.owe, owe_counted=lines.owe_counted)
-    try:
-        auth = await ledger.authorize(user, other.public_key, 300, "test:owed", claim=(300, {"fuel": 1}))
-        receipt = make_receipt(other, 1, ZERO_HASH, auth, 300, {"fuel": 1}, int(time.time()))
-        writing, written = threading.Event(), threading.Event()
-        complete = ledger.store.complete
-
-        def held(*args):
-            writing.set()
-            written.wait(30)
-            return complete(*args)
-
-        ledger.store.complete = held
-        paying = asyncio.ensure_future(payments.complete(other.id, auth, receipt))
-        assert await asyncio.to_thread(writing.wait, 30)
-        paying.cancel()  # the stop, as the payment is being written
-        written.set()
-        with pytest.raises(asyncio.CancelledError):
-            await paying
-        await ledger.close()  # a stop's last step waits for the write under way
-        assert lines.line(other.id)["owed"] == 300
-        assert sum(1 for _ in db.iterator(prefix=keys.LEDGER_UNCOUNTED)) == 0
-        assert payments.count_uncounted() == 0
-    finally:
-        db.close()

@@ -45,7 +45,7 @@ from ..net.peer_client import PeerClient, their_words
 from .dropped import DroppedPayments
 from .receipts import ask_receipt, fetch_receipt
 from .retry_schedule import RetrySchedule
-from ..tasks import periodic, to_its_end, woken_loop
+from ..tasks import periodic, woken_loop
 from .core.model import Authorization, Payment, Receipt, format_credits
 from .core.rules import CLOCK_SKEW, check_publishable
 from .service import LedgerService
@@ -394,15 +394,10 @@ class Payments:
 
     async def _pay_by(self, payer: Identity, payee_node_id: str, receipt: Receipt,
                       rows: Callable[[Payment], dict[bytes, bytes]] | None = None) -> Payment:
-        """The payment by `receipt` written, then counted as owed on its payee's line, once: one step run to its end
-        if its caller is cancelled (a stop cancels the loops that pay), so that no clean stop leaves a payment on
-        the ledger for the next start to count (`count_uncounted`: what a kill -9 leaves)."""
-        async def both() -> Payment:
-            payment = await self.ledger.complete(payer, receipt, rows)
-            self._owed(payee_node_id, receipt.authorization, receipt.amount)
-            return payment
-
-        return await to_its_end(both(), lambda: None)
+        """The payment by `receipt` written, then counted as owed on its payee's line, once."""
+        payment = await self.ledger.complete(payer, receipt, rows)
+        self._owed(payee_node_id, receipt.authorization, receipt.amount)
+        return payment
 
     def _owed(self, payee_node_id: str, auth: Authorization, amount: int) -> None:
         """The local user's payment under `auth` is on the ledger: counted as owed on the payee's line, once."""
@@ -437,7 +432,7 @@ class Payments:
             self.on_owed(public_id(auth.payee), auth, entry.receipt.amount)
             counted += 1
         if counted:
-            # Only a crash (a kill -9, a power cut) leaves any: a clean stop counts each before it ends.
+            # A crash (a kill -9, a power cut) leaves them: a clean stop counts each as it is written.
             log.warning("counted %s the last run left off the trust lines (it ended between writing them to the "
                         "ledger and counting them)", units.counted(counted, "settlement"))
         return counted
