@@ -144,9 +144,38 @@ def test_market_status_fits(thread_node) -> None:
     assert "storage-" in out.stdout and "this node" in out.stdout
     wide = node.xsc("market", "status", "--wide", env=NARROW).stdout
     assert "forfeited" in wide and "paid until" in wide
+    shares = node.xsc("market", "status", "--shares", "--wide", env=NARROW).stdout
+    assert "forfeited" in shares and "paid until" in shares and shares.count("this node") == 6
     allocation = json.loads(node.xsc("market", "status", "--json").stdout)["allocation"]
     assert allocation["providers"] == 0, allocation
     assert "allocation:    converged: yes (no state yet; no provider yet)" in wide, wide
+
+
+def test_market_status_sums_the_deals_per_file_in_80_columns_and_shows_each_shares_with_shares(thread_node) -> None:
+    """Three lines a share (its row, the file, the holder) made a node with a few files print hundreds of lines: the
+    deals are summed per file, one row and its storage index whole under it; `--shares` shows each share's deal, and
+    --json is the same whichever is asked."""
+    node = thread_node()
+    for size in (5000, 7000, 9000):
+        assert node.xsc("store", "put", "-", input=os.urandom(size)).exit_code == 0
+    status = json.loads(node.xsc("market", "status", "--json").stdout)
+    assert json.loads(node.xsc("market", "status", "--shares", "--json").stdout) == status
+    files = {d["si"] for d in status["deals"]}
+    assert len(status["deals"]) == 18 and len(files) == 3
+    out = node.xsc("market", "status", env=NARROW).stdout
+    _table_fits(out, sorted(files), 80)
+    deals = out.split("storage deals")[1].splitlines()
+    assert deals[0] == ", per file (each share's: --shares)", deals
+    assert deals[1].split() == ["shares", "holders", "bytes", "paid", "of", "total", "(credits)"], deals
+    rows = [line.split() for line in deals[2:] if not line.startswith(("    file ", "last payment run"))]
+    assert [row[:3] for row in rows] == [["6", "this", "node"]] * 3, deals
+    assert sorted(line.split()[-1] for line in deals if line.startswith("    file ")) == sorted(files)
+    for si in files:
+        of_file = [d for d in status["deals"] if d["si"] == si]
+        paid, total = (format_credits(sum(d[k] for d in of_file)) for k in ("paid", "total"))
+        assert f"{paid} of {total}" in out
+    shares = node.xsc("market", "status", "--shares", env=NARROW).stdout
+    assert shares.count("holder this node") == 18 and all(shares.count(f"file {si}") == 6 for si in files), shares
 
 
 def test_the_tours_tables_fit_60_columns_with_their_ids_whole(thread_node) -> None:
@@ -176,7 +205,7 @@ def test_market_status_gives_what_was_paid_in_credits_and_prices_in_the_market_s
     node.xsc("store", "put", "-", input=b"x" * 5000)
     found = eventually(lambda: (lambda s: s if s["payments"] and s["deals"] else None)(
         json.loads(node.xsc("market", "status", "--json").stdout)), "a payment run over the put's deals", 60)
-    out = node.xsc("market", "status", "--wide").stdout
+    out = node.xsc("market", "status", "--shares", "--wide").stdout
     run = found["payments"]
     assert f"paid {format_credits(run['paid'])} credits in" in out, out
     assert re.search(r"credits in [0-9]+ payments?;", " ".join(out.split())) and "(s)" not in out, out

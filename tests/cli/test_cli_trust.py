@@ -91,6 +91,23 @@ def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> N
     assert done.exit_code == 0 and "credit line 3.000000 credits" in done.stdout, done.output
     done = b.xsc("market", "recognize", a_id, "1")  # no --credit: the line stays as it is
     assert done.exit_code == 0 and "credit line 3.000000 credits" in done.stdout, done.output
+    assert b.xsc("market", "recognize", a_id, "2.5").exit_code == 0
+    # Back to the derived weight (or to 0): not recognised by the user, `a` gets a stranger's line (docs/security.md),
+    # and the command says so, with what it was and the command that gives it back.
+    for weight in ("auto", "0"):
+        done = b.xsc("market", "recognize", a_id, weight)
+        said = " ".join(done.stdout.split())
+        assert done.exit_code == 0 and (
+            "credit line 0.000000 credits, a stranger's (was 3.000000 while recognised), available 0.000000; give "
+            f"it back with: xsc market recognize {a_id} 2.5 --credit 3") in said, done.output
+        assert all(len(line) <= 80 for line in done.stdout.splitlines()[1:]), done.stdout  # (the first: the id)
+        assert json.loads(b.xsc("ledger", "trust", "--json").stdout)["lines"][0]["credit"] == 0
+        assert b.xsc("market", "recognize", a_id, "2.5", "--credit", "3").exit_code == 0  # as it said
+        assert json.loads(b.xsc("ledger", "trust", "--json").stdout)["lines"][0]["credit"] == 3_000_000
+    before = json.loads(b.xsc("market", "recognize", a_id, "auto", "--json").stdout)["before"]
+    assert before == {"weight": "2.5", "credit": 3_000_000}
+    done = b.xsc("market", "recognize", a_id, "1", "--credit", "3")  # a line raised is said as ever
+    assert done.exit_code == 0 and "credit line 3.000000 credits, available 3.000000" in done.stdout, done.output
 
     assert "no peer is quarantined" in b.xsc("peers", "quarantine", "ls").stdout
     b.app[NODE].admission.quarantine.put(a_id, "failed 5 audits")

@@ -73,7 +73,8 @@ def test_market_cli_on_one_node(cli_node, tmp_path):
     assert all(d["node"] == me and s["ask"] <= d["price"] <= 4000 and not d["ended"] for d in status["deals"])
     assert status["needs"] == [] and status["converged"] and status["peers"] == 0
     text = ok(node, "market", "status")
-    assert "converged:     yes" in text and text.count("this node") == 6 and "last payment run" in text
+    assert "converged:     yes" in text and text.count("this node") == 1 and "last payment run" in text
+    assert ok(node, "market", "status", "--shares").count("this node") == 6  # each share's deal
 
     # Bidding 1 micro-credit per GiB-hour: refused, the line names the needs, explain tells why.
     err = fails(node, "store", "put", str(data), "--max-price", "1")
@@ -150,7 +151,9 @@ def test_market_cli_two_peered_nodes(node_process, tmp_path):
     assert len(deals) == 6 and {d["node"] for d in deals} == {a_id, b_id}
     assert len({d["price"] for d in deals}) == 1  # one uniform clearing price
     text = ok(b, "market", "status")
-    assert a_id[:12] in text and "this node" in text
+    assert "2 nodes" in text  # summed per file: how many nodes hold it
+    text = ok(b, "market", "status", "--shares")
+    assert a_id in text.split() and "this node" in text
 
     # Recognition: set by a prefix of the id, then back to the derived weight with `auto`.
     row = ok_json(b, "market", "recognize", a_id[:10], "2.5")

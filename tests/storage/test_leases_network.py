@@ -122,9 +122,36 @@ async def test_renew_extends_every_lease_here_and_on_each_holder(trio) -> None:
     b.app[NODE].trust.stranger_credit = 0
     cli = await asyncio.to_thread(_xsc, a, "store", "renew", cap, "--duration", "4h")
     message = cli.stderr.decode()
-    assert cli.returncode == 1 and f"node {_id(b)}: share" in message, message
+    assert cli.returncode == 1 and f"node {_id(b)}: " in message, message
     assert message.endswith(f"(ask for credit, or if it owes you: xsc ledger prepay {_id(b)} CREDITS; then renew it "
                             "again)\n"), message
+
+
+async def test_a_holders_refusal_of_the_shares_it_holds_is_said_once_with_how_many(node_factory) -> None:
+    """A holder refuses each share it holds alike, and each refusal quoted the request it refused (a path with the
+    storage index): the renewal's error said it all again per share.  Now once per holder and reason, with the count
+    and the shares, in the holder's own words."""
+    a = await node_factory("a", storage={"segment_size": 4096}, **QUIET)
+    b = await node_factory("b", **QUIET)
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    response = await a.post("/v1/store/files", params={"name": "spread", "duration": "3600", "spread": "true"},
+                            data=os.urandom(40_000))
+    assert response.status == 201, await response.text()
+    put = await response.json()
+    on_b = [s for s, node in enumerate(put["placement"]) if node == _id(b)]
+    assert len(on_b) >= 2, put["placement"]
+    b.app[NODE].trust.stranger_credit = 0
+    cli = await asyncio.to_thread(_xsc, a, "store", "renew", put["capability"], "--duration", "4h")
+    message = cli.stderr.decode()
+    assert cli.returncode == 1 and message.count("\n") == 1, message
+    assert f"node {_id(b)}: {len(on_b)} shares ({', '.join(map(str, on_b))}): node {_id(a)} must prepay" in message, \
+        message
+    si = Capability.parse(put["capability"]).storage_index.hex()
+    assert message.count("must prepay") == 1 and "/v1/peer/shares" not in message and si not in message, message
+    cli = await asyncio.to_thread(_xsc, a, "store", "renew", put["capability"], "--duration", "4h", "--json")
+    assert cli.returncode == 1
+    (said,) = json.loads(cli.stdout)["not_renewed"].values()  # the API's the same, by holder
+    assert said.startswith(f"{len(on_b)} shares (") and said.count("must prepay") == 1 and said in message, said
 
 
 def _xsc(node, *args: str):

@@ -148,6 +148,8 @@ def cost_line(facts: dict[str, Any]) -> str:
 
     c, charge = facts.get("cost"), facts.get("charge", facts.get("price"))
     said = f"charge: {format_credits(charge)} credits" if isinstance(charge, int) else "charge: not stated"
+    if facts.get("tab") and isinstance(facts.get("provider"), str):  # run on another node, paid on its tab there
+        said += f" to node {facts['provider']}"  # whole: the id `ledger history` and `peers ls` show
     if not isinstance(c, dict):
         return said
     return (f"{said} = {c['fuel']:,} fuel at {c['fuel_price']} micro-credits per million "

@@ -7,7 +7,7 @@ import time
 import click
 from click.core import ParameterSource
 
-from ..units import counted, format_credits
+from ..units import counted, credits_argument, format_credits
 from .output import Credits, emit_json, json_option, path_id, wide_option
 from .tables import Col, key_values, prose, table
 from .peers import resolve_peer, wide_table
@@ -75,6 +75,30 @@ def _deals_table(deals: list[dict], me: str, wide: bool, format_size) -> None:
         return
     table([Col("share", right=True), *terms], [(d["share"], *row) for d, row in zip(deals, rows)], title=title,
           details=[[f"file {d['si']}", f"holder {h}"] for d, h in zip(deals, holders)])
+
+
+def _files_table(deals: list[dict], me: str, wide: bool, format_size) -> None:
+    """The storage deals summed per file, a row each (its storage index, whole, under the row when it does not fit
+    beside the others): a file's six deals, three lines each, made a node with a few files print hundreds of lines.
+    Each share's deal: --shares."""
+    files: dict[str, list[dict]] = {}
+    for d in deals:
+        files.setdefault(d["si"], []).append(d)
+    rows = []
+    for si, of_file in files.items():
+        holders = {d["node"] for d in of_file}
+        prices = sorted({d["price"] for d in of_file})
+        rows.append((si, len(of_file), "this node" if holders == {me} else counted(len(holders), "node"),
+                     format_size(sum(d["bytes"] for d in of_file)),
+                     str(prices[0]) if len(prices) == 1 else f"{prices[0]}-{prices[-1]}",
+                     f"{format_credits(sum(d['paid'] for d in of_file))} of "
+                     f"{format_credits(sum(d['total'] for d in of_file))}",
+                     _utc(min(d["paid_until"] for d in of_file))[5:-7],
+                     f"{sum(d['forfeited'] for d in of_file)} s"))
+    table([Col("file", keep=True, under=1), Col("shares", right=True), Col("holders"), Col("bytes", right=True),
+           Col("price (micro-credits/GiB-h)", right=True, drop=0), Col("paid of total (credits)", right=True),
+           Col("paid until", drop=1), Col("forfeited", drop=2, right=True)],
+          rows, wide=wide, title="storage deals, per file (each share's: --shares)")
 
 
 def _clearing(c: dict | None, kind: str) -> str:
@@ -203,12 +227,15 @@ def _hours(start: float, end: float) -> str:
 @click.option("--file", "file", metavar="CAP",
               help="Only one file's storage deals, with those that ended when a repair moved a share: its "
                    "capability (or storage index).")
+@click.option("--shares", is_flag=True, help="Each share's storage deal (its holder, price, what it was paid), "
+                                             "not one row per file.")
 @wide_option
 @json_option
 @click.pass_obj
-def status(obj, file: str | None, wide: bool, as_json: bool) -> None:
+def status(obj, file: str | None, shares: bool, wide: bool, as_json: bool) -> None:
     """Show the book's convergence, this node's slots and open needs, its storage deals and payments.
 
+    The storage deals are summed per file (--shares: each share's deal, with its holder; --file CAP: one file's).
     Prices are micro-credits per GiB-hour (storage) or per million fuel (compute), as the market quotes
     them; amounts paid are credits.  On a narrow terminal some columns are left out (--wide: all of them)."""
     if file is not None:
@@ -239,7 +266,7 @@ def status(obj, file: str | None, wide: bool, as_json: bool) -> None:
     else:
         from ..units import format_size
 
-        _deals_table(deals, info["node"], wide, format_size)
+        (_deals_table if shares else _files_table)(deals, info["node"], wide, format_size)
     # Sentences under the table, wrapped between words as it fits the terminal.
     if info.get("deals_settled"):
         prose(f"{counted(info['deals_settled'], 'settled deal')} not shown (paid or forfeited to their end)")
@@ -373,7 +400,13 @@ def recognize(obj, peer: str, weight: str, credit: int | None, as_json: bool) ->
     else:
         click.echo(f"{row['peer']}: weight {_weight(row['weight'])}")
     line = row.get("credit_line")
-    if line is not None:
+    was = row.get("before", {}).get("credit")
+    if line is not None and "credit" not in body and was is not None and was > line["credit"]:
+        # The line went with the recognition (`auto`, 0): said, with what gives it back, not left to be found out.
+        prose(f"credit line {format_credits(line['credit'])} credits, a stranger's (was {format_credits(was)} while "
+              f"recognised), available {format_credits(line['available'])}; give it back with: xsc market recognize "
+              f"{row['peer']} {row['before']['weight'] or 1} --credit {credits_argument(was)}")
+    elif line is not None:
         click.echo(f"credit line {format_credits(line['credit'])} credits, available "
                    f"{format_credits(line['available'])}")
 

@@ -41,7 +41,7 @@ from ..errors import (ClaimRefused, Forbidden, InvalidArgument, InvalidEntry, No
                       PeerNotFound, PeerRefused, PeerUnreachable, PeriodPaidAlready, PrepaymentNotCollectable,
                       PrepaymentRefused, WrongPayee, XscError, quoted)
 from ..identity import Identity, parse_public_id, public_id, verify
-from ..net.peer_client import PeerClient
+from ..net.peer_client import PeerClient, their_words
 from .dropped import DroppedPayments
 from .receipts import ask_receipt, fetch_receipt
 from .retry_schedule import RetrySchedule
@@ -98,13 +98,7 @@ def prepay_refusal(node_id: str, exc: PeerError) -> tuple[str, str]:
         return (f"node {node_id} refused the prepayment: it takes at most {format_credits(room)} credits now",
                 "a prepayment counts only out of what its payee owes its payer and, if its user recognises the "
                 "payer, what the payer owes it for work done there not paid yet; nothing was paid")
-    return f'node {node_id} refused the prepayment, saying: "{_said(exc)}"', "nothing was paid"
-
-
-def _said(exc: PeerError) -> str:
-    """A payee's own words in its refusal ("peer URL refused METHOD PATH: its words", net/peer_client.py)."""
-    said = exc.message
-    return (said.partition(": ")[2] or said) if said.startswith(f"peer {exc.details.get('url')} refused ") else said
+    return f'node {node_id} refused the prepayment, saying: "{their_words(exc)}"', "nothing was paid"
 
 
 def _refused_claim(err: BaseException) -> bool:
@@ -179,8 +173,7 @@ class Payments:
                 if exc.details.get("peer_status") in DEFINITIVE_REFUSALS:  # else (busy, a clock problem...): retried
                     await self._settle_refusal(payee_node_id, url, auth)
                 raise exc
-            payment = await self.ledger.complete(self.payer, receipt)
-        self._owed(payee_node_id, auth, amount)
+            payment = await self._pay_by(self.payer, payee_node_id, receipt)
         self.on_paid(payee_node_id, amount, False)
         return payment.id.hex()
 
@@ -219,11 +212,10 @@ class Payments:
         it did not check); one whose signature does not hold is struck here."""
         with self.working(auth.id):
             try:
-                payment = await self.ledger.complete(self.payer, receipt, self._rows(auth))
+                payment = await self._pay_by(self.payer, payee_node_id, receipt, self._rows(auth))
             except InvalidEntry as exc:
                 self.on_strike(payee_node_id, f"sent a receipt that does not check: {exc.message}")
                 raise
-        self._owed(payee_node_id, auth, receipt.amount)
         self.on_paid(payee_node_id, receipt.amount, False)
         return payment
 
@@ -250,8 +242,7 @@ class Payments:
         except XscError:
             return  # unknown: the retry task finds out
         if receipt is not None:
-            await self.ledger.complete(self.payer, receipt)
-            self._owed(payee_node_id, auth, receipt.amount)
+            await self._pay_by(self.payer, payee_node_id, receipt)
         else:
             await self.ledger.abandon(auth.id, force=True)
 
@@ -401,6 +392,13 @@ class Payments:
     def start(self) -> None:
         self.count_uncounted()
 
+    async def _pay_by(self, payer: Identity, payee_node_id: str, receipt: Receipt,
+                      rows: Callable[[Payment], dict[bytes, bytes]] | None = None) -> Payment:
+        """The payment by `receipt` written, then counted as owed on its payee's line, once."""
+        payment = await self.ledger.complete(payer, receipt, rows)
+        self._owed(payee_node_id, receipt.authorization, receipt.amount)
+        return payment
+
     def _owed(self, payee_node_id: str, auth: Authorization, amount: int) -> None:
         """The local user's payment under `auth` is on the ledger: counted as owed on the payee's line, once."""
         self.on_owed(payee_node_id, auth, amount)
@@ -410,8 +408,8 @@ class Payments:
         """What a kill -9 left between a synced ledger write and the trust line that counts it, counted now, however
         long the node was down (each authorization is counted once, so counting again is harmless): receipts this
         node countersigned and payments its user made to other nodes, each written with a record that its count
-        deletes (`l/n/`, `l/w/`); and, for payments written without one, the newest of the local user's not counted
-        as owed (in chain order: the first counted one ends the walk).  Returns how many."""
+        deletes (`l/n/`, `l/w/`); and, for payments written without one, the newest of the local user's to other
+        nodes not counted as owed (in chain order: the first counted one ends the walk).  Returns how many."""
         counted = 0
         for authorization_id, sender, receipt in self.ledger.store.senders():
             if receipt is not None:
@@ -425,14 +423,18 @@ class Payments:
             self.ledger.owed_counted(authorization_id)
         for entry in self.ledger.store.history(self.payer.public_key, recent):
             auth = entry.authorization
-            if not isinstance(entry, Payment) or auth.payee == self.node.public_key:
+            # A transfer whose receipt a chain here holds was settled whole on this node (to this node, or to an
+            # account it keeps: an S3 user's funding), by `settle`: no other node is owed anything for it.
+            if not isinstance(entry, Payment) or self.ledger.store.stored(entry.receipt.id) is not None:
                 continue
             if self.owe_counted(auth):
                 break
             self.on_owed(public_id(auth.payee), auth, entry.receipt.amount)
             counted += 1
         if counted:
-            log.warning("counted %s a stop had left off the trust lines", units.counted(counted, "settlement"))
+            # A crash (a kill -9, a power cut) leaves them: a clean stop counts each as it is written.
+            log.warning("counted %s the last run left off the trust lines (it ended between writing them to the "
+                        "ledger and counting them)", units.counted(counted, "settlement"))
         return counted
 
     def loops(self) -> dict[str, Any]:
@@ -526,8 +528,7 @@ class Payments:
             payable = self._for_job(self.payable, auth)
             if payable is not None and not await payable(auth, receipt):
                 return "abandoned"  # a receipt for more than is owed: not paid, its authorization dropped
-            await self.ledger.complete(payer, receipt, self._rows(auth))
-            self._owed(node_id, auth, receipt.amount)
+            await self._pay_by(payer, node_id, receipt, self._rows(auth))
             paid = self._for_job(self.paid_by_retry, auth)
             if paid is not None:
                 await paid(auth, receipt)
@@ -572,7 +573,7 @@ class Payments:
         reads them on)."""
         if job_kind(auth.job) == "prepay":
             return prepay_refusal(node_id, exc)
-        return (f'node {node_id} refused it, saying: "{_said(exc)}"',
+        return (f'node {node_id} refused it, saying: "{their_words(exc)}"',
                 "nothing was paid: the credits it held are free again")
 
     def view(self) -> dict[str, list[dict]]:

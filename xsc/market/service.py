@@ -532,6 +532,11 @@ class MarketService:
         if peer == self.me:  # the allocator ignores a weight for oneself: it would be stored and do nothing
             raise InvalidArgument("a node does not recognise itself: that is this node's own id",
                                   hint="see the ids of its peers with: xsc peers ls")
+        # What it was, so that a line this takes away (`auto`, 0: the peer no longer recognised) can be said and given
+        # back: the user's weight, and the line.
+        user_weight = self.weights.user_weights.get(peer)
+        before = {"weight": None if user_weight is None else str(user_weight),
+                  "credit": None if self.credit_lines is None else self.credit_lines.line(peer)["credit"]}
         # Both checked before either is written: a refused credit line left the weight set, and the peer recognised.
         if credit is not False and self.credit_lines is not None:
             self.credit_lines.set_credit(peer, credit)
@@ -539,7 +544,7 @@ class MarketService:
         row = next((r for r in self.recognition_view() if r["peer"] == peer), None) or {"peer": peer, "weight": None}
         if self.credit_lines is not None:
             row["credit_line"] = self.credit_lines.line(peer)
-        return row
+        return {**row, "before": before}
 
     def _asks_view(self) -> list[dict[str, Any]]:
         mine = self.book.get(self.me)

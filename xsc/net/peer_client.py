@@ -158,6 +158,13 @@ def _refusal(url: str, method: str, path: str, status: int, body: bytes,
                        peer_status=status, peer_code=shown(code, MAX_CODE), **counted)
 
 
+def their_words(exc: BaseException) -> str:
+    """What a peer said in refusing a request, without the request (`_refusal`'s "peer URL refused METHOD PATH: its
+    words"): the part a user reads, the same for every request the peer refused alike; any other error whole."""
+    said, url = str(exc), (getattr(exc, "details", None) or {}).get("url")
+    return (said.partition(": ")[2] or said) if url and said.startswith(f"peer {url} refused ") else said
+
+
 def peer_session(congestion_control: str, meter: Meter,
                  dialable: Callable[[str], bool] | None = None) -> aiohttp.ClientSession:
     """The session a node's PeerClient sends on: its connections kept alive KEEPALIVE seconds, at most 32 to one peer

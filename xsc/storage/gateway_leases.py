@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import IntegrityError, NotFound
+from ..net.peer_client import their_words
 from .core import erasure, layout, leases
 from .core.capability import Capability
 from .gateway_core import GatewayCore
@@ -48,27 +49,47 @@ async def renew(gateway: GatewayCore, cap: Capability, duration: int, holders: M
     results = await asyncio.gather(*(one(s, h) for s, h in holders.items()), return_exceptions=True)
     answers = {s: r for s, r in zip(holders, results) if not isinstance(r, BaseException)}
     refused = {s: r for s, r in zip(holders, results) if isinstance(r, BaseException)}
-    failures = {s: f"share {s}: {r}" for s, r in refused.items()}
+    # In the holder's words, without the request it refused (its path names the share): said once per reason.
+    failures = {s: (_code(r), their_words(r)) for s, r in refused.items()}
     remedy = _remedy(refused, names)
     local = tuple(s for s in range(erasure.N) if s not in holders)
     done = await gateway.run(gateway.store.renew, si, target, local,
                            {s: a["lease_expiry"] for s, a in answers.items()})
-    failures.update({s: f"share {s}: not held here any more (repair the file)" for s in local if s not in done})
+    gone = "not held here any more (repair the file)"
+    failures.update({s: (gone, gone) for s in local if s not in done})
     changes = {**{s: (a["previous"], a["lease_expiry"]) for s, a in answers.items()}, **done}
-    for s, why in failures.items():
+    for s, (_, why) in failures.items():
         log.warning("lease of share %d of %s not renewed on node %s: %s", s, si.hex(), names[s], why)
-    not_renewed: dict[str, str] = {}
-    for s in sorted(failures):
-        not_renewed[names[s]] = "; ".join(filter(None, (not_renewed.get(names[s]), failures[s])))
     record = await gateway.run(gateway.store.file_record, si) or record
     return {
         "capability": str(cap), "requested": target, "lease_expiry": record.get("lease_expiry"),
         "renewed": [{"share": s, "node": names[s], "lease_expiry": changes[s][1]} for s in sorted(changes)],
-        "not_renewed": not_renewed, **({"hint": remedy} if remedy else {}),
+        "not_renewed": _grouped(failures, names), **({"hint": remedy} if remedy else {}),
         "extended": [{"share": s, "node": names[s], "bytes": share_bytes, "seconds": seconds}
                      for s in sorted(changes)
                      if (seconds := leases.extension_seconds(changes[s][0], changes[s][1], now)) > 0],
     }
+
+
+def _code(err: BaseException) -> str:
+    """What kind of refusal `err` is: the holder's problem code, else what went wrong here (no answer, a wrong one)."""
+    return (getattr(err, "details", {}) or {}).get("peer_code") or getattr(err, "code", None) or type(err).__name__
+
+
+def _grouped(failures: Mapping[int, tuple[str, str]], names: list[str]) -> dict[str, str]:
+    """Each holder's refusals, one per reason with how many shares and which (`2 shares (4, 5): why`, `share 3: why`):
+    a holder that refuses the shares it holds refuses them all alike, said once, not once per share."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    said: dict[tuple[str, str], str] = {}
+    for s in sorted(failures):
+        key = (names[s], failures[s][0])
+        groups.setdefault(key, []).append(s)
+        said.setdefault(key, failures[s][1])  # the first share's words (a figure in them may differ by share)
+    out: dict[str, str] = {}
+    for (node, code), shares in groups.items():
+        which = f"share {shares[0]}" if len(shares) == 1 else f"{len(shares)} shares ({', '.join(map(str, shares))})"
+        out[node] = "; ".join(filter(None, (out.get(node), f"{which}: {said[node, code]}")))
+    return out
 
 
 def _remedy(refused: Mapping[int, BaseException], names: list[str]) -> str:
