@@ -120,16 +120,18 @@ async def test_a_receipt_without_compiles_is_an_older_providers_and_is_paid_as_i
     assert a.app[NODE].ledger.held(a.app[CLIENT_IDENTITY].public_key) == 0  # the compile it held for is released
 
 
-async def test_a_compile_its_tab_has_no_room_for_is_charged_on_the_line_alone(node_factory) -> None:
+async def test_a_tab_opened_by_a_call_of_little_fuel_has_room_for_its_modules_compile(node_factory) -> None:
     a, b, module = await _pair(node_factory)
     before = balances(a, b)
-    # A call of so little fuel that its tab's cap (16 such budgets) is less than the compile: the push names no tab.
+    # A call of so little fuel that 16 such budgets are less than the compile: its tab was opened with room for it.
     status, body = await invoke(a, module, "add", 1, 2, fuel=1000)
     assert status == 200 and body["provider"] == b.app[IDENTITY].id, body
+    assert 16 * body["charge"] < COMPILED
     await settled(a)
-    assert before[0] - balances(a, b)[0] == body["charge"] and a.app[NODE].paid.gateway_tabs.refused_receipts == 0
+    assert before[0] - balances(a, b)[0] == body["charge"] + COMPILED
+    assert a.app[NODE].paid.gateway_tabs.refused_receipts == 0
     line = b.app[NODE].trust.line(a.app[IDENTITY].id)
-    assert (line["used"], line["paid"]) == (body["charge"] + COMPILED, body["charge"]), line  # as an older gateway's
+    assert (line["used"], line["paid"]) == (body["charge"] + COMPILED,) * 2, line
 
 
 async def _refused(node_factory, monkeypatch, change, *, tabs: int = 1) -> None:

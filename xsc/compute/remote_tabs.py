@@ -70,7 +70,7 @@ import logging
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 
 from .. import keys
@@ -186,8 +186,12 @@ class GatewayTabs:
         """Providers a tab is being opened with now, or waited for (tests)."""
         return len(self._opening)
 
-    async def reserve(self, provider: str, price: int, budget: int) -> OpenTab:
-        """The open tab with `provider` at `price` that covers `budget` more (opening one if needed)."""
+    async def reserve(self, provider: str, price: int, budget: int,
+                      compile_room: Callable[[], int] = lambda: 0) -> OpenTab:
+        """The open tab with `provider` at `price` that covers `budget` more (opening one if needed).  A tab opened
+        for it has room under its cap for TAB_CALLS budgets and for compiling its module (`compile_room()`: its
+        `compile_price`), so the provider lacking it, its push names the tab (`compile_on`): the cap holds nothing,
+        so the room costs nothing unless a compile is charged on it."""
         # Kept aside from what the call may hold, as the payer's balance shows it; asked first: between finding a
         # usable tab and reserving on it nothing waits (the tab could be closed meanwhile).
         promised = await self.ledger.promised(self.payments.payer.public_key)
@@ -199,7 +203,8 @@ class GatewayTabs:
                     old = self._open.pop(provider, None)
                     if old is not None:
                         self._retire(old)
-                    auth = await self.payments.authorize(provider, budget * TAB_CALLS, JOB, ttl=TAB_TTL, hold=0)
+                    auth = await self.payments.authorize(provider, budget * TAB_CALLS + compile_room(), JOB,
+                                                         ttl=TAB_TTL, hold=0)
                     self.payments.keep_off(auth.id)  # the retry closes no tab still open (until `_close`)
                     opened = OpenTab(provider, auth, price)
                     try:
