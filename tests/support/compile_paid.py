@@ -1,7 +1,7 @@
 """Two nodes strangers to each other, a gateway and the provider its work runs on, for the tests of a pushed module's
-compile paid with the tab of the work that asked for it (tests/compute/test_compute_compile_paid.py): the provider
-extends the gateway a credit line only once its user recognises it, and can be made to lie in the receipts it
-countersigns."""
+compile paid with the tab of the work that asked for it (tests/compute/test_compute_compile_paid.py, calls;
+tests/compute/test_jobs_compile_paid.py, jobs): the provider extends the gateway a credit line only once its user
+recognises it, and can be made to lie in the receipts it countersigns."""
 
 from __future__ import annotations
 

@@ -306,10 +306,12 @@ class PaidCompute:
                        **facts, **fields(trap))
         return run
 
-    async def push(self, url: str, provider: str, call: InvokeCall) -> None:
-        """Send `provider` the module of work it was matched for and lacks (it answered module-not-found)."""
+    async def push(self, url: str, provider: str, call: InvokeCall, tab: Any = None) -> None:
+        """Send `provider` the module of work it was matched for and lacks (it answered module-not-found), its compile
+        charged on `tab` (the work's: GatewayTabs.compile_on) if given."""
         await push_module(self.client, url, provider, lambda: self.compute.store.wasm(bytes.fromhex(call.module)),
-                          call.wasi)
+                          call.wasi, None if tab is None else functools.partial(self.gateway_tabs.compile_on, tab,
+                                                                                call.module))
 
     # --- the provider's side -------------------------------------------------------------------
     async def _run_on_tab(self, gateway: str, call: InvokeCall, price: int, deal: dict, auth,
