@@ -1259,14 +1259,15 @@ async def test_a_stop_while_a_provider_runs_a_job_or_its_outputs_are_fetched_pay
 @pytest.mark.parametrize("stop", ["graceful", "tab-left-pending"])
 async def test_a_stop_while_a_jobs_bytes_are_sent_pays_nothing_and_the_start_tells_the_provider_to_forget_it(
         node_factory, monkeypatch, stop) -> None:
-    """Nothing ran: the job's tab is dropped, and the provider, which holds the job (a place of its sender's quota,
-    its budget reserved), is told to forget it at the start rather than keep it until it drops it itself.  A stop
-    that left the tab pending (a kill -9 before it was dropped) is the same: the provider, asked for the run's answer,
-    has not all its bytes."""
+    """Nothing ran: the job's tab is closed for a receipt of the compile of the module pushed for it alone, paid, and
+    the provider gives up the job it holds (a place of its sender's quota, its budget reserved) as that close is
+    answered.  A stop that left the tab pending (a kill -9 before it was closed): the provider, asked for the run's
+    answer at the start, has not all its bytes, is told to forget the job, and the tab is dropped, its compile with
+    it."""
     gateway, (provider,) = await network(node_factory)
     module = await deploy(gateway, "outputs", wasi=True)
     jobs = gateway.app[NODE].jobs
-    reached = asyncio.Event()
+    reached, start = asyncio.Event(), balances(gateway, provider)
 
     async def then_the_stop(*args, **kwargs):
         reached.set()
@@ -1282,11 +1283,14 @@ async def test_a_stop_while_a_jobs_bytes_are_sent_pays_nothing_and_the_start_tel
         with contextlib.suppress(asyncio.CancelledError):
             await running
     (jid,) = [j["id"] for j in jobs.records.all_jobs()]
-    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 1}
     ledger = gateway.app[NODE].ledger
     if stop == "graceful":
-        await eventually_async(lambda: ledger.pending() == [], "the job's tab dropped")
+        await eventually_async(lambda: ledger.pending() == [], "the job's tab closed, its compile paid")
+        compile = compiled(jobs.records.load(jid), "outputs")
+        assert balances(gateway, provider) == (start[0] - compile, start[1] + compile)
+        assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}  # given up as its tab's close was answered
     else:
+        assert provider.app[NODE].hosted_jobs.status() == {"hosted": 1}
         assert len(ledger.pending()) == 1
     before = balances(gateway, provider)
     await close_node(gateway)
