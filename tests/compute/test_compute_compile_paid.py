@@ -12,7 +12,7 @@ import os
 import time
 
 from tests.support.attacks import INVOKE_PRICE
-from tests.support.compile_paid import GATEWAY, compiled, countersigning, pair, strikes
+from tests.support.compile_paid import GATEWAY, compiled, pair, refused_on_the_last
 from tests.support.compute import invoke, module_id, wasm
 from tests.support.jobs import balances, settled
 from tests.support.nodes import close_node
@@ -106,17 +106,11 @@ async def _refused(node_factory, monkeypatch, change, *, tabs: int = 1) -> None:
     """`b` countersigns its receipts as `change` makes them: `a` pays the tab that asked for the push only if the
     lie is on a later tab (`tabs` of them, the last lied about), and never the one lied about; `b` is struck."""
     a, b, module = await pair(node_factory)
-    struck = strikes(a, monkeypatch)
-    before = balances(a, b)
-    charges = []
-    for n in range(tabs):
-        if n == tabs - 1:
-            countersigning(b, monkeypatch, change)
-        charges.append((await _add(a, b, module))["charge"])
-        await settled(a)
-    honest = sum(charges[:-1]) + (COMPILED if tabs > 1 else 0)
-    assert before[0] - balances(a, b)[0] == honest
-    assert a.app[NODE].paid.gateway_tabs.refused_receipts == 1 and struck == [b.app[IDENTITY].id]
+
+    async def call() -> int:
+        return (await _add(a, b, module))["charge"]
+
+    await refused_on_the_last(a, b, monkeypatch, change, call, tabs, COMPILED)
 
 
 async def test_a_compile_claimed_above_its_price_is_not_paid(node_factory, monkeypatch) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.compile_paid import compiled, countersigning, line, pair, strikes
+from tests.support.compile_paid import compiled, line, pair, refused_on_the_last
 from tests.support.jobs import balances, run_job, settled
 from xsc.compute import sent_jobs
 from xsc.errors import PeerRefused
@@ -81,14 +81,8 @@ async def test_a_compile_a_job_tab_did_not_allow_is_not_paid_and_its_provider_st
                                                                                       change, jobs: int) -> None:
     """`b` lies in the receipt of the last of `jobs` jobs (the first pushed the module): that tab is not paid."""
     a, b, module = await pair(node_factory, module="wc", wasi=True)
-    struck = strikes(a, monkeypatch)
-    before = balances(a, b)
-    charges = []
-    for n in range(jobs):
-        if n == jobs - 1:
-            countersigning(b, monkeypatch, change)
-        charges.append((await _job(a, b, module))["charge"])
-        await settled(a)
-    honest = sum(charges[:-1]) + (COMPILED if jobs > 1 else 0)
-    assert before[0] - balances(a, b)[0] == honest
-    assert a.app[NODE].paid.gateway_tabs.refused_receipts == 1 and struck == [b.app[IDENTITY].id]
+
+    async def job() -> int:
+        return (await _job(a, b, module))["charge"]
+
+    await refused_on_the_last(a, b, monkeypatch, change, job, jobs, COMPILED)

@@ -51,6 +51,23 @@ def countersigning(b, monkeypatch, change) -> None:
     monkeypatch.setattr(ledger, "countersign", lying)
 
 
+async def refused_on_the_last(a, b, monkeypatch, change, work, times: int, compile: int) -> None:
+    """`work()` (a call or a job of `a`'s on `b`: its charge) done `times` times, each tab settled, `b` countersigning
+    the last one's receipt as `change(amount, usage)` makes it: `a` pays the tabs before the last (the first of them
+    with the `compile` of the module pushed for it) and never the one lied about; `b` is struck."""
+    from tests.support.jobs import balances, settled
+
+    struck = strikes(a, monkeypatch)
+    before, charges = balances(a, b)[0], []
+    for n in range(times):
+        if n == times - 1:
+            countersigning(b, monkeypatch, change)
+        charges.append(await work())
+        await settled(a)
+    assert before - balances(a, b)[0] == sum(charges[:-1]) + (compile if times > 1 else 0)
+    assert a.app[NODE].paid.gateway_tabs.refused_receipts == 1 and struck == [b.app[IDENTITY].id]
+
+
 def strikes(a, monkeypatch) -> list[str]:
     """The nodes `a` strikes from now on, in order (struck for nothing else)."""
     struck: list[str] = []
