@@ -824,8 +824,9 @@ def _when(record: dict) -> float:
 
 
 def _paid_by_authorization(http: Http, account: str = "client") -> dict[str, list[int]]:
-    """What the node's client account paid under each authorization, from its whole chain, oldest first (its node
-    account: what it was paid, each amount negative)."""
+    """What the node's client account paid for runs under each authorization, from its whole chain, oldest first (its
+    node account: what it was paid, each amount negative): less what a receipt says was for compiling a module pushed
+    to its provider (usage `compiles`, which the paying gateway holds to the price it computes itself)."""
     paid: dict[str, list[int]] = {}
     start: int | None = 1
     while start is not None:
@@ -833,7 +834,9 @@ def _paid_by_authorization(http: Http, account: str = "client") -> dict[str, lis
         if status != 200:
             break
         for entry in page.get("entries", []):
-            paid.setdefault(entry.get("authorization") or "", []).append(-(entry.get("delta") or 0))
+            delta, compiles = entry.get("delta") or 0, (entry.get("usage") or {}).get("compiles", 0)
+            runs = delta + compiles if delta < 0 else delta - compiles if delta > 0 else 0  # the compile left out
+            paid.setdefault(entry.get("authorization") or "", []).append(-runs)
         start = page.get("next")
     return paid
 

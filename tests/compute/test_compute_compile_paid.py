@@ -12,7 +12,8 @@ import os
 import time
 
 from tests.support.attacks import INVOKE_PRICE
-from tests.support.compute import deploy, invoke, module_id, peer_with_provider, wasm
+from tests.support.compile_paid import GATEWAY, compiled, pair, refused_on_the_last
+from tests.support.compute import invoke, module_id, wasm
 from tests.support.jobs import balances, settled
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
@@ -24,23 +25,7 @@ from xsc.net.compute import INVOKE_PATH, MODULES_PATH, TAB_CLOSE_PATH
 from xsc.node import CLIENT_IDENTITY, IDENTITY
 from xsc.node.appkeys import NODE
 
-QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
-PRICE = 40  # per million fuel: the provider's only ask and the gateway's bid
-COMPILED = compile_price(len(wasm("add")), PRICE)
-NO_MEMORY_PRICE = {"compute": {"memory_price": 0}}  # a call's budget is then its fuel's price alone
-
-
-async def _pair(node_factory, name: str = "a"):
-    """A stranger's gateway `a` (it offers no compute: its calls run on `b`) and the provider `b`, which gives no
-    credit to strangers and a credit line to `a` once its user recognises it; the module `add` deployed on `a`."""
-    a = await node_factory(name, **QUIET, market={"offer_compute": False, "compute_bid": PRICE}, **NO_MEMORY_PRICE)
-    b = await node_factory("b", **QUIET, ledger={"stranger_credit": 0}, **NO_MEMORY_PRICE,
-                           market={"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE})
-    await peer_with_provider(a, b)
-    response = await b.post("/v1/market/recognize", json={"peer": a.app[IDENTITY].id, "weight": "1",
-                                                          "credit": 10**9})
-    assert response.status == 200, await response.text()
-    return a, b, await deploy(a, "add")
+COMPILED = compiled("add")
 
 
 async def _add(a, b, module: str) -> dict:
@@ -49,25 +34,8 @@ async def _add(a, b, module: str) -> dict:
     return body
 
 
-def _countersigning(b, monkeypatch, change) -> None:
-    """`b` countersigns each tab's receipt as `change(amount, usage)` makes it (a provider that lies)."""
-    ledger = b.app[NODE].ledger
-    honest = ledger.countersign
-
-    async def lying(payee, authorization, amount, usage, **kwargs):
-        return await honest(payee, authorization, *change(amount, dict(usage)), **kwargs)
-
-    monkeypatch.setattr(ledger, "countersign", lying)
-
-
-def _strikes(a, monkeypatch) -> list[str]:
-    struck: list[str] = []
-    monkeypatch.setattr(a.app[NODE].quarantine, "strike", lambda node, why, **kw: struck.append(node) or False)
-    return struck
-
-
 async def test_a_pushed_modules_compile_is_paid_with_the_tab_that_asked_for_it(node_factory) -> None:
-    a, b, module = await _pair(node_factory)
+    a, b, module = await pair(node_factory)
     before = balances(a, b)
     body = await _add(a, b, module)
     await settled(a)  # every tab of `a` closed and paid
@@ -90,7 +58,7 @@ async def test_a_pushed_modules_compile_is_paid_with_the_tab_that_asked_for_it(n
 
 
 async def test_a_gateway_that_stops_before_paying_pays_the_compile_after_its_restart(node_factory) -> None:
-    a, b, module = await _pair(node_factory)
+    a, b, module = await pair(node_factory)
     a.app[NODE].paid.gateway_tabs.interval = 3600  # its tab stays open until the stop
     before = balances(a, b)
     body = await _add(a, b, module)
@@ -98,7 +66,7 @@ async def test_a_gateway_that_stops_before_paying_pays_the_compile_after_its_res
     [pending] = (await (await a.get("/v1/ledger/payments")).json())["pending"]
     assert pending["amount"] == body["charge"] + COMPILED, pending
     await close_node(a)  # the tab is left to the next start, its tally (with the compile it allowed) on disk
-    a = await node_factory("a", **QUIET, market={"offer_compute": False, "compute_bid": PRICE}, **NO_MEMORY_PRICE,
+    a = await node_factory("a", **GATEWAY,
                            ledger={"settle_retry_interval": 0.3})
     await eventually_async(lambda: a.app[NODE].ledger.pending() == [], "the tab paid by the retry", 30)
     assert before[0] - balances(a, b)[0] == body["charge"] + COMPILED
@@ -107,7 +75,7 @@ async def test_a_gateway_that_stops_before_paying_pays_the_compile_after_its_res
 
 async def test_a_receipt_without_compiles_is_an_older_providers_and_is_paid_as_it_says(node_factory,
                                                                                        monkeypatch) -> None:
-    a, b, module = await _pair(node_factory)
+    a, b, module = await pair(node_factory)
     pushes = b.app[NODE].paid.pushes
     receive = pushes.receive
     # An older provider does not know a push's tab: it charges the compile on the line alone.
@@ -120,33 +88,29 @@ async def test_a_receipt_without_compiles_is_an_older_providers_and_is_paid_as_i
     assert a.app[NODE].ledger.held(a.app[CLIENT_IDENTITY].public_key) == 0  # the compile it held for is released
 
 
-async def test_a_compile_its_tab_has_no_room_for_is_charged_on_the_line_alone(node_factory) -> None:
-    a, b, module = await _pair(node_factory)
+async def test_a_tab_opened_by_a_call_of_little_fuel_has_room_for_its_modules_compile(node_factory) -> None:
+    a, b, module = await pair(node_factory)
     before = balances(a, b)
-    # A call of so little fuel that its tab's cap (16 such budgets) is less than the compile: the push names no tab.
+    # A call of so little fuel that 16 such budgets are less than the compile: its tab was opened with room for it.
     status, body = await invoke(a, module, "add", 1, 2, fuel=1000)
     assert status == 200 and body["provider"] == b.app[IDENTITY].id, body
+    assert 16 * body["charge"] < COMPILED
     await settled(a)
-    assert before[0] - balances(a, b)[0] == body["charge"] and a.app[NODE].paid.gateway_tabs.refused_receipts == 0
+    assert before[0] - balances(a, b)[0] == body["charge"] + COMPILED
+    assert a.app[NODE].paid.gateway_tabs.refused_receipts == 0
     line = b.app[NODE].trust.line(a.app[IDENTITY].id)
-    assert (line["used"], line["paid"]) == (body["charge"] + COMPILED, body["charge"]), line  # as an older gateway's
+    assert (line["used"], line["paid"]) == (body["charge"] + COMPILED,) * 2, line
 
 
 async def _refused(node_factory, monkeypatch, change, *, tabs: int = 1) -> None:
     """`b` countersigns its receipts as `change` makes them: `a` pays the tab that asked for the push only if the
     lie is on a later tab (`tabs` of them, the last lied about), and never the one lied about; `b` is struck."""
-    a, b, module = await _pair(node_factory)
-    struck = _strikes(a, monkeypatch)
-    before = balances(a, b)
-    charges = []
-    for n in range(tabs):
-        if n == tabs - 1:
-            _countersigning(b, monkeypatch, change)
-        charges.append((await _add(a, b, module))["charge"])
-        await settled(a)
-    honest = sum(charges[:-1]) + (COMPILED if tabs > 1 else 0)
-    assert before[0] - balances(a, b)[0] == honest
-    assert a.app[NODE].paid.gateway_tabs.refused_receipts == 1 and struck == [b.app[IDENTITY].id]
+    a, b, module = await pair(node_factory)
+
+    async def call() -> int:
+        return (await _add(a, b, module))["charge"]
+
+    await refused_on_the_last(a, b, monkeypatch, change, call, tabs, COMPILED)
 
 
 async def test_a_compile_claimed_above_its_price_is_not_paid(node_factory, monkeypatch) -> None:

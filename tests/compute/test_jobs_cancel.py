@@ -134,7 +134,7 @@ def _credits(micro: int) -> str:
 
 
 async def test_a_job_on_a_provider_is_stopped_there_by_its_sender_alone_and_paid_what_it_used_once(node_factory):
-    from tests.support.jobs import balances, network, settle, verified
+    from tests.support.jobs import balances, compiled, network, settle, verified
     from xsc.compute import sent_jobs
     from xsc.errors import PeerRefused
     from xsc.node import IDENTITY
@@ -170,8 +170,9 @@ async def test_a_job_on_a_provider_is_stopped_there_by_its_sender_alone_and_paid
     assert cancelled["charge"] <= budget  # what it used up to the stop, metered by the provider, within its budget
     assert [p["provider"] for p in cancelled["paid_on"]] == [runner.app[IDENTITY].id], cancelled
     await settle(gateway)
+    owed = cancelled["charge"] + compiled(job, "spin")  # what it used, and compiling the module pushed to it
     after = balances(gateway, runner)
-    assert (after[0] - before[0], after[1] - before[1]) == (-cancelled["charge"], cancelled["charge"])  # once
+    assert (after[0] - before[0], after[1] - before[1]) == (-owed, owed)  # once
     assert runner.app[NODE].hosted_jobs.status() == {"hosted": 0}
     assert runner.app[NODE].trust.line(gateway.app[IDENTITY].id)["reserved"] == 0
     await verified(gateway)
@@ -196,7 +197,7 @@ async def test_a_job_whose_provider_answers_neither_its_cancel_nor_its_run_ends_
                                                                                                 monkeypatch):
     """Its provider silent (its run's request, and its cancel's, never answered): the job ends `cancelled` once the
     cancel's grace has passed (job_cancels.CANCEL_GRACE), not at its run request's own timeout."""
-    from tests.support.jobs import balances, network, settle, verified
+    from tests.support.jobs import balances, compiled, network, settle, verified
     from xsc.compute import job_cancels, provider_stops, sent_jobs
     from xsc.errors import PeerUnreachable
 
@@ -229,7 +230,7 @@ async def test_a_provider_whose_answer_to_a_cancel_comes_past_its_grace_is_not_p
         node_factory, monkeypatch) -> None:
     """The provider stops the run and signs its `cancelled` record, but its answer is held past the cancel's grace:
     the job ends `cancelled` then, nothing paid, and the record the provider signed is not paid either."""
-    from tests.support.jobs import balances, network, settle, verified
+    from tests.support.jobs import balances, compiled, network, settle, verified
     from xsc.compute import job_cancels, sent_jobs
 
     monkeypatch.setattr(job_cancels, "CANCEL_GRACE", 1.0)
@@ -283,7 +284,7 @@ async def test_a_tagged_request_names_the_job_it_runs_while_it_runs_and_no_other
 
 async def test_a_job_cancelled_while_its_bytes_go_to_its_provider_never_runs_there_and_pays_nothing(node_factory,
                                                                                                    monkeypatch):
-    from tests.support.jobs import balances, network, settle, verified
+    from tests.support.jobs import balances, compiled, network, settle, verified
     from xsc.compute import sent_jobs
     from xsc.node import IDENTITY
 
@@ -301,6 +302,7 @@ async def test_a_job_cancelled_while_its_bytes_go_to_its_provider_never_runs_the
     running = asyncio.ensure_future(run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"a b\n" * 1000))
     await sending.wait()
     (jid,) = [j["id"] for j in (await (await gateway.get("/v1/compute/jobs")).json())["jobs"]]
+    sent = (await (await gateway.get(f"/v1/compute/jobs/{jid}")).json())
     cancel = asyncio.ensure_future(gateway.post(f"/v1/compute/jobs/{jid}/cancel"))
     await eventually_async(lambda: provider.app[NODE].hosted_jobs.status() == {"hosted": 0},
                            "the provider to drop the job")  # cancelled by its sender before it ran
@@ -312,7 +314,10 @@ async def test_a_job_cancelled_while_its_bytes_go_to_its_provider_never_runs_the
     assert job["error"] == "its user cancelled it before it ran: nothing is charged", job
     assert provider.app[NODE].trust.line(gateway.app[IDENTITY].id)["reserved"] == 0
     await settle(gateway)
-    assert balances(gateway, provider) == before and gateway.app[NODE].ledger.pending() == []
+    # Nothing ran; compiling the module pushed for it was done, its price held before the push: that is paid.
+    compile = compiled(sent, "wc")
+    assert balances(gateway, provider) == (before[0] - compile, before[1] + compile)
+    assert gateway.app[NODE].ledger.pending() == []
     await verified(gateway)
 
 
@@ -322,7 +327,7 @@ async def test_a_cancel_cuts_the_sending_of_a_jobs_large_input_at_once_and_nothi
     it until the test's end: only the send's own timeout, peers.request_timeout, 10 s, would end it).  The cancel cuts
     that send at once: the job ends `cancelled` before it ran while that send is still stalled, nothing more sent, the
     provider holding nothing of it (the cancel itself dropped it there) and nothing paid."""
-    from tests.support.jobs import balances, network, settle, verified
+    from tests.support.jobs import balances, compiled, network, settle, verified
     from xsc.compute import sent_jobs
     from xsc.node import IDENTITY
     from xsc.node.http import hosted_jobs as route
@@ -349,6 +354,7 @@ async def test_a_cancel_cuts_the_sending_of_a_jobs_large_input_at_once_and_nothi
     await stalled.wait()
     (jid,) = [j["id"] for j in (await (await gateway.get("/v1/compute/jobs")).json())["jobs"]]
     sending = list(sent)
+    compile = compiled(await (await gateway.get(f"/v1/compute/jobs/{jid}")).json(), "wc")  # of the module pushed
     response = await gateway.post(f"/v1/compute/jobs/{jid}/cancel")
     job = await response.json()
     assert response.status == 200 and job["state"] == "cancelled" and not release.is_set(), job  # the send still stalled
@@ -361,7 +367,9 @@ async def test_a_cancel_cuts_the_sending_of_a_jobs_large_input_at_once_and_nothi
     release.set()  # the stalled piece's request, cut by its sender, is taken by no job
     await settle(gateway)
     assert sent == sending == [0, 1 << 20], sent  # nothing sent once the cancel came
-    assert balances(gateway, provider) == before and gateway.app[NODE].ledger.pending() == []
+    # Nothing ran: compiling the module pushed for it alone is paid.
+    assert balances(gateway, provider) == (before[0] - compile, before[1] + compile)
+    assert gateway.app[NODE].ledger.pending() == []
     assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}
     await verified(gateway)
     await verified(provider)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.compute import WASM
-from tests.support.jobs import provider_pair
+from tests.support.jobs import compiled, provider_pair
 from tests.support.nodes import kill_all, start_xsc
 from tests.support.peers import api, node_id
 from tests.support.waiting import eventually
@@ -60,10 +60,11 @@ def _settled(gateway, jid: str) -> dict:
 
 
 def _paid_once(gateway, provider, job: dict) -> None:
-    """The job's provider paid its charge, once, and told to forget the job; each ledger verified."""
+    """The job's provider paid its charge and compiling the module pushed to it, once, and told to forget the job;
+    each ledger verified."""
     eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
                "the job's payment settled", timeout=120)
-    assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == job["charge"]
+    assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == job["charge"] + compiled(job, "spin")
     eventually(lambda: api(provider, "GET", "/v1/node/status")[1]["hosted_jobs"]["hosted"] == 0,
                "the provider told to forget the job", timeout=120)
     _verified(gateway, provider)
@@ -113,7 +114,9 @@ def test_a_provider_killed_as_a_cancel_stops_its_run_leaves_the_job_cancelled_an
         assert answered == (job.get("charge", 0) > 0) and answered == ("did not answer" not in job["error"]), job
         eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
                    "the job's tab paid or dropped", timeout=120)
-        assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == job.get("charge", 0)
+        # Answered, with compiling the module pushed to it (its tab paid); unanswered, its tab dropped whole.
+        owed = job["charge"] + compiled(job, "spin") if answered else 0
+        assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == owed
         assert api(provider, "GET", "/v1/node/status")[1]["hosted_jobs"]["hosted"] == 0
         _verified(gateway, provider)
     finally:

@@ -13,7 +13,8 @@ import pytest
 
 from tests.support.cli import ok, xsc_in_process
 from tests.support.compute import deploy
-from tests.support.jobs import balances, balances_of, network, paid_since, run_job, settle, settled, verified
+from tests.support.jobs import (balances, balances_of, compiled, compiled_for, network, paid_since, run_job, settle,
+                                settled, verified)
 from tests.support.waiting import eventually_async
 from xsc import keys
 from xsc.compute import job_cancels, provider_stops, sent_jobs
@@ -70,9 +71,11 @@ async def test_a_replicated_job_cancelled_stops_every_replica_and_pays_each_what
     with gateway.app[NODE].db.iterator(prefix=keys.JOB_OUTPUTS) as links:
         assert list(links) == []  # no lineage for it
     await settle(gateway)
+    # Each once, what it used and compiling the module pushed to it.
+    owed = {p: r["charge"] + compiled(job["replicating"][p], "spin") for p, r in replicas.items()}
     paid = paid_since(gateway, providers, before)
-    assert paid == {p: replicas.get(p, {}).get("charge", 0) for p in paid}, paid  # each once, what it used
-    assert balances(gateway, busy[0])[0] - before[busy[0].app[IDENTITY].id][0] == -cancelled["charge"]
+    assert paid == {p: owed.get(p, 0) for p in paid}, paid
+    assert balances(gateway, busy[0])[0] - before[busy[0].app[IDENTITY].id][0] == -sum(owed.values())
     for runner in busy:
         assert runner.app[NODE].hosted_jobs.status() == {"hosted": 0}
         assert runner.app[NODE].trust.line(gateway.app[IDENTITY].id)["reserved"] == 0
@@ -141,8 +144,8 @@ async def test_a_cancelled_replica_whose_record_does_not_hold_is_struck_and_not_
     status, told = await running
     assert (status, told["code"]) == (409, "job-cancelled"), told
     await settled(gateway)
-    paid = paid_since(gateway, providers, before)
-    assert paid == {honest: cancelled["charge"], liar: 0}, paid
+    paid = paid_since(gateway, providers, before)  # the honest one with compiling the module pushed to it
+    assert paid == {honest: cancelled["charge"] + compiled(job["replicating"][honest], "spin"), liar: 0}, paid
     for node in (gateway, *providers):
         await verified(node)
 
@@ -185,8 +188,8 @@ async def test_a_replica_whose_provider_stays_silent_is_given_up_unpaid_and_the_
     assert replicas[other]["paid"] and cancelled["charge"] == replicas[other]["charge"] > 0, replicas
     assert (await running)[1]["code"] == "job-cancelled"
     await settled(gateway)
-    paid = paid_since(gateway, providers, before)
-    assert paid == {other: cancelled["charge"], silent: 0}, paid
+    paid = paid_since(gateway, providers, before)  # the other with compiling the module pushed to it
+    assert paid == {other: cancelled["charge"] + compiled(job["replicating"][other], "spin"), silent: 0}, paid
     for node in (gateway, *providers):
         await verified(node)
     providers[0].app[NODE].hosted_jobs.cut_short()  # (its run goes on there, unasked: stopped rather than waited for)
@@ -274,8 +277,10 @@ async def test_a_replica_that_answered_before_the_cancel_is_paid_as_it_answered_
     with gateway.app[NODE].db.iterator(prefix=keys.JOB_OUTPUTS) as links:
         assert list(links) == []
     await settle(gateway)
-    paid = paid_since(gateway, (quick, held), before)
-    assert paid == {p: r["charge"] for p, r in replicas.items()}, paid
+    paid = paid_since(gateway, (quick, held), before)  # each with compiling the module pushed to it
+    nodes = {p.app[IDENTITY].id: p for p in (quick, held)}
+    assert paid == {p: r["charge"] + await compiled_for(nodes[p], r["provenance"], "slow")
+                    for p, r in replicas.items()}, paid
     for node in (gateway, quick, held):
         await verified(node)
 
@@ -337,7 +342,9 @@ async def _each_paid_its_own(gateway, providers, jid: str, before: dict) -> dict
     assert cancelled["charge"] == sum(r["charge"] for r in replicas.values()), cancelled
     await owed_paid(gateway, cancelled)
     paid = paid_since(gateway, providers, before)
-    assert paid == {p: r["charge"] for p, r in replicas.items()}, paid
+    nodes = {p.app[IDENTITY].id: p for p in providers}  # each with compiling the module pushed to it
+    assert paid == {p: r["charge"] + await compiled_for(nodes[p], r["provenance"], "spin")
+                    for p, r in replicas.items()}, paid
     for node in (gateway, *providers):
         await verified(node)
     return cancelled

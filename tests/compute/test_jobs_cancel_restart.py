@@ -12,7 +12,7 @@ import logging
 import threading
 
 from tests.support.compute import deploy
-from tests.support.jobs import (QUIET, balances, network, owed_paid, read_file, reading, running_on, settle,
+from tests.support.jobs import (QUIET, balances, compiled, network, owed_paid, read_file, reading, running_on, settle,
                                 settled, verified)
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
@@ -154,7 +154,7 @@ async def test_a_start_that_resumes_a_cancelled_jobs_stored_answer_logs_no_failu
     assert job["state"] == "cancelled" and job["executions"] == 1 and job["charge"] > 0, job
     assert [r.getMessage() for r in caplog.records if r.name == remote_recovery.__name__] == []
     await settle(gateway)
-    assert balances(gateway, provider)[1] == job["charge"]
+    assert balances(gateway, provider)[1] == job["charge"] + compiled(job, "spin")  # (the module pushed to it)
 
 
 async def test_a_provider_that_signs_its_run_cancelled_when_its_sender_never_cancelled_it_is_struck_and_unpaid(
@@ -249,7 +249,8 @@ async def test_a_run_that_ended_by_itself_before_the_starts_cancel_is_paid_once_
     (record,) = [r["record"] for r in runs if r["record"].get("job", {}).get("id") == job["id"]]
     assert record["outcome"] == "ok" and record["charge"] == job["charge"], record
     await owed_paid(gateway, job)
-    assert balances(gateway, provider)[1] - before[1] == job["charge"]  # its one record, once
+    # Its one record, once, and compiling the module pushed to it.
+    assert balances(gateway, provider)[1] - before[1] == job["charge"] + compiled(job, "outputs")
     for node in (gateway, provider):
         await verified(node)
 
@@ -280,7 +281,8 @@ async def test_a_cancel_that_comes_as_the_provider_writes_a_piece_of_the_job_dro
         node_factory, monkeypatch) -> None:
     """The provider is writing a piece of the job's bytes to its disk as the cancel comes: it cannot drop the job
     under that write, so says it did not run it and drops it once the write is done (its tab, closed unpaid, says it
-    will never be asked to); the job was cancelled before it ran, nothing paid, nothing reserved left."""
+    will never be asked to); the job was cancelled before it ran, nothing of a run paid (compiling the module pushed
+    for it is), nothing reserved left."""
     gateway, provider, module = await _pair(node_factory, "wc")
     real_write, writing, written = hosted_data.write, threading.Event(), threading.Event()
 
@@ -295,6 +297,7 @@ async def test_a_cancel_that_comes_as_the_provider_writes_a_piece_of_the_job_dro
     running = asyncio.ensure_future(jobs.run({"module": module, "stdin": "-"}, reading(b"a b\n" * 1000)))
     await asyncio.to_thread(writing.wait, 60)
     (jid,) = [j["id"] for j in jobs.records.all_jobs()]
+    compile = compiled(jobs.records.load(jid), "wc")
     try:
         cancelled = await jobs.cancel(jid)
         assert provider.app[NODE].hosted_jobs.status() == {"hosted": 1}  # its piece still being written
@@ -308,6 +311,6 @@ async def test_a_cancel_that_comes_as_the_provider_writes_a_piece_of_the_job_dro
     assert provider.app[NODE].compute.admitted == 0
     assert provider.app[NODE].trust.line(gateway.app[IDENTITY].id)["reserved"] == 0
     await settled(gateway)
-    assert balances(gateway, provider) == before
+    assert balances(gateway, provider) == (before[0] - compile, before[1] + compile)
     for node in (gateway, provider):
         await verified(node)

@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.compute import deploy
 from tests.support.disks import tmpfs
-from tests.support.jobs import network, run_job
+from tests.support.jobs import compiled, network, run_job, settled
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc.compute import hosted_jobs, sent_jobs
@@ -139,12 +139,15 @@ async def test_a_job_its_provider_stops_while_it_runs_ends_stopped_unrecorded_an
         provider = await eventually_async(lambda: spinning(left), "the job running on a provider")
         left.remove(provider)
         node = provider.app[NODE]
+        (listed,) = (await (await gateway.get("/v1/compute/jobs")).json())["jobs"]
+        sent = await (await gateway.get(f"/v1/compute/jobs/{listed['id']}")).json()
         ends.clear()  # (the market's checks of the sender before the job reserve and release too)
         await node.hosted_jobs.close()  # the stop's part of jobs, before the journal and the ledger close
         (tab_end, line_end) = ends  # given back once, by the run that held it, before the stop went on
         assert (tab_end[0], line_end[0]) == ("tab", "line") and tab_end[1:] == line_end[1:] == (tab_end[1], None)
         assert node.trust.line(sender)["reserved"] == 0 and node.hosted_jobs.status() == {"hosted": 0}
-        assert node.paid.provider_tabs.kept == 0
+        # Of the job, only compiling the module pushed to it was used: its tab pays it (the run was charged nothing).
+        assert node.trust.line(sender)["used"] == compiled(sent, "spin")
         records = (await (await provider.get("/v1/compute/provenance?limit=100")).json())["records"]
         assert not [r for r in records if "job" in r["record"]], records  # nothing of it recorded
     status, problem = await running
@@ -156,6 +159,10 @@ async def test_a_job_its_provider_stops_while_it_runs_ends_stopped_unrecorded_an
     assert job["state"] == "interrupted" and job["outputs"] == [], job
     assert job["error"] == ("its provider stopped while it ran, and no other provider took it: nothing is paid"
                             ) and job["error_hint"] == problem["hint"], job
+    await settled(gateway)  # the job's tabs, each holding the compile of the module pushed to its provider, paid
+    for provider in providers:
+        line = provider.app[NODE].trust.line(sender)
+        assert line["used"] == line["paid"] > 0 and provider.app[NODE].paid.provider_tabs.kept == 0, line
     assert gateway.app[NODE].ledger.holding() == {}
 
 
@@ -189,7 +196,9 @@ async def test_a_run_holds_its_providers_stop_saying_so_and_a_forced_stop_cuts_i
         closing.cancel()
     assert [run for _, run in ends] == [None]  # its tab given back once, charged nothing
     assert node.trust.line(sender)["reserved"] == 0 and node.hosted_jobs.status() == {"hosted": 0}
-    assert node.paid.provider_tabs.kept == 0
+    # Its tab is kept holding the compile of the module pushed for the job alone, which only it pays (its sender, cut
+    # off mid-run, drops it: a run whose answer never came is not paid).
+    assert node.paid.provider_tabs.kept == 1
     assert "cutting short 1 request in flight (POST /v1/peer/compute/jobs/{job}/run)" in caplog.text
     status, problem = await asyncio.wait_for(running, HANG)  # its sender saw the provider go away mid-run
     assert status == 502 and "was cut short" in problem["detail"], problem

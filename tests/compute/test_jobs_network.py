@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from tests.support.compute import WASM
-from tests.support.jobs import provider_pair
+from tests.support.jobs import compiled, provider_pair
 from tests.support.nodes import kill_all, start_xsc
 from tests.support.peers import FAST, api, http, joined_at_once, node_id, start_star, wait_for_storage_offers
 from tests.support.waiting import eventually
 from xsc.compute.jobspec import job_id, parse_job
+from xsc.compute.provider_tabs import compile_price
 
 
 @pytest.mark.slow
@@ -96,12 +97,18 @@ def test_a_map_of_100_inputs_spreads_over_the_providers_and_survives_one_killed(
         assert len(ran_on) >= 3 and ids[0] not in ran_on  # spread over the providers; none ran on the gateway
 
         # Paid once each: once the tabs with the live providers are settled, what the gateway's user paid is the
-        # sum of the jobs' charges less those of the killed provider's jobs whose tab it could not close.
+        # sum of the jobs' charges, and the compile of the module pushed to each provider that ran one, each on the
+        # tab of the job it was pushed for, once, at a price the providers ask.
         victim.start()
         eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
                    "every job's payment settled", timeout=120)
         paid = -api(gateway, "GET", "/v1/ledger/accounts/client")[1]["balance"]
-        assert paid == sum(r["charged"] for r in manifest["results"])
+        history = api(gateway, "GET", "/v1/ledger/accounts/client/history?limit=1000")[1]["entries"]
+        compiles = [e["usage"]["compiles"] for e in history if e["kind"] == "payment" and "compiles" in e["usage"]]
+        size = len((WASM / "sha256.wasm").read_bytes())
+        assert len(ran_on) - 1 <= len(compiles) <= len(providers), compiles  # (the killed one's may be unpaid)
+        assert set(compiles) <= {compile_price(size, price) for price in range(10, 41)}, compiles
+        assert paid == sum(r["charged"] for r in manifest["results"]) + sum(compiles)
         for node in nodes:
             status, report = api(node, "GET", "/v1/ledger/verify")
             assert status == 200 and report["ok"], report
@@ -132,7 +139,10 @@ def test_a_gateway_killed_while_it_stores_a_remote_jobs_outputs_stores_them_at_r
         assert _jobs_run(provider) == 1  # not run again
         eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
                    "the job's payment settled", timeout=120)
-        assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == job["charge"] > 0  # paid once
+        # Paid once: its charge, and compiling the module pushed to it.
+        owed = job["charge"] + compiled(job, "outputs")
+        assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == owed
+        assert job["charge"] > 0
         for node in (gateway, provider):
             status, report = api(node, "GET", "/v1/ledger/verify")
             assert status == 200 and report["ok"], report
@@ -162,7 +172,10 @@ def test_a_gateway_killed_while_it_fetches_a_remote_jobs_outputs_fetches_them_ag
         assert _jobs_run(provider) == 1  # not run again
         eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
                    "the job's payment settled", timeout=120)
-        assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == job["charge"] > 0  # paid once
+        # Paid once: its charge, and compiling the module pushed to it.
+        owed = job["charge"] + compiled(job, "outputs")
+        assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == owed
+        assert job["charge"] > 0
         assert provider_hosted(provider) == 0  # told to forget the job once its outputs were fetched again
     finally:
         kill_all(started)
@@ -172,7 +185,8 @@ def test_a_gateway_killed_while_it_fetches_a_remote_jobs_outputs_fetches_them_ag
 def test_a_gateway_killed_while_it_retries_a_done_jobs_payment_pays_it_once_after_its_restart(tmp_path: Path) -> None:
     """The provider killed once the gateway has its checked answer (it stores the outputs), so the done job's tab
     cannot be closed; the gateway killed while its payment retry tries it again: after both are back the tab is paid
-    once, its charge, by the gateway's start (the retry kept off it until then)."""
+    once, its charge and compiling the module pushed to it, by the gateway's start (the retry kept off it until
+    then)."""
     started: list = []
     try:
         gateway, provider, module, data, jid = _outputs_job(tmp_path, started)
@@ -197,10 +211,11 @@ def test_a_gateway_killed_while_it_retries_a_done_jobs_payment_pays_it_once_afte
         gateway.start()
         eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
                    "the job's payment settled", timeout=120)
-        assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == job["charge"]  # paid once
-        assert api(gateway, "GET", "/v1/ledger/accounts/client")[1]["balance"] == -job["charge"]
+        owed = job["charge"] + compiled(job, "outputs")  # its charge, and compiling the module pushed to it
+        assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == owed  # paid once
+        assert api(gateway, "GET", "/v1/ledger/accounts/client")[1]["balance"] == -owed
         (payment,) = api(gateway, "GET", f"/v1/compute/jobs/{jid}")[1]["payments"]
-        assert payment["entry"] and payment["amount"] == job["charge"], payment
+        assert payment["entry"] and payment["amount"] == owed, payment
         for node in (gateway, provider):
             status, report = api(node, "GET", "/v1/ledger/verify")
             assert status == 200 and report["ok"], report
@@ -243,7 +258,9 @@ def test_a_gateway_killed_while_the_provider_runs_a_remote_job_takes_its_answer_
         assert _jobs_run(provider) == 1  # not run again
         eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
                    "the job's payment settled", timeout=120)
-        assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == job["charge"] > 0  # paid once
+        # Paid once: its charge, and compiling the module pushed to it.
+        assert api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"] == job["charge"] + compiled(job, "slow")
+        assert job["charge"] > 0
         assert provider_hosted(provider) == 0  # told to forget the job once its outputs were fetched
     finally:
         kill_all(started)

@@ -11,8 +11,8 @@ import pytest
 
 from tests.support.cli import error_line, xsc_in_process
 from tests.support.compute import deploy
-from tests.support.jobs import (balances, failing_after, network, owed_paid, read_file, restarted, run_job, settle,
-                                verified)
+from tests.support.jobs import (balances, compiled_for, failing_after, network, owed_paid, read_file, restarted,
+                                run_job, settle, verified)
 from tests.support.waiting import eventually_async
 from tests.support.nodes import close_node
 from xsc.compute import remote_answers
@@ -89,9 +89,10 @@ async def test_a_remote_job_whose_checked_outputs_the_node_cannot_store_pays_its
     assert record["state"] == "failed" and record["outputs"] == [], record  # it ran: its provider did the work
     assert record["error"] == "its outputs could not be stored: the node failed: OSError: [Errno 5] Input/output error"
     await settle(gateway)
+    # Paid what it answered, once, and compiling the module pushed to it.
+    owed = problem["charged"] + await compiled_for(provider, problem["id"], "outputs")
     after = balances(gateway, provider)
-    assert problem["charged"] > 0 and (after[0] - before[0], after[1] - before[1]) == \
-        (-problem["charged"], problem["charged"])  # paid what it answered, once
+    assert problem["charged"] > 0 and (after[0] - before[0], after[1] - before[1]) == (-owed, owed)
 
 
 async def test_a_remote_job_the_node_fails_once_its_record_says_done_is_answered_done_and_paid_once(
@@ -119,8 +120,8 @@ async def test_a_remote_job_the_node_fails_once_its_record_says_done_is_answered
     assert await read_file(gateway, {o["name"]: o for o in record["outputs"]}["out/c.txt"]["capability"]) == b"abc"
     await owed_paid(gateway, record)  # by the running node
     paid = balances(gateway, provider)
-    assert record["charge"] > 0 and (paid[0] - before[0], paid[1] - before[1]) == \
-        (-record["charge"], record["charge"])  # paid what it answered, once
+    owed = record["charge"] + await compiled_for(provider, record["id"], "outputs")  # and the module pushed to it
+    assert record["charge"] > 0 and (paid[0] - before[0], paid[1] - before[1]) == (-owed, owed)  # once
 
     gateway, _ = await restarted(node_factory, gateway, jid)
     assert gateway.app[NODE].jobs.records.load(jid) == record  # the start found it done, and paid nothing more
@@ -167,7 +168,8 @@ async def test_a_remote_job_whose_ending_write_fails_is_told_as_its_record_stand
     await eventually_async(lambda: authorization not in {a.id.hex() for a in jobs.ledger.pending()},
                            "the job's tab paid while the node runs", 30)
     paid = balances(gateway, provider)
-    assert charge > 0 and (paid[0] - before[0], paid[1] - before[1]) == (-charge, charge)
+    owed = charge + await compiled_for(provider, jid, "outputs")  # and compiling the module pushed to it
+    assert charge > 0 and (paid[0] - before[0], paid[1] - before[1]) == (-owed, owed)
 
     gateway, job = await restarted(node_factory, gateway, jid)
     assert job["state"] == "interrupted" and job["outputs"] == [], job  # as its caller was told
@@ -219,7 +221,8 @@ async def test_a_remote_job_the_node_fails_between_keeping_its_checked_answer_an
     await eventually_async(lambda: returned.authorization not in {a.id.hex() for a in jobs.ledger.pending()},
                            "the job's tab paid", 30)
     after = balances(gateway, provider)
-    assert charge > 0 and (after[0] - before[0], after[1] - before[1]) == (-charge, charge)  # what it answered, once
+    owed = charge + await compiled_for(provider, jid, "outputs")  # what it answered, once, and the module's compile
+    assert charge > 0 and (after[0] - before[0], after[1] - before[1]) == (-owed, owed)
     assert jobs.ledger.held(user) == 0
 
     gateway, _ = await restarted(node_factory, gateway, jid)

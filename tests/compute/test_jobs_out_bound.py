@@ -11,7 +11,7 @@ import wasmtime
 
 from tests.support.cli import error_line, ok
 from tests.support.compute import WASM, deploy
-from tests.support.jobs import QUIET, balances, network, run_job, settle, verified
+from tests.support.jobs import QUIET, balances, compiled_for, network, run_job, settle, verified
 from xsc.compute import provenance
 from xsc.node import IDENTITY
 from xsc.node.appkeys import NODE
@@ -87,8 +87,9 @@ async def test_a_provider_stops_a_strangers_job_writing_without_end_and_is_paid_
     assert problem["provider"] == provider.app[IDENTITY].id and struck == []
     assert (await (await gateway.get("/v1/store/files")).json())["files"] == files_before
     await settle(gateway)
+    owed = problem["charge"] + await compiled_for(provider, problem["id"], "hoard")  # and the module pushed to it
     after = balances(gateway, provider)
-    assert (after[0] - before[0], after[1] - before[1]) == (-problem["charge"], problem["charge"])
+    assert (after[0] - before[0], after[1] - before[1]) == (-owed, owed)
     assert problem["charge"] > 0
     assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}
     assert not any(provider.app[NODE].hosted_jobs.work_dir.iterdir())  # what it wrote went with it

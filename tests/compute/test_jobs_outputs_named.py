@@ -7,7 +7,7 @@ from __future__ import annotations
 import errno
 
 from tests.support.compute import deploy
-from tests.support.jobs import balances, failing_after, network, run_job, settle
+from tests.support.jobs import balances, compiled_for, failing_after, network, run_job, settle
 from xsc import codec, keys
 from xsc.errors import InsufficientCredit
 from xsc.node.appkeys import NODE
@@ -66,6 +66,7 @@ async def test_a_remote_job_whose_ending_write_fails_once_fails_with_its_stored_
     assert await _job_files(gateway, jid) == []
     assert _unnamed(gateway) == []
     await settle(gateway)
+    # Paid what it answered, once, and compiling the module pushed to it.
+    owed = problem["charged"] + await compiled_for(provider, jid, "outputs")
     after = balances(gateway, provider)
-    assert problem["charged"] > 0 and (after[0] - before[0], after[1] - before[1]) == \
-        (-problem["charged"], problem["charged"])  # paid what it answered, once
+    assert problem["charged"] > 0 and (after[0] - before[0], after[1] - before[1]) == (-owed, owed)

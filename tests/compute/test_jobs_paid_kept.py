@@ -10,7 +10,7 @@ import errno
 
 from tests.support.cli import ok, xsc_in_process
 from tests.support.compute import deploy
-from tests.support.jobs import failing_after, network, owed_paid, restarted, run_job, settle
+from tests.support.jobs import compiled, compiled_for, failing_after, network, owed_paid, restarted, run_job, settle
 from xsc import keys
 from xsc.ledger.core.rules import CLOCK_SKEW
 from xsc.node import TOKEN
@@ -28,8 +28,9 @@ async def test_a_paid_jobs_payment_keeps_its_entry_and_amount_once_its_authoriza
     ledger = gateway.app[NODE].ledger
     (pay,) = job["paid_on"]
     payment = await ledger.payment_for(bytes.fromhex(pay["authorization"]))
-    assert payment is not None and payment.receipt.amount == job["charge"] > 0
-    shown = {"provider": pay["provider"], "amount": job["charge"], "entry": payment.id.hex()}
+    owed = job["charge"] + compiled(job, "outputs")  # its charge, and compiling the module pushed to its provider
+    assert payment is not None and payment.receipt.amount == owed and job["charge"] > 0
+    shown = {"provider": pay["provider"], "amount": owed, "entry": payment.id.hex()}
     assert (await (await gateway.get(f"/v1/compute/jobs/{jid}")).json())["payments"] == [shown]
 
     assert await ledger.retire(payment.authorization.expires_at + CLOCK_SKEW + 1) > 0
@@ -40,7 +41,7 @@ async def test_a_paid_jobs_payment_keeps_its_entry_and_amount_once_its_authoriza
     assert (await (await gateway.get(f"/v1/compute/jobs/{jid}")).json())["payments"] == [shown]
 
 
-async def _payment_kept(node_factory, gateway, record: dict) -> None:
+async def _payment_kept(node_factory, gateway, provider, record: dict) -> None:
     """The payment of the job `record`'s checked answer shown by `xsc compute job`, and its row kept, once made, after
     the ledger's mark is retired, after a sweep of the job records and after a restart, the job's state as it was."""
     jid, jobs = record["id"], gateway.app[NODE].jobs
@@ -49,8 +50,10 @@ async def _payment_kept(node_factory, gateway, record: dict) -> None:
     (pay,) = record["paid_on"]
     authorization = bytes.fromhex(pay["authorization"])
     payment = await jobs.ledger.payment_for(authorization)
-    assert payment is not None and payment.receipt.amount == record["charge"] > 0
-    shown = {"provider": pay["provider"], "amount": record["charge"], "entry": payment.id.hex()}
+    # Its charge, and compiling the module pushed to its provider.
+    owed = record["charge"] + await compiled_for(provider, record["id"], "outputs")
+    assert payment is not None and payment.receipt.amount == owed and record["charge"] > 0
+    shown = {"provider": pay["provider"], "amount": owed, "entry": payment.id.hex()}
     assert (await (await gateway.get(f"/v1/compute/jobs/{jid}")).json())["payments"] == [shown]
     assert await jobs.ledger.retire(payment.authorization.expires_at + CLOCK_SKEW + 1) > 0
     assert await jobs.ledger.payment_for(authorization) is None
@@ -66,7 +69,7 @@ async def _payment_kept(node_factory, gateway, record: dict) -> None:
 
 async def test_a_remote_job_that_failed_to_store_its_checked_outputs_keeps_its_payment_shown(node_factory,
                                                                                             monkeypatch) -> None:
-    gateway, _ = await network(node_factory)
+    gateway, (provider,) = await network(node_factory)
     module = await deploy(gateway, "outputs", wasi=True)
     jobs = gateway.app[NODE].jobs
     failing_after(jobs.storage, monkeypatch, 0, OSError(errno.EIO, "Input/output error"))
@@ -76,12 +79,12 @@ async def test_a_remote_job_that_failed_to_store_its_checked_outputs_keeps_its_p
     record = jobs.records.load(problem["id"])
     assert record["state"] == "failed" and "answered" not in record, record
     assert [p["charge"] for p in record["paid_on"]] == [problem["charged"]] and problem["charged"] > 0, record
-    await _payment_kept(node_factory, gateway, {**record, "charge": problem["charged"]})
+    await _payment_kept(node_factory, gateway, provider, {**record, "charge": problem["charged"]})
 
 
 async def test_a_remote_job_interrupted_once_its_answer_was_checked_keeps_its_payment_shown(node_factory,
                                                                                            monkeypatch) -> None:
-    gateway, _ = await network(node_factory)
+    gateway, (provider,) = await network(node_factory)
     module = await deploy(gateway, "outputs", wasi=True)
     jobs = gateway.app[NODE].jobs
 
@@ -95,4 +98,4 @@ async def test_a_remote_job_interrupted_once_its_answer_was_checked_keeps_its_pa
     record = jobs.records.load(problem["id"])
     assert record["state"] == "interrupted" and "answered" not in record, record
     assert len(record["paid_on"]) == 1 and record["paid_on"][0]["charge"] > 0, record
-    await _payment_kept(node_factory, gateway, {**record, "charge": record["paid_on"][0]["charge"]})
+    await _payment_kept(node_factory, gateway, provider, {**record, "charge": record["paid_on"][0]["charge"]})

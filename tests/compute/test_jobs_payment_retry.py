@@ -11,7 +11,7 @@ import errno
 
 from tests.support.cli import ok, xsc_in_process
 from tests.support.compute import deploy
-from tests.support.jobs import QUIET, balances, network, restarted, run_job, verified
+from tests.support.jobs import QUIET, balances, compiled, compiled_for, network, restarted, run_job, verified
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc.node import CLIENT_IDENTITY, IDENTITY, TOKEN
@@ -83,9 +83,10 @@ async def test_a_jobs_payment_its_provider_was_down_for_is_made_once_it_is_back_
 
     provider = await node_factory("provider0", **QUIET, **HOURLY, node={"listen": f"127.0.0.1:{port}"})
     await eventually_async(lambda: not _pending(gateway, job), "the job's tab paid once its provider is back", 60)
+    owed = job["charge"] + compiled(job, "outputs")  # its charge, and compiling the module pushed to it
     after = balances(gateway, provider)
-    assert (after[0] - before[0], after[1] - before[1]) == (-job["charge"], job["charge"])  # paid once
-    assert _receipts(provider, job) == [job["charge"]]
+    assert (after[0] - before[0], after[1] - before[1]) == (-owed, owed)  # paid once
+    assert _receipts(provider, job) == [owed]
     assert gateway.app[NODE].paid.gateway_tabs.refused_receipts == 0
     (payment,) = (await _shown(gateway, job["id"]))["payments"]
     assert payment["entry"] and "tries" not in payment, payment
@@ -111,9 +112,10 @@ async def test_a_replicated_jobs_payments_its_providers_were_down_for_are_each_m
                  for i, port in enumerate(ports)]
     await eventually_async(lambda: not _pending(gateway, job), "each replica's tab paid once its provider is back", 60)
     charges = {pay["provider"]: pay["charge"] for pay in job["paid_on"]}
-    for provider, (paid, earned) in zip(providers, before):
+    for provider, (paid, earned) in zip(providers, before):  # each with compiling the module pushed to it
         charge = charges[provider.app[IDENTITY].id]
-        assert balances(gateway, provider)[1] - earned == charge > 0 and _receipts(provider, job) == [charge]
+        owed = charges[provider.app[IDENTITY].id] = charge + await compiled_for(provider, job["run"], "outputs")
+        assert balances(gateway, provider)[1] - earned == owed and charge > 0 and _receipts(provider, job) == [owed]
     assert before[-1][0] - balances(gateway, providers[-1])[0] == sum(charges.values())
     for node in (gateway, *providers):
         await verified(node)
@@ -137,7 +139,8 @@ async def test_a_payment_step_this_node_fails_is_made_by_the_retry_and_not_again
     assert status == 201 and job["state"] == "done" and job["charge"] > 0, job
     await eventually_async(lambda: not _pending(gateway, job), "the job's tab paid while the node runs", 30)
     paid = balances(gateway, provider)
-    assert (paid[0] - before[0], paid[1] - before[1]) == (-job["charge"], job["charge"])
+    owed = job["charge"] + compiled(job, "outputs")  # its charge, and compiling the module pushed to it
+    assert (paid[0] - before[0], paid[1] - before[1]) == (-owed, owed)
     gateway, _ = await restarted(node_factory, gateway, job["id"])
-    assert balances(gateway, provider) == paid and _receipts(provider, job) == [job["charge"]]
+    assert balances(gateway, provider) == paid and _receipts(provider, job) == [owed]
     await verified(gateway)

@@ -17,8 +17,9 @@ import aiohttp
 import pytest
 
 from tests.support.cli import ok, xsc_in_process
-from tests.support.compute import deploy, placed, signed_under_the_first_rule
-from tests.support.jobs import (QUIET, balances, countersigning_the_cap, network, owed_paid, read_file, reading,
+from tests.support.compute import deploy, placed, signed_under_the_first_rule, wasm
+from tests.support.jobs import (QUIET, balances, compiled, compiled_for, countersigning_the_cap, network, owed_paid,
+                                read_file, reading,
                                 restarted, run_job, settle, verified)
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
@@ -26,6 +27,7 @@ from xsc import codec, keys
 from xsc.compute import hosted_jobs, provenance, provider_tabs, remote_tabs, sent_jobs
 from xsc.compute import jobs as jobs_module
 from xsc.compute.jobspec import parse_job
+from xsc.compute.provider_tabs import compile_price
 from xsc.compute.wasi_io import io_fuel
 from xsc.errors import Conflict, PeerRefused, PeerUnreachable, ReplayCacheFull, StorageFull
 from xsc.node import CLIENT_IDENTITY, IDENTITY, TOKEN
@@ -61,14 +63,16 @@ async def test_a_job_runs_on_a_provider_over_the_bytes_sent_and_its_outputs_are_
     listed = await (await gateway.get("/v1/store/files")).json()
     assert {o["capability"] for o in job["outputs"]} <= {f["capability"] for f in listed["files"]}
 
-    # Paid once: the provider's record of the run, and its account credited exactly the job's charge.
+    # Paid once: the provider's record of the run, and its account credited exactly the job's charge and compiling
+    # the module pushed to it (it lacked it), with the job's tab.
     records = (await (await provider.get("/v1/compute/provenance?limit=100")).json())["records"]
     assert [r["record"]["id"] for r in records if r["record"].get("job", {}).get("id") == job["id"]] == \
         [job["provenance"]]
     await settle(gateway)
+    owed = job["charge"] + compiled(job, "outputs")
     after = balances(gateway, provider)
-    assert (after[0] - before[0], after[1] - before[1]) == (-job["charge"], job["charge"]) and job["charge"] > 0
-    assert gateway.app[NODE].market.weights.counters()["delivered_by"][provider_id] == job["charge"]  # counted once
+    assert (after[0] - before[0], after[1] - before[1]) == (-owed, owed) and job["charge"] > 0
+    assert gateway.app[NODE].market.weights.counters()["delivered_by"][provider_id] == owed  # counted once
     for node in (gateway, provider):
         await verified(node)
     # Each side's `xsc ledger history` names the job the payment was for (its tab's job reference).
@@ -77,7 +81,7 @@ async def test_a_job_runs_on_a_provider_over_the_bytes_sent_and_its_outputs_are_
                                             account, *args, env={"XSC_TOKEN": node.app[TOKEN], "COLUMNS": "80"}))
                  for args in (["--json"], [])]
         assert [(e["kind"], e["amount"], e["job"]) for e in json.loads(shown[0]) if e.get("for_job") == job["id"]] \
-            == [(kind, job["charge"], remote_tabs.job_tab(job["id"]))], shown[0]
+            == [(kind, owed, remote_tabs.job_tab(job["id"]))], shown[0]
         assert f"job id {job['id']}" in [line.strip().rstrip(",") for line in shown[1].splitlines()], shown[1]
     # `xsc compute job` names the payment's entry, as the gateway's history lists it.
     (paid,) = [e["id"] for e in (await (await gateway.get("/v1/ledger/accounts/client/history")).json())["entries"]
@@ -85,7 +89,7 @@ async def test_a_job_runs_on_a_provider_over_the_bytes_sent_and_its_outputs_are_
     shown = ok(await asyncio.to_thread(xsc_in_process, "--node", str(gateway.make_url("")), "compute", "job",
                                        job["id"], env={"XSC_TOKEN": gateway.app[TOKEN], "COLUMNS": "80"}))
     assert [line.split() for line in shown.splitlines() if line.strip().startswith(("payment", "entry"))] == \
-        [["payment", format_credits(job["charge"]), "credits"], ["entry", paid]], shown
+        [["payment", format_credits(owed), "credits"], ["entry", paid]], shown
 
     # The lineage names the provider and checks its signature and the output it signed.
     tree = await (await gateway.get(f"/v1/compute/lineage/{outputs['out/c.txt']['capability']}")).json()
@@ -705,8 +709,9 @@ async def test_a_provider_whose_program_names_an_output_unprintably_is_paid_not_
     assert problem["provider"] == provider.app[IDENTITY].id and struck == []  # it ran the job as it was asked
     assert (await (await gateway.get("/v1/store/files")).json())["files"] == files_before
     await settle(gateway)
+    owed = problem["charge"] + await compiled_for(provider, problem["provenance"], "odd_name")  # (pushed to it)
     after = balances(gateway, provider)
-    assert (after[0] - before[0], after[1] - before[1]) == (-problem["charge"], problem["charge"])
+    assert (after[0] - before[0], after[1] - before[1]) == (-owed, owed)
     for node in (gateway, provider):
         await verified(node)
 
@@ -805,8 +810,9 @@ async def test_a_job_whose_checked_answer_its_node_cannot_store_names_the_job_an
                                  f"... | xsc compute run {module} --stdin -"), job
     assert problem["detail"] == f"the job {job['id']} ran, but {job['error']}" and problem["hint"] == job["error_hint"]
     await settle(gateway)
+    owed = problem["charged"] + await compiled_for(provider, job["id"], "outputs")  # (pushed to it)
     after = balances(gateway, provider)
-    assert (after[0] - before[0], after[1] - before[1]) == (-problem["charged"], problem["charged"]), problem
+    assert (after[0] - before[0], after[1] - before[1]) == (-owed, owed), problem
     assert problem["charged"] > 0
 
 
@@ -938,7 +944,8 @@ async def test_a_provider_asked_again_for_a_run_answers_that_run_without_running
     assert [r["record"]["id"] for r in records if "job" in r["record"]] == [job["provenance"]]  # run once
     await settle(gateway)
     after = balances(gateway, provider)
-    assert (after[0] - before[0], after[1] - before[1]) == (-job["charge"], job["charge"]) and job["charge"] > 0
+    owed = job["charge"] + compiled(job, "outputs")  # its run, and compiling the module pushed to it
+    assert (after[0] - before[0], after[1] - before[1]) == (-owed, owed) and job["charge"] > 0
     line = provider.app[NODE].trust.line(gateway.app[IDENTITY].id)
     assert line["reserved"] == 0, line
 
@@ -1024,7 +1031,8 @@ async def test_a_fetch_of_a_jobs_output_that_fails_once_is_asked_again_and_the_p
     assert await read_file(gateway, outputs["out/c.txt"]["capability"]) == DATA
     await settle(gateway)
     after = balances(gateway, provider)
-    assert (after[0] - before[0], after[1] - before[1]) == (-job["charge"], job["charge"]) and job["charge"] > 0
+    owed = job["charge"] + compiled(job, "outputs")  # its run, and compiling the module pushed to it
+    assert (after[0] - before[0], after[1] - before[1]) == (-owed, owed) and job["charge"] > 0
 
 
 async def test_a_lineage_over_a_kept_record_in_no_shape_this_node_writes_ends_there(node_factory) -> None:
@@ -1067,7 +1075,9 @@ async def test_a_remote_job_done_but_not_paid_before_a_stop_is_paid_its_charge_a
     await eventually_async(lambda: _settled(node, authorization), "the job's tab settled at the start", 30)
     paid = next((e.receipt.amount for e in node.ledger.store.history(gateway.app[CLIENT_IDENTITY].public_key, 50)
                  if e.authorization.id.hex() == authorization), None)
-    assert (paid, node.paid.gateway_tabs.refused_receipts) == ((None, 1) if inflated else (job["charge"], 0))
+    # Its charge, and compiling the module pushed to it (its tab's tally on disk held that price too).
+    owed = job["charge"] + compiled(job, "outputs")
+    assert (paid, node.paid.gateway_tabs.refused_receipts) == ((None, 1) if inflated else (owed, 0))
     await verified(gateway)
 
 
@@ -1100,7 +1110,8 @@ async def test_a_remote_job_asked_for_again_while_its_checked_answer_waits_to_be
     await eventually_async(lambda: _settled(gateway.app[NODE], job["answered"]["pays"][0]["authorization"]),
                            "the job's tab paid", 30)
     after = balances(gateway, provider)
-    assert after[1] - before[1] == again["charge"] > 0  # paid once, its charge
+    assert after[1] - before[1] == again["charge"] + compiled(again, "outputs")  # paid once: its charge and compile
+    assert again["charge"] > 0
     assert not any((gateway.app[NODE].config.data_dir / "jobs").iterdir())  # its kept outputs gone once stored
 
 
@@ -1190,7 +1201,7 @@ async def test_a_stop_while_a_checked_answer_is_stored_tells_its_provider_to_for
     assert job["state"] == "done" and len(job["outputs"]) == 3, job
     assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}  # told to forget it, by its own id
     await settle(gateway)
-    assert balances(gateway, provider)[1] == job["charge"]
+    assert balances(gateway, provider)[1] == job["charge"] + compiled(job, "outputs")  # (the module pushed to it)
 
 
 @pytest.mark.parametrize("where", ["run", "fetch", "fetch-missed-once"])
@@ -1240,21 +1251,23 @@ async def test_a_stop_while_a_provider_runs_a_job_or_its_outputs_are_fetched_pay
     runs = provider.app[NODE].compute.recent_provenance(100)
     assert [r["record"]["id"] for r in runs if r["record"].get("job", {}).get("id") == jid] == [job["provenance"]]
     await owed_paid(gateway, job)
-    assert balances(gateway, provider)[1] - before[1] == job["charge"]  # paid for the work it did, once
+    # Paid for the work it did, once: the run, and compiling the module pushed to it.
+    assert balances(gateway, provider)[1] - before[1] == job["charge"] + compiled(job, "outputs")
     await verified(gateway)
 
 
 @pytest.mark.parametrize("stop", ["graceful", "tab-left-pending"])
 async def test_a_stop_while_a_jobs_bytes_are_sent_pays_nothing_and_the_start_tells_the_provider_to_forget_it(
         node_factory, monkeypatch, stop) -> None:
-    """Nothing ran: the job's tab is dropped, and the provider, which holds the job (a place of its sender's quota,
-    its budget reserved), is told to forget it at the start rather than keep it until it drops it itself.  A stop
-    that left the tab pending (a kill -9 before it was dropped) is the same: the provider, asked for the run's answer,
-    has not all its bytes."""
+    """Nothing ran: the job's tab is closed for a receipt of the compile of the module pushed for it alone, paid, and
+    the provider gives up the job it holds (a place of its sender's quota, its budget reserved) as that close is
+    answered.  A stop that left the tab pending (a kill -9 before it was closed): the provider, asked for the run's
+    answer at the start, has not all its bytes, is told to forget the job, and the tab is dropped, its compile with
+    it."""
     gateway, (provider,) = await network(node_factory)
     module = await deploy(gateway, "outputs", wasi=True)
     jobs = gateway.app[NODE].jobs
-    reached = asyncio.Event()
+    reached, start = asyncio.Event(), balances(gateway, provider)
 
     async def then_the_stop(*args, **kwargs):
         reached.set()
@@ -1270,11 +1283,14 @@ async def test_a_stop_while_a_jobs_bytes_are_sent_pays_nothing_and_the_start_tel
         with contextlib.suppress(asyncio.CancelledError):
             await running
     (jid,) = [j["id"] for j in jobs.records.all_jobs()]
-    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 1}
     ledger = gateway.app[NODE].ledger
     if stop == "graceful":
-        await eventually_async(lambda: ledger.pending() == [], "the job's tab dropped")
+        await eventually_async(lambda: ledger.pending() == [], "the job's tab closed, its compile paid")
+        compile = compiled(jobs.records.load(jid), "outputs")
+        assert balances(gateway, provider) == (start[0] - compile, start[1] + compile)
+        assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}  # given up as its tab's close was answered
     else:
+        assert provider.app[NODE].hosted_jobs.status() == {"hosted": 1}
         assert len(ledger.pending()) == 1
     before = balances(gateway, provider)
     await close_node(gateway)
@@ -1333,7 +1349,7 @@ async def test_a_jobs_tab_closed_while_its_job_waits_for_its_bytes_is_answered_a
     free for the sender's next job."""
     gateway, (provider,) = await network(node_factory)
     module = await deploy(gateway, "outputs", wasi=True)
-    await _stopped_once_the_provider_took_it(gateway, module, monkeypatch)
+    price = await _stopped_once_the_provider_took_it(gateway, module, monkeypatch)
     (tab,) = gateway.app[NODE].ledger.pending()
     assert provider.app[NODE].hosted_jobs.status() == {"hosted": 1}
     before = balances(gateway, provider)
@@ -1350,7 +1366,9 @@ async def test_a_jobs_tab_closed_while_its_job_waits_for_its_bytes_is_answered_a
     node = gateway.app[NODE]
     await eventually_async(lambda: _settled(node, tab.id.hex()), "the job's tab dropped at the start", 30)
     assert closes == [tab.id]  # answered the first time it was asked
-    assert balances(gateway, provider) == before and node.ledger.holding() == {}
+    # Nothing ran; compiling the module pushed for it was done, its price held on the tab's tally: that is paid.
+    compile = compile_price(len(wasm("outputs")), price)
+    assert balances(gateway, provider) == (before[0] - compile, before[1] + compile) and node.ledger.holding() == {}
     status, again = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"the job's bytes")
     assert status == 201 and again["state"] == "done", again
     assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}
@@ -1398,7 +1416,8 @@ async def test_a_live_job_is_never_given_up_by_its_gateways_retry_nor_its_tab_cl
     assert status == 201 and job["state"] == "done" and job["provider"] == holder_id, job
     await settle(gateway)
     after = balances(gateway, holder)
-    assert (after[0] - before[holder_id][0], after[1] - before[holder_id][1]) == (-job["charge"], job["charge"])
+    owed = job["charge"] + compiled(job, "outputs")  # its run, and compiling the module pushed to it
+    assert (after[0] - before[holder_id][0], after[1] - before[holder_id][1]) == (-owed, owed)
     await verified(gateway)
     await verified(holder)
 
@@ -1443,13 +1462,14 @@ async def test_a_jobs_tab_a_start_pays_is_still_held_to_its_charge_once_the_job_
     await verified(gateway)
 
 
-async def _stopped_once_the_provider_took_it(gateway, module: str, monkeypatch) -> None:
+async def _stopped_once_the_provider_took_it(gateway, module: str, monkeypatch) -> int:
     """A job run on `gateway` stopped (as a kill -9 would: no tab answered) the moment its provider took it, before
-    the gateway kept the provider's id for the job."""
-    begin, reached = sent_jobs.wire.begin, asyncio.Event()
+    the gateway kept the provider's id for the job; the price it was placed at."""
+    begin, reached, prices = sent_jobs.wire.begin, asyncio.Event(), []
 
-    async def then_the_stop(*args, **kwargs):
-        await begin(*args, **kwargs)
+    async def then_the_stop(client, url, provider, body, *args, **kwargs):
+        await begin(client, url, provider, body, *args, **kwargs)
+        prices.append(body["price"])
         reached.set()
         await asyncio.Event().wait()
 
@@ -1462,6 +1482,7 @@ async def _stopped_once_the_provider_took_it(gateway, module: str, monkeypatch) 
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
+    return prices[0]
 
 
 async def test_a_job_after_a_provider_left_looks_up_no_providers_for_the_one_that_left(node_factory,
@@ -1577,7 +1598,8 @@ async def test_a_job_whose_caller_hangs_up_once_it_was_sent_to_a_provider_ends_p
     await owed_paid(gateway, job)
     await settle(gateway)
     after = balances(gateway, provider)
-    assert (after[0] - before[0], after[1] - before[1]) == (-job["charge"], job["charge"]) and job["charge"] > 0
+    owed = job["charge"] + compiled(job, "outputs")  # its run, and compiling the module pushed to it
+    assert (after[0] - before[0], after[1] - before[1]) == (-owed, owed) and job["charge"] > 0
     assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}  # told to forget it once its outputs came
     for node in (gateway, provider):
         await verified(node)
@@ -1628,8 +1650,11 @@ async def test_a_run_answered_after_its_gateway_gave_up_on_it_is_not_paid_and_it
     await eventually_async(lambda: gateway.app[NODE].ledger.pending() == [], "every tab paid or refused")
     paid = {p: balances(gateway, node)[1] - before[p][1] for p, node in
             ((n.app[IDENTITY].id, n) for n in providers)}
-    assert paid == {asked[0]: 0, asked[1]: job["charge"]} and job["charge"] > 0, paid
-    assert balances(gateway, late)[0] - before[asked[0]][0] == -job["charge"]  # the user paid the one run
+    # The one run paid, with compiling the module pushed to its provider; the run given up on, nothing (its tab is
+    # dropped whole, the compile of its module with it).
+    owed = job["charge"] + compiled(job, "outputs")
+    assert paid == {asked[0]: 0, asked[1]: owed} and job["charge"] > 0, paid
+    assert balances(gateway, late)[0] - before[asked[0]][0] == -owed  # the user paid the one run
     for node in (gateway, *providers):
         await verified(node)
 
@@ -1692,4 +1717,5 @@ async def test_a_run_answered_in_no_shape_of_a_run_or_a_500_is_not_paid_and_its_
     assert [a["provider"] for a in job["attempts"]] == [answered[0]], job["attempts"]
     await settle(gateway)
     paid = {i: balances(gateway, p)[1] - before[i][1] for i, p in ((p.app[IDENTITY].id, p) for p in providers)}
-    assert paid == {answered[0]: 0, answered[1]: job["charge"]} and job["charge"] > 0, paid
+    owed = job["charge"] + compiled(job, "outputs")  # with compiling the module pushed to it; the first's tab dropped
+    assert paid == {answered[0]: 0, answered[1]: owed} and job["charge"] > 0, paid

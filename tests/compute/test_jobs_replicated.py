@@ -18,8 +18,8 @@ import pytest_asyncio
 
 from tests.support.cli import error_line, ok, xsc_in_process
 from tests.support.compute import deploy, peer_with_provider
-from tests.support.jobs import (QUIET, balances, countersigning_the_cap, network, owed_paid, read_file, reading,
-                                restarted, run_job, settle, settled, verified)
+from tests.support.jobs import (QUIET, balances, compiled_for, countersigning_the_cap, network, owed_paid, read_file,
+                                reading, restarted, run_job, settle, settled, verified)
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc.compute import hosted_jobs, remote_tabs, sent_jobs
@@ -32,14 +32,16 @@ from xsc.units import format_credits
 
 
 async def _done_each_replica_run_and_paid_once(gateway, providers, before, job: dict) -> None:
-    """The job done, each provider's replica run once and paid its charge once (`before`: their balances)."""
+    """The job done, each provider's replica run once and paid its charge once, with compiling the module `outputs`
+    pushed to it for the job (`before`: their balances)."""
     assert job["state"] == "done" and all(r["paid"] for r in job["replicas"]), job
     for provider in providers:
         assert _jobs_paid_on(provider) == [job["run"]]  # ran once
     await owed_paid(gateway, job)
     charges = {r["provider"]: r["charge"] for r in job["replicas"]}
     for provider, earned in zip(providers, before):
-        assert balances(gateway, provider)[1] - earned == charges[provider.app[IDENTITY].id] > 0
+        owed = charges[provider.app[IDENTITY].id] + await compiled_for(provider, job["run"], "outputs")
+        assert balances(gateway, provider)[1] - earned == owed and charges[provider.app[IDENTITY].id] > 0
 
 
 def _jobs_paid_on(provider) -> list[str]:
@@ -125,6 +127,7 @@ async def test_100_deterministic_jobs_on_three_replicas_agree_and_each_provider_
     before = [balances(gateway, p) for p in providers]
     ran_before = [_jobs_paid_on(p) for p in providers]
     charges = {p.app[IDENTITY].id: 0 for p in providers}
+    lacked = [not p.app[NODE].compute.has_module(module) for p in providers]  # (a test before may have pushed it)
     ids = []
     for n in range(100):
         data = bytes(range(256)) * n + b"%d" % n
@@ -141,6 +144,8 @@ async def test_100_deterministic_jobs_on_three_replicas_agree_and_each_provider_
         ids.append(job["run"])  # what its providers know it as
     for provider, earlier in zip(providers, ran_before):
         assert _runs_since(provider, earlier) == sorted(ids)  # each ran every job, once
+    for provider, pushed in zip(providers, lacked):  # compiling the module, pushed for the first job to each lacking it
+        charges[provider.app[IDENTITY].id] += await compiled_for(provider, ids[0], "sha256") if pushed else 0
     await settle(gateway)
     paid = before[0][0] - balances(gateway, providers[0])[0]
     assert paid == sum(charges.values())
@@ -210,7 +215,9 @@ async def test_a_replica_that_disagrees_is_not_paid_and_is_struck_and_the_honest
     c_txt = next(o for o in job["outputs"] if o["name"] == "out/c.txt")
     assert await read_file(gateway, c_txt["capability"]) == b"the honest bytes"  # the outputs are the honest ones
     await settle(gateway)
-    assert before[0][0] - balances(gateway, providers[0])[0] == job["charged"]  # the honest two, and no more
+    # The honest two, each with compiling the module pushed to it, and no more (the liar's tab dropped whole).
+    compiles = [await compiled_for(p, job["run"], "outputs") for p in providers[1:]]
+    assert before[0][0] - balances(gateway, providers[0])[0] == job["charged"] + sum(compiles)
     for node in (gateway, *providers):
         await verified(node)
 
@@ -285,8 +292,9 @@ async def test_a_replica_that_disagrees_is_judged_once_through_a_stop_as_its_ver
     await owed_paid(gateway, job)
     await settle(gateway)
     charges = {r["provider"]: r["charge"] for r in job["replicas"]}
-    for provider, earned in zip(providers, before):
-        assert balances(gateway, provider)[1] - earned == charges[provider.app[IDENTITY].id]
+    for provider, earned in zip(providers, before):  # each honest one's with compiling the module pushed to it
+        compile = 0 if provider is liar else await compiled_for(provider, job["run"], "outputs")
+        assert balances(gateway, provider)[1] - earned == charges[provider.app[IDENTITY].id] + compile
     for each in (gateway, *providers):
         await verified(each)
 

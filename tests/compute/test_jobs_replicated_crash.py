@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.compute import WASM
+from tests.support.jobs import compiled_in
 from tests.support.nodes import kill_all, start_xsc
 from tests.support.peers import api, node_id, peer_health, start_star
 from tests.support.waiting import eventually
@@ -87,6 +88,18 @@ def _earned_before(devnet) -> dict[str, int]:
     return {node_id(p): _earned(p) for p in providers}
 
 
+def _lacking(devnet) -> set[str]:
+    """The providers that lack the module now (a test before may have had it pushed to them): the first job run on
+    each pushes it, and that job's tab pays compiling it."""
+    _, providers, module = devnet
+    return {node_id(p) for p in providers if api(p, "GET", f"/v1/modules/{module}")[0] == 404}
+
+
+def _compile_owed(provider, run: str, lacking: set[str]) -> int:
+    """What `provider` is paid for compiling the module pushed to it for the run `run`: nothing if it had it."""
+    return compiled_in(provider, run, "slow") if node_id(provider) in lacking else 0
+
+
 def _settled(gateway) -> None:
     eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
                "every payment settled", timeout=120)
@@ -114,7 +127,7 @@ def _killed_and_restarted(devnet, tag: str, when, what: str, meanwhile=lambda: N
                       not in ("running", "storing") and j, "the job finished at the start", timeout=120)
 
 
-def _ran_once_and_paid_once(devnet, job: dict, before: dict[str, int]) -> None:
+def _ran_once_and_paid_once(devnet, job: dict, before: dict[str, int], lacking: set[str]) -> None:
     gateway, providers, _ = devnet
     assert job["state"] == "done" and job["executions"] == 1, (job.get("error"), job.get("replicas"))
     assert "replicating" not in job and "answered" not in job, job
@@ -127,8 +140,9 @@ def _ran_once_and_paid_once(devnet, job: dict, before: dict[str, int]) -> None:
     _settled(gateway)
     charges = {r["provider"]: r["charge"] for r in job["replicas"]}
     assert job["charge"] == sum(charges.values()) > 0
-    for provider in providers:  # each paid its own replica's charge, once
-        assert _earned(provider) - before[node_id(provider)] == charges[node_id(provider)] > 0
+    for provider in providers:  # each paid its own replica's charge, and compiling the module pushed to it, once
+        owed = charges[node_id(provider)] + _compile_owed(provider, job["run"], lacking)
+        assert _earned(provider) - before[node_id(provider)] == owed and charges[node_id(provider)] > 0
     for node in (gateway, *providers):
         status, report = api(node, "GET", "/v1/ledger/verify")
         assert status == 200 and report["ok"], report
@@ -138,7 +152,7 @@ def _ran_once_and_paid_once(devnet, job: dict, before: dict[str, int]) -> None:
 def test_a_replicated_job_killed_while_its_replicas_run_takes_their_answers_at_restart_and_pays_each_once(
         devnet) -> None:
     _, providers, _ = devnet
-    before = _earned_before(devnet)
+    before, lacking = _earned_before(devnet), _lacking(devnet)
     stopped: list = []
 
     def all_running(jid: str) -> bool:  # each provider held (SIGSTOP) once it runs the job: none can answer
@@ -153,14 +167,14 @@ def test_a_replicated_job_killed_while_its_replicas_run_takes_their_answers_at_r
                                     meanwhile=lambda: _continued(stopped))
     finally:
         _continued(stopped)
-    _ran_once_and_paid_once(devnet, job, before)
+    _ran_once_and_paid_once(devnet, job, before, lacking)
 
 
 @pytest.mark.slow
 def test_a_replicated_job_killed_after_two_replicas_answered_compares_all_three_at_restart_and_pays_each_once(
         devnet) -> None:
     _, providers, module = devnet
-    before = _earned_before(devnet)
+    before, lacking = _earned_before(devnet), _lacking(devnet)
     late = providers[2]
     run = job_id(_replicated(module, "two-answered"), None, [])
     stopped: list[int] = []
@@ -177,7 +191,7 @@ def test_a_replicated_job_killed_after_two_replicas_answered_compares_all_three_
                                     meanwhile=lambda: os.kill(late.pid, signal.SIGCONT))
     finally:
         os.kill(late.pid, signal.SIGCONT)
-    _ran_once_and_paid_once(devnet, job, before)
+    _ran_once_and_paid_once(devnet, job, before, lacking)
 
 
 @pytest.mark.slow
@@ -186,7 +200,7 @@ def test_a_replicated_job_killed_again_as_its_start_takes_its_replicas_pays_each
     its start waits on them), then, one replica let go, killed again the moment the start has told its provider to
     forget the job: whatever that replica's step was then, the next start still counts and pays it, once."""
     gateway, providers, _ = devnet
-    before = _earned_before(devnet)
+    before, lacking = _earned_before(devnet), _lacking(devnet)
     stopped: list = []
 
     def all_running(jid: str) -> bool:
@@ -210,7 +224,7 @@ def test_a_replicated_job_killed_again_as_its_start_takes_its_replicas_pays_each
                                     restarted=again)
     finally:
         _continued(stopped)
-    _ran_once_and_paid_once(devnet, job, before)
+    _ran_once_and_paid_once(devnet, job, before, lacking)
 
 
 @pytest.mark.slow
@@ -221,7 +235,7 @@ def test_a_replicated_job_killed_while_its_replicas_run_and_one_provider_killed_
     again; it takes the other two's answers and the lost one (`unreachable`, not paid), and the job is done on the
     two that agree, each run once and paid once."""
     gateway, providers, _ = devnet
-    before = _earned_before(devnet)
+    before, lacking = _earned_before(devnet), _lacking(devnet)
     ids = {p: node_id(p) for p in providers}
     held: list = []
 
@@ -251,8 +265,9 @@ def test_a_replicated_job_killed_while_its_replicas_run_and_one_provider_killed_
         _settled(gateway)
         charges = {r["provider"]: r["charge"] for r in job["replicas"] if r["paid"]}
         assert job["charge"] == sum(charges.values()) > 0
-        for provider in live:
-            assert _earned(provider) - before[ids[provider]] == charges[ids[provider]] > 0
+        for provider in live:  # each with compiling the module pushed to it
+            owed = charges[ids[provider]] + _compile_owed(provider, job["run"], lacking)
+            assert _earned(provider) - before[ids[provider]] == owed and charges[ids[provider]] > 0
     finally:
         for provider in held:  # the devnet whole again for the tests after
             if provider.alive():
@@ -272,7 +287,7 @@ def test_a_single_job_killed_the_moment_its_provider_is_told_to_forget_it_is_sto
     """A job on one provider, the user's node killed the moment that provider is told to forget the job (its
     outputs fetched): the start finds its checked answer written down, stores it and pays the provider, once."""
     gateway, providers, module = devnet
-    before = _earned_before(devnet)
+    before, lacking = _earned_before(devnet), _lacking(devnet)
     jid = job_id(parse_job({"module": module, "argv": ["single"], "stdout_to_store": True, "deterministic": True}),
                  None, [])
     running = start_xsc("--data-dir", str(gateway.data_dir), "compute", "run", module, "single", "--no-stdin",
@@ -290,7 +305,8 @@ def test_a_single_job_killed_the_moment_its_provider_is_told_to_forget_it_is_sto
     assert job["state"] == "done" and job["executions"] == 1, job
     assert [_runs_of(p, jid) for p in providers].count(1) == 1
     _settled(gateway)
-    assert _earned(provider) - before[node_id(provider)] == job["charge"] > 0
+    owed = job["charge"] + _compile_owed(provider, jid, lacking)  # and the module's compile, if pushed for it
+    assert _earned(provider) - before[node_id(provider)] == owed and job["charge"] > 0
 
 
 @pytest.mark.slow
@@ -333,8 +349,9 @@ def test_a_replica_whose_provider_is_killed_while_it_runs_is_placed_again_on_ano
         _settled(gateway)
         charges = {r["provider"]: r["charge"] for r in job["replicas"] if r["paid"]}
         assert job["charge"] == sum(charges.values()) > 0
-        for provider in live:  # each paid its own replica's charge, once (nothing was paid to any before)
-            assert _earned(provider) == charges[ids[provider]] > 0
+        for provider in live:  # each paid its own replica's charge and the module's compile, once (nothing before)
+            owed = charges[ids[provider]] + compiled_in(provider, job["run"], "slow")
+            assert _earned(provider) == owed and charges[ids[provider]] > 0
         for node in (gateway, *live):
             status, report = api(node, "GET", "/v1/ledger/verify")
             assert status == 200 and report["ok"], report

@@ -19,6 +19,7 @@ import plyvel
 import pytest
 
 from tests.support.compute import WASM
+from tests.support.jobs import compiled_in
 from tests.support.nodes import kill_all
 from tests.support.peers import api, http, node_id, start_star, wait_for_storage_offers
 from tests.support.waiting import eventually
@@ -93,7 +94,8 @@ def test_a_job_killed_between_keeping_its_checked_answer_and_storing_it_is_store
                    "every payment settled", timeout=120)
         earned = {name: _balance(node, "node") - before[name] for name, node in
                   (("provider", provider), ("holder", holder))}
-        assert earned["provider"] == job["charge"] > 0  # paid what it answered, once
+        # Paid what it answered, once, and compiling the module pushed to it.
+        assert earned["provider"] == job["charge"] + compiled_in(provider, jid, "outputs") and job["charge"] > 0
         paid = before["gateway"] - _balance(gateway, "client") - _balance(gateway, "node")
         assert paid == earned["provider"] + earned["holder"], (paid, earned)  # no credit made or lost
         for node in (gateway, provider, holder):

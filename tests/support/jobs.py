@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from tests.support.compute import WASM, peer_with_provider
+from tests.support.compute import WASM, peer_with_provider, wasm
+from xsc.compute.provider_tabs import compile_price
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc.node import CLIENT_IDENTITY, IDENTITY
@@ -106,6 +107,32 @@ async def settled(gateway) -> None:
     await eventually_async(lambda: gateway.app[NODE].ledger.pending() == [], "every tab paid or refused", 30)
 
 
+def compiled(job: dict, name: str) -> int:
+    """What a provider that lacked the fixture module `name` charges for compiling it when it is pushed for `job`, at
+    the job's price (its run's `cost`, or what it was sent at: its `sent`, or `job` is a replica's `replicating`
+    entry): the job's tab pays it with the run."""
+    if "cost" in job:
+        return compile_price(len(wasm(name)), job["cost"]["fuel_price"])
+    return compile_price(len(wasm(name)), job.get("sent", job)["price"])
+
+
+async def compiled_for(provider, run: str, name: str) -> int:
+    """`compiled`, at the price the provider's own record of the run was made at (`run`: the record's id, or the id
+    of the job it ran): a replica's, or a job's whose answer names no cost."""
+    records = (await (await provider.get("/v1/compute/provenance?limit=1000")).json())["records"]
+    [record] = [r["record"] for r in records if run in (r["record"]["id"], r["record"].get("job", {}).get("id"))]
+    return compile_price(len(wasm(name)), record["fuel_price"])
+
+
+def compiled_in(provider, run: str, name: str) -> int:
+    """`compiled_for` of a node process (tests/support/peers.py)."""
+    from tests.support.peers import api
+
+    records = api(provider, "GET", "/v1/compute/provenance?limit=1000")[1]["records"]
+    [record] = [r["record"] for r in records if run in (r["record"]["id"], r["record"].get("job", {}).get("id"))]
+    return compile_price(len(wasm(name)), record["fuel_price"])
+
+
 def balances(gateway, provider) -> tuple[int, int]:
     """The gateway's user's balance (it pays) and the provider's node's (it is paid)."""
     return (gateway.app[NODE].ledger.store.state(gateway.app[CLIENT_IDENTITY].public_key).balance,
@@ -141,8 +168,8 @@ def countersigning_the_cap(provider) -> None:
 
 def provider_pair(tmp_path, wasm: str, started: list, env: dict[str, str]):
     """Two node processes, `env` over both: a gateway that offers no compute and a provider that offers no storage (a
-    job's outputs are stored on the gateway, and the provider is paid for its run alone), `wasm` deployed on the
-    gateway: (gateway, provider, id)."""
+    job's outputs are stored on the gateway, and the provider is paid for its run and compiling the module pushed to
+    it alone), `wasm` deployed on the gateway: (gateway, provider, id)."""
     from tests.support.peers import api, start_star
     from tests.support.waiting import eventually
 

@@ -193,7 +193,7 @@ class HostedJobs:
         self.paid.reserve(sender, budget)  # its sender's line pays for it, or it is refused (402) here
         if not self.compute.has_module(spec.module):
             self.paid.release(sender, budget)
-            self.paid.pushes.expect(sender, spec.module, price)
+            self.paid.pushes.expect(sender, spec.module, price, auth)  # its compile charged on the job's tab
             raise not_here(spec.module)
         try:
             tab = await self.paid.provider_tabs.reserve(auth, budget, sender, staged=True,

@@ -39,7 +39,7 @@ from ..storage.strangers import ProviderTerms
 from ..tasks import in_pool
 from ..units import counted, credits_argument, format_size
 from .remote_sends import CallEnd, CallSends
-from .provider_tabs import ProviderTabs
+from .provider_tabs import ProviderTabs, compile_price
 from .pushes import PUSHED_TTL, ModulePushes
 from .remote_tabs import GatewayTabs
 from .spot_checks import SpotChecks, parse_verify
@@ -277,7 +277,8 @@ class PaidCompute:
         url = self.peers.peer(provider).url
         budget = self.compute.budget(call, price)  # at this node's memory price: the provider may charge less
         try:
-            tab = await self.gateway_tabs.reserve(provider, price, budget)
+            tab = await self.gateway_tabs.reserve(provider, price, budget, functools.partial(
+                compile_room, self.compute, call.module, price))
         except InsufficientCredit as err:
             raise worst_case_refused(self.compute, err, call, budget) from None
         body = {"call": _call_json(call), "price": price, "authorization": tab.hex, "deal": deal, "tab": True,
@@ -305,10 +306,12 @@ class PaidCompute:
                        **facts, **fields(trap))
         return run
 
-    async def push(self, url: str, provider: str, call: InvokeCall) -> None:
-        """Send `provider` the module of work it was matched for and lacks (it answered module-not-found)."""
+    async def push(self, url: str, provider: str, call: InvokeCall, tab: Any = None) -> None:
+        """Send `provider` the module of work it was matched for and lacks (it answered module-not-found), its compile
+        charged on `tab` (the work's: GatewayTabs.compile_on) if given."""
         await push_module(self.client, url, provider, lambda: self.compute.store.wasm(bytes.fromhex(call.module)),
-                          call.wasi)
+                          call.wasi, None if tab is None else functools.partial(self.gateway_tabs.compile_on, tab,
+                                                                                call.module))
 
     # --- the provider's side -------------------------------------------------------------------
     async def _run_on_tab(self, gateway: str, call: InvokeCall, price: int, deal: dict, auth,
@@ -564,6 +567,13 @@ def _comparable(value: Any) -> Any:
 
 def not_here(module: str) -> ModuleNotFound:
     return ModuleNotFound(f"module {module} is not deployed on this node", hint="push it: PUT /v1/peer/modules")
+
+
+def compile_room(compute: ComputeService, module: str, price: int) -> int:
+    """What compiling `module` (its id) costs a provider that lacks it, at `price`: the room a tab of work on it keeps
+    under its cap for its push (0: not deployed here, so never pushed from here)."""
+    info = compute.store.module(bytes.fromhex(module))
+    return 0 if info is None else compile_price(info.size, price)
 
 
 def worst_case_refused(compute: ComputeService, err: InsufficientCredit, call: InvokeCall, budget: int,

@@ -52,7 +52,9 @@ any inflated receipt is.  A receipt without `compiles` (an older provider's) cha
 A job's tab (`reserve_alone`) is its alone, and its authorization's job reference names it (`job_tab`:
 compute:rtab:job:JOB_ID), so both nodes' ledgers say which job each such payment was for.  It is shown to its
 provider before the job's record names it, and its run is asked for only once its bytes are sent: its tally counts
-the job's budget from then on (`run_asked`), and owes nothing before.
+the job's budget from then on (`run_asked`), and owes nothing before but the compile of a module pushed for the job
+(its cap has room for one, `compile_on`): a job given up before it ran still pays that work, done at a price held
+before the push was sent.
 
 A placed function's tab (compute/placements.py) is one this node sends no call on: its callers reach the provider
 alone.  Its tally is what the provider's reports said its requests cost (`track`, `reported`: a report that takes
@@ -70,7 +72,7 @@ import logging
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 
 from .. import keys
@@ -186,8 +188,9 @@ class GatewayTabs:
         """Providers a tab is being opened with now, or waited for (tests)."""
         return len(self._opening)
 
-    async def reserve(self, provider: str, price: int, budget: int) -> OpenTab:
-        """The open tab with `provider` at `price` that covers `budget` more (opening one if needed)."""
+    async def reserve(self, provider: str, price: int, budget: int, room: Callable[[], int] = lambda: 0) -> OpenTab:
+        """The open tab with `provider` at `price` that covers `budget` more (opening one if needed, its cap TAB_CALLS
+        budgets and `room()` to compile the call's module: `compile_on`; a cap holds nothing)."""
         # Kept aside from what the call may hold, as the payer's balance shows it; asked first: between finding a
         # usable tab and reserving on it nothing waits (the tab could be closed meanwhile).
         promised = await self.ledger.promised(self.payments.payer.public_key)
@@ -199,7 +202,8 @@ class GatewayTabs:
                     old = self._open.pop(provider, None)
                     if old is not None:
                         self._retire(old)
-                    auth = await self.payments.authorize(provider, budget * TAB_CALLS, JOB, ttl=TAB_TTL, hold=0)
+                    auth = await self.payments.authorize(provider, budget * TAB_CALLS + room(), JOB, ttl=TAB_TTL,
+                                                         hold=0)
                     self.payments.keep_off(auth.id)  # the retry closes no tab still open (until `_close`)
                     opened = OpenTab(provider, auth, price)
                     try:
@@ -217,11 +221,11 @@ class GatewayTabs:
         self._tally_changed(tab, soon=False)
         return tab
 
-    async def reserve_alone(self, provider: str, price: int, budget: int, job: str) -> OpenTab:
+    async def reserve_alone(self, provider: str, price: int, budget: int, job: str, room: int = 0) -> OpenTab:
         """A tab of its own for one piece of work (the job `job`, its id), closed as soon as it is answered: what is
-        refused or abandoned on it is that work alone."""
+        refused or abandoned on it is that work alone.  Its cap has `room` to compile its module, if it is pushed."""
         promised = await self.ledger.promised(self.payments.payer.public_key)
-        auth = await self.payments.authorize(provider, budget, job_tab(job), ttl=TAB_TTL, hold=0)
+        auth = await self.payments.authorize(provider, budget + room, job_tab(job), ttl=TAB_TTL, hold=0)
         self.payments.keep_off(auth.id)
         tab = self._owes(OpenTab(provider, auth, price, closing=True, asked=False))
         try:
@@ -267,10 +271,10 @@ class GatewayTabs:
         auth = self._pending(authorization_id)
         if auth is None:
             return False
-        tab = self._owes(OpenTab(public_id(auth.payee), auth, 0, metered=amount, count=1, closing=True))
-        # On disk before its close is sent, in place of the tally a stop left (its whole budget, or nothing if its
-        # run was first asked for by the start): the record naming its charge may be replaced (the job run again)
-        # before it is paid, and the next start's retry then goes by this.
+        tab = self._owes(_owing(auth, amount, self._unpaid.get(authorization_id)))
+        # On disk before its close is sent, in place of the tally a stop left (its whole budget, or nothing if its run
+        # was first asked for by the start; the compile it allowed kept): the record naming its charge may be replaced
+        # (the job run again) before it is paid, and the next start's retry then goes by this.
         self._tally_changed(tab)
         self._spawn_close(tab)
         return True
@@ -349,10 +353,8 @@ class GatewayTabs:
         return tab
 
     def compile_on(self, tab: OpenTab, module: str, wasm: bytes) -> str | None:
-        """The tab (its authorization id hex) a push of `module` (`wasm`) for a call on `tab` names for its provider to
-        charge compiling it on: `compile_price` of it at the tab's price held on it and on disk with its tally first.
-        None (charged on this node's trust line there, as an older gateway's push is): pushed naming this tab already,
-        no room left under its cap, or this node's user cannot hold it now."""
+        """The tab (authorization id hex) a push of `module` (`wasm`) for work on `tab` names to be charged its compile,
+        `compile_price` at the tab's price, held and written with its tally first; None (no room, pushed, unpayable)."""
         price = compile_price(len(wasm), tab.price)
         try:
             if module in tab.compiled or tab.per_request or tab.unpayable or price > tab.room:
@@ -727,6 +729,13 @@ def _tally(tab: OpenTab) -> bytes:
     if tab.compiles:
         return _TALLY_COMPILES.pack(metered, at_risk, count, unknown, tab.compiles, tab.modules)
     return _TALLY.pack(metered, at_risk, count, unknown)
+
+
+def _owing(auth: Authorization, amount: int, was: OpenTab | None) -> OpenTab:
+    """A tab whose work was answered owing `amount` (`GatewayTabs.owed_after_restart`), closing: it allows its provider
+    the compiles it allowed as `was` (as a start took it up, or as it ran), if any."""
+    compiles = {} if was is None else {"compiles": was.compiles, "modules": was.modules}
+    return OpenTab(public_id(auth.payee), auth, 0, metered=amount, count=1, closing=True, **compiles)
 
 
 def _over_tally(tab: OpenTab, receipt: Receipt) -> tuple[str, bool] | None:

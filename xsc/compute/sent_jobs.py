@@ -29,7 +29,7 @@ from ..tasks import Locks, in_pool, unless_set
 from . import job_cancels, provenance
 from .job_sandbox import OutputFile
 from .out_bound import CANCELLED, OUTPUT_LIMIT
-from .paid import PaidCompute, worst_case_refused
+from .paid import PaidCompute, compile_room, worst_case_refused
 from .provider_stops import UNRUN
 from .service import InvokeCall
 from .sent_checks import check_outputs, unlike_a_run, unlike_the_deal
@@ -110,7 +110,8 @@ class SentJobs:
         url = paid.peers.peer(provider).url
         budget = paid.compute.budget(call, price)
         try:
-            tab = await paid.gateway_tabs.reserve_alone(provider, price, budget, asked or jid)
+            tab = await paid.gateway_tabs.reserve_alone(provider, price, budget, asked or jid,
+                                                        compile_room(paid.compute, call.module, price))
         except InsufficientCredit as err:
             raise worst_case_refused(paid.compute, err, call, budget, "job") from None
         data = _data(staged)
@@ -218,7 +219,7 @@ class SentJobs:
                 sending()
             await _unless_cancelled(self._sent_all(url, provider, job, data), given_up)
             paid.gateway_tabs.run_asked(tab)  # its budget on the tally on disk only now: it may run from here
-        except BaseException:  # nothing ran: nothing is owed for it
+        except BaseException:  # nothing ran: nothing of a run is owed for it (a compile on its tab is)
             paid.gateway_tabs.answered(tab, budget, None)
             raise
         try:
@@ -237,13 +238,13 @@ class SentJobs:
 
     async def _begin(self, url: str, provider: str, body: dict, call: InvokeCall, tab, budget: int,
                      jid: str, given_up: job_cancels.Cancelling | None) -> str:
-        try:  # (cut by its cancel: a module pushed may be large; a job it staged goes with its tab, closed unpaid)
-            return await _unless_cancelled(self._begun(url, provider, body, call, jid), given_up)
-        except BaseException:  # a job runs nothing until it is asked to: nothing is owed for it
-            self.paid.gateway_tabs.answered(tab, budget, None)
+        try:  # (cut by its cancel: a module pushed may be large; a job it staged goes with its tab)
+            return await _unless_cancelled(self._begun(url, provider, body, call, jid, tab), given_up)
+        except BaseException:  # a job runs nothing until it is asked to: nothing of a run is owed for it (its tab is
+            self.paid.gateway_tabs.answered(tab, budget, None)  # closed paying the compile of a module pushed, if any)
             raise
 
-    async def _begun(self, url: str, provider: str, body: dict, call: InvokeCall, jid: str) -> str:
+    async def _begun(self, url: str, provider: str, body: dict, call: InvokeCall, jid: str, tab) -> str:
         begin = functools.partial(_asked_again, functools.partial(wire.begin, self.paid.client, url, provider, body),
                                   provider, jid, "begin", placing=True)
         try:
@@ -259,7 +260,7 @@ class SentJobs:
             except PeerRefused as err:
                 if err.details.get("peer_code") != "module-not-found":
                     raise
-            await self.paid.push(url, provider, call)
+            await self.paid.push(url, provider, call, tab)  # compiled at a price paid with the job's tab
         return await begin()
 
     async def _sent_all(self, url: str, provider: str, job: str, data) -> None:
