@@ -311,7 +311,7 @@ async def test_a_job_cancelled_while_its_bytes_go_to_its_provider_never_runs_the
     assert (status, told["code"]) == (409, "job-cancelled") and "before it ran" in told["detail"], told
     job = await (await cancel).json()
     assert job["state"] == "cancelled" and job["executions"] == 0 and job.get("charge", 0) == 0, job
-    assert job["error"] == "its user cancelled it before it ran: nothing is charged", job
+    assert job["error"] == "its user cancelled it before it ran: nothing is charged for its run", job
     assert provider.app[NODE].trust.line(gateway.app[IDENTITY].id)["reserved"] == 0
     await settle(gateway)
     # Nothing ran; compiling the module pushed for it was done, its price held before the push: that is paid.
@@ -359,7 +359,7 @@ async def test_a_cancel_cuts_the_sending_of_a_jobs_large_input_at_once_and_nothi
     job = await response.json()
     assert response.status == 200 and job["state"] == "cancelled" and not release.is_set(), job  # the send still stalled
     assert job["executions"] == 0 and job.get("charge", 0) == 0, job
-    assert job["error"] == "its user cancelled it before it ran: nothing is charged", job
+    assert job["error"] == "its user cancelled it before it ran: nothing is charged for its run", job
     status, told = await running
     assert (status, told["code"]) == (409, "job-cancelled") and "before it ran" in told["detail"], told
     assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}  # dropped as its cancel was answered

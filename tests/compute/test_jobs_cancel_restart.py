@@ -97,7 +97,7 @@ async def test_a_start_whose_cancel_finds_the_job_dropped_unrun_says_it_was_canc
     assert provider.app[NODE].hosted_jobs.status() == {"hosted": 1}  # staged, never run
     gateway, job = await _settled_at_start(node_factory, job["id"])
     assert job["state"] == "cancelled" and job["executions"] == 0 and job.get("charge", 0) == 0, job
-    assert job["error"] == "its user cancelled it before it ran: nothing is charged", job
+    assert job["error"] == "its user cancelled it before it ran: nothing is charged for its run", job
     assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}  # dropped as the cancel asked
     await settled(gateway)  # its tab dropped
     assert balances(gateway, provider)[1] == before[1]
@@ -304,7 +304,7 @@ async def test_a_cancel_that_comes_as_the_provider_writes_a_piece_of_the_job_dro
     finally:
         written.set()
     assert cancelled["state"] == "cancelled" and cancelled["executions"] == 0, cancelled
-    assert cancelled["error"] == "its user cancelled it before it ran: nothing is charged", cancelled
+    assert cancelled["error"] == "its user cancelled it before it ran: nothing is charged for its run", cancelled
     await _stopped(running)
     await eventually_async(lambda: provider.app[NODE].hosted_jobs.status() == {"hosted": 0},
                            "the provider to drop the job once its piece was written")

@@ -10,7 +10,7 @@ from .. import db
 from ..errors import DiskFull, JobCancelled, NodeFailed, OverCap, PeerUnavailable, PeerUnreachable, Trap, XscError
 from ..units import format_credits
 from .job_sandbox import MAX_OUTPUTS, UNPRINTABLE
-from .out_bound import CANCELLED, MAX_DEPTH, MAX_ENTRIES, UNREADABLE, UNREADABLE_HINT
+from .out_bound import BEFORE_IT_RAN, CANCELLED, MAX_DEPTH, MAX_ENTRIES, UNREADABLE, UNREADABLE_HINT
 from .trap_limits import fields
 
 KEPT_STREAMS = 1 << 20  # a deterministic job's stdout and stderr kept with its record for replays, at most
@@ -106,8 +106,7 @@ def rerun_hint(job: dict[str, Any], **guarantee: int) -> str:
 
 
 def run_id(job: dict[str, Any]) -> str:
-    """The id its providers know a job's runs by: its own, unless it was asked with a guarantee
-    (jobspec.asked_id)."""
+    """The id its providers know a job's runs by: its own, unless it was asked with a guarantee (jobspec.asked_id)."""
     return job.get("run", job["id"])
 
 
@@ -115,11 +114,11 @@ def not_ended(job: dict[str, Any], err: XscError) -> XscError | None:
     """The record of a job whose run never ended, updated from `err` (what placing or running it raised), and what its
     user is told instead of `err` (None: `err` itself, a refusal before it ran: the node busy, too little credit)."""
     jid, hint = job["id"], rerun_hint(job)
-    if isinstance(err, JobCancelled):  # before its run began, or its provider never answered (job_cancels.py)
-        job.update(state=CANCELLED, error=f"its user cancelled it {err.details.get('why')}: nothing is charged",
-                   error_hint=hint)
-        return JobCancelled(f"{the_job(job, hint)} was cancelled {err.details.get('why')}: nothing is charged",
-                            hint=hint, id=jid, charged=0)
+    if isinstance(err, JobCancelled):  # before it ran (a compile made for it is paid), or its provider never answered
+        why = err.details.get("why")
+        charged = "nothing is charged" + " for its run" * (why == BEFORE_IT_RAN)
+        job.update(state=CANCELLED, error=f"its user cancelled it {why}: {charged}", error_hint=hint)
+        return JobCancelled(f"{the_job(job, hint)} was cancelled {why}: {charged}", hint=hint, id=jid, charged=0)
     if isinstance(err, PeerUnreachable):
         # its provider went away (stopped, the network cut) and no other took it: cut short, as by a stop
         job.update(state="interrupted", error=f"its provider could not be reached: {err.message}", error_hint=hint)

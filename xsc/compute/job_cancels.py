@@ -19,10 +19,10 @@ A cancel writes its intent in the job's record (`cancel_asked`), then sets it an
 - A replicated job's replicas are each stopped so, at once; each is paid what its own signed record says it used,
   none judged against the others (replica_cancels.py).
 - A job cancelled before its run began (still placed, its bytes still sent: `sending`, `not_cancelled`) runs
-  nothing: it ends `cancelled`, charged nothing, and a provider that took it drops it.  What is still being sent to
-  its providers (its module, its begin, its inputs) is cut at the cancel (`Cancelling.asked`), not at those requests'
-  own timeouts: a provider the cancel found named in the record was asked to drop the job, and the job's tab, closed
-  unpaid, drops it there too.
+  nothing: it ends `cancelled`, charged nothing for a run, and a provider that took it drops it.  What is still being
+  sent to its providers (its module, its begin, its inputs) is cut at the cancel (`Cancelling.asked`): a provider the
+  cancel found named in the record was asked to drop the job, and the job's tab, closed, drops it there too, paying
+  only a compile of its module that provider made for it.
 - A kill -9 once the intent is written, before a provider heard the cancel or answered it, leaves the record `running`
   with `sent` (or a replica's `sent`) and `cancel_asked`: the start asks each such provider to stop again and waits for
   its answer as long as a cancel does (sent_jobs.SentJobs.answer_after_cancel), and ends the job as the cancel would.
@@ -46,7 +46,7 @@ from typing import Any, AsyncIterator, Callable
 from ..errors import JobCancelled, JobNotRunning
 from . import provenance
 from .jobspec import parse_sent_job
-from .out_bound import Stop
+from .out_bound import BEFORE_IT_RAN, Stop
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +181,9 @@ def asking(asker: str | None):
         ASKER.reset(token)
 
 
-def cancelled_before(why: str = "before it ran", **details: Any) -> JobCancelled:
-    """A job cancelled with nothing of it to pay (`why`: before its run began, or its provider never answered): its
-    record is written `cancelled`, and its caller told, by job_answers.not_ended, as for any run that never ended."""
+def cancelled_before(why: str = BEFORE_IT_RAN, **details: Any) -> JobCancelled:
+    """A job cancelled with no run to pay (`why`: before its run began, or its provider never answered): its record is
+    written `cancelled`, and its caller told, by job_answers.not_ended, as for any run that never ended."""
     return JobCancelled(f"cancelled {why}", why=why, lost=f"cancelled {why}", **details)  # (`lost`: a replica's)
 
 

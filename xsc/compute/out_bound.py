@@ -41,6 +41,7 @@ UNREADABLE_HINT = "leave shorter paths in /out: the node names each whole, withi
 DEADLINE = "deadline"
 NODE_STOPPING = "node-stopping"  # the trap kind of a job stopped because its node stops
 CANCELLED = "cancelled"  # ... because its user cancelled it (`xsc compute cancel`): a state of its own, not a failure
+BEFORE_IT_RAN = "before it ran"  # when a job cancelled before it ran was: its module's compile alone is paid
 _DELETED = " (deleted)"
 
 
