@@ -124,6 +124,11 @@ class LocalNode:
         with contextlib.suppress(NotFound):
             await self.storage.remove(Capability.parse(cap))
 
+    async def delete_files(self, caps: list[str]) -> list[str]:
+        # Removed together: their synced writes per batch, not per file (StorageService.remove_all).
+        await self.storage.remove_all([Capability.parse(cap) for cap in caps])
+        return caps
+
     async def files(self) -> list[dict]:
         return await self.storage.files()
 
