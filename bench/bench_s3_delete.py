@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import tempfile
@@ -22,29 +21,18 @@ from pathlib import Path
 
 import aiohttp
 
-from xsc.s3.core import sigv4
-
 from .bench_s3 import _start_front, _xsc
+from .bench_small_objects import put_object
 from .common import UNLIMITED_USER, free_port, start_node
 from .report import Report
 
-KiB = 1024
-
-
 async def put_objects(url: str, key: dict, bucket: str, names: list[str], concurrency: int) -> float:
     """PutObject of 1 KiB under each of `names`, `concurrency` at a time: the seconds all took."""
-    host, todo = url.removeprefix("http://"), iter(names)
+    todo = iter(names)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
         async def client() -> None:
             for name in todo:
-                body, path = os.urandom(KiB), f"/{bucket}/{name}"
-                headers = sigv4.sign_headers("PUT", path, "", host, {"Content-Length": str(len(body))},
-                                             key["access_key"], key["secret_key"], time.time(),
-                                             payload_hash=hashlib.sha256(body).hexdigest())
-                async with session.put(url + path, data=body, headers=headers) as response:
-                    await response.read()
-                    if response.status != 200:
-                        raise SystemExit(f"a PutObject answered {response.status}")
+                await put_object(session, url, key, f"/{bucket}/{name}")
 
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
