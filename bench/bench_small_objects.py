@@ -90,27 +90,31 @@ async def put_objects(url: str, key: dict, bucket: str, concurrency: int, second
     requests a second (every answer must be 200)."""
     done = 0
     deadline = time.perf_counter() + seconds
-    host, run = url.removeprefix("http://"), os.urandom(4).hex()  # new keys each call: no overwrites
+    run = os.urandom(4).hex()  # new keys each call: no overwrites
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
         async def client(worker: int) -> None:
             nonlocal done
             n = 0
             while time.perf_counter() < deadline:
-                body = os.urandom(KiB)
-                path = f"/{bucket}/aio/{run}/{worker}/{n}"
-                headers = sigv4.sign_headers("PUT", path, "", host, {"Content-Length": str(len(body))},
-                                             key["access_key"], key["secret_key"], time.time(),
-                                             payload_hash=hashlib.sha256(body).hexdigest())
-                async with session.put(url + path, data=body, headers=headers) as response:
-                    await response.read()
-                    if response.status != 200:
-                        raise SystemExit(f"a PutObject answered {response.status}")
+                await put_object(session, url, key, f"/{bucket}/aio/{run}/{worker}/{n}")
                 done += 1
                 n += 1
 
         started = time.perf_counter()
         await asyncio.gather(*(client(w) for w in range(concurrency)))
         return done / (time.perf_counter() - started)
+
+
+async def put_object(session: aiohttp.ClientSession, url: str, key: dict, path: str) -> None:
+    """One PutObject of 1 KiB at `path`, signed with SigV4 over its payload's SHA-256 (its answer must be 200)."""
+    body = os.urandom(KiB)
+    headers = sigv4.sign_headers("PUT", path, "", url.removeprefix("http://"), {"Content-Length": str(len(body))},
+                                 key["access_key"], key["secret_key"], time.time(),
+                                 payload_hash=hashlib.sha256(body).hexdigest())
+    async with session.put(url + path, data=body, headers=headers) as response:
+        await response.read()
+        if response.status != 200:
+            raise SystemExit(f"a PutObject answered {response.status}")
 
 
 class Spent:

@@ -556,6 +556,15 @@ class Locks(Generic[T]):
             if not users[0]:
                 del self._held[key]
 
+    @contextlib.asynccontextmanager
+    async def many(self, keys: Iterable[T]):
+        """`one` of each of `keys`, taken in their sorted order: two callers that take some keys alike never each
+        hold one the other waits for."""
+        async with contextlib.AsyncExitStack() as stack:
+            for key in sorted(set(keys)):  # type: ignore[type-var]
+                await stack.enter_async_context(self.one(key))
+            yield
+
     def locked(self, key: T) -> bool:
         """Whether a caller holds `key` now."""
         held = self._held.get(key)

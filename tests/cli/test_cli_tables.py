@@ -555,6 +555,29 @@ def test_node_status_gives_the_web_functions_and_s3_listeners_urls_when_set(thre
     assert not {"web", "S3:"} & {line.split()[0] for line in plain.xsc("node", "status").stdout.splitlines()}
 
 
+def _health_peer(up: bool, failed: int) -> dict:
+    return {"id": public_id(os.urandom(32)), "url": "https://127.0.0.1:1", "ratio_1h": 1.0 if up else 0.5,
+            "ratio_24h": 1.0 if up else 0.5, "probes_1h": 4, "probes_24h": 4, "latency_ms": 2.0,
+            "consecutive_failures": failed, "up": up, "last_probe": None, "last_ok": None, "last_error": None,
+            "last_audit": None, "up_since": None}
+
+
+def test_health_status_says_its_last_round_probed_only_the_peers_due_when_it_did() -> None:
+    """A scheduled round probes only the peers due (one down, less often): under a peer shown DOWN, "1 of 1
+    answered" read as if every peer had answered."""
+    status = {"peers": [_health_peer(True, 0), _health_peer(False, 2)], "probe_interval": 30.0,
+              "last_round": {"time": int(time.time() * 1000), "seconds": 0.004, "peers": 1, "ok": 1}}
+    with serving(json_answer(status)) as url:
+        shown = xsc("health", "status", "--node", url, env={"XSC_TOKEN": "t", "COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "DOWN (2 failed)" in shown.stdout, shown.stdout
+    assert "last probe round: 1 of 2 peers probed (those due), 1 answered in 4.0 ms" in shown.stdout, shown.stdout
+    status["last_round"] = {**status["last_round"], "peers": 2}  # a round of every peer (`xsc health probe`)
+    with serving(json_answer(status)) as url:
+        shown = xsc("health", "status", "--node", url, env={"XSC_TOKEN": "t", "COLUMNS": "200"})
+    assert "last probe round: 2 of 2 peers probed, 1 answered in" in shown.stdout, shown.stdout
+
+
 def test_ledger_history_gives_its_balance_in_credits_and_its_fuel_with_thousands_separators() -> None:
     with serving(json_answer(HISTORY)) as url:
         shown = xsc("ledger", "history", "--node", url, env={"XSC_TOKEN": "t", **NARROW})
@@ -714,7 +737,7 @@ def test_the_lines_under_a_table_wrap_between_words_at_60_columns(thread_node) -
     assert a.xsc("health", "probe").exit_code == 0  # a probe round: `health status` says it under its table
     for args, footer in ((["ledger", "trust"], "available = counted + credit - used - reserved (reserved: work under "
                                                 "way)"),
-                         (["health", "status"], "last probe round: 1 of 1 answered in")):
+                         (["health", "status"], "last probe round: 1 of 1 peer probed, 1 answered in")):
         for columns in (60, None):
             shown = a.xsc(*args, env={"COLUMNS": str(columns)} if columns else None)
             assert shown.exit_code == 0, shown.output

@@ -14,6 +14,7 @@ from tests.support.jobs import QUIET, balances, network, run_job, settle
 from xsc.compute import provenance, sent_jobs
 from xsc.node import IDENTITY, TOKEN
 from xsc.node.appkeys import NODE
+from xsc.units import format_size
 
 FUEL = 100_000
 
@@ -37,10 +38,10 @@ async def test_a_remote_invoke_out_of_fuel_names_its_limit_in_its_answer_and_its
         assert (status, problem["kind"], problem["provider"]) == (422, "out-of-fuel", provider.app[IDENTITY].id)
         assert _named(problem) == ("fuel", FUEL, raised), problem
         ceiling = f"{gateway.app[NODE].compute.ceiling.fuel:,}"  # the most this node lets a call ask for
-        assert problem["hint"] == (f"ask for more with --fuel (it ran under 100,000), up to {ceiling} (this node's "
+        assert problem["hint"] == (f"ask for more with --fuel (its limit was 100,000), up to {ceiling} (this node's "
                                    "compute.fuel; its provider's may allow less)"), problem["hint"]
     line = await _xsc(gateway, "compute", "invoke", fib, "fib", "30", "--fuel", str(FUEL))
-    assert "out of fuel" in line and f"(ask for more with --fuel (it ran under 100,000), up to {ceiling} (this " \
+    assert "out of fuel" in line and f"(ask for more with --fuel (its limit was 100,000), up to {ceiling} (this " \
         "node's compute.fuel; its provider's may allow less))" in line, line
 
 
@@ -61,7 +62,7 @@ async def test_a_remote_invoke_out_of_fuel_offers_no_more_fuel_than_this_nodes_c
     fib = await deploy(gateway, "fibonacci")
     status, problem = await invoke(gateway, fib, "fib", "30")  # under the provider's ceiling, above this node's
     assert (status, problem["kind"], problem["limit_value"]) == (422, "out-of-fuel", 300_000), problem
-    assert problem["hint"] == ("it ran under 300,000, more than this node's most (200,000, compute.fuel): to ask for "
+    assert problem["hint"] == ("its limit, 300,000, is more than this node's most (200,000, compute.fuel): to ask for "
                                "more, raise it (xsc config set compute.fuel ...) and restart the node"), problem["hint"]
 
 
@@ -140,18 +141,21 @@ async def test_a_job_over_its_memory_time_or_bytes_out_names_its_limit_here_and_
             raised = f"{flag} (at most compute.{limit[0]})" if here else \
                 f"{flag} (at most its provider's compute.{limit[0]})"
             assert _named(problem) == (*limit, raised), problem
-            if not here:
-                assert problem["hint"] == f"ask for more with {flag} (it ran under {shown}), up to its provider's " \
-                    f"compute.{limit[0]}", problem
+            if not here:  # within the gateway's own ceiling: a job asking for more is refused there
+                most = getattr(gateway.app[NODE].compute.ceiling, limit[0])
+                most = f"{most:g} s" if limit[0] == "timeout" else format_size(most)
+                assert problem["hint"] == f"ask for more with {flag} (its limit was {shown}), up to {most} (this " \
+                    f"node's compute.{limit[0]}; its provider's may allow less)", problem
     status, problem = await run_job(gateway, {"module": outputs, "stdin": "-", "limits": {"bytes_out": 100}},
                                     stdin=b"x" * 1000)
     assert (status, problem["code"]) == (413, "over-cap") and "over its bytes_out (100)" in problem["detail"], problem
     assert _named(problem) == ("bytes_out", 100, "--bytes-out"), problem
     line = await _xsc(gateway, "compute", "run", spin, "--no-stdin", "--timeout", "0.2")
-    assert "deadline exceeded" in line and "(ask for more with --timeout (it ran under 0.2 s), up to its provider's " \
-        "compute.timeout)" in line, line
+    most = gateway.app[NODE].compute.ceiling.timeout
+    assert "deadline exceeded" in line and f"(ask for more with --timeout (its limit was 0.2 s), up to {most:g} s " \
+        "(this node's compute.timeout; its provider's may allow less))" in line, line
     line = await _xsc(gateway, "compute", "run", hog, "--entrypoint", "hog", "--no-stdin", "--memory", "1MiB")
-    assert "memory limit reached" in line and "--memory (it ran under 1.0 MiB)" in line, line
+    assert "memory limit reached" in line and "--memory (its limit was 1.0 MiB)" in line, line
 
 
 

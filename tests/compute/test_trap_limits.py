@@ -42,7 +42,7 @@ def test_a_providers_own_limit_fields_are_not_taken() -> None:
     told = trap_limits.told(said, {}, RECORD)
     assert (told["limit"], told["limit_value"], told["raised_by"]) == \
         ("timeout", 0.25, "--timeout (at most its provider's compute.timeout)")
-    assert told["hint"] == "ask for more with --timeout (it ran under 0.25 s), up to its provider's compute.timeout"
+    assert told["hint"] == "ask for more with --timeout (its limit was 0.25 s), up to its provider's compute.timeout"
     unnamed = trap_limits.told({**said, "kind": "unreachable"}, {}, RECORD)
     assert unnamed == {"kind": "unreachable", "message": "deadline exceeded", "hint": "pay more"}
 
@@ -75,3 +75,19 @@ def test_outputs_over_their_bytes_out_name_it_as_the_job_asked_and_no_other_refu
     assert (told["limit"], told["limit_value"], told["raised_by"]) == ("bytes_out", 100, "--bytes-out")
     assert trap_limits.of_bytes_out("it made more than 1,024 files and directories in /out", 100) is None
     assert trap_limits.of_bytes_out("its outputs are 1,000 bytes, over its bytes_out (100)", "100") is None
+
+
+def test_a_jobs_trap_on_a_provider_offers_no_more_than_this_nodes_ceiling_and_says_its_limit_as_a_limit() -> None:
+    """A job past its wall-clock limit on a provider: its hint never reads as the time it ran ("ran for 10.00 s" beside
+    "ran under 5 s"), and one whose limit is this node's most is told to raise the ceiling, not to ask for more."""
+    answer = {"trap": {"kind": "deadline", "message": "deadline exceeded: it ran for 10.00 s, past its wall-clock "
+                                                      "limit of 5 s"}}
+    signed = {"record": {**RECORD, "timeout_us": 5_000_000, "trap": {"kind": "deadline"}}}
+    at_most = trap_limits.of_job(answer, signed, {"spec": {}}, Limits(fuel=1_000, memory=65_536, timeout=5.0))
+    assert at_most["limit_value"] == 5.0
+    assert at_most["hint"] == ("its limit, 5 s, is this node's most (compute.timeout): to ask for more, raise it "
+                               "(xsc config set compute.timeout ...) and restart the node")
+    under = trap_limits.of_job(answer, signed, {"spec": {}}, Limits(fuel=1_000, memory=65_536, timeout=30.0))
+    assert under["hint"] == ("ask for more with --timeout (its limit was 5 s), up to 30 s (this node's "
+                             "compute.timeout; its provider's may allow less)")
+    assert "ran under" not in trap_limits.of_job(answer, signed, {"spec": {}})["hint"]

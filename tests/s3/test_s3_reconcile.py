@@ -285,10 +285,10 @@ async def test_a_conditional_put_that_loses_its_race_has_its_file_removed_at_onc
         async with session.put(url + "/gate/raced", data=won, headers=headers) as response:
             assert response.status == 200, await response.text()
     if not deleted:
-        async def gone(cap: str) -> None:
+        async def gone(caps: list[str]) -> list[str]:
             raise XscError("the front went away before it removed the file")
 
-        monkeypatch.setattr(link, "delete_file", gone)
+        monkeypatch.setattr(link, "delete_files", gone)
     writer.write(data[MiB:])
     await writer.drain()
     answer = await reader.readuntil(b"\r\n\r\n")

@@ -118,6 +118,46 @@ def test_a_deletion_cut_between_its_records_and_its_blocks_is_finished_by_recove
     assert _keys(blocks) == [] and _keys(records, keys.UPLOADS) == [] and restarted.used == 0
 
 
+def test_files_deleted_together_write_once_each_database_and_a_cut_between_is_finished_by_recover(dbs,
+                                                                                                  monkeypatch) -> None:
+    """A removal of many files writes their records in one synced batch and then their blocks in one: cut between
+    (a kill -9), none is listed, and the restart's recover deletes every block of each, wherever it was."""
+    records, blocks = dbs
+    store = ShareStore(records, 1 << 30, blocks=blocks)
+    staged = [os.urandom(32) for _ in range(3)]
+    for si in staged:
+        store.publish(_stage(store, si), _metas(), b"manifest", {"storage_index": si.hex()})
+    small = os.urandom(32)  # its blocks rode in its publication, with the records
+    upload = store.begin_upload(small, (0,), 100)
+    upload.put_blocks(0, {0: b"s" * 100})
+    store.publish(upload, [ShareMeta(0, 1, 100, 2_000_000_000, bytes(32), (bytes(32),))], b"manifest")
+    kept = os.urandom(32)
+    store.publish(_stage(store, kept), _metas(), b"manifest")
+    order: list[str] = []
+    batch = Database.write_batch
+
+    def crash_on_the_blocks(db, **kw):
+        order.append(db.path.name)
+        if db is blocks:
+            raise KeyboardInterrupt  # a kill -9, as far as this process goes
+        return batch(db, **kw)
+
+    monkeypatch.setattr(Database, "write_batch", crash_on_the_blocks)
+    with pytest.raises(KeyboardInterrupt):
+        store.delete_files([*staged, small])
+    monkeypatch.undo()
+    assert order == [DB_DIR, BLOCKS_DIR]  # one write of the records for all of them, then one of the blocks
+    assert all(store.share_metas(si) == [] and store.manifest(si) is None and store.file_record(si) is None
+               for si in [*staged, small])
+    assert _keys(records, keys.blocks_of(small)) == []
+    assert len(_keys(blocks)) == 6 * 4  # the three files' blocks, and the kept one's
+    restarted = ShareStore(records, 1 << 30, blocks=blocks)
+    assert restarted.recover() == 4  # a staging record per file (where its blocks are is not looked up)
+    assert {keys.blocks_of(kept)} == {k[:len(keys.blocks_of(kept))] for k in _keys(blocks)}
+    assert len(_keys(blocks)) == 6 and restarted.used == 6 * BLOCK and len(restarted.share_metas(kept)) == 2
+    assert _keys(records, keys.UPLOADS) == []
+
+
 def test_leases_collected_delete_the_blocks_in_both_databases(dbs) -> None:
     records, blocks = dbs
     store = ShareStore(records, 1 << 30, blocks=blocks)

@@ -191,19 +191,19 @@ async def test_a_removal_a_full_disk_stopped_halfway_is_said_so_and_finished_by_
     response = await node.post("/v1/store/files", params={"name": "half"}, data=os.urandom(200_000))
     assert response.status == 201, await response.text()
     cap = (await response.json())["capability"]
-    real = store.delete_file
+    real = store.delete_files
 
-    def full(si: bytes) -> None:
+    def full(sis: list[bytes]) -> None:
         raise plyvel.IOError(b"IO error: db/000007.log: No space left on device")
 
-    monkeypatch.setattr(store, "delete_file", full)
+    monkeypatch.setattr(store, "delete_files", full)
     refused = await node.delete(f"/v1/store/files/{cap}")
     problem = await refused.json(content_type=None)
     assert refused.status == 507 and "no longer listed" in problem["detail"], problem
     assert "xsc store rm again" in problem["hint"], problem
     assert (await (await node.get("/v1/store/files")).json())["files"] == []
 
-    monkeypatch.setattr(store, "delete_file", real)  # room again
+    monkeypatch.setattr(store, "delete_files", real)  # room again
     again = await node.delete(f"/v1/store/files/{cap}")
     assert again.status == 200, await again.text()
     assert store.used == used and store.removals() == []

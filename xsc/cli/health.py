@@ -79,8 +79,16 @@ def status(obj, wide: bool, as_json: bool) -> None:
     wide_table(COLUMNS, _rows(info["peers"]), wide=wide)
     last = info.get("last_round")
     if last:
-        prose(f"last probe round: {last['ok']} of {last['peers']} answered in {1000 * last['seconds']:.1f} ms, "
-              f"{_ago(last['time'])}; every {info['probe_interval']:g} s", wide=wide)
+        prose(f"{round_said(last, len(info['peers']))} in {1000 * last['seconds']:.1f} ms, {_ago(last['time'])}; "
+              f"every {info['probe_interval']:g} s", wide=wide)
+
+
+def round_said(last: dict, known: int) -> str:
+    """The last probe round in words: how many peers it probed of those known, then how many answered.  A scheduled
+    round probes only the peers due (one down, less often): "1 of 1 answered" under a peer shown down read as if
+    every peer had."""
+    due = " (those due)" if last["peers"] < known else ""
+    return f"last probe round: {last['peers']} of {counted(known, 'peer')} probed{due}, {last['ok']} answered"
 
 
 @health.command()

@@ -185,7 +185,7 @@ class RemoteAnswers:
         job.update(state="storing", outputs=[], answered={
             "provider": returned.provider, "run": {**run, "stdout": "", "stderr": ""} if long else run,
             "signed": returned.signed, "outputs": answer["outputs"], "refusal": answer.get("refusal"),
-            "trap": of_job(answer, returned.signed, job), "pays": pays,  # (the limit it names: this node's)
+            "trap": of_job(answer, returned.signed, job, self.sent.paid.compute.ceiling), "pays": pays,  # (limit: ours)
             "hosted": {p: s["job"] for p, s in steps.items() if isinstance(s, dict) and "job" in s},
             **({"refused": [{"provider": r.provider, "authorization": r.authorization} for r in refused]}
                if refused else {})})

@@ -51,12 +51,13 @@ def told(trap: Any, asked: dict[str, Any], record: dict[str, Any] | None, fuel_u
     return trap if limit is None else {**trap, **limit, "hint": said(limit, ceiling)}
 
 
-def of_job(answer: dict[str, Any], signed: dict[str, Any], job: dict[str, Any]) -> Any:
+def of_job(answer: dict[str, Any], signed: dict[str, Any], job: dict[str, Any], ceiling: Limits | None = None) -> Any:
     """A job's trap as a provider answered it, as the job's record keeps it (`told`): the limit it names that of the
-    provider's checked record (held to what the job asked: sent_jobs.py), or the job's own bytes_out."""
+    provider's checked record (held to what the job asked: sent_jobs.py), or the job's own bytes_out; its hint within
+    `ceiling`, this node's (a job asking for more is refused here before any provider sees it)."""
     limits = (job.get("spec") or {}).get("limits") or {}
     return told(answer.get("trap"), {}, signed.get("record"), refusal=answer.get("refusal"),
-                bytes_out=limits.get("bytes_out"))
+                bytes_out=limits.get("bytes_out"), ceiling=ceiling)
 
 
 def asked_of(fuel: Any, memory: Any, timeout: Any) -> dict[str, Any]:
@@ -100,8 +101,9 @@ def said(limit: dict[str, Any], ceiling: Limits | None = None, here: bool = Fals
     it already is told that raising the ceiling is what asks for more.  `here`: the run was this node's own."""
     name, value = limit["limit"], limit["limit_value"]
     flag = "--bytes-out" if name == "bytes_out" else FLAGS[name]
-    # A run here says its limit in its own words ("it used all 100,000 units of its fuel limit"): not twice.
-    ran = f" (it ran under {_shown(name, value)})" if value is not None and not here else ""
+    # A run here says its limit in its own words ("it used all 100,000 units of its fuel limit"): not twice.  Said as
+    # the limit, not as what the run did: "ran under 5 s" beside a message's "it ran for 10.00 s" reads as its time.
+    ran = f" (its limit was {_shown(name, value)})" if value is not None and not here else ""
     if name == "bytes_out":
         return f"ask for more with {flag}{ran}"
     if ceiling is None:
@@ -109,8 +111,8 @@ def said(limit: dict[str, Any], ceiling: Limits | None = None, here: bool = Fals
     most = getattr(ceiling, name)
     if value is not None and value >= most:
         had = f"its {name} limit is this node's most, compute.{name}" if here else \
-            f"it ran under {_shown(name, value)}, this node's most (compute.{name})" if value == most else \
-            f"it ran under {_shown(name, value)}, more than this node's most ({_shown(name, most)}, compute.{name})"
+            f"its limit, {_shown(name, value)}, is this node's most (compute.{name})" if value == most else \
+            f"its limit, {_shown(name, value)}, is more than this node's most ({_shown(name, most)}, compute.{name})"
         return f"{had}: to ask for more, raise it (xsc config set compute.{name} ...) and restart the node"
     whose = "" if here else "; its provider's may allow less"
     return f"ask for more with {flag}{ran}, up to {_shown(name, most)} (this node's compute.{name}{whose})"

@@ -123,6 +123,11 @@ class NodeLink(Protocol):
         """The file removed from the store (its deals end); one already gone is fine."""
         ...
 
+    async def delete_files(self, caps: list[str]) -> list[str]:
+        """`delete_file` of each of `caps`: those removed (or gone already); one that could not be is left out, for the
+        next reconciliation to remove."""
+        ...
+
     async def files(self) -> list[dict]:
         """The store's files: {"name", "capability", ...} each."""
         ...

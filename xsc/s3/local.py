@@ -13,7 +13,7 @@ from ..buckets.core import listing
 from ..buckets.index import INITIATOR, S3Index
 from ..buckets.uploads import upload_page
 from ..buckets.objects import ObjectWriter, SmallPut
-from ..errors import NotFound, XscError
+from ..errors import InvalidCapability, NotFound, XscError
 from ..storage import Capability
 from ..storage.files import StorageService
 from ..storage.gateway_get import Plaintext
@@ -123,6 +123,16 @@ class LocalNode:
     async def delete_file(self, cap: str) -> None:
         with contextlib.suppress(NotFound):
             await self.storage.remove(Capability.parse(cap))
+
+    async def delete_files(self, caps: list[str]) -> list[str]:
+        # Removed together: their synced writes per batch, not per file (StorageService.remove_all).  One that is no
+        # capability stays marked, as `delete_file` leaves it, and holds none of the others back.
+        parsed = {}
+        for cap in caps:
+            with contextlib.suppress(InvalidCapability):
+                parsed[cap] = Capability.parse(cap)
+        await self.storage.remove_all(list(parsed.values()))
+        return list(parsed)
 
     async def files(self) -> list[dict]:
         return await self.storage.files()

@@ -195,6 +195,20 @@ class RemoteNode:
     async def delete_file(self, cap: str) -> None:
         await self.api.delete_file(cap)
 
+    async def delete_files(self, caps: list[str]) -> list[str]:
+        done, limit = [], asyncio.Semaphore(8)
+
+        async def remove(cap: str) -> None:
+            async with limit:
+                try:
+                    await self.api.delete_file(cap)
+                    done.append(cap)
+                except XscError as err:
+                    log.warning("could not remove %s… from the store yet: %s", cap[:24], err)
+
+        await asyncio.gather(*(remove(cap) for cap in caps))
+        return done
+
     async def files(self) -> list[dict]:
         return await self.api.files()
 

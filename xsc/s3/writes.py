@@ -13,6 +13,7 @@ from typing import AsyncIterator, Awaitable, Callable, TypeVar
 from ..buckets.core import names
 from ..errors import InsufficientCredit, NodeCreditExhausted, S3Error, XscError
 from ..tasks import Workers, to_its_end
+from ..units import counted
 from . import payload
 from .calls import Call, declared_size
 from .core import checksums, xml
@@ -149,18 +150,11 @@ class Writes:
         """Remove files no object refers to any more from the store (their deals end), then drop their marks."""
         if not garbage:
             return
-        done = []
-        limit = asyncio.Semaphore(8)
-
-        async def remove(cap: str) -> None:
-            async with limit:
-                try:
-                    await self.node.delete_file(cap)
-                    done.append(cap)
-                except XscError as err:
-                    log.warning("could not remove %s… from the store yet: %s", cap[:24], err)
-
-        await asyncio.gather(*(remove(cap) for cap in garbage))
+        try:
+            done = await self.node.delete_files(garbage)
+        except XscError as err:
+            log.warning("could not remove %s from the store yet: %s", counted(len(garbage), "file"), err)
+            return
         if done:
             await self.node.forget_garbage(done)
 

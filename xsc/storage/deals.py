@@ -292,10 +292,14 @@ class StorageDeals:
 
     def removed(self, si: bytes, at: int) -> None:
         """The file was removed: its deals end now (what was held until now is still paid)."""
+        self.removed_all({si: at})
+
+    def removed_all(self, removed: Mapping[bytes, int]) -> None:
+        """`removed` of each file (storage index: when it was removed), in one synced write."""
         with self._records:
-            deals = [d for d in self.of_file(si) if not d.ended]
+            deals = [d for si in removed for d in self.of_file(si) if not d.ended]
             for d in deals:
-                d.end, d.ended = min(d.end, at), True
+                d.end, d.ended = min(d.end, removed[bytes.fromhex(d.si)]), True
             self._save(deals)
 
     def extended(self, si: bytes, lease_end: int, shares: set[int]) -> list[StorageDeal]:

@@ -30,7 +30,7 @@ from ..ledger.service import LedgerService
 from ..market.dealing import Dealing
 from ..market.service import MarketService
 from ..tasks import Locks, at_most, in_pool, periodic
-from ..units import format_size
+from ..units import counted, format_size
 from . import quotes
 from .core import layout, leases
 from .core.capability import Capability
@@ -50,6 +50,7 @@ from .strangers import ProviderTerms
 log = logging.getLogger(__name__)
 
 LOCAL = "this node"  # how a file record put without peers names this node
+REMOVING_AT_ONCE = 16  # files of a batch removal whose shares are deleted on their holders at once
 ReadFn = Callable[[int], Awaitable[bytes]]
 
 
@@ -597,31 +598,31 @@ class StorageService:
         change with them); `finish_removals` finishes their removal."""
         await in_pool(self.pool, self.store.begin_removals, [cap.storage_index for cap in caps], at, also)
 
+    async def remove_all(self, caps: list[Capability]) -> None:
+        """`remove` of each file of `caps` this node's user has (one it has not: nothing), its synced writes per batch,
+        not per file: taken out of the listing in one write, then finished together (`finish_removals`)."""
+        records = await in_pool(self.pool, lambda: [self.store.file_record(c.storage_index) for c in caps])
+        mine = [c for c, r in zip(caps, records) if r is not None and r["capability"] == str(c)]
+        for cap in mine:
+            self.unplaced.drop(cap.storage_index)
+        await self.begin_removals(mine, int(time.time()), {})
+        await self.finish_removals(mine)
+
     async def finish_removals(self, caps: list[Capability]) -> None:
         """Finish the removal of files taken out of the listing (`removal_entries`, `begin_removals`): their shares
-        deleted on every holder that answers and here; a file not being removed is left alone.  One that fails is
-        finished later, as any removal a crash or a full disk cut short (`_finish_removals`)."""
-        for cap in caps:
-            try:
-                await _finish_removal(self, cap.storage_index)
-            except Exception:  # noqa: BLE001 - finished later
-                log.exception("could not finish removing file %s", cap.storage_index.hex())
+        deleted on every holder that answers and here, their synced writes together; a file not being removed is left
+        alone.  Those that fail are finished later, as any removal a crash or a full disk cut short
+        (`_finish_removals`)."""
+        sis = {cap.storage_index.hex() for cap in caps}
+        try:
+            async with self.repair_locks.many(cap.storage_index for cap in caps):
+                await _finish_all(self, [r for r in await in_pool(self.pool, self.store.removals)
+                                         if r["storage_index"] in sis])
+        except Exception:  # noqa: BLE001 - finished later
+            log.exception("could not finish removing %s", counted(len(sis), "file"))
 
     async def _finish_removal(self, record: dict) -> dict[str, str]:
-        si = bytes.fromhex(record["storage_index"])
-        # Copies a repair committed and could not place (the file's removal began while it ran) go with the rest.
-        await gateway_repair.release_strays(self.gateway, self.holder, si)
-        holders, names = self.holders_of(record)
-        results = await asyncio.gather(*(h.delete(si, s) for s, h in holders.items()), return_exceptions=True)
-        # A holder without the share (lost, collected, never committed there) has nothing of the file left to delete.
-        results = [None if _share_gone(r) else r for r in results]
-        left = {s: names[s] for s, r in zip(holders, results) if isinstance(r, BaseException)}
-        if left:  # asked again at each start and every storage.gc_interval until their lease ends (release_strays)
-            await in_pool(self.pool, self.store.note_strays, si, left,
-                          leases.latest(record, int(time.time())))
-        await in_pool(self.pool, self.deals.removed, si, record["removed_at"])
-        await in_pool(self.pool, self.store.delete_file, si)  # last: until then a restart finishes the removal
-        return {names[s]: str(r) for s, r in zip(holders, results) if isinstance(r, BaseException)}
+        return (await _finish_all(self, [record]))[0]
 
     def start(self) -> None:
         """Finish the removals a crash cut short (begin_removal), and delete the copies of shares on other nodes that
@@ -940,6 +941,34 @@ async def _finish_removals(service: StorageService) -> None:
                 log.warning("could not finish removing file %s yet: the data dir's disk is full", si.hex())
     await in_pool(service.pool, service.store.kept.free)
     await _release_strays(service)
+
+
+async def _finish_all(service: StorageService, records: list[dict]) -> list[dict[str, str]]:
+    """The removals of `records` (begun: `begin_removals`) finished: each file's shares deleted on its holders, then the
+    deals of all ended in one synced write, then all deleted here in one (last: until then a restart finishes them).
+    Returns, per file, the nodes that did not answer."""
+    if not records:
+        return []
+    left = await at_most(REMOVING_AT_ONCE, (_delete_held(service, record) for record in records))
+    await in_pool(service.pool, service.deals.removed_all, {bytes.fromhex(r["storage_index"]): r["removed_at"]
+                                                            for r in records})
+    await in_pool(service.pool, service.store.delete_files, [bytes.fromhex(r["storage_index"]) for r in records])
+    return left
+
+
+async def _delete_held(service: StorageService, record: dict) -> dict[str, str]:
+    """A file being removed: its shares deleted on every holder that answers, those that did not noted; returns them."""
+    si = bytes.fromhex(record["storage_index"])
+    # Copies a repair committed and could not place (the file's removal began while it ran) go with the rest.
+    await gateway_repair.release_strays(service.gateway, service.holder, si)
+    holders, names = service.holders_of(record)
+    results = await asyncio.gather(*(h.delete(si, s) for s, h in holders.items()), return_exceptions=True)
+    # A holder without the share (lost, collected, never committed there) has nothing of the file left to delete.
+    results = [None if _share_gone(r) else r for r in results]
+    left = {s: names[s] for s, r in zip(holders, results) if isinstance(r, BaseException)}
+    if left:  # asked again at each start and every storage.gc_interval until their lease ends (release_strays)
+        await in_pool(service.pool, service.store.note_strays, si, left, leases.latest(record, int(time.time())))
+    return {names[s]: str(r) for s, r in zip(holders, results) if isinstance(r, BaseException)}
 
 
 async def _release_strays(service: StorageService) -> None:

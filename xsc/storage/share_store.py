@@ -379,7 +379,7 @@ class ShareStore:
         """Forget an upload that will not publish: delete what it staged (no more: see `restaged`), release its room."""
         if upload.held is None:
             shares = upload.shares if upload.written else ()
-            with self.kept.if_refused(upload.storage_index, shares, keys.upload(upload.id)), \
+            with self.kept.if_refused({keys.upload(upload.id): (upload.storage_index, shares)}), \
                     self._removing(upload.storage_index, upload.written):
                 delete_staged(self, upload.storage_index, shares, keys.upload(upload.id))
         with self._lock:
@@ -391,7 +391,7 @@ class ShareStore:
                  for k, v in self.db.iterator(prefix=prefix)]
         for key, record in stale:  # what it staged: not counted; on a full disk, kept to delete once there is room
             si = bytes.fromhex(record["storage_index"])
-            with self.kept.if_refused(si, record["shares"], key), self._removing(si, None):
+            with self.kept.if_refused({key: (si, record["shares"])}), self._removing(si, None):
                 delete_staged(self, si, record["shares"], key)
         return len(stale)
 
@@ -619,33 +619,13 @@ class ShareStore:
         with self.db.iterator(prefix=keys.shares_of(si), include_value=False) as it:
             return [keys.split_share(key)[1] for key in it]
 
-    @contextmanager
-    def _deleting(self, si: bytes, metas: list[ShareMeta]) -> Iterator[Any]:
-        """A synced batch of the records that deletes the shares of `metas` (and what its caller adds to it);
-        their blocks in `blocks` are deleted once it is written, named meanwhile by a staging record (so that
-        `recover` deletes them after a crash between the two)."""
-        record = keys.upload(unique_bytes(16)) if self._apart and metas else None
-        with self.db.write_batch(sync=True) as batch:
-            for meta in metas:
-                for segment in range(meta.segment_count):
-                    batch.delete(keys.block(si, meta.share, segment))  # a block that rode in its publication
-                batch.delete(keys.share(si, meta.share))
-            if record is not None:
-                batch.put(record, _staging_record(si, [m.share for m in metas]))
-            yield batch
-        if record is not None:  # the shares are gone (their bytes no longer used), their blocks once deleted
-            with self.kept.if_refused(si, [m.share for m in metas], record), \
-                    self._removing(si, sum(m.stored_bytes for m in metas)):
-                with self.blocks.write_batch(sync=True) as blocks:
-                    for meta in metas:
-                        for segment in range(meta.segment_count):
-                            blocks.delete(keys.block(si, meta.share, segment))
-                self.db.delete(record)
+    def _deleting(self, si: bytes, metas: list[ShareMeta]) -> AbstractContextManager[Any]:
+        return deleting(self, {si: metas})
 
     # --- deleting ------------------------------------------------------------------
     def delete_share(self, si: bytes, share: int) -> bool:
         """Remove one share (blocks and metadata) and give its space back."""
-        return self._delete(si, (share,), forget_file=False) > 0
+        return self._delete([si], (share,), forget_file=False) > 0
 
     def forget_manifest_if_unused(self, si: bytes) -> bool:
         """Drop the manifest of a storage index once no share of it nor any file record needs it."""
@@ -688,25 +668,59 @@ class ShareStore:
         """Delete a file's shares held here, its manifest, and its record (listed, or being removed)."""
         if self.manifest(si) is None and self.file_record(si) is None and self.db.get(keys.removing(si)) is None:
             raise NotFound("this node holds no file with that capability")
-        self._delete(si, tuple(range(256)), forget_file=True)
+        self.delete_files([si])
 
-    def _delete(self, si: bytes, shares: tuple[int, ...], *, forget_file: bool) -> int:
+    def delete_files(self, sis: list[bytes]) -> None:
+        """`delete_file` of each of `sis` (one it holds nothing of: nothing), in one synced write of the records and,
+        after it, one of the blocks (`deleting`): a removal of many files writes per batch, not per file."""
+        self._delete(sis, None, forget_file=True)
+
+    def _delete(self, sis: list[bytes], shares: tuple[int, ...] | None, *, forget_file: bool) -> int:
         self.kept.free()  # a delete may find the room a full disk lacked before
-        with self._lock:
-            metas = [m for s in shares if (m := self.share_meta(si, s))]
-            freed = sum(m.stored_bytes for m in metas)
-            with self._deleting(si, metas) as batch:
-                if forget_file:
-                    batch.delete(keys.manifest(si))
-                    batch.delete(keys.file(si))
-                    batch.delete(keys.removing(si))
-                    for key in self.db.iterator(prefix=keys.damage_of(si), include_value=False):
+        with self._lock:  # (`shares` None: every share of each held here)
+            metas = {si: [m for s in (self._shares_here(si) if shares is None else shares)
+                          if (m := self.share_meta(si, s))] for si in sis}
+            freed, count = sum(m.stored_bytes for ms in metas.values() for m in ms), sum(map(len, metas.values()))
+            with deleting(self, metas) as batch:
+                for si in sis if forget_file else ():
+                    for key in (keys.manifest(si), keys.file(si), keys.removing(si),
+                                *self.db.iterator(prefix=keys.damage_of(si), include_value=False)):
                         batch.delete(key)
                 batch.put(keys.STORAGE_USED, (self.used - freed).to_bytes(8, "big"))
             self.used -= freed
-            self.shares_held -= len(metas)
+            self.shares_held -= count
             self.file_writes += forget_file
-            return len(metas)
+            return count
+
+
+@contextmanager
+def deleting(store: ShareStore, metas: dict[bytes, list[ShareMeta]]) -> Iterator[Any]:
+    """A synced batch of the records that deletes the shares of `metas` (per storage index; and what its caller adds
+    to it); their blocks in `blocks` are deleted once it is written, in one synced batch, named meanwhile by a staging
+    record per storage index (so that `recover` deletes them after a crash between the two)."""
+    records = {si: keys.upload(unique_bytes(16)) for si, ms in metas.items() if ms} if store._apart else {}
+    with store.db.write_batch(sync=True) as batch:
+        for si, ms in metas.items():
+            for meta in ms:
+                for segment in range(meta.segment_count):
+                    batch.delete(keys.block(si, meta.share, segment))  # a block that rode in its publication
+                batch.delete(keys.share(si, meta.share))
+            if si in records:
+                batch.put(records[si], _staging_record(si, [m.share for m in ms]))
+        yield batch
+    if records:  # the shares are gone (their bytes no longer used), their blocks once deleted
+        with store.kept.if_refused({record: (si, [m.share for m in metas[si]]) for si, record in records.items()}):
+            with ExitStack() as removing:
+                for si in records:
+                    removing.enter_context(store._removing(si, sum(m.stored_bytes for m in metas[si])))
+                with store.blocks.write_batch(sync=True) as blocks:
+                    for si in records:
+                        for meta in metas[si]:
+                            for segment in range(meta.segment_count):
+                                blocks.delete(keys.block(si, meta.share, segment))
+            with store.db.write_batch() as done:
+                for record in records.values():
+                    done.delete(record)
 
 
 _NO_KEY = b"\xff\xff"  # above every key: a compaction of it alone has nothing to compact
@@ -752,14 +766,17 @@ class KeptBlocks:
         self._kept: dict[bytes, tuple[bytes, list[int]]] = {}  # staging record key -> (storage index, shares)
 
     @contextmanager
-    def if_refused(self, si: bytes, shares: tuple[int, ...] | list[int], record_key: bytes) -> Iterator[None]:
-        """Keep these blocks to delete later if the deletion in the block fails in the database."""
+    def if_refused(self, staged: dict[bytes, tuple[bytes, Any]]) -> Iterator[None]:
+        """Keep the blocks `staged` names (staging record key: its storage index and shares) to delete later if their
+        deletion in the block fails in the database."""
         try:
             yield
         except DatabaseError as err:
-            if record_key not in self._kept:
-                log.warning("the staged blocks of %s stay on disk until it has room (%s): deleted then", si.hex(), err)
-            self._kept[record_key] = (si, list(shares))
+            for record_key, (si, shares) in staged.items():
+                if record_key not in self._kept:
+                    log.warning("the staged blocks of %s stay on disk until it has room (%s): deleted then", si.hex(),
+                                err)
+                self._kept[record_key] = (si, list(shares))
 
     def free(self) -> int:
         """Delete the blocks kept, while the disk has room; how many uploads' or deletions' were.  Blocking."""

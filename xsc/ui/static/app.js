@@ -405,7 +405,7 @@ PAGES.peers = {
     const lr = health.last_round;
     main.replaceChildren(
       card('Peers', h('p', {class: 'muted'}, `${health.peers.filter(p => p.up).length} of ${health.peers.length} up; probed every ${duration(health.probe_interval)}`,
-          lr ? `; last round ${ago(lr.time)}: ${lr.ok} of ${lr.peers} answered` : ''),
+          lr ? `; last round ${ago(lr.time)}: ${lr.peers} of ${health.peers.length} probed${lr.peers < health.peers.length ? ' (those due)' : ''}, ${lr.ok} answered` : ''),
         table(['state', 'node', '1 h', '24 h', 'latency', 'last audit', 'recognition'], rows, {class: 'peers stack'})),
       card('Who holds which shares', h('p', {class: 'muted'}, `shares of this node's ${count} file(s) per node` + (count > 12 ? '; the newest 12 files as columns' : '')
           + (idle ? `; ${idle} peer(s) hold none` : '')), map));
