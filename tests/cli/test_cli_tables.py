@@ -525,18 +525,20 @@ def test_compute_functions_gives_every_p50_to_the_same_decimals_and_its_counts_r
         assert all(row[:end].endswith(" " + row.split()[at]) for row in rows), shown.stdout
 
 
-def test_health_status_keeps_availability_at_80_columns_with_the_id_whole_under_its_row(thread_node) -> None:
+def test_health_status_keeps_availability_at_80_columns_with_the_id_and_url_whole_under_its_row(thread_node) -> None:
     a, b = thread_node("a", **QUIET), thread_node("b", **QUIET)
     b_id = json.loads(b.xsc("node", "status", "--json").stdout)["id"]
     assert a.xsc("peers", "add", b.url).exit_code == 0
     assert a.xsc("health", "probe").exit_code == 0
+    [peer] = json.loads(a.xsc("health", "status", "--json").stdout)["peers"]
     for shown in (a.xsc("health", "status", env=NARROW), a.xsc("health", "status")):  # a terminal, and piped
         assert shown.exit_code == 0, shown.output
         _fits(shown.stdout)
         lines = shown.stdout.splitlines()
-        assert lines[0].split()[:5] == ["state", "1", "h", "24", "h"], shown.stdout  # availability, with no url
+        assert lines[0].split()[:5] == ["state", "1", "h", "24", "h"] and "url" not in lines[0], shown.stdout
         assert re.match(r"up\s+100\.0% of \d+ probes?\s+100\.0% of \d+ probes?\s", lines[1]), shown.stdout
-        assert lines[2].strip() == f"id {b_id}", shown.stdout  # whole, under its row
+        under = [line.strip().rstrip(",") for line in lines[2:]]
+        assert under[:2] == [f"id {b_id}", f"url {peer['url']}"], shown.stdout  # each whole, under its row
     wide = a.xsc("health", "status", "--wide").stdout.splitlines()
     assert wide[1].split()[0] == b_id and "url" in wide[0] and "latency" in wide[0], wide  # every column, however wide
 
