@@ -525,18 +525,20 @@ def test_compute_functions_gives_every_p50_to_the_same_decimals_and_its_counts_r
         assert all(row[:end].endswith(" " + row.split()[at]) for row in rows), shown.stdout
 
 
-def test_health_status_keeps_availability_at_80_columns_with_the_id_whole_under_its_row(thread_node) -> None:
+def test_health_status_keeps_availability_at_80_columns_with_the_id_and_url_whole_under_its_row(thread_node) -> None:
     a, b = thread_node("a", **QUIET), thread_node("b", **QUIET)
     b_id = json.loads(b.xsc("node", "status", "--json").stdout)["id"]
     assert a.xsc("peers", "add", b.url).exit_code == 0
     assert a.xsc("health", "probe").exit_code == 0
+    [peer] = json.loads(a.xsc("health", "status", "--json").stdout)["peers"]
     for shown in (a.xsc("health", "status", env=NARROW), a.xsc("health", "status")):  # a terminal, and piped
         assert shown.exit_code == 0, shown.output
         _fits(shown.stdout)
         lines = shown.stdout.splitlines()
-        assert lines[0].split()[:5] == ["state", "1", "h", "24", "h"], shown.stdout  # availability, with no url
+        assert lines[0].split()[:5] == ["state", "1", "h", "24", "h"] and "url" not in lines[0], shown.stdout
         assert re.match(r"up\s+100\.0% of \d+ probes?\s+100\.0% of \d+ probes?\s", lines[1]), shown.stdout
-        assert lines[2].strip() == f"id {b_id}", shown.stdout  # whole, under its row
+        under = [line.strip().rstrip(",") for line in lines[2:]]
+        assert under[:2] == [f"id {b_id}", f"url {peer['url']}"], shown.stdout  # each whole, under its row
     wide = a.xsc("health", "status", "--wide").stdout.splitlines()
     assert wide[1].split()[0] == b_id and "url" in wide[0] and "latency" in wide[0], wide  # every column, however wide
 
@@ -611,6 +613,28 @@ def test_ledger_history_fits_80_columns_when_piped_and_wide_shows_every_column()
     assert any(len(line) > 80 for line in wide.stdout.splitlines()), wide.stdout  # in columns, however wide
 
 
+# A storage deal's payment: its reference, `store:<storage index>:<share>:<from>:<to>`, is 94 characters.
+DEAL = "store:" + "5" * 64 + ":0:1700000000:1700086400"
+STORED = {"id": "e" * 64, "kind": "payment", "account": "a" * 52, "seq": 3, "prev": "f" * 64, "payer": "a" * 52,
+          "payee": "p" * 52, "amount": 12, "cap": 20, "usage": {"bytes_days": 4096}, "job": DEAL,
+          "settled_at": 1_700_000_000, "expires_at": 1_700_003_600, "authorization": "c" * 64, "receipt": "r" * 64,
+          "receipt_seq": 7}
+
+
+def test_ledger_show_breaks_a_storage_deals_reference_between_its_ids_under_its_label_at_80_columns() -> None:
+    with serving(json_answer(STORED)) as url:
+        args = ("ledger", "show", STORED["id"], "--node", url)
+        narrow, piped = xsc(*args, env={"XSC_TOKEN": "t", **NARROW}), xsc(*args, env={"XSC_TOKEN": "t"})
+    assert narrow.exit_code == 0 and piped.exit_code == 0, (narrow.output, piped.output)
+    _fits(narrow.stdout)
+    lines = narrow.stdout.splitlines()
+    at = lines.index("job:")  # the label alone, the reference under it, broken after a colon, each id whole
+    assert lines[at + 1:at + 3] == [f"  store:{'5' * 64}:0:", "  1700000000:1700086400"], narrow.stdout
+    assert next(line for line in lines if line.startswith("entry:")).split() == ["entry:", "e" * 64], narrow.stdout
+    # Not on a terminal each value keeps its one line, for a script's grep or awk.
+    assert f"job:           {DEAL}" in piped.stdout.splitlines(), piped.stdout
+
+
 def test_ledger_history_wraps_its_usage_between_items_never_inside_one() -> None:
     with serving(json_answer(USED)) as url:
         shown = xsc("ledger", "history", "--node", url, env={"XSC_TOKEN": "t", "COLUMNS": "60"})
@@ -653,7 +677,9 @@ def test_status_views_fit_80_and_60_columns_with_each_id_whole_on_one_line(threa
                                      if e["job"].startswith("compute:tab:")), None), "the calls' entry", 60)
     record = json.loads(node.xsc("compute", "provenance", "--list", "--json").stdout)[0]["record"]
     market = json.loads(node.xsc("market", "status", "--json").stdout)
-    ids = {market["node"], entry["id"], entry["payer"], entry["payee"], entry["authorization"], entry["job"],
+    # A job reference too long for its line is broken after a colon, the ids between its colons whole.
+    fields = [field for field in entry["job"].split(":") if len(field) > 12]
+    ids = {market["node"], entry["id"], entry["payer"], entry["payee"], entry["authorization"], *fields,
            record["id"], record["module"], record["requester"], str(node.data_dir),  # (a path is not cut either)
            job["id"], job["module"], *(d["si"] for d in market["deals"])}
     views = (["node", "status"], ["market", "status"], ["market", "offer"], ["peers", "ls"], ["ledger", "balance"],
@@ -665,7 +691,7 @@ def test_status_views_fit_80_and_60_columns_with_each_id_whole_on_one_line(threa
             shown = node.xsc(*args, env={"COLUMNS": str(columns)})
             assert shown.exit_code == 0, (args, shown.output)
             _lines_fit(shown.stdout, columns)
-            words = [w.rstrip(",") for w in shown.stdout.split()]
+            words = re.split(r"[\s,:]+", shown.stdout)
             assert all(i in words for i in ids if i[:12] in shown.stdout), (args, shown.stdout)  # each one whole
     lines = node.xsc("market", "status", env={"COLUMNS": "60"}).stdout.splitlines()
     at = lines.index("book digest:")  # the label alone, the id whole under it

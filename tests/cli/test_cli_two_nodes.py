@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 
 from xsc.node.appkeys import NODE
@@ -60,6 +61,15 @@ def test_a_job_run_on_the_other_node_names_it_and_that_node_lists_what_it_earned
     assert missing.exit_code == 1 and missing.stderr.endswith(
         "(see them with: xsc ledger history (a transfer's payment is found on either node by its receipt's id, the "
         "payee's entry id))\n"), missing.output
+
+    # Run again (the same run asked: its executions counted), its summary names the node that ran it, whole, piped
+    # or on a terminal.
+    for env in ({}, {"COLUMNS": "80"}):
+        again = alice.xsc("compute", "run", str(WASM / "wc.wasm"), input=b"a b\nc\n", env=env)
+        said = " ".join(again.stderr.split())
+        assert again.exit_code == 0, again.output
+        assert re.match(rf"job \w+ ran on node {bob_id} \(executions: \d+\), charged ", said), again.output
+        assert bob_id in again.stderr.split(), again.stderr
 
 
 def test_a_job_past_the_users_credit_names_the_flags_and_the_setting_that_let_it_run(thread_node) -> None:

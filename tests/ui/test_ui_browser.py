@@ -333,6 +333,35 @@ def test_check_all_while_another_run_over_every_file_goes_says_so_and_starts_not
     assert console.take() == ["console: Failed to load resource: the server responded with a status of 409 (Conflict)"]
 
 
+def test_a_file_whose_shares_are_all_on_one_node_shows_at_risk_and_why_as_the_cli_does(net, browser) -> None:
+    """The node's check of a whole file whose every share is on one node says why it is at risk (`at_risk`:
+    tests/cli/test_cli_check_verify.py makes one): added here to the gateway's own answer, as the node would."""
+    why = f"all 6 shares are on node {net['ids'][1]}: the file does not survive its loss, while 2 other nodes are up"
+
+    def at_risk(route) -> None:
+        answer = route.fetch()
+        route.fulfill(response=answer, json={**answer.json(), "at_risk": why})
+
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    console = Console()
+    console.watch(page)
+    page.route("**/v1/store/files/*/check", at_risk)
+    page.goto(login_url(net["nodes"][0]))
+    page.wait_for_selector("body[data-ready=overview]")
+    show(page, "files")
+    row = page.locator(f"tr[data-cap='{net['files'][1]}']")
+    row.locator("button.link").click()
+    page.wait_for_selector("[data-k=at-risk]")
+    assert figure(page, "result").endswith(" shares intact: at risk"), figure(page, "result")
+    assert figure(page, "at-risk") == f"{why}; put it again from a file to spread its shares (then remove this " \
+        "capability)"
+    assert row.locator(".pill.warn").inner_text() == "at risk"  # the word beside its name, as a damaged file's
+    assert page.locator("#repair-damaged").is_disabled()  # no repair spreads it
+    context.close()
+    assert console.take() == []
+
+
 # Notes each text the page shows of an operation's progress, as it is drawn (a repair may be over between two polls
 # of a test).
 RECORD_PROGRESS = """window.__progress = [];

@@ -43,9 +43,10 @@ def _rows(peers: list[dict]) -> list[tuple]:
              _audit(p["last_audit"])) for p in peers]
 
 
-# The id, state and availability (1 h, 24 h) always show (the id on a line under its row when they do not
-# fit beside it); on a narrow terminal the other columns are left out, least needed first.
-COLUMNS = [Col("id", keep=True, under=True), Col("state", keep=True), Col("url", keep=True, drop=6),
+# The id, state and availability (1 h, 24 h) always show (the id and the url, each whole, on lines under its row
+# when they do not fit beside it: both are what the next command is given); on a narrow terminal the other columns
+# are left out, least needed first.
+COLUMNS = [Col("id", keep=True, under=True), Col("state", keep=True), Col("url", keep=True, under=True),
            Col("1 h", keep=True), Col("24 h", keep=True), Col("latency", drop=4), Col("last probe", drop=5),
            Col("last audit", drop=3)]
 
@@ -67,7 +68,7 @@ def status(obj, wide: bool, as_json: bool) -> None:
     """Show each peer's availability (the share of its probes answered over 1 h and 24 h), latency, consecutive
     failures and last audit.
 
-    It fits the terminal, or 80 columns when not on one: a peer's id, whole, then goes on a line under its row
+    It fits the terminal, or 80 columns when not on one: a peer's id and url, whole, then go on lines under its row
     (--wide: in a column; --json for scripts)."""
     info = obj.client().request("GET", "/v1/health/peers")
     if as_json:

@@ -243,7 +243,12 @@ def env_pair(text: str) -> tuple[str, str]:
 
 
 def _summary(job: dict[str, Any]) -> None:
-    how = "replayed (not run again)" if job.get("replayed") else f"ran (executions: {job['executions']})"
+    # A job run by a provider on the market (its tab there is what it is paid on) names that node, whole: the id its
+    # receipt and `peers ls` show.  A job this node ran is said as before: its provider is the node asked.
+    remote = not job.get("replicas") and any(isinstance(pay, dict) and pay.get("provider") == job.get("provider")
+                                             for pay in job.get("paid_on", []))
+    where = f" on node {job['provider']}" if remote and isinstance(job["provider"], str) else ""
+    how = "replayed (not run again)" if job.get("replayed") else f"ran{where} (executions: {job['executions']})"
     if job.get("replicas") and not job.get("replayed"):
         paid = sum(1 for r in job["replicas"] if r.get("paid"))
         asked = job.get("guarantee", {}).get("replicas", len(job["replicas"]))

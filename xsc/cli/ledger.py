@@ -159,7 +159,7 @@ def show(obj, entry: str, as_json: bool) -> None:
         ("payee", e["payee"]),
         ("amount", f"{format_credits(e['amount'])} credits (cap {format_credits(e['cap'])})"),
         ("usage", _usage(e["usage"])),
-        ("job", e["job"]),
+        ("job", e["job"], ":"),  # a storage deal's reference, too long for a line, broken between its ids
         ("settled", f"{_time(e['settled_at'])} UTC (authorization expires {_time(e['expires_at'])} UTC)"),
         ("authorization", e["authorization"]),
         ("receipt", f"{e['receipt']} (payee seq {e['receipt_seq']})"),

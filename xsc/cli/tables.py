@@ -306,17 +306,19 @@ def _fields(word: str, width: int, separator: str) -> list[str]:
     return pieces
 
 
-def key_values(pairs: Iterable[tuple[str, Any]]) -> None:
+def key_values(pairs: Iterable[tuple[str, Any] | tuple[str, Any, str | None]]) -> None:
     """`key: value` lines, the values in one column.  On a terminal a value too long for it is wrapped under
     itself, as a detail line is: a string between words, a list (of imports, of peers) between items.  A value with
     a word too long to go beside its label (an id) goes on lines of its own under the label, indented by two (a job
-    reference of 78 characters fits 80 columns): an id is never cut.  A value is one line, as a table's cell is
-    (`_one_line`): it may hold what a peer wrote (a job's error).  Not on a terminal, each value is on one line
-    (`xsc node status | awk '$1 == "id:"'`)."""
-    pairs = list(pairs)
-    width = max((cells(k) for k, _ in pairs), default=0)
+    reference of 78 characters fits 80 columns): an id is never cut.  A pair's third element, its `fields`
+    separator as `Col.fields`, breaks a word too long even for a line of its own after a separator, each field whole
+    (a storage deal's `store:<storage index>:<share>:<from>:<to>`, 94 characters).  A value is one line, as a
+    table's cell is (`_one_line`): it may hold what a peer wrote (a job's error).  Not on a terminal, each value is
+    on one line (`xsc node status | awk '$1 == "id:"'`)."""
+    pairs = [(pair[0], pair[1], pair[2] if len(pair) > 2 else None) for pair in pairs]
+    width = max((cells(k) for k, _, _ in pairs), default=0)
     columns = terminal_width()
-    for k, v in pairs:
+    for k, v, fields in pairs:
         items = [_one_line(str(item)) for item in v] if isinstance(v, (list, tuple)) else None
         text = ", ".join(items) if items is not None else _one_line(str(v))
         lines = [text]
@@ -325,7 +327,8 @@ def key_values(pairs: Iterable[tuple[str, Any]]) -> None:
             if any(width + 2 + cells(line) > columns for line in lines):
                 click.echo(f"{k}:")
                 for line in _pack(items if items is not None else text, max(1, columns - 2)) or [text]:
-                    click.echo("  " + line)
+                    broken = _fields(line, columns - 2, fields) if fields and cells(line) > columns - 2 else [line]
+                    click.echo("\n".join("  " + piece for piece in broken))
                 continue
         click.echo(_pad(k + ":", width + 1) + " " + lines[0])
         for line in lines[1:]:

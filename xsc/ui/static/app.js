@@ -230,7 +230,7 @@ PAGES.files = {
       const cap = f.capability;
       rows.push(h('tr', {'data-cap': cap},
         h('td', {class: 'text'}, h('button', {class: 'link', onclick: () => toggleFile(cap)}, st.open[cap] ? '▾ ' : '▸ ', f.name || '(unnamed)'),
-          st.health[cap] ? [' ', pill(st.health[cap] === 'healthy' ? 'pass' : st.health[cap] === 'damaged' ? 'warn' : 'fail', st.health[cap])] : null),
+          st.health[cap] ? [' ', pill(st.health[cap] === 'healthy' ? 'pass' : st.health[cap] === 'lost' ? 'fail' : 'warn', st.health[cap])] : null),
         h('td', {class: 'num'}, fmtSize(f.size)),
         h('td', {class: 'hide-narrow'}, f.created.replace('T', ' ').slice(0, 16)),
         h('td', {}, dateOf(f.lease_expiry)),
@@ -257,19 +257,22 @@ PAGES.files = {
 // node's, POST /v1/store/verify or /repair (docs/storage.md "Every file at once"), drawn from its lines as they come:
 // the files and bytes done of all, and the file a line is about with how far its verify or repair is.
 const HEALTH = {healthy: 'healthy', repaired: 'healthy', damaged: 'damaged', failed: 'damaged', 'not recoverable': 'lost'};
+// A whole file whose every share is on one node (`at_risk`: why) is at risk, as `xsc store check` says: no repair
+// spreads it (a put from a file does), so it is not counted with the damaged ones.
+const health = (state, atRisk) => HEALTH[state] === 'healthy' && atRisk ? 'at risk' : HEALTH[state];
 async function batchFiles(action) {
   const st = S.state.files;
   if (st.batch && st.batch.running) return;
   const b = st.batch = {action, running: true, line: null, states: {}, error: null};
-  const ended = (cap, state) => {
+  const ended = (cap, state, atRisk) => {
     b.states[state] = (b.states[state] || 0) + 1;
-    if (HEALTH[state]) st.health[cap] = HEALTH[state]; else delete st.health[cap];  // removed while the run went
+    if (HEALTH[state]) st.health[cap] = health(state, atRisk); else delete st.health[cap];  // removed while the run went
   };
   renderBatch();
   try {
     await apiLines(`/v1/store/${action === 'check' ? 'verify' : 'repair'}`, 'POST', p => {
       b.line = p;
-      if (p.state) ended(p.file, p.state);
+      if (p.state) ended(p.file, p.state, p.at_risk);
       renderBatch();
     });
   } catch (err) {
@@ -288,7 +291,7 @@ function redrawFiles() { if (S.page === 'files') rerender(); }
 function renderBatch() {
   const el = $('#batch'), st = S.state.files;
   if (!el || !st) return;
-  const b = st.batch, damaged = Object.values(st.health).filter(x => x !== 'healthy').length;
+  const b = st.batch, damaged = Object.values(st.health).filter(x => x !== 'healthy' && x !== 'at risk').length;
   const button = $('#repair-damaged');
   if (button) { button.disabled = !damaged || (b && b.running); button.textContent = `Repair damaged (${damaged})`; }
   if ($('#check-all')) $('#check-all').disabled = !!(b && b.running);
@@ -329,8 +332,11 @@ function fileDetail(cap) {
     const headline = report.repaired !== undefined
       ? `${r.action}: repaired shares ${(report.repaired || []).join(', ')}; `
       : r.action && !r.running ? `${r.action}: ` : '';
-    parts.push(h('p', {'data-k': 'result', class: report.healthy ? 'ok' : report.recoverable ? 'warn' : 'error'},
-      `${headline}${report.intact} of ${report.shares.length} shares intact: ${report.healthy ? 'healthy' : report.recoverable ? 'recoverable' : 'NOT recoverable'}`));
+    const atRisk = report.healthy && report.at_risk;  // whole, but on one node
+    parts.push(h('p', {'data-k': 'result', class: atRisk ? 'warn' : report.healthy ? 'ok' : report.recoverable ? 'warn' : 'error'},
+      `${headline}${report.intact} of ${report.shares.length} shares intact: ${atRisk ? 'at risk' : report.healthy ? 'healthy' : report.recoverable ? 'recoverable' : 'NOT recoverable'}`));
+    if (atRisk) parts.push(h('p', {'data-k': 'at-risk', class: 'warn'},
+      `${report.at_risk}; put it again from a file to spread its shares (then remove this capability)`));
     parts.push(table(['share', 'status', 'node', 'detail'], report.shares.map(s =>
       h('tr', {}, h('td', {}, String(s.share)), h('td', {}, pill(s.status === 'ok' ? 'pass' : 'fail', s.status)),
         h('td', {}, !s.node || s.node === S.node ? 'this node'
@@ -357,7 +363,7 @@ async function runFile(cap, action) {
     const path = `/v1/store/files/${encodeURIComponent(cap)}/${action}`;
     r.report = action === 'check' ? await api(path)
       : await apiLines(path, 'POST', p => { r.progress = p; redrawFiles(); });
-    st.health[cap] = r.report.healthy ? 'healthy' : r.report.recoverable ? 'damaged' : 'lost';
+    st.health[cap] = r.report.healthy ? health('healthy', r.report.at_risk) : r.report.recoverable ? 'damaged' : 'lost';
     renderBatch();
   } catch (err) {
     r.error = err.message;
