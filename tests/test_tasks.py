@@ -18,7 +18,7 @@ import uvloop
 from xsc.config import load_config
 from xsc.errors import ConfigError
 from xsc.tasks import (GroupCommit, GroupSend, Locks, Pacer, Supervisor, Workers, at_most, in_threads, refill, run,
-                       stop, to_its_end, unless_set, woken, woken_loop)
+                       stop, to_its_end, unless_set, waited_out, woken, woken_loop)
 
 
 async def test_results_and_errors_come_back_on_the_loop() -> None:
@@ -605,6 +605,35 @@ async def test_a_step_run_to_its_end_goes_on_past_its_cancelled_caller_and_says_
         await asyncio.sleep(0)
     assert ended == ["ended"]
     assert await to_its_end(step(), lambda: ended.append("again")) == "written" and ended[-1] == "again"
+
+
+async def test_a_caller_cancelled_as_a_threads_write_runs_waits_for_it_however_often_it_is_cancelled() -> None:
+    writing, go = threading.Event(), threading.Event()
+    written: list[str] = []
+
+    def write() -> str:
+        writing.set()
+        go.wait(30)
+        written.append("written")
+        return "written"
+
+    async def caller() -> str:
+        outcome = await waited_out(asyncio.get_running_loop().run_in_executor(None, write))
+        written.append("after")  # (never: the cancellation goes on once the write has ended)
+        return outcome
+
+    task = asyncio.ensure_future(caller())
+    assert await asyncio.to_thread(writing.wait, 30)
+    task.cancel()
+    await asyncio.sleep(0)
+    task.cancel()  # again, as a stop does after its grace
+    await asyncio.sleep(0)
+    assert not task.done() and written == []  # it waits for the write
+    go.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert written == ["written"]
+    assert await waited_out(asyncio.get_running_loop().run_in_executor(None, write)) == "written"
 
 
 async def test_an_item_submitted_goes_with_its_group_whether_or_not_its_answer_is_awaited() -> None:

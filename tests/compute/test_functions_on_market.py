@@ -946,7 +946,7 @@ async def test_a_placed_functions_next_tab_after_a_restart_of_its_owner_leaves_r
     assert old.cap == 16 * budget
     await close_node(owner)
 
-    async def busy(auth, sender=None, closer=None):
+    async def busy(auth, sender=None, closer=None, count=None):
         raise Conflict("1 calls are still running under this tab", hint="close it in a moment")
 
     monkeypatch.setattr(provider.app[NODE].paid.provider_tabs, "close_once", busy)

@@ -1,6 +1,7 @@
 """What a settlement leaves for the next start to count on the trust lines (Payments.count_uncounted): nothing after a
-clean stop; after a kill -9 between the settlement's synced ledger write and its count, that settlement, counted once
-and logged (real node processes; the S3 funding in one node's process)."""
+clean stop, and nothing after a kill -9 just after the settlement's synced ledger write, whose batch holds its count
+(real node processes; the S3 funding in one node's process).  What a ledger written without the count in that batch
+left is counted at the next start: tests/ledger/test_trust_lines.py."""
 
 from __future__ import annotations
 
@@ -27,10 +28,11 @@ def _ok(result) -> str:
     return result.stdout.decode()
 
 
-def _started(data_dir: Path, port: int, killed_before: str | None = None) -> tuple[NodeProcess, int]:
+def _started(data_dir: Path, port: int, killed_after: str | None = None) -> tuple[NodeProcess, int]:
     """A node process through the launcher (it settles the "test" job kind, /v1/test/pay), and where its log's part
-    for this run begins; `killed_before` ("owe", "paid"): it SIGKILLs itself where that count would be made."""
-    env = {**ENV, **({"XSC_TEST_KILLED_BEFORE_COUNTING": killed_before} if killed_before else {})}
+    for this run begins; `killed_after` ("owe", "paid"): it SIGKILLs itself just after the batch of a payment its user
+    makes (of a receipt it countersigns)."""
+    env = {**ENV, **({"XSC_TEST_KILLED_WRITING": killed_after} if killed_after else {})}
     node = NodeProcess(data_dir, port, env=env, launcher=LAUNCHER)
     logged = node.log.stat().st_size if node.log.exists() else 0
     return node.start(), logged
@@ -51,8 +53,7 @@ def _pay(a: NodeProcess, b_id: str, amount: int, job: str) -> tuple[int, dict]:
 
 
 @pytest.mark.slow
-def test_a_clean_stop_leaves_nothing_to_count_and_a_kill_between_write_and_count_is_counted_at_the_next_start(
-        tmp_path) -> None:
+def test_a_clean_stop_leaves_nothing_to_count_nor_does_a_kill_just_after_a_settlements_write(tmp_path) -> None:
     nodes: list[NodeProcess] = []
     pa, pb = free_port(), free_port()
     try:
@@ -80,29 +81,30 @@ def test_a_clean_stop_leaves_nothing_to_count_and_a_kill_between_write_and_count
         assert [line["peer"] for line in api(a, "GET", "/v1/ledger/trust")[1]["lines"]] == [b_id]  # none for ana
         assert ana != b_id
 
-        # The payer killed between its payment's write and its count: the next start counts it, and says so.
+        # The payer killed just after its payment's batch: the payment and its count were written together, so the
+        # next start finds nothing to count.
         assert a.stop() == 0
-        a, _ = _started(tmp_path / "a", pa, killed_before="owe")
+        a, _ = _started(tmp_path / "a", pa, killed_after="owe")
         nodes[0] = a
         with pytest.raises(OSError):  # its connection is cut as it dies
             _pay(a, b_id, 2_000, "test:killed-payer")
         eventually(lambda: not a.alive(), "the payer to die")
         a, a_log = _started(tmp_path / "a", pa)
         nodes[0] = a
-        assert f"counted 1 settlement {LEFT_OFF}" in _this_run(a, a_log)
+        assert LEFT_OFF not in _this_run(a, a_log), _this_run(a, a_log)
         assert _line(a, b_id)["owed"] == 3_000
 
-        # The payee killed between its receipt's write and its count: the same at its next start; the payer's
-        # retry then completes the payment from the stored receipt.
+        # The payee killed just after its receipt's batch: the same at its next start; the payer's retry then
+        # completes the payment from the stored receipt.
         assert b.stop() == 0
-        b, _ = _started(tmp_path / "b", pb, killed_before="paid")
+        b, _ = _started(tmp_path / "b", pb, killed_after="paid")
         nodes[1] = b
         status, problem = _pay(a, b_id, 4_000, "test:killed-payee")
         assert (status, problem["code"]) == (502, "peer-unreachable"), problem
         eventually(lambda: not b.alive(), "the payee to die")
         b, b_log = _started(tmp_path / "b", pb)
         nodes[1] = b
-        assert f"counted 1 settlement {LEFT_OFF}" in _this_run(b, b_log)
+        assert LEFT_OFF not in _this_run(b, b_log), _this_run(b, b_log)
         assert _line(b, a_id)["paid"] == 7_000
         eventually(lambda: _line(a, b_id)["owed"] == 7_000, "the payer's retry to complete the payment")
 

@@ -30,6 +30,7 @@ from ..ledger.core.model import Authorization, decode_authorization, format_cred
 from ..ledger.core.rules import check_publishable
 from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
+from ..ledger.store import Count
 from ..ledger.tabs import Tabs, owed_entry
 from ..market.dealing import Dealing
 from ..market.service import MarketService
@@ -386,6 +387,11 @@ class PaidCompute:
         else:
             self.trust.use(gateway, run.charge, reserved=budget)
 
+    def _count(self, gateway: str) -> Count | None:
+        """What the gateway paid by a receipt of this node's, counted on its line in the receipt's own batch (a request
+        a stop cuts short as the receipt is written leaves both or neither)."""
+        return None if self.trust is None else functools.partial(self.trust.counting, "paid", gateway)
+
     async def close_tab(self, gateway: str, body: Any) -> dict[str, Any]:
         """A gateway closes its tab here: this node's receipt for everything it ran under it."""
         if not isinstance(body, dict) or not isinstance(body.get("authorization"), str):
@@ -402,11 +408,9 @@ class PaidCompute:
         if self.provider_tabs.running(auth, gateway):
             await self.compute.journal.flush()
         receipt, first = await self.provider_tabs.close_once(auth, sender=gateway if self.trust is not None else None,
-                                                             closer=gateway)
-        if self.trust is not None:
+                                                             closer=gateway, count=self._count(gateway))
+        if not first and self.trust is not None:  # counted with the receipt that closed it (this is then a no-op)
             self.trust.paid(gateway, auth, receipt.amount)
-            if first:
-                self.ledger.sender_counted(auth.id)
         if first:  # a repeated close (by its gateway, or any node replaying it) raises no recognition again
             self.market.note_paid(gateway, receipt.amount, by_them=True)
         return {"receipt": receipt.encode().hex()}
@@ -503,9 +507,8 @@ class PaidCompute:
             self.market.note_fuel(run.fuel_consumed)
             # checked above, before the call ran; its gateway is written with the receipt until its line counts it
             receipt = await self.ledger.countersign(self.node, auth, run.charge, {"fuel": run.fuel_consumed},
-                                                    verified=True, sender=gateway if self.trust is not None else None)
-            if self.trust is not None:
-                self.trust.paid(gateway, auth, receipt.amount)
+                                                    verified=True, sender=gateway if self.trust is not None else None,
+                                                    count=self._count(gateway))
         finally:
             self._running.discard(auth.id)
             self.used(gateway, budget, run)

@@ -29,6 +29,7 @@ from ..identity import Identity, parse_public_id, public_id
 from ..ledger.core.model import Authorization, Receipt
 from ..ledger.core.pricing import price_compute
 from ..ledger.service import LedgerService
+from ..ledger.store import Count
 from ..tasks import in_pool
 
 log = logging.getLogger(__name__)
@@ -307,11 +308,12 @@ class ProviderTabs:
         return (await self.close_once(auth))[0]
 
     async def close_once(self, auth: Authorization, sender: str | None = None,
-                         closer: str | None = None) -> tuple[Receipt, bool]:
+                         closer: str | None = None, count: Count | None = None) -> tuple[Receipt, bool]:
         """`close`, and whether this request is the one that closed the tab (False: a repeat, answered with the
         receipt another made): what the receipt pays is counted for its sender once, not on every repeat.
-        `sender` is written with the receipt until its trust line counts it (LedgerService.sender_counted).
-        `closer`: the node asking, refused unless its calls are the ones that ran under the tab."""
+        `sender` is written with the receipt (LedgerService.countersign), and `count`, its count on the sender's
+        trust line, in the receipt's batch.  `closer`: the node asking, refused unless its calls are the ones that
+        ran under the tab."""
         if not auth.job.startswith(JOB):
             raise DealRefused("not a tab authorization", hint=f"its job must begin with {JOB}")
         existing = await self.ledger.receipt_for(auth.id)
@@ -338,7 +340,8 @@ class ProviderTabs:
         # `compiles` only when there were any: a tab with none is what an older gateway closes, which knows no
         # other meters (and never names a tab on a push: `compiled`).
         usage = {"fuel": tab.fuel, "invokes": tab.count, **({"compiles": tab.compiles} if tab.compiles else {})}
-        receipt = await self.ledger.countersign(self.node, auth, tab.total, usage, verified=True, sender=sender)
+        receipt = await self.ledger.countersign(self.node, auth, tab.total, usage, verified=True, sender=sender,
+                                                count=count)
         self._tabs.pop(auth.id, None)  # a closed tab is known by its receipt from now on
         self.prune(auth.id)  # its total is in the receipt: the run records have done their work
         return receipt, first

@@ -42,6 +42,8 @@ nodes"; `settlement.Payments` is the one pay-by-receipt path the node uses, with
     receipt = await ledger.countersign(payee_identity, auth, amount, usage)  # payee's node; idempotent
     wire = receipt.encode()             # -> back to the payer's node; decode_entry(wire) there
     payment = await ledger.complete(payer_identity, receipt)   # payer's node; idempotent, releases the hold
+        # count=: the entry's count on its peer's trust line (TrustLines.counting), written in its batch; once
+        # begun, either write ends whole even if its caller is cancelled (a stop waits for it)
     ledger.pending(); await ledger.abandon(auth.id)            # expired without a receipt
     await ledger.retire()   # what is not kept for good, past its time (docs/ledger.md "Retention"; a node's loop)
 

@@ -28,7 +28,8 @@ from ..ids import one_starting_with
 from .core import rules
 from .core.model import (Authorization, Payment, Receipt, authorize, decode_entry, entry_json, format_credits,
                          normalize_usage)
-from .store import RETENTION, RETIRE_BATCH, LedgerStore, Settlement, ThreadedMap, asked_by, new_settlement
+from ..tasks import waited_out
+from .store import RETENTION, RETIRE_BATCH, Count, LedgerStore, Settlement, ThreadedMap, asked_by, new_settlement
 
 MAX_GROUP = 512  # settlements per write batch
 MIN_ACCOUNT_PREFIX = 4  # characters of an account id that name it, when no other known account's id starts so
@@ -286,8 +287,10 @@ class LedgerService:
         return record["amount"], record["usage"]
 
     async def countersign(self, payee: Identity, authorization: Authorization, amount: int,
-                          usage: dict[str, int], *, verified: bool = False, sender: str | None = None) -> Receipt:
-        """Payee side: append the receipt for `amount` and `usage` under the payer's authorization.
+                          usage: dict[str, int], *, verified: bool = False, sender: str | None = None,
+                          count: Count | None = None) -> Receipt:
+        """Payee side: append the receipt for `amount` and `usage` under the payer's authorization, its count on its
+        sender's trust line (`count`: TrustLines.counting) in its batch, whole even if the caller is cancelled.
 
         Idempotent: an authorization already countersigned here with the same amount and usage gets its
         stored receipt back (another amount or usage is refused: ReceiptMismatch)."""
@@ -296,19 +299,9 @@ class LedgerService:
             raise InvalidEntry("not an authorization")
         usage_pairs = normalize_usage(usage)
         async with self._lock:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._writer, functools.partial(self.store.countersign, verified=verified, sender=sender), payee,
-                authorization,
-                amount, usage_pairs, int(time.time()))
-
-    def sender_counted(self, authorization_id: bytes) -> None:
-        """The trust line of the node that asked for this authorization's receipt has counted it (its count deletes
-        the sender record in its own batch): the record goes, with trust lines or without."""
-        self.store.sender_counted(authorization_id)
-
-    def owed_counted(self, authorization_id: bytes) -> None:
-        """As `sender_counted`, for this node's payment under the authorization, counted as owed to its payee."""
-        self.store.owed_counted(authorization_id)
+            return await waited_out(asyncio.get_running_loop().run_in_executor(
+                self._writer, functools.partial(self.store.countersign, verified=verified, sender=sender, count=count),
+                payee, authorization, amount, usage_pairs, int(time.time())))
 
     def check_countersign(self, payee: Identity, authorization: Authorization, amount: int,
                           usage: dict[str, int]) -> None:
@@ -325,20 +318,25 @@ class LedgerService:
         rules.check_fresh(receipt, now)
 
     async def complete(self, payer: Identity, receipt: Receipt,
-                       also: Callable[[Payment], dict[bytes, bytes]] | None = None) -> Payment:
+                       also: Callable[[Payment], dict[bytes, bytes]] | None = None, *,
+                       count: Count | None = None) -> Payment:
         """Payer side: append the payment countersigning the payee's receipt; drop the pending record, release
         the hold.  Idempotent: a receipt already completed gets its stored payment back.  The rows `also(payment)`
-        (what counts the payment elsewhere) are written in the payment's own batch: a kill -9 leaves both or
-        neither."""
+        (what counts the payment elsewhere) and its count on its payee's trust line (`count`) are written in the
+        payment's own batch, whole even if the caller is cancelled (a stop waits for it, `waited_out`)."""
         if not isinstance(receipt, Receipt):
             raise InvalidEntry("not a receipt: the payee must return its receipt entry")
         async with self._lock:
-            payment = await asyncio.get_running_loop().run_in_executor(
-                self._writer, self.store.complete, payer, receipt, int(time.time()), also)
-        auth = self._pending_auths.pop(receipt.authorization.id, None)
-        if auth is not None:
-            self._release(auth.payer, self._auth_held.pop(auth.id, auth.cap))
-        return payment
+            writing = asyncio.get_running_loop().run_in_executor(
+                self._writer, functools.partial(self.store.complete, also=also, count=count), payer, receipt,
+                int(time.time()))
+            try:
+                return await waited_out(writing)
+            finally:  # (cancelled, it waited for the write: what is kept in memory follows what was written)
+                if writing.done() and not writing.cancelled() and writing.exception() is None:
+                    auth = self._pending_auths.pop(receipt.authorization.id, None)
+                    if auth is not None:
+                        self._release(auth.payer, self._auth_held.pop(auth.id, auth.cap))
 
     async def abandon(self, authorization_id: bytes, *, force: bool = False) -> None:
         """Drop a pending authorization that expired without a receipt, and release its hold.

@@ -32,7 +32,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator, Protocol
 
@@ -64,6 +64,9 @@ RECENT = 7 * 86_400  # seconds a payment dropped unpaid is counted in the node's
 MAX_PREPAY = units.MAX_PREPAY
 
 ReceiptCheck = Callable[[str, Authorization, int, dict[str, int]], Awaitable[None]]
+# (total, peer, authorization, amount) -> the rows that count a receipt ("paid") or a payment ("owed") on the peer's
+# trust line, for the ledger to write in that entry's own batch: a stop or a kill -9 leaves both or neither.
+Counting = Callable[[str, str, Authorization, int], AbstractContextManager[dict[bytes, bytes]]]
 
 
 class PeerView(Protocol):
@@ -114,7 +117,8 @@ class Payments:
                  on_strike: Callable[[str, str], None] = lambda peer, why: None,
                  on_owed: Callable[[str, Authorization, int], None] = lambda peer, authorization, amount: None,
                  collectable: Callable[[str], int] = lambda peer: 0,
-                 owe_counted: Callable[[Authorization], bool] = lambda authorization: True) -> None:
+                 owe_counted: Callable[[Authorization], bool] = lambda authorization: True,
+                 counting: Counting | None = None) -> None:
         self.ledger = ledger
         self.payer = payer  # the local user's account
         self.node = node  # this node's account: the payee of work done here
@@ -127,6 +131,8 @@ class Payments:
         self.on_owed = on_owed  # (peer, authorization, amount): the local user paid a peer (once each)
         self.collectable = collectable  # peer -> what a prepayment from it may carry (its trust line)
         self.owe_counted = owe_counted  # authorization -> whether on_owed counted this node's payment under it
+        # a count's rows, in its entry's batch (TrustLines.counting); None: on_countersigned and on_owed count after it
+        self.counting = counting
         self.checks: dict[str, ReceiptCheck] = {}
         # job prefix -> how to get the receipt of a pending authorization that has no claim: the payee states
         # the amount (a tab of remote invokes: the provider's total, bounded by the cap).
@@ -337,10 +343,13 @@ class Payments:
             except XscError as exc:
                 self.on_strike(sender, f"asked for a receipt this node refused: {exc.message}")
                 raise
-        receipt = await self.ledger.countersign(self.node, auth, amount, usage, verified=True, sender=sender)
-        self.on_countersigned(sender, auth, receipt.amount)
+        count = None if self.counting is None else functools.partial(self.counting, "paid", sender)
+        receipt = await self.ledger.countersign(self.node, auth, amount, usage, verified=True, sender=sender,
+                                                count=count)
+        if count is None:
+            self.on_countersigned(sender, auth, receipt.amount)
+            self.ledger.store.sender_counted(auth.id)  # its line counted it: nothing left for a restart to count
         if first:
-            self.ledger.sender_counted(auth.id)  # its line counted it: nothing left for a restart to count
             self.on_paid(sender, amount, True)
         return receipt
 
@@ -394,15 +403,17 @@ class Payments:
 
     async def _pay_by(self, payer: Identity, payee_node_id: str, receipt: Receipt,
                       rows: Callable[[Payment], dict[bytes, bytes]] | None = None) -> Payment:
-        """The payment by `receipt` written, then counted as owed on its payee's line, once."""
-        payment = await self.ledger.complete(payer, receipt, rows)
-        self._owed(payee_node_id, receipt.authorization, receipt.amount)
+        """The payment by `receipt` written with its count as owed on its payee's line, once, in one batch."""
+        count = None if self.counting is None else functools.partial(self.counting, "owed", payee_node_id)
+        payment = await self.ledger.complete(payer, receipt, rows, count=count)
+        if count is None:
+            self._owed(payee_node_id, receipt.authorization, receipt.amount)
         return payment
 
     def _owed(self, payee_node_id: str, auth: Authorization, amount: int) -> None:
         """The local user's payment under `auth` is on the ledger: counted as owed on the payee's line, once."""
         self.on_owed(payee_node_id, auth, amount)
-        self.ledger.owed_counted(auth.id)
+        self.ledger.store.owed_counted(auth.id)
 
     def count_uncounted(self, recent: int = 64) -> int:
         """What a kill -9 left between a synced ledger write and the trust line that counts it, counted now, however
@@ -415,12 +426,12 @@ class Payments:
             if receipt is not None:
                 self.on_countersigned(sender, receipt.authorization, receipt.amount)
                 counted += 1
-            self.ledger.sender_counted(authorization_id)
+            self.ledger.store.sender_counted(authorization_id)
         for authorization_id, payment in self.ledger.store.uncounted_payments():
             if payment is not None:
                 self.on_owed(public_id(payment.authorization.payee), payment.authorization, payment.receipt.amount)
                 counted += 1
-            self.ledger.owed_counted(authorization_id)
+            self.ledger.store.owed_counted(authorization_id)
         for entry in self.ledger.store.history(self.payer.public_key, recent):
             auth = entry.authorization
             # A transfer whose receipt a chain here holds was settled whole on this node (to this node, or to an
@@ -600,5 +611,5 @@ class Payments:
                 "dropped": self.dropped.count(), "dropped_recent": self.dropped.count(int(time.time()) - RECENT)}
 
 
-__all__ = ["DEFINITIVE_REFUSALS", "MAX_PREPAY", "PAY_TTL", "Payments", "PeerView", "ReceiptCheck", "job_kind",
-           "nothing_owed"]
+__all__ = ["Counting", "DEFINITIVE_REFUSALS", "MAX_PREPAY", "PAY_TTL", "Payments", "PeerView", "ReceiptCheck",
+           "job_kind", "nothing_owed"]

@@ -13,6 +13,7 @@ import itertools
 import os
 import time
 from concurrent.futures import Executor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -40,6 +41,9 @@ MIN_CHUNK = 16  # below this many signature operations per thread, threading cos
 ParallelMap = Callable[[Callable, Sequence], list]
 
 PaymentRows = Callable[[Payment], dict[bytes, bytes]]  # rows written in a payment's batch, made from it
+# The rows that count a receipt or a payment on its peer's trust line (TrustLines.counting), for its authorization and
+# amount: entered around the batch that writes the entry, whose rows it gives, so the count lands with it or not at all.
+Count = Callable[[Authorization, int], AbstractContextManager[dict[bytes, bytes]]]
 
 
 def serial_map(fn: Callable, items: Sequence) -> list:
@@ -314,11 +318,12 @@ class LedgerStore:
         return entry if isinstance(entry, Payment) and entry.authorization.id == authorization_id else None
 
     def countersign(self, payee: Identity, auth: Authorization, amount: int, usage: tuple[tuple[str, int], ...],
-                    now: int, *, verified: bool = False, sender: str | None = None) -> Receipt:
+                    now: int, *, verified: bool = False, sender: str | None = None,
+                    count: Count | None = None) -> Receipt:
         """The payee's half: append its signed receipt for `amount` under `auth` (or return the one it made).
 
         `verified`: the caller has already checked the payer's signature on `auth` (it is not checked twice).
-        `sender`: the node that asked for it, written with the receipt (`senders`, `asked_by`)."""
+        `sender`: the node that asked for it, written with the receipt (`asked_by`; `senders` unless `count`)."""
         if auth.payee != payee.public_key:
             raise WrongPayee(f"authorization {auth.id.hex()} pays account {public_id(auth.payee)}, "
                              f"not this node's account {public_id(payee.public_key)}",
@@ -345,8 +350,9 @@ class LedgerStore:
         new_state = rules.check_append(state, receipt, settled_by=None, credit_limit=self.credit_limit)
         receipt = receipt.signed(payee.sign(receipt.body))
         self._self_check([receipt.signatures()[0]])
-        self._write([receipt], {payee.public_key: new_state}, {auth.id: receipt.id},
-                    None if sender is None else _sender_rows(auth, receipt.id, sender, self.retention))
+        rows = {} if sender is None else _sender_rows(auth, receipt.id, sender, self.retention, count is None)
+        with _counting(count, auth, amount) as counted:
+            self._write([receipt], {payee.public_key: new_state}, {auth.id: receipt.id}, {**rows, **counted})
         return receipt
 
     def sender_counted(self, authorization_id: bytes) -> None:
@@ -380,9 +386,10 @@ class LedgerStore:
             out.append((authorization_id, payment if isinstance(payment, Payment) else None))
         return out
 
-    def complete(self, payer: Identity, receipt: Receipt, now: int, also: PaymentRows | None = None) -> Payment:
+    def complete(self, payer: Identity, receipt: Receipt, now: int, also: PaymentRows | None = None,
+                 count: Count | None = None) -> Payment:
         """The payer's half: append the payment countersigning the payee's receipt (or return the one made), with the
-        rows `also(payment)` in its batch (made from the payment: its entry's id is known only once it is signed)."""
+        rows `also(payment)` and `count` (else `uncounted_payments`) in its batch (made from the payment: its id)."""
         auth = receipt.authorization
         if auth.payer != payer.public_key:
             raise InvalidEntry(f"receipt {receipt.id.hex()} is for an authorization of account "
@@ -423,11 +430,12 @@ class LedgerStore:
         # (by more than the clock skew a payee's receipt may have) no receipt under it is completed again anyway:
         # it is not pending (this batch deletes that).
         completed = keys.ledger_completed(auth.id)
-        self._write([payment], {payer.public_key: new_state}, {auth.id: receipt.id},
-                    puts={completed: payment.id,
-                          keys.ledger_retire(max(auth.expires_at, now) + rules.CLOCK_SKEW, completed): b"",
-                          keys.ledger_uncounted(auth.id): payment.id, **(also(payment) if also else {})},
-                    deletes=(keys.ledger_pending(auth.id), keys.ledger_claim(auth.id)))
+        rows = {completed: payment.id, keys.ledger_retire(max(auth.expires_at, now) + rules.CLOCK_SKEW, completed): b"",
+                **({keys.ledger_uncounted(auth.id): payment.id} if count is None else {}),
+                **(also(payment) if also else {})}
+        with _counting(count, auth, receipt.amount) as counted:
+            self._write([payment], {payer.public_key: new_state}, {auth.id: receipt.id}, puts={**rows, **counted},
+                        deletes=(keys.ledger_pending(auth.id), keys.ledger_claim(auth.id)))
         return payment
 
     # --- retirement -------------------------------------------------------------------------
@@ -624,12 +632,19 @@ def _where(db: Database, ref: str) -> bytes:
                                            "receipt's id, the payee's entry id)")]
 
 
-def _sender_rows(auth: Authorization, receipt_id: bytes, sender: str, retention: int) -> dict[bytes, bytes]:
-    """The node that asked for a receipt: until its trust line counts it (`l/n/`), and as the one node besides its
-    payer's the receipt is shown to, as long as its settled mark (`l/k/`)."""
-    return dict((guard_row(keys.ledger_asked(auth.id), auth.expires_at, retention),
-                 (keys.ledger_asked(auth.id), sender.encode()),
-                 (keys.ledger_sender(auth.id), receipt_id + sender.encode())))
+def _sender_rows(auth: Authorization, receipt_id: bytes, sender: str, retention: int,
+                 uncounted: bool) -> dict[bytes, bytes]:
+    """The node that asked for a receipt: as the one node besides its payer's the receipt is shown to, as long as its
+    settled mark (`l/k/`), and, `uncounted`, until its trust line counts it (`l/n/`)."""
+    rows = dict((guard_row(keys.ledger_asked(auth.id), auth.expires_at, retention),
+                 (keys.ledger_asked(auth.id), sender.encode())))
+    if uncounted:
+        rows[keys.ledger_sender(auth.id)] = receipt_id + sender.encode()
+    return rows
+
+
+def _counting(count: Count | None, auth: Authorization, amount: int) -> AbstractContextManager[dict[bytes, bytes]]:
+    return nullcontext({}) if count is None else count(auth, amount)
 
 
 def asked_by(db: Database, authorization_id: bytes) -> str | None:

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -206,6 +207,26 @@ class TrustLines:
         if self._store.uncounted(total, authorization.id):
             return True
         return (time.time() if now is None else now) <= authorization.expires_at + self.retention
+
+    @contextmanager
+    def counting(self, total: str, peer: str, authorization: Authorization,
+                 amount: int) -> Iterator[dict[bytes, bytes]]:
+        """The rows that count a receipt this node countersigned for `peer` (`total` "paid") or a payment its user made
+        to `peer` ("owed"), once, for the ledger to write in the batch of that receipt or payment: a stop, a request
+        cut short or a kill -9 then leaves both or neither, and no start has a count to make up.  The lines stay
+        locked until the batch is written (no other change of a line comes between the totals read here and the
+        totals written), and this copy of them follows only once it was: a batch that fails leaves them as they
+        were.  No rows if it was counted already."""
+        with self._lock:
+            if not self._countable(total, authorization, None):
+                yield {}
+                return
+            totals = self._totals(peer)
+            totals[total] = min(MAX_LINE, totals[total] + amount)
+            yield self._store.counted_rows(peer, totals, total, authorization.id, authorization.expires_at,
+                                           self.retention)
+            self._lines[peer] = totals  # written
+            self.version += 1
 
     def _add(self, peer: str, total: str, authorization: Authorization, amount: int, now: float | None) -> None:
         with self._lock:

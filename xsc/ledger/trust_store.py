@@ -56,16 +56,21 @@ class TrustStore:
     def uncounted(self, total: str, authorization_id: bytes) -> bool:
         return self._db.get(self.uncounted_record(total, authorization_id)) is not None
 
+    def counted_rows(self, peer: str, totals: dict[str, int], total: str, authorization_id: bytes,
+                     expires_at: int, retention: int) -> dict[bytes, bytes]:
+        """The rows of a count: the new totals and the marker that counts them, which goes `retention` past its
+        authorization's expiry `expires_at` (LedgerStore.retire)."""
+        marker = self.marker(total, authorization_id)
+        return dict((guard_row(marker, expires_at, retention), (marker, b""),
+                     (keys.trust_line(parse_public_id(peer)), codec.dumps(totals))))
+
     def put_counted(self, peer: str, totals: dict[str, int], total: str, authorization_id: bytes,
                     expires_at: int, retention: int) -> None:
-        """The new totals and the marker that counts them, written together, with the ledger's record that it was
-        not counted deleted; the marker goes `retention` past its authorization's expiry `expires_at`
-        (LedgerStore.retire)."""
-        marker = self.marker(total, authorization_id)
+        """A count's rows written together, with the ledger's record that it was not counted deleted."""
+        rows = self.counted_rows(peer, totals, total, authorization_id, expires_at, retention)
         with self._db.write_batch(transaction=True) as batch:
-            self.put_totals(peer, totals, batch)
-            batch.put(marker, b"")
-            batch.put(*guard_row(marker, expires_at, retention))
+            for key, value in rows.items():
+                batch.put(key, value)
             batch.delete(self.uncounted_record(total, authorization_id))
 
     def set_credit(self, peer: str, amount: int | None) -> None:

@@ -274,7 +274,7 @@ class Node:
             retry_interval=config.ledger.settle_retry_interval,
             on_paid=lambda peer, amount, by_them: market.note_paid(peer, amount, by_them=by_them),
             on_countersigned=trust.paid, on_strike=self.strike, on_owed=trust.owe, collectable=trust.collectable,
-            owe_counted=trust.owe_counted)
+            owe_counted=trust.owe_counted, counting=trust.counting)
         payments.add_check("prepay", payments.check_prepayment)
         self.terms = HolderTerms(db=db, store=self.store, ask=lambda: market.honoured_ask("storage"))
         payments.add_check("store", self.terms.check_receipt)
