@@ -21,8 +21,9 @@ from xsc.storage.core import layout
 
 from tests.support.blocks import change_block, corrupt_block
 from tests.support.nodes import kill_all
-from tests.support.peers import (FAST, api, http, joined_at_once, known_ids, node_id, peer_health, start_star,
+from tests.support.peers import (FAST, api, joined_at_once, known_ids, node_id, peer_health, start_star,
                                  wait_for_storage_offers)
+from tests.support.peers import http as request
 from tests.support.waiting import eventually
 
 
@@ -220,7 +221,7 @@ def test_many_removals_cut_short_by_kill_9_are_finished_together_after_the_resta
     auth = {"Authorization": f"Bearer {first.token}"}
     caps = []
     for n in range(40):
-        status, put = http(first.url, "POST", f"/v1/store/files?name=f{n}", os.urandom(1000 + n), auth)
+        status, put = request(first.url, "POST", f"/v1/store/files?name=f{n}", os.urandom(1000 + n), auth)
         assert status == 201, put
         caps.append(put["capability"])
     stuck, other = holders
