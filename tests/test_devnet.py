@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from xsc import devnet
-from xsc.devnet import (LISTEN_FLOOR, Devnet, NodeProcess, free_ports, node_state, port_free, ports_from,
-                        xsc_command)
+from xsc.devnet import (LISTEN_FLOOR, Devnet, NodeProcess, free_ports, keep_netem, node_state, port_free,
+                        ports_from, xsc_command)
 from xsc.errors import DevnetError, InvalidArgument, NodeNotRunning
+from xsc.netem.namespaces import NetnsNetwork
 
 from tests.support.cli import xsc
 from tests.support.nodes import run_xsc
@@ -141,6 +142,15 @@ def test_down_on_a_devnet_down_already_says_so_and_a_namespaced_one_is_told_to_c
     for args in (["down"], ["status"]):
         said = xsc("devnet", *args, "--dir", str(root)).output
         assert f"start it again with: xsc devnet up -n 2 --netns --dir {root})" in said, said
+    # ... behind the delay and loss their last `up --netns` gave them (`keep_netem`), each said only where it was set
+    for delay, loss, options in ((0.05, 0.01, " --delay 50ms --loss 1%"), (0.2, 0.0, " --delay 200ms"),
+                                 (0.0, 0.025, " --loss 2.5%"), (1.5, 0.5, " --delay 1.5s --loss 50%")):
+        keep_netem(root, NetnsNetwork(root, 2, delay, loss))
+        for args in (["down"], ["status"]):
+            said = xsc("devnet", *args, "--dir", str(root)).output
+            assert f"start it again with: xsc devnet up -n 2 --netns{options} --dir {root})" in said, said
+    keep_netem(root, None)  # an `up` on loopback forgets them
+    assert f"xsc devnet up -n 2 --netns --dir {root})" in xsc("devnet", "down", "--dir", str(root)).output
     nothing = xsc("devnet", "down", "--dir", str(tmp_path / "none"))  # no devnet there at all: a --dir mistyped
     assert nothing.exit_code == 1 and "no devnet in" in nothing.stderr, nothing.output
 

@@ -45,6 +45,7 @@ from .paths import URL_FILE
 
 HOST = "127.0.0.1"
 STATE_FILE = "devnet.json"
+NETEM_FILE = "netem.json"  # the --delay and --loss of a devnet dir's last `up --netns`: kept past `down` (`up_again`)
 # Seconds between looks at a starting node: a node forked ready to run (the suite's) listens in about 0.1-0.2 s, so a
 # coarser poll would add a good part of that to every start.  A look reads a file; it connects only once that is there.
 LISTEN_POLL = 0.01
@@ -173,17 +174,38 @@ def kept_data_dirs(root: Path) -> list[Path]:
     return sorted(p for p in root.glob("node-*") if p.is_dir()) if root.is_dir() else []
 
 
+def keep_netem(root: Path, network: NetnsNetwork | None) -> None:
+    """Remember the delay and loss of the devnet `up` starts in `root` (one on loopback: forget them), so that the
+    command that starts it again once it is down gives them again (`up_again`)."""
+    path = root / NETEM_FILE
+    if network is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(codec.text({"delay": network.delay, "loss": network.loss}))
+
+
+def _netem_options(root: Path) -> str:
+    """The --delay and --loss the last `up --netns` in `root` was given ("" where they were 0, or nothing says)."""
+    try:
+        kept = codec.loads((root / NETEM_FILE).read_text())
+        delay, loss = float(kept["delay"]), float(kept["loss"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return ((f" --delay {units.duration_argument(delay)}" if delay > 0 else "")
+            + (f" --loss {loss * 100:g}%" if loss > 0 else ""))
+
+
 def up_again(root: Path, kept: list[Path]) -> str:
     """The `up` that starts the devnet stopped in `root` again as it was: as many nodes, each in a namespace of its
-    own if they last listened on a namespace's address (each data dir's node.url) rather than on loopback (its
-    --delay and --loss are not kept: they are the `up`'s to give again)."""
+    own if they last listened on a namespace's address (each data dir's node.url) rather than on loopback, behind the
+    --delay and --loss its last `up --netns` was given (`keep_netem`)."""
     def host(data_dir: Path) -> str:
         try:
             return (data_dir / URL_FILE).read_text().strip().split("//", 1)[1].rsplit(":", 1)[0]
         except (OSError, IndexError):
             return HOST  # never started: nothing says where
 
-    netns = " --netns" if any(host(p) != HOST for p in kept) else ""
+    netns = f" --netns{_netem_options(root)}" if any(host(p) != HOST for p in kept) else ""
     return f"xsc devnet up -n {len(kept)}{netns} --dir {shlex.quote(str(root))}"
 
 

@@ -122,6 +122,11 @@ def test_the_cli_takes_the_network_down_with_the_nodes(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert network.leftovers() == [] and not network.delay_line_running()
     assert not any(n.alive() for n in loaded)
+    # Down, the devnet is told to come back as it was: in namespaces, behind the delay and loss it was given.
+    again = f"start it again with: xsc devnet up -n 2 --netns --delay 20ms --loss 1% --dir {root.resolve()})"
+    for args in (["down"], ["status"]):
+        said = run_xsc("devnet", *args, "--dir", str(root))
+        assert again in (said.stdout + said.stderr).decode(), said
 
 
 @needs_netns

@@ -126,6 +126,43 @@ def test_delete_objects(s3, bucket, gateway) -> None:
     assert "Deleted" not in quiet
 
 
+def _requests_of(node, method: str) -> float:
+    """How many requests of `method` the node has answered (its /metrics, every status)."""
+    metrics = urllib.request.Request(node.url + "/metrics", headers={"Authorization": f"Bearer {node.token}"})
+    with urllib.request.urlopen(metrics) as response:
+        return sum(float(line.split()[-1]) for line in response.read().decode().splitlines()
+                   if line.startswith("xsc_http_requests_total{") and f'method="{method}"' in line)
+
+
+def test_delete_objects_removes_the_objects_files_together_and_refuses_more_than_1000_keys(s3, bucket,
+                                                                                            gateway) -> None:
+    """A DeleteObjects removes its objects' files from the store before it answers, all of them in one request to the
+    node through `xsc s3 serve` (POST /v1/store/remove: no DELETE a file), in the node's process through its own
+    listener; a key that does not exist is deleted as S3 deletes it; more than 1,000 keys is MalformedXML, as S3
+    answers, and deletes nothing."""
+    bodies = {f"many/{n}": os.urandom(100 + n) for n in range(40)}
+    for key, body in bodies.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    before, deletes = caps_of(gateway), _requests_of(gateway.node, "DELETE")
+    named = [*list(bodies)[:30], "many/none", "nowhere"]
+    answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in named]})
+    assert sorted(d["Key"] for d in answer["Deleted"]) == sorted(named) and "Errors" not in answer, answer
+    gone = before - caps_of(gateway)
+    assert len(gone) == 30 and _requests_of(gateway.node, "DELETE") == deletes  # 30 files, no request a file
+    quiet = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in [*list(bodies)[30:], "gone"]],
+                                                     "Quiet": True})
+    assert "Deleted" not in quiet and "Errors" not in quiet, quiet
+    assert s3.list_objects_v2(Bucket=bucket).get("Contents", []) == [] and len(before - caps_of(gateway)) == 40
+    for key, body in list(bodies.items())[:2]:
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    kept = caps_of(gateway)
+    with pytest.raises(ClientError) as info:
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in [*bodies, *map(str, range(961))]]})
+    assert code_of(info) == ("MalformedXML", 400)
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == list(bodies)[:2]
+    assert caps_of(gateway) == kept
+
+
 def test_copy_object(s3, bucket) -> None:
     data = os.urandom(2 * SEGMENT + 1)
     s3.put_object(Bucket=bucket, Key="src", Body=data, ContentType="text/x", Metadata={"a": "1"})

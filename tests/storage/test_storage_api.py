@@ -349,6 +349,60 @@ async def test_repairs_that_fail_leave_no_lock_behind_and_one_running_keeps_its_
     assert len(storage.repair_locks) == 0 and not storage.repairing(si)
 
 
+async def test_many_files_are_removed_in_one_request_each_once_and_those_not_held_named_apart(store_node) -> None:
+    store = store_node.app[NODE].gateway.store
+    before = store.used
+    caps = [(await put(store_node, os.urandom(100 + n), name=f"f{n}"))["capability"] for n in range(5)]
+    unknown = str(Capability(key=os.urandom(32), manifest_hash=os.urandom(32), size=10))
+    resp = await store_node.post("/v1/store/remove", json={"caps": [caps[0], unknown, caps[1], f" {caps[2]}\n",
+                                                                      caps[0]]})
+    assert resp.status == 200, await resp.text()
+    assert await resp.json() == {"removed": caps[:3], "not_held": [unknown]}
+    files = (await (await store_node.get("/v1/store/files")).json())["files"]
+    assert {f["capability"] for f in files} == set(caps[3:]) and store.shares_held == 12
+    assert (await get(store_node, caps[0])).status == 404
+    resp = await store_node.post("/v1/store/remove", json={"caps": []})  # nothing named: nothing to do
+    assert resp.status == 200 and await resp.json() == {"removed": [], "not_held": []}
+    resp = await store_node.post("/v1/store/remove", json={"caps": caps[3:]})
+    assert (await resp.json())["removed"] == caps[3:] and store.used == before and store.shares_held == 0
+
+
+async def test_a_removal_of_many_files_refused_removes_none_of_them(store_node) -> None:
+    """Too many capabilities, one that is not a capability, a body not of its shape or too long: a 4xx problem saying
+    what is wrong, and every file named is still there."""
+    from xsc.node.http.storage import MAX_REMOVAL_BODY
+
+    caps = [(await put(store_node, os.urandom(100 + n), name=f"f{n}"))["capability"] for n in range(2)]
+
+    async def refused(status: int, code: str, **request) -> dict:
+        resp = await store_node.post("/v1/store/remove", **request)
+        problem = await resp.json()
+        assert resp.status == status and problem["code"] == code, problem
+        files = (await (await store_node.get("/v1/store/files")).json())["files"]
+        assert {f["capability"] for f in files} == set(caps)
+        return problem
+
+    many = await refused(400, "invalid-argument", json={"caps": [caps[0]] * 1001})
+    assert many["detail"] == "a removal names at most 1,000 files, this one 1,001", many
+    assert many["hint"] == "send them 1,000 at a time"
+    wrong = await refused(400, "invalid-capability", json={"caps": [caps[0], "xsc:chk:abc", caps[1]]})
+    assert wrong["detail"] == "caps[1]: a capability has 7 fields separated by ':', this has 3", wrong
+    for body in ({"caps": [caps[0], 7]}, {"caps": caps[0]}, {"files": caps}):
+        shaped = await refused(400, "invalid-argument", json=body)
+        assert shaped["hint"] == 'send {"caps": [CAPABILITY, ...]}, at most 1,000 capabilities a request', shaped
+    await refused(400, "invalid-argument", json=caps)  # not an object
+    await refused(400, "invalid-argument", data=b"not json", headers={"Content-Type": "application/json"})
+    padded = b'{"caps": [' + b" " * MAX_REMOVAL_BODY + b"]}"
+    said = await refused(413, "payload-too-large", data=padded, headers={"Content-Type": "application/json"})
+    assert said["detail"] == f"the body is {len(padded):,} bytes; at most {MAX_REMOVAL_BODY:,} are taken here", said
+
+    async def chunked():  # no Content-Length: refused once read
+        yield padded
+
+    said = await refused(413, "payload-too-large", data=chunked(), headers={"Content-Type": "application/json"})
+    assert said["detail"] == f"the body is over {MAX_REMOVAL_BODY:,} bytes, the most taken here", said
+
+
 async def test_ls_lists_uploaded_files(store_node) -> None:
     a = await put(store_node, b"a", name="a.txt")
     b = await put(store_node, b"bb", name="b.txt")

@@ -23,6 +23,7 @@ from tests.support.blocks import change_block, corrupt_block
 from tests.support.nodes import kill_all
 from tests.support.peers import (FAST, api, joined_at_once, known_ids, node_id, peer_health, start_star,
                                  wait_for_storage_offers)
+from tests.support.peers import http as request
 from tests.support.waiting import eventually
 
 
@@ -204,9 +205,55 @@ def test_a_removal_cut_short_by_kill_9_is_never_listed_and_finishes_after_the_re
     assert not listed()  # never listed again, though one holder still had its shares at the crash
     eventually(lambda: _shares_held(stuck) == 0, "the restarted gateway to delete the hung holder's shares")
     assert _shares_held(holders[1]) == 0
-    eventually(lambda: "finished removing file" in first.tail(200), "the gateway to end the removal after the deletes")
+    eventually(lambda: "finished removing 1 file cut short" in first.tail(200),
+               "the gateway to end the removal after the deletes")
     got = first.xsc("store", "get", cap)
     assert got.returncode != 0
+
+
+@pytest.mark.slow
+def test_many_removals_cut_short_by_kill_9_are_finished_together_after_the_restart(node_process) -> None:
+    """A removal of many files in one request (POST /v1/store/remove) takes them all out of the listing in one write:
+    killed while a holder hangs, the gateway lists none of them again, and its start finishes them all together, in
+    one batch (one line says so), their shares deleted on every holder and here."""
+    waiting = {**FAST, "XSC_PEERS_REQUEST_TIMEOUT": "300", "XSC_HEALTH_PROBE_TIMEOUT": "300"}  # the hang holds
+    first, holders = _joined(node_process, 2, gateway_env=waiting)
+    auth = {"Authorization": f"Bearer {first.token}"}
+    caps = []
+    for n in range(40):
+        status, put = request(first.url, "POST", f"/v1/store/files?name=f{n}", os.urandom(1000 + n), auth)
+        assert status == 201, put
+        caps.append(put["capability"])
+    stuck, other = holders
+    assert _shares_held(stuck) > 0 and _shares_held(other) > 0 and _shares_held(first) > 0
+    listed = lambda: api(first, "GET", "/v1/store/files")[1]["files"]  # noqa: E731
+    stuck.send(signal.SIGSTOP)  # its deletes hang: the gateway waits for them inside the removal
+    try:
+        removing = threading.Thread(target=lambda: _ignore(lambda: api(first, "POST", "/v1/store/remove",
+                                                                       {"caps": caps})), daemon=True)
+        removing.start()
+        eventually(lambda: listed() == [], "the removal to unlist the files")
+        first.kill()
+        removing.join()
+    finally:
+        stuck.send(signal.SIGCONT)
+    began = first.log.stat().st_size
+    first.start()
+    assert listed() == []  # never listed again, though the holders still had their shares at the crash
+    eventually(lambda: _shares_held(stuck) == 0 and _shares_held(other) == 0 and _shares_held(first) == 0,
+               "the restarted gateway to delete every share of the files")
+    said = lambda: [line for line in first.log.read_bytes()[began:].decode(errors="replace").splitlines()  # noqa: E731
+                    if "finished removing" in line]
+    eventually(lambda: said() != [], "the gateway to end the removals after the deletes")
+    assert len(said()) == 1 and said()[0].endswith("finished removing 40 files cut short"), said()
+    assert all(first.xsc("store", "get", cap).returncode != 0 for cap in caps[:2])
+
+
+def _ignore(call: Callable[[], Any]) -> None:
+    try:
+        call()
+    except OSError:  # the node killed under the request
+        pass
 
 
 @pytest.mark.slow

@@ -362,6 +362,34 @@ def test_a_file_whose_shares_are_all_on_one_node_shows_at_risk_and_why_as_the_cl
     assert console.take() == []
 
 
+def test_check_all_counts_a_file_whose_shares_are_all_on_one_node_at_risk_as_verify_all_does(net, dash) -> None:
+    """A file put from a stream keeps all 6 shares on the gateway while its peers are up: the node's run over every
+    file says it is at risk, and Check all counts it so, not with the healthy ones, as `xsc store verify --all` does;
+    no repair spreads it, so Repair damaged does not count it either."""
+    gateway = net["nodes"][0]
+    put = gateway.xsc("store", "put", "-", "--name", "alone", input=b"kept on one node\n" * 100)
+    assert put.returncode == 0, put.stderr
+    alone = put.stdout.decode().strip()
+    try:
+        verified = cli_json(gateway, "store", "verify", "--all")
+        states = ["at risk" if f.get("at_risk") else f["state"] for f in verified["files"]]
+        assert states[[f["capability"] for f in verified["files"]].index(alone)] == "at risk", verified
+        show(dash, "files")
+        dash.click("#check-all")
+        done = f"checked {len(states)} of {len(states)}"
+        dash.wait_for_selector(f"[data-k=batch]:not(.running):has-text('{done}')", timeout=60_000)
+        counts = [f"{states.count('healthy')} healthy", f"{states.count('at risk')} at risk",
+                  f"{states.count('damaged')} damaged", f"{states.count('not recoverable')} not recoverable"]
+        assert figure(dash, "batch").endswith(": " + ", ".join(counts)), (figure(dash, "batch"), states)
+        assert dash.locator("[data-k=batch].warn").count() == 1  # not all well, as a damaged file's run is not
+        row = dash.locator(f"tr[data-cap='{alone}']")
+        assert row.locator(".pill.warn").inner_text() == "at risk"
+        damaged = states.count("damaged") + states.count("not recoverable")
+        assert dash.locator("#repair-damaged").inner_text() == f"Repair damaged ({damaged})"
+    finally:
+        assert gateway.xsc("store", "rm", alone).returncode == 0
+
+
 # Notes each text the page shows of an operation's progress, as it is drawn (a repair may be over between two polls
 # of a test).
 RECORD_PROGRESS = """window.__progress = [];

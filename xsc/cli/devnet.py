@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from ..devnet import STATE_FILE, Devnet, kept_data_dirs, kept_ports, ports_from, up_again
+from ..devnet import STATE_FILE, Devnet, keep_netem, kept_data_dirs, kept_ports, ports_from, up_again
 from ..errors import Conflict, InvalidArgument
 from ..netem.namespaces import NetnsNetwork, check
 from ..units import counted
@@ -82,6 +82,7 @@ def up(count: int, base_port: int | None, timeout: float, netns: bool, delay: fl
             _restart(old, records, timeout, as_json)
             return
     kept = kept_ports(root, count) if base_port is None and network is None else None
+    keep_netem(root, network)  # for the command that starts it again once it is down
     net = Devnet(root, count, ports=kept or ports_from(base_port, count), detach=True, network=network)
     nodes: list[dict] = []
     try:

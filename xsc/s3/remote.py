@@ -7,6 +7,7 @@ a check the node could not answer as it started is made again before a file is s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import secrets
@@ -20,7 +21,9 @@ from ..buckets.core import listing
 from ..buckets.objects import SmallPut, group_body
 from ..client.aio import FileStream, NodeApi
 from ..client.sync import SPLICE, NodeBody, error_from_problem
-from ..errors import ConfigError, InvalidArgument, NotFound, XscError
+from ..errors import ConfigError, InvalidArgument, InvalidCapability, NotFound, XscError
+from ..storage.core.capability import REMOVED_AT_ONCE, Capability
+from ..units import counted
 from .link import RECONCILE_AT_ONCE
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,7 @@ JOINED = 1024 * 1024  # a body goes on to the node in writes of at least this mu
 # A node that does not answer the key's check in this time is not checked: the front starts.  Short: the check is a
 # trivial request, and a front beside a node that is busy or stopped would otherwise wait that long to reconcile.
 KEY_CHECK_SECONDS = 5.0
+FORGOTTEN_AT_ONCE = 10_000  # garbage marks dropped in one request at most (the node's bound: node/http/s3.py)
 
 
 class RemoteNode:
@@ -196,17 +200,22 @@ class RemoteNode:
         await self.api.delete_file(cap)
 
     async def delete_files(self, caps: list[str]) -> list[str]:
-        done, limit = [], asyncio.Semaphore(8)
-
-        async def remove(cap: str) -> None:
-            async with limit:
-                try:
-                    await self.api.delete_file(cap)
-                    done.append(cap)
-                except XscError as err:
-                    log.warning("could not remove %s… from the store yet: %s", cap[:24], err)
-
-        await asyncio.gather(*(remove(cap) for cap in caps))
+        # Removed together, REMOVED_AT_ONCE a request (POST /v1/store/remove): their synced writes per batch, not per
+        # file.  One that is no capability stays marked, as `delete_file` leaves it, and holds none of the others back
+        # (the node would refuse the whole request for it).
+        parsed: dict[str, list[str]] = {}  # each capability as the node names it: the marks that name it
+        for cap in caps:
+            with contextlib.suppress(InvalidCapability):
+                parsed.setdefault(str(Capability.parse(cap)), []).append(cap)
+        named, done = list(parsed), []
+        for i in range(0, len(named), REMOVED_AT_ONCE):
+            batch = named[i:i + REMOVED_AT_ONCE]
+            try:
+                await self.api.call("POST", "/v1/store/remove", body={"caps": batch})
+            except XscError as err:
+                log.warning("could not remove %s from the store yet: %s", counted(len(batch), "file"), err)
+                continue
+            done += [mark for cap in batch for mark in parsed[cap]]  # removed, or gone already (not held)
         return done
 
     async def files(self) -> list[dict]:
@@ -221,7 +230,8 @@ class RemoteNode:
         return (await self.api.call("GET", "/v1/s3/garbage"))["garbage"]
 
     async def forget_garbage(self, caps: list[str]) -> None:
-        await self.api.call("POST", "/v1/s3/garbage/forget", body={"caps": caps})
+        for i in range(0, len(caps), FORGOTTEN_AT_ONCE):  # each a body within the node's bound on one
+            await self.api.call("POST", "/v1/s3/garbage/forget", body={"caps": caps[i:i + FORGOTTEN_AT_ONCE]})
 
     async def expire_uploads(self) -> list[str]:
         return (await self.api.call("POST", "/v1/s3/expire", body={}))["garbage"]

@@ -38,8 +38,9 @@ async def deep_check(storage, *, repair: bool, progress: Progress | None = None,
     """Verify every file `storage` (a StorageService) lists, and with `repair` repair each one found damaged.
     `progress` is told {"files_done", "files_total", "bytes_done", "bytes_total"}: at the start; with the "file"
     (capability) and "name" a step of its verify or repair is at and that step's own progress line
-    ("stage", "done", "total", ...); and with the file's "state" once it is done.  The answer: each file's outcome
-    ("state": healthy, damaged, repaired, not recoverable, removed, failed), in the listing's order, and "healthy"."""
+    ("stage", "done", "total", ...); and with the file's "state" once it is done (and its "at_risk", why, where the
+    file is whole with every share on one node).  The answer: each file's outcome ("state": healthy, damaged,
+    repaired, not recoverable, removed, failed), in the listing's order, and "healthy"."""
     files = (await storage.files_view())["files"]
     count = {"files_done": 0, "files_total": len(files), "bytes_done": 0, "bytes_total": sum(f["size"] for f in files)}
     tell = progress or (lambda event: None)
@@ -91,7 +92,8 @@ async def deep_check(storage, *, repair: bool, progress: Progress | None = None,
             outcomes[i] = await one(record)
             count["files_done"] += 1
             count["bytes_done"] += record["size"]
-            tell({**count, "file": record["capability"], "name": record.get("name"), "state": outcomes[i]["state"]})
+            tell({**count, "file": record["capability"], "name": record.get("name"), "state": outcomes[i]["state"],
+                  **({"at_risk": outcomes[i]["at_risk"]} if "at_risk" in outcomes[i] else {})})
 
     await asyncio.gather(*(worker() for _ in range(VERIFIED_AT_ONCE)))
     done = [o for o in outcomes if o is not None]

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 LOCAL = "this node"  # how a file record put without peers names this node
 REMOVING_AT_ONCE = 16  # files of a batch removal whose shares are deleted on their holders at once
+FINISHED_AT_ONCE = 1000  # removals a start finishes together: each batch one synced write of each kind, its locks held
 ReadFn = Callable[[int], Awaitable[bytes]]
 
 
@@ -598,28 +599,33 @@ class StorageService:
         change with them); `finish_removals` finishes their removal."""
         await in_pool(self.pool, self.store.begin_removals, [cap.storage_index for cap in caps], at, also)
 
-    async def remove_all(self, caps: list[Capability]) -> None:
-        """`remove` of each file of `caps` this node's user has (one it has not: nothing), its synced writes per batch,
-        not per file: taken out of the listing in one write, then finished together (`finish_removals`)."""
-        records = await in_pool(self.pool, lambda: [self.store.file_record(c.storage_index) for c in caps])
-        mine = [c for c, r in zip(caps, records) if r is not None and r["capability"] == str(c)]
-        for cap in mine:
+    async def remove_all(self, caps: list[Capability]) -> list[Capability]:
+        """`remove` of each file of `caps` this node's user has, listed or its removal cut short (one it has not:
+        nothing), its synced writes per batch, not per file: taken out of the listing in one write, then finished
+        together (`finish_removals`).  Returns those it had, once each."""
+        listed, pending = await in_pool(self.pool, _held, self.store, caps)
+        for cap in listed:
             self.unplaced.drop(cap.storage_index)
-        await self.begin_removals(mine, int(time.time()), {})
-        await self.finish_removals(mine)
+        if listed:
+            try:
+                await self.begin_removals(listed, int(time.time()), {})
+            except db.Error as err:
+                if not db.disk_full(err):
+                    raise
+                raise DiskFull("the data dir's disk is full: nothing was removed",
+                               hint="free disk space, then remove the files again") from err
+        await self.finish_removals([*listed, *pending])
+        return [*listed, *pending]
 
     async def finish_removals(self, caps: list[Capability]) -> None:
         """Finish the removal of files taken out of the listing (`removal_entries`, `begin_removals`): their shares
         deleted on every holder that answers and here, their synced writes together; a file not being removed is left
         alone.  Those that fail are finished later, as any removal a crash or a full disk cut short
         (`_finish_removals`)."""
-        sis = {cap.storage_index.hex() for cap in caps}
         try:
-            async with self.repair_locks.many(cap.storage_index for cap in caps):
-                await _finish_all(self, [r for r in await in_pool(self.pool, self.store.removals)
-                                         if r["storage_index"] in sis])
+            await _finish_together(self, [cap.storage_index for cap in caps])
         except Exception:  # noqa: BLE001 - finished later
-            log.exception("could not finish removing %s", counted(len(sis), "file"))
+            log.exception("could not finish removing %s", counted(len(set(caps)), "file"))
 
     async def _finish_removal(self, record: dict) -> dict[str, str]:
         return (await _finish_all(self, [record]))[0]
@@ -918,29 +924,62 @@ def disk_free(store: share_store.ShareStore) -> int | None:
         return None
 
 
+def _held(store: share_store.ShareStore, caps: list[Capability]) -> tuple[list[Capability], list[Capability]]:
+    """Of `caps`, each once: the files this node's user has listed, and those whose removal was cut short (which an rm
+    of them again finishes, as `remove` does)."""
+    cut_short = {r["storage_index"]: r.get("capability") for r in store.removals()}
+    listed, pending = [], []
+    for cap in dict.fromkeys(caps):
+        record = store.file_record(cap.storage_index)
+        if record is not None and record["capability"] == str(cap):
+            listed.append(cap)
+        elif cut_short.get(cap.storage_index.hex()) == str(cap):
+            pending.append(cap)
+    return listed, pending
+
+
 async def _finish_removal(service: StorageService, si: bytes) -> dict[str, str] | None:
-    """Finish the removal of the file `si` if it is still being removed (under its repair lock: an rm of it may finish
-    it meanwhile); the nodes that did not answer, or None if there was nothing to finish."""
-    async with service.repair_locks.one(si):
-        removing = {r["storage_index"]: r for r in await in_pool(service.pool, service.store.removals)}
-        return await service._finish_removal(removing[si.hex()]) if si.hex() in removing else None
+    """Finish the removal of the file `si` if it is still being removed (`_finish_together`); the nodes that did not
+    answer, or None if there was nothing to finish."""
+    records, left = await _finish_together(service, [si])
+    return left[0] if records else None
 
 
 async def _finish_removals(service: StorageService) -> None:
     """Finish the removals that stopped short: cut by a crash (at the start) or by a full disk (each round of the
-    storage-strays loop, the blocks such a disk kept too), so that the space comes back once the disk has room."""
-    for record in await in_pool(service.pool, service.store.removals):
-        si = bytes.fromhex(record["storage_index"])
+    storage-strays loop, the blocks such a disk kept too), so that the space comes back once the disk has room.  They
+    are finished together, FINISHED_AT_ONCE at a time, their synced writes per batch (`_finish_together`): a kill -9
+    during a removal of many files together (a DeleteObjects) leaves them all being removed."""
+    sis = [bytes.fromhex(r["storage_index"]) for r in await in_pool(service.pool, service.store.removals)]
+    for i in range(0, len(sis), FINISHED_AT_ONCE):
+        batch = sis[i:i + FINISHED_AT_ONCE]
         try:
-            if (left := await _finish_removal(service, si)) is not None:
-                log.info("finished removing file %s (not deleted on %s)", si.hex(), left or "-")
+            records, left = await _finish_together(service, batch)
         except Exception as err:  # noqa: BLE001 - the next round tries again
             if not db.disk_full(err):
-                log.exception("could not finish removing file %s", si.hex())
+                log.exception("could not finish removing %s", counted(len(batch), "file"))
             else:
-                log.warning("could not finish removing file %s yet: the data dir's disk is full", si.hex())
+                log.warning("could not finish removing %s yet: the data dir's disk is full",
+                            counted(len(batch), "file"))
+            continue
+        if records:
+            log.info("finished removing %s cut short", counted(len(records), "file"))
+        for record, nodes in zip(records, left):
+            if nodes:
+                log.info("file %s is not deleted on %s yet (asked again until they answer)", record["storage_index"],
+                         nodes)
     await in_pool(service.pool, service.store.kept.free)
     await _release_strays(service)
+
+
+async def _finish_together(service: StorageService, sis: list[bytes]) -> tuple[list[dict], list[dict[str, str]]]:
+    """Finish the removals of those of `sis` still being removed, together (`_finish_all`), under each file's repair
+    lock (an rm of one may finish it meanwhile: they are looked up once the locks are held).  Their records, and per
+    file the nodes that did not answer."""
+    wanted = {si.hex() for si in sis}
+    async with service.repair_locks.many(sis):
+        records = [r for r in await in_pool(service.pool, service.store.removals) if r["storage_index"] in wanted]
+        return records, await _finish_all(service, records)
 
 
 async def _finish_all(service: StorageService, records: list[dict]) -> list[dict[str, str]]:

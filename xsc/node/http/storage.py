@@ -7,19 +7,24 @@ import logging
 
 from aiohttp import web
 
-from ...errors import BadRequest, XscError
+from ...errors import BadRequest, InvalidArgument, InvalidCapability, XscError
 from ...serve.body import paced_reader
 from ...serve.direct import send_body
 from ...storage import Capability
 from ...storage.core import leases, ranges
+from ...storage.core.capability import MAX_TEXT, REMOVED_AT_ONCE
+from ...storage.holder import MIN_UPLOAD_RATE
 from ..appkeys import CONFIG, HANDOFF, METRICS, NODE
 from ..auth import check_token, guarded
 from ..problems import problem_from_error
-from .common import json_response, optional_json_body, progress_answer, put_terms, query_int
+from .common import json_response, large_json_body, optional_json_body, progress_answer, put_terms, query_int
 
 log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
+# A removal's body: REMOVED_AT_ONCE capabilities as JSON strings, with room for the spaces a client puts between them.
+MAX_REMOVAL_BODY = REMOVED_AT_ONCE * (MAX_TEXT + 16) + 1024
+_REMOVAL_HINT = f'send {{"caps": [CAPABILITY, ...]}}, at most {REMOVED_AT_ONCE:,} capabilities a request'
 
 
 def _cap(request: web.Request) -> Capability:
@@ -121,6 +126,27 @@ async def get_file(request: web.Request) -> web.StreamResponse:
 @routes.delete("/v1/store/files/{cap}")
 async def remove_file(request: web.Request) -> web.Response:
     return json_response(await request.app[NODE].storage.remove(_cap(request)))
+
+
+@routes.post("/v1/store/remove")
+async def remove_files(request: web.Request) -> web.Response:
+    """Many files removed in one request, their synced writes per batch, not per file (`StorageService.remove_all`):
+    those this node's user has, each once; the others named apart.  An entry that is no capability removes none."""
+    texts = (await large_json_body(request, MAX_REMOVAL_BODY, MIN_UPLOAD_RATE, _REMOVAL_HINT)).get("caps")
+    if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
+        raise InvalidArgument("a removal names its files as a list of capabilities", hint=_REMOVAL_HINT)
+    if len(texts) > REMOVED_AT_ONCE:
+        raise InvalidArgument(f"a removal names at most {REMOVED_AT_ONCE:,} files, this one {len(texts):,}",
+                              hint=f"send them {REMOVED_AT_ONCE:,} at a time")
+    caps = []
+    for n, text in enumerate(texts):
+        try:
+            caps.append(Capability.parse(text))
+        except InvalidCapability as err:
+            raise InvalidCapability(f"caps[{n}]: {err}", hint=err.hint) from None
+    removed, named = {str(c) for c in await request.app[NODE].storage.remove_all(caps)}, dict.fromkeys(map(str, caps))
+    return json_response({"removed": [c for c in named if c in removed],
+                          "not_held": [c for c in named if c not in removed]})
 
 
 @routes.get("/v1/store/files/{cap}/check")

@@ -21,6 +21,8 @@ PREFIX = "xsc:chk:"
 # to read one.  `cut_capabilities` cuts those in a text the node logs whole (a request's path).
 _IN_TEXT = re.compile(r"(xsc:chk:[^:/\s]{0,16})[^/\s]*")
 MAX_DIGITS = 20  # of k, m and size: 2**64 has 20
+MAX_TEXT = len(PREFIX) + 2 * 52 + 4 + 2 + MAX_DIGITS  # the longest a node makes (4 colons, k, m): 138 characters
+REMOVED_AT_ONCE = 1000  # files one request removes at most (POST /v1/store/remove), as S3's DeleteObjects keys
 _HINT = "a capability looks like xsc:chk:<key>:<manifest hash>:4:2:<size>, as printed by `xsc store put`"
 
 

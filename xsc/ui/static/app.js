@@ -265,7 +265,8 @@ async function batchFiles(action) {
   if (st.batch && st.batch.running) return;
   const b = st.batch = {action, running: true, line: null, states: {}, error: null};
   const ended = (cap, state, atRisk) => {
-    b.states[state] = (b.states[state] || 0) + 1;
+    const counted = atRisk ? 'at risk' : state;  // as `xsc store verify --all` counts it, not with the healthy
+    b.states[counted] = (b.states[counted] || 0) + 1;
     if (HEALTH[state]) st.health[cap] = health(state, atRisk); else delete st.health[cap];  // removed while the run went
   };
   renderBatch();
@@ -302,12 +303,13 @@ function renderBatch() {
   const p = b.line || {files_done: 0, files_total: 0, bytes_done: 0, bytes_total: 0}, n = b.states;
   const bar = h('progress', {max: Math.max(1, p.files_total), value: p.files_done});
   const counts = [`${n.healthy || 0} healthy`, b.action === 'repair' ? `${n.repaired || 0} repaired` : null,
-    `${n.damaged || 0} damaged`, `${n['not recoverable'] || 0} not recoverable`, n.removed ? `${n.removed} removed` : null,
+    n['at risk'] ? `${n['at risk']} at risk` : null, `${n.damaged || 0} damaged`,
+    `${n['not recoverable'] || 0} not recoverable`, n.removed ? `${n.removed} removed` : null,
     n.failed ? `${n.failed} failed` : null].filter(x => x).join(', ');
   // The file the latest line is about, with how far its verify or repair is (gone once the run is over).
   const now = b.running && p.stage && p.file;
   el.replaceChildren(h('div', {class: 'card batch'}, bar, h('p', {'data-k': 'batch', class: b.running ? 'running'
-      : b.error || n['not recoverable'] || n.failed ? 'error' : n.damaged ? 'warn' : 'ok'},
+      : b.error || n['not recoverable'] || n.failed ? 'error' : n.damaged || n['at risk'] ? 'warn' : 'ok'},
     `${b.action === 'check' ? 'checked' : 'checked and repaired'} ${p.files_done} of ${p.files_total}`,
     ` (${fmtSize(p.bytes_done)} of ${fmtSize(p.bytes_total)})${b.running ? '…' : ''}: ${counts}`),
     now ? h('p', {class: 'running small', 'data-k': 'batch-progress'},
