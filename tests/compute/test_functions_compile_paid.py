@@ -20,6 +20,7 @@ from tests.support.waiting import eventually, eventually_async
 from xsc.compute.placed_functions import function_job
 from xsc.compute.provider_tabs import compile_price
 from xsc.compute.service import InvokeCall
+from xsc.errors import Conflict
 from xsc.ledger.core.model import format_credits
 from xsc.node import IDENTITY
 from xsc.node.appkeys import NODE
@@ -252,3 +253,23 @@ async def test_a_compile_a_placed_functions_tab_did_not_allow_is_not_paid_and_it
     await eventually_async(lambda: struck, "the provider struck for its receipt", 30)
     assert struck == [b.app[IDENTITY].id] and a.app[NODE].paid.gateway_tabs.refused_receipts == 1
     assert before[0] - balances(a, b)[0] == paid
+
+
+async def test_a_placement_its_provider_refuses_once_it_compiled_the_module_pays_that_compile(node_factory,
+                                                                                             monkeypatch) -> None:
+    """`b` compiles the module pushed for a placement, then refuses the placement: the owner closes the tab for a
+    receipt of the compile alone and pays it, as a job given up before it ran does."""
+    a, b, module = await pair(node_factory, module="cgi", wasi=True, web=True, node=FAST)
+    before, hosted = balances(a, b), b.app[NODE].placed_functions
+    place = hosted.place
+
+    async def refused_once_compiled(owner: str, body):
+        if b.app[NODE].compute.has_module(module):
+            raise Conflict("this provider takes no more functions", hint="place it on another provider")
+        return await place(owner, body)
+
+    monkeypatch.setattr(hosted, "place", refused_once_compiled)
+    await _serve(a, {"name": "hello", "module": module, "on_market": True})
+    await eventually_async(lambda: line(a, b) == (COMPILED, COMPILED), "the compile paid", 30)
+    assert before[0] - balances(a, b)[0] == COMPILED and a.app[NODE].paid.gateway_tabs.refused_receipts == 0
+    assert "refused it" in (await _listed(a)).get("not_placed", "")
