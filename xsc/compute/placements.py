@@ -211,9 +211,10 @@ class Placements:
             return  # (a report of its previous tab, answered before the next one was placed: nothing to take)
         if not self.paid.gateway_tabs.reported(placement.auth.id, tab.get("total"), tab.get("count"),
                                                tab.get("compiles", 0)):
-            log.info("function %s: provider %s reported its tab ran %r requests owing %r, which does not check "
-                     "(fewer than it reported before, or more than their budgets): not taken", name,
-                     placement.provider, tab.get("count"), tab.get("total"))
+            log.info("function %s: provider %s reported its tab ran %r requests owing %r (%r of it compiles), which "
+                     "does not check (fewer than it reported before, more than their budgets, or a compile no push "
+                     "allowed): not taken", name, placement.provider, tab.get("count"), tab.get("total"),
+                     tab.get("compiles"))
 
     async def _place(self, record: dict[str, Any], left_out: set[str]) -> None:
         name = record["name"]
