@@ -17,6 +17,7 @@ from tests.support.compute import WASM
 from tests.support.nodes import kill_all
 from tests.support.peers import FAST, api, http, known_ids, node_id, peer_health
 from tests.support.waiting import eventually
+from xsc.compute.provider_tabs import compile_price
 from xsc.devnet import Devnet, free_ports
 
 # Checks four times a second: a tab is renewed (and paid) after 3 s, a silent provider left after 1 s.
@@ -48,6 +49,12 @@ def _served_runs(provider, owner_id: str) -> list[dict]:
     records = api(provider, "GET", "/v1/compute/provenance?limit=1000")[1]["records"]
     return [r["record"] for r in records
             if r["record"].get("deal", {}).get("function") == "hello" and r["record"]["deal"]["gateway"] == owner_id]
+
+
+def _compiled(runs: list[dict]) -> int:
+    """What a provider that lacked the cgi module charged the owner for compiling it, pushed as the function was placed
+    there, on the tab it was placed with: at the price its runs were made at."""
+    return compile_price(len((WASM / "cgi.wasm").read_bytes()), runs[0]["fuel_price"])
 
 
 def _balance(node, account: str) -> int:
@@ -95,9 +102,10 @@ def test_a_function_on_the_market_is_served_and_paid_by_a_provider_and_moves_whe
         for n in range(4):
             assert _get(first + f"more/{n}")[0] == 200
 
-        # The provider is paid by the owner, to the micro-credit, once the tab is renewed and its receipt paid.
+        # The provider is paid by the owner, to the micro-credit, once the tab is renewed and its receipt paid: the
+        # runs, and compiling the module pushed to it.
         runs = eventually(lambda: len(r := _served_runs(provider, owner_id)) == 5 and r, "the five runs recorded")
-        charged = sum(r["charge"] for r in runs)
+        charged = sum(r["charge"] for r in runs) + _compiled(runs)
         assert charged > 0
         eventually(lambda: (_balance(provider, "node"), _balance(owner, "client")) == (charged, -charged),
                    "the provider paid by the tab's receipt (its receipt, then the owner's payment)", timeout=60)
@@ -125,7 +133,7 @@ def test_a_function_on_the_market_is_served_and_paid_by_a_provider_and_moves_whe
         assert status == 200 and "PATH_INFO=/after" in answer.decode().splitlines()
         assert _listed(owner)["provider"] == ids[providers.index(other)]  # the killed provider is still down
         ran = eventually(lambda: len(r := _served_runs(other, owner_id)) == 2 and r, "both runs recorded")
-        earned = sum(r["charge"] for r in ran)
+        earned = sum(r["charge"] for r in ran) + _compiled(ran)  # (it lacked the module too)
         eventually(lambda: (_balance(other, "node"), _balance(owner, "client")) == (earned, -charged - earned),
                    "the other provider paid for both its runs", timeout=90)
         for node in (owner, other):
@@ -169,7 +177,7 @@ def test_a_placed_function_is_served_again_on_its_tab_after_its_provider_is_kill
         # those before the kill and the one after it, to the micro-credit.
         served = owner.xsc("compute", "serve", "hello", str(WASM / "cgi.wasm"), "--on-market", "--env", "GREETING=hi")
         assert served.returncode == 0, served.stderr
-        charged = sum(r["charge"] for r in runs)
+        charged = sum(r["charge"] for r in runs) + _compiled(runs)  # (and the module's compile, on that tab too)
         eventually(lambda: (_balance(provider, "node"), _balance(owner, "client")) == (charged, -charged),
                    "the provider paid every run of its tab", timeout=60)
         status, answer = _get(url + "renewed")
@@ -186,8 +194,9 @@ def test_a_devnet_places_a_function_only_where_a_web_listener_is_and_refuses_a_c
         tmp_path: Path):
     """Three node processes: the owner offers no compute, one provider has a web listener and one has none.  `serve
     --on-market` under a cap below one request's budget exits 2 in one line naming the least cap and the command;
-    the function is placed on the provider with the web listener only, and with it killed, never on the other one
-    (the owner says why), which still runs the owner's invokes."""
+    under that least cap it is served but not placed, the provider lacking its module and the cap no room for its
+    compile (the owner names the cap that has); under that one, it is placed on the provider with the web listener
+    only, and with it killed, never on the other one (the owner says why), which still runs the owner's invokes."""
     [web] = free_ports(1)
     envs = [{**PLACING, "XSC_MARKET_OFFER_COMPUTE": "false"}, {**PLACING, "XSC_NODE_WEB_LISTEN": f"127.0.0.1:{web}"},
             {**PLACING}]
@@ -206,6 +215,15 @@ def test_a_devnet_places_a_function_only_where_a_web_listener_is_and_refuses_a_c
 
         served = owner.xsc("compute", "serve", "hello", str(WASM / "cgi.wasm"), "--on-market", "--spend-cap",
                            str(least))
+        assert served.returncode == 0, served.stderr
+        # Served, but not placed: the provider lacks the module, and the cap has no room for compiling it there
+        # beside a request; the owner's list names the cap that has.
+        why = eventually(lambda: "lacks" in (f := _listed(owner)).get("not_placed", "") and f["not_placed"],
+                         "the owner to say the cap has no room for the compile", timeout=60)
+        placing = int(why.rsplit("--spend-cap ", 1)[1].rstrip(")"))
+        assert placing > least, why
+        served = owner.xsc("compute", "serve", "hello", str(WASM / "cgi.wasm"), "--on-market", "--spend-cap",
+                           str(placing))
         assert served.returncode == 0, served.stderr
         url = eventually(lambda: _listed(owner).get("url"), "the function placed", timeout=60)
         assert url.startswith(f"http://127.0.0.1:{web}/") and _listed(owner)["provider"] == node_id(listening)

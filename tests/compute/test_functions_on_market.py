@@ -16,14 +16,16 @@ import aiohttp
 import pytest
 import yarl
 
-from tests.support.compute import call_at_once, deploy, head_before_its_body, peer_with_provider
+from tests.support.compute import call_at_once, deploy, head_before_its_body, peer_with_provider, wasm
 from tests.support.disks import tmpfs
 from tests.support.jobs import QUIET, balances, verified
 from tests.support.nodes import close_node, free_port
 from tests.support.waiting import eventually_async
 from xsc import keys
 from xsc.compute import journal as journal_module, placements, provenance
+from xsc.compute.paid import compile_room
 from xsc.compute.placed_functions import PER_OWNER, function_job, mount_price
+from xsc.compute.provider_tabs import compile_price
 from xsc.compute.remote_tabs import TAB_METERS
 from xsc.errors import Conflict, FunctionUnavailable, PeerRefused, PeerUnreachable
 from xsc.compute.service import InvokeCall
@@ -75,6 +77,12 @@ def _runs(provider, owner_id: str) -> list[dict]:
             if r["record"].get("deal", {}).get("gateway") == owner_id and r["record"].get("deal", {}).get("function")]
 
 
+def _compiled(runs: list[dict]) -> int:
+    """What a provider that lacked the cgi module charged the owner's tab for compiling it, pushed as the function was
+    placed there: at the price its runs were made at (tests/compute/test_functions_compile_paid.py)."""
+    return compile_price(len(wasm("cgi")), runs[0]["fuel_price"])
+
+
 async def test_a_function_on_the_market_is_served_and_paid_by_a_provider_and_moves_when_it_goes(node_factory):
     providers = [await _provider(node_factory, f"provider{i}") for i in range(2)]
     owner = await node_factory("owner", **QUIET, market={"offer_compute": False},
@@ -113,10 +121,11 @@ async def test_a_function_on_the_market_is_served_and_paid_by_a_provider_and_mov
     assert status == 307 and headers["Location"] == listed["url"] + "?x=1", headers
     assert not [r for r in owner.app[NODE].compute.recent_provenance(100) if r["record"].get("job")]
 
-    # The owner closes the tab for the provider's receipt and pays it: exactly what the runs there cost.
+    # The owner closes the tab for the provider's receipt and pays it: exactly what the runs there cost, and
+    # compiling the module pushed to it.
     runs = await eventually_async(lambda: _runs(first, owner_id), "the run's record written (after its answer)")
     assert len(runs) == 1 and runs[0]["deal"]["function"] == "hello"
-    charged = sum(r["charge"] for r in runs)
+    charged = sum(r["charge"] for r in runs) + _compiled(runs)
     was = before[first.app[IDENTITY].id]
     await eventually_async(lambda: balances(owner, first) == (was[0] - charged, was[1] + charged),
                            "the provider paid by the tab's receipt (its receipt, then the owner's payment)", 30)
@@ -743,7 +752,7 @@ async def test_what_the_payment_retry_pays_for_a_placed_function_counts_in_its_s
     before = balances(owner, provider)
     assert (await _get(listed["url"] + "x"))[0] == 200
     runs = await eventually_async(lambda: _runs(provider, owner_id), "the run's record written (after its answer)")
-    charged = sum(r["charge"] for r in runs)
+    charged = sum(r["charge"] for r in runs) + _compiled(runs)  # (the module pushed to it: its compile paid too)
     await eventually_async(lambda: balances(owner, provider) == (before[0] - charged, before[1] + charged),
                            "the provider paid by the payment retry", 30)
     assert lost
@@ -806,7 +815,11 @@ async def test_a_function_on_the_market_under_a_cap_below_one_requests_budget_is
     await _json(owner, "POST", "/v1/compute/functions", json=function)
     listed = await _served_at(owner, "hello")
     (tab,) = [a for a in owner.app[NODE].ledger.pending() if a.job == function_job(owner.app[IDENTITY].id, "hello")]
-    budget = tab.cap // placements.TAB_REQUESTS  # one request's budget at the price the market placed it at
+    assert (await _get(listed["url"]))[0] == 200
+    price = (await eventually_async(lambda: _runs(provider, owner.app[IDENTITY].id), "the run"))[0]["fuel_price"]
+    # one request's budget at the price the market placed it at (its tab's cap: 16 of them, and room to compile it)
+    budget = (tab.cap - compile_room(owner.app[NODE].compute, module, price)) // placements.TAB_REQUESTS
+    assert budget == _budget(provider, module, price)
     for cap in (1, budget - 1):
         response = await owner.post("/v1/compute/functions", json={**function, "spend_cap": cap})
         refused = await response.json()
@@ -874,6 +887,8 @@ async def test_a_placed_function_whose_spend_cap_one_tab_holds_is_paid_once_that
     await peer_with_provider(owner, provider)
     module = await deploy(owner, "cgi", wasi=True)
     # So little fuel that a request's budget is its memory for its time, whatever price the market sets.
+    # The provider has the module: nothing is compiled there (a cap that has room for that: test_functions_compile_paid).
+    await provider.app[NODE].compute.deploy(wasm("cgi"), wasi=True)
     call = InvokeCall(module, "_start", [], 25_000, None, None, True)
     budget = owner.app[NODE].compute.budget(call, provider.app[NODE].market.honoured_ask("compute"))
     assert owner.app[NODE].compute.budget(call, 40) == budget
@@ -941,9 +956,11 @@ async def test_a_placed_functions_next_tab_after_a_restart_of_its_owner_leaves_r
                       "spend_cap": 20 * budget})
     first = await _served_at(owner, "hello")
     assert (await _get(first["url"]))[0] == 200
+    runs = await eventually_async(lambda: _runs(provider, owner.app[IDENTITY].id), "the run recorded")
+    compiling = _compiled(runs)
     job = function_job(owner.app[IDENTITY].id, "hello")
     (old,) = [a for a in owner.app[NODE].ledger.pending() if a.job == job]
-    assert old.cap == 16 * budget
+    assert old.cap == 16 * budget + compiling  # and room to compile the module (pushed to the provider)
     await close_node(owner)
 
     async def busy(auth, sender=None, closer=None, count=None):
@@ -957,7 +974,7 @@ async def test_a_placed_functions_next_tab_after_a_restart_of_its_owner_leaves_r
     tabs = [a for a in node.ledger.pending() if a.job == job]
     [found] = (await _json(owner, "GET", "/v1/compute/functions"))["functions"]
     assert found["spent_this_hour"] == 0 and old.id in {a.id for a in tabs}, (found, tabs)
-    assert sorted(a.cap for a in tabs) == [4 * budget, 16 * budget], tabs  # the cap's rest, not 16 budgets more
+    assert sorted(a.cap for a in tabs) == [4 * budget - compiling, old.cap], tabs  # the cap's rest, not 16 budgets more
 
 
 async def test_a_receipt_paid_for_a_placed_function_counts_in_its_hour_after_a_stop_right_after_the_payment(
@@ -1079,7 +1096,7 @@ async def test_a_provider_countersigning_more_than_it_reported_for_a_placed_func
     monkeypatch.setattr(node.quarantine, "strike", lambda peer, why, **kw: struck.append(peer) or False)
     await _json(owner, "DELETE", "/v1/compute/functions/hello")  # withdrawn, and its tab closed for the receipt
     await eventually_async(lambda: tab.id not in {a.id for a in node.ledger.pending()}, "the tab closed", 30)
-    countersigned = inflate(tab, sum(r["charge"] for r in runs))
+    countersigned = inflate(tab, sum(r["charge"] for r in runs) + _compiled(runs))  # (the module pushed to it)
     assert balances(owner, provider) == (before[0], before[1] + countersigned)  # on the provider's chain alone
     assert node.paid.gateway_tabs.refused_receipts == 1 and node.paid.gateway_tabs.tallies() == 0
     assert struck == [provider.app[IDENTITY].id]  # it counts the requests it reported, and claims more for them
@@ -1099,7 +1116,7 @@ async def test_a_placed_functions_tab_left_open_by_a_stop_of_its_owner_is_paid_n
     await close_node(owner)
     assert (await _get(url + "while-away"))[0] == 200
     runs = await eventually_async(lambda: len(r := _runs(provider, owner_id)) == 3 and r, "the third run recorded")
-    charged = sum(r["charge"] for r in runs)
+    charged = sum(r["charge"] for r in runs) + _compiled(runs)  # (the module pushed to it: its compile paid too)
     if inflated:
         _countersigning(provider, monkeypatch, lambda auth, total: auth.cap)
     owner = await node_factory("owner", **QUIET, market={"offer_compute": False})

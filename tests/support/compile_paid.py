@@ -1,11 +1,13 @@
 """Two nodes strangers to each other, a gateway and the provider its work runs on, for the tests of a pushed module's
 compile paid with the tab of the work that asked for it (tests/compute/test_compute_compile_paid.py, calls;
-tests/compute/test_jobs_compile_paid.py, jobs): the provider extends the gateway a credit line only once its user
-recognises it, and can be made to lie in the receipts it countersigns."""
+tests/compute/test_jobs_compile_paid.py, jobs; tests/compute/test_functions_compile_paid.py, web functions placed on
+the market): the provider extends the gateway a credit line only once its user recognises it, and can be made to lie
+in the receipts it countersigns."""
 
 from __future__ import annotations
 
 from tests.support.compute import deploy, peer_with_provider, wasm
+from tests.support.nodes import free_port
 from xsc.compute.provider_tabs import compile_price
 from xsc.node import IDENTITY
 from xsc.node.appkeys import NODE
@@ -21,17 +23,28 @@ def compiled(name: str) -> int:
     return compile_price(len(wasm(name)), PRICE)
 
 
-async def pair(node_factory, name: str = "a", module: str = "add", wasi: bool = False):
+async def pair(node_factory, name: str = "a", module: str = "add", wasi: bool = False, web: bool = False,
+               **gateway):
     """A stranger's gateway `a` (it offers no compute: its work runs on `b`) and the provider `b`, which gives no
-    credit to strangers and a credit line to `a` once its user recognises it; `module` deployed on `a` alone."""
-    a = await node_factory(name, **GATEWAY)
-    b = await node_factory("b", **QUIET, ledger={"stranger_credit": 0}, **NO_MEMORY_PRICE,
-                           market={"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE})
-    await peer_with_provider(a, b)
-    response = await b.post("/v1/market/recognize", json={"peer": a.app[IDENTITY].id, "weight": "1",
+    credit to strangers and a credit line to `a` once its user recognises it; `module` deployed on `a` alone.
+    `web`: `b` has a web listener (it may serve `a`'s functions on the market); `gateway`: more sections of `a`'s
+    configuration."""
+    a = await node_factory(name, **GATEWAY, **gateway)
+    b = await provider(node_factory, "b", a, web=web)
+    return a, b, await deploy(a, module, wasi=wasi)
+
+
+async def provider(node_factory, name: str, gateway, web: bool = False):
+    """A provider asking PRICE, peered with `gateway`, that gives no credit to strangers and a credit line to
+    `gateway` once its user recognises it; `web`: with a web listener."""
+    listener = {"node": {"web_listen": f"127.0.0.1:{free_port()}", "web_rate_limit": 1000}} if web else {}
+    b = await node_factory(name, **QUIET, ledger={"stranger_credit": 0}, **NO_MEMORY_PRICE,
+                           market={"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE}, **listener)
+    await peer_with_provider(gateway, b)
+    response = await b.post("/v1/market/recognize", json={"peer": gateway.app[IDENTITY].id, "weight": "1",
                                                           "credit": 10**9})
     assert response.status == 200, await response.text()
-    return a, b, await deploy(a, module, wasi=wasi)
+    return b
 
 
 def line(a, b) -> tuple[int, int]:

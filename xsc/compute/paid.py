@@ -307,12 +307,20 @@ class PaidCompute:
                        **facts, **fields(trap))
         return run
 
-    async def push(self, url: str, provider: str, call: InvokeCall, tab: Any = None) -> None:
+    async def push(self, url: str, provider: str, call: InvokeCall, tab: Any = None,
+                   unpaid: Callable[[], XscError] | None = None) -> None:
         """Send `provider` the module of work it was matched for and lacks (it answered module-not-found), its compile
-        charged on `tab` (the work's: GatewayTabs.compile_on) if given."""
+        charged on `tab` (the work's: GatewayTabs.compile_on) if given.  A tab that cannot pay it: the push names no
+        tab (its compile charged on this node's trust line there), or, given `unpaid`, is not sent: `unpaid()` is
+        raised."""
+        def charge(wasm: bytes) -> str | None:
+            named = self.gateway_tabs.compile_on(tab, call.module, wasm)
+            if named is None and unpaid is not None:
+                raise unpaid()
+            return named
+
         await push_module(self.client, url, provider, lambda: self.compute.store.wasm(bytes.fromhex(call.module)),
-                          call.wasi, None if tab is None else functools.partial(self.gateway_tabs.compile_on, tab,
-                                                                                call.module))
+                          call.wasi, None if tab is None else charge)
 
     # --- the provider's side -------------------------------------------------------------------
     async def _run_on_tab(self, gateway: str, call: InvokeCall, price: int, deal: dict, auth,

@@ -11,7 +11,8 @@ being made is refused, 409; a withdrawal cuts the placement under way short, its
 it read charged, and withdraws what was placed before it); a placement takes at most PLACE_TIMEOUT seconds, what its
 owner waits for its answer (503 past it, charged as one cut short); a module this
 node lacks is refused (404 module-not-found) and the owner may push it (once, within the pushed-module
-bounds: ModulePushes.receive); the files it mounts, at most MAX_MOUNTED bytes in all, are read from the
+bounds: ModulePushes.receive), naming the placement's tab to be charged its compile on (a tab's status and receipt
+count it apart, `compiles`); the files it mounts, at most MAX_MOUNTED bytes in all, are read from the
 network by their capabilities as any node reads them, only while this node keeps DISK_MARGIN free (WebFunctions.room,
 counting the files, bodies and answers being written at that moment), and only once their reading (`mount_price`)
 is reserved on the owner's line here, where it is used whatever comes of it.  A function asking a max_body or
@@ -313,7 +314,7 @@ class PlacedFunctions:
         self.paid.reserve(owner, budget, "a request's budget")  # its line here covers one request ...
         self.paid.release(owner, budget)  # ... which holds it again when it comes
         if not self.paid.compute.has_module(function["module"]):
-            self.paid.pushes.expect(owner, function["module"], price)
+            self.paid.pushes.expect(owner, function["module"], price, auth)  # its compile charged on this tab
             raise not_here(function["module"])
         mounted = sum(Capability.parse(item.cap).size for item in _inputs(function))
         if mounted > MAX_MOUNTED:
@@ -421,7 +422,8 @@ class PlacedFunctions:
         tab = await self.paid.provider_tabs.standing(bill.auth)
         return {"url": f"{web}/fn/{owner}/{name}/", "requests": served.requests, "errors": served.errors,
                 "p50_ms": median_ms(served.latencies),
-                "tab": {"authorization": bill.auth.id.hex(), "total": tab.total, "count": tab.count}}
+                "tab": {"authorization": bill.auth.id.hex(), "total": tab.total, "count": tab.count,
+                        "compiles": tab.compiles}}
 
     def hosted(self) -> list[dict[str, Any]]:
         """The functions other nodes placed here, each with its owner, where callers reach it, its counters and

@@ -5,10 +5,15 @@ Every `interval` seconds (node.placement_interval), and whenever a function is s
 served `on_market` is kept placed:
 
 - not placed: the market is asked for a provider (never this node), an authorization of the function's own job
-  reference is signed for TAB_REQUESTS request budgets (its whole cap held here: the owner cannot overspend),
-  and the function is placed with it; a provider lacking the module is pushed it; a provider that refuses is
-  left out and the next one asked.  The authorization of a refused placement is dropped; that of one whose
-  answer was lost goes to the payment retry (it may have reached the provider, and what ran under it is paid).
+  reference is signed for TAB_REQUESTS request budgets and compiling the module (paid.compile_room; its whole cap
+  held here: the owner cannot overspend), and the function is placed with it; a provider lacking the module is
+  pushed it naming the tab, which pays its compile as a call's or a job's tab does (GatewayTabs.compile_on: its
+  price held under the tab and written with its tally before the push is sent), and only if the tab keeps room for
+  one request beside it: else nothing is pushed and the function is not placed there (with a spend cap, as one whose
+  cap leaves too little).  A provider that refuses is left out and the next one asked.  The authorization of a
+  refused placement is dropped, or, if a compile was charged on it, its tab closed and paid for that; that of one
+  whose answer was lost goes to the payment retry (it may have reached the provider, and what ran under it is
+  paid).
 - placed: the provider is asked how its tab stands; once the tab is RENEW checks old or has used half its cap
   (or the function was served again with changes), the function is placed again with a fresh authorization (the
   provider bills the requests that start after it to the new tab), and the old tab is closed for the provider's
@@ -19,7 +24,8 @@ served `on_market` is kept placed:
 
 This node never sees the requests: what the provider's checks say its tab ran is taken into the tab's tally
 (remote_tabs.GatewayTabs.track, on disk from before the authorization is sent), and a receipt is paid only up to it,
-plus one request's budget for each request the receipt counts past the last report; above that nothing is paid.
+plus one request's budget for each request the receipt counts past the last report, plus the compile of its module
+if it was pushed naming the tab (the report and the receipt count it apart, `compiles`); above that nothing is paid.
 What each receipt pays (closed here, or by the payment retry) is counted in the function's spend, its row written in
 the payment's own batch (`WebFunctions.paying`, `paid_for`); a spend cap bounds each authorization by what is left of the hour less the caps of the
 function's tabs not paid yet (`_room`: a restart leaves them to the payment retry), so a provider answers 402 once the
@@ -36,19 +42,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from ..errors import InvalidArgument, ModuleNotFound, PeerRefused, PeerUnreachable, SpendCapReached, XscError
+from ..errors import (InsufficientCredit, InvalidArgument, ModuleNotFound, PeerRefused, PeerUnreachable,
+                      SpendCapReached, XscError)
 from ..ledger.core.model import Authorization, Receipt, encode_authorization
 from ..ledger.core.rules import CLOCK_SKEW
 from ..ledger.receipts import receipt_check
 from ..ledger.settlement import nothing_owed
 from ..market.core.models import WEB_TAG
 from ..net import functions as wire
-from ..net.compute import close_tab, push_module
+from ..net.compute import close_tab
 from ..tasks import woken_loop
 from ..units import counted
+from .paid import compile_room
 from .placed_functions import FUNCTION_JOBS, function_job
 from .provider_tabs import TAB_TTL
-from .remote_tabs import TAB_METERS
+from .remote_tabs import TAB_METERS, TAB_OPTIONAL_METERS, OpenTab
 from .service import InvokeCall
 
 log = logging.getLogger(__name__)
@@ -65,12 +73,21 @@ SAID_AGAIN = 600.0  # seconds before a reason a function is not placed, logged o
 class Placement:
     provider: str
     url: str  # where callers reach the function
-    auth: Authorization
+    tab: OpenTab  # what this node keeps of the tab it is placed on (GatewayTabs.track)
     price: int
     function: dict[str, Any]  # what was placed (served again with changes: placed again)
     counters: dict[str, Any] = field(default_factory=dict)  # its requests, errors, p50_ms there, as last told
     placed: float = field(default_factory=time.monotonic)
     failing_since: float | None = None
+
+    @property
+    def auth(self) -> Authorization:
+        return self.tab.auth
+
+    def half_spent(self, used: int) -> bool:
+        """Whether its provider's report that its tab owes `used` says the requests used half of what its cap leaves
+        them (beside the compile of its module charged on it, if any)."""
+        return 2 * (used - self.tab.compiles) >= self.auth.cap - self.tab.compiles
 
 
 class Placements:
@@ -183,7 +200,7 @@ class Placements:
             return
         used = answer.get("tab", {}).get("total", 0) if isinstance(answer.get("tab"), dict) else 0
         used = used if type(used) is int else 0
-        if time.monotonic() - placement.placed >= self.renew or 2 * used >= placement.auth.cap \
+        if time.monotonic() - placement.placed >= self.renew or placement.half_spent(used) \
                 or placed_function(record) != placement.function:
             await self._renew(record, placement, used)
 
@@ -192,10 +209,12 @@ class Placements:
         receipt is paid, with a request's budget for each request it counts past the report) if it checks."""
         if not isinstance(tab, dict) or tab.get("authorization") != placement.auth.id.hex():
             return  # (a report of its previous tab, answered before the next one was placed: nothing to take)
-        if not self.paid.gateway_tabs.reported(placement.auth.id, tab.get("total"), tab.get("count")):
-            log.info("function %s: provider %s reported its tab ran %r requests owing %r, which does not check "
-                     "(fewer than it reported before, or more than their budgets): not taken", name,
-                     placement.provider, tab.get("count"), tab.get("total"))
+        if not self.paid.gateway_tabs.reported(placement.auth.id, tab.get("total"), tab.get("count"),
+                                               tab.get("compiles", 0)):
+            log.info("function %s: provider %s reported its tab ran %r requests owing %r (%r of it compiles), which "
+                     "does not check (fewer than it reported before, more than their budgets, or a compile no push "
+                     "allowed): not taken", name, placement.provider, tab.get("count"), tab.get("total"),
+                     tab.get("compiles"))
 
     async def _place(self, record: dict[str, Any], left_out: set[str]) -> None:
         name = record["name"]
@@ -262,15 +281,15 @@ class Placements:
 
     async def _placed_on(self, record: dict[str, Any], provider: str, price: int, deal: dict[str, Any]) -> Placement:
         """The function placed on `provider` with a fresh authorization (dropped if the placement fails)."""
-        auth = await self._authorize(record, provider, price)
-        if auth is None:
+        tab = await self._authorize(record, provider, price)
+        if tab is None:
             raise self._cap_refusal(record, price)
         try:
-            url = await self._send(record, provider, price, deal, auth)
+            url = await self._send(record, provider, price, deal, tab)
         except BaseException as err:
-            await self._unsent(auth, err)
+            await self._unsent(record["name"], tab, err)
             raise
-        return Placement(provider, url, auth, price, placed_function(record))
+        return Placement(provider, url, tab, price, placed_function(record))
 
     async def check(self, record: dict[str, Any]) -> str | None:
         """Function `record` as it is served on the market, judged by the market now: refused if its spend cap is below
@@ -292,40 +311,60 @@ class Placements:
                      f"{record['module']} ... --on-market --spend-cap {least}", field="spend_cap", least=least)
         return None
 
-    def _cap_refusal(self, record: dict[str, Any], price: int) -> SpendCapReached:
-        """Why a function is not placed while its spend cap leaves less than one request's budget, with the cap
-        that would place it (a request's budget is its limits' worst case, mostly far more than it costs)."""
+    def _cap_refusal(self, record: dict[str, Any], price: int, compile: int = 0,
+                     besides: bytes | None = None) -> SpendCapReached:
+        """Why a function is not placed while its spend cap leaves less than one request's budget (and `compile`, the
+        price of compiling its module on a provider that lacks it), with the cap that would place it (a request's
+        budget is its limits' worst case, mostly far more than it costs); `besides`: the tab it is not placed on."""
         name, cap = record["name"], record["spend_cap"]
         budget = self.paid.compute.budget(self._call(record), price)
-        left = self._room(name) or 0
+        left = self._room(name, besides) or 0
         unpaid = (self.left_this_hour(name) or 0) - left
+        compiling = f" and compiling its module there, which its provider lacks, {compile:,}" if compile else ""
         return SpendCapReached(
             f"its spend cap leaves {left:,} micro-credits this hour"
             f"{f' beside the {unpaid:,} its tabs not paid yet may still be paid' if unpaid else ''}, less than one "
-            f"request's budget of {budget:,} (the most a request within its fuel, memory and time limits may cost)",
-            hint=f"serve it again, with its other options as before, under a cap of at least {cap - left + budget} "
-                 f"or with a lower --fuel, --memory or --timeout: xsc compute serve {name} {record['module']} ... "
-                 f"--on-market --spend-cap {cap - left + budget}", budget=budget, left=left)
+            f"request's budget of {budget:,} (the most a request within its fuel, memory and time limits may cost)"
+            f"{compiling}",
+            hint=f"serve it again, with its other options as before, under a cap of at least "
+                 f"{cap - left + budget + compile} or with a lower --fuel, --memory or --timeout: xsc compute serve "
+                 f"{name} {record['module']} ... --on-market --spend-cap {cap - left + budget + compile}",
+            budget=budget, left=left, **({"compile": compile} if compile else {}))
 
-    async def _unsent(self, auth: Authorization, err: BaseException) -> None:
+    def _compile_refusal(self, record: dict[str, Any], tab: OpenTab) -> InsufficientCredit:
+        """Why the function is not placed on a provider lacking its module whose compile its tab cannot pay beside
+        one request (nothing is pushed: a push naming no tab would leave the compile on this node's trust line
+        there, outside the function's spend)."""
+        compile = compile_room(self.paid.compute, record["module"], tab.price)
+        if record["spend_cap"] is not None:
+            return self._cap_refusal(record, tab.price, compile, besides=tab.auth.id)
+        return InsufficientCredit(f"compiling its module on provider {tab.provider}, which lacks it ({compile:,} "
+                                  "micro-credits), cannot be held on its tab now",
+                                  hint="check what this node may spend: xsc ledger balance")
+
+    async def _unsent(self, name: str, tab: OpenTab, err: BaseException) -> None:
         """An authorization whose placement failed: dropped if the provider refused it (nothing can run under
-        it), else left to the payment retry (the placement may have reached the provider before its answer was
-        lost: what ran under it is then paid, nothing if nothing did)."""
-        if isinstance(err, PeerRefused):
-            await self.paid.gateway_tabs.refused(auth)  # and what it held is released
+        it), or this node did before pushing the module; closed and paid at once if a compile was charged on it
+        before the provider refused (the compile was done, as for a job given up before it ran); else left to the
+        payment retry (the placement may have reached the provider before its answer was lost: what ran under it is
+        then paid, nothing if nothing did)."""
+        if isinstance(err, PeerRefused) and tab.compiles:
+            await self._pay(name, tab.provider, tab.auth)  # (its receipt, or nothing-owed if the push was refused)
+        elif isinstance(err, (PeerRefused, InsufficientCredit)):
+            await self.paid.gateway_tabs.refused(tab.auth)  # and what it held is released
         else:
-            self._let_go(auth)
+            self._let_go(tab.auth)
 
     async def _renew(self, record: dict[str, Any], placement: Placement, used: int) -> None:
-        auth = await self._authorize(record, placement.provider, placement.price)
-        if auth is None:
+        tab = await self._authorize(record, placement.provider, placement.price)
+        if tab is None:
             # Its spend cap is held by this tab, so no next tab can be had beside it.  Left open, the tab would be
             # neither paid (its runs never counted in the hour, so the cap never leaves room) nor renewed until it
             # expires, unpaid.  Once it cannot take another request, is half spent, half its life is gone or the
             # function was served again with changes, it is ended (withdrawn and paid) and the function placed
             # again when the cap leaves a request's budget.
             budget = self.paid.compute.budget(self._call(record), placement.price)
-            if 2 * used >= placement.auth.cap or used + budget > placement.auth.cap \
+            if placement.half_spent(used) or used + budget > placement.auth.cap \
                     or time.monotonic() - placement.placed >= TAB_TTL / 2 \
                     or placed_function(record) != placement.function:
                 del self._placed[record["name"]]
@@ -333,19 +372,23 @@ class Placements:
             return
         try:
             await self._send(record, placement.provider, placement.price, {"provider": placement.provider,
-                                                                            "price": placement.price}, auth)
-        except (PeerRefused, PeerUnreachable) as err:
-            await self._unsent(auth, err)
+                                                                            "price": placement.price}, tab)
+        except (PeerRefused, PeerUnreachable, InsufficientCredit) as err:
+            await self._unsent(record["name"], tab, err)
             log.info("function %s: renewing its tab with %s failed (%s)", record["name"], placement.provider,
                      err.message)
             return
-        old, placement.auth, placement.placed = placement.auth, auth, time.monotonic()
+        old, placement.tab, placement.placed = placement.auth, tab, time.monotonic()
         placement.function = placed_function(record)
         await self._pay(record["name"], placement.provider, old)
 
-    async def _authorize(self, record: dict[str, Any], provider: str, price: int) -> Authorization | None:
-        budget = self.paid.compute.budget(self._call(record), price)
-        cap = budget * TAB_REQUESTS
+    async def _authorize(self, record: dict[str, Any], provider: str, price: int) -> OpenTab | None:
+        """A fresh tab for the function with `provider` (its authorization signed and its tally on disk), its cap
+        TAB_REQUESTS request budgets and room to compile its module (used only if the provider lacks it), bounded by
+        what its spend cap leaves (`_room`); None if that is less than one request's budget."""
+        call = self._call(record)
+        budget = self.paid.compute.budget(call, price)
+        cap = budget * TAB_REQUESTS + compile_room(self.paid.compute, call.module, price)
         left = self._room(record["name"])
         if left is not None:
             cap = min(cap, left)
@@ -356,12 +399,11 @@ class Placements:
         try:
             # The provider alone sees the requests: what its receipt is paid is held to what it reports they cost,
             # before and after a restart of this node (remote_tabs.GatewayTabs.track).
-            await self.paid.gateway_tabs.track(auth, budget)
+            return await self.paid.gateway_tabs.track(auth, budget, price)
         except BaseException:
             with self.paid.payments.working(auth.id):
                 await self.paid.payments.refused(auth)
             raise
-        return auth
 
     def _room(self, name: str, besides: bytes | None = None) -> int | None:
         """What function `name`'s spend cap leaves for a tab this hour (None: no cap): what is left of the hour, less
@@ -377,18 +419,19 @@ class Placements:
                                  if a.job == job and a.id != besides and now <= a.expires_at + CLOCK_SKEW))
 
     async def _send(self, record: dict[str, Any], provider: str, price: int, deal: dict[str, Any],
-                    auth: Authorization) -> str:
+                    tab: OpenTab) -> str:
         url = self._peer_url(provider)
         body = {"function": placed_function(record),
                 "price": price, "memory_price": self.paid.compute.memory_price,
-                "authorization": encode_authorization(auth).hex(), "deal": deal}
+                "authorization": tab.hex, "deal": deal}
         try:
             return await wire.place(self.paid.client, url, provider, self.me, body)
         except PeerRefused as err:
             if err.details.get("peer_code") != ModuleNotFound.code:
                 raise
-        await push_module(self.paid.client, url, provider,
-                          lambda: self.paid.compute.store.wasm(bytes.fromhex(record["module"])), True)
+        # Its compile charged on the tab, as a call's or a job's is; pushed naming none, it would stay on this node's
+        # trust line there, outside the function's spend and cap: not pushed then.
+        await self.paid.push(url, provider, self._call(record), tab, unpaid=lambda: self._compile_refusal(record, tab))
         return await wire.place(self.paid.client, url, provider, self.me, body)
 
     async def _pay(self, name: str, provider: str, auth: Authorization) -> None:
@@ -398,7 +441,8 @@ class Placements:
                 try:
                     receipt = await close_tab(self.paid.client, self._peer_url(provider), provider,
                                               encode_authorization(auth).hex(),
-                                              check=receipt_check(provider, auth, meters=TAB_METERS))
+                                              check=receipt_check(provider, auth, meters=TAB_METERS,
+                                                                  optional=TAB_OPTIONAL_METERS))
                 except PeerRefused as err:
                     if not nothing_owed(err):
                         raise
@@ -419,7 +463,7 @@ class Placements:
         """The payment retry's close of a function's tab (a provider that went away, or one left open by a
         restart)."""
         return await close_tab(self.paid.client, url, provider, encode_authorization(auth).hex(),
-                               check=receipt_check(provider, auth, meters=TAB_METERS))
+                               check=receipt_check(provider, auth, meters=TAB_METERS, optional=TAB_OPTIONAL_METERS))
 
     async def _paid_by_retry(self, auth: Authorization, receipt: Receipt) -> None:
         """What the payment retry paid for a function's tab is counted in the function's spend, whether it closed

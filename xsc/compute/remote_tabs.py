@@ -60,8 +60,9 @@ A placed function's tab (compute/placements.py) is one this node sends no call o
 alone.  Its tally is what the provider's reports said its requests cost (`track`, `reported`: a report that takes
 back an earlier one, or makes a request cost more than its budget, is not taken), and its receipt is paid up to that
 plus one request's budget for each request the receipt counts past the last report (served since, this node down
-included); the same rows, written the same way, and the same check (`_payable`).  From a start on such a tab holds
-its cap still: its provider may be serving requests under it.
+included), plus the compile of its module if it was pushed naming the tab (`compile_on`, as for a call's: a
+provider's report counts it apart, `compiles`); the same rows, written the same way, and the same check (`_payable`).
+From a start on such a tab holds its cap still: its provider may be serving requests under it.
 """
 
 from __future__ import annotations
@@ -106,6 +107,9 @@ _TALLY_COMPILES = struct.Struct(">QQIIQI")
 # A placed function's tab's: what its provider's reports said its requests cost, 0, how many requests they counted,
 # 0, and the budget of one request (what each request its receipt counts past the reports may have cost).
 _REPORTED = struct.Struct(">QQIIQ")
+# The same, of one its module was pushed naming (a provider that lacked it): then the compile its provider may charge
+# on it (8) and for how many modules (4).
+_REPORTED_COMPILES = struct.Struct(">QQIIQQI")
 # A tab a check of one of its answers made unpayable (GatewayTabs.checked): it owes nothing; how many calls it counted
 # and lost, and how many answers were caught and how many records never shown.
 _UNPAYABLE = struct.Struct(">IIII")
@@ -299,27 +303,25 @@ class GatewayTabs:
         return self._pending(authorization_id) is not None
 
     # --- a placed function's tab: what its requests cost is what its provider reported -------------------
-    async def track(self, auth: Authorization, per_request: int) -> None:
-        """Keep a tally of a tab whose requests this node never sees (a placed function's): nothing reported yet,
-        each request at most `per_request`.  Synced before its authorization is shown to anyone, as a tab's first
-        tally (`_first_tally`)."""
-        tab = OpenTab(public_id(auth.payee), auth, 0, closing=True, per_request=per_request)
+    async def track(self, auth: Authorization, per_request: int, price: int) -> OpenTab:
+        """Keep a tally of a tab whose requests this node never sees (a placed function's, at `price`): nothing
+        reported yet, each request at most `per_request`.  Synced before its authorization is shown to anyone, as a
+        tab's first tally (`_first_tally`).  Its module pushed to a provider lacking it names it (`compile_on`)."""
+        tab = OpenTab(public_id(auth.payee), auth, price, closing=True, per_request=per_request)
         await self._first_tally(tab)
-        self._owes(tab)
+        return self._owes(tab)
 
-    def reported(self, authorization_id: bytes, total: int, count: int) -> bool:
-        """The provider's report of a tracked tab: `count` requests ran under it, owing `total`.  Taken into its
-        tally (written unsynced, as a tab's changes are) unless it takes back an earlier report, says a request
-        cost more than its budget or passes the cap; whether it was taken."""
+    def reported(self, authorization_id: bytes, total: int, count: int, compiles: Any = 0) -> bool:
+        """The provider's report of a tracked tab: `count` requests ran under it, owing `total`, of which `compiles`
+        for compiling the module pushed naming it.  Taken into its tally (written unsynced, as a tab's changes are)
+        unless it takes back an earlier report, says a request cost more than its budget, claims a compile above
+        what was allowed on the tab (`compile_on`) or passes the cap; whether it was taken."""
         tab = self._unpaid.get(authorization_id)
-        if tab is None or not tab.per_request:
+        ran = None if tab is None or not tab.per_request else _reported_runs(tab, total, count, compiles)
+        if ran is None:
             return False
-        if not (type(total) is int and type(count) is int and tab.metered <= total <= min(tab.auth.cap,
-                                                                                        count * tab.per_request)
-                and tab.count <= count):
-            return False
-        if (total, count) != (tab.metered, tab.count):
-            tab.metered, tab.count = total, count
+        if (ran, count) != (tab.metered, tab.count):
+            tab.metered, tab.count = ran, count
             self._tally_changed(tab)
         return True
 
@@ -354,10 +356,11 @@ class GatewayTabs:
 
     def compile_on(self, tab: OpenTab, module: str, wasm: bytes) -> str | None:
         """The tab (authorization id hex) a push of `module` (`wasm`) for work on `tab` names to be charged its compile,
-        `compile_price` at the tab's price, held and written with its tally first; None (no room, pushed, unpayable)."""
+        `compile_price` at the tab's price, held and written with its tally first; None (no room, pushed, unpayable).
+        A placed function's tab must keep room beside it for one request (else the function cannot run there)."""
         price = compile_price(len(wasm), tab.price)
         try:
-            if module in tab.compiled or tab.per_request or tab.unpayable or price > tab.room:
+            if module in tab.compiled or tab.unpayable or price + tab.per_request > tab.room:
                 return None
             self.ledger.hold_for(tab.auth, price)
         except InsufficientCredit as err:
@@ -555,7 +558,8 @@ class GatewayTabs:
             return None
         # A start must not fail on an unreadable one: the tab is then held to its cap, written as its tally (gone, the
         # next start would take the tab for one never shown and drop it, its provider unpaid for what ran).
-        if len(value) not in (_TALLY.size, _REPORTED.size, _UNPAYABLE.size, _TALLY_COMPILES.size):
+        if len(value) not in (_TALLY.size, _REPORTED.size, _UNPAYABLE.size, _TALLY_COMPILES.size,
+                              _REPORTED_COMPILES.size):
             log.error("the tally of tab %s is unreadable (%d bytes): it is paid up to its cap", auth.id.hex(),
                       len(value))
             value = _REPORTED.pack(auth.cap, 0, 0, 0, 1)
@@ -683,11 +687,15 @@ def _tally_untracked(db: Database, pending: dict[bytes, Authorization], ids: set
 def _taken_up(auth: Authorization, value: bytes, ledger: Any) -> OpenTab:
     """A tally read from disk (`GatewayTabs._restored`) as a tab closing; what the ledger holds for it made what the
     tally may still be paid."""
-    if len(value) == _REPORTED.size:
-        metered, _, count, _, per_request = _REPORTED.unpack(value)
+    if len(value) in (_REPORTED.size, _REPORTED_COMPILES.size):
+        compiles = modules = 0
+        if len(value) == _REPORTED_COMPILES.size:
+            metered, _, count, _, per_request, compiles, modules = _REPORTED_COMPILES.unpack(value)
+        else:
+            metered, _, count, _, per_request = _REPORTED.unpack(value)
         # Its provider may still be serving requests under it, each up to its budget: its cap stays held.
         return OpenTab(public_id(auth.payee), auth, 0, metered=metered, count=count, closing=True,
-                       per_request=per_request)
+                       per_request=per_request, compiles=compiles, modules=modules)
     if len(value) == _UNPAYABLE.size:
         count, unknown, forged, unshown = _UNPAYABLE.unpack(value)
         ledger.unhold_for(auth, ledger.held_for(auth.id))
@@ -718,6 +726,8 @@ def job_tab(job: str) -> str:
 def _tally(tab: OpenTab) -> bytes:
     """A tab's tally as written: the calls in flight count as lost ones (if this node stops, they may have run)."""
     if tab.per_request:
+        if tab.compiles:
+            return _REPORTED_COMPILES.pack(tab.metered, 0, tab.count, 0, tab.per_request, tab.compiles, tab.modules)
         return _REPORTED.pack(tab.metered, 0, tab.count, 0, tab.per_request)
     if tab.unpayable:
         return _UNPAYABLE.pack(tab.count, tab.unknown + tab.in_flight, tab.forged, tab.unshown)
@@ -729,6 +739,16 @@ def _tally(tab: OpenTab) -> bytes:
     if tab.compiles:
         return _TALLY_COMPILES.pack(metered, at_risk, count, unknown, tab.compiles, tab.modules)
     return _TALLY.pack(metered, at_risk, count, unknown)
+
+
+def _reported_runs(tab: OpenTab, total: Any, count: Any, compiles: Any) -> int | None:
+    """What a provider's report of a placed function's `tab` says its requests cost (`total` less `compiles`, the
+    compile counted apart: the tally's `metered`), if the report checks (`GatewayTabs.reported`); else None."""
+    if not (type(total) is int and type(count) is int and type(compiles) is int
+            and 0 <= compiles <= min(tab.compiles, total) and total <= tab.auth.cap):
+        return None
+    ran = total - compiles
+    return ran if tab.metered <= ran <= count * tab.per_request and tab.count <= count else None
 
 
 def _owing(auth: Authorization, amount: int, was: OpenTab | None) -> OpenTab:

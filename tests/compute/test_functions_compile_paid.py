@@ -1,0 +1,275 @@
+"""A web function placed on a provider that lacks its module pays that module's compile with the placement's own tab,
+as a call's or a job's does (compute/placements.py, remote_tabs.py `track` and `compile_on`, pushes.py,
+placed_functions.py), on real nodes: the provider's line for a stranger owner ends with the compile used and paid,
+the compile counts in the function's spend and so against its spend cap (a placement, first or after its provider
+died, is made only where the cap has room for it; past the cap callers get 402 and nothing more is charged), and
+`xsc compute functions` shows that spend."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import pytest
+
+from tests.support.compile_paid import GATEWAY, PRICE, compiled, countersigning, line, pair, provider, strikes
+from tests.support.compute import WASM, deploy, wasm
+from tests.support.jobs import balances, verified
+from tests.support.nodes import close_node, free_port
+from tests.support.waiting import eventually, eventually_async
+from xsc.compute.placed_functions import function_job
+from xsc.compute.provider_tabs import compile_price
+from xsc.compute.service import InvokeCall
+from xsc.errors import Conflict
+from xsc.ledger.core.model import format_credits
+from xsc.node import IDENTITY
+from xsc.node.appkeys import NODE
+
+FAST = {"placement_interval": 0.25}  # a silent provider left after 1 s
+COMPILED = compiled("cgi")
+
+
+async def _get(url: str) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url, allow_redirects=False) as response:
+            return response.status, await response.read()
+
+
+async def _serve(owner, function: dict) -> None:
+    response = await owner.post("/v1/compute/functions", json=function)
+    assert response.status < 300, await response.text()
+
+
+async def _listed(owner, name: str = "hello") -> dict:
+    response = await owner.get("/v1/compute/functions")
+    return {f["name"]: f for f in (await response.json())["functions"]}.get(name, {})
+
+
+async def _placed(owner, other_than: str | None = None) -> dict:
+    async def placed():
+        found = await _listed(owner)
+        return found if found.get("url") and found["url"] != other_than else None
+
+    return await eventually_async(placed, "the function placed on a provider", 30)
+
+
+async def _unplaced(owner) -> str:
+    async def said():
+        return (await _listed(owner)).get("not_placed", "") if "spend cap" in (await _listed(owner)).get(
+            "not_placed", "") else None
+
+    return await eventually_async(said, "the owner's list to say its spend cap keeps it unplaced", 30)
+
+
+def _charged(provider, owner) -> int:
+    """What the requests `provider` served for `owner`'s function ran up."""
+    return sum(r["record"]["charge"] for r in provider.app[NODE].compute.recent_provenance(1000)
+               if r["record"].get("deal", {}).get("gateway") == owner.app[IDENTITY].id)
+
+
+def _tabs(owner) -> list:
+    """The owner's tabs of its function "hello" not paid yet."""
+    return [a for a in owner.app[NODE].ledger.pending() if a.job == function_job(owner.app[IDENTITY].id, "hello")]
+
+
+def _budget(owner, module: str) -> int:
+    """One request's budget at PRICE (the function's default limits, no memory price)."""
+    return owner.app[NODE].compute.budget(InvokeCall(module, "_start", [], None, None, None, True), PRICE)
+
+
+async def test_a_placed_functions_pushed_modules_compile_is_paid_with_its_tab(node_factory) -> None:
+    a, b, module = await pair(node_factory, module="cgi", wasi=True, web=True, node=FAST)
+    before = balances(a, b)
+    function = {"name": "hello", "module": module, "on_market": True}
+    await _serve(a, function)
+    url = (await _placed(a))["url"]
+    assert b.app[NODE].compute.has_module(module)  # pushed: `b` lacked it
+    [first] = _tabs(a)
+    assert (await _get(url + "x"))[0] == 200
+    charge = await eventually_async(lambda: _charged(b, a), "the request's run recorded (after its answer)")
+    # `b`'s reports of the tab count the compile apart: one claiming more of it than the push allowed, or its total
+    # less the compile more than its requests' budgets, is not taken (a peer's word).
+    tabs = a.app[NODE].paid.gateway_tabs
+    for total, count, compiles in ((charge + COMPILED + 1, 1, COMPILED + 1), (COMPILED, 1, -1), (COMPILED, 1, "1"),
+                                   (charge + COMPILED, 0, COMPILED), (COMPILED - 1, 0, COMPILED)):
+        assert not tabs.reported(first.id, total, count, compiles), (total, count, compiles)
+    assert tabs.reported(first.id, charge + COMPILED, 1, COMPILED)
+    # Served again with changes: placed on a next tab, the first one closed for its receipt and paid.
+    await _serve(a, {**function, "env": {"GREETING": "again"}})
+    await eventually_async(lambda: first.id not in {t.id for t in a.app[NODE].ledger.pending()}, "the first tab paid",
+                           30)
+    owed = _charged(b, a) + COMPILED
+    # What `b` did for `a` (the request, and compiling the module `a` pushed for it) is all paid.
+    assert line(a, b) == (owed, owed)
+    assert before[0] - balances(a, b)[0] == balances(a, b)[1] - before[1] == owed
+    history = await (await a.get("/v1/ledger/accounts/client/history")).json()
+    [payment] = [e for e in history["entries"] if e["kind"] == "payment"]
+    assert payment["amount"] == owed and payment["usage"]["compiles"] == COMPILED, payment
+    # The compile is the function's spend, in its hour too.
+    listed = await _listed(a)
+    assert listed["spend"] == listed["spent_this_hour"] == owed, listed
+    assert a.app[NODE].paid.gateway_tabs.refused_receipts == 0
+    for each in (a, b):
+        await verified(each)
+
+
+async def test_a_function_whose_spend_cap_leaves_no_room_for_its_compile_is_not_placed_and_charged_nothing(
+        node_factory) -> None:
+    a, b, module = await pair(node_factory, module="cgi", wasi=True, web=True,
+                              node={**FAST, "web_listen": f"127.0.0.1:{free_port()}"})
+    budget, before = _budget(a, module), balances(a, b)
+    function = {"name": "hello", "module": module, "on_market": True, "spend_cap": budget + COMPILED - 1}
+    await _serve(a, function)
+    # Its cap holds a request's budget, not that and the compile the provider, lacking the module, would charge: the
+    # module is not pushed and the function not placed; its callers are told 402 and the owner pays nothing.
+    why = await _unplaced(a)
+    assert f"less than one request's budget of {budget:,}" in why and f"lacks, {COMPILED:,}" in why, why
+    assert why.endswith(f"xsc compute serve hello {module} ... --on-market --spend-cap {budget + COMPILED})"), why
+    status, problem = await _get(f"http://{a.app[NODE].config.node.web_listen}/fn/hello/")
+    assert status == 402 and b"spend-cap-reached" in problem, (status, problem)
+    assert not b.app[NODE].compute.has_module(module) and line(a, b) == (0, 0) and balances(a, b) == before
+    assert _tabs(a) == [] and a.app[NODE].ledger.holding() == {}
+
+    # A cap with room for both: placed, and its tab pays the compile and the one request it has room for; past that
+    # its callers get 402, and the owner is charged nothing more.
+    await _serve(a, {**function, "spend_cap": budget + COMPILED})
+    url = (await _placed(a))["url"]
+    [tab] = _tabs(a)
+    assert tab.cap == budget + COMPILED
+    assert (await _get(url + "x"))[0] == 200
+    await eventually_async(lambda: tab.id not in {t.id for t in a.app[NODE].ledger.pending()},
+                           "the spent tab ended and paid", 30)
+    owed = _charged(b, a) + COMPILED
+    assert line(a, b) == (owed, owed) and before[0] - balances(a, b)[0] == owed
+    listed = await _listed(a)
+    assert listed["spent_this_hour"] == owed <= budget + COMPILED, listed
+    await _unplaced(a)
+    status, problem = await _get(f"http://{a.app[NODE].config.node.web_listen}/fn/hello/")
+    assert status == 402 and b"spend-cap-reached" in problem, (status, problem)
+    assert line(a, b) == (owed, owed) and before[0] - balances(a, b)[0] == owed
+
+
+@pytest.mark.parametrize("room", [True, False], ids=["room-for-its-compile", "no-room-for-its-compile"])
+async def test_a_function_whose_provider_died_moves_only_where_its_spend_cap_pays_the_compile(node_factory,
+                                                                                                room: bool) -> None:
+    a = await node_factory("a", **GATEWAY, node={**FAST, "web_listen": f"127.0.0.1:{free_port()}"})
+    a.app[NODE].placements.renew = 3600  # its first tab stays the one open when its provider dies
+    providers = [await provider(node_factory, name, a, web=True) for name in ("b", "c")]
+    module = await deploy(a, "cgi", wasi=True)
+    budget = _budget(a, module)
+    opened = 16 * budget + COMPILED  # the first tab's cap: 16 requests' budgets and compiling the module
+    cap = opened + budget + COMPILED - (0 if room else 1)
+    await _serve(a, {"name": "hello", "module": module, "on_market": True, "spend_cap": cap})
+    listed = await _placed(a)
+    first = next(p for p in providers if p.app[IDENTITY].id == listed["provider"])
+    second = next(p for p in providers if p is not first)
+    assert [t.cap for t in _tabs(a)] == [opened]
+    before = balances(a, second)
+    await close_node(first)  # its tab left to the payment retry: it may still be paid up to its cap
+
+    if room:
+        moved = await _placed(a, other_than=listed["url"])
+        assert moved["provider"] == second.app[IDENTITY].id
+        assert (await _get(moved["url"] + "x"))[0] == 200
+        [tab] = [t for t in _tabs(a) if t.cap != opened]
+        assert tab.cap == budget + COMPILED
+        response = await a.delete("/v1/compute/functions/hello")  # withdrawn, and its tab closed and paid
+        assert response.status == 200, await response.text()
+        await eventually_async(lambda: tab.id not in {t.id for t in a.app[NODE].ledger.pending()},
+                               "the second provider's tab paid", 30)
+        owed = _charged(second, a) + COMPILED
+        assert line(a, second) == (owed, owed) and before[0] - balances(a, second)[0] == owed
+    else:
+        why = await _unplaced(a)
+        assert why.endswith(f"--on-market --spend-cap {cap + 1})"), why
+        status, problem = await _get(f"http://{a.app[NODE].config.node.web_listen}/fn/hello/")
+        assert status == 402 and b"spend-cap-reached" in problem, (status, problem)
+        assert not second.app[NODE].compute.has_module(module) and line(a, second) == (0, 0)
+        assert balances(a, second) == before and [t.cap for t in _tabs(a)] == [opened]
+
+
+def test_the_owners_list_of_its_functions_counts_the_compile_in_their_spend(cli_node) -> None:
+    quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+    owner = cli_node("owner", **quiet, market={"offer_compute": False}, node=FAST)
+    server = cli_node("provider", **quiet, node={"web_listen": f"127.0.0.1:{free_port()}"})
+    assert owner.xsc("peers", "add", server.url).returncode == 0
+    assert owner.xsc("compute", "serve", "hello", str(WASM / "cgi.wasm"), "--on-market").returncode == 0
+
+    def listed() -> dict:
+        [found] = json.loads(owner.xsc("compute", "functions", "--json").stdout)["functions"]
+        return found
+
+    url = eventually(lambda: listed().get("url"), "the function placed on the provider", 30)
+    base, _, path = url.partition("/fn/")
+    from tests.support.peers import http
+
+    assert http(base, "GET", "/fn/" + path)[0] == 200
+    records = eventually(lambda: [r["record"] for r in json.loads(server.xsc("compute", "provenance", "--list",
+                                                                             "--json").stdout)
+                                  if r["record"].get("deal", {}).get("function") == "hello"], "the request's run")
+    [record] = records
+    owed = record["charge"] + compile_price(len(wasm("cgi")), record["fuel_price"])  # the pushed module's compile
+    found = eventually(lambda: (f := listed())["spend"] == owed and f, "the tab's receipt paid and counted", 30)
+    assert found["spent_this_hour"] == owed
+    table = owner.xsc("compute", "functions", env={"COLUMNS": "200"}).stdout.decode()
+    [row] = [row for row in table.splitlines() if row.startswith("hello")]
+    assert format_credits(owed) in row.split(), (table, format_credits(owed))
+
+
+def _above(amount: int, usage: dict) -> tuple[int, dict]:
+    """A receipt claiming a micro-credit more for the compile than its price."""
+    return (amount + 1, {**usage, "compiles": usage["compiles"] + 1}) if "compiles" in usage else (amount, usage)
+
+
+def _unnamed(amount: int, usage: dict) -> tuple[int, dict]:
+    """A receipt claiming a compile on a tab no push named."""
+    return (amount + COMPILED, {**usage, "compiles": COMPILED}) if "compiles" not in usage else (amount, usage)
+
+
+@pytest.mark.parametrize("change", [_above, _unnamed], ids=["above-its-price", "on-a-tab-no-push-named"])
+async def test_a_compile_a_placed_functions_tab_did_not_allow_is_not_paid_and_its_provider_struck(
+        node_factory, monkeypatch, change) -> None:
+    """`b` lies about the compile in a receipt (the first tab's, which paid for the push; or a later one's, which
+    no push named): that tab is not paid, and `b` is struck."""
+    a, b, module = await pair(node_factory, module="cgi", wasi=True, web=True, node=FAST)
+    struck, before = strikes(a, monkeypatch), balances(a, b)
+    if change is _above:
+        countersigning(b, monkeypatch, change)
+    function = {"name": "hello", "module": module, "on_market": True}
+    await _serve(a, function)
+    url = (await _placed(a))["url"]
+    [first] = _tabs(a)
+    paid = 0
+    if change is _unnamed:  # the first tab paid as it is, then a request on the next one
+        await _serve(a, {**function, "env": {"GREETING": "again"}})
+        await eventually_async(lambda: first.id not in {t.id for t in a.app[NODE].ledger.pending()},
+                               "the first tab paid", 30)
+        paid = COMPILED
+        countersigning(b, monkeypatch, change)
+        assert (await _get(url + "x"))[0] == 200
+        await eventually_async(lambda: _charged(b, a), "the request's run recorded")
+        response = await a.delete("/v1/compute/functions/hello")  # its tab closed for the receipt
+        assert response.status == 200, await response.text()
+    await eventually_async(lambda: struck, "the provider struck for its receipt", 30)
+    assert struck == [b.app[IDENTITY].id] and a.app[NODE].paid.gateway_tabs.refused_receipts == 1
+    assert before[0] - balances(a, b)[0] == paid
+
+
+async def test_a_placement_its_provider_refuses_once_it_compiled_the_module_pays_that_compile(node_factory,
+                                                                                             monkeypatch) -> None:
+    """`b` compiles the module pushed for a placement, then refuses the placement: the owner closes the tab for a
+    receipt of the compile alone and pays it, as a job given up before it ran does."""
+    a, b, module = await pair(node_factory, module="cgi", wasi=True, web=True, node=FAST)
+    before, hosted = balances(a, b), b.app[NODE].placed_functions
+    place = hosted.place
+
+    async def refused_once_compiled(owner: str, body):
+        if b.app[NODE].compute.has_module(module):
+            raise Conflict("this provider takes no more functions", hint="place it on another provider")
+        return await place(owner, body)
+
+    monkeypatch.setattr(hosted, "place", refused_once_compiled)
+    await _serve(a, {"name": "hello", "module": module, "on_market": True})
+    await eventually_async(lambda: line(a, b) == (COMPILED, COMPILED), "the compile paid", 30)
+    assert before[0] - balances(a, b)[0] == COMPILED and a.app[NODE].paid.gateway_tabs.refused_receipts == 0
+    assert "refused it" in (await _listed(a)).get("not_placed", "")
