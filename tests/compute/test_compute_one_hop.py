@@ -171,6 +171,7 @@ async def test_a_call_tried_on_the_loop_is_bounded_by_its_fuel_even_with_bulk_in
     the call then runs on the pool under its own limits, where its deadline stops it."""
     import wasmtime
 
+    from xsc.compute import engine as eng
     from xsc.compute import sandbox
     from xsc.compute.service import INLINE_FUEL
 
@@ -194,7 +195,11 @@ async def test_a_call_tried_on_the_loop_is_bounded_by_its_fuel_even_with_bulk_in
         status, body = await invoke(node, module, "fill_forever", timeout=0.3)
     finally:
         compute.admitted -= 1
-    assert [t.trap_kind for t in tries] == ["out-of-fuel"] and tries[0].fuel_consumed == INLINE_FUEL
+    [tried] = tries
+    # Its fuel stopped it, or a machine too busy to let it run kept it from running until its deadline (less than
+    # half a tick of CPU: service._try_inline tells the two apart): never its deadline once it ran.
+    assert (tried.trap_kind, tried.fuel_consumed) == ("out-of-fuel", INLINE_FUEL) or \
+        (tried.trap_kind == "deadline" and tried.cpu_ns < eng.TICK * 1e9 / 2), tried
     assert status == 422 and body["kind"] in ("deadline", "out-of-fuel"), body  # on the pool: its own limits
     assert compute.inline["inline_retried"] == 1
 
