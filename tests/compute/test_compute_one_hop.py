@@ -54,6 +54,11 @@ class _Writes:
         self.gate.set()
 
 
+# What a call owes stays on its tab while the test looks: a tab settles once it is ledger.tab_interval old (1 s by
+# default), which a loaded machine lets pass between an answer and the test's look at the tab.
+TAB_KEPT = {"ledger": {"tab_interval": 3600}}
+
+
 async def _until(predicate, what: str) -> None:
     await eventually_async(predicate, what, poll=0.005)
 
@@ -105,8 +110,9 @@ async def test_a_lone_call_is_one_hop_and_answered_only_once_durable(node, monke
 
 
 @pytest.mark.parametrize("inline", [False, True], ids=["on-the-pool", "inline"])
-async def test_a_failed_write_fails_each_call_of_its_group_and_releases_their_holds(node, monkeypatch, inline,
+async def test_a_failed_write_fails_each_call_of_its_group_and_releases_their_holds(node_factory, monkeypatch, inline,
                                                                                     request):
+    node = await node_factory(**TAB_KEPT)
     compute, ledger, tabs = node.app[NODE].compute, node.app[NODE].ledger, node.app[NODE].tabs
     payer = node.app[NODE].paid.payer
     add = await deploy(node, "add")
@@ -134,7 +140,8 @@ async def test_a_failed_write_fails_each_call_of_its_group_and_releases_their_ho
     assert tabs.open()["refs"] == 1
 
 
-async def test_a_call_that_traps_on_the_pool_is_recorded_and_charged(node):
+async def test_a_call_that_traps_on_the_pool_is_recorded_and_charged(node_factory):
+    node = await node_factory(**TAB_KEPT)
     compute, tabs = node.app[NODE].compute, node.app[NODE].tabs
     traps = await deploy(node, "traps")
     status, body = await invoke(node, traps, "unreachable")
