@@ -19,7 +19,7 @@ from tests.support.cli import ThreadedNode
 from tests.support.forker import Forker
 from tests.support.nodes import NodeProcess, close_node, free_port, kill_all, node_config, serve
 from xsc import devnet
-from xsc.devnet import DEVNET_ENV, share_listen_ports
+from xsc.devnet import DEVNET_ENV, claim_listen_ports, share_listen_ports
 from xsc.ledger.store import SELF_CHECK_ENV
 from xsc.storage.gateway_get import Plaintext
 
@@ -39,6 +39,20 @@ if "PYTEST_XDIST_WORKER" in os.environ:  # workers start nodes side by side: eac
 
 
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+PORTS_CLAIMED = pytest.StashKey()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The run (its workers start after this, and slice what it claims) draws its nodes' ports from a slice of the
+    range no other run on the machine draws from: the workers of two suites run side by side share no slice."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        config.stash[PORTS_CLAIMED] = claim_listen_ports()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    claim = config.stash.get(PORTS_CLAIMED, None)
+    if claim is not None:
+        claim.close()
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict:

@@ -53,6 +53,33 @@ def test_processes_given_slices_of_the_range_draw_ports_only_from_their_own(monk
     assert all(not set(a) & set(b) for a in slices for b in slices if a is not b)
 
 
+def test_runs_side_by_side_claim_slices_of_the_range_no_other_holds(monkeypatch, tmp_path: Path) -> None:
+    # Two suites each slice the range among their workers from 0: each first claims a slice of its own to slice.
+    def claim():  # as a run started afresh claims (its environment names no slice)
+        monkeypatch.delenv(devnet.PORTS_ENV, raising=False)
+        return devnet.claim_listen_ports(2, tmp_path), os.environ.get(devnet.PORTS_ENV)
+
+    (first, one), (second, other) = claim(), claim()  # the second run's claim while the first's lock is held
+    try:
+        (a_low, a_high), (b_low, b_high) = (map(int, s.split("-")) for s in (one, other))
+        assert a_high <= b_low and all(b_low <= p < b_high for p in free_ports(8))
+        assert claim() == (None, None)  # a third run finds both held: it draws from the whole range, as before
+        first.close()  # the first run ended
+        again, slice_again = claim()
+        assert again is not None and slice_again == one
+        again.close()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_slice_smaller_than_the_ports_given_lately_still_gives_ports_of_its_own(monkeypatch) -> None:
+    low = free_ports(1)[0]
+    monkeypatch.setenv(devnet.PORTS_ENV, f"{low}-{low + 8}")
+    given = [port for _ in range(10) for port in free_ports(2)]  # more than the slice holds: given again, in turn
+    assert all(low <= p < low + 8 for p in given)
+
+
 @pytest.mark.parametrize("value", ["", "10000", "20000-10000", "a-b", "²-³"])
 def test_a_slice_that_is_not_low_dash_high_leaves_the_whole_range(monkeypatch, value) -> None:
     ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])

@@ -3,7 +3,8 @@
 - `free_port()` / `free_ports(n)`: loopback ports nothing listens on (n distinct ones held until all are chosen),
   drawn below the kernel's ephemeral range so that no outgoing connection takes one before its node binds it,
   never one this process handed out lately, and from the slice `XSC_LISTEN_PORTS` names where processes that
-  choose ports side by side (the test suite's workers) are each given one: `share_listen_ports(index, count)`.
+  choose ports side by side (the test suite's workers) are each given one: `share_listen_ports(index, count)`;
+  runs that choose ports side by side on one machine (two test suites) each claim one: `claim_listen_ports()`.
 - `NodeProcess(data_dir, port, args, env)`: one `xsc node start` process for a data dir.  `start()` spawns it
   and waits until it accepts connections (or says why it died, with the tail of its log); `stop()` sends
   SIGTERM and SIGKILL after a timeout; `kill()` is kill -9; `token` reads the data dir's API token.  A process
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
+import itertools
 import os
 import random
 import shlex
@@ -30,13 +33,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import IO, Iterable, Iterator, Mapping
 
 from . import codec, units
 from .errors import DevnetError, InvalidArgument, NodeNotRunning
@@ -62,6 +66,7 @@ _RANDOM = random.Random()  # its own generator: tests that seed `random` must no
 os.register_at_fork(after_in_child=lambda: _RANDOM.seed())  # as `random`'s own: a forked child picks afresh
 LISTEN_FLOOR = 10_000  # below: ports services commonly own
 PORTS_ENV = "XSC_LISTEN_PORTS"  # "LOW-HIGH": the slice of that range this process and its children draw from
+PORT_CLAIMS = 8  # runs on one machine that can each claim a slice of the range of their own at once
 # Ports handed out lately: a port stays free until its node binds it, so another call could pick it again meanwhile.
 _GIVEN: collections.deque[int] = collections.deque(maxlen=1024)
 
@@ -77,12 +82,14 @@ def free_ports(count: int) -> list[int]:
     A port the kernel hands out for bind(0) comes from the range it also draws outgoing connections' ports from:
     between choosing it and the node binding it, any connection on the machine may take it.  Ports below that
     range are never handed out that way, so only another listener choosing the same one at random can: not one of
-    this process's (none is given twice in a row of 1,024), nor one of another process drawing from its own slice."""
+    this process's (none is given again before 1,024 others, or half its slice if that is fewer: a slice all given
+    lately would leave only the kernel's choice), nor one of another process drawing from its own slice."""
     low, high = _listen_range()
+    given = set(itertools.islice(reversed(_GIVEN), (high - low) // 2))
     sockets: list[socket.socket] = []
     try:
         for port in _RANDOM.sample(range(low, high), min(high - low, 64 * count)):
-            if port in _GIVEN:
+            if port in given:
                 continue
             s = socket.socket()
             try:
@@ -111,6 +118,27 @@ def share_listen_ports(index: int, count: int) -> None:
     low, high = _listen_range()
     span = (high - low) // count
     os.environ[PORTS_ENV] = f"{low + index * span}-{low + (index + 1) * span}"
+
+
+def claim_listen_ports(claims: int = PORT_CLAIMS, lock_dir: Path | str | None = None) -> IO | None:
+    """Make this process (and the processes it starts) draw ports from a slice of the range that no other process of
+    the machine that claimed one holds: the first of `claims` equal slices whose lock file (in `lock_dir`, the
+    system's temporary directory by default) nobody holds, held until the returned file is closed or the process
+    ends.  Two test suites run side by side would otherwise give their workers the same slices (`share_listen_ports`
+    numbers them from 0 in each), and a port one chose free could be bound by the other's node before its own.
+    None, and the range left as it was, when every slice is held."""
+    low, high = _listen_range()
+    span = (high - low) // claims
+    for index in range(claims):
+        lock = open(Path(lock_dir or tempfile.gettempdir()) / f"xsc-listen-ports-{low}-{high}-{index}.lock", "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another run's
+            lock.close()
+            continue
+        os.environ[PORTS_ENV] = f"{low + index * span}-{low + (index + 1) * span}"
+        return lock
+    return None
 
 
 def _listen_range() -> tuple[int, int]:

@@ -25,9 +25,9 @@ def _on_the_pool(monkeypatch, compute) -> None:
 
 class _Writes:
     """The journal's group writes, seen from the test: their sizes, the thread of each, and a gate that holds the
-    first one until `release()` (a slow disk)."""
+    first one until `release()` (a slow disk), or the test's end."""
 
-    def __init__(self, monkeypatch, journal, *, hold_first: bool = False, fail: bool = False) -> None:
+    def __init__(self, request, monkeypatch, journal, *, hold_first: bool = False, fail: bool = False) -> None:
         self.sizes: list[int] = []
         self.threads: list[str] = []
         self.started = threading.Event()
@@ -35,6 +35,7 @@ class _Writes:
         self.fail = fail
         if not hold_first:
             self.gate.set()
+        request.addfinalizer(self.gate.set)  # a test that failed before its release leaves no worker held
         real = journal._write
 
         def write(items):
@@ -42,7 +43,7 @@ class _Writes:
             self.threads.append(threading.current_thread().name)
             self.started.set()
             assert threading.current_thread() is not threading.main_thread(), "the loop never writes"
-            self.gate.wait(10)
+            self.gate.wait()
             if self.fail:
                 raise OSError("the disk failed the write")
             return real(items)
@@ -53,18 +54,24 @@ class _Writes:
         self.gate.set()
 
 
+# What a call owes stays on its tab while the test looks: a tab settles once it is ledger.tab_interval old (1 s by
+# default), which a loaded machine lets pass between an answer and the test's look at the tab.
+TAB_KEPT = {"ledger": {"tab_interval": 3600}}
+
+
 async def _until(predicate, what: str) -> None:
-    await eventually_async(predicate, what, 5, poll=0.005)
+    await eventually_async(predicate, what, poll=0.005)
 
 
-async def test_calls_on_the_pool_write_their_own_records_and_join_the_group_being_written(node, monkeypatch):
+async def test_calls_on_the_pool_write_their_own_records_and_join_the_group_being_written(node, monkeypatch,
+                                                                                          request):
     compute = node.app[NODE].compute
     journal = compute.journal
     add = await deploy(node, "add")
     _on_the_pool(monkeypatch, compute)
     appended = []
     monkeypatch.setattr(journal, "append", lambda *args: appended.append(args))  # the loop's way: never used here
-    writes = _Writes(monkeypatch, journal, hold_first=True)
+    writes = _Writes(request, monkeypatch, journal, hold_first=True)
 
     first = asyncio.create_task(invoke(node, add, "add", "1", "0"))
     await _until(writes.started.is_set, "the first call's worker to write its record")
@@ -87,10 +94,10 @@ async def test_calls_on_the_pool_write_their_own_records_and_join_the_group_bein
     assert all(provenance.is_valid(compute.provenance(i)) for i in ids)
 
 
-async def test_a_lone_call_is_one_hop_and_answered_only_once_durable(node, monkeypatch):
+async def test_a_lone_call_is_one_hop_and_answered_only_once_durable(node, monkeypatch, request):
     compute = node.app[NODE].compute
     add = await deploy(node, "add")
-    writes = _Writes(monkeypatch, compute.journal)
+    writes = _Writes(request, monkeypatch, compute.journal)
     hops = []
     real_submit = compute.pool.submit
     monkeypatch.setattr(compute.pool, "submit", lambda fn, *args: (hops.append(fn.__name__), real_submit(fn, *args)))
@@ -103,13 +110,15 @@ async def test_a_lone_call_is_one_hop_and_answered_only_once_durable(node, monke
 
 
 @pytest.mark.parametrize("inline", [False, True], ids=["on-the-pool", "inline"])
-async def test_a_failed_write_fails_each_call_of_its_group_and_releases_their_holds(node, monkeypatch, inline):
+async def test_a_failed_write_fails_each_call_of_its_group_and_releases_their_holds(node_factory, monkeypatch, inline,
+                                                                                    request):
+    node = await node_factory(**TAB_KEPT)
     compute, ledger, tabs = node.app[NODE].compute, node.app[NODE].ledger, node.app[NODE].tabs
     payer = node.app[NODE].paid.payer
     add = await deploy(node, "add")
     if not inline:
         _on_the_pool(monkeypatch, compute)
-    writes = _Writes(monkeypatch, compute.journal, hold_first=True, fail=True)
+    writes = _Writes(request, monkeypatch, compute.journal, hold_first=True, fail=True)
     calls = [asyncio.create_task(invoke(node, add, "add", str(i), "1")) for i in range(4)]
     await _until(writes.started.is_set, "the first group's write")
     await _until(lambda: compute.journal.waiting == 3 or compute.admitted == 4 and inline,
@@ -117,7 +126,9 @@ async def test_a_failed_write_fails_each_call_of_its_group_and_releases_their_ho
     writes.release()
     answers = await asyncio.gather(*calls)
     assert [status for status, _ in answers] == [500] * 4, answers
-    assert compute.inline["inline"] == (3 if inline else 0)  # the first one was alone: on the pool
+    # The first one was alone: on the pool.  The others were tried on the loop; a try a busy machine kept from
+    # running until its deadline goes to the pool as well (service._try_inline).
+    assert compute.inline["inline"] + compute.inline["inline_retried"] == (3 if inline else 0)
     assert ledger.held(payer.public_key) == 0  # nothing held for calls that were not acknowledged
     assert tabs.open()["refs"] == 0  # and nothing owed
     assert compute.recent_provenance(10) == []
@@ -129,7 +140,8 @@ async def test_a_failed_write_fails_each_call_of_its_group_and_releases_their_ho
     assert tabs.open()["refs"] == 1
 
 
-async def test_a_call_that_traps_on_the_pool_is_recorded_and_charged(node):
+async def test_a_call_that_traps_on_the_pool_is_recorded_and_charged(node_factory):
+    node = await node_factory(**TAB_KEPT)
     compute, tabs = node.app[NODE].compute, node.app[NODE].tabs
     traps = await deploy(node, "traps")
     status, body = await invoke(node, traps, "unreachable")
@@ -166,6 +178,7 @@ async def test_a_call_tried_on_the_loop_is_bounded_by_its_fuel_even_with_bulk_in
     the call then runs on the pool under its own limits, where its deadline stops it."""
     import wasmtime
 
+    from xsc.compute import engine as eng
     from xsc.compute import sandbox
     from xsc.compute.service import INLINE_FUEL
 
@@ -189,7 +202,11 @@ async def test_a_call_tried_on_the_loop_is_bounded_by_its_fuel_even_with_bulk_in
         status, body = await invoke(node, module, "fill_forever", timeout=0.3)
     finally:
         compute.admitted -= 1
-    assert [t.trap_kind for t in tries] == ["out-of-fuel"] and tries[0].fuel_consumed == INLINE_FUEL
+    [tried] = tries
+    # Its fuel stopped it, or a machine too busy to let it run kept it from running until its deadline (less than
+    # half a tick of CPU: service._try_inline tells the two apart): never its deadline once it ran.
+    assert (tried.trap_kind, tried.fuel_consumed) == ("out-of-fuel", INLINE_FUEL) or \
+        (tried.trap_kind == "deadline" and tried.cpu_ns < eng.TICK * 1e9 / 2), tried
     assert status == 422 and body["kind"] in ("deadline", "out-of-fuel"), body  # on the pool: its own limits
     assert compute.inline["inline_retried"] == 1
 

@@ -87,16 +87,20 @@ def test_a_put_and_a_replicated_job_find_the_providers_their_book_lacks_through_
     runs on five other nodes: the providers each lacked are found through the table and their commitments asked of
     them."""
     _offered_in_the_table(nodes)
-    for node in nodes[:2]:
+
+    def neighbours_only(node) -> None:  # waited for just before the node's own put or job: no other wait between
         eventually(lambda: market(node)["providers"]["storage"] < 6, f"{node.name}'s book to hold its neighbours", 60)
+
     src = tmp_path / "file.bin"
     src.write_bytes(os.urandom(300_000))
+    neighbours_only(nodes[0])
     found, logged = market(nodes[0])["found_through_table"], len(nodes[0].log.read_text())
     put = nodes[0].xsc("store", "put", str(src), "--json", "--spread")
     assert put.returncode == 0, put.stderr.decode()
     assert len(set(json.loads(put.stdout)["placement"])) == 6, put.stdout
     assert market(nodes[0])["found_through_table"] > found
     assert "providers of storage through the hash table" in nodes[0].log.read_text()[logged:], nodes[0].tail(20)
+    neighbours_only(nodes[1])
     found, logged = market(nodes[1])["found_through_table"], len(nodes[1].log.read_text())
     job = nodes[1].xsc("compute", "run", str(WC), "--deterministic", "--replicas", "5", "--json", input=b"a b\n")
     assert job.returncode == 0, job.stderr.decode()

@@ -169,15 +169,33 @@ async def test_a_deal_is_not_reused_once_this_nodes_recognition_weights_changed(
     assert dealing.reused == 1
 
 
-async def _kept_invoke_deal(node_factory, names: tuple[str, ...]):
+async def _recognition_held(gateway, providers: list, monkeypatch) -> None:
+    """Each node's commitment signed now, with its recognition as it is, the gateway's book brought up to the
+    providers' own, and every node's recognition held from then on: the book then changes only by what the test does.
+    (Nodes: their services, `app[NODE]`.)  A node's market round signs its recognition of a peer once it has seen it
+    up (the gateway's of its second provider came a round after that provider's offer was in its book), and a probe
+    that finds a provider down moves the gateway's: either, signed while a test held the book's version still,
+    changed the book under it."""
+    ids = [p.peers.identity.id for p in providers]
+    await eventually_async(lambda: all(gateway.peers.up(i) for i in ids), "the gateway to see its providers up", 30)
+    for node in (gateway, *providers):
+        node.market.publish()
+        monkeypatch.setattr(node.market, "recognition", lambda held=node.market.recognition(): dict(held))
+    await gateway.market.replication.pull_own([gateway.peers.get(i) for i in ids], 30)
+    for provider, i in zip(providers, ids):
+        assert gateway.market.book.get(i) == provider.market.book.get(i), "the gateway's book holds the provider's newest"
+
+
+async def _kept_invoke_deal(node_factory, names: tuple[str, ...], monkeypatch):
     """A gateway offering no compute and the compute providers `names`, peered, and an invoke's deal it keeps:
     (gateway, providers, the deal).  freshness: no node re-signs its offer (every freshness/3 s) while a test holds
-    the book's version still."""
+    the book's version still, nor for its recognition (`_recognition_held`)."""
     terms = {"compute_ask_floor": 10**6, "compute_ask_ceiling": 10**6, "compute_bid": 10**6, "freshness": 3600}
     gateway = await node_factory("gateway", **QUIET, market={**terms, "offer_compute": False})
     providers = [await node_factory(name, **QUIET, market=terms) for name in names]
     for provider in providers:
         await peer_with_provider(gateway, provider)
+    await _recognition_held(gateway.app[NODE], [p.app[NODE] for p in providers], monkeypatch)
     dealing = gateway.app[NODE].dealing
     first = await dealing.compute_deal(250_000, 10**6)
     dealing.ended(first)
@@ -185,10 +203,10 @@ async def _kept_invoke_deal(node_factory, names: tuple[str, ...]):
     return gateway, providers, first
 
 
-async def test_an_invoke_deal_is_not_kept_once_its_provider_is_seen_down(node_factory) -> None:
+async def test_an_invoke_deal_is_not_kept_once_its_provider_is_seen_down(node_factory, monkeypatch) -> None:
     # An invoke's deal is kept while the book holds: a provider a probe finds down since is no longer asked first (a
     # connection tried and failed for every call until the book changed), the next call goes to another at once.
-    gateway, providers, first = await _kept_invoke_deal(node_factory, ("p1", "p2"))
+    gateway, providers, first = await _kept_invoke_deal(node_factory, ("p1", "p2"), monkeypatch)
     dealing, market = gateway.app[NODE].dealing, gateway.app[NODE].market
     book = market.version
     down = next(p for p in providers if p.app[NODE].peers.identity.id == first.provider)
@@ -310,7 +328,7 @@ async def test_an_invoke_deal_kept_from_the_allocation_is_not_reused_past_what_t
 async def test_an_invoke_deal_is_not_kept_once_its_providers_offer_went_stale(node_factory, monkeypatch) -> None:
     # An offer goes stale with time alone, no change of the book: a kept deal rests on who takes part, as a matching
     # made afresh does, so a provider that stopped re-signing its offer gets no further call from it.
-    gateway, _, first = await _kept_invoke_deal(node_factory, ("p1",))
+    gateway, _, first = await _kept_invoke_deal(node_factory, ("p1",), monkeypatch)
     dealing, market = gateway.app[NODE].dealing, gateway.app[NODE].market
     book = market.version
     later = now_ms() + 2 * 3600 * 1000  # the gateway's clock past the offer's freshness

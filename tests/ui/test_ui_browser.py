@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.browser import Console, login_url, missing, show
+from tests.support.waiting import eventually
 from xsc.ledger.core.model import format_credits
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(missing() is not None, reason=missing() or "")]
@@ -54,6 +55,10 @@ def net(tmp_path_factory):
             status, run = api(gateway, "POST", "/v1/compute/invoke",
                               {"module": module["id"], "function": "add", "args": [str(a), "2"]})
             assert status == 200, run
+        # The gateway pays for the invokes (and the puts) a moment after they answered: the tests compare what a page
+        # read with what the CLI reads after it, so the ledger is left to hold still first.
+        eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
+                   "the gateway's payments for the invokes made", 60)
         yield {"nodes": nodes, "ids": ids, "files": files, "web": f"http://{web}"}
     finally:
         kill_all(started)
