@@ -224,13 +224,39 @@ class ShareStore:
         self.capacity = capacity
         self._lock = threading.Lock()
         self._uploads: dict[bytes, Upload] = {}
-        raw = db.get(keys.STORAGE_USED)
-        self.used = int.from_bytes(raw, "big") if raw else 0
-        self.shares_held = len(self.held_shares())
+        self.used, self.shares_held = self._count_held()
         self.file_writes = 0  # counts writes of file records: a reading of them is current while it is unchanged
+        self._write_count()
         self.kept = KeptBlocks(self)  # staged blocks a full disk would not let go of yet
 
     # --- accounting ----------------------------------------------------------------
+    def _count_held(self) -> tuple[int, int]:
+        """(bytes used, shares) of the published shares, counted from their records: the share records are what a
+        share is, so the count of used bytes kept beside them is made again from them as the store opens.  One pass
+        over the share records (as counting the shares took anyway), each one's header read: the records of N shares
+        of S segments hold N x (54 + 32 S) bytes (a block's hash per segment: with 1 MiB segments, 1/8,192 of the
+        blocks they describe)."""
+        used = held = 0
+        with self.db.iterator(prefix=keys.SHARES, include_key=False) as it:
+            for raw in it:
+                used += _META_HEADER.unpack_from(raw)[3]
+                held += 1
+        return used, held
+
+    def _write_count(self) -> None:
+        """Keep the count of used bytes the records say (`_count_held`) where one kept before says otherwise (a
+        count left higher than its shares, a data dir's count of a node that counted wrong), and say so."""
+        raw = self.db.get(keys.STORAGE_USED)
+        kept = int.from_bytes(raw, "big") if raw else 0
+        if kept == self.used:
+            return
+        log.warning("the data dir's count of used bytes said %s, its %d shares hold %s: counted again from them",
+                    f"{kept:,}", self.shares_held, f"{self.used:,}")
+        try:  # not synced: every start counts it again, and every later publication or deletion writes it whole
+            self.db.put(keys.STORAGE_USED, self.used.to_bytes(8, "big"))
+        except (DatabaseError, OSError) as err:  # a full disk: written with the next publication or deletion
+            log.warning("could not write the count of used bytes again now (%s)", err)
+
     @property
     def reserved(self) -> int:
         """Space held by uploads in progress: what they wrote plus what they may still write.  A reading without
