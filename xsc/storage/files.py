@@ -403,14 +403,19 @@ class StorageService:
         quotes.withdraw_needs(self.dealing, quote.needs)
         quote.give_back(self.terms, unsent)
 
-    async def precheck(self, size: int | None, seconds: int, bid: int, **wanted) -> None:
-        """`Expect: 100-continue`: refuse a put that will fail before its body is sent."""
-        if size is None:
-            return
+    def check_room(self, size: int) -> None:
+        """Refuse a put of `size` bytes that this node has no room for, in its capacity (StorageFull) or on its disk
+        (DiskFull), before its body is read."""
         stored = layout.stored_bytes(size, self.segment_size)
         # With peers the shares spread out: this node needs room for one of them at least (the put
         # reserves exactly what it keeps here, and each holder checks its own).
         self.store.check_fits(layout.share_bytes(size, self.segment_size) if self.has_peers() else stored)
+
+    async def precheck(self, size: int | None, seconds: int, bid: int, **wanted) -> None:
+        """`Expect: 100-continue`: refuse a put that will fail before its body is sent."""
+        if size is None:
+            return
+        self.check_room(size)
         # The market's answer and the credit check, before the body is sent (the put asks again).
         self.withdraw(await self.quote(size, seconds, bid, dry=True, **wanted))
 
@@ -420,6 +425,8 @@ class StorageService:
         records of another's written with the file's (`share_store.Rider`)."""
         if size is not None and size < 0:
             raise BadRequest("a put's size cannot be negative")
+        if size is not None:  # this node's own room first: the market's refusal would only say no provider has room
+            self.check_room(size)
         quote = await self.quote(size, seconds, bid, **wanted)
         try:
             result = await self._put(read, size, name, seconds, bid, quote, riding)

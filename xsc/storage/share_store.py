@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from .. import codec
 from .. import keys
 from ..db import Database, Error as DatabaseError
-from ..errors import NotFound, StorageFull, UploadNotFound
+from ..errors import DiskFull, NotFound, StorageFull, UploadNotFound
 from ..ids import unique_bytes
 from ..units import format_size
 from .compactor import Compactor
@@ -283,10 +283,49 @@ class ShareStore:
             needed=needed, free=free, capacity=self.capacity,
         )
 
+    def disk_room(self) -> int | None:
+        """Block bytes the data dir's disk can still take: its room (`Database.room`: free, less the reserve kept for
+        deletes) less what the uploads in progress reserved and have not written to it yet; None where it cannot be
+        read (a store on a bare LevelDB, a disk statvfs cannot read)."""
+        room = self.blocks.room() if isinstance(self.blocks, Database) else None
+        if room is None:
+            return None
+        coming = sum(u.reserved - (u.written if u.held is None else 0) for u in list(self._uploads.values()))
+        return max(room - coming, 0)
+
+    def holdable(self) -> int:
+        """Block bytes this store can hold in all, what it holds and has reserved included: storage.capacity, bounded
+        by what it holds plus the room its disk has left (`disk_room`), that room rounded down to a thousandth of
+        the capacity (1 MiB at least) so that what a node offers is not made again at every write to its disk."""
+        room = self.disk_room()
+        if room is None:
+            return self.capacity
+        step = max(self.capacity // 1000, 1 << 20)
+        return min(self.capacity, self.used + self.reserved + room // step * step)
+
+    def usage(self) -> tuple[int, int]:
+        """(block bytes in use: held and reserved, `holdable`): what the market offers is the difference."""
+        holdable = self.holdable()
+        return min(self.used + self.reserved, holdable), holdable
+
+    def offerable(self) -> int:
+        """Block bytes this store can take more of now: `free`, bounded by the room its disk has left."""
+        used, holdable = self.usage()
+        return holdable - used
+
+    def _refuse_disk(self, needed: int, room: int) -> DiskFull:
+        return DiskFull(
+            f"not enough room on the data dir's disk: this needs {format_size(needed)} of block space, the disk can "
+            f"take {format_size(room)} more, beside the reserve it keeps for deletes",
+            hint="free space on that disk, or put it through another node", needed=needed, disk_room=room)
+
     def check_fits(self, needed: int) -> None:
-        """Raise StorageFull unless `needed` more bytes fit now (a hint: begin_upload decides)."""
+        """Raise StorageFull unless `needed` more bytes fit now, in the capacity and on the disk (DiskFull): a hint,
+        begin_upload decides."""
         if needed > self.free:
             raise self._refuse(needed)
+        if (room := self.disk_room()) is not None and needed > room:
+            raise self._refuse_disk(needed, room)
 
     def _charge(self, upload: Upload, size: int) -> None:
         """Count bytes an upload writes; an upload of unknown size grows its reservation as it goes."""
@@ -305,6 +344,10 @@ class ShareStore:
         with self._lock:
             if expected_bytes is not None and self.used + self._reserved() + expected_bytes > self.capacity:
                 raise self._refuse(expected_bytes)
+            # A size said up front that the disk cannot hold is refused now, before a byte of it is read, not as the
+            # disk fills up: a stream of unknown size meets the full disk as it writes (DiskFull from files.py).
+            if expected_bytes is not None and (room := self.disk_room()) is not None and expected_bytes > room:
+                raise self._refuse_disk(expected_bytes, room)
             held = expected_bytes is not None and expected_bytes <= HELD_UPLOAD and \
                 self._held_bytes() + expected_bytes <= HELD_AT_MOST
             upload = Upload(self, upload_id, storage_index, shares, expected_bytes or 0, held)
