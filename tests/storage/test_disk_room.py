@@ -142,6 +142,23 @@ def test_the_s3_front_refuses_such_an_object_at_once_with_an_s3_error(small_node
     assert _storage(small_node)["used"] == 0
 
 
+def test_the_market_offers_no_more_than_the_disk_can_take(small_node) -> None:
+    """storage.capacity says 1 GiB; the 24 MiB disk holds less, and less again once another program's file takes some:
+    the offer follows, at its next round."""
+    def offered() -> int:
+        status, body = api(small_node, "GET", "/v1/market/offer")
+        assert status == 200, body
+        return body["storage"]["capacity"] - body["storage"]["used"]
+
+    room = shutil.disk_usage(small_node.data_dir).free
+    assert 0 < offered() <= room < 24 * 1024**2
+    with open(small_node.data_dir.parent / "filler", "wb") as filler:
+        filler.write(b"\0" * (room // 2))
+    eventually(lambda: offered() <= shutil.disk_usage(small_node.data_dir).free, "the offer to shrink with the disk")
+    (small_node.data_dir.parent / "filler").unlink()
+    eventually(lambda: offered() > room // 2, "the offer to grow again once the disk has room")
+
+
 def test_a_holder_with_no_room_on_its_disk_refuses_a_share_and_the_gateway_places_it_elsewhere(node_process,
                                                                                               tmp_path) -> None:
     """The holder's disk fills after its offer reached the gateway (another program's file, while the holder is
