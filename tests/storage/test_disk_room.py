@@ -28,17 +28,19 @@ REFUSED = "not enough room on the data dir's disk: this needs "
 
 
 @pytest.fixture
-def small_node(tmp_path):
-    """A node whose data dir is on a 24 MiB disk, with storage.capacity 1 GiB."""
+def small_disk(tmp_path):
     with tmpfs(tmp_path / "disk", "24m") as disk:
-        s3_port = free_port()
-        node = NodeProcess(disk / "node", args=["--storage-capacity", "1GiB"],
-                           env={"XSC_NODE_S3_LISTEN": f"127.0.0.1:{s3_port}"}).start()
-        node.s3_url = f"http://127.0.0.1:{s3_port}"
-        try:
-            yield node
-        finally:
-            node.stop()
+        yield disk
+
+
+@pytest.fixture
+def small_node(small_disk):
+    """A node whose data dir is on a 24 MiB disk, with storage.capacity 1 GiB."""
+    node = NodeProcess(small_disk / "node", args=["--storage-capacity", "1GiB"]).start()
+    try:
+        yield node
+    finally:
+        node.stop()
 
 
 def _storage(node) -> dict:
@@ -111,35 +113,47 @@ def test_the_cli_refuses_such_a_put_in_one_line_naming_what_to_do(small_node, tm
     assert _storage(small_node)["used"] == 0
 
 
-def test_the_s3_front_refuses_such_an_object_at_once_with_an_s3_error(small_node) -> None:
+@pytest.mark.parametrize("front", ["in the node", "xsc s3 serve"])
+def test_the_s3_front_refuses_such_an_object_at_once_with_an_s3_error(small_disk, front) -> None:
+    """The node's own S3 front asks the node before its 100 Continue; `xsc s3 serve` passes the put on, and the node
+    refuses it there before its body is sent: either way the client is told at once, in an S3 error."""
     pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
     from botocore.exceptions import ClientError
 
-    from tests.support.s3 import boto3_client, create_key, sign_headers
+    from tests.support.s3 import FrontProcess, boto3_client, create_key, sign_headers
 
-    key = create_key(small_node.data_dir)
-    s3 = boto3_client(small_node.s3_url, key)
-    s3.create_bucket(Bucket="big-things")
-    with pytest.raises(ClientError) as refused:
-        s3.put_object(Bucket="big-things", Key="big", Body=os.urandom(BIG))
-    error, meta = refused.value.response["Error"], refused.value.response["ResponseMetadata"]
-    assert (error["Code"], meta["HTTPStatusCode"]) == ("InsufficientCapacity", 507), refused.value.response
-    assert error["Message"].startswith(REFUSED), error
-    assert meta["RetryAttempts"] == 0  # not a 503 an SDK retries: the client is told at once
-    # With Expect: 100-continue, the refusal comes instead of the 100: the body is never sent.
-    url = f"{small_node.s3_url}/big-things/big"
-    headers = sign_headers("PUT", url, key, {"Content-Length": str(BIG), "Expect": "100-continue",
-                                             "x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
-    with socket.create_connection(("127.0.0.1", int(small_node.s3_url.rsplit(":", 1)[1])), timeout=30) as conn:
-        conn.sendall(("PUT /big-things/big HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n")
-                     .encode())
-        answer = b""
-        while b"</Error>" not in answer and (chunk := conn.recv(65536)):
-            answer += chunk
-    assert answer.startswith(b"HTTP/1.1 507 "), answer
-    assert b"<Code>InsufficientCapacity</Code>" in answer and REFUSED.encode() in answer, answer
-    assert s3.list_objects_v2(Bucket="big-things").get("KeyCount") == 0
-    assert _storage(small_node)["used"] == 0
+    port = free_port()
+    node = NodeProcess(small_disk / "node", args=["--storage-capacity", "1GiB"],
+                       env={"XSC_NODE_S3_LISTEN": f"127.0.0.1:{port}"} if front == "in the node" else {}).start()
+    served = FrontProcess(node.data_dir, port).start() if front == "xsc s3 serve" else None
+    try:
+        key = create_key(node.data_dir)
+        s3 = boto3_client(f"http://127.0.0.1:{port}", key)
+        s3.create_bucket(Bucket="big-things")
+        with pytest.raises(ClientError) as refused:
+            s3.put_object(Bucket="big-things", Key="big", Body=os.urandom(BIG))
+        error, meta = refused.value.response["Error"], refused.value.response["ResponseMetadata"]
+        assert (error["Code"], meta["HTTPStatusCode"]) == ("InsufficientCapacity", 507), refused.value.response
+        assert error["Message"].startswith(REFUSED), error
+        assert meta["RetryAttempts"] == 0  # not a 503 an SDK retries: the client is told at once
+        if served is None:  # with Expect: 100-continue, the refusal comes instead of the 100: no body is sent
+            url = f"http://127.0.0.1:{port}/big-things/big"
+            headers = sign_headers("PUT", url, key, {"Content-Length": str(BIG), "Expect": "100-continue",
+                                                     "x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+                conn.sendall(("PUT /big-things/big HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                              + "\r\n").encode())
+                answer = b""
+                while b"</Error>" not in answer and (chunk := conn.recv(65536)):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 507 "), answer
+            assert b"<Code>InsufficientCapacity</Code>" in answer and REFUSED.encode() in answer, answer
+        assert s3.list_objects_v2(Bucket="big-things").get("KeyCount") == 0
+        assert _storage(node)["used"] == 0
+    finally:
+        if served is not None:
+            served.stop()
+        node.stop()
 
 
 def test_the_market_offers_no_more_than_the_disk_can_take(small_node) -> None:

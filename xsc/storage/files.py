@@ -403,13 +403,12 @@ class StorageService:
         quotes.withdraw_needs(self.dealing, quote.needs)
         quote.give_back(self.terms, unsent)
 
-    def check_room(self, size: int) -> None:
-        """Refuse a put of `size` bytes that this node has no room for, in its capacity (StorageFull) or on its disk
-        (DiskFull), before its body is read."""
-        stored = layout.stored_bytes(size, self.segment_size)
-        # With peers the shares spread out: this node needs room for one of them at least (the put
-        # reserves exactly what it keeps here, and each holder checks its own).
-        self.store.check_fits(layout.share_bytes(size, self.segment_size) if self.has_peers() else stored)
+    def check_room(self, size: int, capacity: bool = True) -> None:
+        """Refuse a put of `size` bytes, before its body is read, that this node has no room for on its disk (DiskFull)
+        or, `capacity`, in its capacity (StorageFull); with peers, room for one share (each holder checks its own)."""
+        seg = self.segment_size
+        needed = layout.share_bytes(size, seg) if self.has_peers() else layout.stored_bytes(size, seg)
+        (self.store.check_fits if capacity else self.store.check_disk)(needed)
 
     async def precheck(self, size: int | None, seconds: int, bid: int, **wanted) -> None:
         """`Expect: 100-continue`: refuse a put that will fail before its body is sent."""
@@ -425,8 +424,8 @@ class StorageService:
         records of another's written with the file's (`share_store.Rider`)."""
         if size is not None and size < 0:
             raise BadRequest("a put's size cannot be negative")
-        if size is not None:  # this node's own room first: the market's refusal would only say no provider has room
-            self.check_room(size)
+        if size is not None:  # the disk's room first: the market's refusal would say only that no provider has room
+            self.check_room(size, capacity=False)
         quote = await self.quote(size, seconds, bid, **wanted)
         try:
             result = await self._put(read, size, name, seconds, bid, quote, riding)
