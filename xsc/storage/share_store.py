@@ -767,7 +767,6 @@ def delete_staged(store: ShareStore, si: bytes, shares: tuple[int, ...] | list[i
                 batch.delete(record_key)
 
 
-
 def _count_held(db: Database) -> tuple[int, int]:
     """(bytes used, shares) of the published shares, counted from their records: the share records are what a share
     is, so the count of used bytes kept beside them is made again from them as the store opens.  One pass over the
@@ -826,11 +825,11 @@ class StoreRoom:
     def holdable(self) -> int:
         """Block bytes the store can hold in all, what it holds and has reserved included: storage.capacity, bounded
         by what it holds plus the room its disk has left (`on_disk`), that room rounded down to a thousandth of the
-        capacity (1 MiB at least) so that what a node offers is not made again at every write to its disk."""
+        capacity or of the room, the smaller (1 MiB at least), so that what a node offers is not made again at every write to its disk."""
         store, room = self.store, self.on_disk()
         if room is None:
             return store.capacity
-        step = max(store.capacity // 1000, 1 << 20)
+        step = max(min(store.capacity, room) // 1000, 1 << 20)  # of the capacity, or of a disk far smaller
         return min(store.capacity, store.used + store.reserved + room // step * step)
 
     def usage(self) -> tuple[int, int]:
