@@ -825,11 +825,12 @@ class StoreRoom:
     def holdable(self) -> int:
         """Block bytes the store can hold in all, what it holds and has reserved included: storage.capacity, bounded
         by what it holds plus the room its disk has left (`on_disk`), that room rounded down to a thousandth of the
-        capacity or of the room, the smaller (1 MiB at least), so that what a node offers is not made again at every write to its disk."""
+        capacity or of the room, the smaller (1 MiB at least), so that what a node offers is not made again at every
+        write to its disk."""
         store, room = self.store, self.on_disk()
         if room is None:
             return store.capacity
-        step = max(min(store.capacity, room) // 1000, 1 << 20)  # of the capacity, or of a disk far smaller
+        step = max(min(store.capacity, room) // 1000, 1 << 20)  # or of a disk far smaller than the capacity
         return min(store.capacity, store.used + store.reserved + room // step * step)
 
     def usage(self) -> tuple[int, int]:
