@@ -264,9 +264,22 @@ class Database:
             st = os.statvfs(self.path)
         except OSError:
             return 0
+        return self._reserve_of(st)
+
+    def _reserve_of(self, st: os.statvfs_result) -> int:
         if self._reserve_bytes is not None:
             return self._reserve_bytes
         return min(RESERVE_BYTES, st.f_blocks * st.f_frsize // RESERVE_FRACTION)
+
+    def room(self) -> int | None:
+        """Bytes the disk has for data: what is free, less the reserve kept for deletes once the disk is getting full
+        (a reserve made already holds its room in its file); None where the disk cannot be read.  One statvfs."""
+        try:
+            st = os.statvfs(self.path)
+        except OSError:
+            return None
+        free = st.f_bavail * st.f_frsize
+        return max(free if self._reserve_held else free - self._reserve_of(st), 0)
 
     def expect(self, coming: int) -> None:
         """About `coming` bytes are to be written (the staged uploads under way): if the disk will then be getting

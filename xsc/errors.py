@@ -166,7 +166,8 @@ class StorageBusy(XscError):
 
 
 class DiskFull(StorageFull):
-    """The data dir's disk is full: nothing was published; reads go on."""
+    """The data dir's disk is full, or has no room for what an upload said it will write (refused before any of it is
+    read): nothing was published; reads go on."""
 
     code = "disk-full"
 

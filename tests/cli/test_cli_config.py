@@ -7,6 +7,7 @@ import json
 import tomllib
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -419,3 +420,41 @@ def test_a_config_file_of_float_seconds_loads_as_it_did(tmp_path: Path) -> None:
     cfg = load_config(tmp_path, environ={})
     assert (cfg.storage.gc_interval, cfg.market.publish_delay, cfg.market.bucket_seconds) == (600.0, 0.2, 7200)
     assert type(cfg.storage.gc_interval) is float and type(cfg.market.bucket_seconds) is int
+
+
+@pytest.mark.parametrize("file, env, said", [
+    ("[ledger]\ncredit_limit = -5\n", {},
+     "ledger.credit_limit: must not be negative: 0 gives no account credit (set in {path}: fix it there, or with: xsc "
+     "config set ledger.credit_limit 100000000)"),
+    ("[ledger]\ncredit_limit = -1e9\n", {},  # a TOML float of no fraction is taken as the integer it is
+     "ledger.credit_limit: must not be negative: 0 gives no account credit (set in {path}: fix it there, or with: xsc "
+     "config set ledger.credit_limit 100000000)"),
+    ("", {"XSC_LEDGER_CREDIT_LIMIT": "-1"},
+     "ledger.credit_limit: must not be negative: 0 gives no account credit (set by $XSC_LEDGER_CREDIT_LIMIT: unset "
+     "it, or set it to e.g. 100000000)"),
+    # a payment run follows the last after this long: at 0 they would run back to back
+    ("[market]\npayment_interval = 0\n", {},
+     "market.payment_interval: must be more than 0s and at most 7d (set in {path}: fix it there, or with: xsc config "
+     "set market.payment_interval 1h)"),
+    ("", {"XSC_MARKET_PAYMENT_INTERVAL": "0s"},
+     "market.payment_interval: must be more than 0s and at most 7d (set by $XSC_MARKET_PAYMENT_INTERVAL: unset it, or "
+     "set it to e.g. 1h)"),
+])
+def test_a_value_that_makes_no_sense_is_refused_as_the_config_loads_in_one_line_naming_its_key_and_where(
+        tmp_path: Path, file: str, env: dict, said: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(file)
+    for command in (("config", "show"), ("node", "start")):  # the node refuses it before it opens anything
+        result = xsc(*command, "--data-dir", str(tmp_path), env={**DEVNET_ENV, **env})
+        assert result.exit_code == 1, result.output
+        assert result.stderr.splitlines() == [f"xsc: error: bad configuration value {said.format(path=path)}"]
+    assert not (tmp_path / "db").exists()
+
+
+def test_a_credit_limit_of_0_and_a_payment_interval_of_a_fraction_of_a_second_are_taken(tmp_path: Path) -> None:
+    """The bounds refuse what makes no sense only: no credit at all, and payment runs as often as tests make them."""
+    shown = xsc("config", "show", "--json", "--data-dir", str(tmp_path),
+                env={"XSC_LEDGER_CREDIT_LIMIT": "0", "XSC_MARKET_PAYMENT_INTERVAL": "500ms"})
+    assert shown.exit_code == 0, shown.output
+    values = json.loads(shown.output)["config"]
+    assert values["ledger"]["credit_limit"] == 0 and values["market"]["payment_interval"] == 0.5, values

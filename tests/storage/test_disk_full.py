@@ -24,13 +24,15 @@ def small_disk(tmp_path):
 
 
 def _fill(node: NodeProcess, tmp_path) -> tuple[str, bytes]:
-    """Put a small file (a.bin), then one larger than the disk (b.bin), which fails cleanly: (capability, bytes)."""
+    """Put a small file (a.bin), then one larger than the disk (b.bin), which fails cleanly: (capability, bytes).
+    b.bin is put through stdin, a stream of unknown size that fills the disk as it is written (one of known size
+    the disk cannot hold is refused before it is read: test_disk_room.py)."""
     small = os.urandom(200_000)
     (tmp_path / "a.bin").write_bytes(small)
     put = node.xsc("store", "put", str(tmp_path / "a.bin"))
     assert put.returncode == 0, put.stderr
     (tmp_path / "b.bin").write_bytes(os.urandom(60 * 1024**2))  # more than the disk holds
-    full = node.xsc("store", "put", str(tmp_path / "b.bin"))
+    full = node.xsc("store", "put", "-", input=(tmp_path / "b.bin").read_bytes())
     assert full.returncode != 0 and b"disk is full" in full.stderr, full.stderr
     assert full.stderr.count(b"(") == full.stderr.count(b")") == 1, full.stderr  # one line, its hint in one pair
     return put.stdout.decode().strip().splitlines()[-1], small

@@ -130,7 +130,10 @@ class ComputeSection(_Section):
 
 
 class LedgerSection(_Section):
-    credit_limit: int = 100_000_000  # micro-credits an account may go below zero (100 credits)
+    # micro-credits an account may go below zero (100 credits); 0: none (a negative limit would have every account
+    # hold credit it could not spend)
+    credit_limit: Annotated[int, _at_least(0, "must not be negative: 0 gives no account credit")] = Field(
+        default=100_000_000, le=2**62)
     low_balance: int = Field(default=10, ge=0, le=100)  # warn when less than this % of the credit limit is available
     # seconds between retries of unfinished remote payments
     settle_retry_interval: Annotated[Seconds, _span(0, above=True)] = 30.0
@@ -284,8 +287,9 @@ class MarketSection(_Section):
     # compute.threads x bucket_seconds, is a signed 64-bit quantity
     fuel_per_second: Annotated[int, _NOT_NEGATIVE, _check(lambda v: v <= MAX_FUEL_PER_SECOND,
                                                    f"must be at most {MAX_FUEL_PER_SECOND:,}")] = 1_000_000_000
-    # seconds between the storage payment runs (each pays what was held since)
-    payment_interval: Annotated[Seconds, _DELAY] = 3600.0
+    # seconds between the storage payment runs (each pays what was held since); more than 0: a run follows the last
+    # at once, which at 0 would run them back to back
+    payment_interval: Annotated[Seconds, _span(0, 7 * DAY, above=True)] = 3600.0
     # seconds changes to this node's offer are gathered before it is re-published
     publish_delay: Annotated[Seconds, _DELAY] = 0.2
     # seconds a participant's newest offer counts as current (re-published every third)

@@ -226,7 +226,7 @@ class Node:
                                     challenge=partial(challenge, self.client, self.identity),
                                     neighbours=lambda: self.recognition.weights().keys())
         self.peers = PeerService(identity=self.identity, db=self.db, config=config, client=self.client, url=url,
-                                 storage=lambda: {"capacity": store.capacity, "free": store.free},
+                                 storage=lambda: {"capacity": store.capacity, "free": store.room.offerable()},
                                  admission=self.admission, directory=directory, health=self.health,
                                  new_nodes=RateLimiter(config.peers.new_node_rate, NEW_NODE_BURST, "new nodes"))
         if "://0.0.0.0:" in url or "://[::]:" in url:
@@ -245,7 +245,7 @@ class Node:
         self.market = market = MarketService(
             config=config.market, identity=self.identity, db=db, peers=self.peers, needs=self.needs,
             weights=self.recognition, subscribers=self.subscribers, web=bool(config.node.web_listen),
-            storage_usage=lambda: (store.capacity - store.free, store.capacity), compute_threads=config.compute.threads,
+            storage_usage=store.room.usage, compute_threads=config.compute.threads,
             gossip_interval=config.peers.gossip_interval, pool=self.pool, credit_lines=self.trust,
             limiter=RateLimiter(config.market.commitment_rate, 2 * MAX_COMMITMENTS, "commitments to check"),
             find_providers=lambda *asked: self.dht.find_providers(*asked))  # the table starts later

@@ -107,6 +107,11 @@ class NodeLink(Protocol):
         ...
 
     # --- files ---------------------------------------------------------------------------
+    async def check_room(self, size: int) -> None:
+        """Refuse (StorageFull, DiskFull) a file of `size` bytes the node has no room for, before its body is sent:
+        where the node can say so without it."""
+        ...
+
     async def put_file(self, chunks: AsyncIterator[bytes], size: int | None, name: str) -> dict:
         """A stream stored as one XSC file (a `store put`): {"capability", "cost", ...}."""
         ...

@@ -112,6 +112,9 @@ class LocalNode:
         return await self._upload_as(upload_id, user, INITIATOR, self.index.abort, upload_id)
 
     # --- files -------------------------------------------------------------------------------------
+    async def check_room(self, size: int) -> None:
+        self.storage.check_room(size)
+
     async def put_file(self, chunks: AsyncIterator[bytes], size: int | None, name: str) -> dict:
         return await self.storage.put(_reader(chunks), size, name, self.seconds, self.bid)
 

@@ -186,6 +186,10 @@ class RemoteNode:
         return (await self._for(user, "DELETE", _upload(upload_id)))["garbage"]
 
     # --- files -------------------------------------------------------------------------------------
+    async def check_room(self, size: int) -> None:
+        """Nothing asked ahead: the node refuses a put it has no room for as it is passed on, before its body is sent
+        there (its own `Expect: 100-continue`), and the front answers the client then, unread."""
+
     async def put_file(self, chunks: AsyncIterator[bytes], size: int | None, name: str) -> dict:
         await self._checked()
         return await self.api.put_file(_joined(chunks), size, name)

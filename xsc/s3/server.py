@@ -148,7 +148,9 @@ class S3Front:
             response.force_close()
             return response
         try:
-            self._authenticate(request, request_id)
+            call = self._authenticate(request, request_id)
+            if call.operation in ("put_object", "upload_part") and (size := declared_size(call)) is not None:
+                await self.node.check_room(size)  # a disk that cannot hold it: refused before its body is sent
         except XscError as err:
             response = _error(request, err, request_id)
             response.force_close()

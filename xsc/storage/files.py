@@ -404,14 +404,18 @@ class StorageService:
         quotes.withdraw_needs(self.dealing, quote.needs)
         quote.give_back(self.terms, unsent)
 
+    def check_room(self, size: int, capacity: bool = True) -> None:
+        """Refuse a put of `size` bytes, before its body is read, that this node has no room for on its disk (DiskFull)
+        or, `capacity`, in its capacity (StorageFull); with peers, room for one share (each holder checks its own)."""
+        seg = self.segment_size
+        needed = layout.share_bytes(size, seg) if self.has_peers() else layout.stored_bytes(size, seg)
+        (self.store.check_fits if capacity else self.store.check_disk)(needed)
+
     async def precheck(self, size: int | None, seconds: int, bid: int, **wanted) -> None:
         """`Expect: 100-continue`: refuse a put that will fail before its body is sent."""
         if size is None:
             return
-        stored = layout.stored_bytes(size, self.segment_size)
-        # With peers the shares spread out: this node needs room for one of them at least (the put
-        # reserves exactly what it keeps here, and each holder checks its own).
-        self.store.check_fits(layout.share_bytes(size, self.segment_size) if self.has_peers() else stored)
+        self.check_room(size)
         # The market's answer and the credit check, before the body is sent (the put asks again).
         self.withdraw(await self.quote(size, seconds, bid, dry=True, **wanted))
 
@@ -421,6 +425,8 @@ class StorageService:
         records of another's written with the file's (`share_store.Rider`)."""
         if size is not None and size < 0:
             raise BadRequest("a put's size cannot be negative")
+        if size is not None:  # the disk's room first: the market's refusal would say only that no provider has room
+            self.check_room(size, capacity=False)
         quote = await self.quote(size, seconds, bid, **wanted)
         try:
             result = await self._put(read, size, name, seconds, bid, quote, riding)

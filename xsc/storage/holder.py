@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import codec
-from ..errors import (DuplicateJsonKey, Forbidden, InvalidArgument, PayloadTooLarge, QuotaExceeded, RangeNotSatisfiable,
-                      SegmentOutOfOrder, ShareExists, ShareMismatch, ShareNotFound, StorageFull, UploadIncomplete,
-                      UploadNotFound, XscError)
+from ..errors import (DiskFull, DuplicateJsonKey, Forbidden, InvalidArgument, PayloadTooLarge, QuotaExceeded,
+                      RangeNotSatisfiable, SegmentOutOfOrder, ShareExists, ShareMismatch, ShareNotFound, StorageFull,
+                      UploadIncomplete, UploadNotFound, XscError)
 from ..identity import public_id
 from ..ids import unique_bytes
 from ..ledger.core.pricing import price_storage, storage_given_back
@@ -545,6 +545,10 @@ class ShareHolder:
         lease_expiry = json_int(body, "lease_expiry", minimum=now + 1, maximum=now + leases.MAX_DURATION + 86400)
         # Nothing is stored for another node without a priced deal at or above this node's ask.  The terms are
         # written with the share when it publishes: a refused or abandoned upload leaves nothing behind.
+        try:  # no room here is said first: the ask this node offered is gone once it has none (check_price)
+            self.store.check_fits(layout.share_bytes(size, segment_size))
+        except StorageFull as err:
+            raise _no_room_for_uploader(err) from None
         price = self.terms.check_price(body.get("price"))
         payer = self.terms.check_payer(body.get("payer"))
         terms = self.terms.new(sender_id, price, layout.share_bytes(size, segment_size), now, payer)
@@ -560,9 +564,8 @@ class ShareHolder:
         except BaseException as err:
             if cost:
                 self.trust.release(sender_id, cost)
-            if type(err) is StorageFull:  # the store's hint is for this node's own user; the uploader can do this
-                raise StorageFull(err.message, hint="place this share on another node: this one has no room for it",
-                                  **err.details) from None
+            if type(err) in (StorageFull, DiskFull):
+                raise _no_room_for_uploader(err) from None
             raise
         incoming.cost, incoming.line = cost, sender_id
         return {"upload": incoming.id, "segment_count": incoming.segment_count, "share_bytes": incoming.share_bytes,
@@ -775,4 +778,12 @@ def _audit_answer(store: ShareStore, si: bytes, meta: ShareMeta, segment: int) -
     return codec.dumps({"block": block.hex(), "proof": [[left, h.hex()] for left, h in path]})
 
 
+def _no_room_for_uploader(err: StorageFull) -> StorageFull:
+    """The store's refusal of a share for want of room as its uploader is told it: the store's hint is for this node's
+    own user, and no room on the disk is no room to the uploader (storage-full, which a gateway places elsewhere),
+    whatever the capacity says."""
+    return StorageFull(err.message, hint="place this share on another node: this one has no room for it", **err.details)
+
+
 __all__ = ["IDLE_TIMEOUT", "Incoming", "ShareHolder"]
+

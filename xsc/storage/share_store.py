@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from .. import codec
 from .. import keys
 from ..db import Database, Error as DatabaseError
-from ..errors import NotFound, StorageFull, UploadNotFound
+from ..errors import DiskFull, NotFound, StorageFull, UploadNotFound
 from ..ids import unique_bytes
 from ..units import format_size
 from .compactor import Compactor
@@ -224,10 +224,10 @@ class ShareStore:
         self.capacity = capacity
         self._lock = threading.Lock()
         self._uploads: dict[bytes, Upload] = {}
-        raw = db.get(keys.STORAGE_USED)
-        self.used = int.from_bytes(raw, "big") if raw else 0
-        self.shares_held = len(self.held_shares())
+        self.used, self.shares_held = _count_held(db)
         self.file_writes = 0  # counts writes of file records: a reading of them is current while it is unchanged
+        _keep_count(db, self.used, self.shares_held)
+        self.room = StoreRoom(self)
         self.kept = KeptBlocks(self)  # staged blocks a full disk would not let go of yet
 
     # --- accounting ----------------------------------------------------------------
@@ -258,9 +258,16 @@ class ShareStore:
         )
 
     def check_fits(self, needed: int) -> None:
-        """Raise StorageFull unless `needed` more bytes fit now (a hint: begin_upload decides)."""
+        """Raise StorageFull unless `needed` more bytes fit now, in the capacity and on the disk (DiskFull): a hint,
+        begin_upload decides."""
         if needed > self.free:
             raise self._refuse(needed)
+        self.check_disk(needed)
+
+    def check_disk(self, needed: int) -> None:
+        """Raise DiskFull unless `needed` more bytes fit on the data dir's disk now (`StoreRoom.on_disk`)."""
+        if (room := self.room.on_disk()) is not None and needed > room:
+            raise no_room_on_disk(needed, room)
 
     def _charge(self, upload: Upload, size: int) -> None:
         """Count bytes an upload writes; an upload of unknown size grows its reservation as it goes."""
@@ -279,6 +286,10 @@ class ShareStore:
         with self._lock:
             if expected_bytes is not None and self.used + self._reserved() + expected_bytes > self.capacity:
                 raise self._refuse(expected_bytes)
+            # A size said up front that the disk cannot hold is refused now, before a byte of it is read, not as the
+            # disk fills up: a stream of unknown size meets the full disk as it writes (DiskFull from files.py).
+            if expected_bytes is not None and (room := self.room.on_disk()) is not None and expected_bytes > room:
+                raise no_room_on_disk(expected_bytes, room)
             held = expected_bytes is not None and expected_bytes <= HELD_UPLOAD and \
                 self._held_bytes() + expected_bytes <= HELD_AT_MOST
             upload = Upload(self, upload_id, storage_index, shares, expected_bytes or 0, held)
@@ -754,6 +765,83 @@ def delete_staged(store: ShareStore, si: bytes, shares: tuple[int, ...] | list[i
                         batch.delete(key)
             if db is store.db:
                 batch.delete(record_key)
+
+
+def _count_held(db: Database) -> tuple[int, int]:
+    """(bytes used, shares) of the published shares, counted from their records: the share records are what a share
+    is, so the count of used bytes kept beside them is made again from them as the store opens.  One pass over the
+    share records (as counting the shares took anyway), each one's header read: the records of N shares of S segments
+    hold N x (54 + 32 S) bytes (a block's hash per segment: with 1 MiB segments, 1/8,192 of the blocks they
+    describe)."""
+    used = held = 0
+    with db.iterator(prefix=keys.SHARES, include_key=False) as it:
+        for raw in it:
+            used += _META_HEADER.unpack_from(raw)[3]
+            held += 1
+    return used, held
+
+
+def _keep_count(db: Database, used: int, shares: int) -> None:
+    """Keep the count of used bytes the records say (`_count_held`) where one kept before says otherwise (a count
+    left higher than its shares, a data dir's count of a node that counted wrong), and say so."""
+    raw = db.get(keys.STORAGE_USED)
+    kept = int.from_bytes(raw, "big") if raw else 0
+    if kept == used:
+        return
+    log.warning("the data dir's count of used bytes said %s, its %d shares hold %s: counted again from them",
+                f"{kept:,}", shares, f"{used:,}")
+    try:  # not synced: every start counts it again, and every later publication or deletion writes it whole
+        db.put(keys.STORAGE_USED, used.to_bytes(8, "big"))
+    except (DatabaseError, OSError) as err:  # a full disk: written with the next publication or deletion
+        log.warning("could not write the count of used bytes again now (%s)", err)
+
+
+def no_room_on_disk(needed: int, room: int) -> DiskFull:
+    """The refusal of `needed` bytes of blocks where the data dir's disk can take `room` more (`StoreRoom.on_disk`)."""
+    return DiskFull(
+        f"not enough room on the data dir's disk: this needs {format_size(needed)} of block space, the disk can "
+        f"take {format_size(room)} more, beside the reserve it keeps for deletes",
+        hint="free space on that disk, or put it through another node", needed=needed, disk_room=room)
+
+
+class StoreRoom:
+    """What a share store can still take as its data dir's disk bounds it: the store's own accounting
+    (`ShareStore.free`) counts in its capacity alone, which may be more than the disk holds."""
+
+    def __init__(self, store: ShareStore) -> None:
+        self.store = store
+
+    def on_disk(self) -> int | None:
+        """Block bytes the data dir's disk can still take: its room (`Database.room`: free, less the reserve kept for
+        deletes) less what the uploads in progress reserved and have not written to it yet; None where it cannot be
+        read (a store on a bare LevelDB, a disk statvfs cannot read)."""
+        store = self.store
+        room = store.blocks.room() if isinstance(store.blocks, Database) else None
+        if room is None:
+            return None
+        coming = sum(u.reserved - (u.written if u.held is None else 0) for u in list(store._uploads.values()))
+        return max(room - coming, 0)
+
+    def holdable(self) -> int:
+        """Block bytes the store can hold in all, what it holds and has reserved included: storage.capacity, bounded
+        by what it holds plus the room its disk has left (`on_disk`), that room rounded down to a thousandth of the
+        capacity or of the room, the smaller (1 MiB at least), so that what a node offers is not made again at every
+        write to its disk."""
+        store, room = self.store, self.on_disk()
+        if room is None:
+            return store.capacity
+        step = max(min(store.capacity, room) // 1000, 1 << 20)  # or of a disk far smaller than the capacity
+        return min(store.capacity, store.used + store.reserved + room // step * step)
+
+    def usage(self) -> tuple[int, int]:
+        """(block bytes in use: held and reserved, `holdable`): what the market offers is the difference."""
+        holdable = self.holdable()
+        return min(self.store.used + self.store.reserved, holdable), holdable
+
+    def offerable(self) -> int:
+        """Block bytes the store can take more of now: its `free`, bounded by the room its disk has left."""
+        used, holdable = self.usage()
+        return holdable - used
 
 
 class KeptBlocks:

@@ -41,6 +41,10 @@ S3_CODES: dict[str, tuple[str, int]] = {
     "entity-too-small": ("EntityTooSmall", 400),
     "range-not-satisfiable": ("InvalidRange", 416),
     "storage-full": ("ServiceUnavailable", 503),  # S3 has no "full"; the client should back off
+    # The node's disk has no room for the object (or filled up as it was written): S3 has no code for it either.  507
+    # Insufficient Storage, as MinIO answers a full drive with: SDKs do not retry it (they retry 500, 502, 503, 504),
+    # so the client is told at once; the message says to free space or use another node.
+    "disk-full": ("InsufficientCapacity", 507),
     "insufficient-credit": ("AccessDenied", 403),
     "node-credit-exhausted": ("AccountProblem", 403),  # the node's account, not the user's: not retried
     "no-deal": ("ServiceUnavailable", 503),
