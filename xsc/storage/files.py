@@ -610,16 +610,8 @@ class StorageService:
         nothing), its synced writes per batch, not per file: taken out of the listing in one write, then finished
         together (`finish_removals`).  Returns those it had, once each."""
         listed, pending = await in_pool(self.pool, _held, self.store, caps)
-        for cap in listed:
-            self.unplaced.drop(cap.storage_index)
         if listed:
-            try:
-                await self.begin_removals(listed, int(time.time()), {})
-            except db.Error as err:
-                if not db.disk_full(err):
-                    raise
-                raise DiskFull("the data dir's disk is full: nothing was removed",
-                               hint="free disk space, then remove the files again") from err
+            await _unlist(self, listed)
         await self.finish_removals([*listed, *pending])
         return [*listed, *pending]
 
@@ -942,6 +934,20 @@ def _held(store: share_store.ShareStore, caps: list[Capability]) -> tuple[list[C
         elif cut_short.get(cap.storage_index.hex()) == str(cap):
             pending.append(cap)
     return listed, pending
+
+
+async def _unlist(service: StorageService, caps: list[Capability]) -> None:
+    """Take the listed files `caps` out of the listing in one synced write (`begin_removals`), or none of them: a full
+    disk refuses them whole (DiskFull)."""
+    for cap in caps:
+        service.unplaced.drop(cap.storage_index)
+    try:
+        await service.begin_removals(caps, int(time.time()), {})
+    except db.Error as err:
+        if not db.disk_full(err):
+            raise
+        raise DiskFull("the data dir's disk is full: nothing was removed",
+                       hint="free disk space, then remove the files again") from err
 
 
 async def _finish_removal(service: StorageService, si: bytes) -> dict[str, str] | None:
