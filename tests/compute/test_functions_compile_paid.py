@@ -270,6 +270,8 @@ async def test_a_placement_its_provider_refuses_once_it_compiled_the_module_pays
 
     monkeypatch.setattr(hosted, "place", refused_once_compiled)
     await _serve(a, {"name": "hello", "module": module, "on_market": True})
-    await eventually_async(lambda: line(a, b) == (COMPILED, COMPILED), "the compile paid", 30)
-    assert before[0] - balances(a, b)[0] == COMPILED and a.app[NODE].paid.gateway_tabs.refused_receipts == 0
+    # b counts the receipt as it countersigns it, a its payment once the receipt is back: both are waited for
+    await eventually_async(lambda: line(a, b) == (COMPILED, COMPILED) and before[0] - balances(a, b)[0] == COMPILED,
+                           "the compile paid", 30)
+    assert a.app[NODE].paid.gateway_tabs.refused_receipts == 0
     assert "refused it" in (await _listed(a)).get("not_placed", "")
