@@ -115,9 +115,11 @@ async def test_a_start_whose_provider_answers_its_cancel_but_not_for_the_runs_an
     running, job = await _spinning(gateway, provider, module)
     await _cancel_written_then_stopped(gateway, job["id"], running)
     hosted, held = provider.app[NODE].hosted_jobs, asyncio.Event()
+    holders: list[asyncio.Task] = []
 
     async def holding(sender, job_id_):
         held.set()
+        holders.append(asyncio.current_task())
         await asyncio.Event().wait()
 
     monkeypatch.setattr(hosted, "run", holding)
@@ -128,6 +130,7 @@ async def test_a_start_whose_provider_answers_its_cancel_but_not_for_the_runs_an
         "charged", job
     await settled(gateway)  # its tab dropped
     assert balances(gateway, provider)[1] == before[1]
+    await _stopped(*holders)  # as the provider's stop would, once its bound ran out: the question is held for good
 
 
 async def test_a_start_that_resumes_a_cancelled_jobs_stored_answer_logs_no_failure(node_factory, monkeypatch,

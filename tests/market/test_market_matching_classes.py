@@ -30,32 +30,40 @@ _ask_filters = st.sampled_from([SlotFilter(), SlotFilter(), SlotFilter(deny=("a"
 _places = st.sampled_from(["any", "any", "eu", ("eu", "us"), "us"])
 
 
+_owners = st.sampled_from(OWNERS)
+_kinds = st.sampled_from(("storage", "storage", "compute"))
+_hours = st.integers(0, 3)
+# An ask's fields, then a bid's, each drawn as one tuple of strategies made once: a book is some 200 choices, and
+# hypothesis draws them so in half the time it takes through a strategy made at each draw (most of these tests' time).
+_ask = st.tuples(_hours, st.sampled_from((0, 0, 0, 600)), _owners, st.integers(1, 6), st.integers(0, 4),
+                 st.integers(1, 3), _kinds, _places, st.sampled_from(((), ("ssd",), ("ssd", "fast"))), _ask_filters)
+_bid = st.tuples(_hours, st.sampled_from((None, None, "0.5", "0.9")), _owners, st.integers(1, 6),
+                 st.sampled_from((HOUR, HOUR, 2 * HOUR)), _kinds, _places, st.sampled_from(((), ("ssd",))), _filters,
+                 st.integers(0, 5), st.sampled_from((None, "g", "g", "h")), st.lists(_owners, max_size=3, unique=True))
+_recognised = st.integers(0, 3)
+_availabilities = st.sampled_from(("0.2", "0.5", "0.9", "1"))
+
+
 @st.composite
 def books(draw):
     """Asks and bids with ties in price (few prices), in window (bucket-aligned and not), alike slots of many owners
     and several slots per owner, filters on both sides, groups, minimum availabilities and preferences."""
     asks = []
     for i in range(draw(st.integers(0, 14))):
-        start = draw(st.integers(0, 3)) * HOUR + draw(st.sampled_from((0, 0, 0, 600)))
-        asks.append(ask(draw(st.sampled_from(OWNERS)), f"s{i}", draw(st.integers(1, 6)) * 10, draw(st.integers(0, 4)),
-                        start=start, end=start + draw(st.integers(1, 3)) * HOUR,
-                        kind=draw(st.sampled_from(("storage", "storage", "compute"))), location=draw(_places),
-                        tags=draw(st.sampled_from(((), ("ssd",), ("ssd", "fast")))), filters=draw(_ask_filters)))
+        hour, offset, owner, size, price, hours, kind, location, tags, filters = draw(_ask)
+        start = hour * HOUR + offset
+        asks.append(ask(owner, f"s{i}", size * 10, price, start=start, end=start + hours * HOUR, kind=kind,
+                        location=location, tags=tags, filters=filters))
     bids = []
     for i in range(draw(st.integers(0, 16))):
-        start = draw(st.integers(0, 3)) * HOUR
-        floor = draw(st.sampled_from((None, None, "0.5", "0.9")))
-        slot = NeedSlot(id=f"n{i}", owner=draw(st.sampled_from(OWNERS)), quantity=draw(st.integers(1, 6)) * 5,
-                        start=start, end=start + draw(st.sampled_from((HOUR, HOUR, 2 * HOUR))),
-                        kind=draw(st.sampled_from(("storage", "storage", "compute"))), location=draw(_places),
-                        tags=draw(st.sampled_from(((), ("ssd",)))), filters=draw(_filters))
-        bids.append(Bid(slot=slot, price=draw(st.integers(0, 5)), group=draw(st.sampled_from((None, "g", "g", "h"))),
-                        min_availability=None if floor is None else Decimal(floor),
-                        prefer=tuple(draw(st.lists(st.sampled_from(OWNERS), max_size=3, unique=True)))))
-    recognition = {p: {q: Decimal(draw(st.integers(0, 3))) for q in draw(st.lists(st.sampled_from(OWNERS), max_size=3))}
-                   for p in draw(st.lists(st.sampled_from(OWNERS), max_size=3, unique=True))}
-    availability = {p: Decimal(draw(st.sampled_from(("0.2", "0.5", "0.9", "1")))) for p in
-                    draw(st.lists(st.sampled_from(OWNERS), unique=True))}
+        hour, floor, owner, size, length, kind, location, tags, filters, price, group, prefer = draw(_bid)
+        slot = NeedSlot(id=f"n{i}", owner=owner, quantity=size * 5, start=hour * HOUR, end=hour * HOUR + length,
+                        kind=kind, location=location, tags=tags, filters=filters)
+        bids.append(Bid(slot=slot, price=price, group=group,
+                        min_availability=None if floor is None else Decimal(floor), prefer=tuple(prefer)))
+    recognition = {p: {q: Decimal(draw(_recognised)) for q in draw(st.lists(_owners, max_size=3))}
+                   for p in draw(st.lists(_owners, max_size=3, unique=True))}
+    availability = {p: Decimal(draw(_availabilities)) for p in draw(st.lists(_owners, unique=True))}
     return asks, bids, recognition, availability
 
 

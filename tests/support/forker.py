@@ -10,8 +10,9 @@ signal it, kill -9 it and read its output as before.
 `Forker.popen` takes `subprocess.Popen`'s arguments and answers an object with what `xsc.devnet` and the tests
 use of a `Popen` (pid, poll, wait, communicate, returncode, send_signal, terminate, kill, stdin, stdout,
 stderr).  The forked child is the forker's child, not the test's: the forker reaps it and writes its exit status
-to a file named by the child's start number.  Anything else (another command than the `xsc` script, a terminal,
-or a variable that only an interpreter's start reads) goes to `subprocess.Popen`."""
+to a file named by the child's start number.  A launcher of tests/support (`python tests/support/ledger_node.py`:
+the CLI with test-only hooks) is forked the same way, its script run in the child.  Anything else (another command
+than these, a terminal, or a variable that only an interpreter's start reads) goes to `subprocess.Popen`."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from pathlib import Path
 from xsc.devnet import xsc_command
 
 MAX_REQUEST = 1 << 20
+SUPPORT = Path(__file__).resolve().parent  # where the launchers forked as the `xsc` script is live
 
 
 class ForkedProcess:
@@ -128,11 +130,12 @@ class Forker:
 
     def popen(self, args, *, stdin=None, stdout=None, stderr=None, env=None, cwd=None, start_new_session=False,
               **rest):
-        """`subprocess.Popen(args, ...)`: forked when `args` runs the `xsc` script and nothing else asks for a
-        fresh interpreter or another stdin, stdout or stderr than a file, a pipe or nothing."""
+        """`subprocess.Popen(args, ...)`: forked when `args` runs the `xsc` script or a launcher of tests/support and
+        nothing else asks for a fresh interpreter or another stdin, stdout or stderr than a file, a pipe or nothing."""
         args = list(args)
         env = dict(os.environ if env is None else env)
-        if (rest or args[:len(self._script)] != self._script or stdin not in (subprocess.DEVNULL, subprocess.PIPE)
+        script = self._script if args[:len(self._script)] == self._script else _launcher(args)
+        if (rest or not script or stdin not in (subprocess.DEVNULL, subprocess.PIPE)
                 or stdout is None or stderr is None or _terminal(stdout) or _terminal(stderr)
                 or _interpreter_settings(env) != _interpreter_settings(os.environ)):
             return subprocess.Popen(args, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
@@ -149,7 +152,7 @@ class Forker:
                 theirs[name] = theirs["stdout"]
             elif stream != subprocess.DEVNULL:
                 theirs[name] = stream if isinstance(stream, int) else stream.fileno()
-        request = {"argv": [self._script[-1], *args[len(self._script):]], "env": env,
+        request = {"argv": [script[-1], *args[len(script):]], "env": env, "launcher": script is not self._script,
                    "cwd": str(cwd or os.getcwd()), "session": start_new_session, "streams": list(theirs)}
         try:
             with self._lock:
@@ -182,6 +185,15 @@ class Forker:
             self._process.wait(30)  # type: ignore[union-attr]
             self._control = None
         shutil.rmtree(self._statuses, ignore_errors=True)
+
+
+def _launcher(args: list[str]) -> list[str]:
+    """`[python, script]` when `args` run a launcher of tests/support (a script that adds test-only hooks to the CLI
+    and then runs it, as ledger_node.py): forked as the `xsc` script is, the script run in the child."""
+    if len(args) >= 2 and args[0] == sys.executable and args[1].endswith(".py") \
+            and Path(args[1]).resolve().parent == SUPPORT:
+        return args[:2]
+    return []
 
 
 def _interpreter_settings(env) -> dict[str, str]:
@@ -285,6 +297,11 @@ def _become(request: dict, fds: list[int]) -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     sys.argv = request["argv"]
+    if request["launcher"]:
+        import runpy
+
+        runpy.run_path(sys.argv[0], run_name="__main__")
+        sys.exit(0)
     from xsc.cli import main
     main()
     sys.exit(0)
