@@ -114,12 +114,21 @@ async def test_a_placed_functions_pushed_modules_compile_is_paid_with_its_tab(no
 
 
 async def test_a_function_whose_spend_cap_leaves_no_room_for_its_compile_is_not_placed_and_charged_nothing(
-        node_factory) -> None:
+        node_factory, monkeypatch) -> None:
     a, b, module = await pair(node_factory, module="cgi", wasi=True, web=True,
                               node={**FAST, "web_listen": f"127.0.0.1:{free_port()}"})
     budget, before = _budget(a, module), balances(a, b)
     function = {"name": "hello", "module": module, "on_market": True, "spend_cap": budget + COMPILED - 1}
-    await _serve(a, function)
+    signed = []
+    authorize = a.app[NODE].paid.payments.authorize
+    monkeypatch.setattr(a.app[NODE].paid.payments, "authorize",
+                        lambda *args, **kwargs: signed.append(args) or authorize(*args, **kwargs))
+    response = await a.post("/v1/compute/functions", json=function)
+    served = await response.json()
+    # Taken, as it places the function on a provider that has its module already, and said so.
+    assert response.status < 300 and served["not_placed"].startswith(
+        "its spend cap places it only on a provider that has its module already") and served["not_placed"].endswith(
+        f"--on-market --spend-cap {budget + COMPILED})"), served
     # Its cap holds a request's budget, not that and the compile the provider, lacking the module, would charge: the
     # module is not pushed and the function not placed; its callers are told 402 and the owner pays nothing.
     why = await _unplaced(a)
@@ -129,6 +138,10 @@ async def test_a_function_whose_spend_cap_leaves_no_room_for_its_compile_is_not_
     assert status == 402 and b"spend-cap-reached" in problem, (status, problem)
     assert not b.app[NODE].compute.has_module(module) and line(a, b) == (0, 0) and balances(a, b) == before
     assert _tabs(a) == [] and a.app[NODE].ledger.holding() == {}
+    # Once `b` said it lacks the module, no round signs a tab for it there again while the cap leaves no room.
+    for _ in range(3):
+        await a.app[NODE].placements.keep()
+    assert len(signed) == 1 and "lacks" in (await _listed(a))["not_placed"], signed
 
     # A cap with room for both: placed, and its tab pays the compile and the one request it has room for; past that
     # its callers get 402, and the owner is charged nothing more.

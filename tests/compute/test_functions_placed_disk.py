@@ -304,6 +304,11 @@ async def test_a_function_withdrawn_while_it_is_placed_again_is_answered_at_once
     line = provider.app[NODE].paid.trust.line(owner_id)
     half = mount_price((1 << 20) // 2, price)  # (the first chunk is the whole MiB or less: at most half read)
     assert 0 < line["used"] - used <= half < mount_price(1 << 20, price) and line["reserved"] == 0, line
+    # the part read is charged on the cut placement's tab too, as its reading apart: its receipt pays it
+    [cut_auth] = [x for x in node.ledger.pending()
+                  if x.job == function_job(owner_id, "site") and x.id.hex() != answer["authorization"]]
+    cut_tab = await provider.app[NODE].paid.provider_tabs.standing(cut_auth)
+    assert cut_tab.mounts == cut_tab.total == line["used"] - used and cut_tab.reserved == 0, cut_tab
 
 
 async def test_a_function_withdrawn_while_its_files_are_moved_into_place_leaves_none_of_them(

@@ -24,22 +24,24 @@ def compiled(name: str) -> int:
 
 
 async def pair(node_factory, name: str = "a", module: str = "add", wasi: bool = False, web: bool = False,
-               **gateway):
+               storage: bool = True, **gateway):
     """A stranger's gateway `a` (it offers no compute: its work runs on `b`) and the provider `b`, which gives no
     credit to strangers and a credit line to `a` once its user recognises it; `module` deployed on `a` alone.
-    `web`: `b` has a web listener (it may serve `a`'s functions on the market); `gateway`: more sections of `a`'s
-    configuration."""
+    `web`: `b` has a web listener (it may serve `a`'s functions on the market); not `storage`: `b` holds none of the
+    files `a` stores; `gateway`: more sections of `a`'s configuration."""
     a = await node_factory(name, **GATEWAY, **gateway)
-    b = await provider(node_factory, "b", a, web=web)
+    b = await provider(node_factory, "b", a, web=web, storage=storage)
     return a, b, await deploy(a, module, wasi=wasi)
 
 
-async def provider(node_factory, name: str, gateway, web: bool = False):
+async def provider(node_factory, name: str, gateway, web: bool = False, storage: bool = True):
     """A provider asking PRICE, peered with `gateway`, that gives no credit to strangers and a credit line to
-    `gateway` once its user recognises it; `web`: with a web listener."""
+    `gateway` once its user recognises it; `web`: with a web listener; not `storage`: it holds none of the files
+    `gateway` stores (their leases then pay it nothing)."""
     listener = {"node": {"web_listen": f"127.0.0.1:{free_port()}", "web_rate_limit": 1000}} if web else {}
     b = await node_factory(name, **QUIET, ledger={"stranger_credit": 0}, **NO_MEMORY_PRICE,
-                           market={"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE}, **listener)
+                           market={"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE, "offer_storage": storage},
+                           **listener)
     await peer_with_provider(gateway, b)
     response = await b.post("/v1/market/recognize", json={"peer": gateway.app[IDENTITY].id, "weight": "1",
                                                           "credit": 10**9})

@@ -699,7 +699,8 @@ class WebFunctions:
         base = self.web_url()
         return None if base is None else f"{base}/fn/{name}/"
 
-    async def _mount(self, record: dict[str, Any], mounted: Path, hint: str, mounting: Callable[[], None] | None = None,
+    async def _mount(self, record: dict[str, Any], mounted: Path, hint: str,
+                     mounting: Callable[[], Awaitable[None]] | None = None,
                      staged: Callable[[int], None] | None = None) -> None:
         """The files `record` mounts staged, then moved to `mounted`, only if the disk has room for them (`hint`
         says what to do if not) beside the files, bodies and answers being written; `mounting` is called once they
@@ -710,7 +711,7 @@ class WebFunctions:
         try:
             self.room.check(size, "the files the function mounts", hint)
             if mounting is not None:
-                mounting()
+                await mounting()
             self.room.writing += size
             try:
                 for item in items:
@@ -785,7 +786,7 @@ class WebFunctions:
         return None if cap is None else max(0, cap - served.spent_this_hour(_minute()))
 
     # --- functions other nodes placed here ----------------------------------------------------
-    async def host(self, owner: str, body: Any, bill: Bill, mounting: Callable[[], None],
+    async def host(self, owner: str, body: Any, bill: Bill, mounting: Callable[[], Awaitable[None]],
                    keep: Callable[[dict[str, Any]], None], staged: Callable[[int], None] | None = None
                    ) -> dict[str, Any]:
         """Serve a function `owner` placed here, billed to `bill`; placed again with the same spec, only its bill

@@ -14,8 +14,13 @@ node lacks is refused (404 module-not-found) and the owner may push it (once, wi
 bounds: ModulePushes.receive), naming the placement's tab to be charged its compile on (a tab's status and receipt
 count it apart, `compiles`); the files it mounts, at most MAX_MOUNTED bytes in all, are read from the
 network by their capabilities as any node reads them, only while this node keeps DISK_MARGIN free (WebFunctions.room,
-counting the files, bodies and answers being written at that moment), and only once their reading (`mount_price`)
-is reserved on the owner's line here, where it is used whatever comes of it.  A function asking a max_body or
+counting the files, bodies and answers being written at that moment), and only once their reading (`mount_price` of
+the sizes their capabilities say, at the placement's price: what the owner computes too) is reserved on the
+placement's tab, which must keep room for one request beside it, and on the owner's line here.  It is used on both
+whatever comes of it (cut short: the part read), its record written on the tab (ProviderTabs.mounted) and counted
+apart in the tab's status and receipt (`mounts`), so the owner pays it with the tab, within the function's spend cap.
+A placement's `mounting` is the most its owner's tab pays for that reading: one below its price is refused (402)
+before a byte is read.  A function asking a max_body or
 concurrency past this node's (compute.placed_max_body, compute.placed_concurrency) is refused; its requests' bodies
 and answers are written only while the disk keeps DISK_MARGIN free (WebFunctions.room).
 
@@ -72,6 +77,7 @@ MAX_PLACED = 64  # functions all owners together may have placed here
 MAX_MOUNTED = 1 << 30  # bytes of stored files one placed function may mount
 COUNTS_INTERVAL = 10.0  # seconds between writes of placed functions' counters (requests, errors, earned)
 PLACE_NEEDS = frozenset({"function", "price", "memory_price", "authorization", "deal"})
+PLACE_MAY = frozenset({"mounting"})  # what the tab pays at most for reading the files it mounts
 PLACED_FIELDS = frozenset({"name", "module", "entrypoint", "inputs", "env", "limits", "max_body", "concurrency"})
 
 
@@ -263,8 +269,8 @@ class PlacedFunctions:
             # said to the owner placing it, on its own node: "this node" would name the owner's
             raise DealRefused("the provider serves no web functions (its node.web_listen is not set)",
                               hint="place it on another provider")
-        if not isinstance(body, dict) or not PLACE_NEEDS <= set(body) <= PLACE_NEEDS:
-            raise InvalidArgument(f"send {{{', '.join(sorted(PLACE_NEEDS))}}}")
+        if not isinstance(body, dict) or not PLACE_NEEDS <= set(body) <= PLACE_NEEDS | PLACE_MAY:
+            raise InvalidArgument(f"send {{{', '.join(sorted(PLACE_NEEDS))}}} and maybe {{{', '.join(PLACE_MAY)}}}")
         function = body["function"]
         if not isinstance(function, dict) or not set(function) <= PLACED_FIELDS or \
                 not isinstance(function.get("name"), str) or not isinstance(function.get("module"), str):
@@ -272,6 +278,10 @@ class PlacedFunctions:
         if parse_module_id(function["module"]).hex() != function["module"]:  # looked up as it is written
             raise InvalidArgument("a placed function's module is its id, 64 lower-case hex digits")
         self._within(function)
+        allowed = body.get("mounting")
+        if allowed is not None and (type(allowed) is not int or allowed < 0):
+            raise InvalidArgument("a placement's mounting is what its tab pays at most for reading the files it "
+                                  "mounts, a whole number of micro-credits, 0 or more")
         price, deal, auth = self.paid.terms(body)
         name = function["name"]
         if auth.job != function_job(owner, name):
@@ -290,7 +300,7 @@ class PlacedFunctions:
         self._placing[key] += 1
         moved = self._moving[key] = asyncio.get_running_loop().create_future()
         placing = self._under_way[key] = asyncio.ensure_future(self._place(owner, name, function, price, deal, auth,
-                                                                           web))
+                                                                           web, allowed))
         try:
             return await placing
         except asyncio.CancelledError:
@@ -306,9 +316,10 @@ class PlacedFunctions:
             self._moved(key, moved)
 
     async def _place(self, owner: str, name: str, function: dict[str, Any], price: int, deal: dict[str, Any], auth,
-                     web: str) -> dict[str, Any]:
+                     web: str, allowed: int | None) -> dict[str, Any]:
         """A placement whose terms are checked and which the quotas leave room for: its tab and the owner's line
-        checked, its module and files looked at, and it served."""
+        checked, its module and files looked at, and it served; reading its files charged on its tab, up to
+        `allowed` (None: its cap)."""
         budget = self._budget(function, price)
         await self.paid.provider_tabs.check(auth, budget)  # closed (a replay), or too small for one request
         self.paid.reserve(owner, budget, "a request's budget")  # its line here covers one request ...
@@ -316,16 +327,35 @@ class PlacedFunctions:
         if not self.paid.compute.has_module(function["module"]):
             self.paid.pushes.expect(owner, function["module"], price, auth)  # its compile charged on this tab
             raise not_here(function["module"])
-        mounted = sum(Capability.parse(item.cap).size for item in _inputs(function))
+        mounted = mounted_size(function)
         if mounted > MAX_MOUNTED:
             raise OverCap(f"the function mounts {mounted:,} bytes; a placed function mounts at most {MAX_MOUNTED:,}")
         bill = self._tab_bill(owner, name, auth, price, deal)
         reading = mount_price(mounted, price)
         reserved = read = 0
+        on_tab = None
 
-        def mounting() -> None:  # only a new or changed function's files are read
-            nonlocal reserved
-            self.paid.reserve(owner, reading, "reading the files it mounts")
+        async def mounting() -> None:  # only a new or changed function's files are read
+            nonlocal reserved, on_tab
+            if not reading:
+                return
+            if allowed is not None and reading > allowed:
+                raise SpendCapReached(f"reading the files the function mounts costs {reading:,} micro-credits here; "
+                                      f"its tab pays at most {allowed:,} for it",
+                                      hint="place it again on a tab that pays reading its files")
+            try:  # its tab keeps room for one request beside it: else the function could not run here
+                await self.paid.provider_tabs.check(auth, reading + budget)
+            except DealRefused:
+                raise DealRefused(f"the tab's cap {auth.cap:,} does not cover reading the files the function mounts "
+                                  f"({reading:,} micro-credits here) beside one request's budget ({budget:,})",
+                                  hint="place it on a tab with room for both") from None
+            on_tab = await self.paid.provider_tabs.reserve(auth, reading, owner)
+            try:
+                self.paid.reserve(owner, reading, "reading the files it mounts")
+            except BaseException:
+                self.paid.provider_tabs.ran(on_tab, reading, None)
+                on_tab = None
+                raise
             reserved = reading
 
         def keep(record: dict[str, Any]) -> None:
@@ -350,10 +380,12 @@ class PlacedFunctions:
             raise FunctionUnavailable(f"the files the function mounts were not read within {PLACE_TIMEOUT:g} s",
                                       hint="place it again, or on another provider") from None
         finally:
-            if reserved and self.paid.trust is not None:  # read (or begun) whatever came of it: used; cut short, the
-                # part read (a withdrawal's or the deadline's doing, not the owner's files')
+            if on_tab is not None:  # read (or begun) whatever came of it: used; cut short, the part read (a
+                # withdrawal's or the deadline's doing, not the owner's files')
                 used = min(reserved, mount_price(read, price)) if cut else reserved
-                self.paid.trust.use(owner, used, reserved=reserved)
+                if self.paid.trust is not None:
+                    self.paid.trust.use(owner, used, reserved=reserved)
+                await self.paid.provider_tabs.mounted(on_tab, used, reserved, owner)  # paid with the tab
         return {"url": f"{web}/fn/{owner}/{record['name']}/", "authorization": auth.id.hex()}
 
     def _tab_bill(self, owner: str, name: str, auth, price: int, deal: dict[str, Any]) -> TabBill:
@@ -423,7 +455,7 @@ class PlacedFunctions:
         return {"url": f"{web}/fn/{owner}/{name}/", "requests": served.requests, "errors": served.errors,
                 "p50_ms": median_ms(served.latencies),
                 "tab": {"authorization": bill.auth.id.hex(), "total": tab.total, "count": tab.count,
-                        "compiles": tab.compiles}}
+                        "compiles": tab.compiles, "mounts": tab.mounts}}
 
     def hosted(self) -> list[dict[str, Any]]:
         """The functions other nodes placed here, each with its owner, where callers reach it, its counters and
@@ -465,6 +497,12 @@ def mount_price(size: int, price: int) -> int:
     return price_compute(io_fuel(size), price)
 
 
+def mounted_size(function: dict[str, Any]) -> int:
+    """The bytes of the stored files `function` mounts, as their capabilities say (what its owner and its provider
+    alike price its reading by: `mount_price`)."""
+    return sum(Capability.parse(item.cap).size for item in _inputs(function))
+
+
 def _inputs(function: dict[str, Any]) -> list[Input]:
     """The stored files a placed function mounts, each named by its capability (bounded before any is read)."""
     inputs = function.get("inputs", [])
@@ -477,4 +515,4 @@ def _inputs(function: dict[str, Any]) -> list[Input]:
 
 
 __all__ = ["FUNCTION_JOBS", "MAX_PLACED", "PER_OWNER", "PlacedFunctions", "TabBill", "function_job", "mount_price",
-           "web_url"]
+           "mounted_size", "web_url"]

@@ -5,8 +5,12 @@ Every `interval` seconds (node.placement_interval), and whenever a function is s
 served `on_market` is kept placed:
 
 - not placed: the market is asked for a provider (never this node), an authorization of the function's own job
-  reference is signed for TAB_REQUESTS request budgets and compiling the module (paid.compile_room; its whole cap
-  held here: the owner cannot overspend), and the function is placed with it; a provider lacking the module is
+  reference is signed for TAB_REQUESTS request budgets, compiling the module (paid.compile_room) and reading the
+  files the function mounts (placed_functions.mount_price, as the provider prices it; its whole cap held here: the
+  owner cannot overspend), and the function is placed with it, the reading allowed on the tab first
+  (GatewayTabs.mount_on: held and written with its tally) and its price sent as the most the tab pays for it
+  (`mounting`); with a spend cap, no authorization is signed unless what the cap leaves holds one request's budget,
+  that reading and, on a provider that said it lacks the module, its compile.  A provider lacking the module is
   pushed it naming the tab, which pays its compile as a call's or a job's tab does (GatewayTabs.compile_on: its
   price held under the tab and written with its tally before the push is sent), and only if the tab keeps room for
   one request beside it: else nothing is pushed and the function is not placed there (with a spend cap, as one whose
@@ -25,7 +29,8 @@ served `on_market` is kept placed:
 This node never sees the requests: what the provider's checks say its tab ran is taken into the tab's tally
 (remote_tabs.GatewayTabs.track, on disk from before the authorization is sent), and a receipt is paid only up to it,
 plus one request's budget for each request the receipt counts past the last report, plus the compile of its module
-if it was pushed naming the tab (the report and the receipt count it apart, `compiles`); above that nothing is paid.
+if it was pushed naming the tab and the reading of its files if its placement allowed it (the report and the receipt
+count them apart, `compiles` and `mounts`); above that nothing is paid.
 What each receipt pays (closed here, or by the payment retry) is counted in the function's spend, its row written in
 the payment's own batch (`WebFunctions.paying`, `paid_for`); a spend cap bounds each authorization by what is left of the hour less the caps of the
 function's tabs not paid yet (`_room`: a restart leaves them to the payment retry), so a provider answers 402 once the
@@ -54,7 +59,7 @@ from ..net.compute import close_tab
 from ..tasks import woken_loop
 from ..units import counted
 from .paid import compile_room
-from .placed_functions import FUNCTION_JOBS, function_job
+from .placed_functions import FUNCTION_JOBS, function_job, mount_price, mounted_size
 from .provider_tabs import TAB_TTL
 from .remote_tabs import TAB_METERS, TAB_OPTIONAL_METERS, OpenTab
 from .service import InvokeCall
@@ -86,8 +91,9 @@ class Placement:
 
     def half_spent(self, used: int) -> bool:
         """Whether its provider's report that its tab owes `used` says the requests used half of what its cap leaves
-        them (beside the compile of its module charged on it, if any)."""
-        return 2 * (used - self.tab.compiles) >= self.auth.cap - self.tab.compiles
+        them (beside the compile of its module and the reading of its files charged on it, if any)."""
+        besides = self.tab.compiles + self.tab.mounts
+        return 2 * (used - besides) >= self.auth.cap - besides
 
 
 class Placements:
@@ -106,6 +112,9 @@ class Placements:
         self._placed: dict[str, Placement] = {}
         self._unplaced: dict[str, str] = {}  # why the last try to place a function failed: its owner is told
         self._capped: set[str] = set()  # functions not placed because their spend cap leaves too little
+        # module -> the providers that answered they lack it and were not pushed it (a tab with no room for its
+        # compile): none is signed a tab for it again while the spend cap leaves no room for that compile
+        self._lacking: dict[str, set[str]] = {}
         # per function not placed, each reason logged and when: a round every `interval` repeats them all
         self._logged: dict[str, dict[str, float]] = {}
         self._wake = asyncio.Event()
@@ -151,6 +160,8 @@ class Placements:
         for name in [n for n in self._unplaced if n not in records]:
             del self._unplaced[name]
         self._capped &= set(records)
+        modules = {r["module"] for r in records.values()}
+        self._lacking = {m: providers for m, providers in self._lacking.items() if m in modules}
         for name in [n for n in self._logged if n not in records]:
             del self._logged[name]
         await asyncio.gather(*(self._keep(record) for record in records.values()))
@@ -210,11 +221,11 @@ class Placements:
         if not isinstance(tab, dict) or tab.get("authorization") != placement.auth.id.hex():
             return  # (a report of its previous tab, answered before the next one was placed: nothing to take)
         if not self.paid.gateway_tabs.reported(placement.auth.id, tab.get("total"), tab.get("count"),
-                                               tab.get("compiles", 0)):
-            log.info("function %s: provider %s reported its tab ran %r requests owing %r (%r of it compiles), which "
-                     "does not check (fewer than it reported before, more than their budgets, or a compile no push "
-                     "allowed): not taken", name, placement.provider, tab.get("count"), tab.get("total"),
-                     tab.get("compiles"))
+                                               tab.get("compiles", 0), tab.get("mounts", 0)):
+            log.info("function %s: provider %s reported its tab ran %r requests owing %r (%r of it compiles, %r "
+                     "reading its files), which does not check (fewer than it reported before, more than their "
+                     "budgets, or a compile or a reading above what this node allowed): not taken", name,
+                     placement.provider, tab.get("count"), tab.get("total"), tab.get("compiles"), tab.get("mounts"))
 
     async def _place(self, record: dict[str, Any], left_out: set[str]) -> None:
         name = record["name"]
@@ -280,12 +291,16 @@ class Placements:
             log.log(level, "function %s: %s", name, message)
 
     async def _placed_on(self, record: dict[str, Any], provider: str, price: int, deal: dict[str, Any]) -> Placement:
-        """The function placed on `provider` with a fresh authorization (dropped if the placement fails)."""
-        tab = await self._authorize(record, provider, price)
+        """The function placed on `provider` with a fresh authorization (dropped if the placement fails): only if its
+        spend cap leaves room for one request, reading the files it mounts and, if the provider answered before that
+        it lacks the module, compiling it; else nothing is signed nor sent."""
+        compile, mounting = compile_room(self.paid.compute, record["module"], price), self._mounting(record, price)
+        lacking = provider in self._lacking.get(record["module"], ())
+        tab = await self._authorize(record, provider, price, compile, mounting, lacking)
         if tab is None:
-            raise self._cap_refusal(record, price)
+            raise self._cap_refusal(record, price, compile if lacking else 0, mounting)
         try:
-            url = await self._send(record, provider, price, deal, tab)
+            url = await self._send(record, provider, price, deal, tab, mounting)
         except BaseException as err:
             await self._unsent(record["name"], tab, err)
             raise
@@ -302,34 +317,52 @@ class Placements:
         except XscError as err:
             return f"no provider on the market now ({err.message})"
         self.paid.dealing.ended(assignment)  # a quote: nothing is placed on it
-        least = self.paid.compute.budget(call, assignment.price)
+        price = assignment.price
+        budget = self.paid.compute.budget(call, price)
+        compile, mounting = compile_room(self.paid.compute, record["module"], price), self._mounting(record, price)
+        least = budget + mounting
         if cap is not None and cap < least:
+            reading = f", and reading the files it mounts there, {mounting:,}" if mounting else ""
             raise InvalidArgument(
                 f"a spend cap of {counted(cap, 'micro-credit')} an hour is below one request's budget at the market's "
-                f"price now, {least:,} (the most a request within its limits may cost): {name} could never be placed",
-                hint=f"a cap of at least {least}, or a lower --fuel, --memory or --timeout: xsc compute serve {name} "
-                     f"{record['module']} ... --on-market --spend-cap {least}", field="spend_cap", least=least)
+                f"price now, {budget:,} (the most a request within its limits may cost){reading}: {name} could never "
+                "be placed", hint=f"a cap of at least {least}, or a lower --fuel, --memory or --timeout: xsc compute "
+                                  f"serve {name} {record['module']} ... --on-market --spend-cap {least}",
+                field="spend_cap", least=least)
+        if cap is not None and cap < least + compile:
+            return (f"its spend cap places it only on a provider that has its module already: compiling it on one that "
+                    f"lacks it costs {compile:,} more this hour (a cap of at least {least + compile} places it on any: "
+                    f"xsc compute serve {name} {record['module']} ... --on-market --spend-cap {least + compile})")
         return None
 
-    def _cap_refusal(self, record: dict[str, Any], price: int, compile: int = 0,
+    def _mounting(self, record: dict[str, Any], price: int) -> int:
+        """What reading the files function `record` mounts costs a provider placing it at `price`, as it prices it
+        (placed_functions.mount_price of the sizes their capabilities say)."""
+        return mount_price(mounted_size(record), price) if record.get("inputs") else 0
+
+    def _cap_refusal(self, record: dict[str, Any], price: int, compile: int = 0, mounting: int = 0,
                      besides: bytes | None = None) -> SpendCapReached:
         """Why a function is not placed while its spend cap leaves less than one request's budget (and `compile`, the
-        price of compiling its module on a provider that lacks it), with the cap that would place it (a request's
-        budget is its limits' worst case, mostly far more than it costs); `besides`: the tab it is not placed on."""
+        price of compiling its module on a provider that lacks it, and `mounting`, of reading the files it mounts
+        there), with the cap that would place it (a request's budget is its limits' worst case, mostly far more than
+        it costs); `besides`: the tab it is not placed on."""
         name, cap = record["name"], record["spend_cap"]
         budget = self.paid.compute.budget(self._call(record), price)
         left = self._room(name, besides) or 0
         unpaid = (self.left_this_hour(name) or 0) - left
         compiling = f" and compiling its module there, which its provider lacks, {compile:,}" if compile else ""
+        reading = f" and reading the files it mounts there, {mounting:,}" if mounting else ""
+        least = cap - left + budget + compile + mounting
         return SpendCapReached(
             f"its spend cap leaves {left:,} micro-credits this hour"
             f"{f' beside the {unpaid:,} its tabs not paid yet may still be paid' if unpaid else ''}, less than one "
             f"request's budget of {budget:,} (the most a request within its fuel, memory and time limits may cost)"
-            f"{compiling}",
-            hint=f"serve it again, with its other options as before, under a cap of at least "
-                 f"{cap - left + budget + compile} or with a lower --fuel, --memory or --timeout: xsc compute serve "
-                 f"{name} {record['module']} ... --on-market --spend-cap {cap - left + budget + compile}",
-            budget=budget, left=left, **({"compile": compile} if compile else {}))
+            f"{compiling}{reading}",
+            hint=f"serve it again, with its other options as before, under a cap of at least {least} or with a lower "
+                 f"--fuel, --memory or --timeout: xsc compute serve {name} {record['module']} ... --on-market "
+                 f"--spend-cap {least}",
+            budget=budget, left=left, **({"compile": compile} if compile else {}),
+            **({"mounting": mounting} if mounting else {}))
 
     def _compile_refusal(self, record: dict[str, Any], tab: OpenTab) -> InsufficientCredit:
         """Why the function is not placed on a provider lacking its module whose compile its tab cannot pay beside
@@ -337,7 +370,7 @@ class Placements:
         there, outside the function's spend)."""
         compile = compile_room(self.paid.compute, record["module"], tab.price)
         if record["spend_cap"] is not None:
-            return self._cap_refusal(record, tab.price, compile, besides=tab.auth.id)
+            return self._cap_refusal(record, tab.price, compile, tab.mounts, besides=tab.auth.id)
         return InsufficientCredit(f"compiling its module on provider {tab.provider}, which lacks it ({compile:,} "
                                   "micro-credits), cannot be held on its tab now",
                                   hint="check what this node may spend: xsc ledger balance")
@@ -348,15 +381,22 @@ class Placements:
         before the provider refused (the compile was done, as for a job given up before it ran); else left to the
         payment retry (the placement may have reached the provider before its answer was lost: what ran under it is
         then paid, nothing if nothing did)."""
-        if isinstance(err, PeerRefused) and tab.compiles:
-            await self._pay(name, tab.provider, tab.auth)  # (its receipt, or nothing-owed if the push was refused)
+        if isinstance(err, PeerRefused) and (tab.compiles or tab.mounts):
+            # (its receipt, or nothing-owed if neither the push nor the reading was done)
+            await self._pay(name, tab.provider, tab.auth)
         elif isinstance(err, (PeerRefused, InsufficientCredit)):
             await self.paid.gateway_tabs.refused(tab.auth)  # and what it held is released
         else:
             self._let_go(tab.auth)
 
     async def _renew(self, record: dict[str, Any], placement: Placement, used: int) -> None:
-        tab = await self._authorize(record, placement.provider, placement.price)
+        # The provider has the module it serves and the files it mounts: the next tab keeps room for compiling a
+        # module, or reading files, only if the function was served again with others.
+        price = placement.price
+        compile = compile_room(self.paid.compute, record["module"], price) \
+            if record["module"] != placement.function["module"] else 0
+        mounting = self._mounting(record, price) if record["inputs"] != placement.function["inputs"] else 0
+        tab = await self._authorize(record, placement.provider, price, compile, mounting, False)
         if tab is None:
             # Its spend cap is held by this tab, so no next tab can be had beside it.  Left open, the tab would be
             # neither paid (its runs never counted in the hour, so the cap never leaves room) nor renewed until it
@@ -371,8 +411,8 @@ class Placements:
                 await self._withdraw(record["name"], placement)
             return
         try:
-            await self._send(record, placement.provider, placement.price, {"provider": placement.provider,
-                                                                            "price": placement.price}, tab)
+            await self._send(record, placement.provider, price, {"provider": placement.provider, "price": price}, tab,
+                             mounting)
         except (PeerRefused, PeerUnreachable, InsufficientCredit) as err:
             await self._unsent(record["name"], tab, err)
             log.info("function %s: renewing its tab with %s failed (%s)", record["name"], placement.provider,
@@ -382,17 +422,21 @@ class Placements:
         placement.function = placed_function(record)
         await self._pay(record["name"], placement.provider, old)
 
-    async def _authorize(self, record: dict[str, Any], provider: str, price: int) -> OpenTab | None:
+    async def _authorize(self, record: dict[str, Any], provider: str, price: int, compile: int, mounting: int,
+                         lacking: bool) -> OpenTab | None:
         """A fresh tab for the function with `provider` (its authorization signed and its tally on disk), its cap
-        TAB_REQUESTS request budgets and room to compile its module (used only if the provider lacks it), bounded by
-        what its spend cap leaves (`_room`); None if that is less than one request's budget."""
+        TAB_REQUESTS request budgets, room to compile its module (`compile`: used only if the provider lacks it) and
+        to read the files it mounts (`mounting`), bounded by what its spend cap leaves (`_room`); None, nothing
+        signed, if that is less than one request's budget and `mounting` (and `compile`, if the provider is known to
+        be `lacking` the module): such a tab could not place it.  Room left unused by a push or a reading is the
+        requests' (the provider serves them up to the cap)."""
         call = self._call(record)
         budget = self.paid.compute.budget(call, price)
-        cap = budget * TAB_REQUESTS + compile_room(self.paid.compute, call.module, price)
+        cap = budget * TAB_REQUESTS + compile + mounting
         left = self._room(record["name"])
         if left is not None:
             cap = min(cap, left)
-            if cap < budget:
+            if cap < budget + mounting + (compile if lacking else 0):
                 return None
         auth = await self.paid.payments.authorize(provider, cap, function_job(self.me, record["name"]), ttl=TAB_TTL)
         self.paid.payments.keep_off(auth.id)  # the retry closes no tab still open
@@ -419,11 +463,17 @@ class Placements:
                                  if a.job == job and a.id != besides and now <= a.expires_at + CLOCK_SKEW))
 
     async def _send(self, record: dict[str, Any], provider: str, price: int, deal: dict[str, Any],
-                    tab: OpenTab) -> str:
+                    tab: OpenTab, mounting: int) -> str:
+        """The function placed on `tab`, which pays reading the files it mounts (at most `mounting`: allowed on the
+        tab before it is sent, `GatewayTabs.mount_on`) and, if the provider lacks its module, compiling it."""
         url = self._peer_url(provider)
+        if mounting and not self.paid.gateway_tabs.mount_on(tab, mounting):
+            raise InsufficientCredit(f"reading the files the function mounts on provider {provider} ({mounting:,} "
+                                     "micro-credits) cannot be held on its tab now",
+                                     hint="check what this node may spend: xsc ledger balance")
         body = {"function": placed_function(record),
                 "price": price, "memory_price": self.paid.compute.memory_price,
-                "authorization": tab.hex, "deal": deal}
+                "authorization": tab.hex, "deal": deal, "mounting": mounting}
         try:
             return await wire.place(self.paid.client, url, provider, self.me, body)
         except PeerRefused as err:
@@ -431,7 +481,10 @@ class Placements:
                 raise
         # Its compile charged on the tab, as a call's or a job's is; pushed naming none, it would stay on this node's
         # trust line there, outside the function's spend and cap: not pushed then.
+        lacking = self._lacking.setdefault(record["module"], set())
+        lacking.add(provider)
         await self.paid.push(url, provider, self._call(record), tab, unpaid=lambda: self._compile_refusal(record, tab))
+        lacking.discard(provider)
         return await wire.place(self.paid.client, url, provider, self.me, body)
 
     async def _pay(self, name: str, provider: str, auth: Authorization) -> None:

@@ -8,6 +8,10 @@ once (its record on disk beside the runs', `compiled`): the tab's receipt then c
 much of it was compiles (usage `compiles`), and the gateway pays it with the runs (compute/remote_tabs.py holds it to
 the price it computes itself).  A push that names no tab (an older gateway's) is charged on the gateway's trust line
 alone, as it always was: an older gateway refuses a receipt with a meter it does not know.
+
+Reading the files a web function placed here mounts (compute/placed_functions.py) is charged on the placement's tab
+the same way (`mounted`: a record of its own on disk), and its receipt says how much of its amount that was (usage
+`mounts`), which the owner holds to the price it computes itself.
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ _RUN = struct.Struct(">QQ")  # amount, fuel; then the public key (32) of the gat
 # A compile charged on a tab is a record of the same rows: amount, 0 fuel, the gateway's key, then the module's hash
 # (32), which no run's record has; its id is the time (8) and 8 random bytes, as a run's provenance id is.
 _COMPILE = _RUN.size + 32 + 32
+# Reading the files a placed function mounts, charged on its tab: amount, 0 fuel, the owner's key, then this tag.
+_MOUNT_TAG = b"m"
+_MOUNT = _RUN.size + 32 + len(_MOUNT_TAG)
 AUTH_ID_LEN = 32  # an authorization id: keys.tab_run(authorization id, provenance id)
 CLOSED_EMPTY = 4096  # tabs closed with nothing run under them, remembered (the newest) until they expire
 # The longest a tab's authorization may run from its first call here (a gateway's are TAB_TTL): a tab its gateway
@@ -72,11 +79,12 @@ class PeerTab:
     gateway: str | None = None
     compiles: int = 0  # of `total`, what compiling modules pushed for its calls cost (`ProviderTabs.compiled`)
     compiled: set[str] = field(default_factory=set)  # those modules (each charged on a tab once)
+    mounts: int = 0  # of `total`, what reading the files of the placed function it pays cost (`ProviderTabs.mounted`)
 
     @property
     def idle(self) -> bool:
         """Nothing ran, runs or is reserved under it: what it would say is read again from disk at no cost."""
-        return not (self.count or self.compiles or self.in_flight or self.reserved or self.closed)
+        return not (self.count or self.compiles or self.mounts or self.in_flight or self.reserved or self.closed)
 
 
 class ProviderTabs:
@@ -167,6 +175,8 @@ class ProviderTabs:
                     if len(value) >= _COMPILE:
                         tab.compiles += amount
                         tab.compiled.add(value[_RUN.size + 32:_COMPILE].hex())
+                    elif len(value) == _MOUNT:
+                        tab.mounts += amount
                     else:
                         tab.fuel, tab.count = tab.fuel + fuel, tab.count + 1
                     if len(value) >= _RUN.size + 32:
@@ -275,6 +285,26 @@ class ProviderTabs:
         tab.compiles += price
         tab.compiled.add(module)
 
+    async def mounted(self, tab: PeerTab, amount: int, reserved: int, owner: str) -> None:
+        """Reading the files of `owner`'s placed function, `reserved` on `tab` (`reserve`) before any was read, is
+        over (whatever came of it) having read `amount`'s worth: that is on the tab, its record on disk (synced: the
+        receipt counts it from now on, a restart included), and the rest of what was reserved released."""
+        if amount <= 0:
+            self.ran(tab, reserved, None)
+            return
+        amount = min(amount, reserved)
+        key = keys.tab_run(tab.auth_id, time.time_ns().to_bytes(8, "big") + os.urandom(8))
+        try:
+            await in_pool(None, functools.partial(self.db.put, key, _RUN.pack(amount, 0) + parse_public_id(owner)
+                                                  + _MOUNT_TAG, sync=True))
+        except BaseException:
+            self.ran(tab, reserved, None)
+            raise
+        tab.reserved -= reserved
+        tab.in_flight -= 1
+        tab.total += amount
+        tab.mounts += amount
+
     @staticmethod
     def owed(auth: Authorization, run, gateway: str | None = None) -> tuple[tuple[bytes, bytes], ...]:
         whose = parse_public_id(gateway) if gateway is not None else b""
@@ -326,7 +356,7 @@ class ProviderTabs:
         if tab.in_flight > tab.staged:
             raise Conflict(f"{tab.in_flight - tab.staged} calls are still running under this tab",
                            hint="close it in a moment")
-        if not tab.count and not tab.compiles:
+        if not tab.count and not tab.compiles and not tab.mounts:
             tab.closed = True
             self._tabs.pop(auth.id, None)
             self._remember_closed_empty(auth)
@@ -337,9 +367,10 @@ class ProviderTabs:
         first = not tab.closed  # else another close of it is countersigning now
         tab.closed = True  # no call starts under it any more
         _give_up(tab)
-        # `compiles` only when there were any: a tab with none is what an older gateway closes, which knows no
-        # other meters (and never names a tab on a push: `compiled`).
-        usage = {"fuel": tab.fuel, "invokes": tab.count, **({"compiles": tab.compiles} if tab.compiles else {})}
+        # `compiles` and `mounts` only when there were any: a tab with none is what an older gateway closes, which
+        # knows no other meters (and never names a tab on a push: `compiled`).
+        usage = {"fuel": tab.fuel, "invokes": tab.count, **({"compiles": tab.compiles} if tab.compiles else {}),
+                 **({"mounts": tab.mounts} if tab.mounts else {})}
         receipt = await self.ledger.countersign(self.node, auth, tab.total, usage, verified=True, sender=sender,
                                                 count=count)
         self._tabs.pop(auth.id, None)  # a closed tab is known by its receipt from now on

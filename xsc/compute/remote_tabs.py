@@ -61,7 +61,10 @@ alone.  Its tally is what the provider's reports said its requests cost (`track`
 back an earlier one, or makes a request cost more than its budget, is not taken), and its receipt is paid up to that
 plus one request's budget for each request the receipt counts past the last report (served since, this node down
 included), plus the compile of its module if it was pushed naming the tab (`compile_on`, as for a call's: a
-provider's report counts it apart, `compiles`); the same rows, written the same way, and the same check (`_payable`).
+provider's report counts it apart, `compiles`), plus the reading of the files its function mounts if its placement
+allowed it (`mount_on`: the price this node computed, held and written with its tally before the placement is sent;
+counted apart, `mounts`, and a report or a receipt claiming more is refused as one claiming more compile is); the same
+rows, written the same way, and the same check (`_payable`).
 From a start on such a tab holds its cap still: its provider may be serving requests under it.
 """
 
@@ -97,7 +100,8 @@ JOB_TABS = JOB_TAB_PREFIX  # + the job's id: a job's tab (`reserve_alone`), so i
 TAB_CALLS = 16  # budgets one tab's cap covers (the most its provider may countersign; not held as such)
 INTERVAL = 1.0  # seconds a tab stays open at most
 TAB_METERS = frozenset({"fuel", "invokes"})
-TAB_OPTIONAL_METERS = frozenset({"compiles"})  # a receipt counts compiles only when there were any
+# A receipt counts compiles, and a placed function's the reading of its files, only when there were any.
+TAB_OPTIONAL_METERS = frozenset({"compiles", "mounts"})
 # A tab's tally on the gateway's disk: what the answers owe, the budgets of calls in flight or whose answer was
 # lost (they may have run), and how many calls of each.
 _TALLY = struct.Struct(">QQII")
@@ -110,6 +114,9 @@ _REPORTED = struct.Struct(">QQIIQ")
 # The same, of one its module was pushed naming (a provider that lacked it): then the compile its provider may charge
 # on it (8) and for how many modules (4).
 _REPORTED_COMPILES = struct.Struct(">QQIIQQI")
+# The same, of one the reading of its function's files may be charged on (its owner placed it there expecting them
+# read): then what that reading may cost (8).
+_REPORTED_MOUNTS = struct.Struct(">QQIIQQIQ")
 # A tab a check of one of its answers made unpayable (GatewayTabs.checked): it owes nothing; how many calls it counted
 # and lost, and how many answers were caught and how many records never shown.
 _UNPAYABLE = struct.Struct(">IIII")
@@ -143,6 +150,7 @@ class OpenTab:
     compiles: int = 0  # what compiling the modules pushed naming it may cost (`GatewayTabs.compile_on`)
     compiled: set[str] = field(default_factory=set)  # those modules (taken up from disk: only how many)
     modules: int = 0  # how many
+    mounts: int = 0  # what reading the files of the placed function it pays may cost (`GatewayTabs.mount_on`)
 
     def may_compile(self, module: str, price: int) -> None:
         """Its provider may charge compiling `module` on it, at most `price` (`GatewayTabs.compile_on`)."""
@@ -150,10 +158,23 @@ class OpenTab:
         self.compiled.add(module)
         self.modules += 1
 
+    def holds(self, ledger: Any, price: int, what: str) -> bool:
+        """Whether `price` more for `what` (a compile, a reading) is held under it: only while it is payable and keeps
+        room beside it for one request (a placed function's: else the function cannot run there)."""
+        try:
+            if self.unpayable or price + self.per_request > self.room:
+                return False
+            ledger.hold_for(self.auth, price)
+        except InsufficientCredit as err:
+            log.info("%s on %s is not charged on its tab (on this node's line there, if at all): %s", what,
+                     self.provider, err)
+            return False
+        return True
+
     @property
     def room(self) -> int:
         """What is left under its cap once what it owes, holds and may be charged for compiles is counted."""
-        return self.auth.cap - (self.metered + self.reserved + self.lost_budget + self.compiles)
+        return self.auth.cap - (self.metered + self.reserved + self.lost_budget + self.compiles + self.mounts)
 
     @property
     def unpayable(self) -> bool:
@@ -311,13 +332,14 @@ class GatewayTabs:
         await self._first_tally(tab)
         return self._owes(tab)
 
-    def reported(self, authorization_id: bytes, total: int, count: int, compiles: Any = 0) -> bool:
+    def reported(self, authorization_id: bytes, total: int, count: int, compiles: Any = 0, mounts: Any = 0) -> bool:
         """The provider's report of a tracked tab: `count` requests ran under it, owing `total`, of which `compiles`
-        for compiling the module pushed naming it.  Taken into its tally (written unsynced, as a tab's changes are)
-        unless it takes back an earlier report, says a request cost more than its budget, claims a compile above
-        what was allowed on the tab (`compile_on`) or passes the cap; whether it was taken."""
+        for compiling the module pushed naming it and `mounts` for reading the files its function mounts.  Taken
+        into its tally (written unsynced, as a tab's changes are) unless it takes back an earlier report, says a
+        request cost more than its budget, claims a compile or a reading above what was allowed on the tab
+        (`compile_on`, `mount_on`) or passes the cap; whether it was taken."""
         tab = self._unpaid.get(authorization_id)
-        ran = None if tab is None or not tab.per_request else _reported_runs(tab, total, count, compiles)
+        ran = None if tab is None or not tab.per_request else _reported_runs(tab, total, count, compiles, mounts)
         if ran is None:
             return False
         if (ran, count) != (tab.metered, tab.count):
@@ -359,17 +381,22 @@ class GatewayTabs:
         `compile_price` at the tab's price, held and written with its tally first; None (no room, pushed, unpayable).
         A placed function's tab must keep room beside it for one request (else the function cannot run there)."""
         price = compile_price(len(wasm), tab.price)
-        try:
-            if module in tab.compiled or tab.unpayable or price + tab.per_request > tab.room:
-                return None
-            self.ledger.hold_for(tab.auth, price)
-        except InsufficientCredit as err:
-            log.info("compiling module %s on %s is charged on this node's line there: %s", module, tab.provider, err)
+        if module in tab.compiled or not tab.holds(self.ledger, price, f"compiling module {module}"):
             return None
         tab.may_compile(module, price)
         self._tally_changed(tab)
         self.write_tallies()  # (raises if it fails: the push is not sent)
         return tab.auth.id.hex()
+
+    def mount_on(self, tab: OpenTab, price: int) -> bool:
+        """Whether the provider of a placed function's `tab` may charge reading the files it mounts on it, at most
+        `price` (`placed_functions.mount_price`, computed here): held and written with its tally first, as a compile."""
+        if not tab.holds(self.ledger, price, "reading the files its function mounts"):
+            return False
+        tab.mounts += price
+        self._tally_changed(tab)
+        self.write_tallies()  # (raises if it fails: the placement is not sent)
+        return True
 
     def answered(self, tab: OpenTab, budget: int, amount: int | None) -> None:
         """A call on `tab` ended: it owes `amount` (None: refused before it ran, or its answer was lost)."""
@@ -446,7 +473,7 @@ class GatewayTabs:
     async def _close(self, tab: OpenTab) -> None:
         with self.payments.working(tab.auth.id):  # from its end on, the retry may finish it
             # Nothing ran or compiled under it: nothing will ever be countersigned.
-            if tab.count == 0 and tab.unknown == 0 and not tab.compiles:
+            if tab.count == 0 and tab.unknown == 0 and not tab.compiles and not tab.mounts:
                 await self._drop(tab)
                 return
             try:
@@ -553,21 +580,8 @@ class GatewayTabs:
 
     def _restored(self, auth: Authorization) -> OpenTab | None:
         """The tally on disk of a tab an earlier run of this node left pending, as a tab closing (None: none)."""
-        value = self.db.get(keys.tab_tally(auth.id))
-        if value is None:
-            return None
-        # A start must not fail on an unreadable one: the tab is then held to its cap, written as its tally (gone, the
-        # next start would take the tab for one never shown and drop it, its provider unpaid for what ran).
-        if len(value) not in (_TALLY.size, _REPORTED.size, _UNPAYABLE.size, _TALLY_COMPILES.size,
-                              _REPORTED_COMPILES.size):
-            log.error("the tally of tab %s is unreadable (%d bytes): it is paid up to its cap", auth.id.hex(),
-                      len(value))
-            value = _REPORTED.pack(auth.cap, 0, 0, 0, 1)
-            try:
-                self.db.put(keys.tab_tally(auth.id), value)
-            except (DatabaseError, OSError) as exc:
-                log.warning("writing the tally of tab %s failed (%s): the next start drops it", auth.id.hex(), exc)
-        return self._owes(_taken_up(auth, value, self.ledger))
+        value = _read_tally(self.db, auth)
+        return None if value is None else self._owes(_taken_up(auth, value, self.ledger))
 
     def tallies(self) -> int:
         """Tabs whose tally is on disk now (tests)."""
@@ -684,18 +698,37 @@ def _tally_untracked(db: Database, pending: dict[bytes, Authorization], ids: set
     return {auth.id for auth in shown}
 
 
+def _read_tally(db: Database, auth: Authorization) -> bytes | None:
+    """The tally on disk of `auth`'s tab (None: none).  A start must not fail on an unreadable one: the tab is then held
+    to its cap, written as its tally (gone, the next start would take the tab for one never shown and drop it, its
+    provider unpaid for what ran)."""
+    value = db.get(keys.tab_tally(auth.id))
+    if value is None or len(value) in (_TALLY.size, _REPORTED.size, _UNPAYABLE.size, _TALLY_COMPILES.size,
+                                       _REPORTED_COMPILES.size, _REPORTED_MOUNTS.size):
+        return value
+    log.error("the tally of tab %s is unreadable (%d bytes): it is paid up to its cap", auth.id.hex(), len(value))
+    value = _REPORTED.pack(auth.cap, 0, 0, 0, 1)
+    try:
+        db.put(keys.tab_tally(auth.id), value)
+    except (DatabaseError, OSError) as exc:
+        log.warning("writing the tally of tab %s failed (%s): the next start drops it", auth.id.hex(), exc)
+    return value
+
+
 def _taken_up(auth: Authorization, value: bytes, ledger: Any) -> OpenTab:
     """A tally read from disk (`GatewayTabs._restored`) as a tab closing; what the ledger holds for it made what the
     tally may still be paid."""
-    if len(value) in (_REPORTED.size, _REPORTED_COMPILES.size):
-        compiles = modules = 0
-        if len(value) == _REPORTED_COMPILES.size:
+    if len(value) in (_REPORTED.size, _REPORTED_COMPILES.size, _REPORTED_MOUNTS.size):
+        compiles = modules = mounts = 0
+        if len(value) == _REPORTED_MOUNTS.size:
+            metered, _, count, _, per_request, compiles, modules, mounts = _REPORTED_MOUNTS.unpack(value)
+        elif len(value) == _REPORTED_COMPILES.size:
             metered, _, count, _, per_request, compiles, modules = _REPORTED_COMPILES.unpack(value)
         else:
             metered, _, count, _, per_request = _REPORTED.unpack(value)
         # Its provider may still be serving requests under it, each up to its budget: its cap stays held.
         return OpenTab(public_id(auth.payee), auth, 0, metered=metered, count=count, closing=True,
-                       per_request=per_request, compiles=compiles, modules=modules)
+                       per_request=per_request, compiles=compiles, modules=modules, mounts=mounts)
     if len(value) == _UNPAYABLE.size:
         count, unknown, forged, unshown = _UNPAYABLE.unpack(value)
         ledger.unhold_for(auth, ledger.held_for(auth.id))
@@ -726,6 +759,9 @@ def job_tab(job: str) -> str:
 def _tally(tab: OpenTab) -> bytes:
     """A tab's tally as written: the calls in flight count as lost ones (if this node stops, they may have run)."""
     if tab.per_request:
+        if tab.mounts:
+            return _REPORTED_MOUNTS.pack(tab.metered, 0, tab.count, 0, tab.per_request, tab.compiles, tab.modules,
+                                         tab.mounts)
         if tab.compiles:
             return _REPORTED_COMPILES.pack(tab.metered, 0, tab.count, 0, tab.per_request, tab.compiles, tab.modules)
         return _REPORTED.pack(tab.metered, 0, tab.count, 0, tab.per_request)
@@ -741,13 +777,15 @@ def _tally(tab: OpenTab) -> bytes:
     return _TALLY.pack(metered, at_risk, count, unknown)
 
 
-def _reported_runs(tab: OpenTab, total: Any, count: Any, compiles: Any) -> int | None:
-    """What a provider's report of a placed function's `tab` says its requests cost (`total` less `compiles`, the
-    compile counted apart: the tally's `metered`), if the report checks (`GatewayTabs.reported`); else None."""
-    if not (type(total) is int and type(count) is int and type(compiles) is int
-            and 0 <= compiles <= min(tab.compiles, total) and total <= tab.auth.cap):
+def _reported_runs(tab: OpenTab, total: Any, count: Any, compiles: Any, mounts: Any) -> int | None:
+    """What a provider's report of a placed function's `tab` says its requests cost (`total` less `compiles` and
+    `mounts`, the compile and the reading of its files counted apart: the tally's `metered`), if the report checks
+    (`GatewayTabs.reported`): neither above what this node allowed on the tab; else None."""
+    if not (type(total) is int and type(count) is int and type(compiles) is int and type(mounts) is int
+            and 0 <= compiles <= tab.compiles and 0 <= mounts <= tab.mounts and compiles + mounts <= total
+            and total <= tab.auth.cap):
         return None
-    ran = total - compiles
+    ran = total - compiles - mounts
     return ran if tab.metered <= ran <= count * tab.per_request and tab.count <= count else None
 
 
@@ -763,11 +801,12 @@ def _over_tally(tab: OpenTab, receipt: Receipt) -> tuple[str, bool] | None:
     struck for it.  The compiles it claims count up to what the modules pushed naming the tab cost, and no further: a
     receipt that claims more compiles than that, or than its own amount, is refused whole."""
     usage = dict(receipt.usage)
-    claimed, counted_calls = usage.get("compiles", 0), usage.get("invokes", 0)
-    tally = 0 if tab.unpayable else tab.metered + tab.lost_budget + min(claimed, tab.compiles)
+    claimed, mounts, counted_calls = usage.get("compiles", 0), usage.get("mounts", 0), usage.get("invokes", 0)
+    tally = 0 if tab.unpayable else tab.metered + tab.lost_budget + min(claimed, tab.compiles) + min(mounts,
+                                                                                                     tab.mounts)
     if tab.per_request:
         tally += max(0, counted_calls - tab.count) * tab.per_request
-    overclaimed = claimed > min(tab.compiles, receipt.amount)
+    overclaimed = claimed > tab.compiles or mounts > tab.mounts or claimed + mounts > receipt.amount
     if receipt.amount <= tally and not overclaimed:
         return None
     past = (f"; its receipt counts {counted_calls}, each past those at most {format_credits(tab.per_request)}"
@@ -776,8 +815,10 @@ def _over_tally(tab: OpenTab, receipt: Receipt) -> tuple[str, bool] | None:
               "nothing of it is owed" if tab.unpayable else "")
     compiles = (f", {format_credits(claimed)} of it for compiles where the {counted(tab.modules, 'module')} pushed "
                 f"naming it cost at most {format_credits(tab.compiles)}" if claimed or tab.compiles else "")
+    reading = (f", {format_credits(mounts)} of it for reading its function's files where that cost at most "
+               f"{format_credits(tab.mounts)}" if mounts or tab.mounts else "")
     why = (f"countersigned {format_credits(receipt.amount)} credits for a tab of {tab.count} calls whose answers "
-           f"owed {format_credits(tab.metered)} ({tab.unknown} answers lost{checks}{past}{compiles})")
+           f"owed {format_credits(tab.metered)} ({tab.unknown} answers lost{checks}{past}{compiles}{reading})")
     # A tab its checks made unpayable: a caught provider was struck then, and one that never showed a record is not
     # struck; its receipt may count just what it ran.
     return why, not tab.unpayable and (overclaimed or _claims_what_it_did_not_do(tab, counted_calls))

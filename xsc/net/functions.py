@@ -1,10 +1,12 @@
 """Web functions placed on a provider, client side (compute/placements.py; the provider: compute/placed_functions.py).
 
     POST   /v1/peer/compute/functions        {"function": {name, module, entrypoint, inputs, env, limits, max_body,
-                                              concurrency}, "price", "memory_price", "authorization", "deal"}
+                                              concurrency}, "price", "memory_price", "authorization", "deal",
+                                              "mounting" (the most the tab pays for reading its files)}
                                              -> 201 {"url", "authorization"}   (404 module-not-found: push it)
                                              the same function again with a new authorization: its next tab
-    GET    /v1/peer/compute/functions/NAME   -> {"url", "tab": {"authorization", "total", "count"}}
+    GET    /v1/peer/compute/functions/NAME   -> {"url", "tab": {"authorization", "total", "count", "compiles",
+                                                 "mounts"}}
     DELETE /v1/peer/compute/functions/NAME   the provider serves it no more
 
 Only the node that placed a function may touch it; callers reach it at the provider's web listener under
