@@ -18,9 +18,9 @@ from xsc.ledger import LedgerService
 from xsc.ledger.trust import STRIPES, TrustLines
 
 from tests.ledger.test_trust_lines import counted_under
+from tests.support.ledger import HELD_FOR, HeldWrite
 
 LIMIT = 100_000_000
-HELD_FOR = 60  # seconds a held write waits for the test at most: a bound against a hang, never reached when green
 
 
 def _lines(db) -> TrustLines:
@@ -33,25 +33,6 @@ def _apart_from(lines: TrustLines, peer: str) -> str:
         other = Identity.generate().id
         if lines.lock_of(other) is not lines.lock_of(peer):
             return other
-
-
-class HeldWrite:
-    """The ledger store's next batch held in the writer thread, before it is written, until `release`."""
-
-    def __init__(self, store, monkeypatch) -> None:
-        self.reached, self.released, self.written = threading.Event(), threading.Event(), threading.Event()
-        write = store._write
-
-        def held(*args, **kwargs):
-            self.reached.set()
-            self.released.wait(HELD_FOR)
-            write(*args, **kwargs)
-            self.written.set()
-
-        monkeypatch.setattr(store, "_write", held)
-
-    async def reached_writer(self) -> None:
-        assert await asyncio.to_thread(self.reached.wait, HELD_FOR), "the write never reached the writer"
 
 
 @pytest.fixture
@@ -73,7 +54,7 @@ async def test_a_payment_written_holds_its_payees_line_alone(ledgers, monkeypatc
     a, b = payee.id, _apart_from(lines, payee.id)
     auth = await payer_ledger.authorize(payer, payee.public_key, 900, "test:held")
     receipt = await payee_ledger.countersign(payee, auth, 800, {"fuel": 1})
-    held = HeldWrite(payer_ledger.store, monkeypatch)
+    held = HeldWrite(payer_ledger.store, "_write", monkeypatch)
     paying = asyncio.create_task(payer_ledger.complete(payer, receipt,
                                                        count=functools.partial(lines.counting, "owed", a)))
     await held.reached_writer()

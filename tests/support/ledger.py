@@ -1,8 +1,11 @@
-"""Helpers for the ledger tests: a LedgerStore on a real LevelDB, and signed transfers between test keys."""
+"""Helpers for the ledger tests: a LedgerStore on a real LevelDB, signed transfers between test keys, and a write held
+in the ledger's writer thread until the test lets it go."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -35,3 +38,27 @@ def transfer(payer: Identity, payee: Identity, amount: int, payer_state: Account
     receipt = make_receipt(payee, payee_state.seq + 1, payee_state.head, auth, amount, {"fuel": amount}, at)
     payment = make_payment(payer, payer_state.seq + 1, payer_state.head, receipt)
     return receipt, payment
+
+
+HELD_FOR = 60  # seconds a held write waits for the test at most: a bound against a hang, never reached when green
+
+
+class HeldWrite:
+    """The next call of the ledger store's method `name` (`_write`, a batch; `add_pending`, `complete`...), in the
+    writer thread, held before it runs until the test sets `released`; `written` once it ran (raised nothing)."""
+
+    def __init__(self, store: LedgerStore, name: str, monkeypatch) -> None:
+        self.reached, self.released, self.written = threading.Event(), threading.Event(), threading.Event()
+        write = getattr(store, name)
+
+        def held(*args, **kwargs):
+            self.reached.set()
+            self.released.wait(HELD_FOR)
+            result = write(*args, **kwargs)
+            self.written.set()
+            return result
+
+        monkeypatch.setattr(store, name, held)
+
+    async def reached_writer(self) -> None:
+        assert await asyncio.to_thread(self.reached.wait, HELD_FOR), "the write never reached the writer"
