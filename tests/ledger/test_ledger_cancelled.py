@@ -1,8 +1,8 @@
-"""A caller cancelled as its ledger write is under way (a stop, a request cut short) waits for it, and leaves what the
-node keeps in memory as the write left the disk: an authorization cancelled as its pending record is written is pending
-and held, as a restart finds it, and the retry pays it; a payment or a receipt written as its caller was cancelled is
-noted by the market all the same (real LevelDB; each write held in the ledger's writer until the cancellation reached
-its caller)."""
+"""A caller cancelled as its ledger write is under way (a stop, a request cut short) waits for it, and leaves the node's
+memory and its disk agreeing: an authorization cancelled as its pending record is written, never shown to its payee,
+goes again with its hold, now and after a restart; a payment or a receipt written as its caller was cancelled is noted
+by the market all the same (real LevelDB; each write held in the ledger's writer until the cancellation reached its
+caller)."""
 
 from __future__ import annotations
 
@@ -39,24 +39,27 @@ def _pending_on_disk(db) -> list[bytes]:
             for key in db.iterator(prefix=prefix, include_value=False)]
 
 
-async def test_an_authorization_cancelled_as_it_is_written_is_pending_and_held_as_a_restart_finds_it(
-        tmp_path, monkeypatch) -> None:
+async def test_an_authorization_cancelled_as_it_is_written_leaves_nothing_pending_or_held(tmp_path,
+                                                                                         monkeypatch) -> None:
+    """Its caller waits for the write, and the record goes again (no payee ever saw it): nothing is pending or held,
+    now or after a restart."""
     db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
     ledger = LedgerService(db, LIMIT, threads=1)
     payer, payee = Identity.generate(), Identity.generate()
     held = HeldWrite(ledger.store, "add_pending", monkeypatch)
     authorizing = asyncio.create_task(ledger.authorize(payer, payee.public_key, 900, "test:cut",
                                                        claim=(800, {"fuel": 1})))
+    await held.reached_writer()
+    assert ledger.held(payer.public_key) == 900  # held as its record is written
     await _cancelled_as_written(held, authorizing)
-    (auth,) = ledger.pending()  # written: pending here as on disk, with what it holds
-    assert auth.job == "test:cut" and ledger.claim(auth.id) == (800, {"fuel": 1})
-    assert ledger.held(payer.public_key) == 900 and ledger.held_for(auth.id) == 900
-    assert len(_pending_on_disk(db)) == 2  # its record and its claim
-    await ledger.close()
+    assert ledger.pending() == [] and ledger.held(payer.public_key) == 0
+    await ledger.close()  # (the writer's queue done: the record's deletion with it)
+    assert _pending_on_disk(db) == []
 
     restarted = LedgerService(db, LIMIT, threads=1)
-    assert restarted.pending() == [auth] and restarted.claim(auth.id) == (800, {"fuel": 1})
-    assert restarted.held(payer.public_key) == 900 and restarted.held_for(auth.id) == 900
+    assert restarted.pending() == [] and restarted.held(payer.public_key) == 0
+    auth = await restarted.authorize(payer, payee.public_key, LIMIT, "test:whole")  # the whole credit is there
+    assert restarted.pending() == [auth] and restarted.held(payer.public_key) == LIMIT
     await restarted.close()
     db.close()
 
@@ -119,18 +122,20 @@ async def test_a_receipt_written_as_the_request_for_it_is_cut_short_is_noted_by_
     assert (await node_b.ledger.receipt_for(auth.id)).amount == 800 and node_b.trust.line(a_id)["paid"] == 800
 
 
-async def test_a_payment_cancelled_as_its_authorization_is_written_is_finished_by_the_retry(node_factory,
-                                                                                            monkeypatch) -> None:
-    """Pending and held as its record is on disk, it is paid by the retry as after a start: the payee countersigns its
-    claim, the payment lands in the payer's chain, and its hold goes."""
+async def test_a_payment_cancelled_as_its_authorization_is_written_is_neither_paid_nor_pending(node_factory,
+                                                                                                monkeypatch) -> None:
+    """The authorization never reached its payee: nothing is pending for the retry to send, nothing is held, and the
+    payment made again is paid once."""
     a, b = await _peered(node_factory)
     node_a, b_id, payer = a.app[NODE], b.app[IDENTITY].id, a.app[CLIENT_IDENTITY].public_key
     held = HeldWrite(node_a.ledger.store, "add_pending", monkeypatch)
-    paying = asyncio.create_task(node_a.payments.pay(b_id, 800, {"fuel": 1}, "test:retried"))
+    paying = asyncio.create_task(node_a.payments.pay(b_id, 800, {"fuel": 1}, "test:cut"))
     await _cancelled_as_written(held, paying)
-    (auth,) = node_a.ledger.pending()
-    assert node_a.ledger.held(payer) == 800
-    assert await node_a.payments.retry_all() == {"completed": 1}
+    cut = held.args[0]
     assert node_a.ledger.pending() == [] and node_a.ledger.held(payer) == 0
-    assert (await node_a.ledger.payment_for(auth.id)).receipt.amount == 800
-    assert (await b.app[NODE].ledger.receipt_for(auth.id)).amount == 800 and node_a.trust.line(b_id)["owed"] == 800
+    assert await node_a.payments.retry_all() == {}
+    assert await b.app[NODE].ledger.receipt_for(cut.id) is None and await node_a.ledger.payment_for(cut.id) is None
+    await node_a.payments.pay(b_id, 800, {"fuel": 1}, "test:cut")
+    assert node_a.ledger.pending() == [] and node_a.ledger.held(payer) == 0 and node_a.trust.line(b_id)["owed"] == 800
+    # (the writer deleted the record before it wrote this payment: on disk as in memory, for the next start)
+    assert node_a.db.get(keys.ledger_pending(cut.id)) is None and node_a.ledger.store.claim(cut.id) is None

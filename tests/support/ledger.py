@@ -49,9 +49,11 @@ class HeldWrite:
 
     def __init__(self, store: LedgerStore, name: str, monkeypatch) -> None:
         self.reached, self.released, self.written = threading.Event(), threading.Event(), threading.Event()
+        self.args: tuple = ()  # what the held call was given
         write = getattr(store, name)
 
         def held(*args, **kwargs):
+            self.args = args
             self.reached.set()
             self.released.wait(HELD_FOR)
             result = write(*args, **kwargs)

@@ -15,7 +15,7 @@ import functools
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from collections.abc import Awaitable, Callable
 from typing import Any, Iterator
 
@@ -207,8 +207,8 @@ class LedgerService:
         what it will not pay.)
 
         The pending record (and the `claim`, the amount and usage to ask the payee to countersign, if the payer
-        already knows them) is on disk before this returns (a caller cancelled as it is written waits for it, and it
-        stays pending, held): a crash never loses track of a promise the payee may act on; a restart holds it again."""
+        already knows them) is on disk before this returns, so a crash never loses track of a promise the payee may
+        act on; a restart holds it again.  A caller cancelled as it is written waits for it, and then it goes."""
         if not isinstance(payee, bytes) or len(payee) != 32:
             raise InvalidArgument("payee must be a 32-byte account key")
         if payee == payer.public_key:
@@ -228,19 +228,19 @@ class LedgerService:
         # Not `hold`: what the leases promise is paid through authorizations like this one (a storage period's).
         await self.ensure_credit(payer, held)
         self._held[payer.public_key] = self._held.get(payer.public_key, 0) + held
-        auth = None
+        auth, written = None, []
         try:
             auth = authorize(payer, payee, cap, job_ref, int(time.time()) + ttl, os.urandom(16))
             await waited_out(asyncio.get_running_loop().run_in_executor(
-                self._writer, self.store.add_pending, auth, claim_bytes), lambda _: self._pend(auth, held))
+                self._writer, self.store.add_pending, auth, claim_bytes), written.append)
         except BaseException:
-            if auth is None or auth.id not in self._pending_auths:  # not written
-                self.release(payer, held)
+            self.release(payer, held)
+            if written:  # (cancelled once it was written)
+                _withdraw(self._writer, self.store, auth.id)
             raise
+        self._pending_auths[auth.id] = auth
+        self._auth_held[auth.id] = held
         return auth
-
-    def _pend(self, auth: Authorization, held: int) -> None:
-        self._pending_auths[auth.id], self._auth_held[auth.id] = auth, held
 
     def hold_for(self, auth: Authorization, amount: int, *, promised: int = 0) -> None:
         """Hold `amount` more under pending authorization `auth` (work it pays is starting), or raise
@@ -544,6 +544,17 @@ class LedgerService:
         async with self._lock:
             for pool in (self._writer, self._reader, self._crypto):
                 pool.shutdown(wait=True)
+
+
+def _withdraw(writer: Executor, store: LedgerStore, authorization_id: bytes) -> None:
+    """An authorization whose caller was cancelled once its pending record was written: no payee ever saw it
+    (`authorize` never returned it), so nothing can be claimed under it, and its record is deleted by the writer's
+    next write, its hold released by the caller.  Never shown, it is not pending here meanwhile: no retry sends it."""
+    try:
+        writer.submit(store.drop_pending, authorization_id)
+    except RuntimeError:  # (the writer is shut down: the next start drops it, or pays its claim, as after a kill -9)
+        log.warning("authorization %s is left pending: its caller was cancelled as it was written, as the ledger "
+                    "stopped writing", authorization_id.hex())
 
 
 def _check_amount(amount: int) -> None:
