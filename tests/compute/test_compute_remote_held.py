@@ -400,11 +400,11 @@ async def test_a_tab_opened_as_the_gateway_stopped_with_no_tally_yet_is_dropped_
     await close_node(gateway)
     provider_tabs, shown = provider.app[NODE].paid.provider_tabs, []
 
-    async def countersign_the_cap(auth, sender=None, closer=None, count=None):
+    async def countersign_the_cap(auth, sender=None, closer=None, count=None, written=None):
         shown.append(auth.id)
         receipt = await provider.app[NODE].ledger.countersign(provider_tabs.node, auth, auth.cap,
                                                               {"fuel": 0, "invokes": 1}, verified=True,
-                                                              count=count)
+                                                              count=count, written=written)
         return receipt, True
 
     monkeypatch.setattr(provider_tabs, "close_once", countersign_the_cap)
@@ -437,10 +437,10 @@ async def test_a_placed_functions_tab_left_pending_by_a_node_that_kept_it_no_tal
         db.close()
     provider_tabs, ran = provider.app[NODE].paid.provider_tabs, 3 * budget // 4
 
-    async def countersign_what_ran(auth, sender=None, closer=None, count=None):
+    async def countersign_what_ran(auth, sender=None, closer=None, count=None, written=None):
         receipt = await provider.app[NODE].ledger.countersign(provider_tabs.node, auth, ran,
                                                               {"fuel": 0, "invokes": 1}, verified=True,
-                                                              count=count)
+                                                              count=count, written=written)
         return receipt, True
 
     monkeypatch.setattr(provider_tabs, "close_once", countersign_what_ran)
@@ -519,7 +519,7 @@ async def test_a_tab_whose_tally_on_disk_is_unreadable_does_not_stop_the_start_a
     provider_tabs, tried = provider.app[NODE].paid.provider_tabs, []
     close_once = provider_tabs.close_once
 
-    async def busy(auth, sender=None, closer=None, count=None):
+    async def busy(auth, sender=None, closer=None, count=None, written=None):
         tried.append(auth.id)
         raise Conflict("1 calls are still running under this tab", hint="close it in a moment")
 
@@ -623,9 +623,9 @@ async def test_a_tab_its_provider_restarted_under_is_closed_at_once_and_pays_eve
     tabs, refused = provider.app[NODE].paid.provider_tabs, []
     close_once = tabs.close_once
 
-    async def answered(auth, sender=None, closer=None, count=None):
+    async def answered(auth, sender=None, closer=None, count=None, written=None):
         try:
-            return await close_once(auth, sender=sender, closer=closer, count=count)
+            return await close_once(auth, sender=sender, closer=closer, count=count, written=written)
         except Conflict as err:
             refused.append(err)
             raise
