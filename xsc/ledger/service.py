@@ -294,7 +294,7 @@ class LedgerService:
                           usage: dict[str, int], *, verified: bool = False, sender: str | None = None,
                           count: Count | None = None, written: Callable[[Receipt], None] | None = None) -> Receipt:
         """Payee side: append the receipt for `amount` and `usage` under the payer's authorization, its count on its
-        sender's trust line (`count`: TrustLines.counting) in its batch, then `written(receipt)`: all, if cancelled.
+        sender's trust line (`count`: TrustLines.counting) in its batch and then `written(receipt)`, cancelled or not.
 
         Idempotent: an authorization already countersigned here with the same amount and usage gets its
         stored receipt back (another amount or usage is refused: ReceiptMismatch)."""
@@ -330,9 +330,9 @@ class LedgerService:
         payment's own batch, then `written(payment)`, all even if the caller is cancelled (`waited_out`)."""
         if not isinstance(receipt, Receipt):
             raise InvalidEntry("not a receipt: the payee must return its receipt entry")
+
         def completed(payment: Payment) -> None:
-            auth = self._pending_auths.pop(receipt.authorization.id, None)
-            if auth is not None:
+            if (auth := self._pending_auths.pop(receipt.authorization.id, None)) is not None:
                 self._release(auth.payer, self._auth_held.pop(auth.id, auth.cap))
             if written is not None:
                 written(payment)
