@@ -63,8 +63,10 @@ async def test_a_payment_written_holds_its_payees_line_alone(ledgers, monkeypatc
     # that batch, it would have ended only once the batch was written (the hold's bound passed).
     lines.reserve(b, 100, "a call")
     lines.use(b, 70, reserved=100)
+    version = lines.version
+    lines.recognition_changed()  # (the user recognised a peer: no line's lock is taken for it)
     assert not held.written.is_set()
-    assert (lines.line(b)["used"], lines.line(b)["reserved"]) == (70, 0)
+    assert (lines.line(b)["used"], lines.line(b)["reserved"]) == (70, 0) and lines.version > version
 
     # The payee's own line is locked by the writer until its batch is written: its work waits for it.
     lock = lines.lock_of(a)
@@ -90,6 +92,8 @@ async def test_a_payment_written_holds_its_payees_line_alone(ledgers, monkeypatc
     again = _lines(db)  # as a start reads them
     assert {name: again.line(a)[name] for name in ("paid", "used", "owed")} == {"paid": 0, "used": 50, "owed": 800}
     assert (again.line(b)["used"], again.line(a)["owed"]) == (70, 800)
+    listed = {line["peer"]: (line["used"], line["owed"]) for line in lines.lines()}
+    assert listed == {a: (50, 800), b: (70, 0)}
 
 
 def test_a_peers_lock_is_one_of_a_fixed_set_whatever_ids_come(tmp_path) -> None:
