@@ -17,8 +17,7 @@ from xsc.identity import Identity
 from xsc.ledger import LedgerService
 from xsc.ledger.trust import STRIPES, TrustLines
 
-from tests.ledger.test_trust_lines import counted_under
-from tests.support.ledger import HELD_FOR, HeldWrite
+from tests.support.ledger import HELD_FOR, HeldWrite, counted_under
 
 LIMIT = 100_000_000
 

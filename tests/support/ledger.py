@@ -13,7 +13,7 @@ import plyvel
 
 from xsc.identity import Identity
 from xsc.ledger import LedgerStore
-from xsc.ledger.core.model import Payment, Receipt, authorize, make_payment, make_receipt
+from xsc.ledger.core.model import Authorization, Payment, Receipt, authorize, make_payment, make_receipt
 from xsc.ledger.core.rules import AccountState
 
 LIMIT = 100_000_000
@@ -38,6 +38,12 @@ def transfer(payer: Identity, payee: Identity, amount: int, payer_state: Account
     receipt = make_receipt(payee, payee_state.seq + 1, payee_state.head, auth, amount, {"fuel": amount}, at)
     payment = make_payment(payer, payer_state.seq + 1, payer_state.head, receipt)
     return receipt, payment
+
+
+def counted_under(tag: bytes, expires_at: int | None = None) -> Authorization:
+    """An authorization a trust line counts a receipt or a payment under (its id and expiry are all the line reads)."""
+    return Authorization(b"\1" * 32, b"\2" * 32, 1, tag.ljust(16, b"\0"),
+                         int(time.time()) + 600 if expires_at is None else expires_at, "test:line")
 
 
 HELD_FOR = 60  # seconds a held write waits for the test at most: a bound against a hang, never reached when green
