@@ -636,6 +636,43 @@ async def test_a_caller_cancelled_as_a_threads_write_runs_waits_for_it_however_o
     assert await waited_out(asyncio.get_running_loop().run_in_executor(None, write)) == "written"
 
 
+async def test_what_follows_a_threads_write_follows_it_once_it_ended_written_cancelled_or_not() -> None:
+    """`ended(outcome)` once the write ended with one, before a cancelled caller's cancellation goes on; never for a
+    write that raised."""
+    writing, go = threading.Event(), threading.Event()
+    ended: list[str] = []
+
+    def write(outcome: str) -> str:
+        writing.set()
+        go.wait(30)
+        if outcome == "refused":
+            raise OSError("no space left on device")
+        return outcome
+
+    def run(outcome: str) -> asyncio.Future:
+        return asyncio.get_running_loop().run_in_executor(None, write, outcome)
+
+    task = asyncio.ensure_future(waited_out(run("written as cancelled"), ended.append))
+    assert await asyncio.to_thread(writing.wait, 30)
+    task.cancel()
+    go.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ended == ["written as cancelled"]
+    assert await waited_out(run("written"), ended.append) == "written" and ended[-1] == "written"
+    writing.clear()
+    go.clear()
+    task = asyncio.ensure_future(waited_out(run("refused"), ended.append))
+    assert await asyncio.to_thread(writing.wait, 30)
+    task.cancel()
+    go.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with pytest.raises(OSError):
+        await waited_out(run("refused"), ended.append)
+    assert ended == ["written as cancelled", "written"]
+
+
 async def test_an_item_submitted_goes_with_its_group_whether_or_not_its_answer_is_awaited() -> None:
     sent: list[list[str]] = []
 

@@ -18,8 +18,9 @@ loop runs, and how many calls run at once.
     await woken(event, seconds)             wait until event is set or seconds pass; whether it is set
     await to_its_end(step, ended)           await step, which runs on to its end if the caller is cancelled,
                                             then ended() (a write the other end goes on with: its record)
-    await waited_out(future)                await future (a thread's write), which a cancelled caller waits
-                                            for before its cancellation goes on
+    await waited_out(future, ended)         await future (a thread's write), which a cancelled caller waits
+                                            for before its cancellation goes on; ended(outcome) once it
+                                            ended with one, cancelled or not
     await stop(*tasks)                      cancel background tasks and wait for them to end
     await unless_set(step, event)           await step, cut short (cancelled and waited for) once event is set;
                                             whether it ran to its end
@@ -465,20 +466,27 @@ async def to_its_end(step: Awaitable[T], ended: Callable[[], None]) -> T:
     return await asyncio.shield(task)
 
 
-async def waited_out(future: asyncio.Future[T]) -> T:
+async def waited_out(future: asyncio.Future[T], ended: Callable[[T], None] | None = None) -> T:
     """The outcome of `future`, work that goes on whatever its caller does (a write in a thread): a caller cancelled
     meanwhile (a stop, a request cut short) waits for it to end, then its cancellation goes on.  So what the caller
     does once it has ended (its in-memory record of the write) sees it written or not, never under way, and a stop
-    that waits for the caller waits for the write: a synced batch, ended in moments."""
+    that waits for the caller waits for the write: a synced batch, ended in moments.  `ended(outcome)` follows once
+    it ended with one (it raised nothing), whether or not the caller was cancelled meanwhile: what the caller keeps of
+    a write that landed."""
     try:
-        return await asyncio.shield(future)
+        outcome = await asyncio.shield(future)
     except asyncio.CancelledError:
         while not future.done():
             try:
                 await asyncio.wait([future])
             except asyncio.CancelledError:  # cancelled again (a stop's after its grace): the write still ends first
                 continue
+        if ended is not None and not future.cancelled() and future.exception() is None:
+            ended(future.result())
         raise
+    if ended is not None:
+        ended(outcome)
+    return outcome
 
 
 async def stop(*tasks: asyncio.Task | None, grace: float = STOP_GRACE) -> None:

@@ -4,14 +4,17 @@ provider's tab no more than its own tally of the provider's signed answers (two 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from types import SimpleNamespace
 
 import pytest
 
+from tests.support.attacks import invoke_body
 from tests.support.compute import deploy, invoke, invoke_at_once, peer_with_provider
 from tests.support.jobs import verified
+from tests.support.ledger import HeldWrite
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 
@@ -21,7 +24,8 @@ from xsc.compute.placed_functions import function_job
 from xsc.compute.remote_tabs import JOB, TAB_CALLS
 from xsc.errors import Conflict, DealRefused, InvalidArgument, PeerUnreachable
 from xsc.market import dealing, lookup
-from xsc.ledger.core.model import encode_authorization, parse_job_tab
+from xsc.identity import Identity
+from xsc.ledger.core.model import decode_authorization, encode_authorization, parse_job_tab
 from xsc.net.compute import INVOKE_PATH, close_tab
 from xsc.compute.service import InvokeCall
 from xsc.db import open_database
@@ -296,6 +300,47 @@ async def test_a_repeated_close_of_a_tab_raises_its_gateways_recognition_once(no
     assert counters()["paid_by"][gateway_id] == was + metered
 
 
+async def test_a_tabs_close_cut_short_as_its_receipt_is_written_raises_its_gateways_recognition_all_the_same(
+        node_factory, monkeypatch) -> None:
+    # A stop that cuts the close short as its receipt is written waits for the write (the receipt and its count land
+    # whole), and what the receipt pays is noted by the market as when the close is answered.
+    gateway, provider, module, _ = await _pair(node_factory, 100)
+    _never_closed(gateway, monkeypatch)
+    status, answer = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)
+    assert status == 200, answer
+    (tab,) = gateway.app[NODE].ledger.pending()
+    node, gateway_id = provider.app[NODE], gateway.app[IDENTITY].id
+    earned = node.market.weights.earned(gateway_id)
+    held = HeldWrite(node.ledger.store, "countersign", monkeypatch)
+    closing = asyncio.create_task(node.paid.close_tab(gateway_id, {"authorization": encode_authorization(tab).hex()}))
+    await held.reached_writer()
+    closing.cancel()
+    held.released.set()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert held.written.is_set() and (await node.ledger.receipt_for(tab.id)).amount == answer["charge"]
+    assert node.market.weights.earned(gateway_id) == earned + answer["charge"]
+
+
+async def test_a_single_call_cut_short_as_its_receipt_is_written_raises_its_gateways_recognition_all_the_same(
+        node_factory, monkeypatch) -> None:
+    node = await node_factory("provider", **QUIET)
+    services, gateway = node.app[NODE], Identity.generate()
+    module = await deploy(node, "add")
+    body = json.loads(invoke_body(gateway, node.app[IDENTITY].public_key, module))
+    held = HeldWrite(services.ledger.store, "countersign", monkeypatch)
+    running = asyncio.create_task(services.paid.run_for_peer(gateway.id, body))
+    await held.reached_writer()
+    running.cancel()
+    held.released.set()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    receipt = await services.ledger.receipt_for(decode_authorization(bytes.fromhex(body["authorization"])).id)
+    assert held.written.is_set() and receipt.amount > 0
+    assert services.market.weights.earned(gateway.id) == receipt.amount
+    assert services.trust.line(gateway.id)["paid"] == receipt.amount
+
+
 async def test_an_honest_provider_total_is_paid_exactly(node_factory) -> None:
     gateway, provider, module, _ = await _pair(node_factory, 100)
     before = _balances(gateway, provider)
@@ -355,11 +400,11 @@ async def test_a_tab_opened_as_the_gateway_stopped_with_no_tally_yet_is_dropped_
     await close_node(gateway)
     provider_tabs, shown = provider.app[NODE].paid.provider_tabs, []
 
-    async def countersign_the_cap(auth, sender=None, closer=None, count=None):
+    async def countersign_the_cap(auth, sender=None, closer=None, count=None, written=None):
         shown.append(auth.id)
         receipt = await provider.app[NODE].ledger.countersign(provider_tabs.node, auth, auth.cap,
                                                               {"fuel": 0, "invokes": 1}, verified=True,
-                                                              count=count)
+                                                              count=count, written=written)
         return receipt, True
 
     monkeypatch.setattr(provider_tabs, "close_once", countersign_the_cap)
@@ -392,10 +437,10 @@ async def test_a_placed_functions_tab_left_pending_by_a_node_that_kept_it_no_tal
         db.close()
     provider_tabs, ran = provider.app[NODE].paid.provider_tabs, 3 * budget // 4
 
-    async def countersign_what_ran(auth, sender=None, closer=None, count=None):
+    async def countersign_what_ran(auth, sender=None, closer=None, count=None, written=None):
         receipt = await provider.app[NODE].ledger.countersign(provider_tabs.node, auth, ran,
                                                               {"fuel": 0, "invokes": 1}, verified=True,
-                                                              count=count)
+                                                              count=count, written=written)
         return receipt, True
 
     monkeypatch.setattr(provider_tabs, "close_once", countersign_what_ran)
@@ -474,7 +519,7 @@ async def test_a_tab_whose_tally_on_disk_is_unreadable_does_not_stop_the_start_a
     provider_tabs, tried = provider.app[NODE].paid.provider_tabs, []
     close_once = provider_tabs.close_once
 
-    async def busy(auth, sender=None, closer=None, count=None):
+    async def busy(auth, sender=None, closer=None, count=None, written=None):
         tried.append(auth.id)
         raise Conflict("1 calls are still running under this tab", hint="close it in a moment")
 
@@ -578,9 +623,9 @@ async def test_a_tab_its_provider_restarted_under_is_closed_at_once_and_pays_eve
     tabs, refused = provider.app[NODE].paid.provider_tabs, []
     close_once = tabs.close_once
 
-    async def answered(auth, sender=None, closer=None, count=None):
+    async def answered(auth, sender=None, closer=None, count=None, written=None):
         try:
-            return await close_once(auth, sender=sender, closer=closer, count=count)
+            return await close_once(auth, sender=sender, closer=closer, count=count, written=written)
         except Conflict as err:
             refused.append(err)
             raise

@@ -963,7 +963,7 @@ async def test_a_placed_functions_next_tab_after_a_restart_of_its_owner_leaves_r
     assert old.cap == 16 * budget + compiling  # and room to compile the module (pushed to the provider)
     await close_node(owner)
 
-    async def busy(auth, sender=None, closer=None, count=None):
+    async def busy(auth, sender=None, closer=None, count=None, written=None):
         raise Conflict("1 calls are still running under this tab", hint="close it in a moment")
 
     monkeypatch.setattr(provider.app[NODE].paid.provider_tabs, "close_once", busy)

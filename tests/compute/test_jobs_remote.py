@@ -1357,9 +1357,9 @@ async def test_a_jobs_tab_closed_while_its_job_waits_for_its_bytes_is_answered_a
     closes = []
     close_once = provider.app[NODE].paid.provider_tabs.close_once
 
-    async def counted(auth, sender=None, closer=None, count=None):
+    async def counted(auth, **kwargs):
         closes.append(auth.id)
-        return await close_once(auth, sender=sender, closer=closer, count=count)
+        return await close_once(auth, **kwargs)
 
     provider.app[NODE].paid.provider_tabs.close_once = counted
     gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
@@ -1438,9 +1438,9 @@ async def test_a_jobs_tab_a_start_pays_is_still_held_to_its_charge_once_the_job_
     tabs = provider.app[NODE].paid.provider_tabs
     close_once, asked = tabs.close_once, []
 
-    async def not_now(auth, sender=None, closer=None, count=None):
+    async def not_now(auth, **kwargs):
         if auth.id.hex() != first:
-            return await close_once(auth, sender=sender, closer=closer, count=count)
+            return await close_once(auth, **kwargs)
         asked.append(auth.id.hex())
         raise Conflict("not now", hint="close it in a moment")
 

@@ -18,7 +18,7 @@ from xsc import keys
 from xsc.compute.provider_tabs import compile_price
 from xsc.errors import PeerRefused, PrepaymentRequired
 from xsc.identity import Identity, parse_public_id
-from xsc.ledger.core.model import Authorization, authorize, decode_entry, encode_authorization
+from xsc.ledger.core.model import authorize, decode_entry, encode_authorization
 from xsc.ledger.core.pricing import price_compute, price_storage
 from xsc.ledger.trust import TrustLines
 from xsc.net import PeerClient
@@ -26,6 +26,7 @@ from xsc.storage.holder_client import RemoteHolder
 from xsc.node.appkeys import NODE
 
 from tests.support.compute import wasm
+from tests.support.ledger import counted_under
 from tests.support.shares import DEAL_PRICE, SHARE, EncodedFile, place, refused
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600},
@@ -220,12 +221,6 @@ async def test_a_recognised_peer_gets_its_credit_line(node_factory) -> None:
     # No longer recognised: no credit at all.
     await b.post("/v1/market/recognize", json={"peer": a_id, "weight": "0"})
     assert b.app[NODE].trust.line(a_id)["credit"] == 0
-
-
-def counted_under(tag: bytes, expires_at: int | None = None) -> Authorization:
-    """An authorization a line counts a receipt or a payment under (its id and expiry are all the line reads)."""
-    return Authorization(b"\1" * 32, b"\2" * 32, 1, tag.ljust(16, b"\0"),
-                         int(time.time()) + 600 if expires_at is None else expires_at, "test:line")
 
 
 def test_a_count_made_in_its_entrys_batch_is_on_the_line_only_once_that_batch_is_written(tmp_path) -> None:

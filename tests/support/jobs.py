@@ -159,9 +159,9 @@ def countersigning_the_cap(provider) -> None:
     """The provider, asked to close a tab, countersigns its whole cap, whatever ran under it."""
     node = provider.app[NODE]
 
-    async def close_once(auth, sender=None, closer=None, count=None):
+    async def close_once(auth, sender=None, closer=None, count=None, written=None):
         return await node.ledger.countersign(node.identity, auth, auth.cap, {"fuel": 1, "invokes": 1},
-                                             verified=True, sender=sender, count=count), True
+                                             verified=True, sender=sender, count=count, written=written), True
 
     node.paid.provider_tabs.close_once = close_once
 

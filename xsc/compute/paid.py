@@ -26,7 +26,7 @@ from ..errors import (AuthorizationExpired, AuthorizationReplayed, DealRefused, 
                       InvalidArgument, ModuleNotFound, PeerRefused, PeerUnavailable, PeerUnreachable,
                       PrepaymentRequired, Trap, XscError)
 from ..identity import Identity, public_id, verify
-from ..ledger.core.model import Authorization, decode_authorization, format_credits
+from ..ledger.core.model import Authorization, Receipt, decode_authorization, format_credits
 from ..ledger.core.rules import check_publishable
 from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
@@ -400,6 +400,11 @@ class PaidCompute:
         a stop cuts short as the receipt is written leaves both or neither)."""
         return None if self.trust is None else functools.partial(self.trust.counting, "paid", gateway)
 
+    def _noted(self, gateway: str) -> Callable[[Receipt], None]:
+        """What follows a receipt of this node's for `gateway`'s work once it is written, even if the request that
+        asked for it was cut short as it was: the market's note that the gateway paid (its recognition here)."""
+        return lambda receipt: self.market.note_paid(gateway, receipt.amount, by_them=True)
+
     async def close_tab(self, gateway: str, body: Any) -> dict[str, Any]:
         """A gateway closes its tab here: this node's receipt for everything it ran under it."""
         if not isinstance(body, dict) or not isinstance(body.get("authorization"), str):
@@ -415,12 +420,13 @@ class PaidCompute:
         # waits for the journal: any key signs an authorization, and a flush is a synced write at once.
         if self.provider_tabs.running(auth, gateway):
             await self.compute.journal.flush()
+        # Noted once the receipt that closed it is written, even if this request is cut short as it is; a repeated
+        # close (by its gateway, or any node replaying it) raises no recognition again.
         receipt, first = await self.provider_tabs.close_once(auth, sender=gateway if self.trust is not None else None,
-                                                             closer=gateway, count=self._count(gateway))
+                                                             closer=gateway, count=self._count(gateway),
+                                                             written=self._noted(gateway))
         if not first and self.trust is not None:  # counted with the receipt that closed it (this is then a no-op)
             self.trust.paid(gateway, auth, receipt.amount)
-        if first:  # a repeated close (by its gateway, or any node replaying it) raises no recognition again
-            self.market.note_paid(gateway, receipt.amount, by_them=True)
         return {"receipt": receipt.encode().hex()}
 
     async def run_batch_for_peer(self, gateway: str, body: Any) -> list[dict[str, Any] | XscError]:
@@ -516,11 +522,10 @@ class PaidCompute:
             # checked above, before the call ran; its gateway is written with the receipt until its line counts it
             receipt = await self.ledger.countersign(self.node, auth, run.charge, {"fuel": run.fuel_consumed},
                                                     verified=True, sender=gateway if self.trust is not None else None,
-                                                    count=self._count(gateway))
+                                                    count=self._count(gateway), written=self._noted(gateway))
         finally:
             self._running.discard(auth.id)
             self.used(gateway, budget, run)
-        self.market.note_paid(gateway, run.charge, by_them=True)
         answer: dict[str, Any] = {"run": run.to_json(), "receipt": receipt.encode().hex()}
         error = run.error()
         if error is not None:

@@ -338,12 +338,14 @@ class ProviderTabs:
         return (await self.close_once(auth))[0]
 
     async def close_once(self, auth: Authorization, sender: str | None = None,
-                         closer: str | None = None, count: Count | None = None) -> tuple[Receipt, bool]:
+                         closer: str | None = None, count: Count | None = None,
+                         written: Callable[[Receipt], None] | None = None) -> tuple[Receipt, bool]:
         """`close`, and whether this request is the one that closed the tab (False: a repeat, answered with the
         receipt another made): what the receipt pays is counted for its sender once, not on every repeat.
         `sender` is written with the receipt (LedgerService.countersign), and `count`, its count on the sender's
         trust line, in the receipt's batch.  `closer`: the node asking, refused unless its calls are the ones that
-        ran under the tab."""
+        ran under the tab.  `written(receipt)` follows the receipt this request wrote, once it is written, even if the
+        request was cut short as it was (LedgerService.countersign)."""
         if not auth.job.startswith(JOB):
             raise DealRefused("not a tab authorization", hint=f"its job must begin with {JOB}")
         existing = await self.ledger.receipt_for(auth.id)
@@ -372,7 +374,7 @@ class ProviderTabs:
         usage = {"fuel": tab.fuel, "invokes": tab.count, **({"compiles": tab.compiles} if tab.compiles else {}),
                  **({"mounts": tab.mounts} if tab.mounts else {})}
         receipt = await self.ledger.countersign(self.node, auth, tab.total, usage, verified=True, sender=sender,
-                                                count=count)
+                                                count=count, written=written if first else None)
         self._tabs.pop(auth.id, None)  # a closed tab is known by its receipt from now on
         self.prune(auth.id)  # its total is in the receipt: the run records have done their work
         return receipt, first

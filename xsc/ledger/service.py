@@ -15,7 +15,7 @@ import functools
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from collections.abc import Awaitable, Callable
 from typing import Any, Iterator
 
@@ -206,9 +206,9 @@ class LedgerService:
         restart a pending authorization holds its whole cap, what the payee may claim, until the caller gives back
         what it will not pay.)
 
-        The pending record (and the `claim`, the amount and usage to ask the payee to countersign, if
-        the payer already knows them) is on disk before this returns, so a crash never loses track of
-        a promise the payee may act on; the hold is re-established from it on restart."""
+        The pending record (and the `claim`, the amount and usage to ask the payee to countersign, if the payer
+        already knows them) is on disk before this returns, so a crash never loses track of a promise the payee may
+        act on; a restart holds it again.  A caller cancelled as it is written waits for it, and then it goes."""
         if not isinstance(payee, bytes) or len(payee) != 32:
             raise InvalidArgument("payee must be a 32-byte account key")
         if payee == payer.public_key:
@@ -228,11 +228,15 @@ class LedgerService:
         # Not `hold`: what the leases promise is paid through authorizations like this one (a storage period's).
         await self.ensure_credit(payer, held)
         self._held[payer.public_key] = self._held.get(payer.public_key, 0) + held
+        auth, written = None, []
         try:
             auth = authorize(payer, payee, cap, job_ref, int(time.time()) + ttl, os.urandom(16))
-            await asyncio.get_running_loop().run_in_executor(self._writer, self.store.add_pending, auth, claim_bytes)
+            await waited_out(asyncio.get_running_loop().run_in_executor(
+                self._writer, self.store.add_pending, auth, claim_bytes), written.append)
         except BaseException:
             self.release(payer, held)
+            if written:  # (cancelled once it was written)
+                _withdraw(self._writer, self.store, auth.id)
             raise
         self._pending_auths[auth.id] = auth
         self._auth_held[auth.id] = held
@@ -288,9 +292,9 @@ class LedgerService:
 
     async def countersign(self, payee: Identity, authorization: Authorization, amount: int,
                           usage: dict[str, int], *, verified: bool = False, sender: str | None = None,
-                          count: Count | None = None) -> Receipt:
+                          count: Count | None = None, written: Callable[[Receipt], None] | None = None) -> Receipt:
         """Payee side: append the receipt for `amount` and `usage` under the payer's authorization, its count on its
-        sender's trust line (`count`: TrustLines.counting) in its batch, whole even if the caller is cancelled.
+        sender's trust line (`count`: TrustLines.counting) in its batch and then `written(receipt)`, cancelled or not.
 
         Idempotent: an authorization already countersigned here with the same amount and usage gets its
         stored receipt back (another amount or usage is refused: ReceiptMismatch)."""
@@ -301,7 +305,7 @@ class LedgerService:
         async with self._lock:
             return await waited_out(asyncio.get_running_loop().run_in_executor(
                 self._writer, functools.partial(self.store.countersign, verified=verified, sender=sender, count=count),
-                payee, authorization, amount, usage_pairs, int(time.time())))
+                payee, authorization, amount, usage_pairs, int(time.time())), written)
 
     def check_countersign(self, payee: Identity, authorization: Authorization, amount: int,
                           usage: dict[str, int]) -> None:
@@ -319,24 +323,24 @@ class LedgerService:
 
     async def complete(self, payer: Identity, receipt: Receipt,
                        also: Callable[[Payment], dict[bytes, bytes]] | None = None, *,
-                       count: Count | None = None) -> Payment:
+                       count: Count | None = None, written: Callable[[Payment], None] | None = None) -> Payment:
         """Payer side: append the payment countersigning the payee's receipt; drop the pending record, release
         the hold.  Idempotent: a receipt already completed gets its stored payment back.  The rows `also(payment)`
         (what counts the payment elsewhere) and its count on its payee's trust line (`count`) are written in the
-        payment's own batch, whole even if the caller is cancelled (a stop waits for it, `waited_out`)."""
+        payment's own batch, then `written(payment)`, all even if the caller is cancelled (`waited_out`)."""
         if not isinstance(receipt, Receipt):
             raise InvalidEntry("not a receipt: the payee must return its receipt entry")
-        async with self._lock:
-            writing = asyncio.get_running_loop().run_in_executor(
+
+        def completed(payment: Payment) -> None:
+            if (auth := self._pending_auths.pop(receipt.authorization.id, None)) is not None:
+                self._release(auth.payer, self._auth_held.pop(auth.id, auth.cap))
+            if written is not None:
+                written(payment)
+
+        async with self._lock:  # (cancelled, it waited for the write: what is kept in memory follows what was written)
+            return await waited_out(asyncio.get_running_loop().run_in_executor(
                 self._writer, functools.partial(self.store.complete, also=also, count=count), payer, receipt,
-                int(time.time()))
-            try:
-                return await waited_out(writing)
-            finally:  # (cancelled, it waited for the write: what is kept in memory follows what was written)
-                if writing.done() and not writing.cancelled() and writing.exception() is None:
-                    auth = self._pending_auths.pop(receipt.authorization.id, None)
-                    if auth is not None:
-                        self._release(auth.payer, self._auth_held.pop(auth.id, auth.cap))
+                int(time.time())), completed)
 
     async def abandon(self, authorization_id: bytes, *, force: bool = False) -> None:
         """Drop a pending authorization that expired without a receipt, and release its hold.
@@ -540,6 +544,17 @@ class LedgerService:
         async with self._lock:
             for pool in (self._writer, self._reader, self._crypto):
                 pool.shutdown(wait=True)
+
+
+def _withdraw(writer: Executor, store: LedgerStore, authorization_id: bytes) -> None:
+    """An authorization whose caller was cancelled once its pending record was written: no payee ever saw it
+    (`authorize` never returned it), so nothing can be claimed under it, and its record is deleted by the writer's
+    next write, its hold released by the caller.  Never shown, it is not pending here meanwhile: no retry sends it."""
+    try:
+        writer.submit(store.drop_pending, authorization_id)
+    except RuntimeError:  # (the writer is shut down: the next start drops it, or pays its claim, as after a kill -9)
+        log.warning("authorization %s is left pending: its caller was cancelled as it was written, as the ledger "
+                    "stopped writing", authorization_id.hex())
 
 
 def _check_amount(amount: int) -> None:

@@ -179,8 +179,8 @@ class Payments:
                 if exc.details.get("peer_status") in DEFINITIVE_REFUSALS:  # else (busy, a clock problem...): retried
                     await self._settle_refusal(payee_node_id, url, auth)
                 raise exc
-            payment = await self._pay_by(self.payer, payee_node_id, receipt)
-        self.on_paid(payee_node_id, amount, False)
+            payment = await self._pay_by(self.payer, payee_node_id, receipt,
+                                         noted=lambda payment: self.on_paid(payee_node_id, amount, False))
         return payment.id.hex()
 
     async def prepay(self, payee_node_id: Any, amount: Any) -> dict[str, Any]:
@@ -218,11 +218,11 @@ class Payments:
         it did not check); one whose signature does not hold is struck here."""
         with self.working(auth.id):
             try:
-                payment = await self._pay_by(self.payer, payee_node_id, receipt, self._rows(auth))
+                payment = await self._pay_by(self.payer, payee_node_id, receipt, self._rows(auth),
+                                             noted=lambda payment: self.on_paid(payee_node_id, receipt.amount, False))
             except InvalidEntry as exc:
                 self.on_strike(payee_node_id, f"sent a receipt that does not check: {exc.message}")
                 raise
-        self.on_paid(payee_node_id, receipt.amount, False)
         return payment
 
     def paid_for(self, job_ref: str, recent: int = 2000) -> tuple[str, int] | None:
@@ -344,13 +344,12 @@ class Payments:
                 self.on_strike(sender, f"asked for a receipt this node refused: {exc.message}")
                 raise
         count = None if self.counting is None else functools.partial(self.counting, "paid", sender)
+        noted = (lambda receipt: self.on_paid(sender, amount, True)) if first else None  # written, even if cut short
         receipt = await self.ledger.countersign(self.node, auth, amount, usage, verified=True, sender=sender,
-                                                count=count)
+                                                count=count, written=noted)
         if count is None:
             self.on_countersigned(sender, auth, receipt.amount)
             self.ledger.store.sender_counted(auth.id)  # its line counted it: nothing left for a restart to count
-        if first:
-            self.on_paid(sender, amount, True)
         return receipt
 
     async def check_prepayment(self, sender: str, auth: Authorization, amount: int, usage: dict[str, int]) -> None:
@@ -402,10 +401,11 @@ class Payments:
         self.count_uncounted()
 
     async def _pay_by(self, payer: Identity, payee_node_id: str, receipt: Receipt,
-                      rows: Callable[[Payment], dict[bytes, bytes]] | None = None) -> Payment:
-        """The payment by `receipt` written with its count as owed on its payee's line, once, in one batch."""
+                      rows: Callable[[Payment], dict[bytes, bytes]] | None = None,
+                      noted: Callable[[Payment], None] | None = None) -> Payment:
+        """The payment by `receipt` written with its count as owed on its payee's line, in one batch; then `noted`."""
         count = None if self.counting is None else functools.partial(self.counting, "owed", payee_node_id)
-        payment = await self.ledger.complete(payer, receipt, rows, count=count)
+        payment = await self.ledger.complete(payer, receipt, rows, count=count, written=noted)
         if count is None:
             self._owed(payee_node_id, receipt.authorization, receipt.amount)
         return payment

@@ -38,6 +38,8 @@ from .trust_store import TrustStore
 
 MAX_LINE = MAX_MICRO_CREDITS  # any total beyond this is refused
 CACHED_PEERS = 4096  # lines (and credits) kept in memory
+# Locks a peer's line may be under (`TrustLines.lock_of`): a peer's work waits only for the peers that share its lock.
+STRIPES = 256
 TOTALS = ("paid", "used", "owed")
 
 
@@ -61,21 +63,45 @@ class TrustLines:
         self.peer_credit = peer_credit
         self.recognised = recognised  # whether the user recognises a peer (the market's user weights)
         self._reserved: dict[str, int] = {}  # work accepted but not yet taken on (uploads in progress, runs)
-        self._lock = threading.RLock()  # work is taken on from the loop and from pool threads
+        # One lock per line, not one for all: `counting` holds a peer's through the synced write of its receipt or
+        # payment in the ledger's writer thread, and the loop's `reserve` and `use` for every other peer go on
+        # meanwhile.  Striped, a fixed set of locks each peer is given one of by the hash of its id, rather than a
+        # table of locks made for each peer and dropped once idle: strangers' ids grow nothing at all, and finding a
+        # line's lock makes nothing (such a table would make a lock whenever a peer comes back from idle, nearly
+        # every request, and keep its own lock for the count of users).  The price is that two peers whose ids
+        # share a stripe wait for each other, one pair in STRIPES; Python's hash of a string is seeded anew in
+        # every process, so no peer picks an id to share another's.  Reentrant: a line's reads take it again.
+        self._locks = tuple(threading.RLock() for _ in range(STRIPES))
         # What is on disk, read once per peer: this object is the only writer of a line (and of a credit), and
-        # every paid call reads its gateway's line twice (reserve, use).  Read through and written under
-        # _lock, so the copy is never older than the disk.  Bounded: a flood of strangers' ids only makes some
-        # of them be read from disk again.
+        # every paid call reads its gateway's line twice (reserve, use).  Read through and written under the
+        # peer's lock, so the copy is never older than the disk.  Bounded: a flood of strangers' ids only makes
+        # some of them be read from disk again.
         self._lines: dict[str, dict[str, int]] = {}
         self._credits: dict[str, int | None] = {}
-        # Grows whenever a line may have changed (what `backing` says of a peer): the market's shown clearing, whose
-        # bids count as far as the lines back them, is made again when it does.
-        self.version = 0
+        # The changes under each lock, counted under it (`version`: no increment is lost to a thread holding
+        # another), and the user's changes of recognition.
+        self._changes = [0] * STRIPES
+        self._recognitions = 0
+        self._recognitions_lock = threading.Lock()
+
+    def lock_of(self, peer: str) -> threading.RLock:
+        """The lock `peer`'s line is read and written under (its stripe)."""
+        return self._locks[hash(peer) % STRIPES]
+
+    @property
+    def version(self) -> int:
+        """Grows whenever a line may have changed (what `backing` says of a peer): the market's shown clearing, whose
+        bids count as far as the lines back them, is made again when it does."""
+        return sum(self._changes) + self._recognitions
+
+    def _changed(self, peer: str) -> None:
+        """A change of `peer`'s line, counted (the caller holds its lock)."""
+        self._changes[hash(peer) % STRIPES] += 1
 
     # --- reading ----------------------------------------------------------------------------
     def _totals(self, peer: str) -> dict[str, int]:
         """A copy of the peer's totals (callers change it, then `_put` it)."""
-        with self._lock:
+        with self.lock_of(peer):
             cached = self._lines.get(peer)
             if cached is None:
                 value = self._store.totals(peer)
@@ -84,7 +110,7 @@ class TrustLines:
             return dict(cached)
 
     def credit(self, peer: str) -> int:
-        with self._lock:
+        with self.lock_of(peer):
             if peer in self._credits:
                 set_by_user = self._credits[peer]
             else:
@@ -132,12 +158,12 @@ class TrustLines:
         """Set `price` aside on `peer`'s line for work about to be done, or raise PrepaymentRequired (402)."""
         if not 0 <= price <= MAX_LINE:
             raise InvalidArgument(f"a price of {price} micro-credits is out of range")
-        with self._lock:
+        with self.lock_of(peer):
             totals = self._lines.get(peer) or self._totals(peer)
             paid = counted(totals, self.recognised(peer))
             if price <= paid + self.credit(peer) - totals["used"] - self._reserved.get(peer, 0):
                 self._reserved[peer] = self._reserved.get(peer, 0) + price  # what `line` says is available covers it
-                self.version += 1
+                self._changed(peer)
                 return
             line = self.line(peer)
             if price > line["available"]:
@@ -153,13 +179,13 @@ class TrustLines:
                          f"(or this node's user: xsc market recognize {peer} WEIGHT --credit AMOUNT)",
                     peer=peer, price=price, available=line["available"], missing=short)
             self._reserved[peer] = self._reserved.get(peer, 0) + price
-            self.version += 1
+            self._changed(peer)
 
     def release(self, peer: str, price: int) -> None:
         """Give back a reservation for work that was not done."""
-        with self._lock:
+        with self.lock_of(peer):
             left = self._reserved.get(peer, 0) - price
-            self.version += 1
+            self._changed(peer)
             if left > 0:
                 self._reserved[peer] = left
             else:
@@ -168,7 +194,7 @@ class TrustLines:
     def use(self, peer: str, price: int, *, reserved: int = 0, batch: Any = None) -> None:
         """The work was taken on: `price` is used on the line (a reservation of `reserved` ends with it).
         With `batch`, written in the caller's write batch (with the work's own record)."""
-        with self._lock:
+        with self.lock_of(peer):
             totals = self._totals(peer)
             totals["used"] = min(MAX_LINE, totals["used"] + price)
             self._put(peer, totals, batch)
@@ -178,7 +204,7 @@ class TrustLines:
     def give_back(self, peer: str, price: int) -> None:
         """Work taken on will not be done after all (a share its uploader deleted before its lease ended): `price`
         is no longer used on the line."""
-        with self._lock:
+        with self.lock_of(peer):
             totals = self._totals(peer)
             totals["used"] = max(0, totals["used"] - price)
             self._put(peer, totals, None)
@@ -213,11 +239,13 @@ class TrustLines:
                  amount: int) -> Iterator[dict[bytes, bytes]]:
         """The rows that count a receipt this node countersigned for `peer` (`total` "paid") or a payment its user made
         to `peer` ("owed"), once, for the ledger to write in the batch of that receipt or payment: a stop, a request
-        cut short or a kill -9 then leaves both or neither, and no start has a count to make up.  The lines stay
-        locked until the batch is written (no other change of a line comes between the totals read here and the
-        totals written), and this copy of them follows only once it was: a batch that fails leaves them as they
-        were.  No rows if it was counted already."""
-        with self._lock:
+        cut short or a kill -9 then leaves both or neither, and no start has a count to make up.  The peer's line
+        stays locked (`lock_of`) until the batch is written, in the ledger's writer thread: no other change of it
+        comes between the totals read here and the totals written, while every other peer's line is taken on as
+        ever.  (An authorization is counted for its one peer, the node that asked for its receipt or its payee, so
+        its marker is read and written under that peer's lock.)  This copy of the line follows only once the batch
+        was written: one that fails leaves it as it was.  No rows if it was counted already."""
+        with self.lock_of(peer):
             if not self._countable(total, authorization, None):
                 yield {}
                 return
@@ -226,10 +254,10 @@ class TrustLines:
             yield self._store.counted_rows(peer, totals, total, authorization.id, authorization.expires_at,
                                            self.retention)
             self._lines[peer] = totals  # written
-            self.version += 1
+            self._changed(peer)
 
     def _add(self, peer: str, total: str, authorization: Authorization, amount: int, now: float | None) -> None:
-        with self._lock:
+        with self.lock_of(peer):
             if not self._countable(total, authorization, now):
                 return
             totals = self._totals(peer)
@@ -237,35 +265,36 @@ class TrustLines:
             # (retired once no count can come: `_countable`)
             self._store.put_counted(peer, totals, total, authorization.id, authorization.expires_at, self.retention)
             self._lines[peer] = totals  # written
-            self.version += 1
+            self._changed(peer)
 
     def collectable(self, peer: str) -> int:
         """What a prepayment from `peer` may still carry: what this node can collect from it, less what it paid."""
-        with self._lock:
+        with self.lock_of(peer):
             totals = self._totals(peer)
             return max(0, collectable(totals, self.recognised(peer)) - totals["paid"])
 
     def _put(self, peer: str, totals: dict[str, int], batch: Any) -> None:
         self._store.put_totals(peer, totals, batch)
-        self.version += 1
+        self._changed(peer)
         if batch is None:
             self._lines[peer] = totals
         else:  # on disk only if the caller's batch is written: read again next time
             self._lines.pop(peer, None)
 
     def recognition_changed(self) -> None:
-        """The user set a peer's recognition: its credit (`credit`), and so its backing, may have changed with it."""
-        with self._lock:
-            self.version += 1
+        """The user set a peer's recognition: its credit (`credit`), and so its backing, may have changed with it.
+        No line changes: the lines' own locks are not taken."""
+        with self._recognitions_lock:
+            self._recognitions += 1
 
     def set_credit(self, peer: str, amount: int | None) -> None:
         """The credit line the user gives a peer it recognises (None: back to ledger.peer_credit)."""
         if amount is not None and (type(amount) is not int or not 0 <= amount <= MAX_LINE):
             raise InvalidArgument(f"a credit line is 0 to {MAX_LINE} micro-credits, not {quoted(amount)}")
-        with self._lock:
+        with self.lock_of(peer):
             self._credits.pop(peer, None)
             self._store.set_credit(peer, amount)
-            self.version += 1
+            self._changed(peer)
 
 
 __all__ = ["MAX_LINE", "TrustLines"]
