@@ -87,6 +87,23 @@ async def test_a_put_right_after_another_is_told_the_room_this_node_has_now_not_
     assert body["detail"].endswith(f"the most free on one provider is {1_000_000 - store.used} bytes)"), body
 
 
+async def test_the_room_for_a_put_is_told_without_its_body_as_its_put_would_be_refused(store_node) -> None:
+    """GET /v1/store/room?size=N: a put of N bytes finds room (200), or its refusal, as the put's own Expect answers it
+    (507 storage-full past the 4 MiB capacity, its hint the put's); a size not said, or not a size, is a 400."""
+    fits = await store_node.get("/v1/store/room", params={"size": str(1024**2)})
+    assert fits.status == 200 and await fits.json() == {"size": 1024**2}
+    over = await store_node.get("/v1/store/room", params={"size": str(4 * 1024**2)})  # 6 MiB of blocks
+    problem = await over.json()
+    assert over.status == 507 and problem["code"] == "storage-full", problem
+    assert problem["detail"].startswith("not enough storage: this needs 6.0 MiB of block space"), problem
+    assert problem["hint"].startswith("free space with `xsc store rm`, or raise it"), problem
+    for query in ({}, {"size": "-1"}, {"size": "lots"}, {"size": str(2**64)}):
+        refused = await store_node.get("/v1/store/room", params=query)
+        assert refused.status == 400 and (await refused.json())["code"] == "invalid-argument", query
+    store = store_node.app[NODE].gateway.store
+    assert (store.used, store.reserved) == (0, 0)  # asking reserves nothing
+
+
 async def test_a_chunked_put_that_outgrows_the_store_is_rolled_back(store_node) -> None:
     store = store_node.app[NODE].gateway.store
 

@@ -43,6 +43,7 @@ class RemoteNode:
         self._unchecked = marks is not None  # until the node has answered the check
         self._refusal: ConfigError | None = None  # the key found not the node's after the start: every store refused
         self._checking = asyncio.Lock()
+        self._room_asked = True  # the node answers GET /v1/store/room (False once it answered 404)
 
     async def start(self) -> None:
         await self.api.start()
@@ -187,8 +188,15 @@ class RemoteNode:
 
     # --- files -------------------------------------------------------------------------------------
     async def check_room(self, size: int) -> None:
-        """Nothing asked ahead: the node refuses a put it has no room for as it is passed on, before its body is sent
-        there (its own `Expect: 100-continue`), and the front answers the client then, unread."""
+        """The node asked (`GET /v1/store/room`) before the front tells its client to send the body: a put the node has
+        no room for, on its disk or in its capacity, is refused then, its body never sent to the front.  An xsc without
+        the route (404) is not asked again: its put refuses as the front passes it on."""
+        if not self._room_asked:
+            return
+        try:
+            await self.api.call("GET", "/v1/store/room", params={"size": str(size)})
+        except NotFound:
+            self._room_asked = False
 
     async def put_file(self, chunks: AsyncIterator[bytes], size: int | None, name: str) -> dict:
         await self._checked()

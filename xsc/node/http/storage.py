@@ -90,6 +90,18 @@ async def put_file(request: web.Request) -> web.Response:
     return json_response(answer, status=201)
 
 
+@routes.get("/v1/store/room")
+async def room(request: web.Request) -> web.Response:
+    """Whether a put of `?size=N` bytes finds room here now, on the data dir's disk and in storage.capacity: its
+    refusal (507 disk-full, storage-full) as the put's own `Expect: 100-continue` would answer it, without a body on
+    its way.  For a front that tells its own client to send a body only once the node would take it (xsc s3 serve)."""
+    size = query_int(request.query, "size", -1, 0, 2**64 - 1)  # as large as a capability's size
+    if size < 0:
+        raise InvalidArgument("say the size of the put: ?size=BYTES")
+    request.app[NODE].storage.check_room(size)
+    return json_response({"size": size})
+
+
 @routes.get("/v1/store/files")
 async def list_files(request: web.Request) -> web.Response:
     limit = query_int(request.query, "limit", 0, 1, 10**9) or None  # ?limit=N: the newest N files only
