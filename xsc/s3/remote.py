@@ -213,8 +213,8 @@ class RemoteNode:
 
     async def delete_files(self, caps: list[str]) -> list[str]:
         # Removed together, REMOVED_AT_ONCE a request (POST /v1/store/remove): their synced writes per batch, not per
-        # file.  One that is no capability stays marked, as `delete_file` leaves it, and holds none of the others back
-        # (the node would refuse the whole request for it).
+        # file.  One that is no capability holds none of the others back (the node would refuse the whole request for
+        # it): it names no file.
         parsed: dict[str, list[str]] = {}  # each capability as the node names it: the marks that name it
         for cap in caps:
             with contextlib.suppress(InvalidCapability):
@@ -223,11 +223,13 @@ class RemoteNode:
         for i in range(0, len(named), REMOVED_AT_ONCE):
             batch = named[i:i + REMOVED_AT_ONCE]
             try:
-                await self.api.call("POST", "/v1/store/remove", body={"caps": batch})
+                answer = await self.api.call("POST", "/v1/store/remove", body={"caps": batch})
             except XscError as err:
                 log.warning("could not remove %s from the store yet: %s", counted(len(batch), "file"), err)
                 continue
-            done += [mark for cap in batch for mark in parsed[cap]]  # removed, or gone already (not held)
+            _said_unfinished(answer)
+            # Removed, gone already (not held), or taken out of the listing for the node to finish: done with here.
+            done += [mark for cap in batch for mark in parsed[cap]]
         return done
 
     async def files(self) -> list[dict]:
@@ -254,6 +256,17 @@ class RemoteNode:
             orphans += (await self.api.call("POST", "/v1/s3/reconcile",
                                             body={"caps": caps[i:i + RECONCILE_AT_ONCE]}))["orphans"]
         return orphans
+
+
+def _said_unfinished(answer: object) -> None:
+    """The removals the node took on and could not finish now (`to_finish`: it finishes them itself, every
+    storage.gc_interval), said in the front's log with the node's reasons, each once."""
+    unfinished = answer.get("to_finish") if isinstance(answer, dict) else None
+    if not isinstance(unfinished, list) or not unfinished:
+        return
+    reasons = {str(item.get("reason"))[:200] for item in unfinished if isinstance(item, dict)}
+    log.warning("the node took %s out of its listing and finishes removing them later: %s",
+                counted(len(unfinished), "file"), "; ".join(sorted(reasons)[:3]))
 
 
 async def _joined(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
