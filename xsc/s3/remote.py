@@ -18,6 +18,7 @@ from urllib.parse import quote, urlsplit
 from .. import codec
 from ..buckets.marks import CHALLENGE_HEX, FileMarks
 from ..buckets.core import listing
+from ..buckets.core.names import SMALL_OBJECT
 from ..buckets.objects import SmallPut, group_body
 from ..client.aio import FileStream, NodeApi
 from ..client.sync import SPLICE, NodeBody, error_from_problem
@@ -189,9 +190,11 @@ class RemoteNode:
     # --- files -------------------------------------------------------------------------------------
     async def check_room(self, size: int) -> None:
         """The node asked (`GET /v1/store/room`) before the front tells its client to send the body: a put the node has
-        no room for, on its disk or in its capacity, is refused then, its body never sent to the front.  An xsc without
-        the route (404) is not asked again: its put refuses as the front passes it on."""
-        if not self._room_asked:
+        no room for, on its disk or in its capacity, is refused then, its body never sent to the front.  Not a small
+        object's (SMALL_OBJECT at most, which boto3 sends with `Expect: 100-continue` too): it is one request of the
+        node's, whose refusal comes as soon as its few bytes came, and asking first would make every one two.  An xsc
+        without the route (404) is not asked again: its put refuses as the front passes it on."""
+        if not self._room_asked or size <= SMALL_OBJECT:
             return
         try:
             await self.api.call("GET", "/v1/store/room", params={"size": str(size)})
