@@ -17,8 +17,10 @@ descriptor); a share of module uploads are fixtures or mutated fixtures (bench.w
 
 The checks, per request:
 - no 5xx, but for two: addPeer's 502 `peer-unreachable` (the fuzzer points every peer URL at a closed port on
-  127.0.0.1, so the node never contacts anything else), and peerBeginUpload's 507 `storage-full` (a share larger
-  than the holder's free space: a gateway places it on another holder, docs/storage.md);
+  127.0.0.1, so the node never contacts anything else), peerBeginUpload's and peerPlaceWholeShares' 507
+  `storage-full` (a share larger than the holder's free space: a gateway places it on another holder,
+  docs/storage.md), and storeRoom's 507 `storage-full` or `disk-full` (its answer that a put of that size finds no
+  room);
 - every 4xx is an application/problem+json body with a code, a detail and its status;
 - an answer within 30 s, and the node process still running.
 Afterwards: `GET /v1/ledger/verify` passes, and (with the node stopped) the storage accounting holds: the
@@ -45,7 +47,9 @@ from xsc.devnet import NodeProcess, free_port
 from xsc.storage.holder import TURN_WAIT
 
 ROOT = Path(__file__).resolve().parents[1]
-ALLOWED_5XX = {("addPeer", 502, "peer-unreachable"), ("peerBeginUpload", 507, "storage-full")}
+ALLOWED_5XX = {("addPeer", 502, "peer-unreachable"), ("peerBeginUpload", 507, "storage-full"),
+               ("storeRoom", 507, "storage-full"), ("storeRoom", 507, "disk-full"),
+               ("peerPlaceWholeShares", 507, "storage-full")}
 REQUEST_TIMEOUT = 30.0
 # Operations that wait by design longer than REQUEST_TIMEOUT before they answer: a segment body sent ahead of its
 # turn waits up to TURN_WAIT for the bodies before it (then 409), so it is not a hang until that has passed.

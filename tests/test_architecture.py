@@ -239,8 +239,9 @@ def test_the_node_package_stays_the_composition_root_and_http() -> None:
     # sender on the provider, its peer route and price, ~12; the tag of a job's request, by which a caller that hung up
     # names the job, ~6; the tab a module's push names, its compile charged there, ~1; a request to a peer that found
     # no answer told to the node's probes, ~1; the capability in a request's path cut as the log names it, ~1; many
-    # files removed in one request, its route and its bounds, ~25).
-    assert sum(lines.values()) < 3685, lines
+    # files removed in one request, its route and its bounds, ~25; whether a put of a size finds room, asked without
+    # its body, its route, ~10; the removals of such a request not finished now answered with why, ~3).
+    assert sum(lines.values()) < 3700, lines
     too_long = {n: count for n, count in lines.items() if n.startswith("xsc.node.http.") and count > 350}
     assert too_long == {}
 

@@ -115,8 +115,9 @@ def test_the_cli_refuses_such_a_put_in_one_line_naming_what_to_do(small_node, tm
 
 @pytest.mark.parametrize("front", ["in the node", "xsc s3 serve"])
 def test_the_s3_front_refuses_such_an_object_at_once_with_an_s3_error(small_disk, front) -> None:
-    """The node's own S3 front asks the node before its 100 Continue; `xsc s3 serve` passes the put on, and the node
-    refuses it there before its body is sent: either way the client is told at once, in an S3 error."""
+    """Either front asks the node before its 100 Continue (`xsc s3 serve` over GET /v1/store/room), and a put sent
+    without one is refused by the node before its body is stored: either way the client is told at once, in an S3
+    error, and one that waits for the 100 Continue never sends its body."""
     pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
     from botocore.exceptions import ClientError
 
@@ -136,18 +137,18 @@ def test_the_s3_front_refuses_such_an_object_at_once_with_an_s3_error(small_disk
         assert (error["Code"], meta["HTTPStatusCode"]) == ("InsufficientCapacity", 507), refused.value.response
         assert error["Message"].startswith(REFUSED), error
         assert meta["RetryAttempts"] == 0  # not a 503 an SDK retries: the client is told at once
-        if served is None:  # with Expect: 100-continue, the refusal comes instead of the 100: no body is sent
-            url = f"http://127.0.0.1:{port}/big-things/big"
-            headers = sign_headers("PUT", url, key, {"Content-Length": str(BIG), "Expect": "100-continue",
-                                                     "x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
-            with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
-                conn.sendall(("PUT /big-things/big HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-                              + "\r\n").encode())
-                answer = b""
-                while b"</Error>" not in answer and (chunk := conn.recv(65536)):
-                    answer += chunk
-            assert answer.startswith(b"HTTP/1.1 507 "), answer
-            assert b"<Code>InsufficientCapacity</Code>" in answer and REFUSED.encode() in answer, answer
+        # with Expect: 100-continue, the refusal comes instead of the 100: no body is sent
+        url = f"http://127.0.0.1:{port}/big-things/big"
+        headers = sign_headers("PUT", url, key, {"Content-Length": str(BIG), "Expect": "100-continue",
+                                                 "x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+            conn.sendall(("PUT /big-things/big HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                          + "\r\n").encode())
+            answer = b""
+            while b"</Error>" not in answer and (chunk := conn.recv(65536)):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 507 "), answer
+        assert b"<Code>InsufficientCapacity</Code>" in answer and REFUSED.encode() in answer, answer
         assert s3.list_objects_v2(Bucket="big-things").get("KeyCount") == 0
         assert _storage(node)["used"] == 0
     finally:

@@ -87,6 +87,23 @@ async def test_a_put_right_after_another_is_told_the_room_this_node_has_now_not_
     assert body["detail"].endswith(f"the most free on one provider is {1_000_000 - store.used} bytes)"), body
 
 
+async def test_the_room_for_a_put_is_told_without_its_body_as_its_put_would_be_refused(store_node) -> None:
+    """GET /v1/store/room?size=N: a put of N bytes finds room (200), or its refusal, as the put's own Expect answers it
+    (507 storage-full past the 4 MiB capacity, its hint the put's); a size not said, or not a size, is a 400."""
+    fits = await store_node.get("/v1/store/room", params={"size": str(1024**2)})
+    assert fits.status == 200 and await fits.json() == {"size": 1024**2}
+    over = await store_node.get("/v1/store/room", params={"size": str(4 * 1024**2)})  # 6 MiB of blocks
+    problem = await over.json()
+    assert over.status == 507 and problem["code"] == "storage-full", problem
+    assert problem["detail"].startswith("not enough storage: this needs 6.0 MiB of block space"), problem
+    assert problem["hint"].startswith("free space with `xsc store rm`, or raise it"), problem
+    for query in ({}, {"size": "-1"}, {"size": "lots"}, {"size": str(2**64)}):
+        refused = await store_node.get("/v1/store/room", params=query)
+        assert refused.status == 400 and (await refused.json())["code"] == "invalid-argument", query
+    store = store_node.app[NODE].gateway.store
+    assert (store.used, store.reserved) == (0, 0)  # asking reserves nothing
+
+
 async def test_a_chunked_put_that_outgrows_the_store_is_rolled_back(store_node) -> None:
     store = store_node.app[NODE].gateway.store
 
@@ -357,14 +374,48 @@ async def test_many_files_are_removed_in_one_request_each_once_and_those_not_hel
     resp = await store_node.post("/v1/store/remove", json={"caps": [caps[0], unknown, caps[1], f" {caps[2]}\n",
                                                                       caps[0]]})
     assert resp.status == 200, await resp.text()
-    assert await resp.json() == {"removed": caps[:3], "not_held": [unknown]}
+    assert await resp.json() == {"removed": caps[:3], "to_finish": [], "not_held": [unknown]}
     files = (await (await store_node.get("/v1/store/files")).json())["files"]
     assert {f["capability"] for f in files} == set(caps[3:]) and store.shares_held == 12
     assert (await get(store_node, caps[0])).status == 404
     resp = await store_node.post("/v1/store/remove", json={"caps": []})  # nothing named: nothing to do
-    assert resp.status == 200 and await resp.json() == {"removed": [], "not_held": []}
+    assert resp.status == 200 and await resp.json() == {"removed": [], "to_finish": [], "not_held": []}
     resp = await store_node.post("/v1/store/remove", json={"caps": caps[3:]})
     assert (await resp.json())["removed"] == caps[3:] and store.used == before and store.shares_held == 0
+
+
+@pytest.mark.parametrize("fault", ["disk full", "another"])
+async def test_a_removal_of_many_files_not_finished_now_says_so_and_is_finished_later(store_node, monkeypatch,
+                                                                                     fault) -> None:
+    """The files are taken out of the listing in one write, then their records deleted in another: that second write
+    failing (a full disk, or any other fault of the node's) answers each file as to be finished, with why, not as
+    removed; the same removal again finishes it, as the node does on its own every storage.gc_interval."""
+    import plyvel
+
+    store = store_node.app[NODE].gateway.store
+    before = store.used
+    caps = [(await put(store_node, os.urandom(100 + n), name=f"f{n}"))["capability"] for n in range(2)]
+    unknown = str(Capability(key=os.urandom(32), manifest_hash=os.urandom(32), size=10))
+    real = store.delete_files
+
+    def failing(sis: list[bytes]) -> None:
+        if fault == "disk full":
+            raise plyvel.IOError(b"IO error: db/000007.log: No space left on device")
+        raise RuntimeError("the records could not be deleted")
+
+    monkeypatch.setattr(store, "delete_files", failing)
+    resp = await store_node.post("/v1/store/remove", json={"caps": [caps[0], unknown, caps[1]]})
+    assert resp.status == 200, await resp.text()
+    why = "the data dir's disk is full" if fault == "disk full" else "this node failed (RuntimeError: see its log)"
+    assert await resp.json() == {"removed": [], "to_finish": [{"capability": cap, "reason": why} for cap in caps],
+                                 "not_held": [unknown]}
+    assert (await (await store_node.get("/v1/store/files")).json())["files"] == []  # no longer listed
+    assert len(store.removals()) == 2 and store.used > before  # not all deleted yet
+
+    monkeypatch.setattr(store, "delete_files", real)
+    resp = await store_node.post("/v1/store/remove", json={"caps": caps})
+    assert await resp.json() == {"removed": caps, "to_finish": [], "not_held": []}
+    assert store.removals() == [] and store.used == before
 
 
 async def test_a_removal_of_many_files_refused_removes_none_of_them(store_node) -> None:

@@ -6,7 +6,10 @@ remote shares so, a refusing holder replaced before the put fails."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import json
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -16,7 +19,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.disks import tmpfs
+from tests.support.nodes import close_node, node_config, serve
 from xsc import codec
+from xsc.identity import sign_request
 from xsc.errors import InvalidArgument, PeerError, PeerRefused, PeerUnreachable
 from xsc.net.peer_client import PeerResponse
 from xsc.node.appkeys import METRICS, NODE
@@ -360,3 +366,63 @@ async def test_a_larger_file_is_begun_sent_and_committed_and_a_failed_whole_put_
     with pytest.raises(PeerError):
         await _put(gateway, b"z" * 1000, holders, spares=["d"])
     assert holders["c"].asked == ["place_whole", "delete"] and holders["d"].asked == ["place_whole"]
+
+
+async def _declared_only(holder, sender, length: int) -> tuple[int, dict]:
+    """A PUT of whole shares signed by `sender`, declaring a body of `length` bytes and sending none of it: the
+    holder's status and problem, which come only if it refuses the body from its length, before reading it."""
+    headers = sign_request(sender, "PUT", wire.WHOLE_PATH, b"", receiver=holder.app[NODE].peers.identity.id)
+    url = holder.make_url("/")
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    head = [f"PUT {wire.WHOLE_PATH} HTTP/1.1", f"Host: {url.host}:{url.port}", f"Content-Length: {length}",
+            "Content-Type: application/octet-stream", *(f"{k}: {v}" for k, v in headers.items()), "", ""]
+    writer.write("\r\n".join(head).encode())
+    try:
+        status_line = await asyncio.wait_for(reader.readline(), 20)  # a holder reading the body: 408 after 30 s
+        status = int(status_line.split()[1])
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            length = int(value) if name.strip().lower() == "content-length" else length
+        problem = json.loads(await reader.readexactly(length))
+    finally:
+        writer.close()
+    return status, problem
+
+
+@pytest.mark.parametrize("full", ["capacity", "disk"])
+async def test_whole_shares_a_holder_has_no_room_for_are_refused_from_their_length_before_they_are_read(
+        node_factory, tmp_path, full) -> None:
+    """A holder whose storage.capacity, or whose data dir's disk, has no room for the blocks a body of whole shares
+    holds at least (its length less the largest head) refuses it whole (507 storage-full, a peer problem naming
+    another node), from its Content-Length, the body never read; with room again, the same shares are placed."""
+    quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+    a = await node_factory("a", **quiet)
+    with contextlib.ExitStack() as stack:
+        if full == "capacity":  # room for the four shares below, not for what the length says
+            b = await node_factory("b", storage={"capacity": 128 * 1024}, **quiet)
+        else:
+            disk = stack.enter_context(tmpfs(tmp_path / "disk", "24m"))
+            b = await serve(node_config(disk, "b", storage={"capacity": 1024**3}, **quiet))
+        try:
+            b_url, b_id = b.app[NODE].peers.url, b.app[NODE].peers.identity.id
+            assert (await a.app[NODE].peers.add(b_url)).id == b_id
+            files = [EncodedFile(50_000 + n, 64 * 1024) for n in range(4)]  # one block each, ~50 KiB together
+            from_a = RemoteHolder(a.app[NODE].peers.client, b_id, b_url, DEAL_PRICE)
+            length = len(whole_shares_body([_terms(from_a, f) for f in files]))
+            if full == "disk":  # another program's file takes all but 16 KiB
+                (disk / "filler").write_bytes(b"\0" * (shutil.disk_usage(disk).free - 16 * 1024))
+            status, problem = await _declared_only(b, a.app[NODE].peers.identity, length + 512 * 1024)
+            assert (status, problem["code"]) == (507, "storage-full"), problem
+            assert problem["hint"] == "place this share on another node: this one has no room for it", problem
+            said = "not enough room on the data dir's disk" if full == "disk" else "not enough storage"
+            assert problem["detail"].startswith(said), problem
+            store = b.app[NODE].gateway.store
+            assert (store.used, store.reserved, len(b.app[NODE].share_holder)) == (0, 0, 0)
+            if full == "disk":
+                (disk / "filler").unlink()
+            answers = await from_a.place_shares([_terms(from_a, f) for f in files])
+            assert [a_["share"] if isinstance(a_, dict) else str(a_) for a_ in answers] == [SHARE] * 4, answers
+        finally:
+            if full == "disk":
+                await close_node(b)

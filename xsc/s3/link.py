@@ -129,8 +129,9 @@ class NodeLink(Protocol):
         ...
 
     async def delete_files(self, caps: list[str]) -> list[str]:
-        """`delete_file` of each of `caps`: those removed (or gone already); one that could not be is left out, for the
-        next reconciliation to remove."""
+        """`delete_file` of each of `caps`, REMOVED_AT_ONCE together at most: those removed, gone already, or taken out
+        of the listing for the node to finish removing; one that could not be is left out, for the next reconciliation
+        to remove, and so is one that is no capability."""
         ...
 
     async def files(self) -> list[dict]:

@@ -5,6 +5,7 @@ writes run in the node's CPU pool, each once the index has checked the user's ac
 from __future__ import annotations
 
 import contextlib
+import logging
 from concurrent.futures import Executor
 from typing import Any, AsyncIterator, Callable
 
@@ -15,10 +16,14 @@ from ..buckets.uploads import upload_page
 from ..buckets.objects import ObjectWriter, SmallPut
 from ..errors import InvalidCapability, NotFound, XscError
 from ..storage import Capability
+from ..storage.core.capability import REMOVED_AT_ONCE
 from ..storage.files import StorageService
 from ..storage.gateway_get import Plaintext
 from ..tasks import in_pool
+from ..units import counted
 from .link import RECONCILE_AT_ONCE
+
+log = logging.getLogger(__name__)
 
 
 class LocalNode:
@@ -128,14 +133,25 @@ class LocalNode:
             await self.storage.remove(Capability.parse(cap))
 
     async def delete_files(self, caps: list[str]) -> list[str]:
-        # Removed together: their synced writes per batch, not per file (StorageService.remove_all).  One that is no
-        # capability stays marked, as `delete_file` leaves it, and holds none of the others back.
+        # Removed together, their synced writes per batch, not per file (StorageService.remove_all), REMOVED_AT_ONCE a
+        # batch, as the user API takes them a request: a reconciliation's thousands are neither taken out of the
+        # listing in one write nor hold every one's repair lock at once.  A file the node took out of the listing and
+        # could not finish removing is its to finish (it said why in its log): its mark is done with.  One that is no
+        # capability names no file and holds none of the others back.
         parsed = {}
         for cap in caps:
             with contextlib.suppress(InvalidCapability):
                 parsed[cap] = Capability.parse(cap)
-        await self.storage.remove_all(list(parsed.values()))
-        return list(parsed)
+        marks, done = list(parsed), []
+        for i in range(0, len(marks), REMOVED_AT_ONCE):
+            batch = marks[i:i + REMOVED_AT_ONCE]
+            try:
+                await self.storage.remove_all([parsed[mark] for mark in batch])
+            except XscError as err:
+                log.warning("could not remove %s from the store yet: %s", counted(len(batch), "file"), err)
+                continue
+            done += batch
+        return done
 
     async def files(self) -> list[dict]:
         return await self.storage.files()

@@ -18,6 +18,7 @@ from urllib.parse import quote, urlsplit
 from .. import codec
 from ..buckets.marks import CHALLENGE_HEX, FileMarks
 from ..buckets.core import listing
+from ..buckets.core.names import SMALL_OBJECT
 from ..buckets.objects import SmallPut, group_body
 from ..client.aio import FileStream, NodeApi
 from ..client.sync import SPLICE, NodeBody, error_from_problem
@@ -43,6 +44,7 @@ class RemoteNode:
         self._unchecked = marks is not None  # until the node has answered the check
         self._refusal: ConfigError | None = None  # the key found not the node's after the start: every store refused
         self._checking = asyncio.Lock()
+        self._room_asked = True  # the node answers GET /v1/store/room (False once it answered 404)
 
     async def start(self) -> None:
         await self.api.start()
@@ -187,8 +189,17 @@ class RemoteNode:
 
     # --- files -------------------------------------------------------------------------------------
     async def check_room(self, size: int) -> None:
-        """Nothing asked ahead: the node refuses a put it has no room for as it is passed on, before its body is sent
-        there (its own `Expect: 100-continue`), and the front answers the client then, unread."""
+        """The node asked (`GET /v1/store/room`) before the front tells its client to send the body: a put the node has
+        no room for, on its disk or in its capacity, is refused then, its body never sent to the front.  Not a small
+        object's (SMALL_OBJECT at most, which boto3 sends with `Expect: 100-continue` too): it is one request of the
+        node's, whose refusal comes as soon as its few bytes came, and asking first would make every one two.  An xsc
+        without the route (404) is not asked again: its put refuses as the front passes it on."""
+        if not self._room_asked or size <= SMALL_OBJECT:
+            return
+        try:
+            await self.api.call("GET", "/v1/store/room", params={"size": str(size)})
+        except NotFound:
+            self._room_asked = False
 
     async def put_file(self, chunks: AsyncIterator[bytes], size: int | None, name: str) -> dict:
         await self._checked()
@@ -205,8 +216,8 @@ class RemoteNode:
 
     async def delete_files(self, caps: list[str]) -> list[str]:
         # Removed together, REMOVED_AT_ONCE a request (POST /v1/store/remove): their synced writes per batch, not per
-        # file.  One that is no capability stays marked, as `delete_file` leaves it, and holds none of the others back
-        # (the node would refuse the whole request for it).
+        # file.  One that is no capability holds none of the others back (the node would refuse the whole request for
+        # it): it names no file.
         parsed: dict[str, list[str]] = {}  # each capability as the node names it: the marks that name it
         for cap in caps:
             with contextlib.suppress(InvalidCapability):
@@ -215,11 +226,13 @@ class RemoteNode:
         for i in range(0, len(named), REMOVED_AT_ONCE):
             batch = named[i:i + REMOVED_AT_ONCE]
             try:
-                await self.api.call("POST", "/v1/store/remove", body={"caps": batch})
+                answer = await self.api.call("POST", "/v1/store/remove", body={"caps": batch})
             except XscError as err:
                 log.warning("could not remove %s from the store yet: %s", counted(len(batch), "file"), err)
                 continue
-            done += [mark for cap in batch for mark in parsed[cap]]  # removed, or gone already (not held)
+            _said_unfinished(answer)
+            # Removed, gone already (not held), or taken out of the listing for the node to finish: done with here.
+            done += [mark for cap in batch for mark in parsed[cap]]
         return done
 
     async def files(self) -> list[dict]:
@@ -246,6 +259,17 @@ class RemoteNode:
             orphans += (await self.api.call("POST", "/v1/s3/reconcile",
                                             body={"caps": caps[i:i + RECONCILE_AT_ONCE]}))["orphans"]
         return orphans
+
+
+def _said_unfinished(answer: object) -> None:
+    """The removals the node took on and could not finish now (`to_finish`: it finishes them itself, every
+    storage.gc_interval), said in the front's log with the node's reasons, each once."""
+    unfinished = answer.get("to_finish") if isinstance(answer, dict) else None
+    if not isinstance(unfinished, list) or not unfinished:
+        return
+    reasons = {str(item.get("reason"))[:200] for item in unfinished if isinstance(item, dict)}
+    log.warning("the node took %s out of its listing and finishes removing them later: %s",
+                counted(len(unfinished), "file"), "; ".join(sorted(reasons)[:3]))
 
 
 async def _joined(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

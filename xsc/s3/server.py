@@ -139,7 +139,7 @@ class S3Front:
 
     async def expect(self, request: web.Request) -> web.StreamResponse | None:
         """`Expect: 100-continue`: the client is told to send its body only once the request is authenticated
-        and is an operation the front does."""
+        and is an operation the front does, and, for a PutObject's or UploadPart's, once the node has room for it."""
         request_id = unique_bytes(8).hex().upper()
         if request.headers.get("Expect", "").lower() != "100-continue":
             response = _error(request, S3Error(
@@ -150,7 +150,7 @@ class S3Front:
         try:
             call = self._authenticate(request, request_id)
             if call.operation in ("put_object", "upload_part") and (size := declared_size(call)) is not None:
-                await self.node.check_room(size)  # a disk that cannot hold it: refused before its body is sent
+                await self.node.check_room(size)  # no room on the disk or in the capacity: refused before the body
         except XscError as err:
             response = _error(request, err, request_id)
             response.force_close()

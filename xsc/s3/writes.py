@@ -11,7 +11,8 @@ import logging
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 from ..buckets.core import names
-from ..errors import InsufficientCredit, NodeCreditExhausted, S3Error, XscError
+from ..errors import InsufficientCredit, InvalidCapability, NodeCreditExhausted, S3Error, XscError
+from ..storage.core.capability import Capability
 from ..tasks import Workers, to_its_end
 from ..units import counted
 from . import payload
@@ -147,16 +148,24 @@ class Writes:
         return await write.finish(paid_and_recorded())
 
     async def collect(self, garbage: list[str]) -> None:
-        """Remove files no object refers to any more from the store (their deals end), then drop their marks."""
-        if not garbage:
-            return
-        try:
-            done = await self.node.delete_files(garbage)
-        except XscError as err:
-            log.warning("could not remove %s from the store yet: %s", counted(len(garbage), "file"), err)
-            return
-        if done:
-            await self.node.forget_garbage(done)
+        """Remove files no object refers to any more from the store (their deals end), then drop their marks.  A mark
+        that is no capability (a record written through the user API names whatever part it is given) names no file:
+        nothing can ever be removed for it, so its mark is dropped with the others, said once in a warning, rather
+        than kept and tried again at every reconciliation."""
+        files, nameless = [], []
+        for mark in garbage:
+            (nameless if _names_no_file(mark) else files).append(mark)
+        done: list[str] = []
+        if files:
+            try:
+                done = await self.node.delete_files(files)
+            except XscError as err:
+                log.warning("could not remove %s from the store yet: %s", counted(len(files), "file"), err)
+        if done or nameless:
+            await self.node.forget_garbage([*done, *nameless])
+        if nameless:
+            log.warning("dropped %s that named no file (not a capability: nothing to remove)",
+                        counted(len(nameless), "garbage mark"))
 
     async def collect_refused(self, err: XscError) -> None:
         """The files of a write refused as its record was to be written (a conditional write that lost its race, a
@@ -170,6 +179,14 @@ class Writes:
         garbage = await self.node.garbage()
         await self.collect(garbage)
         return len(garbage)
+
+
+def _names_no_file(mark: str) -> bool:
+    try:
+        Capability.parse(mark)
+    except InvalidCapability:
+        return True
+    return False
 
 
 async def _paid_by(node: NodeLink, user: str, put: dict) -> str:

@@ -605,25 +605,28 @@ class StorageService:
         change with them); `finish_removals` finishes their removal."""
         await in_pool(self.pool, self.store.begin_removals, [cap.storage_index for cap in caps], at, also)
 
-    async def remove_all(self, caps: list[Capability]) -> list[Capability]:
+    async def remove_all(self, caps: list[Capability]) -> Removed:
         """`remove` of each file of `caps` this node's user has, listed or its removal cut short (one it has not:
         nothing), its synced writes per batch, not per file: taken out of the listing in one write, then finished
-        together (`finish_removals`).  Returns those it had, once each."""
+        together (`finish_removals`).  What it did with those it had, once each: removed, or no longer listed and
+        to be finished, and why not now."""
         listed, pending = await in_pool(self.pool, _held, self.store, caps)
         if listed:
             await _unlist(self, listed)
-        await self.finish_removals([*listed, *pending])
-        return [*listed, *pending]
+        held = [*listed, *pending]
+        unfinished = await self.finish_removals(held)
+        return Removed([cap for cap in held if cap not in unfinished], unfinished)
 
-    async def finish_removals(self, caps: list[Capability]) -> None:
+    async def finish_removals(self, caps: list[Capability]) -> dict[Capability, str]:
         """Finish the removal of files taken out of the listing (`removal_entries`, `begin_removals`): their shares
         deleted on every holder that answers and here, their synced writes together; a file not being removed is left
         alone.  Those that fail are finished later, as any removal a crash or a full disk cut short
-        (`_finish_removals`)."""
+        (`_finish_removals`): returned, each with why it is not finished now."""
         try:
             await _finish_together(self, [cap.storage_index for cap in caps])
-        except Exception:  # noqa: BLE001 - finished later
-            log.exception("could not finish removing %s", counted(len(set(caps)), "file"))
+        except Exception as err:  # noqa: BLE001 - finished later
+            return await _unfinished(self, caps, err)
+        return {}
 
     async def _finish_removal(self, record: dict) -> dict[str, str]:
         return (await _finish_all(self, [record]))[0]
@@ -950,6 +953,31 @@ async def _unlist(service: StorageService, caps: list[Capability]) -> None:
                        hint="free disk space, then remove the files again") from err
 
 
+@dataclass
+class Removed:
+    """What a removal of many files did (`StorageService.remove_all`): the files it removed, and those it took out of
+    the listing but could not finish removing now, each with why (the node finishes them later: `_finish_removals`)."""
+
+    finished: list[Capability]
+    unfinished: dict[Capability, str]
+
+
+async def _unfinished(service: StorageService, caps: list[Capability], err: Exception) -> dict[Capability, str]:
+    """Of `caps`, whose removals `err` cut short, those still being removed, each with why in a line its caller can
+    be told: the disk's being full, or the refusal's words; a fault of another kind is the log's."""
+    if db.disk_full(err):
+        log.warning("could not finish removing %s yet: the data dir's disk is full", counted(len(set(caps)), "file"))
+        why = "the data dir's disk is full"
+    else:
+        log.exception("could not finish removing %s", counted(len(set(caps)), "file"))
+        why = err.message if isinstance(err, XscError) else f"this node failed ({type(err).__name__}: see its log)"
+    try:
+        being_removed = {r["storage_index"] for r in await in_pool(service.pool, service.store.removals)}
+    except Exception:  # noqa: BLE001 - the removals unread: none is said finished
+        return {cap: why for cap in caps}
+    return {cap: why for cap in caps if cap.storage_index.hex() in being_removed}
+
+
 async def _finish_removal(service: StorageService, si: bytes) -> dict[str, str] | None:
     """Finish the removal of the file `si` if it is still being removed (`_finish_together`); the nodes that did not
     answer, or None if there was nothing to finish."""
@@ -1040,4 +1068,4 @@ async def _release_strays(service: StorageService) -> None:
             log.exception("could not delete the copies of shares of %s that no placement holds", si.hex())
 
 
-__all__ = ["LOCAL", "StorageService", "UnknownNode", "Unplaced"]
+__all__ = ["LOCAL", "Removed", "StorageService", "UnknownNode", "Unplaced"]

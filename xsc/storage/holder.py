@@ -36,7 +36,8 @@ from .bodies import BodyRoom
 from .publisher import Publisher
 from .share_store import ShareMeta, ShareStore, Upload, restaged, writing
 from .core.wire import (HEX_HASH, MAX_BODIES_PER_SENDER, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
-                        block_lengths, commit_limit, cut_commit, json_int, parse_manifest, put_limit, split_blocks)
+                        block_lengths, commit_limit, cut_commit, json_int, parse_manifest, put_limit, split_blocks,
+                        whole_blocks_at_least)
 
 log = logging.getLogger(__name__)
 
@@ -570,6 +571,15 @@ class ShareHolder:
         incoming.cost, incoming.line = cost, sender_id
         return {"upload": incoming.id, "segment_count": incoming.segment_count, "share_bytes": incoming.share_bytes,
                 "max_put_bytes": put_limit(incoming.size, incoming.segment_size)}
+
+    def check_room_for_whole(self, length: int) -> None:
+        """Refuse a body of whole shares of `length` bytes (said in its Content-Length) before it is read, if this
+        node has no room for the fewest block bytes it can hold, on its disk or in its capacity: the uploader places
+        them elsewhere, as after each share's begin, which checks its own share again once the body is read."""
+        try:
+            self.store.check_fits(whole_blocks_at_least(length))
+        except StorageFull as err:
+            raise _no_room_for_uploader(err) from None
 
     async def place_whole(self, sender: bytes, sender_id: str, si: bytes, share: int, terms: dict,
                           block: bytes, network: str = "") -> ShareMeta:

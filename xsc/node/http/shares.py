@@ -77,9 +77,11 @@ async def begin_upload(request: web.Request) -> web.Response:
 
 @routes.put(WHOLE_PATH)
 @peer_auth.streams_body
+@peer_auth.before_body(lambda request, sender, size: request.app[NODE].share_holder.check_room_for_whole(size))
 async def place_whole_shares(request: web.Request) -> web.Response:
     """Each share is placed as if it came alone, with every check: the answer says, share by share in the order sent,
-    what was placed and what was refused (and why), so one refusal costs the others nothing."""
+    what was placed and what was refused (and why), so one refusal costs the others nothing.  A body whose length says
+    it holds more than this node has room for is refused whole before it is read (507 storage-full)."""
     holder, sender, sender_id = request.app[NODE].share_holder, _sender(request), peer_auth.peer_id(request)
     network = network_key(request.remote)
     async with holder.bodies.room(sender, network, min(WHOLE_MAX_BODY, request.content_length or WHOLE_MAX_BODY)):

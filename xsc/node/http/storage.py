@@ -90,6 +90,18 @@ async def put_file(request: web.Request) -> web.Response:
     return json_response(answer, status=201)
 
 
+@routes.get("/v1/store/room")
+async def room(request: web.Request) -> web.Response:
+    """Whether a put of `?size=N` bytes finds room here now, on the data dir's disk and in storage.capacity: its
+    refusal (507 disk-full, storage-full) as the put's own `Expect: 100-continue` would answer it, without a body on
+    its way.  For a front that tells its own client to send a body only once the node would take it (xsc s3 serve)."""
+    size = query_int(request.query, "size", -1, 0, 2**64 - 1)  # as large as a capability's size
+    if size < 0:
+        raise InvalidArgument("say the size of the put: ?size=BYTES")
+    request.app[NODE].storage.check_room(size)
+    return json_response({"size": size})
+
+
 @routes.get("/v1/store/files")
 async def list_files(request: web.Request) -> web.Response:
     limit = query_int(request.query, "limit", 0, 1, 10**9) or None  # ?limit=N: the newest N files only
@@ -131,7 +143,8 @@ async def remove_file(request: web.Request) -> web.Response:
 @routes.post("/v1/store/remove")
 async def remove_files(request: web.Request) -> web.Response:
     """Many files removed in one request, their synced writes per batch, not per file (`StorageService.remove_all`):
-    those this node's user has, each once; the others named apart.  An entry that is no capability removes none."""
+    those this node's user has, each once, removed or, taken out of the listing but not finished now, to be finished
+    (with why); the others named apart.  An entry that is no capability removes none."""
     texts = (await large_json_body(request, MAX_REMOVAL_BODY, MIN_UPLOAD_RATE, _REMOVAL_HINT)).get("caps")
     if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
         raise InvalidArgument("a removal names its files as a list of capabilities", hint=_REMOVAL_HINT)
@@ -144,9 +157,11 @@ async def remove_files(request: web.Request) -> web.Response:
             caps.append(Capability.parse(text))
         except InvalidCapability as err:
             raise InvalidCapability(f"caps[{n}]: {err}", hint=err.hint) from None
-    removed, named = {str(c) for c in await request.app[NODE].storage.remove_all(caps)}, dict.fromkeys(map(str, caps))
+    done, named = await request.app[NODE].storage.remove_all(caps), dict.fromkeys(map(str, caps))
+    removed, unfinished = set(map(str, done.finished)), {str(c): why for c, why in done.unfinished.items()}
     return json_response({"removed": [c for c in named if c in removed],
-                          "not_held": [c for c in named if c not in removed]})
+                          "to_finish": [{"capability": c, "reason": unfinished[c]} for c in named if c in unfinished],
+                          "not_held": [c for c in named if c not in removed and c not in unfinished]})
 
 
 @routes.get("/v1/store/files/{cap}/check")

@@ -40,7 +40,11 @@ S3_CODES: dict[str, tuple[str, int]] = {
     "invalid-part-order": ("InvalidPartOrder", 400),
     "entity-too-small": ("EntityTooSmall", 400),
     "range-not-satisfiable": ("InvalidRange", 416),
-    "storage-full": ("ServiceUnavailable", 503),  # S3 has no "full"; the client should back off
+    # More than the node's storage.capacity (or the providers' offers) has room for: S3 has no code for it.  Ceph's
+    # RGW answers a put over a user's or bucket's size quota QuotaExceeded 403, which SDKs do not retry (they retry
+    # 500, 502, 503 and 504): the client is told at once, in a message saying what to free or raise, where a retry
+    # would only meet the same refusal after its backoff.
+    "storage-full": ("QuotaExceeded", 403),
     # The node's disk has no room for the object (or filled up as it was written): S3 has no code for it either.  507
     # Insufficient Storage, as MinIO answers a full drive with: SDKs do not retry it (they retry 500, 502, 503, 504),
     # so the client is told at once; the message says to free space or use another node.

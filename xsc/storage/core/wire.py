@@ -85,6 +85,12 @@ def whole_shares_body(shares: Sequence[WholeShare]) -> bytes:
     return codec.framed(head, b"".join(w.block for w in shares))
 
 
+def whole_blocks_at_least(length: int) -> int:
+    """The fewest block bytes a whole shares body of `length` bytes can hold (its head is at most WHOLE_MAX_HEAD after
+    its 4-byte length), and one at least: what a holder must have room for before it reads such a body."""
+    return max(length - (WHOLE_MAX_BODY - WHOLE_MAX_BLOCK), 1)
+
+
 def parse_whole_shares(body: bytes) -> list[WholeShare]:
     """The shares of a `whole_shares_body`, each with its block; refused if the body is not one."""
     try:
