@@ -157,10 +157,12 @@ async def test_an_invoke_goes_on_when_the_matched_provider_is_dead(node_factory)
     other = await node_factory("other", **QUIET)
     for provider in (cheap, other):
         await a.app[NODE].peers.add(provider.app[NODE].peers.url)
-    for _ in range(50):
+
+    async def both_offered() -> bool:
         await a.app[NODE].market.fill_book()
-        if all(a.app[NODE].market.book.get(p.app[NODE].peers.identity.id) for p in (cheap, other)):
-            break
+        return all(a.app[NODE].market.book.get(p.app[NODE].peers.identity.id) for p in (cheap, other))
+
+    await eventually_async(both_offered, "both providers' asks in a's book")  # else the call never meets the dead one
     deployed = await (await a.post("/v1/modules", data=wasm("add"))).json()
 
     async def hang() -> None:
