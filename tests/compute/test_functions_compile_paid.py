@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import json
 
-import aiohttp
 import pytest
 
-from tests.support.compile_paid import GATEWAY, PRICE, compiled, countersigning, line, pair, provider, strikes
+from tests.support.compile_paid import GATEWAY, compiled, countersigning, line, pair, provider, strikes
 from tests.support.compute import WASM, deploy, wasm
 from tests.support.jobs import balances, verified
 from tests.support.nodes import close_node, free_port
+from tests.support.placed import (charged_by, get_page, listed_function, request_budget, serve_function, unpaid_tabs,
+                                   wait_placed, wait_unplaced)
 from tests.support.waiting import eventually, eventually_async
-from xsc.compute.placed_functions import function_job
 from xsc.compute.provider_tabs import compile_price
-from xsc.compute.service import InvokeCall
 from xsc.errors import Conflict
 from xsc.ledger.core.model import format_credits
 from xsc.node import IDENTITY
@@ -29,64 +28,16 @@ FAST = {"placement_interval": 0.25}  # a silent provider left after 1 s
 COMPILED = compiled("cgi")
 
 
-async def _get(url: str) -> tuple[int, bytes]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url, allow_redirects=False) as response:
-            return response.status, await response.read()
-
-
-async def _serve(owner, function: dict) -> None:
-    response = await owner.post("/v1/compute/functions", json=function)
-    assert response.status < 300, await response.text()
-
-
-async def _listed(owner, name: str = "hello") -> dict:
-    response = await owner.get("/v1/compute/functions")
-    return {f["name"]: f for f in (await response.json())["functions"]}.get(name, {})
-
-
-async def _placed(owner, other_than: str | None = None) -> dict:
-    async def placed():
-        found = await _listed(owner)
-        return found if found.get("url") and found["url"] != other_than else None
-
-    return await eventually_async(placed, "the function placed on a provider", 30)
-
-
-async def _unplaced(owner) -> str:
-    async def said():
-        return (await _listed(owner)).get("not_placed", "") if "spend cap" in (await _listed(owner)).get(
-            "not_placed", "") else None
-
-    return await eventually_async(said, "the owner's list to say its spend cap keeps it unplaced", 30)
-
-
-def _charged(provider, owner) -> int:
-    """What the requests `provider` served for `owner`'s function ran up."""
-    return sum(r["record"]["charge"] for r in provider.app[NODE].compute.recent_provenance(1000)
-               if r["record"].get("deal", {}).get("gateway") == owner.app[IDENTITY].id)
-
-
-def _tabs(owner) -> list:
-    """The owner's tabs of its function "hello" not paid yet."""
-    return [a for a in owner.app[NODE].ledger.pending() if a.job == function_job(owner.app[IDENTITY].id, "hello")]
-
-
-def _budget(owner, module: str) -> int:
-    """One request's budget at PRICE (the function's default limits, no memory price)."""
-    return owner.app[NODE].compute.budget(InvokeCall(module, "_start", [], None, None, None, True), PRICE)
-
-
 async def test_a_placed_functions_pushed_modules_compile_is_paid_with_its_tab(node_factory) -> None:
     a, b, module = await pair(node_factory, module="cgi", wasi=True, web=True, node=FAST)
     before = balances(a, b)
     function = {"name": "hello", "module": module, "on_market": True}
-    await _serve(a, function)
-    url = (await _placed(a))["url"]
+    await serve_function(a, function)
+    url = (await wait_placed(a))["url"]
     assert b.app[NODE].compute.has_module(module)  # pushed: `b` lacked it
-    [first] = _tabs(a)
-    assert (await _get(url + "x"))[0] == 200
-    charge = await eventually_async(lambda: _charged(b, a), "the request's run recorded (after its answer)")
+    [first] = unpaid_tabs(a)
+    assert (await get_page(url + "x"))[0] == 200
+    charge = await eventually_async(lambda: charged_by(b, a), "the request's run recorded (after its answer)")
     # `b`'s reports of the tab count the compile apart: one claiming more of it than the push allowed, or its total
     # less the compile more than its requests' budgets, is not taken (a peer's word).
     tabs = a.app[NODE].paid.gateway_tabs
@@ -95,10 +46,10 @@ async def test_a_placed_functions_pushed_modules_compile_is_paid_with_its_tab(no
         assert not tabs.reported(first.id, total, count, compiles), (total, count, compiles)
     assert tabs.reported(first.id, charge + COMPILED, 1, COMPILED)
     # Served again with changes: placed on a next tab, the first one closed for its receipt and paid.
-    await _serve(a, {**function, "env": {"GREETING": "again"}})
+    await serve_function(a, {**function, "env": {"GREETING": "again"}})
     await eventually_async(lambda: first.id not in {t.id for t in a.app[NODE].ledger.pending()}, "the first tab paid",
                            30)
-    owed = _charged(b, a) + COMPILED
+    owed = charged_by(b, a) + COMPILED
     # What `b` did for `a` (the request, and compiling the module `a` pushed for it) is all paid.
     assert line(a, b) == (owed, owed)
     assert before[0] - balances(a, b)[0] == balances(a, b)[1] - before[1] == owed
@@ -106,7 +57,7 @@ async def test_a_placed_functions_pushed_modules_compile_is_paid_with_its_tab(no
     [payment] = [e for e in history["entries"] if e["kind"] == "payment"]
     assert payment["amount"] == owed and payment["usage"]["compiles"] == COMPILED, payment
     # The compile is the function's spend, in its hour too.
-    listed = await _listed(a)
+    listed = await listed_function(a)
     assert listed["spend"] == listed["spent_this_hour"] == owed, listed
     assert a.app[NODE].paid.gateway_tabs.refused_receipts == 0
     for each in (a, b):
@@ -117,7 +68,7 @@ async def test_a_function_whose_spend_cap_leaves_no_room_for_its_compile_is_not_
         node_factory, monkeypatch) -> None:
     a, b, module = await pair(node_factory, module="cgi", wasi=True, web=True,
                               node={**FAST, "web_listen": f"127.0.0.1:{free_port()}"})
-    budget, before = _budget(a, module), balances(a, b)
+    budget, before = request_budget(a, module), balances(a, b)
     function = {"name": "hello", "module": module, "on_market": True, "spend_cap": budget + COMPILED - 1}
     signed = []
     authorize = a.app[NODE].paid.payments.authorize
@@ -131,33 +82,33 @@ async def test_a_function_whose_spend_cap_leaves_no_room_for_its_compile_is_not_
         f"--on-market --spend-cap {budget + COMPILED})"), served
     # Its cap holds a request's budget, not that and the compile the provider, lacking the module, would charge: the
     # module is not pushed and the function not placed; its callers are told 402 and the owner pays nothing.
-    why = await _unplaced(a)
+    why = await wait_unplaced(a)
     assert f"less than one request's budget of {budget:,}" in why and f"lacks, {COMPILED:,}" in why, why
     assert why.endswith(f"xsc compute serve hello {module} ... --on-market --spend-cap {budget + COMPILED})"), why
-    status, problem = await _get(f"http://{a.app[NODE].config.node.web_listen}/fn/hello/")
+    status, problem = await get_page(f"http://{a.app[NODE].config.node.web_listen}/fn/hello/")
     assert status == 402 and b"spend-cap-reached" in problem, (status, problem)
     assert not b.app[NODE].compute.has_module(module) and line(a, b) == (0, 0) and balances(a, b) == before
-    assert _tabs(a) == [] and a.app[NODE].ledger.holding() == {}
+    assert unpaid_tabs(a) == [] and a.app[NODE].ledger.holding() == {}
     # Once `b` said it lacks the module, no round signs a tab for it there again while the cap leaves no room.
     for _ in range(3):
         await a.app[NODE].placements.keep()
-    assert len(signed) == 1 and "lacks" in (await _listed(a))["not_placed"], signed
+    assert len(signed) == 1 and "lacks" in (await listed_function(a))["not_placed"], signed
 
     # A cap with room for both: placed, and its tab pays the compile and the one request it has room for; past that
     # its callers get 402, and the owner is charged nothing more.
-    await _serve(a, {**function, "spend_cap": budget + COMPILED})
-    url = (await _placed(a))["url"]
-    [tab] = _tabs(a)
+    await serve_function(a, {**function, "spend_cap": budget + COMPILED})
+    url = (await wait_placed(a))["url"]
+    [tab] = unpaid_tabs(a)
     assert tab.cap == budget + COMPILED
-    assert (await _get(url + "x"))[0] == 200
+    assert (await get_page(url + "x"))[0] == 200
     await eventually_async(lambda: tab.id not in {t.id for t in a.app[NODE].ledger.pending()},
                            "the spent tab ended and paid", 30)
-    owed = _charged(b, a) + COMPILED
+    owed = charged_by(b, a) + COMPILED
     assert line(a, b) == (owed, owed) and before[0] - balances(a, b)[0] == owed
-    listed = await _listed(a)
+    listed = await listed_function(a)
     assert listed["spent_this_hour"] == owed <= budget + COMPILED, listed
-    await _unplaced(a)
-    status, problem = await _get(f"http://{a.app[NODE].config.node.web_listen}/fn/hello/")
+    await wait_unplaced(a)
+    status, problem = await get_page(f"http://{a.app[NODE].config.node.web_listen}/fn/hello/")
     assert status == 402 and b"spend-cap-reached" in problem, (status, problem)
     assert line(a, b) == (owed, owed) and before[0] - balances(a, b)[0] == owed
 
@@ -169,36 +120,36 @@ async def test_a_function_whose_provider_died_moves_only_where_its_spend_cap_pay
     a.app[NODE].placements.renew = 3600  # its first tab stays the one open when its provider dies
     providers = [await provider(node_factory, name, a, web=True) for name in ("b", "c")]
     module = await deploy(a, "cgi", wasi=True)
-    budget = _budget(a, module)
+    budget = request_budget(a, module)
     opened = 16 * budget + COMPILED  # the first tab's cap: 16 requests' budgets and compiling the module
     cap = opened + budget + COMPILED - (0 if room else 1)
-    await _serve(a, {"name": "hello", "module": module, "on_market": True, "spend_cap": cap})
-    listed = await _placed(a)
+    await serve_function(a, {"name": "hello", "module": module, "on_market": True, "spend_cap": cap})
+    listed = await wait_placed(a)
     first = next(p for p in providers if p.app[IDENTITY].id == listed["provider"])
     second = next(p for p in providers if p is not first)
-    assert [t.cap for t in _tabs(a)] == [opened]
+    assert [t.cap for t in unpaid_tabs(a)] == [opened]
     before = balances(a, second)
     await close_node(first)  # its tab left to the payment retry: it may still be paid up to its cap
 
     if room:
-        moved = await _placed(a, other_than=listed["url"])
+        moved = await wait_placed(a, other_than=listed["url"])
         assert moved["provider"] == second.app[IDENTITY].id
-        assert (await _get(moved["url"] + "x"))[0] == 200
-        [tab] = [t for t in _tabs(a) if t.cap != opened]
+        assert (await get_page(moved["url"] + "x"))[0] == 200
+        [tab] = [t for t in unpaid_tabs(a) if t.cap != opened]
         assert tab.cap == budget + COMPILED
         response = await a.delete("/v1/compute/functions/hello")  # withdrawn, and its tab closed and paid
         assert response.status == 200, await response.text()
         await eventually_async(lambda: tab.id not in {t.id for t in a.app[NODE].ledger.pending()},
                                "the second provider's tab paid", 30)
-        owed = _charged(second, a) + COMPILED
+        owed = charged_by(second, a) + COMPILED
         assert line(a, second) == (owed, owed) and before[0] - balances(a, second)[0] == owed
     else:
-        why = await _unplaced(a)
+        why = await wait_unplaced(a)
         assert why.endswith(f"--on-market --spend-cap {cap + 1})"), why
-        status, problem = await _get(f"http://{a.app[NODE].config.node.web_listen}/fn/hello/")
+        status, problem = await get_page(f"http://{a.app[NODE].config.node.web_listen}/fn/hello/")
         assert status == 402 and b"spend-cap-reached" in problem, (status, problem)
         assert not second.app[NODE].compute.has_module(module) and line(a, second) == (0, 0)
-        assert balances(a, second) == before and [t.cap for t in _tabs(a)] == [opened]
+        assert balances(a, second) == before and [t.cap for t in unpaid_tabs(a)] == [opened]
 
 
 def test_the_owners_list_of_its_functions_counts_the_compile_in_their_spend(cli_node) -> None:
@@ -249,18 +200,18 @@ async def test_a_compile_a_placed_functions_tab_did_not_allow_is_not_paid_and_it
     if change is _above:
         countersigning(b, monkeypatch, change)
     function = {"name": "hello", "module": module, "on_market": True}
-    await _serve(a, function)
-    url = (await _placed(a))["url"]
-    [first] = _tabs(a)
+    await serve_function(a, function)
+    url = (await wait_placed(a))["url"]
+    [first] = unpaid_tabs(a)
     paid = 0
     if change is _unnamed:  # the first tab paid as it is, then a request on the next one
-        await _serve(a, {**function, "env": {"GREETING": "again"}})
+        await serve_function(a, {**function, "env": {"GREETING": "again"}})
         await eventually_async(lambda: first.id not in {t.id for t in a.app[NODE].ledger.pending()},
                                "the first tab paid", 30)
         paid = COMPILED
         countersigning(b, monkeypatch, change)
-        assert (await _get(url + "x"))[0] == 200
-        await eventually_async(lambda: _charged(b, a), "the request's run recorded")
+        assert (await get_page(url + "x"))[0] == 200
+        await eventually_async(lambda: charged_by(b, a), "the request's run recorded")
         response = await a.delete("/v1/compute/functions/hello")  # its tab closed for the receipt
         assert response.status == 200, await response.text()
     await eventually_async(lambda: struck, "the provider struck for its receipt", 30)
@@ -282,9 +233,9 @@ async def test_a_placement_its_provider_refuses_once_it_compiled_the_module_pays
         return await place(owner, body)
 
     monkeypatch.setattr(hosted, "place", refused_once_compiled)
-    await _serve(a, {"name": "hello", "module": module, "on_market": True})
+    await serve_function(a, {"name": "hello", "module": module, "on_market": True})
     # b counts the receipt as it countersigns it, a its payment once the receipt is back: both are waited for
     await eventually_async(lambda: line(a, b) == (COMPILED, COMPILED) and before[0] - balances(a, b)[0] == COMPILED,
                            "the compile paid", 30)
     assert a.app[NODE].paid.gateway_tabs.refused_receipts == 0
-    assert "refused it" in (await _listed(a)).get("not_placed", "")
+    assert "refused it" in (await listed_function(a)).get("not_placed", "")

@@ -7,16 +7,16 @@ read), and a provider claiming more for it than the owner priced it at is not pa
 
 from __future__ import annotations
 
-import aiohttp
 import pytest
 
 from tests.support.compile_paid import GATEWAY, PRICE, compiled, countersigning, line, pair, provider, strikes
 from tests.support.compute import deploy
 from tests.support.jobs import balances, verified
 from tests.support.nodes import close_node, free_port
+from tests.support.placed import (charged_by, get_page, listed_function, request_budget, serve_function, unpaid_tabs,
+                                   wait_placed, wait_unplaced)
 from tests.support.waiting import eventually_async
 from xsc.compute.placed_functions import function_job, mount_price
-from xsc.compute.service import InvokeCall
 from xsc.errors import PeerRefused
 from xsc.ledger.core.model import encode_authorization
 from xsc.net.functions import FUNCTION_ANSWER, FUNCTIONS_PATH
@@ -29,59 +29,11 @@ PAGE = b"<p>a page its provider reads from the network when the function is plac
 MOUNTED = mount_price(len(PAGE), PRICE)  # what reading it costs at the only price on the market
 
 
-async def _get(url: str) -> tuple[int, bytes]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url, allow_redirects=False) as response:
-            return response.status, await response.read()
-
-
-async def _serve(owner, function: dict) -> None:
-    response = await owner.post("/v1/compute/functions", json=function)
-    assert response.status < 300, await response.text()
-
-
-async def _listed(owner, name: str = "hello") -> dict:
-    response = await owner.get("/v1/compute/functions")
-    return {f["name"]: f for f in (await response.json())["functions"]}.get(name, {})
-
-
-async def _placed(owner, other_than: str | None = None) -> dict:
-    async def placed():
-        found = await _listed(owner)
-        return found if found.get("url") and found["url"] != other_than else None
-
-    return await eventually_async(placed, "the function placed on a provider", 30)
-
-
-async def _unplaced(owner) -> str:
-    async def said():
-        why = (await _listed(owner)).get("not_placed", "")
-        return why if "spend cap" in why else None
-
-    return await eventually_async(said, "the owner's list to say its spend cap keeps it unplaced", 30)
-
-
 async def _stored(owner) -> str:
     """PAGE stored by `owner` (on itself: its providers hold none of it), its capability mounted at /in/index.html."""
     response = await owner.post("/v1/store/files", data=PAGE)
     assert response.status < 300, await response.text()
     return f"{(await response.json())['capability']}:/in/index.html"
-
-
-def _charged(provider, owner) -> int:
-    """What the requests `provider` served for `owner`'s function ran up."""
-    return sum(r["record"]["charge"] for r in provider.app[NODE].compute.recent_provenance(1000)
-               if r["record"].get("deal", {}).get("gateway") == owner.app[IDENTITY].id)
-
-
-def _tabs(owner) -> list:
-    """The owner's tabs of its function "hello" not paid yet."""
-    return [a for a in owner.app[NODE].ledger.pending() if a.job == function_job(owner.app[IDENTITY].id, "hello")]
-
-
-def _budget(owner, module: str) -> int:
-    """One request's budget at PRICE (the function's default limits, no memory price)."""
-    return owner.app[NODE].compute.budget(InvokeCall(module, "_start", [], None, None, None, True), PRICE)
 
 
 def _paid(owner, auth) -> bool:
@@ -93,13 +45,13 @@ async def test_reading_a_placed_functions_files_is_paid_with_its_tab_and_counted
     a, b, module = await pair(node_factory, module="cgi", wasi=True, web=True, storage=False, node=FAST)
     function = {"name": "hello", "module": module, "on_market": True, "inputs": [await _stored(a)]}
     before = balances(a, b)
-    await _serve(a, function)
-    url = (await _placed(a))["url"]
-    [first] = _tabs(a)
-    assert first.cap == 16 * _budget(a, module) + COMPILED + MOUNTED  # room for the push and the reading
+    await serve_function(a, function)
+    url = (await wait_placed(a))["url"]
+    [first] = unpaid_tabs(a)
+    assert first.cap == 16 * request_budget(a, module) + COMPILED + MOUNTED  # room for the push and the reading
     assert b.app[NODE].trust.line(a.app[IDENTITY].id)["used"] == COMPILED + MOUNTED  # both done, neither paid yet
-    assert (await _get(url + "x"))[0] == 200
-    charge = await eventually_async(lambda: _charged(b, a), "the request's run recorded (after its answer)")
+    assert (await get_page(url + "x"))[0] == 200
+    charge = await eventually_async(lambda: charged_by(b, a), "the request's run recorded (after its answer)")
     # `b`'s reports of the tab count the reading apart: one claiming more of it than the owner priced it at, or
     # taking it out of what its requests cost, is not taken (a peer's word).
     tabs, total = a.app[NODE].paid.gateway_tabs, charge + COMPILED + MOUNTED
@@ -109,10 +61,10 @@ async def test_reading_a_placed_functions_files_is_paid_with_its_tab_and_counted
     assert tabs.reported(first.id, total, 1, COMPILED, MOUNTED)
     # Served again with changes, not of its files: placed on a next tab, with no room for a push or a reading, and
     # the first one closed for its receipt and paid.
-    await _serve(a, {**function, "env": {"GREETING": "again"}})
+    await serve_function(a, {**function, "env": {"GREETING": "again"}})
     await eventually_async(lambda: _paid(a, first), "the first tab paid", 30)
-    [second] = _tabs(a)
-    assert second.cap == 16 * _budget(a, module)
+    [second] = unpaid_tabs(a)
+    assert second.cap == 16 * request_budget(a, module)
     owed = charge + COMPILED + MOUNTED
     # What `b` did for `a` (the request, compiling the module `a` pushed and reading its file) is all paid.
     assert line(a, b) == (owed, owed)
@@ -120,7 +72,7 @@ async def test_reading_a_placed_functions_files_is_paid_with_its_tab_and_counted
     history = await (await a.get("/v1/ledger/accounts/client/history")).json()
     [payment] = [e for e in history["entries"] if e["kind"] == "payment"]
     assert payment["amount"] == owed and payment["usage"]["mounts"] == MOUNTED, payment
-    listed = await _listed(a)
+    listed = await listed_function(a)
     assert listed["spend"] == listed["spent_this_hour"] == owed, listed
     assert a.app[NODE].paid.gateway_tabs.refused_receipts == 0
     for each in (a, b):
@@ -131,7 +83,7 @@ async def test_a_spend_cap_with_no_room_for_reading_the_files_is_refused_and_the
         node_factory) -> None:
     a, b, module = await pair(node_factory, module="cgi", wasi=True, web=True, storage=False,
                               node={**FAST, "web_listen": f"127.0.0.1:{free_port()}"})
-    budget = _budget(a, module)
+    budget = request_budget(a, module)
     function = {"name": "hello", "module": module, "on_market": True, "inputs": [await _stored(a)],
                 "spend_cap": budget + MOUNTED - 1}
     before = balances(a, b)
@@ -142,22 +94,22 @@ async def test_a_spend_cap_with_no_room_for_reading_the_files_is_refused_and_the
     assert response.status == 400 and refused["least"] == budget + MOUNTED, refused
     assert f"reading the files it mounts there, {MOUNTED:,}" in refused["detail"], refused
     assert refused["hint"].endswith(f"--on-market --spend-cap {budget + MOUNTED}"), refused
-    assert _tabs(a) == [] and b.app[NODE].functions.placed(a.app[IDENTITY].id, "hello") is None
+    assert unpaid_tabs(a) == [] and b.app[NODE].functions.placed(a.app[IDENTITY].id, "hello") is None
     # The least cap that places it on `b`, which lacks the module: its one tab pays the push, the reading and the
     # one request it has room for.
     least = budget + COMPILED + MOUNTED
-    await _serve(a, {**function, "spend_cap": least})
-    url = (await _placed(a))["url"]
-    [tab] = _tabs(a)
+    await serve_function(a, {**function, "spend_cap": least})
+    url = (await wait_placed(a))["url"]
+    [tab] = unpaid_tabs(a)
     assert tab.cap == least
-    assert (await _get(url + "x"))[0] == 200
+    assert (await get_page(url + "x"))[0] == 200
     await eventually_async(lambda: _paid(a, tab), "the spent tab ended and paid", 30)
-    owed = _charged(b, a) + COMPILED + MOUNTED
+    owed = charged_by(b, a) + COMPILED + MOUNTED
     assert line(a, b) == (owed, owed) and before[0] - balances(a, b)[0] == owed
-    listed = await _listed(a)
+    listed = await listed_function(a)
     assert listed["spent_this_hour"] == owed <= least, listed
-    await _unplaced(a)
-    status, problem = await _get(f"http://{a.app[NODE].config.node.web_listen}/fn/hello/")
+    await wait_unplaced(a)
+    status, problem = await get_page(f"http://{a.app[NODE].config.node.web_listen}/fn/hello/")
     assert status == 402 and b"spend-cap-reached" in problem, (status, problem)
 
 
@@ -168,38 +120,38 @@ async def test_a_function_whose_provider_died_moves_only_where_its_spend_cap_pay
     a.app[NODE].placements.renew = 3600  # its first tab stays the one open when its provider dies
     providers = [await provider(node_factory, name, a, web=True, storage=False) for name in ("b", "c")]
     module = await deploy(a, "cgi", wasi=True)
-    budget = _budget(a, module)
+    budget = request_budget(a, module)
     opened = 16 * budget + COMPILED + MOUNTED  # the first tab's cap
     # no room: the cap leaves a request's budget after the first tab, not the reading beside it
     cap = opened + budget + COMPILED + MOUNTED if room else opened + budget + MOUNTED - 1
-    await _serve(a, {"name": "hello", "module": module, "on_market": True, "inputs": [await _stored(a)],
+    await serve_function(a, {"name": "hello", "module": module, "on_market": True, "inputs": [await _stored(a)],
                      "spend_cap": cap})
-    listed = await _placed(a)
+    listed = await wait_placed(a)
     first = next(p for p in providers if p.app[IDENTITY].id == listed["provider"])
     second = next(p for p in providers if p is not first)
-    assert [t.cap for t in _tabs(a)] == [opened]
+    assert [t.cap for t in unpaid_tabs(a)] == [opened]
     before = balances(a, second)
     await close_node(first)  # its tab left to the payment retry: it may still be paid up to its cap
 
     if room:
-        moved = await _placed(a, other_than=listed["url"])
+        moved = await wait_placed(a, other_than=listed["url"])
         assert moved["provider"] == second.app[IDENTITY].id
-        assert (await _get(moved["url"] + "x"))[0] == 200
-        [tab] = [t for t in _tabs(a) if t.cap != opened]
+        assert (await get_page(moved["url"] + "x"))[0] == 200
+        [tab] = [t for t in unpaid_tabs(a) if t.cap != opened]
         assert tab.cap == budget + COMPILED + MOUNTED
         response = await a.delete("/v1/compute/functions/hello")  # withdrawn, and its tab closed and paid
         assert response.status == 200, await response.text()
         await eventually_async(lambda: _paid(a, tab), "the second provider's tab paid", 30)
-        owed = _charged(second, a) + COMPILED + MOUNTED
+        owed = charged_by(second, a) + COMPILED + MOUNTED
         assert line(a, second) == (owed, owed) and before[0] - balances(a, second)[0] == owed
     else:
-        why = await _unplaced(a)
+        why = await wait_unplaced(a)
         assert f"reading the files it mounts there, {MOUNTED:,}" in why, why
         assert why.endswith(f"--on-market --spend-cap {cap + 1})"), why
-        status, problem = await _get(f"http://{a.app[NODE].config.node.web_listen}/fn/hello/")
+        status, problem = await get_page(f"http://{a.app[NODE].config.node.web_listen}/fn/hello/")
         assert status == 402 and b"spend-cap-reached" in problem, (status, problem)
         # nothing signed for it, sent or read
-        assert [t.cap for t in _tabs(a)] == [opened]
+        assert [t.cap for t in unpaid_tabs(a)] == [opened]
         assert second.app[NODE].functions.placed(a.app[IDENTITY].id, "hello") is None
         assert not second.app[NODE].compute.has_module(module) and line(a, second) == (0, 0)
         assert second.app[NODE].trust.line(a.app[IDENTITY].id)["reserved"] == 0
@@ -227,9 +179,9 @@ async def test_a_reading_claimed_above_what_the_owner_priced_is_not_paid_and_its
         return {**answer, "tab": {**tab, "total": tab["total"] + 1, "mounts": tab["mounts"] + 1}}
 
     monkeypatch.setattr(hosted, "status", inflated)
-    await _serve(a, function)
-    await _placed(a)
-    [first] = _tabs(a)
+    await serve_function(a, function)
+    await wait_placed(a)
+    [first] = unpaid_tabs(a)
     response = await a.delete("/v1/compute/functions/hello")  # its tab closed for the receipt
     assert response.status == 200, await response.text()
     await eventually_async(lambda: struck, "the provider struck for its receipt", 30)
@@ -253,7 +205,7 @@ async def test_a_provider_reads_no_file_its_placements_tab_does_not_pay_for(node
     or saying it as no whole number, is refused before any is read, and one whose tab has no room for them too."""
     a, b, module = await pair(node_factory, module="cgi", wasi=True, web=True, storage=False)
     await b.app[NODE].compute.deploy(a.app[NODE].compute.store.wasm(bytes.fromhex(module)), wasi=True)
-    owner_id, budget = a.app[IDENTITY].id, _budget(a, module)
+    owner_id, budget = a.app[IDENTITY].id, request_budget(a, module)
     function = {"name": "hello", "module": module, "inputs": [await _stored(a)]}
 
     async def place(cap: int, mounting) -> tuple[int, dict]:
@@ -288,9 +240,9 @@ async def test_the_reading_a_tab_allowed_before_a_stop_of_its_owner_is_paid_afte
     a, b, module = await pair(node_factory, module="cgi", wasi=True, web=True, storage=False, node=FAST)
     function = {"name": "hello", "module": module, "on_market": True, "inputs": [await _stored(a)]}
     before = balances(a, b)
-    await _serve(a, function)
-    await _placed(a)
-    [tab] = _tabs(a)
+    await serve_function(a, function)
+    await wait_placed(a)
+    [tab] = unpaid_tabs(a)
     await close_node(a)
     if inflated:
         countersigning(b, monkeypatch, _mounts_above)

@@ -1,0 +1,66 @@
+"""A web function "hello" its owner serves on the market, as the tests of what a placed function pays see it
+(tests/compute/test_functions_compile_paid.py, tests/compute/test_functions_mount_paid.py): its URL fetched, its
+owner's list read and waited on, its provider's runs and its owner's open tabs counted, at PRICE."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from tests.support.compile_paid import PRICE
+from tests.support.waiting import eventually_async
+from xsc.compute.placed_functions import function_job
+from xsc.compute.service import InvokeCall
+from xsc.node import IDENTITY
+from xsc.node.appkeys import NODE
+
+
+async def get_page(url: str) -> tuple[int, bytes]:
+    """(status, body) of a GET of `url`, redirects not followed."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url, allow_redirects=False) as response:
+            return response.status, await response.read()
+
+
+async def serve_function(owner, function: dict) -> None:
+    response = await owner.post("/v1/compute/functions", json=function)
+    assert response.status < 300, await response.text()
+
+
+async def listed_function(owner, name: str = "hello") -> dict:
+    """The owner's list's entry of function `name` ({} if it has none)."""
+    response = await owner.get("/v1/compute/functions")
+    return {f["name"]: f for f in (await response.json())["functions"]}.get(name, {})
+
+
+async def wait_placed(owner, other_than: str | None = None) -> dict:
+    """The owner's entry of "hello" once it is placed on a provider (at a URL other than `other_than`)."""
+    async def placed():
+        found = await listed_function(owner)
+        return found if found.get("url") and found["url"] != other_than else None
+
+    return await eventually_async(placed, "the function placed on a provider", 30)
+
+
+async def wait_unplaced(owner) -> str:
+    """The owner's `not_placed` of "hello" once it says its spend cap keeps it unplaced."""
+    async def said():
+        why = (await listed_function(owner)).get("not_placed", "")
+        return why if "spend cap" in why else None
+
+    return await eventually_async(said, "the owner's list to say its spend cap keeps it unplaced", 30)
+
+
+def charged_by(provider, owner) -> int:
+    """What the requests `provider` served for `owner`'s function ran up."""
+    return sum(r["record"]["charge"] for r in provider.app[NODE].compute.recent_provenance(1000)
+               if r["record"].get("deal", {}).get("gateway") == owner.app[IDENTITY].id)
+
+
+def unpaid_tabs(owner) -> list:
+    """The owner's tabs of its function "hello" not paid yet."""
+    return [a for a in owner.app[NODE].ledger.pending() if a.job == function_job(owner.app[IDENTITY].id, "hello")]
+
+
+def request_budget(owner, module: str) -> int:
+    """One request's budget at PRICE (the function's default limits, no memory price)."""
+    return owner.app[NODE].compute.budget(InvokeCall(module, "_start", [], None, None, None, True), PRICE)
