@@ -272,13 +272,7 @@ class ProviderTabs:
     async def compiled(self, tab: PeerTab, module: str, price: int, gateway: str) -> None:
         """Compiling `module` for `gateway`, reserved on `tab` (`reserve_compile`), was done (whatever came of it):
         `price` is on the tab, its record on disk (synced: the receipt counts it from now on, a restart included)."""
-        key = keys.tab_run(tab.auth_id, time.time_ns().to_bytes(8, "big") + os.urandom(8))
-        try:
-            await in_pool(None, functools.partial(self.db.put, key, _RUN.pack(price, 0) + parse_public_id(gateway)
-                                                  + bytes.fromhex(module), sync=True))
-        except BaseException:
-            self.ran(tab, price, None)
-            raise
+        await self._charged(tab, price, price, parse_public_id(gateway) + bytes.fromhex(module))
         tab.reserved -= price
         tab.in_flight -= 1
         tab.total += price
@@ -293,17 +287,21 @@ class ProviderTabs:
             self.ran(tab, reserved, None)
             return
         amount = min(amount, reserved)
-        key = keys.tab_run(tab.auth_id, time.time_ns().to_bytes(8, "big") + os.urandom(8))
-        try:
-            await in_pool(None, functools.partial(self.db.put, key, _RUN.pack(amount, 0) + parse_public_id(owner)
-                                                  + _MOUNT_TAG, sync=True))
-        except BaseException:
-            self.ran(tab, reserved, None)
-            raise
+        await self._charged(tab, amount, reserved, parse_public_id(owner) + _MOUNT_TAG)
         tab.reserved -= reserved
         tab.in_flight -= 1
         tab.total += amount
         tab.mounts += amount
+
+    async def _charged(self, tab: PeerTab, amount: int, reserved: int, what: bytes) -> None:
+        """`amount` charged on `tab` for other work than a run (`what`: whose, and which), its record written synced
+        (the receipt counts it from now on, a restart included); a write that fails releases the `reserved` it held."""
+        key = keys.tab_run(tab.auth_id, time.time_ns().to_bytes(8, "big") + os.urandom(8))
+        try:
+            await in_pool(None, functools.partial(self.db.put, key, _RUN.pack(amount, 0) + what, sync=True))
+        except BaseException:
+            self.ran(tab, reserved, None)
+            raise
 
     @staticmethod
     def owed(auth: Authorization, run, gateway: str | None = None) -> tuple[tuple[bytes, bytes], ...]:
