@@ -652,22 +652,20 @@ async def test_what_follows_a_threads_write_follows_it_once_it_ended_written_can
     def run(outcome: str) -> asyncio.Future:
         return asyncio.get_running_loop().run_in_executor(None, write, outcome)
 
-    task = asyncio.ensure_future(waited_out(run("written as cancelled"), ended.append))
-    assert await asyncio.to_thread(writing.wait, 30)
-    task.cancel()
-    go.set()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    async def cancelled_as_written(outcome: str) -> None:  # its caller cancelled once the write has begun
+        writing.clear()
+        go.clear()
+        task = asyncio.ensure_future(waited_out(run(outcome), ended.append))
+        assert await asyncio.to_thread(writing.wait, 30)
+        task.cancel()
+        go.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    await cancelled_as_written("written as cancelled")
     assert ended == ["written as cancelled"]
     assert await waited_out(run("written"), ended.append) == "written" and ended[-1] == "written"
-    writing.clear()
-    go.clear()
-    task = asyncio.ensure_future(waited_out(run("refused"), ended.append))
-    assert await asyncio.to_thread(writing.wait, 30)
-    task.cancel()
-    go.set()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancelled_as_written("refused")
     with pytest.raises(OSError):
         await waited_out(run("refused"), ended.append)
     assert ended == ["written as cancelled", "written"]

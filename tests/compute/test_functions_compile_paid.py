@@ -13,10 +13,10 @@ import pytest
 
 from tests.support.compile_paid import GATEWAY, compiled, countersigning, line, pair, provider, strikes
 from tests.support.compute import WASM, deploy, wasm
-from tests.support.jobs import balances, verified
+from tests.support.jobs import balances
 from tests.support.nodes import close_node, free_port
-from tests.support.placed import (charged_by, get_page, listed_function, request_budget, serve_function, unpaid_tabs,
-                                   wait_placed, wait_unplaced)
+from tests.support.placed import (charged_by, get_page, listed_function, paid_whole, request_budget, serve_function,
+                                   unpaid_tabs, wait_placed, wait_unplaced)
 from tests.support.waiting import eventually, eventually_async
 from xsc.compute.provider_tabs import compile_price
 from xsc.errors import Conflict
@@ -50,18 +50,9 @@ async def test_a_placed_functions_pushed_modules_compile_is_paid_with_its_tab(no
     await eventually_async(lambda: first.id not in {t.id for t in a.app[NODE].ledger.pending()}, "the first tab paid",
                            30)
     owed = charged_by(b, a) + COMPILED
-    # What `b` did for `a` (the request, and compiling the module `a` pushed for it) is all paid.
-    assert line(a, b) == (owed, owed)
-    assert before[0] - balances(a, b)[0] == balances(a, b)[1] - before[1] == owed
-    history = await (await a.get("/v1/ledger/accounts/client/history")).json()
-    [payment] = [e for e in history["entries"] if e["kind"] == "payment"]
-    assert payment["amount"] == owed and payment["usage"]["compiles"] == COMPILED, payment
-    # The compile is the function's spend, in its hour too.
-    listed = await listed_function(a)
-    assert listed["spend"] == listed["spent_this_hour"] == owed, listed
-    assert a.app[NODE].paid.gateway_tabs.refused_receipts == 0
-    for each in (a, b):
-        await verified(each)
+    # What `b` did for `a` (the request, and compiling the module `a` pushed for it) is all paid, and is the
+    # function's spend, in its hour too.
+    await paid_whole(a, b, before, owed, "compiles", COMPILED)
 
 
 async def test_a_function_whose_spend_cap_leaves_no_room_for_its_compile_is_not_placed_and_charged_nothing(

@@ -13,8 +13,8 @@ from tests.support.compile_paid import GATEWAY, PRICE, compiled, countersigning,
 from tests.support.compute import deploy
 from tests.support.jobs import balances, verified
 from tests.support.nodes import close_node, free_port
-from tests.support.placed import (charged_by, get_page, listed_function, request_budget, serve_function, unpaid_tabs,
-                                   wait_placed, wait_unplaced)
+from tests.support.placed import (charged_by, get_page, listed_function, paid_whole, request_budget, serve_function,
+                                   unpaid_tabs, wait_placed, wait_unplaced)
 from tests.support.waiting import eventually_async
 from xsc.compute.placed_functions import function_job, mount_price
 from xsc.errors import PeerRefused
@@ -67,16 +67,7 @@ async def test_reading_a_placed_functions_files_is_paid_with_its_tab_and_counted
     assert second.cap == 16 * request_budget(a, module)
     owed = charge + COMPILED + MOUNTED
     # What `b` did for `a` (the request, compiling the module `a` pushed and reading its file) is all paid.
-    assert line(a, b) == (owed, owed)
-    assert before[0] - balances(a, b)[0] == balances(a, b)[1] - before[1] == owed
-    history = await (await a.get("/v1/ledger/accounts/client/history")).json()
-    [payment] = [e for e in history["entries"] if e["kind"] == "payment"]
-    assert payment["amount"] == owed and payment["usage"]["mounts"] == MOUNTED, payment
-    listed = await listed_function(a)
-    assert listed["spend"] == listed["spent_this_hour"] == owed, listed
-    assert a.app[NODE].paid.gateway_tabs.refused_receipts == 0
-    for each in (a, b):
-        await verified(each)
+    await paid_whole(a, b, before, owed, "mounts", MOUNTED)
 
 
 async def test_a_spend_cap_with_no_room_for_reading_the_files_is_refused_and_the_least_that_has_pays_it(

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import aiohttp
 
-from tests.support.compile_paid import PRICE
+from tests.support.compile_paid import PRICE, line
+from tests.support.jobs import balances, verified
 from tests.support.waiting import eventually_async
 from xsc.compute.placed_functions import function_job
 from xsc.compute.service import InvokeCall
@@ -64,3 +65,19 @@ def unpaid_tabs(owner) -> list:
 def request_budget(owner, module: str) -> int:
     """One request's budget at PRICE (the function's default limits, no memory price)."""
     return owner.app[NODE].compute.budget(InvokeCall(module, "_start", [], None, None, None, True), PRICE)
+
+
+async def paid_whole(owner, provider, before: tuple[int, int], owed: int, usage: str, amount: int) -> None:
+    """All `provider` did for `owner`'s function, `owed`, is paid: on its line, in both balances (from `before`), in
+    the owner's one payment (its usage `usage` is `amount`) and in the function's spend this hour; no receipt was
+    refused and both chains verify."""
+    assert line(owner, provider) == (owed, owed)
+    assert before[0] - balances(owner, provider)[0] == balances(owner, provider)[1] - before[1] == owed
+    history = await (await owner.get("/v1/ledger/accounts/client/history")).json()
+    [payment] = [e for e in history["entries"] if e["kind"] == "payment"]
+    assert payment["amount"] == owed and payment["usage"][usage] == amount, payment
+    listed = await listed_function(owner)
+    assert listed["spend"] == listed["spent_this_hour"] == owed, listed
+    assert owner.app[NODE].paid.gateway_tabs.refused_receipts == 0
+    for each in (owner, provider):
+        await verified(each)
