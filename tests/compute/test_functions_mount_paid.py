@@ -116,7 +116,7 @@ async def test_a_function_whose_provider_died_moves_only_where_its_spend_cap_pay
     # no room: the cap leaves a request's budget after the first tab, not the reading beside it
     cap = opened + budget + COMPILED + MOUNTED if room else opened + budget + MOUNTED - 1
     await serve_function(a, {"name": "hello", "module": module, "on_market": True, "inputs": [await _stored(a)],
-                     "spend_cap": cap})
+                              "spend_cap": cap})
     listed = await wait_placed(a)
     first = next(p for p in providers if p.app[IDENTITY].id == listed["provider"])
     second = next(p for p in providers if p is not first)
