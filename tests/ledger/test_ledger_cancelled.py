@@ -1,8 +1,8 @@
 """A caller cancelled as its ledger write is under way (a stop, a request cut short) waits for it, and leaves the node's
 memory and its disk agreeing: an authorization cancelled as its pending record is written, never shown to its payee,
-goes again with its hold, now and after a restart; a payment or a receipt written as its caller was cancelled is noted
-by the market all the same (real LevelDB; each write held in the ledger's writer until the cancellation reached its
-caller)."""
+goes again with its hold, now and after a restart; a payment or a receipt written as its caller was cancelled, and a
+payment the retry completed, is noted by the market all the same (real LevelDB; each write held in the ledger's
+writer until the cancellation reached its caller)."""
 
 from __future__ import annotations
 
@@ -120,6 +120,19 @@ async def test_a_receipt_written_as_the_request_for_it_is_cut_short_is_noted_by_
     await _cancelled_as_written(held, countersigning)
     assert node_b.market.weights.earned(a_id) == earned + 800  # what a's user paid raises a's recognition here
     assert (await node_b.ledger.receipt_for(auth.id)).amount == 800 and node_b.trust.line(a_id)["paid"] == 800
+
+
+async def test_a_payment_the_retry_completes_is_noted_by_the_market_once(node_factory) -> None:
+    """The payee countersigned, its receipt never reached the payer (a payment cut short, a restart): the retry
+    pays by it, and the payment raises the payee's recognition as one its caller made would."""
+    a, b = await _peered(node_factory)
+    node_a, b_id = a.app[NODE], b.app[IDENTITY].id
+    auth = await node_a.ledger.authorize(a.app[CLIENT_IDENTITY], b.app[IDENTITY].public_key, 900, "test:retried")
+    await b.app[NODE].payments.countersign(a.app[IDENTITY].id, auth, 800, {"fuel": 1})
+    earned = node_a.market.weights.earned(b_id)
+    assert await node_a.payments.retry(auth) == "completed"
+    assert node_a.market.weights.earned(b_id) == earned + 800 and node_a.trust.line(b_id)["owed"] == 800
+    assert await node_a.payments.retry_all() == {} and node_a.market.weights.earned(b_id) == earned + 800
 
 
 async def test_a_payment_cancelled_as_its_authorization_is_written_is_neither_paid_nor_pending(node_factory,

@@ -539,7 +539,8 @@ class Payments:
             payable = self._for_job(self.payable, auth)
             if payable is not None and not await payable(auth, receipt):
                 return "abandoned"  # a receipt for more than is owed: not paid, its authorization dropped
-            await self._pay_by(payer, node_id, receipt, self._rows(auth))
+            await self._pay_by(payer, node_id, receipt, self._rows(auth),
+                               noted=lambda payment: self.on_paid(node_id, receipt.amount, False))
             paid = self._for_job(self.paid_by_retry, auth)
             if paid is not None:
                 await paid(auth, receipt)
