@@ -544,8 +544,7 @@ class Payments:
             paid = self._for_job(self.paid_by_retry, auth)
             if paid is not None:
                 await paid(auth, receipt)
-            log.info("completed payment %s to %s (%s credits)", auth.id.hex(), node_id,
-                     format_credits(receipt.amount))
+            log.info("completed payment %s to %s (%s credits)", auth.id.hex(), node_id, format_credits(receipt.amount))
             return "completed"
         if now > auth.expires_at + CLOCK_SKEW:
             # The payee has no receipt and can no longer make one: nothing is owed.
