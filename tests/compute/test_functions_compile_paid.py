@@ -14,9 +14,10 @@ import pytest
 from tests.support.compile_paid import GATEWAY, compiled, countersigning, line, pair, provider, strikes
 from tests.support.compute import WASM, deploy, wasm
 from tests.support.jobs import balances
-from tests.support.nodes import close_node, free_port
-from tests.support.placed import (charged_by, get_page, listed_function, paid_whole, request_budget, serve_function,
-                                   unpaid_tabs, wait_placed, wait_unplaced)
+from tests.support.nodes import free_port
+from tests.support.placed import (charged_by, get_page, listed_function, moved_and_withdrawn, paid_whole,
+                                   provider_killed, request_budget, serve_function, tab_paid, unpaid_tabs,
+                                   wait_placed, wait_unplaced)
 from tests.support.waiting import eventually, eventually_async
 from xsc.compute.provider_tabs import compile_price
 from xsc.errors import Conflict
@@ -47,8 +48,7 @@ async def test_a_placed_functions_pushed_modules_compile_is_paid_with_its_tab(no
     assert tabs.reported(first.id, charge + COMPILED, 1, COMPILED)
     # Served again with changes: placed on a next tab, the first one closed for its receipt and paid.
     await serve_function(a, {**function, "env": {"GREETING": "again"}})
-    await eventually_async(lambda: first.id not in {t.id for t in a.app[NODE].ledger.pending()}, "the first tab paid",
-                           30)
+    await eventually_async(lambda: tab_paid(a, first), "the first tab paid", 30)
     owed = charged_by(b, a) + COMPILED
     # What `b` did for `a` (the request, and compiling the module `a` pushed for it) is all paid, and is the
     # function's spend, in its hour too.
@@ -92,8 +92,7 @@ async def test_a_function_whose_spend_cap_leaves_no_room_for_its_compile_is_not_
     [tab] = unpaid_tabs(a)
     assert tab.cap == budget + COMPILED
     assert (await get_page(url + "x"))[0] == 200
-    await eventually_async(lambda: tab.id not in {t.id for t in a.app[NODE].ledger.pending()},
-                           "the spent tab ended and paid", 30)
+    await eventually_async(lambda: tab_paid(a, tab), "the spent tab ended and paid", 30)
     owed = charged_by(b, a) + COMPILED
     assert line(a, b) == (owed, owed) and before[0] - balances(a, b)[0] == owed
     listed = await listed_function(a)
@@ -115,23 +114,11 @@ async def test_a_function_whose_provider_died_moves_only_where_its_spend_cap_pay
     opened = 16 * budget + COMPILED  # the first tab's cap: 16 requests' budgets and compiling the module
     cap = opened + budget + COMPILED - (0 if room else 1)
     await serve_function(a, {"name": "hello", "module": module, "on_market": True, "spend_cap": cap})
-    listed = await wait_placed(a)
-    first = next(p for p in providers if p.app[IDENTITY].id == listed["provider"])
-    second = next(p for p in providers if p is not first)
-    assert [t.cap for t in unpaid_tabs(a)] == [opened]
-    before = balances(a, second)
-    await close_node(first)  # its tab left to the payment retry: it may still be paid up to its cap
+    listed, second, before = await provider_killed(a, providers, opened)
 
     if room:
-        moved = await wait_placed(a, other_than=listed["url"])
-        assert moved["provider"] == second.app[IDENTITY].id
-        assert (await get_page(moved["url"] + "x"))[0] == 200
-        [tab] = [t for t in unpaid_tabs(a) if t.cap != opened]
+        tab = await moved_and_withdrawn(a, second, listed, opened)
         assert tab.cap == budget + COMPILED
-        response = await a.delete("/v1/compute/functions/hello")  # withdrawn, and its tab closed and paid
-        assert response.status == 200, await response.text()
-        await eventually_async(lambda: tab.id not in {t.id for t in a.app[NODE].ledger.pending()},
-                               "the second provider's tab paid", 30)
         owed = charged_by(second, a) + COMPILED
         assert line(a, second) == (owed, owed) and before[0] - balances(a, second)[0] == owed
     else:
@@ -197,8 +184,7 @@ async def test_a_compile_a_placed_functions_tab_did_not_allow_is_not_paid_and_it
     paid = 0
     if change is _unnamed:  # the first tab paid as it is, then a request on the next one
         await serve_function(a, {**function, "env": {"GREETING": "again"}})
-        await eventually_async(lambda: first.id not in {t.id for t in a.app[NODE].ledger.pending()},
-                               "the first tab paid", 30)
+        await eventually_async(lambda: tab_paid(a, first), "the first tab paid", 30)
         paid = COMPILED
         countersigning(b, monkeypatch, change)
         assert (await get_page(url + "x"))[0] == 200

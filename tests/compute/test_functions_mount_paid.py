@@ -13,8 +13,9 @@ from tests.support.compile_paid import GATEWAY, PRICE, compiled, countersigning,
 from tests.support.compute import deploy
 from tests.support.jobs import balances, verified
 from tests.support.nodes import close_node, free_port
-from tests.support.placed import (charged_by, get_page, listed_function, paid_whole, request_budget, serve_function,
-                                   unpaid_tabs, wait_placed, wait_unplaced)
+from tests.support.placed import (charged_by, get_page, listed_function, moved_and_withdrawn, paid_whole,
+                                   provider_killed, request_budget, serve_function, tab_paid, unpaid_tabs,
+                                   wait_placed, wait_unplaced)
 from tests.support.waiting import eventually_async
 from xsc.compute.placed_functions import function_job, mount_price
 from xsc.errors import PeerRefused
@@ -34,10 +35,6 @@ async def _stored(owner) -> str:
     response = await owner.post("/v1/store/files", data=PAGE)
     assert response.status < 300, await response.text()
     return f"{(await response.json())['capability']}:/in/index.html"
-
-
-def _paid(owner, auth) -> bool:
-    return auth.id not in {t.id for t in owner.app[NODE].ledger.pending()}
 
 
 async def test_reading_a_placed_functions_files_is_paid_with_its_tab_and_counted_in_its_spend(node_factory) -> None:
@@ -62,7 +59,7 @@ async def test_reading_a_placed_functions_files_is_paid_with_its_tab_and_counted
     # Served again with changes, not of its files: placed on a next tab, with no room for a push or a reading, and
     # the first one closed for its receipt and paid.
     await serve_function(a, {**function, "env": {"GREETING": "again"}})
-    await eventually_async(lambda: _paid(a, first), "the first tab paid", 30)
+    await eventually_async(lambda: tab_paid(a, first), "the first tab paid", 30)
     [second] = unpaid_tabs(a)
     assert second.cap == 16 * request_budget(a, module)
     owed = charge + COMPILED + MOUNTED
@@ -94,7 +91,7 @@ async def test_a_spend_cap_with_no_room_for_reading_the_files_is_refused_and_the
     [tab] = unpaid_tabs(a)
     assert tab.cap == least
     assert (await get_page(url + "x"))[0] == 200
-    await eventually_async(lambda: _paid(a, tab), "the spent tab ended and paid", 30)
+    await eventually_async(lambda: tab_paid(a, tab), "the spent tab ended and paid", 30)
     owed = charged_by(b, a) + COMPILED + MOUNTED
     assert line(a, b) == (owed, owed) and before[0] - balances(a, b)[0] == owed
     listed = await listed_function(a)
@@ -117,22 +114,11 @@ async def test_a_function_whose_provider_died_moves_only_where_its_spend_cap_pay
     cap = opened + budget + COMPILED + MOUNTED if room else opened + budget + MOUNTED - 1
     await serve_function(a, {"name": "hello", "module": module, "on_market": True, "inputs": [await _stored(a)],
                               "spend_cap": cap})
-    listed = await wait_placed(a)
-    first = next(p for p in providers if p.app[IDENTITY].id == listed["provider"])
-    second = next(p for p in providers if p is not first)
-    assert [t.cap for t in unpaid_tabs(a)] == [opened]
-    before = balances(a, second)
-    await close_node(first)  # its tab left to the payment retry: it may still be paid up to its cap
+    listed, second, before = await provider_killed(a, providers, opened)
 
     if room:
-        moved = await wait_placed(a, other_than=listed["url"])
-        assert moved["provider"] == second.app[IDENTITY].id
-        assert (await get_page(moved["url"] + "x"))[0] == 200
-        [tab] = [t for t in unpaid_tabs(a) if t.cap != opened]
+        tab = await moved_and_withdrawn(a, second, listed, opened)
         assert tab.cap == budget + COMPILED + MOUNTED
-        response = await a.delete("/v1/compute/functions/hello")  # withdrawn, and its tab closed and paid
-        assert response.status == 200, await response.text()
-        await eventually_async(lambda: _paid(a, tab), "the second provider's tab paid", 30)
         owed = charged_by(second, a) + COMPILED + MOUNTED
         assert line(a, second) == (owed, owed) and before[0] - balances(a, second)[0] == owed
     else:
@@ -177,7 +163,7 @@ async def test_a_reading_claimed_above_what_the_owner_priced_is_not_paid_and_its
     assert response.status == 200, await response.text()
     await eventually_async(lambda: struck, "the provider struck for its receipt", 30)
     assert struck == [b.app[IDENTITY].id] and a.app[NODE].paid.gateway_tabs.refused_receipts == 1
-    assert _paid(a, first) and before[0] - balances(a, b)[0] == 0
+    assert tab_paid(a, first) and before[0] - balances(a, b)[0] == 0
 
 
 async def _place(owner, provider, body: dict) -> tuple[int, dict]:
@@ -238,7 +224,7 @@ async def test_the_reading_a_tab_allowed_before_a_stop_of_its_owner_is_paid_afte
     if inflated:
         countersigning(b, monkeypatch, _mounts_above)
     a = await node_factory("a", **GATEWAY, node=FAST)
-    await eventually_async(lambda: _paid(a, tab), "the tab left open closed by the payment retry", 30)
+    await eventually_async(lambda: tab_paid(a, tab), "the tab left open closed by the payment retry", 30)
     owed = COMPILED + MOUNTED
     # (the receipt `b` countersigned is on its own chain, paid or not: both chains verify)
     assert balances(a, b) == ((before[0], before[1] + owed + 1) if inflated else (before[0] - owed, before[1] + owed))

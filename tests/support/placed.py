@@ -8,6 +8,7 @@ import aiohttp
 
 from tests.support.compile_paid import PRICE, line
 from tests.support.jobs import balances, verified
+from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc.compute.placed_functions import function_job
 from xsc.compute.service import InvokeCall
@@ -60,6 +61,36 @@ def charged_by(provider, owner) -> int:
 def unpaid_tabs(owner) -> list:
     """The owner's tabs of its function "hello" not paid yet."""
     return [a for a in owner.app[NODE].ledger.pending() if a.job == function_job(owner.app[IDENTITY].id, "hello")]
+
+
+def tab_paid(owner, tab) -> bool:
+    """Whether the owner's tab `tab` is paid (no longer pending)."""
+    return tab.id not in {t.id for t in owner.app[NODE].ledger.pending()}
+
+
+async def provider_killed(owner, providers: list, opened: int) -> tuple[dict, object, tuple[int, int]]:
+    """Kills the one of `providers` serving the owner's placed "hello", whose only open tab has the cap `opened`:
+    (the owner's entry of it before, the provider left, the owner's and that provider's balances before)."""
+    listed = await wait_placed(owner)
+    first = next(p for p in providers if p.app[IDENTITY].id == listed["provider"])
+    second = next(p for p in providers if p is not first)
+    assert [t.cap for t in unpaid_tabs(owner)] == [opened]
+    before = balances(owner, second)
+    await close_node(first)  # its tab left to the payment retry: it may still be paid up to its cap
+    return listed, second, before
+
+
+async def moved_and_withdrawn(owner, second, listed: dict, opened: int):
+    """The owner's tab with `second`, once "hello" moved there from `listed`'s URL, served a request, was withdrawn
+    and that tab was closed and paid."""
+    moved = await wait_placed(owner, other_than=listed["url"])
+    assert moved["provider"] == second.app[IDENTITY].id
+    assert (await get_page(moved["url"] + "x"))[0] == 200
+    [tab] = [t for t in unpaid_tabs(owner) if t.cap != opened]
+    response = await owner.delete("/v1/compute/functions/hello")
+    assert response.status == 200, await response.text()
+    await eventually_async(lambda: tab_paid(owner, tab), "the second provider's tab paid", 30)
+    return tab
 
 
 def request_budget(owner, module: str) -> int:
