@@ -1,6 +1,7 @@
 """A caller cancelled as its ledger write is under way (a stop, a request cut short) waits for it, and leaves the node's
 memory and its disk agreeing: an authorization cancelled as its pending record is written, never shown to its payee,
-goes again with its hold, now and after a restart; a payment or a receipt written as its caller was cancelled, and a
+goes again with its hold, now and after a restart; a pending authorization dropped as its caller is cancelled is
+gone from memory as from disk; a payment or a receipt written as its caller was cancelled, and a
 payment the retry completed, is noted by the market all the same (real LevelDB; each write held in the ledger's
 writer until the cancellation reached its caller)."""
 
@@ -152,3 +153,23 @@ async def test_a_payment_cancelled_as_its_authorization_is_written_is_neither_pa
     assert node_a.ledger.pending() == [] and node_a.ledger.held(payer) == 0 and node_a.trust.line(b_id)["owed"] == 800
     # (the writer deleted the record before it wrote this payment: on disk as in memory, for the next start)
     assert node_a.db.get(keys.ledger_pending(cut.id)) is None and node_a.ledger.store.claim(cut.id) is None
+
+
+async def test_an_authorization_abandoned_as_its_caller_is_cancelled_is_gone_and_holds_nothing(tmp_path,
+                                                                                              monkeypatch) -> None:
+    """Its record deleted as the caller was cancelled: no longer pending nor held here, as on disk and after a
+    restart."""
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    ledger = LedgerService(db, LIMIT, threads=1)
+    payer, payee = Identity.generate(), Identity.generate()
+    auth = await ledger.authorize(payer, payee.public_key, 900, "test:abandoned")
+    held = HeldWrite(ledger.store, "drop_pending", monkeypatch)
+    abandoning = asyncio.create_task(ledger.abandon(auth.id, force=True))
+    await _cancelled_as_written(held, abandoning)
+    assert _pending_on_disk(db) == []
+    assert ledger.pending() == [] and not ledger.is_pending(auth.id) and ledger.held(payer.public_key) == 0
+    await ledger.close()
+    restarted = LedgerService(db, LIMIT, threads=1)
+    assert restarted.pending() == [] and restarted.held(payer.public_key) == 0
+    await restarted.close()
+    db.close()

@@ -342,17 +342,22 @@ class LedgerService:
         """Drop a pending authorization that expired without a receipt, and release its hold.
 
         Unless `force`, refused until it expired by more than the allowed clock skew: until then the
-        payee may still countersign it (and a receipt would then have no payment)."""
+        payee may still countersign it (and a receipt would then have no payment).  A caller cancelled as its record
+        is deleted waits for the delete: then it is neither pending nor held here, as on disk."""
         auth = self._pending_auths.get(authorization_id)
         if auth is None:
             raise AuthorizationNotPending(f"authorization {authorization_id.hex()} is not pending here")
         if not force and time.time() <= auth.expires_at + rules.CLOCK_SKEW:
             raise InvalidArgument(f"authorization {authorization_id.hex()} may still be countersigned until "
                                   f"{auth.expires_at + rules.CLOCK_SKEW}", hint="ask the payee for its receipt first")
-        async with self._lock:
-            await asyncio.get_running_loop().run_in_executor(self._writer, self.store.drop_pending, authorization_id)
-        if self._pending_auths.pop(authorization_id, None) is not None:
-            self._release(auth.payer, self._auth_held.pop(authorization_id, auth.cap))
+
+        def dropped(_) -> None:
+            if self._pending_auths.pop(authorization_id, None) is not None:
+                self._release(auth.payer, self._auth_held.pop(authorization_id, auth.cap))
+
+        async with self._lock:  # (cancelled, it waited for the delete: memory follows the disk)
+            await waited_out(asyncio.get_running_loop().run_in_executor(
+                self._writer, self.store.drop_pending, authorization_id), dropped)
 
     async def receipt_for(self, authorization_id: bytes) -> Receipt | None:
         """The receipt on a chain here that settled this authorization (payee side), if any."""
