@@ -28,7 +28,7 @@ from ..errors import ComputeBusy, ModuleDisabled, ExportNotFound, ImportsNotAllo
     ProvenanceNotFound, Trap, UnsupportedSignature, WrongArgumentCount
 from ..units import plural_for
 from ..identity import Identity
-from ..tasks import Workers
+from ..tasks import Workers, waited_out
 from . import artifacts, compiler, provenance
 from . import engine as eng
 from . import modules as mods
@@ -236,17 +236,17 @@ class ComputeService:
 
     # --- modules -----------------------------------------------------------------------
     async def deploy(self, wasm: bytes, *, wasi: bool = False, pushed_by: str | None = None,
-                     facts: dict[str, str] | None = None) -> tuple[ModuleInfo, bool]:
-        """Validate, compile and cache a module; returns its info and whether it is new here.
-
-        `facts`: the registry's name, version, description; `pushed_by`: the peer that pushed it for a call (it
-        compiles on the pushed modules' own thread)."""
-        facts = check_facts(facts or {})
+                     facts: dict[str, str] | None = None, also: tuple[tuple[bytes, bytes], ...] = (),
+                     ended: Callable[[tuple[ModuleInfo, bool]], None] | None = None) -> tuple[ModuleInfo, bool]:
+        """Validate, compile and cache a module: its info and whether it is new here.  `facts`: the registry's name,
+        version, description; `pushed_by`: the peer that pushed it (compiled on its own thread); `also`: rows written
+        with it if new (a push's compile on a tab); `ended(outcome)` follows it even if its caller is cancelled."""
         pool = self.pool if pushed_by is None else self.pushed_pool
-        return await pool.run(self._deploy, wasm, wasi, pushed_by, facts)
+        deploying = pool.run(self._deploy, wasm, wasi, pushed_by, check_facts(facts or {}), also)
+        return await (deploying if ended is None else waited_out(deploying, ended))
 
-    def _deploy(self, wasm: bytes, wasi: bool, pushed_by: str | None = None,
-                facts: dict[str, str] | None = None) -> tuple[ModuleInfo, bool]:
+    def _deploy(self, wasm: bytes, wasi: bool, pushed_by: str | None = None, facts: dict[str, str] | None = None,
+                also: tuple[tuple[bytes, bytes], ...] = ()) -> tuple[ModuleInfo, bool]:
         mods.check_bytes(wasm, self.max_module_size)
         module_id = mods.module_id(wasm)
         module_hash = bytes.fromhex(module_id)
@@ -268,7 +268,7 @@ class ComputeService:
             info = ModuleInfo(module_id, len(wasm), exports, imports, provenance.timestamp(time.time_ns()),
                               start=start, pushed_by=pushed_by, **(facts or {}))
             key = self.store.artifact_key(module_hash, self.fingerprint)
-            self.store.save_module(module_hash, info, wasm, key, artifacts.seal(self._secret, key, artifact))
+            self.store.save_module(module_hash, info, wasm, key, artifacts.seal(self._secret, key, artifact), also)
             self._remember(sandbox.Prepared(module_hash, module, info, wasi_pre, mods.has_hidden_memory(wasm)))
             log.info("deployed module %s (%d bytes)", module_id, len(wasm))
             return info, True
