@@ -1,9 +1,9 @@
 """A caller cancelled as its ledger write is under way (a stop, a request cut short) waits for it, and leaves the node's
 memory and its disk agreeing: an authorization cancelled as its pending record is written, never shown to its payee,
 goes again with its hold, now and after a restart; a pending authorization dropped as its caller is cancelled is
-gone from memory as from disk; a payment or a receipt written as its caller was cancelled, and a
-payment the retry completed, is noted by the market all the same (real LevelDB; each write held in the ledger's
-writer until the cancellation reached its caller)."""
+gone from memory as from disk; a payment or a receipt written as its caller was cancelled, a receipt a repeated
+request wrote as the first was cut short, and a payment the retry completed, is noted by the market all the same,
+once (real LevelDB; each write held in the ledger's writer until the cancellation reached its caller)."""
 
 from __future__ import annotations
 
@@ -173,3 +173,32 @@ async def test_an_authorization_abandoned_as_its_caller_is_cancelled_is_gone_and
     assert restarted.pending() == [] and restarted.held(payer.public_key) == 0
     await restarted.close()
     db.close()
+
+
+async def test_a_receipt_written_by_a_repeated_request_as_the_first_is_cut_short_is_noted_by_the_market_once(
+        node_factory) -> None:
+    """Two requests for one receipt: the first cut short as its claim is checked, before it wrote anything, the repeat
+    writing the receipt.  What the receipt pays raises its sender's recognition once, by the request that wrote it."""
+    a, b = await _peered(node_factory)
+    node_b, a_id = b.app[NODE], a.app[IDENTITY].id
+    auth = await a.app[NODE].ledger.authorize(a.app[CLIENT_IDENTITY], b.app[IDENTITY].public_key, 900, "held:noted")
+    checking, released = asyncio.Event(), asyncio.Event()
+
+    async def held_once(sender, authorization, amount, usage) -> None:  # the first request's check waits
+        if not checking.is_set():
+            checking.set()
+            await released.wait()
+
+    node_b.payments.add_check("held", held_once)
+    earned = node_b.market.weights.earned(a_id)
+    first = asyncio.create_task(node_b.payments.countersign(a_id, auth, 800, {"fuel": 1}))
+    await checking.wait()
+    receipt = await node_b.payments.countersign(a_id, auth, 800, {"fuel": 1})  # the repeat writes it
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert (await node_b.ledger.receipt_for(auth.id)) == receipt and node_b.trust.line(a_id)["paid"] == 800
+    assert node_b.market.weights.earned(a_id) == earned + 800
+    # Asked again once more, it is the stored receipt: noted no more.
+    assert await node_b.payments.countersign(a_id, auth, 800, {"fuel": 1}) == receipt
+    assert node_b.market.weights.earned(a_id) == earned + 800 and node_b.trust.line(a_id)["paid"] == 800

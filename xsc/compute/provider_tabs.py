@@ -413,7 +413,7 @@ class ProviderTabs:
         usage = {"fuel": tab.fuel, "invokes": tab.count, **({"compiles": tab.compiles} if tab.compiles else {}),
                  **({"mounts": tab.mounts} if tab.mounts else {})}
         receipt = await self.ledger.countersign(self.node, auth, tab.total, usage, verified=True, sender=sender,
-                                                count=count, written=written if first else None)
+                                                count=count, written=written)
         self._tabs.pop(auth.id, None)  # a closed tab is known by its receipt from now on
         self.prune(auth.id)  # its total is in the receipt: the run records have done their work
         return receipt, first

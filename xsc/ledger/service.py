@@ -293,15 +293,24 @@ class LedgerService:
         sender's trust line (`count`: TrustLines.counting) in its batch and then `written(receipt)`, cancelled or not.
 
         Idempotent: an authorization already countersigned here with the same amount and usage gets its
-        stored receipt back (another amount or usage is refused: ReceiptMismatch)."""
+        stored receipt back (another amount or usage is refused: ReceiptMismatch), neither counted nor `written` again:
+        those follow the one call that wrote it, whichever of the requests for it that was."""
         _check_amount(amount)
         if not isinstance(authorization, Authorization):
             raise InvalidEntry("not an authorization")
-        usage_pairs = normalize_usage(usage)
+        usage_pairs, now = normalize_usage(usage), int(time.time())
+
+        def write() -> tuple[Receipt, bool]:  # (in the writer: whether this call wrote it, or found it written)
+            fresh = self.store.settled_by(authorization.id) is None
+            return self.store.countersign(payee, authorization, amount, usage_pairs, now, verified=verified,
+                                          sender=sender, count=count), fresh
+
+        def ended(outcome: tuple[Receipt, bool]) -> None:
+            if outcome[1] and written is not None:
+                written(outcome[0])
+
         async with self._lock:
-            return await waited_out(asyncio.get_running_loop().run_in_executor(
-                self._writer, functools.partial(self.store.countersign, verified=verified, sender=sender, count=count),
-                payee, authorization, amount, usage_pairs, int(time.time())), written)
+            return (await waited_out(asyncio.get_running_loop().run_in_executor(self._writer, write), ended))[0]
 
     def check_countersign(self, payee: Identity, authorization: Authorization, amount: int,
                           usage: dict[str, int]) -> None:
