@@ -123,6 +123,21 @@ async def test_a_receipt_written_as_the_request_for_it_is_cut_short_is_noted_by_
     assert (await node_b.ledger.receipt_for(auth.id)).amount == 800 and node_b.trust.line(a_id)["paid"] == 800
 
 
+async def test_a_payment_by_a_tabs_receipt_written_as_its_caller_is_cancelled_is_noted_by_the_market(
+        node_factory, monkeypatch) -> None:
+    """The gateway's side of a tab's close (compute's job, call and placed function tabs pay so: Payments.complete),
+    cut short as its payment is written: the payment is whole, and noted as one whose caller went on."""
+    a, b = await _peered(node_factory)
+    node_a, b_id = a.app[NODE], b.app[IDENTITY].id
+    auth = await node_a.payments.authorize(b_id, 900, "test:tab", ttl=600)
+    receipt = await b.app[NODE].payments.countersign(a.app[IDENTITY].id, auth, 800, {"fuel": 1})
+    earned = node_a.market.weights.earned(b_id)
+    held = HeldWrite(node_a.ledger.store, "complete", monkeypatch)
+    await _cancelled_as_written(held, asyncio.create_task(node_a.payments.complete(b_id, auth, receipt)))
+    assert node_a.market.weights.earned(b_id) == earned + 800
+    assert not node_a.ledger.is_pending(auth.id) and node_a.trust.line(b_id)["owed"] == 800
+
+
 async def test_a_payment_the_retry_completes_is_noted_by_the_market_once(node_factory) -> None:
     """The payee countersigned, its receipt never reached the payer (a payment cut short, a restart): the retry
     pays by it, and the payment raises the payee's recognition as one its caller made would."""
