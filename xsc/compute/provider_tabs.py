@@ -283,7 +283,8 @@ class ProviderTabs:
                        record: tuple[bytes, bytes] | None = None) -> None:
         """Compiling `module` for `gateway`, reserved on `tab` (`reserve_compile`), was done (whatever came of it):
         `price` is on the tab, its record on disk (synced: the receipt counts it from now on, a restart included).
-        `record`: its `compile_record`, written already (with the module); else it is written now."""
+        `record`: its `compile_record`, written with the module if it was new here (then written again: one record
+        under its key whatever came of the compile)."""
         def charged() -> None:
             tab.reserved -= price
             tab.in_flight -= 1
@@ -291,10 +292,7 @@ class ProviderTabs:
             tab.compiles += price
             tab.compiled.add(module)
 
-        if record is not None:
-            charged()
-            return
-        await self._charged(tab, price, self.compile_record(tab, module, price, gateway), charged)
+        await self._charged(tab, price, record or self.compile_record(tab, module, price, gateway), charged)
 
     @staticmethod
     def mount_record(tab: PeerTab, amount: int, owner: str) -> tuple[bytes, bytes]:
@@ -308,7 +306,7 @@ class ProviderTabs:
         """Reading the files of `owner`'s placed function, `reserved` on `tab` (`reserve`) before any was read, is
         over (whatever came of it) having read `amount`'s worth: that is on the tab, its record on disk (synced: the
         receipt counts it from now on, a restart included), and the rest of what was reserved released.  `record`:
-        its `mount_record` of `amount`, written already (with the placement); else it is written now."""
+        its `mount_record` of `amount`, written with the placement (then written again: one record under its key)."""
         if amount <= 0:
             self.ran(tab, reserved, None)
             return
@@ -320,10 +318,7 @@ class ProviderTabs:
             tab.total += amount
             tab.mounts += amount
 
-        if record is not None:
-            charged()
-            return
-        await self._charged(tab, reserved, self.mount_record(tab, amount, owner), charged)
+        await self._charged(tab, reserved, record or self.mount_record(tab, amount, owner), charged)
 
     async def _charged(self, tab: PeerTab, reserved: int, record: tuple[bytes, bytes],
                        charged: Callable[[], None]) -> None:

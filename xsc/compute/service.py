@@ -28,7 +28,7 @@ from ..errors import ComputeBusy, ModuleDisabled, ExportNotFound, ImportsNotAllo
     ProvenanceNotFound, Trap, UnsupportedSignature, WrongArgumentCount
 from ..units import plural_for
 from ..identity import Identity
-from ..tasks import Workers, waited_out
+from ..tasks import Workers
 from . import artifacts, compiler, provenance
 from . import engine as eng
 from . import modules as mods
@@ -43,6 +43,8 @@ from .trap_limits import hint_here
 from .values import Signature, parse_args, typed
 
 log = logging.getLogger(__name__)
+
+Rows = tuple[tuple[bytes, bytes], ...]  # (key, value) rows of a caller's, written in one batch with a record here
 
 MODULE_CACHE_SIZE = 64  # compiled modules kept in memory (each holds its native code)
 # A small call is tried on the event loop itself, without a thread-pool round trip, within this much fuel and
@@ -236,17 +238,17 @@ class ComputeService:
 
     # --- modules -----------------------------------------------------------------------
     async def deploy(self, wasm: bytes, *, wasi: bool = False, pushed_by: str | None = None,
-                     facts: dict[str, str] | None = None, also: tuple[tuple[bytes, bytes], ...] = (),
-                     ended: Callable[[tuple[ModuleInfo, bool]], None] | None = None) -> tuple[ModuleInfo, bool]:
-        """Validate, compile and cache a module: its info and whether it is new here.  `facts`: the registry's name,
-        version, description; `pushed_by`: the peer that pushed it (compiled on its own thread); `also`: rows written
-        with it if new (a push's compile on a tab); `ended(outcome)` follows it even if its caller is cancelled."""
+                     facts: dict[str, str] | None = None, also: Rows = ()) -> tuple[ModuleInfo, bool]:
+        """Validate, compile and cache a module; returns its info and whether it is new here.
+
+        `facts`: the registry's name, version, description; `pushed_by`: the peer that pushed it for a call (it
+        compiles on the pushed modules' own thread); `also`: rows written with it if it is new (a push's compile)."""
+        facts = check_facts(facts or {})
         pool = self.pool if pushed_by is None else self.pushed_pool
-        deploying = pool.run(self._deploy, wasm, wasi, pushed_by, check_facts(facts or {}), also)
-        return await (deploying if ended is None else waited_out(deploying, ended))
+        return await pool.run(self._deploy, wasm, wasi, pushed_by, facts, also)
 
     def _deploy(self, wasm: bytes, wasi: bool, pushed_by: str | None = None, facts: dict[str, str] | None = None,
-                also: tuple[tuple[bytes, bytes], ...] = ()) -> tuple[ModuleInfo, bool]:
+                also: Rows = ()) -> tuple[ModuleInfo, bool]:
         mods.check_bytes(wasm, self.max_module_size)
         module_id = mods.module_id(wasm)
         module_hash = bytes.fromhex(module_id)
