@@ -3,21 +3,28 @@ provider_tabs.py, remote_tabs.py), on real nodes: a stranger's gateway that paid
 for the compile; a provider that claims a compile it was not allowed (more than its price, twice, on a tab no push
 named, or a receipt whose `compiles` does not add up) is not paid that tab; a gateway that names a tab no call of
 its asked for, or a tab twice for one module, is refused.  A push naming no tab (an older gateway's) and a receipt
-without `compiles` (an older provider's) are still taken."""
+without `compiles` (an older provider's) are still taken.  A compile's charge written as its push is cut short is on
+its tab in memory as on disk."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 import time
+
+import pytest
 
 from tests.support.attacks import INVOKE_PRICE
 from tests.support.compile_paid import GATEWAY, compiled, pair, refused_on_the_last
 from tests.support.compute import invoke, module_id, wasm
 from tests.support.jobs import balances, settled
+from tests.support.ledger import HELD_FOR
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 
+from xsc import keys
 from xsc.compute.provider_tabs import JOB, compile_price
 from xsc.identity import Identity, sign_request
 from xsc.ledger.core.model import authorize, decode_entry, encode_authorization
@@ -188,3 +195,32 @@ async def test_a_push_is_charged_only_on_a_tab_that_asked_for_it_and_once(node_f
     receipt = decode_entry(bytes.fromhex(closed["receipt"]))
     assert (receipt.amount, dict(receipt.usage)) == (ran["run"]["charge"] + price, {
         "fuel": ran["run"]["fuel_consumed"], "invokes": 1, "compiles": price})
+
+
+async def test_a_compiles_charge_written_as_its_push_is_cut_short_is_on_the_tab_in_memory_as_on_disk(
+        node_factory, monkeypatch) -> None:
+    """A push cancelled (a stop, a request cut short) as the compile's record is written on its tab waits for that
+    write: the tab then counts the compile, holds nothing more for it, and closes for a receipt that pays it."""
+    node = await node_factory("provider", **GATEWAY)
+    tabs, gateway = node.app[NODE].paid.provider_tabs, Identity.generate()
+    auth = authorize(gateway, node.app[IDENTITY].public_key, COMPILED * 4, JOB, int(time.time()) + 600,
+                     os.urandom(16))
+    module = module_id("add")
+    tab = await tabs.reserve_compile(auth, module, COMPILED, gateway.id)
+    reached, released, put = threading.Event(), threading.Event(), tabs.db.put
+
+    def held(key, value, **kwargs):  # the tab's record held in its thread until the push is cancelled
+        if key.startswith(keys.TAB_RUNS):
+            reached.set()
+            released.wait(HELD_FOR)
+        put(key, value, **kwargs)
+
+    monkeypatch.setattr(tabs.db, "put", held)
+    charging = asyncio.create_task(tabs.compiled(tab, module, COMPILED, gateway.id))
+    assert await asyncio.to_thread(reached.wait, HELD_FOR)
+    charging.cancel()
+    released.set()
+    with pytest.raises(asyncio.CancelledError):
+        await charging
+    assert (tab.compiles, tab.total, tab.reserved, tab.in_flight) == (COMPILED, COMPILED, 0, 0)
+    assert tabs.records() == 1 and (await tabs.close(auth)).amount == COMPILED

@@ -15,9 +15,9 @@ from tests.support.compile_paid import GATEWAY, compiled, countersigning, line, 
 from tests.support.compute import WASM, deploy, wasm
 from tests.support.jobs import balances
 from tests.support.nodes import free_port
-from tests.support.placed import (charged_by, get_page, listed_function, moved_and_withdrawn, paid_whole,
-                                   provider_killed, request_budget, serve_function, tab_paid, unpaid_tabs,
-                                   wait_placed, wait_unplaced)
+from tests.support.placed import (charged_by, get_page, left_by_a_kill_after, listed_function, moved_and_withdrawn,
+                                   paid_whole, provider_killed, request_budget, serve_function, tab_as_left, tab_paid,
+                                   unpaid_tabs, wait_placed, wait_unplaced)
 from tests.support.waiting import eventually, eventually_async
 from xsc.compute.provider_tabs import compile_price
 from xsc.errors import Conflict
@@ -53,6 +53,25 @@ async def test_a_placed_functions_pushed_modules_compile_is_paid_with_its_tab(no
     # What `b` did for `a` (the request, and compiling the module `a` pushed for it) is all paid, and is the
     # function's spend, in its hour too.
     await paid_whole(a, b, before, owed, "compiles", COMPILED)
+
+
+async def test_a_kill_9_of_the_provider_as_it_writes_a_pushed_module_leaves_its_compile_on_the_tab(
+        node_factory, monkeypatch) -> None:
+    """The compile's record on the tab is written in the module's own synced batch: a kill -9 just after the module
+    is written (its next placement then finds it there, and pushes nothing more) leaves the tab charged for
+    compiling it, as the provider's next start reads the tab."""
+    a, b, module = await pair(node_factory, module="cgi", wasi=True, web=True, node=FAST)
+    left = left_by_a_kill_after(b, b.app[NODE].compute.store, "save_module", monkeypatch)
+    try:
+        await serve_function(a, {"name": "hello", "module": module, "on_market": True})
+        await wait_placed(a)
+        [tab] = unpaid_tabs(a)
+        assert len(left) == 1, "the module pushed written once"
+        restarted = await tab_as_left(b, left[0], tab)
+        assert (restarted.compiles, restarted.total) == (COMPILED, COMPILED)
+    finally:
+        for snapshot in left:
+            snapshot.close()
 
 
 async def test_a_function_whose_spend_cap_leaves_no_room_for_its_compile_is_not_placed_and_charged_nothing(

@@ -13,9 +13,9 @@ from tests.support.compile_paid import GATEWAY, PRICE, compiled, countersigning,
 from tests.support.compute import deploy
 from tests.support.jobs import balances, verified
 from tests.support.nodes import close_node, free_port
-from tests.support.placed import (charged_by, get_page, listed_function, moved_and_withdrawn, paid_whole,
-                                   provider_killed, request_budget, serve_function, tab_paid, unpaid_tabs,
-                                   wait_placed, wait_unplaced)
+from tests.support.placed import (charged_by, get_page, left_by_a_kill_after, listed_function, moved_and_withdrawn,
+                                   paid_whole, provider_killed, request_budget, serve_function, tab_as_left, tab_paid,
+                                   unpaid_tabs, wait_placed, wait_unplaced)
 from tests.support.waiting import eventually_async
 from xsc.compute.placed_functions import function_job, mount_price
 from xsc.errors import PeerRefused
@@ -65,6 +65,24 @@ async def test_reading_a_placed_functions_files_is_paid_with_its_tab_and_counted
     owed = charge + COMPILED + MOUNTED
     # What `b` did for `a` (the request, compiling the module `a` pushed and reading its file) is all paid.
     await paid_whole(a, b, before, owed, "mounts", MOUNTED)
+
+
+async def test_a_kill_9_of_the_provider_as_it_writes_a_placement_leaves_the_reading_of_its_files_on_its_tab(
+        node_factory, monkeypatch) -> None:
+    """The reading's record is written in the placement's own synced batch: a kill -9 just after that write leaves
+    the tab charged for it, as the provider's next start reads the tab (the function served again, its reading paid)."""
+    a, b, module = await pair(node_factory, module="cgi", wasi=True, web=True, storage=False, node=FAST)
+    left = left_by_a_kill_after(b, b.app[NODE].compute.store, "save_placement", monkeypatch)
+    try:
+        await serve_function(a, {"name": "hello", "module": module, "on_market": True, "inputs": [await _stored(a)]})
+        await wait_placed(a)
+        [tab] = unpaid_tabs(a)
+        assert left, "the placement written"
+        restarted = await tab_as_left(b, left[0], tab)
+        assert (restarted.mounts, restarted.compiles, restarted.total) == (MOUNTED, COMPILED, MOUNTED + COMPILED)
+    finally:
+        for snapshot in left:
+            snapshot.close()
 
 
 async def test_a_spend_cap_with_no_room_for_reading_the_files_is_refused_and_the_least_that_has_pays_it(

@@ -1,16 +1,20 @@
 """A job's module pushed to the provider it was placed on is compiled at a price paid with the job's own tab
 (compute/sent_jobs.py, remote_tabs.py `reserve_alone`, pushes.py, provider_tabs.py), on real nodes: a stranger's
 gateway that paid its job (one whose outputs are none: storing them is paid apart) owes its provider nothing for the
-compile, a job given up before it ran still pays it (the provider did that work), and a provider that claims a
+compile, a job given up before it ran still pays it (the provider did that work: after a kill -9 of its gateway
+too, by the next start), and a provider that claims a
 compile on a job's tab it was not allowed (above its price, twice, or on a tab no push named) is not paid that tab
 and is struck."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from tests.support.compile_paid import compiled, line, pair, refused_on_the_last
-from tests.support.jobs import balances, run_job, settled
+from tests.support.compile_paid import GATEWAY, compiled, line, pair, refused_on_the_last
+from tests.support.jobs import balances, reading, run_job, settled
+from tests.support.nodes import close_node
 from xsc.compute import sent_jobs
 from xsc.errors import PeerRefused
 from xsc.node import IDENTITY
@@ -86,3 +90,33 @@ async def test_a_compile_a_job_tab_did_not_allow_is_not_paid_and_its_provider_st
         return (await _job(a, b, module))["charge"]
 
     await refused_on_the_last(a, b, monkeypatch, change, job, jobs, COMPILED)
+
+
+async def test_a_job_whose_gateway_was_killed_before_it_ran_pays_its_compile_after_the_restart(node_factory,
+                                                                                              monkeypatch) -> None:
+    """The gateway killed as its job's data is sent (its module pushed and compiled on the job's tab, its run never
+    asked for): the start finds no answer for it and pays nothing of a run, and pays the compile its provider did, as
+    a job given up before it ran pays it."""
+    a, b, module = await pair(node_factory, module="wc", wasi=True)
+    sending = asyncio.Event()
+
+    async def stuck(*args, **kwargs):  # the gateway dies as the job's data is sent
+        sending.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(sent_jobs.wire, "send", stuck)
+    before = balances(a, b)
+    job = asyncio.ensure_future(a.app[NODE].jobs.run({"module": module, "stdin": "-"}, reading(b"a b\n")))
+    await asyncio.wait_for(sending.wait(), 30)
+    # What a kill -9 there leaves on the gateway's disk: the job's record (its provider took it), its tab pending with
+    # its tally (the compile allowed, no run asked for).  Its stop settles nothing more of the tab.
+    monkeypatch.setattr(a.app[NODE].paid.gateway_tabs, "answered", lambda *args: None)
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    await close_node(a)
+    monkeypatch.undo()
+    a = await node_factory("a", **GATEWAY)
+    await settled(a)
+    assert before[0] - balances(a, b)[0] == COMPILED and line(a, b) == (COMPILED, COMPILED)
+    assert a.app[NODE].paid.gateway_tabs.refused_receipts == 0

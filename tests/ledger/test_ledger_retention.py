@@ -65,7 +65,7 @@ async def test_records_not_kept_for_good_go_past_their_time_and_balances_chains_
         assert await ledger.retire(auth.expires_at) == 0  # not before its expiry and the skew have passed
         assert await ledger.retire(auth.expires_at + CLOCK_SKEW + 1) == 1
         assert _count(db, keys.LEDGER_COMPLETED) == 0 and _count(db, keys.LEDGER_COVERS) == 1
-        history = await ledger.history(user.public_key, 10, expand=True)
+        history = await ledger.history.entries(user.public_key, 10, expand=True)
         assert [e["covered"] for e in history if e["id"] == entry_id] != [None]  # kept for its retention
         late = settled + 600 + RETENTION + CLOCK_SKEW + 1  # past every authorization's expiry (600 s at most)
         assert await ledger.retire(settled + RETENTION - 1) == 0  # the trust marks and the covered ids: not yet
@@ -82,7 +82,7 @@ async def test_records_not_kept_for_good_go_past_their_time_and_balances_chains_
         assert ledger.accounts() == accounts
         report = await ledger.verify(now=late)
         assert report["ok"] and report["entries"] == entries, report["violations"]
-        history = await ledger.history(user.public_key, 10, expand=True)
+        history = await ledger.history.entries(user.public_key, 10, expand=True)
         assert [e["covered"] for e in history if e["id"] == entry_id] == [None]  # the transfer stays, its ids went
         # A replay of a retired authorization is refused: the payment is not made twice ...
         with pytest.raises(AuthorizationNotPending):

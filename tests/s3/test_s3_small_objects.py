@@ -415,5 +415,5 @@ async def test_a_users_objects_of_a_group_are_paid_each_its_own_and_refused_alon
     stored = {f["name"] for f in await _files(node)}
     assert {"mark-k0", "mark-k1"} <= stored and "mark-k2" not in stored  # the refused object's file is removed
     accounts = node.app[NODE].s3_accounts
-    entries = await accounts.ledger.history(accounts.account("dee").public_key, 100)
+    entries = await accounts.ledger.history.entries(accounts.account("dee").public_key, 100)
     assert sorted(e["amount"] for e in entries if e["job"].startswith("s3:put:")) == [cost, cost]  # each its own

@@ -34,7 +34,7 @@ async def test_a_put_is_matched_and_its_holder_paid_for_what_it_held(node_factor
     one = price_storage(share_bytes, 600, 1_000)
     assert ledger.store.state(client).balance <= -6 * one + 6  # each period rounds up at most once
     assert ledger.store.state(node.app[IDENTITY].public_key).balance == -ledger.store.state(client).balance
-    history = await ledger.history(client, 10)
+    history = await ledger.history.entries(client, 10)
     assert any(str(byte_hours(share_bytes, later - start)) in str(history[0]) for start in starts)
     # Nothing is paid twice for the same time.
     again = await node.app[NODE].deals.pay_due(later)

@@ -1,6 +1,7 @@
 """A web function "hello" its owner serves on the market, as the tests of what a placed function pays see it
 (tests/compute/test_functions_compile_paid.py, tests/compute/test_functions_mount_paid.py): its URL fetched, its
-owner's list read and waited on, its provider's runs and its owner's open tabs counted, at PRICE."""
+owner's list read and waited on, its provider's runs and its owner's open tabs counted, at PRICE; and what a kill -9 of
+its provider at a chosen write leaves of its tab there."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from tests.support.jobs import balances, verified
 from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc.compute.placed_functions import function_job
+from xsc.compute.provider_tabs import PeerTab, ProviderTabs
 from xsc.compute.service import InvokeCall
 from xsc.node import IDENTITY
 from xsc.node.appkeys import NODE
@@ -112,3 +114,25 @@ async def paid_whole(owner, provider, before: tuple[int, int], owed: int, usage:
     assert owner.app[NODE].paid.gateway_tabs.refused_receipts == 0
     for each in (owner, provider):
         await verified(each)
+
+
+def left_by_a_kill_after(node, store, method: str, monkeypatch) -> list:
+    """What a kill -9 of `node` just after each call of `store.method` (a synced write) would leave on its disk: its
+    database as it is the moment that write returns, in the thread that made it (a snapshot: everything written is
+    in the kernel's hands by then, and nothing later is), one per call in order.  The caller closes them."""
+    left, write = [], getattr(store, method)
+
+    def written(*args, **kwargs):
+        outcome = write(*args, **kwargs)
+        left.append(node.app[NODE].db.snapshot())
+        return outcome
+
+    monkeypatch.setattr(store, method, written)
+    return left
+
+
+async def tab_as_left(provider, left, auth) -> PeerTab:
+    """The tab of `auth` as `provider`'s next start would read it from the disk `left` (`left_by_a_kill_after`): what
+    its run, compile and reading records there add up to."""
+    node = provider.app[NODE]
+    return await ProviderTabs(db=left, ledger=node.ledger, node=provider.app[IDENTITY]).standing(auth)

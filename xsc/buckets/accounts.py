@@ -285,7 +285,7 @@ class UserAccounts:
         seq = self.ledger.account_view(account)["seq"]
         while seq > 0:
             first = max(seq - CHAIN_PAGE + 1, 1)
-            for entry in reversed(await self.ledger.chain(account, first, seq - first + 1)):
+            for entry in reversed(await self.ledger.history.chain(account, first, seq - first + 1)):
                 if entry["kind"] == "payment" and entry["job"] == job:
                     return entry["id"]
             seq = first - 1

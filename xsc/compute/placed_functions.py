@@ -34,7 +34,8 @@ gave it up or went away: nothing run under an expired tab can be paid, and its f
 withdrawn at the first request that finds it so, or by the sweep every SWEEP_INTERVAL seconds (`sweep`).
 
 A placement is kept in LevelDB (`keys.placed`: its spec, price and deal, and the owner's authorization of its
-current tab), written in one synced write once its files are in place and before the place call answers, and
+current tab), written in one synced write once its files are in place and before the place call answers (with the
+record of their reading on its tab, if they were read: a kill -9 leaves both or neither), and
 deleted before it is withdrawn; its files are staged in a directory named by its inputs, so the record never
 names files staged for another spec.  At start each is served again at the same URL on the same tab (its total
 is summed from the tab's run records, as after any restart) once checked again as when it was placed: an
@@ -333,7 +334,7 @@ class PlacedFunctions:
         bill = self._tab_bill(owner, name, auth, price, deal)
         reading = mount_price(mounted, price)
         reserved = read = 0
-        on_tab = None
+        on_tab = charged = None
 
         async def mounting() -> None:  # only a new or changed function's files are read
             nonlocal reserved, on_tab
@@ -358,9 +359,12 @@ class PlacedFunctions:
                 raise
             reserved = reading
 
-        def keep(record: dict[str, Any]) -> None:
+        def keep(record: dict[str, Any]) -> None:  # its files all read: the reading's record goes with it
+            nonlocal charged
+            also = () if on_tab is None else (self.paid.provider_tabs.mount_record(on_tab, reserved, owner),)
             self.store.save_placement(owner, name, {"function": record, "price": price, "deal": deal,
-                                                    "authorization": encode_authorization(auth).hex()})
+                                                    "authorization": encode_authorization(auth).hex()}, also)
+            charged = also[0] if also else None
 
         def staged(size: int) -> None:
             nonlocal read
@@ -382,10 +386,10 @@ class PlacedFunctions:
         finally:
             if on_tab is not None:  # read (or begun) whatever came of it: used; cut short, the part read (a
                 # withdrawal's or the deadline's doing, not the owner's files')
-                used = min(reserved, mount_price(read, price)) if cut else reserved
+                used = min(reserved, mount_price(read, price)) if cut and charged is None else reserved
                 if self.paid.trust is not None:
                     self.paid.trust.use(owner, used, reserved=reserved)
-                await self.paid.provider_tabs.mounted(on_tab, used, reserved, owner)  # paid with the tab
+                await self.paid.provider_tabs.mounted(on_tab, used, reserved, owner, charged)  # paid with the tab
         return {"url": f"{web}/fn/{owner}/{record['name']}/", "authorization": auth.id.hex()}
 
     def _tab_bill(self, owner: str, name: str, auth, price: int, deal: dict[str, Any]) -> TabBill:

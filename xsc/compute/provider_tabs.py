@@ -4,18 +4,21 @@ sides agree on (the job reference a tab's authorization begins with, how long it
 module costs) are here.
 
 A module a gateway pushes for a call on a tab, naming that tab, is compiled at `compile_price`, charged on that tab
-once (its record on disk beside the runs', `compiled`): the tab's receipt then counts it in its amount and says how
-much of it was compiles (usage `compiles`), and the gateway pays it with the runs (compute/remote_tabs.py holds it to
-the price it computes itself).  A push that names no tab (an older gateway's) is charged on the gateway's trust line
-alone, as it always was: an older gateway refuses a receipt with a meter it does not know.
+once (its record on disk beside the runs', written in the module's own batch: `compile_record`, `compiled`): the
+tab's receipt then counts it in its amount and says how much of it was compiles (usage `compiles`), and the gateway
+pays it with the runs (compute/remote_tabs.py holds it to the price it computes itself).  A push that names no tab
+(an older gateway's) is charged on the gateway's trust line alone, as it always was: an older gateway refuses a
+receipt with a meter it does not know.
 
 Reading the files a web function placed here mounts (compute/placed_functions.py) is charged on the placement's tab
-the same way (`mounted`: a record of its own on disk), and its receipt says how much of its amount that was (usage
-`mounts`), which the owner holds to the price it computes itself.
+the same way (`mounted`: a record of its own on disk, written in the placement's own batch once the files are all
+read: `mount_record`), and its receipt says how much of its amount that was (usage `mounts`), which the owner holds
+to the price it computes itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -34,7 +37,7 @@ from ..ledger.core.model import Authorization, Receipt
 from ..ledger.core.pricing import price_compute
 from ..ledger.service import LedgerService
 from ..ledger.store import Count
-from ..tasks import in_pool
+from ..tasks import waited_out
 
 log = logging.getLogger(__name__)
 
@@ -269,38 +272,71 @@ class ProviderTabs:
                            "compile is charged on a tab once", hint="push it naming no tab")
         return await self.reserve(auth, price, gateway)
 
-    async def compiled(self, tab: PeerTab, module: str, price: int, gateway: str) -> None:
-        """Compiling `module` for `gateway`, reserved on `tab` (`reserve_compile`), was done (whatever came of it):
-        `price` is on the tab, its record on disk (synced: the receipt counts it from now on, a restart included)."""
-        await self._charged(tab, price, price, parse_public_id(gateway) + bytes.fromhex(module))
-        tab.reserved -= price
-        tab.in_flight -= 1
-        tab.total += price
-        tab.compiles += price
-        tab.compiled.add(module)
+    @staticmethod
+    def compile_record(tab: PeerTab, module: str, price: int, gateway: str) -> tuple[bytes, bytes]:
+        """The record on `tab` of compiling `module` for `gateway` at `price` (`compiled`), to be written with the
+        module itself: a kill -9 between the two would leave the module here and its compile charged on no tab (its
+        next call or placement finds it, and pushes nothing more)."""
+        return _charge_record(tab, price, parse_public_id(gateway) + bytes.fromhex(module))
 
-    async def mounted(self, tab: PeerTab, amount: int, reserved: int, owner: str) -> None:
+    async def compiled(self, tab: PeerTab, module: str, price: int, gateway: str,
+                       record: tuple[bytes, bytes] | None = None) -> None:
+        """Compiling `module` for `gateway`, reserved on `tab` (`reserve_compile`), was done (whatever came of it):
+        `price` is on the tab, its record on disk (synced: the receipt counts it from now on, a restart included).
+        `record`: its `compile_record`, written with the module if it was new here (then written again: one record
+        under its key whatever came of the compile)."""
+        def charged() -> None:
+            tab.reserved -= price
+            tab.in_flight -= 1
+            tab.total += price
+            tab.compiles += price
+            tab.compiled.add(module)
+
+        await self._charged(tab, price, record or self.compile_record(tab, module, price, gateway), charged)
+
+    @staticmethod
+    def mount_record(tab: PeerTab, amount: int, owner: str) -> tuple[bytes, bytes]:
+        """The record on `tab` of reading `amount`'s worth of the files of `owner`'s placed function (`mounted`), to be
+        written with the placement itself: a kill -9 between the two would leave the function served and its
+        reading charged on no tab."""
+        return _charge_record(tab, amount, parse_public_id(owner) + _MOUNT_TAG)
+
+    async def mounted(self, tab: PeerTab, amount: int, reserved: int, owner: str,
+                      record: tuple[bytes, bytes] | None = None) -> None:
         """Reading the files of `owner`'s placed function, `reserved` on `tab` (`reserve`) before any was read, is
         over (whatever came of it) having read `amount`'s worth: that is on the tab, its record on disk (synced: the
-        receipt counts it from now on, a restart included), and the rest of what was reserved released."""
+        receipt counts it from now on, a restart included), and the rest of what was reserved released.  `record`:
+        its `mount_record` of `amount`, written with the placement (then written again: one record under its key)."""
         if amount <= 0:
             self.ran(tab, reserved, None)
             return
         amount = min(amount, reserved)
-        await self._charged(tab, amount, reserved, parse_public_id(owner) + _MOUNT_TAG)
-        tab.reserved -= reserved
-        tab.in_flight -= 1
-        tab.total += amount
-        tab.mounts += amount
 
-    async def _charged(self, tab: PeerTab, amount: int, reserved: int, what: bytes) -> None:
-        """`amount` charged on `tab` for other work than a run (`what`: whose, and which), its record written synced
-        (the receipt counts it from now on, a restart included); a write that fails releases the `reserved` it held."""
-        key = keys.tab_run(tab.auth_id, time.time_ns().to_bytes(8, "big") + os.urandom(8))
+        def charged() -> None:
+            tab.reserved -= reserved
+            tab.in_flight -= 1
+            tab.total += amount
+            tab.mounts += amount
+
+        await self._charged(tab, reserved, record or self.mount_record(tab, amount, owner), charged)
+
+    async def _charged(self, tab: PeerTab, reserved: int, record: tuple[bytes, bytes],
+                       charged: Callable[[], None]) -> None:
+        """A charge on `tab` for other work than a run, its `record` written synced (the receipt counts it from now on,
+        a restart included), then `charged()` (what the tab keeps of it in memory), even if the caller is cancelled
+        as it is written (`waited_out`); a write that fails releases the `reserved` it held."""
+        done = []
+
+        def ended(_) -> None:
+            charged()
+            done.append(True)
+
         try:
-            await in_pool(None, functools.partial(self.db.put, key, _RUN.pack(amount, 0) + what, sync=True))
+            await waited_out(asyncio.get_running_loop().run_in_executor(
+                None, functools.partial(self.db.put, *record, sync=True)), ended)
         except BaseException:
-            self.ran(tab, reserved, None)
+            if not done:
+                self.ran(tab, reserved, None)
             raise
 
     @staticmethod
@@ -372,10 +408,16 @@ class ProviderTabs:
         usage = {"fuel": tab.fuel, "invokes": tab.count, **({"compiles": tab.compiles} if tab.compiles else {}),
                  **({"mounts": tab.mounts} if tab.mounts else {})}
         receipt = await self.ledger.countersign(self.node, auth, tab.total, usage, verified=True, sender=sender,
-                                                count=count, written=written if first else None)
+                                                count=count, written=written)
         self._tabs.pop(auth.id, None)  # a closed tab is known by its receipt from now on
         self.prune(auth.id)  # its total is in the receipt: the run records have done their work
         return receipt, first
+
+
+def _charge_record(tab: PeerTab, amount: int, what: bytes) -> tuple[bytes, bytes]:
+    """The record of `amount` charged on `tab` for other work than a run (`what`: whose, and which): its id the time
+    and random bytes, as a run's provenance id is."""
+    return keys.tab_run(tab.auth_id, time.time_ns().to_bytes(8, "big") + os.urandom(8)), _RUN.pack(amount, 0) + what
 
 
 def compile_price(size: int, price: int) -> int:

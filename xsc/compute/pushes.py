@@ -82,13 +82,17 @@ class ModulePushes:
             if on_tab is not None:
                 self.provider_tabs.ran(on_tab, price, None)
             raise
+        # A compile charged on a tab is written with the module (a kill -9 between the two would leave the module
+        # here, found by the next call, and its compile on no tab), and again once it is over (`compiled`).
+        charge = None if on_tab is None else self.provider_tabs.compile_record(on_tab, module, price, gateway)
         try:
-            info, created = await self.compute.deploy(wasm, wasi=wasi, pushed_by=gateway)
+            info, created = await self.compute.deploy(wasm, wasi=wasi, pushed_by=gateway,
+                                                      also=() if charge is None else (charge,))
         finally:  # the work was done, whatever came of it
             if self.trust is not None:
                 self.trust.use(gateway, price, reserved=price)
             if on_tab is not None:
-                await self.provider_tabs.compiled(on_tab, module, price, gateway)
+                await self.provider_tabs.compiled(on_tab, module, price, gateway, charge)
         answer = {"module": info.id, "created": created}
         if on_tab is not None:
             answer["charged"] = {"tab": tab, "amount": price}

@@ -54,7 +54,7 @@ compute:rtab:job:JOB_ID), so both nodes' ledgers say which job each such payment
 provider before the job's record names it, and its run is asked for only once its bytes are sent: its tally counts
 the job's budget from then on (`run_asked`), and owes nothing before but the compile of a module pushed for the job
 (its cap has room for one, `compile_on`): a job given up before it ran still pays that work, done at a price held
-before the push was sent.
+before the push was sent (by the next start, if a kill -9 came first: `unanswered_after_restart`).
 
 A placed function's tab (compute/placements.py) is one this node sends no call on: its callers reach the provider
 alone.  Its tally is what the provider's reports said its requests cost (`track`, `reported`: a report that takes
@@ -313,11 +313,18 @@ class GatewayTabs:
 
     async def unanswered_after_restart(self, authorization_id: bytes) -> None:
         """A tab a restart left pending whose work's outputs never came: nothing of it is paid, as when its answer
-        never comes (`abandon`)."""
-        auth = self._pending(authorization_id)
-        if auth is not None:
-            with self.payments.working(auth.id):
-                await self._drop(OpenTab(public_id(auth.payee), auth, 0))
+        never comes (`abandon`), but the compile of a module pushed for work whose run was never asked for (its tally
+        counts no call): closed for it, as that work given up before a stop is (`answered` with nothing run)."""
+        auth, tab = self._pending(authorization_id), self._unpaid.get(authorization_id)
+        if auth is None:
+            return
+        if tab is not None and tab.compiles and not (tab.count or tab.unknown or tab.lost_budget or tab.in_flight
+                                                     or tab.unpayable):
+            self._tally_changed(tab)
+            self._spawn_close(tab)
+            return
+        with self.payments.working(auth.id):
+            await self._drop(OpenTab(public_id(auth.payee), auth, 0))
 
     def still_pending(self, authorization_id: bytes) -> bool:
         """Whether a tab a restart left pending can still be paid (neither paid nor dropped since)."""

@@ -191,7 +191,8 @@ class SentJobs:
         return self.paid.gateway_tabs.still_pending(bytes.fromhex(authorization))
 
     async def unanswered_after_restart(self, authorization: str) -> None:
-        """After a restart: nothing is paid on the job tab `authorization`, whose outputs never came."""
+        """After a restart: nothing of a run is paid on the job tab `authorization`, whose outputs never came (a compile
+        on it, for a run never asked for, is: remote_tabs.GatewayTabs.unanswered_after_restart)."""
         await self.paid.gateway_tabs.unanswered_after_restart(bytes.fromhex(authorization))
 
     async def refuse(self, returned: Returned) -> None:

@@ -44,6 +44,8 @@ from .values import Signature, parse_args, typed
 
 log = logging.getLogger(__name__)
 
+Rows = tuple[tuple[bytes, bytes], ...]  # (key, value) rows of a caller's, written in one batch with a record here
+
 MODULE_CACHE_SIZE = 64  # compiled modules kept in memory (each holds its native code)
 # A small call is tried on the event loop itself, without a thread-pool round trip, within this much fuel and
 # these epoch ticks (about 50 us of wasm; a bulk instruction costs a unit of fuel per byte: at most ~100 KB).
@@ -236,17 +238,17 @@ class ComputeService:
 
     # --- modules -----------------------------------------------------------------------
     async def deploy(self, wasm: bytes, *, wasi: bool = False, pushed_by: str | None = None,
-                     facts: dict[str, str] | None = None) -> tuple[ModuleInfo, bool]:
+                     facts: dict[str, str] | None = None, also: Rows = ()) -> tuple[ModuleInfo, bool]:
         """Validate, compile and cache a module; returns its info and whether it is new here.
 
         `facts`: the registry's name, version, description; `pushed_by`: the peer that pushed it for a call (it
-        compiles on the pushed modules' own thread)."""
+        compiles on the pushed modules' own thread); `also`: rows written with it if it is new (a push's compile)."""
         facts = check_facts(facts or {})
         pool = self.pool if pushed_by is None else self.pushed_pool
-        return await pool.run(self._deploy, wasm, wasi, pushed_by, facts)
+        return await pool.run(self._deploy, wasm, wasi, pushed_by, facts, also)
 
-    def _deploy(self, wasm: bytes, wasi: bool, pushed_by: str | None = None,
-                facts: dict[str, str] | None = None) -> tuple[ModuleInfo, bool]:
+    def _deploy(self, wasm: bytes, wasi: bool, pushed_by: str | None = None, facts: dict[str, str] | None = None,
+                also: Rows = ()) -> tuple[ModuleInfo, bool]:
         mods.check_bytes(wasm, self.max_module_size)
         module_id = mods.module_id(wasm)
         module_hash = bytes.fromhex(module_id)
@@ -268,7 +270,7 @@ class ComputeService:
             info = ModuleInfo(module_id, len(wasm), exports, imports, provenance.timestamp(time.time_ns()),
                               start=start, pushed_by=pushed_by, **(facts or {}))
             key = self.store.artifact_key(module_hash, self.fingerprint)
-            self.store.save_module(module_hash, info, wasm, key, artifacts.seal(self._secret, key, artifact))
+            self.store.save_module(module_hash, info, wasm, key, artifacts.seal(self._secret, key, artifact), also)
             self._remember(sandbox.Prepared(module_hash, module, info, wasi_pre, mods.has_hidden_memory(wasm)))
             log.info("deployed module %s (%d bytes)", module_id, len(wasm))
             return info, True

@@ -40,14 +40,17 @@ class ComputeStore:
         return self._db.get(keys.wasm(module_hash))
 
     def save_module(self, module_hash: bytes, info: ModuleInfo, wasm: bytes,
-                    artifact_key: bytes, sealed_artifact: bytes) -> None:
-        """Record, wasm and artifact together, durably: a deployed module is never half there."""
+                    artifact_key: bytes, sealed_artifact: bytes, also: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        """Record, wasm and artifact together, durably, with the rows `also` (a pushed module's compile charged on a
+        tab): a deployed module is never half there, nor there without them."""
         record = info.to_json()
         record.pop("invocations")  # kept in its own counter
         with self._db.write_batch(transaction=True, sync=True) as batch:
             batch.put(keys.wasm(module_hash), wasm)
             batch.put(artifact_key, sealed_artifact)
             batch.put(keys.module(module_hash), codec.dumps(record))
+            for key, value in also:
+                batch.put(key, value)
 
     def update_module(self, module_hash: bytes, info: ModuleInfo) -> None:
         record = info.to_json()
@@ -379,9 +382,14 @@ class ComputeStore:
         """Every placement: ((owner, function name), what was placed)."""
         return self._readable(keys.PLACED, "placement")
 
-    def save_placement(self, owner: str, name: str, placement: dict) -> None:
-        """A placement, whole in one synced write: a kill -9 leaves it there or not, never in part."""
-        self._db.put(keys.placed(owner, name), codec.dumps(placement), sync=True)
+    def save_placement(self, owner: str, name: str, placement: dict,
+                       also: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        """A placement, whole in one synced write with the rows `also` (what reading its files charged on its tab): a
+        kill -9 leaves them there or not, never in part."""
+        with self._db.write_batch(transaction=True, sync=True) as batch:
+            batch.put(keys.placed(owner, name), codec.dumps(placement))
+            for key, value in also:
+                batch.put(key, value)
 
     def remove_placement(self, owner: str, name: str) -> None:
         with self._db.write_batch(transaction=True, sync=True) as batch:

@@ -22,26 +22,20 @@ from typing import Any, Iterator
 
 from .. import codec
 from ..db import Database
-from ..errors import (AuthorizationNotPending, EntryNotFound, InvalidArgument, InvalidEntry, XscError, quoted_id)
+from ..errors import AuthorizationNotPending, InvalidArgument, InvalidEntry, XscError, quoted_id
 from ..identity import Identity, parse_public_id, public_id
 from ..ids import one_starting_with
 from .core import rules
-from .core.model import (Authorization, Payment, Receipt, authorize, decode_entry, entry_json, format_credits,
+from .core.model import (Authorization, Payment, Receipt, authorize, decode_entry, format_credits,
                          normalize_usage)
 from ..tasks import waited_out
+from .history import LedgerHistory
 from .store import RETENTION, RETIRE_BATCH, Count, LedgerStore, Settlement, ThreadedMap, asked_by, new_settlement
 
 MAX_GROUP = 512  # settlements per write batch
 MIN_ACCOUNT_PREFIX = 4  # characters of an account id that name it, when no other known account's id starts so
 _ID_DIGITS = frozenset("abcdefghijklmnopqrstuvwxyz234567")  # an account id's: lower-case base32
 log = logging.getLogger(__name__)
-
-
-@functools.lru_cache(maxsize=2048)
-def _entry_view(data: bytes) -> dict:
-    """An entry's readable view, by its stored bytes: entries never change, so the newest ones a page keeps asking
-    for (the dashboard's history and balance chart) are decoded once, not on every poll.  Callers copy it."""
-    return entry_json(decode_entry(data))
 
 
 class LedgerService:
@@ -55,6 +49,8 @@ class LedgerService:
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xsc-ledger-reader")
         self.store = LedgerStore(db, credit_limit, ThreadedMap(self._crypto, cores - 1), retention=retention)
         self.retention = retention  # ledger.record_retention: how long proof outlives its settlement (`retire`)
+        # The chains as they are read (history, one entry, the export), on the reader thread.
+        self.history = LedgerHistory(self.store, self._reader, self.balance)
         if self.store.index_retirements(retention, int(time.time())):
             log.info("the ledger's records written before they had a retirement were given theirs")
         self.credit_limit = credit_limit
@@ -297,15 +293,24 @@ class LedgerService:
         sender's trust line (`count`: TrustLines.counting) in its batch and then `written(receipt)`, cancelled or not.
 
         Idempotent: an authorization already countersigned here with the same amount and usage gets its
-        stored receipt back (another amount or usage is refused: ReceiptMismatch)."""
+        stored receipt back (another amount or usage is refused: ReceiptMismatch), neither counted nor `written` again:
+        those follow the one call that wrote it, whichever of the requests for it that was."""
         _check_amount(amount)
         if not isinstance(authorization, Authorization):
             raise InvalidEntry("not an authorization")
-        usage_pairs = normalize_usage(usage)
+        usage_pairs, now = normalize_usage(usage), int(time.time())
+
+        def write() -> tuple[Receipt, bool]:  # (in the writer: whether this call wrote it, or found it written)
+            fresh = self.store.settled_by(authorization.id) is None
+            return self.store.countersign(payee, authorization, amount, usage_pairs, now, verified=verified,
+                                          sender=sender, count=count), fresh
+
+        def ended(outcome: tuple[Receipt, bool]) -> None:
+            if outcome[1] and written is not None:
+                written(outcome[0])
+
         async with self._lock:
-            return await waited_out(asyncio.get_running_loop().run_in_executor(
-                self._writer, functools.partial(self.store.countersign, verified=verified, sender=sender, count=count),
-                payee, authorization, amount, usage_pairs, int(time.time())), written)
+            return (await waited_out(asyncio.get_running_loop().run_in_executor(self._writer, write), ended))[0]
 
     def check_countersign(self, payee: Identity, authorization: Authorization, amount: int,
                           usage: dict[str, int]) -> None:
@@ -346,17 +351,22 @@ class LedgerService:
         """Drop a pending authorization that expired without a receipt, and release its hold.
 
         Unless `force`, refused until it expired by more than the allowed clock skew: until then the
-        payee may still countersign it (and a receipt would then have no payment)."""
+        payee may still countersign it (and a receipt would then have no payment).  A caller cancelled as its record
+        is deleted waits for the delete: then it is neither pending nor held here, as on disk."""
         auth = self._pending_auths.get(authorization_id)
         if auth is None:
             raise AuthorizationNotPending(f"authorization {authorization_id.hex()} is not pending here")
         if not force and time.time() <= auth.expires_at + rules.CLOCK_SKEW:
             raise InvalidArgument(f"authorization {authorization_id.hex()} may still be countersigned until "
                                   f"{auth.expires_at + rules.CLOCK_SKEW}", hint="ask the payee for its receipt first")
-        async with self._lock:
-            await asyncio.get_running_loop().run_in_executor(self._writer, self.store.drop_pending, authorization_id)
-        if self._pending_auths.pop(authorization_id, None) is not None:
-            self._release(auth.payer, self._auth_held.pop(authorization_id, auth.cap))
+
+        def dropped(_) -> None:
+            if self._pending_auths.pop(authorization_id, None) is not None:
+                self._release(auth.payer, self._auth_held.pop(authorization_id, auth.cap))
+
+        async with self._lock:  # (cancelled, it waited for the delete: memory follows the disk)
+            await waited_out(asyncio.get_running_loop().run_in_executor(
+                self._writer, self.store.drop_pending, authorization_id), dropped)
 
     async def receipt_for(self, authorization_id: bytes) -> Receipt | None:
         """The receipt on a chain here that settled this authorization (payee side), if any."""
@@ -456,67 +466,6 @@ class LedgerService:
 
     async def _read(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._reader, fn, *args)
-
-    async def chain(self, account: bytes, from_seq: int, limit: int) -> list[dict]:
-        records = await self._read(self.store.chain, account, from_seq, limit)
-        return [entry_json(decode_entry(data)) for data in records]
-
-    async def history(self, account: bytes, limit: int, *, expand: bool = False) -> list[dict]:
-        """The newest entries first; with `expand`, each aggregated transfer lists the provenance ids it covers."""
-        def read() -> list[dict]:
-            return [dict(_entry_view(data)) for data in self.store.history_data(account, limit)]
-
-        entries = await self._read(read)
-        if expand:
-            for entry in entries:
-                if "covers" in entry:
-                    try:
-                        entry["covered"] = await self.covered(entry["covers"])
-                    except EntryNotFound:  # its list was retired (ledger.record_retention); the transfer stays
-                        entry["covered"] = None
-        return entries
-
-    async def covered(self, root_hex: str) -> list[str]:
-        """The refs (provenance ids, hex) an aggregated transfer covers, by the Merkle root its job names."""
-        try:
-            root = bytes.fromhex(root_hex)
-        except ValueError:
-            root = b""
-        data = await self._read(self.store.covers, root) if len(root) == 32 else None
-        if data is None:
-            raise EntryNotFound(f"no aggregated transfer covers Merkle root {root_hex!r} (or its list of provenance "
-                                "ids was retired, ledger.record_retention after it was settled)",
-                                hint="list them with: xsc ledger history --expand")
-        return [data[i:i + 16].hex() for i in range(0, len(data), 16)]
-
-    async def history_view(self, account: bytes, limit: int, *, expand: bool = False,
-                           encoded: bool = True, fields: frozenset[str] | None = None) -> dict[str, Any]:
-        """The account and its newest entries (see history), each with its `balance_after` (the dashboard's
-        balance chart); without the signed bytes unless `encoded`; only `fields` of each (and its seq and
-        balance_after) when given (a page that charts hundreds of entries needs three fields of each)."""
-        for _ in range(10):  # the view and the entries of one state: a settlement may land between the two reads
-            view = await self.balance(account)  # the client's with its leases' promise kept aside, as everywhere
-            entries = await self.history(account, limit, expand=expand)
-            if not entries or entries[0]["seq"] == view["seq"]:
-                break
-        balance = view["balance"]
-        for entry in entries:  # newest first, from the head
-            entry["balance_after"] = balance
-            balance -= entry.get("delta") or 0
-            if not encoded:
-                entry.pop("encoded", None)
-        if fields is not None:
-            keep = fields | {"seq", "balance_after", "covered"}
-            entries = [{k: v for k, v in e.items() if k in keep} for e in entries]
-        return {"account": view, "entries": entries}
-
-    async def entry(self, ref: str) -> dict:
-        return entry_json(await self._read(self.store.entry, ref))
-
-    def export_lines(self) -> Iterator[bytes]:
-        """Every entry as one JSON line (blocking: iterate in a thread)."""
-        for _, _, data in self.store.entries():
-            yield codec.text(entry_json(decode_entry(data)), sort_keys=True).encode() + b"\n"
 
     async def verify(self, now: int | None = None) -> dict:
         started = time.perf_counter()

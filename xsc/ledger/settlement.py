@@ -152,7 +152,6 @@ class Payments:
         self._busy: set[bytes] = set()
         self.schedule = RetrySchedule(retry_interval)  # when each payment left pending is tried next
         self._why: dict[bytes, str] = {}  # why the try under way left its payment pending
-        self._countersigning: set[bytes] = set()  # authorizations a request is countersigning now (payee side)
         self._wake = asyncio.Event()
 
     # --- payer side ----------------------------------------------------------------------
@@ -312,20 +311,6 @@ class Payments:
                              f"({self.node.id})", hint="send it to the node whose account it names as payee")
         if not verify(auth.payer, auth.signature, auth.body):
             raise InvalidEntry("the authorization's payer signature is invalid")
-        # What the sender paid raises its recognition here (on_paid) once per authorization, by the request that
-        # made the receipt: a repeat (a lost answer retried, or a replay of the same request, by the sender or any
-        # node that saw it) gets the stored receipt, and counted on each it raised the sender's weight at will.
-        first = await self.ledger.receipt_for(auth.id) is None and auth.id not in self._countersigning
-        if first:
-            self._countersigning.add(auth.id)
-        try:
-            return await self._countersign(sender, auth, amount, usage, first)
-        finally:
-            if first:
-                self._countersigning.discard(auth.id)
-
-    async def _countersign(self, sender: str, auth: Authorization, amount: int, usage: dict[str, int],
-                           first: bool) -> Receipt:
         if await self.ledger.receipt_for(auth.id) is None:  # already countersigned: the check passed then
             # What the ledger would refuse anyway is refused before the check: a check records the claim as paid
             # (a storage period), and a claim under an expired authorization, never countersigned, left its period
@@ -344,9 +329,12 @@ class Payments:
                 self.on_strike(sender, f"asked for a receipt this node refused: {exc.message}")
                 raise
         count = None if self.counting is None else functools.partial(self.counting, "paid", sender)
-        noted = (lambda receipt: self.on_paid(sender, amount, True)) if first else None  # written, even if cut short
+        # What the sender paid raises its recognition here (on_paid) once per authorization, by the request that wrote
+        # the receipt, even if it is cut short as it does: a repeat (a lost answer retried, or a replay of the same
+        # request, by the sender or any node that saw it) gets the stored receipt, and noted on each it raised the
+        # sender's weight at will.
         receipt = await self.ledger.countersign(self.node, auth, amount, usage, verified=True, sender=sender,
-                                                count=count, written=noted)
+                                                count=count, written=lambda receipt: self.on_paid(sender, amount, True))
         if count is None:
             self.on_countersigned(sender, auth, receipt.amount)
             self.ledger.store.sender_counted(auth.id)  # its line counted it: nothing left for a restart to count

@@ -83,7 +83,7 @@ async def chain(request: web.Request) -> web.Response:
     start = query_int(request.query, "from", 1, 1, 2**63 - 1)
     limit = query_int(request.query, "limit", MAX_CHAIN_PAGE, 1, MAX_CHAIN_PAGE)
     view = service.account_view(key)
-    entries = await service.chain(key, start, limit)
+    entries = await service.history.chain(key, start, limit)
     last = entries[-1]["seq"] if entries else start - 1
     return json_response({
         "account": view["account"], "head": view["seq"], "from": start, "entries": entries,
@@ -105,13 +105,13 @@ async def history(request: web.Request) -> web.Response:
         if unknown or not fields:
             raise InvalidArgument(f"no entry field {quoted_id(unknown[0])}" if unknown else "fields names none",
                                   hint="fields=NAME,NAME,... of: " + ", ".join(ENTRY_FIELDS))
-    view = await service.history_view(key, limit, expand=expand, encoded=encoded, fields=fields)
+    view = await service.history.view(key, limit, expand=expand, encoded=encoded, fields=fields)
     return json_response(view)
 
 
 @routes.get("/v1/ledger/entries/{entry}")
 async def show(request: web.Request) -> web.Response:
-    return json_response(await request.app[NODE].ledger.entry(request.match_info["entry"]))
+    return json_response(await request.app[NODE].ledger.history.entry(request.match_info["entry"]))
 
 
 @routes.post("/v1/ledger/entries")
@@ -146,7 +146,7 @@ async def export(request: web.Request) -> web.StreamResponse:
     service = request.app[NODE].ledger
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
-    lines = service.export_lines()
+    lines = service.history.export_lines()
     loop = asyncio.get_running_loop()
 
     def next_batch() -> list[bytes]:
