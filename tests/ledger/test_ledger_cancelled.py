@@ -35,6 +35,12 @@ async def _cancelled_as_written(held: HeldWrite, task: asyncio.Task) -> None:
     assert held.written.is_set()
 
 
+def _ledger_on_disk(tmp_path) -> tuple[plyvel.DB, LedgerService, Identity, Identity]:
+    """A ledger on its own LevelDB in `tmp_path`, and a payer and a payee."""
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    return db, LedgerService(db, LIMIT, threads=1), Identity.generate(), Identity.generate()
+
+
 def _pending_on_disk(db) -> list[bytes]:
     return [key for prefix in (keys.LEDGER_PENDING, keys.LEDGER_CLAIMS)
             for key in db.iterator(prefix=prefix, include_value=False)]
@@ -44,9 +50,7 @@ async def test_an_authorization_cancelled_as_it_is_written_leaves_nothing_pendin
                                                                                          monkeypatch) -> None:
     """Its caller waits for the write, and the record goes again (no payee ever saw it): nothing is pending or held,
     now or after a restart."""
-    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
-    ledger = LedgerService(db, LIMIT, threads=1)
-    payer, payee = Identity.generate(), Identity.generate()
+    db, ledger, payer, payee = _ledger_on_disk(tmp_path)
     held = HeldWrite(ledger.store, "add_pending", monkeypatch)
     authorizing = asyncio.create_task(ledger.authorize(payer, payee.public_key, 900, "test:cut",
                                                        claim=(800, {"fuel": 1})))
@@ -69,9 +73,7 @@ async def test_an_authorization_whose_write_is_refused_leaves_nothing_pending_or
                                                                                          monkeypatch) -> None:
     """The write refused (the disk full): the caller's hold is released, nothing is pending, before or after a
     restart."""
-    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
-    ledger = LedgerService(db, LIMIT, threads=1)
-    payer, payee = Identity.generate(), Identity.generate()
+    db, ledger, payer, payee = _ledger_on_disk(tmp_path)
 
     def refused(authorization, claim) -> None:
         raise OSError("no space left on device")
@@ -174,9 +176,7 @@ async def test_an_authorization_abandoned_as_its_caller_is_cancelled_is_gone_and
                                                                                               monkeypatch) -> None:
     """Its record deleted as the caller was cancelled: no longer pending nor held here, as on disk and after a
     restart."""
-    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
-    ledger = LedgerService(db, LIMIT, threads=1)
-    payer, payee = Identity.generate(), Identity.generate()
+    db, ledger, payer, payee = _ledger_on_disk(tmp_path)
     auth = await ledger.authorize(payer, payee.public_key, 900, "test:abandoned")
     held = HeldWrite(ledger.store, "drop_pending", monkeypatch)
     abandoning = asyncio.create_task(ledger.abandon(auth.id, force=True))
