@@ -38,6 +38,8 @@ from .errors import DiskFull
 
 log = logging.getLogger(__name__)
 
+Rows = tuple[tuple[bytes, bytes], ...]  # (key, value) rows a caller adds to a batch written with its own
+
 QUIET_SECONDS = 2.0  # how long a reopen waits for the database's users to finish
 CLOSE_SECONDS = 10.0  # how long a close waits for them
 RESERVE_NAME = "disk-reserve"

@@ -50,6 +50,7 @@ from typing import Any, AsyncIterator, Awaitable, BinaryIO, Callable, Protocol
 from urllib.parse import quote, unquote_to_bytes
 
 from .. import codec
+from ..db import Rows
 from ..errors import (BadRequest, ComputeBusy, FunctionFailed, FunctionTimedOut, FunctionUnavailable,
                       InvalidArgument, NotFound, PayloadTooLarge, PreconditionFailed, RangeNotSatisfiable,
                       SpendCapReached, StorageFull, XscError, quoted_id)
@@ -562,7 +563,7 @@ class Bill(Protocol):
     def release(self, budget: int) -> None: ...
 
     def record(self, compute: ComputeService, run, record: dict, module_hash: bytes, budget: int,
-               also: tuple[tuple[bytes, bytes], ...]) -> asyncio.Future: ...
+               also: Rows) -> asyncio.Future: ...
 
 
 class LedgerBill:
@@ -582,7 +583,7 @@ class LedgerBill:
         self.ledger.release(self.payer, budget)
 
     def record(self, compute: ComputeService, run, record: dict, module_hash: bytes, budget: int,
-               also: tuple[tuple[bytes, bytes], ...]) -> asyncio.Future:
+               also: Rows) -> asyncio.Future:
         return record_and_owe(compute, self.ledger, self.tabs, self.payer, self.node, run, record, module_hash,
                               budget, also, awaited=False)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .. import codec, keys
-from ..db import Database
+from ..db import Database, Rows
 from ..storage.core.capability import Capability
 from ..tasks import Locks
 from . import lineage as lineage_, provenance
@@ -30,7 +30,7 @@ class JobRecords:
             for key, value in self.entries(jid, job):
                 batch.put(key, value)
 
-    def entries(self, jid: str, job: dict[str, Any]) -> tuple[tuple[bytes, bytes], ...]:
+    def entries(self, jid: str, job: dict[str, Any]) -> Rows:
         """The job's record, and what the list of jobs shows of it, as writes of a batch (that may publish more)."""
         return record_entries(self.user, jid, job)
 
@@ -156,7 +156,7 @@ def record_key(user: bytes, jid: str) -> bytes:
     return keys.job(user, bytes.fromhex(jid))
 
 
-def record_entries(user: bytes, jid: str, job: dict[str, Any]) -> tuple[tuple[bytes, bytes], ...]:
+def record_entries(user: bytes, jid: str, job: dict[str, Any]) -> Rows:
     """A job's record and its summary, written together: the list never shows what its record does not say."""
     return ((record_key(user, jid), codec.dumps(job)),
             (keys.job_summary(user, bytes.fromhex(jid)), codec.dumps(summary(job))))
@@ -165,7 +165,7 @@ def record_entries(user: bytes, jid: str, job: dict[str, Any]) -> tuple[tuple[by
 
 
 def made(user: str, jid: str, stored: list[dict[str, Any]], provenance_id: str
-         ) -> tuple[tuple[bytes, bytes], ...]:
+         ) -> Rows:
     """Each stored output's link to the run that wrote it, written with that run's job record: a lineage walk
     holds a file to the record of its own run, not to the job's latest (which wrote other files)."""
     return tuple((keys.job_output(Capability.parse(o["capability"]).storage_index),

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
+from ..db import Rows
 from ..errors import ComputeBusy
 from ..units import counted
 from ..ledger.tabs import owed_entry
@@ -145,7 +146,7 @@ def _left(compute: ComputeService) -> None:
 
 
 def record_and_owe(compute: ComputeService, ledger, tabs, payer, node, run, record: dict, module_hash: bytes,
-                   budget: int, also: tuple[tuple[bytes, bytes], ...] = (), *,
+                   budget: int, also: Rows = (), *,
                    awaited: bool = True) -> asyncio.Future:
     """A run here recorded with what it owes on the payer's tab with this node (and `also`, other records that
     must go with it), in the journal's next group commit; once written, the tab takes the charge.  From the

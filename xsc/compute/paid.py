@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 
+from ..db import Rows
 from ..errors import (AuthorizationExpired, AuthorizationReplayed, DealRefused, Forbidden, InsufficientCredit,
                       InvalidArgument, ModuleNotFound, PeerRefused, PeerUnavailable, PeerUnreachable,
                       PrepaymentRequired, Trap, XscError)
@@ -251,7 +252,7 @@ class PaidCompute:
                 "outcome": again["outcome"], "results": again.get("results"), "fuel_consumed": again["fuel_consumed"],
                 "charge": run.charge}
 
-    def _owed(self, run) -> tuple[tuple[bytes, bytes], ...]:
+    def _owed(self, run) -> Rows:
         """What a run here owes this node: on disk with the run's record, before the answer."""
         return (owed_entry(bytes.fromhex(run.provenance_id), self.payer.public_key, self.node.public_key, run.charge,
                            run.fuel_consumed),)

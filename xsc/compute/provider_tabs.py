@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .. import keys
-from ..db import Database
+from ..db import Database, Rows
 from ..errors import (AuthorizationExpired, AuthorizationReplayed, Conflict, DealRefused, Forbidden, InvalidArgument,
                       NothingOwed)
 from ..identity import Identity, parse_public_id, public_id
@@ -340,7 +340,7 @@ class ProviderTabs:
             raise
 
     @staticmethod
-    def owed(auth: Authorization, run, gateway: str | None = None) -> tuple[tuple[bytes, bytes], ...]:
+    def owed(auth: Authorization, run, gateway: str | None = None) -> Rows:
         whose = parse_public_id(gateway) if gateway is not None else b""
         return ((keys.tab_run(auth.id, bytes.fromhex(run.provenance_id)),
                  _RUN.pack(run.charge, run.fuel_consumed) + whose),)

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import wasmtime
 
 from ..config import ComputeSection
-from ..db import Database
+from ..db import Database, Rows
 from ..errors import ComputeBusy, ModuleDisabled, ExportNotFound, ImportsNotAllowed, InvalidArgument, InvalidModule, ModuleNotFound, NotAFunction, \
     ProvenanceNotFound, Trap, UnsupportedSignature, WrongArgumentCount
 from ..units import plural_for
@@ -43,8 +43,6 @@ from .trap_limits import hint_here
 from .values import Signature, parse_args, typed
 
 log = logging.getLogger(__name__)
-
-Rows = tuple[tuple[bytes, bytes], ...]  # (key, value) rows of a caller's, written in one batch with a record here
 
 MODULE_CACHE_SIZE = 64  # compiled modules kept in memory (each holds its native code)
 # A small call is tried on the event loop itself, without a thread-pool round trip, within this much fuel and
@@ -419,7 +417,7 @@ class ComputeService:
 
     # --- invocation ----------------------------------------------------------------------
     async def invoke(self, call: InvokeCall, *, requester: str, rate: int, deal: dict[str, Any] | None = None,
-                     owed: Callable[[Run], tuple[tuple[bytes, bytes], ...]] | None = None,
+                     owed: Callable[[Run], Rows] | None = None,
                      together: bool = False) -> Run:
         """Run one call on the pool; a trap is a Run too (it is metered and recorded), bad input raises.
 
@@ -476,7 +474,7 @@ class ComputeService:
             [call.module] if call.wasi else None
 
     def _try_inline(self, call: InvokeCall, requester: str, rate: int, deal: dict[str, Any] | None,
-                    owed: Callable[[Run], tuple[tuple[bytes, bytes], ...]] | None
+                    owed: Callable[[Run], Rows] | None
                     ) -> tuple[Run, dict[str, Any], bytes, tuple] | None:
         """Run a small call on the event loop, without a thread-pool round trip; None if it must go to the pool.
 
@@ -523,7 +521,7 @@ class ComputeService:
         return run, record, prepared.module_hash, puts
 
     def _invoke(self, call: InvokeCall, requester: str, rate: int, deal: dict[str, Any] | None,
-                owed: Callable[[Run], tuple[tuple[bytes, bytes], ...]] | None, loop: asyncio.AbstractEventLoop,
+                owed: Callable[[Run], Rows] | None, loop: asyncio.AbstractEventLoop,
                 future: asyncio.Future) -> None:
         """On a worker: parse, run and record a call, and write its record (journal.commit), which answers
         `future` with the Run once the record is durable; bad input, or any failure, answers it at once."""
@@ -543,7 +541,7 @@ class ComputeService:
     def _finish(self, call: InvokeCall, prepared: sandbox.Prepared, signature: Signature, values: list,
                 argv: list[str] | None, limits: Limits, outcome: sandbox.Outcome, started: int, requester: str,
                 rate: int, deal: dict[str, Any] | None,
-                owed: Callable[[Run], tuple[tuple[bytes, bytes], ...]] | None) -> tuple[Run, dict[str, Any], tuple]:
+                owed: Callable[[Run], Rows] | None) -> tuple[Run, dict[str, Any], tuple]:
         run = Run(provenance.new_id().hex(), call.module, call.function, signature.results, outcome, limits,
                   0, requester, call.wasi, rate, self.memory_price)
         run.charge = price_compute(outcome.fuel_consumed, rate, outcome.memory_pages, run.billed_us, self.memory_price)

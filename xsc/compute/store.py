@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable
 from .. import codec
 from .. import keys
 from .modules import ModuleInfo
-from ..db import Database
+from ..db import Database, Rows
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class ComputeStore:
         return self._db.get(keys.wasm(module_hash))
 
     def save_module(self, module_hash: bytes, info: ModuleInfo, wasm: bytes,
-                    artifact_key: bytes, sealed_artifact: bytes, also: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+                    artifact_key: bytes, sealed_artifact: bytes, also: Rows = ()) -> None:
         """Record, wasm and artifact together, durably, with the rows `also` (a pushed module's compile charged on a
         tab): a deployed module is never half there, nor there without them."""
         record = info.to_json()
@@ -383,7 +383,7 @@ class ComputeStore:
         return self._readable(keys.PLACED, "placement")
 
     def save_placement(self, owner: str, name: str, placement: dict,
-                       also: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+                       also: Rows = ()) -> None:
         """A placement, whole in one synced write with the rows `also` (what reading its files charged on its tab): a
         kill -9 leaves them there or not, never in part."""
         with self._db.write_batch(transaction=True, sync=True) as batch:

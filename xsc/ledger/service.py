@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 
 from .. import codec
-from ..db import Database
+from ..db import Database, Rows
 from ..errors import AuthorizationNotPending, InvalidArgument, InvalidEntry, XscError, quoted_id
 from ..identity import Identity, parse_public_id, public_id
 from ..ids import one_starting_with
@@ -160,7 +160,7 @@ class LedgerService:
             self._drainer = asyncio.create_task(self._drain())
 
     async def settle(self, payer: Identity, payee: Identity, amount: int, usage: dict[str, int], job_ref: str, *,
-                     puts: tuple[tuple[bytes, bytes], ...] = (), deletes: tuple[bytes, ...] = (),
+                     puts: Rows = (), deletes: tuple[bytes, ...] = (),
                      consumes: tuple[bytes, ...] = ()) -> str:
         """Settle a transfer for work `payee` did for `payer`; returns the id (hex) of the payer's entry.
 

@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 
 from .. import keys
-from ..db import Database
+from ..db import Database, Rows
 from ..errors import (AuthorizationNotPending, AuthorizationReplayed, EntryNotFound, ForkDetected, InvalidArgument,
                       InvalidEntry, LedgerError, NothingOwed, ReceiptMismatch, WrongPayee, XscError, quoted_id)
 from ..identity import Identity, public_id
@@ -80,7 +80,7 @@ class Settlement:
     usage: tuple[tuple[str, int], ...]
     # Written or deleted in the same synced batch as the settlement, only if it is settled (aggregated
     # settlement: the refs it covers, and the records of what was owed that it pays).
-    puts: tuple[tuple[bytes, bytes], ...] = ()
+    puts: Rows = ()
     deletes: tuple[bytes, ...] = ()
     # Records of what is owed that the transfer pays: it is settled only if each is still there (not deleted by an
     # earlier transfer, in this group or before), and deletes them in its batch.  So a transfer made from such a
