@@ -45,6 +45,28 @@ def test_a_late_wake_up_adds_every_tick_that_passed():
     assert engine.epoch == 200  # never ahead of the clock: a call is never cut short
 
 
+def test_one_ticker_keeps_each_of_its_engines_epochs_and_is_each_ones_ticker():
+    """A node's compute has two engines (the second for the calls tried on its event loop) and one ticker: each
+    engine's epoch follows the clock, each names the ticker as its own, and a stop leaves neither named."""
+    now = [100.0]
+    engines = CountingEngine(), CountingEngine()
+    ticker = EpochTicker(*engines, tick=0.01, clock=lambda: now[0])
+    ticker.start()
+    try:
+        with ticker.running():
+            now[0] += 0.5  # 50 ticks
+            assert owed_ticks(engines[0]) == owed_ticks(engines[1])
+            for engine in engines:
+                with engine.changed:
+                    assert engine.changed.wait_for(lambda: engine.epoch >= 50, timeout=30)
+            assert owed_ticks(engines[1]) == 0
+    finally:
+        ticker.stop()
+    assert [engine.epoch for engine in engines] == [50, 50]
+    now[0] += 1.0
+    assert owed_ticks(engines[0]) == owed_ticks(engines[1]) == 0  # stopped: no engine's ticker any longer
+
+
 def test_a_stop_that_comes_as_the_ticker_falls_asleep_ends_it():
     """A stop between the ticker's wake-up and its going to sleep is not slept through: the node's close would wait
     on the ticker for ever."""

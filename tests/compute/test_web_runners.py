@@ -292,7 +292,7 @@ LIMITED = "import os, resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({0}
 def test_a_node_whose_address_space_is_too_small_for_a_runners_pool_serves_from_unpooled_runners(tmp_path) -> None:
     """Under a limit that leaves room for the node and for an instance or two, but not for the slots of a pooled
     engine (eng.POOL_SLOTS of eng.POOL_MEMORY reserved up front), its runners make an unpooled engine, say so once
-    each, and serve."""
+    each, and serve; and the node runs the calls it tries on its loop in its own engine, and says so once."""
     limit = eng.POOL_SLOTS * eng.POOL_MEMORY * 3 // 4
     port = free_port()
     node = NodeProcess(tmp_path / "n", env={"XSC_NODE_WEB_LISTEN": f"127.0.0.1:{port}", "XSC_COMPUTE_WEB_RUNNERS": "1"},
@@ -324,6 +324,7 @@ def test_a_node_whose_address_space_is_too_small_for_a_runners_pool_serves_from_
         assert tries["started"] == 1 and tries["ended"] == [] and tries["live"][0]["pid"] == runner["pid"]
         log = node.log.read_text()
         assert log.count("unpooled engine") == 1 and "panicked" not in log
+        assert log.count("the calls tried on the event loop run in the node's engine: ") == 1  # the node's own
         assert f"web runner {runner['pid']}: an unpooled engine: " in log  # in the node's log, said to be the runner's
     finally:
         kill_all([node])

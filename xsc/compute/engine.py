@@ -48,19 +48,20 @@ TICK = 0.01
 IDLE_AFTER = 1.0  # seconds without a call after which the ticker sleeps until the next one
 
 
-# A pooled engine's slots (make_engine(pooled=True)): for a process that runs one call at a time, a few to spare.
+# A pooled engine's slots (make_engine(pooled=True)): for calls run one at a time, a few to spare.
 POOL_SLOTS = 4
 POOL_MEMORY = 4 << 30  # the most a slot's memory may grow to: all a 32-bit memory can address
+INSTANCE_ADDRESS_SPACE = POOL_MEMORY + (64 << 20)  # an instance's memory and its guard pages, reserved up front
 POOL_KEEP_RESIDENT = 256 * 1024  # bytes of a slot's memory and tables zeroed in place, not given back, after a call
 # The address space a pooled engine is made only if it finds free: its slots' memories, each with its guard pages
 # (wasmtime reserves them all up front, and aborts the process if it cannot), and a GiB for everything else.
-POOL_ADDRESS_SPACE = POOL_SLOTS * (POOL_MEMORY + (64 << 20)) + (1 << 30)
+POOL_ADDRESS_SPACE = POOL_SLOTS * INSTANCE_ADDRESS_SPACE + (1 << 30)
 
 
 def make_engine(*, parallel: bool = True, pooled: bool = False) -> wasmtime.Engine:
     """`parallel`: compile a module's functions on every core (it changes no machine code, so no artifact).
     `pooled`: instances are made in a few slots kept mapped (wasmtime's pooling allocator), for a process that runs
-    small calls one after the other (a web runner): a fresh instance's memory is not mapped, protected and unmapped
+    small calls one after the other (a web runner; the calls a node tries on its event loop): a fresh instance's memory is not mapped, protected and unmapped
     for each call, and its first POOL_KEEP_RESIDENT bytes are zeroed in place rather than faulted in again (in a bare
     loop of a runner's try of a small function, some 40 us a try less).  Nor does it change any machine code: an
     artifact compiled by an engine of the same SETTINGS loads in it.  A call that finds no slot free, or needs more
@@ -74,17 +75,19 @@ def make_engine(*, parallel: bool = True, pooled: bool = False) -> wasmtime.Engi
     return wasmtime.Engine(config)
 
 
-def pool_refused() -> str | None:
+def pool_refused(beside: int = 0) -> str | None:
     """Why a pooled engine would not fit in this process's address space (None: it would).  wasmtime's C API
     panics, and so aborts the process, when it cannot reserve the pool's mapping (as under `ulimit -v`), so the
-    room is tried first: POOL_ADDRESS_SPACE reserved, inaccessible, and given back at once."""
+    room is tried first: POOL_ADDRESS_SPACE reserved, inaccessible, and given back at once, with `beside` bytes
+    more that must stay free for the process's other instances."""
     try:
         # PROT_NONE: an inaccessible private mapping is not counted against the memory the kernel may commit
-        room = mmap.mmap(-1, POOL_ADDRESS_SPACE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, prot=0)
+        room = mmap.mmap(-1, POOL_ADDRESS_SPACE + beside, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, prot=0)
     except OSError as exc:
         limit = resource.getrlimit(resource.RLIMIT_AS)[0]
         under = "" if limit == resource.RLIM_INFINITY else f" under its limit of {limit / (1 << 30):.1f} GiB (ulimit -v)"
-        return (f"the {POOL_ADDRESS_SPACE / (1 << 30):.1f} GiB of address space its slots reserve are not free in "
+        return (f"the {(POOL_ADDRESS_SPACE + beside) / (1 << 30):.1f} GiB of address space its slots reserve"
+                f"{' with its other instances' if beside else ''} are not free in "
                 f"this process{under}: {exc.strerror or exc}")
     room.close()
     return None
@@ -134,7 +137,8 @@ def owed_ticks(engine: wasmtime.Engine) -> int:
 
 
 class EpochTicker:
-    """One thread per engine that keeps its epoch at the number of TICKs elapsed since it started.
+    """One thread that keeps its engines' epoch at the number of TICKs elapsed since it started (a node's compute
+    has two engines, the second pooled for the calls tried on its event loop: ComputeService).
 
     Each Store's deadline is a number of ticks after the epoch at its start, so a
     module spinning in a loop with plenty of fuel still traps once its time is up.
@@ -153,8 +157,9 @@ class EpochTicker:
 
     MAX_CATCH_UP = 100_000  # ticks added in one wake-up at most (17 minutes of a stopped process)
 
-    def __init__(self, engine: wasmtime.Engine, tick: float = TICK, clock=time.monotonic) -> None:
-        self._engine = engine
+    def __init__(self, engine: wasmtime.Engine, *more: wasmtime.Engine, tick: float = TICK,
+                 clock=time.monotonic) -> None:
+        self._engines = (engine, *more)
         self._tick = tick
         self._clock = clock
         self._start = clock()  # the epoch counts the ticks since then, from ...
@@ -170,7 +175,8 @@ class EpochTicker:
         self._thread = threading.Thread(target=self._run, name="xsc-epoch", daemon=True)
 
     def start(self) -> None:
-        _TICKERS[id(self._engine)] = self
+        for engine in self._engines:
+            _TICKERS[id(engine)] = self
         self._thread.start()
 
     @contextlib.contextmanager
@@ -200,7 +206,8 @@ class EpochTicker:
                 continue
             added = max(0, min(self._due() - self.epoch, self.MAX_CATCH_UP))
             for _ in range(added):
-                self._engine.increment_epoch()
+                for engine in self._engines:
+                    engine.increment_epoch()
             self.epoch += added
 
     def _due(self) -> int:
@@ -215,8 +222,9 @@ class EpochTicker:
         return self._thread.is_alive()
 
     def stop(self) -> None:
-        if _TICKERS.get(id(self._engine)) is self:
-            del _TICKERS[id(self._engine)]
+        for engine in self._engines:
+            if _TICKERS.get(id(engine)) is self:
+                del _TICKERS[id(engine)]
         with self._lock:
             self._stop.set()
             self._awake.set()

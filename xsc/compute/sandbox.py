@@ -7,6 +7,7 @@ a call then costs a Store, an instantiation and the call itself.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import typing
@@ -26,6 +27,8 @@ from .provenance import METERING_EXACT, METERING_TIME_BOUNDED
 from .trap_limits import of_run
 from .values import Signature
 from .wasi_io import Capture, Streams, fixed_by, fixed_instance_pre
+
+log = logging.getLogger(__name__)
 
 QUICK_INSTANTIATE_SIZE = 1024 * 1024
 HELD_FREE_PAGES = 16  # a Store whose memory is at most this many 64 KiB pages is freed without releasing the GIL
@@ -58,6 +61,7 @@ class Prepared:
     # call's memory limit (its worst case).  Exported, it is priced at its peak size.
     hidden_memory: bool = False
     callables: dict[str, Callable] = field(default_factory=dict)  # per export, made on its first call
+    on_loop: Prepared | None = None  # the module loaded in the engine of the calls tried on the event loop
 
     @property
     def memory_export(self) -> str | None:
@@ -323,6 +327,40 @@ def _memory_in_use(store: Store, instance) -> tuple[int | None, int | None]:
     if not memories:
         return None, None
     return sum(m.data_len(store) for m in memories), sum(m.type(store).limits.min * PAGE for m in memories)
+
+
+class LoopEngine:
+    """The engine of the calls a node tries on its event loop (small invokes, web requests), one at a time: of the
+    node's engine's settings, its instances made in slots kept mapped (engine.make_engine(pooled=True)), so that a
+    fresh instance maps, protects and unmaps no memory.  Each module is loaded in it once, at its first try, and
+    kept with the module (`Prepared.on_loop`).  Where the process's address space has no room for the slots beside
+    an instance for each of `others` threads, the node's engine itself, said once in the log."""
+
+    def __init__(self, node_engine: wasmtime.Engine, others: int) -> None:
+        refused = eng.pool_refused(beside=others * eng.INSTANCE_ADDRESS_SPACE)
+        if refused is not None:
+            log.warning("the calls tried on the event loop run in the node's engine: %s", refused)
+        self.engine = eng.make_engine(pooled=True) if refused is None else node_engine
+        self.engines = (node_engine,) if refused is not None else (node_engine, self.engine)  # each ticked
+
+    def prepared(self, prepared: Prepared) -> Prepared:
+        """`prepared` loaded in this engine (on the loop's thread: nothing else loads it)."""
+        if len(self.engines) == 1:
+            return prepared
+        if prepared.on_loop is None:
+            module = wasmtime.Module.deserialize(self.engine, prepared.module.serialize())
+            pre = None
+            if prepared.wasi_pre is not None:  # linked in the node's engine already: the same imports link here
+                linker = wasmtime.Linker(self.engine)
+                linker.define_wasi()
+                pre = linker.instantiate_pre(module)
+            prepared.on_loop = Prepared(prepared.module_hash, module, prepared.info, pre, prepared.hidden_memory)
+        return prepared.on_loop
+
+    def run(self, prepared: Prepared, function: str, signature: Signature, args: list[int | float],
+            limits: Limits, wasi_argv: list[str] | None = None, **options: typing.Any) -> Outcome:
+        """`run` in this engine."""
+        return run(self.engine, self.prepared(prepared), function, signature, args, limits, wasi_argv, **options)
 
 
 def wasmtime_cause(exc: Exception) -> str:

@@ -1,4 +1,5 @@
-"""The node's compute service: one engine, one epoch ticker, one thread pool, the module registry and cache.
+"""The node's compute service: its engines (one pooled for the calls tried on the event loop), one epoch ticker,
+one thread pool, the module registry and cache.
 
 Deploy validates, compiles and caches a module (in memory, and sealed in LevelDB);
 invoke runs one export in a fresh Store on the pool and leaves a signed provenance
@@ -191,7 +192,8 @@ class ComputeService:
         # What a replay needs to reproduce a run bit for bit: named in every provenance record.
         self._engine_facts = {"wasmtime": eng.WASMTIME_VERSION, "fingerprint": self.fingerprint.hex(),
                               "nan_canonicalization": eng.SETTINGS["cranelift_nan_canonicalization"]}
-        self.ticker = eng.EpochTicker(self.engine)
+        self.on_loop = sandbox.LoopEngine(self.engine, self.threads + 1)  # small invokes, web tries
+        self.ticker = eng.EpochTicker(*self.on_loop.engines)
         self.pool = Workers(self.threads, "xsc-wasm")  # a call is handed to an idle thread directly
         # Peers' modules compile here, one at a time, never on the threads the operator's calls run on.
         self.pushed_pool = Workers(1, "xsc-wasm-pushed")
@@ -501,8 +503,8 @@ class ComputeService:
         trial = Limits(min(limits.fuel, INLINE_FUEL), limits.memory, limits.timeout)
         started = time.time_ns()
         with self.running_call():
-            outcome = sandbox.run(self.engine, prepared, call.function, signature, values, trial,
-                                  deadline_ticks=min(eng.deadline_ticks(limits.timeout), INLINE_TICKS), on_loop=True)
+            outcome = self.on_loop.run(prepared, call.function, signature, values, trial, on_loop=True,
+                                       deadline_ticks=min(eng.deadline_ticks(limits.timeout), INLINE_TICKS))
         if outcome.trap_kind is not None:
             self.inline["inline_retried"] += 1
             # Slow: it ran out of the try's fuel, or of its time while it had the CPU.  A try that met its deadline
@@ -561,8 +563,7 @@ class ComputeService:
 
     def execute(self, prepared: sandbox.Prepared, entrypoint: str, signature: Signature, argv: list[str],
                 limits: Limits, streams: sandbox.Streams, deadline_ticks: int | None = None) -> sandbox.Outcome:
-        """On a worker (or tried on the loop: compute/web_on_loop.py): run a WASI program with `streams` as its
-        world (a job)."""
+        """On a worker: run a WASI program with `streams` as its world (a job, a web request)."""
         with self.running_call():
             return sandbox.run(self.engine, prepared, entrypoint, signature, [], limits, argv, streams=streams,
                                deadline_ticks=deadline_ticks)

@@ -100,7 +100,7 @@ class LoopRuns:
             tried = _tried(answer)
             self.in_runner += tried is not None and tried.kept
         if tried is None:
-            tried = self.memfds.run(self.compute.execute, prepared, entrypoint, signature, argv, trial, ticks,
+            tried = self.memfds.run(self._try, prepared, entrypoint, signature, argv, trial, ticks,
                                     streams, body)
         if not tried.kept:
             self._judge(prepared.module_hash, entrypoint, tried.outcome)
@@ -109,6 +109,13 @@ class LoopRuns:
         self._slow.pop((prepared.module_hash, entrypoint), None)
         self.runs += 1
         return tried.outcome, tried.stdout, tried.stderr
+
+    def _try(self, prepared: sandbox.Prepared, entrypoint: str, signature, argv: list[str], limits: Limits,
+             streams: Streams, deadline_ticks: int | None = None) -> sandbox.Outcome:
+        """A try on the loop, in the loop's engine (sandbox.LoopEngine)."""
+        with self.compute.running_call():
+            return self.compute.on_loop.run(prepared, entrypoint, signature, [], limits, argv, streams=streams,
+                                            deadline_ticks=deadline_ticks)
 
     def _judge(self, module_hash: bytes, entrypoint: str, outcome: sandbox.Outcome) -> None:
         """A try thrown away: its export marked slow if it ran out of the try's fuel or time while it had the CPU,
