@@ -12,7 +12,7 @@ from xsc.errors import (AuthorizationExpired, AuthorizationNotPending, Insuffici
                         InvalidEntry, PeerRefused, PeerUnreachable, ReceiptMismatch, WrongPayee)
 from xsc.identity import Identity
 from xsc.ledger import decode_authorization, decode_entry, encode_authorization
-from xsc.ledger.core.model import Receipt, authorize
+from xsc.ledger.core.model import Payment, Receipt, authorize
 from xsc.node import CLIENT_IDENTITY, IDENTITY
 from xsc.node.appkeys import NODE
 from xsc.ledger.receipts import RECEIPT_ANSWER, RECEIPTS_PATH, ask_receipt, fetch_receipt
@@ -109,9 +109,11 @@ async def test_countersign_and_complete_are_idempotent(node_factory) -> None:
 
     received = decode_entry(first.encode())
     assert isinstance(received, Receipt)
-    p1 = await ledger_a.complete(payer, received)
-    p2 = await ledger_a.complete(payer, received)
+    noted: list[Payment] = []  # what follows a payment written (the market's note of it) follows it once
+    p1 = await ledger_a.complete(payer, received, written=noted.append)
+    p2 = await ledger_a.complete(payer, received, written=noted.append)
     assert p1.encode() == p2.encode() and ledger_a.store.state(payer.public_key).seq == 1
+    assert [p.encode() for p in noted] == [p1.encode()]
     assert ledger_a.pending() == [] and ledger_a.account_view(payer.public_key)["held"] == 0
     await _verified(a)
     await _verified(b)

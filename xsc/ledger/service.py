@@ -330,17 +330,19 @@ class LedgerService:
                        also: Callable[[Payment], dict[bytes, bytes]] | None = None, *,
                        count: Count | None = None, written: Callable[[Payment], None] | None = None) -> Payment:
         """Payer side: append the payment countersigning the payee's receipt; drop the pending record, release
-        the hold.  Idempotent: a receipt already completed gets its stored payment back.  The rows `also(payment)`
-        (what counts the payment elsewhere) and its count on its payee's trust line (`count`) are written in the
-        payment's own batch, then `written(payment)`, all even if the caller is cancelled (`waited_out`)."""
+        the hold.  Idempotent: a receipt already completed gets its stored payment back, and nothing more is done.
+        The rows `also(payment)` (what counts the payment elsewhere) and its count on its payee's trust line
+        (`count`) are written in the payment's own batch, then `written(payment)`, all even if the caller is
+        cancelled (`waited_out`)."""
         if not isinstance(receipt, Receipt):
             raise InvalidEntry("not a receipt: the payee must return its receipt entry")
 
         def completed(payment: Payment) -> None:
+            # Pending until now: this call wrote the payment (a receipt completed before was no longer pending).
             if (auth := self._pending_auths.pop(receipt.authorization.id, None)) is not None:
                 self._release(auth.payer, self._auth_held.pop(auth.id, auth.cap))
-            if written is not None:
-                written(payment)
+                if written is not None:
+                    written(payment)
 
         async with self._lock:  # (cancelled, it waited for the write: what is kept in memory follows what was written)
             return await waited_out(asyncio.get_running_loop().run_in_executor(
