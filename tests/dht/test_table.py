@@ -12,6 +12,7 @@ import time
 
 import plyvel
 import pytest
+import pytest_asyncio
 import umsgpack
 
 from tests.support.nodes import node_config
@@ -136,8 +137,8 @@ async def closed(tasks, nodes) -> None:
     gc.collect()  # what the rounds left is collected here, its warnings in this test
 
 
-@pytest.fixture
-async def network():
+async def _joined_network():
+    """Twelve nodes of one directory, each with at least 8 contacts: (directory, nodes), then their close."""
     directory = Directory()
     nodes = await nodes_in(directory, 12)
     tasks = await started(nodes)
@@ -146,8 +147,28 @@ async def network():
     await closed(tasks, nodes)
 
 
-async def test_holders_published_by_one_node_are_found_by_every_other(network) -> None:
-    _, nodes = network
+@pytest.fixture
+async def network():
+    """A network of a test's own: for a test that adds to its directory a node that will not answer."""
+    async for joined in _joined_network():
+        yield joined
+
+
+# The tests that take `file_network` share one: each reads and stores under keys of its own (a random file, a
+# stranger's identity) and leaves the nodes, their directory and their contacts as it found them.  They run on the
+# file's event loop, where its nodes run (the mark on the definition: see tests/compute/conftest.py).
+ON_THE_FILES_LOOP = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def file_network():
+    async for joined in _joined_network():
+        yield joined
+
+
+@ON_THE_FILES_LOOP
+async def test_holders_published_by_one_node_are_found_by_every_other(file_network) -> None:
+    _, nodes = file_network
     si = os.urandom(32)
     placement = [nodes[i].identity.id for i in (1, 2, 3, 4, 5, 6)]
     await nodes[0].publish_holders(si, placement)
@@ -156,16 +177,18 @@ async def test_holders_published_by_one_node_are_found_by_every_other(network) -
     assert await nodes[3].find_holders(os.urandom(32)) is None
 
 
-async def test_a_node_is_found_by_its_id_with_its_signed_descriptor(network) -> None:
-    _, nodes = network
+@ON_THE_FILES_LOOP
+async def test_a_node_is_found_by_its_id_with_its_signed_descriptor(file_network) -> None:
+    _, nodes = file_network
     await eventually_async(lambda: all(n._published for n in nodes), "every node to publish its record", 30)
     wanted = nodes[7]
     found = await nodes[2].find_node(wanted.identity.id)
     assert found is not None and found.id == wanted.identity.id and found.url == wanted.peers.descriptor().url
 
 
-async def test_a_put_finds_six_distinct_storage_providers_through_the_table(network) -> None:
-    _, nodes = network
+@ON_THE_FILES_LOOP
+async def test_a_put_finds_six_distinct_storage_providers_through_the_table(file_network) -> None:
+    _, nodes = file_network
     await eventually_async(lambda: all(n._published for n in nodes), "every node to publish its records", 30)
     found = await nodes[3].find_providers("storage", 6)
     ids = {p.node for p in found}
@@ -175,8 +198,9 @@ async def test_a_put_finds_six_distinct_storage_providers_through_the_table(netw
     assert await nodes[3].find_providers("compute", 6) == []  # nobody offers it
 
 
-async def test_a_stranger_cannot_replace_a_files_holders_only_add_beside_them(network) -> None:
-    _, nodes = network
+@ON_THE_FILES_LOOP
+async def test_a_stranger_cannot_replace_a_files_holders_only_add_beside_them(file_network) -> None:
+    _, nodes = file_network
     si = os.urandom(32)
     placement = [nodes[1].identity.id] * 6
     await nodes[0].publish_holders(si, placement)
@@ -191,10 +215,11 @@ async def test_a_stranger_cannot_replace_a_files_holders_only_add_beside_them(ne
     assert await nodes[9].find_holders(si) == placement
 
 
+@ON_THE_FILES_LOOP
 @pytest.mark.parametrize("case", ["bad signature", "another file's key", "too big", "not json", "future",
                                   "provider in another slot"])
-async def test_a_store_of_a_value_that_is_not_valid_records_for_its_key_is_refused(network, case) -> None:
-    _, nodes = network
+async def test_a_store_of_a_value_that_is_not_valid_records_for_its_key_is_refused(file_network, case) -> None:
+    _, nodes = file_network
     protocol = nodes[4].protocol
     si, stranger = os.urandom(32), Identity.generate()
     key = records.holders_key(si)
@@ -347,8 +372,9 @@ async def test_datagrams_from_ipv6_addresses_draw_on_the_quota_of_their_64() -> 
         await closed(tasks, nodes)
 
 
-async def test_a_contact_the_directory_does_not_know_never_enters_the_routing_table(network) -> None:
-    _, nodes = network
+@ON_THE_FILES_LOOP
+async def test_a_contact_the_directory_does_not_know_never_enters_the_routing_table(file_network) -> None:
+    _, nodes = file_network
     stranger = await node(Directory())
     tasks = await started([stranger])
     try:
@@ -458,9 +484,10 @@ def test_the_table_follows_the_config_off_or_on_the_peer_port_with_a_record_per_
     assert set(on.loops()) == {"dht"} and on.bind == ("127.0.0.1", 4123) and on.offers == ("storage",)
 
 
+@ON_THE_FILES_LOOP
 async def test_a_contact_leaves_after_three_unanswered_calls_and_on_return_is_not_sent_every_record_again(
-        network) -> None:
-    _, nodes = network
+        file_network) -> None:
+    _, nodes = file_network
     here = nodes[0].protocol
     contact = next(n for b in here.router.buckets for n in b.get_nodes())
     held = lambda: any(n.id == contact.id for b in here.router.buckets for n in b.get_nodes())  # noqa: E731
@@ -726,11 +753,12 @@ async def test_a_known_nodes_id_from_another_port_of_its_host_never_enters_the_r
         impostor.close()
 
 
-async def test_a_nodes_lookups_check_each_record_they_find_once(network, monkeypatch) -> None:
+@ON_THE_FILES_LOOP
+async def test_a_nodes_lookups_check_each_record_they_find_once(file_network, monkeypatch) -> None:
     """Every answer to a lookup is a stranger's word and its records are checked, but a record this node's lookups
     found and checked before, byte for byte under the same key, is not checked again: a lookup of the same records
     costs no signature check, and one of a record signed since costs one."""
-    _, nodes = network
+    _, nodes = file_network
     looker = nodes[0]
     si, now = os.urandom(32), int(time.time() * 1000)
     key = records.holders_key(si)

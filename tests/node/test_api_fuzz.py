@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("schemathesis", reason="the API fuzz needs schemathesis (pip install -e '.[test]')")
-
-from bench import api_fuzz  # noqa: E402
-from xsc.node.http.openapi import load  # noqa: E402
+from bench import api_fuzz
+from xsc.node.http.openapi import load
 
 EXAMPLES = 1  # positive and negative, per operation: ~160 requests over 78 operations
 
@@ -20,6 +18,8 @@ EXAMPLES = 1  # positive and negative, per operation: ~160 requests over 78 oper
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_every_operation_answers_bad_input_with_a_problem_and_never_a_server_error(tmp_path):
+    # Asked here, not at the module's top: importing schemathesis costs every test process's collection ~0.4 s of CPU.
+    pytest.importorskip("schemathesis", reason="the API fuzz needs schemathesis (pip install -e '.[test]')")
     seed = 20261122  # fixed: the long runs (make fuzz-api) explore; this one replays the same requests
     stats = api_fuzz.fuzz(EXAMPLES, seed, data_dir=tmp_path, progress=False)
     summary = api_fuzz.report(stats, seed, EXAMPLES)
