@@ -55,7 +55,8 @@ async def test_a_small_call_runs_inline_and_answers_as_the_pool_would(node, monk
     assert status == 200, body
     assert compute.inline["inline"] == 1 and compute.inline["inline_retried"] == 0
     # tried in the loop's own engine, whose instances are made in slots kept mapped; answered as the pool's engine
-    assert compute.on_loop.engine is not compute.engine and compute._prepared(bytes.fromhex(module)).on_loop is not None
+    assert compute.loop_engine.engine is not compute.engine
+    assert compute._prepared(bytes.fromhex(module)).loop_copy is not None
     pool = _pool_run(compute, module, "fib", [12], 10_000_000)
     assert [r["value"] for r in body["results"]] == pool.results == [144]
     assert body["fuel_consumed"] == pool.fuel_consumed and body["fuel_limit"] == 10_000_000

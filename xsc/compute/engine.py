@@ -60,12 +60,12 @@ POOL_ADDRESS_SPACE = POOL_SLOTS * INSTANCE_ADDRESS_SPACE + (1 << 30)
 
 def make_engine(*, parallel: bool = True, pooled: bool = False) -> wasmtime.Engine:
     """`parallel`: compile a module's functions on every core (it changes no machine code, so no artifact).
-    `pooled`: instances are made in a few slots kept mapped (wasmtime's pooling allocator), for a process that runs
-    small calls one after the other (a web runner; the calls a node tries on its event loop): a fresh instance's memory is not mapped, protected and unmapped
-    for each call, and its first POOL_KEEP_RESIDENT bytes are zeroed in place rather than faulted in again (in a bare
-    loop of a runner's try of a small function, some 40 us a try less).  Nor does it change any machine code: an
-    artifact compiled by an engine of the same SETTINGS loads in it.  A call that finds no slot free, or needs more
-    than a slot holds, fails to instantiate."""
+    `pooled`: instances are made in a few slots kept mapped (wasmtime's pooling allocator), for small calls run one
+    after the other (a web runner's; the calls a node tries on its event loop): a fresh instance's memory is not
+    mapped, protected and unmapped for each call, and its first POOL_KEEP_RESIDENT bytes are zeroed in place rather
+    than faulted in again (in a bare loop of a runner's try of a small function, some 40 us a try less).  Nor does it
+    change any machine code: an artifact compiled by an engine of the same SETTINGS loads in it.  A call that finds
+    no slot free, or needs more than a slot holds, fails to instantiate."""
     config = wasmtime.Config()
     for name, value in SETTINGS.items():
         setattr(config, name, value)

@@ -61,7 +61,7 @@ class Prepared:
     # call's memory limit (its worst case).  Exported, it is priced at its peak size.
     hidden_memory: bool = False
     callables: dict[str, Callable] = field(default_factory=dict)  # per export, made on its first call
-    on_loop: Prepared | None = None  # the module loaded in the engine of the calls tried on the event loop
+    loop_copy: Prepared | None = None  # the module loaded in the engine of the calls tried on the event loop
 
     @property
     def memory_export(self) -> str | None:
@@ -333,7 +333,7 @@ class LoopEngine:
     """The engine of the calls a node tries on its event loop (small invokes, web requests), one at a time: of the
     node's engine's settings, its instances made in slots kept mapped (engine.make_engine(pooled=True)), so that a
     fresh instance maps, protects and unmaps no memory.  Each module is loaded in it once, at its first try, and
-    kept with the module (`Prepared.on_loop`).  Where the process's address space has no room for the slots beside
+    kept with the module (`Prepared.loop_copy`).  Where the process's address space has no room for the slots beside
     an instance for each of `others` threads, the node's engine itself, said once in the log."""
 
     def __init__(self, node_engine: wasmtime.Engine, others: int) -> None:
@@ -347,15 +347,15 @@ class LoopEngine:
         """`prepared` loaded in this engine (on the loop's thread: nothing else loads it)."""
         if len(self.engines) == 1:
             return prepared
-        if prepared.on_loop is None:
+        if prepared.loop_copy is None:
             module = wasmtime.Module.deserialize(self.engine, prepared.module.serialize())
             pre = None
             if prepared.wasi_pre is not None:  # linked in the node's engine already: the same imports link here
                 linker = wasmtime.Linker(self.engine)
                 linker.define_wasi()
                 pre = linker.instantiate_pre(module)
-            prepared.on_loop = Prepared(prepared.module_hash, module, prepared.info, pre, prepared.hidden_memory)
-        return prepared.on_loop
+            prepared.loop_copy = Prepared(prepared.module_hash, module, prepared.info, pre, prepared.hidden_memory)
+        return prepared.loop_copy
 
     def run(self, prepared: Prepared, function: str, signature: Signature, args: list[int | float],
             limits: Limits, wasi_argv: list[str] | None = None, **options: typing.Any) -> Outcome:

@@ -192,8 +192,8 @@ class ComputeService:
         # What a replay needs to reproduce a run bit for bit: named in every provenance record.
         self._engine_facts = {"wasmtime": eng.WASMTIME_VERSION, "fingerprint": self.fingerprint.hex(),
                               "nan_canonicalization": eng.SETTINGS["cranelift_nan_canonicalization"]}
-        self.on_loop = sandbox.LoopEngine(self.engine, self.threads + 1)  # small invokes, web tries
-        self.ticker = eng.EpochTicker(*self.on_loop.engines)
+        self.loop_engine = sandbox.LoopEngine(self.engine, self.threads + 1)  # small invokes, web tries
+        self.ticker = eng.EpochTicker(*self.loop_engine.engines)
         self.pool = Workers(self.threads, "xsc-wasm")  # a call is handed to an idle thread directly
         # Peers' modules compile here, one at a time, never on the threads the operator's calls run on.
         self.pushed_pool = Workers(1, "xsc-wasm-pushed")
@@ -503,8 +503,8 @@ class ComputeService:
         trial = Limits(min(limits.fuel, INLINE_FUEL), limits.memory, limits.timeout)
         started = time.time_ns()
         with self.running_call():
-            outcome = self.on_loop.run(prepared, call.function, signature, values, trial, on_loop=True,
-                                       deadline_ticks=min(eng.deadline_ticks(limits.timeout), INLINE_TICKS))
+            outcome = self.loop_engine.run(prepared, call.function, signature, values, trial, on_loop=True,
+                                           deadline_ticks=min(eng.deadline_ticks(limits.timeout), INLINE_TICKS))
         if outcome.trap_kind is not None:
             self.inline["inline_retried"] += 1
             # Slow: it ran out of the try's fuel, or of its time while it had the CPU.  A try that met its deadline

@@ -114,8 +114,8 @@ class LoopRuns:
              streams: Streams, deadline_ticks: int | None = None) -> sandbox.Outcome:
         """A try on the loop, in the loop's engine (sandbox.LoopEngine)."""
         with self.compute.running_call():
-            return self.compute.on_loop.run(prepared, entrypoint, signature, [], limits, argv, streams=streams,
-                                            deadline_ticks=deadline_ticks)
+            return self.compute.loop_engine.run(prepared, entrypoint, signature, [], limits, argv,
+                                                streams=streams, deadline_ticks=deadline_ticks)
 
     def _judge(self, module_hash: bytes, entrypoint: str, outcome: sandbox.Outcome) -> None:
         """A try thrown away: its export marked slow if it ran out of the try's fuel or time while it had the CPU,
