@@ -5,6 +5,7 @@ The building blocks are in tests/support (nodes.py); node processes come from xs
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import subprocess
 import sys
@@ -62,6 +63,28 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> d
         return LOOPS
     name = os.environ.get("XSC_TEST_EVENT_LOOP", "asyncio")
     return {name: LOOPS[name]}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session: pytest.Session) -> None:
+    """Each worker imports the test modules first, starting from a point of its own (worker i of n at i/n of the
+    list), before it collects them in order.  Every worker collects every module, and a module's first import
+    rewrites its asserts (~70 ms of CPU each here) and keeps the result for the next: collected in the same order
+    at once, each module was rewritten by every worker; so each rewrites about its share.  A module that fails to
+    import here is left to the collection, which reports it."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return
+    worker = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
+    count = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    root = Path(session.config.rootpath)
+    modules = sorted(".".join(path.relative_to(root).with_suffix("").parts)
+                     for path in (root / "tests").rglob("test_*.py"))
+    start = len(modules) * worker // count
+    for name in modules[start:] + modules[:start]:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            sys.modules.pop(name, None)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
