@@ -70,21 +70,28 @@ def pytest_collection(session: pytest.Session) -> None:
     """Each worker imports the test modules first, starting from a point of its own (worker i of n at i/n of the
     list), before it collects them in order.  Every worker collects every module, and a module's first import
     rewrites its asserts (~70 ms of CPU each here) and keeps the result for the next: collected in the same order
-    at once, each module was rewritten by every worker; so each rewrites about its share.  A module that fails to
-    import here is left to the collection, which reports it."""
+    at once, each module was rewritten by every worker; so each rewrites about its share."""
     if "PYTEST_XDIST_WORKER" not in os.environ:
         return
     worker = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
     count = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
-    root = Path(session.config.rootpath)
+    root, asked = Path(session.config.rootpath), _asked_paths(session.config)
     modules = sorted(".".join(path.relative_to(root).with_suffix("").parts)
-                     for path in (root / "tests").rglob("test_*.py"))
+                     for path in (root / "tests").rglob("test_*.py")
+                     if any(path == where or where in path.parents for where in asked))
     start = len(modules) * worker // count
     for name in modules[start:] + modules[:start]:
         try:
             importlib.import_module(name)
-        except Exception:
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # an error, or a module's skip: the collection imports it again and reports it
             sys.modules.pop(name, None)
+
+
+def _asked_paths(config: pytest.Config) -> list[Path]:
+    """The files and folders the run collects (its arguments, without a test's `::name`)."""
+    return [Path(config.invocation_params.dir, arg.split("::")[0]).resolve() for arg in config.args]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
