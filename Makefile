@@ -27,9 +27,15 @@ run: $(STAMP)
 	$(COMPILE)
 	$(BIN)/xsc node start
 
+# The tests' temporary folders, their nodes' data dirs among them, go on a tmpfs where /dev/shm has 8 GiB free: a
+# node's synced writes cost the suite's workers nothing there to wait on, and the suite runs about a tenth faster.
+PYTEST_DEBUG_TEMPROOT ?= $(shell [ -w /dev/shm ] && [ "$$(df -Pk /dev/shm | awk 'NR == 2 {print $$4}')" -ge 8388608 ] \
+	&& echo /dev/shm)
+
 test: $(STAMP)
 	$(COMPILE)
-	$(BIN)/python -m pytest -n 3 --dist worksteal -q -rs
+	$(if $(PYTEST_DEBUG_TEMPROOT),PYTEST_DEBUG_TEMPROOT=$(PYTEST_DEBUG_TEMPROOT)) \
+		$(BIN)/python -m pytest -n 3 --dist worksteal -q -rs
 
 bench: $(STAMP)
 	$(COMPILE)
