@@ -88,10 +88,10 @@ async def test_calls_on_the_pool_write_their_own_records_and_join_the_group_bein
     assert writes.sizes == [1, 5] and appended == []
     assert writes.threads[0].startswith("xsc-wasm")  # the first call's own worker wrote it
     ids = [body["provenance"] for _, body in answers]
-    records = [compute.provenance(i)["record"] for i in ids]
+    records = [compute.provenance_records.get(i)["record"] for i in ids]
     assert records[0]["previous"] is None and {r["previous"] for r in records[1:]} <= set(ids)
     assert len({r["previous"] for r in records}) == 6  # one chain: each record follows another
-    assert all(provenance.is_valid(compute.provenance(i)) for i in ids)
+    assert all(provenance.is_valid(compute.provenance_records.get(i)) for i in ids)
 
 
 async def test_a_lone_call_is_one_hop_and_answered_only_once_durable(node, monkeypatch, request):
@@ -131,12 +131,12 @@ async def test_a_failed_write_fails_each_call_of_its_group_and_releases_their_ho
     assert compute.inline["inline"] + compute.inline["inline_retried"] == (3 if inline else 0)
     assert ledger.held(payer.public_key) == 0  # nothing held for calls that were not acknowledged
     assert tabs.open()["refs"] == 0  # and nothing owed
-    assert compute.recent_provenance(10) == []
+    assert compute.provenance_records.recent(10) == []
 
     writes.fail = False  # the disk is back: the node goes on
     status, body = await invoke(node, add, "add", "2", "2")
     assert status == 200 and body["results"][0]["value"] == 4
-    assert compute.provenance(body["provenance"])["record"]["previous"] is None  # no failed call in the chain
+    assert compute.provenance_records.get(body["provenance"])["record"]["previous"] is None  # no failed call in the chain
     assert tabs.open()["refs"] == 1
 
 
@@ -146,7 +146,7 @@ async def test_a_call_that_traps_on_the_pool_is_recorded_and_charged(node_factor
     traps = await deploy(node, "traps")
     status, body = await invoke(node, traps, "unreachable")
     assert status == 422 and body["kind"] == "unreachable", body
-    record = compute.provenance(body["provenance"])["record"]
+    record = compute.provenance_records.get(body["provenance"])["record"]
     assert record["outcome"] == "trap" and record["trap"]["kind"] == "unreachable"
     assert tabs.open()["refs"] == 1 and record["charge"] == body["charge"]
 
@@ -159,7 +159,7 @@ async def test_a_runaway_call_on_the_pool_is_stopped_by_its_deadline_and_recorde
     assert (await node.get("/health")).status == 200  # the loop answers while it spins
     status, body = await spin
     assert status == 422 and body["kind"] == "deadline", body
-    record = compute.provenance(body["provenance"])["record"]
+    record = compute.provenance_records.get(body["provenance"])["record"]
     assert record["trap"]["kind"] == "deadline" and record["wall_time_us"] >= 500_000
     assert compute.running == 0 and compute.admitted == 0
 

@@ -50,7 +50,7 @@ async def test_one_authorization_buys_one_run(node_factory) -> None:
     for _ in range(3):  # the same authorization again: refused before anything runs
         status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, body)
         assert problem["code"] == "authorization-replayed" and status >= 400, problem
-    assert len(node.app[NODE].compute.recent_provenance(10)) == 1
+    assert len(node.app[NODE].compute.provenance_records.recent(10)) == 1
 
 
 async def test_an_expired_authorization_buys_no_run(node_factory) -> None:
@@ -60,7 +60,7 @@ async def test_an_expired_authorization_buys_no_run(node_factory) -> None:
     status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, _invoke_body(node, attacker, module,
                                                                                       expires_in=-10))
     assert problem["code"] == "authorization-expired" and status >= 400, problem
-    assert node.app[NODE].compute.recent_provenance(10) == []
+    assert node.app[NODE].compute.provenance_records.recent(10) == []
 
 
 async def test_a_limit_spelled_with_more_digits_than_int_reads_is_refused_before_anything_runs(node_factory) -> None:
@@ -72,7 +72,7 @@ async def test_a_limit_spelled_with_more_digits_than_int_reads_is_refused_before
     body["call"]["fuel"] = "0" * 4999 + "1"
     status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, json.dumps(body).encode())
     assert status == 400 and problem["code"] == "invalid-argument" and "fuel" in problem["detail"], problem
-    assert node.app[NODE].compute.recent_provenance(10) == []
+    assert node.app[NODE].compute.provenance_records.recent(10) == []
     status, answer = await _peer(node, attacker, "POST", INVOKE_PATH, _invoke_body(node, attacker, module))
     assert status == 200, answer
 
@@ -87,7 +87,7 @@ async def test_a_price_past_any_the_market_takes_is_refused_before_anything_runs
         body = {**json.loads(_invoke_body(node, attacker, module)), field: value}
         status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, json.dumps(body).encode())
         assert status == 400 and problem["code"] == "invalid-argument" and field in problem["detail"], problem
-    assert node.app[NODE].compute.recent_provenance(10) == []
+    assert node.app[NODE].compute.provenance_records.recent(10) == []
 
 
 async def test_no_stranger_can_push_modules(node_factory) -> None:
@@ -267,7 +267,7 @@ async def test_a_module_is_taken_for_a_funded_call_and_removed_when_unused(node_
     pushes = node.app[NODE].paid.pushes
     assert await pushes.sweep(time.time()) == []  # just used
     assert await pushes.sweep(time.time() + 2 * 3600) == [module]
-    assert node.app[NODE].compute.modules() == [] and len(node.app[NODE].compute.recent_provenance(10)) == 1
+    assert node.app[NODE].compute.modules() == [] and len(node.app[NODE].compute.provenance_records.recent(10)) == 1
 
 
 async def test_a_tab_authorization_is_verified_once_and_a_forged_one_is_refused_every_time(node_factory) -> None:
@@ -291,7 +291,7 @@ async def test_a_tab_authorization_is_verified_once_and_a_forged_one_is_refused_
         for bad in (forged, elsewhere, forged.upper()):
             status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, body(bad))
             assert status == 403 and problem["code"] == "forbidden", problem
-    assert len(node.app[NODE].compute.recent_provenance(10)) == 2  # only the genuine calls ran
+    assert len(node.app[NODE].compute.provenance_records.recent(10)) == 2  # only the genuine calls ran
 
 
 async def test_a_tab_whose_cap_no_json_reader_holds_exactly_runs_nothing_and_cannot_be_closed(node_factory) -> None:
@@ -309,7 +309,7 @@ async def test_a_tab_whose_cap_no_json_reader_holds_exactly_runs_nothing_and_can
         for path, body in ((INVOKE_PATH, call_body), (TAB_CLOSE_PATH, json.dumps({"authorization": auth}).encode())):
             status, problem = await _peer(node, attacker, "POST", path, body)
             assert (status, problem["code"]) == (422, "invalid-entry") and named in problem["detail"], (path, problem)
-    assert node.app[NODE].compute.recent_provenance(10) == []
+    assert node.app[NODE].compute.provenance_records.recent(10) == []
 
 
 async def test_a_tab_nothing_ran_under_gets_no_receipt_and_leaves_nothing_behind(node_factory) -> None:
@@ -345,7 +345,7 @@ async def test_a_tab_nothing_ran_under_gets_no_receipt_and_leaves_nothing_behind
         status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, body(tab(), [1]))
         assert status == 400 and problem["code"] == "wrong-argument-count", problem
     assert chain.state(me).seq == seq and trust.lines() == lines and tabs.kept == 0
-    assert node.app[NODE].compute.recent_provenance(10) == []
+    assert node.app[NODE].compute.provenance_records.recent(10) == []
     # A tab a call ran under is kept while it is open, and closed for its receipt.
     ran = tab()
     status, answer = await _peer(node, attacker, "POST", INVOKE_PATH, body(ran, [1, 2]))
@@ -453,7 +453,7 @@ async def test_a_call_on_a_tab_under_the_ask_is_refused_before_it_runs(node_fact
                            "price": price, "authorization": authorization, "deal": {}, "tab": True}).encode()
         status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, body)
         assert status == 403 and problem["code"] == "deal-refused" and "under this node's ask" in problem["detail"]
-    assert node.app[NODE].compute.recent_provenance(10) == []
+    assert node.app[NODE].compute.provenance_records.recent(10) == []
 
 
 async def test_modules_awaited_from_gateways_are_bounded_the_oldest_asked_forgotten_first(node_factory) -> None:
@@ -493,7 +493,7 @@ async def test_a_tab_is_its_gateways_alone_to_call_under_and_to_close(node_facto
     for path, body in ((INVOKE_PATH, call_body), (TAB_CLOSE_PATH, closing)):
         status, problem = await _peer(node, stranger, "POST", path, body)
         assert status == 403 and problem["code"] == "forbidden", problem
-    assert trust.lines() == lines and len(node.app[NODE].compute.recent_provenance(10)) == 1
+    assert trust.lines() == lines and len(node.app[NODE].compute.provenance_records.recent(10)) == 1
     status, answer = await _peer(node, gateway, "POST", TAB_CLOSE_PATH, closing)
     assert status == 200 and answer["receipt"], answer
     assert stranger.id not in {line["peer"] for line in trust.lines()}

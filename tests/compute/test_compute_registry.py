@@ -88,7 +88,7 @@ async def test_replay_reruns_a_record_and_finds_it_identical(node_factory) -> No
     answer = await (await node.post(f"/v1/compute/provenance/{body['provenance']}/replay")).json()
     assert answer["identical"] is True and answer["same_engine"] is True, answer
     assert answer["replay"] != body["provenance"] and answer["fuel_consumed"] == body["fuel_consumed"]
-    replayed = node.app[NODE].compute.provenance(answer["replay"])["record"]
+    replayed = node.app[NODE].compute.provenance_records.get(answer["replay"])["record"]
     assert replayed["deal"] == {"replay_of": body["provenance"]}
     await node.app[NODE].tabs.flush()  # a replay is a paid run like any other
     history = await (await node.get("/v1/ledger/accounts/client/history?expand=true")).json()

@@ -54,7 +54,7 @@ def _batch(*calls) -> bytes:
 
 
 def _runs(node) -> int:
-    return len(node.app[NODE].compute.recent_provenance(1000))
+    return len(node.app[NODE].compute.provenance_records.recent(1000))
 
 
 async def test_a_batch_is_bounded_before_anything_runs(node_factory) -> None:
@@ -495,7 +495,7 @@ async def test_concurrent_remote_invokes_go_in_batches_and_are_paid_exactly(node
     assert {body["provider"] for _, body in answers} == {provider.app[NODE].peers.identity.id}
     batcher = gateway.app[NODE].paid.batcher
     assert batcher.batches >= 1 and batcher.batched >= 2  # the first calls lacked the module: pushed once
-    records = {r["record"]["id"] for r in provider.app[NODE].compute.recent_provenance(1000)}
+    records = {r["record"]["id"] for r in provider.app[NODE].compute.provenance_records.recent(1000)}
     assert {body["provenance"] for _, body in answers} <= records
     tabs = gateway.app[NODE].paid.gateway_tabs
     await tabs.close()

@@ -725,7 +725,7 @@ async def test_a_call_that_honestly_costs_more_than_the_gateways_budget_is_refus
     node = gateway.app[NODE]
     await eventually_async(lambda: not [a for a in node.ledger.pending() if a.job == JOB], "the tab closed", 30)
     assert node.paid.gateway_tabs.refused_receipts == 1 and struck == []
-    runs = provider.app[NODE].compute.recent_provenance(10)
+    runs = provider.app[NODE].compute.provenance_records.recent(10)
     assert [r["record"]["fuel_consumed"] > 1_000_000 for r in runs if r["record"]["function"] == "fib"] == [True]
 
 

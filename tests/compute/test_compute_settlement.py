@@ -50,7 +50,7 @@ async def test_an_underfunded_invoke_is_refused_before_it_runs(node_factory) -> 
                                      "(1,000,000 fuel, 64.0 MiB of memory for 5 s: "), body
     assert body["hint"].startswith("ask for less with --fuel, --memory or --timeout"), body
     assert body["short"] == body["needed"] - body["available"] > 0, body
-    assert node.app[NODE].compute.recent_provenance(10) == []
+    assert node.app[NODE].compute.provenance_records.recent(10) == []
     assert await _balances(node) == (0, 0)
 
 

@@ -189,7 +189,7 @@ async def test_a_304_or_412_decided_from_a_running_functions_head_is_answered_as
     await _serve(node, name="stale", module=module, entrypoint="trickle", limits={"timeout": 1.0})
 
     def records() -> list[dict]:
-        return [r["record"] for r in node.app[NODE].compute.recent_provenance(10)
+        return [r["record"] for r in node.app[NODE].compute.provenance_records.recent(10)
                 if r["record"].get("job", {}).get("function") == "stale"]
 
     for condition in ({"If-None-Match": "*"}, {"If-Match": '"v1"'}):
@@ -250,7 +250,7 @@ async def test_hostile_callers_are_refused_while_others_are_served(strict_web) -
         "timeout", 1.0, "xsc compute serve --timeout"), problem
 
     def stopped() -> list[dict]:  # its record is written once it was answered
-        return [r["record"] for r in node.app[NODE].compute.recent_provenance(50)
+        return [r["record"] for r in node.app[NODE].compute.provenance_records.recent(50)
                 if r["record"].get("job", {}).get("function") == "loop"]
 
     await eventually_async(lambda: stopped(), "the stopped run to be recorded")
@@ -337,7 +337,7 @@ async def test_an_answer_past_its_cap_is_refused_until_its_head_is_sent_and_cut_
     assert status == 200 and body.endswith(b"small")
 
     def runs() -> list[dict]:
-        return [r["record"] for r in node.app[NODE].compute.recent_provenance(10)
+        return [r["record"] for r in node.app[NODE].compute.provenance_records.recent(10)
                 if r["record"].get("job", {}).get("function") == "echo"]
 
     await eventually_async(lambda: len(runs()) == 4, "the four runs to be recorded")
@@ -361,7 +361,7 @@ async def test_a_run_whose_answer_is_refused_is_signed_as_the_trap_its_caller_wa
     assert status == 502 and b"its stdout went over its cap" in problem, problem[:300]
 
     def runs() -> dict[str, str]:
-        return {r["record"]["job"]["function"]: r["record"]["id"] for r in node.app[NODE].compute.recent_provenance(10)
+        return {r["record"]["job"]["function"]: r["record"]["id"] for r in node.app[NODE].compute.provenance_records.recent(10)
                 if "job" in r["record"]}
 
     found = await eventually_async(lambda: len(runs()) == 2 and runs(), "both runs to be recorded")
@@ -496,7 +496,7 @@ async def test_the_owner_pays_exactly_what_its_requests_cost_and_no_more_than_it
     assert services.compute.stats == compiled  # each request instantiated the prepared module: none compiled it
 
     def recorded() -> list[dict]:  # a caller is answered before its run's record is written
-        return [r["record"] for r in services.compute.recent_provenance(2 * requests)
+        return [r["record"] for r in services.compute.provenance_records.recent(2 * requests)
                 if r["record"].get("job", {}).get("function") == "hello"]
 
     runs = await eventually_async(lambda: len(recorded()) == requests and recorded(), "every run to be recorded")
@@ -530,7 +530,7 @@ async def test_callers_answered_before_their_records_are_written_hold_only_what_
                                            lambda: ledger.held(payer))
     assert set(statuses) == {200}, sorted(set(statuses))
     def recorded() -> list[dict]:
-        return [r["record"] for r in services.compute.recent_provenance(1000)
+        return [r["record"] for r in services.compute.provenance_records.recent(1000)
                 if r["record"].get("job", {}).get("function") == "hello"]
 
     runs = await eventually_async(lambda: len(recorded()) == len(statuses) and recorded(), "every run to be recorded")

@@ -73,7 +73,7 @@ async def _served_at(owner, name: str, other_than: str | None = None) -> dict:
 
 def _runs(provider, owner_id: str) -> list[dict]:
     """The runs of requests a provider served for `owner_id`'s placed functions."""
-    return [r["record"] for r in provider.app[NODE].compute.recent_provenance(1000)
+    return [r["record"] for r in provider.app[NODE].compute.provenance_records.recent(1000)
             if r["record"].get("deal", {}).get("gateway") == owner_id and r["record"].get("deal", {}).get("function")]
 
 
@@ -119,7 +119,7 @@ async def test_a_function_on_the_market_is_served_and_paid_by_a_provider_and_mov
     assert status == 301 and headers["Location"] == f"/fn/{owner_id}/hello/?x=1", headers
     status, headers, _ = await _get(f"http://{owner_web}/fn/hello?x=1")
     assert status == 307 and headers["Location"] == listed["url"] + "?x=1", headers
-    assert not [r for r in owner.app[NODE].compute.recent_provenance(100) if r["record"].get("job")]
+    assert not [r for r in owner.app[NODE].compute.provenance_records.recent(100) if r["record"].get("job")]
 
     # The owner closes the tab for the provider's receipt and pays it: exactly what the runs there cost, and
     # compiling the module pushed to it.

@@ -100,7 +100,7 @@ async def _place_site(owner, provider, module: str, price: int, cap: str) -> tup
 
 
 def _runs(provider, owner_id: str) -> list[dict]:
-    return [r["record"] for r in provider.app[NODE].compute.recent_provenance(1000)
+    return [r["record"] for r in provider.app[NODE].compute.provenance_records.recent(1000)
             if r["record"].get("deal", {}).get("gateway") == owner_id]
 
 

@@ -248,7 +248,7 @@ async def test_a_run_that_ended_by_itself_before_the_starts_cancel_is_paid_once_
     assert job["state"] == "done" and job["executions"] == 1 and job["charge"] > 0, job
     c_txt = next(o for o in job["outputs"] if o["name"] == "out/c.txt")
     assert await read_file(gateway, c_txt["capability"]) == b"the job's bytes"
-    runs = provider.app[NODE].compute.recent_provenance(100)
+    runs = provider.app[NODE].compute.provenance_records.recent(100)
     (record,) = [r["record"] for r in runs if r["record"].get("job", {}).get("id") == job["id"]]
     assert record["outcome"] == "ok" and record["charge"] == job["charge"], record
     await owed_paid(gateway, job)

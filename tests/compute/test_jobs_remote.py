@@ -1248,7 +1248,7 @@ async def test_a_stop_while_a_provider_runs_a_job_or_its_outputs_are_fetched_pay
     assert job["state"] == "done" and job["executions"] == 1 and job["charge"] > 0, job
     c_txt = next(o for o in job["outputs"] if o["name"] == "out/c.txt")
     assert await read_file(gateway, c_txt["capability"]) == b"the job's bytes"
-    runs = provider.app[NODE].compute.recent_provenance(100)
+    runs = provider.app[NODE].compute.provenance_records.recent(100)
     assert [r["record"]["id"] for r in runs if r["record"].get("job", {}).get("id") == jid] == [job["provenance"]]
     await owed_paid(gateway, job)
     # Paid for the work it did, once: the run, and compiling the module pushed to it.

@@ -46,7 +46,7 @@ async def _done_each_replica_run_and_paid_once(gateway, providers, before, job: 
 
 def _jobs_paid_on(provider) -> list[str]:
     """The job ids of the runs a provider recorded."""
-    records = provider.app[NODE].compute.recent_provenance(10_000)
+    records = provider.app[NODE].compute.provenance_records.recent(10_000)
     return [r["record"]["job"]["id"] for r in records if "job" in r["record"]]
 
 
@@ -170,7 +170,7 @@ async def test_replicas_whose_outputs_are_refused_agree_on_the_trap_they_signed_
     assert status == 413 and problem["code"] == "over-cap" and "over its bytes_out (10)" in problem["detail"], problem
     assert struck == [] and all(r["paid"] for r in problem["replicas"]) and len(problem["replicas"]) == 2, problem
     for provider in providers:
-        (signed,) = [r for r in provider.app[NODE].compute.recent_provenance(10) if "job" in r["record"]]
+        (signed,) = [r for r in provider.app[NODE].compute.provenance_records.recent(10) if "job" in r["record"]]
         record = signed["record"]
         assert record["outcome"] == "trap" and record["trap"]["kind"] == "output-limit", record
         assert record["job"]["outputs"] == [] and record["job"]["id"] == problem["run"], record

@@ -56,7 +56,7 @@ async def wait_unplaced(owner) -> str:
 
 def charged_by(provider, owner) -> int:
     """What the requests `provider` served for `owner`'s function ran up."""
-    return sum(r["record"]["charge"] for r in provider.app[NODE].compute.recent_provenance(1000)
+    return sum(r["record"]["charge"] for r in provider.app[NODE].compute.provenance_records.recent(1000)
                if r["record"].get("deal", {}).get("gateway") == owner.app[IDENTITY].id)
 
 

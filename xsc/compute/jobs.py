@@ -447,7 +447,7 @@ class JobService:
         """From a stored file back through the runs of the jobs that made it to the files they read (lineage.py).
         In the pool: a walk of MAX_DEPTH levels, each a few reads and a signature check, would hold the loop."""
         cap = Capability.parse(cap_text)
-        return await in_pool(None, lineage.walk, self.records.lineage(self.compute.provenance), cap)
+        return await in_pool(None, lineage.walk, self.records.lineage(self.compute.provenance_records.get), cap)
 
 
 def _cursor(text: str | None) -> bytes | None:

@@ -226,7 +226,7 @@ class PaidCompute:
 
         Identical means the same outcome, the same results bit for bit (floats by their exact text, NaN
         payloads included) and the same fuel, on an engine with the same fingerprint."""
-        record = self.compute.provenance(provenance_id)["record"]
+        record = self.compute.provenance_records.get(provenance_id)["record"]
         _replayable(record, self.payer.id)
         wasi = record.get("wasi")
         args = wasi["argv"][1:] if wasi and not record["args"] else [a["value"] for a in record["args"]]
@@ -243,7 +243,7 @@ class PaidCompute:
             raise
         self.tabs.owe(self.payer, self.node, bytes.fromhex(run.provenance_id), run.charge, run.fuel_consumed,
                       held=budget)
-        again = self.compute.provenance(run.provenance_id)["record"]
+        again = self.compute.provenance_records.get(run.provenance_id)["record"]
         differences = [name for name in ("outcome", "results", "trap", "fuel_consumed")
                        if _comparable(record.get(name)) != _comparable(again.get(name))]
         same_engine = record.get("engine") == again.get("engine")

@@ -26,7 +26,7 @@ import wasmtime
 from ..config import ComputeSection
 from ..db import Database, Rows
 from ..errors import ComputeBusy, ModuleDisabled, ExportNotFound, ImportsNotAllowed, InvalidArgument, InvalidModule, ModuleNotFound, NotAFunction, \
-    ProvenanceNotFound, Trap, UnsupportedSignature, WrongArgumentCount
+    Trap, UnsupportedSignature, WrongArgumentCount
 from ..units import plural_for
 from ..identity import Identity
 from ..tasks import Workers
@@ -36,9 +36,10 @@ from . import modules as mods
 from . import sandbox
 from ..ledger import price_budget, price_compute
 from ..ledger.core.model import format_credits
-from .journal import Journal, unsigned
+from .journal import Journal
 from .limits import Limits, resolve
 from .modules import ModuleInfo
+from .provenance_records import ProvenanceRecords
 from .store import ComputeStore
 from .trap_limits import hint_here
 from .values import Signature, parse_args, typed
@@ -69,18 +70,6 @@ class InvokeCall:
 
 
 INVOKE_FIELDS = frozenset({"module", "function", "args", "fuel", "memory", "timeout", "wasi"})
-# What `provenance-not-found` tells its user: where a run's record is when it is not on the node asked.
-NOT_HERE_HINT = ("a call another node ran is recorded and signed there, kept compute.record_retention: xsc compute "
-                 "provenance ID --provider NODE (the node its answer names as provider); this node's: xsc compute "
-                 "provenance --list")
-
-
-def provenance_not_found(provenance_id: str) -> ProvenanceNotFound:
-    """No record `provenance_id` here, or none shown to the node that asks: the same words, so a node shown none
-    cannot tell which."""
-    return ProvenanceNotFound(f"no provenance record {provenance_id} on this node", hint=NOT_HERE_HINT)
-
-
 def parse_invoke(body: Any) -> InvokeCall:
     """The JSON body of POST /v1/compute/invoke, checked."""
     if not isinstance(body, dict):
@@ -205,6 +194,7 @@ class ComputeService:
         self._load_lock = threading.Lock()  # one load (deserialize or compile) per module at a time
         self._deploy_lock = threading.RLock()  # _existing takes it again inside _deploy
         self.journal = Journal(db, identity)
+        self.provenance_records = ProvenanceRecords(self.store, self.journal)
         self.stats = {"compiled": 0, "loaded": 0, "rejected_artifacts": 0}
         self.inline = {"inline": 0, "inline_retried": 0}  # calls run on the event loop; tries run again on the pool
         self.running = 0  # calls executing right now
@@ -651,36 +641,6 @@ class ComputeService:
                               "stderr_sha256": provenance.stream_sha256(o.stderr.decode("utf-8", "replace"))}
         return record
 
-    # --- provenance ------------------------------------------------------------------------
-    def provenance(self, provenance_id: str) -> dict[str, Any]:
-        record_id = provenance.parse_id(provenance_id)
-        data = self.store.provenance(record_id)
-        if data is not None and unsigned(data):  # written moments ago: its batch is signed now
-            self.journal.sign_pending()
-            data = self.store.provenance(record_id)
-        if data is None:
-            raise provenance_not_found(provenance_id)
-        return provenance.decode(data)
-
-    def runs_per_minute(self, minutes: int, cap: int = 200_000) -> dict[str, Any]:
-        """Runs on this node (provenance records) in each of the last `minutes` minutes, oldest first (the
-        dashboard's chart); `complete` is false when more than `cap` records were there to count."""
-        minute = 60 * 10**9
-        now = time.time_ns()
-        since = (now // minute - minutes + 1) * minute
-        counts, complete = self.store.provenance_counts(since, minute, minutes, cap)
-        return {"since_ms": since // 10**6, "counts": counts, "complete": complete}
-
-    def recent_provenance(self, limit: int = 20) -> list[dict[str, Any]]:
-        """The newest signed records, each with whether its signature is the node's (the dashboard shows it)."""
-        found = self.store.recent_provenance(limit)
-        if any(unsigned(d) for d in found):  # written moments ago: their batch is signed now
-            self.journal.sign_pending()
-            found = self.store.recent_provenance(limit)
-        # A record still unsigned (its write had not returned yet) is listed from the next read on.
-        return [{**provenance.decode(d), "signature_valid": _rule(d) is not None, "signature_rule": _rule(d)}
-                for d in found if not unsigned(d)]
-
 
 def _answer_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future, error: BaseException) -> None:
     """From a worker: fail `future` on its loop."""
@@ -691,13 +651,6 @@ def _answer_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future, error:
         loop.call_soon_threadsafe(fail)
     except RuntimeError:  # the loop is closed: nobody waits for it
         pass
-
-
-@functools.lru_cache(maxsize=4096)
-def _rule(data: bytes) -> str | None:
-    """The rule a stored provenance record's signature holds under (`provenance.rule`): a function of its bytes,
-    so checked once (the dashboard reads the newest 200 every poll)."""
-    return provenance.rule(provenance.decode(data), stored=True)
 
 
 FACT_LIMITS = {"name": 64, "version": 32, "description": 512}

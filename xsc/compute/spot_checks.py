@@ -51,10 +51,11 @@ from . import provenance
 from .limits import resolve
 from .modules import PAGE
 from .owed_checks import Answered, OwedChecks
+from .provenance_records import NOT_HERE_HINT, provenance_not_found
 from .provider_tabs import TAB_TTL
 from .remote_tabs import GatewayTabs, OpenTab
 from .trap_limits import UNBOUNDED, contradicted
-from .service import NOT_HERE_HINT, ComputeService, InvokeCall, parse_invoke, provenance_not_found
+from .service import ComputeService, InvokeCall, parse_invoke
 
 log = logging.getLogger(__name__)
 
@@ -404,7 +405,7 @@ class SpotChecks:
         """The signed record `provenance_id`: this node's, one it checked of a run elsewhere, or one fetched from the
         provider that ran it (`provider`, or the one that answered it among the latest remote runs)."""
         try:
-            return self.compute.provenance(provenance_id)
+            return self.compute.provenance_records.get(provenance_id)
         except ProvenanceNotFound:
             pass
         pid = provenance.parse_id(provenance_id).hex()
@@ -434,7 +435,7 @@ class SpotChecks:
         """This node's signed record of a run, to the node that paid for it (the gateway whose tab it ran on, or
         its payer); 404 for any other, as for a record this node does not have (or no longer:
         compute.record_retention), so that no other node learns which runs there were."""
-        signed = self.compute.provenance(provenance_id)
+        signed = self.compute.provenance_records.get(provenance_id)
         record = signed["record"]
         deal = record.get("deal") if isinstance(record.get("deal"), dict) else {}
         if peer not in (deal.get("gateway"), record.get("requester")):

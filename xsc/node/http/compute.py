@@ -71,11 +71,11 @@ async def invoke(request: web.Request) -> web.Response:
 @routes.get("/v1/compute/provenance")
 async def recent_provenance(request: web.Request) -> web.Response:
     limit = query_int(request.query, "limit", 20, 1, 1000)
-    records = request.app[NODE].compute.recent_provenance(limit)
+    records = request.app[NODE].compute.provenance_records.recent(limit)
     answer: dict = {"records": records}
     if "minutes" in request.query:  # and how many runs in each of the last N minutes (every record, not only these)
         minutes = query_int(request.query, "minutes", 30, 1, 1440)
-        answer["per_minute"] = request.app[NODE].compute.runs_per_minute(minutes)
+        answer["per_minute"] = request.app[NODE].compute.provenance_records.per_minute(minutes)
     return json_response(answer)
 
 
