@@ -136,7 +136,8 @@ async def test_a_failed_write_fails_each_call_of_its_group_and_releases_their_ho
     writes.fail = False  # the disk is back: the node goes on
     status, body = await invoke(node, add, "add", "2", "2")
     assert status == 200 and body["results"][0]["value"] == 4
-    assert compute.provenance_records.get(body["provenance"])["record"]["previous"] is None  # no failed call in the chain
+    record = compute.provenance_records.get(body["provenance"])["record"]
+    assert record["previous"] is None  # no failed call in the chain
     assert tabs.open()["refs"] == 1
 
 

@@ -361,8 +361,8 @@ async def test_a_run_whose_answer_is_refused_is_signed_as_the_trap_its_caller_wa
     assert status == 502 and b"its stdout went over its cap" in problem, problem[:300]
 
     def runs() -> dict[str, str]:
-        return {r["record"]["job"]["function"]: r["record"]["id"] for r in node.app[NODE].compute.provenance_records.recent(10)
-                if "job" in r["record"]}
+        return {r["record"]["job"]["function"]: r["record"]["id"]
+                for r in node.app[NODE].compute.provenance_records.recent(10) if "job" in r["record"]}
 
     found = await eventually_async(lambda: len(runs()) == 2 and runs(), "both runs to be recorded")
     for name, kind, said in (("thrifty", "out-of-fuel", "more than its fuel limit has left"),

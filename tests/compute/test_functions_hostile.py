@@ -518,7 +518,8 @@ async def test_a_request_framed_two_ways_is_a_400_problem_and_smuggles_no_reques
         data = await _exchange(base, b"POST /fn/raw/ HTTP/1.1\r\nHost: x\r\n" + rest, LAST)
         assert b" 400 Bad Request\r\n" in data and b"malformed-request" in data, (what, data[:300])
         assert b"smuggled" not in data and b"X-Hello" not in data, (what, data[:600])
-    requests = [r["record"].get("job", {}).get("request", "") for r in node.app[NODE].compute.provenance_records.recent(200)]
+    requests = [r["record"].get("job", {}).get("request", "")
+                for r in node.app[NODE].compute.provenance_records.recent(200)]
     assert not [r for r in requests if "smuggled" in r], requests
 
 

@@ -321,7 +321,8 @@ class HostedJobs:
         job.kept_until = time.monotonic() + IDLE + sum(size for _, _, size in outputs) / SLOWEST_LINK
         outcome = run.outcome
         answer: dict[str, Any] = {
-            "run": run.to_json(), "provenance": self.compute.provenance_records.get(run.provenance_id), "outputs": signed_outputs,
+            "run": run.to_json(), "provenance": self.compute.provenance_records.get(run.provenance_id),
+            "outputs": signed_outputs,
             "stdout": outcome.stdout.decode("utf-8", "replace"), "stderr": outcome.stderr.decode("utf-8", "replace"),
             "tab": {"authorization": job.auth.id.hex(), "total": job.tab.total, "count": job.tab.count}}
         if ran.refusal is not None:

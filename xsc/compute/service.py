@@ -70,6 +70,8 @@ class InvokeCall:
 
 
 INVOKE_FIELDS = frozenset({"module", "function", "args", "fuel", "memory", "timeout", "wasi"})
+
+
 def parse_invoke(body: Any) -> InvokeCall:
     """The JSON body of POST /v1/compute/invoke, checked."""
     if not isinstance(body, dict):
