@@ -1,6 +1,6 @@
 """The provenance records a node keeps, as its user, its dashboard and its peers read them: one by its id, the
 newest, and how many runs ended in each recent minute.  The journal writes and signs them (journal.py); a record
-read moments after its write is signed first (`Journal.sign_pending`), so none is ever shown unsigned."""
+read moments after its write, before its batch's signature, has the batch signed first (`Journal.sign_pending`)."""
 
 from __future__ import annotations
 
