@@ -340,12 +340,17 @@ class LoopEngine:
         refused = eng.pool_refused(beside=others * eng.INSTANCE_ADDRESS_SPACE)
         if refused is not None:
             log.warning("the calls tried on the event loop run in the node's engine: %s", refused)
+        self._node_engine = node_engine
         self.engine = eng.make_engine(pooled=True) if refused is None else node_engine
-        self.engines = (node_engine,) if refused is not None else (node_engine, self.engine)  # each ticked
+
+    @property
+    def engines(self) -> tuple[wasmtime.Engine, ...]:
+        """The node's engine and, if it is another, this one: each ticked (engine.EpochTicker)."""
+        return (self._node_engine,) if self.engine is self._node_engine else (self._node_engine, self.engine)
 
     def prepared(self, prepared: Prepared) -> Prepared:
         """`prepared` loaded in this engine (on the loop's thread: nothing else loads it)."""
-        if len(self.engines) == 1:
+        if self.engine is self._node_engine:
             return prepared
         if prepared.loop_copy is None:
             module = wasmtime.Module.deserialize(self.engine, prepared.module.serialize())
