@@ -18,10 +18,11 @@ from xsc.devnet import free_ports
 from .nodes import Devnet
 from .waiting import eventually
 
-# Short gossip and probe intervals, so that tests see joins, probes and failures within a second or two.
-# Fast schedules for tests; automatic repair off (tests that want it set the threshold themselves),
-# or it would move shares off nodes that a test kills and restarts on purpose.
-FAST = {"XSC_PEERS_GOSSIP_INTERVAL": "0.3", "XSC_HEALTH_PROBE_INTERVAL": "0.2", "XSC_HEALTH_PROBE_TIMEOUT": "2",
+# Short gossip and probe intervals, so that tests see joins, probes and failures within a second or two (a node
+# probes a peer it learns of at once).  A probe round a second: at five a second, six idle nodes probing each other
+# kept half a core busy.  Automatic repair off (tests that want it set the threshold themselves), or it would move
+# shares off nodes that a test kills and restarts on purpose.
+FAST = {"XSC_PEERS_GOSSIP_INTERVAL": "0.3", "XSC_HEALTH_PROBE_INTERVAL": "1", "XSC_HEALTH_PROBE_TIMEOUT": "2",
         "XSC_AUDIT_REPAIR_AFTER_FAILURES": "1000000"}
 
 
