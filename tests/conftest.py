@@ -22,6 +22,7 @@ from tests.support.nodes import NodeProcess, close_node, free_port, kill_all, no
 from xsc import devnet
 from xsc.devnet import DEVNET_ENV, claim_listen_ports, share_listen_ports
 from xsc.ledger.store import SELF_CHECK_ENV
+from xsc.node.collector import Collector
 from xsc.storage.gateway_get import Plaintext
 
 # pytest keeps each test module with its asserts rewritten (a pyc beside it) for the other workers and the next run,
@@ -100,6 +101,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     on one worker's last multi-node test left the other core idle for its length."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_files)
+
+
+# Seconds between the full collections of a test process that scan everything it holds (node/collector.py).
+RESCAN_SECONDS = 60.0
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A test process collects its garbage as a node does (node/collector.py): what survives a full collection
+    leaves the collector's sight.  A worker holds more as the run goes on (aiohttp's cache of handlers keeps
+    closed nodes' apps, the market's and allocation's caches their orders and commitments), 500,000-900,000
+    objects by the end, and each full collection scanned them all: 200-300 ms each, 7% of a worker's CPU.  A rescan
+    a minute bounds how long garbage in cycles among frozen objects waits."""
+    Collector(rescan_seconds=RESCAN_SECONDS).install()
 
 
 @pytest.fixture(scope="session", autouse=True)
