@@ -37,7 +37,7 @@ def test_counts_are_said_in_the_singular_for_one_and_the_plural_otherwise() -> N
 
 def test_texts_the_node_gives_users_say_their_counts_in_the_singular_for_one() -> None:
     from xsc.buckets.uploads import _duration
-    from xsc.compute.service import check_facts
+    from xsc.compute.registry import check_facts
     from xsc.errors import InvalidArgument
 
     with pytest.raises(InvalidArgument, match=r"^unknown module fact: colour$"):

@@ -16,7 +16,7 @@ from xsc.node.datadir import DB_DIR
 
 
 def stats(client) -> dict:
-    return client.server.app[NODE].compute.stats
+    return client.server.app[NODE].compute.registry.stats
 
 
 async def test_deploy_compiles_once_and_hot_invokes_never_recompile(compute_node):
@@ -121,16 +121,16 @@ async def test_module_registry(compute_node):
 
 async def test_a_module_called_on_the_loop_is_the_last_dropped_from_memory(compute_node, monkeypatch):
     """Modules in memory are dropped least recently used first: a call tried on the event loop uses its module too."""
-    from xsc.compute import service as compute_service
+    from xsc.compute import registry
     from xsc.compute.service import InvokeCall
 
     node = await compute_node()
     compute = node.app[NODE].compute
-    monkeypatch.setattr(compute_service, "MODULE_CACHE_SIZE", 2)
+    monkeypatch.setattr(registry, "MODULE_CACHE_SIZE", 2)
     add, fib = await deploy(node, "add"), await deploy(node, "fibonacci")  # in memory: add, then fib
     run = await compute.invoke(InvokeCall(add, "add", [1, 2]), requester="r" * 64, rate=0, together=True)
     assert run.ok and compute.inline["inline"] == 1  # tried on the loop (it comes with others)
     arith = await deploy(node, "arith")  # one too many: the least recently used goes
-    in_memory = {h.hex() for h in compute._cache}
+    in_memory = {h.hex() for h in compute.registry._cache}
     assert in_memory == {add, arith}, in_memory
     assert fib not in in_memory

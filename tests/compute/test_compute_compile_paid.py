@@ -175,7 +175,7 @@ async def test_a_push_is_charged_only_on_a_tab_that_asked_for_it_and_once(node_f
     # A tab no call of the gateway's asked for the module under: refused, nothing compiled nor used.
     status, problem = await _peer(node, gateway, "PUT", f"{MODULES_PATH}?tab={other.id.hex()}", wasm("add"))
     assert status == 403 and "asked for module" in problem["detail"], problem
-    assert node.app[NODE].compute.modules() == [] and line(gateway.id)["used"] == 0
+    assert node.app[NODE].compute.registry.modules() == [] and line(gateway.id)["used"] == 0
     status, problem = await _peer(node, gateway, "POST", INVOKE_PATH, _call(asked, module))
     assert status == 404, problem
     status, answer = await _peer(node, gateway, "PUT", f"{MODULES_PATH}?tab={asked.id.hex()}", wasm("add"))

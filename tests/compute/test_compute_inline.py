@@ -40,7 +40,7 @@ def _unhurried(monkeypatch) -> None:
 
 def _pool_run(compute, module: str, function: str, args: list, fuel: int) -> sandbox.Outcome:
     """The call as the pool runs it: under its own limits, whatever an inline try would have allowed."""
-    prepared = compute._prepared(bytes.fromhex(module))
+    prepared = compute.registry.prepared(bytes.fromhex(module))
     signature = prepared.info.export(function).signature
     return sandbox.run(compute.engine, prepared, function, signature, args, Limits(fuel, 2**20, 1.0))
 
@@ -56,7 +56,7 @@ async def test_a_small_call_runs_inline_and_answers_as_the_pool_would(node, monk
     assert compute.inline["inline"] == 1 and compute.inline["inline_retried"] == 0
     # tried in the loop's own engine, whose instances are made in slots kept mapped; answered as the pool's engine
     assert compute.loop_engine.engine is not compute.engine
-    assert compute._prepared(bytes.fromhex(module)).loop_copy is not None
+    assert compute.registry.prepared(bytes.fromhex(module)).loop_copy is not None
     pool = _pool_run(compute, module, "fib", [12], 10_000_000)
     assert [r["value"] for r in body["results"]] == pool.results == [144]
     assert body["fuel_consumed"] == pool.fuel_consumed and body["fuel_limit"] == 10_000_000

@@ -99,7 +99,7 @@ async def test_no_stranger_can_push_modules(node_factory) -> None:
     assert status == 403 and problem["code"] == "forbidden", problem
     said = json.dumps(problem).lower()
     assert "hint" not in problem and not any(word in said for word in ("invoke", "call", "fund")), problem
-    assert node.app[NODE].compute.modules() == []
+    assert node.app[NODE].compute.registry.modules() == []
 
 
 async def test_a_call_nobody_pays_for_opens_no_push(node_factory) -> None:
@@ -111,7 +111,7 @@ async def test_a_call_nobody_pays_for_opens_no_push(node_factory) -> None:
     assert status == 402 and problem["code"] == "prepayment-required", problem
     status, problem = await _peer(node, attacker, "PUT", MODULES_PATH, wasm("add"))
     assert status == 403, problem
-    assert node.app[NODE].compute.modules() == []
+    assert node.app[NODE].compute.registry.modules() == []
 
 
 async def test_a_peers_module_is_bounded_and_its_compile_paid_before_it_starts(node_factory) -> None:
@@ -125,7 +125,7 @@ async def test_a_peers_module_is_bounded_and_its_compile_paid_before_it_starts(n
     assert status == 404 and problem["code"] == "module-not-found", problem
     status, problem = await _peer(node, gateway, "PUT", MODULES_PATH, bomb)
     assert status == 422 and problem["code"] == "invalid-module" and "functions" in problem["detail"], problem
-    assert node.app[NODE].compute.modules() == [] and node.app[NODE].compute.stats["compiled"] == 0
+    assert node.app[NODE].compute.registry.modules() == [] and node.app[NODE].compute.registry.stats["compiled"] == 0
     assert node.app[NODE].trust.line(gateway.id)["used"] == 0
 
     status, problem = await _peer(node, gateway, "POST", INVOKE_PATH, _invoke_body(node, gateway, module_id("add")))
@@ -142,7 +142,7 @@ async def test_a_peers_compile_is_bounded_by_its_cpu_time_not_by_the_childs_star
     node = await node_factory(compute={"peer_compile_timeout": 0.1})
     status, answer = await _push_asked(node, Identity.generate(), wasm("add"))
     assert status == 201, answer
-    assert len(node.app[NODE].compute.modules()) == 1
+    assert len(node.app[NODE].compute.registry.modules()) == 1
 
 
 async def test_a_peers_compile_after_the_compiler_process_ended_starts_it_again(node_factory) -> None:
@@ -156,7 +156,7 @@ async def test_a_peers_compile_after_the_compiler_process_ended_starts_it_again(
     await eventually_async(lambda: compiler not in compiler_processes(os.getpid()), "the compiler process ended")
     status, answer = await _push_asked(node, Identity.generate(), wasm("arith"))
     assert status == 201, answer
-    assert len(node.app[NODE].compute.modules()) == 2 and len(compiler_processes(os.getpid())) == 1
+    assert len(node.app[NODE].compute.registry.modules()) == 2 and len(compiler_processes(os.getpid())) == 1
 
 
 def test_a_compile_that_reaches_the_compiler_process_as_it_is_killed_is_sent_to_a_new_one() -> None:
@@ -226,7 +226,7 @@ async def test_a_peers_compile_past_its_deadline_is_stopped_and_still_paid(node_
     status, problem = await _push_asked(node, gateway, slow)
     assert status == 422 and problem["code"] == "compile-timeout" and problem["limit"] == 0.5, problem
     compute = node.app[NODE].compute
-    assert compute.modules() == [] and compute.compiling == 0
+    assert compute.registry.modules() == [] and compute.registry.compiling == 0
     assert node.app[NODE].trust.line(gateway.id)["used"] == compile_price(len(slow), INVOKE_PRICE)
     assert values(await call(node, "add", "add", 1, 2)) == [3]
 
@@ -238,10 +238,10 @@ async def test_the_operator_never_waits_for_a_peers_compile(node_factory) -> Non
     compute = node.app[NODE].compute
     gateway = Identity.generate()
     push = asyncio.ensure_future(_push_asked(node, gateway, empty_functions(MAX_PUSHED_FUNCTIONS)))
-    await eventually_async(lambda: compute.compiling == 1 or push.done(), "the peer's compile to start")
+    await eventually_async(lambda: compute.registry.compiling == 1 or push.done(), "the peer's compile to start")
     assert not push.done(), push.result()
     assert values(await call(node, "add", "add", 2, 3)) == [5]
-    assert compute.compiling == 1 and not push.done()  # the operator did not wait for it
+    assert compute.registry.compiling == 1 and not push.done()  # the operator did not wait for it
     status, answer = await push
     # Done or stopped at its deadline (a loaded machine): either way it was never the operator's wait.
     assert status == 201 or answer["code"] == "compile-timeout", answer
@@ -262,12 +262,12 @@ async def test_a_module_is_taken_for_a_funded_call_and_removed_when_unused(node_
     assert status == 403  # once per call that needed it
     status, answer = await _peer(node, gateway, "POST", INVOKE_PATH, _invoke_body(node, gateway, module))
     assert status == 200, answer
-    [info] = node.app[NODE].compute.modules()
+    [info] = node.app[NODE].compute.registry.modules()
     assert info.pushed_by == gateway.id
     pushes = node.app[NODE].paid.pushes
     assert await pushes.sweep(time.time()) == []  # just used
     assert await pushes.sweep(time.time() + 2 * 3600) == [module]
-    assert node.app[NODE].compute.modules() == [] and len(node.app[NODE].compute.provenance_records.recent(10)) == 1
+    assert node.app[NODE].compute.registry.modules() == [] and len(node.app[NODE].compute.provenance_records.recent(10)) == 1
 
 
 async def test_a_tab_authorization_is_verified_once_and_a_forged_one_is_refused_every_time(node_factory) -> None:

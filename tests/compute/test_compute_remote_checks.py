@@ -693,10 +693,10 @@ async def test_an_answer_whose_owed_check_could_not_be_written_is_given_and_coun
     # row written with the next write, and it is made.
     gateway, provider, module = await _pair(node_factory, check_rate=1)
     tabs = gateway.app[NODE].paid.gateway_tabs
-    monkeypatch.setattr(tabs, "db", _FailingOwedRow(tabs.db))
+    monkeypatch.setattr(tabs.tallies, "db", _FailingOwedRow(tabs.tallies.db))
     asked, shown = _records_kept_back(provider, monkeypatch)
     status, body = await _add(gateway, module, 1, 2)
-    assert status == 200 and tabs.db.failed, body
+    assert status == 200 and tabs.tallies.db.failed, body
     checks = (await (await gateway.get("/v1/node/status")).json())["remote_compute"]["checks"]
     assert checks["unwritten"] == 1, checks
     store = gateway.app[NODE].paid.compute.store
@@ -715,9 +715,9 @@ async def test_checks_owed_held_up_by_rows_a_full_disk_left_unwritten_are_not_re
     gateway, provider, module = await _pair(node_factory, check_rate=0)
     paid = gateway.app[NODE].paid
     tabs, store, owed = paid.gateway_tabs, paid.compute.store, paid.checks.owed
-    disk = _FailingOwedRow(tabs.db)
+    disk = _FailingOwedRow(tabs.tallies.db)
     disk.failed = True  # (full only once told so)
-    monkeypatch.setattr(tabs, "db", disk)
+    monkeypatch.setattr(tabs.tallies, "db", disk)
     calls = spot_checks.PER_PROVIDER + owed_checks.WAITING + 1
     release, asked, fetch = asyncio.Event(), [], spot_checks.fetch_record
 
@@ -746,7 +746,7 @@ async def test_checks_owed_held_up_by_rows_a_full_disk_left_unwritten_are_not_re
         assert owed.next(lambda peer: True) is None
     assert reads == [] and _checks(gateway)["owed_on_disk"] == 1
     disk.full = False  # room again: the next write writes its row, and it is taken
-    assert tabs.write_now()
+    assert tabs.tallies.write_now()
     assert owed.next(lambda peer: False) is None and len(reads) == 1
 
 
@@ -762,9 +762,9 @@ async def test_a_check_sent_to_disk_whose_first_row_a_full_disk_refused_is_count
     await peer_with_provider(gateway, other)
     paid = gateway.app[NODE].paid
     tabs, store = paid.gateway_tabs, paid.compute.store
-    disk = _FailingOwedRow(tabs.db)
+    disk = _FailingOwedRow(tabs.tallies.db)
     disk.failed = True  # (full only once told so)
-    monkeypatch.setattr(tabs, "db", disk)
+    monkeypatch.setattr(tabs.tallies, "db", disk)
     release, asked, fetch = asyncio.Event(), [], spot_checks.fetch_record
 
     async def unreachable_at_first(client, url, peer, pid):
@@ -793,7 +793,7 @@ async def test_a_check_sent_to_disk_whose_first_row_a_full_disk_refused_is_count
     await eventually_async(lambda: _checks(gateway)["held"] == spot_checks.PER_PROVIDER + 1, "the busy one's made")
     assert _checks(gateway) | {"checking": 0, "owed": 1, "owed_on_disk": 1} == _checks(gateway)
     disk.full = False  # room again: the next write writes its row, and the next check that ends or waits takes it up
-    assert tabs.write_now()
+    assert tabs.tallies.write_now()
     await verified(busy, spot_checks.PER_PROVIDER + 1)
     await eventually_async(lambda: _checks(gateway)["held"] == spot_checks.PER_PROVIDER + 3, "every check made")
     assert _checks(gateway) | {"checking": 0, "owed": 0, "owed_on_disk": 0, "unshown": 0} == _checks(gateway)

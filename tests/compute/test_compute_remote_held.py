@@ -449,7 +449,7 @@ async def test_a_placed_functions_tab_left_pending_by_a_node_that_kept_it_no_tal
     await eventually_async(lambda: auth.id not in {a.id for a in node.ledger.pending()},
                            "the tab paid by the payment retry", 30)
     assert _balances(gateway, provider) == (before[0] - ran, before[1] + ran)
-    assert node.ledger.holding() == {} and node.paid.gateway_tabs.tallies() == 0
+    assert node.ledger.holding() == {} and node.paid.gateway_tabs.tallies.on_disk() == 0
     for each in (gateway, provider):
         await verified(each)
 
@@ -473,7 +473,7 @@ async def test_a_tab_a_gateway_left_open_when_killed_is_paid_no_more_than_its_ta
         await _call_answer_lost(gateway, module, monkeypatch)
         metered += answers[0][1]["charge"]  # the same call: the same charge
     (tab,) = [a for a in gateway.app[NODE].ledger.pending() if a.job == JOB]
-    assert gateway.app[NODE].paid.gateway_tabs.tallies() == 1
+    assert gateway.app[NODE].paid.gateway_tabs.tallies.on_disk() == 1
     await close_node(gateway)
     if inflated:
         ledger = provider.app[NODE].ledger
@@ -492,7 +492,7 @@ async def test_a_tab_a_gateway_left_open_when_killed_is_paid_no_more_than_its_ta
     if inflated:
         status, body = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)
         assert status != 200 and "provider" not in body, body
-    assert node.ledger.holding() == {} and node.paid.gateway_tabs.tallies() == 0
+    assert node.ledger.holding() == {} and node.paid.gateway_tabs.tallies.on_disk() == 0
     for each in (gateway, provider):
         await verified(each)
 
@@ -534,7 +534,7 @@ async def test_a_tab_whose_tally_on_disk_is_unreadable_does_not_stop_the_start_a
                            "the tab left open paid at the next start", 30)
     metered = sum(body["charge"] for _, body in answers)
     assert tuple(after - was for after, was in zip(_balances(gateway, provider), before)) == (-metered, metered)
-    assert node.ledger.holding() == {} and node.paid.gateway_tabs.tallies() == 0
+    assert node.ledger.holding() == {} and node.paid.gateway_tabs.tallies.on_disk() == 0
 
 
 async def test_a_tab_left_open_by_a_stop_holds_only_its_tally_at_once_after_the_start(node_factory,

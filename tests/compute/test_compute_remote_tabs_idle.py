@@ -42,8 +42,8 @@ async def test_a_tab_unpaid_but_not_open_leaves_the_loop_asleep_and_is_forgotten
     tabs = gateway.app[NODE].paid.gateway_tabs
     auth = await tabs.payments.authorize(provider.app[NODE].peers.identity.id, 1_000_000, JOB, ttl=TAB_TTL, hold=0)
     await tabs.track(auth, 10_000, PRICE)
-    assert tabs.tallies() == 1
+    assert tabs.tallies.on_disk() == 1
     await eventually_async(lambda: tabs.asleep, "the tabs' loop asleep: no tab open, one unpaid")
     await tabs.payments.retry_all()  # (or its own pass, woken meanwhile: either ends it)
     await eventually_async(lambda: not gateway.app[NODE].ledger.is_pending(auth.id), "the retry to drop the tab")
-    assert tabs.tallies() == 0 and tabs.asleep
+    assert tabs.tallies.on_disk() == 0 and tabs.asleep

@@ -483,7 +483,7 @@ async def test_the_owner_pays_exactly_what_its_requests_cost_and_no_more_than_it
     await services.tabs.flush()
     owner = node.app[CLIENT_IDENTITY].public_key
     before = services.ledger.store.state(owner)
-    compiled = dict(services.compute.stats)
+    compiled = dict(services.compute.registry.stats)
     requests, at_once = 1000, 8  # the function's concurrency: none is refused
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=at_once)) as session:
         async def one(n: int) -> int:
@@ -493,7 +493,7 @@ async def test_the_owner_pays_exactly_what_its_requests_cost_and_no_more_than_it
 
         statuses = await asyncio.gather(*(one(n) for n in range(requests)))
     assert statuses == [200] * requests
-    assert services.compute.stats == compiled  # each request instantiated the prepared module: none compiled it
+    assert services.compute.registry.stats == compiled  # each request instantiated the prepared module: none compiled it
 
     def recorded() -> list[dict]:  # a caller is answered before its run's record is written
         return [r["record"] for r in services.compute.provenance_records.recent(2 * requests)

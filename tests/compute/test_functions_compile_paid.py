@@ -35,7 +35,7 @@ async def test_a_placed_functions_pushed_modules_compile_is_paid_with_its_tab(no
     function = {"name": "hello", "module": module, "on_market": True}
     await serve_function(a, function)
     url = (await wait_placed(a))["url"]
-    assert b.app[NODE].compute.has_module(module)  # pushed: `b` lacked it
+    assert b.app[NODE].compute.registry.has_module(module)  # pushed: `b` lacked it
     [first] = unpaid_tabs(a)
     assert (await get_page(url + "x"))[0] == 200
     charge = await eventually_async(lambda: charged_by(b, a), "the request's run recorded (after its answer)")
@@ -97,7 +97,7 @@ async def test_a_function_whose_spend_cap_leaves_no_room_for_its_compile_is_not_
     assert why.endswith(f"xsc compute serve hello {module} ... --on-market --spend-cap {budget + COMPILED})"), why
     status, problem = await get_page(f"http://{a.app[NODE].config.node.web_listen}/fn/hello/")
     assert status == 402 and b"spend-cap-reached" in problem, (status, problem)
-    assert not b.app[NODE].compute.has_module(module) and line(a, b) == (0, 0) and balances(a, b) == before
+    assert not b.app[NODE].compute.registry.has_module(module) and line(a, b) == (0, 0) and balances(a, b) == before
     assert unpaid_tabs(a) == [] and a.app[NODE].ledger.holding() == {}
     # Once `b` said it lacks the module, no round signs a tab for it there again while the cap leaves no room.
     for _ in range(3):
@@ -145,7 +145,7 @@ async def test_a_function_whose_provider_died_moves_only_where_its_spend_cap_pay
         assert why.endswith(f"--on-market --spend-cap {cap + 1})"), why
         status, problem = await get_page(f"http://{a.app[NODE].config.node.web_listen}/fn/hello/")
         assert status == 402 and b"spend-cap-reached" in problem, (status, problem)
-        assert not second.app[NODE].compute.has_module(module) and line(a, second) == (0, 0)
+        assert not second.app[NODE].compute.registry.has_module(module) and line(a, second) == (0, 0)
         assert balances(a, second) == before and [t.cap for t in unpaid_tabs(a)] == [opened]
 
 
@@ -224,7 +224,7 @@ async def test_a_placement_its_provider_refuses_once_it_compiled_the_module_pays
     place = hosted.place
 
     async def refused_once_compiled(owner: str, body):
-        if b.app[NODE].compute.has_module(module):
+        if b.app[NODE].compute.registry.has_module(module):
             raise Conflict("this provider takes no more functions", hint="place it on another provider")
         return await place(owner, body)
 

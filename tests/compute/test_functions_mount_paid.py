@@ -148,7 +148,7 @@ async def test_a_function_whose_provider_died_moves_only_where_its_spend_cap_pay
         # nothing signed for it, sent or read
         assert [t.cap for t in unpaid_tabs(a)] == [opened]
         assert second.app[NODE].functions.placed(a.app[IDENTITY].id, "hello") is None
-        assert not second.app[NODE].compute.has_module(module) and line(a, second) == (0, 0)
+        assert not second.app[NODE].compute.registry.has_module(module) and line(a, second) == (0, 0)
         assert second.app[NODE].trust.line(a.app[IDENTITY].id)["reserved"] == 0
         assert balances(a, second) == before
 
@@ -200,7 +200,7 @@ async def test_a_provider_reads_no_file_its_placements_tab_does_not_pay_for(node
     """The owner says what its tab pays for reading the function's files: a placement saying less than they cost,
     or saying it as no whole number, is refused before any is read, and one whose tab has no room for them too."""
     a, b, module = await pair(node_factory, module="cgi", wasi=True, web=True, storage=False)
-    await b.app[NODE].compute.deploy(a.app[NODE].compute.store.wasm(bytes.fromhex(module)), wasi=True)
+    await b.app[NODE].compute.registry.deploy(a.app[NODE].compute.store.wasm(bytes.fromhex(module)), wasi=True)
     owner_id, budget = a.app[IDENTITY].id, request_budget(a, module)
     function = {"name": "hello", "module": module, "inputs": [await _stored(a)]}
 

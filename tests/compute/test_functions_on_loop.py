@@ -109,7 +109,7 @@ async def test_small_requests_run_on_the_loop_and_answer_as_a_worker_would(web) 
     assert _tries(on_loop) == 3
     compute = node.app[NODE].compute  # tried on the loop: in the loop's pooled engine; else in the runner's own
     assert compute.loop_engine.engine is not compute.engine
-    assert (compute._prepared(bytes.fromhex(cgi)).loop_copy is not None) == (on_loop.runners is None)
+    assert (compute.registry.prepared(bytes.fromhex(cgi)).loop_copy is not None) == (on_loop.runners is None)
     # A body of no declared length, too long for the loop: what was read for the try reaches the worker's run first.
     large = os.urandom(4 * ON_LOOP_BODY + 17)
     status, body = await _ask(f"{base}/fn/hello/", "POST", _chunked(large))

@@ -182,7 +182,7 @@ async def _owner_and_provider(node_factory, *, deployed: bool = True, **provider
     await peer_with_provider(owner, provider)
     module = await deploy(owner, "cgi", wasi=True)
     if deployed:
-        await provider.app[NODE].compute.deploy(owner.app[NODE].compute.store.wasm(bytes.fromhex(module)), wasi=True)
+        await provider.app[NODE].compute.registry.deploy(owner.app[NODE].compute.store.wasm(bytes.fromhex(module)), wasi=True)
     return owner, provider, module, provider.app[NODE].market.honoured_ask("compute")
 
 
@@ -220,7 +220,7 @@ async def test_a_provider_refuses_placements_it_is_not_paid_for_or_cannot_serve(
         assert (err.details["peer_status"], err.details["peer_code"]) == (403, "forbidden"), err.details
     status, answer = await _place(owner, provider, body("hello", await auth("hello")))
     assert status == 404 and answer["code"] == "module-not-found"
-    await provider.app[NODE].compute.deploy(node.compute.store.wasm(bytes.fromhex(module)), wasi=True)
+    await provider.app[NODE].compute.registry.deploy(node.compute.store.wasm(bytes.fromhex(module)), wasi=True)
     # A forged authorization (its signature altered), one for another function, one too small for a single
     # request: each refused.
     forged = bytearray(encode_authorization(await auth("a")))
@@ -369,7 +369,7 @@ async def test_reading_a_placed_functions_files_is_paid_on_its_owners_line_befor
     cap = (await _json(owner, "POST", "/v1/store/files", data=page))["capability"]
     limits = {"fuel": 1_000_000, "memory": 1 << 20, "timeout": 0.5}  # a small request's budget
     for provider in (stingy, generous):
-        await provider.app[NODE].compute.deploy(node.compute.store.wasm(bytes.fromhex(module)), wasi=True)
+        await provider.app[NODE].compute.registry.deploy(node.compute.store.wasm(bytes.fromhex(module)), wasi=True)
     price = stingy.app[NODE].market.honoured_ask("compute")
     budget = stingy.app[NODE].compute.budget(InvokeCall(module, "files", [], 1_000_000, 1 << 20, 0.5, True), price)
     reading = mount_price(len(page), price)
@@ -536,7 +536,7 @@ async def test_placements_are_served_again_after_a_restart_unless_expired_withdr
     owner, provider, module, price = await _owner_and_provider(node_factory)
     node, pid, owner_id = owner.app[NODE], provider.app[IDENTITY].id, owner.app[IDENTITY].id
     other = await deploy(owner, "wasi_hello", wasi=True)
-    await provider.app[NODE].compute.deploy(node.compute.store.wasm(bytes.fromhex(other)), wasi=True)
+    await provider.app[NODE].compute.registry.deploy(node.compute.store.wasm(bytes.fromhex(other)), wasi=True)
     budget = _budget(provider, module, price)
 
     async def place(name: str, module: str = module, ttl: int = 3600):
@@ -553,7 +553,7 @@ async def test_placements_are_served_again_after_a_restart_unless_expired_withdr
     await node.client.request(provider.app[NODE].peers.url, "DELETE", FUNCTION_PATH.format(name="withdrawn"), to=pid,
                               max_size=FUNCTION_ANSWER)
     orphaned, _ = await place("orphaned", other)
-    provider.app[NODE].compute.remove(other)
+    provider.app[NODE].compute.registry.remove(other)
     web_listen = provider.app[NODE].config.node.web_listen
     await eventually_async(lambda: len(_runs(provider, owner_id)) == 4, "the runs before the stop recorded")
 
@@ -888,7 +888,7 @@ async def test_a_placed_function_whose_spend_cap_one_tab_holds_is_paid_once_that
     module = await deploy(owner, "cgi", wasi=True)
     # So little fuel that a request's budget is its memory for its time, whatever price the market sets.
     # The provider has the module: nothing is compiled there (a cap that has room for that: test_functions_compile_paid).
-    await provider.app[NODE].compute.deploy(wasm("cgi"), wasi=True)
+    await provider.app[NODE].compute.registry.deploy(wasm("cgi"), wasi=True)
     call = InvokeCall(module, "_start", [], 25_000, None, None, True)
     budget = owner.app[NODE].compute.budget(call, provider.app[NODE].market.honoured_ask("compute"))
     assert owner.app[NODE].compute.budget(call, 40) == budget
@@ -1098,7 +1098,7 @@ async def test_a_provider_countersigning_more_than_it_reported_for_a_placed_func
     await eventually_async(lambda: tab.id not in {a.id for a in node.ledger.pending()}, "the tab closed", 30)
     countersigned = inflate(tab, sum(r["charge"] for r in runs) + _compiled(runs))  # (the module pushed to it)
     assert balances(owner, provider) == (before[0], before[1] + countersigned)  # on the provider's chain alone
-    assert node.paid.gateway_tabs.refused_receipts == 1 and node.paid.gateway_tabs.tallies() == 0
+    assert node.paid.gateway_tabs.refused_receipts == 1 and node.paid.gateway_tabs.tallies.on_disk() == 0
     assert struck == [provider.app[IDENTITY].id]  # it counts the requests it reported, and claims more for them
     assert node.ledger.holding() == {}
     for each in (owner, provider):

@@ -4,7 +4,8 @@ cache, argument and result marshalling, and signed provenance records.
 The public API, loaded lazily so that light callers (the CLI checking a provenance
 signature) do not pay for importing wasmtime:
 
-- `ComputeService`, `InvokeCall`, `parse_invoke`, `Run`: the node side (xsc.compute.service)
+- `ComputeService`, `InvokeCall`, `parse_invoke`, `Run`: the node side (xsc.compute.service); its `registry`
+  deploys, compiles and keeps the modules (xsc.compute.registry)
 - `PaidCompute`: invokes matched on the market and paid, here or on another node (xsc.compute.paid)
 - `ModuleInfo`, `parse_module_id`, `module_id`, `module_too_large`: modules (xsc.compute.modules)
 - `Limits`: per-call limits (xsc.compute.limits)

@@ -191,7 +191,7 @@ class HostedJobs:
                               hint="place it on another provider")
         budget = self.compute.budget(call, price)
         self.paid.reserve(sender, budget)  # its sender's line pays for it, or it is refused (402) here
-        if not self.compute.has_module(spec.module):
+        if not self.compute.registry.has_module(spec.module):
             self.paid.release(sender, budget)
             self.paid.pushes.expect(sender, spec.module, price, auth)  # its compile charged on the job's tab
             raise not_here(spec.module)

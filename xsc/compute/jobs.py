@@ -437,7 +437,7 @@ class JobService:
         names: dict[str, str | None] = {}
         for module in {job.get("module") or "" for job in jobs}:
             try:
-                names[module] = self.compute.module(module).name
+                names[module] = self.compute.registry.module(module).name
             except XscError:  # removed since (xsc compute rm), or a record without one
                 names[module] = None
         return {"jobs": [_listed(job, names) for job in jobs], "next": None if last is None else last.hex()}

@@ -72,7 +72,7 @@ class Maps:
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         """A new map of `body` ({"spec", "as", "over", "inputs"}), every field checked first; its head."""
         spec, mount, over, inputs = _checked(body)
-        self.jobs.compute.module(spec["module"])  # a module not deployed: refused now, not once per input
+        self.jobs.compute.registry.module(spec["module"])  # a module not deployed: refused now, not once per input
         # The head is written again as each input ends: what the map was asked (up to MiBs) is written once.
         head = {"id": unique_bytes(ID_HEX // 2).hex(), "module": spec["module"], "as": mount,
                 "inputs": len(inputs), "done": 0, "failed": 0, "created": time.time()}

@@ -65,7 +65,7 @@ class OwedChecks:
         self._live: set[bytes] = set()  # ids of the checks in memory: waiting, under way, or awaited by their call
         self._cursor: tuple[bytes, bytes] | None = None  # the row the last read from disk stopped at
         # A whole pass over the rows that took nothing into memory but met a row not written yet (a full disk) is not
-        # made again until that row is written: the next write writes every row held back (GatewayTabs.write_tallies).
+        # made again until that row is written: the next write writes every row held back (TabTallies.write).
         self._took = False  # whether the pass under way took a check into memory, or found one gone
         self._met: dict[bytes, bytes | None] = {}  # a row not written yet that the pass under way met
         self._held: dict[bytes, bytes | None] = {}  # that of the last pass that took nothing: read again once written
@@ -116,7 +116,7 @@ class OwedChecks:
                     gone.update(self.store.owed_check_row(auth_id, check_id, None))
                 else:
                     self._on_disk[tab.provider] = self._on_disk.get(tab.provider, 0) + 1
-            self.tabs.with_tallies(gone)
+            self.tabs.tallies.write_with(gone)
             after = ids[-1]
         return sum(self._on_disk.values())
 
@@ -161,13 +161,13 @@ class OwedChecks:
             row, tab = self.store.owed_check_row(auth_id, check_id, None), self.tabs.checked_tab(auth_id)
             if tab is not None:
                 seen.add(tab.provider)
-            if self.tabs.unwritten(row):  # (what is on disk of it is not its latest: read once it is written)
+            if self.tabs.tallies.unwritten(row):  # (what is on disk of it is not its latest: read once it is written)
                 self._met = row
                 continue
             if tab is None:  # paid or dropped since (its authorization expired): nothing left to check
                 provider = (self.store.owed_check(auth_id, check_id) or {}).get("provider")
                 self._left_disk(provider)
-                self.tabs.with_tallies(row)
+                self.tabs.tallies.write_with(row)
                 continue
             if not self._room(tab.provider):
                 self._on_disk[tab.provider] = self._on_disk.get(tab.provider) or 1  # (counted, to be read again)
@@ -187,7 +187,7 @@ class OwedChecks:
         refused a check's first row, and no read lists it until the next write.  Its provider's count stays (dropped,
         the check would wait for the next start once written, its tab open till then), and the pass is held up
         until it is written, as by a row met not written yet."""
-        for auth_id, check_id in self.store.owed_check_ids_in(self.tabs.unwritten_rows()):
+        for auth_id, check_id in self.store.owed_check_ids_in(self.tabs.tallies.unwritten_rows()):
             tab = self.tabs.checked_tab(auth_id)
             if tab is not None and check_id not in self._live:
                 seen.add(tab.provider)
@@ -196,7 +196,7 @@ class OwedChecks:
     def _wanted(self) -> bool:
         """Whether a check waiting on disk alone would be taken into memory now: not while the rows read last are held
         up by one not written yet (each call would read SCAN rows again, to take none)."""
-        if self._held and self.tabs.unwritten(self._held):
+        if self._held and self.tabs.tallies.unwritten(self._held):
             return False
         return any(n and self._room(p, evict=False) for p, n in self._on_disk.items())
 

@@ -99,7 +99,7 @@ class PaidCompute:
         self.pushes = ModulePushes(compute=compute, provider_tabs=provider_tabs, trust=trust)  # modules peers push
         self._verified: dict[str, Authorization] = {}  # authorizations (their hex) checked to pay this node
         # Tab calls to one provider go in self-clocked batches; what they may cost is on disk before each is sent.
-        self.batcher = InvokeBatcher(client, gather=GATHER, before_send=gateway_tabs.write_tallies)
+        self.batcher = InvokeBatcher(client, gather=GATHER, before_send=gateway_tabs.tallies.write)
         self.sends = CallSends(self.batcher, gateway_tabs)  # each seen to its end, its caller gone or not
         self.checks = SpotChecks(compute=compute, client=client, tabs=gateway_tabs, me=node.id, payer=payer.id,
                                  rate=check_rate, url_of=lambda provider: peers.peer(provider).url, on_strike=on_strike)
@@ -330,7 +330,7 @@ class PaidCompute:
         `batch`, it runs among the batch's other calls, and what it used is written on the trust line with theirs."""
         budget = self.compute.budget(call, price)
         self.reserve(gateway, budget)  # first: a call its gateway cannot pay for opens no push either
-        if not self.compute.has_module(call.module):
+        if not self.compute.registry.has_module(call.module):
             self.used(gateway, budget, None)
             self.pushes.expect(gateway, call.module, price, auth)
             raise not_here(call.module)
@@ -508,7 +508,7 @@ class PaidCompute:
         if auth.cap < budget:
             raise DealRefused(f"the authorization's cap {auth.cap} does not cover the call's budget {budget}")
         self.reserve(gateway, budget)  # first: a call its gateway cannot pay for opens no push either
-        if not self.compute.has_module(call.module):
+        if not self.compute.registry.has_module(call.module):
             # A funded call for a module this node lacks: this gateway may now push that module (once).
             self.used(gateway, budget, None)
             self.pushes.expect(gateway, call.module, price)

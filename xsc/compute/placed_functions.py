@@ -325,7 +325,7 @@ class PlacedFunctions:
         await self.paid.provider_tabs.check(auth, budget)  # closed (a replay), or too small for one request
         self.paid.reserve(owner, budget, "a request's budget")  # its line here covers one request ...
         self.paid.release(owner, budget)  # ... which holds it again when it comes
-        if not self.paid.compute.has_module(function["module"]):
+        if not self.paid.compute.registry.has_module(function["module"]):
             self.paid.pushes.expect(owner, function["module"], price, auth)  # its compile charged on this tab
             raise not_here(function["module"])
         mounted = mounted_size(function)

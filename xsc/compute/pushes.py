@@ -53,7 +53,7 @@ class ModulePushes:
         and reserved on the gateway's line before it starts, and used whether or not it compiles.  A push that names
         `tab` (an authorization id) is charged on that tab, once (compute/provider_tabs.py: the tab's receipt pays
         it): only a tab whose call asked for the module, at that call's price.  Peers' modules compile one at a time,
-        beside the operator's calls (ComputeService.deploy).  A pushed module is removed once unused for PUSHED_TTL
+        beside the operator's calls (ModuleRegistry.deploy).  A pushed module is removed once unused for PUSHED_TTL
         seconds (`sweep`)."""
         self._expire()
         module = hashlib.sha256(wasm).hexdigest()
@@ -86,8 +86,8 @@ class ModulePushes:
         # here, found by the next call, and its compile on no tab), and again once it is over (`compiled`).
         charge = None if on_tab is None else self.provider_tabs.compile_record(on_tab, module, price, gateway)
         try:
-            info, created = await self.compute.deploy(wasm, wasi=wasi, pushed_by=gateway,
-                                                      also=() if charge is None else (charge,))
+            info, created = await self.compute.registry.deploy(wasm, wasi=wasi, pushed_by=gateway,
+                                                               also=() if charge is None else (charge,))
         finally:  # the work was done, whatever came of it
             if self.trust is not None:
                 self.trust.use(gateway, price, reserved=price)
@@ -125,7 +125,7 @@ class ModulePushes:
 
     async def sweep(self, now: float | None = None) -> list[str]:
         """Remove modules peers pushed that no call used for PUSHED_TTL seconds; their ids."""
-        return await self.compute.remove_unused_pushed(PUSHED_TTL, time.time() if now is None else now)
+        return await self.compute.registry.remove_unused_pushed(PUSHED_TTL, time.time() if now is None else now)
 
 
 __all__ = ["MAX_PUSHED_BYTES", "MAX_PUSHED_FUNCTIONS", "ModulePushes", "PUSHED_TTL", "PUSH_WINDOW"]

@@ -35,7 +35,7 @@ the calls in flight when the gateway stopped count as lost ones (they may have r
 never shown to anyone and is dropped (`start`; a placed function's left by a node that kept them no tally
 was shown, and is held to its cap: `_tally_untracked`).  From the start on, the tab
 holds what its tally says it may still be paid, not the cap the ledger holds for any pending authorization
-(`_restored`).  It is written unsynced before any call it counts is sent (`write_tallies`, the batcher's
+(`_restored`).  It is written unsynced before any call it counts is sent (`TabTallies.write`, the batcher's
 `before_send`: a call reserved waits for that write, made once for its whole batch), and once per loop turn in which
 answers changed it: one small write per batch of calls and one per turn of answers, never an fsync; the answer of a
 call whose provider's record is checked is given only once that write is made (`write_now`: the check it owes is in
@@ -187,6 +187,106 @@ class OpenTab:
         return encode_authorization(self.auth).hex()
 
 
+class TabTallies:
+    """The gateway's tallies of its tabs on disk (keys.tab_tally), and the rows written with them (a check's, owed or
+    no longer: compute/spot_checks.py, owed_checks.py).  A tab's first tally is synced (`first`); the later ones are
+    written unsynced, once a loop turn in which answers changed them, and before any call is sent (`write`)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._changed: dict[bytes, OpenTab] = {}  # tabs whose tally changed since it was written, by authorization id
+        self._rows: dict[bytes, bytes | None] = {}  # written with the next tallies (None: deleted): `write_with`
+        self._writing: asyncio.Handle | None = None
+
+    async def first(self, tab: OpenTab) -> None:
+        """A tab's first tally, synced: on disk before its authorization is shown to anyone (a call, or the retry's
+        close, would show it to its provider, who could countersign up to its cap)."""
+        await in_pool(None, functools.partial(self.db.put, keys.tab_tally(tab.auth.id), _tally(tab), sync=True))
+
+    def changed(self, tab: OpenTab, soon: bool = True) -> None:
+        """`tab`'s tally is to be written: before the next call is sent, and (`soon`) at the end of this loop turn."""
+        self._changed[tab.auth.id] = tab
+        if soon and self._writing is None:
+            self._writing = asyncio.get_running_loop().call_soon(self._write_soon)
+
+    def write_with(self, rows: dict[bytes, bytes | None]) -> None:
+        """`rows` written (None: deleted) in the next write of the tallies, at the end of this loop turn at the latest:
+        with the tally of the answers of this turn, and before any call is sent."""
+        if rows:
+            self._rows.update(rows)
+            if self._writing is None:
+                self._writing = asyncio.get_running_loop().call_soon(self._write_soon)
+
+    def write_now(self) -> bool:
+        """What the end of this loop turn would write, written now: before an answer that must not reach its user
+        unless its rows are on disk.  Whether it was written (a failed write is logged, and what it held written with
+        the next: before any call is sent, or with the next answer or check's outcome)."""
+        if self._writing is not None:
+            self._writing.cancel()
+        return self._write_soon()
+
+    def _write_soon(self) -> bool:
+        self._writing = None
+        try:
+            self.write()
+        except Exception:  # kept to write with the next change, or before the next call is sent
+            log.exception("writing the tallies of %s and %s failed", counted(len(self._changed), "tab"),
+                          counted(len(self._rows), "row"))
+            return False
+        return True
+
+    def unwritten(self, rows: dict[bytes, bytes | None]) -> bool:
+        """Whether one of `rows` was handed to `write_with` and is not written yet (the disk: none, or older)."""
+        return any(key in self._rows for key in rows)
+
+    def unwritten_rows(self) -> dict[bytes, bytes | None]:
+        """Every row handed to `write_with` and not written yet (None: one to be deleted)."""
+        return dict(self._rows)
+
+    def write(self) -> None:
+        """Write the tallies changed since they were last written, and the rows handed to `write_with`, in one
+        unsynced write: once per loop turn in which answers changed them, and before any call is sent
+        (`InvokeBatcher.before_send`), so what a provider may have run is on disk before it can run it.  Raises if the
+        write fails (the call is then not sent)."""
+        if not self._changed and not self._rows:
+            return
+        changed, rows = list(self._changed.values()), self._rows
+        with self.db.write_batch() as batch:
+            for tab in changed:
+                batch.put(keys.tab_tally(tab.auth.id), _tally(tab))
+            for key, value in rows.items():
+                if value is None:
+                    batch.delete(key)
+                else:
+                    batch.put(key, value)
+        self._rows = {}
+        for tab in changed:
+            if self._changed.get(tab.auth.id) is tab:
+                del self._changed[tab.auth.id]
+
+    def forget(self, authorization_id: bytes) -> None:
+        """The tab is paid or dropped: its tally is of no more use (deleted unsynced: one a crash leaves is deleted
+        at the next start, its authorization no longer pending)."""
+        self._changed.pop(authorization_id, None)
+        try:
+            self.db.delete(keys.tab_tally(authorization_id))
+        except (DatabaseError, OSError) as exc:
+            log.warning("deleting the tally of tab %s failed (%s): the next start deletes it", authorization_id.hex(),
+                        exc)
+
+    def on_disk(self) -> int:
+        """Tabs whose tally is on disk now (tests)."""
+        with self.db.iterator(prefix=keys.TAB_TALLIES, include_value=False) as it:
+            return sum(1 for _ in it)
+
+    def close(self) -> None:
+        """Write what is left to write now, none of it later."""
+        if self._writing is not None:
+            self._writing.cancel()
+            self._writing = None
+        self.write()
+
+
 class GatewayTabs:
     def __init__(self, *, db: Database, payments: Payments, client: PeerClient, peers: Any,
                  interval: float = INTERVAL) -> None:
@@ -202,9 +302,7 @@ class GatewayTabs:
         self._task: asyncio.Task | None = None
         self._owing = asyncio.Event()  # a tab is kept unpaid: the loop, asleep while none was open, wakes (`_owes`)
         self.asleep = False  # whether the loop sleeps until then: no tab open (tests, status)
-        self._changed: dict[bytes, OpenTab] = {}  # tabs whose tally changed since it was written, by authorization id
-        self._rows: dict[bytes, bytes | None] = {}  # written with the next tallies (None: deleted): `with_tallies`
-        self._writing: asyncio.Handle | None = None
+        self.tallies = TabTallies(db)
         payments.add_closer(JOB, self._close_for_retry, payable=self._payable, paid=self._paid_by_retry,
                             dropped=self._dropped_by_retry)
 
@@ -232,7 +330,7 @@ class GatewayTabs:
                     self.payments.keep_off(auth.id)  # the retry closes no tab still open (until `_close`)
                     opened = OpenTab(provider, auth, price)
                     try:
-                        await self._first_tally(opened)
+                        await self.tallies.first(opened)
                     except BaseException:
                         with self.payments.working(auth.id):
                             await self._drop(opened)
@@ -241,9 +339,9 @@ class GatewayTabs:
         self.ledger.hold_for(tab.auth, budget, promised=promised)  # or InsufficientCredit: nothing reserved
         tab.reserved += budget
         tab.in_flight += 1
-        # Written just before the call is sent (`write_tallies`, the batcher's `before_send`), with the calls of its
+        # Written just before the call is sent (`TabTallies.write`, the batcher's `before_send`), with the calls of its
         # batch: a call queued for a batch is on no provider's side before that, so no write of its own is due.
-        self._tally_changed(tab, soon=False)
+        self.tallies.changed(tab, soon=False)
         return tab
 
     async def reserve_alone(self, provider: str, price: int, budget: int, job: str, room: int = 0) -> OpenTab:
@@ -256,7 +354,7 @@ class GatewayTabs:
         try:
             self.ledger.hold_for(tab.auth, budget, promised=promised)
             tab.reserved, tab.in_flight = budget, 1
-            await self._first_tally(tab)
+            await self.tallies.first(tab)
         except BaseException:
             await self._drop(tab)
             raise
@@ -268,8 +366,8 @@ class GatewayTabs:
         is then not asked for).  A stop before this leaves a tally that owes nothing: the payment retry pays no
         receipt above it, whatever the provider, shown the authorization already, countersigns."""
         tab.asked = True
-        self._tally_changed(tab)
-        self.write_tallies()
+        self.tallies.changed(tab)
+        self.tallies.write()
 
     async def abandon(self, tab: OpenTab, budget: int) -> None:
         """The work on a tab of its own (`reserve_alone`) whose result never came, or could not be trusted:
@@ -300,7 +398,7 @@ class GatewayTabs:
         # On disk before its close is sent, in place of the tally a stop left (its whole budget, or nothing if its run
         # was first asked for by the start; the compile it allowed kept): the record naming its charge may be replaced
         # (the job run again) before it is paid, and the next start's retry then goes by this.
-        self._tally_changed(tab)
+        self.tallies.changed(tab)
         self._spawn_close(tab)
         return True
 
@@ -320,7 +418,7 @@ class GatewayTabs:
             return
         if tab is not None and tab.compiles and not (tab.count or tab.unknown or tab.lost_budget or tab.in_flight
                                                      or tab.unpayable):
-            self._tally_changed(tab)
+            self.tallies.changed(tab)
             self._spawn_close(tab)
             return
         with self.payments.working(auth.id):
@@ -334,9 +432,9 @@ class GatewayTabs:
     async def track(self, auth: Authorization, per_request: int, price: int) -> OpenTab:
         """Keep a tally of a tab whose requests this node never sees (a placed function's, at `price`): nothing
         reported yet, each request at most `per_request`.  Synced before its authorization is shown to anyone, as a
-        tab's first tally (`_first_tally`).  Its module pushed to a provider lacking it names it (`compile_on`)."""
+        tab's first tally (`TabTallies.first`).  Its module pushed to a provider lacking it names it (`compile_on`)."""
         tab = OpenTab(public_id(auth.payee), auth, price, closing=True, per_request=per_request)
-        await self._first_tally(tab)
+        await self.tallies.first(tab)
         return self._owes(tab)
 
     def reported(self, authorization_id: bytes, total: int, count: int, compiles: Any = 0, mounts: Any = 0) -> bool:
@@ -351,7 +449,7 @@ class GatewayTabs:
             return False
         if (ran, count) != (tab.metered, tab.count):
             tab.metered, tab.count = ran, count
-            self._tally_changed(tab)
+            self.tallies.changed(tab)
         return True
 
     async def payable(self, auth: Authorization, receipt: Receipt) -> bool:
@@ -366,7 +464,7 @@ class GatewayTabs:
     def settled(self, authorization_id: bytes) -> None:
         """A tracked tab paid: its tally forgotten."""
         self._unpaid.pop(authorization_id, None)
-        self._forget_tally(authorization_id)
+        self.tallies.forget(authorization_id)
 
     def _owes(self, tab: OpenTab) -> OpenTab:
         """`tab` kept until it is paid or dropped (`_unpaid`); the loop, asleep while nothing was owed, wakes."""
@@ -391,8 +489,8 @@ class GatewayTabs:
         if module in tab.compiled or not tab.holds(self.ledger, price, f"compiling module {module}"):
             return None
         tab.may_compile(module, price)
-        self._tally_changed(tab)
-        self.write_tallies()  # (raises if it fails: the push is not sent)
+        self.tallies.changed(tab)
+        self.tallies.write()  # (raises if it fails: the push is not sent)
         return tab.auth.id.hex()
 
     def mount_on(self, tab: OpenTab, price: int) -> bool:
@@ -401,13 +499,13 @@ class GatewayTabs:
         if not tab.holds(self.ledger, price, "reading the files its function mounts"):
             return False
         tab.mounts += price
-        self._tally_changed(tab)
-        self.write_tallies()  # (raises if it fails: the placement is not sent)
+        self.tallies.changed(tab)
+        self.tallies.write()  # (raises if it fails: the placement is not sent)
         return True
 
     def answered(self, tab: OpenTab, budget: int, amount: int | None) -> None:
         """A call on `tab` ended: it owes `amount` (None: refused before it ran, or its answer was lost)."""
-        self._tally_changed(tab)  # (before `_ended` may spawn its close: the write comes first)
+        self.tallies.changed(tab)  # (before `_ended` may spawn its close: the write comes first)
         self._ended(tab, budget, amount)
         self.ledger.unhold_for(tab.auth, budget - (amount or 0))  # only what it owes stays held
 
@@ -422,7 +520,7 @@ class GatewayTabs:
         """An answer on `tab` is to be held to its provider's record: the tab is not closed until it is (`checked`).
         `rows` keep the check owed across a stop: written with the tally that counts the answer (`answered` follows)."""
         tab.checking += 1
-        self.with_tallies(rows)
+        self.tallies.write_with(rows)
 
     def owed_check(self, authorization_id: bytes) -> OpenTab | None:
         """At a start: the tab, left pending, of an answer whose check a stop left owed, kept off the payment retry
@@ -447,11 +545,11 @@ class GatewayTabs:
         a forged job output's tab is not: its tally owes nothing from now on (on disk too, for a restart's retry),
         and its receipt is refused (`_payable`).  `rows` (the check no longer owed) are written with that tally."""
         tab.checking -= 1
-        self.with_tallies(rows or {})
+        self.tallies.write_with(rows or {})
         if unpaid:
             tab.forged += struck
             tab.unshown += not struck
-            self._tally_changed(tab)
+            self.tallies.changed(tab)
             if self._open.get(tab.provider) is tab:  # no more calls on a tab its provider will not be paid
                 del self._open[tab.provider]
                 tab.closing = True
@@ -497,7 +595,7 @@ class GatewayTabs:
                 if not await self._payable(tab.auth, receipt):
                     return
                 await self.payments.complete(tab.provider, tab.auth, receipt)
-                self._forget_tally(tab.auth.id)
+                self.tallies.forget(tab.auth.id)
             except (XscError, OSError, DatabaseError) as exc:  # the payment retry closes it later
                 log.info("closing a tab with %s failed (%s); the payment retry closes it", tab.provider, exc)
                 self.payments.failed(tab.auth.id, str(exc))
@@ -506,94 +604,12 @@ class GatewayTabs:
         """Nothing of `tab` is paid: its authorization is dropped (what it held released), and its tally forgotten."""
         await self.payments.refused(tab.auth)
         self._unpaid.pop(tab.auth.id, None)
-        self._forget_tally(tab.auth.id)
-
-    # --- the tallies on disk ------------------------------------------------------------------------------
-    async def _first_tally(self, tab: OpenTab) -> None:
-        """A tab's first tally, synced: on disk before its authorization is shown to anyone (a call, or the retry's
-        close, would show it to its provider, who could countersign up to its cap)."""
-        await in_pool(None, functools.partial(self.db.put, keys.tab_tally(tab.auth.id), _tally(tab), sync=True))
-
-    def _tally_changed(self, tab: OpenTab, soon: bool = True) -> None:
-        """`tab`'s tally is to be written: before the next call is sent, and (`soon`) at the end of this loop turn."""
-        self._changed[tab.auth.id] = tab
-        if soon and self._writing is None:
-            self._writing = asyncio.get_running_loop().call_soon(self._write_soon)
-
-    def with_tallies(self, rows: dict[bytes, bytes | None]) -> None:
-        """`rows` written (None: deleted) in the next write of the tallies, at the end of this loop turn at the latest:
-        with the tally of the answers of this turn, and before any call is sent."""
-        if rows:
-            self._rows.update(rows)
-            if self._writing is None:
-                self._writing = asyncio.get_running_loop().call_soon(self._write_soon)
-
-    def write_now(self) -> bool:
-        """What the end of this loop turn would write, written now: before an answer that must not reach its user
-        unless its rows are on disk.  Whether it was written (a failed write is logged, and what it held written with
-        the next: before any call is sent, or with the next answer or check's outcome)."""
-        if self._writing is not None:
-            self._writing.cancel()
-        return self._write_soon()
-
-    def _write_soon(self) -> bool:
-        self._writing = None
-        try:
-            self.write_tallies()
-        except Exception:  # kept to write with the next change, or before the next call is sent
-            log.exception("writing the tallies of %s and %s failed", counted(len(self._changed), "tab"),
-                          counted(len(self._rows), "row"))
-            return False
-        return True
-
-    def unwritten(self, rows: dict[bytes, bytes | None]) -> bool:
-        """Whether one of `rows` was handed to `with_tallies` and is not written yet (the disk: none, or older)."""
-        return any(key in self._rows for key in rows)
-
-    def unwritten_rows(self) -> dict[bytes, bytes | None]:
-        """Every row handed to `with_tallies` and not written yet (None: one to be deleted)."""
-        return dict(self._rows)
-
-    def write_tallies(self) -> None:
-        """Write the tallies changed since they were last written, and the rows handed to `with_tallies`, in one
-        unsynced write: once per loop turn in which answers changed them, and before any call is sent
-        (`InvokeBatcher.before_send`), so what a provider may have run is on disk before it can run it.  Raises if the
-        write fails (the call is then not sent)."""
-        if not self._changed and not self._rows:
-            return
-        changed, rows = list(self._changed.values()), self._rows
-        with self.db.write_batch() as batch:
-            for tab in changed:
-                batch.put(keys.tab_tally(tab.auth.id), _tally(tab))
-            for key, value in rows.items():
-                if value is None:
-                    batch.delete(key)
-                else:
-                    batch.put(key, value)
-        self._rows = {}
-        for tab in changed:
-            if self._changed.get(tab.auth.id) is tab:
-                del self._changed[tab.auth.id]
-
-    def _forget_tally(self, authorization_id: bytes) -> None:
-        """The tab is paid or dropped: its tally is of no more use (deleted unsynced: one a crash leaves is deleted
-        at the next start, its authorization no longer pending)."""
-        self._changed.pop(authorization_id, None)
-        try:
-            self.db.delete(keys.tab_tally(authorization_id))
-        except (DatabaseError, OSError) as exc:
-            log.warning("deleting the tally of tab %s failed (%s): the next start deletes it", authorization_id.hex(),
-                        exc)
+        self.tallies.forget(tab.auth.id)
 
     def _restored(self, auth: Authorization) -> OpenTab | None:
         """The tally on disk of a tab an earlier run of this node left pending, as a tab closing (None: none)."""
         value = _read_tally(self.db, auth)
         return None if value is None else self._owes(_taken_up(auth, value, self.ledger))
-
-    def tallies(self) -> int:
-        """Tabs whose tally is on disk now (tests)."""
-        with self.db.iterator(prefix=keys.TAB_TALLIES, include_value=False) as it:
-            return sum(1 for _ in it)
 
     async def _paid_by_retry(self, auth: Authorization, receipt: Receipt) -> None:
         self._dropped_by_retry(auth)
@@ -601,7 +617,7 @@ class GatewayTabs:
     def _dropped_by_retry(self, auth: Authorization) -> None:
         """The payment retry ended a tab on its own (paid it, or gave up on it: expired, refused): forgotten now."""
         self._unpaid.pop(auth.id, None)
-        self._forget_tally(auth.id)
+        self.tallies.forget(auth.id)
 
     async def _payable(self, auth: Authorization, receipt: Receipt) -> bool:
         """Whether the provider's receipt for a tab is at most this node's tally of it (what the provider's answers
@@ -640,7 +656,7 @@ class GatewayTabs:
         ids |= _tally_untracked(self.db, pending, ids)
         for auth_id in ids:
             if auth_id not in pending:
-                self._forget_tally(auth_id)
+                self.tallies.forget(auth_id)
             elif auth_id not in self._unpaid:
                 self._restored(pending[auth_id])
         # A tab's first tally is on disk before its authorization is shown to anyone: one pending with none was opened
@@ -683,10 +699,7 @@ class GatewayTabs:
         for provider in list(self._open):
             self._retire(self._open.pop(provider))
         await asyncio.gather(*self._closing, return_exceptions=True)
-        if self._writing is not None:
-            self._writing.cancel()
-            self._writing = None
-        self.write_tallies()  # of the tabs whose close failed: the next start's retry pays them up to these
+        self.tallies.close()  # of the tabs whose close failed: the next start's retry pays them up to these
 
 
 def _tally_untracked(db: Database, pending: dict[bytes, Authorization], ids: set[bytes]) -> set[bytes]:

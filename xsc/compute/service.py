@@ -1,10 +1,9 @@
 """The node's compute service: its engines (one pooled for the calls tried on the event loop), one epoch ticker,
-one thread pool, the module registry and cache.
+one thread pool, and its module registry (`registry`: registry.py, which deploys, compiles and keeps the modules).
 
-Deploy validates, compiles and caches a module (in memory, and sealed in LevelDB);
-invoke runs one export in a fresh Store on the pool and leaves a signed provenance
-record.  Both run off the event loop: wasmtime releases the GIL while wasm runs,
-so calls on different threads run in parallel and the node keeps answering.
+Invoke runs one export in a fresh Store on the pool (or, a small call, tried on the event loop) and leaves a
+signed provenance record.  Calls run off the event loop: wasmtime releases the GIL while wasm runs, so calls on
+different threads run in parallel and the node keeps answering.
 """
 
 from __future__ import annotations
@@ -15,22 +14,19 @@ import functools
 import logging
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import wasmtime
-
 from ..config import ComputeSection
 from ..db import Database, Rows
-from ..errors import ComputeBusy, ModuleDisabled, ExportNotFound, ImportsNotAllowed, InvalidArgument, InvalidModule, ModuleNotFound, NotAFunction, \
+from ..errors import ComputeBusy, ModuleDisabled, ExportNotFound, InvalidArgument, NotAFunction, \
     Trap, UnsupportedSignature, WrongArgumentCount
 from ..units import plural_for
 from ..identity import Identity
 from ..tasks import Workers
-from . import artifacts, compiler, provenance
+from . import artifacts, provenance
 from . import engine as eng
 from . import modules as mods
 from . import sandbox
@@ -40,13 +36,13 @@ from .journal import Journal
 from .limits import Limits, resolve
 from .modules import ModuleInfo
 from .provenance_records import ProvenanceRecords
+from .registry import ModuleRegistry
 from .store import ComputeStore
 from .trap_limits import hint_here
 from .values import Signature, parse_args, typed
 
 log = logging.getLogger(__name__)
 
-MODULE_CACHE_SIZE = 64  # compiled modules kept in memory (each holds its native code)
 # A small call is tried on the event loop itself, without a thread-pool round trip, within this much fuel and
 # these epoch ticks (about 50 us of wasm; a bulk instruction costs a unit of fuel per byte: at most ~100 KB).
 INLINE_FUEL = 100_000
@@ -175,8 +171,6 @@ class ComputeService:
     def __init__(self, *, db: Database, identity: Identity, data_dir: Path, config: ComputeSection) -> None:
         self.ceiling = Limits(config.fuel, config.memory, config.timeout)
         self.memory_price = config.memory_price  # micro-credits per 64 KiB page-second (ledger/pricing.py)
-        self.max_module_size = config.max_module_size
-        self.peer_compile_timeout = config.peer_compile_timeout
         self.threads = max(2, config.threads)  # two at least: one spinning call must not block the next
         self.engine = eng.make_engine()
         self.fingerprint = eng.fingerprint()
@@ -186,21 +180,16 @@ class ComputeService:
         self.loop_engine = sandbox.LoopEngine(self.engine, self.threads + 1)  # small invokes, web tries
         self.ticker = eng.EpochTicker(*self.loop_engine.engines)
         self.pool = Workers(self.threads, "xsc-wasm")  # a call is handed to an idle thread directly
-        # Peers' modules compile here, one at a time, never on the threads the operator's calls run on.
-        self.pushed_pool = Workers(1, "xsc-wasm-pushed")
         self.store = ComputeStore(db)
+        self.registry = ModuleRegistry(engine=self.engine, fingerprint=self.fingerprint, store=self.store,
+                                       secret=artifacts.load_or_create_secret(data_dir), pool=self.pool,
+                                       max_module_size=config.max_module_size,
+                                       peer_compile_timeout=config.peer_compile_timeout)
         self.identity = identity
-        self._secret = artifacts.load_or_create_secret(data_dir)
-        self._cache: OrderedDict[bytes, sandbox.Prepared] = OrderedDict()
-        self._cache_lock = threading.Lock()
-        self._load_lock = threading.Lock()  # one load (deserialize or compile) per module at a time
-        self._deploy_lock = threading.RLock()  # _existing takes it again inside _deploy
         self.journal = Journal(db, identity)
         self.provenance_records = ProvenanceRecords(self.store, self.journal)
-        self.stats = {"compiled": 0, "loaded": 0, "rejected_artifacts": 0}
         self.inline = {"inline": 0, "inline_retried": 0}  # calls run on the event loop; tries run again on the pool
         self.running = 0  # calls executing right now
-        self.compiling = 0  # peers' modules compiling right now (one thread: 0 or 1)
         self._running_lock = threading.Lock()
         self.max_queued = config.max_queued
         self.admitted = 0  # calls running or waiting for a thread (changed on the event loop only)
@@ -218,198 +207,15 @@ class ComputeService:
     async def close(self) -> None:
         await self.journal.close()
         self.pool.shutdown(wait=True)
-        self.pushed_pool.shutdown(wait=True)
+        self.registry.close()
         self.ticker.stop()
 
     def status(self) -> dict[str, Any]:
         return {"wasmtime": eng.WASMTIME_VERSION, "threads": self.threads, "limits": self.ceiling.to_json(),
-                "max_module_size": self.max_module_size, "modules_in_memory": len(self._cache),
-                "running": self.running, "compiling": self.compiling, "admitted": self.admitted,
+                "max_module_size": self.registry.max_module_size, "running": self.running, "admitted": self.admitted,
                 "max_queued": self.max_queued, "epoch_ticker": "sleeping" if self.ticker.sleeping.is_set() else "ticking",
-                **self.stats, **self.inline}
+                **self.registry.status(), **self.inline}
 
-    # --- modules -----------------------------------------------------------------------
-    async def deploy(self, wasm: bytes, *, wasi: bool = False, pushed_by: str | None = None,
-                     facts: dict[str, str] | None = None, also: Rows = ()) -> tuple[ModuleInfo, bool]:
-        """Validate, compile and cache a module; returns its info and whether it is new here.
-
-        `facts`: the registry's name, version, description; `pushed_by`: the peer that pushed it for a call (it
-        compiles on the pushed modules' own thread); `also`: rows written with it if it is new (a push's compile)."""
-        facts = check_facts(facts or {})
-        pool = self.pool if pushed_by is None else self.pushed_pool
-        return await pool.run(self._deploy, wasm, wasi, pushed_by, facts, also)
-
-    def _deploy(self, wasm: bytes, wasi: bool, pushed_by: str | None = None, facts: dict[str, str] | None = None,
-                also: Rows = ()) -> tuple[ModuleInfo, bool]:
-        mods.check_bytes(wasm, self.max_module_size)
-        module_id = mods.module_id(wasm)
-        module_hash = bytes.fromhex(module_id)
-        existing = self._existing(module_hash, wasi, pushed_by, facts)
-        if existing is not None:
-            return existing, False
-        # Compiled outside the lock: a peer's module compiling never holds up the operator's deploys.
-        module = mods.compile_module(self.engine, wasm) if pushed_by is None else self._compile_pushed(wasm)
-        # Described from the bytes, never through wasmtime's type API (it aborts the process on v128).
-        exports, imports, start = mods.describe(wasm)
-        mods.check_imports(imports, wasi)
-        wasi_pre = self._link_wasi(module) if imports else None
-        artifact = bytes(module.serialize())
-        with self._deploy_lock:
-            existing = self._existing(module_hash, wasi, pushed_by, facts)
-            if existing is not None:
-                return existing, False
-            self.stats["compiled"] += 1
-            info = ModuleInfo(module_id, len(wasm), exports, imports, provenance.timestamp(time.time_ns()),
-                              start=start, pushed_by=pushed_by, **(facts or {}))
-            key = self.store.artifact_key(module_hash, self.fingerprint)
-            self.store.save_module(module_hash, info, wasm, key, artifacts.seal(self._secret, key, artifact), also)
-            self._remember(sandbox.Prepared(module_hash, module, info, wasi_pre, mods.has_hidden_memory(wasm)))
-            log.info("deployed module %s (%d bytes)", module_id, len(wasm))
-            return info, True
-
-    def _compile_pushed(self, wasm: bytes) -> wasmtime.Module:
-        """A peer's module, compiled in a child process within the peer compile CPU budget (compiler.py)."""
-        self.compiling += 1
-        try:
-            artifact = compiler.compile_artifact(wasm, self.peer_compile_timeout)
-        finally:
-            self.compiling -= 1
-        return wasmtime.Module.deserialize(self.engine, artifact)
-
-    def _existing(self, module_hash: bytes, wasi: bool, pushed_by: str | None,
-                  facts: dict[str, str] | None) -> ModuleInfo | None:
-        """The module if it is deployed here already (the operator deploying it makes it theirs)."""
-        with self._deploy_lock:
-            existing = self.store.module(module_hash)
-            if existing is None:
-                return None
-            mods.check_imports(existing.imports, wasi)
-            if pushed_by is None and (existing.pushed_by or facts):  # the operator deploys it: theirs now
-                existing.pushed_by = None
-                for name, value in (facts or {}).items():
-                    setattr(existing, name, value)
-                self.store.update_module(module_hash, existing)
-                self._forget(module_hash)
-            return existing
-
-    def _link_wasi(self, module: wasmtime.Module) -> wasmtime.InstancePre:
-        linker = wasmtime.Linker(self.engine)
-        linker.define_wasi()
-        try:
-            return linker.instantiate_pre(module)
-        except wasmtime.WasmtimeError as exc:
-            cause = sandbox.wasmtime_cause(exc)
-            raise ImportsNotAllowed(f"the module imports something WASI does not provide: {cause}",
-                                    hint="only wasi_snapshot_preview1 functions are available with --wasi") from None
-
-    def modules(self) -> list[ModuleInfo]:
-        return self.store.modules()
-
-    def module(self, module_id: str) -> ModuleInfo:
-        info = self.store.module(mods.parse_module_id(module_id))
-        if info is None:
-            raise _not_deployed(module_id)
-        return info
-
-    def has_module(self, module_id: str) -> bool:
-        module_hash = bytes.fromhex(module_id)
-        with self._cache_lock:
-            if module_hash in self._cache:
-                return True
-        return self.store.module(module_hash) is not None
-
-    def set_status(self, module_id: str, status: str) -> ModuleInfo:
-        """Enable or disable a module: a disabled one is refused (module-disabled); its records are kept."""
-        if status not in ("active", "disabled"):
-            raise InvalidArgument(f"status must be active or disabled, not {status!r}")
-        info = self.module(module_id)
-        info.status = status
-        self.store.update_module(bytes.fromhex(info.id), info)
-        self._forget(bytes.fromhex(info.id))
-        return info
-
-    def remove(self, module_id: str) -> ModuleInfo:
-        """Remove a module (its wasm and compiled code); the provenance records of its runs are kept."""
-        info = self.module(module_id)
-        module_hash = bytes.fromhex(info.id)
-        with self._deploy_lock:
-            self.store.remove_module(module_hash)
-            self._forget(module_hash)
-        log.info("removed module %s", info.id)
-        return info
-
-    async def remove_unused_pushed(self, ttl: float, now: float) -> list[str]:
-        """Remove modules peers pushed whose last run (or push) is older than `ttl` seconds; their ids."""
-        removed = []
-        for info in self.store.modules():
-            if info.pushed_by is None:
-                continue
-            used_ns = self.store.last_used_ns(bytes.fromhex(info.id))
-            used = used_ns / 1e9 if used_ns else _parse_time(info.first_deployed)
-            if now - used > ttl:
-                self.remove(info.id)
-                removed.append(info.id)
-        return removed
-
-    def _forget(self, module_hash: bytes) -> None:
-        with self._cache_lock:
-            self._cache.pop(module_hash, None)
-
-    def _remember(self, prepared: sandbox.Prepared) -> None:
-        with self._cache_lock:
-            self._cache[prepared.module_hash] = prepared
-            self._cache.move_to_end(prepared.module_hash)
-            while len(self._cache) > MODULE_CACHE_SIZE:
-                self._cache.popitem(last=False)
-
-    def _prepared(self, module_hash: bytes) -> sandbox.Prepared:
-        """The module ready to run: from memory, else deserialized from its sealed artifact, else compiled."""
-        with self._cache_lock:
-            prepared = self._cache.get(module_hash)
-            if prepared is not None:
-                self._cache.move_to_end(module_hash)
-                return prepared
-        with self._load_lock:
-            with self._cache_lock:
-                if module_hash in self._cache:
-                    return self._cache[module_hash]
-            info = self.store.module(module_hash)
-            if info is None:
-                raise _not_deployed(module_hash.hex())
-            module = self._load_compiled(module_hash)
-            wasm = self.store.wasm(module_hash)
-            prepared = sandbox.Prepared(module_hash, module, info, self._link_wasi(module) if info.imports else None,
-                                        wasm is None or mods.has_hidden_memory(wasm))
-            self._remember(prepared)
-            return prepared
-
-    def _load_compiled(self, module_hash: bytes) -> wasmtime.Module:
-        key = self.store.artifact_key(module_hash, self.fingerprint)
-        sealed = self.store.artifact(key)
-        if sealed is not None:
-            artifact = artifacts.unseal(self._secret, key, sealed)
-            if artifact is None:
-                self.stats["rejected_artifacts"] += 1
-                log.warning("compiled artifact of module %s fails its HMAC check; not loading it, recompiling",
-                            module_hash.hex())
-            else:
-                try:
-                    module = wasmtime.Module.deserialize(self.engine, artifact)
-                    self.stats["loaded"] += 1
-                    return module
-                except wasmtime.WasmtimeError as exc:
-                    log.warning("compiled artifact of module %s does not load (%s); recompiling",
-                                module_hash.hex(), exc)
-        wasm = self.store.wasm(module_hash)
-        if wasm is None:
-            raise InvalidModule(f"module {module_hash.hex()} is registered but its wasm is missing",
-                                hint="deploy the module again")
-        module = mods.compile_module(self.engine, wasm)
-        self.stats["compiled"] += 1
-        self.store.save_artifact(key, artifacts.seal(self._secret, key, bytes(module.serialize())))
-        return module
-
-    # --- invocation ----------------------------------------------------------------------
     async def invoke(self, call: InvokeCall, *, requester: str, rate: int, deal: dict[str, Any] | None = None,
                      owed: Callable[[Run], Rows] | None = None,
                      together: bool = False) -> Run:
@@ -454,7 +260,7 @@ class ComputeService:
     def _arguments(self, call: InvokeCall, prepared: sandbox.Prepared | None = None
                    ) -> tuple[sandbox.Prepared, Signature, list, list[str] | None]:
         if prepared is None:
-            prepared = self._prepared(call.module_hash)
+            prepared = self.registry.prepared(call.module_hash)
         if prepared.info.status != "active":
             raise ModuleDisabled(f"module {call.module} is disabled on this node",
                                  hint=f"enable it: xsc compute enable {call.module}")
@@ -481,10 +287,7 @@ class ComputeService:
         had the CPU, its export is marked slow and never tried on the loop again."""
         if call.wasi:
             return None
-        with self._cache_lock:
-            cached = self._cache.get(call.module_hash)
-            if cached is not None:
-                self._cache.move_to_end(call.module_hash)  # in use: the last to be dropped (as _prepared does)
+        cached = self.registry.cached(call.module_hash)
         if cached is None or not cached.inline_ok():
             return None
         prepared, signature, values, argv = self._arguments(call, cached)  # bad input is refused here, as on the pool
@@ -548,7 +351,7 @@ class ComputeService:
         try:
             return self._arguments(call)[:2]
         except WrongArgumentCount:  # (an invoke's words, "call it as: NAME I32", which a program cannot be given)
-            signature = self._signature(self._prepared(call.module_hash).info, entrypoint)
+            signature = self._signature(self.registry.prepared(call.module_hash).info, entrypoint)
             raise InvalidArgument(f"{entrypoint}{signature} takes parameters: a job or a web function runs a WASI "
                                   "program's entrypoint, which is given none", hint="name an export without "
                                   "parameters, e.g. _start, or call this one with: xsc compute invoke") from None
@@ -654,26 +457,3 @@ def _answer_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future, error:
     except RuntimeError:  # the loop is closed: nobody waits for it
         pass
 
-
-FACT_LIMITS = {"name": 64, "version": 32, "description": 512}
-
-
-def check_facts(facts: dict[str, Any]) -> dict[str, str]:
-    """The registry facts given at deploy (name, version, description): short text, nothing else."""
-    unknown = set(facts) - set(FACT_LIMITS)
-    if unknown:
-        raise InvalidArgument(f"unknown module {plural_for(len(unknown), 'fact')}: {', '.join(sorted(unknown))}",
-                              hint="give name, version, description")
-    for key, value in facts.items():
-        if not isinstance(value, str) or not 0 < len(value) <= FACT_LIMITS[key] or not value.isprintable():
-            raise InvalidArgument(f"{key} must be printable text of 1 to {FACT_LIMITS[key]} characters")
-    return dict(facts)
-
-
-def _parse_time(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def _not_deployed(module_id: str) -> ModuleNotFound:
-    return ModuleNotFound(f"module {module_id} is not deployed on this node",
-                          hint="deploy it first: xsc compute deploy FILE.wasm (or invoke the .wasm file directly)")

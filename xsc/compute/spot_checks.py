@@ -149,7 +149,7 @@ class SpotChecks:
             rows = self.compute.store.remote_run_row(self._runs, RECENT, bytes.fromhex(pid), provider)
             self._runs += 1
         if not verify and not self._turn(provider):
-            self.tabs.with_tallies(rows)
+            self.tabs.tallies.write_with(rows)
             return None
         answered = Answered(provider, url, call, price, tab, _facts(run, trap), provenance.new_id())
         self.tabs.checking(tab, {**rows, **self._owed_row(answered, answered.to_json())})
@@ -195,7 +195,7 @@ class SpotChecks:
         return verify
 
     def _write_now(self) -> None:
-        if not self.tabs.write_now():
+        if not self.tabs.tallies.write_now():
             self.counts["unwritten"] += 1
 
     def start(self, answered: Answered, now: bool = False) -> None:
@@ -292,7 +292,7 @@ class SpotChecks:
             raise
         except PeerUnreachable:
             answered.tried += 1
-            self.tabs.with_tallies(self._owed_row(answered, answered.to_json()))
+            self.tabs.tallies.write_with(self._owed_row(answered, answered.to_json()))
             raise
         except asyncio.CancelledError:
             raise  # still owed

@@ -45,21 +45,21 @@ async def _read_module(request: web.Request, limit: int) -> bytes:
 
 @routes.post("/v1/modules")
 async def deploy(request: web.Request) -> web.Response:
-    service = request.app[NODE].compute
-    wasm = await _read_module(request, service.max_module_size)
+    registry = request.app[NODE].compute.registry
+    wasm = await _read_module(request, registry.max_module_size)
     facts = {k: request.query[k] for k in ("name", "version", "description") if k in request.query}
-    info, created = await service.deploy(wasm, wasi=query_flag(request.query, "wasi"), facts=facts)
+    info, created = await registry.deploy(wasm, wasi=query_flag(request.query, "wasi"), facts=facts)
     return json_response({**info.to_json(), "created": created}, status=201 if created else 200)
 
 
 @routes.get("/v1/modules")
 async def list_modules(request: web.Request) -> web.Response:
-    return json_response({"modules": [m.to_json() for m in request.app[NODE].compute.modules()]})
+    return json_response({"modules": [m.to_json() for m in request.app[NODE].compute.registry.modules()]})
 
 
 @routes.get("/v1/modules/{id}")
 async def get_module(request: web.Request) -> web.Response:
-    return json_response(request.app[NODE].compute.module(request.match_info["id"]).to_json())
+    return json_response(request.app[NODE].compute.registry.module(request.match_info["id"]).to_json())
 
 
 @routes.post("/v1/compute/invoke")

@@ -22,12 +22,13 @@ routes = web.RouteTableDef()
 async def set_status(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"status": "active"} or {"status": "disabled"}')
     status = body.get("status") if isinstance(body, dict) else None
-    return json_response(request.app[NODE].compute.set_status(request.match_info["id"], status).to_json())
+    return json_response(request.app[NODE].compute.registry.set_status(request.match_info["id"], status).to_json())
 
 
 @routes.delete("/v1/modules/{id}")
 async def remove(request: web.Request) -> web.Response:
-    return json_response({**request.app[NODE].compute.remove(request.match_info["id"]).to_json(), "removed": True})
+    removed = request.app[NODE].compute.registry.remove(request.match_info["id"])
+    return json_response({**removed.to_json(), "removed": True})
 
 
 @routes.post("/v1/compute/provenance/{id}/replay")
