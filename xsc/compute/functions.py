@@ -8,7 +8,7 @@ stdin (at most the function's `max_body`, else 413 before it is read), the store
 under /in (staged once, when it is served), no /out.  Its stdout is a CGI response: header lines (`Status:`,
 `Content-Type`, `Location`, ...), a blank line, the body.  Headers a function may not set are dropped: hop-by-hop
 ones, and any cookie named like the node's own (`xsc_...`: cookies do not keep to a port, and the dashboard is on
-the same host).  A `Range:` request on a 200 answer gets 206 and the bytes asked for; a conditional GET that names
+the same host).  (compute/cgi.py makes the environment and reads the answer's head.)  A `Range:` request on a 200 answer gets 206 and the bytes asked for; a conditional GET that names
 the answer's validator, 304, and one whose If-Match or If-Unmodified-Since does not hold, 412; a GET of /fn/NAME,
 301 to /fn/NAME/ (compute/web_answers.py); a function's own Content-Length is checked, not sent.
 
@@ -47,11 +47,11 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, BinaryIO, Callable, Protocol
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import quote
 
 from .. import codec
 from ..db import Rows
-from ..errors import (BadRequest, ComputeBusy, FunctionFailed, FunctionTimedOut, FunctionUnavailable,
+from ..errors import (ComputeBusy, FunctionFailed, FunctionTimedOut, FunctionUnavailable,
                       InvalidArgument, NotFound, PayloadTooLarge, PreconditionFailed, RangeNotSatisfiable,
                       SpendCapReached, StorageFull, XscError, quoted_id)
 from ..identity import Identity
@@ -69,7 +69,8 @@ from .store import ComputeStore
 from .hosted_jobs import DISK_MARGIN
 from .fastcall import close_held, fcntl_held, pipe_held, read_held
 from .wasi_io import OUTPUT_CAP, Streams, io_fuel
-from .web_answers import check_length, conditional, declared_length, entity_tag, slash_location, with_ranges
+from .cgi import MAX_HEAD, ReadFn, Request, environment, parse_cgi
+from .web_answers import check_length, conditional, slash_location, with_ranges
 from .web_on_loop import ON_LOOP_BODY, LoopRuns
 
 FIELDS = ("name", "module", "entrypoint", "inputs", "env", "limits", "max_body", "concurrency", "spend_cap",
@@ -77,27 +78,12 @@ FIELDS = ("name", "module", "entrypoint", "inputs", "env", "limits", "max_body",
 MAX_BODY = 16 * 1024 * 1024  # a request body's default cap (max_body: at most MAX_BODY_CEILING)
 MAX_BODY_CEILING = 1 << 30
 MAX_RESPONSE = 1 << 30  # bytes of stdout a function may answer (written to disk, streamed to the caller)
-MAX_HEAD = 64 * 1024  # bytes of CGI headers
 CONCURRENCY = 8
 MOUNT_TAG = "XSC_MOUNT_TAG_"  # then a mounted file's NAME: its tag, in each request's environment (_mount_tags)
 PLACED_DIR = ".placed"  # under work_dir: functions other nodes placed here (no function's name starts with '.')
 _NODE_ID = re.compile(r"[a-z2-7]{52}")  # a node id, as the first segment of a placed function's path
 HOUR_MINUTES = 60  # the spend cap's window: this minute and the 59 before it
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-_ENV_NAME = re.compile(r"[A-Z0-9_]{1,100}")  # a request header passed to the function as HTTP_<NAME>
-_ENCODED_SLASH = re.compile(r"%2f", re.IGNORECASE)
-_PATH_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# request headers no function sees (Connection: hop-by-hop, as WAGI leaves it out)
-_NOT_PASSED = frozenset({"CONTENT_LENGTH", "AUTHORIZATION", "COOKIE", "PROXY", "CONNECTION"})
-# Headers a function's answer may not set: hop-by-hop ones and its framing (the node's, from what it sends), and
-# those that reach past the function to its whole origin (every function on this listener, other owners' placed
-# ones among them): a service worker's scope widened over them, their cookies and storage cleared.
-DROPPED = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-                     "transfer-encoding", "upgrade", "content-length", "status", "service-worker-allowed",
-                     "clear-site-data"})
-_HEADER_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*(.*?)[ \t]*")  # an RFC 9110 token, its value
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # in a header block whose CRLFs are LFs: all but tab and LF
-_STATUS = re.compile(r"([2-5][0-9][0-9])(?:[ \t].*)?")
 CHUNK = 1 << 20
 STREAM_BYTES = 256 * 1024  # an answer this long is sent while its run goes on (shorter: once it ends)
 STREAM_AFTER = 0.05  # seconds a run goes on before what it has written is sent
@@ -107,28 +93,7 @@ PIPE_BYTES = 1 << 20  # a pipe's buffer: an answer up to this long is read once 
 PIPE_READ = 64 * 1024  # bytes read from it at once (a MiB buffer would be mapped and unmapped for each read)
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
-ReadFn = Callable[[int], Awaitable[bytes]]
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Request:
-    """What a function is told of an HTTP request (the route parses it)."""
-
-    method: str
-    path_info: str  # decoded (RFC 3875), after script_name
-    query: str
-    headers: list[tuple[str, str]]
-    remote: str
-    host: str
-    content_length: int | None
-    read: ReadFn
-    script_name: str = ""  # the route's prefix: /fn/NAME (/fn/OWNER_ID/NAME for a placed function)
-    raw_path_info: str = ""  # path_info as sent, still encoded
-    port: int = 0  # the port the request came to
-    scheme: str = "http"  # of the listener it came to (not a header's word for it)
-    target: str = ""  # its path and query as sent, still encoded (of an absolute-form target too)
-    version: str = "HTTP/1.1"
 
 
 class DiskRoom:
@@ -1010,7 +975,7 @@ class WebFunctions:
         loop = asyncio.get_running_loop()
         room = self.room  # the node's own functions' callers are strangers too: the same rule as placed ones'
         stdout, stderr, stdin = Spill(self._dir(), loop, MAX_RESPONSE, room), Spill(self._dir(), loop, OUTPUT_CAP), None
-        streams = Streams(refuse_over_cap=True, env=dict(sorted({**served.env, **_cgi_env(request)}.items())),
+        streams = Streams(refuse_over_cap=True, env=dict(sorted({**served.env, **environment(request)}.items())),
                           inputs_dir=self._mounted(served) if record["inputs"] else None)
         try:
             try:
@@ -1155,69 +1120,6 @@ async def _while_running(request: Request, stdout: Spill, ran: asyncio.Future, s
     return answer
 
 
-def parse_cgi(head: bytes) -> tuple[int, list[tuple[str, str]], int, int | None]:
-    """The start of a CGI response: (its status, the headers it may set, where its body starts, the length it
-    declares).  Header lines,
-    then a blank line; `Status:` (200 if none, 302 with a Location and no Status).  Every header is checked
-    before it reaches the caller: a name that is no HTTP token, a value with a control character (a CR or NUL
-    would split or end the response) or not UTF-8, and a Status that is no final HTTP status (a 1xx would leave the
-    caller waiting for another answer, or a proxy tunnelling the connection) are the function's failure (502)."""
-    lf, crlf = head.find(b"\n\n"), head.find(b"\r\n\r\n")
-    if crlf >= 0 and (lf < 0 or crlf < lf):
-        end, body = crlf, crlf + 4
-    elif lf >= 0:
-        end, body = lf, lf + 2
-    else:
-        raise FunctionFailed(f"the function's answer is not a CGI response (no blank line after its headers in its "
-                             f"first {MAX_HEAD:,} bytes)")
-    try:
-        text = head[:end].decode()
-    except UnicodeDecodeError:
-        raise FunctionFailed("the function's answer has headers that are not UTF-8") from None
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
-    if (control := _CONTROL.search(text)) is not None:
-        raise FunctionFailed(f"the function's answer has a control character ({control.group()!r}) in its headers")
-    status, explicit, headers, declared = 200, False, [], None
-    for line in text.split("\n"):
-        match = _HEADER_LINE.fullmatch(line)
-        if match is None:
-            raise FunctionFailed(f"the function's answer has a malformed header line: {line[:80]!r}")
-        name, value = match.groups()
-        lower = name.lower()
-        if lower == "status":
-            code = _STATUS.fullmatch(value)
-            if code is None:
-                raise FunctionFailed(f"the function's Status is not a final HTTP status (200 to 599): {value[:40]!r}")
-            status, explicit = int(code.group(1)), True
-        elif lower == "location" and not explicit:
-            status = 302
-        elif lower == "content-length":
-            if declared is not None and declared_length(value) != declared:
-                raise FunctionFailed("the function's answer declares two Content-Lengths")
-            declared = declared_length(value)
-        elif lower == "etag":
-            if (tag := entity_tag(value)) is None:  # a validator no caller could send back
-                log.info("a function's ETag that no quoting makes an entity tag is dropped: %r", line[:200])
-                continue
-            value = tag
-        if _kept(lower, value):
-            headers.append((name, value))
-    return status, headers, body, declared
-
-
-def _kept(lower: str, value: str) -> bool:
-    if lower in DROPPED:
-        return False
-    if lower == "set-cookie":
-        # The node's cookies: a function's page must never set the dashboard's session.  A browser sends a cookie
-        # set with no name ("=xsc_session=...") as its value alone, which a server reads as that name.
-        pair = value.split(";", 1)[0]
-        name = pair.split("=", 1)[0].strip() or pair.partition("=")[2].split("=", 1)[0].strip()
-        return not name.lower().startswith("xsc_")
-    return True
-
-
 def _http(answer: Answer, request: Request) -> Answer:
     """The answer as HTTP has it: a 200 says its ranges may be asked for; one whose validator a GET or HEAD's
     condition names is 304, with no body, and one its `If-Match` or `If-Unmodified-Since` does not hold of is 412
@@ -1358,83 +1260,6 @@ def _wake(waiter: asyncio.Future) -> None:
         waiter.set_result(None)
 
 
-def path_info(raw: str) -> tuple[str, str]:
-    """A request's PATH_INFO, decoded as RFC 3875 says, and as sent: `raw` is its path after /fn/NAME, still
-    encoded.  Bytes that are not UTF-8 become U+FFFD (no environment holds them; X_RAW_PATH_INFO has them as
-    sent).  Refused if it has a '.' or '..' segment or an encoded '/' (no browser sends either): a function that
-    checks where a path starts (or a proxy in front that does) would be walked past, as /public/..%2Fprivate/x,
-    to what its files keep elsewhere; or a control character (%00 would end the variable early, %0a split the
-    lines of a log or of a header the function writes it into)."""
-    raw = raw or "/"
-    path = unquote_to_bytes(raw.encode("utf-8", "surrogateescape")).decode("utf-8", "replace")
-    if _PATH_CONTROL.search(path):
-        raise BadRequest(f"the request's path {raw[:200]!r} holds a control character once decoded",
-                         hint="send a path without %00 to %1f or %7f")
-    if not {".", ".."}.isdisjoint(path.split("/")) or ("%" in raw and _ENCODED_SLASH.search(raw)):
-        raise BadRequest(f"the request's path {raw[:200]!r} has a '.' or '..' segment or an encoded '/'",
-                         hint="send the path a browser would: dot segments resolved, '/' as it is")
-    return path, raw
-
-
-def _cgi_env(request: Request) -> dict[str, str]:
-    """The request's CGI variables: every one WAGI sets, with its meaning.  REMOTE_HOST is REMOTE_ADDR (no name is
-    looked up: RFC 3875 lets a server that does no lookup give the address, and a lookup would wait on the caller's
-    DNS); PATH_TRANSLATED is PATH_INFO (no file of the node's is named by a path); AUTH_TYPE and REMOTE_USER are
-    empty (a function's callers are anonymous).  These, CONTENT_TYPE and CONTENT_LENGTH are set even when empty: a
-    program written for WAGI reads them as always there, and none of them is taken from the owner's `env`.  Every
-    header becomes HTTP_<NAME>, so none can pass for one of these (`X-Full-Url` is HTTP_X_FULL_URL); a header
-    named with '_' is not passed: it would take the place of (or be taken for) the one named with '-' that a proxy
-    in front checks or sets (X_Forwarded_For as HTTP_X_FORWARDED_FOR); nor is `Proxy` (HTTP_PROXY is read as a
-    proxy's address: httpoxy).  A header sent twice is one variable, its values joined as HTTP joins them.  A value
-    aiohttp kept bytes of that are not UTF-8 in (as surrogates, which no environment holds) has them replaced."""
-    name, port = _host_port(request.host, request.port)
-    target = request.target or request.script_name + (request.raw_path_info or "/") + (
-        "?" + request.query if request.query else "")
-    env = {"GATEWAY_INTERFACE": "CGI/1.1", "SERVER_PROTOCOL": request.version, "SERVER_SOFTWARE": "xsc",
-           "REQUEST_METHOD": request.method, "SCRIPT_NAME": request.script_name, "PATH_INFO": request.path_info,
-           "PATH_TRANSLATED": request.path_info, "QUERY_STRING": request.query, "REMOTE_ADDR": request.remote,
-           "REMOTE_HOST": request.remote, "REMOTE_USER": "", "AUTH_TYPE": "", "SERVER_NAME": name,
-           "SERVER_PORT": port, "CONTENT_TYPE": "", "CONTENT_LENGTH": str(request.content_length or 0),
-           # WAGI's own: the route the request matched, PATH_INFO as sent, and the URL the caller asked for
-           "X_MATCHED_ROUTE": request.script_name + "/...", "X_RAW_PATH_INFO": request.raw_path_info or "/",
-           "X_FULL_URL": f"{request.scheme}://{name}:{port}{target}"}
-    for name, value in request.headers:
-        if "_" in name:
-            continue
-        if not value.isascii():  # (aiohttp refuses a NUL in a header)
-            value = _utf8(value)
-        key = name.upper().replace("-", "_")
-        if key == "CONTENT_TYPE":
-            env["CONTENT_TYPE"] = value
-        elif key not in _NOT_PASSED and _ENV_NAME.fullmatch(key):
-            key = "HTTP_" + key
-            env[key] = env[key] + ", " + value if key in env else value
-    for key in ("SERVER_NAME", "PATH_INFO", "PATH_TRANSLATED", "QUERY_STRING", "X_FULL_URL"):
-        if not env[key].isascii():
-            env[key] = _utf8(env[key])
-    return env
-
-
-def _host_port(host: str, port: int) -> tuple[str, str]:
-    """SERVER_NAME and SERVER_PORT: the Host header's name and port (the names a caller reached the function by,
-    behind a proxy too), else the port the request came to."""
-    if host.startswith("["):
-        name, _, rest = host.partition("]")
-        name, given = name + "]", rest.removeprefix(":")
-    else:
-        name, _, given = host.partition(":")
-    return name, given if given.isascii() and given.isdigit() else str(port)
-
-
-def _utf8(text: str) -> str:
-    """`text` as an environment can hold it: bytes that are not UTF-8 replaced by U+FFFD, NULs dropped."""
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        raw = text.encode("utf-8", "replace")
-    return raw.decode("utf-8", "replace").replace("\0", "")
-
-
 async def _prefix(read: ReadFn, limit: int) -> tuple[bytes, bool]:
     """At most `limit` + 1 bytes of a body, and whether that is all of it."""
     parts, size = [], 0
@@ -1571,4 +1396,4 @@ def _whole(value: Any, what: str, low: int, high: int) -> int:
     return value
 
 
-__all__ = ["Answer", "Request", "WebFunctions", "parse_cgi", "path_info"]
+__all__ = ["Answer", "WebFunctions"]

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ...compute.functions import Request, path_info
+from ...compute.cgi import Request, path_info
 from ...net.addresses import address_key
 from ...net.functions import FUNCTION_PATH, FUNCTIONS_PATH
 from .. import peer_auth
