@@ -21,7 +21,7 @@ from tests.support.disks import tmpfs
 from tests.support.nodes import close_node, free_port, serve
 from tests.support.waiting import eventually_async
 from xsc import keys
-from xsc.compute import functions, provenance
+from xsc.compute import functions, provenance, web_output
 from xsc.compute.web_on_loop import ON_LOOP_BODY
 from xsc.ledger import price_budget
 from xsc.node import CLIENT_IDENTITY
@@ -323,13 +323,13 @@ async def test_an_answer_past_its_cap_is_refused_until_its_head_is_sent_and_cut_
     status, _, body = await _get(url, "POST", data=os.urandom(200 * 1024))
     assert status == 502 and b"went over its cap" in body  # the echo of its body is more than it may answer
     # An echo longer than its pipe holds: read by the loop while it runs, and refused at the cap.
-    status, _, body = await _get(url, "POST", data=os.urandom(functions.PIPE_BYTES * 2))
+    status, _, body = await _get(url, "POST", data=os.urandom(web_output.PIPE_BYTES * 2))
     assert status == 502 and b"went over its cap" in body
     # A cap far past STREAM_BYTES, and an echo past it and past its pipe (its run waits for the loop to read it):
     # its head goes out once STREAM_BYTES are read, long before the cap.
-    monkeypatch.setattr(functions, "MAX_RESPONSE", functions.PIPE_BYTES * 2)
+    monkeypatch.setattr(functions, "MAX_RESPONSE", web_output.PIPE_BYTES * 2)
     async with aiohttp.ClientSession() as session:
-        async with session.post(url, data=os.urandom(functions.PIPE_BYTES * 4)) as response:
+        async with session.post(url, data=os.urandom(web_output.PIPE_BYTES * 4)) as response:
             assert response.status == 200
             with pytest.raises(aiohttp.ClientPayloadError):
                 await response.read()
@@ -431,7 +431,7 @@ async def test_an_answer_over_its_cap_before_its_head_is_sent_is_never_streamed(
     monkeypatch.setattr(functions, "STREAM_AFTER", 0.0)  # streamed as soon as its head is read, if at all
     monkeypatch.setattr(functions, "FOLLOW_AFTER", 0.0)
     loop = asyncio.get_running_loop()
-    stdout = functions.Spill(tmp_path, loop, 64)
+    stdout = web_output.Spill(tmp_path, loop, 64)
     stdout.take([b"Content-Type: text/plain\n\nfirst\n", b"x" * 64])
     assert stdout.over
     run = loop.create_future()  # the run goes on (its next write fails)
@@ -452,7 +452,7 @@ async def test_a_node_out_of_file_descriptors_answers_503_and_serves_the_next_re
     # A body too long for a run on the loop goes to a worker, whose pipes the node cannot make; a short one runs
     # on the loop, whose in-memory files it cannot make (the node's first run on the loop makes them).
     body = os.urandom(ON_LOOP_BODY + 1) if where == "on a worker" else b"short"
-    module_of, name = (functions, "pipe_held") if where == "on a worker" else (os, "memfd_create")
+    module_of, name = (web_output, "pipe_held") if where == "on a worker" else (os, "memfd_create")
     making = getattr(module_of, name)
 
     def exhausted(*args) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from tests.support.nodes import free_port
 from tests.support.waiting import eventually_async
 from xsc.compute import functions as functions_module
 from xsc.compute import placed_functions as placed_functions_module
-from xsc.compute import provenance
+from xsc.compute import provenance, web_output
 from xsc.compute.placed_functions import function_job, mount_price
 from xsc.compute.remote_tabs import TAB_METERS
 from xsc.compute.service import InvokeCall
@@ -127,7 +127,7 @@ async def test_a_placed_functions_answer_with_no_room_on_disk_is_charged_as_an_a
         await emptied()
         # room on disk, but past its cap: a cap below what an answer keeps in memory is met before any of it is
         # written to the disk (whose room a loaded run's larger pipe reads could otherwise find short first)
-        monkeypatch.setattr(functions_module, "MAX_RESPONSE", functions_module.SPILL // 2)
+        monkeypatch.setattr(functions_module, "MAX_RESPONSE", web_output.SPILL // 2)
         status, _, problem = await _get(answer["url"], "POST", data=ANSWER, headers={"Range": "bytes=0-"})
         assert status == 502 and "cap" in json.loads(problem)["detail"], problem[:300]
     tabs = provider.app[NODE].paid.provider_tabs
