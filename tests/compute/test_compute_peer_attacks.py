@@ -267,7 +267,8 @@ async def test_a_module_is_taken_for_a_funded_call_and_removed_when_unused(node_
     pushes = node.app[NODE].paid.pushes
     assert await pushes.sweep(time.time()) == []  # just used
     assert await pushes.sweep(time.time() + 2 * 3600) == [module]
-    assert node.app[NODE].compute.registry.modules() == [] and len(node.app[NODE].compute.provenance_records.recent(10)) == 1
+    compute = node.app[NODE].compute
+    assert compute.registry.modules() == [] and len(compute.provenance_records.recent(10)) == 1
 
 
 async def test_a_tab_authorization_is_verified_once_and_a_forged_one_is_refused_every_time(node_factory) -> None:

@@ -493,7 +493,7 @@ async def test_the_owner_pays_exactly_what_its_requests_cost_and_no_more_than_it
 
         statuses = await asyncio.gather(*(one(n) for n in range(requests)))
     assert statuses == [200] * requests
-    assert services.compute.registry.stats == compiled  # each request instantiated the prepared module: none compiled it
+    assert services.compute.registry.stats == compiled  # each request instantiated the prepared module: none compiled
 
     def recorded() -> list[dict]:  # a caller is answered before its run's record is written
         return [r["record"] for r in services.compute.provenance_records.recent(2 * requests)

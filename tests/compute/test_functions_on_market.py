@@ -182,7 +182,8 @@ async def _owner_and_provider(node_factory, *, deployed: bool = True, **provider
     await peer_with_provider(owner, provider)
     module = await deploy(owner, "cgi", wasi=True)
     if deployed:
-        await provider.app[NODE].compute.registry.deploy(owner.app[NODE].compute.store.wasm(bytes.fromhex(module)), wasi=True)
+        wasm_bytes = owner.app[NODE].compute.store.wasm(bytes.fromhex(module))
+        await provider.app[NODE].compute.registry.deploy(wasm_bytes, wasi=True)
     return owner, provider, module, provider.app[NODE].market.honoured_ask("compute")
 
 

@@ -52,7 +52,8 @@ async def _owner_and_provider(node_factory, **compute):
     owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
     await peer_with_provider(owner, provider)
     module = await deploy(owner, "cgi", wasi=True)
-    await provider.app[NODE].compute.registry.deploy(owner.app[NODE].compute.store.wasm(bytes.fromhex(module)), wasi=True)
+    wasm_bytes = owner.app[NODE].compute.store.wasm(bytes.fromhex(module))
+    await provider.app[NODE].compute.registry.deploy(wasm_bytes, wasi=True)
     return owner, provider, module, provider.app[NODE].market.honoured_ask("compute")
 
 

@@ -127,7 +127,8 @@ async def test_100_deterministic_jobs_on_three_replicas_agree_and_each_provider_
     before = [balances(gateway, p) for p in providers]
     ran_before = [_jobs_paid_on(p) for p in providers]
     charges = {p.app[IDENTITY].id: 0 for p in providers}
-    lacked = [not p.app[NODE].compute.registry.has_module(module) for p in providers]  # (a test before may have pushed it)
+    # (a test before may have pushed it)
+    lacked = [not p.app[NODE].compute.registry.has_module(module) for p in providers]
     ids = []
     for n in range(100):
         data = bytes(range(256)) * n + b"%d" % n

@@ -8,8 +8,9 @@ stdin (at most the function's `max_body`, else 413 before it is read), the store
 under /in (staged once, when it is served), no /out.  Its stdout is a CGI response: header lines (`Status:`,
 `Content-Type`, `Location`, ...), a blank line, the body.  Headers a function may not set are dropped: hop-by-hop
 ones, and any cookie named like the node's own (`xsc_...`: cookies do not keep to a port, and the dashboard is on
-the same host).  (compute/cgi.py makes the environment and reads the answer's head.)  A `Range:` request on a 200 answer gets 206 and the bytes asked for; a conditional GET that names
-the answer's validator, 304, and one whose If-Match or If-Unmodified-Since does not hold, 412; a GET of /fn/NAME,
+the same host).  (compute/cgi.py makes the environment and reads the answer's head.)  A `Range:` request on a 200
+answer gets 206 and the bytes asked for; a conditional GET that names the answer's validator, 304, and one whose
+If-Match or If-Unmodified-Since does not hold, 412; a GET of /fn/NAME,
 301 to /fn/NAME/ (compute/web_answers.py); a function's own Content-Length is checked, not sent.
 
 A function served `on_market` is not run here: it is placed on a provider the market offers

@@ -42,6 +42,7 @@ class ModuleRegistry:
         self.max_module_size, self.peer_compile_timeout = max_module_size, peer_compile_timeout
         self._secret = secret
         self._pool = pool
+        # Peers' modules compile here, one at a time, never on the threads the operator's calls run on.
         self.pushed_pool = Workers(1, "xsc-wasm-pushed")
         self._cache: OrderedDict[bytes, sandbox.Prepared] = OrderedDict()
         self._cache_lock = threading.Lock()
