@@ -105,6 +105,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 # Seconds between the full collections of a test process that scan everything it holds (node/collector.py).
 RESCAN_SECONDS = 60.0
+COLLECTOR = Collector(rescan_seconds=RESCAN_SECONDS)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -113,7 +114,19 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     closed nodes' apps, the market's and allocation's caches their orders and commitments), 500,000-900,000
     objects by the end, and each full collection scanned them all: 200-300 ms each, 7% of a worker's CPU.  A rescan
     a minute bounds how long garbage in cycles among frozen objects waits."""
-    Collector(rescan_seconds=RESCAN_SECONDS).install()
+    COLLECTOR.install()
+
+
+@pytest.fixture
+def collector_paused():
+    """The test process's collector policy off while a test runs, for a test that collects garbage and checks what
+    was found: nothing it makes is frozen meanwhile (a full collection could freeze it while alive, and its own
+    collection would then not see it), and no rescan brings back in sight what other tests left frozen."""
+    COLLECTOR.uninstall()
+    try:
+        yield
+    finally:
+        COLLECTOR.install()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -722,7 +722,7 @@ async def test_items_of_a_closed_group_send_are_told_they_ended() -> None:
     assert in_flight.cancelled() and waiting.cancelled() and sorted(ended) == ["a", "b"]
 
 
-async def test_in_threads_raises_the_first_failure_and_leaves_no_other_unretrieved() -> None:
+async def test_in_threads_raises_the_first_failure_and_leaves_no_other_unretrieved(collector_paused) -> None:
     reported: list[dict] = []
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda loop, context: reported.append(context))

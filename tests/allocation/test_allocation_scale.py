@@ -123,12 +123,9 @@ class _Record:
         self.stamp = stamp
 
 
-def test_the_rounds_make_no_reference_cycles():
+def test_the_rounds_make_no_reference_cycles(collector_paused):
     """The rounds simulator's workers run without the cyclic garbage collector (reference counting
     frees everything): one run leaves nothing for it to find."""
-    # What this test process's collector froze (tests/conftest.py) is put back in sight first and collected: else the
-    # collection after the run could be the one that brings it back, with the other tests' garbage in it.
-    gc.unfreeze()
     gc.collect()
     gc.disable()
     try:

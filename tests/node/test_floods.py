@@ -315,7 +315,7 @@ async def test_tls_handshakes_under_way_count_against_the_caps_and_the_oldest_pa
 
 
 async def test_a_connection_refused_past_the_caps_where_the_loop_accepts_is_answered_503_with_nothing_logged(
-        caplog):
+        caplog, collector_paused):
     """The web functions' and S3 listeners let the loop accept, and refuse a connection past their caps once
     aiohttp has it: it is answered 503, and its handler's task ends without an error logged."""
     app = web.Application()
