@@ -643,7 +643,7 @@ class WebFunctions:
     async def call(self, name: str, request: Request) -> Answer:
         served, request, location = self.admit(name, request)
         if location is not None:
-            return Answer(301, [("Location", location)], Spill.written(None, asyncio.get_running_loop()), 0, -1)
+            return Answer(301, [("Location", location)], Spill.empty(asyncio.get_running_loop()), 0, -1)
         if served.record["on_market"]:
             return self._elsewhere(served, request)
         served.in_flight += 1
@@ -782,7 +782,7 @@ class WebFunctions:
         # the path as it was sent (decoded and encoded again, bytes that are not UTF-8 would be lost)
         raw = request.raw_path_info.lstrip("/").encode("utf-8", "surrogateescape")
         location = url + quote(raw, safe="/%!$&'()*+,;=:@~") + (f"?{request.query}" if request.query else "")
-        return Answer(307, [("Location", location)], Spill.written(None, asyncio.get_running_loop()), 0, -1)
+        return Answer(307, [("Location", location)], Spill.empty(asyncio.get_running_loop()), 0, -1)
 
     def _record(self, served: Served, request: Request, spec: JobSpec, prepared, signature, limits, ran,
                 budget: int, bill: Bill) -> None:

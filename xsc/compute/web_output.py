@@ -221,11 +221,9 @@ class Spill:
             return f.read(length)
 
     @classmethod
-    def written(cls, path: Path | None, loop: asyncio.AbstractEventLoop) -> Spill:
-        """An answer written whole to `path` already (a provider's, fetched); None: an empty one."""
-        spill = cls(Path(), loop, 0 if path is None else path.stat().st_size)
-        if path is not None:
-            spill.path, spill.size = path, spill.cap
+    def empty(cls, loop: asyncio.AbstractEventLoop) -> Spill:
+        """An answer with no body, whole (a redirect's): no run writes it."""
+        spill = cls(Path(), loop, 0)
         spill.close()
         return spill
 
