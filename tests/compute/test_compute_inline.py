@@ -64,6 +64,30 @@ async def test_a_small_call_runs_inline_and_answers_as_the_pool_would(node, monk
     assert record["fuel_limit"] == 10_000_000 and record["fuel_consumed"] == pool.fuel_consumed
 
 
+async def test_a_module_the_loops_engine_does_not_load_is_tried_in_the_nodes_engine(node, monkeypatch, caplog) -> None:
+    compute = node.app[NODE].compute
+    _unhurried(monkeypatch)
+    module = await deploy(node, "fibonacci")
+    loop_engine, deserialize = compute.loop_engine.engine, sandbox.wasmtime.Module.deserialize
+
+    def refused_by_the_loops_engine(engine, artifact):
+        if engine is loop_engine:
+            raise sandbox.wasmtime.WasmtimeError("incompatible module: the engine's settings differ")
+        return deserialize(engine, artifact)
+
+    monkeypatch.setattr(sandbox.wasmtime.Module, "deserialize", refused_by_the_loops_engine)
+    for n in (12, 13):
+        status, body = await _concurrently(node, module, "fib", n, fuel=10_000_000)
+        assert status == 200, body
+        pool = _pool_run(compute, module, "fib", [n], 10_000_000)
+        assert [r["value"] for r in body["results"]] == pool.results and body["fuel_consumed"] == pool.fuel_consumed
+    assert compute.inline["inline"] == 2 and compute.inline["inline_retried"] == 0  # both tried on the loop
+    prepared = compute.registry.prepared(bytes.fromhex(module))
+    assert prepared.loop_copy is prepared  # the node's own module, in the node's engine
+    said = [r.getMessage() for r in caplog.records if "does not load in the engine of the calls" in r.getMessage()]
+    assert len(said) == 1 and "incompatible module" in said[0], said  # once, with wasmtime's words
+
+
 async def test_a_call_past_the_inline_fuel_runs_on_the_pool_and_its_export_stays_there(node, monkeypatch) -> None:
     compute = node.app[NODE].compute
     _unhurried(monkeypatch)  # fib(22)'s try runs out of its fuel, never preempted first (which says nothing of it)

@@ -333,8 +333,9 @@ class LoopEngine:
     """The engine of the calls a node tries on its event loop (small invokes, web requests), one at a time: of the
     node's engine's settings, its instances made in slots kept mapped (engine.make_engine(pooled=True)), so that a
     fresh instance maps, protects and unmaps no memory.  Each module is loaded in it once, at its first try, and
-    kept with the module (`Prepared.loop_copy`).  Where the process's address space has no room for the slots beside
-    an instance for each of `others` threads, the node's engine itself, said once in the log."""
+    kept with the module (`Prepared.loop_copy`); one it does not load is tried in the node's engine.  Where the
+    process's address space has no room for the slots beside an instance for each of `others` threads, the node's
+    engine itself, said once in the log."""
 
     def __init__(self, node_engine: wasmtime.Engine, others: int) -> None:
         refused = eng.pool_refused(beside=others * eng.INSTANCE_ADDRESS_SPACE)
@@ -349,23 +350,32 @@ class LoopEngine:
         return (self._node_engine,) if self.engine is self._node_engine else (self._node_engine, self.engine)
 
     def prepared(self, prepared: Prepared) -> Prepared:
-        """`prepared` loaded in this engine (on the loop's thread: nothing else loads it)."""
+        """`prepared` loaded in this engine (on the loop's thread: nothing else loads it).  A module this engine does
+        not load is `prepared` itself, run in the node's engine (`run`), and the log says so once."""
         if self.engine is self._node_engine:
             return prepared
         if prepared.loop_copy is None:
-            module = wasmtime.Module.deserialize(self.engine, prepared.module.serialize())
-            pre = None
-            if prepared.wasi_pre is not None:  # linked in the node's engine already: the same imports link here
-                linker = wasmtime.Linker(self.engine)
-                linker.define_wasi()
-                pre = linker.instantiate_pre(module)
-            prepared.loop_copy = Prepared(prepared.module_hash, module, prepared.info, pre, prepared.hidden_memory)
+            try:
+                module = wasmtime.Module.deserialize(self.engine, prepared.module.serialize())
+                pre = None
+                if prepared.wasi_pre is not None:  # linked in the node's engine already: the same imports link here
+                    linker = wasmtime.Linker(self.engine)
+                    linker.define_wasi()
+                    pre = linker.instantiate_pre(module)
+            except wasmtime.WasmtimeError as exc:
+                log.warning("module %s does not load in the engine of the calls tried on the event loop (%s): its "
+                            "tries there run in the node's engine", prepared.module_hash.hex(), wasmtime_cause(exc))
+                prepared.loop_copy = prepared
+            else:
+                prepared.loop_copy = Prepared(prepared.module_hash, module, prepared.info, pre, prepared.hidden_memory)
         return prepared.loop_copy
 
     def run(self, prepared: Prepared, function: str, signature: Signature, args: list[int | float],
             limits: Limits, wasi_argv: list[str] | None = None, **options: typing.Any) -> Outcome:
-        """`run` in this engine."""
-        return run(self.engine, self.prepared(prepared), function, signature, args, limits, wasi_argv, **options)
+        """`run` in this engine, or in the node's for a module this one does not load (`prepared`)."""
+        loaded = self.prepared(prepared)
+        engine = self._node_engine if loaded is prepared else self.engine
+        return run(engine, loaded, function, signature, args, limits, wasi_argv, **options)
 
 
 def wasmtime_cause(exc: Exception) -> str:
