@@ -191,13 +191,12 @@ class TrustLines:
             else:
                 self._reserved.pop(peer, None)
 
-    def use(self, peer: str, price: int, *, reserved: int = 0, batch: Any = None) -> None:
-        """The work was taken on: `price` is used on the line (a reservation of `reserved` ends with it).
-        With `batch`, written in the caller's write batch (with the work's own record)."""
+    def use(self, peer: str, price: int, *, reserved: int = 0) -> None:
+        """The work was taken on: `price` is used on the line (a reservation of `reserved` ends with it)."""
         with self.lock_of(peer):
             totals = self._totals(peer)
             totals["used"] = min(MAX_LINE, totals["used"] + price)
-            self._put(peer, totals, batch)
+            self._put(peer, totals)
         if reserved:
             self.release(peer, reserved)
 
@@ -207,7 +206,7 @@ class TrustLines:
         with self.lock_of(peer):
             totals = self._totals(peer)
             totals["used"] = max(0, totals["used"] - price)
-            self._put(peer, totals, None)
+            self._put(peer, totals)
 
     def paid(self, peer: str, authorization: Authorization, amount: int, now: float | None = None) -> None:
         """This node countersigned a receipt of `amount` for `peer`: counted on its line once."""
@@ -273,13 +272,10 @@ class TrustLines:
             totals = self._totals(peer)
             return max(0, collectable(totals, self.recognised(peer)) - totals["paid"])
 
-    def _put(self, peer: str, totals: dict[str, int], batch: Any) -> None:
-        self._store.put_totals(peer, totals, batch)
+    def _put(self, peer: str, totals: dict[str, int]) -> None:
+        self._store.put_totals(peer, totals)
         self._changed(peer)
-        if batch is None:
-            self._lines[peer] = totals
-        else:  # on disk only if the caller's batch is written: read again next time
-            self._lines.pop(peer, None)
+        self._lines[peer] = totals
 
     def recognition_changed(self) -> None:
         """The user set a peer's recognition: its credit (`credit`), and so its backing, may have changed with it.

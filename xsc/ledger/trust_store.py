@@ -4,8 +4,6 @@ ledger/trust.py's TrustLines alone, which caches and locks."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from .. import codec
 from .. import keys
 from ..db import Database
@@ -33,10 +31,9 @@ class TrustStore:
                  for key in self._db.iterator(prefix=prefix, include_value=False)}
         return [public_id(peer) for peer in sorted(found)]
 
-    def put_totals(self, peer: str, totals: dict[str, int], batch: Any = None) -> None:
-        """Write the peer's totals, in `batch` if given (on disk only when the batch is)."""
-        key, value = keys.trust_line(parse_public_id(peer)), codec.dumps(totals)
-        (self._db if batch is None else batch).put(key, value)
+    def put_totals(self, peer: str, totals: dict[str, int]) -> None:
+        """Write the peer's totals."""
+        self._db.put(keys.trust_line(parse_public_id(peer)), codec.dumps(totals))
 
     @staticmethod
     def marker(total: str, authorization_id: bytes) -> bytes:
