@@ -366,12 +366,12 @@ TASKS_STARTED_ELSEWHERE = {
     "xsc.serve.listener": 1,
     "xsc.peers.probes": 3,
     "xsc.peers.service": 2,
-    "xsc.storage.files": 1,
     "xsc.storage.gateway_get": 1,
     # a put's begins, awaited on every path as its first segments are encoded; the read of a segment while the ones
     # before it are collected, awaited (or cancelled and awaited) on every path
     "xsc.storage.gateway_put": 2,
     "xsc.storage.remote": 2,
+    "xsc.storage.removals": 1,
     "xsc.storage.scrubber": 1,
 }
 

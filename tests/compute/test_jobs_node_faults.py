@@ -147,14 +147,14 @@ async def test_a_remote_job_whose_ending_write_fails_is_told_as_its_record_stand
         failing_now.append(True)
         raise OSError(errno.EIO, "Input/output error")
 
-    save, begin_removals = jobs.records.save, jobs.storage.begin_removals
+    save, begin = jobs.records.save, jobs.storage.removals.begin
 
     async def removing(*args):  # (the write that records it failed takes its outputs out of the listing)
-        return failing() if failing_now else await begin_removals(*args)
+        return failing() if failing_now else await begin(*args)
 
     monkeypatch.setattr(jobs.records, "finished", failing)
     monkeypatch.setattr(jobs.records, "save", lambda *args: failing() if failing_now else save(*args))
-    monkeypatch.setattr(jobs.storage, "begin_removals", removing)
+    monkeypatch.setattr(jobs.storage.removals, "begin", removing)
     status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, b"abc")
     monkeypatch.undo()
     assert (status, problem["code"], problem["state"]) == (503, "node-failed", "storing"), problem

@@ -19,7 +19,7 @@ from xsc.node.appkeys import NODE, TOKEN
 from xsc.s3.access import KeyRing
 from xsc.s3.remote import RemoteNode
 from xsc.s3.server import S3Front
-from xsc.storage import Capability, files
+from xsc.storage import Capability
 
 
 async def _body(data: bytes):
@@ -78,13 +78,13 @@ async def test_files_named_by_the_thousands_are_removed_a_thousand_at_a_time(nod
     """2,500 names (five of them files held, the others capabilities of no file here): three removals of at most
     1,000, as the user API takes them a request, whichever link the front has."""
     storage = node.app[NODE].storage
-    real, batches = storage.remove_all, []
+    real, batches = storage.removals.remove_all, []
 
     async def removing(caps):
         batches.append(len(caps))
         return await real(caps)
 
-    monkeypatch.setattr(storage, "remove_all", removing)
+    monkeypatch.setattr(storage.removals, "remove_all", removing)
     async with _link(node, through) as link:
         held = [(await link.put_file(_body(b"y" * (20 + n)), 20 + n, f"many-{n}"))["capability"] for n in range(5)]
         names = [str(Capability(key=os.urandom(32), manifest_hash=os.urandom(32), size=10)) for _ in range(2495)]
@@ -123,5 +123,5 @@ async def test_a_removal_the_node_could_not_finish_is_its_to_finish_and_the_mark
         assert ("the node took 2 files out of its listing and finishes removing them later: the data dir's disk is "
                 "full") in said, said
     monkeypatch.setattr(store, "delete_files", real)
-    await files._finish_removals(storage)  # a round of the node's storage-strays loop, the disk with room again
+    await storage.removals.finish_cut_short()  # a round of the node's storage-strays loop, the disk with room again
     assert store.removals() == []

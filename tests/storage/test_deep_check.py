@@ -92,9 +92,9 @@ async def test_a_file_removed_while_the_run_goes_is_passed_over(node_factory, mo
 
     async def removing(cap, progress=None):
         if str(cap) == first:  # the last file is removed before its turn comes
-            await storage.remove(Capability.parse(last))
+            await storage.removals.remove(Capability.parse(last))
         if str(cap) == second:  # this one as its verify begins
-            await storage.remove(cap)
+            await storage.removals.remove(cap)
         return await verify(cap, progress)
 
     monkeypatch.setattr(deep_check, "VERIFIED_AT_ONCE", 1)  # one file after another: the last one's turn comes later

@@ -16,7 +16,7 @@ import pytest
 
 from xsc.errors import NotFound, PeerUnreachable
 from xsc.node.appkeys import NODE
-from xsc.storage import Capability, files, holder_client, remote
+from xsc.storage import Capability, holder_client, remote
 
 from tests.support.waiting import eventually_async
 
@@ -71,10 +71,10 @@ async def test_a_removal_begun_while_a_repair_moves_a_share_leaves_nothing_of_th
     repair = asyncio.ensure_future(a.storage.repair(cap))
     await asyncio.wait_for(committed.wait(), WAIT)
     assert nodes["d"].app[NODE].gateway.store.share_meta(si, lost) is not None
-    await a.storage.begin_removals([cap], int(time.time()), {})  # as a job's new run replaces its outputs
+    await a.storage.removals.begin([cap], int(time.time()), {})  # as a job's new run replaces its outputs
     go_on.set()
     [outcome] = await asyncio.gather(repair, return_exceptions=True)
-    await a.storage.finish_removals([cap])
+    await a.storage.removals.finish([cap])
 
     for name, node in nodes.items():
         assert node.app[NODE].gateway.store.share_metas(si) == [], f"node {name} still holds a share of the file"
@@ -90,11 +90,11 @@ async def test_a_repair_asked_for_once_a_removal_began_and_before_it_finished_is
     a = nodes["a"].app[NODE]
     lost = placement.index(_id(nodes["b"]))
     a.store.mark_damaged(si, lost, "a failed audit", _id(nodes["b"]))
-    await a.storage.begin_removals([cap], int(time.time()), {})
+    await a.storage.removals.begin([cap], int(time.time()), {})
     with pytest.raises(NotFound, match="removed while its repair waited"):  # not repaired as another node's file
         await a.storage.repair(cap)
     assert nodes["d"].app[NODE].gateway.store.share_metas(si) == []
-    await a.storage.finish_removals([cap])
+    await a.storage.removals.finish([cap])
     for name, node in nodes.items():
         assert node.app[NODE].gateway.store.share_metas(si) == [], f"node {name} still holds a share of the file"
     assert all(d.ended and d.node in placement for d in a.deals.of_file(si))
@@ -114,7 +114,7 @@ async def test_a_removal_counts_a_share_its_holder_no_longer_has_as_deleted(spre
         return await delete(holder, si, share)
 
     monkeypatch.setattr(holder_client.RemoteHolder, "delete", c_unreachable)
-    removed = await a.storage.remove(cap)
+    removed = await a.storage.removals.remove(cap)
     assert set(removed["not_deleted_on"]) == {c}, removed  # b has nothing of the file left; c may still
     assert [set(shares.values()) for _, shares, _ in a.store.strays()] == [{c}]
 
@@ -146,7 +146,7 @@ async def test_a_share_moved_off_a_holder_that_did_not_answer_is_deleted_there_o
     assert nodes["b"].app[NODE].gateway.store.share_meta(si, lost) is not None  # b, down, kept its copy
 
     down.clear()  # b answers again: the removal deletes the copy the repair left there with the file's shares
-    removed = await a.storage.remove(cap)
+    removed = await a.storage.removals.remove(cap)
     assert removed["not_deleted_on"] == {}, removed
     for name, node in nodes.items():
         assert node.app[NODE].gateway.store.share_metas(si) == [], f"node {name} still holds a share of the file"
@@ -169,12 +169,12 @@ async def test_the_copy_left_on_a_holder_probed_down_waits_for_a_probe_to_find_i
 
     monkeypatch.setattr(type(a.peers), "availability", as_probed)
     asked.clear()
-    await files._release_strays(a.storage)  # a round of the node's storage-strays loop
+    await a.storage.removals.release_strays()  # a round of the node's storage-strays loop
     assert asked == [] and [set(shares.values()) for _, shares, _ in a.store.strays()] == [{b}]
 
     probed[b] = True  # a probe finds b up, and it answers: the copy goes
     down.clear()
-    await files._release_strays(a.storage)
+    await a.storage.removals.release_strays()
     assert a.store.strays() == []
     assert nodes["b"].app[NODE].gateway.store.share_meta(si, lost) is None
 

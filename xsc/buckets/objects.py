@@ -213,7 +213,7 @@ class ObjectWriter:
             try:
                 if isinstance(charged, BaseException):
                     with contextlib.suppress(XscError):  # else the front's reconciliation removes it: no record names it
-                        await self.files.remove(Capability.parse(cap))
+                        await self.files.removals.remove(Capability.parse(cap))
                     raise charged
                 # Its access judged again as it is recorded: a grant revoked while its file was stored refuses it.
                 record = {**stored(cap), "writer": p.user}

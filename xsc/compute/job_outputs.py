@@ -63,7 +63,7 @@ class JobOutputs:
                 replaced = [cap for rider in riders for cap in rider.replaced]
                 if any(rider.wrote for rider in riders):
                     job.pop("replacing", None)
-                await self.storage.finish_removals(replaced)
+                await self.storage.removals.finish(replaced)
         except BaseException:
             await self.unstore(job)
             raise
@@ -81,8 +81,8 @@ class JobOutputs:
         caps = list({o["capability"]: Capability.parse(o["capability"]) for o in named}.values())
         written = {**(record if record is not None else on_disk if on_disk is not None else job), "outputs": []}
         job["outputs"] = []
-        await self.storage.begin_removals(caps, int(time.time()), dict(record_entries(self.user, job["id"], written)))
-        await self.storage.finish_removals(caps)
+        await self.storage.removals.begin(caps, int(time.time()), dict(record_entries(self.user, job["id"], written)))
+        await self.storage.removals.finish(caps)
 
     async def replace(self, jid: str) -> None:
         """The outputs of the run before (`replacing`) of a job whose run ended without publishing any of its own
@@ -94,8 +94,8 @@ class JobOutputs:
         if job is None or not job.get("replacing") or job.get("state") not in REPLACING:
             return
         caps = [Capability.parse(o["capability"]) for o in job.pop("replacing")]
-        await self.storage.begin_removals(caps, int(time.time()), dict(record_entries(self.user, jid, job)))
-        await self.storage.finish_removals(caps)
+        await self.storage.removals.begin(caps, int(time.time()), dict(record_entries(self.user, jid, job)))
+        await self.storage.removals.finish(caps)
 
 
 class _Recorded:
@@ -116,7 +116,7 @@ class _Recorded:
         written: dict[bytes, bytes | None] = {}
         self.replaced = [Capability.parse(o["capability"]) for o in job.pop("replacing", [])]
         for cap in self.replaced:
-            written.update(self.storage.removal_entries(read, cap, int(time.time())))
+            written.update(self.storage.removals.removal_entries(read, cap, int(time.time())))
         written.update(record_entries(self.user, self.jid, {**job, "state": "storing",
                                                             "outputs": [*outputs, self.output]}))
         self.wrote = True

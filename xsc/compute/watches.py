@@ -402,7 +402,7 @@ class Watches:
         """Files no object refers to any more (a datum's outputs replaced or deleted): removed from the store."""
         for text in garbage:
             try:
-                await self.jobs.storage.remove(Capability.parse(text))
+                await self.jobs.storage.removals.remove(Capability.parse(text))
             except XscError as err:  # the S3 front's collector may have been first
                 log.debug("removing %s: %s", text[:40], err.message)
         if garbage:

@@ -130,10 +130,10 @@ class LocalNode:
 
     async def delete_file(self, cap: str) -> None:
         with contextlib.suppress(NotFound):
-            await self.storage.remove(Capability.parse(cap))
+            await self.storage.removals.remove(Capability.parse(cap))
 
     async def delete_files(self, caps: list[str]) -> list[str]:
-        # Removed together, their synced writes per batch, not per file (StorageService.remove_all), REMOVED_AT_ONCE a
+        # Removed together, their synced writes per batch, not per file (Removals.remove_all), REMOVED_AT_ONCE a
         # batch, as the user API takes them a request: a reconciliation's thousands are neither taken out of the
         # listing in one write nor hold every one's repair lock at once.  A file the node took out of the listing and
         # could not finish removing is its to finish (it said why in its log): its mark is done with.  One that is no
@@ -146,7 +146,7 @@ class LocalNode:
         for i in range(0, len(marks), REMOVED_AT_ONCE):
             batch = marks[i:i + REMOVED_AT_ONCE]
             try:
-                await self.storage.remove_all([parsed[mark] for mark in batch])
+                await self.storage.removals.remove_all([parsed[mark] for mark in batch])
             except XscError as err:
                 log.warning("could not remove %s from the store yet: %s", counted(len(batch), "file"), err)
                 continue

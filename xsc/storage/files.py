@@ -1,4 +1,4 @@
-"""The files this node's user stores: put, get, remove, check, verify, repair, renew, across nodes.
+"""The files this node's user stores: put, get, remove (removals.py), check, verify, repair, renew, across nodes.
 
 This is the user's side of storage (the gateway node, Tahoe's model): the Gateway does the bytes
 (segments, encryption, erasure coding, verification) against Holder objects; this service decides
@@ -24,13 +24,13 @@ from typing import Any
 
 from .. import db
 from ..errors import (BadRequest, DeepCheckRunning, DiskFull, IntegrityError, InvalidCapability, MarketNoDeal,
-                      NotEnoughShares, NotFound, PeerNotFound, PeerUnreachable, ShareNotFound, XscError)
+                      NotEnoughShares, NotFound, PeerNotFound, PeerUnreachable, XscError)
 from ..identity import Identity
 from ..ledger.service import LedgerService
 from ..market.dealing import Dealing
 from ..market.service import MarketService
 from ..tasks import Locks, at_most, in_pool, periodic
-from ..units import counted, format_size
+from ..units import format_size
 from . import quotes
 from .core import layout, leases
 from .core.capability import Capability
@@ -45,13 +45,12 @@ from .core.placement import NONE_FOUND, single_points
 from .locate import Locator
 from .placing import SharePlacing
 from .remote import KEEP_ALIVE
+from .removals import Removals
 from .strangers import ProviderTerms
 
 log = logging.getLogger(__name__)
 
 LOCAL = "this node"  # how a file record put without peers names this node
-REMOVING_AT_ONCE = 16  # files of a batch removal whose shares are deleted on their holders at once
-FINISHED_AT_ONCE = 1000  # removals a start finishes together: each batch one synced write of each kind, its locks held
 ReadFn = Callable[[int], Awaitable[bytes]]
 
 
@@ -129,13 +128,6 @@ async def _outcome(put: Awaitable[dict[str, Any]]) -> dict[str, Any] | Exception
         return await put
     except Exception as err:  # noqa: BLE001 - this file's own outcome; the others of its group go on
         return err
-
-
-def _share_gone(result: object) -> bool:
-    """Whether a holder's answer to a delete says it holds no such share (here, or a peer's 404 share-not-found)."""
-    if isinstance(result, ShareNotFound):
-        return True
-    return isinstance(result, XscError) and (result.details or {}).get("peer_code") == ShareNotFound.code
 
 
 class _Found(Exception):
@@ -292,12 +284,13 @@ class StorageService:
         self.terms = terms  # each provider's terms for this node, and prepayment within ledger.auto_prepay
         self.locator = locator  # where the shares of a file this node did not place are (None: only here)
         self.shares_lost = shares_lost  # set once a put lost shares: the audits start their repair (AuditService)
-        self.strays_interval = strays_interval  # seconds between attempts to delete the copies noted (note_strays)
         self.repair_locks: Locks[bytes] = Locks()  # storage index -> one repair (or removal) of the file at a time
         self.unplaced = Unplaced()  # files whose last repair found nowhere to put a share
         self._deep_check: tuple[str, float] | None = None  # the run over every file going on: its action, its start
         self._view: tuple[int, list[dict], dict[str, int]] | None = None  # files_view's reading, see there
-        self._finishing: asyncio.Future | None = None  # start(): removals a crash cut short
+        self.removals = Removals(gateway=gateway, deals=deals, peers=peers, pool=pool, holder=self.holder,
+                                 holders_of=self.holders_of, repair_locks=self.repair_locks,
+                                 forget_unplaced=self.unplaced.drop, strays_interval=strays_interval)
         self.placing = SharePlacing(gateway=gateway, deals=deals, dealing=dealing, terms=terms, peers=peers,
                                     holder=self.holder, pool=pool, me=me, lease_duration=lease_duration)
 
@@ -498,7 +491,7 @@ class StorageService:
             try:
                 await self.ledger.ensure_credit(self.payer, quote.cost, promised=await self.promised())
             except XscError:
-                await self.delete_everywhere(cap)
+                await self.removals.delete_everywhere(cap)
                 raise
         if quote.deals:
             deals = quote.deals
@@ -532,7 +525,7 @@ class StorageService:
 
         return place
 
-    # --- get, list, remove ---------------------------------------------------------------------
+    # --- get, list ---------------------------------------------------------------------------
     async def open(self, cap: Capability, byte_range: tuple[int, int] | None = None
                    ) -> tuple[int, Plaintext]:
         """The file's size and its plaintext (only bytes first..last of `byte_range`: only the segments
@@ -563,91 +556,21 @@ class StorageService:
         record = await in_pool(self.pool, self.store.file_record, cap.storage_index)
         return record is not None and record["capability"] == str(cap)
 
-    async def remove(self, cap: Capability) -> dict:
-        si = cap.storage_index
-        record = await in_pool(self.pool, self.store.file_record, si)
-        # A removal that began and stopped short (its records' write refused by a full disk) is finished by the
-        # user's rm again, as its refusal said: the file is no longer listed, its record kept under `removing`.
-        pending = {r["storage_index"]: r for r in await in_pool(self.pool, self.store.removals)}.get(si.hex())
-        if (record or pending or {}).get("capability") != str(cap):
-            raise NotFound("this node holds no file with that capability",
-                           hint="`xsc store ls` lists the files this node uploaded")
-        try:
-            left = await self.delete_everywhere(cap) if record else await _finish_removal(self, si)
-        except db.Error as err:
-            if not db.disk_full(err):
-                raise
-            listed = await in_pool(self.pool, self.store.file_record, si) is not None
-            raise DiskFull("the data dir's disk is full: " + ("nothing was removed" if listed else "the file is no "
-                           "longer listed, but not all of it is deleted yet"), hint="free disk space, then run the "
-                           "same xsc store rm again") from err
-        return {"removed": str(cap), "not_deleted_on": left or {}}
-
-    async def delete_everywhere(self, cap: Capability) -> dict[str, str]:
-        """Remove a file: unlisted at once (durably), then its shares deleted on every holder that answers and
-        here, and its deals ended; returns the nodes that did not answer."""
-        # A repair of the file under way finishes first: what it rebuilt is then in the placement and here, and is
-        # deleted with the rest (removed while it ran, it would publish or place a share of a file that is gone).
-        si = cap.storage_index
-        self.unplaced.drop(si)
-        async with self.repair_locks.one(si):
-            record = await in_pool(self.pool, self.store.begin_removal, si, int(time.time()))
-            return await self._finish_removal(record)
-
-    @staticmethod
-    def removal_entries(read: Callable[[bytes], bytes | None], cap: Capability, at: int) -> dict[bytes, bytes | None]:
-        """What takes the file `cap` out of the listing, for a publication's rider to write in its batch
-        (share_store.removal_entries); `finish_removals` finishes the removal once it is written."""
-        return share_store.removal_entries(read, cap.storage_index, at)
-
-    async def begin_removals(self, caps: list[Capability], at: int, also: dict[bytes, bytes | None]) -> None:
-        """Take the files `caps` out of the listing in one synced write with `also` (records of another owner's that
-        change with them); `finish_removals` finishes their removal."""
-        await in_pool(self.pool, self.store.begin_removals, [cap.storage_index for cap in caps], at, also)
-
-    async def remove_all(self, caps: list[Capability]) -> Removed:
-        """`remove` of each file of `caps` this node's user has, listed or its removal cut short (one it has not:
-        nothing), its synced writes per batch, not per file: taken out of the listing in one write, then finished
-        together (`finish_removals`).  What it did with those it had, once each: removed, or no longer listed and
-        to be finished, and why not now."""
-        listed, pending = await in_pool(self.pool, _held, self.store, caps)
-        if listed:
-            await _unlist(self, listed)
-        held = [*listed, *pending]
-        unfinished = await self.finish_removals(held)
-        return Removed([cap for cap in held if cap not in unfinished], unfinished)
-
-    async def finish_removals(self, caps: list[Capability]) -> dict[Capability, str]:
-        """Finish the removal of files taken out of the listing (`removal_entries`, `begin_removals`): their shares
-        deleted on every holder that answers and here, their synced writes together; a file not being removed is left
-        alone.  Those that fail are finished later, as any removal a crash or a full disk cut short
-        (`_finish_removals`): returned, each with why it is not finished now."""
-        try:
-            await _finish_together(self, [cap.storage_index for cap in caps])
-        except Exception as err:  # noqa: BLE001 - finished later
-            return await _unfinished(self, caps, err)
-        return {}
-
-    async def _finish_removal(self, record: dict) -> dict[str, str]:
-        return (await _finish_all(self, [record]))[0]
-
     def start(self) -> None:
-        """Finish the removals a crash cut short (begin_removal), and delete the copies of shares on other nodes that
-        no placement holds (gateway_repair.release_strays), in the background."""
-        self._finishing = asyncio.ensure_future(_finish_removals(self))
+        """Finish the removals a crash cut short, and delete the copies of shares on other nodes that no placement
+        holds (gateway_repair.release_strays), in the background (removals.py)."""
+        self.removals.start()
         if (disk := disk_free(self.store)) is not None and disk < self.store.free:
             log.warning("storage.capacity leaves %s free, but the data dir's disk has %s free: puts and other nodes' "
                         "shares will find the disk full first (set storage.capacity to what the disk can hold: xsc "
                         "config set storage.capacity SIZE)", format_size(self.store.free), format_size(disk))
 
     def loops(self) -> dict[str, Any]:
-        return {"storage-strays": periodic("storage-strays", self.strays_interval, lambda: _finish_removals(self)),
+        return {**self.removals.loops(),
                 "upload-keepalive": periodic("upload-keepalive", KEEP_ALIVE / 2, self.gateway.keep_alive)}
 
     async def close(self) -> None:
-        if self._finishing is not None:
-            self._finishing.cancel()
-            await asyncio.gather(self._finishing, return_exceptions=True)
+        await self.removals.close()
 
     # --- check, verify, repair, renew ------------------------------------------------------------
     async def check(self, cap: Capability) -> dict:
@@ -702,7 +625,7 @@ class StorageService:
         _not_mangled(cap, await in_pool(self.pool, self.store.file_record, cap.storage_index))
         mine = await self.stored(cap)
         async with self.repair_locks.one(cap.storage_index):
-            # A removal may have begun without this lock (`begin_removals`): its file is not repaired, as another's.
+            # A removal may have begun without this lock (`Removals.begin`): its file is not repaired, as another's.
             if not await self.stored(cap) and (mine or await in_pool(self.pool, self.store.known_file,
                                                                       cap.storage_index)):
                 raise NotFound("the file was removed while its repair waited",
@@ -925,147 +848,4 @@ def disk_free(store: share_store.ShareStore) -> int | None:
         return None
 
 
-def _held(store: share_store.ShareStore, caps: list[Capability]) -> tuple[list[Capability], list[Capability]]:
-    """Of `caps`, each once: the files this node's user has listed, and those whose removal was cut short (which an rm
-    of them again finishes, as `remove` does)."""
-    cut_short = {r["storage_index"]: r.get("capability") for r in store.removals()}
-    listed, pending = [], []
-    for cap in dict.fromkeys(caps):
-        record = store.file_record(cap.storage_index)
-        if record is not None and record["capability"] == str(cap):
-            listed.append(cap)
-        elif cut_short.get(cap.storage_index.hex()) == str(cap):
-            pending.append(cap)
-    return listed, pending
-
-
-async def _unlist(service: StorageService, caps: list[Capability]) -> None:
-    """Take the listed files `caps` out of the listing in one synced write (`begin_removals`), or none of them: a full
-    disk refuses them whole (DiskFull)."""
-    for cap in caps:
-        service.unplaced.drop(cap.storage_index)
-    try:
-        await service.begin_removals(caps, int(time.time()), {})
-    except db.Error as err:
-        if not db.disk_full(err):
-            raise
-        raise DiskFull("the data dir's disk is full: nothing was removed",
-                       hint="free disk space, then remove the files again") from err
-
-
-@dataclass
-class Removed:
-    """What a removal of many files did (`StorageService.remove_all`): the files it removed, and those it took out of
-    the listing but could not finish removing now, each with why (the node finishes them later: `_finish_removals`)."""
-
-    finished: list[Capability]
-    unfinished: dict[Capability, str]
-
-
-async def _unfinished(service: StorageService, caps: list[Capability], err: Exception) -> dict[Capability, str]:
-    """Of `caps`, whose removals `err` cut short, those still being removed, each with why in a line its caller can
-    be told: the disk's being full, or the refusal's words; a fault of another kind is the log's."""
-    if db.disk_full(err):
-        log.warning("could not finish removing %s yet: the data dir's disk is full", counted(len(set(caps)), "file"))
-        why = "the data dir's disk is full"
-    else:
-        log.exception("could not finish removing %s", counted(len(set(caps)), "file"))
-        why = err.message if isinstance(err, XscError) else f"this node failed ({type(err).__name__}: see its log)"
-    try:
-        being_removed = {r["storage_index"] for r in await in_pool(service.pool, service.store.removals)}
-    except Exception:  # noqa: BLE001 - the removals unread: none is said finished
-        return {cap: why for cap in caps}
-    return {cap: why for cap in caps if cap.storage_index.hex() in being_removed}
-
-
-async def _finish_removal(service: StorageService, si: bytes) -> dict[str, str] | None:
-    """Finish the removal of the file `si` if it is still being removed (`_finish_together`); the nodes that did not
-    answer, or None if there was nothing to finish."""
-    records, left = await _finish_together(service, [si])
-    return left[0] if records else None
-
-
-async def _finish_removals(service: StorageService) -> None:
-    """Finish the removals that stopped short: cut by a crash (at the start) or by a full disk (each round of the
-    storage-strays loop, the blocks such a disk kept too), so that the space comes back once the disk has room.  They
-    are finished together, FINISHED_AT_ONCE at a time, their synced writes per batch (`_finish_together`): a kill -9
-    during a removal of many files together (a DeleteObjects) leaves them all being removed."""
-    sis = [bytes.fromhex(r["storage_index"]) for r in await in_pool(service.pool, service.store.removals)]
-    for i in range(0, len(sis), FINISHED_AT_ONCE):
-        batch = sis[i:i + FINISHED_AT_ONCE]
-        try:
-            records, left = await _finish_together(service, batch)
-        except Exception as err:  # noqa: BLE001 - the next round tries again
-            if not db.disk_full(err):
-                log.exception("could not finish removing %s", counted(len(batch), "file"))
-            else:
-                log.warning("could not finish removing %s yet: the data dir's disk is full",
-                            counted(len(batch), "file"))
-            continue
-        if records:
-            log.info("finished removing %s cut short", counted(len(records), "file"))
-        for record, nodes in zip(records, left):
-            if nodes:
-                log.info("file %s is not deleted on %s yet (asked again until they answer)", record["storage_index"],
-                         nodes)
-    await in_pool(service.pool, service.store.kept.free)
-    await _release_strays(service)
-
-
-async def _finish_together(service: StorageService, sis: list[bytes]) -> tuple[list[dict], list[dict[str, str]]]:
-    """Finish the removals of those of `sis` still being removed, together (`_finish_all`), under each file's repair
-    lock (an rm of one may finish it meanwhile: they are looked up once the locks are held).  Their records, and per
-    file the nodes that did not answer."""
-    wanted = {si.hex() for si in sis}
-    async with service.repair_locks.many(sis):
-        records = [r for r in await in_pool(service.pool, service.store.removals) if r["storage_index"] in wanted]
-        return records, await _finish_all(service, records)
-
-
-async def _finish_all(service: StorageService, records: list[dict]) -> list[dict[str, str]]:
-    """The removals of `records` (begun: `begin_removals`) finished: each file's shares deleted on its holders, then the
-    deals of all ended in one synced write, then all deleted here in one (last: until then a restart finishes them).
-    Returns, per file, the nodes that did not answer."""
-    if not records:
-        return []
-    left = await at_most(REMOVING_AT_ONCE, (_delete_held(service, record) for record in records))
-    await in_pool(service.pool, service.deals.removed_all, {bytes.fromhex(r["storage_index"]): r["removed_at"]
-                                                            for r in records})
-    await in_pool(service.pool, service.store.delete_files, [bytes.fromhex(r["storage_index"]) for r in records])
-    return left
-
-
-async def _delete_held(service: StorageService, record: dict) -> dict[str, str]:
-    """A file being removed: its shares deleted on every holder that answers, those that did not noted; returns them."""
-    si = bytes.fromhex(record["storage_index"])
-    # Copies a repair committed and could not place (the file's removal began while it ran) go with the rest.
-    await gateway_repair.release_strays(service.gateway, service.holder, si)
-    holders, names = service.holders_of(record)
-    results = await asyncio.gather(*(h.delete(si, s) for s, h in holders.items()), return_exceptions=True)
-    # A holder without the share (lost, collected, never committed there) has nothing of the file left to delete.
-    results = [None if _share_gone(r) else r for r in results]
-    left = {s: names[s] for s, r in zip(holders, results) if isinstance(r, BaseException)}
-    if left:  # asked again at each start and every storage.gc_interval until their lease ends (release_strays)
-        await in_pool(service.pool, service.store.note_strays, si, left, leases.latest(record, int(time.time())))
-    return {names[s]: str(r) for s, r in zip(holders, results) if isinstance(r, BaseException)}
-
-
-async def _release_strays(service: StorageService) -> None:
-    """The copies of shares on other nodes noted to delete (gateway_repair.release_strays), each file's under its
-    repair lock (a repair of it may be under way: what it notes is its own).  A note whose holders were all found
-    down by their last probe waits for a probe to find one up: a node gone for good would otherwise be asked again
-    each round for every file moved off it, a request timeout each where its address drops what it is sent."""
-    peers = service.peers
-    for si, shares, _ in await in_pool(service.pool, service.store.strays):
-        if peers is not None and shares and all(peers.availability(node).up is False for node in shares.values()):
-            continue
-        try:
-            async with service.repair_locks.one(si):
-                released = await gateway_repair.release_strays(service.gateway, service.holder, si)
-            if released:
-                log.info("deleted %d copies of shares of %s that no placement holds", released, si.hex())
-        except Exception:  # noqa: BLE001 - the next round tries again
-            log.exception("could not delete the copies of shares of %s that no placement holds", si.hex())
-
-
-__all__ = ["LOCAL", "Removed", "StorageService", "UnknownNode", "Unplaced"]
+__all__ = ["LOCAL", "StorageService", "UnknownNode", "Unplaced"]

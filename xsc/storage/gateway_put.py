@@ -269,7 +269,7 @@ class _OnePut:
     async def note_remote(self, noted: dict[int, str], writer: RemoteShareWriter | None = None) -> dict[int, str]:
         """The copies this put may commit on other nodes (every remote share's, or `writer`'s) noted to delete
         (`ShareStore.note_strays`) before any is committed: a kill -9 before the file is published leaves copies
-        no placement holds, which the node deletes at its next start (files.py `_release_strays`).  The note goes
+        no placement holds, which the node deletes at its next start (removals.py `release_strays`).  The note goes
         in the publishing write (`publish`).  Not synced: a kill -9 keeps it (it is in the OS's buffers); only a
         machine crash may lose it, and the holders then drop the unpaid copies after `storage.unpaid_grace`.
         Returns the shares noted, with `noted`."""

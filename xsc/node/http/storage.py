@@ -137,12 +137,12 @@ async def get_file(request: web.Request) -> web.StreamResponse:
 
 @routes.delete("/v1/store/files/{cap}")
 async def remove_file(request: web.Request) -> web.Response:
-    return json_response(await request.app[NODE].storage.remove(_cap(request)))
+    return json_response(await request.app[NODE].storage.removals.remove(_cap(request)))
 
 
 @routes.post("/v1/store/remove")
 async def remove_files(request: web.Request) -> web.Response:
-    """Many files removed in one request, their synced writes per batch, not per file (`StorageService.remove_all`):
+    """Many files removed in one request, their synced writes per batch, not per file (`Removals.remove_all`):
     those this node's user has, each once, removed or, taken out of the listing but not finished now, to be finished
     (with why); the others named apart.  An entry that is no capability removes none."""
     texts = (await large_json_body(request, MAX_REMOVAL_BODY, MIN_UPLOAD_RATE, _REMOVAL_HINT)).get("caps")
@@ -157,7 +157,7 @@ async def remove_files(request: web.Request) -> web.Response:
             caps.append(Capability.parse(text))
         except InvalidCapability as err:
             raise InvalidCapability(f"caps[{n}]: {err}", hint=err.hint) from None
-    done, named = await request.app[NODE].storage.remove_all(caps), dict.fromkeys(map(str, caps))
+    done, named = await request.app[NODE].storage.removals.remove_all(caps), dict.fromkeys(map(str, caps))
     removed, unfinished = set(map(str, done.finished)), {str(c): why for c, why in done.unfinished.items()}
     return json_response({"removed": [c for c in named if c in removed],
                           "to_finish": [{"capability": c, "reason": unfinished[c]} for c in named if c in unfinished],
