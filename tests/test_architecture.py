@@ -323,9 +323,9 @@ def test_the_modules_of_jobs_stay_within_their_sizes() -> None:
 
 # Each subsystem reads and writes its keys through a store of its own; these still spell keys themselves, each with
 # what it writes: this list only shrinks.
-STORES = {"xsc.storage.share_store", "xsc.ledger.store", "xsc.ledger.trust_store", "xsc.ledger.dropped",
-          "xsc.compute.store", "xsc.peers.store", "xsc.buckets.index", "xsc.buckets.uploads", "xsc.buckets.entries",
-          "xsc.market.store", "xsc.allocation.itc_ids"}
+STORES = {"xsc.storage.share_store", "xsc.ledger.store", "xsc.ledger.retirement", "xsc.ledger.trust_store",
+          "xsc.ledger.dropped", "xsc.compute.store", "xsc.peers.store", "xsc.buckets.index", "xsc.buckets.uploads",
+          "xsc.buckets.entries", "xsc.market.store", "xsc.allocation.itc_ids"}
 KEYS_ELSEWHERE = {
     "xsc.storage.deals": "storage deals, holder terms and audit marks",
     "xsc.storage.strangers": "providers' terms for this node",

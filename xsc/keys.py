@@ -463,7 +463,7 @@ LEDGER_COVERS = b"l/b/"  # + Merkle root (32) -> the refs it covers, 16 bytes ea
 # + when (8: unix seconds, big endian) + the key of a record that is not kept for good (l/u/, l/k/, l/c/, l/b/, l/tp/,
 # l/to/) -> b"", or for a replay guard (l/u/, l/k/, l/tp/, l/to/) its authorization's expiry (8, big endian: the sweep
 # moves the row when ledger.record_retention was raised, without finding the entry): written with that record,
-# deleted with it once `when` has passed (ledger/store.py `retire`)
+# deleted with it once `when` has passed (ledger/retirement.py `retire`)
 LEDGER_RETIRE = b"l/r/"
 LEDGER_RETIRE_INDEXED = b"l/ri"  # -> b"": the records written before they had an l/r/ row were given theirs
 LEDGER_SETTLED_INDEXED = b"l/ru"  # -> b"": the settled marks (l/u/) written before they had an l/r/ row have theirs

@@ -128,7 +128,7 @@ async def test_records_written_before_they_had_a_retirement_are_given_theirs_onc
     ledger = LedgerService(db, 10**9, node=node, client=user, threads=1, retention=RETENTION)
     try:
         assert _count(db, keys.LEDGER_RETIRE) == 4 + 3
-        assert ledger.store.index_retirements(RETENTION, int(time.time())) == 0  # once
+        assert ledger.store.retirement.index(int(time.time())) == 0  # once
         assert await ledger.retire(auth.expires_at + CLOCK_SKEW + 1) == 1  # the completed mark: past its expiry
         late = claim.expires_at + RETENTION + CLOCK_SKEW + 1
         assert await ledger.retire(late) == 6  # the ids, the lines' marks, the settled marks
@@ -182,7 +182,7 @@ def test_settled_marks_stay_bounded_as_transfers_settle_and_expire(tmp_path) -> 
             settled = store.settle([new_settlement(payer, payee, 7, {"fuel": 1}, f"test:{n}:{i}", now)
                                     for i in range(per_round)], now)
             assert all(not isinstance(s, Exception) for s in settled), settled
-            store.retire(now)
+            store.retirement.retire(now)
             # A mark lives its authorization's 600 s, the retention and the skew: this round's and the last one's.
             assert _count(db, keys.LEDGER_SETTLED) <= 2 * per_round
             assert _count(db, keys.LEDGER_RETIRE) == _count(db, keys.LEDGER_SETTLED)
@@ -207,13 +207,13 @@ def test_a_settled_mark_written_under_a_shorter_retention_stays_until_the_longer
                              authorization=receipt.authorization)
         expires_at = receipt.authorization.expires_at
         between = rules.retired_at(expires_at, RETENTION) + 1
-        assert store.retire(between) >= 1
+        assert store.retirement.retire(between) >= 1
         assert store.settled_by(receipt.authorization.id) == receipt.id
         with pytest.raises(AuthorizationReplayed):
             store.accept([replay], between)
         assert store.verify(between)["ok"]
         late = rules.retired_at(expires_at, 2 * RETENTION) + 1
-        assert store.retire(late) >= 1 and store.settled_by(receipt.authorization.id) is None
+        assert store.retirement.retire(late) >= 1 and store.settled_by(receipt.authorization.id) is None
         with pytest.raises(AuthorizationExpired):
             store.accept([replay], late)
         assert store.verify(late)["ok"] and _count(db, keys.LEDGER_RETIRE) == 0

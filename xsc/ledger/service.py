@@ -30,7 +30,8 @@ from .core.model import (Authorization, Payment, Receipt, authorize, decode_entr
                          normalize_usage)
 from ..tasks import waited_out
 from .history import LedgerHistory
-from .store import RETENTION, RETIRE_BATCH, Count, LedgerStore, Settlement, ThreadedMap, asked_by, new_settlement
+from .retirement import RETIRE_BATCH
+from .store import RETENTION, Count, LedgerStore, Settlement, ThreadedMap, asked_by, new_settlement
 
 MAX_GROUP = 512  # settlements per write batch
 MIN_ACCOUNT_PREFIX = 4  # characters of an account id that name it, when no other known account's id starts so
@@ -51,7 +52,7 @@ class LedgerService:
         self.retention = retention  # ledger.record_retention: how long proof outlives its settlement (`retire`)
         # The chains as they are read (history, one entry, the export), on the reader thread.
         self.history = LedgerHistory(self.store, self._reader, self.balance)
-        if self.store.index_retirements(retention, int(time.time())):
+        if self.store.retirement.index(int(time.time())):
             log.info("the ledger's records written before they had a retirement were given theirs")
         self.credit_limit = credit_limit
         self._client = client.public_key if client is not None else None
@@ -477,12 +478,12 @@ class LedgerService:
         return report
 
     async def retire(self, now: int | None = None) -> int:
-        """Delete the records that are not kept for good and whose time has passed (LedgerStore.retire); how
+        """Delete the records that are not kept for good and whose time has passed (Retirement.retire); how
         many.  Balances and entries never change by it."""
         now, retired = int(time.time()) if now is None else now, 0
         while True:
             async with self._lock:
-                done = await asyncio.get_running_loop().run_in_executor(self._writer, self.store.retire, now)
+                done = await asyncio.get_running_loop().run_in_executor(self._writer, self.store.retirement.retire, now)
             retired += done
             if done < RETIRE_BATCH:
                 return retired

@@ -8,7 +8,7 @@ from .. import codec
 from .. import keys
 from ..db import Database
 from ..identity import parse_public_id, public_id
-from .store import guard_row
+from .retirement import guard_row
 
 
 class TrustStore:
@@ -56,7 +56,7 @@ class TrustStore:
     def counted_rows(self, peer: str, totals: dict[str, int], total: str, authorization_id: bytes,
                      expires_at: int, retention: int) -> dict[bytes, bytes]:
         """The rows of a count: the new totals and the marker that counts them, which goes `retention` past its
-        authorization's expiry `expires_at` (LedgerStore.retire)."""
+        authorization's expiry `expires_at` (Retirement.retire)."""
         marker = self.marker(total, authorization_id)
         return dict((guard_row(marker, expires_at, retention), (marker, b""),
                      (keys.trust_line(parse_public_id(peer)), codec.dumps(totals))))
