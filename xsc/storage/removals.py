@@ -156,12 +156,10 @@ class Removals:
     async def _unfinished(self, caps: list[Capability], err: Exception) -> dict[Capability, str]:
         """Of `caps`, whose removals `err` cut short, those still being removed, each with why in a line its caller
         can be told: the disk's being full, or the refusal's words; a fault of another kind is the log's."""
+        _log_cut_short(len(set(caps)), err)
         if db.disk_full(err):
-            log.warning("could not finish removing %s yet: the data dir's disk is full",
-                        counted(len(set(caps)), "file"))
             why = "the data dir's disk is full"
         else:
-            log.exception("could not finish removing %s", counted(len(set(caps)), "file"))
             why = err.message if isinstance(err, XscError) else f"this node failed ({type(err).__name__}: see its log)"
         try:
             being_removed = {r["storage_index"] for r in await in_pool(self.pool, self.store.removals)}
@@ -186,11 +184,7 @@ class Removals:
             try:
                 records, left = await self._finish_together(batch)
             except Exception as err:  # noqa: BLE001 - the next round tries again
-                if not db.disk_full(err):
-                    log.exception("could not finish removing %s", counted(len(batch), "file"))
-                else:
-                    log.warning("could not finish removing %s yet: the data dir's disk is full",
-                                counted(len(batch), "file"))
+                _log_cut_short(len(batch), err)
                 continue
             if records:
                 log.info("finished removing %s cut short", counted(len(records), "file"))
@@ -268,6 +262,14 @@ def _held(store: share_store.ShareStore, caps: list[Capability]) -> tuple[list[C
         elif cut_short.get(cap.storage_index.hex()) == str(cap):
             pending.append(cap)
     return listed, pending
+
+
+def _log_cut_short(files: int, err: Exception) -> None:
+    """A removal of `files` files that `err` cut short, logged: a full disk as what it is, any other fault whole."""
+    if db.disk_full(err):
+        log.warning("could not finish removing %s yet: the data dir's disk is full", counted(files, "file"))
+    else:
+        log.exception("could not finish removing %s", counted(files, "file"))
 
 
 def _share_gone(result: object) -> bool:
