@@ -327,15 +327,25 @@ async def _repair_held_before_publishing(store_node, monkeypatch, cap: str) -> t
 
 async def test_a_file_removed_while_it_is_repaired_keeps_no_share_nor_space(store_node, monkeypatch) -> None:
     """`store rm` while a repair of the file has rebuilt a share and not yet published it: the removal waits for the
-    repair, then deletes what it rebuilt too: no share is published for a file that is gone."""
+    repair, then deletes what it rebuilt too: no share is published for a file that is gone.  The repair answers
+    what it did and the file's check before the removal goes on: its check is held back here until the removal
+    could have taken the file, as a busy machine may do (a check made then would find no node holding it)."""
     cap = (await put(store_node, os.urandom(3 * SEG + 5)))["capability"]
     store, storage = store_node.app[NODE].gateway.store, store_node.app[NODE].storage
     await _drop_shares(store_node, cap, [0])
     repair, go_on = await _repair_held_before_publishing(store_node, monkeypatch, cap)
     removal = asyncio.ensure_future(store_node.delete(f"/v1/store/files/{cap}"))
-    si = Capability.parse(cap).storage_index
-    await eventually_async(lambda: removal.done() or storage.repair_locks.waiting(si),
-                           "the removal done, or waiting for the repair")
+    si, locks = Capability.parse(cap).storage_index, storage.repair_locks
+    await eventually_async(lambda: removal.done() or locks.waiting(si), "the removal done, or waiting for the repair")
+    check = storage.check
+
+    async def checked_once_the_removal_had_its_chance(checked: Capability) -> dict:
+        # a removal that could take the file now (the lock free, or its) is let go first
+        await eventually_async(lambda: removal.done() or locks.locked(si) and locks.waiting(si),
+                               "the removal done, or held back by the repair's lock")
+        return await check(checked)
+
+    monkeypatch.setattr(storage, "check", checked_once_the_removal_had_its_chance)
     go_on.set()
     answer = await repair
     assert answer.status == 200, await answer.text()

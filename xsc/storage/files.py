@@ -659,7 +659,9 @@ class StorageService:
                 self.locator.placed(cap.storage_index, list(result["placement"]))
             if fetched is not None:  # where another node's file's shares are now: asked again, not remembered
                 self.locator.forget(cap.storage_index)
-        answer = {**result, **await self.check(cap)}
+            # Checked before the lock goes: a removal waiting for this repair would else unlist the file first, and
+            # the repair that succeeded would answer that no node holds it.
+            answer = {**result, **await self.check(cap)}
         warning = single_points(result["placement"] or [], self.me)
         if warning:
             answer["warning"] = warning
